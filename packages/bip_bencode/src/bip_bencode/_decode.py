@@ -2,16 +2,24 @@
 
 The decoder is one loop over an explicit stack, never recursion, so no input can
 raise ``RecursionError`` whatever the caller's own stack depth. The loop is the
-hot path and is written for CPython's speed: it checks only what it must to tell a
-valid document from an invalid one, and hands every failure to a small function
-that works out exactly what is wrong and where (those run once, on bad input).
+hot path and is written for CPython's speed:
+
+- one pass through the loop reads a whole dict entry (key and value) or a whole
+  list item, and knows which of the two it is reading without a state machine;
+- it checks only what it must to tell valid input from invalid, and hands every
+  failure to :mod:`._diagnose`, which works out exactly what is wrong and where;
+- rare cases (unsorted or duplicate keys, a root that is not a container, keys
+  as ``str``) leave the loop for functions of their own.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal, overload
 
+from . import _diagnose as diagnose
 from ._errors import BencodeDecodeError, DecodeErrorKind
+from ._text_keys import with_str_keys
 from ._types import TextKeyValue, Value
 
 __all__ = ["DEFAULT_MAX_DEPTH", "Buffer", "decode", "decode_prefix"]
@@ -23,15 +31,6 @@ DEFAULT_MAX_DEPTH = 512
 """How deeply lists and dictionaries may nest by default. Real documents nest a few
 levels (a BEP 52 file tree one level per directory); the limit keeps code that
 walks a decoded value recursively safe from hostile input."""
-
-# Where the loop is: what the next value will be to its container. The order
-# matters: an "e" may close a container exactly when _TOP < state < _VALUE.
-_TOP = 0  # the document's root value
-_LIST = 1  # an element of the innermost open list
-_KEY = 2  # a key of the innermost open dict (or its closing "e")
-_VALUE = 3  # the value for the innermost dict's latest key
-
-_DIGITS = b"0123456789"
 
 
 def _as_bytes(data: object) -> bytes:
@@ -99,13 +98,15 @@ def decode(
         data = _as_bytes(data)
     if max_depth != DEFAULT_MAX_DEPTH:
         _check_max_depth(max_depth)
-    value, end = _decode_from(data, 0, lenient, max_depth, str_keys)
+    value, end = _decode_from(data, 0, lenient, max_depth)
     if end != len(data):
         raise BencodeDecodeError(
             DecodeErrorKind.TRAILING_DATA,
             end,
             f"{len(data) - end} byte(s) of trailing data after a complete value",
         )
+    if str_keys:
+        return with_str_keys(value, data)
     return value
 
 
@@ -142,28 +143,122 @@ def decode_prefix(
     _check_max_depth(max_depth)
     if type(start) is not int or not 0 <= start <= len(buf):
         raise ValueError(f"start must be an offset within the data (0..{len(buf)}), not {start!r}")
-    value, end = _decode_from(buf, start, lenient, max_depth, False)
-    return value, end  # type: ignore[return-value]  # str_keys=False gives bytes keys
+    return _decode_from(buf, start, lenient, max_depth)
 
 
-def _decode_from(
-    data: bytes, pos: int, lenient: bool, max_depth: int, str_keys: bool
-) -> tuple[Value | TextKeyValue, int]:
+class _Unordered:
+    """Stands in for a dict's latest key once the dict is known to be unsorted.
+
+    Every key compares ``<=`` to it, so each later key of that dict leaves the fast
+    path for :func:`_misordered_key`, which checks it for duplicates (lenient mode).
+    """
+
+    __slots__ = ()
+
+    def __ge__(self, other: object) -> bool:
+        return True
+
+
+_UNORDERED = _Unordered()
+
+
+def _misordered_key(pos: int, key: bytes, last: Any, top: Any, lenient: bool) -> Any:
+    """Handle a key that does not sort after ``last``; return what the next must sort after.
+
+    Reached for the first key of a dict when it is ``b""`` (``last`` starts as
+    ``b""``), for unsorted or duplicate keys, and, in lenient mode, for every key
+    after the first unsorted one.
+    """
+    if not top:  # the first key, b"": nothing to be out of order with
+        return key
+    if key in top:
+        raise diagnose.duplicate_key(pos, key)
+    if not lenient:
+        raise diagnose.unsorted_key(pos, key, last)
+    return _UNORDERED
+
+
+_STRING_HEAD = re.compile(rb"(0|[1-9][0-9]*):")
+_INTEGER = re.compile(rb"i(0|-?[1-9][0-9]*)e")
+
+
+def _decode_scalar(data: bytes, pos: int) -> tuple[Value, int]:
+    """Decode a string or integer that is a whole document (rare: documents are dicts)."""
+    if data[pos] == 105:  # "i"
+        match = _INTEGER.match(data, pos)
+        if match is None:
+            raise diagnose.integer_error(data, pos)
+        try:
+            return int(match[1]), match.end()
+        except ValueError:  # more digits than int() will convert
+            raise diagnose.integer_error(data, pos) from None
+    if 47 < data[pos] < 58:
+        match = _STRING_HEAD.match(data, pos, pos + 21)
+        if match is None:
+            raise diagnose.string_error(data, pos)
+        end = match.end() + int(match[1])
+        if end > len(data):
+            raise diagnose.string_error(data, pos)
+        return data[match.end() : end], end
+    raise diagnose.unexpected_byte(data, pos, in_dict=False)
+
+
+def _decode_from(data: bytes, pos: int, lenient: bool, max_depth: int) -> tuple[Value, int]:
     """Decode the value at ``data[pos]``; return it and the offset after it."""
     n = len(data)
+    if pos >= n:
+        raise diagnose.eof(n, "a value")
+    c = data[pos]
+    if c != 108 and c != 100:  # neither "l" nor "d"
+        return _decode_scalar(data, pos)
+    if max_depth < 1:
+        raise diagnose.too_deep(pos, max_depth)
     find = data.find
-    stack: list[Any] = []  # open containers, innermost last
-    keys: list[Any] = []  # `key` as it was outside each open dict
-    top: Any = None  # stack[-1]
-    key: Any = None  # the innermost dict's latest key (None before its first)
-    root: Any = None
-    state = _TOP
+    top: Any = [] if c == 108 else {}  # the innermost open container
+    root = top
+    in_dict = c == 100
+    parents: list[Any] = []  # the open containers around `top`, outermost first
+    lasts: list[Any] = []  # `last` of each dict in `parents` that holds an open container
+    last: Any = b""  # the key the next key of `top` must sort after
+    key: Any = None  # the key of the entry being read
     value: Any
+    pos += 1
     try:
         while True:
+            if in_dict:  # an entry's key, or the dict's end
+                c = data[pos]
+                if 47 < c < 58:
+                    if data[pos + 1] == 58:  # one-digit length: most keys
+                        start = pos + 2
+                        end = start + c - 48
+                    else:
+                        colon = find(b":", pos + 1, pos + 21)
+                        length = data[pos:colon]
+                        if colon < 0 or c == 48 or not length.isdigit():
+                            raise diagnose.string_error(data, pos)
+                        start = colon + 1
+                        end = start + int(length)
+                    if end > n:
+                        raise diagnose.string_error(data, pos)
+                    key = data[start:end]
+                    last = _misordered_key(pos, key, last, top, lenient) if key <= last else key
+                    pos = end
+                elif c == 101:  # "e": the dict is complete
+                    pos += 1
+                    if not parents:
+                        return root, pos
+                    top = parents.pop()
+                    in_dict = type(top) is dict
+                    if in_dict:
+                        last = lasts.pop()
+                    continue
+                else:
+                    raise diagnose.non_string_key(pos)
+
+            # A list item, or the value of the entry whose key was just read.
             c = data[pos]
-            if 47 < c < 58:  # a digit: a string, "<length>:<bytes>"
-                if data[pos + 1] == 58:  # one-digit length, the common case
+            if 47 < c < 58:  # a string: "<length>:<bytes>"
+                if data[pos + 1] == 58:  # one-digit length
                     start = pos + 2
                     end = start + c - 48
                 elif data[pos + 2] == 58 and c != 48 and 47 < (d := data[pos + 1]) < 58:
@@ -173,213 +268,58 @@ def _decode_from(
                     colon = find(b":", pos + 1, pos + 21)
                     length = data[pos:colon]
                     if colon < 0 or c == 48 or not length.isdigit():
-                        raise _string_error(data, pos)
+                        raise diagnose.string_error(data, pos)
                     start = colon + 1
                     end = start + int(length)
                 if end > n:
-                    raise _eof(n, f"a string of {end - start} bytes starting at offset {start}")
+                    raise diagnose.string_error(data, pos)
                 value = data[start:end]
-                if state == _VALUE:
-                    top[key] = value
-                    state = _KEY
-                elif state == _KEY:
-                    if str_keys:
-                        value = _utf8_key(value, pos)
-                    if lenient:
-                        if value in top:
-                            raise _duplicate_key(pos, data[start:end])
-                    elif key is not None and value <= key:
-                        raise _order_error(pos, data[start:end], key)
-                    key = value
-                    state = _VALUE
-                elif state == _LIST:
-                    top.append(value)
-                else:
-                    return value, end
                 pos = end
-            elif c == 101 and _TOP < state < _VALUE:  # "e" in a list, or a dict between entries
-                if state == _KEY:
-                    key = keys.pop()
-                stack.pop()
-                pos += 1
-                if not stack:
-                    return root, pos
-                top = stack[-1]
-                state = _LIST if type(top) is list else _KEY
-            elif c == 108:  # "l": open a list
-                if state == _KEY or len(stack) >= max_depth:
-                    raise _cannot_open(pos, state, max_depth)
-                new: Any = []
-                if state == _VALUE:
-                    top[key] = new
-                elif state == _LIST:
-                    top.append(new)
-                else:
-                    root = new
-                stack.append(new)
-                top = new
-                state = _LIST
-                pos += 1
-            elif c == 100:  # "d": open a dictionary
-                if state == _KEY or len(stack) >= max_depth:
-                    raise _cannot_open(pos, state, max_depth)
-                new = {}
-                if state == _VALUE:
-                    top[key] = new
-                elif state == _LIST:
-                    top.append(new)
-                else:
-                    root = new
-                stack.append(new)
-                keys.append(key)
-                top = new
-                key = None
-                state = _KEY
-                pos += 1
-            elif c == 105:  # "i<digits>e"
+            elif c == 105:  # an integer: "i<digits>e"
                 e = find(b"e", pos + 1)
                 digits = data[pos + 1 : e]
-                if e < 0 or state == _KEY:
-                    raise _integer_error(data, pos, state)
+                if e < 0:
+                    raise diagnose.integer_error(data, pos)
                 if digits.isdigit():
-                    if digits[0] == 48 and e > pos + 2:
-                        raise _integer_error(data, pos, state)
+                    if digits[0] == 48 and e > pos + 2:  # "0" then more digits
+                        raise diagnose.integer_error(data, pos)
                 elif not (digits[:1] == b"-" and digits[1:].isdigit() and digits[1] != 48):
-                    raise _integer_error(data, pos, state)
+                    raise diagnose.integer_error(data, pos)
                 try:
                     value = int(digits)
                 except ValueError:  # more digits than int() will convert
-                    raise _integer_error(data, pos, state) from None
+                    raise diagnose.integer_error(data, pos) from None
                 pos = e + 1
-                if state == _VALUE:
+            elif c == 108 or c == 100:  # a list or dict opens
+                if len(parents) + 1 >= max_depth:
+                    raise diagnose.too_deep(pos, max_depth)
+                value = [] if c == 108 else {}
+                if in_dict:
                     top[key] = value
-                    state = _KEY
-                elif state == _LIST:
-                    top.append(value)
+                    lasts.append(last)
                 else:
-                    return value, pos
+                    top.append(value)
+                parents.append(top)
+                top = value
+                in_dict = c == 100
+                last = b""
+                pos += 1
+                continue
+            elif c == 101 and not in_dict:  # "e": the list is complete
+                pos += 1
+                if not parents:
+                    return root, pos
+                top = parents.pop()
+                in_dict = type(top) is dict
+                if in_dict:
+                    last = lasts.pop()
+                continue
             else:
-                raise _unexpected_byte(data, pos, state)
+                raise diagnose.unexpected_byte(data, pos, in_dict)
+
+            if in_dict:
+                top[key] = value
+            else:
+                top.append(value)
     except IndexError:  # data[pos] past the end: the input stopped inside a value
-        raise _eof(n, "the next value") from None
-
-
-# --- Diagnosis of errors. These run only when the loop above has found bad input,
-# --- so they favour clarity over speed.
-
-
-def _eof(n: int, what: str) -> BencodeDecodeError:
-    reason = f"input ended while reading {what}"
-    return BencodeDecodeError(DecodeErrorKind.UNEXPECTED_EOF, n, reason)
-
-
-def _digits_end(data: bytes, pos: int) -> int:
-    while pos < len(data) and data[pos] in _DIGITS:
-        pos += 1
-    return pos
-
-
-def _string_error(data: bytes, pos: int) -> BencodeDecodeError:
-    """Say what is wrong with the string whose length starts at ``data[pos]``."""
-    end = _digits_end(data, pos)
-    if end == len(data):
-        return _eof(len(data), f"the length of a string starting at offset {pos}")
-    if data[end] != 58:
-        return BencodeDecodeError(
-            DecodeErrorKind.EXPECTED_COLON,
-            end,
-            f"expected ':' after a string length, found {data[end : end + 1]!r}",
-        )
-    if data[pos] == 48 and end > pos + 1:
-        return BencodeDecodeError(
-            DecodeErrorKind.LEADING_ZERO, pos, "string length written with a leading zero"
-        )
-    # The digits are fine, so the string is longer than the input left after it.
-    return _eof(len(data), f"a string of {data[pos:end].decode()} bytes at offset {end + 1}")
-
-
-def _integer_error(data: bytes, pos: int, state: int) -> BencodeDecodeError:
-    """Say what is wrong with the integer whose ``i`` is at ``data[pos]``."""
-    if state == _KEY:
-        return _non_string_key(pos)
-    first = pos + 1
-    if first < len(data) and data[first] == 45:  # "-"
-        first += 1
-    end = _digits_end(data, first)
-    if end == len(data):
-        return _eof(len(data), f"an integer starting at offset {pos}")
-    if end == first or data[end] != 101:
-        found = data[end : end + 1]
-        return BencodeDecodeError(
-            DecodeErrorKind.EXPECTED_DIGIT, end, f"expected a digit in an integer, found {found!r}"
-        )
-    if data[first] == 48 and end > first + 1:
-        return BencodeDecodeError(
-            DecodeErrorKind.LEADING_ZERO, first, "integer written with a leading zero"
-        )
-    if data[first] == 48 and first > pos + 1:
-        return BencodeDecodeError(
-            DecodeErrorKind.NEGATIVE_ZERO, pos + 1, "i-0e is not a valid integer"
-        )
-    return BencodeDecodeError(
-        DecodeErrorKind.INTEGER_TOO_LONG,
-        pos + 1,
-        f"integer of {end - first} digits is longer than this Python converts"
-        " (see sys.set_int_max_str_digits)",
-    )
-
-
-def _utf8_key(key: bytes, pos: int) -> str:
-    try:
-        return key.decode()
-    except UnicodeDecodeError:
-        raise BencodeDecodeError(
-            DecodeErrorKind.NON_UTF8_KEY, pos, f"key {key!r} is not UTF-8"
-        ) from None
-
-
-def _cannot_open(pos: int, state: int, max_depth: int) -> BencodeDecodeError:
-    if state == _KEY:
-        return _non_string_key(pos)
-    return BencodeDecodeError(
-        DecodeErrorKind.DEPTH_EXCEEDED,
-        pos,
-        f"lists and dictionaries nested deeper than max_depth={max_depth}",
-    )
-
-
-def _non_string_key(pos: int) -> BencodeDecodeError:
-    return BencodeDecodeError(
-        DecodeErrorKind.NON_STRING_KEY, pos, "dictionary key must be a byte string"
-    )
-
-
-def _unexpected_byte(data: bytes, pos: int, state: int) -> BencodeDecodeError:
-    if state == _KEY:
-        return _non_string_key(pos)
-    found = data[pos : pos + 1]
-    if state == _VALUE and found == b"e":
-        return BencodeDecodeError(
-            DecodeErrorKind.MISSING_VALUE, pos, "dictionary ends after a key, without its value"
-        )
-    return BencodeDecodeError(
-        DecodeErrorKind.INVALID_TYPE, pos, f"{found!r} does not start a bencoded value"
-    )
-
-
-def _duplicate_key(pos: int, key: bytes) -> BencodeDecodeError:
-    return BencodeDecodeError(
-        DecodeErrorKind.DUPLICATE_KEY, pos, f"dictionary key {key!r} appears twice"
-    )
-
-
-def _order_error(pos: int, key: bytes, previous: bytes | str) -> BencodeDecodeError:
-    previous_raw = previous.encode() if isinstance(previous, str) else previous
-    if key == previous_raw:
-        return _duplicate_key(pos, key)
-    return BencodeDecodeError(
-        DecodeErrorKind.UNSORTED_KEYS,
-        pos,
-        f"dictionary key {key!r} comes after {previous_raw!r} but sorts before it"
-        " (decode with lenient=True to accept unsorted keys)",
-    )
+        raise diagnose.eof(n, "the next value") from None

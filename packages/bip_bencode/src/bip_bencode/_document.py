@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ._decode import DEFAULT_MAX_DEPTH, Buffer, _as_bytes, decode
 from ._errors import BencodePathError
+from ._scan import dict_entry, list_item, value_end
 from ._types import Value
 
 __all__ = ["Document", "PathStep", "decode_document"]
@@ -56,15 +57,15 @@ class Document:
             kind = data[start]
             if isinstance(step, bytes | str) and kind == 100:  # "d"
                 wanted = step.encode() if isinstance(step, str) else step
-                start = _dict_value_start(data, start, wanted)
+                start = dict_entry(data, start, wanted)[1]
             elif type(step) is int and kind == 108:  # "l"
-                start = _list_item_start(data, start, step)
+                start = list_item(data, start, step)
             else:
                 start = -1
             if start < 0:
                 where = "".join(f"[{s!r}]" for s in path[: depth + 1])
                 raise BencodePathError(f"no value at {where} in the document")
-        return start, _value_end(data, start)
+        return start, value_end(data, start)
 
     def raw(self, *path: PathStep) -> bytes:
         """Return the exact input bytes of the value at ``path`` (see :meth:`span`)."""
@@ -87,51 +88,3 @@ def decode_document(
     """
     buf = _as_bytes(data)
     return Document(buf, decode(buf, lenient=lenient, max_depth=max_depth))
-
-
-# Walking validated input. These trust that ``data`` is well-formed bencoding,
-# which decode_document has checked, so they only skip from token to token.
-
-
-def _value_end(data: bytes, pos: int) -> int:
-    """Offset just past the value that starts at ``pos``."""
-    depth = 0
-    while True:
-        c = data[pos]
-        if 47 < c < 58:  # string
-            colon = data.index(b":", pos)
-            pos = colon + 1 + int(data[pos:colon])
-        elif c == 105:  # integer
-            pos = data.index(b"e", pos) + 1
-        elif c == 101:  # end of a container
-            depth -= 1
-            pos += 1
-        else:  # "l" or "d"
-            depth += 1
-            pos += 1
-        if depth == 0:
-            return pos
-
-
-def _dict_value_start(data: bytes, pos: int, wanted: bytes) -> int:
-    """Offset of the value for key ``wanted`` in the dict at ``pos``, or -1."""
-    pos += 1
-    while data[pos] != 101:
-        colon = data.index(b":", pos)
-        key_end = colon + 1 + int(data[pos:colon])
-        if data[colon + 1 : key_end] == wanted:
-            return key_end
-        pos = _value_end(data, key_end)
-    return -1
-
-
-def _list_item_start(data: bytes, pos: int, index: int) -> int:
-    """Offset of item ``index`` of the list at ``pos``, or -1."""
-    if index < 0:
-        return -1
-    pos += 1
-    for _ in range(index):
-        if data[pos] == 101:
-            return -1
-        pos = _value_end(data, pos)
-    return -1 if data[pos] == 101 else pos

@@ -1,11 +1,18 @@
 """Encoding: values in, canonical bencoding out.
 
-The encoder keeps a stack of iterators, one per open list or dictionary, and
-writes strings and integers inline as it iterates, so only containers touch the
-stack. There is no recursion: nesting depth costs memory, never
-``RecursionError``. A container that contains itself is refused rather than
-written forever; the check for that runs only once nesting gets deeper than real
-documents go, so ordinary encodes do not pay for it.
+The encoder walks its input with a stack of iterators, one per open list or
+dictionary, never recursion: nesting depth costs memory, never
+``RecursionError``. It is written for CPython's speed:
+
+- the iterator of the innermost container is kept in a local and scalars are
+  written inline as it runs, so only containers touch the stack;
+- a dictionary is iterated as ``(encoded key, value)`` pairs in sorted key order,
+  found through a small cache keyed by the dictionary's keys as they stand (its
+  *shape*): documents repeat a few shapes (every file of a torrent, every KRPC
+  message), so most dictionaries need neither a sort nor a key encoded again;
+- a container that contains itself is refused rather than written forever; the
+  check for that runs once nesting gets deeper than honest documents go, so
+  ordinary encodes do not pay for it.
 """
 
 from __future__ import annotations
@@ -20,26 +27,22 @@ from ._types import Encodable
 
 __all__ = ["encode"]
 
-# The loop tells dictionary frames from list frames by the iterator's type. A
-# dictionary whose keys need sorting is iterated as reversed(items sorted in
-# descending order): ascending order, through a list_reverseiterator, a type list
-# frames never use. One with fewer than two keys is iterated as it is.
-_SortedDictFrame: type = type(reversed([]))
-_InOrderDictFrame: type = type(iter({}.items()))
-
 # Length prefixes and small integers, written so often they are worth a table.
 _PREFIX = tuple(b"%d:" % n for n in range(256))
 _SMALL_INT = tuple(b"i%de" % n for n in range(256))
 
-# Encoded dictionary keys ("6:length"), shared across calls: the same few keys
-# recur in every torrent and KRPC message. Bounded, and only ever holds bytes
-# and str keys, which are immutable.
-_key_cache: dict[object, bytes] = {}
-_KEY_CACHE_SIZE = 4096
-
 # Nesting deeper than this triggers one full check for a container that contains
 # itself (a cycle nests forever; honest documents stop long before).
 _CYCLE_CHECK_DEPTH = 1000
+
+# Shape cache: the keys of a dict, in its own order -> (its keys encoded, in
+# sorted order; None if its order is already sorted, else its keys in sorted
+# order). Only for dicts of up to _SHAPE_MAX_KEYS keys, all exactly bytes or
+# exactly str; cleared when full, so it stays small whatever is encoded.
+_Shape = tuple[tuple[bytes, ...], tuple[Any, ...] | None]
+_shapes: dict[tuple[Any, ...], _Shape] = {}
+_SHAPE_CACHE_SIZE = 2048
+_SHAPE_MAX_KEYS = 32
 
 _first = itemgetter(0)
 
@@ -60,24 +63,20 @@ def encode(value: Encodable) -> bytes:
     """
     out: list[bytes] = []
     put = out.append
-    key_get = _key_cache.get
     prefix = _PREFIX
     small_int = _SMALL_INT
-    # The root is written as the only item of a list frame that writes no "l".
-    stack: list[Iterator[Any]] = [iter((value,))]
+    stack: list[Iterator[Any]] = []  # the frames of the containers around `it`
     push = stack.append
-    cycle_checked = False
-    k: Any
+    pop = stack.pop
+    # The root is the one item of a list frame that writes no "l" or "e".
+    it: Iterator[Any] = iter((value,))
+    in_dict = False  # whether `it` is a dict frame, yielding (encoded key, value)
+    check_depth = _CYCLE_CHECK_DEPTH
     v: Any = None  # the value being written: Any, as the loop dispatches on its type
     try:
-        while stack:
-            it = stack[-1]
-            frame_type = type(it)
-            if frame_type is _SortedDictFrame or frame_type is _InOrderDictFrame:
-                for k, v in it:
-                    key = key_get(k)
-                    if key is None:
-                        key = _encode_key(k)
+        while True:
+            if in_dict:
+                for key, v in it:
                     put(key)
                     t = type(v)
                     if t is bytes:
@@ -86,22 +85,28 @@ def encode(value: Encodable) -> bytes:
                         put(v)
                     elif t is int:
                         put(small_int[v] if 0 <= v < 256 else b"i%de" % v)
-                    elif t is dict:
-                        put(b"d")
-                        push(_dict_frame(v))
-                        break
                     elif t is list:
                         put(b"l")
-                        push(iter(v))
+                        push(it)
+                        it = iter(v)
+                        in_dict = False
+                        break
+                    elif t is dict:
+                        put(b"d")
+                        push(it)
+                        it = _dict_frame(v)
                         break
                     else:
                         frame = _write_other(v, put)
                         if frame is not None:
-                            push(frame)
+                            push(it)
+                            it = frame
+                            in_dict = type(frame) is zip
                             break
-                else:
+                else:  # the dict is complete
                     put(b"e")
-                    stack.pop()
+                    it = pop()
+                    in_dict = type(it) is zip
                     continue
             else:
                 for v in it:
@@ -112,30 +117,37 @@ def encode(value: Encodable) -> bytes:
                         put(v)
                     elif t is int:
                         put(small_int[v] if 0 <= v < 256 else b"i%de" % v)
-                    elif t is dict:
-                        put(b"d")
-                        push(_dict_frame(v))
-                        break
                     elif t is list:
                         put(b"l")
-                        push(iter(v))
+                        push(it)
+                        it = iter(v)
+                        break
+                    elif t is dict:
+                        put(b"d")
+                        push(it)
+                        it = _dict_frame(v)
+                        in_dict = True
                         break
                     else:
                         frame = _write_other(v, put)
                         if frame is not None:
-                            push(frame)
+                            push(it)
+                            it = frame
+                            in_dict = type(frame) is zip
                             break
-                else:
-                    stack.pop()
-                    if stack:  # the root frame has no "e"
-                        put(b"e")
+                else:  # the list is complete
+                    if not stack:
+                        return b"".join(out)  # the root frame: the value is written
+                    put(b"e")
+                    it = pop()
+                    in_dict = type(it) is zip
                     continue
-            if len(stack) > _CYCLE_CHECK_DEPTH and not cycle_checked:
+            # A container was opened: check, once, that none contains itself.
+            if len(stack) > check_depth:
                 _check_for_cycles(value)
-                cycle_checked = True
+                check_depth = 1 << 62
     except BencodeEncodeError as exc:
-        path = exc.path or _locate(value, v)
-        raise BencodeEncodeError(exc.reason, path) from None
+        raise BencodeEncodeError(exc.reason, exc.path or _locate(value, v)) from None
     except UnicodeEncodeError as exc:
         raise BencodeEncodeError(
             f"str cannot be written as UTF-8 ({exc.reason})", _locate(value, v)
@@ -144,54 +156,55 @@ def encode(value: Encodable) -> bytes:
         raise BencodeEncodeError(
             "integer too large to write (see sys.set_int_max_str_digits)", _locate(value, v)
         ) from None
-    return b"".join(out)
 
 
-def _dict_frame(mapping: Mapping[Any, Any]) -> Iterator[tuple[Any, Any]]:
-    """Iterate a dictionary's items in the order their keys must be written."""
-    in_order: Iterator[tuple[Any, Any]] = iter(mapping.items())
-    if len(mapping) < 2 and type(mapping) is dict:  # other mappings' iterators differ
-        return in_order
-    try:
-        items: list[tuple[Any, Any]] = sorted(mapping.items(), reverse=True)
-    except TypeError:  # keys that do not compare: str and bytes mixed, or worse
-        items = _sorted_items(mapping)
-    ascending: Iterator[tuple[Any, Any]] = reversed(items)
-    return ascending
+def _dict_frame(mapping: Mapping[Any, Any]) -> Iterator[tuple[bytes, Any]]:
+    """Iterate a dictionary as ``(encoded key, value)`` pairs in sorted key order."""
+    # zip() without strict=True: the two sides have the same length by
+    # construction, and the keyword makes zip() nearly twice as slow to create.
+    keys = tuple(mapping)
+    shape = _shapes.get(keys)
+    if shape is None:
+        if len(keys) > _SHAPE_MAX_KEYS or type(mapping) is not dict:
+            pairs = _sorted_keys(mapping)
+            encoded = [b"%d:%s" % (len(raw), raw) for _, raw in pairs]
+            return zip(encoded, [mapping[key] for key, _ in pairs])  # noqa: B905
+        shape = _new_shape(mapping, keys)
+    encoded_keys, order = shape
+    if order is None:
+        return zip(encoded_keys, mapping.values())  # noqa: B905
+    return zip(encoded_keys, map(mapping.__getitem__, order))  # noqa: B905
 
 
-def _sorted_items(mapping: Mapping[Any, Any]) -> list[tuple[Any, Any]]:
-    """Items with keys as raw bytes, in descending key order; refuse bad or clashing keys."""
-    items = []
-    for key, item in mapping.items():
+def _new_shape(mapping: Mapping[Any, Any], keys: tuple[Any, ...]) -> _Shape:
+    """Work out (and, when its keys are plain bytes or str, remember) a dict's shape."""
+    pairs = _sorted_keys(mapping)
+    encoded = tuple(b"%d:%s" % (len(raw), raw) for _, raw in pairs)
+    order = tuple(key for key, _ in pairs)
+    shape: _Shape = (encoded, None if order == keys else order)
+    if all(type(key) is bytes or type(key) is str for key in keys):
+        if len(_shapes) >= _SHAPE_CACHE_SIZE:
+            _shapes.clear()
+        _shapes[keys] = shape
+    return shape
+
+
+def _sorted_keys(mapping: Mapping[Any, Any]) -> list[tuple[Any, bytes]]:
+    """``(key, raw key bytes)`` in the order bencoding writes them; refuse bad or clashing keys."""
+    pairs = []
+    for key in mapping:
         if isinstance(key, bytes):
             raw = bytes(key)
         elif isinstance(key, str):
             raw = key.encode()
         else:
             raise BencodeEncodeError(f"dictionary key must be bytes or str, not {_name(key)}")
-        items.append((raw, item))
-    items.sort(key=_first, reverse=True)
-    for (raw, _), (next_raw, _) in pairwise(items):
+        pairs.append((key, raw))
+    pairs.sort(key=lambda pair: pair[1])
+    for (_, raw), (_, next_raw) in pairwise(pairs):
         if raw == next_raw:
             raise BencodeEncodeError(f"two dictionary keys encode to {raw!r}")
-    return items
-
-
-def _encode_key(key: object) -> bytes:
-    """Encode a dictionary key (bytes or str), remembering common ones."""
-    if isinstance(key, bytes):
-        raw = bytes(key)
-    elif isinstance(key, str):
-        raw = key.encode()
-    else:
-        raise BencodeEncodeError(f"dictionary key must be bytes or str, not {_name(key)}")
-    encoded = b"%d:%s" % (len(raw), raw)
-    if type(key) is bytes or type(key) is str:
-        if len(_key_cache) >= _KEY_CACHE_SIZE:
-            _key_cache.clear()
-        _key_cache[key] = encoded
-    return encoded
+    return pairs
 
 
 def _write_other(x: object, write: Callable[[bytes], None]) -> Iterator[Any] | None:
