@@ -213,12 +213,13 @@ def _decode_from(data: bytes, pos: int, lenient: bool, max_depth: int) -> tuple[
         return _decode_scalar(data, pos)
     if max_depth < 1:
         raise diagnose.too_deep(pos, max_depth)
-    find = data.find
     top: Any = [] if c == 108 else {}  # the innermost open container
     root = top
     in_dict = c == 100
-    parents: list[Any] = []  # the open containers around `top`, outermost first
-    lasts: list[Any] = []  # `last` of each dict in `parents` that holds an open container
+    # The open containers around `top`, outermost first. When a container opens
+    # inside a dict, that dict's `last` is pushed just before the dict itself.
+    parents: list[Any] = []
+    depth = 1  # how many containers are open, `top` included
     last: Any = b""  # the key the next key of `top` must sort after
     key: Any = None  # the key of the entry being read
     value: Any
@@ -232,7 +233,7 @@ def _decode_from(data: bytes, pos: int, lenient: bool, max_depth: int) -> tuple[
                         start = pos + 2
                         end = start + c - 48
                     else:
-                        colon = find(b":", pos + 1, pos + 21)
+                        colon = data.find(b":", pos + 1, pos + 21)
                         length = data[pos:colon]
                         if colon < 0 or c == 48 or not length.isdigit():
                             raise diagnose.string_error(data, pos)
@@ -247,10 +248,11 @@ def _decode_from(data: bytes, pos: int, lenient: bool, max_depth: int) -> tuple[
                     pos += 1
                     if not parents:
                         return root, pos
+                    depth -= 1
                     top = parents.pop()
                     in_dict = type(top) is dict
                     if in_dict:
-                        last = lasts.pop()
+                        last = parents.pop()
                     continue
                 else:
                     raise diagnose.non_string_key(pos)
@@ -265,7 +267,7 @@ def _decode_from(data: bytes, pos: int, lenient: bool, max_depth: int) -> tuple[
                     start = pos + 3  # two digits: ids, hashes, names
                     end = start + c * 10 + d - 528  # 528 == 48 * 10 + 48
                 else:
-                    colon = find(b":", pos + 1, pos + 21)
+                    colon = data.find(b":", pos + 1, pos + 21)
                     length = data[pos:colon]
                     if colon < 0 or c == 48 or not length.isdigit():
                         raise diagnose.string_error(data, pos)
@@ -275,8 +277,49 @@ def _decode_from(data: bytes, pos: int, lenient: bool, max_depth: int) -> tuple[
                     raise diagnose.string_error(data, pos)
                 value = data[start:end]
                 pos = end
+            elif c == 101 and not in_dict:  # "e": the list is complete
+                pos += 1
+                if not parents:
+                    return root, pos
+                depth -= 1
+                top = parents.pop()
+                in_dict = type(top) is dict
+                if in_dict:
+                    last = parents.pop()
+                continue
+            elif c == 108:  # a list opens
+                depth += 1
+                if depth > max_depth:
+                    raise diagnose.too_deep(pos, max_depth)
+                value = []
+                if in_dict:
+                    top[key] = value
+                    parents.append(last)
+                    in_dict = False
+                else:
+                    top.append(value)
+                parents.append(top)
+                top = value
+                pos += 1
+                continue
+            elif c == 100:  # a dict opens
+                depth += 1
+                if depth > max_depth:
+                    raise diagnose.too_deep(pos, max_depth)
+                value = {}
+                if in_dict:
+                    top[key] = value
+                    parents.append(last)
+                else:
+                    top.append(value)
+                    in_dict = True
+                parents.append(top)
+                top = value
+                last = b""
+                pos += 1
+                continue
             elif c == 105:  # an integer: "i<digits>e"
-                e = find(b"e", pos + 1)
+                e = data.find(b"e", pos + 1)
                 digits = data[pos + 1 : e]
                 if e < 0:
                     raise diagnose.integer_error(data, pos)
@@ -290,30 +333,6 @@ def _decode_from(data: bytes, pos: int, lenient: bool, max_depth: int) -> tuple[
                 except ValueError:  # more digits than int() will convert
                     raise diagnose.integer_error(data, pos) from None
                 pos = e + 1
-            elif c == 108 or c == 100:  # a list or dict opens
-                if len(parents) + 1 >= max_depth:
-                    raise diagnose.too_deep(pos, max_depth)
-                value = [] if c == 108 else {}
-                if in_dict:
-                    top[key] = value
-                    lasts.append(last)
-                else:
-                    top.append(value)
-                parents.append(top)
-                top = value
-                in_dict = c == 100
-                last = b""
-                pos += 1
-                continue
-            elif c == 101 and not in_dict:  # "e": the list is complete
-                pos += 1
-                if not parents:
-                    return root, pos
-                top = parents.pop()
-                in_dict = type(top) is dict
-                if in_dict:
-                    last = lasts.pop()
-                continue
             else:
                 raise diagnose.unexpected_byte(data, pos, in_dict)
 
