@@ -263,7 +263,7 @@ def _decode_from(data: bytes, pos: int, lenient: bool, max_depth: int) -> tuple[
                 if data[pos + 1] == 58:  # one-digit length
                     start = pos + 2
                     end = start + c - 48
-                elif data[pos + 2] == 58 and c != 48 and 47 < (d := data[pos + 1]) < 58:
+                elif 47 < (d := data[pos + 1]) < 58 and data[pos + 2] == 58 and c != 48:
                     start = pos + 3  # two digits: ids, hashes, names
                     end = start + c * 10 + d - 528  # 528 == 48 * 10 + 48
                 else:

@@ -56,7 +56,7 @@ class Document:
         for depth, step in enumerate(path):
             kind = data[start]
             if isinstance(step, bytes | str) and kind == 100:  # "d"
-                wanted = step.encode() if isinstance(step, str) else step
+                wanted = step.encode("utf-8", "surrogatepass") if isinstance(step, str) else step
                 start = dict_entry(data, start, wanted)[1]
             elif type(step) is int and kind == 108:  # "l"
                 start = list_item(data, start, step)

@@ -53,7 +53,8 @@ def encode(value: Encodable) -> bytes:
     Accepted: ``int`` (but not ``bool``), ``bytes``, ``bytearray``,
     ``memoryview``, ``str`` (written as UTF-8), ``list`` and ``tuple``, and
     dictionaries (any :class:`~collections.abc.Mapping`) whose keys are ``bytes``
-    or ``str``. Keys are written sorted by their raw bytes, as BEP 3 requires.
+    (or a read-only ``memoryview``) or ``str``. Keys are written sorted by their raw
+    bytes, as BEP 3 requires.
 
     Raises:
         BencodeEncodeError: a value has no bencoding (``float``, ``None``, ``bool``,
@@ -109,6 +110,8 @@ def encode(value: Encodable) -> bytes:
                     in_dict = type(it) is zip
                     continue
             else:
+                # The same cases as above, for a list frame. Repeated rather than
+                # shared: a function call per value would cost more than the rest.
                 for v in it:
                     t = type(v)
                     if t is bytes:
@@ -197,6 +200,12 @@ def _sorted_keys(mapping: Mapping[Any, Any]) -> list[tuple[Any, bytes]]:
             raw = bytes(key)
         elif isinstance(key, str):
             raw = key.encode()
+        elif isinstance(key, memoryview):
+            # Bytes-like keys are accepted as values are. (A read-only memoryview is
+            # hashable and equal to the bytes it shows, so the shape cache treats it
+            # as those bytes anyway: refusing it here would make the outcome depend
+            # on what was encoded before.)
+            raw = key.tobytes()
         else:
             raise BencodeEncodeError(f"dictionary key must be bytes or str, not {_name(key)}")
         pairs.append((key, raw))
@@ -294,5 +303,7 @@ def _locate(root: object, target: object) -> tuple[bytes | str | int, ...]:
         seen.add(id(node))
         if isinstance(node, Mapping) and any(key is target for key in node):
             return path  # a bad key is reported at its dictionary
-        todo.extend((child, (*path, step)) for step, child in _children(node) or ())
+        # Reversed, so that the first child is searched first: the path names the
+        # first bad value in document order, the one the encoder met.
+        todo.extend(reversed([(child, (*path, step)) for step, child in _children(node) or ()]))
     return ()

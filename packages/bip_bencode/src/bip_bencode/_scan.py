@@ -60,7 +60,7 @@ def value_start(data: bytes, path: Sequence[bytes | str | int]) -> int:
     for step in path:
         kind = data[pos]
         if isinstance(step, bytes | str) and kind == 100:  # "d"
-            wanted = step.encode() if isinstance(step, str) else step
+            wanted = step.encode("utf-8", "surrogatepass") if isinstance(step, str) else step
             pos = dict_entry(data, pos, wanted)[1]
         elif type(step) is int and kind == 108:  # "l"
             pos = list_item(data, pos, step)
