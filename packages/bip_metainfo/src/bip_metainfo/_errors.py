@@ -1,0 +1,117 @@
+"""The exceptions bip_metainfo raises, and the defects a torrent can have."""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = ["MagnetError", "MetainfoError", "MetainfoErrorKind"]
+
+
+class MetainfoErrorKind(enum.Enum):
+    """What is wrong with a torrent.
+
+    Finer-grained than libtorrent's error codes; :attr:`libtorrent` names the
+    libtorrent ``error_code`` each kind corresponds to, so results can be compared
+    with libtorrent's (and with the public test vectors, which cite them).
+    """
+
+    INVALID_BENCODING = "invalid_bencoding"
+    """The file is not bencoding, or a v2 info dict is not canonical bencoding."""
+    NOT_A_DICT = "not_a_dict"
+    """The top-level value is not a dictionary."""
+    MISSING_INFO = "missing_info"
+    """No ``info`` dictionary."""
+    MISSING_PIECE_LENGTH = "missing_piece_length"
+    """``piece length`` is missing or not an integer."""
+    INVALID_PIECE_LENGTH = "invalid_piece_length"
+    """``piece length`` is not a power of two of at least 16 KiB (v2), or not positive."""
+    MISSING_PIECES = "missing_pieces"
+    """A v1 torrent has no ``pieces`` string."""
+    INVALID_PIECES = "invalid_pieces"
+    """``pieces`` is not a whole number of SHA-1 hashes, or not one per piece."""
+    MISSING_NAME = "missing_name"
+    """No ``name``, or a file without a ``path``."""
+    INVALID_PATH = "invalid_path"
+    """A path component is not a string, or a path is empty."""
+    INVALID_LENGTH = "invalid_length"
+    """A file length is missing, negative or not an integer, or the torrent is empty."""
+    NO_FILES = "no_files"
+    """A ``files`` list or ``file tree`` holding no files."""
+    TOO_MANY_PIECES = "too_many_pieces"
+    """More pieces, or a larger total size, than any sane torrent has."""
+    TOO_MANY_DUPLICATE_NAMES = "too_many_duplicate_names"
+    """So many files with the same path that they cannot be told apart."""
+    INCONSISTENT_FILES = "inconsistent_files"
+    """A hybrid torrent whose v1 file list and v2 file tree disagree."""
+    INVALID_FILE_TREE = "invalid_file_tree"
+    """A v2 ``file tree`` entry is malformed (no ``""`` file dict, empty name, ...)."""
+    FILE_TREE_TOO_DEEP = "file_tree_too_deep"
+    """A v2 ``file tree`` nests directories deeper than the limit."""
+    MISSING_PIECES_ROOT = "missing_pieces_root"
+    """A non-empty v2 file has no ``pieces root``, or an all-zero one."""
+    INVALID_PIECE_LAYER = "invalid_piece_layer"
+    """A v2 piece layer is missing, the wrong size, keyed by an unknown root, or does
+    not hash up to its file's ``pieces root``."""
+    INVALID_META_VERSION = "invalid_meta_version"
+    """``meta version`` is present but not 2."""
+    INVALID_FIELD = "invalid_field"
+    """An optional field has the wrong type (``announce-list`` not a list, ...)."""
+
+    @property
+    def libtorrent(self) -> str:
+        """The libtorrent ``error_code`` name that corresponds to this kind."""
+        return _LIBTORRENT[self]
+
+
+_LIBTORRENT = {
+    MetainfoErrorKind.INVALID_BENCODING: "invalid_bencoding",
+    MetainfoErrorKind.NOT_A_DICT: "torrent_is_no_dict",
+    MetainfoErrorKind.MISSING_INFO: "torrent_missing_info",
+    MetainfoErrorKind.MISSING_PIECE_LENGTH: "torrent_missing_piece_length",
+    MetainfoErrorKind.INVALID_PIECE_LENGTH: "torrent_missing_piece_length",
+    MetainfoErrorKind.MISSING_PIECES: "torrent_missing_pieces",
+    MetainfoErrorKind.INVALID_PIECES: "torrent_invalid_hashes",
+    MetainfoErrorKind.MISSING_NAME: "torrent_missing_name",
+    MetainfoErrorKind.INVALID_PATH: "torrent_missing_name",
+    MetainfoErrorKind.INVALID_LENGTH: "torrent_invalid_length",
+    MetainfoErrorKind.NO_FILES: "no_files_in_torrent",
+    MetainfoErrorKind.TOO_MANY_PIECES: "too_many_pieces_in_torrent",
+    MetainfoErrorKind.TOO_MANY_DUPLICATE_NAMES: "too_many_duplicate_filenames",
+    MetainfoErrorKind.INCONSISTENT_FILES: "torrent_inconsistent_files",
+    MetainfoErrorKind.INVALID_FILE_TREE: "torrent_file_parse_failed",
+    MetainfoErrorKind.FILE_TREE_TOO_DEEP: "torrent_file_parse_failed",
+    MetainfoErrorKind.MISSING_PIECES_ROOT: "torrent_missing_pieces_root",
+    MetainfoErrorKind.INVALID_PIECE_LAYER: "torrent_invalid_piece_layer",
+    MetainfoErrorKind.INVALID_META_VERSION: "torrent_unknown_version",
+    MetainfoErrorKind.INVALID_FIELD: "torrent_file_parse_failed",
+}
+
+
+class MetainfoError(ValueError):
+    """A torrent (or a bare info dict) is malformed.
+
+    Attributes:
+        kind: what is wrong, as a :class:`MetainfoErrorKind`.
+        reason: a human-readable description of the defect.
+    """
+
+    def __init__(self, kind: MetainfoErrorKind, reason: str) -> None:
+        super().__init__(f"{reason} ({kind.value})")
+        self.kind = kind
+        self.reason = reason
+
+
+class MagnetError(ValueError):
+    """A magnet link is malformed.
+
+    Attributes:
+        parameter: the query parameter at fault (``"xt"``, ``"tr.1"``, ``"x.pe"``,
+            ...), or ``""`` when the link as a whole is not a magnet link.
+        reason: a human-readable description of the defect.
+    """
+
+    def __init__(self, parameter: str, reason: str) -> None:
+        where = f"parameter {parameter!r}: " if parameter else ""
+        super().__init__(f"{where}{reason}")
+        self.parameter = parameter
+        self.reason = reason
