@@ -1,8 +1,60 @@
 """bip_metainfo: .torrent files (v1, v2, hybrid), magnet links, and creating torrents."""
 
 from ._errors import MagnetError, MetainfoError, MetainfoErrorKind
+from ._files import FileEntry
+from ._geometry import FileSlice, PieceGeometry
+from ._info import DEFAULT_MAX_PIECES, Info
 from ._infohash import InfoHash
+from ._magnet import MagnetLink
+from ._merkle import (
+    BLOCK_SIZE,
+    HASH_SIZE,
+    MerkleFileHasher,
+    MerkleTree,
+    block_hashes,
+    merkle_root,
+    pad_hash,
+    piece_hash,
+    piece_layer,
+    pieces_root,
+    pieces_root_from_layer,
+    proof_uncle_count,
+    root_from_proof,
+    verify_block,
+    verify_piece,
+    verify_piece_layer,
+)
+from ._metainfo import DEFAULT_MAX_TORRENT_SIZE, Metainfo
 
-__all__ = ["InfoHash", "MagnetError", "MetainfoError", "MetainfoErrorKind"]
+__all__ = [
+    "BLOCK_SIZE",
+    "DEFAULT_MAX_PIECES",
+    "DEFAULT_MAX_TORRENT_SIZE",
+    "HASH_SIZE",
+    "FileEntry",
+    "FileSlice",
+    "Info",
+    "InfoHash",
+    "MagnetError",
+    "MagnetLink",
+    "MerkleFileHasher",
+    "MerkleTree",
+    "Metainfo",
+    "MetainfoError",
+    "MetainfoErrorKind",
+    "PieceGeometry",
+    "block_hashes",
+    "merkle_root",
+    "pad_hash",
+    "piece_hash",
+    "piece_layer",
+    "pieces_root",
+    "pieces_root_from_layer",
+    "proof_uncle_count",
+    "root_from_proof",
+    "verify_block",
+    "verify_piece",
+    "verify_piece_layer",
+]
 
 __version__ = "0.1.0"

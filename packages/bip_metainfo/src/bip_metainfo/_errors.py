@@ -54,6 +54,8 @@ class MetainfoErrorKind(enum.Enum):
     not hash up to its file's ``pieces root``."""
     INVALID_META_VERSION = "invalid_meta_version"
     """``meta version`` is present but not 2."""
+    TOO_LARGE = "too_large"
+    """The .torrent file is larger than the reader's limit."""
     INVALID_FIELD = "invalid_field"
     """An optional field has the wrong type (``announce-list`` not a list, ...)."""
 
@@ -83,6 +85,7 @@ _LIBTORRENT = {
     MetainfoErrorKind.MISSING_PIECES_ROOT: "torrent_missing_pieces_root",
     MetainfoErrorKind.INVALID_PIECE_LAYER: "torrent_invalid_piece_layer",
     MetainfoErrorKind.INVALID_META_VERSION: "torrent_unknown_version",
+    MetainfoErrorKind.TOO_LARGE: "metadata_too_large",
     MetainfoErrorKind.INVALID_FIELD: "torrent_file_parse_failed",
 }
 

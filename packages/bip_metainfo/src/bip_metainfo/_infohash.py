@@ -136,7 +136,9 @@ class InfoHash:
 
 
 def _decode_text(text: object) -> bytes | None:
-    if not isinstance(text, str):
+    # ASCII only: str.upper() would turn some non-ASCII letters (a dotless i, say)
+    # into ASCII ones and let them pass as base32.
+    if not isinstance(text, str) or not text.isascii():
         return None
     if len(text) == 32:  # v1 in base32 (RFC 4648, upper or lower case)
         try:

@@ -1,0 +1,555 @@
+"""Info: a torrent's info dictionary (v1, v2 or hybrid), parsed and validated.
+
+The checks follow libtorrent's ``parse_info_section`` in kind and in order, so a
+torrent libtorrent refuses is refused here for the corresponding reason (see
+:class:`~bip_metainfo.MetainfoErrorKind`). Where this module is stricter it says
+so. Everything an untrusted torrent controls is bounded: the number of pieces,
+file sizes, the depth of a v2 file tree, the number of duplicate file names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from bip_bencode import BencodeDecodeError, decode
+
+from ._errors import MetainfoError, MetainfoErrorKind
+from ._files import FileEntry
+from ._geometry import FileSlice, PieceGeometry
+from ._infohash import InfoHash
+from ._paths import (
+    DEFAULT_DUPLICATE_LIMIT,
+    resolve_duplicates,
+    resolve_symlinks,
+    sanitize_name,
+    sanitize_path,
+    sanitize_symlink_target,
+)
+
+__all__ = ["DEFAULT_MAX_PIECES", "Info"]
+
+K = MetainfoErrorKind
+
+DEFAULT_MAX_PIECES = 0x200000
+"""The most pieces a torrent may have by default (libtorrent's ``max_pieces``)."""
+
+MAX_PIECE_LENGTH = 2**31 // 2 - 1
+"""The largest piece length accepted (libtorrent's INT_MAX / 2)."""
+
+MIN_V2_PIECE_LENGTH = 16 * 1024
+"""BEP 52: a v2 piece length is a power of two and at least 16 KiB."""
+
+MAX_FILE_SIZE = (1 << 62) - 1
+"""The largest file size accepted."""
+
+MAX_FILE_TREE_DEPTH = 100
+"""How many directories deep a v2 ``file tree`` may nest (libtorrent's limit)."""
+
+_SHA1_SIZE = 20
+_SHA256_SIZE = 32
+_ZERO_ROOT = bytes(_SHA256_SIZE)
+
+
+def _fail(kind: MetainfoErrorKind, reason: str) -> MetainfoError:
+    return MetainfoError(kind, reason)
+
+
+@dataclass(frozen=True, slots=True)
+class _ParsedFiles:
+    v1: list[FileEntry] | None  # None: the info dict has no v1 file list (v2-only)
+    v2: list[FileEntry] | None  # None: not a v2 torrent
+
+
+class Info:
+    """A torrent's info dictionary, parsed and validated.
+
+    Build one with :meth:`from_bytes` (for example from BEP 9 metadata) or get it
+    from :attr:`Metainfo.info <bip_metainfo.Metainfo.info>`.
+
+    Attributes:
+        raw: the info dictionary's bytes exactly as given; :meth:`to_bytes` returns
+            them, and the info-hash is their hash.
+        fields: the decoded dictionary, unknown keys included.
+        info_hash: v1, v2 or both, per the torrent's version.
+        name: the torrent's name, sanitised (the hex info-hash if nothing of it is
+            left); for a multi-file torrent, the top directory.
+        piece_length: bytes per piece.
+        files: every file, in piece-space order (pad files included), each with a
+            safe relative path.
+        meta_version: 2 for v2 and hybrid torrents, None for v1.
+        private: the BEP 27 private flag.
+        source: the optional ``source`` string (private trackers use it to make
+            info-hashes unique).
+        similar: BEP 38 ``similar`` info-hashes (20 bytes each).
+        collections: BEP 38 ``collections`` names.
+        geometry: which file bytes each piece covers.
+    """
+
+    __slots__ = (
+        "_pieces",
+        "collections",
+        "fields",
+        "files",
+        "geometry",
+        "info_hash",
+        "meta_version",
+        "name",
+        "piece_length",
+        "private",
+        "raw",
+        "similar",
+        "source",
+    )
+
+    def __init__(self, raw: bytes, fields: Any, *, max_pieces: int = DEFAULT_MAX_PIECES) -> None:
+        """Validate a decoded info dictionary (``fields``) whose bytes are ``raw``.
+
+        Prefer :meth:`from_bytes`; this is for callers that decoded the enclosing
+        document themselves (raw must be exactly the dictionary's input bytes).
+
+        Raises:
+            MetainfoError: the info dictionary is malformed.
+        """
+        if type(fields) is not dict:
+            raise _fail(K.MISSING_INFO, "the info entry is not a dictionary")
+        self.raw = raw
+        self.fields: dict[bytes, Any] = fields
+
+        version = fields.get(b"meta version")
+        version = version if type(version) is int else -1
+        if version > 0:
+            # v2 metadata must be canonical bencoding (libtorrent refuses its soft
+            # errors, such as unsorted keys, once there is a version key).
+            try:
+                decode(raw, max_depth=MAX_FILE_TREE_DEPTH + 8)
+            except BencodeDecodeError as error:
+                raise _fail(K.INVALID_BENCODING, f"v2 info dictionary: {error}") from None
+            if version > 2:
+                raise _fail(K.INVALID_META_VERSION, f"unknown meta version {version}")
+        self.meta_version = 2 if version == 2 else None
+
+        piece_length = fields.get(b"piece length")
+        if type(piece_length) is not int:
+            raise _fail(K.MISSING_PIECE_LENGTH, "no integer 'piece length'")
+        if not 0 < piece_length <= MAX_PIECE_LENGTH:
+            raise _fail(K.INVALID_PIECE_LENGTH, f"piece length {piece_length} is out of range")
+        if version >= 2 and (
+            piece_length < MIN_V2_PIECE_LENGTH or piece_length & (piece_length - 1)
+        ):
+            raise _fail(
+                K.INVALID_PIECE_LENGTH,
+                f"v2 piece length {piece_length} is not a power of two of at least 16 KiB",
+            )
+        self.piece_length = piece_length
+
+        raw_name = _first_string(fields, b"name.utf-8", b"name")
+        if raw_name is None:
+            raise _fail(K.MISSING_NAME, "no 'name'")
+        hashes = InfoHash.from_info_bytes(raw, v1=True, v2=version >= 2)
+        name = sanitize_name(raw_name)
+        if not name:
+            # Nothing of the name survives sanitising ("..", "/"): a directory is
+            # named by the info-hash instead, a single file cannot be (libtorrent).
+            if type(fields.get(b"files")) is not list and b"file tree" not in fields:
+                raise _fail(K.MISSING_NAME, f"the name {raw_name!r} is not usable as a file name")
+            name = hashes.hex()
+        self.name = name
+
+        parsed = _parse_files(fields, self.name, version)
+        if (parsed.v1 is None and parsed.v2 is None) or not (parsed.v1 or parsed.v2):
+            raise _fail(K.NO_FILES, "the torrent has no files")
+        if parsed.v1 is not None and parsed.v2 is not None:
+            files = _merge_hybrid(parsed.v1, parsed.v2, piece_length)
+        else:
+            files = parsed.v1 if parsed.v1 is not None else _v2_layout(parsed.v2, piece_length)  # type: ignore[arg-type]
+        # v2-only torrents have no v1 identity at all.
+        self.info_hash = hashes if parsed.v1 is not None else InfoHash(v2=hashes.v2)
+
+        geometry = PieceGeometry(files, piece_length)
+        if geometry.total_size // piece_length >= 2**31 - 1 or geometry.num_pieces > max_pieces:
+            raise _fail(
+                K.TOO_MANY_PIECES,
+                f"{geometry.num_pieces} pieces is more than the limit of {max_pieces}",
+            )
+
+        pieces = fields.get(b"pieces")
+        if type(pieces) is not bytes:
+            if parsed.v1 is not None:
+                raise _fail(K.MISSING_PIECES, "no 'pieces' string of SHA-1 hashes")
+            pieces = None
+        elif len(pieces) != geometry.num_pieces * _SHA1_SIZE:
+            raise _fail(
+                K.INVALID_PIECES,
+                f"'pieces' holds {len(pieces)} bytes, not {geometry.num_pieces} SHA-1 hashes",
+            )
+        self._pieces: bytes | None = pieces
+
+        self.private = fields.get(b"private") not in (None, 0)
+        source = fields.get(b"source")
+        self.source = source.decode("utf-8", "replace") if type(source) is bytes else None
+        self.similar = _similar(fields)
+        self.collections = _strings(fields.get(b"collections"))
+
+        if sum(entry.length for entry in files if not entry.is_pad) == 0:
+            raise _fail(K.INVALID_LENGTH, "the torrent's files hold no data")
+
+        self.files = tuple(_rename_duplicates(_resolve_links(files, self.name)))
+        self.geometry = PieceGeometry(self.files, piece_length)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, max_pieces: int = DEFAULT_MAX_PIECES) -> Info:
+        """Parse a bare bencoded info dictionary (BEP 9 metadata, for example).
+
+        Raises:
+            MetainfoError: the bytes are not a valid info dictionary.
+        """
+        try:
+            fields = decode(data, lenient=True)
+        except BencodeDecodeError as error:
+            raise _fail(K.INVALID_BENCODING, str(error)) from None
+        return cls(bytes(data), fields, max_pieces=max_pieces)
+
+    def to_bytes(self) -> bytes:
+        """The info dictionary's original bytes (so the info-hash never changes)."""
+        return self.raw
+
+    def __repr__(self) -> str:
+        """A short description: name, size, version."""
+        kind = "hybrid" if self.is_hybrid else "v2" if self.is_v2 else "v1"
+        return f"<Info {self.name!r}: {len(self.files)} files, {self.total_size} bytes, {kind}>"
+
+    @property
+    def is_v1(self) -> bool:
+        """Whether the torrent has v1 piece hashes (a v1 or hybrid torrent)."""
+        return self.info_hash.v1 is not None
+
+    @property
+    def is_v2(self) -> bool:
+        """Whether the torrent has a v2 file tree (a v2 or hybrid torrent)."""
+        return self.meta_version == 2
+
+    @property
+    def is_hybrid(self) -> bool:
+        """Whether the torrent is both v1 and v2."""
+        return self.info_hash.is_hybrid
+
+    @property
+    def total_size(self) -> int:
+        """The bytes of real file data, pad files excluded."""
+        return sum(entry.length for entry in self.files if not entry.is_pad)
+
+    @property
+    def num_pieces(self) -> int:
+        """How many pieces the torrent has."""
+        return self.geometry.num_pieces
+
+    def piece_hash(self, index: int) -> bytes:
+        """The v1 SHA-1 hash of piece ``index``.
+
+        Raises:
+            IndexError: there is no such piece.
+            ValueError: the torrent is v2-only (see :meth:`Metainfo.piece_layer`).
+        """
+        if self._pieces is None:
+            raise ValueError("a v2-only torrent has no v1 piece hashes")
+        if not 0 <= index < self.num_pieces:
+            raise IndexError(f"piece {index} is not in 0..{self.num_pieces - 1}")
+        return self._pieces[index * _SHA1_SIZE : (index + 1) * _SHA1_SIZE]
+
+    def piece_size(self, index: int, *, include_pad: bool = True) -> int:
+        """The number of bytes in piece ``index`` (see :meth:`PieceGeometry.piece_size`)."""
+        return self.geometry.piece_size(index, include_pad=include_pad)
+
+    def piece_slices(self, index: int) -> tuple[FileSlice, ...]:
+        """Which byte ranges of which files piece ``index`` covers (pad files included)."""
+        return self.geometry.slices(index)
+
+
+# --- parsing helpers ----------------------------------------------------------------
+
+
+def _first_string(fields: Mapping[bytes, Any], *keys: bytes) -> bytes | None:
+    for key in keys:
+        value = fields.get(key)
+        if type(value) is bytes:
+            return value
+    return None
+
+
+def _first_list(fields: Mapping[bytes, Any], *keys: bytes) -> list[Any] | None:
+    for key in keys:
+        value = fields.get(key)
+        if type(value) is list:
+            return value
+    return None
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    if type(value) is not list:
+        return ()
+    return tuple(item.decode("utf-8", "replace") for item in value if type(item) is bytes)
+
+
+def _similar(fields: Mapping[bytes, Any]) -> tuple[bytes, ...]:
+    value = fields.get(b"similar")
+    if type(value) is not list:
+        return ()
+    return tuple(item for item in value if type(item) is bytes and len(item) == _SHA1_SIZE)
+
+
+def _attributes(entry: Mapping[bytes, Any]) -> str:
+    attr = entry.get(b"attr")
+    if type(attr) is not bytes:
+        return ""
+    return "".join(chr(c) for c in attr if chr(c) in "pxhl")
+
+
+def _length(entry: Mapping[bytes, Any], attributes: str, where: str) -> int:
+    if "l" in attributes:
+        return 0  # symlinks take no space in the piece space
+    length = entry.get(b"length")
+    if type(length) is not int or not 0 <= length <= MAX_FILE_SIZE:
+        raise _fail(K.INVALID_LENGTH, f"{where} has no valid 'length' ({length!r})")
+    return length
+
+
+def _components(value: list[Any], where: str) -> list[bytes]:
+    if not all(type(part) is bytes for part in value):
+        raise _fail(K.INVALID_PATH, f"{where} has a path component that is not a string")
+    return value
+
+
+def _symlink_target(entry: Mapping[bytes, Any], where: str) -> tuple[str, ...] | None:
+    """A BEP 47 symlink's target, sanitised, relative to the torrent's root.
+
+    None when there is none: libtorrent then treats the entry as an ordinary file.
+    Whether the target exists in the torrent is settled by :func:`_resolve_links`.
+    """
+    target = entry.get(b"symlink path")
+    if type(target) is not list:
+        return None
+    return sanitize_symlink_target(_components(target, f"{where} symlink"))
+
+
+def _resolve_links(files: list[FileEntry], name: str) -> list[FileEntry]:
+    """Point every symlink at a file or directory of the torrent, or at itself."""
+    targets = {i: entry.symlink_target for i, entry in enumerate(files) if entry.symlink_target}
+    if not targets:
+        return files
+    multi_file = any(len(entry.path) > 1 and entry.path[0] == name for entry in files)
+    resolved = resolve_symlinks(
+        [entry.path for entry in files],
+        targets,
+        root=(name,) if multi_file else (),
+    )
+    return [
+        replace(entry, symlink_target=resolved[i]) if i in resolved else entry
+        for i, entry in enumerate(files)
+    ]
+
+
+def _digest(entry: Mapping[bytes, Any], key: bytes, size: int) -> bytes | None:
+    value = entry.get(key)
+    return value if type(value) is bytes and len(value) == size else None
+
+
+def _md5(entry: Mapping[bytes, Any]) -> str | None:
+    value = entry.get(b"md5sum")
+    if type(value) is bytes and len(value) == 32:
+        text = value.decode("ascii", "replace").lower()
+        if all(c in "0123456789abcdef" for c in text):
+            return text
+    return None
+
+
+def _mtime(entry: Mapping[bytes, Any]) -> int | None:
+    value = entry.get(b"mtime")
+    return value if type(value) is int and value >= 0 else None
+
+
+def _parse_files(fields: Mapping[bytes, Any], name: str, version: int) -> _ParsedFiles:
+    files_node = fields.get(b"files")
+    has_files_list = type(files_node) is list
+    tree = fields.get(b"file tree")
+
+    v2: list[FileEntry] | None = None
+    if version >= 2:
+        if type(tree) is not dict:
+            raise _fail(K.INVALID_FILE_TREE, "a v2 torrent without a 'file tree' dictionary")
+        v2 = _v2_files(tree, name, has_files_list)
+    elif tree is not None:
+        raise _fail(K.INVALID_META_VERSION, "a 'file tree' without 'meta version' 2")
+
+    v1: list[FileEntry] | None = None
+    if has_files_list:
+        v1 = _v1_files(files_node, name)  # type: ignore[arg-type]
+    elif version < 2 or b"length" in fields:
+        attributes = _attributes(fields)
+        length = _length(fields, attributes, "the torrent")
+        v1 = [_v1_entry(fields, (name,), length, attributes, "the torrent")]
+    return _ParsedFiles(v1, v2)
+
+
+def _v1_entry(
+    entry: Mapping[bytes, Any],
+    path: tuple[str, ...],
+    length: int,
+    attributes: str,
+    where: str,
+) -> FileEntry:
+    if any("_____padding_file_" in part for part in path) and "p" not in attributes:
+        attributes += "p"  # BitComet's pad files, named rather than flagged
+    target = _symlink_target(entry, where) if "l" in attributes else None
+    return FileEntry(
+        path=path,
+        length=length,
+        offset=0,
+        attributes=attributes,
+        symlink_target=target,
+        sha1=_digest(entry, b"sha1", _SHA1_SIZE),
+        md5sum=_md5(entry),
+        mtime=_mtime(entry),
+    )
+
+
+def _v1_files(files: list[Any], name: str) -> list[FileEntry]:
+    result = []
+    offset = 0
+    for index, entry in enumerate(files):
+        where = f"files[{index}]"
+        if type(entry) is not dict:
+            raise _fail(K.INVALID_FIELD, f"{where} is not a dictionary")
+        attributes = _attributes(entry)
+        length = _length(entry, attributes, where)
+        components = _first_list(entry, b"path.utf-8", b"path")
+        if components:
+            path = (name, *(sanitize_path(_components(components, where)) or ("_",)))
+        elif "p" in attributes:
+            path = (".pad", str(length))  # where libtorrent keeps unnamed pad files
+        else:
+            raise _fail(K.MISSING_NAME, f"{where} has no path")
+        file = _v1_entry(entry, path, length, attributes, where)
+        result.append(replace(file, offset=offset))
+        offset += length
+    return result
+
+
+def _v2_files(tree: dict[bytes, Any], name: str, has_files_list: bool) -> list[FileEntry]:
+    """The files of a BEP 52 file tree, depth first in key order, without recursion."""
+    result: list[FileEntry] = []
+    # Each frame: the remaining (key, node) pairs of a directory, its path, its depth.
+    frames: list[tuple[Iterator[tuple[bytes, Any]], tuple[str, ...], int]] = [
+        (iter(list(tree.items())), (name,), 0)
+    ]
+    single_file_root = not has_files_list and len(tree) == 1
+    while frames:
+        entries, prefix, depth = frames[-1]
+        for key, node in entries:
+            where = "file tree entry " + "/".join((*prefix, key.decode("utf-8", "replace")))
+            if type(node) is not dict or not key:
+                raise _fail(K.INVALID_FILE_TREE, f"{where} is not a named dictionary")
+            leaf = len(node) == 1 and b"" in node
+            component = sanitize_path([key]) or ("_",)
+            path = component if leaf and depth == 0 and single_file_root else (*prefix, *component)
+            if leaf:
+                result.append(_v2_entry(node[b""], path, where))
+                continue
+            if depth + 1 > MAX_FILE_TREE_DEPTH:
+                raise _fail(K.FILE_TREE_TOO_DEEP, f"{where} is nested too deeply")
+            frames.append((iter(list(node.items())), path, depth + 1))
+            break
+        else:
+            frames.pop()
+    return result
+
+
+def _v2_entry(entry: Any, path: tuple[str, ...], where: str) -> FileEntry:
+    if type(entry) is not dict:
+        raise _fail(K.INVALID_FILE_TREE, f"{where} has no file dictionary")
+    attributes = _attributes(entry)
+    if "p" in attributes:
+        raise _fail(K.INVALID_FILE_TREE, f"{where} is a pad file, which a v2 tree cannot hold")
+    length = _length(entry, attributes, where)
+    target = _symlink_target(entry, where) if "l" in attributes else None
+    root = entry.get(b"pieces root")
+    if target is None and length > 0:
+        if type(root) is not bytes or len(root) != _SHA256_SIZE or root == _ZERO_ROOT:
+            raise _fail(K.MISSING_PIECES_ROOT, f"{where} has no valid 'pieces root'")
+    else:
+        root = None  # empty files and symlinks have no merkle tree
+    return FileEntry(
+        path=path,
+        length=length,
+        offset=0,
+        attributes=attributes,
+        symlink_target=target,
+        pieces_root=root,
+        mtime=_mtime(entry),
+    )
+
+
+def _v2_layout(files: list[FileEntry], piece_length: int) -> list[FileEntry]:
+    """Place v2 files in the piece space: each non-empty file at a piece boundary.
+
+    A non-empty file that does not end on a piece boundary is followed by a pad
+    file, the last one too, as in a hybrid torrent's v1 list (and as libtorrent lays
+    out v2 torrents), so the piece space is covered by files and file indices agree
+    with other clients'.
+    """
+    result = []
+    offset = 0
+    for entry in files:
+        result.append(replace(entry, offset=offset))
+        offset += entry.length
+        gap = -offset % piece_length
+        if entry.length and gap:
+            result.append(
+                FileEntry(path=(".pad", str(gap)), length=gap, offset=offset, attributes="p")
+            )
+            offset += gap
+    return result
+
+
+def _merge_hybrid(v1: list[FileEntry], v2: list[FileEntry], piece_length: int) -> list[FileEntry]:
+    """Check that a hybrid torrent's two file lists agree; give v1's with v2's roots."""
+    real = [entry for entry in v1 if not entry.is_pad]
+    if len(real) != len(v2):
+        raise _fail(
+            K.INCONSISTENT_FILES,
+            f"the v1 file list has {len(real)} files and the v2 file tree {len(v2)}",
+        )
+    roots = iter(v2)
+    merged = []
+    for entry in v1:
+        if entry.is_pad:
+            merged.append(entry)
+            continue
+        other = next(roots)
+        if entry.path != other.path or entry.length != other.length:
+            raise _fail(
+                K.INCONSISTENT_FILES,
+                f"v1 file {'/'.join(entry.path)!r} ({entry.length} bytes) does not match"
+                f" v2 file {'/'.join(other.path)!r} ({other.length} bytes)",
+            )
+        if entry.length and entry.offset % piece_length:
+            raise _fail(
+                K.INCONSISTENT_FILES,
+                f"v1 file {'/'.join(entry.path)!r} does not start at a piece boundary",
+            )
+        merged.append(replace(entry, pieces_root=other.pieces_root))
+    return merged
+
+
+def _rename_duplicates(files: list[FileEntry]) -> list[FileEntry]:
+    paths = resolve_duplicates(
+        [entry.path for entry in files],
+        pads=[entry.is_pad for entry in files],
+        sizes=[entry.length for entry in files],
+        limit=DEFAULT_DUPLICATE_LIMIT,
+    )
+    return [
+        entry if path == entry.path else replace(entry, path=path)
+        for entry, path in zip(files, paths, strict=True)
+    ]
