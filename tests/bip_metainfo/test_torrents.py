@@ -177,3 +177,22 @@ def test_valid_torrent_loads_with_the_values_its_source_asserts(entry: dict[str,
     if "collector_info_hash_v1" in entry and torrent.info.is_v1:
         assert hashes.v1 is not None
         assert hashes.v1.hex() == entry["collector_info_hash_v1"]
+
+
+MAGNETS: dict[str, Any] = json.loads((VECTORS / "magnet" / "magnet_vectors.json").read_text())
+FROM_TORRENT = [
+    vector for vector in MAGNETS["encode_vectors"] if "from_torrent" in vector.get("input", {})
+]
+
+
+@pytest.mark.parametrize(
+    "vector", FROM_TORRENT, ids=[v["input"]["from_torrent"] for v in FROM_TORRENT]
+)
+def test_magnet_of_a_torrent(vector: dict[str, Any]) -> None:
+    torrent = Metainfo.from_bytes((VECTORS / vector["input"]["from_torrent"]).read_bytes())
+    ours = set(str(torrent.magnet()).removeprefix("magnet:?").split("&"))
+    expected = set(vector["expected_uri"].removeprefix("magnet:?").split("&"))
+    # Parameter order is not significant. We also name the torrent (dn), as
+    # libtorrent does; the source of this vector leaves the name out.
+    assert ours - expected == {f"dn={torrent.info.name}"}
+    assert expected <= ours

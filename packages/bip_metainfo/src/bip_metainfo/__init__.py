@@ -25,11 +25,23 @@ from ._merkle import (
     verify_piece_layer,
 )
 from ._metainfo import DEFAULT_MAX_TORRENT_SIZE, Metainfo
+from ._paths import (
+    DEFAULT_DUPLICATE_LIMIT,
+    DEFAULT_SYMLINK_HOPS,
+    is_within,
+    resolve_duplicates,
+    resolve_symlinks,
+    sanitize_name,
+    sanitize_path,
+    sanitize_symlink_target,
+)
 
 __all__ = [
     "BLOCK_SIZE",
+    "DEFAULT_DUPLICATE_LIMIT",
     "DEFAULT_MAX_PIECES",
     "DEFAULT_MAX_TORRENT_SIZE",
+    "DEFAULT_SYMLINK_HOPS",
     "HASH_SIZE",
     "FileEntry",
     "FileSlice",
@@ -44,6 +56,7 @@ __all__ = [
     "MetainfoErrorKind",
     "PieceGeometry",
     "block_hashes",
+    "is_within",
     "merkle_root",
     "pad_hash",
     "piece_hash",
@@ -51,7 +64,12 @@ __all__ = [
     "pieces_root",
     "pieces_root_from_layer",
     "proof_uncle_count",
+    "resolve_duplicates",
+    "resolve_symlinks",
     "root_from_proof",
+    "sanitize_name",
+    "sanitize_path",
+    "sanitize_symlink_target",
     "verify_block",
     "verify_piece",
     "verify_piece_layer",
