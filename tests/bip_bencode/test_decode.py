@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
-from types import FrameType
 from typing import Any, TypeVar
 
 import pytest
@@ -27,6 +26,7 @@ from bip_bencode import (
 
 K = DecodeErrorKind
 T = TypeVar("T")
+DeepCaller = Callable[[Callable[[], Any]], Any]  # the deep_in_the_stack fixture
 
 
 # --- helpers (test modules cannot import each other) ---------------------------------
@@ -37,32 +37,6 @@ def _error(data: bytes, **kwargs: Any) -> BencodeDecodeError:
     with pytest.raises(BencodeDecodeError) as info:
         decode(data, **kwargs)
     return info.value
-
-
-def _stack_depth() -> int:
-    frame: FrameType | None = sys._getframe()
-    depth = 0
-    while frame is not None:
-        depth += 1
-        frame = frame.f_back
-    return depth
-
-
-def _call_deep_in_the_stack(fn: Callable[[], T]) -> T:
-    """Call ``fn`` with the Python stack filled to 60 frames short of the recursion limit."""
-    target = sys.getrecursionlimit() - 60
-
-    def down(remaining: int) -> T:
-        if remaining <= 0:
-            result = fn()
-            # Checked after the call: materialising frame objects slows the GC down.
-            assert _stack_depth() >= target - 2
-            return result
-        return down(remaining - 1)
-
-    remaining = target - _stack_depth() - 2
-    assert remaining > 0
-    return down(remaining)
 
 
 def _list_depth(value: object) -> int:
@@ -549,13 +523,13 @@ def test_very_deep_nesting_decodes_without_recursion() -> None:
     assert _list_depth(value) == DEEP
 
 
-def test_very_deep_nesting_decodes_from_deep_in_the_stack() -> None:
-    depth = _call_deep_in_the_stack(
+def test_very_deep_nesting_decodes_from_deep_in_the_stack(deep_in_the_stack: DeepCaller) -> None:
+    depth = deep_in_the_stack(
         lambda: _list_depth(decode(DEEP_LISTS, max_depth=2 * DEEP)),
     )
     assert depth == DEEP
     dicts = b"d1:a" * (DEEP - 1) + b"le" + b"e" * (DEEP - 1)
-    value = _call_deep_in_the_stack(lambda: decode(dicts, max_depth=2 * DEEP))
+    value = deep_in_the_stack(lambda: decode(dicts, max_depth=2 * DEEP))
     levels = 0
     while isinstance(value, dict):
         levels += 1
@@ -564,9 +538,9 @@ def test_very_deep_nesting_decodes_from_deep_in_the_stack() -> None:
     assert value == []
 
 
-def test_very_deep_nesting_with_str_keys_and_lenient() -> None:
+def test_very_deep_nesting_with_str_keys_and_lenient(deep_in_the_stack: DeepCaller) -> None:
     dicts = b"d1:a" * (DEEP - 1) + b"le" + b"e" * (DEEP - 1)
-    value = _call_deep_in_the_stack(lambda: decode(dicts, max_depth=DEEP, str_keys=True))
+    value = deep_in_the_stack(lambda: decode(dicts, max_depth=DEEP, str_keys=True))
     levels = 0
     while isinstance(value, dict):
         levels += 1
@@ -575,8 +549,10 @@ def test_very_deep_nesting_with_str_keys_and_lenient() -> None:
     assert _list_depth(decode(DEEP_LISTS, lenient=True, max_depth=DEEP)) == DEEP
 
 
-def test_very_deep_nesting_with_the_default_max_depth_is_depth_exceeded() -> None:
-    error = _call_deep_in_the_stack(lambda: _error(DEEP_LISTS))
+def test_very_deep_nesting_with_the_default_max_depth_is_depth_exceeded(
+    deep_in_the_stack: DeepCaller,
+) -> None:
+    error = deep_in_the_stack(lambda: _error(DEEP_LISTS))
     assert (error.kind, error.offset) == (K.DEPTH_EXCEEDED, DEFAULT_MAX_DEPTH)
 
 

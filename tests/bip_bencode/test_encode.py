@@ -9,8 +9,8 @@ import sys
 from collections import ChainMap, OrderedDict, defaultdict, namedtuple
 from collections.abc import Callable, Iterator, Mapping
 from itertools import permutations
-from types import FrameType, MappingProxyType
-from typing import TypeVar
+from types import MappingProxyType
+from typing import Any, TypeVar
 
 import pytest
 
@@ -23,6 +23,7 @@ from bip_bencode import (
 )
 
 T = TypeVar("T")
+DeepCaller = Callable[[Callable[[], Any]], Any]  # the deep_in_the_stack fixture
 Path = tuple[bytes | str | int, ...]
 
 
@@ -62,32 +63,6 @@ def _follow(root: object, path: Path) -> object:
         assert isinstance(node, Mapping | list | tuple), (root, path)
         node = node[step]  # type: ignore[index]
     return node
-
-
-def _stack_depth() -> int:
-    frame: FrameType | None = sys._getframe()
-    depth = 0
-    while frame is not None:
-        depth += 1
-        frame = frame.f_back
-    return depth
-
-
-def _call_deep_in_the_stack(fn: Callable[[], T]) -> T:
-    """Call ``fn`` with the Python stack filled to 60 frames short of the recursion limit."""
-    target = sys.getrecursionlimit() - 60
-
-    def down(remaining: int) -> T:
-        if remaining <= 0:
-            result = fn()
-            # Checked after the call: materialising frame objects slows the GC down.
-            assert _stack_depth() >= target - 2
-            return result
-        return down(remaining - 1)
-
-    remaining = target - _stack_depth() - 2
-    assert remaining > 0
-    return down(remaining)
 
 
 def _nested_lists(depth: int) -> list[Encodable]:
@@ -470,26 +445,30 @@ def test_shared_deep_values_are_fine() -> None:
 DEEP = 100_000
 
 
-def test_very_deep_nesting_encodes_from_deep_in_the_stack() -> None:
+def test_very_deep_nesting_encodes_from_deep_in_the_stack(deep_in_the_stack: DeepCaller) -> None:
     lists = _nested_lists(DEEP)
-    assert _call_deep_in_the_stack(lambda: encode(lists)) == b"l" * DEEP + b"e" * DEEP
+    assert deep_in_the_stack(lambda: encode(lists)) == b"l" * DEEP + b"e" * DEEP
 
 
-def test_deeply_nested_dicts_and_tuples_encode_from_deep_in_the_stack() -> None:
+def test_deeply_nested_dicts_and_tuples_encode_from_deep_in_the_stack(
+    deep_in_the_stack: DeepCaller,
+) -> None:
     depth = 20_000  # far past any recursion limit, and cheaper than DEEP
     dicts: object = {}
     for _ in range(depth - 1):
         dicts = {"a": dicts}
     expected = b"d1:a" * (depth - 1) + b"d" + b"e" * depth
-    assert _call_deep_in_the_stack(lambda: encode(dicts)) == expected  # type: ignore[arg-type]
+    assert deep_in_the_stack(lambda: encode(dicts)) == expected  # type: ignore[arg-type]
     tuples: object = ()
     for _ in range(depth - 1):
         tuples = (tuples,)
     expected = b"l" * depth + b"e" * depth
-    assert _call_deep_in_the_stack(lambda: encode(tuples)) == expected  # type: ignore[arg-type]
+    assert deep_in_the_stack(lambda: encode(tuples)) == expected  # type: ignore[arg-type]
 
 
-def test_very_deep_self_containing_value_fails_without_recursion() -> None:
+def test_very_deep_self_containing_value_fails_without_recursion(
+    deep_in_the_stack: DeepCaller,
+) -> None:
     depth = 20_000
     value = _nested_lists(depth)
     innermost = value
@@ -499,7 +478,7 @@ def test_very_deep_self_containing_value_fails_without_recursion() -> None:
         innermost = inner
     innermost.append(value)
     try:
-        error = _call_deep_in_the_stack(lambda: _encode_error(value))
+        error = deep_in_the_stack(lambda: _encode_error(value))
         assert error.path == (0,) * depth
         assert "contains itself" in error.reason
     finally:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ._decode import DEFAULT_MAX_DEPTH, Buffer, _as_bytes, decode
 from ._errors import BencodePathError
-from ._scan import dict_entry, list_item, value_end
+from ._scan import value_end, walk
 from ._types import Value
 
 __all__ = ["Document", "PathStep", "decode_document"]
@@ -51,21 +51,11 @@ class Document:
             BencodePathError: a key is missing, an index is out of range, or a step
                 goes into a value that is not a dictionary or list.
         """
-        data = self.data
-        start = 0
-        for depth, step in enumerate(path):
-            kind = data[start]
-            if isinstance(step, bytes | str) and kind == 100:  # "d"
-                wanted = step.encode("utf-8", "surrogatepass") if isinstance(step, str) else step
-                start = dict_entry(data, start, wanted)[1]
-            elif type(step) is int and kind == 108:  # "l"
-                start = list_item(data, start, step)
-            else:
-                start = -1
-            if start < 0:
-                where = "".join(f"[{s!r}]" for s in path[: depth + 1])
-                raise BencodePathError(f"no value at {where} in the document")
-        return start, value_end(data, start)
+        start, failed = walk(self.data, path)
+        if start < 0:
+            where = "".join(f"[{step!r}]" for step in path[: failed + 1])
+            raise BencodePathError(f"no value at {where} in the document")
+        return start, value_end(self.data, start)
 
     def raw(self, *path: PathStep) -> bytes:
         """Return the exact input bytes of the value at ``path`` (see :meth:`span`)."""

@@ -54,10 +54,15 @@ def list_item(data: bytes, pos: int, index: int) -> int:
     return -1 if data[pos] == 101 else pos
 
 
-def value_start(data: bytes, path: Sequence[bytes | str | int]) -> int:
-    """Offset of the value at ``path`` (dict keys and list indices), or -1."""
+def walk(data: bytes, path: Sequence[bytes | str | int]) -> tuple[int, int]:
+    """Follow ``path`` (dict keys and list indices) from the document's root.
+
+    Returns:
+        ``(offset of the value, len(path))`` when the path leads somewhere, else
+        ``(-1, i)`` where ``path[i]`` is the first step that leads nowhere.
+    """
     pos = 0
-    for step in path:
+    for depth, step in enumerate(path):
         kind = data[pos]
         if isinstance(step, bytes | str) and kind == 100:  # "d"
             wanted = step.encode("utf-8", "surrogatepass") if isinstance(step, str) else step
@@ -67,5 +72,10 @@ def value_start(data: bytes, path: Sequence[bytes | str | int]) -> int:
         else:
             pos = -1
         if pos < 0:
-            return -1
-    return pos
+            return -1, depth
+    return pos, len(path)
+
+
+def value_start(data: bytes, path: Sequence[bytes | str | int]) -> int:
+    """Offset of the value at ``path`` (dict keys and list indices), or -1."""
+    return walk(data, path)[0]
