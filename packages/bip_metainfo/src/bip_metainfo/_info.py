@@ -162,8 +162,11 @@ class Info:
             raise _fail(K.NO_FILES, "the torrent has no files")
         if parsed.v1 is not None and parsed.v2 is not None:
             files = _merge_hybrid(parsed.v1, parsed.v2, piece_length)
+        elif parsed.v1 is not None:
+            files = parsed.v1
         else:
-            files = parsed.v1 if parsed.v1 is not None else _v2_layout(parsed.v2, piece_length)  # type: ignore[arg-type]
+            assert parsed.v2 is not None  # checked above: one of the two lists exists
+            files = _v2_layout(parsed.v2, piece_length, name)
         # v2-only torrents have no v1 identity at all.
         self.info_hash = hashes if parsed.v1 is not None else InfoHash(v2=hashes.v2)
 
@@ -490,13 +493,13 @@ def _v2_entry(entry: Any, path: tuple[str, ...], where: str) -> FileEntry:
     )
 
 
-def _v2_layout(files: list[FileEntry], piece_length: int) -> list[FileEntry]:
+def _v2_layout(files: list[FileEntry], piece_length: int, name: str) -> list[FileEntry]:
     """Place v2 files in the piece space: each non-empty file at a piece boundary.
 
     A non-empty file that does not end on a piece boundary is followed by a pad
     file, the last one too, as in a hybrid torrent's v1 list (and as libtorrent lays
-    out v2 torrents), so the piece space is covered by files and file indices agree
-    with other clients'.
+    out v2 torrents, naming them ``<name>/.pad/<size>``), so the piece space is
+    covered by files and file indices agree with other clients'.
     """
     result = []
     offset = 0
@@ -506,7 +509,7 @@ def _v2_layout(files: list[FileEntry], piece_length: int) -> list[FileEntry]:
         gap = -offset % piece_length
         if entry.length and gap:
             result.append(
-                FileEntry(path=(".pad", str(gap)), length=gap, offset=offset, attributes="p")
+                FileEntry(path=(name, ".pad", str(gap)), length=gap, offset=offset, attributes="p")
             )
             offset += gap
     return result
@@ -543,13 +546,17 @@ def _merge_hybrid(v1: list[FileEntry], v2: list[FileEntry], piece_length: int) -
 
 
 def _rename_duplicates(files: list[FileEntry]) -> list[FileEntry]:
-    paths = resolve_duplicates(
-        [entry.path for entry in files],
-        pads=[entry.is_pad for entry in files],
-        sizes=[entry.length for entry in files],
-        limit=DEFAULT_DUPLICATE_LIMIT,
-    )
-    return [
-        entry if path == entry.path else replace(entry, path=path)
-        for entry, path in zip(files, paths, strict=True)
-    ]
+    """Rename files whose paths clash (see :func:`resolve_duplicates`).
+
+    Pad files take no part: they are never written to disk, so their names can
+    clash with nothing (a v2 single-file torrent's tail pad is ``<name>/.pad/<n>``,
+    as libtorrent names it, which would otherwise make the file's own name a
+    directory).
+    """
+    real = [i for i, entry in enumerate(files) if not entry.is_pad]
+    paths = resolve_duplicates([files[i].path for i in real], limit=DEFAULT_DUPLICATE_LIMIT)
+    renamed = list(files)
+    for i, path in zip(real, paths, strict=True):
+        if path != files[i].path:
+            renamed[i] = replace(files[i], path=path)
+    return renamed
