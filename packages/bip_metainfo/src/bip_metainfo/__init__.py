@@ -1,5 +1,6 @@
 """bip_metainfo: .torrent files (v1, v2, hybrid), magnet links, and creating torrents."""
 
+from ._create import CreateCancelled, auto_piece_length, create_torrent
 from ._errors import MagnetError, MetainfoError, MetainfoErrorKind
 from ._files import FileEntry
 from ._geometry import FileSlice, PieceGeometry
@@ -43,6 +44,7 @@ __all__ = [
     "DEFAULT_MAX_TORRENT_SIZE",
     "DEFAULT_SYMLINK_HOPS",
     "HASH_SIZE",
+    "CreateCancelled",
     "FileEntry",
     "FileSlice",
     "Info",
@@ -55,7 +57,9 @@ __all__ = [
     "MetainfoError",
     "MetainfoErrorKind",
     "PieceGeometry",
+    "auto_piece_length",
     "block_hashes",
+    "create_torrent",
     "is_within",
     "merkle_root",
     "pad_hash",

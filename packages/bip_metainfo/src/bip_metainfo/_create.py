@@ -1,0 +1,1016 @@
+"""Creating torrents from a file or a directory: v1, v2 (BEP 52) or hybrid.
+
+:func:`create_torrent` walks the files, hashes them on every core with a bounded
+amount of memory, and returns the parsed :class:`~bip_metainfo.Metainfo`; write
+it with :meth:`~bip_metainfo.Metainfo.to_bytes`.
+
+**Layout.** The info dictionary is laid out as libtorrent 2.1 lays it out, so for
+the same files, piece length and options the .torrent is byte for byte
+libtorrent's (and so qBittorrent's, which creates torrents through it). Where
+libtorrent's file order differs, ours is deliberate:
+
+- libtorrent lists a v1-only torrent's files in directory order, which varies from
+  one file system to another; here they are always sorted, so the same files give
+  the same torrent (libtorrent given our order makes the same torrent).
+- libtorrent sorts a hybrid torrent's v1 file list by the whole path as one
+  string, which puts ``b.txt`` before the directory ``b``, while the v2 ``file
+  tree`` (a bencoded dictionary, sorted per path component) has ``b/...`` first;
+  libtorrent 2.1.1 then refuses its own torrent ("the v1 and v2 file metadata
+  does not match"). Here both lists are in the file tree's order, which
+  libtorrent accepts.
+
+Everything here except the hashing pool runs on the calling thread; to create a
+torrent from trio, run it with ``trio.to_thread.run_sync`` and cancel it through
+a :class:`threading.Event`.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from hashlib import sha1, sha256
+from typing import Any, Final, Literal, TypeAlias
+
+from bip_bencode import encode
+
+from ._info import DEFAULT_MAX_PIECES, MAX_PIECE_LENGTH
+from ._merkle import BLOCK_SIZE, pad_hash, pieces_root_from_layer
+from ._metainfo import Metainfo
+
+__all__ = ["CreateCancelled", "auto_piece_length", "create_torrent"]
+
+Version: TypeAlias = Literal["v1", "v2", "hybrid"]
+Progress: TypeAlias = Callable[[int, int], object]
+
+DEFAULT_MAX_BUFFERED_BYTES: Final = 64 * 1024 * 1024
+"""How much file data :func:`create_torrent` holds in memory at most, by default
+(each hashing thread reads 1 MiB at a time, so with fewer than 64 threads less)."""
+
+MAX_AUTO_PIECE_LENGTH: Final = 16 * 1024 * 1024
+"""The largest piece length :func:`auto_piece_length` chooses."""
+
+# libtorrent's table: the largest total size for which 16 KiB << i is the automatic
+# piece length. Entry i is (2 * piece_length / 20) ** 2, rounded: the size at which
+# the list of SHA-1 piece hashes (20 bytes each) is twice the square root of the
+# total size, so hashes and pieces grow together.
+_AUTO_SIZES: Final = (
+    2684355,  # -> 16 KiB
+    10737418,  # -> 32 KiB
+    42949673,  # -> 64 KiB
+    171798692,  # -> 128 KiB
+    687194767,  # -> 256 KiB
+    2748779069,  # -> 512 KiB
+    10995116278,  # -> 1 MiB
+    43980465111,  # -> 2 MiB
+    175921860444,  # -> 4 MiB
+    703687441777,  # -> 8 MiB; anything larger gets 16 MiB
+)
+
+_JOB_BYTES: Final = 16 * 1024 * 1024  # file data per job handed to a hashing thread
+_CHUNK_BYTES: Final = 1024 * 1024  # bytes a hashing thread reads and hashes at a time
+_PROGRESS_INTERVAL: Final = 0.05  # seconds: at most 20 progress calls a second
+_WAIT_SLICE: Final = 0.05  # seconds between cancellation checks while waiting
+
+
+class CreateCancelled(Exception):  # noqa: N818 - named for what happened, like trio.Cancelled
+    """:func:`create_torrent` stopped because its ``cancel`` event was set."""
+
+
+def auto_piece_length(total_size: int) -> int:
+    """The piece length :func:`create_torrent` chooses for ``total_size`` bytes of files.
+
+    The rule is libtorrent's (so an automatic torrent matches one libtorrent or
+    qBittorrent makes of the same files): the smallest power of two from 16 KiB
+    up to 16 MiB that is at least about ten times the square root of the total
+    size. The torrent then has at most about ``sqrt(total_size) / 10`` pieces and
+    its v1 piece hashes take about twice the square root of the total size:
+    1 GiB gets 512 KiB pieces (2048 of them), 100 GiB 4 MiB pieces, and from
+    about 655 GiB on every torrent gets 16 MiB pieces.
+
+    >>> auto_piece_length(1_000_000), auto_piece_length(2**30) // 1024
+    (16384, 512)
+    >>> auto_piece_length(2**50) == MAX_AUTO_PIECE_LENGTH
+    True
+
+    Raises:
+        ValueError: ``total_size`` is negative.
+    """
+    if type(total_size) is not int or total_size < 0:
+        raise ValueError(f"total size must be a non-negative integer, not {total_size!r}")
+    shift = 0
+    for size in _AUTO_SIZES:
+        if size >= total_size:
+            break
+        shift += 1
+    return BLOCK_SIZE << shift
+
+
+# --- the files ----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Entry:
+    """One file of the torrent, and what hashing finds out about it."""
+
+    path: tuple[str, ...]  # components below the torrent's root; () for a single file
+    source: str  # where to read it
+    length: int
+    executable: bool
+    symlink: tuple[str, ...] | None = None  # BEP 47 target, from the torrent's root
+    hidden: bool = False  # the Windows hidden attribute
+    pad: int = 0  # zeros after it in the v1 piece space (hybrid torrents)
+    pieces_root: bytes | None = None
+    layer: bytes = b""  # BEP 52 piece layer, for files of more than one piece
+    nodes: list[bytes] = field(default_factory=list)  # piece hashes so far
+
+    @property
+    def attr(self) -> str:
+        """The BEP 47 ``attr`` string, in libtorrent's letter order."""
+        return (
+            ("h" if self.hidden else "")
+            + ("x" if self.executable else "")
+            + ("l" if self.symlink is not None else "")
+        )
+
+
+def _entry(path: tuple[str, ...], source: str, info: os.stat_result) -> _Entry:
+    """A regular file, with the attributes libtorrent gives it."""
+    attributes = getattr(info, "st_file_attributes", 0)  # Windows only
+    return _Entry(
+        path,
+        source,
+        info.st_size,
+        executable=bool(info.st_mode & stat.S_IXUSR),
+        hidden=bool(attributes & stat.FILE_ATTRIBUTE_HIDDEN),
+    )
+
+
+def _windows_hidden(item: os.DirEntry[str]) -> bool:
+    if os.name != "nt":
+        return False
+    attributes = getattr(item.stat(follow_symlinks=False), "st_file_attributes", 0)
+    return bool(attributes & stat.FILE_ATTRIBUTE_HIDDEN)
+
+
+def _check_utf8(name: str, where: str) -> None:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"{where!r}: the name is not valid UTF-8, which a torrent cannot hold; rename it"
+        ) from None
+
+
+def _link_target(
+    target: str, directory: tuple[str, ...], roots: Sequence[str]
+) -> tuple[str, ...] | None:
+    """A link's target as a path from the torrent's root, or None if it leaves the root.
+
+    Resolved lexically, as libtorrent does: a relative target from the link's own
+    directory, ``..`` going above the root counting as leaving it even if a later
+    element comes back; an absolute target only if it lies under the root. The
+    root itself is no target either.
+    """
+    if os.path.isabs(target):
+        normal = os.path.normpath(target)
+        for root in roots:
+            prefix = root.rstrip(os.sep) + os.sep
+            if normal.startswith(prefix):
+                return _link_target(normal[len(prefix) :], (), ())
+        return None
+    parts = list(directory)
+    separators = {"/", os.sep} | ({os.altsep} if os.altsep else set())
+    elements = [target]
+    for separator in separators:
+        elements = [piece for element in elements for piece in element.split(separator)]
+    for element in elements:
+        if element in ("", "."):
+            continue
+        if element == "..":
+            if not parts:
+                return None
+            parts.pop()
+        else:
+            parts.append(element)
+    return tuple(parts) or None
+
+
+def _scan(root: str, *, include_hidden: bool, follow_symlinks: bool) -> tuple[list[_Entry], bool]:
+    """The files under ``root`` sorted into file-tree order, and whether it is one file.
+
+    Raises:
+        OSError: ``root`` cannot be read, a followed link points nowhere or loops.
+        ValueError: ``root`` is neither a file nor a directory, or a name is not UTF-8.
+    """
+    top = os.stat(root)
+    if stat.S_ISREG(top.st_mode):
+        return [_entry((), root, top)], True
+    if not stat.S_ISDIR(top.st_mode):
+        raise ValueError(f"{root!r} is neither a regular file nor a directory")
+    roots = sorted({os.path.abspath(root), os.path.realpath(root)})
+    entries: list[_Entry] = []
+    stack: list[tuple[str, tuple[str, ...], frozenset[tuple[int, int]]]] = [
+        (root, (), frozenset({(top.st_dev, top.st_ino)}))
+    ]
+    while stack:
+        directory, prefix, ancestors = stack.pop()
+        with os.scandir(directory) as items:
+            children = sorted(items, key=lambda item: item.name)  # errors come in order too
+        for item in children:
+            name = item.name
+            if not include_hidden and (name.startswith(".") or _windows_hidden(item)):
+                continue
+            _check_utf8(name, item.path)
+            path = (*prefix, name)
+            if item.is_symlink():
+                link = os.readlink(item.path)
+                if not follow_symlinks:
+                    _check_utf8(link, item.path)
+                    target = _link_target(link, prefix, roots)
+                    if target is not None:
+                        entry = _entry(path, item.path, item.stat(follow_symlinks=False))
+                        entry.length = 0
+                        entry.symlink = target
+                        entries.append(entry)
+                    continue  # a link out of the torrent: left out, as libtorrent does
+                try:
+                    info = os.stat(item.path)
+                except FileNotFoundError:
+                    raise FileNotFoundError(
+                        errno.ENOENT, f"the symbolic link points to nothing ({link!r})", item.path
+                    ) from None
+            else:
+                info = item.stat(follow_symlinks=False)
+            if stat.S_ISDIR(info.st_mode):
+                key = (info.st_dev, info.st_ino)
+                if key in ancestors:
+                    raise OSError(
+                        errno.ELOOP,
+                        "symbolic link loop: the link leads back to a directory it is in",
+                        item.path,
+                    )
+                stack.append((item.path, path, ancestors | {key}))
+            elif stat.S_ISREG(info.st_mode):
+                entries.append(_entry(path, item.path, info))
+            # FIFOs, sockets and devices hold no file data: they are left out.
+    entries.sort(key=lambda entry: entry.path)
+    return entries, False
+
+
+# --- hashing ------------------------------------------------------------------------
+#
+# The calling thread plans jobs (runs of whole pieces, about _JOB_BYTES of data each)
+# and hands them to the pool; each hashing thread reads its job's bytes itself, a
+# chunk at a time into its own buffer, and hashes each chunk while it is still in
+# the CPU's cache. Results are collected in order on the calling thread, with at most
+# two jobs per thread in flight, so memory is bounded by threads x chunk whatever
+# the size of the files.
+
+_Stop: TypeAlias = Callable[[], bool]
+# A run of one file's bytes: (source, offset, length, the file's length, zeros that
+# follow the file in the v1 piece space).
+_Run: TypeAlias = tuple[str, int, int, int, int]
+
+
+class _StoppedError(Exception):
+    """A hashing thread saw the stop flag."""
+
+
+_local = threading.local()
+
+
+def _buffer(size: int) -> memoryview:
+    """This thread's read buffer, of ``size`` bytes."""
+    buffer: bytearray | None = getattr(_local, "buffer", None)
+    if buffer is None or len(buffer) != size:
+        buffer = _local.buffer = bytearray(size)
+    return memoryview(buffer)
+
+
+class _Reader:
+    """Reads runs of files one after another, checking that no file changed size."""
+
+    __slots__ = ("_file", "_left", "_run", "_runs")
+
+    def __init__(self, runs: Sequence[_Run]) -> None:
+        self._runs = iter(runs)
+        self._file: Any = None
+        self._left = 0
+        self._run: _Run = ("", 0, 0, 0, 0)
+
+    def _next(self) -> None:
+        self.close()
+        self._run = run = next(self._runs)
+        source, offset, length, _, _ = run
+        self._file = file = open(source, "rb", buffering=0)  # noqa: SIM115 - see close()
+        if offset:
+            file.seek(offset)
+        elif hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(file.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        self._left = length
+
+    def readinto(self, view: memoryview) -> None:
+        """Fill ``view`` from the runs, opening the next file as one ends."""
+        while view:
+            if not self._left:
+                self._next()
+            part = view[: self._left]
+            while part:
+                count = self._file.readinto(part)
+                if not count:
+                    self._changed(f"it shrank to {self._file.tell()} bytes")
+                part = part[count:]
+            count = min(len(view), self._left)
+            self._left -= count
+            view = view[count:]
+            if not self._left:
+                _, offset, length, file_length, _ = self._run
+                if offset + length == file_length:
+                    size = os.fstat(self._file.fileno()).st_size
+                    if size != file_length:
+                        self._changed(f"it is now {size} bytes")
+
+    def _changed(self, how: str) -> None:
+        source, _, _, file_length, _ = self._run
+        raise OSError(
+            errno.EIO,
+            f"the file changed while it was hashed: it had {file_length} bytes and {how}",
+            source,
+        )
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _hash_v1(runs: list[_Run], size: int, piece_length: int, chunk: int, stop: _Stop) -> bytes:
+    """The SHA-1 of each piece of ``size`` bytes of the files' concatenation."""
+    view = _buffer(chunk)
+    reader = _Reader(runs)
+    digests = []
+    try:
+        if piece_length <= chunk:
+            step = chunk // piece_length * piece_length
+            for start in range(0, size, step):
+                if stop():
+                    raise _StoppedError
+                data = view[: min(step, size - start)]
+                reader.readinto(data)
+                digests += [
+                    sha1(data[i : i + piece_length]).digest()
+                    for i in range(0, len(data), piece_length)
+                ]
+        else:
+            for start in range(0, size, piece_length):
+                hasher = sha1()
+                end = min(start + piece_length, size)
+                for position in range(start, end, chunk):
+                    if stop():
+                        raise _StoppedError
+                    data = view[: min(chunk, end - position)]
+                    reader.readinto(data)
+                    hasher.update(data)
+                digests.append(hasher.digest())
+    finally:
+        reader.close()
+    return b"".join(digests)
+
+
+# _PADS[k]: the root of an all-zero subtree of 2**k leaves (a missing node at level k).
+_PADS: Final = [pad_hash(1 << level) for level in range(40)]
+
+
+def _subtree_root(nodes: list[bytes], width: int) -> bytes:
+    """The root over ``nodes`` (leaves) padded to ``width``, a power of two >= their count.
+
+    The same as :func:`~bip_metainfo._merkle.merkle_root`, in half the time: this
+    runs holding the GIL once per piece on every hashing thread.
+    """
+    level = 0
+    while width > 1:
+        if len(nodes) & 1:
+            nodes = [*nodes, _PADS[level]]
+        pairs = iter(nodes)
+        nodes = [sha256(left + right).digest() for left, right in zip(pairs, pairs, strict=True)]
+        level += 1
+        width >>= 1
+    return nodes[0]
+
+
+def _hash_v2(
+    runs: list[_Run], piece_length: int, chunk: int, v1: bool, stop: _Stop
+) -> tuple[bytes, list[bytes]]:
+    """BEP 52 piece hashes of runs of whole pieces (and their SHA-1s if ``v1``).
+
+    Each run starts at a piece boundary of its file. A file of one piece gets its
+    pieces root (its tree spans only its own blocks); for v1 the file's last piece
+    is followed by the zeros of its pad file.
+    """
+    view = _buffer(chunk)
+    zeros = memoryview(bytes(max(run[4] for run in runs)))  # calloc: untouched until read
+    width = piece_length // BLOCK_SIZE
+    block = BLOCK_SIZE
+    sha1s: list[bytes] = []
+    nodes: list[bytes] = []
+    reader = _Reader(runs)
+    try:
+        for _, offset, length, file_length, pad in runs:
+            whole = file_length <= piece_length
+            leaves: list[bytes] = []
+            hasher = sha1()
+            for start in range(0, length, chunk):
+                if stop():
+                    raise _StoppedError
+                data = view[: min(chunk, length - start)]
+                reader.readinto(data)
+                # Chunks and pieces are powers of two: one holds whole others.
+                for i in range(0, len(data), piece_length):
+                    piece = data[i : i + piece_length]
+                    if v1:
+                        hasher.update(piece)
+                    leaves += [
+                        sha256(piece[j : j + block]).digest() for j in range(0, len(piece), block)
+                    ]
+                    end = offset + start + i + len(piece)
+                    if len(leaves) < width and end < offset + length:
+                        continue  # a piece larger than a chunk: more to come
+                    if whole:  # the tree spans the file's own blocks only
+                        nodes.append(_subtree_root(leaves, 1 << (len(leaves) - 1).bit_length()))
+                    else:
+                        nodes.append(_subtree_root(leaves, width))
+                    leaves = []
+                    if v1:
+                        if end == file_length and pad:
+                            hasher.update(zeros[:pad])
+                        sha1s.append(hasher.digest())
+                        hasher = sha1()
+    finally:
+        reader.close()
+    return b"".join(sha1s), nodes
+
+
+class _Pipeline:
+    """Hands jobs to the pool and collects their results in order, a bounded number
+    in flight, reporting progress and checking for cancellation as they complete."""
+
+    def __init__(
+        self,
+        pool: ThreadPoolExecutor,
+        *,
+        in_flight: int,
+        total: int,
+        progress: Progress | None,
+        cancel: threading.Event | None,
+    ) -> None:
+        self._pool = pool
+        self._limit = in_flight
+        self._jobs: deque[tuple[Future[Any], int, Callable[[Any], None]]] = deque()
+        self._total = total
+        self._done = 0
+        self._progress = progress
+        self._reported = 0
+        self._last_report = 0.0
+        self._cancel = cancel
+        self.abort = threading.Event()
+        self.max_in_flight = 0
+
+    def stop(self) -> bool:
+        """Whether hashing threads should stop (an error, or the caller cancelled)."""
+        return self.abort.is_set() or (self._cancel is not None and self._cancel.is_set())
+
+    def check(self) -> None:
+        """Raise :class:`CreateCancelled` if the caller has cancelled."""
+        if self._cancel is not None and self._cancel.is_set():
+            raise CreateCancelled("torrent creation was cancelled")
+
+    def start(self) -> None:
+        """Report that nothing is hashed yet."""
+        if self._progress is not None:
+            self._last_report = time.monotonic()
+            self._progress(0, self._total)
+
+    def _report(self, *, final: bool = False) -> None:
+        if self._progress is None or self._done == self._reported:
+            return
+        now = time.monotonic()
+        if final or now - self._last_report >= _PROGRESS_INTERVAL:
+            self._last_report = now
+            self._reported = self._done
+            self._progress(self._done, self._total)
+
+    def submit(
+        self,
+        data_bytes: int,
+        finish: Callable[[Any], None],
+        function: Callable[..., Any],
+        *args: Any,
+    ) -> None:
+        """Run ``function(*args)`` on the pool; ``finish`` takes its result, in order."""
+        self.check()
+        while len(self._jobs) >= self._limit:
+            self._collect()
+        self._jobs.append((self._pool.submit(function, *args), data_bytes, finish))
+        self.max_in_flight = max(self.max_in_flight, len(self._jobs))
+
+    def _collect(self) -> None:
+        self.check()
+        future, data_bytes, finish = self._jobs.popleft()
+        while True:
+            try:
+                result = future.result(timeout=_WAIT_SLICE)
+                break
+            except FutureTimeout:
+                self.check()
+            except _StoppedError:
+                self.check()
+                raise
+        finish(result)
+        self._done += data_bytes
+        self._report()
+
+    def finish(self) -> None:
+        """Wait for every job, then report the final progress."""
+        while self._jobs:
+            self._collect()
+        self.check()
+        self._report(final=True)
+
+
+def _plan_v1(
+    pipe: _Pipeline, files: list[_Entry], piece_length: int, chunk: int, out: bytearray
+) -> None:
+    """Jobs of whole pieces over the files' concatenation."""
+    job = max(piece_length, _JOB_BYTES // piece_length * piece_length)
+    runs: list[_Run] = []
+    size = 0
+    for entry in files:
+        offset = 0
+        while offset < entry.length:
+            count = min(entry.length - offset, job - size)
+            runs.append((entry.source, offset, count, entry.length, 0))
+            offset += count
+            size += count
+            if size == job:
+                pipe.submit(size, out.extend, _hash_v1, runs, size, piece_length, chunk, pipe.stop)
+                runs = []
+                size = 0
+    if size:
+        pipe.submit(size, out.extend, _hash_v1, runs, size, piece_length, chunk, pipe.stop)
+
+
+def _finish_file(entry: _Entry, piece_length: int) -> None:
+    if len(entry.nodes) == 1:
+        entry.pieces_root = entry.nodes[0]
+    else:
+        entry.layer = b"".join(entry.nodes)
+        entry.pieces_root = pieces_root_from_layer(entry.layer, piece_length, entry.length)
+    entry.nodes = []
+
+
+def _plan_v2(
+    pipe: _Pipeline,
+    files: list[_Entry],
+    *,
+    piece_length: int,
+    chunk: int,
+    v1: bool,
+    out: bytearray,
+) -> None:
+    """Jobs of whole pieces of files, each file starting a piece."""
+    job = max(piece_length, _JOB_BYTES)
+    runs: list[_Run] = []
+    owners: list[tuple[_Entry, int]] = []  # how many of a job's pieces are whose
+    size = 0
+
+    def finisher(owners: list[tuple[_Entry, int]]) -> Callable[[Any], None]:
+        def finish(result: tuple[bytes, list[bytes]]) -> None:
+            sha1s, nodes = result
+            out.extend(sha1s)
+            start = 0
+            for entry, count in owners:
+                entry.nodes += nodes[start : start + count]
+                start += count
+                if len(entry.nodes) == -(-entry.length // piece_length):
+                    _finish_file(entry, piece_length)
+
+        return finish
+
+    def submit() -> None:
+        pipe.submit(size, finisher(owners), _hash_v2, runs, piece_length, chunk, v1, pipe.stop)
+
+    for entry in files:
+        offset = 0
+        while offset < entry.length:
+            room = job - size
+            left = entry.length - offset
+            count = left if left <= room else room // piece_length * piece_length
+            if count:
+                runs.append((entry.source, offset, count, entry.length, entry.pad))
+                owners.append((entry, -(-count // piece_length)))
+                offset += count
+                size += count
+            if not count or size >= job:
+                submit()
+                runs, owners, size = [], [], 0
+    if size:
+        submit()
+
+
+def _default_threads() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def _hash_files(
+    files: list[_Entry],
+    *,
+    piece_length: int,
+    v1: bool,
+    v2: bool,
+    threads: int,
+    max_buffered_bytes: int,
+    progress: Progress | None,
+    cancel: threading.Event | None,
+) -> tuple[bytes, int]:
+    """Hash the files' data; return the v1 piece hashes and the most jobs in flight."""
+    total = sum(entry.length for entry in files)
+    chunk = min(_CHUNK_BYTES, max_buffered_bytes // threads) // BLOCK_SIZE * BLOCK_SIZE
+    chunk = max(BLOCK_SIZE, chunk)
+    if v2:
+        # Pieces and chunks are both powers of two, so one holds whole others.
+        chunk = 1 << (chunk.bit_length() - 1)
+    out = bytearray()
+    with ThreadPoolExecutor(threads, thread_name_prefix="bip-hash") as pool:
+        pipe = _Pipeline(pool, in_flight=2 * threads, total=total, progress=progress, cancel=cancel)
+        try:
+            pipe.start()
+            if v2:
+                _plan_v2(pipe, files, piece_length=piece_length, chunk=chunk, v1=v1, out=out)
+            else:
+                _plan_v1(pipe, files, piece_length, chunk, out)
+            pipe.finish()
+        except BaseException:
+            pipe.abort.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return bytes(out), pipe.max_in_flight
+
+
+# --- the torrent --------------------------------------------------------------------
+
+
+def _check_piece_length(piece_length: int, version: Version) -> None:
+    if type(piece_length) is not int or piece_length <= 0:
+        raise ValueError(f"piece length must be a positive integer, not {piece_length!r}")
+    if version == "v1":
+        if piece_length % BLOCK_SIZE:
+            raise ValueError(
+                f"a v1 piece length must be a multiple of {BLOCK_SIZE} bytes, not {piece_length}"
+            )
+    elif piece_length < BLOCK_SIZE or piece_length & (piece_length - 1):
+        raise ValueError(
+            f"a {version} piece length must be a power of two of at least {BLOCK_SIZE} bytes, "
+            f"not {piece_length}"
+        )
+    if piece_length > MAX_PIECE_LENGTH:
+        raise ValueError(f"piece length {piece_length} is above the limit of {MAX_PIECE_LENGTH}")
+
+
+def _tiers(trackers: Sequence[str | Sequence[str]]) -> list[list[str]]:
+    if isinstance(trackers, str):
+        raise TypeError("trackers must be a sequence of URLs or of tiers, not one string")
+    tiers = []
+    for item in trackers:
+        tier = [item] if isinstance(item, str) else list(item)
+        for url in tier:
+            if not isinstance(url, str) or not url.strip():
+                raise ValueError(f"a tracker URL must be a non-empty string, not {url!r}")
+        if tier:
+            tiers.append(tier)
+    return tiers
+
+
+def _strings(values: Sequence[str], what: str) -> list[str]:
+    if isinstance(values, str):
+        raise TypeError(f"{what} must be a sequence of strings, not one string")
+    for value in values:
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"each of {what} must be a non-empty string, not {value!r}")
+    return list(values)
+
+
+def _created_by() -> str:
+    try:
+        from importlib.metadata import version  # noqa: PLC0415 - only when needed
+
+        return f"bip_metainfo/{version('bip-metainfo')}"
+    except Exception:
+        return "bip_metainfo"
+
+
+def _v1_files(files: list[_Entry]) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = []
+    for entry in files:
+        item: dict[str, Any] = {"length": entry.length, "path": list(entry.path)}
+        if entry.attr:
+            item["attr"] = entry.attr
+        if entry.symlink is not None:
+            item["symlink path"] = list(entry.symlink)
+        result.append(item)
+        if entry.pad:
+            result.append({"attr": "p", "length": entry.pad, "path": [".pad", str(entry.pad)]})
+    return result
+
+
+def _file_tree(files: list[_Entry], name: str) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for entry in files:
+        path = entry.path or (name,)
+        node = tree
+        for component in path[:-1]:
+            node = node.setdefault(component, {})
+        leaf: dict[str, Any] = {}
+        if entry.symlink is None:
+            leaf["length"] = entry.length  # libtorrent writes none for a link
+        else:
+            leaf["symlink path"] = list(entry.symlink)
+        if entry.pieces_root is not None:
+            leaf["pieces root"] = entry.pieces_root
+        if entry.attr:
+            leaf["attr"] = entry.attr
+        node[path[-1]] = {"": leaf}
+    return tree
+
+
+def create_torrent(
+    path: str | os.PathLike[str],
+    *,
+    version: Version = "hybrid",
+    piece_length: int | None = None,
+    trackers: Sequence[str | Sequence[str]] = (),
+    web_seeds: Sequence[str] = (),
+    http_seeds: Sequence[str] = (),
+    nodes: Sequence[tuple[str, int]] = (),
+    private: bool = False,
+    source: str | None = None,
+    comment: str | None = None,
+    creation_date: int | Literal["now"] | None = "now",
+    created_by: str | None = "bip_metainfo/{version}",
+    name: str | None = None,
+    similar: Sequence[bytes] = (),
+    collections: Sequence[str] = (),
+    include_hidden: bool = True,
+    symlinks: Literal["store", "follow"] = "store",
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+    threads: int | None = None,
+    max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES,
+) -> Metainfo:
+    """Create a torrent of a file or a directory.
+
+    A regular file gives a single-file torrent named like it; a directory gives
+    a multi-file torrent of every regular file beneath it (empty ones included;
+    empty directories, FIFOs, sockets and devices have nothing to share and are
+    left out).
+
+    >>> import pathlib, tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     album = pathlib.Path(tmp, "album")
+    ...     album.mkdir()
+    ...     _ = (album / "b.flac").write_bytes(b"b" * 100_000)
+    ...     _ = (album / "a.txt").write_bytes(b"liner notes")
+    ...     torrent = create_torrent(album, trackers=["udp://tracker.example:6969"],
+    ...                              creation_date=None)
+    >>> torrent.info.is_hybrid, torrent.info.piece_length, torrent.trackers
+    (True, 16384, (('udp://tracker.example:6969',),))
+    >>> for file in torrent.files:           # pad files align each file to a piece
+    ...     print(file.path_str(), file.length, file.offset)
+    album/a.txt 11 0
+    album/.pad/16373 16373 11
+    album/b.flac 100000 16384
+    album/.pad/14688 14688 116384
+    >>> data = torrent.to_bytes()          # the .torrent file's bytes
+
+    **Versions.** ``"v1"`` (BEP 3: SHA-1 of each piece over the files'
+    concatenation, no pad files), ``"v2"`` (BEP 52: a merkle tree of 16 KiB
+    SHA-256 leaves per file, and the ``piece layers``) or ``"hybrid"`` (both, the
+    default, as in libtorrent: every client can use it). A hybrid torrent's v1
+    file list has a BEP 47 pad file (``.pad/<size>``, attribute ``p``) after
+    every non-empty file that does not end on a piece boundary, the last file
+    included unless it is the only one, so every file starts a piece in both
+    views. Both hashes come from one read of the data.
+
+    **Files.** They are listed in the order of the v2 file tree: path components
+    compared one by one, as their UTF-8 bytes (a directory's files come
+    together, ``a/b`` and ``a/c`` before ``a.txt`` and ``b``), the same order in
+    every version, so equal inputs give equal torrents. A name that is not
+    valid UTF-8 is refused. Files whose owner may execute them get the BEP 47
+    attribute ``x``, and on Windows hidden files ``h``, as libtorrent gives them.
+    With ``include_hidden=False`` files and directories whose name starts with
+    ``.`` (or hidden on Windows) are left out (the top ``path`` itself is always
+    used). BEP 52 cannot tell a directory of one file from the file alone: a
+    v2-only torrent of such a directory is read (by libtorrent too) as a
+    single-file torrent named after the file.
+
+    **Symbolic links.** ``symlinks="store"`` (the default) stores each link as
+    BEP 47 describes (attribute ``l``, a ``symlink path`` from the torrent's
+    root, no data) when its target, taken lexically from the link's directory,
+    stays inside the torrent (dangling links included); a link that leads out
+    of the torrent, or to its top directory, is left out, as libtorrent leaves
+    it out: nothing outside the directory is ever shared. Like libtorrent, the
+    link's own permission bits give it ``x`` as well (``xl`` on Linux).
+    ``symlinks="follow"`` shares what links point to as ordinary files and
+    directories; a dangling link raises :class:`FileNotFoundError` and a link
+    back to a directory it is in raises :class:`OSError` (``ELOOP``). A
+    ``path`` that is itself a link is always followed.
+
+    **Piece length.** ``None`` picks :func:`auto_piece_length` of the total
+    size (libtorrent's rule: 16 KiB to 16 MiB, at most about
+    ``sqrt(total) / 10`` pieces). An explicit v2 or hybrid piece length must be
+    a power of two of at least 16 KiB; a v1 one a multiple of 16 KiB.
+
+    **Hashing** runs on ``threads`` threads (default: every core this process
+    may use). The calling thread cuts the data into jobs of whole pieces (about
+    16 MiB each), keeps at most two jobs per thread in flight and collects their
+    results in order; each hashing thread reads its job's files itself, 1 MiB at
+    a time, and hashes each chunk while it is still in the CPU's cache (SHA-1 and
+    SHA-256 from the same read for a hybrid torrent). So at most
+    ``max_buffered_bytes`` of file data (and at least 16 KiB a thread) is in
+    memory at once, whatever the size of the files; the result holds 20 bytes a
+    piece for v1 and 32 for v2. ``progress`` is called on the calling thread
+    with ``(bytes hashed, total bytes)``: once with 0, at most 20 times a second
+    as jobs complete, and a last time with the total. Setting ``cancel`` (from
+    any thread) stops every thread within a chunk and raises
+    :class:`CreateCancelled`; an exception from ``progress`` stops the work
+    likewise and propagates. To create torrents from trio, run this function
+    with ``trio.to_thread.run_sync`` and set ``cancel`` when the task is
+    cancelled.
+
+    Args:
+        path: the file or directory to share.
+        version: ``"v1"``, ``"v2"`` or ``"hybrid"``.
+        piece_length: bytes per piece, or None for automatic.
+        trackers: announce URLs; a string is a tier of its own, a sequence of
+            strings one tier (BEP 12). The first URL is also ``announce``;
+            ``announce-list`` is written when there is more than one URL.
+        web_seeds: BEP 19 ``url-list`` URLs (a string when there is one, as
+            libtorrent writes it).
+        http_seeds: BEP 17 ``httpseeds`` URLs.
+        nodes: BEP 5 DHT bootstrap nodes as ``(host, port)``.
+        private: set the BEP 27 private flag.
+        source: the ``source`` string in the info dict (private trackers use it to
+            give each site its own info-hash).
+        comment: free text.
+        creation_date: seconds since the epoch; ``"now"`` (the default) for the
+            current time; None to leave it out, for reproducible output.
+        created_by: the program named as creator, ``{version}`` replaced by this
+            library's version; None to leave it out.
+        name: the torrent's name (by default the file's or directory's name).
+        similar: BEP 38 info-hashes (20 bytes each) of torrents with shared files.
+        collections: BEP 38 collection names.
+        include_hidden: include files and directories whose name starts with ``.``.
+        symlinks: ``"store"`` or ``"follow"``, as above.
+        progress: called with ``(bytes hashed, total bytes)``.
+        cancel: set it (from any thread) to stop.
+        threads: hashing threads; by default the number of usable cores.
+        max_buffered_bytes: the bound on file data held in memory.
+
+    Returns:
+        The parsed torrent: :meth:`~bip_metainfo.Metainfo.to_bytes` gives the
+        file to write, ``.info.info_hash`` its identity.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist, or a followed link points
+            nowhere.
+        OSError: a file cannot be read, changed size while it was hashed, or
+            (following links) a link loops.
+        ValueError: invalid arguments, a name that is not UTF-8, no files or only
+            empty ones, or more pieces than a torrent may have.
+        CreateCancelled: ``cancel`` was set.
+    """
+    if version not in ("v1", "v2", "hybrid"):
+        raise ValueError(f"version must be 'v1', 'v2' or 'hybrid', not {version!r}")
+    if symlinks not in ("store", "follow"):
+        raise ValueError(f"symlinks must be 'store' or 'follow', not {symlinks!r}")
+    if piece_length is not None:
+        _check_piece_length(piece_length, version)
+    threads = _default_threads() if threads is None else threads
+    if type(threads) is not int or threads < 1:
+        raise ValueError(f"threads must be a positive integer, not {threads!r}")
+    if type(max_buffered_bytes) is not int or max_buffered_bytes < 1:
+        raise ValueError(f"max_buffered_bytes must be positive, not {max_buffered_bytes!r}")
+    tiers = _tiers(trackers)
+    seeds = _strings(web_seeds, "web_seeds")
+    http = _strings(http_seeds, "http_seeds")
+    groups = _strings(collections, "collections")
+    for item in similar:
+        if not isinstance(item, bytes) or len(item) != 20:
+            raise ValueError(f"similar info-hashes must be 20 bytes each, not {item!r}")
+    for node in nodes:
+        host, port = node
+        if not isinstance(host, str) or not host or type(port) is not int or not 0 < port < 65536:
+            raise ValueError(f"a DHT node must be (host, port), not {node!r}")
+    if creation_date == "now":
+        creation_date = int(time.time())
+    elif creation_date is not None and (type(creation_date) is not int or creation_date < 0):
+        raise ValueError(f"creation date must be seconds since the epoch, not {creation_date!r}")
+
+    root = os.fspath(path)
+    if name is None:
+        name = os.path.basename(os.path.normpath(os.path.abspath(root)))
+    separators = {"/", os.sep, os.altsep} - {None}
+    if not isinstance(name, str) or name in ("", ".", "..") or separators & set(name):
+        raise ValueError(f"the torrent needs a name (a non-empty file name), not {name!r}")
+    _check_utf8(name, name)
+    files, single = _scan(root, include_hidden=include_hidden, follow_symlinks=symlinks == "follow")
+    if not files:
+        raise ValueError(f"{root!r} holds no files to share")
+    total = sum(entry.length for entry in files)
+    if total == 0:
+        raise ValueError(f"the files under {root!r} are all empty: a torrent needs some data")
+    if piece_length is None:
+        piece_length = auto_piece_length(total)
+
+    v1 = version != "v2"
+    v2 = version != "v1"
+    data = [entry for entry in files if entry.length]
+    if v2:
+        for entry in data:
+            # Every file starts a piece; in a hybrid torrent's v1 list pad files fill
+            # the gaps, the last file's too unless it is the only file (libtorrent).
+            entry.pad = -entry.length % piece_length if v1 and len(files) > 1 else 0
+        num_pieces = sum(-(-entry.length // piece_length) for entry in data)
+    else:
+        num_pieces = -(-total // piece_length)
+    if num_pieces > DEFAULT_MAX_PIECES:
+        raise ValueError(
+            f"{num_pieces} pieces of {piece_length} bytes is more than the {DEFAULT_MAX_PIECES} "
+            f"a torrent may have: use a larger piece length"
+        )
+
+    pieces, _ = _hash_files(
+        data,
+        piece_length=piece_length,
+        v1=v1,
+        v2=v2,
+        threads=threads,
+        max_buffered_bytes=max_buffered_bytes,
+        progress=progress,
+        cancel=cancel,
+    )
+
+    info: dict[str, Any] = {"name": name, "piece length": piece_length}
+    if v1:
+        info["pieces"] = pieces
+        if single:
+            info["length"] = files[0].length
+            if files[0].attr:
+                info["attr"] = files[0].attr
+        else:
+            info["files"] = _v1_files(files)
+    if v2:
+        info["meta version"] = 2
+        info["file tree"] = _file_tree(files, name)
+    if private:
+        info["private"] = 1
+    if source is not None:
+        info["source"] = source
+    if similar:
+        info["similar"] = list(similar)
+    if groups:
+        info["collections"] = groups
+
+    torrent: dict[str, Any] = {"info": info}
+    urls = [url for tier in tiers for url in tier]
+    if urls:
+        torrent["announce"] = urls[0]
+    if len(urls) > 1:
+        torrent["announce-list"] = tiers
+    if comment is not None:
+        torrent["comment"] = comment
+    if created_by is not None:
+        from . import __version__  # noqa: PLC0415 - the package is whole by now
+
+        torrent["created by"] = created_by.replace("{version}", __version__)
+    if creation_date is not None:
+        torrent["creation date"] = creation_date
+    if nodes:
+        torrent["nodes"] = [[host, port] for host, port in nodes]
+    if seeds:
+        torrent["url-list"] = seeds[0] if len(seeds) == 1 else seeds
+    if http:
+        torrent["httpseeds"] = http
+    if v2:
+        # Written even when empty (every file fits in a piece), as libtorrent does.
+        torrent["piece layers"] = {entry.pieces_root: entry.layer for entry in data if entry.layer}
+    return Metainfo.from_bytes(encode(torrent))
