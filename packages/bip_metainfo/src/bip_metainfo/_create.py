@@ -42,7 +42,7 @@ from typing import Any, Final, Literal, TypeAlias
 from bip_bencode import encode
 
 from ._info import DEFAULT_MAX_PIECES, MAX_PIECE_LENGTH
-from ._merkle import BLOCK_SIZE, pad_hash, pieces_root_from_layer
+from ._merkle import BLOCK_SIZE, pieces_root_from_layer, subtree_root
 from ._metainfo import Metainfo
 
 __all__ = ["CreateCancelled", "auto_piece_length", "create_torrent"]
@@ -385,27 +385,6 @@ def _hash_v1(runs: list[_Run], size: int, piece_length: int, chunk: int, stop: _
     return b"".join(digests)
 
 
-# _PADS[k]: the root of an all-zero subtree of 2**k leaves (a missing node at level k).
-_PADS: Final = [pad_hash(1 << level) for level in range(40)]
-
-
-def _subtree_root(nodes: list[bytes], width: int) -> bytes:
-    """The root over ``nodes`` (leaves) padded to ``width``, a power of two >= their count.
-
-    The same as :func:`~bip_metainfo._merkle.merkle_root`, in half the time: this
-    runs holding the GIL once per piece on every hashing thread.
-    """
-    level = 0
-    while width > 1:
-        if len(nodes) & 1:
-            nodes = [*nodes, _PADS[level]]
-        pairs = iter(nodes)
-        nodes = [sha256(left + right).digest() for left, right in zip(pairs, pairs, strict=True)]
-        level += 1
-        width >>= 1
-    return nodes[0]
-
-
 def _hash_v2(
     runs: list[_Run], piece_length: int, chunk: int, v1: bool, stop: _Stop
 ) -> tuple[bytes, list[bytes]]:
@@ -444,9 +423,9 @@ def _hash_v2(
                     if len(leaves) < width and end < offset + length:
                         continue  # a piece larger than a chunk: more to come
                     if whole:  # the tree spans the file's own blocks only
-                        nodes.append(_subtree_root(leaves, 1 << (len(leaves) - 1).bit_length()))
+                        nodes.append(subtree_root(leaves, 1 << (len(leaves) - 1).bit_length()))
                     else:
-                        nodes.append(_subtree_root(leaves, width))
+                        nodes.append(subtree_root(leaves, width))
                     leaves = []
                     if v1:
                         if end == file_length and pad:

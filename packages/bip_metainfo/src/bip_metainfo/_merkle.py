@@ -50,6 +50,7 @@ __all__ = [
     "pieces_root_from_layer",
     "proof_uncle_count",
     "root_from_proof",
+    "subtree_root",
     "verify_block",
     "verify_piece",
     "verify_piece_layer",
@@ -229,6 +230,33 @@ def merkle_root(hashes: Sequence[bytes], *, leaves: int | None = None, pad: byte
             )
         height = leaves.bit_length() - 1
     return _layer_root(layer, height, bytes(pad))
+
+
+# _ZERO_PADS[k]: the root of an all-zero subtree of 2**k leaves (a missing node at level k).
+_ZERO_PADS: Final = [pad_hash(1 << level) for level in range(40)]
+
+
+def subtree_root(leaves: list[bytes], width: int) -> bytes:
+    """The root over block ``leaves`` padded with zero leaves to ``width`` (a power of two).
+
+    The fast path of :func:`merkle_root` for trusted input (no argument checks),
+    for callers that build a tree per piece while holding the GIL, such as
+    torrent creation: it is about twice as fast.
+
+    >>> leaves = block_hashes(bytes(40000))
+    >>> subtree_root(leaves, 4) == merkle_root(leaves, leaves=4)
+    True
+    """
+    nodes = leaves
+    level = 0
+    while width > 1:
+        if len(nodes) & 1:
+            nodes = [*nodes, _ZERO_PADS[level]]
+        pairs = iter(nodes)
+        nodes = [sha256(left + right).digest() for left, right in zip(pairs, pairs, strict=True)]
+        level += 1
+        width >>= 1
+    return nodes[0]
 
 
 def block_hashes(data: Buffer) -> list[bytes]:
