@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 import bip_metainfo
 from bip_bencode import decode as _decode
-from bip_metainfo import Metainfo, _create
+from bip_metainfo import Metainfo, _create, _create_pipeline, _create_walk
 from bip_metainfo._create import CreateCancelled, auto_piece_length, create_torrent
 from bip_metainfo._merkle import block_hashes, piece_layer, pieces_root
 
@@ -235,8 +235,8 @@ def test_job_and_chunk_boundaries(
     files = {f"f{i:02d}": _payload(size, i) for i, size in enumerate(sizes)}
     root = _make_tree(tmp_path / "t", files)
     with (
-        mock.patch.object(_create, "_JOB_BYTES", job),
-        mock.patch.object(_create, "_CHUNK_BYTES", chunk),
+        mock.patch.object(_create_pipeline, "_JOB_BYTES", job),
+        mock.patch.object(_create_pipeline, "_CHUNK_BYTES", chunk),
     ):
         torrent = create_torrent(root, version=version, piece_length=piece_length)
     _check(torrent, tmp_path)
@@ -382,9 +382,9 @@ def test_executable_attribute(tmp_path: Path) -> None:
 
 
 def test_attribute_letters_are_in_libtorrents_order() -> None:
-    entry = _create._Entry(("f",), "f", 0, executable=True, symlink=("g",), hidden=True)
+    entry = _create_walk._Entry(("f",), "f", 0, executable=True, symlink=("g",), hidden=True)
     assert entry.attr == "hxl"
-    assert _create._Entry(("f",), "f", 1, executable=False).attr == ""
+    assert _create_walk._Entry(("f",), "f", 1, executable=False).attr == ""
 
 
 @pytest.fixture
@@ -576,7 +576,7 @@ def test_not_a_file_or_directory() -> None:
 @pytest.mark.parametrize("version", ["v1", "hybrid"])
 def test_a_file_that_changes_while_hashed(tmp_path: Path, change: str, version: Any) -> None:
     root = _make_tree(tmp_path / "c", {"a": _payload(100_000), "b": _payload(10)})
-    scan = _create._scan
+    scan = _create_walk._scan
 
     def scan_then_change(*args: Any, **kwargs: Any) -> tuple[list[Any], bool]:
         result = scan(*args, **kwargs)
@@ -615,7 +615,7 @@ def test_progress(album: Path, version: Any) -> None:
     def progress(done: int, total: int) -> None:
         calls.append((done, total, threading.get_ident()))
 
-    with mock.patch.object(_create, "_JOB_BYTES", 16 * KIB):
+    with mock.patch.object(_create_pipeline, "_JOB_BYTES", 16 * KIB):
         torrent = create_torrent(album, version=version, piece_length=16 * KIB, progress=progress)
     total = torrent.info.total_size
     assert calls[0][:2] == (0, total)
@@ -721,9 +721,9 @@ def test_memory_is_bounded(sparse_file: Path, version: Any) -> None:
 def test_jobs_in_flight_are_bounded(tmp_path: Path) -> None:
     path = tmp_path / "f"
     path.write_bytes(_payload(2 * MIB))
-    entries, _ = _create._scan(str(path), include_hidden=True, follow_symlinks=False)
-    with mock.patch.object(_create, "_JOB_BYTES", 16 * KIB):
-        _, in_flight = _create._hash_files(
+    entries, _ = _create_walk._scan(str(path), include_hidden=True, follow_symlinks=False)
+    with mock.patch.object(_create_pipeline, "_JOB_BYTES", 16 * KIB):
+        _, in_flight = _create_pipeline._hash_files(
             entries,
             piece_length=16 * KIB,
             v1=True,
@@ -779,7 +779,7 @@ def test_random_trees(
         with pytest.raises(ValueError, match="empty"):
             create_torrent(root, version=version, piece_length=piece_length)
         return
-    with mock.patch.object(_create, "_JOB_BYTES", 32 * KIB):
+    with mock.patch.object(_create_pipeline, "_JOB_BYTES", 32 * KIB):
         torrent = create_torrent(root, version=version, piece_length=piece_length)
     expected = sorted(tree)
     if version == "v2" and len(tree) == 1 and len(expected[0]) == 1:
@@ -855,7 +855,7 @@ def _lt_create(
 
 def _lt_entries(lt: Any, path: Path) -> list[Any]:
     """Our file list as libtorrent entries, for v1 (libtorrent lists in directory order)."""
-    entries, single = _create._scan(str(path), include_hidden=True, follow_symlinks=False)
+    entries, single = _create_walk._scan(str(path), include_hidden=True, follow_symlinks=False)
     result = []
     for entry in entries:
         flags = lt.file_storage.flag_executable if entry.executable else 0

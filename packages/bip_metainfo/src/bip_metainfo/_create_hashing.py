@@ -1,0 +1,186 @@
+"""Creating torrents: reading runs of files and hashing them, on a hashing thread.
+
+A job of :mod:`._create_pipeline` is a list of runs (:data:`_Run`: a stretch of
+one file's bytes) holding whole pieces; :func:`_hash_v1` gives the SHA-1 of each
+piece of their concatenation, :func:`_hash_v2` the BEP 52 merkle hash of each
+piece of each file (and, for hybrid torrents, the SHA-1s of the same pieces,
+padded, from the same read). Both read through a :class:`_Reader`, which opens
+the files in turn and raises :class:`OSError` if one changed size while it was
+hashed, into a buffer of this thread's own (:func:`_buffer`), a chunk at a
+time, so each chunk is hashed while it is still in the CPU's cache; they check
+``stop`` before each chunk and raise :class:`_StoppedError` when it says so.
+Nothing here knows about threads, jobs or the torrent.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from collections.abc import Callable, Sequence
+from hashlib import sha1, sha256
+from typing import Any, TypeAlias
+
+from ._merkle import BLOCK_SIZE, subtree_root
+
+_Stop: TypeAlias = Callable[[], bool]
+# A run of one file's bytes: (source, offset, length, the file's length, zeros that
+# follow the file in the v1 piece space).
+_Run: TypeAlias = tuple[str, int, int, int, int]
+
+
+class _StoppedError(Exception):
+    """A hashing thread saw the stop flag."""
+
+
+_local = threading.local()
+
+
+def _buffer(size: int) -> memoryview:
+    """This thread's read buffer, of ``size`` bytes."""
+    buffer: bytearray | None = getattr(_local, "buffer", None)
+    if buffer is None or len(buffer) != size:
+        buffer = _local.buffer = bytearray(size)
+    return memoryview(buffer)
+
+
+class _Reader:
+    """Reads runs of files one after another, checking that no file changed size."""
+
+    __slots__ = ("_file", "_left", "_run", "_runs")
+
+    def __init__(self, runs: Sequence[_Run]) -> None:
+        self._runs = iter(runs)
+        self._file: Any = None
+        self._left = 0
+        self._run: _Run = ("", 0, 0, 0, 0)
+
+    def _next(self) -> None:
+        self.close()
+        self._run = run = next(self._runs)
+        source, offset, length, _, _ = run
+        self._file = file = open(source, "rb", buffering=0)  # noqa: SIM115 - see close()
+        if offset:
+            file.seek(offset)
+        elif hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(file.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        self._left = length
+
+    def readinto(self, view: memoryview) -> None:
+        """Fill ``view`` from the runs, opening the next file as one ends."""
+        while view:
+            if not self._left:
+                self._next()
+            part = view[: self._left]
+            while part:
+                count = self._file.readinto(part)
+                if not count:
+                    self._changed(f"it shrank to {self._file.tell()} bytes")
+                part = part[count:]
+            count = min(len(view), self._left)
+            self._left -= count
+            view = view[count:]
+            if not self._left:
+                _, offset, length, file_length, _ = self._run
+                if offset + length == file_length:
+                    size = os.fstat(self._file.fileno()).st_size
+                    if size != file_length:
+                        self._changed(f"it is now {size} bytes")
+
+    def _changed(self, how: str) -> None:
+        source, _, _, file_length, _ = self._run
+        raise OSError(
+            errno.EIO,
+            f"the file changed while it was hashed: it had {file_length} bytes and {how}",
+            source,
+        )
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _hash_v1(runs: list[_Run], size: int, piece_length: int, chunk: int, stop: _Stop) -> bytes:
+    """The SHA-1 of each piece of ``size`` bytes of the files' concatenation."""
+    view = _buffer(chunk)
+    reader = _Reader(runs)
+    digests = []
+    try:
+        if piece_length <= chunk:
+            step = chunk // piece_length * piece_length
+            for start in range(0, size, step):
+                if stop():
+                    raise _StoppedError
+                data = view[: min(step, size - start)]
+                reader.readinto(data)
+                digests += [
+                    sha1(data[i : i + piece_length]).digest()
+                    for i in range(0, len(data), piece_length)
+                ]
+        else:
+            for start in range(0, size, piece_length):
+                hasher = sha1()
+                end = min(start + piece_length, size)
+                for position in range(start, end, chunk):
+                    if stop():
+                        raise _StoppedError
+                    data = view[: min(chunk, end - position)]
+                    reader.readinto(data)
+                    hasher.update(data)
+                digests.append(hasher.digest())
+    finally:
+        reader.close()
+    return b"".join(digests)
+
+
+def _hash_v2(
+    runs: list[_Run], piece_length: int, chunk: int, v1: bool, stop: _Stop
+) -> tuple[bytes, list[bytes]]:
+    """BEP 52 piece hashes of runs of whole pieces (and their SHA-1s if ``v1``).
+
+    Each run starts at a piece boundary of its file. A file of one piece gets its
+    pieces root (its tree spans only its own blocks); for v1 the file's last piece
+    is followed by the zeros of its pad file.
+    """
+    view = _buffer(chunk)
+    zeros = memoryview(bytes(max(run[4] for run in runs)))  # calloc: untouched until read
+    width = piece_length // BLOCK_SIZE
+    block = BLOCK_SIZE
+    sha1s: list[bytes] = []
+    nodes: list[bytes] = []
+    reader = _Reader(runs)
+    try:
+        for _, offset, length, file_length, pad in runs:
+            whole = file_length <= piece_length
+            leaves: list[bytes] = []
+            hasher = sha1()
+            for start in range(0, length, chunk):
+                if stop():
+                    raise _StoppedError
+                data = view[: min(chunk, length - start)]
+                reader.readinto(data)
+                # Chunks and pieces are powers of two: one holds whole others.
+                for i in range(0, len(data), piece_length):
+                    piece = data[i : i + piece_length]
+                    if v1:
+                        hasher.update(piece)
+                    leaves += [
+                        sha256(piece[j : j + block]).digest() for j in range(0, len(piece), block)
+                    ]
+                    end = offset + start + i + len(piece)
+                    if len(leaves) < width and end < offset + length:
+                        continue  # a piece larger than a chunk: more to come
+                    if whole:  # the tree spans the file's own blocks only
+                        nodes.append(subtree_root(leaves, 1 << (len(leaves) - 1).bit_length()))
+                    else:
+                        nodes.append(subtree_root(leaves, width))
+                    leaves = []
+                    if v1:
+                        if end == file_length and pad:
+                            hasher.update(zeros[:pad])
+                        sha1s.append(hasher.digest())
+                        hasher = sha1()
+    finally:
+        reader.close()
+    return b"".join(sha1s), nodes
