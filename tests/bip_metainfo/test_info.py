@@ -291,3 +291,8 @@ def test_reading_a_file_is_bounded(tmp_path: Any) -> None:
     with pytest.raises(MetainfoError) as info:
         Metainfo.from_file(path, max_size=100)
     assert info.value.kind is K.TOO_LARGE
+
+
+@pytest.mark.parametrize(("value", "private"), [(1, True), (0, False), (b"1", False), (2, True)])
+def test_private_is_a_non_zero_integer(value: object, private: bool) -> None:
+    assert Info.from_bytes(_info(private=value)).private is private

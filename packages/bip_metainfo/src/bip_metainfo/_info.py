@@ -189,7 +189,8 @@ class Info:
             )
         self._pieces: bytes | None = pieces
 
-        self.private = fields.get(b"private") not in (None, 0)
+        private = fields.get(b"private")
+        self.private = type(private) is int and private != 0  # as libtorrent reads it
         source = fields.get(b"source")
         self.source = source.decode("utf-8", "replace") if type(source) is bytes else None
         self.similar = _similar(fields)
@@ -199,7 +200,7 @@ class Info:
             raise _fail(K.INVALID_LENGTH, "the torrent's files hold no data")
 
         self.files = tuple(_rename_duplicates(_resolve_links(files, self.name)))
-        self.geometry = PieceGeometry(self.files, piece_length)
+        self.geometry = geometry  # renaming changes paths only, never offsets or sizes
 
     @classmethod
     def from_bytes(cls, data: bytes, *, max_pieces: int = DEFAULT_MAX_PIECES) -> Info:
