@@ -1,5 +1,73 @@
-"""bip_handshake: meeting BitTorrent peers (work in progress: the sans-IO codecs)."""
+"""bip_handshake: meeting BitTorrent peers.
 
-__all__: list[str] = []
+Sans-IO cores for the front door of a BitTorrent client: peer ids and the client
+they name, compact peer and node addresses (trackers, the DHT, PEX), the reserved
+extension bits, and the BEP 3 / BEP 52 handshake for both roles. MSE/PE
+encryption and the trio ``Handshaker`` build on these.
+"""
+
+from ._compact import (
+    DEFAULT_COMPACT_LIMIT,
+    CompactError,
+    Family,
+    NodeInfo,
+    PeerAddress,
+    encode_compact_nodes,
+    encode_compact_peers,
+    parse_compact_nodes,
+    parse_compact_peers,
+)
+from ._errors import HandshakeError, LocalProtocolError, RemoteProtocolError
+from ._extensions import Extensions
+from ._handshake import (
+    DEFAULT_MAX_TRAILING,
+    HANDSHAKE_LENGTH,
+    NEED_DATA,
+    PAUSED,
+    PROTOCOL_HEADER,
+    Handshake,
+    HandshakeComplete,
+    HandshakeConnection,
+    HandshakeEvent,
+    HandshakeState,
+    InfoHashReceived,
+    Pending,
+    Role,
+)
+from ._peer_id import DEFAULT_PEER_ID_PREFIX, ClientInfo, PeerId, PeerIdError, azureus_prefix
+
+__all__ = [
+    "DEFAULT_COMPACT_LIMIT",
+    "DEFAULT_MAX_TRAILING",
+    "DEFAULT_PEER_ID_PREFIX",
+    "HANDSHAKE_LENGTH",
+    "NEED_DATA",
+    "PAUSED",
+    "PROTOCOL_HEADER",
+    "ClientInfo",
+    "CompactError",
+    "Extensions",
+    "Family",
+    "Handshake",
+    "HandshakeComplete",
+    "HandshakeConnection",
+    "HandshakeError",
+    "HandshakeEvent",
+    "HandshakeState",
+    "InfoHashReceived",
+    "LocalProtocolError",
+    "NodeInfo",
+    "PeerAddress",
+    "PeerId",
+    "PeerIdError",
+    "Pending",
+    "RemoteProtocolError",
+    "Role",
+    "azureus_prefix",
+    "encode_compact_nodes",
+    "encode_compact_peers",
+    "parse_compact_nodes",
+    "parse_compact_peers",
+]
 
 __version__ = "0.1.0"
