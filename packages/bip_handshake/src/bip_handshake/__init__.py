@@ -2,8 +2,9 @@
 
 Sans-IO cores for the front door of a BitTorrent client: peer ids and the client
 they name, compact peer and node addresses (trackers, the DHT, PEX), the reserved
-extension bits, and the BEP 3 / BEP 52 handshake for both roles. MSE/PE
-encryption and the trio ``Handshaker`` build on these.
+extension bits, the BEP 3 / BEP 52 handshake for both roles, and MSE/PE
+encryption (768-bit Diffie-Hellman, RC4) with its three policies. The trio
+``Handshaker`` builds on these.
 """
 
 from ._compact import (
@@ -34,9 +35,21 @@ from ._handshake import (
     Pending,
     Role,
 )
+from ._mse import (
+    CRYPTO_PLAINTEXT,
+    CRYPTO_RC4,
+    EncryptionPolicy,
+    MSEEstablished,
+    MSEEvent,
+    MSEInitiator,
+    MSEReceiver,
+    SkeyTable,
+)
 from ._peer_id import DEFAULT_PEER_ID_PREFIX, ClientInfo, PeerId, PeerIdError, azureus_prefix
 
 __all__ = [
+    "CRYPTO_PLAINTEXT",
+    "CRYPTO_RC4",
     "DEFAULT_COMPACT_LIMIT",
     "DEFAULT_MAX_TRAILING",
     "DEFAULT_PEER_ID_PREFIX",
@@ -46,6 +59,7 @@ __all__ = [
     "PROTOCOL_HEADER",
     "ClientInfo",
     "CompactError",
+    "EncryptionPolicy",
     "Extensions",
     "Family",
     "Handshake",
@@ -56,6 +70,10 @@ __all__ = [
     "HandshakeState",
     "InfoHashReceived",
     "LocalProtocolError",
+    "MSEEstablished",
+    "MSEEvent",
+    "MSEInitiator",
+    "MSEReceiver",
     "NodeInfo",
     "PeerAddress",
     "PeerId",
@@ -63,6 +81,7 @@ __all__ = [
     "Pending",
     "RemoteProtocolError",
     "Role",
+    "SkeyTable",
     "azureus_prefix",
     "encode_compact_nodes",
     "encode_compact_peers",

@@ -173,6 +173,10 @@ class Pending(enum.Enum):
     PAUSED = "PAUSED"
     """The caller must act first (send its handshake, or accept / reject)."""
 
+    def __repr__(self) -> str:
+        """The bare name (``NEED_DATA``), as h11's sentinels print."""
+        return self.name
+
 
 NEED_DATA: Final = Pending.NEED_DATA
 PAUSED: Final = Pending.PAUSED
@@ -273,7 +277,7 @@ class HandshakeConnection:
     >>> event
     InfoHashReceived(info_hash=b'\\x11\\x11...', extensions=Extensions(0x0000000000000000: none))
     >>> server.next_event()
-    <Pending.PAUSED: 'PAUSED'>
+    PAUSED
     >>> client.receive_data(server.accept(torrent) + b"\\x00\\x00\\x00\\x00")  # + keep-alive
     >>> client.next_event()
     InfoHashReceived(...)
