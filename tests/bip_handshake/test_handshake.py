@@ -457,12 +457,27 @@ def test_wrong_protocol(data: bytes, match: str, fails_after: int, bytewise: boo
 
 
 @pytest.mark.parametrize("bytewise", [False, True])
-def test_initiator_gets_other_info_hash(bytewise: bool) -> None:
+def test_hybrid_initiator_accepts_the_v2_upgrade(bytewise: bool) -> None:
+    # BEP 52: we dial a hybrid torrent by its v1 id with the upgrade bit; the peer
+    # may answer with the truncated v2 id (libtorrent does), and the connection is v2.
     client = HandshakeConnection.initiator(HYBRID, peer_id=CLIENT_ID)
     client.send_handshake()
-    # the other id of the same hybrid torrent is still a mismatch: the peer must echo ours
+    upgraded = HYBRID.v2_truncated or b""
+    reply = handshake_bytes(upgraded, extensions=Extensions.V2_UPGRADE)
+    events = feed(client, reply, bytewise=bytewise)
+    done = events[-1]
+    assert isinstance(done, HandshakeComplete)
+    assert done.info_hash == upgraded
+    assert done.v2
+
+
+@pytest.mark.parametrize("torrent", [V1, HYBRID], ids=["v1", "hybrid"])
+@pytest.mark.parametrize("bytewise", [False, True])
+def test_initiator_refuses_another_torrent(torrent: InfoHash, bytewise: bool) -> None:
+    client = HandshakeConnection.initiator(torrent, peer_id=CLIENT_ID)
+    client.send_handshake()
     with pytest.raises(RemoteProtocolError, match="info-hash"):
-        feed(client, handshake_bytes(HYBRID.v2_truncated or b""), bytewise=bytewise)
+        feed(client, handshake_bytes(b"\x99" * 20), bytewise=bytewise)
     _assert_dead(client)
 
 

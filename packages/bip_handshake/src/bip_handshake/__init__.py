@@ -3,8 +3,9 @@
 Sans-IO cores for the front door of a BitTorrent client: peer ids and the client
 they name, compact peer and node addresses (trackers, the DHT, PEX), the reserved
 extension bits, the BEP 3 / BEP 52 handshake for both roles, and MSE/PE
-encryption (768-bit Diffie-Hellman, RC4) with its three policies. The trio
-``Handshaker`` builds on these.
+encryption (768-bit Diffie-Hellman, RC4) with its three policies; and the trio
+``Handshaker`` that listens, dials what discovery sources report (``PeerSink``),
+and hands over completed handshakes (plaintext for now: MSE plugs in next).
 """
 
 from ._compact import (
@@ -35,6 +36,22 @@ from ._handshake import (
     Pending,
     Role,
 )
+from ._handshaker import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_MAX_CONCURRENT,
+    DEFAULT_MAX_QUEUED,
+    CompletedHandshake,
+    Dialer,
+    Direction,
+    Encryption,
+    HandshakeFilters,
+    Handshaker,
+    HandshakerStatistics,
+    ListenError,
+    PeerSink,
+    open_handshaker,
+)
 from ._mse import (
     CRYPTO_PLAINTEXT,
     CRYPTO_RC4,
@@ -51,6 +68,10 @@ __all__ = [
     "CRYPTO_PLAINTEXT",
     "CRYPTO_RC4",
     "DEFAULT_COMPACT_LIMIT",
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_HANDSHAKE_TIMEOUT",
+    "DEFAULT_MAX_CONCURRENT",
+    "DEFAULT_MAX_QUEUED",
     "DEFAULT_MAX_TRAILING",
     "DEFAULT_PEER_ID_PREFIX",
     "HANDSHAKE_LENGTH",
@@ -59,6 +80,10 @@ __all__ = [
     "PROTOCOL_HEADER",
     "ClientInfo",
     "CompactError",
+    "CompletedHandshake",
+    "Dialer",
+    "Direction",
+    "Encryption",
     "EncryptionPolicy",
     "Extensions",
     "Family",
@@ -67,8 +92,12 @@ __all__ = [
     "HandshakeConnection",
     "HandshakeError",
     "HandshakeEvent",
+    "HandshakeFilters",
     "HandshakeState",
+    "Handshaker",
+    "HandshakerStatistics",
     "InfoHashReceived",
+    "ListenError",
     "LocalProtocolError",
     "MSEEstablished",
     "MSEEvent",
@@ -78,6 +107,7 @@ __all__ = [
     "PeerAddress",
     "PeerId",
     "PeerIdError",
+    "PeerSink",
     "Pending",
     "RemoteProtocolError",
     "Role",
@@ -85,6 +115,7 @@ __all__ = [
     "azureus_prefix",
     "encode_compact_nodes",
     "encode_compact_peers",
+    "open_handshaker",
     "parse_compact_nodes",
     "parse_compact_peers",
 ]

@@ -535,7 +535,14 @@ class HandshakeConnection:
             return self._need_data()
         extensions = Extensions.from_bytes(buffer[len(PROTOCOL_HEADER) : _RESERVED_END])
         info_hash = bytes(buffer[_RESERVED_END:_INFO_HASH_END])
-        if self._role is Role.INITIATOR and info_hash != self._info_hash:
+        # BEP 52: a peer may answer a hybrid torrent's v1 id with its truncated v2 id
+        # (the upgrade); any id of the same torrent is then accepted and adopted.
+        upgraded = self._torrent is not None and self._torrent.is_hybrid
+        if (
+            self._role is Role.INITIATOR
+            and info_hash != self._info_hash
+            and not (upgraded and self._torrent is not None and self._torrent.matches(info_hash))
+        ):
             self._fail(
                 f"the peer answered with info-hash {info_hash.hex()}, "
                 f"not {self._info_hash.hex() if self._info_hash else None}"

@@ -1,0 +1,849 @@
+"""The trio shell around :class:`~bip_handshake.HandshakeConnection`: the :class:`Handshaker`.
+
+A :class:`Handshaker` is the front door of a client. It listens on TCP (IPv4 and
+IPv6), takes peer addresses from discovery sources (the DHT, trackers, PEX) through
+the small :class:`PeerSink` protocol, dials them with a bound on the number of
+handshakes in flight, answers peers that dial us, and hands every completed
+handshake to its owner as a :class:`CompletedHandshake` carrying the open stream.
+
+Everything a remote party can do wrong (garbage, a wrong protocol string, an
+unknown info-hash, a truncated handshake, a peer that sends one byte a minute)
+costs that one connection: it is closed and counted in :meth:`Handshaker.statistics`.
+
+Ownership: a :class:`Handshaker` only exists inside ``async with open_handshaker(...)``;
+its tasks live in a nursery that the context manager owns, and leaving the block
+cancels them and closes every stream that was not yet delivered. A delivered
+:class:`CompletedHandshake`'s stream belongs to the receiver, who must close it.
+
+Deduplication covers dials that are queued or in flight: while a dial to
+``(torrent, address)`` is pending, the same pair is not queued again. Once a
+handshake is delivered the pair is forgotten (the connection is the caller's), so
+a caller who keeps connections open should not feed the same address back in, or
+should filter it with :attr:`HandshakeFilters.address`.
+
+Encryption: :class:`Encryption` selects the policy; today only
+:attr:`Encryption.PLAINTEXT` exists. MSE/PE (``_mse.py``) plugs in at
+:meth:`Handshaker._secure` (outbound, before our handshake is sent) and at the start
+of :meth:`Handshaker._run_inbound` (inbound: look at the first bytes, plaintext if
+they are :data:`~bip_handshake.PROTOCOL_HEADER`, otherwise run the MSE receiver
+with the registered info-hashes as SKEYs), each returning the stream to speak the
+BitTorrent handshake over.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import math
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, fields
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import Final, Literal, Protocol
+
+import trio
+
+from bip_metainfo import InfoHash
+
+from ._compact import PeerAddress
+from ._errors import HandshakeError, RemoteProtocolError
+from ._extensions import Extensions
+from ._handshake import (
+    NEED_DATA,
+    PAUSED,
+    HandshakeComplete,
+    HandshakeConnection,
+    InfoHashReceived,
+)
+from ._peer_id import PeerId
+
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_HANDSHAKE_TIMEOUT",
+    "DEFAULT_MAX_CONCURRENT",
+    "DEFAULT_MAX_QUEUED",
+    "CompletedHandshake",
+    "Dialer",
+    "Direction",
+    "Encryption",
+    "HandshakeFilters",
+    "Handshaker",
+    "HandshakerStatistics",
+    "ListenError",
+    "PeerSink",
+    "open_handshaker",
+]
+
+DEFAULT_CONNECT_TIMEOUT: Final = 10.0
+"""Seconds a TCP connect may take by default."""
+DEFAULT_HANDSHAKE_TIMEOUT: Final = 20.0
+"""Seconds the whole handshake exchange may take by default, once connected."""
+DEFAULT_MAX_CONCURRENT: Final = 64
+"""How many connections may be connecting or handshaking at once by default."""
+DEFAULT_MAX_QUEUED: Final = 1024
+"""How many discovered addresses may wait for a dial by default; more are dropped."""
+_RECEIVE_SIZE: Final = 16 * 1024
+_ACCEPT_BACKOFF: Final = 0.1
+_RESOURCE_ERRNOS: Final = frozenset(
+    code
+    for code in (
+        getattr(errno, "EMFILE", None),
+        getattr(errno, "ENFILE", None),
+        getattr(errno, "ENOMEM", None),
+        getattr(errno, "ENOBUFS", None),
+    )
+    if code is not None
+)
+
+Direction = Literal["inbound", "outbound"]
+"""Who opened the connection: ``"inbound"`` (the peer dialled us) or ``"outbound"`` (we did)."""
+
+Dialer = Callable[[PeerAddress], Awaitable[trio.abc.Stream]]
+"""How outbound connections are opened: an address in, a connected stream out.
+
+The default opens a TCP stream. Pass another to go through a proxy, or to run
+many handshakers in memory (tests, simulations).
+"""
+
+
+class ListenError(HandshakeError):
+    """A listening socket could not be opened (the port is taken, the address is absent...).
+
+    The operating system's error is the ``__cause__``.
+    """
+
+
+class Encryption(enum.Enum):
+    """Which connections a :class:`Handshaker` makes and accepts, as to encryption.
+
+    Only :attr:`PLAINTEXT` exists yet; MSE/PE policies (prefer, require) come with
+    the MSE shell.
+    """
+
+    PLAINTEXT = "plaintext"
+    """Plain BitTorrent handshakes only; an encrypted inbound handshake is garbage."""
+
+
+class PeerSink(Protocol):
+    """Where discovery sources (the DHT, trackers, PEX, the user) send the peers they find.
+
+    :class:`Handshaker` implements it; a user may plug in their own (to log, to
+    fan out to several handshakers, ...).
+    """
+
+    def discovered(
+        self, info_hash: InfoHash | bytes, addresses: Iterable[PeerAddress], source: str
+    ) -> None:
+        """Take peers for a torrent; must not block (queue them and return).
+
+        Args:
+            info_hash: the torrent, as an :class:`~bip_metainfo.InfoHash` or as the
+                20-byte swarm id (or 32-byte v2 hash) the source used.
+            addresses: the peers' TCP addresses.
+            source: a short name of the source (``"dht"``, ``"tracker"``, ``"pex"``...).
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeFilters:
+    """Which peers a :class:`Handshaker` talks to; each test runs as early as possible.
+
+    Every callable gets the value and the :data:`Direction` and returns ``True`` to
+    allow. ``None`` allows everything.
+
+    - ``address``: before dialling (outbound; already when the address is
+      discovered) or right after accepting (inbound), before any byte is read.
+    - ``info_hash``: outbound when the address is discovered; inbound as soon as the
+      peer's first 48 bytes name a registered torrent, before we answer.
+    - ``extensions``: as soon as the peer's reserved bytes arrive (both directions).
+    - ``peer_id``: once the peer's handshake is complete.
+    - ``inbound`` / ``outbound``: whether connections in that direction are made at all.
+
+    >>> no_v6 = HandshakeFilters(address=lambda address, direction: address.family == 4)
+    >>> no_v6.inbound, no_v6.outbound
+    (True, True)
+    """
+
+    address: Callable[[PeerAddress, Direction], bool] | None = None
+    info_hash: Callable[[InfoHash, Direction], bool] | None = None
+    peer_id: Callable[[PeerId, Direction], bool] | None = None
+    extensions: Callable[[Extensions, Direction], bool] | None = None
+    inbound: bool = True
+    outbound: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class CompletedHandshake:
+    """A connection whose handshake is done: the peer wire protocol starts here.
+
+    The receiver owns :attr:`stream` and must close it (:meth:`aclose`).
+
+    Attributes:
+        stream: the connected stream (the decrypting stream once MSE exists).
+        trailing: bytes the peer sent after its handshake, to be read before the stream.
+        peer_id: the remote peer id.
+        extensions: the remote reserved bytes.
+        our_extensions: the reserved bytes we sent (``extensions & our_extensions``
+            are the ones the connection may use).
+        info_hash: the torrent.
+        swarm_id: the 20-byte id used on the wire (v1 or truncated v2 hash).
+        address: the peer's address (for inbound ones, its ephemeral source port).
+        direction: who opened the connection.
+        encryption: how the connection is protected.
+    """
+
+    stream: trio.abc.Stream
+    trailing: bytes
+    peer_id: PeerId
+    extensions: Extensions
+    our_extensions: Extensions
+    info_hash: InfoHash
+    swarm_id: bytes
+    address: PeerAddress
+    direction: Direction
+    encryption: Encryption = Encryption.PLAINTEXT
+
+    @property
+    def common(self) -> Extensions:
+        """The extensions both sides set."""
+        return self.extensions & self.our_extensions
+
+    async def aclose(self) -> None:
+        """Close the stream."""
+        await self.stream.aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakerStatistics:
+    """A snapshot of a :class:`Handshaker`'s counters (:meth:`Handshaker.statistics`).
+
+    Every attempt (a dial started, or an inbound connection past the address and
+    direction filters) ends exactly once: delivered (``*_completed``) or failed
+    (``failures``, plus the counter of its reason). So ``outbound_attempts +
+    inbound_attempts == completed + failures + in_flight`` (give or take
+    handshakes waiting in the backlog).
+
+    Attributes:
+        discovered: addresses offered through :meth:`Handshaker.discovered` / ``connect``.
+        dropped_duplicate: offered while a dial to the same (torrent, address) was pending.
+        dropped_queue_full: offered while the dial queue was full.
+        dropped_unknown_torrent: offered for an info-hash that is not registered.
+        dropped_unconnectable: offered with port 0, or an unspecified or multicast host.
+        outbound_attempts: dials started.
+        inbound_attempts: connections accepted and past the address and direction filters.
+        outbound_completed: handshakes we dialled that completed and were delivered.
+        inbound_completed: handshakes the peer dialled that completed and were delivered.
+        connect_failed: dials refused or unreachable.
+        connect_timeout: dials that took longer than the connect timeout.
+        handshake_timeout: handshakes that took longer than the handshake timeout.
+        protocol_error: peers that sent garbage (wrong protocol string, wrong
+            info-hash in an answer, too much data).
+        connection_lost: peers that closed or reset the connection mid-handshake.
+        unknown_info_hash: inbound handshakes for a torrent that is not registered.
+        self_connection: handshakes with our own peer id.
+        over_limit: inbound connections closed because ``max_concurrent`` were in flight.
+        filtered_direction: refused by :attr:`HandshakeFilters.inbound` / ``outbound``.
+        filtered_address: refused by :attr:`HandshakeFilters.address`.
+        filtered_info_hash: refused by :attr:`HandshakeFilters.info_hash`.
+        filtered_extensions: refused by :attr:`HandshakeFilters.extensions`.
+        filtered_peer_id: refused by :attr:`HandshakeFilters.peer_id`.
+        unregistered: queued dials and handshakes dropped because their torrent was
+            unregistered meanwhile (only the latter are failures).
+        accept_errors: transient errors accepting connections (out of file descriptors...).
+        failures: attempts that ended without a delivered handshake.
+        in_flight: connections connecting or handshaking now.
+        queued: addresses waiting for a dial now.
+    """
+
+    discovered: int = 0
+    dropped_duplicate: int = 0
+    dropped_queue_full: int = 0
+    dropped_unknown_torrent: int = 0
+    dropped_unconnectable: int = 0
+    outbound_attempts: int = 0
+    inbound_attempts: int = 0
+    outbound_completed: int = 0
+    inbound_completed: int = 0
+    connect_failed: int = 0
+    connect_timeout: int = 0
+    handshake_timeout: int = 0
+    protocol_error: int = 0
+    connection_lost: int = 0
+    unknown_info_hash: int = 0
+    self_connection: int = 0
+    over_limit: int = 0
+    filtered_direction: int = 0
+    filtered_address: int = 0
+    filtered_info_hash: int = 0
+    filtered_extensions: int = 0
+    filtered_peer_id: int = 0
+    unregistered: int = 0
+    accept_errors: int = 0
+    failures: int = 0
+    in_flight: int = 0
+    queued: int = 0
+
+    @property
+    def completed(self) -> int:
+        """Handshakes completed in both directions."""
+        return self.outbound_completed + self.inbound_completed
+
+
+_COUNTERS: Final = frozenset(f.name for f in fields(HandshakerStatistics)) - {"in_flight", "queued"}
+
+
+class _RefusedError(Exception):
+    """A connection ends without a handshake; ``reason`` is the counter to bump."""
+
+    def __init__(self, reason: str) -> None:
+        assert reason in _COUNTERS, reason
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _address_of(sockaddr: object) -> PeerAddress | None:
+    """A :class:`PeerAddress` from a socket address tuple, or None if it is not IP."""
+    if not isinstance(sockaddr, tuple) or len(sockaddr) < 2:
+        return None
+    host, port = sockaddr[0], sockaddr[1]
+    if not isinstance(host, str) or not isinstance(port, int):
+        return None
+    try:
+        parsed: IPv4Address | IPv6Address = ip_address(host.partition("%")[0])
+    except ValueError:
+        return None
+    return PeerAddress(parsed, port).normalized()
+
+
+async def _dial_tcp(address: PeerAddress) -> trio.abc.Stream:
+    return await trio.open_tcp_stream(str(address.host), address.port)
+
+
+class Handshaker:
+    """Runs BitTorrent handshakes in both directions; build it with :func:`open_handshaker`.
+
+    Implements :class:`PeerSink`. Register the torrents to serve with
+    :meth:`register`, feed addresses with :meth:`discovered` or :meth:`connect`, and
+    take the results from :meth:`completed`::
+
+        async with open_handshaker(peer_id=PeerId.generate()) as handshaker:
+            handshaker.register(torrent)
+            handshaker.discovered(torrent, addresses, "tracker")
+            async for peer in handshaker.completed():
+                nursery.start_soon(serve_peer, peer)
+    """
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        *,
+        peer_id: PeerId,
+        extensions: Extensions,
+        max_concurrent: int,
+        max_queued: int,
+        connect_timeout: float,
+        handshake_timeout: float,
+        filters: HandshakeFilters,
+        encryption: Encryption,
+        dial: Dialer,
+        backlog: int,
+        listeners: list[trio.SocketListener],
+    ) -> None:
+        """Internal: use :func:`open_handshaker`."""
+        self._nursery = nursery
+        self._peer_id = peer_id
+        self._extensions = extensions
+        self._connect_timeout = connect_timeout
+        self._handshake_timeout = handshake_timeout
+        self._filters = filters
+        self._encryption = encryption
+        self._dial = dial
+        self._listeners = listeners
+        self._slots = trio.Semaphore(max_concurrent)
+        self._max_concurrent = max_concurrent
+        self._torrents: dict[bytes, InfoHash] = {}
+        self._registered: set[InfoHash] = set()
+        self._pending: set[tuple[InfoHash, PeerAddress]] = set()
+        self._queue_send, self._queue_receive = trio.open_memory_channel[
+            tuple[InfoHash, PeerAddress, bytes | None]
+        ](max_queued)
+        self._done_send, self._done_receive = trio.open_memory_channel[CompletedHandshake](backlog)
+        self._counts: Counter[str] = Counter()
+        self._in_flight = 0
+
+    # -- public API ----------------------------------------------------------------
+
+    @property
+    def peer_id(self) -> PeerId:
+        """Our peer id."""
+        return self._peer_id
+
+    @property
+    def extensions(self) -> Extensions:
+        """The reserved bytes we send (plus V2_UPGRADE for hybrid torrents)."""
+        return self._extensions
+
+    @property
+    def listen_addresses(self) -> list[PeerAddress]:
+        """The addresses we listen on, with the actual ports."""
+        result = []
+        for listener in self._listeners:
+            address = _address_of(listener.socket.getsockname())
+            if address is not None:
+                result.append(address)
+        return result
+
+    @property
+    def torrents(self) -> frozenset[InfoHash]:
+        """The registered torrents."""
+        return frozenset(self._registered)
+
+    def register(self, torrent: InfoHash) -> None:
+        """Serve ``torrent``: accept its inbound handshakes and dial its peers.
+
+        Registering twice is harmless.
+        """
+        if not isinstance(torrent, InfoHash):
+            raise TypeError(f"a torrent is an InfoHash, not {torrent!r}")
+        self._registered.add(torrent)
+        for swarm_id in torrent.swarm_ids():
+            self._torrents[swarm_id] = torrent
+
+    def unregister(self, torrent: InfoHash) -> None:
+        """Stop serving ``torrent``: queued dials are dropped, handshakes in flight fail.
+
+        Connections already delivered are not touched. Unknown torrents are ignored.
+        """
+        self._registered.discard(torrent)
+        for swarm_id in torrent.swarm_ids():
+            if self._torrents.get(swarm_id) == torrent:
+                del self._torrents[swarm_id]
+
+    def discovered(
+        self, info_hash: InfoHash | bytes, addresses: Iterable[PeerAddress], source: str
+    ) -> None:
+        """Queue dials to ``addresses`` for a registered torrent (:class:`PeerSink`).
+
+        Never blocks. Unregistered torrents, unconnectable or filtered addresses,
+        addresses with a dial already pending and addresses beyond the queue's
+        bound are dropped and counted. ``source`` is informational.
+
+        Given as a 20-byte swarm id (or a 32-byte v2 hash), the peers are dialled
+        with that id: a peer found in a hybrid torrent's v2 swarm hears the
+        truncated v2 hash, one found in its v1 swarm the v1 hash.
+        """
+        torrent, swarm_id = self._lookup(info_hash)
+        for address in addresses:
+            self._count("discovered")
+            if torrent is None:
+                self._count("dropped_unknown_torrent")
+                continue
+            self._enqueue(torrent, address, swarm_id)
+
+    def connect(self, torrent: InfoHash, address: PeerAddress) -> bool:
+        """Queue one dial; returns whether it was queued (see :meth:`discovered`).
+
+        The result comes out of :meth:`completed` like any other.
+        """
+        self._count("discovered")
+        if torrent not in self._registered:
+            self._count("dropped_unknown_torrent")
+            return False
+        return self._enqueue(torrent, address)
+
+    def accept_stream(self, stream: trio.abc.Stream, address: PeerAddress) -> None:
+        """Handshake as the receiver on a stream the caller accepted (uTP, a proxy, tests).
+
+        Never blocks; the handshaker owns ``stream`` from now on, and the result
+        comes out of :meth:`completed`.
+        """
+        self._nursery.start_soon(self._run_inbound, stream, address.normalized())
+
+    def completed(self) -> trio.MemoryReceiveChannel[CompletedHandshake]:
+        """The completed handshakes, to iterate with ``async for``.
+
+        A handshake waits here (holding its concurrency slot) until received; the
+        receiver owns the stream.
+        """
+        return self._done_receive
+
+    def statistics(self) -> HandshakerStatistics:
+        """A frozen snapshot of the counters."""
+        counts = {name: self._counts[name] for name in _COUNTERS}
+        return HandshakerStatistics(
+            **counts,
+            in_flight=self._in_flight,
+            queued=self._queue_send.statistics().current_buffer_used,
+        )
+
+    # -- internals -----------------------------------------------------------------
+
+    def _count(self, name: str) -> None:
+        assert name in _COUNTERS, name
+        self._counts[name] += 1
+
+    def _fail(self, reason: str) -> None:
+        self._count(reason)
+        self._count("failures")
+
+    def _lookup(self, info_hash: InfoHash | bytes) -> tuple[InfoHash | None, bytes | None]:
+        """The registered torrent, and the swarm id to dial with (None: the default)."""
+        if isinstance(info_hash, InfoHash):
+            return (info_hash if info_hash in self._registered else None), None
+        if isinstance(info_hash, bytes | bytearray | memoryview):
+            swarm_id = bytes(info_hash[:20])
+            return self._torrents.get(swarm_id), swarm_id
+        raise TypeError(f"an info-hash is an InfoHash or bytes, not {info_hash!r}")
+
+    def _enqueue(
+        self, torrent: InfoHash, address: PeerAddress, swarm_id: bytes | None = None
+    ) -> bool:
+        address = address.normalized()
+        if not address.is_connectable:
+            self._count("dropped_unconnectable")
+            return False
+        if not self._allowed_early(torrent, address, "outbound"):
+            return False
+        key = (torrent, address)
+        if key in self._pending:
+            self._count("dropped_duplicate")
+            return False
+        try:
+            self._queue_send.send_nowait((torrent, address, swarm_id))
+        except trio.WouldBlock:
+            self._count("dropped_queue_full")
+            return False
+        except trio.ClosedResourceError:  # the handshaker is closing
+            return False
+        self._pending.add(key)
+        return True
+
+    def _allowed_early(self, torrent: InfoHash | None, address: PeerAddress, d: Direction) -> bool:
+        """Direction, address and info-hash filters; counts a refusal."""
+        filters = self._filters
+        if not (filters.outbound if d == "outbound" else filters.inbound):
+            self._count("filtered_direction")
+            return False
+        if filters.address is not None and not filters.address(address, d):
+            self._count("filtered_address")
+            return False
+        if torrent is not None and filters.info_hash and not filters.info_hash(torrent, d):
+            self._count("filtered_info_hash")
+            return False
+        return True
+
+    async def _dispatch(self) -> None:
+        """Take queued dials one by one as concurrency slots free up."""
+        async for torrent, address, swarm_id in self._queue_receive:
+            if torrent not in self._registered:
+                self._pending.discard((torrent, address))
+                self._count("unregistered")
+                continue
+            await self._slots.acquire()
+            self._in_flight += 1
+            self._nursery.start_soon(self._run_outbound, torrent, address, swarm_id)
+
+    async def _serve(self, listener: trio.SocketListener) -> None:
+        """Accept connections forever (like ``trio.serve_listeners``)."""
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _RESOURCE_ERRNOS:
+                    raise
+                self._count("accept_errors")
+                await trio.sleep(_ACCEPT_BACKOFF)
+                continue
+            try:
+                address = _address_of(stream.socket.getpeername())
+            except OSError:
+                address = None
+            if address is None:
+                self._count("inbound_attempts")
+                self._fail("connection_lost")
+                await trio.aclose_forcefully(stream)
+                continue
+            self._nursery.start_soon(self._run_inbound, stream, address)
+
+    async def _run_outbound(
+        self, torrent: InfoHash, address: PeerAddress, swarm_id: bytes | None
+    ) -> None:
+        """One dial; the caller acquired a slot for it."""
+        self._count("outbound_attempts")
+        stream: trio.abc.Stream | None = None
+        delivered = False
+        try:
+            try:
+                with trio.fail_after(self._connect_timeout):
+                    stream = await self._dial(address)
+            except trio.TooSlowError:
+                raise _RefusedError("connect_timeout") from None
+            except OSError:
+                raise _RefusedError("connect_failed") from None
+            peer = await self._handshake(stream, address, "outbound", torrent, swarm_id)
+            await self._deliver(peer)
+            delivered = True
+        except _RefusedError as refused:
+            self._fail(refused.reason)
+        finally:
+            self._pending.discard((torrent, address))
+            self._in_flight -= 1
+            self._slots.release()
+            if stream is not None and not delivered:
+                await trio.aclose_forcefully(stream)
+
+    async def _run_inbound(self, stream: trio.abc.Stream, address: PeerAddress) -> None:
+        """One accepted connection; acquires a slot or closes at once."""
+        delivered = False
+        acquired = False
+        try:
+            if not self._allowed_early(None, address, "inbound"):
+                return
+            self._count("inbound_attempts")
+            try:
+                self._slots.acquire_nowait()
+            except trio.WouldBlock:
+                raise _RefusedError("over_limit") from None
+            acquired = True
+            self._in_flight += 1
+            # MSE: with an encryption policy other than PLAINTEXT, peek at the first
+            # bytes here and swap ``stream`` for the MSE receiver's stream.
+            peer = await self._handshake(stream, address, "inbound", None)
+            await self._deliver(peer)
+            delivered = True
+        except _RefusedError as refused:
+            self._fail(refused.reason)
+        finally:
+            if acquired:
+                self._in_flight -= 1
+                self._slots.release()
+            if not delivered:
+                await trio.aclose_forcefully(stream)
+
+    async def _secure(self, stream: trio.abc.Stream, torrent: InfoHash) -> trio.abc.Stream:
+        """Outbound: the stream to speak the handshake over (where MSE plugs in)."""
+        del torrent  # MSE's SKEY will be the torrent's swarm id
+        return stream
+
+    async def _deliver(self, peer: CompletedHandshake) -> None:
+        if peer.info_hash not in self._registered:
+            raise _RefusedError("unregistered")
+        await self._done_send.send(peer)
+        self._count(f"{peer.direction}_completed")
+
+    async def _handshake(
+        self,
+        stream: trio.abc.Stream,
+        address: PeerAddress,
+        direction: Direction,
+        torrent: InfoHash | None,
+        swarm_id: bytes | None = None,
+    ) -> CompletedHandshake:
+        """Run the handshake within the timeout; raises :class:`_RefusedError`."""
+        if torrent is None:
+            connection = HandshakeConnection.receiver(
+                peer_id=self._peer_id.value, extensions=self._extensions
+            )
+        else:
+            connection = HandshakeConnection.initiator(
+                torrent,
+                peer_id=self._peer_id.value,
+                extensions=self._extensions,
+                info_hash=swarm_id,
+            )
+        try:
+            with trio.fail_after(self._handshake_timeout):
+                if torrent is not None:
+                    stream = await self._secure(stream, torrent)
+                    await stream.send_all(connection.send_handshake())
+                done = await self._pump(stream, connection, direction)
+        except trio.TooSlowError:
+            raise _RefusedError("handshake_timeout") from None
+        except RemoteProtocolError:
+            _, closed = connection.trailing_data
+            raise _RefusedError("connection_lost" if closed else "protocol_error") from None
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            raise _RefusedError("connection_lost") from None
+        peer_id = PeerId(done.peer_id)
+        if peer_id == self._peer_id:
+            raise _RefusedError("self_connection")
+        if self._filters.peer_id is not None and not self._filters.peer_id(peer_id, direction):
+            raise _RefusedError("filtered_peer_id")
+        trailing, _ = connection.trailing_data
+        return CompletedHandshake(
+            stream=stream,
+            trailing=trailing,
+            peer_id=peer_id,
+            extensions=done.extensions,
+            our_extensions=done.our_extensions,
+            info_hash=done.torrent,
+            swarm_id=done.info_hash,
+            address=address,
+            direction=direction,
+            encryption=self._encryption,
+        )
+
+    async def _pump(
+        self, stream: trio.abc.Stream, connection: HandshakeConnection, direction: Direction
+    ) -> HandshakeComplete:
+        while True:
+            event = connection.next_event()
+            if event is NEED_DATA:
+                connection.receive_data(await stream.receive_some(_RECEIVE_SIZE))
+            elif isinstance(event, InfoHashReceived):
+                await self._on_info_hash(stream, connection, event, direction)
+            elif isinstance(event, HandshakeComplete):
+                return event
+            else:  # pragma: no cover - PAUSED cannot happen: we always act at once
+                assert event is PAUSED
+                raise AssertionError("handshake paused unexpectedly")
+
+    async def _on_info_hash(
+        self,
+        stream: trio.abc.Stream,
+        connection: HandshakeConnection,
+        event: InfoHashReceived,
+        direction: Direction,
+    ) -> None:
+        filters = self._filters
+        torrent = connection.torrent  # the initiator's; the receiver looks it up
+        if direction == "inbound":
+            torrent = self._torrents.get(event.info_hash)
+            if torrent is None:
+                connection.reject()
+                raise _RefusedError("unknown_info_hash")
+            if filters.info_hash is not None and not filters.info_hash(torrent, direction):
+                connection.reject()
+                raise _RefusedError("filtered_info_hash")
+        if filters.extensions is not None and not filters.extensions(event.extensions, direction):
+            raise _RefusedError("filtered_extensions")
+        if direction == "inbound":
+            assert torrent is not None
+            await stream.send_all(connection.accept(torrent))
+
+    async def _close(self) -> None:
+        """Close the queues and every undelivered stream (on exit, shielded)."""
+        self._queue_send.close()
+        self._done_send.close()
+        while True:
+            try:
+                peer = self._done_receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+            await trio.aclose_forcefully(peer.stream)
+        for listener in self._listeners:
+            await trio.aclose_forcefully(listener)
+
+
+async def _open_listeners(listen: Iterable[tuple[str, int]]) -> list[trio.SocketListener]:
+    listeners: list[trio.SocketListener] = []
+    try:
+        for host, port in listen:
+            try:
+                listeners.extend(await trio.open_tcp_listeners(port, host=host))
+            except OSError as exc:
+                raise ListenError(f"cannot listen on {host} port {port}: {exc}") from exc
+    except BaseException:
+        for listener in listeners:
+            await trio.aclose_forcefully(listener)
+        raise
+    return listeners
+
+
+@asynccontextmanager
+async def open_handshaker(
+    *,
+    peer_id: PeerId | bytes | None = None,
+    listen: Iterable[tuple[str, int]] = (("127.0.0.1", 0),),
+    extensions: Extensions = Extensions.NONE,
+    max_concurrent: int = DEFAULT_MAX_CONCURRENT,
+    max_queued: int = DEFAULT_MAX_QUEUED,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    filters: HandshakeFilters | None = None,
+    encryption: Encryption = Encryption.PLAINTEXT,
+    dial: Dialer | None = None,
+    backlog: int = 16,
+) -> AsyncIterator[Handshaker]:
+    """Run a :class:`Handshaker` for the duration of an ``async with`` block.
+
+    >>> async def main(torrent, peers):  # doctest: +SKIP
+    ...     async with open_handshaker(listen=[("0.0.0.0", 6881), ("::", 6881)]) as handshaker:
+    ...         handshaker.register(torrent)
+    ...         handshaker.discovered(torrent, peers, "tracker")
+    ...         async for peer in handshaker.completed():
+    ...             ...
+
+    Args:
+        peer_id: our peer id; a fresh :meth:`PeerId.generate` one by default.
+        listen: ``(host, port)`` pairs to listen on (port 0 picks one; see
+            :attr:`Handshaker.listen_addresses`); empty to only dial.
+        extensions: the reserved bytes we send.
+        max_concurrent: connections connecting or handshaking at once (both
+            directions); inbound connections beyond it are closed at once.
+        max_queued: discovered addresses waiting for a dial; more are dropped.
+        connect_timeout: seconds a dial may take.
+        handshake_timeout: seconds the handshake may take once connected (a peer
+            that dribbles bytes is cut off at this deadline).
+        filters: which peers to talk to.
+        encryption: the encryption policy (only :attr:`Encryption.PLAINTEXT` yet).
+        dial: how to open outbound connections (TCP by default).
+        backlog: completed handshakes held until :meth:`Handshaker.completed` takes them.
+
+    Raises:
+        ListenError: a listening socket could not be opened.
+    """
+    if isinstance(peer_id, bytes):
+        peer_id = PeerId(peer_id)
+    elif peer_id is None:
+        peer_id = PeerId.generate()
+    if not isinstance(peer_id, PeerId):
+        raise TypeError(f"peer_id must be a PeerId or 20 bytes, not {peer_id!r}")
+    if not isinstance(extensions, Extensions):
+        raise TypeError(f"extensions must be Extensions, not {extensions!r}")
+    if max_concurrent < 1 or max_queued < 0 or backlog < 0:
+        raise ValueError("max_concurrent must be positive; max_queued and backlog not negative")
+    for timeout in (connect_timeout, handshake_timeout):
+        if math.isnan(timeout) or timeout <= 0:
+            raise ValueError(f"a timeout must be positive, not {timeout}")
+    if not isinstance(encryption, Encryption):
+        raise TypeError(f"encryption must be an Encryption, not {encryption!r}")
+    listeners = await _open_listeners(list(listen))
+    handshaker: Handshaker | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            handshaker = Handshaker(
+                nursery,
+                peer_id=peer_id,
+                extensions=extensions,
+                max_concurrent=max_concurrent,
+                max_queued=max_queued,
+                connect_timeout=connect_timeout,
+                handshake_timeout=handshake_timeout,
+                filters=filters if filters is not None else HandshakeFilters(),
+                encryption=encryption,
+                dial=dial if dial is not None else _dial_tcp,
+                backlog=backlog,
+                listeners=listeners,
+            )
+            nursery.start_soon(handshaker._dispatch)
+            for listener in listeners:
+                nursery.start_soon(handshaker._serve, listener)
+            try:
+                yield handshaker
+            finally:
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # Our tasks raise nothing but bugs; unwrap the body's own exception.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
+    finally:
+        with trio.CancelScope(shield=True):
+            if handshaker is not None:
+                await handshaker._close()
+            else:
+                for listener in listeners:
+                    await trio.aclose_forcefully(listener)

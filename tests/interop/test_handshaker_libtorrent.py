@@ -1,0 +1,86 @@
+"""The Handshaker dials a libtorrent seed on loopback and completes a handshake."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from bip_handshake import Extensions, PeerAddress
+from bip_handshake._handshaker import open_handshaker
+from bip_metainfo import InfoHash
+
+from ._helpers import StartProcess, file_exists, free_port, require_client
+
+pytestmark = pytest.mark.interop
+
+HERE = Path(__file__).parent
+
+
+def start_seed(tmp_path: Path, start_process: StartProcess) -> tuple[dict[str, Any], PeerAddress]:
+    require_client("libtorrent")
+    port = free_port(tcp=True, udp=True)
+    workdir = tmp_path / "libtorrent"
+    workdir.mkdir()
+    start_process(
+        [sys.executable, HERE / "_lt_seed.py", "--port", str(port), "--workdir", workdir],
+        ready=file_exists(workdir / "ready.json"),
+        ready_timeout=20,
+        name="libtorrent",
+    )
+    info: dict[str, Any] = json.loads((workdir / "ready.json").read_text())
+    return info, PeerAddress(IPv4Address("127.0.0.1"), port)
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        "v1 torrent",
+        "hybrid via v2 swarm",
+        pytest.param("hybrid via v1 swarm"),
+    ],
+)
+async def test_handshaker_dials_libtorrent(
+    how: str, tmp_path: Path, start_process: StartProcess
+) -> None:
+    info, seed = start_seed(tmp_path, start_process)
+    v1 = bytes.fromhex(info["info_hash"])
+    v2 = bytes.fromhex(info["info_hash_v2"])
+    torrent = InfoHash(v1=v1) if how == "v1 torrent" else InfoHash(v1=v1, v2=v2)
+    found_under = v2[:20] if how == "hybrid via v2 swarm" else v1
+    unknown = InfoHash(v1=hashlib.sha1(b"not this torrent").digest())
+    ours = Extensions.EXTENSION_PROTOCOL | Extensions.FAST
+
+    async with open_handshaker(listen=[], extensions=ours, handshake_timeout=10) as handshaker:
+        handshaker.register(torrent)
+        handshaker.register(unknown)
+        handshaker.discovered(found_under, [seed], "test")
+        handshaker.connect(unknown, seed)
+        with trio.fail_after(15):
+            while handshaker.statistics().failures + handshaker.statistics().completed < 2:
+                await trio.sleep(0.05)
+            stats = handshaker.statistics()
+            assert stats.outbound_completed == 1, stats
+            peer = await handshaker.completed().receive()
+        try:
+            assert peer.direction == "outbound"
+            assert peer.info_hash == torrent
+            # Dialled under a hybrid torrent's v1 id with the upgrade bit, libtorrent
+            # answers with the truncated v2 id (BEP 52), and the connection is v2.
+            answered_under = v2[:20] if how == "hybrid via v1 swarm" else found_under
+            assert peer.swarm_id == answered_under
+            assert peer.peer_id.value.startswith(info["peer_id_prefix"].encode())
+            assert Extensions.EXTENSION_PROTOCOL in peer.extensions
+            assert Extensions.FAST in peer.extensions
+            assert (Extensions.V2_UPGRADE in peer.our_extensions) == (torrent.v2 is not None)
+        finally:
+            await peer.aclose()
+    # libtorrent hangs up on a torrent it does not have.
+    assert stats.connection_lost == 1
+    assert stats.failures == 1
