@@ -12,11 +12,20 @@ import pytest
 import trio
 import trio.testing
 
-from bip_handshake import Extensions, Handshake, PeerAddress, PeerId
+from bip_handshake import (
+    EncryptionPolicy,
+    Extensions,
+    Handshake,
+    MSEEstablished,
+    MSEInitiator,
+    MSEReceiver,
+    PeerAddress,
+    PeerId,
+    RemoteProtocolError,
+)
 from bip_handshake._handshaker import (
     CompletedHandshake,
     Direction,
-    Encryption,
     HandshakeFilters,
     Handshaker,
     ListenError,
@@ -25,8 +34,10 @@ from bip_handshake._handshaker import (
 )
 from bip_metainfo import InfoHash
 
-TORRENT = InfoHash(v1=b"\x11" * 20)
-OTHER = InfoHash(v1=b"\x22" * 20)
+TORRENT_ID = b"\x11" * 20
+OTHER_ID = b"\x22" * 20
+TORRENT = InfoHash(v1=TORRENT_ID)
+OTHER = InfoHash(v1=OTHER_ID)
 HYBRID = InfoHash(v1=b"\x33" * 20, v2=b"\x44" * 32)
 PEER_A = PeerId(b"-BP0100-aaaaaaaaaaaa")
 PEER_B = PeerId(b"-BP0100-bbbbbbbbbbbb")
@@ -57,8 +68,9 @@ async def next_peer(handshaker: Handshaker) -> CompletedHandshake:
 
 
 def memory_handshaker(**kwargs: Any) -> Any:
-    """A handshaker with no listener, for in-memory streams."""
+    """A plaintext handshaker with no listener, for in-memory streams."""
     kwargs.setdefault("peer_id", PEER_A)
+    kwargs.setdefault("encryption", EncryptionPolicy.PLAINTEXT_ONLY)
     return open_handshaker(listen=[], **kwargs)
 
 
@@ -110,7 +122,8 @@ async def test_two_handshakers_meet_over_tcp(host: str) -> None:
                 assert out.swarm_id == TORRENT.v1
                 assert out.address == b_address
                 assert into.address.host == b_address.host
-                assert out.encryption is Encryption.PLAINTEXT
+                # Both prefer encryption (the default): MSE negotiates RC4.
+                assert out.encryption == into.encryption == "rc4"
                 # The streams are live: the peer wire protocol can start.
                 await out.stream.send_all(b"\x00\x00\x00\x00")
                 assert into.trailing + await into.stream.receive_some() == b"\x00\x00\x00\x00"
@@ -124,6 +137,7 @@ async def test_two_handshakers_meet_over_tcp(host: str) -> None:
     assert stats_b.inbound_attempts == stats_b.inbound_completed == 1
     assert stats_a.failures == stats_b.failures == 0
     assert stats_a.in_flight == stats_b.in_flight == 0
+    assert stats_a.encrypted == stats_b.encrypted == 1
 
 
 async def test_hybrid_torrent_sets_v2_upgrade_and_matches_both_swarm_ids() -> None:
@@ -582,3 +596,227 @@ async def test_arguments_are_checked() -> None:
             hs.register(b"\x11" * 20)  # type: ignore[arg-type]
         with pytest.raises(TypeError):
             hs.discovered("abc", [], "x")  # type: ignore[arg-type]
+
+
+# -- MSE/PE ----------------------------------------------------------------------
+
+PLAIN = EncryptionPolicy.PLAINTEXT_ONLY
+PREFER = EncryptionPolicy.PREFER_ENCRYPTED
+REQUIRE = EncryptionPolicy.REQUIRE_ENCRYPTED
+
+# (dialler's policy, listener's policy) -> the method, or the counters that fail.
+POLICY_PAIRS: dict[tuple[EncryptionPolicy, EncryptionPolicy], str | tuple[str, str]] = {
+    (PLAIN, PLAIN): "plaintext",
+    (PLAIN, PREFER): "plaintext",
+    (PLAIN, REQUIRE): ("connection_lost", "refused_plaintext"),
+    (PREFER, PLAIN): "plaintext",  # MSE refused, then the plaintext redial
+    (PREFER, PREFER): "rc4",
+    (PREFER, REQUIRE): "rc4",
+    (REQUIRE, PLAIN): ("mse_failed", "protocol_error"),
+    (REQUIRE, PREFER): "rc4",
+    (REQUIRE, REQUIRE): "rc4",
+}
+
+
+async def settle(*handshakers: Handshaker) -> None:
+    """Wait until every attempt ended (completed or failed) and none is in flight."""
+    with trio.fail_after(5):
+        while True:
+            stats = [hs.statistics() for hs in handshakers]
+            attempts = [s.outbound_attempts + s.inbound_attempts for s in stats]
+            if all(
+                a > 0 and s.in_flight == 0 and s.completed + s.failures == a
+                for a, s in zip(attempts, stats, strict=True)
+            ):
+                return
+            await trio.sleep(0.01)
+
+
+@pytest.mark.parametrize(
+    ("dialler", "listener"),
+    list(POLICY_PAIRS),
+    ids=[f"{a.name}->{b.name}" for a, b in POLICY_PAIRS],
+)
+async def test_policy_pairs_over_tcp(dialler: EncryptionPolicy, listener: EncryptionPolicy) -> None:
+    expected = POLICY_PAIRS[dialler, listener]
+    async with (
+        open_handshaker(peer_id=PEER_A, listen=[], encryption=dialler, handshake_timeout=5) as a,
+        open_handshaker(peer_id=PEER_B, encryption=listener, handshake_timeout=5) as b,
+    ):
+        a.register(TORRENT)
+        b.register(TORRENT)
+        assert a.connect(TORRENT, b.listen_addresses[0])
+        await settle(a, b)
+        stats_a, stats_b = a.statistics(), b.statistics()
+        if isinstance(expected, str):
+            out, into = await next_peer(a), await next_peer(b)
+            try:
+                assert out.encryption == into.encryption == expected
+                assert (out.peer_id, into.peer_id) == (PEER_B, PEER_A)
+                await out.stream.send_all(b"ping")
+                got = into.trailing
+                while len(got) < 4:
+                    got += await into.stream.receive_some()
+                assert got == b"ping"
+                await into.stream.send_all(b"pong")
+                got = out.trailing
+                while len(got) < 4:
+                    got += await out.stream.receive_some()
+                assert got == b"pong"
+            finally:
+                await out.aclose()
+                await into.aclose()
+    if isinstance(expected, str):
+        assert stats_a.outbound_completed == stats_b.inbound_completed == 1
+        assert stats_a.failures == 0
+        assert stats_a.encrypted == stats_b.encrypted == (expected == "rc4")
+        fell_back = (dialler, listener) == (PREFER, PLAIN)
+        assert stats_a.plaintext_fallback == fell_back
+        # The listener refused the MSE attempt before the plaintext redial.
+        assert stats_b.failures == stats_b.protocol_error == fell_back
+    else:
+        a_reason, b_reason = expected
+        assert stats_a.failures == getattr(stats_a, a_reason) == 1, stats_a
+        assert stats_b.failures == getattr(stats_b, b_reason) == 1, stats_b
+        assert stats_a.completed == stats_b.completed == 0
+        assert stats_a.plaintext_fallback == 0
+
+
+async def mse_dial(
+    stream: trio.abc.Stream, skey: bytes, policy: EncryptionPolicy, payload: bytes
+) -> tuple[MSEInitiator, MSEEstablished]:
+    """The remote end of an MSE handshake (sans-IO core driven by hand)."""
+    initiator = MSEInitiator(skey, policy, initial_payload=payload)
+    await stream.send_all(initiator.data_to_send())
+    with trio.fail_after(5):
+        while True:
+            initiator.receive_data(await stream.receive_some())
+            event = initiator.next_event()
+            if out := initiator.data_to_send():
+                await stream.send_all(out)
+            if isinstance(event, MSEEstablished):
+                return initiator, event
+
+
+async def test_inbound_mse_trailing_bytes_arrive_decrypted() -> None:
+    first, second = b"\x00\x00\x00\x01\x02", b"\x00\x00\x00\x01\x03"
+    async with memory_handshaker(encryption=REQUIRE) as hs:
+        hs.register(TORRENT)
+        async with inbound(hs) as ours:
+            # Our handshake and a first message in the initial payload, one more after.
+            initiator, event = await mse_dial(ours, TORRENT_ID, PREFER, remote_handshake() + first)
+            assert event.method == "rc4"
+            await ours.send_all(initiator.encrypt(second))
+            peer = await next_peer(hs)
+            try:
+                assert peer.encryption == "rc4"
+                assert peer.peer_id == REMOTE
+                got = peer.trailing
+                while len(got) < 10:
+                    got += await peer.stream.receive_some()
+                assert got == first + second
+                # Its handshake and what follows come back encrypted.
+                answer = event.data
+                while len(answer) < 68:
+                    answer += initiator.decrypt(await ours.receive_some())
+                assert Handshake.from_bytes(answer[:68]).peer_id == PEER_A.value
+                await peer.stream.send_all(b"bye")
+                tail = answer[68:]
+                while len(tail) < 3:
+                    tail += initiator.decrypt(await ours.receive_some())
+                assert tail == b"bye"
+            finally:
+                await peer.aclose()
+    assert hs.statistics().encrypted == 1
+
+
+async def test_outbound_mse_trailing_bytes_arrive_decrypted() -> None:
+    ours, theirs = trio.testing.memory_stream_pair()
+
+    async def dial(address: PeerAddress) -> trio.abc.Stream:
+        return ours
+
+    async with memory_handshaker(encryption=REQUIRE, dial=dial) as hs:
+        hs.register(TORRENT)
+        assert hs.connect(TORRENT, ADDR)
+        receiver = MSEReceiver([TORRENT_ID], PREFER)
+        data = b""
+        with trio.fail_after(5):
+            while True:
+                receiver.receive_data(await theirs.receive_some())
+                event = receiver.next_event()
+                if out := receiver.data_to_send():
+                    await theirs.send_all(out)
+                if isinstance(event, MSEEstablished):
+                    break
+        assert event.method == "rc4"
+        assert Handshake.from_bytes(event.data[:68]).peer_id == PEER_A.value
+        await theirs.send_all(receiver.encrypt(remote_handshake() + b"after"))
+        peer = await next_peer(hs)
+        try:
+            assert peer.encryption == "rc4"
+            data = peer.trailing
+            while len(data) < 5:
+                data += await peer.stream.receive_some()
+            assert data == b"after"
+        finally:
+            await peer.aclose()
+            await theirs.aclose()
+    assert hs.statistics().encrypted == 1
+
+
+async def test_unknown_skey_is_refused_and_counted() -> None:
+    async with memory_handshaker(encryption=PREFER) as hs:
+        hs.register(TORRENT)
+        hs.register(OTHER)
+        hs.unregister(OTHER)  # the SKEY table follows register / unregister
+        for skey in (OTHER_ID, b"\x99" * 20):
+            async with inbound(hs) as ours:
+                with pytest.raises(RemoteProtocolError):
+                    await mse_dial(ours, skey, REQUIRE, remote_handshake(skey))
+        await settle(hs)
+    stats = hs.statistics()
+    assert stats.unknown_info_hash == stats.failures == 2
+
+
+async def test_plaintext_refused_when_encryption_is_required() -> None:
+    async with memory_handshaker(encryption=REQUIRE) as hs:
+        hs.register(TORRENT)
+        async with inbound(hs) as ours:
+            await ours.send_all(remote_handshake())
+            assert await read_until_closed(ours) == b""
+        await settle(hs)
+    stats = hs.statistics()
+    assert stats.refused_plaintext == stats.failures == 1
+
+
+async def test_mse_stream_serialises_like_a_trio_stream() -> None:
+    from bip_handshake._mse_stream import MSEStream
+
+    class Xor:
+        def encrypt(self, data: bytes | bytearray | memoryview) -> bytes:
+            return bytes(b ^ 0x55 for b in data)
+
+        decrypt = encrypt
+
+    left, right = trio.testing.lockstep_stream_pair()
+    ours = MSEStream(left, Xor())
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ours.send_all, b"abc")
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(trio.BusyResourceError):
+            await ours.send_all(b"x")
+        with pytest.raises(trio.BusyResourceError):
+            await ours.wait_send_all_might_not_block()
+        assert await right.receive_some() == Xor().encrypt(b"abc")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ours.receive_some)
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(trio.BusyResourceError):
+            await ours.receive_some()
+        await right.send_all(Xor().encrypt(b"z"))
+    await right.aclose()
+    assert await ours.receive_some() == b""
+    await ours.aclose()
+    with pytest.raises(trio.ClosedResourceError):
+        await left.send_all(b"x")

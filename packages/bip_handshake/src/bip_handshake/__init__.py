@@ -5,7 +5,7 @@ they name, compact peer and node addresses (trackers, the DHT, PEX), the reserve
 extension bits, the BEP 3 / BEP 52 handshake for both roles, and MSE/PE
 encryption (768-bit Diffie-Hellman, RC4) with its three policies; and the trio
 ``Handshaker`` that listens, dials what discovery sources report (``PeerSink``),
-and hands over completed handshakes (plaintext for now: MSE plugs in next).
+encrypts as its ``EncryptionPolicy`` says, and hands over completed handshakes.
 """
 
 from ._compact import (
@@ -44,7 +44,7 @@ from ._handshaker import (
     CompletedHandshake,
     Dialer,
     Direction,
-    Encryption,
+    EncryptionMethod,
     HandshakeFilters,
     Handshaker,
     HandshakerStatistics,
@@ -62,6 +62,7 @@ from ._mse import (
     MSEReceiver,
     SkeyTable,
 )
+from ._mse_stream import MSEStream
 from ._peer_id import DEFAULT_PEER_ID_PREFIX, ClientInfo, PeerId, PeerIdError, azureus_prefix
 
 __all__ = [
@@ -83,7 +84,7 @@ __all__ = [
     "CompletedHandshake",
     "Dialer",
     "Direction",
-    "Encryption",
+    "EncryptionMethod",
     "EncryptionPolicy",
     "Extensions",
     "Family",
@@ -103,6 +104,7 @@ __all__ = [
     "MSEEvent",
     "MSEInitiator",
     "MSEReceiver",
+    "MSEStream",
     "NodeInfo",
     "PeerAddress",
     "PeerId",

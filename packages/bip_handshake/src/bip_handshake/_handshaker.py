@@ -21,18 +21,19 @@ handshake is delivered the pair is forgotten (the connection is the caller's), s
 a caller who keeps connections open should not feed the same address back in, or
 should filter it with :attr:`HandshakeFilters.address`.
 
-Encryption: :class:`Encryption` selects the policy; today only
-:attr:`Encryption.PLAINTEXT` exists. MSE/PE (``_mse.py``) plugs in at
-:meth:`Handshaker._secure` (outbound, before our handshake is sent) and at the start
-of :meth:`Handshaker._run_inbound` (inbound: look at the first bytes, plaintext if
-they are :data:`~bip_handshake.PROTOCOL_HEADER`, otherwise run the MSE receiver
-with the registered info-hashes as SKEYs), each returning the stream to speak the
-BitTorrent handshake over.
-"""
+Encryption: an :class:`~bip_handshake.EncryptionPolicy` selects MSE/PE, as libtorrent
+does it. Outbound, :meth:`Handshaker._secure` runs the MSE initiator with the swarm id
+we dial as SKEY and our BEP 3 handshake as the initial payload; with
+``PREFER_ENCRYPTED`` (the default) a peer that closes or garbles the MSE handshake is
+dialled once more in plaintext (counted in ``plaintext_fallback``). Inbound, the first
+bytes tell: ``\x13BitTorrent protocol`` is plaintext (refused and counted in
+``refused_plaintext`` under ``REQUIRE_ENCRYPTED``), anything else runs the MSE receiver
+with the registered swarm ids as SKEYs. With RC4 negotiated the delivered stream is an
+:class:`~bip_handshake._mse_stream.MSEStream` that encrypts and decrypts;
+:attr:`CompletedHandshake.encryption` says which method was negotiated."""
 
 from __future__ import annotations
 
-import enum
 import errno
 import math
 from collections import Counter
@@ -56,6 +57,8 @@ from ._handshake import (
     HandshakeConnection,
     InfoHashReceived,
 )
+from ._mse import EncryptionPolicy, MSEEstablished, MSEInitiator, MSEReceiver, SkeyTable
+from ._mse_stream import MSEStream
 from ._peer_id import PeerId
 
 __all__ = [
@@ -66,7 +69,7 @@ __all__ = [
     "CompletedHandshake",
     "Dialer",
     "Direction",
-    "Encryption",
+    "EncryptionMethod",
     "HandshakeFilters",
     "Handshaker",
     "HandshakerStatistics",
@@ -84,6 +87,7 @@ DEFAULT_MAX_CONCURRENT: Final = 64
 DEFAULT_MAX_QUEUED: Final = 1024
 """How many discovered addresses may wait for a dial by default; more are dropped."""
 _RECEIVE_SIZE: Final = 16 * 1024
+_PSTR: Final = b"\x13BitTorrent protocol"
 _ACCEPT_BACKOFF: Final = 0.1
 _RESOURCE_ERRNOS: Final = frozenset(
     code
@@ -114,15 +118,8 @@ class ListenError(HandshakeError):
     """
 
 
-class Encryption(enum.Enum):
-    """Which connections a :class:`Handshaker` makes and accepts, as to encryption.
-
-    Only :attr:`PLAINTEXT` exists yet; MSE/PE policies (prefer, require) come with
-    the MSE shell.
-    """
-
-    PLAINTEXT = "plaintext"
-    """Plain BitTorrent handshakes only; an encrypted inbound handshake is garbage."""
+EncryptionMethod = Literal["rc4", "plaintext"]
+"""How a delivered connection is protected."""
 
 
 class PeerSink(Protocol):
@@ -191,7 +188,9 @@ class CompletedHandshake:
         swarm_id: the 20-byte id used on the wire (v1 or truncated v2 hash).
         address: the peer's address (for inbound ones, its ephemeral source port).
         direction: who opened the connection.
-        encryption: how the connection is protected.
+        encryption: how the connection is protected: ``"rc4"`` (MSE negotiated RC4;
+            :attr:`stream` encrypts and decrypts) or ``"plaintext"`` (no MSE, or MSE
+            that selected plaintext).
     """
 
     stream: trio.abc.Stream
@@ -203,7 +202,7 @@ class CompletedHandshake:
     swarm_id: bytes
     address: PeerAddress
     direction: Direction
-    encryption: Encryption = Encryption.PLAINTEXT
+    encryption: EncryptionMethod = "plaintext"
 
     @property
     def common(self) -> Extensions:
@@ -252,6 +251,17 @@ class HandshakerStatistics:
         unregistered: queued dials and handshakes dropped because their torrent was
             unregistered meanwhile (only the latter are failures).
         accept_errors: transient errors accepting connections (out of file descriptors...).
+        encrypted: delivered handshakes protected by RC4 (MSE).
+        plaintext_fallback: outbound MSE handshakes that failed (the peer closed or
+            garbled them) and were redialled in plaintext (``PREFER_ENCRYPTED``); the
+            redial ends like any attempt. Not a failure by itself.
+        refused_plaintext: inbound plaintext handshakes refused because encryption is
+            required.
+        mse_failed: MSE handshakes that failed and ended the attempt (garbage, no
+            acceptable method, an outbound peer closing under ``REQUIRE_ENCRYPTED``).
+            An inbound MSE handshake for a torrent that is not registered counts as
+            ``unknown_info_hash``, a peer closing an inbound one as ``connection_lost``,
+            and one sent to a ``PLAINTEXT_ONLY`` handshaker as ``protocol_error``.
         failures: attempts that ended without a delivered handshake.
         in_flight: connections connecting or handshaking now.
         queued: addresses waiting for a dial now.
@@ -281,6 +291,10 @@ class HandshakerStatistics:
     filtered_peer_id: int = 0
     unregistered: int = 0
     accept_errors: int = 0
+    encrypted: int = 0
+    plaintext_fallback: int = 0
+    refused_plaintext: int = 0
+    mse_failed: int = 0
     failures: int = 0
     in_flight: int = 0
     queued: int = 0
@@ -301,6 +315,25 @@ class _RefusedError(Exception):
         assert reason in _COUNTERS, reason
         super().__init__(reason)
         self.reason = reason
+
+
+class _MSEFailedError(Exception):
+    """An outbound MSE handshake failed: the caller may redial in plaintext."""
+
+
+class _SkeyProbe(SkeyTable):
+    """One receiver's view of the handshaker's shared :class:`SkeyTable`; records a miss."""
+
+    def __init__(self, table: SkeyTable) -> None:
+        super().__init__()
+        self._table = table
+        self.missed = False
+
+    def lookup(self, req2_hash: bytes) -> bytes | None:
+        skey = self._table.lookup(req2_hash)
+        if skey is None:
+            self.missed = True
+        return skey
 
 
 def _address_of(sockaddr: object) -> PeerAddress | None:
@@ -346,7 +379,7 @@ class Handshaker:
         connect_timeout: float,
         handshake_timeout: float,
         filters: HandshakeFilters,
-        encryption: Encryption,
+        encryption: EncryptionPolicy,
         dial: Dialer,
         backlog: int,
         listeners: list[trio.SocketListener],
@@ -364,6 +397,7 @@ class Handshaker:
         self._slots = trio.Semaphore(max_concurrent)
         self._max_concurrent = max_concurrent
         self._torrents: dict[bytes, InfoHash] = {}
+        self._skeys = SkeyTable()
         self._registered: set[InfoHash] = set()
         self._pending: set[tuple[InfoHash, PeerAddress]] = set()
         self._queue_send, self._queue_receive = trio.open_memory_channel[
@@ -410,6 +444,7 @@ class Handshaker:
         self._registered.add(torrent)
         for swarm_id in torrent.swarm_ids():
             self._torrents[swarm_id] = torrent
+            self._skeys.add(swarm_id)
 
     def unregister(self, torrent: InfoHash) -> None:
         """Stop serving ``torrent``: queued dials are dropped, handshakes in flight fail.
@@ -420,6 +455,7 @@ class Handshaker:
         for swarm_id in torrent.swarm_ids():
             if self._torrents.get(swarm_id) == torrent:
                 del self._torrents[swarm_id]
+                self._skeys.discard(swarm_id)
 
     def discovered(
         self, info_hash: InfoHash | bytes, addresses: Iterable[PeerAddress], source: str
@@ -574,15 +610,29 @@ class Handshaker:
         self._count("outbound_attempts")
         stream: trio.abc.Stream | None = None
         delivered = False
+        policy = self._encryption
         try:
+            stream = await self._connect(address)
             try:
-                with trio.fail_after(self._connect_timeout):
-                    stream = await self._dial(address)
-            except trio.TooSlowError:
-                raise _RefusedError("connect_timeout") from None
-            except OSError:
-                raise _RefusedError("connect_failed") from None
-            peer = await self._handshake(stream, address, "outbound", torrent, swarm_id)
+                peer = await self._handshake(
+                    stream, address, "outbound", torrent, swarm_id, policy=policy
+                )
+            except _MSEFailedError:
+                if policy is not EncryptionPolicy.PREFER_ENCRYPTED:
+                    raise _RefusedError("mse_failed") from None
+                # As libtorrent does: the peer may not speak MSE; redial once in plaintext.
+                self._count("plaintext_fallback")
+                await trio.aclose_forcefully(stream)
+                stream = None
+                stream = await self._connect(address)
+                peer = await self._handshake(
+                    stream,
+                    address,
+                    "outbound",
+                    torrent,
+                    swarm_id,
+                    policy=EncryptionPolicy.PLAINTEXT_ONLY,
+                )
             await self._deliver(peer)
             delivered = True
         except _RefusedError as refused:
@@ -593,6 +643,15 @@ class Handshaker:
             self._slots.release()
             if stream is not None and not delivered:
                 await trio.aclose_forcefully(stream)
+
+    async def _connect(self, address: PeerAddress) -> trio.abc.Stream:
+        try:
+            with trio.fail_after(self._connect_timeout):
+                return await self._dial(address)
+        except trio.TooSlowError:
+            raise _RefusedError("connect_timeout") from None
+        except OSError:
+            raise _RefusedError("connect_failed") from None
 
     async def _run_inbound(self, stream: trio.abc.Stream, address: PeerAddress) -> None:
         """One accepted connection; acquires a slot or closes at once."""
@@ -608,8 +667,8 @@ class Handshaker:
                 raise _RefusedError("over_limit") from None
             acquired = True
             self._in_flight += 1
-            # MSE: with an encryption policy other than PLAINTEXT, peek at the first
-            # bytes here and swap ``stream`` for the MSE receiver's stream.
+            # MSE: within the handshake timeout, _handshake looks at the first bytes
+            # (_receive_secure) and speaks BEP 3 over the (maybe) encrypted stream.
             peer = await self._handshake(stream, address, "inbound", None)
             await self._deliver(peer)
             delivered = True
@@ -622,16 +681,77 @@ class Handshaker:
             if not delivered:
                 await trio.aclose_forcefully(stream)
 
-    async def _secure(self, stream: trio.abc.Stream, torrent: InfoHash) -> trio.abc.Stream:
-        """Outbound: the stream to speak the handshake over (where MSE plugs in)."""
-        del torrent  # MSE's SKEY will be the torrent's swarm id
-        return stream
+    async def _secure(
+        self,
+        stream: trio.abc.Stream,
+        handshake: bytes,
+        skey: bytes,
+        policy: EncryptionPolicy,
+    ) -> tuple[trio.abc.Stream, bytes, EncryptionMethod]:
+        """Outbound: send our ``handshake``, through MSE unless plaintext only.
+
+        Returns the stream to go on with (an :class:`MSEStream` for RC4), the peer's
+        bytes already received and decrypted (the start of its handshake), and the
+        method. Raises :class:`_MSEFailedError` if the MSE handshake fails.
+        """
+        if policy is EncryptionPolicy.PLAINTEXT_ONLY:
+            await stream.send_all(handshake)
+            return stream, b"", "plaintext"
+        initiator = MSEInitiator(skey, policy, initial_payload=handshake)
+        try:
+            await stream.send_all(initiator.data_to_send())
+            while True:
+                initiator.receive_data(await stream.receive_some(_RECEIVE_SIZE))
+                event = initiator.next_event()
+                if out := initiator.data_to_send():
+                    await stream.send_all(out)
+                if isinstance(event, MSEEstablished):
+                    break
+        except (RemoteProtocolError, trio.BrokenResourceError, OSError) as exc:
+            raise _MSEFailedError(str(exc)) from exc
+        if event.method == "rc4":
+            return MSEStream(stream, initiator), event.data, "rc4"
+        return stream, event.data, "plaintext"
+
+    async def _receive_secure(
+        self, stream: trio.abc.Stream
+    ) -> tuple[trio.abc.Stream, bytes, EncryptionMethod]:
+        """Inbound: plaintext or MSE by the first bytes; like :meth:`_secure`'s result."""
+        policy = self._encryption
+        if policy is EncryptionPolicy.PLAINTEXT_ONLY:
+            return stream, b"", "plaintext"
+        probe = _SkeyProbe(self._skeys)
+        receiver = MSEReceiver(probe, policy)
+        head = b""
+        closed = False
+        try:
+            while True:
+                data = await stream.receive_some(_RECEIVE_SIZE)
+                closed = not data
+                head += data[: len(_PSTR) - len(head)]
+                receiver.receive_data(data)
+                event = receiver.next_event()
+                if out := receiver.data_to_send():
+                    await stream.send_all(out)
+                if isinstance(event, MSEEstablished):
+                    break
+        except RemoteProtocolError:
+            if head == _PSTR:
+                raise _RefusedError("refused_plaintext") from None
+            if probe.missed:
+                raise _RefusedError("unknown_info_hash") from None
+            raise _RefusedError("connection_lost" if closed else "mse_failed") from None
+        if event.method == "rc4":
+            return MSEStream(stream, receiver), event.data, "rc4"
+        return stream, event.data, "plaintext"
 
     async def _deliver(self, peer: CompletedHandshake) -> None:
         if peer.info_hash not in self._registered:
             raise _RefusedError("unregistered")
         await self._done_send.send(peer)
         self._count(f"{peer.direction}_completed")
+        if peer.encryption == "rc4":
+            self._count("encrypted")
 
     async def _handshake(
         self,
@@ -640,8 +760,13 @@ class Handshaker:
         direction: Direction,
         torrent: InfoHash | None,
         swarm_id: bytes | None = None,
+        *,
+        policy: EncryptionPolicy | None = None,
     ) -> CompletedHandshake:
-        """Run the handshake within the timeout; raises :class:`_RefusedError`."""
+        """Run the handshake (MSE first) within the timeout; raises :class:`_RefusedError`.
+
+        Outbound, an MSE failure raises :class:`_MSEFailedError` instead.
+        """
         if torrent is None:
             connection = HandshakeConnection.receiver(
                 peer_id=self._peer_id.value, extensions=self._extensions
@@ -656,8 +781,16 @@ class Handshaker:
         try:
             with trio.fail_after(self._handshake_timeout):
                 if torrent is not None:
-                    stream = await self._secure(stream, torrent)
-                    await stream.send_all(connection.send_handshake())
+                    stream, received, method = await self._secure(
+                        stream,
+                        connection.send_handshake(),
+                        swarm_id if swarm_id is not None else torrent.swarm_ids()[0],
+                        policy if policy is not None else self._encryption,
+                    )
+                else:
+                    stream, received, method = await self._receive_secure(stream)
+                if received:
+                    connection.receive_data(received)
                 done = await self._pump(stream, connection, direction)
         except trio.TooSlowError:
             raise _RefusedError("handshake_timeout") from None
@@ -682,7 +815,7 @@ class Handshaker:
             swarm_id=done.info_hash,
             address=address,
             direction=direction,
-            encryption=self._encryption,
+            encryption=method,
         )
 
     async def _pump(
@@ -763,7 +896,7 @@ async def open_handshaker(
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     filters: HandshakeFilters | None = None,
-    encryption: Encryption = Encryption.PLAINTEXT,
+    encryption: EncryptionPolicy = EncryptionPolicy.PREFER_ENCRYPTED,
     dial: Dialer | None = None,
     backlog: int = 16,
 ) -> AsyncIterator[Handshaker]:
@@ -788,7 +921,8 @@ async def open_handshaker(
         handshake_timeout: seconds the handshake may take once connected (a peer
             that dribbles bytes is cut off at this deadline).
         filters: which peers to talk to.
-        encryption: the encryption policy (only :attr:`Encryption.PLAINTEXT` yet).
+        encryption: the MSE/PE policy; ``PREFER_ENCRYPTED`` (dial with MSE, redial
+            in plaintext if the peer rejects it; accept both) by default.
         dial: how to open outbound connections (TCP by default).
         backlog: completed handshakes held until :meth:`Handshaker.completed` takes them.
 
@@ -808,8 +942,8 @@ async def open_handshaker(
     for timeout in (connect_timeout, handshake_timeout):
         if math.isnan(timeout) or timeout <= 0:
             raise ValueError(f"a timeout must be positive, not {timeout}")
-    if not isinstance(encryption, Encryption):
-        raise TypeError(f"encryption must be an Encryption, not {encryption!r}")
+    if not isinstance(encryption, EncryptionPolicy):
+        raise TypeError(f"encryption must be an EncryptionPolicy, not {encryption!r}")
     listeners = await _open_listeners(list(listen))
     handshaker: Handshaker | None = None
     try:
