@@ -291,13 +291,23 @@ def start_qbittorrent_downloader(
 
 
 def announce_udp(
-    tracker: tuple[str, int], info_hash: bytes, peer_id: bytes, port: int, *, left: int
+    tracker: tuple[str, int],
+    info_hash: bytes,
+    peer_id: bytes,
+    port: int,
+    *,
+    left: int,
+    source: str = HOST,
 ) -> bytes:
-    """Announce ``127.0.0.1:port`` (event started) to a UDP tracker; return the compact peers."""
+    """Announce ``source:port`` (event started) to a UDP tracker; return the compact peers.
+
+    The tracker records the address the datagram comes from, so ``source`` (any
+    127.0.0.X) is the address other peers are told to dial.
+    """
     from ._helpers import udp_request
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((HOST, 0))
+        sock.bind((source, 0))
         tid = int.from_bytes(os.urandom(4), "big")
         reply = udp_request(
             sock,

@@ -1,0 +1,416 @@
+"""Our trio Handshaker against aria2, rtorrent and qBittorrent, in both directions.
+
+- We dial each client seeding a small v1 torrent, with ``PREFER_ENCRYPTED`` and
+  ``PLAINTEXT_ONLY`` (test_handshake_dial.py drives the sans-IO cores by hand against the same
+  seeders; here the Handshaker itself does it).
+- rtorrent, a downloader with an empty directory, finds our Handshaker through opentracker and
+  dials it.
+- qBittorrent and aria2 dial a ``PLAINTEXT_ONLY`` Handshaker (test_handshaker_inbound.py has them
+  against ``PREFER_ENCRYPTED``).
+"""
+
+from __future__ import annotations
+
+import functools
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import pytest
+import trio
+
+from bip_handshake import (
+    CompletedHandshake,
+    EncryptionPolicy,
+    Extensions,
+    Handshaker,
+    PeerAddress,
+    PeerId,
+    open_handshaker,
+)
+
+from ._helpers import StartProcess, free_port, require_client, start_opentracker, tcp_listening
+from ._inbound import (
+    HOST,
+    _private_env,
+    announce_udp,
+    start_aria2_downloader,
+    start_qbittorrent_downloader,
+)
+from ._seeders import (
+    Seeder,
+    SmallTorrent,
+    make_torrent,
+    start_aria2,
+    start_qbittorrent,
+    start_rtorrent,
+)
+
+pytestmark = pytest.mark.interop
+
+OURS = Extensions.EXTENSION_PROTOCOL | Extensions.FAST
+OUR_PEER_ID = PeerId(b"-BP0001-clientstest1")
+EXTENDED = 20
+# A seeder's port may accept before it serves the torrent (aria2 and rtorrent check the data
+# first): a dial that fails is redialled until this deadline.
+DIAL_DEADLINE = 15.0
+
+PREFER = EncryptionPolicy.PREFER_ENCRYPTED
+PLAINTEXT = EncryptionPolicy.PLAINTEXT_ONLY
+POLICIES = pytest.mark.parametrize("policy", [PREFER, PLAINTEXT], ids=["prefer-mse", "plaintext"])
+
+
+async def first_message_id(peer: CompletedHandshake) -> int:
+    """The id of the first non-keepalive message on the stream after the handshake."""
+    data = peer.trailing
+    with trio.fail_after(10):
+        while True:
+            while len(data) >= 4 and data[:4] == bytes(4):
+                data = data[4:]  # keep-alive
+            if len(data) >= 5:
+                assert 0 < int.from_bytes(data[:4], "big") < 1 << 20, data[:16].hex()
+                return data[4]
+            chunk = await peer.stream.receive_some()
+            assert chunk, "the peer closed the connection"
+            data += chunk
+
+
+def check_peer(
+    peer: CompletedHandshake,
+    torrent: SmallTorrent,
+    *,
+    direction: str,
+    client: str,
+    version: str,
+    prefix: bytes,
+) -> None:
+    assert peer.direction == direction
+    assert peer.info_hash == torrent.info_hash
+    assert peer.swarm_id == torrent.v1
+    info = peer.peer_id.client
+    assert info is not None, peer.peer_id
+    assert (info.name, info.version) == (client, version)
+    assert peer.peer_id.value.startswith(prefix), peer.peer_id
+    assert str(peer.address.host) == HOST
+    assert Extensions.EXTENSION_PROTOCOL in peer.extensions, peer.extensions
+    assert peer.our_extensions == OURS
+
+
+# ------------------------------------------------------------------------ 1. we dial the seeders
+
+
+async def dial_until_complete(
+    handshaker: Handshaker, torrent: SmallTorrent, seeder: Seeder
+) -> CompletedHandshake:
+    """Dial `seeder` and redial after each failure until a handshake completes."""
+    address = PeerAddress(IPv4Address(seeder.host), seeder.port)
+    with trio.fail_after(DIAL_DEADLINE):
+        while True:
+            failures = handshaker.statistics().failures
+            assert handshaker.connect(torrent.info_hash, address)
+            while handshaker.statistics().failures == failures:
+                try:
+                    return handshaker.completed().receive_nowait()
+                except trio.WouldBlock:
+                    await trio.sleep(0.05)
+            await trio.sleep(0.3)
+
+
+async def dial_seeder(
+    seeder: Seeder,
+    torrent: SmallTorrent,
+    policy: EncryptionPolicy,
+    *,
+    client: str,
+    version: str,
+    prefix: bytes,
+) -> str:
+    """Our Handshaker dials `seeder`; checks the handshake and returns the negotiated encryption."""
+    async with open_handshaker(
+        peer_id=OUR_PEER_ID, listen=[], extensions=OURS, encryption=policy, handshake_timeout=10
+    ) as handshaker:
+        handshaker.register(torrent.info_hash)
+        peer = await dial_until_complete(handshaker, torrent, seeder)
+        try:
+            check_peer(
+                peer, torrent, direction="outbound", client=client, version=version, prefix=prefix
+            )
+            assert await first_message_id(peer) == EXTENDED
+        finally:
+            await peer.aclose()
+        stats = handshaker.statistics()
+    assert stats.outbound_completed == 1, stats
+    assert stats.inbound_attempts == 0, stats
+    if policy is PLAINTEXT:
+        assert stats.plaintext_fallback == 0, stats
+    assert stats.encrypted == (1 if peer.encryption == "rc4" else 0), stats
+    if policy is PLAINTEXT:
+        assert peer.encryption == "plaintext"
+    return peer.encryption
+
+
+@POLICIES
+async def test_handshaker_dials_aria2(
+    policy: EncryptionPolicy, tmp_path: Path, start_process: StartProcess
+) -> None:
+    torrent = make_torrent(tmp_path)
+    seeder = await trio.to_thread.run_sync(start_aria2, start_process, tmp_path, torrent)
+    encryption = await dial_seeder(
+        seeder, torrent, policy, client="aria2", version="1.36.0", prefix=b"A2-1-36-"
+    )
+    # Measured: offered RC4 and plaintext in MSE, aria2 1.36.0 (--bt-require-crypto=false) selects
+    # plaintext, on the first dial (no fallback: stats.plaintext_fallback stays 0).
+    assert encryption == "plaintext"
+
+
+@POLICIES
+async def test_handshaker_dials_rtorrent(
+    policy: EncryptionPolicy, tmp_path: Path, start_process: StartProcess
+) -> None:
+    # rtorrent loads no torrent without a tracker: give it one where nothing listens.
+    torrent = make_torrent(tmp_path, trackers=(f"http://{HOST}:{free_port()}/announce",))
+    seeder = await trio.to_thread.run_sync(
+        functools.partial(
+            start_rtorrent,
+            start_process,
+            tmp_path,
+            torrent,
+            encryption="allow_incoming,try_outgoing,enable_retry",
+        )
+    )
+    encryption = await dial_seeder(
+        seeder,
+        torrent,
+        policy,
+        client="rTorrent (libtorrent)",
+        version="0.13.8",
+        prefix=b"-lt0D80-",
+    )
+    # Offered RC4 and plaintext in MSE, rtorrent picks RC4.
+    assert encryption == ("rc4" if policy is PREFER else "plaintext")
+
+
+@POLICIES
+async def test_handshaker_dials_qbittorrent(
+    policy: EncryptionPolicy, tmp_path: Path, start_process: StartProcess
+) -> None:
+    torrent = make_torrent(tmp_path)
+    seeder = await trio.to_thread.run_sync(start_qbittorrent, start_process, tmp_path, torrent)
+    encryption = await dial_seeder(
+        seeder, torrent, policy, client="qBittorrent", version="4.5.2", prefix=b"-qB4520-"
+    )
+    # Measured: unlike a bare libtorrent session (prefer_rc4 off: test_handshaker_libtorrent.py),
+    # qBittorrent's default encryption mode ("prefer encryption") selects RC4 when offered both.
+    assert encryption == ("rc4" if policy is PREFER else "plaintext")
+
+
+# ------------------------------------------------------------------ 2. rtorrent dials us
+
+
+def start_rtorrent_downloader(
+    start_process: StartProcess, workdir: Path, torrent: SmallTorrent, *, encryption: str
+) -> None:
+    """rtorrent 0.9.8 downloading `torrent` (whose tracker is our opentracker, over HTTP) into an
+    empty directory; the rc file is _seeders.start_rtorrent's but for the directory."""
+    rtorrent = require_client("rtorrent")
+    port = free_port(HOST)
+    scgi = free_port(HOST)
+    home = workdir / "rtorrent-home"
+    env = _private_env(home)
+    session = home / "session"
+    session.mkdir()
+    save = workdir / "rtorrent-download"
+    save.mkdir()
+    lines = [
+        "system.daemon.set = true",
+        f"network.bind_address.set = {HOST}",
+        f"network.local_address.set = {HOST}",
+        f"network.port_range.set = {port}-{port}",
+        "network.port_random.set = no",
+        "dht.mode.set = disable",
+        "protocol.pex.set = no",
+        "trackers.use_udp.set = no",
+        f"network.scgi.open_port = {HOST}:{scgi}",
+        f"session.path.set = {session}",
+        f"directory.default.set = {save}",
+        f"protocol.encryption.set = {encryption}",
+        f"log.open_file = rtlog, {workdir / 'rtorrent.log'}",
+        "log.add_output = debug, rtlog",
+        f"load.start_verbose = {torrent.torrent_path}",
+    ]
+    (home / ".rtorrent.rc").write_text("\n".join(lines) + "\n")
+    start_process(
+        [rtorrent],  # reads $HOME/.rtorrent.rc
+        cwd=workdir,
+        env=env,
+        ready=tcp_listening(HOST, port),
+        ready_timeout=15,
+        name="rtorrent-downloader",
+    )
+
+
+async def tracked_torrent(
+    tmp_path: Path, start_process: StartProcess
+) -> tuple[SmallTorrent, tuple[str, int], str]:
+    """A torrent whose tracker is an opentracker that whitelists it: (torrent, tracker address,
+    tracker's HTTP announce URL)."""
+    require_client("opentracker")
+    # The announce URL is outside the info dictionary (BEP 3): the same content made without a
+    # tracker has the info-hash to whitelist before the tracker's port is known.
+    probe = make_torrent(tmp_path / "probe")
+    tracker = await trio.to_thread.run_sync(
+        start_opentracker, start_process, tmp_path / "opentracker", [probe.v1]
+    )
+    return probe, (tracker.host, tracker.port), tracker.http_url
+
+
+OUR_HOST = "127.0.0.2"  # a loopback address of our own, distinct from the clients'
+
+
+async def test_rtorrent_finds_our_handshaker_through_opentracker(
+    tmp_path: Path, start_process: StartProcess
+) -> None:
+    require_client("rtorrent")
+    probe, tracker, http_url = await tracked_torrent(tmp_path, start_process)
+    torrent = make_torrent(tmp_path / "torrent", trackers=(http_url,))
+    assert torrent.info_hash == probe.info_hash
+    # Our own loopback address: the tracker also hands rtorrent its own 127.0.0.1
+    # address, and after dialling itself rtorrent tends to skip other peers there.
+    async with open_handshaker(
+        peer_id=OUR_PEER_ID,
+        listen=[(OUR_HOST, 0)],
+        extensions=OURS,
+        encryption=PREFER,
+        handshake_timeout=10,
+    ) as handshaker:
+        handshaker.register(torrent.info_hash)
+        (listening,) = handshaker.listen_addresses
+        await trio.to_thread.run_sync(
+            functools.partial(
+                announce_udp,
+                tracker,
+                torrent.v1,
+                OUR_PEER_ID.value,
+                listening.port,
+                left=0,
+                source=OUR_HOST,
+            )
+        )
+        await trio.to_thread.run_sync(
+            functools.partial(
+                start_rtorrent_downloader,
+                start_process,
+                tmp_path / "torrent",
+                torrent,
+                encryption="allow_incoming,try_outgoing,enable_retry",
+            )
+        )
+        with trio.fail_after(20):
+            peer = await handshaker.completed().receive()
+        try:
+            check_peer(
+                peer,
+                torrent,
+                direction="inbound",
+                client="rTorrent (libtorrent)",
+                version="0.13.8",
+                prefix=b"-lt0D80-",
+            )
+            # try_outgoing: it dials with MSE, offering RC4 and plaintext; we prefer RC4.
+            assert peer.encryption == "rc4"
+            assert await first_message_id(peer) == EXTENDED
+        finally:
+            await peer.aclose()
+        stats = handshaker.statistics()
+    assert stats.inbound_completed == 1, stats
+    assert stats.outbound_attempts == 0, stats
+
+
+# ------------------------------------------------ 3. qBittorrent and aria2 dial a plaintext-only us
+
+
+async def test_qbittorrent_dials_our_plaintext_only_handshaker(
+    tmp_path: Path, start_process: StartProcess
+) -> None:
+    require_client("qbittorrent-nox")
+    torrent = make_torrent(tmp_path)
+    async with open_handshaker(
+        peer_id=OUR_PEER_ID,
+        listen=[(HOST, 0)],
+        extensions=OURS,
+        encryption=PLAINTEXT,
+        handshake_timeout=10,
+    ) as handshaker:
+        handshaker.register(torrent.info_hash)
+        (listening,) = handshaker.listen_addresses
+        qbt = await trio.to_thread.run_sync(
+            start_qbittorrent_downloader, start_process, tmp_path, torrent
+        )
+        await trio.to_thread.run_sync(qbt.add_peers, torrent.v1.hex(), [f"{HOST}:{listening.port}"])
+        with trio.fail_after(20):
+            peer = await handshaker.completed().receive()
+        try:
+            check_peer(
+                peer,
+                torrent,
+                direction="inbound",
+                client="qBittorrent",
+                version="4.5.2",
+                prefix=b"-qB4520-",
+            )
+            assert peer.encryption == "plaintext"
+            assert await first_message_id(peer) == EXTENDED
+        finally:
+            await peer.aclose()
+        stats = handshaker.statistics()
+    assert stats.inbound_completed == 1, stats
+    assert stats.encrypted == 0, stats
+    # libtorrent inside tries MSE first on outgoing connections: we refuse it (a protocol error
+    # for a plaintext-only handshaker) and it redials in plaintext.
+    assert stats.protocol_error >= 1, stats
+    assert stats.inbound_attempts >= 2, stats
+
+
+async def test_aria2_dials_our_plaintext_only_handshaker(
+    tmp_path: Path, start_process: StartProcess
+) -> None:
+    require_client("aria2c")
+    probe, tracker, _ = await tracked_torrent(tmp_path, start_process)
+    torrent = make_torrent(
+        tmp_path / "torrent", trackers=(f"udp://{tracker[0]}:{tracker[1]}/announce",)
+    )
+    assert torrent.info_hash == probe.info_hash
+    async with open_handshaker(
+        peer_id=OUR_PEER_ID,
+        listen=[(HOST, 0)],
+        extensions=OURS,
+        encryption=PLAINTEXT,
+        handshake_timeout=10,
+    ) as handshaker:
+        handshaker.register(torrent.info_hash)
+        (listening,) = handshaker.listen_addresses
+        await trio.to_thread.run_sync(
+            functools.partial(
+                announce_udp, tracker, torrent.v1, OUR_PEER_ID.value, listening.port, left=0
+            )
+        )
+        await trio.to_thread.run_sync(
+            start_aria2_downloader, start_process, tmp_path / "torrent", torrent
+        )
+        with trio.fail_after(20):
+            peer = await handshaker.completed().receive()
+        try:
+            check_peer(
+                peer,
+                torrent,
+                direction="inbound",
+                client="aria2",
+                version="1.36.0",
+                prefix=b"A2-1-36-",
+            )
+            assert peer.encryption == "plaintext"
+            assert await first_message_id(peer) == EXTENDED
+        finally:
+            await peer.aclose()
+        stats = handshaker.statistics()
+    assert stats.inbound_completed == 1, stats
+    assert stats.encrypted == 0, stats
