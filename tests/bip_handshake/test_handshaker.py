@@ -377,6 +377,66 @@ async def test_dials_are_deduplicated_while_pending() -> None:
         assert len(net.dialled) == 3
 
 
+async def test_delivered_pairs_are_not_dialled_again_until_closed() -> None:
+    net = FakeNetwork()
+    async with memory_handshaker(dial=net.dial) as hs:
+        hs.register(TORRENT)
+        assert hs.connect(TORRENT, ADDR)
+        peer = await next_peer(hs)
+        mapped = PeerAddress.parse("[::ffff:10.0.0.1]:6881")
+        assert not hs.connect(TORRENT, ADDR)  # connected: not dialled twice
+        hs.discovered(TORRENT, [ADDR, mapped], "dht")
+        await trio.testing.wait_all_tasks_blocked()
+        assert net.dialled == [ADDR]
+        assert hs.statistics().dropped_duplicate == 3
+        await peer.aclose()  # closing releases the pair
+        assert hs.connect(TORRENT, ADDR)
+        again = await next_peer(hs)
+        assert net.dialled == [ADDR, ADDR]
+        await again.stream.aclose()  # closing the stream itself releases it too
+        hs.discovered(TORRENT, [ADDR], "dht")
+        third = await next_peer(hs)
+        assert len(net.dialled) == 3
+        assert hs.statistics().dropped_duplicate == 3
+        await third.aclose()
+
+
+async def test_inbound_duplicate_of_a_delivered_pair_is_refused() -> None:
+    net = FakeNetwork()
+    async with memory_handshaker(dial=net.dial) as hs:
+        hs.register(TORRENT)
+        assert hs.connect(TORRENT, ADDR)
+        peer = await next_peer(hs)
+        async with inbound(hs) as remote:
+            await remote.send_all(remote_handshake())
+            assert await read_until_closed(remote) == b""  # refused without an answer
+        stats = hs.statistics()
+        assert stats.dropped_duplicate == 1
+        assert stats.inbound_attempts == stats.failures == 1
+        await peer.aclose()
+        # Released: the same peer may now connect to us.
+        async with inbound(hs) as remote:
+            await remote.send_all(remote_handshake())
+            into = await next_peer(hs)
+            assert into.direction == "inbound"
+        # ...and while that inbound connection is open, we do not dial it.
+        assert not hs.connect(TORRENT, ADDR)
+        assert hs.statistics().dropped_duplicate == 2
+        await into.aclose()
+        assert hs.connect(TORRENT, ADDR)
+        await (await next_peer(hs)).aclose()
+
+
+async def test_shutdown_releases_delivered_pairs() -> None:
+    net = FakeNetwork()
+    async with memory_handshaker(dial=net.dial) as hs:
+        hs.register(TORRENT)
+        assert hs.connect(TORRENT, ADDR)
+        peer = await next_peer(hs)
+    assert not hs._taken
+    await peer.aclose()  # closing after shutdown is harmless
+
+
 async def test_concurrency_limit_and_queue_bound(autojump_clock: trio.testing.MockClock) -> None:
     net = FakeNetwork(answer=False)
     async with memory_handshaker(

@@ -15,11 +15,14 @@ its tasks live in a nursery that the context manager owns, and leaving the block
 cancels them and closes every stream that was not yet delivered. A delivered
 :class:`CompletedHandshake`'s stream belongs to the receiver, who must close it.
 
-Deduplication covers dials that are queued or in flight: while a dial to
-``(torrent, address)`` is pending, the same pair is not queued again. Once a
-handshake is delivered the pair is forgotten (the connection is the caller's), so
-a caller who keeps connections open should not feed the same address back in, or
-should filter it with :attr:`HandshakeFilters.address`.
+Deduplication: the handshaker never connects twice to the same peer for the same
+torrent. A ``(torrent, address)`` pair is taken while a dial to it is queued or in
+flight and, once a handshake is delivered (in either direction), until the delivered
+stream is closed (:meth:`CompletedHandshake.aclose` or ``stream.aclose()``) or the
+handshaker shuts down. Meanwhile the pair is not dialled again, and an inbound
+handshake for it (same address, same torrent) is refused; both count as
+``dropped_duplicate``. Inbound connections come from the peer's ephemeral port, so
+only an exact address match is caught.
 
 Encryption: an :class:`~bip_handshake.EncryptionPolicy` selects MSE/PE, as libtorrent
 does it. Outbound, :meth:`Handshaker._secure` runs the MSE initiator with the swarm id
@@ -39,7 +42,7 @@ import math
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Final, Literal, Protocol
 
@@ -226,7 +229,9 @@ class HandshakerStatistics:
 
     Attributes:
         discovered: addresses offered through :meth:`Handshaker.discovered` / ``connect``.
-        dropped_duplicate: offered while a dial to the same (torrent, address) was pending.
+        dropped_duplicate: offered while a dial to the same (torrent, address) was pending
+            or its connection was open; also inbound handshakes refused for that reason
+            (those are failures too).
         dropped_queue_full: offered while the dial queue was full.
         dropped_unknown_torrent: offered for an info-hash that is not registered.
         dropped_unconnectable: offered with port 0, or an unspecified or multicast host.
@@ -354,6 +359,31 @@ async def _dial_tcp(address: PeerAddress) -> trio.abc.Stream:
     return await trio.open_tcp_stream(str(address.host), address.port)
 
 
+class _TrackedStream(trio.abc.Stream):
+    """A delivered stream that reports its closing: ``on_close`` runs once, in :meth:`aclose`."""
+
+    def __init__(self, inner: trio.abc.Stream, on_close: Callable[[], None]) -> None:
+        self.inner = inner
+        self._on_close: Callable[[], None] | None = on_close
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        try:
+            await self.inner.aclose()
+        finally:
+            on_close, self._on_close = self._on_close, None
+            if on_close is not None:
+                on_close()
+
+
 class Handshaker:
     """Runs BitTorrent handshakes in both directions; build it with :func:`open_handshaker`.
 
@@ -399,7 +429,8 @@ class Handshaker:
         self._torrents: dict[bytes, InfoHash] = {}
         self._skeys = SkeyTable()
         self._registered: set[InfoHash] = set()
-        self._pending: set[tuple[InfoHash, PeerAddress]] = set()
+        # (torrent, normalised address) pairs queued, in flight or delivered and open.
+        self._taken: set[tuple[InfoHash, PeerAddress]] = set()
         self._queue_send, self._queue_receive = trio.open_memory_channel[
             tuple[InfoHash, PeerAddress, bytes | None]
         ](max_queued)
@@ -543,7 +574,7 @@ class Handshaker:
         if not self._allowed_early(torrent, address, "outbound"):
             return False
         key = (torrent, address)
-        if key in self._pending:
+        if key in self._taken:
             self._count("dropped_duplicate")
             return False
         try:
@@ -553,7 +584,7 @@ class Handshaker:
             return False
         except trio.ClosedResourceError:  # the handshaker is closing
             return False
-        self._pending.add(key)
+        self._taken.add(key)
         return True
 
     def _allowed_early(self, torrent: InfoHash | None, address: PeerAddress, d: Direction) -> bool:
@@ -574,7 +605,7 @@ class Handshaker:
         """Take queued dials one by one as concurrency slots free up."""
         async for torrent, address, swarm_id in self._queue_receive:
             if torrent not in self._registered:
-                self._pending.discard((torrent, address))
+                self._taken.discard((torrent, address))
                 self._count("unregistered")
                 continue
             await self._slots.acquire()
@@ -638,7 +669,8 @@ class Handshaker:
         except _RefusedError as refused:
             self._fail(refused.reason)
         finally:
-            self._pending.discard((torrent, address))
+            if not delivered:  # a delivered pair stays taken until its stream closes
+                self._taken.discard((torrent, address))
             self._in_flight -= 1
             self._slots.release()
             if stream is not None and not delivered:
@@ -655,8 +687,10 @@ class Handshaker:
 
     async def _run_inbound(self, stream: trio.abc.Stream, address: PeerAddress) -> None:
         """One accepted connection; acquires a slot or closes at once."""
+        address = address.normalized()
         delivered = False
         acquired = False
+        key: tuple[InfoHash, PeerAddress] | None = None
         try:
             if not self._allowed_early(None, address, "inbound"):
                 return
@@ -670,6 +704,11 @@ class Handshaker:
             # MSE: within the handshake timeout, _handshake looks at the first bytes
             # (_receive_secure) and speaks BEP 3 over the (maybe) encrypted stream.
             peer = await self._handshake(stream, address, "inbound", None)
+            key = (peer.info_hash, address)
+            if key in self._taken:  # connected (or dialling) already: checked again here
+                key = None
+                raise _RefusedError("dropped_duplicate")
+            self._taken.add(key)
             await self._deliver(peer)
             delivered = True
         except _RefusedError as refused:
@@ -678,6 +717,8 @@ class Handshaker:
             if acquired:
                 self._in_flight -= 1
                 self._slots.release()
+            if key is not None and not delivered:
+                self._taken.discard(key)
             if not delivered:
                 await trio.aclose_forcefully(stream)
 
@@ -746,8 +787,11 @@ class Handshaker:
         return stream, event.data, "plaintext"
 
     async def _deliver(self, peer: CompletedHandshake) -> None:
+        """Hand ``peer`` over; its (torrent, address) pair, taken, is released on close."""
         if peer.info_hash not in self._registered:
             raise _RefusedError("unregistered")
+        key = (peer.info_hash, peer.address)
+        peer = replace(peer, stream=_TrackedStream(peer.stream, lambda: self._taken.discard(key)))
         await self._done_send.send(peer)
         self._count(f"{peer.direction}_completed")
         if peer.encryption == "rc4":
@@ -791,7 +835,7 @@ class Handshaker:
                     stream, received, method = await self._receive_secure(stream)
                 if received:
                     connection.receive_data(received)
-                done = await self._pump(stream, connection, direction)
+                done = await self._pump(stream, connection, direction, address)
         except trio.TooSlowError:
             raise _RefusedError("handshake_timeout") from None
         except RemoteProtocolError:
@@ -819,14 +863,18 @@ class Handshaker:
         )
 
     async def _pump(
-        self, stream: trio.abc.Stream, connection: HandshakeConnection, direction: Direction
+        self,
+        stream: trio.abc.Stream,
+        connection: HandshakeConnection,
+        direction: Direction,
+        address: PeerAddress,
     ) -> HandshakeComplete:
         while True:
             event = connection.next_event()
             if event is NEED_DATA:
                 connection.receive_data(await stream.receive_some(_RECEIVE_SIZE))
             elif isinstance(event, InfoHashReceived):
-                await self._on_info_hash(stream, connection, event, direction)
+                await self._on_info_hash(stream, connection, event, direction, address)
             elif isinstance(event, HandshakeComplete):
                 return event
             else:  # pragma: no cover - PAUSED cannot happen: we always act at once
@@ -839,6 +887,7 @@ class Handshaker:
         connection: HandshakeConnection,
         event: InfoHashReceived,
         direction: Direction,
+        connection_address: PeerAddress,
     ) -> None:
         filters = self._filters
         torrent = connection.torrent  # the initiator's; the receiver looks it up
@@ -847,6 +896,9 @@ class Handshaker:
             if torrent is None:
                 connection.reject()
                 raise _RefusedError("unknown_info_hash")
+            if (torrent, connection_address) in self._taken:
+                connection.reject()
+                raise _RefusedError("dropped_duplicate")
             if filters.info_hash is not None and not filters.info_hash(torrent, direction):
                 connection.reject()
                 raise _RefusedError("filtered_info_hash")
@@ -860,6 +912,7 @@ class Handshaker:
         """Close the queues and every undelivered stream (on exit, shielded)."""
         self._queue_send.close()
         self._done_send.close()
+        self._taken.clear()  # delivered connections no longer block anything
         while True:
             try:
                 peer = self._done_receive.receive_nowait()
