@@ -880,3 +880,23 @@ async def test_mse_stream_serialises_like_a_trio_stream() -> None:
     await ours.aclose()
     with pytest.raises(trio.ClosedResourceError):
         await left.send_all(b"x")
+
+
+async def test_an_mse_padding_flood_is_cut_off_and_counted() -> None:
+    # A valid Diffie-Hellman key, then padding that never holds HASH('req1', S): the
+    # receiver gives up after its bounded scan, and the good peer beside it completes.
+    from bip_handshake._mse_crypto import dh_public_key
+
+    async with memory_handshaker(encryption=EncryptionPolicy.PREFER_ENCRYPTED) as hs:
+        hs.register(TORRENT)
+        async with inbound(hs, addr(1)) as flood, inbound(hs, addr(2)) as good:
+            await flood.send_all(dh_public_key(2**100 + 1) + bytes(2000))
+            await good.send_all(remote_handshake())
+            peer = await next_peer(hs)
+            assert peer.address == addr(2)
+            await peer.aclose()
+            await read_until_closed(flood)
+        stats = hs.statistics()
+    assert stats.failures == 1
+    assert stats.inbound_completed == 1
+    assert stats.inbound_attempts == stats.completed + stats.failures == 2
