@@ -19,15 +19,12 @@ import socket
 import struct
 import sys
 import time
-import urllib.parse
-import urllib.request
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ._helpers import StartProcess
-    from ._seeders import SmallTorrent
+    from ._seeders import QBittorrent, SmallTorrent
 
 __all__ = [
     "HOST",
@@ -38,24 +35,6 @@ __all__ = [
 ]
 
 HOST = "127.0.0.1"
-
-
-def _private_env(home: Path) -> dict[str, str]:
-    """A minimal environment with a private HOME and XDG directories."""
-    home.mkdir(parents=True, exist_ok=True)
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(home),
-        "LC_ALL": "C.UTF-8",
-    }
-    for var, sub in (
-        ("XDG_CONFIG_HOME", ".config"),
-        ("XDG_DATA_HOME", ".local/share"),
-        ("XDG_CACHE_HOME", ".cache"),
-    ):
-        (home / sub).mkdir(parents=True, exist_ok=True)
-        env[var] = str(home / sub)
-    return env
 
 
 # -- libtorrent ------------------------------------------------------------------------------------
@@ -175,106 +154,14 @@ def _libtorrent_main() -> int:
 # -- qBittorrent -----------------------------------------------------------------------------------
 
 
-class QBittorrent:
-    """A running qbittorrent-nox driven over its Web API at ``base``."""
-
-    def __init__(self, base: str) -> None:
-        self.base = base
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-    def post(self, path: str, data: bytes, content_type: str) -> bytes:
-        request = urllib.request.Request(
-            f"{self.base}{path}", data=data, headers={"Content-Type": content_type}
-        )
-        with self._opener.open(request, timeout=5) as response:
-            answer: bytes = response.read()
-        return answer
-
-    def get(self, path: str) -> bytes:
-        with self._opener.open(f"{self.base}{path}", timeout=5) as response:
-            answer: bytes = response.read()
-        return answer
-
-    def add_torrent(self, torrent: SmallTorrent, save_path: Path) -> None:
-        boundary = uuid.uuid4().hex
-        body = b"".join(
-            [
-                f"--{boundary}\r\n".encode(),
-                b'Content-Disposition: form-data; name="torrents"; filename="payload.torrent"\r\n',
-                b"Content-Type: application/x-bittorrent\r\n\r\n",
-                torrent.torrent_path.read_bytes(),
-                f"\r\n--{boundary}\r\n".encode(),
-                b'Content-Disposition: form-data; name="savepath"\r\n\r\n',
-                str(save_path).encode(),
-                f"\r\n--{boundary}--\r\n".encode(),
-            ]
-        )
-        answer = self.post("/torrents/add", body, f"multipart/form-data; boundary={boundary}")
-        assert answer.strip() == b"Ok.", answer
-
-    def has_torrent(self, info_hash_hex: str) -> bool:
-        torrents = json.loads(self.get("/torrents/info"))
-        return any(t.get("hash") == info_hash_hex for t in torrents)
-
-    def add_peers(self, info_hash_hex: str, peers: list[str]) -> bytes:
-        data = urllib.parse.urlencode({"hashes": info_hash_hex, "peers": "|".join(peers)})
-        return self.post("/torrents/addPeers", data.encode(), "application/x-www-form-urlencoded")
-
-
 def start_qbittorrent_downloader(
     start_process: StartProcess, workdir: Path, torrent: SmallTorrent
 ) -> QBittorrent:
     """qbittorrent-nox 4.5.2 with `torrent` added (no data) over its Web API."""
-    from ._helpers import free_port, require_client, tcp_listening, wait_for
+    from ._helpers import wait_for
+    from ._seeders import launch_qbittorrent
 
-    qbt = require_client("qbittorrent-nox")
-    port = free_port(HOST, tcp=True, udp=True)
-    webui = free_port(HOST)
-    home = workdir / "qbt-home"
-    env = _private_env(home)
-    profile = workdir / "qbt-profile"
-    config = profile / "qBittorrent" / "config"
-    config.mkdir(parents=True)
-    (config / "qBittorrent.conf").write_text(
-        "\n".join(
-            [
-                "[LegalNotice]",
-                "Accepted=true",
-                "",
-                "[BitTorrent]",
-                "Session\\DHTEnabled=false",
-                "Session\\LSDEnabled=false",
-                "Session\\PeXEnabled=false",
-                f"Session\\Port={port}",
-                "Session\\Interface=lo",
-                "Session\\InterfaceName=lo",
-                f"Session\\InterfaceAddress={HOST}",
-                "Session\\AddTrackersEnabled=false",
-                "",
-                "[Network]",
-                "PortForwardingEnabled=false",
-                "",
-                "[Preferences]",
-                "Connection\\UPnP=false",
-                "Connection\\ResolvePeerCountries=false",
-                f"WebUI\\Address={HOST}",
-                f"WebUI\\Port={webui}",
-                "WebUI\\LocalHostAuth=false",
-                "WebUI\\CSRFProtection=false",
-                "WebUI\\HostHeaderValidation=false",
-                "",
-            ]
-        )
-    )
-    start_process(
-        [qbt, f"--profile={profile}"],
-        cwd=workdir,
-        env=env,
-        ready=tcp_listening(HOST, webui),
-        ready_timeout=20,
-        name="qbittorrent",
-    )
-    client = QBittorrent(f"http://{HOST}:{webui}/api/v2")
+    client, _ = launch_qbittorrent(start_process, workdir)
     save = workdir / "qbt-download"
     save.mkdir()
     client.add_torrent(torrent, save)
@@ -351,6 +238,7 @@ def start_aria2_downloader(
     directory. ``--enable-dht=true`` only so that it announces to UDP trackers (INTEROP.md): with
     no dht.dat and no entry point it has nobody to bootstrap from."""
     from ._helpers import free_port, require_client, tcp_listening
+    from ._seeders import _private_env
 
     aria2c = require_client("aria2c")
     port = free_port(HOST)

@@ -18,6 +18,9 @@ import os
 import random
 import sys
 import time
+import urllib.parse
+import urllib.request
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -323,16 +326,55 @@ def start_rtorrent(
 # -- qBittorrent -----------------------------------------------------------------------------------
 
 
-def start_qbittorrent(
-    start_process: StartProcess,
-    workdir: Path,
-    torrent: SmallTorrent,
-) -> Seeder:
-    """qbittorrent-nox 4.5.2 with the torrent added (and checked) over its Web API."""
-    import urllib.request
-    import uuid
+class QBittorrent:
+    """A running qbittorrent-nox driven over its Web API at ``base``."""
 
-    from ._helpers import free_port, require_client, tcp_listening, wait_for
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def post(self, path: str, data: bytes, content_type: str) -> bytes:
+        request = urllib.request.Request(
+            f"{self.base}{path}", data=data, headers={"Content-Type": content_type}
+        )
+        with self._opener.open(request, timeout=5) as response:
+            answer: bytes = response.read()
+        return answer
+
+    def get(self, path: str) -> bytes:
+        with self._opener.open(f"{self.base}{path}", timeout=5) as response:
+            answer: bytes = response.read()
+        return answer
+
+    def add_torrent(self, torrent: SmallTorrent, save_path: Path) -> None:
+        boundary = uuid.uuid4().hex
+        body = b"".join(
+            [
+                f"--{boundary}\r\n".encode(),
+                b'Content-Disposition: form-data; name="torrents"; filename="payload.torrent"\r\n',
+                b"Content-Type: application/x-bittorrent\r\n\r\n",
+                torrent.torrent_path.read_bytes(),
+                f"\r\n--{boundary}\r\n".encode(),
+                b'Content-Disposition: form-data; name="savepath"\r\n\r\n',
+                str(save_path).encode(),
+                f"\r\n--{boundary}--\r\n".encode(),
+            ]
+        )
+        answer = self.post("/torrents/add", body, f"multipart/form-data; boundary={boundary}")
+        assert answer.strip() == b"Ok.", answer
+
+    def has_torrent(self, info_hash_hex: str) -> bool:
+        torrents = json.loads(self.get("/torrents/info"))
+        return any(t.get("hash") == info_hash_hex for t in torrents)
+
+    def add_peers(self, info_hash_hex: str, peers: list[str]) -> bytes:
+        data = urllib.parse.urlencode({"hashes": info_hash_hex, "peers": "|".join(peers)})
+        return self.post("/torrents/addPeers", data.encode(), "application/x-www-form-urlencoded")
+
+
+def launch_qbittorrent(start_process: StartProcess, workdir: Path) -> tuple[QBittorrent, int]:
+    """Start qbittorrent-nox 4.5.2 on loopback as INTEROP.md says; its Web API and peer port."""
+    from ._helpers import free_port, require_client, tcp_listening
 
     qbt = require_client("qbittorrent-nox")
     port = free_port(HOST, tcp=True, udp=True)
@@ -381,34 +423,22 @@ def start_qbittorrent(
         ready_timeout=20,
         name="qbittorrent",
     )
-    base = f"http://{HOST}:{webui}/api/v2"
-    no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    return QBittorrent(f"http://{HOST}:{webui}/api/v2"), port
 
-    boundary = uuid.uuid4().hex
-    body = b"".join(
-        [
-            f"--{boundary}\r\n".encode(),
-            b'Content-Disposition: form-data; name="torrents"; filename="payload.torrent"\r\n',
-            b"Content-Type: application/x-bittorrent\r\n\r\n",
-            torrent.torrent_path.read_bytes(),
-            f"\r\n--{boundary}\r\n".encode(),
-            b'Content-Disposition: form-data; name="savepath"\r\n\r\n',
-            str(torrent.content_dir).encode(),
-            f"\r\n--{boundary}--\r\n".encode(),
-        ]
-    )
-    request = urllib.request.Request(
-        f"{base}/torrents/add",
-        data=body,
-        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
-    )
-    with no_proxy.open(request, timeout=5) as response:
-        answer = response.read()
-    assert answer.strip() == b"Ok.", answer
+
+def start_qbittorrent(
+    start_process: StartProcess,
+    workdir: Path,
+    torrent: SmallTorrent,
+) -> Seeder:
+    """qbittorrent-nox 4.5.2 with the torrent added (and checked) over its Web API."""
+    from ._helpers import tcp_listening, wait_for
+
+    client, port = launch_qbittorrent(start_process, workdir)
+    client.add_torrent(torrent, torrent.content_dir)
 
     def seeding() -> bool:
-        with no_proxy.open(f"{base}/torrents/info", timeout=5) as response:
-            torrents = json.loads(response.read())
+        torrents = json.loads(client.get("/torrents/info"))
         return any(
             t.get("hash") == torrent.v1.hex()
             and t.get("progress") == 1

@@ -31,7 +31,6 @@ from bip_handshake import (
 from ._helpers import StartProcess, free_port, require_client, start_opentracker, tcp_listening
 from ._inbound import (
     HOST,
-    _private_env,
     announce_udp,
     start_aria2_downloader,
     start_qbittorrent_downloader,
@@ -39,6 +38,7 @@ from ._inbound import (
 from ._seeders import (
     Seeder,
     SmallTorrent,
+    _private_env,
     make_torrent,
     start_aria2,
     start_qbittorrent,
