@@ -23,12 +23,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from bip_handshake import CompletedHandshake
+
     from ._helpers import StartProcess
     from ._seeders import QBittorrent, SmallTorrent
 
 __all__ = [
     "HOST",
     "announce_udp",
+    "first_message_id",
     "start_aria2_downloader",
     "start_libtorrent_downloader",
     "start_qbittorrent_downloader",
@@ -172,6 +175,26 @@ def start_qbittorrent_downloader(
         what="qBittorrent has the torrent",
     )
     return client
+
+
+# -- what a peer sends first -----------------------------------------------------------------------
+
+
+async def first_message_id(peer: CompletedHandshake) -> int:
+    """The id of the first non-keepalive message on the stream after the handshake."""
+    import trio
+
+    data = peer.trailing
+    with trio.fail_after(10):
+        while True:
+            while len(data) >= 4 and data[:4] == bytes(4):
+                data = data[4:]  # keep-alive
+            if len(data) >= 5:
+                assert 0 < int.from_bytes(data[:4], "big") < 1 << 20, data[:16].hex()
+                return data[4]
+            chunk = await peer.stream.receive_some()
+            assert chunk, "the peer closed the connection"
+            data += chunk
 
 
 # -- a UDP tracker announce (BEP 15) ---------------------------------------------------------------

@@ -32,6 +32,7 @@ from ._helpers import StartProcess, free_port, require_client, start_opentracker
 from ._inbound import (
     HOST,
     announce_udp,
+    first_message_id,
     start_aria2_downloader,
     start_qbittorrent_downloader,
 )
@@ -57,21 +58,6 @@ DIAL_DEADLINE = 15.0
 PREFER = EncryptionPolicy.PREFER_ENCRYPTED
 PLAINTEXT = EncryptionPolicy.PLAINTEXT_ONLY
 POLICIES = pytest.mark.parametrize("policy", [PREFER, PLAINTEXT], ids=["prefer-mse", "plaintext"])
-
-
-async def first_message_id(peer: CompletedHandshake) -> int:
-    """The id of the first non-keepalive message on the stream after the handshake."""
-    data = peer.trailing
-    with trio.fail_after(10):
-        while True:
-            while len(data) >= 4 and data[:4] == bytes(4):
-                data = data[4:]  # keep-alive
-            if len(data) >= 5:
-                assert 0 < int.from_bytes(data[:4], "big") < 1 << 20, data[:16].hex()
-                return data[4]
-            chunk = await peer.stream.receive_some()
-            assert chunk, "the peer closed the connection"
-            data += chunk
 
 
 def check_peer(
