@@ -1,0 +1,50 @@
+"""The exceptions bip_peer raises.
+
+As in h11, a protocol error is either ours or the peer's:
+
+- :class:`LocalProtocolError`: the caller used the API wrongly (sent a request
+  while choked, a have-all after the first message, an extension the peer never
+  offered).
+- :class:`RemoteProtocolError`: the peer broke the protocol (an oversized
+  message, a bitfield of the wrong length, a request it was not allowed to make,
+  a malformed extension payload). The connection is dead: close it.
+
+Both derive from :class:`PeerError`, so ``except PeerError`` catches every
+protocol failure of this package.
+"""
+
+from __future__ import annotations
+
+__all__ = ["LocalProtocolError", "PeerError", "RemoteProtocolError"]
+
+
+class PeerError(Exception):
+    """Base class of the protocol errors raised by bip_peer.
+
+    Not a :class:`ValueError`: a protocol error is a failed conversation, not a
+    bad argument. Arguments of the wrong type or range still raise the built-in
+    :class:`TypeError` / :class:`ValueError`.
+
+    >>> issubclass(RemoteProtocolError, PeerError)
+    True
+    """
+
+
+class LocalProtocolError(PeerError):
+    """The caller misused the API: a programming error on our side.
+
+    >>> raise LocalProtocolError("request sent while choked")
+    Traceback (most recent call last):
+    ...
+    bip_peer._errors.LocalProtocolError: request sent while choked
+    """
+
+
+class RemoteProtocolError(PeerError):
+    """The peer broke the protocol; the connection cannot continue.
+
+    >>> raise RemoteProtocolError("bitfield of 3 bytes for 100 pieces")
+    Traceback (most recent call last):
+    ...
+    bip_peer._errors.RemoteProtocolError: bitfield of 3 bytes for 100 pieces
+    """
