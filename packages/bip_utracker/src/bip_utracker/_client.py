@@ -1,0 +1,454 @@
+"""The trio UDP tracker client: :class:`TrackerClient`, run by :func:`open_tracker_client`.
+
+A thin shell around :class:`~bip_utracker._client_core.TrackerClientCore`: it owns one UDP
+socket per address family, a reader task per socket and a timer task, resolves tracker host
+names, and turns the core's events into return values and exceptions of the awaiting
+:meth:`TrackerClient.announce` / :meth:`TrackerClient.scrape` calls. Any number of calls may
+run at once, to any number of trackers; calls to one tracker share its connection id.
+
+>>> async def main(info_hash, peer_id):  # doctest: +SKIP
+...     async with open_tracker_client() as client:
+...         result = await client.announce(
+...             "udp://tracker.example.org:6969/announce", info_hash,
+...             peer_id=peer_id, port=6881, left=1 << 20, event=AnnounceEvent.STARTED)
+...         print(result.interval, [str(peer) for peer in result.peers])
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import random
+import socket as stdlib_socket
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address, ip_address
+
+import trio
+
+from bip_handshake import CompactError, Family, PeerAddress, PeerId, PeerSink
+from bip_metainfo import InfoHash
+
+from ._client_core import (
+    DEFAULT_CONNECTION_LIFETIME,
+    DEFAULT_MAX_REQUESTS,
+    DEFAULT_MAX_RETRANSMITS,
+    DEFAULT_TIMEOUT,
+    AnnounceParams,
+    AnnounceResult,
+    ClientStatistics,
+    RequestFailed,
+    RequestId,
+    ScrapeResult,
+    TrackerClientCore,
+    TrackerEvent,
+)
+from ._codec import MAX_SCRAPE_HASHES, AnnounceEvent
+from ._errors import LocalProtocolError, TrackerError
+from ._url import TrackerUrl, parse_tracker_url
+
+__all__ = ["TrackerClient", "TrackerTarget", "open_tracker_client"]
+
+TrackerTarget = str | TrackerUrl | PeerAddress | tuple[str, int]
+"""Where to send a request: a ``udp://`` URL (text or parsed), an address, or ``(host, port)``."""
+
+_MAX_DATAGRAM = 65_536  # a UDP payload never exceeds this, so nothing is ever cut short
+_SWARM_ID_SIZE = 20
+_TRANSIENT_ERRORS = frozenset(
+    {errno.ECONNREFUSED, errno.ECONNRESET, errno.EHOSTUNREACH, errno.ENETUNREACH}
+)
+
+
+@dataclass(slots=True)
+class _Waiter:
+    """Where an event for one request is left for the task awaiting it."""
+
+    done: trio.Event
+    event: TrackerEvent | None = None
+
+
+class TrackerClient:
+    """Announces and scrapes to UDP trackers (BEP 15) over IPv4 and IPv6.
+
+    Made by :func:`open_tracker_client`; its methods may be called from any task while the
+    ``async with`` block runs.
+    """
+
+    def __init__(
+        self,
+        core: TrackerClientCore,
+        sockets: dict[Family, trio.socket.SocketType],
+        *,
+        sink: PeerSink | None,
+        key: int,
+    ) -> None:
+        """Wrap *core* and *sockets*; use :func:`open_tracker_client` rather than this."""
+        self._core = core
+        self._sockets = sockets
+        self._sink = sink
+        self._key = key
+        self._waiters: dict[RequestId, _Waiter] = {}
+        self._wakeup = trio.Event()
+        self._closed = False
+        self._send_errors = 0
+
+    # --- the API ---------------------------------------------------------------------------------
+
+    async def announce(
+        self,
+        tracker: TrackerTarget,
+        info_hash: InfoHash | bytes,
+        *,
+        peer_id: PeerId | bytes,
+        port: int,
+        uploaded: int = 0,
+        downloaded: int = 0,
+        left: int = 0,
+        event: AnnounceEvent = AnnounceEvent.NONE,
+        num_want: int = -1,
+        key: int | None = None,
+        ip: IPv4Address | int = 0,
+        url_data: bytes | None = None,
+    ) -> AnnounceResult:
+        """Announce to *tracker* and return its answer; found peers also go to the sink.
+
+        Args:
+            tracker: a ``udp://host:port/path`` URL (its path and query are sent as BEP 41
+                URLData), a :class:`TrackerUrl`, a :class:`~bip_handshake.PeerAddress`, or a
+                ``(host, port)`` pair. Host names are resolved here.
+            info_hash: an :class:`~bip_metainfo.InfoHash` (its v1 hash, or its truncated v2
+                hash for a v2-only torrent; announce a hybrid's v2 swarm with
+                ``InfoHash(v2=...)`` in a second call) or a 20-byte swarm id.
+            peer_id: our peer id.
+            port: our TCP listen port.
+            uploaded: bytes uploaded this session.
+            downloaded: bytes downloaded this session.
+            left: bytes left to download (0 for a seeder).
+            event: started, completed, stopped, or none for a regular announce.
+            num_want: how many peers we want; -1 lets the tracker decide.
+            key: the BEP 15 key; by default one random key per client.
+            ip: an IPv4 address to announce instead of the sender's (0: the sender's).
+            url_data: BEP 41 URLData to send instead of the URL's path and query.
+
+        Raises:
+            TrackerTimeoutError: no answer after every retransmission.
+            TrackerRejectedError: the tracker answered with an error message.
+            MalformedPacketError: the answer was not a valid packet.
+            TrackerError: the host name did not resolve, or no socket of its family.
+            LocalProtocolError: a bad argument, or the client is closed.
+        """
+        address, path = await self._resolve(tracker)
+        swarm_id = _swarm_id(info_hash)
+        try:
+            announce_event = AnnounceEvent(event)
+        except ValueError:
+            raise LocalProtocolError(f"not an announce event: {event!r}") from None
+        if isinstance(ip, bool) or not isinstance(ip, IPv4Address | int):
+            raise LocalProtocolError(f"ip is an IPv4Address or an int, got {ip!r}")
+        params = AnnounceParams(
+            info_hash=swarm_id,
+            peer_id=_peer_id_bytes(peer_id),
+            port=port,
+            uploaded=uploaded,
+            downloaded=downloaded,
+            left=left,
+            event=announce_event,
+            num_want=num_want,
+            key=self._key if key is None else key,
+            ip=int(ip),
+            url_data=path if url_data is None else url_data,
+        )
+        self._check_open()
+        request_id = self._core.announce(address, params, trio.current_time())
+        result = await self._wait(request_id)
+        assert isinstance(result, AnnounceResult)
+        if self._sink is not None and result.peers:
+            self._sink.discovered(info_hash, result.peers, "tracker")
+        return result
+
+    async def scrape(
+        self, tracker: TrackerTarget, info_hashes: Iterable[InfoHash | bytes]
+    ) -> ScrapeResult:
+        """Ask *tracker* for the seeders, completed downloads and leechers of 1 to 74 swarms.
+
+        The result lists the 20-byte swarm ids in the order given (see :meth:`announce` for
+        how an :class:`~bip_metainfo.InfoHash` becomes one); :meth:`ScrapeResult.stats` looks
+        one up.
+
+        Raises:
+            TrackerTimeoutError, TrackerRejectedError, MalformedPacketError, TrackerError,
+            LocalProtocolError: as for :meth:`announce`.
+        """
+        hashes = tuple(_swarm_id(info_hash) for info_hash in info_hashes)
+        if not 1 <= len(hashes) <= MAX_SCRAPE_HASHES:
+            raise LocalProtocolError(
+                f"a scrape asks for 1..{MAX_SCRAPE_HASHES} info-hashes, got {len(hashes)}"
+            )
+        address, _ = await self._resolve(tracker)
+        self._check_open()
+        request_id = self._core.scrape(address, hashes, trio.current_time())
+        result = await self._wait(request_id)
+        assert isinstance(result, ScrapeResult)
+        return result
+
+    def statistics(self) -> ClientStatistics:
+        """A snapshot of the core's counters."""
+        return self._core.statistics()
+
+    @property
+    def local_addresses(self) -> tuple[PeerAddress, ...]:
+        """The addresses our sockets are bound to (IPv4 first)."""
+        addresses = []
+        for family in sorted(self._sockets):
+            host, port = self._sockets[family].getsockname()[:2]
+            addresses.append(PeerAddress(ip_address(host), port))
+        return tuple(addresses)
+
+    @property
+    def send_errors(self) -> int:
+        """Datagrams the operating system refused to send (they count as lost)."""
+        return self._send_errors
+
+    # --- the machinery ---------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LocalProtocolError("the tracker client is closed")
+
+    async def _resolve(self, tracker: TrackerTarget) -> tuple[PeerAddress, bytes]:
+        """The address to send to and the URLData the target implies."""
+        if isinstance(tracker, PeerAddress):
+            return self._usable(tracker), b""
+        if isinstance(tracker, str):
+            tracker = parse_tracker_url(tracker)
+        if isinstance(tracker, TrackerUrl):
+            host, port, path = tracker.host, tracker.port, tracker.url_data
+        elif (
+            isinstance(tracker, tuple)
+            and len(tracker) == 2
+            and isinstance(tracker[0], str)
+            and isinstance(tracker[1], int)
+        ):
+            (host, port), path = tracker, b""
+            if not 1 <= port <= 0xFFFF:
+                raise LocalProtocolError(f"a tracker port is 1..65535, got {port}")
+        else:
+            raise LocalProtocolError(f"not a tracker address or udp:// URL: {tracker!r}")
+        try:
+            literal: IPv4Address | IPv6Address | None = ip_address(host)
+        except ValueError:
+            literal = None
+        if literal is not None:
+            return self._usable(PeerAddress(literal, port)), path
+        return await self._lookup(host, port), path
+
+    async def _lookup(self, host: str, port: int) -> PeerAddress:
+        """Resolve *host* to the first address of a family we have a socket for."""
+        try:
+            infos = await trio.socket.getaddrinfo(host, port, type=stdlib_socket.SOCK_DGRAM)
+        except (OSError, UnicodeError) as error:
+            raise TrackerError(f"cannot resolve tracker host {host!r}: {error}") from None
+        for family, _, _, _, sockaddr in infos:
+            ours: Family = 4 if family == stdlib_socket.AF_INET else 6
+            if family in (stdlib_socket.AF_INET, stdlib_socket.AF_INET6) and ours in self._sockets:
+                try:
+                    return PeerAddress(ip_address(sockaddr[0]), port)
+                except (ValueError, CompactError):
+                    continue  # a scoped link-local address: not one we can key on
+        raise TrackerError(f"tracker host {host!r} has no address we can reach")
+
+    def _usable(self, address: PeerAddress) -> PeerAddress:
+        """*address* as sent to: plain IPv4 if mapped, of a family we have a socket for."""
+        address = address.normalized()
+        if address.family not in self._sockets:
+            raise TrackerError(f"no IPv{address.family} socket to reach tracker {address}")
+        return address
+
+    async def _wait(self, request_id: RequestId) -> AnnounceResult | ScrapeResult:
+        """Send what the core wants sent and wait for the request's event."""
+        waiter = _Waiter(trio.Event())
+        self._waiters[request_id] = waiter
+        try:
+            self._wakeup.set()  # the timer task must see the new deadline
+            await self._flush()
+            await waiter.done.wait()
+        except BaseException:
+            # Cancelled (or the flush failed): the core must forget the request.
+            if self._waiters.pop(request_id, None) is not None:
+                self._core.cancel(request_id)
+            raise
+        event = waiter.event
+        if isinstance(event, RequestFailed):
+            raise event.error
+        assert event is not None
+        return event
+
+    async def _flush(self) -> None:
+        """Send every datagram the core has queued."""
+        for data, address in self._core.datagrams_to_send(trio.current_time()):
+            sock = self._sockets.get(address.family)
+            if sock is None:  # the address was checked when the request started
+                continue
+            try:
+                await sock.sendto(data, (str(address.host), address.port))
+            except OSError:
+                # Like a lost datagram: retransmission or the timeout deal with it.
+                self._send_errors += 1
+
+    def _dispatch(self) -> None:
+        """Hand the core's events to the tasks waiting for them."""
+        while (event := self._core.next_event()) is not None:
+            waiter = self._waiters.pop(event.request_id, None)
+            if waiter is not None:
+                waiter.event = event
+                waiter.done.set()
+
+    async def _read(self, sock: trio.socket.SocketType) -> None:
+        """Feed every datagram arriving on *sock* to the core."""
+        while True:
+            try:
+                data, source = await sock.recvfrom(_MAX_DATAGRAM)
+            except OSError as error:
+                # ICMP errors (port or host unreachable) surface here on some systems; the
+                # socket stays usable and the request's retransmission or timeout handles it.
+                if error.errno in _TRANSIENT_ERRORS:
+                    continue
+                raise
+            try:
+                address = PeerAddress(ip_address(source[0]), source[1])
+            except (ValueError, CompactError):
+                continue  # a scoped source address: not any tracker we sent to
+            self._core.receive_datagram(data, address, trio.current_time())
+            self._dispatch()
+            await self._flush()  # a connect answer releases the requests waiting for it
+
+    async def _run_timers(self) -> None:
+        """Call the core's timer at each deadline; new requests nudge it through _wakeup."""
+        while True:
+            deadline = self._core.next_deadline()
+            with trio.move_on_at(math.inf if deadline is None else deadline):
+                await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            self._core.handle_timer(trio.current_time())
+            self._dispatch()
+            await self._flush()
+
+    def _close(self) -> None:
+        """Fail every waiting call: the client is going away."""
+        self._closed = True
+        for request_id, waiter in list(self._waiters.items()):
+            self._core.cancel(request_id)
+            waiter.event = RequestFailed(
+                request_id,
+                PeerAddress(IPv4Address(0), 0),
+                LocalProtocolError("the tracker client closed before the tracker answered"),
+            )
+            waiter.done.set()
+        self._waiters.clear()
+
+
+async def _open_socket(family: Family, host: str) -> trio.socket.SocketType:
+    sock = trio.socket.socket(
+        stdlib_socket.AF_INET if family == 4 else stdlib_socket.AF_INET6, stdlib_socket.SOCK_DGRAM
+    )
+    try:
+        if family == 6:
+            # One socket per family: a dual-stack socket would show IPv4 trackers as mapped
+            # IPv6 addresses, and BEP 15 sizes announce peers by the family the packet used.
+            sock.setsockopt(stdlib_socket.IPPROTO_IPV6, stdlib_socket.IPV6_V6ONLY, 1)
+        await sock.bind((host, 0))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+@asynccontextmanager
+async def open_tracker_client(
+    *,
+    bind_v4: str | None = "0.0.0.0",
+    bind_v6: str | None = "::",
+    sink: PeerSink | None = None,
+    rng: random.Random | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    max_retransmits: int = DEFAULT_MAX_RETRANSMITS,
+    connection_lifetime: float = DEFAULT_CONNECTION_LIFETIME,
+    max_requests: int = DEFAULT_MAX_REQUESTS,
+) -> AsyncIterator[TrackerClient]:
+    """Run a :class:`TrackerClient` for the duration of an ``async with`` block.
+
+    Args:
+        bind_v4: the local IPv4 address for the IPv4 socket, or None for no IPv4.
+        bind_v6: the local IPv6 address for the IPv6 socket, or None for no IPv6. When the
+            system has no IPv6 and this is the default ``"::"``, the client runs IPv4 only.
+        sink: where the peers of every successful announce go (source ``"tracker"``).
+        rng: the source of transaction ids and of the default key; a
+            :class:`random.SystemRandom` by default, so ids cannot be guessed off-path.
+        timeout: seconds before the first retransmission (BEP 15: 15).
+        max_retransmits: retransmissions before a request fails (BEP 15: 8).
+        connection_lifetime: seconds a connection id is used (BEP 15: 60).
+        max_requests: requests in flight at once before further ones are refused.
+
+    Raises:
+        OSError: a socket could not be bound.
+        LocalProtocolError: a bad setting.
+    """
+    if bind_v4 is None and bind_v6 is None:
+        raise LocalProtocolError("a tracker client needs an IPv4 or an IPv6 socket")
+    source = random.SystemRandom() if rng is None else rng
+    core = TrackerClientCore(
+        rng=source,
+        timeout=timeout,
+        max_retransmits=max_retransmits,
+        connection_lifetime=connection_lifetime,
+        max_requests=max_requests,
+    )
+    sockets: dict[Family, trio.socket.SocketType] = {}
+    try:
+        if bind_v4 is not None:
+            sockets[4] = await _open_socket(4, bind_v4)
+        if bind_v6 is not None:
+            try:
+                sockets[6] = await _open_socket(6, bind_v6)
+            except OSError:
+                if bind_v6 != "::" or not sockets:
+                    raise
+        client = TrackerClient(core, sockets, sink=sink, key=source.getrandbits(32))
+        try:
+            async with trio.open_nursery() as nursery:
+                for sock in sockets.values():
+                    nursery.start_soon(client._read, sock)
+                nursery.start_soon(client._run_timers)
+                try:
+                    yield client
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            client._close()
+    finally:
+        for sock in sockets.values():
+            sock.close()
+
+
+def _swarm_id(info_hash: InfoHash | bytes) -> bytes:
+    """The 20-byte id a tracker knows the swarm by."""
+    if isinstance(info_hash, InfoHash):
+        swarm_id = info_hash.v1 if info_hash.v1 is not None else info_hash.v2_truncated
+        assert swarm_id is not None  # an InfoHash has v1 or v2
+        return swarm_id
+    if isinstance(info_hash, bytes | bytearray | memoryview):
+        raw = bytes(info_hash)
+        if len(raw) == _SWARM_ID_SIZE:
+            return raw
+    raise LocalProtocolError(
+        f"an info-hash is an InfoHash or {_SWARM_ID_SIZE} bytes, got {info_hash!r:.80}"
+    )
+
+
+def _peer_id_bytes(peer_id: PeerId | bytes) -> bytes:
+    if isinstance(peer_id, PeerId):
+        return peer_id.value
+    if isinstance(peer_id, bytes) and len(peer_id) == _SWARM_ID_SIZE:
+        return peer_id
+    raise LocalProtocolError(f"a peer id is a PeerId or 20 bytes, got {peer_id!r:.80}")
