@@ -1,0 +1,749 @@
+"""BEP 9 metadata exchange, sans-IO: fetch an info dictionary from peers, and serve ours.
+
+A magnet link names a torrent by its info-hash only; the info dictionary itself comes from the
+peers, in 16 KiB pieces, over the ``ut_metadata`` extension. This module holds the two halves of
+that exchange without any I/O:
+
+- :class:`MetadataFetcher` decides which piece to ask which peer for, several peers in parallel,
+  takes the answers, and verifies the assembled bytes against the info-hash (SHA-1 for v1, SHA-256
+  for v2, both for a hybrid torrent). Time is passed in (``now``) for request timeouts and the
+  back-off after a reject. Peers that send data which cannot be right are reported through
+  :meth:`MetadataFetcher.take_banned` so the caller can drop them.
+- :class:`MetadataServer` answers requests from our info dictionary's bytes, with a per-peer
+  budget so a peer cannot make us upload the same bytes forever.
+
+How the fetcher deals with liars. Peers advertise ``metadata_size`` in their extended handshake;
+sizes above ``max_size`` are refused outright (libtorrent's ``ut_metadata`` ignores sizes above
+4 MiB, which is our default too). When peers disagree, the fetcher assembles one size at a time:
+the size the most eligible peers advertise, kept while any eligible peer still offers it. A piece
+whose length does not fit that size, or a ``total_size`` that differs from what the peer
+advertised, costs the peer its place (banned). When the assembled bytes do not hash to the
+info-hash, somebody lied, and the fetcher finds out who:
+
+- if one peer sent every piece, it is banned at once;
+- otherwise the fetcher cannot tell which piece was wrong, so it keeps a digest of every piece it
+  got from every contributor and starts over in *single-source* mode, fetching the whole
+  dictionary from one peer at a time (peers that did not contribute to a failure first). A failed
+  single-source attempt bans that one peer; a verified one bans every earlier contributor whose
+  piece differs from the verified bytes. Each failure therefore bans at least one peer eventually,
+  and an honest peer is never banned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Final, Generic, TypeVar
+
+from bip_metainfo import InfoHash
+
+from ._extended import MetadataData, MetadataReject, MetadataRequest
+
+__all__ = [
+    "DEFAULT_MAX_METADATA_SIZE",
+    "DEFAULT_METADATA_REJECT_BACKOFF",
+    "DEFAULT_METADATA_REQUEST_TIMEOUT",
+    "METADATA_PIECE_SIZE",
+    "MetadataFetcher",
+    "MetadataFetcherStatistics",
+    "MetadataServer",
+    "MetadataServerStatistics",
+    "info_matches",
+    "metadata_piece_count",
+]
+
+METADATA_PIECE_SIZE: Final = 16 * 1024
+"""BEP 9 splits the info dictionary into pieces of 16 KiB (the last one may be shorter)."""
+
+DEFAULT_MAX_METADATA_SIZE: Final = 4 * 1024 * 1024
+"""The largest ``metadata_size`` we fetch by default: 4 MiB, the bound libtorrent's ``ut_metadata``
+applies to an advertised size (its ``max_metadata_size`` setting, 30 MiB, bounds other paths)."""
+
+DEFAULT_METADATA_REQUEST_TIMEOUT: Final = 10.0
+"""Seconds a metadata request may stay unanswered before its piece is asked of another peer."""
+
+DEFAULT_METADATA_REJECT_BACKOFF: Final = 60.0
+"""Seconds a peer that rejected a request is left alone (libtorrent waits one minute too)."""
+
+DEFAULT_MAX_REQUESTS_PER_PEER: Final = 2
+"""Metadata requests in flight to one peer (libtorrent keeps two)."""
+
+DEFAULT_MAX_TIMEOUTS: Final = 3
+"""Timed-out requests after which a peer is no longer asked (it is stalled, not banned)."""
+
+DEFAULT_MAX_PARALLEL_FAILURES: Final = 1
+"""Failed multi-source assemblies before the fetcher switches to one source at a time."""
+
+DEFAULT_SERVE_BURST: Final = 512
+"""Pieces a peer may fetch from a :class:`MetadataServer` at once (8 MiB, two whole 4 MiB
+dictionaries) before the rate applies."""
+
+DEFAULT_SERVE_RATE: Final = 32.0
+"""Pieces per second a peer's budget refills at in a :class:`MetadataServer` (512 KiB/s)."""
+
+K = TypeVar("K", bound=Hashable)
+
+
+def metadata_piece_count(size: int) -> int:
+    """How many 16 KiB pieces a dictionary of *size* bytes has (the last may be shorter).
+
+    >>> metadata_piece_count(1), metadata_piece_count(16384), metadata_piece_count(16385)
+    (1, 1, 2)
+    """
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        raise ValueError(f"a metadata size is a positive int, got {size!r}")
+    return -(-size // METADATA_PIECE_SIZE)
+
+
+def info_matches(info_hash: InfoHash, info: bytes) -> bool:
+    """Whether *info* hashes to every hash *info_hash* has (SHA-1 for v1, SHA-256 for v2).
+
+    >>> info = b"d4:name1:xe"
+    >>> info_matches(InfoHash.from_info_bytes(info, v1=True, v2=True), info)
+    True
+    >>> info_matches(InfoHash.from_info_bytes(info, v2=True), info + b" ")
+    False
+    """
+    if info_hash.v1 is not None and hashlib.sha1(info).digest() != info_hash.v1:
+        return False
+    return info_hash.v2 is None or hashlib.sha256(info).digest() == info_hash.v2
+
+
+def _piece_length(size: int, piece: int) -> int:
+    return min(METADATA_PIECE_SIZE, size - piece * METADATA_PIECE_SIZE)
+
+
+def _check_positive(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+
+def _check_count(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataFetcherStatistics:
+    """A snapshot of a :class:`MetadataFetcher`'s progress and counters.
+
+    Attributes:
+        metadata_size: the size being assembled, or None while no peer offered a usable one.
+        pieces_total: pieces of that size (0 while unknown).
+        pieces_have: pieces received for the current attempt.
+        peers: peers known and not banned.
+        requests_sent: requests handed out by :meth:`MetadataFetcher.next_request`.
+        pieces_received: data messages accepted.
+        rejects: reject messages for requests we had sent.
+        timeouts: requests that timed out.
+        ignored: data or rejects that answered no request of ours, or came too late to be of use.
+        hash_failures: assemblies that did not hash to the info-hash.
+        banned: peers banned so far.
+        single_source: whether the fetcher fetches from one peer at a time (after a failure).
+    """
+
+    metadata_size: int | None
+    pieces_total: int
+    pieces_have: int
+    peers: int
+    requests_sent: int
+    pieces_received: int
+    rejects: int
+    timeouts: int
+    ignored: int
+    hash_failures: int
+    banned: int
+    single_source: bool
+
+
+@dataclass(slots=True)
+class _Peer:
+    order: int
+    size: int | None
+    outstanding: dict[int, float] = field(default_factory=dict)  # piece -> time sent
+    late: set[int] = field(default_factory=set)  # timed-out pieces whose data we still take
+    backoff_until: float = -math.inf
+    timeouts: int = 0
+
+
+class MetadataFetcher(Generic[K]):
+    """Fetch and verify an info dictionary over BEP 9 from any number of peers (sans-IO).
+
+    Peers are identified by any hashable key the caller chooses (a connection handle, say). The
+    caller tells the fetcher what each peer offers (:meth:`add_peer`, from its extended
+    handshake), asks it what to send (:meth:`next_request`), feeds it the answers
+    (:meth:`on_data`, :meth:`on_reject`) and the passing of time (:meth:`handle_timer` at
+    :meth:`next_deadline`), and drops the peers :meth:`take_banned` names. Once
+    :attr:`done`, :meth:`result` is the verified info dictionary.
+
+    >>> info = b"d4:name1:x12:piece lengthi16384e6:pieces0:e"
+    >>> fetcher = MetadataFetcher(InfoHash.from_info_bytes(info, v1=True))
+    >>> fetcher.add_peer("seed", len(info))
+    True
+    >>> request = fetcher.next_request("seed", now=0.0)
+    >>> request
+    MetadataRequest(piece=0)
+    >>> fetcher.on_data("seed", MetadataData(0, len(info), info), now=0.1)
+    >>> fetcher.result() == info
+    True
+
+    Args:
+        info_hash: the torrent; every hash it has (v1, v2) must match.
+        max_size: the largest dictionary fetched; larger advertised sizes are ignored.
+        request_timeout: seconds before an unanswered request's piece is asked elsewhere.
+        reject_backoff: seconds a peer that rejected a request is not asked again.
+        max_requests_per_peer: requests in flight to one peer.
+        max_timeouts: timeouts after which a peer is not asked any more.
+        max_parallel_failures: failed multi-source assemblies before single-source mode.
+    """
+
+    def __init__(
+        self,
+        info_hash: InfoHash,
+        *,
+        max_size: int = DEFAULT_MAX_METADATA_SIZE,
+        request_timeout: float = DEFAULT_METADATA_REQUEST_TIMEOUT,
+        reject_backoff: float = DEFAULT_METADATA_REJECT_BACKOFF,
+        max_requests_per_peer: int = DEFAULT_MAX_REQUESTS_PER_PEER,
+        max_timeouts: int = DEFAULT_MAX_TIMEOUTS,
+        max_parallel_failures: int = DEFAULT_MAX_PARALLEL_FAILURES,
+    ) -> None:
+        if not isinstance(info_hash, InfoHash):
+            raise TypeError(f"info_hash must be an InfoHash, got {info_hash!r}")
+        _check_count("max_size", max_size)
+        _check_positive("request_timeout", request_timeout)
+        _check_positive("reject_backoff", reject_backoff)
+        _check_count("max_requests_per_peer", max_requests_per_peer)
+        _check_count("max_timeouts", max_timeouts)
+        _check_count("max_parallel_failures", max_parallel_failures)
+        self._info_hash = info_hash
+        self._max_size = max_size
+        self._request_timeout = float(request_timeout)
+        self._reject_backoff = float(reject_backoff)
+        self._max_requests = max_requests_per_peer
+        self._max_timeouts = max_timeouts
+        self._max_parallel_failures = max_parallel_failures
+
+        self._peers: dict[K, _Peer] = {}
+        self._next_order = 0
+        self._banned: set[K] = set()
+        self._to_report: list[tuple[K, str]] = []
+
+        self._size: int | None = None  # the size being assembled
+        self._pieces: dict[int, tuple[bytes, K]] = {}  # piece -> (data, source)
+        self._in_flight: dict[int, int] = {}  # piece -> requests outstanding (not late)
+        # After a failed assembly: for each (size, piece), the digest each contributor sent.
+        self._suspect: dict[tuple[int, int], dict[K, bytes]] = {}
+        self._failed_contributors: set[K] = set()
+        self._parallel_failures = 0
+        self._single_source = False
+        self._source: K | None = None
+        self._result: bytes | None = None
+
+        self._requests_sent = 0
+        self._pieces_received = 0
+        self._rejects = 0
+        self._timeouts = 0
+        self._ignored = 0
+        self._hash_failures = 0
+        self._banned_count = 0
+
+    # ------------------------------------------------------------------------------- peers
+
+    def add_peer(self, peer: K, metadata_size: int | None) -> bool:
+        """Tell the fetcher a peer speaks ``ut_metadata`` and what size it advertised.
+
+        Call again when the peer re-sends its extended handshake: the new size replaces the old
+        one (requests in flight stay valid). *metadata_size* None (not advertised) makes the
+        peer usable once another peer's size is known, or to learn the size from its answer
+        when nobody advertised one.
+
+        Returns:
+            False if the peer is not usable: banned earlier, or an advertised size that is not
+            positive or exceeds ``max_size``. True otherwise.
+        """
+        if peer in self._banned or self._result is not None:
+            return False
+        if metadata_size is not None and not self._size_ok(metadata_size):
+            self.remove_peer(peer)
+            return False
+        state = self._peers.get(peer)
+        if state is None:
+            self._peers[peer] = _Peer(order=self._next_order, size=metadata_size)
+            self._next_order += 1
+        else:
+            state.size = metadata_size
+        self._choose_size()
+        return True
+
+    def remove_peer(self, peer: K) -> None:
+        """Forget a peer (disconnected); its requests in flight go to others."""
+        state = self._peers.pop(peer, None)
+        if state is None:
+            return
+        for piece in state.outstanding:
+            self._in_flight[piece] -= 1
+        for digests in self._suspect.values():
+            digests.pop(peer, None)
+        if self._source == peer:
+            self._source = None
+            self._discard_pieces()
+        self._choose_size()
+
+    @property
+    def peers(self) -> frozenset[K]:
+        """The peers known and not banned."""
+        return frozenset(self._peers)
+
+    def take_banned(self) -> list[tuple[K, str]]:
+        """The peers banned since the last call, each with the reason; drop their connections.
+
+        A banned peer is forgotten and never added again.
+        """
+        reported, self._to_report = self._to_report, []
+        return reported
+
+    # ----------------------------------------------------------------------------- progress
+
+    @property
+    def done(self) -> bool:
+        """Whether the verified dictionary is available (:meth:`result`)."""
+        return self._result is not None
+
+    def result(self) -> bytes | None:
+        """The verified info dictionary's bytes, or None while the fetch goes on."""
+        return self._result
+
+    @property
+    def metadata_size(self) -> int | None:
+        """The size being assembled, or None while unknown."""
+        return self._size
+
+    def statistics(self) -> MetadataFetcherStatistics:
+        """A snapshot of progress and counters."""
+        size = self._size
+        return MetadataFetcherStatistics(
+            metadata_size=size,
+            pieces_total=0 if size is None else metadata_piece_count(size),
+            pieces_have=len(self._pieces),
+            peers=len(self._peers),
+            requests_sent=self._requests_sent,
+            pieces_received=self._pieces_received,
+            rejects=self._rejects,
+            timeouts=self._timeouts,
+            ignored=self._ignored,
+            hash_failures=self._hash_failures,
+            banned=self._banned_count,
+            single_source=self._single_source,
+        )
+
+    # ----------------------------------------------------------------------------- requests
+
+    def next_request(self, peer: K, now: float) -> MetadataRequest | None:
+        """The next request to send to *peer*, or None (nothing to ask it now).
+
+        Call repeatedly until None, after adding a peer, after every answer from it, and after
+        :meth:`handle_timer`. The returned request counts as sent.
+        """
+        state = self._peers.get(peer)
+        if state is None or self._result is not None:
+            return None
+        if len(state.outstanding) >= self._max_requests or now < state.backoff_until:
+            return None
+        if state.timeouts >= self._max_timeouts:
+            return None
+        size = self._size
+        if size is None:
+            return self._probe_request(peer, state, now)
+        if state.size is not None and state.size != size:
+            return None
+        if self._single_source:
+            if self._source is None:
+                self._source = self._pick_source()
+            if self._source != peer:
+                return None
+        piece = self._pick_piece(peer, state, size)
+        if piece is None:
+            return None
+        self._send(state, piece, now)
+        return MetadataRequest(piece)
+
+    def _probe_request(self, peer: K, state: _Peer, now: float) -> MetadataRequest | None:
+        # Nobody advertised a usable size: ask a peer that advertised none for piece 0, whose
+        # answer carries total_size. One probe at a time across all peers.
+        if state.size is not None or self._in_flight.get(0, 0) > 0:
+            return None
+        self._send(state, 0, now)
+        return MetadataRequest(0)
+
+    def _send(self, state: _Peer, piece: int, now: float) -> None:
+        state.outstanding[piece] = now
+        self._in_flight[piece] = self._in_flight.get(piece, 0) + 1
+        self._requests_sent += 1
+
+    def _pick_piece(self, peer: K, state: _Peer, size: int) -> int | None:
+        fallback = None
+        for piece in range(metadata_piece_count(size)):
+            if piece in self._pieces or piece in state.outstanding or piece in state.late:
+                continue
+            if self._in_flight.get(piece, 0):
+                continue  # asked elsewhere; it is freed again if that request times out
+            # Prefer pieces this peer did not send in a failed assembly.
+            if peer not in self._suspect.get((size, piece), ()):
+                return piece
+            if fallback is None:
+                fallback = piece
+        return fallback
+
+    def _pick_source(self) -> K | None:
+        size = self._size
+        candidates = [
+            (peer in self._failed_contributors, state.order, peer)
+            for peer, state in self._peers.items()
+            if self._eligible(state) and (state.size is None or state.size == size)
+        ]
+        if not candidates:
+            return None
+        return min(candidates, key=lambda item: (item[0], item[1]))[2]
+
+    # ------------------------------------------------------------------------------ answers
+
+    def on_data(self, peer: K, message: MetadataData, now: float) -> None:
+        """Take a piece of the dictionary from *peer*.
+
+        Data that answers no request of ours (or a piece we already have) is ignored. A
+        ``total_size`` that differs from the size the peer advertised, or a piece of the wrong
+        length, bans the peer. When the last piece arrives the whole is verified; see the module
+        documentation for what a mismatch does.
+        """
+        state = self._peers.get(peer)
+        piece = message.piece
+        if state is None or self._result is not None:
+            self._ignored += 1
+            return
+        requested = piece in state.outstanding
+        late = piece in state.late
+        if not (requested or late):
+            self._ignored += 1
+            return
+        self._clear_request(state, piece)
+        total = message.total_size
+        if state.size is None:
+            if not self._size_ok(total):
+                self._ban(peer, f"metadata total_size {total} is out of range")
+                return
+            state.size = total
+            self._choose_size()
+        elif total != state.size:
+            self._ban(peer, f"metadata total_size {total} differs from its metadata_size")
+            return
+        size = self._size
+        if size is None or total != size or piece in self._pieces:
+            # Another size is being assembled, or another peer answered first.
+            self._ignored += 1
+            return
+        if self._single_source and peer != self._source:
+            self._ignored += 1
+            return
+        if piece >= metadata_piece_count(size) or piece < 0:
+            self._ban(peer, f"metadata piece {piece} is out of range")
+            return
+        expected = _piece_length(size, piece)
+        if len(message.data) != expected:
+            self._ban(
+                peer, f"metadata piece {piece} is {len(message.data)} bytes, expected {expected}"
+            )
+            return
+        self._pieces[piece] = (bytes(message.data), peer)
+        self._pieces_received += 1
+        if len(self._pieces) == metadata_piece_count(size):
+            self._assemble(size)
+
+    def on_reject(self, peer: K, message: MetadataReject, now: float) -> None:
+        """Take a reject: the peer is not asked again for ``reject_backoff`` seconds."""
+        state = self._peers.get(peer)
+        if state is None or not (message.piece in state.outstanding or message.piece in state.late):
+            self._ignored += 1
+            return
+        self._rejects += 1
+        self._clear_request(state, message.piece)
+        state.backoff_until = now + self._reject_backoff
+        if self._source == peer:
+            self._drop_source()  # single-source mode needs a peer that answers: move on
+        self._choose_size()
+
+    def _clear_request(self, state: _Peer, piece: int) -> None:
+        if state.outstanding.pop(piece, None) is not None:
+            self._in_flight[piece] -= 1
+        state.late.discard(piece)
+
+    # ------------------------------------------------------------------------------- timers
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`handle_timer` has something to do: the earliest request timeout or the
+        end of a reject back-off; None if nothing is pending."""
+        deadlines = [
+            sent + self._request_timeout
+            for state in self._peers.values()
+            for sent in state.outstanding.values()
+        ]
+        deadlines.extend(
+            state.backoff_until for state in self._peers.values() if state.backoff_until > -math.inf
+        )
+        return min(deadlines, default=None)
+
+    def handle_timer(self, now: float) -> None:
+        """Expire the requests older than ``request_timeout``: their pieces go to other peers.
+
+        A late answer to an expired request is still taken if the piece is still missing.
+        After this, ask :meth:`next_request` again for every peer.
+        """
+        for peer, state in list(self._peers.items()):
+            expired = [
+                piece
+                for piece, sent in state.outstanding.items()
+                if now >= sent + self._request_timeout
+            ]
+            for piece in expired:
+                del state.outstanding[piece]
+                self._in_flight[piece] -= 1
+                state.late.add(piece)
+                state.timeouts += 1
+                self._timeouts += 1
+            if state.backoff_until <= now:
+                state.backoff_until = -math.inf
+            if expired and self._source == peer and state.timeouts >= self._max_timeouts:
+                self._drop_source()
+        self._choose_size()
+
+    # --------------------------------------------------------------------------- internals
+
+    def _size_ok(self, size: object) -> bool:
+        return isinstance(size, int) and not isinstance(size, bool) and 0 < size <= self._max_size
+
+    def _eligible(self, state: _Peer) -> bool:
+        return state.timeouts < self._max_timeouts and state.backoff_until == -math.inf
+
+    def _choose_size(self) -> None:
+        """Keep the size being assembled while an eligible peer offers it; else take the size
+        most eligible peers offer (ties: the first peer's)."""
+        current = self._size
+        if current is not None and any(
+            state.size == current and self._eligible(state) for state in self._peers.values()
+        ):
+            return
+        votes: dict[int, tuple[int, int]] = {}  # size -> (peers, -first order)
+        for state in self._peers.values():
+            if state.size is None or not self._eligible(state):
+                continue
+            count, first = votes.get(state.size, (0, -state.order))
+            votes[state.size] = (count + 1, max(first, -state.order))
+        if not votes:
+            if current is not None and not any(
+                state.size == current for state in self._peers.values()
+            ):
+                self._set_size(None)
+            return  # keep a size whose peers are only backing off for a while
+        best = max(votes, key=lambda size: votes[size])
+        if best != current:
+            self._set_size(best)
+
+    def _drop_source(self) -> None:
+        """Give up on the single source: its pieces are discarded, and its requests still in
+        flight no longer hold their pieces (its answers are ignored from now on)."""
+        state = self._peers.get(self._source) if self._source is not None else None
+        if state is not None:
+            for piece in state.outstanding:
+                self._in_flight[piece] -= 1
+                state.late.add(piece)
+            state.outstanding.clear()
+        self._source = None
+        self._discard_pieces()
+
+    def _set_size(self, size: int | None) -> None:
+        self._size = size
+        self._discard_pieces()
+
+    def _discard_pieces(self) -> None:
+        self._pieces.clear()
+
+    def _assemble(self, size: int) -> None:
+        pieces = [self._pieces[index] for index in range(metadata_piece_count(size))]
+        info = b"".join(data for data, _ in pieces)
+        if self._verify(info):
+            self._result = info
+            self._finish(pieces)
+            return
+        self._hash_failures += 1
+        contributors = {source for _, source in pieces}
+        self._pieces.clear()
+        if len(contributors) == 1:
+            (liar,) = contributors
+            self._ban(liar, "sent metadata that does not match the info-hash")
+            if self._single_source:
+                self._source = None
+            return
+        # Several contributors: remember who sent what, and retry one source at a time.
+        for index, (data, source) in enumerate(pieces):
+            self._suspect.setdefault((size, index), {})[source] = hashlib.sha1(data).digest()
+        self._failed_contributors |= contributors
+        self._parallel_failures += 1
+        if self._parallel_failures >= self._max_parallel_failures:
+            self._single_source = True
+            self._source = None
+
+    def _finish(self, pieces: list[tuple[bytes, K]]) -> None:
+        size = len(self._result or b"")
+        digests = [hashlib.sha1(data).digest() for data, _ in pieces]
+        liars: dict[K, None] = {}  # ordered, without duplicates
+        for (suspect_size, index), sent in self._suspect.items():
+            for peer, digest in sent.items():
+                # A piece of another size came from a peer that lied about the size.
+                if suspect_size != size or digest != digests[index]:
+                    liars[peer] = None
+        self._suspect.clear()
+        for peer in liars:
+            self._ban(peer, "sent metadata pieces that differ from the verified ones")
+        self._pieces.clear()
+        for state in self._peers.values():
+            state.outstanding.clear()
+            state.late.clear()
+        self._in_flight.clear()
+
+    def _verify(self, info: bytes) -> bool:
+        return info_matches(self._info_hash, info)
+
+    def _ban(self, peer: K, reason: str) -> None:
+        self.remove_peer(peer)
+        self._banned.add(peer)
+        self._banned_count += 1
+        self._to_report.append((peer, reason))
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataServerStatistics:
+    """A snapshot of a :class:`MetadataServer`'s counters.
+
+    Attributes:
+        served: data messages answered.
+        rejected_range: requests for a piece that does not exist.
+        rejected_budget: requests refused because the peer spent its budget.
+        peers: peers with a budget being tracked.
+    """
+
+    served: int
+    rejected_range: int
+    rejected_budget: int
+    peers: int
+
+
+@dataclass(slots=True)
+class _Budget:
+    tokens: float
+    updated: float
+
+
+class MetadataServer(Generic[K]):
+    """Answer BEP 9 requests from our info dictionary's bytes (sans-IO).
+
+    Each peer has a token bucket: *burst* pieces at once, refilled at *rate* pieces per second,
+    so a peer that asks for the same pieces over and over gets rejects instead of our upload.
+    Call :meth:`forget` when a peer leaves.
+
+    >>> server = MetadataServer(b"d4:name1:xe")
+    >>> server.metadata_size
+    11
+    >>> server.answer("peer", MetadataRequest(0), now=0.0)
+    MetadataData(piece=0, total_size=11, data=b'd4:name1:xe')
+    >>> server.answer("peer", MetadataRequest(1), now=0.0)
+    MetadataReject(piece=1)
+
+    Args:
+        info_bytes: the info dictionary exactly as hashed.
+        burst: pieces a peer may fetch at once.
+        rate: pieces per second a peer's budget refills at.
+        max_peers: budgets tracked at once; the stalest is forgotten beyond it.
+    """
+
+    def __init__(
+        self,
+        info_bytes: bytes | bytearray | memoryview,
+        *,
+        burst: int = DEFAULT_SERVE_BURST,
+        rate: float = DEFAULT_SERVE_RATE,
+        max_peers: int = 4096,
+    ) -> None:
+        if not isinstance(info_bytes, bytes | bytearray | memoryview):
+            raise TypeError(f"info_bytes must be bytes, got {type(info_bytes).__name__}")
+        self._info = bytes(info_bytes)
+        if not self._info:
+            raise ValueError("an info dictionary is not empty")
+        _check_count("burst", burst)
+        _check_positive("rate", rate)
+        _check_count("max_peers", max_peers)
+        self._burst = burst
+        self._rate = float(rate)
+        self._max_peers = max_peers
+        self._budgets: dict[K, _Budget] = {}
+        self._served = 0
+        self._rejected_range = 0
+        self._rejected_budget = 0
+
+    @property
+    def metadata_size(self) -> int:
+        """The dictionary's size: the ``metadata_size`` for our extended handshake."""
+        return len(self._info)
+
+    @property
+    def info_bytes(self) -> bytes:
+        """The dictionary served."""
+        return self._info
+
+    @property
+    def piece_count(self) -> int:
+        """How many 16 KiB pieces the dictionary has."""
+        return metadata_piece_count(len(self._info))
+
+    def answer(
+        self, peer: K, request: MetadataRequest, now: float
+    ) -> MetadataData | MetadataReject:
+        """The answer to *request* from *peer*: the piece, or a reject.
+
+        Out-of-range pieces and requests beyond the peer's budget are rejected, as BEP 9 says
+        for metadata we cannot give.
+        """
+        piece = request.piece
+        if not 0 <= piece < self.piece_count:
+            self._rejected_range += 1
+            return MetadataReject(piece)
+        budget = self._budgets.pop(peer, None)  # re-inserted last: the dict stays LRU-ordered
+        if budget is None:
+            budget = _Budget(float(self._burst), now)
+            while len(self._budgets) >= self._max_peers:
+                del self._budgets[next(iter(self._budgets))]
+        elapsed = max(0.0, now - budget.updated)
+        budget.tokens = min(float(self._burst), budget.tokens + elapsed * self._rate)
+        budget.updated = max(budget.updated, now)
+        self._budgets[peer] = budget
+        if budget.tokens < 1.0:
+            self._rejected_budget += 1
+            return MetadataReject(piece)
+        budget.tokens -= 1.0
+        self._served += 1
+        start = piece * METADATA_PIECE_SIZE
+        return MetadataData(piece, len(self._info), self._info[start : start + METADATA_PIECE_SIZE])
+
+    def forget(self, peer: K) -> None:
+        """Drop a peer's budget (it disconnected)."""
+        self._budgets.pop(peer, None)
+
+    def statistics(self) -> MetadataServerStatistics:
+        """A snapshot of the counters."""
+        return MetadataServerStatistics(
+            served=self._served,
+            rejected_range=self._rejected_range,
+            rejected_budget=self._rejected_budget,
+            peers=len(self._budgets),
+        )
