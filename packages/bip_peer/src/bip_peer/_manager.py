@@ -1,0 +1,830 @@
+"""The trio shell of the peer wire protocol: :class:`PeerManager` runs many connections.
+
+A :class:`PeerManager` only exists inside ``async with open_peer_manager(...)``. It takes
+completed handshakes (:class:`~bip_handshake.CompletedHandshake`, from a
+:class:`~bip_handshake.Handshaker` or anything else), wraps each in a
+:class:`~bip_peer.PeerConnection` (the sans-IO protocol state) and runs, per peer, one
+reader and one writer task under the manager's own nursery. Leaving the block closes every
+peer.
+
+What the manager does for every peer:
+
+- sends our BEP 10 extended handshake first when both sides set the BEP 10 bit (its fields
+  come from :class:`PeerManagerConfig` and from every :class:`PeerService`);
+- queues what the owner sends in a bounded send queue (:meth:`PeerManager.send` waits while
+  it is full, :meth:`PeerManager.send_nowait` returns ``False``) and writes queued messages
+  in batches, one ``send_all`` per batch;
+- sends a keep-alive after ``keepalive_interval`` seconds without sending anything, and
+  drops the peer after ``idle_timeout`` seconds without receiving anything;
+- decodes what arrives and reports each message as a :class:`MessageReceived` event on the
+  manager's one bounded event stream (:meth:`PeerManager.events`), between a
+  :class:`PeerAdded` and a :class:`PeerRemoved` for that peer;
+- counts bytes and messages both ways, with rates (:meth:`PeerManager.statistics`).
+
+A peer that breaks the protocol (garbage, an oversized message, a forbidden message) or
+whose transport fails costs that one connection: it is removed with a reason and the error.
+
+Backpressure goes all the way: a consumer that does not read events stops the readers
+(and so, through TCP, the peers); a peer that does not read makes its send queue fill up
+and :meth:`PeerManager.send` block.
+
+Services (:class:`PeerService`: the BEP 9 metadata exchange, BEP 11 PEX...) plug into the
+manager: they add fields to the extended handshake, see peers come and go, may consume
+received messages before they become events, and get a tick about once a second.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+
+import trio
+
+from bip_handshake import CompletedHandshake, Direction, EncryptionMethod, PeerAddress, PeerId
+from bip_handshake import Extensions as _Extensions
+from bip_metainfo import InfoHash
+
+from ._connection import ConnectionLimits, PeerConnection
+from ._errors import PeerError
+from ._extended import DEFAULT_EXTENSION_IDS, ExtendedHandshake
+from ._messages import NEED_DATA, KeepAlive, Message
+from ._stats import (
+    DEFAULT_RATE_WINDOW,
+    ManagerStatistics,
+    PeerStatistics,
+    TrafficCounter,
+)
+
+__all__ = [
+    "DEFAULT_EVENT_BUFFER",
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_KEEPALIVE_INTERVAL",
+    "DEFAULT_MAX_PEERS",
+    "DEFAULT_RECEIVE_SIZE",
+    "DEFAULT_SEND_QUEUE_SIZE",
+    "REASON_CLOSED",
+    "REASON_IDLE",
+    "REASON_INTERNAL",
+    "REASON_PROTOCOL",
+    "REASON_TRANSPORT",
+    "ManagerEvent",
+    "MessageReceived",
+    "Peer",
+    "PeerAdded",
+    "PeerClosedError",
+    "PeerManager",
+    "PeerManagerConfig",
+    "PeerManagerFullError",
+    "PeerRemoved",
+    "PeerService",
+    "open_peer_manager",
+]
+
+DEFAULT_MAX_PEERS: Final = 200
+"""Peers a manager holds at once by default (libtorrent's ``connections_limit``)."""
+DEFAULT_SEND_QUEUE_SIZE: Final = 128
+"""Messages a peer's send queue holds by default (2 MiB of 16 KiB blocks)."""
+DEFAULT_EVENT_BUFFER: Final = 256
+"""Events buffered for :meth:`PeerManager.events` by default before the readers wait."""
+DEFAULT_KEEPALIVE_INTERVAL: Final = 120.0
+"""Seconds without sending after which a keep-alive is sent (BEP 3: "every two minutes")."""
+DEFAULT_IDLE_TIMEOUT: Final = 180.0
+"""Seconds without receiving anything after which a peer is dropped, by default.
+
+libtorrent's ``peer_timeout`` is 120 s, but libtorrent sends its own keep-alives after
+60 s; peers that wait the full two minutes of BEP 3 (rtorrent, and this manager) would race
+a 120 s timeout, so the default leaves them one more minute.
+"""
+DEFAULT_RECEIVE_SIZE: Final = 256 * 1024
+"""Bytes asked of ``receive_some`` per read: large reads keep the per-message cost low."""
+DEFAULT_TICK_INTERVAL: Final = 1.0
+"""Seconds between the manager's housekeeping ticks (keep-alives, idle peers, services)."""
+_WRITE_BATCH: Final = 256 * 1024
+"""Queued bytes joined into one ``send_all`` at most (a bigger single message goes alone)."""
+_MAX_BATCH_MESSAGES: Final = 512
+
+REASON_CLOSED: Final = "closed by peer"
+"""Removal reason: the peer closed the connection."""
+REASON_PROTOCOL: Final = "protocol error"
+"""Removal reason: the peer broke the protocol (the error is a ``RemoteProtocolError``)."""
+REASON_TRANSPORT: Final = "transport error"
+"""Removal reason: reading or writing the stream failed (reset, broken pipe...)."""
+REASON_IDLE: Final = "idle timeout"
+"""Removal reason: nothing received for ``idle_timeout`` seconds."""
+REASON_INTERNAL: Final = "internal error"
+"""Removal reason: an unexpected exception in a service hook or in bip_peer itself."""
+REASON_CLOSING: Final = "manager closed"
+"""Removal reason of peers still connected when the manager closes (not reported as events)."""
+
+_TRANSPORT_ERRORS: Final = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+class PeerManagerFullError(PeerError):
+    """:meth:`PeerManager.add_peer` was called with ``max_peers`` peers connected.
+
+    The caller still owns the handshake's stream and should close it.
+    """
+
+
+class PeerClosedError(PeerError):
+    """The peer was removed (or the manager closed) before or while a message was sent."""
+
+
+class PeerService(Protocol):
+    """Something that rides along every connection of a :class:`PeerManager`.
+
+    Every hook runs synchronously in a manager task and must not block; to send, use
+    :meth:`PeerManager.send_nowait`. An exception raised by a hook removes the peer it was
+    called for (a :class:`~bip_peer.PeerError` with :data:`REASON_PROTOCOL`, anything else
+    with :data:`REASON_INTERNAL`), except from :meth:`tick`, where it is a bug that ends
+    the manager.
+    """
+
+    def handshake_fields(self, peer: Peer) -> Mapping[str, object]:
+        """Fields to merge into our BEP 10 extended handshake to ``peer``.
+
+        Keys are the handshake's field names (``"metadata_size"``, ``"upload_only"``...);
+        an ``"m"`` mapping is merged into ours (``{"ut_metadata": 2}``); unknown keys go
+        into the handshake's ``extra`` dictionary.
+        """
+        ...
+
+    def peer_added(self, manager: PeerManager, peer: Peer) -> None:
+        """``peer`` was added (called from :meth:`PeerManager.add_peer`)."""
+        ...
+
+    def message_received(self, manager: PeerManager, peer: Peer, message: object) -> bool:
+        """``peer`` sent ``message``; return ``True`` to consume it (no event is emitted)."""
+        ...
+
+    def peer_removed(self, manager: PeerManager, peer: Peer) -> None:
+        """``peer`` is gone; forget it."""
+        ...
+
+    def tick(self, manager: PeerManager, now: float) -> None:
+        """Called about once a second with ``trio.current_time()``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class PeerManagerConfig:
+    """How a :class:`PeerManager` behaves.
+
+    >>> PeerManagerConfig(max_peers=50).keepalive_interval
+    120.0
+
+    Attributes:
+        max_peers: peers held at once; :meth:`PeerManager.add_peer` refuses more.
+        send_queue_size: messages queued per peer before :meth:`PeerManager.send` waits.
+        event_buffer: events buffered before the readers wait for the consumer.
+        keepalive_interval: seconds without sending after which a keep-alive goes out.
+        idle_timeout: seconds without receiving after which a peer is dropped.
+        receive_size: bytes asked per read from a stream.
+        tick_interval: seconds between housekeeping ticks (and :meth:`PeerService.tick`).
+        rate_window: seconds the statistics' rates are averaged over.
+        limits: the per-connection protocol limits (``None``: bip_peer's defaults).
+        client_version: our ``v`` in the extended handshake (``None`` to leave it out).
+        listen_port: our ``p`` in the extended handshake, the port we accept peers on.
+        extension_ids: the BEP 10 extensions the connection itself understands, with the
+            ids we give them (services add theirs through :meth:`PeerService.handshake_fields`).
+        services: services to run on every connection.
+    """
+
+    max_peers: int = DEFAULT_MAX_PEERS
+    send_queue_size: int = DEFAULT_SEND_QUEUE_SIZE
+    event_buffer: int = DEFAULT_EVENT_BUFFER
+    keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    receive_size: int = DEFAULT_RECEIVE_SIZE
+    tick_interval: float = DEFAULT_TICK_INTERVAL
+    rate_window: float = DEFAULT_RATE_WINDOW
+    limits: ConnectionLimits | None = None
+    client_version: str | None = "bip 0.1.0"
+    listen_port: int | None = None
+    extension_ids: Mapping[str, int] = field(
+        default_factory=lambda: {
+            name: DEFAULT_EXTENSION_IDS[name] for name in ("lt_donthave", "upload_only")
+        }
+    )
+    services: Sequence[PeerService] = ()
+
+    def __post_init__(self) -> None:
+        """Check the numbers."""
+        for name in ("max_peers", "send_queue_size", "receive_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, not {value!r}")
+        if isinstance(self.event_buffer, bool) or not isinstance(self.event_buffer, int):
+            raise ValueError(f"event_buffer must be an int, not {self.event_buffer!r}")
+        if self.event_buffer < 0:
+            raise ValueError(f"event_buffer must not be negative, not {self.event_buffer}")
+        for name in ("keepalive_interval", "idle_timeout", "tick_interval", "rate_window"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be positive and finite, not {value!r}")
+        if self.listen_port is not None and not 0 < self.listen_port <= 0xFFFF:
+            raise ValueError(f"listen_port must be in 1..65535, not {self.listen_port}")
+
+
+class Peer:
+    """A connected peer: a hashable handle, valid after the peer is removed.
+
+    Identity is the handle itself: two connections to the same address are two peers.
+    """
+
+    __slots__ = ("__weakref__", "_connection", "_handshake")
+
+    def __init__(self, handshake: CompletedHandshake, connection: PeerConnection) -> None:
+        self._handshake = handshake
+        self._connection = connection
+
+    @property
+    def address(self) -> PeerAddress:
+        """The peer's address (for inbound peers, its ephemeral source port)."""
+        return self._handshake.address
+
+    @property
+    def peer_id(self) -> PeerId:
+        """The peer's id from its handshake."""
+        return self._handshake.peer_id
+
+    @property
+    def info_hash(self) -> InfoHash:
+        """The torrent this connection is for."""
+        return self._handshake.info_hash
+
+    @property
+    def direction(self) -> Direction:
+        """``"outbound"`` if we dialled, ``"inbound"`` if the peer did."""
+        return self._handshake.direction
+
+    @property
+    def encryption(self) -> EncryptionMethod:
+        """``"rc4"`` (MSE) or ``"plaintext"``."""
+        return self._handshake.encryption
+
+    @property
+    def extensions(self) -> _Extensions:
+        """The reserved bits both sides set (the extensions this connection may use)."""
+        return self._handshake.common
+
+    @property
+    def connection(self) -> PeerConnection:
+        """The protocol state (choking, interest, pieces, requests...): read it, don't drive it."""
+        return self._connection
+
+    @property
+    def extended_handshake(self) -> ExtendedHandshake | None:
+        """The peer's BEP 10 extended handshake, once received."""
+        return self._connection.their_handshake
+
+    def __repr__(self) -> str:
+        return f"<Peer {self.address} {self.direction} {self.peer_id.value[:8]!r}>"
+
+
+# -- events ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerEvent:
+    """Base class of what :meth:`PeerManager.events` yields."""
+
+
+@dataclass(frozen=True, slots=True)
+class PeerAdded(ManagerEvent):
+    """``peer`` was added; its messages follow."""
+
+    peer: Peer
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived(ManagerEvent):
+    """``peer`` sent ``message`` (a ``_messages`` or ``_extended`` object; never a keep-alive).
+
+    A :class:`~bip_peer.Piece`'s ``block`` may be a memoryview into the read buffer: copy it
+    (``bytes(block)``) or write it out before keeping it.
+    """
+
+    peer: Peer
+    message: object
+
+
+@dataclass(frozen=True, slots=True)
+class PeerRemoved(ManagerEvent):
+    """``peer`` is gone: the last event about it.
+
+    Attributes:
+        peer: the peer.
+        reason: why, one of the ``REASON_*`` constants or the reason given to
+            :meth:`PeerManager.remove_peer`.
+        error: the exception behind it, if any.
+    """
+
+    peer: Peer
+    reason: str
+    error: BaseException | None = None
+
+
+# -- per-peer machinery ------------------------------------------------------------------------
+
+
+class _PeerTask:
+    """Everything the manager keeps about one peer."""
+
+    __slots__ = (
+        "added_at",
+        "announced",
+        "connection",
+        "counter",
+        "error",
+        "last_receive",
+        "last_send",
+        "peer",
+        "queue",
+        "queue_capacity",
+        "reason",
+        "removed",
+        "scope",
+        "space",
+        "stream",
+        "trailing",
+        "writer_idle",
+    )
+
+    def __init__(
+        self,
+        peer: Peer,
+        handshake: CompletedHandshake,
+        capacity: int,
+        now: float,
+        rate_window: float,
+    ) -> None:
+        self.peer = peer
+        self.connection = peer.connection
+        self.stream = handshake.stream
+        self.trailing = handshake.trailing
+        self.queue: deque[list[bytes | memoryview]] = deque()  # one entry per message
+        self.queue_capacity = capacity
+        self.space = trio.lowlevel.ParkingLot()  # senders waiting for room in the queue
+        self.writer_idle = trio.lowlevel.ParkingLot()  # the writer waiting for messages
+        self.scope = trio.CancelScope()
+        self.counter = TrafficCounter(now=now, window=rate_window)
+        self.added_at = now
+        self.last_send = now
+        self.last_receive = now
+        self.announced = False
+        self.removed = False
+        self.reason: str | None = None
+        self.error: BaseException | None = None
+
+    def push(self, parts: list[bytes | memoryview]) -> None:
+        """Queue one message's encoded parts and wake the writer."""
+        self.queue.append(parts)
+        if self.writer_idle:
+            self.writer_idle.unpark_all()
+
+    def fail(self, reason: str, error: BaseException | None) -> None:
+        """Remove the peer for ``reason`` (the first reason given wins)."""
+        if self.reason is None:
+            self.reason = reason
+            self.error = error
+        self.scope.cancel()
+
+
+class _EventStream:
+    """The async iterator of :meth:`PeerManager.events`: takes buffered events without a
+    trip through the scheduler, and waits only when none are buffered."""
+
+    __slots__ = ("_receive",)
+
+    def __init__(self, receive: trio.MemoryReceiveChannel[ManagerEvent]) -> None:
+        self._receive = receive
+
+    def __aiter__(self) -> _EventStream:
+        return self
+
+    async def __anext__(self) -> ManagerEvent:
+        try:
+            return self._receive.receive_nowait()
+        except trio.WouldBlock:
+            pass
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise StopAsyncIteration from None
+        try:
+            return await self._receive.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+
+# -- the manager -------------------------------------------------------------------------------
+
+
+class PeerManager:
+    """Runs peer wire connections: create it with :func:`open_peer_manager`."""
+
+    def __init__(self, nursery: trio.Nursery, config: PeerManagerConfig) -> None:
+        self._nursery = nursery
+        self._config = config
+        self._services: list[PeerService] = list(config.services)
+        self._peers: dict[Peer, _PeerTask] = {}
+        self._events_send, self._events_receive = trio.open_memory_channel[ManagerEvent](
+            config.event_buffer
+        )
+        self._closed = False
+        now = trio.current_time()
+        self._counter = TrafficCounter(now=now, window=config.rate_window)
+        self._peers_added = 0
+        self._peers_removed = 0
+        self._rejected_full = 0
+        self._removed_reasons: Counter[str] = Counter()
+
+    # -- public API ----------------------------------------------------------------------------
+
+    @property
+    def config(self) -> PeerManagerConfig:
+        """The configuration the manager runs with."""
+        return self._config
+
+    @property
+    def peers(self) -> frozenset[Peer]:
+        """The peers connected now."""
+        return frozenset(self._peers)
+
+    @property
+    def services(self) -> tuple[PeerService, ...]:
+        """The services running on every connection."""
+        return tuple(self._services)
+
+    def add_service(self, service: PeerService) -> None:
+        """Run ``service`` on every connection from now on (peers connected already are
+        announced to it through :meth:`PeerService.peer_added`)."""
+        self._services.append(service)
+        for peer in list(self._peers):
+            service.peer_added(self, peer)
+
+    def add_peer(
+        self,
+        handshake: CompletedHandshake,
+        *,
+        num_pieces: int | None = None,
+    ) -> Peer:
+        """Take over a connection whose handshake is complete; returns its handle.
+
+        The manager owns the stream from now on and closes it when the peer is removed.
+        When both sides set the BEP 10 bit, our extended handshake is queued as the first
+        message. :class:`PeerAdded` is emitted before any message of the peer.
+
+        Args:
+            handshake: the completed handshake with its open stream.
+            num_pieces: the torrent's piece count, if known (``None`` for a magnet link
+                whose metadata is still missing).
+
+        Raises:
+            PeerManagerFullError: ``max_peers`` peers are connected (the caller still owns
+                the stream).
+            trio.ClosedResourceError: the manager is closed.
+        """
+        if self._closed:
+            raise trio.ClosedResourceError("the peer manager is closed")
+        if len(self._peers) >= self._config.max_peers:
+            self._rejected_full += 1
+            raise PeerManagerFullError(
+                f"{len(self._peers)} peers connected, the limit is {self._config.max_peers}"
+            )
+        limits = self._config.limits if self._config.limits is not None else ConnectionLimits()
+        connection = PeerConnection(
+            num_pieces=num_pieces,
+            info_hash=handshake.info_hash,
+            peer_address=handshake.address,
+            our_extensions=handshake.our_extensions,
+            their_extensions=handshake.extensions,
+            limits=limits,
+        )
+        peer = Peer(handshake, connection)
+        now = trio.current_time()
+        task = _PeerTask(
+            peer, handshake, self._config.send_queue_size, now, self._config.rate_window
+        )
+        if _Extensions.EXTENSION_PROTOCOL in handshake.common:
+            task.push(connection.send_parts(self._extended_handshake(peer, limits)))
+        self._peers[peer] = task
+        self._peers_added += 1
+        self._nursery.start_soon(self._run_peer, task, name=f"bip_peer {peer.address}")
+        for service in self._services:
+            service.peer_added(self, peer)
+        return peer
+
+    async def send(self, peer: Peer, message: Message | object) -> None:
+        """Queue ``message`` for ``peer``, waiting while its send queue is full.
+
+        The protocol state is updated (and checked) when the message is queued; it goes
+        out in order with everything queued before. Like trio's memory channels, a send
+        that finds room does not yield to the scheduler (it only raises if cancelled).
+
+        Raises:
+            LocalProtocolError: the protocol forbids sending it now.
+            PeerClosedError: the peer was removed (before or while waiting).
+        """
+        task = self._peers.get(peer)
+        if task is None or task.removed:
+            await trio.lowlevel.checkpoint()
+            raise PeerClosedError(f"{peer!r} was removed")
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while len(task.queue) >= task.queue_capacity:
+            await task.space.park()
+            if task.removed:
+                raise PeerClosedError(f"{peer!r} was removed")
+        task.push(task.connection.send_parts(message))  # type: ignore[arg-type]
+
+    def send_nowait(self, peer: Peer, message: Message | object) -> bool:
+        """Queue ``message`` for ``peer`` if its send queue has room.
+
+        Returns ``False`` (and drops the message, leaving the state untouched) when the
+        queue is full or the peer was removed.
+
+        Raises:
+            LocalProtocolError: the protocol forbids sending it now.
+        """
+        task = self._peers.get(peer)
+        if task is None or task.removed or len(task.queue) >= task.queue_capacity:
+            return False
+        task.push(task.connection.send_parts(message))  # type: ignore[arg-type]
+        return True
+
+    def remove_peer(self, peer: Peer, reason: str) -> None:
+        """Close the connection to ``peer``; :class:`PeerRemoved` carries ``reason``.
+
+        Does nothing if the peer is already gone.
+        """
+        task = self._peers.get(peer)
+        if task is not None:
+            task.fail(reason, None)
+
+    def events(self) -> AsyncIterator[ManagerEvent]:
+        """The manager's one event stream: iterate it in one task, and keep up.
+
+        Events are buffered up to ``event_buffer``; beyond that the readers wait (and,
+        through TCP flow control, the peers). The iteration ends when the manager closes.
+        """
+        return _EventStream(self._events_receive)
+
+    def statistics(self) -> ManagerStatistics:
+        """A snapshot of the counters, overall and per connected peer."""
+        now = trio.current_time()
+        peers = {
+            peer: PeerStatistics(
+                bytes_sent=task.counter.bytes_sent,
+                bytes_received=task.counter.bytes_received,
+                messages_sent=task.counter.messages_sent,
+                messages_received=task.counter.messages_received,
+                send_rate=task.counter.send_rate(now),
+                receive_rate=task.counter.receive_rate(now),
+                queued=len(task.queue),
+                connected_for=now - task.added_at,
+                idle_for=now - task.last_receive,
+            )
+            for peer, task in self._peers.items()
+        }
+        counter = self._counter
+        return ManagerStatistics(
+            bytes_sent=counter.bytes_sent,
+            bytes_received=counter.bytes_received,
+            messages_sent=counter.messages_sent,
+            messages_received=counter.messages_received,
+            send_rate=counter.send_rate(now),
+            receive_rate=counter.receive_rate(now),
+            peers_added=self._peers_added,
+            peers_removed=self._peers_removed,
+            rejected_full=self._rejected_full,
+            removed_reasons=dict(self._removed_reasons),
+            peers=peers,
+        )
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _extended_handshake(self, peer: Peer, limits: ConnectionLimits) -> ExtendedHandshake:
+        """Our BEP 10 handshake to ``peer``: config fields, then each service's."""
+        config = self._config
+        m: dict[str, int] = dict(config.extension_ids)
+        fields: dict[str, object] = {
+            "v": config.client_version,
+            "p": config.listen_port,
+            "reqq": limits.max_peer_requests,
+            "yourip": peer.address.host.packed,
+        }
+        extra: dict[bytes, object] = {}
+        for service in self._services:
+            for key, value in service.handshake_fields(peer).items():
+                if key == "m":
+                    if not isinstance(value, Mapping):
+                        raise TypeError(f"a service's 'm' must be a mapping, not {value!r}")
+                    m.update(value)
+                elif key in _HANDSHAKE_FIELDS:
+                    fields[key] = value
+                else:
+                    extra[key.encode()] = value
+        return ExtendedHandshake(m=m, extra=extra, **fields)  # type: ignore[arg-type]
+
+    async def _emit(self, event: ManagerEvent) -> None:
+        # The fast path does not yield: the reader checkpoints at every receive_some anyway.
+        try:
+            self._events_send.send_nowait(event)
+        except trio.WouldBlock:
+            await self._events_send.send(event)
+
+    async def _run_peer(self, task: _PeerTask) -> None:
+        """One peer's life: writer and reader under the peer's cancel scope, then cleanup."""
+        try:
+            with task.scope:
+                try:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._write_loop, task)
+                        await self._emit(PeerAdded(task.peer))
+                        task.announced = True
+                        await self._read_loop(task)
+                except Exception as exc:  # a bug (ours or a service's): this peer only
+                    if isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+                        exc = exc.exceptions[0]
+                    task.fail(REASON_INTERNAL, exc)
+        finally:
+            task.removed = True
+            task.space.unpark_all()
+            self._peers.pop(task.peer, None)
+            if task.reason is None:
+                task.reason = REASON_CLOSING
+            self._peers_removed += 1
+            self._removed_reasons[task.reason] += 1
+            await trio.aclose_forcefully(task.stream)
+            for service in self._services:
+                service.peer_removed(self, task.peer)
+        if task.announced and not self._closed:
+            await self._emit(PeerRemoved(task.peer, task.reason, task.error))
+
+    async def _read_loop(self, task: _PeerTask) -> None:
+        """Read, decode, dispatch; returns (after failing the peer) when the peer is done."""
+        stream = task.stream
+        connection = task.connection
+        peer = task.peer
+        receive_size = self._config.receive_size
+        counter = task.counter
+        total = self._counter
+        services = self._services
+        events = self._events_send
+        data: bytes | bytearray = task.trailing
+        task.trailing = b""
+        if data:  # read by the handshaker, but peer wire bytes: count them
+            counter.received(len(data), task.added_at)
+            total.received(len(data), task.added_at)
+        try:
+            while True:
+                if data:
+                    connection.receive_data(data)
+                    while True:
+                        message = connection.next_event()
+                        if message is NEED_DATA:
+                            break
+                        counter.messages_received += 1
+                        total.messages_received += 1
+                        if type(message) is KeepAlive:
+                            continue
+                        consumed = False
+                        for service in services:
+                            if service.message_received(self, peer, message):
+                                consumed = True
+                                break
+                        if consumed:
+                            continue
+                        event = MessageReceived(peer, message)
+                        try:
+                            events.send_nowait(event)
+                        except trio.WouldBlock:
+                            await events.send(event)
+                    if replies := connection.data_to_send():
+                        task.push([replies])
+                data = await stream.receive_some(receive_size)
+                if not data:
+                    task.fail(REASON_CLOSED, None)
+                    return
+                now = trio.current_time()
+                task.last_receive = now
+                size = len(data)
+                counter.received(size, now)
+                total.received(size, now)
+        except PeerError as exc:
+            task.fail(REASON_PROTOCOL, exc)
+        except _TRANSPORT_ERRORS as exc:
+            task.fail(REASON_TRANSPORT, exc)
+
+    async def _write_loop(self, task: _PeerTask) -> None:
+        """Write queued messages in batches; returns (after failing the peer) on an error."""
+        stream = task.stream
+        queue = task.queue
+        counter = task.counter
+        total = self._counter
+        try:
+            while True:
+                if not queue:
+                    await task.writer_idle.park()
+                    continue
+                first = queue.popleft()
+                if not queue and len(first) == 1:
+                    data: bytes | memoryview = first[0]
+                    count = 1
+                else:
+                    # Coalesce: one send_all for many small messages and blocks. Joining
+                    # copies each block once, which costs less than a write per block.
+                    parts = list(first)
+                    size = sum(map(len, first))
+                    count = 1
+                    while queue and size < _WRITE_BATCH and count < _MAX_BATCH_MESSAGES:
+                        message = queue.popleft()
+                        parts.extend(message)
+                        size += sum(map(len, message))
+                        count += 1
+                    data = b"".join(parts)
+                # Room again: let waiting senders refill while this batch is written.
+                if task.space:
+                    task.space.unpark(count=count)
+                await stream.send_all(data)
+                now = trio.current_time()
+                task.last_send = now
+                size = len(data)
+                counter.sent(size, now)
+                total.sent(size, now)
+                counter.messages_sent += count
+                total.messages_sent += count
+        except _TRANSPORT_ERRORS as exc:
+            task.fail(REASON_TRANSPORT, exc)
+
+    def _tick(self, now: float) -> None:
+        """Housekeeping: keep-alives, idle peers; then the services' ticks."""
+        config = self._config
+        for task in list(self._peers.values()):
+            if task.removed:
+                continue
+            if now - task.last_receive >= config.idle_timeout:
+                task.fail(REASON_IDLE, None)
+                continue
+            if not task.queue and now - task.last_send >= config.keepalive_interval:
+                task.push(task.connection.send_parts(KeepAlive()))
+        for service in list(self._services):
+            service.tick(self, now)
+
+    async def _ticker(self) -> None:
+        interval = self._config.tick_interval
+        while True:
+            await trio.sleep(interval)
+            self._tick(trio.current_time())
+
+    def _close(self) -> None:
+        self._closed = True
+        self._events_send.close()
+
+
+_HANDSHAKE_FIELDS: Final = frozenset(
+    {"v", "p", "yourip", "ipv4", "ipv6", "reqq", "metadata_size", "upload_only"}
+)
+
+
+@asynccontextmanager
+async def open_peer_manager(
+    config: PeerManagerConfig | None = None,
+) -> AsyncIterator[PeerManager]:
+    """Run a :class:`PeerManager` for the duration of an ``async with`` block.
+
+    >>> async def main(handshaker, num_pieces):  # doctest: +SKIP
+    ...     async with open_peer_manager() as manager:
+    ...         async with trio.open_nursery() as nursery:
+    ...             async def take() -> None:
+    ...                 async for done in handshaker.completed():
+    ...                     manager.add_peer(done, num_pieces=num_pieces)
+    ...             nursery.start_soon(take)
+    ...             async for event in manager.events():
+    ...                 ...
+
+    Leaving the block closes every peer (no :class:`PeerRemoved` events are emitted for
+    them then) and ends :meth:`PeerManager.events`.
+    """
+    config = config if config is not None else PeerManagerConfig()
+    manager: PeerManager | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            manager = PeerManager(nursery, config)
+            nursery.start_soon(manager._ticker, name="bip_peer ticker")
+            try:
+                yield manager
+            finally:
+                manager._closed = True
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # Our tasks raise nothing but bugs; unwrap the body's own exception.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
+    finally:
+        if manager is not None:
+            manager._close()
