@@ -1,0 +1,1185 @@
+"""PeerConnection: the protocol state of one peer wire connection, sans-IO.
+
+Bytes from the peer go in with :meth:`PeerConnection.receive_data` and come out
+of :meth:`PeerConnection.next_event` as message objects (extension messages
+already decoded); messages we send go through :meth:`PeerConnection.send`, which
+returns their bytes. Both directions update the state first and refuse what the
+protocol forbids: the peer's mistakes raise :class:`RemoteProtocolError` (the
+connection is then dead), ours raise :class:`LocalProtocolError` (nothing is
+changed and the connection goes on).
+
+The rules, decided the way libtorrent behaves where the BEPs leave room:
+
+Availability. A bitfield, have all or have none is accepted only before any
+other message about pieces (have, request, piece, ...), so only once; have all /
+have none need the fast extension (BEP 6). Other messages may come first: the
+extended handshake and allowed-fast messages often do (Transmission sends its
+extended handshake before its bitfield). A bitfield must have the torrent's
+length and clear spare bits. Before the piece count is known (a magnet link),
+the bitfield, have all and the haves are kept and checked once
+:attr:`~PeerConnection.num_pieces` is set; a have index that could never fit a
+bitfield message is refused at once.
+
+Our requests (what we asked the peer for). A piece answers the request with
+the same index, offset and length; a piece at a requested offset with another
+length is an error; a piece nobody requested (a duplicate, or a cancel that
+crossed the piece on the wire) is counted in ``unrequested_blocks`` and dropped,
+as libtorrent does, because it happens to honest peers. A reject (fast only)
+clears its request; one for nothing outstanding is counted and dropped (it
+follows our cancel, with fast). A choke without the fast extension discards all
+our requests (BEP 3); with it they stay until the peer rejects them (BEP 6). A
+zero-length piece is read as a reject, as libtorrent reads BitComet's.
+
+The peer's requests. A request above ``max_block_length`` or of length 0, or for
+a piece index out of range, is a :class:`RemoteProtocolError`. A request we
+cannot serve is refused: rejected (with fast: a reject request goes into
+:meth:`~PeerConnection.data_to_send`) or silently dropped (without fast, as BEP 3
+says a choke discards requests). Refused are: requests beyond
+``max_peer_requests`` outstanding (the ``reqq`` we advertise; libtorrent rejects
+those rather than disconnecting), requests for a piece we have not announced
+(counted; too many is an error), and requests while we choke the peer unless the
+piece is in the allowed-fast set we gave it (counted from our last choke; more
+than ``max_choked_requests`` is an error: a peer honouring our choke sends at
+most what was already in flight). A cancel removes the request, and with fast
+is answered by a reject, as libtorrent does. When we choke a peer, the requests
+it has pending are dropped (without fast) or rejected (with fast, except those
+for allowed-fast pieces, which may still be served): the rejects are returned by
+:meth:`~PeerConnection.send` together with the choke.
+
+Extensions. The ids come from the BEP 10 handshakes: ours (sent through
+:meth:`~PeerConnection.send`) decode what the peer sends, theirs encode what we
+send. An extended message under an id we did not assign, or under a name we
+have no codec for, is surfaced as :class:`UnknownExtended`; sending an extension
+the peer did not offer is a :class:`LocalProtocolError`. A later handshake
+updates the map (an id of 0 removes an extension).
+
+The port message (BEP 5) is accepted only from a peer that set the DHT bit and
+sent only when both did. The BEP 52 hash request / hashes / hash reject are
+paired like requests and pieces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Set
+from dataclasses import dataclass
+from typing import Final, TypeAlias
+
+from bip_handshake import Extensions, PeerAddress
+from bip_metainfo import InfoHash
+
+from ._bitfield import PieceSet
+from ._errors import LocalProtocolError, RemoteProtocolError
+from ._extended import (
+    DontHave,
+    ExtendedHandshake,
+    MetadataData,
+    MetadataReject,
+    MetadataRequest,
+    PexMessage,
+    UploadOnly,
+    decode_metadata_message,
+)
+from ._fast import DEFAULT_ALLOWED_FAST_SET_SIZE, allowed_fast_set
+from ._messages import (
+    BLOCK_SIZE,
+    DEFAULT_MAX_MESSAGE_LENGTH,
+    NEED_DATA,
+    AllowedFast,
+    Bitfield,
+    Cancel,
+    Choke,
+    Extended,
+    Hashes,
+    HashReject,
+    HashRequest,
+    Have,
+    HaveAll,
+    HaveNone,
+    Interested,
+    Message,
+    MessageDecoder,
+    NeedData,
+    NotInterested,
+    Piece,
+    Port,
+    RejectRequest,
+    Request,
+    Suggest,
+    Unchoke,
+)
+
+__all__ = [
+    "DEFAULT_MAX_PEER_REQUESTS",
+    "BlockKey",
+    "ConnectionLimits",
+    "Event",
+    "ExtensionMessage",
+    "HashKey",
+    "PeerConnection",
+    "UnknownExtended",
+]
+
+DEFAULT_MAX_PEER_REQUESTS: Final = 500
+"""How many requests a peer may have outstanding with us: the ``reqq`` we advertise.
+
+libtorrent advertises 500 (its ``max_allowed_in_request_queue`` default)."""
+
+BlockKey: TypeAlias = tuple[int, int, int]
+"""A block request as ``(index, begin, length)``."""
+
+HashKey: TypeAlias = tuple[bytes, int, int, int, int]
+"""A BEP 52 hash request as ``(pieces_root, base_layer, index, length, proof_layers)``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """What one peer may make a :class:`PeerConnection` hold or tolerate.
+
+    Attributes:
+        max_message_length: the largest message accepted (see ``MessageDecoder``).
+        max_block_length: the largest block we request or serve (16 KiB, as every
+            client; a larger request from the peer is a protocol error).
+        max_peer_requests: the peer's outstanding requests we queue (the ``reqq``
+            to advertise in our extended handshake); more are refused.
+        max_choked_requests: requests refused because we choke the peer, since
+            our last choke, before it is a protocol error.
+        max_invalid_requests: requests refused for pieces we never announced
+            before it is a protocol error.
+        max_allowed_fast: allowed-fast pieces we remember from the peer; more are
+            ignored (BEP 6 suggests 10).
+        max_peer_hash_requests: BEP 52 hash requests from the peer we queue; more
+            are answered with a hash reject.
+    """
+
+    max_message_length: int = DEFAULT_MAX_MESSAGE_LENGTH
+    max_block_length: int = BLOCK_SIZE
+    max_peer_requests: int = DEFAULT_MAX_PEER_REQUESTS
+    max_choked_requests: int = DEFAULT_MAX_PEER_REQUESTS
+    max_invalid_requests: int = 300
+    max_allowed_fast: int = 100
+    max_peer_hash_requests: int = 64
+
+    def __post_init__(self) -> None:
+        """Check every limit is a positive int (a block fits a message)."""
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an int, not {value!r}")
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, not {value}")
+        if self.max_block_length + 9 > self.max_message_length:
+            raise ValueError("max_block_length does not fit in max_message_length")
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownExtended:
+    """An extended message we cannot decode, surfaced so the caller may ignore it (BEP 10).
+
+    Attributes:
+        extended_id: the id it came under (one of ours).
+        name: the extension name we assigned that id to, or None if we assigned it
+            to nothing (a peer using ids we never offered).
+        payload: the raw payload.
+    """
+
+    extended_id: int
+    name: str | None
+    payload: bytes
+
+
+ExtensionMessage: TypeAlias = (
+    MetadataRequest | MetadataData | MetadataReject | PexMessage | DontHave | UploadOnly
+)
+"""The extension messages :class:`PeerConnection` decodes and encodes by name."""
+
+Event: TypeAlias = Message | ExtendedHandshake | ExtensionMessage | UnknownExtended
+"""What :meth:`PeerConnection.next_event` returns (besides ``NEED_DATA``)."""
+
+
+# name -> (the message classes, the payload decoder). The decoders raise
+# RemoteProtocolError on a malformed payload; ut_metadata's gives None for a
+# message type it does not know (surfaced as UnknownExtended).
+_EXTENSIONS: Final[dict[str, tuple[tuple[type, ...], Callable[[bytes], object]]]] = {
+    "ut_metadata": ((MetadataRequest, MetadataData, MetadataReject), decode_metadata_message),
+    "ut_pex": ((PexMessage,), PexMessage.decode_payload),
+    "lt_donthave": ((DontHave,), DontHave.decode_payload),
+    "upload_only": ((UploadOnly,), UploadOnly.decode_payload),
+}
+_NAME_OF_CLASS: Final[dict[type, str]] = {
+    cls: name for name, (classes, _) in _EXTENSIONS.items() for cls in classes
+}
+
+# Messages that exist only with an extension bit both sides set.
+_REQUIRES: Final[dict[type, tuple[Extensions, str]]] = {
+    Suggest: (Extensions.FAST, "the fast extension (BEP 6)"),
+    HaveAll: (Extensions.FAST, "the fast extension (BEP 6)"),
+    HaveNone: (Extensions.FAST, "the fast extension (BEP 6)"),
+    RejectRequest: (Extensions.FAST, "the fast extension (BEP 6)"),
+    AllowedFast: (Extensions.FAST, "the fast extension (BEP 6)"),
+    Extended: (Extensions.EXTENSION_PROTOCOL, "the extension protocol (BEP 10)"),
+}
+
+
+class PeerConnection:
+    """The state of one peer wire connection after the handshake, both ways.
+
+    >>> from bip_handshake import Extensions
+    >>> from bip_metainfo import InfoHash
+    >>> ext = Extensions.FAST | Extensions.EXTENSION_PROTOCOL
+    >>> conn = PeerConnection(num_pieces=4, info_hash=InfoHash(v1=bytes(20)),
+    ...                       our_extensions=ext, their_extensions=ext)
+    >>> conn.send(HaveNone()).hex()
+    '000000010f'
+    >>> conn.receive_data(HaveAll().encode() + Unchoke().encode())
+    >>> conn.next_event(), conn.next_event(), conn.next_event()
+    (HaveAll(), Unchoke(), NEED_DATA)
+    >>> conn.peer_pieces.is_seed, conn.peer_choking
+    (True, False)
+    >>> conn.send(Request(0, 0, 16384)).hex()
+    '0000000d06000000000000000000004000'
+    >>> sorted(conn.our_requests)
+    [(0, 0, 16384)]
+    """
+
+    def __init__(
+        self,
+        *,
+        num_pieces: int | None,
+        info_hash: InfoHash,
+        our_extensions: Extensions,
+        their_extensions: Extensions,
+        peer_address: PeerAddress | None = None,
+        limits: ConnectionLimits | None = None,
+        swarm_id: bytes | None = None,
+    ) -> None:
+        """Start the conversation after a completed handshake.
+
+        Args:
+            num_pieces: the torrent's piece count, or None until the metadata is
+                known (a magnet link); set :attr:`num_pieces` when it is.
+            info_hash: the torrent.
+            our_extensions: the reserved bytes we sent.
+            their_extensions: the reserved bytes the peer sent; the extensions in
+                use are those both set.
+            peer_address: the peer's address, for :meth:`allowed_fast_set`.
+            limits: bounds on what the peer can make us hold (defaults if None).
+            swarm_id: the 20-byte id used in the handshake (default: the v1
+                info-hash, else the truncated v2 one); it seeds the allowed-fast set.
+        """
+        if not isinstance(our_extensions, Extensions) or not isinstance(
+            their_extensions, Extensions
+        ):
+            raise TypeError("our_extensions and their_extensions must be Extensions")
+        self._limits = limits if limits is not None else ConnectionLimits()
+        self._info_hash = info_hash
+        if swarm_id is None:
+            swarm_id = info_hash.swarm_ids()[0]
+        elif not info_hash.matches(swarm_id):
+            raise ValueError("swarm_id is not one of the torrent's swarm ids")
+        self._swarm_id = swarm_id
+        self._peer_address = peer_address
+        self._our_extensions = our_extensions
+        self._their_extensions = their_extensions
+        self._common = our_extensions & their_extensions
+        self._fast = Extensions.FAST in self._common
+        self._decoder = MessageDecoder(
+            self._limits.max_message_length, max_block_length=self._limits.max_block_length
+        )
+        self._error: RemoteProtocolError | None = None
+        self._outgoing = bytearray()
+
+        self._am_choking = True
+        self._am_interested = False
+        self._peer_choking = True
+        self._peer_interested = False
+
+        self._num_pieces: int | None = None
+        self._peer_pieces = PieceSet(0)
+        self._our_pieces = PieceSet(0)
+        # Availability heard before the piece count is known (magnet links).
+        self._pending_bitfield: bytes | None = None
+        self._pending_have_all = False
+        self._pending_haves = bytearray()
+        self._pending_donthaves = bytearray()
+        self._peer_talked_pieces = False
+        self._we_talked_pieces = False
+
+        self._our_requests: set[BlockKey] = set()
+        self._our_request_lengths: dict[tuple[int, int], int] = {}
+        self._peer_requests: set[BlockKey] = set()
+        self._allowed_fast_to_peer: set[int] = set()
+        self._allowed_fast_from_peer: set[int] = set()
+        self._our_hash_requests: set[HashKey] = set()
+        self._peer_hash_requests: set[HashKey] = set()
+
+        self._our_ext_ids: dict[str, int] = {}
+        self._our_ext_names: dict[int, str] = {}
+        self._their_ext_ids: dict[str, int] = {}
+        self._their_handshake: ExtendedHandshake | None = None
+        self._our_handshake: ExtendedHandshake | None = None
+        self._upload_only = False
+        self._peer_upload_only = False
+
+        self.unrequested_blocks = 0
+        """Piece messages received that answered no outstanding request (dropped)."""
+        self.unrequested_bytes = 0
+        """Their block bytes."""
+        self.unmatched_rejects = 0
+        """Rejects (and hash replies) received for nothing outstanding (dropped)."""
+        self.refused_requests = 0
+        """Peer requests refused (rejected with fast, dropped without)."""
+        self.choked_requests = 0
+        """Peer requests refused because we choke it, since our last choke."""
+        self.invalid_requests = 0
+        """Peer requests refused for pieces we did not announce."""
+        self.ignored_allowed_fast = 0
+        """Allowed-fast messages beyond ``max_allowed_fast`` (ignored)."""
+
+        if num_pieces is not None:
+            self.num_pieces = num_pieces
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def limits(self) -> ConnectionLimits:
+        """The limits in force."""
+        return self._limits
+
+    @property
+    def info_hash(self) -> InfoHash:
+        """The torrent."""
+        return self._info_hash
+
+    @property
+    def peer_address(self) -> PeerAddress | None:
+        """The peer's address, if given."""
+        return self._peer_address
+
+    @property
+    def extensions(self) -> Extensions:
+        """The handshake extensions both sides set (the ones in use)."""
+        return self._common
+
+    @property
+    def fast(self) -> bool:
+        """Whether the fast extension (BEP 6) is in use."""
+        return self._fast
+
+    @property
+    def am_choking(self) -> bool:
+        """Whether we choke the peer (we start choking, BEP 3)."""
+        return self._am_choking
+
+    @property
+    def am_interested(self) -> bool:
+        """Whether we told the peer we are interested."""
+        return self._am_interested
+
+    @property
+    def peer_choking(self) -> bool:
+        """Whether the peer chokes us."""
+        return self._peer_choking
+
+    @property
+    def peer_interested(self) -> bool:
+        """Whether the peer is interested in us."""
+        return self._peer_interested
+
+    @property
+    def num_pieces(self) -> int | None:
+        """The torrent's piece count, or None while unknown (magnet links).
+
+        Set it once the metadata is known: what the peer said about its pieces
+        meanwhile is then checked.
+
+        Raises (on set):
+            ValueError: already set to another value, or out of range.
+            RemoteProtocolError: the peer's earlier bitfield or haves do not fit
+                (the connection is then dead).
+        """
+        return self._num_pieces
+
+    @num_pieces.setter
+    def num_pieces(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"num_pieces must be an int, not {value!r}")
+        if not 0 <= value <= 0xFFFFFFFF:
+            raise ValueError(f"num_pieces must be a uint32, not {value}")
+        if self._num_pieces is not None:
+            if value != self._num_pieces:
+                raise ValueError(f"num_pieces is already {self._num_pieces}")
+            return
+        self._check_alive()
+        try:
+            peer = self._settle_pending(value)
+        except RemoteProtocolError as error:
+            self._error = error
+            raise
+        self._num_pieces = value
+        self._peer_pieces = peer
+        self._our_pieces = PieceSet(value)
+        self._decoder.num_pieces = value
+        # Allowed-fast pieces beyond the torrent are forgotten, as libtorrent does.
+        self._allowed_fast_from_peer = {i for i in self._allowed_fast_from_peer if i < value}
+        self._pending_bitfield = None
+        self._pending_haves = bytearray()
+        self._pending_donthaves = bytearray()
+
+    def _settle_pending(self, num_pieces: int) -> PieceSet:
+        if self._pending_bitfield is not None:
+            try:
+                peer = PieceSet.from_bitfield(self._pending_bitfield, num_pieces)
+            except ValueError as error:
+                raise RemoteProtocolError(f"the peer's bitfield: {error}") from None
+        elif self._pending_have_all:
+            peer = PieceSet.full(num_pieces)
+        else:
+            peer = PieceSet(num_pieces)
+        for index in _indices(self._pending_haves):
+            if index >= num_pieces:
+                raise RemoteProtocolError(
+                    f"the peer announced piece {index} of a {num_pieces}-piece torrent"
+                )
+            peer.add(index)
+        for index in _indices(self._pending_donthaves):
+            if index >= num_pieces:
+                raise RemoteProtocolError(
+                    f"the peer dropped piece {index} of a {num_pieces}-piece torrent"
+                )
+            peer.discard(index)
+        return peer
+
+    @property
+    def peer_pieces(self) -> PieceSet:
+        """The pieces the peer has (empty, of size 0, while :attr:`num_pieces` is unknown)."""
+        return self._peer_pieces
+
+    @property
+    def peer_has_all(self) -> bool:
+        """Whether the peer has every piece (known even before :attr:`num_pieces`)."""
+        if self._num_pieces is None:
+            return self._pending_have_all and not any(self._pending_donthaves)
+        return self._peer_pieces.is_seed
+
+    @property
+    def our_pieces(self) -> PieceSet:
+        """The pieces we announced to the peer (bitfield, have all, haves, minus donthaves)."""
+        return self._our_pieces
+
+    @property
+    def our_requests(self) -> Set[BlockKey]:
+        """Our outstanding requests, as ``(index, begin, length)`` (read only)."""
+        return self._our_requests
+
+    @property
+    def peer_requests(self) -> Set[BlockKey]:
+        """The peer's requests we owe an answer to, as ``(index, begin, length)`` (read only)."""
+        return self._peer_requests
+
+    @property
+    def our_hash_requests(self) -> Set[HashKey]:
+        """Our outstanding BEP 52 hash requests (read only)."""
+        return self._our_hash_requests
+
+    @property
+    def peer_hash_requests(self) -> Set[HashKey]:
+        """The peer's BEP 52 hash requests we owe an answer to (read only)."""
+        return self._peer_hash_requests
+
+    @property
+    def allowed_fast_to_peer(self) -> Set[int]:
+        """Pieces we allowed the peer to request while choked (read only)."""
+        return self._allowed_fast_to_peer
+
+    @property
+    def allowed_fast_from_peer(self) -> Set[int]:
+        """Pieces the peer allowed us to request while choked (read only)."""
+        return self._allowed_fast_from_peer
+
+    @property
+    def our_extension_ids(self) -> Mapping[str, int]:
+        """Extension name -> the id we assigned (from our extended handshake)."""
+        return self._our_ext_ids
+
+    @property
+    def their_extension_ids(self) -> Mapping[str, int]:
+        """Extension name -> the id the peer assigned (from its extended handshakes)."""
+        return self._their_ext_ids
+
+    @property
+    def their_handshake(self) -> ExtendedHandshake | None:
+        """The peer's latest extended handshake, if any."""
+        return self._their_handshake
+
+    @property
+    def our_handshake(self) -> ExtendedHandshake | None:
+        """Our latest extended handshake, if sent."""
+        return self._our_handshake
+
+    @property
+    def peer_reqq(self) -> int | None:
+        """How many outstanding requests the peer says it queues (``reqq``), if it said."""
+        return None if self._their_handshake is None else self._their_handshake.reqq
+
+    @property
+    def upload_only(self) -> bool:
+        """Whether we told the peer we only upload (BEP 21)."""
+        return self._upload_only
+
+    @property
+    def peer_upload_only(self) -> bool:
+        """Whether the peer told us it only uploads (BEP 21): it wants nothing from us."""
+        return self._peer_upload_only
+
+    def allowed_fast_set(self, k: int = DEFAULT_ALLOWED_FAST_SET_SIZE) -> list[int]:
+        """The BEP 6 allowed-fast set to offer this peer, minus pieces it has.
+
+        Send each as :class:`AllowedFast`. Empty when the piece count or the
+        peer's address is unknown, as libtorrent does before it has the metadata.
+        """
+        if self._num_pieces is None or self._peer_address is None:
+            return []
+        pieces = allowed_fast_set(self._peer_address.host, self._swarm_id, self._num_pieces, k)
+        return [index for index in pieces if index not in self._peer_pieces]
+
+    # ------------------------------------------------------------------ receiving
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Add bytes received from the peer (kept by reference: do not modify them).
+
+        Raises:
+            RemoteProtocolError: the connection already failed.
+        """
+        self._check_alive()
+        self._decoder.receive_data(data)
+
+    def receive_eof(self) -> None:
+        """The peer closed the connection.
+
+        Raises:
+            RemoteProtocolError: it closed in the middle of a message.
+        """
+        self._check_alive()
+        try:
+            self._decoder.receive_eof()
+        except RemoteProtocolError as error:
+            self._error = error
+            raise
+
+    def next_event(self) -> Event | NeedData:
+        """The next message from the peer, after the state is updated; or ``NEED_DATA``.
+
+        Messages the connection handles itself (a refused request, an
+        unrequested block, a cancel or reject for nothing outstanding) are not
+        returned; replies they need are in :meth:`data_to_send`.
+
+        Raises:
+            RemoteProtocolError: the peer broke the protocol; the connection is dead
+                and every later call raises the same error.
+        """
+        self._check_alive()
+        try:
+            while True:
+                message = self._decoder.next_message()
+                if message is NEED_DATA:
+                    return NEED_DATA
+                assert isinstance(message, Message)
+                event = self._receive(message)
+                if event is not None:
+                    return event
+        except RemoteProtocolError as error:
+            self._error = error
+            raise
+
+    def data_to_send(self) -> bytes:
+        """Bytes owed to the peer because of what it sent (rejects, with fast); then cleared."""
+        data = bytes(self._outgoing)
+        self._outgoing.clear()
+        return data
+
+    def _check_alive(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _receive(self, message: Message) -> Event | None:
+        required = _REQUIRES.get(type(message))
+        if required is not None and required[0] not in self._common:
+            raise RemoteProtocolError(
+                f"the peer sent {type(message).__name__} without {required[1]}"
+            )
+        handler = _RECEIVE.get(type(message))
+        if handler is None:
+            return message  # KeepAlive, UnknownMessage: nothing to track
+        return handler(self, message)
+
+    def _check_index(self, index: int, what: str) -> None:
+        if self._num_pieces is not None and index >= self._num_pieces:
+            raise RemoteProtocolError(
+                f"{what} for piece {index} of a {self._num_pieces}-piece torrent"
+            )
+
+    def _refuse(self, index: int, begin: int, length: int) -> None:
+        self.refused_requests += 1
+        if self._fast:
+            self._outgoing += RejectRequest(index, begin, length).encode()
+
+    def _on_choke(self, message: Message) -> Event:
+        self._peer_choking = True
+        if not self._fast:
+            # BEP 3: a choke discards every pending request. With fast they stay
+            # until the peer rejects them (BEP 6).
+            self._our_requests.clear()
+            self._our_request_lengths.clear()
+        return message
+
+    def _on_unchoke(self, message: Message) -> Event:
+        self._peer_choking = False
+        return message
+
+    def _on_interested(self, message: Message) -> Event:
+        self._peer_interested = True
+        return message
+
+    def _on_not_interested(self, message: Message) -> Event:
+        self._peer_interested = False
+        return message
+
+    def _availability_first(self, message: Message) -> None:
+        if self._peer_talked_pieces:
+            raise RemoteProtocolError(
+                f"the peer sent {type(message).__name__} after other piece messages"
+            )
+
+    def _on_bitfield(self, message: Message) -> Event:
+        assert isinstance(message, Bitfield)
+        self._availability_first(message)
+        if self._num_pieces is None:
+            self._pending_bitfield = message.bits
+        else:
+            try:
+                self._peer_pieces = PieceSet.from_bitfield(message.bits, self._num_pieces)
+            except ValueError as error:
+                raise RemoteProtocolError(f"the peer's bitfield: {error}") from None
+        self._peer_talked_pieces = True
+        return message
+
+    def _on_have_all(self, message: Message) -> Event:
+        self._availability_first(message)
+        if self._num_pieces is None:
+            self._pending_have_all = True
+        else:
+            self._peer_pieces.set_all()
+        self._peer_talked_pieces = True
+        return message
+
+    def _on_have_none(self, message: Message) -> Event:
+        self._availability_first(message)
+        self._peer_talked_pieces = True
+        return message
+
+    def _on_have(self, message: Message) -> Event:
+        assert isinstance(message, Have)
+        self._check_index(message.index, "have")
+        self._peer_has(message.index)
+        self._peer_talked_pieces = True
+        return message
+
+    def _peer_has(self, index: int) -> None:
+        if self._num_pieces is not None:
+            self._peer_pieces.add(index)
+            return
+        # Unknown piece count: remember it in a growing bitfield.
+        _set_bit(self._pending_haves, index, self._pending_limit(index, "have"))
+        _clear_bit(self._pending_donthaves, index)
+
+    def _pending_limit(self, index: int, what: str) -> int:
+        """Refuse an index that could not fit any bitfield message; it also bounds
+        the memory a peer can make us spend before the piece count is known."""
+        limit = (self._limits.max_message_length - 1) * 8
+        if index >= limit:
+            raise RemoteProtocolError(f"{what} for piece {index}: no torrent here has that many")
+        return limit
+
+    def _on_request(self, message: Message) -> Event | None:
+        assert isinstance(message, Request)
+        index, begin, length = message.index, message.begin, message.length
+        limits = self._limits
+        if not 0 < length <= limits.max_block_length:
+            raise RemoteProtocolError(
+                f"request for {length} bytes (limit {limits.max_block_length})"
+            )
+        self._check_index(index, "request")
+        self._peer_talked_pieces = True
+        key = (index, begin, length)
+        if key in self._peer_requests:
+            return None  # a duplicate: it is queued already
+        if len(self._peer_requests) >= limits.max_peer_requests or self._num_pieces is None:
+            # Over the queue we advertised, or before we have the metadata (so we
+            # announced nothing): refused as libtorrent does, but not held against it.
+            self._refuse(index, begin, length)
+            return None
+        if index not in self._our_pieces:
+            self.invalid_requests += 1
+            if self.invalid_requests > limits.max_invalid_requests:
+                raise RemoteProtocolError(
+                    f"more than {limits.max_invalid_requests} requests for pieces we do not have"
+                )
+            self._refuse(index, begin, length)
+            return None
+        if self._am_choking and not (self._fast and index in self._allowed_fast_to_peer):
+            self.choked_requests += 1
+            if self.choked_requests > limits.max_choked_requests:
+                raise RemoteProtocolError(
+                    f"more than {limits.max_choked_requests} requests while choked"
+                )
+            self._refuse(index, begin, length)
+            return None
+        self._peer_requests.add(key)
+        return message
+
+    def _on_cancel(self, message: Message) -> Event | None:
+        assert isinstance(message, Cancel)
+        self._check_index(message.index, "cancel")
+        self._peer_talked_pieces = True
+        key = (message.index, message.begin, message.length)
+        if key not in self._peer_requests:
+            return None  # already served or refused: the cancel crossed our answer
+        self._peer_requests.discard(key)
+        if self._fast:
+            # With fast every request gets an answer; libtorrent rejects a cancelled one.
+            self._outgoing += RejectRequest(*key).encode()
+        return message
+
+    def _on_piece(self, message: Message) -> Event | None:
+        assert isinstance(message, Piece)
+        index, begin, length = message.index, message.begin, len(message.block)
+        self._check_index(index, "piece")
+        self._peer_talked_pieces = True
+        requested = self._our_request_lengths.get((index, begin))
+        if length == 0:
+            # BitComet rejects with an empty piece; libtorrent reads it so.
+            if requested is None:
+                self.unmatched_rejects += 1
+                return None
+            self._forget_our_request(index, begin, requested)
+            return RejectRequest(index, begin, requested)
+        if requested is None:
+            self.unrequested_blocks += 1
+            self.unrequested_bytes += length
+            return None
+        if requested != length:
+            raise RemoteProtocolError(
+                f"piece {index} offset {begin}: {length} bytes for a {requested}-byte request"
+            )
+        self._forget_our_request(index, begin, length)
+        return message
+
+    def _forget_our_request(self, index: int, begin: int, length: int) -> None:
+        self._our_requests.discard((index, begin, length))
+        del self._our_request_lengths[(index, begin)]
+
+    def _on_reject(self, message: Message) -> Event | None:
+        assert isinstance(message, RejectRequest)
+        self._check_index(message.index, "reject")
+        self._peer_talked_pieces = True
+        key = (message.index, message.begin, message.length)
+        if key not in self._our_requests:
+            # It answers a request we cancelled (with fast, cancels are answered).
+            self.unmatched_rejects += 1
+            return None
+        self._forget_our_request(*key)
+        return message
+
+    def _on_allowed_fast(self, message: Message) -> Event:
+        assert isinstance(message, AllowedFast)
+        self._check_index(message.index, "allowed fast")
+        if message.index not in self._allowed_fast_from_peer:
+            if len(self._allowed_fast_from_peer) >= self._limits.max_allowed_fast:
+                self.ignored_allowed_fast += 1
+            else:
+                self._allowed_fast_from_peer.add(message.index)
+        return message
+
+    def _on_suggest(self, message: Message) -> Event:
+        assert isinstance(message, Suggest)
+        self._check_index(message.index, "suggest")
+        return message
+
+    def _on_port(self, message: Message) -> Event:
+        if Extensions.DHT not in self._their_extensions:
+            raise RemoteProtocolError("the peer sent a port message without the DHT bit")
+        return message
+
+    def _on_hash_request(self, message: Message) -> Event | None:
+        assert isinstance(message, HashRequest)
+        key = _hash_key(message)
+        if key in self._peer_hash_requests:
+            return None
+        if len(self._peer_hash_requests) >= self._limits.max_peer_hash_requests:
+            self.refused_requests += 1
+            self._outgoing += HashReject(*key).encode()
+            return None
+        self._peer_hash_requests.add(key)
+        return message
+
+    def _on_hash_answer(self, message: Message) -> Event | None:
+        assert isinstance(message, Hashes | HashReject)
+        key = _hash_key(message)
+        if key not in self._our_hash_requests:
+            self.unmatched_rejects += 1
+            return None
+        self._our_hash_requests.discard(key)
+        return message
+
+    def _on_extended(self, message: Message) -> Event | None:
+        assert isinstance(message, Extended)
+        if message.extended_id == 0:
+            return self._on_extended_handshake(message.payload)
+        name = self._our_ext_names.get(message.extended_id)
+        codec = None if name is None else _EXTENSIONS.get(name)
+        if codec is None:
+            return UnknownExtended(message.extended_id, name, message.payload)
+        try:
+            event = codec[1](message.payload)
+        except (ValueError, RemoteProtocolError) as error:
+            raise RemoteProtocolError(f"malformed {name} message: {error}") from None
+        if event is None:
+            return UnknownExtended(message.extended_id, name, message.payload)
+        if isinstance(event, DontHave):
+            self._check_index(event.index, "lt_donthave")
+            self._peer_lost(event.index)
+        elif isinstance(event, UploadOnly):
+            self._peer_upload_only = event.upload_only
+        return event  # type: ignore[return-value]  # the codec table gives these classes
+
+    def _peer_lost(self, index: int) -> None:
+        if self._num_pieces is not None:
+            self._peer_pieces.discard(index)
+            return
+        _set_bit(self._pending_donthaves, index, self._pending_limit(index, "lt_donthave"))
+        _clear_bit(self._pending_haves, index)
+
+    def _on_extended_handshake(self, payload: bytes) -> Event:
+        try:
+            handshake = ExtendedHandshake.decode_payload(payload)
+        except (ValueError, RemoteProtocolError) as error:
+            raise RemoteProtocolError(f"malformed extended handshake: {error}") from None
+        _merge_ids(self._their_ext_ids, handshake.m)
+        self._their_handshake = handshake
+        if handshake.upload_only is not None:
+            self._peer_upload_only = handshake.upload_only
+        return handshake
+
+    # ------------------------------------------------------------------ sending
+
+    def send(self, message: Message | ExtendedHandshake | ExtensionMessage) -> bytes:
+        """Record that we send ``message`` and return the bytes to write.
+
+        Extension messages (the ``_extended`` classes) are framed under the id the
+        peer assigned. ``Choke`` with the fast extension returns the choke
+        followed by the rejects we owe for the peer's pending requests.
+
+        Raises:
+            LocalProtocolError: the protocol forbids sending it now (nothing changed).
+            RemoteProtocolError: the connection already failed.
+        """
+        return b"".join(self.send_parts(message))
+
+    def send_parts(
+        self, message: Message | ExtendedHandshake | ExtensionMessage
+    ) -> list[bytes | memoryview]:
+        """Like :meth:`send`, as pieces to write in order (a block is not copied).
+
+        Raises:
+            LocalProtocolError: the protocol forbids sending it now (nothing changed).
+            RemoteProtocolError: the connection already failed.
+        """
+        self._check_alive()
+        if isinstance(message, ExtendedHandshake):
+            return [self._send_extended_handshake(message)]
+        name = _NAME_OF_CLASS.get(type(message))
+        if name is not None:
+            assert not isinstance(message, Message | ExtendedHandshake)
+            return [self._send_extension(name, message)]
+        if not isinstance(message, Message):
+            raise TypeError(f"not a peer wire message: {message!r}")
+        required = _REQUIRES.get(type(message))
+        if required is not None and required[0] not in self._common:
+            raise LocalProtocolError(f"{type(message).__name__} needs {required[1]}")
+        handler = _SEND.get(type(message))
+        if handler is not None:
+            extra = handler(self, message)
+            if extra:
+                return [message.encode(), *extra]
+        if isinstance(message, Piece):
+            head, block = message.encode_parts()
+            return [head, block]
+        return [message.encode()]
+
+    def _local_index(self, index: int, what: str) -> None:
+        if self._num_pieces is None:
+            raise LocalProtocolError(f"{what} before the number of pieces is known")
+        if index >= self._num_pieces:
+            raise LocalProtocolError(f"{what} for piece {index} of {self._num_pieces}")
+
+    def _local_availability_first(self, message: Message) -> None:
+        if self._we_talked_pieces:
+            raise LocalProtocolError(
+                f"{type(message).__name__} must come before other piece messages"
+            )
+
+    def _send_choke(self, message: Message) -> list[bytes]:
+        rejects: list[bytes] = []
+        if self._fast:
+            for key in sorted(self._peer_requests):
+                if key[0] not in self._allowed_fast_to_peer:
+                    rejects.append(RejectRequest(*key).encode())
+            self._peer_requests = {
+                key for key in self._peer_requests if key[0] in self._allowed_fast_to_peer
+            }
+        else:
+            self._peer_requests.clear()
+        self._am_choking = True
+        self.choked_requests = 0
+        return rejects
+
+    def _send_unchoke(self, message: Message) -> None:
+        self._am_choking = False
+        self.choked_requests = 0
+
+    def _send_interested(self, message: Message) -> None:
+        self._am_interested = True
+
+    def _send_not_interested(self, message: Message) -> None:
+        self._am_interested = False
+
+    def _send_bitfield(self, message: Message) -> None:
+        assert isinstance(message, Bitfield)
+        self._local_availability_first(message)
+        if self._num_pieces is None:
+            raise LocalProtocolError("a bitfield before the number of pieces is known")
+        try:
+            pieces = PieceSet.from_bitfield(message.bits, self._num_pieces)
+        except ValueError as error:
+            raise LocalProtocolError(str(error)) from None
+        self._our_pieces = pieces
+        self._we_talked_pieces = True
+
+    def _send_have_all(self, message: Message) -> None:
+        self._local_availability_first(message)
+        if self._num_pieces is None:
+            raise LocalProtocolError("have all before the number of pieces is known")
+        self._our_pieces.set_all()
+        self._we_talked_pieces = True
+
+    def _send_have_none(self, message: Message) -> None:
+        self._local_availability_first(message)
+        self._we_talked_pieces = True
+
+    def _send_have(self, message: Message) -> None:
+        assert isinstance(message, Have)
+        self._local_index(message.index, "have")
+        self._our_pieces.add(message.index)
+        self._we_talked_pieces = True
+
+    def _send_request(self, message: Message) -> None:
+        assert isinstance(message, Request)
+        index, begin, length = message.index, message.begin, message.length
+        self._local_index(index, "request")
+        if not 0 < length <= self._limits.max_block_length:
+            raise LocalProtocolError(
+                f"request for {length} bytes (limit {self._limits.max_block_length})"
+            )
+        if index not in self._peer_pieces:
+            raise LocalProtocolError(f"request for piece {index}, which the peer does not have")
+        if self._peer_choking and not (self._fast and index in self._allowed_fast_from_peer):
+            raise LocalProtocolError(
+                f"request for piece {index} while choked (and not allowed fast)"
+            )
+        if (index, begin) in self._our_request_lengths:
+            raise LocalProtocolError(f"piece {index} offset {begin} is already requested")
+        self._our_requests.add((index, begin, length))
+        self._our_request_lengths[(index, begin)] = length
+        self._we_talked_pieces = True
+
+    def _send_cancel(self, message: Message) -> None:
+        assert isinstance(message, Cancel)
+        key = (message.index, message.begin, message.length)
+        if key not in self._our_requests:
+            raise LocalProtocolError(f"cancel of {key}, which is not outstanding")
+        self._forget_our_request(*key)
+
+    def _send_piece(self, message: Message) -> None:
+        assert isinstance(message, Piece)
+        key = (message.index, message.begin, len(message.block))
+        if key not in self._peer_requests:
+            raise LocalProtocolError(f"piece {key} answers no pending request of the peer")
+        self._peer_requests.discard(key)
+
+    def _send_reject(self, message: Message) -> None:
+        assert isinstance(message, RejectRequest)
+        key = (message.index, message.begin, message.length)
+        if key not in self._peer_requests:
+            raise LocalProtocolError(f"reject of {key}, which the peer has not requested")
+        self._peer_requests.discard(key)
+
+    def _send_allowed_fast(self, message: Message) -> None:
+        assert isinstance(message, AllowedFast)
+        self._local_index(message.index, "allowed fast")
+        self._allowed_fast_to_peer.add(message.index)
+
+    def _send_suggest(self, message: Message) -> None:
+        assert isinstance(message, Suggest)
+        self._local_index(message.index, "suggest")
+
+    def _send_port(self, message: Message) -> None:
+        if Extensions.DHT not in self._common:
+            raise LocalProtocolError("a port message needs the DHT bit on both sides (BEP 5)")
+
+    def _send_hash_request(self, message: Message) -> None:
+        assert isinstance(message, HashRequest)
+        key = _hash_key(message)
+        if key in self._our_hash_requests:
+            raise LocalProtocolError("this hash request is already outstanding")
+        self._our_hash_requests.add(key)
+
+    def _send_hash_answer(self, message: Message) -> None:
+        assert isinstance(message, Hashes | HashReject)
+        key = _hash_key(message)
+        if key not in self._peer_hash_requests:
+            raise LocalProtocolError("this answers no pending hash request of the peer")
+        self._peer_hash_requests.discard(key)
+
+    def _send_raw_extended(self, message: Message) -> None:
+        assert isinstance(message, Extended)
+        if message.extended_id == 0:
+            try:
+                handshake = ExtendedHandshake.decode_payload(message.payload)
+            except (ValueError, RemoteProtocolError) as error:
+                raise LocalProtocolError(f"not an extended handshake: {error}") from None
+            self._record_our_handshake(handshake)
+        elif message.extended_id not in self._their_ext_ids.values():
+            raise LocalProtocolError(
+                f"extended id {message.extended_id} is not one the peer assigned"
+            )
+
+    def _send_extended_handshake(self, handshake: ExtendedHandshake) -> bytes:
+        if Extensions.EXTENSION_PROTOCOL not in self._common:
+            raise LocalProtocolError("an extended handshake needs the extension protocol (BEP 10)")
+        data = Extended(0, handshake.encode_payload()).encode()
+        self._record_our_handshake(handshake)
+        return data
+
+    def _record_our_handshake(self, handshake: ExtendedHandshake) -> None:
+        _merge_ids(self._our_ext_ids, handshake.m)
+        self._our_ext_names = {number: name for name, number in self._our_ext_ids.items()}
+        self._our_handshake = handshake
+        if handshake.upload_only is not None:
+            self._upload_only = handshake.upload_only
+
+    def _send_extension(self, name: str, message: ExtensionMessage) -> bytes:
+        if Extensions.EXTENSION_PROTOCOL not in self._common:
+            raise LocalProtocolError(f"{name} needs the extension protocol (BEP 10)")
+        their_id = self._their_ext_ids.get(name)
+        if their_id is None:
+            raise LocalProtocolError(f"the peer does not support {name}")
+        if isinstance(message, DontHave):
+            self._local_index(message.index, "lt_donthave")
+        data = Extended(their_id, message.encode_payload()).encode()
+        if isinstance(message, DontHave):
+            self._our_pieces.discard(message.index)
+        elif isinstance(message, UploadOnly):
+            self._upload_only = message.upload_only
+        return data
+
+
+def _hash_key(message: HashRequest | Hashes | HashReject) -> HashKey:
+    return (
+        message.pieces_root,
+        message.base_layer,
+        message.index,
+        message.length,
+        message.proof_layers,
+    )
+
+
+def _set_bit(bits: bytearray, index: int, limit: int) -> None:
+    """Set bit ``index`` of a growable bitfield (``index < limit`` is already checked)."""
+    byte = index >> 3
+    if byte >= len(bits):
+        bits.extend(bytes(byte + 1 - len(bits)))
+    bits[byte] |= 0x80 >> (index & 7)
+
+
+def _clear_bit(bits: bytearray, index: int) -> None:
+    byte = index >> 3
+    if byte < len(bits):
+        bits[byte] &= ~(0x80 >> (index & 7)) & 0xFF
+
+
+def _indices(bits: bytearray) -> list[int]:
+    return [
+        byte_index * 8 + bit
+        for byte_index, byte in enumerate(bits)
+        if byte
+        for bit in range(8)
+        if byte & (0x80 >> bit)
+    ]
+
+
+def _merge_ids(ids: dict[str, int], m: Mapping[str, int]) -> None:
+    """Apply a handshake's ``m`` to an id map: later handshakes update it, 0 removes."""
+    for name, number in m.items():
+        if number:
+            ids[name] = number
+        else:
+            ids.pop(name, None)
+
+
+_Receive = Callable[[PeerConnection, Message], Event | None]
+_Send = Callable[[PeerConnection, Message], list[bytes] | None]
+
+# The state machine, as tables of (message type) -> handler per direction. The
+# handlers check the state, raise before changing anything, then update it.
+_RECEIVE: Final[dict[type, _Receive]] = {
+    Choke: PeerConnection._on_choke,
+    Unchoke: PeerConnection._on_unchoke,
+    Interested: PeerConnection._on_interested,
+    NotInterested: PeerConnection._on_not_interested,
+    Have: PeerConnection._on_have,
+    Bitfield: PeerConnection._on_bitfield,
+    Request: PeerConnection._on_request,
+    Piece: PeerConnection._on_piece,
+    Cancel: PeerConnection._on_cancel,
+    Port: PeerConnection._on_port,
+    Suggest: PeerConnection._on_suggest,
+    HaveAll: PeerConnection._on_have_all,
+    HaveNone: PeerConnection._on_have_none,
+    RejectRequest: PeerConnection._on_reject,
+    AllowedFast: PeerConnection._on_allowed_fast,
+    Extended: PeerConnection._on_extended,
+    HashRequest: PeerConnection._on_hash_request,
+    Hashes: PeerConnection._on_hash_answer,
+    HashReject: PeerConnection._on_hash_answer,
+}
+_SEND: Final[dict[type, _Send]] = {
+    Choke: PeerConnection._send_choke,
+    Unchoke: PeerConnection._send_unchoke,
+    Interested: PeerConnection._send_interested,
+    NotInterested: PeerConnection._send_not_interested,
+    Have: PeerConnection._send_have,
+    Bitfield: PeerConnection._send_bitfield,
+    Request: PeerConnection._send_request,
+    Piece: PeerConnection._send_piece,
+    Cancel: PeerConnection._send_cancel,
+    Port: PeerConnection._send_port,
+    Suggest: PeerConnection._send_suggest,
+    HaveAll: PeerConnection._send_have_all,
+    HaveNone: PeerConnection._send_have_none,
+    RejectRequest: PeerConnection._send_reject,
+    AllowedFast: PeerConnection._send_allowed_fast,
+    Extended: PeerConnection._send_raw_extended,
+    HashRequest: PeerConnection._send_hash_request,
+    Hashes: PeerConnection._send_hash_answer,
+    HashReject: PeerConnection._send_hash_answer,
+}
