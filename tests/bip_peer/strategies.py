@@ -4,13 +4,32 @@ Any bip_peer test may ``from strategies import messages`` (``tests/bip_peer/conf
 this folder on ``sys.path``; the tests run with ``--import-mode=importlib``):
 
 - :func:`messages`: any :class:`bip_peer._messages.Message`, every class reachable;
-- one strategy per message class (``pieces``, ``requests``, ...), and ``u32``.
+- one strategy per message class (``pieces``, ``requests``, ...), and ``u32``;
+- :func:`handshakes`: any ``bip_peer._extended.ExtendedHandshake`` (``extra`` included);
+- :func:`extension_messages`: any ut_metadata / ut_pex / lt_donthave / upload_only message;
+- ``ipv4_peers`` / ``ipv6_peers``: ``bip_handshake.PeerAddress`` of either family.
 """
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address, IPv6Address
+from typing import Any
+
 from hypothesis import strategies as st
 
+from bip_handshake import PeerAddress
+from bip_peer._extended import (
+    HANDSHAKE_FIELDS,
+    MAX_METADATA_TOTAL_SIZE,
+    METADATA_BLOCK_SIZE,
+    DontHave,
+    ExtendedHandshake,
+    MetadataData,
+    MetadataReject,
+    MetadataRequest,
+    PexMessage,
+    UploadOnly,
+)
 from bip_peer._messages import (
     AllowedFast,
     Bitfield,
@@ -103,4 +122,82 @@ def messages() -> st.SearchStrategy[Message]:
         hash_rejects,
         hashes,
         unknowns,
+    )
+
+
+# ---------------------------------------------------------------------------- extensions
+
+ports16 = st.integers(min_value=0, max_value=0xFFFF)
+ipv4_peers = st.builds(PeerAddress, st.integers(0, 2**32 - 1).map(IPv4Address), ports16)
+ipv6_peers = st.builds(PeerAddress, st.integers(0, 2**128 - 1).map(IPv6Address), ports16)
+flags = st.integers(min_value=0, max_value=255)
+
+_bencode_values: st.SearchStrategy[Any] = st.recursive(
+    st.integers(-(2**64), 2**64) | st.binary(max_size=16),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.binary(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_extra_keys = st.binary(max_size=12).filter(
+    lambda key: key not in {name.encode() for name in HANDSHAKE_FIELDS}
+)
+
+
+def handshakes() -> st.SearchStrategy[ExtendedHandshake]:
+    """Any valid extended handshake, every field present or absent."""
+    return st.builds(
+        ExtendedHandshake,
+        m=st.dictionaries(st.text(max_size=12), st.integers(0, 255), max_size=5),
+        v=st.none() | st.text(max_size=20),
+        p=st.none() | st.integers(1, 0xFFFF),
+        yourip=st.none() | st.binary(min_size=4, max_size=4) | st.binary(min_size=16, max_size=16),
+        ipv4=st.none() | st.binary(min_size=4, max_size=4),
+        ipv6=st.none() | st.binary(min_size=16, max_size=16),
+        reqq=st.none() | st.integers(1, 2**32 - 1),
+        metadata_size=st.none() | st.integers(1, MAX_METADATA_TOTAL_SIZE),
+        upload_only=st.none() | st.booleans(),
+        extra=st.dictionaries(_extra_keys, _bencode_values, max_size=3),
+    )
+
+
+@st.composite
+def _metadata_data(draw: st.DrawFn) -> MetadataData:
+    total_size = draw(st.integers(1, 4 * METADATA_BLOCK_SIZE))
+    piece = draw(st.integers(0, (total_size - 1) // METADATA_BLOCK_SIZE))
+    room = min(METADATA_BLOCK_SIZE, total_size - piece * METADATA_BLOCK_SIZE)
+    data = draw(st.binary(max_size=min(room, 200)))
+    return MetadataData(piece, total_size, data)
+
+
+@st.composite
+def _pex(draw: st.DrawFn) -> PexMessage:
+    added = draw(st.lists(ipv4_peers, max_size=5))
+    added6 = draw(st.lists(ipv6_peers, max_size=5))
+    added_flags = draw(st.just([]) | st.lists(flags, min_size=len(added), max_size=len(added)))
+    added6_flags = draw(st.just([]) | st.lists(flags, min_size=len(added6), max_size=len(added6)))
+    return PexMessage(
+        added=tuple(added),
+        added_flags=tuple(added_flags),
+        added6=tuple(added6),
+        added6_flags=tuple(added6_flags),
+        dropped=tuple(draw(st.lists(ipv4_peers, max_size=5))),
+        dropped6=tuple(draw(st.lists(ipv6_peers, max_size=5))),
+    )
+
+
+_pieces = st.integers(0, MAX_METADATA_TOTAL_SIZE // METADATA_BLOCK_SIZE)
+
+
+def extension_messages() -> st.SearchStrategy[
+    MetadataRequest | MetadataData | MetadataReject | PexMessage | DontHave | UploadOnly
+]:
+    """Any ut_metadata, ut_pex, lt_donthave or upload_only message."""
+    return st.one_of(
+        st.builds(MetadataRequest, _pieces),
+        st.builds(MetadataReject, _pieces),
+        _metadata_data(),
+        _pex(),
+        st.builds(DontHave, u32),
+        st.builds(UploadOnly, st.booleans()),
     )
