@@ -579,6 +579,9 @@ def simulate(info: bytes, peers: list[SimPeer], rng: random.Random) -> MetadataF
                 fetcher.on_reject(peer.name, MetadataReject(piece), now)
                 continue
             total = len(peer.data)
+            if piece * PIECE >= total:  # beyond what it has: as a real server, it rejects
+                fetcher.on_reject(peer.name, MetadataReject(piece), now)
+                continue
             chunk = peer.data[piece * PIECE : (piece + 1) * PIECE]
             if peer.behaviour == "wrong-size":
                 total += 1

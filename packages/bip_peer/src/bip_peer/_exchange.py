@@ -1,0 +1,605 @@
+"""The BEP 9 metadata exchange and BEP 11 peer exchange as :class:`PeerService` plug-ins.
+
+Both ride along every connection of a :class:`~bip_peer.PeerManager`
+(``PeerManagerConfig(services=[...])`` or :meth:`PeerManager.add_service`) and drive the
+sans-IO cores of :mod:`bip_peer._metadata` and :mod:`bip_peer._pex`:
+
+- :class:`MetadataExchange` adds ``ut_metadata`` (and, for torrents it serves,
+  ``metadata_size``) to our extended handshake, answers the peers' metadata requests from the
+  info dictionaries given to :meth:`~MetadataExchange.serve`, and fetches a torrent's
+  dictionary from every connected peer that has it (:meth:`~MetadataExchange.fetch`), in
+  parallel, verified against the info-hash; peers that send bad data are removed.
+- :class:`PeerExchange` adds ``ut_pex`` to our extended handshake, tells every peer that
+  speaks it about our other peers of the same torrent (at most once a minute, at most 50
+  added and 50 dropped per message) and hands the addresses peers tell us about, after the
+  :class:`~bip_peer._pex.PexInbox` checks, to a :class:`~bip_handshake.PeerSink` with the
+  source ``"pex"``.
+
+Every hook runs in a manager task and never blocks; messages go out with
+:meth:`PeerManager.send_nowait` (a message that finds a full queue is dropped: a metadata
+request is then retried after its timeout, a PEX diff is sent again with the next one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Final, TypeVar
+
+import trio
+
+from bip_handshake import PeerAddress, PeerSink
+from bip_metainfo import InfoHash
+
+from ._errors import LocalProtocolError, PeerError
+from ._extended import (
+    DEFAULT_EXTENSION_IDS,
+    ExtendedHandshake,
+    MetadataData,
+    MetadataReject,
+    MetadataRequest,
+    PexMessage,
+)
+from ._manager import Peer, PeerManager
+from ._metadata import (
+    DEFAULT_MAX_METADATA_SIZE,
+    DEFAULT_METADATA_REJECT_BACKOFF,
+    DEFAULT_METADATA_REQUEST_TIMEOUT,
+    DEFAULT_SERVE_BURST,
+    DEFAULT_SERVE_RATE,
+    MetadataFetcher,
+    MetadataServer,
+    info_matches,
+)
+from ._pex import (
+    DEFAULT_PEX_INTERVAL,
+    DEFAULT_PEX_MAX_ADDED,
+    DEFAULT_PEX_MAX_DROPPED,
+    DEFAULT_PEX_MAX_KNOWN,
+    DEFAULT_PEX_MIN_RECEIVE_INTERVAL,
+    DEFAULT_PEX_RECEIVE_LIMIT,
+    PexFlags,
+    PexInbox,
+    PexOutbox,
+)
+
+__all__ = [
+    "METADATA_EXTENSION",
+    "PEX_EXTENSION",
+    "MetadataExchange",
+    "MetadataExchangeStatistics",
+    "MetadataFetchError",
+    "PeerExchange",
+    "PeerExchangeStatistics",
+]
+
+METADATA_EXTENSION: Final = "ut_metadata"
+"""The BEP 10 name of the metadata extension (BEP 9)."""
+PEX_EXTENSION: Final = "ut_pex"
+"""The BEP 10 name of the peer exchange extension (BEP 11)."""
+PEX_SOURCE: Final = "pex"
+"""The source name :class:`PeerExchange` gives a :class:`~bip_handshake.PeerSink`."""
+
+
+class MetadataFetchError(PeerError):
+    """:meth:`MetadataExchange.fetch` ended without a verified info dictionary (timeout)."""
+
+
+def _swarm_key(info_hash: InfoHash) -> bytes:
+    # Peers of one torrent meet under its v1 hash or its truncated v2 hash; a handshake's
+    # InfoHash may carry either or both. The first swarm id names the torrent here, and
+    # lookups try every id a peer's InfoHash has.
+    return info_hash.swarm_ids()[0]
+
+
+_T = TypeVar("_T")
+
+
+def _lookup(table: Mapping[bytes, _T], info_hash: InfoHash) -> _T | None:
+    for swarm_id in info_hash.swarm_ids():
+        found = table.get(swarm_id)
+        if found is not None:
+            return found
+    return None
+
+
+def _same_torrent(a: InfoHash, b: InfoHash) -> bool:
+    return not set(a.swarm_ids()).isdisjoint(b.swarm_ids())
+
+
+def _offers(peer: Peer, extension: str) -> bool:
+    return bool(peer.connection.their_extension_ids.get(extension))
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataExchangeStatistics:
+    """A snapshot of a :class:`MetadataExchange`'s counters.
+
+    Attributes:
+        serving: torrents whose dictionary we serve.
+        fetching: fetches under way.
+        requests_answered: pieces sent to peers.
+        requests_rejected: requests rejected (unknown torrent, out of range, over budget).
+        pieces_fetched: pieces accepted by fetches.
+        peers_banned: peers removed for sending bad metadata.
+    """
+
+    serving: int
+    fetching: int
+    requests_answered: int
+    requests_rejected: int
+    pieces_fetched: int
+    peers_banned: int
+
+
+class _Fetch:
+    """One fetch under way: the sans-IO fetcher and the tasks waiting for it."""
+
+    __slots__ = ("done", "fetcher", "info_hash", "waiters")
+
+    def __init__(self, info_hash: InfoHash, fetcher: MetadataFetcher[Peer]) -> None:
+        self.info_hash = info_hash
+        self.fetcher = fetcher
+        self.done = trio.Event()
+        self.waiters = 0
+
+
+class MetadataExchange:
+    """BEP 9 over a :class:`~bip_peer.PeerManager`: serve our info dictionaries, fetch others.
+
+    Args:
+        extension_id: the id we give ``ut_metadata`` in our extended handshake.
+        max_size: the largest dictionary :meth:`fetch` accepts.
+        request_timeout: seconds before an unanswered request goes to another peer.
+        reject_backoff: seconds a peer that rejected a request is left alone.
+        serve_burst: pieces a peer may fetch from us at once.
+        serve_rate: pieces per second a peer's budget refills at.
+    """
+
+    def __init__(
+        self,
+        *,
+        extension_id: int = DEFAULT_EXTENSION_IDS[METADATA_EXTENSION],
+        max_size: int = DEFAULT_MAX_METADATA_SIZE,
+        request_timeout: float = DEFAULT_METADATA_REQUEST_TIMEOUT,
+        reject_backoff: float = DEFAULT_METADATA_REJECT_BACKOFF,
+        serve_burst: int = DEFAULT_SERVE_BURST,
+        serve_rate: float = DEFAULT_SERVE_RATE,
+    ) -> None:
+        if isinstance(extension_id, bool) or not isinstance(extension_id, int):
+            raise ValueError(f"extension_id must be an int in 1..255, got {extension_id!r}")
+        if not 1 <= extension_id <= 255:
+            raise ValueError(f"extension_id must be in 1..255, got {extension_id}")
+        self._extension_id = extension_id
+        self._fetcher_options: dict[str, float] = {
+            "max_size": max_size,
+            "request_timeout": request_timeout,
+            "reject_backoff": reject_backoff,
+        }
+        # Fail at construction, not at the first fetch.
+        MetadataFetcher(InfoHash(v1=bytes(20)), **self._fetcher_options)  # type: ignore[arg-type]
+        self._serve_burst = serve_burst
+        self._serve_rate = serve_rate
+        self._servers: dict[bytes, MetadataServer[Peer]] = {}
+        self._fetches: dict[bytes, _Fetch] = {}
+        self._answered = 0
+        self._rejected = 0
+        self._fetched = 0
+        self._banned = 0
+
+    # -- public API ----------------------------------------------------------------------
+
+    def serve(self, info_hash: InfoHash, info_bytes: bytes) -> None:
+        """Answer metadata requests for ``info_hash`` from ``info_bytes``.
+
+        Peers connected from now on see ``metadata_size`` in our extended handshake.
+
+        Raises:
+            ValueError: ``info_bytes`` does not hash to ``info_hash``.
+        """
+        info = bytes(info_bytes)
+        if not info_matches(info_hash, info):
+            raise ValueError(f"the info dictionary does not hash to {info_hash}")
+        server: MetadataServer[Peer] = MetadataServer(
+            info, burst=self._serve_burst, rate=self._serve_rate
+        )
+        for swarm_id in info_hash.swarm_ids():
+            self._servers[swarm_id] = server
+
+    def stop_serving(self, info_hash: InfoHash) -> None:
+        """Reject metadata requests for ``info_hash`` from now on."""
+        for swarm_id in info_hash.swarm_ids():
+            self._servers.pop(swarm_id, None)
+
+    def serving(self, info_hash: InfoHash) -> bool:
+        """Whether we serve ``info_hash``'s dictionary."""
+        return _lookup(self._servers, info_hash) is not None
+
+    async def fetch(self, manager: PeerManager, info_hash: InfoHash, *, timeout: float) -> bytes:
+        """The info dictionary of ``info_hash``, from the manager's peers, verified.
+
+        Every peer of the torrent that offers ``ut_metadata`` takes part, those connected
+        already and those added while the fetch runs. Keep consuming
+        :meth:`PeerManager.events` meanwhile (the readers wait for the consumer). Peers that
+        send bad data are removed from the manager. Once fetched, the dictionary is served
+        to other peers (:meth:`serve`). Two fetches of one torrent share the work.
+
+        Raises:
+            MetadataFetchError: no verified dictionary within ``timeout`` seconds.
+            LocalProtocolError: this exchange is not one of the manager's services (it would
+                never see the answers).
+        """
+        if not (isinstance(timeout, int | float) and timeout > 0):
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if not any(service is self for service in manager.services):
+            raise LocalProtocolError(
+                "add the MetadataExchange to the manager's services before fetching"
+            )
+        server = _lookup(self._servers, info_hash)
+        if server is not None:
+            await trio.lowlevel.checkpoint()
+            return server.info_bytes
+        fetch = _lookup(self._fetches, info_hash)
+        if fetch is None:
+            fetcher: MetadataFetcher[Peer] = MetadataFetcher(
+                info_hash,
+                **self._fetcher_options,  # type: ignore[arg-type]
+            )
+            fetch = _Fetch(info_hash, fetcher)
+            for swarm_id in info_hash.swarm_ids():
+                self._fetches[swarm_id] = fetch
+            now = trio.current_time()
+            for peer in manager.peers:
+                if _same_torrent(info_hash, peer.info_hash):
+                    self._offer(manager, fetch, peer, now)
+        fetch.waiters += 1
+        try:
+            with trio.move_on_after(timeout):
+                await fetch.done.wait()
+        finally:
+            fetch.waiters -= 1
+            if fetch.waiters == 0 and not fetch.done.is_set():
+                self._forget_fetch(fetch)
+        result = fetch.fetcher.result()
+        if result is None:
+            raise MetadataFetchError(
+                f"no verified metadata for {info_hash} within {timeout} s "
+                f"({fetch.fetcher.statistics()})"
+            )
+        return result
+
+    def statistics(self) -> MetadataExchangeStatistics:
+        """A snapshot of the counters."""
+        return MetadataExchangeStatistics(
+            serving=len({id(server) for server in self._servers.values()}),
+            fetching=len({id(fetch) for fetch in self._fetches.values()}),
+            requests_answered=self._answered,
+            requests_rejected=self._rejected,
+            pieces_fetched=self._fetched,
+            peers_banned=self._banned,
+        )
+
+    # -- PeerService -------------------------------------------------------------------------
+
+    def handshake_fields(self, peer: Peer) -> Mapping[str, object]:
+        """``ut_metadata`` always (as libtorrent), ``metadata_size`` when we serve the torrent."""
+        fields: dict[str, object] = {"m": {METADATA_EXTENSION: self._extension_id}}
+        server = _lookup(self._servers, peer.info_hash)
+        if server is not None:
+            fields["metadata_size"] = server.metadata_size
+        return fields
+
+    def peer_added(self, manager: PeerManager, peer: Peer) -> None:
+        """Nothing to do until the peer's extended handshake arrives."""
+
+    def message_received(self, manager: PeerManager, peer: Peer, message: object) -> bool:
+        """Answer requests, feed data and rejects to the fetch; note extended handshakes."""
+        if isinstance(message, ExtendedHandshake):
+            fetch = _lookup(self._fetches, peer.info_hash)
+            if fetch is not None:
+                self._offer(manager, fetch, peer, trio.current_time())
+            return False  # other services and the owner see handshakes too
+        if isinstance(message, MetadataRequest):
+            self._answer(manager, peer, message)
+            return True
+        if isinstance(message, MetadataData | MetadataReject):
+            fetch = _lookup(self._fetches, peer.info_hash)
+            if fetch is not None and not fetch.done.is_set():
+                now = trio.current_time()
+                if isinstance(message, MetadataData):
+                    before = fetch.fetcher.statistics().pieces_received
+                    fetch.fetcher.on_data(peer, message, now)
+                    self._fetched += fetch.fetcher.statistics().pieces_received - before
+                else:
+                    fetch.fetcher.on_reject(peer, message, now)
+                self._settle(manager, fetch)
+                if not fetch.done.is_set():
+                    self._pump(manager, fetch, peer, now)
+            return True
+        return False
+
+    def peer_removed(self, manager: PeerManager, peer: Peer) -> None:
+        """Forget the peer in its torrent's fetch and server."""
+        fetch = _lookup(self._fetches, peer.info_hash)
+        if fetch is not None:
+            fetch.fetcher.remove_peer(peer)
+        server = _lookup(self._servers, peer.info_hash)
+        if server is not None:
+            server.forget(peer)
+
+    def tick(self, manager: PeerManager, now: float) -> None:
+        """Expire requests and ask again, every fetch, every peer."""
+        for fetch in {id(fetch): fetch for fetch in self._fetches.values()}.values():
+            if fetch.done.is_set():
+                continue
+            fetch.fetcher.handle_timer(now)
+            for peer in fetch.fetcher.peers:
+                self._pump(manager, fetch, peer, now)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _offer(self, manager: PeerManager, fetch: _Fetch, peer: Peer, now: float) -> None:
+        handshake = peer.extended_handshake
+        if handshake is None:
+            return
+        if not _offers(peer, METADATA_EXTENSION):
+            fetch.fetcher.remove_peer(peer)
+            return
+        if fetch.fetcher.add_peer(peer, handshake.metadata_size):
+            self._pump(manager, fetch, peer, now)
+
+    def _pump(self, manager: PeerManager, fetch: _Fetch, peer: Peer, now: float) -> None:
+        while (request := fetch.fetcher.next_request(peer, now)) is not None:
+            try:
+                sent = manager.send_nowait(peer, request)
+            except PeerError:
+                # The peer withdrew ut_metadata in a later handshake: not ours to ask.
+                fetch.fetcher.remove_peer(peer)
+                return
+            if not sent:
+                return  # a full queue: the request times out and goes elsewhere
+
+    def _settle(self, manager: PeerManager, fetch: _Fetch) -> None:
+        for peer, reason in fetch.fetcher.take_banned():
+            self._banned += 1
+            manager.remove_peer(peer, f"bad metadata: {reason}")
+        result = fetch.fetcher.result()
+        if result is not None and not fetch.done.is_set():
+            self.serve(fetch.info_hash, result)
+            self._forget_fetch(fetch)
+            fetch.done.set()
+
+    def _forget_fetch(self, fetch: _Fetch) -> None:
+        for swarm_id in fetch.info_hash.swarm_ids():
+            if self._fetches.get(swarm_id) is fetch:
+                del self._fetches[swarm_id]
+
+    def _answer(self, manager: PeerManager, peer: Peer, request: MetadataRequest) -> None:
+        server = _lookup(self._servers, peer.info_hash)
+        reply: MetadataData | MetadataReject
+        if server is None:
+            reply = MetadataReject(request.piece)
+        else:
+            reply = server.answer(peer, request, trio.current_time())
+        if isinstance(reply, MetadataData):
+            self._answered += 1
+        else:
+            self._rejected += 1
+        # A full queue drops the reply (the peer asks again after its timeout).
+        with contextlib.suppress(PeerError):
+            # PeerError: a request from a peer that never offered ut_metadata itself, so it
+            # has no id to receive the answer under.
+            manager.send_nowait(peer, reply)
+
+
+# ------------------------------------------------------------------------------- PEX
+
+
+@dataclass(frozen=True, slots=True)
+class PeerExchangeStatistics:
+    """A snapshot of a :class:`PeerExchange`'s counters.
+
+    Attributes:
+        messages_sent: PEX messages sent.
+        messages_received: PEX messages taken.
+        messages_ignored: PEX messages ignored (too frequent, or for a private torrent).
+        addresses_discovered: addresses handed to the sink.
+        addresses_ignored: addresses dropped by the inbox checks.
+    """
+
+    messages_sent: int
+    messages_received: int
+    messages_ignored: int
+    addresses_discovered: int
+    addresses_ignored: int
+
+
+class _PexPeer:
+    __slots__ = ("inbox", "outbox")
+
+    def __init__(self, inbox: PexInbox, outbox: PexOutbox) -> None:
+        self.inbox = inbox
+        self.outbox = outbox
+
+
+class PeerExchange:
+    """BEP 11 over a :class:`~bip_peer.PeerManager`: tell peers about peers, and listen.
+
+    Args:
+        sink: where received addresses go (a :class:`~bip_handshake.Handshaker`, usually),
+            with the source ``"pex"``.
+        extension_id: the id we give ``ut_pex`` in our extended handshake.
+        our_addresses: our listening addresses, never taken from a peer's list.
+        is_private: tells whether a torrent is private (BEP 27: no PEX at all for those).
+        interval: seconds between two messages to one peer.
+        max_added: added addresses per message we send.
+        max_dropped: dropped addresses per message we send.
+        min_receive_interval: seconds a peer's messages must be apart to be taken.
+        max_per_message: added addresses taken from one received message.
+        max_known: addresses remembered per peer.
+    """
+
+    def __init__(
+        self,
+        sink: PeerSink,
+        *,
+        extension_id: int = DEFAULT_EXTENSION_IDS[PEX_EXTENSION],
+        our_addresses: Iterable[PeerAddress] = (),
+        is_private: Callable[[InfoHash], bool] | None = None,
+        interval: float = DEFAULT_PEX_INTERVAL,
+        max_added: int = DEFAULT_PEX_MAX_ADDED,
+        max_dropped: int = DEFAULT_PEX_MAX_DROPPED,
+        min_receive_interval: float = DEFAULT_PEX_MIN_RECEIVE_INTERVAL,
+        max_per_message: int = DEFAULT_PEX_RECEIVE_LIMIT,
+        max_known: int = DEFAULT_PEX_MAX_KNOWN,
+    ) -> None:
+        if isinstance(extension_id, bool) or not isinstance(extension_id, int):
+            raise ValueError(f"extension_id must be an int in 1..255, got {extension_id!r}")
+        if not 1 <= extension_id <= 255:
+            raise ValueError(f"extension_id must be in 1..255, got {extension_id}")
+        self._sink = sink
+        self._extension_id = extension_id
+        self._ours = tuple(our_addresses)
+        self._is_private = is_private
+        self._outbox_options = {
+            "interval": interval,
+            "max_added": max_added,
+            "max_dropped": max_dropped,
+        }
+        self._inbox_options = {
+            "min_interval": min_receive_interval,
+            "max_per_message": max_per_message,
+            "max_known": max_known,
+        }
+        # Fail at construction, not at the first peer.
+        PexOutbox(**self._outbox_options)  # type: ignore[arg-type]
+        PexInbox(our_addresses=self._ours, **self._inbox_options)  # type: ignore[arg-type]
+        self._peers: dict[Peer, _PexPeer] = {}
+        self._sent = 0
+        self._received = 0
+        self._ignored = 0
+        self._discovered = 0
+
+    def statistics(self) -> PeerExchangeStatistics:
+        """A snapshot of the counters."""
+        ignored_addresses = 0
+        for state in self._peers.values():
+            stats = state.inbox.statistics()
+            ignored_addresses += (
+                stats.ignored_excess
+                + stats.ignored_invalid
+                + stats.ignored_self
+                + stats.ignored_local
+                + stats.ignored_known
+            )
+        return PeerExchangeStatistics(
+            messages_sent=self._sent,
+            messages_received=self._received,
+            messages_ignored=self._ignored,
+            addresses_discovered=self._discovered,
+            addresses_ignored=ignored_addresses,
+        )
+
+    # -- PeerService -------------------------------------------------------------------------
+
+    def _private(self, info_hash: InfoHash) -> bool:
+        return self._is_private is not None and self._is_private(info_hash)
+
+    def handshake_fields(self, peer: Peer) -> Mapping[str, object]:
+        """``ut_pex``, except for private torrents."""
+        if self._private(peer.info_hash):
+            return {}
+        return {"m": {PEX_EXTENSION: self._extension_id}}
+
+    def peer_added(self, manager: PeerManager, peer: Peer) -> None:
+        """Start the peer's inbox and outbox."""
+        if self._private(peer.info_hash):
+            return
+        self._peers[peer] = _PexPeer(
+            PexInbox(
+                peer_address=peer.address,
+                our_addresses=self._ours,
+                **self._inbox_options,  # type: ignore[arg-type]
+            ),
+            PexOutbox(**self._outbox_options),  # type: ignore[arg-type]
+        )
+
+    def message_received(self, manager: PeerManager, peer: Peer, message: object) -> bool:
+        """Take a PEX message: check it, and hand the new addresses to the sink."""
+        if not isinstance(message, PexMessage):
+            return False
+        state = self._peers.get(peer)
+        update = None if state is None else state.inbox.receive(message, trio.current_time())
+        if update is None:
+            self._ignored += 1
+            return True
+        self._received += 1
+        if update.added:
+            self._discovered += len(update.added)
+            self._sink.discovered(peer.info_hash, update.addresses, PEX_SOURCE)
+        return True
+
+    def peer_removed(self, manager: PeerManager, peer: Peer) -> None:
+        """Forget the peer (the others hear it dropped in their next message)."""
+        self._peers.pop(peer, None)
+
+    def tick(self, manager: PeerManager, now: float) -> None:
+        """Send each peer that speaks ``ut_pex`` the news about its torrent's other peers."""
+        torrents: dict[bytes, list[Peer]] = {}
+        for peer in self._peers:
+            torrents.setdefault(_swarm_key(peer.info_hash), []).append(peer)
+        for peers in torrents.values():
+            listed = {peer: _listed(peer) for peer in peers}
+            for peer in peers:
+                if not _offers(peer, PEX_EXTENSION):
+                    continue
+                state = self._peers[peer]
+                if now < state.outbox.next_due():
+                    continue
+                own = listed[peer]
+                current = {
+                    address: flags
+                    for other, entry in listed.items()
+                    if other is not peer and entry is not None
+                    for address, flags in (entry,)
+                    if own is None or address != own[0]
+                }
+                message = state.outbox.update(current, now)
+                if message is None:
+                    continue
+                # A full queue drops the message; the outbox already counts it as told, so
+                # the next diff will not repeat it (PEX is advisory; libtorrent does likewise).
+                with contextlib.suppress(PeerError):
+                    if manager.send_nowait(peer, message):
+                        self._sent += 1
+
+
+def _listed(peer: Peer) -> tuple[PeerAddress, PexFlags] | None:
+    """The address other peers can reach ``peer`` at, with its PEX flags; None if unknown.
+
+    A peer we dialled is reachable where we reached it. A peer that dialled us came from an
+    ephemeral port: it is listed only with the listen port of its extended handshake
+    (``p``), as libtorrent does.
+    """
+    handshake = peer.extended_handshake
+    flags = PexFlags.NONE
+    if peer.direction == "outbound":
+        address = peer.address
+        flags |= PexFlags.REACHABLE
+    else:
+        port = None if handshake is None else handshake.p
+        if not port:
+            return None
+        address = PeerAddress(peer.address.host, port)
+    connection = peer.connection
+    if connection.peer_has_all or connection.peer_upload_only:
+        flags |= PexFlags.SEED
+    if peer.encryption == "rc4" or (handshake is not None and handshake.extra.get(b"e") == 1):
+        flags |= PexFlags.PREFERS_ENCRYPTION
+    if handshake is not None and handshake.m.get("ut_holepunch"):
+        flags |= PexFlags.HOLEPUNCH
+    return address, flags
