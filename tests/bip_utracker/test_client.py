@@ -447,3 +447,85 @@ async def test_family_without_a_socket() -> None:
     with pytest.raises(LocalProtocolError):
         async with open_tracker_client(bind_v4=None, bind_v6=None):
             pass  # pragma: no cover
+
+
+class ScriptedResolver(trio.abc.HostnameResolver):
+    """Answers getaddrinfo from a table, so name resolution is tested without any DNS."""
+
+    def __init__(self, table: dict[str, list[tuple[int, str]]]) -> None:
+        self.table = table
+
+    async def getaddrinfo(  # type: ignore[override]
+        self, host: bytes | None, port: bytes | str | int | None, *args: object, **kwargs: object
+    ) -> list[tuple[int, int, int, str, tuple[str, int] | tuple[str, int, int, int]]]:
+        name = host.decode() if isinstance(host, bytes) else str(host)
+        if name not in self.table:
+            raise stdlib_socket.gaierror(stdlib_socket.EAI_NONAME, "Name or service not known")
+        assert port is not None
+        number = int(port)
+        return [
+            (
+                family,
+                stdlib_socket.SOCK_DGRAM,
+                17,
+                "",
+                (address, number) if family == stdlib_socket.AF_INET else (address, number, 0, 0),
+            )
+            for family, address in self.table[name]
+        ]
+
+    async def getnameinfo(
+        self, sockaddr: tuple[str, int] | tuple[str, int, int, int], flags: int
+    ) -> tuple[str, str]:
+        raise NotImplementedError  # pragma: no cover - the client never asks
+
+
+async def test_host_names_resolve_to_a_family_we_have() -> None:
+    trio.socket.set_custom_hostname_resolver(
+        ScriptedResolver(
+            {
+                "both.example": [
+                    (stdlib_socket.AF_INET6, "::1"),
+                    (stdlib_socket.AF_INET, "127.0.0.1"),
+                ],
+                "v6only.example": [(stdlib_socket.AF_INET6, "::1")],
+            }
+        )
+    )
+    try:
+        async with fake_tracker() as tracker, client(bind_v6=None) as tracker_client:
+            result = await tracker_client.announce(
+                f"udp://both.example:{tracker.address.port}", INFO_HASH, peer_id=PEER_ID, port=1
+            )
+            assert result.tracker == tracker.address
+            with pytest.raises(TrackerError, match="no address we can reach"):
+                await tracker_client.announce(
+                    "udp://v6only.example:1", INFO_HASH, peer_id=PEER_ID, port=1
+                )
+            with pytest.raises(TrackerError, match="cannot resolve"):
+                await tracker_client.scrape("udp://nowhere.example:1", [INFO_HASH])
+            assert tracker_client.send_errors == 0
+    finally:
+        trio.socket.set_custom_hostname_resolver(None)
+
+
+async def test_a_cancelled_call_does_not_lose_other_requests_datagrams(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with fake_tracker() as tracker, client() as tracker_client:
+        results: list[AnnounceResult] = []
+
+        async def announce() -> None:
+            results.append(
+                await tracker_client.announce(tracker.url, INFO_HASH, peer_id=PEER_ID, port=1)
+            )
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(announce)
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await tracker_client.announce(tracker.url, INFO_HASH, peer_id=PEER_ID, port=2)
+            start = trio.current_time()
+        # The surviving announce was answered at once, not after a retransmission.
+        assert trio.current_time() - start < 1.0
+    assert len(results) == 1

@@ -258,6 +258,7 @@ def test_encoding_refuses_values_that_do_not_fit(request_: Request) -> None:
         ),
         ScrapeResponse(1, (ScrapeStats(-(2**31) - 1, 0, 0),)),
         ErrorResponse(2**32, "x"),
+        ErrorResponse(1, b"x"),  # type: ignore[arg-type]
     ],
 )
 def test_encoding_refuses_responses_that_do_not_fit(response: Response) -> None:

@@ -269,12 +269,13 @@ class TrackerClient:
         """Send what the core wants sent and wait for the request's event."""
         waiter = _Waiter(trio.Event())
         self._waiters[request_id] = waiter
+        # The timer task sends the new request's datagram and sees its deadline. Sending from
+        # here instead could lose datagrams queued by other requests if this call is cancelled.
+        self._wakeup.set()
         try:
-            self._wakeup.set()  # the timer task must see the new deadline
-            await self._flush()
             await waiter.done.wait()
         except BaseException:
-            # Cancelled (or the flush failed): the core must forget the request.
+            # Cancelled: the core must forget the request.
             if self._waiters.pop(request_id, None) is not None:
                 self._core.cancel(request_id)
             raise
@@ -324,7 +325,10 @@ class TrackerClient:
             await self._flush()  # a connect answer releases the requests waiting for it
 
     async def _run_timers(self) -> None:
-        """Call the core's timer at each deadline; new requests nudge it through _wakeup."""
+        """Call the core's timer at each deadline and send what new requests queued.
+
+        New requests nudge it through ``_wakeup``.
+        """
         while True:
             deadline = self._core.next_deadline()
             with trio.move_on_at(math.inf if deadline is None else deadline):
