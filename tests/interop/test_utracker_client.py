@@ -16,7 +16,7 @@ from bip_utracker._errors import MalformedPacketError
 
 from ._helpers import StartProcess, require_client, start_opentracker
 from ._inbound import start_aria2_downloader
-from ._seeders import HOST, make_torrent
+from ._seeders import HOST, make_torrent, start_libtorrent
 
 pytestmark = pytest.mark.interop
 
@@ -147,3 +147,31 @@ async def test_aria2_announced_through_opentracker_is_found(
     assert all(str(peer.host) == HOST for peer in aria2)
     assert result.leechers >= 1
     assert result.seeders == 1
+
+
+async def test_libtorrent_seeding_through_opentracker_is_found(
+    tmp_path: Path, start_process: StartProcess
+) -> None:
+    require_client("opentracker")
+    require_client("libtorrent")
+    probe = make_torrent(tmp_path / "probe")
+    server = await trio.to_thread.run_sync(
+        start_opentracker, start_process, tmp_path / "opentracker", [probe.v1]
+    )
+    torrent = make_torrent(tmp_path / "torrent", trackers=(server.udp_url,))
+    assert torrent.info_hash == probe.info_hash
+    seeder = await trio.to_thread.run_sync(
+        start_libtorrent, start_process, tmp_path / "torrent", torrent
+    )
+    async with _client("127.0.0.2") as client:
+        with trio.fail_after(45):
+            while True:  # libtorrent announces (left 0: a seeder) once it is seeding
+                scrape = await client.scrape(server.udp_url, [torrent.info_hash])
+                if scrape.stats(torrent.v1).seeders >= 1:
+                    break
+                await trio.sleep(0.5)
+            result = await client.announce(
+                server.udp_url, torrent.info_hash, peer_id=_peer_id(8), port=7008, left=1
+            )
+    assert PeerAddress.parse(f"{seeder.host}:{seeder.port}") in result.peers
+    assert (result.seeders, result.leechers) == (1, 1)
