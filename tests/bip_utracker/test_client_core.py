@@ -562,3 +562,36 @@ def test_forged_traffic_never_completes_a_request(
     assert ended == issued
     assert core.statistics().requests_in_flight == 0
     assert core.statistics().trackers == 0
+
+
+@settings(max_examples=300)
+@given(st.binary(min_size=8, max_size=120), st.sampled_from(["connect", "announce", "scrape"]))
+def test_garbage_with_a_live_transaction_id_ends_or_is_ignored(garbage: bytes, stage: str) -> None:
+    """Bytes that name a live transaction from the right address: a result only if they decode
+    to the right answer, otherwise a failure of that request or nothing; never an exception."""
+    core = _core()
+    if stage == "scrape":
+        rid = core.scrape(TRACKER, (b"a" * 20,), 0.0)
+    else:
+        rid = core.announce(TRACKER, PARAMS, 0.0)
+    if stage != "connect":
+        _connect(core, 0.0)
+    [(request, _)] = _sent(core)
+    data = garbage[:4] + request.transaction_id.to_bytes(4, "big") + garbage[8:]
+    core.receive_datagram(data, TRACKER, 1.0)
+    events = _events(core)
+    assert len(events) <= 1
+    for event in events:
+        if isinstance(event, RequestFailed):
+            assert isinstance(event.error, MalformedPacketError | TrackerRejectedError)
+            assert event.request_id == rid
+        elif stage == "announce":
+            assert isinstance(event, AnnounceResult)
+            assert data[:4] == b"\x00\x00\x00\x01"
+        else:
+            assert stage == "scrape"
+            assert isinstance(event, ScrapeResult)
+            assert data[:4] == b"\x00\x00\x00\x02"
+            assert len(data) == 20
+    if not events and stage == "connect" and data[:4] == b"\x00\x00\x00\x00" and len(data) == 16:
+        assert core.connection_id(TRACKER, 1.0) == int.from_bytes(data[8:16], "big")
