@@ -456,9 +456,12 @@ class TrackerServerCore:
 
     # -- the datagram interface -----------------------------------------------------------
 
-    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+    def receive_datagram(
+        self, data: bytes | bytearray | memoryview, addr: Address, now: float
+    ) -> None:
         """Handle one datagram from *addr* received at *now*; replies queue for sending.
 
+        *data* may be a view into a buffer the caller reuses: nothing keeps a reference to it.
         Never raises for what a remote sends; raises :class:`LocalProtocolError` only for an
         *addr* that is no IP socket address.
         """
@@ -569,7 +572,7 @@ class TrackerServerCore:
 
     def _custom_announce(
         self,
-        data: bytes,
+        data: bytes | bytearray | memoryview,
         peer: bytes,
         num_want: int,
         transaction_id: int,
