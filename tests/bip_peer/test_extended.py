@@ -456,3 +456,11 @@ def test_arbitrary_dictionaries_decode_leniently(fields: dict[bytes, Any]) -> No
     PexMessage.decode_payload(payload)
     with contextlib.suppress(RemoteProtocolError):
         decode_metadata_message(payload)
+
+
+def test_handshake_repr_shows_what_is_set() -> None:
+    assert repr(ExtendedHandshake()) == "ExtendedHandshake(m={})"
+    handshake = ExtendedHandshake(m={"ut_pex": 1}, v="x", upload_only=False, extra={b"e": 1})
+    assert repr(handshake) == (
+        "ExtendedHandshake(m={'ut_pex': 1}, v='x', upload_only=False, extra={b'e': 1})"
+    )

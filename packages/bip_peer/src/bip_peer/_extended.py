@@ -31,7 +31,13 @@ from types import MappingProxyType
 from typing import ClassVar, Final, TypeVar
 
 from bip_bencode import BencodeDecodeError, BencodeEncodeError, decode, decode_prefix, encode
-from bip_handshake import CompactError, PeerAddress, encode_compact_peers
+from bip_handshake import (
+    CompactError,
+    Family,
+    PeerAddress,
+    encode_compact_peers,
+    parse_compact_peers,
+)
 
 from ._errors import RemoteProtocolError
 from ._messages import Extended
@@ -146,7 +152,7 @@ def _frozen_mapping(value: Mapping[_K, _V]) -> Mapping[_K, _V]:
     return MappingProxyType(dict(value))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class ExtendedHandshake:
     """The BEP 10 extended handshake (extended id 0), sent once or more by both sides.
 
@@ -230,6 +236,21 @@ class ExtendedHandshake:
         except (BencodeEncodeError, TypeError, ValueError) as error:
             raise ValueError(f"extra cannot be bencoded: {error}") from None
         object.__setattr__(self, "extra", _frozen_mapping(self.extra))
+
+    def __repr__(self) -> str:
+        """Only the fields that are set, ``m`` and ``extra`` as plain dicts.
+
+        >>> ExtendedHandshake(m={"ut_pex": 1}, reqq=250)
+        ExtendedHandshake(m={'ut_pex': 1}, reqq=250)
+        """
+        parts = [f"m={dict(self.m)!r}"]
+        for name in ("v", "p", "yourip", "ipv4", "ipv6", "reqq", "metadata_size", "upload_only"):
+            value = getattr(self, name)
+            if value is not None:
+                parts.append(f"{name}={value!r}")
+        if self.extra:
+            parts.append(f"extra={dict(self.extra)!r}")
+        return f"ExtendedHandshake({', '.join(parts)})"
 
     def extension_id(self, name: str) -> int | None:
         """The id the sender wants ``name`` under, or ``None`` if absent or disabled (0)."""
@@ -560,10 +581,12 @@ class PexMessage(_ExtensionMessage):
                 raise RemoteProtocolError(
                     f"ut_pex {key.decode()} of {count} addresses exceeds the limit of {max_entries}"
                 )
-            lists[key] = tuple(
-                PeerAddress.from_compact(raw[start : start + size])
-                for start in range(0, count * size, size)
-            )
+            family: Family = 4 if size == 6 else 6
+            try:
+                peers = parse_compact_peers(raw[: count * size], family, limit=max_entries)
+            except CompactError as error:  # unreachable: length and count checked above
+                raise RemoteProtocolError(f"ut_pex {key.decode()}: {error}") from None
+            lists[key] = tuple(peers)
 
         def flags(key: bytes, count: int) -> tuple[int, ...]:
             raw = fields.get(key)
