@@ -595,3 +595,53 @@ def test_garbage_with_a_live_transaction_id_ends_or_is_ignored(garbage: bytes, s
             assert len(data) == 20
     if not events and stage == "connect" and data[:4] == b"\x00\x00\x00\x00" and len(data) == 16:
         assert core.connection_id(TRACKER, 1.0) == int.from_bytes(data[8:16], "big")
+
+
+def test_client_cores_against_the_server_core_with_no_network() -> None:
+    """Several client cores and our server core, datagrams carried by hand (DESIGN.md 5)."""
+    from bip_utracker._server_core import TrackerServerCore
+
+    server = TrackerServerCore(secret=bytes(32), rng=random.Random(1))
+    server_address = PeerAddress.parse("127.0.0.1:6969")
+    clients = {PeerAddress.parse(f"127.0.0.{n}:40000"): _core() for n in range(2, 6)}
+    now = 0.0
+
+    def carry() -> None:
+        """Deliver datagrams both ways until nothing moves."""
+        for _ in range(10):
+            moved = False
+            for source, core in clients.items():
+                for data, to in core.datagrams_to_send(now):
+                    assert to == server_address
+                    server.receive_datagram(data, (str(source.host), source.port), now)
+                    moved = True
+            for data, (host, port) in server.datagrams_to_send(now):
+                destination = PeerAddress.parse(f"{host}:{port}")
+                clients[destination].receive_datagram(data, server_address, now)
+                moved = True
+            if not moved:
+                return
+        raise AssertionError("datagrams kept moving")
+
+    results: dict[PeerAddress, TrackerEvent] = {}
+    for index, (source, core) in enumerate(clients.items()):
+        params = AnnounceParams(
+            b"s" * 20, bytes([index]) * 20, port=7000 + index, left=0 if index == 0 else 10
+        )
+        core.announce(server_address, params, now)
+        carry()
+        [results[source]] = _events(core)
+        now += 1.0
+    last = results[list(clients)[-1]]
+    assert isinstance(last, AnnounceResult)
+    assert (last.seeders, last.leechers) == (1, 3)
+    others = {PeerAddress.parse(f"127.0.0.{n}:{7000 + n - 2}") for n in range(2, 5)}
+    assert set(last.peers) == others  # never the announcer itself
+    scraper = clients[next(iter(clients))]
+    scraper.scrape(server_address, (b"s" * 20, b"t" * 20), now)
+    carry()
+    [scrape] = _events(scraper)
+    assert isinstance(scrape, ScrapeResult)
+    assert scrape.stats(b"s" * 20) == ScrapeStats(seeders=1, completed=0, leechers=3)
+    assert scrape.stats(b"t" * 20) == ScrapeStats(seeders=0, completed=0, leechers=0)
+    assert scraper.statistics().connects == 1  # the id from the announce served the scrape
