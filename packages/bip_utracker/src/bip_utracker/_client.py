@@ -46,7 +46,7 @@ from ._client_core import (
 )
 from ._codec import MAX_SCRAPE_HASHES, AnnounceEvent
 from ._errors import LocalProtocolError, TrackerError
-from ._url import TrackerUrl, parse_tracker_url
+from ._url import TrackerUrl, check_host, parse_tracker_url
 
 __all__ = ["TrackerClient", "TrackerTarget", "open_tracker_client"]
 
@@ -233,6 +233,9 @@ class TrackerClient:
             (host, port), path = tracker, b""
             if not 1 <= port <= 0xFFFF:
                 raise LocalProtocolError(f"a tracker port is 1..65535, got {port}")
+            # The same checks as a URL's host: "1.2.3" must not reach the resolver, which
+            # would read it as the address 1.2.0.3.
+            host = check_host(host, ":" in host, repr(tracker))
         else:
             raise LocalProtocolError(f"not a tracker address or udp:// URL: {tracker!r}")
         try:
@@ -266,7 +269,7 @@ class TrackerClient:
         return address
 
     async def _wait(self, request_id: RequestId) -> AnnounceResult | ScrapeResult:
-        """Send what the core wants sent and wait for the request's event."""
+        """Wake the sending task and wait for the request's event."""
         waiter = _Waiter(trio.Event())
         self._waiters[request_id] = waiter
         # The timer task sends the new request's datagram and sees its deadline. Sending from

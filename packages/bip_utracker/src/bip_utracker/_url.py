@@ -99,7 +99,7 @@ def parse_tracker_url(url: str) -> TrackerUrl:
     if port == 0:
         raise LocalProtocolError(f"a UDP tracker port is 1..65535: {url!r}")
     bracketed = parts.netloc.startswith("[")
-    host = _check_host(host, bracketed, url)
+    host = check_host(host, bracketed, url)
     path_and_query = parts.path + (f"?{parts.query}" if parts.query or _has_query(url) else "")
     return TrackerUrl(host, port, path_and_query.encode("utf-8"))
 
@@ -113,8 +113,14 @@ def _has_query(url: str) -> bool:
     return "?" in url.partition("#")[0]
 
 
-def _check_host(host: str, bracketed: bool, url: str) -> str:
-    """The host as the URL names it: a checked IP literal or DNS name."""
+def check_host(host: str, bracketed: bool, url: str) -> str:
+    """The host as *url* names it: a checked IP literal (IPv6 when *bracketed*) or DNS name.
+
+    >>> check_host("Example.ORG", False, "udp://Example.ORG:1")
+    'Example.ORG'
+    >>> check_host("::FFFF:1.2.3.4", True, "udp://[::FFFF:1.2.3.4]:1")
+    '::ffff:102:304'
+    """
     if bracketed:
         try:
             address = IPv6Address(host)
