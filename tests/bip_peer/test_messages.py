@@ -504,3 +504,19 @@ def test_framed_random_payloads_give_messages_or_our_error(frames: list[tuple[in
     except RemoteProtocolError:
         return
     assert b"".join(message.encode() for message in out) == wire
+
+
+def test_payloads_too_long_for_a_length_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 4 GiB payloads cannot be built in a test: lower the bound the checks compare against
+    import bip_peer._messages as messages
+
+    monkeypatch.setattr(messages, "_U32_MAX", 60)
+    for build in (
+        lambda: Bitfield(bytes(60)),
+        lambda: Piece(0, 0, bytes(52)),
+        lambda: Extended(0, bytes(59)),
+        lambda: Hashes(ROOT, 0, 0, 0, 0, bytes(32)),
+        lambda: UnknownMessage(99, bytes(60)),
+    ):
+        with pytest.raises(ValueError, match=r"do(es)? not fit"):
+            build()

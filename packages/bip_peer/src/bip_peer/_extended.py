@@ -32,7 +32,6 @@ from typing import ClassVar, Final, TypeVar
 
 from bip_bencode import BencodeDecodeError, BencodeEncodeError, decode, decode_prefix, encode
 from bip_handshake import (
-    CompactError,
     Family,
     PeerAddress,
     encode_compact_peers,
@@ -537,20 +536,18 @@ class PexMessage(_ExtensionMessage):
 
     def encode_payload(self) -> bytes:
         """The bencoded dictionary, with only the non-empty keys (BEP 11 allows omitting any)."""
+        # The families were checked on construction, so the compact encoders cannot fail.
         out: dict[bytes, bytes] = {}
-        try:
-            for key, value in (
-                (b"added", encode_compact_peers(self.added, 4)),
-                (b"added.f", bytes(self.added_flags)),
-                (b"added6", encode_compact_peers(self.added6, 6)),
-                (b"added6.f", bytes(self.added6_flags)),
-                (b"dropped", encode_compact_peers(self.dropped, 4)),
-                (b"dropped6", encode_compact_peers(self.dropped6, 6)),
-            ):
-                if value:
-                    out[key] = value
-        except CompactError as error:  # unreachable: families checked on construction
-            raise ValueError(str(error)) from None
+        for key, value in (
+            (b"added", encode_compact_peers(self.added, 4)),
+            (b"added.f", bytes(self.added_flags)),
+            (b"added6", encode_compact_peers(self.added6, 6)),
+            (b"added6.f", bytes(self.added6_flags)),
+            (b"dropped", encode_compact_peers(self.dropped, 4)),
+            (b"dropped6", encode_compact_peers(self.dropped6, 6)),
+        ):
+            if value:
+                out[key] = value
         return encode(out)
 
     @classmethod
@@ -581,12 +578,9 @@ class PexMessage(_ExtensionMessage):
                 raise RemoteProtocolError(
                     f"ut_pex {key.decode()} of {count} addresses exceeds the limit of {max_entries}"
                 )
+            # A whole number of entries, no more than the limit: the parser cannot refuse it.
             family: Family = 4 if size == 6 else 6
-            try:
-                peers = parse_compact_peers(raw[: count * size], family, limit=max_entries)
-            except CompactError as error:  # unreachable: length and count checked above
-                raise RemoteProtocolError(f"ut_pex {key.decode()}: {error}") from None
-            lists[key] = tuple(peers)
+            lists[key] = tuple(parse_compact_peers(raw[: count * size], family, limit=max_entries))
 
         def flags(key: bytes, count: int) -> tuple[int, ...]:
             raw = fields.get(key)

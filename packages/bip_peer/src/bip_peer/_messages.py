@@ -1083,7 +1083,7 @@ class MessageDecoder:
             self._body_view = memoryview(bytearray(size))
             self._body_filled = 0
             self._body_id = mid
-        return self._fill_body()
+        return self._fill_body(self._body_view)
 
     def _gather_head(self) -> tuple[int, int] | None:
         """Collect a straddling length prefix and id byte; ``None`` until both are here.
@@ -1124,10 +1124,8 @@ class MessageDecoder:
             self._chunks.popleft()
             self._pos = 0
 
-    def _fill_body(self) -> Message | NeedData:
-        view = self._body_view
-        if view is None:  # unreachable: only called with a body under assembly
-            raise AssertionError("no message body under assembly")
+    def _fill_body(self, view: memoryview) -> Message | NeedData:
+        """Copy what has arrived of the message under assembly into ``view``, its payload."""
         size = len(view)
         chunks = self._chunks
         filled = self._body_filled
@@ -1181,9 +1179,6 @@ class MessageDecoder:
             )
 
     def _parse(self, mid: int, buf: _Buffer, start: int, size: int) -> Message:
-        if mid == 7:
-            index, begin = _II.unpack_from(buf, start)
-            return Piece(index, begin, buf[start + 8 : start + size])
         parser = _PARSERS.get(mid)
         if parser is None:
             return UnknownMessage(mid, bytes(buf[start : start + size]))
