@@ -41,9 +41,7 @@ from bip_peer._manager import (
 )
 from bip_peer._messages import (
     BLOCK_SIZE,
-    Bitfield,
     Choke,
-    HaveAll,
     Interested,
     Piece,
     RejectRequest,
@@ -238,7 +236,3 @@ async def test_download_every_piece(
     assert state.done
     assert state.blocks == SIZE // BLOCK_SIZE
     print(f"{client}: 64 MiB in {elapsed:.2f} s ({SIZE / elapsed / 2**20:.0f} MiB/s)")
-
-
-# The seeders announce what they have in one of these ways; keep the names used.
-_ = (Bitfield, HaveAll)

@@ -214,14 +214,10 @@ class PeerManagerConfig:
 
     def __post_init__(self) -> None:
         """Check the numbers."""
-        for name in ("max_peers", "send_queue_size", "receive_size"):
+        for name in ("max_peers", "send_queue_size", "receive_size", "event_buffer"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, not {value!r}")
-        if isinstance(self.event_buffer, bool) or not isinstance(self.event_buffer, int):
-            raise ValueError(f"event_buffer must be an int, not {self.event_buffer!r}")
-        if self.event_buffer < 0:
-            raise ValueError(f"event_buffer must not be negative, not {self.event_buffer}")
         for name in ("keepalive_interval", "idle_timeout", "tick_interval", "rate_window"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not (math.isfinite(value) and value > 0):
@@ -353,6 +349,7 @@ class _PeerTask:
         "stream",
         "trailing",
         "writer_idle",
+        "writer_waiting",
     )
 
     def __init__(
@@ -371,6 +368,7 @@ class _PeerTask:
         self.queue_capacity = capacity
         self.space = trio.lowlevel.ParkingLot()  # senders waiting for room in the queue
         self.writer_idle = trio.lowlevel.ParkingLot()  # the writer waiting for messages
+        self.writer_waiting = False  # cheaper to test than the parking lot, per message
         self.scope = trio.CancelScope()
         self.counter = TrafficCounter(now=now, window=rate_window)
         self.added_at = now
@@ -384,7 +382,8 @@ class _PeerTask:
     def push(self, parts: list[bytes | memoryview]) -> None:
         """Queue one message's encoded parts and wake the writer."""
         self.queue.append(parts)
-        if self.writer_idle:
+        if self.writer_waiting:
+            self.writer_waiting = False
             self.writer_idle.unpark_all()
 
     def fail(self, reason: str, error: BaseException | None) -> None:
@@ -395,29 +394,83 @@ class _PeerTask:
         self.scope.cancel()
 
 
-class _EventStream:
-    """The async iterator of :meth:`PeerManager.events`: takes buffered events without a
-    trip through the scheduler, and waits only when none are buffered."""
+class _EventQueue:
+    """The manager's bounded event queue, and the async iterator of :meth:`PeerManager.events`.
 
-    __slots__ = ("_receive",)
+    A deque with two parking lots rather than a trio memory channel: the readers put and the
+    consumer takes without a trip through the scheduler while there is room (or there are
+    events), which is most of the time at full speed; they park only when full (or empty).
+    """
 
-    def __init__(self, receive: trio.MemoryReceiveChannel[ManagerEvent]) -> None:
-        self._receive = receive
+    __slots__ = (
+        "_capacity",
+        "_closed",
+        "_consumer_waiting",
+        "_consumers",
+        "_items",
+        "_producers",
+        "_producers_waiting",
+    )
 
-    def __aiter__(self) -> _EventStream:
+    def __init__(self, capacity: int) -> None:
+        self._items: deque[ManagerEvent] = deque()
+        self._capacity = capacity
+        self._consumers = trio.lowlevel.ParkingLot()
+        self._producers = trio.lowlevel.ParkingLot()
+        # Plain counters mirror the parking lots: tested per event, they cost less.
+        self._consumer_waiting = False
+        self._producers_waiting = 0
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put_nowait(self, event: ManagerEvent) -> bool:
+        """Add ``event`` if there is room (``True``); ``False`` if full. Dropped once closed."""
+        if len(self._items) >= self._capacity:
+            return self._closed
+        if not self._closed:
+            self._items.append(event)
+            if self._consumer_waiting:
+                self._consumer_waiting = False
+                self._consumers.unpark()
+        return True
+
+    async def put(self, event: ManagerEvent) -> None:
+        """Add ``event``, waiting while the queue is full (dropped once closed)."""
+        while len(self._items) >= self._capacity and not self._closed:
+            self._producers_waiting += 1
+            try:
+                await self._producers.park()
+            finally:
+                self._producers_waiting -= 1
+        if self._closed:
+            return
+        self._items.append(event)
+        if self._consumer_waiting:
+            self._consumer_waiting = False
+            self._consumers.unpark()
+
+    def close(self) -> None:
+        """No more events: the consumer gets what is buffered, then the iteration ends."""
+        self._closed = True
+        self._consumers.unpark_all()
+        self._producers.unpark_all()
+
+    def __aiter__(self) -> _EventQueue:
         return self
 
     async def __anext__(self) -> ManagerEvent:
-        try:
-            return self._receive.receive_nowait()
-        except trio.WouldBlock:
-            pass
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            raise StopAsyncIteration from None
-        try:
-            return await self._receive.receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            raise StopAsyncIteration from None
+        items = self._items
+        while not items:
+            if self._closed:
+                raise StopAsyncIteration
+            self._consumer_waiting = True
+            await self._consumers.park()
+        event = items.popleft()
+        if self._producers_waiting:
+            self._producers.unpark()
+        return event
 
 
 # -- the manager -------------------------------------------------------------------------------
@@ -431,9 +484,7 @@ class PeerManager:
         self._config = config
         self._services: list[PeerService] = list(config.services)
         self._peers: dict[Peer, _PeerTask] = {}
-        self._events_send, self._events_receive = trio.open_memory_channel[ManagerEvent](
-            config.event_buffer
-        )
+        self._events = _EventQueue(config.event_buffer)
         self._closed = False
         now = trio.current_time()
         self._counter = TrafficCounter(now=now, window=config.rate_window)
@@ -570,7 +621,7 @@ class PeerManager:
         Events are buffered up to ``event_buffer``; beyond that the readers wait (and,
         through TCP flow control, the peers). The iteration ends when the manager closes.
         """
-        return _EventStream(self._events_receive)
+        return self._events
 
     def statistics(self) -> ManagerStatistics:
         """A snapshot of the counters, overall and per connected peer."""
@@ -630,11 +681,7 @@ class PeerManager:
         return ExtendedHandshake(m=m, extra=extra, **fields)  # type: ignore[arg-type]
 
     async def _emit(self, event: ManagerEvent) -> None:
-        # The fast path does not yield: the reader checkpoints at every receive_some anyway.
-        try:
-            self._events_send.send_nowait(event)
-        except trio.WouldBlock:
-            await self._events_send.send(event)
+        await self._events.put(event)
 
     async def _run_peer(self, task: _PeerTask) -> None:
         """One peer's life: writer and reader under the peer's cancel scope, then cleanup."""
@@ -673,7 +720,7 @@ class PeerManager:
         counter = task.counter
         total = self._counter
         services = self._services
-        events = self._events_send
+        events = self._events
         data: bytes | bytearray = task.trailing
         task.trailing = b""
         if data:  # read by the handshaker, but peer wire bytes: count them
@@ -683,26 +730,20 @@ class PeerManager:
             while True:
                 if data:
                     connection.receive_data(data)
-                    while True:
-                        message = connection.next_event()
-                        if message is NEED_DATA:
-                            break
-                        counter.messages_received += 1
-                        total.messages_received += 1
-                        if type(message) is KeepAlive:
-                            continue
-                        consumed = False
-                        for service in services:
-                            if service.message_received(self, peer, message):
-                                consumed = True
-                                break
-                        if consumed:
-                            continue
-                        event = MessageReceived(peer, message)
-                        try:
-                            events.send_nowait(event)
-                        except trio.WouldBlock:
-                            await events.send(event)
+                    count = 0
+                    try:
+                        while (message := connection.next_event()) is not NEED_DATA:
+                            count += 1
+                            if type(message) is KeepAlive:
+                                continue  # counted, not surfaced
+                            if services and self._consumed(peer, message):
+                                continue
+                            event = MessageReceived(peer, message)
+                            if not events.put_nowait(event):
+                                await events.put(event)
+                    finally:
+                        counter.messages_received += count
+                        total.messages_received += count
                     if replies := connection.data_to_send():
                         task.push([replies])
                 data = await stream.receive_some(receive_size)
@@ -719,6 +760,10 @@ class PeerManager:
         except _TRANSPORT_ERRORS as exc:
             task.fail(REASON_TRANSPORT, exc)
 
+    def _consumed(self, peer: Peer, message: object) -> bool:
+        """Whether a service took ``message`` (then it is not emitted)."""
+        return any(service.message_received(self, peer, message) for service in self._services)
+
     async def _write_loop(self, task: _PeerTask) -> None:
         """Write queued messages in batches; returns (after failing the peer) on an error."""
         stream = task.stream
@@ -728,6 +773,7 @@ class PeerManager:
         try:
             while True:
                 if not queue:
+                    task.writer_waiting = True
                     await task.writer_idle.park()
                     continue
                 first = queue.popleft()
@@ -737,13 +783,15 @@ class PeerManager:
                 else:
                     # Coalesce: one send_all for many small messages and blocks. Joining
                     # copies each block once, which costs less than a write per block.
+                    # The batch is sized by each message's last part: a block, or the
+                    # whole of any other message (a choke's trailing rejects are tiny).
                     parts = list(first)
-                    size = sum(map(len, first))
+                    size = len(first[-1])
                     count = 1
                     while queue and size < _WRITE_BATCH and count < _MAX_BATCH_MESSAGES:
                         message = queue.popleft()
-                        parts.extend(message)
-                        size += sum(map(len, message))
+                        parts += message
+                        size += len(message[-1])
                         count += 1
                     data = b"".join(parts)
                 # Room again: let waiting senders refill while this batch is written.
@@ -782,7 +830,7 @@ class PeerManager:
 
     def _close(self) -> None:
         self._closed = True
-        self._events_send.close()
+        self._events.close()
 
 
 _HANDSHAKE_FIELDS: Final = frozenset(

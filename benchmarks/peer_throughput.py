@@ -1,0 +1,253 @@
+r"""Piece throughput through bip_peer's PeerManager against plain trio, over loopback TCP.
+
+Run from the workspace root:
+
+    uv run python benchmarks/peer_throughput.py [--size 512M] [--in-flight 256] [--reps 3]
+
+Two contestants move the same bytes, in the same process and the same run, alternating:
+
+- raw trio: one task `send_all`s the piece messages' bytes (a 13-byte header and a 16 KiB
+  block per message, prebuilt into 256 KiB buffers) on a `trio.SocketStream`, another
+  `receive_some(256 KiB)`s them on the other end and counts. The bound: what trio itself moves.
+- ours: two Handshakers (plaintext) connect two PeerManagers over loopback TCP; the leecher
+  sends `interested` and keeps `--in-flight` block requests outstanding, the seeder answers
+  `have_all`, `unchoke` and a `piece` per `request` (one preallocated 16 KiB block, so no disk
+  is involved), and the leecher counts the blocks it receives as `MessageReceived` events. The
+  whole stack is in the path: the PeerConnection state checks every request and piece both
+  ways, the decoder hands blocks out as memoryviews, the writers batch queued messages.
+
+Rates are piece payload bytes (16 KiB per block) per second of wall time, MB = 10**6 bytes;
+the median of `--reps` runs of each is reported with the ratio ours / raw. Goal (issue 5): ours
+at no less than 60% of raw. `--profile` runs ours once under pyinstrument instead
+(`uv run --with pyinstrument python benchmarks/peer_throughput.py --profile`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from ipaddress import IPv4Address
+
+import trio
+
+from bip_handshake import (
+    CompletedHandshake,
+    EncryptionPolicy,
+    Extensions,
+    PeerAddress,
+    open_handshaker,
+)
+from bip_metainfo import InfoHash
+from bip_peer._manager import (
+    MessageReceived,
+    PeerAdded,
+    PeerManagerConfig,
+    PeerRemoved,
+    open_peer_manager,
+)
+from bip_peer._messages import BLOCK_SIZE, HaveAll, Interested, Piece, Request, Unchoke
+
+GOAL = 0.60
+PIECE_LENGTH = 1 << 20
+BLOCKS_PER_PIECE = PIECE_LENGTH // BLOCK_SIZE
+HOST = "127.0.0.1"
+EXTENSIONS = Extensions.EXTENSION_PROTOCOL | Extensions.FAST
+TORRENT = InfoHash(v1=bytes(range(20)))
+RAW_CHUNK = 256 * 1024
+
+
+def parse_size(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    if text[-1:].upper() in units:
+        return int(float(text[:-1]) * units[text[-1].upper()])
+    return int(text)
+
+
+# -- raw trio -----------------------------------------------------------------------------------
+
+
+async def raw_run(num_blocks: int, receive_size: int | None) -> float:
+    """Seconds for plain trio to move ``num_blocks`` piece messages over loopback TCP.
+
+    ``receive_size`` is ``receive_some``'s argument (``None``: trio's default).
+    """
+    block = bytes(BLOCK_SIZE)
+    message = Piece(0, 0, block).encode()
+    per_chunk = max(1, RAW_CHUNK // len(message))
+    chunk = message * per_chunk
+    total = num_blocks * len(message)
+    listeners = await trio.open_tcp_listeners(0, host=HOST)
+    port = listeners[0].socket.getsockname()[1]
+    done = trio.Event()
+
+    async def receive() -> None:
+        stream = await listeners[0].accept()
+        got = 0
+        while got < total:
+            data = await stream.receive_some(receive_size)
+            if not data:
+                break
+            got += len(data)
+        assert got == total, (got, total)
+        await stream.aclose()
+        done.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(receive)
+        stream = await trio.open_tcp_stream(HOST, port)
+        start = time.perf_counter()
+        sent = 0
+        while sent < total:
+            part = chunk if total - sent >= len(chunk) else chunk[: total - sent]
+            await stream.send_all(part)
+            sent += len(part)
+        await done.wait()
+        elapsed = time.perf_counter() - start
+        await stream.aclose()
+    for listener in listeners:
+        await listener.aclose()
+    return elapsed
+
+
+# -- ours ---------------------------------------------------------------------------------------
+
+
+async def connect_pair() -> tuple[CompletedHandshake, CompletedHandshake]:
+    """Two completed plaintext handshakes, one each way of a loopback TCP connection."""
+    async with (
+        open_handshaker(
+            listen=[(HOST, 0)], extensions=EXTENSIONS, encryption=EncryptionPolicy.PLAINTEXT_ONLY
+        ) as seeder,
+        open_handshaker(
+            listen=[], extensions=EXTENSIONS, encryption=EncryptionPolicy.PLAINTEXT_ONLY
+        ) as leecher,
+    ):
+        seeder.register(TORRENT)
+        leecher.register(TORRENT)
+        port = seeder.listen_addresses[0].port
+        assert leecher.connect(TORRENT, PeerAddress(IPv4Address(HOST), port))
+        with trio.fail_after(10):
+            outbound = await leecher.completed().receive()
+            inbound = await seeder.completed().receive()
+    return outbound, inbound
+
+
+async def ours_run(num_blocks: int, in_flight: int) -> float:
+    """Seconds for two PeerManagers to move ``num_blocks`` requested blocks."""
+    num_pieces = -(-num_blocks // BLOCKS_PER_PIECE)
+    block = bytes(BLOCK_SIZE)
+    outbound, inbound = await connect_pair()
+    config = PeerManagerConfig(send_queue_size=max(128, in_flight * 2), event_buffer=1024)
+    received = 0
+    async with open_peer_manager(config) as seed_side, open_peer_manager(config) as leech_side:
+        seed_peer = seed_side.add_peer(inbound, num_pieces=num_pieces)
+        leech_peer = leech_side.add_peer(outbound, num_pieces=num_pieces)
+
+        async def serve() -> None:
+            await seed_side.send(seed_peer, HaveAll())
+            await seed_side.send(seed_peer, Unchoke())
+            async for event in seed_side.events():
+                if isinstance(event, MessageReceived):
+                    message = event.message
+                    if type(message) is Request:
+                        await seed_side.send(seed_peer, Piece(message.index, message.begin, block))
+                elif isinstance(event, PeerRemoved):
+                    return
+
+        requests = (
+            Request(i // BLOCKS_PER_PIECE, (i % BLOCKS_PER_PIECE) * BLOCK_SIZE, BLOCK_SIZE)
+            for i in range(num_blocks)
+        )
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve)
+            start = time.perf_counter()
+            await leech_side.send(leech_peer, Interested())
+            unchoked = False
+            outstanding = 0
+            async for event in leech_side.events():
+                if not isinstance(event, MessageReceived):
+                    assert isinstance(event, PeerAdded), event
+                    continue
+                message = event.message
+                if type(message) is Piece:
+                    received += len(message.block)
+                    outstanding -= 1
+                    if received == num_blocks * BLOCK_SIZE:
+                        break
+                elif type(message) is Unchoke:
+                    unchoked = True
+                if unchoked:
+                    while outstanding < in_flight:
+                        request = next(requests, None)
+                        if request is None:
+                            break
+                        await leech_side.send(leech_peer, request)
+                        outstanding += 1
+            elapsed = time.perf_counter() - start
+            nursery.cancel_scope.cancel()
+    assert received == num_blocks * BLOCK_SIZE
+    return elapsed
+
+
+def run(args: argparse.Namespace) -> int:
+    num_blocks = args.size // BLOCK_SIZE
+    payload = num_blocks * BLOCK_SIZE
+    print(
+        f"moving {payload / 2**20:.0f} MiB as {num_blocks} piece messages of 16 KiB "
+        f"over loopback TCP, {args.in_flight} requests in flight; median of {args.reps}"
+    )
+    contestants: dict[str, Callable[[], float]] = {
+        "raw trio, receive_some()": lambda: trio.run(raw_run, num_blocks, None),
+        "raw trio, receive_some(256 KiB)": lambda: trio.run(raw_run, num_blocks, RAW_CHUNK),
+        "bip_peer, two PeerManagers": lambda: trio.run(ours_run, num_blocks, args.in_flight),
+    }
+    trio.run(raw_run, min(num_blocks, 4096), None)  # warm-up
+    trio.run(ours_run, min(num_blocks, 4096), args.in_flight)
+    rates: dict[str, list[float]] = {name: [] for name in contestants}
+    for _ in range(args.reps):
+        for name, contestant in contestants.items():
+            gc.collect()
+            rates[name].append(payload / contestant() / 1e6)
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    ours = medians["bip_peer, two PeerManagers"]
+    for name, values in rates.items():
+        print(f"{name:32} {medians[name]:8.1f} MB/s  {[round(r) for r in values]}")
+    default_raw = medians["raw trio, receive_some()"]
+    big_raw = medians["raw trio, receive_some(256 KiB)"]
+    print(f"ours / raw trio, receive_some()        : {ours / default_raw:5.2f}  (goal >= {GOAL})")
+    print(f"ours / raw trio, receive_some(256 KiB) : {ours / big_raw:5.2f}")
+    return 0
+
+
+def profile(args: argparse.Namespace) -> int:
+    from pyinstrument import Profiler  # type: ignore[import-not-found, unused-ignore]
+
+    num_blocks = args.size // BLOCK_SIZE
+    profiler = Profiler(async_mode="disabled")
+    profiler.start()
+    elapsed = trio.run(ours_run, num_blocks, args.in_flight)
+    profiler.stop()
+    print(f"{num_blocks * BLOCK_SIZE / elapsed / 1e6:.1f} MB/s under the profiler")
+    print(profiler.output_text(unicode=False, color=False, show_all=False))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", type=parse_size, default=parse_size("512M"))
+    parser.add_argument("--in-flight", type=int, default=256)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args(argv)
+    if args.size < BLOCK_SIZE:
+        parser.error("--size must be at least one block (16 KiB)")
+    return profile(args) if args.profile else run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
