@@ -207,6 +207,8 @@ async def test_piece_blocks_arrive_whole_and_in_order() -> None:
         assert isinstance(first, Piece)
         assert isinstance(second, Piece)
         assert (first.index, first.begin, bytes(first.block)) == (1, 0, BLOCK)
+        # Handed out uncopied: a view of what the reader received.
+        assert isinstance(first.block, memoryview)
         assert (second.begin, bytes(second.block)) == (16384, BLOCK[::-1])
         assert not peer.connection.our_requests
 
@@ -535,6 +537,58 @@ async def test_a_failing_service_hook_removes_that_peer(
         assert isinstance(removed, PeerRemoved)
         assert removed.reason == REASON_INTERNAL
         assert isinstance(removed.error, RuntimeError)
+
+
+class ExplodingService(RecordingService):
+    def __init__(self, where: str) -> None:
+        super().__init__()
+        self.where = where
+
+    def handshake_fields(self, peer: Peer) -> Mapping[str, object]:
+        if self.where == "handshake_fields":
+            raise RuntimeError("no fields")
+        return {}
+
+    def peer_added(self, manager: PeerManager, peer: Peer) -> None:
+        if self.where == "peer_added":
+            raise RuntimeError("no peers")
+
+
+async def test_a_failing_handshake_fields_leaves_the_stream_to_the_caller() -> None:
+    local, _far = trio.testing.memory_stream_pair()
+    config = PeerManagerConfig(services=[ExplodingService("handshake_fields")])
+    async with open_peer_manager(config) as manager:
+        with pytest.raises(RuntimeError, match="no fields"):
+            manager.add_peer(handshake(local))
+        assert not manager.peers
+        assert manager.statistics().peers_added == 0
+
+
+async def test_a_failing_peer_added_removes_the_peer() -> None:
+    local, far = trio.testing.memory_stream_pair()
+    config = PeerManagerConfig(services=[ExplodingService("peer_added")])
+    async with open_peer_manager(config) as manager:
+        with pytest.raises(RuntimeError, match="no peers"):
+            manager.add_peer(handshake(local))
+        assert await Remote(far).receive_closed()
+        await trio.testing.wait_all_tasks_blocked()
+        assert not manager.peers
+        assert manager.statistics().removed_reasons == {REASON_INTERNAL: 1}
+
+
+async def test_a_peer_error_from_a_service_is_a_protocol_error() -> None:
+    class Strict(RecordingService):
+        def message_received(self, manager: PeerManager, peer: Peer, message: object) -> bool:
+            raise RemoteProtocolError("bad metadata")
+
+    async with manager_and_remote(PeerManagerConfig(services=[Strict()])) as (manager, _, remote):
+        events = manager.events()
+        await next_event(events)
+        await remote.send(Have(1))
+        removed = await next_event(events)
+        assert isinstance(removed, PeerRemoved)
+        assert removed.reason == REASON_PROTOCOL
+        assert isinstance(removed.error, RemoteProtocolError)
 
 
 async def test_add_service_later_sees_connected_peers() -> None:

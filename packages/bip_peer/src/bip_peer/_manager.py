@@ -95,9 +95,10 @@ DEFAULT_KEEPALIVE_INTERVAL: Final = 120.0
 DEFAULT_IDLE_TIMEOUT: Final = 180.0
 """Seconds without receiving anything after which a peer is dropped, by default.
 
-libtorrent's ``peer_timeout`` is 120 s, but libtorrent sends its own keep-alives after
-60 s; peers that wait the full two minutes of BEP 3 (rtorrent, and this manager) would race
-a 120 s timeout, so the default leaves them one more minute.
+libtorrent's ``peer_timeout`` is 120 s, but libtorrent sends its own keep-alives well
+before that; peers that wait the full two minutes of BEP 3 (rtorrent, and this manager)
+would race a 120 s timeout, so the default leaves them a minute more, as aria2 does (two
+minutes of keep-alive, three of inactivity).
 """
 DEFAULT_RECEIVE_SIZE: Final = 256 * 1024
 """Bytes asked of ``receive_some`` per read: large reads keep the per-message cost low."""
@@ -537,7 +538,11 @@ class PeerManager:
         Raises:
             PeerManagerFullError: ``max_peers`` peers are connected (the caller still owns
                 the stream).
-            trio.ClosedResourceError: the manager is closed.
+            trio.ClosedResourceError: the manager is closed (the caller still owns the
+                stream).
+            Exception: whatever a service's :meth:`PeerService.handshake_fields` raised
+                (the caller still owns the stream) or its :meth:`PeerService.peer_added`
+                raised (the peer is then removed with :data:`REASON_INTERNAL`).
         """
         if self._closed:
             raise trio.ClosedResourceError("the peer manager is closed")
@@ -565,8 +570,12 @@ class PeerManager:
         self._peers[peer] = task
         self._peers_added += 1
         self._nursery.start_soon(self._run_peer, task, name=f"bip_peer {peer.address}")
-        for service in self._services:
-            service.peer_added(self, peer)
+        try:
+            for service in self._services:
+                service.peer_added(self, peer)
+        except Exception as exc:
+            task.fail(REASON_INTERNAL, exc)  # the manager owns the stream now: it closes it
+            raise
         return peer
 
     async def send(self, peer: Peer, message: Message | object) -> None:
