@@ -123,6 +123,21 @@ def _check_u32(name: str, value: object) -> None:
     _check_uint(name, value, _U32_MAX)
 
 
+def _check_block_fields(index: object, begin: object, length: object) -> None:
+    """Check the three uint32 of a request, cancel or reject; the common case in one test."""
+    if not (
+        type(index) is int
+        and type(begin) is int
+        and type(length) is int
+        and 0 <= index <= _U32_MAX
+        and 0 <= begin <= _U32_MAX
+        and 0 <= length <= _U32_MAX
+    ):
+        _check_u32("index", index)
+        _check_u32("begin", begin)
+        _check_u32("length", length)
+
+
 def _as_bytes(name: str, value: object) -> bytes:
     """``value`` as immutable bytes (a copy only when it was mutable or not bytes)."""
     if type(value) is bytes:
@@ -242,7 +257,9 @@ class Have(Message):
 
     def __post_init__(self) -> None:
         """Check that ``index`` is a uint32."""
-        _check_u32("index", self.index)
+        index = self.index
+        if type(index) is not int or not 0 <= index <= _U32_MAX:
+            _check_u32("index", index)
 
     def encode(self) -> bytes:
         """Length 5, id 4, the index."""
@@ -290,9 +307,7 @@ class Request(Message):
 
     def __post_init__(self) -> None:
         """Check that every field is a uint32."""
-        _check_u32("index", self.index)
-        _check_u32("begin", self.begin)
-        _check_u32("length", self.length)
+        _check_block_fields(self.index, self.begin, self.length)
 
     def encode(self) -> bytes:
         """Length 13, id 6, index, begin, length."""
@@ -323,16 +338,25 @@ class Piece(Message):
 
     def __post_init__(self) -> None:
         """Check the fields; make a ``bytearray`` block immutable."""
-        _check_u32("index", self.index)
-        _check_u32("begin", self.begin)
+        index = self.index
+        begin = self.begin
+        if not (
+            type(index) is int
+            and type(begin) is int
+            and 0 <= index <= _U32_MAX
+            and 0 <= begin <= _U32_MAX
+        ):
+            _check_u32("index", index)
+            _check_u32("begin", begin)
         block = self.block
-        if isinstance(block, memoryview):
-            if block.ndim != 1 or block.format != "B":
+        if type(block) is memoryview:  # what the decoder gives; memoryview has no subclasses
+            if block.format != "B" or block.ndim != 1:
                 block = block.cast("B") if block.c_contiguous else memoryview(block.tobytes())
                 _set(self, "block", block)
         elif type(block) is not bytes:
-            _set(self, "block", _as_bytes("block", block))
-        if len(self.block) > _U32_MAX - 9:
+            block = _as_bytes("block", block)
+            _set(self, "block", block)
+        if len(block) > _U32_MAX - 9:
             raise ValueError("a block this long does not fit a message")
 
     def __hash__(self) -> int:
@@ -377,9 +401,7 @@ class Cancel(Message):
 
     def __post_init__(self) -> None:
         """Check that every field is a uint32."""
-        _check_u32("index", self.index)
-        _check_u32("begin", self.begin)
-        _check_u32("length", self.length)
+        _check_block_fields(self.index, self.begin, self.length)
 
     def encode(self) -> bytes:
         """Length 13, id 8, index, begin, length."""
@@ -419,7 +441,9 @@ class Suggest(Message):
 
     def __post_init__(self) -> None:
         """Check that ``index`` is a uint32."""
-        _check_u32("index", self.index)
+        index = self.index
+        if type(index) is not int or not 0 <= index <= _U32_MAX:
+            _check_u32("index", index)
 
     def encode(self) -> bytes:
         """Length 5, id 13, the index."""
@@ -471,9 +495,7 @@ class RejectRequest(Message):
 
     def __post_init__(self) -> None:
         """Check that every field is a uint32."""
-        _check_u32("index", self.index)
-        _check_u32("begin", self.begin)
-        _check_u32("length", self.length)
+        _check_block_fields(self.index, self.begin, self.length)
 
     def encode(self) -> bytes:
         """Length 13, id 16, index, begin, length."""
@@ -493,7 +515,9 @@ class AllowedFast(Message):
 
     def __post_init__(self) -> None:
         """Check that ``index`` is a uint32."""
-        _check_u32("index", self.index)
+        index = self.index
+        if type(index) is not int or not 0 <= index <= _U32_MAX:
+            _check_u32("index", index)
 
     def encode(self) -> bytes:
         """Length 5, id 17, the index."""
@@ -801,8 +825,47 @@ _Buffer = memoryview
 _Parser = Callable[[_Buffer, int, int], Message]
 
 
+# The decoder builds the common messages without __init__ / __post_init__: struct gives uint32
+# and uint16 values, always in range, so the checks would only cost time on the hot path.
+_new = object.__new__
+
+
+def _unchecked1(cls: type[Message], name: str) -> Callable[[int], Message]:
+    set_field = getattr(cls, name).__set__
+
+    def make(value: int) -> Message:
+        message = _new(cls)
+        set_field(message, value)
+        return message
+
+    return make
+
+
+def _unchecked3(cls: type[Message], *names: str) -> Callable[[object, object, object], Message]:
+    set_a, set_b, set_c = (getattr(cls, name).__set__ for name in names)
+
+    def make(a: object, b: object, c: object) -> Message:
+        message = _new(cls)
+        set_a(message, a)
+        set_b(message, b)
+        set_c(message, c)
+        return message
+
+    return make
+
+
+_have = _unchecked1(Have, "index")
+_suggest = _unchecked1(Suggest, "index")
+_allowed_fast = _unchecked1(AllowedFast, "index")
+_port = _unchecked1(Port, "port")
+_request = _unchecked3(Request, "index", "begin", "length")
+_cancel = _unchecked3(Cancel, "index", "begin", "length")
+_reject = _unchecked3(RejectRequest, "index", "begin", "length")
+_piece = _unchecked3(Piece, "index", "begin", "block")
+
+
 def _parse_have(buf: _Buffer, start: int, size: int) -> Message:
-    return Have(_I.unpack_from(buf, start)[0])
+    return _have(_I.unpack_from(buf, start)[0])
 
 
 def _parse_bitfield(buf: _Buffer, start: int, size: int) -> Message:
@@ -810,32 +873,32 @@ def _parse_bitfield(buf: _Buffer, start: int, size: int) -> Message:
 
 
 def _parse_request(buf: _Buffer, start: int, size: int) -> Message:
-    return Request(*_III.unpack_from(buf, start))
+    return _request(*_III.unpack_from(buf, start))
 
 
 def _parse_piece(buf: _Buffer, start: int, size: int) -> Message:
     index, begin = _II.unpack_from(buf, start)
-    return Piece(index, begin, buf[start + 8 : start + size])
+    return _piece(index, begin, buf[start + 8 : start + size])
 
 
 def _parse_cancel(buf: _Buffer, start: int, size: int) -> Message:
-    return Cancel(*_III.unpack_from(buf, start))
+    return _cancel(*_III.unpack_from(buf, start))
 
 
 def _parse_port(buf: _Buffer, start: int, size: int) -> Message:
-    return Port(_H.unpack_from(buf, start)[0])
+    return _port(_H.unpack_from(buf, start)[0])
 
 
 def _parse_suggest(buf: _Buffer, start: int, size: int) -> Message:
-    return Suggest(_I.unpack_from(buf, start)[0])
+    return _suggest(_I.unpack_from(buf, start)[0])
 
 
 def _parse_reject(buf: _Buffer, start: int, size: int) -> Message:
-    return RejectRequest(*_III.unpack_from(buf, start))
+    return _reject(*_III.unpack_from(buf, start))
 
 
 def _parse_allowed_fast(buf: _Buffer, start: int, size: int) -> Message:
-    return AllowedFast(_I.unpack_from(buf, start)[0])
+    return _allowed_fast(_I.unpack_from(buf, start)[0])
 
 
 def _parse_extended(buf: _Buffer, start: int, size: int) -> Message:
