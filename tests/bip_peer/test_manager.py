@@ -25,6 +25,7 @@ from bip_peer._manager import (
     REASON_IDLE,
     REASON_INTERNAL,
     REASON_PROTOCOL,
+    REASON_SEND_TIMEOUT,
     REASON_TRANSPORT,
     ManagerEvent,
     MessageReceived,
@@ -261,6 +262,45 @@ async def test_keepalives_keep_a_peer_alive(autojump_clock: trio.testing.MockClo
         with trio.move_on_after(1):
             await next_event(events)
             pytest.fail("a keep-alive became an event")
+
+
+async def test_a_peer_that_stops_reading_is_dropped(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    local, far = trio.testing.lockstep_stream_pair()  # nothing is written unless far reads
+    async with open_peer_manager(PeerManagerConfig(idle_timeout=100)) as manager:
+        peer = manager.add_peer(handshake(local, theirs=Extensions.FAST), num_pieces=NUM_PIECES)
+        events = manager.events()
+        await next_event(events)
+        await manager.send(peer, Interested())
+        start = trio.current_time()
+        async with trio.open_nursery() as nursery:
+
+            async def keep_alive() -> None:
+                while True:  # the peer talks, but never reads
+                    await trio.sleep(30)
+                    await far.send_all(b"\0\0\0\0")
+
+            nursery.start_soon(keep_alive)
+            removed = await next_event(events)
+            nursery.cancel_scope.cancel()
+        assert removed == PeerRemoved(peer, REASON_SEND_TIMEOUT, None)
+        assert 100 <= trio.current_time() - start <= 102
+
+
+async def test_a_slow_consumer_does_not_make_peers_idle(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    config = PeerManagerConfig(event_buffer=1, idle_timeout=60)
+    async with manager_and_remote(config) as (manager, peer, remote):
+        await remote.send(Have(1), Have(2), Have(3))
+        await trio.sleep(300)  # the reader holds Have(2) all along: the peer is not idle
+        assert peer in manager.peers
+        events = manager.events()
+        assert isinstance(await next_event(events), PeerAdded)
+        assert [await next_message(events) for _ in range(3)] == [Have(1), Have(2), Have(3)]
+        await trio.sleep(61)  # now it is
+        assert await next_event(events) == PeerRemoved(peer, REASON_IDLE, None)
 
 
 # -- backpressure and capacity ----------------------------------------------------------------

@@ -49,7 +49,7 @@ from bip_handshake import Extensions as _Extensions
 from bip_metainfo import InfoHash
 
 from ._connection import ConnectionLimits, PeerConnection
-from ._errors import PeerError
+from ._errors import PeerError, RemoteProtocolError
 from ._extended import DEFAULT_EXTENSION_IDS, ExtendedHandshake
 from ._messages import NEED_DATA, KeepAlive, Message
 from ._stats import (
@@ -70,6 +70,7 @@ __all__ = [
     "REASON_IDLE",
     "REASON_INTERNAL",
     "REASON_PROTOCOL",
+    "REASON_SEND_TIMEOUT",
     "REASON_TRANSPORT",
     "ManagerEvent",
     "MessageReceived",
@@ -116,6 +117,9 @@ REASON_TRANSPORT: Final = "transport error"
 """Removal reason: reading or writing the stream failed (reset, broken pipe...)."""
 REASON_IDLE: Final = "idle timeout"
 """Removal reason: nothing received for ``idle_timeout`` seconds."""
+REASON_SEND_TIMEOUT: Final = "send timeout"
+"""Removal reason: a write did not complete for ``idle_timeout`` seconds (the peer stopped
+reading)."""
 REASON_INTERNAL: Final = "internal error"
 """Removal reason: an unexpected exception in a service hook or in bip_peer itself."""
 REASON_CLOSING: Final = "manager closed"
@@ -338,6 +342,7 @@ class _PeerTask:
         "connection",
         "counter",
         "error",
+        "held",
         "last_receive",
         "last_send",
         "peer",
@@ -346,6 +351,7 @@ class _PeerTask:
         "reason",
         "removed",
         "scope",
+        "sending_since",
         "space",
         "stream",
         "trailing",
@@ -375,6 +381,8 @@ class _PeerTask:
         self.added_at = now
         self.last_send = now
         self.last_receive = now
+        self.sending_since: float | None = None  # when the write in progress began
+        self.held = False  # the reader waits for room in the event queue
         self.announced = False
         self.removed = False
         self.reason: str | None = None
@@ -388,10 +396,16 @@ class _PeerTask:
             self.writer_idle.unpark_all()
 
     def fail(self, reason: str, error: BaseException | None) -> None:
-        """Remove the peer for ``reason`` (the first reason given wins)."""
+        """Remove the peer for ``reason`` (the first reason given wins).
+
+        From now on the peer counts as removed: nothing more is queued for it, and
+        waiting senders are woken (to raise), even before its tasks have finished.
+        """
         if self.reason is None:
             self.reason = reason
             self.error = error
+        self.removed = True
+        self.space.unpark_all()
         self.scope.cancel()
 
 
@@ -598,7 +612,11 @@ class PeerManager:
             await task.space.park()
             if task.removed:
                 raise PeerClosedError(f"{peer!r} was removed")
-        task.push(task.connection.send_parts(message))  # type: ignore[arg-type]
+        try:
+            parts = task.connection.send_parts(message)  # type: ignore[arg-type]
+        except RemoteProtocolError as exc:  # the peer failed; its removal is under way
+            raise PeerClosedError(f"{peer!r} is being removed") from exc
+        task.push(parts)
 
     def send_nowait(self, peer: Peer, message: Message | object) -> bool:
         """Queue ``message`` for ``peer`` if its send queue has room.
@@ -612,7 +630,11 @@ class PeerManager:
         task = self._peers.get(peer)
         if task is None or task.removed or len(task.queue) >= task.queue_capacity:
             return False
-        task.push(task.connection.send_parts(message))  # type: ignore[arg-type]
+        try:
+            parts = task.connection.send_parts(message)  # type: ignore[arg-type]
+        except RemoteProtocolError:  # the peer failed; its removal is under way
+            return False
+        task.push(parts)
         return True
 
     def remove_peer(self, peer: Peer, reason: str) -> None:
@@ -749,7 +771,11 @@ class PeerManager:
                                 continue
                             event = MessageReceived(peer, message)
                             if not events.put_nowait(event):
+                                # Waiting for our consumer is not the peer being idle.
+                                task.held = True
                                 await events.put(event)
+                                task.held = False
+                                task.last_receive = trio.current_time()
                     finally:
                         counter.messages_received += count
                         total.messages_received += count
@@ -806,7 +832,9 @@ class PeerManager:
                 # Room again: let waiting senders refill while this batch is written.
                 if task.space:
                     task.space.unpark(count=count)
+                task.sending_since = trio.current_time()
                 await stream.send_all(data)
+                task.sending_since = None
                 now = trio.current_time()
                 task.last_send = now
                 size = len(data)
@@ -823,8 +851,11 @@ class PeerManager:
         for task in list(self._peers.values()):
             if task.removed:
                 continue
-            if now - task.last_receive >= config.idle_timeout:
+            if not task.held and now - task.last_receive >= config.idle_timeout:
                 task.fail(REASON_IDLE, None)
+                continue
+            if task.sending_since is not None and now - task.sending_since >= config.idle_timeout:
+                task.fail(REASON_SEND_TIMEOUT, None)  # the peer stopped reading
                 continue
             if not task.queue and now - task.last_send >= config.keepalive_interval:
                 task.push(task.connection.send_parts(KeepAlive()))
