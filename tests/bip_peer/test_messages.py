@@ -134,7 +134,11 @@ def test_samples_cover_every_class() -> None:
 
 @pytest.mark.parametrize("message", SAMPLES, ids=repr)
 def test_round_trip_whole(message: Message) -> None:
-    assert feed(message.encode()) == [message]
+    (decoded,) = feed(message.encode())
+    assert decoded == message
+    assert type(decoded) is type(message)
+    assert hash(decoded) == hash(message)
+    assert repr(decoded) == repr(message)
 
 
 @pytest.mark.parametrize("message", SAMPLES, ids=repr)
