@@ -524,3 +524,17 @@ def test_payloads_too_long_for_a_length_prefix(monkeypatch: pytest.MonkeyPatch) 
     ):
         with pytest.raises(ValueError, match=r"do(es)? not fit"):
             build()
+
+
+@given(st.lists(messages(), max_size=10), st.data())
+def test_chunks_queued_before_draining(stream: list[Message], data: st.DataObject) -> None:
+    wire = b"".join(message.encode() for message in stream)
+    cuts = sorted(data.draw(st.sets(st.integers(0, len(wire)), max_size=12)))
+    decoder = MessageDecoder()
+    previous = 0
+    for cut in [*cuts, len(wire)]:
+        decoder.receive_data(wire[previous:cut])
+        previous = cut
+    assert decoder.buffered == len(wire)
+    assert decode_all(decoder) == stream
+    assert decoder.buffered == 0
