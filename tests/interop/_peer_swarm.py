@@ -27,7 +27,13 @@ if TYPE_CHECKING:
 
     from ._helpers import StartProcess
 
-__all__ = ["HOST", "start_libtorrent_magnet", "start_libtorrent_swarm"]
+__all__ = [
+    "HOST",
+    "read_isolated_status",
+    "start_libtorrent_isolated",
+    "start_libtorrent_magnet",
+    "start_libtorrent_swarm",
+]
 
 HOST = "127.0.0.1"
 
@@ -103,6 +109,51 @@ def start_libtorrent_swarm(
     return info
 
 
+def start_libtorrent_isolated(
+    start_process: StartProcess, workdir: Path, torrent_path: Path, *, count: int = 2
+) -> tuple[list[int], Path]:
+    """One process with ``count`` libtorrent sessions of the torrent, none with data and none
+    told about another. Returns their listen ports and the path of the status file it rewrites
+    every 100 ms (read it with :func:`read_isolated_status`)."""
+    from ._helpers import file_exists, require_client
+
+    require_client("libtorrent")
+    ready = workdir / "lt-isolated-ready.json"
+    status = workdir / "lt-isolated-status.json"
+    start_process(
+        [
+            sys.executable,
+            Path(__file__),
+            "isolated",
+            "--torrent",
+            torrent_path,
+            "--workdir",
+            workdir,
+            "--count",
+            str(count),
+            "--ready",
+            ready,
+            "--status",
+            status,
+        ],
+        cwd=workdir,
+        ready=file_exists(ready),
+        ready_timeout=30,
+        name="libtorrent-isolated",
+    )
+    ports: list[int] = json.loads(ready.read_text())["ports"]
+    return ports, status
+
+
+def read_isolated_status(status: Path) -> list[list[dict[str, Any]]]:
+    """Per session, its peers: ``{"port": remote port, "pex": learnt from PEX,
+    "outgoing": it dialled}`` (empty lists until the first status is written)."""
+    if not status.exists():
+        return []
+    peers: list[list[dict[str, Any]]] = json.loads(status.read_text())["peers"]
+    return peers
+
+
 # -- the program -----------------------------------------------------------------------------------
 
 
@@ -121,7 +172,10 @@ def _settings(port: int) -> lt.settings_pack:
         "enable_incoming_utp": False,
         "enable_outgoing_utp": False,
         "allow_multiple_connections_per_ip": True,
-        "alert_mask": lt.alert_category.error | lt.alert_category.status | lt.alert_category.peer,
+        "alert_mask": lt.alert_category.error
+        | lt.alert_category.status
+        | lt.alert_category.peer
+        | lt.alert_category.connect,
     }
 
 
@@ -220,6 +274,60 @@ def _swarm_main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _isolated_main(args: argparse.Namespace) -> int:
+    import libtorrent as lt
+
+    deadline = time.monotonic() + args.lifetime
+    ti = lt.torrent_info(str(args.torrent))
+    sessions = []
+    handles = []
+    ports = []
+    for index in range(args.count):
+        port = _free_port()
+        ses = lt.session(_settings(port))
+        params = lt.add_torrent_params()
+        params.ti = ti
+        save = args.workdir / f"lt-isolated-{index}"
+        save.mkdir(exist_ok=True)
+        params.save_path = str(save)
+        sessions.append(ses)
+        handles.append(ses.add_torrent(params))
+        ports.append(port)
+    ready = False
+    while time.monotonic() < deadline:
+        for index, ses in enumerate(sessions):
+            for alert in ses.pop_alerts():
+                print(f"[{index}] {type(alert).__name__}: {alert.message()}", flush=True)
+        # Ready once every torrent is checked and resumed: libtorrent starts an auto-managed
+        # torrent paused, and until its queue resumes it (about a second later) it hangs up on
+        # peers before their handshake.
+        checked = all(
+            handle.status().state
+            not in (lt.torrent_status.checking_files, lt.torrent_status.checking_resume_data)
+            and not handle.flags() & lt.torrent_flags.paused
+            for handle in handles
+        )
+        if not ready and checked and all(ses.is_listening() for ses in sessions):
+            _write_json(args.ready, {"ports": ports})
+            ready = True
+        if ready:
+            peers = [
+                [
+                    {
+                        "port": peer.ip[1],
+                        "pex": bool(peer.source & lt.peer_info.pex),
+                        "outgoing": bool(peer.flags & lt.peer_info.outgoing_connection),
+                    }
+                    for peer in handle.get_peer_info()
+                ]
+                for handle in handles
+            ]
+            _write_json(args.status, {"peers": peers})
+        time.sleep(0.1)
+    print("lifetime over, exiting", flush=True)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -236,9 +344,18 @@ def main() -> int:
     swarm.add_argument("--leaves", type=int, required=True)
     swarm.add_argument("--ready", type=Path, required=True)
     swarm.add_argument("--lifetime", type=float, default=60.0)
+    isolated = commands.add_parser("isolated")
+    isolated.add_argument("--torrent", type=Path, required=True)
+    isolated.add_argument("--workdir", type=Path, required=True)
+    isolated.add_argument("--count", type=int, required=True)
+    isolated.add_argument("--ready", type=Path, required=True)
+    isolated.add_argument("--status", type=Path, required=True)
+    isolated.add_argument("--lifetime", type=float, default=60.0)
     args = parser.parse_args()
     if args.command == "magnet":
         return _magnet_main(args)
+    if args.command == "isolated":
+        return _isolated_main(args)
     return _swarm_main(args)
 
 

@@ -23,7 +23,7 @@ from bip_peer._manager import (
 )
 
 from ._helpers import StartProcess
-from ._peer_swarm import start_libtorrent_swarm
+from ._peer_swarm import read_isolated_status, start_libtorrent_isolated, start_libtorrent_swarm
 from ._seeders import HOST, make_torrent
 
 pytestmark = pytest.mark.interop
@@ -96,3 +96,50 @@ async def test_libtorrent_tells_us_about_its_peers(
         assert not any(isinstance(message, PexMessage) for message in seen)  # consumed
         nursery.cancel_scope.cancel()
     assert hub not in sink.addresses()
+
+
+async def test_libtorrent_acts_on_our_pex(tmp_path: Path, start_process: StartProcess) -> None:
+    """Two libtorrent sessions that know only us: our PEX tells each about the other, and the
+    first dials the second (libtorrent notes the address came from PEX)."""
+    torrent = make_torrent(tmp_path)
+    ports, status = await trio.to_thread.run_sync(
+        start_libtorrent_isolated, start_process, tmp_path, torrent.torrent_path
+    )
+    addresses = [PeerAddress(IPv4Address(HOST), port) for port in ports]
+    exchange = PeerExchange(RecordingSink())
+
+    async with (
+        open_handshaker(
+            listen=[], extensions=OURS, encryption=EncryptionPolicy.PLAINTEXT_ONLY
+        ) as handshaker,
+        open_peer_manager(PeerManagerConfig(services=[exchange])) as manager,
+        trio.open_nursery() as nursery,
+    ):
+        handshaker.register(torrent.info_hash)
+        handshaker.discovered(torrent.info_hash, addresses, "test")
+
+        async def feed() -> None:
+            async for done in handshaker.completed():
+                manager.add_peer(done, num_pieces=4)
+
+        async def drain() -> None:
+            async for _ in manager.events():
+                pass
+
+        nursery.start_soon(feed)
+        nursery.start_soon(drain)
+
+        def learnt_by_pex() -> bool:
+            sessions = read_isolated_status(status)
+            return len(sessions) == 2 and any(
+                peer["pex"] and peer["port"] == other
+                for peers, other in zip(sessions, reversed(ports), strict=True)
+                for peer in peers
+            )
+
+        with trio.fail_after(20):
+            while not learnt_by_pex():
+                await trio.sleep(0.1)
+        assert exchange.statistics().messages_sent >= 2
+        assert len(manager.peers) == 2  # libtorrent kept us: our messages were well-formed
+        nursery.cancel_scope.cancel()
