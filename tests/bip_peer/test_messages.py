@@ -538,3 +538,36 @@ def test_chunks_queued_before_draining(stream: list[Message], data: st.DataObjec
     assert decoder.buffered == len(wire)
     assert decode_all(decoder) == stream
     assert decoder.buffered == 0
+
+
+def test_large_straddling_payload_grows_as_it_arrives() -> None:
+    import tracemalloc
+
+    big = Bitfield(bytes(range(256)) * 1024)  # 256 KiB: over the preallocation limit
+    wire = big.encode()
+    decoder = MessageDecoder()
+    tracemalloc.start()
+    try:
+        decoder.receive_data(wire[:1000])
+        assert decoder.next_message() is NEED_DATA
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 1024  # not the 256 KiB the length prefix announced
+    for start in range(1000, len(wire), 7000):
+        decoder.receive_data(wire[start : start + 7000])
+        message = decoder.next_message()
+    assert message == big
+    assert decoder.buffered == 0
+
+
+def test_block_straddling_preallocated_exactly() -> None:
+    wire = Piece(1, 0, bytes(range(256)) * 64).encode()
+    for split in (1, 4, 5, 13, 100, len(wire) - 1):
+        decoder = MessageDecoder()
+        decoder.receive_data(wire[:split])
+        assert decoder.next_message() is NEED_DATA
+        decoder.receive_data(wire[split:])
+        piece = decoder.next_message()
+        assert isinstance(piece, Piece)
+        assert piece.block == bytes(range(256)) * 64

@@ -12,7 +12,9 @@ few copies as Python allows:
 - a message wholly inside one received chunk is parsed in place, and a piece's block is returned
   as a read-only :class:`memoryview` slice of that chunk (no copy at all);
 - a message that straddles chunks is copied once into a :class:`bytearray` allocated at its exact
-  size as soon as its length and id are known (never grown, never re-sliced);
+  size as soon as its length and id are known (never re-sliced); only a payload over 64 KiB
+  (a huge bitfield or extension message, never a piece) is grown as it arrives instead, so
+  that a peer announcing a long message must send it before we hold its memory;
 - the decoder keeps an offset into the current chunk instead of slicing the consumed bytes off.
 
 A consequence: the decoder keeps references to the chunks given to
@@ -79,6 +81,7 @@ messages: a bitfield of up to 8,388,600 pieces (far beyond the largest real torr
 peer can make us allocate at most this much per connection."""
 
 _U32_MAX: Final = 0xFFFFFFFF
+_PREALLOCATE_LIMIT: Final = 64 * 1024  # payloads up to this are allocated whole on their head
 _HEADER = struct.Struct(">I")
 _HEADER_ID = struct.Struct(">IB")
 _EXTENDED_HEAD = struct.Struct(">IBB")
@@ -996,9 +999,10 @@ class MessageDecoder:
     """
 
     __slots__ = (
+        "_body",
         "_body_filled",
         "_body_id",
-        "_body_view",
+        "_body_size",
         "_buffered",
         "_chunks",
         "_error",
@@ -1035,7 +1039,11 @@ class MessageDecoder:
         # A message head (length + id) that straddles chunks, gathered byte by byte.
         self._head = bytearray()
         # The payload of a message that straddles chunks, preallocated at its exact size.
-        self._body_view: memoryview | None = None
+        # The payload of a message that straddles chunks: preallocated at its exact size, or, for
+        # a payload over _PREALLOCATE_LIMIT, grown as it arrives (a peer announcing 1 MiB then
+        # trickling bytes holds only what it sent).
+        self._body: bytearray | None = None
+        self._body_size = 0
         self._body_filled = 0
         self._body_id = 0
         self._error: RemoteProtocolError | None = None
@@ -1106,7 +1114,7 @@ class MessageDecoder:
 
     def _next(self) -> Message | NeedData:
         chunks = self._chunks
-        if self._body_view is None and not self._head and chunks:
+        if self._body is None and not self._head and chunks:
             # Fast path: a whole message inside the current chunk, parsed in place.
             chunk = chunks[0]
             pos = self._pos
@@ -1126,7 +1134,7 @@ class MessageDecoder:
         return self._next_slow()
 
     def _next_slow(self) -> Message | NeedData:
-        if self._body_view is None:
+        if self._body is None:
             head = self._gather_head()
             if head is None:
                 return NEED_DATA
@@ -1143,10 +1151,11 @@ class MessageDecoder:
                 self._consume(size)
                 self._buffered -= 5 + size
                 return self._parse(mid, chunk, pos, size)
-            self._body_view = memoryview(bytearray(size))
+            self._body = bytearray(size) if size <= _PREALLOCATE_LIMIT else bytearray()
+            self._body_size = size
             self._body_filled = 0
             self._body_id = mid
-        return self._fill_body(self._body_view)
+        return self._fill_body(self._body)
 
     def _gather_head(self) -> tuple[int, int] | None:
         """Collect a straddling length prefix and id byte; ``None`` until both are here.
@@ -1187,25 +1196,32 @@ class MessageDecoder:
             self._chunks.popleft()
             self._pos = 0
 
-    def _fill_body(self, view: memoryview) -> Message | NeedData:
-        """Copy what has arrived of the message under assembly into ``view``, its payload."""
-        size = len(view)
+    def _fill_body(self, body: bytearray) -> Message | NeedData:
+        """Copy what has arrived of the message under assembly into ``body``, its payload."""
+        size = self._body_size
         chunks = self._chunks
         filled = self._body_filled
+        # Preallocated: copy into place. Growing: append (no view of it may exist meanwhile).
+        view = memoryview(body) if len(body) == size else None
         while filled < size and chunks:
             chunk = chunks[0]
             pos = self._pos
             take = min(size - filled, len(chunk) - pos)
-            view[filled : filled + take] = chunk[pos : pos + take]
+            if view is not None:
+                view[filled : filled + take] = chunk[pos : pos + take]
+            else:
+                body += chunk[pos : pos + take]
             filled += take
             self._consume(take)
         self._body_filled = filled
         if filled < size:
+            if view is not None:
+                view.release()
             return NEED_DATA
-        self._body_view = None
+        self._body = None
         self._buffered -= 5 + size
         # A read-only view, so the message stays immutable (and hashable) like the fast path's.
-        return self._parse(self._body_id, view.toreadonly(), 0, size)
+        return self._parse(self._body_id, memoryview(body).toreadonly(), 0, size)
 
     def _too_long(self, length: int) -> None:
         raise RemoteProtocolError(
