@@ -17,9 +17,12 @@ few copies as Python allows:
   that a peer announcing a long message must send it before we hold its memory;
 - the decoder keeps an offset into the current chunk instead of slicing the consumed bytes off.
 
-A consequence: the decoder keeps references to the chunks given to
+Two consequences: the decoder keeps references to the chunks given to
 :meth:`MessageDecoder.receive_data` and piece blocks may point into them, so a caller that reuses
-a buffer (``receive_into``) must not overwrite it while messages from it are alive.
+a buffer (``receive_into``) must not overwrite it while messages from it are alive; and a block
+kept for long keeps its whole received chunk alive, so a caller that holds blocks (say, until
+their piece is complete) should write them into the piece's buffer, which is the one copy the
+issue allows, rather than keep the views.
 
 The helpers :func:`bitfield_from_pieces` and :func:`pieces_from_bitfield` live here (not in
 ``_connection``) because they are the codec of a ``bitfield`` payload.
