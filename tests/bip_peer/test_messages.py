@@ -571,3 +571,13 @@ def test_block_straddling_preallocated_exactly() -> None:
         piece = decoder.next_message()
         assert isinstance(piece, Piece)
         assert piece.block == bytes(range(256)) * 64
+
+
+def test_signed_char_memoryview_input_gives_byte_views() -> None:
+    decoder = MessageDecoder()
+    decoder.receive_data(memoryview(Piece(0, 0, b"ab").encode()).cast("b"))
+    piece = decoder.next_message()
+    assert isinstance(piece, Piece)
+    assert isinstance(piece.block, memoryview)
+    assert piece.block.format == "B"
+    assert hash(piece) == hash(Piece(0, 0, b"ab"))

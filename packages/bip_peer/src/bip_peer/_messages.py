@@ -73,7 +73,7 @@ __all__ = [
 ]
 
 BLOCK_SIZE: Final = 16384
-"""The block size every client requests (16 KiB); libtorrent and others refuse larger requests."""
+"""The block size every client requests (16 KiB); many refuse larger requests."""
 
 DEFAULT_MAX_MESSAGE_LENGTH: Final = 1 << 20
 """The largest length prefix :class:`MessageDecoder` accepts by default: 1 MiB.
@@ -1041,7 +1041,6 @@ class MessageDecoder:
         self._buffered = 0
         # A message head (length + id) that straddles chunks, gathered byte by byte.
         self._head = bytearray()
-        # The payload of a message that straddles chunks, preallocated at its exact size.
         # The payload of a message that straddles chunks: preallocated at its exact size, or, for
         # a payload over _PREALLOCATE_LIMIT, grown as it arrives (a peer announcing 1 MiB then
         # trickling bytes holds only what it sent).
@@ -1079,7 +1078,7 @@ class MessageDecoder:
         be views of it: do not modify it afterwards.
         """
         view = memoryview(data)
-        if view.ndim != 1 or view.itemsize != 1:
+        if view.format != "B" or view.ndim != 1:
             view = view.cast("B") if view.c_contiguous else memoryview(view.tobytes())
         if not view.readonly:
             view = view.toreadonly()
