@@ -92,7 +92,8 @@ class SparseBuffer:
             chunk[start : start + take] = view[done : done + take]
             position += take
             done += take
-        self.size = max(self.size, offset + len(view))
+        if view:  # as POSIX: writing nothing never extends a file
+            self.size = max(self.size, offset + len(view))
 
     def materialise(self, end: int) -> None:
         """Hold a chunk for every byte below ``end`` (a full allocation)."""

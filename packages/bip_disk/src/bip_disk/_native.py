@@ -1,0 +1,729 @@
+"""``NativeFileSystem``: a :class:`~bip_disk.FileSystem` on a local directory.
+
+**Positional I/O.** Reads and writes use ``os.pread`` / ``os.pwrite`` on file
+descriptors shared by every thread, so concurrent blocks of the same file never
+wait for one another and no file position is shared. (Where the OS has no
+``pread``, Windows, each descriptor gets a lock around ``lseek`` + ``read``.)
+
+**Open file handles** are kept in an LRU cache of at most ``max_open_files``
+descriptors, so a torrent of 100 000 files does not exhaust the process's
+descriptors and a busy file is not reopened per block. A descriptor is counted
+while threads use it: one evicted meanwhile is closed by the last thread done
+with it, never under it. So ``max_open_files`` bounds the idle descriptors; at
+most one more per thread in the middle of a call can be open. Files are opened
+read-only for reads (seeding read-only files works) and reopened read-write on
+the first write.
+
+**Staying inside the root.** Every path is checked by
+:func:`~bip_disk._filesystem.split_path` first, then opened component by
+component from a descriptor of the root (``openat`` with ``O_NOFOLLOW`` and
+``O_DIRECTORY``), never as one string. A symlink found on the way is read and
+resolved by hand: one that leads inside the root is followed (the torrent's own
+BEP 47 links, or a user's), one that leads out of it (absolute, or with enough
+``..``) is refused with :class:`~bip_disk.PathError`, at most 40 links are
+followed per lookup (then ``ELOOP``). Because the final ``open`` is made with
+``O_NOFOLLOW`` relative to a directory reached without following any link, a
+link planted concurrently can make an open fail but never redirect it outside.
+Where the OS has no ``dir_fd`` support or no ``O_NOFOLLOW`` (Windows) the same
+walk is made with ``lstat`` on each prefix; a link swapped in between that check
+and the ``open`` could then still be followed (a race this fallback cannot
+close; use a directory other users cannot write to).
+
+**Preallocation.** :meth:`~NativeFileSystem.allocate` with ``sparse=True``
+extends a file with ``ftruncate`` (a hole: no blocks used until written). With
+``sparse=False``, or on a filesystem made with ``preallocate="full"``, blocks are
+reserved with ``os.posix_fallocate`` over the whole file (filling holes too), so
+a full disk shows up at once. Where ``posix_fallocate`` does not exist (macOS,
+Windows) or the filesystem does not support it (``EOPNOTSUPP``), the part past
+the current end is written with zeros instead; that is slower but reserves the
+space just the same. glibc emulates ``posix_fallocate`` on filesystems without
+``fallocate`` by writing a zero into each unallocated block, so do not allocate a
+file while other threads write to it.
+
+**Durability.** :meth:`~NativeFileSystem.sync` calls ``fsync`` (``F_FULLFSYNC``
+on macOS) on the file and on its directory, so a newly created file survives a
+power loss too. ``sync()`` with no path syncs every file written, allocated or
+truncated since its last sync, even if its descriptor was evicted meanwhile.
+
+**Permissions.** Files are created with mode ``0o666`` and directories with
+``0o777``, both reduced by the process umask.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import posixpath
+import stat
+import sys
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Literal
+
+from ._errors import PathError, StorageError
+from ._filesystem import Buffer, FileStat, check_offset, split_path, storage_error
+
+__all__ = ["NativeFileSystem"]
+
+_MAX_HOPS = 40  # symlinks followed in one lookup (Linux's MAXSYMLINKS)
+_MAX_ATTEMPTS = 8  # retries when a link appears between the walk and the open
+_ZERO_CHUNK = 1 << 20  # zeros written per call when fallocate is not available
+
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
+_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+# The secure walk needs every call it makes to accept dir_fd, and O_NOFOLLOW.
+_SECURE = bool(_O_NOFOLLOW and _O_DIRECTORY) and all(
+    function in os.supports_dir_fd
+    for function in (os.open, os.mkdir, os.stat, os.readlink, os.unlink, os.rmdir, os.rename)
+)
+_HAS_PREAD = hasattr(os, "pread") and hasattr(os, "pwrite")
+
+
+class _Handle:
+    """An open descriptor and the threads using it (guarded by the cache lock)."""
+
+    __slots__ = ("fd", "lock", "retired", "users", "writable")
+
+    def __init__(self, fd: int, writable: bool) -> None:
+        self.fd = fd
+        self.writable = writable
+        self.users = 0
+        self.retired = False  # out of the cache: the last user closes it
+        # Only without pread: lseek + read must not interleave between threads.
+        self.lock = None if _HAS_PREAD else threading.Lock()
+
+
+class NativeFileSystem:
+    """A :class:`~bip_disk.FileSystem` on a local directory (see the module documentation).
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as directory:
+    ...     with NativeFileSystem(directory) as fs:
+    ...         fs.write("t/a.bin", 2, b"xyz")
+    ...         fs.read("t/a.bin", 0, 10)
+    b'\\x00\\x00xyz'
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        max_open_files: int = 64,
+        preallocate: Literal["sparse", "full"] = "sparse",
+    ) -> None:
+        """A filesystem storing files under ``root`` (created on the first write).
+
+        Args:
+            root: the storage directory; relative paths are made absolute now.
+                The root itself may be a symlink: it is the user's choice.
+            max_open_files: how many idle descriptors to keep open (at least 1).
+            preallocate: ``"full"`` makes every :meth:`allocate` reserve the space,
+                whatever its ``sparse`` argument says; ``"sparse"`` honours it.
+        """
+        if max_open_files < 1:
+            raise ValueError(f"max_open_files must be at least 1, not {max_open_files}")
+        if preallocate not in ("sparse", "full"):
+            raise ValueError(f"preallocate must be 'sparse' or 'full', not {preallocate!r}")
+        self.root = Path(os.path.abspath(os.fspath(root)))
+        """The storage directory."""
+        self.max_open_files = max_open_files
+        self.preallocate = preallocate
+        self._secure = _SECURE
+        self._lock = threading.Lock()
+        self._handles: OrderedDict[str, _Handle] = OrderedDict()
+        self._dirty: set[str] = set()
+
+    def __repr__(self) -> str:
+        """The root and the cache bound."""
+        return f"NativeFileSystem({str(self.root)!r}, max_open_files={self.max_open_files})"
+
+    def __enter__(self) -> NativeFileSystem:
+        """Use as a context manager: :meth:`close` on exit."""
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Release every handle."""
+        self.close()
+
+    @property
+    def open_files(self) -> int:
+        """How many descriptors the cache holds now (in-use evicted ones excluded)."""
+        with self._lock:
+            return len(self._handles)
+
+    # -- walking the tree -----------------------------------------------------
+
+    def _open_root(self, path: str, create: bool) -> int | None:
+        """A descriptor of the root in secure mode (``None`` in fallback mode)."""
+        if create:
+            os.makedirs(self.root, exist_ok=True)
+        if not self._secure:
+            if not self.root.is_dir():
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
+            return None
+        return os.open(self.root, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
+
+    def _escape(self, path: str) -> PathError:
+        return PathError(f"{path!r} leads through a symlink out of the storage root")
+
+    def _link_target(self, path: str, text: str) -> tuple[bool, list[str]]:
+        """A link's text as (relative to the root?, components to walk)."""
+        if os.path.isabs(text):
+            real_root = os.path.realpath(self.root)
+            try:
+                inside = os.path.commonpath([real_root, text]) == real_root
+            except ValueError:  # another drive
+                inside = False
+            if not inside:
+                raise self._escape(path)
+            relative = os.path.relpath(text, real_root)
+            return True, [] if relative == "." else relative.replace(os.sep, "/").split("/")
+        return False, text.replace(os.sep, "/").split("/")
+
+    def _walk(
+        self, path: str, parts: tuple[str, ...], *, create: bool, follow_last: bool
+    ) -> tuple[int | None, str]:
+        """Reach the directory holding the last component of ``parts``.
+
+        Returns ``(dir_fd, name)`` to use with the ``dir_fd`` argument of ``os``
+        calls; in fallback mode ``dir_fd`` is ``None`` and ``name`` the full path.
+        The caller closes ``dir_fd``. Links on the way (and on the last component
+        with ``follow_last``) are followed while they stay inside the root.
+        ``create`` makes missing directories.
+        """
+        if not self._secure:
+            return None, self._walk_fallback(path, parts, create=create, follow_last=follow_last)
+        root_fd = self._open_root(path, create)
+        assert root_fd is not None
+        stack = [root_fd]  # real directories from the root down, never links
+        pending = list(parts)
+        hops = 0
+        try:
+            while pending:
+                name = pending.pop(0)
+                if name in ("", "."):
+                    continue
+                if name == "..":
+                    if len(stack) == 1:
+                        raise self._escape(path)
+                    os.close(stack.pop())
+                    continue
+                last = not pending
+                if last and not follow_last:
+                    return stack.pop(), name
+                try:
+                    if last:
+                        mode = os.stat(name, dir_fd=stack[-1], follow_symlinks=False).st_mode
+                        if not stat.S_ISLNK(mode):
+                            return stack.pop(), name
+                        fd = -1
+                    else:
+                        fd = self._open_directory(name, stack[-1], create)
+                except FileNotFoundError:
+                    if last:
+                        return stack.pop(), name
+                    raise
+                if fd >= 0:
+                    stack.append(fd)
+                    continue
+                # A symlink: continue with its target.
+                hops += 1
+                if hops > _MAX_HOPS:
+                    raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
+                absolute, target = self._link_target(path, os.readlink(name, dir_fd=stack[-1]))
+                if absolute:
+                    while len(stack) > 1:
+                        os.close(stack.pop())
+                pending[:0] = target
+                if not pending:  # a link to the root itself
+                    raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))  # only ".."s
+        finally:
+            for fd in stack:
+                os.close(fd)
+
+    @staticmethod
+    def _open_directory(name: str, dir_fd: int, create: bool) -> int:
+        """Open a directory without following a link (-1 if ``name`` is a link)."""
+        flags = os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC
+        for _ in range(_MAX_ATTEMPTS):
+            try:
+                return os.open(name, flags, dir_fd=dir_fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                # Another thread may have made it (or a link appeared): look again.
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(name, 0o777, dir_fd=dir_fd)
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+                    raise
+                if stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                    return -1
+                raise
+        raise OSError(errno.EAGAIN, "the directory keeps changing")  # pragma: no cover
+
+    def _walk_fallback(
+        self, path: str, parts: tuple[str, ...], *, create: bool, follow_last: bool
+    ) -> str:
+        """The same walk with ``lstat`` on each prefix, for OSes without ``dir_fd``."""
+        self._open_root(path, create)
+        current: list[str] = []
+        pending = list(parts)
+        hops = 0
+        while pending:
+            name = pending.pop(0)
+            if name in ("", "."):
+                continue
+            if name == "..":
+                if not current:
+                    raise self._escape(path)
+                current.pop()
+                continue
+            last = not pending
+            full = os.path.join(self.root, *current, name)
+            if last and not follow_last:
+                return full
+            try:
+                info = os.lstat(full)
+            except FileNotFoundError:
+                if last:
+                    return full
+                if not create:
+                    raise
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(full, 0o777)
+                pending.insert(0, name)  # look at what is there now
+                continue
+            if stat.S_ISLNK(info.st_mode) or _is_junction(full):
+                hops += 1
+                if hops > _MAX_HOPS:
+                    raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
+                absolute, target = self._link_target(path, os.readlink(full))
+                if absolute:
+                    current.clear()
+                pending[:0] = target
+                continue
+            if last:
+                return full
+            if not stat.S_ISDIR(info.st_mode):
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+            current.append(name)
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+
+    def _open(self, path: str, parts: tuple[str, ...], flags: int) -> int:
+        """Open the file at ``path`` inside the root (see the module documentation)."""
+        flags |= _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY
+        create = bool(flags & os.O_CREAT)
+        for _ in range(_MAX_ATTEMPTS):
+            dir_fd, name = self._walk(path, parts, create=create, follow_last=True)
+            try:
+                return os.open(name, flags, 0o666, dir_fd=dir_fd)
+            except OSError as exc:
+                # A link created since the walk looked: walk again (it is followed
+                # then, or refused if it leads out).
+                if exc.errno != errno.ELOOP or not _is_link(name, dir_fd):
+                    raise
+            finally:
+                if dir_fd is not None:
+                    os.close(dir_fd)
+        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
+
+    # -- the handle cache -----------------------------------------------------
+
+    def _acquire(self, path: str, parts: tuple[str, ...], *, write: bool, create: bool) -> _Handle:
+        with self._lock:
+            handle = self._handles.get(path)
+            if handle is not None and (handle.writable or not write):
+                self._handles.move_to_end(path)
+                handle.users += 1
+                return handle
+        flags = (os.O_RDWR | (os.O_CREAT if create else 0)) if write else os.O_RDONLY
+        fresh = _Handle(self._open(path, parts, flags), write)
+        with self._lock:
+            handle = self._handles.get(path)
+            if handle is not None and (handle.writable or not write):
+                # Another thread opened it meanwhile: use theirs.
+                handle.users += 1
+                self._handles.move_to_end(path)
+                os.close(fresh.fd)
+                return handle
+            if handle is not None:
+                self._retire(path)  # read-only, replaced by a writable one
+            fresh.users = 1
+            self._handles[path] = fresh
+            while len(self._handles) > self.max_open_files:
+                self._retire(next(iter(self._handles)))
+            return fresh
+
+    def _release(self, handle: _Handle) -> None:
+        with self._lock:
+            handle.users -= 1
+            if handle.retired and handle.users == 0:
+                os.close(handle.fd)
+
+    def _retire(self, path: str) -> None:
+        """Drop ``path``'s handle from the cache (the lock is held)."""
+        handle = self._handles.pop(path)
+        handle.retired = True
+        if handle.users == 0:
+            os.close(handle.fd)
+
+    def _forget(self, path: str) -> None:
+        """Drop the handles of ``path`` and of everything under it."""
+        prefix = path + "/"
+        with self._lock:
+            for key in [key for key in self._handles if key == path or key.startswith(prefix)]:
+                self._retire(key)
+            self._dirty = {
+                key for key in self._dirty if not (key == path or key.startswith(prefix))
+            }
+
+    # -- the FileSystem protocol ----------------------------------------------
+
+    def read(self, path: str, offset: int, length: int) -> bytes:
+        """Read up to ``length`` bytes at ``offset`` (see :class:`~bip_disk.FileSystem`)."""
+        parts = split_path(path)
+        check_offset(path, offset)
+        check_offset(path, length, "length")
+        try:
+            handle = self._acquire(path, parts, write=False, create=False)
+            try:
+                return _pread_all(handle, offset, length)
+            finally:
+                self._release(handle)
+        except (OSError, OverflowError) as exc:
+            raise _error(exc, path, "read") from None
+
+    def write(self, path: str, offset: int, data: Buffer) -> None:
+        """Write all of ``data`` at ``offset`` (see :class:`~bip_disk.FileSystem`)."""
+        parts = split_path(path)
+        check_offset(path, offset)
+        view = memoryview(data).cast("B")
+        try:
+            handle = self._acquire(path, parts, write=True, create=True)
+            try:
+                with self._lock:
+                    self._dirty.add(path)
+                _pwrite_all(handle, offset, view)
+            finally:
+                self._release(handle)
+        except (OSError, OverflowError) as exc:
+            raise _error(exc, path, "write") from None
+
+    def size(self, path: str) -> int | None:
+        """The file's size, or ``None`` if it does not exist."""
+        found = self.stat(path)
+        return None if found is None else found.size
+
+    def stat(self, path: str) -> FileStat | None:
+        """The file's size and modification time, or ``None`` if it does not exist.
+
+        Always looks at the path now, not at a cached descriptor, so a file deleted
+        or replaced behind our back shows.
+        """
+        parts = split_path(path)
+        try:
+            dir_fd, name = self._walk(path, parts, create=False, follow_last=True)
+            try:
+                info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            finally:
+                if dir_fd is not None:
+                    os.close(dir_fd)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise _error(exc, path, "stat") from None
+        if stat.S_ISDIR(info.st_mode):
+            raise StorageError(
+                f"cannot stat {path!r}: it is a directory", errno=errno.EISDIR, path=path
+            )
+        if not stat.S_ISREG(info.st_mode):
+            raise StorageError(
+                f"cannot stat {path!r}: not a regular file", errno=errno.EINVAL, path=path
+            )
+        return FileStat(info.st_size, info.st_mtime_ns)
+
+    def allocate(self, path: str, size: int, *, sparse: bool = True) -> None:
+        """Extend the file to at least ``size`` bytes (see the module documentation)."""
+        parts = split_path(path)
+        check_offset(path, size, "size")
+        full = not sparse or self.preallocate == "full"
+        try:
+            handle = self._acquire(path, parts, write=True, create=True)
+            try:
+                with self._lock:
+                    self._dirty.add(path)
+                current = os.fstat(handle.fd).st_size
+                if full and size:
+                    _reserve(handle, current, size)
+                elif size > current:
+                    os.ftruncate(handle.fd, size)
+            finally:
+                self._release(handle)
+        except (OSError, OverflowError) as exc:
+            raise _error(exc, path, "allocate") from None
+
+    def truncate(self, path: str, size: int) -> None:
+        """Set an existing file's size to exactly ``size``."""
+        parts = split_path(path)
+        check_offset(path, size, "size")
+        try:
+            handle = self._acquire(path, parts, write=True, create=False)
+            try:
+                with self._lock:
+                    self._dirty.add(path)
+                os.ftruncate(handle.fd, size)
+            finally:
+                self._release(handle)
+        except (OSError, OverflowError) as exc:
+            raise _error(exc, path, "truncate") from None
+
+    def sync(self, path: str | None = None) -> None:
+        """Flush one file (and its directory), or every file changed since its last sync.
+
+        With no path, every changed file is synced even if one fails; the first
+        failure is raised at the end.
+        """
+        if path is not None:
+            self._sync_one(path, split_path(path))
+            return
+        with self._lock:
+            pending = sorted(self._dirty)
+        first: StorageError | None = None
+        for item in pending:
+            try:
+                self._sync_one(item, split_path(item))
+            except StorageError as exc:
+                first = first or exc
+        if first is not None:
+            raise first
+
+    def _sync_one(self, path: str, parts: tuple[str, ...]) -> None:
+        with self._lock:
+            self._dirty.discard(path)
+        try:
+            dir_fd, name = self._walk(path, parts, create=False, follow_last=True)
+            try:
+                fd = os.open(
+                    name, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY, dir_fd=dir_fd
+                )
+                try:
+                    _fsync(fd)
+                finally:
+                    os.close(fd)
+                if dir_fd is not None:
+                    _fsync(dir_fd)  # the file's entry, if it is new
+            finally:
+                if dir_fd is not None:
+                    os.close(dir_fd)
+        except OSError as exc:
+            with self._lock:
+                self._dirty.add(path)  # still not durable
+            raise _error(exc, path, "sync") from None
+
+    def remove(self, path: str) -> None:
+        """Remove a file, a symlink or an empty directory; missing is no error."""
+        parts = split_path(path)
+        self._forget(path)
+        try:
+            dir_fd, name = self._walk(path, parts, create=False, follow_last=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as exc:
+            raise _error(exc, path, "remove") from None
+        try:
+            try:
+                os.unlink(name, dir_fd=dir_fd)
+            except (IsADirectoryError, PermissionError) as exc:
+                # unlink refuses directories (EISDIR on Linux, EPERM elsewhere).
+                info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                if not stat.S_ISDIR(info.st_mode):
+                    raise exc from None
+                os.rmdir(name, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise _error(exc, path, "remove") from None
+        finally:
+            if dir_fd is not None:
+                os.close(dir_fd)
+
+    def rename(self, old: str, new: str) -> None:
+        """Move ``old`` to ``new``, creating ``new``'s parents and replacing a file there."""
+        old_parts = split_path(old)
+        new_parts = split_path(new)
+        self._forget(old)
+        self._forget(new)
+        try:
+            old_fd, old_name = self._walk(old, old_parts, create=False, follow_last=False)
+        except OSError as exc:
+            raise _error(exc, old, "rename") from None
+        try:
+            new_fd, new_name = self._walk(new, new_parts, create=True, follow_last=False)
+            try:
+                os.replace(old_name, new_name, src_dir_fd=old_fd, dst_dir_fd=new_fd)
+            finally:
+                if new_fd is not None:
+                    os.close(new_fd)
+        except OSError as exc:
+            raise _error(exc, old, "rename") from None
+        finally:
+            if old_fd is not None:
+                os.close(old_fd)
+        with self._lock:
+            self._dirty.add(new)  # the directory entries changed
+
+    def symlink(self, path: str, target: str) -> None:
+        """Create (or replace) a link at ``path`` to the root-relative ``target``.
+
+        The link stores the target relative to its own directory, so the tree can
+        be moved as a whole.
+        """
+        parts = split_path(path)
+        goal = split_path(target)
+        text = posixpath.relpath("/" + "/".join(goal), "/" + "/".join(parts[:-1]))
+        self._forget(path)
+        try:
+            dir_fd, name = self._walk(path, parts, create=True, follow_last=False)
+        except OSError as exc:
+            raise _error(exc, path, "create a symlink at") from None
+        try:
+            try:
+                info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                os.symlink(text, name, dir_fd=dir_fd)
+                return
+            if not stat.S_ISLNK(info.st_mode):
+                raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST))
+            if os.readlink(name, dir_fd=dir_fd) == text:
+                return
+            # Replace atomically: a new link beside it, renamed over it.
+            temporary = f"{name}.bip-link-{os.getpid()}-{threading.get_ident()}"
+            os.symlink(text, temporary, dir_fd=dir_fd)
+            try:
+                os.replace(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except OSError:
+                os.unlink(temporary, dir_fd=dir_fd)
+                raise
+        except (OSError, NotImplementedError) as exc:
+            if isinstance(exc, NotImplementedError):
+                exc = OSError(errno.ENOTSUP, os.strerror(errno.ENOTSUP))
+            raise _error(exc, path, "create a symlink at") from None
+        finally:
+            if dir_fd is not None:
+                os.close(dir_fd)
+
+    def close(self) -> None:
+        """Close every cached descriptor (ones in use close when their call ends)."""
+        with self._lock:
+            for path in list(self._handles):
+                self._retire(path)
+
+
+# -- helpers -------------------------------------------------------------------------
+
+
+def _error(exc: OSError | OverflowError, path: str, action: str) -> StorageError:
+    if isinstance(exc, OverflowError):  # an offset past what the OS can address
+        exc = OSError(errno.EFBIG, os.strerror(errno.EFBIG))
+    return storage_error(exc, path, action)
+
+
+def _is_link(name: str, dir_fd: int | None) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+def _is_junction(full: str) -> bool:
+    isjunction = getattr(os.path, "isjunction", None)  # Python 3.12+, Windows only
+    return bool(isjunction(full)) if isjunction is not None else False
+
+
+def _pread_all(handle: _Handle, offset: int, length: int) -> bytes:
+    """Read until ``length`` bytes or the end of the file."""
+    chunks = []
+    remaining = length
+    position = offset
+    while remaining > 0:
+        chunk = _pread(handle, remaining, position)
+        if not chunk:
+            break  # end of file
+        chunks.append(chunk)
+        remaining -= len(chunk)
+        position += len(chunk)
+    if len(chunks) == 1:
+        return chunks[0]
+    return b"".join(chunks)
+
+
+def _pread(handle: _Handle, length: int, offset: int) -> bytes:
+    if handle.lock is None:
+        return os.pread(handle.fd, length, offset)
+    with handle.lock:  # pragma: no cover - OSes without pread
+        os.lseek(handle.fd, offset, os.SEEK_SET)
+        return os.read(handle.fd, length)
+
+
+def _pwrite_all(handle: _Handle, offset: int, view: memoryview) -> None:
+    """Write every byte (``pwrite`` may write fewer than asked)."""
+    done = 0
+    while done < len(view):
+        written = _pwrite(handle, view[done:], offset + done)
+        if written <= 0:  # pragma: no cover - POSIX reports an error instead
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        done += written
+
+
+def _pwrite(handle: _Handle, data: memoryview, offset: int) -> int:
+    if handle.lock is None:
+        return os.pwrite(handle.fd, data, offset)
+    with handle.lock:  # pragma: no cover - OSes without pwrite
+        os.lseek(handle.fd, offset, os.SEEK_SET)
+        return os.write(handle.fd, data)
+
+
+def _reserve(handle: _Handle, current: int, size: int) -> None:
+    """Reserve blocks for bytes ``0 .. size`` (see "Preallocation" above)."""
+    fallocate = getattr(os, "posix_fallocate", None)
+    if fallocate is not None:
+        try:
+            fallocate(handle.fd, 0, size)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS):
+                raise
+    zeros = memoryview(bytes(min(_ZERO_CHUNK, max(size - current, 0))))
+    position = current
+    while position < size:
+        take = min(len(zeros), size - position)
+        _pwrite_all(handle, position, zeros[:take])
+        position += take
+
+
+def _fsync(fd: int) -> None:
+    if sys.platform == "darwin":  # pragma: no cover - fsync leaves macOS's disk cache
+        import fcntl  # noqa: PLC0415 - macOS only; the module is missing on Windows
+
+        try:
+            fcntl.fcntl(fd, fcntl.F_FULLFSYNC)
+            return
+        except OSError:
+            pass  # not supported by this filesystem: plain fsync
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        # Some filesystems cannot fsync a directory; the file itself was synced.
+        if exc.errno not in (errno.EINVAL, errno.EBADF, errno.EROFS) or not _is_directory(fd):
+            raise
+
+
+def _is_directory(fd: int) -> bool:
+    return stat.S_ISDIR(os.fstat(fd).st_mode)
