@@ -154,6 +154,11 @@ def test_handshake_bad_fields_are_ignored(payload: bytes, expected: dict[str, An
     assert ExtendedHandshake.decode_payload(handshake.encode_payload()) == handshake
 
 
+def test_trailing_bytes_after_the_dictionary_are_ignored() -> None:
+    assert ExtendedHandshake.decode_payload(b"d1:pi5eexyz").p == 5
+    assert PexMessage.decode_payload(b"de\x00") == PexMessage()
+
+
 def test_handshake_unsorted_keys_accepted() -> None:
     handshake = ExtendedHandshake.decode_payload(b"d1:v1:x1:md6:ut_pexi1eee")
     assert handshake.m == {"ut_pex": 1}
@@ -162,7 +167,7 @@ def test_handshake_unsorted_keys_accepted() -> None:
 
 @pytest.mark.parametrize(
     "payload",
-    [b"", b"i1e", b"le", b"4:spam", b"d1:m", b"de" + b"x", b"d" * 100 + b"e" * 100, b"\xff"],
+    [b"", b"i1e", b"le", b"4:spam", b"d1:m", b"d" * 100 + b"e" * 100, b"\xff"],
 )
 def test_handshake_not_a_dictionary(payload: bytes) -> None:
     with pytest.raises(RemoteProtocolError):

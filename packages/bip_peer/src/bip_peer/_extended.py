@@ -30,7 +30,7 @@ from ipaddress import IPv4Address, IPv6Address
 from types import MappingProxyType
 from typing import ClassVar, Final, TypeVar
 
-from bip_bencode import BencodeDecodeError, BencodeEncodeError, decode, decode_prefix, encode
+from bip_bencode import BencodeDecodeError, BencodeEncodeError, decode_prefix, encode
 from bip_handshake import (
     Family,
     PeerAddress,
@@ -114,8 +114,10 @@ def _check_bytes(name: str, value: object, *sizes: int) -> bytes:
 
 
 def _decode_dict(payload: bytes | bytearray | memoryview, what: str) -> dict[bytes, object]:
+    """The dictionary at the start of ``payload``; bytes after it are ignored, as libtorrent's
+    decoder stops at the end of the first value."""
     try:
-        value = decode(payload, lenient=True, max_depth=_MAX_DEPTH)
+        value, _ = decode_prefix(payload, lenient=True, max_depth=_MAX_DEPTH)
     except BencodeDecodeError as error:
         raise RemoteProtocolError(f"{what} is not valid bencoding: {error}") from None
     if not isinstance(value, dict):
@@ -176,8 +178,9 @@ class ExtendedHandshake:
     >>> hs.extension_id("ut_metadata"), hs.extension_id("ut_pex")
     (2, None)
 
-    Decoding keeps what libtorrent keeps and ignores what it ignores: a payload that is not a
-    bencoded dictionary raises :class:`RemoteProtocolError`; a field of the wrong type or out of
+    Decoding keeps what libtorrent keeps and ignores what it ignores: a payload that does not
+    start with a bencoded dictionary raises :class:`RemoteProtocolError` (bytes after the
+    dictionary are ignored; its keys may be unsorted); a field of the wrong type or out of
     range is dropped as if absent (``m`` not a dictionary, an ``m`` entry that is not an int
     in 0..255 or whose name is not UTF-8, ``p`` outside 1..65535, ``yourip`` not 4 or 16 bytes,
     ``ipv4`` not 4, ``ipv6`` not 16, ``reqq`` outside 1..2**32-1, ``metadata_size`` outside
@@ -556,7 +559,8 @@ class PexMessage(_ExtensionMessage):
     ) -> PexMessage:
         """Decode a received ``ut_pex`` payload.
 
-        As libtorrent: a key whose value is not a byte string is ignored, a list whose length
+        As libtorrent: bytes after the dictionary are ignored, a key whose value is not a byte
+        string is ignored, a list whose length
         is not a multiple of the entry size (6 or 18) loses its incomplete tail, and a flags
         string whose length does not match its address list is ignored (empty flags). The
         addresses are kept as sent (port 0, IPv4-mapped IPv6 included): filtering them is for
