@@ -187,12 +187,15 @@ async def _serve_node(
 
 
 class LyingSeed:
-    """A service that advertises the right size and answers with corrupted pieces."""
+    """A service that advertises the right size and answers with corrupted pieces (or, when
+    ``silent``, never answers)."""
 
-    def __init__(self, info: bytes) -> None:
+    def __init__(self, info: bytes, *, silent: bool = False) -> None:
         bad = bytearray(info)
-        bad[len(bad) // 2] ^= 0xFF
+        for start in range(0, len(bad), 16384):  # every piece is wrong
+            bad[start] ^= 0xFF
         self.info = bytes(bad)
+        self.silent = silent
 
     def handshake_fields(self, peer: Peer) -> Mapping[str, object]:
         return {"m": {"ut_metadata": 2}, "metadata_size": len(self.info)}
@@ -202,6 +205,8 @@ class LyingSeed:
 
     def message_received(self, manager: PeerManager, peer: Peer, message: object) -> bool:
         if isinstance(message, MetadataRequest):
+            if self.silent:
+                return True
             start = message.piece * 16384
             chunk = self.info[start : start + 16384]
             manager.send_nowait(peer, MetadataData(message.piece, len(self.info), chunk))
@@ -388,7 +393,10 @@ async def test_pex_hub_tells_each_peer_about_the_others(
             hub_side = {}
             for n in (2, 3, 4):
                 leaf = await nursery.start(
-                    _pex_node, addr(n, 7000 + n), [recorders[n], PeerExchange(sinks[n])]
+                    _pex_node,
+                    addr(n, 7000 + n),
+                    # A MetadataExchange first: PEX messages go through it untouched.
+                    [MetadataExchange(), recorders[n], PeerExchange(sinks[n])],
                 )
                 leaves[n] = leaf
                 if n == 4:  # leaf 4 dials the hub: listed with the port of its handshake
@@ -490,4 +498,115 @@ async def test_pex_flood_is_ignored(autojump_clock: trio.testing.MockClock) -> N
             assert stats.addresses_discovered == 1
             await trio.sleep(30)
             assert exchange.statistics().messages_received == 2  # 45 s later: taken again
+        nursery.cancel_scope.cancel()
+
+
+class Advertiser:
+    """A service that adds fixed fields to a node's extended handshake."""
+
+    def __init__(self, fields: Mapping[str, object]) -> None:
+        self.fields = fields
+
+    def handshake_fields(self, peer: Peer) -> Mapping[str, object]:
+        return self.fields
+
+    def peer_added(self, manager: PeerManager, peer: Peer) -> None:
+        pass
+
+    def message_received(self, manager: PeerManager, peer: Peer, message: object) -> bool:
+        return False
+
+    def peer_removed(self, manager: PeerManager, peer: Peer) -> None:
+        pass
+
+    def tick(self, manager: PeerManager, now: float) -> None:
+        pass
+
+
+async def test_pex_flags_and_unlisted_peers(autojump_clock: trio.testing.MockClock) -> None:
+    """Seed, encryption and holepunch flags come from the peer's handshake; a peer that dialled
+    us without telling its listen port is not listed."""
+    recorder = PexRecorder()
+    async with trio.open_nursery() as nursery:
+        async with node(nursery, addr(1), [PeerExchange(RecordingSink())]) as hub:
+            watcher = await nursery.start(
+                _pex_node, addr(2), [recorder, PeerExchange(RecordingSink())]
+            )
+            connect(hub, watcher)
+            fancy = await nursery.start(
+                _pex_node,
+                addr(3),
+                [Advertiser({"upload_only": True, "e": 1, "m": {"ut_holepunch": 4}})],
+            )
+            connect(hub, fancy)
+            # Dials the hub and has no listen port to tell: not listable.
+            quiet_config = PeerManagerConfig(services=[])
+            async with open_peer_manager(quiet_config) as quiet_manager:
+                nursery.start_soon(_drain_events, quiet_manager)
+                connect(Node(quiet_manager, addr(4)), hub, ephemeral=40004)
+                await trio.sleep(3)
+            ((_, message),) = recorder.messages
+            assert message.added == (addr(3),)
+            (flags,) = message.added_flags
+            assert flags == PexFlags.SEED | PexFlags.PREFERS_ENCRYPTION | PexFlags.HOLEPUNCH | (
+                PexFlags.REACHABLE
+            )
+        nursery.cancel_scope.cancel()
+
+
+async def _drain_events(manager: PeerManager) -> None:
+    async for _ in manager.events():
+        pass
+
+
+async def test_fetch_ignores_other_torrents_and_follows_departures(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    other_info = make_info(1000, seed=7)
+    other = InfoHash.from_info_bytes(other_info, v1=True)
+    seed_ex, leech_ex = MetadataExchange(), MetadataExchange()
+    seed_ex.serve(IH, INFO)
+    seed_ex.serve(other, other_info)
+    async with trio.open_nursery() as nursery:
+        async with (
+            node(nursery, addr(1), [seed_ex]) as seed,
+            node(nursery, addr(2), [leech_ex]) as leech,
+        ):
+            connect(leech, seed, info_hash=other, ephemeral=50001)  # another torrent
+            on_leech, _ = connect(leech, seed, ephemeral=50002)
+            await trio.sleep(1)
+            leech.manager.remove_peer(on_leech, "test")  # gone before the fetch starts
+            await trio.sleep(1)
+            with pytest.raises(MetadataFetchError):
+                await leech_ex.fetch(leech.manager, IH, timeout=5)
+            connect(leech, seed, ephemeral=50003)
+            assert await leech_ex.fetch(leech.manager, IH, timeout=5) == INFO
+            assert await leech_ex.fetch(leech.manager, other, timeout=5) == other_info
+            # The seed forgets the budgets of peers that left.
+            leech.manager.remove_peer(next(iter(leech.manager.peers)), "test")
+            await trio.sleep(1)
+        nursery.cancel_scope.cancel()
+
+
+async def test_fetch_survives_its_peer_leaving(autojump_clock: trio.testing.MockClock) -> None:
+    """The only peer leaves in the middle: the fetch waits for the next one."""
+    slow = LyingSeed(INFO, silent=True)
+    leech_ex = MetadataExchange()
+    honest_ex = MetadataExchange()
+    honest_ex.serve(IH, INFO)
+    async with trio.open_nursery() as nursery:
+        async with node(nursery, addr(9), [leech_ex]) as leech:
+            liar = await nursery.start(_serve_node, addr(1), slow)
+            honest = await nursery.start(_serve_node, addr(2), honest_ex)
+            on_liar, _ = connect(leech, liar, ephemeral=50001)
+
+            async def swap() -> None:
+                await trio.sleep(0.5)
+                leech.manager.remove_peer(on_liar, "test")
+                await trio.sleep(2)
+                connect(leech, honest, ephemeral=50002)
+
+            nursery.start_soon(swap)
+            assert await leech_ex.fetch(leech.manager, IH, timeout=30) == INFO
+            assert leech_ex.statistics().peers_banned == 0
         nursery.cancel_scope.cancel()

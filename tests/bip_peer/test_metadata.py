@@ -166,6 +166,15 @@ def test_readvertised_size_too_big_forgets_peer() -> None:
     assert drain(fetcher, "b", 0.0) == [0, 1]  # a's requests were released
 
 
+def test_readvertised_size_replaces_the_old_one() -> None:
+    fetcher: MetadataFetcher[str] = MetadataFetcher(V1)
+    assert fetcher.add_peer("a", 999)
+    assert fetcher.metadata_size == 999
+    assert fetcher.add_peer("a", len(INFO))
+    assert fetcher.metadata_size == len(INFO)
+    assert fetcher.peers == {"a"}
+
+
 def test_majority_size_wins_and_sticks() -> None:
     fetcher: MetadataFetcher[str] = MetadataFetcher(V1)
     fetcher.add_peer("liar", 999)
@@ -516,6 +525,51 @@ def test_single_source_prefers_non_contributors_and_moves_on_after_a_reject() ->
             fetcher.on_data("b", answer(info, MetadataRequest(piece)), 2.0)
     assert fetcher.result() == info
     assert fetcher.take_banned() == []
+
+
+def test_single_source_stalled_source_moves_on() -> None:
+    fetcher, info, _ = _two_contributor_failure(("a", "b"))
+    assert drain(fetcher, "a", 10.0) == [2, 0]  # a is the source
+    fetcher.handle_timer(30.0)
+    fetcher.handle_timer(60.0)  # two timeouts: still the source (max_timeouts is 3)
+    assert drain(fetcher, "a", 60.0) == [1]
+    fetcher.handle_timer(90.0)  # the third: a is stalled, b takes over
+    assert drain(fetcher, "a", 90.0) == []
+    for _ in range(3):
+        for piece in drain(fetcher, "b", 91.0):
+            fetcher.on_data("b", answer(info, MetadataRequest(piece)), 91.0)
+    assert fetcher.result() == info
+    # a's corrupted piece 0 (from the failed assembly) differs from the verified one.
+    assert [peer for peer, _ in fetcher.take_banned()] == ["a"]
+
+
+def test_more_parallel_failures_allowed_before_single_source() -> None:
+    info = random.Random(4).randbytes(2 * PIECE + 10)
+    bogus = bytearray(info)
+    bogus[3] ^= 1
+    fetcher: MetadataFetcher[str] = MetadataFetcher(
+        InfoHash.from_info_bytes(info, v1=True), max_parallel_failures=2
+    )
+    fetcher.add_peer("liar", len(info))
+    fetcher.add_peer("honest", len(info))
+    assert drain(fetcher, "liar", 0.0) == [0, 1]
+    assert drain(fetcher, "honest", 0.0) == [2]
+    for piece in (0, 1):
+        fetcher.on_data("liar", answer(bytes(bogus), MetadataRequest(piece)), 0.0)
+    fetcher.on_data("honest", answer(info, MetadataRequest(2)), 0.0)
+    assert not fetcher.statistics().single_source  # one more parallel try
+    # Each peer is now offered the pieces it did not send before.
+    assert drain(fetcher, "liar", 1.0) == [2, 0]
+    assert drain(fetcher, "honest", 1.0) == [1]
+
+
+def test_backoff_ends_without_handle_timer() -> None:
+    fetcher, info, _ = _two_contributor_failure(("a", "b"))
+    assert drain(fetcher, "a", 1.0) == [2, 0]
+    fetcher.on_reject("a", MetadataReject(2), 1.0)  # a backs off: b becomes the source
+    fetcher.remove_peer("b")  # and leaves
+    # The back-off is over, though handle_timer never ran: a is asked again.
+    assert drain(fetcher, "a", 100.0) == [2, 1]
 
 
 def test_data_from_non_source_ignored_in_single_source_mode() -> None:

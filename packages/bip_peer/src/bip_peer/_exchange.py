@@ -308,7 +308,7 @@ class MetadataExchange:
             return True
         if isinstance(message, MetadataData | MetadataReject):
             fetch = _lookup(self._fetches, peer.info_hash)
-            if fetch is not None and not fetch.done.is_set():
+            if fetch is not None:
                 now = trio.current_time()
                 if isinstance(message, MetadataData):
                     before = fetch.fetcher.statistics().pieces_received
@@ -333,9 +333,8 @@ class MetadataExchange:
 
     def tick(self, manager: PeerManager, now: float) -> None:
         """Expire requests and ask again, every fetch, every peer."""
+        # A fetch leaves the table when it is done: every one here is under way.
         for fetch in {id(fetch): fetch for fetch in self._fetches.values()}.values():
-            if fetch.done.is_set():
-                continue
             fetch.fetcher.handle_timer(now)
             for peer in fetch.fetcher.peers:
                 self._pump(manager, fetch, peer, now)

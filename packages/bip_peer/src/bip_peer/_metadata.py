@@ -352,6 +352,7 @@ class MetadataFetcher(Generic[K]):
             return None
         if len(state.outstanding) >= self._max_requests or now < state.backoff_until:
             return None
+        state.backoff_until = -math.inf  # over, even if handle_timer has not run yet
         if state.timeouts >= self._max_timeouts:
             return None
         size = self._size
@@ -397,15 +398,15 @@ class MetadataFetcher(Generic[K]):
                 fallback = piece
         return fallback
 
-    def _pick_source(self) -> K | None:
+    def _pick_source(self) -> K:
+        """The next single source: peers that did not contribute to a failure first, then by
+        arrival. Called from :meth:`next_request`, whose peer is always a candidate."""
         size = self._size
         candidates = [
             (peer in self._failed_contributors, state.order, peer)
             for peer, state in self._peers.items()
             if self._eligible(state) and (state.size is None or state.size == size)
         ]
-        if not candidates:
-            return None
         return min(candidates, key=lambda item: (item[0], item[1]))[2]
 
     # ------------------------------------------------------------------------------ answers
@@ -447,9 +448,7 @@ class MetadataFetcher(Generic[K]):
         if self._single_source and peer != self._source:
             self._ignored += 1
             return
-        if piece >= metadata_piece_count(size) or piece < 0:
-            self._ban(peer, f"metadata piece {piece} is out of range")
-            return
+        # MetadataData guarantees 0 <= piece and piece * 16 KiB < total_size (== size).
         expected = _piece_length(size, piece)
         if len(message.data) != expected:
             self._ban(
@@ -471,7 +470,7 @@ class MetadataFetcher(Generic[K]):
         self._clear_request(state, message.piece)
         state.backoff_until = now + self._reject_backoff
         if self._source == peer:
-            self._drop_source()  # single-source mode needs a peer that answers: move on
+            self._drop_source(state)  # single-source mode needs a peer that answers: move on
         self._choose_size()
 
     def _clear_request(self, state: _Peer, piece: int) -> None:
@@ -515,7 +514,7 @@ class MetadataFetcher(Generic[K]):
             if state.backoff_until <= now:
                 state.backoff_until = -math.inf
             if expired and self._source == peer and state.timeouts >= self._max_timeouts:
-                self._drop_source()
+                self._drop_source(state)
         self._choose_size()
 
     # --------------------------------------------------------------------------- internals
@@ -546,19 +545,16 @@ class MetadataFetcher(Generic[K]):
             ):
                 self._set_size(None)
             return  # keep a size whose peers are only backing off for a while
-        best = max(votes, key=lambda size: votes[size])
-        if best != current:
-            self._set_size(best)
+        # The current size has no eligible peer, so it cannot be the best one.
+        self._set_size(max(votes, key=lambda size: votes[size]))
 
-    def _drop_source(self) -> None:
-        """Give up on the single source: its pieces are discarded, and its requests still in
-        flight no longer hold their pieces (its answers are ignored from now on)."""
-        state = self._peers.get(self._source) if self._source is not None else None
-        if state is not None:
-            for piece in state.outstanding:
-                self._in_flight[piece] -= 1
-                state.late.add(piece)
-            state.outstanding.clear()
+    def _drop_source(self, state: _Peer) -> None:
+        """Give up on the single source (``state``): its pieces are discarded, and its requests
+        still in flight no longer hold their pieces (its answers are ignored from now on)."""
+        for piece in state.outstanding:
+            self._in_flight[piece] -= 1
+            state.late.add(piece)
+        state.outstanding.clear()
         self._source = None
         self._discard_pieces()
 
