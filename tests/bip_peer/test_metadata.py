@@ -564,7 +564,7 @@ def test_more_parallel_failures_allowed_before_single_source() -> None:
 
 
 def test_backoff_ends_without_handle_timer() -> None:
-    fetcher, info, _ = _two_contributor_failure(("a", "b"))
+    fetcher, _, _ = _two_contributor_failure(("a", "b"))
     assert drain(fetcher, "a", 1.0) == [2, 0]
     fetcher.on_reject("a", MetadataReject(2), 1.0)  # a backs off: b becomes the source
     fetcher.remove_peer("b")  # and leaves
