@@ -265,6 +265,8 @@ def test_piece_block_forms() -> None:
         (lambda: Suggest(-5), ValueError),
         (lambda: AllowedFast(None), TypeError),  # type: ignore[arg-type]
         (lambda: Piece(-1, 0, b""), ValueError),
+        (lambda: Piece(0, -1, b""), ValueError),
+        (lambda: Request(0, 1 << 32, 0), ValueError),
         (lambda: Bitfield("ab"), TypeError),  # type: ignore[arg-type]
         (lambda: Extended(256, b""), ValueError),
         (lambda: Extended(0, "x"), TypeError),  # type: ignore[arg-type]
@@ -375,6 +377,10 @@ def test_block_limit_refused_from_the_head_alone() -> None:
         decoder.next_message()
     exact = Piece(0, 0, bytes(BLOCK_SIZE))
     assert feed(exact.encode(), chunk=4096, max_block_length=BLOCK_SIZE) == [exact]
+    assert feed(exact.encode(), max_block_length=BLOCK_SIZE) == [exact]
+    whole = Piece(0, 0, bytes(BLOCK_SIZE + 1)).encode()  # all in one chunk: the fast path
+    with pytest.raises(RemoteProtocolError, match="16385-byte block"):
+        feed(whole, max_block_length=BLOCK_SIZE)
 
 
 def test_bitfield_checked_against_num_pieces() -> None:

@@ -1125,13 +1125,21 @@ class MessageDecoder:
                 length, mid = _HEADER_ID.unpack_from(chunk, pos)
                 end = pos + 4 + length
                 if end <= size and length:
-                    self._check_head(length, mid)
+                    # A piece with a whole header is the one message worth a path of its own.
+                    piece = mid == 7 and length >= 9
+                    if not piece or (
+                        self._max_block_length is not None and length - 9 > self._max_block_length
+                    ):
+                        self._check_head(length, mid)
                     if end == size:
                         chunks.popleft()
                         self._pos = 0
                     else:
                         self._pos = end
                     self._buffered -= 4 + length
+                    if piece:
+                        index, begin = _II.unpack_from(chunk, pos + 5)
+                        return _piece(index, begin, chunk[pos + 13 : end])
                     return self._parse(mid, chunk, pos + 5, length - 1)
         return self._next_slow()
 
