@@ -5,7 +5,8 @@ by the host given) and runs one task that pumps datagrams through the sans-IO co
 block ends. The hot loop is tight on purpose: it waits until the socket is readable, then drains
 up to :data:`RECEIVE_BATCH` datagrams with plain non-blocking ``recvfrom_into`` calls into one
 reused buffer (no trio checkpoint and no allocation per datagram beyond the reply), hands each to
-the core, sends every reply, and looks at the clock and the expiry timer once per batch.
+the core and sends its reply at once (so that the client side works on it while we read on),
+and looks at the clock and the expiry timer once per batch.
 
 An IPv6 socket bound to ``::`` also takes IPv4 clients where the system allows it (Linux by
 default); they arrive as ``::ffff:a.b.c.d`` and the core treats them as IPv4.
@@ -113,6 +114,8 @@ class TrackerServer:
         sock = self._sock
         core = self._core
         receive = core.receive_datagram
+        take = core.datagrams_to_send
+        send = self._send
         recvfrom_into = sock.recvfrom_into
         buffer = bytearray(_MAX_DATAGRAM)
         view = memoryview(buffer)
@@ -126,6 +129,7 @@ class TrackerServer:
                 await trio.lowlevel.wait_readable(sock)
             now = clock()
             drained = False
+            pending: list[tuple[bytes, Address]] = []
             for _ in range(RECEIVE_BATCH):
                 try:
                     size, addr = recvfrom_into(buffer)
@@ -137,12 +141,16 @@ class TrackerServer:
                         raise
                     continue
                 receive(view[:size], addr, now)
+                # Reply at once rather than after the batch: the client side (or the next
+                # hop) works on this reply while we read the next request, on another core.
+                pending = send(take())
+                if pending:
+                    break
             if now >= deadline:
-                core.handle_timer(now)
-            pending = self._send(core.datagrams_to_send(now))
+                core.handle_timer(now)  # (expiry queues no datagram)
             while pending:
                 await trio.lowlevel.wait_writable(sock)
-                pending = self._send(pending)
+                pending = send(pending)
             if not drained:
                 # A full batch: more is waiting. Let other tasks run, then go on at once.
                 await trio.lowlevel.checkpoint()

@@ -87,6 +87,7 @@ _SCRAPE_STATS = struct.Struct(">iii")
 _RESPONSE_HEADER = struct.Struct(">II")
 _ACTION_CONNECT, _ACTION_ANNOUNCE, _ACTION_SCRAPE, _ACTION_ERROR = 0, 1, 2, 3
 _HASH_SIZE = 20
+_IPV4_PEER, _IPV6_PEER = 6, 18
 _MAPPED_PREFIX = bytes(10) + b"\xff\xff"
 
 NOT_REGISTERED = "torrent not registered with this tracker"
@@ -284,6 +285,11 @@ class ServerStatistics:
 class _RateLimiter:
     """Token buckets per address, forgotten once full, in bounded memory.
 
+    Each bucket is one float, its "theoretical arrival time" (the generic cell rate algorithm,
+    equivalent to a token bucket of ``burst`` tokens refilled at ``rate`` per second): the time
+    at which it would be full again. A request at *now* passes if that time is at most
+    ``(burst - 1) / rate`` ahead, and pushes it ``1 / rate`` further.
+
     Buckets live in two generations swapped every ``burst / rate`` seconds (the time an empty
     bucket takes to fill): one untouched for a whole generation is full again, so dropping it
     loses nothing. Touching a bucket of the old generation moves it to the new one. When the
@@ -291,45 +297,41 @@ class _RateLimiter:
     bounded and a flood from that many addresses only makes the limiter forget sooner.
     """
 
-    __slots__ = ("_burst", "_current", "_half", "_previous", "_rate", "_refill", "_swapped")
+    __slots__ = ("_current", "_half", "_interval", "_previous", "_refill", "_swap_at", "_tolerance")
 
     def __init__(self, rate: float, burst: int, max_addresses: int) -> None:
-        self._rate = float(rate)
-        self._burst = float(burst)
+        self._interval = 1.0 / rate
+        # (a millionth of a token of slack, so that float rounding never costs a whole one)
+        self._tolerance = (burst - 1 + 1e-6) / rate
         self._refill = burst / rate
         self._half = max(1, max_addresses // 2)
-        self._current: dict[str, list[float]] = {}
-        self._previous: dict[str, list[float]] = {}
-        self._swapped = -math.inf
+        self._current: dict[str, float] = {}
+        self._previous: dict[str, float] = {}
+        self._swap_at = -math.inf
 
     def __len__(self) -> int:
         return len(self._current) + len(self._previous)
 
     def swap_if_due(self, now: float) -> None:
-        if now - self._swapped >= self._refill or len(self._current) >= self._half:
+        if now >= self._swap_at or len(self._current) >= self._half:
             self._previous = self._current
             self._current = {}
-            self._swapped = now
+            self._swap_at = now + self._refill
 
     def admit(self, key: str, now: float) -> bool:
         """Take a token from *key*'s bucket; False if it has none."""
-        if now - self._swapped >= self._refill or len(self._current) >= self._half:
-            self.swap_if_due(now)
         current = self._current
-        bucket = current.get(key)
-        if bucket is None:
-            bucket = self._previous.pop(key, None)
-            if bucket is None:
-                current[key] = [self._burst - 1.0, now]
-                return True
-            current[key] = bucket
-        tokens = bucket[0] + (now - bucket[1]) * self._rate
-        tokens = min(tokens, self._burst)
-        bucket[1] = now
-        if tokens < 1.0:
-            bucket[0] = tokens
+        if now >= self._swap_at or len(current) >= self._half:
+            self.swap_if_due(now)
+            current = self._current
+        due = current.get(key)
+        if due is None:
+            due = self._previous.pop(key, now)
+        due = max(due, now)
+        if due - now > self._tolerance:
+            current[key] = due
             return False
-        bucket[0] = tokens - 1.0
+        current[key] = due + self._interval
         return True
 
 
@@ -405,12 +407,12 @@ class TrackerServerCore:
         self._denied = config.denied_info_hashes
         self._outbox: list[tuple[bytes, Address]] = []
         self._next_sweep: float | None = None
-        # Peers that fit one announce response, per family (by compact address size).
-        self._fit = {
-            6: (config.max_response_size - _ANNOUNCE_RESPONSE.size) // 6,
-            18: (config.max_response_size - _ANNOUNCE_RESPONSE.size) // 18,
+        # Peers one announce response carries at most, per family (by compact address size):
+        # max_num_want, or fewer if that many would not fit max_response_size.
+        room = config.max_response_size - _ANNOUNCE_RESPONSE.size
+        self._num_want_cap = {
+            size: min(config.max_num_want, room // size) for size in (_IPV4_PEER, _IPV6_PEER)
         }
-        self._datagrams = 0
         self._connects = 0
         self._announces = 0
         self._scrapes = 0
@@ -465,7 +467,6 @@ class TrackerServerCore:
         Never raises for what a remote sends; raises :class:`LocalProtocolError` only for an
         *addr* that is no IP socket address.
         """
-        self._datagrams += 1
         host = addr[0]
         if type(host) is not str:
             raise LocalProtocolError(
@@ -525,11 +526,11 @@ class TrackerServerCore:
                 self._error(transaction_id, NOT_REGISTERED, addr)
                 return
             peer = _compact_host(host) + port.to_bytes(2, "big")
-            fit = self._fit[len(peer)]
             config = self._config
             if num_want < 0:
                 num_want = config.default_num_want
-            num_want = min(num_want, config.max_num_want, fit)
+            cap = self._num_want_cap[len(peer)]
+            num_want = min(num_want, cap)
             store = self._store
             if store is not None:
                 seeders, leechers, peers = store.announce_compact(
@@ -675,7 +676,11 @@ class TrackerServerCore:
         """A snapshot of the counters."""
         store = self._store.statistics() if self._store is not None else None
         return ServerStatistics(
-            datagrams=self._datagrams,
+            datagrams=self._connects
+            + self._announces
+            + self._scrapes
+            + self._malformed
+            + self._rate_limited,
             connects=self._connects,
             announces=self._announces,
             scrapes=self._scrapes,

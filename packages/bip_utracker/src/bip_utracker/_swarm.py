@@ -123,7 +123,7 @@ class _Peer:
 class _Swarm:
     """The peers of one info-hash, in order of last announce, and its counters."""
 
-    __slots__ = ("completed", "last", "peers", "seeders", "v4", "v6")
+    __slots__ = ("completed", "last", "peers", "seeders", "trim_at", "v4", "v6")
 
     def __init__(self) -> None:
         self.peers: dict[bytes, _Peer] = {}
@@ -133,6 +133,9 @@ class _Swarm:
         self.seeders = 0
         self.completed = 0
         self.last = -math.inf
+        # No peer expires before this (the front peer's expiry when last looked at): one
+        # comparison tells an announce whether there is anything to trim.
+        self.trim_at = math.inf
 
 
 def _check_limit(name: str, value: object) -> int:
@@ -255,10 +258,8 @@ class SwarmStore:
             if len(swarms) >= self._max_swarms:
                 self._evict_swarm()
             swarm = _Swarm()
-        elif swarm.peers:
-            first = swarm.peers[next(iter(swarm.peers))]
-            if first.expires <= now:
-                self._trim(swarm, now)
+        elif now >= swarm.trim_at:
+            self._trim(swarm, now)
         swarms[info_hash] = swarm  # now the most recently announced
         swarm.last = now
         peers = swarm.peers
@@ -281,6 +282,8 @@ class SwarmStore:
             if self._peer_count >= self._max_peers:
                 self._make_room(swarm)
             record = _Peer(now + self._peer_lifetime, seeder, len(family))
+            if not peers:
+                swarm.trim_at = record.expires
             family.append(peer)
             self._peer_count += 1
             if seeder:
@@ -325,7 +328,7 @@ class SwarmStore:
         swarm = self._swarms.get(info_hash)
         if swarm is None:
             return 0, 0, 0
-        if swarm.peers:
+        if now >= swarm.trim_at:
             self._trim(swarm, now)
         return swarm.seeders, swarm.completed, len(swarm.peers) - swarm.seeders
 
@@ -361,6 +364,7 @@ class SwarmStore:
             key = next(iter(peers))
             record = peers[key]
             if record.expires > now:
+                swarm.trim_at = record.expires
                 return
             del peers[key]
             self._unlink(swarm, key, record)
@@ -369,6 +373,7 @@ class SwarmStore:
             if record.seeder:
                 swarm.seeders -= 1
                 self._seeder_count -= 1
+        swarm.trim_at = math.inf
 
     @staticmethod
     def _unlink(swarm: _Swarm, key: bytes, record: _Peer) -> None:
