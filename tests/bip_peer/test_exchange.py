@@ -483,6 +483,34 @@ class PexFlooder:
                 manager.send_nowait(peer, PexMessage(added=(addr(100 + self.n % 100, 1),)))
 
 
+class SelfAdvertiser(PexFlooder):
+    """Sends one PEX message listing its own listening address and another one."""
+
+    def __init__(self, own: PeerAddress) -> None:
+        super().__init__()
+        self.own = own
+
+    def tick(self, manager: PeerManager, now: float) -> None:
+        for peer in manager.peers:
+            if peer.extended_handshake is not None and not self.n:
+                self.n += 1
+                manager.send_nowait(peer, PexMessage(added=(self.own, addr(50))))
+
+
+async def test_pex_sender_listing_itself_is_left_out(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    sink = RecordingSink()
+    async with trio.open_nursery() as nursery:
+        async with node(nursery, addr(1), [PeerExchange(sink)]) as victim:
+            own = addr(2, 7777)
+            talker = await nursery.start(_pex_node, own, [SelfAdvertiser(own)])
+            connect(talker, victim, ephemeral=40000)  # it dialled us: known by its handshake's p
+            await trio.sleep(3)
+            assert sink.addresses() == {addr(50)}
+        nursery.cancel_scope.cancel()
+
+
 async def test_pex_flood_is_ignored(autojump_clock: trio.testing.MockClock) -> None:
     sink = RecordingSink()
     exchange = PeerExchange(sink)

@@ -537,9 +537,13 @@ class PeerExchange:
             self._ignored += 1
             return True
         self._received += 1
-        if update.added:
-            self._discovered += len(update.added)
-            self._sink.discovered(peer.info_hash, update.addresses, PEX_SOURCE)
+        # The inbox knows the sender by the address it came from; a peer that dialled us came
+        # from an ephemeral port, so its listening address (which it may list) is left out here.
+        own = _listed(peer)
+        addresses = [a for a in update.addresses if own is None or a != own[0]]
+        if addresses:
+            self._discovered += len(addresses)
+            self._sink.discovered(peer.info_hash, addresses, PEX_SOURCE)
         return True
 
     def peer_removed(self, manager: PeerManager, peer: Peer) -> None:
