@@ -183,6 +183,8 @@ def test_handshake_not_a_dictionary(payload: bytes) -> None:
         ({"m": {"x": True}}, TypeError),
         ({"m": [("x", 1)]}, TypeError),
         ({"v": b"x"}, TypeError),
+        ({"v": "\udc00"}, ValueError),
+        ({"m": {"\ud800": 1}}, ValueError),
         ({"p": 0}, ValueError),
         ({"p": 70000}, ValueError),
         ({"yourip": b"abc"}, ValueError),

@@ -113,6 +113,14 @@ def _check_bytes(name: str, value: object, *sizes: int) -> bytes:
     return raw
 
 
+def _check_text(name: str, value: str) -> None:
+    """Refuse text that has no UTF-8 form (lone surrogates), so that encoding cannot fail later."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{name} is not encodable as UTF-8") from None
+
+
 def _decode_dict(payload: bytes | bytearray | memoryview, what: str) -> dict[bytes, object]:
     """The dictionary at the start of ``payload``; bytes after it are ignored, as libtorrent's
     decoder stops at the end of the first value."""
@@ -210,10 +218,13 @@ class ExtendedHandshake:
         for name, number in self.m.items():
             if not isinstance(name, str):
                 raise TypeError(f"extension names must be str, not {name!r}")
+            _check_text(f"the extension name {name!r}", name)
             _check_int(f"the id of {name}", number, 0, 255)
         object.__setattr__(self, "m", _frozen_mapping(self.m))
-        if self.v is not None and not isinstance(self.v, str):
-            raise TypeError(f"v must be a str, not {type(self.v).__name__}")
+        if self.v is not None:
+            if not isinstance(self.v, str):
+                raise TypeError(f"v must be a str, not {type(self.v).__name__}")
+            _check_text("v", self.v)
         if self.p is not None:
             _check_int("p", self.p, 1, 0xFFFF)
         for name, sizes in (("yourip", (4, 16)), ("ipv4", (4,)), ("ipv6", (16,))):
