@@ -21,7 +21,7 @@ from bip_handshake import PeerAddress
 from bip_peer._extended import (
     HANDSHAKE_FIELDS,
     MAX_METADATA_TOTAL_SIZE,
-    METADATA_BLOCK_SIZE,
+    METADATA_PIECE_SIZE,
     DontHave,
     ExtendedHandshake,
     MetadataData,
@@ -163,9 +163,9 @@ def handshakes() -> st.SearchStrategy[ExtendedHandshake]:
 
 @st.composite
 def _metadata_data(draw: st.DrawFn) -> MetadataData:
-    total_size = draw(st.integers(1, 4 * METADATA_BLOCK_SIZE))
-    piece = draw(st.integers(0, (total_size - 1) // METADATA_BLOCK_SIZE))
-    room = min(METADATA_BLOCK_SIZE, total_size - piece * METADATA_BLOCK_SIZE)
+    total_size = draw(st.integers(1, 4 * METADATA_PIECE_SIZE))
+    piece = draw(st.integers(0, (total_size - 1) // METADATA_PIECE_SIZE))
+    room = min(METADATA_PIECE_SIZE, total_size - piece * METADATA_PIECE_SIZE)
     data = draw(st.binary(max_size=min(room, 200)))
     return MetadataData(piece, total_size, data)
 
@@ -186,7 +186,7 @@ def _pex(draw: st.DrawFn) -> PexMessage:
     )
 
 
-_pieces = st.integers(0, MAX_METADATA_TOTAL_SIZE // METADATA_BLOCK_SIZE)
+_pieces = st.integers(0, MAX_METADATA_TOTAL_SIZE // METADATA_PIECE_SIZE)
 
 
 def extension_messages() -> st.SearchStrategy[

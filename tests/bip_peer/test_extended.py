@@ -20,7 +20,7 @@ from bip_peer._extended import (
     EXTENSION_NAMES,
     HANDSHAKE_FIELDS,
     MAX_METADATA_TOTAL_SIZE,
-    METADATA_BLOCK_SIZE,
+    METADATA_PIECE_SIZE,
     DontHave,
     ExtendedHandshake,
     MetadataData,
@@ -230,14 +230,14 @@ def test_metadata_round_trips() -> None:
         MetadataRequest(7),
         MetadataReject(3),
         MetadataData(0, 34256, data),
-        MetadataData(2, 2 * METADATA_BLOCK_SIZE + 10, b"0123456789"),
+        MetadataData(2, 2 * METADATA_PIECE_SIZE + 10, b"0123456789"),
         MetadataData(0, 1, b"x"),
     ):
         assert decode_metadata_message(message.encode_payload()) == message
 
 
 def test_metadata_data_follows_the_dictionary() -> None:
-    message = MetadataData(1, METADATA_BLOCK_SIZE + 3, b"abc")
+    message = MetadataData(1, METADATA_PIECE_SIZE + 3, b"abc")
     payload = message.encode_payload()
     assert payload == b"d8:msg_typei1e5:piecei1e10:total_sizei16387eeabc"
     assert decode_metadata_message(bytearray(payload)) == message
@@ -271,7 +271,7 @@ def test_metadata_tolerance() -> None:
         b"d8:msg_typei1e5:piecei0e10:total_size1:3eabc",
         b"d8:msg_typei1e5:piecei0e10:total_sizei2eeabc",  # data beyond total_size
         b"d8:msg_typei1e5:piecei1e10:total_sizei100eeabc",  # piece beyond total_size
-        b"d8:msg_typei1e5:piecei0e10:total_sizei99999ee" + bytes(METADATA_BLOCK_SIZE + 1),
+        b"d8:msg_typei1e5:piecei0e10:total_sizei99999ee" + bytes(METADATA_PIECE_SIZE + 1),
         b"d8:msg_typei1e5:piecei0e10:total_sizei9999999999eeab",
         b"d8:msg_typei0e5:piecei0e",  # truncated
     ],
@@ -289,7 +289,7 @@ def test_metadata_malformed(payload: bytes) -> None:
         lambda: MetadataData(0, 0, b""),
         lambda: MetadataData(0, 10, b"x" * 11),
         lambda: MetadataData(1, 10, b""),
-        lambda: MetadataData(0, 10**9, bytes(METADATA_BLOCK_SIZE + 1)),
+        lambda: MetadataData(0, 10**9, bytes(METADATA_PIECE_SIZE + 1)),
         lambda: MetadataData(0, 10, "text"),  # type: ignore[arg-type]
     ],
 )
@@ -299,7 +299,7 @@ def test_metadata_fields_checked(build: Any) -> None:
 
 
 def test_metadata_repr() -> None:
-    assert repr(MetadataData(0, 40000, bytes(METADATA_BLOCK_SIZE))) == (
+    assert repr(MetadataData(0, 40000, bytes(METADATA_PIECE_SIZE))) == (
         "MetadataData(piece=0, total_size=40000, data=<16384 bytes>)"
     )
 

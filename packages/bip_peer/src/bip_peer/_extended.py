@@ -47,7 +47,7 @@ __all__ = [
     "EXTENSION_NAMES",
     "HANDSHAKE_FIELDS",
     "MAX_METADATA_TOTAL_SIZE",
-    "METADATA_BLOCK_SIZE",
+    "METADATA_PIECE_SIZE",
     "DontHave",
     "ExtendedHandshake",
     "MetadataData",
@@ -71,7 +71,7 @@ reserves 3 for ``upload_only`` and 7 for ``lt_donthave`` (4 is ``ut_holepunch``)
 non-zero ids would do, since each side sends under the ids the other chose; using the most
 common client's keeps packet captures easy to compare."""
 
-METADATA_BLOCK_SIZE: Final = 16384
+METADATA_PIECE_SIZE: Final = 16384
 """BEP 9 sends the info dictionary in pieces of 16 KiB; only the last may be shorter."""
 
 MAX_METADATA_TOTAL_SIZE: Final = 0x7FFFFFFF
@@ -351,7 +351,7 @@ def _bytes_or_none(value: object, *sizes: int) -> bytes | None:
 
 
 def _check_piece(piece: object) -> None:
-    _check_int("piece", piece, 0, MAX_METADATA_TOTAL_SIZE // METADATA_BLOCK_SIZE)
+    _check_int("piece", piece, 0, MAX_METADATA_TOTAL_SIZE // METADATA_PIECE_SIZE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,9 +400,9 @@ class MetadataData(_ExtensionMessage):
         _check_int("total_size", self.total_size, 1, MAX_METADATA_TOTAL_SIZE)
         data = _check_bytes("data", self.data)
         object.__setattr__(self, "data", data)
-        if len(data) > METADATA_BLOCK_SIZE:
+        if len(data) > METADATA_PIECE_SIZE:
             raise ValueError(f"a metadata piece is at most 16 KiB, not {len(data)} bytes")
-        start = self.piece * METADATA_BLOCK_SIZE
+        start = self.piece * METADATA_PIECE_SIZE
         if start >= self.total_size or start + len(data) > self.total_size:
             raise ValueError(
                 f"piece {self.piece} of {len(data)} bytes lies outside {self.total_size} bytes"
@@ -468,7 +468,7 @@ def decode_metadata_message(
     piece = value.get(b"piece")
     if not _is_int(msg_type, 0):
         raise RemoteProtocolError(f"ut_metadata message with msg_type {msg_type!r}")
-    if not _is_int(piece, 0, MAX_METADATA_TOTAL_SIZE // METADATA_BLOCK_SIZE):
+    if not _is_int(piece, 0, MAX_METADATA_TOTAL_SIZE // METADATA_PIECE_SIZE):
         raise RemoteProtocolError(f"ut_metadata message with piece {piece!r}")
     assert isinstance(piece, int)  # narrowed by _is_int
     if msg_type == 0:
