@@ -170,9 +170,15 @@ def test_readvertised_size_replaces_the_old_one() -> None:
     fetcher: MetadataFetcher[str] = MetadataFetcher(V1)
     assert fetcher.add_peer("a", 999)
     assert fetcher.metadata_size == 999
+    assert drain(fetcher, "a", 0.0) == [0]
     assert fetcher.add_peer("a", len(INFO))
     assert fetcher.metadata_size == len(INFO)
     assert fetcher.peers == {"a"}
+    fetcher.on_data("a", MetadataData(0, 999, b"x" * 999), 0.0)  # asked under the old size
+    assert fetcher.take_banned() == []
+    assert fetcher.statistics().ignored == 1
+    assert fetcher.add_peer("a", len(INFO))  # the same size again changes nothing
+    assert drain(fetcher, "a", 0.0) == [0, 1]
 
 
 def test_majority_size_wins_and_sticks() -> None:
@@ -561,6 +567,18 @@ def test_more_parallel_failures_allowed_before_single_source() -> None:
     # Each peer is now offered the pieces it did not send before.
     assert drain(fetcher, "liar", 1.0) == [2, 0]
     assert drain(fetcher, "honest", 1.0) == [1]
+
+
+def test_single_source_readvertising_another_size_moves_on() -> None:
+    fetcher, info, bogus = _two_contributor_failure(("a", "b"))
+    assert drain(fetcher, "a", 1.0) == [2, 0]
+    fetcher.on_data("a", answer(bogus, MetadataRequest(2)), 1.0)
+    assert fetcher.statistics().pieces_have == 1
+    fetcher.add_peer("a", 5)  # a now claims 5 bytes
+    assert fetcher.statistics().pieces_have == 0
+    assert fetcher.metadata_size == len(info)  # b still offers it
+    assert drain(fetcher, "a", 1.0) == []
+    assert drain(fetcher, "b", 1.0) == [0, 1]
 
 
 def test_backoff_ends_without_handle_timer() -> None:

@@ -255,8 +255,9 @@ class MetadataFetcher(Generic[K]):
     def add_peer(self, peer: K, metadata_size: int | None) -> bool:
         """Tell the fetcher a peer speaks ``ut_metadata`` and what size it advertised.
 
-        Call again when the peer re-sends its extended handshake: the new size replaces the old
-        one (requests in flight stay valid). *metadata_size* None (not advertised) makes the
+        Call again when the peer re-sends its extended handshake: a new size replaces the old
+        one, and the answers to requests made under the old one are ignored (a changed size
+        is odd, but not proof of bad faith). *metadata_size* None (not advertised) makes the
         peer usable once another peer's size is known, or to learn the size from its answer
         when nobody advertised one.
 
@@ -273,8 +274,15 @@ class MetadataFetcher(Generic[K]):
         if state is None:
             self._peers[peer] = _Peer(order=self._next_order, size=metadata_size)
             self._next_order += 1
-        else:
+        elif state.size != metadata_size:
+            for piece in state.outstanding:
+                self._in_flight[piece] -= 1
+            state.outstanding.clear()
+            state.late.clear()
             state.size = metadata_size
+            if self._source == peer:
+                self._source = None
+                self._discard_pieces()
         self._choose_size()
         return True
 
