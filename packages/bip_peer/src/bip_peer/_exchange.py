@@ -67,6 +67,7 @@ from ._pex import (
 __all__ = [
     "METADATA_EXTENSION",
     "PEX_EXTENSION",
+    "PEX_SOURCE",
     "MetadataExchange",
     "MetadataExchangeStatistics",
     "MetadataFetchError",
