@@ -1,0 +1,558 @@
+"""``FsspecFileSystem``: a :class:`~bip_disk.FileSystem` over any fsspec filesystem.
+
+So torrents can be stored on S3, GCS, Azure, HDFS, SFTP... through fsspec's own
+backends (``pip install bip-disk[fsspec]`` plus the backend's package). fsspec is
+imported only when this class is used, so bip_disk works without it.
+
+**Two ways of writing**, chosen per backend (``random_writes``):
+
+- *In place*, for backends whose files can be opened ``"r+b"`` and written at
+  any offset: fsspec's local and memory filesystems (and any other when you pass
+  ``random_writes=True``). Every write opens the file, seeks, writes and closes
+  it, so nothing is buffered by this adapter.
+- *Staged*, for everything else (object stores cannot change a byte of an
+  object without rewriting it): the first write to a file loads it whole into
+  memory (as sparse 16 KiB chunks), writes and reads go to that copy, and
+  :meth:`~FsspecFileSystem.sync` or :meth:`~FsspecFileSystem.close` uploads it
+  whole (``pipe_file``) and drops the copy. To bound memory, once more than
+  ``max_staged_bytes`` are held the largest staged files are uploaded early; a
+  file written again after that is loaded again, so each upload costs the whole
+  file: torrents with files much larger than the bound are better downloaded to
+  a :class:`~bip_disk.NativeFileSystem` and copied up afterwards.
+
+**Staying inside the root.** Paths are checked by
+:func:`~bip_disk._filesystem.split_path`, so no path names anything outside
+``root`` in the backend's namespace. On the local backend, where symlinks exist,
+each call also checks with :func:`~bip_metainfo.is_within` that the resolved path
+is still inside the root; unlike :class:`~bip_disk.NativeFileSystem` this is a
+check before the call, so a link swapped in between could still be followed:
+prefer NativeFileSystem for local storage.
+
+**Errors.** fsspec backends raise their own exception types; every exception
+from the backend (not only :class:`OSError`) becomes a
+:class:`~bip_disk.StorageError`: ``errno`` is the OS error number when there is
+one, else inferred from the type (``FileNotFoundError`` is ``ENOENT``,
+``PermissionError`` ``EACCES``, ``NotImplementedError`` ``ENOTSUP``), else
+``EIO``.
+
+Thread safety: calls on one path are serialised by one of 64 striped locks
+(fsspec file objects are not thread-safe); calls on different paths run in
+parallel; renames and removals take every stripe.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import posixpath
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from bip_metainfo import is_within
+
+from ._errors import PathError, StorageError
+from ._filesystem import Buffer, FileStat, check_offset, split_path
+from ._memory import SparseBuffer
+
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem  # type: ignore[import-untyped]
+
+__all__ = ["DEFAULT_MAX_STAGED_BYTES", "FsspecFileSystem"]
+
+DEFAULT_MAX_STAGED_BYTES = 256 * 1024 * 1024
+"""How much staged data a :class:`FsspecFileSystem` holds before uploading early."""
+
+_STRIPES = 64
+_ZERO_CHUNK = 1 << 20
+_RANDOM_WRITE_PROTOCOLS = frozenset({"file", "local", "memory"})
+
+_ERRNO_BY_TYPE: tuple[tuple[type[BaseException], int], ...] = (
+    (FileNotFoundError, errno.ENOENT),
+    (FileExistsError, errno.EEXIST),
+    (IsADirectoryError, errno.EISDIR),
+    (NotADirectoryError, errno.ENOTDIR),
+    (PermissionError, errno.EACCES),
+    (NotImplementedError, errno.ENOTSUP),
+    (TimeoutError, errno.ETIMEDOUT),
+)
+
+
+def _error(exc: BaseException, path: str, action: str) -> StorageError:
+    """A StorageError for whatever the backend raised.
+
+    The message names the relative path only (fsspec's own messages carry the
+    backend's full path or URL).
+    """
+    if isinstance(exc, OSError) and exc.errno:
+        code = exc.errno
+        reason = os.strerror(code)
+    else:
+        code = next((number for kind, number in _ERRNO_BY_TYPE if isinstance(exc, kind)), errno.EIO)
+        reason = os.strerror(code) if isinstance(exc, OSError) else type(exc).__name__
+    return StorageError(f"cannot {action} {path!r}: {reason}", errno=code, path=path)
+
+
+def _fail(code: int, path: str, action: str) -> StorageError:
+    return StorageError(f"cannot {action} {path!r}: {os.strerror(code)}", errno=code, path=path)
+
+
+def _protocols(fs: AbstractFileSystem) -> set[str]:
+    protocol = fs.protocol
+    return {protocol} if isinstance(protocol, str) else set(protocol)
+
+
+class _Staged:
+    __slots__ = ("data", "dirty", "mtime_ns")
+
+    def __init__(self, data: SparseBuffer) -> None:
+        self.data = data
+        self.dirty = False
+        self.mtime_ns = time.time_ns()
+
+
+class FsspecFileSystem:
+    """A :class:`~bip_disk.FileSystem` stored through fsspec (see the module documentation).
+
+    >>> import fsspec
+    >>> fs = FsspecFileSystem(fsspec.filesystem("memory"), "/doctest-bucket")
+    >>> fs.write("t/a.bin", 0, b"hello")
+    >>> fs.read("t/a.bin", 1, 3)
+    b'ell'
+    """
+
+    def __init__(
+        self,
+        fs: AbstractFileSystem,
+        root: str,
+        *,
+        random_writes: bool | None = None,
+        max_staged_bytes: int = DEFAULT_MAX_STAGED_BYTES,
+    ) -> None:
+        """Store files under ``root`` in ``fs``.
+
+        Args:
+            fs: any fsspec filesystem instance (``fsspec.filesystem("s3")``, ...).
+            root: the storage directory in ``fs``'s namespace (a bucket and prefix
+                for object stores); created on the first write where the backend
+                has directories.
+            random_writes: whether files can be written in place (``"r+b"``);
+                ``None`` decides by protocol (local and memory: yes).
+            max_staged_bytes: in staged mode, how many bytes to hold before
+                uploading early.
+        """
+        if max_staged_bytes < 0:
+            raise ValueError(f"max_staged_bytes must not be negative, not {max_staged_bytes}")
+        self.fs = fs
+        protocols = _protocols(fs)
+        self._local = bool(protocols & {"file", "local"})
+        if self._local:
+            root = os.path.abspath(root)
+        self.root = root.rstrip("/") or "/"
+        """The storage directory in the backend's namespace."""
+        self.random_writes = (
+            bool(protocols & _RANDOM_WRITE_PROTOCOLS) if random_writes is None else random_writes
+        )
+        """Whether files are written in place (else staged; see the module documentation)."""
+        self.max_staged_bytes = max_staged_bytes
+        self._stripes = tuple(threading.RLock() for _ in range(_STRIPES))
+        self._state = threading.Lock()  # guards _staged (the dict itself)
+        self._staged: dict[str, _Staged] = {}
+
+    def __repr__(self) -> str:
+        """The backend's protocol and the root."""
+        mode = "in place" if self.random_writes else "staged"
+        return f"<FsspecFileSystem {self.fs.protocol!r} {self.root!r} ({mode})>"
+
+    # -- plumbing ---------------------------------------------------------------
+
+    def _full(self, path: str, parts: tuple[str, ...], *, follow_last: bool = True) -> str:
+        """The backend path; on the local backend, checked to resolve inside the root.
+
+        Without ``follow_last`` only the parent is checked: for calls that act on
+        a link itself (remove, rename, symlink), never on what it points at.
+        """
+        full = posixpath.join(self.root, *parts)
+        checked = full if follow_last else posixpath.dirname(full)
+        if self._local and not is_within(self.root, checked):
+            raise PathError(f"{path!r} leads through a symlink out of the storage root")
+        return full
+
+    def _lock(self, path: str) -> threading.RLock:
+        return self._stripes[hash(path) % _STRIPES]
+
+    @contextmanager
+    def _everything(self) -> Iterator[None]:
+        """Hold every stripe (in one order, so two callers cannot deadlock)."""
+        taken = []
+        try:
+            for lock in self._stripes:
+                lock.acquire()
+                taken.append(lock)
+            yield
+        finally:
+            for lock in reversed(taken):
+                lock.release()
+
+    def _exists_file(self, full: str) -> bool:
+        return bool(self.fs.isfile(full))
+
+    def _make_parent(self, full: str) -> None:
+        parent = posixpath.dirname(full)
+        if parent and parent != full:
+            self.fs.makedirs(parent, exist_ok=True)
+
+    def _held(self) -> int:
+        with self._state:
+            return sum(item.data.held for item in self._staged.values())
+
+    def _stage(self, path: str, full: str, create: bool) -> _Staged:
+        """The staged copy of ``path``, loading the file on first use (lock held)."""
+        with self._state:
+            staged = self._staged.get(path)
+        if staged is not None:
+            return staged
+        data = SparseBuffer()
+        if self._exists_file(full):
+            data.write(0, self.fs.cat_file(full))
+        elif self.fs.isdir(full) or self._staged_under(path):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        elif not create:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
+        else:
+            # Refuse now what the upload would refuse later: a file as a parent.
+            parts = path.split("/")
+            for depth in range(1, len(parts)):
+                parent = "/".join(parts[:depth])
+                with self._state:
+                    staged_parent = parent in self._staged
+                if staged_parent or self._exists_file(posixpath.join(self.root, parent)):
+                    raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        staged = _Staged(data)
+        staged.dirty = not self._exists_file(full)  # a new file must be uploaded
+        with self._state:
+            self._staged[path] = staged
+        return staged
+
+    def _staged_under(self, path: str) -> list[str]:
+        """The staged files inside directory ``path``."""
+        prefix = path + "/"
+        with self._state:
+            return [key for key in self._staged if key.startswith(prefix)]
+
+    def _upload(self, path: str, full: str) -> None:
+        """Upload ``path``'s staged copy if it changed, and drop it (lock held)."""
+        with self._state:
+            staged = self._staged.get(path)
+        if staged is None:
+            return
+        if staged.dirty:
+            self._make_parent(full)
+            self.fs.pipe_file(full, staged.data.read(0, staged.data.size))
+        with self._state:
+            self._staged.pop(path, None)
+
+    def _relieve(self) -> None:
+        """Upload the largest staged files while more than the bound is held."""
+        while self._held() > self.max_staged_bytes:
+            with self._state:
+                if not self._staged:
+                    return
+                path = max(self._staged, key=lambda key: self._staged[key].data.held)
+            with self._lock(path):
+                self._upload(path, self._full(path, split_path(path)))
+
+    # -- the FileSystem protocol ----------------------------------------------
+
+    def read(self, path: str, offset: int, length: int) -> bytes:
+        """Read up to ``length`` bytes at ``offset`` (see :class:`~bip_disk.FileSystem`)."""
+        parts = split_path(path)
+        check_offset(path, offset)
+        check_offset(path, length, "length")
+        full = self._full(path, parts)
+        with self._lock(path):
+            try:
+                with self._state:
+                    staged = self._staged.get(path)
+                if staged is not None:
+                    return staged.data.read(offset, length)
+                if not self._exists_file(full):
+                    code = errno.EISDIR if self.fs.isdir(full) else errno.ENOENT
+                    raise _fail(code, path, "read")
+                if length == 0:
+                    return b""
+                return bytes(self.fs.cat_file(full, start=offset, end=offset + length))
+            except StorageError:
+                raise
+            except Exception as exc:  # any backend's failure
+                raise _error(exc, path, "read") from None
+
+    def write(self, path: str, offset: int, data: Buffer) -> None:
+        """Write all of ``data`` at ``offset`` (see :class:`~bip_disk.FileSystem`)."""
+        parts = split_path(path)
+        check_offset(path, offset)
+        view = memoryview(data).cast("B")
+        full = self._full(path, parts)
+        with self._lock(path):
+            try:
+                if self.random_writes:
+                    with self._open_in_place(full, create=True) as file:
+                        if view:
+                            file.seek(offset)
+                            file.write(view)
+                else:
+                    staged = self._stage(path, full, create=True)
+                    staged.data.write(offset, view)
+                    staged.dirty = True
+                    staged.mtime_ns = time.time_ns()
+            except StorageError:
+                raise
+            except Exception as exc:
+                raise _error(exc, path, "write") from None
+        if not self.random_writes:
+            self._relieve()
+
+    @contextmanager
+    def _open_in_place(self, full: str, *, create: bool) -> Iterator[Any]:
+        if not self._exists_file(full):
+            if self.fs.isdir(full):
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+            if not create:
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
+            self._make_parent(full)
+            with self.fs.open(full, "ab"):
+                pass  # creates it without truncating what a racing writer put there
+        with self.fs.open(full, "r+b") as file:
+            yield file
+
+    def size(self, path: str) -> int | None:
+        """The file's size, or ``None`` if it does not exist."""
+        found = self.stat(path)
+        return None if found is None else found.size
+
+    def stat(self, path: str) -> FileStat | None:
+        """The file's size and modification time, or ``None`` if it does not exist.
+
+        ``mtime_ns`` is what the backend reports (``0`` if it reports nothing);
+        a staged file reports the time of its last write.
+        """
+        parts = split_path(path)
+        full = self._full(path, parts)
+        with self._lock(path):
+            try:
+                with self._state:
+                    staged = self._staged.get(path)
+                if staged is not None:
+                    return FileStat(staged.data.size, staged.mtime_ns)
+                try:
+                    info = self.fs.info(full)
+                except FileNotFoundError:
+                    return None
+                if info.get("type") == "directory":
+                    raise _fail(errno.EISDIR, path, "stat")
+                return FileStat(int(info.get("size") or 0), self._mtime_ns(full, info))
+            except StorageError:
+                raise
+            except Exception as exc:
+                raise _error(exc, path, "stat") from None
+
+    def _mtime_ns(self, full: str, info: dict[str, Any]) -> int:
+        for key in ("mtime", "LastModified", "last_modified", "updated", "modified", "created"):
+            value = info.get(key)
+            if value is not None:
+                converted = _to_ns(value)
+                if converted is not None:
+                    return converted
+        try:
+            return _to_ns(self.fs.modified(full)) or 0
+        except Exception:  # the backend keeps no modification time
+            return 0
+
+    def allocate(self, path: str, size: int, *, sparse: bool = True) -> None:
+        """Extend the file to at least ``size`` bytes (zeros written where needed)."""
+        parts = split_path(path)
+        check_offset(path, size, "size")
+        full = self._full(path, parts)
+        with self._lock(path):
+            try:
+                if self.random_writes:
+                    with self._open_in_place(full, create=True) as file:
+                        _extend(file, size)
+                else:
+                    staged = self._stage(path, full, create=True)
+                    if size > staged.data.size:
+                        staged.data.resize(size)
+                        staged.dirty = True
+                        staged.mtime_ns = time.time_ns()
+                    if not sparse:
+                        staged.data.materialise(size)
+            except StorageError:
+                raise
+            except Exception as exc:
+                raise _error(exc, path, "allocate") from None
+        if not self.random_writes:
+            self._relieve()
+
+    def truncate(self, path: str, size: int) -> None:
+        """Set an existing file's size to exactly ``size``."""
+        parts = split_path(path)
+        check_offset(path, size, "size")
+        full = self._full(path, parts)
+        with self._lock(path):
+            try:
+                if self.random_writes:
+                    with self._open_in_place(full, create=False) as file:
+                        file.seek(0, os.SEEK_END)
+                        if size < file.tell():
+                            file.truncate(size)
+                        else:
+                            _extend(file, size)
+                else:
+                    staged = self._stage(path, full, create=False)
+                    staged.data.resize(size)
+                    staged.dirty = True
+                    staged.mtime_ns = time.time_ns()
+            except StorageError:
+                raise
+            except Exception as exc:
+                raise _error(exc, path, "truncate") from None
+
+    def sync(self, path: str | None = None) -> None:
+        """Upload staged files (one, or all); in-place writes are already with the backend.
+
+        Syncing a missing file raises ``StorageError`` with ``ENOENT``. With no
+        path every staged file is uploaded even if one fails; the first failure is
+        raised at the end.
+        """
+        if path is not None:
+            parts = split_path(path)
+            full = self._full(path, parts)
+            with self._lock(path):
+                try:
+                    with self._state:
+                        staged = path in self._staged
+                    if not staged and not self._exists_file(full):
+                        raise _fail(errno.ENOENT, path, "sync")
+                    self._upload(path, full)
+                except StorageError:
+                    raise
+                except Exception as exc:
+                    raise _error(exc, path, "sync") from None
+            return
+        with self._state:
+            pending = sorted(self._staged)
+        first: StorageError | None = None
+        for item in pending:
+            try:
+                self.sync(item)
+            except StorageError as exc:
+                first = first or exc
+        if first is not None:
+            raise first
+
+    def remove(self, path: str) -> None:
+        """Remove a file, a symlink or an empty directory; missing is no error."""
+        parts = split_path(path)
+        full = self._full(path, parts, follow_last=False)
+        with self._everything():
+            if self._staged_under(path):
+                raise _fail(errno.ENOTEMPTY, path, "remove")
+            with self._state:
+                self._staged.pop(path, None)
+            try:
+                if self._local and os.path.islink(full):
+                    os.unlink(full)  # never what it points at
+                elif self.fs.isdir(full):
+                    if self.fs.ls(full, detail=False):
+                        raise _fail(errno.ENOTEMPTY, path, "remove")
+                    self.fs.rmdir(full)
+                elif self._exists_file(full):
+                    self.fs.rm_file(full)
+            except StorageError:
+                raise
+            except FileNotFoundError:
+                return
+            except Exception as exc:
+                raise _error(exc, path, "remove") from None
+
+    def rename(self, old: str, new: str) -> None:
+        """Move ``old`` to ``new``, creating ``new``'s parents and replacing a file there."""
+        old_full = self._full(old, split_path(old), follow_last=False)
+        new_full = self._full(new, split_path(new), follow_last=False)
+        prefix = old + "/"
+        with self._everything():
+            try:
+                with self._state:
+                    self._staged.pop(new, None)  # replaced: its copy must not shadow
+                    staged = [
+                        key
+                        for key in self._staged
+                        if key == old or key.startswith((prefix, new + "/"))
+                    ]
+                for key in staged:  # upload first: the backend moves what it has
+                    self._upload(key, self._full(key, split_path(key)))
+                if not self.fs.exists(old_full):
+                    raise _fail(errno.ENOENT, old, "rename")
+                if self.fs.isfile(new_full):
+                    self.fs.rm_file(new_full)
+                self._make_parent(new_full)
+                self.fs.mv(old_full, new_full, recursive=self.fs.isdir(old_full))
+            except StorageError:
+                raise
+            except Exception as exc:
+                raise _error(exc, old, "rename") from None
+
+    def symlink(self, path: str, target: str) -> None:
+        """Create (or replace) a link at ``path`` to the root-relative ``target``.
+
+        Only the local backend has links; others raise ``StorageError`` with
+        ``ENOTSUP``.
+        """
+        parts = split_path(path)
+        goal = split_path(target)
+        full = self._full(path, parts, follow_last=False)
+        if not self._local:
+            raise _fail(errno.ENOTSUP, path, "create a symlink at")
+        text = posixpath.relpath("/" + "/".join(goal), "/" + "/".join(parts[:-1]))
+        with self._everything():
+            try:
+                if os.path.islink(full):
+                    os.unlink(full)
+                elif os.path.lexists(full):
+                    raise _fail(errno.EEXIST, path, "create a symlink at")
+                self._make_parent(full)
+                os.symlink(text, full)
+            except StorageError:
+                raise
+            except Exception as exc:
+                raise _error(exc, path, "create a symlink at") from None
+
+    def close(self) -> None:
+        """Upload every staged file (see :meth:`sync`); the adapter stays usable."""
+        self.sync()
+
+
+def _extend(file: Any, size: int) -> None:
+    """Grow an open file to ``size`` bytes with zeros (never shrink it)."""
+    end = file.seek(0, os.SEEK_END)
+    if end >= size:
+        return
+    with suppress(Exception):  # some file objects cannot grow this way
+        file.truncate(size)  # real files grow sparsely
+    end = file.seek(0, os.SEEK_END)
+    zeros = bytes(min(_ZERO_CHUNK, max(size - end, 0)))
+    while end < size:
+        take = min(len(zeros), size - end)
+        file.write(zeros[:take])
+        end += take
+
+
+def _to_ns(value: Any) -> int | None:
+    if isinstance(value, datetime):
+        return int(value.timestamp() * 1_000_000_000)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return int(value * 1_000_000_000)
+    return None
