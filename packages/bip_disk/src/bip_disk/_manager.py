@@ -1,0 +1,1101 @@
+"""The trio ``DiskManager``: verified piece storage with bounded memory and fast resume.
+
+Open one with :func:`open_disk_manager`; add torrents with their
+:class:`~bip_disk.FileSystem`; write the blocks peers send and read the blocks
+peers ask for; take what happens from :meth:`DiskManager.events`::
+
+    async with open_disk_manager() as disk:
+        torrent = await disk.add_torrent(metainfo, NativeFileSystem("/downloads"))
+        await disk.wait_checked(torrent)
+        await disk.write_block(torrent, piece, begin, block)
+        async for event in disk.events():
+            ...
+
+**A block's life.** :meth:`~DiskManager.write_block` copies the block into its
+piece's buffer, a ``bytearray`` the size of the piece, allocated when the piece's
+first block arrives. That allocation is what the in-flight bound counts: a write
+that would start a new piece past ``max_in_flight_bytes`` waits until pieces are
+written (blocks of pieces already started never wait, so pieces in progress can
+always finish and the bound cannot deadlock). Once every byte of a piece is in,
+the piece is queued; ``hash_threads`` workers take queued pieces in batches (one
+thread crossing per batch, never per block) and on the thread, for each piece:
+
+1. hash the in-memory bytes (v1 SHA-1, v2 merkle SHA-256 against the piece layer,
+   or both for a hybrid torrent);
+2. if they are bad, drop them: nothing is written, and
+   :class:`~bip_disk.PieceVerified` says ``good=False``;
+3. if they are good, write them to the FileSystem, and only when every write
+   returned is the piece added to :meth:`~DiskManager.have` (and so to resume
+   data) and reported ``good=True``.
+
+Hashing before writing means bad data never reaches the disk and a piece is
+never reported good before its bytes are stored. "Stored" means the FileSystem
+accepted them (for the native one, the OS has them: they survive the process
+being killed); :meth:`~DiskManager.save_resume_data` syncs the files before
+returning, so resume data it makes survives a power cut too.
+
+**Faults are events.** A failed write (disk full, permission denied, an I/O
+error), a failed read of a verified piece (a file truncated or deleted behind our
+back) or a failed check puts the torrent in state ``ERROR`` and sends a
+:class:`~bip_disk.TorrentError`: pieces in memory are dropped, writes are refused,
+the pieces already verified stay verified (except those a read found destroyed:
+:class:`~bip_disk.PieceLost`), and nothing half written is ever reported good.
+:meth:`~DiskManager.recheck` or :meth:`~DiskManager.move_storage` start it again.
+
+**Events** wait in a queue of ``event_buffer`` events. If nobody takes them, the
+queue fills, the workers wait to report, pieces stay in memory and writes wait
+for the in-flight bound: take the events.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Final, Literal
+
+import trio
+
+from bip_metainfo import Info, Metainfo
+
+from ._check import check_pieces, plan_check, stat_files
+from ._errors import DiskError, PathError, StorageError, TorrentStateError
+from ._events import (
+    CheckFinished,
+    CheckProgress,
+    DiskEvent,
+    PieceLost,
+    PieceVerified,
+    StorageMoved,
+    StorageWarning,
+    TorrentError,
+    TorrentHandle,
+    TorrentRemoved,
+    TorrentState,
+)
+from ._fileops import as_storage_error, copy_files, create_files, delete_files, storage_faults
+from ._filesystem import Buffer, FileStat, FileSystem
+from ._hashing import HashPool, PieceVerifier, default_hash_threads
+from ._layout import StorageLayout, read_span_data, write_span_data
+from ._resume import ResumeData
+from ._torrent import TorrentStatus, TorrentStorage
+
+__all__ = [
+    "DEFAULT_EVENT_BUFFER",
+    "DEFAULT_IO_THREADS",
+    "DEFAULT_MAX_IN_FLIGHT_BYTES",
+    "DEFAULT_READ_CACHE_BYTES",
+    "DiskManager",
+    "DiskStatistics",
+    "open_disk_manager",
+]
+
+DEFAULT_MAX_IN_FLIGHT_BYTES: Final = 64 * 1024 * 1024
+"""Bytes of pieces held in memory (arriving, queued, being written) by default."""
+DEFAULT_EVENT_BUFFER: Final = 4096
+"""Events held until :meth:`DiskManager.events` takes them, by default."""
+DEFAULT_READ_CACHE_BYTES: Final = 16 * 1024 * 1024
+"""Bytes of recently read pieces kept to serve the next blocks, by default."""
+DEFAULT_IO_THREADS: Final = 4
+"""Threads reading blocks and doing file operations at once, by default."""
+
+_BATCH_BYTES: Final = 4 * 1024 * 1024  # work handed to one thread crossing, at most
+# Handle ids are unique in the process, so a handle of one manager never names a
+# torrent of another.
+_IDS: Final = itertools.count(1)
+_FAULTS: Final = (StorageError, PathError, OSError)
+
+Allocation = Literal["none", "sparse", "full"]
+
+
+@dataclass(frozen=True, slots=True)
+class DiskStatistics:
+    """A snapshot of a :class:`DiskManager` (:meth:`DiskManager.statistics`).
+
+    Attributes:
+        torrents: torrents added and not removed.
+        in_flight_bytes: bytes of pieces in memory (arriving, queued, being written).
+        max_in_flight_bytes: the bound on ``in_flight_bytes``.
+        waiting_writes: writes waiting for room under the bound.
+        partial_pieces: pieces whose blocks are arriving.
+        queued_pieces: complete pieces waiting to be hashed and written, or on a thread.
+        read_cache_bytes: bytes of pieces kept to serve reads.
+        hash_threads: threads hashing and writing pieces at most.
+        pieces_good: pieces verified good and written since the manager opened.
+        pieces_bad: pieces that failed verification.
+        blocks_ignored: blocks for pieces already had or already complete.
+        events_dropped: events dropped because the event queue was closed (or full
+            while the manager shut down).
+    """
+
+    torrents: int
+    in_flight_bytes: int
+    max_in_flight_bytes: int
+    waiting_writes: int
+    partial_pieces: int
+    queued_pieces: int
+    read_cache_bytes: int
+    hash_threads: int
+    pieces_good: int
+    pieces_bad: int
+    blocks_ignored: int
+    events_dropped: int
+
+
+class _Waiter:
+    __slots__ = ("event", "granted", "owner", "size")
+
+    def __init__(self, size: int, owner: TorrentStorage) -> None:
+        self.size = size
+        self.owner = owner
+        self.event = trio.Event()
+        self.granted = False
+
+
+class _ByteBudget:
+    """The in-flight bound: bytes are taken in FIFO order; a waiter can be turned away.
+
+    A request larger than the whole bound is granted when nothing else is held,
+    so a torrent with pieces bigger than the bound still progresses, one piece at
+    a time.
+    """
+
+    __slots__ = ("_waiters", "limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._waiters: deque[_Waiter] = deque()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    def _fits(self, size: int) -> bool:
+        return self.used == 0 or self.used + size <= self.limit
+
+    async def take(self, size: int, owner: TorrentStorage) -> bool:
+        """Take ``size`` bytes, waiting in line; False if :meth:`turn_away` ended the wait."""
+        if not self._waiters and self._fits(size):
+            self.used += size
+            return True
+        waiter = _Waiter(size, owner)
+        self._waiters.append(waiter)
+        try:
+            await waiter.event.wait()
+        except BaseException:
+            if waiter.granted:
+                self.release(size)
+            else:
+                self._waiters.remove(waiter)
+                self._grant()
+            raise
+        return waiter.granted
+
+    def release(self, size: int) -> None:
+        """Give back ``size`` bytes and let the next waiters in."""
+        self.used -= size
+        self._grant()
+
+    def turn_away(self, owner: TorrentStorage) -> None:
+        """End the waits of ``owner``'s writes without granting them."""
+        for waiter in [waiter for waiter in self._waiters if waiter.owner is owner]:
+            self._waiters.remove(waiter)
+            waiter.event.set()
+        self._grant()
+
+    def _grant(self) -> None:
+        while self._waiters and self._fits(self._waiters[0].size):
+            waiter = self._waiters.popleft()
+            self.used += waiter.size
+            waiter.granted = True
+            waiter.event.set()
+
+
+@dataclass(slots=True)
+class _Job:
+    """A complete piece on its way to a hashing thread."""
+
+    torrent: TorrentStorage
+    piece: int
+    data: bytearray
+
+
+# Outcome of one piece on a flush thread: True written good, False bad, None dropped
+# (the torrent stopped), or the storage error that stopped the write.
+_Outcome = bool | None | StorageError
+
+
+def _flush(jobs: Sequence[_Job]) -> list[_Outcome]:
+    """On a worker thread: hash each piece, and write the good ones (see the module doc)."""
+    outcomes: list[_Outcome] = []
+    for job in jobs:
+        torrent = job.torrent
+        if torrent.stopped:
+            outcomes.append(None)
+        elif not torrent.verifier.verify(job.piece, job.data):
+            outcomes.append(False)
+        else:
+            try:
+                with storage_faults():
+                    write_span_data(torrent.fs, torrent.layout, job.piece, 0, job.data)
+            except StorageError as error:
+                outcomes.append(error)
+            else:
+                outcomes.append(True)
+    return outcomes
+
+
+def _lost_pieces(fs: FileSystem, layout: StorageLayout, piece: int) -> set[int]:
+    """On a worker thread, after a read of ``piece`` failed: every piece its files lost.
+
+    A file now missing loses all its pieces; a shorter one those past its new end.
+    The piece itself is always counted lost (its bytes could not be read).
+    """
+    lost = {piece}
+    for span in layout.spans(piece):
+        if span.is_pad:
+            continue
+        file = layout.files[span.file_index]
+        try:
+            with storage_faults(file.path):
+                stat = fs.stat(file.path)
+        except StorageError:
+            stat = None
+        size = 0 if stat is None else stat.size
+        if size < file.length:
+            pieces = layout.file_pieces(file.index)
+            first = max(pieces.start, (file.offset + size) // layout.piece_length)
+            lost.update(range(first, pieces.stop))
+    return lost
+
+
+class _ReadCache:
+    """Recently read whole pieces, least recently used evicted first, bounded in bytes."""
+
+    __slots__ = ("_entries", "bytes", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.bytes = 0
+        self._entries: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+
+    def get(self, torrent: int, piece: int) -> bytes | None:
+        data = self._entries.get((torrent, piece))
+        if data is not None:
+            self._entries.move_to_end((torrent, piece))
+        return data
+
+    def put(self, torrent: int, piece: int, data: bytes) -> None:
+        if len(data) > self.limit:
+            return
+        self.discard(torrent, piece)
+        self._entries[(torrent, piece)] = data
+        self.bytes += len(data)
+        while self.bytes > self.limit:
+            _, old = self._entries.popitem(last=False)
+            self.bytes -= len(old)
+
+    def discard(self, torrent: int, piece: int) -> None:
+        old = self._entries.pop((torrent, piece), None)
+        if old is not None:
+            self.bytes -= len(old)
+
+    def drop_torrent(self, torrent: int) -> None:
+        for key in [key for key in self._entries if key[0] == torrent]:
+            self.bytes -= len(self._entries.pop(key))
+
+
+class DiskManager:
+    """Stores the pieces of many torrents; build it with :func:`open_disk_manager`.
+
+    See the module documentation for how blocks become verified pieces, how
+    memory is bounded and how faults are reported.
+    """
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        *,
+        max_in_flight_bytes: int,
+        hash_threads: int,
+        io_threads: int,
+        read_cache_bytes: int,
+        event_buffer: int,
+    ) -> None:
+        """Internal: use :func:`open_disk_manager`."""
+        self._nursery = nursery
+        self._budget = _ByteBudget(max_in_flight_bytes)
+        self._hash_pool = HashPool(hash_threads)
+        self._io_pool = HashPool(io_threads)
+        self._cache = _ReadCache(read_cache_bytes)
+        self._events_send, self._events_receive = trio.open_memory_channel[DiskEvent](event_buffer)
+        # Complete pieces: bounded by the in-flight bound, since each holds its bytes.
+        self._jobs_send, self._jobs_receive = trio.open_memory_channel[_Job](math.inf)
+        self._workers = hash_threads
+        self._workers_running = 0
+        self._workers_done = trio.Event()
+        self._torrents: dict[int, TorrentStorage] = {}
+        self._by_hash: dict[object, TorrentStorage] = {}
+        self._closing = False
+        self._pieces_good = 0
+        self._pieces_bad = 0
+        self._blocks_ignored = 0
+        self._events_dropped = 0
+
+    # -- public API: torrents ----------------------------------------------------------
+
+    async def add_torrent(
+        self,
+        torrent: Metainfo | Info,
+        filesystem: FileSystem,
+        *,
+        resume_data: bytes | ResumeData | None = None,
+        check: bool = True,
+        piece_layers: Mapping[bytes, bytes] | None = None,
+        name: str | None = None,
+        allocate: Allocation = "none",
+    ) -> TorrentHandle:
+        """Add a torrent stored in ``filesystem``; its existing data is checked in the background.
+
+        Returns at once with the torrent in state ``CHECKING``; progress comes as
+        :class:`~bip_disk.CheckProgress` events, the end as
+        :class:`~bip_disk.CheckFinished` (or wait with :meth:`wait_checked`).
+        Writes and reads wait until the check ends.
+
+        Args:
+            torrent: a parsed .torrent (which carries v2 piece layers) or an info
+                dictionary (from a magnet link's metadata).
+            filesystem: where the torrent's files are (the caller owns it, and
+                closes it after removing the torrent).
+            resume_data: from :meth:`resume_data` or :meth:`save_resume_data`:
+                pieces touching files unchanged since are not hashed again.
+            check: hash existing data. Without, only resume data says what is had
+                (pieces touching changed files are dropped rather than hashed) and
+                a fresh download starts at once.
+            piece_layers: v2 piece layers by pieces root, for an :class:`Info`
+                (a v2-only torrent needs them for every file larger than a piece).
+            name: store the torrent under this name instead of its own.
+            allocate: after the check, ``"sparse"`` sets every file's size,
+                ``"full"`` also reserves the space (a full disk then shows up at
+                once); ``"none"`` lets files grow as pieces are written.
+
+        Raises:
+            TorrentStateError: the torrent is already added, the manager is
+                closing, or a v2-only torrent lacks piece layers.
+            ResumeDataError: ``resume_data`` is malformed or of another torrent
+                (add again without it to check everything).
+            PathError: ``name`` is not usable.
+        """
+        self._check_open()
+        if isinstance(torrent, Metainfo):
+            info = torrent.info
+            layers: dict[bytes, bytes] = dict(torrent.piece_layers)
+        elif isinstance(torrent, Info):
+            info = torrent
+            layers = {}
+        else:
+            raise TypeError(f"a torrent is a Metainfo or an Info, not {type(torrent).__name__}")
+        layers.update(piece_layers or {})
+        if not isinstance(filesystem, FileSystem):
+            raise TypeError(f"{filesystem!r} does not implement the FileSystem protocol")
+        if allocate not in ("none", "sparse", "full"):
+            raise ValueError(f"allocate must be 'none', 'sparse' or 'full', not {allocate!r}")
+        self._check_new(info)
+        resume = None
+        if resume_data is not None:
+            resume = (
+                resume_data
+                if isinstance(resume_data, ResumeData)
+                else ResumeData.from_bytes(resume_data)
+            )
+            resume.check_torrent(info.info_hash, info.num_pieces, len(info.files))
+        layout = StorageLayout.from_info(info, name_override=name)
+        # Checking piece layers hashes them all: a thread's work for a big torrent.
+        verifier = await self._hash_pool.run(PieceVerifier, info, layers)
+        self._check_open()
+        self._check_new(info)
+        handle = TorrentHandle(
+            next(_IDS), info.info_hash, info.name if name is None else name, info.num_pieces
+        )
+        storage = TorrentStorage(handle, info, layout, verifier, filesystem)
+        self._torrents[handle.id] = storage
+        self._by_hash[info.info_hash] = storage
+        self._nursery.start_soon(self._run_check, storage, resume, check, allocate)
+        return handle
+
+    async def remove_torrent(self, torrent: TorrentHandle, *, delete_data: bool = False) -> None:
+        """Remove a torrent, and with ``delete_data`` its files and links.
+
+        Pieces in memory are dropped, waiting writes fail, a check is stopped; the
+        call returns once no thread uses the torrent's files. Without
+        ``delete_data`` the files are synced. Failures to delete or sync come as
+        :class:`~bip_disk.StorageWarning`; :class:`~bip_disk.TorrentRemoved` ends
+        the torrent's events.
+
+        Raises:
+            TorrentStateError: the torrent is unknown or already removed.
+        """
+        storage = self._get(torrent)
+        del self._torrents[torrent.id]
+        self._by_hash.pop(storage.info.info_hash, None)
+        storage.set_state(TorrentState.REMOVED)
+        self._drop_partials(storage)
+        if storage.check_scope is not None:
+            storage.check_stop[0] = True
+            storage.check_scope.cancel()
+        with trio.CancelScope(shield=True):
+            # Shielded: returning early would let a thread still write the files
+            # that the caller is about to reuse or delete.
+            while not storage.idle:
+                await storage.wait_changed()
+            await storage.check_done.wait()
+            self._cache.drop_torrent(torrent.id)
+            try:
+                if delete_data:
+                    problems = await self._io_pool.run(delete_files, storage.fs, storage.layout)
+                else:
+                    problems = []
+                    await self._io_pool.run(_sync, storage.fs)
+            except StorageError as error:
+                problems = [error]
+            for problem in problems:
+                await self._emit(
+                    StorageWarning(torrent, problem, f"removing the torrent: {problem}")
+                )
+            await self._emit(TorrentRemoved(torrent, delete_data))
+
+    async def move_storage(self, torrent: TorrentHandle, filesystem: FileSystem) -> None:
+        """Move a torrent's files to another FileSystem (another disk, root or backend).
+
+        Writes and reads wait while the files are copied; then the torrent switches
+        to ``filesystem`` and the old files are deleted. Verified pieces stay
+        verified, pieces in memory carry on into the new storage, and a torrent
+        stopped by a fault of the old storage is ``READY`` again. On failure the
+        copy is left as is (it may be partial), the torrent stays on its old
+        storage and the error is raised.
+
+        Raises:
+            TorrentStateError: the torrent is checking, moving or removed.
+            StorageError: copying failed.
+        """
+        storage = self._get(torrent)
+        if not isinstance(filesystem, FileSystem):
+            raise TypeError(f"{filesystem!r} does not implement the FileSystem protocol")
+        if storage.state not in (TorrentState.READY, TorrentState.ERROR):
+            raise TorrentStateError(f"cannot move {torrent!r} while {storage.state.value}")
+        if filesystem is storage.fs:
+            return
+        previous = storage.state
+        storage.set_state(TorrentState.MOVING)
+        try:
+            while not storage.idle:
+                await storage.wait_changed()
+            storage.io_active += 1
+            try:
+                warnings = await self._io_pool.run(
+                    copy_files, storage.fs, filesystem, storage.layout
+                )
+            finally:
+                storage.io_active -= 1
+        except BaseException:
+            if storage.is_in(TorrentState.MOVING):
+                storage.set_state(previous)
+            raise
+        if not storage.is_in(TorrentState.MOVING):  # pragma: no cover - removed meanwhile
+            return
+        old = storage.fs
+        storage.fs = filesystem
+        storage.error = storage.reason = None
+        self._cache.drop_torrent(torrent.id)
+        storage.set_state(TorrentState.READY)
+        try:
+            warnings += await self._io_pool.run(delete_files, old, storage.layout)
+        except StorageError as error:  # pragma: no cover - delete_files collects errors
+            warnings.append(error)
+        for warning in warnings:
+            await self._emit(StorageWarning(torrent, warning, f"moving storage: {warning}"))
+        await self._emit(StorageMoved(torrent))
+
+    async def recheck(self, torrent: TorrentHandle) -> None:
+        """Forget what the torrent has and hash all its data again (in the background).
+
+        Also the way to start a torrent a fault stopped, once the fault is fixed.
+        Pieces in memory are dropped.
+
+        Raises:
+            TorrentStateError: the torrent is checking, moving or removed.
+        """
+        storage = self._get(torrent)
+        if storage.state not in (TorrentState.READY, TorrentState.ERROR):
+            raise TorrentStateError(f"cannot recheck {torrent!r} while {storage.state.value}")
+        storage.set_state(TorrentState.CHECKING)
+        storage.check_done = trio.Event()
+        self._drop_partials(storage)
+        while not storage.idle:
+            await storage.wait_changed()
+        storage.have.clear()
+        storage.error = storage.reason = None
+        self._cache.drop_torrent(torrent.id)
+        self._nursery.start_soon(self._run_check, storage, None, True, "none")
+
+    async def wait_checked(self, torrent: TorrentHandle) -> TorrentState:
+        """Wait until the torrent's current check (if any) ends; returns its state then.
+
+        Raises:
+            TorrentStateError: the torrent is unknown or removed.
+        """
+        storage = self._get(torrent)
+        await storage.check_done.wait()
+        return storage.state
+
+    # -- public API: blocks ------------------------------------------------------------
+
+    async def write_block(
+        self, torrent: TorrentHandle, piece: int, begin: int, data: Buffer
+    ) -> bool:
+        """Store a block of a piece; returns False if the piece is already had or complete.
+
+        The block is copied (``data`` may be reused at once). A block that starts
+        a piece waits while the in-flight bound is reached; writes also wait while
+        the torrent is checking or moving. When the piece's last byte arrives, it
+        is queued to be hashed and written: its :class:`~bip_disk.PieceVerified`
+        event follows.
+
+        Raises:
+            TorrentStateError: the torrent is unknown, removed or stopped by a
+                fault, or the block is not inside the piece.
+        """
+        storage = self._get(torrent)
+        length = memoryview(data).nbytes
+        self._check_block(storage, piece, begin, length)
+        # A checkpoint, as trio expects of every async call: a peer task writing
+        # block after block lets the flush workers and everyone else run.
+        await trio.lowlevel.checkpoint()
+        while True:
+            if storage.state is not TorrentState.READY:
+                await self._wait_usable(storage, writing=True)
+                continue
+            if piece in storage.have or piece in storage.flushing:
+                self._blocks_ignored += 1
+                return False
+            partial = storage.partial.get(piece)
+            if partial is not None:
+                break
+            size = storage.layout.piece_size(piece)
+            granted = await self._budget.take(size, storage)
+            if not granted:
+                continue  # the torrent stopped or is checking: the loop decides
+            if (
+                storage.state is not TorrentState.READY
+                or piece in storage.partial
+                or piece in storage.have
+                or piece in storage.flushing
+            ):
+                self._budget.release(size)  # things changed while we waited
+                continue
+            partial = storage.new_partial(piece)
+            break
+        partial.add(begin, data)
+        if partial.complete:
+            del storage.partial[piece]
+            storage.flushing.add(piece)
+            self._jobs_send.send_nowait(_Job(storage, piece, partial.buffer))
+        return True
+
+    def discard_piece(self, torrent: TorrentHandle, piece: int) -> bool:
+        """Drop the blocks received so far of a piece (its peer left); returns whether any were.
+
+        Raises:
+            TorrentStateError: the torrent is unknown or removed.
+        """
+        storage = self._get(torrent)
+        partial = storage.partial.pop(piece, None)
+        if partial is None:
+            return False
+        self._budget.release(partial.size)
+        return True
+
+    async def read_block(
+        self, torrent: TorrentHandle, piece: int, begin: int, length: int
+    ) -> bytes:
+        """Read a block of a piece the torrent has.
+
+        The whole piece is read once (on a thread) and kept in a small cache, so
+        the following blocks of the piece cost no thread crossing. Reads wait while
+        the torrent is checking or moving, and are served in state ``ERROR``.
+
+        Raises:
+            TorrentStateError: the torrent is unknown or removed, the piece is not
+                had, or the block is not inside the piece.
+            StorageError: the read failed; the torrent is stopped, and the pieces
+                the failure destroyed are no longer had (:class:`~bip_disk.PieceLost`).
+        """
+        storage = self._get(torrent)
+        self._check_block(storage, piece, begin, length)
+        while True:
+            await self._wait_usable(storage, writing=False)
+            if piece not in storage.have:
+                raise TorrentStateError(f"{torrent!r} does not have piece {piece}")
+            cached = self._cache.get(torrent.id, piece)
+            if cached is not None:
+                await trio.lowlevel.checkpoint()
+                return cached[begin : begin + length]
+            pending = storage.reading.get(piece)
+            if pending is None:
+                break
+            await pending.wait()
+        size = storage.layout.piece_size(piece)
+        whole = size <= self._cache.limit // 4
+        done = trio.Event()
+        if whole:
+            storage.reading[piece] = done
+        storage.io_active += 1
+        try:
+            if whole:
+                data = await self._io_pool.run(_read, storage, piece, 0, size)
+            else:
+                data = await self._io_pool.run(_read, storage, piece, begin, length)
+        except StorageError as error:
+            await self._read_failed(storage, piece, error)
+            raise
+        finally:
+            storage.io_active -= 1
+            if whole:
+                del storage.reading[piece]
+            done.set()
+            storage.changed()
+        if not whole:
+            return data
+        if piece in storage.have:  # not lost while we read
+            self._cache.put(torrent.id, piece, data)
+        return data[begin : begin + length]
+
+    # -- public API: state -------------------------------------------------------------
+
+    def events(self) -> trio.MemoryReceiveChannel[DiskEvent]:
+        """The event stream, to iterate with ``async for`` (one stream per manager).
+
+        It ends when the manager closes.
+        """
+        return self._events_receive
+
+    def have(self, torrent: TorrentHandle) -> frozenset[int]:
+        """The pieces verified and written.
+
+        Raises:
+            TorrentStateError: the torrent is unknown or removed.
+        """
+        return frozenset(self._get(torrent).have)
+
+    def status(self, torrent: TorrentHandle) -> TorrentStatus:
+        """A snapshot of the torrent's storage.
+
+        Raises:
+            TorrentStateError: the torrent is unknown or removed.
+        """
+        return self._get(torrent).status()
+
+    def resume_data(self, torrent: TorrentHandle) -> bytes:
+        """Resume data for the torrent now, without syncing (blocks briefly: it stats files).
+
+        It lists the pieces verified and written (never pieces in memory) and the
+        files' sizes and modification times. It survives the process being killed;
+        for it to survive a power cut, use :meth:`save_resume_data`.
+
+        Raises:
+            TorrentStateError: the torrent is unknown or removed.
+            StorageError: a file could not be stat'ed.
+        """
+        storage = self._get(torrent)
+        have = frozenset(storage.have)
+        with storage_faults():
+            stats = stat_files(storage.fs, storage.layout)
+        return self._resume(storage, have, stats).to_bytes()
+
+    async def save_resume_data(self, torrent: TorrentHandle, *, sync: bool = True) -> bytes:
+        """Resume data for the torrent, after syncing its files (on a thread).
+
+        Every piece listed was written before the sync started, so it is durable
+        once this returns.
+
+        Raises:
+            TorrentStateError: the torrent is unknown or removed.
+            StorageError: stat'ing or syncing failed.
+        """
+        storage = self._get(torrent)
+        have = frozenset(storage.have)
+        fs, layout = storage.fs, storage.layout
+
+        def stat_and_sync() -> tuple[FileStat | None, ...]:
+            with storage_faults():
+                if sync:
+                    fs.sync()
+                return stat_files(fs, layout)
+
+        stats = await self._io_pool.run(stat_and_sync)
+        return self._resume(storage, have, stats).to_bytes()
+
+    def statistics(self) -> DiskStatistics:
+        """A frozen snapshot of the manager's counters."""
+        torrents = self._torrents.values()
+        return DiskStatistics(
+            torrents=len(self._torrents),
+            in_flight_bytes=self._budget.used,
+            max_in_flight_bytes=self._budget.limit,
+            waiting_writes=self._budget.waiting,
+            partial_pieces=sum(len(storage.partial) for storage in torrents),
+            queued_pieces=sum(len(storage.flushing) for storage in torrents),
+            read_cache_bytes=self._cache.bytes,
+            hash_threads=self._workers,
+            pieces_good=self._pieces_good,
+            pieces_bad=self._pieces_bad,
+            blocks_ignored=self._blocks_ignored,
+            events_dropped=self._events_dropped,
+        )
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise TorrentStateError("the disk manager is closing")
+
+    def _check_new(self, info: Info) -> None:
+        if info.info_hash in self._by_hash:
+            raise TorrentStateError(f"torrent {info.info_hash.hex()} is already added")
+
+    def _get(self, torrent: TorrentHandle) -> TorrentStorage:
+        if not isinstance(torrent, TorrentHandle):
+            raise TypeError(f"a torrent is a TorrentHandle, not {type(torrent).__name__}")
+        storage = self._torrents.get(torrent.id)
+        if storage is None:
+            raise TorrentStateError(f"{torrent!r} is not a torrent of this manager (removed?)")
+        return storage
+
+    @staticmethod
+    def _check_block(storage: TorrentStorage, piece: int, begin: int, length: int) -> None:
+        num_pieces = storage.layout.num_pieces
+        if type(piece) is not int or not 0 <= piece < num_pieces:
+            raise TorrentStateError(f"piece {piece!r} is not in 0..{num_pieces - 1}")
+        partial = storage.partial.get(piece)
+        size = partial.size if partial is not None else storage.layout.piece_size(piece)
+        if type(begin) is not int or type(length) is not int:
+            raise TorrentStateError("a block's begin and length are integers")
+        if begin < 0 or length <= 0 or begin + length > size:
+            raise TorrentStateError(
+                f"block {begin}+{length} is not inside piece {piece} of {size} bytes"
+            )
+
+    async def _wait_usable(self, storage: TorrentStorage, *, writing: bool) -> None:
+        """Wait while the torrent checks or moves; raise if it cannot serve the operation."""
+        while True:
+            state = storage.state
+            if state is TorrentState.REMOVED:
+                raise TorrentStateError(f"{storage.handle!r} was removed")
+            if state is TorrentState.ERROR and writing:
+                raise TorrentStateError(f"{storage.handle!r} is stopped: {storage.reason}")
+            if state is TorrentState.READY or state is TorrentState.ERROR:
+                return
+            await storage.wait_changed()
+
+    def _drop_partials(self, storage: TorrentStorage) -> None:
+        for partial in storage.partial.values():
+            self._budget.release(partial.size)
+        storage.partial.clear()
+        self._budget.turn_away(storage)
+
+    def _resume(
+        self, storage: TorrentStorage, have: frozenset[int], stats: tuple[FileStat | None, ...]
+    ) -> ResumeData:
+        # The clock is read after the stats: see RACY_WINDOW_NS.
+        return ResumeData(
+            storage.info.info_hash, storage.layout.num_pieces, have, stats, time.time_ns()
+        )
+
+    async def _emit(self, event: DiskEvent) -> None:
+        if self._closing:
+            try:
+                self._events_send.send_nowait(event)
+            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                self._events_dropped += 1
+            return
+        try:
+            await self._events_send.send(event)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._events_dropped += 1
+
+    async def _fail(self, storage: TorrentStorage, error: DiskError, reason: str) -> None:
+        """Stop a torrent after a storage fault (the first fault is the one reported)."""
+        if storage.state in (TorrentState.ERROR, TorrentState.REMOVED):
+            return
+        storage.error = error
+        storage.reason = reason
+        storage.set_state(TorrentState.ERROR)
+        self._drop_partials(storage)
+        await self._emit(TorrentError(storage.handle, error, reason))
+
+    async def _read_failed(self, storage: TorrentStorage, piece: int, error: StorageError) -> None:
+        try:
+            lost = await self._io_pool.run(_lost_pieces, storage.fs, storage.layout, piece)
+        except StorageError:  # pragma: no cover - _lost_pieces catches stat errors
+            lost = {piece}
+        reason = f"reading piece {piece} failed: {error}"
+        for index in sorted(lost & storage.have):
+            storage.have.discard(index)
+            self._cache.discard(storage.handle.id, index)
+            await self._emit(PieceLost(storage.handle, index, reason))
+        await self._fail(storage, error, reason)
+
+    # -- background work ---------------------------------------------------------------
+
+    async def _flush_worker(self) -> None:
+        """Take complete pieces in batches, hash and write them on a thread, report."""
+        self._workers_running += 1
+        try:
+            await self._flush_jobs()
+        finally:
+            self._workers_running -= 1
+            if not self._workers_running:
+                self._workers_done.set()
+
+    async def _flush_jobs(self) -> None:
+        receive = self._jobs_receive
+        while True:
+            try:
+                job = await receive.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            batch = [job]
+            size = len(job.data)
+            # Take enough for this thread, leaving the other workers their share.
+            share = max(1, receive.statistics().current_buffer_used // self._workers)
+            while size < _BATCH_BYTES and len(batch) <= share:
+                try:
+                    job = receive.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                    break
+                batch.append(job)
+                size += len(job.data)
+            outcomes = await self._hash_pool.run(_flush, batch)
+            for job, outcome in zip(batch, outcomes, strict=True):
+                await self._settle(job, outcome)
+
+    async def _settle(self, job: _Job, outcome: _Outcome) -> None:
+        storage, piece = job.torrent, job.piece
+        storage.flushing.discard(piece)
+        self._budget.release(len(job.data))
+        storage.changed()
+        if outcome is True:
+            if storage.state is TorrentState.REMOVED:
+                return
+            storage.have.add(piece)
+            self._pieces_good += 1
+            await self._emit(PieceVerified(storage.handle, piece, True))
+        elif outcome is False:
+            self._pieces_bad += 1
+            await self._emit(PieceVerified(storage.handle, piece, False))
+        elif isinstance(outcome, StorageError):
+            await self._fail(storage, outcome, f"writing piece {piece} failed: {outcome}")
+
+    async def _run_check(
+        self,
+        storage: TorrentStorage,
+        resume: ResumeData | None,
+        check: bool,
+        allocate: Allocation,
+    ) -> None:
+        """Check a torrent's data (see :mod:`._check`), create its files, make it READY."""
+        storage.check_stop = [False]
+        handle = storage.handle
+        try:
+            with trio.CancelScope() as scope:
+                storage.check_scope = scope
+                await self._check(storage, resume, check)
+                if storage.state is TorrentState.CHECKING:
+                    await self._create_files(storage, allocate)
+                if storage.state is TorrentState.CHECKING:
+                    storage.set_state(TorrentState.READY)
+                await self._emit(
+                    CheckFinished(handle, len(storage.have), storage.checked, resume is not None)
+                )
+        finally:
+            storage.check_scope = None
+            storage.check_done.set()
+            storage.changed()
+
+    async def _check(self, storage: TorrentStorage, resume: ResumeData | None, check: bool) -> None:
+        handle = storage.handle
+        storage.io_active += 1
+        try:
+            plan = await self._io_pool.run(plan_check, storage.fs, storage.layout, resume)
+        except _FAULTS as error:
+            fault = as_storage_error(error)
+            await self._fail(storage, fault, f"checking the files failed: {fault}")
+            return
+        finally:
+            storage.io_active -= 1
+        storage.have = set(plan.trusted)
+        to_hash = plan.to_hash if check else ()
+        storage.to_check = len(to_hash)
+        storage.checked = 0
+        if not to_hash:
+            return
+        await self._emit(CheckProgress(handle, 0, len(to_hash), len(storage.have)))
+        per_batch = max(1, _BATCH_BYTES // storage.layout.piece_length)
+        batches = iter(
+            [to_hash[start : start + per_batch] for start in range(0, len(to_hash), per_batch)]
+        )
+
+        async def hash_batches() -> None:
+            for batch in batches:
+                if storage.check_stop[0]:
+                    return
+                storage.io_active += 1
+                try:
+                    results = await self._hash_pool.run(
+                        check_pieces,
+                        storage.fs,
+                        storage.layout,
+                        storage.verifier,
+                        batch,
+                        storage.check_stop,
+                    )
+                except _FAULTS as error:
+                    storage.check_stop[0] = True
+                    fault = as_storage_error(error)
+                    await self._fail(storage, fault, f"checking the files failed: {fault}")
+                    return
+                finally:
+                    storage.io_active -= 1
+                if storage.state is not TorrentState.CHECKING:
+                    return
+                storage.have.update(
+                    piece for piece, good in zip(batch, results, strict=True) if good
+                )
+                storage.checked += len(batch)
+                await self._emit(
+                    CheckProgress(handle, storage.checked, len(to_hash), len(storage.have))
+                )
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(self._hash_pool.threads):
+                nursery.start_soon(hash_batches)
+
+    async def _create_files(self, storage: TorrentStorage, allocate: Allocation) -> None:
+        storage.io_active += 1
+        try:
+            warnings = await self._io_pool.run(create_files, storage.fs, storage.layout, allocate)
+        except StorageError as error:
+            await self._fail(storage, error, f"creating the files failed: {error}")
+            return
+        finally:
+            storage.io_active -= 1
+        for warning in warnings:
+            await self._emit(
+                StorageWarning(storage.handle, warning, f"a link was not created: {warning}")
+            )
+
+    async def _close(self) -> None:
+        """Finish the queued pieces, stop checks, sync every torrent's files."""
+        self._closing = True
+        for storage in self._torrents.values():
+            if storage.check_scope is not None:
+                storage.check_stop[0] = True
+                storage.check_scope.cancel()
+            self._drop_partials(storage)
+        self._jobs_send.close()  # the workers finish what is queued, then return
+
+    async def _sync_all(self) -> None:
+        for storage in list(self._torrents.values()):
+            try:
+                await self._io_pool.run(_sync, storage.fs)
+            except StorageError as error:
+                await self._emit(
+                    StorageWarning(storage.handle, error, f"syncing on close failed: {error}")
+                )
+
+
+def _sync(fs: FileSystem) -> None:
+    with storage_faults():
+        fs.sync()
+
+
+def _read(storage: TorrentStorage, piece: int, begin: int, length: int) -> bytes:
+    """On a thread: read part of a piece, any fault as a StorageError."""
+    with storage_faults():
+        return read_span_data(storage.fs, storage.layout, piece, begin, length)
+
+
+@asynccontextmanager
+async def open_disk_manager(
+    *,
+    max_in_flight_bytes: int = DEFAULT_MAX_IN_FLIGHT_BYTES,
+    hash_threads: int | None = None,
+    io_threads: int = DEFAULT_IO_THREADS,
+    read_cache_bytes: int = DEFAULT_READ_CACHE_BYTES,
+    event_buffer: int = DEFAULT_EVENT_BUFFER,
+) -> AsyncIterator[DiskManager]:
+    """Run a :class:`DiskManager` for the duration of an ``async with`` block.
+
+    On a normal exit, pieces already complete are hashed and written, checks are
+    stopped, pieces still arriving are dropped and every torrent's files are
+    synced; then the event stream ends. The FileSystems are not closed: they
+    belong to the caller. If the block raises, everything stops at once.
+
+    Args:
+        max_in_flight_bytes: bytes of pieces in memory at most (see the module
+            documentation); a piece larger than this is still stored, alone.
+        hash_threads: threads hashing and writing pieces and checking data; by
+            default one per core.
+        io_threads: threads reading blocks and doing file operations.
+        read_cache_bytes: bytes of recently read pieces kept (0: none; pieces
+            larger than a quarter of it are read block by block).
+        event_buffer: events held until :meth:`DiskManager.events` takes them.
+    """
+    if type(max_in_flight_bytes) is not int or max_in_flight_bytes < 1:
+        raise ValueError(f"max_in_flight_bytes must be positive, not {max_in_flight_bytes!r}")
+    threads = default_hash_threads() if hash_threads is None else hash_threads
+    if type(threads) is not int or threads < 1:
+        raise ValueError(f"hash_threads must be positive, not {hash_threads!r}")
+    if type(io_threads) is not int or io_threads < 1:
+        raise ValueError(f"io_threads must be positive, not {io_threads!r}")
+    if type(read_cache_bytes) is not int or read_cache_bytes < 0:
+        raise ValueError(f"read_cache_bytes must not be negative, not {read_cache_bytes!r}")
+    if type(event_buffer) is not int or event_buffer < 1:
+        raise ValueError(f"event_buffer must be positive, not {event_buffer!r}")
+    manager: DiskManager | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            manager = DiskManager(
+                nursery,
+                max_in_flight_bytes=max_in_flight_bytes,
+                hash_threads=threads,
+                io_threads=io_threads,
+                read_cache_bytes=read_cache_bytes,
+                event_buffer=event_buffer,
+            )
+            for _ in range(threads):
+                nursery.start_soon(manager._flush_worker)
+            try:
+                yield manager
+            except BaseException:
+                manager._closing = True
+                nursery.cancel_scope.cancel()
+                raise
+            await manager._close()
+            await manager._workers_done.wait()
+            await manager._sync_all()
+            nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # Our tasks raise nothing but bugs; unwrap the body's own exception.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
+    finally:
+        if manager is not None:
+            manager._closing = True
+            manager._events_send.close()

@@ -1,0 +1,225 @@
+"""One torrent's storage state inside the DiskManager, and the pieces being assembled.
+
+:class:`PartialPiece` collects a piece's blocks in one ``bytearray`` the size of
+the piece (the manager charges that size against its in-flight bound when the
+first block arrives). Blocks may come in any order, overlap or repeat; pad-file
+ranges count as received from the start and always hold zeros, whatever a peer
+sends for them. :class:`TorrentStorage` is the rest of a torrent's state: its
+layout, verifier, FileSystem, state, the pieces it has, and the pieces in memory.
+Nothing here does I/O or awaits; the manager drives it.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass
+
+import trio
+
+from bip_metainfo import Info
+
+from ._errors import DiskError
+from ._events import TorrentHandle, TorrentState
+from ._filesystem import Buffer, FileSystem
+from ._hashing import PieceVerifier
+from ._layout import StorageLayout
+
+__all__ = ["PartialPiece", "TorrentStatus", "TorrentStorage"]
+
+
+class PartialPiece:
+    """A piece whose blocks are arriving (see the module documentation).
+
+    Attributes:
+        buffer: the piece's bytes so far (zeros where nothing arrived).
+        size: the piece's size (pad bytes included).
+        received: bytes covered so far, pad bytes included.
+    """
+
+    __slots__ = ("_ends", "_pads", "_starts", "buffer", "received", "size")
+
+    def __init__(self, size: int, pads: tuple[tuple[int, int], ...] = ()) -> None:
+        """An empty piece of ``size`` bytes whose ``pads`` ranges (start, end) are zeros."""
+        self.size = size
+        self.buffer = bytearray(size)
+        self._pads = pads
+        # Disjoint, sorted, non-adjacent covered ranges: [starts[i], ends[i]).
+        self._starts: list[int] = []
+        self._ends: list[int] = []
+        self.received = 0
+        for start, end in pads:
+            self._cover(start, end)
+
+    @property
+    def complete(self) -> bool:
+        """Whether every byte of the piece has arrived."""
+        return self.received == self.size
+
+    def add(self, begin: int, data: Buffer) -> int:
+        """Copy a block in at ``begin`` (it must fit); returns how many new bytes it covered.
+
+        Bytes on pad ranges are not copied (they stay zero).
+        """
+        view = memoryview(data).cast("B")
+        end = begin + len(view)
+        if not self._pads:
+            self.buffer[begin:end] = view
+        else:
+            position = begin
+            for pad_start, pad_end in self._pads:
+                if pad_end <= position or pad_start >= end:
+                    continue
+                if pad_start > position:
+                    self.buffer[position:pad_start] = view[position - begin : pad_start - begin]
+                position = max(position, pad_end)
+            if position < end:
+                self.buffer[position:end] = view[position - begin :]
+        return self._cover(begin, end)
+
+    def _cover(self, start: int, end: int) -> int:
+        """Mark [start, end) received; returns how many bytes were not received before."""
+        if end <= start:
+            return 0
+        starts, ends = self._starts, self._ends
+        # The ranges that overlap or touch [start, end) are lo .. hi - 1.
+        lo = bisect_left(ends, start)
+        hi = bisect_right(starts, end)
+        if lo == hi:
+            starts.insert(lo, start)
+            ends.insert(lo, end)
+            self.received += end - start
+            return end - start
+        merged_start = min(start, starts[lo])
+        merged_end = max(end, ends[hi - 1])
+        before = sum(ends[i] - starts[i] for i in range(lo, hi))
+        starts[lo:hi] = [merged_start]
+        ends[lo:hi] = [merged_end]
+        added = (merged_end - merged_start) - before
+        self.received += added
+        return added
+
+
+@dataclass(frozen=True, slots=True)
+class TorrentStatus:
+    """A snapshot of one torrent's storage (:meth:`DiskManager.status`).
+
+    Attributes:
+        state: where the torrent stands.
+        error: the fault that stopped it (state ``ERROR``), else None.
+        reason: a one-line explanation of ``error``, else None.
+        num_pieces: the torrent's number of pieces.
+        have: how many pieces are verified and written.
+        partial_pieces: pieces whose blocks are arriving, in memory.
+        queued_pieces: complete pieces waiting to be hashed and written.
+        checked: pieces settled by the current or last check.
+        to_check: pieces that check had to settle.
+    """
+
+    state: TorrentState
+    error: DiskError | None
+    reason: str | None
+    num_pieces: int
+    have: int
+    partial_pieces: int
+    queued_pieces: int
+    checked: int
+    to_check: int
+
+
+class TorrentStorage:
+    """One torrent's storage state (see the module documentation). Internal to the manager."""
+
+    def __init__(
+        self,
+        handle: TorrentHandle,
+        info: Info,
+        layout: StorageLayout,
+        verifier: PieceVerifier,
+        fs: FileSystem,
+    ) -> None:
+        """A torrent in state ``CHECKING`` with nothing had."""
+        self.handle = handle
+        self.info = info
+        self.layout = layout
+        self.verifier = verifier
+        self.fs = fs
+        self.state = TorrentState.CHECKING
+        self.error: DiskError | None = None
+        self.reason: str | None = None
+        self.have: set[int] = set()
+        self.partial: dict[int, PartialPiece] = {}
+        self.flushing: set[int] = set()  # complete, queued or on a thread being written
+        self.stopped = False  # read by flush threads: drop queued pieces, write nothing more
+        self.io_active = 0  # thread operations using ``fs`` right now (reads, moves)
+        self.checked = 0
+        self.to_check = 0
+        self.check_scope: trio.CancelScope | None = None
+        self.check_stop = [False]  # read by check threads: end the batch early
+        self.check_done = trio.Event()
+        self.reading: dict[int, trio.Event] = {}  # whole-piece reads on a thread now
+        self._changed = trio.Event()
+        self._pad_cache: dict[int, tuple[tuple[int, int], ...]] = {}
+
+    # -- state ------------------------------------------------------------------------
+
+    def set_state(self, state: TorrentState) -> None:
+        """Change state and wake everything waiting on a change."""
+        self.state = state
+        self.stopped = state in (TorrentState.ERROR, TorrentState.REMOVED)
+        self.changed()
+
+    def is_in(self, *states: TorrentState) -> bool:
+        """Whether the state is one of ``states`` (the state changes across awaits)."""
+        return self.state in states
+
+    def changed(self) -> None:
+        """Wake the tasks waiting in :meth:`wait_changed`."""
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_changed(self) -> None:
+        """Wait for the next state change, flushed piece or finished I/O."""
+        await self._changed.wait()
+
+    @property
+    def idle(self) -> bool:
+        """No piece being written and no thread using the FileSystem."""
+        return not self.flushing and self.io_active == 0
+
+    def status(self) -> TorrentStatus:
+        """A frozen snapshot."""
+        return TorrentStatus(
+            state=self.state,
+            error=self.error,
+            reason=self.reason,
+            num_pieces=self.layout.num_pieces,
+            have=len(self.have),
+            partial_pieces=len(self.partial),
+            queued_pieces=len(self.flushing),
+            checked=self.checked,
+            to_check=self.to_check,
+        )
+
+    # -- pieces -----------------------------------------------------------------------
+
+    def pads(self, piece: int) -> tuple[tuple[int, int], ...]:
+        """The ranges of piece ``piece`` that fall on pad files, as (start, end)."""
+        cached = self._pad_cache.get(piece)
+        if cached is not None:
+            return cached
+        ranges = []
+        position = 0
+        for span in self.layout.spans(piece):
+            if span.is_pad:
+                ranges.append((position, position + span.length))
+            position += span.length
+        result = tuple(ranges)
+        if len(self._pad_cache) < 4096:  # pads are rare; bound the cache all the same
+            self._pad_cache[piece] = result
+        return result
+
+    def new_partial(self, piece: int) -> PartialPiece:
+        """Start assembling piece ``piece``."""
+        partial = PartialPiece(self.layout.piece_size(piece), self.pads(piece))
+        self.partial[piece] = partial
+        return partial
