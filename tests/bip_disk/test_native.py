@@ -6,6 +6,7 @@ import errno
 import os
 import random
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -144,7 +145,8 @@ def test_first_write_reopens_read_write(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores permissions")
 def test_permission_denied(tmp_path: Path) -> None:
-    # Skipped as root: root may write anywhere, so EACCES cannot be provoked.
+    # Skipped as root: root may write anywhere, so EACCES cannot be provoked in
+    # this process; test_permission_denied_unprivileged covers that case.
     fs = NativeFileSystem(tmp_path)
     (tmp_path / "locked").mkdir()
     (tmp_path / "locked").chmod(0o500)
@@ -156,6 +158,44 @@ def test_permission_denied(tmp_path: Path) -> None:
     finally:
         (tmp_path / "locked").chmod(0o700)
         fs.close()
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "fork") or not hasattr(os, "geteuid") or os.geteuid() != 0,
+    reason="needs root, to drop to an unprivileged user",
+)
+def test_permission_denied_unprivileged(tmp_path: Path) -> None:
+    """The same check when running as root: a forked child drops to ``nobody``."""
+    tmp_path.chmod(0o755)
+    fs = NativeFileSystem(tmp_path / "root")
+    fs.write("t/private", 0, b"root only")
+    (tmp_path / "root" / "t" / "private").chmod(0o600)
+    fs.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads around
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit code
+        status = 9
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            child = NativeFileSystem(tmp_path / "root")
+            status = 0
+            for call in (
+                lambda: child.write("t/new", 0, b"x"),
+                lambda: child.read("t/private", 0, 4),
+                lambda: child.write("t/private", 0, b"x"),
+            ):
+                try:
+                    call()
+                    status |= 1
+                except StorageError as exc:
+                    if exc.errno != errno.EACCES or not exc.path or not exc.path.startswith("t/"):
+                        status |= 2
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 @pytest.mark.parametrize(
