@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import struct
 from ipaddress import IPv6Address
 
 import pytest
@@ -369,6 +370,20 @@ def test_malformed_reply_fails_the_request(reply: object) -> None:
         assert core.statistics().malformed == 1
     else:  # too short to carry the transaction id: ignored
         assert core.statistics().ignored_unknown_transaction == 1
+
+
+def test_bare_announce_header_is_a_refusal() -> None:
+    """opentracker answers a torrent missing from its whitelist with 8 bytes: action, tid."""
+    core = _core()
+    core.announce(TRACKER, PARAMS, 0.0)
+    _connect(core, 0.0)
+    [(announce, _)] = _sent(core)
+    core.receive_datagram(struct.pack(">II", 1, announce.transaction_id), TRACKER, 0.0)
+    [failed] = _events(core)
+    assert isinstance(failed, RequestFailed)
+    assert isinstance(failed.error, TrackerRejectedError)
+    assert "whitelist" in str(failed.error)
+    assert core.statistics().requests_in_flight == 0
 
 
 def test_scrape_answered_with_the_wrong_count_is_malformed() -> None:

@@ -12,7 +12,7 @@ import trio
 from bip_handshake import PeerAddress, PeerId, PeerSink
 from bip_utracker._client import TrackerClient, open_tracker_client
 from bip_utracker._codec import AnnounceEvent, ScrapeStats
-from bip_utracker._errors import MalformedPacketError
+from bip_utracker._errors import TrackerRejectedError
 
 from ._helpers import StartProcess, require_client, start_opentracker
 from ._inbound import start_aria2_downloader
@@ -100,8 +100,8 @@ async def test_announce_and_scrape_against_opentracker(
             assert leecher not in again.peers
 
             # opentracker in whitelist mode answers a torrent it does not list with an 8-byte
-            # announce reply (no counts, no message): not a valid announce response.
-            with pytest.raises(MalformedPacketError, match="at least 20"):
+            # announce reply (no counts, no message): we report it as a refusal.
+            with pytest.raises(TrackerRejectedError, match="whitelist"):
                 await client.announce(url, NOT_LISTED, peer_id=_peer_id(1), port=7001)
 
             stats = client.statistics()

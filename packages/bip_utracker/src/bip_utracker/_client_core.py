@@ -116,6 +116,8 @@ RequestId = NewType("RequestId", int)
 """Names one announce or scrape of a :class:`TrackerClientCore`."""
 
 _CONNECT, _ANNOUNCE, _SCRAPE = 0, 1, 2
+# The action field of an announce reply, as it starts the datagram.
+_BARE_ANNOUNCE_ACTION = (1).to_bytes(4, "big")
 
 
 @dataclass(frozen=True, slots=True)
@@ -455,6 +457,17 @@ class TrackerClientCore:
         tracker = exchange.tracker
         if source != tracker.address:
             self._wrong_address += 1
+            return
+        if exchange.kind == _ANNOUNCE and raw[:4] == _BARE_ANNOUNCE_ACTION and len(raw) == 8:
+            # A bare announce header with no body is how opentracker refuses a torrent that is
+            # not on its whitelist: a refusal, not line noise.
+            self._fail_exchange(
+                exchange,
+                TrackerRejectedError(
+                    "the tracker answered the announce with an empty reply (opentracker does "
+                    "this for a torrent that is not on its whitelist)"
+                ),
+            )
             return
         try:
             response = decode_response(raw, family=tracker.address.family)
