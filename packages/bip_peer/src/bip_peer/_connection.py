@@ -110,6 +110,7 @@ from ._messages import (
 
 __all__ = [
     "DEFAULT_MAX_PEER_REQUESTS",
+    "MAX_CANCELLED_REQUESTS",
     "BlockKey",
     "ConnectionLimits",
     "Event",
@@ -123,6 +124,10 @@ DEFAULT_MAX_PEER_REQUESTS: Final = 500
 """How many requests a peer may have outstanding with us: the ``reqq`` we advertise.
 
 libtorrent advertises 500 (its ``max_allowed_in_request_queue`` default)."""
+
+MAX_CANCELLED_REQUESTS: Final = 4096
+"""How many cancelled requests are remembered, awaiting a late answer, before the oldest is
+forgotten (without the fast extension a honoured cancel is never answered)."""
 
 BlockKey: TypeAlias = tuple[int, int, int]
 """A block request as ``(index, begin, length)``."""
@@ -305,6 +310,9 @@ class PeerConnection:
         self._we_talked_pieces = False
 
         self._our_requests: set[BlockKey] = set()
+        # Requests we cancelled whose answer (a piece that crossed the cancel, or
+        # with fast a reject) may still come; oldest first, bounded.
+        self._cancelled: dict[BlockKey, None] = {}
         self._our_request_lengths: dict[tuple[int, int], int] = {}
         self._peer_requests: set[BlockKey] = set()
         self._allowed_fast_to_peer: set[int] = set()
@@ -472,6 +480,15 @@ class PeerConnection:
         return self._our_requests
 
     @property
+    def cancelled_requests(self) -> Set[BlockKey]:
+        """Requests we cancelled whose answer may still arrive (read only).
+
+        A piece or reject answering one is dropped (counted as unrequested /
+        unmatched) instead of being taken for a later request of the same block.
+        """
+        return self._cancelled.keys()
+
+    @property
     def peer_requests(self) -> Set[BlockKey]:
         """The peer's requests we owe an answer to, as ``(index, begin, length)`` (read only)."""
         return self._peer_requests
@@ -578,13 +595,18 @@ class PeerConnection:
                 and every later call raises the same error.
         """
         self._check_alive()
+        decoder = self._decoder
         try:
             while True:
-                message = self._decoder.next_message()
+                message = decoder.next_message()
                 if message is NEED_DATA:
                     return NEED_DATA
-                assert isinstance(message, Message)
-                event = self._receive(message)
+                # The receive hot path: a piece needs no extension check.
+                if type(message) is Piece:
+                    event = self._on_piece(message)
+                else:
+                    assert isinstance(message, Message)
+                    event = self._receive(message)
                 if event is not None:
                     return event
         except RemoteProtocolError as error:
@@ -630,6 +652,7 @@ class PeerConnection:
             # until the peer rejects them (BEP 6).
             self._our_requests.clear()
             self._our_request_lengths.clear()
+            self._cancelled.clear()
         return message
 
     def _on_unchoke(self, message: Message) -> Event:
@@ -753,9 +776,18 @@ class PeerConnection:
     def _on_piece(self, message: Message) -> Event | None:
         assert isinstance(message, Piece)
         index, begin, length = message.index, message.begin, len(message.block)
-        self._check_index(index, "piece")
+        num_pieces = self._num_pieces
+        if num_pieces is not None and index >= num_pieces:
+            self._check_index(index, "piece")
         self._peer_talked_pieces = True
         requested = self._our_request_lengths.get((index, begin))
+        if requested == length:
+            # The common case. Should the block also answer a cancelled request
+            # of the same key, the data is the same either way; the cancelled
+            # entry then absorbs the second answer.
+            self._our_requests.discard((index, begin, length))
+            del self._our_request_lengths[(index, begin)]
+            return message
         if length == 0:
             # BitComet rejects with an empty piece; libtorrent reads it so.
             if requested is None:
@@ -763,16 +795,17 @@ class PeerConnection:
                 return None
             self._forget_our_request(index, begin, requested)
             return RejectRequest(index, begin, requested)
-        if requested is None:
-            self.unrequested_blocks += 1
-            self.unrequested_bytes += length
-            return None
-        if requested != length:
+        key = (index, begin, length)
+        if key in self._cancelled:
+            # The answer to a request we cancelled, crossing the cancel.
+            del self._cancelled[key]
+        elif requested is not None:
             raise RemoteProtocolError(
                 f"piece {index} offset {begin}: {length} bytes for a {requested}-byte request"
             )
-        self._forget_our_request(index, begin, length)
-        return message
+        self.unrequested_blocks += 1
+        self.unrequested_bytes += length
+        return None
 
     def _forget_our_request(self, index: int, begin: int, length: int) -> None:
         self._our_requests.discard((index, begin, length))
@@ -783,8 +816,12 @@ class PeerConnection:
         self._check_index(message.index, "reject")
         self._peer_talked_pieces = True
         key = (message.index, message.begin, message.length)
+        if key in self._cancelled:
+            # With fast, a cancelled request is answered by a reject or its piece;
+            # this is that answer, not one for a later request of the same block.
+            del self._cancelled[key]
+            return None
         if key not in self._our_requests:
-            # It answers a request we cancelled (with fast, cancels are answered).
             self.unmatched_rejects += 1
             return None
         self._forget_our_request(*key)
@@ -895,6 +932,10 @@ class PeerConnection:
             RemoteProtocolError: the connection already failed.
         """
         self._check_alive()
+        if type(message) is Piece:  # the send hot path first
+            self._send_piece(message)
+            head, block = message.encode_parts()
+            return [head, block]
         if isinstance(message, ExtendedHandshake):
             return [self._send_extended_handshake(message)]
         name = _NAME_OF_CLASS.get(type(message))
@@ -911,9 +952,6 @@ class PeerConnection:
             extra = handler(self, message)
             if extra:
                 return [message.encode(), *extra]
-        if isinstance(message, Piece):
-            head, block = message.encode_parts()
-            return [head, block]
         return [message.encode()]
 
     def _local_index(self, index: int, what: str) -> None:
@@ -1008,6 +1046,10 @@ class PeerConnection:
         if key not in self._our_requests:
             raise LocalProtocolError(f"cancel of {key}, which is not outstanding")
         self._forget_our_request(*key)
+        self._cancelled[key] = None
+        if len(self._cancelled) > MAX_CANCELLED_REQUESTS:
+            # Without fast a honoured cancel is never answered: forget the oldest.
+            del self._cancelled[next(iter(self._cancelled))]
 
     def _send_piece(self, message: Message) -> None:
         assert isinstance(message, Piece)
