@@ -380,6 +380,14 @@ def test_sync_all_survives_eviction(tmp_path: Path) -> None:
     fs.close()
 
 
+def test_failed_truncate_is_not_dirty(tmp_path: Path) -> None:
+    fs = NativeFileSystem(tmp_path)
+    with pytest.raises(StorageError):
+        fs.truncate("missing", 3)
+    fs.sync()  # nothing to sync, no ENOENT for a file that never existed
+    fs.close()
+
+
 def test_stat_of_directory(native: NativeFileSystem) -> None:
     native.write("d/f", 0, b"x")
     with pytest.raises(StorageError) as info:

@@ -80,8 +80,10 @@ class FileSystem(Protocol):
     def write(self, path: str, offset: int, data: Buffer) -> None:
         """Write all of ``data`` at ``offset``, creating the file and its parents.
 
-        Writing past the end extends the file; the gap reads as zeros. Either every
-        byte is written or ``StorageError`` is raised (``ENOSPC``, ``EACCES``, ...).
+        Writing past the end extends the file; the gap reads as zeros. Writing
+        nothing creates the file but never extends it (as POSIX ``write``). Either
+        every byte is written or ``StorageError`` is raised (``ENOSPC``, ``EACCES``,
+        ...).
         """
         ...
 

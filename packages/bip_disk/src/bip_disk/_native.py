@@ -337,15 +337,24 @@ class NativeFileSystem:
     # -- the handle cache -----------------------------------------------------
 
     def _acquire(self, path: str, parts: tuple[str, ...], *, write: bool, create: bool) -> _Handle:
+        """A handle for ``path``, counted as in use until :meth:`_release`.
+
+        A write handle also marks the file as changed, for :meth:`sync` with no
+        path (under the same lock, so a write costs one lock round trip here).
+        """
         with self._lock:
             handle = self._handles.get(path)
             if handle is not None and (handle.writable or not write):
                 self._handles.move_to_end(path)
                 handle.users += 1
+                if write:
+                    self._dirty.add(path)
                 return handle
         flags = (os.O_RDWR | (os.O_CREAT if create else 0)) if write else os.O_RDONLY
         fresh = _Handle(self._open(path, parts, flags), write)
         with self._lock:
+            if write:
+                self._dirty.add(path)
             handle = self._handles.get(path)
             if handle is not None and (handle.writable or not write):
                 # Another thread opened it meanwhile: use theirs.
@@ -408,8 +417,6 @@ class NativeFileSystem:
         try:
             handle = self._acquire(path, parts, write=True, create=True)
             try:
-                with self._lock:
-                    self._dirty.add(path)
                 _pwrite_all(handle, offset, view)
             finally:
                 self._release(handle)
@@ -457,8 +464,6 @@ class NativeFileSystem:
         try:
             handle = self._acquire(path, parts, write=True, create=True)
             try:
-                with self._lock:
-                    self._dirty.add(path)
                 current = os.fstat(handle.fd).st_size
                 if full and size:
                     _reserve(handle, current, size)
@@ -476,8 +481,6 @@ class NativeFileSystem:
         try:
             handle = self._acquire(path, parts, write=True, create=False)
             try:
-                with self._lock:
-                    self._dirty.add(path)
                 os.ftruncate(handle.fd, size)
             finally:
                 self._release(handle)
