@@ -279,12 +279,16 @@ class FsspecFileSystem:
                     staged = self._staged.get(path)
                 if staged is not None:
                     return staged.data.read(offset, length)
-                if not self._exists_file(full):
-                    code = errno.EISDIR if self.fs.isdir(full) else errno.ENOENT
-                    raise _fail(code, path, "read")
                 if length == 0:
+                    if not self._exists_file(full):
+                        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
                     return b""
+                # One request, no existence check first: on an object store every
+                # call is a round trip.
                 return bytes(self.fs.cat_file(full, start=offset, end=offset + length))
+            except FileNotFoundError:
+                code = errno.EISDIR if self.fs.isdir(full) else errno.ENOENT
+                raise _fail(code, path, "read") from None
             except StorageError:
                 raise
             except Exception as exc:  # any backend's failure
