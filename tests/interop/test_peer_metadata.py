@@ -21,7 +21,14 @@ from bip_peer._manager import PeerManager, PeerManagerConfig, open_peer_manager
 
 from ._helpers import StartProcess, file_exists, free_port, require_client
 from ._peer_swarm import start_libtorrent_magnet
-from ._seeders import HOST, make_torrent, start_aria2, start_libtorrent
+from ._seeders import (
+    HOST,
+    make_torrent,
+    start_aria2,
+    start_libtorrent,
+    start_qbittorrent,
+    start_rtorrent,
+)
 from ._torrents import info_bytes
 
 pytestmark = pytest.mark.interop
@@ -33,6 +40,16 @@ OURS = Extensions.EXTENSION_PROTOCOL | Extensions.FAST
 async def _feed(handshaker: Handshaker, manager: PeerManager) -> None:
     async for done in handshaker.completed():
         manager.add_peer(done)
+
+
+async def _redial(
+    handshaker: Handshaker, manager: PeerManager, torrent: InfoHash, dial: list[PeerAddress]
+) -> None:
+    # A seeder may accept connections before it serves the torrent (qBittorrent, aria2 and
+    # rtorrent check the data first) and hang up on us: dial again until a peer is connected.
+    while not manager.peers:
+        handshaker.discovered(torrent, dial, "test")
+        await trio.sleep(1)
 
 
 async def _drain(manager: PeerManager) -> None:
@@ -62,7 +79,7 @@ async def swarm_side(
     ):
         handshaker.register(torrent)
         if dial:
-            handshaker.discovered(torrent, dial, "test")
+            nursery.start_soon(_redial, handshaker, manager, torrent, dial)
         nursery.start_soon(_feed, handshaker, manager)
         nursery.start_soon(_drain, manager)
         yield handshaker, manager
@@ -120,9 +137,15 @@ async def test_fetch_hybrid_metadata_from_libtorrent(
     assert got == info_bytes((workdir / "payload.torrent").read_bytes())
 
 
-async def test_fetch_metadata_from_aria2(tmp_path: Path, start_process: StartProcess) -> None:
-    torrent = make_torrent(tmp_path)
-    seed = start_aria2(start_process, tmp_path, torrent)
+@pytest.mark.parametrize("client", ["aria2", "qBittorrent", "rtorrent"])
+async def test_fetch_metadata_from_other_clients(
+    client: str, tmp_path: Path, start_process: StartProcess
+) -> None:
+    # rtorrent refuses a torrent without trackers: give it one where nothing listens.
+    trackers = (f"http://{HOST}:{free_port()}/announce",) if client == "rtorrent" else ()
+    torrent = make_torrent(tmp_path, trackers=trackers)
+    start = {"aria2": start_aria2, "qBittorrent": start_qbittorrent, "rtorrent": start_rtorrent}
+    seed = await trio.to_thread.run_sync(start[client], start_process, tmp_path, torrent)
     exchange = MetadataExchange()
     magnet_only = InfoHash(v1=torrent.v1)
     address = PeerAddress(IPv4Address(seed.host), seed.port)
