@@ -755,11 +755,17 @@ def _candidates(conn: PeerConnection, data: st.DataObject) -> object:
 
 
 @settings(max_examples=150, deadline=None)
-@given(data=st.data(), fast=st.booleans())
-def test_random_well_behaved_sessions_never_raise(data: st.DataObject, fast: bool) -> None:
-    """Two sides send whatever send() allows; bytes arrive late and in pieces (races)."""
+@given(data=st.data(), fast=st.booleans(), magnet=st.booleans())
+def test_random_well_behaved_sessions_never_raise(
+    data: st.DataObject, fast: bool, magnet: bool
+) -> None:
+    """Two sides send whatever send() allows; bytes arrive late and in pieces (races).
+
+    With ``magnet``, the second side learns the piece count only at some point
+    of the session, as after a metadata download.
+    """
     ext = ALL if fast else PLAIN
-    a, b = make(ext=ext), make(ext=ext)
+    a, b = make(ext=ext), make(ext=ext, num_pieces=None if magnet else 8)
     sides = [a, b]
     wires = [bytearray(), bytearray()]  # wires[i]: bytes from side i not yet delivered
     for i, side in enumerate(sides):  # usually a session starts with availability
@@ -778,6 +784,8 @@ def test_random_well_behaved_sessions_never_raise(data: st.DataObject, fast: boo
         wires[1 - i] += receiver.data_to_send()
 
     for _ in range(data.draw(st.integers(min_value=1, max_value=80))):
+        if b.num_pieces is None and data.draw(st.integers(0, 9)) == 0:
+            b.num_pieces = 8
         i = data.draw(st.integers(0, 1))
         if data.draw(st.booleans()):
             message = _candidates(sides[i], data)
@@ -791,6 +799,8 @@ def test_random_well_behaved_sessions_never_raise(data: st.DataObject, fast: boo
                 deliver_some(i, len(wires[i]))
     assert not wires[0]
     assert not wires[1]
+    if b.num_pieces is None:
+        b.num_pieces = 8
     # Once quiet, each side's view of the other matches what the other sent.
     for me, peer in ((a, b), (b, a)):
         assert me.peer_choking == peer.am_choking

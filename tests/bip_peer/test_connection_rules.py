@@ -362,3 +362,104 @@ def test_send_before_num_pieces_is_known(message: Message) -> None:
     with pytest.raises(LocalProtocolError, match="number of pieces"):
         conn.send(message)
     conn.send(HaveNone())  # the one availability message that needs no piece count
+
+
+# ------------------------------------------------------------------ requests by choke state
+
+# A request for a piece we announced, by (fast, we choke it, the piece is allowed fast):
+# E served, D refused silently, J refused with a reject owed.
+REQUEST_TABLE: dict[tuple[bool, bool, bool], str] = {
+    (False, True, False): "D",
+    (False, False, False): "E",
+    (True, True, False): "J",
+    (True, True, True): "E",
+    (True, False, False): "E",
+    (True, False, True): "E",
+}
+
+
+@pytest.mark.parametrize(("fast", "choking", "allowed"), sorted(REQUEST_TABLE))
+def test_request_by_choke_state(fast: bool, choking: bool, allowed: bool) -> None:
+    conn = make(fast=fast)
+    conn.send(HaveAll() if fast else Bitfield(b"\xfe"))
+    if allowed:
+        conn.send(AllowedFast(1))
+    if not choking:
+        conn.send(Unchoke())
+    events = receive(conn, Request(1, 0, 16384))
+    owed = conn.data_to_send()
+    got = "E" if events else ("J" if owed else "D")
+    assert got == REQUEST_TABLE[(fast, choking, allowed)]
+    if got == "J":
+        assert owed == RejectRequest(1, 0, 16384).encode()
+
+
+# Our own request, by (fast, the peer chokes us, the peer allowed the piece fast): O or L.
+OUR_REQUEST_TABLE: dict[tuple[bool, bool, bool], str] = {
+    (False, True, False): "L",
+    (False, False, False): "O",
+    (True, True, False): "L",
+    (True, True, True): "O",
+    (True, False, False): "O",
+    (True, False, True): "O",
+}
+
+
+@pytest.mark.parametrize(("fast", "choked", "allowed"), sorted(OUR_REQUEST_TABLE))
+def test_our_request_by_choke_state(fast: bool, choked: bool, allowed: bool) -> None:
+    conn = make(fast=fast)
+    receive(conn, HaveAll() if fast else Bitfield(b"\xfe"))
+    if allowed:
+        receive(conn, AllowedFast(1))
+    if not choked:
+        receive(conn, Unchoke())
+    assert _send_outcome(conn, Request(1, 0, 16384)) == OUR_REQUEST_TABLE[(fast, choked, allowed)]
+
+
+# ------------------------------------------------------------------ pieces unknown (magnet)
+
+# Received before the piece count is known: (no fast, fast).
+MAGNET_TABLE: dict[str, str] = {
+    "have": "EE",
+    "have out of range": "EE",  # checked once the count is known
+    "bitfield": "EE",
+    "bitfield too long": "EE",  # kept, checked later
+    "have all": "RE",
+    "have none": "RE",
+    "suggest": "RE",
+    "allowed fast": "RE",
+    "reject unrequested": "RD",
+    "request while choked": "DD",
+    "cancel unrequested": "DD",
+    "piece unrequested": "DD",
+    "keep alive": "EE",
+    "unchoke": "EE",
+}
+
+
+@pytest.mark.parametrize("name", sorted(MAGNET_TABLE))
+@pytest.mark.parametrize("fast", [False, True], ids=["plain", "fast"])
+def test_receive_before_num_pieces(name: str, fast: bool) -> None:
+    conn = make(fast=fast, num_pieces=None)
+    assert outcome(conn, RECEIVED[name]) == MAGNET_TABLE[name][int(fast)]
+
+
+@pytest.mark.parametrize(
+    ("name", "valid"),
+    [
+        ("have", True),
+        ("have out of range", False),
+        ("bitfield", True),
+        ("bitfield too long", False),
+        ("bitfield spare bits", False),
+    ],
+)
+def test_magnet_availability_checked_when_num_pieces_is_set(name: str, valid: bool) -> None:
+    conn = make(fast=True, num_pieces=None)
+    receive(conn, RECEIVED[name])
+    if valid:
+        conn.num_pieces = NUM_PIECES
+        assert conn.peer_pieces.num_pieces == NUM_PIECES
+    else:
+        with pytest.raises(RemoteProtocolError):
+            conn.num_pieces = NUM_PIECES
