@@ -425,7 +425,7 @@ class DiskManager:
         storage = TorrentStorage(handle, info, layout, verifier, filesystem)
         self._torrents[handle.id] = storage
         self._by_hash[info.info_hash] = storage
-        self._nursery.start_soon(self._run_check, storage, resume, check, allocate)
+        self._start_check(storage, resume, check, allocate)
         return handle
 
     async def remove_torrent(self, torrent: TorrentHandle, *, delete_data: bool = False) -> None:
@@ -533,15 +533,20 @@ class DiskManager:
         storage = self._get(torrent)
         if storage.state not in (TorrentState.READY, TorrentState.ERROR):
             raise TorrentStateError(f"cannot recheck {torrent!r} while {storage.state.value}")
+        previous = storage.check_done
         storage.set_state(TorrentState.CHECKING)
         storage.check_done = trio.Event()
         self._drop_partials(storage)
+        await previous.wait()  # the last check's task has ended
         while not storage.idle:
             await storage.wait_changed()
+        if not storage.is_in(TorrentState.CHECKING):  # removed (or closing) meanwhile
+            storage.check_done.set()
+            return
         storage.have.clear()
         storage.error = storage.reason = None
         self._cache.drop_torrent(torrent.id)
-        self._nursery.start_soon(self._run_check, storage, None, True, "none")
+        self._start_check(storage, None, True, "none")
 
     async def wait_checked(self, torrent: TorrentHandle) -> TorrentState:
         """Wait until the torrent's current check (if any) ends; returns its state then.
@@ -552,6 +557,20 @@ class DiskManager:
         storage = self._get(torrent)
         await storage.check_done.wait()
         return storage.state
+
+    async def wait_idle(self, torrent: TorrentHandle) -> None:
+        """Wait until no complete piece of the torrent is queued or being written.
+
+        Pieces still arriving do not count. Useful before saving resume data that
+        should list every piece received so far.
+
+        Raises:
+            TorrentStateError: the torrent is unknown or removed.
+        """
+        storage = self._get(torrent)
+        while not storage.idle:
+            await storage.wait_changed()
+        await trio.lowlevel.checkpoint()
 
     # -- public API: blocks ------------------------------------------------------------
 
@@ -901,19 +920,34 @@ class DiskManager:
         elif isinstance(outcome, StorageError):
             await self._fail(storage, outcome, f"writing piece {piece} failed: {outcome}")
 
-    async def _run_check(
+    def _start_check(
         self,
         storage: TorrentStorage,
         resume: ResumeData | None,
         check: bool,
         allocate: Allocation,
     ) -> None:
-        """Check a torrent's data (see :mod:`._check`), create its files, make it READY."""
+        # The scope exists before the task runs, so closing or removing the torrent
+        # right away cancels a check that has not started yet.
+        scope = storage.check_scope = trio.CancelScope()
         storage.check_stop = [False]
+        self._nursery.start_soon(
+            self._run_check, storage, resume, check, allocate, scope, storage.check_done
+        )
+
+    async def _run_check(
+        self,
+        storage: TorrentStorage,
+        resume: ResumeData | None,
+        check: bool,
+        allocate: Allocation,
+        scope: trio.CancelScope,
+        done: trio.Event,
+    ) -> None:
+        """Check a torrent's data (see :mod:`._check`), create its files, make it READY."""
         handle = storage.handle
         try:
-            with trio.CancelScope() as scope:
-                storage.check_scope = scope
+            with scope:
                 await self._check(storage, resume, check)
                 if storage.state is TorrentState.CHECKING:
                     await self._create_files(storage, allocate)
@@ -923,8 +957,9 @@ class DiskManager:
                     CheckFinished(handle, len(storage.have), storage.checked, resume is not None)
                 )
         finally:
-            storage.check_scope = None
-            storage.check_done.set()
+            if storage.check_scope is scope:
+                storage.check_scope = None
+            done.set()
             storage.changed()
 
     async def _check(self, storage: TorrentStorage, resume: ResumeData | None, check: bool) -> None:
