@@ -49,6 +49,7 @@ for the in-flight bound: take the events.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import time
@@ -932,12 +933,21 @@ class DiskManager:
         scope = storage.check_scope = trio.CancelScope()
         storage.check_stop = [False]
         self._nursery.start_soon(
-            self._run_check, storage, resume, check, allocate, scope, storage.check_done
+            functools.partial(
+                self._run_check,
+                storage,
+                resume=resume,
+                check=check,
+                allocate=allocate,
+                scope=scope,
+                done=storage.check_done,
+            )
         )
 
     async def _run_check(
         self,
         storage: TorrentStorage,
+        *,
         resume: ResumeData | None,
         check: bool,
         allocate: Allocation,
