@@ -21,13 +21,16 @@ the bitfield, have all and the haves are kept and checked once
 bitfield message is refused at once.
 
 Our requests (what we asked the peer for). A piece answers the request with
-the same index, offset and length; a piece at a requested offset with another
-length is an error; a piece nobody requested (a duplicate, or a cancel that
-crossed the piece on the wire) is counted in ``unrequested_blocks`` and dropped,
-as libtorrent does, because it happens to honest peers. A reject (fast only)
-clears its request; one for nothing outstanding is counted and dropped (it
-follows our cancel, with fast). A choke without the fast extension discards all
-our requests (BEP 3); with it they stay until the peer rejects them (BEP 6). A
+the same index, offset and length; a piece nobody requested (a duplicate, or
+one that crossed our cancel on the wire) is counted in ``unrequested_blocks``
+and dropped, as libtorrent does, because it happens to honest peers; a piece at
+a requested offset with another length, not explained by a cancelled request,
+is an error. A reject (fast only) clears its request; one for nothing
+outstanding is counted and dropped. Cancelled requests are remembered
+(:attr:`~PeerConnection.cancelled_requests`, bounded) until their answer comes,
+so that with fast the reject answering a cancel is not taken for a later
+request of the same block. A choke without the fast extension discards all our
+requests (BEP 3); with it they stay until the peer rejects them (BEP 6). A
 zero-length piece is read as a reject, as libtorrent reads BitComet's.
 
 The peer's requests. A request above ``max_block_length`` or of length 0, or for
@@ -36,9 +39,10 @@ cannot serve is refused: rejected (with fast: a reject request goes into
 :meth:`~PeerConnection.data_to_send`) or silently dropped (without fast, as BEP 3
 says a choke discards requests). Refused are: requests beyond
 ``max_peer_requests`` outstanding (the ``reqq`` we advertise; libtorrent rejects
-those rather than disconnecting), requests for a piece we have not announced
-(counted; too many is an error), and requests while we choke the peer unless the
-piece is in the allowed-fast set we gave it (counted from our last choke; more
+those rather than disconnecting), requests before we know the piece count,
+requests for a piece we have not announced (counted; too many is an error),
+and requests while we choke the peer unless the piece is in the allowed-fast
+set we gave it (counted from our last choke; more
 than ``max_choked_requests`` is an error: a peer honouring our choke sends at
 most what was already in flight). A cancel removes the request, and with fast
 is answered by a reject, as libtorrent does. When we choke a peer, the requests
@@ -55,7 +59,10 @@ updates the map (an id of 0 removes an extension).
 
 The port message (BEP 5) is accepted only from a peer that set the DHT bit and
 sent only when both did. The BEP 52 hash request / hashes / hash reject are
-paired like requests and pieces.
+paired like requests and pieces (the peer's requests bounded; beyond the bound
+answered with a hash reject). Whether a request's ``begin + length`` fits the
+piece, and whether the peer wants an upload-only peer's pieces, is for the
+caller: the connection knows piece counts, not piece sizes.
 """
 
 from __future__ import annotations
