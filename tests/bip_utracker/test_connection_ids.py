@@ -103,3 +103,11 @@ def test_property_only_the_granted_id_passes(
         assert not ids.is_valid(cid, other, now)
     if guess != cid:
         assert not ids.is_valid(guess, address, now)
+
+
+def test_float_rounding_at_a_window_edge() -> None:
+    # 4.3 / 0.1 floors to window 42, whose end (43 * 0.1) is 4.3 itself in floating point.
+    ids = ConnectionIds(SECRET, window_length=0.1)
+    cid = ids.issue(ADDRESS, 4.3)
+    assert ids.issue(ADDRESS, 4.3) == cid
+    assert ids.is_valid(cid, ADDRESS, 4.3)

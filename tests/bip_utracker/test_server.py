@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv6Address
+from typing import Any
 
 import pytest
 import trio
@@ -238,3 +239,58 @@ async def test_replies_to_a_vanished_client_do_not_stop_the_server() -> None:
         other = await client(server.address)
         with other.sock:
             assert isinstance(await other.request(ConnectRequest(2).encode()), ConnectResponse)
+
+
+class _FlakySocket:
+    """Stands in for the server socket in :meth:`TrackerServer._send`."""
+
+    def __init__(self, outcomes: list[BaseException | None]) -> None:
+        self.outcomes = outcomes
+        self.sent: list[bytes] = []
+
+    def getsockname(self) -> tuple[str, int]:
+        return ("127.0.0.1", 1)
+
+    def sendto(self, data: bytes, addr: object) -> int:
+        outcome = self.outcomes.pop(0) if self.outcomes else None
+        if outcome is not None:
+            raise outcome
+        self.sent.append(data)
+        return len(data)
+
+
+def test_send_keeps_what_would_block_and_skips_unreachable_peers() -> None:
+    import errno
+
+    from bip_utracker._server import TrackerServer
+    from bip_utracker._server_core import TrackerServerCore
+
+    refused = OSError(errno.ECONNREFUSED, "refused")
+    fake = _FlakySocket([None, refused, BlockingIOError(), None])
+    server = TrackerServer(fake, TrackerServerCore())  # type: ignore[arg-type]
+    replies = [(bytes([n]), ("127.0.0.1", n)) for n in range(4)]
+    assert server._send(replies) == replies[2:]
+    assert server._send(replies[2:]) == []
+    assert fake.sent == [b"\x00", b"\x02", b"\x03"]
+    assert server.send_failures == 1
+    fake.outcomes = [OSError(errno.EBADF, "bad file descriptor")]
+    with pytest.raises(OSError, match="bad file descriptor"):
+        server._send(replies)
+
+
+async def test_replies_wait_for_a_writable_socket() -> None:
+    async with serve_tracker(("127.0.0.1", 0)) as server:
+        real = server._send
+        calls: list[int] = []
+
+        def full_once(replies: list[tuple[bytes, Any]]) -> list[tuple[bytes, Any]]:
+            calls.append(len(replies))
+            if len(calls) == 1:
+                return replies  # as if the send buffer were full
+            return real(replies)
+
+        server._send = full_once  # type: ignore[method-assign]
+        one = await client(server.address)
+        with one.sock:
+            assert isinstance(await one.request(ConnectRequest(1).encode()), ConnectResponse)
+        assert calls[:2] == [1, 1]

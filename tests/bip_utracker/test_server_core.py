@@ -346,8 +346,11 @@ def test_rate_limiter_memory_is_bounded() -> None:
     limiter = core._limiter
     assert limiter is not None
     assert len(limiter) <= 100
-    # Idle buckets are forgotten at the timer.
+    # Idle buckets are forgotten at the timer (not before they are full again).
     core.handle_timer(10.0)
+    remembered = len(limiter)
+    core.handle_timer(10.5)
+    assert len(limiter) == remembered
     core.handle_timer(20.0)
     assert len(limiter) == 0
 
@@ -429,6 +432,8 @@ _FAILED = ErrorResponse(3, INTERNAL_ERROR)
         # Counters beyond int32: an announce's are the handler's bug, a scrape's are clamped
         # (a completed counter may really grow that large).
         (AnnounceAnswer(2**40, 1), [ScrapeStats(2**40, 0, 0)], _CLAMPED),
+        (AnnounceAnswer(1, -(2**40)), [ScrapeStats(-(2**40), 0, 0)], _FAILED),
+        (AnnounceAnswer("1", 1), [ScrapeStats("1", 0, 0)], _FAILED),  # type: ignore[arg-type]
     ],
 )
 def test_a_failing_handler_costs_one_request(

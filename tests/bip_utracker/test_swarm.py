@@ -182,6 +182,15 @@ def test_full_swarm_evicts_its_least_recently_announced_peer() -> None:
     assert s.statistics().evicted_peers == 1
 
 
+def test_evicting_a_seeder_keeps_the_counters_right() -> None:
+    s = store(max_peers_per_swarm=2)
+    s.announce_compact(HASH, v4(1), 0, STARTED, 50, 0.0)
+    s.announce_compact(HASH, v4(2), 0, STARTED, 50, 1.0)
+    assert s.announce_compact(HASH, v4(3), 5, STARTED, 50, 2.0)[:2] == (1, 1)
+    stats = s.statistics()
+    assert (stats.seeders, stats.leechers, stats.evicted_peers) == (1, 1, 1)
+
+
 def test_total_peer_bound_evicts_old_swarms_then_old_peers() -> None:
     s = store(max_peers=4, max_peers_per_swarm=4)
     s.announce_compact(OTHER, v4(1), 1, STARTED, 50, 0.0)

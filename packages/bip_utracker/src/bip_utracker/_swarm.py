@@ -280,7 +280,7 @@ class SwarmStore:
             if len(peers) >= self._max_peers_per_swarm:
                 self._evict_peer(swarm)
             if self._peer_count >= self._max_peers:
-                self._make_room(swarm)
+                self._make_room()
             record = _Peer(now + self._peer_lifetime, seeder, len(family))
             if not peers:
                 swarm.trim_at = record.expires
@@ -408,15 +408,14 @@ class SwarmStore:
             swarm.seeders -= 1
             self._seeder_count -= 1
 
-    def _make_room(self, keep: _Swarm) -> None:
-        """Evict whole swarms, least recent first, until one more peer fits; never *keep*
-        (it is the most recent, so the others go first; alone, it loses its oldest peer)."""
-        while self._peer_count >= self._max_peers:
-            first = self._swarms[next(iter(self._swarms))]
-            if first is keep:
-                self._evict_peer(keep)
-            else:
-                self._evict_swarm()
+    def _make_room(self) -> None:
+        """Evict whole swarms, least recently announced first, until one more peer fits.
+
+        The swarm being announced to is the most recent, so it goes last; alone, it cannot be
+        over the bound: the per-swarm limit (at most ``max_peers``) already made room in it.
+        """
+        while self._peer_count >= self._max_peers and len(self._swarms) > 1:
+            self._evict_swarm()
 
     # -- inspection ---------------------------------------------------------------------------
 
