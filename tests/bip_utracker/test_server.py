@@ -294,3 +294,32 @@ async def test_replies_wait_for_a_writable_socket() -> None:
         with one.sock:
             assert isinstance(await one.request(ConnectRequest(1).encode()), ConnectResponse)
         assert calls[:2] == [1, 1]
+
+
+async def test_our_client_against_our_server() -> None:
+    """bip_utracker's TrackerClient and TrackerServer agree on every exchange."""
+    from bip_utracker._client import open_tracker_client
+    from bip_utracker._errors import TrackerRejectedError
+
+    config = ServerConfig(allowed_info_hashes=frozenset({HASH}))
+    async with (
+        serve_tracker(("127.0.0.1", 0), config=config) as server,
+        open_tracker_client(bind_v4="127.0.0.1", bind_v6=None) as tracker_client,
+    ):
+        url = f"udp://127.0.0.1:{server.address[1]}/announce"
+        peer_id = b"-XX0001-" + bytes(12)
+        first = await tracker_client.announce(
+            url, HASH, peer_id=peer_id, port=1111, left=0, event=AnnounceEvent.STARTED
+        )
+        assert (first.seeders, first.leechers, first.peers) == (1, 0, ())
+        # The tracker keys peers by address: another port is another peer.
+        second = await tracker_client.announce(url, HASH, peer_id=peer_id, port=2222, left=5)
+        assert second.peers == (PeerAddress(IPv4Address("127.0.0.1"), 1111),)
+        scraped = await tracker_client.scrape(url, [HASH, OTHER])
+        assert scraped.files == (ScrapeStats(1, 0, 1), ScrapeStats(0, 0, 0))
+        with pytest.raises(TrackerRejectedError, match=NOT_REGISTERED):
+            await tracker_client.announce(url, OTHER, peer_id=peer_id, port=1111)
+        await tracker_client.announce(
+            url, HASH, peer_id=peer_id, port=1111, event=AnnounceEvent.STOPPED
+        )
+        assert server.statistics().peers == 1
