@@ -2,7 +2,8 @@ r"""UDP tracker load: bip_utracker's TrackerServer against opentracker, in one r
 
 Run from the workspace root (opentracker from apt: ``apt install opentracker``):
 
-    uv run python benchmarks/tracker_load.py [--duration 10] [--processes N] [--clients 256]
+    uv run python benchmarks/tracker_load.py [--duration 8] [--rounds 3] [--processes N]
+        [--clients 256] [--swarms 100]
 
 One load generator, the same for both trackers, made of ``--processes`` separate processes
 (default: one fewer than the cores, so that the tracker under test keeps a core to itself; at
@@ -11,11 +12,11 @@ socket on its own loopback address (127.P.x.y), so that each is a distinct peer 
 A client loops, closed-loop with one request in flight: a connect request, then an announce with
 the connection id it got (info-hash: one of ``--swarms`` hashes, chosen by the client number;
 ``num_want`` 50; ``left`` > 0 for most, 0 for one client in ten), then again from the connect. An
-announce answered in full counts; the first second is warm-up and not counted. Errors: replies
-that do not parse, carry a wrong transaction id or action, error responses, and requests left
-unanswered for a second (the client then starts over with a connect).
+announce answered in full counts; the first second of each run is warm-up and not counted.
+Errors: replies that do not parse, carry a wrong transaction id or action, and error responses;
+timeouts: requests left unanswered for a second (the client then starts over with a connect).
 
-The trackers, in turn, on 127.0.0.1:
+The trackers, both running for the whole benchmark, on 127.0.0.1:
 
 - opentracker (Debian builds it in whitelist mode, see ../shared/INTEROP.md), its whitelist
   holding exactly the swarms' info-hashes;
@@ -23,9 +24,16 @@ The trackers, in turn, on 127.0.0.1:
   configuration except the per-address rate limit, raised to 10^6 requests/s so that its code runs
   on every datagram but never refuses a simulated client (each sends thousands a second).
 
-The report gives both announce rates, the errors, the mean number of peers per announce response
-(both trackers return up to 50 here), and the ratio ours / opentracker. Goal: at least 0.5 with no
-errors.
+The load runs ``--rounds`` times against each, alternating which goes first (other work on the
+machine drifts); the report gives the median announce rates and their ratio, the errors and
+timeouts, the mean number of peers per announce reply (opentracker includes the announcer
+itself, we never do), and the tracker process's CPU time per announce (user + system, from
+/proc, warm-up included), which is less sensitive than the rates to what else the machine runs.
+Goal: ours / opentracker >= 0.5 with no errors or timeouts from ours.
+
+Timeouts from opentracker are its own socket dropping datagrams: it keeps the system's default
+receive buffer (about 200 KiB, fewer than 256 requests in flight at once need), where
+bip_utracker asks for 4 MiB. ``--clients 128`` avoids them.
 """
 
 from __future__ import annotations
