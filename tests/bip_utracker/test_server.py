@@ -323,3 +323,26 @@ async def test_our_client_against_our_server() -> None:
             url, HASH, peer_id=peer_id, port=1111, event=AnnounceEvent.STOPPED
         )
         assert server.statistics().peers == 1
+
+
+async def test_a_failing_socket_is_our_error() -> None:
+    import errno
+
+    with pytest.raises(TrackerError, match=r"socket .* failed") as caught:  # noqa: PT012
+        async with serve_tracker(("127.0.0.1", 0)) as server:
+
+            def broken(replies: list[tuple[bytes, Any]]) -> list[tuple[bytes, Any]]:
+                raise OSError(errno.EBADF, "bad file descriptor")
+
+            server._send = broken  # type: ignore[method-assign]
+            one = await client(server.address)
+            with one.sock:
+                await one.sock.sendto(ConnectRequest(1).encode(), server.address)
+                await trio.sleep_forever()
+    assert isinstance(caught.value.__cause__, OSError)
+
+
+async def test_the_body_s_exception_comes_out_unwrapped() -> None:
+    with pytest.raises(KeyError, match="mine"):
+        async with serve_tracker(("127.0.0.1", 0)):
+            raise KeyError("mine")

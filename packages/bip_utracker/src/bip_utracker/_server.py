@@ -111,6 +111,13 @@ class TrackerServer:
         return []
 
     async def _run(self) -> None:
+        try:
+            await self._serve()
+        except OSError as error:
+            # Not a peer's doing (those errors are _TRANSIENT): the socket itself failed.
+            raise TrackerError(f"the tracker socket on {self.address} failed: {error}") from error
+
+    async def _serve(self) -> None:
         sock = self._sock
         core = self._core
         receive = core.receive_datagram
@@ -215,6 +222,12 @@ async def serve_tracker(
                 yield server
             finally:
                 nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # One failure (the body's own exception, or our TrackerError) comes out unwrapped.
+        if len(group.exceptions) == 1:
+            only = group.exceptions[0]
+            raise only from only.__cause__
+        raise
     finally:
         trio.lowlevel.notify_closing(sock)
         sock.close()

@@ -257,7 +257,7 @@ class ServerStatistics:
         malformed: datagrams that were no request at all (dropped unanswered).
         rate_limited: datagrams over their address's rate limit (dropped unanswered).
         bad_connection_id: announces and scrapes with a wrong or expired connection id.
-        refused: announces refused by the info-hash lists or the handler.
+        refused: announces refused by the info-hash lists, and requests by the handler.
         handler_failures: requests whose handler raised or answered nonsense.
         errors_sent: error responses sent (all the refusals above).
         swarms: swarms in the built-in store (0 with a custom handler).
