@@ -60,7 +60,9 @@ class PartialPiece:
 
         Bytes on pad ranges are not copied (they stay zero).
         """
-        view = memoryview(data).cast("B")
+        view = memoryview(data)
+        if view.ndim != 1 or view.format != "B":
+            view = view.cast("B")
         end = begin + len(view)
         if not self._pads:
             self.buffer[begin:end] = view
@@ -81,6 +83,11 @@ class PartialPiece:
         if end <= start:
             return 0
         starts, ends = self._starts, self._ends
+        if ends and ends[-1] == start:
+            # Blocks in order: the new one extends the last range, and nothing follows.
+            ends[-1] = end
+            self.received += end - start
+            return end - start
         # The ranges that overlap or touch [start, end) are lo .. hi - 1.
         lo = bisect_left(ends, start)
         hi = bisect_right(starts, end)
