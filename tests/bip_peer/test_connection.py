@@ -958,3 +958,15 @@ def test_choke_without_fast_forgets_cancelled_requests() -> None:
     leecher.send(Cancel(0, 0, 1))
     deliver(leecher, Choke())
     assert not leecher.cancelled_requests
+
+
+def test_our_extension_ids_must_be_distinct() -> None:
+    conn = make()
+    conn.send(ExtendedHandshake(m={"ut_pex": 1}))
+    with pytest.raises(LocalProtocolError, match="distinct"):
+        conn.send(ExtendedHandshake(m={"ut_metadata": 1}))
+    with pytest.raises(LocalProtocolError, match="distinct"):
+        conn.send(Extended(0, ExtendedHandshake(m={"lt_donthave": 1}).encode_payload()))
+    assert conn.our_extension_ids == {"ut_pex": 1}
+    conn.send(ExtendedHandshake(m={"ut_pex": 0, "ut_metadata": 1}))  # moving an id is fine
+    assert conn.our_extension_ids == {"ut_metadata": 1}

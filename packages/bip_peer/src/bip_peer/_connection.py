@@ -926,6 +926,7 @@ class PeerConnection:
         Raises:
             LocalProtocolError: the protocol forbids sending it now (nothing changed).
             RemoteProtocolError: the connection already failed.
+            TypeError: ``message`` is not a message.
         """
         return b"".join(self.send_parts(message))
 
@@ -937,6 +938,7 @@ class PeerConnection:
         Raises:
             LocalProtocolError: the protocol forbids sending it now (nothing changed).
             RemoteProtocolError: the connection already failed.
+            TypeError: ``message`` is not a message.
         """
         self._check_alive()
         if type(message) is Piece:  # the send hot path first
@@ -1116,12 +1118,18 @@ class PeerConnection:
         if Extensions.EXTENSION_PROTOCOL not in self._common:
             raise LocalProtocolError("an extended handshake needs the extension protocol (BEP 10)")
         data = Extended(0, handshake.encode_payload()).encode()
-        self._record_our_handshake(handshake)
+        self._record_our_handshake(handshake)  # checks before it changes anything
         return data
 
     def _record_our_handshake(self, handshake: ExtendedHandshake) -> None:
-        _merge_ids(self._our_ext_ids, handshake.m)
-        self._our_ext_names = {number: name for name, number in self._our_ext_ids.items()}
+        ids = dict(self._our_ext_ids)
+        _merge_ids(ids, handshake.m)
+        names = {number: name for name, number in ids.items()}
+        if len(names) != len(ids):
+            # Two extensions under one id: what the peer sends could not be told apart.
+            raise LocalProtocolError(f"extension ids must be distinct, not {ids}")
+        self._our_ext_ids = ids
+        self._our_ext_names = names
         self._our_handshake = handshake
         if handshake.upload_only is not None:
             self._upload_only = handshake.upload_only
