@@ -525,7 +525,7 @@ class RecordingService:
         self.ticks: list[float] = []
 
     def handshake_fields(self, peer: Peer) -> Mapping[str, object]:
-        return {"m": {"ut_metadata": 3}, "metadata_size": 1234, "x_custom": 5}
+        return {"m": {"ut_metadata": 2}, "metadata_size": 1234, "x_custom": 5}
 
     def peer_added(self, manager: PeerManager, peer: Peer) -> None:
         self.added.append(peer)
@@ -550,7 +550,7 @@ async def test_services_hooks(autojump_clock: trio.testing.MockClock) -> None:
         assert service.added == [peer]
         ours = await remote.receive()
         assert isinstance(ours, ExtendedHandshake)
-        assert ours.m["ut_metadata"] == 3
+        assert ours.m["ut_metadata"] == 2
         assert ours.metadata_size == 1234
         assert ours.extra[b"x_custom"] == 5
         events = manager.events()

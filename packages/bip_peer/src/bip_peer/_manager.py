@@ -445,17 +445,6 @@ class _EventQueue:
     def __len__(self) -> int:
         return len(self._items)
 
-    def put_nowait(self, event: ManagerEvent) -> bool:
-        """Add ``event`` if there is room (``True``); ``False`` if full. Dropped once closed."""
-        if len(self._items) >= self._capacity:
-            return self._closed
-        if not self._closed:
-            self._items.append(event)
-            if self._consumer_waiting:
-                self._consumer_waiting = False
-                self._consumers.unpark()
-        return True
-
     async def put(self, event: ManagerEvent) -> None:
         """Add ``event``, waiting while the queue is full (dropped once closed)."""
         while len(self._items) >= self._capacity and not self._closed:
@@ -601,8 +590,9 @@ class PeerManager:
         """Queue ``message`` for ``peer``, waiting while its send queue is full.
 
         The protocol state is updated (and checked) when the message is queued; it goes
-        out in order with everything queued before. Like trio's memory channels, a send
-        that finds room does not yield to the scheduler (it only raises if cancelled).
+        out in order with everything queued before. A send that finds room returns at
+        once, like :meth:`send_nowait`, without a trip through the scheduler (this is the
+        per-block hot path); it is a checkpoint only when it has to wait.
 
         Raises:
             LocalProtocolError: the protocol forbids sending it now.
@@ -612,8 +602,8 @@ class PeerManager:
         if task is None or task.removed:
             await trio.lowlevel.checkpoint()
             raise PeerClosedError(f"{peer!r} was removed")
-        await trio.lowlevel.checkpoint_if_cancelled()
-        while len(task.queue) >= task.queue_capacity:
+        queue = task.queue
+        while len(queue) >= task.queue_capacity:
             await task.space.park()
             if task.removed:
                 raise PeerClosedError(f"{peer!r} was removed")
@@ -621,7 +611,10 @@ class PeerManager:
             parts = task.connection.send_parts(message)  # type: ignore[arg-type]
         except RemoteProtocolError as exc:  # the peer failed; its removal is under way
             raise PeerClosedError(f"{peer!r} is being removed") from exc
-        task.push(parts)
+        queue.append(parts)  # task.push, inlined: this runs once per block
+        if task.writer_waiting:
+            task.writer_waiting = False
+            task.writer_idle.unpark_all()
 
     def send_nowait(self, peer: Peer, message: Message | object) -> bool:
         """Queue ``message`` for ``peer`` if its send queue has room.
@@ -757,6 +750,8 @@ class PeerManager:
         total = self._counter
         services = self._services
         events = self._events
+        event_items = events._items
+        event_capacity = events._capacity
         data: bytes | bytearray = task.trailing
         task.trailing = b""
         if data:  # read by the handshaker, but peer wire bytes: count them
@@ -775,7 +770,13 @@ class PeerManager:
                             if services and self._consumed(peer, message):
                                 continue
                             event = MessageReceived(peer, message)
-                            if not events.put_nowait(event):
+                            # events.put_nowait, inlined: this runs once per block.
+                            if len(event_items) < event_capacity and not events._closed:
+                                event_items.append(event)
+                                if events._consumer_waiting:
+                                    events._consumer_waiting = False
+                                    events._consumers.unpark()
+                            else:
                                 # Waiting for our consumer is not the peer being idle.
                                 task.held = True
                                 await events.put(event)
