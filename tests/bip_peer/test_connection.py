@@ -970,3 +970,12 @@ def test_our_extension_ids_must_be_distinct() -> None:
     assert conn.our_extension_ids == {"ut_pex": 1}
     conn.send(ExtendedHandshake(m={"ut_pex": 0, "ut_metadata": 1}))  # moving an id is fine
     assert conn.our_extension_ids == {"ut_metadata": 1}
+
+
+def test_repr() -> None:
+    conn = make()
+    deliver(conn, HaveAll())
+    assert repr(conn) == (
+        "PeerConnection(10.0.0.2:6881, am_choking peer_choking fast, "
+        "pieces=8/8, requests=0 out/0 in)"
+    )

@@ -566,6 +566,26 @@ class PeerConnection:
         pieces = allowed_fast_set(self._peer_address.host, self._swarm_id, self._num_pieces, k)
         return [index for index in pieces if index not in self._peer_pieces]
 
+    def __repr__(self) -> str:
+        """The peer and the state a log line wants."""
+        flags = [
+            name
+            for name, on in (
+                ("am_choking", self._am_choking),
+                ("am_interested", self._am_interested),
+                ("peer_choking", self._peer_choking),
+                ("peer_interested", self._peer_interested),
+                ("fast", self._fast),
+                ("failed", self._error is not None),
+            )
+            if on
+        ]
+        return (
+            f"PeerConnection({self._peer_address or 'unknown peer'}, {' '.join(flags)}, "
+            f"pieces={self._peer_pieces.count}/{self._num_pieces}, "
+            f"requests={len(self._our_requests)} out/{len(self._peer_requests)} in)"
+        )
+
     # ------------------------------------------------------------------ receiving
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
