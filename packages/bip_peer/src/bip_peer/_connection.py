@@ -466,7 +466,10 @@ class PeerConnection:
 
     @property
     def peer_pieces(self) -> PieceSet:
-        """The pieces the peer has (empty, of size 0, while :attr:`num_pieces` is unknown)."""
+        """The pieces the peer has (empty, of size 0, while :attr:`num_pieces` is unknown).
+
+        Read it anew rather than keeping it: a bitfield or the piece count replaces it.
+        """
         return self._peer_pieces
 
     @property
@@ -478,7 +481,10 @@ class PeerConnection:
 
     @property
     def our_pieces(self) -> PieceSet:
-        """The pieces we announced to the peer (bitfield, have all, haves, minus donthaves)."""
+        """The pieces we announced to the peer (bitfield, have all, haves, minus donthaves).
+
+        Read it anew rather than keeping it: our bitfield or the piece count replaces it.
+        """
         return self._our_pieces
 
     @property
