@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bip_handshake import CompletedHandshake, Extensions, PeerAddress, PeerId
 from bip_metainfo import InfoHash
@@ -402,6 +404,51 @@ async def test_a_malicious_peer_costs_only_its_connection(garbage: bytes) -> Non
         await remote.send(Have(2))
         assert await next_message(events) == Have(2)
         assert manager.peers == {good}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(max_size=64),
+            st.sampled_from([m.encode() for m in (Have(1), HaveAll(), Unchoke(), KeepAlive())]),
+        ),
+        max_size=8,
+    )
+)
+def test_any_bytes_cost_at_most_that_connection(chunks: list[bytes]) -> None:
+    """Whatever a peer sends, the manager survives and only that peer can be removed."""
+
+    async def main() -> None:
+        bad_local, bad_far = trio.testing.memory_stream_pair()
+        good_local, good_far = trio.testing.memory_stream_pair()
+        async with open_peer_manager() as manager:
+            bad = manager.add_peer(handshake(bad_local, n=1), num_pieces=NUM_PIECES)
+            good = manager.add_peer(handshake(good_local, n=2), num_pieces=NUM_PIECES)
+            try:
+                for chunk in chunks:
+                    await bad_far.send_all(chunk)
+            except trio.BrokenResourceError:
+                pass  # the manager hung up already
+            await bad_far.aclose()
+            events = manager.events()
+            removed = None
+            while removed is None:
+                event = await next_event(events)
+                if isinstance(event, PeerRemoved):
+                    removed = event
+            assert removed.peer is bad
+            assert removed.reason in (REASON_PROTOCOL, REASON_CLOSED, REASON_TRANSPORT)
+            if removed.reason == REASON_PROTOCOL:
+                assert isinstance(removed.error, RemoteProtocolError)
+            remote = Remote(good_far)
+            await remote.receive()  # extended handshake
+            await remote.send(Have(5))
+            while not isinstance(event := await next_event(events), MessageReceived):
+                pass
+            assert event == MessageReceived(good, Have(5))
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
 async def test_peer_closing_and_transport_errors() -> None:

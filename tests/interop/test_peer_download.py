@@ -7,12 +7,15 @@ bip_handshake Handshaker (BEP 10 and fast extension bits; plaintext), hands the 
 handshake to a PeerManager and runs a simple sequential requester on its events: interested,
 then up to ``IN_FLIGHT`` block requests outstanding, pieces assembled in order and hashed as they
 complete. Chokes, rejects (BEP 6) and pieces the seeder does not have yet are handled, since
-rtorrent and ctorrent may still be checking their data when we connect.
+rtorrent and ctorrent may still be checking their data when we connect. libtorrent is tried
+twice: in plaintext, and with MSE required on both sides (RC4 through bip_handshake's
+MSEStream).
 """
 
 from __future__ import annotations
 
 import hashlib
+import functools
 from collections import deque
 from collections.abc import Callable
 from ipaddress import IPv4Address
@@ -75,6 +78,8 @@ DOWNLOAD_DEADLINE = 90.0
 Launcher = Callable[[StartProcess, Path, SmallTorrent], Seeder]
 SEEDERS: dict[str, Launcher] = {
     "libtorrent": start_libtorrent,
+    # MSE required by libtorrent: the blocks come through bip_handshake's RC4 MSEStream.
+    "libtorrent-mse": functools.partial(start_libtorrent, enc_policy="forced"),
     "qBittorrent": start_qbittorrent,
     "aria2": start_aria2,
     "rtorrent": start_rtorrent,
@@ -225,12 +230,17 @@ async def test_download_every_piece(
         peer_id=OUR_PEER_ID,
         listen=[],
         extensions=OURS,
-        encryption=EncryptionPolicy.PLAINTEXT_ONLY,
+        encryption=(
+            EncryptionPolicy.REQUIRE_ENCRYPTED
+            if client.endswith("-mse")
+            else EncryptionPolicy.PLAINTEXT_ONLY
+        ),
         handshake_timeout=10,
         dial=dial_from_our_host,
     ) as handshaker:
         handshaker.register(big_torrent.torrent.info_hash)
         handshake = await dial_until_complete(handshaker, big_torrent.torrent, seeder)
+        assert handshake.encryption == ("rc4" if client.endswith("-mse") else "plaintext")
         with trio.fail_after(DOWNLOAD_DEADLINE):
             state, elapsed = await download(big_torrent, handshake)
     assert state.done
