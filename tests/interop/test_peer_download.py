@@ -14,8 +14,8 @@ MSEStream).
 
 from __future__ import annotations
 
-import hashlib
 import functools
+import hashlib
 from collections import deque
 from collections.abc import Callable
 from ipaddress import IPv4Address
