@@ -28,6 +28,15 @@ Backpressure goes all the way: a consumer that does not read events stops the re
 (and so, through TCP, the peers); a peer that does not read makes its send queue fill up
 and :meth:`PeerManager.send` block.
 
+Copies. Reads are large (``receive_size``, 512 KiB by default) and go to the decoder
+uncopied; a piece message wholly inside one read reaches the consumer as a memoryview slice
+of it (a block straddling two reads is assembled once by the decoder). Writes: the queued
+messages of a peer are joined into one buffer of up to 256 KiB and written with one
+``send_all``; a block given as ``bytes`` or a memoryview is copied once, by that join. A
+``send_all`` per block instead (the writev-like alternative without access to the socket,
+which MSE and the handshaker's stream wrapper stand in front of) costs a system call and a
+scheduler round trip per block, far more than copying 16 KiB (about 0.35 µs here).
+
 Services (:class:`PeerService`: the BEP 9 metadata exchange, BEP 11 PEX...) plug into the
 manager: they add fields to the extended handshake, see peers come and go, may consume
 received messages before they become events, and get a tick about once a second.
