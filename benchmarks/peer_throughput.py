@@ -161,7 +161,7 @@ async def ours_run(num_blocks: int, in_flight: int) -> float:
     num_pieces = -(-num_blocks // BLOCKS_PER_PIECE)
     block = bytes(BLOCK_SIZE)
     outbound, inbound = await connect_pair()
-    config = PeerManagerConfig(send_queue_size=max(128, in_flight * 2), event_buffer=1024)
+    config = PeerManagerConfig()  # the defaults: what a user gets
     received = 0
     async with open_peer_manager(config) as seed_side, open_peer_manager(config) as leech_side:
         seed_peer = seed_side.add_peer(inbound, num_pieces=num_pieces)
