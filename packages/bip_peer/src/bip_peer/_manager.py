@@ -159,10 +159,11 @@ class PeerService(Protocol):
     """Something that rides along every connection of a :class:`PeerManager`.
 
     Every hook runs synchronously in a manager task and must not block; to send, use
-    :meth:`PeerManager.send_nowait`. An exception raised by a hook removes the peer it was
-    called for (a :class:`~bip_peer.PeerError` with :data:`REASON_PROTOCOL`, anything else
-    with :data:`REASON_INTERNAL`), except from :meth:`tick`, where it is a bug that ends
-    the manager.
+    :meth:`PeerManager.send_nowait`. An exception raised by :meth:`message_received`
+    removes the peer it was called for (a :class:`~bip_peer.PeerError` with
+    :data:`REASON_PROTOCOL`, anything else with :data:`REASON_INTERNAL`); see
+    :meth:`PeerManager.add_peer` for :meth:`handshake_fields` and :meth:`peer_added`. One
+    raised by :meth:`peer_removed` or :meth:`tick` is a bug that ends the manager.
     """
 
     def handshake_fields(self, peer: Peer) -> Mapping[str, object]:
