@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from bip_disk._errors import ResumeDataError, TorrentStateError
 from bip_disk._events import (
@@ -547,3 +548,42 @@ async def test_bad_arguments(kwargs: dict[str, int]) -> None:
     with pytest.raises(ValueError, match="must"):
         async with open_disk_manager(**kwargs):
             pass
+
+
+async def test_resume_data_made_while_checking_makes_the_next_start_hash_everything(
+    tmp_path: Path,
+) -> None:
+    sample = make_sample(tmp_path, standard_files(), "v1")
+    fs = MemoryFileSystem()
+    for path, data in sample.contents.items():
+        fs.write(path, 0, data)
+    count = sample.info.num_pieces
+    async with open_disk_manager() as disk:
+        torrent = await disk.add_torrent(sample.metainfo, fs)
+        early = disk.resume_data(torrent)  # still checking: nothing settled
+        assert disk.status(torrent).state is TorrentState.CHECKING
+        await disk.wait_checked(torrent)
+    async with open_disk_manager() as disk:
+        torrent = await disk.add_torrent(sample.metainfo, fs, resume_data=early)
+        events = await collect(disk, lambda e: isinstance(e, CheckFinished))
+        assert events[-1] == CheckFinished(torrent, good=count, checked=count, resumed=True)
+
+
+async def test_moving_waits_for_blocks_of_pieces_in_memory(tmp_path: Path) -> None:
+    sample = make_sample(tmp_path, standard_files(), "v1")
+    source, destination = MemoryFileSystem(), MemoryFileSystem()
+    async with open_disk_manager() as disk:
+        torrent = await disk.add_torrent(sample.metainfo, source, name="renamed")
+        assert torrent.name == "renamed"
+        await disk.wait_checked(torrent)
+        data = sample.piece(0)
+        await disk.write_block(torrent, 0, 0, data[:100])
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(disk.move_storage, torrent, destination)
+            await trio.testing.wait_all_tasks_blocked()
+            # The rest of the piece waits for the move, then lands in the new storage.
+            await disk.write_block(torrent, 0, 100, data[100:])
+        events = await collect(disk, lambda e: isinstance(e, PieceVerified))
+        assert events[-1] == PieceVerified(torrent, 0, good=True)
+        assert destination.read("renamed/a.bin", 0, 10) == data[:10]
+        assert source.stat("renamed/a.bin") is None

@@ -61,7 +61,7 @@ from typing import Final, Literal
 
 import trio
 
-from bip_metainfo import Info, Metainfo
+from bip_metainfo import Info, Metainfo, sanitize_name
 
 from ._check import check_pieces, plan_check, stat_files
 from ._errors import DiskError, PathError, StorageError, TorrentStateError
@@ -420,9 +420,8 @@ class DiskManager:
         verifier = await self._hash_pool.run(PieceVerifier, info, layers)
         self._check_open()
         self._check_new(info)
-        handle = TorrentHandle(
-            next(_IDS), info.info_hash, info.name if name is None else name, info.num_pieces
-        )
+        shown = info.name if name is None else sanitize_name(name)
+        handle = TorrentHandle(next(_IDS), info.info_hash, shown, info.num_pieces)
         storage = TorrentStorage(handle, info, layout, verifier, filesystem)
         self._torrents[handle.id] = storage
         self._by_hash[info.info_hash] = storage
@@ -592,9 +591,14 @@ class DiskManager:
         """
         view = memoryview(data)
         # The fast path, for every block of a piece but the first: the piece is in
-        # memory, so the torrent is known and READY and the block only needs to fit.
+        # memory and the torrent READY, so the block only needs to fit.
         storage = self._torrents.get(torrent.id) if type(torrent) is TorrentHandle else None
-        if storage is not None and type(piece) is int and type(begin) is int:
+        if (
+            storage is not None
+            and storage.state is TorrentState.READY  # not while moving: see move_storage
+            and type(piece) is int
+            and type(begin) is int
+        ):
             partial = storage.partial.get(piece)
             if partial is not None and begin >= 0 and 0 < view.nbytes <= partial.size - begin:
                 await trio.lowlevel.checkpoint_if_cancelled()
@@ -744,8 +748,10 @@ class DiskManager:
         """Resume data for the torrent now, without syncing (blocks briefly: it stats files).
 
         It lists the pieces verified and written (never pieces in memory) and the
-        files' sizes and modification times. It survives the process being killed;
-        for it to survive a power cut, use :meth:`save_resume_data`.
+        files' sizes and modification times. Made while the torrent is checking or
+        moving, it records no file, so the next start hashes everything. It
+        survives the process being killed; for it to survive a power cut, use
+        :meth:`save_resume_data`.
 
         Raises:
             TorrentStateError: the torrent is unknown or removed.
@@ -756,6 +762,10 @@ class DiskManager:
         with storage_faults():
             stats = stat_files(storage.fs, storage.layout)
         return self._resume(storage, have, stats).to_bytes()
+
+    def _unsettled(self, storage: TorrentStorage) -> bool:
+        """Whether what the torrent has is not known yet (checking, or moving its files)."""
+        return storage.state in (TorrentState.CHECKING, TorrentState.MOVING)
 
     async def save_resume_data(self, torrent: TorrentHandle, *, sync: bool = True) -> bytes:
         """Resume data for the torrent, after syncing its files (on a thread).
@@ -851,6 +861,10 @@ class DiskManager:
     def _resume(
         self, storage: TorrentStorage, have: frozenset[int], stats: tuple[FileStat | None, ...]
     ) -> ResumeData:
+        if self._unsettled(storage):
+            # Pieces not checked yet (or files half moved) must not pass for missing next
+            # time: recording every file as absent makes the next start hash them all.
+            stats = (None,) * len(stats)
         # The clock is read after the stats: see RACY_WINDOW_NS.
         return ResumeData(
             storage.info.info_hash, storage.layout.num_pieces, have, stats, time.time_ns()
