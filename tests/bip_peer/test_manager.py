@@ -731,6 +731,63 @@ async def test_two_managers_talk_to_each_other() -> None:
         assert bytes(piece.block) == BLOCK
 
 
+async def test_two_managers_over_loopback_tcp_move_every_block_intact() -> None:
+    """Real sockets: partial writes, large reads, blocks straddling reads."""
+    num_pieces = 4
+    blocks = {
+        (index, begin): bytes([index, begin // 16384]) * 8192
+        for index in range(num_pieces)
+        for begin in range(0, 16 * 16384, 16384)
+    }
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    async with trio.open_nursery() as nursery:
+        accepted: list[trio.SocketStream] = []
+
+        async def accept() -> None:
+            accepted.append(await listeners[0].accept())
+
+        nursery.start_soon(accept)
+        dialled = await trio.open_tcp_stream("127.0.0.1", port)
+    config = PeerManagerConfig(receive_size=20_000)  # reads that cut through blocks
+    with trio.fail_after(10):
+        async with open_peer_manager(config) as seeder, open_peer_manager(config) as leecher:
+            s = seeder.add_peer(handshake(accepted[0], n=1), num_pieces=num_pieces)
+            p = leecher.add_peer(handshake(dialled, n=2), num_pieces=num_pieces)
+            await seeder.send(s, HaveAll())
+            await seeder.send(s, Unchoke())
+            await leecher.send(p, Interested())
+
+            async def serve() -> None:
+                async for event in seeder.events():
+                    if isinstance(event, MessageReceived) and isinstance(event.message, Request):
+                        request = event.message
+                        block = blocks[(request.index, request.begin)]
+                        await seeder.send(s, Piece(request.index, request.begin, block))
+
+            received: dict[tuple[int, int], bytes] = {}
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(serve)
+                events = leecher.events()
+                while len(received) < len(blocks):
+                    event = await next_event(events)
+                    if not isinstance(event, MessageReceived):
+                        continue
+                    message = event.message
+                    if isinstance(message, Unchoke):
+                        for index, begin in blocks:
+                            await leecher.send(p, Request(index, begin, 16384))
+                    elif isinstance(message, Piece):
+                        received[(message.index, message.begin)] = bytes(message.block)
+                nursery.cancel_scope.cancel()
+            assert received == blocks
+            stats = leecher.statistics().peers[p]
+            assert stats.bytes_received >= 64 * (16384 + 13)
+            assert stats.messages_sent == 2 + len(blocks)  # extended handshake, interested
+    for listener in listeners:
+        await listener.aclose()
+
+
 def test_config_validation() -> None:
     for bad in (
         {"max_peers": 0},
