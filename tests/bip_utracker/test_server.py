@@ -278,22 +278,36 @@ def test_send_keeps_what_would_block_and_skips_unreachable_peers() -> None:
         server._send(replies)
 
 
+class _SocketProxy:
+    """The server's socket, with scripted outcomes for its next sends."""
+
+    def __init__(self, sock: socket.socket, outcomes: list[BaseException]) -> None:
+        self._sock = sock
+        self.outcomes = outcomes
+        self.attempts = 0
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def recvfrom_into(self, buffer: bytearray) -> tuple[int, Any]:
+        return self._sock.recvfrom_into(buffer)
+
+    def sendto(self, data: bytes, addr: Any) -> int:
+        self.attempts += 1
+        if self.outcomes:
+            raise self.outcomes.pop(0)
+        return self._sock.sendto(data, addr)
+
+
 async def test_replies_wait_for_a_writable_socket() -> None:
     async with serve_tracker(("127.0.0.1", 0)) as server:
-        real = server._send
-        calls: list[int] = []
-
-        def full_once(replies: list[tuple[bytes, Any]]) -> list[tuple[bytes, Any]]:
-            calls.append(len(replies))
-            if len(calls) == 1:
-                return replies  # as if the send buffer were full
-            return real(replies)
-
-        server._send = full_once  # type: ignore[method-assign]
+        # Swapped in before the server's task first runs (the body has not yielded yet).
+        proxy = _SocketProxy(server._sock, [BlockingIOError()])
+        server._sock = proxy  # type: ignore[assignment]
         one = await client(server.address)
         with one.sock:
             assert isinstance(await one.request(ConnectRequest(1).encode()), ConnectResponse)
-        assert calls[:2] == [1, 1]
+        assert proxy.attempts == 2  # would block, then sent once writable
 
 
 async def test_our_client_against_our_server() -> None:
@@ -330,16 +344,17 @@ async def test_a_failing_socket_is_our_error() -> None:
 
     with pytest.raises(TrackerError, match=r"socket .* failed") as caught:  # noqa: PT012
         async with serve_tracker(("127.0.0.1", 0)) as server:
-
-            def broken(replies: list[tuple[bytes, Any]]) -> list[tuple[bytes, Any]]:
-                raise OSError(errno.EBADF, "bad file descriptor")
-
-            server._send = broken  # type: ignore[method-assign]
+            unreachable = OSError(errno.ECONNREFUSED, "refused")
+            broken = OSError(errno.EBADF, "bad file descriptor")
+            proxy = _SocketProxy(server._sock, [unreachable, broken])
+            server._sock = proxy  # type: ignore[assignment]
             one = await client(server.address)
             with one.sock:
-                await one.sock.sendto(ConnectRequest(1).encode(), server.address)
+                for n in range(2):
+                    await one.sock.sendto(ConnectRequest(n).encode(), server.address)
                 await trio.sleep_forever()
     assert isinstance(caught.value.__cause__, OSError)
+    assert server.send_failures == 1  # the unreachable peer only
 
 
 async def test_the_body_s_exception_comes_out_unwrapped() -> None:

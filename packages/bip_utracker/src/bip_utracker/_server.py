@@ -123,6 +123,7 @@ class TrackerServer:
         receive = core.receive_datagram
         take = core.datagrams_to_send
         send = self._send
+        sendto = sock.sendto
         recvfrom_into = sock.recvfrom_into
         buffer = bytearray(_MAX_DATAGRAM)
         view = memoryview(buffer)
@@ -150,9 +151,22 @@ class TrackerServer:
                 receive(view[:size], addr, now)
                 # Reply at once rather than after the batch: the client side (or the next
                 # hop) works on this reply while we read the next request, on another core.
-                pending = send(take())
-                if pending:
-                    break
+                replies = take()
+                if len(replies) == 1:  # the usual case, without a call of _send
+                    data, destination = replies[0]
+                    try:
+                        sendto(data, destination)
+                    except BlockingIOError:
+                        pending = replies
+                        break
+                    except OSError as error:
+                        if error.errno not in _TRANSIENT:
+                            raise
+                        self._send_failures += 1
+                elif replies:
+                    pending = send(replies)
+                    if pending:
+                        break
             if now >= deadline:
                 core.handle_timer(now)  # (expiry queues no datagram)
             while pending:
