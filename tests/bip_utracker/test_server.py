@@ -281,15 +281,23 @@ def test_send_keeps_what_would_block_and_skips_unreachable_peers() -> None:
 class _SocketProxy:
     """The server's socket, with scripted outcomes for its next sends."""
 
-    def __init__(self, sock: socket.socket, outcomes: list[BaseException]) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        outcomes: list[BaseException],
+        receive_outcomes: list[BaseException] | None = None,
+    ) -> None:
         self._sock = sock
         self.outcomes = outcomes
+        self.receive_outcomes = receive_outcomes or []
         self.attempts = 0
 
     def fileno(self) -> int:
         return self._sock.fileno()
 
     def recvfrom_into(self, buffer: bytearray) -> tuple[int, Any]:
+        if self.receive_outcomes:
+            raise self.receive_outcomes.pop(0)
         return self._sock.recvfrom_into(buffer)
 
     def sendto(self, data: bytes, addr: Any) -> int:
@@ -337,6 +345,17 @@ async def test_our_client_against_our_server() -> None:
             url, HASH, peer_id=peer_id, port=1111, event=AnnounceEvent.STOPPED
         )
         assert server.statistics().peers == 1
+
+
+async def test_a_transient_receive_error_is_skipped() -> None:
+    import errno
+
+    async with serve_tracker(("127.0.0.1", 0)) as server:
+        refused = OSError(errno.ECONNREFUSED, "an ICMP error about an earlier reply")
+        server._sock = _SocketProxy(server._sock, [], [refused])  # type: ignore[assignment]
+        one = await client(server.address)
+        with one.sock:
+            assert isinstance(await one.request(ConnectRequest(1).encode()), ConnectResponse)
 
 
 async def test_a_failing_socket_is_our_error() -> None:
