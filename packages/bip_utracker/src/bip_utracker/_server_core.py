@@ -177,7 +177,8 @@ class ServerConfig:
         max_peers_per_swarm: peers per swarm the built-in store keeps at most.
         max_peers: peers over all swarms the built-in store keeps at most.
         rate_limit: requests per second allowed per IP address (a token bucket), or None for
-            no limit. Connect, announce and scrape all count.
+            no limit. Connect, announce and scrape all count; the default leaves room for a
+            seedbox announcing a thousand torrents at once, or many clients behind one NAT.
         rate_burst: requests an idle address may send at once.
         max_rate_limited_addresses: addresses the rate limiter remembers at most (under a
             flood from more addresses, it forgets the quietest early).
@@ -196,8 +197,8 @@ class ServerConfig:
     max_swarms: int = DEFAULT_MAX_SWARMS
     max_peers_per_swarm: int = DEFAULT_MAX_PEERS_PER_SWARM
     max_peers: int = DEFAULT_MAX_PEERS
-    rate_limit: float | None = 50.0
-    rate_burst: int = 100
+    rate_limit: float | None = 100.0
+    rate_burst: int = 1000
     max_rate_limited_addresses: int = 100_000
     allowed_info_hashes: frozenset[bytes] | None = None
     denied_info_hashes: frozenset[bytes] = frozenset()
