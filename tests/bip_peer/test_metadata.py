@@ -12,10 +12,14 @@ from hypothesis import strategies as st
 
 from bip_bencode import encode
 from bip_metainfo import InfoHash
-from bip_peer._extended import MetadataData, MetadataReject, MetadataRequest
+from bip_peer._extended import (
+    METADATA_PIECE_SIZE,
+    MetadataData,
+    MetadataReject,
+    MetadataRequest,
+)
 from bip_peer._metadata import (
     DEFAULT_MAX_METADATA_SIZE,
-    METADATA_PIECE_SIZE,
     MetadataFetcher,
     MetadataServer,
     metadata_piece_count,

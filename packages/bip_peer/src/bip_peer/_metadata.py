@@ -39,13 +39,14 @@ from typing import Final, Generic, TypeVar
 
 from bip_metainfo import InfoHash
 
-from ._extended import MetadataData, MetadataReject, MetadataRequest
+# BEP 9 splits the info dictionary into pieces of METADATA_PIECE_SIZE (16 KiB; the last one may
+# be shorter).
+from ._extended import METADATA_PIECE_SIZE, MetadataData, MetadataReject, MetadataRequest
 
 __all__ = [
     "DEFAULT_MAX_METADATA_SIZE",
     "DEFAULT_METADATA_REJECT_BACKOFF",
     "DEFAULT_METADATA_REQUEST_TIMEOUT",
-    "METADATA_PIECE_SIZE",
     "MetadataFetcher",
     "MetadataFetcherStatistics",
     "MetadataServer",
@@ -53,9 +54,6 @@ __all__ = [
     "info_matches",
     "metadata_piece_count",
 ]
-
-METADATA_PIECE_SIZE: Final = 16 * 1024
-"""BEP 9 splits the info dictionary into pieces of 16 KiB (the last one may be shorter)."""
 
 DEFAULT_MAX_METADATA_SIZE: Final = 4 * 1024 * 1024
 """The largest ``metadata_size`` we fetch by default: 4 MiB, the bound libtorrent's ``ut_metadata``
