@@ -596,3 +596,16 @@ def test_property_responses_fit_and_never_name_the_announcer(
         me = PeerAddress(IPv6Address(addr[0]) if ipv6 else IPv4Address(addr[0]), 5000)
         assert me not in response.peers
         assert all(peer.family == (6 if ipv6 else 4) for peer in response.peers)
+
+
+def test_ipv6_rate_limit_is_per_64_network() -> None:
+    core = make(ServerConfig(rate_limit=1.0, rate_burst=2))
+    packet = ConnectRequest(1).encode()
+    one_network = [(f"2001:db8:0:1::{n:x}", 1, 0, 0) for n in range(1, 4)]
+    assert [len(exchange(core, packet, addr)) for addr in one_network] == [1, 1, 0]
+    assert len(exchange(core, packet, ("2001:db8:0:2::1", 1, 0, 0))) == 1  # another /64
+    # IPv4 clients on a dual-stack socket are limited one by one.
+    mapped = [(f"::ffff:10.0.0.{n}", 1, 0, 0) for n in range(1, 5)]
+    assert [len(exchange(core, packet, addr)) for addr in mapped] == [1, 1, 1, 1]
+    # A host that is no address is its own key (and refused when it announces).
+    assert len(exchange(core, packet, ("fe80::zz", 1, 0, 0))) == 1

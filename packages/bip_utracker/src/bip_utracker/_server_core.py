@@ -176,9 +176,10 @@ class ServerConfig:
         max_swarms: swarms the built-in store keeps at most.
         max_peers_per_swarm: peers per swarm the built-in store keeps at most.
         max_peers: peers over all swarms the built-in store keeps at most.
-        rate_limit: requests per second allowed per IP address (a token bucket), or None for
-            no limit. Connect, announce and scrape all count; the default leaves room for a
-            seedbox announcing a thousand torrents at once, or many clients behind one NAT.
+        rate_limit: requests per second allowed per IP address (per /64 network for IPv6: a
+            token bucket), or None for no limit. Connect, announce and scrape all count; the
+            default leaves room for a seedbox announcing a thousand torrents at once, or for
+            many clients behind one NAT.
         rate_burst: requests an idle address may send at once.
         max_rate_limited_addresses: addresses the rate limiter remembers at most (under a
             flood from more addresses, it forgets the quietest early).
@@ -306,8 +307,8 @@ class _RateLimiter:
         self._tolerance = (burst - 1 + 1e-6) / rate
         self._refill = burst / rate
         self._half = max(1, max_addresses // 2)
-        self._current: dict[str, float] = {}
-        self._previous: dict[str, float] = {}
+        self._current: dict[str | bytes, float] = {}
+        self._previous: dict[str | bytes, float] = {}
         self._swap_at = -math.inf
 
     def __len__(self) -> int:
@@ -319,7 +320,7 @@ class _RateLimiter:
             self._current = {}
             self._swap_at = now + self._refill
 
-    def admit(self, key: str, now: float) -> bool:
+    def admit(self, key: str | bytes, now: float) -> bool:
         """Take a token from *key*'s bucket; False if it has none."""
         current = self._current
         if now >= self._swap_at or len(current) >= self._half:
@@ -345,6 +346,16 @@ def _compact_host(host: str) -> bytes:
     except OSError:
         raise LocalProtocolError(f"not an IP address: {host!r:.60}") from None
     return packed[12:] if packed[:12] == _MAPPED_PREFIX else packed
+
+
+def _v6_network(host: str) -> str | bytes:
+    """The rate-limit key of an IPv6 host: its /64 network, since one subscriber usually has a
+    whole /64 to pick addresses from; an IPv4-mapped address keeps its own key."""
+    try:
+        packed = socket.inet_pton(socket.AF_INET6, host.partition("%")[0])
+    except OSError:
+        return host  # not an address: _compact_host refuses it later, if it gets that far
+    return host if packed[:12] == _MAPPED_PREFIX else packed[:8]
 
 
 def _error_packet(transaction_id: int, message: str, limit: int) -> bytes:
@@ -474,7 +485,9 @@ class TrackerServerCore:
                 f"a socket address starts with the host text, got {addr!r:.60}"
             )
         limiter = self._limiter
-        if limiter is not None and not limiter.admit(host, now):
+        if limiter is not None and not limiter.admit(
+            _v6_network(host) if ":" in host else host, now
+        ):
             self._rate_limited += 1
             return
         size = len(data)
