@@ -53,7 +53,6 @@ import functools
 import itertools
 import math
 import time
-from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -63,6 +62,7 @@ import trio
 
 from bip_metainfo import Info, Metainfo, sanitize_name
 
+from ._budget import ByteBudget, ReadCache
 from ._check import check_pieces, plan_check, stat_files
 from ._errors import DiskError, PathError, StorageError, TorrentStateError
 from ._events import (
@@ -147,76 +147,6 @@ class DiskStatistics:
     events_dropped: int
 
 
-class _Waiter:
-    __slots__ = ("event", "granted", "owner", "size")
-
-    def __init__(self, size: int, owner: TorrentStorage) -> None:
-        self.size = size
-        self.owner = owner
-        self.event = trio.Event()
-        self.granted = False
-
-
-class _ByteBudget:
-    """The in-flight bound: bytes are taken in FIFO order; a waiter can be turned away.
-
-    A request larger than the whole bound is granted when nothing else is held,
-    so a torrent with pieces bigger than the bound still progresses, one piece at
-    a time.
-    """
-
-    __slots__ = ("_waiters", "limit", "used")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-        self._waiters: deque[_Waiter] = deque()
-
-    @property
-    def waiting(self) -> int:
-        return len(self._waiters)
-
-    def _fits(self, size: int) -> bool:
-        return self.used == 0 or self.used + size <= self.limit
-
-    async def take(self, size: int, owner: TorrentStorage) -> bool:
-        """Take ``size`` bytes, waiting in line; False if :meth:`turn_away` ended the wait."""
-        if not self._waiters and self._fits(size):
-            self.used += size
-            return True
-        waiter = _Waiter(size, owner)
-        self._waiters.append(waiter)
-        try:
-            await waiter.event.wait()
-        except BaseException:
-            if waiter.granted:
-                self.release(size)
-            else:
-                self._waiters.remove(waiter)
-                self._grant()
-            raise
-        return waiter.granted
-
-    def release(self, size: int) -> None:
-        """Give back ``size`` bytes and let the next waiters in."""
-        self.used -= size
-        self._grant()
-
-    def turn_away(self, owner: TorrentStorage) -> None:
-        """End the waits of ``owner``'s writes without granting them."""
-        for waiter in [waiter for waiter in self._waiters if waiter.owner is owner]:
-            self._waiters.remove(waiter)
-            waiter.event.set()
-        self._grant()
-
-    def _grant(self) -> None:
-        while self._waiters and self._fits(self._waiters[0].size):
-            waiter = self._waiters.popleft()
-            self.used += waiter.size
-            waiter.granted = True
-            waiter.event.set()
-
-
 @dataclass(slots=True)
 class _Job:
     """A complete piece on its way to a hashing thread."""
@@ -275,42 +205,6 @@ def _lost_pieces(fs: FileSystem, layout: StorageLayout, piece: int) -> set[int]:
     return lost
 
 
-class _ReadCache:
-    """Recently read whole pieces, least recently used evicted first, bounded in bytes."""
-
-    __slots__ = ("_entries", "bytes", "limit")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.bytes = 0
-        self._entries: OrderedDict[tuple[int, int], bytes] = OrderedDict()
-
-    def get(self, torrent: int, piece: int) -> bytes | None:
-        data = self._entries.get((torrent, piece))
-        if data is not None:
-            self._entries.move_to_end((torrent, piece))
-        return data
-
-    def put(self, torrent: int, piece: int, data: bytes) -> None:
-        if len(data) > self.limit:
-            return
-        self.discard(torrent, piece)
-        self._entries[(torrent, piece)] = data
-        self.bytes += len(data)
-        while self.bytes > self.limit:
-            _, old = self._entries.popitem(last=False)
-            self.bytes -= len(old)
-
-    def discard(self, torrent: int, piece: int) -> None:
-        old = self._entries.pop((torrent, piece), None)
-        if old is not None:
-            self.bytes -= len(old)
-
-    def drop_torrent(self, torrent: int) -> None:
-        for key in [key for key in self._entries if key[0] == torrent]:
-            self.bytes -= len(self._entries.pop(key))
-
-
 class DiskManager:
     """Stores the pieces of many torrents; build it with :func:`open_disk_manager`.
 
@@ -330,10 +224,10 @@ class DiskManager:
     ) -> None:
         """Internal: use :func:`open_disk_manager`."""
         self._nursery = nursery
-        self._budget = _ByteBudget(max_in_flight_bytes)
+        self._budget = ByteBudget(max_in_flight_bytes)
         self._hash_pool = HashPool(hash_threads)
         self._io_pool = HashPool(io_threads)
-        self._cache = _ReadCache(read_cache_bytes)
+        self._cache = ReadCache(read_cache_bytes)
         self._events_send, self._events_receive = trio.open_memory_channel[DiskEvent](event_buffer)
         # Complete pieces: bounded by the in-flight bound, since each holds its bytes.
         self._jobs_send, self._jobs_receive = trio.open_memory_channel[_Job](math.inf)

@@ -1,0 +1,135 @@
+"""The memory the DiskManager holds: the in-flight bound and the read cache.
+
+:class:`ByteBudget` is the bound on bytes of pieces in memory. Writes that start
+a piece take its size from it, in FIFO order, waiting when it is spent; the bytes
+come back when the piece is written or dropped. A waiter can be turned away (its
+torrent stopped), and a request larger than the whole bound is granted when
+nothing else is held, so pieces bigger than the bound still go through, one at a
+time.
+
+:class:`ReadCache` keeps recently read whole pieces, least recently used evicted
+first, so the blocks of a piece a peer asks for one after another cost one read.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+
+import trio
+
+__all__ = ["ByteBudget", "ReadCache"]
+
+
+class _Waiter:
+    """A write waiting for room: granted, or turned away, when its event is set."""
+
+    __slots__ = ("event", "granted", "owner", "size")
+
+    def __init__(self, size: int, owner: object) -> None:
+        self.size = size
+        self.owner = owner
+        self.event = trio.Event()
+        self.granted = False
+
+
+class ByteBudget:
+    """The in-flight bound: bytes are taken in FIFO order; a waiter can be turned away.
+
+    A request larger than the whole bound is granted when nothing else is held,
+    so a torrent with pieces bigger than the bound still progresses, one piece at
+    a time.
+    """
+
+    __slots__ = ("_waiters", "limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        """A bound of ``limit`` bytes, none of them taken."""
+        self.limit = limit
+        self.used = 0
+        self._waiters: deque[_Waiter] = deque()
+
+    @property
+    def waiting(self) -> int:
+        """How many takers are waiting."""
+        return len(self._waiters)
+
+    def _fits(self, size: int) -> bool:
+        return self.used == 0 or self.used + size <= self.limit
+
+    async def take(self, size: int, owner: object) -> bool:
+        """Take ``size`` bytes, waiting in line; False if :meth:`turn_away` ended the wait."""
+        if not self._waiters and self._fits(size):
+            self.used += size
+            return True
+        waiter = _Waiter(size, owner)
+        self._waiters.append(waiter)
+        try:
+            await waiter.event.wait()
+        except BaseException:
+            if waiter.granted:
+                self.release(size)
+            else:
+                self._waiters.remove(waiter)
+                self._grant()
+            raise
+        return waiter.granted
+
+    def release(self, size: int) -> None:
+        """Give back ``size`` bytes and let the next waiters in."""
+        self.used -= size
+        self._grant()
+
+    def turn_away(self, owner: object) -> None:
+        """End the waits of ``owner``'s writes without granting them."""
+        for waiter in [waiter for waiter in self._waiters if waiter.owner is owner]:
+            self._waiters.remove(waiter)
+            waiter.event.set()
+        self._grant()
+
+    def _grant(self) -> None:
+        while self._waiters and self._fits(self._waiters[0].size):
+            waiter = self._waiters.popleft()
+            self.used += waiter.size
+            waiter.granted = True
+            waiter.event.set()
+
+
+class ReadCache:
+    """Recently read whole pieces, least recently used evicted first, bounded in bytes."""
+
+    __slots__ = ("_entries", "bytes", "limit")
+
+    def __init__(self, limit: int) -> None:
+        """An empty cache of at most ``limit`` bytes (keys: torrent id, piece)."""
+        self.limit = limit
+        self.bytes = 0
+        self._entries: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+
+    def get(self, torrent: int, piece: int) -> bytes | None:
+        """The piece's bytes if cached (now the most recently used), else None."""
+        data = self._entries.get((torrent, piece))
+        if data is not None:
+            self._entries.move_to_end((torrent, piece))
+        return data
+
+    def put(self, torrent: int, piece: int, data: bytes) -> None:
+        """Cache a piece, evicting the least recently used ones past the limit."""
+        if len(data) > self.limit:
+            return
+        self.discard(torrent, piece)
+        self._entries[(torrent, piece)] = data
+        self.bytes += len(data)
+        while self.bytes > self.limit:
+            _, old = self._entries.popitem(last=False)
+            self.bytes -= len(old)
+
+    def discard(self, torrent: int, piece: int) -> None:
+        """Forget a piece (it was lost)."""
+        old = self._entries.pop((torrent, piece), None)
+        if old is not None:
+            self.bytes -= len(old)
+
+    def drop_torrent(self, torrent: int) -> None:
+        """Forget every piece of a torrent (removed, moved or rechecked)."""
+        for key in [key for key in self._entries if key[0] == torrent]:
+            self.bytes -= len(self._entries.pop(key))
