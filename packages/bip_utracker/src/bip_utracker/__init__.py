@@ -1,11 +1,55 @@
 """bip_utracker: UDP BitTorrent trackers (BEP 15, BEP 41).
 
-A sans-IO codec for every packet, a client core (connection ids, retransmission,
-transaction matching) and a server core (stateless connection ids, a bounded
-swarm store, rate limits), with the trio ``TrackerClient`` and ``TrackerServer``
-that run them.
+A sans-IO codec for every packet (IPv4 and IPv6) with BEP 41 options; a client
+core (connection ids cached for a minute, retransmission after 15 * 2**n
+seconds, transaction ids and sources checked) and the trio
+:class:`TrackerClient` around it; a server core (stateless keyed-hash
+connection ids, a bounded :class:`SwarmStore`, allow and deny lists, per-address
+rate limits, bounded replies) and the trio :class:`TrackerServer` around it.
 """
 
+from ._client import (
+    TrackerClient,
+    TrackerTarget,
+    open_tracker_client,
+)
+from ._client_core import (
+    DEFAULT_CONNECTION_LIFETIME,
+    DEFAULT_MAX_REQUESTS_IN_FLIGHT,
+    DEFAULT_MAX_RETRANSMITS,
+    DEFAULT_RETRANSMIT_TIMEOUT,
+    AnnounceParams,
+    AnnounceResult,
+    ClientStatistics,
+    RequestFailed,
+    RequestId,
+    ScrapeResult,
+    TrackerClientCore,
+    TrackerEvent,
+)
+from ._codec import (
+    ANNOUNCE_REQUEST_SIZE,
+    MAX_SCRAPE_HASHES,
+    PROTOCOL_ID,
+    Action,
+    AnnounceEvent,
+    AnnounceRequest,
+    AnnounceResponse,
+    ConnectRequest,
+    ConnectResponse,
+    ErrorResponse,
+    Request,
+    Response,
+    ScrapeRequest,
+    ScrapeResponse,
+    ScrapeStats,
+    decode_request,
+    decode_response,
+)
+from ._connection_ids import (
+    DEFAULT_CONNECTION_ID_WINDOW,
+    ConnectionIds,
+)
 from ._errors import (
     LocalProtocolError,
     MalformedPacketError,
@@ -13,13 +57,113 @@ from ._errors import (
     TrackerRejectedError,
     TrackerTimeoutError,
 )
+from ._options import (
+    MAX_OPTION_DATA,
+    MAX_OPTIONS,
+    Option,
+    OptionType,
+    encode_options,
+    parse_options,
+    url_data_of,
+    url_data_options,
+)
+from ._server import (
+    RECEIVE_BATCH,
+    TrackerServer,
+    serve_tracker,
+)
+from ._server_core import (
+    DEFAULT_MAX_RESPONSE_SIZE,
+    MIN_RESPONSE_SIZE,
+    Refusal,
+    ServerConfig,
+    ServerStatistics,
+    TrackerHandler,
+    TrackerServerCore,
+)
+from ._swarm import (
+    DEFAULT_MAX_PEERS,
+    DEFAULT_MAX_PEERS_PER_SWARM,
+    DEFAULT_MAX_SWARMS,
+    DEFAULT_PEER_LIFETIME,
+    AnnounceAnswer,
+    SwarmStatistics,
+    SwarmStore,
+)
+from ._url import (
+    MAX_URL_LENGTH,
+    TrackerUrl,
+    parse_tracker_url,
+)
 
 __all__ = [
+    "ANNOUNCE_REQUEST_SIZE",
+    "DEFAULT_CONNECTION_ID_WINDOW",
+    "DEFAULT_CONNECTION_LIFETIME",
+    "DEFAULT_MAX_PEERS",
+    "DEFAULT_MAX_PEERS_PER_SWARM",
+    "DEFAULT_MAX_REQUESTS_IN_FLIGHT",
+    "DEFAULT_MAX_RESPONSE_SIZE",
+    "DEFAULT_MAX_RETRANSMITS",
+    "DEFAULT_MAX_SWARMS",
+    "DEFAULT_PEER_LIFETIME",
+    "DEFAULT_RETRANSMIT_TIMEOUT",
+    "MAX_OPTIONS",
+    "MAX_OPTION_DATA",
+    "MAX_SCRAPE_HASHES",
+    "MAX_URL_LENGTH",
+    "MIN_RESPONSE_SIZE",
+    "PROTOCOL_ID",
+    "RECEIVE_BATCH",
+    "Action",
+    "AnnounceAnswer",
+    "AnnounceEvent",
+    "AnnounceParams",
+    "AnnounceRequest",
+    "AnnounceResponse",
+    "AnnounceResult",
+    "ClientStatistics",
+    "ConnectRequest",
+    "ConnectResponse",
+    "ConnectionIds",
+    "ErrorResponse",
     "LocalProtocolError",
     "MalformedPacketError",
+    "Option",
+    "OptionType",
+    "Refusal",
+    "Request",
+    "RequestFailed",
+    "RequestId",
+    "Response",
+    "ScrapeRequest",
+    "ScrapeResponse",
+    "ScrapeResult",
+    "ScrapeStats",
+    "ServerConfig",
+    "ServerStatistics",
+    "SwarmStatistics",
+    "SwarmStore",
+    "TrackerClient",
+    "TrackerClientCore",
     "TrackerError",
+    "TrackerEvent",
+    "TrackerHandler",
     "TrackerRejectedError",
+    "TrackerServer",
+    "TrackerServerCore",
+    "TrackerTarget",
     "TrackerTimeoutError",
+    "TrackerUrl",
+    "decode_request",
+    "decode_response",
+    "encode_options",
+    "open_tracker_client",
+    "parse_options",
+    "parse_tracker_url",
+    "serve_tracker",
+    "url_data_of",
+    "url_data_options",
 ]
 
 __version__ = "0.1.0"

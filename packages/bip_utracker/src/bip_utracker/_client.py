@@ -32,9 +32,9 @@ from bip_metainfo import InfoHash
 
 from ._client_core import (
     DEFAULT_CONNECTION_LIFETIME,
-    DEFAULT_MAX_REQUESTS,
+    DEFAULT_MAX_REQUESTS_IN_FLIGHT,
     DEFAULT_MAX_RETRANSMITS,
-    DEFAULT_TIMEOUT,
+    DEFAULT_RETRANSMIT_TIMEOUT,
     AnnounceParams,
     AnnounceResult,
     ClientStatistics,
@@ -378,10 +378,10 @@ async def open_tracker_client(
     bind_v6: str | None = "::",
     sink: PeerSink | None = None,
     rng: random.Random | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
+    timeout: float = DEFAULT_RETRANSMIT_TIMEOUT,
     max_retransmits: int = DEFAULT_MAX_RETRANSMITS,
     connection_lifetime: float = DEFAULT_CONNECTION_LIFETIME,
-    max_requests: int = DEFAULT_MAX_REQUESTS,
+    max_requests: int = DEFAULT_MAX_REQUESTS_IN_FLIGHT,
 ) -> AsyncIterator[TrackerClient]:
     """Run a :class:`TrackerClient` for the duration of an ``async with`` block.
 

@@ -87,9 +87,9 @@ from ._errors import (
 
 __all__ = [
     "DEFAULT_CONNECTION_LIFETIME",
-    "DEFAULT_MAX_REQUESTS",
+    "DEFAULT_MAX_REQUESTS_IN_FLIGHT",
     "DEFAULT_MAX_RETRANSMITS",
-    "DEFAULT_TIMEOUT",
+    "DEFAULT_RETRANSMIT_TIMEOUT",
     "AnnounceParams",
     "AnnounceResult",
     "ClientStatistics",
@@ -100,7 +100,7 @@ __all__ = [
     "TrackerEvent",
 ]
 
-DEFAULT_TIMEOUT = 15.0
+DEFAULT_RETRANSMIT_TIMEOUT = 15.0
 """Seconds before the first retransmission (BEP 15); the n-th waits ``timeout * 2**n``."""
 
 DEFAULT_MAX_RETRANSMITS = 8
@@ -109,7 +109,7 @@ DEFAULT_MAX_RETRANSMITS = 8
 DEFAULT_CONNECTION_LIFETIME = 60.0
 """Seconds a connection id is used after it was received (BEP 15: one minute)."""
 
-DEFAULT_MAX_REQUESTS = 10_000
+DEFAULT_MAX_REQUESTS_IN_FLIGHT = 10_000
 """How many requests may be in flight at once before :meth:`TrackerClientCore.announce` refuses."""
 
 RequestId = NewType("RequestId", int)
@@ -345,10 +345,10 @@ class TrackerClientCore:
         self,
         *,
         rng: random.Random,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float = DEFAULT_RETRANSMIT_TIMEOUT,
         max_retransmits: int = DEFAULT_MAX_RETRANSMITS,
         connection_lifetime: float = DEFAULT_CONNECTION_LIFETIME,
-        max_requests: int = DEFAULT_MAX_REQUESTS,
+        max_requests: int = DEFAULT_MAX_REQUESTS_IN_FLIGHT,
     ) -> None:
         """Create a core.
 
@@ -402,7 +402,8 @@ class TrackerClientCore:
 
         Raises:
             LocalProtocolError: a parameter does not fit the packet, the tracker address is
-                not usable, or :data:`DEFAULT_MAX_REQUESTS` (``max_requests``) are in flight.
+                not usable, or ``max_requests`` (:data:`DEFAULT_MAX_REQUESTS_IN_FLIGHT`) are
+                in flight.
         """
         if not isinstance(params, AnnounceParams):
             raise LocalProtocolError(f"params is an AnnounceParams, got {type(params).__name__}")
