@@ -186,12 +186,21 @@ def main() -> int:
     parser.add_argument("--version", choices=["v1", "hybrid"], default="v1")
     parser.add_argument("--dir", type=Path, default=None)
     parser.add_argument("--repeat", type=int, default=2, help="best of this many runs each")
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        default=None,
+        help="sys.setswitchinterval for the run (seconds; CPython's default is 0.005)",
+    )
     args = parser.parse_args()
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
     size = args.size_mib * 1024 * 1024
     content = Content(size, args.piece_kib * 1024)
     print(
         f"{args.size_mib} MiB, {args.piece_kib} KiB pieces, {args.version}, 16 KiB blocks, "
-        f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
+        f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
+        f"switch interval {sys.getswitchinterval() * 1000:g} ms"
     )
     info, layers = make_info(content, args.version)
     directory = Path(tempfile.mkdtemp(prefix="bip-disk-bench-", dir=args.dir))

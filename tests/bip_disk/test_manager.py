@@ -587,3 +587,24 @@ async def test_moving_waits_for_blocks_of_pieces_in_memory(tmp_path: Path) -> No
         assert events[-1] == PieceVerified(torrent, 0, good=True)
         assert destination.read("renamed/a.bin", 0, 10) == data[:10]
         assert source.stat("renamed/a.bin") is None
+
+
+async def test_moving_to_another_view_of_the_same_root_copies_and_deletes_nothing(
+    tmp_path: Path, filesystem_factory: Callable[[str, Path], FileSystem]
+) -> None:
+    sample = make_sample(tmp_path, standard_files(), "hybrid")
+    first = filesystem_factory("native", tmp_path / "root")
+    second = filesystem_factory("native", tmp_path / "root")
+    try:
+        async with open_disk_manager() as disk:
+            torrent = await disk.add_torrent(sample.metainfo, first)
+            await disk.wait_checked(torrent)
+            await download(disk, torrent, sample, data_only=True)
+            await disk.move_storage(torrent, second)
+            await collect(disk, lambda e: isinstance(e, StorageMoved))
+            assert disk.have(torrent) == frozenset(range(sample.info.num_pieces))
+        assert_stored(second, sample)
+        assert sorted(p.name for p in (tmp_path / "root").iterdir()) == ["album"]  # no marker
+    finally:
+        first.close()
+        second.close()

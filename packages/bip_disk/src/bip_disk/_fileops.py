@@ -9,6 +9,7 @@ synchronous; each returns or raises :class:`~bip_disk.StorageError` (an
 from __future__ import annotations
 
 import errno
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
@@ -17,7 +18,14 @@ from ._errors import PathError, StorageError
 from ._filesystem import FileSystem
 from ._layout import StorageLayout
 
-__all__ = ["as_storage_error", "copy_files", "create_files", "delete_files", "storage_faults"]
+__all__ = [
+    "as_storage_error",
+    "copy_files",
+    "create_files",
+    "delete_files",
+    "same_storage",
+    "storage_faults",
+]
 
 _COPY_CHUNK = 4 * 1024 * 1024
 _ZEROS = bytes(_COPY_CHUNK)
@@ -138,3 +146,29 @@ def copy_files(
     with storage_faults():
         destination.sync()
     return warnings
+
+
+def same_storage(first: FileSystem, second: FileSystem) -> bool:
+    """Whether two FileSystems store their files in the same place (two views of one root).
+
+    Moving a torrent from one to the other must then copy nothing and, above all,
+    delete nothing. Found out by writing a uniquely named marker file through
+    ``second`` and looking for it through ``first``; the marker is removed.
+
+    Raises:
+        StorageError: the marker could not be written.
+    """
+    marker = f".bip-disk-move-{uuid.uuid4().hex}"
+    with storage_faults(marker):
+        second.write(marker, 0, b"bip_disk")
+    try:
+        with storage_faults(marker):
+            return first.stat(marker) is not None
+    except StorageError:
+        return False
+    finally:
+        try:
+            with storage_faults(marker):
+                second.remove(marker)
+        except StorageError:
+            pass  # a stray marker file is harmless

@@ -78,7 +78,14 @@ from ._events import (
     TorrentRemoved,
     TorrentState,
 )
-from ._fileops import as_storage_error, copy_files, create_files, delete_files, storage_faults
+from ._fileops import (
+    as_storage_error,
+    copy_files,
+    create_files,
+    delete_files,
+    same_storage,
+    storage_faults,
+)
 from ._filesystem import Buffer, FileStat, FileSystem
 from ._hashing import HashPool, PieceVerifier, default_hash_threads
 from ._layout import StorageLayout, read_span_data, write_span_data
@@ -357,11 +364,10 @@ class DiskManager:
                     await self._io_pool.run(_sync, storage.fs)
             except StorageError as error:
                 problems = [error]
-            for problem in problems:
-                await self._emit(
-                    StorageWarning(torrent, problem, f"removing the torrent: {problem}")
-                )
-            await self._emit(TorrentRemoved(torrent, delete_data))
+        # Not shielded: a full event queue must not make this call uncancellable.
+        for problem in problems:
+            await self._emit(StorageWarning(torrent, problem, f"removing the torrent: {problem}"))
+        await self._emit(TorrentRemoved(torrent, delete_data))
 
     async def move_storage(self, torrent: TorrentHandle, filesystem: FileSystem) -> None:
         """Move a torrent's files to another FileSystem (another disk, root or backend).
@@ -371,7 +377,9 @@ class DiskManager:
         verified, pieces in memory carry on into the new storage, and a torrent
         stopped by a fault of the old storage is ``READY`` again. On failure the
         copy is left as is (it may be partial), the torrent stays on its old
-        storage and the error is raised.
+        storage and the error is raised. A ``filesystem`` that stores its files
+        where the current one does (another view of the same root) is simply
+        switched to: nothing is copied or deleted.
 
         Raises:
             TorrentStateError: the torrent is checking, moving or removed.
@@ -391,8 +399,11 @@ class DiskManager:
                 await storage.wait_changed()
             storage.io_active += 1
             try:
-                warnings = await self._io_pool.run(
-                    copy_files, storage.fs, filesystem, storage.layout
+                same = await self._io_pool.run(same_storage, storage.fs, filesystem)
+                warnings = (
+                    []
+                    if same
+                    else await self._io_pool.run(copy_files, storage.fs, filesystem, storage.layout)
                 )
             finally:
                 storage.io_active -= 1
@@ -407,10 +418,11 @@ class DiskManager:
         storage.error = storage.reason = None
         self._cache.drop_torrent(torrent.id)
         storage.set_state(TorrentState.READY)
-        try:
-            warnings += await self._io_pool.run(delete_files, old, storage.layout)
-        except StorageError as error:  # pragma: no cover - delete_files collects errors
-            warnings.append(error)
+        if not same:
+            try:
+                warnings += await self._io_pool.run(delete_files, old, storage.layout)
+            except StorageError as error:  # pragma: no cover - delete_files collects errors
+                warnings.append(error)
         for warning in warnings:
             await self._emit(StorageWarning(torrent, warning, f"moving storage: {warning}"))
         await self._emit(StorageMoved(torrent))
