@@ -297,6 +297,11 @@ class PeerConnection:
         self._decoder = MessageDecoder(
             self._limits.max_message_length, max_block_length=self._limits.max_block_length
         )
+        # Bound once: next_event calls it per message.
+        self._next_message = self._decoder.next_message
+        # Limits read per block, kept as plain attributes (ConnectionLimits is frozen).
+        self._max_block_length = self._limits.max_block_length
+        self._max_peer_requests = self._limits.max_peer_requests
         self._error: RemoteProtocolError | None = None
         self._outgoing = bytearray()
 
@@ -627,16 +632,20 @@ class PeerConnection:
             RemoteProtocolError: the peer broke the protocol; the connection is dead
                 and every later call raises the same error.
         """
-        self._check_alive()
-        decoder = self._decoder
+        if self._error is not None:
+            raise self._error
+        next_message = self._next_message
         try:
             while True:
-                message = decoder.next_message()
-                if message is NEED_DATA:
-                    return NEED_DATA
-                # The receive hot path: a piece needs no extension check.
+                message = next_message()
+                # The receive hot path: pieces (downloading) and requests (seeding) need no
+                # extension check and no table look-up, so they are tested first.
                 if type(message) is Piece:
                     event = self._on_piece(message)
+                elif type(message) is Request:
+                    event = self._on_request(message)
+                elif message is NEED_DATA:
+                    return NEED_DATA
                 else:
                     assert isinstance(message, Message)
                     event = self._receive(message)
@@ -756,20 +765,23 @@ class PeerConnection:
             raise RemoteProtocolError(f"{what} for piece {index}: no torrent here has that many")
         return limit
 
-    def _on_request(self, message: Message) -> Event | None:
-        assert isinstance(message, Request)
+    def _on_request(self, message: Request) -> Event | None:
+        # Once per block served: the checks are inlined (no _check_index call).
         index, begin, length = message.index, message.begin, message.length
-        limits = self._limits
-        if not 0 < length <= limits.max_block_length:
+        if not 0 < length <= self._max_block_length:
             raise RemoteProtocolError(
-                f"request for {length} bytes (limit {limits.max_block_length})"
+                f"request for {length} bytes (limit {self._max_block_length})"
             )
-        self._check_index(index, "request")
+        num_pieces = self._num_pieces
+        if num_pieces is not None and index >= num_pieces:
+            self._check_index(index, "request")
         self._peer_talked_pieces = True
         key = (index, begin, length)
-        if key in self._peer_requests:
+        peer_requests = self._peer_requests
+        if key in peer_requests:
             return None  # a duplicate: it is queued already
-        if len(self._peer_requests) >= limits.max_peer_requests or self._num_pieces is None:
+        limits = self._limits
+        if len(peer_requests) >= self._max_peer_requests or num_pieces is None:
             # Over the queue we advertised, or before we have the metadata (so we
             # announced nothing): refused as libtorrent does, but not held against it.
             self._refuse(index, begin, length)
@@ -790,7 +802,7 @@ class PeerConnection:
                 )
             self._refuse(index, begin, length)
             return None
-        self._peer_requests.add(key)
+        peer_requests.add(key)
         return message
 
     def _on_cancel(self, message: Message) -> Event | None:
@@ -806,8 +818,7 @@ class PeerConnection:
             self._outgoing += RejectRequest(*key).encode()
         return message
 
-    def _on_piece(self, message: Message) -> Event | None:
-        assert isinstance(message, Piece)
+    def _on_piece(self, message: Piece) -> Event | None:
         index, begin, length = message.index, message.begin, len(message.block)
         num_pieces = self._num_pieces
         if num_pieces is not None and index >= num_pieces:
@@ -966,11 +977,25 @@ class PeerConnection:
             RemoteProtocolError: the connection already failed.
             TypeError: ``message`` is not a message.
         """
-        self._check_alive()
-        if type(message) is Piece:  # the send hot path first
-            self._send_piece(message)
-            head, block = message.encode_parts()
-            return [head, block]
+        if self._error is not None:
+            raise self._error
+        # The send hot path: blocks (seeding) and requests (downloading) are told by the
+        # identity of their type, before any table or isinstance check (Message is an ABC,
+        # whose isinstance costs more than handling a request).
+        if type(message) is Piece:
+            return self._send_piece(message)
+        if type(message) is Request:
+            return [self._send_request(message)]
+        handler = _SEND.get(type(message))
+        if handler is not None:  # the other messages of _messages
+            assert isinstance(message, Message)
+            required = _REQUIRES.get(type(message))
+            if required is not None and required[0] not in self._common:
+                raise LocalProtocolError(f"{type(message).__name__} needs {required[1]}")
+            extra = handler(self, message)
+            if extra:
+                return [message.encode(), *extra]
+            return [message.encode()]
         if isinstance(message, ExtendedHandshake):
             return [self._send_extended_handshake(message)]
         name = _NAME_OF_CLASS.get(type(message))
@@ -979,14 +1004,7 @@ class PeerConnection:
             return [self._send_extension(name, message)]
         if not isinstance(message, Message):
             raise TypeError(f"not a peer wire message: {message!r}")
-        required = _REQUIRES.get(type(message))
-        if required is not None and required[0] not in self._common:
-            raise LocalProtocolError(f"{type(message).__name__} needs {required[1]}")
-        handler = _SEND.get(type(message))
-        if handler is not None:
-            extra = handler(self, message)
-            if extra:
-                return [message.encode(), *extra]
+        # KeepAlive, UnknownMessage (and subclasses of messages): nothing to track.
         return [message.encode()]
 
     def _local_index(self, index: int, what: str) -> None:
@@ -1055,25 +1073,28 @@ class PeerConnection:
         self._our_pieces.add(message.index)
         self._we_talked_pieces = True
 
-    def _send_request(self, message: Message) -> None:
-        assert isinstance(message, Request)
+    def _send_request(self, message: Request) -> bytes:
+        # Once per block requested: the checks are inlined, the message encoded here.
         index, begin, length = message.index, message.begin, message.length
-        self._local_index(index, "request")
-        if not 0 < length <= self._limits.max_block_length:
-            raise LocalProtocolError(
-                f"request for {length} bytes (limit {self._limits.max_block_length})"
-            )
+        num_pieces = self._num_pieces
+        if num_pieces is None or index >= num_pieces:
+            self._local_index(index, "request")
+        if not 0 < length <= self._max_block_length:
+            raise LocalProtocolError(f"request for {length} bytes (limit {self._max_block_length})")
         if index not in self._peer_pieces:
             raise LocalProtocolError(f"request for piece {index}, which the peer does not have")
         if self._peer_choking and not (self._fast and index in self._allowed_fast_from_peer):
             raise LocalProtocolError(
                 f"request for piece {index} while choked (and not allowed fast)"
             )
-        if (index, begin) in self._our_request_lengths:
+        position = (index, begin)
+        lengths = self._our_request_lengths
+        if position in lengths:
             raise LocalProtocolError(f"piece {index} offset {begin} is already requested")
         self._our_requests.add((index, begin, length))
-        self._our_request_lengths[(index, begin)] = length
+        lengths[position] = length
         self._we_talked_pieces = True
+        return message.encode()
 
     def _send_cancel(self, message: Message) -> None:
         assert isinstance(message, Cancel)
@@ -1086,12 +1107,15 @@ class PeerConnection:
             # Without fast a honoured cancel is never answered: forget the oldest.
             del self._cancelled[next(iter(self._cancelled))]
 
-    def _send_piece(self, message: Message) -> None:
-        assert isinstance(message, Piece)
+    def _send_piece(self, message: Piece) -> list[bytes | memoryview]:
+        # Once per block served; the block is not copied (see Piece.encode_parts).
         key = (message.index, message.begin, len(message.block))
-        if key not in self._peer_requests:
+        peer_requests = self._peer_requests
+        if key not in peer_requests:
             raise LocalProtocolError(f"piece {key} answers no pending request of the peer")
-        self._peer_requests.discard(key)
+        peer_requests.remove(key)
+        head, block = message.encode_parts()
+        return [head, block]
 
     def _send_reject(self, message: Message) -> None:
         assert isinstance(message, RejectRequest)
@@ -1231,8 +1255,7 @@ _RECEIVE: Final[dict[type, _Receive]] = {
     NotInterested: PeerConnection._on_not_interested,
     Have: PeerConnection._on_have,
     Bitfield: PeerConnection._on_bitfield,
-    Request: PeerConnection._on_request,
-    Piece: PeerConnection._on_piece,
+    # Request and Piece: dispatched by next_event itself (the hot path).
     Cancel: PeerConnection._on_cancel,
     Port: PeerConnection._on_port,
     Suggest: PeerConnection._on_suggest,
@@ -1252,8 +1275,7 @@ _SEND: Final[dict[type, _Send]] = {
     NotInterested: PeerConnection._send_not_interested,
     Have: PeerConnection._send_have,
     Bitfield: PeerConnection._send_bitfield,
-    Request: PeerConnection._send_request,
-    Piece: PeerConnection._send_piece,
+    # Request and Piece: dispatched by send_parts itself (the hot path).
     Cancel: PeerConnection._send_cancel,
     Port: PeerConnection._send_port,
     Suggest: PeerConnection._send_suggest,

@@ -870,6 +870,20 @@ _reject = _unchecked3(RejectRequest, "index", "begin", "length")
 _piece = _unchecked3(Piece, "index", "begin", "block")
 
 
+def _slot_setter(cls: type[Message], name: str) -> Callable[[Message, object], None]:
+    setter: Callable[[Message, object], None] = getattr(cls, name).__set__
+    return setter
+
+
+# The same, unrolled into MessageDecoder.next_message for the two messages of a transfer.
+_set_piece_index = _slot_setter(Piece, "index")
+_set_piece_begin = _slot_setter(Piece, "begin")
+_set_piece_block = _slot_setter(Piece, "block")
+_set_request_index = _slot_setter(Request, "index")
+_set_request_begin = _slot_setter(Request, "begin")
+_set_request_length = _slot_setter(Request, "length")
+
+
 def _parse_have(buf: _Buffer, start: int, size: int) -> Message:
     return _have(_I.unpack_from(buf, start)[0])
 
@@ -1002,6 +1016,7 @@ class MessageDecoder:
     """
 
     __slots__ = (
+        "_assembling",
         "_body",
         "_body_filled",
         "_body_id",
@@ -1013,6 +1028,7 @@ class MessageDecoder:
         "_max_block_length",
         "_max_message_length",
         "_num_pieces",
+        "_piece_limit",
         "_pos",
     )
 
@@ -1033,6 +1049,12 @@ class MessageDecoder:
             _check_u32("max_block_length", max_block_length)
         self._max_message_length = max_message_length
         self._max_block_length = max_block_length
+        # The largest piece message the fast path takes; others go through _check_head.
+        self._piece_limit = (
+            max_message_length
+            if max_block_length is None
+            else min(max_message_length, max_block_length + 9)
+        )
         self._num_pieces: int | None = None
         self.num_pieces = num_pieces
         # Chunks not yet consumed, as read-only byte views; _pos is the offset into the first.
@@ -1048,6 +1070,7 @@ class MessageDecoder:
         self._body_size = 0
         self._body_filled = 0
         self._body_id = 0
+        self._assembling = False  # _head or _body holds a message in progress
         self._error: RemoteProtocolError | None = None
 
     @property
@@ -1109,41 +1132,59 @@ class MessageDecoder:
         if self._error is not None:
             raise self._error
         try:
-            return self._next()
+            # The fast path, inline rather than a method of its own because it runs once per
+            # message (a call costs about as much as parsing a request): a whole message inside
+            # the current chunk, parsed in place.
+            chunks = self._chunks
+            if chunks and not self._assembling:
+                chunk = chunks[0]
+                pos = self._pos
+                size = len(chunk)
+                if size - pos >= 5:
+                    length, mid = _HEADER_ID.unpack_from(chunk, pos)
+                    end = pos + 4 + length
+                    if end <= size and length:
+                        # Pieces and requests are nearly all the traffic of a transfer: they
+                        # are checked and built here, without _check_head and the parser table
+                        # (the values come from struct, so they need no range checks either).
+                        message: Message
+                        if mid == 7 and 9 <= length <= self._piece_limit:
+                            index, begin = _II.unpack_from(chunk, pos + 5)
+                            message = _new(Piece)
+                            _set_piece_index(message, index)
+                            _set_piece_begin(message, begin)
+                            _set_piece_block(message, chunk[pos + 13 : end])
+                        elif mid == 6 and length == 13:
+                            index, begin, block_length = _III.unpack_from(chunk, pos + 5)
+                            message = _new(Request)
+                            _set_request_index(message, index)
+                            _set_request_begin(message, begin)
+                            _set_request_length(message, block_length)
+                        else:
+                            self._check_head(length, mid)
+                            message = self._parse(mid, chunk, pos + 5, length - 1)
+                        if end == size:
+                            chunks.popleft()
+                            self._pos = 0
+                        else:
+                            self._pos = end
+                        self._buffered -= 4 + length
+                        return message
+            return self._next_slow()
         except RemoteProtocolError as error:
             self._error = error
             raise
 
-    def _next(self) -> Message | NeedData:
-        chunks = self._chunks
-        if self._body is None and not self._head and chunks:
-            # Fast path: a whole message inside the current chunk, parsed in place.
-            chunk = chunks[0]
-            pos = self._pos
-            size = len(chunk)
-            if size - pos >= 5:
-                length, mid = _HEADER_ID.unpack_from(chunk, pos)
-                end = pos + 4 + length
-                if end <= size and length:
-                    # A piece with a whole header is the one message worth a path of its own.
-                    piece = mid == 7 and length >= 9
-                    if not piece or (
-                        self._max_block_length is not None and length - 9 > self._max_block_length
-                    ):
-                        self._check_head(length, mid)
-                    if end == size:
-                        chunks.popleft()
-                        self._pos = 0
-                    else:
-                        self._pos = end
-                    self._buffered -= 4 + length
-                    if piece:
-                        index, begin = _II.unpack_from(chunk, pos + 5)
-                        return _piece(index, begin, chunk[pos + 13 : end])
-                    return self._parse(mid, chunk, pos + 5, length - 1)
-        return self._next_slow()
-
     def _next_slow(self) -> Message | NeedData:
+        """What the fast path leaves: keep-alives, and heads or payloads that straddle chunks."""
+        try:
+            return self._next_straddling()
+        finally:
+            # Heads and bodies are started and finished only under this call: the fast path
+            # tests this one flag instead of both.
+            self._assembling = self._body is not None or bool(self._head)
+
+    def _next_straddling(self) -> Message | NeedData:
         if self._body is None:
             head = self._gather_head()
             if head is None:
