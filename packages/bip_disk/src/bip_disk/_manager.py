@@ -493,7 +493,7 @@ class DiskManager:
 
         Raises:
             TorrentStateError: the torrent is unknown, removed or stopped by a
-                fault, or the block is not inside the piece.
+                fault, the block is not inside the piece, or the manager is closing.
         """
         view = memoryview(data)
         # The fast path, for every block of a piece but the first: the piece is in
@@ -516,6 +516,7 @@ class DiskManager:
         # block would cost more than copying the block (see the benchmark).
         await trio.lowlevel.checkpoint_if_cancelled()
         while True:
+            self._check_open()
             if storage.state is not TorrentState.READY:
                 await self._wait_usable(storage, writing=True)
                 continue
@@ -530,7 +531,8 @@ class DiskManager:
             if not granted:
                 continue  # the torrent stopped or is checking: the loop decides
             if (
-                storage.state is not TorrentState.READY
+                self._closing
+                or storage.state is not TorrentState.READY
                 or piece in storage.partial
                 or piece in storage.have
                 or piece in storage.flushing
@@ -759,10 +761,11 @@ class DiskManager:
             await storage.wait_changed()
 
     def _drop_partials(self, storage: TorrentStorage) -> None:
+        # The torrent's waiters first, so that the room made next goes to others.
+        self._budget.turn_away(storage)
         for partial in storage.partial.values():
             self._budget.release(partial.size)
         storage.partial.clear()
-        self._budget.turn_away(storage)
 
     def _resume(
         self, storage: TorrentStorage, have: frozenset[int], stats: tuple[FileStat | None, ...]
