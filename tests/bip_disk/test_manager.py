@@ -613,18 +613,20 @@ async def test_moving_to_another_view_of_the_same_root_copies_and_deletes_nothin
 async def test_writes_waiting_for_room_fail_when_the_manager_closes(tmp_path: Path) -> None:
     sample = make_sample(tmp_path, standard_files(), "v1")
     failures: list[str] = []
-    async with trio.open_nursery() as outer:
-        async with open_disk_manager(max_in_flight_bytes=PIECE) as disk:
-            torrent = await disk.add_torrent(sample.metainfo, MemoryFileSystem())
-            await disk.wait_checked(torrent)
-            await disk.write_block(torrent, 0, 0, b"x")
+    async with (
+        trio.open_nursery() as outer,
+        open_disk_manager(max_in_flight_bytes=PIECE) as disk,
+    ):
+        torrent = await disk.add_torrent(sample.metainfo, MemoryFileSystem())
+        await disk.wait_checked(torrent)
+        await disk.write_block(torrent, 0, 0, b"x")
 
-            async def wait_for_room() -> None:
-                try:
-                    await disk.write_block(torrent, 1, 0, b"y")
-                except TorrentStateError as error:
-                    failures.append(str(error))
+        async def wait_for_room() -> None:
+            try:
+                await disk.write_block(torrent, 1, 0, b"y")
+            except TorrentStateError as error:
+                failures.append(str(error))
 
-            outer.start_soon(wait_for_room)
-            await trio.testing.wait_all_tasks_blocked()
+        outer.start_soon(wait_for_room)
+        await trio.testing.wait_all_tasks_blocked()
     assert failures == ["the disk manager is closing"]
