@@ -298,7 +298,13 @@ class Bitfield(Message):
         return _HEADER_ID.pack(len(self.bits) + 1, 5) + self.bits
 
 
-@dataclass(frozen=True, slots=True)
+# Request and Piece are built once per block by whoever sends them: their __init__ is written
+# out (init=False) because the one dataclass generates for a frozen class sets each field through
+# object.__setattr__ and then calls __post_init__, twice the cost of checking and setting the
+# slots directly (through the setters defined after Piece).
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class Request(Message):
     """Ask for ``length`` bytes of piece ``index`` from offset ``begin`` (BEP 3, id 6).
 
@@ -311,16 +317,27 @@ class Request(Message):
     begin: int
     length: int
 
-    def __post_init__(self) -> None:
+    def __init__(self, index: int, begin: int, length: int) -> None:
         """Check that every field is a uint32."""
-        _check_block_fields(self.index, self.begin, self.length)
+        if not (
+            type(index) is int
+            and type(begin) is int
+            and type(length) is int
+            and 0 <= index <= _U32_MAX
+            and 0 <= begin <= _U32_MAX
+            and 0 <= length <= _U32_MAX
+        ):
+            _check_block_fields(index, begin, length)  # raises the precise error
+        _set_request_index(self, index)
+        _set_request_begin(self, begin)
+        _set_request_length(self, length)
 
     def encode(self) -> bytes:
         """Length 13, id 6, index, begin, length."""
         return _U32X3_ID.pack(13, 6, self.index, self.begin, self.length)
 
 
-@dataclass(frozen=True, slots=True, repr=False)
+@dataclass(frozen=True, slots=True, repr=False, init=False)
 class Piece(Message):
     """A block of data: ``block`` is piece ``index`` from offset ``begin`` (BEP 3, id 7).
 
@@ -342,10 +359,8 @@ class Piece(Message):
     begin: int
     block: bytes | memoryview
 
-    def __post_init__(self) -> None:
+    def __init__(self, index: int, begin: int, block: bytes | memoryview) -> None:
         """Check the fields; make a ``bytearray`` block immutable."""
-        index = self.index
-        begin = self.begin
         if not (
             type(index) is int
             and type(begin) is int
@@ -354,16 +369,16 @@ class Piece(Message):
         ):
             _check_u32("index", index)
             _check_u32("begin", begin)
-        block = self.block
-        if type(block) is memoryview:  # what the decoder gives; memoryview has no subclasses
+        if type(block) is memoryview:  # memoryview has no subclasses
             if block.format != "B" or block.ndim != 1:
                 block = block.cast("B") if block.c_contiguous else memoryview(block.tobytes())
-                _set(self, "block", block)
         elif type(block) is not bytes:
             block = _as_bytes("block", block)
-            _set(self, "block", block)
         if len(block) > _U32_MAX - 9:
             raise ValueError("a block this long does not fit a message")
+        _set_piece_index(self, index)
+        _set_piece_begin(self, begin)
+        _set_piece_block(self, block)
 
     def __hash__(self) -> int:
         """Hash by content, whatever memory the block lives in.
@@ -390,6 +405,21 @@ class Piece(Message):
         ('0000000c070000000100000002', b'xyz')
         """
         return _PIECE_HEAD.pack(len(self.block) + 9, 7, self.index, self.begin), self.block
+
+
+def _slot_setter(cls: type[Message], name: str) -> Callable[[Message, object], None]:
+    """The setter of a frozen dataclass's slot: sets it without checks (after our own)."""
+    setter: Callable[[Message, object], None] = getattr(cls, name).__set__
+    return setter
+
+
+# For Request and Piece's __init__, and for MessageDecoder, which builds them unchecked.
+_set_request_index = _slot_setter(Request, "index")
+_set_request_begin = _slot_setter(Request, "begin")
+_set_request_length = _slot_setter(Request, "length")
+_set_piece_index = _slot_setter(Piece, "index")
+_set_piece_begin = _slot_setter(Piece, "begin")
+_set_piece_block = _slot_setter(Piece, "block")
 
 
 @dataclass(frozen=True, slots=True)
@@ -868,20 +898,6 @@ _request = _unchecked3(Request, "index", "begin", "length")
 _cancel = _unchecked3(Cancel, "index", "begin", "length")
 _reject = _unchecked3(RejectRequest, "index", "begin", "length")
 _piece = _unchecked3(Piece, "index", "begin", "block")
-
-
-def _slot_setter(cls: type[Message], name: str) -> Callable[[Message, object], None]:
-    setter: Callable[[Message, object], None] = getattr(cls, name).__set__
-    return setter
-
-
-# The same, unrolled into MessageDecoder.next_message for the two messages of a transfer.
-_set_piece_index = _slot_setter(Piece, "index")
-_set_piece_begin = _slot_setter(Piece, "begin")
-_set_piece_block = _slot_setter(Piece, "block")
-_set_request_index = _slot_setter(Request, "index")
-_set_request_begin = _slot_setter(Request, "begin")
-_set_request_length = _slot_setter(Request, "length")
 
 
 def _parse_have(buf: _Buffer, start: int, size: int) -> Message:
