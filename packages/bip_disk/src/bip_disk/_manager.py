@@ -666,14 +666,10 @@ class DiskManager:
             StorageError: a file could not be stat'ed.
         """
         storage = self._get(torrent)
-        have = frozenset(storage.have)
+        have, settled = frozenset(storage.have), _settled(storage)
         with storage_faults():
             stats = stat_files(storage.fs, storage.layout)
-        return self._resume(storage, have, stats).to_bytes()
-
-    def _unsettled(self, storage: TorrentStorage) -> bool:
-        """Whether what the torrent has is not known yet (checking, or moving its files)."""
-        return storage.state in (TorrentState.CHECKING, TorrentState.MOVING)
+        return self._resume(storage, have, stats if settled else None).to_bytes()
 
     async def save_resume_data(self, torrent: TorrentHandle, *, sync: bool = True) -> bytes:
         """Resume data for the torrent, after syncing its files (on a thread).
@@ -686,7 +682,7 @@ class DiskManager:
             StorageError: stat'ing or syncing failed.
         """
         storage = self._get(torrent)
-        have = frozenset(storage.have)
+        have, settled = frozenset(storage.have), _settled(storage)
         fs, layout = storage.fs, storage.layout
 
         def stat_and_sync() -> tuple[FileStat | None, ...]:
@@ -696,7 +692,7 @@ class DiskManager:
                 return stat_files(fs, layout)
 
         stats = await self._io_pool.run(stat_and_sync)
-        return self._resume(storage, have, stats).to_bytes()
+        return self._resume(storage, have, stats if settled else None).to_bytes()
 
     def statistics(self) -> DiskStatistics:
         """A frozen snapshot of the manager's counters."""
@@ -768,12 +764,15 @@ class DiskManager:
         storage.partial.clear()
 
     def _resume(
-        self, storage: TorrentStorage, have: frozenset[int], stats: tuple[FileStat | None, ...]
+        self,
+        storage: TorrentStorage,
+        have: frozenset[int],
+        stats: tuple[FileStat | None, ...] | None,
     ) -> ResumeData:
-        if self._unsettled(storage):
+        if stats is None:
             # Pieces not checked yet (or files half moved) must not pass for missing next
             # time: recording every file as absent makes the next start hash them all.
-            stats = (None,) * len(stats)
+            stats = (None,) * len(storage.layout.files)
         # The clock is read after the stats: see RACY_WINDOW_NS.
         return ResumeData(
             storage.info.info_hash, storage.layout.num_pieces, have, stats, time.time_ns()
@@ -1005,6 +1004,11 @@ class DiskManager:
                 await self._emit(
                     StorageWarning(storage.handle, error, f"syncing on close failed: {error}")
                 )
+
+
+def _settled(storage: TorrentStorage) -> bool:
+    """Whether what the torrent has is known (it is not checking, nor moving its files)."""
+    return storage.state not in (TorrentState.CHECKING, TorrentState.MOVING)
 
 
 def _sync(fs: FileSystem) -> None:
