@@ -675,7 +675,11 @@ class DiskManager:
         """Resume data for the torrent, after syncing its files (on a thread).
 
         Every piece listed was written before the sync started, so it is durable
-        once this returns.
+        once this returns. A file written to within
+        :data:`~bip_disk._resume.RACY_WINDOW_NS` (2 s) of saving is *racy*: the
+        next start hashes its pieces the data does not list, in case a write right
+        after the save left its mtime unchanged. At a clean shutdown, saving again
+        once writes have stopped for that long avoids the extra hashing.
 
         Raises:
             TorrentStateError: the torrent is unknown or removed.
