@@ -74,11 +74,13 @@ class PieceVerifier:
             layer does not hash to its file's root.
     """
 
-    __slots__ = ("_check_v1", "_check_v2", "_info", "_layers")
+    __slots__ = ("_check_v1", "_check_v2", "_info", "_last_piece", "_last_size", "_layers")
 
     def __init__(self, info: Info, piece_layers: Mapping[bytes, bytes] | None = None) -> None:
         """Collect ``info``'s hashes and the v2 ``piece_layers`` (keyed by pieces root)."""
         self._info = info
+        self._last_piece = info.num_pieces - 1
+        self._last_size = info.piece_size(self._last_piece)
         self._check_v1 = info.is_v1
         self._layers: dict[bytes, bytes] = {}
         layers = piece_layers or {}
@@ -161,8 +163,11 @@ class PieceVerifier:
         Raises:
             IndexError: there is no such piece.
         """
+        if not 0 <= index <= self._last_piece:
+            raise IndexError(f"piece {index} is not in 0..{self._last_piece}")
         view = memoryview(data)
-        if view.nbytes != self._info.piece_size(index):
+        size = self._last_size if index == self._last_piece else self._info.piece_length
+        if view.nbytes != size:
             return False
         if self._check_v1 and hashlib.sha1(view).digest() != self._info.piece_hash(index):
             return False

@@ -526,7 +526,7 @@ class DiskManager:
             partial = storage.partial.get(piece)
             if partial is not None:
                 break
-            size = storage.layout.piece_size(piece)
+            size = storage.piece_size(piece)
             granted = await self._budget.take(size, storage)
             if not granted:
                 continue  # the torrent stopped or is checking: the loop decides
@@ -601,7 +601,7 @@ class DiskManager:
             if pending is None:
                 break
             await pending.wait()
-        size = storage.layout.piece_size(piece)
+        size = storage.piece_size(piece)
         whole = size <= self._cache.limit // 4
         done = trio.Event()
         if whole:
@@ -740,7 +740,7 @@ class DiskManager:
         if type(piece) is not int or not 0 <= piece < num_pieces:
             raise TorrentStateError(f"piece {piece!r} is not in 0..{num_pieces - 1}")
         partial = storage.partial.get(piece)
-        size = partial.size if partial is not None else storage.layout.piece_size(piece)
+        size = partial.size if partial is not None else storage.piece_size(piece)
         if type(begin) is not int or type(length) is not int:
             raise TorrentStateError("a block's begin and length are integers")
         if begin < 0 or length <= 0 or begin + length > size:

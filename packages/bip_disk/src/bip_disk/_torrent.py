@@ -166,6 +166,10 @@ class TorrentStorage:
         self.reading: dict[int, trio.Event] = {}  # whole-piece reads on a thread now
         self._changed = trio.Event()
         self._pad_cache: dict[int, tuple[tuple[int, int], ...]] = {}
+        self._has_pads = any(file.is_pad for file in layout.files)
+        # Every piece is piece_length long but the last (pads included).
+        self._last_piece = layout.num_pieces - 1
+        self._last_size = layout.piece_size(self._last_piece)
 
     # -- state ------------------------------------------------------------------------
 
@@ -209,8 +213,14 @@ class TorrentStorage:
 
     # -- pieces -----------------------------------------------------------------------
 
+    def piece_size(self, piece: int) -> int:
+        """The size of piece ``piece`` (pads included), in O(1); the piece must exist."""
+        return self._last_size if piece == self._last_piece else self.layout.piece_length
+
     def pads(self, piece: int) -> tuple[tuple[int, int], ...]:
         """The ranges of piece ``piece`` that fall on pad files, as (start, end)."""
+        if not self._has_pads:
+            return ()
         cached = self._pad_cache.get(piece)
         if cached is not None:
             return cached
@@ -227,6 +237,6 @@ class TorrentStorage:
 
     def new_partial(self, piece: int) -> PartialPiece:
         """Start assembling piece ``piece``."""
-        partial = PartialPiece(self.layout.piece_size(piece), self.pads(piece))
+        partial = PartialPiece(self.piece_size(piece), self.pads(piece))
         self.partial[piece] = partial
         return partial
