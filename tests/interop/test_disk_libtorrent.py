@@ -1,8 +1,9 @@
 """bip_disk and libtorrent 2.1 agree on what is stored where.
 
-For a v1 and a hybrid torrent of several files (an empty one, sizes that are no
-multiple of the piece length, so pieces span files and the hybrid torrent has pad
-files), made by bip_metainfo from known content:
+For a v1, a v2-only and a hybrid torrent of several files (an empty one, sizes
+that are no multiple of the piece length, so v1 pieces span files, v2 pieces end
+with their file and the hybrid torrent has pad files), made by bip_metainfo from
+known content:
 
 1. our DiskManager writes every piece, block by block in a shuffled order, onto a
    NativeFileSystem;
@@ -153,7 +154,7 @@ def _libtorrent(
     return result
 
 
-@pytest.mark.parametrize("version", ["v1", "hybrid"])
+@pytest.mark.parametrize("version", ["v1", "v2", "hybrid"])
 async def test_libtorrent_seeds_what_we_wrote_and_we_check_what_it_downloaded(
     tmp_path: Path, start_process: StartProcess, version: str
 ) -> None:
