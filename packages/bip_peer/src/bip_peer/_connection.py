@@ -67,9 +67,9 @@ caller: the connection knows piece counts, not piece sizes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Set
+from collections.abc import Callable, Iterable, Iterator, Mapping, Set
 from dataclasses import dataclass
-from typing import Final, TypeAlias
+from typing import Final, TypeAlias, TypeVar
 
 from bip_handshake import Extensions, PeerAddress
 from bip_metainfo import InfoHash
@@ -232,6 +232,43 @@ _REQUIRES: Final[dict[type, tuple[Extensions, str]]] = {
 }
 
 
+_S = TypeVar("_S")
+
+
+class _RequestsView(Set[BlockKey]):
+    """Our outstanding requests as a live, read-only set of ``(index, begin, length)``.
+
+    A view of the ``(index, begin) -> length`` map the connection matches pieces with,
+    rather than a second structure to keep in step with it once per block each way.
+    """
+
+    __slots__ = ("_lengths",)
+
+    def __init__(self, lengths: Mapping[tuple[int, int], int]) -> None:
+        self._lengths = lengths
+
+    def __contains__(self, key: object) -> bool:
+        if type(key) is not tuple or len(key) != 3:
+            return False
+        index, begin, length = key
+        requested = self._lengths.get((index, begin))
+        return requested is not None and requested == length
+
+    def __iter__(self) -> Iterator[BlockKey]:
+        return ((index, begin, length) for (index, begin), length in self._lengths.items())
+
+    def __len__(self) -> int:
+        return len(self._lengths)
+
+    def __repr__(self) -> str:
+        return f"{{{', '.join(map(repr, self))}}}" if self._lengths else "set()"
+
+    @classmethod
+    def _from_iterable(cls, iterable: Iterable[_S], /) -> set[_S]:
+        # What the Set operators (&, |, -) build: plain sets, as the set this view replaced.
+        return set(iterable)
+
+
 class PeerConnection:
     """The state of one peer wire connection after the handshake, both ways.
 
@@ -321,11 +358,13 @@ class PeerConnection:
         self._peer_talked_pieces = False
         self._we_talked_pieces = False
 
-        self._our_requests: set[BlockKey] = set()
         # Requests we cancelled whose answer (a piece that crossed the cancel, or
         # with fast a reject) may still come; oldest first, bounded.
         self._cancelled: dict[BlockKey, None] = {}
+        # Our outstanding requests, (index, begin) -> length: a piece is matched by its
+        # position, and our_requests is a view of it (one structure to update per block).
         self._our_request_lengths: dict[tuple[int, int], int] = {}
+        self._our_requests = _RequestsView(self._our_request_lengths)
         self._peer_requests: set[BlockKey] = set()
         self._allowed_fast_to_peer: set[int] = set()
         self._allowed_fast_from_peer: set[int] = set()
@@ -692,7 +731,6 @@ class PeerConnection:
         if not self._fast:
             # BEP 3: a choke discards every pending request. With fast they stay
             # until the peer rejects them (BEP 6).
-            self._our_requests.clear()
             self._our_request_lengths.clear()
             self._cancelled.clear()
         return message
@@ -824,20 +862,21 @@ class PeerConnection:
         if num_pieces is not None and index >= num_pieces:
             self._check_index(index, "piece")
         self._peer_talked_pieces = True
-        requested = self._our_request_lengths.get((index, begin))
+        position = (index, begin)
+        lengths = self._our_request_lengths
+        requested = lengths.get(position)
         if requested == length:
             # The common case. Should the block also answer a cancelled request
             # of the same key, the data is the same either way; the cancelled
             # entry then absorbs the second answer.
-            self._our_requests.discard((index, begin, length))
-            del self._our_request_lengths[(index, begin)]
+            del lengths[position]
             return message
         if length == 0:
             # BitComet rejects with an empty piece; libtorrent reads it so.
             if requested is None:
                 self.unmatched_rejects += 1
                 return None
-            self._forget_our_request(index, begin, requested)
+            self._forget_our_request(index, begin)
             return RejectRequest(index, begin, requested)
         key = (index, begin, length)
         if key in self._cancelled:
@@ -851,8 +890,7 @@ class PeerConnection:
         self.unrequested_bytes += length
         return None
 
-    def _forget_our_request(self, index: int, begin: int, length: int) -> None:
-        self._our_requests.discard((index, begin, length))
+    def _forget_our_request(self, index: int, begin: int) -> None:
         del self._our_request_lengths[(index, begin)]
 
     def _on_reject(self, message: Message) -> Event | None:
@@ -868,7 +906,7 @@ class PeerConnection:
         if key not in self._our_requests:
             self.unmatched_rejects += 1
             return None
-        self._forget_our_request(*key)
+        self._forget_our_request(key[0], key[1])
         return message
 
     def _on_allowed_fast(self, message: Message) -> Event:
@@ -1091,7 +1129,6 @@ class PeerConnection:
         lengths = self._our_request_lengths
         if position in lengths:
             raise LocalProtocolError(f"piece {index} offset {begin} is already requested")
-        self._our_requests.add((index, begin, length))
         lengths[position] = length
         self._we_talked_pieces = True
         return message.encode()
@@ -1101,7 +1138,7 @@ class PeerConnection:
         key = (message.index, message.begin, message.length)
         if key not in self._our_requests:
             raise LocalProtocolError(f"cancel of {key}, which is not outstanding")
-        self._forget_our_request(*key)
+        self._forget_our_request(key[0], key[1])
         self._cancelled[key] = None
         if len(self._cancelled) > MAX_CANCELLED_REQUESTS:
             # Without fast a honoured cancel is never answered: forget the oldest.
