@@ -11,9 +11,11 @@ in the same process and the same run, round-robin:
   16 KiB block, prebuilt) on a `trio.SocketStream`, another `receive_some()`s them (trio's
   default 64 KiB) and counts. What a plain trio program moving piece messages does; this is
   the "raw trio rate" of issue 5 (about 700 MB/s there) and the goal is measured against it.
-- raw trio, send_all per 256 KiB: the same with the messages prebuilt into 256 KiB buffers.
-- raw trio, 256 KiB send_all and receive_some: the same buffer sizes the PeerManager's writer
-  and reader use; trio doing nothing but I/O. A bound, not a goal: no per-message work at all.
+- raw trio, send_all per 256 KiB: the same with the messages prebuilt into 256 KiB buffers:
+  the stricter baseline, which the goal is reported against too.
+- raw trio, PeerManager's write and read sizes: 256 KiB `send_all`s and `receive_some`s of
+  `DEFAULT_RECEIVE_SIZE` (512 KiB), as the PeerManager's writer and reader do; trio doing
+  nothing but I/O. A bound, not a goal: no per-message work at all.
 - ours: two Handshakers (plaintext) connect two PeerManagers over loopback TCP; the leecher
   sends `interested` and keeps `--in-flight` block requests outstanding (at most the seeder's
   `reqq`), the seeder answers `have_all`, `unchoke` and a `piece` per `request` (one
@@ -24,9 +26,11 @@ in the same process and the same run, round-robin:
 
 Rates are piece payload bytes (16 KiB per block) per second of wall time, MB = 10**6 bytes;
 the median of `--reps` runs of each is reported, with the ratio of ours to each raw variant.
-Goal (issue 5): ours at no less than 60% of the raw trio rate. `--profile` runs ours once
-under pyinstrument instead (`uv run --with pyinstrument python benchmarks/peer_throughput.py
---profile`). The machine is shared: compare numbers of one run only.
+Goal (issue 5): ours at no less than 60% of the raw trio rate; both ratios are printed with
+whether the goal is met, and the exit status is 0 either way (a report, not a test).
+`--profile` runs ours once under pyinstrument instead (`uv run --with pyinstrument python
+benchmarks/peer_throughput.py --profile`). The machine is shared: compare numbers of one run
+only.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from bip_handshake import (
 )
 from bip_metainfo import InfoHash
 from bip_peer._manager import (
+    DEFAULT_RECEIVE_SIZE,
     MessageReceived,
     PeerAdded,
     PeerManagerConfig,
@@ -75,7 +80,7 @@ TORRENT = InfoHash(v1=bytes(range(20)))
 RAW_CHUNK = 256 * 1024
 RAW_MESSAGE = "raw trio, send_all per message"
 RAW_BATCH = "raw trio, send_all per 256 KiB"
-RAW_BOUND = "raw trio, 256 KiB send_all and receive_some"
+RAW_BOUND = "raw trio, PeerManager's write and read sizes"
 OURS = "bip_peer, two PeerManagers"
 
 
@@ -231,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
     contestants: dict[str, Callable[[], float]] = {
         RAW_MESSAGE: lambda: trio.run(raw_run, num_blocks, False, None),
         RAW_BATCH: lambda: trio.run(raw_run, num_blocks, True, None),
-        RAW_BOUND: lambda: trio.run(raw_run, num_blocks, True, RAW_CHUNK),
+        RAW_BOUND: lambda: trio.run(raw_run, num_blocks, True, DEFAULT_RECEIVE_SIZE),
         OURS: lambda: trio.run(ours_run, num_blocks, args.in_flight),
     }
     trio.run(raw_run, min(num_blocks, 4096), True, None)  # warm-up
@@ -242,13 +247,27 @@ def run(args: argparse.Namespace) -> int:
             gc.collect()
             rates[name].append(payload / contestant() / 1e6)
     medians = {name: statistics.median(values) for name, values in rates.items()}
+    print()
     for name, values in rates.items():
-        print(f"{name:44} {medians[name]:8.1f} MB/s  {[round(r) for r in values]}")
+        per_block = BLOCK_SIZE / medians[name]  # µs: MB/s is bytes per µs
+        runs = ", ".join(f"{r:.0f}" for r in values)
+        print(f"{name:44} {medians[name]:7.1f} MB/s  {per_block:5.1f} µs/block  (runs: {runs})")
     ours = medians[OURS]
-    for name in (RAW_MESSAGE, RAW_BATCH, RAW_BOUND):
-        goal = f"  (goal >= {GOAL})" if name == RAW_MESSAGE else ""
-        print(f"ours / {name:44} {ours / medians[name]:5.2f}{goal}")
-    return 0
+    print()
+    print(
+        f"Goal (issue 5): ours at >= {GOAL:.0%} of the raw trio rate. The issue's raw trio rate\n"
+        f'("about 700 MB/s") is the first baseline, {RAW_MESSAGE!r}; the\n'
+        f"second, {RAW_BATCH!r}, is the stricter one."
+    )
+    for name in (RAW_MESSAGE, RAW_BATCH):
+        ratio = ours / medians[name]
+        verdict = "met" if ratio >= GOAL else f"NOT met: needs {GOAL * medians[name]:.0f} MB/s"
+        print(f"  ours / {name:44} {ratio:5.2f}  goal {verdict}")
+    print(
+        f"  ours / {RAW_BOUND:44} {ours / medians[RAW_BOUND]:5.2f}  "
+        "(no goal: trio doing I/O only, no per-message work)"
+    )
+    return 0  # a report, not a test: the numbers are the result, met or not
 
 
 def profile(args: argparse.Namespace) -> int:
