@@ -1,13 +1,116 @@
 """bip_disk: pluggable BitTorrent storage.
 
-A ``FileSystem`` protocol with native, in-memory and fsspec implementations, and
-the trio ``DiskManager`` that writes and reads blocks with bounded memory,
-verifies pieces (v1, v2 and hybrid) as soon as their blocks are in, keeps fast
-resume data, and turns storage faults into events instead of crashes.
+A :class:`FileSystem` protocol with native (:class:`NativeFileSystem`), in-memory
+(:class:`MemoryFileSystem`) and fsspec (:class:`FsspecFileSystem`, the
+``bip-disk[fsspec]`` extra) implementations; :class:`StorageLayout`, which maps a
+torrent's pieces onto safe relative paths; and the trio :class:`DiskManager`
+that writes and reads blocks with bounded memory, verifies pieces (v1, v2 and
+hybrid) as soon as their blocks are in, keeps fast resume data, and turns
+storage faults into events instead of crashes.
 """
 
-from ._errors import DiskError, PathError, ResumeDataError, StorageError, TorrentStateError
+from ._errors import (
+    DiskError,
+    PathError,
+    ResumeDataError,
+    StorageError,
+    TorrentStateError,
+)
+from ._events import (
+    CheckFinished,
+    CheckProgress,
+    DiskEvent,
+    PieceLost,
+    PieceVerified,
+    StorageMoved,
+    StorageWarning,
+    TorrentError,
+    TorrentHandle,
+    TorrentRemoved,
+    TorrentState,
+)
+from ._filesystem import (
+    FileStat,
+    FileSystem,
+)
+from ._fsspec import (
+    DEFAULT_MAX_STAGED_BYTES,
+    FsspecFileSystem,
+)
+from ._hashing import (
+    PieceVerifier,
+)
+from ._layout import (
+    Span,
+    StorageLayout,
+    StoredFile,
+    create_files,
+    read_piece,
+    read_span_data,
+    write_span_data,
+)
+from ._manager import (
+    DEFAULT_EVENT_BUFFER,
+    DEFAULT_IO_THREADS,
+    DEFAULT_MAX_IN_FLIGHT_BYTES,
+    DEFAULT_READ_CACHE_BYTES,
+    DiskManager,
+    DiskStatistics,
+    open_disk_manager,
+)
+from ._memory import (
+    MemoryFileSystem,
+)
+from ._native import (
+    NativeFileSystem,
+)
+from ._resume import (
+    ResumeData,
+)
+from ._torrent import (
+    TorrentStatus,
+)
 
-__all__ = ["DiskError", "PathError", "ResumeDataError", "StorageError", "TorrentStateError"]
+__all__ = [
+    "DEFAULT_EVENT_BUFFER",
+    "DEFAULT_IO_THREADS",
+    "DEFAULT_MAX_IN_FLIGHT_BYTES",
+    "DEFAULT_MAX_STAGED_BYTES",
+    "DEFAULT_READ_CACHE_BYTES",
+    "CheckFinished",
+    "CheckProgress",
+    "DiskError",
+    "DiskEvent",
+    "DiskManager",
+    "DiskStatistics",
+    "FileStat",
+    "FileSystem",
+    "FsspecFileSystem",
+    "MemoryFileSystem",
+    "NativeFileSystem",
+    "PathError",
+    "PieceLost",
+    "PieceVerified",
+    "PieceVerifier",
+    "ResumeData",
+    "ResumeDataError",
+    "Span",
+    "StorageError",
+    "StorageLayout",
+    "StorageMoved",
+    "StorageWarning",
+    "StoredFile",
+    "TorrentError",
+    "TorrentHandle",
+    "TorrentRemoved",
+    "TorrentState",
+    "TorrentStateError",
+    "TorrentStatus",
+    "create_files",
+    "open_disk_manager",
+    "read_piece",
+    "read_span_data",
+    "write_span_data",
+]
 
 __version__ = "0.1.0"

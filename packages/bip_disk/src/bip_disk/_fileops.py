@@ -16,7 +16,7 @@ from typing import Literal
 
 from ._errors import PathError, StorageError
 from ._filesystem import FileSystem
-from ._layout import StorageLayout
+from ._layout import StorageLayout, create_stored_files
 
 __all__ = [
     "as_storage_error",
@@ -65,12 +65,8 @@ def create_files(
     Raises:
         StorageError: a file could not be created or allocated (disk full, ...).
     """
-    for file in layout.stored_files:
-        with storage_faults(file.path):
-            if file.length == 0:
-                fs.allocate(file.path, 0)
-            elif allocate != "none":
-                fs.allocate(file.path, file.length, sparse=allocate == "sparse")
+    with storage_faults():
+        create_stored_files(fs, layout, allocate=allocate)
     warnings = []
     for link in layout.symlinks:
         assert link.symlink_target is not None  # symlinks holds links only

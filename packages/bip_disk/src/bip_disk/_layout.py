@@ -38,6 +38,7 @@ __all__ = [
     "StorageLayout",
     "StoredFile",
     "create_files",
+    "create_stored_files",
     "read_piece",
     "read_span_data",
     "write_span_data",
@@ -386,11 +387,21 @@ def create_files(
             links).
         PathError: a link target is not a safe relative path.
     """
+    create_stored_files(fs, layout, allocate=allocate)
+    for link in layout.symlinks:
+        assert link.symlink_target is not None  # symlinks() holds links only
+        fs.symlink(link.path, link.symlink_target)
+
+
+def create_stored_files(
+    fs: FileSystem,
+    layout: StorageLayout,
+    *,
+    allocate: Literal["none", "sparse", "full"] = "none",
+) -> None:
+    """The first half of :func:`create_files`: the files, without the links."""
     for file in layout.stored_files:
         if file.length == 0:
             fs.allocate(file.path, 0)
         elif allocate != "none":
             fs.allocate(file.path, file.length, sparse=allocate == "sparse")
-    for link in layout.symlinks:
-        assert link.symlink_target is not None  # symlinks() holds links only
-        fs.symlink(link.path, link.symlink_target)
