@@ -88,6 +88,8 @@ from ._extended import (
 )
 from ._fast import DEFAULT_ALLOWED_FAST_SET_SIZE, allowed_fast_set
 from ._messages import (
+    _PIECE_HEAD,  # these two pack the headers of the two messages sent once per block
+    _U32X3_ID,  # here, as Piece.encode_parts and Request.encode do: a Python call less
     BLOCK_SIZE,
     DEFAULT_MAX_MESSAGE_LENGTH,
     NEED_DATA,
@@ -824,7 +826,9 @@ class PeerConnection:
             # announced nothing): refused as libtorrent does, but not held against it.
             self._refuse(index, begin, length)
             return None
-        if index not in self._our_pieces:
+        # The index is in range (checked above): test its bit in place, which costs half
+        # the Python-level PieceSet.__contains__ call (this runs once per block).
+        if not self._our_pieces._bits[index >> 3] & (0x80 >> (index & 7)):
             self.invalid_requests += 1
             if self.invalid_requests > limits.max_invalid_requests:
                 raise RemoteProtocolError(
@@ -1119,7 +1123,8 @@ class PeerConnection:
             self._local_index(index, "request")
         if not 0 < length <= self._max_block_length:
             raise LocalProtocolError(f"request for {length} bytes (limit {self._max_block_length})")
-        if index not in self._peer_pieces:
+        # In range (checked above): the bit tested in place, as in _on_request.
+        if not self._peer_pieces._bits[index >> 3] & (0x80 >> (index & 7)):
             raise LocalProtocolError(f"request for piece {index}, which the peer does not have")
         if self._peer_choking and not (self._fast and index in self._allowed_fast_from_peer):
             raise LocalProtocolError(
@@ -1131,7 +1136,7 @@ class PeerConnection:
             raise LocalProtocolError(f"piece {index} offset {begin} is already requested")
         lengths[position] = length
         self._we_talked_pieces = True
-        return message.encode()
+        return _U32X3_ID.pack(13, 6, index, begin, length)  # message.encode(), inlined
 
     def _send_cancel(self, message: Message) -> None:
         assert isinstance(message, Cancel)
@@ -1146,13 +1151,14 @@ class PeerConnection:
 
     def _send_piece(self, message: Piece) -> list[bytes | memoryview]:
         # Once per block served; the block is not copied (see Piece.encode_parts).
-        key = (message.index, message.begin, len(message.block))
+        index, begin, block = message.index, message.begin, message.block
+        key = (index, begin, len(block))
         peer_requests = self._peer_requests
         if key not in peer_requests:
             raise LocalProtocolError(f"piece {key} answers no pending request of the peer")
         peer_requests.remove(key)
-        head, block = message.encode_parts()
-        return [head, block]
+        # message.encode_parts(), inlined.
+        return [_PIECE_HEAD.pack(len(block) + 9, 7, index, begin), block]
 
     def _send_reject(self, message: Message) -> None:
         assert isinstance(message, RejectRequest)

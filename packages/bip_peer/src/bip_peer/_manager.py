@@ -344,6 +344,7 @@ def _slot_setter(cls: type, name: str) -> Callable[[MessageReceived, object], No
     return setter
 
 
+_new_event: Final = object.__new__
 _set_received_peer: Final = _slot_setter(MessageReceived, "peer")
 _set_received_message: Final = _slot_setter(MessageReceived, "message")
 
@@ -773,6 +774,7 @@ class PeerManager:
         """Read, decode, dispatch; returns (after failing the peer) when the peer is done."""
         stream = task.stream
         connection = task.connection
+        next_event = connection.next_event
         peer = task.peer
         receive_size = self._config.receive_size
         counter = task.counter
@@ -792,14 +794,17 @@ class PeerManager:
                     connection.receive_data(data)
                     count = 0
                     try:
-                        while (message := connection.next_event()) is not NEED_DATA:
+                        while (message := next_event()) is not NEED_DATA:
                             count += 1
                             if type(message) is KeepAlive:
                                 continue  # counted, not surfaced
                             if services and self._consumed(peer, message):
                                 continue
-                            event = MessageReceived(peer, message)
-                            # events.put_nowait, inlined: this runs once per block.
+                            # MessageReceived(peer, message) and events.put_nowait, inlined:
+                            # this runs once per block.
+                            event = _new_event(MessageReceived)
+                            _set_received_peer(event, peer)
+                            _set_received_message(event, message)
                             if len(event_items) < event_capacity and not events._closed:
                                 event_items.append(event)
                                 if events._consumer_waiting:
