@@ -1037,7 +1037,6 @@ class MessageDecoder:
         "_body_filled",
         "_body_id",
         "_body_size",
-        "_buffered",
         "_chunks",
         "_error",
         "_head",
@@ -1076,7 +1075,6 @@ class MessageDecoder:
         # Chunks not yet consumed, as read-only byte views; _pos is the offset into the first.
         self._chunks: deque[memoryview] = deque()
         self._pos = 0
-        self._buffered = 0
         # A message head (length + id) that straddles chunks, gathered byte by byte.
         self._head = bytearray()
         # The payload of a message that straddles chunks: preallocated at its exact size, or, for
@@ -1092,7 +1090,12 @@ class MessageDecoder:
     @property
     def buffered(self) -> int:
         """How many received bytes are not yet returned as messages."""
-        return self._buffered
+        # Counted when asked rather than kept per message (the hot path): the unconsumed
+        # chunks, a head being gathered, and the head and payload of a message being assembled.
+        pending = sum(map(len, self._chunks)) - self._pos + len(self._head)
+        if self._body is not None:
+            pending += 5 + self._body_filled
+        return pending
 
     @property
     def num_pieces(self) -> int | None:
@@ -1123,7 +1126,6 @@ class MessageDecoder:
             view = view.toreadonly()
         if len(view):
             self._chunks.append(view)
-            self._buffered += len(view)
 
     def receive_eof(self) -> None:
         """Tell the decoder the peer closed the connection.
@@ -1133,9 +1135,10 @@ class MessageDecoder:
         """
         if self._error is not None:
             raise self._error
-        if self._buffered:
+        buffered = self.buffered
+        if buffered:
             self._error = RemoteProtocolError(
-                f"connection closed in the middle of a message ({self._buffered} bytes buffered)"
+                f"connection closed in the middle of a message ({buffered} bytes buffered)"
             )
             raise self._error
 
@@ -1184,7 +1187,6 @@ class MessageDecoder:
                             self._pos = 0
                         else:
                             self._pos = end
-                        self._buffered -= 4 + length
                         return message
             return self._next_slow()
         except RemoteProtocolError as error:
@@ -1207,7 +1209,6 @@ class MessageDecoder:
                 return NEED_DATA
             length, mid = head
             if length == 0:
-                self._buffered -= 4
                 return _KEEP_ALIVE
             self._check_head(length, mid)
             size = length - 1
@@ -1216,7 +1217,6 @@ class MessageDecoder:
                 chunk = self._chunks[0] if size else memoryview(b"")
                 pos = self._pos
                 self._consume(size)
-                self._buffered -= 5 + size
                 return self._parse(mid, chunk, pos, size)
             self._body = bytearray(size) if size <= _PREALLOCATE_LIMIT else bytearray()
             self._body_size = size
@@ -1286,7 +1286,6 @@ class MessageDecoder:
                 view.release()
             return NEED_DATA
         self._body = None
-        self._buffered -= 5 + size
         # A read-only view, so the message stays immutable (and hashable) like the fast path's.
         return self._parse(self._body_id, memoryview(body).toreadonly(), 0, size)
 
