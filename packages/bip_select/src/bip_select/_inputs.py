@@ -1,0 +1,259 @@
+"""What a client tells the swarm brain: one frozen dataclass per thing that happened.
+
+A client turns what its peer connections report (bip_peer's events), what its disk reports (a
+piece hashed good or bad) and what its user asks (priorities) into these inputs and feeds them to
+:meth:`bip_select.SwarmBrain.handle` together with the current time. Every input about a peer
+carries the client's own handle for that peer (:data:`PeerKey`: any hashable, a connection id or
+an address; the simulator uses ints).
+
+Inputs only describe; they do not check that the peer is known or the piece in range, because
+that depends on the brain's state. The brain ignores a peer's nonsense (a have past the end, a
+block nobody asked for) and raises :class:`~bip_select.LocalProtocolError` only for the client's
+own mistakes (an input about a peer that never joined).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TypeAlias
+
+from ._geometry import Block
+
+__all__ = [
+    "AllowedFast",
+    "BlockReceived",
+    "BlockRejected",
+    "BlockSent",
+    "Input",
+    "PeerBitfield",
+    "PeerChokedUs",
+    "PeerDontHave",
+    "PeerHave",
+    "PeerHaveAll",
+    "PeerHaveNone",
+    "PeerInterested",
+    "PeerJoined",
+    "PeerKey",
+    "PeerLeft",
+    "PeerNotInterested",
+    "PeerUnchokedUs",
+    "PieceVerified",
+    "PrioritiesChanged",
+    "RequestTimedOut",
+    "Tick",
+]
+
+PeerKey: TypeAlias = Hashable
+"""The client's handle for a peer: anything hashable (a connection id, an address, an int)."""
+
+
+class Input:
+    """Base class of everything :meth:`SwarmBrain.handle` accepts."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PeerJoined(Input):
+    """A connection to ``peer`` is established (handshake done, before any bitfield).
+
+    ``reqq`` is the number of outstanding requests the peer says it accepts (the BEP 10
+    handshake's ``reqq``; ``None`` if it did not say, and a conservative default applies).
+    ``fast`` says whether the peer speaks the fast extension (BEP 6: have all / have none,
+    reject, allowed fast). ``upload_only`` is BEP 21: the peer will not download from us.
+
+    >>> PeerJoined(7, reqq=250, fast=True)
+    PeerJoined(peer=7, reqq=250, fast=True, upload_only=False)
+    """
+
+    peer: PeerKey
+    reqq: int | None = None
+    fast: bool = False
+    upload_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PeerLeft(Input):
+    """The connection to ``peer`` is gone; its requests are returned to the pool."""
+
+    peer: PeerKey
+
+
+@dataclass(frozen=True, slots=True)
+class PeerBitfield(Input):
+    """``peer`` sent its bitfield: the pieces it has.
+
+    ``pieces`` is any collection of piece indices supporting ``in``, ``len`` and iteration: a
+    ``frozenset[int]`` or a :class:`bip_peer.PieceSet`. The brain copies what it needs, so a
+    mutable set may change afterwards.
+    """
+
+    peer: PeerKey
+    pieces: Collection[int]
+
+
+@dataclass(frozen=True, slots=True)
+class PeerHave(Input):
+    """``peer`` announced that it now has ``piece``."""
+
+    peer: PeerKey
+    piece: int
+
+
+@dataclass(frozen=True, slots=True)
+class PeerHaveAll(Input):
+    """``peer`` sent have all (BEP 6): it is a seed."""
+
+    peer: PeerKey
+
+
+@dataclass(frozen=True, slots=True)
+class PeerHaveNone(Input):
+    """``peer`` sent have none (BEP 6): it has nothing yet."""
+
+    peer: PeerKey
+
+
+@dataclass(frozen=True, slots=True)
+class PeerDontHave(Input):
+    """``peer`` no longer has ``piece`` (BEP 54 ``lt_donthave``)."""
+
+    peer: PeerKey
+    piece: int
+
+
+@dataclass(frozen=True, slots=True)
+class PeerChokedUs(Input):
+    """``peer`` choked us: our outstanding requests to it will not be served.
+
+    With the fast extension the peer rejects each dropped request explicitly (and may keep
+    serving allowed-fast pieces), so the brain waits for the rejects; without it every request
+    to that peer is considered lost at once, as BEP 3 says.
+    """
+
+    peer: PeerKey
+
+
+@dataclass(frozen=True, slots=True)
+class PeerUnchokedUs(Input):
+    """``peer`` unchoked us: we may request from it."""
+
+    peer: PeerKey
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInterested(Input):
+    """``peer`` is interested in what we have (it becomes a candidate for an unchoke slot)."""
+
+    peer: PeerKey
+
+
+@dataclass(frozen=True, slots=True)
+class PeerNotInterested(Input):
+    """``peer`` is no longer interested in what we have."""
+
+    peer: PeerKey
+
+
+@dataclass(frozen=True, slots=True)
+class AllowedFast(Input):
+    """``peer`` lets us request ``piece`` even while it chokes us (BEP 6 allowed fast)."""
+
+    peer: PeerKey
+    piece: int
+
+
+@dataclass(frozen=True, slots=True)
+class BlockReceived(Input):
+    """A block arrived from ``peer`` (its data went to disk; the brain only needs its position).
+
+    The brain measures the peer's download rate from these, clears the request and cancels the
+    duplicates still out in end-game.
+    """
+
+    peer: PeerKey
+    block: Block
+
+
+@dataclass(frozen=True, slots=True)
+class BlockRejected(Input):
+    """``peer`` rejected our request for ``block`` (BEP 6 reject request): ask someone else."""
+
+    peer: PeerKey
+    block: Block
+
+
+@dataclass(frozen=True, slots=True)
+class RequestTimedOut(Input):
+    """The client decided our request for ``block`` to ``peer`` timed out.
+
+    The brain times requests out by itself on :class:`Tick` (see its queueing policy); this is
+    for a client that keeps its own timers.
+    """
+
+    peer: PeerKey
+    block: Block
+
+
+@dataclass(frozen=True, slots=True)
+class BlockSent(Input):
+    """We served ``block`` to ``peer``: feeds the upload-rate measurement seeders choke by."""
+
+    peer: PeerKey
+    block: Block
+
+
+@dataclass(frozen=True, slots=True)
+class PieceVerified(Input):
+    """Our copy of ``piece`` hashed ``good`` (or not): announce it, or re-download it.
+
+    A bad piece counts against every peer that contributed a block to it; a peer that
+    contributed to too many bad pieces is dropped and banned.
+    """
+
+    piece: int
+    good: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PrioritiesChanged(Input):
+    """The user changed what to download and how urgently.
+
+    Priorities follow libtorrent: 0 means do not download, 1 to 7 from lowest to highest, 4 the
+    default. ``file_priorities`` gives one priority per file of the torrent (in file order);
+    each piece then takes the highest priority of the files it overlaps. ``piece_priorities``
+    sets single pieces and wins over the file priorities for those pieces. ``deadlines`` asks
+    for pieces by a time (streaming): piece index to the ``now`` by which it is needed; it
+    replaces every earlier deadline (an empty mapping clears them). A field left ``None``
+    changes nothing.
+
+    >>> PrioritiesChanged(piece_priorities={0: 7, 5: 0}).piece_priorities[5]
+    0
+    """
+
+    piece_priorities: Mapping[int, int] | None = None
+    file_priorities: Sequence[int] | None = None
+    deadlines: Mapping[int, float] | None = None
+
+    def __post_init__(self) -> None:
+        """Freeze the mappings so a caller's later edits cannot change a delivered input."""
+        if self.piece_priorities is not None:
+            frozen = MappingProxyType(dict(self.piece_priorities))
+            object.__setattr__(self, "piece_priorities", frozen)
+        if self.file_priorities is not None:
+            object.__setattr__(self, "file_priorities", tuple(self.file_priorities))
+        if self.deadlines is not None:
+            object.__setattr__(self, "deadlines", MappingProxyType(dict(self.deadlines)))
+
+
+@dataclass(frozen=True, slots=True)
+class Tick(Input):
+    """Time passed: run timers (request timeouts, snubbing, the choker's rounds).
+
+    ``now`` repeats the time passed to :meth:`SwarmBrain.handle`, for clients that queue inputs;
+    the brain uses the argument.
+    """
+
+    now: float
