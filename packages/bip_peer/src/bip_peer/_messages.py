@@ -90,6 +90,7 @@ _HEADER_ID = struct.Struct(">IB")
 _EXTENDED_HEAD = struct.Struct(">IBB")
 _U32_ID = struct.Struct(">IBI")
 _U32X3_ID = struct.Struct(">IBIII")
+_HEAD_FIELDS = _U32X3_ID  # a message head and three uint32 (MessageDecoder's fast path)
 _PIECE_HEAD = struct.Struct(">IBII")
 _II = struct.Struct(">II")
 _III = struct.Struct(">III")
@@ -1159,35 +1160,40 @@ class MessageDecoder:
                 chunk = chunks[0]
                 pos = self._pos
                 size = len(chunk)
-                if size - pos >= 5:
+                # With 17 bytes at hand (a request, the head of any piece), one unpack reads
+                # the header and the fields of both; with fewer, the header alone.
+                fields = size - pos >= 17
+                if fields:
+                    length, mid, index, begin, third = _HEAD_FIELDS.unpack_from(chunk, pos)
+                elif size - pos >= 5:
                     length, mid = _HEADER_ID.unpack_from(chunk, pos)
-                    end = pos + 4 + length
-                    if end <= size and length:
-                        # Pieces and requests are nearly all the traffic of a transfer: they
-                        # are checked and built here, without _check_head and the parser table
-                        # (the values come from struct, so they need no range checks either).
-                        message: Message
-                        if mid == 7 and 9 <= length <= self._piece_limit:
-                            index, begin = _II.unpack_from(chunk, pos + 5)
-                            message = _new(Piece)
-                            _set_piece_index(message, index)
-                            _set_piece_begin(message, begin)
-                            _set_piece_block(message, chunk[pos + 13 : end])
-                        elif mid == 6 and length == 13:
-                            index, begin, block_length = _III.unpack_from(chunk, pos + 5)
-                            message = _new(Request)
-                            _set_request_index(message, index)
-                            _set_request_begin(message, begin)
-                            _set_request_length(message, block_length)
-                        else:
-                            self._check_head(length, mid)
-                            message = self._parse(mid, chunk, pos + 5, length - 1)
-                        if end == size:
-                            chunks.popleft()
-                            self._pos = 0
-                        else:
-                            self._pos = end
-                        return message
+                else:
+                    return self._next_slow()
+                end = pos + 4 + length
+                if end <= size and length:
+                    # Pieces and requests are nearly all the traffic of a transfer: they are
+                    # checked and built here, without _check_head and the parser table (the
+                    # values come from struct, so they need no range checks either).
+                    message: Message
+                    if fields and mid == 7 and 9 <= length <= self._piece_limit:
+                        message = _new(Piece)
+                        _set_piece_index(message, index)
+                        _set_piece_begin(message, begin)
+                        _set_piece_block(message, chunk[pos + 13 : end])
+                    elif fields and mid == 6 and length == 13:
+                        message = _new(Request)
+                        _set_request_index(message, index)
+                        _set_request_begin(message, begin)
+                        _set_request_length(message, third)
+                    else:
+                        self._check_head(length, mid)
+                        message = self._parse(mid, chunk, pos + 5, length - 1)
+                    if end == size:
+                        chunks.popleft()
+                        self._pos = 0
+                    else:
+                        self._pos = end
+                    return message
             return self._next_slow()
         except RemoteProtocolError as error:
             self._error = error
