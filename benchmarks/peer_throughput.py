@@ -168,6 +168,7 @@ async def ours_run(num_blocks: int, in_flight: int) -> float:
     outbound, inbound = await connect_pair()
     config = PeerManagerConfig()  # the defaults: what a user gets
     received = 0
+    wanted = num_blocks * BLOCK_SIZE
     async with open_peer_manager(config) as seed_side, open_peer_manager(config) as leech_side:
         seed_peer = seed_side.add_peer(inbound, num_pieces=num_pieces)
         leech_peer = leech_side.add_peer(outbound, num_pieces=num_pieces)
@@ -203,7 +204,7 @@ async def ours_run(num_blocks: int, in_flight: int) -> float:
                 if type(message) is Piece:
                     received += len(message.block)
                     outstanding -= 1
-                    if received == num_blocks * BLOCK_SIZE:
+                    if received == wanted:
                         break
                 elif type(message) is Unchoke:
                     unchoked = True
@@ -222,7 +223,7 @@ async def ours_run(num_blocks: int, in_flight: int) -> float:
                         outstanding += 1
             elapsed = time.perf_counter() - start
             nursery.cancel_scope.cancel()
-    assert received == num_blocks * BLOCK_SIZE
+    assert received == wanted
     return elapsed
 
 
