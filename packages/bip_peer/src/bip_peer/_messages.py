@@ -1033,7 +1033,6 @@ class MessageDecoder:
     """
 
     __slots__ = (
-        "_assembling",
         "_body",
         "_body_filled",
         "_body_id",
@@ -1046,6 +1045,8 @@ class MessageDecoder:
         "_num_pieces",
         "_piece_limit",
         "_pos",
+        "_whole",
+        "_whole_size",
     )
 
     def __init__(
@@ -1085,7 +1086,11 @@ class MessageDecoder:
         self._body_size = 0
         self._body_filled = 0
         self._body_id = 0
-        self._assembling = False  # _head or _body holds a message in progress
+        # The chunk the fast path parses whole messages in (the first one) and its size, or None
+        # when there is none or a message is being assembled: one test per message instead of
+        # looking at the deque, the head and the body.
+        self._whole: memoryview | None = None
+        self._whole_size = 0
         self._error: RemoteProtocolError | None = None
 
     @property
@@ -1127,6 +1132,17 @@ class MessageDecoder:
             view = view.toreadonly()
         if len(view):
             self._chunks.append(view)
+            if self._whole is None:
+                self._find_whole()
+
+    def _find_whole(self) -> None:
+        """Point the fast path at the first chunk, unless a message is being assembled."""
+        chunks = self._chunks
+        if chunks and self._body is None and not self._head:
+            self._whole = chunks[0]
+            self._whole_size = len(chunks[0])
+        else:
+            self._whole = None
 
     def receive_eof(self) -> None:
         """Tell the decoder the peer closed the connection.
@@ -1155,11 +1171,10 @@ class MessageDecoder:
             # The fast path, inline rather than a method of its own because it runs once per
             # message (a call costs about as much as parsing a request): a whole message inside
             # the current chunk, parsed in place.
-            chunks = self._chunks
-            if chunks and not self._assembling:
-                chunk = chunks[0]
+            chunk = self._whole
+            if chunk is not None:
                 pos = self._pos
-                size = len(chunk)
+                size = self._whole_size
                 # With 17 bytes at hand (a request, the head of any piece), one unpack reads
                 # the header and the fields of both; with fewer, the header alone.
                 fields = size - pos >= 17
@@ -1189,8 +1204,9 @@ class MessageDecoder:
                         self._check_head(length, mid)
                         message = self._parse(mid, chunk, pos + 5, length - 1)
                     if end == size:
-                        chunks.popleft()
+                        self._chunks.popleft()
                         self._pos = 0
+                        self._find_whole()
                     else:
                         self._pos = end
                     return message
@@ -1204,9 +1220,9 @@ class MessageDecoder:
         try:
             return self._next_straddling()
         finally:
-            # Heads and bodies are started and finished only under this call: the fast path
-            # tests this one flag instead of both.
-            self._assembling = self._body is not None or bool(self._head)
+            # Chunks are consumed, and heads and bodies started and finished, only under this
+            # call (and the fast path, which keeps _whole itself).
+            self._find_whole()
 
     def _next_straddling(self) -> Message | NeedData:
         if self._body is None:
