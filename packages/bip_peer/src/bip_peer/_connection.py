@@ -698,6 +698,8 @@ class PeerConnection:
 
     def data_to_send(self) -> bytes:
         """Bytes owed to the peer because of what it sent (rejects, with fast); then cleared."""
+        if not self._outgoing:  # nearly always: the manager asks after every read
+            return b""
         data = bytes(self._outgoing)
         self._outgoing.clear()
         return data

@@ -123,7 +123,12 @@ class RateMeter:
         if amount < 0:
             raise ValueError(f"an amount counted is not negative, got {amount}")
         if now > self._latest:
-            self._advance(now)
+            # _advance's first step, inlined: most reads and writes land in the newest bucket.
+            index = math.floor(now / self._width)
+            if index > self._index:
+                self._advance(now)
+            else:
+                self._latest = now
         self._counts[self._index % len(self._counts)] += amount
         self._sum += amount
         self._total += amount
