@@ -1,0 +1,399 @@
+"""Piece availability: how many peers have each piece, and the pieces we want, rarest first.
+
+API:
+
+- ``Availability(num_pieces, rng)``: fed what peers say they have --
+  ``add_peer(peer)``, ``bitfield(peer, pieces)``, ``have(peer, piece)``,
+  ``have_all(peer)``, ``have_none(peer)``, ``dont_have(peer, piece)``,
+  ``remove_peer(peer)`` -- and asked ``count(piece)``, ``peer_has(peer, piece)``,
+  ``peer_pieces(peer)``, ``is_seed(peer)``, ``num_seeds``, ``num_peers``.
+- The *wanted index*: the selection layer marks the pieces it still wants with their
+  priority (``set_priority(piece, 1..7)``; 0 takes a piece out, as does having it);
+  ``iter_wanted(peer)`` then yields the wanted pieces ``peer`` has, highest priority
+  first, rarest first within a priority, in random order among equals.
+  ``iter_wanted(None)`` yields every wanted piece in that order.
+
+How it stays cheap (libtorrent's piece_picker keeps pieces sorted by priority and
+availability the same way): a peer that has everything (a have-all, or a bitfield
+that is full) is a *seed* and is only counted in ``num_seeds``, which shifts every
+piece's count equally and so never reorders anything. Every other have moves one
+piece from one bucket to the next: O(1). Wanted pieces live in buckets keyed by
+``(priority, count)``; each bucket is a list kept in random order (a new piece swaps
+with a random member), so walking the buckets in order gives rarest first with
+random tie-breaking at no extra cost, and stops as soon as the caller has enough.
+For a peer with few pieces, its own pieces are sorted instead of walking the buckets.
+
+Counts never go below zero: a peer's pieces are remembered (one byte per piece,
+bounded by the torrent), so a donthave or a departure only takes back what was given.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Collection, Hashable, Iterable, Iterator
+from typing import TypeAlias
+
+from ._errors import LocalProtocolError
+
+__all__ = ["Availability"]
+
+PeerKey: TypeAlias = Hashable
+
+_SEED = None  # a peer's bitmap when it has everything: nothing to remember per piece
+
+
+class Availability:
+    """Per-piece availability counts and the wanted pieces ordered by priority and rarity.
+
+    >>> a = Availability(4, random.Random(1))
+    >>> a.add_peer("x"); a.bitfield("x", {0, 1})
+    >>> a.add_peer("y"); a.have("y", 1)
+    True
+    >>> a.add_peer("s"); a.have_all("s")
+    >>> [a.count(p) for p in range(4)]
+    [2, 3, 1, 1]
+    >>> for piece in range(4):
+    ...     a.set_priority(piece, 4)
+    >>> list(a.iter_wanted("x"))
+    [0, 1]
+    """
+
+    __slots__ = (
+        "_buckets",
+        "_count",
+        "_num_pieces",
+        "_num_wanted",
+        "_peers",
+        "_pos",
+        "_priority",
+        "_rng",
+        "_seeds",
+    )
+
+    def __init__(self, num_pieces: int, rng: random.Random) -> None:
+        """Track ``num_pieces`` pieces; ``rng`` breaks ties between equally rare pieces."""
+        if type(num_pieces) is not int or num_pieces <= 0:
+            raise LocalProtocolError(f"a torrent has at least one piece, not {num_pieces!r}")
+        self._num_pieces = num_pieces
+        self._rng = rng
+        # Explicit counts: peers that have the piece without being seeds.
+        self._count = [0] * num_pieces
+        self._seeds = 0
+        # peer -> bytearray (1 = has) and the number of pieces it has; None bitmap = seed.
+        self._peers: dict[PeerKey, tuple[bytearray | None, list[int]]] = {}
+        # The wanted index: priority per piece (0 = not wanted), position in its bucket.
+        self._priority = bytearray(num_pieces)
+        self._pos = [-1] * num_pieces
+        self._buckets: dict[tuple[int, int], list[int]] = {}
+        self._num_wanted = 0
+
+    # -- peers ------------------------------------------------------------------------
+
+    @property
+    def num_pieces(self) -> int:
+        """How many pieces the torrent has."""
+        return self._num_pieces
+
+    @property
+    def num_peers(self) -> int:
+        """How many peers are known (seeds included)."""
+        return len(self._peers)
+
+    @property
+    def num_seeds(self) -> int:
+        """How many known peers have every piece."""
+        return self._seeds
+
+    def add_peer(self, peer: PeerKey) -> None:
+        """Start tracking ``peer`` (it has nothing yet).
+
+        Raises:
+            LocalProtocolError: the peer is already known.
+        """
+        if peer in self._peers:
+            raise LocalProtocolError(f"peer {peer!r} joined twice")
+        self._peers[peer] = (bytearray(self._num_pieces), [0])
+
+    def remove_peer(self, peer: PeerKey) -> None:
+        """Forget ``peer`` and take back every piece it had."""
+        self.have_none(peer)
+        del self._peers[peer]
+
+    def has_peer(self, peer: PeerKey) -> bool:
+        """Whether ``peer`` is known."""
+        return peer in self._peers
+
+    def _entry(self, peer: PeerKey) -> tuple[bytearray | None, list[int]]:
+        try:
+            return self._peers[peer]
+        except KeyError:
+            raise LocalProtocolError(f"peer {peer!r} never joined") from None
+
+    def _valid(self, piece: object) -> bool:
+        return type(piece) is int and 0 <= piece < self._num_pieces
+
+    def bitfield(self, peer: PeerKey, pieces: Iterable[int]) -> None:
+        """``peer`` has exactly ``pieces`` (what it had before is replaced).
+
+        Indices outside the torrent are ignored (the client's codec should have
+        refused them already). A full bitfield makes the peer a seed.
+        """
+        self.have_none(peer)
+        bits, size = self._entry(peer)
+        assert bits is not None  # have_none made it an explicit peer
+        for piece in pieces:
+            if self._valid(piece) and not bits[piece]:
+                bits[piece] = 1
+                size[0] += 1
+        if size[0] == self._num_pieces:
+            self._peers[peer] = (_SEED, size)
+            self._seeds += 1
+            return
+        count = self._count
+        bump = self._bump
+        for piece in _ones(bits):
+            count[piece] += 1
+            bump(piece, count[piece] - 1)
+
+    def have(self, peer: PeerKey, piece: int) -> bool:
+        """``peer`` announced ``piece``; returns whether that is news.
+
+        Becoming complete turns the peer into a seed (O(num_pieces) once per peer,
+        after which its pieces cost nothing).
+        """
+        bits, size = self._entry(peer)
+        if bits is None or not self._valid(piece) or bits[piece]:
+            return False
+        bits[piece] = 1
+        size[0] += 1
+        self._count[piece] += 1
+        self._bump(piece, self._count[piece] - 1)
+        if size[0] == self._num_pieces:
+            self._make_seed(peer, bits, size)
+        return True
+
+    def have_all(self, peer: PeerKey) -> None:
+        """``peer`` has every piece (BEP 6 have all, or a full bitfield)."""
+        bits, size = self._entry(peer)
+        if bits is None:
+            return
+        if size[0]:
+            self.have_none(peer)
+            bits, size = self._entry(peer)
+        self._peers[peer] = (_SEED, size)
+        size[0] = self._num_pieces
+        self._seeds += 1
+
+    def _make_seed(self, peer: PeerKey, bits: bytearray, size: list[int]) -> None:
+        count = self._count
+        for piece in range(self._num_pieces):
+            count[piece] -= 1
+            self._bump(piece, count[piece] + 1)
+        self._peers[peer] = (_SEED, size)
+        self._seeds += 1
+
+    def have_none(self, peer: PeerKey) -> None:
+        """``peer`` has nothing (BEP 6 have none; also how a departure starts)."""
+        bits, size = self._entry(peer)
+        if bits is None:
+            self._seeds -= 1
+            self._peers[peer] = (bytearray(self._num_pieces), size)
+        elif size[0]:
+            count = self._count
+            for piece in _ones(bits):
+                count[piece] -= 1
+                self._bump(piece, count[piece] + 1)
+            bits[:] = bytes(self._num_pieces)
+        size[0] = 0
+
+    def dont_have(self, peer: PeerKey, piece: int) -> bool:
+        """``peer`` no longer has ``piece`` (BEP 54 lt_donthave); returns whether it had it."""
+        bits, size = self._entry(peer)
+        if not self._valid(piece):
+            return False
+        if bits is None:
+            # A seed that loses a piece becomes an explicit peer with the rest (rare).
+            self._seeds -= 1
+            bits = bytearray(b"\x01" * self._num_pieces)
+            self._peers[peer] = (bits, size)
+            count = self._count
+            for other in range(self._num_pieces):
+                count[other] += 1
+                self._bump(other, count[other] - 1)
+        if not bits[piece]:
+            return False
+        bits[piece] = 0
+        size[0] -= 1
+        self._count[piece] -= 1
+        self._bump(piece, self._count[piece] + 1)
+        return True
+
+    # -- queries ----------------------------------------------------------------------
+
+    def count(self, piece: int) -> int:
+        """How many known peers have ``piece`` (seeds included)."""
+        if not self._valid(piece):
+            raise LocalProtocolError(f"piece {piece!r} is not in 0..{self._num_pieces - 1}")
+        return self._count[piece] + self._seeds
+
+    def peer_has(self, peer: PeerKey, piece: int) -> bool:
+        """Whether ``peer`` has ``piece`` (False for an index outside the torrent)."""
+        bits, _ = self._entry(peer)
+        if not self._valid(piece):
+            return False
+        return bits is None or bool(bits[piece])
+
+    def is_seed(self, peer: PeerKey) -> bool:
+        """Whether ``peer`` has every piece."""
+        return self._entry(peer)[0] is None
+
+    def peer_piece_count(self, peer: PeerKey) -> int:
+        """How many pieces ``peer`` has."""
+        return self._entry(peer)[1][0]
+
+    def peer_pieces(self, peer: PeerKey) -> Iterator[int]:
+        """The pieces ``peer`` has, in index order."""
+        bits, _ = self._entry(peer)
+        return iter(range(self._num_pieces)) if bits is None else _ones(bits)
+
+    def min_count(self, pieces: Collection[int] | None = None) -> int:
+        """The lowest availability among ``pieces`` (default: every piece); 0 if none."""
+        if pieces is None:
+            return min(self._count) + self._seeds
+        return min((self._count[p] for p in pieces if self._valid(p)), default=0) + self._seeds
+
+    # -- the wanted index -------------------------------------------------------------
+
+    @property
+    def num_wanted(self) -> int:
+        """How many pieces are in the wanted index."""
+        return self._num_wanted
+
+    def priority(self, piece: int) -> int:
+        """The priority ``piece`` has in the wanted index (0: not wanted)."""
+        if not self._valid(piece):
+            raise LocalProtocolError(f"piece {piece!r} is not in 0..{self._num_pieces - 1}")
+        return self._priority[piece]
+
+    def set_priority(self, piece: int, priority: int) -> None:
+        """Put ``piece`` in the wanted index with ``priority`` (1..7), or take it out (0).
+
+        Raises:
+            LocalProtocolError: a bad piece or priority.
+        """
+        if not self._valid(piece):
+            raise LocalProtocolError(f"piece {piece!r} is not in 0..{self._num_pieces - 1}")
+        if type(priority) is not int or not 0 <= priority <= 7:
+            raise LocalProtocolError(f"priority {priority!r} is not in 0..7")
+        old = self._priority[piece]
+        if old == priority:
+            return
+        if old:
+            self._unlink(piece, (old, self._count[piece]))
+            self._num_wanted -= 1
+        self._priority[piece] = priority
+        if priority:
+            self._link(piece, (priority, self._count[piece]))
+            self._num_wanted += 1
+
+    def _link(self, piece: int, key: tuple[int, int]) -> None:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = []
+        # Insert at a random position (the displaced member moves to the end): the
+        # bucket stays a uniformly shuffled list, which is the random tie-breaking.
+        n = len(bucket)
+        j = self._rng.randint(0, n)
+        if j == n:
+            bucket.append(piece)
+            self._pos[piece] = n
+        else:
+            other = bucket[j]
+            bucket[j] = piece
+            self._pos[piece] = j
+            bucket.append(other)
+            self._pos[other] = n
+
+    def _unlink(self, piece: int, key: tuple[int, int]) -> None:
+        bucket = self._buckets[key]
+        i = self._pos[piece]
+        last = bucket.pop()
+        if last != piece:
+            bucket[i] = last
+            self._pos[last] = i
+        self._pos[piece] = -1
+        if not bucket:
+            del self._buckets[key]
+
+    def _bump(self, piece: int, old_count: int) -> None:
+        """Move a wanted piece from its ``old_count`` bucket to its current one."""
+        priority = self._priority[piece]
+        if priority:
+            self._unlink(piece, (priority, old_count))
+            self._link(piece, (priority, self._count[piece]))
+
+    def _order(self, piece: int) -> tuple[int, int, int]:
+        return (-self._priority[piece], self._count[piece], self._pos[piece])
+
+    def iter_wanted(self, peer: PeerKey | None = None) -> Iterator[int]:
+        """Wanted pieces (those ``peer`` has, if given): priority, then rarest, then random.
+
+        Lazy: stop iterating as soon as you have enough. The index must not change
+        while iterating (collect what you need first).
+        """
+        if peer is None or self._entry(peer)[0] is None:
+            return self._walk(None)
+        bits, size = self._entry(peer)
+        assert bits is not None
+        # Walking the buckets costs about (wanted / peer's share) steps per piece found;
+        # sorting the peer's own pieces costs k log k. Take the cheaper one.
+        k = size[0]
+        if k * k < 16 * self._num_wanted:
+            mine = [p for p in _ones(bits) if self._priority[p]]
+            mine.sort(key=self._order)
+            return iter(mine)
+        return self._walk(bits)
+
+    def _walk(self, bits: bytearray | None) -> Iterator[int]:
+        for key in sorted(self._buckets, key=lambda k: (-k[0], k[1])):
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                continue
+            if bits is None:
+                yield from bucket
+            else:
+                for piece in bucket:
+                    if bits[piece]:
+                        yield piece
+
+    def check(self) -> None:
+        """Verify the internal invariants (for tests): counts match the peers' pieces."""
+        expected = [0] * self._num_pieces
+        seeds = 0
+        for bits, size in self._peers.values():
+            if bits is None:
+                seeds += 1
+                assert size[0] == self._num_pieces
+                continue
+            assert sum(bits) == size[0]
+            for piece in _ones(bits):
+                expected[piece] += 1
+        assert expected == self._count, "availability counts drifted"
+        assert seeds == self._seeds
+        wanted = 0
+        for (priority, count), bucket in self._buckets.items():
+            assert bucket
+            for i, piece in enumerate(bucket):
+                assert self._pos[piece] == i
+                assert self._priority[piece] == priority
+                assert self._count[piece] == count
+                wanted += 1
+        assert wanted == self._num_wanted == sum(1 for p in self._priority if p)
+
+
+def _ones(bits: bytearray) -> Iterator[int]:
+    """The indices of the non-zero bytes, found with C-speed ``find``."""
+    i = bits.find(1)
+    while i >= 0:
+        yield i
+        i = bits.find(1, i + 1)

@@ -1,0 +1,404 @@
+"""Request queueing: how many requests each peer gets, timeouts, snubbing, trust and bans.
+
+API:
+
+- ``RateMeter(tau)``: bytes per second from ``add(nbytes, now)``, read with
+  ``rate(now)`` (an exponentially decaying average with a start-up correction, so a
+  new peer's rate is right from its first seconds; O(1) memory).
+- ``QueueConfig``: the knobs, with libtorrent's defaults: keep ``request_queue_time``
+  = 3 s of data in flight, at least ``min_queue`` = 2 and at most ``max_queue`` = 500
+  requests and never more than the peer's ``reqq`` (``default_reqq`` = 250 when it
+  did not say); slow start from ``initial_queue`` = 4; snub after ``snub_timeout`` =
+  60 s without a block while requests are pending; trust points -2 per bad piece,
+  +1 per good one, ban at ``ban_trust`` = -7 (a fourth bad piece) or at once when a
+  peer alone sent a bad piece.
+- ``PeerQueues(config)``: per-peer state.
+  - ``add_peer(peer, now, reqq=None)``, ``remove_peer(peer)``, ``set_reqq(peer, reqq)``.
+  - ``block_received(peer, nbytes, now)``: measures the rate, ends a snub, grows the
+    slow-start queue.
+  - ``desired_depth(peer, now)``: how many requests to keep in flight;
+    ``room(peer, outstanding, now)``: how many more to send now.
+  - ``expired(book, now) -> list[(peer, block)]``: requests to give up on (the caller
+    calls ``book.time_out`` and sends a cancel, then re-requests elsewhere); a peer
+    that sent nothing for ``snub_timeout`` while asked for data is snubbed (queue depth
+    1; the choker gives it only the optimistic slot).
+  - ``request_timed_out(peer, now)``: the client's own timer fired: snub.
+  - ``piece_passed(sources)`` / ``piece_failed(sources) -> banned peers``: trust
+    points; a peer that sent part of a bad piece is put on *parole* (give it whole
+    pieces nobody else works on, so the next verdict is its alone).
+  - ``download_rate(peer, now)``, ``is_snubbed``, ``on_parole``, ``is_banned``,
+    ``trust(peer)``, ``hash_failures(peer)``, ``next_deadline(book)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Hashable
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from ._errors import LocalProtocolError
+from ._geometry import BLOCK_SIZE, Block
+from ._requests import RequestBook
+
+__all__ = ["PeerQueues", "QueueConfig", "RateMeter"]
+
+PeerKey: TypeAlias = Hashable
+
+
+class RateMeter:
+    """A transfer rate in bytes per second, exponentially averaged over about ``tau`` seconds.
+
+    >>> meter = RateMeter(tau=2.0)
+    >>> meter.start(now=0.0)
+    >>> for t in range(1, 11):
+    ...     meter.add(1000, now=float(t))
+    >>> round(meter.rate(10.0))
+    1000
+    """
+
+    __slots__ = ("_last", "_start", "_tau", "_value", "total")
+
+    def __init__(self, tau: float = 2.0) -> None:
+        """A meter that forgets with time constant ``tau`` seconds."""
+        if not tau > 0:
+            raise LocalProtocolError(f"tau must be positive, not {tau!r}")
+        self._tau = tau
+        self._value = 0.0  # sum of bytes weighted by exp(-(last - t) / tau)
+        self._last: float | None = None
+        self._start: float | None = None
+        self.total = 0
+        """Every byte ever added."""
+
+    def start(self, now: float) -> None:
+        """Start measuring at ``now`` (default: at the first :meth:`add`)."""
+        if self._start is None:
+            self._start = self._last = now
+
+    def add(self, nbytes: int, now: float) -> None:
+        """Count ``nbytes`` transferred at ``now``."""
+        self.start(now)
+        assert self._last is not None
+        dt = now - self._last
+        if dt > 0:
+            # The bytes flowed during the whole gap since the previous arrival: spread
+            # them over it instead of counting a spike at ``now`` (a block is an
+            # average of its transfer time, and spikes would make the rate jitter).
+            decay = math.exp(-dt / self._tau)
+            self._value = self._value * decay + nbytes * self._tau * (1.0 - decay) / dt
+            self._last = now
+        else:
+            self._value += nbytes
+        self.total += nbytes
+
+    def rate(self, now: float) -> float:
+        """Bytes per second around ``now``."""
+        if self._last is None or self._start is None:
+            return 0.0
+        elapsed = max(now, self._last) - self._start
+        # Seen over a span shorter than tau the average would be biased low: divide by
+        # the weight a constant rate would have accumulated since the start. A meter
+        # younger than a tenth of tau counts as a tenth old (no wild first readings).
+        weight = self._tau * -math.expm1(-max(elapsed, 0.1 * self._tau) / self._tau)
+        value = self._value * math.exp(min(0.0, self._last - now) / self._tau)
+        return value / weight
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    """Knobs of :class:`PeerQueues` (defaults: libtorrent's).
+
+    Attributes:
+        request_queue_time: seconds of data to keep requested from each peer.
+        min_queue: never fewer requests in flight (unless snubbed).
+        max_queue: never more (libtorrent's ``max_out_request_queue``).
+        initial_queue: the slow-start queue depth of a new peer.
+        default_reqq: the peer's request limit when its handshake did not say.
+        snub_timeout: seconds without a block, while requests are pending, before a
+            peer is snubbed and its requests go to others.
+        request_timeout: a single request pending this long while the peer sends
+            other blocks is given up (a peer that silently drops requests).
+        rate_tau: the time constant of the rate meters.
+        ban_trust: a peer whose trust points fall to this is banned.
+        ban_sole_contributor: ban a peer that alone sent a piece that failed.
+    """
+
+    request_queue_time: float = 3.0
+    min_queue: int = 2
+    max_queue: int = 500
+    initial_queue: int = 4
+    default_reqq: int = 250
+    snub_timeout: float = 60.0
+    request_timeout: float = 60.0
+    rate_tau: float = 2.0
+    ban_trust: int = -7
+    ban_sole_contributor: bool = True
+
+    def __post_init__(self) -> None:
+        """Refuse knobs that cannot work."""
+        if not 1 <= self.min_queue <= self.max_queue:
+            raise LocalProtocolError("need 1 <= min_queue <= max_queue")
+        if not (self.request_queue_time > 0 and self.snub_timeout > 0):
+            raise LocalProtocolError("queue time and timeouts must be positive")
+        if not (self.request_timeout > 0 and self.rate_tau > 0):
+            raise LocalProtocolError("queue time and timeouts must be positive")
+        if self.initial_queue < 1 or self.default_reqq < 1 or self.ban_trust >= 0:
+            raise LocalProtocolError("bad initial_queue, default_reqq or ban_trust")
+
+
+class _Peer:
+    __slots__ = (
+        "banned",
+        "failures",
+        "last_block",
+        "meter",
+        "parole",
+        "reqq",
+        "slow_start",
+        "slow_start_rate",
+        "slow_start_tick",
+        "snubbed",
+        "trust",
+        "window",
+    )
+
+    def __init__(self, config: QueueConfig, now: float, reqq: int) -> None:
+        self.meter = RateMeter(config.rate_tau)
+        self.meter.start(now)
+        self.reqq = reqq
+        self.last_block = now  # idle time counts from joining
+        self.snubbed = False
+        self.slow_start = True
+        self.window = config.initial_queue
+        self.slow_start_rate = 0.0
+        self.slow_start_tick = now
+        self.trust = 0
+        self.failures = 0
+        self.parole = False
+        self.banned = False
+
+
+_MAX_TRUST = 8  # libtorrent caps good behaviour too, so old merit cannot hide new fraud
+
+
+class PeerQueues:
+    """Per-peer request queue depths, rates, timeouts, snubbing and trust.
+
+    >>> q = PeerQueues()
+    >>> q.add_peer("x", now=0.0, reqq=3)
+    >>> q.desired_depth("x", now=0.0)
+    3
+    >>> for t in range(1, 21):
+    ...     q.block_received("x", 16384, now=t / 2)
+    >>> q.set_reqq("x", None); q.end_slow_start("x")
+    >>> q.desired_depth("x", now=10.0)  # 32 KiB/s * 3 s = 6 blocks
+    6
+    """
+
+    __slots__ = ("_config", "_peers")
+
+    def __init__(self, config: QueueConfig | None = None) -> None:
+        """Start with no peers."""
+        self._config = config or QueueConfig()
+        self._peers: dict[PeerKey, _Peer] = {}
+
+    @property
+    def config(self) -> QueueConfig:
+        """The knobs."""
+        return self._config
+
+    def _peer(self, peer: PeerKey) -> _Peer:
+        try:
+            return self._peers[peer]
+        except KeyError:
+            raise LocalProtocolError(f"peer {peer!r} never joined") from None
+
+    def add_peer(self, peer: PeerKey, now: float, reqq: int | None = None) -> None:
+        """Start tracking ``peer``; ``reqq`` is its BEP 10 request limit if it sent one.
+
+        Raises:
+            LocalProtocolError: the peer is already known.
+        """
+        if peer in self._peers:
+            raise LocalProtocolError(f"peer {peer!r} joined twice")
+        self._peers[peer] = _Peer(self._config, now, self._reqq(reqq))
+
+    def _reqq(self, reqq: int | None) -> int:
+        # A reqq of 0 or less is nonsense from the peer: fall back to the default.
+        if reqq is None or type(reqq) is not int or reqq < 1:
+            return self._config.default_reqq
+        return reqq
+
+    def set_reqq(self, peer: PeerKey, reqq: int | None) -> None:
+        """The peer's request limit changed (a later BEP 10 handshake)."""
+        self._peer(peer).reqq = self._reqq(reqq)
+
+    def remove_peer(self, peer: PeerKey) -> None:
+        """Forget ``peer`` (its trust goes with it: bans are the client's to remember)."""
+        self._peers.pop(peer, None)
+
+    def __contains__(self, peer: object) -> bool:
+        """Whether ``peer`` is tracked."""
+        return peer in self._peers
+
+    # -- rates and depth ---------------------------------------------------------------
+
+    def block_received(self, peer: PeerKey, nbytes: int, now: float) -> None:
+        """``peer`` delivered ``nbytes`` of block data at ``now``."""
+        state = self._peer(peer)
+        state.meter.add(nbytes, now)
+        state.last_block = max(state.last_block, now)
+        state.snubbed = False
+        if state.slow_start:
+            # One more request per block received: the window doubles every round
+            # trip until the rate stops growing (TCP's slow start, as libtorrent does).
+            state.window = min(state.window + 1, self._config.max_queue)
+            if now - state.slow_start_tick >= 1.0:
+                rate = state.meter.rate(now)
+                if rate < state.slow_start_rate * 1.1:
+                    state.slow_start = False
+                state.slow_start_rate = rate
+                state.slow_start_tick = now
+
+    def end_slow_start(self, peer: PeerKey) -> None:
+        """Size ``peer``'s queue from its measured rate only from now on."""
+        self._peer(peer).slow_start = False
+
+    def download_rate(self, peer: PeerKey, now: float) -> float:
+        """``peer``'s measured download rate in bytes per second."""
+        return self._peer(peer).meter.rate(now)
+
+    def downloaded(self, peer: PeerKey) -> int:
+        """Bytes of block data ``peer`` sent us."""
+        return self._peer(peer).meter.total
+
+    def desired_depth(self, peer: PeerKey, now: float) -> int:
+        """How many requests to keep pending at ``peer``.
+
+        ``rate * request_queue_time / BLOCK_SIZE``, at least ``min_queue`` (and the
+        slow-start window while it lasts), at most ``max_queue`` and the peer's reqq.
+        A snubbed peer gets 1.
+        """
+        state = self._peer(peer)
+        if state.snubbed:
+            return 1
+        config = self._config
+        depth = int(state.meter.rate(now) * config.request_queue_time / BLOCK_SIZE)
+        if state.slow_start:
+            depth = max(depth, state.window)
+        depth = max(depth, config.min_queue)
+        return max(1, min(depth, config.max_queue, state.reqq))
+
+    def room(self, peer: PeerKey, outstanding: int, now: float) -> int:
+        """How many more requests ``peer`` should get, with ``outstanding`` pending."""
+        return max(0, self.desired_depth(peer, now) - outstanding)
+
+    # -- timeouts and snubbing ---------------------------------------------------------
+
+    def is_snubbed(self, peer: PeerKey) -> bool:
+        """Whether ``peer`` stopped sending while asked for data (no block since)."""
+        return self._peer(peer).snubbed
+
+    def snub(self, peer: PeerKey) -> None:
+        """Mark ``peer`` snubbed: one request at a time until it sends a block."""
+        state = self._peer(peer)
+        state.snubbed = True
+        state.slow_start = False
+
+    def request_timed_out(self, peer: PeerKey, now: float) -> None:
+        """The client's own request timer for ``peer`` fired: snub it."""
+        self.snub(peer)
+
+    def expired(self, book: RequestBook, now: float) -> list[tuple[PeerKey, Block]]:
+        """The pending requests to give up on at ``now``.
+
+        A peer with requests pending and no block for ``snub_timeout`` is snubbed and
+        loses them all; a peer that is sending loses only requests older than
+        ``request_timeout`` (it dropped them). The caller times them out in the book
+        (``book.time_out``), sends cancels and requests the blocks elsewhere.
+        """
+        config = self._config
+        result: list[tuple[PeerKey, Block]] = []
+        for peer in list(book.peers()):
+            state = self._peers.get(peer)
+            if state is None:
+                continue
+            pending = book.outstanding(peer)
+            oldest = next(iter(pending.values()))
+            idle_since = max(state.last_block, oldest)
+            if now - idle_since >= config.snub_timeout:
+                self.snub(peer)
+                result.extend((peer, block) for block in pending)
+                continue
+            for block, sent in pending.items():
+                if now - sent < config.request_timeout:
+                    break  # insertion order: the rest are younger
+                result.append((peer, block))
+        return result
+
+    def next_deadline(self, book: RequestBook) -> float | None:
+        """When :meth:`expired` may next have something to say (None: nothing pending)."""
+        config = self._config
+        best: float | None = None
+        for peer in book.peers():
+            state = self._peers.get(peer)
+            if state is None:
+                continue
+            oldest = next(iter(book.outstanding(peer).values()))
+            when = min(
+                max(state.last_block, oldest) + config.snub_timeout,
+                oldest + config.request_timeout,
+            )
+            best = when if best is None else min(best, when)
+        return best
+
+    # -- trust, parole and bans ---------------------------------------------------------
+
+    def piece_passed(self, sources: Collection[PeerKey]) -> None:
+        """A piece that ``sources`` sent blocks of hashed good."""
+        for peer in sources:
+            state = self._peers.get(peer)
+            if state is None:
+                continue
+            state.trust = min(state.trust + 1, _MAX_TRUST)
+            if len(sources) == 1:
+                state.parole = False  # it proved itself alone
+
+    def piece_failed(self, sources: Collection[PeerKey]) -> list[PeerKey]:
+        """A piece that ``sources`` sent blocks of hashed bad; returns the peers to ban.
+
+        Each loses two trust points (a bad piece weighs more than a good one) and goes
+        on parole. A peer is banned at ``ban_trust`` points, or at once if it alone sent
+        the piece (``ban_sole_contributor``): then there is no doubt whose data it was.
+        """
+        config = self._config
+        banned: list[PeerKey] = []
+        for peer in sources:
+            state = self._peers.get(peer)
+            if state is None or state.banned:
+                continue
+            state.trust = max(state.trust - 2, config.ban_trust)
+            state.failures += 1
+            state.parole = True
+            if state.trust <= config.ban_trust or (
+                config.ban_sole_contributor and len(sources) == 1
+            ):
+                state.banned = True
+                banned.append(peer)
+        return banned
+
+    def on_parole(self, peer: PeerKey) -> bool:
+        """Whether ``peer`` sent part of a bad piece and has not since sent a good one alone."""
+        return self._peer(peer).parole
+
+    def is_banned(self, peer: PeerKey) -> bool:
+        """Whether ``peer`` is to be dropped for bad data."""
+        return self._peer(peer).banned
+
+    def trust(self, peer: PeerKey) -> int:
+        """``peer``'s trust points (-7..8)."""
+        return self._peer(peer).trust
+
+    def hash_failures(self, peer: PeerKey) -> int:
+        """How many bad pieces ``peer`` sent blocks of."""
+        return self._peer(peer).failures

@@ -1,0 +1,391 @@
+"""Block-level request bookkeeping: which blocks are asked of whom, and what came back.
+
+API:
+
+- ``RequestBook(geometry)``: the state of every piece being downloaded.
+  - ``request(peer, block, now, duplicate=False)``: we sent a request. Refused
+    (``LocalProtocolError``) for a block already received, already asked of that
+    peer, or -- unless ``duplicate`` (end-game, late deadline pieces) -- already
+    asked of another peer: outside end-game no block is requested twice.
+  - ``receive(peer, block) -> Received | None``: a block arrived; says which other
+    peers to cancel (the end-game losers) and whether the piece is now complete
+    (every block in: hash it). ``None``: nothing we need (a duplicate, a piece we
+    have, not a block of this torrent).
+  - ``reject(peer, block)``, ``time_out(peer, block)``, ``cancel(peer, block)``:
+    the request is gone; the block is free to request again once nobody else has it.
+  - ``drop_peer(peer) -> list[Block]``: every request of a departed (or, without the
+    fast extension, choking) peer is gone; returns them.
+  - ``piece_passed(piece)`` / ``piece_failed(piece)``: the hash verdict; both return
+    the peers that sent blocks of the piece (for trust and bans). A failed piece
+    starts over with every block free.
+  - Queries: ``outstanding(peer)`` (oldest first, with the time each was sent),
+    ``num_outstanding(peer)``, ``requesters(block)``, ``is_received(block)``,
+    ``started_pieces()``, ``free_blocks(piece)``, ``num_free(piece)``,
+    ``have(piece)``, ``duplicate_candidates(peer_has, peer, limit)``.
+
+Every requested block ends up in exactly one of: received (from this or another peer),
+rejected, timed out, cancelled or dropped; the property tests check it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from ._errors import LocalProtocolError
+from ._geometry import BLOCK_SIZE, Block, TorrentGeometry
+
+__all__ = ["Received", "RequestBook"]
+
+PeerKey: TypeAlias = Hashable
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """What a received block settles.
+
+    Attributes:
+        cancel: other peers the same block was asked of (end-game or a late
+            deadline piece): send them a cancel.
+        piece_complete: every block of the piece is in; hash it and report the verdict
+            with :meth:`RequestBook.piece_passed` or :meth:`RequestBook.piece_failed`.
+        requested: whether this peer had been asked for the block (False: it came
+            after we cancelled or timed out the request, and is still useful).
+    """
+
+    cancel: tuple[PeerKey, ...]
+    piece_complete: bool
+    requested: bool = True
+
+
+class _Piece:
+    """A piece being downloaded: per block, who was asked for it and whether it came."""
+
+    __slots__ = ("asked", "num_free", "num_received", "received", "sources")
+
+    def __init__(self, blocks: int) -> None:
+        self.received = bytearray(blocks)
+        self.asked: list[list[PeerKey]] = [[] for _ in range(blocks)]
+        self.num_received = 0
+        self.num_free = blocks  # neither received nor asked of anyone
+        self.sources: dict[PeerKey, int] = {}  # peer -> blocks it delivered
+
+
+class RequestBook:
+    """Which blocks are asked of which peers, and which have arrived.
+
+    >>> from bip_select._geometry import TorrentGeometry
+    >>> book = RequestBook(TorrentGeometry(2, 32768))
+    >>> a, b = book.free_blocks(0)
+    >>> book.request("x", a, now=0.0)
+    >>> book.num_free(0), book.requesters(a)
+    (1, ('x',))
+    >>> book.receive("x", a)
+    Received(cancel=(), piece_complete=False, requested=True)
+    """
+
+    __slots__ = ("_geometry", "_have", "_num_have", "_peers", "_pieces")
+
+    def __init__(self, geometry: TorrentGeometry, have: Iterable[int] = ()) -> None:
+        """Start with nothing requested; ``have`` lists pieces already verified."""
+        self._geometry = geometry
+        self._pieces: dict[int, _Piece] = {}
+        # peer -> {block: time sent}, insertion-ordered: the oldest request first.
+        self._peers: dict[PeerKey, dict[Block, float]] = {}
+        self._have = bytearray(geometry.num_pieces)
+        self._num_have = 0
+        for piece in have:
+            geometry.check_piece(piece)
+            if not self._have[piece]:
+                self._have[piece] = 1
+                self._num_have += 1
+
+    # -- queries ----------------------------------------------------------------------
+
+    @property
+    def geometry(self) -> TorrentGeometry:
+        """The torrent's geometry."""
+        return self._geometry
+
+    @property
+    def num_have(self) -> int:
+        """How many pieces have passed their hash check."""
+        return self._num_have
+
+    def have(self, piece: int) -> bool:
+        """Whether ``piece`` has passed its hash check."""
+        self._geometry.check_piece(piece)
+        return bool(self._have[piece])
+
+    def is_started(self, piece: int) -> bool:
+        """Whether ``piece`` has blocks asked for or received (and is not had yet)."""
+        return piece in self._pieces
+
+    def started_pieces(self) -> Iterator[int]:
+        """The pieces being downloaded, oldest first."""
+        return iter(self._pieces)
+
+    @property
+    def num_started(self) -> int:
+        """How many pieces are being downloaded."""
+        return len(self._pieces)
+
+    def num_free(self, piece: int) -> int:
+        """Blocks of ``piece`` neither received nor asked of anyone."""
+        state = self._pieces.get(piece)
+        if state is not None:
+            return state.num_free
+        if self.have(piece):
+            return 0
+        return self._geometry.blocks_in_piece(piece)
+
+    def free_blocks(self, piece: int, limit: int | None = None) -> list[Block]:
+        """Up to ``limit`` blocks of ``piece`` neither received nor asked of anyone, in order."""
+        if limit is None:
+            limit = self._geometry.blocks_in_piece(piece)
+        state = self._pieces.get(piece)
+        if state is None:
+            if self.have(piece):
+                return []
+            return list(self._geometry.blocks(piece)[:limit])
+        result: list[Block] = []
+        if limit <= 0 or not state.num_free:
+            return result
+        geometry = self._geometry
+        for index, asked in enumerate(state.asked):
+            if not asked and not state.received[index]:
+                result.append(geometry.block(piece, index))
+                if len(result) >= limit:
+                    break
+        return result
+
+    def outstanding(self, peer: PeerKey) -> Mapping[Block, float]:
+        """The blocks asked of ``peer`` and not settled, oldest first, with their send time."""
+        return self._peers.get(peer, {})
+
+    def num_outstanding(self, peer: PeerKey) -> int:
+        """How many requests to ``peer`` are not settled."""
+        requests = self._peers.get(peer)
+        return len(requests) if requests else 0
+
+    def peers(self) -> Iterator[PeerKey]:
+        """The peers with unsettled requests."""
+        return (peer for peer, requests in self._peers.items() if requests)
+
+    def requesters(self, block: Block) -> tuple[PeerKey, ...]:
+        """The peers ``block`` is asked of, first asked first."""
+        state = self._pieces.get(block.piece)
+        if state is None or not self._geometry.is_block(block):
+            return ()
+        return tuple(state.asked[block.begin // BLOCK_SIZE])
+
+    def is_received(self, block: Block) -> bool:
+        """Whether ``block`` has arrived (True for every block of a piece we have)."""
+        if not self._geometry.is_block(block):
+            return False
+        if self._have[block.piece]:
+            return True
+        state = self._pieces.get(block.piece)
+        return state is not None and bool(state.received[block.begin // BLOCK_SIZE])
+
+    def sources(self, piece: int) -> Mapping[PeerKey, int]:
+        """The peers that delivered blocks of a started piece, with how many each."""
+        state = self._pieces.get(piece)
+        return dict(state.sources) if state is not None else {}
+
+    def duplicate_candidates(
+        self, peer: PeerKey, peer_has: Callable[[int], bool], limit: int
+    ) -> list[Block]:
+        """Blocks asked of others, not of ``peer``, not received, that ``peer`` could send.
+
+        The end-game choice: fewest requesters first (spread the duplicates), then
+        the pieces closest to completion, then the oldest requests.
+        """
+        if limit <= 0:
+            return []
+        mine = self._peers.get(peer, {})
+        found: list[tuple[int, int, int, Block]] = []
+        geometry = self._geometry
+        for order, (piece, state) in enumerate(self._pieces.items()):
+            if not peer_has(piece):
+                continue
+            missing = len(state.received) - state.num_received
+            for index, asked in enumerate(state.asked):
+                if not asked or state.received[index]:
+                    continue
+                block = geometry.block(piece, index)
+                if block in mine:
+                    continue
+                found.append((len(asked), missing, order, block))
+        found.sort(key=lambda item: item[:3])
+        return [item[3] for item in found[:limit]]
+
+    # -- requests ---------------------------------------------------------------------
+
+    def _state(self, block: Block) -> tuple[_Piece, int]:
+        if not self._geometry.is_block(block):
+            raise LocalProtocolError(f"{block!r} is not a block of this torrent")
+        if self._have[block.piece]:
+            raise LocalProtocolError(f"piece {block.piece} is already verified")
+        state = self._pieces.get(block.piece)
+        if state is None:
+            state = self._pieces[block.piece] = _Piece(self._geometry.blocks_in_piece(block.piece))
+        return state, block.begin // BLOCK_SIZE
+
+    def request(self, peer: PeerKey, block: Block, now: float, *, duplicate: bool = False) -> None:
+        """Record that ``block`` was asked of ``peer`` at ``now``.
+
+        Raises:
+            LocalProtocolError: the block is not one of ours, is received, is already
+                asked of ``peer``, or is asked of another peer and ``duplicate`` is
+                False. Nothing is recorded then.
+        """
+        state, index = self._state(block)
+        if state.received[index]:
+            raise LocalProtocolError(f"{block!r} is already received")
+        asked = state.asked[index]
+        if peer in asked:
+            raise LocalProtocolError(f"{block!r} is already asked of {peer!r}")
+        if asked and not duplicate:
+            raise LocalProtocolError(f"{block!r} is already asked of {asked[0]!r}")
+        if not asked:
+            state.num_free -= 1
+        asked.append(peer)
+        self._peers.setdefault(peer, {})[block] = now
+
+    def _release(self, peer: PeerKey, block: Block) -> bool:
+        requests = self._peers.get(peer)
+        if not requests or requests.pop(block, None) is None:
+            return False
+        state = self._pieces[block.piece]
+        index = block.begin // BLOCK_SIZE
+        asked = state.asked[index]
+        asked.remove(peer)
+        if not asked and not state.received[index]:
+            state.num_free += 1
+        if not requests:
+            del self._peers[peer]
+        self._forget_if_idle(block.piece, state)
+        return True
+
+    def _forget_if_idle(self, piece: int, state: _Piece) -> None:
+        # A piece with nothing received and nothing asked is not "started": dropping it
+        # keeps started_pieces() to the pieces that really are in progress.
+        if not state.num_received and state.num_free == len(state.received):
+            del self._pieces[piece]
+
+    def reject(self, peer: PeerKey, block: Block) -> bool:
+        """``peer`` rejected ``block`` (BEP 6); returns whether it was asked of it."""
+        return self._release(peer, block)
+
+    def time_out(self, peer: PeerKey, block: Block) -> bool:
+        """The request of ``block`` to ``peer`` timed out; returns whether it was pending.
+
+        The block may still arrive later (:meth:`receive` accepts it while needed).
+        """
+        return self._release(peer, block)
+
+    def cancel(self, peer: PeerKey, block: Block) -> bool:
+        """We cancelled ``block`` at ``peer``; returns whether it was pending."""
+        return self._release(peer, block)
+
+    def drop_peer(self, peer: PeerKey) -> list[Block]:
+        """Forget every pending request to ``peer``; returns them, oldest first."""
+        blocks = list(self._peers.get(peer, ()))
+        for block in blocks:
+            self._release(peer, block)
+        return blocks
+
+    def receive(self, peer: PeerKey, block: Block) -> Received | None:
+        """``block`` arrived from ``peer``.
+
+        Returns None when we do not need it (already received, a piece we have, not a
+        block of this torrent); otherwise which other peers to cancel and whether the
+        piece is complete. A block that arrives after its request to ``peer`` was
+        timed out or cancelled is still taken while no one else delivered it.
+        """
+        if not self._geometry.is_block(block) or self._have[block.piece]:
+            return None
+        state = self._pieces.get(block.piece)
+        index = block.begin // BLOCK_SIZE
+        if state is None:
+            state, index = self._state(block)
+        if state.received[index]:
+            self._release(peer, block)  # a duplicate that lost the race: settled
+            return None
+        asked = state.asked[index]
+        requested = peer in asked
+        others = tuple(p for p in asked if p != peer)
+        for other in asked:
+            requests = self._peers[other]
+            del requests[block]
+            if not requests:
+                del self._peers[other]
+        if not asked:
+            state.num_free -= 1
+        asked.clear()
+        state.received[index] = 1
+        state.num_received += 1
+        state.sources[peer] = state.sources.get(peer, 0) + 1
+        return Received(others, state.num_received == len(state.received), requested)
+
+    def piece_passed(self, piece: int) -> tuple[PeerKey, ...]:
+        """``piece`` hashed good: it is ours. Returns the peers that sent its blocks.
+
+        Pending duplicate requests for it are forgotten (the caller cancels them with
+        what :meth:`outstanding` listed, or simply lets them arrive and be ignored).
+        """
+        self._geometry.check_piece(piece)
+        state = self._pieces.pop(piece, None)
+        if not self._have[piece]:
+            self._have[piece] = 1
+            self._num_have += 1
+        if state is None:
+            return ()
+        self._drop_asked(piece, state)
+        return tuple(state.sources)
+
+    def piece_failed(self, piece: int) -> tuple[PeerKey, ...]:
+        """``piece`` hashed bad: every block is free again. Returns the peers that sent it."""
+        self._geometry.check_piece(piece)
+        state = self._pieces.pop(piece, None)
+        if state is None:
+            return ()
+        self._drop_asked(piece, state)
+        return tuple(state.sources)
+
+    def _drop_asked(self, piece: int, state: _Piece) -> None:
+        geometry = self._geometry
+        for index, asked in enumerate(state.asked):
+            for peer in asked:
+                requests = self._peers[peer]
+                del requests[geometry.block(piece, index)]
+                if not requests:
+                    del self._peers[peer]
+
+    def lose_piece(self, piece: int) -> None:
+        """A piece we had is gone (storage error): it is wanted again."""
+        self._geometry.check_piece(piece)
+        if self._have[piece]:
+            self._have[piece] = 0
+            self._num_have -= 1
+
+    def check(self) -> None:
+        """Verify the internal invariants (for tests)."""
+        seen: dict[PeerKey, set[Block]] = {}
+        for piece, state in self._pieces.items():
+            assert not self._have[piece]
+            free = 0
+            for index, asked in enumerate(state.asked):
+                assert len(set(asked)) == len(asked)
+                if state.received[index]:
+                    assert not asked
+                elif not asked:
+                    free += 1
+                for peer in asked:
+                    seen.setdefault(peer, set()).add(self._geometry.block(piece, index))
+            assert free == state.num_free
+            assert sum(state.received) == state.num_received
+        assert {p: set(r) for p, r in self._peers.items()} == seen
+        assert all(self._peers.values())
