@@ -870,20 +870,22 @@ class PeerConnection:
         self._peer_talked_pieces = True
         position = (index, begin)
         lengths = self._our_request_lengths
-        requested = lengths.get(position)
+        # Taken out at once (one look-up in the common case), put back below if this piece
+        # does not answer it.
+        requested = lengths.pop(position, None)
         if requested == length:
             # The common case. Should the block also answer a cancelled request
             # of the same key, the data is the same either way; the cancelled
             # entry then absorbs the second answer.
-            del lengths[position]
             return message
         if length == 0:
             # BitComet rejects with an empty piece; libtorrent reads it so.
             if requested is None:
                 self.unmatched_rejects += 1
                 return None
-            self._forget_our_request(index, begin)
-            return RejectRequest(index, begin, requested)
+            return RejectRequest(index, begin, requested)  # the request is forgotten
+        if requested is not None:
+            lengths[position] = requested  # still outstanding: this piece is not its answer
         key = (index, begin, length)
         if key in self._cancelled:
             # The answer to a request we cancelled, crossing the cancel.
