@@ -1,0 +1,563 @@
+"""Piece revelation: what we tell each peer about the pieces we have, and when.
+
+API (sans-IO; every method returns the actions to carry out, in order)::
+
+    reveal = HonestRevelation(num_pieces, have=pieces_on_disk)
+    # or LazyBitfield(num_pieces, have=..., rng=random.Random(seed))
+    # or SuperSeeding(num_pieces, have=range(num_pieces), rng=random.Random(seed))
+    reveal.peer_joined(peer, now, fast=True)   -> [SendBitfield | SendHaveAll | SendHaveNone...]
+    reveal.peer_bitfield(peer, pieces, now)    -> [...]   # PeerBitfield
+    reveal.peer_have(peer, piece, now)         -> [...]   # PeerHave
+    reveal.peer_have_all(peer, now) / peer_have_none(peer, now) / peer_dont_have(peer, piece, now)
+    reveal.piece_added(piece, now)             -> [SendHave...]   # PieceVerified(good=True)
+    reveal.peer_left(peer)                     # PeerLeft / DropPeer
+    reveal.tick(now)                           -> [SendHave...]   # delayed reveals now due
+    reveal.next_deadline()                     # when tick next has something (or None)
+    reveal.revealed(peer)                      # every piece this peer was told we have
+
+The actions are the brain's own (:class:`~bip_select._actions.SendBitfield`,
+:class:`~bip_select._actions.SendHave`, :class:`~bip_select._actions.SendHaveAll`,
+:class:`~bip_select._actions.SendHaveNone`). No strategy ever claims a piece we do not have.
+
+- :class:`HonestRevelation`: a bitfield at once (or *have all* / *have none* to a peer that
+  speaks the fast extension, BEP 6), then a *have* to every peer for every piece verified good.
+- :class:`LazyBitfield`: the bitfield leaves out a few of the pieces we have, and *haves* for
+  those follow shortly after (some ISPs throttled connections whose first message is a full
+  bitfield; Azureus and old libtorrent did this). The pieces left out and the delays come from
+  the injected ``random.Random``, so a run is reproducible.
+- :class:`SuperSeeding` (BEP 16) for an initial seeder: we pose as a peer with nothing, reveal
+  to each peer one piece at a time (the rarest we know of, counting pieces already revealed and
+  not yet seen elsewhere), and reveal it its next piece only once its current one has shown up
+  at another peer (that peer's *have* or bitfield), so our upload goes to pieces the swarm
+  spreads rather than to peers that only take.
+
+A peer's nonsense (a have for a piece past the end) is ignored; the client's mistakes (a peer
+that never joined, a piece outside the torrent) raise :class:`~bip_select.LocalProtocolError`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import random
+from collections.abc import Collection, Iterable
+from typing import Final
+
+from ._actions import Action, SendBitfield, SendHave, SendHaveAll, SendHaveNone
+from ._errors import LocalProtocolError
+from ._inputs import PeerKey
+
+__all__ = [
+    "HonestRevelation",
+    "LazyBitfield",
+    "RevelationStrategy",
+    "SuperSeeding",
+]
+
+_MAX_PIECES: Final = 2**32  # a bitfield cannot name more (piece indices are 32-bit)
+
+
+class _PeerView:
+    """What we know a peer has, and what we told it we have."""
+
+    __slots__ = ("assigned", "fast", "key", "pieces", "revealed", "seed")
+
+    def __init__(self, key: PeerKey, fast: bool) -> None:
+        self.key = key
+        self.fast = fast
+        self.pieces: set[int] = set()  # what the peer has (unless ``seed``)
+        self.seed = False  # it sent have all: ``pieces`` is not filled in
+        self.revealed: set[int] = set()
+        self.assigned: int | None = None  # super-seeding: the piece awaiting propagation
+
+    def has(self, piece: int) -> bool:
+        return self.seed or piece in self.pieces
+
+
+class RevelationStrategy:
+    """The bookkeeping every revelation strategy shares; subclasses decide what to send.
+
+    Args:
+        num_pieces: the torrent's piece count.
+        have: the pieces we have (verified) at the start.
+
+    Raises:
+        LocalProtocolError: ``num_pieces`` is negative or too large, or a piece in ``have`` is
+            outside the torrent.
+    """
+
+    def __init__(self, num_pieces: int, have: Iterable[int] = ()) -> None:
+        if isinstance(num_pieces, bool) or not isinstance(num_pieces, int):
+            raise LocalProtocolError(f"num_pieces must be an int, not {num_pieces!r}")
+        if not 0 <= num_pieces <= _MAX_PIECES:
+            raise LocalProtocolError(f"num_pieces must be in 0..2**32, not {num_pieces}")
+        self.num_pieces: Final = num_pieces
+        self._have: set[int] = set()
+        for piece in have:
+            self._have.add(self._check_piece(piece))
+        self._peers: dict[PeerKey, _PeerView] = {}  # insertion order is join order
+
+    # ---------------------------------------------------------------- queries
+
+    @property
+    def have(self) -> frozenset[int]:
+        """The pieces we have."""
+        return frozenset(self._have)
+
+    def __contains__(self, peer: object) -> bool:
+        return peer in self._peers
+
+    def revealed(self, peer: PeerKey) -> frozenset[int]:
+        """Every piece ``peer`` was told we have (bitfield, have all, haves).
+
+        Raises:
+            LocalProtocolError: ``peer`` never joined.
+        """
+        return frozenset(self._get(peer).revealed)
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`tick` next has something to send (``None``: never, as things stand)."""
+        return None
+
+    # ---------------------------------------------------------------- events
+
+    def peer_joined(self, peer: PeerKey, now: float, *, fast: bool = False) -> list[Action]:
+        """A connection to ``peer`` is up (``fast``: it speaks BEP 6); what to send it first.
+
+        Raises:
+            LocalProtocolError: ``peer`` already joined.
+        """
+        if peer in self._peers:
+            raise LocalProtocolError(f"peer {peer!r} already joined")
+        view = _PeerView(peer, fast)
+        self._peers[peer] = view
+        return self._joined(view, now)
+
+    def peer_left(self, peer: PeerKey) -> None:
+        """``peer`` is gone; forget it.
+
+        Raises:
+            LocalProtocolError: ``peer`` never joined.
+        """
+        view = self._get(peer)
+        del self._peers[peer]
+        self._left(view)
+
+    def peer_bitfield(self, peer: PeerKey, pieces: Collection[int], now: float) -> list[Action]:
+        """``peer`` sent its bitfield (pieces out of range are ignored).
+
+        Raises:
+            LocalProtocolError: ``peer`` never joined.
+        """
+        view = self._get(peer)
+        added = [p for p in self._valid(pieces) if not view.has(p)]
+        view.pieces.update(added)
+        return self._peer_gained(view, added, bitfield=True, now=now)
+
+    def peer_have(self, peer: PeerKey, piece: int, now: float) -> list[Action]:
+        """``peer`` announced ``piece`` (out of range is ignored).
+
+        Raises:
+            LocalProtocolError: ``peer`` never joined.
+        """
+        view = self._get(peer)
+        if not self._in_range(piece) or view.has(piece):
+            return []
+        view.pieces.add(piece)
+        return self._peer_gained(view, [piece], bitfield=False, now=now)
+
+    def peer_have_all(self, peer: PeerKey, now: float) -> list[Action]:
+        """``peer`` has every piece (BEP 6 have all).
+
+        Raises:
+            LocalProtocolError: ``peer`` never joined.
+        """
+        view = self._get(peer)
+        if view.seed:
+            return []
+        added = [p for p in range(self.num_pieces) if p not in view.pieces]
+        view.seed = True
+        view.pieces.clear()  # ``seed`` answers for every piece now
+        return self._peer_gained(view, added, bitfield=True, now=now)
+
+    def peer_have_none(self, peer: PeerKey, now: float) -> list[Action]:
+        """``peer`` has nothing (BEP 6 have none): nothing changes.
+
+        Raises:
+            LocalProtocolError: ``peer`` never joined.
+        """
+        self._get(peer)
+        return []
+
+    def peer_dont_have(self, peer: PeerKey, piece: int, now: float) -> list[Action]:
+        """``peer`` no longer has ``piece`` (BEP 54; out of range is ignored).
+
+        Raises:
+            LocalProtocolError: ``peer`` never joined.
+        """
+        view = self._get(peer)
+        if not self._in_range(piece) or not view.has(piece):
+            return []
+        if view.seed:
+            view.seed = False
+            view.pieces = set(range(self.num_pieces))
+        view.pieces.discard(piece)
+        self._peer_lost(view, piece)
+        return []
+
+    def piece_added(self, piece: int, now: float) -> list[Action]:
+        """We verified ``piece`` good: what to announce (nothing if we already had it).
+
+        Raises:
+            LocalProtocolError: ``piece`` is outside the torrent.
+        """
+        self._check_piece(piece)
+        if piece in self._have:
+            return []
+        self._have.add(piece)
+        return self._added(piece, now)
+
+    def tick(self, now: float) -> list[Action]:
+        """Whatever was held back and is due at ``now``."""
+        return []
+
+    # ---------------------------------------------------------------- for subclasses
+
+    def _joined(self, view: _PeerView, now: float) -> list[Action]:
+        return self._announce_set(view, self._have)
+
+    def _left(self, view: _PeerView) -> None:
+        pass
+
+    def _peer_gained(
+        self, view: _PeerView, pieces: list[int], *, bitfield: bool, now: float
+    ) -> list[Action]:
+        return []
+
+    def _peer_lost(self, view: _PeerView, piece: int) -> None:
+        pass
+
+    def _added(self, piece: int, now: float) -> list[Action]:
+        actions: list[Action] = []
+        for view in self._peers.values():
+            actions.extend(self._tell(view, piece))
+        return actions
+
+    def _announce_set(self, view: _PeerView, pieces: set[int]) -> list[Action]:
+        """The first message telling ``view`` about ``pieces`` (all or part of what we have)."""
+        if not pieces:
+            # BEP 3 lets a peer with nothing skip the bitfield; BEP 6 wants have none instead.
+            return [SendHaveNone(view.key)] if view.fast else []
+        view.revealed.update(pieces)
+        if view.fast and len(pieces) == self.num_pieces:
+            return [SendHaveAll(view.key)]
+        return [SendBitfield(view.key, frozenset(pieces))]
+
+    def _tell(self, view: _PeerView, piece: int) -> list[Action]:
+        """A have for ``piece`` to ``view``, unless it was told already."""
+        if piece in view.revealed:
+            return []
+        view.revealed.add(piece)
+        return [SendHave(view.key, piece)]
+
+    def _get(self, peer: PeerKey) -> _PeerView:
+        try:
+            return self._peers[peer]
+        except KeyError:
+            raise LocalProtocolError(f"peer {peer!r} never joined") from None
+
+    def _in_range(self, piece: object) -> bool:
+        return (
+            isinstance(piece, int) and not isinstance(piece, bool) and 0 <= piece < self.num_pieces
+        )
+
+    def _valid(self, pieces: Iterable[object]) -> list[int]:
+        return [p for p in pieces if isinstance(p, int) and self._in_range(p)]
+
+    def _check_piece(self, piece: object) -> int:
+        if isinstance(piece, int) and self._in_range(piece):
+            return piece
+        raise LocalProtocolError(
+            f"piece {piece!r} is outside the torrent (0..{self.num_pieces - 1})"
+        )
+
+
+class HonestRevelation(RevelationStrategy):
+    """Everything we have, at once: a bitfield (or have all / have none), then a have per piece.
+
+    >>> reveal = HonestRevelation(4, have=[0, 2])
+    >>> reveal.peer_joined("a", 0.0)
+    [SendBitfield(peer='a', pieces=frozenset({0, 2}))]
+    >>> reveal.piece_added(3, 1.0)
+    [SendHave(peer='a', piece=3)]
+
+    Args:
+        num_pieces: the torrent's piece count.
+        have: the pieces we have at the start.
+        redundant_haves: send a have even to a peer that has the piece already (what libtorrent
+            does by default: the peer learns what we can serve to others). With ``False`` such
+            peers are skipped, which saves a message per piece and peer in a swarm of seeds.
+    """
+
+    def __init__(
+        self, num_pieces: int, have: Iterable[int] = (), *, redundant_haves: bool = True
+    ) -> None:
+        super().__init__(num_pieces, have)
+        self._redundant = redundant_haves
+
+    def _added(self, piece: int, now: float) -> list[Action]:
+        actions: list[Action] = []
+        for view in self._peers.values():
+            if self._redundant or not view.has(piece):
+                actions.extend(self._tell(view, piece))
+        return actions
+
+
+class LazyBitfield(RevelationStrategy):
+    """A bitfield with a few pieces left out, and haves for those shortly after.
+
+    Each peer gets its own random choice of ``min(max_withheld, num_pieces // 10)`` pieces (at
+    least one; never more than we have) left out of its bitfield, each revealed by a have at a
+    random time within ``max_delay`` seconds (send them from :meth:`tick`; ``max_delay=0``
+    sends them right after the bitfield). A peer that speaks the fast extension gets that
+    bitfield too rather than *have all*, which would give the game away. Pieces verified later
+    are announced at once, as :class:`HonestRevelation` does.
+
+    Args:
+        num_pieces: the torrent's piece count.
+        have: the pieces we have at the start.
+        rng: which pieces are left out and when they follow.
+        max_withheld: the most pieces left out of one bitfield (libtorrent used 50).
+        max_delay: the latest a withheld piece is revealed, in seconds after the join.
+
+    Raises:
+        LocalProtocolError: as :class:`RevelationStrategy`, or ``max_withheld`` is below 1, or
+            ``max_delay`` is negative.
+    """
+
+    def __init__(
+        self,
+        num_pieces: int,
+        have: Iterable[int] = (),
+        *,
+        rng: random.Random,
+        max_withheld: int = 50,
+        max_delay: float = 2.0,
+    ) -> None:
+        super().__init__(num_pieces, have)
+        if isinstance(max_withheld, bool) or not isinstance(max_withheld, int) or max_withheld < 1:
+            raise LocalProtocolError(f"max_withheld must be an int >= 1, not {max_withheld!r}")
+        if not (math.isfinite(max_delay) and max_delay >= 0):
+            raise LocalProtocolError(f"max_delay must be >= 0 and finite, not {max_delay!r}")
+        self._rng = rng
+        self._max_withheld = max_withheld
+        self._max_delay = float(max_delay)
+        # (due, sequence, view, piece); entries of peers that left are skipped when popped.
+        self._pending: list[tuple[float, int, _PeerView, int]] = []
+        self._sequence = itertools.count()
+
+    def next_deadline(self) -> float | None:
+        """When the next withheld piece is due."""
+        self._drop_stale()
+        return self._pending[0][0] if self._pending else None
+
+    def tick(self, now: float) -> list[Action]:
+        """Haves for the withheld pieces due by ``now``, earliest first."""
+        actions: list[Action] = []
+        pending = self._pending
+        while pending and pending[0][0] <= now:
+            _, _, view, piece = heapq.heappop(pending)
+            if self._peers.get(view.key) is view:
+                actions.extend(self._tell(view, piece))
+        return actions
+
+    def _joined(self, view: _PeerView, now: float) -> list[Action]:
+        have = sorted(self._have)
+        count = min(len(have), max(1, min(self._max_withheld, self.num_pieces // 10)))
+        withheld = self._rng.sample(have, count) if count else []
+        actions = self._announce_set(view, self._have.difference(withheld))
+        for piece in sorted(withheld):
+            due = now + self._rng.uniform(0.0, self._max_delay) if self._max_delay else now
+            heapq.heappush(self._pending, (due, next(self._sequence), view, piece))
+        if self._max_delay == 0:
+            actions.extend(self.tick(now))
+        return actions
+
+    def _drop_stale(self) -> None:
+        pending = self._pending
+        while pending and self._peers.get(pending[0][2].key) is not pending[0][2]:
+            heapq.heappop(pending)
+
+
+class SuperSeeding(RevelationStrategy):
+    """BEP 16 super-seeding: one rare piece at a time per peer, the next once it spread.
+
+    We pose as a peer with nothing (no bitfield, or *have none* to a fast peer) and reveal to
+    each joining peer the piece with the fewest known copies, counting a piece revealed to a
+    peer and not yet seen elsewhere as a copy on the way (so two peers are not sent after the
+    same piece while another is untouched); ties are broken with the injected ``rng``. A peer
+    gets its next piece only when its current one shows up at *another* peer (a have or a
+    bitfield from someone else): until then it has nothing more from us to ask for. A peer
+    whose bitfield shows it already had the piece revealed to it gets another one at once, a
+    seed gets nothing, and a piece is never revealed to a peer that has it.
+
+    Only pieces we have are revealed; BEP 16 is meant for the initial seeder, which has them all.
+
+    Args:
+        num_pieces: the torrent's piece count.
+        have: the pieces we have (normally all of them).
+        rng: breaks ties between equally rare pieces.
+        strict: BEP 16's rule (the next piece only once the current one was seen at another
+            peer). ``False`` is libtorrent's default, looser mode: the next piece as soon as the
+            peer itself announces the current one.
+    """
+
+    def __init__(
+        self,
+        num_pieces: int,
+        have: Iterable[int] = (),
+        *,
+        rng: random.Random,
+        strict: bool = True,
+    ) -> None:
+        super().__init__(num_pieces, have)
+        self._rng = rng
+        self._strict = strict
+        self._copies = [0] * num_pieces  # peers known to have each piece
+        self._on_the_way = [0] * num_pieces  # peers it is revealed to, not yet seen elsewhere
+        self._assignees: dict[int, set[PeerKey]] = {}
+        # Pieces we have bucketed by score (copies + on the way), for a quick rarest pick.
+        self._levels: dict[int, list[int]] = {}
+        self._position = [-1] * num_pieces  # index in its level's list; -1: we lack it
+        for piece in sorted(self._have):
+            self._insert(piece, 0)
+
+    def assigned(self, peer: PeerKey) -> int | None:
+        """The piece revealed to ``peer`` and waiting to show up elsewhere (``None``: none).
+
+        Raises:
+            LocalProtocolError: ``peer`` never joined.
+        """
+        return self._get(peer).assigned
+
+    # ---------------------------------------------------------------- hooks
+
+    def _joined(self, view: _PeerView, now: float) -> list[Action]:
+        actions: list[Action] = [SendHaveNone(view.key)] if view.fast else []
+        actions.extend(self._assign(view))
+        return actions
+
+    def _left(self, view: _PeerView) -> None:
+        self._unassign(view)
+        if view.seed:
+            for piece in range(self.num_pieces):
+                self._count(piece, -1)
+        else:
+            for piece in view.pieces:
+                self._count(piece, -1)
+
+    def _peer_lost(self, view: _PeerView, piece: int) -> None:
+        self._count(piece, -1)
+
+    def _peer_gained(
+        self, view: _PeerView, pieces: list[int], *, bitfield: bool, now: float
+    ) -> list[Action]:
+        released: dict[PeerKey, _PeerView] = {}
+        own = view.assigned
+        for piece in pieces:
+            self._count(piece, +1)
+            for key in self._assignees.get(piece, ()):
+                if key != view.key:
+                    released[key] = self._peers[key]  # seen elsewhere: BEP 16's signal
+        if own is not None and own in pieces and (bitfield or not self._strict):
+            # It had the piece before we revealed it (a bitfield), or loose mode: move on.
+            released[view.key] = view
+        actions: list[Action] = []
+        for other in self._peers.values():  # join order, for determinism
+            if other.key in released:
+                self._unassign(other)
+                actions.extend(self._assign(other))
+        if view.assigned is None and view.key not in released:
+            actions.extend(self._assign(view))  # e.g. it had nothing we could offer before
+        return actions
+
+    def _added(self, piece: int, now: float) -> list[Action]:
+        self._insert(piece, self._copies[piece] + self._on_the_way[piece])
+        actions: list[Action] = []
+        for view in self._peers.values():
+            if view.assigned is None:
+                actions.extend(self._assign(view))
+        return actions
+
+    # ---------------------------------------------------------------- assignment
+
+    def _assign(self, view: _PeerView) -> list[Action]:
+        """Reveal ``view`` its next piece, if there is one it lacks and was not told of."""
+        if view.assigned is not None or view.seed:
+            return []
+        piece = self._rarest_for(view)
+        if piece is None:
+            return []
+        view.assigned = piece
+        self._assignees.setdefault(piece, set()).add(view.key)
+        self._shift(piece, on_the_way=+1)
+        return self._tell(view, piece)
+
+    def _unassign(self, view: _PeerView) -> None:
+        piece = view.assigned
+        if piece is None:
+            return
+        view.assigned = None
+        assignees = self._assignees[piece]
+        assignees.discard(view.key)
+        if not assignees:
+            del self._assignees[piece]
+        self._shift(piece, on_the_way=-1)
+
+    def _rarest_for(self, view: _PeerView) -> int | None:
+        """The lowest-scored piece ``view`` lacks and was not told of; random among equals.
+
+        Scanning a level from a random start and wrapping keeps the pick O(1) when the peer
+        lacks most pieces (the usual case) instead of filtering the whole level.
+        """
+        for level in sorted(self._levels):
+            bucket = self._levels[level]
+            size = len(bucket)
+            start = self._rng.randrange(size)
+            for offset in range(size):
+                piece = bucket[(start + offset) % size]
+                if not view.has(piece) and piece not in view.revealed:
+                    return piece
+        return None
+
+    def _count(self, piece: int, delta: int) -> None:
+        self._copies[piece] += delta
+        self._move(piece, delta)
+
+    def _shift(self, piece: int, *, on_the_way: int) -> None:
+        self._on_the_way[piece] += on_the_way
+        self._move(piece, on_the_way)
+
+    def _move(self, piece: int, delta: int) -> None:
+        if self._position[piece] < 0:
+            return  # we lack it: never revealed, not bucketed
+        old = self._copies[piece] + self._on_the_way[piece] - delta
+        self._remove(piece, old)
+        self._insert(piece, old + delta)
+
+    def _insert(self, piece: int, level: int) -> None:
+        bucket = self._levels.setdefault(level, [])
+        self._position[piece] = len(bucket)
+        bucket.append(piece)
+
+    def _remove(self, piece: int, level: int) -> None:
+        bucket = self._levels[level]
+        index = self._position[piece]
+        last = bucket.pop()
+        if last != piece:
+            bucket[index] = last
+            self._position[last] = index
+        if not bucket:
+            del self._levels[level]
+        self._position[piece] = -1
