@@ -1,0 +1,676 @@
+"""Piece selection: which blocks to ask a peer for, by pluggable, mixable strategies.
+
+API:
+
+- Strategies (plain objects; mix them by nesting):
+  - ``RarestFirst()``: highest priority first, then the pieces fewest peers have,
+    random among equals (BEP 3's recommendation, libtorrent's default).
+  - ``RandomFirst(then=RarestFirst(), first=4)``: random pieces until we have
+    ``first`` of them (a newcomer needs *something* to trade quickly, and the rarest
+    pieces are the slowest to get), then ``then``.
+  - ``Sequential()``: in index order within a priority (downloads to play or
+    preview; rarity ignored).
+  - ``Streaming(then=Sequential())``: pieces with a deadline first, earliest deadline
+    first, asked only of peers fast enough to deliver in time (or the fastest there
+    is), and duplicated to a faster peer when a request will not arrive in time;
+    ``set_deadline(piece, t)``, ``clear_deadline(piece)``. Other pieces by ``then``.
+  A strategy implements :class:`Strategy`: ``tier(piece, picker)`` (the hard
+  ordering: priority, deadline) and ``order(picker, peer)`` (wanted pieces the peer
+  has, in tier order, preferred first), and may give ``deadline(piece)``.
+- ``PiecePicker(geometry, rng, strategy=RarestFirst(), have=(), priorities=None)``:
+  owns an :class:`~bip_select._availability.Availability` (``.availability``) and a
+  :class:`~bip_select._requests.RequestBook` (``.requests``) and decides requests:
+  - peers: ``add_peer``, ``remove_peer -> dropped blocks``, ``peer_bitfield``,
+    ``peer_have``, ``peer_have_all``, ``peer_have_none``, ``peer_dont_have``,
+    ``allowed_fast(peer, piece)``, ``set_rate(peer, bytes_per_s)``;
+  - ``is_interesting(peer)``, ``wants(piece)``;
+  - ``pick(peer, count, now, choked=False, exclusive=False) -> list[Block]``: choose
+    up to ``count`` blocks and record them as requested. Order: pieces already
+    started first within a tier (finish what you started: fewer partial pieces in
+    memory, sooner haves to trade), then the strategy's order; while choked only
+    BEP 6 allowed-fast pieces; ``exclusive`` (a peer on parole) only pieces nobody
+    else works on; in end-game (every block of every wanted piece is asked of
+    someone) blocks already asked of others, fewest copies first.
+  - ``block_received(peer, block) -> Received | None`` (its ``cancel`` lists the
+    end-game losers), ``block_rejected``, ``block_timed_out``, ``peer_choked``
+    (without the fast extension a choke drops every request: returns them);
+  - ``piece_passed(piece)`` / ``piece_failed(piece)`` -> the peers that sent it;
+  - priorities: ``set_piece_priority``, ``set_piece_priorities``,
+    ``set_file_priorities`` (0 = do not download, 1..7, 4 the default);
+  - ``in_endgame()``, ``is_complete()`` (every wanted piece is had).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Collection, Hashable, Iterable, Iterator, Mapping, Sequence
+from typing import Protocol, TypeAlias
+
+from ._availability import Availability
+from ._errors import LocalProtocolError
+from ._geometry import BLOCK_SIZE, Block, TorrentGeometry
+from ._requests import Received, RequestBook
+
+__all__ = [
+    "DEFAULT_PRIORITY",
+    "MAX_ALLOWED_FAST",
+    "PiecePicker",
+    "RandomFirst",
+    "RarestFirst",
+    "Sequential",
+    "Strategy",
+    "Streaming",
+]
+
+PeerKey: TypeAlias = Hashable
+
+DEFAULT_PRIORITY = 4
+"""The priority of a piece nobody set one for (libtorrent's default)."""
+
+MAX_ALLOWED_FAST = 64
+"""Allowed-fast pieces remembered per peer (BEP 6 suggests 10; a peer cannot make us keep more)."""
+
+Tier: TypeAlias = tuple[float, ...]
+
+
+class Strategy(Protocol):
+    """What :class:`PiecePicker` asks a selection strategy."""
+
+    def tier(self, piece: int, picker: PiecePicker) -> Tier:
+        """The hard rank of a wanted piece: lower tiers are always picked first.
+
+        Started pieces are preferred over fresh ones of the same tier.
+        """
+        ...
+
+    def order(self, picker: PiecePicker, peer: PeerKey) -> Iterator[int]:
+        """Wanted pieces ``peer`` has, by ascending tier, preferred first within a tier.
+
+        May include started pieces (the picker skips them). Lazy: the picker stops as
+        soon as it has enough.
+        """
+        ...
+
+    def deadline(self, piece: int) -> float | None:
+        """When ``piece`` is needed (None: no deadline)."""
+        ...
+
+
+class RarestFirst:
+    """Highest priority first, then rarest first, random among equally rare pieces.
+
+    >>> picker = PiecePicker(TorrentGeometry(3, 16384), random.Random(0))
+    >>> picker.add_peer("a"); picker.peer_bitfield("a", {0, 1, 2})
+    >>> picker.add_peer("b"); picker.peer_bitfield("b", {0, 2})
+    >>> picker.pick("a", 1, now=0.0)
+    [Block(piece=1, begin=0, length=16384)]
+    """
+
+    __slots__ = ()
+
+    def tier(self, piece: int, picker: PiecePicker) -> Tier:
+        """Priority only: among equal priorities rarity is a preference, not a rule."""
+        return (-picker.availability.priority(piece),)
+
+    def order(self, picker: PiecePicker, peer: PeerKey) -> Iterator[int]:
+        """The availability index's order: priority, count, random."""
+        return picker.availability.iter_wanted(peer)
+
+    def deadline(self, piece: int) -> float | None:
+        """No deadlines."""
+        return None
+
+
+class Sequential:
+    """Lowest index first within a priority (rarity ignored).
+
+    >>> picker = PiecePicker(TorrentGeometry(3, 16384), random.Random(0), Sequential())
+    >>> picker.add_peer("a"); picker.peer_have_all("a")
+    >>> [b.piece for b in picker.pick("a", 3, now=0.0)]
+    [0, 1, 2]
+    """
+
+    __slots__ = ()
+
+    def tier(self, piece: int, picker: PiecePicker) -> Tier:
+        """Priority, then index: strictly in order."""
+        return (-picker.availability.priority(piece), piece)
+
+    def order(self, picker: PiecePicker, peer: PeerKey) -> Iterator[int]:
+        """Scan from the first wanted piece, once per priority level in use."""
+        availability = picker.availability
+        start = picker.first_wanted()
+        levels = picker.priority_levels()
+        seed = availability.is_seed(peer)
+        for level in levels:
+            for piece in range(start, availability.num_pieces):
+                if availability.priority(piece) == level and (
+                    seed or availability.peer_has(peer, piece)
+                ):
+                    yield piece
+
+    def deadline(self, piece: int) -> float | None:
+        """No deadlines."""
+        return None
+
+
+class RandomFirst:
+    """Random pieces until we have ``first`` pieces, then ``then``.
+
+    >>> picker = PiecePicker(TorrentGeometry(8, 16384), random.Random(5), RandomFirst(first=1))
+    >>> picker.add_peer("a"); picker.peer_have_all("a")
+    >>> len(picker.pick("a", 1, now=0.0))
+    1
+    """
+
+    __slots__ = ("first", "then")
+
+    def __init__(self, then: Strategy | None = None, first: int = 4) -> None:
+        """Random until ``first`` pieces are had, then ``then`` (default rarest first)."""
+        if first < 0:
+            raise LocalProtocolError(f"first must be at least 0, not {first}")
+        self.then: Strategy = then if then is not None else RarestFirst()
+        self.first = first
+
+    def _active(self, picker: PiecePicker) -> bool:
+        return picker.requests.num_have < self.first
+
+    def tier(self, piece: int, picker: PiecePicker) -> Tier:
+        """Priority while random; then the next strategy's tiers."""
+        if self._active(picker):
+            return (-picker.availability.priority(piece),)
+        return self.then.tier(piece, picker)
+
+    def order(self, picker: PiecePicker, peer: PeerKey) -> Iterator[int]:
+        """A random order within each priority while random; then the next strategy's."""
+        if not self._active(picker):
+            return self.then.order(picker, peer)
+        availability = picker.availability
+        pieces = list(availability.iter_wanted(peer))
+        rng = picker.rng
+        rng.shuffle(pieces)
+        pieces.sort(key=lambda p: -availability.priority(p))  # stable: random within
+        return iter(pieces)
+
+    def deadline(self, piece: int) -> float | None:
+        """The next strategy's deadlines."""
+        return self.then.deadline(piece)
+
+
+class Streaming:
+    """Pieces with deadlines first (earliest first), then ``then``.
+
+    A deadline piece goes to a peer that can deliver it in time at its measured rate,
+    or to the fastest peer that has it when none can; a block that its peer will not
+    deliver before the deadline is asked again of a faster peer (the picker's
+    deadline duplicates).
+
+    >>> s = Streaming()
+    >>> picker = PiecePicker(TorrentGeometry(4, 16384), random.Random(0), s)
+    >>> s.set_deadline(3, 10.0)
+    >>> picker.add_peer("a"); picker.peer_have_all("a")
+    >>> [b.piece for b in picker.pick("a", 2, now=0.0)]
+    [3, 0]
+    """
+
+    __slots__ = ("_deadlines", "then")
+
+    def __init__(self, then: Strategy | None = None) -> None:
+        """Deadline pieces first, then ``then`` (default sequential)."""
+        self.then: Strategy = then if then is not None else Sequential()
+        self._deadlines: dict[int, float] = {}
+
+    def set_deadline(self, piece: int, when: float) -> None:
+        """``piece`` is needed by time ``when``."""
+        if type(piece) is not int or piece < 0:
+            raise LocalProtocolError(f"bad piece {piece!r}")
+        self._deadlines[piece] = float(when)
+
+    def clear_deadline(self, piece: int) -> None:
+        """``piece`` is no longer urgent (had, or the viewer moved on)."""
+        self._deadlines.pop(piece, None)
+
+    def deadlines(self) -> Mapping[int, float]:
+        """Every pending deadline."""
+        return dict(self._deadlines)
+
+    def deadline(self, piece: int) -> float | None:
+        """When ``piece`` is needed, if it has a deadline."""
+        found = self._deadlines.get(piece)
+        return found if found is not None else self.then.deadline(piece)
+
+    def tier(self, piece: int, picker: PiecePicker) -> Tier:
+        """``(0, deadline)`` for deadline pieces; the next strategy's tier after them."""
+        when = self._deadlines.get(piece)
+        if when is not None:
+            return (0.0, when)
+        return (1.0, *self.then.tier(piece, picker))
+
+    def order(self, picker: PiecePicker, peer: PeerKey) -> Iterator[int]:
+        """Deadline pieces ``peer`` has by deadline, then the next strategy's order."""
+        availability = picker.availability
+        urgent = sorted(
+            (when, piece)
+            for piece, when in self._deadlines.items()
+            if piece < availability.num_pieces
+            and availability.priority(piece)
+            and availability.peer_has(peer, piece)
+        )
+        for _, piece in urgent:
+            yield piece
+        for piece in self.then.order(picker, peer):
+            if piece not in self._deadlines:
+                yield piece
+
+
+_MAX_DEADLINE_COPIES = 3  # a late block is asked of at most this many peers at once
+
+
+class PiecePicker:
+    """Decides which blocks to request from which peer (see the module docstring)."""
+
+    __slots__ = (
+        "_allowed_fast",
+        "_exclusive",
+        "_priority",
+        "_rates",
+        "availability",
+        "geometry",
+        "requests",
+        "rng",
+        "strategy",
+    )
+
+    def __init__(
+        self,
+        geometry: TorrentGeometry,
+        rng: random.Random,
+        strategy: Strategy | None = None,
+        *,
+        have: Iterable[int] = (),
+        priorities: Sequence[int] | None = None,
+    ) -> None:
+        """Pick for a torrent of ``geometry``; ``have`` lists pieces already verified.
+
+        Args:
+            geometry: the torrent's pieces and blocks.
+            rng: every random choice (tie-breaking, random first) comes from it.
+            strategy: the piece order (default :class:`RarestFirst`).
+            have: pieces already verified.
+            priorities: one priority (0..7) per piece; default 4 for all.
+        """
+        self.geometry = geometry
+        self.rng = rng
+        self.strategy: Strategy = strategy if strategy is not None else RarestFirst()
+        self.availability = Availability(geometry.num_pieces, rng)
+        self.requests = RequestBook(geometry, have)
+        n = geometry.num_pieces
+        if priorities is None:
+            self._priority = bytearray([DEFAULT_PRIORITY]) * n
+        else:
+            if len(priorities) != n:
+                raise LocalProtocolError(f"{len(priorities)} priorities for {n} pieces")
+            self._priority = bytearray(_check_priority(p) for p in priorities)
+        for piece in range(n):
+            self._sync(piece)
+        self._allowed_fast: dict[PeerKey, set[int]] = {}
+        self._rates: dict[PeerKey, float] = {}
+        self._exclusive: dict[int, PeerKey] = {}  # piece -> the parole peer that owns it
+
+    # -- wanted pieces and priorities --------------------------------------------------
+
+    def _sync(self, piece: int) -> None:
+        wanted = self._priority[piece] and not self.requests.have(piece)
+        self.availability.set_priority(piece, self._priority[piece] if wanted else 0)
+
+    def wants(self, piece: int) -> bool:
+        """Whether ``piece`` is still to download (not had, priority above 0)."""
+        return bool(self.availability.priority(piece))
+
+    def piece_priority(self, piece: int) -> int:
+        """The priority set for ``piece`` (0..7), had or not."""
+        self.geometry.check_piece(piece)
+        return self._priority[piece]
+
+    def set_piece_priority(self, piece: int, priority: int) -> None:
+        """Set one piece's priority (0 = do not download)."""
+        self.geometry.check_piece(piece)
+        self._priority[piece] = _check_priority(priority)
+        self._sync(piece)
+
+    def set_piece_priorities(self, priorities: Mapping[int, int] | Sequence[int]) -> None:
+        """Set several pieces' priorities: a mapping, or one per piece."""
+        items = priorities.items() if isinstance(priorities, Mapping) else enumerate(priorities)
+        checked = [(piece, _check_priority(p)) for piece, p in items]
+        for piece, _ in checked:
+            self.geometry.check_piece(piece)
+        for piece, priority in checked:
+            self._priority[piece] = priority
+            self._sync(piece)
+
+    def set_file_priorities(self, priorities: Sequence[int]) -> None:
+        """Set every piece's priority from per-file ones (a piece takes its files' highest)."""
+        self.set_piece_priorities(self.geometry.piece_priorities(priorities))
+
+    def priority_levels(self) -> list[int]:
+        """The priorities wanted pieces have, highest first."""
+        levels = {self.availability.priority(p) for p in self._wanted_sample()}
+        return sorted(levels, reverse=True)
+
+    def _wanted_sample(self) -> Iterator[int]:
+        # One wanted piece per (priority, count) bucket is enough to list the levels.
+        seen: set[int] = set()
+        for piece in self.availability.iter_wanted(None):
+            level = self.availability.priority(piece)
+            if level not in seen:
+                seen.add(level)
+                yield piece
+            if len(seen) == 7:
+                return
+
+    def first_wanted(self) -> int:
+        """The lowest wanted piece index (``num_pieces`` when nothing is wanted)."""
+        availability = self.availability
+        for piece in range(availability.num_pieces):
+            if availability.priority(piece):
+                return piece
+        return availability.num_pieces
+
+    def is_complete(self) -> bool:
+        """Whether every wanted piece is had (a seed, or done with the chosen files)."""
+        return self.availability.num_wanted == 0
+
+    # -- peers ---------------------------------------------------------------------------
+
+    def add_peer(self, peer: PeerKey) -> None:
+        """A peer connected (it has nothing yet)."""
+        self.availability.add_peer(peer)
+
+    def remove_peer(self, peer: PeerKey) -> list[Block]:
+        """A peer left: forget it; returns the requests it had pending (now free)."""
+        self.availability.remove_peer(peer)
+        self._allowed_fast.pop(peer, None)
+        self._rates.pop(peer, None)
+        for piece in [p for p, owner in self._exclusive.items() if owner == peer]:
+            del self._exclusive[piece]
+        return self.requests.drop_peer(peer)
+
+    def peer_bitfield(self, peer: PeerKey, pieces: Iterable[int]) -> None:
+        """``peer`` sent its bitfield."""
+        self.availability.bitfield(peer, pieces)
+
+    def peer_have(self, peer: PeerKey, piece: int) -> bool:
+        """``peer`` announced ``piece``; returns whether we want it (become interested)."""
+        self.availability.have(peer, piece)
+        return 0 <= piece < self.geometry.num_pieces and self.wants(piece)
+
+    def peer_have_all(self, peer: PeerKey) -> None:
+        """``peer`` has everything."""
+        self.availability.have_all(peer)
+
+    def peer_have_none(self, peer: PeerKey) -> None:
+        """``peer`` has nothing."""
+        self.availability.have_none(peer)
+
+    def peer_dont_have(self, peer: PeerKey, piece: int) -> None:
+        """``peer`` lost ``piece`` (its pending requests for it stay until rejected)."""
+        self.availability.dont_have(peer, piece)
+
+    def allowed_fast(self, peer: PeerKey, piece: int) -> None:
+        """``peer`` lets us request ``piece`` while it chokes us (BEP 6)."""
+        if not 0 <= piece < self.geometry.num_pieces:
+            return
+        allowed = self._allowed_fast.setdefault(peer, set())
+        if len(allowed) < MAX_ALLOWED_FAST:
+            allowed.add(piece)
+
+    def set_rate(self, peer: PeerKey, rate: float) -> None:
+        """``peer``'s measured download rate (bytes/s), for deadline decisions."""
+        self._rates[peer] = rate
+
+    def is_interesting(self, peer: PeerKey) -> bool:
+        """Whether ``peer`` has a piece we want."""
+        return next(iter(self.availability.iter_wanted(peer)), None) is not None
+
+    def peer_choked(self, peer: PeerKey, fast: bool) -> list[Block]:
+        """``peer`` choked us. Without the fast extension every pending request is gone
+        (returns them); with it, requests stay until rejected (returns nothing).
+        """
+        if fast:
+            return []
+        return self.requests.drop_peer(peer)
+
+    # -- blocks ------------------------------------------------------------------------
+
+    def block_received(self, peer: PeerKey, block: Block) -> Received | None:
+        """A block arrived (see :meth:`RequestBook.receive`)."""
+        return self.requests.receive(peer, block)
+
+    def block_rejected(self, peer: PeerKey, block: Block) -> bool:
+        """``peer`` rejected ``block``: it is free again."""
+        return self.requests.reject(peer, block)
+
+    def block_timed_out(self, peer: PeerKey, block: Block) -> bool:
+        """The request of ``block`` to ``peer`` timed out: it is free again."""
+        return self.requests.time_out(peer, block)
+
+    def piece_passed(self, piece: int) -> tuple[PeerKey, ...]:
+        """``piece`` hashed good; returns the peers that sent it."""
+        sources = self.requests.piece_passed(piece)
+        self._exclusive.pop(piece, None)
+        self._sync(piece)
+        strategy: object = self.strategy
+        while strategy is not None:  # a deadline met is forgotten, however nested
+            if isinstance(strategy, Streaming):
+                strategy.clear_deadline(piece)
+            strategy = getattr(strategy, "then", None)
+        return sources
+
+    def piece_failed(self, piece: int) -> tuple[PeerKey, ...]:
+        """``piece`` hashed bad: download it again; returns the peers that sent it."""
+        self._exclusive.pop(piece, None)
+        return self.requests.piece_failed(piece)
+
+    def in_endgame(self) -> bool:
+        """Whether every block of every wanted piece is received or asked of someone."""
+        wanted = self.availability.num_wanted
+        if not wanted:
+            return False
+        started = 0
+        for piece in self.requests.started_pieces():
+            if self.wants(piece):
+                if self.requests.num_free(piece):
+                    return False
+                started += 1
+        return started == wanted
+
+    # -- picking -----------------------------------------------------------------------
+
+    def _eta(self, peer: PeerKey, now: float, extra: int = 1) -> float:
+        rate = self._rates.get(peer, 0.0)
+        if rate <= 0:
+            return float("inf")
+        return now + (self.requests.num_outstanding(peer) + extra) * BLOCK_SIZE / rate
+
+    def _deadline_ok(self, peer: PeerKey, piece: int, when: float, now: float) -> bool:
+        """Whether ``peer`` should take a deadline piece: it can make it, or none can
+        and it is the fastest peer that has the piece."""
+        if self._eta(peer, now) <= when:
+            return True
+        mine = self._rates.get(peer, 0.0)
+        availability = self.availability
+        return all(
+            self._rates.get(other, 0.0) <= mine
+            for other in self._rates
+            if other != peer and availability.peer_has(other, piece)
+        )
+
+    def pick(
+        self,
+        peer: PeerKey,
+        count: int,
+        now: float,
+        *,
+        choked: bool = False,
+        exclusive: bool = False,
+    ) -> list[Block]:
+        """Choose up to ``count`` blocks to request from ``peer`` and record them.
+
+        Args:
+            peer: the peer to ask.
+            count: how many requests it has room for (see ``PeerQueues.room``).
+            now: the current time (request times, deadlines).
+            choked: the peer chokes us: only its allowed-fast pieces.
+            exclusive: the peer is on parole: only pieces nobody else has blocks of,
+                which it then keeps to itself, so a bad hash is its alone.
+
+        Returns:
+            The blocks, already recorded as requested: send them in order.
+        """
+        if count <= 0 or self.availability.num_wanted == 0:
+            return []
+        availability = self.availability
+        requests = self.requests
+        strategy = self.strategy
+        allowed: Collection[int] | None = None
+        if choked:
+            allowed = self._allowed_fast.get(peer)
+            if not allowed:
+                return []
+
+        def usable(piece: int) -> bool:
+            if allowed is not None and piece not in allowed:
+                return False
+            owner = self._exclusive.get(piece)
+            if owner is not None and owner != peer:
+                return False
+            if exclusive and owner is None and requests.is_started(piece):
+                return False
+            when = strategy.deadline(piece)
+            return when is None or self._deadline_ok(peer, piece, when, now)
+
+        picked: list[Block] = []
+
+        def take(piece: int) -> None:
+            for block in requests.free_blocks(piece, count - len(picked)):
+                requests.request(peer, block, now)
+                picked.append(block)
+            if exclusive and picked and picked[-1].piece == piece:
+                self._exclusive[piece] = peer
+
+        # 1. Late deadline blocks: ask a faster peer too.
+        self._deadline_duplicates(peer, count, now, allowed, picked)
+
+        # 2. Started pieces first within a tier, then the strategy's fresh pieces.
+        partial = [
+            piece
+            for piece in requests.started_pieces()
+            if requests.num_free(piece)
+            and availability.priority(piece)
+            and availability.peer_has(peer, piece)
+            and usable(piece)
+        ]
+        partial.sort(
+            key=lambda p: (strategy.tier(p, self), requests.num_free(p), availability.count(p))
+        )
+        queue = iter(partial)
+        next_partial = next(queue, None)
+        fresh = strategy.order(self, peer)
+        for piece in fresh:
+            if len(picked) >= count:
+                break
+            if requests.is_started(piece) or not usable(piece):
+                continue
+            tier = strategy.tier(piece, self)
+            while next_partial is not None and strategy.tier(next_partial, self) <= tier:
+                take(next_partial)
+                if len(picked) >= count:
+                    return picked
+                next_partial = next(queue, None)
+            take(piece)
+        while next_partial is not None and len(picked) < count:
+            take(next_partial)
+            next_partial = next(queue, None)
+
+        # 3. End-game: every block is asked of someone; ask this peer too.
+        if len(picked) < count and self.in_endgame():
+
+            def has(piece: int) -> bool:
+                return (
+                    availability.peer_has(peer, piece)
+                    and bool(availability.priority(piece))
+                    and (allowed is None or piece in allowed)
+                )
+
+            for block in requests.duplicate_candidates(peer, has, count - len(picked)):
+                requests.request(peer, block, now, duplicate=True)
+                picked.append(block)
+        return picked
+
+    def _deadline_duplicates(
+        self,
+        peer: PeerKey,
+        count: int,
+        now: float,
+        allowed: Collection[int] | None,
+        picked: list[Block],
+    ) -> None:
+        deadline = self.strategy.deadline
+        requests = self.requests
+        availability = self.availability
+        mine = self._eta(peer, now)
+        if mine == float("inf"):
+            return  # an unmeasured peer is no rescue
+        urgent = []
+        for piece in requests.started_pieces():
+            when = deadline(piece)
+            if (
+                when is not None
+                and availability.priority(piece)
+                and availability.peer_has(peer, piece)
+                and (allowed is None or piece in allowed)
+            ):
+                urgent.append((when, piece))
+        urgent.sort()
+        for when, piece in urgent:
+            for block in self.geometry.blocks(piece):
+                if len(picked) >= count:
+                    return
+                asked = requests.requesters(block)
+                if not asked or peer in asked or len(asked) >= _MAX_DEADLINE_COPIES:
+                    continue
+                arrival = min(self._arrival(other, block) for other in asked)
+                eta = self._eta(peer, now, 1 + len(picked))
+                # Late: its current peers will miss the deadline (or are overdue) and
+                # this one would get it here sooner.
+                if (arrival > when or arrival < now) and eta < arrival:
+                    requests.request(peer, block, now, duplicate=True)
+                    picked.append(block)
+
+    def _arrival(self, peer: PeerKey, block: Block) -> float:
+        """When ``block`` should arrive from ``peer`` at its rate, behind its queue."""
+        rate = self._rates.get(peer, 0.0)
+        pending = self.requests.outstanding(peer)
+        sent = pending.get(block)
+        if rate <= 0 or sent is None:
+            return float("inf")
+        position = 1
+        for other in pending:
+            if other == block:
+                break
+            position += 1
+        return sent + position * BLOCK_SIZE / rate
+
+    def check(self) -> None:
+        """Verify the internal invariants (for tests)."""
+        self.availability.check()
+        self.requests.check()
+        for piece in range(self.geometry.num_pieces):
+            wanted = self._priority[piece] and not self.requests.have(piece)
+            assert self.availability.priority(piece) == (self._priority[piece] if wanted else 0)
+
+
+def _check_priority(priority: int) -> int:
+    if type(priority) is not int or not 0 <= priority <= 7:
+        raise LocalProtocolError(f"priority {priority!r} is not in 0..7")
+    return priority
