@@ -2,31 +2,32 @@
 
 Each ``start_*`` function starts one client through the ``start_process`` fixture (stopped by PID
 at teardown) with LSD, UPnP, NAT-PMP and DHT off as ../shared/INTEROP.md says, with an empty save
-directory, so it wants the torrent and dials the peer it is told about.
-
-This file is also the libtorrent downloading program: ``python _inbound.py --port P --torrent T
---save-path D --ready R --peer-port Q [--enc-policy enabled|forced|disabled]``: it adds the
-torrent with no data and calls ``connect_peer(("127.0.0.1", Q))``. As in _seeders.py, the imports
-of the package's modules are inside the functions: run as a script, this file has no package.
+directory, so it wants the torrent and dials the peer it is told about (libtorrent), is given
+(qBittorrent), or finds through the torrent's tracker (aria2). The launchers are the shared ones of
+_seeders.py.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import socket
 import struct
-import sys
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:
-    from bip_handshake import CompletedHandshake
+import trio
 
-    from ._helpers import StartProcess
-    from ._seeders import QBittorrent, SmallTorrent
+from bip_handshake import CompletedHandshake
+
+from ._helpers import StartProcess, udp_request, wait_for
+from ._seeders import (
+    HOST,
+    QBittorrent,
+    SmallTorrent,
+    launch_qbittorrent,
+    run_lt_peer,
+    start_aria2_process,
+)
 
 __all__ = [
     "HOST",
@@ -37,9 +38,6 @@ __all__ = [
     "start_qbittorrent_downloader",
 ]
 
-HOST = "127.0.0.1"
-
-
 # -- libtorrent ------------------------------------------------------------------------------------
 
 
@@ -47,111 +45,28 @@ def start_libtorrent_downloader(
     start_process: StartProcess,
     workdir: Path,
     torrent: SmallTorrent,
-    peer_port: int,
+    peer_port: int | None,
     *,
     enc_policy: str = "enabled",
-) -> dict[str, object]:
-    """libtorrent 2.1 downloading `torrent` into an empty directory, told to dial
-    ``127.0.0.1:peer_port``; returns what it wrote in its ready file (port, peer id prefix,
-    encryption settings) once it has called ``connect_peer``."""
-    from ._helpers import file_exists, free_port, require_client
-
-    require_client("libtorrent")
-    port = free_port(HOST, tcp=True, udp=True)
+    lifetime: float = 60.0,
+) -> dict[str, Any]:
+    """libtorrent 2.1 downloading `torrent` into ``workdir/lt-download`` (created empty), told to
+    dial ``127.0.0.1:peer_port`` (None: no peer, it finds them through the torrent's tracker);
+    returns what it wrote in its ready file (port, peer id prefix, encryption settings, state)
+    once it listens, has checked its (empty) directory and has called ``connect_peer``."""
     save = workdir / "lt-download"
-    save.mkdir()
-    ready = workdir / "lt-downloader-ready.json"
-    start_process(
-        [
-            sys.executable,
-            Path(__file__),
-            "--port",
-            str(port),
-            "--torrent",
-            torrent.torrent_path,
-            "--save-path",
-            save,
-            "--ready",
-            ready,
-            "--peer-port",
-            str(peer_port),
-            "--enc-policy",
-            enc_policy,
-        ],
-        cwd=workdir,
-        ready=file_exists(ready),
-        ready_timeout=20,
+    save.mkdir(parents=True)
+    return run_lt_peer(
+        start_process,
+        workdir,
+        torrent.torrent_path,
+        save,
+        peer=None if peer_port is None else (HOST, peer_port),
+        enc_policy=enc_policy,
+        alert_tracker=peer_port is None,
+        lifetime=lifetime,
         name="libtorrent-downloader",
     )
-    info: dict[str, object] = json.loads(ready.read_text())
-    return info
-
-
-def _libtorrent_main() -> int:
-    import libtorrent as lt
-
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--torrent", type=Path, required=True)
-    parser.add_argument("--save-path", type=Path, required=True)
-    parser.add_argument("--ready", type=Path, required=True)
-    parser.add_argument("--peer-port", type=int, required=True)
-    parser.add_argument("--enc-policy", choices=["enabled", "forced", "disabled"], required=True)
-    parser.add_argument("--lifetime", type=float, default=60.0)
-    args = parser.parse_args()
-    deadline = time.monotonic() + args.lifetime
-    policy = {
-        "enabled": lt.enc_policy.enabled,
-        "forced": lt.enc_policy.forced,
-        "disabled": lt.enc_policy.disabled,
-    }[args.enc_policy]
-
-    # INTEROP.md: pass every setting to the constructor, or LSD/UPnP/NAT-PMP/DHT start at once.
-    settings: lt.settings_pack = {
-        "listen_interfaces": f"{HOST}:{args.port}",
-        "outgoing_interfaces": HOST,
-        "enable_lsd": False,
-        "enable_upnp": False,
-        "enable_natpmp": False,
-        "enable_dht": False,
-        "dht_bootstrap_nodes": "",
-        "enable_incoming_utp": False,
-        "enable_outgoing_utp": False,
-        "allow_multiple_connections_per_ip": True,
-        "in_enc_policy": int(policy),
-        "out_enc_policy": int(policy),
-        "allowed_enc_level": int(lt.enc_level.both),
-        "alert_mask": lt.alert_category.error | lt.alert_category.status | lt.alert_category.peer,
-    }
-    ses = lt.session(settings)
-    params = lt.add_torrent_params()
-    params.ti = lt.torrent_info(str(args.torrent))
-    params.save_path = str(args.save_path)
-    handle = ses.add_torrent(params)
-
-    connected = False
-    waiting = (lt.torrent_status.checking_files, lt.torrent_status.checking_resume_data)
-    while time.monotonic() < deadline:
-        for alert in ses.pop_alerts():
-            print(f"{type(alert).__name__}: {alert.message()}", flush=True)
-        if not connected and ses.is_listening() and handle.status().state not in waiting:
-            handle.connect_peer((HOST, args.peer_port))
-            got = ses.get_settings()
-            info = {
-                "port": ses.listen_port(),
-                "peer_id_prefix": got["peer_fingerprint"],
-                "in_enc_policy": got["in_enc_policy"],
-                "out_enc_policy": got["out_enc_policy"],
-                "state": str(handle.status().state),
-            }
-            tmp = args.ready.with_suffix(".tmp")
-            tmp.write_text(json.dumps(info))
-            tmp.rename(args.ready)
-            print(f"connect_peer called: {info}", flush=True)
-            connected = True
-        ses.wait_for_alert(100)
-    print("lifetime over, exiting", flush=True)
-    return 0
 
 
 # -- qBittorrent -----------------------------------------------------------------------------------
@@ -161,9 +76,6 @@ def start_qbittorrent_downloader(
     start_process: StartProcess, workdir: Path, torrent: SmallTorrent
 ) -> QBittorrent:
     """qbittorrent-nox 4.5.2 with `torrent` added (no data) over its Web API."""
-    from ._helpers import wait_for
-    from ._seeders import launch_qbittorrent
-
     client, _ = launch_qbittorrent(start_process, workdir)
     save = workdir / "qbt-download"
     save.mkdir()
@@ -182,8 +94,6 @@ def start_qbittorrent_downloader(
 
 async def first_message_id(peer: CompletedHandshake) -> int:
     """The id of the first non-keepalive message on the stream after the handshake."""
-    import trio
-
     data = peer.trailing
     with trio.fail_after(10):
         while True:
@@ -214,8 +124,6 @@ def announce_udp(
     The tracker records the address the datagram comes from, so ``source`` (any
     127.0.0.X) is the address other peers are told to dial.
     """
-    from ._helpers import udp_request
-
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((source, 0))
         tid = int.from_bytes(os.urandom(4), "big")
@@ -257,45 +165,9 @@ def announce_udp(
 def start_aria2_downloader(
     start_process: StartProcess, workdir: Path, torrent: SmallTorrent
 ) -> None:
-    """aria2c downloading `torrent` (which names a ``udp://127.0.0.1`` tracker) into an empty
-    directory. ``--enable-dht=true`` only so that it announces to UDP trackers (INTEROP.md): with
-    no dht.dat and no entry point it has nobody to bootstrap from."""
-    from ._helpers import free_port, require_client, tcp_listening
-    from ._seeders import _private_env
-
-    aria2c = require_client("aria2c")
-    port = free_port(HOST)
-    dht_port = free_port(HOST, tcp=False, udp=True)
-    home = workdir / "aria2-home"
-    save = workdir / "aria2-download"
-    save.mkdir()
-    start_process(
-        [
-            aria2c,
-            "--no-conf=true",
-            f"--listen-port={port}",
-            f"--dht-listen-port={dht_port}",
-            f"--interface={HOST}",
-            "--disable-ipv6=true",
-            "--bt-enable-lpd=false",
-            "--enable-dht=true",
-            "--enable-dht6=false",
-            f"--dht-file-path={home / 'dht.dat'}",
-            "--enable-peer-exchange=false",
-            "--seed-time=0",
-            "--summary-interval=0",
-            "--console-log-level=notice",
-            "-d",
-            save,
-            torrent.torrent_path,
-        ],
-        cwd=workdir,
-        env=_private_env(home),
-        ready=tcp_listening(HOST, port),
-        ready_timeout=15,
-        name="aria2c",
+    """aria2c downloading `torrent` (which names a ``udp://127.0.0.1`` tracker) into
+    ``workdir/aria2-download`` (created empty); its DHT is on only so that it announces to UDP
+    trackers (see _seeders.aria2_loopback_options)."""
+    start_aria2_process(
+        start_process, workdir, torrent, download_to=workdir / "aria2-download", udp_trackers=True
     )
-
-
-if __name__ == "__main__":
-    sys.exit(_libtorrent_main())

@@ -4,39 +4,27 @@ Run it as a separate process (`sys.executable _lt_seed.py --port P --workdir DIR
 payload file and its hybrid .torrent into DIR, seeds it, and once it listens and seeds it writes
 DIR/ready.json: {"info_hash": v1 hex, "info_hash_v2": v2 hex, "port": P, "peer_id_prefix": ...}.
 It exits by itself after --lifetime seconds, so it never outlives a crashed test for long.
+Settings: _lt_common.loopback_settings (../shared/INTEROP.md). _seeders.start_libtorrent_hybrid
+starts it.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import libtorrent as lt
 
-
-def safe_settings(ip: str, port: int) -> lt.settings_pack:
-    """Settings from INTEROP.md: loopback only, no LSD / UPnP / NAT-PMP / DHT, no uTP."""
-    return {
-        "listen_interfaces": f"{ip}:{port}",
-        "outgoing_interfaces": ip,
-        "enable_lsd": False,
-        "enable_upnp": False,
-        "enable_natpmp": False,
-        "enable_dht": False,
-        "dht_bootstrap_nodes": "",
-        "enable_incoming_utp": False,
-        "enable_outgoing_utp": False,
-        "allow_multiple_connections_per_ip": True,
-        "alert_mask": lt.alert_category.error
-        | lt.alert_category.status
-        | lt.alert_category.port_mapping
-        | lt.alert_category.peer,
-    }
+# Run as a script this file has no package: see _lt_common.
+if TYPE_CHECKING or __package__:
+    from ._lt_common import loopback_settings, print_alerts, write_json
+else:
+    from _lt_common import loopback_settings, print_alerts, write_json
 
 
 def make_torrent(workdir: Path, size: int, piece_length: int) -> bytes:
@@ -64,7 +52,13 @@ def main() -> int:
 
     workdir: Path = args.workdir
     ti = lt.torrent_info(make_torrent(workdir, args.size, args.piece_length))
-    ses = lt.session(safe_settings(args.ip, args.port))
+    alert_mask = (
+        lt.alert_category.error
+        | lt.alert_category.status
+        | lt.alert_category.port_mapping
+        | lt.alert_category.peer
+    )
+    ses = lt.session(loopback_settings(args.port, host=args.ip, alert_mask=alert_mask))
     params = lt.add_torrent_params()
     params.ti = ti
     params.save_path = str(workdir)
@@ -73,8 +67,7 @@ def main() -> int:
 
     ready = False
     while time.monotonic() < deadline:
-        for alert in ses.pop_alerts():
-            print(f"{type(alert).__name__}: {alert.message()}", flush=True)
+        print_alerts(ses)
         if not ready and ses.is_listening() and ses.listen_port() == args.port:
             status = handle.status()
             if status.state == lt.torrent_status.seeding:
@@ -86,9 +79,7 @@ def main() -> int:
                     "peer_id_prefix": ses.get_settings()["peer_fingerprint"],
                     "pid": os.getpid(),
                 }
-                tmp = workdir / "ready.json.tmp"
-                tmp.write_text(json.dumps(info))
-                tmp.rename(workdir / "ready.json")
+                write_json(workdir / "ready.json", info)
                 print(f"ready: {info}", flush=True)
                 ready = True
         ses.wait_for_alert(100)

@@ -16,7 +16,7 @@ from pathlib import Path
 from bip_metainfo import create_torrent
 
 from ._helpers import StartProcess, free_port, require_client, tcp_listening
-from ._seeders import HOST, Seeder, SmallTorrent, _private_env
+from ._seeders import HOST, Seeder, SmallTorrent, private_env
 
 __all__ = ["BigTorrent", "make_big_torrent", "start_ctorrent"]
 
@@ -75,7 +75,7 @@ def start_ctorrent(start_process: StartProcess, workdir: Path, torrent: SmallTor
     ctorrent = require_client("ctorrent")
     port = free_port(HOST)
     home = workdir / "ctorrent-home"
-    env = _private_env(home)
+    env = private_env(home)
     payload = next(torrent.content_dir.iterdir())
     start_process(
         [

@@ -8,8 +8,9 @@ sends PEX about them.
 
 This file is also the program: ``python _peer_swarm.py magnet ...`` or ``python _peer_swarm.py
 swarm ...``. As in _inbound.py, the imports of the package's modules are inside the functions:
-run as a script, this file has no package. Every session runs with the INTEROP.md settings
-(loopback only; no LSD, UPnP, NAT-PMP, DHT or uTP) and exits by itself after ``--lifetime``.
+run as a script, this file has no package. Every session runs with _lt_common.loopback_settings
+(INTEROP.md: loopback only; no LSD, UPnP, NAT-PMP, DHT or uTP) and exits by itself after
+``--lifetime``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,12 @@ if TYPE_CHECKING:
 
     from ._helpers import StartProcess
 
+# Run as a script this file has no package: see _lt_common.
+if TYPE_CHECKING or __package__:
+    from ._lt_common import HOST, checking, loopback_settings, print_alerts, write_json
+else:
+    from _lt_common import HOST, checking, loopback_settings, print_alerts, write_json
+
 __all__ = [
     "HOST",
     "read_isolated_status",
@@ -34,8 +41,6 @@ __all__ = [
     "start_libtorrent_magnet",
     "start_libtorrent_swarm",
 ]
-
-HOST = "127.0.0.1"
 
 
 def start_libtorrent_magnet(
@@ -160,29 +165,13 @@ def read_isolated_status(status: Path) -> list[list[dict[str, Any]]]:
 def _settings(port: int) -> lt.settings_pack:
     import libtorrent as lt
 
-    # INTEROP.md: pass every setting to the constructor, or LSD/UPnP/NAT-PMP/DHT start at once.
-    return {
-        "listen_interfaces": f"{HOST}:{port}",
-        "outgoing_interfaces": HOST,
-        "enable_lsd": False,
-        "enable_upnp": False,
-        "enable_natpmp": False,
-        "enable_dht": False,
-        "dht_bootstrap_nodes": "",
-        "enable_incoming_utp": False,
-        "enable_outgoing_utp": False,
-        "allow_multiple_connections_per_ip": True,
-        "alert_mask": lt.alert_category.error
+    alert_mask = (
+        lt.alert_category.error
         | lt.alert_category.status
         | lt.alert_category.peer
-        | lt.alert_category.connect,
-    }
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
-    tmp.rename(path)
+        | lt.alert_category.connect
+    )
+    return loopback_settings(port, alert_mask=alert_mask)
 
 
 def _free_port() -> int:
@@ -192,6 +181,31 @@ def _free_port() -> int:
         s.bind((HOST, 0))
         port: int = s.getsockname()[1]
     return port
+
+
+def _sessions(
+    torrent: Path, workdir: Path, count: int, kind: str
+) -> tuple[list[lt.session], list[lt.torrent_handle], list[int]]:
+    """`count` sessions on free ports, each with the torrent and an empty ``lt-KIND-INDEX``
+    directory of `workdir`: the sessions, their torrent handles and their ports."""
+    import libtorrent as lt
+
+    ti = lt.torrent_info(str(torrent))
+    sessions = []
+    handles = []
+    ports = []
+    for index in range(count):
+        port = _free_port()
+        ses = lt.session(_settings(port))
+        params = lt.add_torrent_params()
+        params.ti = ti
+        save = workdir / f"lt-{kind}-{index}"
+        save.mkdir(exist_ok=True)
+        params.save_path = str(save)
+        sessions.append(ses)
+        handles.append(ses.add_torrent(params))
+        ports.append(port)
+    return sessions, handles, ports
 
 
 def _magnet_main(args: argparse.Namespace) -> int:
@@ -212,7 +226,7 @@ def _magnet_main(args: argparse.Namespace) -> int:
             ti = handle.torrent_file()
             if isinstance(alert, lt.metadata_received_alert) and ti is not None and not done:
                 info = bytes(ti.info_section())
-                _write_json(
+                write_json(
                     args.result,
                     {
                         "info_hash": str(ti.info_hashes().v1),
@@ -223,7 +237,7 @@ def _magnet_main(args: argparse.Namespace) -> int:
                 )
                 done = True
         if not ready and ses.is_listening():
-            _write_json(args.ready, {"port": ses.listen_port()})
+            write_json(args.ready, {"port": ses.listen_port()})
             ready = True
         ses.wait_for_alert(100)
     print("lifetime over, exiting", flush=True)
@@ -231,42 +245,22 @@ def _magnet_main(args: argparse.Namespace) -> int:
 
 
 def _swarm_main(args: argparse.Namespace) -> int:
-    import libtorrent as lt
 
     deadline = time.monotonic() + args.lifetime
-    ti = lt.torrent_info(str(args.torrent))
-    sessions = []
-    handles = []
-    ports = []
-    for index in range(1 + args.leaves):
-        port = _free_port()
-        ses = lt.session(_settings(port))
-        params = lt.add_torrent_params()
-        params.ti = ti
-        save = args.workdir / f"lt-swarm-{index}"
-        save.mkdir(exist_ok=True)
-        params.save_path = str(save)
-        sessions.append(ses)
-        handles.append(ses.add_torrent(params))
-        ports.append(port)
+    sessions, handles, ports = _sessions(args.torrent, args.workdir, 1 + args.leaves, "swarm")
     ready = False
     connected = False
     while time.monotonic() < deadline:
         for index, ses in enumerate(sessions):
-            for alert in ses.pop_alerts():
-                print(f"[{index}] {type(alert).__name__}: {alert.message()}", flush=True)
+            print_alerts(ses, f"[{index}] ")
         listening = all(ses.is_listening() for ses in sessions)
-        checked = all(
-            handle.status().state
-            not in (lt.torrent_status.checking_files, lt.torrent_status.checking_resume_data)
-            for handle in handles
-        )
+        checked = not any(checking(handle.status()) for handle in handles)
         if not connected and listening and checked:
             for handle in handles[1:]:
                 handle.connect_peer((HOST, ports[0]))
             connected = True
         if connected and not ready and handles[0].status().num_peers >= args.leaves:
-            _write_json(args.ready, {"hub": ports[0], "leaves": ports[1:]})
+            write_json(args.ready, {"hub": ports[0], "leaves": ports[1:]})
             print(f"ready: hub {ports[0]}, leaves {ports[1:]}", flush=True)
             ready = True
         time.sleep(0.05)
@@ -278,37 +272,20 @@ def _isolated_main(args: argparse.Namespace) -> int:
     import libtorrent as lt
 
     deadline = time.monotonic() + args.lifetime
-    ti = lt.torrent_info(str(args.torrent))
-    sessions = []
-    handles = []
-    ports = []
-    for index in range(args.count):
-        port = _free_port()
-        ses = lt.session(_settings(port))
-        params = lt.add_torrent_params()
-        params.ti = ti
-        save = args.workdir / f"lt-isolated-{index}"
-        save.mkdir(exist_ok=True)
-        params.save_path = str(save)
-        sessions.append(ses)
-        handles.append(ses.add_torrent(params))
-        ports.append(port)
+    sessions, handles, ports = _sessions(args.torrent, args.workdir, args.count, "isolated")
     ready = False
     while time.monotonic() < deadline:
         for index, ses in enumerate(sessions):
-            for alert in ses.pop_alerts():
-                print(f"[{index}] {type(alert).__name__}: {alert.message()}", flush=True)
+            print_alerts(ses, f"[{index}] ")
         # Ready once every torrent is checked and resumed: libtorrent starts an auto-managed
         # torrent paused, and until its queue resumes it (about a second later) it hangs up on
         # peers before their handshake.
         checked = all(
-            handle.status().state
-            not in (lt.torrent_status.checking_files, lt.torrent_status.checking_resume_data)
-            and not handle.flags() & lt.torrent_flags.paused
+            not checking(handle.status()) and not handle.flags() & lt.torrent_flags.paused
             for handle in handles
         )
         if not ready and checked and all(ses.is_listening() for ses in sessions):
-            _write_json(args.ready, {"ports": ports})
+            write_json(args.ready, {"ports": ports})
             ready = True
         if ready:
             peers = [
@@ -322,7 +299,7 @@ def _isolated_main(args: argparse.Namespace) -> int:
                 ]
                 for handle in handles
             ]
-            _write_json(args.status, {"peers": peers})
+            write_json(args.status, {"peers": peers})
         time.sleep(0.1)
     print("lifetime over, exiting", flush=True)
     return 0

@@ -2,43 +2,45 @@
 
 Each ``start_*`` function starts one seeder through the ``start_process`` fixture (so it is stopped
 by PID at teardown) with LSD, UPnP, NAT-PMP and DHT off as ../shared/INTEROP.md says, and returns
-a :class:`Seeder` once its port accepts connections (libtorrent: once the torrent is seeding).
-
-This file is also the libtorrent seeding program: ``python _seeders.py --port P --torrent T
---save-path D --ready R [--enc-policy enabled|forced|disabled]``. Unlike ``_lt_seed.py`` it seeds
-the torrent it is given and takes an encryption policy. That is why the imports of ``._helpers``
-are inside the functions: run as a script, this file has no package.
+a :class:`Seeder` once its port accepts connections (libtorrent: once the torrent is seeding). The
+builders behind them (``run_lt_peer``, ``start_aria2_process``, ``start_rtorrent_process``,
+``launch_qbittorrent``) also start the downloaders of _inbound.py and the tests.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
 import sys
-import time
 import urllib.parse
 import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from bip_metainfo import InfoHash, create_torrent
 
-if TYPE_CHECKING:
-    from ._helpers import StartProcess
+from ._helpers import StartProcess, file_exists, free_port, require_client, tcp_listening, wait_for
 
 __all__ = [
     "HOST",
+    "QBittorrent",
     "Seeder",
     "SmallTorrent",
+    "aria2_loopback_options",
+    "launch_qbittorrent",
     "make_torrent",
+    "private_env",
+    "run_lt_peer",
     "start_aria2",
+    "start_aria2_process",
     "start_libtorrent",
+    "start_libtorrent_hybrid",
     "start_qbittorrent",
     "start_rtorrent",
+    "start_rtorrent_process",
 ]
 
 HOST = "127.0.0.1"
@@ -95,7 +97,7 @@ def make_torrent(workdir: Path, *, trackers: tuple[str, ...] = ()) -> SmallTorre
     return SmallTorrent(torrent_path, content, metainfo.info.info_hash)
 
 
-def _private_env(home: Path) -> dict[str, str]:
+def private_env(home: Path) -> dict[str, str]:
     """A minimal environment with a private HOME and XDG directories."""
     home.mkdir(parents=True, exist_ok=True)
     env = {
@@ -115,6 +117,47 @@ def _private_env(home: Path) -> dict[str, str]:
 
 # -- libtorrent ------------------------------------------------------------------------------------
 
+_LT_PEER = Path(__file__).with_name("_lt_peer.py")
+
+
+def run_lt_peer(
+    start_process: StartProcess,
+    workdir: Path,
+    torrent_path: Path,
+    save_path: Path,
+    *,
+    wait: str = "checked",
+    peer: tuple[str, int] | None = None,
+    seed_mode: bool = False,
+    enc_policy: str = "enabled",
+    alert_tracker: bool = False,
+    lifetime: float = 60.0,
+    ready_timeout: float = 20.0,
+    name: str = "libtorrent",
+) -> dict[str, Any]:
+    """Start _lt_peer.py (a libtorrent 2.1 session of `torrent_path` saving to `save_path`) on a
+    free port and return its ready file once it says so: `wait`, `peer`, `seed_mode`,
+    `enc_policy` and `lifetime` are the program's options (see its docstring); `alert_tracker`
+    logs tracker alerts too."""
+    require_client("libtorrent")
+    port = free_port(HOST, tcp=True, udp=True)  # UDP too: its (disabled) uTP socket
+    ready = workdir / f"{name}-ready.json"
+    argv: list[str | os.PathLike[str]] = [sys.executable, _LT_PEER, "--port", str(port)]
+    argv += ["--torrent", torrent_path, "--save-path", save_path, "--ready", ready]
+    argv += ["--wait", wait, "--enc-policy", enc_policy, "--lifetime", str(lifetime)]
+    if peer is not None:
+        argv += ["--peer", f"{peer[0]}:{peer[1]}"]
+    if seed_mode:
+        argv.append("--seed-mode")
+    if alert_tracker:
+        argv.append("--alert-tracker")
+    start_process(
+        argv, cwd=workdir, ready=file_exists(ready), ready_timeout=ready_timeout, name=name
+    )
+    info: dict[str, Any] = json.loads(ready.read_text())
+    assert info["port"] == port, info
+    return info
+
 
 def start_libtorrent(
     start_process: StartProcess,
@@ -123,108 +166,110 @@ def start_libtorrent(
     *,
     enc_policy: str = "enabled",
 ) -> Seeder:
-    """libtorrent 2.1 seeding `torrent`; `enc_policy` is its in/out_enc_policy
-    (``enabled``: the default, accepts plaintext and MSE; ``forced``: pe_forced, MSE only)."""
-    from ._helpers import file_exists, free_port, require_client
+    """libtorrent 2.1 seeding `torrent` (seed mode: it trusts the data); `enc_policy` is its
+    in/out_enc_policy (``enabled``: the default, accepts plaintext and MSE; ``forced``: pe_forced,
+    MSE only)."""
+    info = run_lt_peer(
+        start_process,
+        workdir,
+        torrent.torrent_path,
+        torrent.content_dir,
+        wait="seeding",
+        seed_mode=True,
+        enc_policy=enc_policy,
+    )
+    return Seeder("libtorrent", HOST, int(info["port"]))
 
+
+_LT_SEED = Path(__file__).with_name("_lt_seed.py")
+
+
+def start_libtorrent_hybrid(start_process: StartProcess, workdir: Path) -> dict[str, Any]:
+    """_lt_seed.py: libtorrent making a hybrid torrent of its own in `workdir` (created) and
+    seeding it; returns its ready file (``info_hash``, ``info_hash_v2``, ``port``, ...)."""
     require_client("libtorrent")
-    port = free_port(HOST, tcp=True, udp=True)  # UDP too: its (disabled) uTP socket
-    ready = workdir / "libtorrent-ready.json"
+    port = free_port(HOST, tcp=True, udp=True)  # TCP for peers, UDP for its (disabled) uTP socket
+    workdir.mkdir(parents=True)
     start_process(
-        [
-            sys.executable,
-            Path(__file__),
-            "--port",
-            str(port),
-            "--torrent",
-            torrent.torrent_path,
-            "--save-path",
-            torrent.content_dir,
-            "--ready",
-            ready,
-            "--enc-policy",
-            enc_policy,
-        ],
+        [sys.executable, _LT_SEED, "--port", str(port), "--workdir", workdir],
         cwd=workdir,
-        ready=file_exists(ready),
+        ready=file_exists(workdir / "ready.json"),
         ready_timeout=20,
         name="libtorrent",
     )
-    info = json.loads(ready.read_text())
+    info: dict[str, Any] = json.loads((workdir / "ready.json").read_text())
     assert info["port"] == port, info
-    return Seeder("libtorrent", HOST, port)
-
-
-def _libtorrent_main() -> int:
-    import libtorrent as lt
-
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--torrent", type=Path, required=True)
-    parser.add_argument("--save-path", type=Path, required=True)
-    parser.add_argument("--ready", type=Path, required=True)
-    parser.add_argument("--enc-policy", choices=["enabled", "forced", "disabled"], required=True)
-    parser.add_argument("--lifetime", type=float, default=60.0)
-    args = parser.parse_args()
-    deadline = time.monotonic() + args.lifetime
-    policy = {
-        "enabled": lt.enc_policy.enabled,
-        "forced": lt.enc_policy.forced,
-        "disabled": lt.enc_policy.disabled,
-    }[args.enc_policy]
-
-    # INTEROP.md: pass every setting to the constructor, or LSD/UPnP/NAT-PMP/DHT start at once.
-    settings: lt.settings_pack = {
-        "listen_interfaces": f"{HOST}:{args.port}",
-        "outgoing_interfaces": HOST,
-        "enable_lsd": False,
-        "enable_upnp": False,
-        "enable_natpmp": False,
-        "enable_dht": False,
-        "dht_bootstrap_nodes": "",
-        "enable_incoming_utp": False,
-        "enable_outgoing_utp": False,
-        "allow_multiple_connections_per_ip": True,
-        "in_enc_policy": int(policy),
-        "out_enc_policy": int(policy),
-        "allowed_enc_level": int(lt.enc_level.both),
-        "alert_mask": lt.alert_category.error | lt.alert_category.status | lt.alert_category.peer,
-    }
-    ses = lt.session(settings)
-    params = lt.add_torrent_params()
-    params.ti = lt.torrent_info(str(args.torrent))
-    params.save_path = str(args.save_path)
-    params.flags = lt.torrent_flags.seed_mode
-    handle = ses.add_torrent(params)
-
-    ready = False
-    while time.monotonic() < deadline:
-        for alert in ses.pop_alerts():
-            print(f"{type(alert).__name__}: {alert.message()}", flush=True)
-        if (
-            not ready
-            and ses.is_listening()
-            and ses.listen_port() == args.port
-            and handle.status().state == lt.torrent_status.seeding
-        ):
-            got = ses.get_settings()
-            info = {
-                "port": ses.listen_port(),
-                "peer_id_prefix": got["peer_fingerprint"],
-                "in_enc_policy": got["in_enc_policy"],
-                "out_enc_policy": got["out_enc_policy"],
-            }
-            tmp = args.ready.with_suffix(".tmp")
-            tmp.write_text(json.dumps(info))
-            tmp.rename(args.ready)
-            print(f"ready: {info}", flush=True)
-            ready = True
-        ses.wait_for_alert(100)
-    print("lifetime over, exiting", flush=True)
-    return 0
+    return info
 
 
 # -- aria2 -----------------------------------------------------------------------------------------
+
+
+def aria2_loopback_options(
+    home: Path, *, port: int, dht_port: int, udp_trackers: bool = False
+) -> list[str]:
+    """aria2c options that keep it on 127.0.0.1 (INTEROP.md): no config file, listen and DHT
+    ports, no IPv6, no LPD, no DHT6, its DHT file in the private `home`, no PEX, quiet output.
+
+    aria2 announces to ``udp://`` trackers only when its DHT is on, so `udp_trackers` turns on
+    ``--enable-dht``: with no dht.dat and no ``--dht-entry-point`` it has nobody to bootstrap
+    from, so it stays on loopback all the same.
+    """
+    return [
+        "--no-conf=true",
+        f"--listen-port={port}",
+        f"--dht-listen-port={dht_port}",
+        f"--interface={HOST}",
+        "--disable-ipv6=true",
+        "--bt-enable-lpd=false",
+        f"--enable-dht={'true' if udp_trackers else 'false'}",
+        "--enable-dht6=false",
+        f"--dht-file-path={home / 'dht.dat'}",
+        "--enable-peer-exchange=false",
+        "--summary-interval=0",
+        "--console-log-level=notice",
+    ]
+
+
+def start_aria2_process(
+    start_process: StartProcess,
+    workdir: Path,
+    torrent: SmallTorrent,
+    *,
+    download_to: Path | None = None,
+    udp_trackers: bool = False,
+    require_crypto: bool = False,
+    name: str = "aria2c",
+) -> int:
+    """aria2c with `torrent`; its listen port once it accepts connections.
+
+    With `download_to` None it checks the data in the torrent's content directory and seeds until
+    stopped; otherwise it downloads into `download_to` (created) and stops once done.
+    `udp_trackers`: see :func:`aria2_loopback_options`; `require_crypto` is
+    ``--bt-require-crypto``.
+    """
+    aria2c = require_client("aria2c")
+    port = free_port(HOST)
+    dht_port = free_port(HOST, tcp=False, udp=True)
+    home = workdir / "aria2-home"
+    argv: list[str | os.PathLike[str]] = [aria2c]
+    argv += aria2_loopback_options(home, port=port, dht_port=dht_port, udp_trackers=udp_trackers)
+    argv.append(f"--bt-require-crypto={'true' if require_crypto else 'false'}")
+    if download_to is None:
+        argv += ["--seed-ratio=0.0", "-V", "--check-integrity=true", "-d", torrent.content_dir]
+    else:
+        download_to.mkdir()
+        argv += ["--seed-time=0", "-d", download_to]
+    argv.append(torrent.torrent_path)
+    start_process(
+        argv,
+        cwd=workdir,
+        env=private_env(home),
+        ready=tcp_listening(HOST, port),
+        ready_timeout=15,
+        name=name,
+    )
+    return port
 
 
 def start_aria2(
@@ -235,66 +280,40 @@ def start_aria2(
     require_crypto: bool = False,
 ) -> Seeder:
     """aria2c checking and seeding `torrent`; `require_crypto` is ``--bt-require-crypto``."""
-    from ._helpers import free_port, require_client, tcp_listening
-
-    aria2c = require_client("aria2c")
-    port = free_port(HOST)
-    dht_port = free_port(HOST, tcp=False, udp=True)
-    home = workdir / "aria2-home"
-    argv: list[str | os.PathLike[str]] = [
-        aria2c,
-        "--no-conf=true",
-        f"--listen-port={port}",
-        f"--dht-listen-port={dht_port}",
-        f"--interface={HOST}",
-        "--disable-ipv6=true",
-        "--bt-enable-lpd=false",
-        "--enable-dht=false",
-        "--enable-dht6=false",
-        f"--dht-file-path={home / 'dht.dat'}",
-        "--enable-peer-exchange=false",
-        "--seed-ratio=0.0",
-        "--summary-interval=0",
-        "--console-log-level=notice",
-        f"--bt-require-crypto={'true' if require_crypto else 'false'}",
-        "-V",
-        "--check-integrity=true",
-        "-d",
-        torrent.content_dir,
-        torrent.torrent_path,
-    ]
-    start_process(
-        argv,
-        cwd=workdir,
-        env=_private_env(home),
-        ready=tcp_listening(HOST, port),
-        ready_timeout=15,
-        name="aria2c",
-    )
+    port = start_aria2_process(start_process, workdir, torrent, require_crypto=require_crypto)
     return Seeder("aria2", HOST, port)
 
 
 # -- rtorrent --------------------------------------------------------------------------------------
 
 
-def start_rtorrent(
+def start_rtorrent_process(
     start_process: StartProcess,
     workdir: Path,
     torrent: SmallTorrent,
     *,
+    download_to: Path | None = None,
     encryption: str | None = None,
-) -> Seeder:
-    """rtorrent 0.9.8 in daemon mode (foreground process) seeding `torrent`; `encryption` is the
-    argument of ``protocol.encryption.set`` (e.g. ``allow_incoming,try_outgoing,enable_retry``)."""
-    from ._helpers import free_port, require_client, tcp_listening
+    debug_log: Path | None = None,
+    name: str = "rtorrent",
+) -> int:
+    """rtorrent 0.9.8 in daemon mode (a foreground process) with `torrent`; its listen port once
+    it accepts connections.
 
+    With `download_to` None it seeds from the torrent's content directory, otherwise it
+    downloads into `download_to` (created). `encryption` is the argument of
+    ``protocol.encryption.set`` (e.g. ``allow_incoming,try_outgoing,enable_retry``); `debug_log`,
+    a file for its debug log. The rc file keeps it on 127.0.0.1 with no DHT, PEX or UDP trackers.
+    """
     rtorrent = require_client("rtorrent")
     port = free_port(HOST)
     scgi = free_port(HOST)
-    home = workdir / "rtorrent-home"
-    env = _private_env(home)
+    home = workdir / f"{name}-home"
+    env = private_env(home)
     session = home / "session"
     session.mkdir()
+    if download_to is not None:
+        download_to.mkdir()
     lines = [
         "system.daemon.set = true",
         f"network.bind_address.set = {HOST}",
@@ -306,10 +325,12 @@ def start_rtorrent(
         "trackers.use_udp.set = no",
         f"network.scgi.open_port = {HOST}:{scgi}",
         f"session.path.set = {session}",
-        f"directory.default.set = {torrent.content_dir}",
+        f"directory.default.set = {torrent.content_dir if download_to is None else download_to}",
     ]
     if encryption is not None:
         lines.append(f"protocol.encryption.set = {encryption}")
+    if debug_log is not None:
+        lines += [f"log.open_file = rtlog, {debug_log}", "log.add_output = debug, rtlog"]
     lines.append(f"load.start_verbose = {torrent.torrent_path}")
     (home / ".rtorrent.rc").write_text("\n".join(lines) + "\n")
     start_process(
@@ -318,8 +339,20 @@ def start_rtorrent(
         env=env,
         ready=tcp_listening(HOST, port),
         ready_timeout=15,
-        name="rtorrent",
+        name=name,
     )
+    return port
+
+
+def start_rtorrent(
+    start_process: StartProcess,
+    workdir: Path,
+    torrent: SmallTorrent,
+    *,
+    encryption: str | None = None,
+) -> Seeder:
+    """rtorrent 0.9.8 seeding `torrent`; `encryption` as in :func:`start_rtorrent_process`."""
+    port = start_rtorrent_process(start_process, workdir, torrent, encryption=encryption)
     return Seeder("rtorrent", HOST, port)
 
 
@@ -374,13 +407,11 @@ class QBittorrent:
 
 def launch_qbittorrent(start_process: StartProcess, workdir: Path) -> tuple[QBittorrent, int]:
     """Start qbittorrent-nox 4.5.2 on loopback as INTEROP.md says; its Web API and peer port."""
-    from ._helpers import free_port, require_client, tcp_listening
-
     qbt = require_client("qbittorrent-nox")
     port = free_port(HOST, tcp=True, udp=True)
     webui = free_port(HOST)
     home = workdir / "qbt-home"
-    env = _private_env(home)
+    env = private_env(home)
     profile = workdir / "qbt-profile"
     config = profile / "qBittorrent" / "config"
     config.mkdir(parents=True)
@@ -432,8 +463,6 @@ def start_qbittorrent(
     torrent: SmallTorrent,
 ) -> Seeder:
     """qbittorrent-nox 4.5.2 with the torrent added (and checked) over its Web API."""
-    from ._helpers import tcp_listening, wait_for
-
     client, port = launch_qbittorrent(start_process, workdir)
     client.add_torrent(torrent, torrent.content_dir)
 
@@ -449,7 +478,3 @@ def start_qbittorrent(
     wait_for(seeding, 15, interval=0.2, what="qBittorrent seeding the torrent")
     wait_for(tcp_listening(HOST, port), 10, what="qBittorrent listening for peers")
     return Seeder("qBittorrent", HOST, port)
-
-
-if __name__ == "__main__":
-    sys.exit(_libtorrent_main())

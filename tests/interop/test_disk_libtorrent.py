@@ -14,15 +14,13 @@ known content:
 4. our DiskManager, added on that directory, checks every piece good: data
    downloaded by libtorrent checks good in our DiskManager.
 
-Each libtorrent session runs in its own process (``_lt_disk.py``), on loopback, with
+Each libtorrent session runs in its own process (``_lt_peer.py``), on loopback, with
 LSD, UPnP, NAT-PMP and DHT off, stopped by PID at teardown.
 """
 
 from __future__ import annotations
 
-import json
 import random
-import sys
 from pathlib import Path
 
 import pytest
@@ -33,13 +31,12 @@ from bip_disk._manager import open_disk_manager
 from bip_disk._native import NativeFileSystem
 from bip_metainfo import Metainfo, create_torrent
 
-from ._helpers import StartProcess, file_exists, free_port, require_client
+from ._helpers import StartProcess, require_client
+from ._seeders import HOST, run_lt_peer
 
 pytestmark = pytest.mark.interop
 
-HOST = "127.0.0.1"
 PIECE = 32 * 1024
-SCRIPT = Path(__file__).with_name("_lt_disk.py")
 FILES = {
     "a.bin": 3 * PIECE + 1000,
     "empty": 0,
@@ -115,45 +112,6 @@ async def _check_with_disk_manager(metainfo: Metainfo, root: Path) -> CheckFinis
     raise AssertionError("no CheckFinished")
 
 
-def _libtorrent(
-    start_process: StartProcess,
-    workdir: Path,
-    mode: str,
-    torrent: Path,
-    save_path: Path,
-    *,
-    peer: tuple[str, int] | None = None,
-    timeout: float = 30,
-) -> dict[str, object]:
-    port = free_port(HOST, tcp=True, udp=True)  # UDP too: its (disabled) uTP socket
-    ready = workdir / f"lt-{mode}-ready.json"
-    argv: list[str | Path] = [
-        sys.executable,
-        SCRIPT,
-        mode,
-        "--port",
-        str(port),
-        "--torrent",
-        torrent,
-        "--save-path",
-        save_path,
-        "--ready",
-        ready,
-    ]
-    if peer is not None:
-        argv += ["--peer", f"{peer[0]}:{peer[1]}"]
-    start_process(
-        argv,
-        cwd=workdir,
-        ready=file_exists(ready),
-        ready_timeout=timeout,
-        name=f"libtorrent-{mode}",
-    )
-    result: dict[str, object] = json.loads(ready.read_text())
-    assert result["port"] == port, result
-    return result
-
-
 @pytest.mark.parametrize("version", ["v1", "v2", "hybrid"])
 async def test_libtorrent_seeds_what_we_wrote_and_we_check_what_it_downloaded(
     tmp_path: Path, start_process: StartProcess, version: str
@@ -169,8 +127,11 @@ async def test_libtorrent_seeds_what_we_wrote_and_we_check_what_it_downloaded(
     assert (ours / "payload" / "empty").stat().st_size == 0
     assert not (ours / "payload" / ".pad").exists()  # pad files are never written
 
+    # No seed mode: libtorrent checks the data itself.
     seeder = await trio.to_thread.run_sync(
-        lambda: _libtorrent(start_process, tmp_path, "seed", torrent, ours)
+        lambda: run_lt_peer(
+            start_process, tmp_path, torrent, ours, ready_timeout=30, name="libtorrent-seed"
+        )
     )
     assert seeder["have"] == count, seeder
     assert seeder["is_seeding"], seeder
@@ -178,14 +139,15 @@ async def test_libtorrent_seeds_what_we_wrote_and_we_check_what_it_downloaded(
     theirs = tmp_path / "theirs"
     theirs.mkdir()
     downloader = await trio.to_thread.run_sync(
-        lambda: _libtorrent(
+        lambda: run_lt_peer(
             start_process,
             tmp_path,
-            "download",
             torrent,
             theirs,
-            peer=(HOST, int(seeder["port"])),  # type: ignore[call-overload]
-            timeout=60,
+            wait="complete",
+            peer=(HOST, int(seeder["port"])),
+            ready_timeout=60,
+            name="libtorrent-download",
         )
     )
     assert downloader["have"] == count, downloader

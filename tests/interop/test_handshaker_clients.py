@@ -28,7 +28,7 @@ from bip_handshake import (
     open_handshaker,
 )
 
-from ._helpers import StartProcess, free_port, require_client, start_opentracker, tcp_listening
+from ._helpers import StartProcess, free_port, require_client, start_opentracker
 from ._inbound import (
     HOST,
     announce_udp,
@@ -39,11 +39,11 @@ from ._inbound import (
 from ._seeders import (
     Seeder,
     SmallTorrent,
-    _private_env,
     make_torrent,
     start_aria2,
     start_qbittorrent,
     start_rtorrent,
+    start_rtorrent_process,
 )
 
 pytestmark = pytest.mark.interop
@@ -192,48 +192,6 @@ async def test_handshaker_dials_qbittorrent(
 # ------------------------------------------------------------------ 2. rtorrent dials us
 
 
-def start_rtorrent_downloader(
-    start_process: StartProcess, workdir: Path, torrent: SmallTorrent, *, encryption: str
-) -> None:
-    """rtorrent 0.9.8 downloading `torrent` (whose tracker is our opentracker, over HTTP) into an
-    empty directory; the rc file is _seeders.start_rtorrent's but for the directory."""
-    rtorrent = require_client("rtorrent")
-    port = free_port(HOST)
-    scgi = free_port(HOST)
-    home = workdir / "rtorrent-home"
-    env = _private_env(home)
-    session = home / "session"
-    session.mkdir()
-    save = workdir / "rtorrent-download"
-    save.mkdir()
-    lines = [
-        "system.daemon.set = true",
-        f"network.bind_address.set = {HOST}",
-        f"network.local_address.set = {HOST}",
-        f"network.port_range.set = {port}-{port}",
-        "network.port_random.set = no",
-        "dht.mode.set = disable",
-        "protocol.pex.set = no",
-        "trackers.use_udp.set = no",
-        f"network.scgi.open_port = {HOST}:{scgi}",
-        f"session.path.set = {session}",
-        f"directory.default.set = {save}",
-        f"protocol.encryption.set = {encryption}",
-        f"log.open_file = rtlog, {workdir / 'rtorrent.log'}",
-        "log.add_output = debug, rtlog",
-        f"load.start_verbose = {torrent.torrent_path}",
-    ]
-    (home / ".rtorrent.rc").write_text("\n".join(lines) + "\n")
-    start_process(
-        [rtorrent],  # reads $HOME/.rtorrent.rc
-        cwd=workdir,
-        env=env,
-        ready=tcp_listening(HOST, port),
-        ready_timeout=15,
-        name="rtorrent-downloader",
-    )
-
-
 async def tracked_torrent(
     tmp_path: Path, start_process: StartProcess
 ) -> tuple[SmallTorrent, tuple[str, int], str]:
@@ -281,13 +239,17 @@ async def test_rtorrent_finds_our_handshaker_through_opentracker(
                 source=OUR_HOST,
             )
         )
+        workdir = tmp_path / "torrent"
         await trio.to_thread.run_sync(
             functools.partial(
-                start_rtorrent_downloader,
+                start_rtorrent_process,
                 start_process,
-                tmp_path / "torrent",
+                workdir,
                 torrent,
+                download_to=workdir / "rtorrent-download",
                 encryption="allow_incoming,try_outgoing,enable_retry",
+                debug_log=workdir / "rtorrent.log",
+                name="rtorrent-downloader",
             )
         )
         with trio.fail_after(20):

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import sys
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
@@ -16,8 +14,8 @@ from bip_handshake import EncryptionPolicy, Extensions, PeerAddress
 from bip_handshake._handshaker import open_handshaker
 from bip_metainfo import InfoHash
 
-from ._helpers import StartProcess, file_exists, free_port, require_client
-from ._seeders import make_torrent, start_libtorrent
+from ._helpers import StartProcess
+from ._seeders import make_torrent, start_libtorrent, start_libtorrent_hybrid
 
 pytestmark = pytest.mark.interop
 
@@ -25,17 +23,8 @@ HERE = Path(__file__).parent
 
 
 def start_seed(tmp_path: Path, start_process: StartProcess) -> tuple[dict[str, Any], PeerAddress]:
-    require_client("libtorrent")
-    port = free_port(tcp=True, udp=True)
-    workdir = tmp_path / "libtorrent"
-    workdir.mkdir()
-    start_process(
-        [sys.executable, HERE / "_lt_seed.py", "--port", str(port), "--workdir", workdir],
-        ready=file_exists(workdir / "ready.json"),
-        ready_timeout=20,
-        name="libtorrent",
-    )
-    info: dict[str, Any] = json.loads((workdir / "ready.json").read_text())
+    info: dict[str, Any] = start_libtorrent_hybrid(start_process, tmp_path / "libtorrent")
+    port = int(info["port"])
     return info, PeerAddress(IPv4Address("127.0.0.1"), port)
 
 

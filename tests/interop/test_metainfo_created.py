@@ -44,6 +44,7 @@ from bip_bencode import decode, encode
 from bip_metainfo import Metainfo, create_torrent
 
 from ._helpers import free_port, require_client
+from ._seeders import HOST, aria2_loopback_options
 from ._torrents import ContentFile, write_content
 
 pytestmark = pytest.mark.interop
@@ -115,18 +116,11 @@ def _output(result: subprocess.CompletedProcess[bytes]) -> str:
 
 def _offline_flags(tmp_path: Path) -> list[str]:
     """Keep aria2 off every network but loopback (see shared/INTEROP.md)."""
-    return [
-        "--enable-dht=false",
-        "--enable-dht6=false",
-        f"--dht-file-path={tmp_path / 'aria2-home' / 'dht.dat'}",
-        "--bt-enable-lpd=false",
-        "--enable-peer-exchange=false",
-        "--disable-ipv6=true",
-        "--interface=127.0.0.1",
-        f"--listen-port={free_port('127.0.0.1')}",
-        "--console-log-level=notice",
-        "--summary-interval=0",
-    ]
+    return aria2_loopback_options(
+        tmp_path / "aria2-home",
+        port=free_port(HOST),
+        dht_port=free_port(HOST, tcp=False, udp=True),
+    )
 
 
 # --- aria2 -S -----------------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from ipaddress import IPv4Address
@@ -19,13 +18,14 @@ from bip_metainfo import InfoHash
 from bip_peer._exchange import MetadataExchange
 from bip_peer._manager import PeerManager, PeerManagerConfig, open_peer_manager
 
-from ._helpers import StartProcess, file_exists, free_port, require_client
+from ._helpers import StartProcess, free_port
 from ._peer_swarm import start_libtorrent_magnet
 from ._seeders import (
     HOST,
     make_torrent,
     start_aria2,
     start_libtorrent,
+    start_libtorrent_hybrid,
     start_qbittorrent,
     start_rtorrent,
 )
@@ -115,17 +115,9 @@ async def test_fetch_hybrid_metadata_from_libtorrent(
     tmp_path: Path, start_process: StartProcess
 ) -> None:
     """A hybrid torrent: the fetched dictionary must match its SHA-1 and its SHA-256 hash."""
-    require_client("libtorrent")
-    port = free_port(tcp=True, udp=True)
     workdir = tmp_path / "libtorrent"
-    workdir.mkdir()
-    start_process(
-        [sys.executable, HERE / "_lt_seed.py", "--port", str(port), "--workdir", workdir],
-        ready=file_exists(workdir / "ready.json"),
-        ready_timeout=20,
-        name="libtorrent",
-    )
-    info = json.loads((workdir / "ready.json").read_text())
+    info = start_libtorrent_hybrid(start_process, workdir)
+    port = int(info["port"])
     torrent = InfoHash(v1=bytes.fromhex(info["info_hash"]), v2=bytes.fromhex(info["info_hash_v2"]))
     exchange = MetadataExchange()
     address = PeerAddress(IPv4Address(HOST), port)

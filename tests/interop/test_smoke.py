@@ -6,24 +6,20 @@ The packets here are built by hand with struct; the real codecs come with their 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import socket
 import struct
-import sys
 from pathlib import Path
 
 import pytest
 
 from ._helpers import (
     StartProcess,
-    file_exists,
-    free_port,
     recv_exactly,
-    require_client,
     start_opentracker,
     udp_request,
 )
+from ._seeders import start_libtorrent_hybrid
 
 pytestmark = pytest.mark.interop
 
@@ -39,17 +35,8 @@ def handshake(info_hash: bytes, peer_id: bytes = OUR_PEER_ID, reserved: bytes = 
 
 
 def test_libtorrent_answers_a_handshake(tmp_path: Path, start_process: StartProcess) -> None:
-    require_client("libtorrent")
-    port = free_port(tcp=True, udp=True)  # TCP for peers, UDP for its (disabled) uTP socket
-    workdir = tmp_path / "libtorrent"
-    workdir.mkdir()
-    start_process(
-        [sys.executable, HERE / "_lt_seed.py", "--port", str(port), "--workdir", workdir],
-        ready=file_exists(workdir / "ready.json"),
-        ready_timeout=20,
-        name="libtorrent",
-    )
-    info = json.loads((workdir / "ready.json").read_text())
+    info = start_libtorrent_hybrid(start_process, tmp_path / "libtorrent")
+    port = int(info["port"])
     assert info["port"] == port
     info_hash = bytes.fromhex(info["info_hash"])
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address
@@ -30,14 +29,14 @@ from bip_handshake import PeerAddress
 from bip_utracker._server import TrackerServer, serve_tracker
 from bip_utracker._server_core import ServerConfig, ServerStatistics
 
-from ._helpers import StartProcess, file_exists, free_port, require_client, tcp_listening, wait_for
-from ._inbound import start_aria2_downloader
+from ._helpers import StartProcess, wait_for
+from ._inbound import start_aria2_downloader, start_libtorrent_downloader
 from ._seeders import (
     HOST,
     SmallTorrent,
-    _private_env,
     launch_qbittorrent,
     make_torrent,
+    start_aria2_process,
     start_libtorrent,
 )
 
@@ -123,122 +122,6 @@ def _same_content(downloaded: Path, torrent: SmallTorrent) -> Callable[[], bool]
     return check
 
 
-# -- launchers that find peers only through the tracker -------------------------------------------
-
-
-def _start_aria2_seeder(start_process: StartProcess, workdir: Path, torrent: SmallTorrent) -> int:
-    """aria2c checking and seeding `torrent`; its listen port.
-
-    Unlike ``_seeders.start_aria2`` it has ``--enable-dht=true``: aria2 announces to ``udp://``
-    trackers only then (INTEROP.md); with no dht.dat and no entry point its DHT knows nobody.
-    """
-    aria2c = require_client("aria2c")
-    port = free_port(HOST)
-    dht_port = free_port(HOST, tcp=False, udp=True)
-    home = workdir / "aria2-home"
-    start_process(
-        [
-            aria2c,
-            "--no-conf=true",
-            f"--listen-port={port}",
-            f"--dht-listen-port={dht_port}",
-            f"--interface={HOST}",
-            "--disable-ipv6=true",
-            "--bt-enable-lpd=false",
-            "--enable-dht=true",
-            "--enable-dht6=false",
-            f"--dht-file-path={home / 'dht.dat'}",
-            "--enable-peer-exchange=false",
-            "--seed-ratio=0.0",
-            "--summary-interval=0",
-            "--console-log-level=notice",
-            "-V",
-            "--check-integrity=true",
-            "-d",
-            torrent.content_dir,
-            torrent.torrent_path,
-        ],
-        cwd=workdir,
-        env=_private_env(home),
-        ready=tcp_listening(HOST, port),
-        ready_timeout=15,
-        name="aria2c-seeder",
-    )
-    return port
-
-
-# libtorrent downloading a torrent into an empty directory, with no peer given: whatever it finds,
-# it finds through the torrent's tracker. Run as `python -c` with: port, torrent, save path, ready
-# file, lifetime. Settings as INTEROP.md says (all in the constructor).
-_LIBTORRENT_DOWNLOADER = r"""
-import json, sys, time
-import libtorrent as lt
-
-port, torrent, save, ready, lifetime = sys.argv[1:6]
-deadline = time.monotonic() + float(lifetime)
-ses = lt.session({
-    "listen_interfaces": f"127.0.0.1:{port}",
-    "outgoing_interfaces": "127.0.0.1",
-    "enable_lsd": False,
-    "enable_upnp": False,
-    "enable_natpmp": False,
-    "enable_dht": False,
-    "dht_bootstrap_nodes": "",
-    "enable_incoming_utp": False,
-    "enable_outgoing_utp": False,
-    "allow_multiple_connections_per_ip": True,
-    "alert_mask": lt.alert_category.error | lt.alert_category.status
-    | lt.alert_category.peer | lt.alert_category.tracker,
-})
-params = lt.add_torrent_params()
-params.ti = lt.torrent_info(torrent)
-params.save_path = save
-handle = ses.add_torrent(params)
-written = False
-while time.monotonic() < deadline:
-    for alert in ses.pop_alerts():
-        print(f"{type(alert).__name__}: {alert.message()}", flush=True)
-    if not written and ses.is_listening():
-        with open(ready + ".tmp", "w") as out:
-            json.dump({"port": ses.listen_port()}, out)
-        import os
-        os.rename(ready + ".tmp", ready)
-        written = True
-    ses.wait_for_alert(100)
-print("lifetime over, exiting", flush=True)
-"""
-
-
-def _start_libtorrent_downloader(
-    start_process: StartProcess, workdir: Path, torrent: SmallTorrent
-) -> tuple[int, Path]:
-    """libtorrent downloading `torrent` into an empty directory; its port and the directory."""
-    require_client("libtorrent")
-    port = str(free_port(HOST, tcp=True, udp=True))
-    save = workdir / "lt-download"
-    save.mkdir(parents=True)
-    ready = workdir / "lt-ready.json"
-    lifetime = "90"
-    start_process(
-        [
-            sys.executable,
-            "-c",
-            _LIBTORRENT_DOWNLOADER,
-            port,
-            torrent.torrent_path,
-            save,
-            ready,
-            lifetime,
-        ],
-        cwd=workdir,
-        ready=file_exists(ready),
-        ready_timeout=20,
-        name="libtorrent-downloader",
-    )
-    assert json.loads(ready.read_text())["port"] == int(port)
-    return int(port), save
-
-
 # -- the tests ------------------------------------------------------------------------------------
 
 
@@ -276,14 +159,21 @@ def test_libtorrent_downloads_from_aria2_through_our_tracker(
         torrent = make_torrent(tmp_path / "torrent", trackers=(tracker.url,))
         seeder_dir = tmp_path / "aria2"
         seeder_dir.mkdir()
-        aria2_port = _start_aria2_seeder(start_process, seeder_dir, torrent)
+        # Its DHT on only so that it announces to our udp:// tracker (aria2_loopback_options).
+        aria2_port = start_aria2_process(
+            start_process, seeder_dir, torrent, udp_trackers=True, name="aria2c-seeder"
+        )
         wait_for(
             tracker.has_peer(torrent.v1, aria2_port),
             20,
             interval=0.1,
             what="aria2's announce in our swarm store",
         )
-        port, save = _start_libtorrent_downloader(start_process, tmp_path / "lt", torrent)
+        # No peer given: whatever it finds, it finds through the torrent's tracker.
+        workdir = tmp_path / "lt"
+        info = start_libtorrent_downloader(start_process, workdir, torrent, None, lifetime=90)
+        port = int(info["port"])
+        save = workdir / "lt-download"
         wait_for(
             _same_content(save / "payload.bin", torrent),
             45,
