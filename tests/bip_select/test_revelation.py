@@ -297,6 +297,12 @@ class TestSuperSeeding:
         reveal.peer_dont_have("s", 0, 0.0)
         reveal.peer_left("s")
         reveal.peer_left("b")
+        reveal.peer_joined("t", 0.0)
+        reveal.peer_have_all("t", 0.0)
+        reveal.peer_left("t")  # a seed leaving takes its copy of everything with it
+        ((_, piece),) = haves(reveal.peer_joined("c", 0.0))
+        assert reveal.was_revealed("c", piece)
+        assert not reveal.was_revealed("c", 1 - piece)
 
     def test_every_piece_leaves_us_once_before_any_leaves_twice(self) -> None:
         pieces, peers = 40, 8

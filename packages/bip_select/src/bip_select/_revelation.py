@@ -14,6 +14,7 @@ API (sans-IO; every method returns the actions to carry out, in order)::
     reveal.tick(now)                           -> [SendHave...]   # delayed reveals now due
     reveal.next_deadline()                     # when tick next has something (or None)
     reveal.revealed(peer)                      # every piece this peer was told we have
+    reveal.was_revealed(peer, piece)           # the same for one piece, O(1)
 
 The actions are the brain's own (:class:`~bip_select._actions.SendBitfield`,
 :class:`~bip_select._actions.SendHave`, :class:`~bip_select._actions.SendHaveAll`,
@@ -115,6 +116,16 @@ class RevelationStrategy:
             LocalProtocolError: ``peer`` never joined.
         """
         return frozenset(self._get(peer).revealed)
+
+    def was_revealed(self, peer: PeerKey, piece: int) -> bool:
+        """Whether ``peer`` was told we have ``piece`` (in O(1), unlike :meth:`revealed`).
+
+        A client in super-seeding mode may refuse requests for pieces it never revealed.
+
+        Raises:
+            LocalProtocolError: ``peer`` never joined.
+        """
+        return piece in self._get(peer).revealed
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` next has something to send (``None``: never, as things stand)."""
