@@ -232,6 +232,26 @@ class TestSuperSeeding:
         assert len(haves(actions)) == 1
         assert haves(actions)[0][1] != piece
 
+    def test_stall_timeout_frees_a_lone_leecher(self) -> None:
+        reveal = SuperSeeding(4, have=range(4), rng=random.Random(2), stall_timeout=30.0)
+        ((_, piece),) = haves(reveal.peer_joined("a", 0.0))
+        assert reveal.next_deadline() is None  # it has not got the piece yet
+        assert reveal.peer_have("a", piece, 5.0) == []
+        assert reveal.next_deadline() == 35.0
+        assert reveal.tick(34.0) == []
+        ((_, following),) = haves(reveal.tick(35.0))
+        assert following != piece
+        assert reveal.next_deadline() is None
+
+    def test_no_stall_timeout_by_default(self) -> None:
+        reveal = SuperSeeding(4, have=range(4), rng=random.Random(2))
+        ((_, piece),) = haves(reveal.peer_joined("a", 0.0))
+        reveal.peer_have("a", piece, 5.0)
+        assert reveal.next_deadline() is None
+        assert reveal.tick(10**6) == []
+        with pytest.raises(LocalProtocolError):
+            SuperSeeding(4, rng=random.Random(0), stall_timeout=0.0)
+
     def test_prefers_the_rarest_piece(self) -> None:
         reveal = SuperSeeding(6, have=range(6), rng=random.Random(3))
         for peer, lacks in (("s1", (3, 4, 5)), ("s2", (4, 5)), ("s3", (5,))):
@@ -374,7 +394,13 @@ def _make(kind: str, num_pieces: int, have: frozenset[int], seed: int) -> Revela
         return HonestRevelation(num_pieces, have, redundant_haves=seed % 2 == 0)
     if kind == "lazy":
         return LazyBitfield(num_pieces, have, rng=random.Random(seed), max_withheld=1 + seed % 5)
-    return SuperSeeding(num_pieces, have, rng=random.Random(seed), strict=seed % 3 != 0)
+    return SuperSeeding(
+        num_pieces,
+        have,
+        rng=random.Random(seed),
+        strict=seed % 3 != 0,
+        stall_timeout=None if seed % 2 else 2.0,
+    )
 
 
 @settings(max_examples=200, deadline=None)

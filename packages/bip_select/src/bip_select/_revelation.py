@@ -62,7 +62,7 @@ _MAX_PIECES: Final = 2**32  # a bitfield cannot name more (piece indices are 32-
 class _PeerView:
     """What we know a peer has, and what we told it we have."""
 
-    __slots__ = ("assigned", "fast", "key", "pieces", "revealed", "seed")
+    __slots__ = ("assigned", "fast", "holding_since", "key", "pieces", "revealed", "seed")
 
     def __init__(self, key: PeerKey, fast: bool) -> None:
         self.key = key
@@ -71,6 +71,7 @@ class _PeerView:
         self.seed = False  # it sent have all: ``pieces`` is not filled in
         self.revealed: set[int] = set()
         self.assigned: int | None = None  # super-seeding: the piece awaiting propagation
+        self.holding_since: float | None = None  # when the peer announced ``assigned`` itself
 
     def has(self, piece: int) -> bool:
         return self.seed or piece in self.pieces
@@ -415,6 +416,10 @@ class SuperSeeding(RevelationStrategy):
 
     Only pieces we have are revealed; BEP 16 is meant for the initial seeder, which has them all.
 
+    In a swarm of one leecher nobody else can ever show its piece; ``stall_timeout`` (off by
+    default, as in BEP 16) reveals the next piece anyway once the peer has held its current one
+    that long without it showing up elsewhere (send from :meth:`tick`).
+
     Args:
         num_pieces: the torrent's piece count.
         have: the pieces we have (normally all of them).
@@ -422,6 +427,12 @@ class SuperSeeding(RevelationStrategy):
         strict: BEP 16's rule (the next piece only once the current one was seen at another
             peer). ``False`` is libtorrent's default, looser mode: the next piece as soon as the
             peer itself announces the current one.
+        stall_timeout: seconds after which a peer holding its piece gets the next one even
+            though nobody else showed it (``None``: never).
+
+    Raises:
+        LocalProtocolError: as :class:`RevelationStrategy`, or ``stall_timeout`` is not
+            positive.
     """
 
     def __init__(
@@ -431,10 +442,14 @@ class SuperSeeding(RevelationStrategy):
         *,
         rng: random.Random,
         strict: bool = True,
+        stall_timeout: float | None = None,
     ) -> None:
         super().__init__(num_pieces, have)
+        if stall_timeout is not None and not (math.isfinite(stall_timeout) and stall_timeout > 0):
+            raise LocalProtocolError(f"stall_timeout must be positive, not {stall_timeout!r}")
         self._rng = rng
         self._strict = strict
+        self._stall_timeout = stall_timeout
         self._copies = [0] * num_pieces  # peers known to have each piece
         self._on_the_way = [0] * num_pieces  # peers it is revealed to, not yet seen elsewhere
         self._assignees: dict[int, set[PeerKey]] = {}
@@ -451,6 +466,27 @@ class SuperSeeding(RevelationStrategy):
             LocalProtocolError: ``peer`` never joined.
         """
         return self._get(peer).assigned
+
+    def next_deadline(self) -> float | None:
+        """When a peer's stall timeout runs out next (``None``: no timeout, or nobody waits)."""
+        timeout = self._stall_timeout
+        if timeout is None:
+            return None
+        waits = [v.holding_since for v in self._peers.values() if v.holding_since is not None]
+        return min(waits) + timeout if waits else None
+
+    def tick(self, now: float) -> list[Action]:
+        """The next piece for every peer whose stall timeout ran out by ``now``."""
+        timeout = self._stall_timeout
+        if timeout is None:
+            return []
+        actions: list[Action] = []
+        for view in self._peers.values():
+            since = view.holding_since
+            if since is not None and now >= since + timeout:
+                self._unassign(view)
+                actions.extend(self._assign(view))
+        return actions
 
     # ---------------------------------------------------------------- hooks
 
@@ -481,9 +517,12 @@ class SuperSeeding(RevelationStrategy):
             for key in self._assignees.get(piece, ()):
                 if key != view.key:
                     released[key] = self._peers[key]  # seen elsewhere: BEP 16's signal
-        if own is not None and own in pieces and (bitfield or not self._strict):
-            # It had the piece before we revealed it (a bitfield), or loose mode: move on.
-            released[view.key] = view
+        if own is not None and own in pieces:
+            if bitfield or not self._strict:
+                # It had the piece before we revealed it (a bitfield), or loose mode: move on.
+                released[view.key] = view
+            else:
+                view.holding_since = now  # BEP 16: now wait for it to show up elsewhere
         actions: list[Action] = []
         for other in self._peers.values():  # join order, for determinism
             if other.key in released:
@@ -520,6 +559,7 @@ class SuperSeeding(RevelationStrategy):
         if piece is None:
             return
         view.assigned = None
+        view.holding_since = None
         assignees = self._assignees[piece]
         assignees.discard(view.key)
         if not assignees:
