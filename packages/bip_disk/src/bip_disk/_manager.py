@@ -52,6 +52,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import sys
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -62,7 +63,7 @@ import trio
 
 from bip_metainfo import Info, Metainfo, sanitize_name
 
-from ._budget import ByteBudget, ReadCache
+from ._budget import ByteBudget, ReadCache, SpareBuffers
 from ._check import check_pieces, plan_check, stat_files
 from ._errors import DiskError, PathError, StorageError, TorrentStateError
 from ._events import (
@@ -116,6 +117,13 @@ _BATCH_BYTES: Final = 4 * 1024 * 1024  # work handed to one thread crossing, at 
 # torrent of another.
 _IDS: Final = itertools.count(1)
 _FAULTS: Final = (StorageError, PathError, OSError)
+_READY: Final = TorrentState.READY
+_checkpoint_if_cancelled: Final = trio.lowlevel.checkpoint_if_cancelled
+# How many references a settled piece's buffer has when nothing but the manager
+# holds it (see DiskManager._recycle); without sys.getrefcount (not CPython),
+# buffers are never recycled.
+_getrefcount: Final = getattr(sys, "getrefcount", None)
+_UNSHARED_REFS: Final = 3
 
 Allocation = Literal["none", "sparse", "full"]
 
@@ -235,6 +243,7 @@ class DiskManager:
         self._hash_pool = HashPool(hash_threads)
         self._io_pool = HashPool(io_threads)
         self._cache = ReadCache(read_cache_bytes)
+        self._spares = SpareBuffers()
         self._events_send, self._events_receive = trio.open_memory_channel[DiskEvent](event_buffer)
         # Complete pieces: bounded by the in-flight bound, since each holds its bytes.
         self._jobs_send, self._jobs_receive = trio.open_memory_channel[_Job](math.inf)
@@ -495,26 +504,33 @@ class DiskManager:
             TorrentStateError: the torrent is unknown, removed or stopped by a
                 fault, the block is not inside the piece, or the manager is closing.
         """
-        view = memoryview(data)
         # The fast path, for every block of a piece but the first: the piece is in
-        # memory and the torrent READY, so the block only needs to fit.
+        # memory and the torrent READY, so the block only needs to fit. It runs
+        # once per 16 KiB block while the GIL is held, and so does its caller: a
+        # worker thread that finished hashing waits for it, so every step counts.
         storage = self._torrents.get(torrent.id) if type(torrent) is TorrentHandle else None
         if (
             storage is not None
-            and storage.state is TorrentState.READY  # not while moving: see move_storage
+            and storage.state is _READY  # not while moving: see move_storage
             and type(piece) is int
             and type(begin) is int
         ):
             partial = storage.partial.get(piece)
-            if partial is not None and begin >= 0 and 0 < view.nbytes <= partial.size - begin:
-                await trio.lowlevel.checkpoint_if_cancelled()
-                return await self._add_block(storage, piece, partial, begin, view)
+            if partial is not None:
+                view = memoryview(data)
+                if begin >= 0 and 0 < view.nbytes <= partial.size - begin:
+                    # Cancellation is honoured on every call, but the scheduler is
+                    # entered only when a piece completes: a pass of trio's run loop
+                    # per block would cost more than copying the block.
+                    await _checkpoint_if_cancelled()
+                    partial.add(begin, view)
+                    if partial.received == partial.size:
+                        await self._queue(storage, piece, partial)
+                    return True
+        view = memoryview(data)
         storage = self._get(torrent)
         self._check_block(storage, piece, begin, view.nbytes)
-        # Cancellation is honoured on every call, but the scheduler is entered only
-        # when a piece starts or completes: a pass of trio's run loop per 16 KiB
-        # block would cost more than copying the block (see the benchmark).
-        await trio.lowlevel.checkpoint_if_cancelled()
+        await _checkpoint_if_cancelled()
         while True:
             self._check_open()
             if storage.state is not TorrentState.READY:
@@ -539,25 +555,50 @@ class DiskManager:
             ):
                 self._budget.release(size)  # things changed while we waited
                 continue
-            partial = storage.new_partial(piece)
+            partial = storage.new_partial(piece, self._spare_buffer(size))
             break
-        return await self._add_block(storage, piece, partial, begin, view)
-
-    async def _add_block(
-        self,
-        storage: TorrentStorage,
-        piece: int,
-        partial: PartialPiece,
-        begin: int,
-        view: memoryview,
-    ) -> bool:
         partial.add(begin, view)
-        if partial.complete:
-            del storage.partial[piece]
-            storage.flushing.add(piece)
-            self._jobs_send.send_nowait(_Job(storage, piece, partial.buffer))
-            await trio.lowlevel.cancel_shielded_checkpoint()  # let the flush workers run
+        if partial.received == partial.size:
+            await self._queue(storage, piece, partial)
         return True
+
+    async def _queue(self, storage: TorrentStorage, piece: int, partial: PartialPiece) -> None:
+        """Hand a complete piece to the flush workers."""
+        del storage.partial[piece]
+        storage.flushing.add(piece)
+        self._jobs_send.send_nowait(_Job(storage, piece, partial.buffer))
+        await trio.lowlevel.cancel_shielded_checkpoint()  # let the flush workers run
+
+    def _spare_buffer(self, size: int) -> bytearray | None:
+        """A written piece's buffer for a piece of ``size`` bytes just granted, if any.
+
+        Spare buffers and pieces in memory together stay within the in-flight
+        bound (see :meth:`_recycle`), so the bound still bounds the memory.
+        """
+        spares = self._spares
+        buffer = spares.take(size)
+        if spares.bytes:
+            spares.trim(self._budget.limit - self._budget.used)
+        return buffer
+
+    def _recycle(self, job: _Job) -> None:
+        """Keep a settled piece's buffer for the next piece, if that is safe.
+
+        Called before the piece's bytes leave the in-flight count, so that the
+        buffer only changes from counted "in flight" to "spare": pieces in memory
+        and spares never exceed the bound (beyond pieces granted and not started).
+        A buffer anything else still references (a FileSystem that kept a view of
+        what it was given) is left alone: reusing it would change those bytes.
+        """
+        data = job.data
+        # References: job.data, ``data`` and getrefcount's argument; the flush
+        # thread's views are gone once it has returned.
+        if (
+            _getrefcount is not None
+            and _getrefcount(data) <= _UNSHARED_REFS
+            and self._budget.used + self._spares.bytes <= self._budget.limit
+        ):
+            self._spares.give(data)
 
     def discard_piece(self, torrent: TorrentHandle, piece: int) -> bool:
         """Drop the blocks received so far of a piece (its peer left); returns whether any were.
@@ -782,6 +823,25 @@ class DiskManager:
             storage.info.info_hash, storage.layout.num_pieces, have, stats, time.time_ns()
         )
 
+    async def _emit_soon(self, event: DiskEvent) -> None:
+        """:meth:`_emit`, without a schedule point while the queue has room.
+
+        Settling a batch of pieces emits one event per piece: yielding to the
+        scheduler for each would let the writer fill a whole piece in between,
+        and hold up the next batch for the hashing threads.
+        """
+        if not self._closing:
+            try:
+                self._events_send.send_nowait(event)
+            except trio.WouldBlock:
+                pass
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._events_dropped += 1
+                return
+            else:
+                return
+        await self._emit(event)
+
     async def _emit(self, event: DiskEvent) -> None:
         if self._closing:
             try:
@@ -853,6 +913,7 @@ class DiskManager:
     async def _settle(self, job: _Job, outcome: _Outcome) -> None:
         storage, piece = job.torrent, job.piece
         storage.flushing.discard(piece)
+        self._recycle(job)
         self._budget.release(len(job.data))
         storage.changed()
         if outcome is True:
@@ -860,10 +921,10 @@ class DiskManager:
                 return
             storage.have.add(piece)
             self._pieces_good += 1
-            await self._emit(PieceVerified(storage.handle, piece, True))
+            await self._emit_soon(PieceVerified(storage.handle, piece, True))
         elif outcome is False:
             self._pieces_bad += 1
-            await self._emit(PieceVerified(storage.handle, piece, False))
+            await self._emit_soon(PieceVerified(storage.handle, piece, False))
         elif isinstance(outcome, StorageError):
             await self._fail(storage, outcome, f"writing piece {piece} failed: {outcome}")
 

@@ -31,17 +31,35 @@ class PartialPiece:
     """A piece whose blocks are arriving (see the module documentation).
 
     Attributes:
-        buffer: the piece's bytes so far (zeros where nothing arrived).
+        buffer: the piece's bytes so far (zeros where nothing arrived in a new
+            buffer; whatever a recycled one held there).
         size: the piece's size (pad bytes included).
         received: bytes covered so far, pad bytes included.
     """
 
     __slots__ = ("_ends", "_pads", "_starts", "buffer", "received", "size")
 
-    def __init__(self, size: int, pads: tuple[tuple[int, int], ...] = ()) -> None:
-        """An empty piece of ``size`` bytes whose ``pads`` ranges (start, end) are zeros."""
+    def __init__(
+        self,
+        size: int,
+        pads: tuple[tuple[int, int], ...] = (),
+        buffer: bytearray | None = None,
+    ) -> None:
+        """An empty piece of ``size`` bytes whose ``pads`` ranges (start, end) are zeros.
+
+        ``buffer``, a recycled bytearray of ``size`` bytes, is filled instead of a
+        new one: only its pad ranges are zeroed, since every other byte is
+        overwritten before the piece is complete.
+        """
         self.size = size
-        self.buffer = bytearray(size)
+        if buffer is None:
+            buffer = bytearray(size)
+        elif len(buffer) != size:
+            raise ValueError(f"a recycled buffer of {len(buffer)} bytes for a piece of {size}")
+        else:
+            for start, end in pads:
+                buffer[start:end] = bytes(end - start)
+        self.buffer = buffer
         self._pads = pads
         # Disjoint, sorted, non-adjacent covered ranges: [starts[i], ends[i]).
         self._starts: list[int] = []
@@ -64,6 +82,14 @@ class PartialPiece:
         if view.ndim != 1 or view.format != "B":
             view = view.cast("B")
         end = begin + len(view)
+        ends = self._ends
+        if ends and ends[-1] == begin and not self._pads:
+            # The common case, inlined: blocks in order, no pads. The new block
+            # extends the last covered range, and nothing follows it.
+            self.buffer[begin:end] = view
+            ends[-1] = end
+            self.received += end - begin
+            return end - begin
         if not self._pads:
             self.buffer[begin:end] = view
         else:
@@ -235,8 +261,8 @@ class TorrentStorage:
             self._pad_cache[piece] = result
         return result
 
-    def new_partial(self, piece: int) -> PartialPiece:
-        """Start assembling piece ``piece``."""
-        partial = PartialPiece(self.piece_size(piece), self.pads(piece))
+    def new_partial(self, piece: int, buffer: bytearray | None = None) -> PartialPiece:
+        """Start assembling piece ``piece`` (in ``buffer``, recycled, if given)."""
+        partial = PartialPiece(self.piece_size(piece), self.pads(piece), buffer)
         self.partial[piece] = partial
         return partial
