@@ -490,6 +490,12 @@ class _EventQueue:
             self._consumer_waiting = False
             self._consumers.unpark()
 
+    def wake_consumer(self) -> None:
+        """Wake the consumer if it waits and there are events (after appending to ``_items``)."""
+        if self._consumer_waiting and self._items:
+            self._consumer_waiting = False
+            self._consumers.unpark()
+
     def close(self) -> None:
         """No more events: the consumer gets what is buffered, then the iteration ends."""
         self._closed = True
@@ -793,6 +799,10 @@ class PeerManager:
                 if data:
                     connection.receive_data(data)
                     count = 0
+                    # events.put_nowait, inlined for the messages of this read: the room in
+                    # the queue is counted down, and a waiting consumer is woken once, before
+                    # this task next waits (nothing else runs in between).
+                    room = 0 if events._closed else event_capacity - len(event_items)
                     try:
                         while (message := next_event()) is not NEED_DATA:
                             count += 1
@@ -800,23 +810,23 @@ class PeerManager:
                                 continue  # counted, not surfaced
                             if services and self._consumed(peer, message):
                                 continue
-                            # MessageReceived(peer, message) and events.put_nowait, inlined:
-                            # this runs once per block.
+                            # MessageReceived(peer, message), inlined: this runs once per block.
                             event = _new_event(MessageReceived)
                             _set_received_peer(event, peer)
                             _set_received_message(event, message)
-                            if len(event_items) < event_capacity and not events._closed:
+                            if room:
                                 event_items.append(event)
-                                if events._consumer_waiting:
-                                    events._consumer_waiting = False
-                                    events._consumers.unpark()
+                                room -= 1
                             else:
+                                events.wake_consumer()
                                 # Waiting for our consumer is not the peer being idle.
                                 task.held = True
                                 await events.put(event)
                                 task.held = False
                                 task.last_receive = trio.current_time()
+                                room = 0 if events._closed else event_capacity - len(event_items)
                     finally:
+                        events.wake_consumer()
                         counter.messages_received += count
                         total.messages_received += count
                     if replies := connection.data_to_send():
