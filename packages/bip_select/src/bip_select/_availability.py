@@ -269,6 +269,10 @@ class Availability:
         """How many pieces are in the wanted index."""
         return self._num_wanted
 
+    def priority_levels(self) -> list[int]:
+        """The priorities wanted pieces have, highest first (O(buckets))."""
+        return sorted({priority for priority, _ in self._buckets}, reverse=True)
+
     def priority(self, piece: int) -> int:
         """The priority ``piece`` has in the wanted index (0: not wanted)."""
         if not self._valid(piece):

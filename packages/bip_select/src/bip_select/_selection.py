@@ -154,6 +154,9 @@ class Sequential:
         return None
 
 
+_RANDOM_DRAWS = 16
+
+
 class RandomFirst:
     """Random pieces until we have ``first`` pieces, then ``then``.
 
@@ -185,12 +188,32 @@ class RandomFirst:
         """A random order within each priority while random; then the next strategy's."""
         if not self._active(picker):
             return self.then.order(picker, peer)
+        return self._random_order(picker, peer)
+
+    def _random_order(self, picker: PiecePicker, peer: PeerKey) -> Iterator[int]:
         availability = picker.availability
-        pieces = list(availability.iter_wanted(peer))
         rng = picker.rng
+        levels = availability.priority_levels()
+        if not levels:
+            return
+        top = levels[0]
+        # A few random draws find a piece at once when the peer has a fair share of
+        # what we want (the usual case); only then pay for the full shuffled list.
+        drawn: set[int] = set()
+        n = availability.num_pieces
+        for _ in range(_RANDOM_DRAWS):
+            piece = rng.randrange(n)
+            if (
+                piece not in drawn
+                and availability.priority(piece) == top
+                and availability.peer_has(peer, piece)
+            ):
+                drawn.add(piece)
+                yield piece
+        pieces = [p for p in availability.iter_wanted(peer) if p not in drawn]
         rng.shuffle(pieces)
         pieces.sort(key=lambda p: -availability.priority(p))  # stable: random within
-        return iter(pieces)
+        yield from pieces
 
     def deadline(self, piece: int) -> float | None:
         """The next strategy's deadlines."""
@@ -272,6 +295,7 @@ class PiecePicker:
     __slots__ = (
         "_allowed_fast",
         "_exclusive",
+        "_first_hint",
         "_priority",
         "_rates",
         "availability",
@@ -305,6 +329,7 @@ class PiecePicker:
         self.availability = Availability(geometry.num_pieces, rng)
         self.requests = RequestBook(geometry, have)
         n = geometry.num_pieces
+        self._first_hint = 0
         if priorities is None:
             self._priority = bytearray([DEFAULT_PRIORITY]) * n
         else:
@@ -322,6 +347,8 @@ class PiecePicker:
     def _sync(self, piece: int) -> None:
         wanted = self._priority[piece] and not self.requests.have(piece)
         self.availability.set_priority(piece, self._priority[piece] if wanted else 0)
+        if wanted and piece < self._first_hint:
+            self._first_hint = piece
 
     def wants(self, piece: int) -> bool:
         """Whether ``piece`` is still to download (not had, priority above 0)."""
@@ -354,27 +381,20 @@ class PiecePicker:
 
     def priority_levels(self) -> list[int]:
         """The priorities wanted pieces have, highest first."""
-        levels = {self.availability.priority(p) for p in self._wanted_sample()}
-        return sorted(levels, reverse=True)
-
-    def _wanted_sample(self) -> Iterator[int]:
-        # One wanted piece per (priority, count) bucket is enough to list the levels.
-        seen: set[int] = set()
-        for piece in self.availability.iter_wanted(None):
-            level = self.availability.priority(piece)
-            if level not in seen:
-                seen.add(level)
-                yield piece
-            if len(seen) == 7:
-                return
+        return self.availability.priority_levels()
 
     def first_wanted(self) -> int:
         """The lowest wanted piece index (``num_pieces`` when nothing is wanted)."""
+        # Amortised O(1): the hint only moves forward, and moves back when a piece
+        # below it becomes wanted again (_sync), so each piece is skipped once per
+        # time it stops being wanted.
         availability = self.availability
-        for piece in range(availability.num_pieces):
-            if availability.priority(piece):
-                return piece
-        return availability.num_pieces
+        n = availability.num_pieces
+        piece = self._first_hint
+        while piece < n and not availability.priority(piece):
+            piece += 1
+        self._first_hint = piece
+        return piece
 
     def is_complete(self) -> bool:
         """Whether every wanted piece is had (a seed, or done with the chosen files)."""
