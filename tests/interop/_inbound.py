@@ -12,12 +12,21 @@ from __future__ import annotations
 import os
 import socket
 import struct
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from bip_handshake import CompletedHandshake
+from bip_handshake import (
+    CompletedHandshake,
+    EncryptionPolicy,
+    Extensions,
+    Handshaker,
+    PeerId,
+    open_handshaker,
+)
 
 from ._helpers import StartProcess, udp_request, wait_for
 from ._seeders import (
@@ -30,9 +39,13 @@ from ._seeders import (
 )
 
 __all__ = [
+    "EXTENDED",
     "HOST",
+    "OUR_EXTENSIONS",
     "announce_udp",
+    "expect_inbound",
     "first_message_id",
+    "listening_handshaker",
     "start_aria2_downloader",
     "start_libtorrent_downloader",
     "start_qbittorrent_downloader",
@@ -87,6 +100,66 @@ def start_qbittorrent_downloader(
         what="qBittorrent has the torrent",
     )
     return client
+
+
+# -- our side: a listening Handshaker and the checks of what dials it ----------------------------
+
+OUR_EXTENSIONS = Extensions.EXTENSION_PROTOCOL | Extensions.FAST
+EXTENDED = 20  # BEP 10's message id
+
+
+@asynccontextmanager
+async def listening_handshaker(
+    torrent: SmallTorrent, encryption: EncryptionPolicy, peer_id: PeerId, *, host: str = HOST
+) -> AsyncIterator[tuple[Handshaker, int]]:
+    """Our Handshaker listening on a free port of `host` (BEP 10 and fast extension bits), with
+    `torrent` registered; yields it and the port."""
+    async with open_handshaker(
+        peer_id=peer_id,
+        listen=[(host, 0)],
+        extensions=OUR_EXTENSIONS,
+        encryption=encryption,
+        handshake_timeout=10,
+    ) as handshaker:
+        handshaker.register(torrent.info_hash)
+        (listening,) = handshaker.listen_addresses
+        yield handshaker, listening.port
+
+
+async def expect_inbound(
+    handshaker: Handshaker,
+    torrent: SmallTorrent,
+    *,
+    client: str,
+    version: str,
+    prefix: bytes,
+    extensions: Extensions,
+    encryption: str,
+    timeout: float,
+) -> CompletedHandshake:
+    """The first handshake completed on `handshaker` within `timeout` seconds, checked: inbound,
+    for `torrent`, from 127.0.0.1, by `client` `version` (peer id starting with `prefix`) setting
+    at least the `extensions` bits, over `encryption` (``rc4`` or ``plaintext``), and first sending
+    the extended handshake (BEP 10). The connection is closed on return."""
+    with trio.fail_after(timeout):
+        peer = await handshaker.completed().receive()
+    try:
+        assert peer.direction == "inbound"
+        assert peer.info_hash == torrent.info_hash
+        assert peer.swarm_id == torrent.v1
+        info = peer.peer_id.client
+        assert info is not None, peer.peer_id
+        assert (info.name, info.version) == (client, version)
+        assert peer.peer_id.value.startswith(prefix), peer.peer_id
+        assert str(peer.address.host) == HOST
+        assert extensions in peer.extensions, peer.extensions
+        assert peer.our_extensions == OUR_EXTENSIONS
+        assert peer.encryption == encryption
+        # The stream carries its first message, decrypted: the extended handshake (BEP 10).
+        assert await first_message_id(peer) == EXTENDED
+    finally:
+        await peer.aclose()
+    return peer
 
 
 # -- what a peer sends first -----------------------------------------------------------------------

@@ -27,23 +27,9 @@ import libtorrent as lt
 
 # Run as a script this file has no package: see _lt_common.
 if TYPE_CHECKING or __package__:
-    from ._lt_common import (
-        ENC_POLICIES,
-        checking,
-        encryption_settings,
-        loopback_settings,
-        print_alerts,
-        write_json,
-    )
+    from . import _lt_common as common
 else:
-    from _lt_common import (
-        ENC_POLICIES,
-        checking,
-        encryption_settings,
-        loopback_settings,
-        print_alerts,
-        write_json,
-    )
+    import _lt_common as common
 
 
 def _status(ses: lt.session, handle: lt.torrent_handle, num_pieces: int) -> dict[str, object]:
@@ -73,7 +59,7 @@ def main() -> int:
     parser.add_argument("--wait", choices=["checked", "seeding", "complete"], default="checked")
     parser.add_argument("--peer", default=None)
     parser.add_argument("--seed-mode", action="store_true")
-    parser.add_argument("--enc-policy", choices=ENC_POLICIES, default="enabled")
+    parser.add_argument("--enc-policy", choices=common.ENC_POLICIES, default="enabled")
     parser.add_argument("--alert-tracker", action="store_true")
     parser.add_argument("--lifetime", type=float, default=60.0)
     args = parser.parse_args()
@@ -83,8 +69,8 @@ def main() -> int:
     if args.alert_tracker:
         alert_mask |= lt.alert_category.tracker
     ses = lt.session(
-        loopback_settings(
-            args.port, alert_mask=alert_mask, overrides=encryption_settings(args.enc_policy)
+        common.loopback_settings(
+            args.port, alert_mask=alert_mask, overrides=common.encryption_settings(args.enc_policy)
         )
     )
     params = lt.add_torrent_params()
@@ -98,9 +84,9 @@ def main() -> int:
     connected = args.peer is None
     ready = False
     while time.monotonic() < deadline:
-        print_alerts(ses)
+        common.print_alerts(ses)
         status = handle.status()
-        if not connected and not checking(status) and ses.is_listening():
+        if not connected and not common.checking(status) and ses.is_listening():
             host, port = args.peer.rsplit(":", 1)
             handle.connect_peer((host, int(port)))
             print(f"connect_peer({host}:{port}) called", flush=True)
@@ -108,7 +94,7 @@ def main() -> int:
         if (
             not ready
             and connected
-            and not checking(status)
+            and not common.checking(status)
             and ses.is_listening()
             and ses.listen_port() == args.port
         ):
@@ -122,7 +108,7 @@ def main() -> int:
                 ready = True
             if ready:
                 info = _status(ses, handle, num_pieces)
-                write_json(args.ready, info)
+                common.write_json(args.ready, info)
                 print(f"ready: {info}", flush=True)
         ses.wait_for_alert(100)
     print("lifetime over, exiting", flush=True)

@@ -17,12 +17,25 @@ import urllib.parse
 import urllib.request
 import uuid
 from dataclasses import dataclass
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
+import trio
+
+from bip_handshake import CompletedHandshake, Handshaker, PeerAddress
 from bip_metainfo import InfoHash, create_torrent
 
-from ._helpers import StartProcess, file_exists, free_port, require_client, tcp_listening, wait_for
+from ._helpers import (
+    StartProcess,
+    Tracker,
+    file_exists,
+    free_port,
+    require_client,
+    start_opentracker,
+    tcp_listening,
+    wait_for,
+)
 
 __all__ = [
     "HOST",
@@ -30,8 +43,10 @@ __all__ = [
     "Seeder",
     "SmallTorrent",
     "aria2_loopback_options",
+    "dial_until_complete",
     "launch_qbittorrent",
     "make_torrent",
+    "make_tracked_torrent",
     "private_env",
     "run_lt_peer",
     "start_aria2",
@@ -74,6 +89,25 @@ class Seeder:
         return (self.host, self.port)
 
 
+async def dial_until_complete(
+    handshaker: Handshaker, torrent: SmallTorrent, seeder: Seeder, *, deadline: float
+) -> CompletedHandshake:
+    """Dial `seeder` with our `handshaker` and redial after each failure until a handshake
+    completes, for at most `deadline` seconds: a seeder's port may accept before it serves the
+    torrent (aria2, rtorrent and ctorrent check their data first)."""
+    address = PeerAddress(IPv4Address(seeder.host), seeder.port)
+    with trio.fail_after(deadline):
+        while True:
+            failures = handshaker.statistics().failures
+            assert handshaker.connect(torrent.info_hash, address)
+            while handshaker.statistics().failures == failures:
+                try:
+                    return handshaker.completed().receive_nowait()
+                except trio.WouldBlock:
+                    await trio.sleep(0.05)
+            await trio.sleep(0.3)
+
+
 def make_torrent(workdir: Path, *, trackers: tuple[str, ...] = ()) -> SmallTorrent:
     """Write ``workdir/content/payload.bin`` and ``workdir/payload.torrent`` (v1, no date).
 
@@ -95,6 +129,25 @@ def make_torrent(workdir: Path, *, trackers: tuple[str, ...] = ()) -> SmallTorre
     torrent_path = workdir / "payload.torrent"
     torrent_path.write_bytes(metainfo.to_bytes())
     return SmallTorrent(torrent_path, content, metainfo.info.info_hash)
+
+
+def make_tracked_torrent(
+    start_process: StartProcess, workdir: Path, *, http: bool = False
+) -> tuple[SmallTorrent, Tracker]:
+    """An opentracker that whitelists it, and a torrent (``workdir/torrent``) that names it: its
+    UDP announce URL, or its HTTP one with `http`.
+
+    The tracker must whitelist the info-hash before its port is known, and the announce URL is
+    outside the info dictionary (BEP 3): so the same content is first made without a tracker
+    (``workdir/probe``), whose info-hash is the one to whitelist.
+    """
+    require_client("opentracker")
+    probe = make_torrent(workdir / "probe")
+    tracker = start_opentracker(start_process, workdir / "opentracker", [probe.v1])
+    url = tracker.http_url if http else tracker.udp_url
+    torrent = make_torrent(workdir / "torrent", trackers=(url,))
+    assert torrent.info_hash == probe.info_hash
+    return torrent, tracker
 
 
 def private_env(home: Path) -> dict[str, str]:

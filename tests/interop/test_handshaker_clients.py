@@ -4,15 +4,12 @@
   ``PLAINTEXT_ONLY`` (test_handshake_dial.py drives the sans-IO cores by hand against the same
   seeders; here the Handshaker itself does it).
 - rtorrent, a downloader with an empty directory, finds our Handshaker through opentracker and
-  dials it.
-- qBittorrent and aria2 dial a ``PLAINTEXT_ONLY`` Handshaker (test_handshaker_inbound.py has them
-  against ``PREFER_ENCRYPTED``).
+  dials it (test_handshaker_inbound.py has libtorrent, qBittorrent and aria2 dialling us).
 """
 
 from __future__ import annotations
 
 import functools
-from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
@@ -22,24 +19,26 @@ from bip_handshake import (
     CompletedHandshake,
     EncryptionPolicy,
     Extensions,
-    Handshaker,
-    PeerAddress,
     PeerId,
     open_handshaker,
 )
 
-from ._helpers import StartProcess, free_port, require_client, start_opentracker
+from ._helpers import StartProcess, free_port, require_client
 from ._inbound import (
+    EXTENDED,
     HOST,
     announce_udp,
+    expect_inbound,
     first_message_id,
-    start_aria2_downloader,
-    start_qbittorrent_downloader,
+    listening_handshaker,
 )
+from ._inbound import OUR_EXTENSIONS as OURS
 from ._seeders import (
     Seeder,
     SmallTorrent,
+    dial_until_complete,
     make_torrent,
+    make_tracked_torrent,
     start_aria2,
     start_qbittorrent,
     start_rtorrent,
@@ -48,9 +47,7 @@ from ._seeders import (
 
 pytestmark = pytest.mark.interop
 
-OURS = Extensions.EXTENSION_PROTOCOL | Extensions.FAST
 OUR_PEER_ID = PeerId(b"-BP0001-clientstest1")
-EXTENDED = 20
 # A seeder's port may accept before it serves the torrent (aria2 and rtorrent check the data
 # first): a dial that fails is redialled until this deadline.
 DIAL_DEADLINE = 15.0
@@ -84,23 +81,6 @@ def check_peer(
 # ------------------------------------------------------------------------ 1. we dial the seeders
 
 
-async def dial_until_complete(
-    handshaker: Handshaker, torrent: SmallTorrent, seeder: Seeder
-) -> CompletedHandshake:
-    """Dial `seeder` and redial after each failure until a handshake completes."""
-    address = PeerAddress(IPv4Address(seeder.host), seeder.port)
-    with trio.fail_after(DIAL_DEADLINE):
-        while True:
-            failures = handshaker.statistics().failures
-            assert handshaker.connect(torrent.info_hash, address)
-            while handshaker.statistics().failures == failures:
-                try:
-                    return handshaker.completed().receive_nowait()
-                except trio.WouldBlock:
-                    await trio.sleep(0.05)
-            await trio.sleep(0.3)
-
-
 async def dial_seeder(
     seeder: Seeder,
     torrent: SmallTorrent,
@@ -115,7 +95,7 @@ async def dial_seeder(
         peer_id=OUR_PEER_ID, listen=[], extensions=OURS, encryption=policy, handshake_timeout=10
     ) as handshaker:
         handshaker.register(torrent.info_hash)
-        peer = await dial_until_complete(handshaker, torrent, seeder)
+        peer = await dial_until_complete(handshaker, torrent, seeder, deadline=DIAL_DEADLINE)
         try:
             check_peer(
                 peer, torrent, direction="outbound", client=client, version=version, prefix=prefix
@@ -192,21 +172,6 @@ async def test_handshaker_dials_qbittorrent(
 # ------------------------------------------------------------------ 2. rtorrent dials us
 
 
-async def tracked_torrent(
-    tmp_path: Path, start_process: StartProcess
-) -> tuple[SmallTorrent, tuple[str, int], str]:
-    """A torrent whose tracker is an opentracker that whitelists it: (torrent, tracker address,
-    tracker's HTTP announce URL)."""
-    require_client("opentracker")
-    # The announce URL is outside the info dictionary (BEP 3): the same content made without a
-    # tracker has the info-hash to whitelist before the tracker's port is known.
-    probe = make_torrent(tmp_path / "probe")
-    tracker = await trio.to_thread.run_sync(
-        start_opentracker, start_process, tmp_path / "opentracker", [probe.v1]
-    )
-    return probe, (tracker.host, tracker.port), tracker.http_url
-
-
 OUR_HOST = "127.0.0.2"  # a loopback address of our own, distinct from the clients'
 
 
@@ -214,27 +179,22 @@ async def test_rtorrent_finds_our_handshaker_through_opentracker(
     tmp_path: Path, start_process: StartProcess
 ) -> None:
     require_client("rtorrent")
-    probe, tracker, http_url = await tracked_torrent(tmp_path, start_process)
-    torrent = make_torrent(tmp_path / "torrent", trackers=(http_url,))
-    assert torrent.info_hash == probe.info_hash
+    torrent, tracker = await trio.to_thread.run_sync(
+        functools.partial(make_tracked_torrent, start_process, tmp_path, http=True)
+    )
     # Our own loopback address: the tracker also hands rtorrent its own 127.0.0.1
     # address, and after dialling itself rtorrent tends to skip other peers there.
-    async with open_handshaker(
-        peer_id=OUR_PEER_ID,
-        listen=[(OUR_HOST, 0)],
-        extensions=OURS,
-        encryption=PREFER,
-        handshake_timeout=10,
-    ) as handshaker:
-        handshaker.register(torrent.info_hash)
-        (listening,) = handshaker.listen_addresses
+    async with listening_handshaker(torrent, PREFER, OUR_PEER_ID, host=OUR_HOST) as (
+        handshaker,
+        port,
+    ):
         await trio.to_thread.run_sync(
             functools.partial(
                 announce_udp,
-                tracker,
+                (tracker.host, tracker.port),
                 torrent.v1,
                 OUR_PEER_ID.value,
-                listening.port,
+                port,
                 left=0,
                 source=OUR_HOST,
             )
@@ -252,113 +212,17 @@ async def test_rtorrent_finds_our_handshaker_through_opentracker(
                 name="rtorrent-downloader",
             )
         )
-        with trio.fail_after(20):
-            peer = await handshaker.completed().receive()
-        try:
-            check_peer(
-                peer,
-                torrent,
-                direction="inbound",
-                client="rTorrent (libtorrent)",
-                version="0.13.8",
-                prefix=b"-lt0D80-",
-            )
-            # try_outgoing: it dials with MSE, offering RC4 and plaintext; we prefer RC4.
-            assert peer.encryption == "rc4"
-            assert await first_message_id(peer) == EXTENDED
-        finally:
-            await peer.aclose()
+        # try_outgoing: it dials with MSE, offering RC4 and plaintext; we prefer RC4.
+        await expect_inbound(
+            handshaker,
+            torrent,
+            client="rTorrent (libtorrent)",
+            version="0.13.8",
+            prefix=b"-lt0D80-",
+            extensions=Extensions.EXTENSION_PROTOCOL,
+            encryption="rc4",
+            timeout=20,
+        )
         stats = handshaker.statistics()
     assert stats.inbound_completed == 1, stats
     assert stats.outbound_attempts == 0, stats
-
-
-# ------------------------------------------------ 3. qBittorrent and aria2 dial a plaintext-only us
-
-
-async def test_qbittorrent_dials_our_plaintext_only_handshaker(
-    tmp_path: Path, start_process: StartProcess
-) -> None:
-    require_client("qbittorrent-nox")
-    torrent = make_torrent(tmp_path)
-    async with open_handshaker(
-        peer_id=OUR_PEER_ID,
-        listen=[(HOST, 0)],
-        extensions=OURS,
-        encryption=PLAINTEXT,
-        handshake_timeout=10,
-    ) as handshaker:
-        handshaker.register(torrent.info_hash)
-        (listening,) = handshaker.listen_addresses
-        qbt = await trio.to_thread.run_sync(
-            start_qbittorrent_downloader, start_process, tmp_path, torrent
-        )
-        await trio.to_thread.run_sync(qbt.add_peers, torrent.v1.hex(), [f"{HOST}:{listening.port}"])
-        with trio.fail_after(20):
-            peer = await handshaker.completed().receive()
-        try:
-            check_peer(
-                peer,
-                torrent,
-                direction="inbound",
-                client="qBittorrent",
-                version="4.5.2",
-                prefix=b"-qB4520-",
-            )
-            assert peer.encryption == "plaintext"
-            assert await first_message_id(peer) == EXTENDED
-        finally:
-            await peer.aclose()
-        stats = handshaker.statistics()
-    assert stats.inbound_completed == 1, stats
-    assert stats.encrypted == 0, stats
-    # libtorrent inside tries MSE first on outgoing connections: we refuse it (a protocol error
-    # for a plaintext-only handshaker) and it redials in plaintext.
-    assert stats.protocol_error >= 1, stats
-    assert stats.inbound_attempts >= 2, stats
-
-
-async def test_aria2_dials_our_plaintext_only_handshaker(
-    tmp_path: Path, start_process: StartProcess
-) -> None:
-    require_client("aria2c")
-    probe, tracker, _ = await tracked_torrent(tmp_path, start_process)
-    torrent = make_torrent(
-        tmp_path / "torrent", trackers=(f"udp://{tracker[0]}:{tracker[1]}/announce",)
-    )
-    assert torrent.info_hash == probe.info_hash
-    async with open_handshaker(
-        peer_id=OUR_PEER_ID,
-        listen=[(HOST, 0)],
-        extensions=OURS,
-        encryption=PLAINTEXT,
-        handshake_timeout=10,
-    ) as handshaker:
-        handshaker.register(torrent.info_hash)
-        (listening,) = handshaker.listen_addresses
-        await trio.to_thread.run_sync(
-            functools.partial(
-                announce_udp, tracker, torrent.v1, OUR_PEER_ID.value, listening.port, left=0
-            )
-        )
-        await trio.to_thread.run_sync(
-            start_aria2_downloader, start_process, tmp_path / "torrent", torrent
-        )
-        with trio.fail_after(20):
-            peer = await handshaker.completed().receive()
-        try:
-            check_peer(
-                peer,
-                torrent,
-                direction="inbound",
-                client="aria2",
-                version="1.36.0",
-                prefix=b"A2-1-36-",
-            )
-            assert peer.encryption == "plaintext"
-            assert await first_message_id(peer) == EXTENDED
-        finally:
-            await peer.aclose()
-        stats = handshaker.statistics()
-    assert stats.inbound_completed == 1, stats
-    assert stats.encrypted == 0, stats

@@ -1,7 +1,8 @@
 """Real clients dial our Handshaker and complete an inbound handshake.
 
 libtorrent is told to ``connect_peer`` us, qBittorrent gets us through its Web API's addPeers, and
-aria2 finds us through opentracker. With MSE required on our side, libtorrent (whose default policy
+aria2 finds us through opentracker; qBittorrent and aria2 against a ``PREFER_ENCRYPTED`` and a
+``PLAINTEXT_ONLY`` Handshaker. With MSE required on our side, libtorrent (whose default policy
 tries MSE first on outgoing connections) still connects, over RC4.
 """
 
@@ -13,55 +14,31 @@ from pathlib import Path
 import pytest
 import trio
 
-from bip_handshake import (
-    CompletedHandshake,
-    EncryptionPolicy,
-    Extensions,
-    Handshaker,
-    PeerId,
-    open_handshaker,
-)
+from bip_handshake import EncryptionPolicy, Extensions, PeerId
 
-from ._helpers import StartProcess, require_client, start_opentracker
+from ._helpers import StartProcess, require_client
 from ._inbound import (
     HOST,
     announce_udp,
-    first_message_id,
+    expect_inbound,
+    listening_handshaker,
     start_aria2_downloader,
     start_libtorrent_downloader,
     start_qbittorrent_downloader,
 )
-from ._seeders import SmallTorrent, make_torrent
+from ._seeders import make_torrent, make_tracked_torrent
 
 pytestmark = pytest.mark.interop
 
-OURS = Extensions.EXTENSION_PROTOCOL | Extensions.FAST
 # What libtorrent, qBittorrent and aria2 set (INTEROP.md: reserved bytes ...100005).
 THEIRS = Extensions.EXTENSION_PROTOCOL | Extensions.FAST | Extensions.DHT
 OUR_PEER_ID = PeerId(b"-BP0001-inboundtest1")
-
-
-async def first_inbound(handshaker: Handshaker, timeout: float) -> CompletedHandshake:
-    """The first completed handshake, within `timeout` seconds."""
-    with trio.fail_after(timeout):
-        return await handshaker.completed().receive()
-
-
-EXTENDED = 20
-
-
-def check_inbound(
-    peer: CompletedHandshake, torrent: SmallTorrent, client: str, version: str
-) -> None:
-    assert peer.direction == "inbound"
-    assert peer.info_hash == torrent.info_hash
-    assert peer.swarm_id == torrent.v1
-    info = peer.peer_id.client
-    assert info is not None, peer.peer_id
-    assert (info.name, info.version) == (client, version)
-    assert str(peer.address.host) == HOST
-    assert THEIRS in peer.extensions, peer.extensions
-    assert peer.our_extensions == OURS
+PREFER = EncryptionPolicy.PREFER_ENCRYPTED
+PLAINTEXT = EncryptionPolicy.PLAINTEXT_ONLY
+# Both offer RC4 and plaintext in MSE: we pick RC4 when we prefer it.
+POLICIES = pytest.mark.parametrize(
+    ("policy", "expected"), [(PREFER, "rc4"), (PLAINTEXT, "plaintext")], ids=["prefer", "plaintext"]
+)
 
 
 @pytest.mark.parametrize(
@@ -94,33 +71,27 @@ async def test_libtorrent_connect_peer_reaches_our_handshaker(
 ) -> None:
     require_client("libtorrent")
     torrent = make_torrent(tmp_path)
-    async with open_handshaker(
-        peer_id=OUR_PEER_ID,
-        listen=[(HOST, 0)],
-        extensions=OURS,
-        encryption=ours,
-        handshake_timeout=10,
-    ) as handshaker:
-        handshaker.register(torrent.info_hash)
-        (listening,) = handshaker.listen_addresses
+    async with listening_handshaker(torrent, ours, OUR_PEER_ID) as (handshaker, port):
         await trio.to_thread.run_sync(
             functools.partial(
                 start_libtorrent_downloader,
                 start_process,
                 tmp_path,
                 torrent,
-                listening.port,
+                port,
                 enc_policy=theirs,
             )
         )
-        peer = await first_inbound(handshaker, 15)
-        try:
-            check_inbound(peer, torrent, "libtorrent", "2.1.1")
-            assert peer.encryption == expected
-            # The stream carries its first message, decrypted: the extended handshake (BEP 10).
-            assert await first_message_id(peer) == EXTENDED
-        finally:
-            await peer.aclose()
+        await expect_inbound(
+            handshaker,
+            torrent,
+            client="libtorrent",
+            version="2.1.1",
+            prefix=b"-LT2",
+            extensions=THEIRS,
+            encryption=expected,
+            timeout=15,
+        )
         stats = handshaker.statistics()
     assert stats.inbound_completed >= 1, stats
     assert stats.outbound_attempts == 0, stats
@@ -132,58 +103,44 @@ async def test_libtorrent_connect_peer_reaches_our_handshaker(
         assert stats.inbound_attempts >= 2, stats
 
 
+@POLICIES
 async def test_qbittorrent_add_peers_reaches_our_handshaker(
-    tmp_path: Path, start_process: StartProcess
+    policy: EncryptionPolicy, expected: str, tmp_path: Path, start_process: StartProcess
 ) -> None:
     require_client("qbittorrent-nox")
     torrent = make_torrent(tmp_path)
-    async with open_handshaker(
-        peer_id=OUR_PEER_ID,
-        listen=[(HOST, 0)],
-        extensions=OURS,
-        encryption=EncryptionPolicy.PREFER_ENCRYPTED,
-        handshake_timeout=10,
-    ) as handshaker:
-        handshaker.register(torrent.info_hash)
-        (listening,) = handshaker.listen_addresses
+    async with listening_handshaker(torrent, policy, OUR_PEER_ID) as (handshaker, port):
         qbt = await trio.to_thread.run_sync(
             start_qbittorrent_downloader, start_process, tmp_path, torrent
         )
-        await trio.to_thread.run_sync(qbt.add_peers, torrent.v1.hex(), [f"{HOST}:{listening.port}"])
-        peer = await first_inbound(handshaker, 15)
-        try:
-            check_inbound(peer, torrent, "qBittorrent", "4.5.2")
-            assert peer.peer_id.value.startswith(b"-qB4520-")
-            # It offers RC4 and plaintext in MSE; we prefer RC4.
-            assert peer.encryption == "rc4"
-            assert await first_message_id(peer) == EXTENDED
-        finally:
-            await peer.aclose()
+        await trio.to_thread.run_sync(qbt.add_peers, torrent.v1.hex(), [f"{HOST}:{port}"])
+        await expect_inbound(
+            handshaker,
+            torrent,
+            client="qBittorrent",
+            version="4.5.2",
+            prefix=b"-qB4520-",
+            extensions=THEIRS,
+            encryption=expected,
+            timeout=20,
+        )
+        stats = handshaker.statistics()
+    if policy is PLAINTEXT:
+        assert stats.inbound_completed == 1, stats
+        assert stats.encrypted == 0, stats
+        # libtorrent inside tries MSE first on outgoing connections: we refuse it (a protocol
+        # error for a plaintext-only handshaker) and it redials in plaintext.
+        assert stats.protocol_error >= 1, stats
+        assert stats.inbound_attempts >= 2, stats
 
 
+@POLICIES
 async def test_aria2_finds_our_handshaker_through_opentracker(
-    tmp_path: Path, start_process: StartProcess
+    policy: EncryptionPolicy, expected: str, tmp_path: Path, start_process: StartProcess
 ) -> None:
     require_client("aria2c")
-    require_client("opentracker")
-    # The torrent names the tracker, and the tracker must whitelist the torrent before we know its
-    # port: the announce URL is outside the info dictionary (BEP 3), so the same content made
-    # without a tracker has the same info-hash.
-    probe = make_torrent(tmp_path / "probe")
-    tracker = await trio.to_thread.run_sync(
-        start_opentracker, start_process, tmp_path / "opentracker", [probe.v1]
-    )
-    torrent = make_torrent(tmp_path / "torrent", trackers=(tracker.udp_url,))
-    assert torrent.info_hash == probe.info_hash
-    async with open_handshaker(
-        peer_id=OUR_PEER_ID,
-        listen=[(HOST, 0)],
-        extensions=OURS,
-        encryption=EncryptionPolicy.PREFER_ENCRYPTED,
-        handshake_timeout=10,
-    ) as handshaker:
-        handshaker.register(torrent.info_hash)
-        (listening,) = handshaker.listen_addresses
+    torrent, tracker = await trio.to_thread.run_sync(make_tracked_torrent, start_process, tmp_path)
+    async with listening_handshaker(torrent, policy, OUR_PEER_ID) as (handshaker, port):
         # We announce as a seed, so aria2's announce gets us back.
         await trio.to_thread.run_sync(
             functools.partial(
@@ -191,22 +148,27 @@ async def test_aria2_finds_our_handshaker_through_opentracker(
                 (tracker.host, tracker.port),
                 torrent.v1,
                 OUR_PEER_ID.value,
-                listening.port,
+                port,
                 left=0,
             )
         )
         await trio.to_thread.run_sync(
             start_aria2_downloader, start_process, tmp_path / "torrent", torrent
         )
-        peer = await first_inbound(handshaker, 20)
-        try:
-            check_inbound(peer, torrent, "aria2", "1.36.0")
-            assert peer.peer_id.value.startswith(b"A2-1-36-")
-            # It offers RC4 and plaintext in MSE; we prefer RC4.
-            assert peer.encryption == "rc4"
-            assert await first_message_id(peer) == EXTENDED
-        finally:
-            await peer.aclose()
+        await expect_inbound(
+            handshaker,
+            torrent,
+            client="aria2",
+            version="1.36.0",
+            prefix=b"A2-1-36-",
+            extensions=THEIRS,
+            encryption=expected,
+            timeout=20,
+        )
+        stats = handshaker.statistics()
+    if policy is PLAINTEXT:
+        assert stats.inbound_completed == 1, stats
+        assert stats.encrypted == 0, stats
 
 
 async def test_libtorrent_without_mse_is_refused_when_we_require_it(
@@ -214,22 +176,17 @@ async def test_libtorrent_without_mse_is_refused_when_we_require_it(
 ) -> None:
     require_client("libtorrent")
     torrent = make_torrent(tmp_path)
-    async with open_handshaker(
-        peer_id=OUR_PEER_ID,
-        listen=[(HOST, 0)],
-        extensions=OURS,
-        encryption=EncryptionPolicy.REQUIRE_ENCRYPTED,
-        handshake_timeout=10,
-    ) as handshaker:
-        handshaker.register(torrent.info_hash)
-        (listening,) = handshaker.listen_addresses
+    async with listening_handshaker(torrent, EncryptionPolicy.REQUIRE_ENCRYPTED, OUR_PEER_ID) as (
+        handshaker,
+        port,
+    ):
         await trio.to_thread.run_sync(
             functools.partial(
                 start_libtorrent_downloader,
                 start_process,
                 tmp_path,
                 torrent,
-                listening.port,
+                port,
                 enc_policy="disabled",
             )
         )

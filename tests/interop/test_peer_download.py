@@ -18,7 +18,6 @@ import functools
 import hashlib
 from collections import deque
 from collections.abc import Callable
-from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
@@ -28,7 +27,6 @@ from bip_handshake import (
     CompletedHandshake,
     EncryptionPolicy,
     Extensions,
-    Handshaker,
     PeerAddress,
     PeerId,
     open_handshaker,
@@ -57,6 +55,7 @@ from ._peer_seeders import BigTorrent, make_big_torrent, start_ctorrent
 from ._seeders import (
     Seeder,
     SmallTorrent,
+    dial_until_complete,
     start_aria2,
     start_libtorrent,
     start_qbittorrent,
@@ -96,23 +95,6 @@ def big_torrent(tmp_path_factory: pytest.TempPathFactory) -> BigTorrent:
 
 async def dial_from_our_host(address: PeerAddress) -> trio.abc.Stream:
     return await trio.open_tcp_stream(str(address.host), address.port, local_address=OUR_HOST)
-
-
-async def dial_until_complete(
-    handshaker: Handshaker, torrent: SmallTorrent, seeder: Seeder
-) -> CompletedHandshake:
-    """Dial `seeder`, redialling after each failure (it may still be checking its data)."""
-    address = PeerAddress(IPv4Address(seeder.host), seeder.port)
-    with trio.fail_after(DIAL_DEADLINE):
-        while True:
-            failures = handshaker.statistics().failures
-            assert handshaker.connect(torrent.info_hash, address)
-            while handshaker.statistics().failures == failures:
-                try:
-                    return handshaker.completed().receive_nowait()
-                except trio.WouldBlock:
-                    await trio.sleep(0.05)
-            await trio.sleep(0.3)
 
 
 class SequentialDownload:
@@ -239,7 +221,9 @@ async def test_download_every_piece(
         dial=dial_from_our_host,
     ) as handshaker:
         handshaker.register(big_torrent.torrent.info_hash)
-        handshake = await dial_until_complete(handshaker, big_torrent.torrent, seeder)
+        handshake = await dial_until_complete(
+            handshaker, big_torrent.torrent, seeder, deadline=DIAL_DEADLINE
+        )
         assert handshake.encryption == ("rc4" if client.endswith("-mse") else "plaintext")
         with trio.fail_after(DOWNLOAD_DEADLINE):
             state, elapsed = await download(big_torrent, handshake)
