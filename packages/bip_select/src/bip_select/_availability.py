@@ -149,11 +149,7 @@ class Availability:
             self._peers[peer] = (_SEED, size)
             self._seeds += 1
             return
-        count = self._count
-        bump = self._bump
-        for piece in _ones(bits):
-            count[piece] += 1
-            bump(piece, count[piece] - 1)
+        self._shift(_ones(bits), 1)
 
     def have(self, peer: PeerKey, piece: int) -> bool:
         """``peer`` announced ``piece``; returns whether that is news.
@@ -185,10 +181,7 @@ class Availability:
         self._seeds += 1
 
     def _make_seed(self, peer: PeerKey, bits: bytearray, size: list[int]) -> None:
-        count = self._count
-        for piece in range(self._num_pieces):
-            count[piece] -= 1
-            self._bump(piece, count[piece] + 1)
+        self._shift(range(self._num_pieces), -1)
         self._peers[peer] = (_SEED, size)
         self._seeds += 1
 
@@ -199,10 +192,7 @@ class Availability:
             self._seeds -= 1
             self._peers[peer] = (bytearray(self._num_pieces), size)
         elif size[0]:
-            count = self._count
-            for piece in _ones(bits):
-                count[piece] -= 1
-                self._bump(piece, count[piece] + 1)
+            self._shift(_ones(bits), -1)
             bits[:] = bytes(self._num_pieces)
         size[0] = 0
 
@@ -216,10 +206,7 @@ class Availability:
             self._seeds -= 1
             bits = bytearray(b"\x01" * self._num_pieces)
             self._peers[peer] = (bits, size)
-            count = self._count
-            for other in range(self._num_pieces):
-                count[other] += 1
-                self._bump(other, count[other] - 1)
+            self._shift(range(self._num_pieces), 1)
         if not bits[piece]:
             return False
         bits[piece] = 0
@@ -251,10 +238,11 @@ class Availability:
         """How many pieces ``peer`` has."""
         return self._entry(peer)[1][0]
 
-    def peer_pieces(self, peer: PeerKey) -> Iterator[int]:
-        """The pieces ``peer`` has, in index order."""
+    def peer_pieces(self, peer: PeerKey, start: int = 0) -> Iterator[int]:
+        """The pieces ``peer`` has from index ``start`` on, in index order."""
         bits, _ = self._entry(peer)
-        return iter(range(self._num_pieces)) if bits is None else _ones(bits)
+        start = max(start, 0)
+        return iter(range(start, self._num_pieces)) if bits is None else _ones(bits, start)
 
     def min_count(self, pieces: Collection[int] | None = None) -> int:
         """The lowest availability among ``pieces`` (default: every piece); 0 if none."""
@@ -307,7 +295,7 @@ class Availability:
         # Insert at a random position (the displaced member moves to the end): the
         # bucket stays a uniformly shuffled list, which is the random tie-breaking.
         n = len(bucket)
-        j = self._rng.randint(0, n)
+        j = int(self._rng.random() * (n + 1))  # uniform in 0..n, cheaper than randint
         if j == n:
             bucket.append(piece)
             self._pos[piece] = n
@@ -335,6 +323,48 @@ class Availability:
         if priority:
             self._unlink(piece, (priority, old_count))
             self._link(piece, (priority, self._count[piece]))
+
+    def _shift(self, pieces: Iterable[int], delta: int) -> None:
+        """Add ``delta`` to the count of every piece in ``pieces``, moving wanted ones.
+
+        :meth:`_unlink` and :meth:`_link` written out in one loop: a bitfield or a
+        departure touches up to every piece, and this is the hot path then.
+        """
+        count = self._count
+        priority = self._priority
+        pos = self._pos
+        buckets = self._buckets
+        random_ = self._rng.random
+        for piece in pieces:
+            old = count[piece]
+            new = count[piece] = old + delta
+            level = priority[piece]
+            if not level:
+                continue
+            key = (level, old)
+            bucket = buckets[key]
+            last = bucket.pop()
+            if last != piece:
+                i = pos[piece]
+                bucket[i] = last
+                pos[last] = i
+            if not bucket:
+                del buckets[key]
+            key = (level, new)
+            bucket = buckets.get(key)
+            if bucket is None:
+                bucket = buckets[key] = []
+            n = len(bucket)
+            j = int(random_() * (n + 1))
+            if j == n:
+                bucket.append(piece)
+                pos[piece] = n
+            else:
+                other = bucket[j]
+                bucket[j] = piece
+                pos[piece] = j
+                bucket.append(other)
+                pos[other] = n
 
     def _order(self, piece: int) -> tuple[int, int, int]:
         return (-self._priority[piece], self._count[piece], self._pos[piece])
@@ -395,9 +425,9 @@ class Availability:
         assert wanted == self._num_wanted == sum(1 for p in self._priority if p)
 
 
-def _ones(bits: bytearray) -> Iterator[int]:
-    """The indices of the non-zero bytes, found with C-speed ``find``."""
-    i = bits.find(1)
+def _ones(bits: bytearray, start: int = 0) -> Iterator[int]:
+    """The indices of the non-zero bytes from ``start`` on, found with C-speed ``find``."""
+    i = bits.find(1, start)
     while i >= 0:
         yield i
         i = bits.find(1, i + 1)

@@ -140,13 +140,12 @@ class Sequential:
         """Scan from the first wanted piece, once per priority level in use."""
         availability = picker.availability
         start = picker.first_wanted()
-        levels = picker.priority_levels()
-        seed = availability.is_seed(peer)
-        for level in levels:
-            for piece in range(start, availability.num_pieces):
-                if availability.priority(piece) == level and (
-                    seed or availability.peer_has(peer, piece)
-                ):
+        priority = availability.priority
+        for level in picker.priority_levels():
+            # The peer's own pieces from the first wanted one: a peer with few pieces
+            # costs few steps (the bitmap is searched in C), a seed a plain count.
+            for piece in availability.peer_pieces(peer, start):
+                if priority(piece) == level:
                     yield piece
 
     def deadline(self, piece: int) -> float | None:
