@@ -351,9 +351,10 @@ class Availability:
             if not bucket:
                 del buckets[key]
             key = (level, new)
-            bucket = buckets.get(key)
-            if bucket is None:
-                bucket = buckets[key] = []
+            found = buckets.get(key)
+            if found is None:
+                found = buckets[key] = []
+            bucket = found
             n = len(bucket)
             j = int(random_() * (n + 1))
             if j == n:
