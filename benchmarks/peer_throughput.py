@@ -2,7 +2,7 @@ r"""Piece throughput through bip_peer's PeerManager against plain trio, over loo
 
 Run from the workspace root:
 
-    uv run python benchmarks/peer_throughput.py [--size 512M] [--in-flight 256] [--reps 3]
+    uv run python benchmarks/peer_throughput.py [--size 512M] [--in-flight 256] [--reps 5]
 
 The contestants move the same bytes (32 768 piece messages of 16 KiB for the default 512 MiB)
 in the same process and the same run, round-robin:
@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=parse_size, default=parse_size("512M"))
     parser.add_argument("--in-flight", type=int, default=256)
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args(argv)
     if args.size < BLOCK_SIZE:
