@@ -276,6 +276,22 @@ def test_parole_peer_gets_whole_pieces_to_itself() -> None:
     assert not p._exclusive
 
 
+def test_parole_peer_that_stops_loses_its_pieces() -> None:
+    p = _picker(FOUR)
+    _swarm(p, {"honest": {0, 1, 2, 3}, "suspect": {0, 1, 2, 3}})
+    mine = p.pick("suspect", 2, 0.0, exclusive=True)
+    piece = mine[0].piece
+    assert piece not in _pieces(p.pick("honest", 2, 0.0))
+    assert p.block_timed_out("suspect", mine[0])
+    # The piece is open to everyone again (after honest's own, nearer completion).
+    assert p.pick("honest", 3, 0.0)[2] == mine[0]
+    later = p.pick("suspect", 4, 0.0, exclusive=True)
+    assert p.block_rejected("suspect", later[0])
+    assert p.peer_choked("suspect", fast=False) == later[1:]
+    assert not p._exclusive
+    p.check()
+
+
 def test_endgame_duplicates_and_cancels_losers() -> None:
     p = _picker(FOUR)
     _swarm(p, {"a": {0, 1, 2, 3}, "b": {0, 1, 2, 3}})

@@ -410,8 +410,7 @@ class PiecePicker:
         self.availability.remove_peer(peer)
         self._allowed_fast.pop(peer, None)
         self._rates.pop(peer, None)
-        for piece in [p for p, owner in self._exclusive.items() if owner == peer]:
-            del self._exclusive[piece]
+        self._release_exclusive(peer)
         return self.requests.drop_peer(peer)
 
     def peer_bitfield(self, peer: PeerKey, pieces: Iterable[int]) -> None:
@@ -457,6 +456,7 @@ class PiecePicker:
         """
         if fast:
             return []
+        self._release_exclusive(peer)
         return self.requests.drop_peer(peer)
 
     # -- blocks ------------------------------------------------------------------------
@@ -466,12 +466,25 @@ class PiecePicker:
         return self.requests.receive(peer, block)
 
     def block_rejected(self, peer: PeerKey, block: Block) -> bool:
-        """``peer`` rejected ``block``: it is free again."""
+        """``peer`` rejected ``block``: it is free again (for anyone)."""
+        self._release_exclusive(peer, block.piece)
         return self.requests.reject(peer, block)
 
     def block_timed_out(self, peer: PeerKey, block: Block) -> bool:
-        """The request of ``block`` to ``peer`` timed out: it is free again."""
+        """The request of ``block`` to ``peer`` timed out: it is free again (for anyone)."""
+        self._release_exclusive(peer, block.piece)
         return self.requests.time_out(peer, block)
+
+    def _release_exclusive(self, peer: PeerKey, piece: int | None = None) -> None:
+        """A parole peer that stops delivering loses its pieces to the others: keeping
+        them would stall the download (and end-game never starts while blocks are free).
+        """
+        if piece is not None:
+            if self._exclusive.get(piece) == peer:
+                del self._exclusive[piece]
+            return
+        for owned in [p for p, owner in self._exclusive.items() if owner == peer]:
+            del self._exclusive[owned]
 
     def piece_passed(self, piece: int) -> tuple[PeerKey, ...]:
         """``piece`` hashed good; returns the peers that sent it."""
