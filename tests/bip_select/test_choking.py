@@ -272,6 +272,13 @@ class TestErrors:
         with pytest.raises(LocalProtocolError):
             choker.is_unchoked(1)
 
+    def test_unhashable_peer(self) -> None:
+        choker = Choker(rng=random.Random(0))
+        with pytest.raises(LocalProtocolError, match="hashable"):
+            choker.add_peer([1], 0.0)  # type: ignore[arg-type]
+        with pytest.raises(LocalProtocolError, match="never added"):
+            choker.set_snubbed([1], True)  # type: ignore[arg-type]
+
     def test_duplicate_peer(self) -> None:
         choker = Choker(rng=random.Random(0))
         choker.add_peer(1, 0.0)

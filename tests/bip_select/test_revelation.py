@@ -92,6 +92,10 @@ class TestHonest:
             reveal.peer_left("x")
         with pytest.raises(LocalProtocolError):
             reveal.revealed("x")
+        with pytest.raises(LocalProtocolError, match="hashable"):
+            reveal.peer_joined({}, 0.0)  # type: ignore[arg-type]
+        with pytest.raises(LocalProtocolError, match="never joined"):
+            reveal.peer_have_none({}, 0.0)  # type: ignore[arg-type]
         reveal.peer_joined("x", 0.0)
         with pytest.raises(LocalProtocolError, match="already joined"):
             reveal.peer_joined("x", 0.0)

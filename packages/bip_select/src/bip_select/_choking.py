@@ -257,7 +257,11 @@ class Choker:
         Raises:
             LocalProtocolError: ``peer`` is already known.
         """
-        if peer in self._peers:
+        try:
+            known = peer in self._peers
+        except TypeError:
+            raise LocalProtocolError(f"a peer key is hashable, not {peer!r}") from None
+        if known:
             raise LocalProtocolError(f"peer {peer!r} was already added to the choker")
         self._peers[peer] = _Peer(peer, self._order, now, self._rate_window)
         self._order += 1
@@ -392,7 +396,7 @@ class Choker:
     def _get(self, peer: PeerKey) -> _Peer:
         try:
             return self._peers[peer]
-        except KeyError:
+        except (KeyError, TypeError):  # TypeError: an unhashable key was never added either
             raise LocalProtocolError(f"peer {peer!r} was never added to the choker") from None
 
     @staticmethod

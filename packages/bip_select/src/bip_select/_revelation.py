@@ -140,7 +140,11 @@ class RevelationStrategy:
         Raises:
             LocalProtocolError: ``peer`` already joined.
         """
-        if peer in self._peers:
+        try:
+            known = peer in self._peers
+        except TypeError:
+            raise LocalProtocolError(f"a peer key is hashable, not {peer!r}") from None
+        if known:
             raise LocalProtocolError(f"peer {peer!r} already joined")
         view = _PeerView(peer, fast)
         self._peers[peer] = view
@@ -276,7 +280,7 @@ class RevelationStrategy:
     def _get(self, peer: PeerKey) -> _PeerView:
         try:
             return self._peers[peer]
-        except KeyError:
+        except (KeyError, TypeError):  # TypeError: an unhashable key never joined either
             raise LocalProtocolError(f"peer {peer!r} never joined") from None
 
     def _in_range(self, piece: object) -> bool:
