@@ -43,6 +43,7 @@ __all__ = [
     "HOST",
     "OUR_EXTENSIONS",
     "announce_udp",
+    "check_handshake",
     "expect_inbound",
     "first_message_id",
     "listening_handshaker",
@@ -126,6 +127,31 @@ async def listening_handshaker(
         yield handshaker, listening.port
 
 
+def check_handshake(
+    peer: CompletedHandshake,
+    torrent: SmallTorrent,
+    *,
+    direction: str,
+    client: str,
+    version: str,
+    prefix: bytes,
+    extensions: Extensions,
+) -> None:
+    """`peer` completed in `direction` for `torrent` with a client on 127.0.0.1: `client`
+    `version` by its peer id, which starts with `prefix`; it set at least the `extensions` bits,
+    and we set :data:`OUR_EXTENSIONS`."""
+    assert peer.direction == direction
+    assert peer.info_hash == torrent.info_hash
+    assert peer.swarm_id == torrent.v1
+    info = peer.peer_id.client
+    assert info is not None, peer.peer_id
+    assert (info.name, info.version) == (client, version)
+    assert peer.peer_id.value.startswith(prefix), peer.peer_id
+    assert str(peer.address.host) == HOST
+    assert extensions in peer.extensions, peer.extensions
+    assert peer.our_extensions == OUR_EXTENSIONS
+
+
 async def expect_inbound(
     handshaker: Handshaker,
     torrent: SmallTorrent,
@@ -137,23 +163,21 @@ async def expect_inbound(
     encryption: str,
     timeout: float,
 ) -> CompletedHandshake:
-    """The first handshake completed on `handshaker` within `timeout` seconds, checked: inbound,
-    for `torrent`, from 127.0.0.1, by `client` `version` (peer id starting with `prefix`) setting
-    at least the `extensions` bits, over `encryption` (``rc4`` or ``plaintext``), and first sending
-    the extended handshake (BEP 10). The connection is closed on return."""
+    """The first handshake completed on `handshaker` within `timeout` seconds, checked: inbound
+    (the rest as :func:`check_handshake` says), over `encryption` (``rc4`` or ``plaintext``), and
+    first sending the extended handshake (BEP 10). The connection is closed on return."""
     with trio.fail_after(timeout):
         peer = await handshaker.completed().receive()
     try:
-        assert peer.direction == "inbound"
-        assert peer.info_hash == torrent.info_hash
-        assert peer.swarm_id == torrent.v1
-        info = peer.peer_id.client
-        assert info is not None, peer.peer_id
-        assert (info.name, info.version) == (client, version)
-        assert peer.peer_id.value.startswith(prefix), peer.peer_id
-        assert str(peer.address.host) == HOST
-        assert extensions in peer.extensions, peer.extensions
-        assert peer.our_extensions == OUR_EXTENSIONS
+        check_handshake(
+            peer,
+            torrent,
+            direction="inbound",
+            client=client,
+            version=version,
+            prefix=prefix,
+            extensions=extensions,
+        )
         assert peer.encryption == encryption
         # The stream carries its first message, decrypted: the extended handshake (BEP 10).
         assert await first_message_id(peer) == EXTENDED

@@ -16,7 +16,6 @@ import pytest
 import trio
 
 from bip_handshake import (
-    CompletedHandshake,
     EncryptionPolicy,
     Extensions,
     PeerId,
@@ -28,6 +27,7 @@ from ._inbound import (
     EXTENDED,
     HOST,
     announce_udp,
+    check_handshake,
     expect_inbound,
     first_message_id,
     listening_handshaker,
@@ -57,27 +57,6 @@ PLAINTEXT = EncryptionPolicy.PLAINTEXT_ONLY
 POLICIES = pytest.mark.parametrize("policy", [PREFER, PLAINTEXT], ids=["prefer-mse", "plaintext"])
 
 
-def check_peer(
-    peer: CompletedHandshake,
-    torrent: SmallTorrent,
-    *,
-    direction: str,
-    client: str,
-    version: str,
-    prefix: bytes,
-) -> None:
-    assert peer.direction == direction
-    assert peer.info_hash == torrent.info_hash
-    assert peer.swarm_id == torrent.v1
-    info = peer.peer_id.client
-    assert info is not None, peer.peer_id
-    assert (info.name, info.version) == (client, version)
-    assert peer.peer_id.value.startswith(prefix), peer.peer_id
-    assert str(peer.address.host) == HOST
-    assert Extensions.EXTENSION_PROTOCOL in peer.extensions, peer.extensions
-    assert peer.our_extensions == OURS
-
-
 # ------------------------------------------------------------------------ 1. we dial the seeders
 
 
@@ -97,8 +76,14 @@ async def dial_seeder(
         handshaker.register(torrent.info_hash)
         peer = await dial_until_complete(handshaker, torrent, seeder, deadline=DIAL_DEADLINE)
         try:
-            check_peer(
-                peer, torrent, direction="outbound", client=client, version=version, prefix=prefix
+            check_handshake(
+                peer,
+                torrent,
+                direction="outbound",
+                client=client,
+                version=version,
+                prefix=prefix,
+                extensions=Extensions.EXTENSION_PROTOCOL,
             )
             assert await first_message_id(peer) == EXTENDED
         finally:

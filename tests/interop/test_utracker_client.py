@@ -16,7 +16,7 @@ from bip_utracker._errors import TrackerRejectedError
 
 from ._helpers import StartProcess, require_client, start_opentracker
 from ._inbound import start_aria2_downloader
-from ._seeders import HOST, make_torrent, start_libtorrent
+from ._seeders import HOST, make_tracked_torrent, start_libtorrent
 
 pytestmark = pytest.mark.interop
 
@@ -113,16 +113,8 @@ async def test_announce_and_scrape_against_opentracker(
 async def test_aria2_announced_through_opentracker_is_found(
     tmp_path: Path, start_process: StartProcess
 ) -> None:
-    require_client("opentracker")
     require_client("aria2c")
-    # The announce URL is outside the info dictionary (BEP 3): the same content made without a
-    # tracker has the info-hash to whitelist before the tracker's port is known.
-    probe = make_torrent(tmp_path / "probe")
-    server = await trio.to_thread.run_sync(
-        start_opentracker, start_process, tmp_path / "opentracker", [probe.v1]
-    )
-    torrent = make_torrent(tmp_path / "torrent", trackers=(server.udp_url,))
-    assert torrent.info_hash == probe.info_hash
+    torrent, server = await trio.to_thread.run_sync(make_tracked_torrent, start_process, tmp_path)
     await trio.to_thread.run_sync(
         start_aria2_downloader, start_process, tmp_path / "torrent", torrent
     )
@@ -152,14 +144,8 @@ async def test_aria2_announced_through_opentracker_is_found(
 async def test_libtorrent_seeding_through_opentracker_is_found(
     tmp_path: Path, start_process: StartProcess
 ) -> None:
-    require_client("opentracker")
     require_client("libtorrent")
-    probe = make_torrent(tmp_path / "probe")
-    server = await trio.to_thread.run_sync(
-        start_opentracker, start_process, tmp_path / "opentracker", [probe.v1]
-    )
-    torrent = make_torrent(tmp_path / "torrent", trackers=(server.udp_url,))
-    assert torrent.info_hash == probe.info_hash
+    torrent, server = await trio.to_thread.run_sync(make_tracked_torrent, start_process, tmp_path)
     seeder = await trio.to_thread.run_sync(
         start_libtorrent, start_process, tmp_path / "torrent", torrent
     )
