@@ -57,7 +57,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, cast
 
 import trio
 
@@ -89,7 +89,8 @@ from ._fileops import (
 )
 from ._filesystem import Buffer, FileStat, FileSystem
 from ._hashing import HashPool, PieceVerifier, default_hash_threads
-from ._layout import StorageLayout, read_span_data, write_span_data
+from ._layout import StorageLayout, read_span_data
+from ._native import NativeFileSystem
 from ._resume import ResumeData
 from ._torrent import PartialPiece, TorrentStatus, TorrentStorage
 
@@ -177,23 +178,96 @@ _Outcome = bool | None | StorageError
 
 
 def _flush(jobs: Sequence[_Job]) -> list[_Outcome]:
-    """On a worker thread: hash each piece, and write the good ones (see the module doc)."""
+    """On a worker thread: hash each piece, and write the good ones (see the module doc).
+
+    Every piece is hashed first, then the good ones are written, consecutive bytes
+    of one file in one call where the FileSystem can (:func:`_write_runs`). Each
+    hashlib or write call releases the GIL, and while trio's thread copies blocks
+    this thread may wait milliseconds to take it back: so one hashlib call per
+    piece, and as few writes as the pieces' layout allows.
+    """
     outcomes: list[_Outcome] = []
     for job in jobs:
-        torrent = job.torrent
-        if torrent.stopped:
+        if job.torrent.stopped:
             outcomes.append(None)
-        elif not torrent.verifier.verify(job.piece, job.data):
-            outcomes.append(False)
         else:
-            try:
-                with storage_faults():
-                    write_span_data(torrent.fs, torrent.layout, job.piece, 0, job.data)
-            except StorageError as error:
-                outcomes.append(error)
-            else:
-                outcomes.append(True)
+            outcomes.append(job.torrent.verifier.verify(job.piece, job.data))
+    _write_runs(jobs, outcomes)
     return outcomes
+
+
+@dataclass(slots=True)
+class _Run:
+    """Consecutive bytes of one file, from one or more pieces of a batch, to write at once.
+
+    ``parts`` are (index in the batch of the piece, offset in the file, its bytes).
+    """
+
+    torrent: TorrentStorage
+    path: str
+    end: int
+    parts: list[tuple[int, int, memoryview]]
+
+
+def _write_runs(jobs: Sequence[_Job], outcomes: list[_Outcome]) -> None:
+    """Write the pieces whose outcome is True; a piece whose write fails gets the error.
+
+    A piece of a torrent stopped meanwhile is dropped (None) instead.
+    """
+    runs: list[_Run] = []
+    for index, job in enumerate(jobs):
+        if outcomes[index] is not True:
+            continue
+        torrent = job.torrent
+        view = memoryview(job.data)
+        position = 0
+        for span in torrent.layout.spans(job.piece):
+            if not span.is_pad:
+                part = (index, span.file_offset, view[position : position + span.length])
+                last = runs[-1] if runs else None
+                if (
+                    last is not None
+                    and last.torrent is torrent
+                    and last.path == span.path
+                    and last.end == span.file_offset
+                ):
+                    last.parts.append(part)
+                    last.end += span.length
+                else:
+                    runs.append(_Run(torrent, span.path, span.file_offset + span.length, [part]))
+            position += span.length
+    for run in runs:
+        _write_run(run, outcomes)
+
+
+def _write_run(run: _Run, outcomes: list[_Outcome]) -> None:
+    torrent, parts = run.torrent, run.parts
+    if torrent.stopped:
+        for index, _, _ in parts:
+            if outcomes[index] is True:
+                outcomes[index] = None
+        return
+    fs = torrent.fs
+    # NativeFileSystem writes a run with one pwritev. (A subclass overriding write,
+    # to count or fail writes, keeps seeing every write.)
+    if len(parts) > 1 and type(fs).write is NativeFileSystem.write:
+        try:
+            with storage_faults():
+                cast(NativeFileSystem, fs)._write_vectored(
+                    run.path, parts[0][1], [view for _, _, view in parts]
+                )
+        except StorageError:
+            pass  # again piece by piece below, to tell which pieces failed
+        else:
+            return
+    for index, offset, view in parts:
+        if outcomes[index] is not True:
+            continue  # a part of this piece failed already: the rest is not written
+        try:
+            with storage_faults():
+                fs.write(run.path, offset, view)
+        except StorageError as error:
+            outcomes[index] = error
 
 
 def _lost_pieces(fs: FileSystem, layout: StorageLayout, piece: int) -> set[int]:
