@@ -506,7 +506,8 @@ class PiecePicker:
     def in_endgame(self) -> bool:
         """Whether every block of every wanted piece is received or asked of someone."""
         wanted = self.availability.num_wanted
-        if not wanted:
+        if not wanted or self.requests.num_started < wanted:
+            # Fewer pieces in progress than wanted: some wanted piece is untouched.
             return False
         started = 0
         for piece in self.requests.started_pieces():
@@ -647,6 +648,8 @@ class PiecePicker:
         allowed: Collection[int] | None,
         picked: list[Block],
     ) -> None:
+        if not self._has_deadlines():
+            return
         deadline = self.strategy.deadline
         requests = self.requests
         availability = self.availability
@@ -678,6 +681,14 @@ class PiecePicker:
                 if (arrival > when or arrival < now) and eta < arrival:
                     requests.request(peer, block, now, duplicate=True)
                     picked.append(block)
+
+    def _has_deadlines(self) -> bool:
+        strategy: object = self.strategy
+        while strategy is not None:
+            if isinstance(strategy, Streaming) and strategy._deadlines:
+                return True
+            strategy = getattr(strategy, "then", None)
+        return False
 
     def _arrival(self, peer: PeerKey, block: Block) -> float:
         """When ``block`` should arrive from ``peer`` at its rate, behind its queue."""
