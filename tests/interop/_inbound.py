@@ -31,6 +31,7 @@ from bip_handshake import (
 from ._helpers import StartProcess, udp_request, wait_for
 from ._seeders import (
     HOST,
+    Identity,
     QBittorrent,
     SmallTorrent,
     launch_qbittorrent,
@@ -132,21 +133,19 @@ def check_handshake(
     torrent: SmallTorrent,
     *,
     direction: str,
-    client: str,
-    version: str,
-    prefix: bytes,
+    identity: Identity,
     extensions: Extensions,
 ) -> None:
-    """`peer` completed in `direction` for `torrent` with a client on 127.0.0.1: `client`
-    `version` by its peer id, which starts with `prefix`; it set at least the `extensions` bits,
-    and we set :data:`OUR_EXTENSIONS`."""
+    """`peer` completed in `direction` for `torrent` with a client on 127.0.0.1 whose peer id
+    names `identity`; it set at least the `extensions` bits, and we set
+    :data:`OUR_EXTENSIONS`."""
     assert peer.direction == direction
     assert peer.info_hash == torrent.info_hash
     assert peer.swarm_id == torrent.v1
     info = peer.peer_id.client
     assert info is not None, peer.peer_id
-    assert (info.name, info.version) == (client, version)
-    assert peer.peer_id.value.startswith(prefix), peer.peer_id
+    assert (info.name, info.version) == (identity.name, identity.version)
+    assert peer.peer_id.value.startswith(identity.prefix), peer.peer_id
     assert str(peer.address.host) == HOST
     assert extensions in peer.extensions, peer.extensions
     assert peer.our_extensions == OUR_EXTENSIONS
@@ -155,10 +154,8 @@ def check_handshake(
 async def expect_inbound(
     handshaker: Handshaker,
     torrent: SmallTorrent,
+    identity: Identity,
     *,
-    client: str,
-    version: str,
-    prefix: bytes,
     extensions: Extensions,
     encryption: str,
     timeout: float,
@@ -173,9 +170,7 @@ async def expect_inbound(
             peer,
             torrent,
             direction="inbound",
-            client=client,
-            version=version,
-            prefix=prefix,
+            identity=identity,
             extensions=extensions,
         )
         assert peer.encryption == encryption

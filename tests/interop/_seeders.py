@@ -38,7 +38,12 @@ from ._helpers import (
 )
 
 __all__ = [
+    "ARIA2",
     "HOST",
+    "LIBTORRENT",
+    "QBITTORRENT",
+    "RTORRENT",
+    "Identity",
     "QBittorrent",
     "Seeder",
     "SmallTorrent",
@@ -74,6 +79,22 @@ class SmallTorrent:
     def v1(self) -> bytes:
         assert self.info_hash.v1 is not None
         return self.info_hash.v1
+
+
+@dataclass(frozen=True)
+class Identity:
+    """How a client names itself in its peer id: ``PeerId.client``'s name and version, and the
+    prefix its peer ids start with (the versions INTEROP.md lists)."""
+
+    name: str
+    version: str
+    prefix: bytes
+
+
+LIBTORRENT = Identity("libtorrent", "2.1.1", b"-LT2110-")
+ARIA2 = Identity("aria2", "1.36.0", b"A2-1-36-")
+RTORRENT = Identity("rTorrent (libtorrent)", "0.13.8", b"-lt0D80-")
+QBITTORRENT = Identity("qBittorrent", "4.5.2", b"-qB4520-")
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,11 @@ from bip_handshake import (
 
 from ._helpers import StartProcess, free_port
 from ._seeders import (
+    ARIA2,
+    LIBTORRENT,
+    QBITTORRENT,
+    RTORRENT,
+    Identity,
     Seeder,
     SmallTorrent,
     make_torrent,
@@ -204,10 +209,8 @@ def dial(
 def check_dialled(
     got: Dialled,
     torrent: SmallTorrent,
+    identity: Identity,
     *,
-    client: str,
-    version: str,
-    prefix: bytes,
     reserved: str,
 ) -> None:
     """The checks every client's answer must pass."""
@@ -221,10 +224,10 @@ def check_dialled(
     # The peer id names the client.
     peer_id = PeerId(got.complete.peer_id)
     assert got.stream[48:68] == peer_id.value
-    assert peer_id.value.startswith(prefix), peer_id
+    assert peer_id.value.startswith(identity.prefix), peer_id
     info = peer_id.client
     assert info is not None, peer_id
-    assert (info.name, info.version) == (client, version)
+    assert (info.name, info.version) == (identity.name, identity.version)
     # The reserved bytes are exactly what the client advertises.
     assert got.stream[20:28].hex() == reserved
     assert got.complete.extensions == Extensions.from_hex(reserved)
@@ -273,9 +276,7 @@ def test_libtorrent_default_policy(
     torrent = make_torrent(tmp_path)
     seeder = start_libtorrent(start_process, tmp_path, torrent, enc_policy="enabled")
     got = dial(seeder, torrent, mse=mse)
-    check_dialled(
-        got, torrent, client="libtorrent", version="2.1.1", prefix=b"-LT2110-", reserved=LT_RESERVED
-    )
+    check_dialled(got, torrent, LIBTORRENT, reserved=LT_RESERVED)
     # Its extended handshake, then have_all (fast extension), maybe already an unchoke.
     check_message_ids(got, [EXTENDED, HAVE_ALL], then={UNCHOKE})
     if mse:
@@ -293,9 +294,7 @@ def test_libtorrent_selects_plaintext_when_offered(
     got = dial(seeder, torrent, mse=True, policy=EncryptionPolicy.PREFER_ENCRYPTED)
     assert got.mse is not None
     assert (got.mse.method, got.mse.via_mse) == ("plaintext", True)
-    check_dialled(
-        got, torrent, client="libtorrent", version="2.1.1", prefix=b"-LT2110-", reserved=LT_RESERVED
-    )
+    check_dialled(got, torrent, LIBTORRENT, reserved=LT_RESERVED)
     check_message_ids(got, [EXTENDED, HAVE_ALL], then={UNCHOKE})
 
 
@@ -306,9 +305,7 @@ def test_libtorrent_pe_forced(tmp_path: Path, start_process: StartProcess) -> No
     seeder = start_libtorrent(start_process, tmp_path, torrent, enc_policy="forced")
     got = dial(seeder, torrent, mse=True)
     check_mse(got)
-    check_dialled(
-        got, torrent, client="libtorrent", version="2.1.1", prefix=b"-LT2110-", reserved=LT_RESERVED
-    )
+    check_dialled(got, torrent, LIBTORRENT, reserved=LT_RESERVED)
     check_message_ids(got, [EXTENDED, HAVE_ALL], then={UNCHOKE})
     expect_hang_up_on_plaintext(seeder, torrent)
 
@@ -321,9 +318,7 @@ ARIA2_RESERVED = "0000000000100004"
 
 
 def _check_aria2(got: Dialled, torrent: SmallTorrent) -> None:
-    check_dialled(
-        got, torrent, client="aria2", version="1.36.0", prefix=b"A2-1-36-", reserved=ARIA2_RESERVED
-    )
+    check_dialled(got, torrent, ARIA2, reserved=ARIA2_RESERVED)
     # Its extended handshake, have_all, then allowed_fast (BEP 6, id 17) for some pieces.
     check_message_ids(got, [EXTENDED, HAVE_ALL], then={ALLOWED_FAST, UNCHOKE})
 
@@ -369,9 +364,7 @@ def _check_rtorrent(got: Dialled, torrent: SmallTorrent) -> None:
     check_dialled(
         got,
         torrent,
-        client="rTorrent (libtorrent)",
-        version="0.13.8",
-        prefix=b"-lt0D80-",
+        RTORRENT,
         reserved=RTORRENT_RESERVED,
     )
     # Its extended handshake, then a full bitfield: four pieces, spare bits clear.
@@ -417,9 +410,7 @@ def test_qbittorrent(tmp_path: Path, start_process: StartProcess, *, mse: bool) 
     check_dialled(
         got,
         torrent,
-        client="qBittorrent",
-        version="4.5.2",
-        prefix=b"-qB4520-",
+        QBITTORRENT,
         reserved=QBT_RESERVED,
     )
     check_message_ids(got, [EXTENDED, HAVE_ALL], then={UNCHOKE})

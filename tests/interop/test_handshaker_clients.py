@@ -34,6 +34,10 @@ from ._inbound import (
 )
 from ._inbound import OUR_EXTENSIONS as OURS
 from ._seeders import (
+    ARIA2,
+    QBITTORRENT,
+    RTORRENT,
+    Identity,
     Seeder,
     SmallTorrent,
     dial_until_complete,
@@ -64,10 +68,7 @@ async def dial_seeder(
     seeder: Seeder,
     torrent: SmallTorrent,
     policy: EncryptionPolicy,
-    *,
-    client: str,
-    version: str,
-    prefix: bytes,
+    identity: Identity,
 ) -> str:
     """Our Handshaker dials `seeder`; checks the handshake and returns the negotiated encryption."""
     async with open_handshaker(
@@ -80,9 +81,7 @@ async def dial_seeder(
                 peer,
                 torrent,
                 direction="outbound",
-                client=client,
-                version=version,
-                prefix=prefix,
+                identity=identity,
                 extensions=Extensions.EXTENSION_PROTOCOL,
             )
             assert await first_message_id(peer) == EXTENDED
@@ -105,9 +104,7 @@ async def test_handshaker_dials_aria2(
 ) -> None:
     torrent = make_torrent(tmp_path)
     seeder = await trio.to_thread.run_sync(start_aria2, start_process, tmp_path, torrent)
-    encryption = await dial_seeder(
-        seeder, torrent, policy, client="aria2", version="1.36.0", prefix=b"A2-1-36-"
-    )
+    encryption = await dial_seeder(seeder, torrent, policy, ARIA2)
     # Measured: offered RC4 and plaintext in MSE, aria2 1.36.0 (--bt-require-crypto=false) selects
     # plaintext, on the first dial (no fallback: stats.plaintext_fallback stays 0).
     assert encryption == "plaintext"
@@ -128,14 +125,7 @@ async def test_handshaker_dials_rtorrent(
             encryption="allow_incoming,try_outgoing,enable_retry",
         )
     )
-    encryption = await dial_seeder(
-        seeder,
-        torrent,
-        policy,
-        client="rTorrent (libtorrent)",
-        version="0.13.8",
-        prefix=b"-lt0D80-",
-    )
+    encryption = await dial_seeder(seeder, torrent, policy, RTORRENT)
     # Offered RC4 and plaintext in MSE, rtorrent picks RC4.
     assert encryption == ("rc4" if policy is PREFER else "plaintext")
 
@@ -146,9 +136,7 @@ async def test_handshaker_dials_qbittorrent(
 ) -> None:
     torrent = make_torrent(tmp_path)
     seeder = await trio.to_thread.run_sync(start_qbittorrent, start_process, tmp_path, torrent)
-    encryption = await dial_seeder(
-        seeder, torrent, policy, client="qBittorrent", version="4.5.2", prefix=b"-qB4520-"
-    )
+    encryption = await dial_seeder(seeder, torrent, policy, QBITTORRENT)
     # Measured: unlike a bare libtorrent session (prefer_rc4 off: test_handshaker_libtorrent.py),
     # qBittorrent's default encryption mode ("prefer encryption") selects RC4 when offered both.
     assert encryption == ("rc4" if policy is PREFER else "plaintext")
@@ -201,9 +189,7 @@ async def test_rtorrent_finds_our_handshaker_through_opentracker(
         await expect_inbound(
             handshaker,
             torrent,
-            client="rTorrent (libtorrent)",
-            version="0.13.8",
-            prefix=b"-lt0D80-",
+            RTORRENT,
             extensions=Extensions.EXTENSION_PROTOCOL,
             encryption="rc4",
             timeout=20,

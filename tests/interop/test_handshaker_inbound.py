@@ -26,7 +26,7 @@ from ._inbound import (
     start_libtorrent_downloader,
     start_qbittorrent_downloader,
 )
-from ._seeders import make_torrent, make_tracked_torrent
+from ._seeders import ARIA2, LIBTORRENT, QBITTORRENT, make_torrent, make_tracked_torrent
 
 pytestmark = pytest.mark.interop
 
@@ -85,9 +85,7 @@ async def test_libtorrent_connect_peer_reaches_our_handshaker(
         await expect_inbound(
             handshaker,
             torrent,
-            client="libtorrent",
-            version="2.1.1",
-            prefix=b"-LT2",
+            LIBTORRENT,
             extensions=THEIRS,
             encryption=expected,
             timeout=15,
@@ -117,9 +115,7 @@ async def test_qbittorrent_add_peers_reaches_our_handshaker(
         await expect_inbound(
             handshaker,
             torrent,
-            client="qBittorrent",
-            version="4.5.2",
-            prefix=b"-qB4520-",
+            QBITTORRENT,
             extensions=THEIRS,
             encryption=expected,
             timeout=20,
@@ -158,9 +154,7 @@ async def test_aria2_finds_our_handshaker_through_opentracker(
         await expect_inbound(
             handshaker,
             torrent,
-            client="aria2",
-            version="1.36.0",
-            prefix=b"A2-1-36-",
+            ARIA2,
             extensions=THEIRS,
             encryption=expected,
             timeout=20,
