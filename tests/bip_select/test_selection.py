@@ -333,6 +333,16 @@ def test_nothing_wanted_means_no_picks() -> None:
     assert p.first_wanted() == 6
 
 
+def test_lost_piece_is_wanted_again() -> None:
+    p = PiecePicker(ONE, random.Random(0), have=[1])
+    _swarm(p, {"a": {1}})
+    assert not p.is_interesting("a")
+    p.lose_piece(1)
+    assert p.is_interesting("a")
+    assert _pieces(p.pick("a", 1, 0.0)) == [1]
+    p.check()
+
+
 def test_failed_piece_is_picked_again() -> None:
     p = _picker()
     _swarm(p, {"a": {2}})
@@ -481,6 +491,28 @@ class PickerMachine(RuleBasedStateMachine):
     def priority(self, piece: int, priority: int) -> None:
         assert self.picker is not None
         self.picker.set_piece_priority(piece, priority)
+
+    def teardown(self) -> None:
+        """Liveness: with a seed that answers everything, every wanted piece arrives."""
+        picker = self.picker
+        if picker is None:
+            return
+        for peer, block in sorted(self.pending):
+            picker.block_rejected(peer, block)
+        picker.add_peer("seed")
+        picker.peer_have_all("seed")
+        picker.set_rate("seed", 1e9)
+        for _ in range(4 * G.num_pieces * 2):
+            if picker.is_complete():
+                break
+            self.now += 1.0
+            for block in picker.pick("seed", 4, self.now):
+                result = picker.block_received("seed", block)
+                assert result is not None
+                if result.piece_complete:
+                    picker.piece_passed(block.piece)
+        assert picker.is_complete()
+        picker.check()
 
     @invariant()
     def consistent(self) -> None:

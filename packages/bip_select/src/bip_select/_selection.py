@@ -35,6 +35,7 @@ API:
     end-game losers), ``block_rejected``, ``block_timed_out``, ``peer_choked``
     (without the fast extension a choke drops every request: returns them);
   - ``piece_passed(piece)`` / ``piece_failed(piece)`` -> the peers that sent it;
+    ``lose_piece(piece)`` (a piece we had is gone: wanted again);
   - priorities: ``set_piece_priority``, ``set_piece_priorities``,
     ``set_file_priorities`` (0 = do not download, 1..7, 4 the default);
   - ``in_endgame()``, ``is_complete()`` (every wanted piece is had).
@@ -502,6 +503,11 @@ class PiecePicker:
         """``piece`` hashed bad: download it again; returns the peers that sent it."""
         self._exclusive.pop(piece, None)
         return self.requests.piece_failed(piece)
+
+    def lose_piece(self, piece: int) -> None:
+        """A piece we had is gone (a storage error, a failed recheck): want it again."""
+        self.requests.lose_piece(piece)
+        self._sync(piece)
 
     def in_endgame(self) -> bool:
         """Whether every block of every wanted piece is received or asked of someone."""
