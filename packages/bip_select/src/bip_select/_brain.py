@@ -1,0 +1,706 @@
+"""The swarm brain: one object a client feeds what happened and asks what to do.
+
+:class:`SwarmBrain` composes the strategies of this package for one torrent:
+
+- a piece selection strategy (:class:`~bip_select.RarestFirst` by default; any
+  :class:`~bip_select.Strategy`, nested as ``RandomFirst(then=RarestFirst())`` or
+  ``Streaming(then=Sequential())``), driving a :class:`~bip_select.PiecePicker` that keeps the
+  availability counts and the block-level request book (end-game included);
+- the request queueing policy (:class:`~bip_select.PeerQueues`: queue depth from each peer's
+  measured rate, timeouts, snubbing, trust and bans);
+- a :class:`~bip_select.Choker` (tit-for-tat with optimistic unchoke; upload-rate or round
+  robin once we seed);
+- a revelation strategy (:class:`~bip_select.HonestRevelation` by default,
+  :class:`~bip_select.LazyBitfield`, :class:`~bip_select.SuperSeeding`).
+
+Each can be replaced by the caller (mix and match); the brain only routes inputs to them and
+turns their decisions into :mod:`actions <bip_select._actions>`. It is sans-IO: time is the
+``now`` argument, randomness the injected ``random.Random``.
+
+How a client drives it::
+
+    actions = brain.handle(PeerJoined(peer, reqq=250, fast=True), now)
+    ...                                     # every peer event, block and hash verdict
+    if brain.next_deadline() is not None and now >= brain.next_deadline():
+        actions = brain.tick(now)           # timers: rechoke, timeouts, refills
+
+and carries out the returned actions in order.
+
+Requests are batched: a peer is topped up when its room reaches a quarter of its desired queue
+depth (or it has nothing left in flight), not after every block, which keeps the number of
+picker calls per block low without letting the pipe run dry (the queue holds seconds of data).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from ._actions import (
+    REASON_BAD_DATA,
+    REASON_SNUBBED,
+    Action,
+    DropPeer,
+    SendCancel,
+    SendChoke,
+    SendInterested,
+    SendNotInterested,
+    SendRequest,
+    SendUnchoke,
+)
+from ._choking import ChokeDecision, Choker
+from ._errors import LocalProtocolError
+from ._geometry import TorrentGeometry
+from ._inputs import (
+    AllowedFast,
+    BlockReceived,
+    BlockRejected,
+    BlockSent,
+    Input,
+    PeerBitfield,
+    PeerChokedUs,
+    PeerDontHave,
+    PeerHave,
+    PeerHaveAll,
+    PeerHaveNone,
+    PeerInterested,
+    PeerJoined,
+    PeerKey,
+    PeerLeft,
+    PeerNotInterested,
+    PeerUnchokedUs,
+    PieceVerified,
+    PrioritiesChanged,
+    RequestTimedOut,
+    Tick,
+)
+from ._queueing import PeerQueues, QueueConfig
+from ._revelation import HonestRevelation, RevelationStrategy
+from ._selection import PiecePicker, RarestFirst, Strategy, Streaming
+
+__all__ = [
+    "DEFAULT_REFILL_INTERVAL",
+    "REASON_BANNED",
+    "BrainStatistics",
+    "SwarmBrain",
+]
+
+DEFAULT_REFILL_INTERVAL: Final = 1.0
+"""Seconds between the brain's periodic passes over every peer (rates, late deadline pieces,
+end-game duplicates for idle peers); :meth:`SwarmBrain.tick` is due at least this often."""
+
+REASON_BANNED: Final = "banned"
+"""The :attr:`~bip_select.DropPeer.reason` given to a peer that was banned earlier and joined
+again (the client should not have let it in)."""
+
+_MAX_BANNED: Final = 65536  # bans remembered: a bound on what bad peers can make us keep
+
+
+@dataclass(frozen=True, slots=True)
+class BrainStatistics:
+    """A snapshot of the brain's state (see :meth:`SwarmBrain.statistics`)."""
+
+    peers: int
+    """Connected peers."""
+    interested: int
+    """Peers we are interested in."""
+    unchoked_by: int
+    """Peers that unchoke us."""
+    unchoked: int
+    """Peers we unchoke."""
+    outstanding_requests: int
+    """Block requests in flight."""
+    have: int
+    """Pieces we have (verified)."""
+    wanted: int
+    """Pieces still to download."""
+    endgame: bool
+    """Whether every remaining block is requested (duplicates allowed)."""
+    banned: int
+    """Peers banned for bad data."""
+
+
+class _PeerState:
+    """What the brain itself keeps per peer (the strategies keep the rest)."""
+
+    __slots__ = (
+        "choking_us",
+        "fast",
+        "interested",
+        "snubbed_since",
+        "upload_only",
+        "wanted",
+    )
+
+    def __init__(self, fast: bool, upload_only: bool) -> None:
+        self.fast = fast
+        self.upload_only = upload_only
+        self.choking_us = True  # every connection starts choked (BEP 3)
+        self.interested = False  # are we interested in it
+        self.wanted = 0  # pieces it has that we want: interest is wanted > 0
+        self.snubbed_since: float | None = None
+
+
+class SwarmBrain:
+    """The swarm brain of one torrent (see the module docstring).
+
+    Args:
+        geometry: the torrent's pieces and blocks.
+        rng: every random choice (tie-breaking, optimistic unchokes) comes from it.
+        have: pieces already verified (a seed passes every piece).
+        selection: the piece selection strategy (default :class:`~bip_select.RarestFirst`).
+        queueing: the request queueing policy: a :class:`~bip_select.QueueConfig` or a fresh
+            :class:`~bip_select.PeerQueues` (default: libtorrent's knobs).
+        choker: the choker (default ``Choker(rng=rng)``: 4 regular slots, 1 optimistic).
+        revelation: the revelation strategy, built for the same ``have`` (default
+            :class:`~bip_select.HonestRevelation`).
+        piece_priorities: one priority per piece (0 = do not download, 1..7, 4 default).
+        refill_interval: seconds between periodic passes (see :data:`DEFAULT_REFILL_INTERVAL`).
+        drop_snubbed_after: drop a peer that stayed snubbed this long (``None``: never; a
+            snubbed peer keeps one request and only the optimistic slot).
+
+    Raises:
+        LocalProtocolError: a piece in ``have`` or a priority is outside the torrent, or the
+            revelation strategy was built for other pieces.
+    """
+
+    def __init__(
+        self,
+        geometry: TorrentGeometry,
+        *,
+        rng: random.Random,
+        have: Iterable[int] = (),
+        selection: Strategy | None = None,
+        queueing: QueueConfig | PeerQueues | None = None,
+        choker: Choker | None = None,
+        revelation: RevelationStrategy | None = None,
+        piece_priorities: Collection[int] | None = None,
+        refill_interval: float = DEFAULT_REFILL_INTERVAL,
+        drop_snubbed_after: float | None = None,
+    ) -> None:
+        have_set = frozenset(have)
+        for piece in have_set:
+            geometry.check_piece(piece)
+        if not refill_interval > 0:
+            raise LocalProtocolError(f"refill_interval must be positive, not {refill_interval!r}")
+        self.geometry: Final = geometry
+        self._rng = rng
+        self.picker: Final = PiecePicker(
+            geometry,
+            rng,
+            selection if selection is not None else RarestFirst(),
+            have=have_set,
+            priorities=list(piece_priorities) if piece_priorities is not None else None,
+        )
+        """The piece picker: availability, the request book and the selection strategy."""
+        self.queues: Final = queueing if isinstance(queueing, PeerQueues) else PeerQueues(queueing)
+        """The request queueing policy: depths, timeouts, snubs, trust and bans."""
+        self.choker: Final = choker if choker is not None else Choker(rng=rng)
+        if revelation is None:
+            revelation = HonestRevelation(geometry.num_pieces, have=have_set)
+        elif revelation.num_pieces != geometry.num_pieces or revelation.have != have_set:
+            raise LocalProtocolError("the revelation strategy was built for other pieces")
+        self.revelation: Final = revelation
+        self._refill_interval = float(refill_interval)
+        self._drop_snubbed_after = drop_snubbed_after
+        self._have = bytearray(geometry.num_pieces)
+        for piece in have_set:
+            self._have[piece] = 1
+        self._num_have = len(have_set)
+        self._peers: dict[PeerKey, _PeerState] = {}
+        self._banned: set[PeerKey] = set()
+        self._now = 0.0
+        self._next_refill: float | None = None
+        self._deadline: float | None = None
+        self.choker.seeding = self.is_seed
+        self._handlers: dict[type[Input], Callable[[Any, float], list[Action]]] = {
+            PeerJoined: self._joined,
+            PeerLeft: self._left,
+            PeerBitfield: self._bitfield,
+            PeerHave: self._peer_have,
+            PeerHaveAll: self._have_all,
+            PeerHaveNone: self._have_none,
+            PeerDontHave: self._dont_have,
+            PeerChokedUs: self._choked_us,
+            PeerUnchokedUs: self._unchoked_us,
+            PeerInterested: self._interested,
+            PeerNotInterested: self._not_interested,
+            AllowedFast: self._allowed_fast,
+            BlockReceived: self._block_received,
+            BlockRejected: self._block_rejected,
+            RequestTimedOut: self._request_timed_out,
+            BlockSent: self._block_sent,
+            PieceVerified: self._piece_verified,
+            PrioritiesChanged: self._priorities_changed,
+            Tick: lambda _input, now: self.tick(now),
+        }
+
+    # ---------------------------------------------------------------- queries
+
+    @property
+    def is_seed(self) -> bool:
+        """Whether we have every piece."""
+        return self._num_have == self.geometry.num_pieces
+
+    @property
+    def is_complete(self) -> bool:
+        """Whether we have every piece we want (every piece, or the chosen files')."""
+        return self.picker.is_complete()
+
+    def has_piece(self, piece: int) -> bool:
+        """Whether we have ``piece`` (verified)."""
+        self.geometry.check_piece(piece)
+        return bool(self._have[piece])
+
+    @property
+    def num_have(self) -> int:
+        """How many pieces we have."""
+        return self._num_have
+
+    @property
+    def peers(self) -> frozenset[PeerKey]:
+        """The connected peers."""
+        return frozenset(self._peers)
+
+    def is_interested(self, peer: PeerKey) -> bool:
+        """Whether we told ``peer`` we are interested."""
+        return self._peer(peer).interested
+
+    def is_banned(self, peer: PeerKey) -> bool:
+        """Whether ``peer`` was dropped for bad data."""
+        return peer in self._banned
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`tick` next has work (``None``: not before an input arrives).
+
+        Calling :meth:`tick` earlier or more often is harmless.
+        """
+        return self._deadline
+
+    def statistics(self) -> BrainStatistics:
+        """A frozen snapshot of the brain's state."""
+        requests = self.picker.requests
+        return BrainStatistics(
+            peers=len(self._peers),
+            interested=sum(1 for s in self._peers.values() if s.interested),
+            unchoked_by=sum(1 for s in self._peers.values() if not s.choking_us),
+            unchoked=len(self.choker.unchoked),
+            outstanding_requests=sum(requests.num_outstanding(p) for p in self._peers),
+            have=self._num_have,
+            wanted=self.picker.availability.num_wanted,
+            endgame=self.picker.in_endgame(),
+            banned=len(self._banned),
+        )
+
+    # ---------------------------------------------------------------- driving
+
+    def handle(self, event: Input, now: float) -> list[Action]:
+        """Take in what happened at ``now``; returns what to do, in order.
+
+        Raises:
+            LocalProtocolError: the input is about a peer that never joined (or one the brain
+                dropped), or is not an input at all. Nothing changed then.
+        """
+        handler = self._handlers.get(type(event))
+        if handler is None:
+            raise LocalProtocolError(f"{event!r} is not a brain input")
+        self._now = max(self._now, now)
+        if self._deadline is None:
+            self._deadline = now  # the first tick hands out the unchoke slots
+        return handler(event, now)
+
+    def tick(self, now: float) -> list[Action]:
+        """Run the timers at ``now``: rechoke, request timeouts and snubs, delayed haves,
+        rates, late deadline pieces and refills. Returns what to do, in order."""
+        self._now = max(self._now, now)
+        actions: list[Action] = []
+        self._choke_actions(self.choker.tick(now), actions)
+        picker = self.picker
+        queues = self.queues
+        freed = False
+        for peer, block in queues.expired(picker.requests, now):
+            if picker.block_timed_out(peer, block):
+                actions.append(SendCancel(peer, block))
+                freed = True
+        for peer, state in list(self._peers.items()):
+            if not self._sync_snub(peer, state, now, actions):
+                picker.set_rate(peer, queues.download_rate(peer, now))
+        actions.extend(self.revelation.tick(now))
+        if freed or self._next_refill is None or now >= self._next_refill:
+            self._next_refill = now + self._refill_interval
+            self._fill_all(now, actions)
+        self._update_deadline(now)
+        return actions
+
+    # ---------------------------------------------------------------- internals
+
+    def _peer(self, peer: PeerKey) -> _PeerState:
+        try:
+            return self._peers[peer]
+        except (KeyError, TypeError):
+            raise LocalProtocolError(f"peer {peer!r} never joined (or was dropped)") from None
+
+    def _update_deadline(self, now: float) -> None:
+        candidates = [self._next_refill]
+        rechoke = self.choker.next_rechoke
+        candidates.append(now if rechoke is None else rechoke)
+        candidates.append(self.queues.next_deadline(self.picker.requests))
+        candidates.append(self.revelation.next_deadline())
+        self._deadline = min((c for c in candidates if c is not None), default=None)
+
+    def _choke_actions(self, decision: ChokeDecision, actions: list[Action]) -> None:
+        if decision:
+            actions.extend(SendChoke(peer) for peer in decision.choke)
+            actions.extend(SendUnchoke(peer) for peer in decision.unchoke)
+
+    def _set_interest(self, peer: PeerKey, state: _PeerState, actions: list[Action]) -> None:
+        want = state.wanted > 0
+        if want != state.interested:
+            state.interested = want
+            actions.append(SendInterested(peer) if want else SendNotInterested(peer))
+
+    def _recount_wanted(self, peer: PeerKey, state: _PeerState) -> None:
+        availability = self.picker.availability
+        if availability.is_seed(peer):
+            state.wanted = availability.num_wanted
+        else:
+            priority = availability.priority
+            state.wanted = sum(1 for p in availability.peer_pieces(peer) if priority(p))
+
+    def _sync_snub(
+        self, peer: PeerKey, state: _PeerState, now: float, actions: list[Action]
+    ) -> bool:
+        """Tell the choker about a snub change; returns whether the peer was dropped for it."""
+        snubbed = self.queues.is_snubbed(peer)
+        if snubbed == (state.snubbed_since is not None):
+            if (
+                snubbed
+                and self._drop_snubbed_after is not None
+                and state.snubbed_since is not None
+                and now - state.snubbed_since >= self._drop_snubbed_after
+            ):
+                actions.append(DropPeer(peer, REASON_SNUBBED))
+                actions.extend(self._forget(peer, now))
+                return True
+            return False
+        state.snubbed_since = now if snubbed else None
+        self.choker.set_snubbed(peer, snubbed)
+        return False
+
+    def _fill(self, peer: PeerKey, state: _PeerState, now: float, actions: list[Action]) -> int:
+        """Top up the requests to ``peer``; returns how many were asked for but not found."""
+        if not state.interested:
+            return 0
+        choked = state.choking_us
+        if choked and not state.fast:
+            return 0
+        requests = self.picker.requests
+        outstanding = requests.num_outstanding(peer)
+        depth = self.queues.desired_depth(peer, now)
+        room = depth - outstanding
+        # Batch: top up once a quarter of the queue has drained (or the pipe is empty).
+        if room <= 0 or (outstanding and room < max(1, depth // 4)):
+            return 0
+        blocks = self.picker.pick(
+            peer, room, now, choked=choked, exclusive=self.queues.on_parole(peer)
+        )
+        actions.extend(SendRequest(peer, block) for block in blocks)
+        return room - len(blocks)
+
+    def _fill_all(self, now: float, actions: list[Action]) -> None:
+        if self.picker.availability.num_wanted == 0:
+            return
+        for peer, state in list(self._peers.items()):
+            self._fill(peer, state, now, actions)
+
+    def _fill_one(self, peer: PeerKey, state: _PeerState, now: float) -> list[Action]:
+        actions: list[Action] = []
+        self._fill(peer, state, now, actions)
+        return actions
+
+    def _released(self, now: float, actions: list[Action]) -> None:
+        """Blocks became free: give them to whoever has room."""
+        self._fill_all(now, actions)
+
+    def _forget(self, peer: PeerKey, now: float) -> list[Action]:
+        """Remove ``peer`` from every strategy; returns the follow-ups (new unchokes, refills)."""
+        self._peers.pop(peer)
+        freed = self.picker.remove_peer(peer)
+        self.queues.remove_peer(peer)
+        self.revelation.peer_left(peer)
+        actions: list[Action] = []
+        self._choke_actions(self.choker.remove_peer(peer, now), actions)
+        if freed:
+            self._released(now, actions)
+        return actions
+
+    # ---------------------------------------------------------------- peers
+
+    def _joined(self, event: PeerJoined, now: float) -> list[Action]:
+        peer = event.peer
+        try:
+            hash(peer)
+        except TypeError:
+            raise LocalProtocolError(f"a peer key must be hashable, not {peer!r}") from None
+        if peer in self._banned:
+            return [DropPeer(peer, REASON_BANNED)]
+        if peer in self._peers:
+            raise LocalProtocolError(f"peer {peer!r} joined twice")
+        self._peers[peer] = _PeerState(event.fast, event.upload_only)
+        self.picker.add_peer(peer)
+        self.queues.add_peer(peer, now, event.reqq)
+        self.choker.add_peer(peer, now)
+        actions = self.revelation.peer_joined(peer, now, fast=event.fast)
+        deadline = self.revelation.next_deadline()
+        if deadline is not None and (self._deadline is None or deadline < self._deadline):
+            self._deadline = deadline
+        return actions
+
+    def _left(self, event: PeerLeft, now: float) -> list[Action]:
+        self._peer(event.peer)
+        return self._forget(event.peer, now)
+
+    def _bitfield(self, event: PeerBitfield, now: float) -> list[Action]:
+        peer = event.peer
+        state = self._peer(peer)
+        self.picker.peer_bitfield(peer, event.pieces)
+        actions = self.revelation.peer_bitfield(peer, event.pieces, now)
+        self._recount_wanted(peer, state)
+        self._set_interest(peer, state, actions)
+        return actions
+
+    def _have_all(self, event: PeerHaveAll, now: float) -> list[Action]:
+        peer = event.peer
+        state = self._peer(peer)
+        self.picker.peer_have_all(peer)
+        actions = self.revelation.peer_have_all(peer, now)
+        self._recount_wanted(peer, state)
+        self._set_interest(peer, state, actions)
+        return actions
+
+    def _have_none(self, event: PeerHaveNone, now: float) -> list[Action]:
+        peer = event.peer
+        state = self._peer(peer)
+        self.picker.peer_have_none(peer)
+        actions = self.revelation.peer_have_none(peer, now)
+        state.wanted = 0
+        self._set_interest(peer, state, actions)
+        return actions
+
+    def _peer_have(self, event: PeerHave, now: float) -> list[Action]:
+        peer, piece = event.peer, event.piece
+        state = self._peer(peer)
+        availability = self.picker.availability
+        known = availability.peer_has(peer, piece)
+        wanted = self.picker.peer_have(peer, piece)
+        actions = self.revelation.peer_have(peer, piece, now)
+        if wanted and not known:
+            state.wanted += 1
+            if not state.interested:
+                self._set_interest(peer, state, actions)
+                if not state.choking_us:
+                    self._fill(peer, state, now, actions)
+        return actions
+
+    def _dont_have(self, event: PeerDontHave, now: float) -> list[Action]:
+        peer, piece = event.peer, event.piece
+        state = self._peer(peer)
+        availability = self.picker.availability
+        had = availability.peer_has(peer, piece)
+        self.picker.peer_dont_have(peer, piece)
+        actions = self.revelation.peer_dont_have(peer, piece, now)
+        if had and self.picker.wants(piece):
+            self._recount_wanted(peer, state)
+            self._set_interest(peer, state, actions)
+        return actions
+
+    def _choked_us(self, event: PeerChokedUs, now: float) -> list[Action]:
+        peer = event.peer
+        state = self._peer(peer)
+        if state.choking_us:
+            return []
+        state.choking_us = True
+        actions: list[Action] = []
+        if self.picker.peer_choked(peer, state.fast):
+            self._released(now, actions)
+        return actions
+
+    def _unchoked_us(self, event: PeerUnchokedUs, now: float) -> list[Action]:
+        peer = event.peer
+        state = self._peer(peer)
+        if not state.choking_us:
+            return []
+        state.choking_us = False
+        return self._fill_one(peer, state, now)
+
+    def _interested(self, event: PeerInterested, now: float) -> list[Action]:
+        self._peer(event.peer)
+        actions: list[Action] = []
+        self._choke_actions(self.choker.set_interested(event.peer, True, now), actions)
+        return actions
+
+    def _not_interested(self, event: PeerNotInterested, now: float) -> list[Action]:
+        self._peer(event.peer)
+        actions: list[Action] = []
+        self._choke_actions(self.choker.set_interested(event.peer, False, now), actions)
+        return actions
+
+    def _allowed_fast(self, event: AllowedFast, now: float) -> list[Action]:
+        state = self._peer(event.peer)
+        self.picker.allowed_fast(event.peer, event.piece)
+        if state.choking_us and state.fast:
+            return self._fill_one(event.peer, state, now)
+        return []
+
+    # ---------------------------------------------------------------- blocks
+
+    def _block_received(self, event: BlockReceived, now: float) -> list[Action]:
+        peer, block = event.peer, event.block
+        state = self._peer(peer)
+        length = block.length
+        if type(length) is not int or length < 0:
+            return []  # not a block at all: the client should have filtered it
+        self.queues.block_received(peer, length, now)
+        self.choker.downloaded(peer, length, now)
+        if state.snubbed_since is not None:
+            state.snubbed_since = None
+            self.choker.set_snubbed(peer, False)
+        received = self.picker.block_received(peer, block)
+        actions: list[Action] = []
+        if received is not None:
+            actions.extend(SendCancel(other, block) for other in received.cancel)
+        missing = self._fill(peer, state, now, actions)
+        if missing and received is not None and self.picker.in_endgame():
+            # End-game just began (or this peer ran dry in it): give the idle peers
+            # duplicates of the last blocks now rather than at the next refill.
+            self._fill_all(now, actions)
+        return actions
+
+    def _block_rejected(self, event: BlockRejected, now: float) -> list[Action]:
+        self._peer(event.peer)
+        actions: list[Action] = []
+        if self.picker.block_rejected(event.peer, event.block):
+            self._released(now, actions)
+        return actions
+
+    def _request_timed_out(self, event: RequestTimedOut, now: float) -> list[Action]:
+        self._peer(event.peer)
+        actions: list[Action] = []
+        if self.picker.block_timed_out(event.peer, event.block):
+            self.queues.request_timed_out(event.peer, now)
+            actions.append(SendCancel(event.peer, event.block))
+            self._released(now, actions)
+        return actions
+
+    def _block_sent(self, event: BlockSent, now: float) -> list[Action]:
+        self._peer(event.peer)
+        length = event.block.length
+        if type(length) is int and length >= 0:
+            self.choker.uploaded(event.peer, length, now)
+        return []
+
+    # ---------------------------------------------------------------- pieces
+
+    def _cancel_piece(self, piece: int, actions: list[Action]) -> None:
+        """Cancel every request still out for ``piece`` (it is settled either way)."""
+        requests = self.picker.requests
+        if not requests.is_started(piece):
+            return
+        for block in self.geometry.blocks(piece):
+            actions.extend(SendCancel(peer, block) for peer in requests.requesters(block))
+
+    def _piece_verified(self, event: PieceVerified, now: float) -> list[Action]:
+        piece = event.piece
+        self.geometry.check_piece(piece)
+        actions: list[Action] = []
+        if self._have[piece]:
+            return actions
+        self._cancel_piece(piece, actions)
+        if event.good:
+            was_wanted = self.picker.wants(piece)
+            sources = self.picker.piece_passed(piece)
+            self.queues.piece_passed([p for p in sources if p in self._peers])
+            self._have[piece] = 1
+            self._num_have += 1
+            actions.extend(self.revelation.piece_added(piece, now))
+            if was_wanted:
+                availability = self.picker.availability
+                for peer, state in self._peers.items():
+                    if availability.peer_has(peer, piece):
+                        state.wanted -= 1
+                        if state.wanted <= 0:
+                            state.wanted = 0
+                            self._set_interest(peer, state, actions)
+            if self.is_seed:
+                self.choker.seeding = True
+            return actions
+        sources = self.picker.piece_failed(piece)
+        for peer in self.queues.piece_failed([p for p in sources if p in self._peers]):
+            if peer in self._peers:
+                actions.append(DropPeer(peer, REASON_BAD_DATA))
+                if len(self._banned) < _MAX_BANNED:
+                    self._banned.add(peer)
+                actions.extend(self._forget(peer, now))
+        self._released(now, actions)
+        return actions
+
+    def _priorities_changed(self, event: PrioritiesChanged, now: float) -> list[Action]:
+        picker = self.picker
+        if event.deadlines is not None:
+            streaming = self._streaming()
+            if streaming is None:
+                raise LocalProtocolError("deadlines need a Streaming selection strategy")
+            for piece in event.deadlines:
+                self.geometry.check_piece(piece)
+        if event.file_priorities is not None:
+            picker.set_file_priorities(event.file_priorities)
+        if event.piece_priorities is not None:
+            picker.set_piece_priorities(event.piece_priorities)
+        if event.deadlines is not None and streaming is not None:
+            for piece in list(streaming.deadlines()):
+                streaming.clear_deadline(piece)
+            for piece, when in event.deadlines.items():
+                if not self._have[piece]:
+                    streaming.set_deadline(piece, when)
+        actions: list[Action] = []
+        # Requests for pieces no longer wanted are cancelled.
+        requests = picker.requests
+        for peer in list(requests.peers()):
+            for block in list(requests.outstanding(peer)):
+                if not picker.wants(block.piece):
+                    requests.cancel(peer, block)
+                    actions.append(SendCancel(peer, block))
+        for peer, state in self._peers.items():
+            self._recount_wanted(peer, state)
+            self._set_interest(peer, state, actions)
+        self._fill_all(now, actions)
+        return actions
+
+    def _streaming(self) -> Streaming | None:
+        strategy: object = self.picker.strategy
+        while strategy is not None:
+            if isinstance(strategy, Streaming):
+                return strategy
+            strategy = getattr(strategy, "then", None)
+        return None
+
+    def check(self) -> None:
+        """Verify the internal invariants (for tests): the strategies' and the brain's own."""
+        self.picker.check()
+        availability = self.picker.availability
+        for peer, state in self._peers.items():
+            expected = sum(
+                1
+                for p in range(self.geometry.num_pieces)
+                if availability.peer_has(peer, p) and availability.priority(p)
+            )
+            assert state.wanted == expected, (peer, state.wanted, expected)
+            assert state.interested == (expected > 0)
+            assert peer in self.queues
+            assert peer in self.choker
+            assert peer in self.revelation
+        for peer in self.picker.requests.peers():
+            assert peer in self._peers
+        assert sum(self._have) == self._num_have
