@@ -99,6 +99,9 @@ class RevelationStrategy:
         for piece in have:
             self._have.add(self._check_piece(piece))
         self._peers: dict[PeerKey, _PeerView] = {}  # insertion order is join order
+        # Whether the strategy needs to know what each peer has; when it does not, the peer's
+        # haves and bitfields are only checked for the peer key (no per-peer piece sets).
+        self._tracks_peers = True
 
     # ---------------------------------------------------------------- queries
 
@@ -167,6 +170,8 @@ class RevelationStrategy:
             LocalProtocolError: ``peer`` never joined.
         """
         view = self._get(peer)
+        if not self._tracks_peers:
+            return []
         added = [p for p in self._valid(pieces) if not view.has(p)]
         view.pieces.update(added)
         return self._peer_gained(view, added, bitfield=True, now=now)
@@ -178,7 +183,8 @@ class RevelationStrategy:
             LocalProtocolError: ``peer`` never joined.
         """
         view = self._get(peer)
-        if not self._in_range(piece) or view.has(piece):
+        # The hot path of a big swarm: every have of every peer comes through here.
+        if not self._tracks_peers or not self._in_range(piece) or view.seed or piece in view.pieces:
             return []
         view.pieces.add(piece)
         return self._peer_gained(view, [piece], bitfield=False, now=now)
@@ -190,7 +196,7 @@ class RevelationStrategy:
             LocalProtocolError: ``peer`` never joined.
         """
         view = self._get(peer)
-        if view.seed:
+        if view.seed or not self._tracks_peers:
             return []
         added = [p for p in range(self.num_pieces) if p not in view.pieces]
         view.seed = True
@@ -213,7 +219,7 @@ class RevelationStrategy:
             LocalProtocolError: ``peer`` never joined.
         """
         view = self._get(peer)
-        if not self._in_range(piece) or not view.has(piece):
+        if not self._tracks_peers or not self._in_range(piece) or not view.has(piece):
             return []
         if view.seed:
             view.seed = False
@@ -321,6 +327,7 @@ class HonestRevelation(RevelationStrategy):
     ) -> None:
         super().__init__(num_pieces, have)
         self._redundant = redundant_haves
+        self._tracks_peers = not redundant_haves  # only skipping haves needs their pieces
 
     def _added(self, piece: int, now: float) -> list[Action]:
         actions: list[Action] = []
@@ -366,6 +373,7 @@ class LazyBitfield(RevelationStrategy):
             raise LocalProtocolError(f"max_withheld must be an int >= 1, not {max_withheld!r}")
         if not (math.isfinite(max_delay) and max_delay >= 0):
             raise LocalProtocolError(f"max_delay must be >= 0 and finite, not {max_delay!r}")
+        self._tracks_peers = False  # every peer gets every have, whatever it has
         self._rng = rng
         self._max_withheld = max_withheld
         self._max_delay = float(max_delay)
