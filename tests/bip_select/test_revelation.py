@@ -310,6 +310,18 @@ class TestSuperSeeding:
         assert reveal.piece_added(2, 1.0) == []
         assert reveal.piece_added(3, 1.0) == []  # a is busy with 2
 
+    @pytest.mark.parametrize("seed", range(10))
+    def test_copies_seen_before_we_had_the_piece_count(self, seed: int) -> None:
+        reveal = SuperSeeding(3, have=[], rng=random.Random(seed))
+        reveal.peer_joined("s", 0.0)
+        reveal.peer_have("s", 0, 0.0)  # a copy of a piece we lack yet
+        for piece in range(3):
+            reveal.piece_added(piece, 1.0)
+        on_its_way = reveal.assigned("s")
+        assert on_its_way in {1, 2}  # s had 0
+        ((_, piece),) = haves(reveal.peer_joined("a", 2.0))
+        assert piece == 3 - on_its_way  # 0 has a copy, the other is on its way: score 0 wins
+
     def test_leaving_frees_the_piece_on_its_way(self) -> None:
         reveal = SuperSeeding(2, have=range(2), rng=random.Random(8))
         ((_, piece),) = haves(reveal.peer_joined("a", 0.0))

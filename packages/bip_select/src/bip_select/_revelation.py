@@ -540,8 +540,8 @@ class SuperSeeding(RevelationStrategy):
             if other.key in released:
                 self._unassign(other)
                 actions.extend(self._assign(other))
-        if view.assigned is None and view.key not in released:
-            actions.extend(self._assign(view))  # e.g. it had nothing we could offer before
+        # A peer with nothing assigned and nothing released is a seed or has everything we
+        # could offer: gaining pieces gives it no new candidate, so nothing more to do.
         return actions
 
     def _added(self, piece: int, now: float) -> list[Action]:
