@@ -130,6 +130,7 @@ class _PeerState:
         "fast",
         "interested",
         "snubbed_since",
+        "starved",
         "upload_only",
         "wanted",
     )
@@ -141,6 +142,9 @@ class _PeerState:
         self.interested = False  # are we interested in it
         self.wanted = 0  # pieces it has that we want: interest is wanted > 0
         self.snubbed_since: float | None = None
+        # The brain's epoch when the picker last had nothing more for this peer: no point
+        # asking again until blocks are freed (a new epoch) or the peer has something new.
+        self.starved = -1
 
 
 class SwarmBrain:
@@ -213,6 +217,7 @@ class SwarmBrain:
         self._banned: set[PeerKey] = set()
         self._now = 0.0
         self._next_refill: float | None = None
+        self._epoch = 0  # bumped whenever blocks may have become requestable again
         self._deadline: float | None = None
         self.choker.seeding = self.is_seed
         self._handlers: dict[type[Input], Callable[[Any, float], list[Action]]] = {
@@ -330,6 +335,7 @@ class SwarmBrain:
         actions.extend(self.revelation.tick(now))
         if freed or self._next_refill is None or now >= self._next_refill:
             self._next_refill = now + self._refill_interval
+            self._epoch += 1  # time moved: deadlines may be late, rates changed
             self._fill_all(now, actions)
         self._update_deadline(now)
         return actions
@@ -391,7 +397,7 @@ class SwarmBrain:
 
     def _fill(self, peer: PeerKey, state: _PeerState, now: float, actions: list[Action]) -> int:
         """Top up the requests to ``peer``; returns how many were asked for but not found."""
-        if not state.interested:
+        if not state.interested or state.starved == self._epoch:
             return 0
         choked = state.choking_us
         if choked and not state.fast:
@@ -407,6 +413,8 @@ class SwarmBrain:
             peer, room, now, choked=choked, exclusive=self.queues.on_parole(peer)
         )
         actions.extend(SendRequest(peer, block) for block in blocks)
+        if len(blocks) < room:
+            state.starved = self._epoch
         return room - len(blocks)
 
     def _fill_all(self, now: float, actions: list[Action]) -> None:
@@ -420,8 +428,20 @@ class SwarmBrain:
         self._fill(peer, state, now, actions)
         return actions
 
-    def _released(self, now: float, actions: list[Action]) -> None:
-        """Blocks became free: give them to whoever has room."""
+    def _released(self, now: float, actions: list[Action], pieces: Iterable[int]) -> None:
+        """Blocks of ``pieces`` became free: give them to whoever has them and room.
+
+        Only the peers that have one of those pieces can take them, so only those forget
+        that they were starved (a reject per block on every choke would otherwise make
+        every peer ask the picker again).
+        """
+        availability = self.picker.availability
+        wanted = {p for p in pieces if self.picker.wants(p)}
+        if not wanted:
+            return
+        for peer, state in self._peers.items():
+            if state.starved >= 0 and any(availability.peer_has(peer, p) for p in wanted):
+                state.starved = -1
         self._fill_all(now, actions)
 
     def _forget(self, peer: PeerKey, now: float) -> list[Action]:
@@ -433,7 +453,7 @@ class SwarmBrain:
         actions: list[Action] = []
         self._choke_actions(self.choker.remove_peer(peer, now), actions)
         if freed:
-            self._released(now, actions)
+            self._released(now, actions, {block.piece for block in freed})
         return actions
 
     # ---------------------------------------------------------------- peers
@@ -469,6 +489,7 @@ class SwarmBrain:
         actions = self.revelation.peer_bitfield(peer, event.pieces, now)
         self._recount_wanted(peer, state)
         self._set_interest(peer, state, actions)
+        state.starved = -1
         return actions
 
     def _have_all(self, event: PeerHaveAll, now: float) -> list[Action]:
@@ -476,6 +497,7 @@ class SwarmBrain:
         state = self._peer(peer)
         self.picker.peer_have_all(peer)
         actions = self.revelation.peer_have_all(peer, now)
+        state.starved = -1
         self._recount_wanted(peer, state)
         self._set_interest(peer, state, actions)
         return actions
@@ -498,6 +520,7 @@ class SwarmBrain:
         actions = self.revelation.peer_have(peer, piece, now)
         if wanted and not known:
             state.wanted += 1
+            state.starved = -1
             if not state.interested:
                 self._set_interest(peer, state, actions)
                 if not state.choking_us:
@@ -523,8 +546,9 @@ class SwarmBrain:
             return []
         state.choking_us = True
         actions: list[Action] = []
-        if self.picker.peer_choked(peer, state.fast):
-            self._released(now, actions)
+        freed = self.picker.peer_choked(peer, state.fast)
+        if freed:
+            self._released(now, actions, {block.piece for block in freed})
         return actions
 
     def _unchoked_us(self, event: PeerUnchokedUs, now: float) -> list[Action]:
@@ -533,6 +557,7 @@ class SwarmBrain:
         if not state.choking_us:
             return []
         state.choking_us = False
+        state.starved = -1
         return self._fill_one(peer, state, now)
 
     def _interested(self, event: PeerInterested, now: float) -> list[Action]:
@@ -550,6 +575,7 @@ class SwarmBrain:
     def _allowed_fast(self, event: AllowedFast, now: float) -> list[Action]:
         state = self._peer(event.peer)
         self.picker.allowed_fast(event.peer, event.piece)
+        state.starved = -1
         if state.choking_us and state.fast:
             return self._fill_one(event.peer, state, now)
         return []
@@ -575,6 +601,7 @@ class SwarmBrain:
         if missing and received is not None and self.picker.in_endgame():
             # End-game just began (or this peer ran dry in it): give the idle peers
             # duplicates of the last blocks now rather than at the next refill.
+            self._epoch += 1
             self._fill_all(now, actions)
         return actions
 
@@ -582,7 +609,7 @@ class SwarmBrain:
         self._peer(event.peer)
         actions: list[Action] = []
         if self.picker.block_rejected(event.peer, event.block):
-            self._released(now, actions)
+            self._released(now, actions, (event.block.piece,))
         return actions
 
     def _request_timed_out(self, event: RequestTimedOut, now: float) -> list[Action]:
@@ -591,7 +618,7 @@ class SwarmBrain:
         if self.picker.block_timed_out(event.peer, event.block):
             self.queues.request_timed_out(event.peer, now)
             actions.append(SendCancel(event.peer, event.block))
-            self._released(now, actions)
+            self._released(now, actions, (event.block.piece,))
         return actions
 
     def _block_sent(self, event: BlockSent, now: float) -> list[Action]:
@@ -643,7 +670,7 @@ class SwarmBrain:
                 if len(self._banned) < _MAX_BANNED:
                     self._banned.add(peer)
                 actions.extend(self._forget(peer, now))
-        self._released(now, actions)
+        self._released(now, actions, (piece,))
         return actions
 
     def _priorities_changed(self, event: PrioritiesChanged, now: float) -> list[Action]:
@@ -675,6 +702,7 @@ class SwarmBrain:
         for peer, state in self._peers.items():
             self._recount_wanted(peer, state)
             self._set_interest(peer, state, actions)
+        self._epoch += 1
         self._fill_all(now, actions)
         return actions
 

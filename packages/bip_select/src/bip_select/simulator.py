@@ -556,7 +556,13 @@ class _Simulation:
     # -- bandwidth ------------------------------------------------------------------------
 
     def allocate(self) -> None:
-        """Max-min fair rates for the active flows (progressive filling)."""
+        """Max-min fair rates for the active flows (progressive filling).
+
+        Every flow rises at the same pace until a constraint (an uploader's upload or a
+        downloader's download capacity) is full; the flows through it freeze at that level
+        and the others keep rising. Constraints are taken in the order they fill, from a
+        heap, so this costs O(flows log peers) rather than a pass over every flow per level.
+        """
         active: list[tuple[_Peer, int, _Flow]] = []
         for peer in self.present:
             for other, flow in peer.out.items():
@@ -566,38 +572,42 @@ class _Simulation:
                     flow.rate = 0.0
         self.active = active
         self.flows_dirty = False
-        up: dict[int, float] = {}
-        down: dict[int, float] = {}
-        n_up: dict[int, int] = {}
-        n_down: dict[int, int] = {}
-        for peer, other, flow in active:
-            flow.rate = 0.0
-            up[peer.index] = peer.spec.upload
-            down[other] = self.peers[other].spec.download
-            n_up[peer.index] = n_up.get(peer.index, 0) + 1
-            n_down[other] = n_down.get(other, 0) + 1
-        unfrozen = active
-        while unfrozen:
-            share = math.inf
-            for key, n in n_up.items():
-                if n:
-                    share = min(share, up[key] / n)
-            for key, n in n_down.items():
-                if n:
-                    share = min(share, down[key] / n)
-            for peer, other, flow in unfrozen:
-                flow.rate += share
-                up[peer.index] -= share
-                down[other] -= share
-            still = []
-            for item in unfrozen:
-                peer, other, _flow = item
-                if up[peer.index] <= 1e-9 or down[other] <= 1e-9:
-                    n_up[peer.index] -= 1
-                    n_down[other] -= 1
-                else:
-                    still.append(item)
-            unfrozen = still
+        # Constraint 2*i is peer i's upload, 2*i+1 its download.
+        spare: dict[int, float] = {}
+        count: dict[int, int] = {}
+        members: dict[int, list[int]] = {}
+        for position, (peer, other, _flow) in enumerate(active):
+            for key, capacity in (
+                (2 * peer.index, peer.spec.upload),
+                (2 * other + 1, self.peers[other].spec.download),
+            ):
+                if key not in spare:
+                    spare[key] = capacity
+                    count[key] = 0
+                    members[key] = []
+                count[key] += 1
+                members[key].append(position)
+        level = {key: spare[key] / count[key] for key in spare}
+        heap = [(value, key) for key, value in level.items()]
+        heapq.heapify(heap)
+        frozen = [False] * len(active)
+        while heap:
+            value, key = heapq.heappop(heap)
+            if not count[key] or level[key] != value:
+                continue  # stale entry
+            for position in members[key]:
+                if frozen[position]:
+                    continue
+                frozen[position] = True
+                peer, other, flow = active[position]
+                flow.rate = value
+                for side in (2 * peer.index, 2 * other + 1):
+                    count[side] -= 1
+                    spare[side] -= value
+                    if side != key and count[side]:
+                        level[side] = spare[side] / count[side]
+                        heapq.heappush(heap, (level[side], side))
+            count[key] = 0
 
     def transfer(self, dt: float) -> None:
         if self.flows_dirty:
