@@ -116,6 +116,28 @@ def test_finish_started_pieces_first() -> None:
     p.check()
 
 
+def test_a_rarer_fresh_piece_beats_a_started_common_one() -> None:
+    # Like libtorrent, a started piece only wins ties: a seed's upload is not spent on
+    # finishing a piece others can give when it has a piece nobody else has.
+    p = _picker(FOUR)
+    _swarm(p, {"x": {0}, "s": {0, 1, 2, 3}})
+    assert _pieces(p.pick("x", 1, 0.0)) == [0]
+    p.peer_have("x", 1)
+    p.peer_have("x", 2)
+    # counts: 0, 1, 2 -> 2 (x and s), 3 -> 1 (s only): 3 first, then the started 0.
+    assert _pieces(p.pick("s", 7, 0.0)) == [3, 3, 3, 3, 0, 0, 0]
+
+
+def test_many_started_pieces_come_first_outright() -> None:
+    g = TorrentGeometry(12, 4 * BLOCK_SIZE)
+    p = _picker(g)
+    _swarm(p, {"x": set(range(8)), "s": set(range(12))})
+    for piece in range(8):  # one block of each of 8 pieces: 8 started, 1 peer sending
+        p.requests.request("x", g.block(piece, 0), 0.0)
+    # 8..11 are rarer (only s has them), but 8 started pieces for one sender is a lot.
+    assert all(piece < 8 for piece in _pieces(p.pick("s", 3, 0.0)))
+
+
 def test_higher_priority_beats_a_started_piece() -> None:
     p = _picker(FOUR)
     _swarm(p, {"a": {0, 1, 2, 3}})

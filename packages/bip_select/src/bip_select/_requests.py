@@ -173,6 +173,11 @@ class RequestBook:
         """The peers with unsettled requests."""
         return (peer for peer, requests in self._peers.items() if requests)
 
+    @property
+    def num_peers(self) -> int:
+        """How many peers have unsettled requests."""
+        return len(self._peers)
+
     def requesters(self, block: Block) -> tuple[PeerKey, ...]:
         """The peers ``block`` is asked of, first asked first."""
         state = self._pieces.get(block.piece)

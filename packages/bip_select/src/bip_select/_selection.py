@@ -25,9 +25,11 @@ API:
     ``allowed_fast(peer, piece)``, ``set_rate(peer, bytes_per_s)``;
   - ``is_interesting(peer)``, ``wants(piece)``;
   - ``pick(peer, count, now, choked=False, exclusive=False) -> list[Block]``: choose
-    up to ``count`` blocks and record them as requested. Order: pieces already
-    started first within a tier (finish what you started: fewer partial pieces in
-    memory, sooner haves to trade), then the strategy's order; while choked only
+    up to ``count`` blocks and record them as requested. Order: the strategy's,
+    with a piece already started ahead of fresh ones of the same tier and rank
+    (finish what you started, as libtorrent does: fewer partial pieces in memory,
+    sooner haves to trade), and ahead of all its tier once started pieces
+    outnumber the peers sending by half again; while choked only
     BEP 6 allowed-fast pieces; ``exclusive`` (a peer on parole) only pieces nobody
     else works on; in end-game (every block of every wanted piece is asked of
     someone) blocks already asked of others, fewest copies first.
@@ -84,8 +86,15 @@ class Strategy(Protocol):
         """
         ...
 
+    def rank(self, piece: int, picker: PiecePicker) -> Tier:
+        """The soft rank of a wanted piece within its tier (rarest first: its count).
+
+        A started piece is preferred over a fresh one of the same tier and rank.
+        """
+        ...
+
     def order(self, picker: PiecePicker, peer: PeerKey) -> Iterator[int]:
-        """Wanted pieces ``peer`` has, by ascending tier, preferred first within a tier.
+        """Wanted pieces ``peer`` has, by ascending ``(tier, rank)``, preferred first.
 
         May include started pieces (the picker skips them). Lazy: the picker stops as
         soon as it has enough.
@@ -113,6 +122,10 @@ class RarestFirst:
         """Priority only: among equal priorities rarity is a preference, not a rule."""
         return (-picker.availability.priority(piece),)
 
+    def rank(self, piece: int, picker: PiecePicker) -> Tier:
+        """How many peers have the piece."""
+        return (picker.availability.count(piece),)
+
     def order(self, picker: PiecePicker, peer: PeerKey) -> Iterator[int]:
         """The availability index's order: priority, count, random."""
         return picker.availability.iter_wanted(peer)
@@ -136,6 +149,10 @@ class Sequential:
     def tier(self, piece: int, picker: PiecePicker) -> Tier:
         """Priority, then index: strictly in order."""
         return (-picker.availability.priority(piece), piece)
+
+    def rank(self, piece: int, picker: PiecePicker) -> Tier:
+        """Nothing beyond the tier."""
+        return ()
 
     def order(self, picker: PiecePicker, peer: PeerKey) -> Iterator[int]:
         """Scan from the first wanted piece, once per priority level in use."""
@@ -183,6 +200,13 @@ class RandomFirst:
         if self._active(picker):
             return (-picker.availability.priority(piece),)
         return self.then.tier(piece, picker)
+
+    def rank(self, piece: int, picker: PiecePicker) -> Tier:
+        """Nothing while random (a started piece always comes first: the first piece
+        to trade is wanted soonest); then the next strategy's rank."""
+        if self._active(picker):
+            return ()
+        return self.then.rank(piece, picker)
 
     def order(self, picker: PiecePicker, peer: PeerKey) -> Iterator[int]:
         """A random order within each priority while random; then the next strategy's."""
@@ -268,6 +292,12 @@ class Streaming:
         if when is not None:
             return (0.0, when)
         return (1.0, *self.then.tier(piece, picker))
+
+    def rank(self, piece: int, picker: PiecePicker) -> Tier:
+        """Nothing for deadline pieces; the next strategy's rank for the others."""
+        if piece in self._deadlines:
+            return ()
+        return self.then.rank(piece, picker)
 
     def order(self, picker: PiecePicker, peer: PeerKey) -> Iterator[int]:
         """Deadline pieces ``peer`` has by deadline, then the next strategy's order."""
@@ -601,34 +631,43 @@ class PiecePicker:
         self._deadline_duplicates(peer, count, now, allowed, picked)
 
         # 2. Started pieces first within a tier, then the strategy's fresh pieces.
-        partial = [
-            piece
-            for piece in requests.started_pieces()
-            if requests.num_free(piece)
-            and availability.priority(piece)
-            and availability.peer_has(peer, piece)
-            and usable(piece)
-        ]
-        partial.sort(
-            key=lambda p: (strategy.tier(p, self), requests.num_free(p), availability.count(p))
-        )
-        queue = iter(partial)
+        # A started piece beats a fresh one of the same tier and rank (libtorrent: a
+        # downloading piece counts as slightly rarer), so started pieces get finished
+        # without making a common piece jump ahead of a rarer one -- which would spend a
+        # seed's upload on data the swarm already has. Once there are many more
+        # started pieces than peers sending, they come first outright (memory, and
+        # haves to trade sooner).
+        prefer_started = requests.num_started > max(4, 3 * requests.num_peers // 2)
+        no_rank: Tier = ()
+        keyed = []
+        for piece in requests.started_pieces():
+            if (
+                requests.num_free(piece)
+                and availability.priority(piece)
+                and availability.peer_has(peer, piece)
+                and usable(piece)
+            ):
+                rank = no_rank if prefer_started else strategy.rank(piece, self)
+                key = (strategy.tier(piece, self), rank, 0, requests.num_free(piece))
+                keyed.append((key, piece))
+        keyed.sort()
+        queue = iter(keyed)
         next_partial = next(queue, None)
-        fresh = strategy.order(self, peer)
-        for piece in fresh:
+        for piece in strategy.order(self, peer):
             if len(picked) >= count:
                 break
             if requests.is_started(piece) or not usable(piece):
                 continue
-            tier = strategy.tier(piece, self)
-            while next_partial is not None and strategy.tier(next_partial, self) <= tier:
-                take(next_partial)
+            rank = no_rank if prefer_started else strategy.rank(piece, self)
+            fresh_key = (strategy.tier(piece, self), rank, 1)
+            while next_partial is not None and next_partial[0] <= fresh_key:
+                take(next_partial[1])
                 if len(picked) >= count:
                     return picked
                 next_partial = next(queue, None)
             take(piece)
         while next_partial is not None and len(picked) < count:
-            take(next_partial)
+            take(next_partial[1])
             next_partial = next(queue, None)
 
         # 3. End-game: every block is asked of someone; ask this peer too.
