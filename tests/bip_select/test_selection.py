@@ -266,6 +266,8 @@ def test_allowed_fast_while_choked() -> None:
     assert p.pick("a", 3, 0.0, choked=True) == []
     p.allowed_fast("a", 4)
     p.allowed_fast("a", 99)  # out of range: ignored
+    p.allowed_fast("a", "4")  # type: ignore[arg-type]
+    assert not p.peer_have("a", "4")  # type: ignore[arg-type]
     assert _pieces(p.pick("a", 3, 0.0, choked=True)) == [4]
     for piece in range(200):
         p.allowed_fast("b", piece % 6)

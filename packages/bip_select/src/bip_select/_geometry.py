@@ -222,7 +222,9 @@ class TorrentGeometry:
         return block.begin // BLOCK_SIZE
 
     def is_block(self, block: Block) -> bool:
-        """Whether ``block`` is exactly one of the blocks :meth:`blocks` lists."""
+        """Whether ``block`` is exactly one of the blocks :meth:`blocks` lists (never raises)."""
+        if not isinstance(block, tuple) or len(block) != 3:
+            return False
         piece, begin, length = block
         if type(piece) is not int or not 0 <= piece < self.num_pieces:
             return False

@@ -451,7 +451,7 @@ class PiecePicker:
     def peer_have(self, peer: PeerKey, piece: int) -> bool:
         """``peer`` announced ``piece``; returns whether we want it (become interested)."""
         self.availability.have(peer, piece)
-        return 0 <= piece < self.geometry.num_pieces and self.wants(piece)
+        return _is_piece(piece, self.geometry.num_pieces) and self.wants(piece)
 
     def peer_have_all(self, peer: PeerKey) -> None:
         """``peer`` has everything."""
@@ -467,8 +467,8 @@ class PiecePicker:
 
     def allowed_fast(self, peer: PeerKey, piece: int) -> None:
         """``peer`` lets us request ``piece`` while it chokes us (BEP 6)."""
-        if not 0 <= piece < self.geometry.num_pieces:
-            return
+        if not _is_piece(piece, self.geometry.num_pieces):
+            return  # the peer's nonsense: ignored
         allowed = self._allowed_fast.setdefault(peer, set())
         if len(allowed) < MAX_ALLOWED_FAST:
             allowed.add(piece)
@@ -762,3 +762,7 @@ def _check_priority(priority: int) -> int:
     if type(priority) is not int or not 0 <= priority <= 7:
         raise LocalProtocolError(f"priority {priority!r} is not in 0..7")
     return priority
+
+
+def _is_piece(piece: object, num_pieces: int) -> bool:
+    return type(piece) is int and 0 <= piece < num_pieces
