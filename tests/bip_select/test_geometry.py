@@ -41,8 +41,8 @@ def test_is_block_rejects_everything_else() -> None:
     assert not g.is_block(Block(2, 0, 16384))  # no such piece
     assert not g.is_block(Block(-1, 0, 16384))
     assert not g.is_block(Block(0, 32768, 16384))  # past the end
-    assert not g.is_block((0, 0))  # type: ignore[arg-type]
-    assert not g.is_block(Block("0", 0, 16384))  # type: ignore[arg-type]
+    assert not g.is_block((0, 0))
+    assert not g.is_block(("0", 0, 16384))
     with pytest.raises(LocalProtocolError):
         g.block_index(Block(0, 1, 16384))
 

@@ -221,7 +221,7 @@ class TorrentGeometry:
             raise LocalProtocolError(f"{block!r} is not a block of this torrent")
         return block.begin // BLOCK_SIZE
 
-    def is_block(self, block: Block) -> bool:
+    def is_block(self, block: object) -> bool:
         """Whether ``block`` is exactly one of the blocks :meth:`blocks` lists (never raises)."""
         if not isinstance(block, tuple) or len(block) != 3:
             return False
