@@ -267,11 +267,26 @@ class TestSuperSeeding:
         # copies: 0, 1, 2 three each; 3 two; 4 one; 5 none
         ((_, piece),) = haves(reveal.peer_joined("z", 0.0))
         assert piece == 5
-        # 5 on its way to z counts as a copy: 4 and 5 now tie, and whichever w gets, u gets
-        # the other one.
-        ((_, for_w),) = haves(reveal.peer_joined("w", 0.0))
-        ((_, for_u),) = haves(reveal.peer_joined("u", 0.0))
-        assert {for_w, for_u} == {4, 5}
+        # Every piece but 5 is out; 5 is on its way to z: revealing it (or anything) to w now
+        # would only make us upload something twice before the first copy is complete.
+        assert haves(reveal.peer_joined("w", 0.0)) == []
+        assert reveal.assigned("w") is None
+        # z gets 5 and has it: the first copy is complete, w gets the rarest piece (4: one
+        # copy; 5 has one and is still counted on its way to... z, until seen elsewhere).
+        assert haves(reveal.peer_have("z", 5, 1.0)) == [("w", 4)]
+
+    def test_a_waiting_peer_takes_a_piece_freed_by_a_peer_leaving(self) -> None:
+        reveal = SuperSeeding(2, have=range(2), rng=random.Random(5))
+        ((_, first),) = haves(reveal.peer_joined("a", 0.0))
+        ((_, second),) = haves(reveal.peer_joined("b", 0.0))
+        assert {first, second} == {0, 1}
+        assert haves(reveal.peer_joined("c", 0.0)) == []  # both pieces on their way
+        reveal.peer_left("a")  # a's piece is free again; c gets it on the next event
+        assert haves(reveal.tick(1.0)) == [("c", first)]
+        assert haves(reveal.peer_joined("d", 1.0)) == []
+        reveal.peer_left("b")
+        assert haves(reveal.peer_have_none("c", 1.5)) == [("d", second)]
+        assert reveal.tick(2.0) == []
 
     def test_a_bitfield_with_the_revealed_piece_gets_another_at_once(self) -> None:
         reveal = SuperSeeding(4, have=range(4), rng=random.Random(4))

@@ -225,8 +225,7 @@ class RevelationStrategy:
             view.seed = False
             view.pieces = set(range(self.num_pieces))
         view.pieces.discard(piece)
-        self._peer_lost(view, piece)
-        return []
+        return self._peer_lost(view, piece)
 
     def piece_added(self, piece: int, now: float) -> list[Action]:
         """We verified ``piece`` good: what to announce (nothing if we already had it).
@@ -257,8 +256,8 @@ class RevelationStrategy:
     ) -> list[Action]:
         return []
 
-    def _peer_lost(self, view: _PeerView, piece: int) -> None:
-        pass
+    def _peer_lost(self, view: _PeerView, piece: int) -> list[Action]:
+        return []
 
     def _added(self, piece: int, now: float) -> list[Action]:
         actions: list[Action] = []
@@ -418,13 +417,21 @@ class SuperSeeding(RevelationStrategy):
     """BEP 16 super-seeding: one rare piece at a time per peer, the next once it spread.
 
     We pose as a peer with nothing (no bitfield, or *have none* to a fast peer) and reveal to
-    each joining peer the piece with the fewest known copies, counting a piece revealed to a
-    peer and not yet seen elsewhere as a copy on the way (so two peers are not sent after the
-    same piece while another is untouched); ties are broken with the injected ``rng``. A peer
-    gets its next piece only when its current one shows up at *another* peer (a have or a
-    bitfield from someone else): until then it has nothing more from us to ask for. A peer
-    whose bitfield shows it already had the piece revealed to it gets another one at once, a
-    seed gets nothing, and a piece is never revealed to a peer that has it.
+    each joining peer one piece. A peer gets its next piece only when its current one shows up
+    at *another* peer (a have or a bitfield from someone else): until then it has nothing more
+    from us to ask for. A peer whose bitfield shows it already had the piece revealed to it
+    gets another one at once, a seed gets nothing, and a piece is never revealed to a peer that
+    has it.
+
+    Which piece: BEP 16 says "a piece that was never sent, or if all pieces were already sent,
+    very rare". Until every piece we have has reached some peer, a peer is only revealed a
+    piece that nobody has and nobody is being sent (ties broken with the injected ``rng``); if
+    every such piece is already on its way to someone, the peer waits (revealing it would only
+    make us upload the same piece twice before the swarm has one copy of each, which is what
+    holds the whole swarm back), and is served as soon as a piece is free again or the first
+    copy is complete. After that, the piece with the fewest copies, counting the ones on their
+    way. A peer leaving frees its piece but returns no actions: the waiting peers are served
+    at the next event or :meth:`tick`.
 
     Only pieces we have are revealed; BEP 16 is meant for the initial seeder, which has them all.
 
@@ -465,11 +472,17 @@ class SuperSeeding(RevelationStrategy):
         self._copies = [0] * num_pieces  # peers known to have each piece
         self._on_the_way = [0] * num_pieces  # peers it is revealed to, not yet seen elsewhere
         self._assignees: dict[int, set[PeerKey]] = {}
-        # Pieces we have bucketed by score (copies + on the way), for a quick rarest pick.
+        # Pieces we have bucketed by score (copies + on the way), for a quick rarest pick;
+        # level 0 holds the pieces nobody has and nobody is being sent.
         self._levels: dict[int, list[int]] = {}
         self._position = [-1] * num_pieces  # index in its level's list; -1: we lack it
+        self._undelivered = 0  # pieces we have that no peer has yet
+        # Peers with nothing revealed and waiting (not seeds), in the order they started to.
+        self._waiting: dict[PeerKey, _PeerView] = {}
+        self._feed_due = False  # something changed that may let a waiting peer be served
         for piece in sorted(self._have):
             self._insert(piece, 0)
+            self._undelivered += 1
 
     def assigned(self, peer: PeerKey) -> int | None:
         """The piece revealed to ``peer`` and waiting to show up elsewhere (``None``: none).
@@ -488,17 +501,28 @@ class SuperSeeding(RevelationStrategy):
         return min(waits) + timeout if waits else None
 
     def tick(self, now: float) -> list[Action]:
-        """The next piece for every peer whose stall timeout ran out by ``now``."""
+        """The next piece for every peer whose stall timeout ran out by ``now``, and for waiting
+        peers if a piece was freed since the last event (by a peer leaving)."""
         timeout = self._stall_timeout
-        if timeout is None:
-            return []
         actions: list[Action] = []
-        for view in self._peers.values():
-            since = view.holding_since
-            if since is not None and now >= since + timeout:
-                self._unassign(view)
-                actions.extend(self._assign(view))
+        if timeout is not None:
+            for view in self._peers.values():
+                since = view.holding_since
+                if since is not None and now >= since + timeout:
+                    self._unassign(view)
+                    actions.extend(self._assign(view))
+        actions.extend(self._feed())
         return actions
+
+    def peer_have_none(self, peer: PeerKey, now: float) -> list[Action]:
+        """``peer`` has nothing: nothing changes for it, but waiting peers are served if a
+        piece was freed since the last event.
+
+        Raises:
+            LocalProtocolError: ``peer`` never joined.
+        """
+        self._get(peer)
+        return self._feed()
 
     # ---------------------------------------------------------------- hooks
 
@@ -508,6 +532,7 @@ class SuperSeeding(RevelationStrategy):
         return actions
 
     def _left(self, view: _PeerView) -> None:
+        self._waiting.pop(view.key, None)
         self._unassign(view)
         if view.seed:
             for piece in range(self.num_pieces):
@@ -516,8 +541,11 @@ class SuperSeeding(RevelationStrategy):
             for piece in view.pieces:
                 self._count(piece, -1)
 
-    def _peer_lost(self, view: _PeerView, piece: int) -> None:
+    def _peer_lost(self, view: _PeerView, piece: int) -> list[Action]:
         self._count(piece, -1)
+        if view.key in self._waiting:
+            self._feed_due = True  # it lacks a piece again: maybe one to reveal
+        return self._feed()
 
     def _peer_gained(
         self, view: _PeerView, pieces: list[int], *, bitfield: bool, now: float
@@ -535,22 +563,25 @@ class SuperSeeding(RevelationStrategy):
                 released[view.key] = view
             else:
                 view.holding_since = now  # BEP 16: now wait for it to show up elsewhere
+        if view.seed:
+            self._waiting.pop(view.key, None)
+        # Unassign every released peer first, so their pieces count as free for each other.
+        for other in released.values():
+            self._unassign(other)
         actions: list[Action] = []
         for other in self._peers.values():  # join order, for determinism
             if other.key in released:
-                self._unassign(other)
                 actions.extend(self._assign(other))
-        # A peer with nothing assigned and nothing released is a seed or has everything we
-        # could offer: gaining pieces gives it no new candidate, so nothing more to do.
+        actions.extend(self._feed())
         return actions
 
     def _added(self, piece: int, now: float) -> list[Action]:
-        self._insert(piece, self._copies[piece] + self._on_the_way[piece])
-        actions: list[Action] = []
-        for view in self._peers.values():
-            if view.assigned is None:
-                actions.extend(self._assign(view))
-        return actions
+        copies = self._copies[piece]
+        if copies == 0:
+            self._undelivered += 1
+        self._insert(piece, copies + self._on_the_way[piece])
+        self._feed_due = True
+        return self._feed()
 
     # ---------------------------------------------------------------- assignment
 
@@ -560,7 +591,9 @@ class SuperSeeding(RevelationStrategy):
             return []
         piece = self._rarest_for(view)
         if piece is None:
+            self._waiting.setdefault(view.key, view)
             return []
+        self._waiting.pop(view.key, None)
         view.assigned = piece
         self._assignees.setdefault(piece, set()).add(view.key)
         self._shift(piece, on_the_way=+1)
@@ -578,13 +611,28 @@ class SuperSeeding(RevelationStrategy):
             del self._assignees[piece]
         self._shift(piece, on_the_way=-1)
 
+    def _feed(self) -> list[Action]:
+        """Serve the waiting peers if something changed that may give them a piece."""
+        if not self._feed_due:
+            return []
+        self._feed_due = False
+        actions: list[Action] = []
+        for view in list(self._waiting.values()):
+            if self._undelivered and 0 not in self._levels:
+                break  # first-copy phase with every fresh piece on its way: keep waiting
+            actions.extend(self._assign(view))
+        return actions
+
     def _rarest_for(self, view: _PeerView) -> int | None:
-        """The lowest-scored piece ``view`` lacks and was not told of; random among equals.
+        """The piece ``view`` should be revealed (see the class docstring), or ``None``.
 
         Scanning a level from a random start and wrapping keeps the pick O(1) when the peer
         lacks most pieces (the usual case) instead of filtering the whole level.
         """
-        for level in sorted(self._levels):
+        levels = [0] if self._undelivered else sorted(self._levels)
+        for level in levels:
+            if level not in self._levels:
+                continue
             bucket = self._levels[level]
             size = len(bucket)
             start = self._rng.randrange(size)
@@ -595,7 +643,12 @@ class SuperSeeding(RevelationStrategy):
         return None
 
     def _count(self, piece: int, delta: int) -> None:
-        self._copies[piece] += delta
+        before = self._copies[piece]
+        self._copies[piece] = after = before + delta
+        if self._position[piece] >= 0 and (before == 0) != (after == 0):
+            self._undelivered += 1 if after == 0 else -1
+            if not self._undelivered:
+                self._feed_due = True  # the first copy is complete: rarest-first from now on
         self._move(piece, delta)
 
     def _shift(self, piece: int, *, on_the_way: int) -> None:
@@ -610,6 +663,8 @@ class SuperSeeding(RevelationStrategy):
         self._insert(piece, old + delta)
 
     def _insert(self, piece: int, level: int) -> None:
+        if level == 0:
+            self._feed_due = True  # a fresh piece: a waiting peer may take it
         bucket = self._levels.setdefault(level, [])
         self._position[piece] = len(bucket)
         bucket.append(piece)
