@@ -132,9 +132,9 @@ def test_many_started_pieces_come_first_outright() -> None:
     g = TorrentGeometry(12, 4 * BLOCK_SIZE)
     p = _picker(g)
     _swarm(p, {"x": set(range(8)), "s": set(range(12))})
-    for piece in range(8):  # one block of each of 8 pieces: 8 started, 1 peer sending
+    for piece in range(8):  # one block of each of 8 pieces: 8 started
         p.requests.request("x", g.block(piece, 0), 0.0)
-    # 8..11 are rarer (only s has them), but 8 started pieces for one sender is a lot.
+    # 8..11 are rarer (only s has them), but 8 started pieces for 2 peers is a lot.
     assert all(piece < 8 for piece in _pieces(p.pick("s", 3, 0.0)))
 
 
