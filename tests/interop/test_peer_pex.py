@@ -3,7 +3,8 @@ and our PeerExchange hands their addresses to a PeerSink with the source "pex"."
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -46,6 +47,40 @@ class RecordingSink:
         return {address for _, addresses, _ in self.calls for address in addresses}
 
 
+@asynccontextmanager
+async def our_side(
+    info_hash: InfoHash,
+    exchange: PeerExchange,
+    addresses: list[PeerAddress],
+    on_event: Callable[[object], None] = lambda event: None,
+) -> AsyncIterator[PeerManager]:
+    """Our plaintext Handshaker dialling `addresses` for `info_hash`, every completed handshake
+    handed to a PeerManager running `exchange`, whose events go to `on_event`; yields the manager
+    and stops it all on exit."""
+    async with (
+        open_handshaker(
+            listen=[], extensions=OURS, encryption=EncryptionPolicy.PLAINTEXT_ONLY
+        ) as handshaker,
+        open_peer_manager(PeerManagerConfig(services=[exchange])) as manager,
+        trio.open_nursery() as nursery,
+    ):
+        handshaker.register(info_hash)
+        handshaker.discovered(info_hash, addresses, "test")
+
+        async def feed() -> None:
+            async for done in handshaker.completed():
+                manager.add_peer(done, num_pieces=4)
+
+        async def drain() -> None:
+            async for event in manager.events():
+                on_event(event)
+
+        nursery.start_soon(feed)
+        nursery.start_soon(drain)
+        yield manager
+        nursery.cancel_scope.cancel()
+
+
 async def test_libtorrent_tells_us_about_its_peers(
     tmp_path: Path, start_process: StartProcess
 ) -> None:
@@ -59,27 +94,11 @@ async def test_libtorrent_tells_us_about_its_peers(
     exchange = PeerExchange(sink)
     seen: list[object] = []
 
-    async with (
-        open_handshaker(
-            listen=[], extensions=OURS, encryption=EncryptionPolicy.PLAINTEXT_ONLY
-        ) as handshaker,
-        open_peer_manager(PeerManagerConfig(services=[exchange])) as manager,
-        trio.open_nursery() as nursery,
-    ):
-        handshaker.register(torrent.info_hash)
-        handshaker.discovered(torrent.info_hash, [hub], "test")
+    def record(event: object) -> None:
+        if isinstance(event, MessageReceived):
+            seen.append(event.message)
 
-        async def feed() -> None:
-            async for done in handshaker.completed():
-                manager.add_peer(done, num_pieces=4)
-
-        async def drain(manager: PeerManager) -> None:
-            async for event in manager.events():
-                if isinstance(event, MessageReceived):
-                    seen.append(event.message)
-
-        nursery.start_soon(feed)
-        nursery.start_soon(drain, manager)
+    async with our_side(torrent.info_hash, exchange, [hub], record) as manager:
         with trio.fail_after(20):
             while not leaves <= sink.addresses():
                 await trio.sleep(0.1)
@@ -94,7 +113,6 @@ async def test_libtorrent_tells_us_about_its_peers(
         assert stats.messages_received >= 1
         assert stats.addresses_discovered >= len(leaves)
         assert not any(isinstance(message, PexMessage) for message in seen)  # consumed
-        nursery.cancel_scope.cancel()
     assert hub not in sink.addresses()
 
 
@@ -108,26 +126,7 @@ async def test_libtorrent_acts_on_our_pex(tmp_path: Path, start_process: StartPr
     addresses = [PeerAddress(IPv4Address(HOST), port) for port in ports]
     exchange = PeerExchange(RecordingSink())
 
-    async with (
-        open_handshaker(
-            listen=[], extensions=OURS, encryption=EncryptionPolicy.PLAINTEXT_ONLY
-        ) as handshaker,
-        open_peer_manager(PeerManagerConfig(services=[exchange])) as manager,
-        trio.open_nursery() as nursery,
-    ):
-        handshaker.register(torrent.info_hash)
-        handshaker.discovered(torrent.info_hash, addresses, "test")
-
-        async def feed() -> None:
-            async for done in handshaker.completed():
-                manager.add_peer(done, num_pieces=4)
-
-        async def drain() -> None:
-            async for _ in manager.events():
-                pass
-
-        nursery.start_soon(feed)
-        nursery.start_soon(drain)
+    async with our_side(torrent.info_hash, exchange, addresses) as manager:
 
         def learnt_by_pex() -> bool:
             sessions = read_isolated_status(status)
@@ -142,4 +141,3 @@ async def test_libtorrent_acts_on_our_pex(tmp_path: Path, start_process: StartPr
                 await trio.sleep(0.1)
         assert exchange.statistics().messages_sent >= 2
         assert len(manager.peers) == 2  # libtorrent kept us: our messages were well-formed
-        nursery.cancel_scope.cancel()
