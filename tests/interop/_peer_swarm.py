@@ -171,7 +171,10 @@ def _settings(port: int) -> lt.settings_pack:
         | lt.alert_category.peer
         | lt.alert_category.connect
     )
-    return loopback_settings(port, alert_mask=alert_mask)
+    # Told about each other at the same moment, two sessions may dial each other at once, and
+    # then each drops the other's connection as a duplicate peer id; they redial after this many
+    # seconds (libtorrent's default, 60, outlasts a test).
+    return loopback_settings(port, alert_mask=alert_mask, overrides={"min_reconnect_time": 1})
 
 
 def _free_port() -> int:
