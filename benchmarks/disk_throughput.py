@@ -207,6 +207,17 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _busy() -> float | None:
+    """CPU seconds every process on the machine has used (from /proc/stat), or None."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(field) for field in stat.readline().split()[1:]]
+    except (OSError, ValueError):  # not Linux
+        return None
+    idle = fields[3] + fields[4]  # idle and iowait
+    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def rate(size: int, seconds: float) -> float:
     return size / seconds / 1e6
 
@@ -288,13 +299,19 @@ def main() -> int:
     directory = Path(tempfile.mkdtemp(prefix="bip-disk-bench-", dir=args.dir))
     best: dict[str, tuple[float, float]] = {}  # name -> (seconds, CPU seconds) of the best run
     trio_cpu: dict[str, float] = {}  # the best DiskManager run's trio-thread CPU seconds
+    others: dict[str, float] = {}  # cores other processes used during the best run
 
     def measure(name: str, run: Callable[[], float]) -> None:
-        before = _cpu()
+        before, busy = _cpu(), _busy()
+        start = time.perf_counter()
         seconds = run()
+        wall = time.perf_counter() - start
         cpu = _cpu() - before
+        busy_after = _busy()
         if name not in best or seconds < best[name][0]:
             best[name] = (seconds, cpu)
+            if busy is not None and busy_after is not None:
+                others[name] = max(0.0, (busy_after - busy - cpu) / wall)
 
     def managed() -> float:
         own: list[float] = []
@@ -319,7 +336,8 @@ def main() -> int:
         ("managed", "DiskManager, verified"),
     ):
         seconds, cpu = best[name]
-        print(f"{label}  {rate(size, seconds):8.0f} MB/s  {cpu / gib:6.2f} CPU s/GiB")
+        busy = f"  (other processes: {others[name]:.1f} cores)" if name in others else ""
+        print(f"{label}  {rate(size, seconds):8.0f} MB/s  {cpu / gib:6.2f} CPU s/GiB{busy}")
     slower = max(best["raw"][0], best["hash"][0])
     ratio = slower / best["managed"][0]
     print(f"ratio to the slower raw rate: {ratio:.0%} (goal {GOAL:.0%})")
