@@ -206,6 +206,24 @@ def test_streaming_deadlines_first_then_sequential() -> None:
         s.set_deadline(-1, 1.0)
 
 
+def test_strategies_nest() -> None:
+    streaming = Streaming(then=RarestFirst())
+    p = _picker(strategy=RandomFirst(then=streaming, first=1), seed=4)
+    _swarm(p, {"s": set(range(6)), "a": {0, 1, 2, 3, 4}})
+    streaming.set_deadline(2, 9.0)
+    assert p.strategy.deadline(2) == 9.0
+    first = p.pick("s", 1, 0.0)[0]  # random first: the deadline waits
+    p.block_received("s", first)
+    p.piece_passed(first.piece)
+    picked = _pieces(p.pick("s", 2, 0.0))
+    if first.piece != 2:
+        assert picked[0] == 2  # then the deadline, however deep it sits
+        p.block_received("s", Block(2, 0, BLOCK_SIZE))
+        p.piece_passed(2)
+    assert streaming.deadlines() == {}
+    assert 5 in picked or first.piece == 5  # and rarest first after it
+
+
 def test_deadline_piece_goes_to_a_peer_that_can_make_it() -> None:
     s = Streaming()
     p = _picker(FOUR, strategy=s)

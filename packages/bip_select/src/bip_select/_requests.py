@@ -62,13 +62,14 @@ class Received:
 class _Piece:
     """A piece being downloaded: per block, who was asked for it and whether it came."""
 
-    __slots__ = ("asked", "num_free", "num_received", "received", "sources")
+    __slots__ = ("asked", "first_free", "num_free", "num_received", "received", "sources")
 
     def __init__(self, blocks: int) -> None:
         self.received = bytearray(blocks)
         self.asked: list[list[PeerKey]] = [[] for _ in range(blocks)]
         self.num_received = 0
         self.num_free = blocks  # neither received nor asked of anyone
+        self.first_free = 0  # no free block below this index (big pieces: no rescans)
         self.sources: dict[PeerKey, int] = {}  # peer -> blocks it delivered
 
 
@@ -153,8 +154,14 @@ class RequestBook:
         if limit <= 0 or not state.num_free:
             return result
         geometry = self._geometry
-        for index, asked in enumerate(state.asked):
-            if not asked and not state.received[index]:
+        asked = state.asked
+        received = state.received
+        start = state.first_free
+        while asked[start] or received[start]:
+            start += 1  # num_free > 0: a free block lies ahead
+        state.first_free = start
+        for index in range(start, len(asked)):
+            if not asked[index] and not received[index]:
                 result.append(geometry.block(piece, index))
                 if len(result) >= limit:
                     break
@@ -269,6 +276,7 @@ class RequestBook:
         asked.remove(peer)
         if not asked and not state.received[index]:
             state.num_free += 1
+            state.first_free = min(state.first_free, index)
         if not requests:
             del self._peers[peer]
         self._forget_if_idle(block.piece, state)
@@ -383,6 +391,8 @@ class RequestBook:
             assert not self._have[piece]
             free = 0
             for index, asked in enumerate(state.asked):
+                if not asked and not state.received[index]:
+                    assert index >= state.first_free
                 assert len(set(asked)) == len(asked)
                 if state.received[index]:
                     assert not asked
