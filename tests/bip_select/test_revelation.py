@@ -56,6 +56,14 @@ class TestHonest:
         reveal.peer_have_all("c", 0.5)
         assert reveal.piece_added(4, 1.0) == [SendHave("a", 4)]
 
+    def test_what_peers_have_is_not_kept_when_every_peer_gets_every_have(self) -> None:
+        reveal = HonestRevelation(4)
+        reveal.peer_joined("a", 0.0)
+        assert reveal.peer_bitfield("a", [0, 1], 0.0) == []
+        assert reveal.peer_have_all("a", 0.0) == []
+        assert reveal.peer_dont_have("a", 0, 0.0) == []
+        assert reveal.piece_added(0, 1.0) == [SendHave("a", 0)]
+
     def test_peers_that_left_are_not_told(self) -> None:
         reveal = HonestRevelation(10)
         reveal.peer_joined("a", 0.0)
@@ -180,7 +188,13 @@ class TestLazyBitfield:
 
     def test_pending_haves_of_a_peer_that_left_are_dropped(self) -> None:
         reveal = LazyBitfield(100, have=range(100), rng=random.Random(8))
+        reveal.peer_joined("x", 0.0)
+        reveal.peer_left("x")
+        assert reveal.next_deadline() is None  # x's entries dropped
         reveal.peer_joined("a", 0.0)
+        reveal.peer_joined("b", 0.0)
+        reveal.peer_left("b")
+        assert len(haves(reveal.tick(10.0))) == 10  # a's, not b's
         reveal.peer_left("a")
         assert reveal.next_deadline() is None
         reveal.peer_joined("a", 1.0)  # the same key again: only its new withheld pieces
@@ -274,6 +288,23 @@ class TestSuperSeeding:
         # z gets 5 and has it: the first copy is complete, w gets the rarest piece (4: one
         # copy; 5 has one and is still counted on its way to... z, until seen elsewhere).
         assert haves(reveal.peer_have("z", 5, 1.0)) == [("w", 4)]
+
+    def test_one_freed_piece_serves_one_waiting_peer(self) -> None:
+        reveal = SuperSeeding(1, have=[0], rng=random.Random(5))
+        assert haves(reveal.peer_joined("a", 0.0)) == [("a", 0)]
+        assert haves(reveal.peer_joined("b", 0.0)) == []
+        assert haves(reveal.peer_joined("c", 0.0)) == []
+        reveal.peer_left("a")
+        assert haves(reveal.tick(1.0)) == [("b", 0)]  # the first to wait; c keeps waiting
+        assert reveal.assigned("c") is None
+
+    def test_a_waiting_peer_that_loses_a_piece_is_revealed_it(self) -> None:
+        reveal = SuperSeeding(2, have=range(2), rng=random.Random(5))
+        ((_, first),) = haves(reveal.peer_joined("a", 0.0))
+        assert haves(reveal.peer_bitfield("a", [0, 1], 0.0)) == []  # had both: nothing to offer
+        assert reveal.assigned("a") is None
+        assert haves(reveal.peer_dont_have("a", 1 - first, 1.0)) == [("a", 1 - first)]
+        assert reveal.peer_dont_have("a", first, 1.0) == []  # it was told of that one already
 
     def test_a_waiting_peer_takes_a_piece_freed_by_a_peer_leaving(self) -> None:
         reveal = SuperSeeding(2, have=range(2), rng=random.Random(5))

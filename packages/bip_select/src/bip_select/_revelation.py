@@ -276,9 +276,7 @@ class RevelationStrategy:
         return [SendBitfield(view.key, frozenset(pieces))]
 
     def _tell(self, view: _PeerView, piece: int) -> list[Action]:
-        """A have for ``piece`` to ``view``, unless it was told already."""
-        if piece in view.revealed:
-            return []
+        """A have for ``piece`` to ``view`` (never told of it: each strategy sees to that)."""
         view.revealed.add(piece)
         return [SendHave(view.key, piece)]
 
