@@ -129,6 +129,9 @@ def test_trust_points_ban_on_the_fourth_bad_piece() -> None:
 def test_sole_contributor_is_banned_at_once() -> None:
     q = PeerQueues()
     q.add_peer("a", 0.0)
+    q.add_peer("b", 0.0)
+    # A departed co-author still counts: b is not the sole author of this piece.
+    assert q.piece_failed(["gone", "b"]) == []
     assert q.piece_failed(["a"]) == ["a"]
     lenient = PeerQueues(QueueConfig(ban_sole_contributor=False))
     lenient.add_peer("a", 0.0)

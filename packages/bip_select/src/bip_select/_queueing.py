@@ -370,6 +370,11 @@ class PeerQueues:
         Each loses two trust points (a bad piece weighs more than a good one) and goes
         on parole. A peer is banned at ``ban_trust`` points, or at once if it alone sent
         the piece (``ban_sole_contributor``): then there is no doubt whose data it was.
+
+        Pass *every* source, departed peers included (what ``piece_failed`` of the
+        picker or the book returns): unknown peers are skipped here, but they still
+        count as contributors. Filtering them out first would make an honest peer that
+        shared a piece with a since-banned liar look like its sole author.
         """
         config = self._config
         banned: list[PeerKey] = []
