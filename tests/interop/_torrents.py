@@ -24,6 +24,7 @@ __all__ = [
     "bdecode",
     "info_bytes",
     "run_tool",
+    "run_tool_result",
     "v1_piece_hashes",
     "v2_file_hashes",
     "write_content",
@@ -180,18 +181,23 @@ def write_content(
         path.symlink_to(target)
 
 
-def run_tool(argv: Sequence[str | os.PathLike[str]], *, cwd: Path, timeout: float = 60) -> str:
-    """Run a command-line tool to completion within `timeout` seconds; fail loudly.
+def run_tool_result(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    cwd: Path,
+    timeout: float = 60,
+    home: Path | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run a command-line tool to completion within `timeout` seconds and return the result.
 
-    The environment is minimal and fixed (a private HOME, a UTF-8 locale), so a user's config
-    files cannot change the result. Returns stdout and stderr together.
+    The environment is minimal and fixed (a private HOME, ``cwd/home`` unless `home` is given, and
+    a UTF-8 locale), so a user's config files cannot change the result.
     """
-    home = cwd / "home"
+    home = cwd / "home" if home is None else home
     home.mkdir(exist_ok=True)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "LC_ALL": "C.UTF-8"}
-    args = [os.fspath(arg) for arg in argv]
-    result = subprocess.run(
-        args,
+    return subprocess.run(
+        [os.fspath(arg) for arg in argv],
         cwd=cwd,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -199,7 +205,15 @@ def run_tool(argv: Sequence[str | os.PathLike[str]], *, cwd: Path, timeout: floa
         timeout=timeout,
         check=False,
     )
+
+
+def run_tool(argv: Sequence[str | os.PathLike[str]], *, cwd: Path, timeout: float = 60) -> str:
+    """Run a command-line tool as :func:`run_tool_result` does; fail loudly if it fails.
+
+    Returns stdout and stderr together.
+    """
+    result = run_tool_result(argv, cwd=cwd, timeout=timeout)
     output = (result.stdout + result.stderr).decode("utf-8", "replace")
     if result.returncode != 0:
-        raise AssertionError(f"{args} exited with status {result.returncode}:\n{output}")
+        raise AssertionError(f"{result.args} exited with status {result.returncode}:\n{output}")
     return output

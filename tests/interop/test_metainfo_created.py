@@ -45,7 +45,7 @@ from bip_metainfo import Metainfo, create_torrent
 
 from ._helpers import free_port, require_client
 from ._seeders import HOST, aria2_loopback_options
-from ._torrents import ContentFile, write_content
+from ._torrents import ContentFile, run_tool_result, write_content
 
 pytestmark = pytest.mark.interop
 
@@ -95,18 +95,11 @@ def _aria2(
 ) -> subprocess.CompletedProcess[bytes]:
     """Run aria2c with no config file, a private HOME and a UTF-8 locale; return the result."""
     executable = require_client("aria2c")
-    home = tmp_path / "aria2-home"
-    home.mkdir(exist_ok=True)
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "LC_ALL": "C.UTF-8"}
-    argv = [executable, "--no-conf=true", "--enable-color=false", *(os.fspath(a) for a in args)]
-    return subprocess.run(
-        argv,
+    return run_tool_result(
+        [executable, "--no-conf=true", "--enable-color=false", *args],
         cwd=tmp_path,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
         timeout=timeout,
-        check=False,
+        home=tmp_path / "aria2-home",
     )
 
 
