@@ -18,15 +18,23 @@ that would start a new piece past ``max_in_flight_bytes`` waits until pieces are
 written (blocks of pieces already started never wait, so pieces in progress can
 always finish and the bound cannot deadlock). Once every byte of a piece is in,
 the piece is queued; ``hash_threads`` workers take queued pieces in batches (one
-thread crossing per batch, never per block) and on the thread, for each piece:
+thread crossing per batch, never per block) and on the thread:
 
-1. hash the in-memory bytes (v1 SHA-1, v2 merkle SHA-256 against the piece layer,
-   or both for a hybrid torrent);
-2. if they are bad, drop them: nothing is written, and
+1. hash each piece's in-memory bytes (v1 SHA-1, v2 merkle SHA-256 against the
+   piece layer, or both for a hybrid torrent), one hashlib call per piece;
+2. drop the bad ones: nothing of them is written, and
    :class:`~bip_disk.PieceVerified` says ``good=False``;
-3. if they are good, write them to the FileSystem, and only when every write
-   returned is the piece added to :meth:`~DiskManager.have` (and so to resume
-   data) and reported ``good=True``.
+3. write the good ones to the FileSystem (consecutive bytes of a file at once:
+   one ``pwritev`` for a run of pieces on a :class:`~bip_disk.NativeFileSystem`),
+   and only when every write of a piece returned is the piece added to
+   :meth:`~DiskManager.have` (and so to resume data) and reported ``good=True``.
+
+Fewer calls matter: each hashlib or write call releases the GIL, and a worker
+whose call returns waits for the GIL while trio's thread copies blocks. For the
+same reason a written piece's buffer is kept for the next piece (within the
+in-flight bound, and only if nothing else still references it): a fresh
+half-MiB ``bytearray`` is mapped, faulted in and zeroed, which costs more than
+copying its blocks.
 
 Hashing before writing means bad data never reaches the disk and a piece is
 never reported good before its bytes are stored. "Stored" means the FileSystem
