@@ -341,13 +341,23 @@ def test_endgame_duplicates_and_cancels_losers() -> None:
     assert len(first) == 16
     assert p.in_endgame()
     dup = p.pick("b", 3, 1.0)
-    assert len(dup) == 3
+    assert len(dup) == 2  # endgame_depth: a few duplicates at a time
     assert all(p.requests.requesters(b) == ("a", "b") for b in dup)
+    assert p.pick("b", 3, 1.0) == []  # b still has two pending
     result = p.block_received("b", dup[0])
     assert result is not None
     assert result.cancel == ("a",)
     assert p.block_received("a", dup[0]) is None  # the loser's copy is not needed
     p.check()
+
+
+def test_endgame_depth_is_configurable() -> None:
+    p = PiecePicker(FOUR, random.Random(0), endgame_depth=8)
+    _swarm(p, {"a": {0, 1, 2, 3}, "b": {0, 1, 2, 3}})
+    p.pick("a", 16, 0.0)
+    assert len(p.pick("b", 10, 1.0)) == 8
+    with pytest.raises(LocalProtocolError):
+        PiecePicker(FOUR, random.Random(0), endgame_depth=0)
 
 
 def test_not_endgame_while_blocks_are_free() -> None:

@@ -32,7 +32,8 @@ API:
     outnumber the connected peers by half again; while choked only
     BEP 6 allowed-fast pieces; ``exclusive`` (a peer on parole) only pieces nobody
     else works on; in end-game (every block of every wanted piece is asked of
-    someone) blocks already asked of others, fewest copies first.
+    someone) blocks already asked of others, fewest copies first, while the peer has
+    fewer than ``endgame_depth`` (2) requests pending.
   - ``block_received(peer, block) -> Received | None`` (its ``cancel`` lists the
     end-game losers), ``block_rejected``, ``block_timed_out``, ``peer_choked``
     (without the fast extension a choke drops every request: returns them);
@@ -329,6 +330,7 @@ class PiecePicker:
         "_priority",
         "_rates",
         "availability",
+        "endgame_depth",
         "geometry",
         "requests",
         "rng",
@@ -343,6 +345,7 @@ class PiecePicker:
         *,
         have: Iterable[int] = (),
         priorities: Sequence[int] | None = None,
+        endgame_depth: int = 2,
     ) -> None:
         """Pick for a torrent of ``geometry``; ``have`` lists pieces already verified.
 
@@ -352,7 +355,12 @@ class PiecePicker:
             strategy: the piece order (default :class:`RarestFirst`).
             have: pieces already verified.
             priorities: one priority (0..7) per piece; default 4 for all.
+            endgame_depth: in end-game, a peer is given duplicate requests only while it
+                has fewer than this many requests pending.
         """
+        if endgame_depth < 1:
+            raise LocalProtocolError(f"endgame_depth must be at least 1, not {endgame_depth}")
+        self.endgame_depth = endgame_depth
         self.geometry = geometry
         self.rng = rng
         self.strategy: Strategy = strategy if strategy is not None else RarestFirst()
@@ -672,8 +680,11 @@ class PiecePicker:
             take(next_partial[1])
             next_partial = next(queue, None)
 
-        # 3. End-game: every block is asked of someone; ask this peer too.
-        if len(picked) < count and self.in_endgame():
+        # 3. End-game: every block is asked of someone; ask this peer too -- but only
+        # a few at a time (libtorrent asks for a busy block only when the peer has
+        # nothing else to do): each duplicate that loses the race is wasted upload.
+        room = min(count, self.endgame_depth) - requests.num_outstanding(peer)
+        if room > 0 and self.in_endgame():
 
             def has(piece: int) -> bool:
                 return (
@@ -682,7 +693,7 @@ class PiecePicker:
                     and (allowed is None or piece in allowed)
                 )
 
-            for block in requests.duplicate_candidates(peer, has, count - len(picked)):
+            for block in requests.duplicate_candidates(peer, has, room):
                 requests.request(peer, block, now, duplicate=True)
                 picked.append(block)
         return picked
