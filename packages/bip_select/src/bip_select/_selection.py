@@ -15,9 +15,11 @@ API:
     is), and duplicated to a faster peer when a request will not arrive in time;
     ``set_deadline(piece, t)``, ``clear_deadline(piece)``. Other pieces by ``then``.
   A strategy implements :class:`Strategy`: ``tier(piece, picker)`` (the hard
-  ordering: priority, deadline) and ``order(picker, peer)`` (wanted pieces the peer
-  has, in tier order, preferred first), and may give ``deadline(piece)``.
-- ``PiecePicker(geometry, rng, strategy=RarestFirst(), have=(), priorities=None)``:
+  ordering: priority, deadline), ``rank(piece, picker)`` (the soft one within a tier:
+  availability for rarest first), ``order(picker, peer)`` (wanted pieces the peer has,
+  by ``(tier, rank)``, preferred first) and ``deadline(piece)`` (None without one).
+- ``PiecePicker(geometry, rng, strategy=RarestFirst(), have=(), priorities=None,
+  endgame_depth=2)``:
   owns an :class:`~bip_select._availability.Availability` (``.availability``) and a
   :class:`~bip_select._requests.RequestBook` (``.requests``) and decides requests:
   - peers: ``add_peer``, ``remove_peer -> dropped blocks``, ``peer_bitfield``,
