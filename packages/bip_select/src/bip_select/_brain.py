@@ -126,6 +126,7 @@ class _PeerState:
     """What the brain itself keeps per peer (the strategies keep the rest)."""
 
     __slots__ = (
+        "allowed_fast",
         "choking_us",
         "fast",
         "interested",
@@ -139,6 +140,7 @@ class _PeerState:
         self.fast = fast
         self.upload_only = upload_only
         self.choking_us = True  # every connection starts choked (BEP 3)
+        self.allowed_fast = False  # it granted us allowed-fast pieces (BEP 6)
         self.interested = False  # are we interested in it
         self.wanted = 0  # pieces it has that we want: interest is wanted > 0
         self.snubbed_since: float | None = None
@@ -400,8 +402,8 @@ class SwarmBrain:
         if not state.interested or state.starved == self._epoch:
             return 0
         choked = state.choking_us
-        if choked and not state.fast:
-            return 0
+        if choked and not state.allowed_fast:
+            return 0  # most peers choke us: answer them before any rate arithmetic
         requests = self.picker.requests
         outstanding = requests.num_outstanding(peer)
         depth = self.queues.desired_depth(peer, now)
@@ -575,6 +577,7 @@ class SwarmBrain:
     def _allowed_fast(self, event: AllowedFast, now: float) -> list[Action]:
         state = self._peer(event.peer)
         self.picker.allowed_fast(event.peer, event.piece)
+        state.allowed_fast = state.fast
         state.starved = -1
         if state.choking_us and state.fast:
             return self._fill_one(event.peer, state, now)
@@ -648,7 +651,7 @@ class SwarmBrain:
         if event.good:
             was_wanted = self.picker.wants(piece)
             sources = self.picker.piece_passed(piece)
-            self.queues.piece_passed([p for p in sources if p in self._peers])
+            self.queues.piece_passed(sources)
             self._have[piece] = 1
             self._num_have += 1
             actions.extend(self.revelation.piece_added(piece, now))
@@ -664,7 +667,9 @@ class SwarmBrain:
                 self.choker.seeding = True
             return actions
         sources = self.picker.piece_failed(piece)
-        for peer in self.queues.piece_failed([p for p in sources if p in self._peers]):
+        # Every source counts, gone or not: a piece from a banned peer and one other is
+        # not that other's alone (the queueing layer skips peers it no longer knows).
+        for peer in self.queues.piece_failed(sources):
             if peer in self._peers:
                 actions.append(DropPeer(peer, REASON_BAD_DATA))
                 if len(self._banned) < _MAX_BANNED:

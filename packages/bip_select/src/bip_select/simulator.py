@@ -332,6 +332,8 @@ class _Simulation:
         self.copies = [0] * config.num_pieces
         self.flows_dirty = True
         self.active: list[tuple[_Peer, int, _Flow]] = []
+        # Flows with requests queued (uploader, downloader): the candidates for bandwidth.
+        self.busy: dict[_Flow, tuple[_Peer, int]] = {}
         self.trace = SwarmTrace(config.num_pieces, config.piece_length, self.geometry.total_length)
         self.blocks_per_piece = [self.geometry.blocks_in_piece(p) for p in range(config.num_pieces)]
         self.seed_uploaded = 0
@@ -429,6 +431,8 @@ class _Simulation:
         if not kept or kept[0] != flow.queue[0]:
             flow.done = 0.0
         flow.queue = kept
+        if not kept:
+            self.busy.pop(flow, None)
         self.flows_dirty = True
 
     def connect(self, a: _Peer, b: _Peer) -> None:
@@ -440,8 +444,8 @@ class _Simulation:
     def disconnect(self, a: _Peer, b: _Peer, *, notify_self: bool) -> None:
         if b.index not in a.out:
             return
-        del a.out[b.index]
-        del b.out[a.index]
+        self.busy.pop(a.out.pop(b.index), None)
+        self.busy.pop(b.out.pop(a.index), None)
         self.flows_dirty = True
         if notify_self and a.brain is not None:
             self.feed(a, PeerLeft(b.index))
@@ -509,6 +513,7 @@ class _Simulation:
             else:
                 if not flow.queue:
                     self.flows_dirty = True
+                    self.busy[flow] = (peer, src)
                 flow.queue.append(payload)
         elif kind == _CANCEL:
             assert isinstance(payload, Block)
@@ -517,6 +522,7 @@ class _Simulation:
                 flow.queue.remove(payload)
                 if not flow.queue:
                     self.flows_dirty = True
+                    del self.busy[flow]
         else:
             assert isinstance(payload, tuple)
             block, good = payload
@@ -563,13 +569,11 @@ class _Simulation:
         and the others keep rising. Constraints are taken in the order they fill, from a
         heap, so this costs O(flows log peers) rather than a pass over every flow per level.
         """
-        active: list[tuple[_Peer, int, _Flow]] = []
-        for peer in self.present:
-            for other, flow in peer.out.items():
-                if flow.queue and (not flow.choked or flow.queue[0].piece in flow.allowed_fast):
-                    active.append((peer, other, flow))
-                else:
-                    flow.rate = 0.0
+        active = [
+            (peer, other, flow)
+            for flow, (peer, other) in self.busy.items()
+            if not flow.choked or flow.queue[0].piece in flow.allowed_fast
+        ]
         self.active = active
         self.flows_dirty = False
         # Constraint 2*i is peer i's upload, 2*i+1 its download.
@@ -629,6 +633,7 @@ class _Simulation:
                 finished.append((peer, other, head))
             if not flow.queue:
                 self.flows_dirty = True
+                self.busy.pop(flow, None)
         latency = self.config.latency
         for peer, other, block in finished:
             if other not in peer.out:
