@@ -120,6 +120,20 @@ def test_pass_forgets_pending_duplicates() -> None:
     book.check()
 
 
+def test_pass_of_a_piece_got_elsewhere_forgets_its_requests() -> None:
+    # A piece can be verified while requests are pending (a web seed, a recheck).
+    book = RequestBook(G)
+    a, b = G.blocks(0)
+    book.request("x", a, 0.0)
+    book.request("y", b, 0.0)
+    assert book.piece_passed(0) == ()
+    assert book.num_outstanding("x") == book.num_outstanding("y") == 0
+    assert book.num_peers == 0
+    assert book.piece_passed(0) == ()  # twice: nothing more
+    assert book.geometry is G
+    book.check()
+
+
 def test_refuses_foreign_blocks() -> None:
     book = RequestBook(G, have=[1])
     for block in (Block(0, 1, BLOCK_SIZE), Block(3, 0, BLOCK_SIZE), Block(2, 0, 5)):

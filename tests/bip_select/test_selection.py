@@ -375,6 +375,29 @@ def test_not_endgame_while_blocks_are_free() -> None:
     assert p.in_endgame()
 
 
+def test_constructor_priorities_and_peer_losing_pieces() -> None:
+    p = PiecePicker(ONE, random.Random(0), priorities=[0, 1, 0, 7, 0, 0])
+    _swarm(p, {"a": set(range(6))})
+    assert _pieces(p.pick("a", 6, 0.0)) == [3, 1]
+    p.peer_dont_have("a", 1)
+    p.peer_have_none("a")
+    assert not p.is_interesting("a")
+    p.check()
+
+
+def test_late_block_deep_in_a_slow_queue_is_duplicated() -> None:
+    s = Streaming()
+    p = _picker(ONE, strategy=s)
+    _swarm(p, {"slow": set(range(6)), "fast": set(range(6))})
+    p.set_rate("slow", BLOCK_SIZE)  # a block a second
+    for piece in (0, 1, 2):
+        s.set_deadline(piece, 2.5)
+    assert _pieces(p.pick("slow", 3, 0.0)) == [0, 1, 2]  # due at 1, 2 and 3 s
+    p.set_rate("fast", 100 * BLOCK_SIZE)
+    # Only the third will miss its deadline behind the other two: it alone is doubled.
+    assert _pieces(p.pick("fast", 1, 0.1)) == [2]
+
+
 def test_nothing_wanted_means_no_picks() -> None:
     p = PiecePicker(ONE, random.Random(0), have=range(6))
     _swarm(p, {"a": set(range(6))})
