@@ -286,6 +286,25 @@ class TestPieces:
         assert b.handle(PeerJoined("s"), 2.0) == [DropPeer("s", REASON_BANNED)]
         b.check()
 
+    def test_a_co_source_that_left_still_shares_the_blame(self) -> None:
+        g = TorrentGeometry(1, 65536)  # 4 blocks: 2 from each peer
+        b = SwarmBrain(g, rng=random.Random(0), queueing=QueueConfig(initial_queue=2))
+        for peer in ("honest", "bad"):
+            b.handle(PeerJoined(peer), 0.0)
+            b.handle(PeerHave(peer, 0), 0.0)
+        first = requests(b.handle(PeerUnchokedUs("honest"), 0.0))
+        second = requests(b.handle(PeerUnchokedUs("bad"), 0.0))
+        assert len(first) == len(second) == 2
+        for block in first:
+            b.handle(BlockReceived("honest", block), 0.5)
+        for block in second:
+            b.handle(BlockReceived("bad", block), 0.5)
+        b.handle(PeerLeft("bad"), 0.6)
+        actions = b.handle(PieceVerified(0, good=False), 1.0)
+        assert not of(actions, DropPeer)
+        assert "honest" in b.peers
+        assert b.queues.on_parole("honest")
+
     def test_a_good_piece_is_announced_and_a_seed_seeds(self) -> None:
         b = brain(range(7))
         b.handle(PeerJoined("a"), 0.0)
