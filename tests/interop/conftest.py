@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,27 +36,11 @@ def start_process(tmp_path: Path) -> Iterator[StartProcess]:
     with contextlib.ExitStack() as stack:
 
         def start(
-            argv: Sequence[str | os.PathLike[str]],
-            *,
-            cwd: Path | None = None,
-            env: Mapping[str, str] | None = None,
-            ready: Callable[[], bool] | None = None,
-            ready_timeout: float = 15.0,
-            grace: float = 5.0,
-            name: str | None = None,
-            log_dir: Path | None = None,
+            argv: Sequence[str | os.PathLike[str]], *, cwd: Path | None = None, **options: Any
         ) -> RunningProcess:
+            # The options are running_process's; StartProcess spells them out for callers.
             return stack.enter_context(
-                running_process(
-                    argv,
-                    cwd=tmp_path if cwd is None else cwd,
-                    env=env,
-                    ready=ready,
-                    ready_timeout=ready_timeout,
-                    grace=grace,
-                    name=name,
-                    log_dir=log_dir,
-                )
+                running_process(argv, cwd=tmp_path if cwd is None else cwd, **options)
             )
 
         yield start
