@@ -23,8 +23,9 @@ with a random member), so walking the buckets in order gives rarest first with
 random tie-breaking at no extra cost, and stops as soon as the caller has enough.
 For a peer with few pieces, its own pieces are sorted instead of walking the buckets.
 
-Counts never go below zero: a peer's pieces are remembered (one byte per piece,
-bounded by the torrent), so a donthave or a departure only takes back what was given.
+Counts never go below zero: a peer's pieces are remembered (a packed bitmap, one bit
+per piece, nothing for a seed), so a donthave or a departure only takes back what was
+given.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ class Availability:
         # Explicit counts: peers that have the piece without being seeds.
         self._count = [0] * num_pieces
         self._seeds = 0
-        # peer -> bytearray (1 = has) and the number of pieces it has; None bitmap = seed.
+        # peer -> packed bitmap of its pieces and how many it has; None bitmap = a seed.
         self._peers: dict[PeerKey, tuple[bytearray | None, list[int]]] = {}
         # The wanted index: priority per piece (0 = not wanted), position in its bucket.
         self._priority = bytearray(num_pieces)
@@ -112,7 +113,7 @@ class Availability:
         """
         if peer in self._peers:
             raise LocalProtocolError(f"peer {peer!r} joined twice")
-        self._peers[peer] = (bytearray(self._num_pieces), [0])
+        self._peers[peer] = (_empty(self._num_pieces), [0])
 
     def remove_peer(self, peer: PeerKey) -> None:
         """Forget ``peer`` and take back every piece it had."""
@@ -142,8 +143,8 @@ class Availability:
         bits, size = self._entry(peer)
         assert bits is not None  # have_none made it an explicit peer
         for piece in pieces:
-            if self._valid(piece) and not bits[piece]:
-                bits[piece] = 1
+            if self._valid(piece) and not bits[piece >> 3] & (0x80 >> (piece & 7)):
+                bits[piece >> 3] |= 0x80 >> (piece & 7)
                 size[0] += 1
         if size[0] == self._num_pieces:
             self._peers[peer] = (_SEED, size)
@@ -158,9 +159,9 @@ class Availability:
         after which its pieces cost nothing).
         """
         bits, size = self._entry(peer)
-        if bits is None or not self._valid(piece) or bits[piece]:
+        if bits is None or not self._valid(piece) or bits[piece >> 3] & (0x80 >> (piece & 7)):
             return False
-        bits[piece] = 1
+        bits[piece >> 3] |= 0x80 >> (piece & 7)
         size[0] += 1
         self._count[piece] += 1
         self._bump(piece, self._count[piece] - 1)
@@ -190,10 +191,10 @@ class Availability:
         bits, size = self._entry(peer)
         if bits is None:
             self._seeds -= 1
-            self._peers[peer] = (bytearray(self._num_pieces), size)
+            self._peers[peer] = (_empty(self._num_pieces), size)
         elif size[0]:
             self._shift(_ones(bits), -1)
-            bits[:] = bytes(self._num_pieces)
+            bits[:] = bytes(len(bits))
         size[0] = 0
 
     def dont_have(self, peer: PeerKey, piece: int) -> bool:
@@ -204,12 +205,13 @@ class Availability:
         if bits is None:
             # A seed that loses a piece becomes an explicit peer with the rest (rare).
             self._seeds -= 1
-            bits = bytearray(b"\x01" * self._num_pieces)
+            bits = _full(self._num_pieces)
             self._peers[peer] = (bits, size)
             self._shift(range(self._num_pieces), 1)
-        if not bits[piece]:
+        mask = 0x80 >> (piece & 7)
+        if not bits[piece >> 3] & mask:
             return False
-        bits[piece] = 0
+        bits[piece >> 3] &= ~mask & 0xFF
         size[0] -= 1
         self._count[piece] -= 1
         self._bump(piece, self._count[piece] + 1)
@@ -228,7 +230,7 @@ class Availability:
         bits, _ = self._entry(peer)
         if not self._valid(piece):
             return False
-        return bits is None or bool(bits[piece])
+        return bits is None or bool(bits[piece >> 3] & (0x80 >> (piece & 7)))
 
     def is_seed(self, peer: PeerKey) -> bool:
         """Whether ``peer`` has every piece."""
@@ -398,7 +400,7 @@ class Availability:
                 yield from bucket
             else:
                 for piece in bucket:
-                    if bits[piece]:
+                    if bits[piece >> 3] & (0x80 >> (piece & 7)):
                         yield piece
 
     def check(self) -> None:
@@ -410,7 +412,8 @@ class Availability:
                 seeds += 1
                 assert size[0] == self._num_pieces
                 continue
-            assert sum(bits) == size[0]
+            assert int.from_bytes(bits, "big").bit_count() == size[0]
+            assert max(_ones(bits), default=-1) < self._num_pieces
             for piece in _ones(bits):
                 expected[piece] += 1
         assert expected == self._count, "availability counts drifted"
@@ -426,9 +429,32 @@ class Availability:
         assert wanted == self._num_wanted == sum(1 for p in self._priority if p)
 
 
+_NONZERO = bytes([0] + [1] * 255)  # translate table: which bytes hold any piece
+_OFFSETS = tuple(tuple(i for i in range(8) if byte & (0x80 >> i)) for byte in range(256))
+
+
 def _ones(bits: bytearray, start: int = 0) -> Iterator[int]:
-    """The indices of the non-zero bytes from ``start`` on, found with C-speed ``find``."""
-    i = bits.find(1, start)
+    """The pieces set in a packed bitmap (BitTorrent order), from ``start`` on.
+
+    Empty stretches are skipped at C speed: ``translate`` marks the non-zero bytes and
+    ``find`` jumps between them.
+    """
+    flags = bits.translate(_NONZERO)
+    i = flags.find(1, start >> 3)
     while i >= 0:
-        yield i
-        i = bits.find(1, i + 1)
+        base = i << 3
+        for offset in _OFFSETS[bits[i]]:
+            if base + offset >= start:
+                yield base + offset
+        i = flags.find(1, i + 1)
+
+
+def _empty(num_pieces: int) -> bytearray:
+    return bytearray((num_pieces + 7) >> 3)
+
+
+def _full(num_pieces: int) -> bytearray:
+    bits = bytearray(b"\xff" * ((num_pieces + 7) >> 3))
+    if num_pieces & 7:
+        bits[-1] = (0xFF << (8 - (num_pieces & 7))) & 0xFF  # no bits past the end
+    return bits
