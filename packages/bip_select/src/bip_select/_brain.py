@@ -34,7 +34,7 @@ picker calls per block low without letting the pipe run dry (the queue holds sec
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -182,7 +182,7 @@ class SwarmBrain:
         queueing: QueueConfig | PeerQueues | None = None,
         choker: Choker | None = None,
         revelation: RevelationStrategy | None = None,
-        piece_priorities: Collection[int] | None = None,
+        piece_priorities: Sequence[int] | None = None,
         refill_interval: float = DEFAULT_REFILL_INTERVAL,
         drop_snubbed_after: float | None = None,
     ) -> None:
