@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from bip_peer import PieceSet
 from bip_select._availability import Availability
 from bip_select._errors import LocalProtocolError
 
@@ -38,6 +39,20 @@ def test_counts_from_every_kind_of_announcement() -> None:
     a.have_none("c")
     assert a.num_seeds == 0
     assert [a.count(p) for p in range(5)] == [0, 1, 0, 0, 0]
+    a.check()
+
+
+def test_bitfield_from_a_piece_set() -> None:
+    a = Availability(11, random.Random(0))
+    a.add_peer("x")
+    a.bitfield("x", PieceSet(11, [0, 7, 8, 10]))
+    assert list(a.peer_pieces("x")) == [0, 7, 8, 10]
+    assert [a.count(p) for p in range(11)] == [1, 0, 0, 0, 0, 0, 0, 1, 1, 0, 1]
+    a.bitfield("x", PieceSet.full(11))
+    assert a.is_seed("x")
+    a.add_peer("y")
+    a.bitfield("y", PieceSet(12, [3, 11]))  # another size: piece by piece, 11 ignored
+    assert list(a.peer_pieces("y")) == [3]
     a.check()
 
 

@@ -34,6 +34,8 @@ import random
 from collections.abc import Collection, Hashable, Iterable, Iterator
 from typing import TypeAlias
 
+from bip_peer import PieceSet
+
 from ._errors import LocalProtocolError
 
 __all__ = ["Availability"]
@@ -137,15 +139,23 @@ class Availability:
         """``peer`` has exactly ``pieces`` (what it had before is replaced).
 
         Indices outside the torrent are ignored (the client's codec should have
-        refused them already). A full bitfield makes the peer a seed.
+        refused them already). A full bitfield makes the peer a seed. A bip_peer
+        ``PieceSet`` of this torrent's size is copied bitmap to bitmap, without
+        visiting its pieces one by one.
         """
         self.have_none(peer)
         bits, size = self._entry(peer)
         assert bits is not None  # have_none made it an explicit peer
-        for piece in pieces:
-            if self._valid(piece) and not bits[piece >> 3] & (0x80 >> (piece & 7)):
-                bits[piece >> 3] |= 0x80 >> (piece & 7)
-                size[0] += 1
+        if isinstance(pieces, PieceSet) and pieces.num_pieces == self._num_pieces:
+            # Same wire order (the high bit of byte 0 is piece 0), and PieceSet keeps
+            # no bits past the end: a plain copy.
+            bits[:] = pieces.to_bitfield()
+            size[0] = len(pieces)
+        else:
+            for piece in pieces:
+                if self._valid(piece) and not bits[piece >> 3] & (0x80 >> (piece & 7)):
+                    bits[piece >> 3] |= 0x80 >> (piece & 7)
+                    size[0] += 1
         if size[0] == self._num_pieces:
             self._peers[peer] = (_SEED, size)
             self._seeds += 1
