@@ -112,6 +112,7 @@ async def test_consecutive_pieces_of_a_file_are_written_at_once(
         stored = fs.read("src/a.bin", 0, len(data)) + fs.read("src/b.bin", 0, len(data))
     assert stored == data
     assert max(runs) > 2  # the pieces queued while the threads worked, written together
+    assert max(runs) <= _manager._RUN_BYTES // PIECE + 1
 
 
 async def test_a_failed_vectored_write_is_retried_piece_by_piece(
