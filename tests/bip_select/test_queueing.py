@@ -1,4 +1,4 @@
-"""PeerQueues and RateMeter: queue depth from rates, slow start, timeouts, snubbing, bans."""
+"""PeerQueues: queue depth from measured rates, slow start, timeouts, snubbing, bans."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 from bip_select._errors import LocalProtocolError
 from bip_select._geometry import BLOCK_SIZE, TorrentGeometry
-from bip_select._queueing import PeerQueues, QueueConfig, RateMeter
+from bip_select._queueing import PeerQueues, QueueConfig
 from bip_select._requests import RequestBook
 
 G = TorrentGeometry(4, 4 * BLOCK_SIZE)
@@ -22,24 +22,22 @@ def _feed(q: PeerQueues, peer: str, rate: float, start: float, seconds: float) -
     return t
 
 
-def test_rate_meter_constant_rate_and_decay() -> None:
-    meter = RateMeter(tau=2.0)
-    assert meter.rate(0.0) == 0.0
-    meter.start(0.0)
-    for i in range(1, 41):
-        meter.add(BLOCK_SIZE, i * 0.25)
-    assert meter.rate(10.0) == pytest.approx(4 * BLOCK_SIZE)
-    assert meter.total == 40 * BLOCK_SIZE
-    assert meter.rate(30.0) < 0.01 * 4 * BLOCK_SIZE  # it forgets
+def test_rate_is_measured_from_blocks() -> None:
+    q = PeerQueues()
+    q.add_peer("p", 0.0)
+    assert q.download_rate("p", 0.0) == 0.0
+    t = _feed(q, "p", 4 * BLOCK_SIZE, 0.0, 10.0)
+    assert q.download_rate("p", t) == pytest.approx(4 * BLOCK_SIZE, rel=0.1)
+    assert q.download_rate("p", t + 30.0) == 0.0  # it forgets
     with pytest.raises(LocalProtocolError):
-        RateMeter(tau=0)
+        q.block_received("p", -1, t)
 
 
-def test_rate_meter_new_peer_is_not_underestimated() -> None:
-    meter = RateMeter(tau=5.0)
-    meter.start(0.0)
-    meter.add(100_000, 1.0)
-    assert meter.rate(1.0) == pytest.approx(100_000)
+def test_young_peer_rate_is_not_underestimated() -> None:
+    q = PeerQueues()
+    q.add_peer("p", 0.0)
+    q.block_received("p", 100_000, 1.0)
+    assert q.download_rate("p", 1.0) == pytest.approx(100_000, rel=0.1)
 
 
 def test_depth_is_three_seconds_of_data_bounded() -> None:
@@ -170,7 +168,7 @@ def test_api_misuse() -> None:
     with pytest.raises(LocalProtocolError):
         QueueConfig(snub_timeout=0)
     with pytest.raises(LocalProtocolError):
-        QueueConfig(rate_tau=0)
+        QueueConfig(rate_window=0)
     with pytest.raises(LocalProtocolError):
         QueueConfig(ban_trust=1)
 

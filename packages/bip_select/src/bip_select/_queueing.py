@@ -2,9 +2,6 @@
 
 API:
 
-- ``RateMeter(tau)``: bytes per second from ``add(nbytes, now)``, read with
-  ``rate(now)`` (an exponentially decaying average with a start-up correction, so a
-  new peer's rate is right from its first seconds; O(1) memory).
 - ``QueueConfig``: the knobs, with libtorrent's defaults: keep ``request_queue_time``
   = 3 s of data in flight, at least ``min_queue`` = 2 and at most ``max_queue`` = 500
   requests and never more than the peer's ``reqq`` (``default_reqq`` = 250 when it
@@ -28,80 +25,26 @@ API:
     pieces nobody else works on, so the next verdict is its alone).
   - ``download_rate(peer, now)``, ``is_snubbed``, ``on_parole``, ``is_banned``,
     ``trust(peer)``, ``hash_failures(peer)``, ``next_deadline(book)``.
+
+Rates are bip_peer's ``RateMeter`` (a sliding window that does not underestimate a
+young peer), the one the choker uses too.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection, Hashable
 from dataclasses import dataclass
 from typing import TypeAlias
+
+from bip_peer import RateMeter
 
 from ._errors import LocalProtocolError
 from ._geometry import BLOCK_SIZE, Block
 from ._requests import RequestBook
 
-__all__ = ["PeerQueues", "QueueConfig", "RateMeter"]
+__all__ = ["PeerQueues", "QueueConfig"]
 
 PeerKey: TypeAlias = Hashable
-
-
-class RateMeter:
-    """A transfer rate in bytes per second, exponentially averaged over about ``tau`` seconds.
-
-    >>> meter = RateMeter(tau=2.0)
-    >>> meter.start(now=0.0)
-    >>> for t in range(1, 11):
-    ...     meter.add(1000, now=float(t))
-    >>> round(meter.rate(10.0))
-    1000
-    """
-
-    __slots__ = ("_last", "_start", "_tau", "_value", "total")
-
-    def __init__(self, tau: float = 2.0) -> None:
-        """A meter that forgets with time constant ``tau`` seconds."""
-        if not tau > 0:
-            raise LocalProtocolError(f"tau must be positive, not {tau!r}")
-        self._tau = tau
-        self._value = 0.0  # sum of bytes weighted by exp(-(last - t) / tau)
-        self._last: float | None = None
-        self._start: float | None = None
-        self.total = 0
-        """Every byte ever added."""
-
-    def start(self, now: float) -> None:
-        """Start measuring at ``now`` (default: at the first :meth:`add`)."""
-        if self._start is None:
-            self._start = self._last = now
-
-    def add(self, nbytes: int, now: float) -> None:
-        """Count ``nbytes`` transferred at ``now``."""
-        self.start(now)
-        assert self._last is not None
-        dt = now - self._last
-        if dt > 0:
-            # The bytes flowed during the whole gap since the previous arrival: spread
-            # them over it instead of counting a spike at ``now`` (a block is an
-            # average of its transfer time, and spikes would make the rate jitter).
-            decay = math.exp(-dt / self._tau)
-            self._value = self._value * decay + nbytes * self._tau * (1.0 - decay) / dt
-            self._last = now
-        else:
-            self._value += nbytes
-        self.total += nbytes
-
-    def rate(self, now: float) -> float:
-        """Bytes per second around ``now``."""
-        if self._last is None or self._start is None:
-            return 0.0
-        elapsed = max(now, self._last) - self._start
-        # Seen over a span shorter than tau the average would be biased low: divide by
-        # the weight a constant rate would have accumulated since the start. A meter
-        # younger than a tenth of tau counts as a tenth old (no wild first readings).
-        weight = self._tau * -math.expm1(-max(elapsed, 0.1 * self._tau) / self._tau)
-        value = self._value * math.exp(min(0.0, self._last - now) / self._tau)
-        return value / weight
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +61,7 @@ class QueueConfig:
             peer is snubbed and its requests go to others.
         request_timeout: a single request pending this long while the peer sends
             other blocks is given up (a peer that silently drops requests).
-        rate_tau: the time constant of the rate meters.
+        rate_window: seconds the download rates are averaged over.
         ban_trust: a peer whose trust points fall to this is banned.
         ban_sole_contributor: ban a peer that alone sent a piece that failed.
     """
@@ -130,7 +73,7 @@ class QueueConfig:
     default_reqq: int = 250
     snub_timeout: float = 60.0
     request_timeout: float = 60.0
-    rate_tau: float = 2.0
+    rate_window: float = 5.0
     ban_trust: int = -7
     ban_sole_contributor: bool = True
 
@@ -140,7 +83,7 @@ class QueueConfig:
             raise LocalProtocolError("need 1 <= min_queue <= max_queue")
         if not (self.request_queue_time > 0 and self.snub_timeout > 0):
             raise LocalProtocolError("queue time and timeouts must be positive")
-        if not (self.request_timeout > 0 and self.rate_tau > 0):
+        if not (self.request_timeout > 0 and 0 < self.rate_window < float("inf")):
             raise LocalProtocolError("queue time and timeouts must be positive")
         if self.initial_queue < 1 or self.default_reqq < 1 or self.ban_trust >= 0:
             raise LocalProtocolError("bad initial_queue, default_reqq or ban_trust")
@@ -163,8 +106,7 @@ class _Peer:
     )
 
     def __init__(self, config: QueueConfig, now: float, reqq: int) -> None:
-        self.meter = RateMeter(config.rate_tau)
-        self.meter.start(now)
+        self.meter = RateMeter(config.rate_window, now=now)
         self.reqq = reqq
         self.last_block = now  # idle time counts from joining
         self.snubbed = False
@@ -244,7 +186,13 @@ class PeerQueues:
     # -- rates and depth ---------------------------------------------------------------
 
     def block_received(self, peer: PeerKey, nbytes: int, now: float) -> None:
-        """``peer`` delivered ``nbytes`` of block data at ``now``."""
+        """``peer`` delivered ``nbytes`` of block data at ``now``.
+
+        Raises:
+            LocalProtocolError: an unknown peer or a negative size.
+        """
+        if nbytes < 0:
+            raise LocalProtocolError(f"a block has no negative size ({nbytes})")
         state = self._peer(peer)
         state.meter.add(nbytes, now)
         state.last_block = max(state.last_block, now)
