@@ -217,7 +217,6 @@ class SwarmBrain:
         self._num_have = len(have_set)
         self._peers: dict[PeerKey, _PeerState] = {}
         self._banned: set[PeerKey] = set()
-        self._now = 0.0
         self._next_refill: float | None = None
         self._epoch = 0  # bumped whenever blocks may have become requestable again
         self._deadline: float | None = None
@@ -313,7 +312,6 @@ class SwarmBrain:
         handler = self._handlers.get(type(event))
         if handler is None:
             raise LocalProtocolError(f"{event!r} is not a brain input")
-        self._now = max(self._now, now)
         if self._deadline is None:
             self._deadline = now  # the first tick hands out the unchoke slots
         return handler(event, now)
@@ -321,7 +319,6 @@ class SwarmBrain:
     def tick(self, now: float) -> list[Action]:
         """Run the timers at ``now``: rechoke, request timeouts and snubs, delayed haves,
         rates, late deadline pieces and refills. Returns what to do, in order."""
-        self._now = max(self._now, now)
         actions: list[Action] = []
         self._choke_actions(self.choker.tick(now), actions)
         picker = self.picker
