@@ -30,7 +30,6 @@ same swarm::
 from __future__ import annotations
 
 import heapq
-import itertools
 import math
 import random
 from collections import deque
@@ -324,8 +323,8 @@ class _Simulation:
             config.step if config.step is not None else min(0.02, config.latency / 5 or 0.02)
         )
         self.now = 0.0
-        self.events: list[tuple[float, int, int, int, int, object]] = []
-        self.seq = itertools.count()
+        # Every message takes the same latency, so sending order is delivery order: a FIFO.
+        self.events: deque[tuple[float, int, int, int, object]] = deque()
         self.peers: list[_Peer] = []
         self.present: list[_Peer] = []
         self.banned: set[tuple[int, int]] = set()
@@ -357,15 +356,14 @@ class _Simulation:
 
     # -- plumbing -------------------------------------------------------------------------
 
-    def post(self, delay: float, kind: int, src: int, dst: int, payload: object) -> None:
-        heapq.heappush(self.events, (self.now + delay, next(self.seq), kind, src, dst, payload))
+    def post(self, kind: int, src: int, dst: int, payload: object) -> None:
+        self.events.append((self.now + self.config.latency, kind, src, dst, payload))
 
     def feed(self, peer: _Peer, item: Input) -> None:
         assert peer.brain is not None
         self.run_actions(peer, peer.brain.handle(item, self.now))
 
     def run_actions(self, peer: _Peer, actions: Sequence[Action]) -> None:
-        latency = self.config.latency
         me = peer.index
         for action in actions:
             other = action.peer  # type: ignore[attr-defined]
@@ -376,40 +374,40 @@ class _Simulation:
                 continue
             flow_to_other = peer.out[other]
             if isinstance(action, SendRequest):
-                self.post(latency, _REQUEST, me, other, action.block)
+                self.post(_REQUEST, me, other, action.block)
             elif isinstance(action, SendCancel):
-                self.post(latency, _CANCEL, me, other, action.block)
+                self.post(_CANCEL, me, other, action.block)
             elif isinstance(action, SendHave):
                 if action.piece not in peer.have:
                     self.trace.violations.append(f"{me}: have {action.piece} it lacks")
-                self.post(latency, _MSG, me, other, PeerHave(me, action.piece))
+                self.post(_MSG, me, other, PeerHave(me, action.piece))
             elif isinstance(action, SendChoke):
                 if not flow_to_other.choked:
                     flow_to_other.choked = True
                     self.drop_requests(peer, other, flow_to_other, choking=True)
-                self.post(latency, _MSG, me, other, PeerChokedUs(me))
+                self.post(_MSG, me, other, PeerChokedUs(me))
             elif isinstance(action, SendUnchoke):
                 if flow_to_other.choked:
                     flow_to_other.choked = False
                     self.flows_dirty = True
-                self.post(latency, _MSG, me, other, PeerUnchokedUs(me))
+                self.post(_MSG, me, other, PeerUnchokedUs(me))
             elif isinstance(action, SendInterested):
-                self.post(latency, _MSG, me, other, PeerInterested(me))
+                self.post(_MSG, me, other, PeerInterested(me))
             elif isinstance(action, SendNotInterested):
-                self.post(latency, _MSG, me, other, PeerNotInterested(me))
+                self.post(_MSG, me, other, PeerNotInterested(me))
             elif isinstance(action, SendBitfield):
                 if not action.pieces <= peer.have:
                     self.trace.violations.append(f"{me}: bitfield with pieces it lacks")
-                self.post(latency, _MSG, me, other, PeerBitfield(me, action.pieces))
+                self.post(_MSG, me, other, PeerBitfield(me, action.pieces))
             elif isinstance(action, SendHaveAll):
                 if len(peer.have) != self.config.num_pieces:
                     self.trace.violations.append(f"{me}: have all without every piece")
-                self.post(latency, _MSG, me, other, PeerHaveAll(me))
+                self.post(_MSG, me, other, PeerHaveAll(me))
             elif isinstance(action, SendHaveNone):
-                self.post(latency, _MSG, me, other, PeerHaveNone(me))
+                self.post(_MSG, me, other, PeerHaveNone(me))
             elif isinstance(action, SendAllowedFast):
                 flow_to_other.allowed_fast.add(action.piece)
-                self.post(latency, _MSG, me, other, AllowedFast(me, action.piece))
+                self.post(_MSG, me, other, AllowedFast(me, action.piece))
             elif isinstance(action, DropPeer):
                 if action.reason == REASON_BAD_DATA:
                     self.trace.bans.append(Ban(self.now, me, other))
@@ -425,9 +423,7 @@ class _Simulation:
             if choking and block.piece in flow.allowed_fast:
                 kept.append(block)
             elif self.config.fast:
-                self.post(
-                    self.config.latency, _MSG, peer.index, other, BlockRejected(peer.index, block)
-                )
+                self.post(_MSG, peer.index, other, BlockRejected(peer.index, block))
         if not kept or kept[0] != flow.queue[0]:
             flow.done = 0.0
         flow.queue = kept
@@ -501,15 +497,15 @@ class _Simulation:
             if payload.piece not in peer.have:
                 self.trace.violations.append(f"{src}: requested {payload} from {dst}, who lacks it")
                 if self.config.fast:
-                    self.post(self.config.latency, _MSG, dst, src, BlockRejected(dst, payload))
+                    self.post(_MSG, dst, src, BlockRejected(dst, payload))
             elif flow.choked and payload.piece not in flow.allowed_fast:
                 # A request crossing our choke on the wire: BEP 6 says reject it.
                 if self.config.fast:
-                    self.post(self.config.latency, _MSG, dst, src, BlockRejected(dst, payload))
+                    self.post(_MSG, dst, src, BlockRejected(dst, payload))
             elif len(flow.queue) >= self.config.reqq:
                 self.trace.violations.append(f"{src}: more than reqq requests to {dst}")
                 if self.config.fast:
-                    self.post(self.config.latency, _MSG, dst, src, BlockRejected(dst, payload))
+                    self.post(_MSG, dst, src, BlockRejected(dst, payload))
             else:
                 if not flow.queue:
                     self.flows_dirty = True
@@ -634,14 +630,13 @@ class _Simulation:
             if not flow.queue:
                 self.flows_dirty = True
                 self.busy.pop(flow, None)
-        latency = self.config.latency
         for peer, other, block in finished:
             if other not in peer.out:
                 continue
             self.trace.uploaded[peer.index] += block.length
             if peer.initial_seed:
                 self.seed_uploaded += block.length
-            self.post(latency, _BLOCK, peer.index, other, (block, not peer.spec.malicious))
+            self.post(_BLOCK, peer.index, other, (block, not peer.spec.malicious))
             self.feed(peer, BlockSent(other, block))
 
     # -- the loop -------------------------------------------------------------------------
@@ -666,12 +661,17 @@ class _Simulation:
 
     def run(self) -> SwarmTrace:
         config = self.config
+        self.leavers = [
+            peer
+            for peer in self.peers
+            if peer.spec.leave_at is not None or peer.spec.seed_time is not None
+        ]
         next_sample = 0.0
         anyone_left = False
         while self.now <= config.max_time:
             while self.pending_joins and config.peers[self.pending_joins[0]].join_at <= self.now:
                 self.join(self.peers[self.pending_joins.pop(0)])
-            for peer in list(self.present):
+            for peer in [p for p in self.leavers if not p.left and p.brain is not None]:
                 spec = peer.spec
                 leave_at = spec.leave_at
                 if spec.seed_time is not None and not peer.initial_seed:
@@ -681,8 +681,9 @@ class _Simulation:
                 if leave_at is not None and self.now >= leave_at:
                     self.leave(peer)
                     anyone_left = True
-            while self.events and self.events[0][0] <= self.now:
-                _, _, kind, src, dst, payload = heapq.heappop(self.events)
+            events = self.events
+            while events and events[0][0] <= self.now:
+                _, kind, src, dst, payload = events.popleft()
                 self.deliver(kind, src, dst, payload)
             for peer in list(self.present):
                 brain = peer.brain
