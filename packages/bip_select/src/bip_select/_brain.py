@@ -221,6 +221,7 @@ class SwarmBrain:
         self._epoch = 0  # bumped whenever blocks may have become requestable again
         self._deadline: float | None = None
         self.choker.seeding = self.is_seed
+        self._streaming_strategy = self._streaming()
         self._handlers: dict[type[Input], Callable[[Any, float], list[Action]]] = {
             PeerJoined: self._joined,
             PeerLeft: self._left,
@@ -328,9 +329,15 @@ class SwarmBrain:
             if picker.block_timed_out(peer, block):
                 actions.append(SendCancel(peer, block))
                 freed = True
+        # The picker wants rates for deadline decisions only: spare the arithmetic otherwise,
+        # and for peers that choke us (they send nothing; the last rate given decays to 0
+        # at the next refresh after an unchoke).
+        streaming = self._streaming_strategy is not None
         for peer, state in list(self._peers.items()):
-            if not self._sync_snub(peer, state, now, actions):
-                picker.set_rate(peer, queues.download_rate(peer, now))
+            if not self._sync_snub(peer, state, now, actions) and streaming:
+                idle = state.choking_us and not state.allowed_fast
+                rate = 0.0 if idle else queues.download_rate(peer, now)
+                picker.set_rate(peer, rate)
         actions.extend(self.revelation.tick(now))
         if freed or self._next_refill is None or now >= self._next_refill:
             self._next_refill = now + self._refill_interval
