@@ -52,7 +52,7 @@ from bip_select._inputs import (
     Tick,
 )
 from bip_select._queueing import QueueConfig
-from bip_select._revelation import HonestRevelation, SuperSeeding
+from bip_select._revelation import HonestRevelation, LazyBitfield, SuperSeeding
 from bip_select._selection import Sequential, Streaming
 
 GEOMETRY = TorrentGeometry(8, 32768)  # 8 pieces of 2 blocks
@@ -319,6 +319,22 @@ class TestPieces:
             brain().handle(PieceVerified(8, good=True), 0.0)
 
 
+class TestStatistics:
+    def test_a_snapshot_of_the_state(self) -> None:
+        b = seeded_leecher()
+        b.handle(PeerJoined("x", fast=True), 0.0)
+        b.handle(PeerUnchokedUs("s"), 0.0)
+        stats = b.statistics()
+        assert stats.peers == 2
+        assert stats.interested == 1
+        assert stats.unchoked_by == 1
+        assert stats.outstanding_requests > 0
+        assert stats.have == 0
+        assert stats.wanted == 8
+        assert not stats.endgame
+        assert stats.banned == 0
+
+
 class TestChoking:
     def test_interested_peers_are_unchoked(self) -> None:
         b = brain(range(8))
@@ -360,6 +376,22 @@ class TestRevelationAndSelection:
         actions = b.handle(PeerJoined("a", fast=True), 0.0)
         assert actions[0] == SendHaveNone("a")
         assert len(of(actions, SendHave)) == 1
+
+    def test_lazy_bitfield_haves_come_on_ticks(self) -> None:
+        have = range(6)
+        b = brain(have, revelation=LazyBitfield(8, have, rng=random.Random(2), max_delay=2.0))
+        first = b.handle(PeerJoined("a"), 0.0)
+        [bitfield] = of(first, SendBitfield)
+        assert isinstance(bitfield, SendBitfield)
+        withheld = set(have) - bitfield.pieces
+        assert withheld
+        deadline = b.next_deadline()
+        assert deadline is not None
+        assert deadline <= 2.0
+        later: set[int] = set()
+        for step in range(1, 6):
+            later |= {a.piece for a in b.tick(step * 0.5) if isinstance(a, SendHave)}
+        assert later == withheld
 
     def test_sequential_selection(self) -> None:
         b = seeded_leecher(selection=Sequential())
