@@ -1,15 +1,182 @@
 """bip_select: the swarm brain of a BitTorrent client.
 
-Sans-IO strategies that a client composes: piece revelation (honest, lazy
-bitfield, super-seeding), piece selection (rarest first, random first,
-sequential, streaming with deadlines, priorities, end-game), request queueing
-(queue depth from measured rates, timeouts, snubbing, banning) and choking
-(tit-for-tat with optimistic unchoke; seeding by upload rate or round robin),
-with a deterministic swarm simulator to prove them.
+Sans-IO strategies that a client composes, fed inputs (:class:`PeerJoined`,
+:class:`PeerHave`, :class:`BlockReceived`, :class:`PieceVerified`, :class:`Tick`...)
+and returning actions (:class:`SendRequest`, :class:`SendUnchoke`,
+:class:`DropPeer`...):
+
+- piece revelation: :class:`HonestRevelation`, :class:`LazyBitfield`,
+  :class:`SuperSeeding` (BEP 16);
+- piece selection: :class:`PiecePicker` with :class:`RarestFirst`,
+  :class:`RandomFirst`, :class:`Sequential`, :class:`Streaming`, priorities and
+  end-game;
+- request queueing: :class:`RequestBook` and :class:`PeerQueues` (queue depth from
+  measured rates, timeouts, snubbing, bans);
+- choking: :class:`Choker` (tit-for-tat with optimistic unchoke; seeding by
+  round robin or upload rate);
+
+composed by :class:`SwarmBrain`. The :mod:`bip_select.simulator` module runs real
+brains in a deterministic swarm on virtual time.
 """
 
-from ._errors import LocalProtocolError, SelectError
+from ._actions import (
+    REASON_BAD_DATA,
+    REASON_SNUBBED,
+    Action,
+    DropPeer,
+    SendAllowedFast,
+    SendBitfield,
+    SendCancel,
+    SendChoke,
+    SendHave,
+    SendHaveAll,
+    SendHaveNone,
+    SendInterested,
+    SendNotInterested,
+    SendRequest,
+    SendUnchoke,
+)
+from ._availability import (
+    Availability,
+)
+from ._brain import (
+    DEFAULT_REFILL_INTERVAL,
+    REASON_BANNED,
+    BrainStatistics,
+    SwarmBrain,
+)
+from ._choking import (
+    DEFAULT_OPTIMISTIC_INTERVAL,
+    DEFAULT_RECHOKE_INTERVAL,
+    ChokeDecision,
+    Choker,
+    SeedChoking,
+)
+from ._errors import (
+    LocalProtocolError,
+    SelectError,
+)
+from ._geometry import (
+    BLOCK_SIZE,
+    Block,
+    TorrentGeometry,
+)
+from ._inputs import (
+    AllowedFast,
+    BlockReceived,
+    BlockRejected,
+    BlockSent,
+    Input,
+    PeerBitfield,
+    PeerChokedUs,
+    PeerDontHave,
+    PeerHave,
+    PeerHaveAll,
+    PeerHaveNone,
+    PeerInterested,
+    PeerJoined,
+    PeerKey,
+    PeerLeft,
+    PeerNotInterested,
+    PeerUnchokedUs,
+    PieceVerified,
+    PrioritiesChanged,
+    RequestTimedOut,
+    Tick,
+)
+from ._queueing import (
+    PeerQueues,
+    QueueConfig,
+)
+from ._requests import (
+    Received,
+    RequestBook,
+)
+from ._revelation import (
+    HonestRevelation,
+    LazyBitfield,
+    RevelationStrategy,
+    SuperSeeding,
+)
+from ._selection import (
+    DEFAULT_PRIORITY,
+    MAX_ALLOWED_FAST,
+    PiecePicker,
+    RandomFirst,
+    RarestFirst,
+    Sequential,
+    Strategy,
+    Streaming,
+)
 
-__all__ = ["LocalProtocolError", "SelectError"]
+__all__ = [
+    "BLOCK_SIZE",
+    "DEFAULT_OPTIMISTIC_INTERVAL",
+    "DEFAULT_PRIORITY",
+    "DEFAULT_RECHOKE_INTERVAL",
+    "DEFAULT_REFILL_INTERVAL",
+    "MAX_ALLOWED_FAST",
+    "REASON_BAD_DATA",
+    "REASON_BANNED",
+    "REASON_SNUBBED",
+    "Action",
+    "AllowedFast",
+    "Availability",
+    "Block",
+    "BlockReceived",
+    "BlockRejected",
+    "BlockSent",
+    "BrainStatistics",
+    "ChokeDecision",
+    "Choker",
+    "DropPeer",
+    "HonestRevelation",
+    "Input",
+    "LazyBitfield",
+    "LocalProtocolError",
+    "PeerBitfield",
+    "PeerChokedUs",
+    "PeerDontHave",
+    "PeerHave",
+    "PeerHaveAll",
+    "PeerHaveNone",
+    "PeerInterested",
+    "PeerJoined",
+    "PeerKey",
+    "PeerLeft",
+    "PeerNotInterested",
+    "PeerQueues",
+    "PeerUnchokedUs",
+    "PiecePicker",
+    "PieceVerified",
+    "PrioritiesChanged",
+    "QueueConfig",
+    "RandomFirst",
+    "RarestFirst",
+    "Received",
+    "RequestBook",
+    "RequestTimedOut",
+    "RevelationStrategy",
+    "SeedChoking",
+    "SelectError",
+    "SendAllowedFast",
+    "SendBitfield",
+    "SendCancel",
+    "SendChoke",
+    "SendHave",
+    "SendHaveAll",
+    "SendHaveNone",
+    "SendInterested",
+    "SendNotInterested",
+    "SendRequest",
+    "SendUnchoke",
+    "Sequential",
+    "Strategy",
+    "Streaming",
+    "SuperSeeding",
+    "SwarmBrain",
+    "Tick",
+    "TorrentGeometry",
+]
 
 __version__ = "0.1.0"
