@@ -129,17 +129,17 @@ RECEIVE_TABLE: dict[str, str] = {
     "have all": "RRER",
     "have none": "RRER",
     "suggest": "RREE",
-    "suggest out of range": "RRRR",
+    "suggest out of range": "RRDD",  # ignored, as libtorrent does
     "allowed fast": "RREE",
-    "allowed fast out of range": "RRRR",
+    "allowed fast out of range": "RRDD",  # ignored, as libtorrent does
     "reject unrequested": "RRDD",
-    "reject out of range": "RRRR",
+    "reject out of range": "RRDD",  # ignored, as libtorrent does
     "request while choked": "DDDD",
     "request too long": "RRRR",
     "request empty": "RRRR",
     "request out of range": "RRRR",
     "cancel unrequested": "DDDD",
-    "cancel out of range": "RRRR",
+    "cancel out of range": "DDDD",  # ignored, as libtorrent does
     "piece unrequested": "DDDD",
     "piece out of range": "RRRR",
     "port": "EEEE",
@@ -189,18 +189,16 @@ def test_refused_request_owes_a_reject_only_with_fast(fast: bool) -> None:
     assert conn.refused_requests == 1
 
 
-@pytest.mark.parametrize(
-    ("their", "expected"),
-    [(Extensions.DHT, "E"), (Extensions.NONE, "R")],
-)
-def test_receive_port_needs_their_dht_bit(their: Extensions, expected: str) -> None:
+@pytest.mark.parametrize("their", [Extensions.DHT, Extensions.NONE])
+def test_receive_port_with_or_without_their_dht_bit(their: Extensions) -> None:
+    """libtorrent takes a port message as DHT support even without the bit: so do we."""
     conn = PeerConnection(
         num_pieces=1,
         info_hash=InfoHash(v1=bytes(20)),
         our_extensions=Extensions.NONE,
         their_extensions=their,
     )
-    assert outcome(conn, Port(6881)) == expected
+    assert outcome(conn, Port(6881)) == "E"
 
 
 def test_extended_needs_the_extension_bit() -> None:
@@ -463,3 +461,23 @@ def test_magnet_availability_checked_when_num_pieces_is_set(name: str, valid: bo
     else:
         with pytest.raises(RemoteProtocolError):
             conn.num_pieces = NUM_PIECES
+
+
+def test_messages_past_the_end_that_ask_nothing_are_counted_and_ignored() -> None:
+    """Suggest, allowed fast, cancel and reject for a piece that does not exist."""
+    conn = PeerConnection(
+        num_pieces=NUM_PIECES,
+        info_hash=InfoHash(v1=bytes(20)),
+        our_extensions=Extensions.FAST,
+        their_extensions=Extensions.FAST,
+    )
+    for message in (
+        Suggest(NUM_PIECES),
+        AllowedFast(NUM_PIECES + 7),
+        Cancel(NUM_PIECES, 0, 16384),
+        RejectRequest(NUM_PIECES, 0, 16384),
+    ):
+        assert receive(conn, message) == []
+    assert conn.ignored_out_of_range == 4
+    assert conn.allowed_fast_from_peer == set()
+    assert conn.data_to_send() == b""  # a cancel for nothing owes no reject

@@ -57,8 +57,10 @@ have no codec for, is surfaced as :class:`UnknownExtended`; sending an extension
 the peer did not offer is a :class:`LocalProtocolError`. A later handshake
 updates the map (an id of 0 removes an extension).
 
-The port message (BEP 5) is accepted only from a peer that set the DHT bit and
-sent only when both did. The BEP 52 hash request / hashes / hash reject are
+Ignored and counted (``ignored_out_of_range``), as libtorrent does: a suggest,
+allowed fast, cancel or reject for a piece past the end. The port message (BEP 5)
+is accepted from any peer (libtorrent reads it as DHT support even without the
+DHT bit) and sent only when both set the bit. The BEP 52 hash request / hashes / hash reject are
 paired like requests and pieces (the peer's requests bounded; beyond the bound
 answered with a hash reject). Whether a request's ``begin + length`` fits the
 piece, and whether the peer wants an upload-only peer's pieces, is for the
@@ -341,6 +343,7 @@ class PeerConnection:
         "_we_talked_pieces",
         "choked_requests",
         "ignored_allowed_fast",
+        "ignored_out_of_range",
         "invalid_requests",
         "refused_requests",
         "unmatched_rejects",
@@ -451,6 +454,8 @@ class PeerConnection:
         """Peer requests refused for pieces we did not announce."""
         self.ignored_allowed_fast = 0
         """Allowed-fast messages beyond ``max_allowed_fast`` (ignored)."""
+        self.ignored_out_of_range = 0
+        """Suggest, allowed-fast, cancel and reject messages for a piece past the end (ignored)."""
 
         if num_pieces is not None:
             self.num_pieces = num_pieces
@@ -775,6 +780,19 @@ class PeerConnection:
             return message  # KeepAlive, UnknownMessage: nothing to track
         return handler(self, message)
 
+    def _out_of_range(self, index: int) -> bool:
+        """Whether ``index`` is past the end; counted, for the messages that are then ignored.
+
+        libtorrent ignores a suggest, allowed fast, cancel or reject for a piece that
+        does not exist (it logs it and carries on), so we do the same: they ask nothing
+        of us that we could get wrong. A have, a request or a piece past the end is
+        still an error (:meth:`_check_index`).
+        """
+        if self._num_pieces is not None and index >= self._num_pieces:
+            self.ignored_out_of_range += 1
+            return True
+        return False
+
     def _check_index(self, index: int, what: str) -> None:
         if self._num_pieces is not None and index >= self._num_pieces:
             raise RemoteProtocolError(
@@ -907,7 +925,8 @@ class PeerConnection:
 
     def _on_cancel(self, message: Message) -> Event | None:
         assert isinstance(message, Cancel)
-        self._check_index(message.index, "cancel")
+        if self._out_of_range(message.index):
+            return None
         self._peer_talked_pieces = True
         key = (message.index, message.begin, message.length)
         if key not in self._peer_requests:
@@ -959,7 +978,8 @@ class PeerConnection:
 
     def _on_reject(self, message: Message) -> Event | None:
         assert isinstance(message, RejectRequest)
-        self._check_index(message.index, "reject")
+        if self._out_of_range(message.index):
+            return None
         self._peer_talked_pieces = True
         key = (message.index, message.begin, message.length)
         if key in self._cancelled:
@@ -973,9 +993,10 @@ class PeerConnection:
         self._forget_our_request(key[0], key[1])
         return message
 
-    def _on_allowed_fast(self, message: Message) -> Event:
+    def _on_allowed_fast(self, message: Message) -> Event | None:
         assert isinstance(message, AllowedFast)
-        self._check_index(message.index, "allowed fast")
+        if self._out_of_range(message.index):
+            return None
         if message.index not in self._allowed_fast_from_peer:
             if len(self._allowed_fast_from_peer) >= self._limits.max_allowed_fast:
                 self.ignored_allowed_fast += 1
@@ -983,14 +1004,16 @@ class PeerConnection:
                 self._allowed_fast_from_peer.add(message.index)
         return message
 
-    def _on_suggest(self, message: Message) -> Event:
+    def _on_suggest(self, message: Message) -> Event | None:
         assert isinstance(message, Suggest)
-        self._check_index(message.index, "suggest")
+        if self._out_of_range(message.index):
+            return None
         return message
 
     def _on_port(self, message: Message) -> Event:
-        if Extensions.DHT not in self._their_extensions:
-            raise RemoteProtocolError("the peer sent a port message without the DHT bit")
+        # Accepted even from a peer that did not set the DHT bit: libtorrent takes such a
+        # port message as the peer's DHT support, and refusing it would cost a connection
+        # to a peer whose only fault is a missing reserved bit.
         return message
 
     def _on_hash_request(self, message: Message) -> Event | None:
