@@ -79,7 +79,7 @@ from pathlib import Path
 import trio
 
 from bip_bencode import encode
-from bip_disk._events import PieceVerified, TorrentError
+from bip_disk._events import PieceVerified, TorrentFailed
 from bip_disk._manager import DEFAULT_MAX_IN_FLIGHT_BYTES, open_disk_manager
 from bip_disk._native import NativeFileSystem
 from bip_metainfo import Info, piece_hash, pieces_root_from_layer
@@ -214,7 +214,7 @@ async def disk_manager(
             async def watch() -> None:
                 good = 0
                 async for event in disk.events():
-                    if isinstance(event, TorrentError):
+                    if isinstance(event, TorrentFailed):
                         raise RuntimeError(event.reason)
                     if isinstance(event, PieceVerified):
                         if not event.good:

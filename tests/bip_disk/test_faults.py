@@ -20,7 +20,7 @@ from bip_disk._events import (
     DiskEvent,
     PieceLost,
     PieceVerified,
-    TorrentError,
+    TorrentFailed,
     TorrentState,
 )
 from bip_disk._filesystem import Buffer, FileStat, FileSystem
@@ -167,9 +167,9 @@ async def test_a_failed_write_stops_the_torrent_and_keeps_verified_pieces(
             if disk.status(torrent).state is TorrentState.ERROR:
                 break
             await disk.write_block(torrent, index, 0, piece_of(content, index))
-        await events_until(disk, lambda e: isinstance(e, TorrentError), events)
+        await events_until(disk, lambda e: isinstance(e, TorrentFailed), events)
         fault = events[-1]
-        assert isinstance(fault, TorrentError)
+        assert isinstance(fault, TorrentFailed)
         assert isinstance(fault.error, StorageError)
         assert fault.error.errno == code
         assert "writing piece 4 failed" in fault.reason
@@ -224,9 +224,9 @@ async def test_an_oserror_from_a_third_party_filesystem_is_a_fault_not_a_crash(
         torrent = await disk.add_torrent(metainfo, fs)
         await disk.wait_checked(torrent)
         await disk.write_block(torrent, 0, 0, piece_of(content, 0))
-        await events_until(disk, lambda e: isinstance(e, TorrentError), events)
+        await events_until(disk, lambda e: isinstance(e, TorrentFailed), events)
         error = events[-1]
-        assert isinstance(error, TorrentError)
+        assert isinstance(error, TorrentFailed)
         assert isinstance(error.error, StorageError)
         assert error.error.errno == errno.EIO
         assert disk.have(torrent) == set()
@@ -255,7 +255,7 @@ async def test_a_file_changed_behind_our_back_loses_its_pieces_on_read(
             lost = {0, 1, 2, 3, 4, 5}
         with pytest.raises(StorageError):
             await disk.read_block(torrent, 4, 0, 100)
-        await events_until(disk, lambda e: isinstance(e, TorrentError), events)
+        await events_until(disk, lambda e: isinstance(e, TorrentFailed), events)
         assert {e.piece for e in events if isinstance(e, PieceLost)} == lost
         assert disk.have(torrent) == frozenset(range(count)) - lost
         assert disk.status(torrent).state is TorrentState.ERROR
@@ -278,7 +278,7 @@ async def test_a_read_error_in_the_check_stops_the_torrent(tmp_path: Path) -> No
     async with open_disk_manager() as disk:
         torrent = await disk.add_torrent(metainfo, fs)
         await events_until(disk, lambda e: isinstance(e, CheckFinished), events)
-        errors = [e for e in events if isinstance(e, TorrentError)]
+        errors = [e for e in events if isinstance(e, TorrentFailed)]
         assert len(errors) == 1
         assert "checking the files failed" in errors[0].reason
         assert disk.status(torrent).state is TorrentState.ERROR
@@ -316,7 +316,7 @@ async def test_files_that_cannot_be_created_stop_the_torrent_links_only_warn(
         torrent = await disk.add_torrent(metainfo, fs)
         events: list[DiskEvent] = []
         await events_until(disk, lambda e: isinstance(e, CheckFinished), events)
-        assert [type(e).__name__ for e in events] == ["StorageWarning", "CheckFinished"]
+        assert [type(e).__name__ for e in events] == ["StorageProblem", "CheckFinished"]
         assert disk.status(torrent).state is TorrentState.READY
         await disk.remove_torrent(torrent)
         fs.failing = {"allocate": errno.EACCES}
@@ -337,12 +337,12 @@ async def test_sync_failures_on_remove_and_close_are_warnings(tmp_path: Path) ->
         await events_until(disk, lambda e: type(e).__name__ == "TorrentRemoved", events)
         assert [type(e).__name__ for e in events] == [
             "CheckFinished",
-            "StorageWarning",
+            "StorageProblem",
             "TorrentRemoved",
         ]
         await disk.add_torrent(metainfo, fs)
     # The second torrent's check is stopped by the close: only the sync warning.
-    assert [type(e).__name__ async for e in disk.events()] == ["StorageWarning"]
+    assert [type(e).__name__ async for e in disk.events()] == ["StorageProblem"]
 
 
 async def test_a_failed_move_leaves_the_torrent_where_it_was(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from bip_disk._events import (
     DiskEvent,
     PieceVerified,
     StorageMoved,
-    StorageWarning,
+    StorageProblem,
     TorrentHandle,
     TorrentRemoved,
     TorrentState,
@@ -314,7 +314,7 @@ async def test_symlinks_are_created_after_the_check(tmp_path: Path, filesystem: 
     async with open_disk_manager() as disk:
         torrent = await disk.add_torrent(sample.metainfo, filesystem)
         events = await collect(disk, lambda e: isinstance(e, CheckFinished))
-        warnings = [e for e in events if isinstance(e, StorageWarning)]
+        warnings = [e for e in events if isinstance(e, StorageProblem)]
         await download(disk, torrent, sample)
         if warnings:  # a backend that stores no links: the torrent works without them
             assert all(

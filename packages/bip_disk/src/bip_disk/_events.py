@@ -28,8 +28,8 @@ __all__ = [
     "PieceLost",
     "PieceVerified",
     "StorageMoved",
-    "StorageWarning",
-    "TorrentError",
+    "StorageProblem",
+    "TorrentFailed",
     "TorrentHandle",
     "TorrentRemoved",
     "TorrentState",
@@ -69,7 +69,7 @@ class TorrentState(enum.Enum):
     - ``MOVING``: :meth:`~bip_disk.DiskManager.move_storage` is copying the
       files; writes and reads wait until it ends.
     - ``ERROR``: a storage fault stopped the torrent (see
-      :class:`TorrentError`); writes are refused, reads of verified pieces are
+      :class:`TorrentFailed`); writes are refused, reads of verified pieces are
       still served. :meth:`~bip_disk.DiskManager.recheck` starts it again.
     - ``REMOVED``: the torrent is gone; every call with its handle fails.
     """
@@ -141,7 +141,7 @@ class CheckFinished(DiskEvent):
 
 
 @dataclass(frozen=True, slots=True)
-class TorrentError(DiskEvent):
+class TorrentFailed(DiskEvent):
     """A storage fault stopped the torrent (state ``ERROR``).
 
     Writes are refused from now on; pieces verified before stay verified, unless
@@ -173,7 +173,7 @@ class PieceLost(DiskEvent):
 
 
 @dataclass(frozen=True, slots=True)
-class StorageWarning(DiskEvent):
+class StorageProblem(DiskEvent):
     """Something failed that does not stop the torrent (a symlink the backend cannot store).
 
     Attributes:

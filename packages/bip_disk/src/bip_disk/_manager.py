@@ -45,7 +45,7 @@ returning, so resume data it makes survives a power cut too.
 **Faults are events.** A failed write (disk full, permission denied, an I/O
 error), a failed read of a verified piece (a file truncated or deleted behind our
 back) or a failed check puts the torrent in state ``ERROR`` and sends a
-:class:`~bip_disk.TorrentError`: pieces in memory are dropped, writes are refused,
+:class:`~bip_disk.TorrentFailed`: pieces in memory are dropped, writes are refused,
 the pieces already verified stay verified (except those a read found destroyed:
 :class:`~bip_disk.PieceLost`), and nothing half written is ever reported good.
 :meth:`~DiskManager.recheck` or :meth:`~DiskManager.move_storage` start it again.
@@ -81,8 +81,8 @@ from ._events import (
     PieceLost,
     PieceVerified,
     StorageMoved,
-    StorageWarning,
-    TorrentError,
+    StorageProblem,
+    TorrentFailed,
     TorrentHandle,
     TorrentRemoved,
     TorrentState,
@@ -432,7 +432,7 @@ class DiskManager:
         Pieces in memory are dropped, waiting writes fail, a check is stopped; the
         call returns once no thread uses the torrent's files. Without
         ``delete_data`` the files are synced. Failures to delete or sync come as
-        :class:`~bip_disk.StorageWarning`; :class:`~bip_disk.TorrentRemoved` ends
+        :class:`~bip_disk.StorageProblem`; :class:`~bip_disk.TorrentRemoved` ends
         the torrent's events.
 
         Raises:
@@ -463,7 +463,7 @@ class DiskManager:
                 problems = [error]
         # Not shielded: a full event queue must not make this call uncancellable.
         for problem in problems:
-            await self._emit(StorageWarning(torrent, problem, f"removing the torrent: {problem}"))
+            await self._emit(StorageProblem(torrent, problem, f"removing the torrent: {problem}"))
         await self._emit(TorrentRemoved(torrent, delete_data))
 
     async def move_storage(self, torrent: TorrentHandle, filesystem: FileSystem) -> None:
@@ -521,7 +521,7 @@ class DiskManager:
             except StorageError as error:  # pragma: no cover - delete_files collects errors
                 warnings.append(error)
         for warning in warnings:
-            await self._emit(StorageWarning(torrent, warning, f"moving storage: {warning}"))
+            await self._emit(StorageProblem(torrent, warning, f"moving storage: {warning}"))
         await self._emit(StorageMoved(torrent))
 
     async def recheck(self, torrent: TorrentHandle) -> None:
@@ -950,7 +950,7 @@ class DiskManager:
         storage.reason = reason
         storage.set_state(TorrentState.ERROR)
         self._drop_partials(storage)
-        await self._emit(TorrentError(storage.handle, error, reason))
+        await self._emit(TorrentFailed(storage.handle, error, reason))
 
     async def _read_failed(self, storage: TorrentStorage, piece: int, error: StorageError) -> None:
         try:
@@ -1136,7 +1136,7 @@ class DiskManager:
             storage.io_active -= 1
         for warning in warnings:
             await self._emit(
-                StorageWarning(storage.handle, warning, f"a link was not created: {warning}")
+                StorageProblem(storage.handle, warning, f"a link was not created: {warning}")
             )
 
     async def _close(self) -> None:
@@ -1155,7 +1155,7 @@ class DiskManager:
                 await self._io_pool.run(_sync, storage.fs)
             except StorageError as error:
                 await self._emit(
-                    StorageWarning(storage.handle, error, f"syncing on close failed: {error}")
+                    StorageProblem(storage.handle, error, f"syncing on close failed: {error}")
                 )
 
 
