@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import KNOWN_IDS, messages
 
+from bip_metainfo import PieceSet
 from bip_peer._errors import RemoteProtocolError
 from bip_peer._messages import (
     BLOCK_SIZE,
@@ -39,8 +40,6 @@ from bip_peer._messages import (
     Suggest,
     Unchoke,
     UnknownMessage,
-    bitfield_from_pieces,
-    pieces_from_bitfield,
 )
 
 ROOT = bytes(range(32))
@@ -384,7 +383,7 @@ def test_block_limit_refused_from_the_head_alone() -> None:
 
 
 def test_bitfield_checked_against_num_pieces() -> None:
-    good = Bitfield(bitfield_from_pieces({0, 9}, 10))
+    good = Bitfield(PieceSet(10, {0, 9}).to_bitfield())
     assert feed(good.encode(), num_pieces=10) == [good]
     decoder = MessageDecoder(num_pieces=10)
     decoder.receive_data(struct.pack(">IB", 4, 5))  # 3 bytes for 10 pieces: refused at once
@@ -439,34 +438,6 @@ def test_non_byte_memoryview_input() -> None:
 
 
 # ---------------------------------------------------------------------------- bitfields
-
-
-def test_bitfield_helpers() -> None:
-    assert bitfield_from_pieces([], 0) == b""
-    assert bitfield_from_pieces(range(16), 16) == b"\xff\xff"
-    assert pieces_from_bitfield(b"", 0) == []
-    assert pieces_from_bitfield(b"\x00\x00\x01", 24) == [23]
-    with pytest.raises(ValueError, match="outside"):
-        bitfield_from_pieces([10], 10)
-    with pytest.raises(TypeError):
-        bitfield_from_pieces(["1"], 10)  # type: ignore[list-item]
-    with pytest.raises(RemoteProtocolError, match="2 bytes for 24"):
-        pieces_from_bitfield(b"\x00\x00", 24)
-    with pytest.raises(RemoteProtocolError, match="spare bits"):
-        pieces_from_bitfield(b"\x01", 7)
-
-
-@given(
-    st.integers(min_value=0, max_value=200).flatmap(
-        lambda n: st.tuples(st.just(n), st.sets(st.integers(0, max(0, n - 1)), max_size=n))
-    )
-)
-def test_bitfield_round_trip(case: tuple[int, set[int]]) -> None:
-    num_pieces, have = case
-    have = {index for index in have if index < num_pieces}
-    bits = bitfield_from_pieces(have, num_pieces)
-    assert len(bits) == (num_pieces + 7) // 8
-    assert pieces_from_bitfield(bits, num_pieces) == sorted(have)
 
 
 # ---------------------------------------------------------------------------- hypothesis

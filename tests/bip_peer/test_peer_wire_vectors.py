@@ -20,6 +20,7 @@ import pytest
 
 from bip_bencode import BencodeDecodeError, decode
 from bip_handshake import PROTOCOL_HEADER, Handshake, PeerAddress
+from bip_metainfo import PieceSet
 from bip_peer._errors import RemoteProtocolError
 from bip_peer._extended import (
     ExtendedHandshake,
@@ -53,8 +54,6 @@ from bip_peer._messages import (
     Request,
     Suggest,
     Unchoke,
-    bitfield_from_pieces,
-    pieces_from_bitfield,
 )
 
 VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors" / "peer_wire"
@@ -202,8 +201,8 @@ def _check_payload(vector: dict[str, Any], data: bytes) -> None:
     note = vector.get("note", "")
     if "set" in decoded and ("num_pieces" in decoded or "bits_len" in decoded):
         num_pieces = int(decoded.get("num_pieces", decoded.get("bits_len", 0)))
-        assert pieces_from_bitfield(data, num_pieces) == sorted(decoded["set"])
-        assert bitfield_from_pieces(decoded["set"], num_pieces) == data
+        assert list(PieceSet.from_bitfield(data, num_pieces)) == sorted(decoded["set"])
+        assert PieceSet(num_pieces, decoded["set"]).to_bitfield() == data
         assert _decode_one(Bitfield(data).encode()) == Bitfield(data)
         return
     if {"index", "begin", "length"} <= set(decoded) and len(data) == 12:

@@ -37,12 +37,11 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
 from bip_bencode import BencodeDecodeError, decode, encode
-from bip_metainfo import InfoHash
+from bip_metainfo import InfoHash, PieceSet
 
 from ._errors import ResumeDataError
 from ._filesystem import FileStat
@@ -53,8 +52,6 @@ __all__ = [
     "RESUME_FORMAT",
     "RESUME_VERSION",
     "ResumeData",
-    "bitfield_from_pieces",
-    "pieces_from_bitfield",
 ]
 
 RESUME_FORMAT: Final = b"bip-disk resume"
@@ -67,50 +64,6 @@ MAX_RESUME_DATA_SIZE: Final = 64 * 1024 * 1024
 """The largest resume data accepted (a 2-million-piece, 100 000-file torrent fits)."""
 
 _MAX_INT: Final = (1 << 63) - 1
-
-
-def bitfield_from_pieces(pieces: Iterable[int], num_pieces: int) -> bytes:
-    """A BEP 3 bitfield of ``num_pieces`` bits with ``pieces`` set (high bit first).
-
-    >>> bitfield_from_pieces([0, 9], 10).hex()
-    '8040'
-
-    Raises:
-        ValueError: a piece is not in ``range(num_pieces)``.
-    """
-    field = bytearray(-(-num_pieces // 8))
-    for piece in pieces:
-        if not 0 <= piece < num_pieces:
-            raise ValueError(f"piece {piece} is not in 0..{num_pieces - 1}")
-        field[piece >> 3] |= 0x80 >> (piece & 7)
-    return bytes(field)
-
-
-def pieces_from_bitfield(field: bytes, num_pieces: int) -> frozenset[int]:
-    """The pieces set in a BEP 3 bitfield of ``num_pieces`` bits.
-
-    >>> sorted(pieces_from_bitfield(bytes.fromhex("8040"), 10))
-    [0, 9]
-
-    Raises:
-        ResumeDataError: the bitfield has the wrong length or a spare bit set.
-    """
-    if len(field) != -(-num_pieces // 8):
-        raise ResumeDataError(
-            f"the bitfield holds {len(field)} bytes, not {-(-num_pieces // 8)} for "
-            f"{num_pieces} pieces"
-        )
-    spare = -num_pieces % 8
-    if spare and field[-1] & ((1 << spare) - 1):
-        raise ResumeDataError("the bitfield has a bit set past the last piece")
-    value = int.from_bytes(field, "big")
-    total = len(field) * 8
-    pieces = []
-    while value:
-        low = value & -value
-        pieces.append(total - low.bit_length())
-        value ^= low
-    return frozenset(pieces)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +91,7 @@ class ResumeData:
             b"format": RESUME_FORMAT,
             b"version": RESUME_VERSION,
             b"pieces": self.num_pieces,
-            b"have": bitfield_from_pieces(self.have, self.num_pieces),
+            b"have": PieceSet(self.num_pieces, self.have).to_bitfield(),
             b"files": [
                 {} if stat is None else {b"size": stat.size, b"mtime": stat.mtime_ns}
                 for stat in self.files
@@ -187,7 +140,10 @@ class ResumeData:
         field = document.get(b"have")
         if type(field) is not bytes:
             raise ResumeDataError("'have' is not a byte string")
-        have = pieces_from_bitfield(field, num_pieces)
+        try:
+            have = frozenset(PieceSet.from_bitfield(field, num_pieces))
+        except ValueError as error:
+            raise ResumeDataError(f"the have bitfield: {error}") from None
         files_node = document.get(b"files")
         if type(files_node) is not list:
             raise ResumeDataError("'files' is not a list")

@@ -37,6 +37,7 @@ from ._paths import (
     sanitize_path,
     sanitize_symlink_target,
 )
+from ._pieceset import PieceSet
 
 __all__ = [
     "BLOCK_SIZE",
@@ -58,6 +59,7 @@ __all__ = [
     "MetainfoError",
     "MetainfoErrorKind",
     "PieceGeometry",
+    "PieceSet",
     "auto_piece_length",
     "block_hashes",
     "create_torrent",

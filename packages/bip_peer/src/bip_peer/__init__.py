@@ -9,10 +9,8 @@ and statistics, with :class:`MetadataExchange` and :class:`PeerExchange` as
 services plugged into it.
 """
 
-from ._bitfield import (
-    MAX_PIECES,
-    PieceSet,
-)
+from bip_metainfo import PieceSet
+
 from ._connection import (
     DEFAULT_MAX_PEER_REQUESTS,
     MAX_CANCELLED_REQUESTS,
@@ -181,7 +179,6 @@ __all__ = [
     "IPV6_PREFIX_LENGTH",
     "MAX_CANCELLED_REQUESTS",
     "MAX_METADATA_TOTAL_SIZE",
-    "MAX_PIECES",
     "METADATA_EXTENSION",
     "METADATA_PIECE_SIZE",
     "NEED_DATA",

@@ -74,9 +74,8 @@ from dataclasses import dataclass
 from typing import Final, TypeAlias, TypeVar
 
 from bip_handshake import Extensions, PeerAddress
-from bip_metainfo import InfoHash
+from bip_metainfo import InfoHash, PieceSet
 
-from ._bitfield import PieceSet
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._extended import (
     DontHave,

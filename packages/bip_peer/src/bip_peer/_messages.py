@@ -24,8 +24,7 @@ kept for long keeps its whole received chunk alive, so a caller that holds block
 their piece is complete) should write them into the piece's buffer, which is the one copy the
 issue allows, rather than keep the views.
 
-The helpers :func:`bitfield_from_pieces` and :func:`pieces_from_bitfield` live here (not in
-``_connection``) because they are the codec of a ``bitfield`` payload.
+Bitfields themselves are :class:`bip_metainfo.PieceSet`'s to pack and unpack.
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ import abc
 import enum
 import struct
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Final
 
@@ -68,8 +67,6 @@ __all__ = [
     "Suggest",
     "Unchoke",
     "UnknownMessage",
-    "bitfield_from_pieces",
-    "pieces_from_bitfield",
 ]
 
 BLOCK_SIZE: Final = 16384
@@ -747,70 +744,6 @@ class UnknownMessage(Message):
 
 def _bitfield_length(num_pieces: int) -> int:
     return (num_pieces + 7) >> 3
-
-
-def bitfield_from_pieces(have: Iterable[int], num_pieces: int) -> bytes:
-    """The bitfield payload for the pieces in ``have`` out of ``num_pieces``.
-
-    Piece 0 is the most significant bit of the first byte; spare bits are zero.
-
-    >>> bitfield_from_pieces({2, 7, 32}, 37).hex()
-    '2100000080'
-
-    Raises:
-        ValueError: an index is outside ``0..num_pieces - 1``, or ``num_pieces`` is negative.
-    """
-    _check_u32("num_pieces", num_pieces)
-    bits = bytearray(_bitfield_length(num_pieces))
-    for index in have:
-        if isinstance(index, bool) or not isinstance(index, int):
-            raise TypeError(f"a piece index must be an int, not {type(index).__name__}")
-        if not 0 <= index < num_pieces:
-            raise ValueError(f"piece {index} is outside 0..{num_pieces - 1}")
-        bits[index >> 3] |= 0x80 >> (index & 7)
-    return bytes(bits)
-
-
-_BYTE_BITS: Final = tuple(
-    tuple(bit for bit in range(8) if value & (0x80 >> bit)) for value in range(256)
-)
-
-
-def pieces_from_bitfield(bits: bytes | bytearray | memoryview, num_pieces: int) -> list[int]:
-    """The indices of the pieces set in a bitfield payload, in increasing order.
-
-    Checks what BEP 3 says a receiver should drop the connection for: the length must be
-    exactly ``ceil(num_pieces / 8)`` bytes and the spare bits of the last byte clear.
-
-    >>> pieces_from_bitfield(bytes.fromhex("2100000080"), 37)
-    [2, 7, 32]
-    >>> pieces_from_bitfield(b"\\x81\\x06", 16)
-    [0, 7, 13, 14]
-
-    Raises:
-        RemoteProtocolError: wrong length, or a spare bit set.
-    """
-    _check_u32("num_pieces", num_pieces)
-    raw = bytes(bits)
-    _check_bitfield_length(len(raw), num_pieces)
-    if raw and raw[-1] & _spare_mask(num_pieces):
-        raise RemoteProtocolError(f"bitfield for {num_pieces} pieces has spare bits set")
-    table = _BYTE_BITS
-    result: list[int] = []
-    # Skip zero bytes at C speed; only set bytes cost a Python step.
-    position = 0
-    while True:
-        position = _next_nonzero(raw, position)
-        if position < 0:
-            return result
-        base = position << 3
-        result.extend(base + bit for bit in table[raw[position]])
-        position += 1
-
-
-def _next_nonzero(raw: bytes, start: int) -> int:
-    stripped = raw[start:].lstrip(b"\x00")
-    return -1 if not stripped else len(raw) - len(stripped)
 
 
 def _spare_mask(num_pieces: int) -> int:

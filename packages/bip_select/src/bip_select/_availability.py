@@ -34,7 +34,7 @@ import random
 from collections.abc import Collection, Hashable, Iterable, Iterator
 from typing import TypeAlias
 
-from bip_peer import PieceSet
+from bip_metainfo import PieceSet
 
 from ._errors import LocalProtocolError
 

@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bip_peer import _bitfield
-from bip_peer._bitfield import MAX_PIECES, PieceSet
+from bip_metainfo import _pieceset
+from bip_metainfo._pieceset import MAX_PIECES, PieceSet
 
 
 def test_doctests() -> None:
-    assert doctest.testmod(_bitfield).failed == 0
+    assert doctest.testmod(_pieceset).failed == 0
 
 
 @pytest.mark.parametrize("num_pieces", [0, 1, 7, 8, 9, 16, 17, 1000])

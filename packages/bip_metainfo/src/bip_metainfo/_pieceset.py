@@ -1,4 +1,4 @@
-"""PieceSet: which pieces a peer has, stored as the wire's bitfield.
+"""PieceSet: a set of pieces (which a peer has, which we have), stored as the wire's bitfield.
 
 BEP 3 sends availability as a bitfield: one bit per piece, the high bit of the
 first byte is piece 0, and the spare bits after the last piece are zero. A
