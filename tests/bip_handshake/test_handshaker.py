@@ -96,6 +96,28 @@ def remote_handshake(
 # -- two handshakers over loopback ---------------------------------------------
 
 
+async def test_a_completion_is_counted_before_the_receiver_sees_it() -> None:
+    """statistics() read right after receiving a peer already counts it (trio may run the
+    receiver before the delivering task resumes: the count must not wait for that)."""
+    async with (
+        open_handshaker(peer_id=PEER_A, listen=[]) as a,
+        open_handshaker(peer_id=PEER_B, listen=[("127.0.0.1", 0)]) as b,
+    ):
+        a.register(TORRENT)
+        b.register(TORRENT)
+        [b_address] = b.listen_addresses
+        for round_ in range(1, 9):  # trio orders runnable tasks at random: try it both ways
+            assert a.connect(TORRENT, b_address)
+            out = await next_peer(a)  # waiting before the handshake completes
+            assert a.statistics().outbound_completed == round_
+            assert a.statistics().encrypted == round_
+            into = await next_peer(b)
+            assert b.statistics().inbound_completed == round_
+            await out.aclose()
+            await into.aclose()
+            await trio.testing.wait_all_tasks_blocked()
+
+
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
 async def test_two_handshakers_meet_over_tcp(host: str) -> None:
     ext_a = Extensions.FAST | Extensions.EXTENSION_PROTOCOL

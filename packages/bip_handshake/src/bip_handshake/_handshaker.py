@@ -792,10 +792,19 @@ class Handshaker:
             raise _RefusedError("unregistered")
         key = (peer.info_hash, peer.address)
         peer = replace(peer, stream=_TrackedStream(peer.stream, lambda: self._taken.discard(key)))
-        await self._done_send.send(peer)
-        self._count(f"{peer.direction}_completed")
-        if peer.encryption == "rc4":
-            self._count("encrypted")
+        # Counted before the hand-over: the receiver may run (and read statistics())
+        # before this task resumes from send(). Taken back if the hand-over fails.
+        counters = [f"{peer.direction}_completed"] + (
+            ["encrypted"] if peer.encryption == "rc4" else []
+        )
+        for name in counters:
+            self._count(name)
+        try:
+            await self._done_send.send(peer)
+        except BaseException:
+            for name in counters:
+                self._counts[name] -= 1
+            raise
 
     async def _handshake(
         self,
