@@ -1,0 +1,662 @@
+"""The Kademlia routing table of BEP 5, sans-IO: what nodes we know and how far we trust them.
+
+One :class:`RoutingTable` holds the nodes of one address family around our own id (BEP 32: an
+IPv4 table and a separate IPv6 table). It never sends anything: the node core tells it what
+happened (:meth:`~RoutingTable.heard_from`, :meth:`~RoutingTable.failed`) and asks it what to do
+(:meth:`~RoutingTable.closest`, :meth:`~RoutingTable.nodes_to_ping`,
+:meth:`~RoutingTable.buckets_to_refresh`). Time is the caller's ``now`` (seconds, any epoch,
+monotonic); randomness comes from the injected :class:`random.Random`.
+
+Layout. Bucket ``i`` (for ``i`` below the last) holds the nodes whose id shares exactly ``i``
+leading bits with ours; the last bucket holds everything closer. A full last bucket is split in
+two (the only bucket that may split, as in BEP 5 and libtorrent), up to 160 buckets. Each bucket
+holds at most ``k`` nodes (8) plus a bounded replacement cache of ``k`` more. We do not use
+libtorrent's larger far buckets (its "extended routing table"): BEP 5 sizes keep every bucket
+and every reply equal, and the closest buckets already split as deep as our neighbourhood needs.
+
+Node states (BEP 5). *Good*: responded to one of our queries in the last 15 minutes, or has
+responded ever and queried us in the last 15 minutes, and has not failed since. *Bad*: failed
+``max_failures`` queries in a row (a node that never responded is bad at its first failure, as
+in libtorrent: it gave us nothing to keep it for). *Questionable*: anything else.
+
+Admission of a node into a full bucket: it takes a bad node's place, or (if it has responded)
+the place of a node that never has; otherwise it waits in the replacement cache, which keeps the
+best ``k`` candidates (responded before unheard, then most recently seen). When a bucket node
+turns bad, the best replacement takes its place. Questionable nodes are the node core's to ping
+(:meth:`~RoutingTable.nodes_to_ping`); the answer or the failure comes back here.
+
+By default at most one node per IP address is kept (libtorrent's ``restrict_routing_ips``), so
+one host cannot fill the table with made-up ids; an optional ``node_filter`` (for instance
+:func:`bep42_filter`, BEP 42) rejects nodes before they are stored. Memory is bounded by
+160 buckets of ``2 * k`` entries whatever we hear.
+
+:meth:`~RoutingTable.save` bencodes our id and the nodes worth keeping; :meth:`RoutingTable.load`
+validates such bytes strictly and rebuilds a table whose nodes are known but unconfirmed, ready
+to be pinged to bootstrap after a restart.
+
+>>> from random import Random
+>>> from bip_handshake import PeerAddress
+>>> own = NodeId(bytes(20))
+>>> table = RoutingTable(own, family=4, rng=Random(0))
+>>> peer = NodeInfo(NodeId.from_int(1 << 159).value, PeerAddress.parse("1.2.3.4:6881"))
+>>> table.heard_from(peer, now=0.0, responded=True)
+<Admission.ADDED: 'added'>
+>>> table.state_of(peer.node_id, now=0.0)
+<NodeState.GOOD: 'good'>
+>>> table.closest(own, now=0.0) == [peer]
+True
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
+from random import Random
+from typing import Literal
+
+from bip_bencode import BencodeError, decode, encode
+from bip_handshake import CompactError, NodeInfo, parse_compact_nodes
+
+from ._errors import DHTError, LocalProtocolError
+from ._node_id import NODE_ID_BITS, NodeId
+
+__all__ = [
+    "BUCKET_SIZE",
+    "GOOD_INTERVAL",
+    "MAX_FAILURES",
+    "Admission",
+    "NodeState",
+    "RefreshTarget",
+    "RoutingEntry",
+    "RoutingStateError",
+    "RoutingTable",
+    "bep42_filter",
+]
+
+BUCKET_SIZE = 8
+"""K of BEP 5: nodes per bucket, and nodes returned by a lookup."""
+
+GOOD_INTERVAL = 15 * 60.0
+"""Seconds a response (or a query from a confirmed node) keeps a node good; also how long a
+bucket may go unchanged before it needs a refresh (BEP 5)."""
+
+MAX_FAILURES = 3
+"""Failed queries in a row after which a node that had responded before is bad."""
+
+_MAX_SAVED_NODES = NODE_ID_BITS * BUCKET_SIZE * 2
+_MAX_STATE_BYTES = 1 << 20
+
+
+class RoutingStateError(DHTError):
+    """Saved routing table bytes (:meth:`RoutingTable.load`) are malformed.
+
+    >>> RoutingTable.load(b"junk", rng=Random(0))
+    Traceback (most recent call last):
+    ...
+    bip_dht._routing.RoutingStateError: routing table state is not bencoded: ...
+    """
+
+
+class NodeState(enum.Enum):
+    """How far a node is trusted, per BEP 5."""
+
+    GOOD = "good"
+    QUESTIONABLE = "questionable"
+    BAD = "bad"
+
+
+class Admission(enum.Enum):
+    """What :meth:`RoutingTable.heard_from` did with a node."""
+
+    ADDED = "added"
+    """The node is new in a bucket."""
+    UPDATED = "updated"
+    """The node was known (in a bucket or the replacement cache); its times were updated."""
+    REPLACEMENT = "replacement"
+    """The node's bucket is full of nodes worth keeping; it waits in the replacement cache."""
+    REJECTED = "rejected"
+    """The node was not stored: our own id, an unusable address, another node already holds its
+    IP, the filter refused it, an id already known at another address, or a full cache of
+    better candidates."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingEntry:
+    """A snapshot of one node the table holds (:meth:`RoutingTable.entries`)."""
+
+    node: NodeInfo
+    bucket: int
+    state: NodeState
+    in_bucket: bool
+    """False for a node in the bucket's replacement cache."""
+    last_response: float | None
+    last_query: float | None
+    failures: int
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshTarget:
+    """A bucket that has not changed for :data:`GOOD_INTERVAL`, and a random id inside it to
+    look up (BEP 5's bucket refresh)."""
+
+    bucket: int
+    target: NodeId
+
+
+class _Entry:
+    __slots__ = ("failures", "last_query", "last_response", "node", "seen")
+
+    def __init__(self, node: NodeInfo, now: float | None) -> None:
+        self.node = node
+        self.last_response: float | None = None
+        self.last_query: float | None = None
+        self.failures = 0
+        # when we last heard anything from or about it; None for nodes loaded from a save
+        self.seen = now
+
+    def state(self, now: float, max_failures: int) -> NodeState:
+        if self.failures and (self.last_response is None or self.failures >= max_failures):
+            return NodeState.BAD
+        if self.failures or self.last_response is None:
+            return NodeState.QUESTIONABLE
+        if now - self.last_response < GOOD_INTERVAL:
+            return NodeState.GOOD
+        if self.last_query is not None and now - self.last_query < GOOD_INTERVAL:
+            return NodeState.GOOD
+        return NodeState.QUESTIONABLE
+
+    def rank(self) -> tuple[bool, float]:
+        # which of two candidates is worth more: confirmed first, then the most recently seen
+        return (self.last_response is not None, _NEVER if self.seen is None else self.seen)
+
+
+_NEVER = float("-inf")
+
+
+def _seen(entry: _Entry) -> float:
+    return _NEVER if entry.seen is None else entry.seen
+
+
+class _Bucket:
+    __slots__ = ("last_changed", "nodes", "replacements")
+
+    def __init__(self, now: float) -> None:
+        self.nodes: dict[bytes, _Entry] = {}
+        self.replacements: dict[bytes, _Entry] = {}
+        self.last_changed = now
+
+
+def bep42_filter(node: NodeInfo) -> bool:
+    """A ``node_filter`` enforcing BEP 42: the node's id must be valid for its address.
+
+    >>> from bip_handshake import PeerAddress
+    >>> bep42_filter(NodeInfo(bytes(20), PeerAddress.parse("8.8.8.8:53")))
+    False
+    """
+    return NodeId(node.node_id).is_valid_for(node.address.host)
+
+
+def _host(node: NodeInfo) -> IPv4Address | IPv6Address:
+    return node.address.normalized().host
+
+
+class RoutingTable:
+    """The buckets of one address family around our own id.
+
+    *family* is 4 or 6 (one table per family, BEP 32); IPv4-mapped IPv6 addresses count as IPv4.
+    *k* is the bucket size; *max_failures* the failures in a row that make a confirmed node bad;
+    *restrict_ips* keeps at most one node per IP address; *node_filter*, when given, must return
+    True for a node to be stored (see :func:`bep42_filter`). *now* is the creation time, from
+    which the buckets' refresh clocks start.
+    """
+
+    def __init__(
+        self,
+        own_id: NodeId,
+        *,
+        family: Literal[4, 6],
+        rng: Random,
+        k: int = BUCKET_SIZE,
+        max_failures: int = MAX_FAILURES,
+        restrict_ips: bool = True,
+        node_filter: Callable[[NodeInfo], bool] | None = None,
+        now: float = 0.0,
+    ) -> None:
+        if not isinstance(own_id, NodeId):
+            raise LocalProtocolError(f"own_id is a NodeId, got {own_id!r}")
+        if family not in (4, 6) or isinstance(family, bool):
+            raise LocalProtocolError(f"family is 4 or 6, got {family!r}")
+        for name, value in (("k", k), ("max_failures", max_failures)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1024:
+                raise LocalProtocolError(f"{name} is an int in 1..1024, got {value!r}")
+        self._own = own_id
+        self._own_int = int(own_id)
+        self._family = family
+        self._rng = rng
+        self._k = k
+        self._max_failures = max_failures
+        self._restrict_ips = restrict_ips
+        self._filter = node_filter
+        self._buckets: list[_Bucket] = [_Bucket(now)]
+        self._ips: dict[IPv4Address | IPv6Address, bytes] = {}
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @property
+    def own_id(self) -> NodeId:
+        """Our node id."""
+        return self._own
+
+    @property
+    def family(self) -> Literal[4, 6]:
+        """4 or 6: the address family of every node here."""
+        return self._family
+
+    @property
+    def bucket_count(self) -> int:
+        """How many buckets the table has split into (1..160)."""
+        return len(self._buckets)
+
+    def __len__(self) -> int:
+        """The number of nodes in buckets (the replacement caches not counted)."""
+        return sum(len(bucket.nodes) for bucket in self._buckets)
+
+    def bucket_index(self, node_id: bytes | NodeId) -> int:
+        """The bucket that holds (or would hold) *node_id*."""
+        value = int(node_id if isinstance(node_id, NodeId) else NodeId(node_id))
+        prefix = NODE_ID_BITS - (value ^ self._own_int).bit_length()
+        return min(prefix, len(self._buckets) - 1)
+
+    def _find(self, node_id: bytes) -> tuple[_Bucket, _Entry, bool] | None:
+        bucket = self._buckets[self.bucket_index(node_id)]
+        entry = bucket.nodes.get(node_id)
+        if entry is not None:
+            return bucket, entry, True
+        entry = bucket.replacements.get(node_id)
+        if entry is not None:
+            return bucket, entry, False
+        return None
+
+    def state_of(self, node_id: bytes | NodeId, now: float) -> NodeState | None:
+        """The state of the node with *node_id*, or None when the table does not hold it."""
+        raw = node_id.value if isinstance(node_id, NodeId) else NodeId(node_id).value
+        found = self._find(raw)
+        return None if found is None else found[1].state(now, self._max_failures)
+
+    def entries(self, now: float) -> Iterator[RoutingEntry]:
+        """Snapshots of every node held, bucket by bucket, bucket nodes before replacements."""
+        for index, bucket in enumerate(self._buckets):
+            for in_bucket, group in ((True, bucket.nodes), (False, bucket.replacements)):
+                for entry in group.values():
+                    yield RoutingEntry(
+                        entry.node,
+                        index,
+                        entry.state(now, self._max_failures),
+                        in_bucket,
+                        entry.last_response,
+                        entry.last_query,
+                        entry.failures,
+                    )
+
+    def closest(
+        self, target: NodeId, now: float, n: int = BUCKET_SIZE, *, include_questionable: bool = True
+    ) -> list[NodeInfo]:
+        """Up to *n* bucket nodes closest to *target*, nearest first, never bad ones.
+
+        Good nodes come first: the answer is the *n* closest good nodes, topped up (when there
+        are fewer, and *include_questionable*) with the closest questionable ones; the result is
+        sorted by distance. Replacement-cache nodes are not offered.
+        """
+        if not isinstance(target, NodeId):
+            raise LocalProtocolError(f"target is a NodeId, got {target!r}")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise LocalProtocolError(f"n is a non-negative int, got {n!r}")
+        goal = int(target)
+        good: list[tuple[int, _Entry]] = []
+        questionable: list[tuple[int, _Entry]] = []
+        for bucket in self._buckets:
+            for raw, entry in bucket.nodes.items():
+                state = entry.state(now, self._max_failures)
+                if state is NodeState.GOOD:
+                    good.append((int.from_bytes(raw, "big") ^ goal, entry))
+                elif state is NodeState.QUESTIONABLE and include_questionable:
+                    questionable.append((int.from_bytes(raw, "big") ^ goal, entry))
+        good.sort(key=lambda pair: pair[0])
+        chosen = good[:n]
+        if len(chosen) < n:
+            questionable.sort(key=lambda pair: pair[0])
+            chosen += questionable[: n - len(chosen)]
+            chosen.sort(key=lambda pair: pair[0])
+        return [entry.node for _, entry in chosen]
+
+    def nodes_to_ping(self, now: float) -> list[NodeInfo]:
+        """For each bucket, its questionable node heard from least recently (BEP 5's ping).
+
+        The node core pings them and reports :meth:`heard_from` or :meth:`failed`; the table
+        throttles nothing, so the caller skips nodes it already has a query out to.
+        """
+        out = []
+        for bucket in self._buckets:
+            stale = [
+                entry
+                for entry in bucket.nodes.values()
+                if entry.state(now, self._max_failures) is NodeState.QUESTIONABLE
+            ]
+            if stale:
+                out.append(min(stale, key=_seen).node)
+        return out
+
+    def buckets_to_refresh(self, now: float) -> list[RefreshTarget]:
+        """The buckets unchanged for :data:`GOOD_INTERVAL`, each with a random id inside it.
+
+        A bucket changes when a node is added or replaced in it or one of its nodes responds.
+        The caller looks the target up and calls :meth:`refresh_started` so the bucket is not
+        offered again until the next interval.
+        """
+        out = []
+        last = len(self._buckets) - 1
+        for index, bucket in enumerate(self._buckets):
+            if now - bucket.last_changed >= GOOD_INTERVAL:
+                if index < last:
+                    target = self._own.random_with_prefix(index, self._rng)
+                else:
+                    # the last bucket holds every id sharing at least `last` bits with ours
+                    free = NODE_ID_BITS - last
+                    mask = (1 << free) - 1
+                    target = NodeId.from_int(self._own_int & ~mask | self._rng.getrandbits(free))
+                out.append(RefreshTarget(index, target))
+        return out
+
+    def refresh_started(self, bucket: int, now: float) -> None:
+        """Record that bucket *bucket* is being refreshed: its refresh clock restarts at *now*."""
+        if isinstance(bucket, bool) or not isinstance(bucket, int):
+            raise LocalProtocolError(f"bucket is an int, got {bucket!r}")
+        if not 0 <= bucket < len(self._buckets):
+            raise LocalProtocolError(f"no bucket {bucket} in a table of {len(self._buckets)}")
+        self._buckets[bucket].last_changed = now
+
+    # -- updating --------------------------------------------------------------------------
+
+    def _check_node(self, node: NodeInfo) -> None:
+        if not isinstance(node, NodeInfo):
+            raise LocalProtocolError(f"a node is a NodeInfo, got {node!r}")
+        if node.address.normalized().family != self._family:
+            raise LocalProtocolError(
+                f"an IPv{node.address.normalized().family} node in an IPv{self._family} table"
+            )
+
+    def heard_from(self, node: NodeInfo, now: float, responded: bool) -> Admission:
+        """Record a message from *node*: a response to our query (*responded*) or a query.
+
+        A new node goes into its bucket if there is room (splitting the last bucket when it is
+        full), in place of a bad node, or in place of a never-confirmed node when this one
+        responded; otherwise into the replacement cache. A known node has its times updated;
+        a response clears its failures, and promotes it from the replacement cache when its
+        bucket has room or holds a node it outranks.
+        """
+        self._check_node(node)
+        raw = node.node_id
+        if raw == self._own.value or not node.address.is_connectable:
+            return Admission.REJECTED
+        found = self._find(raw)
+        if found is not None:
+            return self._update(found, node, now, responded)
+        host = _host(node)
+        if self._restrict_ips and host in self._ips:
+            return Admission.REJECTED
+        if self._filter is not None and not self._filter(node):
+            return Admission.REJECTED
+        entry = _Entry(node, now)
+        if responded:
+            entry.last_response = now
+        else:
+            entry.last_query = now
+        return self._insert(entry, now)
+
+    def _update(
+        self, found: tuple[_Bucket, _Entry, bool], node: NodeInfo, now: float, responded: bool
+    ) -> Admission:
+        bucket, entry, in_bucket = found
+        if entry.node.address != node.address:
+            # An id seen at a new address: keep a node that has proven itself where it is
+            # (the newcomer may be spoofing it); otherwise follow the node to its new address.
+            if entry.state(now, self._max_failures) is not NodeState.BAD and (
+                entry.last_response is not None or not responded
+            ):
+                return Admission.REJECTED
+            host = _host(node)
+            if self._restrict_ips and self._ips.get(host, node.node_id) != node.node_id:
+                return Admission.REJECTED
+            if self._filter is not None and not self._filter(node):
+                return Admission.REJECTED
+            self._forget_ip(entry)
+            entry.node = node
+            self._ips[host] = node.node_id
+        entry.seen = now
+        if responded:
+            entry.last_response = now
+            entry.failures = 0
+            if in_bucket:
+                bucket.last_changed = now
+            else:
+                self._promote_one(bucket, entry, now)
+        else:
+            entry.last_query = now
+        return Admission.UPDATED
+
+    def _promote_one(self, bucket: _Bucket, entry: _Entry, now: float) -> None:
+        # a replacement that just responded takes a free slot, a bad node's or an unconfirmed one's
+        victim = self._victim(bucket, entry, now)
+        if victim is None and len(bucket.nodes) >= self._k:
+            return
+        if victim is not None:
+            self._drop(bucket.nodes.pop(victim))
+        del bucket.replacements[entry.node.node_id]
+        bucket.nodes[entry.node.node_id] = entry
+        bucket.last_changed = now
+
+    def _victim(self, bucket: _Bucket, newcomer: _Entry, now: float) -> bytes | None:
+        if len(bucket.nodes) < self._k:
+            return None
+        for raw, entry in bucket.nodes.items():
+            if entry.state(now, self._max_failures) is NodeState.BAD:
+                return raw
+        if newcomer.last_response is not None:
+            unconfirmed = [e for e in bucket.nodes.values() if e.last_response is None]
+            if unconfirmed:
+                return min(unconfirmed, key=_Entry.rank).node.node_id
+        return None
+
+    def _insert(self, entry: _Entry, now: float) -> Admission:
+        raw = entry.node.node_id
+        # bounded: each pass either stores the node or adds one of at most 160 buckets
+        while True:
+            index = self.bucket_index(raw)
+            bucket = self._buckets[index]
+            if len(bucket.nodes) < self._k:
+                bucket.nodes[raw] = entry
+                bucket.last_changed = now
+                self._ips[_host(entry.node)] = raw
+                return Admission.ADDED
+            if index == len(self._buckets) - 1 and len(self._buckets) < NODE_ID_BITS:
+                self._split(now)
+                continue
+            victim = self._victim(bucket, entry, now)
+            if victim is not None:
+                self._drop(bucket.nodes.pop(victim))
+                bucket.nodes[raw] = entry
+                bucket.last_changed = now
+                self._ips[_host(entry.node)] = raw
+                return Admission.ADDED
+            return self._to_replacements(bucket, entry)
+
+    def _to_replacements(self, bucket: _Bucket, entry: _Entry) -> Admission:
+        cache = bucket.replacements
+        if len(cache) >= self._k:
+            worst = min(cache.values(), key=_Entry.rank)
+            if worst.rank() >= entry.rank():
+                return Admission.REJECTED
+            self._drop(cache.pop(worst.node.node_id))
+        cache[entry.node.node_id] = entry
+        self._ips[_host(entry.node)] = entry.node.node_id
+        return Admission.REPLACEMENT
+
+    def _split(self, now: float) -> None:
+        old = self._buckets[-1]
+        depth = len(self._buckets) - 1
+        new = _Bucket(now)
+        new.last_changed = old.last_changed
+        self._buckets.append(new)
+        for group, new_group in ((old.nodes, new.nodes), (old.replacements, new.replacements)):
+            for raw in [r for r in group if self._prefix(r) > depth]:
+                new_group[raw] = group.pop(raw)
+        for bucket in (old, new):
+            self._refill(bucket, now)
+
+    def _prefix(self, raw: bytes) -> int:
+        return NODE_ID_BITS - (int.from_bytes(raw, "big") ^ self._own_int).bit_length()
+
+    def _refill(self, bucket: _Bucket, now: float) -> None:
+        # bounded by k: each pass moves one replacement into a free slot
+        while len(bucket.nodes) < self._k and bucket.replacements:
+            best = max(bucket.replacements.values(), key=_Entry.rank)
+            del bucket.replacements[best.node.node_id]
+            bucket.nodes[best.node.node_id] = best
+            bucket.last_changed = now
+
+    def _forget_ip(self, entry: _Entry) -> None:
+        host = _host(entry.node)
+        if self._ips.get(host) == entry.node.node_id:
+            del self._ips[host]
+
+    def _drop(self, entry: _Entry) -> None:
+        self._forget_ip(entry)
+
+    def failed(self, node: NodeInfo, now: float) -> bool:
+        """Record that *node* did not answer a query; True if the table held it.
+
+        A bucket node that turns bad is replaced by the best replacement when there is one
+        (and dropped anyway if it never responded); a replacement that turns bad is dropped.
+        A report for a known id at another address is ignored (it is not that node's failure).
+        """
+        self._check_node(node)
+        found = self._find(node.node_id)
+        if found is None:
+            return False
+        bucket, entry, in_bucket = found
+        if entry.node.address != node.address:
+            return False
+        entry.failures += 1
+        if entry.state(now, self._max_failures) is not NodeState.BAD:
+            return True
+        if not in_bucket:
+            self._drop(bucket.replacements.pop(node.node_id))
+        elif bucket.replacements or entry.last_response is None:
+            self._drop(bucket.nodes.pop(node.node_id))
+            self._refill(bucket, now)
+        return True
+
+    def remove(self, node_id: bytes | NodeId, now: float) -> bool:
+        """Forget the node with *node_id* (bucket or replacement cache); True if it was held.
+
+        A freed bucket slot is taken at once by the best replacement.
+        """
+        raw = node_id.value if isinstance(node_id, NodeId) else NodeId(node_id).value
+        found = self._find(raw)
+        if found is None:
+            return False
+        bucket, entry, in_bucket = found
+        (bucket.nodes if in_bucket else bucket.replacements).pop(raw)
+        self._drop(entry)
+        self._refill(bucket, now)
+        return True
+
+    # -- persistence -----------------------------------------------------------------------
+
+    def save(self, now: float) -> bytes:
+        """Bencoded state for a restart: our id, the family, and the non-bad nodes, bucket
+        nodes first (then replacements), as compact node info.
+
+        >>> table = RoutingTable(NodeId(bytes(20)), family=4, rng=Random(0))
+        >>> table.save(now=0.0)
+        b'd6:familyi4e2:id20:\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x005:nodes0:e'
+        """
+        first = [e.node for e in self.entries(now) if e.in_bucket and e.state is not NodeState.BAD]
+        rest = [
+            e.node for e in self.entries(now) if not e.in_bucket and e.state is not NodeState.BAD
+        ]
+        nodes = b"".join(node.to_compact() for node in first + rest)
+        return encode({b"family": self._family, b"id": self._own.value, b"nodes": nodes})
+
+    @classmethod
+    def load(
+        cls,
+        data: bytes,
+        *,
+        rng: Random,
+        own_id: NodeId | None = None,
+        k: int = BUCKET_SIZE,
+        max_failures: int = MAX_FAILURES,
+        restrict_ips: bool = True,
+        node_filter: Callable[[NodeInfo], bool] | None = None,
+        now: float = 0.0,
+    ) -> RoutingTable:
+        """Rebuild a table from :meth:`save` output; malformed data raises
+        :class:`RoutingStateError`.
+
+        The saved nodes come back unconfirmed (questionable, never responded), for the node core
+        to ping. *own_id* overrides the saved id (say, a new BEP 42 id after the external address
+        changed); the nodes are re-filed around it. Keys other than ``family``, ``id`` and
+        ``nodes`` are ignored, for forward compatibility; everything else is checked.
+        """
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise LocalProtocolError(f"saved state is bytes, got {type(data).__name__}")
+        if len(data) > _MAX_STATE_BYTES:
+            raise RoutingStateError(f"routing table state is over {_MAX_STATE_BYTES} bytes")
+        try:
+            state = decode(data)
+        except BencodeError as exc:
+            raise RoutingStateError(f"routing table state is not bencoded: {exc}") from None
+        if not isinstance(state, dict):
+            raise RoutingStateError("routing table state is not a dictionary")
+        family = state.get(b"family")
+        if type(family) is not int or family not in (4, 6):
+            raise RoutingStateError(f"'family' is 4 or 6, got {family!r}")
+        saved_id = state.get(b"id")
+        if not isinstance(saved_id, bytes) or len(saved_id) != 20:
+            raise RoutingStateError("'id' is a 20-byte string")
+        nodes = state.get(b"nodes")
+        if not isinstance(nodes, bytes):
+            raise RoutingStateError("'nodes' is a byte string of compact node info")
+        try:
+            parsed = parse_compact_nodes(nodes, 4 if family == 4 else 6, limit=_MAX_SAVED_NODES)
+        except CompactError as exc:
+            raise RoutingStateError(f"'nodes': {exc}") from None
+        table = cls(
+            NodeId(saved_id) if own_id is None else own_id,
+            family=4 if family == 4 else 6,
+            rng=rng,
+            k=k,
+            max_failures=max_failures,
+            restrict_ips=restrict_ips,
+            node_filter=node_filter,
+            now=now,
+        )
+        for node in parsed:
+            if node.address.normalized().family != table.family:
+                raise RoutingStateError(f"'nodes' holds {node.address} in an IPv{family} table")
+            table._restore(node, now)
+        return table
+
+    def _restore(self, node: NodeInfo, now: float) -> None:
+        if node.node_id == self._own.value or not node.address.is_connectable:
+            return
+        if self._find(node.node_id) is not None:
+            return
+        if self._restrict_ips and _host(node) in self._ips:
+            return
+        if self._filter is not None and not self._filter(node):
+            return
+        self._insert(_Entry(node, None), now)
