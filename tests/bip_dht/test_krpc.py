@@ -233,7 +233,71 @@ _shaped = (
     | values
 )
 _inner = st.dictionaries(st.sampled_from(_INNER_KEYS), _shaped, max_size=10)
-_tops = st.dictionaries(st.sampled_from(_TOP_KEYS), _shaped | _inner, max_size=8)
+_loose_tops = st.dictionaries(st.sampled_from(_TOP_KEYS), _shaped | _inner, max_size=8)
+
+
+def _mostly(good: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    # one_of flattens unions, so a plain `good | _shaped` would draw `good` rarely.
+    return st.integers(0, 3).flatmap(lambda pick: good if pick else _shaped)
+
+
+_compact_nodes = st.lists(nodes4, max_size=3).map(lambda ns: b"".join(n.to_compact() for n in ns))
+_compact_nodes6 = st.lists(nodes6, max_size=3).map(lambda ns: b"".join(n.to_compact() for n in ns))
+_flags = st.integers(0, 1)
+_good_args: dict[bytes, st.SearchStrategy[Any]] = {
+    b"id": ids,
+    b"target": ids,
+    b"info_hash": ids,
+    b"want": st.lists(st.sampled_from([WANT_N4, WANT_N6, b"x"]), max_size=3),
+    b"port": ports,
+    b"implied_port": _flags,
+    b"token": st.binary(max_size=8),
+    b"nodes": _compact_nodes,
+    b"nodes6": _compact_nodes6,
+    b"values": st.lists(addresses.map(PeerAddress.to_compact), max_size=3),
+    b"samples": st.lists(ids, max_size=3).map(b"".join),
+    b"num": st.integers(0, 100),
+    b"interval": st.integers(0, 21600),
+    b"v": values,
+    b"k": st.binary(min_size=32, max_size=32),
+    b"sig": st.binary(min_size=64, max_size=64),
+    b"seq": st.integers(-5, 5),
+    b"cas": st.integers(0, 5),
+    b"salt": st.binary(max_size=8),
+    b"BFsd": st.binary(min_size=BLOOM_SIZE, max_size=BLOOM_SIZE),
+    b"BFpe": st.binary(min_size=BLOOM_SIZE, max_size=BLOOM_SIZE),
+    b"noseed": _flags,
+    b"scrape": _flags,
+    b"seed": _flags,
+    b"other": values,
+}
+# Mostly well-formed envelopes and bodies with hostile parts, so every decoder path is reached.
+_bodies = st.fixed_dictionaries(
+    {b"id": _mostly(ids)},
+    optional={key: _mostly(good) for key, good in _good_args.items() if key != b"id"},
+)
+_methods = st.sampled_from(
+    [b"ping", b"find_node", b"get_peers", b"announce_peer", b"get", b"put", b"vote", SAMPLE]
+)
+_advisory = {
+    b"v": _mostly(st.binary(max_size=4)),
+    b"ip": _mostly(addresses.map(PeerAddress.to_compact)),
+    b"ro": _mostly(_flags),
+}
+_error_bodies = st.lists(st.integers(0, 400) | st.binary(max_size=8), max_size=3)
+_structured_tops = st.one_of(
+    st.fixed_dictionaries(
+        {b"t": tids, b"y": st.just(b"q"), b"q": _mostly(_methods), b"a": _mostly(_bodies)},
+        optional=_advisory,
+    ),
+    st.fixed_dictionaries(
+        {b"t": tids, b"y": st.just(b"r"), b"r": _mostly(_bodies)}, optional=_advisory
+    ),
+    st.fixed_dictionaries(
+        {b"t": tids, b"y": st.just(b"e"), b"e": _mostly(_error_bodies)}, optional=_advisory
+    ),
+)
+_tops = st.integers(0, 3).flatmap(lambda pick: _structured_tops if pick else _loose_tops)
 
 
 @settings(max_examples=500, deadline=None)
@@ -588,3 +652,12 @@ def test_limits_are_validated(bad: Any) -> None:
 def test_constructors_reject_misuse(build: Any) -> None:
     with pytest.raises(LocalProtocolError):
         build()
+
+
+def test_buffer_inputs() -> None:
+    wire = Ping(transaction_id=b"t", node_id=ID).encode()
+    assert decode_message(bytearray(wire)) == decode_message(memoryview(wire))
+    # A memoryview's length counts items, not bytes: the size cap must count bytes.
+    wide = memoryview(wire + b"\0" * (-len(wire) % 4) + bytes(1500)).cast("I")
+    with pytest.raises(KRPCError, match="exceeds"):
+        decode_message(wide)

@@ -1051,8 +1051,9 @@ def decode_message(
     """
     if not isinstance(data, bytes | bytearray | memoryview):
         raise KRPCError(f"a datagram is bytes, not {type(data).__name__}")
-    if len(data) > limits.max_datagram:
-        raise KRPCError(f"a {len(data)}-byte datagram exceeds the {limits.max_datagram} limit")
+    size = data.nbytes if isinstance(data, memoryview) else len(data)
+    if size > limits.max_datagram:
+        raise KRPCError(f"a {size}-byte datagram exceeds the {limits.max_datagram} limit")
     try:
         top = decode(data, lenient=True, max_depth=limits.max_depth)
     except (BencodeDecodeError, ValueError) as exc:
