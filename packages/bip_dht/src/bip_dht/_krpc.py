@@ -57,22 +57,28 @@ b'd1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe'
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from enum import IntEnum
-from typing import Any, ClassVar, TypeAlias, cast
+from dataclasses import dataclass
+from typing import Any, TypeAlias, cast
 
-from bip_bencode import BencodeDecodeError, BencodeEncodeError, Value, decode, encode
-from bip_handshake._compact import (
-    CompactError,
-    Family,
-    NodeInfo,
-    PeerAddress,
-    encode_compact_nodes,
-    parse_compact_nodes,
-)
+from bip_bencode import BencodeDecodeError, Value, decode
+from bip_handshake._compact import CompactError, Family, PeerAddress, parse_compact_nodes
 
 from ._errors import KRPCError, LocalProtocolError
+from ._krpc_base import BLOOM_SIZE, ID_LENGTH, KEY_LENGTH, SIG_LENGTH, WANT_N4, WANT_N6
+from ._krpc_queries import (
+    QUERY_TYPES,
+    AnnouncePeer,
+    FindNode,
+    Get,
+    GetPeers,
+    Ping,
+    Put,
+    Query,
+    QueryBase,
+    SampleInfohashes,
+    UnknownQuery,
+)
+from ._krpc_replies import RESPONSE_KNOWN, Error, ErrorCode, Response
 
 __all__ = [
     "BLOOM_SIZE",
@@ -96,31 +102,6 @@ __all__ = [
     "UnknownQuery",
     "decode_message",
 ]
-
-ID_LENGTH = 20
-BLOOM_SIZE = 256
-"""Bytes in a BEP 33 ``BFsd`` / ``BFpe`` bloom filter."""
-_KEY_LENGTH = 32
-_SIG_LENGTH = 64
-
-WANT_N4 = b"n4"
-"""BEP 32 ``want`` entry asking for IPv4 nodes (``nodes``)."""
-WANT_N6 = b"n6"
-"""BEP 32 ``want`` entry asking for IPv6 nodes (``nodes6``)."""
-
-
-class ErrorCode(IntEnum):
-    """KRPC error codes: BEP 5 (201-204) and BEP 44 (205-207, 301, 302)."""
-
-    GENERIC = 201
-    SERVER = 202
-    PROTOCOL = 203
-    METHOD_UNKNOWN = 204
-    MESSAGE_TOO_BIG = 205
-    INVALID_SIGNATURE = 206
-    SALT_TOO_BIG = 207
-    CAS_MISMATCH = 301
-    SEQUENCE_TOO_LOW = 302
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,628 +153,8 @@ class KRPCQueryError(KRPCError):
         self.method = method
 
 
-# --- field checks shared by constructors (LocalProtocolError) --------------------------------
-
-
-def _check_bytes(name: str, value: object, length: int | None = None) -> None:
-    if not isinstance(value, bytes):
-        raise LocalProtocolError(f"{name} must be bytes, not {type(value).__name__}")
-    if length is not None and len(value) != length:
-        raise LocalProtocolError(f"{name} must be {length} bytes, not {len(value)}")
-
-
-def _check_optional_bytes(name: str, value: object, length: int | None = None) -> None:
-    if value is not None:
-        _check_bytes(name, value, length)
-
-
-def _check_int(name: str, value: object, low: int | None = None, high: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise LocalProtocolError(f"{name} must be an int, not {value!r}")
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise LocalProtocolError(f"{name} must be in {low}..{high}, not {value}")
-
-
-def _check_bool(name: str, value: object) -> None:
-    if not isinstance(value, bool):
-        raise LocalProtocolError(f"{name} must be a bool, not {value!r}")
-
-
-def _check_value(name: str, value: object) -> None:
-    # Encoding is the one complete check of "a bencodable value", and it is what we will send.
-    try:
-        encode(value)  # type: ignore[arg-type]
-    except (BencodeEncodeError, TypeError, ValueError) as exc:
-        raise LocalProtocolError(f"{name} is not bencodable: {exc}") from None
-
-
-def _check_common(message: _Envelope) -> None:
-    _check_bytes("transaction_id", message.transaction_id)
-    _check_optional_bytes("version", message.version)
-    if message.ip is not None and not isinstance(message.ip, PeerAddress):
-        raise LocalProtocolError(f"ip must be a PeerAddress, not {message.ip!r}")
-    _check_bool("read_only", message.read_only)
-
-
-def _check_extra(extra: object, known: frozenset[bytes]) -> None:
-    if not isinstance(extra, Mapping):
-        raise LocalProtocolError("extra must be a mapping of bytes keys")
-    for key, value in extra.items():
-        _check_bytes("an extra key", key)
-        if key in known:
-            raise LocalProtocolError(f"extra must not hold the known key {key!r}")
-        _check_value(f"extra[{key!r}]", value)
-
-
-def _check_want(want: object) -> None:
-    if want is None:
-        return
-    if not isinstance(want, tuple):
-        raise LocalProtocolError("want must be a tuple of bytes or None")
-    for entry in want:
-        _check_bytes("a want entry", entry)
-
-
-def _check_nodes(name: str, nodes: object, family: int) -> None:
-    if nodes is None:
-        return
-    if not isinstance(nodes, tuple):
-        raise LocalProtocolError(f"{name} must be a tuple of NodeInfo or None")
-    for node in nodes:
-        if not isinstance(node, NodeInfo) or node.address.family != family:
-            raise LocalProtocolError(f"{name} holds only IPv{family} NodeInfo, not {node!r}")
-
-
-# --- the envelope ------------------------------------------------------------------------------
-
-
-class _Envelope:
-    """What every message has: the top-level keys ``t``, ``v``, ``ip``, ``ro``."""
-
-    __slots__ = ()
-    transaction_id: bytes
-    version: bytes | None
-    ip: PeerAddress | None
-    read_only: bool
-
-    def _top(self, kind: bytes) -> dict[bytes, Any]:
-        top: dict[bytes, Any] = {b"t": self.transaction_id, b"y": kind}
-        if self.version is not None:
-            top[b"v"] = self.version
-        if self.ip is not None:
-            top[b"ip"] = self.ip.to_compact()
-        if self.read_only:
-            top[b"ro"] = 1
-        return top
-
-
-def _put_want(args: dict[bytes, Any], want: tuple[bytes, ...] | None) -> None:
-    if want is not None:
-        args[b"want"] = list(want)
-
-
-class _QueryBase(_Envelope):
-    """Shared by the query classes: the method name and the ``a`` dictionary."""
-
-    __slots__ = ()
-    method: ClassVar[bytes]
-    known: ClassVar[frozenset[bytes]]
-    node_id: bytes
-    extra: Mapping[bytes, Value]
-
-    def _arguments(self) -> dict[bytes, Any]:
-        raise NotImplementedError  # every concrete query overrides it
-
-    def _method_name(self) -> bytes:
-        return self.method
-
-    def _check(self) -> None:
-        _check_common(self)
-        _check_bytes("node_id", self.node_id, ID_LENGTH)
-        _check_extra(self.extra, self.known)
-
-    def encode(self) -> bytes:
-        """The bencoded datagram.
-
-        >>> Ping(transaction_id=b"t1", node_id=bytes(20)).encode()[:9]
-        b'd1:ad2:id'
-        """
-        args: dict[bytes, Any] = dict(self.extra)
-        args.update(self._arguments())
-        args[b"id"] = self.node_id
-        top = self._top(b"q")
-        top[b"q"] = self._method_name()
-        top[b"a"] = args
-        return encode(top)
-
-
-_COMMON = frozenset({b"id"})
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Ping(_QueryBase):
-    """``ping``: are you there? Answered by a :class:`Response` with just ``id``."""
-
-    method: ClassVar[bytes] = b"ping"
-    known: ClassVar[frozenset[bytes]] = _COMMON
-    transaction_id: bytes
-    node_id: bytes
-    version: bytes | None = None
-    ip: PeerAddress | None = None
-    read_only: bool = False
-    extra: Mapping[bytes, Value] = field(default_factory=dict, hash=False)
-
-    def __post_init__(self) -> None:
-        self._check()
-
-    def _arguments(self) -> dict[bytes, Any]:
-        return {}
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FindNode(_QueryBase):
-    """``find_node``: the K nodes closest to ``target`` (BEP 32 ``want`` picks families)."""
-
-    method: ClassVar[bytes] = b"find_node"
-    known: ClassVar[frozenset[bytes]] = _COMMON | {b"target", b"want"}
-    transaction_id: bytes
-    node_id: bytes
-    target: bytes
-    want: tuple[bytes, ...] | None = None
-    version: bytes | None = None
-    ip: PeerAddress | None = None
-    read_only: bool = False
-    extra: Mapping[bytes, Value] = field(default_factory=dict, hash=False)
-
-    def __post_init__(self) -> None:
-        self._check()
-        _check_bytes("target", self.target, ID_LENGTH)
-        _check_want(self.want)
-
-    def _arguments(self) -> dict[bytes, Any]:
-        args: dict[bytes, Any] = {b"target": self.target}
-        _put_want(args, self.want)
-        return args
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class GetPeers(_QueryBase):
-    """``get_peers``: peers for ``info_hash``, or closer nodes; always a write token.
-
-    BEP 33: ``scrape`` asks for the ``BFsd`` / ``BFpe`` bloom filters, ``noseed`` for leechers
-    only.
-    """
-
-    method: ClassVar[bytes] = b"get_peers"
-    known: ClassVar[frozenset[bytes]] = _COMMON | {b"info_hash", b"want", b"noseed", b"scrape"}
-    transaction_id: bytes
-    node_id: bytes
-    info_hash: bytes
-    want: tuple[bytes, ...] | None = None
-    noseed: bool = False
-    scrape: bool = False
-    version: bytes | None = None
-    ip: PeerAddress | None = None
-    read_only: bool = False
-    extra: Mapping[bytes, Value] = field(default_factory=dict, hash=False)
-
-    def __post_init__(self) -> None:
-        self._check()
-        _check_bytes("info_hash", self.info_hash, ID_LENGTH)
-        _check_want(self.want)
-        _check_bool("noseed", self.noseed)
-        _check_bool("scrape", self.scrape)
-
-    def _arguments(self) -> dict[bytes, Any]:
-        args: dict[bytes, Any] = {b"info_hash": self.info_hash}
-        _put_want(args, self.want)
-        if self.noseed:
-            args[b"noseed"] = 1
-        if self.scrape:
-            args[b"scrape"] = 1
-        return args
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AnnouncePeer(_QueryBase):
-    """``announce_peer``: the sender downloads ``info_hash`` on ``port``.
-
-    With ``implied_port`` the receiver uses the datagram's source port instead of ``port``
-    (which may then be absent on the wire and decodes as 0). BEP 33: ``seed`` marks a seed.
-    """
-
-    method: ClassVar[bytes] = b"announce_peer"
-    known: ClassVar[frozenset[bytes]] = _COMMON | {
-        b"info_hash",
-        b"port",
-        b"token",
-        b"implied_port",
-        b"seed",
-    }
-    transaction_id: bytes
-    node_id: bytes
-    info_hash: bytes
-    port: int
-    token: bytes
-    implied_port: bool = False
-    seed: bool = False
-    version: bytes | None = None
-    ip: PeerAddress | None = None
-    read_only: bool = False
-    extra: Mapping[bytes, Value] = field(default_factory=dict, hash=False)
-
-    def __post_init__(self) -> None:
-        self._check()
-        _check_bytes("info_hash", self.info_hash, ID_LENGTH)
-        _check_int("port", self.port, 0, 0xFFFF)
-        _check_bytes("token", self.token)
-        _check_bool("implied_port", self.implied_port)
-        _check_bool("seed", self.seed)
-
-    def _arguments(self) -> dict[bytes, Any]:
-        args: dict[bytes, Any] = {
-            b"info_hash": self.info_hash,
-            b"port": self.port,
-            b"token": self.token,
-        }
-        if self.implied_port:
-            args[b"implied_port"] = 1
-        if self.seed:
-            args[b"seed"] = 1
-        return args
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Get(_QueryBase):
-    """BEP 44 ``get``: the item stored under ``target``.
-
-    ``seq`` (a libtorrent extension BEP 44 mentions) asks the responder to leave ``v`` out unless
-    its mutable item is newer than ``seq``.
-    """
-
-    method: ClassVar[bytes] = b"get"
-    known: ClassVar[frozenset[bytes]] = _COMMON | {b"target", b"seq", b"want"}
-    transaction_id: bytes
-    node_id: bytes
-    target: bytes
-    seq: int | None = None
-    want: tuple[bytes, ...] | None = None
-    version: bytes | None = None
-    ip: PeerAddress | None = None
-    read_only: bool = False
-    extra: Mapping[bytes, Value] = field(default_factory=dict, hash=False)
-
-    def __post_init__(self) -> None:
-        self._check()
-        _check_bytes("target", self.target, ID_LENGTH)
-        if self.seq is not None:
-            _check_int("seq", self.seq)
-        _check_want(self.want)
-
-    def _arguments(self) -> dict[bytes, Any]:
-        args: dict[bytes, Any] = {b"target": self.target}
-        if self.seq is not None:
-            args[b"seq"] = self.seq
-        _put_want(args, self.want)
-        return args
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Put(_QueryBase):
-    """BEP 44 ``put``: store ``v``.
-
-    Immutable when ``k``, ``sig`` and ``seq`` are all None; mutable when all three are set
-    (``k`` 32 bytes, ``sig`` 64 bytes), with optional ``salt`` and compare-and-swap ``cas``.
-    Sizes (``v`` ≤ 1000 bytes bencoded, ``salt`` ≤ 64) and the signature are the storage's
-    checks, so that it can answer 205 / 206 / 207.
-    """
-
-    method: ClassVar[bytes] = b"put"
-    known: ClassVar[frozenset[bytes]] = _COMMON | {
-        b"token",
-        b"v",
-        b"k",
-        b"sig",
-        b"seq",
-        b"cas",
-        b"salt",
-    }
-    transaction_id: bytes
-    node_id: bytes
-    token: bytes
-    v: Value = field(hash=False)
-    k: bytes | None = None
-    sig: bytes | None = None
-    seq: int | None = None
-    cas: int | None = None
-    salt: bytes = b""
-    version: bytes | None = None
-    ip: PeerAddress | None = None
-    read_only: bool = False
-    extra: Mapping[bytes, Value] = field(default_factory=dict, hash=False)
-
-    def __post_init__(self) -> None:
-        self._check()
-        _check_bytes("token", self.token)
-        _check_value("v", self.v)
-        _check_optional_bytes("k", self.k, _KEY_LENGTH)
-        _check_optional_bytes("sig", self.sig, _SIG_LENGTH)
-        if self.seq is not None:
-            _check_int("seq", self.seq)
-        if self.cas is not None:
-            _check_int("cas", self.cas)
-        _check_bytes("salt", self.salt)
-        mutable = (self.k is not None, self.sig is not None, self.seq is not None)
-        if any(mutable) and not all(mutable):
-            raise LocalProtocolError("a mutable put has k, sig and seq; an immutable one none")
-        if not self.is_mutable and (self.cas is not None or self.salt):
-            raise LocalProtocolError("cas and salt belong to mutable puts only")
-
-    @property
-    def is_mutable(self) -> bool:
-        """Whether this is a mutable item (signed with ``k``)."""
-        return self.k is not None
-
-    def _arguments(self) -> dict[bytes, Any]:
-        args: dict[bytes, Any] = {b"token": self.token, b"v": self.v}
-        if self.k is not None:
-            args[b"k"] = self.k
-        if self.sig is not None:
-            args[b"sig"] = self.sig
-        if self.seq is not None:
-            args[b"seq"] = self.seq
-        if self.cas is not None:
-            args[b"cas"] = self.cas
-        if self.salt:
-            args[b"salt"] = self.salt
-        return args
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SampleInfohashes(_QueryBase):
-    """BEP 51 ``sample_infohashes``: a sample of the info-hashes the node stores."""
-
-    method: ClassVar[bytes] = b"sample_infohashes"
-    known: ClassVar[frozenset[bytes]] = _COMMON | {b"target", b"want"}
-    transaction_id: bytes
-    node_id: bytes
-    target: bytes
-    want: tuple[bytes, ...] | None = None
-    version: bytes | None = None
-    ip: PeerAddress | None = None
-    read_only: bool = False
-    extra: Mapping[bytes, Value] = field(default_factory=dict, hash=False)
-
-    def __post_init__(self) -> None:
-        self._check()
-        _check_bytes("target", self.target, ID_LENGTH)
-        _check_want(self.want)
-
-    def _arguments(self) -> dict[bytes, Any]:
-        args: dict[bytes, Any] = {b"target": self.target}
-        _put_want(args, self.want)
-        return args
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class UnknownQuery(_QueryBase):
-    """A query whose method we do not know; every argument but ``id`` is in ``extra``."""
-
-    method: ClassVar[bytes] = b""
-    known: ClassVar[frozenset[bytes]] = _COMMON
-    transaction_id: bytes
-    node_id: bytes
-    name: bytes
-    version: bytes | None = None
-    ip: PeerAddress | None = None
-    read_only: bool = False
-    extra: Mapping[bytes, Value] = field(default_factory=dict, hash=False)
-
-    def __post_init__(self) -> None:
-        self._check()
-        _check_bytes("name", self.name)
-        if self.name in _QUERY_TYPES:
-            raise LocalProtocolError(f"{self.name!r} is a known method: use its own class")
-
-    def _method_name(self) -> bytes:
-        return self.name
-
-    def _arguments(self) -> dict[bytes, Any]:
-        return {}
-
-
-Query: TypeAlias = (
-    Ping | FindNode | GetPeers | AnnouncePeer | Get | Put | SampleInfohashes | UnknownQuery
-)
-"""Any query."""
-
-
-_RESPONSE_KNOWN = frozenset(
-    {
-        b"id",
-        b"nodes",
-        b"nodes6",
-        b"values",
-        b"token",
-        b"samples",
-        b"num",
-        b"interval",
-        b"v",
-        b"k",
-        b"sig",
-        b"seq",
-        b"BFsd",
-        b"BFpe",
-    }
-)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Response(_Envelope):
-    """A reply (``y = r``), with every key any query's reply may carry (None when absent).
-
-    ``nodes`` holds IPv4 nodes, ``nodes6`` IPv6 ones (BEP 32); ``values`` holds peers of both
-    families (BEP 32 lets IPv6 peers share the list). ``samples`` is the BEP 51 list of 20-byte
-    info-hashes. ``ignored`` names known keys that arrived malformed and were dropped; it is not
-    part of equality and is never encoded.
-    """
-
-    transaction_id: bytes
-    node_id: bytes
-    nodes: tuple[NodeInfo, ...] | None = None
-    nodes6: tuple[NodeInfo, ...] | None = None
-    values: tuple[PeerAddress, ...] | None = None
-    token: bytes | None = None
-    samples: tuple[bytes, ...] | None = None
-    num: int | None = None
-    interval: int | None = None
-    v: Value | None = field(default=None, hash=False)
-    k: bytes | None = None
-    sig: bytes | None = None
-    seq: int | None = None
-    bfsd: bytes | None = None
-    bfpe: bytes | None = None
-    version: bytes | None = None
-    ip: PeerAddress | None = None
-    read_only: bool = False
-    extra: Mapping[bytes, Value] = field(default_factory=dict, hash=False)
-    ignored: tuple[bytes, ...] = field(default=(), compare=False)
-
-    def __post_init__(self) -> None:
-        _check_common(self)
-        _check_bytes("node_id", self.node_id, ID_LENGTH)
-        _check_nodes("nodes", self.nodes, 4)
-        _check_nodes("nodes6", self.nodes6, 6)
-        if self.values is not None and (
-            not isinstance(self.values, tuple)
-            or not all(isinstance(peer, PeerAddress) for peer in self.values)
-        ):
-            raise LocalProtocolError("values must be a tuple of PeerAddress or None")
-        _check_optional_bytes("token", self.token)
-        if self.samples is not None:
-            if not isinstance(self.samples, tuple):
-                raise LocalProtocolError("samples must be a tuple of 20-byte hashes or None")
-            for sample in self.samples:
-                _check_bytes("a sample", sample, ID_LENGTH)
-        if self.num is not None:
-            _check_int("num", self.num, 0)
-        if self.interval is not None:
-            _check_int("interval", self.interval, 0)
-        if self.v is not None:
-            _check_value("v", self.v)
-        _check_optional_bytes("k", self.k, _KEY_LENGTH)
-        _check_optional_bytes("sig", self.sig, _SIG_LENGTH)
-        if self.seq is not None:
-            _check_int("seq", self.seq)
-        _check_optional_bytes("bfsd", self.bfsd, BLOOM_SIZE)
-        _check_optional_bytes("bfpe", self.bfpe, BLOOM_SIZE)
-        _check_extra(self.extra, _RESPONSE_KNOWN)
-        if not isinstance(self.ignored, tuple):
-            raise LocalProtocolError("ignored must be a tuple of bytes")
-
-    def check_answers(self, query: Query) -> Response:
-        """Check that this response has what an answer to *query* must have; return it.
-
-        ``find_node`` needs ``nodes`` or ``nodes6``; ``get_peers`` needs ``values``, ``nodes``
-        or ``nodes6``; ``sample_infohashes`` needs ``samples`` (BEP 51 makes it mandatory so
-        that supporting nodes can be told apart); a mutable BEP 44 ``get`` answer with ``v``
-        needs ``k``, ``sig`` and ``seq``. Others need nothing beyond ``id``.
-
-        Raises:
-            KRPCError: the response cannot answer *query*.
-
-        >>> ping = Ping(transaction_id=b"a", node_id=bytes(20))
-        >>> Response(transaction_id=b"a", node_id=bytes(20)).check_answers(ping).node_id[:2]
-        b'\\x00\\x00'
-        """
-        has_nodes = self.nodes is not None or self.nodes6 is not None
-        if isinstance(query, FindNode) and not has_nodes:
-            raise KRPCError("a find_node response without nodes or nodes6")
-        if isinstance(query, GetPeers) and not has_nodes and self.values is None:
-            raise KRPCError("a get_peers response without values, nodes or nodes6")
-        if isinstance(query, SampleInfohashes) and self.samples is None:
-            raise KRPCError("a sample_infohashes response without samples")
-        if isinstance(query, Get):
-            signed = (self.k is not None, self.sig is not None, self.seq is not None)
-            if self.k is not None and not all(signed):
-                raise KRPCError("a mutable get response needs k, sig and seq together")
-        return self
-
-    def encode(self) -> bytes:
-        """The bencoded datagram.
-
-        >>> Response(transaction_id=b"aa", node_id=b"mnopqrstuvwxyz123456").encode()
-        b'd1:rd2:id20:mnopqrstuvwxyz123456e1:t2:aa1:y1:re'
-        """
-        body: dict[bytes, Any] = dict(self.extra)
-        body[b"id"] = self.node_id
-        if self.nodes is not None:
-            body[b"nodes"] = encode_compact_nodes(self.nodes, 4)
-        if self.nodes6 is not None:
-            body[b"nodes6"] = encode_compact_nodes(self.nodes6, 6)
-        if self.values is not None:
-            body[b"values"] = [peer.to_compact() for peer in self.values]
-        optional = {
-            b"token": self.token,
-            b"num": self.num,
-            b"interval": self.interval,
-            b"v": self.v,
-            b"k": self.k,
-            b"sig": self.sig,
-            b"seq": self.seq,
-            b"BFsd": self.bfsd,
-            b"BFpe": self.bfpe,
-        }
-        body.update((key, value) for key, value in optional.items() if value is not None)
-        if self.samples is not None:
-            body[b"samples"] = b"".join(self.samples)
-        top = self._top(b"r")
-        top[b"r"] = body
-        return encode(top)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Error(_Envelope):
-    """An error reply (``y = e``): ``code`` (an :class:`ErrorCode` when known) and a message.
-
-    >>> Error(transaction_id=b"aa", code=ErrorCode.GENERIC, message="A Generic Error Ocurred"
-    ...       ).encode()
-    b'd1:eli201e23:A Generic Error Ocurrede1:t2:aa1:y1:ee'
-    """
-
-    transaction_id: bytes
-    code: int
-    message: str = ""
-    version: bytes | None = None
-    ip: PeerAddress | None = None
-    read_only: bool = False
-
-    def __post_init__(self) -> None:
-        _check_common(self)
-        _check_int("code", self.code)
-        if not isinstance(self.message, str):
-            raise LocalProtocolError(f"message must be a str, not {self.message!r}")
-        try:
-            self.message.encode("utf-8", "surrogateescape")
-        except UnicodeEncodeError:
-            raise LocalProtocolError("message holds characters UTF-8 cannot encode") from None
-        if not isinstance(self.code, ErrorCode) and self.code in ErrorCode._value2member_map_:
-            object.__setattr__(self, "code", ErrorCode(self.code))
-
-    def encode(self) -> bytes:
-        """The bencoded datagram."""
-        top = self._top(b"e")
-        top[b"e"] = [int(self.code), self.message.encode("utf-8", "surrogateescape")]
-        return encode(top)
-
-
 Message: TypeAlias = Query | Response | Error
 """Anything :func:`decode_message` returns."""
-
-
-_QUERY_TYPES: dict[bytes, type[_QueryBase]] = {
-    cls.method: cls for cls in (Ping, FindNode, GetPeers, AnnouncePeer, Get, Put, SampleInfohashes)
-}
 
 
 # --- decoding ----------------------------------------------------------------------------------
@@ -857,9 +218,7 @@ class _Args:
         return {key: value for key, value in self._args.items() if key not in self._used}
 
 
-def _decode_query(
-    top: dict[bytes, Value], common: dict[str, Any], limits: KRPCLimits
-) -> _QueryBase:
+def _decode_query(top: dict[bytes, Value], common: dict[str, Any], limits: KRPCLimits) -> QueryBase:
     tid: bytes = common["transaction_id"]
     method = top.get(b"q")
     if not isinstance(method, bytes):
@@ -910,8 +269,8 @@ def _decode_query(
         fields = {
             "token": args.bytes_(b"token"),
             "v": v,
-            "k": args.bytes_(b"k", _KEY_LENGTH, required=False),
-            "sig": args.bytes_(b"sig", _SIG_LENGTH, required=False),
+            "k": args.bytes_(b"k", KEY_LENGTH, required=False),
+            "sig": args.bytes_(b"sig", SIG_LENGTH, required=False),
             "seq": args.int_(b"seq", required=False),
             "cas": args.int_(b"cas", required=False),
             "salt": args.bytes_(b"salt", required=False) or b"",
@@ -923,9 +282,9 @@ def _decode_query(
             raise args.fail("cas and salt belong to mutable puts only")
     else:
         fields = {"name": method}
-    cls: Any = _QUERY_TYPES.get(method, UnknownQuery)  # the fields above match its signature
+    cls: Any = QUERY_TYPES.get(method, UnknownQuery)  # the fields above match its signature
     try:
-        query: _QueryBase = cls(node_id=node_id, extra=args.extra(), **fields, **common)
+        query: QueryBase = cls(node_id=node_id, extra=args.extra(), **fields, **common)
     except LocalProtocolError as exc:  # a check the readers above do not make; stay our error
         raise args.fail(str(exc)) from None
     return query
@@ -1003,14 +362,14 @@ def _decode_response(
     take_bytes(b"token", "token")
     take_int(b"num", "num", 0)
     take_int(b"interval", "interval", 0)
-    take_bytes(b"k", "k", _KEY_LENGTH)
-    take_bytes(b"sig", "sig", _SIG_LENGTH)
+    take_bytes(b"k", "k", KEY_LENGTH)
+    take_bytes(b"sig", "sig", SIG_LENGTH)
     take_int(b"seq", "seq")
     take_bytes(b"BFsd", "bfsd", BLOOM_SIZE)
     take_bytes(b"BFpe", "bfpe", BLOOM_SIZE)
     if b"v" in body:
         fields["v"] = body[b"v"]
-    extra = {key: value for key, value in body.items() if key not in _RESPONSE_KNOWN}
+    extra = {key: value for key, value in body.items() if key not in RESPONSE_KNOWN}
     try:
         return Response(node_id=node_id, extra=extra, ignored=tuple(ignored), **fields, **common)
     except LocalProtocolError as exc:  # the readers above check every field; be safe anyway

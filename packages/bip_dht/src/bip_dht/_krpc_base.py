@@ -1,0 +1,128 @@
+"""What every KRPC message shares: sizes, the top-level envelope and field checks.
+
+Private to the KRPC codec (:mod:`bip_dht._krpc` documents the API): the query classes in
+:mod:`._krpc_queries` and the replies in :mod:`._krpc_replies` build on :class:`Envelope` and
+validate their fields with the ``check_*`` helpers, which raise
+:class:`~bip_dht.LocalProtocolError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from bip_bencode import BencodeEncodeError, encode
+from bip_handshake._compact import NodeInfo, PeerAddress
+
+from ._errors import LocalProtocolError
+
+ID_LENGTH = 20
+BLOOM_SIZE = 256
+"""Bytes in a BEP 33 ``BFsd`` / ``BFpe`` bloom filter."""
+KEY_LENGTH = 32
+SIG_LENGTH = 64
+
+WANT_N4 = b"n4"
+"""BEP 32 ``want`` entry asking for IPv4 nodes (``nodes``)."""
+WANT_N6 = b"n6"
+"""BEP 32 ``want`` entry asking for IPv6 nodes (``nodes6``)."""
+
+
+# --- field checks shared by constructors (LocalProtocolError) --------------------------------
+
+
+def check_bytes(name: str, value: object, length: int | None = None) -> None:
+    if not isinstance(value, bytes):
+        raise LocalProtocolError(f"{name} must be bytes, not {type(value).__name__}")
+    if length is not None and len(value) != length:
+        raise LocalProtocolError(f"{name} must be {length} bytes, not {len(value)}")
+
+
+def check_optional_bytes(name: str, value: object, length: int | None = None) -> None:
+    if value is not None:
+        check_bytes(name, value, length)
+
+
+def check_int(name: str, value: object, low: int | None = None, high: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise LocalProtocolError(f"{name} must be an int, not {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise LocalProtocolError(f"{name} must be in {low}..{high}, not {value}")
+
+
+def check_bool(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise LocalProtocolError(f"{name} must be a bool, not {value!r}")
+
+
+def check_value(name: str, value: object) -> None:
+    # Encoding is the one complete check of "a bencodable value", and it is what we will send.
+    try:
+        encode(value)  # type: ignore[arg-type]
+    except (BencodeEncodeError, TypeError, ValueError) as exc:
+        raise LocalProtocolError(f"{name} is not bencodable: {exc}") from None
+
+
+def check_common(message: Envelope) -> None:
+    check_bytes("transaction_id", message.transaction_id)
+    check_optional_bytes("version", message.version)
+    if message.ip is not None and not isinstance(message.ip, PeerAddress):
+        raise LocalProtocolError(f"ip must be a PeerAddress, not {message.ip!r}")
+    check_bool("read_only", message.read_only)
+
+
+def check_extra(extra: object, known: frozenset[bytes]) -> None:
+    if not isinstance(extra, Mapping):
+        raise LocalProtocolError("extra must be a mapping of bytes keys")
+    for key, value in extra.items():
+        check_bytes("an extra key", key)
+        if key in known:
+            raise LocalProtocolError(f"extra must not hold the known key {key!r}")
+        check_value(f"extra[{key!r}]", value)
+
+
+def check_want(want: object) -> None:
+    if want is None:
+        return
+    if not isinstance(want, tuple):
+        raise LocalProtocolError("want must be a tuple of bytes or None")
+    for entry in want:
+        check_bytes("a want entry", entry)
+
+
+def check_nodes(name: str, nodes: object, family: int) -> None:
+    if nodes is None:
+        return
+    if not isinstance(nodes, tuple):
+        raise LocalProtocolError(f"{name} must be a tuple of NodeInfo or None")
+    for node in nodes:
+        if not isinstance(node, NodeInfo) or node.address.family != family:
+            raise LocalProtocolError(f"{name} holds only IPv{family} NodeInfo, not {node!r}")
+
+
+# --- the envelope ------------------------------------------------------------------------------
+
+
+class Envelope:
+    """What every message has: the top-level keys ``t``, ``v``, ``ip``, ``ro``."""
+
+    __slots__ = ()
+    transaction_id: bytes
+    version: bytes | None
+    ip: PeerAddress | None
+    read_only: bool
+
+    def _top(self, kind: bytes) -> dict[bytes, Any]:
+        top: dict[bytes, Any] = {b"t": self.transaction_id, b"y": kind}
+        if self.version is not None:
+            top[b"v"] = self.version
+        if self.ip is not None:
+            top[b"ip"] = self.ip.to_compact()
+        if self.read_only:
+            top[b"ro"] = 1
+        return top
+
+
+def put_want(args: dict[bytes, Any], want: tuple[bytes, ...] | None) -> None:
+    if want is not None:
+        args[b"want"] = list(want)
