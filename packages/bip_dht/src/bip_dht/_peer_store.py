@@ -1,0 +1,344 @@
+"""The peers other nodes announced to us (``announce_peer``), per info-hash, bounded.
+
+A DHT node stores, for each info-hash, the address (IP and port) and the seed flag
+(BEP 33) of every peer that announced it, forgets an announce after ``peer_ttl`` (30 min,
+as libtorrent), and answers ``get_peers`` with a random sample small enough for a UDP
+datagram, or with BEP 33 scrape bloom filters.
+
+Memory is bounded whatever the network announces: one entry per IP per info-hash (a
+re-announce from the same IP replaces the port and refreshes the entry), at most
+``max_peers_per_hash`` per info-hash, ``max_hashes`` info-hashes and ``max_peers`` in all.
+Eviction when a cap is hit:
+
+- an info-hash full: its least recently announced peer makes room;
+- ``max_hashes`` reached by a new info-hash: the info-hash with the fewest peers goes
+  (among equals, the one that has had that count longest), so a flood of one-announce
+  random hashes churns among itself and popular torrents stay;
+- ``max_peers`` reached: the least recently announced peer of the info-hash with the most
+  peers makes room, so no single swarm can crowd the others out.
+
+API (sans-IO: time is passed in, randomness from the caller's ``random.Random``):
+
+- :class:`PeerStore` ``(*, max_peers_per_hash=500, max_hashes=2000, max_peers=50_000,
+  peer_ttl=1800.0)``;
+- ``announce(info_hash, address, *, seed, now) -> bool`` (False: address not connectable);
+- ``get_peers(info_hash, family, rng, now, *, max_count=None, noseed=False) ->
+  list[PeerAddress]``: at most ``max_count`` (default :func:`max_values`) random live
+  peers of the family;
+- ``scrape(info_hash, now) -> (seeds, downloaders)``: two :class:`ScrapeBloom`;
+- ``counts(info_hash, now) -> (seeds, downloaders)``; ``expire(now)``;
+  ``sample_info_hashes(count, rng) -> list[bytes]`` (BEP 51); ``len(store)`` (peers),
+  ``hash_count``, ``info_hash in store``.
+
+>>> import random
+>>> from bip_handshake import PeerAddress
+>>> store = PeerStore()
+>>> h = bytes(20)
+>>> store.announce(h, PeerAddress.parse("10.0.0.1:6881"), seed=True, now=0.0)
+True
+>>> store.get_peers(h, 4, random.Random(0), now=60.0)
+[PeerAddress(host=IPv4Address('10.0.0.1'), port=6881)]
+>>> store.get_peers(h, 4, random.Random(0), now=1801.0)
+[]
+"""
+
+from __future__ import annotations
+
+import random
+from ipaddress import IPv4Address, IPv6Address
+
+from bip_handshake import PeerAddress
+
+from ._bloom import ScrapeBloom
+from ._errors import LocalProtocolError
+
+__all__ = [
+    "DEFAULT_MAX_HASHES",
+    "DEFAULT_MAX_PEERS",
+    "DEFAULT_MAX_PEERS_PER_HASH",
+    "DEFAULT_PEER_TTL",
+    "PeerStore",
+    "max_values",
+]
+
+DEFAULT_PEER_TTL = 30 * 60.0
+DEFAULT_MAX_PEERS_PER_HASH = 500
+DEFAULT_MAX_HASHES = 2000
+DEFAULT_MAX_PEERS = 50_000
+_INFO_HASH_SIZE = 20
+
+# How many compact peers fit in a get_peers response. A reply also carries the header,
+# id, token and 8 nodes (26 bytes each over IPv4, 38 over IPv6); each value costs its
+# compact form plus the bencoded length prefix ("6:" / "18:"). 100 IPv4 values (800 bytes)
+# is libtorrent's default; 40 IPv6 values (840 bytes) keep the reply under the 1280-byte
+# IPv6 minimum MTU with nodes6 alongside.
+_MAX_VALUES = {4: 100, 6: 40}
+
+
+def max_values(family: int) -> int:
+    """How many peers of ``family`` (4 or 6) a get_peers reply carries at most."""
+    if family not in _MAX_VALUES:
+        raise LocalProtocolError(f"an address family is 4 or 6, got {family!r}")
+    return _MAX_VALUES[family]
+
+
+class _Peer:
+    __slots__ = ("announced_at", "port", "seed")
+
+    def __init__(self, port: int, seed: bool, announced_at: float) -> None:
+        self.port = port
+        self.seed = seed
+        self.announced_at = announced_at
+
+
+class _Swarm:
+    """The peers of one info-hash, keyed by packed IP, least recently announced first."""
+
+    __slots__ = ("index", "peers")
+
+    def __init__(self, index: int) -> None:
+        self.peers: dict[bytes, _Peer] = {}
+        self.index = index  # position in PeerStore._hash_list, for O(1) random sampling
+
+
+def _host(packed: bytes) -> IPv4Address | IPv6Address:
+    return IPv4Address(packed) if len(packed) == 4 else IPv6Address(packed)
+
+
+class PeerStore:
+    """Announced peers per info-hash, with expiry and caps; see the module docstring.
+
+    Attributes:
+        max_peers_per_hash: peers kept per info-hash at most.
+        max_hashes: info-hashes kept at most.
+        max_peers: peers kept in all at most.
+        peer_ttl: seconds an announce is kept.
+    """
+
+    __slots__ = (
+        "_by_count",
+        "_hash_list",
+        "_swarms",
+        "_top",
+        "_total",
+        "max_hashes",
+        "max_peers",
+        "max_peers_per_hash",
+        "peer_ttl",
+    )
+
+    def __init__(
+        self,
+        *,
+        max_peers_per_hash: int = DEFAULT_MAX_PEERS_PER_HASH,
+        max_hashes: int = DEFAULT_MAX_HASHES,
+        max_peers: int = DEFAULT_MAX_PEERS,
+        peer_ttl: float = DEFAULT_PEER_TTL,
+    ) -> None:
+        for name, value in (
+            ("max_peers_per_hash", max_peers_per_hash),
+            ("max_hashes", max_hashes),
+            ("max_peers", max_peers),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise LocalProtocolError(f"{name} is a positive int, got {value!r}")
+        if not peer_ttl > 0:
+            raise LocalProtocolError(f"peer_ttl must be positive, got {peer_ttl}")
+        self.max_peers_per_hash = max_peers_per_hash
+        self.max_hashes = max_hashes
+        self.max_peers = max_peers
+        self.peer_ttl = float(peer_ttl)
+        self._swarms: dict[bytes, _Swarm] = {}
+        self._hash_list: list[bytes] = []
+        # Info-hashes grouped by peer count (each group in the order they reached that
+        # count), so the fewest-peers and most-peers victims are found without a scan.
+        self._by_count: dict[int, dict[bytes, None]] = {}
+        self._top = 0  # an upper bound of the highest non-empty count
+        self._total = 0
+
+    # -- bookkeeping -------------------------------------------------------------------
+
+    def _regroup(self, info_hash: bytes, old: int, new: int) -> None:
+        if old:
+            group = self._by_count[old]
+            del group[info_hash]
+            if not group:
+                del self._by_count[old]
+        if new:
+            self._by_count.setdefault(new, {})[info_hash] = None
+            self._top = max(self._top, new)
+
+    def _drop_peer(self, info_hash: bytes, swarm: _Swarm, packed: bytes) -> None:
+        count = len(swarm.peers)
+        del swarm.peers[packed]
+        self._total -= 1
+        self._regroup(info_hash, count, count - 1)
+        if count == 1:
+            self._drop_swarm(info_hash, swarm)
+
+    def _drop_swarm(self, info_hash: bytes, swarm: _Swarm) -> None:
+        count = len(swarm.peers)
+        if count:
+            self._regroup(info_hash, count, 0)
+            self._total -= count
+        # Swap-remove from the sampling list.
+        last = self._hash_list.pop()
+        if last != info_hash:
+            self._hash_list[swarm.index] = last
+            self._swarms[last].index = swarm.index
+        del self._swarms[info_hash]
+
+    def _expire_swarm(self, info_hash: bytes, swarm: _Swarm, now: float) -> int:
+        removed = 0
+        peers = swarm.peers
+        while peers:
+            packed = next(iter(peers))
+            if now - peers[packed].announced_at < self.peer_ttl:
+                break
+            self._drop_peer(info_hash, swarm, packed)
+            removed += 1
+        return removed
+
+    def _live_swarm(self, info_hash: bytes, now: float) -> _Swarm | None:
+        swarm = self._swarms.get(info_hash)
+        if swarm is not None:
+            self._expire_swarm(info_hash, swarm, now)
+            if not swarm.peers:
+                return None
+        return swarm
+
+    def _evict_smallest_swarm(self) -> None:
+        smallest = min(self._by_count)  # at most max_peers_per_hash distinct counts
+        victim = next(iter(self._by_count[smallest]))
+        self._drop_swarm(victim, self._swarms[victim])
+
+    def _evict_from_largest_swarm(self) -> None:
+        while self._top not in self._by_count:
+            self._top -= 1
+        victim = next(iter(self._by_count[self._top]))
+        swarm = self._swarms[victim]
+        self._drop_peer(victim, swarm, next(iter(swarm.peers)))
+
+    # -- public API --------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        """How many peers are stored in all (expired ones until :meth:`expire` runs)."""
+        return self._total
+
+    def __contains__(self, info_hash: object) -> bool:
+        return info_hash in self._swarms
+
+    @property
+    def hash_count(self) -> int:
+        """How many info-hashes have peers stored."""
+        return len(self._swarms)
+
+    def announce(self, info_hash: bytes, address: PeerAddress, *, seed: bool, now: float) -> bool:
+        """Record that ``address`` is in the swarm of ``info_hash`` (a seed if ``seed``).
+
+        The caller has checked the token and resolved ``implied_port``. An IPv4-mapped
+        IPv6 address is stored as IPv4. Returns False (storing nothing) for an address
+        nobody could connect to (port 0, unspecified or multicast host).
+        """
+        if not isinstance(info_hash, bytes) or len(info_hash) != _INFO_HASH_SIZE:
+            raise LocalProtocolError(f"an info-hash is 20 bytes, got {info_hash!r}")
+        if not isinstance(address, PeerAddress):
+            raise LocalProtocolError(f"a peer is a PeerAddress, got {address!r}")
+        if not address.is_connectable:
+            return False
+        packed = address.normalized().host.packed
+        swarm = self._swarms.get(info_hash)
+        if swarm is not None:
+            self._expire_swarm(info_hash, swarm, now)
+            swarm = self._swarms.get(info_hash)  # gone if every peer had expired
+        if swarm is not None and packed in swarm.peers:
+            # A re-announce: refresh, and move to the back of the announce order.
+            del swarm.peers[packed]
+            swarm.peers[packed] = _Peer(address.port, bool(seed), now)
+            return True
+        # Make room first. Each eviction may remove a whole swarm, ours included (when it
+        # had a single peer), so the swarm is looked up again afterwards.
+        if swarm is None:
+            if len(self._swarms) >= self.max_hashes:
+                self._evict_smallest_swarm()
+        elif len(swarm.peers) >= self.max_peers_per_hash:
+            self._drop_peer(info_hash, swarm, next(iter(swarm.peers)))
+        if self._total >= self.max_peers:
+            self._evict_from_largest_swarm()
+        swarm = self._swarms.get(info_hash)
+        if swarm is None:
+            swarm = _Swarm(len(self._hash_list))
+            self._swarms[info_hash] = swarm
+            self._hash_list.append(info_hash)
+        count = len(swarm.peers)
+        swarm.peers[packed] = _Peer(address.port, bool(seed), now)
+        self._total += 1
+        self._regroup(info_hash, count, count + 1)
+        return True
+
+    def get_peers(
+        self,
+        info_hash: bytes,
+        family: int,
+        rng: random.Random,
+        now: float,
+        *,
+        max_count: int | None = None,
+        noseed: bool = False,
+    ) -> list[PeerAddress]:
+        """At most ``max_count`` live peers of ``info_hash`` and ``family`` (4 or 6), at random.
+
+        ``noseed`` (BEP 33) leaves seeds out, for a requester that is itself seeding.
+        ``max_count`` defaults to :func:`max_values` (what fits a datagram).
+        """
+        limit = max_values(family) if max_count is None else max_count
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise LocalProtocolError(f"max_count is a non-negative int, got {max_count!r}")
+        swarm = self._live_swarm(info_hash, now)
+        if swarm is None:
+            return []
+        size = 4 if family == 4 else 16
+        candidates = [
+            (packed, peer)
+            for packed, peer in swarm.peers.items()
+            if len(packed) == size and not (noseed and peer.seed)
+        ]
+        if len(candidates) > limit:
+            candidates = rng.sample(candidates, limit)
+        return [PeerAddress(_host(packed), peer.port) for packed, peer in candidates]
+
+    def counts(self, info_hash: bytes, now: float) -> tuple[int, int]:
+        """How many live seeds and downloaders ``info_hash`` has (exact, unlike a scrape)."""
+        swarm = self._live_swarm(info_hash, now)
+        if swarm is None:
+            return (0, 0)
+        seeds = sum(1 for peer in swarm.peers.values() if peer.seed)
+        return (seeds, len(swarm.peers) - seeds)
+
+    def scrape(self, info_hash: bytes, now: float) -> tuple[ScrapeBloom, ScrapeBloom]:
+        """BEP 33 ``BFsd`` and ``BFpe``: bloom filters of the live seeds and downloaders."""
+        seeds, downloaders = ScrapeBloom(), ScrapeBloom()
+        swarm = self._live_swarm(info_hash, now)
+        if swarm is not None:
+            for packed, peer in swarm.peers.items():
+                (seeds if peer.seed else downloaders).insert(_host(packed))
+        return seeds, downloaders
+
+    def expire(self, now: float) -> int:
+        """Forget every announce older than ``peer_ttl``; return how many were dropped.
+
+        The node calls this periodically (every minute, say); lookups also expire the
+        swarm they read, so results never include a stale peer.
+        """
+        removed = 0
+        for info_hash, swarm in list(self._swarms.items()):
+            removed += self._expire_swarm(info_hash, swarm, now)
+        return removed
+
+    def sample_info_hashes(self, count: int, rng: random.Random) -> list[bytes]:
+        """Up to ``count`` distinct stored info-hashes at random (BEP 51 ``samples``)."""
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise LocalProtocolError(f"count is a non-negative int, got {count!r}")
+        if count >= len(self._hash_list):
+            return list(self._hash_list)
+        return rng.sample(self._hash_list, count)
