@@ -32,6 +32,7 @@ from bip_dht._krpc import (
     SampleInfohashes,
     UnknownQuery,
     decode_message,
+    wanted_families,
 )
 from bip_handshake._compact import NodeInfo, PeerAddress
 
@@ -661,3 +662,42 @@ def test_buffer_inputs() -> None:
     wide = memoryview(wire + b"\0" * (-len(wire) % 4) + bytes(1500)).cast("I")
     with pytest.raises(KRPCError, match="exceeds"):
         decode_message(wide)
+
+
+_any_message = st.one_of(list(ALL.values()))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_any_message, st.data())
+def test_damaged_messages_give_a_message_or_krpc_error(
+    message: Message, data: st.DataObject
+) -> None:
+    wire = bytearray(message.encode())
+    for _ in range(data.draw(st.integers(1, 4))):
+        action = data.draw(st.sampled_from(["flip", "cut", "insert"]))
+        at = data.draw(st.integers(0, max(len(wire) - 1, 0)))
+        if action == "flip" and wire:
+            wire[at] = data.draw(st.integers(0, 255))
+        elif action == "cut":
+            del wire[at : at + data.draw(st.integers(1, 30))]
+        else:
+            wire[at:at] = data.draw(st.binary(min_size=1, max_size=30))
+    with contextlib.suppress(KRPCError):
+        decoded = decode_message(bytes(wire), ROOMY)
+        assert decode_message(decoded.encode(), ROOMY) == decoded
+
+
+@pytest.mark.parametrize(
+    ("want", "default", "expected"),
+    [
+        (None, 4, {4}),
+        (None, 6, {6}),
+        ((), 6, {6}),
+        ((WANT_N4,), 6, {4}),
+        ((WANT_N6,), 4, {6}),
+        ((WANT_N6, WANT_N4, b"n5"), 4, {4, 6}),
+        ((b"n5", b""), 6, {6}),
+    ],
+)
+def test_wanted_families(want: tuple[bytes, ...] | None, default: Any, expected: set[int]) -> None:
+    assert wanted_families(want, default) == expected

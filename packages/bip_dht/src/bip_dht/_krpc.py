@@ -20,7 +20,8 @@ Every message carries the top-level keys as keyword fields: ``transaction_id`` (
 ``version`` (``v``, the client version, kept as bytes), ``ip`` (BEP 42: the requester's address as
 the responder saw it, as a :class:`~bip_handshake.PeerAddress`) and ``read_only`` (BEP 43 ``ro``).
 Queries that may ask for nodes (find_node, get_peers, get, sample_infohashes) keep BEP 32 ``want``
-as a tuple of byte strings (``b"n4"``, ``b"n6"``; unknown entries kept, see :data:`WANT_N4`).
+as a tuple of byte strings (``b"n4"``, ``b"n6"``; unknown entries kept, see :data:`WANT_N4`);
+:func:`wanted_families` says which node lists a reply to it should carry.
 
 API::
 
@@ -64,7 +65,15 @@ from bip_bencode import BencodeDecodeError, Value, decode
 from bip_handshake._compact import CompactError, Family, PeerAddress, parse_compact_nodes
 
 from ._errors import KRPCError, LocalProtocolError
-from ._krpc_base import BLOOM_SIZE, ID_LENGTH, KEY_LENGTH, SIG_LENGTH, WANT_N4, WANT_N6
+from ._krpc_base import (
+    BLOOM_SIZE,
+    ID_LENGTH,
+    KEY_LENGTH,
+    SIG_LENGTH,
+    WANT_N4,
+    WANT_N6,
+    wanted_families,
+)
 from ._krpc_queries import (
     QUERY_TYPES,
     AnnouncePeer,
@@ -101,6 +110,7 @@ __all__ = [
     "SampleInfohashes",
     "UnknownQuery",
     "decode_message",
+    "wanted_families",
 ]
 
 

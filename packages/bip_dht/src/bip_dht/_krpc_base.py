@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bip_bencode import BencodeEncodeError, encode
-from bip_handshake._compact import NodeInfo, PeerAddress
+from bip_handshake._compact import Family, NodeInfo, PeerAddress
 
 from ._errors import LocalProtocolError
 
@@ -126,3 +126,24 @@ class Envelope:
 def put_want(args: dict[bytes, Any], want: tuple[bytes, ...] | None) -> None:
     if want is not None:
         args[b"want"] = list(want)
+
+
+def wanted_families(want: tuple[bytes, ...] | None, default: Family) -> frozenset[Family]:
+    """Which node families (``nodes`` 4, ``nodes6`` 6) a reply should carry, per BEP 32.
+
+    *default* is the family of the socket the query arrived on: what a query without ``want``
+    gets. A ``want`` naming neither ``n4`` nor ``n6`` is treated as absent (BEP 32 says to
+    ignore unknown entries), so a reply always carries some nodes.
+
+    >>> sorted(wanted_families((WANT_N4, WANT_N6), 4))
+    [4, 6]
+    >>> sorted(wanted_families(None, 6)), sorted(wanted_families((b"n9",), 4))
+    ([6], [4])
+    """
+    families: set[Family] = set()
+    if want is not None:
+        if WANT_N4 in want:
+            families.add(4)
+        if WANT_N6 in want:
+            families.add(6)
+    return frozenset(families) if families else frozenset((default,))
