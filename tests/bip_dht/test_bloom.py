@@ -83,6 +83,10 @@ def test_or_with_other_types_is_not_implemented() -> None:
     with pytest.raises(TypeError):
         ScrapeBloom() | b"x"  # type: ignore[operator]
     assert ScrapeBloom() != b"\x00" * BLOOM_BYTES
+    bloom = ScrapeBloom()
+    with pytest.raises(TypeError):
+        bloom |= b"x"  # type: ignore[arg-type]
+    assert repr(ScrapeBloom()) == "ScrapeBloom(estimate=0.5)"
 
 
 @given(st.lists(addresses, max_size=50))

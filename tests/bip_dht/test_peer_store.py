@@ -225,6 +225,9 @@ def test_bad_arguments_are_refused() -> None:
     with pytest.raises(LocalProtocolError):
         store.get_peers(H1, 4, rng, now=0.0, max_count=-1)
     with pytest.raises(LocalProtocolError):
+        store.get_peers(H1, 5, rng, now=0.0, max_count=10)
+    assert store.counts(H1, now=0.0) == (0, 0)
+    with pytest.raises(LocalProtocolError):
         store.sample_info_hashes(-1, rng)
     for options in ({"max_peers": 0}, {"max_hashes": True}, {"max_peers_per_hash": 1.5}):
         with pytest.raises(LocalProtocolError):

@@ -85,7 +85,14 @@ def test_garbage_tokens_are_invalid_not_errors(garbage: object) -> None:
 
 @pytest.mark.parametrize(
     "options",
-    [{"rotate_interval": 0}, {"rotate_interval": -1.0}, {"token_size": 3}, {"token_size": 33}],
+    [
+        {"rotate_interval": 0},
+        {"rotate_interval": -1.0},
+        {"token_size": 3},
+        {"token_size": 33},
+        {"token_size": True},
+        {"token_size": 8.0},
+    ],
 )
 def test_bad_options_are_refused(options: dict[str, Any]) -> None:
     with pytest.raises(LocalProtocolError):
@@ -98,6 +105,9 @@ def test_bad_arguments_are_refused() -> None:
         tokens.token("192.0.2.1", TARGET, now=0.0)  # type: ignore[arg-type]
     with pytest.raises(LocalProtocolError):
         tokens.token(IP, "target", now=0.0)  # type: ignore[arg-type]
+    token = tokens.token(IP, TARGET, now=0.0)
+    with pytest.raises(LocalProtocolError):
+        tokens.verify(token, IP, "target", now=0.0)  # type: ignore[arg-type]
 
 
 @given(

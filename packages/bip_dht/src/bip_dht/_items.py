@@ -351,7 +351,8 @@ class ItemStore:
                     f"seq {item.seq} is not newer than the stored {existing.seq}",
                 )
         elif existing is not None and type(existing) is not type(item):
-            # SHA-1 targets of the two kinds cannot meet short of a SHA-1 collision.
+            # The kinds meet only when k + salt are the very bytes of v: a signer who grinds
+            # keys until one reads as a bencoded prefix could try to shadow an immutable item.
             raise ItemRejectedError(ItemProblem.INVALID, "an item of another kind has this target")
         if existing is not None:
             del self._items[target]

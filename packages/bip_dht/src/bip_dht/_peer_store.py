@@ -291,7 +291,8 @@ class PeerStore:
         ``noseed`` (BEP 33) leaves seeds out, for a requester that is itself seeding.
         ``max_count`` defaults to :func:`max_values` (what fits a datagram).
         """
-        limit = max_values(family) if max_count is None else max_count
+        default = max_values(family)  # also checks the family
+        limit = default if max_count is None else max_count
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise LocalProtocolError(f"max_count is a non-negative int, got {max_count!r}")
         swarm = self._live_swarm(info_hash, now)
