@@ -48,6 +48,10 @@ decodes fine, so the storage layer can answer with error 205 / 207 as BEP 44 ask
 
 Constructors validate their fields and raise :class:`~bip_dht.LocalProtocolError` on misuse.
 
+Layout: the query classes live in :mod:`._krpc_queries`, :class:`Response`, :class:`Error` and
+:class:`ErrorCode` in :mod:`._krpc_replies`, the shared envelope and field checks in
+:mod:`._krpc_base`; this module decodes and re-exports all of them (import from here).
+
 >>> msg = decode_message(b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe")
 >>> msg
 Ping(transaction_id=b'aa', node_id=b'abcdefghij0123456789', version=None, ip=None, \

@@ -255,7 +255,8 @@ class Put(QueryBase):
     Immutable when ``k``, ``sig`` and ``seq`` are all None; mutable when all three are set
     (``k`` 32 bytes, ``sig`` 64 bytes), with optional ``salt`` and compare-and-swap ``cas``.
     Sizes (``v`` ≤ 1000 bytes bencoded, ``salt`` ≤ 64) and the signature are the storage's
-    checks, so that it can answer 205 / 206 / 207.
+    checks, so that it can answer 205 / 206 / 207. ``encode(v)`` gives the bytes BEP 44 hashes
+    and signs: the sender's own bytes whenever it bencoded canonically (sorted keys), as it must.
     """
 
     method: ClassVar[bytes] = b"put"
