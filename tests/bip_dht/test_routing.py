@@ -584,5 +584,29 @@ class TableMachine(RuleBasedStateMachine):
         assert self.table.closest(target, self.now) == [e.node for e in expected]
 
 
-TableMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
+TableMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=50, deadline=None)
 test_table_machine = TableMachine.TestCase
+
+
+def test_memory_is_bounded_under_a_flood() -> None:
+    rng = Random(3)
+    t = table(k=4)
+    for i in range(3000):
+        # a quarter of the ids are crafted close to ours, to force splits
+        shift = rng.randrange(160) if i % 4 == 0 else 0
+        info = NodeInfo(
+            NodeId.from_int(rng.getrandbits(160) >> shift).value,
+            PeerAddress(IPv4Address(rng.getrandbits(32) | 1 << 24), 1 + i % 60000),
+        )
+        t.heard_from(info, T0 + i, bool(i % 2))
+    entries = list(t.entries(T0 + 3000))
+    assert len(entries) <= t.bucket_count * 2 * 4
+    assert t.bucket_count <= 160
+    assert len(t.closest(OWN, T0 + 3000)) == BUCKET_SIZE
+
+
+def test_save_of_a_large_k_table_loads() -> None:
+    t = table(k=20)
+    fill(t, [far(i) for i in range(40)])
+    loaded = RoutingTable.load(t.save(T0), rng=Random(0), k=20)
+    assert {e.node for e in loaded.entries(T0)} == {e.node for e in t.entries(T0)}

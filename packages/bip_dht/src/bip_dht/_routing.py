@@ -85,8 +85,7 @@ bucket may go unchanged before it needs a refresh (BEP 5)."""
 MAX_FAILURES = 3
 """Failed queries in a row after which a node that had responded before is bad."""
 
-_MAX_SAVED_NODES = NODE_ID_BITS * BUCKET_SIZE * 2
-_MAX_STATE_BYTES = 1 << 20
+_COMPACT_V6_NODE = 38
 
 
 class RoutingStateError(DHTError):
@@ -613,8 +612,11 @@ class RoutingTable:
         """
         if not isinstance(data, bytes | bytearray | memoryview):
             raise LocalProtocolError(f"saved state is bytes, got {type(data).__name__}")
-        if len(data) > _MAX_STATE_BYTES:
-            raise RoutingStateError(f"routing table state is over {_MAX_STATE_BYTES} bytes")
+        # a save holds at most two full buckets' worth (bucket + cache) per possible bucket
+        max_nodes = NODE_ID_BITS * 2 * max(k, BUCKET_SIZE) if isinstance(k, int) else 0
+        max_bytes = max_nodes * _COMPACT_V6_NODE + 256
+        if len(data) > max_bytes:
+            raise RoutingStateError(f"routing table state is over {max_bytes} bytes")
         try:
             state = decode(data)
         except BencodeError as exc:
@@ -631,7 +633,7 @@ class RoutingTable:
         if not isinstance(nodes, bytes):
             raise RoutingStateError("'nodes' is a byte string of compact node info")
         try:
-            parsed = parse_compact_nodes(nodes, 4 if family == 4 else 6, limit=_MAX_SAVED_NODES)
+            parsed = parse_compact_nodes(nodes, 4 if family == 4 else 6, limit=max_nodes)
         except CompactError as exc:
             raise RoutingStateError(f"'nodes': {exc}") from None
         table = cls(
