@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Any
 
@@ -267,14 +268,45 @@ def test_store_cap_evicts_least_recently_put() -> None:
     assert all(store.get(item.target, now=4.0) == item for item in (items[0], items[2], items[3]))
 
 
+def test_store_cap_evicts_the_least_popular() -> None:
+    store = ItemStore(max_items=3)
+    popular, plain, other, new = (ImmutableItem(encode(index)) for index in range(4))
+    for index in range(5):  # five distinct sources, then the same one again
+        store.put(popular, now=0.0, source=IPv4Address(0x0A000000 + index))
+    store.put(popular, now=0.0, source=IPv6Address("::ffff:10.0.0.0"))
+    assert len(store._items[popular.target].sources) == 5
+    store.put(plain, now=1.0, source=IPv4Address("10.1.0.1"))
+    store.put(plain, now=1.5, source=IPv6Address("2001:db8::1"))
+    store.put(other, now=2.0)
+    store.put(new, now=3.0, source=IPv4Address("10.2.0.1"))
+    assert other.target not in store  # no source at all: the least popular
+    store.put(ImmutableItem(b"i99e"), now=4.0)
+    assert new.target not in store  # one source, against two and five
+    assert popular.target in store
+    assert plain.target in store
+
+
+def test_store_sources_are_bounded() -> None:
+    store = ItemStore()
+    item = ImmutableItem(b"i1e")
+    for index in range(100):
+        store.put(item, now=0.0, source=IPv4Address(index + 1))
+    assert len(store._items[item.target].sources) == 8
+    with pytest.raises(LocalProtocolError):
+        store.put(item, now=0.0, source="10.0.0.1")  # type: ignore[arg-type]
+
+
 def test_store_memory_is_bounded_under_a_flood() -> None:
     store = ItemStore(max_items=100)
-    for index in range(5000):
-        store.put(ImmutableItem(encode(index)), now=float(index))
-        assert len(store) <= 100
     honest = MutableItem.create(KEY, b"6:honest", 1)
-    store.put(honest, now=5000.0)
-    assert store.get(honest.target, now=5001.0) == honest
+    for index in range(3):
+        store.put(honest, now=0.0, source=IPv4Address(f"192.0.2.{index}"))
+    for index in range(5000):
+        attacker = IPv4Address(0x50000000 + index)
+        store.put(ImmutableItem(encode(index)), now=float(index) / 10, source=attacker)
+        assert len(store) <= 100
+    # The item several nodes put survives a flood of one-off puts.
+    assert store.get(honest.target, now=500.0) == honest
 
 
 def test_store_rejects_bad_arguments() -> None:

@@ -20,9 +20,11 @@ API (sans-IO: time is passed in as ``now``):
   ``Ed25519PrivateKey``; ``.target`` gives the 20-byte target. ``value`` is the bencoded
   bytes of ``v`` exactly as on the wire (the signature covers those bytes).
 - :class:`ItemStore` ``(max_items=700, lifetime=7200.0)`` -- what a node stores for others:
-  ``put(item, now, cas=None)``, ``get(target, now)``, ``expire(now)``, ``len()``. At most
-  ``max_items`` items, each kept ``lifetime`` seconds after its last put (libtorrent: 700
-  and 2 hours). When full, a new target evicts the item least recently put.
+  ``put(item, now, cas=None, source=None)``, ``get(target, now)``, ``expire(now)``,
+  ``len()``. At most ``max_items`` items, each kept ``lifetime`` seconds after its last put
+  (libtorrent: 700 and 2 hours). When full, a new target evicts the least popular item,
+  as libtorrent does: the one put by the fewest distinct source IPs (counted up to 8),
+  the least recently put among those; so a flood of one-off puts churns among itself.
 - :class:`ItemRejectedError` (an :class:`~bip_dht._errors.ItemError`) with ``.code`` an
   :class:`ItemProblem`, whose values are the KRPC error codes to answer with (203, 205,
   206, 207, 301, 302).
@@ -39,6 +41,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from enum import IntEnum
+from ipaddress import IPv4Address, IPv6Address
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -265,12 +268,25 @@ class MutableItem:
 Item = ImmutableItem | MutableItem
 
 
-class _Stored:
-    __slots__ = ("item", "stored_at")
+def _source_key(source: IPv4Address | IPv6Address) -> bytes:
+    if isinstance(source, IPv6Address) and source.ipv4_mapped is not None:
+        return source.ipv4_mapped.packed
+    if isinstance(source, IPv4Address | IPv6Address):
+        return source.packed
+    raise LocalProtocolError(f"a put's source is an IPv4Address or IPv6Address, got {source!r}")
 
-    def __init__(self, item: Item, stored_at: float) -> None:
+
+# Distinct source IPs remembered per item: enough to rank popularity, bounded in memory.
+_MAX_SOURCES = 8
+
+
+class _Stored:
+    __slots__ = ("item", "sources", "stored_at")
+
+    def __init__(self, item: Item, stored_at: float, sources: frozenset[bytes]) -> None:
         self.item = item
         self.stored_at = stored_at
+        self.sources = sources
 
 
 class ItemStore:
@@ -322,8 +338,17 @@ class ItemStore:
             return None
         return stored.item
 
-    def put(self, item: Item, now: float, cas: int | None = None) -> None:
+    def put(
+        self,
+        item: Item,
+        now: float,
+        cas: int | None = None,
+        source: IPv4Address | IPv6Address | None = None,
+    ) -> None:
         """Store (or refresh) ``item``; raise :class:`ItemRejectedError` if the put must be refused.
+
+        ``source`` is the IP the put came from (the node checked its token); distinct
+        sources make an item popular, which protects it from eviction when the store is full.
 
         For a mutable item already stored under the same target: ``cas`` (when given) must
         equal the stored ``seq`` (else CAS_MISMATCH); a lower ``seq`` than the stored one is
@@ -338,6 +363,7 @@ class ItemStore:
             )
         if cas is not None and (isinstance(cas, bool) or not isinstance(cas, int)):
             raise ItemRejectedError(ItemProblem.INVALID, f"cas is an int, got {cas!r}")
+        source_key = None if source is None else _source_key(source)
         target = item.target
         existing = self.get(target, now)
         if isinstance(item, MutableItem) and isinstance(existing, MutableItem):
@@ -354,13 +380,21 @@ class ItemStore:
             # The kinds meet only when k + salt are the very bytes of v: a signer who grinds
             # keys until one reads as a bencoded prefix could try to shadow an immutable item.
             raise ItemRejectedError(ItemProblem.INVALID, "an item of another kind has this target")
+        sources: frozenset[bytes] = frozenset()
         if existing is not None:
-            del self._items[target]
+            sources = self._items.pop(target).sources
         else:
             self._expire_front(now)
             while len(self._items) >= self.max_items:
-                del self._items[next(iter(self._items))]
-        self._items[target] = _Stored(item, now)
+                del self._items[self._least_popular()]
+        if source_key is not None and len(sources) < _MAX_SOURCES:
+            sources = sources | {source_key}
+        self._items[target] = _Stored(item, now, sources)
+
+    def _least_popular(self) -> bytes:
+        # A scan of at most max_items entries, run only when a new target meets a full store;
+        # min() keeps the first of equals, i.e. the least recently put.
+        return min(self._items, key=lambda target: len(self._items[target].sources))
 
     def _expire_front(self, now: float) -> int:
         removed = 0
