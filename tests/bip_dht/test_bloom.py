@@ -123,3 +123,14 @@ def test_estimate_tracks_distinct_counts(count: int) -> None:
         bloom.insert(IPv4Address(0x0A000000 + value))
     # Loose: a 2048-bit filter with k=2 is within a few percent up to a thousand or so.
     assert abs(bloom.estimate() - count) <= 3 + 0.08 * count
+
+
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_give_a_filter_or_our_error(data: bytes) -> None:
+    try:
+        bloom = ScrapeBloom.from_bytes(data)
+    except KRPCError:
+        assert len(data) != BLOOM_BYTES
+    else:
+        assert bloom.to_bytes() == data
+        assert 0 <= bloom.estimate() < 8000

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bip_bencode import encode
+from bip_bencode import BencodeDecodeError, decode, encode
 from bip_dht._errors import ItemError, LocalProtocolError
 from bip_dht._items import (
     DEFAULT_ITEM_LIFETIME,
@@ -332,3 +332,36 @@ def test_store_keeps_the_highest_seq(puts: list[tuple[int, int]]) -> None:
             store.put(item, now=0.0)
             best = item
         assert store.get(item.target, now=0.0) == best
+
+
+@given(st.binary(max_size=1100))
+def test_arbitrary_values_give_an_item_or_our_error(value: bytes) -> None:
+    try:
+        decode(value)
+    except BencodeDecodeError:
+        valid = False
+    else:
+        valid = True
+    if len(value) > MAX_VALUE_SIZE or not valid:
+        with pytest.raises(ItemRejectedError) as caught:
+            ImmutableItem(value)
+        expected = ItemProblem.VALUE_TOO_BIG if len(value) > MAX_VALUE_SIZE else ItemProblem.INVALID
+        assert caught.value.code is expected
+    else:
+        assert ImmutableItem(value).target == immutable_target(value)
+
+
+@given(
+    st.binary(max_size=40),
+    st.binary(min_size=30, max_size=34),
+    st.integers(-5, 2**64),
+    st.binary(min_size=62, max_size=66),
+    st.binary(max_size=70),
+)
+def test_arbitrary_mutable_fields_give_our_error(
+    value: bytes, key: bytes, seq: int, signature: bytes, salt: bytes
+) -> None:
+    # Random bytes never carry a valid signature, so every combination is refused, with
+    # an ItemError and nothing else.
+    with pytest.raises(ItemError):
+        MutableItem(value, key, seq, signature, salt)
