@@ -83,7 +83,11 @@ GOOD_INTERVAL = 15 * 60.0
 bucket may go unchanged before it needs a refresh (BEP 5)."""
 
 MAX_FAILURES = 3
-"""Failed queries in a row after which a node that had responded before is bad."""
+"""Failed queries in a row after which a node that had responded before is bad.
+
+BEP 5 says only "multiple queries in a row"; libtorrent's ``dht_max_fail_count`` is 20 but it
+also drops such a node at once when a replacement waits. Three keeps a dead node in a bucket
+for a few pings, not for hours, and a replacement takes over as soon as it is bad."""
 
 _COMPACT_V6_NODE = 38
 
