@@ -11,15 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bip_bencode import Value, encode
+from bip_dht._bloom import BLOOM_BYTES
 from bip_dht._errors import KRPCError, LocalProtocolError
 from bip_dht._krpc import (
-    BLOOM_SIZE,
     DEFAULT_LIMITS,
     WANT_N4,
     WANT_N6,
     AnnouncePeer,
-    Error,
     ErrorCode,
+    ErrorReply,
     FindNode,
     Get,
     GetPeers,
@@ -133,8 +133,8 @@ responses = st.builds(
     k=_optional(st.binary(min_size=32, max_size=32)),
     sig=_optional(st.binary(min_size=64, max_size=64)),
     seq=_optional(st.integers(-(2**63), 2**63 - 1)),
-    bfsd=_optional(st.binary(min_size=BLOOM_SIZE, max_size=BLOOM_SIZE)),
-    bfpe=_optional(st.binary(min_size=BLOOM_SIZE, max_size=BLOOM_SIZE)),
+    bfsd=_optional(st.binary(min_size=BLOOM_BYTES, max_size=BLOOM_BYTES)),
+    bfpe=_optional(st.binary(min_size=BLOOM_BYTES, max_size=BLOOM_BYTES)),
     extra=_extra(
         frozenset(
             {b"id", b"nodes", b"nodes6", b"values", b"token", b"samples", b"num", b"interval"}
@@ -144,7 +144,7 @@ responses = st.builds(
     **_common(),
 )
 errors = st.builds(
-    Error,
+    ErrorReply,
     code=st.sampled_from(list(ErrorCode)) | st.integers(-(2**40), 2**40),
     message=st.text(max_size=40),
     **_common(),
@@ -265,8 +265,8 @@ _good_args: dict[bytes, st.SearchStrategy[Any]] = {
     b"seq": st.integers(-5, 5),
     b"cas": st.integers(0, 5),
     b"salt": st.binary(max_size=8),
-    b"BFsd": st.binary(min_size=BLOOM_SIZE, max_size=BLOOM_SIZE),
-    b"BFpe": st.binary(min_size=BLOOM_SIZE, max_size=BLOOM_SIZE),
+    b"BFsd": st.binary(min_size=BLOOM_BYTES, max_size=BLOOM_BYTES),
+    b"BFpe": st.binary(min_size=BLOOM_BYTES, max_size=BLOOM_BYTES),
     b"noseed": _flags,
     b"scrape": _flags,
     b"seed": _flags,
@@ -380,16 +380,16 @@ def test_non_bytes_input_raises_krpc_error() -> None:
 
 def test_error_variants() -> None:
     bare = decode_message(b"d1:eli202ee1:t2:aa1:y1:ee")
-    assert isinstance(bare, Error)
+    assert isinstance(bare, ErrorReply)
     assert (bare.code, bare.message) == (ErrorCode.SERVER, "")
     odd = decode_message(b"d1:eli999ei5ee1:t2:aa1:y1:ee")
-    assert isinstance(odd, Error)
+    assert isinstance(odd, ErrorReply)
     assert (odd.code, odd.message) == (999, "")
     assert not isinstance(odd.code, ErrorCode)
     latin = decode_message(b"d1:eli203e2:\xff\xfee1:t2:aa1:y1:ee")
-    assert isinstance(latin, Error)
+    assert isinstance(latin, ErrorReply)
     assert latin.encode() == b"d1:eli203e2:\xff\xfee1:t2:aa1:y1:ee"
-    assert Error(transaction_id=b"a", code=205).code is ErrorCode.MESSAGE_TOO_BIG
+    assert ErrorReply(transaction_id=b"a", code=205).code is ErrorCode.MESSAGE_TOO_BIG
 
 
 # --- queries ----------------------------------------------------------------------------------
@@ -552,7 +552,7 @@ def test_values_mix_families() -> None:
 
 def test_scrape_filters_round_trip() -> None:
     response = Response(
-        transaction_id=b"t", node_id=ID, bfsd=b"\x01" * BLOOM_SIZE, bfpe=bytes(BLOOM_SIZE)
+        transaction_id=b"t", node_id=ID, bfsd=b"\x01" * BLOOM_BYTES, bfpe=bytes(BLOOM_BYTES)
     )
     assert b"4:BFsd256:" in response.encode()
     assert decode_message(response.encode()) == response
@@ -645,9 +645,9 @@ def test_limits_are_validated(bad: Any) -> None:
         lambda: Response(transaction_id=b"t", node_id=ID, samples=(b"x",)),
         lambda: Response(transaction_id=b"t", node_id=ID, bfsd=b"x"),
         lambda: Response(transaction_id=b"t", node_id=ID, num=-1),
-        lambda: Error(transaction_id=b"t", code="201"),  # type: ignore[arg-type]
-        lambda: Error(transaction_id=b"t", code=201, message=b"x"),  # type: ignore[arg-type]
-        lambda: Error(transaction_id=b"t", code=201, message="\ud800"),
+        lambda: ErrorReply(transaction_id=b"t", code="201"),  # type: ignore[arg-type]
+        lambda: ErrorReply(transaction_id=b"t", code=201, message=b"x"),  # type: ignore[arg-type]
+        lambda: ErrorReply(transaction_id=b"t", code=201, message="\ud800"),
     ],
 )
 def test_constructors_reject_misuse(build: Any) -> None:

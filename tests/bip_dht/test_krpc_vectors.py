@@ -12,8 +12,8 @@ import pytest
 from bip_bencode import decode
 from bip_dht._krpc import (
     AnnouncePeer,
-    Error,
     ErrorCode,
+    ErrorReply,
     FindNode,
     Get,
     GetPeers,
@@ -62,7 +62,7 @@ def test_decodes_to_the_documented_fields(vector: dict[str, Any]) -> None:
     message = decode_message(data)
     assert message.transaction_id == _b(expected["t"])
     if expected["y"] == "e":
-        assert isinstance(message, Error)
+        assert isinstance(message, ErrorReply)
         code, text = expected["e"]
         assert message.code == code
         assert message.message == text
@@ -124,7 +124,7 @@ def test_the_typed_class_matches_the_method(vector: dict[str, Any]) -> None:
     if vector["kind"] == "query":
         assert type(message) is expected
     elif vector["method"] == "error":
-        assert type(message) is Error
+        assert type(message) is ErrorReply
     else:
         assert type(message) is Response
 

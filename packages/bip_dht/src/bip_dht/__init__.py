@@ -1,13 +1,175 @@
 """bip_dht: the Mainline DHT.
 
-Sans-IO parts of a hardened Mainline DHT node (BEP 5, with BEP 32 IPv6, BEP 33
-scrapes, BEP 42 node ids, BEP 43 read-only nodes, BEP 44 storage and BEP 51
-sampling). Work in progress: the lookups, the node core, the trio shell and the
-simulator come next.
+The sans-IO foundations of a hardened Mainline DHT node:
+
+- the KRPC codec (:func:`decode_message`, one frozen dataclass per query, a generic
+  :class:`Response` and :class:`ErrorReply`) for BEP 5 with BEP 32 (IPv6), BEP 33
+  (scrapes), BEP 42 (``ip``), BEP 43 (read-only), BEP 44 (get/put) and BEP 51
+  (sample_infohashes), bounded and tolerant;
+- :class:`NodeId` with BEP 42 address-bound ids, and the Kademlia
+  :class:`RoutingTable` (buckets of 8, node states, replacement caches, refresh,
+  one node per IP, save and load);
+- storage: write tokens (:class:`TokenManager`), announced peers
+  (:class:`PeerStore`), BEP 44 items (:class:`ImmutableItem`, :class:`MutableItem`,
+  :class:`ItemStore`) and BEP 33 bloom filters (:class:`ScrapeBloom`), every one
+  bounded in memory.
+
+The lookups, the node core, the trio shell (``open_dht``) and the simulator are
+still to come.
 """
 
-from ._errors import DHTError, ItemError, KRPCError, LocalProtocolError
+from ._bloom import (
+    BLOOM_BITS,
+    BLOOM_BYTES,
+    BLOOM_HASHES,
+    ScrapeBloom,
+)
+from ._errors import (
+    DHTError,
+    ItemError,
+    KRPCError,
+    LocalProtocolError,
+)
+from ._items import (
+    DEFAULT_ITEM_LIFETIME,
+    DEFAULT_MAX_ITEMS,
+    MAX_SALT_SIZE,
+    MAX_SEQ,
+    MAX_VALUE_SIZE,
+    ImmutableItem,
+    ItemProblem,
+    ItemRejectedError,
+    ItemStore,
+    MutableItem,
+    immutable_target,
+    mutable_target,
+    sign,
+    signed_buffer,
+    verify_signature,
+)
+from ._krpc import (
+    DEFAULT_LIMITS,
+    WANT_N4,
+    WANT_N6,
+    AnnouncePeer,
+    ErrorCode,
+    ErrorReply,
+    FindNode,
+    Get,
+    GetPeers,
+    KRPCLimits,
+    KRPCQueryError,
+    Message,
+    Ping,
+    Put,
+    Query,
+    Response,
+    SampleInfohashes,
+    UnknownQuery,
+    decode_message,
+    wanted_families,
+)
+from ._node_id import (
+    NODE_ID_BITS,
+    NODE_ID_BYTES,
+    NodeId,
+    crc32c,
+    is_bep42_exempt,
+)
+from ._peer_store import (
+    DEFAULT_MAX_HASHES,
+    DEFAULT_MAX_PEERS,
+    DEFAULT_MAX_PEERS_PER_HASH,
+    DEFAULT_PEER_TTL,
+    PeerStore,
+    max_values,
+)
+from ._routing import (
+    BUCKET_SIZE,
+    GOOD_INTERVAL,
+    MAX_FAILURES,
+    Admission,
+    NodeState,
+    RefreshTarget,
+    RoutingEntry,
+    RoutingStateError,
+    RoutingTable,
+    bep42_filter,
+)
+from ._tokens import (
+    DEFAULT_ROTATE_INTERVAL,
+    DEFAULT_TOKEN_SIZE,
+    TokenManager,
+)
 
-__all__ = ["DHTError", "ItemError", "KRPCError", "LocalProtocolError"]
+__all__ = [
+    "BLOOM_BITS",
+    "BLOOM_BYTES",
+    "BLOOM_HASHES",
+    "BUCKET_SIZE",
+    "DEFAULT_ITEM_LIFETIME",
+    "DEFAULT_LIMITS",
+    "DEFAULT_MAX_HASHES",
+    "DEFAULT_MAX_ITEMS",
+    "DEFAULT_MAX_PEERS",
+    "DEFAULT_MAX_PEERS_PER_HASH",
+    "DEFAULT_PEER_TTL",
+    "DEFAULT_ROTATE_INTERVAL",
+    "DEFAULT_TOKEN_SIZE",
+    "GOOD_INTERVAL",
+    "MAX_FAILURES",
+    "MAX_SALT_SIZE",
+    "MAX_SEQ",
+    "MAX_VALUE_SIZE",
+    "NODE_ID_BITS",
+    "NODE_ID_BYTES",
+    "WANT_N4",
+    "WANT_N6",
+    "Admission",
+    "AnnouncePeer",
+    "DHTError",
+    "ErrorCode",
+    "ErrorReply",
+    "FindNode",
+    "Get",
+    "GetPeers",
+    "ImmutableItem",
+    "ItemError",
+    "ItemProblem",
+    "ItemRejectedError",
+    "ItemStore",
+    "KRPCError",
+    "KRPCLimits",
+    "KRPCQueryError",
+    "LocalProtocolError",
+    "Message",
+    "MutableItem",
+    "NodeId",
+    "NodeState",
+    "PeerStore",
+    "Ping",
+    "Put",
+    "Query",
+    "RefreshTarget",
+    "Response",
+    "RoutingEntry",
+    "RoutingStateError",
+    "RoutingTable",
+    "SampleInfohashes",
+    "ScrapeBloom",
+    "TokenManager",
+    "UnknownQuery",
+    "bep42_filter",
+    "crc32c",
+    "decode_message",
+    "immutable_target",
+    "is_bep42_exempt",
+    "max_values",
+    "mutable_target",
+    "sign",
+    "signed_buffer",
+    "verify_signature",
+    "wanted_families",
+]
 
 __version__ = "0.1.0"

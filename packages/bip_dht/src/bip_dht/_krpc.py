@@ -13,7 +13,7 @@ message the Mainline DHT sends today:
   BEP 51 ``samples`` / ``num`` / ``interval``), because a response does not say which query it
   answers: the node core matches it by transaction id, then calls
   :meth:`Response.check_answers` with the query it sent;
-- :class:`Error` (``y = e``): a code (:class:`ErrorCode`: BEP 5's 201-204, BEP 44's 205-207,
+- :class:`ErrorReply` (``y = e``): a code (:class:`ErrorCode`: BEP 5's 201-204, BEP 44's 205-207,
   301, 302; unknown codes are kept as plain ints) and a message.
 
 Every message carries the top-level keys as keyword fields: ``transaction_id`` (``t``),
@@ -25,7 +25,7 @@ as a tuple of byte strings (``b"n4"``, ``b"n6"``; unknown entries kept, see :dat
 
 API::
 
-    decode_message(data, limits=DEFAULT_LIMITS) -> Query | Response | Error
+    decode_message(data, limits=DEFAULT_LIMITS) -> Query | Response | ErrorReply
     message.encode() -> bytes
 
 :func:`decode_message` raises :class:`~bip_dht.KRPCError` for anything that is not a valid
@@ -48,7 +48,7 @@ decodes fine, so the storage layer can answer with error 205 / 207 as BEP 44 ask
 
 Constructors validate their fields and raise :class:`~bip_dht.LocalProtocolError` on misuse.
 
-Layout: the query classes live in :mod:`._krpc_queries`, :class:`Response`, :class:`Error` and
+Layout: the query classes live in :mod:`._krpc_queries`, :class:`Response`, :class:`ErrorReply` and
 :class:`ErrorCode` in :mod:`._krpc_replies`, the shared envelope and field checks in
 :mod:`._krpc_base`; this module decodes and re-exports all of them (import from here).
 
@@ -66,11 +66,11 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias, cast
 
 from bip_bencode import BencodeDecodeError, Value, decode
-from bip_handshake._compact import CompactError, Family, PeerAddress, parse_compact_nodes
+from bip_handshake import CompactError, Family, PeerAddress, parse_compact_nodes
 
+from ._bloom import BLOOM_BYTES
 from ._errors import KRPCError, LocalProtocolError
 from ._krpc_base import (
-    BLOOM_SIZE,
     ID_LENGTH,
     KEY_LENGTH,
     SIG_LENGTH,
@@ -91,16 +91,15 @@ from ._krpc_queries import (
     SampleInfohashes,
     UnknownQuery,
 )
-from ._krpc_replies import RESPONSE_KNOWN, Error, ErrorCode, Response
+from ._krpc_replies import RESPONSE_KNOWN, ErrorCode, ErrorReply, Response
 
 __all__ = [
-    "BLOOM_SIZE",
     "DEFAULT_LIMITS",
     "WANT_N4",
     "WANT_N6",
     "AnnouncePeer",
-    "Error",
     "ErrorCode",
+    "ErrorReply",
     "FindNode",
     "Get",
     "GetPeers",
@@ -167,7 +166,7 @@ class KRPCQueryError(KRPCError):
         self.method = method
 
 
-Message: TypeAlias = Query | Response | Error
+Message: TypeAlias = Query | Response | ErrorReply
 """Anything :func:`decode_message` returns."""
 
 
@@ -379,8 +378,8 @@ def _decode_response(
     take_bytes(b"k", "k", KEY_LENGTH)
     take_bytes(b"sig", "sig", SIG_LENGTH)
     take_int(b"seq", "seq")
-    take_bytes(b"BFsd", "bfsd", BLOOM_SIZE)
-    take_bytes(b"BFpe", "bfpe", BLOOM_SIZE)
+    take_bytes(b"BFsd", "bfsd", BLOOM_BYTES)
+    take_bytes(b"BFpe", "bfpe", BLOOM_BYTES)
     if b"v" in body:
         fields["v"] = body[b"v"]
     extra = {key: value for key, value in body.items() if key not in RESPONSE_KNOWN}
@@ -390,7 +389,7 @@ def _decode_response(
         raise KRPCError(f"invalid response: {exc}") from None
 
 
-def _decode_error(top: dict[bytes, Value], common: dict[str, Any]) -> Error:
+def _decode_error(top: dict[bytes, Value], common: dict[str, Any]) -> ErrorReply:
     body = top.get(b"e")
     if not isinstance(body, list) or not body or not isinstance(body[0], int):
         raise KRPCError("an error's 'e' must be a list starting with an integer code")
@@ -398,7 +397,7 @@ def _decode_error(top: dict[bytes, Value], common: dict[str, Any]) -> Error:
     # Some clients send no message or a non-string one; the code is what matters.
     message = text.decode("utf-8", "surrogateescape") if isinstance(text, bytes) else ""
     try:
-        return Error(code=body[0], message=message, **common)
+        return ErrorReply(code=body[0], message=message, **common)
     except LocalProtocolError as exc:
         raise KRPCError(f"invalid error: {exc}") from None
 
@@ -413,7 +412,7 @@ def decode_message(
         limits: allocation bounds (:data:`DEFAULT_LIMITS`).
 
     Returns:
-        A query (:data:`Query`), a :class:`Response` or an :class:`Error`.
+        A query (:data:`Query`), a :class:`Response` or an :class:`ErrorReply`.
 
     Raises:
         KRPCQueryError: a query with a known method and wrong arguments (answer with 203).

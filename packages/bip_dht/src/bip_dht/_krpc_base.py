@@ -12,13 +12,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from bip_bencode import BencodeEncodeError, encode
-from bip_handshake._compact import Family, NodeInfo, PeerAddress
+from bip_handshake import Family, NodeInfo, PeerAddress
 
 from ._errors import LocalProtocolError
 
 ID_LENGTH = 20
-BLOOM_SIZE = 256
-"""Bytes in a BEP 33 ``BFsd`` / ``BFpe`` bloom filter."""
 KEY_LENGTH = 32
 SIG_LENGTH = 64
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeAlias
 
 from bip_bencode import Value, encode
-from bip_handshake._compact import PeerAddress
+from bip_handshake import PeerAddress
 
 from ._errors import LocalProtocolError
 from ._krpc_base import (

@@ -1,4 +1,4 @@
-"""KRPC replies: the generic Response (every key any query's answer may carry) and Error.
+"""KRPC replies: the generic Response (every key any query's answer may carry) and ErrorReply.
 
 Part of the KRPC codec; :mod:`bip_dht._krpc` documents the API and decodes.
 """
@@ -11,11 +11,11 @@ from enum import IntEnum
 from typing import Any
 
 from bip_bencode import Value, encode
-from bip_handshake._compact import NodeInfo, PeerAddress, encode_compact_nodes
+from bip_handshake import NodeInfo, PeerAddress, encode_compact_nodes
 
+from ._bloom import BLOOM_BYTES
 from ._errors import KRPCError, LocalProtocolError
 from ._krpc_base import (
-    BLOOM_SIZE,
     ID_LENGTH,
     KEY_LENGTH,
     SIG_LENGTH,
@@ -30,7 +30,7 @@ from ._krpc_base import (
 )
 from ._krpc_queries import FindNode, Get, GetPeers, Query, SampleInfohashes
 
-__all__ = ["Error", "ErrorCode", "Response"]
+__all__ = ["ErrorCode", "ErrorReply", "Response"]
 
 
 class ErrorCode(IntEnum):
@@ -124,8 +124,8 @@ class Response(Envelope):
         check_optional_bytes("sig", self.sig, SIG_LENGTH)
         if self.seq is not None:
             check_int("seq", self.seq)
-        check_optional_bytes("bfsd", self.bfsd, BLOOM_SIZE)
-        check_optional_bytes("bfpe", self.bfpe, BLOOM_SIZE)
+        check_optional_bytes("bfsd", self.bfsd, BLOOM_BYTES)
+        check_optional_bytes("bfpe", self.bfpe, BLOOM_BYTES)
         check_extra(self.extra, RESPONSE_KNOWN)
         if not isinstance(self.ignored, tuple):
             raise LocalProtocolError("ignored must be a tuple of bytes")
@@ -196,10 +196,10 @@ class Response(Envelope):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Error(Envelope):
+class ErrorReply(Envelope):
     """An error reply (``y = e``): ``code`` (an :class:`ErrorCode` when known) and a message.
 
-    >>> Error(transaction_id=b"aa", code=ErrorCode.GENERIC, message="A Generic Error Ocurred"
+    >>> ErrorReply(transaction_id=b"aa", code=ErrorCode.GENERIC, message="A Generic Error Ocurred"
     ...       ).encode()
     b'd1:eli201e23:A Generic Error Ocurrede1:t2:aa1:y1:ee'
     """
