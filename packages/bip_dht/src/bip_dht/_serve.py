@@ -1,0 +1,419 @@
+"""The serving side of a DHT node, sans-IO: a query datagram in, the reply datagram out.
+
+:class:`QueryHandler` answers the queries other nodes send us from the state the node keeps:
+the routing table(s), the write tokens, the announced peers and the BEP 44 items. It never
+sends: :meth:`QueryHandler.handle` returns the bytes to send back to the source (or None to
+stay silent), and the node core's socket does the rest.
+
+What it answers (BEP 5, 32, 33, 42, 43, 44, 51, the way libtorrent does):
+
+- ``ping``: our id.
+- ``find_node``: the 8 nodes closest to ``target`` from the table of each family BEP 32's
+  ``want`` asks for (default: the family the query came over), as ``nodes`` / ``nodes6``.
+- ``get_peers``: a token bound to the source IP and info-hash, always; ``values`` (peers of
+  the requester's family from the :class:`~bip_dht.PeerStore`, seeds left out with BEP 33
+  ``noseed``) when we know some, else the closest nodes; with BEP 33 ``scrape``, the ``BFsd``
+  and ``BFpe`` bloom filters too.
+- ``announce_peer``: stored when the token is one we gave the source IP for that info-hash
+  (current or previous secret), else error 203; ``implied_port`` takes the source port.
+- BEP 44 ``get``: a token, the closest nodes, and the item if stored (for a mutable item
+  ``k``, ``seq``, ``sig``, ``v``; only ``seq`` when the query's ``seq`` says the requester
+  already has that version or a newer one). ``put``: token checked first (203), then the
+  item (205 too big, 206 bad signature, 207 salt too big, 301 CAS mismatch, 302 sequence
+  number too low: :class:`~bip_dht.ItemRejectedError`'s ``code``).
+- BEP 51 ``sample_infohashes``: up to 20 random info-hashes we store (``samples``), how many
+  we store (``num``), the ``interval`` before asking again, and the closest nodes.
+- Any other method: BEP 5's error 204, except that a query carrying a 20-byte ``target`` or
+  ``info_hash`` is answered with the closest nodes, as BEP 51 suggests (and libtorrent does),
+  so that nodes running newer extensions still make progress through us.
+
+Every reply carries our id and BEP 42's ``ip``: the source address as we saw it, compact.
+
+Decisions:
+
+- Datagrams that do not decode are dropped silently and counted (``dropped_malformed``); a
+  query whose method we know but whose arguments are wrong gets error 203 with its
+  transaction id (:class:`~bip_dht.KRPCQueryError`).
+- Responses and errors are not queries: :meth:`handle` returns None and counts them
+  (``not_queries``); the node core matches them to its own queries.
+- Read-only (BEP 43): a read-only node does not answer queries at all (BEP 43: it "should not
+  respond to queries"; the ``ro=1`` in its own queries tells others not to ask it); queries are
+  counted (``read_only_ignored``) and dropped.
+- The sender of a query is offered to the routing table with ``responded=False`` (libtorrent's
+  ``heard_about``), unless it set BEP 43's ``ro``: the table keeps it as unconfirmed (a
+  replacement at best, never evicting a node that has responded) until the node core's own
+  ping confirms it. The table's own filters (one node per IP, BEP 42) apply.
+- Rate limiting: each source IP spends one token per query (:class:`~bip_dht.RateLimiter`,
+  bounded memory); a query over the limit is dropped silently and counted, as libtorrent
+  drops them. Only queries are charged, so a busy node's answers to our lookups are never lost.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from bip_bencode import decode, encode
+from bip_handshake import Family, NodeInfo, PeerAddress
+
+from ._errors import KRPCError, LocalProtocolError
+from ._items import (
+    MAX_SALT_SIZE,
+    MAX_VALUE_SIZE,
+    ImmutableItem,
+    Item,
+    ItemProblem,
+    ItemRejectedError,
+    ItemStore,
+    MutableItem,
+    mutable_target,
+)
+from ._krpc import (
+    AnnouncePeer,
+    ErrorCode,
+    ErrorReply,
+    FindNode,
+    Get,
+    GetPeers,
+    KRPCQueryError,
+    Ping,
+    Put,
+    Query,
+    Response,
+    SampleInfohashes,
+    UnknownQuery,
+    decode_message,
+)
+from ._krpc_base import wanted_families
+from ._node_id import NodeId
+from ._peer_store import PeerStore
+from ._ratelimit import RateLimiter
+from ._routing import BUCKET_SIZE, RoutingTable
+from ._tokens import TokenManager
+
+__all__ = [
+    "DEFAULT_SAMPLE_COUNT",
+    "DEFAULT_SAMPLE_INTERVAL",
+    "QueryHandler",
+    "ServeStatistics",
+]
+
+DEFAULT_SAMPLE_COUNT = 20
+"""BEP 51: how many info-hashes a ``sample_infohashes`` reply carries at most (libtorrent: 20)."""
+DEFAULT_SAMPLE_INTERVAL = 21600
+"""BEP 51 ``interval``: seconds before the same node should ask us again (libtorrent: 6 hours)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServeStatistics:
+    """What :class:`QueryHandler` has seen, since it was created.
+
+    Attributes:
+        queries: queries answered or refused, by method name (unknown methods as sent).
+        errors_sent: error replies we sent, by code.
+        rate_limited: queries dropped because their source was over its rate.
+        dropped_malformed: datagrams that were not KRPC at all (dropped silently).
+        not_queries: responses and errors handed to us (not ours to answer).
+        read_only_ignored: queries not answered because we are read-only (BEP 43).
+    """
+
+    queries: Mapping[bytes, int] = field(default_factory=dict)
+    errors_sent: Mapping[int, int] = field(default_factory=dict)
+    rate_limited: int = 0
+    dropped_malformed: int = 0
+    not_queries: int = 0
+    read_only_ignored: int = 0
+
+
+def _id_bytes(value: object) -> bytes:
+    if isinstance(value, NodeId):
+        return value.value
+    if isinstance(value, bytes) and len(value) == 20:
+        return value
+    raise LocalProtocolError(f"own_id is a NodeId or 20 bytes, got {value!r}")
+
+
+class QueryHandler:
+    """Answers incoming KRPC queries from the node's state (see the module docstring).
+
+    Args:
+        own_id: our node id.
+        table: the routing table of one family (its ``family`` says which).
+        tokens: the write-token manager.
+        peers: the announced peers.
+        items: the BEP 44 items.
+        table6: the other family's table, for BEP 32 dual-stack nodes (optional).
+        read_only: BEP 43: answer nothing.
+        rate_limit: the per-IP limiter (default: :class:`RateLimiter` with its defaults);
+            None disables rate limiting.
+        rng: randomness for peer and info-hash sampling.
+        version: our client version (the top-level ``v``), or None to send none.
+        sample_count: BEP 51 samples per reply at most.
+        sample_interval: BEP 51 ``interval``.
+    """
+
+    __slots__ = (
+        "_errors",
+        "_items",
+        "_own",
+        "_peers",
+        "_queries",
+        "_rate_limit",
+        "_rng",
+        "_stats",
+        "_tables",
+        "_tokens",
+        "_version",
+        "read_only",
+        "sample_count",
+        "sample_interval",
+    )
+
+    def __init__(
+        self,
+        own_id: NodeId | bytes,
+        table: RoutingTable,
+        tokens: TokenManager,
+        peers: PeerStore,
+        items: ItemStore,
+        *,
+        table6: RoutingTable | None = None,
+        read_only: bool = False,
+        rate_limit: RateLimiter | str | None = "default",
+        rng: random.Random,
+        version: bytes | None = None,
+        sample_count: int = DEFAULT_SAMPLE_COUNT,
+        sample_interval: int = DEFAULT_SAMPLE_INTERVAL,
+    ) -> None:
+        self._own = _id_bytes(own_id)
+        tables: dict[Family, RoutingTable] = {}
+        for candidate in (table, table6):
+            if candidate is None:
+                continue
+            if not isinstance(candidate, RoutingTable):
+                raise LocalProtocolError(f"a table is a RoutingTable, got {candidate!r}")
+            if candidate.family in tables:
+                raise LocalProtocolError("table and table6 must be of different families")
+            if candidate.own_id.value != self._own:
+                raise LocalProtocolError("the routing table belongs to another node id")
+            tables[candidate.family] = candidate
+        if isinstance(rate_limit, str):
+            if rate_limit != "default":
+                raise LocalProtocolError(f"rate_limit is a RateLimiter or None, got {rate_limit!r}")
+            rate_limit = RateLimiter()
+        elif rate_limit is not None and not isinstance(rate_limit, RateLimiter):
+            raise LocalProtocolError(f"rate_limit is a RateLimiter or None, got {rate_limit!r}")
+        if isinstance(sample_count, bool) or not isinstance(sample_count, int) or sample_count < 0:
+            raise LocalProtocolError(f"sample_count is a non-negative int, got {sample_count!r}")
+        if (
+            isinstance(sample_interval, bool)
+            or not isinstance(sample_interval, int)
+            or sample_interval < 0
+        ):
+            raise LocalProtocolError(
+                f"sample_interval is a non-negative int, got {sample_interval!r}"
+            )
+        if version is not None and not isinstance(version, bytes):
+            raise LocalProtocolError(f"version is bytes or None, got {version!r}")
+        self._tables = tables
+        self._tokens = tokens
+        self._peers = peers
+        self._items = items
+        self._rate_limit = rate_limit
+        self._rng = rng
+        self._version = version
+        self.read_only = bool(read_only)
+        self.sample_count = sample_count
+        self.sample_interval = sample_interval
+        self._queries: Counter[bytes] = Counter()
+        self._errors: Counter[int] = Counter()
+        self._stats: Counter[str] = Counter()
+
+    def statistics(self) -> ServeStatistics:
+        """A snapshot of the counters (later traffic does not change it)."""
+        return ServeStatistics(
+            queries=MappingProxyType(dict(self._queries)),
+            errors_sent=MappingProxyType(dict(self._errors)),
+            rate_limited=self._stats["rate_limited"],
+            dropped_malformed=self._stats["dropped_malformed"],
+            not_queries=self._stats["not_queries"],
+            read_only_ignored=self._stats["read_only_ignored"],
+        )
+
+    # --- entry point ---------------------------------------------------------------------------
+
+    def handle(self, datagram: bytes, source: PeerAddress, now: float) -> bytes | None:
+        """Answer one datagram from *source*; return the reply to send back, or None.
+
+        Never raises on anything a peer can send: undecodable datagrams, responses and errors,
+        rate-limited and (in read-only mode) all queries give None.
+        """
+        if not isinstance(source, PeerAddress):
+            raise LocalProtocolError(f"source is a PeerAddress, got {source!r}")
+        try:
+            message = decode_message(datagram)
+        except KRPCQueryError as error:
+            self._queries[error.method] += 1
+            if not self._admit(source, now):
+                return None
+            return self._error(error.transaction_id, ErrorCode.PROTOCOL, str(error), source)
+        except KRPCError:
+            self._stats["dropped_malformed"] += 1
+            return None
+        if isinstance(message, Response | ErrorReply):
+            self._stats["not_queries"] += 1
+            return None
+        name = message.name if isinstance(message, UnknownQuery) else message.method
+        self._queries[name] += 1
+        if not self._admit(source, now):
+            return None
+        if not message.read_only:
+            self._offer(message.node_id, source, now)
+        return self._answer(message, source, now)
+
+    def _admit(self, source: PeerAddress, now: float) -> bool:
+        if self.read_only:
+            self._stats["read_only_ignored"] += 1
+            return False
+        if self._rate_limit is not None and not self._rate_limit.allow(source.host, now):
+            self._stats["rate_limited"] += 1
+            return False
+        return True
+
+    def _offer(self, node_id: bytes, source: PeerAddress, now: float) -> None:
+        address = source.normalized()
+        table = self._tables.get(address.family)
+        if table is not None:
+            table.heard_from(NodeInfo(node_id, address), now, responded=False)
+
+    # --- replies -------------------------------------------------------------------------------
+
+    def _error(self, tid: bytes, code: int, message: str, source: PeerAddress) -> bytes:
+        self._errors[int(code)] += 1
+        return ErrorReply(
+            transaction_id=tid, code=code, message=message, version=self._version, ip=source
+        ).encode()
+
+    def _reply(self, tid: bytes, source: PeerAddress, **fields: Any) -> bytes:
+        return Response(
+            transaction_id=tid, node_id=self._own, version=self._version, ip=source, **fields
+        ).encode()
+
+    def _nodes(
+        self, target: bytes, want: tuple[bytes, ...] | None, source: PeerAddress, now: float
+    ) -> dict[str, Any]:
+        """``nodes`` / ``nodes6`` closest to *target* for the families *want* asks for."""
+        families = wanted_families(want, source.normalized().family)
+        fields: dict[str, Any] = {}
+        goal = NodeId(target)
+        for family in sorted(families):
+            table = self._tables.get(family)
+            if table is None:
+                continue
+            found = tuple(table.closest(goal, now, BUCKET_SIZE))
+            fields["nodes" if family == 4 else "nodes6"] = found
+        if not fields:
+            # A requester wanting only a family we have no table for still gets a valid reply.
+            fields["nodes" if source.normalized().family == 4 else "nodes6"] = ()
+        return fields
+
+    def _answer(self, query: Query, source: PeerAddress, now: float) -> bytes:
+        tid = query.transaction_id
+        host = source.host
+        if isinstance(query, Ping):
+            return self._reply(tid, source)
+        if isinstance(query, FindNode):
+            return self._reply(tid, source, **self._nodes(query.target, query.want, source, now))
+        if isinstance(query, GetPeers):
+            return self._get_peers(query, source, now)
+        if isinstance(query, AnnouncePeer):
+            if not self._tokens.verify(query.token, host, query.info_hash, now):
+                return self._error(tid, ErrorCode.PROTOCOL, "invalid token", source)
+            port = source.port if query.implied_port else query.port
+            if not self._peers.announce(
+                query.info_hash, PeerAddress(host, port), seed=query.seed, now=now
+            ):
+                return self._error(tid, ErrorCode.PROTOCOL, "invalid port", source)
+            return self._reply(tid, source)
+        if isinstance(query, Get):
+            return self._get(query, source, now)
+        if isinstance(query, Put):
+            return self._put(query, source, now)
+        if isinstance(query, SampleInfohashes):
+            samples = self._peers.sample_info_hashes(self.sample_count, self._rng)
+            return self._reply(
+                tid,
+                source,
+                samples=tuple(samples),
+                num=self._peers.hash_count,
+                interval=self.sample_interval,
+                **self._nodes(query.target, None, source, now),
+            )
+        # An unknown method: BEP 51 suggests answering like find_node when there is a target.
+        for key in (b"target", b"info_hash"):
+            target = query.extra.get(key)
+            if isinstance(target, bytes) and len(target) == 20:
+                return self._reply(tid, source, **self._nodes(target, None, source, now))
+        return self._error(tid, ErrorCode.METHOD_UNKNOWN, "method unknown", source)
+
+    def _get_peers(self, query: GetPeers, source: PeerAddress, now: float) -> bytes:
+        fields: dict[str, Any] = {
+            "token": self._tokens.token(source.host, query.info_hash, now),
+        }
+        family = source.normalized().family
+        values = self._peers.get_peers(query.info_hash, family, self._rng, now, noseed=query.noseed)
+        if values:
+            fields["values"] = tuple(values)
+        else:
+            fields.update(self._nodes(query.info_hash, query.want, source, now))
+        if query.scrape:
+            seeds, downloaders = self._peers.scrape(query.info_hash, now)
+            fields["bfsd"] = seeds.to_bytes()
+            fields["bfpe"] = downloaders.to_bytes()
+        return self._reply(query.transaction_id, source, **fields)
+
+    def _get(self, query: Get, source: PeerAddress, now: float) -> bytes:
+        fields: dict[str, Any] = {
+            "token": self._tokens.token(source.host, query.target, now),
+        }
+        fields.update(self._nodes(query.target, query.want, source, now))
+        item = self._items.get(query.target, now)
+        if isinstance(item, ImmutableItem):
+            fields["v"] = decode(item.value)
+        elif isinstance(item, MutableItem):
+            fields["seq"] = item.seq
+            # libtorrent's extension: a requester that has this seq or newer needs only seq.
+            if query.seq is None or item.seq > query.seq:
+                fields["v"] = decode(item.value)
+                fields["k"] = item.public_key
+                fields["sig"] = item.signature
+        return self._reply(query.transaction_id, source, **fields)
+
+    def _put(self, query: Put, source: PeerAddress, now: float) -> bytes:
+        tid = query.transaction_id
+        value = encode(query.v)  # the codec checked v is a bencodable value
+        try:
+            item: Item
+            if query.k is not None and query.sig is not None and query.seq is not None:
+                if len(query.salt) > MAX_SALT_SIZE:
+                    raise ItemRejectedError(ItemProblem.SALT_TOO_BIG, "salt too big")
+                if len(value) > MAX_VALUE_SIZE:
+                    raise ItemRejectedError(ItemProblem.VALUE_TOO_BIG, "v too big")
+                target = mutable_target(query.k, query.salt)
+                if not self._tokens.verify(query.token, source.host, target, now):
+                    return self._error(tid, ErrorCode.PROTOCOL, "invalid token", source)
+                item = MutableItem(value, query.k, query.seq, query.sig, query.salt)
+            else:
+                if len(value) > MAX_VALUE_SIZE:
+                    raise ItemRejectedError(ItemProblem.VALUE_TOO_BIG, "v too big")
+                item = ImmutableItem(value)
+                if not self._tokens.verify(query.token, source.host, item.target, now):
+                    return self._error(tid, ErrorCode.PROTOCOL, "invalid token", source)
+            self._items.put(item, now, cas=query.cas, source=source.host)
+        except ItemRejectedError as error:
+            return self._error(tid, int(error.code), str(error), source)
+        return self._reply(tid, source)

@@ -1,0 +1,436 @@
+"""QueryHandler: every query type answered per the BEPs, tokens, read-only, rate limits, fuzzing."""
+
+from __future__ import annotations
+
+import random
+from ipaddress import IPv4Address
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bip_bencode import decode, encode
+from bip_dht._bloom import ScrapeBloom
+from bip_dht._errors import LocalProtocolError
+from bip_dht._items import ImmutableItem, ItemStore, MutableItem
+from bip_dht._krpc import (
+    WANT_N4,
+    WANT_N6,
+    AnnouncePeer,
+    ErrorCode,
+    ErrorReply,
+    FindNode,
+    Get,
+    GetPeers,
+    Ping,
+    Put,
+    Response,
+    SampleInfohashes,
+    decode_message,
+)
+from bip_dht._node_id import NodeId
+from bip_dht._peer_store import PeerStore
+from bip_dht._ratelimit import RateLimiter
+from bip_dht._routing import RoutingTable
+from bip_dht._serve import QueryHandler
+from bip_dht._tokens import TokenManager
+from bip_handshake import NodeInfo, PeerAddress
+
+OWN = NodeId(b"\x80" + bytes(19))
+SOURCE = PeerAddress.parse("10.1.2.3:5000")
+SOURCE6 = PeerAddress.parse("[fd00::5]:5000")
+THEM = b"t" * 20
+HASH = b"h" * 20
+
+
+def make(**kwargs: object) -> tuple[QueryHandler, RoutingTable, RoutingTable, PeerStore, ItemStore]:
+    rng = random.Random(7)
+    table = RoutingTable(OWN, family=4, rng=rng)
+    table6 = RoutingTable(OWN, family=6, rng=rng)
+    for i in range(20):
+        table.heard_from(
+            NodeInfo(bytes([i]) * 20, PeerAddress.parse(f"10.9.0.{i + 1}:6881")), 0.0, True
+        )
+        table6.heard_from(
+            NodeInfo(bytes([i]) * 20, PeerAddress.parse(f"[fd00::9:{i + 1}]:6881")), 0.0, True
+        )
+    peers, items = PeerStore(), ItemStore()
+    options: dict[str, object] = {"table6": table6, "rng": rng, "rate_limit": None}
+    options.update(kwargs)
+    handler = QueryHandler(
+        OWN,
+        table,
+        TokenManager(random.Random(1), now=0.0),
+        peers,
+        items,
+        **options,  # type: ignore[arg-type]
+    )
+    return handler, table, table6, peers, items
+
+
+def ask(
+    handler: QueryHandler, data: bytes, source: PeerAddress = SOURCE, now: float = 1.0
+) -> Response:
+    reply = handler.handle(data, source, now)
+    assert reply is not None
+    message = decode_message(reply)
+    assert isinstance(message, Response), message
+    assert message.node_id == OWN.value
+    assert message.ip == source  # BEP 42
+    assert message.transaction_id == b"tx"
+    return message
+
+
+def ask_error(
+    handler: QueryHandler, data: bytes, source: PeerAddress = SOURCE, now: float = 1.0
+) -> ErrorReply:
+    reply = handler.handle(data, source, now)
+    assert reply is not None
+    message = decode_message(reply)
+    assert isinstance(message, ErrorReply), message
+    assert message.ip == source
+    return message
+
+
+def test_ping() -> None:
+    handler, *_ = make()
+    response = ask(handler, Ping(transaction_id=b"tx", node_id=THEM).encode())
+    assert response.nodes is None
+    assert response.values is None
+    assert handler.statistics().queries == {b"ping": 1}
+
+
+def test_find_node_closest_per_want() -> None:
+    handler, table, table6, *_ = make()
+    target = bytes([3]) * 20
+    response = ask(handler, FindNode(transaction_id=b"tx", node_id=THEM, target=target).encode())
+    assert response.nodes is not None
+    assert len(response.nodes) == 8
+    assert response.nodes6 is None
+    assert list(response.nodes) == table.closest(NodeId(target), 1.0)
+    both = FindNode(transaction_id=b"tx", node_id=THEM, target=target, want=(WANT_N4, WANT_N6))
+    response = ask(handler, both.encode())
+    assert response.nodes is not None
+    assert response.nodes6 is not None
+    assert list(response.nodes6) == table6.closest(NodeId(target), 1.0)
+    only6 = FindNode(transaction_id=b"tx", node_id=THEM, target=target, want=(WANT_N6,))
+    response = ask(handler, only6.encode())
+    assert response.nodes is None
+    assert response.nodes6 is not None
+    # Over IPv6 without want: IPv6 nodes.
+    response = ask(
+        handler, FindNode(transaction_id=b"tx", node_id=THEM, target=target).encode(), SOURCE6
+    )
+    assert response.nodes6 is not None
+    assert response.nodes is None
+
+
+def test_get_peers_values_token_and_announce_roundtrip() -> None:
+    handler, _, _, _peers, _ = make()
+    query = GetPeers(transaction_id=b"tx", node_id=THEM, info_hash=HASH)
+    response = ask(handler, query.encode())
+    assert response.values is None
+    assert response.nodes
+    assert response.token
+    announce = AnnouncePeer(
+        transaction_id=b"tx", node_id=THEM, info_hash=HASH, port=6881, token=response.token
+    )
+    ask(handler, announce.encode(), now=2.0)
+    response = ask(handler, query.encode(), now=3.0)
+    assert response.values == (PeerAddress(SOURCE.host, 6881),)
+    assert response.nodes is None
+    assert response.token
+
+
+def test_announce_implied_port_and_seed_noseed_scrape() -> None:
+    handler, _, _, peers, _ = make()
+    token = ask(
+        handler, GetPeers(transaction_id=b"tx", node_id=THEM, info_hash=HASH).encode()
+    ).token
+    assert token is not None
+    announce = AnnouncePeer(
+        transaction_id=b"tx",
+        node_id=THEM,
+        info_hash=HASH,
+        port=1,
+        token=token,
+        implied_port=True,
+        seed=True,
+    )
+    ask(handler, announce.encode())
+    assert peers.get_peers(HASH, 4, random.Random(0), 1.0) == [SOURCE]
+    noseed = GetPeers(transaction_id=b"tx", node_id=THEM, info_hash=HASH, noseed=True)
+    assert ask(handler, noseed.encode()).values is None
+    scrape = GetPeers(transaction_id=b"tx", node_id=THEM, info_hash=HASH, scrape=True)
+    response = ask(handler, scrape.encode())
+    assert response.bfsd is not None
+    assert response.bfpe is not None
+    assert SOURCE.host in ScrapeBloom.from_bytes(response.bfsd)
+    assert response.bfpe == bytes(256)
+
+
+def test_tokens_across_rotation_and_bad_tokens() -> None:
+    handler, _, _, _peers, _ = make()
+    token = ask(
+        handler, GetPeers(transaction_id=b"tx", node_id=THEM, info_hash=HASH).encode()
+    ).token
+    assert token is not None
+
+    def announce(
+        tok: bytes, source: PeerAddress, now: float, info_hash: bytes = HASH
+    ) -> bytes | None:
+        query = AnnouncePeer(
+            transaction_id=b"tx", node_id=THEM, info_hash=info_hash, port=6881, token=tok
+        )
+        return handler.handle(query.encode(), source, now)
+
+    ok = announce(token, SOURCE, 400.0)  # one rotation later: still accepted
+    assert ok is not None
+    assert isinstance(decode_message(ok), Response)
+    for bad in (
+        announce(token, SOURCE, 700.0),  # two rotations: expired
+        announce(token, PeerAddress.parse("10.1.2.4:5000"), 1.0),  # another IP
+        announce(token, SOURCE, 1.0, b"x" * 20),  # another info-hash
+        announce(b"garbage", SOURCE, 1.0),
+    ):
+        assert bad is not None
+        error = decode_message(bad)
+        assert isinstance(error, ErrorReply)
+        assert error.code == ErrorCode.PROTOCOL
+    assert handler.statistics().errors_sent == {203: 4}
+
+
+def test_announce_port_zero_refused() -> None:
+    handler, *_ = make()
+    token = ask(
+        handler, GetPeers(transaction_id=b"tx", node_id=THEM, info_hash=HASH).encode()
+    ).token
+    assert token is not None
+    query = AnnouncePeer(transaction_id=b"tx", node_id=THEM, info_hash=HASH, port=0, token=token)
+    assert ask_error(handler, query.encode()).code == ErrorCode.PROTOCOL
+
+
+def put_token(handler: QueryHandler, target: bytes) -> bytes:
+    token = ask(handler, Get(transaction_id=b"tx", node_id=THEM, target=target).encode()).token
+    assert token is not None
+    return token
+
+
+def test_immutable_put_and_get() -> None:
+    handler, *_ = make()
+    item = ImmutableItem(b"12:Hello World!")
+    response = ask(handler, Get(transaction_id=b"tx", node_id=THEM, target=item.target).encode())
+    assert response.v is None
+    assert response.nodes
+    assert response.token
+    put = Put(
+        transaction_id=b"tx", node_id=THEM, token=put_token(handler, item.target), v=b"Hello World!"
+    )
+    ask(handler, put.encode())
+    response = ask(handler, Get(transaction_id=b"tx", node_id=THEM, target=item.target).encode())
+    assert response.v == b"Hello World!"
+    assert response.k is None
+    bad = Put(transaction_id=b"tx", node_id=THEM, token=b"nope", v=b"Hello World!")
+    assert ask_error(handler, bad.encode()).code == ErrorCode.PROTOCOL
+    big = Put(transaction_id=b"tx", node_id=THEM, token=b"nope", v=b"x" * 1000)
+    assert ask_error(handler, big.encode()).code == ErrorCode.MESSAGE_TOO_BIG
+
+
+def test_mutable_put_get_seq_cas_salt_signature() -> None:
+    handler, *_ = make()
+    key = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    first = MutableItem.create(key, encode(b"one"), 1, b"salt")
+    token = put_token(handler, first.target)
+
+    def put(item: MutableItem, cas: int | None = None, sig: bytes | None = None) -> bytes:
+        return Put(
+            transaction_id=b"tx",
+            node_id=THEM,
+            token=token,
+            v=decode(item.value),
+            k=item.public_key,
+            sig=sig or item.signature,
+            seq=item.seq,
+            salt=item.salt,
+            cas=cas,
+        ).encode()
+
+    ask(handler, put(first))
+    get = Get(transaction_id=b"tx", node_id=THEM, target=first.target)
+    response = ask(handler, get.encode())
+    assert (response.v, response.k, response.sig, response.seq) == (
+        b"one",
+        first.public_key,
+        first.signature,
+        1,
+    )
+    # The requester already has seq 1: only seq comes back.
+    response = ask(
+        handler, Get(transaction_id=b"tx", node_id=THEM, target=first.target, seq=1).encode()
+    )
+    assert response.seq == 1
+    assert response.v is None
+    second = MutableItem.create(key, encode(b"two"), 2, b"salt")
+    assert ask_error(handler, put(second, sig=bytes(64))).code == ErrorCode.INVALID_SIGNATURE
+    assert ask_error(handler, put(second, cas=5)).code == ErrorCode.CAS_MISMATCH
+    ask(handler, put(second, cas=1))
+    assert ask_error(handler, put(first)).code == ErrorCode.SEQUENCE_TOO_LOW
+    salted = Put(
+        transaction_id=b"tx",
+        node_id=THEM,
+        token=token,
+        v=b"x",
+        k=first.public_key,
+        sig=bytes(64),
+        seq=3,
+        salt=b"s" * 65,
+    )
+    assert ask_error(handler, salted.encode()).code == ErrorCode.SALT_TOO_BIG
+    # A token for one target does not put another.
+    other = MutableItem.create(key, encode(b"one"), 1, b"other")
+    assert ask_error(handler, put(other)).code == ErrorCode.PROTOCOL
+
+
+def test_sample_infohashes() -> None:
+    handler, _, _, peers, _ = make()
+    hashes = {bytes([i]) * 20 for i in range(30)}
+    for h in hashes:
+        peers.announce(h, PeerAddress.parse("10.0.0.1:1"), seed=False, now=0.0)
+    response = ask(
+        handler, SampleInfohashes(transaction_id=b"tx", node_id=THEM, target=HASH).encode()
+    )
+    assert response.samples is not None
+    assert len(response.samples) == 20
+    assert set(response.samples) <= hashes
+    assert len(set(response.samples)) == 20
+    assert response.num == 30
+    assert response.interval == 21600
+    assert response.nodes
+
+
+def test_malformed_unknown_and_not_queries() -> None:
+    handler, *_ = make()
+    # A known method with a bad argument: 203 with the transaction id.
+    bad = encode({b"t": b"tx", b"y": b"q", b"q": b"find_node", b"a": {b"id": THEM}})
+    assert ask_error(handler, bad).code == ErrorCode.PROTOCOL
+    unknown = encode({b"t": b"tx", b"y": b"q", b"q": b"frobnicate", b"a": {b"id": THEM}})
+    assert ask_error(handler, unknown).code == ErrorCode.METHOD_UNKNOWN
+    # Unknown method with a target: find_node semantics (BEP 51).
+    targeted = encode(
+        {b"t": b"tx", b"y": b"q", b"q": b"frobnicate", b"a": {b"id": THEM, b"target": HASH}}
+    )
+    assert ask(handler, targeted).nodes
+    assert handler.handle(b"not bencode", SOURCE, 1.0) is None
+    response = Response(transaction_id=b"tx", node_id=THEM).encode()
+    assert handler.handle(response, SOURCE, 1.0) is None
+    error = ErrorReply(transaction_id=b"tx", code=201, message="x").encode()
+    assert handler.handle(error, SOURCE, 1.0) is None
+    stats = handler.statistics()
+    assert stats.dropped_malformed == 1
+    assert stats.not_queries == 2
+    assert stats.errors_sent == {203: 1, 204: 1}
+    assert stats.queries == {b"find_node": 1, b"frobnicate": 2}
+
+
+def test_read_only_answers_nothing() -> None:
+    handler, *_ = make(read_only=True)
+    assert handler.handle(Ping(transaction_id=b"tx", node_id=THEM).encode(), SOURCE, 1.0) is None
+    assert handler.statistics().read_only_ignored == 1
+
+
+def test_querier_offered_to_table_unless_read_only() -> None:
+    handler, table, *_ = make()
+    querier = b"\x81" + bytes(19)
+    ro = Ping(transaction_id=b"tx", node_id=querier, read_only=True)
+    ask(handler, ro.encode())
+    assert table.state_of(querier, 1.0) is None
+    ask(handler, Ping(transaction_id=b"tx", node_id=querier).encode())
+    assert table.state_of(querier, 1.0) is not None
+
+
+def test_rate_limit_on_explicit_clock() -> None:
+    handler, *_ = make(rate_limit=RateLimiter(rate=1.0, burst=3.0))
+    ping = Ping(transaction_id=b"tx", node_id=THEM).encode()
+    answers = [handler.handle(ping, SOURCE, 0.0) for _ in range(5)]
+    assert [a is not None for a in answers] == [True, True, True, False, False]
+    # Another IP has its own bucket; time refills.
+    assert handler.handle(ping, PeerAddress.parse("10.1.2.4:1"), 0.0) is not None
+    assert handler.handle(ping, SOURCE, 1.0) is not None
+    assert handler.handle(ping, SOURCE, 1.0) is None
+    assert handler.statistics().rate_limited == 3
+
+
+def test_constructor_checks() -> None:
+    rng = random.Random(0)
+    table = RoutingTable(OWN, family=4, rng=rng)
+    tokens = TokenManager(rng, now=0.0)
+    with pytest.raises(LocalProtocolError):
+        QueryHandler(bytes(20), table, tokens, PeerStore(), ItemStore(), rng=rng)
+    with pytest.raises(LocalProtocolError):
+        QueryHandler(OWN, table, tokens, PeerStore(), ItemStore(), table6=table, rng=rng)
+    handler = QueryHandler(OWN, table, tokens, PeerStore(), ItemStore(), rng=rng)
+    with pytest.raises(LocalProtocolError):
+        handler.handle(b"", "1.2.3.4:5", 0.0)  # type: ignore[arg-type]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.builds(
+            encode,
+            st.recursive(
+                st.one_of(st.integers(), st.binary(max_size=30)),
+                lambda inner: st.one_of(
+                    st.lists(inner, max_size=4),
+                    st.dictionaries(
+                        st.sampled_from(
+                            [
+                                b"t",
+                                b"y",
+                                b"q",
+                                b"a",
+                                b"r",
+                                b"e",
+                                b"id",
+                                b"target",
+                                b"info_hash",
+                                b"token",
+                                b"port",
+                                b"v",
+                                b"k",
+                                b"sig",
+                                b"seq",
+                                b"want",
+                                b"ro",
+                                b"salt",
+                            ]
+                        ),
+                        inner,
+                        max_size=6,
+                    ),
+                ),
+                max_leaves=12,
+            ),
+        ),
+    )
+)
+def test_arbitrary_datagrams_never_raise(data: bytes) -> None:
+    handler, *_ = make()
+    reply = handler.handle(data, SOURCE, 1.0)
+    if reply is not None:
+        assert isinstance(decode_message(reply), Response | ErrorReply)
+
+
+def test_ratelimiter_bounded_and_checked() -> None:
+    limiter = RateLimiter(rate=1.0, burst=1.0, max_hosts=3)
+    for i in range(10):
+        assert limiter.allow(IPv4Address(f"10.0.0.{i}"), 0.0)
+    assert len(limiter) == 3
+    mapped = PeerAddress.parse("[::ffff:10.0.0.9]:1").host
+    assert not limiter.allow(mapped, 0.0)  # the same host as 10.0.0.9
+    with pytest.raises(LocalProtocolError):
+        RateLimiter(rate=0)
+    with pytest.raises(LocalProtocolError):
+        RateLimiter(max_hosts=0)
