@@ -244,3 +244,60 @@ def test_random_responses(
     lookup.next_queries(now)
     assert lookup.done
     assert len(lookup.result().nodes) <= lookup.k
+
+
+def test_get_immutable_item_checks_target() -> None:
+    from bip_bencode import encode
+    from bip_dht._items import ImmutableItem
+
+    rng = Random(4)
+    seeds = [_node(rng, i) for i in range(2)]
+    item = ImmutableItem(encode(b"hello"))
+    lookup = Lookup(NodeId(item.target), "get", seeds)
+    sent = [n for n, _ in lookup.next_queries(0.0)]
+    wrong = Response(transaction_id=b"t", node_id=sent[0].node_id, v=b"other")
+    lookup.on_response(sent[0], wrong, 0.1)
+    assert lookup.result().item is None
+    right = Response(transaction_id=b"t", node_id=sent[1].node_id, v=b"hello")
+    lookup.on_response(sent[1], right, 0.1)
+    assert lookup.result().item == item
+
+
+def test_caps_on_candidates_and_queries() -> None:
+    rng = Random(5)
+    seeds = [_node(rng, i) for i in range(3)]
+    lookup = Lookup(NodeId(bytes(20)), "find_node", seeds, k=2, max_queries=5)
+    now = 0.0
+    fresh = 0
+    for _ in range(50):
+        batch = lookup.next_queries(now)
+        if not batch:
+            break
+        for node, _kind in batch:
+            # Each flood is closer to the target than everything before, so the walk goes on.
+            bits = 150 - fresh // 10
+            flood = tuple(
+                NodeInfo(
+                    (rng.getrandbits(bits) | 1 << bits).to_bytes(20),
+                    PeerAddress(IPv4Address(0x0B000000 + fresh + i), 1),
+                )
+                for i in range(40)
+            )
+            fresh += 40
+            reply = Response(transaction_id=b"t", node_id=node.node_id, nodes=flood)
+            lookup.on_response(node, reply, now)
+            assert len(lookup._entries) <= lookup.max_candidates
+        now += 0.1
+    assert lookup.queries_sent == 5
+    assert lookup.done
+    assert len(lookup.result().nodes) == 2
+
+
+def test_one_per_ip() -> None:
+    rng = Random(6)
+    address = PeerAddress(IPv4Address("10.9.9.9"), 1)
+    twins = [NodeInfo(rng.randbytes(20), address) for _ in range(3)]
+    assert len(Lookup(NodeId(bytes(20)), "find_node", twins).next_queries(0.0)) == 1
+    other_ports = [NodeInfo(rng.randbytes(20), PeerAddress(address.host, p)) for p in (1, 2)]
+    relaxed = Lookup(NodeId(bytes(20)), "find_node", other_ports, one_per_ip=False)
+    assert len(relaxed.next_queries(0.0)) == 2
