@@ -179,6 +179,10 @@ def test_bad_arguments() -> None:
         Lookup(NodeId(bytes(20)), "nope", [])  # type: ignore[arg-type]
     with pytest.raises(LocalProtocolError):
         Lookup(NodeId(bytes(20)), "get", [], alpha=0)
+    with pytest.raises(LocalProtocolError):
+        Lookup(NodeId(bytes(20)), "get", [], salt=bytes(65))
+    with pytest.raises(LocalProtocolError):
+        Lookup(NodeId(bytes(20)), ["get"], [])  # type: ignore[arg-type]
     assert Lookup(NodeId(bytes(20)), "get", []).done
 
 

@@ -155,10 +155,12 @@ class Lookup:
     ) -> None:
         if not isinstance(target, NodeId):
             raise LocalProtocolError(f"target must be a NodeId, got {target!r}")
-        if kind not in _KINDS:
+        if not isinstance(kind, str) or kind not in _KINDS:
             raise LocalProtocolError(f"kind must be find_node, get_peers or get, got {kind!r}")
         if alpha < 1 or k < 1 or max_peers < 0:
             raise LocalProtocolError("alpha and k must be at least 1, max_peers at least 0")
+        if not isinstance(salt, bytes) or len(salt) > 64:
+            raise LocalProtocolError("salt must be at most 64 bytes (BEP 44)")
         if not 0 < slow_after <= timeout:
             raise LocalProtocolError("need 0 < slow_after <= timeout")
         self.target = target
