@@ -434,3 +434,30 @@ def test_ratelimiter_bounded_and_checked() -> None:
         RateLimiter(rate=0)
     with pytest.raises(LocalProtocolError):
         RateLimiter(max_hosts=0)
+
+
+def test_scrape_replaces_values_and_replies_fit_a_datagram() -> None:
+    handler, _, _, peers, _ = make()
+    for i in range(300):
+        peers.announce(
+            HASH, PeerAddress.parse(f"10.2.{i // 200}.{i % 200 + 1}:1"), seed=i % 2 == 0, now=0.0
+        )
+        peers.announce(HASH, PeerAddress.parse(f"[fd00::2:{i + 1}]:1"), seed=False, now=0.0)
+    both = (WANT_N4, WANT_N6)
+    for source in (SOURCE, SOURCE6):
+        for scrape in (False, True):
+            query = GetPeers(
+                transaction_id=b"tx", node_id=THEM, info_hash=HASH, want=both, scrape=scrape
+            )
+            reply = handler.handle(query.encode(), source, 1.0)
+            assert reply is not None
+            assert len(reply) <= 1280
+            response = decode_message(reply)
+            assert isinstance(response, Response)
+            assert (response.values is None) == scrape
+            assert (response.bfsd is not None) == scrape
+    scrape = GetPeers(transaction_id=b"tx", node_id=THEM, info_hash=HASH, scrape=True)
+    response = ask(handler, scrape.encode())
+    assert response.bfsd is not None
+    assert response.bfpe is not None
+    assert 100 < ScrapeBloom.from_bytes(response.bfsd).estimate() < 200

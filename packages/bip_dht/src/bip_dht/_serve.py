@@ -13,7 +13,9 @@ What it answers (BEP 5, 32, 33, 42, 43, 44, 51, the way libtorrent does):
 - ``get_peers``: a token bound to the source IP and info-hash, always; ``values`` (peers of
   the requester's family from the :class:`~bip_dht.PeerStore`, seeds left out with BEP 33
   ``noseed``) when we know some, else the closest nodes; with BEP 33 ``scrape``, the ``BFsd``
-  and ``BFpe`` bloom filters too.
+  and ``BFpe`` bloom filters and the closest nodes instead of ``values`` (as libtorrent does:
+  both would not fit one datagram). Replies stay under 1280 bytes (IPv6's minimum MTU)
+  with 100 IPv4 or 40 IPv6 values.
 - ``announce_peer``: stored when the token is one we gave the source IP for that info-hash
   (current or previous secret), else error 203; ``implied_port`` takes the source port.
 - BEP 44 ``get``: a token, the closest nodes, and the item if stored (for a mutable item
@@ -364,16 +366,22 @@ class QueryHandler:
         fields: dict[str, Any] = {
             "token": self._tokens.token(source.host, query.info_hash, now),
         }
-        family = source.normalized().family
-        values = self._peers.get_peers(query.info_hash, family, self._rng, now, noseed=query.noseed)
+        values: list[PeerAddress] = []
+        if query.scrape:
+            # The filters replace the values, as in libtorrent: a scraper wants counts, and
+            # 512 bytes of filters plus 100 values would not fit a datagram.
+            seeds, downloaders = self._peers.scrape(query.info_hash, now)
+            fields["bfsd"] = seeds.to_bytes()
+            fields["bfpe"] = downloaders.to_bytes()
+        else:
+            family = source.normalized().family
+            values = self._peers.get_peers(
+                query.info_hash, family, self._rng, now, noseed=query.noseed
+            )
         if values:
             fields["values"] = tuple(values)
         else:
             fields.update(self._nodes(query.info_hash, query.want, source, now))
-        if query.scrape:
-            seeds, downloaders = self._peers.scrape(query.info_hash, now)
-            fields["bfsd"] = seeds.to_bytes()
-            fields["bfpe"] = downloaders.to_bytes()
         return self._reply(query.transaction_id, source, **fields)
 
     def _get(self, query: Get, source: PeerAddress, now: float) -> bytes:
