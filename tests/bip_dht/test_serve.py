@@ -456,8 +456,8 @@ def test_scrape_replaces_values_and_replies_fit_a_datagram() -> None:
             assert isinstance(response, Response)
             assert (response.values is None) == scrape
             assert (response.bfsd is not None) == scrape
-    scrape = GetPeers(transaction_id=b"tx", node_id=THEM, info_hash=HASH, scrape=True)
-    response = ask(handler, scrape.encode())
+    scraping = GetPeers(transaction_id=b"tx", node_id=THEM, info_hash=HASH, scrape=True)
+    response = ask(handler, scraping.encode())
     assert response.bfsd is not None
     assert response.bfpe is not None
     assert 100 < ScrapeBloom.from_bytes(response.bfsd).estimate() < 200
