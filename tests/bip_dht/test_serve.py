@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from ipaddress import IPv4Address
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -461,3 +462,68 @@ def test_scrape_replaces_values_and_replies_fit_a_datagram() -> None:
     assert response.bfsd is not None
     assert response.bfpe is not None
     assert 100 < ScrapeBloom.from_bytes(response.bfsd).estimate() < 200
+
+
+_ARG_VALUES = st.one_of(
+    st.binary(min_size=0, max_size=70),
+    st.sampled_from([THEM, HASH, bytes(20), bytes(32), bytes(64)]),
+    st.integers(min_value=-2, max_value=2**64),
+    st.lists(st.sampled_from([b"n4", b"n6", b"x"]), max_size=3),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    method=st.sampled_from(
+        [
+            b"ping",
+            b"find_node",
+            b"get_peers",
+            b"announce_peer",
+            b"get",
+            b"put",
+            b"sample_infohashes",
+            b"vote",
+            b"",
+        ]
+    ),
+    args=st.dictionaries(
+        st.sampled_from(
+            [
+                b"target",
+                b"info_hash",
+                b"token",
+                b"port",
+                b"implied_port",
+                b"seed",
+                b"noseed",
+                b"scrape",
+                b"v",
+                b"k",
+                b"sig",
+                b"seq",
+                b"cas",
+                b"salt",
+                b"want",
+            ]
+        ),
+        _ARG_VALUES,
+        max_size=8,
+    ),
+    read_only=st.booleans(),
+    source=st.sampled_from([SOURCE, SOURCE6, PeerAddress.parse("[::ffff:10.1.2.3]:1")]),
+)
+def test_arbitrary_queries_get_a_reply_and_never_raise(
+    method: bytes, args: dict[bytes, object], read_only: bool, source: PeerAddress
+) -> None:
+    handler, *_ = make()
+    arguments: dict[bytes, Any] = {b"id": THEM, **args}
+    top: dict[bytes, Any] = {b"t": b"tx", b"y": b"q", b"q": method, b"a": arguments}
+    top[b"ro"] = int(read_only)
+    datagram = encode(top)
+    reply = handler.handle(datagram, source, 1.0)
+    assert reply is not None  # every query with a transaction id is answered
+    message = decode_message(reply)
+    assert isinstance(message, Response | ErrorReply)
+    assert message.transaction_id == b"tx"
+    assert message.ip == source
