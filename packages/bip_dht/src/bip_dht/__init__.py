@@ -14,8 +14,11 @@ The sans-IO foundations of a hardened Mainline DHT node:
   :class:`ItemStore`) and BEP 33 bloom filters (:class:`ScrapeBloom`), every one
   bounded in memory.
 
-The lookups, the node core, the trio shell (``open_dht``) and the simulator are
-still to come.
+- the iterative :class:`Lookup` (find_node, get_peers, BEP 44 get) and the serving
+  side, :class:`QueryHandler`, with per-IP :class:`RateLimiter`.
+
+The node core that ties these together, the trio shell (``open_dht``) and the
+simulator are still to come.
 """
 
 from ._bloom import (
@@ -69,6 +72,14 @@ from ._krpc import (
     decode_message,
     wanted_families,
 )
+from ._lookup import (
+    DEFAULT_QUERY_TIMEOUT,
+    DEFAULT_SLOW_AFTER,
+    Lookup,
+    LookupKind,
+    LookupNode,
+    LookupResult,
+)
 from ._node_id import (
     NODE_ID_BITS,
     NODE_ID_BYTES,
@@ -84,6 +95,12 @@ from ._peer_store import (
     PeerStore,
     max_values,
 )
+from ._ratelimit import (
+    DEFAULT_QUERY_BURST,
+    DEFAULT_QUERY_RATE,
+    DEFAULT_RATE_LIMITED_HOSTS,
+    RateLimiter,
+)
 from ._routing import (
     BUCKET_SIZE,
     GOOD_INTERVAL,
@@ -96,6 +113,7 @@ from ._routing import (
     RoutingTable,
     bep42_filter,
 )
+from ._serve import DEFAULT_SAMPLE_COUNT, DEFAULT_SAMPLE_INTERVAL, QueryHandler, ServeStatistics
 from ._tokens import (
     DEFAULT_ROTATE_INTERVAL,
     DEFAULT_TOKEN_SIZE,
@@ -114,7 +132,14 @@ __all__ = [
     "DEFAULT_MAX_PEERS",
     "DEFAULT_MAX_PEERS_PER_HASH",
     "DEFAULT_PEER_TTL",
+    "DEFAULT_QUERY_BURST",
+    "DEFAULT_QUERY_RATE",
+    "DEFAULT_QUERY_TIMEOUT",
+    "DEFAULT_RATE_LIMITED_HOSTS",
     "DEFAULT_ROTATE_INTERVAL",
+    "DEFAULT_SAMPLE_COUNT",
+    "DEFAULT_SAMPLE_INTERVAL",
+    "DEFAULT_SLOW_AFTER",
     "DEFAULT_TOKEN_SIZE",
     "GOOD_INTERVAL",
     "MAX_FAILURES",
@@ -142,6 +167,10 @@ __all__ = [
     "KRPCLimits",
     "KRPCQueryError",
     "LocalProtocolError",
+    "Lookup",
+    "LookupKind",
+    "LookupNode",
+    "LookupResult",
     "Message",
     "MutableItem",
     "NodeId",
@@ -150,6 +179,8 @@ __all__ = [
     "Ping",
     "Put",
     "Query",
+    "QueryHandler",
+    "RateLimiter",
     "RefreshTarget",
     "Response",
     "RoutingEntry",
@@ -157,6 +188,7 @@ __all__ = [
     "RoutingTable",
     "SampleInfohashes",
     "ScrapeBloom",
+    "ServeStatistics",
     "TokenManager",
     "UnknownQuery",
     "bep42_filter",

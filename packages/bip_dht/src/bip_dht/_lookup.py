@@ -56,8 +56,8 @@ from ._krpc_replies import Response
 from ._node_id import NodeId
 
 __all__ = [
+    "DEFAULT_QUERY_TIMEOUT",
     "DEFAULT_SLOW_AFTER",
-    "DEFAULT_TIMEOUT",
     "Lookup",
     "LookupKind",
     "LookupNode",
@@ -68,7 +68,7 @@ LookupKind = Literal["find_node", "get_peers", "get"]
 _KINDS: frozenset[str] = frozenset({"find_node", "get_peers", "get"})
 
 DEFAULT_SLOW_AFTER = 2.0
-DEFAULT_TIMEOUT = 8.0
+DEFAULT_QUERY_TIMEOUT = 8.0
 
 
 class _State(enum.Enum):
@@ -145,7 +145,7 @@ class Lookup:
         alpha: int = 3,
         k: int = 8,
         slow_after: float = DEFAULT_SLOW_AFTER,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float = DEFAULT_QUERY_TIMEOUT,
         max_queries: int | None = None,
         max_candidates: int | None = None,
         max_peers: int = 2000,

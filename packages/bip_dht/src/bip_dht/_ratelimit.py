@@ -30,17 +30,17 @@ from ipaddress import IPv4Address, IPv6Address
 from ._errors import LocalProtocolError
 
 __all__ = [
-    "DEFAULT_BURST",
-    "DEFAULT_MAX_HOSTS",
-    "DEFAULT_RATE",
+    "DEFAULT_QUERY_BURST",
+    "DEFAULT_QUERY_RATE",
+    "DEFAULT_RATE_LIMITED_HOSTS",
     "RateLimiter",
 ]
 
-DEFAULT_RATE = 10.0
+DEFAULT_QUERY_RATE = 10.0
 """Queries per second one IP may make us answer over time (a busy client rarely needs 2)."""
-DEFAULT_BURST = 40.0
+DEFAULT_QUERY_BURST = 40.0
 """How many queries one IP may send at once (a lookup's burst from one host stays under it)."""
-DEFAULT_MAX_HOSTS = 4096
+DEFAULT_RATE_LIMITED_HOSTS = 4096
 """How many per-IP buckets are kept at most (about 100 bytes each)."""
 
 
@@ -64,9 +64,9 @@ class RateLimiter:
     def __init__(
         self,
         *,
-        rate: float = DEFAULT_RATE,
-        burst: float = DEFAULT_BURST,
-        max_hosts: int = DEFAULT_MAX_HOSTS,
+        rate: float = DEFAULT_QUERY_RATE,
+        burst: float = DEFAULT_QUERY_BURST,
+        max_hosts: int = DEFAULT_RATE_LIMITED_HOSTS,
     ) -> None:
         if isinstance(rate, bool) or not isinstance(rate, int | float) or not rate > 0:
             raise LocalProtocolError(f"rate is a positive number, got {rate!r}")
