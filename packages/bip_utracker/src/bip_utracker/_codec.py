@@ -27,9 +27,15 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address
 
-from bip_handshake import CompactError, Family, PeerAddress, encode_compact_peers
+from bip_handshake import (
+    CompactError,
+    Family,
+    PeerAddress,
+    encode_compact_peers,
+    parse_compact_peers,
+)
 
 from ._errors import LocalProtocolError, MalformedPacketError
 from ._options import Option, encode_options, parse_options, url_data_of, url_data_options
@@ -475,7 +481,8 @@ def decode_response(data: bytes | bytearray | memoryview, *, family: Family = 4)
             interval,
             leechers,
             seeders,
-            _peers(raw, _ANNOUNCE_RESPONSE.size, family),
+            # The length is checked above; a datagram bounds the count (no more than ~11,000).
+            tuple(parse_compact_peers(raw[_ANNOUNCE_RESPONSE.size :], family, limit=size)),
         )
     if action == Action.SCRAPE:
         if (size - 8) % _SCRAPE_STATS.size:
@@ -490,16 +497,3 @@ def decode_response(data: bytes | bytearray | memoryview, *, family: Family = 4)
         message = raw[8:].rstrip(b"\x00").decode("utf-8", "replace")
         return ErrorResponse(transaction_id, message)
     raise MalformedPacketError(f"a response has action {action}, expected 0..3")
-
-
-def _peers(raw: bytes, start: int, family: Family) -> tuple[PeerAddress, ...]:
-    """The compact peers of *raw* from *start*, whose length is a whole number of entries."""
-    if family == 4:
-        return tuple(
-            PeerAddress(IPv4Address(raw[at : at + 4]), (raw[at + 4] << 8) | raw[at + 5])
-            for at in range(start, len(raw), 6)
-        )
-    return tuple(
-        PeerAddress(IPv6Address(raw[at : at + 16]), (raw[at + 16] << 8) | raw[at + 17])
-        for at in range(start, len(raw), 18)
-    )
