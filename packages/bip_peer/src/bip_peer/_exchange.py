@@ -109,6 +109,14 @@ def _same_torrent(a: InfoHash, b: InfoHash) -> bool:
     return not set(a.swarm_ids()).isdisjoint(b.swarm_ids())
 
 
+def _check_extension_id(extension_id: object) -> None:
+    """Refuse an extended message id that is not an int in 1..255 (0 is the handshake)."""
+    if isinstance(extension_id, bool) or not isinstance(extension_id, int):
+        raise ValueError(f"extension_id must be an int in 1..255, got {extension_id!r}")
+    if not 1 <= extension_id <= 255:
+        raise ValueError(f"extension_id must be in 1..255, got {extension_id}")
+
+
 def _offers(peer: Peer, extension: str) -> bool:
     return bool(peer.connection.their_extension_ids.get(extension))
 
@@ -171,10 +179,7 @@ class MetadataExchange:
         serve_burst: int = DEFAULT_SERVE_BURST,
         serve_rate: float = DEFAULT_SERVE_RATE,
     ) -> None:
-        if isinstance(extension_id, bool) or not isinstance(extension_id, int):
-            raise ValueError(f"extension_id must be an int in 1..255, got {extension_id!r}")
-        if not 1 <= extension_id <= 255:
-            raise ValueError(f"extension_id must be in 1..255, got {extension_id}")
+        _check_extension_id(extension_id)
         self._extension_id = extension_id
         self._fetcher_options: dict[str, float] = {
             "max_size": max_size,
@@ -457,10 +462,7 @@ class PeerExchange:
         max_per_message: int = DEFAULT_PEX_RECEIVE_LIMIT,
         max_known: int = DEFAULT_PEX_MAX_KNOWN,
     ) -> None:
-        if isinstance(extension_id, bool) or not isinstance(extension_id, int):
-            raise ValueError(f"extension_id must be an int in 1..255, got {extension_id!r}")
-        if not 1 <= extension_id <= 255:
-            raise ValueError(f"extension_id must be in 1..255, got {extension_id}")
+        _check_extension_id(extension_id)
         self._sink = sink
         self._extension_id = extension_id
         self._ours = tuple(our_addresses)
