@@ -211,10 +211,6 @@ class SwarmBrain:
         self.revelation: Final = revelation
         self._refill_interval = float(refill_interval)
         self._drop_snubbed_after = drop_snubbed_after
-        self._have = bytearray(geometry.num_pieces)
-        for piece in have_set:
-            self._have[piece] = 1
-        self._num_have = len(have_set)
         self._peers: dict[PeerKey, _PeerState] = {}
         self._banned: set[PeerKey] = set()
         self._next_refill: float | None = None
@@ -249,7 +245,7 @@ class SwarmBrain:
     @property
     def is_seed(self) -> bool:
         """Whether we have every piece."""
-        return self._num_have == self.geometry.num_pieces
+        return self.picker.requests.num_have == self.geometry.num_pieces
 
     @property
     def is_complete(self) -> bool:
@@ -258,13 +254,12 @@ class SwarmBrain:
 
     def has_piece(self, piece: int) -> bool:
         """Whether we have ``piece`` (verified)."""
-        self.geometry.check_piece(piece)
-        return bool(self._have[piece])
+        return self.picker.requests.have(piece)
 
     @property
     def num_have(self) -> int:
         """How many pieces we have."""
-        return self._num_have
+        return self.picker.requests.num_have
 
     @property
     def peers(self) -> frozenset[PeerKey]:
@@ -295,7 +290,7 @@ class SwarmBrain:
             unchoked_by=sum(1 for s in self._peers.values() if not s.choking_us),
             unchoked=len(self.choker.unchoked),
             outstanding_requests=sum(requests.num_outstanding(p) for p in self._peers),
-            have=self._num_have,
+            have=requests.num_have,
             wanted=self.picker.availability.num_wanted,
             endgame=self.picker.in_endgame(),
             banned=len(self._banned),
@@ -649,15 +644,13 @@ class SwarmBrain:
         piece = event.piece
         self.geometry.check_piece(piece)
         actions: list[Action] = []
-        if self._have[piece]:
+        if self.picker.requests.have(piece):
             return actions
         self._cancel_piece(piece, actions)
         if event.good:
             was_wanted = self.picker.wants(piece)
             sources = self.picker.piece_passed(piece)
             self.queues.piece_passed(sources)
-            self._have[piece] = 1
-            self._num_have += 1
             actions.extend(self.revelation.piece_added(piece, now))
             if was_wanted:
                 availability = self.picker.availability
@@ -698,7 +691,7 @@ class SwarmBrain:
             for piece in list(streaming.deadlines()):
                 streaming.clear_deadline(piece)
             for piece, when in event.deadlines.items():
-                if not self._have[piece]:
+                if not picker.requests.have(piece):
                     streaming.set_deadline(piece, when)
         actions: list[Action] = []
         # Requests for pieces no longer wanted are cancelled.
@@ -740,4 +733,3 @@ class SwarmBrain:
             assert peer in self.revelation
         for peer in self.picker.requests.peers():
             assert peer in self._peers
-        assert sum(self._have) == self._num_have
