@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from bip_bencode import encode
-from bip_disk._check import check_pieces, plan_check, stat_files
+from bip_disk._check import check_pieces, pieces_cut_short, plan_check, stat_files
 from bip_disk._errors import StorageError
 from bip_disk._filesystem import FileStat
 from bip_disk._hashing import PieceVerifier
@@ -142,3 +142,13 @@ def test_check_pieces_stops_early_and_raises_real_faults() -> None:
 
     with pytest.raises(StorageError, match="denied"):
         check_pieces(Denied(), LAYOUT, verifier, (0,))
+
+
+def test_pieces_cut_short_start_at_the_first_missing_byte() -> None:
+    layout = StorageLayout.from_info(_info())
+    b = next(file for file in layout.stored_files if file.path.endswith("b"))
+    assert layout.file_pieces(b.index) == range(2, 5)
+    assert pieces_cut_short(layout, b, b.length) == range(5, 5)
+    assert pieces_cut_short(layout, b, 0) == range(2, 5)  # shares piece 2 with a
+    assert pieces_cut_short(layout, b, PIECE // 2) == range(3, 5)  # piece 2 is whole
+    assert pieces_cut_short(layout, b, b.length - 1) == range(4, 5)

@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from ._errors import StorageError
 from ._filesystem import FileStat, FileSystem
 from ._hashing import PieceVerifier
-from ._layout import StorageLayout, read_piece
+from ._layout import StorageLayout, StoredFile, read_piece
 from ._resume import ResumeData
 
-__all__ = ["CheckPlan", "check_pieces", "plan_check", "stat_files"]
+__all__ = ["CheckPlan", "check_pieces", "pieces_cut_short", "plan_check", "stat_files"]
 
 _GONE_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, None})  # the file vanished or shrank
 
@@ -64,6 +64,19 @@ def stat_files(fs: FileSystem, layout: StorageLayout) -> tuple[FileStat | None, 
     return tuple(fs.stat(file.path) if file.is_stored else None for file in layout.files)
 
 
+def pieces_cut_short(layout: StorageLayout, file: StoredFile, size: int) -> range:
+    """The pieces of ``file`` that cannot be good while it holds only ``size`` bytes.
+
+    Those from the one holding the file's first missing byte on; none when the
+    file is whole.
+    """
+    pieces = layout.file_pieces(file.index)
+    if size >= file.length:
+        return range(pieces.stop, pieces.stop)
+    first_missing = (file.offset + size) // layout.piece_length
+    return range(max(pieces.start, first_missing), pieces.stop)
+
+
 def plan_check(
     fs: FileSystem,
     layout: StorageLayout,
@@ -78,7 +91,6 @@ def plan_check(
         StorageError: a file could not be stat'ed.
     """
     num_pieces = layout.num_pieces
-    piece_length = layout.piece_length
     stats = stat_files(fs, layout)
     possible = bytearray(b"\x01") * num_pieces
     changed = bytearray(num_pieces)  # touches a file that changed since the resume data
@@ -90,11 +102,8 @@ def plan_check(
         pieces = layout.file_pieces(file.index)
         stat = stats[file.index]
         size = 0 if stat is None else stat.size
-        if size < file.length:
-            # Pieces from the one holding the file's first missing byte on cannot be good.
-            first_missing = (file.offset + size) // piece_length
-            start = max(pieces.start, first_missing)
-            possible[start : pieces.stop] = bytes(pieces.stop - start)
+        cut = pieces_cut_short(layout, file, size)
+        possible[cut.start : cut.stop] = bytes(len(cut))
         if resume is None or resume.files[file.index] != stat:
             changed_files.add(file.index)
             changed[pieces.start : pieces.stop] = b"\x01" * len(pieces)

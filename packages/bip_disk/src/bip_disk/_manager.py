@@ -72,7 +72,7 @@ import trio
 from bip_metainfo import Info, Metainfo, sanitize_name
 
 from ._budget import ByteBudget, ReadCache, SpareBuffers
-from ._check import check_pieces, plan_check, stat_files
+from ._check import check_pieces, pieces_cut_short, plan_check, stat_files
 from ._errors import DiskError, PathError, StorageError, TorrentStateError
 from ._events import (
     CheckFinished,
@@ -300,11 +300,7 @@ def _lost_pieces(fs: FileSystem, layout: StorageLayout, piece: int) -> set[int]:
                 stat = fs.stat(file.path)
         except StorageError:
             stat = None
-        size = 0 if stat is None else stat.size
-        if size < file.length:
-            pieces = layout.file_pieces(file.index)
-            first = max(pieces.start, (file.offset + size) // layout.piece_length)
-            lost.update(range(first, pieces.stop))
+        lost.update(pieces_cut_short(layout, file, 0 if stat is None else stat.size))
     return lost
 
 
