@@ -51,7 +51,7 @@ from bip_bencode import BencodeError, encode
 from bip_handshake import NodeInfo, PeerAddress
 
 from ._errors import DHTError, LocalProtocolError
-from ._items import ImmutableItem, Item, MutableItem
+from ._items import MAX_SALT_SIZE, ImmutableItem, Item, MutableItem
 from ._krpc_replies import Response
 from ._node_id import NodeId
 
@@ -88,6 +88,10 @@ class _Entry:
         self.state = _State.CANDIDATE
         self.sent_at = 0.0
         self.token: bytes | None = None
+
+
+def _distance(entry: _Entry) -> int:
+    return entry.distance
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +163,7 @@ class Lookup:
             raise LocalProtocolError(f"kind must be find_node, get_peers or get, got {kind!r}")
         if alpha < 1 or k < 1 or max_peers < 0:
             raise LocalProtocolError("alpha and k must be at least 1, max_peers at least 0")
-        if not isinstance(salt, bytes) or len(salt) > 64:
+        if not isinstance(salt, bytes) or len(salt) > MAX_SALT_SIZE:
             raise LocalProtocolError("salt must be at most 64 bytes (BEP 44)")
         if not 0 < slow_after <= timeout:
             raise LocalProtocolError("need 0 < slow_after <= timeout")
@@ -178,9 +182,8 @@ class Lookup:
         self._own = own_id.value if own_id is not None else None
         self._salt = salt
         self._target_int = int(target)
-        # Sorted by distance; _keys mirrors the distances for bisect.
+        # Sorted by distance (bisected on _Entry.distance).
         self._entries: list[_Entry] = []
-        self._keys: list[int] = []
         self._by_id: dict[bytes, _Entry] = {}
         self._hosts: set[IPv4Address | IPv6Address] = set()
         # Ids and addresses ever queried: never query either twice (bounded by max_queries).
@@ -214,8 +217,7 @@ class Lookup:
                 return
             self._remove(victim)
         entry = _Entry(info, distance)
-        index = bisect.bisect_left(self._keys, distance)
-        self._keys.insert(index, distance)
+        index = bisect.bisect_left(self._entries, distance, key=_distance)
         self._entries.insert(index, entry)
         self._by_id[info.node_id] = entry
         self._hosts.add(host)
@@ -229,7 +231,6 @@ class Lookup:
 
     def _remove(self, index: int) -> None:
         entry = self._entries.pop(index)
-        del self._keys[index]
         del self._by_id[entry.info.node_id]
         self._hosts.discard(_host(entry.info.address))
 
