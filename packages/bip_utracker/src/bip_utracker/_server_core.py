@@ -39,7 +39,19 @@ from typing import Any, Protocol
 
 from bip_metainfo import InfoHash
 
-from ._codec import MAX_SCRAPE_HASHES, PROTOCOL_ID, AnnounceRequest, ScrapeStats, decode_request
+from ._codec import (
+    _ANNOUNCE_RESPONSE,
+    _CONNECT_RESPONSE,
+    _HASH_SIZE,
+    _RESPONSE_HEADER,
+    _SCRAPE_STATS,
+    ANNOUNCE_REQUEST_SIZE,
+    MAX_SCRAPE_HASHES,
+    PROTOCOL_ID,
+    AnnounceRequest,
+    ScrapeStats,
+    decode_request,
+)
 from ._connection_ids import DEFAULT_CONNECTION_ID_WINDOW, ConnectionIds
 from ._errors import LocalProtocolError, MalformedPacketError
 from ._options import parse_options
@@ -80,13 +92,7 @@ _REQUEST_HEADER = struct.Struct(">QII")  # connection id (or protocol id), actio
 # The fields of an announce request after its header that the built-in store needs: info-hash,
 # left, event, num_want, port (peer id, downloaded, uploaded, ip and key are skipped).
 _ANNOUNCE_FIELDS = struct.Struct(">20s20x8xq8xi8xiH")
-_ANNOUNCE_SIZE = 98
-_CONNECT_RESPONSE = struct.Struct(">IIQ")
-_ANNOUNCE_RESPONSE = struct.Struct(">IIiii")
-_SCRAPE_STATS = struct.Struct(">iii")
-_RESPONSE_HEADER = struct.Struct(">II")
 _ACTION_CONNECT, _ACTION_ANNOUNCE, _ACTION_SCRAPE, _ACTION_ERROR = 0, 1, 2, 3
-_HASH_SIZE = 20
 _IPV4_PEER, _IPV6_PEER = 6, 18
 _MAPPED_PREFIX = bytes(10) + b"\xff\xff"
 
@@ -512,16 +518,16 @@ class TrackerServerCore:
             return
 
         if action == _ACTION_ANNOUNCE:
-            if size < _ANNOUNCE_SIZE:
+            if size < ANNOUNCE_REQUEST_SIZE:
                 self._malformed += 1
                 return
             info_hash, left, event, num_want, port = _ANNOUNCE_FIELDS.unpack_from(data, 16)
             if not 0 <= event <= 3:
                 self._malformed += 1
                 return
-            if size > _ANNOUNCE_SIZE:
+            if size > ANNOUNCE_REQUEST_SIZE:
                 try:  # BEP 41 options: only their shape matters to the built-in store
-                    parse_options(data[_ANNOUNCE_SIZE:])
+                    parse_options(data[ANNOUNCE_REQUEST_SIZE:])
                 except MalformedPacketError:
                     self._malformed += 1
                     return
