@@ -65,7 +65,6 @@ from typing import NewType
 from bip_handshake import PeerAddress
 
 from ._codec import (
-    MAX_SCRAPE_HASHES,
     AnnounceEvent,
     AnnounceRequest,
     AnnounceResponse,
@@ -418,11 +417,7 @@ class TrackerClientCore:
                 unusable tracker address, or too many requests in flight.
         """
         hashes = tuple(info_hashes)
-        if not 1 <= len(hashes) <= MAX_SCRAPE_HASHES:
-            raise LocalProtocolError(
-                f"a scrape asks for 1..{MAX_SCRAPE_HASHES} info-hashes, got {len(hashes)}"
-            )
-        ScrapeRequest(0, 0, hashes).encode()  # checks every hash now
+        ScrapeRequest(0, 0, hashes).encode()  # checks the count and every hash now
         return self._start(_SCRAPE, tracker, now, info_hashes=hashes)
 
     def cancel(self, request_id: RequestId) -> bool:
