@@ -34,6 +34,7 @@ __all__ = [
     "FileStat",
     "FileSystem",
     "check_offset",
+    "errno_error",
     "missing",
     "split_path",
     "storage_error",
@@ -201,10 +202,11 @@ def storage_error(exc: OSError, path: str, action: str) -> StorageError:
     return StorageError(f"cannot {action} {path!r}: {reason}", errno=code, path=path)
 
 
+def errno_error(code: int, path: str, action: str) -> StorageError:
+    """The ``StorageError`` a backend raises itself for the failure ``code`` (an errno)."""
+    return StorageError(f"cannot {action} {path!r}: {os.strerror(code)}", errno=code, path=path)
+
+
 def missing(path: str, action: str) -> StorageError:
     """The ``StorageError`` for a file that does not exist."""
-    return StorageError(
-        f"cannot {action} {path!r}: {os.strerror(errno_codes.ENOENT)}",
-        errno=errno_codes.ENOENT,
-        path=path,
-    )
+    return errno_error(errno_codes.ENOENT, path, action)

@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 from bip_metainfo import is_within
 
 from ._errors import PathError, StorageError
-from ._filesystem import Buffer, FileStat, check_offset, split_path
+from ._filesystem import Buffer, FileStat, check_offset, errno_error, split_path
 from ._memory import SparseBuffer
 
 if TYPE_CHECKING:
@@ -94,10 +94,6 @@ def _error(exc: BaseException, path: str, action: str) -> StorageError:
         code = next((number for kind, number in _ERRNO_BY_TYPE if isinstance(exc, kind)), errno.EIO)
         reason = os.strerror(code) if isinstance(exc, OSError) else type(exc).__name__
     return StorageError(f"cannot {action} {path!r}: {reason}", errno=code, path=path)
-
-
-def _fail(code: int, path: str, action: str) -> StorageError:
-    return StorageError(f"cannot {action} {path!r}: {os.strerror(code)}", errno=code, path=path)
 
 
 def _protocols(fs: AbstractFileSystem) -> set[str]:
@@ -288,7 +284,7 @@ class FsspecFileSystem:
                 return bytes(self.fs.cat_file(full, start=offset, end=offset + length))
             except FileNotFoundError:
                 code = errno.EISDIR if self.fs.isdir(full) else errno.ENOENT
-                raise _fail(code, path, "read") from None
+                raise errno_error(code, path, "read") from None
             except StorageError:
                 raise
             except Exception as exc:  # any backend's failure
@@ -356,7 +352,7 @@ class FsspecFileSystem:
                 except FileNotFoundError:
                     return None
                 if info.get("type") == "directory":
-                    raise _fail(errno.EISDIR, path, "stat")
+                    raise errno_error(errno.EISDIR, path, "stat")
                 return FileStat(int(info.get("size") or 0), self._mtime_ns(full, info))
             except StorageError:
                 raise
@@ -439,7 +435,7 @@ class FsspecFileSystem:
                     with self._state:
                         staged = path in self._staged
                     if not staged and not self._exists_file(full):
-                        raise _fail(errno.ENOENT, path, "sync")
+                        raise errno_error(errno.ENOENT, path, "sync")
                     self._upload(path, full)
                 except StorageError:
                     raise
@@ -463,7 +459,7 @@ class FsspecFileSystem:
         full = self._full(path, parts, follow_last=False)
         with self._everything():
             if self._staged_under(path):
-                raise _fail(errno.ENOTEMPTY, path, "remove")
+                raise errno_error(errno.ENOTEMPTY, path, "remove")
             with self._state:
                 self._staged.pop(path, None)
             try:
@@ -471,7 +467,7 @@ class FsspecFileSystem:
                     os.unlink(full)  # never what it points at
                 elif self.fs.isdir(full):
                     if self.fs.ls(full, detail=False):
-                        raise _fail(errno.ENOTEMPTY, path, "remove")
+                        raise errno_error(errno.ENOTEMPTY, path, "remove")
                     self.fs.rmdir(full)
                 elif self._exists_file(full):
                     self.fs.rm_file(full)
@@ -499,7 +495,7 @@ class FsspecFileSystem:
                 for key in staged:  # upload first: the backend moves what it has
                     self._upload(key, self._full(key, split_path(key)))
                 if not self.fs.exists(old_full):
-                    raise _fail(errno.ENOENT, old, "rename")
+                    raise errno_error(errno.ENOENT, old, "rename")
                 if self.fs.isfile(new_full):
                     self.fs.rm_file(new_full)
                 self._make_parent(new_full)
@@ -519,14 +515,14 @@ class FsspecFileSystem:
         goal = split_path(target)
         full = self._full(path, parts, follow_last=False)
         if not self._local:
-            raise _fail(errno.ENOTSUP, path, "create a symlink at")
+            raise errno_error(errno.ENOTSUP, path, "create a symlink at")
         text = posixpath.relpath("/" + "/".join(goal), "/" + "/".join(parts[:-1]))
         with self._everything():
             try:
                 if os.path.islink(full):
                     os.unlink(full)
                 elif os.path.lexists(full):
-                    raise _fail(errno.EEXIST, path, "create a symlink at")
+                    raise errno_error(errno.EEXIST, path, "create a symlink at")
                 self._make_parent(full)
                 os.symlink(text, full)
             except StorageError:

@@ -20,12 +20,11 @@ POSIX kernel does.
 from __future__ import annotations
 
 import errno
-import os
 import threading
 import time
 
 from ._errors import StorageError
-from ._filesystem import Buffer, FileStat, check_offset, missing, split_path
+from ._filesystem import Buffer, FileStat, check_offset, errno_error, missing, split_path
 
 __all__ = ["CHUNK_SIZE", "MemoryFileSystem", "SparseBuffer"]
 
@@ -122,10 +121,6 @@ class _File:
         self.mtime_ns = time.time_ns()
 
 
-def _error(code: int, path: str, action: str) -> StorageError:
-    return StorageError(f"cannot {action} {path!r}: {os.strerror(code)}", errno=code, path=path)
-
-
 class MemoryFileSystem:
     """A :class:`~bip_disk.FileSystem` held in memory (see the module documentation).
 
@@ -168,12 +163,12 @@ class MemoryFileSystem:
             if target is not None and (pending or follow):
                 hops += 1
                 if hops > _MAX_HOPS:
-                    raise _error(errno.ELOOP, path, "resolve")
+                    raise errno_error(errno.ELOOP, path, "resolve")
                 pending[:0] = target
                 resolved = ()
                 continue
             if pending and candidate in self._files:
-                raise _error(errno.ENOTDIR, path, "resolve")
+                raise errno_error(errno.ENOTDIR, path, "resolve")
             resolved = candidate
         return resolved
 
@@ -182,7 +177,7 @@ class MemoryFileSystem:
         found = self._files.get(parts)
         if found is None:
             if parts in self._dirs:
-                raise _error(errno.EISDIR, path, action)
+                raise errno_error(errno.EISDIR, path, action)
             raise missing(path, action)
         return found
 
@@ -190,7 +185,7 @@ class MemoryFileSystem:
         for depth in range(1, len(parts)):
             prefix = parts[:depth]
             if prefix in self._files or prefix in self._links:
-                raise _error(errno.ENOTDIR, path, action)
+                raise errno_error(errno.ENOTDIR, path, action)
         for depth in range(1, len(parts)):
             self._dirs.add(parts[:depth])
 
@@ -200,7 +195,7 @@ class MemoryFileSystem:
         if found is not None:
             return found
         if parts in self._dirs:
-            raise _error(errno.EISDIR, path, action)
+            raise errno_error(errno.EISDIR, path, action)
         self._make_parents(path, parts, action)
         found = self._files[parts] = _File()
         return found
@@ -208,7 +203,7 @@ class MemoryFileSystem:
     def _reserve(self, path: str, chunks: int, action: str) -> None:
         wanted = chunks * CHUNK_SIZE
         if self._capacity is not None and self._held + wanted > self._capacity:
-            raise _error(errno.ENOSPC, path, action)
+            raise errno_error(errno.ENOSPC, path, action)
 
     # -- the FileSystem protocol ----------------------------------------------
 
@@ -293,7 +288,7 @@ class MemoryFileSystem:
                 self._held -= self._files.pop(parts).data.held
             elif parts in self._dirs:
                 if any(self._under(parts)):
-                    raise _error(errno.ENOTEMPTY, path, "remove")
+                    raise errno_error(errno.ENOTEMPTY, path, "remove")
                 self._dirs.discard(parts)
 
     def _under(self, parts: tuple[str, ...]) -> list[tuple[str, ...]]:
@@ -315,12 +310,12 @@ class MemoryFileSystem:
                     raise missing(old, "rename")
                 return
             if destination[: len(source)] == source:
-                raise _error(errno.EINVAL, old, "rename")
+                raise errno_error(errno.EINVAL, old, "rename")
             if source in self._dirs:
                 if destination in self._files or destination in self._links:
-                    raise _error(errno.ENOTDIR, new, "rename")
+                    raise errno_error(errno.ENOTDIR, new, "rename")
                 if any(self._under(destination)):
-                    raise _error(errno.ENOTEMPTY, new, "rename")
+                    raise errno_error(errno.ENOTEMPTY, new, "rename")
                 self._make_parents(new, destination, "rename")
                 moved = {source, *self._under(source)}
                 cut = len(source)
@@ -335,7 +330,7 @@ class MemoryFileSystem:
             if source not in self._files and source not in self._links:
                 raise missing(old, "rename")
             if destination in self._dirs:
-                raise _error(errno.EISDIR, new, "rename")
+                raise errno_error(errno.EISDIR, new, "rename")
             self._make_parents(new, destination, "rename")
             if destination in self._files:
                 self._held -= self._files.pop(destination).data.held
@@ -351,7 +346,7 @@ class MemoryFileSystem:
             goal = split_path(target)
             parts = self._resolve(path, split_path(path), False)
             if parts in self._files or parts in self._dirs:
-                raise _error(errno.EEXIST, path, "create a symlink at")
+                raise errno_error(errno.EEXIST, path, "create a symlink at")
             self._make_parents(path, parts, "create a symlink at")
             self._links[parts] = goal
 
