@@ -78,7 +78,7 @@ from ._inputs import (
 )
 from ._queueing import PeerQueues, QueueConfig
 from ._revelation import HonestRevelation, RevelationStrategy
-from ._selection import PiecePicker, RarestFirst, Strategy, Streaming
+from ._selection import PiecePicker, RarestFirst, Strategy, Streaming, streaming_layers
 
 __all__ = [
     "DEFAULT_REFILL_INTERVAL",
@@ -709,12 +709,7 @@ class SwarmBrain:
         return actions
 
     def _streaming(self) -> Streaming | None:
-        strategy: object = self.picker.strategy
-        while strategy is not None:
-            if isinstance(strategy, Streaming):
-                return strategy
-            strategy = getattr(strategy, "then", None)
-        return None
+        return next(streaming_layers(self.picker.strategy), None)
 
     def check(self) -> None:
         """Verify the internal invariants (for tests): the strategies' and the brain's own."""

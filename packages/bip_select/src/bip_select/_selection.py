@@ -532,11 +532,8 @@ class PiecePicker:
         sources = self.requests.piece_passed(piece)
         self._exclusive.pop(piece, None)
         self._sync(piece)
-        strategy: object = self.strategy
-        while strategy is not None:  # a deadline met is forgotten, however nested
-            if isinstance(strategy, Streaming):
-                strategy.clear_deadline(piece)
-            strategy = getattr(strategy, "then", None)
+        for streaming in streaming_layers(self.strategy):  # a deadline met is forgotten
+            streaming.clear_deadline(piece)
         return sources
 
     def piece_failed(self, piece: int) -> tuple[PeerKey, ...]:
@@ -743,12 +740,7 @@ class PiecePicker:
                     picked.append(block)
 
     def _has_deadlines(self) -> bool:
-        strategy: object = self.strategy
-        while strategy is not None:
-            if isinstance(strategy, Streaming) and strategy._deadlines:
-                return True
-            strategy = getattr(strategy, "then", None)
-        return False
+        return any(streaming._deadlines for streaming in streaming_layers(self.strategy))
 
     def _arrival(self, peer: PeerKey, block: Block) -> float:
         """When ``block`` should arrive from ``peer`` at its rate, behind its queue."""
@@ -771,6 +763,15 @@ class PiecePicker:
         for piece in range(self.geometry.num_pieces):
             wanted = self._priority[piece] and not self.requests.have(piece)
             assert self.availability.priority(piece) == (self._priority[piece] if wanted else 0)
+
+
+def streaming_layers(strategy: Strategy) -> Iterator[Streaming]:
+    """The :class:`Streaming` strategies in ``strategy``'s ``then`` chain, outermost first."""
+    layer: object = strategy
+    while layer is not None:
+        if isinstance(layer, Streaming):
+            yield layer
+        layer = getattr(layer, "then", None)
 
 
 def _check_priority(priority: int) -> int:
