@@ -436,7 +436,6 @@ class Handshaker:
         ](max_queued)
         self._done_send, self._done_receive = trio.open_memory_channel[CompletedHandshake](backlog)
         self._counts: Counter[str] = Counter()
-        self._in_flight = 0
 
     # -- public API ----------------------------------------------------------------
 
@@ -541,7 +540,8 @@ class Handshaker:
         counts = {name: self._counts[name] for name in _COUNTERS}
         return HandshakerStatistics(
             **counts,
-            in_flight=self._in_flight,
+            # Every handshake in flight holds one slot, so the slots taken count them.
+            in_flight=self._max_concurrent - self._slots.value,
             queued=self._queue_send.statistics().current_buffer_used,
         )
 
@@ -609,7 +609,6 @@ class Handshaker:
                 self._count("unregistered")
                 continue
             await self._slots.acquire()
-            self._in_flight += 1
             self._nursery.start_soon(self._run_outbound, torrent, address, swarm_id)
 
     async def _serve(self, listener: trio.SocketListener) -> None:
@@ -671,7 +670,6 @@ class Handshaker:
         finally:
             if not delivered:  # a delivered pair stays taken until its stream closes
                 self._taken.discard((torrent, address))
-            self._in_flight -= 1
             self._slots.release()
             if stream is not None and not delivered:
                 await trio.aclose_forcefully(stream)
@@ -700,7 +698,6 @@ class Handshaker:
             except trio.WouldBlock:
                 raise _RefusedError("over_limit") from None
             acquired = True
-            self._in_flight += 1
             # MSE: within the handshake timeout, _handshake looks at the first bytes
             # (_receive_secure) and speaks BEP 3 over the (maybe) encrypted stream.
             peer = await self._handshake(stream, address, "inbound", None)
@@ -715,7 +712,6 @@ class Handshaker:
             self._fail(refused.reason)
         finally:
             if acquired:
-                self._in_flight -= 1
                 self._slots.release()
             if key is not None and not delivered:
                 self._taken.discard(key)
