@@ -268,9 +268,8 @@ class RoutingTable:
 
     def bucket_index(self, node_id: bytes | NodeId) -> int:
         """The bucket that holds (or would hold) *node_id*."""
-        value = int(node_id if isinstance(node_id, NodeId) else NodeId(node_id))
-        prefix = NODE_ID_BITS - (value ^ self._own_int).bit_length()
-        return min(prefix, len(self._buckets) - 1)
+        raw = node_id.value if isinstance(node_id, NodeId) else NodeId(node_id).value
+        return min(self._prefix(raw), len(self._buckets) - 1)
 
     def _find(self, node_id: bytes) -> tuple[_Bucket, _Entry, bool] | None:
         bucket = self._buckets[self.bucket_index(node_id)]
