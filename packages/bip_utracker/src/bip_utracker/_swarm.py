@@ -267,11 +267,7 @@ class SwarmStore:
 
         if event == _STOPPED:
             if record is not None:
-                self._unlink(swarm, peer, record)
-                self._peer_count -= 1
-                if record.seeder:
-                    swarm.seeders -= 1
-                    self._seeder_count -= 1
+                self._remove(swarm, peer, record)
             return swarm.seeders, len(peers) - swarm.seeders, []
 
         seeder = left == 0
@@ -367,22 +363,21 @@ class SwarmStore:
                 swarm.trim_at = record.expires
                 return
             del peers[key]
-            self._unlink(swarm, key, record)
-            self._peer_count -= 1
+            self._remove(swarm, key, record)
             self._expired_peers += 1
-            if record.seeder:
-                swarm.seeders -= 1
-                self._seeder_count -= 1
         swarm.trim_at = math.inf
 
-    @staticmethod
-    def _unlink(swarm: _Swarm, key: bytes, record: _Peer) -> None:
-        """Take *key* (already out of ``swarm.peers``) out of its family's list."""
+    def _remove(self, swarm: _Swarm, key: bytes, record: _Peer) -> None:
+        """Count out *key* (already out of ``swarm.peers``) and take it out of its family's list."""
         family = swarm.v4 if len(key) == _IPV4_SIZE else swarm.v6
         last = family.pop()
         if last != key:
             family[record.index] = last
             swarm.peers[last].index = record.index
+        self._peer_count -= 1
+        if record.seeder:
+            swarm.seeders -= 1
+            self._seeder_count -= 1
 
     def _forget(self, swarm: _Swarm) -> None:
         self._peer_count -= len(swarm.peers)
@@ -401,12 +396,8 @@ class SwarmStore:
         peers = swarm.peers
         key = next(iter(peers))
         record = peers.pop(key)
-        self._unlink(swarm, key, record)
-        self._peer_count -= 1
+        self._remove(swarm, key, record)
         self._evicted_peers += 1
-        if record.seeder:
-            swarm.seeders -= 1
-            self._seeder_count -= 1
 
     def _make_room(self) -> None:
         """Evict whole swarms, least recently announced first, until one more peer fits.
