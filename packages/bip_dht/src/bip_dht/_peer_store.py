@@ -247,10 +247,7 @@ class PeerStore:
         if not address.is_connectable:
             return False
         packed = address.normalized().host.packed
-        swarm = self._swarms.get(info_hash)
-        if swarm is not None:
-            self._expire_swarm(info_hash, swarm, now)
-            swarm = self._swarms.get(info_hash)  # gone if every peer had expired
+        swarm = self._live_swarm(info_hash, now)
         if swarm is not None and packed in swarm.peers:
             # A re-announce: refresh, and move to the back of the announce order.
             del swarm.peers[packed]
