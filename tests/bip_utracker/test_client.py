@@ -15,7 +15,7 @@ import trio.testing
 
 from bip_handshake import PeerAddress, PeerId
 from bip_metainfo import InfoHash
-from bip_utracker._client import TrackerClient, open_tracker_client
+from bip_utracker._client import TrackerClient, _swarm_id, open_tracker_client
 from bip_utracker._client_core import AnnounceResult
 from bip_utracker._codec import (
     AnnounceEvent,
@@ -217,6 +217,12 @@ async def test_scrape() -> None:
     [scrape] = tracker.of_type(ScrapeRequest)
     assert isinstance(scrape, ScrapeRequest)
     assert scrape.info_hashes == result.info_hashes
+
+
+def test_swarm_id_of_a_hybrid_is_its_v1_hash() -> None:
+    hybrid = InfoHash(v1=b"\x01" * 20, v2=b"\x02" * 32)
+    assert _swarm_id(hybrid) == b"\x01" * 20
+    assert _swarm_id(InfoHash(v2=b"\x02" * 32)) == b"\x02" * 20
 
 
 @needs_ipv6

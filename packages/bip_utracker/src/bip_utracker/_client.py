@@ -441,9 +441,7 @@ async def open_tracker_client(
 def _swarm_id(info_hash: InfoHash | bytes) -> bytes:
     """The 20-byte id a tracker knows the swarm by."""
     if isinstance(info_hash, InfoHash):
-        swarm_id = info_hash.v1 if info_hash.v1 is not None else info_hash.v2_truncated
-        assert swarm_id is not None  # an InfoHash has v1 or v2
-        return swarm_id
+        return info_hash.swarm_ids()[0]  # v1 if it has one, else the truncated v2
     if isinstance(info_hash, bytes | bytearray | memoryview):
         raw = bytes(info_hash)
         if len(raw) == _SWARM_ID_SIZE:
