@@ -49,6 +49,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from bip_bencode import BencodeDecodeError, decode
 
 from ._errors import ItemError, LocalProtocolError
+from ._ip import unmapped_ip
 
 __all__ = [
     "DEFAULT_ITEM_LIFETIME",
@@ -268,14 +269,6 @@ class MutableItem:
 Item = ImmutableItem | MutableItem
 
 
-def _source_key(source: IPv4Address | IPv6Address) -> bytes:
-    if isinstance(source, IPv6Address) and source.ipv4_mapped is not None:
-        return source.ipv4_mapped.packed
-    if isinstance(source, IPv4Address | IPv6Address):
-        return source.packed
-    raise LocalProtocolError(f"a put's source is an IPv4Address or IPv6Address, got {source!r}")
-
-
 # Distinct source IPs remembered per item: enough to rank popularity, bounded in memory.
 _MAX_SOURCES = 8
 
@@ -363,7 +356,7 @@ class ItemStore:
             )
         if cas is not None and (isinstance(cas, bool) or not isinstance(cas, int)):
             raise ItemRejectedError(ItemProblem.INVALID, f"cas is an int, got {cas!r}")
-        source_key = None if source is None else _source_key(source)
+        source_key = None if source is None else unmapped_ip(source, "a put's source").packed
         target = item.target
         existing = self.get(target, now)
         if isinstance(item, MutableItem) and isinstance(existing, MutableItem):

@@ -25,6 +25,7 @@ from ipaddress import IPv4Address, IPv6Address
 from random import Random
 
 from ._errors import LocalProtocolError
+from ._ip import unmapped_ip
 
 __all__ = [
     "NODE_ID_BITS",
@@ -80,14 +81,6 @@ _V4_EXEMPT = tuple(
 )
 
 
-def _normalize(ip: IPv4Address | IPv6Address) -> IPv4Address | IPv6Address:
-    if isinstance(ip, IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    if not isinstance(ip, IPv4Address | IPv6Address):
-        raise LocalProtocolError(f"an IP address is an IPv4Address or IPv6Address, got {ip!r}")
-    return ip
-
-
 def is_bep42_exempt(ip: IPv4Address | IPv6Address) -> bool:
     """Whether *ip* is a local address, for which BEP 42 accepts any node id.
 
@@ -98,7 +91,7 @@ def is_bep42_exempt(ip: IPv4Address | IPv6Address) -> bool:
     >>> is_bep42_exempt(IPv4Address("192.168.1.9")), is_bep42_exempt(IPv4Address("8.8.8.8"))
     (True, False)
     """
-    ip = _normalize(ip)
+    ip = unmapped_ip(ip)
     if isinstance(ip, IPv4Address):
         value = int(ip)
         return any(int(net) >> (32 - bits) == value >> (32 - bits) for net, bits in _V4_EXEMPT)
@@ -189,7 +182,7 @@ class NodeId:
         >>> node.value[:2].hex(), node.value[19]
         ('5fbf', 1)
         """
-        ip = _normalize(ip)
+        ip = unmapped_ip(ip)
         if rand is None:
             rand = rng.getrandbits(8)
         if isinstance(rand, bool) or not isinstance(rand, int) or not 0 <= rand <= 0xFF:
@@ -210,7 +203,7 @@ class NodeId:
         >>> NodeId(bytes(20)).is_valid_for(IPv4Address("124.31.75.21"))
         False
         """
-        ip = _normalize(ip)
+        ip = unmapped_ip(ip)
         if is_bep42_exempt(ip):
             return True
         crc = _bep42_crc(ip, self.value[19])

@@ -28,6 +28,7 @@ from collections import OrderedDict
 from ipaddress import IPv4Address, IPv6Address
 
 from ._errors import LocalProtocolError
+from ._ip import unmapped_ip
 
 __all__ = [
     "DEFAULT_QUERY_BURST",
@@ -42,12 +43,6 @@ DEFAULT_QUERY_BURST = 40.0
 """How many queries one IP may send at once (a lookup's burst from one host stays under it)."""
 DEFAULT_RATE_LIMITED_HOSTS = 4096
 """How many per-IP buckets are kept at most (about 100 bytes each)."""
-
-
-def _key(ip: IPv4Address | IPv6Address) -> IPv4Address | IPv6Address:
-    if isinstance(ip, IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
 
 
 class RateLimiter:
@@ -90,9 +85,7 @@ class RateLimiter:
         A refused request spends nothing, so a host that keeps flooding is refused until it
         slows down to ``rate``.
         """
-        if not isinstance(ip, IPv4Address | IPv6Address):
-            raise LocalProtocolError(f"ip is an IPv4Address or IPv6Address, got {ip!r}")
-        key = _key(ip)
+        key = unmapped_ip(ip, "ip")
         state = self._buckets.pop(key, None)
         if state is None:
             tokens = self.burst

@@ -38,22 +38,13 @@ import random
 from ipaddress import IPv4Address, IPv6Address
 
 from ._errors import LocalProtocolError
+from ._ip import unmapped_ip
 
 __all__ = ["DEFAULT_ROTATE_INTERVAL", "DEFAULT_TOKEN_SIZE", "TokenManager"]
 
 DEFAULT_ROTATE_INTERVAL = 300.0
 DEFAULT_TOKEN_SIZE = 8
 _SECRET_SIZE = 32
-
-
-def _address_bytes(ip: IPv4Address | IPv6Address) -> bytes:
-    if isinstance(ip, IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return ip.ipv4_mapped.packed
-        return ip.packed
-    if isinstance(ip, IPv4Address):
-        return ip.packed
-    raise LocalProtocolError(f"a token is bound to an IPv4Address or IPv6Address, got {ip!r}")
 
 
 class TokenManager:
@@ -125,7 +116,7 @@ class TokenManager:
         if not isinstance(target, bytes):
             raise LocalProtocolError(f"a token's target is bytes, got {target!r}")
         self.rotate_if_due(now)
-        return self._make(self._current, _address_bytes(ip), target)
+        return self._make(self._current, unmapped_ip(ip, "a token's ip").packed, target)
 
     def verify(
         self, token: object, ip: IPv4Address | IPv6Address, target: bytes, now: float
@@ -140,7 +131,7 @@ class TokenManager:
         if not isinstance(target, bytes):
             raise LocalProtocolError(f"a token's target is bytes, got {target!r}")
         self.rotate_if_due(now)
-        address = _address_bytes(ip)
+        address = unmapped_ip(ip, "a token's ip").packed
         current = hmac.compare_digest(token, self._make(self._current, address, target))
         previous = hmac.compare_digest(token, self._make(self._previous, address, target))
         return current or previous
