@@ -20,9 +20,9 @@ What it answers (BEP 5, 32, 33, 42, 43, 44, 51, the way libtorrent does):
   (current or previous secret), else error 203; ``implied_port`` takes the source port.
 - BEP 44 ``get``: a token, the closest nodes, and the item if stored (for a mutable item
   ``k``, ``seq``, ``sig``, ``v``; only ``seq`` when the query's ``seq`` says the requester
-  already has that version or a newer one). ``put``: token checked first (203), then the
-  item (205 too big, 206 bad signature, 207 salt too big, 301 CAS mismatch, 302 sequence
-  number too low: :class:`~bip_dht.ItemRejectedError`'s ``code``).
+  already has that version or a newer one). ``put``: the value's size (205) and the salt's
+  (207) first, then the token (203), then the item (206 bad signature, 301 CAS mismatch, 302
+  sequence number too low: :class:`~bip_dht.ItemRejectedError`'s ``code``).
 - BEP 51 ``sample_infohashes``: up to 20 random info-hashes we store (``samples``), how many
   we store (``num``), the ``interval`` before asking again, and the closest nodes.
 - Any other method: BEP 5's error 204, except that a query carrying a 20-byte ``target`` or
