@@ -1,22 +1,109 @@
-"""The ``bip`` command line: one sub-command per job (filled in by issue 10's work)."""
+"""The ``bip`` command line: argparse, one sub-command per command module, error mapping.
+
+Each name in :data:`_COMMAND_MODULES` is a module ``bip._cmd_<name>`` exposing
+``add_parser(subparsers) -> None``, which adds its sub-command and sets ``func=`` to a
+callable ``(args: argparse.Namespace) -> int`` (the exit status). :func:`main` parses, runs
+the command, and turns every expected failure into one ``bip: error: ...`` line on stderr and
+a non-zero exit (see :mod:`bip._errors`); ``--debug`` adds tracebacks and DEBUG logging.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import logging
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 from . import __version__
+from ._errors import EXIT_USAGE, describe, exit_code_for, find_expected
+
+__all__ = ["EXIT_INTERNAL", "build_parser", "main"]
+
+_COMMAND_MODULES: tuple[str, ...] = (
+    # One name per line: helpers append their own without touching the others.
+)
+"""The sub-commands, in ``bip --help`` order: ``"create"`` is ``bip._cmd_create``."""
+
+EXIT_INTERNAL = 70
+"""The exit status of a bug in bip (an unexpected exception): sysexits' EX_SOFTWARE."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``bip`` parser, with every registered sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="bip",
+        description="A BitTorrent client and toolbox built on the bip libraries.",
+    )
+    parser.add_argument("--version", action="version", version=f"bip {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show tracebacks and DEBUG logging",
+    )
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for name in _COMMAND_MODULES:
+        module = importlib.import_module(f"bip._cmd_{name}")
+        module.add_parser(subparsers)
+    return parser
+
+
+def _setup_logging(debug: bool) -> None:
+    """DEBUG logs with times and sources under ``--debug``, else warnings only."""
+    if debug:
+        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    else:
+        fmt = "bip: %(levelname)s: %(message)s"
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format=fmt, force=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``bip`` command with ``argv`` (default: the process arguments); return its
-    exit status."""
-    parser = argparse.ArgumentParser(prog="bip", description="A BitTorrent client and toolbox.")
-    parser.add_argument("--version", action="version", version=f"bip {__version__}")
-    parser.parse_args(argv)
-    parser.print_help()
-    return 0
+    exit status.
+
+    Never raises for a failure the user can cause: those become one ``bip: error: ...`` line
+    on stderr and a non-zero status (130 after Ctrl-C, 2 for a bad command line, 70 for a
+    bug in bip). ``--debug`` prints the traceback as well.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        # argparse exits for --help, --version and usage errors; return instead, so
+        # in-process callers (tests, the README) get a status rather than an exit.
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    debug: bool = args.debug
+    _setup_logging(debug)
+    try:
+        return int(func(args))
+    except SystemExit:
+        raise
+    except BrokenPipeError:
+        # `bip show x | head`: the reader left; nothing more to say to anyone. Point stdout
+        # at devnull so the interpreter's final flush does not complain again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 1
+    except BaseException as exc:
+        expected = find_expected(exc)
+        if debug:
+            traceback.print_exception(exc, file=sys.stderr)
+        if expected is None:
+            print(
+                f"bip: internal error: {type(exc).__name__}: {exc}"
+                + ("" if debug else " (run with --debug for the traceback)"),
+                file=sys.stderr,
+            )
+            return EXIT_INTERNAL
+        print(f"bip: error: {describe(expected)}", file=sys.stderr)
+        return exit_code_for(expected)
 
 
 if __name__ == "__main__":
