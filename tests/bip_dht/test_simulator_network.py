@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bip_dht._errors import LocalProtocolError
-from bip_dht._sim_network import Network, SimulatedNode
+from bip_dht._sim_network import DatagramNetwork, SimulatedNode
 from bip_handshake import PeerAddress
 
 
@@ -55,12 +55,12 @@ class Echo:
         self.outbox.append((data, to))
 
 
-def _pair(net: Network[Echo]) -> tuple[SimulatedNode[Echo], SimulatedNode[Echo]]:
+def _pair(net: DatagramNetwork[Echo]) -> tuple[SimulatedNode[Echo], SimulatedNode[Echo]]:
     return net.attach(Echo()), net.attach(Echo())
 
 
 def test_addresses_are_distinct_private_ipv4_in_order() -> None:
-    net: Network[Echo] = Network(seed=1)
+    net: DatagramNetwork[Echo] = DatagramNetwork(seed=1)
     nodes = [net.attach(Echo()) for _ in range(300)]
     assert nodes[0].address == PeerAddress(IPv4Address("10.0.0.1"), 6881)
     assert len({n.address for n in nodes}) == 300
@@ -72,7 +72,7 @@ def test_addresses_are_distinct_private_ipv4_in_order() -> None:
 
 
 def test_an_address_is_attached_once() -> None:
-    net: Network[Echo] = Network(seed=1)
+    net: DatagramNetwork[Echo] = DatagramNetwork(seed=1)
     taken = PeerAddress(IPv4Address("10.0.0.2"), 6881)
     net.attach(Echo(), taken)
     with pytest.raises(LocalProtocolError, match="already attached"):
@@ -89,11 +89,11 @@ def test_an_address_is_attached_once() -> None:
 )
 def test_bad_link_settings_are_refused(latency: tuple[float, float], loss: float) -> None:
     with pytest.raises(LocalProtocolError):
-        Network(latency=latency, loss=loss)
+        DatagramNetwork(latency=latency, loss=loss)
 
 
 def test_a_datagram_takes_the_pair_latency_each_way() -> None:
-    net: Network[Echo] = Network(seed=7, latency=(0.02, 0.3))
+    net: DatagramNetwork[Echo] = DatagramNetwork(seed=7, latency=(0.02, 0.3))
     a, b = _pair(net)
     one_way = net.latency_between(a, b)
     assert 0.02 <= one_way <= 0.3
@@ -114,23 +114,23 @@ def test_a_datagram_takes_the_pair_latency_each_way() -> None:
 
 
 def test_latencies_spread_over_the_range_and_depend_on_the_seed() -> None:
-    net: Network[Echo] = Network(seed=3, latency=(0.02, 0.3))
+    net: DatagramNetwork[Echo] = DatagramNetwork(seed=3, latency=(0.02, 0.3))
     nodes = [net.attach(Echo()) for _ in range(60)]
     values = [net.latency_between(a, b) for a in nodes for b in nodes if a.index < b.index]
     assert 0.02 <= min(values) < 0.03
     assert 0.29 < max(values) <= 0.3
     mean = sum(values) / len(values)
     assert 0.15 < mean < 0.17
-    other: Network[Echo] = Network(seed=4, latency=(0.02, 0.3))
+    other: DatagramNetwork[Echo] = DatagramNetwork(seed=4, latency=(0.02, 0.3))
     again = [other.attach(Echo()) for _ in range(60)]
     assert net.latency_between(nodes[0], nodes[1]) != other.latency_between(again[0], again[1])
-    fixed: Network[Echo] = Network(seed=3, latency=(0.05, 0.05))
+    fixed: DatagramNetwork[Echo] = DatagramNetwork(seed=3, latency=(0.05, 0.05))
     x, y = _pair(fixed)
     assert fixed.latency_between(x, y) == 0.05
 
 
 def test_one_link_keeps_the_order_datagrams_were_sent_in() -> None:
-    net: Network[Echo] = Network(seed=2)
+    net: DatagramNetwork[Echo] = DatagramNetwork(seed=2)
     a, b = _pair(net)
 
     def burst(endpoint: Echo, now: float) -> None:
@@ -143,7 +143,7 @@ def test_one_link_keeps_the_order_datagrams_were_sent_in() -> None:
 
 
 def test_loss_drops_the_configured_share_and_the_counters_add_up() -> None:
-    net: Network[Echo] = Network(seed=11, latency=(0.01, 0.05), loss=0.3)
+    net: DatagramNetwork[Echo] = DatagramNetwork(seed=11, latency=(0.01, 0.05), loss=0.3)
     a, b = _pair(net)
 
     def burst(endpoint: Echo, now: float) -> None:
@@ -163,7 +163,7 @@ def test_loss_drops_the_configured_share_and_the_counters_add_up() -> None:
 
 
 def test_a_datagram_to_nobody_is_unroutable() -> None:
-    net: Network[Echo] = Network(seed=1)
+    net: DatagramNetwork[Echo] = DatagramNetwork(seed=1)
     a = net.attach(Echo())
     nowhere = PeerAddress(IPv4Address("192.0.2.1"), 1)
     net.call(a, lambda e, now: e.send(b"x", nowhere))
@@ -173,7 +173,7 @@ def test_a_datagram_to_nobody_is_unroutable() -> None:
 
 
 def test_timers_fire_at_their_deadline_and_rescheduling_invalidates_the_old_one() -> None:
-    net: Network[Echo] = Network(seed=1, latency=(0.1, 0.1))
+    net: DatagramNetwork[Echo] = DatagramNetwork(seed=1, latency=(0.1, 0.1))
     a, b = _pair(net)
     a.endpoint.peers = [b.address]
     a.endpoint.interval = 1.0
@@ -200,7 +200,7 @@ def test_timers_fire_at_their_deadline_and_rescheduling_invalidates_the_old_one(
 
 
 def test_an_overdue_deadline_runs_at_once() -> None:
-    net: Network[Echo] = Network(seed=1, now=10.0)
+    net: DatagramNetwork[Echo] = DatagramNetwork(seed=1, now=10.0)
     a = net.attach(Echo(interval=1.0))
     net.call(a, lambda e, now: setattr(e, "deadline", 3.0))
     net.run_for(0.0)
@@ -212,7 +212,7 @@ def test_a_timer_that_never_moves_forward_is_an_error() -> None:
         def handle_timer(self, now: float) -> None:
             self.timer_calls.append(now)  # forgets to move the deadline
 
-    net: Network[Echo] = Network(seed=1)
+    net: DatagramNetwork[Echo] = DatagramNetwork(seed=1)
     node = net.attach(Stuck())
     net.call(node, lambda e, now: setattr(e, "deadline", 1.0))
     with pytest.raises(LocalProtocolError, match="does not move forward"):
@@ -220,7 +220,7 @@ def test_a_timer_that_never_moves_forward_is_an_error() -> None:
 
 
 def test_a_silent_node_receives_sends_and_ticks_nothing_until_it_returns() -> None:
-    net: Network[Echo] = Network(seed=5, latency=(0.1, 0.1))
+    net: DatagramNetwork[Echo] = DatagramNetwork(seed=5, latency=(0.1, 0.1))
     a, b = _pair(net)
     b.endpoint.peers = [a.address]
     b.endpoint.interval = 1.0
@@ -250,7 +250,7 @@ def test_a_silent_node_receives_sends_and_ticks_nothing_until_it_returns() -> No
 
 
 def test_run_until_stops_on_the_condition_or_at_the_timeout() -> None:
-    net: Network[Echo] = Network(seed=1, latency=(0.1, 0.1))
+    net: DatagramNetwork[Echo] = DatagramNetwork(seed=1, latency=(0.1, 0.1))
     a, b = _pair(net)
     assert net.run_until(lambda: True, timeout=1.0)
     assert net.now == 0.0
@@ -269,7 +269,7 @@ def test_run_until_stops_on_the_condition_or_at_the_timeout() -> None:
 
 
 def _trace(seed: int) -> list[tuple[float, bytes, str]]:
-    net: Network[Echo] = Network(seed=seed, latency=(0.02, 0.3), loss=0.2)
+    net: DatagramNetwork[Echo] = DatagramNetwork(seed=seed, latency=(0.02, 0.3), loss=0.2)
     nodes = [net.attach(Echo()) for _ in range(20)]
     for node in nodes:
         node.endpoint.peers = [n.address for n in nodes if n is not node]
@@ -294,7 +294,7 @@ def test_a_run_is_a_function_of_the_seed() -> None:
 def test_every_datagram_is_accounted_for(
     seed: int, loss: float, silent: set[int], duration: float
 ) -> None:
-    net: Network[Echo] = Network(seed=seed, latency=(0.02, 0.3), loss=loss)
+    net: DatagramNetwork[Echo] = DatagramNetwork(seed=seed, latency=(0.02, 0.3), loss=loss)
     nodes = [net.attach(Echo()) for _ in range(8)]
     for node in nodes:
         node.endpoint.peers = [n.address for n in nodes if n is not node]

@@ -1,10 +1,11 @@
 """The network half of the simulator: datagram endpoints on a virtual clock, no sockets, no trio.
 
-:class:`Network` carries datagrams between sans-IO datagram endpoints (anything with the four
-methods of DESIGN.md section 3: ``receive_datagram``, ``datagrams_to_send``, ``next_deadline``,
-``handle_timer``; a :class:`~bip_dht.DHTNode` is one) on a virtual clock. One heap holds every
-future thing: datagram deliveries and each endpoint's next timer, ordered by time and then by
-the order they were scheduled, so a run is a pure function of the seed and the calls made.
+:class:`DatagramNetwork` carries datagrams between sans-IO datagram endpoints (anything with
+the four methods of DESIGN.md section 3: ``receive_datagram``, ``datagrams_to_send``,
+``next_deadline``, ``handle_timer``; a :class:`~bip_dht.DHTNode` is one) on a virtual clock.
+One heap holds every future thing: datagram deliveries and each endpoint's next timer, ordered
+by time and then by the order they were scheduled, so a run is a pure function of the seed and
+the calls made.
 
 The link model, chosen to be cheap enough for ten thousand endpoints in one process:
 
@@ -15,9 +16,9 @@ The link model, chosen to be cheap enough for ten thousand endpoints in one proc
   would need a hundred million entries.
 - **Loss**: each datagram is dropped with probability ``loss``, drawn from the network's
   seeded generator as it is sent.
-- **Silence**: a silent endpoint (:meth:`Network.set_silent`) is a node that went away without
-  a word: datagrams to it vanish on arrival, it sends nothing and its timers do not fire. When
-  it comes back its timer is read again.
+- **Silence**: a silent endpoint (:meth:`DatagramNetwork.set_silent`) is a node that went away
+  without a word: datagrams to it vanish on arrival, it sends nothing and its timers do not
+  fire. When it comes back its timer is read again.
 - A datagram to an address no endpoint holds vanishes (counted as ``unroutable``).
 
 Timers use lazy invalidation: after every call into an endpoint its ``next_deadline()`` is read,
@@ -46,7 +47,7 @@ from ._errors import LocalProtocolError
 
 __all__ = [
     "DatagramEndpoint",
-    "Network",
+    "DatagramNetwork",
     "NetworkStatistics",
     "SimulatedNode",
 ]
@@ -98,7 +99,7 @@ def _scheduled(node: SimulatedNode[Any]) -> float | None:
 
 @dataclass(frozen=True, slots=True)
 class NetworkStatistics:
-    """Datagram counters of a :class:`Network` since it was created.
+    """Datagram counters of a :class:`DatagramNetwork` since it was created.
 
     Attributes:
         sent: datagrams endpoints handed to the network.
@@ -122,7 +123,7 @@ class NetworkStatistics:
 
 
 class SimulatedNode(Generic[E]):
-    """One endpoint attached to a :class:`Network`, with its address and counters.
+    """One endpoint attached to a :class:`DatagramNetwork`, with its address and counters.
 
     Attributes:
         index: the attachment order (0, 1, ...); latencies are keyed on it.
@@ -147,7 +148,7 @@ class SimulatedNode(Generic[E]):
         self.address = address
         self.endpoint = endpoint
         self.silent = False
-        """True while the endpoint is gone (see :meth:`Network.set_silent`)."""
+        """True while the endpoint is gone (see :meth:`DatagramNetwork.set_silent`)."""
         self.sent = 0
         self.received = 0
         self._timer_at: float | None = None
@@ -158,14 +159,15 @@ class SimulatedNode(Generic[E]):
         return f"<SimulatedNode {self.index} {self.address}{state}>"
 
 
-class Network(Generic[E]):
+class DatagramNetwork(Generic[E]):
     """Sans-IO datagram endpoints connected on a virtual clock (see the module docstring).
 
     ``seed`` drives every random choice (losses, latencies); ``latency`` is the ``(low, high)``
     range of one-way delays in seconds; ``loss`` the probability that a datagram is dropped;
     ``now`` the virtual time the clock starts at.
 
-    >>> net: Network[DatagramEndpoint] = Network(seed=1, latency=(0.02, 0.3), loss=0.05)
+    >>> net: DatagramNetwork[DatagramEndpoint]
+    >>> net = DatagramNetwork(seed=1, latency=(0.02, 0.3), loss=0.05)
     >>> net.now, net.statistics().sent
     (0.0, 0)
     """
