@@ -1,0 +1,78 @@
+"""The client engine behind ``bip download`` and ``bip seed``: the eight libraries composed.
+
+A :class:`Session` (:func:`open_session`) owns the shared services (disk, handshaker, peer
+manager with metadata exchange and PEX, tracker client) and routes between them; each
+:class:`Torrent` added to it fetches its metadata if needed, checks its storage, downloads
+with a bip_select brain and serves its pieces, saving resume data as it goes. Peers come from
+:class:`PeerSource` tasks (the user's peers, trackers, a DHT) through the handshaker's
+:class:`~bip_handshake.PeerSink` interface, and from PEX.
+
+>>> async def main(torrent, directory):  # doctest: +SKIP
+...     async with open_session(ClientConfig(listen=(("127.0.0.1", 0),))) as session:
+...         download = await session.add_torrent(torrent, TorrentOptions(directory))
+...         await download.wait_complete()
+"""
+
+from ._config import (
+    DEFAULT_LISTEN_PORT,
+    DEFAULT_MAX_PEERS,
+    DEFAULT_METADATA_TIMEOUT,
+    DEFAULT_REDIAL_INTERVAL,
+    DEFAULT_RESUME_INTERVAL,
+    RESUME_DIRECTORY,
+    ClientConfig,
+    TorrentOptions,
+)
+from ._discovery import (
+    DhtLike,
+    DhtPeers,
+    DiscoveryTarget,
+    PeerSource,
+    TrackerAnnouncer,
+    UserPeers,
+)
+from ._resume import ResumeStore
+from ._session import OUR_EXTENSIONS, Session, open_session
+from ._source import (
+    SourceError,
+    TorrentSource,
+    load_source,
+    parse_file_selection,
+    parse_peer,
+    resolve_peers,
+)
+from ._status import TorrentPhase, TorrentStatus
+from ._swarm import Swarm
+from ._torrent import Torrent, TorrentError
+
+__all__ = [
+    "DEFAULT_LISTEN_PORT",
+    "DEFAULT_MAX_PEERS",
+    "DEFAULT_METADATA_TIMEOUT",
+    "DEFAULT_REDIAL_INTERVAL",
+    "DEFAULT_RESUME_INTERVAL",
+    "OUR_EXTENSIONS",
+    "RESUME_DIRECTORY",
+    "ClientConfig",
+    "DhtLike",
+    "DhtPeers",
+    "DiscoveryTarget",
+    "PeerSource",
+    "ResumeStore",
+    "Session",
+    "SourceError",
+    "Swarm",
+    "Torrent",
+    "TorrentError",
+    "TorrentOptions",
+    "TorrentPhase",
+    "TorrentSource",
+    "TorrentStatus",
+    "TrackerAnnouncer",
+    "UserPeers",
+    "load_source",
+    "open_session",
+    "parse_file_selection",
+    "parse_peer",
+    "resolve_peers",
+]

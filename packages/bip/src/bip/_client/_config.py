@@ -1,0 +1,123 @@
+"""What a client session and each of its torrents are told to do: two frozen settings objects."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from bip_handshake import Dialer, EncryptionPolicy, PeerAddress, PeerId
+
+__all__ = [
+    "DEFAULT_LISTEN_PORT",
+    "DEFAULT_MAX_PEERS",
+    "DEFAULT_METADATA_TIMEOUT",
+    "DEFAULT_REDIAL_INTERVAL",
+    "DEFAULT_RESUME_INTERVAL",
+    "RESUME_DIRECTORY",
+    "ClientConfig",
+    "TorrentOptions",
+]
+
+DEFAULT_LISTEN_PORT: Final = 6881
+"""The TCP port a session listens on by default (BEP 3's first port, libtorrent's default)."""
+DEFAULT_MAX_PEERS: Final = 200
+"""Peers connected at once, all torrents together (libtorrent's ``connections_limit``)."""
+DEFAULT_RESUME_INTERVAL: Final = 5.0
+"""Seconds between two saves of a torrent's resume data while pieces keep arriving.
+
+Short, because a kill loses at most this much of the record; nothing downloaded is lost with
+it (pieces on files changed since the save are hashed again on restart, not fetched again).
+"""
+DEFAULT_METADATA_TIMEOUT: Final = 60.0
+"""Seconds one metadata fetch (BEP 9) may take before it is started over with new peers."""
+DEFAULT_REDIAL_INTERVAL: Final = 15.0
+"""Seconds between two offers of the user's peers (``--peer``, ``x.pe``) to the handshaker.
+
+A peer that was not ready (still checking its data, not started yet) is dialled again; one
+already connected is skipped by the handshaker.
+"""
+RESUME_DIRECTORY: Final = ".bip"
+"""Where, under a torrent's save directory, its resume data and fetched metadata are kept."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    """How a session (:func:`~bip._client.open_session`) runs; shared by all its torrents.
+
+    Attributes:
+        listen: ``(host, port)`` pairs to accept peers on; port 0 picks a free port. Empty: only
+            dial out (peers cannot reach us, so seeding needs someone who dials).
+        encryption: the MSE/PE policy of every connection (``PREFER_ENCRYPTED`` as libtorrent).
+        peer_id: our peer id (a fresh ``-BP0100-`` one by default).
+        max_peers: peers connected at once, all torrents together.
+        resume_interval: seconds between resume data saves while a torrent changes.
+        metadata_timeout: seconds per metadata fetch attempt (magnet links).
+        redial_interval: seconds between offers of the user's peers to the handshaker.
+        trackers: announce to the trackers of the torrents (``udp://`` only).
+        tracker_bind: the local address of the tracker client's socket (``None``: the first
+            listen host, or any address).
+        dial: how outbound connections are opened (TCP by default; tests pass their own).
+        connect_timeout: seconds a TCP connect may take.
+        handshake_timeout: seconds a BitTorrent handshake may take once connected.
+        seed_rng: seed of the swarm brains' random choices (``None``: unpredictable).
+    """
+
+    listen: tuple[tuple[str, int], ...] = (("0.0.0.0", DEFAULT_LISTEN_PORT),)
+    encryption: EncryptionPolicy = EncryptionPolicy.PREFER_ENCRYPTED
+    peer_id: PeerId | None = None
+    max_peers: int = DEFAULT_MAX_PEERS
+    resume_interval: float = DEFAULT_RESUME_INTERVAL
+    metadata_timeout: float = DEFAULT_METADATA_TIMEOUT
+    redial_interval: float = DEFAULT_REDIAL_INTERVAL
+    trackers: bool = True
+    tracker_bind: str | None = None
+    dial: Dialer | None = None
+    connect_timeout: float = 10.0
+    handshake_timeout: float = 20.0
+    seed_rng: int | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse numbers that cannot work."""
+        if isinstance(self.max_peers, bool) or not isinstance(self.max_peers, int):
+            raise TypeError(f"max_peers must be an int, not {self.max_peers!r}")
+        if self.max_peers < 1:
+            raise ValueError(f"max_peers must be positive, not {self.max_peers}")
+        for name in (
+            "resume_interval",
+            "metadata_timeout",
+            "redial_interval",
+            "connect_timeout",
+            "handshake_timeout",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be positive and finite, not {value!r}")
+        for host, port in self.listen:
+            if not isinstance(host, str) or not isinstance(port, int) or not 0 <= port <= 0xFFFF:
+                raise ValueError(f"a listen address is (host, port 0..65535), not {(host, port)!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class TorrentOptions:
+    """What to do with one torrent of a session.
+
+    Attributes:
+        save_dir: the directory the torrent's files go in (its name is a folder inside for a
+            multi-file torrent, as every client does).
+        peers: peers to dial whatever the trackers say (``--peer``; a magnet link's ``x.pe``
+            are added to these).
+        files: indices of the files to download (as the torrent lists them, pad files
+            included, as libtorrent and BEP 53 count); ``None``: the magnet link's ``so``, or
+            every file.
+        extra_trackers: announce URLs to use besides the torrent's own.
+        resume: read and write resume data under ``save_dir/.bip/``; without, everything on
+            disk is hashed at start and nothing is recorded.
+    """
+
+    save_dir: Path
+    peers: tuple[PeerAddress, ...] = ()
+    files: frozenset[int] | None = None
+    resume: bool = True
+    extra_trackers: tuple[str, ...] = ()

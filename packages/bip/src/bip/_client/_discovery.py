@@ -1,0 +1,232 @@
+"""Where a torrent's peers come from: the user, trackers, and any other source (the DHT).
+
+Every source is a :class:`PeerSource`: a long-running task, started once per torrent, that
+pushes the addresses it finds into a bip_handshake :class:`~bip_handshake.PeerSink` (the
+session's handshaker, which dials them). PEX needs no task: it is a bip_peer service that
+feeds the same sink. The sources here:
+
+- :class:`UserPeers`: the ``--peer`` addresses and a magnet link's ``x.pe``, offered again
+  every so often (a peer may not have been ready, or may have gone away);
+- :class:`TrackerAnnouncer`: BEP 15 UDP trackers through bip_utracker's client, with
+  started, regular, completed and stopped announces; a hybrid torrent is announced in both
+  its v1 and its v2 swarm (BEP 52);
+- a DHT: any object with ``get_peers`` and ``announce`` as bip_dht's ``open_dht`` returns
+  plugs in through :class:`DhtPeers`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Final, Protocol
+
+import trio
+
+from bip_handshake import PeerAddress, PeerId, PeerSink
+from bip_metainfo import InfoHash
+from bip_utracker import AnnounceEvent, AnnounceResult, TrackerClient, TrackerError
+
+__all__ = [
+    "DHT_INTERVAL",
+    "TRACKER_MAX_INTERVAL",
+    "TRACKER_MIN_INTERVAL",
+    "DhtLike",
+    "DhtPeers",
+    "DiscoveryTarget",
+    "PeerSource",
+    "TrackerAnnouncer",
+    "UserPeers",
+]
+
+logger = logging.getLogger("bip.client")
+
+TRACKER_MIN_INTERVAL: Final = 30.0
+"""Seconds between two announces to a tracker at least, whatever interval it asks for."""
+TRACKER_MAX_INTERVAL: Final = 1800.0
+"""Seconds between two announces to a tracker at most (a tracker asking for more is capped)."""
+_TRACKER_RETRY: Final = 15.0  # first wait after a failed announce, doubled up to the max
+_ANNOUNCE_TIMEOUT: Final = 60.0  # bip_utracker retransmits for hours (BEP 15): cut it short
+_STOPPED_TIMEOUT: Final = 2.0  # the goodbye announce must not hold up an exit
+DHT_INTERVAL: Final = 900.0
+"""Seconds between two DHT lookups (and announces) of a torrent, as libtorrent's default."""
+
+
+class DiscoveryTarget(Protocol):
+    """What a peer source knows of the torrent it finds peers for."""
+
+    @property
+    def info_hash(self) -> InfoHash:
+        """The torrent (every hash known so far: a magnet's may gain its v2 half)."""
+        ...
+
+    @property
+    def listen_port(self) -> int:
+        """Our TCP port to announce (0 when we do not listen)."""
+        ...
+
+    def transfer(self) -> tuple[int, int, int]:
+        """``(uploaded, downloaded, left)`` payload bytes, for trackers."""
+        ...
+
+    @property
+    def completed(self) -> trio.Event:
+        """Set once every selected piece is verified."""
+        ...
+
+
+class PeerSource(Protocol):
+    """A discovery source: runs for one torrent until cancelled, feeding ``sink``."""
+
+    async def run(self, target: DiscoveryTarget, sink: PeerSink) -> None:
+        """Find peers of ``target`` and give them to ``sink`` (``sink.discovered``), forever."""
+        ...
+
+
+class UserPeers:
+    """The peers the user named, offered to the sink every ``interval`` seconds.
+
+    Args:
+        peers: the addresses.
+        interval: seconds between offers (the handshaker skips peers already connected).
+    """
+
+    def __init__(self, peers: Sequence[PeerAddress], *, interval: float) -> None:
+        self.peers = tuple(peers)
+        self.interval = interval
+
+    async def run(self, target: DiscoveryTarget, sink: PeerSink) -> None:
+        """Offer the peers now and then again, forever."""
+        if not self.peers:
+            return
+        while True:
+            sink.discovered(target.info_hash, self.peers, "user")
+            await trio.sleep(self.interval)
+
+
+class TrackerAnnouncer:
+    """Announces a torrent to UDP trackers (BEP 15), in each of its swarms.
+
+    Trackers of other schemes (``http://``...) are skipped with a warning: the libraries have
+    no HTTP tracker client.
+
+    Args:
+        client: the session's tracker client.
+        urls: the torrent's tracker URLs (every tier: all are announced to, in parallel).
+        peer_id: ours.
+    """
+
+    def __init__(self, client: TrackerClient, urls: Sequence[str], *, peer_id: PeerId) -> None:
+        self.client = client
+        self.peer_id = peer_id
+        self.urls: tuple[str, ...] = tuple(dict.fromkeys(urls))
+
+    async def run(self, target: DiscoveryTarget, sink: PeerSink) -> None:
+        """Announce to every usable tracker in every swarm of the torrent, forever."""
+        async with trio.open_nursery() as nursery:
+            for url in self.urls:
+                if not url.lower().startswith("udp://"):
+                    logger.warning("skipping tracker %s: only udp:// trackers are supported", url)
+                    continue
+                for swarm_id in target.info_hash.swarm_ids():
+                    nursery.start_soon(self._announce_loop, url, swarm_id, target, sink)
+
+    async def _announce(
+        self, url: str, swarm_id: bytes, target: DiscoveryTarget, event: AnnounceEvent
+    ) -> AnnounceResult:
+        uploaded, downloaded, left = target.transfer()
+        return await self.client.announce(
+            url,
+            swarm_id,
+            peer_id=self.peer_id,
+            port=target.listen_port,
+            uploaded=uploaded,
+            downloaded=downloaded,
+            left=left,
+            event=event,
+        )
+
+    async def _announce_loop(
+        self, url: str, swarm_id: bytes, target: DiscoveryTarget, sink: PeerSink
+    ) -> None:
+        # A torrent complete from the start is a seed: it never announces "completed".
+        announced_complete = target.completed.is_set()
+        event = AnnounceEvent.STARTED
+        retry = _TRACKER_RETRY
+        started = False
+        try:
+            while True:
+                try:
+                    with trio.fail_after(_ANNOUNCE_TIMEOUT):
+                        result = await self._announce(url, swarm_id, target, event)
+                except (TrackerError, trio.TooSlowError) as error:
+                    logger.info("announce to %s failed: %s", url, error or "timeout")
+                    wait = retry
+                    retry = min(retry * 2, TRACKER_MAX_INTERVAL)
+                else:
+                    started = True
+                    retry = _TRACKER_RETRY
+                    if result.peers:
+                        # The swarm id, not the InfoHash: a hybrid's v2 swarm is dialled with
+                        # the truncated v2 hash (the handshaker dials with the id it is given).
+                        sink.discovered(swarm_id, result.peers, "tracker")
+                    if event is AnnounceEvent.COMPLETED:
+                        announced_complete = True
+                    event = AnnounceEvent.NONE
+                    interval = float(result.interval)
+                    wait = min(max(interval, TRACKER_MIN_INTERVAL), TRACKER_MAX_INTERVAL)
+                with trio.move_on_after(wait):
+                    if started and not announced_complete:
+                        await target.completed.wait()
+                        event = AnnounceEvent.COMPLETED  # announced at once
+                        continue
+                    await trio.sleep_forever()
+        finally:
+            if started:
+                with trio.CancelScope(shield=True), trio.move_on_after(_STOPPED_TIMEOUT):
+                    try:
+                        await self._announce(url, swarm_id, target, AnnounceEvent.STOPPED)
+                    except TrackerError as error:
+                        logger.info("stopped announce to %s failed: %s", url, error)
+
+
+class DhtLike(Protocol):
+    """What :class:`DhtPeers` needs of a DHT (bip_dht's ``open_dht`` gives it)."""
+
+    def get_peers(
+        self, info_hash: bytes
+    ) -> AbstractAsyncContextManager[AsyncIterator[PeerAddress]]:
+        """A lookup yielding the peers of ``info_hash`` as they are found."""
+        ...
+
+    async def announce(self, info_hash: bytes, port: int | None = None) -> object:
+        """Tell the nodes closest to ``info_hash`` that we are a peer on ``port``."""
+        ...
+
+
+class DhtPeers:
+    """Finds a torrent's peers in the DHT (BEP 5) and announces us there, every ``interval``.
+
+    Args:
+        dht: a running DHT.
+        interval: seconds between two rounds of lookup and announce.
+    """
+
+    def __init__(self, dht: DhtLike, *, interval: float = DHT_INTERVAL) -> None:
+        self.dht = dht
+        self.interval = interval
+
+    async def run(self, target: DiscoveryTarget, sink: PeerSink) -> None:
+        """Look the torrent up, announce it, wait, and again, forever."""
+        while True:
+            for swarm_id in target.info_hash.swarm_ids():
+                try:
+                    async with self.dht.get_peers(swarm_id) as search:
+                        async for address in search:
+                            sink.discovered(swarm_id, [address], "dht")
+                    if target.listen_port:
+                        await self.dht.announce(swarm_id, target.listen_port)
+                except Exception as error:
+                    logger.info("DHT round for %s failed: %s", swarm_id.hex(), error)
+            await trio.sleep(self.interval if math.isfinite(self.interval) else DHT_INTERVAL)

@@ -1,0 +1,323 @@
+"""The session: the libraries' services composed into a client, shared by its torrents.
+
+:func:`open_session` opens, in this order (and closes in the reverse one):
+
+- bip_disk's :class:`~bip_disk.DiskManager` (it outlives everything that reads or writes);
+- bip_handshake's :class:`~bip_handshake.Handshaker`: listens, dials what discovery finds,
+  MSE as configured; it is the :class:`~bip_handshake.PeerSink` every source feeds;
+- bip_peer's :class:`~bip_peer.PeerManager` with the BEP 9 :class:`~bip_peer.MetadataExchange`
+  and BEP 11 :class:`~bip_peer.PeerExchange` services;
+- bip_utracker's :class:`~bip_utracker.TrackerClient` (when trackers are on);
+
+and runs four tasks that route between them and the torrents: completed handshakes become
+peers of the manager; the manager's events go to the peer's torrent; the disk's events go to
+their torrent; a ticker runs the brains' timers. Torrents are found by any of their swarm ids
+(v1 hash, truncated v2 hash), the way the handshaker names them.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from ipaddress import ip_address
+from typing import Final
+
+import trio
+
+from bip import __version__
+from bip_disk import DiskEvent, DiskManager, open_disk_manager
+from bip_handshake import (
+    CompletedHandshake,
+    Extensions,
+    Handshaker,
+    PeerId,
+    open_handshaker,
+)
+from bip_metainfo import InfoHash, MagnetLink, Metainfo
+from bip_peer import (
+    BLOCK_SIZE,
+    DEFAULT_MAX_PEER_REQUESTS,
+    MessageReceived,
+    MetadataExchange,
+    PeerAdded,
+    PeerExchange,
+    PeerManager,
+    PeerManagerConfig,
+    PeerManagerFullError,
+    PeerRemoved,
+    open_peer_manager,
+)
+from bip_utracker import TrackerClient, open_tracker_client
+
+from ._config import ClientConfig, TorrentOptions
+from ._discovery import PeerSource, TrackerAnnouncer
+from ._torrent import Torrent, TorrentError
+
+__all__ = ["Session", "open_session"]
+
+logger = logging.getLogger("bip.client")
+
+OUR_EXTENSIONS: Final = Extensions.EXTENSION_PROTOCOL | Extensions.FAST
+"""The reserved bits we set: BEP 10 (metadata, PEX, ...) and BEP 6 (fast extension)."""
+_TICK: Final = 0.1  # seconds between passes of the ticker over the brains' deadlines
+# Per peer: room for the brain's deepest request queue and our answers to the peer's.
+_SEND_QUEUE: Final = 2 * DEFAULT_MAX_PEER_REQUESTS + 64
+assert BLOCK_SIZE == 16384
+
+
+class Session:
+    """A running client; build it with :func:`open_session`."""
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        config: ClientConfig,
+        *,
+        disk: DiskManager,
+        handshaker: Handshaker,
+        manager: PeerManager,
+        metadata: MetadataExchange,
+        trackers: TrackerClient | None,
+        peer_id: PeerId,
+    ) -> None:
+        """Internal: use :func:`open_session`."""
+        self._nursery = nursery
+        self.config = config
+        self.disk = disk
+        self.handshaker = handshaker
+        self.manager = manager
+        self.metadata = metadata
+        self.trackers = trackers
+        self.peer_id = peer_id
+        self._rng = random.Random(config.seed_rng)
+        self._torrents: dict[bytes, Torrent] = {}  # by every swarm id
+        self._all: list[Torrent] = []
+        self._sources: list[Callable[[], PeerSource]] = []
+
+    @property
+    def listen_port(self) -> int:
+        """The TCP port we accept peers on (0 if we do not listen)."""
+        addresses = self.handshaker.listen_addresses
+        return addresses[0].port if addresses else 0
+
+    @property
+    def torrents(self) -> tuple[Torrent, ...]:
+        """The torrents added."""
+        return tuple(self._all)
+
+    def add_source(self, factory: Callable[[], PeerSource]) -> None:
+        """Run a peer source (a DHT...) for every torrent added from now on."""
+        self._sources.append(factory)
+
+    def find(self, info_hash: InfoHash | bytes) -> Torrent | None:
+        """The torrent with this hash (or swarm id), if added."""
+        ids = info_hash.swarm_ids() if isinstance(info_hash, InfoHash) else [info_hash[:20]]
+        for swarm_id in ids:
+            torrent = self._torrents.get(swarm_id)
+            if torrent is not None:
+                return torrent
+        return None
+
+    def is_private(self, info_hash: InfoHash) -> bool:
+        """Whether a torrent is private (BEP 27: no PEX, no DHT)."""
+        torrent = self.find(info_hash)
+        return torrent is not None and torrent.info is not None and torrent.info.private
+
+    async def add_torrent(self, source: Metainfo | MagnetLink, options: TorrentOptions) -> Torrent:
+        """Start a torrent: its metadata, storage check, download and seeding run in the
+        background; wait with :meth:`Torrent.wait_complete`.
+
+        Raises:
+            TorrentError: the torrent is already in the session.
+        """
+        info_hash = source.info.info_hash if isinstance(source, Metainfo) else source.info_hash
+        if self.find(info_hash) is not None:
+            raise TorrentError(f"torrent {info_hash.hex()} is already in the session")
+        sources: list[PeerSource] = [factory() for factory in self._sources]
+        if self.trackers is not None and self.config.trackers:
+            urls = [url for tier in _trackers_of(source) for url in tier]
+            urls += options.extra_trackers
+            if urls:
+                sources.append(TrackerAnnouncer(self.trackers, urls, peer_id=self.peer_id))
+        torrent = Torrent(
+            source,
+            options,
+            config=self.config,
+            disk=self.disk,
+            manager=self.manager,
+            handshaker=self.handshaker,
+            metadata=self.metadata,
+            sources=sources,
+            listen_port=self.listen_port,
+            rng=random.Random(self._rng.getrandbits(64)),
+            on_info_hash=self._rename,
+        )
+        self._index(torrent, info_hash)
+        self._all.append(torrent)
+        self.handshaker.register(info_hash)
+        self._nursery.start_soon(torrent.run, name=f"bip torrent {info_hash.hex()[:12]}")
+        await trio.lowlevel.checkpoint()
+        return torrent
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _index(self, torrent: Torrent, info_hash: InfoHash) -> None:
+        for swarm_id in info_hash.swarm_ids():
+            self._torrents[swarm_id] = torrent
+
+    def _rename(self, torrent: Torrent, info_hash: InfoHash) -> None:
+        """A magnet's torrent learnt its full hashes (hybrid): serve both swarms."""
+        self._index(torrent, info_hash)
+        self.handshaker.register(info_hash)
+
+    async def _accept(self) -> None:
+        """Completed handshakes become peers of their torrent."""
+        async for handshake in self.handshaker.completed():
+            torrent = self.find(handshake.info_hash)
+            if torrent is None or torrent.refuses(handshake.address):
+                await handshake.aclose()
+                continue
+            try:
+                self.manager.add_peer(handshake, num_pieces=torrent.num_pieces)
+            except (PeerManagerFullError, trio.ClosedResourceError):
+                await _close(handshake)
+
+    async def _route_peers(self) -> None:
+        """The peer manager's events, to the peer's torrent."""
+        async for event in self.manager.events():
+            if isinstance(event, MessageReceived):
+                torrent = self.find(event.peer.info_hash)
+                if torrent is not None:
+                    await torrent.peer_message(event.peer, event.message)
+            elif isinstance(event, PeerAdded):
+                torrent = self.find(event.peer.info_hash)
+                if torrent is not None:
+                    torrent.peer_added(event.peer)
+            elif isinstance(event, PeerRemoved):
+                logger.debug("peer %s removed: %s %r", event.peer, event.reason, event.error)
+                torrent = self.find(event.peer.info_hash)
+                if torrent is not None:
+                    torrent.peer_removed(event.peer)
+
+    async def _route_disk(self) -> None:
+        """The disk's events, to their torrent."""
+        event: DiskEvent
+        async for event in self.disk.events():
+            torrent = self.find(event.torrent.info_hash)
+            if torrent is not None and torrent.handle == event.torrent:
+                await torrent.disk_event(event)
+
+    async def _tick(self) -> None:
+        while True:
+            await trio.sleep(_TICK)
+            now = trio.current_time()
+            for torrent in self._all:
+                torrent.tick(now)
+
+    async def _close(self) -> None:
+        for torrent in self._all:
+            await torrent.close()
+
+
+async def _close(handshake: CompletedHandshake) -> None:
+    with trio.CancelScope(shield=True):
+        await trio.aclose_forcefully(handshake.stream)
+
+
+def _trackers_of(source: Metainfo | MagnetLink) -> Sequence[Sequence[str]]:
+    if isinstance(source, Metainfo):
+        return source.trackers
+    return [source.trackers]
+
+
+def _tracker_binds(config: ClientConfig) -> tuple[str | None, str | None]:
+    """The tracker client's IPv4 and IPv6 local addresses, from the listen hosts."""
+    host = config.tracker_bind
+    if host is None and config.listen:
+        host = config.listen[0][0]
+    if host is None or host in ("", "0.0.0.0", "::"):
+        return "0.0.0.0", "::"
+    return (host, None) if ip_address(host).version == 4 else (None, host)
+
+
+@asynccontextmanager
+async def open_session(config: ClientConfig | None = None) -> AsyncIterator[Session]:
+    """Run a client session for the duration of an ``async with`` block.
+
+    Leaving the block saves every torrent's resume data (synced), says goodbye to the
+    trackers, and closes every connection and file.
+
+    Raises:
+        ListenError: a listening socket could not be opened (the port is taken...).
+        OSError: the tracker client's socket could not be opened.
+    """
+    config = config if config is not None else ClientConfig()
+    peer_id = config.peer_id if config.peer_id is not None else PeerId.generate()
+    metadata = MetadataExchange()
+    session: Session | None = None
+
+    def is_private(info_hash: InfoHash) -> bool:
+        return session is not None and session.is_private(info_hash)
+
+    try:
+        async with AsyncExitStack() as stack:
+            disk = await stack.enter_async_context(open_disk_manager())
+            handshaker = await stack.enter_async_context(
+                open_handshaker(
+                    peer_id=peer_id,
+                    listen=config.listen,
+                    extensions=OUR_EXTENSIONS,
+                    encryption=config.encryption,
+                    dial=config.dial,
+                    connect_timeout=config.connect_timeout,
+                    handshake_timeout=config.handshake_timeout,
+                )
+            )
+            addresses = handshaker.listen_addresses
+            pex = PeerExchange(handshaker, our_addresses=addresses, is_private=is_private)
+            manager = await stack.enter_async_context(
+                open_peer_manager(
+                    PeerManagerConfig(
+                        max_peers=config.max_peers,
+                        send_queue_size=_SEND_QUEUE,
+                        client_version=f"bip {__version__}",
+                        listen_port=addresses[0].port if addresses else None,
+                        services=[metadata, pex],
+                    )
+                )
+            )
+            trackers = None
+            if config.trackers:
+                bind_v4, bind_v6 = _tracker_binds(config)
+                trackers = await stack.enter_async_context(
+                    open_tracker_client(bind_v4=bind_v4, bind_v6=bind_v6)
+                )
+            nursery = await stack.enter_async_context(trio.open_nursery())
+            session = Session(
+                nursery,
+                config,
+                disk=disk,
+                handshaker=handshaker,
+                manager=manager,
+                metadata=metadata,
+                trackers=trackers,
+                peer_id=peer_id,
+            )
+            nursery.start_soon(session._accept, name="bip accept")
+            nursery.start_soon(session._route_peers, name="bip peers")
+            nursery.start_soon(session._route_disk, name="bip disk")
+            nursery.start_soon(session._tick, name="bip ticker")
+            try:
+                yield session
+            finally:
+                with trio.CancelScope(shield=True):
+                    await session._close()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # Our tasks raise nothing but bugs: unwrap the body's own exception, as the
+        # libraries' context managers do.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise

@@ -1,0 +1,76 @@
+"""A torrent's progress as a frozen snapshot, for progress bars and reports."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+__all__ = ["TorrentPhase", "TorrentStatus"]
+
+
+class TorrentPhase(enum.Enum):
+    """Where a torrent of a session stands.
+
+    - ``METADATA``: a magnet link's info dictionary is being fetched from peers (BEP 9).
+    - ``CHECKING``: the data already on disk is being hashed (or resume data read).
+    - ``DOWNLOADING``: pieces are being fetched.
+    - ``SEEDING``: every selected piece is here and verified; pieces are served.
+    - ``FAILED``: a storage fault stopped the torrent (see :attr:`TorrentStatus.error`).
+    """
+
+    METADATA = "metadata"
+    CHECKING = "checking"
+    DOWNLOADING = "downloading"
+    SEEDING = "seeding"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class TorrentStatus:
+    """A snapshot of one torrent (:meth:`bip._client.Torrent.status`).
+
+    Attributes:
+        name: the torrent's name (the magnet's ``dn``, or its hash, until metadata arrives).
+        phase: what it is doing.
+        total: bytes selected for download (0 until the metadata is known).
+        done: bytes of those verified and written.
+        pieces: pieces verified, all files.
+        num_pieces: pieces in the torrent (0 until the metadata is known).
+        download_rate: payload bytes per second received, over the last seconds.
+        upload_rate: payload bytes per second sent.
+        downloaded: payload bytes received this session (end-game duplicates included).
+        uploaded: payload bytes sent this session.
+        peers: connected peers.
+        seeds: connected peers that have every piece.
+        bad_pieces: pieces that failed their hash check this session.
+        error: why the torrent failed, for ``FAILED``.
+    """
+
+    name: str
+    phase: TorrentPhase
+    total: int
+    done: int
+    pieces: int
+    num_pieces: int
+    download_rate: float
+    upload_rate: float
+    downloaded: int
+    uploaded: int
+    peers: int
+    seeds: int
+    bad_pieces: int
+    error: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Whether every selected byte is verified (and the metadata known)."""
+        return self.num_pieces > 0 and self.done == self.total
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the current download rate; ``None`` when it cannot be told."""
+        if self.complete:
+            return 0.0
+        if self.download_rate <= 0 or self.num_pieces == 0:
+            return None
+        return (self.total - self.done) / self.download_rate

@@ -1,0 +1,484 @@
+"""One torrent of a session: metadata, storage, swarm, uploads, resume data, discovery.
+
+A :class:`Torrent` goes through its phases (:class:`~bip._client.TorrentPhase`) in its own
+task (:meth:`Torrent.run`), under the session's nursery:
+
+1. ``METADATA``: a magnet link's info dictionary is fetched from the connected peers through
+   bip_peer's :class:`~bip_peer.MetadataExchange` (or read back from ``.bip/HASH.torrent``);
+2. ``CHECKING``: the torrent is added to bip_disk's :class:`~bip_disk.DiskManager` on a
+   :class:`~bip_disk.NativeFileSystem` with the saved resume data, and what is on disk is
+   checked (only the pieces of files changed since the save are hashed);
+3. ``DOWNLOADING`` / ``SEEDING``: a bip_select :class:`~bip_select.SwarmBrain` is made with the
+   pieces we have and the file selection as priorities; peers join it (:class:`Swarm`).
+
+The session routes to it what concerns it: peers added and removed, their messages, and the
+disk's events. Blocks go to the disk as they arrive, and only the disk's verdict
+(``PieceVerified``) tells the brain a piece is ours. Requests from peers are served by a few
+upload workers that read blocks from the disk. Resume data is saved every few seconds while
+pieces arrive, when the download completes, and when the torrent closes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+from collections.abc import Callable
+from typing import Final
+
+import trio
+
+from bip_disk import (
+    DiskManager,
+    NativeFileSystem,
+    PieceLost,
+    ResumeDataError,
+    StorageError,
+    TorrentFailed,
+    TorrentHandle,
+    TorrentState,
+    TorrentStateError,
+)
+from bip_disk import PieceVerified as DiskPieceVerified
+from bip_handshake import Handshaker, PeerAddress
+from bip_metainfo import Info, InfoHash, MagnetLink, Metainfo, MetainfoError
+from bip_peer import (
+    LocalProtocolError,
+    MetadataExchange,
+    MetadataFetchError,
+    Peer,
+    PeerClosedError,
+    PeerError,
+    PeerManager,
+    Piece,
+    RateMeter,
+    Request,
+)
+from bip_select import Block, BlockReceived, BlockSent, PieceVerified, SwarmBrain, TorrentGeometry
+
+from ._config import ClientConfig, TorrentOptions
+from ._discovery import PeerSource, UserPeers
+from ._resume import ResumeStore, names_same_torrent
+from ._status import TorrentPhase, TorrentStatus
+from ._swarm import Swarm
+
+__all__ = ["UPLOAD_WORKERS", "Torrent", "TorrentError"]
+
+logger = logging.getLogger("bip.client")
+
+UPLOAD_WORKERS: Final = 4
+"""Tasks per torrent reading requested blocks from disk and queueing them to peers."""
+_DEFAULT_PRIORITY: Final = 4  # libtorrent's default piece priority; 0 is "do not download"
+_RATE_WINDOW: Final = 5.0
+REASON_BAD_REQUEST: Final = "request outside its piece"
+
+
+class TorrentError(Exception):
+    """A torrent cannot go on: a storage fault, metadata that cannot be used, a bad selection."""
+
+
+class Torrent:
+    """A torrent in a session; made by :meth:`bip._client.Session.add_torrent`.
+
+    Its public side is :meth:`status`, :meth:`wait_complete`, :attr:`completed`,
+    :attr:`info` and :attr:`info_hash`; the rest is driven by the session.
+    """
+
+    def __init__(
+        self,
+        source: Metainfo | MagnetLink,
+        options: TorrentOptions,
+        *,
+        config: ClientConfig,
+        disk: DiskManager,
+        manager: PeerManager,
+        handshaker: Handshaker,
+        metadata: MetadataExchange,
+        sources: list[PeerSource],
+        listen_port: int,
+        rng: random.Random,
+        on_info_hash: Callable[[Torrent, InfoHash], None],
+    ) -> None:
+        """Internal: the session builds torrents."""
+        self.options = options
+        self._config = config
+        self._disk = disk
+        self._manager = manager
+        self._handshaker = handshaker
+        self._metadata = metadata
+        self._sources = sources
+        self._listen_port = listen_port
+        self._rng = rng
+        self._on_info_hash = on_info_hash
+        if isinstance(source, Metainfo):
+            self.metainfo: Metainfo | None = source
+            self.info: Info | None = source.info
+            self._info_hash = source.info.info_hash
+            self._name = source.info.name
+            self._selection = options.files
+        else:
+            self.metainfo = None
+            self.info = None
+            self._info_hash = source.info_hash
+            self._name = source.display_name or source.info_hash.hex()
+            self._selection = options.files
+            if self._selection is None and source.select_only is not None:
+                self._selection = frozenset(
+                    index for low, high in source.select_only for index in range(low, high + 1)
+                )
+        self._store = ResumeStore(options.save_dir, self._info_hash) if options.resume else None
+        self._filesystem: NativeFileSystem | None = None
+        self.handle: TorrentHandle | None = None
+        self.swarm: Swarm | None = None
+        self.peers: set[Peer] = set()
+        self._banned: set[object] = set()
+        self.completed = trio.Event()
+        """Set once every selected piece is verified (never cleared)."""
+        self._stopped = trio.Event()  # failed, or closed
+        self._scope = trio.CancelScope()
+        self._phase = TorrentPhase.METADATA if self.info is None else TorrentPhase.CHECKING
+        self._error: str | None = None
+        self._wanted: frozenset[int] = frozenset()
+        self._total = 0
+        self._done = 0
+        self._downloaded = 0
+        self._uploaded = 0
+        self._bad_pieces = 0
+        now = trio.current_time()
+        self._down = RateMeter(window=_RATE_WINDOW, now=now)
+        self._up = RateMeter(window=_RATE_WINDOW, now=now)
+        self._resume_dirty = trio.Event()
+        self._uploads_send, self._uploads_receive = trio.open_memory_channel[tuple[Peer, Request]](
+            math.inf
+        )  # bounded by the connections: each peer has at most reqq requests open
+
+    # -- public -----------------------------------------------------------------------------
+
+    @property
+    def info_hash(self) -> InfoHash:
+        """The torrent's hashes (a magnet link's v1-only hash gains its v2 half with the
+        metadata of a hybrid torrent)."""
+        return self._info_hash
+
+    @property
+    def listen_port(self) -> int:
+        """Our TCP port, announced to trackers and the DHT."""
+        return self._listen_port
+
+    @property
+    def num_pieces(self) -> int | None:
+        """The piece count, once the metadata is known."""
+        return None if self.info is None else self.info.num_pieces
+
+    def transfer(self) -> tuple[int, int, int]:
+        """``(uploaded, downloaded, left)`` payload bytes, for trackers."""
+        left = self._total - self._done if self.info is not None else 0
+        return self._uploaded, self._downloaded, left
+
+    def status(self) -> TorrentStatus:
+        """A snapshot of the torrent's progress."""
+        now = trio.current_time()
+        seeds = sum(1 for peer in self.peers if peer.connection.peer_has_all)
+        return TorrentStatus(
+            name=self._name,
+            phase=self._phase,
+            total=self._total,
+            done=self._done,
+            pieces=0 if self.handle is None else len(self._disk.have(self.handle)),
+            num_pieces=self.num_pieces or 0,
+            download_rate=self._down.rate(now),
+            upload_rate=self._up.rate(now),
+            downloaded=self._downloaded,
+            uploaded=self._uploaded,
+            peers=len(self.peers),
+            seeds=seeds,
+            bad_pieces=self._bad_pieces,
+            error=self._error,
+        )
+
+    async def wait_complete(self) -> None:
+        """Wait until every selected piece is verified.
+
+        Raises:
+            TorrentError: the torrent failed (a storage fault...) before.
+        """
+        async with trio.open_nursery() as nursery:
+
+            async def watch(event: trio.Event) -> None:
+                await event.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch, self.completed)
+            nursery.start_soon(watch, self._stopped)
+        if not self.completed.is_set():
+            raise TorrentError(self._error or "the torrent was closed")
+
+    # -- the torrent's life -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Fetch metadata, check the storage, then download and seed until cancelled."""
+        with self._scope:
+            async with trio.open_nursery() as nursery:
+                user = UserPeers(self.options.peers, interval=self._config.redial_interval)
+                sources: list[PeerSource] = [user, *self._sources]
+                for source in sources:
+                    nursery.start_soon(source.run, self, self._handshaker)
+                try:
+                    if self.info is None:
+                        await self._fetch_metadata()
+                    else:
+                        self._metadata.serve(self._info_hash, self.info.to_bytes())
+                    await self._open_storage()
+                except TorrentError as error:
+                    self._fail(str(error))
+                    nursery.cancel_scope.cancel()
+                    return
+                nursery.start_soon(self._save_resume_loop)
+                for _ in range(UPLOAD_WORKERS):
+                    nursery.start_soon(self._upload_worker)
+
+    def _fail(self, reason: str) -> None:
+        if self._error is None:
+            self._error = reason
+        self._phase = TorrentPhase.FAILED
+        self._stopped.set()
+        logger.error("%s: %s", self._name, reason)
+
+    async def close(self) -> None:
+        """Stop its tasks, save the resume data one last time (synced), close the files."""
+        self._scope.cancel()
+        self._stopped.set()
+        if self.handle is not None:
+            with trio.CancelScope(shield=True):
+                await self._save_resume(sync=True)
+                with contextlib.suppress(TorrentStateError):
+                    await self._disk.remove_torrent(self.handle)
+        if self._filesystem is not None:
+            self._filesystem.close()
+
+    async def _fetch_metadata(self) -> None:
+        """Get the info dictionary: saved by an earlier run, else from the peers (BEP 9)."""
+        info = None if self._store is None else await self._store.load_info()
+        while info is None:
+            try:
+                raw = await self._metadata.fetch(
+                    self._manager, self._info_hash, timeout=self._config.metadata_timeout
+                )
+            except MetadataFetchError as error:
+                logger.info("metadata not found yet: %s", error)
+                continue
+            try:
+                info = Info.from_bytes(raw)
+            except MetainfoError as error:
+                # It hashes to the info-hash, so it is the torrent: a torrent we cannot read.
+                raise TorrentError(f"the torrent's metadata is not usable: {error}") from None
+            if self._store is not None:
+                try:
+                    await self._store.save_info(info)
+                except OSError as error:
+                    logger.warning("cannot keep the metadata: %s", error)
+        if not names_same_torrent(self._info_hash, info.info_hash):  # pragma: no cover
+            raise TorrentError("the metadata names another torrent")
+        self.info = info
+        self._name = info.name
+        self._metadata.serve(info.info_hash, info.to_bytes())
+        if info.info_hash != self._info_hash:
+            # A hybrid torrent found by one of its hashes: take both swarms from now on.
+            self._on_info_hash(self, info.info_hash)
+            self._info_hash = info.info_hash
+        for peer in list(self.peers):
+            try:
+                peer.connection.num_pieces = info.num_pieces
+            except (ValueError, PeerError) as error:
+                self._manager.remove_peer(peer, f"piece count: {error}")
+        self._phase = TorrentPhase.CHECKING
+
+    def _selection_priorities(self, info: Info, geometry: TorrentGeometry) -> list[int] | None:
+        if self._selection is None:
+            return None
+        count = len(info.files)
+        outside = sorted(index for index in self._selection if index >= count)
+        if outside:
+            raise TorrentError(
+                f"no file {outside[0]} to select: the torrent has {count} files (0..{count - 1})"
+            )
+        files = [_DEFAULT_PRIORITY if i in self._selection else 0 for i in range(count)]
+        return geometry.piece_priorities(files)
+
+    async def _open_storage(self) -> None:
+        """Add the torrent to the disk, check it, make the brain and join the peers."""
+        info = self.info
+        assert info is not None
+        geometry = TorrentGeometry.from_info(info)
+        priorities = self._selection_priorities(info, geometry)
+        self._filesystem = NativeFileSystem(self.options.save_dir)
+        resume = None if self._store is None else await self._store.load_resume()
+        source: Metainfo | Info = self.metainfo if self.metainfo is not None else info
+        try:
+            handle = await self._disk.add_torrent(source, self._filesystem, resume_data=resume)
+        except ResumeDataError as error:
+            logger.warning("ignoring the resume data: %s", error)
+            handle = await self._disk.add_torrent(source, self._filesystem)
+        except TorrentStateError as error:
+            raise TorrentError(str(error)) from None
+        self.handle = handle
+        state = await self._disk.wait_checked(handle)
+        if state is TorrentState.ERROR:
+            raise TorrentError(self._disk.status(handle).reason or "checking the data failed")
+        have = self._disk.have(handle)
+        brain = SwarmBrain(
+            geometry,
+            rng=self._rng,
+            have=have,
+            piece_priorities=priorities,
+        )
+        self._wanted = frozenset(
+            range(geometry.num_pieces)
+            if priorities is None
+            else (p for p, priority in enumerate(priorities) if priority)
+        )
+        self._total = sum(geometry.piece_size(p) for p in self._wanted)
+        self._done = sum(geometry.piece_size(p) for p in have if p in self._wanted)
+        self.swarm = Swarm(self._manager, brain, on_banned=self._ban)
+        self._phase = TorrentPhase.DOWNLOADING
+        self._check_complete()
+        now = trio.current_time()
+        for peer in list(self.peers):
+            self.swarm.join(peer, now)
+
+    def _check_complete(self) -> None:
+        if self.swarm is not None and self.swarm.brain.is_complete and not self.completed.is_set():
+            self._phase = TorrentPhase.SEEDING
+            self.completed.set()
+            self._resume_dirty.set()
+
+    def _ban(self, peer: Peer) -> None:
+        # By host, as libtorrent bans: the same peer comes back from another port.
+        self._banned.add(peer.address.host)
+
+    def refuses(self, address: PeerAddress) -> bool:
+        """Whether a peer at ``address`` was banned for sending bad data."""
+        return address.host in self._banned
+
+    # -- what the session routes here -------------------------------------------------------
+
+    def peer_added(self, peer: Peer) -> None:
+        """A connection of this torrent is up."""
+        self.peers.add(peer)
+        if self.swarm is not None:
+            self.swarm.join(peer, trio.current_time())
+
+    def peer_removed(self, peer: Peer) -> None:
+        """A connection of this torrent is gone."""
+        self.peers.discard(peer)
+        if self.swarm is not None:
+            self.swarm.leave(peer, trio.current_time())
+
+    async def peer_message(self, peer: Peer, message: object) -> None:
+        """A message from one of this torrent's peers."""
+        swarm = self.swarm
+        if swarm is None or peer not in swarm.joined:
+            return
+        if isinstance(message, Piece):
+            await self._block(swarm, peer, message)
+        elif isinstance(message, Request):
+            self._request(peer, message)
+        else:
+            swarm.message(peer, message, trio.current_time())
+
+    async def _block(self, swarm: Swarm, peer: Peer, message: Piece) -> None:
+        handle = self.handle
+        assert handle is not None
+        length = len(message.block)
+        try:
+            await self._disk.write_block(handle, message.index, message.begin, message.block)
+        except TorrentStateError as error:
+            # Stopped by a fault (its event says why) or a block outside the piece: the
+            # connection checked that we asked for it, so only the former happens here.
+            logger.debug("block not stored: %s", error)
+            return
+        now = trio.current_time()
+        self._downloaded += length
+        self._down.add(length, now=now)
+        if peer in swarm.joined:  # it may have left while the disk was busy
+            swarm.feed(BlockReceived(peer, Block(message.index, message.begin, length)), now)
+
+    def _request(self, peer: Peer, request: Request) -> None:
+        info = self.info
+        assert info is not None
+        if request.begin + request.length > info.piece_size(request.index):
+            self._manager.remove_peer(peer, REASON_BAD_REQUEST)
+            return
+        self._uploads_send.send_nowait((peer, request))
+
+    async def disk_event(self, event: object) -> None:
+        """An event of the disk about this torrent."""
+        swarm = self.swarm
+        if isinstance(event, DiskPieceVerified):
+            if event.good:
+                if event.piece in self._wanted:
+                    self._done += self.info.piece_size(event.piece) if self.info else 0
+                self._resume_dirty.set()
+            else:
+                self._bad_pieces += 1
+                logger.info("%s: piece %d failed its hash check", self._name, event.piece)
+            if swarm is not None:
+                swarm.feed(PieceVerified(event.piece, event.good), trio.current_time())
+                self._check_complete()
+        elif isinstance(event, TorrentFailed):
+            self._fail(f"storage: {event.reason}")
+        elif isinstance(event, PieceLost):
+            # The brain has no input for a piece we lost; the fault that lost it also stopped
+            # the torrent (TorrentFailed follows), so failing is the whole story here.
+            logger.warning("%s: piece %d lost: %s", self._name, event.piece, event.reason)
+
+    def tick(self, now: float) -> None:
+        """Run the brain's timers."""
+        if self.swarm is not None:
+            self.swarm.tick(now)
+
+    # -- background work --------------------------------------------------------------------
+
+    async def _upload_worker(self) -> None:
+        """Serve requests: read the block from disk, queue it to the peer."""
+        handle = self.handle
+        assert handle is not None
+        async for peer, request in self._uploads_receive:
+            key = (request.index, request.begin, request.length)
+            if key not in peer.connection.peer_requests:
+                continue  # cancelled, or rejected by a choke, while it waited
+            try:
+                data = await self._disk.read_block(handle, *key)
+            except (TorrentStateError, StorageError) as error:
+                logger.debug("cannot serve %s: %s", key, error)
+                continue
+            if key not in peer.connection.peer_requests:
+                continue
+            try:
+                await self._manager.send(peer, Piece(request.index, request.begin, data))
+            except (PeerClosedError, LocalProtocolError):
+                continue
+            now = trio.current_time()
+            self._uploaded += request.length
+            self._up.add(request.length, now=now)
+            swarm = self.swarm
+            if swarm is not None and peer in swarm.joined:
+                swarm.feed(BlockSent(peer, Block(*key)), now)
+
+    async def _save_resume_loop(self) -> None:
+        """Save the resume data when it changed, at most every ``resume_interval`` seconds."""
+        while True:
+            await self._resume_dirty.wait()
+            self._resume_dirty = trio.Event()
+            await self._save_resume(sync=False)
+            await trio.sleep(self._config.resume_interval)
+
+    async def _save_resume(self, *, sync: bool) -> None:
+        if self._store is None or self.handle is None:
+            return
+        try:
+            data = await self._disk.save_resume_data(self.handle, sync=sync)
+            await self._store.save_resume(data)
+        except (TorrentStateError, StorageError, OSError) as error:
+            logger.warning("%s: cannot save resume data: %s", self._name, error)

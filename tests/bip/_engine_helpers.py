@@ -1,0 +1,64 @@
+"""Shared by the engine tests: content on disk, torrents of it, and sessions on loopback."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+from bip._client import ClientConfig, Session
+from bip_handshake import EncryptionPolicy, PeerAddress
+from bip_metainfo import Metainfo, create_torrent
+
+LOOPBACK = "127.0.0.1"
+
+
+def write_content(root: Path, sizes: Sequence[int], *, seed: int = 1) -> Path:
+    """``root/album`` with one file of random bytes per size (``f0.bin``, ``sub/f1.bin``...)."""
+    rng = random.Random(seed)
+    folder = root / "album"
+    for index, size in enumerate(sizes):
+        path = folder / ("sub" if index % 2 else "") / f"f{index}.bin"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(rng.randbytes(size))
+    return folder
+
+
+def make_torrent(folder: Path, version: str, *, piece_length: int = 32768) -> Metainfo:
+    """A torrent of ``folder`` (``"v1"``, ``"v2"`` or ``"hybrid"``), no trackers, no date."""
+    return create_torrent(
+        folder, version=version, piece_length=piece_length, creation_date=None, created_by=None
+    )
+
+
+def loopback_config(**changes: object) -> ClientConfig:
+    """A session config on 127.0.0.1, any port, no trackers, fast resume saves."""
+    settings: dict[str, object] = {
+        "listen": ((LOOPBACK, 0),),
+        "trackers": False,
+        "resume_interval": 0.5,
+        "redial_interval": 1.0,
+        "encryption": EncryptionPolicy.PREFER_ENCRYPTED,
+        "seed_rng": 7,
+    }
+    settings.update(changes)
+    return ClientConfig(**settings)  # type: ignore[arg-type]
+
+
+def address_of(session: Session) -> PeerAddress:
+    """Where ``session`` accepts peers."""
+    [address] = session.handshaker.listen_addresses
+    return address
+
+
+def same_files(a: Path, b: Path) -> bool:
+    """Whether two trees hold the same files with the same bytes (``.bip`` ignored)."""
+
+    def files(root: Path) -> dict[Path, bytes]:
+        return {
+            path.relative_to(root): path.read_bytes()
+            for path in sorted(root.rglob("*"))
+            if path.is_file() and ".bip" not in path.relative_to(root).parts
+        }
+
+    return files(a) == files(b)
