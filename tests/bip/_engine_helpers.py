@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 from bip._client import ClientConfig, Session
 from bip_handshake import EncryptionPolicy, PeerAddress
@@ -24,7 +25,10 @@ def write_content(root: Path, sizes: Sequence[int], *, seed: int = 1) -> Path:
     return folder
 
 
-def make_torrent(folder: Path, version: str, *, piece_length: int = 32768) -> Metainfo:
+Version = Literal["v1", "v2", "hybrid"]
+
+
+def make_torrent(folder: Path, version: Version, *, piece_length: int = 32768) -> Metainfo:
     """A torrent of ``folder`` (``"v1"``, ``"v2"`` or ``"hybrid"``), no trackers, no date."""
     return create_torrent(
         folder, version=version, piece_length=piece_length, creation_date=None, created_by=None

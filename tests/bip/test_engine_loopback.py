@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 import trio
-from _engine_helpers import address_of, loopback_config, make_torrent, same_files, write_content
+from _engine_helpers import (
+    Version,
+    address_of,
+    loopback_config,
+    make_torrent,
+    same_files,
+    write_content,
+)
 
 from bip._client import TorrentOptions, TorrentPhase, open_session
 from bip_handshake import EncryptionPolicy
@@ -20,7 +27,9 @@ DEADLINE = 30.0
 @pytest.mark.parametrize(
     "encryption", [EncryptionPolicy.PLAINTEXT_ONLY, EncryptionPolicy.REQUIRE_ENCRYPTED]
 )
-async def test_seed_to_download(tmp_path: Path, version: str, encryption: EncryptionPolicy) -> None:
+async def test_seed_to_download(
+    tmp_path: Path, version: Version, encryption: EncryptionPolicy
+) -> None:
     folder = write_content(tmp_path / "seed", SIZES)
     torrent = make_torrent(folder, version)
     with trio.fail_after(DEADLINE):
