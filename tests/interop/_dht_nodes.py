@@ -126,6 +126,7 @@ class LibtorrentDHT:
     _replies: dict[int, dict[str, Any]] = field(default_factory=dict)
     _changed: trio.Event = field(default_factory=trio.Event)
     _next_id: int = 1
+    _closed: bool = False
 
     def logs(self, limit: int = 4000) -> str:
         """The tail of the program's stderr, for failure messages."""
@@ -142,6 +143,17 @@ class LibtorrentDHT:
         self._changed.set()
         self._changed = trio.Event()
 
+    def _stdout_closed(self) -> None:
+        self._closed = True
+        self._changed.set()
+
+    def _check_alive(self) -> None:
+        if self._closed:
+            raise ClientNotReadyError(
+                f"_lt_dht (pid {self.process.pid}) closed its stdout (exit status "
+                f"{self.process.returncode})\n{self.logs()}"
+            )
+
     async def request(self, cmd: str, session: int = 0, **args: Any) -> dict[str, Any]:
         """Send one request and return its reply; raise RuntimeError if it failed."""
         request_id = self._next_id
@@ -151,6 +163,7 @@ class LibtorrentDHT:
         with trio.fail_after(10):
             await self.process.stdin.send_all(line.encode())
             while request_id not in self._replies:
+                self._check_alive()
                 await self._changed.wait()
         reply = self._replies.pop(request_id)
         if not reply.get("ok"):
@@ -180,6 +193,7 @@ class LibtorrentDHT:
                         and match(event)
                     ):
                         return event
+                self._check_alive()
                 await self._changed.wait()
 
     async def add_node(self, session: int, node: PeerAddress) -> None:
@@ -285,6 +299,23 @@ class LibtorrentDHT:
             timeout=timeout,
         )
 
+    async def sample_infohashes(
+        self, session: int, node: PeerAddress, target: bytes, timeout: float = 10.0
+    ) -> dict[str, Any]:
+        """libtorrent's BEP 51 query to ``node``; the ``samples`` event (``samples`` hex,
+        ``num``, ``interval``, ``nodes``)."""
+        since = len(self.events)
+        await self.request(
+            "sample_infohashes", session, host=str(node.host), port=node.port, target=target.hex()
+        )
+        return await self.wait_event(
+            "samples",
+            session,
+            since=since,
+            match=lambda e: e["host"] == str(node.host) and e["port"] == node.port,
+            timeout=timeout,
+        )
+
     def announces_in(self, session: int, info_hash: bytes) -> list[PeerAddress]:
         """The announce_peer queries for ``info_hash`` the session has accepted so far."""
         return [
@@ -363,6 +394,8 @@ async def open_libtorrent_dht(
             async def reader() -> None:
                 await _read_lines(process, sink)
                 got_first.set()  # the program died before its ready line: wake the waiter
+                if dht is not None:
+                    dht._stdout_closed()
 
             nursery.start_soon(reader)
             with trio.move_on_after(ready_timeout):

@@ -28,6 +28,9 @@ put_mutable        seed (hex, 32 bytes), value, salt (hex)          put {target,
 get_mutable        public_key, salt                                 mutable {public_key, salt,
                                                                     seq, value, signature,
                                                                     authoritative}
+sample_infohashes  host, port, target (BEP 51, to that node)        samples {host, port,
+                                                                    samples, num, interval,
+                                                                    nodes}
 stats              -                                                stats {nodes}
 live_nodes         -                                                live_nodes {node_id, nodes}
 exit               -                                                (the process exits)
@@ -175,6 +178,16 @@ def _hex(value: Any) -> str:
     return bytes(value).hex()
 
 
+def _nodes(nodes: Any) -> list[list[Any]]:
+    """An alert's node list as ``[[id hex, host, port], ...]``; the binding gives dicts
+    ``{"nid": sha1_hash, "endpoint": (host, port)}``."""
+    result = []
+    for node in nodes:
+        nid, endpoint = (node["nid"], node["endpoint"]) if isinstance(node, dict) else node
+        result.append([_hex(nid), str(endpoint[0]), int(endpoint[1])])
+    return result
+
+
 class Node:
     """One session and what its operations wait for."""
 
@@ -222,6 +235,10 @@ class Node:
             key = bytes.fromhex(request["public_key"])
             ses.dht_get_mutable_item(key, bytes.fromhex(request.get("salt", "")))
             return {}
+        if cmd == "sample_infohashes":
+            endpoint = (str(request["host"]), int(request["port"]))
+            ses.dht_sample_infohashes(endpoint, _sha1(request["target"]))
+            return {}
         if cmd == "stats":
             ses.post_dht_stats()
             return {}
@@ -233,7 +250,12 @@ class Node:
     def alerts(self, log_dht: bool) -> None:
         """Turn this session's alerts into event lines (and log lines on stderr)."""
         for alert in self.session.pop_alerts():
-            event = self._event(alert)
+            try:
+                event = self._event(alert)
+            except (AttributeError, KeyError, TypeError, ValueError) as exc:
+                # A binding detail we did not expect: keep the node running, say so.
+                _log(f"[{self.index}] cannot report {type(alert).__name__}: {exc!r}")
+                event = None
             if event is not None:
                 event["session"] = self.index
                 _emit(event)
@@ -279,6 +301,19 @@ class Node:
                 "seq": int(alert.seq),
                 "num_success": int(alert.num_success),
             }
+        if isinstance(alert, lt.dht_sample_infohashes_alert):
+            host, port = alert.endpoint
+            return {
+                "event": "samples",
+                "host": str(host),
+                "port": int(port),
+                "samples": [_hex(sample) for sample in alert.samples],
+                "num": int(alert.num_infohashes),
+                "interval": int(alert.interval.total_seconds())
+                if hasattr(alert.interval, "total_seconds")
+                else int(alert.interval),
+                "nodes": _nodes(alert.nodes),
+            }
         if isinstance(alert, lt.dht_stats_alert):
             nodes = sum(bucket["num_nodes"] for bucket in alert.routing_table)
             return {"event": "stats", "nodes": nodes}
@@ -286,7 +321,7 @@ class Node:
             return {
                 "event": "live_nodes",
                 "node_id": _hex(alert.node_id),
-                "nodes": [[_hex(nid), str(ep[0]), int(ep[1])] for nid, ep in alert.nodes],
+                "nodes": _nodes(alert.nodes),
             }
         return None
 

@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bip_bencode import decode, encode
 from bip_dht import (
+    WANT_N4,
+    WANT_N6,
     AnnouncePeer,
     ErrorCode,
     ErrorReply,
@@ -36,6 +38,9 @@ from bip_dht import (
     Ping,
     Put,
     Response,
+    SampleInfohashes,
+    ScrapeBloom,
+    UnknownQuery,
     immutable_target,
     mutable_target,
 )
@@ -325,4 +330,114 @@ async def test_mutable_items_both_ways(pair: Pair) -> None:
     assert stored.v == b"newer"
     # seq in a get: "I have 6 already", so A leaves v out.
     assert (await _get(pair, item.target, seq=6)).v is None
+    assert not ours.undecodable, ours.undecodable
+
+
+async def test_scrape_samples_want_and_errors(pair: Pair) -> None:
+    """BEP 33: B announces as a downloader and we as a seed; A's scrape reply carries bloom
+    filters byte-for-byte equal to the ones bip_dht's ScrapeBloom builds from those two IPs.
+    BEP 51: A's samples hold the hash, and libtorrent's sample_infohashes to us decodes our
+    QueryHandler's answer. BEP 32 ``want``, BEP 43 ``ro`` and unknown methods get the
+    answers the BEPs describe (libtorrent's error code for an unknown method aside)."""
+    ours, lt = pair.ours, pair.lt
+    await lt.add_node(B, pair.a)
+    await lt.add_node(B, ours.address)
+    await lt.wait_routing_table(B, 2)
+    info_hash = secrets.token_bytes(20)
+    await lt.announce(B, info_hash, port=6881)
+    token = await _token(pair, info_hash)
+    _response(
+        await ours.query(
+            lambda t: AnnouncePeer(
+                transaction_id=t,
+                node_id=ours.node_id,
+                info_hash=info_hash,
+                port=7003,
+                token=token,
+                seed=True,
+            ),
+            pair.a,
+        )
+    )
+    with trio.fail_after(10):
+        while PeerAddress(pair.b.host, 6881) not in lt.announces_in(A, info_hash):
+            await trio.sleep(0.05)
+
+    scrape = _response(
+        await ours.query(
+            lambda t: GetPeers(
+                transaction_id=t, node_id=ours.node_id, info_hash=info_hash, scrape=True
+            ),
+            pair.a,
+        )
+    )
+    seeds, downloaders = ScrapeBloom(), ScrapeBloom()
+    seeds.insert(ours.address.host)
+    downloaders.insert(pair.b.host)
+    assert scrape.bfsd == seeds.to_bytes()
+    assert scrape.bfpe == downloaders.to_bytes()
+    assert round(ScrapeBloom.from_bytes(scrape.bfpe).estimate()) == 1
+
+    samples = _response(
+        await ours.query(
+            lambda t: SampleInfohashes(
+                transaction_id=t, node_id=ours.node_id, target=secrets.token_bytes(20)
+            ),
+            pair.a,
+        )
+    )
+    assert samples.samples is not None
+    assert info_hash in samples.samples
+    assert samples.num is not None
+    assert samples.num >= 1
+    assert samples.interval is not None
+
+    # libtorrent asks us: B announced info_hash to our store too.
+    with trio.fail_after(10):
+        while not ours.stored_peers(info_hash):
+            await trio.sleep(0.05)
+    ours_sampled = await lt.sample_infohashes(A, ours.address, secrets.token_bytes(20))
+    assert info_hash.hex() in ours_sampled["samples"]
+    assert ours_sampled["num"] == 1
+
+    both = _response(
+        await ours.query(
+            lambda t: FindNode(
+                transaction_id=t,
+                node_id=ours.node_id,
+                target=secrets.token_bytes(20),
+                want=(WANT_N4, WANT_N6),
+            ),
+            pair.a,
+        )
+    )
+    assert both.nodes  # an IPv4-only libtorrent has no nodes6 to give
+    read_only = _response(
+        await ours.query(
+            lambda t: Ping(transaction_id=t, node_id=secrets.token_bytes(20), read_only=True),
+            pair.a,
+        )
+    )
+    assert read_only.node_id == pair.lt.sessions[A].node_id
+    unknown = await ours.query(
+        lambda t: UnknownQuery(transaction_id=t, node_id=ours.node_id, name=b"frobnicate"),
+        pair.a,
+    )
+    assert isinstance(unknown, ErrorReply), unknown
+    # BEP 5 names 204 "Method Unknown"; libtorrent 2.1.1 answers 203 "unknown message" (bip_dht
+    # sends 204). Either decodes to our ErrorCode.
+    assert unknown.code in (ErrorCode.PROTOCOL, ErrorCode.METHOD_UNKNOWN), unknown
+    # An unknown method with a target is answered like find_node (BEP 51's advice), as ours is.
+    targeted = _response(
+        await ours.query(
+            lambda t: UnknownQuery(
+                transaction_id=t,
+                node_id=ours.node_id,
+                name=b"frobnicate",
+                extra={b"target": secrets.token_bytes(20)},
+            ),
+            pair.a,
+        )
+    )
+    assert targeted.nodes
     assert not ours.undecodable, ours.undecodable
