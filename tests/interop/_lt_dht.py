@@ -309,9 +309,7 @@ class Node:
                 "port": int(port),
                 "samples": [_hex(sample) for sample in alert.samples],
                 "num": int(alert.num_infohashes),
-                "interval": int(alert.interval.total_seconds())
-                if hasattr(alert.interval, "total_seconds")
-                else int(alert.interval),
+                "interval": int(alert.interval.total_seconds()),
                 "nodes": _nodes(alert.nodes),
             }
         if isinstance(alert, lt.dht_stats_alert):
