@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Literal
 
 from bip._client import ClientConfig, Session
 from bip_handshake import EncryptionPolicy, PeerAddress
-from bip_metainfo import Metainfo, create_torrent
+from bip_metainfo import Info, Metainfo, create_torrent
 
 LOOPBACK = "127.0.0.1"
 
@@ -66,3 +67,41 @@ def same_files(a: Path, b: Path) -> bool:
         }
 
     return files(a) == files(b)
+
+
+def piece_bytes(info: Info, save_dir: Path, piece: int) -> bytes | None:
+    """The bytes of a v1 piece as stored under ``save_dir`` (``None`` if a file is short)."""
+    out = bytearray()
+    for part in info.piece_slices(piece):
+        entry = info.files[part.file_index]
+        path = save_dir.joinpath(*entry.path)
+        try:
+            with path.open("rb") as file:
+                file.seek(part.offset)
+                data = file.read(part.length)
+        except OSError:
+            return None
+        if len(data) != part.length:
+            return None
+        out += data
+    return bytes(out)
+
+
+def good_pieces(info: Info, save_dir: Path) -> frozenset[int]:
+    """The v1 pieces whose bytes under ``save_dir`` hash right."""
+    good = set()
+    for piece in range(info.num_pieces):
+        data = piece_bytes(info, save_dir, piece)
+        if data is not None and hashlib.sha1(data).digest() == info.piece_hash(piece):
+            good.add(piece)
+    return frozenset(good)
+
+
+def spoil_pieces(info: Info, save_dir: Path, pieces: Sequence[int]) -> None:
+    """Overwrite the bytes of ``pieces`` under ``save_dir`` with zeros."""
+    for piece in pieces:
+        for part in info.piece_slices(piece):
+            path = save_dir.joinpath(*info.files[part.file_index].path)
+            with path.open("r+b") as file:
+                file.seek(part.offset)
+                file.write(bytes(part.length))

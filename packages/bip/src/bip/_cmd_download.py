@@ -1,0 +1,254 @@
+"""``bip download TORRENT_OR_MAGNET``: fetch a torrent, verify every piece, optionally seed on.
+
+The client engine (:mod:`bip._client`) does the work: peers from the torrent's UDP trackers,
+``--peer`` and a magnet's ``x.pe``, and PEX; metadata for magnet links (BEP 9); rarest-first
+and end-game; every piece verified before it is written; resume data in ``DIR/.bip/`` so an
+interrupted download (Ctrl-C, or even SIGKILL) carries on without fetching a verified piece
+again. The exit status is 0 only when every selected file is complete and verified.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Final
+
+import trio
+
+from bip_handshake import EncryptionPolicy, PeerAddress
+from bip_metainfo import MagnetLink
+
+from ._client import (
+    ClientConfig,
+    Session,
+    SourceError,
+    Torrent,
+    TorrentError,
+    TorrentOptions,
+    TorrentPhase,
+    TorrentStatus,
+    open_session,
+    resolve_peers,
+)
+from ._client import parse_file_selection as _parse_files
+from ._errors import CLIError
+from ._humanize import format_duration, format_rate, format_size
+from ._inputs import load_source, parse_endpoint, parse_port
+from ._progress import ProgressBar
+
+__all__ = [
+    "ENCRYPTION_CHOICES",
+    "add_parser",
+    "add_session_arguments",
+    "config_from_args",
+    "follow",
+    "run",
+    "status_fields",
+]
+
+ENCRYPTION_CHOICES: Final = {
+    "prefer": EncryptionPolicy.PREFER_ENCRYPTED,
+    "require": EncryptionPolicy.REQUIRE_ENCRYPTED,
+    "disable": EncryptionPolicy.PLAINTEXT_ONLY,
+}
+"""``--encryption`` values and the MSE policy each stands for."""
+_REFRESH: Final = 0.25  # seconds between two looks at the torrent's status
+
+
+def add_session_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options ``bip download`` and ``bip seed`` share: where to listen, whom to dial."""
+    parser.add_argument(
+        "--port",
+        type=str,
+        default="6881",
+        help="TCP port to accept peers on (0: any free port; default 6881)",
+    )
+    parser.add_argument(
+        "--bind",
+        default="0.0.0.0",
+        metavar="HOST",
+        help="address to listen on and announce from (default: every IPv4 address)",
+    )
+    parser.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="a peer to connect to (repeat for more)",
+    )
+    parser.add_argument(
+        "--encryption",
+        choices=sorted(ENCRYPTION_CHOICES),
+        default="prefer",
+        help="MSE/PE: prefer it (default, plaintext peers too), require it, or disable it",
+    )
+    parser.add_argument(
+        "--no-trackers", action="store_true", help="do not announce to the torrent's trackers"
+    )
+    parser.add_argument(
+        "--tracker",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="another udp:// tracker to announce to (repeat for more)",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``bip download`` to the command line."""
+    parser = subparsers.add_parser(
+        "download",
+        help="download a torrent or magnet link",
+        description=(
+            "Download a torrent (a .torrent file, a magnet link or an info-hash) into DIR,"
+            " verifying every piece. An interrupted download resumes where it stopped."
+            " Exits 0 only when every selected file is complete and verified."
+        ),
+    )
+    parser.add_argument("source", metavar="TORRENT_OR_MAGNET", help=".torrent file or magnet link")
+    parser.add_argument(
+        "-d", "--dir", default=".", metavar="DIR", help="where to save (default: here)"
+    )
+    parser.add_argument(
+        "--files",
+        metavar="LIST",
+        help="only these files, by index as 'bip show' lists them: 0,2-3 (default: all,"
+        " or the magnet link's 'so')",
+    )
+    parser.add_argument(
+        "--seed", action="store_true", help="keep seeding once complete, until Ctrl-C"
+    )
+    parser.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="neither read nor write resume data (everything on disk is hashed)",
+    )
+    add_session_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def config_from_args(args: argparse.Namespace) -> ClientConfig:
+    """The session settings the shared options ask for.
+
+    Raises:
+        CLIError: a bad port or bind address.
+    """
+    port = parse_port(args.port)
+    host, _ = parse_endpoint(args.bind, default_port=0)
+    return ClientConfig(
+        listen=((host, port),),
+        encryption=ENCRYPTION_CHOICES[args.encryption],
+        trackers=not args.no_trackers,
+    )
+
+
+async def user_peers(args: argparse.Namespace) -> tuple[PeerAddress, ...]:
+    """The ``--peer`` options, resolved.
+
+    Raises:
+        CLIError: a malformed or unresolvable peer.
+    """
+    pairs = [parse_endpoint(text) for text in args.peer]
+    try:
+        return await resolve_peers(pairs)
+    except SourceError as error:
+        raise CLIError(str(error)) from None
+
+
+def status_fields(status: TorrentStatus) -> list[tuple[str, str]]:
+    """The fields of a torrent's status line after its amounts."""
+    fields: list[tuple[str, str]] = []
+    if status.phase is TorrentPhase.DOWNLOADING:
+        fields.append(("down", format_rate(status.download_rate)))
+    fields.append(("up", format_rate(status.upload_rate)))
+    fields.append(("peers", f"{status.peers} ({status.seeds} seeds)"))
+    if status.phase is TorrentPhase.DOWNLOADING:
+        fields.append(("eta", format_duration(status.eta)))
+    elif status.phase is TorrentPhase.SEEDING:
+        fields.append(("uploaded", format_size(status.uploaded)))
+    if status.phase is not TorrentPhase.DOWNLOADING:
+        fields.append(("", status.phase.value))
+    return fields
+
+
+async def follow(torrent: Torrent, bar: ProgressBar | None, *, until_complete: bool) -> None:
+    """Redraw ``bar`` from ``torrent``'s status until it completes (``until_complete``) or
+    forever.
+
+    Raises:
+        CLIError: the torrent failed.
+    """
+    async with trio.open_nursery() as nursery:
+        if until_complete:
+
+            async def wait() -> None:
+                try:
+                    await torrent.wait_complete()
+                finally:
+                    nursery.cancel_scope.cancel()
+
+            nursery.start_soon(wait)
+        while True:
+            status = torrent.status()
+            if status.phase is TorrentPhase.FAILED:
+                raise CLIError(f"{status.name}: {status.error}")
+            if bar is not None:
+                bar.label = status.name
+                if status.total:
+                    bar.update(status.done, total=status.total, fields=status_fields(status))
+                else:  # seeding only (bip seed) or no metadata yet: what was sent counts
+                    bar.update(status.uploaded, fields=status_fields(status))
+            await trio.sleep(_REFRESH)
+
+
+async def _download(args: argparse.Namespace, config: ClientConfig) -> int:
+    source = load_source(args.source)
+    selection = None
+    if args.files is not None:
+        try:
+            selection = _parse_files(args.files)
+        except SourceError as error:
+            raise CLIError(str(error)) from None
+    peers = await user_peers(args)
+    if isinstance(source, MagnetLink) and source.peers:
+        # A magnet link's x.pe peers join the user's.
+        try:
+            more = await resolve_peers(list(source.peers))
+        except SourceError as error:
+            raise CLIError(f"the magnet link's x.pe: {error}") from None
+        peers = tuple(dict.fromkeys([*peers, *more]))
+    options = TorrentOptions(
+        Path(args.dir),
+        peers=peers,
+        files=selection,
+        resume=not args.no_resume,
+        extra_trackers=tuple(args.tracker),
+    )
+    async with open_session(config) as session:
+        torrent = await session.add_torrent(source, options)
+        bar = None if args.quiet else ProgressBar(torrent.status().name, None, rate=False)
+        try:
+            await follow(torrent, bar, until_complete=True)
+        except TorrentError as error:
+            raise CLIError(str(error)) from None
+        finally:
+            if bar is not None:
+                bar.finish(fields=status_fields(torrent.status()))
+        if args.seed:
+            await _seed_on(session, torrent, args.quiet)
+    return 0
+
+
+async def _seed_on(session: Session, torrent: Torrent, quiet: bool) -> None:
+    if not quiet:
+        print(f"bip: {torrent.status().name}: complete; seeding until Ctrl-C", file=sys.stderr)
+    bar = None if quiet else ProgressBar(torrent.status().name, None, rate=False)
+    await follow(torrent, bar, until_complete=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``bip download``: 0 once every selected file is complete and verified."""
+    config = config_from_args(args)
+    return trio.run(_download, args, config)

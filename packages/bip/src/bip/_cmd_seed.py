@@ -1,0 +1,88 @@
+"""``bip seed TORRENT DIR``: serve a torrent's data to its swarm until Ctrl-C.
+
+The data in DIR is checked first (bip_disk, with the resume data in ``DIR/.bip/`` when it is
+there, so a restart is quick); then the pieces found good are served to every peer that comes:
+through the torrent's UDP trackers, ``--peer`` (dialled), or by dialling our ``--port``.
+Nothing is downloaded. Partial data is served as it is, with a warning; no data at all is an
+error (the usual mistake: DIR must be the directory that holds the torrent's name).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import trio
+
+from ._client import TorrentOptions, TorrentPhase, open_session
+from ._cmd_download import add_session_arguments, config_from_args, follow, user_peers
+from ._errors import CLIError
+from ._inputs import load_torrent
+from ._progress import ProgressBar
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``bip seed`` to the command line."""
+    parser = subparsers.add_parser(
+        "seed",
+        help="serve a torrent's data",
+        description=(
+            "Check a torrent's data in DIR (the directory holding the torrent's name, as for"
+            " 'bip download --dir') and serve it to peers until Ctrl-C."
+        ),
+    )
+    parser.add_argument("torrent", metavar="TORRENT", help="the .torrent file")
+    parser.add_argument(
+        "directory",
+        metavar="DIR",
+        nargs="?",
+        default=".",
+        help="the directory the torrent's files are in (default: here)",
+    )
+    add_session_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+async def _seed(args: argparse.Namespace) -> int:
+    metainfo = load_torrent(args.torrent)
+    directory = Path(args.directory)
+    if not directory.is_dir():
+        raise CLIError(f"{directory}: no such directory")
+    peers = await user_peers(args)
+    # Selecting no file makes the torrent complete at once: it serves what it has and never
+    # asks for more.
+    options = TorrentOptions(
+        directory, peers=peers, files=frozenset(), extra_trackers=tuple(args.tracker)
+    )
+    async with open_session(config_from_args(args)) as session:
+        torrent = await session.add_torrent(metainfo, options)
+        await torrent.wait_complete()  # the data is checked
+        status = torrent.status()
+        if status.phase is TorrentPhase.FAILED:
+            raise CLIError(f"{status.name}: {status.error}")
+        if status.pieces == 0:
+            raise CLIError(
+                f"no piece of {status.name!r} found in {directory}"
+                " (DIR is the directory that holds the torrent's files or folder)"
+            )
+        if not args.quiet:
+            what = (
+                "all"
+                if status.pieces == status.num_pieces
+                else f"only {status.pieces} of {status.num_pieces}"
+            )
+            print(
+                f"bip: seeding {status.name}: {what} pieces, on port {session.listen_port}",
+                file=sys.stderr,
+            )
+        bar = None if args.quiet else ProgressBar(status.name, None, rate=False)
+        await follow(torrent, bar, until_complete=False)
+    return 0  # pragma: no cover - follow only ends by an error or Ctrl-C
+
+
+def run(args: argparse.Namespace) -> int:
+    """``bip seed``: serve until interrupted."""
+    return trio.run(_seed, args)
