@@ -4,7 +4,8 @@ aria2 runs its DHT only while it has a BitTorrent job, so it seeds a small torre
 (_dht_nodes.start_aria2_dht), knowing no other node. Our side is a raw KRPC node
 (_dht_nodes.KRPCNode). aria2 has no BEP 44 (INTEROP.md), so: ping, find_node, get_peers, and
 announce_peer with the token aria2 gave us, after which aria2 hands our address out to the next
-get_peers; a wrong token stores nothing.
+get_peers; it ignores ``implied_port`` (it stores ``port``, and drops the announce when
+``port`` is 0); a wrong token stores nothing.
 """
 
 from __future__ import annotations
@@ -122,6 +123,32 @@ async def test_aria2_answers_our_queries(start_process: StartProcess, tmp_path: 
             )
         ).values
         assert values == (PeerAddress(ours.address.host, port),), values
+
+        # And with ``port`` 0 beside implied_port (what a node that leaves the port to
+        # implied_port might send), aria2 drops the announce without a reply.
+        zero = secrets.token_bytes(20)
+        token = _token_of(
+            _response(
+                await ours.query(
+                    lambda t: GetPeers(transaction_id=t, node_id=me, info_hash=zero),
+                    aria2.address,
+                )
+            )
+        )
+        with pytest.raises(TimeoutError):
+            await ours.query(
+                lambda t: AnnouncePeer(
+                    transaction_id=t,
+                    node_id=me,
+                    info_hash=zero,
+                    port=0,
+                    token=token,
+                    implied_port=True,
+                ),
+                aria2.address,
+                attempts=1,
+                timeout=0.5,
+            )
 
         # A token aria2 never gave: aria2 drops the query without a reply (libtorrent answers
         # 203) and stores nothing.
