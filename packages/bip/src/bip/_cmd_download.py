@@ -17,7 +17,6 @@ from typing import Final
 import trio
 
 from bip_handshake import EncryptionPolicy, PeerAddress
-from bip_metainfo import MagnetLink
 
 from ._client import (
     ClientConfig,
@@ -212,13 +211,6 @@ async def _download(args: argparse.Namespace, config: ClientConfig) -> int:
         except SourceError as error:
             raise CLIError(str(error)) from None
     peers = await user_peers(args)
-    if isinstance(source, MagnetLink) and source.peers:
-        # A magnet link's x.pe peers join the user's.
-        try:
-            more = await resolve_peers(list(source.peers))
-        except SourceError as error:
-            raise CLIError(f"the magnet link's x.pe: {error}") from None
-        peers = tuple(dict.fromkeys([*peers, *more]))
     options = TorrentOptions(
         Path(args.dir),
         peers=peers,

@@ -60,6 +60,7 @@ from bip_select import Block, BlockReceived, BlockSent, PieceVerified, SwarmBrai
 from ._config import ClientConfig, TorrentOptions
 from ._discovery import PeerSource, UserPeers
 from ._resume import ResumeStore, names_same_torrent
+from ._source import SourceError, resolve_peers
 from ._status import TorrentPhase, TorrentStatus
 from ._swarm import Swarm
 
@@ -111,6 +112,7 @@ class Torrent:
         self._listen_port = listen_port
         self._rng = rng
         self._on_info_hash = on_info_hash
+        self._magnet = source if isinstance(source, MagnetLink) else None
         if isinstance(source, Metainfo):
             self.metainfo: Metainfo | None = source
             self.info: Info | None = source.info
@@ -220,7 +222,7 @@ class Torrent:
         """Fetch metadata, check the storage, then download and seed until cancelled."""
         with self._scope:
             async with trio.open_nursery() as nursery:
-                user = UserPeers(self.options.peers, interval=self._config.redial_interval)
+                user = UserPeers(await self._user_peers(), interval=self._config.redial_interval)
                 sources: list[PeerSource] = [user, *self._sources]
                 for source in sources:
                     nursery.start_soon(source.run, self, self._handshaker)
@@ -237,6 +239,16 @@ class Torrent:
                 nursery.start_soon(self._save_resume_loop)
                 for _ in range(UPLOAD_WORKERS):
                     nursery.start_soon(self._upload_worker)
+
+    async def _user_peers(self) -> tuple[PeerAddress, ...]:
+        """The ``--peer`` addresses, and a magnet link's ``x.pe`` (names resolved here)."""
+        peers = list(self.options.peers)
+        if self._magnet is not None and self._magnet.peers:
+            try:
+                peers += await resolve_peers(list(self._magnet.peers))
+            except SourceError as error:
+                logger.warning("%s: x.pe: %s", self._name, error)
+        return tuple(dict.fromkeys(peers))
 
     def _fail(self, reason: str) -> None:
         if self._error is None:
