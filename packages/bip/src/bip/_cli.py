@@ -24,6 +24,12 @@ __all__ = ["EXIT_INTERNAL", "build_parser", "main"]
 
 _COMMAND_MODULES: tuple[str, ...] = (
     # One name per line: helpers append their own without touching the others.
+    "create",
+    "show",
+    "verify",
+    "tracker",
+    "download",
+    "seed",
 )
 """The sub-commands, in ``bip --help`` order: ``"create"`` is ``bip._cmd_create``."""
 

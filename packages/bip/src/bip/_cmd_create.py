@@ -1,0 +1,304 @@
+"""``bip create PATH``: make a .torrent of a file or a directory.
+
+Hybrid (v1 + v2) by default, as libtorrent 2.x's ``create_torrent`` and qBittorrent's
+torrent creator default to: every client can use a hybrid torrent (v1-only clients read its
+v1 half, v2 clients get per-file merkle trees and their stronger hashes), at the cost of pad
+files that align each file to a piece.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+from typing import Any
+from urllib.parse import urlsplit
+
+from bip_metainfo import Metainfo, create_torrent
+
+from . import __version__
+from ._describe import torrent_version
+from ._errors import CLIError
+from ._humanize import format_size, parse_size
+from ._inputs import parse_endpoint
+from ._progress import ProgressBar
+
+__all__ = ["add_parser", "run"]
+
+_TRACKER_SCHEMES = ("udp", "http", "https", "ws", "wss")
+"""Announce URL schemes clients know (BEP 3, BEP 15, WebTorrent); anything else is a typo."""
+
+_WEB_SEED_SCHEMES = ("http", "https", "ftp")
+"""BEP 19 web seeds are plain file servers."""
+
+
+def _size(text: str) -> int:
+    """argparse type for ``--piece-size``."""
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``bip create`` to the command line."""
+    parser = subparsers.add_parser(
+        "create",
+        help="make a .torrent of a file or directory",
+        description=(
+            "Make a .torrent of a file or a directory. Hybrid (v1 + v2) by default, as"
+            " libtorrent and qBittorrent make them: every client can use it."
+        ),
+    )
+    parser.add_argument("path", metavar="PATH", help="the file or directory to share")
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT",
+        help="where to write the torrent (default: NAME.torrent here; '-' for stdout)",
+    )
+    version = parser.add_mutually_exclusive_group()
+    version.add_argument(
+        "--v1", dest="version", action="store_const", const="v1", help="BEP 3 only (SHA-1)"
+    )
+    version.add_argument(
+        "--v2",
+        dest="version",
+        action="store_const",
+        const="v2",
+        help="BEP 52 only (SHA-256 merkle trees; v1-only clients cannot read it)",
+    )
+    version.add_argument(
+        "--hybrid",
+        dest="version",
+        action="store_const",
+        const="hybrid",
+        help="both v1 and v2 (the default)",
+    )
+    parser.set_defaults(version="hybrid")
+    parser.add_argument(
+        "-t",
+        "--tracker",
+        metavar="URL[,URL...]",
+        action="append",
+        default=[],
+        help="an announce URL; repeat for more tiers, comma-separate URLs of one tier",
+    )
+    parser.add_argument(
+        "-w",
+        "--web-seed",
+        metavar="URL",
+        action="append",
+        default=[],
+        help="a BEP 19 web seed URL (repeatable)",
+    )
+    parser.add_argument(
+        "--node",
+        metavar="HOST:PORT",
+        action="append",
+        default=[],
+        help="a DHT bootstrap node to list in the torrent (repeatable)",
+    )
+    parser.add_argument("-p", "--private", action="store_true", help="set the BEP 27 private flag")
+    parser.add_argument(
+        "-l",
+        "--piece-size",
+        metavar="N",
+        type=_size,
+        help="bytes per piece, e.g. 256k or 4MiB (default: libtorrent's rule for the size)",
+    )
+    parser.add_argument("-c", "--comment", help="a free-text comment")
+    parser.add_argument("-s", "--source", help="the info dict's 'source' (private trackers use it)")
+    parser.add_argument("-n", "--name", help="the torrent's name (default: PATH's name)")
+    parser.add_argument(
+        "--no-date",
+        action="store_true",
+        help="leave out the creation date (the same files give the same bytes)",
+    )
+    parser.add_argument("--no-creator", action="store_true", help="leave out 'created by'")
+    parser.add_argument(
+        "--exclude-hidden",
+        action="store_true",
+        help="leave out files and directories whose name starts with '.'",
+    )
+    parser.add_argument(
+        "--follow-symlinks",
+        action="store_true",
+        help="share what links point to (default: store links as BEP 47 links)",
+    )
+    parser.add_argument(
+        "--threads", type=int, metavar="N", help="hashing threads (default: every core)"
+    )
+    parser.add_argument("-f", "--force", action="store_true", help="overwrite OUT if it exists")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar nor summary")
+    parser.set_defaults(func=run)
+
+
+def _tiers(values: list[str]) -> list[list[str]]:
+    """``--tracker`` values as BEP 12 tiers, each URL checked."""
+    tiers = []
+    for value in values:
+        tier = [url.strip() for url in value.split(",") if url.strip()]
+        for url in tier:
+            _check_url(url, _TRACKER_SCHEMES, "tracker")
+        if tier:
+            tiers.append(tier)
+    return tiers
+
+
+def _check_url(url: str, schemes: tuple[str, ...], what: str) -> None:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsing the port is the check
+    except ValueError as error:
+        raise CLIError(f"bad {what} URL {url!r}: {error}") from None
+    if parts.scheme.lower() not in schemes or not parts.netloc:
+        raise CLIError(
+            f"bad {what} URL {url!r}: expected {', '.join(s + '://' for s in schemes)} and a host"
+        )
+
+
+def _default_output(path: str, name: str | None) -> str:
+    base = name if name else os.path.basename(os.path.normpath(os.path.abspath(path)))
+    return f"{base}.torrent"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Create the torrent, write it, print a summary; returns the exit status."""
+    path: str = args.path
+    if not os.path.exists(path):
+        raise CLIError(f"{path}: no such file or directory")
+    tiers = _tiers(args.tracker)
+    for url in args.web_seed:
+        _check_url(url, _WEB_SEED_SCHEMES, "web seed")
+    nodes = [parse_endpoint(text) for text in args.node]
+    if args.threads is not None and args.threads < 1:
+        raise CLIError(f"--threads must be at least 1, not {args.threads}")
+    output: str = args.output or _default_output(path, args.name)
+    if output != "-" and os.path.exists(output) and not args.force:
+        raise CLIError(f"{output}: already exists (use --force to overwrite)")
+    if args.private and not tiers:
+        print("bip: warning: a private torrent without trackers cannot find peers", file=sys.stderr)
+
+    options: dict[str, Any] = {
+        "version": args.version,
+        "piece_length": args.piece_size,
+        "trackers": tiers,
+        "web_seeds": args.web_seed,
+        "nodes": nodes,
+        "private": args.private,
+        "source": args.source,
+        "comment": args.comment,
+        "creation_date": None if args.no_date else "now",
+        "created_by": None if args.no_creator else f"bip/{__version__}",
+        "name": args.name,
+        "include_hidden": not args.exclude_hidden,
+        "symlinks": "follow" if args.follow_symlinks else "store",
+        "threads": args.threads,
+    }
+    label = os.path.basename(os.path.normpath(path)) or path
+    torrent = _create_with_progress(path, options, label, quiet=args.quiet)
+    data = torrent.to_bytes()
+    if output == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        _write_atomically(output, data, force=args.force)
+    if not args.quiet:
+        _summary(torrent, output, sys.stdout if output != "-" else sys.stderr)
+    return 0
+
+
+def _create_with_progress(
+    path: str, options: dict[str, Any], label: str, *, quiet: bool
+) -> Metainfo:
+    """``create_torrent`` on a worker thread, so Ctrl-C can cancel the hashing cleanly.
+
+    The main thread only waits: a KeyboardInterrupt lands there, sets ``cancel`` (every
+    hashing thread stops within a chunk) and is re-raised once the worker has ended.
+    """
+    cancel = threading.Event()
+    outcome: list[Metainfo] = []
+    failure: list[BaseException] = []
+    bar = None if quiet else ProgressBar(f"hashing {label}", None)
+
+    def progress(done: int, total: int) -> None:
+        if bar is not None:
+            bar.update(done, total=total)
+
+    def work() -> None:
+        try:
+            outcome.append(create_torrent(path, progress=progress, cancel=cancel, **options))
+        except BaseException as error:  # handed to the main thread, which raises it
+            failure.append(error)
+
+    worker = threading.Thread(target=work, name="bip-create", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.5)
+    except KeyboardInterrupt:
+        cancel.set()
+        worker.join()
+        if bar is not None:
+            bar.__exit__(KeyboardInterrupt, None, None)
+        raise
+    if failure:
+        if bar is not None:
+            bar.__exit__(type(failure[0]), failure[0], None)
+        error = failure[0]
+        if isinstance(error, ValueError) and not isinstance(error, OSError):
+            # create_torrent's ValueError is about our arguments or the files
+            # (bad piece size, no files, a name that is not UTF-8): the user's to fix.
+            raise CLIError(f"cannot create a torrent of {path}: {error}") from error
+        raise error
+    if bar is not None:
+        bar.finish()
+    return outcome[0]
+
+
+def _write_atomically(output: str, data: bytes, *, force: bool) -> None:
+    """Write ``data`` to ``output`` via a temporary file, so a crash leaves no half torrent."""
+    directory = os.path.dirname(os.path.abspath(output))
+    fd, temp = tempfile.mkstemp(prefix=".bip-", suffix=".torrent.part", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        os.chmod(temp, 0o644 & ~_umask())
+        if not force and os.path.exists(output):
+            raise CLIError(f"{output}: already exists (use --force to overwrite)")
+        os.replace(temp, output)
+    except BaseException:
+        if os.path.exists(temp):
+            os.unlink(temp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _summary(torrent: Metainfo, output: str, stream: Any) -> None:
+    info = torrent.info
+    files = [entry for entry in info.files if not entry.is_pad]
+    hashes = info.info_hash
+    version = torrent_version(info)
+    lines = [
+        f"wrote {output if output != '-' else 'standard output'} ({version})",
+        f"  name:       {info.name}",
+    ]
+    if hashes.v1 is not None:
+        lines.append(f"  info-hash:  {hashes.v1.hex()} (v1)")
+    if hashes.v2 is not None:
+        lines.append(f"  info-hash:  {hashes.v2.hex()} (v2)")
+    lines.append(
+        f"  size:       {format_size(info.total_size)} in {len(files)} file"
+        f"{'s' if len(files) != 1 else ''}, {info.num_pieces} pieces of"
+        f" {format_size(info.piece_length)}"
+    )
+    lines.append(f"  magnet:     {torrent.magnet()}")
+    print("\n".join(lines), file=stream)

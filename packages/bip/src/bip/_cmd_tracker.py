@@ -1,0 +1,473 @@
+"""``bip tracker serve|announce|scrape``: the UDP tracker (BEP 15), as a server and a client.
+
+``serve`` runs bip_utracker's server on one or more addresses (one shared swarm store, so
+IPv4 and IPv6 peers of a torrent meet) until Ctrl-C or SIGTERM, printing statistics every
+so often. ``announce`` and ``scrape`` ask any BEP 15 tracker, with an overall timeout
+instead of BEP 15's hour of retransmissions: a person is waiting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import signal
+import sys
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from typing import Any
+
+import trio
+
+from bip_handshake import PeerId
+from bip_metainfo import InfoHash, Metainfo
+from bip_utracker import (
+    MAX_SCRAPE_HASHES,
+    AnnounceEvent,
+    AnnounceResult,
+    ScrapeStats,
+    ServerConfig,
+    SwarmStore,
+    TrackerServer,
+    open_tracker_client,
+    parse_tracker_url,
+    serve_tracker,
+)
+
+from ._errors import CLIError
+from ._inputs import load_source, parse_endpoint, parse_info_hash
+
+__all__ = ["add_parser"]
+
+DEFAULT_BIND = "127.0.0.1:6969"
+"""Loopback by default: serving the world is a choice to make explicitly."""
+
+DEFAULT_TIMEOUT = 15.0
+"""Seconds ``announce`` and ``scrape`` wait for an answer, retransmissions included."""
+
+RETRANSMIT_AFTER = 2.0
+"""First retransmission delay for one-shot requests (then 4 s, 8 s...): a lost datagram
+costs two seconds, not BEP 15's fifteen."""
+
+DEFAULT_STATS_INTERVAL = 60.0
+"""Seconds between two statistics lines of ``serve``."""
+
+_EVENTS = {
+    "none": AnnounceEvent.NONE,
+    "started": AnnounceEvent.STARTED,
+    "completed": AnnounceEvent.COMPLETED,
+    "stopped": AnnounceEvent.STOPPED,
+}
+
+
+def _positive(kind: type[int] | type[float]) -> Any:
+    def check(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value > 0 or (isinstance(value, float) and not math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"must be positive, not {text!r}")
+        return value
+
+    return check
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text!r}")
+    return value
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``bip tracker`` and its sub-commands to the command line."""
+    parser = subparsers.add_parser(
+        "tracker",
+        help="run or ask a UDP tracker",
+        description="Run a UDP tracker (BEP 15), or announce to and scrape one.",
+    )
+    actions = parser.add_subparsers(title="tracker commands", metavar="ACTION")
+    parser.set_defaults(func=lambda args: _usage(parser))
+
+    serve = actions.add_parser(
+        "serve",
+        help="run a UDP tracker until Ctrl-C",
+        description="Run a UDP tracker until Ctrl-C (or SIGTERM), printing statistics.",
+    )
+    serve.add_argument(
+        "--bind",
+        metavar="HOST:PORT",
+        action="append",
+        help=f"address to serve on; repeat for more (default {DEFAULT_BIND}; port 0: any)",
+    )
+    serve.add_argument(
+        "--interval",
+        type=_positive(int),
+        default=1800,
+        metavar="SECONDS",
+        help="announce interval told to clients (default 1800)",
+    )
+    serve.add_argument(
+        "--stats-interval",
+        type=_positive(float),
+        default=DEFAULT_STATS_INTERVAL,
+        metavar="SECONDS",
+        help=f"seconds between statistics lines (default {DEFAULT_STATS_INTERVAL:g})",
+    )
+    serve.add_argument(
+        "--allow",
+        metavar="HASH",
+        action="append",
+        help="serve only these info-hashes (repeatable; default: every torrent)",
+    )
+    serve.add_argument(
+        "--deny", metavar="HASH", action="append", default=[], help="never serve this info-hash"
+    )
+    limits = serve.add_mutually_exclusive_group()
+    limits.add_argument(
+        "--rate-limit",
+        type=_positive(float),
+        metavar="N",
+        help="requests per second per address (default 100)",
+    )
+    limits.add_argument(
+        "--no-rate-limit", action="store_true", help="serve every request (benchmarks, tests)"
+    )
+    serve.add_argument("--max-swarms", type=_positive(int), metavar="N", help="swarms kept at most")
+    serve.add_argument(
+        "--max-peers", type=_positive(int), metavar="N", help="peers kept at most over all swarms"
+    )
+    serve.add_argument(
+        "--max-peers-per-swarm", type=_positive(int), metavar="N", help="peers per swarm at most"
+    )
+    serve.add_argument(
+        "--duration",
+        type=_positive(float),
+        metavar="SECONDS",
+        help="stop after this long (default: run until Ctrl-C)",
+    )
+    serve.set_defaults(func=_run_serve)
+
+    announce = actions.add_parser(
+        "announce",
+        help="announce to a UDP tracker and list the peers it gives",
+        description="Announce to a UDP tracker and print its answer and peers.",
+    )
+    announce.add_argument("url", metavar="URL", help="the tracker, udp://HOST:PORT[/path]")
+    announce.add_argument(
+        "target", metavar="HASH", help="an info-hash, a .torrent file or a magnet link"
+    )
+    announce.add_argument(
+        "--port", type=int, default=6881, help="the TCP port we say we listen on (default 6881)"
+    )
+    announce.add_argument(
+        "--event",
+        choices=tuple(_EVENTS),
+        default="started",
+        help="the announce event (default started)",
+    )
+    announce.add_argument(
+        "--left",
+        type=_non_negative_int,
+        metavar="BYTES",
+        help="bytes left to download (default: the torrent's size if given, else 0: a seeder)",
+    )
+    announce.add_argument("--uploaded", type=_non_negative_int, default=0, metavar="BYTES")
+    announce.add_argument("--downloaded", type=_non_negative_int, default=0, metavar="BYTES")
+    announce.add_argument(
+        "--numwant", type=int, default=-1, metavar="N", help="peers wanted (default: the tracker's)"
+    )
+    announce.add_argument(
+        "--peer-id", metavar="HEX", help="our peer id as 40 hex digits (default: a new one)"
+    )
+    announce.add_argument(
+        "--v2",
+        action="store_true",
+        help="announce a hybrid torrent's v2 swarm (truncated v2 hash) instead of its v1 one",
+    )
+    _client_options(announce)
+    announce.set_defaults(func=_run_announce)
+
+    scrape = actions.add_parser(
+        "scrape",
+        help="ask a UDP tracker for swarm sizes",
+        description="Ask a UDP tracker for the seeders, completed downloads and leechers.",
+    )
+    scrape.add_argument("url", metavar="URL", help="the tracker, udp://HOST:PORT[/path]")
+    scrape.add_argument(
+        "targets",
+        metavar="HASH",
+        nargs="+",
+        help="info-hashes, .torrent files or magnet links",
+    )
+    _client_options(scrape)
+    scrape.set_defaults(func=_run_scrape)
+
+
+def _client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--timeout",
+        type=_positive(float),
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"give up after this long (default {DEFAULT_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--bind", metavar="HOST", help="local address to send from (default: any, IPv4 and IPv6)"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead")
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+# -- serve --------------------------------------------------------------------------------
+
+
+def _hash_set(values: Sequence[str] | None) -> frozenset[bytes] | None:
+    if values is None:
+        return None
+    return frozenset(parse_info_hash(text).swarm_ids()[0] for text in values)
+
+
+def _server_config(args: argparse.Namespace) -> ServerConfig:
+    options: dict[str, Any] = {
+        "interval": args.interval,
+        "allowed_info_hashes": _hash_set(args.allow),
+        "denied_info_hashes": _hash_set(args.deny) or frozenset(),
+    }
+    if args.no_rate_limit:
+        options["rate_limit"] = None
+    elif args.rate_limit is not None:
+        options["rate_limit"] = args.rate_limit
+    return ServerConfig(**options)
+
+
+def _store(args: argparse.Namespace) -> SwarmStore:
+    limits: dict[str, Any] = {
+        # A peer is forgotten half an interval after it should have announced again.
+        "peer_lifetime": args.interval * 1.5,
+    }
+    for name in ("max_swarms", "max_peers", "max_peers_per_swarm"):
+        value = getattr(args, name)
+        if value is not None:
+            limits[name] = value
+    if "max_peers" in limits or "max_peers_per_swarm" in limits:
+        per_swarm = limits.get("max_peers_per_swarm")
+        total = limits.get("max_peers")
+        if per_swarm is not None and total is not None and total < per_swarm:
+            raise CLIError("--max-peers must be at least --max-peers-per-swarm")
+    try:
+        return SwarmStore(**limits)
+    except ValueError as error:
+        raise CLIError(str(error)) from error
+
+
+def _stats_line(servers: Sequence[TrackerServer], store: SwarmStore) -> str:
+    totals = dict.fromkeys(
+        ("connects", "announces", "scrapes", "malformed", "rate_limited", "refused"), 0
+    )
+    for server in servers:
+        stats = server.statistics()
+        for name in totals:
+            totals[name] += getattr(stats, name)
+    swarm = store.statistics()
+    return (
+        f"swarms {swarm.swarms}, peers {swarm.peers} ({swarm.seeders} seeders,"
+        f" {swarm.leechers} leechers); announces {totals['announces']},"
+        f" scrapes {totals['scrapes']}, connects {totals['connects']};"
+        f" refused {totals['refused']}, malformed {totals['malformed']},"
+        f" rate-limited {totals['rate_limited']}"
+    )
+
+
+def _url(host: str, port: int) -> str:
+    return f"udp://[{host}]:{port}/announce" if ":" in host else f"udp://{host}:{port}/announce"
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    config = _server_config(args)
+    store = _store(args)
+    binds = [parse_endpoint(text, default_port=6969) for text in args.bind or [DEFAULT_BIND]]
+    servers: list[TrackerServer] = []
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with AsyncExitStack() as stack:
+            for host, port in binds:
+                servers.append(
+                    await stack.enter_async_context(
+                        serve_tracker((host, port), config=config, handler=store)
+                    )
+                )
+            for server in servers:
+                print(f"serving {_url(*server.address)}", flush=True)
+            deadline = math.inf if args.duration is None else trio.current_time() + args.duration
+            with trio.move_on_at(deadline):
+                async with trio.open_nursery() as nursery:
+
+                    async def wait_for_signal() -> None:
+                        async for signum in signals:
+                            print(f"stopping on {signal.Signals(signum).name}", file=sys.stderr)
+                            nursery.cancel_scope.cancel()
+                            return
+
+                    nursery.start_soon(wait_for_signal)
+                    while True:
+                        await trio.sleep(args.stats_interval)
+                        print(_stats_line(servers, store), flush=True)
+            print(f"final: {_stats_line(servers, store)}", flush=True)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    trio.run(_serve, args)
+    return 0
+
+
+# -- announce and scrape ------------------------------------------------------------------
+
+
+def _swarm_target(text: str, *, v2: bool = False) -> tuple[InfoHash, Metainfo | None]:
+    """What to announce or scrape: an info-hash, or a torrent file's or magnet link's."""
+    source = load_source(text)
+    torrent = source if isinstance(source, Metainfo) else None
+    info_hash = source.info.info_hash if isinstance(source, Metainfo) else source.info_hash
+    if v2:
+        if info_hash.v2 is None:
+            raise CLIError(f"{text}: --v2 needs a torrent with a v2 info-hash")
+        info_hash = InfoHash(v2=info_hash.v2)
+    return info_hash, torrent
+
+
+def _check_url(url: str) -> None:
+    if not url.lower().startswith("udp://"):
+        raise CLIError(f"only udp:// trackers are supported (BEP 15), not {url!r}")
+    parse_tracker_url(url)  # a TrackerError names what is wrong
+
+
+def _client_binds(bind: str | None) -> tuple[str | None, str | None]:
+    """``(bind_v4, bind_v6)`` for the client: both families by default, else ``--bind``'s."""
+    if bind is None:
+        return "0.0.0.0", "::"
+    return (None, bind) if ":" in bind else (bind, None)
+
+
+async def _with_timeout(url: str, seconds: float, job: Any) -> Any:
+    with trio.move_on_after(seconds) as scope:
+        return await job()
+    if scope.cancelled_caught:
+        raise CLIError(f"no answer from {url} within {seconds:g} s (is the tracker up?)")
+    return None  # pragma: no cover - move_on_after either returns the job's value or caught
+
+
+def _announce_json(url: str, result: AnnounceResult) -> dict[str, Any]:
+    return {
+        "tracker": url,
+        "info_hash": result.info_hash.hex(),
+        "interval": result.interval,
+        "seeders": result.seeders,
+        "leechers": result.leechers,
+        "peers": [str(peer) for peer in result.peers],
+    }
+
+
+def _run_announce(args: argparse.Namespace) -> int:
+    _check_url(args.url)
+    info_hash, torrent = _swarm_target(args.target, v2=args.v2)
+    if not 0 <= args.port <= 0xFFFF:
+        raise CLIError(f"--port is in 0..65535, not {args.port}")
+    if args.peer_id is not None:
+        try:
+            peer_id = PeerId.from_hex(args.peer_id)
+        except ValueError as error:
+            raise CLIError(f"bad --peer-id: {error}") from error
+    else:
+        peer_id = PeerId.generate()
+    left = args.left
+    if left is None:
+        left = torrent.info.total_size if torrent is not None else 0
+
+    async def main() -> AnnounceResult:
+        v4, v6 = _client_binds(args.bind)
+        async with open_tracker_client(timeout=RETRANSMIT_AFTER, bind_v4=v4, bind_v6=v6) as c:
+
+            async def job() -> AnnounceResult:
+                return await c.announce(
+                    args.url,
+                    info_hash,
+                    peer_id=peer_id,
+                    port=args.port,
+                    uploaded=args.uploaded,
+                    downloaded=args.downloaded,
+                    left=left,
+                    event=_EVENTS[args.event],
+                    num_want=args.numwant,
+                )
+
+            result: AnnounceResult = await _with_timeout(args.url, args.timeout, job)
+            return result
+
+    result = trio.run(main)
+    if args.json:
+        print(json.dumps(_announce_json(args.url, result), indent=2))
+        return 0
+    lines = [
+        f"tracker:   {args.url}",
+        f"swarm:     {result.info_hash.hex()}",
+        f"interval:  {result.interval} s",
+        f"seeders:   {result.seeders}",
+        f"leechers:  {result.leechers}",
+        f"peers ({len(result.peers)}):",
+    ]
+    lines.extend(f"  {peer}" for peer in result.peers)
+    print("\n".join(lines))
+    return 0
+
+
+def _run_scrape(args: argparse.Namespace) -> int:
+    _check_url(args.url)
+    targets = [_swarm_target(text)[0] for text in args.targets]
+    swarm_ids = list(dict.fromkeys(target.swarm_ids()[0] for target in targets))
+
+    async def main() -> list[tuple[bytes, ScrapeStats]]:
+        rows: list[tuple[bytes, ScrapeStats]] = []
+        v4, v6 = _client_binds(args.bind)
+        async with open_tracker_client(timeout=RETRANSMIT_AFTER, bind_v4=v4, bind_v6=v6) as c:
+            # BEP 15 fits 74 hashes in a scrape: ask in batches.
+            for start in range(0, len(swarm_ids), MAX_SCRAPE_HASHES):
+                batch = swarm_ids[start : start + MAX_SCRAPE_HASHES]
+
+                async def job(batch: list[bytes] = batch) -> Any:
+                    return await c.scrape(args.url, batch)
+
+                result = await _with_timeout(args.url, args.timeout, job)
+                rows.extend(zip(result.info_hashes, result.files, strict=True))
+        return rows
+
+    rows = trio.run(main)
+    if args.json:
+        payload = {
+            "tracker": args.url,
+            "swarms": [
+                {
+                    "info_hash": swarm.hex(),
+                    "seeders": stats.seeders,
+                    "completed": stats.completed,
+                    "leechers": stats.leechers,
+                }
+                for swarm, stats in rows
+            ],
+        }
+        print(json.dumps(payload, indent=2))
+        return 0
+    lines = [f"{'info-hash':<40}  {'seeders':>8}  {'completed':>9}  {'leechers':>8}"]
+    lines.extend(
+        f"{swarm.hex():<40}  {stats.seeders:>8}  {stats.completed:>9}  {stats.leechers:>8}"
+        for swarm, stats in rows
+    )
+    print("\n".join(lines))
+    return 0

@@ -1,0 +1,158 @@
+"""Reading what users type: torrent files, magnet links, info-hashes, host:port pairs.
+
+Every function here turns bad input into a :class:`~bip._errors.CLIError` (or lets a
+library's own error through, which ``main`` words as well), so commands never see a bare
+``ValueError`` from a typo.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from ipaddress import ip_address
+
+from bip_metainfo import (
+    DEFAULT_MAX_TORRENT_SIZE,
+    InfoHash,
+    MagnetLink,
+    Metainfo,
+    MetainfoError,
+)
+
+from ._errors import CLIError
+
+__all__ = [
+    "load_source",
+    "load_torrent",
+    "parse_endpoint",
+    "parse_info_hash",
+    "parse_port",
+]
+
+
+def load_torrent(path: str) -> Metainfo:
+    """Read and validate the .torrent file at ``path`` (``-`` reads standard input).
+
+    Raises:
+        CLIError: ``path`` is a directory, or not a torrent at all.
+        MetainfoError: the torrent is malformed (the library names the defect).
+        OSError: the file cannot be read (missing, no permission).
+    """
+    if path == "-":
+        data = sys.stdin.buffer.read(DEFAULT_MAX_TORRENT_SIZE + 1)
+        if len(data) > DEFAULT_MAX_TORRENT_SIZE:
+            raise CLIError(f"standard input holds more than {DEFAULT_MAX_TORRENT_SIZE} bytes")
+        return _parse(data, "standard input")
+    if os.path.isdir(path):
+        raise CLIError(f"{path}: is a directory, not a .torrent file")
+    try:
+        return Metainfo.from_file(path)
+    except MetainfoError as error:
+        raise CLIError(f"{path}: not a valid torrent: {error}") from error
+
+
+def _parse(data: bytes, where: str) -> Metainfo:
+    try:
+        return Metainfo.from_bytes(data)
+    except MetainfoError as error:
+        raise CLIError(f"{where}: not a valid torrent: {error}") from error
+
+
+def load_source(text: str) -> Metainfo | MagnetLink:
+    """A torrent file, a magnet link, or a bare info-hash (which becomes a magnet link).
+
+    A magnet link is read strictly: a user who typed a malformed parameter wants to hear
+    about it, not to have it skipped silently.
+
+    Raises:
+        CLIError: a malformed magnet link, or a path that does not exist and is not an
+            info-hash either.
+        MetainfoError, OSError: as for :func:`load_torrent`.
+    """
+    if text[:7].lower() == "magnet:":
+        try:
+            return MagnetLink.parse(text, strict=True)
+        except ValueError as error:  # MagnetError, or an InfoHash refusing its bytes
+            raise CLIError(f"bad magnet link: {error}") from error
+    if text != "-" and not os.path.exists(text):
+        try:
+            return MagnetLink.from_info_hash(InfoHash.parse(text))
+        except ValueError:
+            pass  # not an info-hash either: report the missing file below
+        raise CLIError(f"{text}: no such file (nor a magnet link or an info-hash)")
+    return load_torrent(text)
+
+
+def parse_info_hash(text: str) -> InfoHash:
+    """An info-hash typed as 40 hex or 32 base32 characters (v1), 64 hex (v2) or a
+    ``1220``-prefixed multihash.
+
+    Raises:
+        CLIError: ``text`` is none of these.
+    """
+    try:
+        return InfoHash.parse(text.strip())
+    except ValueError as error:
+        raise CLIError(str(error)) from error
+
+
+def parse_port(text: str) -> int:
+    """A port number, 0 to 65535 (0: any free port, where binding).
+
+    Raises:
+        CLIError: not a number in range.
+    """
+    try:
+        port = int(text, 10)
+    except ValueError:
+        raise CLIError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 0xFFFF:
+        raise CLIError(f"a port is in 0..65535, not {port}")
+    return port
+
+
+def parse_endpoint(
+    text: str, *, default_host: str | None = None, default_port: int | None = None
+) -> tuple[str, int]:
+    """``HOST:PORT``, ``[IPV6]:PORT``, ``:PORT`` or ``HOST`` as ``(host, port)``.
+
+    A bare IPv6 address (``::1``) is a host, not a port. Missing parts come from the
+    defaults; without one the input is refused.
+
+    Raises:
+        CLIError: a malformed pair, a bad port, or a missing part with no default.
+    """
+    text = text.strip()
+    host: str | None
+    port_text: str | None
+    if text.startswith("["):
+        close = text.find("]")
+        if close < 0:
+            raise CLIError(f"missing ']' in {text!r} (write [IPV6]:PORT)")
+        host, rest = text[1:close], text[close + 1 :]
+        if rest and not rest.startswith(":"):
+            raise CLIError(f"expected ':PORT' after ']' in {text!r}")
+        port_text = rest[1:] if rest else None
+    elif text.count(":") > 1:
+        host, port_text = text, None  # a bare IPv6 address
+    elif ":" in text:
+        host, port_text = text.split(":")
+    else:
+        host, port_text = text, None
+        if text.isdigit():
+            host, port_text = None, text  # a lone number is a port
+    host = host or default_host
+    if host is None:
+        raise CLIError(f"missing host in {text!r} (write HOST:PORT)")
+    if ":" in host:
+        try:
+            ip_address(host)
+        except ValueError:
+            raise CLIError(f"not an IPv6 address: {host!r}") from None
+    if port_text:
+        port = parse_port(port_text)
+    elif default_port is not None:
+        port = default_port
+    else:
+        raise CLIError(f"missing port in {text!r} (write HOST:PORT)")
+    return host, port
