@@ -1,4 +1,5 @@
-"""The iterative Kademlia lookup (BEP 5 ``find_node`` / ``get_peers``, BEP 44 ``get``), sans-IO.
+"""The iterative Kademlia lookup (BEP 5 ``find_node`` / ``get_peers``, BEP 44 ``get``, BEP 51
+``sample_infohashes``), sans-IO.
 
 A :class:`Lookup` walks towards a target: it queries the closest nodes it knows, learns closer
 ones from their answers, and stops when the ``k`` closest nodes it has seen have all answered
@@ -31,6 +32,8 @@ entries (default ``8 * k``): the farthest never-queried ones are dropped first; 
 are at most ``max_queries``. Peers (``values``) are deduplicated and capped at ``max_peers``.
 With ``one_per_ip`` (the default, libtorrent's ``restrict_search_ips``) a second node id at an
 address already in the set is ignored, so one host cannot fill the lookup with made-up ids.
+An optional ``node_filter`` refuses candidates before they are stored (the node core uses it
+for address families it has no socket for, unconnectable addresses and BEP 42 enforcement).
 
 Answers from nodes we did not query (or that are no longer outstanding) are ignored, as are
 answers whose ``id`` is not the id we queried (counted as a failure of that node: it is not
@@ -42,7 +45,7 @@ from __future__ import annotations
 
 import bisect
 import enum
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import Literal
@@ -64,8 +67,8 @@ __all__ = [
     "LookupResult",
 ]
 
-LookupKind = Literal["find_node", "get_peers", "get"]
-_KINDS: frozenset[str] = frozenset({"find_node", "get_peers", "get"})
+LookupKind = Literal["find_node", "get_peers", "get", "sample_infohashes"]
+_KINDS: frozenset[str] = frozenset({"find_node", "get_peers", "get", "sample_infohashes"})
 
 DEFAULT_SLOW_AFTER = 2.0
 DEFAULT_QUERY_TIMEOUT = 8.0
@@ -156,11 +159,14 @@ class Lookup:
         one_per_ip: bool = True,
         own_id: NodeId | None = None,
         salt: bytes = b"",
+        node_filter: Callable[[NodeInfo], bool] | None = None,
     ) -> None:
         if not isinstance(target, NodeId):
             raise LocalProtocolError(f"target must be a NodeId, got {target!r}")
         if not isinstance(kind, str) or kind not in _KINDS:
-            raise LocalProtocolError(f"kind must be find_node, get_peers or get, got {kind!r}")
+            raise LocalProtocolError(
+                f"kind must be find_node, get_peers, get or sample_infohashes, got {kind!r}"
+            )
         if alpha < 1 or k < 1 or max_peers < 0:
             raise LocalProtocolError("alpha and k must be at least 1, max_peers at least 0")
         if not isinstance(salt, bytes) or len(salt) > MAX_SALT_SIZE:
@@ -181,6 +187,7 @@ class Lookup:
         self.one_per_ip = one_per_ip
         self._own = own_id.value if own_id is not None else None
         self._salt = salt
+        self._filter = node_filter
         self._target_int = int(target)
         # Sorted by distance (bisected on _Entry.distance).
         self._entries: list[_Entry] = []
@@ -208,6 +215,8 @@ class Lookup:
             return
         host = _host(info.address)
         if self.one_per_ip and host in self._hosts:
+            return
+        if self._filter is not None and not self._filter(info):
             return
         distance = int(NodeId(info.node_id)) ^ self._target_int
         if len(self._entries) >= self.max_candidates:
@@ -294,6 +303,20 @@ class Lookup:
             free -= 1
         self._update_done()
         return out
+
+    def add_candidates(self, nodes: Iterable[NodeInfo]) -> None:
+        """Offer more nodes to query, learned elsewhere (the node core feeds a dual-stack
+        lookup's IPv6 half with the ``nodes6`` its IPv4 half hears, and back). The usual
+        rules apply (bounds, one per IP, the filter); ignored once the lookup is done."""
+        if self._done:
+            return
+        nodes = list(nodes)
+        for info in nodes:
+            if not isinstance(info, NodeInfo):
+                raise LocalProtocolError(f"a candidate must be a NodeInfo, got {info!r}")
+        ordered = sorted(nodes, key=lambda info: int(NodeId(info.node_id)) ^ self._target_int)
+        for info in ordered:
+            self._add(info)
 
     def next_deadline(self) -> float | None:
         """When :meth:`handle_timer` next has something to do (None: no query in flight)."""

@@ -82,6 +82,7 @@ from ._krpc import (
     Get,
     GetPeers,
     KRPCQueryError,
+    Message,
     Ping,
     Put,
     Query,
@@ -259,13 +260,21 @@ class QueryHandler:
         try:
             message = decode_message(datagram)
         except KRPCQueryError as error:
-            self._queries[error.method] += 1
-            if not self._admit(source, now):
-                return None
-            return self._error(error.transaction_id, ErrorCode.PROTOCOL, str(error), source)
+            return self.handle_query_error(error, source, now)
         except KRPCError:
             self._stats["dropped_malformed"] += 1
             return None
+        return self.handle_message(message, source, now)
+
+    def handle_message(self, message: Message, source: PeerAddress, now: float) -> bytes | None:
+        """Like :meth:`handle`, for a datagram the caller has already decoded.
+
+        The node core decodes each datagram once, keeps responses and errors for its own
+        transactions and hands queries here; a response or error given here is counted
+        (``not_queries``) and gets None.
+        """
+        if not isinstance(source, PeerAddress):
+            raise LocalProtocolError(f"source is a PeerAddress, got {source!r}")
         if isinstance(message, Response | ErrorReply):
             self._stats["not_queries"] += 1
             return None
@@ -276,6 +285,34 @@ class QueryHandler:
         if not message.read_only:
             self._offer(message.node_id, source, now)
         return self._answer(message, source, now)
+
+    def handle_query_error(
+        self, error: KRPCQueryError, source: PeerAddress, now: float
+    ) -> bytes | None:
+        """The error 203 reply to a query whose arguments did not decode (None when
+        rate-limited or read-only)."""
+        self._queries[error.method] += 1
+        if not self._admit(source, now):
+            return None
+        return self._error(error.transaction_id, ErrorCode.PROTOCOL, str(error), source)
+
+    def rebind(
+        self, own_id: NodeId | bytes, table: RoutingTable, table6: RoutingTable | None = None
+    ) -> None:
+        """Answer as *own_id* from new tables (after a BEP 42 id change); stores, tokens, the
+        rate limiter and the counters are kept."""
+        own = _id_bytes(own_id)
+        tables: dict[Family, RoutingTable] = {}
+        for candidate in (table, table6):
+            if candidate is None:
+                continue
+            if not isinstance(candidate, RoutingTable) or candidate.own_id.value != own:
+                raise LocalProtocolError("rebind takes RoutingTables of the new id")
+            if candidate.family in tables:
+                raise LocalProtocolError("table and table6 must be of different families")
+            tables[candidate.family] = candidate
+        self._own = own
+        self._tables = tables
 
     def _admit(self, source: PeerAddress, now: float) -> bool:
         if self.read_only:

@@ -1,0 +1,934 @@
+"""DHTNode: a complete Mainline DHT node with no I/O (the datagram core of DESIGN section 3).
+
+The node ties the pieces together: the routing tables (one per address family, BEP 32), the
+serving side (:class:`~bip_dht.QueryHandler`: tokens, peer store, item store, rate limits), our
+own outstanding queries (:class:`~bip_dht._transactions.TransactionTable`) and the operations
+the caller starts (:mod:`bip_dht._node_ops`). The shell moves bytes::
+
+    node = DHTNode(rng=random.SystemRandom(), now=clock(), families=(4, 6))
+    node.receive_datagram(data, source, now)          # every datagram from the socket(s)
+    for data, address in node.datagrams_to_send(now): # after every call: send these
+        sock.sendto(data, address)
+    node.handle_timer(now)                            # at node.next_deadline()
+    while (event := node.next_event()) is not None: ...
+
+Operations (:meth:`DHTNode.ping`, :meth:`~DHTNode.bootstrap`, :meth:`~DHTNode.find_node`,
+:meth:`~DHTNode.get_peers`, :meth:`~DHTNode.announce`, :meth:`~DHTNode.get`,
+:meth:`~DHTNode.put`, :meth:`~DHTNode.sample_infohashes`) return an operation id at once;
+progress (:class:`~bip_dht.PeersFound`, :class:`~bip_dht.SamplesFound`) and exactly one
+Finished event with that id come out of :meth:`~DHTNode.next_event`. Time is the caller's
+``now`` (seconds, monotonic); randomness (node id, transaction ids, token secrets, samples)
+comes from the injected ``rng``: give the shell a ``random.SystemRandom()``.
+
+Decisions, the way libtorrent's node / rpc_manager / dht_tracker make them:
+
+- Each datagram is decoded once. Queries go to the QueryHandler (which offers the querier
+  to the routing table as heard-from, not confirmed). Responses and errors must match an
+  outstanding transaction: its id, the address we queried and (when we knew it) the node id;
+  anything else is dropped and counted (``unmatched``, ``id_mismatch``). An answer that lacks
+  what its query needs counts as the node's failure (``invalid_answers``). Nothing a peer
+  sends makes the node raise.
+- Every sender of a valid response goes to its family's table as confirmed
+  (``responded=True``); a timeout is the node's failure in the table (``failed``) and in the
+  lookup that sent it. A KRPC error answer ends that query as failed for the lookup, but the
+  node is alive, so the table is not told.
+- Bootstrap works from addresses whose ids we do not know (a router's name, a config file):
+  ``find_node`` of our own id to each, then a lookup of our id seeded with what they
+  returned. The addresses are remembered (bounded), and while a table stays empty the node
+  bootstraps from them again every ``bootstrap_retry_interval``.
+- Maintenance, every ``maintenance_interval``: ping the least recently seen questionable node
+  of each bucket (BEP 5), refresh buckets unchanged for 15 minutes with a find_node lookup of
+  a random id inside them, expire stored peers and items.
+- BEP 42: every response's ``ip`` is a vote for our external address; one vote per responder
+  IP per round, and an address is believed once ``external_ip_votes`` responders agree. With
+  ``bep42_own_id``, a believed address that is not local and that our id does not match gives
+  us a new id (:class:`~bip_dht.NodeIdChanged`): the tables are rebuilt around it from their
+  saved nodes (all back to unconfirmed, to be pinged), the QueryHandler answers as the new id
+  and a lookup of the new id refills the neighbourhood. IPv4 decides when we run IPv4.
+- BEP 43 read-only: ``ro=1`` on every query we send, and no query answered.
+- IPv4 and IPv6: one table per family, queries to an address go out over its family (the
+  shell picks the socket by ``address.family``), node-returning queries carry BEP 32
+  ``want`` for both families when we run both. Datagrams from a family we do not run are
+  dropped. IPv4-mapped IPv6 sources count as IPv4.
+- Bounds: ``max_outstanding`` transactions (lookups wait for room); ``max_lookups``
+  lookup-based operations at once, ``max_queued`` more waiting, beyond which an operation ends
+  at once with its Finished event (``refused``); ``max_events`` queued events (progress
+  events are dropped past it, Finished events never); ``max_outbox`` datagrams waiting to be
+  sent. The stores have their own caps (:class:`~bip_dht.DHTConfig`).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, deque
+from collections.abc import Callable, Collection, Iterable
+from ipaddress import IPv4Address, IPv6Address
+from typing import Any
+
+from bip_bencode import BencodeError, decode, encode
+from bip_handshake import Family, NodeInfo, PeerAddress
+from bip_metainfo import InfoHash
+
+from ._errors import KRPCError, LocalProtocolError
+from ._items import ImmutableItem, ItemStore, MutableItem
+from ._krpc import (
+    WANT_N4,
+    WANT_N6,
+    ErrorReply,
+    KRPCQueryError,
+    Ping,
+    Query,
+    Response,
+    decode_message,
+)
+from ._lookup import Lookup, LookupKind
+from ._node_config import DHTConfig
+from ._node_events import DHTEvent, NodeIdChanged
+from ._node_id import NodeId, is_bep42_exempt
+from ._node_ops import (
+    AnnounceOp,
+    BootstrapOp,
+    LookupOp,
+    Operation,
+    PingOp,
+    PutOp,
+)
+from ._peer_store import PeerStore
+from ._ratelimit import RateLimiter
+from ._routing import Admission, NodeState, RoutingStateError, RoutingTable, bep42_filter
+from ._serve import QueryHandler
+from ._stats import DHTStatistics
+from ._tokens import TokenManager
+from ._transactions import Transaction, TransactionTable
+
+__all__ = ["DHTNode"]
+
+# Distinct addresses voted for in one round, per family (one host cannot grow it further).
+_MAX_VOTE_CANDIDATES = 64
+_STATE_VERSION = 1
+_IP = IPv4Address | IPv6Address
+_IPV4_ONLY: tuple[Family, ...] = (4,)
+_COMPACT_V6 = 18
+
+
+def _target(value: object, name: str) -> NodeId:
+    if isinstance(value, NodeId):
+        return value
+    if isinstance(value, bytes | bytearray) and len(value) == 20:
+        return NodeId(bytes(value))
+    raise LocalProtocolError(f"{name} is a NodeId or 20 bytes, got {value!r}")
+
+
+def _info_hash(value: object) -> NodeId:
+    if isinstance(value, InfoHash):
+        # the v1 swarm when there is one (a hybrid torrent's v2 swarm is another call)
+        return NodeId(value.swarm_ids()[0])
+    return _target(value, "info_hash")
+
+
+def _address(value: object) -> PeerAddress:
+    if not isinstance(value, PeerAddress):
+        raise LocalProtocolError(f"an address is a PeerAddress, got {value!r}")
+    return value.normalized()
+
+
+class DHTNode:
+    """A sans-IO Mainline DHT node; see the module docstring.
+
+    Args:
+        rng: all randomness (give ``random.SystemRandom()`` outside tests).
+        now: the creation time.
+        families: the address families the node runs (4, 6 or both).
+        node_id: our id (default: the saved one, else random; BEP 42 may change it later).
+        config: the knobs.
+        state: bytes from :meth:`save_state`: our id (unless *node_id* is given), the known
+            nodes (unconfirmed until they answer) and the bootstrap addresses.
+
+    Raises:
+        LocalProtocolError: a bad argument.
+        RoutingStateError: *state* is malformed.
+    """
+
+    def __init__(
+        self,
+        *,
+        rng: random.Random,
+        now: float,
+        families: Collection[Family] = _IPV4_ONLY,
+        node_id: NodeId | bytes | None = None,
+        config: DHTConfig = DHTConfig(),  # noqa: B008 - frozen, shared safely
+        state: bytes | None = None,
+    ) -> None:
+        if not isinstance(rng, random.Random):
+            raise LocalProtocolError(f"rng is a random.Random, got {rng!r}")
+        if not isinstance(config, DHTConfig):
+            raise LocalProtocolError(f"config is a DHTConfig, got {config!r}")
+        fams = tuple(sorted(set(families)))
+        if not fams or any(f not in (4, 6) or isinstance(f, bool) for f in fams):
+            raise LocalProtocolError(f"families is a non-empty collection of 4 and 6: {families!r}")
+        self._rng = rng
+        self._config = config
+        # the last time the node was told; statistics() and lookup seeding read node states
+        # at it
+        self._stats_now = now
+        self._families: tuple[Family, ...] = fams
+        saved_tables: dict[Family, bytes] = {}
+        self._bootstrap_addresses: list[PeerAddress] = []
+        saved_id: NodeId | None = None
+        if state is not None:
+            saved_id, saved_tables, self._bootstrap_addresses = self._parse_state(state)
+        if node_id is not None:
+            own = _target(node_id, "node_id")
+        elif saved_id is not None:
+            own = saved_id
+        else:
+            own = NodeId.random(rng)
+        self._own = own
+        self._tables: dict[Family, RoutingTable] = {}
+        for family in fams:
+            saved = saved_tables.get(family)
+            if saved is not None:
+                self._tables[family] = RoutingTable.load(
+                    saved, own_id=own, now=now, **self._table_options()
+                )
+            else:
+                self._tables[family] = RoutingTable(
+                    own, family=family, now=now, **self._table_options()
+                )
+        self._tokens = TokenManager(rng, now, rotate_interval=config.token_rotate_interval)
+        self._peer_store = PeerStore(
+            max_peers_per_hash=config.max_peers_per_hash,
+            max_hashes=config.max_hashes,
+            max_peers=config.max_peers,
+            peer_ttl=config.peer_ttl,
+        )
+        self._items = ItemStore(max_items=config.max_items, lifetime=config.item_lifetime)
+        limiter = (
+            RateLimiter(
+                rate=config.query_rate,
+                burst=config.query_burst,
+                max_hosts=config.rate_limited_hosts,
+            )
+            if config.rate_limit
+            else None
+        )
+        tables = list(self._tables.values())
+        self._handler = QueryHandler(
+            own,
+            tables[0],
+            self._tokens,
+            self._peer_store,
+            self._items,
+            table6=tables[1] if len(tables) > 1 else None,
+            read_only=config.read_only,
+            rate_limit=limiter,
+            rng=rng,
+            version=config.version,
+            sample_count=config.sample_count,
+            sample_interval=config.sample_interval,
+        )
+        self._transactions = TransactionTable(
+            rng, capacity=config.max_outstanding, timeout=config.query_timeout
+        )
+        self._next_op = 1
+        self._running: dict[int, Operation] = {}
+        self._queue: deque[Operation] = deque()
+        self._events: deque[DHTEvent] = deque()
+        self._outbox: list[tuple[bytes, PeerAddress]] = []
+        self._pending_pings: deque[PeerAddress] = deque()
+        self._next_tick = now + config.maintenance_interval
+        self._last_bootstrap: float | None = None
+        self._bootstrap_op: int | None = None
+        # BEP 42 voting: family -> candidate ip -> voter ips; family -> voters this round
+        self._votes: dict[Family, dict[_IP, set[_IP]]] = {}
+        self._voters: dict[Family, set[_IP]] = {}
+        self._external: dict[Family, PeerAddress] = {}
+        self._counts: Counter[str] = Counter()
+        self._queries_sent: Counter[bytes] = Counter()
+        self._errors_received: Counter[int] = Counter()
+
+    # -- construction helpers ---------------------------------------------------------------
+
+    def _table_options(self) -> dict[str, Any]:
+        config = self._config
+        return {
+            "rng": self._rng,
+            "k": config.k,
+            "max_failures": config.max_failures,
+            "restrict_ips": config.restrict_routing_ips,
+            "node_filter": bep42_filter if config.enforce_node_id else None,
+        }
+
+    def _parse_state(self, state: bytes) -> tuple[NodeId, dict[Family, bytes], list[PeerAddress]]:
+        if not isinstance(state, bytes | bytearray | memoryview):
+            raise LocalProtocolError(f"state is bytes, got {type(state).__name__}")
+        limit = 2 * 160 * 2 * 64 * 38 + self._config.max_bootstrap_addresses * 18 + 1024
+        if len(state) > limit:
+            raise RoutingStateError(f"node state is over {limit} bytes")
+        try:
+            top = decode(bytes(state))
+        except BencodeError as exc:
+            raise RoutingStateError(f"node state is not bencoded: {exc}") from None
+        if not isinstance(top, dict):
+            raise RoutingStateError("node state is not a dictionary")
+        raw_id = top.get(b"id")
+        if not isinstance(raw_id, bytes) or len(raw_id) != 20:
+            raise RoutingStateError("node state 'id' is a 20-byte string")
+        tables: dict[Family, bytes] = {}
+        raw_tables = top.get(b"tables", [])
+        if not isinstance(raw_tables, list) or len(raw_tables) > 2:
+            raise RoutingStateError("node state 'tables' is a list of at most 2 tables")
+        for blob in raw_tables:
+            if not isinstance(blob, bytes):
+                raise RoutingStateError("node state 'tables' holds byte strings")
+            try:
+                family = decode(blob).get(b"family")  # type: ignore[union-attr]
+            except (BencodeError, AttributeError):
+                raise RoutingStateError("a saved table is not a bencoded dictionary") from None
+            if family in (4, 6) and family in self._families:
+                tables[4 if family == 4 else 6] = blob
+        raw_boot = top.get(b"bootstrap", b"")
+        if not isinstance(raw_boot, bytes) or len(raw_boot) > (
+            self._config.max_bootstrap_addresses * _COMPACT_V6 * 2
+        ):
+            raise RoutingStateError("node state 'bootstrap' is a bounded byte string")
+        addresses: list[PeerAddress] = []
+        offset = 0
+        while offset < len(raw_boot):
+            size = raw_boot[offset]
+            chunk = raw_boot[offset + 1 : offset + 1 + size]
+            if size not in (6, 18) or len(chunk) != size:
+                raise RoutingStateError("node state 'bootstrap' holds malformed addresses")
+            addresses.append(PeerAddress.from_compact(chunk))
+            offset += 1 + size
+        return NodeId(raw_id), tables, addresses[: self._config.max_bootstrap_addresses]
+
+    # -- reading ----------------------------------------------------------------------------
+
+    @property
+    def node_id(self) -> NodeId:
+        """Our node id now (BEP 42 may change it: :class:`~bip_dht.NodeIdChanged`)."""
+        return self._own
+
+    @property
+    def own_id(self) -> NodeId:
+        """Same as :attr:`node_id` (the operations' view)."""
+        return self._own
+
+    @property
+    def config(self) -> DHTConfig:
+        """The configuration the node runs with."""
+        return self._config
+
+    @property
+    def families(self) -> tuple[Family, ...]:
+        """The address families the node runs."""
+        return self._families
+
+    def table(self, family: Family = 4) -> RoutingTable:
+        """The routing table of *family* (read it; let the node change it).
+
+        Raises:
+            LocalProtocolError: the node does not run *family*.
+        """
+        table = self._tables.get(family)
+        if table is None:
+            raise LocalProtocolError(f"the node does not run IPv{family}")
+        return table
+
+    @property
+    def external_addresses(self) -> dict[Family, PeerAddress]:
+        """Our external address per family, as the responders' votes decided (BEP 42)."""
+        return dict(self._external)
+
+    def warm_table(self, nodes: Iterable[NodeInfo], now: float) -> int:
+        """Offer *nodes* to the routing tables as nodes that have just answered us; return how
+        many were taken into a bucket or a replacement cache.
+
+        For simulations and tests that start from a network already formed (and for a caller
+        that confirmed nodes by other means); nodes of a family we do not run are skipped.
+        """
+        taken = 0
+        for node in nodes:
+            if not isinstance(node, NodeInfo):
+                raise LocalProtocolError(f"a node is a NodeInfo, got {node!r}")
+            table = self._tables.get(node.address.normalized().family)
+            if table is None:
+                continue
+            info = NodeInfo(node.node_id, node.address.normalized())
+            if table.heard_from(info, now, responded=True) is not Admission.REJECTED:
+                taken += 1
+        return taken
+
+    def statistics(self) -> DHTStatistics:
+        """A snapshot of the node's counters and sizes."""
+        serve = self._handler.statistics()
+        counts = self._counts
+        now_tables = {f: list(t.entries(self._stats_now)) for f, t in self._tables.items()}
+        return DHTStatistics(
+            node_id=self._own,
+            nodes={f: sum(1 for e in es if e.in_bucket) for f, es in now_tables.items()},
+            good_nodes={
+                f: sum(1 for e in es if e.in_bucket and e.state is NodeState.GOOD)
+                for f, es in now_tables.items()
+            },
+            replacements={f: sum(1 for e in es if not e.in_bucket) for f, es in now_tables.items()},
+            buckets={f: t.bucket_count for f, t in self._tables.items()},
+            external_addresses={int(f): a for f, a in self._external.items()},
+            datagrams_received=counts["datagrams_received"],
+            datagrams_sent=counts["datagrams_sent"],
+            bytes_received=counts["bytes_received"],
+            bytes_sent=counts["bytes_sent"],
+            queries_sent=dict(self._queries_sent),
+            responses_received=counts["responses"],
+            errors_received=dict(self._errors_received),
+            timeouts=counts["timeouts"],
+            unmatched=counts["unmatched"],
+            id_mismatch=counts["id_mismatch"],
+            invalid_answers=counts["invalid_answers"],
+            malformed=counts["malformed"] + serve.dropped_malformed,
+            wrong_family=counts["wrong_family"],
+            queries_received=dict(serve.queries),
+            errors_sent=dict(serve.errors_sent),
+            rate_limited=serve.rate_limited,
+            read_only_ignored=serve.read_only_ignored,
+            outstanding=len(self._transactions),
+            lookups=sum(1 for op in self._running.values() if op.uses_lookup_slot),
+            queued=len(self._queue),
+            refused=counts["refused"],
+            events_dropped=counts["events_dropped"],
+            outbox_dropped=counts["outbox_dropped"],
+            info_hashes=self._peer_store.hash_count,
+            peers=len(self._peer_store),
+            items=len(self._items),
+        )
+
+    # -- the datagram core -------------------------------------------------------------------
+
+    def receive_datagram(self, data: bytes, source: PeerAddress, now: float) -> None:
+        """Take one datagram from *source*. Never raises on what a peer sends."""
+        source = _address(source)
+        self._stats_now = now
+        self._counts["datagrams_received"] += 1
+        self._counts["bytes_received"] += len(data)
+        if source.family not in self._tables:
+            self._counts["wrong_family"] += 1
+            return
+        try:
+            message = decode_message(data, self._config.limits)
+        except KRPCQueryError as error:
+            self._reply(self._handler.handle_query_error(error, source, now), source)
+            return
+        except KRPCError:
+            self._counts["malformed"] += 1
+            return
+        if isinstance(message, Response | ErrorReply):
+            self._on_answer(message, source, now)
+        else:
+            self._reply(self._handler.handle_message(message, source, now), source)
+        self._pump(now)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, PeerAddress]]:
+        """The datagrams to send now, each with its destination (send over its family)."""
+        self._pump(now)
+        out, self._outbox = self._outbox, []
+        return out
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`handle_timer` must next run (never None: maintenance always ticks)."""
+        deadline = self._next_tick
+        tx = self._transactions.next_deadline()
+        if tx is not None and tx < deadline:
+            deadline = tx
+        for op in self._running.values():
+            when = op.next_deadline()
+            if when is not None and when < deadline:
+                deadline = when
+        return deadline
+
+    def handle_timer(self, now: float) -> None:
+        """Run what is due: query timeouts, lookups' slow timers, maintenance."""
+        self._stats_now = now
+        for tx in self._transactions.expire(now):
+            self._counts["timeouts"] += 1
+            if tx.node_id is not None:
+                table = self._tables.get(tx.address.family)
+                if table is not None:
+                    table.failed(NodeInfo(tx.node_id, tx.address), now)
+            op = self._running.get(tx.operation)
+            if op is not None:
+                op.on_failure(tx, None, now)
+        for op in list(self._running.values()):
+            op.handle_timer(now)
+        if now >= self._next_tick:
+            self._next_tick = now + self._config.maintenance_interval
+            self._maintain(now)
+        self._pump(now)
+
+    def next_event(self) -> DHTEvent | None:
+        """The next event, or None when there is none."""
+        return self._events.popleft() if self._events else None
+
+    # -- operations -------------------------------------------------------------------------
+
+    def ping(self, address: PeerAddress, now: float) -> int:
+        """Ping *address*; ends with :class:`~bip_dht.PingFinished` (the node, or None)."""
+        address = self._sendable(address)
+        return self._start(PingOp(self, self._op_id(), address), now)
+
+    def add_node(self, address: PeerAddress, now: float) -> None:
+        """Ping *address* in the background: if it answers, it joins the routing table (as
+        libtorrent's add_node). No event; dropped when the ping queue is full."""
+        address = self._sendable(address)
+        if len(self._pending_pings) < max(self._config.max_queued, 1):
+            self._pending_pings.append(address)
+        self._pump(now)
+
+    def bootstrap(self, addresses: Iterable[PeerAddress], now: float) -> int:
+        """Join the DHT through *addresses* (ids unknown) and the nodes already known.
+
+        The addresses are remembered (up to ``max_bootstrap_addresses``) for re-bootstraps
+        and :meth:`save_state`. Addresses of a family the node does not run are skipped.
+        Ends with :class:`~bip_dht.LookupFinished` of kind ``bootstrap``.
+        """
+        chosen: list[PeerAddress] = []
+        for given in addresses:
+            address = _address(given)
+            if address.family in self._tables and address.is_connectable and address not in chosen:
+                chosen.append(address)
+            if len(chosen) >= self._config.max_bootstrap_addresses:
+                break
+        for address in chosen:
+            if address not in self._bootstrap_addresses:
+                self._bootstrap_addresses.append(address)
+        del self._bootstrap_addresses[: -self._config.max_bootstrap_addresses]
+        self._last_bootstrap = now
+        op = BootstrapOp(self, self._op_id(), chosen, slow_after=self._config.slow_after)
+        self._bootstrap_op = op.id
+        return self._start(op, now)
+
+    def find_node(self, target: NodeId | bytes, now: float) -> int:
+        """Look up the nodes closest to *target*; ends with LookupFinished (``find_node``)."""
+        return self._start(
+            LookupOp(self, self._op_id(), "find_node", _target(target, "target")), now
+        )
+
+    def get_peers(
+        self,
+        info_hash: bytes | InfoHash,
+        now: float,
+        *,
+        scrape: bool = False,
+        noseed: bool = False,
+    ) -> int:
+        """Look up peers of *info_hash* (PeersFound as they come, then LookupFinished).
+
+        *scrape* asks for BEP 33 bloom filters (the Finished event carries the estimates);
+        *noseed* asks to leave seeds out. An :class:`~bip_metainfo.InfoHash` means its first
+        swarm id (v1 for a hybrid torrent).
+        """
+        op = LookupOp(
+            self,
+            self._op_id(),
+            "get_peers",
+            _info_hash(info_hash),
+            scrape=bool(scrape),
+            noseed=bool(noseed),
+        )
+        return self._start(op, now)
+
+    def announce(
+        self,
+        info_hash: bytes | InfoHash,
+        now: float,
+        *,
+        port: int | None = None,
+        seed: bool = False,
+    ) -> int:
+        """get_peers, then announce_peer to the ``k`` closest responders (with a token).
+
+        *port* None announces the port our datagrams come from (``implied_port``), right
+        for a client whose TCP (uTP) port is its DHT port. Ends with AnnounceFinished;
+        peers found on the way come as PeersFound.
+        """
+        if port is not None and (
+            isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 0xFFFF
+        ):
+            raise LocalProtocolError(f"port is None or in 1..65535, got {port!r}")
+        op = AnnounceOp(
+            self,
+            self._op_id(),
+            _info_hash(info_hash),
+            port=port,
+            seed=bool(seed),
+            k=self._config.k,
+        )
+        return self._start(op, now)
+
+    def get(self, target: bytes, now: float, *, seq: int | None = None, salt: bytes = b"") -> int:
+        """BEP 44 get: the item stored under *target* (LookupFinished ``get``; its
+        ``result.item`` is the best verified item, highest ``seq`` for mutable ones).
+
+        *seq* asks nodes not to send a mutable value we already have at that version; *salt*
+        is needed to verify a salted mutable item's signature.
+        """
+        if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or seq < 0):
+            raise LocalProtocolError(f"seq is None or a non-negative int, got {seq!r}")
+        if not isinstance(salt, bytes) or len(salt) > 64:
+            raise LocalProtocolError("salt is at most 64 bytes")
+        op = LookupOp(self, self._op_id(), "get", _target(target, "target"), seq=seq, salt=salt)
+        return self._start(op, now)
+
+    def put(self, item: ImmutableItem | MutableItem, now: float, *, cas: int | None = None) -> int:
+        """BEP 44 put: get lookup on the item's target, then put to the ``k`` closest
+        responders with a token (*cas*: compare-and-swap on the stored ``seq``, mutable
+        items only). Ends with PutFinished."""
+        if not isinstance(item, ImmutableItem | MutableItem):
+            raise LocalProtocolError(f"item is an ImmutableItem or MutableItem, got {item!r}")
+        if cas is not None and (
+            not isinstance(item, MutableItem) or isinstance(cas, bool) or not isinstance(cas, int)
+        ):
+            raise LocalProtocolError("cas is an int, for mutable items only")
+        return self._start(PutOp(self, self._op_id(), item, cas=cas, k=self._config.k), now)
+
+    def sample_infohashes(self, target: NodeId | bytes, now: float) -> int:
+        """BEP 51: a lookup towards *target* asking each node for a sample of the info-hashes
+        it stores (SamplesFound per answer, then LookupFinished ``sample_infohashes``)."""
+        op = LookupOp(self, self._op_id(), "sample_infohashes", _target(target, "target"))
+        return self._start(op, now)
+
+    def cancel(self, operation: int) -> None:
+        """Stop *operation* now; its Finished event reports what it found so far. Unknown or
+        finished operations are ignored. Answers to its queries still feed the table."""
+        op = self._running.pop(operation, None)
+        if op is None:
+            for queued in self._queue:
+                if queued.id == operation:
+                    self._queue.remove(queued)
+                    op = queued
+                    break
+        if op is None:
+            return
+        op.cancel()
+        self._finish(op)
+
+    def save_state(self, now: float) -> bytes:
+        """Bencoded state to give the next :class:`DHTNode` (``state=``): our id, the nodes
+        worth keeping and the bootstrap addresses."""
+        boot = b"".join(
+            bytes((len(c),)) + c for c in (a.to_compact() for a in self._bootstrap_addresses)
+        )
+        return encode(
+            {
+                b"v": _STATE_VERSION,
+                b"id": self._own.value,
+                b"tables": [table.save(now) for table in self._tables.values()],
+                b"bootstrap": boot,
+            }
+        )
+
+    # -- operation plumbing ------------------------------------------------------------------
+
+    def _op_id(self) -> int:
+        op_id = self._next_op
+        self._next_op += 1
+        return op_id
+
+    def _sendable(self, address: PeerAddress) -> PeerAddress:
+        address = _address(address)
+        if address.family not in self._tables:
+            raise LocalProtocolError(f"the node does not run IPv{address.family}: {address}")
+        if not address.is_connectable:
+            raise LocalProtocolError(f"{address} cannot be sent to")
+        return address
+
+    def _lookups_running(self) -> int:
+        return sum(1 for op in self._running.values() if op.uses_lookup_slot)
+
+    def _start(self, op: Operation, now: float) -> int:
+        self._stats_now = now
+        config = self._config
+        others = len(self._running) - self._lookups_running()
+        if not op.uses_lookup_slot and others >= config.max_outstanding + config.max_queued:
+            # pings wait for transaction slots; this many waiting is a caller gone wild
+            self._counts["refused"] += 1
+            op.cancel()
+            self._finish(op)
+        elif not op.uses_lookup_slot or self._lookups_running() < config.max_lookups:
+            self._running[op.id] = op
+            op.start(now)
+        elif len(self._queue) < config.max_queued:
+            self._queue.append(op)
+        else:
+            self._counts["refused"] += 1
+            op.cancel()
+            self._finish(op)
+        self._pump(now)
+        return op.id
+
+    def _finish(self, op: Operation) -> None:
+        if op.id == self._bootstrap_op:
+            self._bootstrap_op = None
+        if not op.internal:
+            self._events.append(op.finished())
+
+    def _pump(self, now: float) -> None:
+        """Let the operations send what they want within the free transaction slots, end
+        those that are done and start queued ones."""
+        # bounded: each round either ends an operation, starts one, or sends nothing new
+        for _ in range(1 + len(self._running) + len(self._queue)):
+            self._flush_pings(now)
+            for op in list(self._running.values()):
+                if op.done:
+                    continue
+                for send in op.sends(now, self._transactions.free):
+                    tx = self._open(send.address, send.node_id, op.id, send.build, now)
+                    op.sent(tx)
+            ended = [op for op in self._running.values() if op.done]
+            for op in ended:
+                del self._running[op.id]
+                self._finish(op)
+            started = False
+            while self._queue and self._lookups_running() < self._config.max_lookups:
+                op = self._queue.popleft()
+                self._running[op.id] = op
+                op.start(now)
+                started = True
+            if not ended and not started:
+                break
+
+    def _flush_pings(self, now: float) -> None:
+        while self._pending_pings and self._transactions.free > 0:
+            address = self._pending_pings.popleft()
+            self._open(address, None, 0, self._ping_builder(), now)
+
+    def _ping_builder(self) -> Callable[[bytes], Query]:
+        common = self.common()
+        return lambda tid: Ping(transaction_id=tid, **common)
+
+    def _open(
+        self,
+        address: PeerAddress,
+        node_id: bytes | None,
+        op_id: int,
+        build: Callable[[bytes], Query],
+        now: float,
+    ) -> Transaction:
+        tx = self._transactions.open(build, address, node_id, op_id, now)
+        query = tx.query
+        self._queries_sent[query.method] += 1
+        self._send(query.encode(), tx.address)
+        return tx
+
+    def _send(self, data: bytes, address: PeerAddress) -> None:
+        if len(self._outbox) >= self._config.max_outbox:
+            self._counts["outbox_dropped"] += 1
+            return
+        self._counts["datagrams_sent"] += 1
+        self._counts["bytes_sent"] += len(data)
+        self._outbox.append((data, address))
+
+    def _reply(self, data: bytes | None, source: PeerAddress) -> None:
+        if data is not None:
+            self._send(data, source)
+
+    # -- Context (what the operations use) ---------------------------------------------------
+
+    def common(self) -> dict[str, Any]:
+        """Fields of every query we send."""
+        return {
+            "node_id": self._own.value,
+            "version": self._config.version,
+            "read_only": self._config.read_only,
+        }
+
+    def want(self) -> tuple[bytes, ...] | None:
+        """BEP 32 ``want``: both families when we run both, else the socket's default."""
+        return (WANT_N4, WANT_N6) if len(self._tables) > 1 else None
+
+    def _search_filter(self, node: NodeInfo) -> bool:
+        address = node.address
+        if address.family not in self._tables or address.normalized() != address:
+            return False
+        if not address.is_connectable:
+            return False
+        return not self._config.enforce_node_id or bep42_filter(node)
+
+    def new_lookup(
+        self, target: NodeId, kind: LookupKind, seeds: list[NodeInfo], salt: bytes, family: Family
+    ) -> Lookup:
+        """A lookup of *family* with our settings, seeded with *seeds* and the family's table's
+        closest nodes (twice ``k``, so dead ones are replaced at once)."""
+        config = self._config
+        found = list(seeds)
+        table = self._tables.get(family)
+        if table is not None:
+            found.extend(table.closest(target, self._stats_now, 2 * config.k))
+
+        def accept(node: NodeInfo) -> bool:
+            return node.address.family == family and self._search_filter(node)
+
+        return Lookup(
+            target,
+            kind,
+            found,
+            alpha=config.alpha,
+            k=config.k,
+            slow_after=config.slow_after,
+            timeout=config.query_timeout,
+            max_peers=config.max_lookup_peers,
+            one_per_ip=config.restrict_search_ips,
+            own_id=self._own,
+            salt=salt,
+            node_filter=accept,
+        )
+
+    def emit(self, event: DHTEvent) -> None:
+        """Queue a progress event; dropped (and counted) when the queue is full."""
+        if len(self._events) >= self._config.max_events:
+            self._counts["events_dropped"] += 1
+            return
+        self._events.append(event)
+
+    # -- answers to our queries --------------------------------------------------------------
+
+    def _on_answer(self, message: Response | ErrorReply, source: PeerAddress, now: float) -> None:
+        tx = self._transactions.match(message.transaction_id, source)
+        if tx is None:
+            self._counts["unmatched"] += 1
+            return
+        op = self._running.get(tx.operation)
+        table = self._tables[tx.address.family]
+        if isinstance(message, ErrorReply):
+            self._errors_received[int(message.code)] += 1
+            if op is not None:
+                op.on_failure(tx, int(message.code), now)
+            return
+        problem = None
+        if tx.node_id is not None and message.node_id != tx.node_id:
+            problem = "id_mismatch"
+        else:
+            try:
+                message.check_answers(tx.query)
+            except KRPCError:
+                problem = "invalid_answers"
+        if problem is not None:
+            self._counts[problem] += 1
+            if tx.node_id is not None:
+                table.failed(NodeInfo(tx.node_id, tx.address), now)
+            if op is not None:
+                op.on_failure(tx, None, now)
+            return
+        self._counts["responses"] += 1
+        if not message.read_only:
+            table.heard_from(NodeInfo(message.node_id, tx.address), now, responded=True)
+        if message.ip is not None:
+            self._vote(message.ip, tx.address, now)
+        if op is not None:
+            op.on_response(tx, message, now)
+
+    # -- BEP 42 ------------------------------------------------------------------------------
+
+    def _vote(self, reported: PeerAddress, voter: PeerAddress, now: float) -> None:
+        reported = reported.normalized()
+        family = reported.family
+        if family != voter.family or family not in self._tables:
+            return
+        voters = self._voters.setdefault(family, set())
+        if voter.host in voters:
+            return
+        votes = self._votes.setdefault(family, {})
+        ballots = votes.get(reported.host)
+        if ballots is None:
+            if len(votes) >= _MAX_VOTE_CANDIDATES:
+                return
+            ballots = votes[reported.host] = set()
+        voters.add(voter.host)
+        ballots.add(voter.host)
+        if len(ballots) < self._config.external_ip_votes:
+            return
+        # a round is over: this address won it; start the next one from scratch
+        self._votes[family] = {}
+        self._voters[family] = set()
+        self._external[family] = reported
+        self._check_own_id(family, reported.host, now)
+
+    def _check_own_id(self, family: Family, ip: IPv4Address | IPv6Address, now: float) -> None:
+        if not self._config.bep42_own_id or is_bep42_exempt(ip):
+            return
+        if family == 6 and 4 in self._tables and 4 in self._external:
+            return  # IPv4 decides while we run it and know our IPv4 address
+        if self._own.is_valid_for(ip):
+            return
+        self._change_id(NodeId.for_ip(ip, self._rng), now)
+
+    def _change_id(self, new: NodeId, now: float) -> None:
+        old = self._own
+        self._own = new
+        for family, table in list(self._tables.items()):
+            self._tables[family] = RoutingTable.load(
+                table.save(now), own_id=new, now=now, **self._table_options()
+            )
+        tables = list(self._tables.values())
+        self._handler.rebind(new, tables[0], tables[1] if len(tables) > 1 else None)
+        self._events.append(NodeIdChanged(old=old, new=new))
+        # refill the neighbourhood of the new id (libtorrent re-bootstraps too)
+        refill = BootstrapOp(
+            self, self._op_id(), [], slow_after=self._config.slow_after, internal=True
+        )
+        self._start_internal(refill, now)
+
+    # -- maintenance -------------------------------------------------------------------------
+
+    def _start_internal(self, op: Operation, now: float) -> bool:
+        if op.uses_lookup_slot and self._lookups_running() >= self._config.max_lookups:
+            return False
+        self._running[op.id] = op
+        op.start(now)
+        return True
+
+    def _maintain(self, now: float) -> None:
+        config = self._config
+        pinged = 0
+        for table in self._tables.values():
+            for node in table.nodes_to_ping(now):
+                if pinged >= config.pings_per_tick or self._transactions.free <= config.alpha:
+                    break
+                if self._transactions.outstanding_to(node.address):
+                    continue
+                self._start_internal(
+                    PingOp(self, self._op_id(), node.address, node.node_id, internal=True), now
+                )
+                pinged += 1
+        refreshed = 0
+        for table in self._tables.values():
+            for refresh in table.buckets_to_refresh(now):
+                if refreshed >= config.refreshes_per_tick:
+                    break
+                op = LookupOp(self, self._op_id(), "find_node", refresh.target, internal=True)
+                if not self._start_internal(op, now):
+                    break
+                table.refresh_started(refresh.bucket, now)
+                refreshed += 1
+        empty = any(len(table) == 0 for table in self._tables.values())
+        if (
+            empty
+            and self._bootstrap_addresses
+            and self._bootstrap_op is None
+            and (
+                self._last_bootstrap is None
+                or now >= self._last_bootstrap + config.bootstrap_retry_interval
+            )
+        ):
+            op = BootstrapOp(
+                self,
+                self._op_id(),
+                list(self._bootstrap_addresses),
+                slow_after=config.slow_after,
+                internal=True,
+            )
+            if self._start_internal(op, now):
+                self._bootstrap_op = op.id
+                self._last_bootstrap = now
+        self._peer_store.expire(now)
+        self._items.expire(now)

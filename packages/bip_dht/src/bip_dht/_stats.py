@@ -1,0 +1,96 @@
+"""DHTStatistics: one snapshot of what a DHT node holds and has seen.
+
+Counters run from the node's creation; sizes are taken when the snapshot is made. Mappings are
+read-only views of copies, so a snapshot never changes after it is taken.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from bip_handshake import PeerAddress
+
+from ._node_id import NodeId
+
+__all__ = ["DHTStatistics"]
+
+
+@dataclass(frozen=True, slots=True)
+class DHTStatistics:
+    """What :meth:`~bip_dht._node.DHTNode.statistics` reports.
+
+    Routing table, per address family (4, 6):
+        nodes: nodes in buckets. good_nodes: those that are good (BEP 5).
+        replacements: nodes waiting in the replacement caches.
+        buckets: buckets the table has split into.
+
+    Identity:
+        node_id: our id now. external_addresses: the external address the responders' votes
+            settled on, per family (BEP 42), when they have.
+
+    Traffic:
+        datagrams_received, datagrams_sent, bytes_received, bytes_sent: on the wire.
+        queries_sent: our queries by method. responses_received: answers matched to them.
+        errors_received: KRPC errors answering our queries, by code.
+        timeouts: our queries that got no answer in time.
+        unmatched: answers with no outstanding transaction of that id from that address
+            (late, duplicated or forged): dropped.
+        id_mismatch: answers from the right address with another node id than the one we
+            queried (that node's failure).
+        invalid_answers: answers lacking what the query needs (a find_node reply without
+            nodes...), counted as the node's failure.
+        malformed: datagrams that are not KRPC at all: dropped.
+        wrong_family: datagrams from an address family the node does not run: dropped.
+        queries_received: queries others sent us, by method (unknown methods as sent).
+        errors_sent: our error replies, by code.
+        rate_limited: queries dropped because their source IP was over its rate.
+        read_only_ignored: queries not answered because we are read-only (BEP 43).
+
+    Work and bounds:
+        outstanding: our queries awaiting an answer. lookups: operations running.
+        queued: operations waiting for a slot. refused: operations that ended at once because
+        the queue was full. events_dropped: progress events dropped on a full event queue.
+        outbox_dropped: datagrams dropped on a full outbox.
+
+    Storage:
+        info_hashes, peers: what others announced to us. items: BEP 44 items we store.
+    """
+
+    node_id: NodeId
+    nodes: Mapping[int, int] = field(default_factory=dict)
+    good_nodes: Mapping[int, int] = field(default_factory=dict)
+    replacements: Mapping[int, int] = field(default_factory=dict)
+    buckets: Mapping[int, int] = field(default_factory=dict)
+    external_addresses: Mapping[int, PeerAddress] = field(default_factory=dict)
+    datagrams_received: int = 0
+    datagrams_sent: int = 0
+    bytes_received: int = 0
+    bytes_sent: int = 0
+    queries_sent: Mapping[bytes, int] = field(default_factory=dict)
+    responses_received: int = 0
+    errors_received: Mapping[int, int] = field(default_factory=dict)
+    timeouts: int = 0
+    unmatched: int = 0
+    id_mismatch: int = 0
+    invalid_answers: int = 0
+    malformed: int = 0
+    wrong_family: int = 0
+    queries_received: Mapping[bytes, int] = field(default_factory=dict)
+    errors_sent: Mapping[int, int] = field(default_factory=dict)
+    rate_limited: int = 0
+    read_only_ignored: int = 0
+    outstanding: int = 0
+    lookups: int = 0
+    queued: int = 0
+    refused: int = 0
+    events_dropped: int = 0
+    outbox_dropped: int = 0
+    info_hashes: int = 0
+    peers: int = 0
+    items: int = 0
+
+    @property
+    def table_size(self) -> int:
+        """Nodes in buckets, all families together."""
+        return sum(self.nodes.values())
