@@ -16,7 +16,7 @@ from typing import Literal
 
 import pytest
 
-from bip_metainfo import create_torrent
+from bip_metainfo import InfoHash, MagnetLink, create_torrent
 
 from ._helpers import StartProcess
 from ._seeders import HOST, run_lt_peer
@@ -77,6 +77,40 @@ def test_bip_download_from_libtorrent(
     argv = [sys.executable, "-m", "bip", "download", str(torrent_path), "--dir", str(down)]
     argv += ["--peer", f"{HOST}:{seeder['port']}", "--bind", HOST, "--port", "0"]
     argv += ["--no-trackers", "--encryption", our_policy, "-q"]
+    result = subprocess.run(
+        argv, capture_output=True, text=True, timeout=DOWNLOAD_TIMEOUT, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert tree(down / "payload") == tree(folder)
+
+
+@pytest.mark.parametrize("version", ["v1", "hybrid"])
+def test_bip_download_magnet_from_libtorrent(
+    version: Literal["v1", "hybrid"], start_process: StartProcess, tmp_path: Path
+) -> None:
+    """A magnet link with only the v1 hash and libtorrent as ``x.pe``: the metadata comes from
+    libtorrent (BEP 9), then the files."""
+    folder = tmp_path / "seed" / "payload"
+    write_files(folder)
+    torrent = create_torrent(
+        folder, version=version, piece_length=PIECE_LENGTH, creation_date=None, created_by=None
+    )
+    torrent_path = tmp_path / "payload.torrent"
+    torrent_path.write_bytes(torrent.to_bytes())
+    seeder = run_lt_peer(
+        start_process,
+        tmp_path,
+        torrent_path,
+        folder.parent,
+        wait="seeding",
+        seed_mode=True,
+        lifetime=DOWNLOAD_TIMEOUT + 30,
+    )
+    v1 = InfoHash(v1=torrent.info.info_hash.v1)
+    magnet = MagnetLink.from_info_hash(v1, peers=[(HOST, int(seeder["port"]))])
+    down = tmp_path / "down"
+    argv = [sys.executable, "-m", "bip", "download", str(magnet), "--dir", str(down)]
+    argv += ["--bind", HOST, "--port", "0", "--no-trackers", "-q"]
     result = subprocess.run(
         argv, capture_output=True, text=True, timeout=DOWNLOAD_TIMEOUT, check=False
     )
