@@ -74,6 +74,9 @@ def piece_bytes(info: Info, save_dir: Path, piece: int) -> bytes | None:
     out = bytearray()
     for part in info.piece_slices(piece):
         entry = info.files[part.file_index]
+        if entry.is_pad:  # never stored: zeros by definition
+            out += bytes(part.length)
+            continue
         path = save_dir.joinpath(*entry.path)
         try:
             with path.open("rb") as file:

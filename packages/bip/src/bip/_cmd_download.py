@@ -20,7 +20,6 @@ from bip_handshake import EncryptionPolicy, PeerAddress
 
 from ._client import (
     ClientConfig,
-    Session,
     SourceError,
     Torrent,
     TorrentError,
@@ -38,6 +37,7 @@ from ._progress import ProgressBar
 
 __all__ = [
     "ENCRYPTION_CHOICES",
+    "StatusLine",
     "add_parser",
     "add_session_arguments",
     "config_from_args",
@@ -172,9 +172,56 @@ def status_fields(status: TorrentStatus) -> list[tuple[str, str]]:
     return fields
 
 
-async def follow(torrent: Torrent, bar: ProgressBar | None, *, until_complete: bool) -> None:
-    """Redraw ``bar`` from ``torrent``'s status until it completes (``until_complete``) or
-    forever.
+class StatusLine:
+    """A torrent's progress line on stderr (nothing when ``quiet``).
+
+    Downloading, it shows the bytes verified out of those selected; seeding only (``bip
+    seed``: nothing selected), the bytes uploaded.
+    """
+
+    def __init__(self, torrent: Torrent, *, quiet: bool) -> None:
+        self.torrent = torrent
+        status = torrent.status()
+        self.bar = None if quiet else ProgressBar(status.name, None, rate=False)
+
+    def show(self) -> TorrentStatus:
+        """Redraw from the torrent's status now (the bar limits how often it really draws)."""
+        status = self.torrent.status()
+        if self.bar is not None:
+            self.bar.label = status.name
+            if status.total:
+                self.bar.update(status.done, total=status.total, fields=status_fields(status))
+            else:
+                self.bar.update(status.uploaded, fields=status_fields(status))
+        return status
+
+    def finish(self) -> None:
+        """Draw the last state, with the time taken and the average rate, and end the line."""
+        status = self.show()
+        if self.bar is not None:
+            elapsed = self.bar.elapsed()
+            fields = status_fields(status)
+            if status.complete and status.total:
+                fields.append(("in", format_duration(elapsed)))
+                fields.append(("avg", format_rate(status.downloaded / max(elapsed, 1e-9))))
+            self.bar.finish(fields=fields)
+
+
+async def _redraw(line: StatusLine) -> None:
+    """Redraw ``line`` until cancelled.
+
+    Raises:
+        CLIError: the torrent failed.
+    """
+    while True:
+        status = line.show()
+        if status.phase is TorrentPhase.FAILED:
+            raise CLIError(f"{status.name}: {status.error}")
+        await trio.sleep(_REFRESH)
+
+
+async def follow(torrent: Torrent, line: StatusLine, *, until_complete: bool) -> None:
+    """Redraw ``line`` until ``torrent`` completes (``until_complete``) or forever.
 
     Raises:
         CLIError: the torrent failed.
@@ -185,21 +232,16 @@ async def follow(torrent: Torrent, bar: ProgressBar | None, *, until_complete: b
             async def wait() -> None:
                 try:
                     await torrent.wait_complete()
+                except TorrentError:
+                    pass  # reported below, from the status
                 finally:
                     nursery.cancel_scope.cancel()
 
             nursery.start_soon(wait)
-        while True:
-            status = torrent.status()
-            if status.phase is TorrentPhase.FAILED:
-                raise CLIError(f"{status.name}: {status.error}")
-            if bar is not None:
-                bar.label = status.name
-                if status.total:
-                    bar.update(status.done, total=status.total, fields=status_fields(status))
-                else:  # seeding only (bip seed) or no metadata yet: what was sent counts
-                    bar.update(status.uploaded, fields=status_fields(status))
-            await trio.sleep(_REFRESH)
+        await _redraw(line)
+    status = torrent.status()
+    if status.phase is TorrentPhase.FAILED:
+        raise CLIError(f"{status.name}: {status.error}")
 
 
 async def _download(args: argparse.Namespace, config: ClientConfig) -> int:
@@ -220,24 +262,20 @@ async def _download(args: argparse.Namespace, config: ClientConfig) -> int:
     )
     async with open_session(config) as session:
         torrent = await session.add_torrent(source, options)
-        bar = None if args.quiet else ProgressBar(torrent.status().name, None, rate=False)
+        line = StatusLine(torrent, quiet=args.quiet)
         try:
-            await follow(torrent, bar, until_complete=True)
-        except TorrentError as error:
-            raise CLIError(str(error)) from None
+            await follow(torrent, line, until_complete=True)
         finally:
-            if bar is not None:
-                bar.finish(fields=status_fields(torrent.status()))
+            line.finish()
         if args.seed:
-            await _seed_on(session, torrent, args.quiet)
+            if not args.quiet:
+                print(f"bip: {torrent.status().name}: seeding until Ctrl-C", file=sys.stderr)
+            line = StatusLine(torrent, quiet=args.quiet)
+            try:
+                await follow(torrent, line, until_complete=False)
+            finally:
+                line.finish()
     return 0
-
-
-async def _seed_on(session: Session, torrent: Torrent, quiet: bool) -> None:
-    if not quiet:
-        print(f"bip: {torrent.status().name}: complete; seeding until Ctrl-C", file=sys.stderr)
-    bar = None if quiet else ProgressBar(torrent.status().name, None, rate=False)
-    await follow(torrent, bar, until_complete=False)
 
 
 def run(args: argparse.Namespace) -> int:

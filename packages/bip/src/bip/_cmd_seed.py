@@ -16,10 +16,9 @@ from pathlib import Path
 import trio
 
 from ._client import TorrentOptions, TorrentPhase, open_session
-from ._cmd_download import add_session_arguments, config_from_args, follow, user_peers
+from ._cmd_download import StatusLine, add_session_arguments, config_from_args, follow, user_peers
 from ._errors import CLIError
 from ._inputs import load_torrent
-from ._progress import ProgressBar
 
 __all__ = ["add_parser", "run"]
 
@@ -78,8 +77,11 @@ async def _seed(args: argparse.Namespace) -> int:
                 f"bip: seeding {status.name}: {what} pieces, on port {session.listen_port}",
                 file=sys.stderr,
             )
-        bar = None if args.quiet else ProgressBar(status.name, None, rate=False)
-        await follow(torrent, bar, until_complete=False)
+        line = StatusLine(torrent, quiet=args.quiet)
+        try:
+            await follow(torrent, line, until_complete=False)
+        finally:
+            line.finish()
     return 0  # pragma: no cover - follow only ends by an error or Ctrl-C
 
 

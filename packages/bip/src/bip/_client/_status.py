@@ -63,8 +63,8 @@ class TorrentStatus:
 
     @property
     def complete(self) -> bool:
-        """Whether every selected byte is verified (and the metadata known)."""
-        return self.num_pieces > 0 and self.done == self.total
+        """Whether every selected piece is verified (the torrent seeds)."""
+        return self.phase is TorrentPhase.SEEDING
 
     @property
     def eta(self) -> float | None:

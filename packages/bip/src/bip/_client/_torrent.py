@@ -255,7 +255,7 @@ class Torrent:
             self._error = reason
         self._phase = TorrentPhase.FAILED
         self._stopped.set()
-        logger.error("%s: %s", self._name, reason)
+        logger.info("%s failed: %s", self._name, reason)  # the owner reports it
 
     async def close(self) -> None:
         """Stop its tasks, save the resume data one last time (synced), close the files."""
@@ -324,6 +324,12 @@ class Torrent:
         assert info is not None
         geometry = TorrentGeometry.from_info(info)
         priorities = self._selection_priorities(info, geometry)
+        self._wanted = frozenset(
+            range(geometry.num_pieces)
+            if priorities is None
+            else (p for p, priority in enumerate(priorities) if priority)
+        )
+        self._total = sum(geometry.piece_size(p) for p in self._wanted)
         self._filesystem = NativeFileSystem(self.options.save_dir)
         resume = None if self._store is None else await self._store.load_resume()
         source: Metainfo | Info = self.metainfo if self.metainfo is not None else info
@@ -345,12 +351,6 @@ class Torrent:
             have=have,
             piece_priorities=priorities,
         )
-        self._wanted = frozenset(
-            range(geometry.num_pieces)
-            if priorities is None
-            else (p for p, priority in enumerate(priorities) if priority)
-        )
-        self._total = sum(geometry.piece_size(p) for p in self._wanted)
         self._done = sum(geometry.piece_size(p) for p in have if p in self._wanted)
         self.swarm = Swarm(self._manager, brain, on_banned=self._ban)
         self._phase = TorrentPhase.DOWNLOADING
