@@ -64,12 +64,13 @@ def test_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "  tier 2: http://127.0.0.1:2/a" in out
     assert "web seeds:\n  http://127.0.0.1:8080/" in out
     assert f"magnet:       {torrent.magnet()}" in out
-    tree = out[out.index("files (3):") :].splitlines()[1:]
+    tree = out[out.index("files (3; by index") :].splitlines()[1:]
     assert tree[0].strip() == "album/"
     assert tree[1].strip() == "cd1/"
-    assert tree[2].split() == ["01.flac", "68.4", "KiB"]
-    assert tree[3].split() == ["run.sh", "10", "B", "[x]"]
-    assert tree[4].split() == ["cover.jpg", "19.5", "KiB"]
+    # Indices count the pad files, as BEP 53 and 'bip download --files' do.
+    assert tree[2].split() == ["0", "01.flac", "68.4", "KiB"]
+    assert tree[3].split() == ["2", "run.sh", "10", "B", "[x]"]
+    assert tree[4].split() == ["4", "cover.jpg", "19.5", "KiB"]
     assert ".pad" not in out
 
 
@@ -122,7 +123,7 @@ def test_single_file_v1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert "version:      v1" in out
     assert "created by:   someone" in out
     assert "created on" not in out
-    assert "files (1):\n  x.bin  5 B" in out
+    assert out.endswith("takes them):\n  0  x.bin  5 B\n")
 
 
 def test_stdin(
@@ -213,11 +214,11 @@ def test_files_tree_reopens_directories(tmp_path: Path) -> None:
         FileEntry(("t", "b"), 2, 1),
         FileEntry(("t", "a", "y"), 3, 3),
     )
-    assert [line.rstrip() for line in files_tree(files)] == [
-        "  t/",
-        "    a/",
-        "      x  1 B",
-        "    b    2 B",
-        "    a/",
-        "      y  3 B",
+    assert files_tree(files) == [
+        "     t/",
+        "       a/",
+        "  0      x  1 B",
+        "  1    b    2 B",
+        "       a/",
+        "  2      y  3 B",
     ]

@@ -192,20 +192,22 @@ def torrent_text(torrent: Metainfo, *, show_pad: bool = False) -> str:
         lines.append("DHT nodes:")
         lines.extend(f"  {safe_text(_endpoint(host, port))}" for host, port in torrent.nodes)
     _row(lines, "magnet", torrent.magnet())
-    lines.append(f"files ({len(files)}):")
+    lines.append(f"files ({len(files)}; by index, as 'bip download --files' takes them):")
     lines.extend(files_tree(info.files, show_pad=show_pad))
     return "\n".join(lines)
 
 
 def files_tree(files: tuple[FileEntry, ...], *, show_pad: bool = False) -> list[str]:
-    """The files as an indented tree, sizes in a column, directories ending in ``/``.
+    """The files as an indented tree: each file's index first (what ``bip download
+    --files`` and BEP 53 ``so`` take: pad files count), sizes in a column, directories
+    ending in ``/``.
 
     Files keep the torrent's order (which is the v2 tree order for created torrents); a
     directory is printed where its first file appears.
     """
-    rows: list[tuple[str, str]] = []
+    rows: list[tuple[str, str, str]] = []
     opened: tuple[str, ...] = ()
-    for entry in files:
+    for index, entry in enumerate(files):
         if entry.is_pad and not show_pad:
             continue
         parents = entry.path[:-1]
@@ -213,18 +215,21 @@ def files_tree(files: tuple[FileEntry, ...], *, show_pad: bool = False) -> list[
         while common < min(len(parents), len(opened)) and parents[common] == opened[common]:
             common += 1
         for depth in range(common, len(parents)):
-            rows.append(("  " * (depth + 1) + safe_text(parents[depth]) + "/", ""))
+            rows.append(("", "  " * depth + safe_text(parents[depth]) + "/", ""))
         opened = parents
-        name = "  " * (len(parents) + 1) + safe_text(entry.path[-1])
+        name = "  " * len(parents) + safe_text(entry.path[-1])
         if entry.is_symlink:
             target = "/".join(entry.symlink_target or ())
-            rows.append((f"{name} -> {safe_text(target)}", "link"))
+            rows.append((str(index), f"{name} -> {safe_text(target)}", "link"))
             continue
         flags = "".join(flag for flag in "xhp" if flag in entry.attributes)
         size = format_size(entry.length) + (f"  [{flags}]" if flags else "")
-        rows.append((name, size))
-    width = max((len(text) for text, _ in rows), default=0)
-    return [f"{text:<{width}}  {size}".rstrip() for text, size in rows]
+        rows.append((str(index), name, size))
+    numbers = max((len(number) for number, _, _ in rows), default=0)
+    width = max((len(text) for _, text, _ in rows), default=0)
+    return [
+        f"  {number:>{numbers}}  {text:<{width}}  {size}".rstrip() for number, text, size in rows
+    ]
 
 
 def magnet_text(link: MagnetLink) -> str:
