@@ -55,12 +55,14 @@ from ._config import ClientConfig, TorrentOptions
 from ._discovery import PeerSource, TrackerAnnouncer
 from ._torrent import Torrent, TorrentError
 
-__all__ = ["Session", "open_session"]
+__all__ = ["OUR_EXTENSIONS", "REASON_DUPLICATE", "Session", "open_session"]
 
 logger = logging.getLogger("bip.client")
 
 OUR_EXTENSIONS: Final = Extensions.EXTENSION_PROTOCOL | Extensions.FAST
 """The reserved bits we set: BEP 10 (metadata, PEX, ...) and BEP 6 (fast extension)."""
+REASON_DUPLICATE: Final = "duplicate connection"
+"""Why a second connection to a peer we are already connected to is closed."""
 _TICK: Final = 0.1  # seconds between passes of the ticker over the brains' deadlines
 # Per peer: room for the brain's deepest request queue and our answers to the peer's.
 _SEND_QUEUE: Final = 2 * DEFAULT_MAX_PEER_REQUESTS + 64
@@ -177,12 +179,41 @@ class Session:
         async for handshake in self.handshaker.completed():
             torrent = self.find(handshake.info_hash)
             if torrent is None or torrent.refuses(handshake.address):
-                await handshake.aclose()
+                await _close(handshake)
+                continue
+            if not self._settle_duplicate(torrent, handshake):
+                await _close(handshake)
                 continue
             try:
                 self.manager.add_peer(handshake, num_pieces=torrent.num_pieces)
             except (PeerManagerFullError, trio.ClosedResourceError):
                 await _close(handshake)
+
+    def _settle_duplicate(self, torrent: Torrent, handshake: CompletedHandshake) -> bool:
+        """Whether to keep a new connection to a peer we may already be connected to.
+
+        Two clients that find each other dial each other, often at once: two connections for
+        one pair. Both sides keep the same one, with no message exchanged: the one opened by
+        the side with the greater peer id (libtorrent breaks the tie the same way).
+        """
+        # The manager's peers, not the torrent's: a peer is there as soon as it is added,
+        # before its PeerAdded event reaches the torrent.
+        old = next(
+            (
+                peer
+                for peer in self.manager.peers
+                if peer.peer_id == handshake.peer_id and self.find(peer.info_hash) is torrent
+            ),
+            None,
+        )
+        if old is None:
+            return True
+        ours, theirs = bytes(self.peer_id), bytes(handshake.peer_id)
+        opener = ours if handshake.direction == "outbound" else theirs
+        if opener != max(ours, theirs):
+            return False
+        self.manager.remove_peer(old, REASON_DUPLICATE)
+        return True
 
     async def _route_peers(self) -> None:
         """The peer manager's events, to the peer's torrent."""

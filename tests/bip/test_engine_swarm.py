@@ -1,0 +1,58 @@
+"""A swarm found through our UDP tracker: one seed and several leechers, in one process on
+loopback, that only know the tracker's URL (from the torrent); every leecher completes with
+every piece verified. Each pair of clients finds the other through the tracker and dials it:
+the engine keeps one connection per pair."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+from _engine_helpers import LOOPBACK, loopback_config, same_files, write_content
+
+from bip._client import TorrentOptions, open_session
+from bip_metainfo import create_torrent
+from bip_utracker import serve_tracker
+
+SIZES = (300_000, 200_000, 123_456)
+LEECHERS = 4
+DEADLINE = 60.0
+
+
+async def test_swarm_through_our_tracker(tmp_path: Path) -> None:
+    folder = write_content(tmp_path / "seed", SIZES)
+    with trio.fail_after(DEADLINE):
+        async with serve_tracker((LOOPBACK, 0)) as tracker:
+            host, port = tracker.address[:2]
+            torrent = create_torrent(
+                folder,
+                version="hybrid",
+                piece_length=16384,
+                trackers=[[f"udp://{host}:{port}/announce"]],
+                creation_date=None,
+            )
+            config = loopback_config(trackers=True)
+            async with open_session(config) as seeder:
+                seeding = await seeder.add_torrent(torrent, TorrentOptions(folder.parent))
+                await seeding.wait_complete()
+                statuses = []
+                async with trio.open_nursery() as nursery:
+
+                    async def leech(index: int) -> None:
+                        async with open_session(config) as leecher:
+                            download = await leecher.add_torrent(
+                                torrent, TorrentOptions(tmp_path / f"down{index}")
+                            )
+                            await download.wait_complete()
+                            # Stay a little: the others may still want our pieces.
+                            await trio.sleep(0.5)
+                            statuses.append(download.status())
+
+                    for index in range(LEECHERS):
+                        nursery.start_soon(leech, index)
+            assert tracker.statistics().announces >= 2 * (LEECHERS + 1)
+    for index in range(LEECHERS):
+        assert same_files(folder, tmp_path / f"down{index}" / "album")
+    assert all(status.bad_pieces == 0 for status in statuses)
+    # One connection per pair, though each pair found each other both ways.
+    assert all(status.peers <= LEECHERS for status in statuses)
