@@ -8,6 +8,8 @@ from random import Random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bip_dht._krpc_replies import Response
+from bip_dht._lookup import Lookup, _State
 from bip_dht._node_id import NodeId
 from bip_dht._routing import NodeState, RoutingTable
 from bip_handshake import NodeInfo, PeerAddress
@@ -69,3 +71,49 @@ def test_closest_equals_the_full_sort(
     got = table.closest(target, 10.0, n, include_questionable=include_questionable)
     assert got == expected
     assert table.closest(own, 10.0, n) == _brute_closest(table, own, 10.0, n, True)
+
+
+def _brute_deadline(lookup: Lookup) -> float | None:
+    """Lookup.next_deadline as first written: a scan of every entry."""
+    if lookup.done:
+        return None
+    deadline = None
+    for entry in lookup._entries:
+        if entry.state is _State.IN_FLIGHT:
+            when = entry.sent_at + lookup.slow_after
+        elif entry.state is _State.SLOW:
+            when = entry.sent_at + lookup.timeout
+        else:
+            continue
+        if deadline is None or when < deadline:
+            deadline = when
+    return deadline
+
+
+@settings(max_examples=100, deadline=None)
+@given(seed=st.integers(0, 2**32), steps=st.lists(st.integers(0, 3), max_size=60))
+def test_the_lookup_deadline_cache_matches_a_scan(seed: int, steps: list[int]) -> None:
+    rng = Random(seed)
+    target = NodeId.random(rng)
+
+    def node(index: int) -> NodeInfo:
+        return NodeInfo(rng.randbytes(20), PeerAddress(IPv4Address(0x0A000001 + index), 6881))
+
+    counter = iter(range(10**6))
+    lookup = Lookup(target, "get_peers", [node(next(counter)) for _ in range(12)], k=4)
+    now = 0.0
+    sent: list[NodeInfo] = []
+    for step in steps:
+        if step == 0:
+            sent += [info for info, _ in lookup.next_queries(now)]
+        elif step == 1 and sent:
+            info = sent.pop(rng.randrange(len(sent)))
+            learned = tuple(node(next(counter)) for _ in range(rng.randrange(4)))
+            reply = Response(transaction_id=b"t", node_id=info.node_id, nodes=learned)
+            lookup.on_response(info, reply, now)
+        elif step == 2 and sent:
+            lookup.on_error(sent.pop(rng.randrange(len(sent))), now)
+        else:
+            now += rng.choice([0.5, 1.0, 2.0, 3.0, 8.0])
+            lookup.handle_timer(now)
+        assert lookup.next_deadline() == _brute_deadline(lookup)

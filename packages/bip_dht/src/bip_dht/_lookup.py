@@ -200,6 +200,9 @@ class Lookup:
         self._peers: dict[PeerAddress, None] = {}
         self._item: Item | None = None
         self._done = False
+        # next_deadline()'s answer, kept until a query starts or ends (None: not known); the
+        # node core asks for it after every datagram, and a scan per ask dominated its cost
+        self._due: tuple[float | None] | None = None
         for seed in seeds:
             self._add(seed)
         self._update_done()
@@ -218,7 +221,7 @@ class Lookup:
             return
         if self._filter is not None and not self._filter(info):
             return
-        distance = int(NodeId(info.node_id)) ^ self._target_int
+        distance = int.from_bytes(info.node_id, "big") ^ self._target_int
         if len(self._entries) >= self.max_candidates:
             # Full: drop the farthest never-queried entry if the newcomer is closer.
             victim = self._farthest_candidate()
@@ -230,6 +233,9 @@ class Lookup:
         self._entries.insert(index, entry)
         self._by_id[info.node_id] = entry
         self._hosts.add(host)
+
+    def _distance_to_target(self, info: NodeInfo) -> int:
+        return int.from_bytes(info.node_id, "big") ^ self._target_int
 
     def _farthest_candidate(self) -> int | None:
         for index in range(len(self._entries) - 1, -1, -1):
@@ -301,6 +307,8 @@ class Lookup:
             self._queried_addresses.add(entry.info.address)
             out.append((entry.info, self.kind))
             free -= 1
+        if out:
+            self._due = None
         self._update_done()
         return out
 
@@ -314,12 +322,16 @@ class Lookup:
         for info in nodes:
             if not isinstance(info, NodeInfo):
                 raise LocalProtocolError(f"a candidate must be a NodeInfo, got {info!r}")
-        ordered = sorted(nodes, key=lambda info: int(NodeId(info.node_id)) ^ self._target_int)
+        ordered = sorted(nodes, key=self._distance_to_target)
         for info in ordered:
             self._add(info)
 
     def next_deadline(self) -> float | None:
         """When :meth:`handle_timer` next has something to do (None: no query in flight)."""
+        if self._done:
+            return None
+        if self._due is not None:
+            return self._due[0]
         deadline: float | None = None
         for entry in self._entries:
             if entry.state is _State.IN_FLIGHT:
@@ -330,12 +342,19 @@ class Lookup:
                 continue
             if deadline is None or when < deadline:
                 deadline = when
-        return None if self._done else deadline
+        self._due = (deadline,)
+        return deadline
 
     def handle_timer(self, now: float) -> None:
         """Mark queries slow after ``slow_after`` and failed after ``timeout``."""
         if self._done:
             return
+        due = self.next_deadline()
+        if due is None or now < due:
+            # nothing is due: the scan below would change nothing
+            self._update_done()
+            return
+        self._due = None
         for entry in self._entries:
             if entry.state is _State.IN_FLIGHT or entry.state is _State.SLOW:
                 # Compare with the very sums next_deadline() returns: now - sent_at could round
@@ -365,6 +384,7 @@ class Lookup:
         if entry is None:
             return False
         entry.state = _State.FAILED
+        self._due = None
         self.handle_timer(now)
         return True
 
@@ -377,6 +397,7 @@ class Lookup:
         entry = self._outstanding_entry(node)
         if entry is None or not isinstance(response, Response):
             return False
+        self._due = None
         if response.node_id != node.node_id:
             entry.state = _State.FAILED
             self.handle_timer(now)
@@ -384,7 +405,7 @@ class Lookup:
         entry.state = _State.RESPONDED
         entry.token = response.token
         learned = [*(response.nodes or ()), *(response.nodes6 or ())]
-        learned.sort(key=lambda info: int(NodeId(info.node_id)) ^ self._target_int)
+        learned.sort(key=self._distance_to_target)
         for info in learned:
             self._add(info)
         if self.kind == "get_peers" and response.values:
