@@ -337,6 +337,11 @@ class DHTNode:
         return table
 
     @property
+    def bootstrap_addresses(self) -> tuple[PeerAddress, ...]:
+        """The bootstrap addresses remembered (given to :meth:`bootstrap` or saved)."""
+        return tuple(self._bootstrap_addresses)
+
+    @property
     def external_addresses(self) -> dict[Family, PeerAddress]:
         """Our external address per family, as the responders' votes decided (BEP 42)."""
         return dict(self._external)

@@ -52,6 +52,7 @@ class DHTStatistics:
         queued: operations waiting for a slot. refused: operations that ended at once because
         the queue was full. events_dropped: progress events dropped on a full event queue.
         outbox_dropped: datagrams dropped on a full outbox.
+        send_errors: datagrams the operating system refused to send (the trio shell's count).
 
     Storage:
         info_hashes, peers: what others announced to us. items: BEP 44 items we store.
@@ -86,6 +87,7 @@ class DHTStatistics:
     refused: int = 0
     events_dropped: int = 0
     outbox_dropped: int = 0
+    send_errors: int = 0
     info_hashes: int = 0
     peers: int = 0
     items: int = 0

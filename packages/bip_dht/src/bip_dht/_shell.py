@@ -1,0 +1,683 @@
+"""The trio shell of the DHT: sockets, tasks and timers around the sans-IO :class:`DHTNode`.
+
+::
+
+    async with open_dht("0.0.0.0:6881", bootstrap=["router.example.net:6881"]) as dht:
+        await dht.bootstrap()
+        async with dht.get_peers(info_hash) as search:
+            async for peer in search:
+                ...
+        await dht.announce(info_hash, port=6881)
+        await dht.put_mutable(private_key, {b"name": b"room"}, salt=b"chat")
+
+Design (DESIGN section 3; trio's and bip_utracker's shells are the models):
+
+- One UDP socket per address family (an IPv6 socket is ``IPV6_V6ONLY``, so IPv4 peers never
+  show up as mapped addresses), one reader task per socket, and one driver task that sends
+  what the core queued, hands out events and sleeps until the core's next deadline or until
+  something new happened. Everything runs in the ``async with`` block's nursery: leaving the
+  block cancels the tasks, closes the sockets and ends the calls still waiting.
+- Each call starts one core operation and waits for its Finished event. A cancelled call
+  cancels its operation. ``get_peers`` returns a :class:`PeerSearch` that yields peers as
+  they are found; leaving its ``async with`` block cancels the lookup.
+- Peers found by any lookup go to the ``peer_sink`` (source ``"dht"``) when one is given.
+- Socket errors: binding failures and unresolvable names raise :class:`DHTSocketError` (a
+  :class:`~bip_dht.DHTError`, the ``OSError`` as its cause); a datagram the system refuses to
+  send is counted (``send_errors``) and treated by the core as lost; ICMP errors reported on
+  receive are ignored.
+- No address is ever a default: the node contacts only what the caller names (``bootstrap``)
+  and what the nodes it hears from tell it. Host names are resolved with the system resolver.
+- Randomness: a :class:`random.SystemRandom` unless the caller gives an ``rng`` (tests), so
+  transaction ids and token secrets cannot be predicted off-path.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import random
+import socket as stdlib_socket
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from types import TracebackType
+from typing import TypeAlias
+
+import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bip_bencode import BencodeError, Value, decode, encode
+from bip_handshake import CompactError, Family, NodeInfo, PeerAddress, PeerSink
+from bip_metainfo import InfoHash
+
+from ._errors import DHTError, ItemError, LocalProtocolError
+from ._items import ImmutableItem, MutableItem, mutable_target
+from ._lookup import LookupResult
+from ._node import DHTNode
+from ._node_config import DHTConfig
+from ._node_events import (
+    AnnounceFinished,
+    DHTEvent,
+    LookupFinished,
+    PeersFound,
+    PingFinished,
+    PutFinished,
+    SamplesFound,
+)
+from ._node_id import NodeId
+from ._stats import DHTStatistics
+
+__all__ = ["DHT", "DHTSocketError", "PeerSearch", "open_dht"]
+
+AddressLike: TypeAlias = str | PeerAddress | tuple[str, int]
+"""``"1.2.3.4:6881"``, ``"[::1]:6881"``, ``"host.name:6881"``, a bare host (port 0 when
+binding), a :class:`~bip_handshake.PeerAddress` or a ``(host, port)`` tuple."""
+
+_Start: TypeAlias = Callable[[DHTNode, float], int]
+_MAX_DATAGRAM = 65536
+# ICMP errors surfacing on a UDP socket's receive: the socket is fine, a datagram was lost.
+_TRANSIENT_ERRORS = frozenset(
+    {
+        errno.ECONNREFUSED,
+        errno.ECONNRESET,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.EHOSTDOWN,
+        errno.EMSGSIZE,
+    }
+)
+
+
+class DHTSocketError(DHTError):
+    """A socket of the DHT could not be opened or bound, or a name did not resolve; the
+    operating system's error is the ``__cause__``."""
+
+
+# -- addresses -------------------------------------------------------------------------------
+
+
+def _split(value: AddressLike, default_port: int | None) -> tuple[str, int]:
+    if isinstance(value, PeerAddress):
+        return str(value.host), value.port
+    if isinstance(value, tuple):
+        if len(value) != 2 or not isinstance(value[0], str) or not isinstance(value[1], int):
+            raise LocalProtocolError(f"an address tuple is (host, port), got {value!r}")
+        host, port = value
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            host, sep, rest = text[1:].partition("]")
+            if not sep or (rest and not rest.startswith(":")):
+                raise LocalProtocolError(f"expected [v6]:port, got {value!r}")
+            port_text = rest[1:]
+        elif text.count(":") == 1:
+            host, _, port_text = text.partition(":")
+        else:  # a bare IPv4 address, name, or unbracketed IPv6 address
+            host, port_text = text, ""
+        if port_text:
+            if not (port_text.isascii() and port_text.isdigit()) or len(port_text) > 5:
+                raise LocalProtocolError(f"bad port in {value!r}")
+            port = int(port_text)
+        elif default_port is None:
+            raise LocalProtocolError(f"{value!r} needs a port")
+        else:
+            port = default_port
+    else:
+        raise LocalProtocolError(f"an address is a str, PeerAddress or (host, port), got {value!r}")
+    if not host or not 0 <= port <= 0xFFFF or isinstance(port, bool):
+        raise LocalProtocolError(f"bad address {value!r}")
+    return host, port
+
+
+def _literal(host: str) -> IPv4Address | IPv6Address | None:
+    try:
+        return ip_address(host)
+    except ValueError:
+        return None
+
+
+async def _resolve(value: AddressLike, default_port: int | None) -> list[PeerAddress]:
+    """Every address *value* names (a literal is itself; a name goes to the resolver)."""
+    host, port = _split(value, default_port)
+    literal = _literal(host)
+    if literal is not None:
+        return [PeerAddress(literal, port).normalized()]
+    try:
+        infos = await trio.socket.getaddrinfo(host, port, type=stdlib_socket.SOCK_DGRAM)
+    except OSError as error:
+        raise DHTSocketError(f"cannot resolve {host!r}: {error}") from error
+    out: list[PeerAddress] = []
+    for info in infos:
+        sockaddr: tuple[object, ...] = tuple(info[4])
+        try:
+            address = PeerAddress(ip_address(str(sockaddr[0])), int(str(sockaddr[1]))).normalized()
+        except (ValueError, CompactError):
+            continue  # a scoped (link-local) answer: no compact form, not a DHT node
+        if address not in out:
+            out.append(address)
+    return out
+
+
+def _bind_list(bind: AddressLike | Sequence[AddressLike]) -> list[AddressLike]:
+    if isinstance(bind, str | PeerAddress):
+        return [bind]
+    if isinstance(bind, tuple) and len(bind) == 2 and isinstance(bind[1], int):
+        return [(str(bind[0]), bind[1])]
+    if isinstance(bind, Sequence):
+        items: list[AddressLike] = []
+        for item in bind:
+            if isinstance(item, int):
+                raise LocalProtocolError(f"bad bind address {bind!r}")
+            items.append(item)
+        if not items:
+            raise LocalProtocolError("bind names at least one address")
+        return items
+    raise LocalProtocolError(f"bind is an address or a sequence of addresses, got {bind!r}")
+
+
+async def _open_socket(address: PeerAddress) -> trio.socket.SocketType:
+    family = stdlib_socket.AF_INET if address.family == 4 else stdlib_socket.AF_INET6
+    try:
+        sock = trio.socket.socket(family, stdlib_socket.SOCK_DGRAM)
+    except OSError as error:
+        raise DHTSocketError(f"cannot open an IPv{address.family} socket: {error}") from error
+    try:
+        if address.family == 6:
+            sock.setsockopt(stdlib_socket.IPPROTO_IPV6, stdlib_socket.IPV6_V6ONLY, 1)
+        await sock.bind((str(address.host), address.port))
+    except OSError as error:
+        sock.close()
+        raise DHTSocketError(f"cannot bind {address}: {error}") from error
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _target(value: object, name: str) -> bytes:
+    if isinstance(value, NodeId):
+        return value.value
+    if isinstance(value, bytes) and len(value) == 20:
+        return value
+    raise LocalProtocolError(f"{name} is a NodeId or 20 bytes, got {value!r}")
+
+
+def _private_key(value: object) -> Ed25519PrivateKey:
+    if isinstance(value, Ed25519PrivateKey):
+        return value
+    if isinstance(value, bytes) and len(value) == 32:
+        return Ed25519PrivateKey.from_private_bytes(value)
+    raise LocalProtocolError("a private key is an Ed25519PrivateKey or its 32-byte seed")
+
+
+def _bencoded(value: Value) -> bytes:
+    try:
+        return encode(value)
+    except (BencodeError, TypeError, ValueError) as error:
+        raise LocalProtocolError(f"the value is not bencodable: {error}") from None
+
+
+# -- waiting for operations ------------------------------------------------------------------
+
+
+class _Waiter:
+    """What one call waits on: the Finished event, and progress for searches."""
+
+    __slots__ = ("changed", "closed", "finished", "peers", "samples")
+
+    def __init__(self) -> None:
+        self.finished: DHTEvent | None = None
+        self.closed = False
+        self.peers: deque[PeerAddress] = deque()
+        self.samples: list[SamplesFound] = []
+        self.changed = trio.Event()
+
+    def wake(self) -> None:
+        self.changed.set()
+
+
+class PeerSearch:
+    """A running get_peers lookup: an async iterator of the peers found, as they are found.
+
+    Use it as ``async for peer in dht.get_peers(h)`` (the lookup starts at the first
+    iteration and runs to its end), or in ``async with dht.get_peers(h) as search:`` (leaving
+    the block cancels the lookup). :meth:`result` gives the lookup's result once it ended;
+    :attr:`finished` the whole event (with the BEP 33 estimates of a scrape).
+    """
+
+    def __init__(self, dht: DHT, info_hash: bytes, *, scrape: bool, noseed: bool) -> None:
+        self._dht = dht
+        self._info_hash = info_hash
+        self._scrape = scrape
+        self._noseed = noseed
+        self._operation: int | None = None
+        self._waiter = _Waiter()
+
+    def _start(self) -> None:
+        if self._operation is None:
+            self._operation = self._dht._begin(
+                lambda node, now: node.get_peers(
+                    self._info_hash, now, scrape=self._scrape, noseed=self._noseed
+                ),
+                self._waiter,
+            )
+
+    async def __aenter__(self) -> PeerSearch:
+        self._start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.cancel()
+
+    def __aiter__(self) -> PeerSearch:
+        self._start()
+        return self
+
+    async def __anext__(self) -> PeerAddress:
+        waiter = self._waiter
+        while True:
+            if waiter.peers:
+                return waiter.peers.popleft()
+            if waiter.finished is not None or waiter.closed:
+                raise StopAsyncIteration
+            await waiter.changed.wait()
+            waiter.changed = trio.Event()
+
+    async def wait(self) -> LookupResult:
+        """Wait for the lookup to end (peers not yet iterated stay available); its result."""
+        self._start()
+        while self._waiter.finished is None:
+            if self._waiter.closed:
+                raise DHTError("the DHT closed before the search ended")
+            await self._waiter.changed.wait()
+            self._waiter.changed = trio.Event()
+        return self.result()
+
+    def cancel(self) -> None:
+        """Stop the lookup (no-op once it ended)."""
+        if self._operation is not None and self._waiter.finished is None:
+            self._dht._cancel(self._operation)
+
+    @property
+    def finished(self) -> LookupFinished | None:
+        """The lookup's Finished event, once it ended."""
+        event = self._waiter.finished
+        return event if isinstance(event, LookupFinished) else None
+
+    def result(self) -> LookupResult:
+        """The lookup's result.
+
+        Raises:
+            LocalProtocolError: the lookup has not ended yet.
+        """
+        event = self.finished
+        if event is None:
+            raise LocalProtocolError("the search has not finished")
+        return event.result
+
+
+# -- the DHT ---------------------------------------------------------------------------------
+
+
+class DHT:
+    """A running DHT node; made by :func:`open_dht` (see the module docstring)."""
+
+    def __init__(
+        self,
+        node: DHTNode,
+        sockets: dict[Family, trio.socket.SocketType],
+        *,
+        peer_sink: PeerSink | None,
+        rng: random.Random,
+    ) -> None:
+        self._node = node
+        self._rng = rng
+        self._sockets = sockets
+        self._sink = peer_sink
+        self._waiters: dict[int, _Waiter] = {}
+        self._kick = trio.Event()
+        self._send_errors = 0
+        self._closed = False
+
+    # -- reading ------------------------------------------------------------------------
+
+    @property
+    def node_id(self) -> NodeId:
+        """Our node id now (BEP 42 may change it once our external address is known)."""
+        return self._node.node_id
+
+    @property
+    def addresses(self) -> tuple[PeerAddress, ...]:
+        """The addresses our sockets are bound to (IPv4 first)."""
+        out = []
+        for family in sorted(self._sockets):
+            host, port = self._sockets[family].getsockname()[:2]
+            out.append(PeerAddress(ip_address(host), port))
+        return tuple(out)
+
+    @property
+    def node(self) -> DHTNode:
+        """The sans-IO core (to read; start operations through this object)."""
+        return self._node
+
+    def statistics(self) -> DHTStatistics:
+        """A snapshot of the node's counters and sizes."""
+        return replace(self._node.statistics(), send_errors=self._send_errors)
+
+    def save_state(self) -> bytes:
+        """Bytes for ``open_dht(state=...)``: id, known nodes, bootstrap addresses."""
+        return self._node.save_state(trio.current_time())
+
+    # -- operations ---------------------------------------------------------------------
+
+    async def ping(self, address: AddressLike) -> NodeInfo | None:
+        """Ping *address*: the node that answered, or None."""
+        found = await self._addresses([address])
+        if not found:
+            raise DHTSocketError(f"{address!r} has no address of a family we run")
+        target = found[0]
+        event = await self._run(lambda node, now: node.ping(target, now))
+        assert isinstance(event, PingFinished)
+        return event.node
+
+    def add_node(self, address: PeerAddress) -> None:
+        """Ping *address* in the background; it joins the routing table if it answers."""
+        self._node.add_node(address, trio.current_time())
+        self._kick.set()
+
+    async def bootstrap(self, addresses: Iterable[AddressLike] = ()) -> int:
+        """Join through *addresses* (or the remembered ones) and the nodes already known;
+        wait for the lookup of our own id to end; return the routing table's size."""
+        resolved = await self._addresses(addresses)
+        if not resolved:
+            resolved = list(self._node.bootstrap_addresses)
+        await self._run(lambda node, now: node.bootstrap(resolved, now))
+        return self._node.statistics().table_size
+
+    async def find_node(self, target: NodeId | bytes) -> list[NodeInfo]:
+        """The nodes closest to *target* that answered (up to ``k`` per family)."""
+        raw = _target(target, "target")
+        event = await self._run(lambda node, now: node.find_node(raw, now))
+        assert isinstance(event, LookupFinished)
+        return [entry.node for entry in event.result.nodes]
+
+    def get_peers(
+        self, info_hash: bytes | InfoHash, *, scrape: bool = False, noseed: bool = False
+    ) -> PeerSearch:
+        """Search peers of *info_hash*; see :class:`PeerSearch`."""
+        raw = _swarm_id(info_hash)
+        return PeerSearch(self, raw, scrape=scrape, noseed=noseed)
+
+    async def announce(
+        self, info_hash: bytes | InfoHash, port: int | None = None, *, seed: bool = False
+    ) -> AnnounceFinished:
+        """Announce that we have *info_hash* on *port* (None: the DHT socket's port, BEP 5's
+        ``implied_port``); peers found on the way go to the peer sink."""
+        raw = _swarm_id(info_hash)
+        event = await self._run(lambda node, now: node.announce(raw, now, port=port, seed=seed))
+        assert isinstance(event, AnnounceFinished)
+        return event
+
+    async def get(
+        self, target: bytes, *, seq: int | None = None, salt: bytes = b""
+    ) -> ImmutableItem | MutableItem | None:
+        """BEP 44: the best verified item stored under *target* (mutable: the highest
+        ``seq``; *salt* is needed to check a salted item's signature), or None."""
+        raw = _target(target, "target")
+        event = await self._run(lambda node, now: node.get(raw, now, seq=seq, salt=salt))
+        assert isinstance(event, LookupFinished)
+        return event.result.item
+
+    async def get_immutable(self, target: bytes) -> Value | None:
+        """BEP 44: the (decoded) value of the immutable item *target*, or None."""
+        item = await self.get(target)
+        if not isinstance(item, ImmutableItem):
+            return None
+        return decode(item.value)
+
+    async def put_immutable(self, value: Value) -> PutFinished:
+        """BEP 44: store *value* (any bencodable value) as an immutable item; its target,
+        SHA-1 of the bencoded value, is the result's ``target``."""
+        try:
+            item = ImmutableItem(_bencoded(value))
+        except ItemError as error:
+            raise LocalProtocolError(str(error)) from None
+        return await self.put(item)
+
+    async def get_mutable(self, public_key: bytes, salt: bytes = b"") -> MutableItem | None:
+        """BEP 44: the newest mutable item of *public_key* (and *salt*), or None."""
+        if not isinstance(public_key, bytes) or len(public_key) != 32:
+            raise LocalProtocolError("a public key is 32 bytes")
+        item = await self.get(mutable_target(public_key, salt), salt=salt)
+        return item if isinstance(item, MutableItem) else None
+
+    async def put_mutable(
+        self,
+        private_key: Ed25519PrivateKey | bytes,
+        value: Value,
+        *,
+        salt: bytes = b"",
+        seq: int | None = None,
+    ) -> PutFinished:
+        """BEP 44: sign *value* under *private_key* (and *salt*) and store it.
+
+        With *seq* None, the current item is fetched first and the new one gets its
+        ``seq + 1`` with compare-and-swap on the current ``seq`` (0 and no CAS when there is
+        none), as libtorrent's ``dht_put_item`` does; refusals show in the result's
+        ``errors`` (301: someone else wrote in between).
+        """
+        key = _private_key(private_key)
+        data = _bencoded(value)
+        cas: int | None = None
+        if seq is None:
+            public = key.public_key().public_bytes_raw()
+            current = await self.get_mutable(public, salt)
+            if current is None:
+                seq = 0
+            else:
+                seq, cas = current.seq + 1, current.seq
+        try:
+            item = MutableItem.create(key, data, seq, salt)
+        except ItemError as error:
+            raise LocalProtocolError(str(error)) from None
+        return await self.put(item, cas=cas)
+
+    async def put(
+        self, item: ImmutableItem | MutableItem, *, cas: int | None = None
+    ) -> PutFinished:
+        """BEP 44: store a ready-made item (see :meth:`put_immutable`, :meth:`put_mutable`)."""
+        event = await self._run(lambda node, now: node.put(item, now, cas=cas))
+        assert isinstance(event, PutFinished)
+        return event
+
+    async def sample_infohashes(self, target: NodeId | bytes | None = None) -> list[SamplesFound]:
+        """BEP 51: walk towards *target* (random when None) asking each node for a sample of
+        the info-hashes it stores; every answer that carried samples."""
+        raw = _target(target, "target") if target is not None else self._rng.randbytes(20)
+        waiter = _Waiter()
+        await self._run(lambda node, now: node.sample_infohashes(raw, now), waiter)
+        return waiter.samples
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    async def _addresses(self, values: Iterable[AddressLike]) -> list[PeerAddress]:
+        out: list[PeerAddress] = []
+        for value in values:
+            for address in await _resolve(value, None):
+                if address.family in self._sockets and address not in out:
+                    out.append(address)
+        return out
+
+    def _begin(self, start: _Start, waiter: _Waiter) -> int:
+        if self._closed:
+            raise DHTError("the DHT is closed")
+        op = int(start(self._node, trio.current_time()))
+        self._waiters[op] = waiter
+        self._kick.set()
+        return op
+
+    def _cancel(self, operation: int) -> None:
+        if not self._closed:
+            self._node.cancel(operation)
+            self._dispatch()
+            self._kick.set()
+
+    async def _run(self, start: _Start, waiter: _Waiter | None = None) -> DHTEvent:
+        waiter = _Waiter() if waiter is None else waiter
+        op = self._begin(start, waiter)
+        try:
+            while waiter.finished is None and not waiter.closed:
+                await waiter.changed.wait()
+                waiter.changed = trio.Event()
+        finally:
+            if waiter.finished is None:
+                self._cancel(op)
+        if waiter.finished is None:
+            raise DHTError("the DHT closed before the operation ended")
+        return waiter.finished
+
+    def _dispatch(self) -> None:
+        while (event := self._node.next_event()) is not None:
+            if isinstance(event, PeersFound) and self._sink is not None:
+                self._sink.discovered(event.info_hash, event.peers, "dht")
+            waiter = self._waiters.get(event.operation) if event.operation else None
+            if waiter is None:
+                continue
+            if isinstance(event, PeersFound):
+                waiter.peers.extend(event.peers)
+            elif isinstance(event, SamplesFound):
+                waiter.samples.append(event)
+            else:
+                del self._waiters[event.operation]
+                waiter.finished = event
+            waiter.wake()
+
+    async def _flush(self) -> None:
+        for data, address in self._node.datagrams_to_send(trio.current_time()):
+            sock = self._sockets.get(address.family)
+            if sock is None:  # the core sends only over families it runs
+                continue
+            try:
+                await sock.sendto(data, (str(address.host), address.port))
+            except OSError:
+                self._send_errors += 1  # like a lost datagram: the query times out
+
+    async def _read(self, sock: trio.socket.SocketType) -> None:
+        while True:
+            try:
+                data, source = await sock.recvfrom(_MAX_DATAGRAM)
+            except OSError as error:
+                if error.errno in _TRANSIENT_ERRORS:
+                    continue
+                raise DHTSocketError(f"receiving failed: {error}") from error
+            try:
+                address = PeerAddress(ip_address(source[0]), source[1])
+            except (ValueError, CompactError):
+                continue  # a scoped (link-local) source: no compact form to answer with
+            self._node.receive_datagram(data, address, trio.current_time())
+            self._kick.set()
+
+    async def _drive(self) -> None:
+        node = self._node
+        while True:
+            self._kick = trio.Event()
+            now = trio.current_time()
+            deadline = node.next_deadline()
+            if deadline is not None and deadline <= now:
+                node.handle_timer(now)
+            self._dispatch()
+            await self._flush()
+            self._dispatch()
+            deadline = node.next_deadline()
+            with trio.move_on_at(math.inf if deadline is None else deadline):
+                await self._kick.wait()
+
+    def _close(self) -> None:
+        self._closed = True
+        for waiter in self._waiters.values():
+            waiter.closed = True
+            waiter.wake()
+        self._waiters.clear()
+
+
+def _swarm_id(info_hash: object) -> bytes:
+    if isinstance(info_hash, InfoHash):
+        return info_hash.swarm_ids()[0]
+    return _target(info_hash, "info_hash")
+
+
+@asynccontextmanager
+async def open_dht(
+    bind: AddressLike | Sequence[AddressLike],
+    bootstrap: Iterable[AddressLike] = (),
+    *,
+    node_id: NodeId | bytes | None = None,
+    state: bytes | None = None,
+    config: DHTConfig = DHTConfig(),  # noqa: B008 - frozen, shared safely
+    peer_sink: PeerSink | None = None,
+    rng: random.Random | None = None,
+) -> AsyncIterator[DHT]:
+    """Run a DHT node for the duration of an ``async with`` block.
+
+    Args:
+        bind: where to listen: one address per family (``"0.0.0.0:6881"``,
+            ``"[::]:6881"``, a bare host for port 0, or several of them). The node runs the
+            families bound.
+        bootstrap: addresses or ``host:port`` names to join through; the bootstrap starts in
+            the background (``await dht.bootstrap()`` to wait for one). Nothing is contacted
+            unless named here, saved in *state*, or learned from the nodes we hear.
+        node_id: our id (default: the saved one, else random; BEP 42 may change it).
+        state: bytes from :meth:`DHT.save_state`.
+        config: the knobs (:class:`DHTConfig`).
+        peer_sink: receives every peer a lookup finds (source ``"dht"``).
+        rng: randomness (default :class:`random.SystemRandom`).
+
+    Raises:
+        DHTSocketError: a socket could not be bound or a name did not resolve.
+        LocalProtocolError: a bad argument.
+        RoutingStateError: *state* is malformed.
+    """
+    wanted: list[PeerAddress] = []
+    for item in _bind_list(bind):
+        for address in await _resolve(item, 0):
+            if all(other.family != address.family for other in wanted):
+                wanted.append(address)
+    if not wanted:
+        raise DHTSocketError(f"{bind!r} names no address to bind")
+    source = random.SystemRandom() if rng is None else rng
+    now = trio.current_time()
+    families: tuple[Family, ...] = tuple(sorted(a.family for a in wanted))
+    node = DHTNode(
+        rng=source, now=now, families=families, node_id=node_id, config=config, state=state
+    )
+    sockets: dict[Family, trio.socket.SocketType] = {}
+    try:
+        for address in wanted:
+            sockets[address.family] = await _open_socket(address)
+        dht = DHT(node, sockets, peer_sink=peer_sink, rng=source)
+        try:
+            async with trio.open_nursery() as nursery:
+                for sock in sockets.values():
+                    nursery.start_soon(dht._read, sock)
+                nursery.start_soon(dht._drive)
+                addresses = await dht._addresses(bootstrap)
+                known = any(len(node.table(family)) for family in families)
+                if addresses or node.bootstrap_addresses or known:
+                    node.bootstrap(addresses, trio.current_time())
+                    dht._kick.set()
+                try:
+                    yield dht
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            dht._close()
+    finally:
+        for sock in sockets.values():
+            sock.close()
