@@ -30,8 +30,10 @@ from bip import __version__
 from bip_disk import DiskEvent, DiskManager, open_disk_manager
 from bip_handshake import (
     CompletedHandshake,
+    Dialer,
     Extensions,
     Handshaker,
+    PeerAddress,
     PeerId,
     open_handshaker,
 )
@@ -273,6 +275,28 @@ def _tracker_binds(config: ClientConfig) -> tuple[str | None, str | None]:
     return (host, None) if ip_address(host).version == 4 else (None, host)
 
 
+def _dialer(config: ClientConfig) -> Dialer | None:
+    """Dial from the listen address when it is a specific one (``--bind 127.0.0.2``), as
+    libtorrent's ``outgoing_interfaces`` does: peers see us where we accept them, and a peer
+    that refuses connections from its own address (ctorrent) can be reached."""
+    if not config.listen:
+        return None
+    host = config.listen[0][0]
+    try:
+        address = ip_address(host)
+    except ValueError:
+        return None
+    if address.is_unspecified:
+        return None
+
+    async def dial(peer: PeerAddress) -> trio.abc.Stream:
+        if peer.family != address.version:
+            return await trio.open_tcp_stream(str(peer.host), peer.port)
+        return await trio.open_tcp_stream(str(peer.host), peer.port, local_address=host)
+
+    return dial
+
+
 @asynccontextmanager
 async def open_session(config: ClientConfig | None = None) -> AsyncIterator[Session]:
     """Run a client session for the duration of an ``async with`` block.
@@ -285,6 +309,7 @@ async def open_session(config: ClientConfig | None = None) -> AsyncIterator[Sess
         OSError: the tracker client's socket could not be opened.
     """
     config = config if config is not None else ClientConfig()
+    dial = config.dial if config.dial is not None else _dialer(config)
     peer_id = config.peer_id if config.peer_id is not None else PeerId.generate()
     metadata = MetadataExchange()
     session: Session | None = None
@@ -301,7 +326,7 @@ async def open_session(config: ClientConfig | None = None) -> AsyncIterator[Sess
                     listen=config.listen,
                     extensions=OUR_EXTENSIONS,
                     encryption=config.encryption,
-                    dial=config.dial,
+                    dial=dial,
                     connect_timeout=config.connect_timeout,
                     handshake_timeout=config.handshake_timeout,
                 )
