@@ -197,3 +197,31 @@ def test_private_without_trackers_warns(tmp_path: Path, capsys: pytest.CaptureFi
     folder = _album(tmp_path)
     assert main(["create", str(folder), "-o", str(tmp_path / "p.torrent"), "-q", "-p"]) == 0
     assert "warning: a private torrent without trackers" in capsys.readouterr().err
+
+
+def test_ctrl_c_cancels_the_hashing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C lands in the main thread, which sets ``cancel`` and waits for the hashing to
+    stop before exiting with 130; no torrent is written."""
+    import signal
+    import threading
+
+    from bip import _cmd_create
+    from bip_metainfo import CreateCancelled
+
+    stopped = []
+
+    def fake_create(path: object, *, cancel: threading.Event, **options: object) -> Metainfo:
+        signal.raise_signal(signal.SIGINT)  # handled in the main thread: KeyboardInterrupt
+        assert cancel.wait(10)
+        stopped.append(True)
+        raise CreateCancelled
+
+    monkeypatch.setattr(_cmd_create, "create_torrent", fake_create)
+    folder = _album(tmp_path)
+    out = tmp_path / "x.torrent"
+    assert main(["create", str(folder), "-o", str(out)]) == 130
+    assert stopped == [True]
+    assert capsys.readouterr().err.endswith("bip: error: interrupted\n")
+    assert not out.exists()

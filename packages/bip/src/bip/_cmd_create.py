@@ -228,20 +228,27 @@ def _create_with_progress(
         if bar is not None:
             bar.update(done, total=total)
 
+    # Our own "finished" flag: Thread.join interrupted by Ctrl-C can leave the thread marked
+    # stopped while it still runs (CPython 3.11), so join and is_alive cannot be trusted then.
+    finished = threading.Event()
+
     def work() -> None:
         try:
             outcome.append(create_torrent(path, progress=progress, cancel=cancel, **options))
         except BaseException as error:  # handed to the main thread, which raises it
             failure.append(error)
+        finally:
+            finished.set()
 
     worker = threading.Thread(target=work, name="bip-create", daemon=True)
-    worker.start()
     try:
-        while worker.is_alive():
-            worker.join(0.5)
+        worker.start()  # inside the try: Ctrl-C may land while the thread is starting
+        while not finished.wait(0.5):
+            pass
     except KeyboardInterrupt:
         cancel.set()
-        worker.join()
+        if worker.ident is not None:  # started: wait until every hashing thread stopped
+            finished.wait()
         if bar is not None:
             bar.__exit__(KeyboardInterrupt, None, None)
         raise
