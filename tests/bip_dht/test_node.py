@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from bip_bencode import encode
 from bip_dht._errors import LocalProtocolError
 from bip_dht._items import ImmutableItem, MutableItem
-from bip_dht._krpc import ErrorCode, FindNode, Ping, Response, decode_message
+from bip_dht._krpc import AnnouncePeer, ErrorCode, FindNode, Ping, Response, decode_message
 from bip_dht._node import DHTNode
 from bip_dht._node_config import DHTConfig
 from bip_dht._node_events import (
@@ -298,6 +298,19 @@ def test_announce_implied_port_and_seed_scrape() -> None:
     assert scrape.seeds_estimate >= 0.5
     assert scrape.peers_estimate is not None
     assert scrape.peers_estimate <= 0.5
+
+
+def test_implied_port_announce_carries_the_local_port_too() -> None:
+    net, nodes = network(10)
+    announcer = nodes[2]
+    announcer.set_local_port(4, 6881)
+    net.wait(announcer, announcer.announce(HASH, net.now))
+    sent = [decode_message(d) for s, d, _ in net.sent if s == net.address(announcer)]
+    announces = [m for m in sent if isinstance(m, AnnouncePeer)]
+    assert announces
+    assert all(m.implied_port and m.port == 6881 for m in announces)
+    with pytest.raises(LocalProtocolError):
+        announcer.set_local_port(4, 70000)
 
 
 def test_info_hash_object_is_accepted() -> None:

@@ -236,6 +236,7 @@ class DHTNode:
         self._events: deque[DHTEvent] = deque()
         self._outbox: list[tuple[bytes, PeerAddress]] = []
         self._pending_pings: deque[PeerAddress] = deque()
+        self._local_ports: dict[Family, int] = {}
         self._next_tick = now + config.maintenance_interval
         self._last_bootstrap: float | None = None
         self._bootstrap_op: int | None = None
@@ -787,6 +788,18 @@ class DHTNode:
             salt=salt,
             node_filter=accept,
         )
+
+    def local_port(self, family: Family) -> int:
+        """Our UDP port for *family* as :meth:`set_local_port` gave it (0: unknown)."""
+        return self._local_ports.get(family, 0)
+
+    def set_local_port(self, family: Family, port: int) -> None:
+        """Tell the node the UDP port its *family* socket is bound to. An announce with
+        ``implied_port`` then carries it in ``port`` too, for nodes that ignore
+        ``implied_port`` (libtorrent sends both the same way)."""
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 0xFFFF:
+            raise LocalProtocolError(f"port is in 0..65535, got {port!r}")
+        self._local_ports[family] = port
 
     def emit(self, event: DHTEvent) -> None:
         """Queue a progress event; dropped (and counted) when the queue is full."""

@@ -116,6 +116,10 @@ class Context(Protocol):
         """Queue a progress event (dropped and counted when the queue is full)."""
         ...
 
+    def local_port(self, family: Family) -> int:
+        """Our UDP port for *family* when the shell told us (else 0)."""
+        ...
+
 
 class Operation:
     """Base of every operation; see the module docstring."""
@@ -618,7 +622,12 @@ class AnnounceOp(_StoreOp):
 
     def _write(self, node: LookupNode) -> Callable[[bytes], Query]:
         ctx, info_hash, token = self.ctx, self.target.value, node.token or b""
-        port, implied = (0, True) if self.port is None else (self.port, False)
+        # implied_port: the receiver takes our UDP source port. We still fill 'port' with it
+        # when we know it, as libtorrent does, for nodes that ignore implied_port (aria2).
+        family = node.node.address.family
+        port, implied = (
+            (self.ctx.local_port(family), True) if self.port is None else (self.port, False)
+        )
         seed = self.seed
         return lambda tid: AnnouncePeer(
             transaction_id=tid,

@@ -660,7 +660,8 @@ async def open_dht(
     sockets: dict[Family, trio.socket.SocketType] = {}
     try:
         for address in wanted:
-            sockets[address.family] = await _open_socket(address)
+            sock = sockets[address.family] = await _open_socket(address)
+            node.set_local_port(address.family, sock.getsockname()[1])
         dht = DHT(node, sockets, peer_sink=peer_sink, rng=source)
         try:
             async with trio.open_nursery() as nursery:
