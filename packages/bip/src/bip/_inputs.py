@@ -130,6 +130,8 @@ def parse_endpoint(
         if close < 0:
             raise CLIError(f"missing ']' in {text!r} (write [IPV6]:PORT)")
         host, rest = text[1:close], text[close + 1 :]
+        if ":" not in host:
+            raise CLIError(f"not an IPv6 address: {host!r} (brackets are for IPv6 only)")
         if rest and not rest.startswith(":"):
             raise CLIError(f"expected ':PORT' after ']' in {text!r}")
         port_text = rest[1:] if rest else None
