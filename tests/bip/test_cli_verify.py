@@ -124,3 +124,22 @@ def test_errors(
     assert err.startswith("bip: error: ")
     assert message in err
     assert err.count("\n") == 1
+
+
+def test_links_and_single_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "data" / "tree"
+    folder.mkdir(parents=True)
+    (folder / "real.bin").write_bytes(os.urandom(40_000))
+    (folder / "link").symlink_to("real.bin")
+    torrent = create_torrent(folder, piece_length=PIECE)  # links stored as BEP 47 links
+    path = tmp_path / "tree.torrent"
+    path.write_bytes(torrent.to_bytes())
+    assert main(["verify", str(path), str(tmp_path / "data"), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "tree/link      link" in out
+    assert "tree/real.bin  complete" in out
+
+    single = create_torrent(folder / "real.bin", version="v2", piece_length=PIECE)
+    path.write_bytes(single.to_bytes())
+    assert main(["verify", str(path), str(folder), "-q"]) == 0
+    assert "real.bin  complete" in capsys.readouterr().out
