@@ -25,7 +25,6 @@ import os
 import random
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -62,7 +61,7 @@ from ._helpers import (
     _die_with_parent,
     free_port,
     require_client,
-    udp_request,
+    tcp_listening,
 )
 from ._seeders import SmallTorrent, aria2_loopback_options, make_torrent, private_env
 
@@ -76,6 +75,7 @@ __all__ = [
     "open_libtorrent_dht",
     "open_libtorrent_dhts",
     "start_aria2_dht",
+    "wait_answering",
 ]
 
 _LT_DHT = Path(__file__).with_name("_lt_dht.py")
@@ -467,28 +467,15 @@ class Aria2DHT:
         return address(self.host, self.dht_port)
 
 
-def _answers_ping(host: str, port: int) -> Callable[[], bool]:
-    """A readiness check: a KRPC ping to ``host:port`` gets a response."""
-    ping = Ping(transaction_id=b"rd", node_id=secrets.token_bytes(20)).encode()
-
-    def check() -> bool:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.bind((host, 0))
-            try:
-                reply = udp_request(sock, ping, (host, port), attempts=1, timeout=0.3)
-            except TimeoutError:
-                return False
-        try:
-            return isinstance(decode_message(reply), Response)
-        except KRPCError:
-            return False
-
-    return check
-
-
 def start_aria2_dht(start_process: StartProcess, workdir: Path) -> Aria2DHT:
     """aria2c checking and seeding a small torrent with ``--enable-dht=true`` on 127.0.0.1;
-    returns once its DHT answers a ping."""
+    returns once it accepts peer connections.
+
+    Its DHT socket opens with it, but wait for its first answer with :func:`wait_answering`
+    from a node that stays alive: aria2 puts every node that queries it in its routing table,
+    so a readiness probe from a throwaway socket would leave a dead node there, and every
+    lookup through aria2 would then wait out a timeout on it.
+    """
     aria2c = require_client("aria2c")
     torrent = make_torrent(workdir / "aria2-torrent")
     host = "127.0.0.1"  # aria2 binds its DHT socket to --interface's address
@@ -504,7 +491,7 @@ def start_aria2_dht(start_process: StartProcess, workdir: Path) -> Aria2DHT:
         argv,
         cwd=workdir,
         env=private_env(home),
-        ready=_answers_ping(host, dht_port),
+        ready=tcp_listening(host, port),
         ready_timeout=20,
         name="aria2c-dht",
     )
@@ -612,6 +599,22 @@ class KRPCNode:
     def heard(self, node: NodeInfo) -> None:
         """Put ``node`` in our table as a node that answered us (for find_node answers)."""
         self.table.heard_from(node, time.monotonic(), responded=True)
+
+
+async def wait_answering(node: KRPCNode, to: PeerAddress, timeout: float = 10.0) -> Response:
+    """Ping ``to`` from ``node`` until it answers (a just-started client may not be bound yet);
+    its response."""
+    with trio.fail_after(timeout):
+        while True:
+            try:
+                reply = await node.query(
+                    lambda t: Ping(transaction_id=t, node_id=node.node_id), to, timeout=0.5
+                )
+            except TimeoutError:
+                continue
+            if isinstance(reply, Response):
+                return reply
+            await trio.sleep(0.1)
 
 
 @contextlib.asynccontextmanager

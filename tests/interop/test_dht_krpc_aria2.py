@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from bip_dht import AnnouncePeer, ErrorReply, FindNode, GetPeers, Ping, Response
+from bip_dht import AnnouncePeer, ErrorReply, FindNode, GetPeers, Response
 from bip_handshake import NodeInfo, PeerAddress
 
-from ._dht_nodes import open_krpc_node, start_aria2_dht
+from ._dht_nodes import open_krpc_node, start_aria2_dht, wait_answering
 from ._helpers import StartProcess
 
 pytestmark = pytest.mark.interop
@@ -39,9 +39,7 @@ async def test_aria2_answers_our_queries(start_process: StartProcess, tmp_path: 
     aria2 = start_aria2_dht(start_process, tmp_path)
     async with open_krpc_node() as ours:
         me = ours.node_id
-        pong = _response(
-            await ours.query(lambda t: Ping(transaction_id=t, node_id=me), aria2.address)
-        )
+        pong = await wait_answering(ours, aria2.address)
         aria2_id = pong.node_id
         assert aria2_id != me
         assert pong.version is not None

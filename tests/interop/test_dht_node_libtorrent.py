@@ -1,0 +1,170 @@
+"""Our DHT node (``open_dht``) and libtorrent 2.1's, both ways, on loopback.
+
+libtorrent runs two DHT sessions, A and B, in one process (_lt_dht.py), each on its own
+127.0.0.X; B knows A. Our node bootstraps from A. Then, each way: ping and find_node; a hash
+announced by one is found by the other's get_peers lookup (explicit port and implied_port); a
+BEP 44 immutable item and a salted mutable item put by one are got by the other, byte for byte,
+signatures included; our compare-and-swap put succeeds on the current ``seq`` and is refused
+(301) on a stale one, by libtorrent's nodes.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bip_bencode import Value, decode, encode
+from bip_dht import ImmutableItem, MutableItem, immutable_target, mutable_target
+from bip_dht._node_config import DHTConfig
+from bip_dht._shell import DHT, open_dht
+from bip_handshake import NodeInfo, PeerAddress
+
+from ._dht_nodes import LibtorrentDHT, loopback_host, open_libtorrent_dht
+
+pytestmark = pytest.mark.interop
+
+A, B = 0, 1
+
+# Every node here is on 127.0.0.0/8: one /8, no BEP 42-valid ids. libtorrent runs with the same
+# restrictions off (INTEROP.md).
+LOOPBACK = DHTConfig(
+    restrict_routing_ips=False, restrict_search_ips=False, query_timeout=2.0, slow_after=0.5
+)
+
+
+@dataclass
+class Net:
+    ours: DHT
+    lt: LibtorrentDHT
+
+    @property
+    def me(self) -> PeerAddress:
+        address: PeerAddress = self.ours.addresses[0]
+        return address
+
+    @property
+    def a(self) -> PeerAddress:
+        return self.lt.sessions[A].address
+
+    @property
+    def b(self) -> PeerAddress:
+        return self.lt.sessions[B].address
+
+
+@pytest.fixture
+async def net(tmp_path: Path) -> AsyncIterator[Net]:
+    hosts = [loopback_host(), loopback_host()]
+    async with open_libtorrent_dht(tmp_path, hosts, lifetime=45) as lt:
+        await lt.add_node(B, lt.sessions[A].address)
+        await lt.wait_routing_table(B, 1)
+        async with open_dht(
+            (loopback_host(), 0), [lt.sessions[A].address], config=LOOPBACK
+        ) as ours:
+            # libtorrent B pings us and takes us in: both of its nodes are ours to use.
+            await lt.add_node(B, ours.addresses[0])
+            await lt.wait_routing_table(B, 2)
+            yield Net(ours, lt)
+
+
+async def _peers(dht: DHT, info_hash: bytes) -> list[PeerAddress]:
+    """Every peer one get_peers lookup of ours finds."""
+    return [peer async for peer in dht.get_peers(info_hash)]
+
+
+async def test_ping_and_find_node(net: Net) -> None:
+    """Our ping, bootstrap and find_node against libtorrent; libtorrent's ping to us."""
+    with trio.fail_after(20):
+        pong = await net.ours.ping(net.a)
+        assert pong == NodeInfo(net.lt.sessions[A].node_id, net.a)
+        assert await net.ours.bootstrap([net.a]) >= 1
+        found = await net.ours.find_node(net.lt.sessions[B].node_id)
+    assert NodeInfo(net.lt.sessions[B].node_id, net.b) in found
+    assert net.ours.statistics().nodes[4] >= 2
+
+
+async def test_libtorrent_announce_found_by_us(net: Net) -> None:
+    """B announces (port 6881, then implied_port); our get_peers lookups find both."""
+    info_hash = secrets.token_bytes(20)
+    await net.lt.announce(B, info_hash, port=6881)
+    wanted = PeerAddress(net.b.host, 6881)
+    with trio.fail_after(20):
+        while wanted not in await _peers(net.ours, info_hash):
+            await trio.sleep(0.2)
+    implied = secrets.token_bytes(20)
+    await net.lt.announce(B, implied)
+    with trio.fail_after(20):
+        while net.b not in await _peers(net.ours, implied):
+            await trio.sleep(0.2)
+
+
+async def test_our_announce_found_by_libtorrent(net: Net) -> None:
+    """We announce (port 7001, then implied_port); B's dht_get_peers finds us both times."""
+    info_hash = secrets.token_bytes(20)
+    with trio.fail_after(20):
+        finished = await net.ours.announce(info_hash, 7001)
+    assert finished.announced_to >= 2  # A and B, the only other nodes
+    assert PeerAddress(net.me.host, 7001) in await net.lt.get_peers(B, info_hash)
+    implied = secrets.token_bytes(20)
+    with trio.fail_after(20):
+        finished = await net.ours.announce(implied)
+    assert finished.announced_to >= 2
+    assert net.me in await net.lt.get_peers(B, implied)
+
+
+async def test_immutable_items_both_ways(net: Net) -> None:
+    """B's immutable put is got by us; ours by B, byte for byte."""
+    text = b"from libtorrent " + secrets.token_hex(4).encode()
+    target, stored_at = await net.lt.put_immutable(B, text)
+    assert stored_at >= 2  # A and us
+    with trio.fail_after(20):
+        got = await net.ours.get(target)
+    assert got == ImmutableItem(encode(text))
+
+    value: Value = {b"bip": [1, 2, secrets.token_bytes(6)]}
+    with trio.fail_after(20):
+        assert await net.ours.get_immutable(target) == text  # the decoded value
+        put = await net.ours.put_immutable(value)
+    assert put.target == immutable_target(encode(value))
+    assert put.stored_at >= 2
+    assert await net.lt.get_immutable(B, put.target) == encode(value)
+
+
+async def test_mutable_items_both_ways(net: Net) -> None:
+    """B's salted mutable put (libtorrent signs) is got and verified by us; ours (we sign) is
+    got by B with our seq, value and signature; a cas put on the stale seq is refused."""
+    seed = secrets.token_bytes(32)
+    public = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw()
+    put = await net.lt.put_mutable(B, seed, b"libtorrent's", b"salt")
+    assert put["num_success"] >= 2
+    with trio.fail_after(20):
+        got = await net.ours.get_mutable(public, b"salt")
+    assert isinstance(got, MutableItem)
+    assert got.target == mutable_target(public, b"salt")
+    assert (got.seq, decode(got.value)) == (put["seq"], b"libtorrent's")
+
+    key = Ed25519PrivateKey.generate()
+    ours_public = key.public_key().public_bytes_raw()
+    value: Value = [b"bip", 1]
+    with trio.fail_after(20):
+        first = await net.ours.put_mutable(key, value, salt=b"s", seq=7)
+    assert first.stored_at >= 2
+    found = await net.lt.get_mutable(B, ours_public, b"s")
+    expected = MutableItem.create(key, encode(value), seq=7, salt=b"s")
+    assert found["seq"] == 7
+    assert bytes.fromhex(found["value"]) == encode(value)
+    assert bytes.fromhex(found["signature"]) == expected.signature
+
+    # seq None: get the current one, then put current + 1 with cas = current.
+    with trio.fail_after(20):
+        second = await net.ours.put_mutable(key, b"second", salt=b"s")
+    assert second.stored_at >= 2
+    assert not second.errors
+    found = await net.lt.get_mutable(B, ours_public, b"s")
+    assert found["seq"] == 8
+    assert decode(bytes.fromhex(found["value"])) == b"second"
