@@ -13,9 +13,9 @@ import json
 import math
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
@@ -25,6 +25,7 @@ from bip_utracker import (
     MAX_SCRAPE_HASHES,
     AnnounceEvent,
     AnnounceResult,
+    ScrapeResult,
     ScrapeStats,
     ServerConfig,
     SwarmStore,
@@ -38,6 +39,8 @@ from ._errors import CLIError
 from ._inputs import load_source, parse_endpoint, parse_info_hash
 
 __all__ = ["add_parser"]
+
+T = TypeVar("T")
 
 DEFAULT_BIND = "127.0.0.1:6969"
 """Loopback by default: serving the world is a choice to make explicitly."""
@@ -356,12 +359,11 @@ def _client_binds(bind: str | None) -> tuple[str | None, str | None]:
     return (None, bind) if ":" in bind else (bind, None)
 
 
-async def _with_timeout(url: str, seconds: float, job: Any) -> Any:
-    with trio.move_on_after(seconds) as scope:
+async def _with_timeout(url: str, seconds: float, job: Callable[[], Awaitable[T]]) -> T:
+    """``await job()``, or a :class:`CLIError` naming the tracker after ``seconds``."""
+    with trio.move_on_after(seconds):
         return await job()
-    if scope.cancelled_caught:
-        raise CLIError(f"no answer from {url} within {seconds:g} s (is the tracker up?)")
-    return None  # pragma: no cover - move_on_after either returns the job's value or caught
+    raise CLIError(f"no answer from {url} within {seconds:g} s (is the tracker up?)")
 
 
 def _announce_json(url: str, result: AnnounceResult) -> dict[str, Any]:
@@ -408,8 +410,7 @@ def _run_announce(args: argparse.Namespace) -> int:
                     num_want=args.numwant,
                 )
 
-            result: AnnounceResult = await _with_timeout(args.url, args.timeout, job)
-            return result
+            return await _with_timeout(args.url, args.timeout, job)
 
     result = trio.run(main)
     if args.json:
@@ -441,7 +442,7 @@ def _run_scrape(args: argparse.Namespace) -> int:
             for start in range(0, len(swarm_ids), MAX_SCRAPE_HASHES):
                 batch = swarm_ids[start : start + MAX_SCRAPE_HASHES]
 
-                async def job(batch: list[bytes] = batch) -> Any:
+                async def job(batch: list[bytes] = batch) -> ScrapeResult:
                     return await c.scrape(args.url, batch)
 
                 result = await _with_timeout(args.url, args.timeout, job)
