@@ -225,3 +225,16 @@ def test_ctrl_c_cancels_the_hashing(
     assert stopped == [True]
     assert capsys.readouterr().err.endswith("bip: error: interrupted\n")
     assert not out.exists()
+
+
+def test_output_into_a_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = _album(tmp_path)
+    target = tmp_path / "torrents"
+    target.mkdir()
+    assert main(["create", str(folder), "-o", str(target), "-q"]) == 0
+    assert Metainfo.from_file(target / "album.torrent").info.name == "album"
+    missing = tmp_path / "nowhere" / "x.torrent"
+    assert main(["create", str(folder), "-o", str(missing), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert f"{missing}: no such directory" in _one_line_error(err)
+    assert "hashing" not in err  # refused before any hashing

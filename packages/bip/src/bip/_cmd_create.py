@@ -57,7 +57,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "-o",
         "--output",
         metavar="OUT",
-        help="where to write the torrent (default: NAME.torrent here; '-' for stdout)",
+        help="where to write the torrent: a file, a directory to put NAME.torrent in, or '-'"
+        " for stdout (default: NAME.torrent here)",
     )
     version = parser.add_mutually_exclusive_group()
     version.add_argument(
@@ -165,6 +166,22 @@ def _default_output(path: str, name: str | None) -> str:
     return f"{base}.torrent"
 
 
+def _output_path(output: str | None, path: str, name: str | None, *, force: bool) -> str:
+    """Where the torrent goes, checked before any hashing (which can take hours)."""
+    if output is None:
+        output = _default_output(path, name)
+    elif output != "-" and os.path.isdir(output):
+        output = os.path.join(output, _default_output(path, name))
+    if output == "-":
+        return output
+    parent = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(parent):
+        raise CLIError(f"{output}: no such directory {parent!r}")
+    if os.path.exists(output) and not force:
+        raise CLIError(f"{output}: already exists (use --force to overwrite)")
+    return output
+
+
 def run(args: argparse.Namespace) -> int:
     """Create the torrent, write it, print a summary; returns the exit status."""
     path: str = args.path
@@ -176,9 +193,7 @@ def run(args: argparse.Namespace) -> int:
     nodes = [parse_endpoint(text) for text in args.node]
     if args.threads is not None and args.threads < 1:
         raise CLIError(f"--threads must be at least 1, not {args.threads}")
-    output: str = args.output or _default_output(path, args.name)
-    if output != "-" and os.path.exists(output) and not args.force:
-        raise CLIError(f"{output}: already exists (use --force to overwrite)")
+    output = _output_path(args.output, path, args.name, force=args.force)
     if args.private and not tiers:
         print("bip: warning: a private torrent without trackers cannot find peers", file=sys.stderr)
 
