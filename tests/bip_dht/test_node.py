@@ -46,6 +46,7 @@ class Net:
         self.rng = random.Random(seed)
         self.nodes: dict[PeerAddress, DHTNode] = {}
         self.silent: set[PeerAddress] = set()
+        self.hold: set[PeerAddress] = set()  # nodes whose events nobody reads
         self.events: dict[PeerAddress, list[DHTEvent]] = {}
         self.sent: list[tuple[PeerAddress, bytes, PeerAddress]] = []
         self.tap: Callable[[PeerAddress, bytes, PeerAddress], bytes | None] | None = None
@@ -91,6 +92,8 @@ class Net:
                     continue
                 self.sent.append((source, data, dest))
                 self._push(self.now + self.latency, source, data, dest)
+            if address in self.hold:
+                continue
             while (event := node.next_event()) is not None:
                 self.events[address].append(event)
 
@@ -255,6 +258,23 @@ def test_rebootstrap_when_the_table_is_empty() -> None:
     b = net.add(private(1))
     net.run_for(60.0)
     assert a.table().state_of(b.node_id, net.now) is NodeState.GOOD
+
+
+def test_rebootstrap_when_every_node_went_bad() -> None:
+    net = Net()
+    a = net.add(private(0), config=DHTConfig(bootstrap_retry_interval=30.0))
+    b = net.add(private(1))
+    where = net.address(b)
+    net.wait(a, a.bootstrap([where], net.now))
+    assert a.table().state_of(b.node_id, net.now) is NodeState.GOOD
+    net.silent.add(where)  # b leaves; a notices once b is questionable and fails its pings
+    net.run_for(17 * 60.0)
+    assert a.table().state_of(b.node_id, net.now) is NodeState.BAD
+    net.silent.discard(where)
+    del net.nodes[where]
+    newcomer = net.add(private(1))  # someone else at the bootstrap address
+    net.run_for(60.0)
+    assert a.table().state_of(newcomer.node_id, net.now) is NodeState.GOOD
 
 
 def test_stale_bucket_is_refreshed() -> None:
@@ -599,20 +619,37 @@ def test_lookups_queue_then_refuse() -> None:
 
 
 def test_progress_events_are_bounded_but_finished_events_kept() -> None:
-    net, nodes = network(10, config=DHTConfig(max_events=1))
-    seeker = nodes[3]
-    for i in range(1, 4):
+    net, nodes = network(12)
+    for i in range(6):
         net.wait(nodes[i + 4], nodes[i + 4].announce(HASH, net.now, port=1000 + i))
-    # nobody drains seeker's events in between: put them on hold
-    op1 = seeker.get_peers(HASH, net.now)
-    op2 = seeker.get_peers(HASH, net.now)
-    held: list[DHTEvent] = []
-    for _ in range(2000):
-        if not net.step():
-            break
-    held = net.events[net.address(seeker)]
-    ops = {e.operation for e in held if isinstance(e, LookupFinished)}
-    assert {op1, op2} <= ops
+    seeker = net.add(private(30), config=DHTConfig(max_events=2))
+    net.wait(seeker, seeker.bootstrap([net.address(nodes[0])], net.now))
+    net.hold.add(net.address(seeker))  # nobody reads the seeker's events for a while
+    ops = [seeker.get_peers(HASH, net.now) for _ in range(3)]
+    net.run_for(30.0)
+    assert seeker.statistics().events_dropped > 0
+    held = []
+    while (event := seeker.next_event()) is not None:
+        held.append(event)
+    assert len([e for e in held if isinstance(e, PeersFound)]) <= 2
+    assert {e.operation for e in held if isinstance(e, LookupFinished)} == set(ops)
+
+
+def test_timeouts_fail_the_node_in_the_table_and_the_lookup() -> None:
+    net = Net()
+    a = net.add(private(0))
+    dead = NodeInfo(b"d" * 20, PeerAddress.parse("10.7.0.1:6881"))
+    a.warm_table([dead], net.now)
+    op = a.find_node(b"y" * 20, net.now)
+    event = net.wait(a, op)
+    assert isinstance(event, LookupFinished)
+    assert event.result.nodes == ()
+    (entry,) = list(a.table().entries(net.now))
+    assert entry.failures == 1
+    assert entry.state is NodeState.QUESTIONABLE
+    # maintenance keeps pinging it; after MAX_FAILURES it is bad and, never replaced, dropped
+    net.run_for(60.0)
+    assert all(e.state is NodeState.BAD for e in a.table().entries(net.now))
 
 
 def test_outbox_is_bounded() -> None:

@@ -928,7 +928,8 @@ class DHTNode:
                     break
                 table.refresh_started(refresh.bucket, now)
                 refreshed += 1
-        empty = any(len(table) == 0 for table in self._tables.values())
+        # "empty": no node we could still query (bad nodes wait in buckets for replacements)
+        empty = any(not table.closest(self._own, now, 1) for table in self._tables.values())
         if (
             empty
             and self._bootstrap_addresses

@@ -26,7 +26,9 @@ turns bad, the best replacement takes its place. Questionable nodes are the node
 (:meth:`~RoutingTable.nodes_to_ping`); the answer or the failure comes back here.
 
 By default at most one node per IP address is kept (libtorrent's ``restrict_routing_ips``), so
-one host cannot fill the table with made-up ids; an optional ``node_filter`` (for instance
+one host cannot fill the table with made-up ids (a node that answers us from an IP held by a
+bad node takes its place; one answering with a new id from a held node's very address evicts
+it, as libtorrent does); an optional ``node_filter`` (for instance
 :func:`bep42_filter`, BEP 42) rejects nodes before they are stored. Memory is bounded by
 160 buckets of ``2 * k`` entries whatever we hear.
 
@@ -430,7 +432,11 @@ class RoutingTable:
         if found is not None:
             return self._update(found, node, now, responded)
         host = _host(node)
-        if self._restrict_ips and host in self._ips:
+        if (
+            self._restrict_ips
+            and host in self._ips
+            and not (responded and self._yield_ip(host, node, now))
+        ):
             return Admission.REJECTED
         if self._filter is not None and not self._filter(node):
             return Admission.REJECTED
@@ -440,6 +446,27 @@ class RoutingTable:
         else:
             entry.last_query = now
         return self._insert(entry, now)
+
+    def _yield_ip(self, host: IPv4Address | IPv6Address, newcomer: NodeInfo, now: float) -> bool:
+        """A node that answered us from *host*, which another id holds: may it have the IP?
+
+        A bad holder gives way (it stopped answering; this node did). A holder at the very
+        address the newcomer answered from has changed its id (a restart, or a forgery): as
+        libtorrent does, it is evicted, and the newcomer is not admitted this time (its next
+        answer is); until then nobody holds the IP. Otherwise the holder keeps it.
+        """
+        found = self._find(self._ips[host])
+        if found is None:  # pragma: no cover - _ips follows the buckets; be safe anyway
+            del self._ips[host]
+            return True
+        bucket, holder, in_bucket = found
+        bad = holder.state(now, self._max_failures) is NodeState.BAD
+        if not bad and holder.node.address != newcomer.address:
+            return False
+        (bucket.nodes if in_bucket else bucket.replacements).pop(holder.node.node_id)
+        self._drop(holder)
+        self._refill(bucket, now)
+        return bad
 
     def _update(
         self, found: tuple[_Bucket, _Entry, bool], node: NodeInfo, now: float, responded: bool
