@@ -251,3 +251,24 @@ def test_error_exit_ends_line_without_redraw() -> None:
     bar.__exit__(RuntimeError, RuntimeError(), None)
     assert out.getvalue().count("\r") == 1
     assert out.getvalue().endswith("\n")
+
+
+@pytest.mark.parametrize(
+    "argv", [["--debug", "boom"], ["boom", "--debug"], ["--debug", "boom", "--debug"]]
+)
+def test_debug_before_or_after_the_command(
+    command: Callable[[Callable[[], int]], None],
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+) -> None:
+    command(_raiser(CLIError("bad")))
+    assert _cli.main(argv) == 1
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_no_debug_anywhere(
+    command: Callable[[Callable[[], int]], None], capsys: pytest.CaptureFixture[str]
+) -> None:
+    command(_raiser(CLIError("bad")))
+    assert _cli.main(["boom"]) == 1
+    assert "Traceback" not in capsys.readouterr().err

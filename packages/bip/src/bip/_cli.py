@@ -53,7 +53,25 @@ def build_parser() -> argparse.ArgumentParser:
     for name in _COMMAND_MODULES:
         module = importlib.import_module(f"bip._cmd_{name}")
         module.add_parser(subparsers)
+    for command in subparsers.choices.values():
+        _accept_debug(command)
     return parser
+
+
+def _accept_debug(parser: argparse.ArgumentParser) -> None:
+    """Let ``--debug`` come after the command too (``bip show x --debug``), at every level.
+
+    The default is suppressed so that a command's parser never resets a ``--debug`` given
+    before the command.
+    """
+    if "--debug" not in parser._option_string_actions:
+        parser.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _accept_debug(child)
 
 
 def _setup_logging(debug: bool) -> None:
