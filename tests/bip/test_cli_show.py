@@ -222,3 +222,13 @@ def test_files_tree_reopens_directories(tmp_path: Path) -> None:
         "       a/",
         "  2      y  3 B",
     ]
+
+
+def test_bep38_fields(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path, _ = _torrent(tmp_path, similar=[b"\x11" * 20], collections=["set\x07one"])
+    out = _show([str(path)], capsys)
+    assert "similar (BEP 38):\n  " + "11" * 20 in out
+    assert "collections (BEP 38):\n  set\\x07one" in out
+    data = json.loads(_show([str(path), "--json"], capsys))
+    assert data["similar"] == ["11" * 20]
+    assert data["collections"] == ["set\x07one"]

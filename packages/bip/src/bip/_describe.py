@@ -191,6 +191,14 @@ def torrent_text(torrent: Metainfo, *, show_pad: bool = False) -> str:
     if torrent.nodes:
         lines.append("DHT nodes:")
         lines.extend(f"  {safe_text(_endpoint(host, port))}" for host, port in torrent.nodes)
+    similar = [value.hex() for value in (*info.similar, *torrent.similar)]
+    if similar:
+        lines.append("similar (BEP 38):")
+        lines.extend(f"  {value}" for value in similar)
+    collections = list(dict.fromkeys((*info.collections, *torrent.collections)))
+    if collections:
+        lines.append("collections (BEP 38):")
+        lines.extend(f"  {safe_text(name)}" for name in collections)
     _row(lines, "magnet", torrent.magnet())
     lines.append(f"files ({len(files)}; by index, as 'bip download --files' takes them):")
     lines.extend(files_tree(info.files, show_pad=show_pad))
