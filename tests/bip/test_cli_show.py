@@ -5,15 +5,31 @@ from __future__ import annotations
 import io
 import json
 import sys
+import tempfile
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bip._cli import main
 from bip._describe import files_tree, safe_text
 from bip_bencode import encode
 from bip_metainfo import Metainfo, create_torrent
+
+_VALID = encode(
+    {
+        b"announce": b"udp://127.0.0.1:6969",
+        b"info": {
+            b"name": b"x",
+            b"piece length": 16384,
+            b"files": [{b"length": 5, b"path": [b"a"]}, {b"length": 7, b"path": [b"b", b"c"]}],
+            b"pieces": bytes(20),
+        },
+    }
+)
 
 
 def _torrent(tmp_path: Path, **options: Any) -> tuple[Path, Metainfo]:
@@ -232,3 +248,36 @@ def test_bep38_fields(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     data = json.loads(_show([str(path), "--json"], capsys))
     assert data["similar"] == ["11" * 20]
     assert data["collections"] == ["set\x07one"]
+
+
+def _status_of_show(argument: str) -> tuple[int, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        status = main(["show", argument])
+    return status, err.getvalue()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.binary(max_size=300)
+    | st.builds(lambda cut, junk: _VALID[:cut] + junk, st.integers(0, 400), st.binary(max_size=8))
+)
+def test_any_file_is_shown_or_refused_in_one_line(data: bytes) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, "fuzz.torrent")
+        path.write_bytes(data)
+        status, err = _status_of_show(str(path))
+    assert status in (0, 1)
+    if status == 1:
+        assert err.startswith("bip: error: ")
+        assert err.count("\n") == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(max_size=80))
+def test_any_magnet_is_shown_or_refused_in_one_line(tail: str) -> None:
+    status, err = _status_of_show("magnet:?" + tail)
+    assert status in (0, 1)
+    if status == 1:
+        assert err.startswith("bip: error: bad magnet link")
+        assert err.count("\n") == 1
