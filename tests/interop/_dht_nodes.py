@@ -299,6 +299,13 @@ class LibtorrentDHT:
             timeout=timeout,
         )
 
+    async def live_nodes(self, session: int) -> list[tuple[bytes, PeerAddress]]:
+        """The nodes in the session's routing table now: (id, address) pairs."""
+        since = len(self.events)
+        await self.request("live_nodes", session)
+        event = await self.wait_event("live_nodes", session, since=since)
+        return [(bytes.fromhex(nid), address(host, port)) for nid, host, port in event["nodes"]]
+
     async def sample_infohashes(
         self, session: int, node: PeerAddress, target: bytes, timeout: float = 10.0
     ) -> dict[str, Any]:

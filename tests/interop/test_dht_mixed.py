@@ -6,9 +6,12 @@ sessions), each node of either kind on its own 127.0.0.X. The network is wired s
 lookups must travel: each of ours bootstraps from two random libtorrent nodes and one earlier
 node of ours; each libtorrent node is told about two of ours and the next libtorrent node.
 
-Then a hash announced by one libtorrent node is found by a get_peers lookup of one of ours, and
-a hash one of ours announces is found by a libtorrent node's lookup: routing tables, ``nodes``
-answers, tokens and stores of both implementations working in one network.
+Then hashes announced by three libtorrent nodes are found by get_peers lookups of three of
+ours, and hashes three of ours announce are found by three libtorrent nodes' lookups; a
+libtorrent node's mutable item is got by one of ours and one of ours' immutable item by a
+libtorrent node: routing tables, ``nodes`` answers, tokens and stores of both implementations
+working in one network. No node of ours changes its id on the way (loopback is exempt from
+BEP 42, whatever ``ip`` the others report).
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from pathlib import Path
 
 import pytest
 import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from bip_bencode import Value, encode
 from bip_dht._node_config import DHTConfig
 from bip_dht._shell import DHT, open_dht
 from bip_handshake import PeerAddress
@@ -63,20 +68,51 @@ async def test_mixed_network_finds_announces_both_ways(tmp_path: Path) -> None:
                 await process.wait_routing_table(0, 3)
         assert all(dht.statistics().nodes[4] >= 3 for dht in ours)
 
-        # libtorrent announces; one of ours finds it. libtorrent's announce ends with no alert,
-        # so look until it shows up.
-        announcer, seeker = lts[3], ours[17]
-        info_hash = secrets.token_bytes(20)
-        await announcer.announce(0, info_hash, port=6881)
-        wanted = PeerAddress(announcer.sessions[0].address.host, 6881)
-        with trio.fail_after(20):
-            while wanted not in [peer async for peer in seeker.get_peers(info_hash)]:
-                await trio.sleep(0.2)
+        ids = [dht.node_id for dht in ours]
 
-        # One of ours announces; a libtorrent node finds it.
-        info_hash = secrets.token_bytes(20)
+        # Three libtorrent nodes announce, three of ours find them (all at once). libtorrent's
+        # announce ends with no alert, so each seeker looks until its peer shows up.
+        async def seek(seeker: DHT, info_hash: bytes, wanted: PeerAddress) -> None:
+            with trio.fail_after(20):
+                while wanted not in [peer async for peer in seeker.get_peers(info_hash)]:
+                    await trio.sleep(0.2)
+
+        async with trio.open_nursery() as nursery:
+            for announcer, seeker in ((1, 17), (3, 2), (6, 11)):
+                info_hash = secrets.token_bytes(20)
+                await lts[announcer].announce(0, info_hash, port=6881)
+                wanted = PeerAddress(lt_addresses[announcer].host, 6881)
+                nursery.start_soon(seek, ours[seeker], info_hash, wanted)
+
+        # Three of ours announce, three libtorrent nodes find them.
+        async def announce_and_find(announcer: int, seeker: int) -> None:
+            info_hash = secrets.token_bytes(20)
+            with trio.fail_after(20):
+                finished = await ours[announcer].announce(info_hash, 7000 + announcer)
+            assert finished.announced_to >= 4
+            found = await lts[seeker].get_peers(0, info_hash, timeout=20)
+            assert PeerAddress(our_addresses[announcer].host, 7000 + announcer) in found
+
+        async with trio.open_nursery() as nursery:
+            for announcer, seeker in ((5, 8), (12, 0), (19, 4)):
+                nursery.start_soon(announce_and_find, announcer, seeker)
+
+        # BEP 44 across the network: a libtorrent node's mutable item got by one of ours, and
+        # one of ours' immutable item got by a libtorrent node.
+        seed = secrets.token_bytes(32)
+        public = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw()
+        put = await lts[2].put_mutable(0, seed, b"mixed", b"net")
+        assert put["num_success"] >= 4
         with trio.fail_after(20):
-            finished = await ours[5].announce(info_hash, 7005)
-        assert finished.announced_to >= 4
-        found = await lts[8].get_peers(0, info_hash, timeout=20)
-        assert PeerAddress(our_addresses[5].host, 7005) in found
+            item = await ours[9].get_mutable(public, b"net")
+            assert item is not None
+            assert item.seq == put["seq"]
+            assert item.value == encode(b"mixed")
+            value: Value = [b"from", b"bip", secrets.token_bytes(4)]
+            stored = await ours[14].put_immutable(value)
+        assert stored.stored_at >= 4
+        assert await lts[7].get_immutable(0, stored.target) == encode(value)
+
+        # Every response carried our address as libtorrent and our nodes saw it (BEP 42 ``ip``);
+        # a loopback address is exempt, so no node of ours changed its id.
+        assert [dht.node_id for dht in ours] == ids

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -168,3 +168,41 @@ async def test_mutable_items_both_ways(net: Net) -> None:
     found = await net.lt.get_mutable(B, ours_public, b"s")
     assert found["seq"] == 8
     assert decode(bytes.fromhex(found["value"])) == b"second"
+
+
+async def test_scrape_and_samples(net: Net) -> None:
+    """BEP 33: B announces as a seed; our scrape lookup's estimates (from the bloom filters
+    libtorrent sends) say one seed, no downloader. BEP 51: our sample_infohashes walk gets the
+    hash from libtorrent's samples."""
+    info_hash = secrets.token_bytes(20)
+    await net.lt.announce(B, info_hash, port=6881, seed=True)
+    with trio.fail_after(10):
+        while PeerAddress(net.b.host, 6881) not in net.lt.announces_in(A, info_hash):
+            await trio.sleep(0.05)
+    with trio.fail_after(20):
+        async with net.ours.get_peers(info_hash, scrape=True) as search:
+            await search.wait()
+    finished = search.finished
+    assert finished is not None
+    assert finished.seeds_estimate is not None
+    assert round(finished.seeds_estimate) == 1
+    assert finished.peers_estimate is not None
+    assert round(finished.peers_estimate) == 0
+    with trio.fail_after(20):
+        answers = await net.ours.sample_infohashes()
+    assert any(info_hash in answer.samples for answer in answers), answers
+
+
+async def test_read_only_node_stays_out_of_libtorrent_tables(net: Net, tmp_path: Path) -> None:
+    """BEP 43: a read-only node of ours (``ro=1`` on its queries) looks things up through
+    libtorrent, which answers it but keeps it out of its routing table; our ordinary node,
+    which answered libtorrent's queries, is in it."""
+    config = replace(LOOPBACK, read_only=True)
+    async with open_dht((loopback_host(), 0), config=config) as reader:
+        with trio.fail_after(20):
+            assert await reader.bootstrap([net.a]) >= 1
+            await reader.find_node(secrets.token_bytes(20))
+            await net.ours.find_node(secrets.token_bytes(20))
+        in_table = {node for _, node in await net.lt.live_nodes(A)}
+        assert reader.addresses[0] not in in_table
+        assert net.me in in_table
