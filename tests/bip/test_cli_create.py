@@ -238,3 +238,14 @@ def test_output_into_a_directory(tmp_path: Path, capsys: pytest.CaptureFixture[s
     err = capsys.readouterr().err
     assert f"{missing}: no such directory" in _one_line_error(err)
     assert "hashing" not in err  # refused before any hashing
+
+
+def test_name_with_a_separator_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _album(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["create", str(folder), "--name", "../up", "-q"]) == 1
+    assert "the torrent needs a name" in _one_line_error(capsys.readouterr().err)
+    assert not list(tmp_path.rglob("*.torrent"))
+    assert not (tmp_path.parent / "up.torrent").exists()

@@ -16,7 +16,7 @@ import threading
 from typing import Any
 from urllib.parse import urlsplit
 
-from bip_metainfo import Metainfo, create_torrent
+from bip_metainfo import Metainfo, create_torrent, sanitize_name
 
 from . import __version__
 from ._describe import torrent_version
@@ -162,8 +162,9 @@ def _check_url(url: str, schemes: tuple[str, ...], what: str) -> None:
 
 
 def _default_output(path: str, name: str | None) -> str:
+    """``NAME.torrent``, the name made safe as a file name (``--name a/b`` is one name)."""
     base = name if name else os.path.basename(os.path.normpath(os.path.abspath(path)))
-    return f"{base}.torrent"
+    return f"{sanitize_name(base) or 'torrent'}.torrent"
 
 
 def _output_path(output: str | None, path: str, name: str | None, *, force: bool) -> str:
