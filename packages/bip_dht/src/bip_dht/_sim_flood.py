@@ -1,0 +1,153 @@
+"""The storage-exhaustion attack on one DHT node: announces of random hashes from many addresses.
+
+:func:`announce_flood` plays an attacker with ``sources`` source addresses who announces
+``count`` random info-hashes to one node, each the way a real client must: a ``get_peers`` for
+the hash first (to get a write token bound to the source IP and hash), then ``announce_peer``
+with that token. A node that stored everything would grow without bound; a hardened one keeps
+its peer store, token state, rate limiter and routing table within their configured caps and
+keeps answering honest queries. The caller measures memory around the flood (tracemalloc).
+
+The attacker drives the node's datagram methods directly (no network in between): it is the
+node's cost per message and its memory that are under test. Datagrams are built from byte
+templates (bencoded keys in sorted order), so the attacker's own cost stays small next to the
+node's. Virtual time advances by ``interval`` per announce, and the node's timer runs whenever
+it is due, as it would in a shell.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+from bip_handshake import PeerAddress
+
+from ._errors import LocalProtocolError
+from ._sim_network import DatagramEndpoint
+
+__all__ = ["FloodReport", "announce_flood"]
+
+# 20.0.0.0 onwards: public-looking (not exempt from anything) and never contacted: the
+# datagrams only ever reach the node object in this process.
+_FIRST_SOURCE = int(IPv4Address("20.0.0.0"))
+_MAX_SOURCES = 1 << 24
+
+
+@dataclass(frozen=True, slots=True)
+class FloodReport:
+    """What :func:`announce_flood` did and how the node answered.
+
+    Attributes:
+        attempts: info-hashes tried: one ``get_peers`` each.
+        tokens: ``get_peers`` answers that brought a token, each followed by an
+            ``announce_peer`` (the others, rate-limited say, end there).
+        accepted: announces answered with a response (stored, or at least acknowledged).
+        refused: announces answered with an error (a bad token, say).
+        unanswered: announces that got no answer (rate-limited, dropped).
+        sources: distinct source addresses used.
+        started, ended: the virtual time span of the flood.
+    """
+
+    attempts: int
+    tokens: int
+    accepted: int
+    refused: int
+    unanswered: int
+    sources: int
+    started: float
+    ended: float
+
+
+def _source(index: int) -> PeerAddress:
+    # host parts 1..254 only: .0 and .255 read as network and broadcast addresses to some
+    number = _FIRST_SOURCE + (index // 254) * 256 + index % 254 + 1
+    return PeerAddress(IPv4Address(number), 6881 + index % 1000)
+
+
+def _token(reply: bytes) -> bytes | None:
+    # the reply is our node's own bencoding: find "5:token<len>:<bytes>" without decoding it all
+    at = reply.find(b"5:token")
+    if at < 0:
+        return None
+    colon = reply.find(b":", at + 7)
+    length_text = reply[at + 7 : colon]
+    if colon < 0 or not length_text.isdigit():
+        return None
+    length = int(length_text)
+    return reply[colon + 1 : colon + 1 + length]
+
+
+def announce_flood(
+    node: DatagramEndpoint,
+    count: int,
+    *,
+    rng: random.Random,
+    now: float,
+    sources: int = 100_000,
+    interval: float = 0.0001,
+) -> FloodReport:
+    """Announce ``count`` random info-hashes to ``node`` from ``sources`` addresses in turn.
+
+    Each announce is a ``get_peers`` for a fresh random hash followed, when the reply carries
+    a token, by an ``announce_peer`` with it, from the same source. ``now`` is the virtual time
+    the flood starts at; each announce takes ``interval`` seconds. The node's replies are
+    drained and read; anything else it sends (its own maintenance queries to the attacker's
+    addresses, which nobody answers) is discarded.
+    """
+    if count < 0 or not 1 <= sources <= _MAX_SOURCES or interval < 0:
+        raise LocalProtocolError("count >= 0, sources in 1..2**24 and interval >= 0")
+    addresses = [_source(i) for i in range(min(sources, count) or 1)]
+    attacker_ids = [rng.randbytes(20) for _ in addresses]
+    accepted = refused = unanswered = tokens = 0
+    start = now
+    deadline = node.next_deadline()
+    for index in range(count):
+        slot = index % len(addresses)
+        source = addresses[slot]
+        head = b"d1:ad2:id20:" + attacker_ids[slot] + b"9:info_hash20:" + rng.randbytes(20)
+        tid = (index & 0xFFFF).to_bytes(2, "big")
+        query = head + b"e1:q9:get_peers1:t2:" + tid + b"1:y1:qe"
+        if deadline is not None and deadline <= now:
+            node.handle_timer(now)
+        node.receive_datagram(query, source, now)
+        token = None
+        for data, destination in node.datagrams_to_send(now):
+            if destination == source and b"1:y1:r" in data:
+                token = _token(data)
+        if token is not None:
+            tokens += 1
+            port = b"%d" % (1024 + index % 60000)
+            announce = (
+                head
+                + b"4:porti"
+                + port
+                + b"e5:token"
+                + b"%d:" % len(token)
+                + token
+                + b"e1:q13:announce_peer1:t2:"
+                + tid
+                + b"1:y1:qe"
+            )
+            node.receive_datagram(announce, source, now)
+            answer = None
+            for data, destination in node.datagrams_to_send(now):
+                if destination == source:
+                    answer = data
+            if answer is None:
+                unanswered += 1
+            elif b"1:y1:r" in answer:
+                accepted += 1
+            else:
+                refused += 1
+        deadline = node.next_deadline()
+        now += interval
+    return FloodReport(
+        attempts=count,
+        tokens=tokens,
+        accepted=accepted,
+        refused=refused,
+        unanswered=unanswered,
+        sources=len(addresses),
+        started=start,
+        ended=now,
+    )
