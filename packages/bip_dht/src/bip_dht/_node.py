@@ -236,6 +236,10 @@ class DHTNode:
         self._events: deque[DHTEvent] = deque()
         self._outbox: list[tuple[bytes, PeerAddress]] = []
         self._pending_pings: deque[PeerAddress] = deque()
+        # operations to ask for queries at the next pump (see _pump), and whether one went
+        # short of transaction slots
+        self._dirty: set[int] = set()
+        self._starved = False
         self._local_ports: dict[Family, int] = {}
         self._next_tick = now + config.maintenance_interval
         self._last_bootstrap: float | None = None
@@ -436,7 +440,6 @@ class DHTNode:
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, PeerAddress]]:
         """The datagrams to send now, each with its destination (send over its family)."""
-        self._pump(now)
         out, self._outbox = self._outbox, []
         return out
 
@@ -466,6 +469,7 @@ class DHTNode:
                 op.on_failure(tx, None, now)
         for op in list(self._running.values()):
             op.handle_timer(now)
+        self._dirty.update(self._running)
         if now >= self._next_tick:
             self._next_tick = now + self._config.maintenance_interval
             self._maintain(now)
@@ -617,6 +621,7 @@ class DHTNode:
             return
         op.cancel()
         self._finish(op)
+        self._pump(self._stats_now)  # a freed lookup slot starts a queued operation
 
     def save_state(self, now: float) -> bytes:
         """Bencoded state to give the next :class:`DHTNode` (``state=``): our id, the nodes
@@ -662,6 +667,7 @@ class DHTNode:
             self._finish(op)
         elif not op.uses_lookup_slot or self._lookups_running() < config.max_lookups:
             self._running[op.id] = op
+            self._dirty.add(op.id)
             op.start(now)
         elif len(self._queue) < config.max_queued:
             self._queue.append(op)
@@ -679,18 +685,29 @@ class DHTNode:
             self._events.append(op.finished())
 
     def _pump(self, now: float) -> None:
-        """Let the operations send what they want within the free transaction slots, end
-        those that are done and start queued ones."""
+        """Let the operations that may want to send (the *dirty* ones: started, answered,
+        timed, or waiting for transaction slots that have since freed) send within the free
+        slots; end those that are done and start queued ones. Asking only those keeps the
+        cost of a datagram independent of how many lookups run."""
         # bounded: each round either ends an operation, starts one, or sends nothing new
         for _ in range(1 + len(self._running) + len(self._queue)):
             self._flush_pings(now)
-            for op in list(self._running.values()):
+            if self._starved and self._transactions.free > 0:
+                self._dirty.update(self._running)
+                self._starved = False
+            dirty = sorted(op_id for op_id in self._dirty if op_id in self._running)
+            self._dirty.clear()
+            ended: list[Operation] = []
+            for op_id in dirty:
+                op = self._running[op_id]
+                if not op.done:
+                    for send in op.sends(now, self._transactions.free):
+                        tx = self._open(send.address, send.node_id, op.id, send.build, now)
+                        op.sent(tx)
+                    if self._transactions.free < self._config.alpha:
+                        self._starved = True  # it may want more once slots free up
                 if op.done:
-                    continue
-                for send in op.sends(now, self._transactions.free):
-                    tx = self._open(send.address, send.node_id, op.id, send.build, now)
-                    op.sent(tx)
-            ended = [op for op in self._running.values() if op.done]
+                    ended.append(op)
             for op in ended:
                 del self._running[op.id]
                 self._finish(op)
@@ -698,6 +715,7 @@ class DHTNode:
             while self._queue and self._lookups_running() < self._config.max_lookups:
                 op = self._queue.popleft()
                 self._running[op.id] = op
+                self._dirty.add(op.id)
                 op.start(now)
                 started = True
             if not ended and not started:
@@ -816,6 +834,8 @@ class DHTNode:
             self._counts["unmatched"] += 1
             return
         op = self._running.get(tx.operation)
+        if op is not None:
+            self._dirty.add(op.id)
         table = self._tables[tx.address.family]
         if isinstance(message, ErrorReply):
             self._errors_received[int(message.code)] += 1
@@ -902,6 +922,7 @@ class DHTNode:
         if op.uses_lookup_slot and self._lookups_running() >= self._config.max_lookups:
             return False
         self._running[op.id] = op
+        self._dirty.add(op.id)
         op.start(now)
         return True
 
