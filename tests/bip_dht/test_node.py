@@ -16,7 +16,15 @@ from hypothesis import strategies as st
 from bip_bencode import encode
 from bip_dht._errors import LocalProtocolError
 from bip_dht._items import ImmutableItem, MutableItem
-from bip_dht._krpc import AnnouncePeer, ErrorCode, FindNode, Ping, Response, decode_message
+from bip_dht._krpc import (
+    AnnouncePeer,
+    ErrorCode,
+    ErrorReply,
+    FindNode,
+    Ping,
+    Response,
+    decode_message,
+)
 from bip_dht._node import DHTNode
 from bip_dht._node_config import DHTConfig
 from bip_dht._node_events import (
@@ -198,6 +206,31 @@ def test_querier_gets_confirmed_by_maintenance_ping() -> None:
     net.run_for(a.config.maintenance_interval + 1)
     # B pinged A back on its maintenance tick (A was questionable); now A is good in B's table
     assert b.table().state_of(a.node_id, net.now) is NodeState.GOOD
+
+
+def test_add_node_joins_the_table_when_it_answers() -> None:
+    net = Net()
+    a, b = net.add(private(0)), net.add(private(1))
+    a.add_node(net.address(b), net.now)
+    a.add_node(PeerAddress.parse("10.9.9.9:1"), net.now)  # nobody there
+    net.run_for(a.config.query_timeout + 1)
+    assert a.table().state_of(b.node_id, net.now) is NodeState.GOOD
+    assert len(a.table()) == 1
+    assert not net.events[net.address(a)]  # no events for background pings
+
+
+def test_query_with_bad_arguments_gets_error_203() -> None:
+    a = DHTNode(rng=random.Random(1), now=0.0)
+    source = PeerAddress.parse("10.0.0.9:7")
+    bad = encode({b"t": b"xy", b"y": b"q", b"q": b"find_node", b"a": {b"id": b"n" * 20}})
+    a.receive_datagram(bad, source, 0.0)
+    ((data, dest),) = a.datagrams_to_send(0.0)
+    reply = decode_message(data)
+    assert dest == source
+    assert isinstance(reply, ErrorReply)
+    assert reply.code == ErrorCode.PROTOCOL
+    assert reply.transaction_id == b"xy"
+    assert a.statistics().errors_sent == {203: 1}
 
 
 def test_ping_timeout_reports_none_and_counts() -> None:
@@ -456,8 +489,6 @@ def test_answer_missing_what_the_query_needs_is_invalid() -> None:
 
 
 def test_error_answer_ends_ping_without_a_node() -> None:
-    from bip_dht._krpc import ErrorReply
-
     net = Net()
     a = net.add(private(0))
     where = PeerAddress.parse("10.7.0.1:6881")
