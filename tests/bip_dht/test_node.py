@@ -597,6 +597,17 @@ def test_dual_stack_lookup_uses_both_families() -> None:
     event = net.wait(seeker, seeker.find_node(b"q" * 20, net.now))
     families = {n.node.address.family for n in event.result.nodes}  # type: ignore[attr-defined]
     assert families == {4, 6}
+    # an announce goes out over both families; a search finds both addresses
+    announcer = nodes[8]
+    done = net.wait(announcer, announcer.announce(HASH, net.now, port=7002))
+    assert isinstance(done, AnnounceFinished)
+    assert done.announced_to >= 16  # k per family
+    found = net.wait(seeker, seeker.get_peers(HASH, net.now))
+    assert isinstance(found, LookupFinished)
+    assert set(found.result.peers) == {
+        PeerAddress.parse("10.0.0.9:7002"),
+        PeerAddress.parse("[fd00::9]:7002"),
+    }
 
 
 def test_v4_only_node_drops_v6_datagrams_and_refuses_v6_pings() -> None:
