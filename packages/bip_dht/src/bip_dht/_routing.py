@@ -271,10 +271,14 @@ class RoutingTable:
     def bucket_index(self, node_id: bytes | NodeId) -> int:
         """The bucket that holds (or would hold) *node_id*."""
         raw = node_id.value if isinstance(node_id, NodeId) else NodeId(node_id).value
+        return self._index(raw)
+
+    def _index(self, raw: bytes) -> int:
+        # bucket_index for an id already checked (a NodeInfo's): no NodeId built per call
         return min(self._prefix(raw), len(self._buckets) - 1)
 
     def _find(self, node_id: bytes) -> tuple[_Bucket, _Entry, bool] | None:
-        bucket = self._buckets[self.bucket_index(node_id)]
+        bucket = self._buckets[self._index(node_id)]
         entry = bucket.nodes.get(node_id)
         if entry is not None:
             return bucket, entry, True
@@ -526,7 +530,7 @@ class RoutingTable:
         raw = entry.node.node_id
         # bounded: each pass either stores the node or adds one of at most 160 buckets
         while True:
-            index = self.bucket_index(raw)
+            index = self._index(raw)
             bucket = self._buckets[index]
             if len(bucket.nodes) < self._k:
                 bucket.nodes[raw] = entry
