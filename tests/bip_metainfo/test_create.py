@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 import bip_metainfo
 from bip_bencode import decode as _decode
-from bip_metainfo import Metainfo, _create, _create_pipeline, _create_walk
+from bip_metainfo import CreateError, Metainfo, _create, _create_pipeline, _create_walk
 from bip_metainfo._create import CreateCancelled, auto_piece_length, create_torrent
 from bip_metainfo._merkle import block_hashes, piece_layer, pieces_root
 
@@ -481,7 +481,7 @@ def test_a_name_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
     root = _make_tree(tmp_path / "u", {"a": b"data"})
     with open(os.path.join(os.fsencode(root), b"bad\xff"), "wb") as file:
         file.write(b"x")
-    with pytest.raises(ValueError, match="UTF-8"):
+    with pytest.raises(CreateError, match="UTF-8"):
         create_torrent(root)
 
 
@@ -495,13 +495,13 @@ def test_missing_path(tmp_path: Path) -> None:
 
 def test_no_files_or_no_data(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="no files"):
+    with pytest.raises(CreateError, match="no files"):
         create_torrent(tmp_path / "empty")
     _make_tree(tmp_path / "zeros", {"a": b"", "b/c": b""})
-    with pytest.raises(ValueError, match="all empty"):
+    with pytest.raises(CreateError, match="all empty"):
         create_torrent(tmp_path / "zeros")
     _make_tree(tmp_path / "hidden", {".a": b"x"})
-    with pytest.raises(ValueError, match="no files"):
+    with pytest.raises(CreateError, match="no files"):
         create_torrent(tmp_path / "hidden", include_hidden=False)
 
 
@@ -518,8 +518,12 @@ def test_no_files_or_no_data(tmp_path: Path) -> None:
     ],
 )
 def test_invalid_piece_length(album: Path, version: Any, piece_length: Any) -> None:
-    with pytest.raises(ValueError, match="piece length"):
+    # A wrong type or sign is the program's mistake (ValueError); a size the version cannot
+    # take is the user's choice (CreateError, itself a ValueError).
+    with pytest.raises(ValueError, match="piece length") as raised:
         create_torrent(album, version=version, piece_length=piece_length)
+    positive_int = type(piece_length) is int and piece_length > 0
+    assert isinstance(raised.value, CreateError) == positive_int
 
 
 def test_v1_accepts_a_multiple_of_16_kib(album: Path) -> None:
@@ -561,14 +565,14 @@ def test_too_many_pieces(tmp_path: Path) -> None:
     path = tmp_path / "sparse"
     with open(path, "wb") as file:
         file.truncate(40 * 2**30)  # sparse: nothing is read before the check
-    with pytest.raises(ValueError, match="larger piece length"):
+    with pytest.raises(CreateError, match="larger piece length"):
         create_torrent(path, piece_length=16 * KIB)
 
 
 def test_not_a_file_or_directory() -> None:
     if not os.path.exists("/dev/null"):
         pytest.skip("no /dev/null")
-    with pytest.raises(ValueError, match="neither"):
+    with pytest.raises(CreateError, match="neither"):
         create_torrent("/dev/null")
 
 

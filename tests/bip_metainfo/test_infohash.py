@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bip_metainfo import InfoHash
+from bip_metainfo import InfoHash, InfoHashError
 
 V1 = bytes(range(20))
 V2 = bytes(range(100, 132))
@@ -78,7 +78,7 @@ def test_parse(text: str, expected: InfoHash) -> None:
     "text", ["", "abc", "zz" * 20, "00" * 19, "1320" + "00" * 32, "00" * 21, "!" * 32]
 )
 def test_parse_refuses_what_is_not_a_hash(text: str) -> None:
-    with pytest.raises(ValueError, match="not an info-hash"):
+    with pytest.raises(InfoHashError, match="not an info-hash"):
         InfoHash.parse(text)
 
 

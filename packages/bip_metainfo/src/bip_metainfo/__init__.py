@@ -1,7 +1,7 @@
 """bip_metainfo: .torrent files (v1, v2, hybrid), magnet links, and creating torrents."""
 
 from ._create import CreateCancelled, auto_piece_length, create_torrent
-from ._errors import MagnetError, MetainfoError, MetainfoErrorKind
+from ._errors import CreateError, InfoHashError, MagnetError, MetainfoError, MetainfoErrorKind
 from ._files import FileEntry
 from ._geometry import FileSlice, PieceGeometry
 from ._info import DEFAULT_MAX_PIECES, Info
@@ -47,10 +47,12 @@ __all__ = [
     "DEFAULT_SYMLINK_HOPS",
     "HASH_SIZE",
     "CreateCancelled",
+    "CreateError",
     "FileEntry",
     "FileSlice",
     "Info",
     "InfoHash",
+    "InfoHashError",
     "MagnetError",
     "MagnetLink",
     "MerkleFileHasher",

@@ -40,6 +40,7 @@ from bip_bencode import encode
 
 from ._create_pipeline import CreateCancelled, Progress, _default_threads, _hash_files
 from ._create_walk import _check_utf8, _Entry, _scan
+from ._errors import CreateError
 from ._info import DEFAULT_MAX_PIECES, MAX_PIECE_LENGTH
 from ._merkle import BLOCK_SIZE
 from ._metainfo import Metainfo
@@ -107,16 +108,16 @@ def _check_piece_length(piece_length: int, version: Version) -> None:
         raise ValueError(f"piece length must be a positive integer, not {piece_length!r}")
     if version == "v1":
         if piece_length % BLOCK_SIZE:
-            raise ValueError(
+            raise CreateError(
                 f"a v1 piece length must be a multiple of {BLOCK_SIZE} bytes, not {piece_length}"
             )
     elif piece_length < BLOCK_SIZE or piece_length & (piece_length - 1):
-        raise ValueError(
+        raise CreateError(
             f"a {version} piece length must be a power of two of at least {BLOCK_SIZE} bytes, "
             f"not {piece_length}"
         )
     if piece_length > MAX_PIECE_LENGTH:
-        raise ValueError(f"piece length {piece_length} is above the limit of {MAX_PIECE_LENGTH}")
+        raise CreateError(f"piece length {piece_length} is above the limit of {MAX_PIECE_LENGTH}")
 
 
 def _tiers(trackers: Sequence[str | Sequence[str]]) -> list[list[str]]:
@@ -318,8 +319,11 @@ def create_torrent(
             nowhere.
         OSError: a file cannot be read, changed size while it was hashed, or
             (following links) a link loops.
-        ValueError: invalid arguments, a name that is not UTF-8, no files or only
-            empty ones, or more pieces than a torrent may have.
+        CreateError: the content or the choices cannot make a torrent: a piece
+            length that is invalid for the version, a name that is not a file name
+            or not UTF-8, no files or only empty ones, more pieces than a torrent may
+            have, or a path that is neither a file nor a directory.
+        ValueError: other invalid arguments (a bad ``version``, ``threads``...).
         CreateCancelled: ``cancel`` was set.
     """
     if version not in ("v1", "v2", "hybrid"):
@@ -354,14 +358,14 @@ def create_torrent(
         name = os.path.basename(os.path.normpath(os.path.abspath(root)))
     separators = {"/", os.sep, os.altsep} - {None}
     if not isinstance(name, str) or name in ("", ".", "..") or separators & set(name):
-        raise ValueError(f"the torrent needs a name (a non-empty file name), not {name!r}")
+        raise CreateError(f"the torrent needs a name (a non-empty file name), not {name!r}")
     _check_utf8(name, name)
     files, single = _scan(root, include_hidden=include_hidden, follow_symlinks=symlinks == "follow")
     if not files:
-        raise ValueError(f"{root!r} holds no files to share")
+        raise CreateError(f"{root!r} holds no files to share")
     total = sum(entry.length for entry in files)
     if total == 0:
-        raise ValueError(f"the files under {root!r} are all empty: a torrent needs some data")
+        raise CreateError(f"the files under {root!r} are all empty: a torrent needs some data")
     if piece_length is None:
         piece_length = auto_piece_length(total)
 
@@ -377,7 +381,7 @@ def create_torrent(
     else:
         num_pieces = -(-total // piece_length)
     if num_pieces > DEFAULT_MAX_PIECES:
-        raise ValueError(
+        raise CreateError(
             f"{num_pieces} pieces of {piece_length} bytes is more than the {DEFAULT_MAX_PIECES} "
             f"a torrent may have: use a larger piece length"
         )

@@ -19,6 +19,8 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ._errors import CreateError
+
 
 @dataclass(slots=True)
 class _Entry:
@@ -68,7 +70,7 @@ def _check_utf8(name: str, where: str) -> None:
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
-        raise ValueError(
+        raise CreateError(
             f"{where!r}: the name is not valid UTF-8, which a torrent cannot hold; rename it"
         ) from None
 
@@ -112,13 +114,13 @@ def _scan(root: str, *, include_hidden: bool, follow_symlinks: bool) -> tuple[li
 
     Raises:
         OSError: ``root`` cannot be read, a followed link points nowhere or loops.
-        ValueError: ``root`` is neither a file nor a directory, or a name is not UTF-8.
+        CreateError: ``root`` is neither a file nor a directory, or a name is not UTF-8.
     """
     top = os.stat(root)
     if stat.S_ISREG(top.st_mode):
         return [_entry((), root, top)], True
     if not stat.S_ISDIR(top.st_mode):
-        raise ValueError(f"{root!r} is neither a regular file nor a directory")
+        raise CreateError(f"{root!r} is neither a regular file nor a directory")
     roots = sorted({os.path.abspath(root), os.path.realpath(root)})
     entries: list[_Entry] = []
     stack: list[tuple[str, tuple[str, ...], frozenset[tuple[int, int]]]] = [

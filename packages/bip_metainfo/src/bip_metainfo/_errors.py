@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["MagnetError", "MetainfoError", "MetainfoErrorKind"]
+__all__ = ["CreateError", "InfoHashError", "MagnetError", "MetainfoError", "MetainfoErrorKind"]
 
 
 class MetainfoErrorKind(enum.Enum):
@@ -118,3 +118,17 @@ class MagnetError(ValueError):
         super().__init__(f"{where}{reason}")
         self.parameter = parameter
         self.reason = reason
+
+
+class CreateError(ValueError):
+    """What was given to :func:`~bip_metainfo.create_torrent` cannot become a torrent.
+
+    The content or the choices are at fault, not the program: the path is neither a file nor
+    a directory, it holds no files or only empty ones, a name is not UTF-8 or is not a file
+    name, or the piece length is invalid or too small for the data (too many pieces). A tool
+    shows its message to the user as it is.
+    """
+
+
+class InfoHashError(ValueError):
+    """Text given to :meth:`~bip_metainfo.InfoHash.parse` is not an info-hash."""

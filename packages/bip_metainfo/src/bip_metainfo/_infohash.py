@@ -7,6 +7,8 @@ import binascii
 import hashlib
 from dataclasses import dataclass
 
+from ._errors import InfoHashError
+
 __all__ = ["InfoHash"]
 
 _V1_SIZE = 20
@@ -59,7 +61,7 @@ class InfoHash:
         v2 multihash in hex (``1220`` then 64 hex digits, as in ``urn:btmh:``).
 
         Raises:
-            ValueError: the text is none of these.
+            InfoHashError: the text is none of these (a :class:`ValueError`).
         """
         raw = _decode_text(text)
         if raw is not None:
@@ -69,7 +71,7 @@ class InfoHash:
                 return cls(v2=raw)
             if len(raw) == len(_MULTIHASH_SHA256) + _V2_SIZE and raw.startswith(_MULTIHASH_SHA256):
                 return cls(v2=raw[len(_MULTIHASH_SHA256) :])
-        raise ValueError(
+        raise InfoHashError(
             f"not an info-hash: {text!r} (want 40 hex or 32 base32 characters for v1,"
             " 64 hex for v2, or a 1220-prefixed v2 multihash)"
         )
