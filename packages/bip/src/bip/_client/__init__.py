@@ -14,6 +14,7 @@ with a bip_select brain and serves its pieces, saving resume data as it goes. Pe
 """
 
 from ._config import (
+    DEFAULT_DHT_INTERVAL,
     DEFAULT_LISTEN_PORT,
     DEFAULT_MAX_PEERS,
     DEFAULT_METADATA_TIMEOUT,
@@ -27,6 +28,7 @@ from ._discovery import (
     DhtLike,
     DhtPeers,
     DiscoveryTarget,
+    PeerSearchLike,
     PeerSource,
     TrackerAnnouncer,
     UserPeers,
@@ -46,6 +48,7 @@ from ._swarm import Swarm
 from ._torrent import Torrent, TorrentError
 
 __all__ = [
+    "DEFAULT_DHT_INTERVAL",
     "DEFAULT_LISTEN_PORT",
     "DEFAULT_MAX_PEERS",
     "DEFAULT_METADATA_TIMEOUT",
@@ -57,6 +60,7 @@ __all__ = [
     "DhtLike",
     "DhtPeers",
     "DiscoveryTarget",
+    "PeerSearchLike",
     "PeerSource",
     "ResumeStore",
     "Session",

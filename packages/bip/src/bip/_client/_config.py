@@ -10,6 +10,7 @@ from typing import Final
 from bip_handshake import Dialer, EncryptionPolicy, PeerAddress, PeerId
 
 __all__ = [
+    "DEFAULT_DHT_INTERVAL",
     "DEFAULT_LISTEN_PORT",
     "DEFAULT_MAX_PEERS",
     "DEFAULT_METADATA_TIMEOUT",
@@ -38,6 +39,8 @@ DEFAULT_REDIAL_INTERVAL: Final = 15.0
 A peer that was not ready (still checking its data, not started yet) is dialled again; one
 already connected is skipped by the handshaker.
 """
+DEFAULT_DHT_INTERVAL: Final = 900.0
+"""Seconds between two DHT lookups (and announces) of a torrent, libtorrent's default."""
 RESUME_DIRECTORY: Final = ".bip"
 """Where, under a torrent's save directory, its resume data and fetched metadata are kept."""
 
@@ -62,6 +65,8 @@ class ClientConfig:
         connect_timeout: seconds a TCP connect may take.
         handshake_timeout: seconds a BitTorrent handshake may take once connected.
         seed_rng: seed of the swarm brains' random choices (``None``: unpredictable).
+        dht_interval: seconds between two DHT rounds (lookup and announce) of a torrent,
+            when the session has a DHT.
     """
 
     listen: tuple[tuple[str, int], ...] = (("0.0.0.0", DEFAULT_LISTEN_PORT),)
@@ -77,6 +82,7 @@ class ClientConfig:
     connect_timeout: float = 10.0
     handshake_timeout: float = 20.0
     seed_rng: int | None = None
+    dht_interval: float = DEFAULT_DHT_INTERVAL
 
     def __post_init__(self) -> None:
         """Refuse numbers that cannot work."""
@@ -90,6 +96,7 @@ class ClientConfig:
             "redial_interval",
             "connect_timeout",
             "handshake_timeout",
+            "dht_interval",
         ):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not (math.isfinite(value) and value > 0):

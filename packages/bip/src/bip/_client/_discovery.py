@@ -17,28 +17,30 @@ feeds the same sink. The sources here:
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import AsyncIterator, Sequence
-from contextlib import AbstractAsyncContextManager
+from types import TracebackType
 from typing import Final, Protocol
 
 import trio
 
+from bip_dht import DHTError
 from bip_handshake import PeerAddress, PeerId, PeerSink
 from bip_metainfo import InfoHash
 from bip_utracker import AnnounceEvent, AnnounceResult, TrackerClient, TrackerError
 
 __all__ = [
-    "DHT_INTERVAL",
     "TRACKER_MAX_INTERVAL",
     "TRACKER_MIN_INTERVAL",
     "DhtLike",
     "DhtPeers",
     "DiscoveryTarget",
+    "PeerSearchLike",
     "PeerSource",
     "TrackerAnnouncer",
     "UserPeers",
 ]
+
+from ._config import DEFAULT_DHT_INTERVAL
 
 logger = logging.getLogger("bip.client")
 
@@ -49,8 +51,6 @@ TRACKER_MAX_INTERVAL: Final = 1800.0
 _TRACKER_RETRY: Final = 15.0  # first wait after a failed announce, doubled up to the max
 _ANNOUNCE_TIMEOUT: Final = 60.0  # bip_utracker retransmits for hours (BEP 15): cut it short
 _STOPPED_TIMEOUT: Final = 2.0  # the goodbye announce must not hold up an exit
-DHT_INTERVAL: Final = 900.0
-"""Seconds between two DHT lookups (and announces) of a torrent, as libtorrent's default."""
 
 
 class DiscoveryTarget(Protocol):
@@ -73,6 +73,11 @@ class DiscoveryTarget(Protocol):
     @property
     def completed(self) -> trio.Event:
         """Set once every selected piece is verified."""
+        ...
+
+    @property
+    def private(self) -> bool:
+        """Whether the torrent is private (BEP 27: trackers only, no DHT)."""
         ...
 
 
@@ -191,12 +196,32 @@ class TrackerAnnouncer:
                         logger.info("stopped announce to %s failed: %s", url, error)
 
 
-class DhtLike(Protocol):
-    """What :class:`DhtPeers` needs of a DHT (bip_dht's ``open_dht`` gives it)."""
+class PeerSearchLike(Protocol):
+    """A running DHT lookup: entered, it yields the peers as they are found."""
 
-    def get_peers(
-        self, info_hash: bytes
-    ) -> AbstractAsyncContextManager[AsyncIterator[PeerAddress]]:
+    async def __aenter__(self) -> AsyncIterator[PeerAddress]:
+        """Start the lookup."""
+        ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Stop the lookup."""
+        ...
+
+
+class DhtLike(Protocol):
+    """What the engine needs of a DHT (bip_dht's ``open_dht`` gives a ``DHT`` that has it)."""
+
+    @property
+    def addresses(self) -> tuple[PeerAddress, ...]:
+        """Where the DHT's sockets are bound (its port goes in our BEP 5 port messages)."""
+        ...
+
+    def get_peers(self, info_hash: bytes) -> PeerSearchLike:
         """A lookup yielding the peers of ``info_hash`` as they are found."""
         ...
 
@@ -204,22 +229,28 @@ class DhtLike(Protocol):
         """Tell the nodes closest to ``info_hash`` that we are a peer on ``port``."""
         ...
 
+    def add_node(self, address: PeerAddress) -> None:
+        """A node to try (a peer's BEP 5 port message names one)."""
+        ...
+
 
 class DhtPeers:
     """Finds a torrent's peers in the DHT (BEP 5) and announces us there, every ``interval``.
+
+    Private torrents (BEP 27) are never looked up nor announced.
 
     Args:
         dht: a running DHT.
         interval: seconds between two rounds of lookup and announce.
     """
 
-    def __init__(self, dht: DhtLike, *, interval: float = DHT_INTERVAL) -> None:
+    def __init__(self, dht: DhtLike, *, interval: float = DEFAULT_DHT_INTERVAL) -> None:
         self.dht = dht
         self.interval = interval
 
     async def run(self, target: DiscoveryTarget, sink: PeerSink) -> None:
         """Look the torrent up, announce it, wait, and again, forever."""
-        while True:
+        while not target.private:
             for swarm_id in target.info_hash.swarm_ids():
                 try:
                     async with self.dht.get_peers(swarm_id) as search:
@@ -227,6 +258,6 @@ class DhtPeers:
                             sink.discovered(swarm_id, [address], "dht")
                     if target.listen_port:
                         await self.dht.announce(swarm_id, target.listen_port)
-                except Exception as error:
+                except DHTError as error:
                     logger.info("DHT round for %s failed: %s", swarm_id.hex(), error)
-            await trio.sleep(self.interval if math.isfinite(self.interval) else DHT_INTERVAL)
+            await trio.sleep(self.interval)

@@ -43,18 +43,20 @@ from bip_peer import (
     DEFAULT_MAX_PEER_REQUESTS,
     MessageReceived,
     MetadataExchange,
+    Peer,
     PeerAdded,
     PeerExchange,
     PeerManager,
     PeerManagerConfig,
     PeerManagerFullError,
     PeerRemoved,
+    Port,
     open_peer_manager,
 )
 from bip_utracker import TrackerClient, open_tracker_client
 
 from ._config import ClientConfig, TorrentOptions
-from ._discovery import PeerSource, TrackerAnnouncer
+from ._discovery import DhtLike, DhtPeers, PeerSource, TrackerAnnouncer
 from ._torrent import Torrent, TorrentError
 
 __all__ = ["OUR_EXTENSIONS", "REASON_DUPLICATE", "Session", "open_session"]
@@ -85,6 +87,7 @@ class Session:
         metadata: MetadataExchange,
         trackers: TrackerClient | None,
         peer_id: PeerId,
+        dht: DhtLike | None,
     ) -> None:
         """Internal: use :func:`open_session`."""
         self._nursery = nursery
@@ -95,10 +98,13 @@ class Session:
         self.metadata = metadata
         self.trackers = trackers
         self.peer_id = peer_id
+        self.dht = dht
         self._rng = random.Random(config.seed_rng)
         self._torrents: dict[bytes, Torrent] = {}  # by every swarm id
         self._all: list[Torrent] = []
         self._sources: list[Callable[[], PeerSource]] = []
+        if dht is not None:
+            self._sources.append(lambda: DhtPeers(dht, interval=config.dht_interval))
 
     @property
     def listen_port(self) -> int:
@@ -222,17 +228,35 @@ class Session:
         async for event in self.manager.events():
             if isinstance(event, MessageReceived):
                 torrent = self.find(event.peer.info_hash)
-                if torrent is not None:
+                if torrent is None:
+                    continue
+                if isinstance(event.message, Port):
+                    self._learn_dht_node(event.peer, event.message)
+                else:
                     await torrent.peer_message(event.peer, event.message)
             elif isinstance(event, PeerAdded):
                 torrent = self.find(event.peer.info_hash)
                 if torrent is not None:
+                    self._tell_dht_port(event.peer)
                     torrent.peer_added(event.peer)
             elif isinstance(event, PeerRemoved):
                 logger.debug("peer %s removed: %s %r", event.peer, event.reason, event.error)
                 torrent = self.find(event.peer.info_hash)
                 if torrent is not None:
                     torrent.peer_removed(event.peer)
+
+    def _tell_dht_port(self, peer: Peer) -> None:
+        """BEP 5: a peer that runs a DHT too hears which UDP port ours is on."""
+        if self.dht is None or Extensions.DHT not in peer.extensions:
+            return
+        ports = [a.port for a in self.dht.addresses if a.family == peer.address.family]
+        if ports:
+            self.manager.send_nowait(peer, Port(ports[0]))
+
+    def _learn_dht_node(self, peer: Peer, message: Port) -> None:
+        """A peer's DHT port: its node is worth a ping (BEP 5)."""
+        if self.dht is not None and message.port and not self.is_private(peer.info_hash):
+            self.dht.add_node(PeerAddress(peer.address.host, message.port))
 
     async def _route_disk(self) -> None:
         """The disk's events, to their torrent."""
@@ -298,8 +322,14 @@ def _dialer(config: ClientConfig) -> Dialer | None:
 
 
 @asynccontextmanager
-async def open_session(config: ClientConfig | None = None) -> AsyncIterator[Session]:
+async def open_session(
+    config: ClientConfig | None = None, *, dht: DhtLike | None = None
+) -> AsyncIterator[Session]:
     """Run a client session for the duration of an ``async with`` block.
+
+    With a ``dht`` (bip_dht's ``open_dht``, run by the caller, who may share it), every
+    public torrent is looked up and announced there, we set the DHT reserved bit and tell
+    peers our DHT port (BEP 5), and the DHT ports peers tell us are passed on to it.
 
     Leaving the block saves every torrent's resume data (synced), says goodbye to the
     trackers, and closes every connection and file.
@@ -324,7 +354,8 @@ async def open_session(config: ClientConfig | None = None) -> AsyncIterator[Sess
                 open_handshaker(
                     peer_id=peer_id,
                     listen=config.listen,
-                    extensions=OUR_EXTENSIONS,
+                    extensions=OUR_EXTENSIONS
+                    | (Extensions.DHT if dht is not None else Extensions.NONE),
                     encryption=config.encryption,
                     dial=dial,
                     connect_timeout=config.connect_timeout,
@@ -360,6 +391,7 @@ async def open_session(config: ClientConfig | None = None) -> AsyncIterator[Sess
                 metadata=metadata,
                 trackers=trackers,
                 peer_id=peer_id,
+                dht=dht,
             )
             nursery.start_soon(session._accept, name="bip accept")
             nursery.start_soon(session._route_peers, name="bip peers")

@@ -169,6 +169,11 @@ class Torrent:
         return self._listen_port
 
     @property
+    def private(self) -> bool:
+        """Whether the torrent is private (BEP 27); ``False`` while the metadata is unknown."""
+        return self.info is not None and self.info.private
+
+    @property
     def num_pieces(self) -> int | None:
         """The piece count, once the metadata is known."""
         return None if self.info is None else self.info.num_pieces
