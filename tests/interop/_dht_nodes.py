@@ -30,7 +30,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +91,8 @@ def loopback_host() -> str:
 
 
 def address(host: str, port: int) -> PeerAddress:
-    """A PeerAddress from a dotted IPv4 host and a port."""
-    return PeerAddress(IPv4Address(host), port)
+    """A PeerAddress from an IP address in text and a port."""
+    return PeerAddress(ip_address(host), port)
 
 
 # -- libtorrent ------------------------------------------------------------------------------------
@@ -100,16 +100,22 @@ def address(host: str, port: int) -> PeerAddress:
 
 @dataclass(frozen=True)
 class LtSession:
-    """One libtorrent session of a :class:`LibtorrentDHT`: its index there, address and id."""
+    """One libtorrent session of a :class:`LibtorrentDHT`: its index there, address and id,
+    and with IPv6 the id of its DHT node on ``[::1]:port`` (else None)."""
 
     index: int
     host: str
     port: int
     node_id: bytes
+    node_id6: bytes | None = None
 
     @property
     def address(self) -> PeerAddress:
         return address(self.host, self.port)
+
+    @property
+    def address6(self) -> PeerAddress:
+        return address("::1", self.port)
 
 
 @dataclass
@@ -362,9 +368,11 @@ async def open_libtorrent_dht(
     lifetime: float = 60.0,
     ready_timeout: float = 20.0,
     log_dht: bool = False,
+    ipv6: bool = False,
     name: str = "lt-dht",
 ) -> AsyncIterator[LibtorrentDHT]:
-    """One _lt_dht.py process with a libtorrent DHT session on each of ``hosts`` (127.0.0.X).
+    """One _lt_dht.py process with a libtorrent DHT session on each of ``hosts`` (127.0.0.X),
+    with ``ipv6`` listening on the same port of ``::1`` too.
 
     Yields once every session listens and answers a ping. The program's stderr goes to
     ``workdir/<name>.stderr.log``; at the end it is told to exit, then killed by PID.
@@ -375,6 +383,8 @@ async def open_libtorrent_dht(
     argv = [sys.executable, str(_LT_DHT), "--hosts", ",".join(hosts), "--lifetime", str(lifetime)]
     if log_dht:
         argv.append("--log-dht")
+    if ipv6:
+        argv.append("--ipv6")
     with log_path.open("wb") as log:
         process = await trio.lowlevel.open_process(
             argv,
@@ -413,7 +423,13 @@ async def open_libtorrent_dht(
                     f"(status {process.returncode}): {first}\n{_tail(log_path)}"
                 )
             sessions = [
-                LtSession(index, s["host"], int(s["port"]), bytes.fromhex(s["node_id"]))
+                LtSession(
+                    index,
+                    s["host"],
+                    int(s["port"]),
+                    bytes.fromhex(s["node_id"]),
+                    bytes.fromhex(s["node_id6"]) if s.get("node_id6") else None,
+                )
                 for index, s in enumerate(first[0]["sessions"])
             ]
             dht = LibtorrentDHT(process, sessions, log_path)
@@ -519,14 +535,16 @@ class KRPCNode:
 
     def __init__(self, sock: trio.socket.SocketType, node_id: bytes) -> None:
         self.sock = sock
-        host, port = sock.getsockname()
-        self.address = address(host, port)
+        name = sock.getsockname()  # (host, port) for IPv4, (host, port, flow, scope) for IPv6
+        self.address = address(name[0], name[1])
         self.node_id = node_id
         rng = self._rng = random.Random(node_id)
         now = time.monotonic()
         own = NodeId(node_id)
         # Loopback nodes share a /8 and have no BEP 42 ids: no IP restriction in the table.
-        self.table = RoutingTable(own, family=4, rng=rng, restrict_ips=False, now=now)
+        self.table = RoutingTable(
+            own, family=self.address.family, rng=rng, restrict_ips=False, now=now
+        )
         self.peers = PeerStore()
         self.items = ItemStore()
         self.handler = QueryHandler(
@@ -547,9 +565,10 @@ class KRPCNode:
         """Receive forever: replies to :meth:`query` callers, queries to :attr:`handler`."""
         while True:
             try:
-                data, (host, port) = await self.sock.recvfrom(65536)
+                data, name = await self.sock.recvfrom(65536)
             except ConnectionRefusedError:  # ICMP port unreachable from an earlier send
                 continue
+            host, port = name[0], name[1]
             source = address(host, port)
             try:
                 message = decode_message(data)
@@ -596,8 +615,8 @@ class KRPCNode:
         raise TimeoutError(f"no reply from {to} to {make(tid)!r} after {attempts} tries")
 
     def stored_peers(self, info_hash: bytes) -> list[PeerAddress]:
-        """The IPv4 peers announced to us for ``info_hash``."""
-        return self.peers.get_peers(info_hash, 4, self._rng, time.monotonic())
+        """The peers of our family announced to us for ``info_hash``."""
+        return self.peers.get_peers(info_hash, self.address.family, self._rng, time.monotonic())
 
     def stored_item(self, target: bytes) -> ImmutableItem | MutableItem | None:
         """The BEP 44 item put to us under ``target``, if any."""
@@ -628,8 +647,10 @@ async def wait_answering(node: KRPCNode, to: PeerAddress, timeout: float = 10.0)
 async def open_krpc_node(
     host: str | None = None, node_id: bytes | None = None
 ) -> AsyncIterator[KRPCNode]:
-    """A :class:`KRPCNode` on ``host`` (default: a fresh 127.0.0.X), serving while in the block."""
-    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    """A :class:`KRPCNode` on ``host`` (default: a fresh 127.0.0.X; ``"::1"`` for IPv6),
+    serving while in the block."""
+    family = trio.socket.AF_INET6 if host is not None and ":" in host else trio.socket.AF_INET
+    sock = trio.socket.socket(family, trio.socket.SOCK_DGRAM)
     with sock:
         await sock.bind((host or loopback_host(), 0))
         node = KRPCNode(sock, node_id or secrets.token_bytes(20))

@@ -1,16 +1,18 @@
 """libtorrent DHT nodes on loopback, run as a process of their own and driven over stdin/stdout.
 
-``python _lt_dht.py --hosts 127.0.0.5,127.0.0.6 [--lifetime S] [--log-dht]``
+``python _lt_dht.py --hosts 127.0.0.5,127.0.0.6 [--ipv6] [--lifetime S] [--log-dht]``
 
 One process holds one libtorrent session per ``--hosts`` entry, each listening on a free port of
-its own 127.0.0.X (TCP and UDP; the DHT is on the UDP socket). Settings: _lt_common's loopback
-settings with the DHT on and the changes INTEROP.md lists for a loopback DHT (no bootstrap
-routers; no /24 or BEP 42 restrictions, which every 127.0.0.X node would fail), plus
-``dht_block_ratelimit`` raised: libtorrent blocks an IP sending over 5 queries a second for five
-minutes, and a test's lookups from one address easily do.
+its own 127.0.0.X (TCP and UDP; the DHT is on the UDP socket), and with ``--ipv6`` on the same
+port of ``::1`` too (libtorrent then runs one DHT node per socket, each with its own id).
+Settings: _lt_common's loopback settings with the DHT on and the changes INTEROP.md lists for a
+loopback DHT (no bootstrap routers; no /24 or BEP 42 restrictions, which every 127.0.0.X node
+would fail), plus ``dht_block_ratelimit`` raised: libtorrent blocks an IP sending over 5 queries
+a second for five minutes, and a test's lookups from one address easily do.
 
 The protocol, one JSON object per line. The first line on stdout is
-``{"event": "ready", "sessions": [{"host": H, "port": P, "node_id": hex}, ...]}``. Then each
+``{"event": "ready", "sessions": [{"host": H, "port": P, "node_id": hex, "node_id6": hex or ""},
+...]}``. Then each
 request on stdin, ``{"id": N, "cmd": C, "session": I, ...}``, gets one reply line ``{"reply": N,
 "ok": true, ...}`` (or ``"ok": false, "error": ...``) at once. The DHT operations end later with an
 event line, ``{"event": E, "session": I, ...}``, from libtorrent's alerts:
@@ -21,6 +23,7 @@ cmd                arguments                                        event when d
 add_node           host, port (ping it; if it answers it joins)     -
 announce           info_hash (hex), port (0: implied_port), seed    - (see announce_in)
 get_peers          info_hash                                        peers {info_hash, peers}
+                                                                    (of every DHT node)
 put_immutable      value (hex: a byte string, stored bencoded)      put {target, num_success}
 get_immutable      target                                           immutable {target, value}
 put_mutable        seed (hex, 32 bytes), value, salt (hex)          put {target, public_key,
@@ -74,8 +77,9 @@ __all__ = ["dht_settings", "libtorrent_secret_key", "main"]
 _MAX_LINE = 64 * 1024
 
 
-def dht_settings(host: str, port: int) -> lt.settings_pack:
-    """Loopback settings with the DHT on, as INTEROP.md says a loopback DHT node needs them."""
+def dht_settings(host: str, port: int, *, ipv6: bool = False) -> lt.settings_pack:
+    """Loopback settings with the DHT on, as INTEROP.md says a loopback DHT node needs them
+    (and with ``ipv6``, listening on ``[::1]:port`` as well)."""
     mask = (
         lt.alert_category.error
         | lt.alert_category.status
@@ -95,6 +99,8 @@ def dht_settings(host: str, port: int) -> lt.settings_pack:
         "dht_block_ratelimit": 10_000,
         "dht_upload_rate_limit": 1_000_000,
     }
+    if ipv6:
+        overrides["listen_interfaces"] = f"{host}:{port},[::1]:{port}"
     return loopback_settings(port, host=host, alert_mask=mask, overrides=overrides)
 
 
@@ -113,15 +119,22 @@ def libtorrent_secret_key(seed: bytes) -> tuple[bytes, bytes]:
     return bytes(expanded), public
 
 
-def _free_port(host: str) -> int:
-    """A port free on ``host`` for both TCP and UDP right now."""
+def _free_port(host: str, *, ipv6: bool = False) -> int:
+    """A port free on ``host`` (and with ``ipv6`` on ``::1``) for TCP and UDP right now."""
     for _ in range(50):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
             tcp.bind((host, 0))
             port: int = tcp.getsockname()[1]
+            others = [(socket.AF_INET, socket.SOCK_DGRAM, host)]
+            if ipv6:
+                others += [
+                    (socket.AF_INET6, socket.SOCK_STREAM, "::1"),
+                    (socket.AF_INET6, socket.SOCK_DGRAM, "::1"),
+                ]
             try:
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                    udp.bind((host, port))
+                for family, kind, where in others:
+                    with socket.socket(family, kind) as other:
+                        other.bind((where, port))
             except OSError:
                 continue
         return port
@@ -134,7 +147,8 @@ def _ping_for_id(host: str, port: int) -> str:
     The binding has no getter for a session's own node id, so ask it the way any node would.
     """
     ping = b"d1:ad2:id20:" + bytes(20) + b"e1:q4:ping1:t2:id1:y1:qe"
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
         sock.bind((host, 0))
         sock.settimeout(0.2)
         sock.sendto(ping, (host, port))
@@ -191,15 +205,20 @@ def _nodes(nodes: Any) -> list[list[Any]]:
 class Node:
     """One session and what its operations wait for."""
 
-    def __init__(self, index: int, host: str) -> None:
+    def __init__(self, index: int, host: str, *, ipv6: bool = False) -> None:
         self.index = index
         self.host = host
-        self.port = _free_port(host)
-        self.session = lt.session(dht_settings(host, self.port))
+        self.ipv6 = ipv6
+        self.port = _free_port(host, ipv6=ipv6)
+        self.session = lt.session(dht_settings(host, self.port, ipv6=ipv6))
         self.node_id = ""
+        self.node_id6 = ""
+        # get_peers lookups running: info-hash hex -> (reply alerts still due, peers so far)
+        self.searches: dict[str, tuple[int, list[list[Any]]]] = {}
 
     def ready(self) -> bool:
-        return bool(self.session.is_listening() and self.session.is_dht_running() and self.node_id)
+        ids = bool(self.node_id and (self.node_id6 or not self.ipv6))
+        return bool(self.session.is_listening() and self.session.is_dht_running() and ids)
 
     def command(self, request: dict[str, Any]) -> dict[str, Any]:
         """Start one request; returns the reply's extra fields."""
@@ -218,6 +237,9 @@ class Node:
             ses.dht_announce(_sha1(request["info_hash"]), port, flags)
             return {}
         if cmd == "get_peers":
+            # libtorrent looks up on each of its DHT nodes (one per listen socket) and posts
+            # one reply alert for each: the event waits for all of them.
+            self.searches[request["info_hash"]] = (1 + self.ipv6, [])
             ses.dht_get_peers(_sha1(request["info_hash"]))
             return {}
         if cmd == "put_immutable":
@@ -264,11 +286,13 @@ class Node:
 
     def _event(self, alert: lt.alert) -> dict[str, Any] | None:
         if isinstance(alert, lt.dht_get_peers_reply_alert):
-            return {
-                "event": "peers",
-                "info_hash": _hex(alert.info_hash),
-                "peers": [[str(host), int(port)] for host, port in alert.peers()],
-            }
+            info_hash = _hex(alert.info_hash)
+            remaining, peers = self.searches.pop(info_hash, (1, []))
+            peers += [[str(host), int(port)] for host, port in alert.peers()]
+            if remaining > 1:
+                self.searches[info_hash] = (remaining - 1, peers)
+                return None
+            return {"event": "peers", "info_hash": info_hash, "peers": peers}
         if isinstance(alert, lt.dht_announce_alert):
             return {
                 "event": "announce_in",
@@ -361,6 +385,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--hosts", required=True, help="comma-separated 127.0.0.X, one a session")
     parser.add_argument("--lifetime", type=float, default=60.0)
+    parser.add_argument("--ipv6", action="store_true", help="each session on [::1] too")
     parser.add_argument("--log-dht", action="store_true", help="every DHT alert to stderr")
     args = parser.parse_args()
     deadline = time.monotonic() + args.lifetime
@@ -368,7 +393,7 @@ def main() -> int:
     for host in hosts:
         if not host.startswith("127."):
             raise SystemExit(f"loopback only, not {host}")
-    nodes = [Node(index, host) for index, host in enumerate(hosts)]
+    nodes = [Node(index, host, ipv6=args.ipv6) for index, host in enumerate(hosts)]
     ready = False
     buffer = bytearray()
     running = True
@@ -379,9 +404,16 @@ def main() -> int:
             for node in nodes:
                 if node.session.is_dht_running() and not node.node_id:
                     node.node_id = _ping_for_id(node.host, node.port)
+                if node.session.is_dht_running() and node.ipv6 and not node.node_id6:
+                    node.node_id6 = _ping_for_id("::1", node.port)
             if all(node.ready() for node in nodes):
                 sessions = [
-                    {"host": node.host, "port": node.port, "node_id": node.node_id}
+                    {
+                        "host": node.host,
+                        "port": node.port,
+                        "node_id": node.node_id,
+                        "node_id6": node.node_id6,
+                    }
                     for node in nodes
                 ]
                 _emit({"event": "ready", "sessions": sessions})

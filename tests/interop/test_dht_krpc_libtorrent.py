@@ -44,7 +44,7 @@ from bip_dht import (
     immutable_target,
     mutable_target,
 )
-from bip_handshake import PeerAddress
+from bip_handshake import NodeInfo, PeerAddress
 
 from ._dht_nodes import KRPCNode, LibtorrentDHT, loopback_host, open_krpc_node, open_libtorrent_dht
 
@@ -441,3 +441,91 @@ async def test_scrape_samples_want_and_errors(pair: Pair) -> None:
     )
     assert targeted.nodes
     assert not ours.undecodable, ours.undecodable
+
+
+async def test_ipv6_compact_forms(tmp_path: Path) -> None:
+    """BEP 32 over ``::1``: libtorrent's IPv6 DHT nodes answer our IPv6 queries with an 18-byte
+    ``ip``, ``nodes6`` (and ``nodes`` when ``want`` asks for both), and 18-byte ``values``; our
+    IPv6 announce_peer is stored and handed out by libtorrent's lookup."""
+    hosts = [loopback_host(), loopback_host()]
+    async with (
+        open_libtorrent_dht(tmp_path, hosts, lifetime=45, ipv6=True) as lt,
+        open_krpc_node("::1") as ours,
+    ):
+        a6 = lt.sessions[A].address6
+        b6 = lt.sessions[B].address6
+        pong = _response(
+            await ours.query(lambda t: Ping(transaction_id=t, node_id=ours.node_id), a6)
+        )
+        assert pong.node_id == lt.sessions[A].node_id6
+        assert pong.ip == ours.address
+        await lt.add_node(B, a6)
+        await lt.add_node(B, lt.sessions[A].address)
+        await lt.add_node(B, ours.address)
+        await lt.add_node(A, b6)  # A6 pings B6, which joins A6's table at once
+        await lt.wait_routing_table(B, 1)
+
+        both = _response(
+            await ours.query(
+                lambda t: FindNode(
+                    transaction_id=t,
+                    node_id=ours.node_id,
+                    target=secrets.token_bytes(20),
+                    want=(WANT_N4, WANT_N6),
+                ),
+                a6,
+            )
+        )
+        assert both.nodes6 is not None
+        assert all(node.address.family == 6 for node in both.nodes6)
+        with trio.fail_after(10):
+            while NodeInfo(lt.sessions[B].node_id6 or b"", b6) not in (both.nodes6 or ()):
+                await trio.sleep(0.2)
+                both = _response(
+                    await ours.query(
+                        lambda t: FindNode(
+                            transaction_id=t,
+                            node_id=ours.node_id,
+                            target=secrets.token_bytes(20),
+                            want=(WANT_N4, WANT_N6),
+                        ),
+                        a6,
+                    )
+                )
+        assert both.nodes is not None  # want n4: the IPv4 node's nodes as well
+
+        info_hash = secrets.token_bytes(20)
+        await lt.announce(B, info_hash, port=6881)
+        wanted = PeerAddress(b6.host, 6881)
+        with trio.fail_after(15):
+            while True:
+                reply = _response(
+                    await ours.query(
+                        lambda t: GetPeers(
+                            transaction_id=t, node_id=ours.node_id, info_hash=info_hash
+                        ),
+                        a6,
+                    )
+                )
+                if reply.values and wanted in reply.values:
+                    break
+                await trio.sleep(0.2)
+        assert reply.token
+
+        mine = secrets.token_bytes(20)
+        token = _response(
+            await ours.query(
+                lambda t: GetPeers(transaction_id=t, node_id=ours.node_id, info_hash=mine), a6
+            )
+        ).token
+        assert token
+        _response(
+            await ours.query(
+                lambda t: AnnouncePeer(
+                    transaction_id=t, node_id=ours.node_id, info_hash=mine, port=7004, token=token
+                ),
+                a6,
+            )
+        )
+        assert PeerAddress(ours.address.host, 7004) in await lt.get_peers(B, mine)
+        assert not ours.undecodable, ours.undecodable

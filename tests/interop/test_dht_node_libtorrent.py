@@ -20,12 +20,19 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bip_bencode import Value, decode, encode
-from bip_dht import ImmutableItem, MutableItem, immutable_target, mutable_target
+from bip_dht import (
+    GetPeers,
+    ImmutableItem,
+    MutableItem,
+    Response,
+    immutable_target,
+    mutable_target,
+)
 from bip_dht._node_config import DHTConfig
 from bip_dht._shell import DHT, open_dht
 from bip_handshake import NodeInfo, PeerAddress
 
-from ._dht_nodes import LibtorrentDHT, loopback_host, open_libtorrent_dht
+from ._dht_nodes import LibtorrentDHT, loopback_host, open_krpc_node, open_libtorrent_dht
 
 pytestmark = pytest.mark.interop
 
@@ -206,3 +213,52 @@ async def test_read_only_node_stays_out_of_libtorrent_tables(net: Net, tmp_path:
         in_table = {node for _, node in await net.lt.live_nodes(A)}
         assert reader.addresses[0] not in in_table
         assert net.me in in_table
+
+
+async def test_dual_stack(tmp_path: Path) -> None:
+    """BEP 32 with our node on 127.0.0.X and ``::1`` and libtorrent's on both: one routing
+    table per family fills from libtorrent's answers, B's announce is found over both
+    families, and ours is stored by libtorrent over both."""
+    hosts = [loopback_host(), loopback_host()]
+    async with open_libtorrent_dht(tmp_path, hosts, lifetime=45, ipv6=True) as lt:
+        a, b = lt.sessions[A], lt.sessions[B]
+        for other in (a.address, a.address6):
+            await lt.add_node(B, other)
+        for other in (b.address, b.address6):
+            await lt.add_node(A, other)
+        async with open_dht([f"{loopback_host()}:0", "[::1]:0"], config=LOOPBACK) as ours:
+            me4, me6 = sorted(ours.addresses, key=lambda address: address.family)
+            assert (me4.family, me6.family) == (4, 6)
+            with trio.fail_after(20):
+                await ours.bootstrap([a.address, a.address6])
+                found = await ours.find_node(b.node_id)
+            tables = ours.statistics().nodes
+            assert tables[4] >= 2
+            assert tables[6] >= 2
+            assert NodeInfo(b.node_id, b.address) in found
+            assert b.node_id6 is not None
+            assert NodeInfo(b.node_id6, b.address6) in found
+
+            info_hash = secrets.token_bytes(20)
+            await lt.announce(B, info_hash, port=6881)
+            wanted = {PeerAddress(b.address.host, 6881), PeerAddress(b.address6.host, 6881)}
+            with trio.fail_after(20):
+                while not wanted <= set(await _peers(ours, info_hash)):
+                    await trio.sleep(0.2)
+
+            mine = secrets.token_bytes(20)
+            with trio.fail_after(20):
+                finished = await ours.announce(mine, 7002)
+            assert finished.announced_to >= 4  # A and B, over each family
+            assert PeerAddress(me4.host, 7002) in await lt.get_peers(B, mine)
+            # libtorrent 2.1.1's dht_get_peers reports IPv4 peers only (its own IPv6 announces
+            # too), so ask its IPv6 nodes directly whether they hand out our IPv6 address.
+            async with open_krpc_node("::1") as raw:
+                for node in (a.address6, b.address6):
+                    reply = await raw.query(
+                        lambda t: GetPeers(transaction_id=t, node_id=raw.node_id, info_hash=mine),
+                        node,
+                    )
+                    assert isinstance(reply, Response), reply
+                    assert reply.values is not None
+                    assert PeerAddress(me6.host, 7002) in reply.values
