@@ -261,6 +261,28 @@ async def test_missing_and_short_files_are_not_read(tmp_path: Path) -> None:
         assert fs.stat("album/b/empty") is not None  # empty files are created after the check
 
 
+async def test_a_check_without_create_files_changes_nothing(tmp_path: Path) -> None:
+    """What a verifying tool needs: the check reads, and the storage stays as it was found
+    (no empty files, no directories), also after a recheck; a written piece still lands."""
+    sample = make_sample(tmp_path, standard_files(), "v1")
+    fs = MemoryFileSystem()
+    fs.write("album/a.bin", 0, sample.contents["album/a.bin"][:PIECE])
+    async with open_disk_manager() as disk:
+        torrent = await disk.add_torrent(sample.metainfo, fs, create_files=False)
+        events = await collect(disk, lambda e: isinstance(e, CheckFinished))
+        assert events[-1] == CheckFinished(torrent, good=1, checked=1, resumed=False)
+        assert fs.stat("album/b/empty") is None
+        assert fs.stat("album/c.bin") is None
+        await disk.recheck(torrent)
+        await disk.wait_checked(torrent)
+        assert fs.stat("album/b/empty") is None
+        await write_piece(disk, torrent, sample, 3, data_only=True)
+        events = await collect(disk, lambda e: isinstance(e, PieceVerified) and e.piece == 3)
+        assert verified(events) == {3: True}
+        assert await disk.read_block(torrent, 3, 0, PIECE) == sample.piece(3)
+    assert fs.stat("album/c.bin") is not None
+
+
 async def test_blocks_outside_pieces_and_repeats(tmp_path: Path) -> None:
     sample = make_sample(tmp_path, standard_files(), "v1")
     async with open_disk_manager() as disk:

@@ -354,6 +354,7 @@ class DiskManager:
         piece_layers: Mapping[bytes, bytes] | None = None,
         name: str | None = None,
         allocate: Allocation = "none",
+        create_files: bool = True,
     ) -> TorrentHandle:
         """Add a torrent stored in ``filesystem``; its existing data is checked in the background.
 
@@ -378,6 +379,11 @@ class DiskManager:
             allocate: after the check, ``"sparse"`` sets every file's size,
                 ``"full"`` also reserves the space (a full disk then shows up at
                 once); ``"none"`` lets files grow as pieces are written.
+            create_files: after the check (and after every recheck), create the
+                missing files, their directories and BEP 47 links, as libtorrent
+                does. False leaves the storage exactly as the check found it, so a
+                verifying tool changes nothing; written pieces still create the files
+                they touch, but links are then never made and ``allocate`` is ignored.
 
         Raises:
             TorrentStateError: the torrent is already added, the manager is
@@ -417,6 +423,7 @@ class DiskManager:
         shown = info.name if name is None else sanitize_name(name)
         handle = TorrentHandle(next(_IDS), info.info_hash, shown, info.num_pieces)
         storage = TorrentStorage(handle, info, layout, verifier, filesystem)
+        storage.create_files = create_files
         self._torrents[handle.id] = storage
         self._by_hash[info.info_hash] = storage
         self._start_check(storage, resume, check, allocate)
@@ -1050,7 +1057,7 @@ class DiskManager:
         try:
             with scope:
                 await self._check(storage, resume, check)
-                if storage.state is TorrentState.CHECKING:
+                if storage.state is TorrentState.CHECKING and storage.create_files:
                     await self._create_files(storage, allocate)
                 if storage.state is TorrentState.CHECKING:
                     storage.set_state(TorrentState.READY)

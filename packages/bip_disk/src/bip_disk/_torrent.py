@@ -177,6 +177,7 @@ class TorrentStorage:
         self.verifier = verifier
         self.fs = fs
         self.state = TorrentState.CHECKING
+        self.create_files = True  # after each check, create missing files and links
         self.error: DiskError | None = None
         self.reason: str | None = None
         self.have: set[int] = set()
