@@ -16,7 +16,7 @@ import threading
 from typing import Any
 from urllib.parse import urlsplit
 
-from bip_metainfo import Metainfo, create_torrent, sanitize_name
+from bip_metainfo import CreateError, Metainfo, create_torrent, sanitize_name
 
 from . import __version__
 from ._describe import torrent_version
@@ -272,9 +272,9 @@ def _create_with_progress(
         if bar is not None:
             bar.__exit__(type(failure[0]), failure[0], None)
         error = failure[0]
-        if isinstance(error, ValueError) and not isinstance(error, OSError):
-            # create_torrent's ValueError is about our arguments or the files
-            # (bad piece size, no files, a name that is not UTF-8): the user's to fix.
+        if isinstance(error, CreateError):
+            # The files or the choices (bad piece size, no files, a name that is not
+            # UTF-8): the user's to fix.
             raise CLIError(f"cannot create a torrent of {path}: {error}") from error
         raise error
     if bar is not None:

@@ -9,7 +9,6 @@ and every file is there.
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
 from dataclasses import dataclass
@@ -17,13 +16,11 @@ from typing import Any
 
 import trio
 
-from bip_bencode import Buffer
 from bip_disk import (
     CheckFinished,
     CheckProgress,
     FileStat,
     NativeFileSystem,
-    StorageError,
     StorageLayout,
     TorrentFailed,
     open_disk_manager,
@@ -36,7 +33,7 @@ from ._humanize import format_size
 from ._inputs import load_torrent
 from ._progress import ProgressBar
 
-__all__ = ["FileReport", "ReadOnlyFileSystem", "VerifyReport", "add_parser", "run", "verify"]
+__all__ = ["FileReport", "VerifyReport", "add_parser", "run", "verify"]
 
 _MAX_RANGES_SHOWN = 20
 """Ranges of bad pieces listed in text output before "and N more" (JSON lists them all)."""
@@ -124,56 +121,6 @@ class VerifyReport:
         return ranges
 
 
-class ReadOnlyFileSystem:
-    """A :class:`~bip_disk.NativeFileSystem` that reads and never changes anything.
-
-    bip_disk's check ends by creating a torrent's zero-length files and BEP 47 links (a
-    download wants them), and has no read-only mode; verifying must not create them. So
-    creating is skipped here (``allocate`` and ``symlink`` do nothing: the report says
-    those files are missing), and anything else that would write is refused.
-    """
-
-    def __init__(self, root: str) -> None:
-        self._native = NativeFileSystem(root)
-
-    def read(self, path: str, offset: int, length: int) -> bytes:
-        return self._native.read(path, offset, length)
-
-    def size(self, path: str) -> int | None:
-        return self._native.size(path)
-
-    def stat(self, path: str) -> FileStat | None:
-        return self._native.stat(path)
-
-    def allocate(self, path: str, size: int, *, sparse: bool = True) -> None:
-        """Creates nothing: only the check's "create the empty files" step calls this."""
-
-    def symlink(self, path: str, target: str) -> None:
-        """Creates nothing, as :meth:`allocate`."""
-
-    def sync(self, path: str | None = None) -> None:
-        """Nothing was written, so nothing is to sync."""
-
-    def write(self, path: str, offset: int, data: Buffer) -> None:
-        raise self._refuse(path)
-
-    def truncate(self, path: str, size: int) -> None:
-        raise self._refuse(path)
-
-    def remove(self, path: str) -> None:
-        raise self._refuse(path)
-
-    def rename(self, old: str, new: str) -> None:
-        raise self._refuse(old)
-
-    def close(self) -> None:
-        self._native.close()
-
-    @staticmethod
-    def _refuse(path: str) -> StorageError:
-        return StorageError("verifying writes nothing", errno=errno.EROFS, path=path)
-
-
 async def verify(torrent: Metainfo, directory: str, bar: ProgressBar | None) -> VerifyReport:
     """Hash ``torrent``'s data under ``directory`` and say what is good.
 
@@ -181,10 +128,11 @@ async def verify(torrent: Metainfo, directory: str, bar: ProgressBar | None) -> 
         CLIError: the check failed (a read error other than a missing file).
         DiskError: bip_disk refused the torrent.
     """
-    filesystem = ReadOnlyFileSystem(directory)
+    filesystem = NativeFileSystem(directory)
     try:
         async with open_disk_manager() as disk:
-            handle = await disk.add_torrent(torrent, filesystem)
+            # create_files=False: the check reads and leaves the directory as it found it.
+            handle = await disk.add_torrent(torrent, filesystem, create_files=False)
             async for event in disk.events():
                 if event.torrent != handle:
                     continue
