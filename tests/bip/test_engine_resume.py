@@ -1,10 +1,12 @@
-"""A download killed with SIGKILL resumes and finishes without fetching a verified piece again.
+"""A download killed with SIGKILL (or stopped by Ctrl-C) resumes and finishes without fetching
+a verified piece again.
 
 The first run is a real ``bip download`` process. Its seeder (in this process) holds only the
 first half of the pieces, so the download stops there, deterministically; it is then killed
-with SIGKILL, either at once or once it saved resume data. The second run, in this process
-against a seeder of everything, must receive exactly the bytes of the missing half: a piece
-fetched again would show up in its payload count (one seeder: no end-game duplicates).
+with SIGKILL, either at once or once it saved resume data, or interrupted with SIGINT. The
+second run, in this process against a seeder of everything, must receive exactly the bytes of
+the missing half: a piece fetched again would show up in its payload count (one seeder: no
+end-game duplicates).
 """
 
 from __future__ import annotations
@@ -32,8 +34,14 @@ SIZES = (200_000, 150_000, 33, 400_000)  # 24 pieces of 32 KiB across four files
 DEADLINE = 60.0
 
 
-@pytest.mark.parametrize("wait_for_resume_data", [False, True])
-async def test_resume_after_sigkill(tmp_path: Path, wait_for_resume_data: bool) -> None:
+@pytest.mark.parametrize(
+    ("stop", "wait_for_resume_data"),
+    [(signal.SIGKILL, False), (signal.SIGKILL, True), (signal.SIGINT, False)],
+    ids=["sigkill-at-once", "sigkill-after-save", "ctrl-c"],
+)
+async def test_resume_after_interruption(
+    tmp_path: Path, stop: signal.Signals, wait_for_resume_data: bool
+) -> None:
     folder = write_content(tmp_path / "full", SIZES)
     torrent = make_torrent(folder, "v1")
     torrent_path = tmp_path / "album.torrent"
@@ -62,9 +70,12 @@ async def test_resume_after_sigkill(tmp_path: Path, wait_for_resume_data: bool) 
                     assert process.returncode is None, "bip download ended by itself"
                     await trio.sleep(0.05)
             finally:
-                process.send_signal(signal.SIGKILL)
+                process.send_signal(stop)
                 await process.wait()
-            assert process.returncode == -signal.SIGKILL
+            # Ctrl-C: a clean exit, 130 as shells report it, with the resume data saved.
+            assert process.returncode == (130 if stop == signal.SIGINT else -signal.SIGKILL)
+            if stop == signal.SIGINT:
+                assert any(resume_dir.glob("*.resume"))
 
         async with (
             open_session(loopback_config()) as seeder,
