@@ -28,7 +28,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from ipaddress import ip_address
 from pathlib import Path
@@ -53,6 +53,7 @@ from bip_dht import (
     TokenManager,
     decode_message,
 )
+from bip_dht._stats import DHTStatistics
 from bip_handshake import NodeInfo, PeerAddress
 
 from ._helpers import (
@@ -76,6 +77,7 @@ __all__ = [
     "open_libtorrent_dhts",
     "start_aria2_dht",
     "wait_answering",
+    "wire_problems",
 ]
 
 _LT_DHT = Path(__file__).with_name("_lt_dht.py")
@@ -471,6 +473,33 @@ async def open_libtorrent_dhts(
             for index, hosts in enumerate(hosts_per_process)
         ]
         yield processes
+
+
+def wire_problems(stats: DHTStatistics, *, errors_allowed: Collection[int] = ()) -> list[str]:
+    """What in our node's statistics says it and a real client disagreed on the wire: datagrams
+    it could not decode, answers that lack what their query needs or come from another id, our
+    error replies (a query of theirs we found wrong), KRPC errors answering our queries (but
+    ``errors_allowed``), rate limiting, refused sends. Empty when they agreed."""
+    problems = [
+        f"{name} = {value}"
+        for name, value in (
+            ("malformed", stats.malformed),
+            ("invalid_answers", stats.invalid_answers),
+            ("id_mismatch", stats.id_mismatch),
+            ("wrong_family", stats.wrong_family),
+            ("rate_limited", stats.rate_limited),
+            ("send_errors", stats.send_errors),
+        )
+        if value
+    ]
+    if stats.errors_sent:
+        problems.append(f"errors_sent = {dict(stats.errors_sent)}")
+    unexpected = {
+        code: n for code, n in stats.errors_received.items() if code not in errors_allowed
+    }
+    if unexpected:
+        problems.append(f"errors_received = {unexpected}")
+    return problems
 
 
 # -- aria2 -----------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from bip_dht._node_config import DHTConfig
 from bip_dht._shell import DHT, open_dht
 from bip_handshake import PeerAddress
 
-from ._dht_nodes import loopback_host, open_libtorrent_dhts
+from ._dht_nodes import loopback_host, open_libtorrent_dhts, wire_problems
 
 pytestmark = pytest.mark.interop
 
@@ -116,3 +116,9 @@ async def test_mixed_network_finds_announces_both_ways(tmp_path: Path) -> None:
         # Every response carried our address as libtorrent and our nodes saw it (BEP 42 ``ip``);
         # a loopback address is exempt, so no node of ours changed its id.
         assert [dht.node_id for dht in ours] == ids
+        problems = {
+            str(dht.addresses[0]): found
+            for dht in ours
+            if (found := wire_problems(dht.statistics()))
+        }
+        assert not problems, problems

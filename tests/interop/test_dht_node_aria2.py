@@ -25,6 +25,7 @@ from ._dht_nodes import (
     open_krpc_node,
     start_aria2_dht,
     wait_answering,
+    wire_problems,
 )
 from ._helpers import StartProcess
 
@@ -75,3 +76,5 @@ async def test_our_node_with_aria2(start_process: StartProcess, tmp_path: Path) 
             finished = await ours.announce(implied)
             assert finished.announced_to >= 1
             assert me in await _stored(raw, aria2, implied)
+        problems = wire_problems(ours.statistics())
+        assert not problems, problems

@@ -32,7 +32,13 @@ from bip_dht._node_config import DHTConfig
 from bip_dht._shell import DHT, open_dht
 from bip_handshake import NodeInfo, PeerAddress
 
-from ._dht_nodes import LibtorrentDHT, loopback_host, open_krpc_node, open_libtorrent_dht
+from ._dht_nodes import (
+    LibtorrentDHT,
+    loopback_host,
+    open_krpc_node,
+    open_libtorrent_dht,
+    wire_problems,
+)
 
 pytestmark = pytest.mark.interop
 
@@ -77,6 +83,9 @@ async def net(tmp_path: Path) -> AsyncIterator[Net]:
             await lt.add_node(B, ours.addresses[0])
             await lt.wait_routing_table(B, 2)
             yield Net(ours, lt)
+            # Whatever the test did, libtorrent and our node agreed on every datagram.
+            problems = wire_problems(ours.statistics())
+            assert not problems, problems
 
 
 async def _peers(dht: DHT, info_hash: bytes) -> list[PeerAddress]:
@@ -213,6 +222,7 @@ async def test_read_only_node_stays_out_of_libtorrent_tables(net: Net, tmp_path:
         in_table = {node for _, node in await net.lt.live_nodes(A)}
         assert reader.addresses[0] not in in_table
         assert net.me in in_table
+        assert not wire_problems(reader.statistics())
 
 
 async def test_dual_stack(tmp_path: Path) -> None:
@@ -262,3 +272,4 @@ async def test_dual_stack(tmp_path: Path) -> None:
                     assert isinstance(reply, Response), reply
                     assert reply.values is not None
                     assert PeerAddress(me6.host, 7002) in reply.values
+            assert not wire_problems(ours.statistics())
