@@ -16,7 +16,8 @@ from _engine_helpers import (
     write_content,
 )
 
-from bip._client import TorrentOptions, TorrentPhase, open_session
+from bip._client import TorrentError, TorrentOptions, TorrentPhase, open_session
+from bip_disk import MemoryFileSystem
 from bip_handshake import EncryptionPolicy
 
 SIZES = (100_000, 0, 70_000, 32768, 5)
@@ -50,3 +51,52 @@ async def test_seed_to_download(
     assert status.pieces == status.num_pieces == torrent.info.num_pieces
     assert status.bad_pieces == 0
     assert same_files(folder, tmp_path / "down" / "album")
+
+
+async def test_download_into_memory(tmp_path: Path) -> None:
+    folder = write_content(tmp_path / "seed", SIZES)
+    torrent = make_torrent(folder, "hybrid")
+    memory = MemoryFileSystem()
+    with trio.fail_after(DEADLINE):
+        async with (
+            open_session(loopback_config()) as seeder,
+            open_session(loopback_config()) as leecher,
+        ):
+            seeding = await seeder.add_torrent(torrent, TorrentOptions(folder.parent))
+            await seeding.wait_complete()
+            options = TorrentOptions(
+                tmp_path / "unused", peers=(address_of(seeder),), storage=lambda _: memory
+            )
+            download = await leecher.add_torrent(torrent, options)
+            await download.wait_complete()
+    for entry in torrent.info.files:
+        if not entry.is_pad:
+            stored = memory.read("/".join(entry.path), 0, entry.length)
+            assert stored == folder.parent.joinpath(*entry.path).read_bytes()
+    # Only the resume record went to the real disk.
+    assert [path.name for path in (tmp_path / "unused").iterdir()] == [".bip"]
+
+
+async def test_disk_full_fails_the_download(tmp_path: Path) -> None:
+    folder = write_content(tmp_path / "seed", SIZES)
+    torrent = make_torrent(folder, "v1")
+    with trio.fail_after(DEADLINE):
+        async with (
+            open_session(loopback_config()) as seeder,
+            open_session(loopback_config()) as leecher,
+        ):
+            seeding = await seeder.add_torrent(torrent, TorrentOptions(folder.parent))
+            await seeding.wait_complete()
+            options = TorrentOptions(
+                tmp_path / "down",
+                peers=(address_of(seeder),),
+                resume=False,
+                storage=lambda _: MemoryFileSystem(capacity=100_000),
+            )
+            download = await leecher.add_torrent(torrent, options)
+            with pytest.raises(TorrentError, match="storage"):
+                await download.wait_complete()
+            status = download.status()
+    assert status.phase is TorrentPhase.FAILED
+    assert status.error is not None
+    assert "space" in status.error.lower()

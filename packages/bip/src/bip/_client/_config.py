@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from bip_disk import FileSystem
 from bip_handshake import Dialer, EncryptionPolicy, PeerAddress, PeerId
 
 __all__ = [
@@ -121,6 +123,9 @@ class TorrentOptions:
         extra_trackers: announce URLs to use besides the torrent's own.
         resume: read and write resume data under ``save_dir/.bip/``; without, everything on
             disk is hashed at start and nothing is recorded.
+        storage: makes the bip_disk FileSystem the files are stored in, from ``save_dir``
+            (``None``: a :class:`~bip_disk.NativeFileSystem` rooted there); for in-memory or
+            fsspec storage. The torrent closes it when it closes.
     """
 
     save_dir: Path
@@ -128,3 +133,4 @@ class TorrentOptions:
     files: frozenset[int] | None = None
     resume: bool = True
     extra_trackers: tuple[str, ...] = ()
+    storage: Callable[[Path], FileSystem] | None = None

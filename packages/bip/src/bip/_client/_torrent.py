@@ -31,6 +31,7 @@ import trio
 
 from bip_disk import (
     DiskManager,
+    FileSystem,
     NativeFileSystem,
     PieceLost,
     ResumeDataError,
@@ -130,7 +131,7 @@ class Torrent:
                     index for low, high in source.select_only for index in range(low, high + 1)
                 )
         self._store = ResumeStore(options.save_dir, self._info_hash) if options.resume else None
-        self._filesystem: NativeFileSystem | None = None
+        self._filesystem: FileSystem | None = None
         self.handle: TorrentHandle | None = None
         self.swarm: Swarm | None = None
         self.peers: set[Peer] = set()
@@ -335,7 +336,10 @@ class Torrent:
             else (p for p, priority in enumerate(priorities) if priority)
         )
         self._total = sum(geometry.piece_size(p) for p in self._wanted)
-        self._filesystem = NativeFileSystem(self.options.save_dir)
+        make = self.options.storage
+        self._filesystem = (
+            NativeFileSystem(self.options.save_dir) if make is None else make(self.options.save_dir)
+        )
         resume = None if self._store is None else await self._store.load_resume()
         source: Metainfo | Info = self.metainfo if self.metainfo is not None else info
         try:
