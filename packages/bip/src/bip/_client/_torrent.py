@@ -65,7 +65,14 @@ from ._source import SourceError, resolve_peers
 from ._status import TorrentPhase, TorrentStatus
 from ._swarm import Swarm
 
-__all__ = ["UPLOAD_WORKERS", "Torrent", "TorrentError"]
+__all__ = [
+    "MAX_BANNED",
+    "REASON_BAD_REQUEST",
+    "REASON_STOPPED",
+    "UPLOAD_WORKERS",
+    "Torrent",
+    "TorrentError",
+]
 
 logger = logging.getLogger("bip.client")
 
@@ -74,6 +81,11 @@ UPLOAD_WORKERS: Final = 4
 _DEFAULT_PRIORITY: Final = 4  # libtorrent's default piece priority; 0 is "do not download"
 _RATE_WINDOW: Final = 5.0
 REASON_BAD_REQUEST: Final = "request outside its piece"
+"""Why a peer asking for bytes past the end of a piece is dropped."""
+REASON_STOPPED: Final = "torrent stopped"
+"""Why the peers of a torrent that failed are dropped."""
+MAX_BANNED: Final = 65536
+"""Hosts banned for bad data remembered per torrent, at most."""
 
 
 class TorrentError(Exception):
@@ -257,10 +269,15 @@ class Torrent:
         return tuple(dict.fromkeys(peers))
 
     def _fail(self, reason: str) -> None:
+        """Stop the torrent for good: its tasks, its peers, its place in the handshaker."""
         if self._error is None:
             self._error = reason
         self._phase = TorrentPhase.FAILED
         self._stopped.set()
+        self._scope.cancel()
+        self._handshaker.unregister(self._info_hash)
+        for peer in list(self.peers):
+            self._manager.remove_peer(peer, REASON_STOPPED)
         logger.info("%s failed: %s", self._name, reason)  # the owner reports it
 
     async def close(self) -> None:
@@ -306,10 +323,7 @@ class Torrent:
             self._on_info_hash(self, info.info_hash)
             self._info_hash = info.info_hash
         for peer in list(self.peers):
-            try:
-                peer.connection.num_pieces = info.num_pieces
-            except (ValueError, PeerError) as error:
-                self._manager.remove_peer(peer, f"piece count: {error}")
+            self._settle_piece_count(peer)
         self._phase = TorrentPhase.CHECKING
 
     def _selection_priorities(self, info: Info, geometry: TorrentGeometry) -> list[int] | None:
@@ -375,8 +389,10 @@ class Torrent:
             self._resume_dirty.set()
 
     def _ban(self, peer: Peer) -> None:
-        # By host, as libtorrent bans: the same peer comes back from another port.
-        self._banned.add(peer.address.host)
+        # By host, as libtorrent bans: the same peer comes back from another port. Bounded:
+        # each ban costs a peer some bad pieces, but many peers could still fill memory.
+        if len(self._banned) < MAX_BANNED:
+            self._banned.add(peer.address.host)
 
     def refuses(self, address: PeerAddress) -> bool:
         """Whether a peer at ``address`` was banned for sending bad data."""
@@ -384,9 +400,31 @@ class Torrent:
 
     # -- what the session routes here -------------------------------------------------------
 
+    def _settle_piece_count(self, peer: Peer) -> bool:
+        """Tell a peer added before the metadata was known its torrent's piece count.
+
+        bip_peer keeps what such a peer said about its pieces until then, and checks it now:
+        a peer whose bitfield does not fit is dropped. Returns whether the peer is fine.
+        """
+        info = self.info
+        if info is None or peer.connection.num_pieces is not None:
+            return True
+        try:
+            peer.connection.num_pieces = info.num_pieces
+        except (ValueError, PeerError) as error:
+            self._manager.remove_peer(peer, f"piece count: {error}")
+            return False
+        return True
+
     def peer_added(self, peer: Peer) -> None:
         """A connection of this torrent is up."""
+        if self._stopped.is_set():
+            self._manager.remove_peer(peer, REASON_STOPPED)
+            return
         self.peers.add(peer)
+        # Added while the metadata arrived: the session gave it no piece count.
+        if not self._settle_piece_count(peer):
+            return
         if self.swarm is not None:
             self.swarm.join(peer, trio.current_time())
 
