@@ -1,5 +1,5 @@
-"""libtorrent, qBittorrent and aria2 download a multi-file v1 torrent completely from ``bip
-seed``.
+"""libtorrent (v1, v2 and hybrid; MSE required once), qBittorrent and aria2 (v1) download a
+multi-file torrent completely from ``bip seed``.
 
 ``bip seed`` runs as its own process on 127.0.0.1 and announces to a UDP tracker of ours
 (bip_utracker's server, in this process) named by the torrent. libtorrent is told our address
@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import sys
 from pathlib import Path
+from typing import Literal
 
 import pytest
 import trio
@@ -58,11 +59,23 @@ ARIA2_BITFIELD = pytest.mark.xfail(
 
 
 @pytest.mark.parametrize(
-    "client", ["libtorrent", "qBittorrent", pytest.param("aria2", marks=ARIA2_BITFIELD)]
+    ("client", "version", "encryption"),
+    [
+        ("libtorrent", "v1", "enabled"),
+        ("libtorrent", "v2", "forced"),
+        ("libtorrent", "hybrid", "enabled"),
+        ("qBittorrent", "v1", "enabled"),
+        pytest.param("aria2", "v1", "enabled", marks=ARIA2_BITFIELD),
+    ],
 )
 async def test_client_downloads_from_bip_seed(
-    client: str, start_process: StartProcess, tmp_path: Path
+    client: str,
+    version: Literal["v1", "v2", "hybrid"],
+    encryption: str,
+    start_process: StartProcess,
+    tmp_path: Path,
 ) -> None:
+    """``encryption``: libtorrent's policy (``forced``: MSE only, so ``bip seed`` serves RC4)."""
     content = tmp_path / "content"
     folder = content / "payload"
     write_files(folder)
@@ -70,7 +83,7 @@ async def test_client_downloads_from_bip_seed(
         url = f"udp://{HOST}:{tracker.address[1]}/announce"
         metainfo = create_torrent(
             folder,
-            version="v1",
+            version=version,
             piece_length=PIECE_LENGTH,
             creation_date=None,
             created_by=None,
@@ -93,7 +106,12 @@ async def test_client_downloads_from_bip_seed(
                 await trio.sleep(0.05)
         if client == "libtorrent":
             start_libtorrent_downloader(
-                start_process, tmp_path, torrent, port, lifetime=DEADLINE + 30
+                start_process,
+                tmp_path,
+                torrent,
+                port,
+                enc_policy=encryption,
+                lifetime=DEADLINE + 30,
             )
             save = tmp_path / "lt-download"
         elif client == "qBittorrent":
