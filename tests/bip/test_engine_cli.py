@@ -4,6 +4,7 @@ loopback, their progress output, their exit statuses and their one-line errors."
 from __future__ import annotations
 
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -152,3 +153,58 @@ def test_seed_without_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     empty.mkdir()
     assert main(["seed", str(path), str(empty), *LOCAL, "-q"]) == 1
     assert "no piece of 'album' found" in capsys.readouterr().err
+
+
+def test_download_already_complete(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Everything is on disk already: checked, complete, exit 0 with no peer at all.
+    path, seed_dir = torrent_file(tmp_path)
+    assert main(["download", str(path), "--dir", str(seed_dir), *LOCAL]) == 0
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "100.0%" in last
+    assert "seeding" in last
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def test_download_then_seed(tmp_path: Path) -> None:
+    path, seed_dir = torrent_file(tmp_path)
+    torrent = make_torrent(seed_dir / "album", "hybrid")
+    down = tmp_path / "down"
+    host = "127.0.0.2"
+    port = _free_port(host)
+    argv = [*BIP, "download", str(path), "--dir", str(down), "--seed", "-q", "--no-trackers"]
+    argv += ["--bind", host, "--port", str(port)]
+    with trio.fail_after(DEADLINE):
+        async with open_session(loopback_config()) as seeder:
+            seeding = await seeder.add_torrent(torrent, TorrentOptions(seed_dir, files=frozenset()))
+            await seeding.wait_complete()
+            argv += ["--peer", str(address_of(seeder))]
+            process = await trio.lowlevel.open_process(argv)
+            try:
+                while good_pieces(torrent.info, down) != set(range(torrent.info.num_pieces)):
+                    assert process.returncode is None
+                    await trio.sleep(0.05)
+            except BaseException:
+                process.kill()
+                raise
+        # The first seed is gone: the only source left is bip download --seed.
+        try:
+            async with open_session(loopback_config(listen=(("127.0.0.3", 0),))) as leecher:
+                download = await leecher.add_torrent(
+                    torrent,
+                    TorrentOptions(
+                        tmp_path / "again", peers=(PeerAddress.parse(f"{host}:{port}"),)
+                    ),
+                )
+                await download.wait_complete()
+            assert process.returncode is None  # still seeding
+        finally:
+            process.send_signal(signal.SIGINT)
+            await process.wait()
+    assert process.returncode == 130
+    assert same_files(seed_dir / "album", tmp_path / "again" / "album")

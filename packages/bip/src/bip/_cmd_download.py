@@ -167,7 +167,9 @@ def status_fields(status: TorrentStatus) -> list[tuple[str, str]]:
         fields.append(("eta", format_duration(status.eta)))
     elif status.phase is TorrentPhase.SEEDING:
         fields.append(("uploaded", format_size(status.uploaded)))
-    if status.phase is not TorrentPhase.DOWNLOADING:
+    if status.checked is not None:
+        fields.append(("checking", f"{status.checked:.0%}"))
+    elif status.phase is not TorrentPhase.DOWNLOADING:
         fields.append(("", status.phase.value))
     return fields
 

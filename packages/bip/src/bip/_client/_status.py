@@ -44,6 +44,7 @@ class TorrentStatus:
         seeds: connected peers that have every piece.
         bad_pieces: pieces that failed their hash check this session.
         error: why the torrent failed, for ``FAILED``.
+        checked: while ``CHECKING``, the share of the check done (0.0 to 1.0), else ``None``.
     """
 
     name: str
@@ -60,6 +61,7 @@ class TorrentStatus:
     seeds: int
     bad_pieces: int
     error: str | None = None
+    checked: float | None = None
 
     @property
     def complete(self) -> bool:

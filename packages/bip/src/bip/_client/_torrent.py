@@ -215,7 +215,14 @@ class Torrent:
             seeds=seeds,
             bad_pieces=self._bad_pieces,
             error=self._error,
+            checked=self._checked(),
         )
+
+    def _checked(self) -> float | None:
+        if self._phase is not TorrentPhase.CHECKING or self.handle is None:
+            return None
+        disk = self._disk.status(self.handle)
+        return disk.checked / disk.to_check if disk.to_check else 0.0
 
     async def wait_complete(self) -> None:
         """Wait until every selected piece is verified.
