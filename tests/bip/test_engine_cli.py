@@ -202,9 +202,9 @@ async def test_download_then_seed(tmp_path: Path) -> None:
                     ),
                 )
                 await download.wait_complete()
-            assert process.returncode is None  # still seeding
+            assert process.poll() is None  # still seeding
         finally:
             process.send_signal(signal.SIGINT)
-            await process.wait()
-    assert process.returncode == 130
+            exit_code = await process.wait()
+    assert exit_code == 130
     assert same_files(seed_dir / "album", tmp_path / "again" / "album")
