@@ -137,14 +137,11 @@ class Net:
     def run_for(self, seconds: float) -> None:
         limit = self.now + seconds
         for _ in range(200_000):
-            if not self._heap and all(n.next_deadline() is None for n in self.nodes.values()):
-                break
-            nxt = min(
-                [self._heap[0][0]]
-                if self._heap
-                else [] + [d for n in self.nodes.values() if (d := n.next_deadline()) is not None]
-            )
-            if nxt > limit:
+            self._collect()
+            times = [d for n in self.nodes.values() if (d := n.next_deadline()) is not None]
+            if self._heap:
+                times.append(self._heap[0][0])
+            if not times or min(times) > limit:
                 break
             self.step()
         self.now = max(self.now, limit)
@@ -840,3 +837,68 @@ def test_structured_answers_never_raise(nodes: bytes, values: list[bytes]) -> No
     while (event := a.next_event()) is not None:
         events.append(event)
     assert any(isinstance(e, LookupFinished) and e.operation == op for e in events)
+
+
+# -- every operation ends exactly once -----------------------------------------------------------
+
+_operation = st.sampled_from(
+    ["ping", "dead_ping", "find_node", "get_peers", "announce", "get", "put", "sample", "cancel"]
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    ops=st.lists(st.tuples(_operation, st.integers(0, 5), st.floats(0.0, 3.0)), max_size=25),
+    loss=st.sampled_from([0.0, 0.2, 0.6]),
+    seed=st.integers(0, 2**16),
+)
+def test_every_operation_ends_with_one_finished_event(
+    ops: list[tuple[str, int, float]], loss: float, seed: int
+) -> None:
+    config = DHTConfig(max_lookups=2, max_queued=3, max_outstanding=12, query_timeout=4.0)
+    net = Net(seed=seed)
+    nodes = [net.add(private(i), config=config) for i in range(6)]
+    for node in nodes[1:]:
+        net.wait(node, node.bootstrap([net.address(nodes[0])], net.now))
+    for events in net.events.values():
+        events.clear()
+    lossy = random.Random(seed)
+    net.tap = lambda _s, data, _d: None if lossy.random() < loss else data
+    started: dict[int, list[int]] = {i: [] for i in range(6)}
+    item = ImmutableItem(encode(b"x"))
+    for name, which, pause in ops:
+        node, now = nodes[which], net.now
+        if name == "ping":
+            op = node.ping(net.address(nodes[(which + 1) % 6]), now)
+        elif name == "dead_ping":
+            op = node.ping(PeerAddress.parse("10.9.9.9:1"), now)
+        elif name == "find_node":
+            op = node.find_node(NodeId.random(lossy), now)
+        elif name == "get_peers":
+            op = node.get_peers(HASH, now, scrape=pause > 1.5)
+        elif name == "announce":
+            op = node.announce(HASH, now, port=1000 + which)
+        elif name == "get":
+            op = node.get(item.target, now)
+        elif name == "put":
+            op = node.put(item, now)
+        elif name == "sample":
+            op = node.sample_infohashes(HASH, now)
+        else:
+            if started[which]:
+                node.cancel(started[which][-1])
+            continue
+        started[which].append(op)
+        net.run_for(pause)
+    net.run_for(120.0)
+    for index, node in enumerate(nodes):
+        ends = [
+            e.operation
+            for e in net.events[net.address(node)]
+            if not isinstance(e, PeersFound | SamplesFound | NodeIdChanged)
+        ]
+        assert sorted(ends) == sorted(started[index])
+        stats = node.statistics()
+        assert stats.outstanding <= config.max_outstanding  # maintenance pings go on
+        assert stats.lookups <= config.refreshes_per_tick + 1
+        assert stats.queued == 0
