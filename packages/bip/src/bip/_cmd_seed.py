@@ -10,12 +10,13 @@ error (the usual mistake: DIR must be the directory that holds the torrent's nam
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
 import trio
 
-from ._client import TorrentOptions, TorrentPhase, open_session
+from ._client import TorrentError, TorrentOptions, TorrentPhase, open_session
 from ._cmd_download import StatusLine, add_session_arguments, config_from_args, follow, user_peers
 from ._errors import CLIError
 from ._inputs import load_torrent
@@ -58,7 +59,8 @@ async def _seed(args: argparse.Namespace) -> int:
     )
     async with open_session(config_from_args(args)) as session:
         torrent = await session.add_torrent(metainfo, options)
-        await torrent.wait_complete()  # the data is checked
+        with contextlib.suppress(TorrentError):  # a failure is reported from the status
+            await torrent.wait_complete()  # the data is checked
         status = torrent.status()
         if status.phase is TorrentPhase.FAILED:
             raise CLIError(f"{status.name}: {status.error}")

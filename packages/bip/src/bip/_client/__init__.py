@@ -46,6 +46,7 @@ from ._source import (
 from ._status import TorrentPhase, TorrentStatus
 from ._swarm import Swarm
 from ._torrent import Torrent, TorrentError
+from ._upload import UPLOAD_WORKERS, Uploader
 
 __all__ = [
     "DEFAULT_DHT_INTERVAL",
@@ -56,6 +57,7 @@ __all__ = [
     "DEFAULT_RESUME_INTERVAL",
     "OUR_EXTENSIONS",
     "RESUME_DIRECTORY",
+    "UPLOAD_WORKERS",
     "ClientConfig",
     "DhtLike",
     "DhtPeers",
@@ -73,6 +75,7 @@ __all__ = [
     "TorrentSource",
     "TorrentStatus",
     "TrackerAnnouncer",
+    "Uploader",
     "UserPeers",
     "load_source",
     "open_session",

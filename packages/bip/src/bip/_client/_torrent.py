@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import random
 from collections.abc import Callable
 from typing import Final
@@ -45,11 +44,9 @@ from bip_disk import PieceVerified as DiskPieceVerified
 from bip_handshake import Handshaker, PeerAddress
 from bip_metainfo import Info, InfoHash, MagnetLink, Metainfo, MetainfoError
 from bip_peer import (
-    LocalProtocolError,
     MetadataExchange,
     MetadataFetchError,
     Peer,
-    PeerClosedError,
     PeerError,
     PeerManager,
     Piece,
@@ -64,20 +61,18 @@ from ._resume import ResumeStore, names_same_torrent
 from ._source import SourceError, resolve_peers
 from ._status import TorrentPhase, TorrentStatus
 from ._swarm import Swarm
+from ._upload import Uploader
 
 __all__ = [
     "MAX_BANNED",
     "REASON_BAD_REQUEST",
     "REASON_STOPPED",
-    "UPLOAD_WORKERS",
     "Torrent",
     "TorrentError",
 ]
 
 logger = logging.getLogger("bip.client")
 
-UPLOAD_WORKERS: Final = 4
-"""Tasks per torrent reading requested blocks from disk and queueing them to peers."""
 _DEFAULT_PRIORITY: Final = 4  # libtorrent's default piece priority; 0 is "do not download"
 _RATE_WINDOW: Final = 5.0
 REASON_BAD_REQUEST: Final = "request outside its piece"
@@ -164,9 +159,7 @@ class Torrent:
         self._down = RateMeter(window=_RATE_WINDOW, now=now)
         self._up = RateMeter(window=_RATE_WINDOW, now=now)
         self._resume_dirty = trio.Event()
-        self._uploads_send, self._uploads_receive = trio.open_memory_channel[tuple[Peer, Request]](
-            math.inf
-        )  # bounded by the connections: each peer has at most reqq requests open
+        self._uploader = Uploader(disk, manager, on_sent=self._sent)
 
     # -- public -----------------------------------------------------------------------------
 
@@ -262,8 +255,8 @@ class Torrent:
                     nursery.cancel_scope.cancel()
                     return
                 nursery.start_soon(self._save_resume_loop)
-                for _ in range(UPLOAD_WORKERS):
-                    nursery.start_soon(self._upload_worker)
+                assert self.handle is not None
+                nursery.start_soon(self._uploader.run, self.handle)
 
     async def _user_peers(self) -> tuple[PeerAddress, ...]:
         """The ``--peer`` addresses, and a magnet link's ``x.pe`` (names resolved here)."""
@@ -476,7 +469,7 @@ class Torrent:
         if request.begin + request.length > info.piece_size(request.index):
             self._manager.remove_peer(peer, REASON_BAD_REQUEST)
             return
-        self._uploads_send.send_nowait((peer, request))
+        self._uploader.queue(peer, request)
 
     async def disk_event(self, event: object) -> None:
         """An event of the disk about this torrent."""
@@ -506,31 +499,14 @@ class Torrent:
 
     # -- background work --------------------------------------------------------------------
 
-    async def _upload_worker(self) -> None:
-        """Serve requests: read the block from disk, queue it to the peer."""
-        handle = self.handle
-        assert handle is not None
-        async for peer, request in self._uploads_receive:
-            key = (request.index, request.begin, request.length)
-            if key not in peer.connection.peer_requests:
-                continue  # cancelled, or rejected by a choke, while it waited
-            try:
-                data = await self._disk.read_block(handle, *key)
-            except (TorrentStateError, StorageError) as error:
-                logger.debug("cannot serve %s: %s", key, error)
-                continue
-            if key not in peer.connection.peer_requests:
-                continue
-            try:
-                await self._manager.send(peer, Piece(request.index, request.begin, data))
-            except (PeerClosedError, LocalProtocolError):
-                continue
-            now = trio.current_time()
-            self._uploaded += request.length
-            self._up.add(request.length, now=now)
-            swarm = self.swarm
-            if swarm is not None and peer in swarm.joined:
-                swarm.feed(BlockSent(peer, Block(*key)), now)
+    def _sent(self, peer: Peer, block: Block) -> None:
+        """A block went to a peer's send queue."""
+        now = trio.current_time()
+        self._uploaded += block.length
+        self._up.add(block.length, now=now)
+        swarm = self.swarm
+        if swarm is not None and peer in swarm.joined:
+            swarm.feed(BlockSent(peer, block), now)
 
     async def _save_resume_loop(self) -> None:
         """Save the resume data when it changed, at most every ``resume_interval`` seconds."""
