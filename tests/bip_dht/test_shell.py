@@ -72,6 +72,14 @@ async def test_ping_and_bootstrap_on_loopback() -> None:
                 assert dht.statistics().table_size >= 4
             found = await nodes[3].find_node(nodes[5].node_id)
             assert nodes[5].node_id.value in {n.node_id for n in found}
+            # a hint from a peer (BEP 5 PORT): tried in the background, junk ignored
+            async with open_dht("127.0.0.50:0", config=FAST) as late:
+                late.add_node(a.addresses[0])
+                late.add_node(PeerAddress.parse("[::1]:6881"))  # a family it does not run
+                late.add_node(PeerAddress.parse("127.0.0.1:0"))
+                with trio.fail_after(5):
+                    while late.statistics().table_size == 0:
+                        await trio.sleep(0.02)
 
 
 async def test_ping_of_a_silent_address_times_out() -> None:

@@ -388,8 +388,17 @@ class DHT:
         return event.node
 
     def add_node(self, address: PeerAddress) -> None:
-        """Ping *address* in the background; it joins the routing table if it answers."""
-        self._node.add_node(address, trio.current_time())
+        """Ping *address* in the background; it joins the routing table if it answers.
+
+        Such addresses often come from peers (BEP 5's PORT message), so one we cannot use (a
+        family we do not run, port 0) is ignored rather than refused.
+        """
+        if not isinstance(address, PeerAddress):
+            raise LocalProtocolError(f"an address is a PeerAddress, got {address!r}")
+        normal = address.normalized()
+        if normal.family not in self._sockets or not normal.is_connectable:
+            return
+        self._node.add_node(normal, trio.current_time())
         self._kick.set()
 
     async def bootstrap(self, addresses: Iterable[AddressLike] = ()) -> int:
