@@ -100,3 +100,24 @@ async def test_disk_full_fails_the_download(tmp_path: Path) -> None:
     assert status.phase is TorrentPhase.FAILED
     assert status.error is not None
     assert "space" in status.error.lower()
+
+
+async def test_two_seeds_do_not_stay_connected(tmp_path: Path) -> None:
+    # Neither wants anything of the other: the connection is closed (libtorrent's
+    # close_redundant_connections), and upload_only (BEP 21) is in our extended handshake.
+    folder = write_content(tmp_path / "seed", SIZES)
+    torrent = make_torrent(folder, "v1")
+    with trio.fail_after(DEADLINE):
+        async with (
+            open_session(loopback_config()) as first,
+            open_session(loopback_config()) as second,
+        ):
+            one = await first.add_torrent(torrent, TorrentOptions(folder.parent))
+            await one.wait_complete()
+            two = await second.add_torrent(
+                torrent, TorrentOptions(folder.parent, peers=(address_of(first),), resume=False)
+            )
+            await two.wait_complete()
+            while not first.manager.statistics().removed_reasons.get("both seeds"):
+                await trio.sleep(0.02)
+            assert not first.manager.peers

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from ipaddress import ip_address
 from typing import Final
@@ -278,6 +278,33 @@ class Session:
             await torrent.close()
 
 
+class _UploadOnlyFields:
+    """A peer service: ``upload_only`` in our BEP 10 handshake for a torrent we only upload
+    (BEP 21), so that peers that only upload too need not connect."""
+
+    def __init__(self, find: Callable[[InfoHash], Torrent | None]) -> None:
+        self._find = find
+
+    def handshake_fields(self, peer: Peer) -> Mapping[str, object]:
+        torrent = self._find(peer.info_hash)
+        if torrent is not None and torrent.completed.is_set():
+            return {"upload_only": True}
+        return {}
+
+    def peer_added(self, manager: PeerManager, peer: Peer) -> None:
+        """Nothing to do."""
+
+    def message_received(self, manager: PeerManager, peer: Peer, message: object) -> bool:
+        """Consumes nothing."""
+        return False
+
+    def peer_removed(self, manager: PeerManager, peer: Peer) -> None:
+        """Nothing to forget."""
+
+    def tick(self, manager: PeerManager, now: float) -> None:
+        """No timers."""
+
+
 async def _close(handshake: CompletedHandshake) -> None:
     with trio.CancelScope(shield=True):
         await trio.aclose_forcefully(handshake.stream)
@@ -347,6 +374,9 @@ async def open_session(
     def is_private(info_hash: InfoHash) -> bool:
         return session is not None and session.is_private(info_hash)
 
+    def find(info_hash: InfoHash) -> Torrent | None:
+        return None if session is None else session.find(info_hash)
+
     try:
         async with AsyncExitStack() as stack:
             disk = await stack.enter_async_context(open_disk_manager())
@@ -364,6 +394,7 @@ async def open_session(
             )
             addresses = handshaker.listen_addresses
             pex = PeerExchange(handshaker, our_addresses=addresses, is_private=is_private)
+
             manager = await stack.enter_async_context(
                 open_peer_manager(
                     PeerManagerConfig(
@@ -371,7 +402,7 @@ async def open_session(
                         send_queue_size=_SEND_QUEUE,
                         client_version=f"bip {__version__}",
                         listen_port=addresses[0].port if addresses else None,
-                        services=[metadata, pex],
+                        services=[metadata, pex, _UploadOnlyFields(find)],
                     )
                 )
             )

@@ -44,6 +44,10 @@ from bip_disk import PieceVerified as DiskPieceVerified
 from bip_handshake import Handshaker, PeerAddress
 from bip_metainfo import Info, InfoHash, MagnetLink, Metainfo, MetainfoError
 from bip_peer import (
+    Bitfield,
+    ExtendedHandshake,
+    Have,
+    HaveAll,
     MetadataExchange,
     MetadataFetchError,
     Peer,
@@ -52,6 +56,7 @@ from bip_peer import (
     Piece,
     RateMeter,
     Request,
+    UploadOnly,
 )
 from bip_select import Block, BlockReceived, BlockSent, PieceVerified, SwarmBrain, TorrentGeometry
 
@@ -66,6 +71,7 @@ from ._upload import Uploader
 __all__ = [
     "MAX_BANNED",
     "REASON_BAD_REQUEST",
+    "REASON_REDUNDANT",
     "REASON_STOPPED",
     "Torrent",
     "TorrentError",
@@ -77,6 +83,9 @@ _DEFAULT_PRIORITY: Final = 4  # libtorrent's default piece priority; 0 is "do no
 _RATE_WINDOW: Final = 5.0
 REASON_BAD_REQUEST: Final = "request outside its piece"
 """Why a peer asking for bytes past the end of a piece is dropped."""
+REASON_REDUNDANT: Final = "both seeds"
+"""Why a connection between two peers that only upload is closed."""
+UPLOAD_ONLY_EXTENSION: Final = "upload_only"
 REASON_STOPPED: Final = "torrent stopped"
 """Why the peers of a torrent that failed are dropped."""
 MAX_BANNED: Final = 65536
@@ -387,6 +396,26 @@ class Torrent:
             self._phase = TorrentPhase.SEEDING
             self.completed.set()
             self._resume_dirty.set()
+            for peer in list(self.peers):
+                # BEP 21, as libtorrent: tell the peers that speak it we only upload now.
+                if peer.connection.their_extension_ids.get(UPLOAD_ONLY_EXTENSION):
+                    self._manager.send_nowait(peer, UploadOnly(True))
+                self._drop_if_redundant(peer)
+
+    def _drop_if_redundant(self, peer: Peer) -> None:
+        """Close a connection between two peers that both only upload (libtorrent's
+        ``close_redundant_connections``): neither wants anything of the other."""
+        if not self.completed.is_set() or self._uploading_wanted():
+            return
+        connection = peer.connection
+        if connection.peer_has_all or connection.peer_upload_only:
+            self._manager.remove_peer(peer, REASON_REDUNDANT)
+
+    def _uploading_wanted(self) -> bool:
+        """Whether we still want pieces: a partial selection completes without every piece,
+        and a peer with everything may still have what another selection wants. Not so when
+        every piece is here."""
+        return self.swarm is not None and not self.swarm.brain.is_seed
 
     def _ban(self, peer: Peer) -> None:
         # By host, as libtorrent bans: the same peer comes back from another port. Bounded:
@@ -427,6 +456,7 @@ class Torrent:
             return
         if self.swarm is not None:
             self.swarm.join(peer, trio.current_time())
+            self._drop_if_redundant(peer)
 
     def peer_removed(self, peer: Peer) -> None:
         """A connection of this torrent is gone."""
@@ -445,6 +475,8 @@ class Torrent:
             self._request(peer, message)
         else:
             swarm.message(peer, message, trio.current_time())
+            if isinstance(message, HaveAll | Bitfield | Have | UploadOnly | ExtendedHandshake):
+                self._drop_if_redundant(peer)
 
     async def _block(self, swarm: Swarm, peer: Peer, message: Piece) -> None:
         handle = self.handle
