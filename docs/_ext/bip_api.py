@@ -520,6 +520,35 @@ def resolve_private(
     return None
 
 
+def attributes_section(cls: type) -> set[str]:
+    """The names a class documents in the ``Attributes:`` section of its docstring."""
+    doc = inspect.getdoc(cls) or ""
+    match = re.search(r"^Attributes:\n((?:[ \t]+.*\n?|\n)*)", doc, re.MULTILINE)
+    if not match:
+        return set()
+    return set(re.findall(r"^    (\w+)(?:\s*\([^)]*\))?:", match.group(1), re.MULTILINE))
+
+
+_documenting: list[type] = []
+
+
+def note_class(app: Sphinx, what: str, name: str, obj: object, options: Any, *rest: Any) -> None:
+    """Remember the class autodoc is documenting: its members are filtered right after."""
+    if what in {"class", "exception"} and inspect.isclass(obj):
+        _documenting[:] = [obj]
+
+
+def skip_attributes_documented_above(  # noqa: PLR0917 (the signature of Sphinx's event)
+    app: Sphinx, what: str, name: str, obj: object, skip: bool, options: Any
+) -> bool | None:
+    """A field described in the class's ``Attributes:`` section (which napoleon turns into an
+    attribute entry) is not listed a second time as an undocumented member."""
+    documenting = what in {"class", "exception"} and _documenting
+    if documenting and name in attributes_section(_documenting[0]):
+        return True
+    return None
+
+
 def drop_object_base(app: Sphinx, doctree: nodes.document) -> None:
     """Remove autodoc's "Bases: object" lines: every class has that base."""
     for paragraph in list(doctree.findall(nodes.paragraph)):
@@ -563,4 +592,6 @@ def setup(app: Sphinx) -> dict[str, object]:
     app.connect("autodoc-process-bases", public_bases)
     app.connect("build-finished", report_stale_known_problems)
     app.connect("doctree-read", drop_object_base)
+    app.connect("autodoc-process-signature", note_class, priority=100)
+    app.connect("autodoc-skip-member", skip_attributes_documented_above)
     return {"parallel_read_safe": True, "parallel_write_safe": True, "version": "1"}
