@@ -48,8 +48,8 @@ E = TypeVar("E", bound=DHTEvent)
 class Net:
     """Nodes exchanging datagrams through a heap of deliveries, on a virtual clock."""
 
-    def __init__(self, *, latency: float = 0.01, seed: int = 1) -> None:
-        self.now = 0.0
+    def __init__(self, *, latency: float = 0.01, seed: int = 1, start: float = 0.0) -> None:
+        self.now = start
         self.latency = latency
         self.rng = random.Random(seed)
         self.nodes: dict[PeerAddress, DHTNode] = {}
@@ -255,6 +255,18 @@ def test_bootstrap_and_find_node_converge_on_the_closest() -> None:
         key=lambda i: int(NodeId(i)) ^ int(target),
     )
     assert found == truth[:8]
+
+
+@pytest.mark.parametrize("start", [-1000.0, 0.0, 1e9])
+def test_any_clock_origin_works(start: float) -> None:
+    net = Net(start=start)
+    nodes = [net.add(private(i)) for i in range(6)]
+    for node in nodes[1:]:
+        net.wait(node, node.bootstrap([net.address(nodes[0])], net.now))
+    net.silent.add(net.address(nodes[5]))  # one slow timer and one timeout on the way
+    event = net.wait(nodes[1], nodes[1].find_node(nodes[5].node_id, net.now))
+    assert isinstance(event, LookupFinished)
+    assert len(event.result.nodes) == 4
 
 
 def test_bootstrap_event_and_unknown_ids() -> None:

@@ -363,7 +363,9 @@ class LookupOp(Operation):
     def next_deadline(self) -> float | None:
         if self.done:
             return None
-        deadlines = [d for lookup in self.lookups.values() if (d := lookup.next_deadline())]
+        deadlines = [
+            d for lookup in self.lookups.values() if (d := lookup.next_deadline()) is not None
+        ]
         return min(deadlines) if deadlines else None
 
     def _lookups_done(self) -> bool:
