@@ -107,7 +107,7 @@ def home_of(package: str, name: str, obj: object) -> str | None:
     """The module of this bip package that defines ``name`` (None: another package does)."""
     root = package.split(".", maxsplit=1)[0]
     module_name = getattr(obj, "__module__", None)
-    if (inspect.isclass(obj) or inspect.isfunction(obj)) and isinstance(module_name, str):
+    if is_definition(obj) and isinstance(module_name, str):
         return module_name if module_name.split(".")[0] == root else None
     # Constants, sentinels and aliases carry no module: find the one that assigns the name,
     # preferring the one that documents it.
@@ -127,6 +127,13 @@ def home_of(package: str, name: str, obj: object) -> str | None:
                 return module.__name__
     others = [holder for holder in holders if holder != package]
     return others[0] if others else (package if holders else None)
+
+
+def is_definition(obj: object) -> bool:
+    """A class or function defined in some bip package (not ``PeerKey = Hashable``)."""
+    if not (inspect.isclass(obj) or inspect.isfunction(obj)):
+        return False
+    return str(getattr(obj, "__module__", "")).startswith("bip")
 
 
 def alias_names(module: ModuleType, obj: object) -> list[str]:
@@ -165,7 +172,7 @@ def public_text(text: str) -> str:
 
 def is_alias(obj: object) -> bool:
     if inspect.isclass(obj):  # a Protocol's metaclass lives in typing, but it is a class
-        return False
+        return not is_definition(obj)  # PeerKey = Hashable is an alias
     return isinstance(obj, types.UnionType | types.GenericAlias | typing.NewType) or (
         type(obj).__module__ == "typing"
     )
@@ -293,13 +300,13 @@ class BipApiDirective(SphinxDirective):
         for entry in members:
             obj = entry.obj
             qualified = f"{package}.{entry.name}"
-            if inspect.isclass(obj):
+            if is_definition(obj) and inspect.isclass(obj):
                 out.add([f".. autoclass:: {qualified}", ""], *here)
                 continue
-            if inspect.isfunction(obj):
+            if is_definition(obj):
                 out.add([f".. autofunction:: {qualified}", ""], *here)
                 continue
-            if is_alias(obj):
+            if is_alias(obj) or inspect.isclass(obj):
                 header = [
                     f".. py:type:: {entry.name}",
                     f"   :canonical: {alias_value(obj, package)}",
