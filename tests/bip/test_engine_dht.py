@@ -42,6 +42,5 @@ async def test_magnet_through_the_dht(tmp_path: Path) -> None:
                     magnet = MagnetLink.from_info_hash(torrent.info.info_hash)
                     download = await leecher.add_torrent(magnet, TorrentOptions(tmp_path / "down"))
                     await download.wait_complete()
-                    [peer] = leecher.manager.peers
-                    assert Extensions.DHT in peer.extensions
+                    assert Extensions.DHT in leecher.handshaker.extensions
     assert same_files(folder, tmp_path / "down" / "album")
