@@ -55,6 +55,10 @@ Decisions, the way libtorrent's node / rpc_manager / dht_tracker make them:
   at once with its Finished event (``refused``); ``max_events`` queued events (progress
   events are dropped past it, Finished events never); ``max_outbox`` datagrams waiting to be
   sent. The stores have their own caps (:class:`~bip_dht.DHTConfig`).
+
+Layout: the knobs are :mod:`._node_config`, the events :mod:`._node_events`, the operations
+:mod:`._node_ops`, our queries :mod:`._transactions`, the BEP 42 voting :mod:`._node_voting`,
+the saved state :mod:`._node_state`, the statistics :mod:`._stats`.
 """
 
 from __future__ import annotations
@@ -65,7 +69,6 @@ from collections.abc import Callable, Collection, Iterable
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
-from bip_bencode import BencodeError, decode, encode
 from bip_handshake import Family, NodeInfo, PeerAddress
 from bip_metainfo import InfoHash
 
@@ -93,9 +96,11 @@ from ._node_ops import (
     PingOp,
     PutOp,
 )
+from ._node_state import decode_state, encode_state
+from ._node_voting import ExternalAddressVoter
 from ._peer_store import PeerStore
 from ._ratelimit import RateLimiter
-from ._routing import Admission, NodeState, RoutingStateError, RoutingTable, bep42_filter
+from ._routing import Admission, NodeState, RoutingTable, bep42_filter
 from ._serve import QueryHandler
 from ._stats import DHTStatistics
 from ._tokens import TokenManager
@@ -103,12 +108,8 @@ from ._transactions import Transaction, TransactionTable
 
 __all__ = ["DHTNode"]
 
-# Distinct addresses voted for in one round, per family (one host cannot grow it further).
-_MAX_VOTE_CANDIDATES = 64
-_STATE_VERSION = 1
 _IP = IPv4Address | IPv6Address
 _IPV4_ONLY: tuple[Family, ...] = (4,)
-_COMPACT_V6 = 18
 
 
 def _target(value: object, name: str) -> NodeId:
@@ -176,7 +177,12 @@ class DHTNode:
         self._bootstrap_addresses: list[PeerAddress] = []
         saved_id: NodeId | None = None
         if state is not None:
-            saved_id, saved_tables, self._bootstrap_addresses = self._parse_state(state)
+            saved = decode_state(state, max_bootstrap=config.max_bootstrap_addresses)
+            saved_id = saved.node_id
+            saved_tables = {f: t for f, t in saved.tables.items() if f in fams}
+            self._bootstrap_addresses = [
+                a for a in saved.bootstrap if a.normalized().family in fams
+            ]
         if node_id is not None:
             own = _target(node_id, "node_id")
         elif saved_id is not None:
@@ -186,10 +192,10 @@ class DHTNode:
         self._own = own
         self._tables: dict[Family, RoutingTable] = {}
         for family in fams:
-            saved = saved_tables.get(family)
-            if saved is not None:
+            blob = saved_tables.get(family)
+            if blob is not None:
                 self._tables[family] = RoutingTable.load(
-                    saved, own_id=own, now=now, **self._table_options()
+                    blob, own_id=own, now=now, **self._table_options()
                 )
             else:
                 self._tables[family] = RoutingTable(
@@ -244,10 +250,7 @@ class DHTNode:
         self._next_tick = now + config.maintenance_interval
         self._last_bootstrap: float | None = None
         self._bootstrap_op: int | None = None
-        # BEP 42 voting: family -> candidate ip -> voter ips; family -> voters this round
-        self._votes: dict[Family, dict[_IP, set[_IP]]] = {}
-        self._voters: dict[Family, set[_IP]] = {}
-        self._external: dict[Family, PeerAddress] = {}
+        self._voter = ExternalAddressVoter(threshold=config.external_ip_votes)
         self._counts: Counter[str] = Counter()
         self._queries_sent: Counter[bytes] = Counter()
         self._errors_received: Counter[int] = Counter()
@@ -263,50 +266,6 @@ class DHTNode:
             "restrict_ips": config.restrict_routing_ips,
             "node_filter": bep42_filter if config.enforce_node_id else None,
         }
-
-    def _parse_state(self, state: bytes) -> tuple[NodeId, dict[Family, bytes], list[PeerAddress]]:
-        if not isinstance(state, bytes | bytearray | memoryview):
-            raise LocalProtocolError(f"state is bytes, got {type(state).__name__}")
-        limit = 2 * 160 * 2 * 64 * 38 + self._config.max_bootstrap_addresses * 18 + 1024
-        if len(state) > limit:
-            raise RoutingStateError(f"node state is over {limit} bytes")
-        try:
-            top = decode(bytes(state))
-        except BencodeError as exc:
-            raise RoutingStateError(f"node state is not bencoded: {exc}") from None
-        if not isinstance(top, dict):
-            raise RoutingStateError("node state is not a dictionary")
-        raw_id = top.get(b"id")
-        if not isinstance(raw_id, bytes) or len(raw_id) != 20:
-            raise RoutingStateError("node state 'id' is a 20-byte string")
-        tables: dict[Family, bytes] = {}
-        raw_tables = top.get(b"tables", [])
-        if not isinstance(raw_tables, list) or len(raw_tables) > 2:
-            raise RoutingStateError("node state 'tables' is a list of at most 2 tables")
-        for blob in raw_tables:
-            if not isinstance(blob, bytes):
-                raise RoutingStateError("node state 'tables' holds byte strings")
-            try:
-                family = decode(blob).get(b"family")  # type: ignore[union-attr]
-            except (BencodeError, AttributeError):
-                raise RoutingStateError("a saved table is not a bencoded dictionary") from None
-            if family in (4, 6) and family in self._families:
-                tables[4 if family == 4 else 6] = blob
-        raw_boot = top.get(b"bootstrap", b"")
-        if not isinstance(raw_boot, bytes) or len(raw_boot) > (
-            self._config.max_bootstrap_addresses * _COMPACT_V6 * 2
-        ):
-            raise RoutingStateError("node state 'bootstrap' is a bounded byte string")
-        addresses: list[PeerAddress] = []
-        offset = 0
-        while offset < len(raw_boot):
-            size = raw_boot[offset]
-            chunk = raw_boot[offset + 1 : offset + 1 + size]
-            if size not in (6, 18) or len(chunk) != size:
-                raise RoutingStateError("node state 'bootstrap' holds malformed addresses")
-            addresses.append(PeerAddress.from_compact(chunk))
-            offset += 1 + size
-        return NodeId(raw_id), tables, addresses[: self._config.max_bootstrap_addresses]
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -349,7 +308,7 @@ class DHTNode:
     @property
     def external_addresses(self) -> dict[Family, PeerAddress]:
         """Our external address per family, as the responders' votes decided (BEP 42)."""
-        return dict(self._external)
+        return self._voter.decided
 
     def warm_table(self, nodes: Iterable[NodeInfo], now: float) -> int:
         """Offer *nodes* to the routing tables as nodes that have just answered us; return how
@@ -384,7 +343,7 @@ class DHTNode:
             },
             replacements={f: sum(1 for e in es if not e.in_bucket) for f, es in now_tables.items()},
             buckets={f: t.bucket_count for f, t in self._tables.items()},
-            external_addresses={int(f): a for f, a in self._external.items()},
+            external_addresses={int(f): a for f, a in self._voter.decided.items()},
             datagrams_received=counts["datagrams_received"],
             datagrams_sent=counts["datagrams_sent"],
             bytes_received=counts["bytes_received"],
@@ -626,17 +585,8 @@ class DHTNode:
     def save_state(self, now: float) -> bytes:
         """Bencoded state to give the next :class:`DHTNode` (``state=``): our id, the nodes
         worth keeping and the bootstrap addresses."""
-        boot = b"".join(
-            bytes((len(c),)) + c for c in (a.to_compact() for a in self._bootstrap_addresses)
-        )
-        return encode(
-            {
-                b"v": _STATE_VERSION,
-                b"id": self._own.value,
-                b"tables": [table.save(now) for table in self._tables.values()],
-                b"bootstrap": boot,
-            }
-        )
+        tables = [table.save(now) for table in self._tables.values()]
+        return encode_state(self._own, tables, self._bootstrap_addresses)
 
     # -- operation plumbing ------------------------------------------------------------------
 
@@ -868,33 +818,16 @@ class DHTNode:
     # -- BEP 42 ------------------------------------------------------------------------------
 
     def _vote(self, reported: PeerAddress, voter: PeerAddress, now: float) -> None:
-        reported = reported.normalized()
-        family = reported.family
-        if family != voter.family or family not in self._tables:
+        if reported.normalized().family not in self._tables:
             return
-        voters = self._voters.setdefault(family, set())
-        if voter.host in voters:
-            return
-        votes = self._votes.setdefault(family, {})
-        ballots = votes.get(reported.host)
-        if ballots is None:
-            if len(votes) >= _MAX_VOTE_CANDIDATES:
-                return
-            ballots = votes[reported.host] = set()
-        voters.add(voter.host)
-        ballots.add(voter.host)
-        if len(ballots) < self._config.external_ip_votes:
-            return
-        # a round is over: this address won it; start the next one from scratch
-        self._votes[family] = {}
-        self._voters[family] = set()
-        self._external[family] = reported
-        self._check_own_id(family, reported.host, now)
+        decided = self._voter.vote(reported, voter)
+        if decided is not None:
+            self._check_own_id(decided.family, decided.host, now)
 
     def _check_own_id(self, family: Family, ip: IPv4Address | IPv6Address, now: float) -> None:
         if not self._config.bep42_own_id or is_bep42_exempt(ip):
             return
-        if family == 6 and 4 in self._tables and 4 in self._external:
+        if family == 6 and 4 in self._tables and 4 in self._voter.decided:
             return  # IPv4 decides while we run it and know our IPv4 address
         if self._own.is_valid_for(ip):
             return
