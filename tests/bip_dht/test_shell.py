@@ -19,6 +19,7 @@ from bip_dht._items import immutable_target
 from bip_dht._node_config import DHTConfig
 from bip_dht._node_id import NodeId
 from bip_dht._shell import DHT, DHTSocketError, open_dht
+from bip_dht._shell_sockets import bind_list, resolve
 from bip_handshake import PeerAddress
 
 HASH = bytes.fromhex("bb" * 20)
@@ -224,3 +225,27 @@ async def test_bind_errors_are_ours() -> None:
             with pytest.raises(LocalProtocolError):
                 await dht.ping("127.0.0.1")  # no port
             assert isinstance(dht.node_id, NodeId)
+
+
+async def test_address_forms() -> None:
+    v4, v6 = PeerAddress.parse("10.0.0.1:6881"), PeerAddress.parse("[fd00::1]:6881")
+    assert await resolve("10.0.0.1:6881", None) == [v4]
+    assert await resolve("[fd00::1]:6881", None) == [v6]
+    assert await resolve("fd00::1", 6881) == [v6]  # bare, unbracketed IPv6 (bind form)
+    assert await resolve(("10.0.0.1", 6881), None) == [v4]
+    assert await resolve(v4, None) == [v4]
+    assert await resolve("[::ffff:10.0.0.1]:6881", None) == [v4]
+    assert await resolve("10.0.0.1", 0) == [PeerAddress.parse("10.0.0.1:0")]
+    with trio.fail_after(5):
+        local = await resolve("localhost:6881", None)  # the system resolver, no network
+    assert local
+    assert all(a.host.is_loopback for a in local)
+    for bad in ("10.0.0.1", "10.0.0.1:x", "[fd00::1", "[fd00::1]x", ":6881", "10.0.0.1:99999"):
+        with pytest.raises(LocalProtocolError):
+            await resolve(bad, None)
+    with pytest.raises(LocalProtocolError):
+        await resolve(("10.0.0.1", "6881"), None)  # type: ignore[arg-type]
+    with pytest.raises(LocalProtocolError):
+        bind_list(42)  # type: ignore[arg-type]
+    assert bind_list(("10.0.0.1", 1)) == [("10.0.0.1", 1)]
+    assert bind_list(["10.0.0.1:1", v6]) == ["10.0.0.1:1", v6]

@@ -33,15 +33,13 @@ Design (DESIGN section 3; trio's and bip_utracker's shells are the models):
 
 from __future__ import annotations
 
-import errno
 import math
 import random
-import socket as stdlib_socket
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import ip_address
 from types import TracebackType
 from typing import TypeAlias
 
@@ -67,133 +65,20 @@ from ._node_events import (
     SamplesFound,
 )
 from ._node_id import NodeId
+from ._shell_sockets import (
+    MAX_DATAGRAM,
+    TRANSIENT_ERRORS,
+    AddressLike,
+    DHTSocketError,
+    bind_list,
+    open_socket,
+    resolve,
+)
 from ._stats import DHTStatistics
 
 __all__ = ["DHT", "DHTSocketError", "PeerSearch", "open_dht"]
 
-AddressLike: TypeAlias = str | PeerAddress | tuple[str, int]
-"""``"1.2.3.4:6881"``, ``"[::1]:6881"``, ``"host.name:6881"``, a bare host (port 0 when
-binding), a :class:`~bip_handshake.PeerAddress` or a ``(host, port)`` tuple."""
-
 _Start: TypeAlias = Callable[[DHTNode, float], int]
-_MAX_DATAGRAM = 65536
-# ICMP errors surfacing on a UDP socket's receive: the socket is fine, a datagram was lost.
-_TRANSIENT_ERRORS = frozenset(
-    {
-        errno.ECONNREFUSED,
-        errno.ECONNRESET,
-        errno.EHOSTUNREACH,
-        errno.ENETUNREACH,
-        errno.EHOSTDOWN,
-        errno.EMSGSIZE,
-    }
-)
-
-
-class DHTSocketError(DHTError):
-    """A socket of the DHT could not be opened or bound, or a name did not resolve; the
-    operating system's error is the ``__cause__``."""
-
-
-# -- addresses -------------------------------------------------------------------------------
-
-
-def _split(value: AddressLike, default_port: int | None) -> tuple[str, int]:
-    if isinstance(value, PeerAddress):
-        return str(value.host), value.port
-    if isinstance(value, tuple):
-        if len(value) != 2 or not isinstance(value[0], str) or not isinstance(value[1], int):
-            raise LocalProtocolError(f"an address tuple is (host, port), got {value!r}")
-        host, port = value
-    elif isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            host, sep, rest = text[1:].partition("]")
-            if not sep or (rest and not rest.startswith(":")):
-                raise LocalProtocolError(f"expected [v6]:port, got {value!r}")
-            port_text = rest[1:]
-        elif text.count(":") == 1:
-            host, _, port_text = text.partition(":")
-        else:  # a bare IPv4 address, name, or unbracketed IPv6 address
-            host, port_text = text, ""
-        if port_text:
-            if not (port_text.isascii() and port_text.isdigit()) or len(port_text) > 5:
-                raise LocalProtocolError(f"bad port in {value!r}")
-            port = int(port_text)
-        elif default_port is None:
-            raise LocalProtocolError(f"{value!r} needs a port")
-        else:
-            port = default_port
-    else:
-        raise LocalProtocolError(f"an address is a str, PeerAddress or (host, port), got {value!r}")
-    if not host or not 0 <= port <= 0xFFFF or isinstance(port, bool):
-        raise LocalProtocolError(f"bad address {value!r}")
-    return host, port
-
-
-def _literal(host: str) -> IPv4Address | IPv6Address | None:
-    try:
-        return ip_address(host)
-    except ValueError:
-        return None
-
-
-async def _resolve(value: AddressLike, default_port: int | None) -> list[PeerAddress]:
-    """Every address *value* names (a literal is itself; a name goes to the resolver)."""
-    host, port = _split(value, default_port)
-    literal = _literal(host)
-    if literal is not None:
-        return [PeerAddress(literal, port).normalized()]
-    try:
-        infos = await trio.socket.getaddrinfo(host, port, type=stdlib_socket.SOCK_DGRAM)
-    except OSError as error:
-        raise DHTSocketError(f"cannot resolve {host!r}: {error}") from error
-    out: list[PeerAddress] = []
-    for info in infos:
-        sockaddr: tuple[object, ...] = tuple(info[4])
-        try:
-            address = PeerAddress(ip_address(str(sockaddr[0])), int(str(sockaddr[1]))).normalized()
-        except (ValueError, CompactError):
-            continue  # a scoped (link-local) answer: no compact form, not a DHT node
-        if address not in out:
-            out.append(address)
-    return out
-
-
-def _bind_list(bind: AddressLike | Sequence[AddressLike]) -> list[AddressLike]:
-    if isinstance(bind, str | PeerAddress):
-        return [bind]
-    if isinstance(bind, tuple) and len(bind) == 2 and isinstance(bind[1], int):
-        return [(str(bind[0]), bind[1])]
-    if isinstance(bind, Sequence):
-        items: list[AddressLike] = []
-        for item in bind:
-            if isinstance(item, int):
-                raise LocalProtocolError(f"bad bind address {bind!r}")
-            items.append(item)
-        if not items:
-            raise LocalProtocolError("bind names at least one address")
-        return items
-    raise LocalProtocolError(f"bind is an address or a sequence of addresses, got {bind!r}")
-
-
-async def _open_socket(address: PeerAddress) -> trio.socket.SocketType:
-    family = stdlib_socket.AF_INET if address.family == 4 else stdlib_socket.AF_INET6
-    try:
-        sock = trio.socket.socket(family, stdlib_socket.SOCK_DGRAM)
-    except OSError as error:
-        raise DHTSocketError(f"cannot open an IPv{address.family} socket: {error}") from error
-    try:
-        if address.family == 6:
-            sock.setsockopt(stdlib_socket.IPPROTO_IPV6, stdlib_socket.IPV6_V6ONLY, 1)
-        await sock.bind((str(address.host), address.port))
-    except OSError as error:
-        sock.close()
-        raise DHTSocketError(f"cannot bind {address}: {error}") from error
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 def _target(value: object, name: str) -> bytes:
@@ -519,7 +404,7 @@ class DHT:
     async def _addresses(self, values: Iterable[AddressLike]) -> list[PeerAddress]:
         out: list[PeerAddress] = []
         for value in values:
-            for address in await _resolve(value, None):
+            for address in await resolve(value, None):
                 if address.family in self._sockets and address not in out:
                     out.append(address)
         return out
@@ -581,9 +466,9 @@ class DHT:
     async def _read(self, sock: trio.socket.SocketType) -> None:
         while True:
             try:
-                data, source = await sock.recvfrom(_MAX_DATAGRAM)
+                data, source = await sock.recvfrom(MAX_DATAGRAM)
             except OSError as error:
-                if error.errno in _TRANSIENT_ERRORS:
+                if error.errno in TRANSIENT_ERRORS:
                     continue
                 raise DHTSocketError(f"receiving failed: {error}") from error
             try:
@@ -654,8 +539,8 @@ async def open_dht(
         RoutingStateError: *state* is malformed.
     """
     wanted: list[PeerAddress] = []
-    for item in _bind_list(bind):
-        for address in await _resolve(item, 0):
+    for item in bind_list(bind):
+        for address in await resolve(item, 0):
             if all(other.family != address.family for other in wanted):
                 wanted.append(address)
     if not wanted:
@@ -669,7 +554,7 @@ async def open_dht(
     sockets: dict[Family, trio.socket.SocketType] = {}
     try:
         for address in wanted:
-            sock = sockets[address.family] = await _open_socket(address)
+            sock = sockets[address.family] = await open_socket(address)
             node.set_local_port(address.family, sock.getsockname()[1])
         dht = DHT(node, sockets, peer_sink=peer_sink, rng=source)
         try:
