@@ -17,6 +17,7 @@ problem and does not fail the build, so only new problems do.
 from __future__ import annotations
 
 import enum
+import functools
 import importlib
 import inspect
 import logging as std_logging
@@ -165,9 +166,23 @@ def public_text(text: str) -> str:
         module = try_import(package)
         if module is not None and name in getattr(module, "__all__", ()):
             return f"{package}.{name}"
-        return match.group(0)
+        # bip_dht._sim_network.SimulatedNode is exported by bip_dht.simulator.
+        return exported_by(match.group(1)).get(name, match.group(0))
 
     return PRIVATE_PATH.sub(replace, text)
+
+
+@functools.cache
+def exported_by(root: str) -> dict[str, str]:
+    """Every name the public modules of a package export, with its public path."""
+    found: dict[str, str] = {}
+    if try_import(root) is None:
+        return found
+    for module_name in reversed(public_modules(root)):  # the package itself wins
+        module = try_import(module_name)
+        for name in getattr(module, "__all__", ()):
+            found[name] = f"{module_name}.{name}"
+    return found
 
 
 def is_alias(obj: object) -> bool:
@@ -536,6 +551,16 @@ def attributes_section(cls: type) -> set[str]:
     return set(re.findall(r"^    (\w+)(?:\s*\([^)]*\))?:", match.group(1), re.MULTILINE))
 
 
+def public_types(  # noqa: PLR0917 (the signature of Sphinx's event)
+    app: Sphinx, what: str, name: str, obj: object, options: Any, lines: list[str]
+) -> None:
+    """Name types by their public path in the ``:type:`` fields napoleon writes from
+    annotations (``bip_utracker.AnnounceEvent``, not ``bip_utracker._codec.AnnounceEvent``)."""
+    for index, line in enumerate(lines):
+        if ":type" in line or ":rtype:" in line:
+            lines[index] = public_text(line)
+
+
 _documenting: list[type] = []
 
 
@@ -601,4 +626,6 @@ def setup(app: Sphinx) -> dict[str, object]:
     app.connect("doctree-read", drop_object_base)
     app.connect("autodoc-process-signature", note_class, priority=100)
     app.connect("autodoc-skip-member", skip_attributes_documented_above)
+    # After napoleon (priority 500) has written the fields.
+    app.connect("autodoc-process-docstring", public_types, priority=600)
     return {"parallel_read_safe": True, "parallel_write_safe": True, "version": "1"}
