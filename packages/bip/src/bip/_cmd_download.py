@@ -10,6 +10,7 @@ again. The exit status is 0 only when every selected file is complete and verifi
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 from typing import Final
@@ -17,6 +18,7 @@ from typing import Final
 import trio
 
 from bip_handshake import EncryptionPolicy, PeerAddress
+from bip_metainfo import MagnetLink, Metainfo
 
 from ._client import (
     ClientConfig,
@@ -25,6 +27,7 @@ from ._client import (
     TorrentError,
     TorrentOptions,
     TorrentPhase,
+    TorrentSource,
     TorrentStatus,
     open_session,
     resolve_peers,
@@ -53,6 +56,8 @@ ENCRYPTION_CHOICES: Final = {
 }
 """``--encryption`` values and the MSE policy each stands for."""
 _REFRESH: Final = 0.25  # seconds between two looks at the torrent's status
+
+logger = logging.getLogger("bip")
 
 
 def add_session_arguments(parser: argparse.ArgumentParser) -> None:
@@ -264,6 +269,12 @@ async def _download(args: argparse.Namespace, config: ClientConfig) -> int:
     )
     async with open_session(config) as session:
         torrent = await session.add_torrent(source, options)
+        if not _can_find_peers(source, options, config):
+            logger.warning(
+                "no peer to dial (--peer, x.pe) and no udp:// tracker to ask: waiting for"
+                " peers to connect to port %d",
+                session.listen_port,
+            )
         line = StatusLine(torrent, quiet=args.quiet)
         try:
             await follow(torrent, line, until_complete=True)
@@ -278,6 +289,17 @@ async def _download(args: argparse.Namespace, config: ClientConfig) -> int:
             finally:
                 line.finish()
     return 0
+
+
+def _can_find_peers(source: TorrentSource, options: TorrentOptions, config: ClientConfig) -> bool:
+    """Whether the download has any way to find a peer by itself."""
+    if options.peers or (isinstance(source, MagnetLink) and source.peers):
+        return True
+    if not config.trackers:
+        return False
+    tiers = source.trackers if isinstance(source, Metainfo) else [source.trackers]
+    urls = [url for tier in tiers for url in tier] + list(options.extra_trackers)
+    return any(url.lower().startswith("udp://") for url in urls)
 
 
 def run(args: argparse.Namespace) -> int:
