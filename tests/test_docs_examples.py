@@ -33,6 +33,15 @@ def test_docs_have_examples() -> None:
         assert BLOCK.search(page.read_text()), f"{page} has no python example"
 
 
+def test_every_library_has_a_page() -> None:
+    for init in ROOT.glob("packages/*/src/*/__init__.py"):
+        exports = re.search(r"^__all__\b[^=]*=\s*\[\s*\S", init.read_text(), re.MULTILINE)
+        if exports:  # the bip command exports nothing yet, and has no page yet
+            name = init.parent.name
+            assert (DOCS / "libraries" / f"{name}.md").is_file(), f"docs/libraries/{name}.md"
+            assert (DOCS / "api" / f"{name}.rst").is_file(), f"docs/api/{name}.rst"
+
+
 def test_no_python_block_escapes_the_test() -> None:
     for page in PAGES:
         for fence in FENCE.finditer(page.read_text()):

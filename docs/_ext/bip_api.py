@@ -349,8 +349,10 @@ def section(title: str) -> list[str]:
 
 def summary(doc: str) -> str:
     """A module docstring's first line, as a section title (plain text: no roles)."""
-    lines = inspect.cleandoc(doc).splitlines()
-    title = lines[0].strip().rstrip(".") if lines else "?"
+    # The first sentence of the first paragraph (which may wrap over several lines).
+    paragraph = inspect.cleandoc(doc).split("\n\n", 1)[0]
+    sentence = re.split(r"(?<=[.!?])\s", " ".join(paragraph.split()), maxsplit=1)[0]
+    title = sentence.strip().rstrip(".") or "?"
     return re.sub(r":\w+:`~?([^`]+)`", r"\1", title).replace("``", "")
 
 
