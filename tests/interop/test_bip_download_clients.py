@@ -1,5 +1,6 @@
-"""``bip download`` completes a multi-file v1 torrent seeded by aria2, qBittorrent, rtorrent and
-ctorrent (the launchers of _seeders.py and _peer_seeders.py), MSE as each client defaults to.
+"""``bip download`` completes a multi-file v1 torrent seeded by aria2, qBittorrent, rtorrent,
+ctorrent (the launchers of _seeders.py and _peer_seeders.py) and Transmission
+(_bip_transmission.py: only in a loopback-only network namespace), MSE as each defaults to.
 
 Our side listens and dials from 127.0.0.2 (``--bind``): ctorrent resets connections that come
 from its own address, 127.0.0.1. The torrent names a dead loopback tracker, since rtorrent
@@ -8,6 +9,7 @@ refuses a torrent without one; ``bip download`` is told ``--no-trackers``.
 
 from __future__ import annotations
 
+import functools
 import random
 import subprocess
 import sys
@@ -18,6 +20,7 @@ import pytest
 
 from bip_metainfo import create_torrent
 
+from ._bip_transmission import start_transmission
 from ._helpers import StartProcess
 from ._peer_seeders import DEAD_TRACKER, start_ctorrent
 from ._seeders import (
@@ -33,6 +36,7 @@ pytestmark = pytest.mark.interop
 SIZES = (9_000_000, 0, 3_333_333, 65_536, 1)
 PIECE_LENGTH = 256 * 1024
 OUR_HOST = "127.0.0.2"
+TRANSMISSION_HOST = "127.0.0.7"
 DOWNLOAD_TIMEOUT = 120.0
 
 Launcher = Callable[[StartProcess, Path, SmallTorrent], Seeder]
@@ -41,6 +45,8 @@ SEEDERS: dict[str, Launcher] = {
     "qBittorrent": start_qbittorrent,
     "rtorrent": start_rtorrent,
     "ctorrent": start_ctorrent,
+    # Transmission never dials loopback peers: it is on its own address, and we dial it.
+    "Transmission": functools.partial(start_transmission, host=TRANSMISSION_HOST),
 }
 
 
