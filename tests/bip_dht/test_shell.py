@@ -14,13 +14,13 @@ import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bip_dht._errors import LocalProtocolError
+from bip_dht._errors import DHTError, LocalProtocolError
 from bip_dht._items import immutable_target
 from bip_dht._node_config import DHTConfig
 from bip_dht._node_id import NodeId
 from bip_dht._shell import DHT, DHTSocketError, open_dht
 from bip_dht._shell_sockets import bind_list, resolve
-from bip_handshake import PeerAddress
+from bip_handshake import NodeInfo, PeerAddress
 
 HASH = bytes.fromhex("bb" * 20)
 # Short timeouts (a dead address costs two seconds, not eight), still far above loopback's
@@ -249,3 +249,37 @@ async def test_address_forms() -> None:
         bind_list(42)  # type: ignore[arg-type]
     assert bind_list(("10.0.0.1", 1)) == [("10.0.0.1", 1)]
     assert bind_list(["10.0.0.1:1", v6]) == ["10.0.0.1:1", v6]
+
+
+async def test_calls_waiting_when_the_dht_closes_fail_with_our_error() -> None:
+    outcomes: list[BaseException] = []
+
+    async def search(dht: DHT) -> None:
+        try:
+            async for _ in dht.get_peers(HASH):
+                pass
+        except DHTError as error:
+            outcomes.append(error)
+
+    async def ping(dht: DHT, where: str) -> None:
+        try:
+            await dht.ping(where)
+        except DHTError as error:
+            outcomes.append(error)
+
+    with trio.fail_after(5):
+        silent = trio.socket.socket(type=trio.socket.SOCK_DGRAM)
+        with silent:
+            await silent.bind(("127.0.0.9", 0))
+            where = f"127.0.0.9:{silent.getsockname()[1]}"
+            async with trio.open_nursery() as outer:
+                async with open_dht("127.0.0.2:0", config=FAST) as dht:
+                    # a node that never answers keeps the lookup waiting
+                    silent_node = NodeInfo(b"s" * 20, PeerAddress.parse(where))
+                    dht.node.warm_table([silent_node], trio.current_time())
+                    outer.start_soon(search, dht)
+                    outer.start_soon(ping, dht, where)
+                    await trio.sleep(0.1)
+                with pytest.raises(DHTError):
+                    await dht.find_node(b"x" * 20)
+    assert len(outcomes) == 2

@@ -170,8 +170,10 @@ class PeerSearch:
         while True:
             if waiter.peers:
                 return waiter.peers.popleft()
-            if waiter.finished is not None or waiter.closed:
+            if waiter.finished is not None:
                 raise StopAsyncIteration
+            if waiter.closed:
+                raise DHTError("the DHT closed before the search ended")
             await waiter.changed.wait()
             waiter.changed = trio.Event()
 
