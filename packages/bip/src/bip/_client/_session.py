@@ -39,7 +39,6 @@ from bip_handshake import (
 )
 from bip_metainfo import InfoHash, MagnetLink, Metainfo
 from bip_peer import (
-    BLOCK_SIZE,
     DEFAULT_MAX_PEER_REQUESTS,
     MessageReceived,
     MetadataExchange,
@@ -68,9 +67,10 @@ OUR_EXTENSIONS: Final = Extensions.EXTENSION_PROTOCOL | Extensions.FAST
 REASON_DUPLICATE: Final = "duplicate connection"
 """Why a second connection to a peer we are already connected to is closed."""
 _TICK: Final = 0.1  # seconds between passes of the ticker over the brains' deadlines
-# Per peer: room for the brain's deepest request queue and our answers to the peer's.
+# Per peer, in messages: room for the deepest request queue the brain builds (the peer's
+# reqq, libtorrent's 500 at most in practice) and for our answers to the peer's own requests
+# (our reqq), plus control messages. Requests are 17 bytes; answers are bounded by our reqq.
 _SEND_QUEUE: Final = 2 * DEFAULT_MAX_PEER_REQUESTS + 64
-assert BLOCK_SIZE == 16384
 
 
 class Session:
