@@ -56,6 +56,7 @@ from bip_utracker import TrackerClient, open_tracker_client
 
 from ._config import ClientConfig, TorrentOptions
 from ._discovery import DhtLike, DhtPeers, PeerSource, TrackerAnnouncer
+from ._swarm import MAX_OUT_REQUESTS
 from ._torrent import Torrent, TorrentError
 
 __all__ = ["OUR_EXTENSIONS", "REASON_DUPLICATE", "Session", "open_session"]
@@ -67,10 +68,10 @@ OUR_EXTENSIONS: Final = Extensions.EXTENSION_PROTOCOL | Extensions.FAST
 REASON_DUPLICATE: Final = "duplicate connection"
 """Why a second connection to a peer we are already connected to is closed."""
 _TICK: Final = 0.1  # seconds between passes of the ticker over the brains' deadlines
-# Per peer, in messages: room for the deepest request queue the brain builds (the peer's
-# reqq, libtorrent's 500 at most in practice) and for our answers to the peer's own requests
-# (our reqq), plus control messages. Requests are 17 bytes; answers are bounded by our reqq.
-_SEND_QUEUE: Final = 2 * DEFAULT_MAX_PEER_REQUESTS + 64
+# Per peer, in messages: room for the deepest request queue the brain builds (capped at
+# MAX_OUT_REQUESTS) and for our answers to the peer's own requests (at most our reqq; the
+# upload workers wait for room anyway), plus control messages.
+_SEND_QUEUE: Final = MAX_OUT_REQUESTS + DEFAULT_MAX_PEER_REQUESTS + 64
 
 
 class Session:

@@ -13,7 +13,8 @@ are not fed to the brain.
 
 Messages go out with :meth:`~bip_peer.PeerManager.send_nowait`: the brain's decisions must not
 wait for one slow peer. The session gives every peer a send queue deep enough for the largest
-request queue the brain builds (the peer's ``reqq``) plus the control messages, so a full
+request queue the brain builds (the peer's ``reqq``, capped at :data:`MAX_OUT_REQUESTS`: the
+peer's number is untrusted) plus the control messages, so a full
 queue means the peer stopped reading: it is dropped.
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from typing import Final
 
 from bip_metainfo import PieceSet
 from bip_peer import (
@@ -81,12 +83,20 @@ from bip_select import (
     BlockRejected as BlockRejectedInput,
 )
 
-__all__ = ["REASON_STALLED", "Swarm", "input_for"]
+__all__ = ["MAX_OUT_REQUESTS", "REASON_STALLED", "Swarm", "input_for"]
 
 logger = logging.getLogger("bip.client")
 
+MAX_OUT_REQUESTS: Final = 500
+"""Requests we keep open to one peer at most, whatever ``reqq`` it advertises: libtorrent's
+``max_out_request_queue``. The peer's number is untrusted, and our send queue is sized for it."""
+
 REASON_STALLED = "send queue full"
 """Why a peer whose send queue stayed full is dropped: it stopped reading."""
+
+
+def _capped(reqq: int | None) -> int | None:
+    return None if reqq is None else min(reqq, MAX_OUT_REQUESTS)
 
 
 def input_for(peer: Peer, message: object) -> Input | None:
@@ -184,7 +194,10 @@ class Swarm:
         fast = connection.fast
         self.feed(
             PeerJoined(
-                peer, reqq=connection.peer_reqq, fast=fast, upload_only=connection.peer_upload_only
+                peer,
+                reqq=_capped(connection.peer_reqq),
+                fast=fast,
+                upload_only=connection.peer_upload_only,
             ),
             now,
         )
@@ -214,7 +227,7 @@ class Swarm:
             return
         if isinstance(message, ExtendedHandshake):
             # The BEP 10 handshake usually comes after the join: its reqq bounds our queue.
-            self.brain.queues.set_reqq(peer, message.reqq)
+            self.brain.queues.set_reqq(peer, _capped(message.reqq))
             return
         event = input_for(peer, message)
         if event is not None:
