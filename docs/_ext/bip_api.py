@@ -23,6 +23,7 @@ import inspect
 import logging as std_logging
 import pkgutil
 import re
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -305,9 +306,12 @@ class BipApiDirective(SphinxDirective):
         self, out: Lines, package: str, home: str, members: list[Entry], here: tuple[str, int]
     ) -> None:
         if home != package:
-            # The private module's summary line names the group; the rest of its docstring is
-            # written for maintainers (it names private helpers), so it stays in the source.
-            out.add(section(summary(importlib.import_module(home).__doc__ or home)), *here)
+            # The private module's first sentence names the group; the rest of its docstring
+            # (the module's rules and design) opens it.
+            doc = importlib.import_module(home).__doc__ or home
+            out.add(section(summary(doc)), *here)
+            home_file = inspect.getsourcefile(importlib.import_module(home)) or home
+            out.add([*body_after_summary(doc), ""], f"{home_file}:docstring of {home}", 1)
         found = analyzer(home)
         order = {name: index for index, name in enumerate(found.tagorder)} if found else {}
         members.sort(key=lambda entry: order.get(entry.name, len(order)))
@@ -341,6 +345,15 @@ class BipApiDirective(SphinxDirective):
                     location=self.where,
                 )
             out.add([f"   {line}" if line else "" for line in doc] + [""], home_file, 0)
+
+
+def body_after_summary(doc: str) -> list[str]:
+    """A module docstring without the first sentence that titles its group."""
+    text = inspect.cleandoc(doc)
+    first, _, rest = text.partition("\n\n")
+    sentence = re.split(r"(?<=[.!?])\s", " ".join(first.split()), maxsplit=1)
+    lead = sentence[1] if len(sentence) > 1 else ""
+    return [*([lead, ""] if lead else []), *rest.splitlines()]
 
 
 def section(title: str) -> list[str]:
@@ -541,7 +554,21 @@ def resolve_private(
         return contnode
     if node.get("reftype") == "attr" and is_instance_attribute(node, target):
         return contnode
+    if in_module_notes(node):
+        return contnode
     return None
+
+
+def in_module_notes(node: nodes.Node) -> bool:
+    """Is this in the docstring of a private module (a group's introduction)?
+
+    Those docstrings are the module's design notes: they name the module's private helpers
+    (``_plan_v2``, ``_create_walk``), which have no entry to link to, so such a name is shown
+    as code. Everywhere else an unresolved reference is a warning.
+    """
+    source = get_node_source(node) or ""
+    _, marker, documented = source.rpartition(":docstring of ")
+    return bool(marker) and "._" in documented and documented in sys.modules
 
 
 def attributes_section(cls: type) -> set[str]:
