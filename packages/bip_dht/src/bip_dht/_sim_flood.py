@@ -16,21 +16,51 @@ it is due, as it would in a shell.
 
 from __future__ import annotations
 
+import hashlib
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from bip_handshake import PeerAddress
 
 from ._errors import LocalProtocolError
+from ._node_config import DHTConfig
 from ._sim_network import DatagramEndpoint
 
-__all__ = ["FloodReport", "announce_flood"]
+__all__ = ["FloodReport", "announce_flood", "memory_budget"]
 
 # 20.0.0.0 onwards: public-looking (not exempt from anything) and never contacted: the
 # datagrams only ever reach the node object in this process.
 _FIRST_SOURCE = int(IPv4Address("20.0.0.0"))
 _MAX_SOURCES = 1 << 24
+
+
+# What one stored thing may cost at most, for memory_budget: generous next to what the stores
+# measure (a few hundred bytes each), so the budget is a ceiling, not a forecast.
+_PER_HASH = 1024
+_PER_PEER = 512
+_PER_HOST = 256
+_PER_TABLE_ENTRY = 512
+_FIXED = 4 << 20
+
+
+def memory_budget(config: DHTConfig) -> int:
+    """A ceiling, in bytes, on what a node with ``config`` may hold under any announce flood:
+    its caps (info-hashes, peers, rate-limited hosts, every routing-table bucket full with its
+    replacement cache) times a generous cost per entry, plus 4 MiB for everything else.
+
+    >>> round(memory_budget(DHTConfig()) / 2**20, 1)
+    32.6
+    """
+    table = 160 * 2 * config.k * _PER_TABLE_ENTRY
+    return (
+        config.max_hashes * _PER_HASH
+        + config.max_peers * _PER_PEER
+        + config.rate_limited_hosts * _PER_HOST
+        + table
+        + _FIXED
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +74,7 @@ class FloodReport:
         accepted: announces answered with a response (stored, or at least acknowledged).
         refused: announces answered with an error (a bad token, say).
         unanswered: announces that got no answer (rate-limited, dropped).
-        sources: distinct source addresses used.
+        sources: distinct source addresses this call used.
         started, ended: the virtual time span of the flood.
     """
 
@@ -62,6 +92,11 @@ def _source(index: int) -> PeerAddress:
     # host parts 1..254 only: .0 and .255 read as network and broadcast addresses to some
     number = _FIRST_SOURCE + (index // 254) * 256 + index % 254 + 1
     return PeerAddress(IPv4Address(number), 6881 + index % 1000)
+
+
+def _attacker_id(slot: int) -> bytes:
+    # the same id for a source every time it speaks (a real attacker's node keeps its id)
+    return hashlib.sha1(slot.to_bytes(4, "big")).digest()
 
 
 def _token(reply: bytes) -> bytes | None:
@@ -85,26 +120,41 @@ def announce_flood(
     now: float,
     sources: int = 100_000,
     interval: float = 0.0001,
+    hashes: Sequence[bytes] | None = None,
+    first: int = 0,
 ) -> FloodReport:
     """Announce ``count`` random info-hashes to ``node`` from ``sources`` addresses in turn.
 
-    Each announce is a ``get_peers`` for a fresh random hash followed, when the reply carries
-    a token, by an ``announce_peer`` with it, from the same source. ``now`` is the virtual time
+    Each announce is a ``get_peers`` for a fresh random hash (or, with ``hashes``, for each of
+    those info-hashes in turn: a flood of peers into a few swarms, against the per-swarm and
+    total peer caps rather than the info-hash cap) followed, when the reply carries a
+    token, by an ``announce_peer`` with it, from the same source. ``now`` is the virtual time
     the flood starts at; each announce takes ``interval`` seconds. The node's replies are
     drained and read; anything else it sends (its own maintenance queries to the attacker's
     addresses, which nobody answers) is discarded.
+
+    Announce number ``i`` (counting from ``first``, so that a flood run in chunks goes on
+    where the last chunk stopped) comes from source ``i % sources``, whose address and node
+    id are fixed, and, with ``hashes``, is for ``hashes[i % len(hashes)]``.
     """
-    if count < 0 or not 1 <= sources <= _MAX_SOURCES or interval < 0:
-        raise LocalProtocolError("count >= 0, sources in 1..2**24 and interval >= 0")
-    addresses = [_source(i) for i in range(min(sources, count) or 1)]
-    attacker_ids = [rng.randbytes(20) for _ in addresses]
+    if count < 0 or first < 0 or not 1 <= sources <= _MAX_SOURCES or interval < 0:
+        raise LocalProtocolError("count, first >= 0, sources in 1..2**24 and interval >= 0")
+    targets = None if hashes is None else list(hashes)
+    if targets is not None and (
+        not targets or any(not isinstance(h, bytes) or len(h) != 20 for h in targets)
+    ):
+        raise LocalProtocolError("hashes is None or a non-empty sequence of 20-byte strings")
     accepted = refused = unanswered = tokens = 0
+    used: set[int] = set()
     start = now
     deadline = node.next_deadline()
-    for index in range(count):
-        slot = index % len(addresses)
-        source = addresses[slot]
-        head = b"d1:ad2:id20:" + attacker_ids[slot] + b"9:info_hash20:" + rng.randbytes(20)
+    for index in range(first, first + count):
+        slot = index % sources
+        if len(used) < sources:
+            used.add(slot)
+        source = _source(slot)
+        info_hash = rng.randbytes(20) if targets is None else targets[index % len(targets)]
+        head = b"d1:ad2:id20:" + _attacker_id(slot) + b"9:info_hash20:" + info_hash
         tid = (index & 0xFFFF).to_bytes(2, "big")
         query = head + b"e1:q9:get_peers1:t2:" + tid + b"1:y1:qe"
         if deadline is not None and deadline <= now:
@@ -147,7 +197,7 @@ def announce_flood(
         accepted=accepted,
         refused=refused,
         unanswered=unanswered,
-        sources=len(addresses),
+        sources=len(used),
         started=start,
         ended=now,
     )
