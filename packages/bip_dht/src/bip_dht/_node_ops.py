@@ -21,6 +21,7 @@ put_data do.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
@@ -121,7 +122,7 @@ class Context(Protocol):
         ...
 
 
-class Operation:
+class Operation(ABC):
     """Base of every operation; see the module docstring."""
 
     uses_lookup_slot = True
@@ -132,33 +133,36 @@ class Operation:
         self.internal = internal
         self.done = False
 
-    def start(self, now: float) -> None:
+    def start(self, now: float) -> None:  # noqa: B027 - a hook; most operations need none
         """The operation got its slot and may begin."""
 
     def sends(self, now: float, budget: int) -> list[Send]:
+        """The queries to send now, at most *budget* (the free transaction slots)."""
         return []
 
-    def sent(self, tx: Transaction) -> None:
+    def sent(self, tx: Transaction) -> None:  # noqa: B027 - a hook
         """The node opened *tx* for one of the sends this operation asked for."""
 
-    def on_response(self, tx: Transaction, response: Response, now: float) -> None:
-        pass
+    def on_response(self, tx: Transaction, response: Response, now: float) -> None:  # noqa: B027
+        """A valid answer to *tx* (matched, from the node queried, answering the query)."""
 
-    def on_failure(self, tx: Transaction, code: int | None, now: float) -> None:
-        pass
+    def on_failure(self, tx: Transaction, code: int | None, now: float) -> None:  # noqa: B027
+        """*tx* failed: a KRPC error with *code*, or a timeout (None)."""
 
-    def handle_timer(self, now: float) -> None:
-        pass
+    def handle_timer(self, now: float) -> None:  # noqa: B027 - a hook
+        """Time passed (the node calls it at every timer)."""
 
     def next_deadline(self) -> float | None:
+        """When :meth:`handle_timer` has something to do for this operation."""
         return None
 
     def cancel(self) -> None:
         """Stop now; :meth:`finished` reports what was found so far."""
         self.done = True
 
+    @abstractmethod
     def finished(self) -> DHTEvent:
-        raise NotImplementedError  # pragma: no cover - every subclass defines it
+        """The event that ends this operation (once :attr:`done`, or when refused)."""
 
     def _emit(self, event: DHTEvent) -> None:
         if not self.internal:
@@ -550,8 +554,9 @@ class _StoreOp(LookupOp):
         self.errors: list[tuple[NodeInfo, int]] = []
         self._final: LookupResult | None = None
 
+    @abstractmethod
     def _write(self, node: LookupNode) -> Callable[[bytes], Query]:
-        raise NotImplementedError  # pragma: no cover
+        """The write query (announce_peer, put) for *node*, built from a transaction id."""
 
     def _check_done(self) -> None:
         if not self._lookups_done():
