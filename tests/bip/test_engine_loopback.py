@@ -121,3 +121,29 @@ async def test_two_seeds_do_not_stay_connected(tmp_path: Path) -> None:
             while not first.manager.statistics().removed_reasons.get("both seeds"):
                 await trio.sleep(0.02)
             assert not first.manager.peers
+
+
+async def test_two_torrents_in_one_session(tmp_path: Path) -> None:
+    # One session serves two torrents, another downloads both over its connections: the
+    # handshaker, the peer manager and the disk are shared, peers routed by info-hash.
+    first = write_content(tmp_path / "seed1", SIZES, seed=1)
+    second = write_content(tmp_path / "seed2", SIZES[:2], seed=2)
+    torrents = [make_torrent(first, "v1"), make_torrent(second, "v2")]
+    with trio.fail_after(DEADLINE):
+        async with (
+            open_session(loopback_config()) as seeder,
+            open_session(loopback_config()) as leecher,
+        ):
+            for torrent, folder in zip(torrents, (first, second), strict=True):
+                seeding = await seeder.add_torrent(torrent, TorrentOptions(folder.parent))
+                await seeding.wait_complete()
+            downloads = [
+                await leecher.add_torrent(
+                    torrent, TorrentOptions(tmp_path / f"down{i}", peers=(address_of(seeder),))
+                )
+                for i, torrent in enumerate(torrents)
+            ]
+            for download in downloads:
+                await download.wait_complete()
+    assert same_files(first, tmp_path / "down0" / "album")
+    assert same_files(second, tmp_path / "down1" / "album")
