@@ -38,6 +38,16 @@ def _brute_closest(
     return [node for _, node in chosen]
 
 
+def _brute_to_ping(table: RoutingTable, now: float) -> list[NodeInfo]:
+    """RoutingTable.nodes_to_ping as first written: per bucket, the stalest questionable."""
+    out = []
+    for bucket in table._buckets:
+        stale = [e for e in bucket.nodes.values() if e.state(now, 3) is NodeState.QUESTIONABLE]
+        if stale:
+            out.append(min(stale, key=lambda e: float("-inf") if e.seen is None else e.seen).node)
+    return out
+
+
 @settings(max_examples=150, deadline=None)
 @given(
     seed=st.integers(0, 2**32),
@@ -71,6 +81,8 @@ def test_closest_equals_the_full_sort(
     got = table.closest(target, 10.0, n, include_questionable=include_questionable)
     assert got == expected
     assert table.closest(own, 10.0, n) == _brute_closest(table, own, 10.0, n, True)
+    for now in (10.0, 1000.0):
+        assert table.nodes_to_ping(now) == _brute_to_ping(table, now)
 
 
 def _brute_deadline(lookup: Lookup) -> float | None:

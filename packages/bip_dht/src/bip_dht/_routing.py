@@ -172,6 +172,11 @@ class _Entry:
             return NodeState.GOOD
         return NodeState.QUESTIONABLE
 
+    def recently_answered(self, now: float) -> bool:
+        # state()'s first way to be GOOD, alone: no failure since a response in the interval
+        last = self.last_response
+        return not self.failures and last is not None and now - last < GOOD_INTERVAL
+
     def rank(self) -> tuple[bool, float]:
         # which of two candidates is worth more: confirmed first, then the most recently seen
         return (self.last_response is not None, _NEVER if self.seen is None else self.seen)
@@ -328,6 +333,9 @@ class RoutingTable:
         for group in self._by_distance(goal):
             for bucket in group:
                 for raw, entry in bucket.nodes.items():
+                    if entry.recently_answered(now):
+                        good.append((int.from_bytes(raw, "big") ^ goal, entry))
+                        continue
                     state = entry.state(now, max_failures)
                     if state is NodeState.GOOD:
                         good.append((int.from_bytes(raw, "big") ^ goal, entry))
@@ -370,14 +378,18 @@ class RoutingTable:
         throttles nothing, so the caller skips nodes it already has a query out to.
         """
         out = []
+        max_failures = self._max_failures
         for bucket in self._buckets:
-            stale = [
-                entry
-                for entry in bucket.nodes.values()
-                if entry.state(now, self._max_failures) is NodeState.QUESTIONABLE
-            ]
-            if stale:
-                out.append(min(stale, key=_seen).node)
+            stalest: _Entry | None = None
+            for entry in bucket.nodes.values():
+                if entry.recently_answered(now):
+                    continue  # good: the common case, decided without state()
+                if entry.state(now, max_failures) is NodeState.QUESTIONABLE and (
+                    stalest is None or _seen(entry) < _seen(stalest)
+                ):
+                    stalest = entry
+            if stalest is not None:
+                out.append(stalest.node)
         return out
 
     def buckets_to_refresh(self, now: float) -> list[RefreshTarget]:
