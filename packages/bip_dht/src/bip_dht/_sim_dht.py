@@ -78,7 +78,7 @@ class Operation:
 
     @property
     def duration(self) -> float:
-        """Virtual seconds from start to the Finished event (so far, while running)."""
+        """Virtual seconds from the start to the Finished event (an error before it came)."""
         if self.ended is None:
             raise LocalProtocolError("the operation has not finished")
         return self.ended - self.started
@@ -93,13 +93,16 @@ class Operation:
 
     @property
     def queries(self) -> int:
-        """The queries the operation sent: its lookup's count (plus one ``announce_peer`` or
-        ``put`` per node written to, for announces and puts); 1 for a ping."""
+        """The queries the operation sent: its lookup's count (plus, for announces and puts,
+        one ``announce_peer`` or ``put`` per closest responder that gave a token); 1 for a
+        ping."""
         finished = self.finished
         if isinstance(finished, PingFinished):
             return 1
         result = self.result
-        written = len(result.nodes) if isinstance(finished, AnnounceFinished | PutFinished) else 0
+        written = 0
+        if isinstance(finished, AnnounceFinished | PutFinished):
+            written = sum(1 for node in result.nodes if node.token is not None)
         return result.queries + written
 
     @property
@@ -121,7 +124,7 @@ class Operation:
 
 
 class SimulatedNetwork(DatagramNetwork[DHTNode]):
-    """Real DHT nodes on a simulated network; see the module docstring.
+    """Real DHT nodes on a simulated network; see :mod:`bip_dht.simulator`.
 
     ``seed``, ``latency``, ``loss`` and ``now`` are the network's (:class:`DatagramNetwork`);
     ``config`` is what :meth:`add_node` gives a node unless told otherwise; ``keep_events`` is
