@@ -86,6 +86,7 @@ class Session:
         handshaker: Handshaker,
         manager: PeerManager,
         metadata: MetadataExchange,
+        pex: PeerExchange,
         trackers: TrackerClient | None,
         peer_id: PeerId,
         dht: DhtLike | None,
@@ -97,6 +98,7 @@ class Session:
         self.handshaker = handshaker
         self.manager = manager
         self.metadata = metadata
+        self.pex = pex
         self.trackers = trackers
         self.peer_id = peer_id
         self.dht = dht
@@ -421,6 +423,7 @@ async def open_session(
                 handshaker=handshaker,
                 manager=manager,
                 metadata=metadata,
+                pex=pex,
                 trackers=trackers,
                 peer_id=peer_id,
                 dht=dht,
