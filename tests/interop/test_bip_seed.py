@@ -1,5 +1,5 @@
-"""libtorrent (v1, v2 and hybrid; MSE required once), qBittorrent and aria2 (v1) download a
-multi-file torrent completely from ``bip seed``.
+"""libtorrent (v1, v2 and hybrid; MSE required once), qBittorrent, aria2 and rtorrent (v1)
+download a torrent completely from ``bip seed``.
 
 ``bip seed`` runs as its own process on 127.0.0.1 and announces to a UDP tracker of ours
 (bip_utracker's server, in this process) named by the torrent. libtorrent is told our address
@@ -19,11 +19,17 @@ import pytest
 import trio
 
 from bip_metainfo import create_torrent
-from bip_utracker import serve_tracker
+from bip_utracker import open_tracker_client, serve_tracker
 
 from ._helpers import StartProcess, free_port, tcp_listening
 from ._inbound import start_libtorrent_downloader, start_qbittorrent_downloader
-from ._seeders import HOST, SmallTorrent, start_aria2_process
+from ._seeders import (
+    HOST,
+    SmallTorrent,
+    make_tracked_torrent,
+    start_aria2_process,
+    start_rtorrent_process,
+)
 
 pytestmark = pytest.mark.interop
 
@@ -127,3 +133,36 @@ async def test_client_downloads_from_bip_seed(
         with trio.fail_after(DEADLINE):
             while not (save / "payload").is_dir() or tree(save / "payload") != expected:
                 await trio.sleep(0.25)
+
+
+async def test_rtorrent_downloads_from_bip_seed(
+    start_process: StartProcess, tmp_path: Path
+) -> None:
+    """rtorrent uses HTTP trackers only and we speak UDP: opentracker serves both on one port,
+    so ``bip seed`` announces there over UDP and rtorrent finds it over HTTP."""
+    torrent, tracker = make_tracked_torrent(start_process, tmp_path, http=True)
+    port = free_port(HOST)
+    argv = [
+        sys.executable,
+        "-m",
+        "bip",
+        "seed",
+        str(torrent.torrent_path),
+        str(torrent.content_dir),
+    ]
+    argv += ["--bind", HOST, "--port", str(port), "--tracker", tracker.udp_url, "-q"]
+    start_process(argv, ready=tcp_listening(HOST, port), ready_timeout=20, name="bip-seed")
+    with trio.fail_after(DEADLINE):
+        async with open_tracker_client(bind_v6=None) as client:
+            while True:  # in opentracker's swarm before rtorrent asks it
+                scrape = await client.scrape(tracker.udp_url, [torrent.info_hash])
+                if scrape.stats(torrent.v1).seeders:
+                    break
+                await trio.sleep(0.2)
+    save = tmp_path / "rtorrent-download"
+    start_rtorrent_process(start_process, tmp_path, torrent, download_to=save)
+    payload = torrent.content_dir / "payload.bin"
+    expected = payload.read_bytes()
+    with trio.fail_after(DEADLINE):
+        while not (save / payload.name).is_file() or (save / payload.name).read_bytes() != expected:
+            await trio.sleep(0.25)
