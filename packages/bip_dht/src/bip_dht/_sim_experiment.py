@@ -134,13 +134,16 @@ def lookup_experiment(
     lookups: int = 500,
     concurrency: int = 100,
     formation: Literal["protocol", "warm"] = "warm",
+    settle: float = 30.0,
     config: DHTConfig | None = None,
     seed: int = 1,
     timeout: float = 120.0,
 ) -> LookupExperiment:
     """Run the experiment (see the module docstring) and return its measurements.
 
-    ``nodes`` nodes on links of ``latency`` and ``loss``; after formation a ``silent``
+    ``nodes`` nodes on links of ``latency`` and ``loss``, formed warm or through the
+    protocol (then running ``settle`` virtual seconds: past 900, every bucket has had BEP 5's
+    15-minute refresh, as in a network that has run for a while); after formation a ``silent``
     share of them goes silent; ``announces`` random live nodes announce a random info-hash
     each (implied port), all at once; then ``lookups`` lookups, each by a random live node for
     a random one of those hashes (never its own), ``concurrency`` at a time. Every operation
@@ -158,7 +161,7 @@ def lookup_experiment(
         net.add_nodes(nodes)
         net.warm()
     else:
-        net.form(nodes)
+        net.form(nodes, settle=settle)
     formation_wall = time.perf_counter() - started
     gc.collect()
     memory_per_node = (_memory() - memory_before) / nodes
