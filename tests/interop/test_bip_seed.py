@@ -36,6 +36,7 @@ pytestmark = pytest.mark.interop
 SIZES = (6_000_000, 2_222_222, 0, 70_000)
 PIECE_LENGTH = 128 * 1024
 DEADLINE = 30.0
+SEED_HOST = "127.0.0.3"  # for rtorrent, which keeps one peer per IP address
 
 
 def tree(root: Path) -> dict[str, bytes]:
@@ -139,19 +140,14 @@ async def test_rtorrent_downloads_from_bip_seed(
     start_process: StartProcess, tmp_path: Path
 ) -> None:
     """rtorrent uses HTTP trackers only and we speak UDP: opentracker serves both on one port,
-    so ``bip seed`` announces there over UDP and rtorrent finds it over HTTP."""
+    so ``bip seed`` announces there over UDP and rtorrent finds it over HTTP. ``bip seed`` is on
+    its own 127.0.0.X: rtorrent keeps one peer per IP address, and would try only itself."""
     torrent, tracker = make_tracked_torrent(start_process, tmp_path, http=True)
-    port = free_port(HOST)
-    argv = [
-        sys.executable,
-        "-m",
-        "bip",
-        "seed",
-        str(torrent.torrent_path),
-        str(torrent.content_dir),
-    ]
-    argv += ["--bind", HOST, "--port", str(port), "--tracker", tracker.udp_url, "-q"]
-    start_process(argv, ready=tcp_listening(HOST, port), ready_timeout=20, name="bip-seed")
+    port = free_port(SEED_HOST)
+    argv = [sys.executable, "-m", "bip", "seed", str(torrent.torrent_path)]
+    argv += [str(torrent.content_dir), "--bind", SEED_HOST, "--port", str(port)]
+    argv += ["--tracker", tracker.udp_url, "-q"]
+    start_process(argv, ready=tcp_listening(SEED_HOST, port), ready_timeout=20, name="bip-seed")
     with trio.fail_after(DEADLINE):
         async with open_tracker_client(bind_v6=None) as client:
             while True:  # in opentracker's swarm before rtorrent asks it
