@@ -35,7 +35,7 @@ pytestmark = pytest.mark.interop
 
 SIZES = (6_000_000, 2_222_222, 0, 70_000)
 PIECE_LENGTH = 128 * 1024
-DEADLINE = 30.0
+DEADLINE = 20.0
 SEED_HOST = "127.0.0.3"  # for rtorrent, which keeps one peer per IP address
 
 
