@@ -26,8 +26,8 @@ def test_ten_thousand_nodes_with_churn_find_every_announcer() -> None:
         latency=(0.02, 0.3),
         loss=0.05,
         silent=0.1,
-        announces=50,
-        lookups=200,
+        announces=100,
+        lookups=300,
         concurrency=100,
         formation="warm",
         seed=1,
@@ -35,10 +35,11 @@ def test_ten_thousand_nodes_with_churn_find_every_announcer() -> None:
     assert result.silent == 1000
     assert min(result.announced_to) >= 4
     # every get_peers lookup for an announced hash finds the announcer
-    assert result.found == result.lookups == 200
+    assert result.found == result.lookups == 300
     # median lookup (until the announcer's address arrives) under 1 s of virtual time
+    # (0.917 s when written)
     assert result.median_time_to_announcer < 1.0
-    # fewer than 60 queries per lookup on median
+    # fewer than 60 queries per lookup on median (16 when written)
     assert result.median_queries < 60
     # the lookups' own end waits for silent close nodes to time out, within the query timeout
     assert result.median_duration < 2 * DHTConfig().query_timeout
