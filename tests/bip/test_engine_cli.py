@@ -210,3 +210,9 @@ async def test_download_then_seed(tmp_path: Path) -> None:
             exit_code = await process.wait()
     assert exit_code == 130
     assert same_files(seed_dir / "album", tmp_path / "again" / "album")
+
+
+def test_bind_needs_an_address(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path, _ = torrent_file(tmp_path)
+    assert main(["download", str(path), "--bind", "localhost", "--no-trackers"]) == 1
+    assert "--bind takes an IP address" in capsys.readouterr().err

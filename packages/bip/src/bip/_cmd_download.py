@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Final
 
@@ -47,6 +48,7 @@ __all__ = [
     "follow",
     "run",
     "status_fields",
+    "user_peers",
 ]
 
 ENCRYPTION_CHOICES: Final = {
@@ -141,6 +143,10 @@ def config_from_args(args: argparse.Namespace) -> ClientConfig:
     """
     port = parse_port(args.port)
     host, _ = parse_endpoint(args.bind, default_port=0)
+    try:
+        ip_address(host)
+    except ValueError:
+        raise CLIError(f"--bind takes an IP address (127.0.0.1, ::), not {args.bind!r}") from None
     return ClientConfig(
         listen=((host, port),),
         encryption=ENCRYPTION_CHOICES[args.encryption],

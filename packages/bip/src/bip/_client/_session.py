@@ -324,9 +324,13 @@ def _tracker_binds(config: ClientConfig) -> tuple[str | None, str | None]:
     host = config.tracker_bind
     if host is None and config.listen:
         host = config.listen[0][0]
-    if host is None or host in ("", "0.0.0.0", "::"):
+    try:
+        address = None if host is None else ip_address(host)
+    except ValueError:  # a name: the system picks the source address
+        address = None
+    if address is None or address.is_unspecified:
         return "0.0.0.0", "::"
-    return (host, None) if ip_address(host).version == 4 else (None, host)
+    return (host, None) if address.version == 4 else (None, host)
 
 
 def _dialer(config: ClientConfig) -> Dialer | None:
