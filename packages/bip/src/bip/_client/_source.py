@@ -50,6 +50,9 @@ def load_source(text: str | os.PathLike[str]) -> TorrentSource:
 def parse_peer(text: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[v6]:PORT`` for IPv6 literals) as a pair; the host may be a name.
 
+    >>> parse_peer("[::1]:6881")
+    ('::1', 6881)
+
     Raises:
         SourceError: not of that form, or the port is not in 1..65535.
     """
@@ -91,6 +94,9 @@ async def resolve_peers(peers: list[tuple[str, int]]) -> tuple[PeerAddress, ...]
 
 def parse_file_selection(text: str) -> frozenset[int]:
     """File indices from ``0,2-3`` (BEP 53's ``so`` syntax: indices and inclusive ranges).
+
+    >>> sorted(parse_file_selection("0,2-3"))
+    [0, 2, 3]
 
     Raises:
         SourceError: malformed, a range going backwards, or too many ranges.
