@@ -129,11 +129,15 @@ class TrackerAnnouncer:
 
     async def run(self, target: DiscoveryTarget, sink: PeerSink) -> None:
         """Announce to every usable tracker in every swarm of the torrent, forever."""
+        usable = [url for url in self.urls if url.lower().startswith("udp://")]
+        skipped = [url for url in self.urls if url not in usable]
+        if skipped:
+            logger.warning(
+                "skipping %s: only udp:// trackers are supported",
+                skipped[0] if len(skipped) == 1 else f"{len(skipped)} trackers ({skipped[0]}, ...)",
+            )
         async with trio.open_nursery() as nursery:
-            for url in self.urls:
-                if not url.lower().startswith("udp://"):
-                    logger.warning("skipping tracker %s: only udp:// trackers are supported", url)
-                    continue
+            for url in usable:
                 for swarm_id in target.info_hash.swarm_ids():
                     nursery.start_soon(self._announce_loop, url, swarm_id, target, sink)
 
