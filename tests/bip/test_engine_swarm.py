@@ -12,7 +12,7 @@ from _engine_helpers import LOOPBACK, loopback_config, same_files, write_content
 
 from bip._client import TorrentOptions, open_session
 from bip_metainfo import create_torrent
-from bip_utracker import serve_tracker
+from bip_utracker import open_tracker_client, serve_tracker
 
 SIZES = (300_000, 200_000, 123_456)
 LEECHERS = 4
@@ -51,6 +51,14 @@ async def test_swarm_through_our_tracker(tmp_path: Path) -> None:
                     for index in range(LEECHERS):
                         nursery.start_soon(leech, index)
             assert tracker.statistics().announces >= 2 * (LEECHERS + 1)
+            # Every leecher said "completed", then every client "stopped" on its way out.
+            async with open_tracker_client(bind_v6=None) as client:
+                scrape = await client.scrape(f"udp://{host}:{port}", [torrent.info.info_hash])
+            v1 = torrent.info.info_hash.v1
+            assert v1 is not None
+            stats = scrape.stats(v1)
+            assert stats.completed == LEECHERS
+            assert stats.seeders == stats.leechers == 0
     for index in range(LEECHERS):
         assert same_files(folder, tmp_path / f"down{index}" / "album")
     assert all(status.bad_pieces == 0 for status in statuses)

@@ -76,6 +76,11 @@ class DiscoveryTarget(Protocol):
         ...
 
     @property
+    def ready(self) -> trio.Event:
+        """Set once the data on disk is checked, or at once while the metadata is unknown."""
+        ...
+
+    @property
     def private(self) -> bool:
         """Whether the torrent is private (BEP 27: trackers only, no DHT)."""
         ...
@@ -159,6 +164,9 @@ class TrackerAnnouncer:
     async def _announce_loop(
         self, url: str, swarm_id: bytes, target: DiscoveryTarget, sink: PeerSink
     ) -> None:
+        # Trackers hear of us once we know what we have (libtorrent also announces after the
+        # check), or at once for a magnet link: it needs peers for its metadata.
+        await target.ready.wait()
         # A torrent complete from the start is a seed: it never announces "completed".
         announced_complete = target.completed.is_set()
         event = AnnounceEvent.STARTED
@@ -188,8 +196,12 @@ class TrackerAnnouncer:
                 with trio.move_on_after(wait):
                     if started and not announced_complete:
                         await target.completed.wait()
-                        event = AnnounceEvent.COMPLETED  # announced at once
-                        continue
+                        announced_complete = True
+                        # "completed" is for a download that finished here, not for data a
+                        # magnet link's check found whole.
+                        if target.transfer()[1] > 0:
+                            event = AnnounceEvent.COMPLETED  # announced at once
+                            continue
                     await trio.sleep_forever()
         finally:
             if started:
@@ -254,6 +266,7 @@ class DhtPeers:
 
     async def run(self, target: DiscoveryTarget, sink: PeerSink) -> None:
         """Look the torrent up, announce it, wait, and again, forever."""
+        await target.ready.wait()  # as for trackers: after the check, or at once for a magnet
         while not target.private:
             for swarm_id in target.info_hash.swarm_ids():
                 try:

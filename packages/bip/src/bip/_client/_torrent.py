@@ -154,6 +154,11 @@ class Torrent:
         self._banned: set[object] = set()
         self.completed = trio.Event()
         """Set once every selected piece is verified (never cleared)."""
+        self.ready = trio.Event()
+        """Set once the data on disk is checked; at once for a magnet link (trackers and the
+        DHT are asked for peers from then on)."""
+        if self.info is None:
+            self.ready.set()
         self._stopped = trio.Event()  # failed, or closed
         self._scope = trio.CancelScope()
         self._phase = TorrentPhase.METADATA if self.info is None else TorrentPhase.CHECKING
@@ -194,8 +199,11 @@ class Torrent:
         return None if self.info is None else self.info.num_pieces
 
     def transfer(self) -> tuple[int, int, int]:
-        """``(uploaded, downloaded, left)`` payload bytes, for trackers."""
-        left = self._total - self._done if self.info is not None else 0
+        """``(uploaded, downloaded, left)`` payload bytes, for trackers.
+
+        Before the metadata is known, ``left`` is 1: unknown, but not a seed (0 would say so).
+        """
+        left = self._total - self._done if self.info is not None else 1
         return self._uploaded, self._downloaded, left
 
     def status(self) -> TorrentStatus:
@@ -387,6 +395,7 @@ class Torrent:
         self.swarm = Swarm(self._manager, brain, on_banned=self._ban)
         self._phase = TorrentPhase.DOWNLOADING
         self._check_complete()
+        self.ready.set()
         now = trio.current_time()
         for peer in list(self.peers):
             self.swarm.join(peer, now)
