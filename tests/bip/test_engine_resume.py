@@ -36,8 +36,13 @@ DEADLINE = 60.0
 
 @pytest.mark.parametrize(
     ("stop", "wait_for_resume_data"),
-    [(signal.SIGKILL, False), (signal.SIGKILL, True), (signal.SIGINT, False)],
-    ids=["sigkill-at-once", "sigkill-after-save", "ctrl-c"],
+    [
+        (signal.SIGKILL, False),
+        (signal.SIGKILL, True),
+        (signal.SIGINT, False),
+        (signal.SIGTERM, False),
+    ],
+    ids=["sigkill-at-once", "sigkill-after-save", "ctrl-c", "sigterm"],
 )
 async def test_resume_after_interruption(
     tmp_path: Path, stop: signal.Signals, wait_for_resume_data: bool
@@ -72,9 +77,12 @@ async def test_resume_after_interruption(
             finally:
                 process.send_signal(stop)
                 await process.wait()
-            # Ctrl-C: a clean exit, 130 as shells report it, with the resume data saved.
-            assert process.returncode == (130 if stop == signal.SIGINT else -signal.SIGKILL)
-            if stop == signal.SIGINT:
+            # Ctrl-C and SIGTERM: a clean exit, 128 + the signal as shells report it, with the
+            # resume data saved.
+            if stop == signal.SIGKILL:
+                assert process.returncode == -signal.SIGKILL
+            else:
+                assert process.returncode == 128 + stop
                 assert any(resume_dir.glob("*.resume"))
 
         async with (

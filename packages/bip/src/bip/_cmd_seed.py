@@ -11,13 +11,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import sys
 from pathlib import Path
 
 import trio
 
 from ._client import TorrentError, TorrentOptions, TorrentPhase, open_session
-from ._cmd_download import StatusLine, add_session_arguments, config_from_args, follow, user_peers
+from ._cmd_download import (
+    StatusLine,
+    add_session_arguments,
+    config_from_args,
+    follow,
+    until_terminated,
+    user_peers,
+)
 from ._errors import CLIError
 from ._inputs import load_torrent
 
@@ -89,4 +97,4 @@ async def _seed(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """``bip seed``: serve until interrupted."""
-    return trio.run(_seed, args)
+    return trio.run(until_terminated, functools.partial(_seed, args))
