@@ -5,6 +5,8 @@ the engine keeps one connection per pair."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import trio
@@ -64,3 +66,65 @@ async def test_swarm_through_our_tracker(tmp_path: Path) -> None:
     assert all(status.bad_pieces == 0 for status in statuses)
     # One connection per pair, though each pair found each other both ways.
     assert all(status.peers <= LEECHERS for status in statuses)
+
+
+SWARM_DOWNLOADS = 5
+
+
+async def _first_line(stream: trio.abc.ReceiveStream) -> str:
+    data = b""
+    while b"\n" not in data:
+        chunk = await stream.receive_some()
+        assert chunk, f"ended before a line: {data!r}"
+        data += chunk
+    return data.split(b"\n", 1)[0].decode()
+
+
+async def test_swarm_of_commands(tmp_path: Path) -> None:
+    """The issue's swarm, as commands: ``bip tracker serve``, one ``bip seed`` and five ``bip
+    download`` processes, each client on its own 127.0.0.X; every download exits 0."""
+    folder = write_content(tmp_path / "seed", SIZES)
+    bip = [sys.executable, "-m", "bip"]
+    processes: list[trio.Process] = []
+    try:
+        with trio.fail_after(DEADLINE):
+            tracker = await trio.lowlevel.open_process(
+                [*bip, "tracker", "serve", "--bind", f"{LOOPBACK}:0", "--no-rate-limit"],
+                stdout=subprocess.PIPE,
+            )
+            processes.append(tracker)
+            assert tracker.stdout is not None
+            url = (await _first_line(tracker.stdout)).split()[-1]
+            assert url.startswith("udp://")
+            torrent = create_torrent(
+                folder, version="hybrid", trackers=[[url]], creation_date=None, piece_length=16384
+            )
+            torrent_path = tmp_path / "album.torrent"
+            torrent_path.write_bytes(torrent.to_bytes())
+            seed = [*bip, "seed", str(torrent_path), str(folder.parent), "-q"]
+            processes.append(
+                await trio.lowlevel.open_process([*seed, "--bind", "127.0.0.2", "--port", "0"])
+            )
+            v1 = torrent.info.info_hash.v1
+            assert v1 is not None
+            async with open_tracker_client(bind_v6=None) as client:
+                while not (await client.scrape(url, [torrent.info.info_hash])).stats(v1).seeders:
+                    await trio.sleep(0.1)  # the seed checks its data, then announces
+            download = [*bip, "download", str(torrent_path), "-q", "--port", "0"]
+            downloads = [
+                await trio.lowlevel.open_process(
+                    [*download, "--dir", str(tmp_path / f"d{i}"), "--bind", f"127.0.0.{10 + i}"]
+                )
+                for i in range(SWARM_DOWNLOADS)
+            ]
+            processes += downloads
+            for process in downloads:
+                assert await process.wait() == 0
+    finally:
+        for process in processes:
+            if process.returncode is None:
+                process.kill()
+            with trio.CancelScope(shield=True):
+                await process.wait()
+    for index in range(SWARM_DOWNLOADS):
+        assert same_files(folder, tmp_path / f"d{index}" / "album")
