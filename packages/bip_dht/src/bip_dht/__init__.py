@@ -1,6 +1,15 @@
-"""bip_dht: the Mainline DHT.
+"""bip_dht: a complete, hardened Mainline DHT.
 
-The sans-IO foundations of a hardened Mainline DHT node:
+Start a node with :func:`open_dht` and use the :class:`DHT` it gives: find peers
+(:meth:`DHT.get_peers`, yielding them as they arrive, and feeding a
+:class:`~bip_handshake.PeerSink` if you give one), announce, store and fetch BEP 44
+items, sample info-hashes (BEP 51), and read :meth:`DHT.statistics`. Bootstrap nodes are
+always the caller's: no public router is contacted unless you name it.
+
+Underneath is :class:`DHTNode`, the sans-IO node (datagrams in, datagrams out, time passed
+in): transactions, bootstrap from addresses of unknown id, table maintenance, lookups,
+announces and puts, BEP 42 node ids from the voted external address, read-only mode, IPv4
+and IPv6. It is built from parts usable on their own:
 
 - the KRPC codec (:func:`decode_message`, one frozen dataclass per query, a generic
   :class:`Response` and :class:`ErrorReply`) for BEP 5 with BEP 32 (IPv6), BEP 33
@@ -9,16 +18,13 @@ The sans-IO foundations of a hardened Mainline DHT node:
 - :class:`NodeId` with BEP 42 address-bound ids, and the Kademlia
   :class:`RoutingTable` (buckets of 8, node states, replacement caches, refresh,
   one node per IP, save and load);
-- storage: write tokens (:class:`TokenManager`), announced peers
-  (:class:`PeerStore`), BEP 44 items (:class:`ImmutableItem`, :class:`MutableItem`,
-  :class:`ItemStore`) and BEP 33 bloom filters (:class:`ScrapeBloom`), every one
-  bounded in memory.
+- the iterative :class:`Lookup` and the serving side, :class:`QueryHandler`, with per-IP
+  :class:`RateLimiter`;
+- storage: write tokens (:class:`TokenManager`), announced peers (:class:`PeerStore`),
+  BEP 44 items (:class:`ImmutableItem`, :class:`MutableItem`, :class:`ItemStore`) and
+  BEP 33 bloom filters (:class:`ScrapeBloom`), every one bounded in memory.
 
-- the iterative :class:`Lookup` (find_node, get_peers, BEP 44 get) and the serving
-  side, :class:`QueryHandler`, with per-IP :class:`RateLimiter`.
-
-The node core that ties these together, the trio shell (``open_dht``) and the
-simulator are still to come.
+:mod:`bip_dht.simulator` runs thousands of real nodes on a virtual clock.
 """
 
 from ._bloom import (
@@ -80,6 +86,18 @@ from ._lookup import (
     LookupNode,
     LookupResult,
 )
+from ._node import DHTNode
+from ._node_config import DEFAULT_VERSION, DHTConfig
+from ._node_events import (
+    AnnounceFinished,
+    DHTEvent,
+    LookupFinished,
+    NodeIdChanged,
+    PeersFound,
+    PingFinished,
+    PutFinished,
+    SamplesFound,
+)
 from ._node_id import (
     NODE_ID_BITS,
     NODE_ID_BYTES,
@@ -87,6 +105,7 @@ from ._node_id import (
     crc32c,
     is_bep42_exempt,
 )
+from ._node_voting import ExternalAddressVoter
 from ._peer_store import (
     DEFAULT_MAX_HASHES,
     DEFAULT_MAX_PEERS,
@@ -114,6 +133,9 @@ from ._routing import (
     bep42_filter,
 )
 from ._serve import DEFAULT_SAMPLE_COUNT, DEFAULT_SAMPLE_INTERVAL, QueryHandler, ServeStatistics
+from ._shell import DHT, PeerSearch, open_dht
+from ._shell_sockets import AddressLike, DHTSocketError
+from ._stats import DHTStatistics
 from ._tokens import (
     DEFAULT_ROTATE_INTERVAL,
     DEFAULT_TOKEN_SIZE,
@@ -141,6 +163,8 @@ __all__ = [
     "DEFAULT_SAMPLE_INTERVAL",
     "DEFAULT_SLOW_AFTER",
     "DEFAULT_TOKEN_SIZE",
+    "DEFAULT_VERSION",
+    "DHT",
     "GOOD_INTERVAL",
     "MAX_FAILURES",
     "MAX_SALT_SIZE",
@@ -150,11 +174,19 @@ __all__ = [
     "NODE_ID_BYTES",
     "WANT_N4",
     "WANT_N6",
+    "AddressLike",
     "Admission",
+    "AnnounceFinished",
     "AnnouncePeer",
+    "DHTConfig",
     "DHTError",
+    "DHTEvent",
+    "DHTNode",
+    "DHTSocketError",
+    "DHTStatistics",
     "ErrorCode",
     "ErrorReply",
+    "ExternalAddressVoter",
     "FindNode",
     "Get",
     "GetPeers",
@@ -168,16 +200,22 @@ __all__ = [
     "KRPCQueryError",
     "LocalProtocolError",
     "Lookup",
+    "LookupFinished",
     "LookupKind",
     "LookupNode",
     "LookupResult",
     "Message",
     "MutableItem",
     "NodeId",
+    "NodeIdChanged",
     "NodeState",
+    "PeerSearch",
     "PeerStore",
+    "PeersFound",
     "Ping",
+    "PingFinished",
     "Put",
+    "PutFinished",
     "Query",
     "QueryHandler",
     "RateLimiter",
@@ -187,6 +225,7 @@ __all__ = [
     "RoutingStateError",
     "RoutingTable",
     "SampleInfohashes",
+    "SamplesFound",
     "ScrapeBloom",
     "ServeStatistics",
     "TokenManager",
@@ -198,6 +237,7 @@ __all__ = [
     "is_bep42_exempt",
     "max_values",
     "mutable_target",
+    "open_dht",
     "sign",
     "signed_buffer",
     "verify_signature",

@@ -42,8 +42,13 @@ from ._errors import KRPCError
 __all__ = ["BLOOM_BITS", "BLOOM_BYTES", "BLOOM_HASHES", "ScrapeBloom"]
 
 BLOOM_BYTES = 256
+"""The size of a BEP 33 bloom filter (``BFsd`` / ``BFpe``) in bytes."""
+
 BLOOM_BITS = BLOOM_BYTES * 8
+"""The number of bits in a BEP 33 bloom filter (2048)."""
+
 BLOOM_HASHES = 2
+"""How many bits each inserted address sets (BEP 33: two, from its SHA-1)."""
 
 # Number of zero bits in every byte value, so counting a filter's zeros is 256 lookups.
 _ZEROS = bytes(8 - bin(value).count("1") for value in range(256))

@@ -70,12 +70,22 @@ __all__ = [
 ]
 
 MAX_VALUE_SIZE = 1000
+"""The largest bencoded ``v`` of a BEP 44 item, in bytes (BEP 44: 1000; error 205 above)."""
+
 MAX_SALT_SIZE = 64
+"""The longest salt of a BEP 44 mutable item, in bytes (BEP 44: 64; error 207 above)."""
+
 MAX_SEQ = 2**63 - 1
+"""The largest sequence number of a mutable item (a signed 64-bit integer, as libtorrent)."""
+
 PUBLIC_KEY_SIZE = 32
 SIGNATURE_SIZE = 64
 DEFAULT_MAX_ITEMS = 700
+"""How many BEP 44 items an :class:`ItemStore` keeps by default (libtorrent's
+``dht_max_dht_items``)."""
+
 DEFAULT_ITEM_LIFETIME = 2 * 60 * 60.0
+"""Seconds a stored BEP 44 item lives without being put again (BEP 44: about two hours)."""
 
 
 class ItemProblem(IntEnum):

@@ -153,7 +153,11 @@ DEFAULT_LIMITS = KRPCLimits()
 class KRPCQueryError(KRPCError):
     """A query arrived with a method we know but arguments that are wrong.
 
-    The node answers it with :attr:`ErrorCode.PROTOCOL` (203) using :attr:`transaction_id`.
+    The node answers it with :attr:`ErrorCode.PROTOCOL` (203) using ``transaction_id``.
+
+    Attributes:
+        transaction_id: the query's ``t``, for the error reply.
+        method: the query's ``q`` (the method name, as sent).
 
     >>> error = KRPCQueryError("'target' is missing", transaction_id=b"aa", method=b"find_node")
     >>> error.transaction_id, error.method

@@ -68,10 +68,15 @@ __all__ = [
 ]
 
 LookupKind = Literal["find_node", "get_peers", "get", "sample_infohashes"]
+"""The query a :class:`Lookup` sends to every node it walks through."""
+
 _KINDS: frozenset[str] = frozenset({"find_node", "get_peers", "get", "sample_infohashes"})
 
 DEFAULT_SLOW_AFTER = 2.0
+"""Seconds before an unanswered lookup query stops counting against ``alpha`` (still awaited)."""
+
 DEFAULT_QUERY_TIMEOUT = 8.0
+"""Seconds before an unanswered lookup query has failed."""
 
 
 class _State(enum.Enum):

@@ -36,7 +36,10 @@ __all__ = [
 ]
 
 NODE_ID_BYTES = 20
+"""The length of a node id in bytes."""
+
 NODE_ID_BITS = 160
+"""The length of a node id in bits."""
 
 _V4_MASK = bytes.fromhex("030f3fff")
 _V6_MASK = bytes.fromhex("0103070f1f3f7fff")

@@ -62,9 +62,17 @@ __all__ = [
 ]
 
 DEFAULT_PEER_TTL = 30 * 60.0
+"""Seconds an announced peer is kept without announcing again (BEP 5 suggests 30 minutes)."""
+
 DEFAULT_MAX_PEERS_PER_HASH = 500
+"""The most peers a :class:`PeerStore` keeps for one info-hash by default."""
+
 DEFAULT_MAX_HASHES = 2000
+"""The most info-hashes a :class:`PeerStore` keeps peers for by default."""
+
 DEFAULT_MAX_PEERS = 50_000
+"""The most peers a :class:`PeerStore` keeps in all by default (its memory bound)."""
+
 _INFO_HASH_SIZE = 20
 
 # How many compact peers fit in a get_peers response. A reply also carries the header,

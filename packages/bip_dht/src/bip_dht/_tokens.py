@@ -43,7 +43,11 @@ from ._ip import unmapped_ip
 __all__ = ["DEFAULT_ROTATE_INTERVAL", "DEFAULT_TOKEN_SIZE", "TokenManager"]
 
 DEFAULT_ROTATE_INTERVAL = 300.0
+"""Seconds between write-token secret rotations (a token stays valid for two intervals)."""
+
 DEFAULT_TOKEN_SIZE = 8
+"""The length of the write tokens we hand out, in bytes."""
+
 _SECRET_SIZE = 32
 
 
