@@ -145,7 +145,7 @@ class PeerAddress:
 
     @classmethod
     def parse(cls, text: str) -> PeerAddress:
-        """Parse ``1.2.3.4:6881`` or ``[::1]:6881``, the forms :func:`str` gives.
+        """Parse ``1.2.3.4:6881`` or ``[::1]:6881``, the forms ``str(address)`` gives.
 
         >>> PeerAddress.parse("10.0.0.2:51413").port
         51413

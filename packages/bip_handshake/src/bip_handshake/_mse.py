@@ -136,15 +136,15 @@ class SkeyTable:
             self.add(skey)
 
     def add(self, skey: bytes) -> None:
-        """Serve `skey` (a 20-byte info-hash)."""
+        """Serve ``skey`` (a 20-byte info-hash)."""
         self._by_req2[hash_concat(b"req2", _check_skey(skey))] = bytes(skey)
 
     def discard(self, skey: bytes) -> None:
-        """Stop serving `skey`; no error if it was not served."""
+        """Stop serving ``skey``; no error if it was not served."""
         self._by_req2.pop(hash_concat(b"req2", bytes(skey)), None)
 
     def lookup(self, req2_hash: bytes) -> bytes | None:
-        """The SKEY whose ``HASH('req2', SKEY)`` is `req2_hash`, or None."""
+        """The SKEY whose ``HASH('req2', SKEY)`` is ``req2_hash``, or None."""
         return self._by_req2.get(bytes(req2_hash))
 
     def __contains__(self, skey: object) -> bool:
@@ -313,11 +313,11 @@ class _MSEConnection:
 
 
 class MSEInitiator(_MSEConnection):
-    """The connecting side (A) of an MSE handshake for one torrent (`skey`, its info-hash).
+    """The connecting side (A) of an MSE handshake for one torrent (``skey``, its info-hash).
 
-    `initial_payload` (IA, at most 65535 bytes, usually the BEP 3 handshake) travels encrypted in
-    step 3. `private_key`, `pad_a` and `pad_c` are for known-answer tests; by default they come
-    from `rng` (a ``random.SystemRandom`` unless given).
+    ``initial_payload`` (IA, at most 65535 bytes, usually the BEP 3 handshake) travels encrypted
+    in step 3. ``private_key``, ``pad_a`` and ``pad_c`` are for known-answer tests; by default
+    they come from ``rng`` (a ``random.SystemRandom`` unless given).
 
     >>> skey = bytes(range(20))
     >>> a = MSEInitiator(skey, EncryptionPolicy.REQUIRE_ENCRYPTED, random.Random(1))
@@ -430,11 +430,11 @@ class MSEInitiator(_MSEConnection):
 
 
 class MSEReceiver(_MSEConnection):
-    """The accepting side (B): serves every torrent in `skeys` on one listener.
+    """The accepting side (B): serves every torrent in ``skeys`` on one listener.
 
     It first tells a plain BEP 3 handshake (``\\x13BitTorrent protocol``) from MSE, then finds
     ``HASH('req1', S)`` after up to 512 bytes of PadA and the torrent by its
-    ``HASH('req2', SKEY)``. `skeys` is a shared :class:`SkeyTable` or an iterable of info-hashes.
+    ``HASH('req2', SKEY)``. ``skeys`` is a shared :class:`SkeyTable` or an iterable of info-hashes.
 
     >>> r = MSEReceiver([bytes(20)], EncryptionPolicy.PREFER_ENCRYPTED, random.Random(0))
     >>> r.receive_data(b"\\x13BitTorrent protocol" + bytes(8)); ev = r.next_event()

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import trio
 
+from ._mse import MSEInitiator, MSEReceiver
+
 __all__ = ["MSEStream"]
-
-
-class _Cipher(Protocol):
-    def encrypt(self, data: bytes | bytearray | memoryview) -> bytes: ...
-
-    def decrypt(self, data: bytes | bytearray | memoryview) -> bytes: ...
 
 
 class MSEStream(trio.abc.Stream):
@@ -24,7 +18,7 @@ class MSEStream(trio.abc.Stream):
     :class:`trio.BusyResourceError` instead of interleaving. Closing closes ``inner``.
     """
 
-    def __init__(self, inner: trio.abc.Stream, cipher: _Cipher) -> None:
+    def __init__(self, inner: trio.abc.Stream, cipher: MSEInitiator | MSEReceiver) -> None:
         self.inner = inner
         self._cipher = cipher
         self._sending = False
