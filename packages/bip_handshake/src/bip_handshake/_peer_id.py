@@ -16,6 +16,7 @@ Identification is a display aid only: any program may send any id, so never base
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 import secrets
 import string
@@ -25,9 +26,6 @@ from random import Random
 __all__ = ["DEFAULT_PEER_ID_PREFIX", "ClientInfo", "PeerId", "PeerIdError", "azureus_prefix"]
 
 PEER_ID_LENGTH = 20
-
-# bip_handshake's own version: keep in step with its pyproject.toml (a test checks).
-_BIP_VERSION = (0, 1, 0)
 
 _BASE36 = string.digits + string.ascii_uppercase
 _SHADOW_DIGITS = string.digits + string.ascii_uppercase + string.ascii_lowercase + ".-"
@@ -63,6 +61,34 @@ def azureus_prefix(code: str, major: int, minor: int, revision: int, tag: int = 
         raise PeerIdError(f"each version part must be in 0..35, got {parts}")
     return b"-" + raw + "".join(_BASE36[part] for part in parts).encode("ascii") + b"-"
 
+
+def _version_parts(version: str) -> tuple[int, int, int]:
+    """``(major, minor, revision)`` of a release version, each capped to one base-36 digit.
+
+    A pre-release or local suffix is dropped and a missing part is 0; a part above 35 is written
+    as 35 (``Z``) rather than failing at import, since the id only helps people recognise us.
+
+    >>> _version_parts("0.1.0"), _version_parts("1.2"), _version_parts("2.0.1rc1+local")
+    ((0, 1, 0), (1, 2, 0), (2, 0, 1))
+    >>> _version_parts("0.40.0"), _version_parts("unknown")
+    ((0, 35, 0), (0, 0, 0))
+    """
+    match = re.match(r"(\d+)(?:\.(\d+))?(?:\.(\d+))?", version)
+    if match is None:
+        return (0, 0, 0)
+    major, minor, revision = (min(int(part or 0), len(_BASE36) - 1) for part in match.groups())
+    return (major, minor, revision)
+
+
+def _package_version() -> str:
+    """bip_handshake's version, as installed: its pyproject.toml is the one place to bump."""
+    try:
+        return importlib.metadata.version("bip-handshake")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a bare source tree
+        return "0"
+
+
+_BIP_VERSION = _version_parts(_package_version())
 
 DEFAULT_PEER_ID_PREFIX: bytes = azureus_prefix("BP", *_BIP_VERSION)
 """The prefix bip announces itself with: ``-BP`` plus bip_handshake's version (``-BP0100-``)."""
