@@ -513,10 +513,10 @@ class PeerConnection:
         Set it once the metadata is known: what the peer said about its pieces
         meanwhile is then checked.
 
-        Raises (on set):
-            ValueError: already set to another value, or out of range.
-            RemoteProtocolError: the peer's earlier bitfield or haves do not fit
-                (the connection is then dead).
+        Setting it raises :class:`TypeError` for a value that is not an int,
+        :class:`ValueError` if it is already set to another value or out of
+        range, and :class:`~bip_peer.RemoteProtocolError` if the peer's earlier
+        bitfield or haves do not fit (the connection is then dead).
         """
         return self._num_pieces
 

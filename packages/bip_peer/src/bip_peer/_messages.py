@@ -275,7 +275,7 @@ class Bitfield(Message):
     """The pieces the sender has, one bit each, most significant bit first (BEP 3, id 5).
 
     Only valid as the first message after the handshake; its length must be ``ceil(pieces / 8)``
-    with the spare bits clear (see :func:`pieces_from_bitfield`).
+    with the spare bits clear (see :meth:`bip_metainfo.PieceSet.from_bitfield`).
 
     >>> Bitfield(b"\\x80").encode().hex()
     '000000020580'
