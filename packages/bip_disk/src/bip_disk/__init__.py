@@ -39,6 +39,7 @@ from ._fsspec import (
 )
 from ._hashing import (
     PieceVerifier,
+    V2Target,
 )
 from ._layout import (
     Span,
@@ -106,6 +107,7 @@ __all__ = [
     "TorrentState",
     "TorrentStateError",
     "TorrentStatus",
+    "V2Target",
     "create_files",
     "open_disk_manager",
     "read_piece",

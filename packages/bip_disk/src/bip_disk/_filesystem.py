@@ -62,8 +62,9 @@ class FileStat:
 class FileSystem(Protocol):
     """Positional storage of files under one root (see the module documentation).
 
-    Paths are torrent-relative POSIX strings; see :func:`split_path` for what is
-    refused. Every method is thread-safe and raises
+    Paths are torrent-relative POSIX strings; an empty or absolute path, an empty,
+    ``.`` or ``..`` component, NUL and backslash are refused. Every method is
+    thread-safe and raises
     :class:`~bip_disk.StorageError` (with ``errno`` and ``path``) when the backend
     fails, :class:`~bip_disk.PathError` for a path that is not a safe relative
     path.

@@ -373,7 +373,7 @@ class DiskManager:
             check: hash existing data. Without, only resume data says what is had
                 (pieces touching changed files are dropped rather than hashed) and
                 a fresh download starts at once.
-            piece_layers: v2 piece layers by pieces root, for an :class:`Info`
+            piece_layers: v2 piece layers by pieces root, for an :class:`~bip_metainfo.Info`
                 (a v2-only torrent needs them for every file larger than a piece).
             name: store the torrent under this name instead of its own.
             allocate: after the check, ``"sparse"`` sets every file's size,
@@ -807,11 +807,11 @@ class DiskManager:
         """Resume data for the torrent, after syncing its files (on a thread).
 
         Every piece listed was written before the sync started, so it is durable
-        once this returns. A file written to within
-        :data:`~bip_disk._resume.RACY_WINDOW_NS` (2 s) of saving is *racy*: the
-        next start hashes its pieces the data does not list, in case a write right
-        after the save left its mtime unchanged. At a clean shutdown, saving again
-        once writes have stopped for that long avoids the extra hashing.
+        once this returns. A file written to within 2 s of saving (FAT's
+        modification-time granularity, the coarsest) is *racy*: the next start
+        hashes its pieces the data does not list, in case a write right after the
+        save left its mtime unchanged. At a clean shutdown, saving again once
+        writes have stopped for that long avoids the extra hashing.
 
         Raises:
             TorrentStateError: the torrent is unknown or removed.
