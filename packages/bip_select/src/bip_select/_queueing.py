@@ -10,6 +10,7 @@ API:
   +1 per good one, ban at ``ban_trust`` = -7 (a fourth bad piece) or at once when a
   peer alone sent a bad piece.
 - ``PeerQueues(config)``: per-peer state.
+
   - ``add_peer(peer, now, reqq=None)``, ``remove_peer(peer)``, ``set_reqq(peer, reqq)``.
   - ``block_received(peer, nbytes, now)``: measures the rate, ends a snub, grows the
     slow-start queue.

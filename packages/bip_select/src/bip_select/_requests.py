@@ -3,6 +3,7 @@
 API:
 
 - ``RequestBook(geometry)``: the state of every piece being downloaded.
+
   - ``request(peer, block, now, duplicate=False)``: we sent a request. Refused
     (``LocalProtocolError``) for a block already received, already asked of that
     peer, or -- unless ``duplicate`` (end-game, late deadline pieces) -- already

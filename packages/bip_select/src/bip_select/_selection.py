@@ -3,6 +3,7 @@
 API:
 
 - Strategies (plain objects; mix them by nesting):
+
   - ``RarestFirst()``: highest priority first, then the pieces fewest peers have,
     random among equals (BEP 3's recommendation, libtorrent's default).
   - ``RandomFirst(then=RarestFirst(), first=4)``: random pieces until we have
@@ -14,6 +15,7 @@ API:
     first, asked only of peers fast enough to deliver in time (or the fastest there
     is), and duplicated to a faster peer when a request will not arrive in time;
     ``set_deadline(piece, t)``, ``clear_deadline(piece)``. Other pieces by ``then``.
+
   A strategy implements :class:`Strategy`: ``tier(piece, picker)`` (the hard
   ordering: priority, deadline), ``rank(piece, picker)`` (the soft one within a tier:
   availability for rarest first), ``order(picker, peer)`` (wanted pieces the peer has,
@@ -22,6 +24,7 @@ API:
   endgame_depth=2)``:
   owns an :class:`~bip_select._availability.Availability` (``.availability``) and a
   :class:`~bip_select._requests.RequestBook` (``.requests``) and decides requests:
+
   - peers: ``add_peer``, ``remove_peer -> dropped blocks``, ``peer_bitfield``,
     ``peer_have``, ``peer_have_all``, ``peer_have_none``, ``peer_dont_have``,
     ``allowed_fast(peer, piece)``, ``set_rate(peer, bytes_per_s)``;

@@ -109,7 +109,7 @@ class BrainContext:
 BrainFactory = Callable[[BrainContext], SwarmBrain]
 """Builds the brain of one simulated peer when it joins.
 
-Return a :class:`SwarmBrain` configured with the strategies under test, built for
+Return a :class:`~bip_select.SwarmBrain` configured with the strategies under test, built for
 ``context.geometry`` and ``context.have`` with ``context.rng``."""
 
 
@@ -705,7 +705,7 @@ class _Simulation:
 
 
 def default_brain(context: BrainContext) -> SwarmBrain:
-    """The brain every simulated peer gets by default: :class:`SwarmBrain`'s defaults
+    """The brain every simulated peer gets by default: :class:`~bip_select.SwarmBrain`'s defaults
     (rarest first, honest revelation, tit-for-tat, libtorrent's queueing)."""
     return SwarmBrain(context.geometry, have=context.have, rng=context.rng)
 
