@@ -5,13 +5,14 @@ the seed announces itself in the DHT, the leecher finds it there, fetches the me
 from __future__ import annotations
 
 import random
+import sys
 from pathlib import Path
 
 import trio
 from _engine_helpers import LOOPBACK, loopback_config, make_torrent, same_files, write_content
 
-from bip._client import TorrentOptions, open_session
-from bip_dht._shell import open_dht
+from bip._client import RESUME_DIRECTORY, TorrentOptions, open_session
+from bip_dht import open_dht
 from bip_handshake import Extensions
 from bip_metainfo import MagnetLink
 
@@ -44,3 +45,36 @@ async def test_magnet_through_the_dht(tmp_path: Path) -> None:
                     await download.wait_complete()
                     assert Extensions.DHT in leecher.handshaker.extensions
     assert same_files(folder, tmp_path / "down" / "album")
+
+
+async def test_magnet_commands_through_the_dht(tmp_path: Path) -> None:
+    """``bip seed`` and ``bip download MAGNET`` (an info-hash, nothing else) meet in the DHT
+    through a node both bootstrap from (``--dht-bootstrap``); the download saves its DHT
+    state for the next run."""
+    folder = write_content(tmp_path / "seed", SIZES)
+    torrent = make_torrent(folder, "v1")
+    torrent_path = tmp_path / "album.torrent"
+    torrent_path.write_bytes(torrent.to_bytes())
+    bip = [sys.executable, "-m", "bip"]
+    down = tmp_path / "down"
+    with trio.fail_after(DEADLINE):
+        async with open_dht(LOOPBACK, rng=random.Random(4)) as router:
+            [router_address] = router.addresses
+            common = ["--no-trackers", "-q", "--port", "0", "--dht-bootstrap", str(router_address)]
+            seed_argv = [*bip, "seed", str(torrent_path), str(folder.parent), *common]
+            seed = await trio.lowlevel.open_process([*seed_argv, "--bind", "127.0.0.2"])
+            try:
+                while router.statistics().peers == 0:  # the seed announced itself
+                    await trio.sleep(0.05)
+                magnet = str(MagnetLink.from_info_hash(torrent.info.info_hash))
+                download = await trio.run_process(
+                    [*bip, "download", magnet, "--dir", str(down), *common, "--bind", "127.0.0.3"],
+                    capture_stderr=True,
+                    check=False,
+                )
+            finally:
+                seed.kill()
+                await seed.wait()
+    assert download.returncode == 0, download.stderr.decode()
+    assert same_files(folder, down / "album")
+    assert (down / RESUME_DIRECTORY / "dht.state").is_file()

@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from bip._client import ClientConfig, TorrentOptions, open_session
-from bip_dht._shell import open_dht
+from bip_dht import open_dht
 from bip_handshake import EncryptionPolicy
 from bip_metainfo import MagnetLink, create_torrent
 

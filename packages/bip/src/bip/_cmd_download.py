@@ -10,22 +10,27 @@ again. The exit status is 0 only when every selected file is complete and verifi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import logging
+import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Final
 
 import trio
 
+from bip_dht import DHTSocketError, RoutingStateError, open_dht
 from bip_handshake import EncryptionPolicy, PeerAddress
 from bip_metainfo import MagnetLink, Metainfo
 
 from ._client import (
+    RESUME_DIRECTORY,
     ClientConfig,
+    Session,
     SourceError,
     Torrent,
     TorrentError,
@@ -49,6 +54,7 @@ __all__ = [
     "add_session_arguments",
     "config_from_args",
     "follow",
+    "open_session_with_dht",
     "run",
     "status_fields",
     "until_terminated",
@@ -61,6 +67,8 @@ ENCRYPTION_CHOICES: Final = {
     "disable": EncryptionPolicy.PLAINTEXT_ONLY,
 }
 """``--encryption`` values and the MSE policy each stands for."""
+DHT_STATE: Final = "dht.state"
+"""The DHT node's saved state, in the save directory's ``.bip`` folder."""
 _REFRESH: Final = 0.25  # seconds between two looks at the torrent's status
 
 logger = logging.getLogger("bip")
@@ -103,6 +111,15 @@ def add_session_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="another udp:// tracker to announce to (repeat for more)",
     )
+    parser.add_argument(
+        "--dht-bootstrap",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="a DHT node to join through (repeat for more); without, the DHT starts from the"
+        " nodes saved in DIR/.bip/dht.state and those peers name",
+    )
+    parser.add_argument("--no-dht", action="store_true", help="do not use the DHT (BEP 5)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress line")
 
 
@@ -137,6 +154,62 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     add_session_arguments(parser)
     parser.set_defaults(func=run)
+
+
+@contextlib.asynccontextmanager
+async def open_session_with_dht(
+    args: argparse.Namespace, config: ClientConfig, state_dir: Path
+) -> AsyncIterator[Session]:
+    """A session with a DHT node on the same address and port as the peers' TCP socket
+    (BEP 5's habit; port 0: any), unless ``--no-dht``. The node's state (its id and the
+    nodes it knows) is read from and saved to ``state_dir/dht.state``.
+
+    Raises:
+        CLIError: a malformed ``--dht-bootstrap``.
+        DHTSocketError: the DHT's socket could not be bound (not even on another port), or a
+            bootstrap name did not resolve.
+    """
+    if args.no_dht:
+        async with open_session(config) as session:
+            yield session
+        return
+    bootstrap = [parse_endpoint(text) for text in args.dht_bootstrap]
+    state_path = state_dir / RESUME_DIRECTORY / DHT_STATE
+    try:
+        state: bytes | None = await trio.to_thread.run_sync(state_path.read_bytes)
+    except OSError:
+        state = None
+    host, port = config.listen[0] if config.listen else ("0.0.0.0", 0)
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            dht = await stack.enter_async_context(open_dht((host, port), bootstrap, state=state))
+        except RoutingStateError:
+            logger.warning("%s is not a DHT state: starting afresh", state_path)
+            dht = await stack.enter_async_context(open_dht((host, port), bootstrap))
+        except DHTSocketError:
+            if port == 0:
+                raise
+            # The UDP port is taken (another client's DHT): any port does.
+            dht = await stack.enter_async_context(open_dht((host, 0), bootstrap, state=state))
+        session = await stack.enter_async_context(open_session(config, dht=dht))
+        try:
+            yield session
+        finally:
+            with trio.CancelScope(shield=True):
+                await _save_dht_state(state_path, dht.save_state())
+
+
+async def _save_dht_state(path: Path, data: bytes) -> None:
+    def write() -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+
+    try:
+        await trio.to_thread.run_sync(write)
+    except OSError as error:
+        logger.warning("cannot save the DHT state: %s", error)
 
 
 def config_from_args(args: argparse.Namespace) -> ClientConfig:
@@ -277,12 +350,12 @@ async def _download(args: argparse.Namespace, config: ClientConfig) -> int:
         resume=not args.no_resume,
         extra_trackers=tuple(args.tracker),
     )
-    async with open_session(config) as session:
+    async with open_session_with_dht(args, config, Path(args.dir)) as session:
         torrent = await session.add_torrent(source, options)
-        if not _can_find_peers(source, options, config):
+        if not _can_find_peers(source, options, config) and not _dht_has_nodes(args):
             logger.warning(
-                "no peer to dial (--peer, x.pe) and no udp:// tracker to ask: waiting for"
-                " peers to connect to port %d",
+                "no peer to dial (--peer, x.pe), no udp:// tracker to ask and no DHT node"
+                " known: waiting for peers to connect to port %d",
                 session.listen_port,
             )
         line = StatusLine(torrent, quiet=args.quiet)
@@ -310,6 +383,13 @@ def _can_find_peers(source: TorrentSource, options: TorrentOptions, config: Clie
     tiers = source.trackers if isinstance(source, Metainfo) else [source.trackers]
     urls = [url for tier in tiers for url in tier] + list(options.extra_trackers)
     return any(url.lower().startswith("udp://") for url in urls)
+
+
+def _dht_has_nodes(args: argparse.Namespace) -> bool:
+    """Whether the DHT has somewhere to start from: bootstrap nodes, or saved ones."""
+    if args.no_dht:
+        return False
+    return bool(args.dht_bootstrap) or (Path(args.dir) / RESUME_DIRECTORY / DHT_STATE).exists()
 
 
 async def until_terminated(main: Callable[[], Awaitable[int]]) -> int:

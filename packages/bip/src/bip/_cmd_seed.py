@@ -17,12 +17,13 @@ from pathlib import Path
 
 import trio
 
-from ._client import TorrentError, TorrentOptions, TorrentPhase, open_session
+from ._client import TorrentError, TorrentOptions, TorrentPhase
 from ._cmd_download import (
     StatusLine,
     add_session_arguments,
     config_from_args,
     follow,
+    open_session_with_dht,
     until_terminated,
     user_peers,
 )
@@ -65,7 +66,7 @@ async def _seed(args: argparse.Namespace) -> int:
     options = TorrentOptions(
         directory, peers=peers, files=frozenset(), extra_trackers=tuple(args.tracker)
     )
-    async with open_session(config_from_args(args)) as session:
+    async with open_session_with_dht(args, config_from_args(args), directory) as session:
         torrent = await session.add_torrent(metainfo, options)
         with contextlib.suppress(TorrentError):  # a failure is reported from the status
             await torrent.wait_complete()  # the data is checked
