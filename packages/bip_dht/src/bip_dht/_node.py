@@ -36,9 +36,14 @@ Decisions, the way libtorrent's node / rpc_manager / dht_tracker make them:
   ``find_node`` of our own id to each, then a lookup of our id seeded with what they
   returned. The addresses are remembered (bounded), and while a table stays empty the node
   bootstraps from them again every ``bootstrap_retry_interval``.
-- Maintenance, every ``maintenance_interval``: ping the least recently seen questionable node
-  of each bucket (BEP 5), refresh buckets unchanged for 15 minutes with a find_node lookup of
-  a random id inside them, expire stored peers and items.
+- Maintenance, every ``maintenance_interval`` (and at once when a bootstrap ends): check the
+  least recently seen questionable node of each bucket (BEP 5; as libtorrent's refresh, with
+  a ping when its bucket is full, else a find_node for a random id in its bucket); fill
+  buckets with room with a few single find_node queries (``refresh_queries_per_tick``) to
+  the nodes that answers to such queries and to bootstraps listed (candidates, admitted
+  when they answer) and to the node closest to a random id in a sparse bucket (a probe,
+  backed off while the bucket gains nothing); refresh buckets unchanged for 15 minutes with
+  a find_node lookup of a random id inside them; expire stored peers and items.
 - BEP 42: every response's ``ip`` is a vote for our external address; one vote per responder
   IP per round, and an address is believed once ``external_ip_votes`` responders agree. With
   ``bep42_own_id``, a believed address that is not local and that our id does not match gives
@@ -78,6 +83,7 @@ from ._krpc import (
     WANT_N4,
     WANT_N6,
     ErrorReply,
+    FindNode,
     KRPCQueryError,
     Ping,
     Query,
@@ -631,6 +637,9 @@ class DHTNode:
     def _finish(self, op: Operation) -> None:
         if op.id == self._bootstrap_op:
             self._bootstrap_op = None
+        if isinstance(op, BootstrapOp):
+            # just joined: refresh the buckets at once (libtorrent's bootstrap does too)
+            self._next_tick = min(self._next_tick, self._stats_now)
         if not op.internal:
             self._events.append(op.finished())
 
@@ -670,6 +679,18 @@ class DHTNode:
                 started = True
             if not ended and not started:
                 break
+
+    def _upkeep_query(self, node: NodeInfo, target: NodeId | None, now: float) -> None:
+        """A maintenance query to *node*: find_node *target*, or a ping when None. It belongs
+        to no operation (0): the answer goes to the table, its nodes to the candidates."""
+        if target is None:
+            build = self._ping_builder()
+        else:
+            common, want, value = self.common(), self.want(), target.value
+            build = lambda tid: FindNode(  # noqa: E731 - a builder, as the operations' are
+                transaction_id=tid, target=value, want=want, **common
+            )
+        self._open(node.address, node.node_id, 0, build, now)
 
     def _flush_pings(self, now: float) -> None:
         while self._pending_pings and self._transactions.free > 0:
@@ -810,10 +831,21 @@ class DHTNode:
         self._counts["responses"] += 1
         if not message.read_only:
             table.heard_from(NodeInfo(message.node_id, tx.address), now, responded=True)
+        if tx.operation == 0 or (op is not None and op.feeds_table):
+            # upkeep queries (maintenance, bootstrap): the nodes they list are candidates
+            # for buckets with room (libtorrent's refresh hears about them the same way)
+            self._heard_about(message, now)
         if message.ip is not None:
             self._vote(message.ip, tx.address, now)
         if op is not None:
             op.on_response(tx, message, now)
+
+    def _heard_about(self, message: Response, now: float) -> None:
+        for family, nodes in ((4, message.nodes), (6, message.nodes6)):
+            table = self._tables.get(family)  # type: ignore[call-overload]
+            if table is not None and nodes:
+                for node in nodes:
+                    table.heard_about(node, now)
 
     # -- BEP 42 ------------------------------------------------------------------------------
 
@@ -861,17 +893,28 @@ class DHTNode:
 
     def _maintain(self, now: float) -> None:
         config = self._config
-        pinged = 0
+        transactions = self._transactions
         for table in self._tables.values():
+            checked = 0
             for node in table.nodes_to_ping(now):
-                if pinged >= config.pings_per_tick or self._transactions.free <= config.alpha:
+                if checked >= config.pings_per_tick or transactions.free <= config.alpha:
                     break
-                if self._transactions.outstanding_to(node.address):
+                if transactions.outstanding_to(node.address):
                     continue
-                self._start_internal(
-                    PingOp(self, self._op_id(), node.address, node.node_id, internal=True), now
-                )
-                pinged += 1
+                # libtorrent's send_single_refresh: a ping when the node's bucket is full,
+                # else a find_node inside the bucket, whose answer helps fill it
+                bucket = table.bucket_index(node.node_id)
+                target = table.random_id_in(bucket) if table.has_room(bucket) else None
+                self._upkeep_query(node, target, now)
+                checked += 1
+            queries = table.refresh_queries(
+                now, config.refresh_queries_per_tick, config.maintenance_interval
+            )
+            for query in queries:
+                if transactions.free <= config.alpha:
+                    break
+                if not transactions.outstanding_to(query.node.address):
+                    self._upkeep_query(query.node, query.target, now)
         refreshed = 0
         for table in self._tables.values():
             for refresh in table.buckets_to_refresh(now):

@@ -49,6 +49,7 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "max_outbox": (1, 1 << 24),
     "max_bootstrap_addresses": (1, 4096),
     "pings_per_tick": (0, 1024),
+    "refresh_queries_per_tick": (0, 1024),
     "refreshes_per_tick": (0, 64),
     "external_ip_votes": (1, 1 << 16),
     "max_peers_per_hash": (1, 1 << 24),
@@ -125,7 +126,15 @@ class DHTConfig:
 
     Maintenance (libtorrent ticks every few seconds):
         maintenance_interval: seconds between maintenance ticks.
-        pings_per_tick: questionable table nodes pinged per tick at most.
+        pings_per_tick: questionable table nodes checked per tick at most (BEP 5's ping;
+            a ``find_node`` for a random id in the node's bucket when that bucket has room,
+            as libtorrent does, so the answer also brings nodes to fill it).
+        refresh_queries_per_tick: queries per tick (and per address family) that fill
+            buckets with room, as libtorrent's refresh does: to nodes heard of in answers to
+            such queries (candidates; their answer admits them) and to the node closest to a
+            random id in a sparse bucket (its probe, backed off while it brings no new node).
+            The first tick comes as soon as a bootstrap ends, so a node that has just joined
+            fills its far buckets within a minute or two.
         refreshes_per_tick: stale-bucket refresh lookups started per tick at most.
         bootstrap_retry_interval: seconds between bootstraps from the remembered addresses
             while the routing table stays empty.
@@ -160,6 +169,7 @@ class DHTConfig:
     max_lookup_peers: int = 2000
     maintenance_interval: float = 5.0
     pings_per_tick: int = 4
+    refresh_queries_per_tick: int = 4
     refreshes_per_tick: int = 1
     bootstrap_retry_interval: float = 60.0
     version: bytes | None = DEFAULT_VERSION

@@ -132,6 +132,10 @@ class Operation(ABC):
         self.id = op_id
         self.internal = internal
         self.done = False
+        # whether the nodes its answers list are offered to the routing tables as candidates
+        # (RoutingTable.heard_about): the node's own upkeep (bootstraps, refreshes), not the
+        # caller's searches
+        self.feeds_table = internal
 
     def start(self, now: float) -> None:  # noqa: B027 - a hook; most operations need none
         """The operation got its slot and may begin."""
@@ -446,6 +450,7 @@ class BootstrapOp(LookupOp):
         internal: bool = False,
     ) -> None:
         super().__init__(ctx, op_id, "find_node", ctx.own_id, internal=internal, name="bootstrap")
+        self.feeds_table = True  # joining: what the network tells us of fills the far buckets
         self.addresses = addresses
         self.slow_after = slow_after
         self._unsent = deque(addresses)

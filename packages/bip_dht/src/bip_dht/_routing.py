@@ -25,6 +25,12 @@ best ``k`` candidates (responded before unheard, then most recently seen). When 
 turns bad, the best replacement takes its place. Questionable nodes are the node core's to ping
 (:meth:`~RoutingTable.nodes_to_ping`); the answer or the failure comes back here.
 
+Sparse buckets fill as libtorrent's do: nodes that answers list are offered as unverified
+candidates (:meth:`~RoutingTable.heard_about`, kept apart from the buckets, bounded) for the
+buckets with room, and :meth:`~RoutingTable.refresh_queries` hands out single find_node
+queries for a random id inside such a bucket, to the candidates (whose answer admits them)
+and, as probes backed off while they bring nothing, to the node closest to that id.
+
 By default at most one node per IP address is kept (libtorrent's ``restrict_routing_ips``), so
 one host cannot fill the table with made-up ids (a node that answers us from an IP held by a
 bad node takes its place; one answering with a new id from a held node's very address evicts
@@ -70,6 +76,7 @@ __all__ = [
     "MAX_FAILURES",
     "Admission",
     "NodeState",
+    "RefreshQuery",
     "RefreshTarget",
     "RoutingEntry",
     "RoutingStateError",
@@ -92,6 +99,10 @@ also drops such a node at once when a replacement waits. Three keeps a dead node
 for a few pings, not for hours, and a replacement takes over as soon as it is bad."""
 
 _COMPACT_V6_NODE = 38
+
+MAX_PROBE_BACKOFF = 7
+"""A bucket whose fill probes keep bringing no new node is probed after 2, 4, ... up to 2**7
+maintenance intervals (10 s to about 11 minutes at libtorrent's 5-second tick)."""
 
 
 class RoutingStateError(DHTError):
@@ -139,6 +150,19 @@ class RoutingEntry:
     last_response: float | None
     last_query: float | None
     failures: int
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshQuery:
+    """A maintenance query to fill a bucket that has room (:meth:`RoutingTable.refresh_queries`):
+    ask *node* for the nodes closest to *target*, a random id inside bucket *bucket*.
+
+    *node* is either a candidate (a node we heard about and have not heard from: its answer
+    confirms it) or the known node closest to *target* (a probe of the bucket)."""
+
+    node: NodeInfo
+    bucket: int
+    target: NodeId
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,12 +214,22 @@ def _seen(entry: _Entry) -> float:
 
 
 class _Bucket:
-    __slots__ = ("last_changed", "nodes", "replacements")
+    __slots__ = ("last_changed", "nodes", "probe_due", "probes", "replacements")
 
     def __init__(self, now: float) -> None:
         self.nodes: dict[bytes, _Entry] = {}
         self.replacements: dict[bytes, _Entry] = {}
         self.last_changed = now
+        # the fill probe (refresh_queries): when the bucket may be probed next, and how many
+        # probes in a row found it no new node (the back-off's exponent)
+        self.probe_due = now
+        self.probes = 0
+
+    def gained(self, now: float) -> None:
+        # a node joined the bucket: it changed, and it is worth probing again at once
+        self.last_changed = now
+        self.probes = 0
+        self.probe_due = now
 
 
 def bep42_filter(node: NodeInfo) -> bool:
@@ -251,6 +285,10 @@ class RoutingTable:
         self._filter = node_filter
         self._buckets: list[_Bucket] = [_Bucket(now)]
         self._ips: dict[IPv4Address | IPv6Address, bytes] = {}
+        # nodes other nodes told us of, for buckets with room, oldest first; unverified, so
+        # they are not in a bucket, hold no IP and are never offered to lookups
+        self._candidates: dict[bytes, NodeInfo] = {}
+        self._max_candidates = 8 * k
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -399,18 +437,117 @@ class RoutingTable:
         The caller looks the target up and calls :meth:`refresh_started` so the bucket is not
         offered again until the next interval.
         """
-        out = []
+        return [
+            RefreshTarget(index, self._random_id_in(index))
+            for index, bucket in enumerate(self._buckets)
+            if now - bucket.last_changed >= GOOD_INTERVAL
+        ]
+
+    def _random_id_in(self, index: int) -> NodeId:
+        if index < len(self._buckets) - 1:
+            return self._own.random_with_prefix(index, self._rng)
+        # the last bucket holds every id sharing at least `index` bits with ours
+        free = NODE_ID_BITS - index
+        mask = (1 << free) - 1
+        return NodeId.from_int(self._own_int & ~mask | self._rng.getrandbits(free))
+
+    def random_id_in(self, bucket: int) -> NodeId:
+        """A random id that bucket *bucket* would hold (from the table's rng)."""
+        self._check_bucket(bucket)
+        return self._random_id_in(bucket)
+
+    def has_room(self, bucket: int) -> bool:
+        """Whether bucket *bucket* could take one more node: it holds fewer than ``k``, or it
+        is the last bucket (which splits when full)."""
+        self._check_bucket(bucket)
+        return len(self._buckets[bucket].nodes) < self._k or bucket == len(self._buckets) - 1
+
+    def _check_bucket(self, bucket: int) -> None:
+        if isinstance(bucket, bool) or not isinstance(bucket, int):
+            raise LocalProtocolError(f"bucket is an int, got {bucket!r}")
+        if not 0 <= bucket < len(self._buckets):
+            raise LocalProtocolError(f"no bucket {bucket} in a table of {len(self._buckets)}")
+
+    # -- filling sparse buckets (libtorrent's refresh) -------------------------------------
+
+    @property
+    def candidate_count(self) -> int:
+        """How many heard-about nodes wait to be queried (:meth:`heard_about`)."""
+        return len(self._candidates)
+
+    def heard_about(self, node: NodeInfo, now: float) -> bool:
+        """Offer *node*, which another node told us of (a response's ``nodes``), as a
+        candidate for a bucket that has room; True if it was kept.
+
+        Unverified, a candidate is not stored in a bucket (it holds no IP and no lookup is
+        offered it): :meth:`refresh_queries` hands it out to be queried, and its answer
+        (:meth:`heard_from`) admits it. Only nodes a query could admit are kept: not ours, not
+        known, not at a held IP, accepted by the filter, for a bucket with room. At most
+        ``8 * k`` wait; a newer one pushes out the oldest. Never raises on what a peer sent.
+        """
+        if not isinstance(node, NodeInfo):
+            raise LocalProtocolError(f"a node is a NodeInfo, got {node!r}")
+        raw = node.node_id
+        if raw in self._candidates or raw == self._own.value:
+            return False
+        address = node.address
+        if address.normalized().family != self._family or not address.is_connectable:
+            return False
+        index = self._index(raw)
+        bucket = self._buckets[index]
+        if len(bucket.nodes) >= self._k and index < len(self._buckets) - 1:
+            return False
+        if raw in bucket.nodes or raw in bucket.replacements:
+            return False
+        if self._restrict_ips and _host(node) in self._ips:
+            return False
+        if self._filter is not None and not self._filter(node):
+            return False
+        if len(self._candidates) >= self._max_candidates:
+            del self._candidates[next(iter(self._candidates))]
+        self._candidates[raw] = node
+        return True
+
+    def refresh_queries(self, now: float, limit: int, interval: float) -> list[RefreshQuery]:
+        """Up to *limit* queries that fill buckets with room, the way libtorrent's refresh
+        does: each asks a node for a random id inside a bucket, so its answer lists nodes of
+        that bucket (which :meth:`heard_about` takes as candidates).
+
+        Candidates come first, oldest first (those whose bucket has filled up meanwhile, or
+        which became known, are dropped): the query confirms them and brings more. Then each
+        bucket with room whose probe is due is probed through the known node closest to its
+        random target; a probe that the bucket does not gain from pushes its next one back
+        (*interval* times 2, 4, ... up to 2 ** :data:`MAX_PROBE_BACKOFF`), and a node joining
+        the bucket makes it due again at once.
+        """
+        out: list[RefreshQuery] = []
+        candidates = self._candidates
         last = len(self._buckets) - 1
+        # bounded: each pass removes one candidate
+        while candidates and len(out) < limit:
+            raw = next(iter(candidates))
+            node = candidates.pop(raw)
+            index = self._index(raw)
+            bucket = self._buckets[index]
+            if len(bucket.nodes) >= self._k and index < last:
+                continue
+            if raw in bucket.nodes or raw in bucket.replacements:
+                continue
+            if self._restrict_ips and _host(node) in self._ips:
+                continue
+            out.append(RefreshQuery(node, index, self._random_id_in(index)))
         for index, bucket in enumerate(self._buckets):
-            if now - bucket.last_changed >= GOOD_INTERVAL:
-                if index < last:
-                    target = self._own.random_with_prefix(index, self._rng)
-                else:
-                    # the last bucket holds every id sharing at least `last` bits with ours
-                    free = NODE_ID_BITS - last
-                    mask = (1 << free) - 1
-                    target = NodeId.from_int(self._own_int & ~mask | self._rng.getrandbits(free))
-                out.append(RefreshTarget(index, target))
+            if len(out) >= limit:
+                break
+            if bucket.probe_due > now or (len(bucket.nodes) >= self._k and index < last):
+                continue
+            target = self._random_id_in(index)
+            closest = self.closest(target, now, 1)
+            if not closest:
+                break  # an empty table: nobody to ask
+            bucket.probes = min(bucket.probes + 1, MAX_PROBE_BACKOFF)
+            bucket.probe_due = now + interval * (1 << bucket.probes)
+            out.append(RefreshQuery(closest[0], index, target))
         return out
 
     def refresh_started(self, bucket: int, now: float) -> None:
@@ -444,6 +581,8 @@ class RoutingTable:
         raw = node.node_id
         if raw == self._own.value or not node.address.is_connectable:
             return Admission.REJECTED
+        if self._candidates:
+            self._candidates.pop(raw, None)  # heard from at last: no longer a candidate
         found = self._find(raw)
         if found is not None:
             return self._update(found, node, now, responded)
@@ -524,7 +663,7 @@ class RoutingTable:
             self._drop(bucket.nodes.pop(victim))
         del bucket.replacements[entry.node.node_id]
         bucket.nodes[entry.node.node_id] = entry
-        bucket.last_changed = now
+        bucket.gained(now)
 
     def _victim(self, bucket: _Bucket, newcomer: _Entry, now: float) -> bytes | None:
         if len(bucket.nodes) < self._k:
@@ -546,7 +685,7 @@ class RoutingTable:
             bucket = self._buckets[index]
             if len(bucket.nodes) < self._k:
                 bucket.nodes[raw] = entry
-                bucket.last_changed = now
+                bucket.gained(now)
                 self._ips[_host(entry.node)] = raw
                 return Admission.ADDED
             if index == len(self._buckets) - 1 and len(self._buckets) < NODE_ID_BITS:
@@ -556,7 +695,7 @@ class RoutingTable:
             if victim is not None:
                 self._drop(bucket.nodes.pop(victim))
                 bucket.nodes[raw] = entry
-                bucket.last_changed = now
+                bucket.gained(now)
                 self._ips[_host(entry.node)] = raw
                 return Admission.ADDED
             return self._to_replacements(bucket, entry)
@@ -581,6 +720,7 @@ class RoutingTable:
         for group, new_group in ((old.nodes, new.nodes), (old.replacements, new.replacements)):
             for raw in [r for r in group if self._prefix(r) > depth]:
                 new_group[raw] = group.pop(raw)
+        old.probes, old.probe_due = 0, now
         for bucket in (old, new):
             self._refill(bucket, now)
 
@@ -593,7 +733,7 @@ class RoutingTable:
             best = max(bucket.replacements.values(), key=_Entry.rank)
             del bucket.replacements[best.node.node_id]
             bucket.nodes[best.node.node_id] = best
-            bucket.last_changed = now
+            bucket.gained(now)
 
     def _forget_ip(self, entry: _Entry) -> None:
         host = _host(entry.node)
