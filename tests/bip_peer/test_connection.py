@@ -389,15 +389,38 @@ def test_availability_after_extended_handshake_and_allowed_fast_is_fine() -> Non
         HaveAll(),
     )
     assert len(events) == 4
-    with pytest.raises(RemoteProtocolError, match="after other piece messages"):
-        deliver(conn, HaveNone())
+    assert conn.peer_has_all
 
 
-def test_second_bitfield_is_an_error() -> None:
+def test_late_bitfield_replaces_what_the_peer_had() -> None:
+    """aria2 sends a bitfield mid-connection instead of many haves; libtorrent takes it
+    as the peer's whole piece set, and so do we."""
     conn = make(ext=PLAIN)
-    deliver(conn, Bitfield(b"\x00"))
+    deliver(conn, Bitfield(b"\x80"), Have(3), Have(7))
+    assert list(conn.peer_pieces) == [0, 3, 7]
+    (event,) = deliver(conn, Bitfield(b"\x41"))
+    assert event == Bitfield(b"\x41")
+    assert list(conn.peer_pieces) == [1, 7]
+    deliver(conn, Have(2))
+    assert list(conn.peer_pieces) == [1, 2, 7]
+
+
+def test_late_have_all_and_have_none_replace_what_the_peer_had() -> None:
+    conn = make()
+    deliver(conn, Have(1), HaveAll())
+    assert conn.peer_pieces.is_seed
+    deliver(conn, HaveNone())
+    assert conn.peer_pieces.is_empty
+    assert not conn.peer_has_all
+    deliver(conn, Bitfield(b"\x01"), HaveAll(), Bitfield(b"\x02"))
+    assert list(conn.peer_pieces) == [6]
+
+
+def test_late_bitfield_is_still_checked() -> None:
+    conn = make(ext=PLAIN)
+    deliver(conn, Have(0))
     with pytest.raises(RemoteProtocolError):
-        deliver(conn, Bitfield(b"\x00"))
+        deliver(conn, Bitfield(b"\x80\x00"))
 
 
 def test_we_cannot_send_availability_twice() -> None:
@@ -451,6 +474,24 @@ def test_magnet_have_all_and_donthave() -> None:
     deliver(conn, Have(2), Extended(IDS["lt_donthave"], DontHave(3).encode_payload()))
     conn.num_pieces = 4
     assert list(conn.peer_pieces) == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("late", "expected"),
+    [(Bitfield(b"\x04"), [5]), (HaveAll(), [0, 1, 2, 3, 4, 5]), (HaveNone(), [])],
+    ids=["bitfield", "have all", "have none"],
+)
+def test_magnet_late_availability_replaces_earlier(late: Message, expected: list[int]) -> None:
+    """Before the piece count, the latest availability message and the haves after it
+    count; a have or a donthave before it is forgotten."""
+    conn = make(num_pieces=None)
+    conn.send(ExtendedHandshake(m=IDS))
+    deliver(conn, Bitfield(b"\xc0"), Have(3))
+    deliver(conn, HaveAll(), Extended(IDS["lt_donthave"], DontHave(5).encode_payload()))
+    deliver(conn, late)
+    assert conn.peer_has_all == (len(expected) == 6)
+    conn.num_pieces = 6
+    assert list(conn.peer_pieces) == expected
 
 
 def test_magnet_absurd_have_is_refused_at_once() -> None:

@@ -140,6 +140,36 @@ class TestInterest:
         assert b.handle(PeerHaveAll("s"), 0.0) == [SendInterested("s")]
         assert b.handle(PeerHaveNone("s"), 0.0) == [SendNotInterested("s")]
 
+    def test_a_late_bitfield_replaces_the_peers_pieces(self) -> None:
+        """aria2 sends a bitfield after haves: availability takes back what it lacks."""
+        b = brain({1})
+        b.handle(PeerJoined("a"), 0.0)
+        b.handle(PeerJoined("b"), 0.0)
+        b.handle(PeerHave("a", 2), 0.0)
+        b.handle(PeerHave("b", 2), 0.0)
+        b.handle(PeerHave("a", 3), 0.0)
+        assert b.handle(PeerBitfield("a", frozenset({1, 3, 4})), 0.0) == []
+        availability = b.picker.availability
+        assert [availability.count(p) for p in range(6)] == [0, 1, 1, 1, 1, 0]
+        assert list(availability.peer_pieces("a")) == [1, 3, 4]
+        assert b.handle(PeerBitfield("a", frozenset({1})), 0.0) == [SendNotInterested("a")]
+        assert b.handle(PeerBitfield("a", range(8)), 0.0) == [SendInterested("a")]
+        assert availability.is_seed("a")
+        assert b.handle(PeerHaveNone("a"), 0.0) == [SendNotInterested("a")]
+        assert availability.count(2) == 1
+        b.check()
+
+    def test_a_late_bitfield_under_super_seeding(self) -> None:
+        have = range(8)
+        b = brain(have, revelation=SuperSeeding(8, have, rng=random.Random(0)))
+        b.handle(PeerJoined("a", fast=True), 0.0)
+        b.handle(PeerHaveAll("a"), 0.0)
+        b.handle(PeerBitfield("a", frozenset({0, 1})), 0.0)
+        b.handle(PeerHaveNone("a"), 0.0)
+        b.handle(PeerBitfield("a", frozenset({2})), 0.0)
+        b.handle(PeerLeft("a"), 0.0)
+        b.check()
+
     def test_getting_the_piece_ends_interest(self) -> None:
         b = brain()
         b.handle(PeerJoined("a"), 0.0)

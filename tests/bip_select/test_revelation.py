@@ -75,13 +75,27 @@ class TestHonest:
     def test_peer_nonsense_is_ignored(self) -> None:
         reveal = HonestRevelation(4, redundant_haves=False)
         reveal.peer_joined("a", 0.0)
+        assert reveal.peer_have_none("a", 0.0) == []
         assert reveal.peer_have("a", 4, 0.0) == []
         assert reveal.peer_have("a", -1, 0.0) == []
         assert reveal.peer_bitfield("a", [0, 9, -3], 0.0) == []
         assert reveal.peer_dont_have("a", 7, 0.0) == []
-        assert reveal.peer_have_none("a", 0.0) == []
         assert reveal.piece_added(1, 0.0) == [SendHave("a", 1)]
         assert reveal.piece_added(0, 0.0) == []  # its bitfield had 0
+
+    def test_late_bitfield_and_have_none_replace_what_the_peer_had(self) -> None:
+        reveal = HonestRevelation(4, redundant_haves=False)
+        reveal.peer_joined("a", 0.0)
+        reveal.peer_bitfield("a", [0, 1], 0.0)
+        reveal.peer_have("a", 2, 0.0)
+        reveal.peer_bitfield("a", [1, 3], 0.0)  # 0 and 2 are gone
+        assert reveal.piece_added(0, 0.0) == [SendHave("a", 0)]
+        assert reveal.piece_added(1, 0.0) == []
+        reveal.peer_have_all("a", 0.0)
+        reveal.peer_bitfield("a", [3], 0.0)  # a seed no more
+        assert reveal.piece_added(2, 0.0) == [SendHave("a", 2)]
+        reveal.peer_have_none("a", 0.0)
+        assert reveal.piece_added(3, 0.0) == [SendHave("a", 3)]
 
     def test_dont_have_after_have_all(self) -> None:
         reveal = HonestRevelation(4, redundant_haves=False)

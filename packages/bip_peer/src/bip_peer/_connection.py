@@ -10,13 +10,16 @@ changed and the connection goes on).
 
 The rules, decided the way libtorrent behaves where the BEPs leave room:
 
-Availability. A bitfield, have all or have none is accepted only before any
-other message about pieces (have, request, piece, ...), so only once; have all /
-have none need the fast extension (BEP 6). Other messages may come first: the
-extended handshake and allowed-fast messages often do (Transmission sends its
-extended handshake before its bitfield). A bitfield must have the torrent's
-length and clear spare bits. Before the piece count is known (a magnet link),
-the bitfield, have all and the haves are kept and checked once
+Availability. A bitfield, have all or have none may come at any time, and
+replaces what the peer said before: libtorrent takes a late bitfield so (aria2
+sends one mid-connection instead of many haves), and the event returned carries
+nothing else, so a consumer must read it as a replacement (the connection's
+:attr:`~PeerConnection.peer_pieces` is the new set). Have all / have none need
+the fast extension (BEP 6). Other messages may come first: the extended handshake
+and allowed-fast messages often do (Transmission sends its extended handshake
+before its bitfield). A bitfield must have the torrent's length and clear spare
+bits. Before the piece count is known (a magnet link), the latest bitfield or have
+all and the haves since are kept and checked once
 :attr:`~PeerConnection.num_pieces` is set; a have index that could never fit a
 bitfield message is refused at once.
 
@@ -328,7 +331,6 @@ class PeerConnection:
         "_peer_interested",
         "_peer_pieces",
         "_peer_requests",
-        "_peer_talked_pieces",
         "_peer_upload_only",
         "_pending_bitfield",
         "_pending_donthaves",
@@ -415,7 +417,6 @@ class PeerConnection:
         self._pending_have_all = False
         self._pending_haves = bytearray()
         self._pending_donthaves = bytearray()
-        self._peer_talked_pieces = False
         self._we_talked_pieces = False
 
         # Requests we cancelled whose answer (a piece that crossed the cancel, or
@@ -824,44 +825,46 @@ class PeerConnection:
         self._peer_interested = False
         return message
 
-    def _availability_first(self, message: Message) -> None:
-        if self._peer_talked_pieces:
-            raise RemoteProtocolError(
-                f"the peer sent {type(message).__name__} after other piece messages"
-            )
-
     def _on_bitfield(self, message: Message) -> Event:
+        # Accepted at any time, replacing what the peer said before, as libtorrent does.
         assert isinstance(message, Bitfield)
-        self._availability_first(message)
         if self._num_pieces is None:
+            self._forget_pending()
             self._pending_bitfield = message.bits
         else:
             try:
                 self._peer_pieces = PieceSet.from_bitfield(message.bits, self._num_pieces)
             except ValueError as error:
                 raise RemoteProtocolError(f"the peer's bitfield: {error}") from None
-        self._peer_talked_pieces = True
         return message
 
     def _on_have_all(self, message: Message) -> Event:
-        self._availability_first(message)
         if self._num_pieces is None:
+            self._forget_pending()
             self._pending_have_all = True
         else:
-            self._peer_pieces.set_all()
-        self._peer_talked_pieces = True
+            self._peer_pieces = PieceSet.full(self._num_pieces)
         return message
 
     def _on_have_none(self, message: Message) -> Event:
-        self._availability_first(message)
-        self._peer_talked_pieces = True
+        if self._num_pieces is None:
+            self._forget_pending()
+        else:
+            self._peer_pieces = PieceSet(self._num_pieces)
         return message
+
+    def _forget_pending(self) -> None:
+        """A new bitfield, have all or have none before the piece count: what came before
+        is replaced, so the earlier haves and donthaves no longer count."""
+        self._pending_bitfield = None
+        self._pending_have_all = False
+        self._pending_haves = bytearray()
+        self._pending_donthaves = bytearray()
 
     def _on_have(self, message: Message) -> Event:
         assert isinstance(message, Have)
         self._check_index(message.index, "have")
         self._peer_has(message.index)
-        self._peer_talked_pieces = True
         return message
 
     def _peer_has(self, index: int) -> None:
@@ -890,7 +893,6 @@ class PeerConnection:
         num_pieces = self._num_pieces
         if num_pieces is not None and index >= num_pieces:
             self._check_index(index, "request")
-        self._peer_talked_pieces = True
         key = (index, begin, length)
         peer_requests = self._peer_requests
         if key in peer_requests:
@@ -926,7 +928,6 @@ class PeerConnection:
         assert isinstance(message, Cancel)
         if self._out_of_range(message.index):
             return None
-        self._peer_talked_pieces = True
         key = (message.index, message.begin, message.length)
         if key not in self._peer_requests:
             return None  # already served or refused: the cancel crossed our answer
@@ -941,7 +942,6 @@ class PeerConnection:
         num_pieces = self._num_pieces
         if num_pieces is not None and index >= num_pieces:
             self._check_index(index, "piece")
-        self._peer_talked_pieces = True
         position = (index, begin)
         lengths = self._our_request_lengths
         # Taken out at once (one look-up in the common case), put back below if this piece
@@ -979,7 +979,6 @@ class PeerConnection:
         assert isinstance(message, RejectRequest)
         if self._out_of_range(message.index):
             return None
-        self._peer_talked_pieces = True
         key = (message.index, message.begin, message.length)
         if key in self._cancelled:
             # With fast, a cancelled request is answered by a reject or its piece;

@@ -83,8 +83,10 @@ class PeerLeft(Input):
 
 @dataclass(frozen=True, slots=True)
 class PeerBitfield(Input):
-    """``peer`` sent its bitfield: the pieces it has.
+    """``peer`` sent its bitfield: exactly the pieces it has, replacing what it said before.
 
+    A bitfield may come late, after haves or another bitfield (aria2 sends one instead of many
+    haves; libtorrent accepts it so): pieces the peer had and this set lacks are taken back.
     ``pieces`` is any collection of piece indices supporting ``in``, ``len`` and iteration: a
     ``frozenset[int]`` or a :class:`bip_peer.PieceSet`. The brain copies what it needs, so a
     mutable set may change afterwards.
@@ -104,14 +106,14 @@ class PeerHave(Input):
 
 @dataclass(frozen=True, slots=True)
 class PeerHaveAll(Input):
-    """``peer`` sent have all (BEP 6): it is a seed."""
+    """``peer`` sent have all (BEP 6): it is a seed (whenever it comes)."""
 
     peer: PeerKey
 
 
 @dataclass(frozen=True, slots=True)
 class PeerHaveNone(Input):
-    """``peer`` sent have none (BEP 6): it has nothing yet."""
+    """``peer`` sent have none (BEP 6): it has nothing, whatever it announced before."""
 
     peer: PeerKey
 

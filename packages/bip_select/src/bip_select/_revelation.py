@@ -42,7 +42,7 @@ import heapq
 import itertools
 import math
 import random
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Set
 from typing import Final
 
 from ._actions import Action, SendBitfield, SendHave, SendHaveAll, SendHaveNone
@@ -164,7 +164,8 @@ class RevelationStrategy:
         self._left(view)
 
     def peer_bitfield(self, peer: PeerKey, pieces: Collection[int], now: float) -> list[Action]:
-        """``peer`` sent its bitfield (pieces out of range are ignored).
+        """``peer`` has exactly ``pieces`` (out of range ignored): what it had before is
+        replaced, since a bitfield may come late (aria2 sends one instead of many haves).
 
         Raises:
             LocalProtocolError: ``peer`` never joined.
@@ -172,9 +173,12 @@ class RevelationStrategy:
         view = self._get(peer)
         if not self._tracks_peers:
             return []
-        added = [p for p in self._valid(pieces) if not view.has(p)]
+        valid = self._valid(pieces)
+        actions = self._keep_only(view, set(valid))
+        added = [p for p in valid if not view.has(p)]
         view.pieces.update(added)
-        return self._peer_gained(view, added, bitfield=True, now=now)
+        actions.extend(self._peer_gained(view, added, bitfield=True, now=now))
+        return actions
 
     def peer_have(self, peer: PeerKey, piece: int, now: float) -> list[Action]:
         """``peer`` announced ``piece`` (out of range is ignored).
@@ -204,13 +208,29 @@ class RevelationStrategy:
         return self._peer_gained(view, added, bitfield=True, now=now)
 
     def peer_have_none(self, peer: PeerKey, now: float) -> list[Action]:
-        """``peer`` has nothing (BEP 6 have none): nothing changes.
+        """``peer`` has nothing (BEP 6 have none): whatever it had before is gone.
 
         Raises:
             LocalProtocolError: ``peer`` never joined.
         """
-        self._get(peer)
-        return []
+        view = self._get(peer)
+        if not self._tracks_peers:
+            return []
+        return self._keep_only(view, set())
+
+    def _keep_only(self, view: _PeerView, keep: Set[int]) -> list[Action]:
+        """Forget the pieces of ``view`` not in ``keep`` (a late bitfield or have none)."""
+        if view.seed:
+            if len(keep) == self.num_pieces:
+                return []
+            view.seed = False
+            view.pieces = set(range(self.num_pieces))
+        lost = sorted(view.pieces - keep)  # sorted: the actions come in a stable order
+        view.pieces.difference_update(lost)
+        actions: list[Action] = []
+        for piece in lost:
+            actions.extend(self._peer_lost(view, piece))
+        return actions
 
     def peer_dont_have(self, peer: PeerKey, piece: int, now: float) -> list[Action]:
         """``peer`` no longer has ``piece`` (BEP 54; out of range is ignored).
@@ -513,14 +533,15 @@ class SuperSeeding(RevelationStrategy):
         return actions
 
     def peer_have_none(self, peer: PeerKey, now: float) -> list[Action]:
-        """``peer`` has nothing: nothing changes for it, but waiting peers are served if a
+        """``peer`` has nothing (what it had before is gone); waiting peers are served if a
         piece was freed since the last event.
 
         Raises:
             LocalProtocolError: ``peer`` never joined.
         """
-        self._get(peer)
-        return self._feed()
+        actions = super().peer_have_none(peer, now)
+        actions.extend(self._feed())
+        return actions
 
     # ---------------------------------------------------------------- hooks
 
