@@ -8,11 +8,14 @@ import random
 import statistics
 from random import Random
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from bip_dht._krpc import FindNode, Ping, decode_message
 from bip_dht._node import DHTNode
 from bip_dht._node_config import DHTConfig
 from bip_dht._node_id import NodeId
-from bip_dht._routing import GOOD_INTERVAL, RefreshQuery, RoutingTable
+from bip_dht._routing import _NEVER, GOOD_INTERVAL, NodeState, RefreshQuery, RoutingTable
 from bip_dht.simulator import SimulatedNetwork
 from bip_handshake import NodeInfo, PeerAddress
 
@@ -197,3 +200,59 @@ def test_a_freshly_joined_network_has_fuller_tables() -> None:
     sent = net.statistics().sent
     net.run_for(300.0)
     assert (net.statistics().sent - sent) / (300.0 * len(settled)) < 0.1
+
+
+# -- nodes_to_ping's per-bucket bound gives the full scan's answers ------------------------
+
+
+def _scan_to_ping(t: RoutingTable, now: float) -> list[NodeInfo]:
+    """nodes_to_ping as a scan of every bucket node at every call (the behaviour before the
+    per-bucket bound)."""
+    out = []
+    for bucket in range(t.bucket_count):
+        stale = [
+            e
+            for e in t.entries(now)
+            if e.in_bucket and e.bucket == bucket and e.state is NodeState.QUESTIONABLE
+        ]
+        if stale:
+            seen: dict[NodeInfo, float] = {}
+            for e in stale:
+                found = t._find(e.node.node_id)
+                assert found is not None
+                when = found[1].seen
+                seen[e.node] = _NEVER if when is None else when
+            out.append(min(stale, key=lambda e: seen[e.node]).node)
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    seed=st.integers(0, 2**32),
+    steps=st.lists(st.tuples(st.integers(0, 4), st.integers(0, 39)), max_size=120),
+)
+def test_nodes_to_ping_equals_a_full_scan_at_every_tick(
+    seed: int, steps: list[tuple[int, int]]
+) -> None:
+    rng = Random(seed)
+    own = NodeId.random(rng)
+    t = RoutingTable(own, family=4, rng=rng, now=0.0)
+    ids = [
+        (own.random_with_prefix(rng.randrange(0, 6), rng) if i % 2 else NodeId.random(rng)).value
+        for i in range(40)
+    ]
+    infos = [NodeInfo(raw, PeerAddress.parse(f"10.0.{i}.1:6881")) for i, raw in enumerate(ids)]
+    now = 0.0
+    for action, which in steps:
+        info = infos[which]
+        if action == 0:
+            t.heard_from(info, now, responded=True)
+        elif action == 1:
+            t.heard_from(info, now, responded=False)
+        elif action == 2:
+            t.failed(info, now)
+        elif action == 3:
+            now += rng.choice([1.0, 5.0, 60.0, GOOD_INTERVAL / 2, GOOD_INTERVAL])
+        else:
+            t.remove(info.node_id, now)
+        assert t.nodes_to_ping(now) == _scan_to_ping(t, now)

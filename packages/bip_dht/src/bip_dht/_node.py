@@ -432,9 +432,14 @@ class DHTNode:
             op = self._running.get(tx.operation)
             if op is not None:
                 op.on_failure(tx, None, now)
+                self._dirty.add(op.id)
+        # only the operations whose own timer is due (asking all of them would make every
+        # timer cost as much as the number of operations running)
         for op in list(self._running.values()):
-            op.handle_timer(now)
-        self._dirty.update(self._running)
+            when = op.next_deadline()
+            if when is not None and when <= now:
+                op.handle_timer(now)
+                self._dirty.add(op.id)
         if now >= self._next_tick:
             self._next_tick = now + self._config.maintenance_interval
             self._maintain(now)
@@ -925,16 +930,16 @@ class DHTNode:
                     break
                 table.refresh_started(refresh.bucket, now)
                 refreshed += 1
-        # "empty": no node we could still query (bad nodes wait in buckets for replacements)
-        empty = any(not table.closest(self._own, now, 1) for table in self._tables.values())
+        # "empty": no node we could still query (bad nodes wait in buckets for replacements);
+        # asked last, as it costs a table walk
         if (
-            empty
-            and self._bootstrap_addresses
+            self._bootstrap_addresses
             and self._bootstrap_op is None
             and (
                 self._last_bootstrap is None
                 or now >= self._last_bootstrap + config.bootstrap_retry_interval
             )
+            and any(not table.closest(self._own, now, 1) for table in self._tables.values())
         ):
             op = BootstrapOp(
                 self,

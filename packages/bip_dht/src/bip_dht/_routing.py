@@ -207,6 +207,17 @@ class _Entry:
 
 
 _NEVER = float("-inf")
+_FOREVER = float("inf")
+
+
+def _good_until(entry: _Entry) -> float:
+    # when a good node with no failure turns questionable (_Entry.state): 15 minutes after
+    # its last response, or after its last query when that came later
+    last = entry.last_response
+    assert last is not None  # a good node has responded
+    if entry.last_query is not None and entry.last_query > last:
+        last = entry.last_query
+    return last + GOOD_INTERVAL
 
 
 def _seen(entry: _Entry) -> float:
@@ -214,7 +225,7 @@ def _seen(entry: _Entry) -> float:
 
 
 class _Bucket:
-    __slots__ = ("last_changed", "nodes", "probe_due", "probes", "replacements")
+    __slots__ = ("last_changed", "nodes", "ping_check", "probe_due", "probes", "replacements")
 
     def __init__(self, now: float) -> None:
         self.nodes: dict[bytes, _Entry] = {}
@@ -224,12 +235,17 @@ class _Bucket:
         # probes in a row found it no new node (the back-off's exponent)
         self.probe_due = now
         self.probes = 0
+        # nodes_to_ping: no node here can be questionable before this time (a lower bound;
+        # _NEVER = look now). A node turns questionable only by time passing (tracked here),
+        # by failing, or by arriving unconfirmed: both reset it.
+        self.ping_check = _NEVER
 
     def gained(self, now: float) -> None:
         # a node joined the bucket: it changed, and it is worth probing again at once
         self.last_changed = now
         self.probes = 0
         self.probe_due = now
+        self.ping_check = _NEVER
 
 
 def bep42_filter(node: NodeInfo) -> bool:
@@ -413,21 +429,37 @@ class RoutingTable:
         """For each bucket, its questionable node heard from least recently (BEP 5's ping).
 
         The node core pings them and reports :meth:`heard_from` or :meth:`failed`; the table
-        throttles nothing, so the caller skips nodes it already has a query out to.
+        throttles nothing, so the caller skips nodes it already has a query out to. A bucket
+        is looked at only once one of its nodes may have turned questionable (each remembers
+        when its earliest good node's 15 minutes run out), so asking at every maintenance tick
+        costs little more than the number of buckets.
         """
         out = []
         max_failures = self._max_failures
         for bucket in self._buckets:
+            if bucket.ping_check > now:
+                continue
             stalest: _Entry | None = None
+            # when the first good node here turns questionable, if nothing else changes
+            check = _FOREVER
             for entry in bucket.nodes.values():
                 if entry.recently_answered(now):
-                    continue  # good: the common case, decided without state()
-                if entry.state(now, max_failures) is NodeState.QUESTIONABLE and (
-                    stalest is None or _seen(entry) < _seen(stalest)
-                ):
-                    stalest = entry
+                    # good: the common case, decided without state()
+                    until = _good_until(entry)
+                    check = min(check, until)
+                    continue
+                state = entry.state(now, max_failures)
+                if state is NodeState.QUESTIONABLE:
+                    if stalest is None or _seen(entry) < _seen(stalest):
+                        stalest = entry
+                elif state is NodeState.GOOD:
+                    until = _good_until(entry)
+                    check = min(check, until)
             if stalest is not None:
                 out.append(stalest.node)
+                bucket.ping_check = _NEVER  # still questionable until it answers
+            else:
+                bucket.ping_check = check
         return out
 
     def buckets_to_refresh(self, now: float) -> list[RefreshTarget]:
@@ -490,14 +522,15 @@ class RoutingTable:
         raw = node.node_id
         if raw in self._candidates or raw == self._own.value:
             return False
-        address = node.address
-        if address.normalized().family != self._family or not address.is_connectable:
-            return False
+        # cheapest first: in a table that has filled up, most nodes go to full buckets
         index = self._index(raw)
         bucket = self._buckets[index]
         if len(bucket.nodes) >= self._k and index < len(self._buckets) - 1:
             return False
         if raw in bucket.nodes or raw in bucket.replacements:
+            return False
+        address = node.address
+        if address.normalized().family != self._family or not address.is_connectable:
             return False
         if self._restrict_ips and _host(node) in self._ips:
             return False
@@ -646,6 +679,9 @@ class RoutingTable:
         if responded:
             entry.last_response = now
             entry.failures = 0
+            # it may have been bad, which nodes_to_ping's bound leaves out: good now, it
+            # turns questionable no sooner than in GOOD_INTERVAL
+            bucket.ping_check = min(bucket.ping_check, now + GOOD_INTERVAL)
             if in_bucket:
                 bucket.last_changed = now
             else:
@@ -758,6 +794,7 @@ class RoutingTable:
         if entry.node.address != node.address:
             return False
         entry.failures += 1
+        bucket.ping_check = _NEVER
         if entry.state(now, self._max_failures) is not NodeState.BAD:
             return True
         if not in_bucket:
