@@ -30,6 +30,8 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "tracker",
     "download",
     "seed",
+    "dht",
+    "demo",
 )
 """The sub-commands, in ``bip --help`` order: ``"create"`` is ``bip._cmd_create``."""
 

@@ -1,0 +1,516 @@
+"""``bip dht``: run a Mainline DHT node, or ask the DHT once.
+
+- ``bip dht serve``: a node (BEP 5, with BEP 32/33/42/43/44/51 as bip_dht has them) until
+  Ctrl-C or SIGTERM, printing statistics now and then; ``--state FILE`` keeps its id and the
+  nodes it knows across restarts (read at start, written on exit); ``--read-only`` (BEP 43)
+  makes it a client that answers nobody.
+- ``bip dht get-peers HASH`` and ``bip dht announce HASH``: BEP 5 lookups.
+- ``bip dht get`` and ``bip dht put``: BEP 44 items, immutable (addressed by their hash) or
+  mutable (signed with an ed25519 key kept in a file, like libtorrent's ``dht_put`` tool).
+
+Each one-shot command runs a read-only node (BEP 43: others do not keep a node that will be
+gone in a moment in their tables) for the time of the question, joins through
+``--bootstrap`` (or the nodes saved in ``--state``: no public router is ever a default) and
+gives up after ``--timeout`` seconds. All of it is bip_dht's public API (:func:`open_dht`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import json
+import math
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Final, TypeVar
+
+import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bip_bencode import BencodeError, Value, decode
+from bip_dht import (
+    DHT,
+    MAX_SALT_SIZE,
+    DHTConfig,
+    DHTStatistics,
+    ImmutableItem,
+    MutableItem,
+    PutFinished,
+    RoutingStateError,
+    open_dht,
+)
+from bip_metainfo import Metainfo
+
+from ._errors import CLIError
+from ._inputs import load_source, parse_endpoint
+
+__all__ = [
+    "DEFAULT_CLIENT_BIND",
+    "DEFAULT_SERVE_BIND",
+    "DEFAULT_STATS_INTERVAL",
+    "DEFAULT_TIMEOUT",
+    "KEY_FILE_MODE",
+    "add_parser",
+    "load_or_create_key",
+    "statistics_line",
+]
+
+DEFAULT_SERVE_BIND: Final = "127.0.0.1:6881"
+"""Where ``bip dht serve`` listens by default: loopback, so nothing is exposed by accident."""
+DEFAULT_CLIENT_BIND: Final = "0.0.0.0"
+"""Where the one-shot commands' node binds by default (any free port)."""
+DEFAULT_TIMEOUT: Final = 30.0
+"""Seconds a one-shot command may take, bootstrap included."""
+DEFAULT_STATS_INTERVAL: Final = 60.0
+KEY_FILE_MODE: Final = 0o600
+"""A created key file is readable by its owner only: it signs in the owner's name."""
+_KEY_SIZE: Final = 32  # an ed25519 private key's seed
+_MAX_STATE_SIZE: Final = 1 << 20  # a saved state is a few KiB; refuse anything absurd
+
+T = TypeVar("T")
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be positive, not {text!r}")
+    return value
+
+
+def _node_options(parser: argparse.ArgumentParser, *, bind: str, serve: bool = False) -> None:
+    parser.add_argument(
+        "--bind",
+        metavar="HOST[:PORT]",
+        default=bind,
+        help=f"address of our node's UDP socket (default {bind}; port 0 or none: any)",
+    )
+    parser.add_argument(
+        "--bootstrap",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="a DHT node to join through (repeat for more)"
+        + ("" if serve else "; required unless --state has nodes"),
+    )
+    parser.add_argument(
+        "--state",
+        metavar="FILE",
+        help="read our node id and known nodes from FILE"
+        + (" and save them there on exit" if serve else " (and save them back)"),
+    )
+    if not serve:
+        parser.add_argument(
+            "--timeout",
+            type=_positive,
+            default=DEFAULT_TIMEOUT,
+            metavar="SECONDS",
+            help=f"give up after this long (default {DEFAULT_TIMEOUT:g})",
+        )
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``bip dht`` and its sub-commands to the command line."""
+    parser = subparsers.add_parser(
+        "dht",
+        help="run a DHT node or ask the DHT",
+        description="Run a Mainline DHT node (BEP 5), or look up, announce, store and fetch.",
+    )
+    actions = parser.add_subparsers(title="dht commands", metavar="ACTION")
+    parser.set_defaults(func=lambda args: _usage(parser))
+
+    serve = actions.add_parser(
+        "serve",
+        help="run a DHT node until Ctrl-C",
+        description="Run a DHT node until Ctrl-C (or SIGTERM), printing statistics.",
+    )
+    _node_options(serve, bind=DEFAULT_SERVE_BIND, serve=True)
+    serve.add_argument(
+        "--read-only", action="store_true", help="BEP 43: query others, answer nobody"
+    )
+    serve.add_argument(
+        "--stats-interval",
+        type=_positive,
+        default=DEFAULT_STATS_INTERVAL,
+        metavar="SECONDS",
+        help=f"seconds between statistics lines (default {DEFAULT_STATS_INTERVAL:g})",
+    )
+    serve.add_argument(
+        "--duration",
+        type=_positive,
+        metavar="SECONDS",
+        help="stop after this long (default: run until Ctrl-C)",
+    )
+    serve.set_defaults(func=_run_serve)
+
+    get_peers = actions.add_parser(
+        "get-peers",
+        help="find the peers of a torrent",
+        description="Find the peers of a torrent in the DHT (printed as they are found).",
+    )
+    get_peers.add_argument("target", metavar="HASH", help="an info-hash, .torrent or magnet link")
+    _node_options(get_peers, bind=DEFAULT_CLIENT_BIND)
+    get_peers.set_defaults(func=_run_get_peers)
+
+    announce = actions.add_parser(
+        "announce",
+        help="announce that we have a torrent",
+        description="Tell the nodes closest to a torrent's hash that a peer has it.",
+    )
+    announce.add_argument("target", metavar="HASH", help="an info-hash, .torrent or magnet link")
+    announce.add_argument(
+        "--port",
+        type=int,
+        metavar="P",
+        help="the TCP port peers should dial (default: our node's UDP port, BEP 5's implied_port)",
+    )
+    _node_options(announce, bind=DEFAULT_CLIENT_BIND)
+    announce.set_defaults(func=_run_announce)
+
+    get = actions.add_parser(
+        "get",
+        help="fetch a BEP 44 item",
+        description="Fetch a BEP 44 item: immutable by its TARGET hash, mutable by --key.",
+    )
+    what = get.add_mutually_exclusive_group(required=True)
+    what.add_argument("target", metavar="TARGET", nargs="?", help="an immutable item's 40-hex hash")
+    what.add_argument("--key", metavar="PUBKEY", help="a mutable item's 64-hex public key")
+    get.add_argument("--salt", default="", metavar="S", help="the mutable item's salt")
+    _node_options(get, bind=DEFAULT_CLIENT_BIND)
+    get.set_defaults(func=_run_get)
+
+    put = actions.add_parser(
+        "put",
+        help="store a BEP 44 item",
+        description=(
+            "Store VALUE (a string) in the DHT: immutable (addressed by its hash) without a"
+            " key, mutable (addressed by the public key and salt) with --key-file."
+        ),
+    )
+    put.add_argument("value", metavar="VALUE", help="the text to store (at most ~1000 bytes)")
+    put.add_argument(
+        "--key-file",
+        metavar="F",
+        help="an ed25519 private key (32 raw bytes); created, mode 0600, if missing",
+    )
+    put.add_argument("--salt", default="", metavar="S", help="a mutable item's salt")
+    _node_options(put, bind=DEFAULT_CLIENT_BIND)
+    put.set_defaults(func=_run_put)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+# -- the node's state ---------------------------------------------------------------------------
+
+
+def _read_state(path: str | None) -> bytes | None:
+    """The saved state in ``path`` (None: no file given, or none there yet)."""
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as file:
+            data = file.read(_MAX_STATE_SIZE + 1)
+    except FileNotFoundError:
+        return None
+    if len(data) > _MAX_STATE_SIZE:
+        raise CLIError(f"{path}: too large for a DHT state")
+    return data
+
+
+def _write_state(path: str, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically (a crash never leaves half a state)."""
+    temporary = f"{path}.tmp"
+    with open(temporary, "wb") as file:
+        file.write(data)
+    os.replace(temporary, path)
+
+
+def _bind(text: str) -> tuple[str, int]:
+    return parse_endpoint(text, default_port=0)
+
+
+@contextlib.asynccontextmanager
+async def _node(args: argparse.Namespace, *, read_only: bool = False) -> AsyncIterator[DHT]:
+    """A node on ``--bind`` joined through ``--bootstrap`` or ``--state``; saves the state
+    back on exit when ``--state`` is given.
+
+    Raises:
+        CLIError: a malformed address or state, or nothing to start from.
+    """
+    bootstrap = [parse_endpoint(text) for text in args.bootstrap]
+    state = await trio.to_thread.run_sync(_read_state, args.state)
+    try:
+        config = DHTConfig(read_only=read_only)
+        async with open_dht(_bind(args.bind), bootstrap, state=state, config=config) as dht:
+            try:
+                yield dht
+            finally:
+                if args.state is not None:
+                    data = dht.save_state()
+                    with trio.CancelScope(shield=True):
+                        await trio.to_thread.run_sync(_write_state, args.state, data)
+    except RoutingStateError as error:
+        raise CLIError(f"{args.state}: not a DHT state: {error}") from error
+
+
+def _has_start(dht: DHT, args: argparse.Namespace) -> bool:
+    return bool(args.bootstrap or dht.node.bootstrap_addresses or dht.statistics().table_size)
+
+
+@contextlib.asynccontextmanager
+async def _joined(args: argparse.Namespace) -> AsyncIterator[DHT]:
+    """Yield a node that knows at least one live node (else a CLIError).
+
+    The node is read-only (BEP 43): it lives for one question, and nodes that put it in
+    their routing tables would query a dead address for the next lookups' whole timeout.
+    """
+    async with _node(args, read_only=True) as dht:
+        if not _has_start(dht, args):
+            raise CLIError(
+                "no DHT node to start from: give --bootstrap HOST:PORT"
+                + (f" ({args.state} holds no nodes)" if args.state else " or --state FILE")
+            )
+        size = await dht.bootstrap()
+        if size == 0:
+            raise CLIError("no DHT node answered (check --bootstrap, or the network)")
+        yield dht
+
+
+async def _bounded(args: argparse.Namespace, job: Callable[[DHT], Awaitable[T]]) -> T:
+    """Run ``job`` on a joined node within ``--timeout`` seconds."""
+    with trio.move_on_after(args.timeout):
+        async with _joined(args) as dht:
+            return await job(dht)
+    raise CLIError(f"no answer within {args.timeout:g} s (try a longer --timeout)")
+
+
+def _run_once(args: argparse.Namespace, job: Callable[[DHT], Awaitable[int]]) -> int:
+    return trio.run(functools.partial(_bounded, args, job))
+
+
+# -- serve --------------------------------------------------------------------------------------
+
+
+def statistics_line(stats: DHTStatistics) -> str:
+    """One line of a node's statistics, for ``bip dht serve``."""
+    received = sum(stats.queries_received.values())
+    sent = sum(stats.queries_sent.values())
+    good = sum(stats.good_nodes.values())
+    return (
+        f"nodes {stats.table_size} ({good} good); queries received {received},"
+        f" sent {sent}, timeouts {stats.timeouts}; stored: {stats.peers} peers of"
+        f" {stats.info_hashes} torrents, {stats.items} items; rate-limited {stats.rate_limited}"
+    )
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with _node(args, read_only=args.read_only) as dht:
+            where = ", ".join(str(address) for address in dht.addresses)
+            mode = " (read-only)" if args.read_only else ""
+            print(f"DHT node {dht.node_id.value.hex()} on {where}{mode}", flush=True)
+            if not _has_start(dht, args):
+                print("no bootstrap node: waiting for others to join through us", flush=True)
+            deadline = math.inf if args.duration is None else trio.current_time() + args.duration
+            with trio.move_on_at(deadline):
+                async with trio.open_nursery() as nursery:
+
+                    async def wait_for_signal() -> None:
+                        async for signum in signals:
+                            print(f"stopping on {signal.Signals(signum).name}", file=sys.stderr)
+                            nursery.cancel_scope.cancel()
+                            return
+
+                    nursery.start_soon(wait_for_signal)
+                    while True:
+                        await trio.sleep(args.stats_interval)
+                        print(statistics_line(dht.statistics()), flush=True)
+            print(f"final: {statistics_line(dht.statistics())}", flush=True)
+    return 0
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    return trio.run(_serve, args)
+
+
+# -- lookups ------------------------------------------------------------------------------------
+
+
+def _swarm_id(text: str) -> bytes:
+    """The 20-byte DHT key of a torrent named by hash, file or magnet link (a v2-only hash is
+    looked up truncated, BEP 52's rule)."""
+    source = load_source(text)
+    info_hash = source.info.info_hash if isinstance(source, Metainfo) else source.info_hash
+    return info_hash.swarm_ids()[0]
+
+
+def _run_get_peers(args: argparse.Namespace) -> int:
+    key = _swarm_id(args.target)
+
+    async def job(dht: DHT) -> int:
+        count = 0
+        async with dht.get_peers(key) as search:
+            async for peer in search:
+                print(peer, flush=True)
+                count += 1
+        queries = search.result().queries
+        print(f"{count} peer{'s' if count != 1 else ''} ({queries} queries)", file=sys.stderr)
+        return 0
+
+    return _run_once(args, job)
+
+
+def _run_announce(args: argparse.Namespace) -> int:
+    key = _swarm_id(args.target)
+    if args.port is not None and not 1 <= args.port <= 0xFFFF:
+        raise CLIError(f"--port is in 1..65535, not {args.port}")
+
+    async def job(dht: DHT) -> int:
+        result = await dht.announce(key, args.port)
+        if result.announced_to == 0:
+            raise CLIError("no node accepted the announce")
+        port = args.port if args.port is not None else dht.addresses[0].port
+        print(f"announced {key.hex()} on port {port} to {result.announced_to} nodes")
+        return 0
+
+    return _run_once(args, job)
+
+
+# -- BEP 44 -------------------------------------------------------------------------------------
+
+
+def _hex(text: str, size: int, what: str) -> bytes:
+    try:
+        raw = bytes.fromhex(text.strip())
+    except ValueError:
+        raw = b""
+    if len(raw) != size:
+        raise CLIError(f"{what} is {size * 2} hex digits, not {text!r}")
+    return raw
+
+
+def _salt(text: str) -> bytes:
+    salt = text.encode()
+    if len(salt) > MAX_SALT_SIZE:
+        raise CLIError(f"a salt is at most {MAX_SALT_SIZE} bytes, not {len(salt)}")
+    return salt
+
+
+def load_or_create_key(path: str) -> tuple[Ed25519PrivateKey, bool]:
+    """The ed25519 key in ``path`` (its 32-byte seed, as libtorrent's tools keep it), or a
+    new one written there with mode 0600; and whether it was created.
+
+    Raises:
+        CLIError: the file is not a 32-byte key.
+        OSError: it cannot be read or created.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, KEY_FILE_MODE)
+    except FileExistsError:
+        with open(path, "rb") as file:
+            seed = file.read(_KEY_SIZE + 1)
+        if len(seed) != _KEY_SIZE:
+            raise CLIError(f"{path}: not an ed25519 key file ({_KEY_SIZE} raw bytes)") from None
+        return Ed25519PrivateKey.from_private_bytes(seed), False
+    key = Ed25519PrivateKey.generate()
+    with os.fdopen(fd, "wb") as file:
+        file.write(key.private_bytes_raw())
+    return key, True
+
+
+def _show(value: Value) -> str:
+    """A stored value for people: text as text, anything else as JSON-like bencode."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            return value.hex()
+    return json.dumps(_plain(value))
+
+
+def _plain(value: Value) -> object:
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            return value.hex()
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def _decoded(item: ImmutableItem | MutableItem) -> Value:
+    try:
+        return decode(item.value)
+    except BencodeError as error:  # a verified item holds valid bencoding: never, but say so
+        raise CLIError(f"the stored value is not bencoded: {error}") from error
+
+
+def _run_get(args: argparse.Namespace) -> int:
+    salt = _salt(args.salt)
+    if args.key is not None:
+        public = _hex(args.key, 32, "a public key")
+    else:
+        target = _hex(args.target, 20, "a target")
+        if salt:
+            raise CLIError("--salt goes with --key (immutable items have none)")
+
+    async def job(dht: DHT) -> int:
+        item: ImmutableItem | MutableItem | None
+        if args.key is not None:
+            item = await dht.get_mutable(public, salt)
+            where = f"key {args.key}" + (f" salt {args.salt!r}" if salt else "")
+        else:
+            item = await dht.get(target)
+            where = args.target
+        if item is None:
+            raise CLIError(f"nothing stored under {where}")
+        print(_show(_decoded(item)))
+        if isinstance(item, MutableItem):
+            print(f"seq {item.seq}, target {item.target.hex()}", file=sys.stderr)
+        return 0
+
+    return _run_once(args, job)
+
+
+def _stored(result: PutFinished) -> str:
+    if result.stored_at == 0:
+        codes = sorted({code for _, code in result.errors})
+        why = f" (errors {', '.join(map(str, codes))})" if codes else ""
+        raise CLIError(f"no node stored the item{why}")
+    return f"stored at {result.stored_at} nodes"
+
+
+def _run_put(args: argparse.Namespace) -> int:
+    value = args.value.encode()
+    salt = _salt(args.salt)
+    if salt and args.key_file is None:
+        raise CLIError("--salt goes with --key-file (immutable items have none)")
+    key: Ed25519PrivateKey | None = None
+    if args.key_file is not None:
+        key, created = load_or_create_key(args.key_file)
+        if created:
+            print(f"created key file {Path(args.key_file)} (mode 0600)", file=sys.stderr)
+
+    async def job(dht: DHT) -> int:
+        if key is None:
+            result = await dht.put_immutable(value)
+            print(f"target {result.target.hex()}: {_stored(result)}")
+        else:
+            result = await dht.put_mutable(key, value, salt=salt)
+            public = key.public_key().public_bytes_raw().hex()
+            print(f"target {result.target.hex()} (key {public}): {_stored(result)}")
+        return 0
+
+    return _run_once(args, job)
