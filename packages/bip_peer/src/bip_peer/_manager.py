@@ -13,13 +13,15 @@ What the manager does for every peer:
   come from :class:`PeerManagerConfig` and from every :class:`PeerService`);
 - queues what the owner sends in a bounded send queue (:meth:`PeerManager.send` waits while
   it is full, :meth:`PeerManager.send_nowait` returns ``False``) and writes queued messages
-  in batches, one ``send_all`` per batch;
+  in batches, one ``send_all`` per batch (:meth:`PeerManager.queued_bytes` says how much
+  waits);
 - sends a keep-alive after ``keepalive_interval`` seconds without sending anything, and
   drops the peer after ``idle_timeout`` seconds without receiving anything;
 - decodes what arrives and reports each message as a :class:`MessageReceived` event on the
   manager's one bounded event stream (:meth:`PeerManager.events`), between a
   :class:`PeerAdded` and a :class:`PeerRemoved` for that peer;
-- counts bytes and messages both ways, with rates (:meth:`PeerManager.statistics`).
+- counts bytes and messages both ways, with rates (:meth:`PeerManager.statistics`);
+- takes a magnet's piece count once the metadata is known (:meth:`PeerManager.set_num_pieces`).
 
 A peer that breaks the protocol (garbage, an oversized message, a forbidden message) or
 whose transport fails costs that one connection: it is removed with a reason and the error.
@@ -292,7 +294,10 @@ class Peer:
 
     @property
     def connection(self) -> PeerConnection:
-        """The protocol state (choking, interest, pieces, requests...): read it, don't drive it."""
+        """The protocol state (choking, interest, pieces, requests...): read it, don't drive it.
+
+        A magnet's piece count, once known, goes in through :meth:`PeerManager.set_num_pieces`.
+        """
         return self._connection
 
     @property
@@ -383,6 +388,7 @@ class _PeerTask:
         "peer",
         "queue",
         "queue_capacity",
+        "queued_bytes",
         "reason",
         "removed",
         "scope",
@@ -408,6 +414,9 @@ class _PeerTask:
         self.trailing = handshake.trailing
         self.queue: deque[list[bytes | memoryview]] = deque()  # one entry per message
         self.queue_capacity = capacity
+        # Bytes accepted for this peer and not yet written (queued, or in the write under
+        # way): kept up to date per message, so queued_bytes() need not walk the queue.
+        self.queued_bytes = 0
         self.space = trio.lowlevel.ParkingLot()  # senders waiting for room in the queue
         self.writer_idle = trio.lowlevel.ParkingLot()  # the writer waiting for messages
         self.writer_waiting = False  # cheaper to test than the parking lot, per message
@@ -426,6 +435,7 @@ class _PeerTask:
     def push(self, parts: list[bytes | memoryview]) -> None:
         """Queue one message's encoded parts and wake the writer."""
         self.queue.append(parts)
+        self.queued_bytes += sum(map(len, parts))
         if self.writer_waiting:
             self.writer_waiting = False
             self.writer_idle.unpark_all()
@@ -648,6 +658,7 @@ class PeerManager:
         except RemoteProtocolError as exc:  # the peer failed; its removal is under way
             raise PeerClosedError(f"{peer!r} is being removed") from exc
         queue.append(parts)  # task.push, inlined: this runs once per block
+        task.queued_bytes += sum(map(len, parts))
         if task.writer_waiting:
             task.writer_waiting = False
             task.writer_idle.unpark_all()
@@ -670,6 +681,45 @@ class PeerManager:
             return False
         task.push(parts)
         return True
+
+    def set_num_pieces(self, peer: Peer, num_pieces: int) -> bool:
+        """Tell ``peer``'s connection the torrent's piece count, once a magnet's metadata is in.
+
+        A peer added with ``num_pieces=None`` has its bitfield, have all and haves kept until
+        now; they are checked here (see :attr:`PeerConnection.num_pieces`). A peer whose
+        pieces do not fit the count broke the protocol: it is removed with
+        :data:`REASON_PROTOCOL` and the error, as if the error had come from its reader.
+        Setting the count a connection already has does nothing.
+
+        Returns:
+            Whether the peer is still connected, with the count set (``False`` if it was
+            removed, now or before).
+
+        Raises:
+            TypeError: ``num_pieces`` is not an int.
+            ValueError: ``num_pieces`` is not a uint32, or the connection already has
+                another count (nothing is changed).
+        """
+        task = self._peers.get(peer)
+        if task is None or task.removed:
+            return False
+        try:
+            task.connection.num_pieces = num_pieces
+        except RemoteProtocolError as exc:
+            task.fail(REASON_PROTOCOL, exc)
+            return False
+        return True
+
+    def queued_bytes(self, peer: Peer) -> int:
+        """Bytes queued for ``peer`` and not yet written to its stream, in O(1).
+
+        The message being written counts until its write completes, like libtorrent's
+        send buffer; it is the cheap way to bound what is queued per peer (the
+        :meth:`statistics` snapshot copies every peer's counters). 0 for a peer that is
+        gone.
+        """
+        task = self._peers.get(peer)
+        return 0 if task is None or task.removed else task.queued_bytes
 
     def remove_peer(self, peer: Peer, reason: str) -> None:
         """Close the connection to ``peer``; :class:`PeerRemoved` carries ``reason``.
@@ -888,6 +938,7 @@ class PeerManager:
                 now = trio.current_time()
                 task.last_send = now
                 size = len(data)
+                task.queued_bytes -= size
                 counter.sent(size, now)
                 total.sent(size, now)
                 counter.messages_sent += count

@@ -51,7 +51,6 @@ from bip_peer import (
     MetadataExchange,
     MetadataFetchError,
     Peer,
-    PeerError,
     PeerManager,
     Piece,
     RateMeter,
@@ -442,17 +441,16 @@ class Torrent:
         """Tell a peer added before the metadata was known its torrent's piece count.
 
         bip_peer keeps what such a peer said about its pieces until then, and checks it now:
-        a peer whose bitfield does not fit is dropped. Returns whether the peer is fine.
+        the manager drops a peer whose bitfield does not fit. Returns whether the peer is fine.
         """
         info = self.info
         if info is None or peer.connection.num_pieces is not None:
             return True
         try:
-            peer.connection.num_pieces = info.num_pieces
-        except (ValueError, PeerError) as error:
+            return self._manager.set_num_pieces(peer, info.num_pieces)
+        except ValueError as error:  # another count already: not this torrent's peer
             self._manager.remove_peer(peer, f"piece count: {error}")
             return False
-        return True
 
     def peer_added(self, peer: Peer) -> None:
         """A connection of this torrent is up."""
