@@ -13,7 +13,7 @@ import pytest
 
 from bip import _demo_swarm
 from bip._cli import main
-from bip._cmd_demo import check_copies
+from bip._cmd_demo import board_lines, check_copies
 from bip._demo_swarm import DEMO_FILE, DemoLayout, piece_length_for, run_swarm
 
 TIMEOUT = 60.0
@@ -44,9 +44,9 @@ def test_demo_in_process(private_tmp: Path, capsys: pytest.CaptureFixture[str]) 
     _check_report(captured.out, 3)
     # stderr is not a terminal here: blocks of plain lines, one per peer.
     assert "\x1b[" not in captured.err
-    assert "seeder " in captured.err
-    assert "leecher 3 " in captured.err
-    assert "(DHT only)" in captured.err
+    assert "\nseeder      127.0.0." in captured.err
+    assert "\nleecher 3*  127.0.0." in captured.err  # * : no tracker
+    assert "[#" not in captured.err  # bars are for terminals
     assert list(private_tmp.iterdir()) == []  # the temporary directory is gone
 
 
@@ -122,6 +122,17 @@ async def test_a_bad_copy_is_caught(tmp_path: Path) -> None:
     data[12345] ^= 1
     copy.write_bytes(bytes(data))
     assert await check_copies(swarm) == ["leecher 2's copy differs from the source"]
+
+
+async def test_board_lines_on_a_terminal(tmp_path: Path) -> None:
+    swarm = await run_swarm(tmp_path, size=1 << 20, leechers=2, timeout=TIMEOUT)
+    lines = board_lines(swarm, 100, bar=True)
+    assert [line.split()[0] for line in lines] == ["seeder", "leecher", "leecher"]
+    bars = {line.index("]") - line.index("[") for line in lines}
+    assert len(bars) == 1  # one bar width for every peer
+    assert all("[####################] 100.0%  up " in line for line in lines)
+    # A narrow terminal drops the bars rather than the numbers.
+    assert all("[" not in line and "100.0%" in line for line in board_lines(swarm, 60, bar=True))
 
 
 def test_piece_length_aims_at_about_128_pieces() -> None:

@@ -31,13 +31,13 @@ from ._cmd_verify import verify
 from ._demo_swarm import DEMO_FILE, DemoPeer, DemoSwarm, run_swarm
 from ._errors import CLIError
 from ._humanize import format_duration, format_rate, format_size, parse_size
-from ._progress import render_line
 
 __all__ = [
     "DEFAULT_LEECHERS",
     "DEFAULT_SIZE",
     "DEFAULT_TIMEOUT",
     "add_parser",
+    "board_lines",
     "check_copies",
     "report",
     "run",
@@ -50,6 +50,9 @@ DEFAULT_TIMEOUT: Final = 120.0
 """Seconds the whole demo may take (the defaults finish in a few seconds)."""
 MAX_LEECHERS: Final = 32
 MAX_SIZE: Final = 4 << 30
+_BAR_CELLS: Final = 20
+_MIN_BAR_CELLS: Final = 6
+_TAIL_BUDGET: Final = 48  # a downloading peer's fields: share, rates, peers
 _TTY_REFRESH: Final = 0.1
 _PLAIN_REFRESH: Final = 2.0
 _COMPARE_CHUNK: Final = 1 << 20
@@ -131,20 +134,42 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 # -- the live view ------------------------------------------------------------------------------
 
 
-def _peer_line(peer: DemoPeer, status: TorrentStatus | None, width: int) -> str:
-    label = f"{peer.name:<10} {peer.address or peer.host}"
+def _peer_parts(peer: DemoPeer, status: TorrentStatus | None) -> tuple[str, str, float]:
+    """One peer's line without its bar: the name and address, the rest, the share done.
+
+    A leecher without a tracker is marked ``*``, as in the report.
+    """
+    name = peer.name + ("*" if not peer.use_tracker else "")
+    head = f"{name:<11} {peer.host:<11}"
     if status is None:
-        return render_line(label, 0, None, [("", "starting")], width=width)
-    fields: list[tuple[str, str]] = []
+        return head, "starting", 0.0
+    fraction = status.done / status.total if status.total else 0.0
+    fields = [f"{fraction * 100:5.1f}%"]
     if status.phase is TorrentPhase.DOWNLOADING:
-        fields.append(("down", format_rate(status.download_rate)))
-    fields.append(("up", format_rate(status.upload_rate)))
-    fields.append(("peers", str(status.peers)))
+        fields.append(f"down {format_rate(status.download_rate):<10}")
+    fields.append(f"up {format_rate(status.upload_rate):<10}")
+    fields.append(f"peers {status.peers}")
     if status.phase is not TorrentPhase.DOWNLOADING:
-        fields.append(("", "seeding" if status.complete else status.phase.value))
-    if not peer.use_tracker:
-        fields.append(("", "(DHT only)"))
-    return render_line(label, status.done, status.total or None, fields, width=width)
+        fields.append("seeding" if status.complete else status.phase.value)
+    return head, "  ".join(fields), fraction
+
+
+def board_lines(swarm: DemoSwarm, width: int, *, bar: bool) -> list[str]:
+    """The live view: one line per peer, cut to ``width``; with ``bar``, bars of one width
+    for all and from frame to frame, in the room a downloading peer's line leaves (none on a
+    narrow terminal)."""
+    parts = [_peer_parts(peer, peer.status()) for peer in swarm.peers]
+    head_width = max(len(head) for head, _, _ in parts)
+    cells = min(_BAR_CELLS, width - head_width - _TAIL_BUDGET - 5) if bar else 0
+    lines = []
+    for head, tail, fraction in parts:
+        gauge = ""
+        if cells >= _MIN_BAR_CELLS:
+            filled = int(fraction * cells)
+            gauge = f"[{'#' * filled}{'.' * (cells - filled)}] "
+        line = f"{head}  {gauge}{tail}"
+        lines.append(line if len(line) <= width else line[: max(width - 1, 0)] + "~")
+    return lines
 
 
 class _Board:
@@ -158,15 +183,14 @@ class _Board:
 
     def draw(self, swarm: DemoSwarm, elapsed: float) -> None:
         width = shutil.get_terminal_size((100, 24)).columns - 1 if self.tty else 120
-        lines = [_peer_line(peer, peer.status(), width) for peer in swarm.peers]
+        lines = board_lines(swarm, width, bar=self.tty)
         if self.tty:
             up = f"\x1b[{self._drawn}F" if self._drawn else ""
             self.stream.write(up + "".join(f"\x1b[2K{line}\n" for line in lines))
             self._drawn = len(lines)
         else:
-            self.stream.write(
-                f"-- {format_duration(elapsed)}\n" + "".join(f"{ln}\n" for ln in lines)
-            )
+            block = "".join(f"{line}\n" for line in lines)
+            self.stream.write(f"-- {format_duration(elapsed)}\n{block}")
         self.stream.flush()
 
     async def follow(self, swarm: DemoSwarm) -> None:
