@@ -653,6 +653,8 @@ class DHTNode:
         timed, or waiting for transaction slots that have since freed) send within the free
         slots; end those that are done and start queued ones. Asking only those keeps the
         cost of a datagram independent of how many lookups run."""
+        if not (self._dirty or self._pending_pings or self._queue or self._starved):
+            return  # the common case of a query answered: nothing can want to send
         # bounded: each round either ends an operation, starts one, or sends nothing new
         for _ in range(1 + len(self._running) + len(self._queue)):
             self._flush_pings(now)
