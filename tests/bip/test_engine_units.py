@@ -4,6 +4,7 @@ snapshot, and the translation between bip_peer messages and bip_select inputs an
 from __future__ import annotations
 
 import hashlib
+import random
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,7 @@ from bip_peer import (
     RejectRequest,
     Request,
     Unchoke,
+    UploadOnly,
 )
 from bip_select import AllowedFast as AllowedFastInput
 from bip_select import (
@@ -52,8 +54,10 @@ from bip_select import (
     PeerHaveAll,
     PeerHaveNone,
     PeerInterested,
+    PeerJoined,
     PeerNotInterested,
     PeerUnchokedUs,
+    PeerUploadOnly,
     SendAllowedFast,
     SendBitfield,
     SendCancel,
@@ -65,6 +69,8 @@ from bip_select import (
     SendNotInterested,
     SendRequest,
     SendUnchoke,
+    SwarmBrain,
+    TorrentGeometry,
 )
 from bip_select import BlockRejected as BlockRejectedInput
 
@@ -245,6 +251,30 @@ def test_inputs_for_messages() -> None:
     bitfield = input_for(peer, Bitfield(bytes(2)))
     assert isinstance(bitfield, PeerBitfield)
     assert bitfield.pieces is peer.connection.peer_pieces
+
+
+def test_a_late_bitfield_replaces_the_peers_pieces_in_the_brain() -> None:
+    """aria2 sends a bitfield after haves: the connection takes it, and the input the engine
+    makes of it replaces what the brain believed the peer had."""
+    peer = _peer(16)
+    brain = SwarmBrain(TorrentGeometry(16, 16384), rng=random.Random(0))
+    brain.handle(PeerJoined(peer, fast=True), 0.0)
+    connection = peer.connection
+    for message in (Have(1), Have(2), Bitfield(b"\x00\x01")):
+        connection.receive_data(message.encode())
+        received = connection.next_event()
+        event = input_for(peer, received)
+        assert event is not None
+        brain.handle(event, 0.0)
+    assert list(brain.picker.availability.peer_pieces(peer)) == [15]
+    assert brain.picker.availability.count(1) == 0
+    brain.check()
+
+
+def test_upload_only_becomes_an_input() -> None:
+    peer = _peer()
+    event = input_for(peer, UploadOnly(True))
+    assert event == PeerUploadOnly(peer, peer.connection.peer_upload_only)
 
 
 def test_messages_for_actions() -> None:

@@ -46,6 +46,8 @@ from bip_select._inputs import (
     PeerLeft,
     PeerNotInterested,
     PeerUnchokedUs,
+    PeerUploadOnly,
+    PieceLost,
     PieceVerified,
     PrioritiesChanged,
     RequestTimedOut,
@@ -399,6 +401,77 @@ class TestChoking:
         assert deadline > 0.0
 
 
+def revealed_in(actions: Sequence[Action]) -> set[int]:
+    """The pieces the actions tell a peer we have."""
+    pieces: set[int] = set()
+    for action in actions:
+        if isinstance(action, SendHave):
+            pieces.add(action.piece)
+        elif isinstance(action, SendBitfield):
+            pieces |= action.pieces
+    return pieces
+
+
+class TestLaterNews:
+    def test_upload_only_can_change_after_the_join(self) -> None:
+        b = brain()
+        b.handle(PeerJoined("a", upload_only=False), 0.0)
+        assert not b.is_upload_only("a")
+        assert b.handle(PeerUploadOnly("a", True), 0.0) == []
+        assert b.is_upload_only("a")
+        b.handle(PeerUploadOnly("a", False), 0.0)
+        assert not b.is_upload_only("a")
+        with pytest.raises(LocalProtocolError):
+            b.handle(PeerUploadOnly("nobody", True), 0.0)
+
+    def test_a_lost_piece_is_wanted_and_asked_for_again(self) -> None:
+        b = brain(range(8))
+        assert b.is_seed
+        b.handle(PeerJoined("s", fast=True), 0.0)
+        assert b.handle(PeerHaveAll("s"), 0.0) == []
+        actions = b.handle(PieceLost(3), 1.0)
+        assert actions == [SendInterested("s")]
+        assert b.num_have == 7
+        assert not b.has_piece(3)
+        assert not b.choker.seeding
+        assert requests(b.handle(PeerUnchokedUs("s"), 1.0)) == list(GEOMETRY.blocks(3))
+        actions = b.handle(PieceVerified(3, good=True), 2.0)
+        assert SendHave("s", 3) in actions  # announced again once it is back
+        assert SendNotInterested("s") in actions
+        assert b.is_seed
+        b.check()
+
+    def test_losing_a_piece_we_lack_or_do_not_want_changes_little(self) -> None:
+        b = brain({1}, piece_priorities=[4, 0, 4, 4, 4, 4, 4, 4])
+        b.handle(PeerJoined("a"), 0.0)
+        b.handle(PeerHave("a", 1), 0.0)
+        assert b.handle(PieceLost(0), 0.0) == []  # never had it
+        assert b.handle(PieceLost(1), 0.0) == []  # priority 0: not wanted again
+        assert not b.has_piece(1)
+        assert not b.is_interested("a")
+        with pytest.raises(LocalProtocolError):
+            b.handle(PieceLost(8), 0.0)
+        b.check()
+
+    @pytest.mark.parametrize("strategy", ["lazy", "super"])
+    def test_a_lost_piece_is_not_revealed(self, strategy: str) -> None:
+        have = range(8)
+        revelation = (
+            LazyBitfield(8, have, rng=random.Random(0), max_withheld=8, max_delay=5.0)
+            if strategy == "lazy"
+            else SuperSeeding(8, have, rng=random.Random(0))
+        )
+        b = brain(have, revelation=revelation)
+        told = revealed_in(b.handle(PeerJoined("a", fast=True), 0.0))
+        assert 0 < len(told) < 8
+        for piece in range(8):
+            if piece not in told:
+                b.handle(PieceLost(piece), 1.0)
+        later = b.handle(PeerJoined("b", fast=True), 1.0) + b.handle(Tick(10.0), 10.0)
+        assert revealed_in(later) <= told
+        b.check()
+
+
 class TestRevelationAndSelection:
     def test_super_seeding_reveals_one_piece(self) -> None:
         have = range(8)
@@ -472,6 +545,8 @@ def inputs() -> st.SearchStrategy[Input]:
         st.builds(RequestTimedOut, peer, block),
         st.builds(BlockSent, peer, block),
         st.builds(PieceVerified, piece, st.booleans()),
+        st.builds(PieceLost, st.integers(0, GEOMETRY.num_pieces - 1)),
+        st.builds(PeerUploadOnly, peer, st.booleans()),
         st.builds(Tick, st.just(0.0)),
     )
 

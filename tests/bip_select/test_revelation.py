@@ -228,6 +228,29 @@ class TestLazyBitfield:
             LazyBitfield(10, rng=random.Random(0), max_delay=float("inf"))
 
 
+class TestPieceLost:
+    def test_honest_announces_a_lost_piece_again_once_back(self) -> None:
+        reveal = HonestRevelation(4, have=range(4))
+        reveal.peer_joined("a", 0.0)
+        assert reveal.piece_lost(2, 1.0) == []
+        assert reveal.piece_lost(2, 1.0) == []  # already gone
+        assert reveal.have == {0, 1, 3}
+        assert reveal.peer_joined("b", 1.0) == [SendBitfield("b", frozenset({0, 1, 3}))]
+        assert reveal.piece_added(2, 2.0) == [SendHave("a", 2), SendHave("b", 2)]
+        with pytest.raises(LocalProtocolError):
+            reveal.piece_lost(4, 0.0)
+
+    def test_super_seeding_never_reveals_a_lost_piece(self) -> None:
+        reveal = SuperSeeding(4, have=range(4), rng=random.Random(1))
+        (to_a,) = haves(reveal.peer_joined("a", 0.0))
+        for piece in range(4):
+            if piece != to_a[1]:
+                assert reveal.piece_lost(piece, 1.0) == []
+        assert haves(reveal.peer_joined("b", 1.0)) == []  # nothing fresh left: it waits
+        back = next(p for p in range(4) if p != to_a[1])
+        assert haves(reveal.piece_added(back, 2.0)) == [("b", back)]
+
+
 class TestSuperSeeding:
     def test_poses_as_empty_and_reveals_one_piece(self) -> None:
         reveal = SuperSeeding(10, have=range(10), rng=random.Random(1))
@@ -521,7 +544,7 @@ def test_never_claims_a_piece_we_do_not_have(
             del known[peer]
         elif name == "bitfield":
             actions = reveal.peer_bitfield(peer, pieces, now)
-            known[peer] |= {p for p in pieces if 0 <= p < num_pieces}
+            known[peer] = {p for p in pieces if 0 <= p < num_pieces}  # replaces, even late
         elif name == "have":
             actions = reveal.peer_have(peer, piece, now)
             if 0 <= piece < num_pieces:
@@ -531,6 +554,7 @@ def test_never_claims_a_piece_we_do_not_have(
             known[peer] = set(range(num_pieces))
         elif name == "have_none":
             actions = reveal.peer_have_none(peer, now)
+            known[peer] = set()
         else:
             actions = reveal.peer_dont_have(peer, piece, now)
             known[peer].discard(piece)

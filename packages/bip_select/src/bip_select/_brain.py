@@ -71,6 +71,8 @@ from ._inputs import (
     PeerLeft,
     PeerNotInterested,
     PeerUnchokedUs,
+    PeerUploadOnly,
+    PieceLost,
     PieceVerified,
     PrioritiesChanged,
     RequestTimedOut,
@@ -236,6 +238,8 @@ class SwarmBrain:
             RequestTimedOut: self._request_timed_out,
             BlockSent: self._block_sent,
             PieceVerified: self._piece_verified,
+            PieceLost: self._piece_lost,
+            PeerUploadOnly: self._upload_only,
             PrioritiesChanged: self._priorities_changed,
             Tick: lambda _input, now: self.tick(now),
         }
@@ -269,6 +273,14 @@ class SwarmBrain:
     def is_interested(self, peer: PeerKey) -> bool:
         """Whether we told ``peer`` we are interested."""
         return self._peer(peer).interested
+
+    def is_upload_only(self, peer: PeerKey) -> bool:
+        """Whether ``peer`` said it only uploads (BEP 21), as of its latest word.
+
+        Raises:
+            LocalProtocolError: ``peer`` is not connected.
+        """
+        return self._peer(peer).upload_only
 
     def is_banned(self, peer: PeerKey) -> bool:
         """Whether ``peer`` was dropped for bad data."""
@@ -540,6 +552,12 @@ class SwarmBrain:
             self._set_interest(peer, state, actions)
         return actions
 
+    def _upload_only(self, event: PeerUploadOnly, now: float) -> list[Action]:
+        # Kept for the client's questions (is_upload_only); nothing here depends on it: such
+        # a peer tells us it is not interested, which the choker already hears.
+        self._peer(event.peer).upload_only = bool(event.upload_only)
+        return []
+
     def _choked_us(self, event: PeerChokedUs, now: float) -> list[Action]:
         peer = event.peer
         state = self._peer(peer)
@@ -673,6 +691,27 @@ class SwarmBrain:
                     self._banned.add(peer)
                 actions.extend(self._forget(peer, now))
         self._released(now, actions, (piece,))
+        return actions
+
+    def _piece_lost(self, event: PieceLost, now: float) -> list[Action]:
+        piece = event.piece
+        self.geometry.check_piece(piece)
+        picker = self.picker
+        if not picker.requests.have(piece):
+            return []
+        picker.lose_piece(piece)
+        self.choker.seeding = self.is_seed
+        actions = self.revelation.piece_lost(piece, now)
+        if picker.wants(piece):
+            # Wanted again: the peers that have it are interesting again, and may be asked.
+            availability = picker.availability
+            for peer, state in self._peers.items():
+                if availability.peer_has(peer, piece):
+                    state.wanted += 1
+                    state.starved = -1
+                    self._set_interest(peer, state, actions)
+            self._epoch += 1
+            self._fill_all(now, actions)
         return actions
 
     def _priorities_changed(self, event: PrioritiesChanged, now: float) -> list[Action]:

@@ -39,6 +39,8 @@ __all__ = [
     "PeerLeft",
     "PeerNotInterested",
     "PeerUnchokedUs",
+    "PeerUploadOnly",
+    "PieceLost",
     "PieceVerified",
     "PrioritiesChanged",
     "RequestTimedOut",
@@ -124,6 +126,21 @@ class PeerDontHave(Input):
 
     peer: PeerKey
     piece: int
+
+
+@dataclass(frozen=True, slots=True)
+class PeerUploadOnly(Input):
+    """``peer`` said it only uploads now (BEP 21 ``upload_only``), or no longer does.
+
+    It comes after :class:`PeerJoined`, from the peer's extended handshake or an ``upload_only``
+    message (a peer that completes its download mid-connection, as libtorrent announces it).
+
+    >>> PeerUploadOnly(7, True)
+    PeerUploadOnly(peer=7, upload_only=True)
+    """
+
+    peer: PeerKey
+    upload_only: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +234,18 @@ class PieceVerified(Input):
 
     piece: int
     good: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PieceLost(Input):
+    """A piece we had is gone from storage (bip_disk's ``PieceLost``: a file lost, a failed
+    re-read): it is wanted again, and announced again once verified anew.
+
+    Peers that were told we have it are not told otherwise (the brain has no BEP 54 action);
+    their requests for it are for the client to refuse.
+    """
+
+    piece: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -259,6 +259,19 @@ class RevelationStrategy:
         self._have.add(piece)
         return self._added(piece, now)
 
+    def piece_lost(self, piece: int, now: float) -> list[Action]:
+        """A piece we had is gone from storage: it is not ours to reveal any more (announced
+        again by :meth:`piece_added` once it is back). Nothing if we did not have it.
+
+        Raises:
+            LocalProtocolError: ``piece`` is outside the torrent.
+        """
+        self._check_piece(piece)
+        if piece not in self._have:
+            return []
+        self._have.discard(piece)
+        return self._lost(piece, now)
+
     def tick(self, now: float) -> list[Action]:
         """Whatever was held back and is due at ``now``."""
         return []
@@ -284,6 +297,9 @@ class RevelationStrategy:
         for view in self._peers.values():
             actions.extend(self._tell(view, piece))
         return actions
+
+    def _lost(self, piece: int, now: float) -> list[Action]:
+        return []
 
     def _announce_set(self, view: _PeerView, pieces: set[int]) -> list[Action]:
         """The first message telling ``view`` about ``pieces`` (all or part of what we have)."""
@@ -409,7 +425,8 @@ class LazyBitfield(RevelationStrategy):
         pending = self._pending
         while pending and pending[0][0] <= now:
             _, _, view, piece = heapq.heappop(pending)
-            if self._peers.get(view.key) is view:
+            # A withheld piece lost meanwhile is not revealed (it is told again when back).
+            if self._peers.get(view.key) is view and piece in self._have:
                 actions.extend(self._tell(view, piece))
         return actions
 
@@ -600,6 +617,18 @@ class SuperSeeding(RevelationStrategy):
             self._undelivered += 1
         self._insert(piece, copies + self._on_the_way[piece])
         self._feed_due = True
+        return self._feed()
+
+    def _lost(self, piece: int, now: float) -> list[Action]:
+        # Out of the buckets, so never revealed again until _added puts it back; peers it is
+        # on its way to keep it assigned (they may still get it from others).
+        if self._position[piece] < 0:
+            return []
+        self._remove(piece, self._copies[piece] + self._on_the_way[piece])
+        if self._copies[piece] == 0:
+            self._undelivered -= 1
+            if not self._undelivered:
+                self._feed_due = True  # the first copy of every piece we have is out
         return self._feed()
 
     # ---------------------------------------------------------------- assignment

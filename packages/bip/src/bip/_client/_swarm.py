@@ -43,6 +43,7 @@ from bip_peer import (
     RejectRequest,
     Request,
     Unchoke,
+    UploadOnly,
 )
 from bip_select import (
     REASON_BAD_DATA,
@@ -62,6 +63,7 @@ from bip_select import (
     PeerLeft,
     PeerNotInterested,
     PeerUnchokedUs,
+    PeerUploadOnly,
     SendAllowedFast,
     SendBitfield,
     SendCancel,
@@ -128,6 +130,9 @@ def input_for(peer: Peer, message: object) -> Input | None:
         return AllowedFastInput(peer, message.index)
     if isinstance(message, RejectRequest):
         return BlockRejectedInput(peer, Block(message.index, message.begin, message.length))
+    if isinstance(message, UploadOnly):
+        # The connection's flag, which the message already set (BEP 21).
+        return PeerUploadOnly(peer, peer.connection.peer_upload_only)
     return None
 
 
@@ -226,8 +231,12 @@ class Swarm:
         if peer not in self.joined:
             return
         if isinstance(message, ExtendedHandshake):
-            # The BEP 10 handshake usually comes after the join: its reqq bounds our queue.
+            # The BEP 10 handshake usually comes after the join: its reqq bounds our queue,
+            # and its upload_only (BEP 21) may differ from what the join said.
             self.brain.queues.set_reqq(peer, _capped(message.reqq))
+            upload_only = peer.connection.peer_upload_only
+            if upload_only != self.brain.is_upload_only(peer):
+                self.feed(PeerUploadOnly(peer, upload_only), now)
             return
         event = input_for(peer, message)
         if event is not None:

@@ -58,6 +58,7 @@ from bip_peer import (
     UploadOnly,
 )
 from bip_select import Block, BlockReceived, BlockSent, PieceVerified, SwarmBrain, TorrentGeometry
+from bip_select import PieceLost as BrainPieceLost
 
 from ._config import ClientConfig, TorrentOptions
 from ._discovery import PeerSource, UserPeers
@@ -527,9 +528,14 @@ class Torrent:
         elif isinstance(event, TorrentFailed):
             self._fail(f"storage: {event.reason}")
         elif isinstance(event, PieceLost):
-            # The brain has no input for a piece we lost; the fault that lost it also stopped
-            # the torrent (TorrentFailed follows), so failing is the whole story here.
+            # The fault that lost it also stops the torrent (TorrentFailed follows); the brain
+            # still learns it, so that it wants the piece again and stops revealing it.
             logger.warning("%s: piece %d lost: %s", self._name, event.piece, event.reason)
+            if swarm is not None and swarm.brain.has_piece(event.piece):
+                if event.piece in self._wanted and self.info is not None:
+                    self._done -= self.info.piece_size(event.piece)
+                self._resume_dirty.set()
+                swarm.feed(BrainPieceLost(event.piece), trio.current_time())
 
     def tick(self, now: float) -> None:
         """Run the brain's timers."""
