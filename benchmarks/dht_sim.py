@@ -12,10 +12,11 @@ datagrams on a virtual clock. Two scenarios:
 - lookups: ``--nodes`` nodes (10,000) on links of 20 to 300 ms one way (fixed per pair) with
   5% loss, formed through the real protocol join by default (each newcomer bootstraps from
   three random members, in waves, then the network runs ``--settle`` seconds, 16 minutes by
-  default, so that BEP 5's 15-minute bucket refresh has run once on every node: a freshly
-  joined node knows two or three nodes per far bucket until then; ``--formation warm`` hands
-  every routing table what a long-running network would have taught it instead, which is
-  what the test suite does), then 10% of the nodes go silent (churn after formation).
+  default, so that BEP 5's 15-minute bucket refresh has run once on every node (``--settle
+  0`` measures the network the moment the last newcomer has joined: the maintenance's fill
+  queries, as libtorrent's refresh, have filled the far buckets of all but the newest nodes
+  by then); ``--formation warm`` hands every routing table what a long-running network
+  would have taught it instead, which is what the test suite does), then 10% of the nodes go silent (churn after formation).
   ``--announces`` random live nodes announce a random info-hash each; then ``--lookups``
   get_peers lookups by random live nodes for random ones of those hashes run
   ``--concurrency`` at a time. Goals: every lookup finds its announcer; the median time
