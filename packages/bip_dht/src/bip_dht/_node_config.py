@@ -86,67 +86,75 @@ _BOOLS = (
 class DHTConfig:
     """How a DHT node behaves; every field has a documented default.
 
-    Lookups:
-        k: bucket size, lookup width and announce / put fan-out (BEP 5's K, 8).
-        alpha: queries a lookup keeps in flight (not counting slow ones), 3.
-        query_timeout: seconds before an unanswered query has failed (libtorrent: 5 to 15).
-        slow_after: seconds after which a lookup stops waiting for a query and sends another
-            (libtorrent's short timeout), while still accepting its answer.
-        max_lookup_peers: peers one get_peers lookup collects at most.
-        restrict_search_ips: a lookup keeps one node per IP address.
+    **Lookups**
 
-    Routing table:
-        restrict_routing_ips: the table keeps one node per IP address.
-        enforce_node_id: refuse (table and lookups) nodes whose id breaks BEP 42 for their
-            address (local addresses are exempt); off by default, as in libtorrent, because
-            many nodes still run unrestricted ids.
-        max_failures: failed queries in a row that make a confirmed node bad.
+    - k: bucket size, lookup width and announce / put fan-out (BEP 5's K, 8).
+    - alpha: queries a lookup keeps in flight (not counting slow ones), 3.
+    - query_timeout: seconds before an unanswered query has failed (libtorrent: 5 to 15).
+    - slow_after: seconds after which a lookup stops waiting for a query and sends another
+      (libtorrent's short timeout), while still accepting its answer.
+    - max_lookup_peers: peers one get_peers lookup collects at most.
+    - restrict_search_ips: a lookup keeps one node per IP address.
 
-    Identity:
-        bep42_own_id: once the responders' ``ip`` votes settle on an external address that is
-            not local and that our id does not match, take a BEP 42 id for it
-            (:class:`~bip_dht.NodeIdChanged`).
-        external_ip_votes: distinct responders that must agree on our external address
-            before we believe it (libtorrent's ip_voter waits for a handful too).
-        read_only: BEP 43: send ``ro=1`` and answer no query.
-        version: our client version (the top-level ``v``), None to send none.
+    **Routing table**
 
-    Bounds (what the node may hold, whatever the network sends or the caller asks):
-        max_lookups: lookups (find_node, get_peers, announce, get, put, sample, bootstrap)
-            running at once; more wait in a queue.
-        max_queued: operations waiting for a lookup slot (or a ping for a transaction
-            slot); beyond it an operation ends at once with its Finished event.
-        max_outstanding: our queries awaiting an answer; lookups pause while it is full.
-        max_events: events queued for :meth:`~bip_dht._node.DHTNode.next_event`; beyond it
-            progress events (PeersFound, SamplesFound) are dropped and counted, Finished
-            events are always kept (they are bounded by the operations).
-        max_outbox: datagrams waiting for :meth:`~bip_dht._node.DHTNode.datagrams_to_send`;
-            beyond it replies are dropped and counted.
-        max_bootstrap_addresses: bootstrap addresses remembered and queried at most.
+    - restrict_routing_ips: the table keeps one node per IP address.
+    - enforce_node_id: refuse (table and lookups) nodes whose id breaks BEP 42 for their
+      address (local addresses are exempt); off by default, as in libtorrent, because
+      many nodes still run unrestricted ids.
+    - max_failures: failed queries in a row that make a confirmed node bad.
 
-    Maintenance (libtorrent ticks every few seconds):
-        maintenance_interval: seconds between maintenance ticks.
-        pings_per_tick: questionable table nodes checked per tick at most (BEP 5's ping;
-            a ``find_node`` for a random id in the node's bucket when that bucket has room,
-            as libtorrent does, so the answer also brings nodes to fill it).
-        refresh_queries_per_tick: queries per tick (and per address family) that fill
-            buckets with room, as libtorrent's refresh does: to nodes heard of in answers to
-            such queries (candidates; their answer admits them) and to the node closest to a
-            random id in a sparse bucket (its probe, backed off while it brings no new node).
-            The first tick comes as soon as a bootstrap ends, so a node that has just joined
-            fills its far buckets within a minute or two.
-        refreshes_per_tick: stale-bucket refresh lookups started per tick at most.
-        bootstrap_retry_interval: seconds between bootstraps from the remembered addresses
-            while the routing table stays empty.
+    **Identity**
 
-    Serving and storage (see :class:`~bip_dht.QueryHandler`, :class:`~bip_dht.PeerStore`,
-    :class:`~bip_dht.ItemStore`, :class:`~bip_dht.RateLimiter`):
-        max_peers_per_hash, max_hashes, max_peers, peer_ttl: the peer store's caps.
-        max_items, item_lifetime: the BEP 44 item store's caps.
-        rate_limit, query_rate, query_burst, rate_limited_hosts: per-IP query limiting.
-        token_rotate_interval: seconds between write-token secret rotations.
-        sample_count, sample_interval: BEP 51 replies.
-        limits: what one datagram may make the decoder allocate.
+    - bep42_own_id: once the responders' ``ip`` votes settle on an external address that is
+      not local and that our id does not match, take a BEP 42 id for it
+      (:class:`~bip_dht.NodeIdChanged`).
+    - external_ip_votes: distinct responders that must agree on our external address
+      before we believe it (libtorrent's ip_voter waits for a handful too).
+    - read_only: BEP 43: send ``ro=1`` and answer no query.
+    - version: our client version (the top-level ``v``), None to send none.
+
+    **Bounds (what the node may hold, whatever the network sends or the caller asks)**
+
+    - max_lookups: lookups (find_node, get_peers, announce, get, put, sample, bootstrap)
+      running at once; more wait in a queue.
+    - max_queued: operations waiting for a lookup slot (or a ping for a transaction
+      slot); beyond it an operation ends at once with its Finished event.
+    - max_outstanding: our queries awaiting an answer; lookups pause while it is full.
+    - max_events: events queued for
+      :meth:`DHTNode.next_event() <bip_dht.DHTNode.next_event>`; beyond it progress
+      events (PeersFound, SamplesFound) are dropped and counted, Finished events are always
+      kept (they are bounded by the operations).
+    - max_outbox: datagrams waiting for
+      :meth:`DHTNode.datagrams_to_send() <bip_dht.DHTNode.datagrams_to_send>`; beyond it
+      replies are dropped and counted.
+    - max_bootstrap_addresses: bootstrap addresses remembered and queried at most.
+
+    **Maintenance (libtorrent ticks every few seconds)**
+
+    - maintenance_interval: seconds between maintenance ticks.
+    - pings_per_tick: questionable table nodes checked per tick at most (BEP 5's ping;
+      a ``find_node`` for a random id in the node's bucket when that bucket has room,
+      as libtorrent does, so the answer also brings nodes to fill it).
+    - refresh_queries_per_tick: queries per tick (and per address family) that fill
+      buckets with room, as libtorrent's refresh does: to nodes heard of in answers to
+      such queries (candidates; their answer admits them) and to the node closest to a
+      random id in a sparse bucket (its probe, backed off while it brings no new node).
+      The first tick comes as soon as a bootstrap ends, so a node that has just joined
+      fills its far buckets within a minute or two.
+    - refreshes_per_tick: stale-bucket refresh lookups started per tick at most.
+    - bootstrap_retry_interval: seconds between bootstraps from the remembered addresses
+      while the routing table stays empty.
+
+    **Serving and storage** (see :class:`~bip_dht.QueryHandler`, :class:`~bip_dht.PeerStore`,
+    :class:`~bip_dht.ItemStore`, :class:`~bip_dht.RateLimiter`)
+
+    - max_peers_per_hash, max_hashes, max_peers, peer_ttl: the peer store's caps.
+    - max_items, item_lifetime: the BEP 44 item store's caps.
+    - rate_limit, query_rate, query_burst, rate_limited_hosts: per-IP query limiting.
+    - token_rotate_interval: seconds between write-token secret rotations.
+    - sample_count, sample_interval: BEP 51 replies.
+    - limits: what one datagram may make the decoder allocate.
     """
 
     k: int = BUCKET_SIZE

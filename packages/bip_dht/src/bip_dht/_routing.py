@@ -550,7 +550,7 @@ class RoutingTable:
         which became known, are dropped): the query confirms them and brings more. Then each
         bucket with room whose probe is due is probed through the known node closest to its
         random target; a probe that the bucket does not gain from pushes its next one back
-        (*interval* times 2, 4, ... up to 2 ** :data:`MAX_PROBE_BACKOFF`), and a node joining
+        (*interval* times 2, 4, ... up to 2 ** 7), and a node joining
         the bucket makes it due again at once.
         """
         out: list[RefreshQuery] = []

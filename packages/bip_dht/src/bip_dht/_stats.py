@@ -18,44 +18,49 @@ __all__ = ["DHTStatistics"]
 
 @dataclass(frozen=True, slots=True)
 class DHTStatistics:
-    """What :meth:`~bip_dht._node.DHTNode.statistics` reports.
+    """What :meth:`DHTNode.statistics() <bip_dht.DHTNode.statistics>` reports.
 
-    Routing table, per address family (4, 6):
-        nodes: nodes in buckets. good_nodes: those that are good (BEP 5).
-        replacements: nodes waiting in the replacement caches.
-        buckets: buckets the table has split into.
+    **Routing table, per address family (4, 6)**
 
-    Identity:
-        node_id: our id now. external_addresses: the external address the responders' votes
-            settled on, per family (BEP 42), when they have.
+    - nodes: nodes in buckets. good_nodes: those that are good (BEP 5).
+    - replacements: nodes waiting in the replacement caches.
+    - buckets: buckets the table has split into.
 
-    Traffic:
-        datagrams_received, datagrams_sent, bytes_received, bytes_sent: on the wire.
-        queries_sent: our queries by method. responses_received: answers matched to them.
-        errors_received: KRPC errors answering our queries, by code.
-        timeouts: our queries that got no answer in time.
-        unmatched: answers with no outstanding transaction of that id from that address
-            (late, duplicated or forged): dropped.
-        id_mismatch: answers from the right address with another node id than the one we
-            queried (that node's failure).
-        invalid_answers: answers lacking what the query needs (a find_node reply without
-            nodes...), counted as the node's failure.
-        malformed: datagrams that are not KRPC at all: dropped.
-        wrong_family: datagrams from an address family the node does not run: dropped.
-        queries_received: queries others sent us, by method (unknown methods as sent).
-        errors_sent: our error replies, by code.
-        rate_limited: queries dropped because their source IP was over its rate.
-        read_only_ignored: queries not answered because we are read-only (BEP 43).
+    **Identity**
 
-    Work and bounds:
-        outstanding: our queries awaiting an answer. lookups: operations running.
-        queued: operations waiting for a slot. refused: operations that ended at once because
-        the queue was full. events_dropped: progress events dropped on a full event queue.
-        outbox_dropped: datagrams dropped on a full outbox.
-        send_errors: datagrams the operating system refused to send (the trio shell's count).
+    - node_id: our id now. external_addresses: the external address the responders' votes
+      settled on, per family (BEP 42), when they have.
 
-    Storage:
-        info_hashes, peers: what others announced to us. items: BEP 44 items we store.
+    **Traffic**
+
+    - datagrams_received, datagrams_sent, bytes_received, bytes_sent: on the wire.
+    - queries_sent: our queries by method. responses_received: answers matched to them.
+    - errors_received: KRPC errors answering our queries, by code.
+    - timeouts: our queries that got no answer in time.
+    - unmatched: answers with no outstanding transaction of that id from that address
+      (late, duplicated or forged): dropped.
+    - id_mismatch: answers from the right address with another node id than the one we
+      queried (that node's failure).
+    - invalid_answers: answers lacking what the query needs (a find_node reply without
+      nodes...), counted as the node's failure.
+    - malformed: datagrams that are not KRPC at all: dropped.
+    - wrong_family: datagrams from an address family the node does not run: dropped.
+    - queries_received: queries others sent us, by method (unknown methods as sent).
+    - errors_sent: our error replies, by code.
+    - rate_limited: queries dropped because their source IP was over its rate.
+    - read_only_ignored: queries not answered because we are read-only (BEP 43).
+
+    **Work and bounds**
+
+    - outstanding: our queries awaiting an answer. lookups: operations running.
+    - queued: operations waiting for a slot. refused: operations that ended at once because
+      the queue was full. events_dropped: progress events dropped on a full event queue.
+    - outbox_dropped: datagrams dropped on a full outbox.
+    - send_errors: datagrams the operating system refused to send (the trio shell's count).
+
+    **Storage**
+
+    - info_hashes, peers: what others announced to us. items: BEP 44 items we store.
     """
 
     node_id: NodeId
