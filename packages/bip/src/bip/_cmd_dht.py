@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import functools
 import json
-import math
 import os
 import signal
 import sys
@@ -45,8 +44,10 @@ from bip_dht import (
 )
 from bip_metainfo import Metainfo
 
+from ._arguments import positive, print_usage
 from ._errors import CLIError
 from ._inputs import load_source, parse_endpoint
+from ._serve_loop import print_statistics_until_stopped
 
 __all__ = [
     "DEFAULT_CLIENT_BIND",
@@ -74,16 +75,6 @@ _MAX_STATE_SIZE: Final = 1 << 20  # a saved state is a few KiB; refuse anything 
 T = TypeVar("T")
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be positive, not {text!r}")
-    return value
-
-
 def _node_options(parser: argparse.ArgumentParser, *, bind: str, serve: bool = False) -> None:
     parser.add_argument(
         "--bind",
@@ -108,7 +99,7 @@ def _node_options(parser: argparse.ArgumentParser, *, bind: str, serve: bool = F
     if not serve:
         parser.add_argument(
             "--timeout",
-            type=_positive,
+            type=positive(float),
             default=DEFAULT_TIMEOUT,
             metavar="SECONDS",
             help=f"give up after this long (default {DEFAULT_TIMEOUT:g})",
@@ -123,7 +114,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description="Run a Mainline DHT node (BEP 5), or look up, announce, store and fetch.",
     )
     actions = parser.add_subparsers(title="dht commands", metavar="ACTION")
-    parser.set_defaults(func=lambda args: _usage(parser))
+    parser.set_defaults(func=lambda args: print_usage(parser))
 
     serve = actions.add_parser(
         "serve",
@@ -136,14 +127,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     serve.add_argument(
         "--stats-interval",
-        type=_positive,
+        type=positive(float),
         default=DEFAULT_STATS_INTERVAL,
         metavar="SECONDS",
         help=f"seconds between statistics lines (default {DEFAULT_STATS_INTERVAL:g})",
     )
     serve.add_argument(
         "--duration",
-        type=_positive,
+        type=positive(float),
         metavar="SECONDS",
         help="stop after this long (default: run until Ctrl-C)",
     )
@@ -202,11 +193,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     put.add_argument("--salt", default="", metavar="S", help="a mutable item's salt")
     _node_options(put, bind=DEFAULT_CLIENT_BIND)
     put.set_defaults(func=_run_put)
-
-
-def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help(sys.stderr)
-    return 2
 
 
 # -- the node's state ---------------------------------------------------------------------------
@@ -320,21 +306,12 @@ async def _serve(args: argparse.Namespace) -> int:
             print(f"DHT node {dht.node_id.value.hex()} on {where}{mode}", flush=True)
             if not _has_start(dht, args):
                 print("no bootstrap node: waiting for others to join through us", flush=True)
-            deadline = math.inf if args.duration is None else trio.current_time() + args.duration
-            with trio.move_on_at(deadline):
-                async with trio.open_nursery() as nursery:
-
-                    async def wait_for_signal() -> None:
-                        async for signum in signals:
-                            print(f"stopping on {signal.Signals(signum).name}", file=sys.stderr)
-                            nursery.cancel_scope.cancel()
-                            return
-
-                    nursery.start_soon(wait_for_signal)
-                    while True:
-                        await trio.sleep(args.stats_interval)
-                        print(statistics_line(dht.statistics()), flush=True)
-            print(f"final: {statistics_line(dht.statistics())}", flush=True)
+            await print_statistics_until_stopped(
+                signals,
+                duration=args.duration,
+                interval=args.stats_interval,
+                statistics=lambda: statistics_line(dht.statistics()),
+            )
     return 0
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import trio
 
+from ._arguments import add_torrent_and_directory
 from ._client import TorrentError, TorrentOptions, TorrentPhase
 from ._cmd_download import (
     StatusLine,
@@ -43,14 +44,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             " 'bip download --dir') and serve it to peers until Ctrl-C."
         ),
     )
-    parser.add_argument("torrent", metavar="TORRENT", help="the .torrent file")
-    parser.add_argument(
-        "directory",
-        metavar="DIR",
-        nargs="?",
-        default=".",
-        help="the directory the torrent's files are in (default: here)",
-    )
+    add_torrent_and_directory(parser)
     add_session_arguments(parser)
     parser.set_defaults(func=run)
 

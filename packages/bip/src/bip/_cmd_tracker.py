@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import signal
-import sys
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import Any, TypeVar
@@ -35,8 +33,10 @@ from bip_utracker import (
     serve_tracker,
 )
 
+from ._arguments import positive, print_usage
 from ._errors import CLIError
 from ._inputs import load_source, parse_endpoint, parse_info_hash
+from ._serve_loop import print_statistics_until_stopped
 
 __all__ = ["add_parser"]
 
@@ -63,19 +63,6 @@ _EVENTS = {
 }
 
 
-def _positive(kind: type[int] | type[float]) -> Any:
-    def check(text: str) -> int | float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not value > 0 or (isinstance(value, float) and not math.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"must be positive, not {text!r}")
-        return value
-
-    return check
-
-
 def _non_negative_int(text: str) -> int:
     try:
         value = int(text)
@@ -94,7 +81,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description="Run a UDP tracker (BEP 15), or announce to and scrape one.",
     )
     actions = parser.add_subparsers(title="tracker commands", metavar="ACTION")
-    parser.set_defaults(func=lambda args: _usage(parser))
+    parser.set_defaults(func=lambda args: print_usage(parser))
 
     serve = actions.add_parser(
         "serve",
@@ -109,14 +96,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     serve.add_argument(
         "--interval",
-        type=_positive(int),
+        type=positive(int),
         default=1800,
         metavar="SECONDS",
         help="announce interval told to clients (default 1800)",
     )
     serve.add_argument(
         "--stats-interval",
-        type=_positive(float),
+        type=positive(float),
         default=DEFAULT_STATS_INTERVAL,
         metavar="SECONDS",
         help=f"seconds between statistics lines (default {DEFAULT_STATS_INTERVAL:g})",
@@ -133,23 +120,23 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     limits = serve.add_mutually_exclusive_group()
     limits.add_argument(
         "--rate-limit",
-        type=_positive(float),
+        type=positive(float),
         metavar="N",
         help="requests per second per address (default 100)",
     )
     limits.add_argument(
         "--no-rate-limit", action="store_true", help="serve every request (benchmarks, tests)"
     )
-    serve.add_argument("--max-swarms", type=_positive(int), metavar="N", help="swarms kept at most")
+    serve.add_argument("--max-swarms", type=positive(int), metavar="N", help="swarms kept at most")
     serve.add_argument(
-        "--max-peers", type=_positive(int), metavar="N", help="peers kept at most over all swarms"
+        "--max-peers", type=positive(int), metavar="N", help="peers kept at most over all swarms"
     )
     serve.add_argument(
-        "--max-peers-per-swarm", type=_positive(int), metavar="N", help="peers per swarm at most"
+        "--max-peers-per-swarm", type=positive(int), metavar="N", help="peers per swarm at most"
     )
     serve.add_argument(
         "--duration",
-        type=_positive(float),
+        type=positive(float),
         metavar="SECONDS",
         help="stop after this long (default: run until Ctrl-C)",
     )
@@ -214,7 +201,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def _client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout",
-        type=_positive(float),
+        type=positive(float),
         default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
         help=f"give up after this long (default {DEFAULT_TIMEOUT:g})",
@@ -223,11 +210,6 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
         "--bind", metavar="HOST", help="local address to send from (default: any, IPv4 and IPv6)"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
-
-
-def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help(sys.stderr)
-    return 2
 
 
 # -- serve --------------------------------------------------------------------------------
@@ -309,21 +291,12 @@ async def _serve(args: argparse.Namespace) -> None:
                 )
             for server in servers:
                 print(f"serving {_url(*server.address)}", flush=True)
-            deadline = math.inf if args.duration is None else trio.current_time() + args.duration
-            with trio.move_on_at(deadline):
-                async with trio.open_nursery() as nursery:
-
-                    async def wait_for_signal() -> None:
-                        async for signum in signals:
-                            print(f"stopping on {signal.Signals(signum).name}", file=sys.stderr)
-                            nursery.cancel_scope.cancel()
-                            return
-
-                    nursery.start_soon(wait_for_signal)
-                    while True:
-                        await trio.sleep(args.stats_interval)
-                        print(_stats_line(servers, store), flush=True)
-            print(f"final: {_stats_line(servers, store)}", flush=True)
+            await print_statistics_until_stopped(
+                signals,
+                duration=args.duration,
+                interval=args.stats_interval,
+                statistics=lambda: _stats_line(servers, store),
+            )
 
 
 def _run_serve(args: argparse.Namespace) -> int:

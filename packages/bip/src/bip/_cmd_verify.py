@@ -27,6 +27,7 @@ from bip_disk import (
 )
 from bip_metainfo import Metainfo
 
+from ._arguments import add_torrent_and_directory
 from ._describe import safe_text
 from ._errors import CLIError
 from ._humanize import format_size
@@ -50,14 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             " Exits 0 only when everything is complete and good. Writes nothing."
         ),
     )
-    parser.add_argument("torrent", metavar="TORRENT", help="the .torrent file")
-    parser.add_argument(
-        "directory",
-        metavar="DIR",
-        nargs="?",
-        default=".",
-        help="the directory the torrent's files are in (default: here)",
-    )
+    add_torrent_and_directory(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
