@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Literal
 
-from bip._client import ClientConfig, Session
+from bip._client import ClientConfig, Session, TorrentOptions, TorrentPhase, open_session
 from bip_handshake import EncryptionPolicy, PeerAddress
 from bip_metainfo import Info, Metainfo, create_torrent
 
@@ -54,6 +55,22 @@ def address_of(session: Session) -> PeerAddress:
     """Where ``session`` accepts peers."""
     [address] = session.handshaker.listen_addresses
     return address
+
+
+@contextlib.asynccontextmanager
+async def seeder_and_leecher(
+    torrent: Metainfo, folder: Path, **changes: object
+) -> AsyncIterator[tuple[Session, Session]]:
+    """Two loopback sessions (``loopback_config(**changes)``): the first already seeding
+    ``torrent``, whose data is ``folder`` (from :func:`write_content`), the second empty."""
+    async with (
+        open_session(loopback_config(**changes)) as seeder,
+        open_session(loopback_config(**changes)) as leecher,
+    ):
+        seeding = await seeder.add_torrent(torrent, TorrentOptions(folder.parent))
+        await seeding.wait_complete()
+        assert seeding.status().phase is TorrentPhase.SEEDING
+        yield seeder, leecher
 
 
 def same_files(a: Path, b: Path) -> bool:

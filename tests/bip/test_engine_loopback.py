@@ -13,6 +13,7 @@ from _engine_helpers import (
     loopback_config,
     make_torrent,
     same_files,
+    seeder_and_leecher,
     write_content,
 )
 
@@ -34,13 +35,7 @@ async def test_seed_to_download(
     folder = write_content(tmp_path / "seed", SIZES)
     torrent = make_torrent(folder, version)
     with trio.fail_after(DEADLINE):
-        async with (
-            open_session(loopback_config(encryption=encryption)) as seeder,
-            open_session(loopback_config(encryption=encryption)) as leecher,
-        ):
-            seeding = await seeder.add_torrent(torrent, TorrentOptions(folder.parent))
-            await seeding.wait_complete()
-            assert seeding.status().phase is TorrentPhase.SEEDING
+        async with seeder_and_leecher(torrent, folder, encryption=encryption) as (seeder, leecher):
             download = await leecher.add_torrent(
                 torrent,
                 TorrentOptions(tmp_path / "down", peers=(address_of(seeder),)),
@@ -58,12 +53,7 @@ async def test_download_into_memory(tmp_path: Path) -> None:
     torrent = make_torrent(folder, "hybrid")
     memory = MemoryFileSystem()
     with trio.fail_after(DEADLINE):
-        async with (
-            open_session(loopback_config()) as seeder,
-            open_session(loopback_config()) as leecher,
-        ):
-            seeding = await seeder.add_torrent(torrent, TorrentOptions(folder.parent))
-            await seeding.wait_complete()
+        async with seeder_and_leecher(torrent, folder) as (seeder, leecher):
             options = TorrentOptions(
                 tmp_path / "unused", peers=(address_of(seeder),), storage=lambda _: memory
             )
@@ -81,12 +71,7 @@ async def test_disk_full_fails_the_download(tmp_path: Path) -> None:
     folder = write_content(tmp_path / "seed", SIZES)
     torrent = make_torrent(folder, "v1")
     with trio.fail_after(DEADLINE):
-        async with (
-            open_session(loopback_config()) as seeder,
-            open_session(loopback_config()) as leecher,
-        ):
-            seeding = await seeder.add_torrent(torrent, TorrentOptions(folder.parent))
-            await seeding.wait_complete()
+        async with seeder_and_leecher(torrent, folder) as (seeder, leecher):
             options = TorrentOptions(
                 tmp_path / "down",
                 peers=(address_of(seeder),),
@@ -108,12 +93,7 @@ async def test_two_seeds_do_not_stay_connected(tmp_path: Path) -> None:
     folder = write_content(tmp_path / "seed", SIZES)
     torrent = make_torrent(folder, "v1")
     with trio.fail_after(DEADLINE):
-        async with (
-            open_session(loopback_config()) as first,
-            open_session(loopback_config()) as second,
-        ):
-            one = await first.add_torrent(torrent, TorrentOptions(folder.parent))
-            await one.wait_complete()
+        async with seeder_and_leecher(torrent, folder) as (first, second):
             two = await second.add_torrent(
                 torrent, TorrentOptions(folder.parent, peers=(address_of(first),), resume=False)
             )

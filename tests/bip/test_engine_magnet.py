@@ -15,6 +15,7 @@ from _engine_helpers import (
     loopback_config,
     make_torrent,
     same_files,
+    seeder_and_leecher,
     write_content,
 )
 
@@ -36,12 +37,7 @@ async def test_magnet_with_x_pe(tmp_path: Path, version: Version, hashes: str) -
     known = full if hashes == "both" else InfoHash(**{hashes: getattr(full, hashes)})
     down = tmp_path / "down"
     with trio.fail_after(DEADLINE):
-        async with (
-            open_session(loopback_config()) as seeder,
-            open_session(loopback_config()) as leecher,
-        ):
-            seeding = await seeder.add_torrent(torrent, TorrentOptions(folder.parent))
-            await seeding.wait_complete()
+        async with seeder_and_leecher(torrent, folder) as (seeder, leecher):
             address = address_of(seeder)
             magnet = MagnetLink.from_info_hash(known, peers=[(str(address.host), address.port)])
             download = await leecher.add_torrent(magnet, TorrentOptions(down))
@@ -65,12 +61,7 @@ async def test_magnet_select_only(tmp_path: Path) -> None:
     torrent = make_torrent(folder, "v1")
     down = tmp_path / "down"
     with trio.fail_after(DEADLINE):
-        async with (
-            open_session(loopback_config()) as seeder,
-            open_session(loopback_config()) as leecher,
-        ):
-            seeding = await seeder.add_torrent(torrent, TorrentOptions(folder.parent))
-            await seeding.wait_complete()
+        async with seeder_and_leecher(torrent, folder) as (seeder, leecher):
             magnet = MagnetLink.from_info_hash(torrent.info.info_hash, select_only=[1])
             download = await leecher.add_torrent(
                 magnet, TorrentOptions(down, peers=(address_of(seeder),))
@@ -92,12 +83,7 @@ async def test_v2_only_magnet_needs_piece_layers(tmp_path: Path) -> None:
     folder = write_content(tmp_path / "seed", SIZES)
     torrent = make_torrent(folder, "v2")
     with trio.fail_after(DEADLINE):
-        async with (
-            open_session(loopback_config()) as seeder,
-            open_session(loopback_config()) as leecher,
-        ):
-            seeding = await seeder.add_torrent(torrent, TorrentOptions(folder.parent))
-            await seeding.wait_complete()
+        async with seeder_and_leecher(torrent, folder) as (seeder, leecher):
             magnet = MagnetLink.from_info_hash(torrent.info.info_hash)
             download = await leecher.add_torrent(
                 magnet, TorrentOptions(tmp_path / "down", peers=(address_of(seeder),))
