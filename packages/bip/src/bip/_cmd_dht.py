@@ -44,7 +44,7 @@ from bip_dht import (
 )
 from bip_metainfo import Metainfo
 
-from ._arguments import positive, print_usage
+from ._arguments import add_command_group, add_serve_loop_options, add_timeout
 from ._errors import CLIError
 from ._inputs import load_source, parse_endpoint
 from ._serve_loop import print_statistics_until_stopped
@@ -97,24 +97,17 @@ def _node_options(parser: argparse.ArgumentParser, *, bind: str, serve: bool = F
         + (" and save them there on exit" if serve else " (and save them back)"),
     )
     if not serve:
-        parser.add_argument(
-            "--timeout",
-            type=positive(float),
-            default=DEFAULT_TIMEOUT,
-            metavar="SECONDS",
-            help=f"give up after this long (default {DEFAULT_TIMEOUT:g})",
-        )
+        add_timeout(parser, default=DEFAULT_TIMEOUT)
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``bip dht`` and its sub-commands to the command line."""
-    parser = subparsers.add_parser(
+    actions = add_command_group(
+        subparsers,
         "dht",
         help="run a DHT node or ask the DHT",
         description="Run a Mainline DHT node (BEP 5), or look up, announce, store and fetch.",
     )
-    actions = parser.add_subparsers(title="dht commands", metavar="ACTION")
-    parser.set_defaults(func=lambda args: print_usage(parser))
 
     serve = actions.add_parser(
         "serve",
@@ -125,19 +118,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     serve.add_argument(
         "--read-only", action="store_true", help="BEP 43: query others, answer nobody"
     )
-    serve.add_argument(
-        "--stats-interval",
-        type=positive(float),
-        default=DEFAULT_STATS_INTERVAL,
-        metavar="SECONDS",
-        help=f"seconds between statistics lines (default {DEFAULT_STATS_INTERVAL:g})",
-    )
-    serve.add_argument(
-        "--duration",
-        type=positive(float),
-        metavar="SECONDS",
-        help="stop after this long (default: run until Ctrl-C)",
-    )
+    add_serve_loop_options(serve, stats_interval=DEFAULT_STATS_INTERVAL)
     serve.set_defaults(func=_run_serve)
 
     get_peers = actions.add_parser(

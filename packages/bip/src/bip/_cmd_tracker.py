@@ -33,7 +33,7 @@ from bip_utracker import (
     serve_tracker,
 )
 
-from ._arguments import positive, print_usage
+from ._arguments import add_command_group, add_serve_loop_options, add_timeout, positive
 from ._errors import CLIError
 from ._inputs import load_source, parse_endpoint, parse_info_hash
 from ._serve_loop import print_statistics_until_stopped
@@ -75,13 +75,12 @@ def _non_negative_int(text: str) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``bip tracker`` and its sub-commands to the command line."""
-    parser = subparsers.add_parser(
+    actions = add_command_group(
+        subparsers,
         "tracker",
         help="run or ask a UDP tracker",
         description="Run a UDP tracker (BEP 15), or announce to and scrape one.",
     )
-    actions = parser.add_subparsers(title="tracker commands", metavar="ACTION")
-    parser.set_defaults(func=lambda args: print_usage(parser))
 
     serve = actions.add_parser(
         "serve",
@@ -100,13 +99,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=1800,
         metavar="SECONDS",
         help="announce interval told to clients (default 1800)",
-    )
-    serve.add_argument(
-        "--stats-interval",
-        type=positive(float),
-        default=DEFAULT_STATS_INTERVAL,
-        metavar="SECONDS",
-        help=f"seconds between statistics lines (default {DEFAULT_STATS_INTERVAL:g})",
     )
     serve.add_argument(
         "--allow",
@@ -134,12 +126,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     serve.add_argument(
         "--max-peers-per-swarm", type=positive(int), metavar="N", help="peers per swarm at most"
     )
-    serve.add_argument(
-        "--duration",
-        type=positive(float),
-        metavar="SECONDS",
-        help="stop after this long (default: run until Ctrl-C)",
-    )
+    add_serve_loop_options(serve, stats_interval=DEFAULT_STATS_INTERVAL)
     serve.set_defaults(func=_run_serve)
 
     announce = actions.add_parser(
@@ -199,13 +186,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _client_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--timeout",
-        type=positive(float),
-        default=DEFAULT_TIMEOUT,
-        metavar="SECONDS",
-        help=f"give up after this long (default {DEFAULT_TIMEOUT:g})",
-    )
+    add_timeout(parser, default=DEFAULT_TIMEOUT)
     parser.add_argument(
         "--bind", metavar="HOST", help="local address to send from (default: any, IPv4 and IPv6)"
     )
