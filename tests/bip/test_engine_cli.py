@@ -3,11 +3,13 @@ loopback, their progress output, their exit statuses and their one-line errors."
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import socket
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -23,8 +25,9 @@ from _engine_helpers import (
 )
 
 from bip._cli import main
-from bip._client import TorrentOptions, open_session
+from bip._client import Session, TorrentOptions, open_session
 from bip_handshake import PeerAddress
+from bip_metainfo import Metainfo
 
 SIZES = (150_000, 60_000, 90_000)
 DEADLINE = 60.0
@@ -40,14 +43,21 @@ def torrent_file(tmp_path: Path) -> tuple[Path, Path]:
     return path, folder.parent
 
 
+@contextlib.asynccontextmanager
+async def seeding_session(torrent: Metainfo, seed_dir: Path) -> AsyncIterator[Session]:
+    """A loopback session seeding ``torrent`` from ``seed_dir`` (its data checked)."""
+    async with open_session(loopback_config()) as seeder:
+        seeding = await seeder.add_torrent(torrent, TorrentOptions(seed_dir, files=frozenset()))
+        await seeding.wait_complete()
+        yield seeder
+
+
 async def test_download_command_from_our_seed(tmp_path: Path) -> None:
     path, seed_dir = torrent_file(tmp_path)
     torrent = make_torrent(seed_dir / "album", "hybrid")
     down = tmp_path / "down"
     with trio.fail_after(DEADLINE):
-        async with open_session(loopback_config()) as seeder:
-            seeding = await seeder.add_torrent(torrent, TorrentOptions(seed_dir, files=frozenset()))
-            await seeding.wait_complete()
+        async with seeding_session(torrent, seed_dir) as seeder:
             argv = [*BIP, "download", str(path), "--dir", str(down), *LOCAL]
             argv += ["--peer", str(address_of(seeder))]
             result = await trio.run_process(
@@ -69,9 +79,7 @@ async def test_download_command_selects_files(tmp_path: Path) -> None:
     torrent = make_torrent(seed_dir / "album", "hybrid")
     down = tmp_path / "down"
     with trio.fail_after(DEADLINE):
-        async with open_session(loopback_config()) as seeder:
-            seeding = await seeder.add_torrent(torrent, TorrentOptions(seed_dir, files=frozenset()))
-            await seeding.wait_complete()
+        async with seeding_session(torrent, seed_dir) as seeder:
             # The last file, counted as the torrent lists them (pad files too, as BEP 53).
             index, chosen = [(i, e) for i, e in enumerate(torrent.info.files) if not e.is_pad][-1]
             argv = [*BIP, "download", str(path), "--dir", str(down), *LOCAL, "-q"]
@@ -182,9 +190,7 @@ async def test_download_then_seed(tmp_path: Path) -> None:
     argv = [*BIP, "download", str(path), "--dir", str(down), "--seed", "-q", "--no-trackers"]
     argv += ["--bind", host, "--port", str(port)]
     with trio.fail_after(DEADLINE):
-        async with open_session(loopback_config()) as seeder:
-            seeding = await seeder.add_torrent(torrent, TorrentOptions(seed_dir, files=frozenset()))
-            await seeding.wait_complete()
+        async with seeding_session(torrent, seed_dir) as seeder:
             argv += ["--peer", str(address_of(seeder))]
             process = await trio.lowlevel.open_process(argv)
             try:

@@ -455,33 +455,26 @@ async def test_ipv6_compact_forms(tmp_path: Path) -> None:
         await lt.add_node(A, b6)  # A6 pings B6, which joins A6's table at once
         await lt.wait_routing_table(B, 1)
 
-        both = _response(
-            await ours.query(
-                lambda t: FindNode(
-                    transaction_id=t,
-                    node_id=ours.node_id,
-                    target=secrets.token_bytes(20),
-                    want=(WANT_N4, WANT_N6),
-                ),
-                a6,
+        async def find_node_wanting_both() -> Response:
+            return _response(
+                await ours.query(
+                    lambda t: FindNode(
+                        transaction_id=t,
+                        node_id=ours.node_id,
+                        target=secrets.token_bytes(20),
+                        want=(WANT_N4, WANT_N6),
+                    ),
+                    a6,
+                )
             )
-        )
+
+        both = await find_node_wanting_both()
         assert both.nodes6 is not None
         assert all(node.address.family == 6 for node in both.nodes6)
         with trio.fail_after(10):
             while NodeInfo(lt.sessions[B].node_id6 or b"", b6) not in (both.nodes6 or ()):
                 await trio.sleep(0.2)
-                both = _response(
-                    await ours.query(
-                        lambda t: FindNode(
-                            transaction_id=t,
-                            node_id=ours.node_id,
-                            target=secrets.token_bytes(20),
-                            want=(WANT_N4, WANT_N6),
-                        ),
-                        a6,
-                    )
-                )
+                both = await find_node_wanting_both()
         assert both.nodes is not None  # want n4: the IPv4 node's nodes as well
 
         info_hash = secrets.token_bytes(20)
