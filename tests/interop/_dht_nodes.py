@@ -38,7 +38,9 @@ import trio
 import trio.lowlevel
 
 from bip_dht import (
+    AnnouncePeer,
     ErrorReply,
+    GetPeers,
     ImmutableItem,
     ItemStore,
     KRPCError,
@@ -642,6 +644,45 @@ class KRPCNode:
         finally:
             del self._pending[tid]
         raise TimeoutError(f"no reply from {to} to {make(tid)!r} after {attempts} tries")
+
+    async def get_peers(
+        self, to: PeerAddress, info_hash: bytes, *, timeout: float = 1.0, attempts: int = 3
+    ) -> Response | ErrorReply:
+        """Our get_peers for ``info_hash`` to ``to``, and its reply (see :meth:`query`)."""
+        return await self.query(
+            lambda t: GetPeers(transaction_id=t, node_id=self.node_id, info_hash=info_hash),
+            to,
+            timeout=timeout,
+            attempts=attempts,
+        )
+
+    async def announce_peer(
+        self,
+        to: PeerAddress,
+        info_hash: bytes,
+        *,
+        port: int,
+        token: bytes,
+        implied_port: bool = False,
+        seed: bool = False,
+        timeout: float = 1.0,
+        attempts: int = 3,
+    ) -> Response | ErrorReply:
+        """Our announce_peer to ``to``, and its reply (see :meth:`query`)."""
+        return await self.query(
+            lambda t: AnnouncePeer(
+                transaction_id=t,
+                node_id=self.node_id,
+                info_hash=info_hash,
+                port=port,
+                token=token,
+                implied_port=implied_port,
+                seed=seed,
+            ),
+            to,
+            timeout=timeout,
+            attempts=attempts,
+        )
 
     def stored_peers(self, info_hash: bytes) -> list[PeerAddress]:
         """The peers of our family announced to us for ``info_hash``."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from bip_dht import AnnouncePeer, ErrorReply, FindNode, GetPeers, Response
+from bip_dht import ErrorReply, FindNode, Response
 from bip_handshake import NodeInfo, PeerAddress
 
 from ._dht_nodes import open_krpc_node, start_aria2_dht, wait_answering
@@ -59,33 +59,16 @@ async def test_aria2_answers_our_queries(start_process: StartProcess, tmp_path: 
 
         # get_peers for its own torrent and for an unknown hash: a token, and nodes or values.
         info_hash = aria2.torrent.v1
-        reply = _response(
-            await ours.query(
-                lambda t: GetPeers(transaction_id=t, node_id=me, info_hash=info_hash),
-                aria2.address,
-            )
-        )
+        reply = _response(await ours.get_peers(aria2.address, info_hash))
         token = _token_of(reply)
         assert reply.values is not None or reply.nodes is not None
 
         # announce_peer with its token: accepted, and the next get_peers returns us.
         port = 6999
-        _response(
-            await ours.query(
-                lambda t: AnnouncePeer(
-                    transaction_id=t, node_id=me, info_hash=info_hash, port=port, token=token
-                ),
-                aria2.address,
-            )
-        )
+        _response(await ours.announce_peer(aria2.address, info_hash, port=port, token=token))
         with trio.fail_after(5):
             while True:
-                again = _response(
-                    await ours.query(
-                        lambda t: GetPeers(transaction_id=t, node_id=me, info_hash=info_hash),
-                        aria2.address,
-                    )
-                )
+                again = _response(await ours.get_peers(aria2.address, info_hash))
                 if again.values and PeerAddress(ours.address.host, port) in again.values:
                     break
                 await trio.sleep(0.1)
@@ -94,77 +77,31 @@ async def test_aria2_answers_our_queries(start_process: StartProcess, tmp_path: 
         # UDP source port). So an announcer using implied_port must still send its real port
         # in ``port`` for aria2 to hand out a usable address.
         other = secrets.token_bytes(20)
-        token = _token_of(
-            _response(
-                await ours.query(
-                    lambda t: GetPeers(transaction_id=t, node_id=me, info_hash=other),
-                    aria2.address,
-                )
-            )
-        )
+        token = _token_of(_response(await ours.get_peers(aria2.address, other)))
         _response(
-            await ours.query(
-                lambda t: AnnouncePeer(
-                    transaction_id=t,
-                    node_id=me,
-                    info_hash=other,
-                    port=port,
-                    token=token,
-                    implied_port=True,
-                ),
-                aria2.address,
+            await ours.announce_peer(
+                aria2.address, other, port=port, token=token, implied_port=True
             )
         )
-        values = _response(
-            await ours.query(
-                lambda t: GetPeers(transaction_id=t, node_id=me, info_hash=other), aria2.address
-            )
-        ).values
+        values = _response(await ours.get_peers(aria2.address, other)).values
         assert values == (PeerAddress(ours.address.host, port),), values
 
         # And with ``port`` 0 beside implied_port (what a node that leaves the port to
         # implied_port might send), aria2 drops the announce without a reply.
         zero = secrets.token_bytes(20)
-        token = _token_of(
-            _response(
-                await ours.query(
-                    lambda t: GetPeers(transaction_id=t, node_id=me, info_hash=zero),
-                    aria2.address,
-                )
-            )
-        )
+        token = _token_of(_response(await ours.get_peers(aria2.address, zero)))
         with pytest.raises(TimeoutError):
-            await ours.query(
-                lambda t: AnnouncePeer(
-                    transaction_id=t,
-                    node_id=me,
-                    info_hash=zero,
-                    port=0,
-                    token=token,
-                    implied_port=True,
-                ),
-                aria2.address,
-                attempts=1,
-                timeout=0.5,
+            await ours.announce_peer(
+                aria2.address, zero, port=0, token=token, implied_port=True, timeout=0.5, attempts=1
             )
 
         # A token aria2 never gave: aria2 drops the query without a reply (libtorrent answers
         # 203) and stores nothing.
         with pytest.raises(TimeoutError):
-            await ours.query(
-                lambda t: AnnouncePeer(
-                    transaction_id=t, node_id=me, info_hash=info_hash, port=7000, token=b"nope"
-                ),
-                aria2.address,
-                attempts=1,
-                timeout=0.5,
+            await ours.announce_peer(
+                aria2.address, info_hash, port=7000, token=b"nope", timeout=0.5, attempts=1
             )
-        values = _response(
-            await ours.query(
-                lambda t: GetPeers(transaction_id=t, node_id=me, info_hash=info_hash),
-                aria2.address,
-            )
-        ).values
+        values = _response(await ours.get_peers(aria2.address, info_hash)).values
         assert values is not None
         assert PeerAddress(ours.address.host, 7000) not in values
         assert not ours.undecodable, ours.undecodable

@@ -27,7 +27,6 @@ from bip_bencode import decode, encode
 from bip_dht import (
     WANT_N4,
     WANT_N6,
-    AnnouncePeer,
     ErrorCode,
     ErrorReply,
     FindNode,
@@ -83,38 +82,9 @@ def _response(reply: Response | ErrorReply) -> Response:
 
 async def _token(ours: KRPCNode, to: PeerAddress, info_hash: bytes) -> bytes:
     """The announce token ``to`` gives us in its get_peers reply."""
-    reply = _response(
-        await ours.query(
-            lambda t: GetPeers(transaction_id=t, node_id=ours.node_id, info_hash=info_hash), to
-        )
-    )
+    reply = _response(await ours.get_peers(to, info_hash))
     assert reply.token, f"get_peers reply without a token: {reply!r}"
     return reply.token
-
-
-async def _announce_peer(
-    ours: KRPCNode,
-    to: PeerAddress,
-    info_hash: bytes,
-    *,
-    port: int,
-    token: bytes,
-    implied_port: bool = False,
-    seed: bool = False,
-) -> Response | ErrorReply:
-    """Our announce_peer to ``to``, and its answer (an error too)."""
-    return await ours.query(
-        lambda t: AnnouncePeer(
-            transaction_id=t,
-            node_id=ours.node_id,
-            info_hash=info_hash,
-            port=port,
-            token=token,
-            implied_port=implied_port,
-            seed=seed,
-        ),
-        to,
-    )
 
 
 async def _get(pair: Pair, target: bytes, seq: int | None = None) -> Response:
@@ -200,7 +170,7 @@ async def test_our_announce_is_found_by_libtorrent(pair: Pair) -> None:
     await lt.wait_routing_table(B, 1)
     info_hash = secrets.token_bytes(20)
     token = await _token(ours, pair.a, info_hash)
-    _response(await _announce_peer(ours, pair.a, info_hash, port=7001, token=token))
+    _response(await ours.announce_peer(pair.a, info_hash, port=7001, token=token))
     announced = PeerAddress(ours.address.host, 7001)
     with trio.fail_after(5):
         while announced not in lt.announces_in(A, info_hash):
@@ -209,11 +179,11 @@ async def test_our_announce_is_found_by_libtorrent(pair: Pair) -> None:
 
     implied = secrets.token_bytes(20)
     token = await _token(ours, pair.a, implied)
-    _response(await _announce_peer(ours, pair.a, implied, port=1, token=token, implied_port=True))
+    _response(await ours.announce_peer(pair.a, implied, port=1, token=token, implied_port=True))
     assert ours.address in await lt.get_peers(B, implied)
 
     # A wrong token is refused with BEP 5's protocol error.
-    bad = await _announce_peer(ours, pair.a, info_hash, port=7002, token=b"bad!")
+    bad = await ours.announce_peer(pair.a, info_hash, port=7002, token=b"bad!")
     assert isinstance(bad, ErrorReply), bad
     assert bad.code == ErrorCode.PROTOCOL
 
@@ -348,7 +318,7 @@ async def test_scrape_samples_want_and_errors(pair: Pair) -> None:
     info_hash = secrets.token_bytes(20)
     await lt.announce(B, info_hash, port=6881)
     token = await _token(ours, pair.a, info_hash)
-    _response(await _announce_peer(ours, pair.a, info_hash, port=7003, token=token, seed=True))
+    _response(await ours.announce_peer(pair.a, info_hash, port=7003, token=token, seed=True))
     with trio.fail_after(10):
         while PeerAddress(pair.b.host, 6881) not in lt.announces_in(A, info_hash):
             await trio.sleep(0.05)
@@ -497,6 +467,6 @@ async def test_ipv6_compact_forms(tmp_path: Path) -> None:
 
         mine = secrets.token_bytes(20)
         token = await _token(ours, a6, mine)
-        _response(await _announce_peer(ours, a6, mine, port=7004, token=token))
+        _response(await ours.announce_peer(a6, mine, port=7004, token=token))
         assert PeerAddress(ours.address.host, 7004) in await lt.get_peers(B, mine)
         assert not ours.undecodable, ours.undecodable

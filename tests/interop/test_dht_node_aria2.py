@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from bip_dht import GetPeers, Response
+from bip_dht import Response
 from bip_dht._node_config import DHTConfig
 from bip_dht._shell import open_dht
 from bip_handshake import PeerAddress
@@ -37,10 +37,7 @@ LOOPBACK = DHTConfig(
 
 
 async def _stored(raw: KRPCNode, aria2: Aria2DHT, info_hash: bytes) -> tuple[PeerAddress, ...]:
-    reply = await raw.query(
-        lambda t: GetPeers(transaction_id=t, node_id=raw.node_id, info_hash=info_hash),
-        aria2.address,
-    )
+    reply = await raw.get_peers(aria2.address, info_hash)
     assert isinstance(reply, Response), reply
     return reply.values or ()
 

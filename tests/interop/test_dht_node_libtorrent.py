@@ -21,7 +21,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bip_bencode import Value, decode, encode
 from bip_dht import (
-    GetPeers,
     ImmutableItem,
     MutableItem,
     Response,
@@ -265,10 +264,7 @@ async def test_dual_stack(tmp_path: Path) -> None:
             # too), so ask its IPv6 nodes directly whether they hand out our IPv6 address.
             async with open_krpc_node("::1") as raw:
                 for node in (a.address6, b.address6):
-                    reply = await raw.query(
-                        lambda t: GetPeers(transaction_id=t, node_id=raw.node_id, info_hash=mine),
-                        node,
-                    )
+                    reply = await raw.get_peers(node, mine)
                     assert isinstance(reply, Response), reply
                     assert reply.values is not None
                     assert PeerAddress(me6.host, 7002) in reply.values
