@@ -16,7 +16,8 @@ datagrams on a virtual clock. Two scenarios:
   0`` measures the network the moment the last newcomer has joined: the maintenance's fill
   queries, as libtorrent's refresh, have filled the far buckets of all but the newest nodes
   by then); ``--formation warm`` hands every routing table what a long-running network
-  would have taught it instead, which is what the test suite does), then 10% of the nodes go silent (churn after formation).
+  would have taught it instead, which is what the test suite does), then 10% of the nodes
+  go silent (churn after formation).
   ``--announces`` random live nodes announce a random info-hash each; then ``--lookups``
   get_peers lookups by random live nodes for random ones of those hashes run
   ``--concurrency`` at a time. Goals: every lookup finds its announcer; the median time
