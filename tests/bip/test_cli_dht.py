@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from _cli_helpers import assert_one_line_error
 
 from bip._cli import main
 from bip_dht import open_dht
@@ -149,11 +150,7 @@ def test_state_replaces_bootstrap(
 def test_errors_are_one_line(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["dht", *argv]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("bip: error: ")
-    assert message in err
-    assert err.count("\n") == 1
+    assert_one_line_error(["dht", *argv], message, capsys)
 
 
 def test_unreachable_bootstrap_times_out(capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _cli_helpers import assert_one_line_error
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -184,11 +185,7 @@ def test_bare_info_hash(capsys: pytest.CaptureFixture[str]) -> None:
     ],
 )
 def test_bad_sources(argument: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["show", argument]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("bip: error: ")
-    assert message in err
-    assert err.count("\n") == 1
+    assert_one_line_error(["show", argument], message, capsys)
 
 
 @pytest.mark.parametrize(

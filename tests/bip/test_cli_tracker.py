@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from _cli_helpers import assert_one_line_error
 
 from bip._cli import main
 from bip_metainfo import create_torrent
@@ -130,11 +131,7 @@ def test_unreachable_tracker_times_out(silent_udp: str, capsys: pytest.CaptureFi
     ],
 )
 def test_bad_input(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["tracker", *argv]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("bip: error: ")
-    assert message in err
-    assert err.count("\n") == 1
+    assert_one_line_error(["tracker", *argv], message, capsys)
 
 
 def test_serve_port_in_use(capsys: pytest.CaptureFixture[str]) -> None:

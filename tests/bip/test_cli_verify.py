@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from _cli_helpers import assert_one_line_error
 
 from bip._cli import main
 from bip_metainfo import create_torrent
@@ -119,11 +120,7 @@ def test_errors(
         "dir": [str(torrent), str(tmp_path / "nowhere")],
         "file-as-dir": [str(torrent), str(torrent)],
     }[which]
-    assert main(["verify", *argv]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("bip: error: ")
-    assert message in err
-    assert err.count("\n") == 1
+    assert_one_line_error(["verify", *argv], message, capsys)
 
 
 def test_links_and_single_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
