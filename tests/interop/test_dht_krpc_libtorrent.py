@@ -87,6 +87,13 @@ async def _token(ours: KRPCNode, to: PeerAddress, info_hash: bytes) -> bytes:
     return reply.token
 
 
+async def _b_knows_a_and_us(pair: Pair) -> None:
+    """Give session B both A and our node, and wait until both are in its routing table."""
+    await pair.lt.add_node(B, pair.a)
+    await pair.lt.add_node(B, pair.ours.address)
+    await pair.lt.wait_routing_table(B, 2)
+
+
 async def _get(pair: Pair, target: bytes, seq: int | None = None) -> Response:
     return _response(
         await pair.ours.query(
@@ -132,9 +139,7 @@ async def test_libtorrent_announce_is_found_by_us(pair: Pair) -> None:
     """B announces (dht_announce, explicit port, then implied_port); our get_peers to A has
     B's address in ``values``, and so does our own store, which B announced to as well."""
     ours, lt = pair.ours, pair.lt
-    await lt.add_node(B, pair.a)
-    await lt.add_node(B, ours.address)
-    await lt.wait_routing_table(B, 2)
+    await _b_knows_a_and_us(pair)
     info_hash = secrets.token_bytes(20)
     await lt.announce(B, info_hash, port=6881)
     wanted = PeerAddress(pair.b.host, 6881)
@@ -193,9 +198,7 @@ async def test_immutable_items_both_ways(pair: Pair) -> None:
     get from A returns ``v`` whose SHA-1 is that target. We put one to A with A's token: B's
     dht_get_immutable_item returns exactly our bencoded value."""
     ours, lt = pair.ours, pair.lt
-    await lt.add_node(B, pair.a)
-    await lt.add_node(B, ours.address)
-    await lt.wait_routing_table(B, 2)
+    await _b_knows_a_and_us(pair)
 
     text = b"libtorrent says hello " + secrets.token_hex(8).encode()
     target, stored_at = await lt.put_immutable(B, text)
@@ -229,9 +232,7 @@ async def test_mutable_items_both_ways(pair: Pair) -> None:
     lookup returns our seq, value and signature. A refuses a bad signature (206), an old seq
     (302) and a wrong cas (301), the codes bip_dht uses."""
     ours, lt = pair.ours, pair.lt
-    await lt.add_node(B, pair.a)
-    await lt.add_node(B, ours.address)
-    await lt.wait_routing_table(B, 2)
+    await _b_knows_a_and_us(pair)
 
     seed = secrets.token_bytes(32)
     public = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw()
@@ -312,9 +313,7 @@ async def test_scrape_samples_want_and_errors(pair: Pair) -> None:
     QueryHandler's answer. BEP 32 ``want``, BEP 43 ``ro`` and unknown methods get the
     answers the BEPs describe (libtorrent's error code for an unknown method aside)."""
     ours, lt = pair.ours, pair.lt
-    await lt.add_node(B, pair.a)
-    await lt.add_node(B, ours.address)
-    await lt.wait_routing_table(B, 2)
+    await _b_knows_a_and_us(pair)
     info_hash = secrets.token_bytes(20)
     await lt.announce(B, info_hash, port=6881)
     token = await _token(ours, pair.a, info_hash)
