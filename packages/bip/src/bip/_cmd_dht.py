@@ -42,11 +42,10 @@ from bip_dht import (
     RoutingStateError,
     open_dht,
 )
-from bip_metainfo import Metainfo
 
 from ._arguments import add_command_group, add_serve_loop_options, add_timeout
 from ._errors import CLIError
-from ._inputs import load_source, parse_endpoint
+from ._inputs import info_hash_of, load_source, parse_endpoint
 from ._serve_loop import print_statistics_until_stopped
 
 __all__ = [
@@ -306,9 +305,7 @@ def _run_serve(args: argparse.Namespace) -> int:
 def _swarm_id(text: str) -> bytes:
     """The 20-byte DHT key of a torrent named by hash, file or magnet link (a v2-only hash is
     looked up truncated, BEP 52's rule)."""
-    source = load_source(text)
-    info_hash = source.info.info_hash if isinstance(source, Metainfo) else source.info_hash
-    return info_hash.swarm_ids()[0]
+    return info_hash_of(load_source(text)).swarm_ids()[0]
 
 
 def _run_get_peers(args: argparse.Namespace) -> int:

@@ -35,7 +35,7 @@ from bip_utracker import (
 
 from ._arguments import add_command_group, add_serve_loop_options, add_timeout, positive
 from ._errors import CLIError
-from ._inputs import load_source, parse_endpoint, parse_info_hash
+from ._inputs import info_hash_of, load_source, parse_endpoint, parse_info_hash
 from ._serve_loop import print_statistics_until_stopped
 
 __all__ = ["add_parser"]
@@ -292,7 +292,7 @@ def _swarm_target(text: str, *, v2: bool = False) -> tuple[InfoHash, Metainfo | 
     """What to announce or scrape: an info-hash, or a torrent file's or magnet link's."""
     source = load_source(text)
     torrent = source if isinstance(source, Metainfo) else None
-    info_hash = source.info.info_hash if isinstance(source, Metainfo) else source.info_hash
+    info_hash = info_hash_of(source)
     if v2:
         if info_hash.v2 is None:
             raise CLIError(f"{text}: --v2 needs a torrent with a v2 info-hash")

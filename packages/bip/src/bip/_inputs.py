@@ -22,6 +22,7 @@ from bip_metainfo import (
 from ._errors import CLIError
 
 __all__ = [
+    "info_hash_of",
     "load_source",
     "load_torrent",
     "parse_endpoint",
@@ -81,6 +82,11 @@ def load_source(text: str) -> Metainfo | MagnetLink:
             pass  # not an info-hash either: report the missing file below
         raise CLIError(f"{text}: no such file (nor a magnet link or an info-hash)")
     return load_torrent(text)
+
+
+def info_hash_of(source: Metainfo | MagnetLink) -> InfoHash:
+    """The info-hash a :func:`load_source` result names (both halves of a hybrid's)."""
+    return source.info.info_hash if isinstance(source, Metainfo) else source.info_hash
 
 
 def parse_info_hash(text: str) -> InfoHash:
