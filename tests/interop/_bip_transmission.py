@@ -46,9 +46,19 @@ def _remote(rpc: str, *args: str) -> str:
 
 
 def start_transmission(
-    start_process: StartProcess, workdir: Path, torrent: SmallTorrent, *, host: str
+    start_process: StartProcess,
+    workdir: Path,
+    torrent: SmallTorrent,
+    *,
+    host: str,
+    encryption: int | None = None,
 ) -> Seeder:
-    """transmission-daemon on ``host`` seeding ``torrent`` from its content directory."""
+    """transmission-daemon on ``host`` seeding ``torrent`` from its content directory.
+
+    `encryption`, when given, is its settings.json ``encryption``: 0 prefers plaintext, 1 prefers
+    MSE (its default), 2 requires MSE. Both preferences accept either handshake from a peer that
+    dials it: Transmission has no mode that refuses MSE.
+    """
     require_loopback_namespace()
     daemon = require_client("transmission-daemon")
     port = free_port(host)
@@ -82,6 +92,8 @@ def start_transmission(
         "alt-speed-enabled": False,
         "message-level": 2,
     }
+    if encryption is not None:
+        settings["encryption"] = encryption
     (config / "settings.json").write_text(json.dumps(settings, indent=1))
     start_process(
         [daemon, "-f", "-g", config],

@@ -59,6 +59,7 @@ __all__ = [
     "start_libtorrent",
     "start_libtorrent_hybrid",
     "start_qbittorrent",
+    "start_qbittorrent_with_encryption",
     "start_rtorrent",
     "start_rtorrent_process",
 ]
@@ -313,6 +314,7 @@ def start_aria2_process(
     download_to: Path | None = None,
     udp_trackers: bool = False,
     require_crypto: bool = False,
+    min_crypto_level: str | None = None,
     name: str = "aria2c",
 ) -> int:
     """aria2c with `torrent`; its listen port once it accepts connections.
@@ -320,7 +322,8 @@ def start_aria2_process(
     With `download_to` None it checks the data in the torrent's content directory and seeds until
     stopped; otherwise it downloads into `download_to` (created) and stops once done.
     `udp_trackers`: see :func:`aria2_loopback_options`; `require_crypto` is
-    ``--bt-require-crypto``.
+    ``--bt-require-crypto``; `min_crypto_level` (``plain`` or ``arc4``), when given,
+    ``--bt-min-crypto-level``.
     """
     aria2c = require_client("aria2c")
     port = free_port(HOST)
@@ -329,6 +332,8 @@ def start_aria2_process(
     argv: list[str | os.PathLike[str]] = [aria2c]
     argv += aria2_loopback_options(home, port=port, dht_port=dht_port, udp_trackers=udp_trackers)
     argv.append(f"--bt-require-crypto={'true' if require_crypto else 'false'}")
+    if min_crypto_level is not None:
+        argv.append(f"--bt-min-crypto-level={min_crypto_level}")
     if download_to is None:
         argv += ["--seed-ratio=0.0", "-V", "--check-integrity=true", "-d", torrent.content_dir]
     else:
@@ -352,9 +357,17 @@ def start_aria2(
     torrent: SmallTorrent,
     *,
     require_crypto: bool = False,
+    min_crypto_level: str | None = None,
 ) -> Seeder:
-    """aria2c checking and seeding `torrent`; `require_crypto` is ``--bt-require-crypto``."""
-    port = start_aria2_process(start_process, workdir, torrent, require_crypto=require_crypto)
+    """aria2c checking and seeding `torrent`; `require_crypto` is ``--bt-require-crypto``,
+    `min_crypto_level` ``--bt-min-crypto-level`` (see :func:`start_aria2_process`)."""
+    port = start_aria2_process(
+        start_process,
+        workdir,
+        torrent,
+        require_crypto=require_crypto,
+        min_crypto_level=min_crypto_level,
+    )
     return Seeder("aria2", HOST, port)
 
 
@@ -479,8 +492,15 @@ class QBittorrent:
         return self.post("/torrents/addPeers", data.encode(), "application/x-www-form-urlencoded")
 
 
-def launch_qbittorrent(start_process: StartProcess, workdir: Path) -> tuple[QBittorrent, int]:
-    """Start qbittorrent-nox 4.5.2 on loopback as INTEROP.md says; its Web API and peer port."""
+def launch_qbittorrent(
+    start_process: StartProcess, workdir: Path, *, encryption: int | None = None
+) -> tuple[QBittorrent, int]:
+    """Start qbittorrent-nox 4.5.2 on loopback as INTEROP.md says; its Web API and peer port.
+
+    `encryption`, when given, is its ``Session\\Encryption`` mode: 0 allows MSE and plaintext
+    (its default), 1 requires MSE, 2 disables it (libtorrent's pe_enabled, pe_forced and
+    pe_disabled, incoming and outgoing).
+    """
     qbt = require_client("qbittorrent-nox")
     port = free_port(HOST, tcp=True, udp=True)
     webui = free_port(HOST)
@@ -504,6 +524,7 @@ def launch_qbittorrent(start_process: StartProcess, workdir: Path) -> tuple[QBit
                 "Session\\InterfaceName=lo",
                 f"Session\\InterfaceAddress={HOST}",
                 "Session\\AddTrackersEnabled=false",
+                *([] if encryption is None else [f"Session\\Encryption={encryption}"]),
                 "",
                 "[Network]",
                 "PortForwardingEnabled=false",
@@ -537,7 +558,19 @@ def start_qbittorrent(
     torrent: SmallTorrent,
 ) -> Seeder:
     """qbittorrent-nox 4.5.2 with the torrent added (and checked) over its Web API."""
-    client, port = launch_qbittorrent(start_process, workdir)
+    return start_qbittorrent_with_encryption(start_process, workdir, torrent, encryption=None)
+
+
+def start_qbittorrent_with_encryption(
+    start_process: StartProcess,
+    workdir: Path,
+    torrent: SmallTorrent,
+    *,
+    encryption: int | None,
+) -> Seeder:
+    """:func:`start_qbittorrent` in the ``Session\\Encryption`` mode `encryption` (see
+    :func:`launch_qbittorrent`; ``None``: its default)."""
+    client, port = launch_qbittorrent(start_process, workdir, encryption=encryption)
     client.add_torrent(torrent, torrent.content_dir)
 
     def seeding() -> bool:
