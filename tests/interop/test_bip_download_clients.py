@@ -49,7 +49,7 @@ from ._seeders import (
 
 pytestmark = pytest.mark.interop
 
-SIZES = (9_000_000, 0, 3_333_333, 65_536, 1)
+SIZES = (40_000_000, 0, 27_043_311, 65_536, 17)  # 64 MiB in four files and an empty one
 PIECE_LENGTH = 256 * 1024
 OUR_HOST = "127.0.0.2"
 # Probes come from addresses the seeder has not seen: Transmission drops a new connection from
