@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import logging
 import sys
 import types
 from collections.abc import Callable
@@ -272,3 +273,34 @@ def test_no_debug_anywhere(
     command(_raiser(CLIError("bad")))
     assert _cli.main(["boom"]) == 1
     assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "level"),
+    [
+        (["boom"], logging.WARNING),
+        (["-v", "boom"], logging.INFO),
+        (["boom", "--verbose"], logging.INFO),
+        (["boom", "--debug"], logging.DEBUG),
+        (["--verbose", "boom", "--debug"], logging.DEBUG),
+    ],
+)
+def test_logging_level_follows_the_flags(
+    command: Callable[[Callable[[], int]], None], argv: list[str], level: int
+) -> None:
+    """Libraries log under their own names; the flags decide what reaches stderr."""
+    seen: list[int] = []
+
+    def body() -> int:
+        seen.append(logging.getLogger("bip_dht.node").getEffectiveLevel())
+        return 0
+
+    command(body)
+    root = logging.getLogger()
+    saved_level, saved_handlers = root.level, root.handlers[:]
+    try:
+        assert _cli.main(argv) == 0
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+    assert seen == [level]

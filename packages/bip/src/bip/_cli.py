@@ -4,7 +4,8 @@ Each name in :data:`_COMMAND_MODULES` is a module ``bip._cmd_<name>`` exposing
 ``add_parser(subparsers) -> None``, which adds its sub-command and sets ``func=`` to a
 callable ``(args: argparse.Namespace) -> int`` (the exit status). :func:`main` parses, runs
 the command, and turns every expected failure into one ``bip: error: ...`` line on stderr and
-a non-zero exit (see :mod:`bip._errors`); ``--debug`` adds tracebacks and DEBUG logging.
+a non-zero exit (see :mod:`bip._errors`); ``--debug`` adds tracebacks and DEBUG logging,
+``--verbose`` INFO logging.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import Final
 
 from . import __version__
 from ._errors import EXIT_USAGE, describe, exit_code_for, find_expected
@@ -39,6 +41,13 @@ EXIT_INTERNAL = 70
 """The exit status of a bug in bip (an unexpected exception): sysexits' EX_SOFTWARE."""
 
 
+_GLOBAL_FLAGS: Final = (
+    (("--debug",), "show tracebacks and DEBUG logging"),
+    (("-v", "--verbose"), "log what the libraries do at INFO level (announces, DHT, checks)"),
+)
+"""Flags every command accepts before or after its name, with their help."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``bip`` parser, with every registered sub-command."""
     parser = argparse.ArgumentParser(
@@ -46,43 +55,44 @@ def build_parser() -> argparse.ArgumentParser:
         description="A BitTorrent client and toolbox built on the bip libraries.",
     )
     parser.add_argument("--version", action="version", version=f"bip {__version__}")
-    parser.add_argument(
-        "--debug",
-        action="store_true",
-        help="show tracebacks and DEBUG logging",
-    )
+    for flags, help_text in _GLOBAL_FLAGS:
+        parser.add_argument(*flags, action="store_true", help=help_text)
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     for name in _COMMAND_MODULES:
         module = importlib.import_module(f"bip._cmd_{name}")
         module.add_parser(subparsers)
     for command in subparsers.choices.values():
-        _accept_debug(command)
+        _accept_global_flags(command)
     return parser
 
 
-def _accept_debug(parser: argparse.ArgumentParser) -> None:
-    """Let ``--debug`` come after the command too (``bip show x --debug``), at every level.
+def _accept_global_flags(parser: argparse.ArgumentParser) -> None:
+    """Let the global flags come after the command too (``bip show x --debug``), at every level.
 
-    The default is suppressed so that a command's parser never resets a ``--debug`` given
-    before the command.
+    Their defaults are suppressed so that a command's parser never resets a flag given before
+    the command.
     """
-    if "--debug" not in parser._option_string_actions:
-        parser.add_argument(
-            "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
-        )
+    for flags, _ in _GLOBAL_FLAGS:
+        if flags[-1] not in parser._option_string_actions:
+            parser.add_argument(
+                *flags, action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+            )
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for child in action.choices.values():
-                _accept_debug(child)
+                _accept_global_flags(child)
 
 
-def _setup_logging(debug: bool) -> None:
-    """DEBUG logs with times and sources under ``--debug``, else warnings only."""
+def _setup_logging(*, debug: bool, verbose: bool) -> None:
+    """DEBUG logs with times and sources under ``--debug``, INFO logs with their sources under
+    ``--verbose``, else warnings only: every library logs under its own name (``bip_dht...``)."""
     if debug:
-        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level, fmt = logging.DEBUG, "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    elif verbose:
+        level, fmt = logging.INFO, "bip: %(name)s: %(message)s"
     else:
-        fmt = "bip: %(levelname)s: %(message)s"
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format=fmt, force=True)
+        level, fmt = logging.WARNING, "bip: %(levelname)s: %(message)s"
+    logging.basicConfig(level=level, format=fmt, force=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -105,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     debug: bool = args.debug
-    _setup_logging(debug)
+    _setup_logging(debug=debug, verbose=args.verbose)
     try:
         return int(func(args))
     except SystemExit:
