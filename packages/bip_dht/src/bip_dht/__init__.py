@@ -27,6 +27,8 @@ and IPv6. It is built from parts usable on their own:
 :mod:`bip_dht.simulator` runs thousands of real nodes on a virtual clock.
 """
 
+import logging
+
 from ._bloom import (
     BLOOM_BITS,
     BLOOM_BYTES,
@@ -247,3 +249,7 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+# The application decides where log records go; without this, Python's last-resort handler
+# would print our warnings to stderr in an application that configured no logging at all.
+logging.getLogger("bip_dht").addHandler(logging.NullHandler())

@@ -9,6 +9,8 @@ hybrid) as soon as their blocks are in, keeps fast resume data, and turns
 storage faults into events instead of crashes.
 """
 
+import logging
+
 from ._errors import (
     DiskError,
     PathError,
@@ -116,3 +118,7 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+# The application decides where log records go; without this, Python's last-resort handler
+# would print our warnings to stderr in an application that configured no logging at all.
+logging.getLogger("bip_disk").addHandler(logging.NullHandler())

@@ -8,6 +8,8 @@ encryption (768-bit Diffie-Hellman, RC4) with its three policies; and the trio
 encrypts as its ``EncryptionPolicy`` says, and hands over completed handshakes.
 """
 
+import logging
+
 from ._compact import (
     DEFAULT_COMPACT_LIMIT,
     CompactError,
@@ -123,3 +125,7 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+# The application decides where log records go; without this, Python's last-resort handler
+# would print our warnings to stderr in an application that configured no logging at all.
+logging.getLogger("bip_handshake").addHandler(logging.NullHandler())

@@ -1,5 +1,7 @@
 """bip_metainfo: .torrent files (v1, v2, hybrid), magnet links, and creating torrents."""
 
+import logging
+
 from ._create import CreateCancelled, auto_piece_length, create_torrent
 from ._errors import CreateError, InfoHashError, MagnetError, MetainfoError, MetainfoErrorKind
 from ._files import FileEntry
@@ -86,3 +88,7 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+# The application decides where log records go; without this, Python's last-resort handler
+# would print our warnings to stderr in an application that configured no logging at all.
+logging.getLogger("bip_metainfo").addHandler(logging.NullHandler())

@@ -9,6 +9,8 @@ and statistics, with :class:`MetadataExchange` and :class:`PeerExchange` as
 services plugged into it.
 """
 
+import logging
+
 from bip_metainfo import PieceSet
 
 from ._connection import (
@@ -269,3 +271,7 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+# The application decides where log records go; without this, Python's last-resort handler
+# would print our warnings to stderr in an application that configured no logging at all.
+logging.getLogger("bip_peer").addHandler(logging.NullHandler())

@@ -19,6 +19,8 @@ composed by :class:`SwarmBrain`. The :mod:`bip_select.simulator` module runs rea
 brains in a deterministic swarm on virtual time.
 """
 
+import logging
+
 from ._actions import (
     REASON_BAD_DATA,
     REASON_SNUBBED,
@@ -184,3 +186,7 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+# The application decides where log records go; without this, Python's last-resort handler
+# would print our warnings to stderr in an application that configured no logging at all.
+logging.getLogger("bip_select").addHandler(logging.NullHandler())

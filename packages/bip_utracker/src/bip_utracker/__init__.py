@@ -8,6 +8,8 @@ connection ids, a bounded :class:`SwarmStore`, allow and deny lists, per-address
 rate limits, bounded replies) and the trio :class:`TrackerServer` around it.
 """
 
+import logging
+
 from ._client import (
     TrackerClient,
     TrackerTarget,
@@ -167,3 +169,7 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+# The application decides where log records go; without this, Python's last-resort handler
+# would print our warnings to stderr in an application that configured no logging at all.
+logging.getLogger("bip_utracker").addHandler(logging.NullHandler())
