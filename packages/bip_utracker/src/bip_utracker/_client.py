@@ -17,6 +17,7 @@ run at once, to any number of trackers; calls to one tracker share its connectio
 from __future__ import annotations
 
 import errno
+import logging
 import math
 import random
 import socket as stdlib_socket
@@ -49,6 +50,8 @@ from ._errors import LocalProtocolError, TrackerError
 from ._url import TrackerUrl, check_host, parse_tracker_url
 
 __all__ = ["TrackerClient", "TrackerTarget", "open_tracker_client"]
+
+_log = logging.getLogger("bip_utracker.client")
 
 TrackerTarget = str | TrackerUrl | PeerAddress | tuple[str, int]
 """Where to send a request: a ``udp://`` URL (text or parsed), an address, or ``(host, port)``."""
@@ -161,8 +164,22 @@ class TrackerClient:
         )
         self._check_open()
         request_id = self._core.announce(address, params, trio.current_time())
-        result = await self._wait(request_id)
+        try:
+            result = await self._wait(request_id)
+        except TrackerError as error:
+            # Raised to the caller, who decides what it means: only a trace here.
+            _log.debug("announce to tracker %s failed: %r", address, error)
+            raise
         assert isinstance(result, AnnounceResult)
+        _log.info(
+            "announced %s to tracker %s: %d peers (%d seeders, %d leechers), next in %d s",
+            swarm_id.hex(),
+            address,
+            len(result.peers),
+            result.seeders,
+            result.leechers,
+            result.interval,
+        )
         if self._sink is not None and result.peers:
             self._sink.discovered(info_hash, result.peers, "tracker")
         return result
@@ -188,8 +205,13 @@ class TrackerClient:
         address, _ = await self._resolve(tracker)
         self._check_open()
         request_id = self._core.scrape(address, hashes, trio.current_time())
-        result = await self._wait(request_id)
+        try:
+            result = await self._wait(request_id)
+        except TrackerError as error:
+            _log.debug("scrape of %d swarms at tracker %s failed: %r", len(hashes), address, error)
+            raise
         assert isinstance(result, ScrapeResult)
+        _log.debug("scraped %d swarms at tracker %s", len(hashes), address)
         return result
 
     def statistics(self) -> ClientStatistics:
@@ -296,9 +318,10 @@ class TrackerClient:
                 continue
             try:
                 await sock.sendto(data, (str(address.host), address.port))
-            except OSError:
+            except OSError as error:
                 # Like a lost datagram: retransmission or the timeout deal with it.
                 self._send_errors += 1
+                _log.debug("cannot send to tracker %s: %s", address, error)
 
     def _dispatch(self) -> None:
         """Hand the core's events to the tasks waiting for them."""
@@ -418,10 +441,13 @@ async def open_tracker_client(
         if bind_v6 is not None:
             try:
                 sockets[6] = await _open_socket(6, bind_v6)
-            except OSError:
+            except OSError as error:
                 if bind_v6 != "::" or not sockets:
                     raise
+                _log.debug("no IPv6 socket (%s): the tracker client runs over IPv4 only", error)
         client = TrackerClient(core, sockets, sink=sink, key=source.getrandbits(32))
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug("tracker client bound to %s", ", ".join(map(str, client.local_addresses)))
         try:
             async with trio.open_nursery() as nursery:
                 for sock in sockets.values():

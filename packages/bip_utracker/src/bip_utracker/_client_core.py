@@ -57,6 +57,7 @@ How the protocol is run:
 from __future__ import annotations
 
 import heapq
+import logging
 import random
 from collections import deque
 from dataclasses import dataclass
@@ -117,6 +118,10 @@ RequestId = NewType("RequestId", int)
 _CONNECT, _ANNOUNCE, _SCRAPE = 0, 1, 2
 # The action field of an announce reply, as it starts the datagram.
 _BARE_ANNOUNCE_ACTION = (1).to_bytes(4, "big")
+_KIND_NAMES = ("connect", "announce", "scrape")
+
+# The shell's logger: retransmissions and retries are seen only here, and are DEBUG detail.
+_log = logging.getLogger("bip_utracker.client")
 
 
 @dataclass(frozen=True, slots=True)
@@ -658,6 +663,13 @@ class TrackerClientCore:
             return
         exchange.attempt += 1
         self._retransmissions += 1
+        _log.debug(
+            "no answer from tracker %s to a %s: sending it again (retransmission %d of %d)",
+            exchange.tracker.address,
+            _KIND_NAMES[exchange.kind],
+            exchange.attempt,
+            self._max_retransmits,
+        )
         if exchange.kind == _CONNECT:
             self._send(exchange, 0, now)
             return
@@ -687,6 +699,12 @@ class TrackerClientCore:
             # The cached id may be what the tracker refuses: forget it and try once more.
             exchange.retried = True
             tracker.connection_id = None
+            _log.debug(
+                "tracker %s refused a %s with a cached connection id (%r): reconnecting once",
+                tracker.address,
+                _KIND_NAMES[exchange.kind],
+                response.message,
+            )
             self._wait_for_connection(exchange, now)
             return
         self._fail_exchange(exchange, TrackerRejectedError(response.message))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import socket
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -30,6 +31,8 @@ from ._server_core import Address, ServerConfig, ServerStatistics, TrackerHandle
 from ._swarm import SwarmStore
 
 __all__ = ["RECEIVE_BATCH", "TrackerServer", "serve_tracker"]
+
+_log = logging.getLogger("bip_utracker.server")
 
 RECEIVE_BATCH = 256
 """Datagrams handled per wake-up at most, before the loop lets other trio tasks run."""
@@ -115,6 +118,8 @@ class TrackerServer:
             await self._serve()
         except OSError as error:
             # Not a peer's doing (those errors are _TRANSIENT): the socket itself failed.
+            # serve_tracker raises it to the caller, so it is not logged above DEBUG here.
+            _log.debug("the UDP tracker socket on %s failed: %s", _show(self.address), error)
             raise TrackerError(f"the tracker socket on {self.address} failed: {error}") from error
 
     async def _serve(self) -> None:
@@ -169,12 +174,37 @@ class TrackerServer:
                         break
             if now >= deadline:
                 core.handle_timer(now)  # (expiry queues no datagram)
+                if _log.isEnabledFor(logging.DEBUG):  # once per expiry interval, not per datagram
+                    self._log_statistics()
             while pending:
                 await trio.lowlevel.wait_writable(sock)
                 pending = send(pending)
             if not drained:
                 # A full batch: more is waiting. Let other tasks run, then go on at once.
                 await trio.lowlevel.checkpoint()
+
+    def _log_statistics(self) -> None:
+        stats = self._core.statistics()
+        _log.debug(
+            "UDP tracker on %s: %d swarms, %d peers; so far %d connects, %d announces, "
+            "%d scrapes, %d malformed, %d rate limited, %d refused, %d replies unsent",
+            _show(self.address),
+            stats.swarms,
+            stats.peers,
+            stats.connects,
+            stats.announces,
+            stats.scrapes,
+            stats.malformed,
+            stats.rate_limited,
+            stats.refused,
+            self._send_failures,
+        )
+
+
+def _show(address: tuple[str, int]) -> str:
+    """``host:port``, with an IPv6 host in brackets."""
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _open_socket(host: str, port: int) -> socket.socket:
@@ -229,6 +259,7 @@ async def serve_tracker(
     except OSError as error:
         raise TrackerError(f"cannot bind a UDP tracker to {host}:{port}: {error}") from error
     server = TrackerServer(sock, core)
+    _log.info("UDP tracker listening on %s", _show(server.address))
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(server._run)
@@ -236,6 +267,13 @@ async def serve_tracker(
                 yield server
             finally:
                 nursery.cancel_scope.cancel()
+                stats = core.statistics()
+                _log.info(
+                    "UDP tracker on %s stopped after %d announces and %d scrapes",
+                    _show(server.address),
+                    stats.announces,
+                    stats.scrapes,
+                )
     except BaseExceptionGroup as group:
         # One failure (the body's own exception, or our TrackerError) comes out unwrapped.
         if len(group.exceptions) == 1:

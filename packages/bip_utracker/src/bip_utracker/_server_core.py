@@ -664,8 +664,20 @@ class TrackerServerCore:
 
     def _handler_failed(self, transaction_id: int, addr: Address, what: str) -> None:
         # A bug in custom logic costs the request, never the server; the log keeps the trace.
-        _log.exception("the tracker handler failed on a %s from %s", what, addr[0])
+        # A handler failing on every request must not flood the log: the 1st, 2nd, 4th, 8th...
+        # failure is an ERROR with its traceback, the others DEBUG.
         self._handler_failures += 1
+        count = self._handler_failures
+        if count & (count - 1) == 0:
+            _log.exception(
+                "the tracker handler failed on a %s from %s (failure %d so far; "
+                "the client got an error reply)",
+                what,
+                addr[0],
+                count,
+            )
+        else:
+            _log.debug("the tracker handler failed on a %s from %s", what, addr[0], exc_info=True)
         self._error(transaction_id, INTERNAL_ERROR, addr)
 
     def datagrams_to_send(self, now: float | None = None) -> list[tuple[bytes, Address]]:
