@@ -38,6 +38,7 @@ with the registered swarm ids as SKEYs. With RC4 negotiated the delivered stream
 from __future__ import annotations
 
 import errno
+import logging
 import math
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -92,6 +93,9 @@ DEFAULT_MAX_QUEUED: Final = 1024
 _RECEIVE_SIZE: Final = 16 * 1024
 _PSTR: Final = b"\x13BitTorrent protocol"
 _ACCEPT_BACKOFF: Final = 0.1
+_ACCEPT_WARN_INTERVAL: Final = 60.0
+"""Seconds between two warnings about failing accepts on one listener."""
+_log = logging.getLogger("bip_handshake.handshaker")
 _RESOURCE_ERRNOS: Final = frozenset(
     code
     for code in (
@@ -313,13 +317,43 @@ class HandshakerStatistics:
 _COUNTERS: Final = frozenset(f.name for f in fields(HandshakerStatistics)) - {"in_flight", "queued"}
 
 
-class _RefusedError(Exception):
-    """A connection ends without a handshake; ``reason`` is the counter to bump."""
+_REASONS: Final = {
+    "dropped_duplicate": "already connected to this peer for this torrent",
+    "connect_failed": "connection refused or unreachable",
+    "connect_timeout": "connection timed out",
+    "handshake_timeout": "handshake timed out",
+    "protocol_error": "the peer broke the protocol",
+    "connection_lost": "the peer closed the connection",
+    "unknown_info_hash": "the peer asked for a torrent we do not serve",
+    "self_connection": "connected to ourselves",
+    "over_limit": "too many handshakes in flight",
+    "filtered_info_hash": "refused by the info-hash filter",
+    "filtered_extensions": "refused by the extensions filter",
+    "filtered_peer_id": "refused by the peer id filter",
+    "unregistered": "the torrent was unregistered meanwhile",
+    "refused_plaintext": "plaintext refused, encryption is required",
+    "mse_failed": "the encryption handshake (MSE) failed",
+}
+"""What each failure counter means, for the log."""
 
-    def __init__(self, reason: str) -> None:
+
+class _RefusedError(Exception):
+    """A connection ends without a handshake; ``reason`` is the counter to bump.
+
+    ``detail`` says more for the log (the peer's protocol error, the OS error...).
+    """
+
+    def __init__(self, reason: str, detail: object = None) -> None:
         assert reason in _COUNTERS, reason
         super().__init__(reason)
         self.reason = reason
+        self.detail = detail
+
+    def describe(self) -> str:
+        """The reason as a user reads it, with the detail if there is one."""
+        text = _REASONS.get(self.reason, self.reason)
+        detail = str(self.detail) if self.detail is not None else ""
+        return f"{text} ({detail})" if detail else text
 
 
 class _MSEFailedError(Exception):
@@ -339,6 +373,25 @@ class _SkeyProbe(SkeyTable):
         if skey is None:
             self.missed = True
         return skey
+
+
+def _os_detail(exc: BaseException) -> str | None:
+    """What an OS error says (``connection reset by peer``...), for the log; None if nothing."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    cause = exc.__cause__
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    return None
+
+
+def _listener_name(listener: trio.SocketListener) -> str:
+    """A listener's address as ``host:port``, for the log."""
+    try:
+        address = _address_of(listener.socket.getsockname())
+    except OSError:
+        address = None
+    return str(address) if address is not None else "a closed socket"
 
 
 def _address_of(sockaddr: object) -> PeerAddress | None:
@@ -471,6 +524,8 @@ class Handshaker:
         """
         if not isinstance(torrent, InfoHash):
             raise TypeError(f"a torrent is an InfoHash, not {torrent!r}")
+        if torrent not in self._registered:
+            _log.debug("handshaking for torrent %s", torrent)
         self._registered.add(torrent)
         for swarm_id in torrent.swarm_ids():
             self._torrents[swarm_id] = torrent
@@ -481,6 +536,8 @@ class Handshaker:
 
         Connections already delivered are not touched. Unknown torrents are ignored.
         """
+        if torrent in self._registered:
+            _log.debug("no longer handshaking for torrent %s", torrent)
         self._registered.discard(torrent)
         for swarm_id in torrent.swarm_ids():
             if self._torrents.get(swarm_id) == torrent:
@@ -581,6 +638,7 @@ class Handshaker:
             self._queue_send.send_nowait((torrent, address, swarm_id))
         except trio.WouldBlock:
             self._count("dropped_queue_full")
+            _log.debug("dial queue full: dropped %s for %s", address, torrent)
             return False
         except trio.ClosedResourceError:  # the handshaker is closing
             return False
@@ -613,6 +671,7 @@ class Handshaker:
 
     async def _serve(self, listener: trio.SocketListener) -> None:
         """Accept connections forever (like ``trio.serve_listeners``)."""
+        warned_at = -math.inf
         while True:
             try:
                 stream = await listener.accept()
@@ -620,6 +679,17 @@ class Handshaker:
                 if exc.errno not in _RESOURCE_ERRNOS:
                     raise
                 self._count("accept_errors")
+                # Out of file descriptors lasts: warn once a minute, not every retry.
+                now = trio.current_time()
+                level = logging.DEBUG
+                if now - warned_at >= _ACCEPT_WARN_INTERVAL:
+                    level, warned_at = logging.WARNING, now
+                _log.log(
+                    level,
+                    "cannot accept peer connections on %s: %s; retrying",
+                    _listener_name(listener),
+                    exc.strerror or exc,
+                )
                 await trio.sleep(_ACCEPT_BACKOFF)
                 continue
             try:
@@ -647,11 +717,16 @@ class Handshaker:
                 peer = await self._handshake(
                     stream, address, "outbound", torrent, swarm_id, policy=policy
                 )
-            except _MSEFailedError:
+            except _MSEFailedError as exc:
                 if policy is not EncryptionPolicy.PREFER_ENCRYPTED:
-                    raise _RefusedError("mse_failed") from None
+                    raise _RefusedError("mse_failed", exc) from None
                 # As libtorrent does: the peer may not speak MSE; redial once in plaintext.
                 self._count("plaintext_fallback")
+                _log.debug(
+                    "encryption handshake with %s failed (%s); redialling in plaintext",
+                    address,
+                    exc,
+                )
                 await trio.aclose_forcefully(stream)
                 stream = None
                 stream = await self._connect(address)
@@ -667,6 +742,9 @@ class Handshaker:
             delivered = True
         except _RefusedError as refused:
             self._fail(refused.reason)
+            _log.debug(
+                "outbound handshake with %s for %s failed: %s", address, torrent, refused.describe()
+            )
         finally:
             if not delivered:  # a delivered pair stays taken until its stream closes
                 self._taken.discard((torrent, address))
@@ -679,9 +757,9 @@ class Handshaker:
             with trio.fail_after(self._connect_timeout):
                 return await self._dial(address)
         except trio.TooSlowError:
-            raise _RefusedError("connect_timeout") from None
-        except OSError:
-            raise _RefusedError("connect_failed") from None
+            raise _RefusedError("connect_timeout", f"{self._connect_timeout} s") from None
+        except OSError as exc:
+            raise _RefusedError("connect_failed", exc.strerror or exc) from None
 
     async def _run_inbound(self, stream: trio.abc.Stream, address: PeerAddress) -> None:
         """One accepted connection; acquires a slot or closes at once."""
@@ -710,6 +788,7 @@ class Handshaker:
             delivered = True
         except _RefusedError as refused:
             self._fail(refused.reason)
+            _log.debug("inbound handshake from %s failed: %s", address, refused.describe())
         finally:
             if acquired:
                 self._slots.release()
@@ -745,7 +824,7 @@ class Handshaker:
                 if isinstance(event, MSEEstablished):
                     break
         except (RemoteProtocolError, trio.BrokenResourceError, OSError) as exc:
-            raise _MSEFailedError(str(exc)) from exc
+            raise _MSEFailedError(str(exc) or type(exc).__name__) from exc
         if event.method == "rc4":
             return MSEStream(stream, initiator), event.data, "rc4"
         return stream, event.data, "plaintext"
@@ -772,12 +851,14 @@ class Handshaker:
                     await stream.send_all(out)
                 if isinstance(event, MSEEstablished):
                     break
-        except RemoteProtocolError:
+        except RemoteProtocolError as exc:
             if head == _PSTR:
                 raise _RefusedError("refused_plaintext") from None
             if probe.missed:
-                raise _RefusedError("unknown_info_hash") from None
-            raise _RefusedError("connection_lost" if closed else "mse_failed") from None
+                raise _RefusedError("unknown_info_hash", "encrypted") from None
+            if closed:
+                raise _RefusedError("connection_lost") from None
+            raise _RefusedError("mse_failed", exc) from None
         if event.method == "rc4":
             return MSEStream(stream, receiver), event.data, "rc4"
         return stream, event.data, "plaintext"
@@ -795,6 +876,14 @@ class Handshaker:
         )
         for name in counters:
             self._count(name)
+        _log.debug(
+            "%s handshake with %s for %s complete: %s, peer id %s",
+            peer.direction,
+            peer.address,
+            peer.info_hash,
+            peer.encryption,
+            peer.peer_id,
+        )
         try:
             await self._done_send.send(peer)
         except BaseException:
@@ -842,12 +931,14 @@ class Handshaker:
                     connection.receive_data(received)
                 done = await self._pump(stream, connection, direction, address)
         except trio.TooSlowError:
-            raise _RefusedError("handshake_timeout") from None
-        except RemoteProtocolError:
+            raise _RefusedError("handshake_timeout", f"{self._handshake_timeout} s") from None
+        except RemoteProtocolError as exc:
             _, closed = connection.trailing_data
-            raise _RefusedError("connection_lost" if closed else "protocol_error") from None
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            raise _RefusedError("connection_lost") from None
+            if closed:
+                raise _RefusedError("connection_lost") from None
+            raise _RefusedError("protocol_error", exc) from None
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise _RefusedError("connection_lost", _os_detail(exc)) from None
         peer_id = PeerId(done.peer_id)
         if peer_id == self._peer_id:
             raise _RefusedError("self_connection")
@@ -900,7 +991,7 @@ class Handshaker:
             torrent = self._torrents.get(event.info_hash)
             if torrent is None:
                 connection.reject()
-                raise _RefusedError("unknown_info_hash")
+                raise _RefusedError("unknown_info_hash", event.info_hash.hex())
             if (torrent, connection_address) in self._taken:
                 connection.reject()
                 raise _RefusedError("dropped_duplicate")
@@ -1023,6 +1114,13 @@ async def open_handshaker(
             nursery.start_soon(handshaker._dispatch)
             for listener in listeners:
                 nursery.start_soon(handshaker._serve, listener)
+            if listeners:
+                _log.info(
+                    "accepting peer connections on %s",
+                    ", ".join(_listener_name(listener) for listener in listeners),
+                )
+            else:
+                _log.debug("handshaker started without listening (outbound only)")
             try:
                 yield handshaker
             finally:
@@ -1035,6 +1133,12 @@ async def open_handshaker(
     finally:
         with trio.CancelScope(shield=True):
             if handshaker is not None:
+                stats = handshaker.statistics()
+                _log.debug(
+                    "handshaker closed: %d handshakes completed, %d failed",
+                    stats.completed,
+                    stats.failures,
+                )
                 await handshaker._close()
             else:
                 for listener in listeners:
