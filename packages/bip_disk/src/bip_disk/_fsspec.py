@@ -43,6 +43,7 @@ parallel; renames and removals take every stripe.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import posixpath
 import threading
@@ -69,6 +70,10 @@ DEFAULT_MAX_STAGED_BYTES = 256 * 1024 * 1024
 _STRIPES = 64
 _ZERO_CHUNK = 1 << 20
 _RANDOM_WRITE_PROTOCOLS = frozenset({"file", "local", "memory"})
+
+# DEBUG only, and only what costs a round trip of a whole file: a staged file
+# uploaded before its sync because the staging bound was reached.
+_log = logging.getLogger("bip_disk.fsspec")
 
 _ERRNO_BY_TYPE: tuple[tuple[type[BaseException], int], ...] = (
     (FileNotFoundError, errno.ENOENT),
@@ -258,6 +263,12 @@ class FsspecFileSystem:
                 if not self._staged:
                     return
                 path = max(self._staged, key=lambda key: self._staged[key].data.held)
+            _log.debug(
+                "%r: more than %d bytes staged, uploading %r before its sync",
+                self,
+                self.max_staged_bytes,
+                path,
+            )
             with self._lock(path):
                 self._upload(path, self._full(path, split_path(path)))
 

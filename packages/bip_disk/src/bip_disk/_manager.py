@@ -53,12 +53,20 @@ the pieces already verified stay verified (except those a read found destroyed:
 **Events** wait in a queue of ``event_buffer`` events. If nobody takes them, the
 queue fills, the workers wait to report, pieces stay in memory and writes wait
 for the in-flight bound: take the events.
+
+**Logging.** The logger ``bip_disk.manager`` tells the torrent's life at INFO (added,
+checked, rechecked, moved, removed) and its storage faults at WARNING (the
+torrent stopped, pieces lost, files or links that could not be made, synced or
+deleted), a few records per torrent whatever its size; pieces failing their hash
+check and the manager's own opening and closing are DEBUG. Blocks are never
+logged, and an exception raised to the caller is not logged above DEBUG.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
+import logging
 import math
 import sys
 import time
@@ -138,6 +146,14 @@ _checkpoint_if_cancelled: Final = trio.lowlevel.checkpoint_if_cancelled
 # buffers are never recycled.
 _getrefcount: Final = getattr(sys, "getrefcount", None)
 _UNSHARED_REFS: Final = 3
+_log: Final = logging.getLogger("bip_disk.manager")
+# What add_torrent does with existing data, by (check, resume data given), for its log.
+_CHECK_PLANS: Final = {
+    (True, True): "checking the data its resume data does not vouch for",
+    (True, False): "checking its data",
+    (False, True): "trusting its resume data",
+    (False, False): "not checking its data",
+}
 
 Allocation = Literal["none", "sparse", "full"]
 
@@ -426,6 +442,14 @@ class DiskManager:
         storage.create_files = create_files
         self._torrents[handle.id] = storage
         self._by_hash[info.info_hash] = storage
+        _log.info(
+            "added torrent %r (%s): %d pieces in %d files, %s",
+            shown,
+            info.info_hash.hex(),
+            info.num_pieces,
+            len(layout.stored_files),
+            _CHECK_PLANS[check, resume is not None],
+        )
         self._start_check(storage, resume, check, allocate)
         return handle
 
@@ -465,8 +489,15 @@ class DiskManager:
             except StorageError as error:
                 problems = [error]
         # Not shielded: a full event queue must not make this call uncancellable.
+        _warn_problems(torrent, "removing it", problems)
         for problem in problems:
             await self._emit(StorageProblem(torrent, problem, f"removing the torrent: {problem}"))
+        _log.info(
+            "removed torrent %r (%s)%s",
+            torrent.name,
+            torrent.info_hash.hex(),
+            " and deleted its files" if delete_data else "",
+        )
         await self._emit(TorrentRemoved(torrent, delete_data))
 
     async def move_storage(self, torrent: TorrentHandle, filesystem: FileSystem) -> None:
@@ -507,9 +538,17 @@ class DiskManager:
                 )
             finally:
                 storage.io_active -= 1
-        except BaseException:
+        except BaseException as error:
             if storage.is_in(TorrentState.MOVING):
                 storage.set_state(previous)
+            if isinstance(error, Exception):  # raised to the caller: DEBUG only
+                _log.debug(
+                    "moving torrent %r (%s) to %r failed: %s",
+                    torrent.name,
+                    torrent.info_hash.hex(),
+                    filesystem,
+                    error,
+                )
             raise
         if not storage.is_in(TorrentState.MOVING):  # pragma: no cover - removed meanwhile
             return
@@ -523,8 +562,16 @@ class DiskManager:
                 warnings += await self._io_pool.run(delete_files, old, storage.layout)
             except StorageError as error:  # pragma: no cover - delete_files collects errors
                 warnings.append(error)
+        _warn_problems(torrent, "moving its storage", warnings)
         for warning in warnings:
             await self._emit(StorageProblem(torrent, warning, f"moving storage: {warning}"))
+        _log.info(
+            "moved torrent %r (%s) to %r%s",
+            torrent.name,
+            torrent.info_hash.hex(),
+            filesystem,
+            " (the same storage: nothing copied)" if same else "",
+        )
         await self._emit(StorageMoved(torrent))
 
     async def recheck(self, torrent: TorrentHandle) -> None:
@@ -552,6 +599,7 @@ class DiskManager:
         storage.have.clear()
         storage.error = storage.reason = None
         self._cache.drop_torrent(torrent.id)
+        _log.info("rechecking torrent %r (%s)", torrent.name, torrent.info_hash.hex())
         self._start_check(storage, None, True, "none")
 
     async def wait_checked(self, torrent: TorrentHandle) -> TorrentState:
@@ -953,7 +1001,9 @@ class DiskManager:
         storage.reason = reason
         storage.set_state(TorrentState.ERROR)
         self._drop_partials(storage)
-        await self._emit(TorrentFailed(storage.handle, error, reason))
+        handle = storage.handle
+        _log.warning("torrent %r (%s) stopped: %s", handle.name, handle.info_hash.hex(), reason)
+        await self._emit(TorrentFailed(handle, error, reason))
 
     async def _read_failed(self, storage: TorrentStorage, piece: int, error: StorageError) -> None:
         try:
@@ -961,7 +1011,19 @@ class DiskManager:
         except StorageError:  # pragma: no cover - _lost_pieces catches stat errors
             lost = {piece}
         reason = f"reading piece {piece} failed: {error}"
-        for index in sorted(lost & storage.have):
+        destroyed = sorted(lost & storage.have)
+        if destroyed:
+            # One record, not one per piece: a vanished file can take thousands.
+            handle = storage.handle
+            _log.warning(
+                "torrent %r (%s) lost %d verified pieces (%s): %s",
+                handle.name,
+                handle.info_hash.hex(),
+                len(destroyed),
+                _pieces_text(destroyed),
+                reason,
+            )
+        for index in destroyed:
             storage.have.discard(index)
             self._cache.discard(storage.handle.id, index)
             await self._emit(PieceLost(storage.handle, index, reason))
@@ -1015,6 +1077,11 @@ class DiskManager:
             await self._emit_soon(PieceVerified(storage.handle, piece, True))
         elif outcome is False:
             self._pieces_bad += 1
+            _log.debug(
+                "piece %d of torrent %r failed its hash check: dropped, nothing written",
+                piece,
+                storage.handle.name,
+            )
             await self._emit_soon(PieceVerified(storage.handle, piece, False))
         elif isinstance(outcome, StorageError):
             await self._fail(storage, outcome, f"writing piece {piece} failed: {outcome}")
@@ -1061,6 +1128,7 @@ class DiskManager:
                     await self._create_files(storage, allocate)
                 if storage.state is TorrentState.CHECKING:
                     storage.set_state(TorrentState.READY)
+                _log_checked(storage, resume is not None)
                 await self._emit(
                     CheckFinished(handle, len(storage.have), storage.checked, resume is not None)
                 )
@@ -1085,6 +1153,12 @@ class DiskManager:
         to_hash = plan.to_hash if check else ()
         storage.to_check = len(to_hash)
         storage.checked = 0
+        _log.debug(
+            "checking torrent %r: %d pieces trusted from resume data, %d to hash",
+            handle.name,
+            len(plan.trusted),
+            len(to_hash),
+        )
         if not to_hash:
             return
         await self._emit(CheckProgress(handle, 0, len(to_hash), len(storage.have)))
@@ -1137,6 +1211,7 @@ class DiskManager:
             return
         finally:
             storage.io_active -= 1
+        _warn_problems(storage.handle, "creating its links", warnings)
         for warning in warnings:
             await self._emit(
                 StorageProblem(storage.handle, warning, f"a link was not created: {warning}")
@@ -1157,9 +1232,48 @@ class DiskManager:
             try:
                 await self._io_pool.run(_sync, storage.fs)
             except StorageError as error:
+                _warn_problems(storage.handle, "syncing its files on close", [error])
                 await self._emit(
                     StorageProblem(storage.handle, error, f"syncing on close failed: {error}")
                 )
+
+
+def _log_checked(storage: TorrentStorage, resumed: bool) -> None:
+    """Log the end of a check: INFO when the torrent is ready (a fault was WARNING already)."""
+    handle = storage.handle
+    level = logging.INFO if storage.state is TorrentState.READY else logging.DEBUG
+    _log.log(
+        level,
+        "checked torrent %r (%s): %d of %d pieces had (%d hashed%s)%s",
+        handle.name,
+        handle.info_hash.hex(),
+        len(storage.have),
+        handle.num_pieces,
+        storage.checked,
+        ", resume data used" if resumed else "",
+        "" if storage.state is TorrentState.READY else f", then {storage.state.value}",
+    )
+
+
+def _warn_problems(handle: TorrentHandle, doing: str, problems: Sequence[DiskError]) -> None:
+    """One WARNING for the problems met doing one thing (deleting a thousand files that
+    fail is one record, not a thousand); the events still carry each one."""
+    if not problems:
+        return
+    _log.warning(
+        "torrent %r (%s): %s failed%s: %s",
+        handle.name,
+        handle.info_hash.hex(),
+        doing,
+        f" {len(problems)} times" if len(problems) > 1 else "",
+        problems[0] if len(problems) == 1 else f"{problems[0]} (and {len(problems) - 1} more)",
+    )
+
+
+def _pieces_text(pieces: Sequence[int], shown: int = 8) -> str:
+    """``"3, 4, 9"``, or the first ``shown`` then ``"..."``: a bounded piece list for a log."""
+    text = ", ".join(str(piece) for piece in pieces[:shown])
+    return text + ", ..." if len(pieces) > shown else text
 
 
 def _settled(storage: TorrentStorage) -> bool:
@@ -1228,6 +1342,12 @@ async def open_disk_manager(
             )
             for _ in range(threads):
                 nursery.start_soon(manager._flush_worker)
+            _log.debug(
+                "disk manager open: %d hashing threads, %d I/O threads, %d bytes in flight at most",
+                threads,
+                io_threads,
+                max_in_flight_bytes,
+            )
             try:
                 yield manager
             except BaseException:
@@ -1238,6 +1358,12 @@ async def open_disk_manager(
             await manager._workers_done.wait()
             await manager._sync_all()
             nursery.cancel_scope.cancel()
+            _log.debug(
+                "disk manager closed: %d pieces good, %d bad, %d events dropped",
+                manager._pieces_good,
+                manager._pieces_bad,
+                manager._events_dropped,
+            )
     except BaseExceptionGroup as group:
         # Our tasks raise nothing but bugs; unwrap the body's own exception.
         if len(group.exceptions) == 1:
