@@ -23,6 +23,7 @@ request is then retried after its timeout, a PEX diff is sent again with the nex
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, TypeVar
@@ -81,6 +82,10 @@ PEX_EXTENSION: Final = "ut_pex"
 """The BEP 10 name of the peer exchange extension (BEP 11)."""
 PEX_SOURCE: Final = "pex"
 """The source name :class:`PeerExchange` gives a :class:`~bip_handshake.PeerSink`."""
+
+# Two components, two loggers: users tune the metadata exchange and PEX separately.
+_metadata_log = logging.getLogger("bip_peer.metadata")
+_pex_log = logging.getLogger("bip_peer.pex")
 
 
 class MetadataFetchError(PeerError):
@@ -215,6 +220,7 @@ class MetadataExchange:
         )
         for swarm_id in info_hash.swarm_ids():
             self._servers[swarm_id] = server
+        _metadata_log.debug("serving the metadata of %s: %d bytes", info_hash, len(info))
 
     def stop_serving(self, info_hash: InfoHash) -> None:
         """Reject metadata requests for ``info_hash`` from now on."""
@@ -258,6 +264,7 @@ class MetadataExchange:
             fetch = _Fetch(info_hash, fetcher)
             for swarm_id in info_hash.swarm_ids():
                 self._fetches[swarm_id] = fetch
+            _metadata_log.debug("fetching the metadata of %s from peers", info_hash)
             now = trio.current_time()
             for peer in manager.peers:
                 if _same_torrent(info_hash, peer.info_hash):
@@ -317,9 +324,18 @@ class MetadataExchange:
             if fetch is not None:
                 now = trio.current_time()
                 if isinstance(message, MetadataData):
-                    before = fetch.fetcher.statistics().pieces_received
+                    before = fetch.fetcher.statistics()
                     fetch.fetcher.on_data(peer, message, now)
-                    self._fetched += fetch.fetcher.statistics().pieces_received - before
+                    after = fetch.fetcher.statistics()
+                    self._fetched += after.pieces_received - before.pieces_received
+                    if after.hash_failures > before.hash_failures:
+                        _metadata_log.debug(
+                            "the metadata of %s assembled from %d pieces does not match the "
+                            "info-hash; fetching it again%s",
+                            fetch.info_hash,
+                            before.pieces_total,
+                            ", one peer at a time" if after.single_source else "",
+                        )
                 else:
                     fetch.fetcher.on_reject(peer, message, now)
                 self._settle(manager, fetch)
@@ -371,9 +387,19 @@ class MetadataExchange:
     def _settle(self, manager: PeerManager, fetch: _Fetch) -> None:
         for peer, reason in fetch.fetcher.take_banned():
             self._banned += 1
+            # INFO, not WARNING: one remote misbehaved and nothing is for the user to do; a
+            # peer is banned once at most, so the records are bounded by the liars.
+            _metadata_log.info(
+                "peer %s banned: %s (torrent %s)", peer.address, reason, fetch.info_hash
+            )
             manager.remove_peer(peer, f"bad metadata: {reason}")
         result = fetch.fetcher.result()
         if result is not None and not fetch.done.is_set():
+            _metadata_log.info(
+                "fetched the metadata of %s from peers: %d bytes, verified",
+                fetch.info_hash,
+                len(result),
+            )
             self.serve(fetch.info_hash, result)
             self._forget_fetch(fetch)
             fetch.done.set()
@@ -538,12 +564,24 @@ class PeerExchange:
         update = None if state is None else state.inbox.receive(message, trio.current_time())
         if update is None:
             self._ignored += 1
+            _pex_log.debug(
+                "PEX message from %s ignored: %s",
+                peer.address,
+                "sent too soon after the previous one" if state is not None else "private torrent",
+            )
             return True
         self._received += 1
         # The inbox knows the sender by the address it came from; a peer that dialled us came
         # from an ephemeral port, so its listening address (which it may list) is left out here.
         own = _listed(peer)
         addresses = [a for a in update.addresses if own is None or a != own[0]]
+        _pex_log.debug(
+            "PEX message from %s: %d new addresses (of %d listed), %d dropped",
+            peer.address,
+            len(addresses),
+            len(message.added) + len(message.added6),
+            len(update.dropped),
+        )
         if addresses:
             self._discovered += len(addresses)
             self._sink.discovered(peer.info_hash, addresses, PEX_SOURCE)

@@ -46,6 +46,7 @@ received messages before they become events, and get a tick about once a second.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -144,6 +145,8 @@ REASON_CLOSING: Final = "manager closed"
 """Removal reason of peers still connected when the manager closes (not reported as events)."""
 
 _TRANSPORT_ERRORS: Final = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+_log = logging.getLogger("bip_peer.manager")
 
 
 class PeerManagerFullError(PeerError):
@@ -602,6 +605,9 @@ class PeerManager:
             raise trio.ClosedResourceError("the peer manager is closed")
         if len(self._peers) >= self._config.max_peers:
             self._rejected_full += 1
+            _log.debug(
+                "peer %s refused: %d peers connected already", handshake.address, len(self._peers)
+            )
             raise PeerManagerFullError(
                 f"{len(self._peers)} peers connected, the limit is {self._config.max_peers}"
             )
@@ -623,6 +629,14 @@ class PeerManager:
             task.push(connection.send_parts(self._extended_handshake(peer, limits)))
         self._peers[peer] = task
         self._peers_added += 1
+        _log.debug(
+            "peer %s added: %s, %s, torrent %s, peer id %s",
+            peer.address,
+            peer.direction,
+            peer.encryption,
+            peer.info_hash,
+            peer.peer_id,
+        )
         self._nursery.start_soon(self._run_peer, task, name=f"bip_peer {peer.address}")
         try:
             for service in self._services:
@@ -812,6 +826,12 @@ class PeerManager:
                     if isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
                         exc = exc.exceptions[0]
                     task.fail(REASON_INTERNAL, exc)
+                    # Nobody else sees the traceback: the PeerRemoved event has only the error.
+                    _log.error(
+                        "peer %s dropped after an internal error (a bug in bip_peer or a service)",
+                        task.peer.address,
+                        exc_info=exc,
+                    )
         finally:
             task.removed = True
             task.space.unpark_all()
@@ -820,6 +840,12 @@ class PeerManager:
                 task.reason = REASON_CLOSING
             self._peers_removed += 1
             self._removed_reasons[task.reason] += 1
+            if task.error is not None:
+                _log.debug(
+                    "peer %s removed: %s: %s", task.peer.address, task.reason, _describe(task.error)
+                )
+            else:
+                _log.debug("peer %s removed: %s", task.peer.address, task.reason)
             await trio.aclose_forcefully(task.stream)
             for service in self._services:
                 service.peer_removed(self, task.peer)
@@ -974,6 +1000,16 @@ class PeerManager:
         self._events.close()
 
 
+def _describe(error: BaseException) -> str:
+    """An error as a log line reads it: its message, or its type when it has none."""
+    text = str(error)
+    if isinstance(error, OSError) and error.strerror:
+        text = error.strerror
+    elif not text and error.__cause__ is not None:
+        text = str(error.__cause__)
+    return text or type(error).__name__
+
+
 _HANDSHAKE_FIELDS: Final = frozenset(
     {"v", "p", "yourip", "ipv4", "ipv6", "reqq", "metadata_size", "upload_only"}
 )
@@ -1017,3 +1053,8 @@ async def open_peer_manager(
     finally:
         if manager is not None:
             manager._close()
+            _log.debug(
+                "peer manager closed: %d peers added, %d removed",
+                manager._peers_added,
+                manager._peers_removed,
+            )
