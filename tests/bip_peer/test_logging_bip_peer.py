@@ -16,7 +16,7 @@ from bip_bencode import encode
 from bip_handshake import CompletedHandshake, Extensions, PeerAddress, PeerId
 from bip_metainfo import InfoHash
 from bip_peer._exchange import MetadataExchange, PeerExchange
-from bip_peer._extended import MetadataData, MetadataRequest
+from bip_peer._extended import MetadataData, MetadataRequest, PexMessage
 from bip_peer._manager import (
     REASON_INTERNAL,
     REASON_PROTOCOL,
@@ -342,3 +342,23 @@ async def _run_drained(
     async with drained(config) as manager:
         task_status.started(manager)
         await trio.sleep_forever()
+
+
+async def test_a_pex_flood_is_one_debug_record(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="bip_peer")
+    exchange = PeerExchange(_Sink())
+    async with open_peer_manager(PeerManagerConfig(services=[exchange])) as manager:
+        local, _far = trio.testing.memory_stream_pair()
+        peer = manager.add_peer(handshake(local, addr(1), True), num_pieces=NUM_PIECES)
+        flood = PexMessage(
+            added=(addr(7),), added_flags=(0,), added6=(), added6_flags=(), dropped=(), dropped6=()
+        )
+        for _ in range(50):
+            assert exchange.message_received(manager, peer, flood)
+        assert exchange.statistics().messages_ignored == 49
+    flooding = [m for m in caplog.messages if "sent too soon" in m]
+    assert flooding == [
+        "PEX message from 10.0.0.1:6881 ignored: sent too soon after the previous one "
+        "(later ones are ignored without a record)"
+    ]
+    assert not above(caplog, logging.INFO)

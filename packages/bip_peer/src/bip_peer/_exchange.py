@@ -564,11 +564,14 @@ class PeerExchange:
         update = None if state is None else state.inbox.receive(message, trio.current_time())
         if update is None:
             self._ignored += 1
-            _pex_log.debug(
-                "PEX message from %s ignored: %s",
-                peer.address,
-                "sent too soon after the previous one" if state is not None else "private torrent",
-            )
+            # Once per peer: a flooding peer must not flood the log too (its count is in the
+            # inbox's statistics).
+            if state is not None and state.inbox.statistics().ignored_too_soon == 1:
+                _pex_log.debug(
+                    "PEX message from %s ignored: sent too soon after the previous one "
+                    "(later ones are ignored without a record)",
+                    peer.address,
+                )
             return True
         self._received += 1
         # The inbox knows the sender by the address it came from; a peer that dialled us came
