@@ -68,6 +68,7 @@ the saved state :mod:`._node_state`, the statistics :mod:`._stats`.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections import Counter, deque
 from collections.abc import Callable, Collection, Iterable
@@ -115,6 +116,12 @@ from ._transactions import Transaction, TransactionTable
 __all__ = ["DHTNode"]
 
 _IP = IPv4Address | IPv6Address
+
+# DEBUG only, and off the per-datagram path: a simulator runs thousands of these cores, so the
+# core never logs above DEBUG (the trio shell logs the lifecycle) and checks the level once
+# per timer rather than per query. What peers send in is counted (statistics()), not logged.
+_log = logging.getLogger("bip_dht.node")
+_DEBUG = logging.DEBUG
 _IPV4_ONLY: tuple[Family, ...] = (4,)
 
 
@@ -423,8 +430,13 @@ class DHTNode:
     def handle_timer(self, now: float) -> None:
         """Run what is due: query timeouts, lookups' slow timers, maintenance."""
         self._stats_now = now
+        debug = _log.isEnabledFor(_DEBUG)
         for tx in self._transactions.expire(now):
             self._counts["timeouts"] += 1
+            if debug:
+                _log.debug(
+                    "DHT %s query to %s timed out", tx.query.method.decode("ascii"), tx.address
+                )
             if tx.node_id is not None:
                 table = self._tables.get(tx.address.family)
                 if table is not None:
@@ -624,6 +636,7 @@ class DHTNode:
         if not op.uses_lookup_slot and others >= config.max_outstanding + config.max_queued:
             # pings wait for transaction slots; this many waiting is a caller gone wild
             self._counts["refused"] += 1
+            _log.debug("DHT operation %d refused: %d pings already wait", op.id, others)
             op.cancel()
             self._finish(op)
         elif not op.uses_lookup_slot or self._lookups_running() < config.max_lookups:
@@ -634,6 +647,12 @@ class DHTNode:
             self._queue.append(op)
         else:
             self._counts["refused"] += 1
+            _log.debug(
+                "DHT operation %d refused: %d lookups run and %d wait",
+                op.id,
+                self._lookups_running(),
+                len(self._queue),
+            )
             op.cancel()
             self._finish(op)
         self._pump(now)
@@ -817,6 +836,14 @@ class DHTNode:
         table = self._tables[tx.address.family]
         if isinstance(message, ErrorReply):
             self._errors_received[int(message.code)] += 1
+            if _log.isEnabledFor(_DEBUG):
+                _log.debug(
+                    "DHT node %s answered our %s with error %d: %r",
+                    tx.address,
+                    tx.query.method.decode("ascii"),
+                    int(message.code),
+                    message.message[:80],
+                )
             if op is not None:
                 op.on_failure(tx, int(message.code), now)
             return
@@ -830,6 +857,13 @@ class DHTNode:
                 problem = "invalid_answers"
         if problem is not None:
             self._counts[problem] += 1
+            if _log.isEnabledFor(_DEBUG):
+                _log.debug(
+                    "DHT node %s answered our %s with %s: counted as a failure",
+                    tx.address,
+                    tx.query.method.decode("ascii"),
+                    "another node id" if problem == "id_mismatch" else "malformed nodes or values",
+                )
             if tx.node_id is not None:
                 table.failed(NodeInfo(tx.node_id, tx.address), now)
             if op is not None:
@@ -953,5 +987,9 @@ class DHTNode:
             if self._start_internal(op, now):
                 self._bootstrap_op = op.id
                 self._last_bootstrap = now
+                _log.debug(
+                    "DHT routing table has no live node: bootstrapping again from %d addresses",
+                    len(self._bootstrap_addresses),
+                )
         self._peer_store.expire(now)
         self._items.expire(now)

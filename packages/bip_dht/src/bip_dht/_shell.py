@@ -33,6 +33,7 @@ Design (DESIGN section 3; trio's and bip_utracker's shells are the models):
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from collections import deque
@@ -59,6 +60,7 @@ from ._node_events import (
     AnnounceFinished,
     DHTEvent,
     LookupFinished,
+    NodeIdChanged,
     PeersFound,
     PingFinished,
     PutFinished,
@@ -79,6 +81,10 @@ from ._stats import DHTStatistics
 __all__ = ["DHT", "DHTSocketError", "PeerSearch", "open_dht"]
 
 _Start: TypeAlias = Callable[[DHTNode, float], int]
+
+# The DHT node's logger, shared with the sans-IO core (which logs only DEBUG detail): the
+# shell logs what a user of one running node wants to see, a handful of records per hour.
+_log = logging.getLogger("bip_dht.node")
 
 
 def _target(value: object, name: str) -> bytes:
@@ -232,6 +238,7 @@ class DHT:
         self._kick = trio.Event()
         self._send_errors = 0
         self._closed = False
+        self._cancelled: set[int] = set()  # operations we cancelled: their end is no news
 
     # -- reading ------------------------------------------------------------------------
 
@@ -421,6 +428,7 @@ class DHT:
 
     def _cancel(self, operation: int) -> None:
         if not self._closed:
+            self._cancelled.add(operation)
             self._node.cancel(operation)
             self._dispatch()
             self._kick.set()
@@ -441,8 +449,11 @@ class DHT:
 
     def _dispatch(self) -> None:
         while (event := self._node.next_event()) is not None:
-            if isinstance(event, PeersFound) and self._sink is not None:
-                self._sink.discovered(event.info_hash, event.peers, "dht")
+            if isinstance(event, PeersFound):
+                if self._sink is not None:
+                    self._sink.discovered(event.info_hash, event.peers, "dht")
+            elif not isinstance(event, SamplesFound):
+                self._log_finished(event)
             waiter = self._waiters.get(event.operation) if event.operation else None
             if waiter is None:
                 continue
@@ -455,6 +466,60 @@ class DHT:
                 waiter.finished = event
             waiter.wake()
 
+    def _log_finished(self, event: DHTEvent) -> None:
+        """Log the end of an operation (or the node's own news) at the level it deserves."""
+        if isinstance(event, NodeIdChanged):
+            _log.info(
+                "DHT node id changed from %s to %s to match our external address (BEP 42)",
+                event.old,
+                event.new,
+            )
+            return
+        if event.operation in self._cancelled:
+            self._cancelled.discard(event.operation)
+            _log.debug("DHT operation %d cancelled", event.operation)
+            return
+        if isinstance(event, LookupFinished) and event.kind == "bootstrap":
+            size = self._node.statistics().table_size
+            if size:
+                _log.info(
+                    "DHT bootstrap done: %d nodes in the routing table (%d queries)",
+                    size,
+                    event.result.queries,
+                )
+            else:
+                # Nothing the user can reach: wrong addresses, no network, a firewall.
+                _log.warning(
+                    "DHT bootstrap failed: no node answered (%d bootstrap addresses known); "
+                    "the DHT finds no peers until one does",
+                    len(self._node.bootstrap_addresses),
+                )
+        elif isinstance(event, AnnounceFinished):
+            _log.info(
+                "announced %s on the DHT to %d nodes (%d peers found)",
+                event.info_hash.hex(),
+                event.announced_to,
+                len(event.result.peers),
+            )
+        elif isinstance(event, LookupFinished):
+            _log.debug(
+                "DHT %s lookup of %s done: %d nodes answered, %d peers, %d queries",
+                event.kind,
+                event.target.hex(),
+                len(event.result.nodes),
+                len(event.result.peers),
+                event.result.queries,
+            )
+        elif isinstance(event, PutFinished):
+            _log.debug(
+                "DHT put of %s stored at %d nodes, refused by %d",
+                event.target.hex(),
+                event.stored_at,
+                len(event.errors),
+            )
+        elif isinstance(event, PingFinished):
+            _log.debug("DHT ping %s", "answered" if event.node is not None else "unanswered")
+
     async def _flush(self) -> None:
         for data, address in self._node.datagrams_to_send(trio.current_time()):
             sock = self._sockets.get(address.family)
@@ -462,8 +527,9 @@ class DHT:
                 continue
             try:
                 await sock.sendto(data, (str(address.host), address.port))
-            except OSError:
+            except OSError as error:
                 self._send_errors += 1  # like a lost datagram: the query times out
+                _log.debug("cannot send a DHT datagram to %s: %s", address, error)
 
     async def _read(self, sock: trio.socket.SocketType) -> None:
         while True:
@@ -472,6 +538,8 @@ class DHT:
             except OSError as error:
                 if error.errno in TRANSIENT_ERRORS:
                     continue
+                # Raised out of open_dht's block: the caller sees it, so only a trace here.
+                _log.debug("the DHT socket failed: %s", error)
                 raise DHTSocketError(f"receiving failed: {error}") from error
             try:
                 address = PeerAddress(ip_address(source[0]), source[1])
@@ -559,22 +627,35 @@ async def open_dht(
             sock = sockets[address.family] = await open_socket(address)
             node.set_local_port(address.family, sock.getsockname()[1])
         dht = DHT(node, sockets, peer_sink=peer_sink, rng=source)
+        listening = ", ".join(map(str, dht.addresses))
+        _log.info("DHT node %s listening on %s", node.node_id, listening)
         try:
             async with trio.open_nursery() as nursery:
                 for sock in sockets.values():
                     nursery.start_soon(dht._read, sock)
                 nursery.start_soon(dht._drive)
-                addresses = await dht._addresses(bootstrap)
+                given = list(bootstrap)
+                addresses = await dht._addresses(given)
+                if given and not addresses:
+                    _log.warning(
+                        "none of the %d DHT bootstrap addresses is of a family the node runs "
+                        "(IPv%s)",
+                        len(given),
+                        " and IPv".join(map(str, families)),
+                    )
                 known = any(len(node.table(family)) for family in families)
                 if addresses or node.bootstrap_addresses or known:
                     node.bootstrap(addresses, trio.current_time())
                     dht._kick.set()
+                else:
+                    _log.debug("DHT node starts with no node to bootstrap from")
                 try:
                     yield dht
                 finally:
                     nursery.cancel_scope.cancel()
         finally:
             dht._close()
+            _log.info("DHT node on %s closed", listening)
     finally:
         for sock in sockets.values():
             sock.close()

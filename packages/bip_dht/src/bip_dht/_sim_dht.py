@@ -6,6 +6,7 @@ The public face, and the documentation, is :mod:`bip_dht.simulator`.
 from __future__ import annotations
 
 import bisect
+import logging
 import random
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
@@ -28,6 +29,10 @@ from ._node_events import (
 )
 from ._node_id import NODE_ID_BITS, NodeId
 from ._sim_network import DatagramNetwork, SimulatedNode
+
+# One DEBUG record per formation step, never per node or datagram (the nodes' own cores log
+# to bip_dht.node, DEBUG only).
+_log = logging.getLogger("bip_dht.simulator")
 
 __all__ = ["Operation", "SimulatedNetwork", "SimulationTimeoutError"]
 
@@ -241,6 +246,12 @@ class SimulatedNetwork(DatagramNetwork[DHTNode]):
             members += newcomers
             added += newcomers
         self.run_for(settle)
+        _log.debug(
+            "simulated DHT: %d nodes joined through the protocol, %d in the network at %.1f s",
+            len(added),
+            len(self._nodes),
+            self.now,
+        )
         return added
 
     def warm(self, nodes: Sequence[DHTSimNode] | None = None, *, extra: bool = True) -> None:
@@ -281,6 +292,11 @@ class SimulatedNetwork(DatagramNetwork[DHTNode]):
                     break
             dht.warm_table(chosen, self.now)
             self._pump(node)
+        _log.debug(
+            "simulated DHT: warmed the routing tables of %d of %d nodes",
+            len(self._nodes) if nodes is None else len(nodes),
+            len(self._nodes),
+        )
 
     # -- operations ------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ tests can assert them; wall times depend on the machine and are only reported.
 from __future__ import annotations
 
 import gc
+import logging
 import mmap
 import random
 import statistics
@@ -34,6 +35,8 @@ from ._node_config import DHTConfig
 from ._node_events import AnnounceFinished
 from ._sim_dht import SimulatedNetwork, SimulationTimeoutError
 from ._sim_network import SimulatedNode
+
+_log = logging.getLogger("bip_dht.simulator")
 
 __all__ = ["LookupExperiment", "lookup_experiment"]
 
@@ -175,6 +178,14 @@ def lookup_experiment(
     announcers: list[tuple[SimulatedNode[DHTNode], bytes]] = [
         (rng.choice(live), rng.randbytes(20)) for _ in range(announces)
     ]
+    _log.debug(
+        "lookup experiment: %d nodes formed (%s) in %.1f s, %d silenced; %d announces start",
+        nodes,
+        formation,
+        formation_wall,
+        len(gone),
+        announces,
+    )
     stores = [net.start(node, _announcing(h)) for node, h in announcers]
     if not net.wait(stores, timeout=timeout):
         raise SimulationTimeoutError(f"announces still running after {timeout} s")
@@ -203,6 +214,12 @@ def lookup_experiment(
             durations.append(search.duration)
             queries.append(search.queries)
     lookup_wall = time.perf_counter() - lookup_started
+    _log.debug(
+        "lookup experiment: %d of %d lookups found their announcer in %.1f s",
+        found,
+        lookups,
+        lookup_wall,
+    )
     return LookupExperiment(
         nodes=nodes,
         silent=len(gone),
