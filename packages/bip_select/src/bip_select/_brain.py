@@ -29,10 +29,17 @@ and carries out the returned actions in order.
 Requests are batched: a peer is topped up when its room reaches a quarter of its desired queue
 depth (or it has nothing left in flight), not after every block, which keeps the number of
 picker calls per block low without letting the pipe run dry (the queue holds seconds of data).
+
+Logging: the brain is a sans-IO core, so it logs at DEBUG only, under ``bip_select.brain``, and
+only its own decisions a log reader cannot see in the actions: end-game entered, a peer banned
+or dropped (and why: the client carrying out the :class:`~bip_select.DropPeer` logs the drop
+itself), a peer snubbing us or no longer, a piece failed or lost, every wanted piece verified.
+Nothing is logged per block or per message.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -98,6 +105,7 @@ REASON_BANNED: Final = "banned"
 again (the client should not have let it in)."""
 
 _MAX_BANNED: Final = 65536  # bans remembered: a bound on what bad peers can make us keep
+_log: Final = logging.getLogger("bip_select.brain")
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +225,7 @@ class SwarmBrain:
         self._banned: set[PeerKey] = set()
         self._next_refill: float | None = None
         self._epoch = 0  # bumped whenever blocks may have become requestable again
+        self._endgame = False  # end-game entered and logged (it is left when pieces free up)
         self._deadline: float | None = None
         self.choker.seeding = self.is_seed
         self._streaming_strategy = self._streaming()
@@ -400,10 +409,14 @@ class SwarmBrain:
                 and state.snubbed_since is not None
                 and now - state.snubbed_since >= self._drop_snubbed_after
             ):
+                _log.debug(
+                    "peer %s dropped: it snubbed us for %.0f s", peer, now - state.snubbed_since
+                )
                 actions.append(DropPeer(peer, REASON_SNUBBED))
                 actions.extend(self._forget(peer, now))
                 return True
             return False
+        _log.debug("peer %s %s", peer, "snubs us" if snubbed else "no longer snubs us")
         state.snubbed_since = now if snubbed else None
         self.choker.set_snubbed(peer, snubbed)
         return False
@@ -428,6 +441,10 @@ class SwarmBrain:
         actions.extend(SendRequest(peer, block) for block in blocks)
         if len(blocks) < room:
             state.starved = self._epoch
+            # Asked for less than it could take: maybe because end-game began (cheap to
+            # ask: a peer is starved once per epoch at most).
+            if not self._endgame and self.picker.in_endgame():
+                self._entered_endgame()
         return room - len(blocks)
 
     def _fill_all(self, now: float, actions: list[Action]) -> None:
@@ -478,6 +495,7 @@ class SwarmBrain:
         except TypeError:
             raise LocalProtocolError(f"a peer key must be hashable, not {peer!r}") from None
         if peer in self._banned:
+            _log.debug("peer %s dropped: it was banned for bad data earlier", peer)
             return [DropPeer(peer, REASON_BANNED)]
         if peer in self._peers:
             raise LocalProtocolError(f"peer {peer!r} joined twice")
@@ -611,6 +629,7 @@ class SwarmBrain:
         self.queues.block_received(peer, length, now)
         self.choker.downloaded(peer, length, now)
         if state.snubbed_since is not None:
+            _log.debug("peer %s no longer snubs us", peer)
             state.snubbed_since = None
             self.choker.set_snubbed(peer, False)
         received = self.picker.block_received(peer, block)
@@ -621,6 +640,7 @@ class SwarmBrain:
         if missing and received is not None and self.picker.in_endgame():
             # End-game just began (or this peer ran dry in it): give the idle peers
             # duplicates of the last blocks now rather than at the next refill.
+            self._entered_endgame()
             self._epoch += 1
             self._fill_all(now, actions)
         return actions
@@ -678,14 +698,28 @@ class SwarmBrain:
                         if state.wanted <= 0:
                             state.wanted = 0
                             self._set_interest(peer, state, actions)
+                if availability.num_wanted == 0:
+                    self._endgame = False
+                    _log.debug(
+                        "every wanted piece is verified: %d of %d pieces had",
+                        self.num_have,
+                        self.geometry.num_pieces,
+                    )
             if self.is_seed:
                 self.choker.seeding = True
             return actions
         sources = self.picker.piece_failed(piece)
+        _log.debug(
+            "piece %d failed its hash check (peers that sent blocks of it: %d)",
+            piece,
+            len(sources),
+        )
+        self._left_endgame()
         # Every source counts, gone or not: a piece from a banned peer and one other is
         # not that other's alone (the queueing layer skips peers it no longer knows).
         for peer in self.queues.piece_failed(sources):
             if peer in self._peers:
+                _log.debug("peer %s banned: it sent data of piece %d, which failed", peer, piece)
                 actions.append(DropPeer(peer, REASON_BAD_DATA))
                 if len(self._banned) < _MAX_BANNED:
                     self._banned.add(peer)
@@ -700,6 +734,10 @@ class SwarmBrain:
         if not picker.requests.have(piece):
             return []
         picker.lose_piece(piece)
+        _log.debug(
+            "piece %d lost from storage%s", piece, ", wanted again" if picker.wants(piece) else ""
+        )
+        self._left_endgame()
         self.choker.seeding = self.is_seed
         actions = self.revelation.piece_lost(piece, now)
         if picker.wants(piece):
@@ -743,9 +781,26 @@ class SwarmBrain:
         for peer, state in self._peers.items():
             self._recount_wanted(peer, state)
             self._set_interest(peer, state, actions)
+        self._left_endgame()
         self._epoch += 1
         self._fill_all(now, actions)
         return actions
+
+    def _entered_endgame(self) -> None:
+        """End-game is on (every block left is requested): log it the first time."""
+        if not self._endgame:
+            self._endgame = True
+            _log.debug(
+                "end-game: every block still missing is requested (pieces left: %d); "
+                "duplicates go to idle peers",
+                self.picker.availability.num_wanted,
+            )
+
+    def _left_endgame(self) -> None:
+        """Pieces to fetch became free again: end-game, once logged, is over until re-entered."""
+        if self._endgame and not self.picker.in_endgame():
+            self._endgame = False
+            _log.debug("end-game left: pieces to download became free again")
 
     def _streaming(self) -> Streaming | None:
         return next(streaming_layers(self.picker.strategy), None)

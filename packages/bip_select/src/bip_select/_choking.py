@@ -40,10 +40,15 @@ unchoked at once. Ties in rate keep the peers already unchoked.
 Rates are moving sums over ``rate_window`` seconds (20 s, as the reference client) kept with
 :class:`bip_peer.RateMeter`; the brain and the queueing layer may use that same class for their
 own rates rather than a copy.
+
+**Logging**: a rechoke that changes something is one DEBUG record of the logger
+``bip_select.choking`` (who was choked and unchoked, who holds the optimistic slots): one
+record per rechoke interval at most, plus nothing between rechokes.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from collections.abc import Iterable
@@ -70,6 +75,7 @@ DEFAULT_OPTIMISTIC_INTERVAL: Final = 30.0
 """Seconds an optimistic unchoke lasts before it rotates (BEP 3: every 30 seconds)."""
 
 _NEVER: Final = -math.inf
+_log: Final = logging.getLogger("bip_select.choking")
 
 
 class SeedChoking(Enum):
@@ -389,6 +395,19 @@ class Choker:
                 choke.append(key)
         self._regular = regular
         self._optimistic = optimistic
+        if (choke or unchoke) and _log.isEnabledFor(logging.DEBUG):
+            _log.debug(
+                "rechoke (%s): unchoked %s; choked %s; %d regular and %d optimistic slots "
+                "held (optimistic: %s) among %d interested of %d peers",
+                "seeding" if self.seeding else "downloading",
+                _keys(unchoke),
+                _keys(choke),
+                len(regular),
+                len(optimistic),
+                _keys(optimistic),
+                sum(1 for record in self._peers.values() if record.interested),
+                len(self._peers),
+            )
         return ChokeDecision(choke=tuple(choke), unchoke=tuple(unchoke))
 
     # ---------------------------------------------------------------- internals
@@ -510,3 +529,12 @@ class Choker:
                 unchoke.append(key)
         order = {key: self._peers[key].order for key in unchoke}
         return tuple(sorted(unchoke, key=order.__getitem__))
+
+
+def _keys(peers: Iterable[PeerKey], shown: int = 8) -> str:
+    """Peers for a log record: ``"a, b"``, at most ``shown`` of them then ``"..."``."""
+    listed = [str(peer) for peer in peers]
+    if not listed:
+        return "none"
+    text = ", ".join(listed[:shown])
+    return f"{text}, ... ({len(listed)})" if len(listed) > shown else text

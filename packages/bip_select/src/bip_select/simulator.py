@@ -30,6 +30,7 @@ same swarm::
 from __future__ import annotations
 
 import heapq
+import logging
 import math
 import random
 from collections import deque
@@ -704,6 +705,11 @@ class _Simulation:
         return self.trace
 
 
+# Two DEBUG records per run (its start and its end), never one per simulated event: a run
+# feeds the brains millions of inputs. The brains log under ``bip_select.brain``.
+_log = logging.getLogger("bip_select.simulator")
+
+
 def default_brain(context: BrainContext) -> SwarmBrain:
     """The brain every simulated peer gets by default: :class:`~bip_select.SwarmBrain`'s defaults
     (rarest first, honest revelation, tit-for-tat, libtorrent's queueing)."""
@@ -712,4 +718,22 @@ def default_brain(context: BrainContext) -> SwarmBrain:
 
 def simulate(config: SwarmConfig) -> SwarmTrace:
     """Run the swarm ``config`` describes to completion (or ``max_time``) and trace it."""
-    return _Simulation(config).run()
+    _log.debug(
+        "simulating %d peers, %d pieces of %d bytes, seed %r, for %g s at most",
+        len(config.peers),
+        config.num_pieces,
+        config.piece_length,
+        config.seed,
+        config.max_time,
+    )
+    trace = _Simulation(config).run()
+    if _log.isEnabledFor(logging.DEBUG):
+        done = sum(1 for when in trace.completion.values() if when is not None)
+        _log.debug(
+            "simulation ended at %.2f s: %d of %d downloaders complete, %d bans",
+            trace.end_time,
+            done,
+            len(trace.completion),
+            len(trace.bans),
+        )
+    return trace
