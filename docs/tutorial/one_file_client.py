@@ -1,0 +1,269 @@
+"""Build a torrent client in one file: the bip libraries composed into a downloader.
+
+    python docs/tutorial/one_file_client.py TORRENT DEST [--tracker URL] [--dht HOST:PORT]
+        [--peer HOST:PORT] [--bind HOST] [--timeout SECONDS]
+
+Downloads one torrent (v1, v2 or hybrid) into DEST and exits 0 once every piece is verified,
+1 with a one-line message if it cannot. docs/tutorial.md walks through it, and
+tests/test_tutorial.py runs it against a loopback seeder, so it cannot rot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from collections.abc import Callable
+from typing import Any, cast
+
+import trio
+
+import bip_disk
+import bip_peer
+import bip_select
+from bip_dht import DHT, open_dht
+from bip_disk import DiskManager, NativeFileSystem, TorrentHandle, TorrentState, open_disk_manager
+from bip_handshake import EncryptionPolicy, Extensions, Handshaker, PeerAddress, open_handshaker
+from bip_metainfo import InfoHash, Metainfo, MetainfoError, PieceSet
+from bip_peer import Peer, PeerManager, PeerManagerConfig, PeerManagerFullError, open_peer_manager
+from bip_select import Block, Choker, SwarmBrain, TorrentGeometry
+from bip_utracker import AnnounceEvent, TrackerClient, TrackerError, open_tracker_client
+
+MAX_REQUESTS = 500  # requests in flight to one peer at most, whatever its reqq claims
+ANNOUNCE_MIN, DHT_INTERVAL, TICK = 30.0, 30.0, 0.1  # seconds
+
+# -- step: translate --
+# bip_peer and bip_select are siblings that do not know each other: the client translates a
+# peer's messages into brain inputs, and the brain's actions into messages.
+INPUTS: dict[type, Callable[[Peer, Any], bip_select.Input]] = {
+    bip_peer.Have: lambda p, m: bip_select.PeerHave(p, m.index),
+    # The connection's set, not the message's bytes: it already checked the piece count.
+    bip_peer.Bitfield: lambda p, m: bip_select.PeerBitfield(p, p.connection.peer_pieces),
+    bip_peer.HaveAll: lambda p, m: bip_select.PeerHaveAll(p),
+    bip_peer.HaveNone: lambda p, m: bip_select.PeerHaveNone(p),
+    bip_peer.DontHave: lambda p, m: bip_select.PeerDontHave(p, m.index),
+    bip_peer.Choke: lambda p, m: bip_select.PeerChokedUs(p),
+    bip_peer.Unchoke: lambda p, m: bip_select.PeerUnchokedUs(p),
+    bip_peer.AllowedFast: lambda p, m: bip_select.AllowedFast(p, m.index),
+    bip_peer.RejectRequest: lambda p, m: bip_select.BlockRejected(
+        p, Block(m.index, m.begin, m.length)
+    ),
+}
+# No unchoke among the actions: this client never uploads.
+MESSAGES: dict[type, Callable[[Any, int], bip_peer.Message]] = {
+    bip_select.SendRequest: lambda a, n: bip_peer.Request(*a.block),
+    bip_select.SendCancel: lambda a, n: bip_peer.Cancel(*a.block),
+    bip_select.SendHave: lambda a, n: bip_peer.Have(a.piece),
+    bip_select.SendBitfield: lambda a, n: bip_peer.Bitfield(PieceSet(n, a.pieces).to_bitfield()),
+    bip_select.SendHaveAll: lambda a, n: bip_peer.HaveAll(),
+    bip_select.SendHaveNone: lambda a, n: bip_peer.HaveNone(),
+    bip_select.SendInterested: lambda a, n: bip_peer.Interested(),
+    bip_select.SendNotInterested: lambda a, n: bip_peer.NotInterested(),
+}
+
+
+# -- step: download --
+class Download:
+    """One torrent's download: peers and the disk feed the brain; its actions go to the peers."""
+
+    def __init__(
+        self, brain: SwarmBrain, manager: PeerManager, disk: DiskManager, handle: TorrentHandle
+    ) -> None:
+        self.brain, self.manager, self.disk, self.handle = brain, manager, disk, handle
+        self.joined: set[Peer] = set()  # the peers the brain knows
+        self.done = trio.Event()  # complete, or failed
+        self.failure: str | None = None
+
+    def feed(self, event: bip_select.Input) -> None:
+        """Tell the brain what happened, and carry out what it decides."""
+        for action in self.brain.handle(event, trio.current_time()):
+            # Every action names its peer: one of the Peer handles the brain was given.
+            peer = cast(Peer, action.peer)  # type: ignore[attr-defined]
+            if isinstance(action, bip_select.DropPeer):  # bad data, or too slow for too long
+                self.joined.discard(peer)
+                self.manager.remove_peer(peer, action.reason)
+                continue
+            make = MESSAGES.get(type(action))
+            # Never wait for one slow peer: a full send queue means it stopped reading.
+            if make and not self.manager.send_nowait(peer, make(action, self.handle.num_pieces)):
+                self.manager.remove_peer(peer, "send queue full")
+
+    # -- step: peers --
+    async def run_peers(self) -> None:
+        """The peer manager's events: peers join and leave the brain, their messages feed it."""
+        async for event in self.manager.events():
+            if isinstance(event, bip_peer.PeerAdded):  # comes before any message of the peer
+                self.joined.add(event.peer)
+                self.feed(bip_select.PeerJoined(event.peer, fast=event.peer.connection.fast))
+            elif isinstance(event, bip_peer.PeerRemoved) and event.peer in self.joined:
+                self.joined.discard(event.peer)
+                self.feed(bip_select.PeerLeft(event.peer))
+            elif isinstance(event, bip_peer.MessageReceived) and event.peer in self.joined:
+                await self.message(event.peer, event.message)
+
+    async def message(self, peer: Peer, message: object) -> None:
+        """One message from a peer the brain knows."""
+        if isinstance(message, bip_peer.Piece):  # the connection checked we asked for it
+            index, begin, data = message.index, message.begin, message.block
+            try:
+                await self.disk.write_block(self.handle, index, begin, data)
+            except bip_disk.TorrentStateError:  # a storage fault: TorrentFailed follows
+                return
+            if peer in self.joined:  # it may have left while the disk was busy
+                self.feed(bip_select.BlockReceived(peer, Block(index, begin, len(data))))
+        elif isinstance(message, bip_peer.ExtendedHandshake) and message.reqq:
+            self.brain.queues.set_reqq(peer, min(message.reqq, MAX_REQUESTS))
+        elif (make := INPUTS.get(type(message))) is not None:
+            self.feed(make(peer, message))
+
+    # -- step: verified --
+    async def run_disk(self) -> None:
+        """The disk's verdicts: only a piece that hashed right is ours (and announced)."""
+        async for event in self.disk.events():
+            if isinstance(event, bip_disk.PieceVerified):
+                self.feed(bip_select.PieceVerified(event.piece, event.good))
+                if self.brain.is_complete:
+                    self.done.set()
+            elif isinstance(event, bip_disk.TorrentFailed):
+                self.failure = f"storage: {event.reason}"
+                self.done.set()
+
+    async def run_timers(self) -> None:
+        """The brain's timers: request timeouts, snubbing, refills (it says when they are due)."""
+        while True:
+            await trio.sleep(TICK)
+            deadline, now = self.brain.next_deadline(), trio.current_time()
+            if deadline is not None and now >= deadline:
+                self.feed(bip_select.Tick(now))
+
+    def left(self) -> int:
+        """Bytes still to download, for trackers."""
+        size = self.brain.geometry.piece_size
+        return sum(size(p) for p in range(self.handle.num_pieces) if not self.brain.has_piece(p))
+
+
+# -- step: sources --
+async def accept(handshaker: Handshaker, manager: PeerManager, num_pieces: int) -> None:
+    """Every completed handshake, dialled or accepted, becomes a peer of the manager."""
+    async for handshake in handshaker.completed():
+        try:
+            manager.add_peer(handshake, num_pieces=num_pieces)
+        except PeerManagerFullError:
+            await trio.aclose_forcefully(handshake.stream)
+
+
+async def announce(client: TrackerClient, url: str, us: Handshaker, download: Download) -> None:
+    """Announce to a UDP tracker now and at the interval it asks for (its peers go to the
+    client's sink: the handshaker). A hybrid torrent is announced in its v1 swarm only."""
+    event, port = AnnounceEvent.STARTED, us.listen_addresses[0].port
+    while True:
+        try:
+            result = await client.announce(
+                url,
+                download.handle.info_hash,
+                peer_id=us.peer_id,
+                port=port,
+                left=download.left(),
+                event=event,
+            )
+            event, wait = AnnounceEvent.NONE, result.interval
+        except TrackerError as error:  # no answer, or a refusal: try again later
+            print(f"one_file_client: tracker {url}: {error}", file=sys.stderr)
+            wait = 0
+        await trio.sleep(min(max(wait, ANNOUNCE_MIN), 1800))
+
+
+async def lookups(dht: DHT, info_hash: InfoHash) -> None:
+    """Look the torrent up in the DHT now and then; the peers found go to the handshaker."""
+    await dht.bootstrap()
+    while True:
+        await dht.get_peers(info_hash).wait()
+        await trio.sleep(DHT_INTERVAL)
+
+
+async def download(args: argparse.Namespace) -> str | None:
+    """Download the torrent; ``None`` once every piece is verified, else why not."""
+    # -- step: load --
+    torrent = Metainfo.from_file(args.torrent)  # v1, v2 or hybrid; v2 piece layers included
+    info = torrent.info
+    # -- step: services --
+    async with (
+        open_disk_manager() as disk,
+        open_handshaker(
+            listen=[(args.bind, 0)],  # port 0: any free port; a fresh peer id by default
+            extensions=Extensions.FAST | Extensions.EXTENSION_PROTOCOL,
+            encryption=EncryptionPolicy.PREFER_ENCRYPTED,  # MSE when the peer speaks it
+        ) as handshaker,
+        # Room in each peer's send queue for a full request queue, and then some.
+        open_peer_manager(PeerManagerConfig(send_queue_size=MAX_REQUESTS + 64)) as manager,
+        # The tracker client and the DHT give the peers they find to the handshaker.
+        open_tracker_client(
+            bind_v4=args.bind, bind_v6=None, sink=handshaker, max_retransmits=2
+        ) as trackers,
+        open_dht((args.bind, 0), args.dht, peer_sink=handshaker) as dht,
+        trio.open_nursery() as nursery,
+    ):
+        # -- step: disk --
+        handle = await disk.add_torrent(torrent, NativeFileSystem(args.dest))
+        if await disk.wait_checked(handle) is TorrentState.ERROR:  # what is there is hashed
+            return f"storage: {disk.status(handle).reason}"
+        # -- step: brain --
+        rng = random.Random()
+        brain = SwarmBrain(
+            TorrentGeometry.from_info(info),
+            rng=rng,
+            have=disk.have(handle),
+            # No upload slots: a download-only client keeps every peer choked (BEP 3 allows it).
+            choker=Choker(rng=rng, regular_slots=0, optimistic_slots=0),
+        )
+        # -- step: run --
+        download = Download(brain, manager, disk, handle)
+        handshaker.register(info.info_hash)  # from now on, dial its peers and accept its own
+        nursery.start_soon(accept, handshaker, manager, info.num_pieces)
+        nursery.start_soon(download.run_peers)
+        nursery.start_soon(download.run_disk)
+        nursery.start_soon(download.run_timers)
+        handshaker.discovered(info.info_hash, args.peer, "user")  # the --peer addresses
+        urls = args.tracker or [url for tier in torrent.trackers for url in tier]
+        for url in (url for url in urls if url.startswith("udp://")):  # bip_utracker is UDP
+            nursery.start_soon(announce, trackers, url, handshaker, download)
+        if args.dht:
+            nursery.start_soon(lookups, dht, info.info_hash)
+        with trio.move_on_after(args.timeout) as timer:
+            if not brain.is_complete:
+                await download.done.wait()
+        nursery.cancel_scope.cancel()  # leaving the block flushes and closes everything
+        peers = manager.statistics().peers_added
+    if timer.cancelled_caught:
+        pieces = f"{brain.num_have} of {info.num_pieces} pieces"
+        return f"timed out after {args.timeout:g} s with {pieces} from {peers} peers"
+    return download.failure
+
+
+# -- step: main --
+def main(argv: list[str] | None = None) -> int:
+    """The command line; the exit status."""
+    parser = argparse.ArgumentParser(description="Download one torrent into a folder.")
+    add = parser.add_argument
+    add("torrent", help="the .torrent file")
+    add("dest", help="the folder to download into")
+    add("--tracker", action="append", default=[], metavar="URL", help="a udp:// tracker")
+    add("--dht", action="append", default=[], metavar="HOST:PORT", help="a DHT node to join")
+    add("--peer", action="append", default=[], type=PeerAddress.parse, metavar="HOST:PORT")
+    add("--bind", default="127.0.0.1", help="our address (0.0.0.0 to leave this machine)")
+    add("--timeout", type=float, default=600.0, help="seconds before giving up (600)")
+    args = parser.parse_args(argv)
+    try:
+        failure = trio.run(download, args)
+    except (OSError, MetainfoError) as error:  # no torrent file, a bad one, a busy port...
+        failure = str(error)
+    if failure is not None:
+        print(f"one_file_client: {failure}", file=sys.stderr)
+        return 1
+    print(f"one_file_client: {args.torrent} is complete in {args.dest}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+# -- end --
