@@ -243,7 +243,6 @@ class Session:
                     self._tell_dht_port(event.peer)
                     torrent.peer_added(event.peer)
             elif isinstance(event, PeerRemoved):
-                logger.debug("peer %s removed: %s %r", event.peer, event.reason, event.error)
                 torrent = self.find(event.peer.info_hash)
                 if torrent is not None:
                     torrent.peer_removed(event.peer)

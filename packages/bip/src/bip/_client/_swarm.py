@@ -260,7 +260,7 @@ class Swarm:
             peer = action.peer  # type: ignore[attr-defined]
             if isinstance(action, DropPeer):
                 self.joined.discard(peer)  # the brain already forgot it
-                logger.info("dropping %s: %s", peer, action.reason)
+                logger.debug("dropping %s: %s", peer, action.reason)
                 if action.reason in (REASON_BAD_DATA, REASON_BANNED):
                     self._on_banned(peer)
                 manager.remove_peer(peer, action.reason)

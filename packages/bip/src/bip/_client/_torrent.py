@@ -295,7 +295,7 @@ class Torrent:
         self._handshaker.unregister(self._info_hash)
         for peer in list(self.peers):
             self._manager.remove_peer(peer, REASON_STOPPED)
-        logger.info("%s failed: %s", self._name, reason)  # the owner reports it
+        logger.debug("%s failed: %s", self._name, reason)  # the owner reports it
 
     async def close(self) -> None:
         """Stop its tasks, save the resume data one last time (synced), close the files."""
@@ -521,7 +521,8 @@ class Torrent:
                 self._resume_dirty.set()
             else:
                 self._bad_pieces += 1
-                logger.info("%s: piece %d failed its hash check", self._name, event.piece)
+                # Per piece, and a lying peer controls how many: DEBUG, as bip_disk logs it.
+                logger.debug("%s: piece %d failed its hash check", self._name, event.piece)
             if swarm is not None:
                 swarm.feed(PieceVerified(event.piece, event.good), trio.current_time())
                 self._check_complete()
@@ -530,7 +531,8 @@ class Torrent:
         elif isinstance(event, PieceLost):
             # The fault that lost it also stops the torrent (TorrentFailed follows); the brain
             # still learns it, so that it wants the piece again and stops revealing it.
-            logger.warning("%s: piece %d lost: %s", self._name, event.piece, event.reason)
+            # bip_disk already warns once per fault, however many pieces it cost.
+            logger.debug("%s: piece %d lost: %s", self._name, event.piece, event.reason)
             if swarm is not None and swarm.brain.has_piece(event.piece):
                 if event.piece in self._wanted and self.info is not None:
                     self._done -= self.info.piece_size(event.piece)
