@@ -30,6 +30,7 @@ threads and :mod:`._create_hashing` reads and hashes the files' data on them.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -46,6 +47,10 @@ from ._merkle import BLOCK_SIZE
 from ._metainfo import Metainfo
 
 __all__ = ["CreateCancelled", "auto_piece_length", "create_torrent"]
+
+# DEBUG only: the caller gets the torrent (or the exception) and reports it; progress goes to
+# its ``progress`` callback. One record as hashing starts, one when it ends.
+_log = logging.getLogger("bip_metainfo.create")
 
 Version: TypeAlias = Literal["v1", "v2", "hybrid"]
 
@@ -386,16 +391,33 @@ def create_torrent(
             f"a torrent may have: use a larger piece length"
         )
 
-    pieces, _ = _hash_files(
-        data,
-        piece_length=piece_length,
-        v1=v1,
-        v2=v2,
-        threads=threads,
-        max_buffered_bytes=max_buffered_bytes,
-        progress=progress,
-        cancel=cancel,
+    _log.debug(
+        "creating %s torrent %r from %r: %d files, %d bytes in %d pieces of %d bytes, "
+        "hashed on %d threads",
+        version,
+        name,
+        root,
+        len(files),
+        total,
+        num_pieces,
+        piece_length,
+        threads,
     )
+    started = time.monotonic()
+    try:
+        pieces, _ = _hash_files(
+            data,
+            piece_length=piece_length,
+            v1=v1,
+            v2=v2,
+            threads=threads,
+            max_buffered_bytes=max_buffered_bytes,
+            progress=progress,
+            cancel=cancel,
+        )
+    except CreateCancelled:
+        _log.debug("creating torrent %r cancelled after %.2f s", name, time.monotonic() - started)
+        raise
 
     info: dict[str, Any] = {"name": name, "piece length": piece_length}
     if v1:
@@ -441,4 +463,11 @@ def create_torrent(
     if v2:
         # Written even when empty (every file fits in a piece), as libtorrent does.
         torrent["piece layers"] = {entry.pieces_root: entry.layer for entry in data if entry.layer}
-    return Metainfo.from_bytes(encode(torrent))
+    metainfo = Metainfo.from_bytes(encode(torrent))
+    _log.debug(
+        "created torrent %s (%r) in %.2f s",
+        metainfo.info.info_hash,
+        name,
+        time.monotonic() - started,
+    )
+    return metainfo

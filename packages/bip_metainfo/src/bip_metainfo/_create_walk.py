@@ -14,12 +14,17 @@ the torrent from them; nothing here reads file data.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ._errors import CreateError
+
+# Entries create_torrent leaves out, at DEBUG: one record each (the walk stats every entry
+# anyway, so this is no cost next to it); hidden files, left out on request, are not logged.
+_log = logging.getLogger("bip_metainfo.create")
 
 
 @dataclass(slots=True)
@@ -146,7 +151,9 @@ def _scan(root: str, *, include_hidden: bool, follow_symlinks: bool) -> tuple[li
                         entry.length = 0
                         entry.symlink = target
                         entries.append(entry)
-                    continue  # a link out of the torrent: left out, as libtorrent does
+                    # a link out of the torrent: left out, as libtorrent does
+                    _log.debug("left out %r: a symbolic link to outside the torrent", item.path)
+                    continue
                 try:
                     info = os.stat(item.path)
                 except FileNotFoundError:
@@ -166,6 +173,8 @@ def _scan(root: str, *, include_hidden: bool, follow_symlinks: bool) -> tuple[li
                 stack.append((item.path, path, ancestors | {key}))
             elif stat.S_ISREG(info.st_mode):
                 entries.append(_entry(path, item.path, info))
-            # FIFOs, sockets and devices hold no file data: they are left out.
+            else:
+                # FIFOs, sockets and devices hold no file data: they are left out.
+                _log.debug("left out %r: not a regular file or a directory", item.path)
     entries.sort(key=lambda entry: entry.path)
     return entries, False

@@ -9,6 +9,7 @@ file sizes, the depth of a v2 file tree, the number of duplicate file names.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -31,6 +32,10 @@ from ._paths import (
 __all__ = ["DEFAULT_MAX_PIECES", "Info"]
 
 K = MetainfoErrorKind
+
+# Soft problems tolerated in torrents from the wild, at DEBUG, one record per kind per
+# torrent (never per file: a torrent may list a million).
+_log = logging.getLogger("bip_metainfo.torrent")
 
 DEFAULT_MAX_PIECES = 0x200000
 """The most pieces a torrent may have by default (libtorrent's ``max_pieces``)."""
@@ -169,6 +174,8 @@ class Info:
             files = _v2_layout(parsed.v2, piece_length, name)
         # v2-only torrents have no v1 identity at all.
         self.info_hash = hashes if parsed.v1 is not None else InfoHash(v2=hashes.v2)
+        if _log.isEnabledFor(logging.DEBUG) and name != raw_name.decode("utf-8", "replace"):
+            _log.debug("torrent %s: its name %r became %r", self.info_hash, raw_name, name)
 
         geometry = PieceGeometry(files, piece_length)
         if geometry.total_size // piece_length >= 2**31 - 1 or geometry.num_pieces > max_pieces:
@@ -199,7 +206,9 @@ class Info:
         if sum(entry.length for entry in files if not entry.is_pad) == 0:
             raise _fail(K.INVALID_LENGTH, "the torrent's files hold no data")
 
-        self.files = tuple(_rename_duplicates(_resolve_links(files, self.name)))
+        self.files = tuple(
+            _rename_duplicates(_resolve_links(files, self.name, self.info_hash), self.info_hash)
+        )
         self.geometry = geometry  # renaming changes paths only, never offsets or sizes
 
     @classmethod
@@ -337,7 +346,7 @@ def _symlink_target(entry: Mapping[bytes, Any], where: str) -> tuple[str, ...] |
     return sanitize_symlink_target(_components(target, f"{where} symlink"))
 
 
-def _resolve_links(files: list[FileEntry], name: str) -> list[FileEntry]:
+def _resolve_links(files: list[FileEntry], name: str, info_hash: InfoHash) -> list[FileEntry]:
     """Point every symlink at a file or directory of the torrent, or at itself."""
     targets = {i: entry.symlink_target for i, entry in enumerate(files) if entry.symlink_target}
     if not targets:
@@ -348,6 +357,16 @@ def _resolve_links(files: list[FileEntry], name: str) -> list[FileEntry]:
         targets,
         root=(name,) if multi_file else (),
     )
+    if _log.isEnabledFor(logging.DEBUG):
+        broken = [i for i, target in resolved.items() if target == files[i].path]
+        if broken:
+            _log.debug(
+                "torrent %s: %d symlinks point at nothing in the torrent and now at themselves "
+                "(the first: %s)",
+                info_hash,
+                len(broken),
+                "/".join(files[broken[0]].path),
+            )
     return [
         replace(entry, symlink_target=resolved[i]) if i in resolved else entry
         for i, entry in enumerate(files)
@@ -546,7 +565,7 @@ def _merge_hybrid(v1: list[FileEntry], v2: list[FileEntry], piece_length: int) -
     return merged
 
 
-def _rename_duplicates(files: list[FileEntry]) -> list[FileEntry]:
+def _rename_duplicates(files: list[FileEntry], info_hash: InfoHash) -> list[FileEntry]:
     """Rename files whose paths clash (see :func:`resolve_duplicates`).
 
     Pad files take no part: they are never written to disk, so their names can
@@ -557,7 +576,20 @@ def _rename_duplicates(files: list[FileEntry]) -> list[FileEntry]:
     real = [i for i, entry in enumerate(files) if not entry.is_pad]
     paths = resolve_duplicates([files[i].path for i in real], limit=DEFAULT_DUPLICATE_LIMIT)
     renamed = list(files)
+    first = -1
+    count = 0
     for i, path in zip(real, paths, strict=True):
         if path != files[i].path:
             renamed[i] = replace(files[i], path=path)
+            count += 1
+            if first < 0:
+                first = i
+    if count:
+        _log.debug(
+            "torrent %s: renamed %d files whose paths clash (the first: %s to %s)",
+            info_hash,
+            count,
+            "/".join(files[first].path),
+            "/".join(renamed[first].path),
+        )
     return renamed

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import bisect
 import ipaddress
+import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from ._errors import MagnetError
 from ._infohash import InfoHash
 
 __all__ = ["MagnetLink"]
+
+_log = logging.getLogger("bip_metainfo.magnet")
 
 _PREFIX = "magnet:?"
 _BTIH = "urn:btih:"  # BEP 9: a v1 info-hash, 40 hex or 32 base32 characters
@@ -270,7 +273,17 @@ class MagnetLink:
         parser = _Parser(strict)
         for segment in segments:
             parser.add(segment)
-        return parser.build()
+        link = parser.build()
+        if parser.skipped:
+            # One record per link, however many parameters it had wrong.
+            _log.debug(
+                "magnet link for %s: skipped %d malformed parameters (the first: %s: %s)",
+                link.info_hash,
+                parser.skipped,
+                parser.first_skipped[0] or "(no name)",
+                parser.first_skipped[1],
+            )
+        return link
 
     def to_uri(self) -> str:
         """Write the link: ``magnet:?`` and its parameters, in a fixed order.
@@ -336,11 +349,16 @@ class _Parser:
         self.endpoints: dict[str, dict[_Endpoint, None]] = {"x.pe": {}, "dht": {}}
         self.ranges: list[_FileRange] = []
         self.extra: list[tuple[str, str]] = []
+        self.skipped = 0
+        self.first_skipped = ("", "")
 
     def skip(self, parameter: str, reason: str) -> None:
         """Pass over a malformed optional parameter, or raise if strict."""
         if self.strict:
             raise MagnetError(parameter, reason)
+        if not self.skipped:
+            self.first_skipped = (parameter, reason)
+        self.skipped += 1
 
     def add(self, segment: str) -> None:
         """Read one ``name=value`` piece of the query."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -18,6 +19,10 @@ from ._merkle import verify_piece_layer
 __all__ = ["DEFAULT_MAX_TORRENT_SIZE", "Metainfo"]
 
 K = MetainfoErrorKind
+
+# Soft problems tolerated in torrents from the wild, at DEBUG, at most one record of each kind
+# per torrent; the info dictionary's are logged by _info under the same name.
+_log = logging.getLogger("bip_metainfo.torrent")
 
 DEFAULT_MAX_TORRENT_SIZE = 100 * 1024 * 1024
 """The largest .torrent file read by default (v2 piece layers make big ones)."""
@@ -89,6 +94,12 @@ class Metainfo:
         self.raw = document.data
         self.fields = fields
         self.info = Info(document.raw(b"info"), fields[b"info"], max_pieces=max_pieces)
+        if end < len(data):
+            _log.debug(
+                "torrent %s: ignored %d bytes after its dictionary",
+                self.info.info_hash,
+                len(data) - end,
+            )
         self.piece_layers = _piece_layers(fields, self.info)
 
         self.announce = (_text(fields.get(b"announce")) or "").lstrip() or None
