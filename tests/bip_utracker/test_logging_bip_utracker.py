@@ -115,11 +115,15 @@ async def test_an_announce_is_one_info_record(caplog: pytest.LogCaptureFixture) 
             caplog.clear()
             result = await client.announce(tracker, HASH, peer_id=PEER_ID, port=6881, left=1)
             await client.scrape(tracker, [HASH])
-    [record] = _records(caplog, CLIENT, logging.INFO)
-    assert record.getMessage() == (
+            await client.announce(
+                tracker, HASH, peer_id=PEER_ID, port=6881, event=AnnounceEvent.STOPPED
+            )
+    assert [r.getMessage() for r in _records(caplog, CLIENT, logging.INFO)] == [
         f"announced {HASH.hex()} to tracker {tracker}: 0 peers (0 seeders, 1 leechers), "
-        f"next in {result.interval} s"
-    )
+        f"next in {result.interval} s",
+        f"announced {HASH.hex()} to tracker {tracker} (stopped): 0 peers (0 seeders, "
+        f"0 leechers), next in {result.interval} s",
+    ]
     scraped = [r.getMessage() for r in _records(caplog, CLIENT, logging.DEBUG)]
     assert f"scraped 1 swarms at tracker {tracker}" in scraped
 

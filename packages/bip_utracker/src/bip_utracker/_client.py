@@ -172,9 +172,10 @@ class TrackerClient:
             raise
         assert isinstance(result, AnnounceResult)
         _log.info(
-            "announced %s to tracker %s: %d peers (%d seeders, %d leechers), next in %d s",
+            "announced %s to tracker %s%s: %d peers (%d seeders, %d leechers), next in %d s",
             swarm_id.hex(),
             address,
+            "" if announce_event is AnnounceEvent.NONE else f" ({announce_event.name.lower()})",
             len(result.peers),
             result.seeders,
             result.leechers,
