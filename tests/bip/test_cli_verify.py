@@ -140,3 +140,16 @@ def test_links_and_single_files(tmp_path: Path, capsys: pytest.CaptureFixture[st
     path.write_bytes(single.to_bytes())
     assert main(["verify", str(path), str(folder), "-q"]) == 0
     assert "real.bin  complete" in capsys.readouterr().out
+
+
+def test_a_short_file_shows_sizes_that_differ(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A few bytes short would round to the same KiB: then the sizes are exact bytes."""
+    torrent, data = _setup(tmp_path, "v1")
+    path = data / "album" / "a.bin"
+    length = path.stat().st_size
+    with path.open("r+b") as file:
+        file.truncate(length - 13)
+    assert main(["verify", str(torrent), str(data), "-q"]) == 1
+    assert f"{length - 13:,} of {length:,} bytes" in capsys.readouterr().out

@@ -229,13 +229,21 @@ def _json(torrent: Metainfo, report: VerifyReport) -> dict[str, Any]:
     }
 
 
+def _sizes_differing(on_disk: int, length: int) -> str:
+    """``"1.50 MiB of 2.00 MiB"``, in exact bytes when rounding would show two equal sizes."""
+    shown, expected = format_size(on_disk), format_size(length)
+    if shown == expected:
+        return f"{on_disk:,} of {length:,} bytes"
+    return f"{shown} of {expected}"
+
+
 def _text(torrent: Metainfo, report: VerifyReport, directory: str) -> str:
     rows = []
     for file in report.files:
         if file.status == "incomplete":
             detail = f"incomplete  {file.pieces_good}/{file.pieces_total} pieces good"
             if file.size_on_disk is not None and file.size_on_disk < file.length:
-                detail += f", {format_size(file.size_on_disk)} of {format_size(file.length)}"
+                detail += ", " + _sizes_differing(file.size_on_disk, file.length)
         else:
             detail = file.status
         rows.append((safe_text(file.path), detail))
