@@ -179,3 +179,17 @@ async def test_bad_torrent_fails_in_one_line(
     [line] = result.stderr.decode().splitlines()
     assert line.startswith("one_file_client: ")
     assert message in line
+
+
+async def test_storage_fault_fails_in_one_line(tmp_path: Path) -> None:
+    """DEST is a file, so no block can be stored: exit 1 with the disk's reason, in one line."""
+    torrent = make_torrent(tmp_path, "v1")
+    dest = tmp_path / "down"
+    dest.write_bytes(b"not a folder")
+    with trio.fail_after(DEADLINE):
+        async with seeding(torrent) as (session, _):
+            [address] = session.handshaker.listen_addresses
+            result = await run_program(torrent, dest, "--peer", str(address), "--timeout", "30")
+    assert result.returncode == 1
+    [line] = result.stderr.decode().splitlines()
+    assert line.startswith("one_file_client: storage: ")

@@ -136,6 +136,11 @@ class Download:
             if deadline is not None and now >= deadline:
                 self.feed(bip_select.Tick(now))
 
+    def progress(self) -> str:
+        """How far the download got."""
+        peers = self.manager.statistics().peers_added
+        return f"{self.brain.num_have} of {self.handle.num_pieces} pieces from {peers} peers"
+
     def left(self) -> int:
         """Bytes still to download, for trackers."""
         size = self.brain.geometry.piece_size
@@ -187,57 +192,57 @@ async def download(args: argparse.Namespace) -> str | None:
     torrent = Metainfo.from_file(args.torrent)  # v1, v2 or hybrid; v2 piece layers included
     info = torrent.info
     # -- step: services --
-    async with (
-        open_disk_manager() as disk,
-        open_handshaker(
-            listen=[(args.bind, 0)],  # port 0: any free port; a fresh peer id by default
-            extensions=Extensions.FAST | Extensions.EXTENSION_PROTOCOL,
-            encryption=EncryptionPolicy.PREFER_ENCRYPTED,  # MSE when the peer speaks it
-        ) as handshaker,
-        # Room in each peer's send queue for a full request queue, and then some.
-        open_peer_manager(PeerManagerConfig(send_queue_size=MAX_REQUESTS + 64)) as manager,
-        # The tracker client and the DHT give the peers they find to the handshaker.
-        open_tracker_client(
-            bind_v4=args.bind, bind_v6=None, sink=handshaker, max_retransmits=2
-        ) as trackers,
-        open_dht((args.bind, 0), args.dht, peer_sink=handshaker) as dht,
-        trio.open_nursery() as nursery,
-    ):
-        # -- step: disk --
-        handle = await disk.add_torrent(torrent, NativeFileSystem(args.dest))
-        if await disk.wait_checked(handle) is TorrentState.ERROR:  # what is there is hashed
-            return f"storage: {disk.status(handle).reason}"
-        # -- step: brain --
-        rng = random.Random()
-        brain = SwarmBrain(
-            TorrentGeometry.from_info(info),
-            rng=rng,
-            have=disk.have(handle),
-            # No upload slots: a download-only client keeps every peer choked (BEP 3 allows it).
-            choker=Choker(rng=rng, regular_slots=0, optimistic_slots=0),
-        )
-        # -- step: run --
-        download = Download(brain, manager, disk, handle)
-        handshaker.register(info.info_hash)  # from now on, dial its peers and accept its own
-        nursery.start_soon(accept, handshaker, manager, info.num_pieces)
-        nursery.start_soon(download.run_peers)
-        nursery.start_soon(download.run_disk)
-        nursery.start_soon(download.run_timers)
-        handshaker.discovered(info.info_hash, args.peer, "user")  # the --peer addresses
-        urls = args.tracker or [url for tier in torrent.trackers for url in tier]
-        for url in (url for url in urls if url.startswith("udp://")):  # bip_utracker is UDP
-            nursery.start_soon(announce, trackers, url, handshaker, download)
-        if args.dht:
-            nursery.start_soon(lookups, dht, info.info_hash)
-        with trio.move_on_after(args.timeout) as timer:
+    download: Download | None = None
+    with trio.move_on_after(args.timeout):  # the whole run, the check of DEST included
+        async with (
+            open_disk_manager() as disk,
+            open_handshaker(
+                listen=[(args.bind, 0)],  # port 0: any free port; a fresh peer id by default
+                extensions=Extensions.FAST | Extensions.EXTENSION_PROTOCOL,
+                encryption=EncryptionPolicy.PREFER_ENCRYPTED,  # MSE when the peer speaks it
+            ) as handshaker,
+            # Room in each peer's send queue for a full request queue, and then some.
+            open_peer_manager(PeerManagerConfig(send_queue_size=MAX_REQUESTS + 64)) as manager,
+            # The tracker client and the DHT give the peers they find to the handshaker.
+            open_tracker_client(
+                bind_v4=args.bind, bind_v6=None, sink=handshaker, max_retransmits=2
+            ) as trackers,
+            open_dht((args.bind, 0), args.dht, peer_sink=handshaker) as dht,
+            trio.open_nursery() as nursery,
+        ):
+            # -- step: disk --
+            handle = await disk.add_torrent(torrent, NativeFileSystem(args.dest))
+            if await disk.wait_checked(handle) is TorrentState.ERROR:  # what is there is hashed
+                return f"storage: {disk.status(handle).reason}"
+            # -- step: brain --
+            rng = random.Random()
+            brain = SwarmBrain(
+                TorrentGeometry.from_info(info),
+                rng=rng,
+                have=disk.have(handle),
+                # No upload slots: a download-only client keeps every peer choked (BEP 3 allows it).
+                choker=Choker(rng=rng, regular_slots=0, optimistic_slots=0),
+            )
+            # -- step: run --
+            download = Download(brain, manager, disk, handle)
+            handshaker.register(info.info_hash)  # from now on, dial its peers and accept its own
+            nursery.start_soon(accept, handshaker, manager, info.num_pieces)
+            nursery.start_soon(download.run_peers)
+            nursery.start_soon(download.run_disk)
+            nursery.start_soon(download.run_timers)
+            handshaker.discovered(info.info_hash, args.peer, "user")  # the --peer addresses
+            urls = args.tracker or [url for tier in torrent.trackers for url in tier]
+            for url in (url for url in urls if url.startswith("udp://")):  # bip_utracker is UDP
+                nursery.start_soon(announce, trackers, url, handshaker, download)
+            if args.dht:
+                nursery.start_soon(lookups, dht, info.info_hash)
             if not brain.is_complete:
-                await download.done.wait()
-        nursery.cancel_scope.cancel()  # leaving the block flushes and closes everything
-        peers = manager.statistics().peers_added
-    if timer.cancelled_caught:
-        pieces = f"{brain.num_have} of {info.num_pieces} pieces"
-        return f"timed out after {args.timeout:g} s with {pieces} from {peers} peers"
-    return download.failure
+                await download.done.wait()  # complete, or failed
+            nursery.cancel_scope.cancel()  # leaving the block flushes and closes everything
+            return download.failure
+    # Out of time: say how far it got.
+    progress = "" if download is None else f" with {download.progress()}"
+    return f"timed out after {args.timeout:g} s{progress}"
 
 
 # -- step: main --
