@@ -193,3 +193,16 @@ async def test_storage_fault_fails_in_one_line(tmp_path: Path) -> None:
     assert result.returncode == 1
     [line] = result.stderr.decode().splitlines()
     assert line.startswith("one_file_client: storage: ")
+
+
+async def test_two_seeders_end_game(tmp_path: Path) -> None:
+    """Two seeders named with --peer: blocks come from both, and in end-game the last ones are
+    asked of both and the copies cancelled, whichever answers first."""
+    torrent = make_torrent(tmp_path, "v1")
+    with trio.fail_after(DEADLINE):
+        async with seeding(torrent) as (one, _), seeding(torrent) as (two, _):
+            peers = [str(s.handshaker.listen_addresses[0]) for s in (one, two)]
+            result = await run_program(
+                torrent, tmp_path / "down", "--peer", peers[0], "--peer", peers[1]
+            )
+    assert_downloaded(tmp_path, result)

@@ -11,6 +11,7 @@ tests/test_tutorial.py runs it against a loopback seeder, so it cannot rot.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import sys
 from collections.abc import Callable
@@ -33,8 +34,8 @@ MAX_REQUESTS = 500  # requests in flight to one peer at most, whatever its reqq 
 ANNOUNCE_MIN, DHT_INTERVAL, TICK = 30.0, 30.0, 0.1  # seconds
 
 # -- step: translate --
-# bip_peer and bip_select are siblings that do not know each other: the client translates a
-# peer's messages into brain inputs, and the brain's actions into messages.
+# bip_select's brain does not speak bip_peer's messages: the client translates a peer's
+# messages into brain inputs, and the brain's actions into messages.
 INPUTS: dict[type, Callable[[Peer, Any], bip_select.Input]] = {
     bip_peer.Have: lambda p, m: bip_select.PeerHave(p, m.index),
     # The connection's set, not the message's bytes: it already checked the piece count.
@@ -83,10 +84,14 @@ class Download:
                 self.joined.discard(peer)
                 self.manager.remove_peer(peer, action.reason)
                 continue
-            make = MESSAGES.get(type(action))
-            # Never wait for one slow peer: a full send queue means it stopped reading.
-            if make and not self.manager.send_nowait(peer, make(action, self.handle.num_pieces)):
-                self.manager.remove_peer(peer, "send queue full")
+            if (make := MESSAGES.get(type(action))) is None:
+                continue  # choke, unchoke, allowed fast: about uploading, which we never do
+            # The brain's view and the connection's may cross (a cancel for a block that has
+            # just arrived): the connection refuses such a message, and that is harmless.
+            with contextlib.suppress(bip_peer.LocalProtocolError):
+                # Never wait for one slow peer: a full send queue means it stopped reading.
+                if not self.manager.send_nowait(peer, make(action, self.handle.num_pieces)):
+                    self.manager.remove_peer(peer, "send queue full")
 
     # -- step: peers --
     async def run_peers(self) -> None:
