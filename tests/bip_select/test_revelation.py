@@ -559,7 +559,7 @@ def test_never_claims_a_piece_we_do_not_have(
             actions = reveal.peer_dont_have(peer, piece, now)
             known[peer].discard(piece)
         for action in actions:
-            assert action.peer in reveal  # type: ignore[attr-defined]
+            assert action.peer in reveal
             if isinstance(action, SendHave):
                 assert action.piece in ours
                 if kind == "super":

@@ -16,7 +16,9 @@ and returning actions (:class:`SendRequest`, :class:`SendUnchoke`,
   round robin or upload rate);
 
 composed by :class:`SwarmBrain`. The :mod:`bip_select.simulator` module runs real
-brains in a deterministic swarm on virtual time.
+brains in a deterministic swarm on virtual time. :func:`input_for`, :func:`handle_message`,
+:func:`join_inputs`, :func:`block_received` and :func:`message_for` translate between the
+brain and bip_peer's messages.
 """
 
 import logging
@@ -112,6 +114,13 @@ from ._selection import (
     Strategy,
     Streaming,
 )
+from ._wire import (
+    block_received,
+    handle_message,
+    input_for,
+    join_inputs,
+    message_for,
+)
 
 __all__ = [
     "BLOCK_SIZE",
@@ -183,6 +192,11 @@ __all__ = [
     "SwarmBrain",
     "Tick",
     "TorrentGeometry",
+    "block_received",
+    "handle_message",
+    "input_for",
+    "join_inputs",
+    "message_for",
 ]
 
 __version__ = "0.1.0"

@@ -42,9 +42,19 @@ REASON_SNUBBED: Final = "snubbed"
 
 
 class Action:
-    """Base class of everything the brain asks a client to do."""
+    """Base class of everything the brain asks a client to do.
+
+    Every action is about one peer: :attr:`peer`, the client's own :data:`PeerKey` for it,
+    so a client can route any action (``manager.send_nowait(action.peer, ...)``) before it
+    looks at its kind.
+    """
 
     __slots__ = ()
+
+    # Declared only: each subclass is a dataclass whose first field is ``peer`` (a plain
+    # annotation here makes no slot, no class attribute and no dataclass field).
+    peer: PeerKey
+    """The peer the action is about."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,8 @@ API (everything else in bip_select builds on it):
   pad bytes included; a v2 or hybrid torrent's files each start on a piece boundary,
   which ``file_pieces`` reflects).
   Queries: ``piece_size(p)``, ``blocks_in_piece(p)``, ``block(p, i)``, ``blocks(p)``,
-  ``block_index(block)``, ``is_block(block)``, ``file_pieces(f)``, ``num_files``, and
+  ``block_index(block)``, ``is_block(block)``, ``file_pieces(f)``, ``num_files``,
+  ``bytes_left(have)`` (a tracker announce's ``left``), and
   ``piece_priorities(file_priorities)`` (a piece takes the highest priority of its files).
 
 Pieces whose size is not ``piece_length`` are few (the last one, and in v2 the last of
@@ -21,7 +22,7 @@ each file), so they are kept in a small dict and every query is O(1).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from ._errors import LocalProtocolError
@@ -236,6 +237,23 @@ class TorrentGeometry:
             and begin % BLOCK_SIZE == 0
             and length == min(BLOCK_SIZE, size - begin)
         )
+
+    def bytes_left(self, have: Iterable[int]) -> int:
+        """The bytes of the pieces not in ``have``: what a tracker announce calls ``left``.
+
+        ``have`` is the verified pieces (a set, a :class:`bip_metainfo.PieceSet`, a brain's
+        or bip_disk's ``have``); a piece listed twice counts once.
+
+        >>> TorrentGeometry(3, 32768, 70000).bytes_left({0, 2})
+        32768
+
+        Raises:
+            LocalProtocolError: a piece of ``have`` is not one of the torrent's.
+        """
+        done = 0
+        for piece in set(have):
+            done += self.piece_size(piece)
+        return self.total_length - done
 
     @property
     def num_files(self) -> int:

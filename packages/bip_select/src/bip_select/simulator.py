@@ -367,7 +367,7 @@ class _Simulation:
     def run_actions(self, peer: _Peer, actions: Sequence[Action]) -> None:
         me = peer.index
         for action in actions:
-            other = action.peer  # type: ignore[attr-defined]
+            other = action.peer
             if not isinstance(other, int) or other not in peer.out:
                 if isinstance(action, DropPeer):
                     continue
