@@ -30,6 +30,7 @@ from ._errors import (
     LocalProtocolError,
     PeerError,
     RemoteProtocolError,
+    StaleSendError,
 )
 from ._exchange import (
     METADATA_EXTENSION,
@@ -257,6 +258,7 @@ __all__ = [
     "RejectRequest",
     "RemoteProtocolError",
     "Request",
+    "StaleSendError",
     "Suggest",
     "TrafficCounter",
     "Unchoke",

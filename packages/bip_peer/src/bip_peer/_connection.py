@@ -6,7 +6,8 @@ already decoded); messages we send go through :meth:`PeerConnection.send`, which
 returns their bytes. Both directions update the state first and refuse what the
 protocol forbids: the peer's mistakes raise :class:`RemoteProtocolError` (the
 connection is then dead), ours raise :class:`LocalProtocolError` (nothing is
-changed and the connection goes on).
+changed and the connection goes on); :class:`StaleSendError`, its subclass, when
+the message was overtaken by one the peer sent (a cancel for a block that arrived).
 
 The rules, decided the way libtorrent behaves where the BEPs leave room:
 
@@ -79,7 +80,7 @@ from typing import Final, TypeAlias, TypeVar
 from bip_handshake import Extensions, PeerAddress
 from bip_metainfo import InfoHash, PieceSet
 
-from ._errors import LocalProtocolError, RemoteProtocolError
+from ._errors import LocalProtocolError, RemoteProtocolError, StaleSendError
 from ._extended import (
     DontHave,
     ExtendedHandshake,
@@ -1084,6 +1085,9 @@ class PeerConnection:
         followed by the rejects we owe for the peer's pending requests.
 
         Raises:
+            StaleSendError: a :class:`LocalProtocolError` for a message overtaken by the
+                peer's (a request meeting a choke, a cancel a block that arrived); nothing
+                changed.
             LocalProtocolError: the protocol forbids sending it now (nothing changed).
             RemoteProtocolError: the connection already failed.
             TypeError: ``message`` is not a message.
@@ -1096,6 +1100,9 @@ class PeerConnection:
         """Like :meth:`send`, as pieces to write in order (a block is not copied).
 
         Raises:
+            StaleSendError: a :class:`LocalProtocolError` for a message overtaken by the
+                peer's (a request meeting a choke, a cancel a block that arrived); nothing
+                changed.
             LocalProtocolError: the protocol forbids sending it now (nothing changed).
             RemoteProtocolError: the connection already failed.
             TypeError: ``message`` is not a message.
@@ -1206,11 +1213,9 @@ class PeerConnection:
             raise LocalProtocolError(f"request for {length} bytes (limit {self._max_block_length})")
         # In range (checked above): the bit tested in place, as in _on_request.
         if not self._peer_pieces._bits[index >> 3] & (0x80 >> (index & 7)):
-            raise LocalProtocolError(f"request for piece {index}, which the peer does not have")
+            raise StaleSendError(f"request for piece {index}, which the peer does not have")
         if self._peer_choking and not (self._fast and index in self._allowed_fast_from_peer):
-            raise LocalProtocolError(
-                f"request for piece {index} while choked (and not allowed fast)"
-            )
+            raise StaleSendError(f"request for piece {index} while choked (and not allowed fast)")
         position = (index, begin)
         lengths = self._our_request_lengths
         if position in lengths:
@@ -1223,7 +1228,7 @@ class PeerConnection:
         assert isinstance(message, Cancel)
         key = (message.index, message.begin, message.length)
         if key not in self._our_requests:
-            raise LocalProtocolError(f"cancel of {key}, which is not outstanding")
+            raise StaleSendError(f"cancel of {key}, which is not outstanding")
         self._forget_our_request(key[0], key[1])
         self._cancelled[key] = None
         if len(self._cancelled) > MAX_CANCELLED_REQUESTS:
@@ -1236,7 +1241,7 @@ class PeerConnection:
         key = (index, begin, len(block))
         peer_requests = self._peer_requests
         if key not in peer_requests:
-            raise LocalProtocolError(f"piece {key} answers no pending request of the peer")
+            raise StaleSendError(f"piece {key} answers no pending request of the peer")
         peer_requests.remove(key)
         # message.encode_parts(), inlined.
         return [_PIECE_HEAD.pack(len(block) + 9, 7, index, begin), block]
@@ -1245,7 +1250,7 @@ class PeerConnection:
         assert isinstance(message, RejectRequest)
         key = (message.index, message.begin, message.length)
         if key not in self._peer_requests:
-            raise LocalProtocolError(f"reject of {key}, which the peer has not requested")
+            raise StaleSendError(f"reject of {key}, which the peer has not requested")
         self._peer_requests.discard(key)
 
     def _send_allowed_fast(self, message: Message) -> None:

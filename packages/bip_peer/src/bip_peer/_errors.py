@@ -4,7 +4,8 @@ As in h11, a protocol error is either ours or the peer's:
 
 - :class:`LocalProtocolError`: the caller used the API wrongly (sent a request
   while choked, a have-all after the first message, an extension the peer never
-  offered).
+  offered). Its subclass :class:`StaleSendError` is the refusal a caller whose view
+  lags the connection's cannot avoid (a cancel for a block that has just arrived).
 - :class:`RemoteProtocolError`: the peer broke the protocol (an oversized
   message, a bitfield of the wrong length, a request it was not allowed to make,
   a malformed extension payload). The connection is dead: close it.
@@ -15,7 +16,7 @@ protocol failure of this package.
 
 from __future__ import annotations
 
-__all__ = ["LocalProtocolError", "PeerError", "RemoteProtocolError"]
+__all__ = ["LocalProtocolError", "PeerError", "RemoteProtocolError", "StaleSendError"]
 
 
 class PeerError(Exception):
@@ -37,6 +38,21 @@ class LocalProtocolError(PeerError):
     Traceback (most recent call last):
     ...
     bip_peer._errors.LocalProtocolError: request sent while choked
+    """
+
+
+class StaleSendError(LocalProtocolError):
+    """A message right by what the caller knew, overtaken by what the peer said since.
+
+    The connection applies a peer's messages as it reads them; a caller learns them later
+    (the peer manager's events are a queue). Meanwhile a request may meet a choke or a piece
+    the peer took back, a cancel a block that arrived, a block or a reject a request the peer
+    cancelled, or a choke that dropped it. The connection refuses such a message and changes
+    nothing: nothing is wrong, and a client drops the message (``except StaleSendError``)
+    where every other :class:`LocalProtocolError` is its own bug.
+
+    >>> issubclass(StaleSendError, LocalProtocolError)
+    True
     """
 
 

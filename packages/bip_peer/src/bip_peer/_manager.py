@@ -49,7 +49,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Final, Protocol
@@ -646,6 +646,45 @@ class PeerManager:
             raise
         return peer
 
+    async def add_peers_from(
+        self,
+        handshakes: AsyncIterable[CompletedHandshake],
+        num_pieces: int | Callable[[CompletedHandshake], int | None] | None = None,
+    ) -> None:
+        """Add every handshake ``handshakes`` yields, until it ends or the manager closes.
+
+        The accept loop every client needs, in a task of its own:
+        ``nursery.start_soon(manager.add_peers_from, handshaker.completed(), num_pieces)``.
+        A handshake the manager cannot take (``max_peers`` connected, or the manager closed)
+        has its stream closed at once, so nothing waits on it; one handshake is handled at a
+        time, so the source's own bound (the handshaker's queue) is the only buffer.
+
+        Args:
+            handshakes: completed handshakes, such as
+                :meth:`Handshaker.completed <bip_handshake.Handshaker.completed>`.
+            num_pieces: the torrent's piece count; ``None`` for a magnet link whose metadata
+                is missing (then :meth:`set_num_pieces` later), or a function of the
+                handshake, asked for each one: a client serving several torrents, or a magnet
+                whose count becomes known meanwhile.
+
+        Raises:
+            Exception: what ``num_pieces`` raised, or a service's hook (as :meth:`add_peer`
+                does; the handshake's stream is closed first if the manager does not own it).
+        """
+        async for handshake in handshakes:
+            count = num_pieces(handshake) if callable(num_pieces) else num_pieces
+            try:
+                self.add_peer(handshake, num_pieces=count)
+            except PeerManagerFullError:
+                await _close_stream(handshake)
+            except trio.ClosedResourceError:
+                await _close_stream(handshake)
+                return
+            except BaseException:
+                if not any(task.stream is handshake.stream for task in self._peers.values()):
+                    await _close_stream(handshake)  # refused before the manager took it
+                raise
+
     async def send(self, peer: Peer, message: Message | object) -> None:
         """Queue ``message`` for ``peer``, waiting while its send queue is full.
 
@@ -655,6 +694,10 @@ class PeerManager:
         per-block hot path); it is a checkpoint only when it has to wait.
 
         Raises:
+            StaleSendError: the message was overtaken by one the peer sent, which the
+                connection has read and the events may not have shown yet (a cancel for a
+                block that arrived, a request meeting a choke): nothing was sent, nothing
+                is wrong.
             LocalProtocolError: the protocol forbids sending it now.
             PeerClosedError: the peer was removed (before or while waiting).
         """
@@ -683,7 +726,13 @@ class PeerManager:
         Returns ``False`` (and drops the message, leaving the state untouched) when the
         queue is full or the peer was removed.
 
+        A client whose decisions lag the connection (the events are a queue: the connection
+        has read messages its owner has not seen yet) catches :class:`StaleSendError`, and
+        only that: every other :class:`LocalProtocolError` is a bug of its own.
+
         Raises:
+            StaleSendError: the message was overtaken by one the peer sent (a cancel for a
+                block that arrived, a request meeting a choke): nothing was queued.
             LocalProtocolError: the protocol forbids sending it now.
         """
         task = self._peers.get(peer)
@@ -1000,6 +1049,12 @@ class PeerManager:
         self._events.close()
 
 
+async def _close_stream(handshake: CompletedHandshake) -> None:
+    """Close a handshake's stream the manager did not take; even while being cancelled."""
+    with trio.CancelScope(shield=True):
+        await trio.aclose_forcefully(handshake.stream)
+
+
 def _describe(error: BaseException) -> str:
     """An error as a log line reads it: its message, or its type when it has none."""
     text = str(error)
@@ -1024,10 +1079,9 @@ async def open_peer_manager(
     >>> async def main(handshaker, num_pieces):  # doctest: +SKIP
     ...     async with open_peer_manager() as manager:
     ...         async with trio.open_nursery() as nursery:
-    ...             async def take() -> None:
-    ...                 async for done in handshaker.completed():
-    ...                     manager.add_peer(done, num_pieces=num_pieces)
-    ...             nursery.start_soon(take)
+    ...             nursery.start_soon(
+    ...                 manager.add_peers_from, handshaker.completed(), num_pieces
+    ...             )
     ...             async for event in manager.events():
     ...                 ...
 
