@@ -65,7 +65,7 @@ from ._discovery import PeerSource, UserPeers
 from ._resume import ResumeStore, names_same_torrent
 from ._source import SourceError, resolve_peers
 from ._status import TorrentPhase, TorrentStatus
-from ._swarm import Swarm
+from ._swarm import QUEUEING, Swarm
 from ._upload import Uploader
 
 __all__ = [
@@ -390,6 +390,7 @@ class Torrent:
             rng=self._rng,
             have=have,
             piece_priorities=priorities,
+            queueing=QUEUEING,
         )
         self._done = sum(geometry.piece_size(p) for p in have if p in self._wanted)
         self.swarm = Swarm(self._manager, brain, on_banned=self._ban)
