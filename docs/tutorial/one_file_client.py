@@ -14,8 +14,7 @@ import argparse
 import contextlib
 import random
 import sys
-from collections.abc import Callable
-from typing import Any, cast
+from typing import cast
 
 import trio
 
@@ -25,42 +24,13 @@ import bip_select
 from bip_dht import DHT, open_dht
 from bip_disk import DiskManager, NativeFileSystem, TorrentHandle, TorrentState, open_disk_manager
 from bip_handshake import EncryptionPolicy, Extensions, Handshaker, PeerAddress, open_handshaker
-from bip_metainfo import InfoHash, Metainfo, MetainfoError, PieceSet
-from bip_peer import Peer, PeerManager, PeerManagerConfig, PeerManagerFullError, open_peer_manager
-from bip_select import Block, Choker, SwarmBrain, TorrentGeometry
+from bip_metainfo import InfoHash, Metainfo, MetainfoError
+from bip_peer import Peer, PeerManager, PeerManagerConfig, open_peer_manager
+from bip_select import Choker, QueueConfig, SwarmBrain, TorrentGeometry
 from bip_utracker import AnnounceEvent, TrackerClient, TrackerError, open_tracker_client
 
-MAX_REQUESTS = 500  # requests in flight to one peer at most, whatever its reqq claims
 ANNOUNCE_MIN, DHT_INTERVAL, TICK = 30.0, 30.0, 0.1  # seconds
-
-# -- step: translate --
-# bip_select's brain does not speak bip_peer's messages: the client translates a peer's
-# messages into brain inputs, and the brain's actions into messages.
-INPUTS: dict[type, Callable[[Peer, Any], bip_select.Input]] = {
-    bip_peer.Have: lambda p, m: bip_select.PeerHave(p, m.index),
-    # The connection's set, not the message's bytes: it already checked the piece count.
-    bip_peer.Bitfield: lambda p, m: bip_select.PeerBitfield(p, p.connection.peer_pieces),
-    bip_peer.HaveAll: lambda p, m: bip_select.PeerHaveAll(p),
-    bip_peer.HaveNone: lambda p, m: bip_select.PeerHaveNone(p),
-    bip_peer.DontHave: lambda p, m: bip_select.PeerDontHave(p, m.index),
-    bip_peer.Choke: lambda p, m: bip_select.PeerChokedUs(p),
-    bip_peer.Unchoke: lambda p, m: bip_select.PeerUnchokedUs(p),
-    bip_peer.AllowedFast: lambda p, m: bip_select.AllowedFast(p, m.index),
-    bip_peer.RejectRequest: lambda p, m: bip_select.BlockRejected(
-        p, Block(m.index, m.begin, m.length)
-    ),
-}
-# No unchoke among the actions: this client never uploads.
-MESSAGES: dict[type, Callable[[Any, int], bip_peer.Message]] = {
-    bip_select.SendRequest: lambda a, n: bip_peer.Request(*a.block),
-    bip_select.SendCancel: lambda a, n: bip_peer.Cancel(*a.block),
-    bip_select.SendHave: lambda a, n: bip_peer.Have(a.piece),
-    bip_select.SendBitfield: lambda a, n: bip_peer.Bitfield(PieceSet(n, a.pieces).to_bitfield()),
-    bip_select.SendHaveAll: lambda a, n: bip_peer.HaveAll(),
-    bip_select.SendHaveNone: lambda a, n: bip_peer.HaveNone(),
-    bip_select.SendInterested: lambda a, n: bip_peer.Interested(),
-    bip_select.SendNotInterested: lambda a, n: bip_peer.NotInterested(),
-}
+MAX_QUEUE = QueueConfig().max_queue  # requests the brain keeps open to one peer at most
 
 
 # -- step: download --
@@ -76,21 +46,23 @@ class Download:
         self.failure: str | None = None
 
     def feed(self, event: bip_select.Input) -> None:
-        """Tell the brain what happened, and carry out what it decides."""
-        for action in self.brain.handle(event, trio.current_time()):
-            # Every action names its peer: one of the Peer handles the brain was given.
-            peer = cast(Peer, action.peer)  # type: ignore[attr-defined]
+        """Tell the brain what happened."""
+        self.carry_out(self.brain.handle(event, trio.current_time()))
+
+    def carry_out(self, actions: list[bip_select.Action]) -> None:
+        """Do what the brain decided: a message to send (bip_select translates), or a drop."""
+        for action in actions:
+            peer = cast(Peer, action.peer)  # the brain's peers are the Peer handles we gave it
             if isinstance(action, bip_select.DropPeer):  # bad data, or too slow for too long
                 self.joined.discard(peer)
                 self.manager.remove_peer(peer, action.reason)
                 continue
-            if (make := MESSAGES.get(type(action))) is None:
-                continue  # choke, unchoke, allowed fast: about uploading, which we never do
-            # The brain's view and the connection's may cross (a cancel for a block that has
-            # just arrived): the connection refuses such a message, and that is harmless.
-            with contextlib.suppress(bip_peer.LocalProtocolError):
+            message = bip_select.message_for(action, self.handle.num_pieces)
+            # The brain's view may lag the connection's (a cancel for a block that has just
+            # arrived): the connection refuses such a message, and that is harmless.
+            with contextlib.suppress(bip_peer.StaleSendError):
                 # Never wait for one slow peer: a full send queue means it stopped reading.
-                if not self.manager.send_nowait(peer, make(action, self.handle.num_pieces)):
+                if not self.manager.send_nowait(peer, message):
                     self.manager.remove_peer(peer, "send queue full")
 
     # -- step: peers --
@@ -99,7 +71,8 @@ class Download:
         async for event in self.manager.events():
             if isinstance(event, bip_peer.PeerAdded):  # comes before any message of the peer
                 self.joined.add(event.peer)
-                self.feed(bip_select.PeerJoined(event.peer, fast=event.peer.connection.fast))
+                for joined in bip_select.join_inputs(event.peer):  # what its handshakes said
+                    self.feed(joined)
             elif isinstance(event, bip_peer.PeerRemoved) and event.peer in self.joined:
                 self.joined.discard(event.peer)
                 self.feed(bip_select.PeerLeft(event.peer))
@@ -107,19 +80,19 @@ class Download:
                 await self.message(event.peer, event.message)
 
     async def message(self, peer: Peer, message: object) -> None:
-        """One message from a peer the brain knows."""
+        """One message from a peer the brain knows: a block goes to the disk first."""
         if isinstance(message, bip_peer.Piece):  # the connection checked we asked for it
-            index, begin, data = message.index, message.begin, message.block
             try:
-                await self.disk.write_block(self.handle, index, begin, data)
+                await self.disk.write_block(
+                    self.handle, message.index, message.begin, message.block
+                )
             except bip_disk.TorrentStateError:  # a storage fault: TorrentFailed follows
                 return
             if peer in self.joined:  # it may have left while the disk was busy
-                self.feed(bip_select.BlockReceived(peer, Block(index, begin, len(data))))
-        elif isinstance(message, bip_peer.ExtendedHandshake) and message.reqq:
-            self.brain.queues.set_reqq(peer, min(message.reqq, MAX_REQUESTS))
-        elif (make := INPUTS.get(type(message))) is not None:
-            self.feed(make(peer, message))
+                self.feed(bip_select.block_received(peer, message))
+        else:  # haves, bitfields, chokes, rejects, the BEP 10 handshake's reqq...
+            now = trio.current_time()
+            self.carry_out(bip_select.handle_message(self.brain, peer, message, now))
 
     # -- step: verified --
     async def run_disk(self) -> None:
@@ -141,27 +114,8 @@ class Download:
             if deadline is not None and now >= deadline:
                 self.feed(bip_select.Tick(now))
 
-    def progress(self) -> str:
-        """How far the download got."""
-        peers = self.manager.statistics().peers_added
-        return f"{self.brain.num_have} of {self.handle.num_pieces} pieces from {peers} peers"
-
-    def left(self) -> int:
-        """Bytes still to download, for trackers."""
-        size = self.brain.geometry.piece_size
-        return sum(size(p) for p in range(self.handle.num_pieces) if not self.brain.has_piece(p))
-
 
 # -- step: sources --
-async def accept(handshaker: Handshaker, manager: PeerManager, num_pieces: int) -> None:
-    """Every completed handshake, dialled or accepted, becomes a peer of the manager."""
-    async for handshake in handshaker.completed():
-        try:
-            manager.add_peer(handshake, num_pieces=num_pieces)
-        except PeerManagerFullError:
-            await trio.aclose_forcefully(handshake.stream)
-
-
 async def announce(client: TrackerClient, url: str, us: Handshaker, download: Download) -> None:
     """Announce to a UDP tracker now and at the interval it asks for (its peers go to the
     client's sink: the handshaker). A hybrid torrent is announced in its v1 swarm only."""
@@ -173,7 +127,7 @@ async def announce(client: TrackerClient, url: str, us: Handshaker, download: Do
                 download.handle.info_hash,
                 peer_id=us.peer_id,
                 port=port,
-                left=download.left(),
+                left=download.brain.geometry.bytes_left(download.disk.have(download.handle)),
                 event=event,
             )
             event, wait = AnnounceEvent.NONE, result.interval
@@ -206,8 +160,9 @@ async def download(args: argparse.Namespace) -> str | None:
                 extensions=Extensions.FAST | Extensions.EXTENSION_PROTOCOL,
                 encryption=EncryptionPolicy.PREFER_ENCRYPTED,  # MSE when the peer speaks it
             ) as handshaker,
-            # Room in each peer's send queue for a full request queue, and then some.
-            open_peer_manager(PeerManagerConfig(send_queue_size=MAX_REQUESTS + 64)) as manager,
+            # Room in each peer's send queue for the most requests the brain keeps open to a
+            # peer (500, libtorrent's limit, whatever the peer's reqq says), and then some.
+            open_peer_manager(PeerManagerConfig(send_queue_size=MAX_QUEUE + 64)) as manager,
             # The tracker client and the DHT give the peers they find to the handshaker.
             open_tracker_client(
                 bind_v4=args.bind, bind_v6=None, sink=handshaker, max_retransmits=2
@@ -231,7 +186,8 @@ async def download(args: argparse.Namespace) -> str | None:
             # -- step: run --
             download = Download(brain, manager, disk, handle)
             handshaker.register(info.info_hash)  # from now on, dial its peers and accept its own
-            nursery.start_soon(accept, handshaker, manager, info.num_pieces)
+            # Every completed handshake, dialled or accepted, becomes a peer of the manager.
+            nursery.start_soon(manager.add_peers_from, handshaker.completed(), info.num_pieces)
             nursery.start_soon(download.run_peers)
             nursery.start_soon(download.run_disk)
             nursery.start_soon(download.run_timers)
@@ -245,9 +201,11 @@ async def download(args: argparse.Namespace) -> str | None:
                 await download.done.wait()  # complete, or failed
             nursery.cancel_scope.cancel()  # leaving the block flushes and closes everything
             return download.failure
-    # Out of time: say how far it got.
-    progress = "" if download is None else f" with {download.progress()}"
-    return f"timed out after {args.timeout:g} s{progress}"
+    if download is None:  # out of time: say how far it got
+        return f"timed out after {args.timeout:g} s"
+    peers = download.manager.statistics().peers_added
+    have = f"{download.brain.num_have} of {info.num_pieces} pieces from {peers} peers"
+    return f"timed out after {args.timeout:g} s with {have}"
 
 
 # -- step: main --
