@@ -42,14 +42,21 @@ class ByteBudget:
     A request larger than the whole bound is granted when nothing else is held,
     so a torrent with pieces bigger than the bound still progresses, one piece at
     a time.
+
+    Attributes:
+        limit: the bound.
+        used: bytes taken and not released (``pending`` included).
+        pending: bytes granted to waiters that have not resumed yet: counted in
+            ``used``, but their owners have not allocated anything for them.
     """
 
-    __slots__ = ("_waiters", "limit", "used")
+    __slots__ = ("_waiters", "limit", "pending", "used")
 
     def __init__(self, limit: int) -> None:
         """A bound of ``limit`` bytes, none of them taken."""
         self.limit = limit
         self.used = 0
+        self.pending = 0
         self._waiters: deque[_Waiter] = deque()
 
     @property
@@ -71,11 +78,14 @@ class ByteBudget:
             await waiter.event.wait()
         except BaseException:
             if waiter.granted:
+                self.pending -= size
                 self.release(size)
             else:
                 self._waiters.remove(waiter)
                 self._grant()
             raise
+        if waiter.granted:
+            self.pending -= size
         return waiter.granted
 
     def release(self, size: int) -> None:
@@ -94,6 +104,7 @@ class ByteBudget:
         while self._waiters and self._fits(self._waiters[0].size):
             waiter = self._waiters.popleft()
             self.used += waiter.size
+            self.pending += waiter.size
             waiter.granted = True
             waiter.event.set()
 

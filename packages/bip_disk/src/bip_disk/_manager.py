@@ -16,25 +16,28 @@ piece's buffer, a ``bytearray`` the size of the piece, allocated when the piece'
 first block arrives. That allocation is what the in-flight bound counts: a write
 that would start a new piece past ``max_in_flight_bytes`` waits until pieces are
 written (blocks of pieces already started never wait, so pieces in progress can
-always finish and the bound cannot deadlock). Once every byte of a piece is in,
-the piece is queued; ``hash_threads`` workers take queued pieces in batches (one
-thread crossing per batch, never per block) and on the thread:
+always finish and the bound cannot deadlock). A new piece also waits while the
+complete pieces queued for the hashing threads pass a few MiB per thread: the
+queue drains on its own, and a shallow queue keeps every piece in the CPU caches
+from the copy of its blocks to its hashing and writing. Once every byte of a
+piece is in, the piece is queued; ``hash_threads`` workers take queued pieces in
+batches (one thread crossing per batch, never per block) and on the thread:
 
 1. hash each piece's in-memory bytes (v1 SHA-1, v2 merkle SHA-256 against the
    piece layer, or both for a hybrid torrent), one hashlib call per piece;
 2. drop the bad ones: nothing of them is written, and
    :class:`~bip_disk.PieceVerified` says ``good=False``;
 3. write the good ones to the FileSystem (consecutive bytes of a file at once:
-   one ``pwritev`` for a run of pieces on a :class:`~bip_disk.NativeFileSystem`),
-   and only when every write of a piece returned is the piece added to
-   :meth:`~DiskManager.have` (and so to resume data) and reported ``good=True``.
+   one ``pwritev`` for a run of pieces on a :class:`~bip_disk.NativeFileSystem`,
+   each run as soon as its pieces are hashed), and only when every write of a
+   piece returned is the piece added to :meth:`~DiskManager.have` (and so to
+   resume data) and reported ``good=True``.
 
 Fewer calls matter: each hashlib or write call releases the GIL, and a worker
-whose call returns waits for the GIL while trio's thread copies blocks. For the
-same reason a written piece's buffer is kept for the next piece (within the
-in-flight bound, and only if nothing else still references it): a fresh
-half-MiB ``bytearray`` is mapped, faulted in and zeroed, which costs more than
-copying its blocks.
+whose call returns waits for the GIL while trio's thread copies blocks. A
+written piece's buffer is kept for the next piece (within the in-flight bound,
+and only if nothing else still references it): a fresh half-MiB ``bytearray`` is
+mapped, faulted in and zeroed, which costs more than copying its blocks.
 
 Hashing before writing means bad data never reaches the disk and a piece is
 never reported good before its bytes are stored. "Stored" means the FileSystem
@@ -130,6 +133,12 @@ DEFAULT_IO_THREADS: Final = 4
 """Threads reading blocks and doing file operations at once, by default."""
 
 _BATCH_BYTES: Final = 4 * 1024 * 1024  # work handed to one thread crossing, at most
+# Complete pieces waiting for the hashing threads, per thread, beyond which a write
+# that starts a new piece waits (see DiskManager._queue_full): a batch on the
+# thread and one waiting for it. A deeper queue holds nothing more back, but its
+# pieces leave the CPU caches before they are hashed and written, and the buffers
+# they lend to the next pieces are cold when blocks are copied into them.
+_QUEUED_BYTES_PER_THREAD: Final = 2 * _BATCH_BYTES
 # Bytes written by one call at most (a run grows past it by one piece's part at
 # most). Two threads writing one file contend for its inode lock in the kernel; in
 # calls of several MiB the one that waits burns CPU spinning (measured: up to 2 CPU
@@ -166,7 +175,8 @@ class DiskStatistics:
         torrents: torrents added and not removed.
         in_flight_bytes: bytes of pieces in memory (arriving, queued, being written).
         max_in_flight_bytes: the bound on ``in_flight_bytes``.
-        waiting_writes: writes waiting for room under the bound.
+        waiting_writes: writes waiting for room under the bound (or for the hashing
+            threads to catch up before they start a new piece).
         partial_pieces: pieces whose blocks are arriving.
         queued_pieces: complete pieces waiting to be hashed and written, or on a thread.
         read_cache_bytes: bytes of pieces kept to serve reads.
@@ -209,19 +219,46 @@ _Outcome = bool | None | StorageError
 def _flush(jobs: Sequence[_Job]) -> list[_Outcome]:
     """On a worker thread: hash each piece, and write the good ones (see the module doc).
 
-    Every piece is hashed first, then the good ones are written, consecutive bytes
-    of one file in one call where the FileSystem can (:func:`_write_runs`). Each
-    hashlib or write call releases the GIL, and while trio's thread copies blocks
-    this thread may wait milliseconds to take it back: so one hashlib call per
-    piece, and as few writes as the pieces' layout allows.
+    Consecutive bytes of one file are written in one call where the FileSystem
+    can (a run, :func:`_write_run`), each run as soon as its pieces are hashed and
+    the next piece starts another run: the bytes a run writes were just hashed on
+    this thread and are still in its cache (a batch is larger than a core's L2).
+    Each hashlib or write call releases the GIL, and while trio's thread copies
+    blocks this thread may wait milliseconds to take it back: so one hashlib call
+    per piece, and as few writes as the pieces' layout allows.
     """
     outcomes: list[_Outcome] = []
-    for job in jobs:
-        if job.torrent.stopped:
+    run: _Run | None = None
+    for index, job in enumerate(jobs):
+        torrent = job.torrent
+        if torrent.stopped:
             outcomes.append(None)
-        else:
-            outcomes.append(job.torrent.verifier.verify(job.piece, job.data))
-    _write_runs(jobs, outcomes)
+            continue
+        good = torrent.verifier.verify(job.piece, job.data)
+        outcomes.append(good)
+        if not good:
+            continue
+        view = memoryview(job.data)
+        position = 0
+        for span in torrent.layout.spans(job.piece):
+            if not span.is_pad:
+                part = (index, span.file_offset, view[position : position + span.length])
+                if (
+                    run is not None
+                    and run.torrent is torrent
+                    and run.path == span.path
+                    and run.end == span.file_offset
+                    and run.end - run.parts[0][1] < _RUN_BYTES
+                ):
+                    run.parts.append(part)
+                    run.end += span.length
+                else:
+                    if run is not None:
+                        _write_run(run, outcomes)
+                    run = _Run(torrent, span.path, span.file_offset + span.length, [part])
+            position += span.length
+    if run is not None:
+        _write_run(run, outcomes)
     return outcomes
 
 
@@ -236,38 +273,6 @@ class _Run:
     path: str
     end: int
     parts: list[tuple[int, int, memoryview]]
-
-
-def _write_runs(jobs: Sequence[_Job], outcomes: list[_Outcome]) -> None:
-    """Write the pieces whose outcome is True; a piece whose write fails gets the error.
-
-    A piece of a torrent stopped meanwhile is dropped (None) instead.
-    """
-    runs: list[_Run] = []
-    for index, job in enumerate(jobs):
-        if outcomes[index] is not True:
-            continue
-        torrent = job.torrent
-        view = memoryview(job.data)
-        position = 0
-        for span in torrent.layout.spans(job.piece):
-            if not span.is_pad:
-                part = (index, span.file_offset, view[position : position + span.length])
-                last = runs[-1] if runs else None
-                if (
-                    last is not None
-                    and last.torrent is torrent
-                    and last.path == span.path
-                    and last.end == span.file_offset
-                    and last.end - last.parts[0][1] < _RUN_BYTES
-                ):
-                    last.parts.append(part)
-                    last.end += span.length
-                else:
-                    runs.append(_Run(torrent, span.path, span.file_offset + span.length, [part]))
-            position += span.length
-    for run in runs:
-        _write_run(run, outcomes)
 
 
 def _write_run(run: _Run, outcomes: list[_Outcome]) -> None:
@@ -348,6 +353,11 @@ class DiskManager:
         # Complete pieces: bounded by the in-flight bound, since each holds its bytes.
         self._jobs_send, self._jobs_receive = trio.open_memory_channel[_Job](math.inf)
         self._workers = hash_threads
+        # Bytes of complete pieces queued or on a thread, and the writes waiting for
+        # that to fall below _max_queued_bytes before they start a new piece.
+        self._queued_bytes = 0
+        self._max_queued_bytes = hash_threads * _QUEUED_BYTES_PER_THREAD
+        self._queue_room = trio.lowlevel.ParkingLot()
         self._workers_running = 0
         self._workers_done = trio.Event()
         self._torrents: dict[int, TorrentStorage] = {}
@@ -681,6 +691,9 @@ class DiskManager:
             partial = storage.partial.get(piece)
             if partial is not None:
                 break
+            if self._queue_full():
+                await self._queue_room.park()
+                continue  # things may have changed meanwhile: the loop decides
             size = storage.piece_size(piece)
             granted = await self._budget.take(size, storage)
             if not granted:
@@ -701,10 +714,29 @@ class DiskManager:
             await self._queue(storage, piece, partial)
         return True
 
+    def _queue_full(self) -> bool:
+        """Whether a write that starts a new piece must wait for the hashing threads.
+
+        Once the complete pieces waiting for the threads reach
+        ``_max_queued_bytes`` (while below the in-flight bound, which bounds them
+        anyway), new pieces wait: pieces already started never do, so the pieces
+        in progress always finish. A new piece's buffer is then the one a piece
+        just written lent (still in the caches), and the pieces queued are hashed
+        soon after their blocks were copied, before they leave the caches: on a
+        fast disk this saves the work of fetching every byte from memory twice
+        more. The queue drains whatever the writers do (the threads need nothing
+        from them), so the wait always ends.
+        """
+        return (
+            self._queued_bytes >= self._max_queued_bytes
+            and self._max_queued_bytes < self._budget.limit
+        )
+
     async def _queue(self, storage: TorrentStorage, piece: int, partial: PartialPiece) -> None:
         """Hand a complete piece to the flush workers."""
         del storage.partial[piece]
         storage.flushing.add(piece)
+        self._queued_bytes += len(partial.buffer)
         self._jobs_send.send_nowait(_Job(storage, piece, partial.buffer))
         await trio.lowlevel.cancel_shielded_checkpoint()  # let the flush workers run
 
@@ -717,7 +749,9 @@ class DiskManager:
         spares = self._spares
         buffer = spares.take(size)
         if spares.bytes:
-            spares.trim(self._budget.limit - self._budget.used)
+            # Writes granted room and not resumed yet take spares when they do.
+            budget = self._budget
+            spares.trim(budget.limit - budget.used + budget.pending)
         return buffer
 
     def _recycle(self, job: _Job) -> None:
@@ -728,14 +762,22 @@ class DiskManager:
         and spares never exceed the bound (beyond pieces granted and not started).
         A buffer anything else still references (a FileSystem that kept a view of
         what it was given) is left alone: reusing it would change those bytes.
+
+        The memory held is the buffers of pieces started or queued plus the
+        spares: the budget's ``used`` less what it granted to writes that have not
+        resumed yet (``pending``: they allocate nothing until they do, and then
+        take a spare). Counting those as held would turn away most buffers of a
+        batch settled while writes wait for room, each then freed and allocated
+        again by the next piece.
         """
         data = job.data
+        budget = self._budget
         # References: job.data, ``data`` and getrefcount's argument; the flush
         # thread's views are gone once it has returned.
         if (
             _getrefcount is not None
             and _getrefcount(data) <= _UNSHARED_REFS
-            and self._budget.used + self._spares.bytes <= self._budget.limit
+            and budget.used - budget.pending + self._spares.bytes <= budget.limit
         ):
             self._spares.give(data)
 
@@ -885,7 +927,7 @@ class DiskManager:
             torrents=len(self._torrents),
             in_flight_bytes=self._budget.used,
             max_in_flight_bytes=self._budget.limit,
-            waiting_writes=self._budget.waiting,
+            waiting_writes=self._budget.waiting + len(self._queue_room),
             partial_pieces=sum(len(storage.partial) for storage in torrents),
             queued_pieces=sum(len(storage.flushing) for storage in torrents),
             read_cache_bytes=self._cache.bytes,
@@ -943,6 +985,8 @@ class DiskManager:
     def _drop_partials(self, storage: TorrentStorage) -> None:
         # The torrent's waiters first, so that the room made next goes to others.
         self._budget.turn_away(storage)
+        # Writes waiting for the queue look at their torrent again (others park again).
+        self._queue_room.unpark_all()
         for partial in storage.partial.values():
             self._budget.release(partial.size)
         storage.partial.clear()
@@ -1068,6 +1112,9 @@ class DiskManager:
         storage.flushing.discard(piece)
         self._recycle(job)
         self._budget.release(len(job.data))
+        self._queued_bytes -= len(job.data)
+        if self._queue_room and not self._queue_full():
+            self._queue_room.unpark_all()
         storage.changed()
         if outcome is True:
             if storage.state is TorrentState.REMOVED:

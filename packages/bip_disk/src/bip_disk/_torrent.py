@@ -78,18 +78,20 @@ class PartialPiece:
 
         Bytes on pad ranges are not copied (they stay zero).
         """
-        view = memoryview(data)
-        if view.ndim != 1 or view.format != "B":
-            view = view.cast("B")
-        end = begin + len(view)
+        view = data if type(data) is memoryview else memoryview(data)
         ends = self._ends
-        if ends and ends[-1] == begin and not self._pads:
+        if ends and ends[-1] == begin and not self._pads and view.c_contiguous:
             # The common case, inlined: blocks in order, no pads. The new block
-            # extends the last covered range, and nothing follows it.
+            # extends the last covered range, and nothing follows it. (A C-contiguous
+            # view of any format is copied as its bytes: no cast needed.)
+            end = begin + view.nbytes
             self.buffer[begin:end] = view
             ends[-1] = end
             self.received += end - begin
             return end - begin
+        if view.ndim != 1 or view.format != "B":
+            view = view.cast("B")
+        end = begin + len(view)
         if not self._pads:
             self.buffer[begin:end] = view
         else:
