@@ -5,11 +5,22 @@ core (connection ids cached for a minute, retransmission after 15 * 2**n
 seconds, transaction ids and sources checked) and the trio
 :class:`TrackerClient` around it; a server core (stateless keyed-hash
 connection ids, a bounded :class:`SwarmStore`, allow and deny lists, per-address
-rate limits, bounded replies) and the trio :class:`TrackerServer` around it.
+rate limits, bounded replies) and the trio :class:`TrackerServer` around it; and
+:class:`Announcer`, which keeps a torrent announced to one tracker for as long as it runs.
 """
 
 import logging
 
+from ._announcer import (
+    DEFAULT_ANNOUNCE_TIMEOUT,
+    DEFAULT_MAX_ANNOUNCE_INTERVAL,
+    DEFAULT_MIN_ANNOUNCE_INTERVAL,
+    DEFAULT_RETRY_DELAY,
+    DEFAULT_STOPPED_TIMEOUT,
+    AnnounceProgress,
+    Announcer,
+    AnnouncerStatus,
+)
 from ._client import (
     TrackerClient,
     TrackerTarget,
@@ -100,16 +111,21 @@ from ._url import (
 
 __all__ = [
     "ANNOUNCE_REQUEST_SIZE",
+    "DEFAULT_ANNOUNCE_TIMEOUT",
     "DEFAULT_CONNECTION_ID_WINDOW",
     "DEFAULT_CONNECTION_LIFETIME",
+    "DEFAULT_MAX_ANNOUNCE_INTERVAL",
     "DEFAULT_MAX_PEERS",
     "DEFAULT_MAX_PEERS_PER_SWARM",
     "DEFAULT_MAX_REQUESTS_IN_FLIGHT",
     "DEFAULT_MAX_RESPONSE_SIZE",
     "DEFAULT_MAX_RETRANSMITS",
     "DEFAULT_MAX_SWARMS",
+    "DEFAULT_MIN_ANNOUNCE_INTERVAL",
     "DEFAULT_PEER_LIFETIME",
     "DEFAULT_RETRANSMIT_TIMEOUT",
+    "DEFAULT_RETRY_DELAY",
+    "DEFAULT_STOPPED_TIMEOUT",
     "MAX_OPTIONS",
     "MAX_OPTION_DATA",
     "MAX_SCRAPE_HASHES",
@@ -121,9 +137,12 @@ __all__ = [
     "AnnounceAnswer",
     "AnnounceEvent",
     "AnnounceParams",
+    "AnnounceProgress",
     "AnnounceRequest",
     "AnnounceResponse",
     "AnnounceResult",
+    "Announcer",
+    "AnnouncerStatus",
     "ClientStatistics",
     "ConnectRequest",
     "ConnectResponse",

@@ -1,0 +1,388 @@
+"""Announcing to one UDP tracker for as long as a torrent runs: :class:`Announcer`.
+
+Every client writes the same loop around :meth:`TrackerClient.announce`: ``started`` first,
+then a regular announce at the interval the tracker asks for (within sane bounds), with the
+bytes left recomputed each time; ``completed`` once when the download finishes; failures
+retried with a growing delay; and ``stopped`` on the way out, quickly. libtorrent and
+anacrolix/torrent run it inside their sessions; this is ours, on top of the trio client.
+
+>>> async def main(client, url, info_hash, peer_id, have):  # doctest: +SKIP
+...     announcer = Announcer(client, url, info_hash, peer_id=peer_id, port=6881,
+...                           progress=lambda: AnnounceProgress(left=have.bytes_left()))
+...     async with trio.open_nursery() as nursery:
+...         nursery.start_soon(announcer.run)   # cancel the nursery: "stopped" is sent
+...         ...
+...         announcer.mark_completed()          # the download finished: "completed" now
+...         print(announcer.status)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+import trio
+
+from bip_handshake import PeerAddress, PeerId, PeerSink
+from bip_metainfo import InfoHash
+
+from ._client import TrackerClient, TrackerTarget, _peer_id_bytes, _swarm_id
+from ._client_core import AnnounceResult
+from ._codec import AnnounceEvent
+from ._errors import LocalProtocolError, TrackerError, TrackerTimeoutError
+from ._url import TrackerUrl, parse_tracker_url
+
+__all__ = [
+    "DEFAULT_ANNOUNCE_TIMEOUT",
+    "DEFAULT_MAX_ANNOUNCE_INTERVAL",
+    "DEFAULT_MIN_ANNOUNCE_INTERVAL",
+    "DEFAULT_RETRY_DELAY",
+    "DEFAULT_STOPPED_TIMEOUT",
+    "AnnounceProgress",
+    "Announcer",
+    "AnnouncerStatus",
+]
+
+_log = logging.getLogger("bip_utracker.client")
+
+DEFAULT_MIN_ANNOUNCE_INTERVAL: Final = 30.0
+"""Seconds between two regular announces at least, whatever interval the tracker asks for."""
+DEFAULT_MAX_ANNOUNCE_INTERVAL: Final = 1800.0
+"""Seconds between two regular announces at most (a longer interval asked for is capped)."""
+DEFAULT_RETRY_DELAY: Final = 15.0
+"""Seconds before retrying a failed announce; doubled after each failure in a row, up to the
+maximum interval."""
+DEFAULT_ANNOUNCE_TIMEOUT: Final = 60.0
+"""Seconds one announce may take: BEP 15's retransmissions would go on for hours."""
+DEFAULT_STOPPED_TIMEOUT: Final = 2.0
+"""Seconds the ``stopped`` announce may hold up the exit of :meth:`Announcer.run`."""
+
+_MAX_DOUBLINGS = 32  # 2**32 times any sane delay is past every cap: no float overflow
+
+
+@dataclass(frozen=True, slots=True)
+class AnnounceProgress:
+    """What an announce reports of the download, in payload bytes this session.
+
+    Attributes:
+        uploaded: bytes sent to peers.
+        downloaded: bytes received from peers (and verified, as most clients count).
+        left: bytes still missing (0 for a seeder).
+    """
+
+    uploaded: int = 0
+    downloaded: int = 0
+    left: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AnnouncerStatus:
+    """A snapshot of an :class:`Announcer`, for a user interface (times are trio's clock).
+
+    Attributes:
+        tracker: the tracker, as given.
+        running: whether :meth:`Announcer.run` is running.
+        announcing: whether an announce is waiting for the tracker's answer now.
+        announces: announces the tracker answered.
+        failures: announces that failed in a row since the last answer (0 after an answer).
+        started: whether the tracker knows us (``started`` was answered, ``stopped`` not sent).
+        completed: whether ``completed`` was answered.
+        last_event: the event of the last answered announce.
+        last_result: the last answer.
+        last_error: why the last announce failed; None if it was answered.
+        last_announce: when the last answer arrived.
+        next_announce: when the next announce is due (None when not running).
+    """
+
+    tracker: str
+    running: bool
+    announcing: bool
+    announces: int
+    failures: int
+    started: bool
+    completed: bool
+    last_event: AnnounceEvent | None
+    last_result: AnnounceResult | None
+    last_error: TrackerError | None
+    last_announce: float | None
+    next_announce: float | None
+
+
+def _seconds(name: str, value: object, *, zero: bool = False) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+        or (value == 0 and not zero)
+    ):
+        bound = "at least 0" if zero else "more than 0"
+        raise LocalProtocolError(f"{name} is a finite number of seconds {bound}, got {value!r}")
+    return float(value)
+
+
+class Announcer:
+    """Keeps one torrent announced to one UDP tracker while :meth:`run` runs.
+
+    :meth:`run` announces ``started``, then again at the interval the tracker asks for,
+    bounded to ``[min_interval, max_interval]``; ``completed`` once, when
+    :meth:`mark_completed` is called or when a regular announce finds the download finished
+    here (``left`` 0 and ``downloaded`` above 0, having started with ``left`` above 0); and
+    ``stopped`` when cancelled, shielded and cut short after ``stopped_timeout`` seconds. Each
+    announce reads ``progress()`` afresh. A tracker that fails (no answer within ``timeout``,
+    an error message, a malformed reply, a name that does not resolve) is retried after
+    ``retry_delay`` seconds, doubled after each failure in a row up to ``max_interval``:
+    failures are status (:attr:`status`, and DEBUG records on the ``bip_utracker.client``
+    logger), never exceptions. The peers of each answer go to the client's sink, and to
+    ``sink`` if one is given.
+
+    Args:
+        client: a running :class:`TrackerClient`.
+        tracker: a ``udp://`` URL or any other :data:`TrackerTarget`.
+        info_hash: the swarm to announce (see :meth:`TrackerClient.announce`: a hybrid's v1
+            swarm; a second announcer with ``InfoHash(v2=...)`` joins its v2 swarm).
+        peer_id: ours.
+        port: our TCP listen port (0 if we accept no peers).
+        progress: called before each announce for the bytes uploaded, downloaded and left.
+        sink: also give the peers found here (source ``"tracker"``).
+        num_want: peers wanted per announce; -1 lets the tracker decide.
+        min_interval: seconds between regular announces at least.
+        max_interval: seconds between regular announces at most; also the longest retry delay.
+        retry_delay: seconds before the first retry of a failed announce.
+        timeout: seconds an announce may take before it counts as failed.
+        stopped_timeout: seconds the ``stopped`` announce may take (0: send none).
+
+    Raises:
+        LocalProtocolError: a bad argument (a URL that is not ``udp://``, a bad port...).
+    """
+
+    def __init__(
+        self,
+        client: TrackerClient,
+        tracker: TrackerTarget,
+        info_hash: InfoHash | bytes,
+        *,
+        peer_id: PeerId | bytes,
+        port: int,
+        progress: Callable[[], AnnounceProgress],
+        sink: PeerSink | None = None,
+        num_want: int = -1,
+        min_interval: float = DEFAULT_MIN_ANNOUNCE_INTERVAL,
+        max_interval: float = DEFAULT_MAX_ANNOUNCE_INTERVAL,
+        retry_delay: float = DEFAULT_RETRY_DELAY,
+        timeout: float = DEFAULT_ANNOUNCE_TIMEOUT,
+        stopped_timeout: float = DEFAULT_STOPPED_TIMEOUT,
+    ) -> None:
+        if not isinstance(client, TrackerClient):
+            raise LocalProtocolError(f"client is a TrackerClient, got {client!r:.80}")
+        # Checked here, not at the first announce: a bad URL is the caller's mistake, and
+        # run() must not mistake it for a tracker failure to retry for ever.
+        if isinstance(tracker, str):
+            self._label = tracker
+            tracker = parse_tracker_url(tracker)
+        elif isinstance(tracker, TrackerUrl | PeerAddress | tuple):
+            self._label = str(tracker)
+        else:
+            raise LocalProtocolError(f"not a tracker address or udp:// URL: {tracker!r:.80}")
+        _swarm_id(info_hash)
+        _peer_id_bytes(peer_id)
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 0xFFFF:
+            raise LocalProtocolError(f"a port is 0..65535, got {port!r}")
+        if not callable(progress):
+            raise LocalProtocolError(f"progress is a callable, got {progress!r:.80}")
+        self._min = _seconds("min_interval", min_interval)
+        self._max = _seconds("max_interval", max_interval)
+        if self._min > self._max:
+            raise LocalProtocolError(f"min_interval {min_interval} exceeds max_interval")
+        self._retry = _seconds("retry_delay", retry_delay)
+        self._timeout = _seconds("timeout", timeout)
+        self._stopped_timeout = _seconds("stopped_timeout", stopped_timeout, zero=True)
+        self._client = client
+        self._tracker: TrackerTarget = tracker
+        self._info_hash = info_hash
+        self._peer_id = peer_id
+        self._port = port
+        self._progress = progress
+        self._sink = sink
+        self._num_want = num_want
+        # The state the status shows.
+        self._running = False
+        self._announcing = False
+        self._announces = 0
+        self._failures = 0
+        self._started = False
+        self._completed = False
+        self._last_event: AnnounceEvent | None = None
+        self._last_result: AnnounceResult | None = None
+        self._last_error: TrackerError | None = None
+        self._last_announce: float | None = None
+        self._next: float | None = None
+        # What run() is asked to do sooner than planned.
+        self._complete_pending = False
+        self._left_at_start = 0
+        self._last_attempt = -math.inf
+        self._forced = False
+        self._wake = trio.Event()
+
+    # -- the API ------------------------------------------------------------------------------
+
+    @property
+    def status(self) -> AnnouncerStatus:
+        """A snapshot of where the announcer stands."""
+        return AnnouncerStatus(
+            tracker=self._label,
+            running=self._running,
+            announcing=self._announcing,
+            announces=self._announces,
+            failures=self._failures,
+            started=self._started,
+            completed=self._completed,
+            last_event=self._last_event,
+            last_result=self._last_result,
+            last_error=self._last_error,
+            last_announce=self._last_announce,
+            next_announce=self._next,
+        )
+
+    def mark_completed(self) -> None:
+        """The download finished here: announce ``completed`` now (once; a no-op after).
+
+        Before ``started`` was answered, ``completed`` follows it. Do not call it for a
+        torrent that was complete from the start: ``completed`` counts downloads.
+        """
+        if not self._completed and not self._complete_pending:
+            self._complete_pending = True
+            self._wake.set()
+
+    def announce_now(self) -> None:
+        """Announce at once (for more peers, say), or ``min_interval`` seconds after the
+        previous announce if that was more recent: a tracker asked too often may refuse us."""
+        self._forced = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Announce until cancelled, then send ``stopped`` (see the class docstring).
+
+        Raises:
+            LocalProtocolError: already running, or the client closed under it (or another
+                misuse the client reports).
+        """
+        if self._running:
+            raise LocalProtocolError(f"the announcer of {self._label} is already running")
+        self._running = True
+        try:
+            while True:
+                await self._announce_once()
+                await self._wait_until_due()
+        finally:
+            self._next = None
+            try:
+                if self._started and self._stopped_timeout > 0:
+                    with trio.CancelScope(shield=True):
+                        await self._say_goodbye()
+            finally:
+                self._running = False
+
+    # -- the machinery ------------------------------------------------------------------------
+
+    def _event(self, progress: AnnounceProgress) -> AnnounceEvent:
+        if not self._started:
+            return AnnounceEvent.STARTED
+        if not self._completed and not self._complete_pending:
+            # Finished here since started (not a seed from the start, not data found whole).
+            finished = progress.left == 0 and progress.downloaded > 0 and self._left_at_start > 0
+            self._complete_pending = finished
+        return AnnounceEvent.COMPLETED if self._complete_pending else AnnounceEvent.NONE
+
+    async def _send(self, event: AnnounceEvent, progress: AnnounceProgress) -> AnnounceResult:
+        result = await self._client.announce(
+            self._tracker,
+            self._info_hash,
+            peer_id=self._peer_id,
+            port=self._port,
+            uploaded=progress.uploaded,
+            downloaded=progress.downloaded,
+            left=progress.left,
+            event=event,
+            num_want=self._num_want,
+        )
+        if self._sink is not None and result.peers:
+            self._sink.discovered(self._info_hash, result.peers, "tracker")
+        return result
+
+    async def _announce_once(self) -> None:
+        """One announce; plan the next one from its outcome."""
+        progress = self._progress()
+        event = self._event(progress)
+        self._forced = False
+        self._last_attempt = trio.current_time()
+        self._announcing = True
+        try:
+            with trio.move_on_after(self._timeout) as scope:
+                result = await self._send(event, progress)
+            if scope.cancelled_caught:
+                raise TrackerTimeoutError(f"no answer within {self._timeout:g} s")
+        except LocalProtocolError:
+            raise  # our caller's mistake, or the client closed: not the tracker's fault
+        except TrackerError as error:
+            self._failures += 1
+            self._last_error = error
+            doublings = min(self._failures - 1, _MAX_DOUBLINGS)
+            wait = min(self._retry * 2**doublings, self._max)
+            _log.debug(
+                "announce to %s failed (%d in a row): %s; next try in %g s",
+                self._label,
+                self._failures,
+                error,
+                wait,
+            )
+        else:
+            now = trio.current_time()
+            if event is AnnounceEvent.STARTED:
+                self._started = True
+                self._left_at_start = progress.left
+            elif event is AnnounceEvent.COMPLETED:
+                self._completed, self._complete_pending = True, False
+            self._announces += 1
+            self._failures = 0
+            self._last_event, self._last_result, self._last_error = event, result, None
+            self._last_announce = now
+            wait = min(max(float(result.interval), self._min), self._max)
+        finally:
+            self._announcing = False
+        self._next = trio.current_time() + wait
+
+    def _due(self) -> float:
+        """When the next announce should go, given what was asked of us meanwhile."""
+        assert self._next is not None
+        due = self._next
+        if self._started and self._complete_pending and not self._failures:
+            due = min(due, trio.current_time())  # but a failed one waits out its backoff
+        if self._forced:
+            due = min(due, max(trio.current_time(), self._last_attempt + self._min))
+        return due
+
+    async def _wait_until_due(self) -> None:
+        while (due := self._due()) > trio.current_time():
+            self._wake = trio.Event()
+            with trio.move_on_at(due):
+                await self._wake.wait()
+
+    async def _say_goodbye(self) -> None:
+        """The ``stopped`` announce, within ``stopped_timeout``; failures only logged."""
+        with trio.move_on_after(self._stopped_timeout) as scope:
+            try:
+                await self._send(AnnounceEvent.STOPPED, self._progress())
+            except TrackerError as error:  # the client may have closed: nothing to tell
+                _log.debug("stopped announce to %s failed: %s", self._label, error)
+            else:
+                self._started = False
+                self._announces += 1
+                self._last_event = AnnounceEvent.STOPPED
+        if scope.cancelled_caught:
+            _log.debug(
+                "stopped announce to %s unanswered after %g s", self._label, self._stopped_timeout
+            )
