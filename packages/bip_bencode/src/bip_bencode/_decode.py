@@ -1,8 +1,17 @@
 """Decoding: bytes in, values out.
 
-The decoder is one loop over an explicit stack, never recursion, so no input can
-raise ``RecursionError`` whatever the caller's own stack depth. The loop is the
-hot path and is written for CPython's speed:
+Two decoders accept exactly the same documents and build the same values:
+
+- :mod:`._fast_decode`, a small recursive one for the common case, tried first.
+  It recurses at most :data:`~._fast_decode.FAST_DEPTH` levels and only tells
+  valid input from everything else;
+- the general decoder here, which handles whatever the fast one gives up on
+  (invalid or unusual input, a caller already deep in its own stack) and every
+  container nested deeper than the fast one goes.
+
+The general decoder is one loop over an explicit stack, never recursion, so no
+input can raise ``RecursionError`` whatever the caller's own stack depth. It is
+written for CPython's speed too:
 
 - one pass through the loop reads a whole dict entry (key and value) or a whole
   list item, and knows which of the two it is reading without a state machine;
@@ -19,6 +28,7 @@ from typing import Any, Literal, overload
 
 from . import _diagnose as diagnose
 from ._errors import BencodeDecodeError, DecodeErrorKind
+from ._fast_decode import FAST_DEPTH, Fallback, fast_dict, fast_list
 from ._text_keys import with_str_keys
 from ._types import TextKeyValue, Value
 
@@ -205,6 +215,27 @@ def _decode_scalar(data: bytes, pos: int) -> tuple[Value, int]:
 
 def _decode_from(data: bytes, pos: int, lenient: bool, max_depth: int) -> tuple[Value, int]:
     """Decode the value at ``data[pos]``; return it and the offset after it."""
+    if max_depth >= FAST_DEPTH:  # else the general decoder's DEPTH_EXCEEDED is near
+        try:
+            c = data[pos]
+            if c == 100:  # "d"
+                return fast_dict(data, pos + 1, 1, max_depth)
+            if c == 108:  # "l"
+                return fast_list(data, pos + 1, 1, max_depth)
+        # Every way the fast path gives up: its own signal, reading past the end,
+        # data.index() or int() refusing, or the caller's stack too deep already.
+        # (BencodeDecodeError is a ValueError, and cannot come from the fast path.)
+        except (Fallback, IndexError, ValueError, RecursionError):
+            pass
+    return decode_general(data, pos, lenient, max_depth)
+
+
+def decode_general(data: bytes, pos: int, lenient: bool, max_depth: int) -> tuple[Value, int]:
+    """Decode the value at ``data[pos]`` with the general, iterative decoder.
+
+    What :func:`decode` and :func:`decode_prefix` fall back on, and what decodes
+    containers nested deeper than the fast path goes.
+    """
     n = len(data)
     if pos >= n:
         raise diagnose.eof(n, "a value")
