@@ -2,7 +2,8 @@
 
 Start a node with :func:`open_dht` and use the :class:`DHT` it gives: find peers
 (:meth:`DHT.get_peers`, yielding them as they arrive, and feeding a
-:class:`~bip_handshake.PeerSink` if you give one), announce, store and fetch BEP 44
+:class:`~bip_handshake.PeerSink` if you give one; :meth:`DHT.keep_finding` for as long as a
+torrent runs), announce, store and fetch BEP 44
 items, sample info-hashes (BEP 51), and read :meth:`DHT.statistics`. Bootstrap nodes are
 always the caller's: no public router is contacted unless you name it.
 
@@ -137,6 +138,7 @@ from ._routing import (
 )
 from ._serve import DEFAULT_SAMPLE_COUNT, DEFAULT_SAMPLE_INTERVAL, QueryHandler, ServeStatistics
 from ._shell import DHT, PeerSearch, open_dht
+from ._shell_periodic import DEFAULT_FIND_INTERVAL
 from ._shell_sockets import AddressLike, DHTSocketError
 from ._stats import DHTStatistics
 from ._tokens import (
@@ -150,6 +152,7 @@ __all__ = [
     "BLOOM_BYTES",
     "BLOOM_HASHES",
     "BUCKET_SIZE",
+    "DEFAULT_FIND_INTERVAL",
     "DEFAULT_ITEM_LIFETIME",
     "DEFAULT_LIMITS",
     "DEFAULT_MAX_HASHES",

@@ -42,7 +42,7 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from ipaddress import ip_address
 from types import TracebackType
-from typing import TypeAlias
+from typing import NoReturn, TypeAlias
 
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -67,6 +67,7 @@ from ._node_events import (
     SamplesFound,
 )
 from ._node_id import NodeId
+from ._shell_periodic import DEFAULT_FIND_INTERVAL, keep_finding
 from ._shell_sockets import (
     MAX_DATAGRAM,
     TRANSIENT_ERRORS,
@@ -327,6 +328,52 @@ class DHT:
         event = await self._run(lambda node, now: node.announce(raw, now, port=port, seed=seed))
         assert isinstance(event, AnnounceFinished)
         return event
+
+    async def keep_finding(
+        self,
+        info_hash: bytes | InfoHash,
+        *,
+        interval: float = DEFAULT_FIND_INTERVAL,
+        announce: bool = False,
+        port: int | None = None,
+        seed: bool = False,
+        sink: PeerSink | None = None,
+    ) -> NoReturn:
+        """Look *info_hash* up now and every *interval* seconds, until cancelled.
+
+        Each round joins the DHT first if the routing table is empty (through the bootstrap
+        addresses and the nodes known; while nobody answers, again after 10 s, 20 s... up to
+        *interval*), then runs one lookup, or with *announce* one announce (BEP 5: the lookup
+        and then ``announce_peer`` to the closest nodes, so a single walk per round). The
+        peers found go to the DHT's peer sink as they arrive, and to *sink* too if given
+        (source ``"dht"``). A round ends when its lookup does (lookups are bounded by the
+        node's query timeouts and limits); cancelling cancels the round's operation.
+
+        Args:
+            info_hash: the swarm (for an :class:`~bip_metainfo.InfoHash`, its v1 hash, or the
+                truncated v2 hash of a v2-only torrent; run a second one with
+                ``InfoHash(v2=...)`` for a hybrid's v2 swarm).
+            interval: seconds between the end of a round and the next.
+            announce: announce us as a peer too (a torrent we accept peers for).
+            port: the TCP port to announce; None announces the DHT socket's port
+                (BEP 5's ``implied_port``, right behind a NAT that maps both alike).
+            seed: announce as a seed (BEP 33).
+            sink: also give the peers found here.
+
+        Raises:
+            LocalProtocolError: a bad argument, or nowhere for the peers to go (no sink here
+                nor on the DHT, and no announce).
+            DHTError: the DHT closed while it ran.
+        """
+        await keep_finding(
+            self,
+            info_hash,
+            interval=interval,
+            announce=announce,
+            port=port,
+            seed=seed,
+            sink=sink,
+        )
 
     async def get(
         self, target: bytes, *, seq: int | None = None, salt: bytes = b""
