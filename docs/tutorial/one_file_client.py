@@ -21,15 +21,15 @@ import trio
 import bip_disk
 import bip_peer
 import bip_select
-from bip_dht import DHT, open_dht
+from bip_dht import open_dht
 from bip_disk import DiskManager, NativeFileSystem, TorrentHandle, TorrentState, open_disk_manager
-from bip_handshake import EncryptionPolicy, Extensions, Handshaker, PeerAddress, open_handshaker
-from bip_metainfo import InfoHash, Metainfo, MetainfoError
+from bip_handshake import EncryptionPolicy, Extensions, PeerAddress, open_handshaker
+from bip_metainfo import Metainfo, MetainfoError
 from bip_peer import Peer, PeerManager, PeerManagerConfig, open_peer_manager
 from bip_select import Choker, QueueConfig, SwarmBrain, TorrentGeometry
-from bip_utracker import AnnounceEvent, TrackerClient, TrackerError, open_tracker_client
+from bip_utracker import AnnounceProgress, Announcer, open_tracker_client
 
-ANNOUNCE_MIN, DHT_INTERVAL, TICK = 30.0, 30.0, 0.1  # seconds
+TICK = 0.1  # seconds
 MAX_QUEUE = QueueConfig().max_queue  # requests the brain keeps open to one peer at most
 
 
@@ -48,6 +48,10 @@ class Download:
     def feed(self, event: bip_select.Input) -> None:
         """Tell the brain what happened."""
         self.carry_out(self.brain.handle(event, trio.current_time()))
+
+    def progress(self) -> AnnounceProgress:
+        """What trackers are told: the bytes still missing."""
+        return AnnounceProgress(left=self.brain.geometry.bytes_left(self.disk.have(self.handle)))
 
     def carry_out(self, actions: list[bip_select.Action]) -> None:
         """Do what the brain decided: a message to send (bip_select translates), or a drop."""
@@ -115,36 +119,6 @@ class Download:
                 self.feed(bip_select.Tick(now))
 
 
-# -- step: sources --
-async def announce(client: TrackerClient, url: str, us: Handshaker, download: Download) -> None:
-    """Announce to a UDP tracker now and at the interval it asks for (its peers go to the
-    client's sink: the handshaker). A hybrid torrent is announced in its v1 swarm only."""
-    event, port = AnnounceEvent.STARTED, us.listen_addresses[0].port
-    while True:
-        try:
-            result = await client.announce(
-                url,
-                download.handle.info_hash,
-                peer_id=us.peer_id,
-                port=port,
-                left=download.brain.geometry.bytes_left(download.disk.have(download.handle)),
-                event=event,
-            )
-            event, wait = AnnounceEvent.NONE, result.interval
-        except TrackerError as error:  # no answer, or a refusal: try again later
-            print(f"one_file_client: tracker {url}: {error}", file=sys.stderr)
-            wait = 0
-        await trio.sleep(min(max(wait, ANNOUNCE_MIN), 1800))
-
-
-async def lookups(dht: DHT, info_hash: InfoHash) -> None:
-    """Look the torrent up in the DHT now and then; the peers found go to the handshaker."""
-    await dht.bootstrap()
-    while True:
-        await dht.get_peers(info_hash).wait()
-        await trio.sleep(DHT_INTERVAL)
-
-
 async def download(args: argparse.Namespace) -> str | None:
     """Download the torrent; ``None`` once every piece is verified, else why not."""
     # -- step: load --
@@ -191,12 +165,20 @@ async def download(args: argparse.Namespace) -> str | None:
             nursery.start_soon(download.run_peers)
             nursery.start_soon(download.run_disk)
             nursery.start_soon(download.run_timers)
+            # -- step: sources --
             handshaker.discovered(info.info_hash, args.peer, "user")  # the --peer addresses
+            port, us = handshaker.listen_addresses[0].port, handshaker.peer_id
             urls = args.tracker or [url for tier in torrent.trackers for url in tier]
             for url in (url for url in urls if url.startswith("udp://")):  # bip_utracker is UDP
-                nursery.start_soon(announce, trackers, url, handshaker, download)
-            if args.dht:
-                nursery.start_soon(lookups, dht, info.info_hash)
+                tracker = Announcer(
+                    trackers, url, info.info_hash, peer_id=us, port=port, progress=download.progress
+                )
+                nursery.start_soon(tracker.run)  # started, every interval, stopped when cancelled
+            if args.dht:  # a lookup, our port announced on the way, now and every 15 minutes
+                nursery.start_soon(
+                    lambda: dht.keep_finding(info.info_hash, announce=True, port=port)
+                )
+            # -- step: wait --
             if not brain.is_complete:
                 await download.done.wait()  # complete, or failed
             nursery.cancel_scope.cancel()  # leaving the block flushes and closes everything
