@@ -18,6 +18,7 @@ from bip_utracker._announcer import (
     DEFAULT_MIN_ANNOUNCE_INTERVAL,
     AnnounceProgress,
     Announcer,
+    AnnouncerStatus,
 )
 from bip_utracker._client import TrackerClient, open_tracker_client
 from bip_utracker._codec import AnnounceEvent, AnnounceRequest, ScrapeStats
@@ -422,3 +423,23 @@ async def test_a_timeout_is_a_timeout_error(autojump_clock: trio.testing.MockClo
                 await ann.run()
     assert isinstance(ann.status.last_error, TrackerTimeoutError)
     assert ann.status.failures == 1
+
+
+async def test_on_update_reports_each_outcome(autojump_clock: trio.testing.MockClock) -> None:
+    updates: list[AnnouncerStatus] = []
+    async with tracker(interval=60) as (url, recorder), client() as tc:
+        ann = announcer(tc, url, Progress(), retry_delay=10, on_update=updates.append)
+        with trio.move_on_after(61):
+            await ann.run()
+        recorder.refuse = True
+        with trio.move_on_after(5):
+            await ann.run()
+    assert [(u.last_event, u.failures, u.started) for u in updates] == [
+        (AnnounceEvent.STARTED, 0, True),
+        (AnnounceEvent.NONE, 0, True),
+        (AnnounceEvent.STOPPED, 0, False),
+        (AnnounceEvent.STOPPED, 1, False),  # the second run's refused "started"
+    ]
+    assert all(u.running for u in updates)
+    assert isinstance(updates[-1].last_error, TrackerRejectedError)
+    assert updates[2].last_announce == pytest.approx(61, abs=1)

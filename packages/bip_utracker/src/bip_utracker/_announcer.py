@@ -154,6 +154,9 @@ class Announcer:
         retry_delay: seconds before the first retry of a failed announce.
         timeout: seconds an announce may take before it counts as failed.
         stopped_timeout: seconds the ``stopped`` announce may take (0: send none).
+        on_update: called with the new :attr:`status` after each announce, answered or
+            failed (``stopped`` included), as libtorrent posts its tracker alerts: to log or
+            show it. It runs in :meth:`run`'s task and must not block.
 
     Raises:
         LocalProtocolError: a bad argument (a URL that is not ``udp://``, a bad port...).
@@ -175,6 +178,7 @@ class Announcer:
         retry_delay: float = DEFAULT_RETRY_DELAY,
         timeout: float = DEFAULT_ANNOUNCE_TIMEOUT,
         stopped_timeout: float = DEFAULT_STOPPED_TIMEOUT,
+        on_update: Callable[[AnnouncerStatus], None] | None = None,
     ) -> None:
         if not isinstance(client, TrackerClient):
             raise LocalProtocolError(f"client is a TrackerClient, got {client!r:.80}")
@@ -193,6 +197,8 @@ class Announcer:
             raise LocalProtocolError(f"a port is 0..65535, got {port!r}")
         if not callable(progress):
             raise LocalProtocolError(f"progress is a callable, got {progress!r:.80}")
+        if on_update is not None and not callable(on_update):
+            raise LocalProtocolError(f"on_update is a callable, got {on_update!r:.80}")
         self._min = _seconds("min_interval", min_interval)
         self._max = _seconds("max_interval", max_interval)
         if self._min > self._max:
@@ -208,6 +214,7 @@ class Announcer:
         self._progress = progress
         self._sink = sink
         self._num_want = num_want
+        self._on_update = on_update
         # The state the status shows.
         self._running = False
         self._announcing = False
@@ -354,6 +361,11 @@ class Announcer:
         finally:
             self._announcing = False
         self._next = trio.current_time() + wait
+        self._updated()
+
+    def _updated(self) -> None:
+        if self._on_update is not None:
+            self._on_update(self.status)
 
     def _due(self) -> float:
         """When the next announce should go, given what was asked of us meanwhile."""
@@ -375,14 +387,24 @@ class Announcer:
         """The ``stopped`` announce, within ``stopped_timeout``; failures only logged."""
         with trio.move_on_after(self._stopped_timeout) as scope:
             try:
-                await self._send(AnnounceEvent.STOPPED, self._progress())
+                result = await self._send(AnnounceEvent.STOPPED, self._progress())
             except TrackerError as error:  # the client may have closed: nothing to tell
                 _log.debug("stopped announce to %s failed: %s", self._label, error)
+                self._last_error = error
             else:
                 self._started = False
                 self._announces += 1
-                self._last_event = AnnounceEvent.STOPPED
+                self._last_event, self._last_result, self._last_error = (
+                    AnnounceEvent.STOPPED,
+                    result,
+                    None,
+                )
+                self._last_announce = trio.current_time()
         if scope.cancelled_caught:
             _log.debug(
                 "stopped announce to %s unanswered after %g s", self._label, self._stopped_timeout
             )
+            self._last_error = TrackerTimeoutError(
+                f"no answer to stopped within {self._stopped_timeout:g} s"
+            )
+        self._updated()

@@ -7,9 +7,9 @@ feeds the same sink. The sources here:
 
 - :class:`UserPeers`: the ``--peer`` addresses and a magnet link's ``x.pe``, offered again
   every so often (a peer may not have been ready, or may have gone away);
-- :class:`TrackerAnnouncer`: BEP 15 UDP trackers through bip_utracker's client, with
-  started, regular, completed and stopped announces; a hybrid torrent is announced in both
-  its v1 and its v2 swarm (BEP 52);
+- :class:`TrackerAnnouncer`: BEP 15 UDP trackers through bip_utracker's
+  :class:`~bip_utracker.Announcer` (started, regular, completed and stopped announces); a
+  hybrid torrent is announced in both its v1 and its v2 swarm (BEP 52);
 - a DHT: any object with ``get_peers`` and ``announce`` as bip_dht's ``open_dht`` returns
   plugs in through :class:`DhtPeers`.
 """
@@ -26,7 +26,8 @@ import trio
 from bip_dht import DHTError
 from bip_handshake import PeerAddress, PeerId, PeerSink
 from bip_metainfo import InfoHash
-from bip_utracker import AnnounceEvent, AnnounceResult, TrackerClient, TrackerError
+from bip_utracker import AnnounceProgress, Announcer, AnnouncerStatus, TrackerClient
+from bip_utracker import LocalProtocolError as UtrackerLocalProtocolError
 
 __all__ = [
     "TRACKER_MAX_INTERVAL",
@@ -118,6 +119,10 @@ class UserPeers:
 class TrackerAnnouncer:
     """Announces a torrent to UDP trackers (BEP 15), in each of its swarms.
 
+    One bip_utracker :class:`~bip_utracker.Announcer` per tracker and swarm does the work
+    (started, regular, completed and stopped announces, retries); this adds what the engine
+    knows: when to start (once the data is checked), when a download finished here, every
+    tier at once (as libtorrent's ``announce_to_all_tiers``), and an INFO record per failure.
     Trackers of other schemes (``http://``...) are skipped with a warning: the libraries have
     no HTTP tracker client.
 
@@ -131,6 +136,11 @@ class TrackerAnnouncer:
         self.client = client
         self.peer_id = peer_id
         self.urls: tuple[str, ...] = tuple(dict.fromkeys(urls))
+        self._announcers: list[Announcer] = []
+
+    def status(self) -> tuple[AnnouncerStatus, ...]:
+        """Where each tracker and swarm stands (empty until the announces start)."""
+        return tuple(announcer.status for announcer in self._announcers)
 
     async def run(self, target: DiscoveryTarget, sink: PeerSink) -> None:
         """Announce to every usable tracker in every swarm of the torrent, forever."""
@@ -141,75 +151,63 @@ class TrackerAnnouncer:
                 "skipping %s: only udp:// trackers are supported",
                 skipped[0] if len(skipped) == 1 else f"{len(skipped)} trackers ({skipped[0]}, ...)",
             )
-        async with trio.open_nursery() as nursery:
-            for url in usable:
-                for swarm_id in target.info_hash.swarm_ids():
-                    nursery.start_soon(self._announce_loop, url, swarm_id, target, sink)
-
-    async def _announce(
-        self, url: str, swarm_id: bytes, target: DiscoveryTarget, event: AnnounceEvent
-    ) -> AnnounceResult:
-        uploaded, downloaded, left = target.transfer()
-        return await self.client.announce(
-            url,
-            swarm_id,
-            peer_id=self.peer_id,
-            port=target.listen_port,
-            uploaded=uploaded,
-            downloaded=downloaded,
-            left=left,
-            event=event,
-        )
-
-    async def _announce_loop(
-        self, url: str, swarm_id: bytes, target: DiscoveryTarget, sink: PeerSink
-    ) -> None:
         # Trackers hear of us once we know what we have (libtorrent also announces after the
         # check), or at once for a magnet link: it needs peers for its metadata.
         await target.ready.wait()
         # A torrent complete from the start is a seed: it never announces "completed".
-        announced_complete = target.completed.is_set()
-        event = AnnounceEvent.STARTED
-        retry = _TRACKER_RETRY
-        started = False
-        try:
-            while True:
+        seed = target.completed.is_set()
+        self._announcers = []
+        for url in usable:
+            # The swarm id, not the InfoHash: a hybrid's v2 swarm is announced (and its peers
+            # dialled) with the truncated v2 hash.
+            for swarm_id in target.info_hash.swarm_ids():
                 try:
-                    with trio.fail_after(_ANNOUNCE_TIMEOUT):
-                        result = await self._announce(url, swarm_id, target, event)
-                except (TrackerError, trio.TooSlowError) as error:
-                    logger.info("announce to %s failed: %s", url, error or "timeout")
-                    wait = retry
-                    retry = min(retry * 2, TRACKER_MAX_INTERVAL)
-                else:
-                    started = True
-                    retry = _TRACKER_RETRY
-                    if result.peers:
-                        # The swarm id, not the InfoHash: a hybrid's v2 swarm is dialled with
-                        # the truncated v2 hash (the handshaker dials with the id it is given).
-                        sink.discovered(swarm_id, result.peers, "tracker")
-                    if event is AnnounceEvent.COMPLETED:
-                        announced_complete = True
-                    event = AnnounceEvent.NONE
-                    interval = float(result.interval)
-                    wait = min(max(interval, TRACKER_MIN_INTERVAL), TRACKER_MAX_INTERVAL)
-                with trio.move_on_after(wait):
-                    if started and not announced_complete:
-                        await target.completed.wait()
-                        announced_complete = True
-                        # "completed" is for a download that finished here, not for data a
-                        # magnet link's check found whole.
-                        if target.transfer()[1] > 0:
-                            event = AnnounceEvent.COMPLETED  # announced at once
-                            continue
-                    await trio.sleep_forever()
-        finally:
-            if started:
-                with trio.CancelScope(shield=True), trio.move_on_after(_STOPPED_TIMEOUT):
-                    try:
-                        await self._announce(url, swarm_id, target, AnnounceEvent.STOPPED)
-                    except TrackerError as error:
-                        logger.info("stopped announce to %s failed: %s", url, error)
+                    announcer = self._announcer(url, swarm_id, target, sink)
+                except UtrackerLocalProtocolError as error:  # a malformed udp:// URL
+                    logger.warning("skipping tracker %s: %s", url, error)
+                    break
+                self._announcers.append(announcer)
+        if not self._announcers:
+            return
+        async with trio.open_nursery() as nursery:
+            for announcer in self._announcers:
+                nursery.start_soon(announcer.run)
+            if not seed:
+                await target.completed.wait()
+                # "completed" is for a download that finished here, not for data a magnet
+                # link's check found whole.
+                if target.transfer()[1] > 0:
+                    for announcer in self._announcers:
+                        announcer.mark_completed()
+
+    def _announcer(
+        self, url: str, swarm_id: bytes, target: DiscoveryTarget, sink: PeerSink
+    ) -> Announcer:
+        def progress() -> AnnounceProgress:
+            uploaded, downloaded, left = target.transfer()
+            return AnnounceProgress(uploaded=uploaded, downloaded=downloaded, left=left)
+
+        return Announcer(
+            self.client,
+            url,
+            swarm_id,
+            peer_id=self.peer_id,
+            port=target.listen_port,
+            progress=progress,
+            sink=sink,
+            min_interval=TRACKER_MIN_INTERVAL,
+            max_interval=TRACKER_MAX_INTERVAL,
+            retry_delay=_TRACKER_RETRY,
+            timeout=_ANNOUNCE_TIMEOUT,
+            stopped_timeout=_STOPPED_TIMEOUT,
+            on_update=_log_failure,
+        )
+
+
+def _log_failure(status: AnnouncerStatus) -> None:
+    """The engine's user hears of a tracker that fails (the library logs it at DEBUG only)."""
+    if status.last_error is not None:
+        logger.info("announce to %s failed: %s", status.tracker, status.last_error)
 
 
 class PeerSearchLike(Protocol):
