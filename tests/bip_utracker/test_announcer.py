@@ -220,30 +220,20 @@ async def test_completed_before_started_follows_it(autojump_clock: trio.testing.
 async def test_stopped_is_bounded_when_the_tracker_is_gone(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with tracker(interval=120) as (_, recorder), client() as tc:
-        with trio.socket.socket(type=trio.socket.SOCK_DGRAM) as silent:
-            await silent.bind(("127.0.0.1", 0))
-            port = silent.getsockname()[1]
-            # Started at the real tracker; then it goes silent (a second announcer, same
-            # tracker address semantics, is simpler than stopping a server mid-test).
-            ann = Announcer(
-                tc,
-                ("127.0.0.1", port),
-                HASH,
-                peer_id=PEER_ID,
-                port=6881,
-                progress=Progress(),
-                stopped_timeout=3,
-            )
-            ann._started = True  # as if the tracker had answered "started" before dying
-            with trio.CancelScope() as scope:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(ann.run)
-                    await trio.sleep(1)
-                    scope.cancel()
-                    cancelled_at = trio.current_time()
-            assert trio.current_time() - cancelled_at == pytest.approx(3, abs=0.5)
-        assert recorder.seen == []
+    updates: list[AnnouncerStatus] = []
+    async with client() as tc, trio.open_nursery() as nursery:
+        async with tracker(interval=120) as (url, recorder):
+            ann = announcer(tc, url, Progress(), stopped_timeout=3, on_update=updates.append)
+            nursery.start_soon(ann.run)
+            await trio.sleep(1)
+            assert ann.status.started
+        # The tracker is gone (its port closed): "stopped" gets no answer.
+        nursery.cancel_scope.cancel()
+        cancelled_at = trio.current_time()
+    assert trio.current_time() - cancelled_at == pytest.approx(3, abs=0.5)
+    assert recorder.events() == [AnnounceEvent.STARTED]
+    assert isinstance(updates[-1].last_error, TrackerTimeoutError)
+    assert updates[-1].last_event is AnnounceEvent.STARTED
 
 
 async def test_stopped_is_sent_on_cancel(autojump_clock: trio.testing.MockClock) -> None:

@@ -280,6 +280,8 @@ class Announcer:
         if self._running:
             raise LocalProtocolError(f"the announcer of {self._label} is already running")
         self._running = True
+        # A new run is a new session for the tracker, even if our last "stopped" was lost.
+        self._started = self._forced = False
         try:
             while True:
                 await self._announce_once()
