@@ -360,6 +360,8 @@ def main() -> int:
     best: dict[str, tuple[float, float]] = {}  # name -> (seconds, CPU seconds) of the best run
     trio_cpu: dict[str, float] = {}  # the best DiskManager run's trio-thread CPU seconds
     others: dict[str, float] = {}  # cores other processes used during the best run
+    # Every run: (seconds, CPU seconds, cores other processes used or None), by name.
+    runs: dict[str, list[tuple[float, float, float | None]]] = {}
 
     def measure(name: str, run: Callable[[], float]) -> None:
         before, busy = _cpu(), _busy()
@@ -368,10 +370,14 @@ def main() -> int:
         wall = time.perf_counter() - start
         cpu = _cpu() - before
         busy_after = _busy()
+        load = None
+        if busy is not None and busy_after is not None:
+            load = max(0.0, (busy_after - busy - cpu) / wall)
+        runs.setdefault(name, []).append((seconds, cpu, load))
         if name not in best or seconds < best[name][0]:
             best[name] = (seconds, cpu)
-            if busy is not None and busy_after is not None:
-                others[name] = max(0.0, (busy_after - busy - cpu) / wall)
+            if load is not None:
+                others[name] = load
 
     def managed(*, durable: bool = False) -> float:
         own: list[float] = []
@@ -406,6 +412,15 @@ def main() -> int:
     slower = max(best["raw"][0], best["hash"][0])
     ratio = slower / best["managed"][0]
     print(f"page cache: ratio to the slower raw rate: {ratio:.0%} (goal {GOAL:.0%})")
+    # Every run, not just the best: on a shared machine the spread says how far to trust it.
+    print(
+        "DiskManager, every run: "
+        + ", ".join(
+            f"{rate(size, seconds):.0f} MB/s {cpu / gib:.2f} CPU s/GiB"
+            + ("" if load is None else f" (others {load:.1f})")
+            for seconds, cpu, load in runs["managed"]
+        )
+    )
     if args.durable:
         for name, label in (
             ("raw_durable", "raw write + fsync    "),
