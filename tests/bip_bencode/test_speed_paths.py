@@ -375,7 +375,7 @@ def test_fast_encoder_recursion_is_bounded(container: type) -> None:
         value = [value] if container is list else {b"a": value}
     out: list[bytes] = []
     fast = _fast_list if container is list else _fast_dict
-    _call_near_the_limit(lambda: fast(value, out.append, 1), ENCODE_FAST_DEPTH + 30)
+    _call_near_the_limit(lambda: fast(value, out, 1), ENCODE_FAST_DEPTH + 30)
     assert b"".join(out) == _encode_general(value)
 
 

@@ -89,7 +89,7 @@ def fast_dict(data: bytes, pos: int, depth: int, max_depth: int) -> tuple[dict[b
             if d == 58:
                 start = pos + 2
                 pos = start + c - 48
-            elif 47 < d < 58 and data[pos + 2] == 58 and c != 48:
+            elif d < 58 and d > 47 and data[pos + 2] == 58 and c != 48:
                 start = pos + 3
                 pos = start + c * 10 + d - 528  # 528 == 48 * 10 + 48
             else:
@@ -110,14 +110,14 @@ def fast_dict(data: bytes, pos: int, depth: int, max_depth: int) -> tuple[dict[b
                 raise Fallback
             out[key] = int(digits)
             pos = e + 1
-        elif c == 100:
-            if depth < FAST_DEPTH:
-                out[key], pos = fast_dict(data, pos + 1, depth + 1, max_depth)
-            else:
-                out[key], pos = _deeper(data, pos, max_depth - depth)
         elif c == 108:
             if depth < FAST_DEPTH:
                 out[key], pos = fast_list(data, pos + 1, depth + 1, max_depth)
+            else:
+                out[key], pos = _deeper(data, pos, max_depth - depth)
+        elif c == 100:
+            if depth < FAST_DEPTH:
+                out[key], pos = fast_dict(data, pos + 1, depth + 1, max_depth)
             else:
                 out[key], pos = _deeper(data, pos, max_depth - depth)
         else:
@@ -137,7 +137,7 @@ def fast_list(data: bytes, pos: int, depth: int, max_depth: int) -> tuple[list[V
             if d == 58:
                 start = pos + 2
                 pos = start + c - 48
-            elif 47 < d < 58 and data[pos + 2] == 58 and c != 48:
+            elif d < 58 and d > 47 and data[pos + 2] == 58 and c != 48:
                 start = pos + 3
                 pos = start + c * 10 + d - 528
             else:
@@ -148,6 +148,12 @@ def fast_list(data: bytes, pos: int, depth: int, max_depth: int) -> tuple[list[V
                 start = colon + 1
                 pos = start + int(length)
             out.append(data[start:pos])
+        elif c == 100:
+            if depth < FAST_DEPTH:
+                value, pos = fast_dict(data, pos + 1, depth + 1, max_depth)
+            else:
+                value, pos = _deeper(data, pos, max_depth - depth)
+            out.append(value)
         elif c == 101:
             return out, pos + 1
         elif c == 105:
@@ -160,12 +166,6 @@ def fast_list(data: bytes, pos: int, depth: int, max_depth: int) -> tuple[list[V
                 raise Fallback
             out.append(int(digits))
             pos = e + 1
-        elif c == 100:
-            if depth < FAST_DEPTH:
-                value, pos = fast_dict(data, pos + 1, depth + 1, max_depth)
-            else:
-                value, pos = _deeper(data, pos, max_depth - depth)
-            out.append(value)
         elif c == 108:
             if depth < FAST_DEPTH:
                 value, pos = fast_list(data, pos + 1, depth + 1, max_depth)
