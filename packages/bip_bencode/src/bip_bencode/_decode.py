@@ -262,7 +262,7 @@ def decode_general(data: bytes, pos: int, lenient: bool, max_depth: int) -> tupl
                 if 47 < c < 58:
                     if data[pos + 1] == 58:  # one-digit length: most keys
                         start = pos + 2
-                        end = start + c - 48
+                        end = start + (c - 48)  # a small int added: see _fast_decode
                     else:
                         colon = data.find(b":", pos + 1, pos + 21)
                         length = data[pos:colon]
@@ -293,10 +293,10 @@ def decode_general(data: bytes, pos: int, lenient: bool, max_depth: int) -> tupl
             if 47 < c < 58:  # a string: "<length>:<bytes>"
                 if data[pos + 1] == 58:  # one-digit length
                     start = pos + 2
-                    end = start + c - 48
+                    end = start + (c - 48)  # a small int added: see _fast_decode
                 elif 47 < (d := data[pos + 1]) < 58 and data[pos + 2] == 58 and c != 48:
                     start = pos + 3  # two digits: ids, hashes, names
-                    end = start + c * 10 + d - 528  # 528 == 48 * 10 + 48
+                    end = start + ((c - 48) * 10 + d - 48)
                 else:
                     colon = data.find(b":", pos + 1, pos + 21)
                     length = data[pos:colon]
