@@ -54,8 +54,8 @@ Layout: the query classes live in :mod:`._krpc_queries`, :class:`Response`, :cla
 
 >>> msg = decode_message(b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe")
 >>> msg
-Ping(transaction_id=b'aa', node_id=b'abcdefghij0123456789', version=None, ip=None, \
-read_only=False, extra={})
+Ping(transaction_id=b'aa', version=None, ip=None, read_only=False, \
+node_id=b'abcdefghij0123456789', extra={})
 >>> msg.encode()
 b'd1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe'
 """

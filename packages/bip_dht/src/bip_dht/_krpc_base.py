@@ -1,17 +1,19 @@
 """What every KRPC message shares: sizes, the top-level envelope and field checks.
 
 Private to the KRPC codec (:mod:`bip_dht._krpc` documents the API): the query classes in
-:mod:`._krpc_queries` and the replies in :mod:`._krpc_replies` build on :class:`Envelope` and
-validate their fields with the ``check_*`` helpers, which raise
+:mod:`._krpc_queries` and the replies in :mod:`._krpc_replies` build on :class:`Envelope` (every
+message) or :class:`NodeMessage` (queries and responses), which declare the shared fields once,
+and validate their own fields with the ``check_*`` helpers, which raise
 :class:`~bip_dht.LocalProtocolError`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
-from bip_bencode import BencodeEncodeError, encode
+from bip_bencode import BencodeEncodeError, Value, encode
 from bip_handshake import Family, NodeInfo, PeerAddress
 
 from ._errors import LocalProtocolError
@@ -101,14 +103,27 @@ def check_nodes(name: str, nodes: object, family: int) -> None:
 # --- the envelope ------------------------------------------------------------------------------
 
 
+# The message classes are frozen slots dataclasses all the way down. Slots dataclasses are
+# recreated by the decorator, so methods here never use zero-argument super(); instead each
+# base's __post_init__ checks the fields it declares, then calls the _check_own hook, which a
+# subclass overrides to check only the fields it adds.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Envelope:
     """What every message has: the top-level keys ``t``, ``v``, ``ip``, ``ro``."""
 
-    __slots__ = ()
     transaction_id: bytes
-    version: bytes | None
-    ip: PeerAddress | None
-    read_only: bool
+    version: bytes | None = None
+    ip: PeerAddress | None = None
+    read_only: bool = False
+
+    def __post_init__(self) -> None:
+        check_common(self)
+        self._check_own()
+
+    def _check_own(self) -> None:
+        """Check the fields a subclass adds; raise :class:`~bip_dht.LocalProtocolError`."""
 
     def _top(self, kind: bytes) -> dict[bytes, Any]:
         top: dict[bytes, Any] = {b"t": self.transaction_id, b"y": kind}
@@ -119,6 +134,25 @@ class Envelope:
         if self.read_only:
             top[b"ro"] = 1
         return top
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeMessage(Envelope):
+    """A query or a response: the sender's ``id`` and the unknown keys kept in ``extra``.
+
+    ``known`` (per class) names the keys of ``a`` / ``r`` that have fields, so that ``extra``
+    cannot shadow them. ``extra`` is not hashed (its values may be lists or dictionaries).
+    """
+
+    known: ClassVar[frozenset[bytes]]
+    node_id: bytes
+    extra: Mapping[bytes, Value] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        check_common(self)
+        check_bytes("node_id", self.node_id, ID_LENGTH)
+        check_extra(self.extra, self.known)
+        self._check_own()
 
 
 def put_want(args: dict[bytes, Any], want: tuple[bytes, ...] | None) -> None:

@@ -5,23 +5,19 @@ Part of the KRPC codec; :mod:`bip_dht._krpc` documents the API and decodes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeAlias
 
 from bip_bencode import Value, encode
-from bip_handshake import PeerAddress
 
 from ._errors import LocalProtocolError
 from ._krpc_base import (
     ID_LENGTH,
     KEY_LENGTH,
     SIG_LENGTH,
-    Envelope,
+    NodeMessage,
     check_bool,
     check_bytes,
-    check_common,
-    check_extra,
     check_int,
     check_optional_bytes,
     check_value,
@@ -42,25 +38,17 @@ __all__ = [
 ]
 
 
-class QueryBase(Envelope):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueryBase(NodeMessage):
     """Shared by the query classes: the method name and the ``a`` dictionary."""
 
-    __slots__ = ()
     method: ClassVar[bytes]
-    known: ClassVar[frozenset[bytes]]
-    node_id: bytes
-    extra: Mapping[bytes, Value]
 
     def _arguments(self) -> dict[bytes, Any]:
         raise NotImplementedError  # every concrete query overrides it
 
     def _method_name(self) -> bytes:
         return self.method
-
-    def _check(self) -> None:
-        check_common(self)
-        check_bytes("node_id", self.node_id, ID_LENGTH)
-        check_extra(self.extra, self.known)
 
     def encode(self) -> bytes:
         """The bencoded datagram.
@@ -86,37 +74,23 @@ class Ping(QueryBase):
 
     method: ClassVar[bytes] = b"ping"
     known: ClassVar[frozenset[bytes]] = COMMON_ARGS
-    transaction_id: bytes
-    node_id: bytes
-    version: bytes | None = None
-    ip: PeerAddress | None = None
-    read_only: bool = False
-    extra: Mapping[bytes, Value] = field(default_factory=dict, hash=False)
-
-    def __post_init__(self) -> None:
-        self._check()
 
     def _arguments(self) -> dict[bytes, Any]:
         return {}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class FindNode(QueryBase):
-    """``find_node``: the K nodes closest to ``target`` (BEP 32 ``want`` picks families)."""
+class TargetQuery(QueryBase):
+    """A query with just a 20-byte ``target`` and BEP 32 ``want``: find_node, sample_infohashes.
 
-    method: ClassVar[bytes] = b"find_node"
-    known: ClassVar[frozenset[bytes]] = COMMON_ARGS | {b"target", b"want"}
-    transaction_id: bytes
-    node_id: bytes
+    A shared base, not a query of its own: the two stay distinct classes (a response is checked
+    against the query's class, and BEP 51 requires ``samples`` only of sample_infohashes).
+    """
+
     target: bytes
     want: tuple[bytes, ...] | None = None
-    version: bytes | None = None
-    ip: PeerAddress | None = None
-    read_only: bool = False
-    extra: Mapping[bytes, Value] = field(default_factory=dict, hash=False)
 
-    def __post_init__(self) -> None:
-        self._check()
+    def _check_own(self) -> None:
         check_bytes("target", self.target, ID_LENGTH)
         check_want(self.want)
 
@@ -124,6 +98,14 @@ class FindNode(QueryBase):
         args: dict[bytes, Any] = {b"target": self.target}
         put_want(args, self.want)
         return args
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FindNode(TargetQuery):
+    """``find_node``: the K nodes closest to ``target`` (BEP 32 ``want`` picks families)."""
+
+    method: ClassVar[bytes] = b"find_node"
+    known: ClassVar[frozenset[bytes]] = COMMON_ARGS | {b"target", b"want"}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -136,19 +118,12 @@ class GetPeers(QueryBase):
 
     method: ClassVar[bytes] = b"get_peers"
     known: ClassVar[frozenset[bytes]] = COMMON_ARGS | {b"info_hash", b"want", b"noseed", b"scrape"}
-    transaction_id: bytes
-    node_id: bytes
     info_hash: bytes
     want: tuple[bytes, ...] | None = None
     noseed: bool = False
     scrape: bool = False
-    version: bytes | None = None
-    ip: PeerAddress | None = None
-    read_only: bool = False
-    extra: Mapping[bytes, Value] = field(default_factory=dict, hash=False)
 
-    def __post_init__(self) -> None:
-        self._check()
+    def _check_own(self) -> None:
         check_bytes("info_hash", self.info_hash, ID_LENGTH)
         check_want(self.want)
         check_bool("noseed", self.noseed)
@@ -180,20 +155,13 @@ class AnnouncePeer(QueryBase):
         b"implied_port",
         b"seed",
     }
-    transaction_id: bytes
-    node_id: bytes
     info_hash: bytes
     port: int
     token: bytes
     implied_port: bool = False
     seed: bool = False
-    version: bytes | None = None
-    ip: PeerAddress | None = None
-    read_only: bool = False
-    extra: Mapping[bytes, Value] = field(default_factory=dict, hash=False)
 
-    def __post_init__(self) -> None:
-        self._check()
+    def _check_own(self) -> None:
         check_bytes("info_hash", self.info_hash, ID_LENGTH)
         check_int("port", self.port, 0, 0xFFFF)
         check_bytes("token", self.token)
@@ -223,18 +191,11 @@ class Get(QueryBase):
 
     method: ClassVar[bytes] = b"get"
     known: ClassVar[frozenset[bytes]] = COMMON_ARGS | {b"target", b"seq", b"want"}
-    transaction_id: bytes
-    node_id: bytes
     target: bytes
     seq: int | None = None
     want: tuple[bytes, ...] | None = None
-    version: bytes | None = None
-    ip: PeerAddress | None = None
-    read_only: bool = False
-    extra: Mapping[bytes, Value] = field(default_factory=dict, hash=False)
 
-    def __post_init__(self) -> None:
-        self._check()
+    def _check_own(self) -> None:
         check_bytes("target", self.target, ID_LENGTH)
         if self.seq is not None:
             check_int("seq", self.seq)
@@ -269,8 +230,6 @@ class Put(QueryBase):
         b"cas",
         b"salt",
     }
-    transaction_id: bytes
-    node_id: bytes
     token: bytes
     v: Value = field(hash=False)
     k: bytes | None = None
@@ -278,13 +237,8 @@ class Put(QueryBase):
     seq: int | None = None
     cas: int | None = None
     salt: bytes = b""
-    version: bytes | None = None
-    ip: PeerAddress | None = None
-    read_only: bool = False
-    extra: Mapping[bytes, Value] = field(default_factory=dict, hash=False)
 
-    def __post_init__(self) -> None:
-        self._check()
+    def _check_own(self) -> None:
         check_bytes("token", self.token)
         check_value("v", self.v)
         check_optional_bytes("k", self.k, KEY_LENGTH)
@@ -321,29 +275,11 @@ class Put(QueryBase):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SampleInfohashes(QueryBase):
+class SampleInfohashes(TargetQuery):
     """BEP 51 ``sample_infohashes``: a sample of the info-hashes the node stores."""
 
     method: ClassVar[bytes] = b"sample_infohashes"
     known: ClassVar[frozenset[bytes]] = COMMON_ARGS | {b"target", b"want"}
-    transaction_id: bytes
-    node_id: bytes
-    target: bytes
-    want: tuple[bytes, ...] | None = None
-    version: bytes | None = None
-    ip: PeerAddress | None = None
-    read_only: bool = False
-    extra: Mapping[bytes, Value] = field(default_factory=dict, hash=False)
-
-    def __post_init__(self) -> None:
-        self._check()
-        check_bytes("target", self.target, ID_LENGTH)
-        check_want(self.want)
-
-    def _arguments(self) -> dict[bytes, Any]:
-        args: dict[bytes, Any] = {b"target": self.target}
-        put_want(args, self.want)
-        return args
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -352,16 +288,9 @@ class UnknownQuery(QueryBase):
 
     method: ClassVar[bytes] = b""
     known: ClassVar[frozenset[bytes]] = COMMON_ARGS
-    transaction_id: bytes
-    node_id: bytes
     name: bytes
-    version: bytes | None = None
-    ip: PeerAddress | None = None
-    read_only: bool = False
-    extra: Mapping[bytes, Value] = field(default_factory=dict, hash=False)
 
-    def __post_init__(self) -> None:
-        self._check()
+    def _check_own(self) -> None:
         check_bytes("name", self.name)
         if self.name in QUERY_TYPES:
             raise LocalProtocolError(f"{self.name!r} is a known method: use its own class")

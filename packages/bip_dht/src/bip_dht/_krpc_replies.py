@@ -5,10 +5,9 @@ Part of the KRPC codec; :mod:`bip_dht._krpc` documents the API and decodes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from bip_bencode import Value, encode
 from bip_handshake import NodeInfo, PeerAddress, encode_compact_nodes
@@ -20,9 +19,8 @@ from ._krpc_base import (
     KEY_LENGTH,
     SIG_LENGTH,
     Envelope,
+    NodeMessage,
     check_bytes,
-    check_common,
-    check_extra,
     check_int,
     check_nodes,
     check_optional_bytes,
@@ -68,7 +66,7 @@ RESPONSE_KNOWN = frozenset(
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Response(Envelope):
+class Response(NodeMessage):
     """A reply (``y = r``), with every key any query's reply may carry (None when absent).
 
     ``nodes`` holds IPv4 nodes, ``nodes6`` IPv6 ones (BEP 32); ``values`` holds peers of both
@@ -77,8 +75,7 @@ class Response(Envelope):
     part of equality and is never encoded.
     """
 
-    transaction_id: bytes
-    node_id: bytes
+    known: ClassVar[frozenset[bytes]] = RESPONSE_KNOWN
     nodes: tuple[NodeInfo, ...] | None = None
     nodes6: tuple[NodeInfo, ...] | None = None
     values: tuple[PeerAddress, ...] | None = None
@@ -92,15 +89,9 @@ class Response(Envelope):
     seq: int | None = None
     bfsd: bytes | None = None
     bfpe: bytes | None = None
-    version: bytes | None = None
-    ip: PeerAddress | None = None
-    read_only: bool = False
-    extra: Mapping[bytes, Value] = field(default_factory=dict, hash=False)
     ignored: tuple[bytes, ...] = field(default=(), compare=False)
 
-    def __post_init__(self) -> None:
-        check_common(self)
-        check_bytes("node_id", self.node_id, ID_LENGTH)
+    def _check_own(self) -> None:
         check_nodes("nodes", self.nodes, 4)
         check_nodes("nodes6", self.nodes6, 6)
         if self.values is not None and (
@@ -126,7 +117,6 @@ class Response(Envelope):
             check_int("seq", self.seq)
         check_optional_bytes("bfsd", self.bfsd, BLOOM_BYTES)
         check_optional_bytes("bfpe", self.bfpe, BLOOM_BYTES)
-        check_extra(self.extra, RESPONSE_KNOWN)
         if not isinstance(self.ignored, tuple):
             raise LocalProtocolError("ignored must be a tuple of bytes")
 
@@ -204,15 +194,10 @@ class ErrorReply(Envelope):
     b'd1:eli201e23:A Generic Error Ocurrede1:t2:aa1:y1:ee'
     """
 
-    transaction_id: bytes
     code: int
     message: str = ""
-    version: bytes | None = None
-    ip: PeerAddress | None = None
-    read_only: bool = False
 
-    def __post_init__(self) -> None:
-        check_common(self)
+    def _check_own(self) -> None:
         check_int("code", self.code)
         if not isinstance(self.message, str):
             raise LocalProtocolError(f"message must be a str, not {self.message!r}")
