@@ -87,6 +87,7 @@ class TargetQuery(QueryBase):
     against the query's class, and BEP 51 requires ``samples`` only of sample_infohashes).
     """
 
+    known: ClassVar[frozenset[bytes]] = COMMON_ARGS | {b"target", b"want"}
     target: bytes
     want: tuple[bytes, ...] | None = None
 
@@ -105,7 +106,6 @@ class FindNode(TargetQuery):
     """``find_node``: the K nodes closest to ``target`` (BEP 32 ``want`` picks families)."""
 
     method: ClassVar[bytes] = b"find_node"
-    known: ClassVar[frozenset[bytes]] = COMMON_ARGS | {b"target", b"want"}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -279,7 +279,6 @@ class SampleInfohashes(TargetQuery):
     """BEP 51 ``sample_infohashes``: a sample of the info-hashes the node stores."""
 
     method: ClassVar[bytes] = b"sample_infohashes"
-    known: ClassVar[frozenset[bytes]] = COMMON_ARGS | {b"target", b"want"}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
