@@ -337,6 +337,55 @@ def test_encode_is_the_general_encoder(value: Any) -> None:
     assert _same(_outcome(lambda: encode(value)), _outcome(lambda: _encode_general(value)))
 
 
+def _reference_encode(value: Any) -> bytes:
+    """Plain recursive bencoding of valid values, to check the general encoder by."""
+    if type(value) is int:
+        return b"i%de" % value
+    if isinstance(value, str):
+        value = value.encode()
+    if isinstance(value, bytes | bytearray | memoryview):
+        raw = bytes(value)
+        return b"%d:%s" % (len(raw), raw)
+    if isinstance(value, list | tuple):
+        return b"l" + b"".join(map(_reference_encode, value)) + b"e"
+    pairs = sorted((key.encode() if isinstance(key, str) else key, v) for key, v in value.items())
+    return b"d" + b"".join(_reference_encode(k) + _reference_encode(v) for k, v in pairs) + b"e"
+
+
+valid_leaves = st.one_of(integers, byte_strings, st.text(max_size=4))
+
+
+@st.composite
+def valid_values(draw: st.DrawFn) -> Any:
+    """Valid values of every accepted type, mixed and nested up to 40 deep."""
+    value = draw(
+        st.recursive(
+            valid_leaves,
+            lambda children: st.one_of(
+                st.lists(children, max_size=3),
+                st.lists(children, max_size=3).map(tuple),
+                st.dictionaries(keys, children, max_size=3),
+                st.dictionaries(st.text(max_size=3), children, max_size=3),
+            ),
+            max_leaves=12,
+        )
+    )
+    for _ in range(draw(st.integers(0, 40))):
+        value = draw(
+            st.sampled_from(
+                [[value], (value,), {b"k": value}, [b"x", value, 1], {"a": 1, "b": value}]
+            )
+        )
+    return value
+
+
+@CHEAP
+@given(valid_values())
+def test_general_encoder_writes_canonical_bencoding(value: Any) -> None:
+    assert _encode_general(value) == _reference_encode(value)
+    assert encode(value) == _reference_encode(value)
+
+
 @pytest.mark.parametrize("depth", [1, 2, ENCODE_FAST_DEPTH - 1, ENCODE_FAST_DEPTH, 40, 1200])
 def test_cycles_are_reported_alike(depth: int) -> None:
     outer: list[Any] = []

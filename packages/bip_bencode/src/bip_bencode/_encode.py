@@ -182,10 +182,11 @@ def _encode_general(value: Encodable) -> bytes:
     v: Any = None  # the value being written: Any, as the loop dispatches on its type
     try:
         while True:
-            # Each pass of the loop below opens or closes one container, and `stack`
-            # gains at most two entries per container opened, so the nesting cannot
-            # pass check_depth in fewer than `room` passes: only then is it measured,
-            # rather than after every container opened (6% slower on deep input).
+            # Each pass of the loop below opens a container or closes a dict (a list
+            # closing into a list stays inside its pass), and `stack` gains at most two
+            # entries per container opened, so the nesting cannot pass check_depth in
+            # fewer than `room` passes: only then is it measured, rather than after
+            # every container opened (6% slower on deep input).
             room = (check_depth - len(stack)) // 2 + 1
             for _ in repeat(None, room):  # not range(): its ints cost an allocation each
                 if in_dict:
@@ -228,45 +229,49 @@ def _encode_general(value: Encodable) -> bytes:
                             in_dict = False
                         continue
                 else:
-                    # The same cases as above, for a list frame. Repeated rather than
-                    # shared: a function call per value would cost more than the rest.
-                    # A list comes first, tested without keeping its type: it is what deep
-                    # nesting is made of (shallow values take the fast path, not this).
-                    for v in it:
-                        if type(v) is list:
-                            out.append(b"l")
-                            stack.append(it)
-                            it = iter(v)
-                            break
-                        t = type(v)
-                        if t is bytes:
-                            n = len(v)
-                            out.append(prefix[n] if n < 256 else b"%d:" % n)
-                            out.append(v)
-                        elif t is int:
-                            out.append(small_int[v] if 0 <= v < 256 else b"i%de" % v)
-                        elif t is dict:
-                            out.append(b"d")
-                            stack.append(it)
-                            it = _dict_frame(v)
-                            in_dict = True
-                            break
-                        else:
-                            frame = _write_other(v, out.append)
-                            if frame is not None:
+                    while True:
+                        # The same cases as above, for a list frame. Repeated rather than
+                        # shared: a function call per value would cost more than the rest.
+                        # A list comes first, tested without keeping its type: it is what deep
+                        # nesting is made of (shallow values take the fast path, not this).
+                        for v in it:
+                            if type(v) is list:
+                                out.append(b"l")
                                 stack.append(it)
-                                it = frame
-                                in_dict = type(frame) is zip
+                                it = iter(v)
                                 break
-                    else:  # the list is complete
-                        it = stack.pop()
-                        if it is None:  # back in a dict, or the root is written
-                            if not stack:
-                                return b"".join(out)
+                            t = type(v)
+                            if t is bytes:
+                                n = len(v)
+                                out.append(prefix[n] if n < 256 else b"%d:" % n)
+                                out.append(v)
+                            elif t is int:
+                                out.append(small_int[v] if 0 <= v < 256 else b"i%de" % v)
+                            elif t is dict:
+                                out.append(b"d")
+                                stack.append(it)
+                                it = _dict_frame(v)
+                                in_dict = True
+                                break
+                            else:
+                                frame = _write_other(v, out.append)
+                                if frame is not None:
+                                    stack.append(it)
+                                    it = frame
+                                    in_dict = type(frame) is zip
+                                    break
+                        else:  # the list is complete
                             it = stack.pop()
-                            in_dict = True
-                        out.append(b"e")
-                        continue
+                            if it is None:  # back in a dict, or the root is written
+                                if not stack:
+                                    return b"".join(out)
+                                it = stack.pop()
+                                in_dict = True
+                                out.append(b"e")
+                                break  # on to the dict's frame, taking a tick
+                            out.append(b"e")
+                            continue  # back in a list: on with it, taking no tick
+                        break  # a container was opened: take a tick
             # A container that contains itself nests forever: look for one, once,
             # when the nesting gets deeper than honest documents go.
             if len(stack) > check_depth:
