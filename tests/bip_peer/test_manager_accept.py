@@ -175,6 +175,20 @@ async def test_a_failing_service_propagates_and_the_stream_is_closed() -> None:
         assert not manager.peers
 
 
+async def test_a_failing_piece_count_propagates_and_the_stream_is_closed() -> None:
+    def count(done: CompletedHandshake) -> int | None:
+        raise LookupError("which torrent?")
+
+    send, receive = trio.open_memory_channel[CompletedHandshake](1)
+    local, far = trio.testing.memory_stream_pair()
+    send.send_nowait(handshake(local))
+    async with open_peer_manager() as manager:
+        with pytest.raises(LookupError, match="which torrent"):
+            await manager.add_peers_from(receive, num_pieces=count)
+        assert await closed(far)
+        assert not manager.peers
+
+
 # -- StaleSendError ------------------------------------------------------------------------
 
 

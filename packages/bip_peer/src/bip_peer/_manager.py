@@ -672,8 +672,8 @@ class PeerManager:
                 does; the handshake's stream is closed first if the manager does not own it).
         """
         async for handshake in handshakes:
-            count = num_pieces(handshake) if callable(num_pieces) else num_pieces
             try:
+                count = num_pieces(handshake) if callable(num_pieces) else num_pieces
                 self.add_peer(handshake, num_pieces=count)
             except PeerManagerFullError:
                 await _close_stream(handshake)
