@@ -370,6 +370,8 @@ async def test_bad_arguments_are_refused_up_front() -> None:
             {"port": 70000},
             {"port": True},
             {"progress": 3},
+            {"num_want": 2**31},
+            {"num_want": "50"},
             {"min_interval": 0},
             {"max_interval": float("inf")},
             {"min_interval": 100, "max_interval": 10},

@@ -60,6 +60,7 @@ DEFAULT_ANNOUNCE_TIMEOUT: Final = 60.0
 DEFAULT_STOPPED_TIMEOUT: Final = 2.0
 """Seconds the ``stopped`` announce may hold up the exit of :meth:`Announcer.run`."""
 
+_NUM_WANT_RANGE: Final = range(-(2**31), 2**31)  # the packet's field is a signed 32-bit int
 _MAX_DOUBLINGS = 32  # 2**32 times any sane delay is past every cap: no float overflow
 
 
@@ -195,6 +196,12 @@ class Announcer:
         _peer_id_bytes(peer_id)
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 0xFFFF:
             raise LocalProtocolError(f"a port is 0..65535, got {port!r}")
+        if (
+            isinstance(num_want, bool)
+            or not isinstance(num_want, int)
+            or num_want not in _NUM_WANT_RANGE
+        ):
+            raise LocalProtocolError(f"num_want is a 32-bit signed int, got {num_want!r}")
         if not callable(progress):
             raise LocalProtocolError(f"progress is a callable, got {progress!r:.80}")
         if on_update is not None and not callable(on_update):
