@@ -202,6 +202,29 @@ async def test_an_internal_error_is_an_error_with_its_traceback(
     assert isinstance(error.exc_info[1], RuntimeError)
 
 
+async def test_an_internal_error_on_every_peer_does_not_flood_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A service bug that fails every peer: ERROR on the 1st, 2nd, 4th and 8th, DEBUG else."""
+    caplog.set_level(logging.DEBUG, logger="bip_peer")
+    config = PeerManagerConfig(services=[Exploding("message_received")])
+    async with open_peer_manager(config) as broken, open_peer_manager() as other:
+        events = broken.events()
+        for n in range(1, 11):
+            _, on_other = connect(broken, addr(20 + n), other, addr(n))
+            await other.send(on_other, Unchoke())
+            with trio.fail_after(10):
+                async for event in events:  # pragma: no branch
+                    if isinstance(event, PeerRemoved):
+                        assert event.reason == REASON_INTERNAL
+                        break
+    dropped = [r for r in caplog.records if "dropped after an internal error" in r.getMessage()]
+    assert [r.levelno == logging.ERROR for r in dropped] == [
+        n in (1, 2, 4, 8) for n in range(1, 11)
+    ]
+    assert all(r.exc_info is not None for r in dropped)
+
+
 async def test_an_error_raised_to_the_caller_is_not_logged_above_debug(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -549,6 +549,7 @@ class PeerManager:
         self._peers_added = 0
         self._peers_removed = 0
         self._rejected_full = 0
+        self._internal_errors = 0  # peers dropped by a bug: how many ERROR records to write
         self._removed_reasons: Counter[str] = Counter()
 
     # -- public API ----------------------------------------------------------------------------
@@ -876,7 +877,12 @@ class PeerManager:
                         exc = exc.exceptions[0]
                     task.fail(REASON_INTERNAL, exc)
                     # Nobody else sees the traceback: the PeerRemoved event has only the error.
-                    _log.error(
+                    # A bug that fails every peer must not flood the log: the 1st, 2nd, 4th,
+                    # 8th... are ERROR records, the others DEBUG (as bip_utracker's server).
+                    self._internal_errors += 1
+                    count = self._internal_errors
+                    _log.log(
+                        logging.ERROR if count & (count - 1) == 0 else logging.DEBUG,
                         "peer %s dropped after an internal error (a bug in bip_peer or a service)",
                         task.peer.address,
                         exc_info=exc,
