@@ -82,6 +82,7 @@ class Swarm:
         self.brain = brain
         self._on_banned = on_banned
         self._num_pieces = brain.geometry.num_pieces
+        self._refused = 0  # sends the connection refused for a reason other than staleness
         self.joined: set[Peer] = set()
 
     def join(self, peer: Peer, now: float) -> None:
@@ -138,8 +139,12 @@ class Swarm:
                 logger.debug("not sent to %s: %s", peer, error)
                 continue
             except LocalProtocolError as error:  # pragma: no cover - a bug of ours
-                # Said loudly, but one refused message must not stop the whole session.
-                logger.warning("not sent to %s: %s", peer, error)
+                # Said loudly (on the 1st, 2nd, 4th... only: a bug may repeat per block), but
+                # one refused message must not stop the whole session.
+                self._refused += 1
+                loud = self._refused & (self._refused - 1) == 0
+                level = logging.WARNING if loud else logging.DEBUG
+                logger.log(level, "not sent to %s (refusal %d): %s", peer, self._refused, error)
                 continue
             if not sent and peer in manager.peers:
                 stalled.append(peer)
