@@ -137,8 +137,9 @@ _BATCH_BYTES: Final = 4 * 1024 * 1024  # pieces checked in one thread crossing, 
 # it by one piece at most): one run to write (_RUN_BYTES). Trio's thread holds the
 # GIL while it copies the blocks of the pieces a settled batch makes room for, and
 # a hashing thread whose hashlib or write call returns meanwhile waits for it: the
-# smaller the batch, the shorter those waits (measured on two idle cores: 1 MiB
-# batches about 10 % faster than 4 MiB ones, for a little more CPU per crossing).
+# smaller the batch, the shorter those waits (measured on two idle cores, in noisy
+# runs: 1 MiB batches 5 to 10 % faster than 4 MiB ones, for a little more CPU per
+# crossing; 512 KiB ones slower again).
 _FLUSH_BATCH_BYTES: Final = 1024 * 1024
 # Complete pieces waiting for the hashing threads, per thread, beyond which a write
 # that starts a new piece waits (see DiskManager._queue_full). A deeper queue holds
@@ -229,7 +230,8 @@ def _flush(jobs: Sequence[_Job]) -> list[_Outcome]:
     Consecutive bytes of one file are written in one call where the FileSystem
     can (a run, :func:`_write_run`), each run as soon as its pieces are hashed and
     the next piece starts another run: the bytes a run writes were just hashed on
-    this thread and are still in its cache (a batch is larger than a core's L2).
+    this thread and are still in its cache (a batch may hold several runs: pieces
+    of several files, or of a torrent whose batch outgrows one run).
     Each hashlib or write call releases the GIL, and while trio's thread copies
     blocks this thread may wait milliseconds to take it back: so one hashlib call
     per piece, and as few writes as the pieces' layout allows.
