@@ -238,6 +238,7 @@ class DHT:
         self._waiters: dict[int, _Waiter] = {}
         self._kick = trio.Event()
         self._send_errors = 0
+        self._bootstrap_failing = False  # the last bootstrap found nobody: warned already
         self._closed = False
         self._cancelled: set[int] = set()  # operations we cancelled: their end is no news
 
@@ -529,14 +530,19 @@ class DHT:
         if isinstance(event, LookupFinished) and event.kind == "bootstrap":
             size = self._node.statistics().table_size
             if size:
+                self._bootstrap_failing = False
                 _log.info(
                     "DHT bootstrap done: %d nodes in the routing table (%d queries)",
                     size,
                     event.result.queries,
                 )
             else:
-                # Nothing the user can reach: wrong addresses, no network, a firewall.
-                _log.warning(
+                # Nothing the user can reach: wrong addresses, no network, a firewall. Said
+                # once per failing streak: every keep_finding loop retries on its own.
+                level = logging.DEBUG if self._bootstrap_failing else logging.WARNING
+                self._bootstrap_failing = True
+                _log.log(
+                    level,
                     "DHT bootstrap failed: no node answered (%d bootstrap addresses known); "
                     "the DHT finds no peers until one does",
                     len(self._node.bootstrap_addresses),
