@@ -3,8 +3,9 @@
 Bencoding is BitTorrent's serialisation format (BEP 3): integers, byte strings,
 lists and dictionaries with sorted byte-string keys. This package decodes and
 encodes it with no dependencies, rejects every malformed input with a
-:class:`BencodeDecodeError` that says what is wrong and at which byte offset, and
-never recurses, so no nesting depth can crash it.
+:class:`BencodeDecodeError` that says what is wrong and at which byte offset. Its
+recursion is bounded (16 levels, a fast path); deeper nesting, or a caller whose own
+stack is nearly full, goes to explicit stacks, so no nesting depth can crash it.
 
 >>> from bip_bencode import decode, encode
 >>> decode(b"d3:cow3:moo4:spaml1:a1:bee")
