@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,3 +27,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.is_relative_to(INTEROP_DIR) and item.get_closest_marker("interop") is None:
             raise pytest.UsageError(f"{item.nodeid} is under tests/interop but not marked interop")
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """Undo what a test did to logging: ``bip`` commands run in-process call
+    ``logging.basicConfig(force=True)`` with pytest's captured stderr, closed after the test,
+    and an example may set levels; later tests must log into neither."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    loggers = logging.Logger.manager.loggerDict
+    levels = {name: log.level for name, log in loggers.items() if isinstance(log, logging.Logger)}
+    yield
+    for handler in root.handlers[:]:
+        # pytest's own capturing handlers come and go with each test phase: leave them.
+        if handler not in handlers and not type(handler).__module__.startswith("_pytest"):
+            root.removeHandler(handler)
+    root.setLevel(level)
+    for name, log in list(loggers.items()):
+        if isinstance(log, logging.Logger):
+            log.setLevel(levels.get(name, logging.NOTSET))

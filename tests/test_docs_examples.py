@@ -6,9 +6,7 @@ included), run on its own. Examples are offline and loopback-only, and fast.
 
 from __future__ import annotations
 
-import logging
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -52,27 +50,6 @@ def test_no_python_block_escapes_the_test() -> None:
             assert not unrun, f"{page}: write ```python so the block runs: {fence.group(0)!r}"
 
 
-@pytest.fixture
-def logging_restored() -> Iterator[None]:
-    """Undo what an example does to logging (the logging page configures it), so that later
-    tests do not run with its handlers and levels."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    loggers = logging.Logger.manager.loggerDict
-    levels = {
-        name: logger.level for name, logger in loggers.items() if isinstance(logger, logging.Logger)
-    }
-    yield
-    for handler in root.handlers[:]:
-        if handler not in handlers:
-            root.removeHandler(handler)
-    root.setLevel(level)
-    for name, logger in loggers.items():
-        if isinstance(logger, logging.Logger):
-            logger.setLevel(levels.get(name, logging.NOTSET))
-
-
 @pytest.mark.parametrize("code", EXAMPLES)
-@pytest.mark.usefixtures("logging_restored")
 def test_docs_example_runs(code: str) -> None:
     exec(compile(code, "<docs>", "exec"), {"__name__": "docs_example"})

@@ -129,7 +129,7 @@ def assert_ours(caplog: pytest.LogCaptureFixture) -> None:
 async def test_a_torrents_life_is_logged_at_info(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="bip_disk")
     metainfo, content = make(tmp_path)
     hex_hash = metainfo.info.info_hash.hex()
     async with open_disk_manager() as disk:
@@ -170,7 +170,7 @@ async def test_a_torrents_life_is_logged_at_info(
 async def test_a_write_fault_is_one_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="bip_disk")
     metainfo, content = make(tmp_path)
     async with open_disk_manager(hash_threads=1) as disk:
         torrent = await disk.add_torrent(metainfo, MemoryFileSystem(capacity=4 * PIECE))
@@ -191,7 +191,7 @@ async def test_a_write_fault_is_one_warning(
 async def test_a_vanished_file_is_one_warning_for_its_pieces_and_one_for_the_stop(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="bip_disk")
     metainfo, content = make(tmp_path)
     fs = MemoryFileSystem()
     count = metainfo.info.num_pieces
@@ -214,7 +214,7 @@ async def test_a_vanished_file_is_one_warning_for_its_pieces_and_one_for_the_sto
 async def test_links_and_syncs_that_fail_are_one_warning_each(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="bip_disk")
     metainfo, _ = make(tmp_path, link=True)
     fs = FailingFileSystem()
     fs.failing["symlink"] = errno.ENOTSUP
@@ -248,7 +248,7 @@ async def test_links_and_syncs_that_fail_are_one_warning_each(
 async def test_what_is_raised_to_the_caller_is_logged_at_debug_only(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="bip_disk")
     metainfo, content = make(tmp_path)
     fs = FailingFileSystem()
     destination = FailingFileSystem()
@@ -273,7 +273,7 @@ async def test_what_is_raised_to_the_caller_is_logged_at_debug_only(
 
 
 async def test_a_bad_piece_is_debug(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="bip_disk")
     metainfo, _ = make(tmp_path)
     async with open_disk_manager() as disk:
         torrent = await disk.add_torrent(metainfo, MemoryFileSystem())
@@ -328,7 +328,7 @@ async def _download(tmp_path: Path, pieces: int, block: int, bad_every: int) -> 
 async def test_records_above_debug_do_not_grow_with_blocks(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="bip_disk")
     small_blocks = await _download(tmp_path / "small", 16, 1024, 4)
     small = [r for r in caplog.records if r.levelno >= logging.INFO]
     small_debug = len(caplog.records)
@@ -348,7 +348,7 @@ async def test_records_above_debug_do_not_grow_with_blocks(
 
 def test_an_early_upload_of_a_staged_file_is_debug(caplog: pytest.LogCaptureFixture) -> None:
     fsspec = pytest.importorskip("fsspec")
-    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="bip_disk")
 
     def ours() -> list[logging.LogRecord]:
         return [r for r in caplog.records if r.name.startswith("bip_disk.")]
