@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bip_bencode import encode
 from bip_disk._budget import ByteBudget
@@ -422,6 +424,89 @@ def test_a_strided_block_is_copied_as_its_bytes() -> None:
     assert piece.add(0, b"\x00\x02\x04\x06") == 4
     assert piece.add(4, memoryview(source)[8::2]) == 12  # not contiguous: the general path
     assert piece.buffer == source[::2]
+
+
+def strided_typed(data: bytes) -> memoryview:
+    """``data`` as every other two-byte item of a larger buffer: typed, not contiguous."""
+    spread = bytearray(2 * len(data))
+    for item in range(0, len(data), 2):
+        spread[2 * item : 2 * item + 2] = data[item : item + 2]
+    view = memoryview(spread).cast("H")[::2]
+    assert view.nbytes == len(data)
+    assert len(data) <= 2 or not view.c_contiguous
+    return view
+
+
+def as_buffer(data: bytes, kind: int) -> Buffer:
+    """``data`` as one of the buffer shapes a caller may pass (its bytes in C order)."""
+    even = len(data) % 2 == 0
+    if kind == 1:
+        return bytearray(data)
+    if kind == 2:
+        return memoryview(data)
+    if kind == 3:  # strided bytes
+        spread = bytearray(2 * len(data))
+        spread[::2] = data
+        return memoryview(spread)[::2]
+    if kind == 4 and len(data) % 4 == 0:
+        return memoryview(data).cast("I")
+    if kind == 5 and even:
+        return memoryview(data).cast("B", shape=[2, len(data) // 2])
+    if kind == 6 and even:
+        return strided_typed(data)
+    return data
+
+
+@st.composite
+def block_runs(draw: st.DrawFn) -> tuple[tuple[tuple[int, int], ...], list[tuple[int, bytes, int]]]:
+    """Pad ranges (or none, for the in-order fast path), and blocks (begin, data, shape):
+    runs of consecutive blocks from random starts."""
+    size = 64
+    pads: tuple[tuple[int, int], ...] = ()
+    if draw(st.booleans()):
+        start = draw(st.integers(0, size - 1))
+        pads = ((start, draw(st.integers(start + 1, size))),)
+    blocks = []
+    for _ in range(draw(st.integers(1, 4))):
+        begin = draw(st.integers(0, size - 1))
+        for _ in range(draw(st.integers(1, 5))):
+            if begin >= size:
+                break
+            length = draw(st.integers(1, size - begin))
+            data = draw(st.binary(min_size=length, max_size=length))
+            blocks.append((begin, data, draw(st.integers(0, 6))))
+            begin += length
+    return pads, blocks
+
+
+@given(block_runs())
+def test_a_block_of_any_shape_is_copied_as_its_bytes(
+    case: tuple[tuple[tuple[int, int], ...], list[tuple[int, bytes, int]]],
+) -> None:
+    # Whatever shape a block comes in (typed, strided, 2-D), in order or not, the piece
+    # holds and counts what the same blocks given as bytes make it hold and count.
+    pads, blocks = case
+    shaped, plain = PartialPiece(64, pads), PartialPiece(64, pads)
+    for begin, data, kind in blocks:
+        assert shaped.add(begin, as_buffer(data, kind)) == plain.add(begin, data)
+        assert shaped.received == plain.received
+    assert shaped.buffer == plain.buffer
+
+
+async def test_write_block_takes_a_strided_typed_view() -> None:
+    info, content = make_info(2)
+    async with open_disk_manager() as disk:
+        torrent = await disk.add_torrent(info, MemoryFileSystem())
+        await disk.wait_checked(torrent)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(good_pieces, disk, 2)
+            for piece in range(2):
+                # The piece's first block (a new piece) and the next ones (the fast path).
+                for begin in range(0, PIECE, BLOCK):
+                    start = piece * PIECE + begin
+                    block = strided_typed(content[start : start + BLOCK])
+                    assert await disk.write_block(torrent, piece, begin, block)
+        assert disk.have(torrent) == frozenset(range(2))
 
 
 async def test_the_manager_stores_in_order_blocks_of_a_torrent(tmp_path: Path) -> None:

@@ -90,7 +90,8 @@ class PartialPiece:
             self.received += end - begin
             return end - begin
         if view.ndim != 1 or view.format != "B":
-            view = view.cast("B")
+            # Copied as its bytes, in order (only a C-contiguous view can be cast).
+            view = view.cast("B") if view.c_contiguous else memoryview(view.tobytes())
         end = begin + len(view)
         if not self._pads:
             self.buffer[begin:end] = view
