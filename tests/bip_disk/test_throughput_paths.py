@@ -310,6 +310,36 @@ async def test_a_write_waiting_for_the_queue_can_be_cancelled(
         assert await good_pieces(disk, 1) == {0}
 
 
+async def test_closing_ends_a_write_waiting_for_the_queue_and_finishes_the_queue() -> None:
+    info, content = make_info(4)
+    fs = GatedFileSystem()
+    errors: list[Exception] = []
+    async with trio.open_nursery() as nursery:
+        async with open_disk_manager(max_in_flight_bytes=64 * PIECE, hash_threads=1) as disk:
+            disk._max_queued_bytes = PIECE
+            torrent = await disk.add_torrent(info, fs)
+            await disk.wait_checked(torrent)
+            await write_piece(disk, torrent, content, 0)  # on the stalled thread
+
+            async def start_piece() -> None:
+                try:
+                    await write_piece(disk, torrent, content, 1)
+                except TorrentStateError as error:
+                    errors.append(error)
+                    fs.gate.set()  # only now: the close must not wait for the queue
+
+            nursery.start_soon(start_piece)
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(disk._queue_room) == 1
+        # Closed: the waiting write failed, and the piece queued was still written.
+        assert len(errors) == 1
+        assert "closing" in str(errors[0])
+        assert disk.have(torrent) == frozenset({0})
+        stats = disk.statistics()
+        assert (stats.in_flight_bytes, stats.waiting_writes, stats.queued_pieces) == (0, 0, 0)
+    assert fs.read("t", 0, PIECE) == content[:PIECE]
+
+
 # -- runs written as soon as they are hashed --------------------------------------------
 
 
