@@ -9,7 +9,8 @@ mode, and when the caller is already deep in its own stack.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from functools import partial
 from typing import Any
 
 import pytest
@@ -433,3 +434,39 @@ def test_encode_falls_back_when_the_stack_is_nearly_full(frames_left: int) -> No
     value: Any = {b"a": _nest([b"deep"], ENCODE_FAST_DEPTH + 4), b"b": "text"}
     want = _encode_general(value)
     assert _call_near_the_limit(lambda: encode(value), frames_left) == want
+
+
+class _PairMap(Mapping[Any, Any]):
+    """A Mapping that is no dict and so may hold keys that cannot be hashed."""
+
+    def __init__(self, pairs: list[tuple[Any, Any]]) -> None:
+        self._pairs = pairs
+
+    def __getitem__(self, key: Any) -> Any:
+        for k, v in self._pairs:
+            if k == key:
+                return v
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter([k for k, _ in self._pairs])
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+
+@pytest.mark.parametrize("depth", [0, 1, ENCODE_FAST_DEPTH, ENCODE_FAST_DEPTH + 1])
+def test_unhashable_keys_of_a_mapping_are_our_errors(depth: int) -> None:
+    # The shape cache hashes a dict's keys; a key that cannot be hashed (only a
+    # Mapping that is no dict can hold one) must not escape as a bare TypeError, nor
+    # as a ValueError reported as "integer too large".
+    for bad in (bytearray(b"a"), [1]):
+        inner: Any = {b"x": _PairMap([(b"b", 1), (bad, 2)])}
+        value = _nest(inner, depth)
+        with pytest.raises(BencodeEncodeError, match="dictionary key must be bytes or str") as err:
+            encode(value)
+        assert err.value.path == (0,) * depth + (b"x",)
+        assert _outcome(partial(_encode_general, value)) == _outcome(partial(encode, value))
+    # A writable memoryview key is written as its bytes, as a read-only one is.
+    writable: Any = {b"x": _PairMap([(b"b", 1), (memoryview(bytearray(b"a")), 2)])}
+    assert encode(_nest(writable, depth)) == encode(_nest({b"x": {b"a": 2, b"b": 1}}, depth))

@@ -70,8 +70,8 @@ def encode(value: Encodable) -> bytes:
     Accepted: ``int`` (but not ``bool``), ``bytes``, ``bytearray``,
     ``memoryview``, ``str`` (written as UTF-8), ``list`` and ``tuple``, and
     dictionaries (any :class:`~collections.abc.Mapping`) whose keys are ``bytes``
-    (or a read-only ``memoryview``) or ``str``. Keys are written sorted by their raw
-    bytes, as BEP 3 requires.
+    (or a ``memoryview``) or ``str``. Keys are written sorted by their raw bytes, as
+    BEP 3 requires.
 
     Raises:
         BencodeEncodeError: a value has no bencoding (``float``, ``None``, ``bool``,
@@ -298,7 +298,12 @@ def _dict_frame(mapping: Mapping[Any, Any]) -> Iterator[tuple[bytes, Any]]:
     # zip() without strict=True: the two sides have the same length by
     # construction, and the keyword makes zip() nearly twice as slow to create.
     keys = tuple(mapping)
-    shape = _shapes.get(keys)
+    try:
+        shape = _shapes.get(keys)
+    except (TypeError, ValueError):
+        # A key that cannot be hashed (a bytearray, a writable memoryview), which only
+        # a Mapping that is no dict can hold: _sorted_keys below judges it instead.
+        shape = None
     if shape is None:
         if len(keys) > _SHAPE_MAX_KEYS or type(mapping) is not dict:
             pairs = _sorted_keys(mapping)
