@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from bip_bencode import encode
 from bip_disk._budget import ByteBudget
 from bip_disk._errors import StorageError, TorrentStateError
-from bip_disk._events import PieceVerified, TorrentHandle
+from bip_disk._events import PieceVerified, TorrentFailed, TorrentHandle
 from bip_disk._filesystem import Buffer
 from bip_disk._manager import DiskManager, _flush, _Job, open_disk_manager
 from bip_disk._memory import MemoryFileSystem
@@ -434,6 +434,32 @@ async def test_runs_across_files_skip_bad_pieces_and_fail_alone() -> None:
     ]
     assert fs.read("t/f0", 0, PIECE) == content[:PIECE]
     assert fs.read("t/f2", PIECE, PIECE) == content[-PIECE:]
+
+
+async def test_a_write_fault_keeps_no_frame_of_the_flush_thread() -> None:
+    # The fault is kept (the torrent's error, its event): with the thread's frames it
+    # would keep the batch's piece buffers in memory, outside the in-flight bound.
+    info, content = make_info(3)
+    async with open_disk_manager(hash_threads=1) as disk:
+        torrent = await disk.add_torrent(info, RecordingFileSystem([], fail="t"))
+        await disk.wait_checked(torrent)
+        for piece in range(3):
+            await write_piece(disk, torrent, content, piece)
+        failed = None
+        async for event in disk.events():
+            if isinstance(event, TorrentFailed):
+                failed = event
+                break
+        assert failed is not None
+        assert disk.status(torrent).error is failed.error
+    assert "No space left on device" in str(failed.error)
+    chain: list[BaseException] = []
+    link: BaseException | None = failed.error
+    while link is not None:
+        chain.append(link)
+        link = link.__cause__ or link.__context__
+    assert isinstance(chain[-1], OSError)
+    assert [link.__traceback__ for link in chain] == [None] * len(chain)
 
 
 # -- the in-order block copy ------------------------------------------------------------

@@ -311,7 +311,25 @@ def _write_run(run: _Run, outcomes: list[_Outcome]) -> None:
             with storage_faults():
                 fs.write(run.path, offset, view)
         except StorageError as error:
-            outcomes[index] = error
+            outcomes[index] = _without_frames(error)
+
+
+def _without_frames(error: StorageError) -> StorageError:
+    """``error`` without the tracebacks of it and its causes, returned.
+
+    Their frames (this thread's: :func:`_flush`, :func:`_write_run`, the write)
+    hold the batch's piece buffers, which the error, kept as the torrent's fault
+    and sent in its :class:`~bip_disk.TorrentFailed`, would keep in memory past
+    the in-flight bound (each failing torrent its batch: a full disk fails them
+    all). The messages of the chain stay.
+    """
+    link: BaseException | None = error
+    for _ in range(8):  # a chain is a few links; the bound is against a cycle
+        if link is None:
+            break
+        link.__traceback__ = None
+        link = link.__cause__ or link.__context__
+    return error
 
 
 def _lost_pieces(fs: FileSystem, layout: StorageLayout, piece: int) -> set[int]:
