@@ -671,7 +671,8 @@ class DiskManager:
         """Store a block of a piece; returns False if the piece is already had or complete.
 
         The block is copied (``data`` may be reused at once). A block that starts
-        a piece waits while the in-flight bound is reached; writes also wait while
+        a piece waits while the in-flight bound is reached, or while the hashing
+        threads are a few MiB of complete pieces behind; writes also wait while
         the torrent is checking or moving. When the piece's last byte arrives, it
         is queued to be hashed and written: its :class:`~bip_disk.PieceVerified`
         event follows.
