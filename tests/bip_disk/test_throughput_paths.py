@@ -5,23 +5,29 @@ are hashed, and the in-order block copy. Waits run on the autojump clock."""
 from __future__ import annotations
 
 import hashlib
+import itertools
+import os
 import random
+import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bip_bencode import encode
 from bip_disk._budget import ByteBudget
 from bip_disk._errors import StorageError, TorrentStateError
 from bip_disk._events import PieceVerified, TorrentFailed, TorrentHandle
-from bip_disk._filesystem import Buffer
+from bip_disk._filesystem import Buffer, FileSystem
+from bip_disk._layout import StorageLayout
 from bip_disk._manager import DiskManager, _flush, _Job, open_disk_manager
 from bip_disk._memory import MemoryFileSystem
+from bip_disk._native import NativeFileSystem
 from bip_disk._torrent import PartialPiece
 from bip_metainfo import Info
 
@@ -359,16 +365,25 @@ class RecordingFileSystem(MemoryFileSystem):
 
 
 async def flush_torrent(
-    files: tuple[int, ...], fail: str | None, corrupt: int | None
-) -> tuple[list[str], list[object], MemoryFileSystem, bytes]:
-    """Run _flush on every piece of a torrent; the log of hashes and writes, the outcomes."""
+    files: tuple[int, ...],
+    fail: str | None,
+    corrupt: int | frozenset[int] | None,
+    filesystem: FileSystem | None = None,
+    checked: Callable[[], object] = lambda: None,
+) -> tuple[list[str], list[object], FileSystem, bytes, StorageLayout]:
+    """Run _flush on every piece of a torrent; the log of hashes and writes, the outcomes.
+
+    Writes are logged on the RecordingFileSystem made when no ``filesystem`` is given;
+    ``checked`` runs once the torrent is checked, before the flush.
+    """
     count = sum(files) // PIECE
     info, content = make_info(count, files)
     log: list[str] = []
-    fs = RecordingFileSystem(log, fail)
+    fs = RecordingFileSystem(log, fail) if filesystem is None else filesystem
     async with open_disk_manager(hash_threads=1) as disk:
         torrent = await disk.add_torrent(info, fs)
         await disk.wait_checked(torrent)
+        checked()
         storage = disk._torrents[torrent.id]
         verify = storage.verifier.verify
 
@@ -381,17 +396,17 @@ async def flush_torrent(
         jobs = []
         for piece in range(count):
             data = bytearray(content[piece * PIECE : (piece + 1) * PIECE])
-            if piece == corrupt:
+            if piece == corrupt or (isinstance(corrupt, frozenset) and piece in corrupt):
                 data[0] ^= 1
             jobs.append(_Job(storage, piece, data))
         log.clear()
         outcomes: list[object] = list(await trio.to_thread.run_sync(_flush, jobs))
-    return log, outcomes, fs, content
+    return log, outcomes, fs, content, storage.layout
 
 
 async def test_a_run_is_written_once_its_pieces_are_hashed() -> None:
     # 20 pieces of 64 KiB in one file: a run of 1 MiB (16 pieces), then the rest.
-    log, outcomes, fs, content = await flush_torrent((20 * PIECE,), None, None)
+    log, outcomes, fs, content, _ = await flush_torrent((20 * PIECE,), None, None)
     assert outcomes == [True] * 20
     # The first run is written when piece 16 starts the next, before piece 17 is hashed
     # (a MemoryFileSystem takes a run part by part: one write per piece).
@@ -410,7 +425,7 @@ async def test_runs_across_files_skip_bad_pieces_and_fail_alone() -> None:
     # f0 = 1.5 pieces, f1 = 2.5, f2 = 2: piece 1 spans f0 and f1, f2 holds pieces 4 and 5.
     half = PIECE // 2
     files = (PIECE + half, 2 * PIECE + half, 2 * PIECE)
-    log, outcomes, fs, content = await flush_torrent(files, "t/f1", corrupt=4)
+    log, outcomes, fs, content, _ = await flush_torrent(files, "t/f1", corrupt=4)
     # Piece 4 is bad: hashed, never written. The writes to f1 fail: pieces 1 to 3
     # get the error (piece 1's part of f0 was written, but it is not reported good).
     assert outcomes[0] is True
@@ -434,6 +449,86 @@ async def test_runs_across_files_skip_bad_pieces_and_fail_alone() -> None:
     ]
     assert fs.read("t/f0", 0, PIECE) == content[:PIECE]
     assert fs.read("t/f2", PIECE, PIECE) == content[-PIECE:]
+
+
+@st.composite
+def flush_cases(draw: st.DrawFn) -> tuple[tuple[int, ...], frozenset[int], int | None]:
+    """Files (lengths in quarter pieces, 1 to 20 pieces in all: past one run), the
+    pieces corrupted, the file whose writes fail (or None)."""
+    quarters = draw(st.integers(1, 20)) * 4
+    cuts = sorted(draw(st.sets(st.integers(1, quarters - 1), max_size=5)))
+    files = tuple((b - a) * (PIECE // 4) for a, b in itertools.pairwise([0, *cuts, quarters]))
+    corrupt = draw(st.frozensets(st.integers(0, quarters // 4 - 1), max_size=4))
+    fail = draw(st.none() | st.integers(0, len(files) - 1))
+    return files, corrupt, fail
+
+
+@settings(max_examples=30, deadline=None)
+@given(flush_cases(), st.booleans())
+def test_flush_hashes_before_writing_and_reports_a_piece_as_its_writes_went(
+    case: tuple[tuple[int, ...], frozenset[int], int | None], native: bool
+) -> None:
+    files, corrupt, fail = case
+    if not native:
+        check_flush(files, corrupt, fail, None)
+        return
+    with tempfile.TemporaryDirectory() as directory:
+        # A NativeFileSystem writes a run with one pwritev (no write log): a bad
+        # piece's bytes must then be absent from the files. A directory in a file's
+        # place, made after the check, makes its writes fail.
+        def block_the_failing_file() -> None:
+            if fail is not None:
+                os.makedirs(os.path.join(directory, "t", f"f{fail}"))
+
+        fs = NativeFileSystem(directory)
+        try:
+            check_flush(files, corrupt, fail, fs, block_the_failing_file)
+        finally:
+            fs.close()
+
+
+def check_flush(
+    files: tuple[int, ...],
+    corrupt: frozenset[int],
+    fail: int | None,
+    fs: FileSystem | None,
+    checked: Callable[[], object] = lambda: None,
+) -> None:
+    log, outcomes, fs, content, layout = trio.run(
+        flush_torrent, files, None if fail is None else f"t/f{fail}", corrupt, fs, checked
+    )
+    for piece, outcome in enumerate(outcomes):
+        spans = [span for span in layout.spans(piece) if not span.is_pad]
+        if piece in corrupt:
+            assert outcome is False
+            for span in spans:
+                if span.file_index != fail:
+                    try:
+                        stored = fs.read(span.path, span.file_offset, span.length)
+                    except StorageError:
+                        stored = b""  # the file was never made
+                    assert stored.strip(b"\0") == b""  # never written: a hole, or past the end
+        elif any(span.file_index == fail for span in spans):
+            assert isinstance(outcome, StorageError)
+        else:
+            assert outcome is True
+            position = piece * PIECE
+            for span in spans:  # good: its bytes are stored
+                stored = fs.read(span.path, span.file_offset, span.length)
+                assert stored == content[position : position + span.length]
+                position += span.length
+        # Nothing of a piece is written before it is hashed, nor at all if it is bad.
+        hashed = log.index(f"hash {piece}")
+        for index, entry in enumerate(log):
+            if not entry.startswith("write "):
+                continue
+            path, _, extent = entry[len("write ") :].partition("@")
+            offset, length = map(int, extent.split("+"))
+            for span in spans:
+                end = span.file_offset + span.length
+                if span.path == path and offset < end and span.file_offset < offset + length:
+                    assert piece not in corrupt
+                    assert index > hashed
 
 
 async def test_a_write_fault_keeps_no_frame_of_the_flush_thread() -> None:
@@ -566,7 +661,6 @@ async def test_write_block_takes_a_strided_typed_view() -> None:
 
 
 async def test_the_manager_stores_in_order_blocks_of_a_torrent(tmp_path: Path) -> None:
-    from bip_disk._native import NativeFileSystem
 
     info, content = make_info(8)
     fs = NativeFileSystem(tmp_path / "d")
