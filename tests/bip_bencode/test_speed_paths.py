@@ -470,3 +470,20 @@ def test_unhashable_keys_of_a_mapping_are_our_errors(depth: int) -> None:
     # A writable memoryview key is written as its bytes, as a read-only one is.
     writable: Any = {b"x": _PairMap([(b"b", 1), (memoryview(bytearray(b"a")), 2)])}
     assert encode(_nest(writable, depth)) == encode(_nest({b"x": {b"a": 2, b"b": 1}}, depth))
+
+
+class _Shouting(dict[bytes, bytes]):
+    """A dict subclass whose ``[]`` disagrees with its ``values()``."""
+
+    def __getitem__(self, key: bytes) -> bytes:
+        return dict.__getitem__(self, key).upper()
+
+
+@pytest.mark.parametrize("keys", [[b"zq"], [b"zr", b"zs"], [b"zt", b"zu"][::-1]])
+def test_a_mapping_is_read_alike_whether_its_shape_is_cached_or_not(keys: list[bytes]) -> None:
+    # A Mapping's values are read as mapping[key] (as when its keys are first
+    # sorted), also once a dict with the same keys has put them in the shape cache.
+    value = {b"m": _Shouting(dict.fromkeys(keys, b"v"))}
+    first = encode(value)
+    encode(dict.fromkeys(keys, 1))  # caches the keys' shape
+    assert encode(value) == first == _reference_encode({b"m": dict.fromkeys(keys, b"V")})

@@ -293,27 +293,47 @@ def _encode_general(value: Encodable) -> bytes:
         ) from None
 
 
-def _dict_frame(mapping: Mapping[Any, Any]) -> Iterator[tuple[bytes, Any]]:
-    """Iterate a dictionary as ``(encoded key, value)`` pairs in sorted key order."""
+def _dict_frame(mapping: dict[Any, Any]) -> Iterator[tuple[bytes, Any]]:
+    """Iterate a ``dict`` (exactly) as ``(encoded key, value)`` pairs in sorted key order."""
     # zip() without strict=True: the two sides have the same length by
     # construction, and the keyword makes zip() nearly twice as slow to create.
     keys = tuple(mapping)
-    try:
-        shape = _shapes.get(keys)
-    except (TypeError, ValueError):
-        # A key that cannot be hashed (a bytearray, a writable memoryview), which only
-        # a Mapping that is no dict can hold: _sorted_keys below judges it instead.
-        shape = None
+    shape = _shapes.get(keys)
     if shape is None:
-        if len(keys) > _SHAPE_MAX_KEYS or type(mapping) is not dict:
-            pairs = _sorted_keys(mapping)
-            encoded = [b"%d:%s" % (len(raw), raw) for _, raw in pairs]
-            return zip(encoded, [mapping[key] for key, _ in pairs])  # noqa: B905
+        if len(keys) > _SHAPE_MAX_KEYS:
+            return _sorted_frame(mapping)
         shape = _new_shape(mapping, keys)
     encoded_keys, order = shape
     if order is None:
         return zip(encoded_keys, mapping.values())  # noqa: B905
     return zip(encoded_keys, map(mapping.__getitem__, order))  # noqa: B905
+
+
+def _mapping_frame(mapping: Mapping[Any, Any]) -> Iterator[tuple[bytes, Any]]:
+    """As :func:`_dict_frame`, for any other Mapping (a dict subclass included).
+
+    Its values are always read as ``mapping[key]``, never through ``values()``,
+    which a subclass may not keep in step with ``__getitem__``: the bytes written
+    must not depend on whether the shape cache knows the keys.
+    """
+    keys = tuple(mapping)
+    try:
+        shape = _shapes.get(keys)
+    except (TypeError, ValueError):
+        # A key that cannot be hashed (a bytearray, a writable memoryview), which only
+        # a Mapping that is no dict can hold: _sorted_keys judges it instead.
+        shape = None
+    if shape is None:
+        return _sorted_frame(mapping)
+    encoded_keys, order = shape
+    return zip(encoded_keys, map(mapping.__getitem__, keys if order is None else order))  # noqa: B905
+
+
+def _sorted_frame(mapping: Mapping[Any, Any]) -> Iterator[tuple[bytes, Any]]:
+    """A frame worked out from scratch, for a mapping whose shape is not cached."""
+    pairs = _sorted_keys(mapping)
+    encoded = [b"%d:%s" % (len(raw), raw) for _, raw in pairs]
+    return zip(encoded, [mapping[key] for key, _ in pairs])  # noqa: B905
 
 
 def _new_shape(mapping: Mapping[Any, Any], keys: tuple[Any, ...]) -> _Shape:
@@ -370,7 +390,7 @@ def _write_other(x: object, write: Callable[[bytes], None]) -> Iterator[Any] | N
         raw = str.encode(x)
     elif isinstance(x, Mapping):
         write(b"d")
-        return _dict_frame(x)
+        return _mapping_frame(x)
     elif isinstance(x, list | tuple):
         write(b"l")
         return iter(x)
