@@ -30,7 +30,7 @@ class DecodeErrorKind(enum.Enum):
     NEGATIVE_ZERO = "negative_zero"
     """The integer ``i-0e``, which has no canonical meaning."""
     INTEGER_TOO_LONG = "integer_too_long"
-    """An integer has more digits than the decoder's ``max_int_digits``."""
+    """An integer has more digits than Python converts (``sys.get_int_max_str_digits()``)."""
     UNSORTED_KEYS = "unsorted_keys"
     """A dictionary key does not sort after the previous one (strict mode only)."""
     DUPLICATE_KEY = "duplicate_key"
