@@ -487,3 +487,22 @@ def test_a_mapping_is_read_alike_whether_its_shape_is_cached_or_not(keys: list[b
     first = encode(value)
     encode(dict.fromkeys(keys, 1))  # caches the keys' shape
     assert encode(value) == first == _reference_encode({b"m": dict.fromkeys(keys, b"V")})
+
+
+def test_a_str_subclass_key_is_written_as_its_characters() -> None:
+    """A key's own ``encode()`` is ignored, as a value's is, whatever was encoded before
+    (the shape cache must not make the bytes depend on history)."""
+
+    class Shouting(str):
+        def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+            return self.upper().encode(encoding, errors)
+
+    cases: list[tuple[Any, bytes]] = [
+        ({Shouting("a"): 1}, b"d1:ai1ee"),
+        ({"x": {Shouting("a"): 1}}, b"d1:xd1:ai1eee"),
+        ({Shouting("a"): Shouting("b")}, b"d1:a1:be"),
+    ]
+    for value, expected in cases:
+        assert encode(value) == expected
+        assert encode({"a": 1}) == b"d1:ai1ee"  # the plain shape, cached
+        assert encode(value) == expected

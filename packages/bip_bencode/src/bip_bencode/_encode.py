@@ -89,7 +89,9 @@ def encode(value: Encodable) -> bytes:
                 _fast_list(value, out, 1)  # type: ignore[arg-type]
             return b"".join(out)
         except (_Fallback, BencodeEncodeError, ValueError, RecursionError):
-            pass  # the general encoder meets the same problem and says exactly what and where
+            # The general encoder meets the same problem and says exactly what and where;
+            # what the fast path wrote so far need not stay alive meanwhile.
+            out.clear()
     return _encode_general(value)
 
 
@@ -356,7 +358,7 @@ def _sorted_keys(mapping: Mapping[Any, Any]) -> list[tuple[Any, bytes]]:
         if isinstance(key, bytes):
             raw = bytes(key)
         elif isinstance(key, str):
-            raw = key.encode()
+            raw = str.encode(key)  # a subclass's own encode() is ignored, as for values
         elif isinstance(key, memoryview):
             # Bytes-like keys are accepted as values are. (A read-only memoryview is
             # hashable and equal to the bytes it shows, so the shape cache treats it
