@@ -29,6 +29,7 @@ import trio
 from bip_handshake import PeerAddress, PeerId, PeerSink
 from bip_metainfo import InfoHash
 
+from ._checks import seconds
 from ._client import TrackerClient, TrackerTarget, _peer_id_bytes, _swarm_id
 from ._client_core import AnnounceResult
 from ._codec import AnnounceEvent
@@ -112,19 +113,6 @@ class AnnouncerStatus:
     next_announce: float | None
 
 
-def _seconds(name: str, value: object, *, zero: bool = False) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value < 0
-        or (value == 0 and not zero)
-    ):
-        bound = "at least 0" if zero else "more than 0"
-        raise LocalProtocolError(f"{name} is a finite number of seconds {bound}, got {value!r}")
-    return float(value)
-
-
 class Announcer:
     """Keeps one torrent announced to one UDP tracker while :meth:`run` runs.
 
@@ -206,13 +194,13 @@ class Announcer:
             raise LocalProtocolError(f"progress is a callable, got {progress!r:.80}")
         if on_update is not None and not callable(on_update):
             raise LocalProtocolError(f"on_update is a callable, got {on_update!r:.80}")
-        self._min = _seconds("min_interval", min_interval)
-        self._max = _seconds("max_interval", max_interval)
+        self._min = seconds("min_interval", min_interval)
+        self._max = seconds("max_interval", max_interval)
         if self._min > self._max:
             raise LocalProtocolError(f"min_interval {min_interval} exceeds max_interval")
-        self._retry = _seconds("retry_delay", retry_delay)
-        self._timeout = _seconds("timeout", timeout)
-        self._stopped_timeout = _seconds("stopped_timeout", stopped_timeout, zero=True)
+        self._retry = seconds("retry_delay", retry_delay)
+        self._timeout = seconds("timeout", timeout)
+        self._stopped_timeout = seconds("stopped_timeout", stopped_timeout, zero=True)
         self._client = client
         self._tracker: TrackerTarget = tracker
         self._info_hash = info_hash

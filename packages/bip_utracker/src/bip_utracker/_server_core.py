@@ -39,6 +39,7 @@ from typing import Any, Protocol
 
 from bip_metainfo import InfoHash
 
+from ._checks import seconds
 from ._codec import (
     _ANNOUNCE_RESPONSE,
     _CONNECT_RESPONSE,
@@ -143,16 +144,6 @@ def _positive_int(name: str, value: object, *, maximum: int = _INT32_MAX) -> Non
         raise LocalProtocolError(f"{name} is an int in 1..{maximum}, got {value!r}")
 
 
-def _positive_seconds(name: str, value: object) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise LocalProtocolError(f"{name} is a positive number of seconds, got {value!r}")
-
-
 def _swarm_ids(hashes: Iterable[bytes | InfoHash], what: str) -> frozenset[bytes]:
     """20-byte swarm ids from info-hashes: v1 as is, v2 truncated, both for a hybrid."""
     ids: set[bytes] = set()
@@ -214,7 +205,7 @@ class ServerConfig:
 
     def __post_init__(self) -> None:
         _positive_int("interval", self.interval)
-        _positive_seconds("peer_grace", self.peer_grace)
+        seconds("peer_grace", self.peer_grace)
         _positive_int("max_num_want", self.max_num_want)
         if isinstance(self.default_num_want, bool) or not isinstance(self.default_num_want, int):
             raise LocalProtocolError(f"default_num_want is an int, got {self.default_num_want!r}")
@@ -232,7 +223,7 @@ class ServerConfig:
         if self.max_peers < self.max_peers_per_swarm:
             raise LocalProtocolError("max_peers is less than max_peers_per_swarm")
         if self.rate_limit is not None:
-            _positive_seconds("rate_limit", self.rate_limit)
+            seconds("rate_limit", self.rate_limit)
         _positive_int("rate_burst", self.rate_burst)
         _positive_int("max_rate_limited_addresses", self.max_rate_limited_addresses)
         if self.allowed_info_hashes is not None:
@@ -244,8 +235,8 @@ class ServerConfig:
         object.__setattr__(
             self, "denied_info_hashes", _swarm_ids(self.denied_info_hashes, "denied_info_hashes")
         )
-        _positive_seconds("connection_id_window", self.connection_id_window)
-        _positive_seconds("expiry_interval", self.expiry_interval)
+        seconds("connection_id_window", self.connection_id_window)
+        seconds("expiry_interval", self.expiry_interval)
 
 
 @dataclass(frozen=True, slots=True)
