@@ -129,6 +129,11 @@ class _Waiter:
     def wake(self) -> None:
         self.changed.set()
 
+    async def wait_changed(self) -> None:
+        """Wait for the next :meth:`wake` (one that came since the last wait counts)."""
+        await self.changed.wait()
+        self.changed = trio.Event()
+
 
 class PeerSearch:
     """A running get_peers lookup: an async iterator of the peers found, as they are found.
@@ -181,8 +186,7 @@ class PeerSearch:
                 raise StopAsyncIteration
             if waiter.closed:
                 raise DHTError("the DHT closed before the search ended")
-            await waiter.changed.wait()
-            waiter.changed = trio.Event()
+            await waiter.wait_changed()
 
     async def wait(self) -> LookupResult:
         """Wait for the lookup to end (peers not yet iterated stay available); its result."""
@@ -190,8 +194,7 @@ class PeerSearch:
         while self._waiter.finished is None:
             if self._waiter.closed:
                 raise DHTError("the DHT closed before the search ended")
-            await self._waiter.changed.wait()
-            self._waiter.changed = trio.Event()
+            await self._waiter.wait_changed()
         return self.result()
 
     def cancel(self) -> None:
@@ -486,8 +489,7 @@ class DHT:
         op = self._begin(start, waiter)
         try:
             while waiter.finished is None and not waiter.closed:
-                await waiter.changed.wait()
-                waiter.changed = trio.Event()
+                await waiter.wait_changed()
         finally:
             if waiter.finished is None:
                 self._cancel(op)

@@ -91,8 +91,7 @@ async def keep_finding(
                     break
                 if waiter.closed:
                     raise DHTError("the DHT closed while looking the torrent up")
-                await waiter.changed.wait()
-                waiter.changed = trio.Event()
+                await waiter.wait_changed()
         finally:
             if waiter.finished is None:
                 dht._cancel(operation)
