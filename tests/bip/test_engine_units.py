@@ -22,7 +22,6 @@ from bip._client import (
     parse_peer,
     resolve_peers,
 )
-from bip._client._swarm import _message_for, input_for
 from bip_bencode import encode
 from bip_handshake import CompletedHandshake, Extensions, PeerAddress, PeerId
 from bip_metainfo import Info, InfoHash, PieceSet
@@ -71,6 +70,8 @@ from bip_select import (
     SendUnchoke,
     SwarmBrain,
     TorrentGeometry,
+    input_for,
+    message_for,
 )
 from bip_select import BlockRejected as BlockRejectedInput
 
@@ -280,16 +281,16 @@ def test_upload_only_becomes_an_input() -> None:
 def test_messages_for_actions() -> None:
     peer = _peer()
     block = Block(2, 16384, 16384)
-    assert _message_for(SendRequest(peer, block), 16) == Request(2, 16384, 16384)
-    assert _message_for(SendCancel(peer, block), 16) == Cancel(2, 16384, 16384)
-    assert _message_for(SendHave(peer, 5), 16) == Have(5)
-    assert _message_for(SendInterested(peer), 16) == Interested()
-    assert _message_for(SendNotInterested(peer), 16) == NotInterested()
-    assert _message_for(SendChoke(peer), 16) == Choke()
-    assert _message_for(SendUnchoke(peer), 16) == Unchoke()
-    assert _message_for(SendHaveAll(peer), 16) == HaveAll()
-    assert _message_for(SendHaveNone(peer), 16) == HaveNone()
-    assert _message_for(SendAllowedFast(peer, 9), 16) == AllowedFast(9)
-    message = _message_for(SendBitfield(peer, frozenset({0, 9, 15})), 16)
+    assert message_for(SendRequest(peer, block), 16) == Request(2, 16384, 16384)
+    assert message_for(SendCancel(peer, block), 16) == Cancel(2, 16384, 16384)
+    assert message_for(SendHave(peer, 5), 16) == Have(5)
+    assert message_for(SendInterested(peer), 16) == Interested()
+    assert message_for(SendNotInterested(peer), 16) == NotInterested()
+    assert message_for(SendChoke(peer), 16) == Choke()
+    assert message_for(SendUnchoke(peer), 16) == Unchoke()
+    assert message_for(SendHaveAll(peer), 16) == HaveAll()
+    assert message_for(SendHaveNone(peer), 16) == HaveNone()
+    assert message_for(SendAllowedFast(peer, 9), 16) == AllowedFast(9)
+    message = message_for(SendBitfield(peer, frozenset({0, 9, 15})), 16)
     assert isinstance(message, Bitfield)
     assert set(PieceSet.from_bitfield(message.bits, 16)) == {0, 9, 15}

@@ -38,12 +38,11 @@ from bip_select import (
     SwarmBrain,
     Tick,
     handle_message,
-    input_for,
     join_inputs,
     message_for,
 )
 
-__all__ = ["MAX_OUT_REQUESTS", "QUEUEING", "REASON_STALLED", "Swarm", "input_for"]
+__all__ = ["MAX_OUT_REQUESTS", "QUEUEING", "REASON_STALLED", "Swarm"]
 
 logger = logging.getLogger("bip.client")
 
@@ -57,9 +56,6 @@ QUEUEING: Final = QueueConfig(max_queue=MAX_OUT_REQUESTS)
 
 REASON_STALLED = "send queue full"
 """Why a peer whose send queue stayed full is dropped: it stopped reading."""
-
-# The name the engine's tests know bip_select's translation by.
-_message_for = message_for
 
 
 class Swarm:
