@@ -152,3 +152,26 @@ def test_pieces_cut_short_start_at_the_first_missing_byte() -> None:
     assert pieces_cut_short(layout, b, 0) == range(2, 5)  # shares piece 2 with a
     assert pieces_cut_short(layout, b, PIECE // 2) == range(3, 5)  # piece 2 is whole
     assert pieces_cut_short(layout, b, b.length - 1) == range(4, 5)
+
+
+class _NoMtime(MemoryFileSystem):
+    """A backend that keeps no modification times (some object stores): every mtime is 0."""
+
+    def stat(self, path: str) -> FileStat | None:
+        found = super().stat(path)
+        return None if found is None else FileStat(found.size, 0)
+
+
+def test_a_file_without_a_modification_time_is_never_trusted() -> None:
+    fs = _NoMtime()
+    for name, data in _content().items():
+        fs.write(f"t/{name}", 0, data)
+    resume = ResumeData(INFO.info_hash, 7, frozenset(ALL), stat_files(fs, LAYOUT), 2**62)
+    # Rewritten in place, same size: only hashing can tell, so every piece is hashed.
+    fs.write("t/c", 0, b"\x00")
+    plan = plan_check(fs, LAYOUT, resume)
+    assert plan.trusted == frozenset()
+    assert plan.to_hash == ALL
+    assert plan.changed_files == {0, 2, 3}
+    results = check_pieces(fs, LAYOUT, PieceVerifier(INFO), plan.to_hash)
+    assert results == [True] * 5 + [False, True]

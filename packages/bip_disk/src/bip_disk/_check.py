@@ -17,6 +17,8 @@ threads):
 Resume data trusts a file whose size and modification time are unchanged; a
 file whose mtime was too close to the moment the data was made (*racy*, see
 :mod:`._resume`) keeps its listed pieces, and its unlisted pieces are hashed again.
+A file whose backend keeps no modification time (``mtime_ns`` 0) is never
+trusted: all its pieces are hashed again on every start.
 """
 
 from __future__ import annotations
@@ -104,7 +106,7 @@ def plan_check(
         size = 0 if stat is None else stat.size
         cut = pieces_cut_short(layout, file, size)
         possible[cut.start : cut.stop] = bytes(len(cut))
-        if resume is None or resume.files[file.index] != stat:
+        if resume is None or resume.files[file.index] != stat or _mtime_unknown(stat):
             changed_files.add(file.index)
             changed[pieces.start : pieces.stop] = b"\x01" * len(pieces)
         elif resume.is_racy(file.index):
@@ -123,6 +125,15 @@ def plan_check(
             to_hash.append(piece)
         # Otherwise: unchanged files, and the piece was not had when the data was made.
     return CheckPlan(frozenset(trusted), tuple(to_hash), stats, frozenset(changed_files))
+
+
+def _mtime_unknown(stat: FileStat | None) -> bool:
+    """Whether the backend keeps no modification time for the file (``mtime_ns`` 0).
+
+    Then equal sizes say nothing: the file may have been rewritten in place any
+    number of times since the resume data was made, so nothing of it is trusted.
+    """
+    return stat is not None and stat.mtime_ns == 0
 
 
 def check_pieces(

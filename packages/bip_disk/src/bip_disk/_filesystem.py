@@ -51,7 +51,9 @@ class FileStat:
     Attributes:
         size: the file's size in bytes.
         mtime_ns: its modification time in nanoseconds since the epoch, as precise
-            as the backend keeps it (``0`` when the backend keeps none).
+            as the backend keeps it (``0`` when the backend keeps none: fast
+            resume then never vouches for the file, and a restart hashes all its
+            pieces again).
     """
 
     size: int

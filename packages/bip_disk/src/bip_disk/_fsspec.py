@@ -347,7 +347,8 @@ class FsspecFileSystem:
     def stat(self, path: str) -> FileStat | None:
         """The file's size and modification time, or ``None`` if it does not exist.
 
-        ``mtime_ns`` is what the backend reports (``0`` if it reports nothing);
+        ``mtime_ns`` is what the backend reports (``0`` if it reports nothing, so
+        that fast resume never vouches for the file);
         a staged file reports the time of its last write.
         """
         parts = split_path(path)

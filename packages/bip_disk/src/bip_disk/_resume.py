@@ -18,8 +18,9 @@ bencoded dictionary:
 ================  ===========================================================
 
 On load a file is *unchanged* when its size and modification time are those
-recorded; pieces touching only unchanged files keep their recorded state, the
-others are hashed again. A file whose recorded ``mtime`` lies within
+recorded (never when its storage keeps no modification time: ``mtime`` 0);
+pieces touching only unchanged files keep their recorded state, the others are
+hashed again. A file whose recorded ``mtime`` lies within
 :data:`RACY_WINDOW_NS` of ``saved`` is *racy*, as in git's index: a write right
 after the data was made may have left the modification time as it was (file
 systems keep it with a granularity, jiffies on Linux, 2 s on FAT), so the pieces
