@@ -10,14 +10,21 @@ API (everything else in bip_select builds on it):
   pieces are all ``piece_length`` bytes but the last; ``TorrentGeometry.from_info(info)``
   reads a bip_metainfo ``Info`` (sizes as ``Info.piece_size``: what peers transfer,
   pad bytes included; a v2 or hybrid torrent's files each start on a piece boundary,
-  which ``file_pieces`` reflects).
+  which ``file_pieces`` reflects; BEP 47 pad files' bytes are noted per piece).
   Queries: ``piece_size(p)``, ``blocks_in_piece(p)``, ``block(p, i)``, ``blocks(p)``,
   ``block_index(block)``, ``is_block(block)``, ``file_pieces(f)``, ``num_files``,
-  ``bytes_left(have)`` (a tracker announce's ``left``), and
-  ``piece_priorities(file_priorities)`` (a piece takes the highest priority of its files).
+  ``piece_data_size(p)`` (the piece's bytes that are file data, not padding),
+  ``bytes_left(have)`` (a tracker announce's ``left``: the missing pieces' file data,
+  pad bytes excluded), and ``piece_priorities(file_priorities)`` (a piece takes the
+  highest priority of its files).
+  Lengths: ``total_length`` is the v1 view, every piece's bytes as peers send them (pad
+  bytes included); ``data_length`` is the file data a download wants, pad bytes
+  excluded (``bytes_left(())``, bip_metainfo's ``Info.total_size``).
 
 Pieces whose size is not ``piece_length`` are few (the last one, and in v2 the last of
-each file), so they are kept in a small dict and every query is O(1).
+each file), and so are pieces holding pad bytes (in a hybrid or padded v1 torrent the last
+piece of each file): both are kept in small dicts (one entry per such piece) and every
+query is O(1).
 """
 
 from __future__ import annotations
@@ -58,13 +65,26 @@ class TorrentGeometry:
     (Block(piece=2, begin=0, length=4464),)
     >>> g.blocks_in_piece(0)
     2
+
+    A hybrid torrent's pad bytes travel in pieces but are no file's data, so they are
+    never part of what is left to download:
+
+    >>> h = TorrentGeometry(3, 32768, pad_bytes={0: 768, 1: 32000})
+    >>> h.total_length, h.data_length
+    (98304, 65536)
+    >>> h.piece_size(1), h.piece_data_size(1)
+    (32768, 768)
+    >>> h.bytes_left({2})
+    32768
     """
 
     __slots__ = (
         "_file_pieces",
         "_full_blocks",
         "_last_block",
+        "_pad",
         "_short",
+        "data_length",
         "num_pieces",
         "piece_length",
         "total_length",
@@ -78,6 +98,7 @@ class TorrentGeometry:
         *,
         piece_sizes: Mapping[int, int] | None = None,
         file_pieces: Sequence[range] | None = None,
+        pad_bytes: Mapping[int, int] | None = None,
     ) -> None:
         """Describe ``num_pieces`` pieces of ``piece_length`` bytes.
 
@@ -92,6 +113,12 @@ class TorrentGeometry:
                 whole truth about short pieces and ``total_length`` is their sum.
             file_pieces: for each file (indexed as the torrent lists them), the range
                 of pieces holding its bytes; empty for empty files and pad files.
+            pad_bytes: for the pieces that hold BEP 47 pad bytes, how many (at most
+                the piece's size; a 0 is ignored). Pad bytes are sent like any other
+                (they count in ``piece_size``) but are never stored nor wanted, so they
+                count in ``total_length`` and not in ``data_length``. A piece may be all
+                pad: libtorrent accepts pad files that span pieces, and so do we. Without
+                it, no piece holds pad bytes.
 
         Raises:
             LocalProtocolError: the numbers do not describe a torrent.
@@ -129,13 +156,34 @@ class TorrentGeometry:
                 if len(r) and not (r.start >= 0 and r.stop <= num_pieces and r.step == 1):
                     raise LocalProtocolError(f"file pieces {r} are outside the torrent")
             ranges = tuple(file_pieces)
+        pad: dict[int, int] = {}
+        if pad_bytes is not None:
+            for piece, count in pad_bytes.items():
+                if type(piece) is not int or not 0 <= piece < num_pieces:
+                    raise LocalProtocolError(f"pad bytes in piece {piece!r}, which is not one")
+                size = short.get(piece, piece_length)
+                if type(count) is not int or not 0 <= count <= size:
+                    raise LocalProtocolError(
+                        f"piece {piece} of {size} bytes cannot hold {count!r} pad bytes"
+                    )
+                if count:
+                    pad[piece] = count
+        data_length = total_length - sum(pad.values())
+        if data_length <= 0:
+            # bip_metainfo refuses such a torrent too: there would be nothing to share.
+            raise LocalProtocolError("the pieces hold only pad bytes: a torrent needs data")
         self.num_pieces = num_pieces
         """How many pieces the torrent has."""
         self.piece_length = piece_length
         """The nominal piece size."""
         self.total_length = total_length
-        """The bytes that travel on the wire: the sum of every piece's size."""
+        """The bytes that travel on the wire: the sum of every piece's size, pad bytes
+        included (the v1 view, what bip_disk hashes)."""
+        self.data_length = data_length
+        """The bytes of file data: ``total_length`` without pad bytes. What a download
+        wants and stores, and so a tracker's ``left`` before any piece is had."""
         self._short = short
+        self._pad = pad
         self._file_pieces = ranges
         self._full_blocks = -(-piece_length // BLOCK_SIZE)
         self._last_block = piece_length - (self._full_blocks - 1) * BLOCK_SIZE
@@ -148,20 +196,33 @@ class TorrentGeometry:
         included (bip_disk's ``piece_size`` agrees). In a v2 or hybrid torrent every
         file starts on a piece boundary, so a piece never mixes two files' data and
         file priorities map onto whole pieces. Pad files get an empty piece range so
-        that their priority never matters.
+        that their priority never matters, and their bytes are noted as each piece's
+        ``pad_bytes``: every ``FileEntry.is_pad`` file's, aligned or not, as bip_disk
+        never stores any of them (libtorrent counts a pad file that does not end on a
+        piece boundary as data; such torrents are malformed anyway).
         """
         n = info.num_pieces
         pl = info.piece_length
         # Only a file's last piece, or the torrent's, can be short: look at those only.
         candidates = {n - 1}
         ranges: list[range] = []
+        pad: dict[int, int] = {}
         for index, entry in enumerate(info.files):
             pieces = info.geometry.file_pieces(index)
             if len(pieces):
                 candidates.add(pieces[-1])
-            ranges.append(range(0) if entry.is_pad else pieces)
+            if entry.is_pad:
+                ranges.append(range(0))
+                # A pad file's bytes, piece by piece: one step per piece it touches, and
+                # files never overlap, so this is bounded by the number of pieces.
+                for piece in pieces:
+                    start = max(entry.offset, piece * pl)
+                    end = min(entry.end, (piece + 1) * pl)
+                    pad[piece] = pad.get(piece, 0) + end - start
+            else:
+                ranges.append(pieces)
         sizes = {p: info.piece_size(p) for p in sorted(candidates)}
-        return cls(n, pl, piece_sizes=sizes, file_pieces=ranges)
+        return cls(n, pl, piece_sizes=sizes, file_pieces=ranges, pad_bytes=pad)
 
     def __repr__(self) -> str:
         """Pieces, piece length, total length."""
@@ -183,6 +244,16 @@ class TorrentGeometry:
         """
         self.check_piece(piece)
         return self._short.get(piece, self.piece_length)
+
+    def piece_data_size(self, piece: int) -> int:
+        """The bytes of piece ``piece`` that are file data: its size less its pad bytes.
+
+        This, not :meth:`piece_size`, is what having the piece takes off ``left``.
+
+        Raises:
+            LocalProtocolError: there is no such piece.
+        """
+        return self.piece_size(piece) - self._pad.get(piece, 0)
 
     def blocks_in_piece(self, piece: int) -> int:
         """How many blocks piece ``piece`` splits into."""
@@ -239,21 +310,28 @@ class TorrentGeometry:
         )
 
     def bytes_left(self, have: Iterable[int]) -> int:
-        """The bytes of the pieces not in ``have``: what a tracker announce calls ``left``.
+        """The file data of the pieces not in ``have``: what a tracker announce calls ``left``.
 
-        ``have`` is the verified pieces (a set, a :class:`bip_metainfo.PieceSet`, a brain's
-        or bip_disk's ``have``); a piece listed twice counts once.
+        BEP 3's ``left`` is what this client still has to download; pad bytes are never
+        wanted nor stored, so they do not count (libtorrent and anacrolix/torrent leave
+        them out too): a torrent with nothing had is ``data_length`` from its tracker's
+        point of view, and a complete one 0. ``have`` is the verified pieces (a set, a
+        :class:`bip_metainfo.PieceSet`, a brain's or bip_disk's ``have``); a piece listed
+        twice counts once.
 
         >>> TorrentGeometry(3, 32768, 70000).bytes_left({0, 2})
         32768
+        >>> TorrentGeometry(2, 32768, pad_bytes={0: 100}).bytes_left({1})
+        32668
 
         Raises:
             LocalProtocolError: a piece of ``have`` is not one of the torrent's.
         """
         done = 0
+        pad = self._pad
         for piece in set(have):
-            done += self.piece_size(piece)
-        return self.total_length - done
+            done += self.piece_size(piece) - pad.get(piece, 0)
+        return self.data_length - done
 
     @property
     def num_files(self) -> int:
