@@ -165,6 +165,9 @@ class Torrent:
         self._error: str | None = None
         self._wanted: frozenset[int] = frozenset()
         self._total = 0
+        # Set with the metadata: sizes below count file data only, never BEP 47 pad bytes
+        # (a tracker's ``left`` and the progress shown, as libtorrent counts them).
+        self._geometry: TorrentGeometry | None = None
         self._done = 0
         self._downloaded = 0
         self._uploaded = 0
@@ -366,7 +369,8 @@ class Torrent:
             if priorities is None
             else (p for p, priority in enumerate(priorities) if priority)
         )
-        self._total = sum(geometry.piece_size(p) for p in self._wanted)
+        self._geometry = geometry
+        self._total = sum(geometry.piece_data_size(p) for p in self._wanted)
         make = self.options.storage
         self._filesystem = (
             NativeFileSystem(self.options.save_dir) if make is None else make(self.options.save_dir)
@@ -392,7 +396,7 @@ class Torrent:
             piece_priorities=priorities,
             queueing=QUEUEING,
         )
-        self._done = sum(geometry.piece_size(p) for p in have if p in self._wanted)
+        self._done = sum(geometry.piece_data_size(p) for p in have if p in self._wanted)
         self.swarm = Swarm(self._manager, brain, on_banned=self._ban)
         self._phase = TorrentPhase.DOWNLOADING
         self._check_complete()
@@ -517,8 +521,8 @@ class Torrent:
         swarm = self.swarm
         if isinstance(event, DiskPieceVerified):
             if event.good:
-                if event.piece in self._wanted:
-                    self._done += self.info.piece_size(event.piece) if self.info else 0
+                if event.piece in self._wanted and self._geometry is not None:
+                    self._done += self._geometry.piece_data_size(event.piece)
                 self._resume_dirty.set()
             else:
                 self._bad_pieces += 1
@@ -535,8 +539,8 @@ class Torrent:
             # bip_disk already warns once per fault, however many pieces it cost.
             logger.debug("%s: piece %d lost: %s", self._name, event.piece, event.reason)
             if swarm is not None and swarm.brain.has_piece(event.piece):
-                if event.piece in self._wanted and self.info is not None:
-                    self._done -= self.info.piece_size(event.piece)
+                if event.piece in self._wanted and self._geometry is not None:
+                    self._done -= self._geometry.piece_data_size(event.piece)
                 self._resume_dirty.set()
                 swarm.feed(BrainPieceLost(event.piece), trio.current_time())
 
