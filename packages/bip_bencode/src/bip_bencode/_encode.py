@@ -30,7 +30,7 @@ or dictionary, never recursion: nesting depth costs memory, never
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import pairwise, repeat
 from operator import itemgetter
 from typing import Any
@@ -73,11 +73,24 @@ def encode(value: Encodable) -> bytes:
     (or a ``memoryview``) or ``str``. Keys are written sorted by their raw bytes, as
     BEP 3 requires.
 
+    Exceptions raised by the caller's own code that encoding runs (such as a
+    Mapping's ``__iter__`` or ``__getitem__``, the ``__iter__`` of a list or tuple
+    subclass, the ``__bytes__`` of a bytes or bytearray subclass, the ``__int__``
+    of an int subclass) propagate unchanged, whatever their type: they are that
+    code's own errors, not values with no bencoding. The one exception is a
+    ``KeyError`` from a Mapping's ``[]`` for a key its own iteration yields: the
+    Mapping contradicts itself, which is reported as below (with that ``KeyError``
+    as the ``__cause__``). A Mapping other than a ``dict`` is only read through
+    iteration and ``[]``, never ``items()``, ``keys()`` or ``values()``.
+
     Raises:
         BencodeEncodeError: a value has no bencoding (``float``, ``None``, ``bool``,
             ``set``, ...), a key is neither ``bytes`` nor ``str``, two keys encode to
-            the same bytes, a ``str`` is not encodable as UTF-8, or a container
-            contains itself. The error's ``path`` says where the value sits.
+            the same bytes, a ``str`` is not encodable as UTF-8, an integer has more
+            digits than ``sys.get_int_max_str_digits()`` allows, a ``memoryview`` has
+            been released, a container contains itself, or a Mapping refuses a key
+            it iterates. The error's ``path`` says where the value sits (for a
+            refused key, the path to that key).
     """
     t = type(value)
     if t is dict or t is list:
@@ -283,16 +296,56 @@ def _encode_general(value: Encodable) -> bytes:
             if len(stack) > check_depth:
                 _check_for_cycles(value)
                 check_depth = 1 << 62
+    # The handlers below run only on errors. `v` is the value being written when a
+    # scalar is refused, and the container being opened when its frame is refused;
+    # the caller's own code (see encode()) may also raise while an iterator advances,
+    # with `v` still the previous value, so each handler checks that the error is the
+    # one it reports and otherwise lets it propagate.
     except BencodeEncodeError as exc:
         raise BencodeEncodeError(exc.reason, exc.path or _locate(value, v)) from None
+    except _KeyRefused as exc:  # raised while `v`, the Mapping, was opened
+        raise BencodeEncodeError(
+            f"{_name(v)} iterates the key {exc.key!r}, then refuses it with KeyError",
+            (*_locate(value, v), exc.key),
+        ) from exc.__cause__  # the mapping's own KeyError, with its traceback
     except UnicodeEncodeError as exc:
+        if not _unencodable(v):  # the caller's own code raised it
+            raise
         raise BencodeEncodeError(
             f"str cannot be written as UTF-8 ({exc.reason})", _locate(value, v)
         ) from None
-    except ValueError:  # int -> text refuses past sys.get_int_max_str_digits()
+    except ValueError as exc:
+        # int -> text refuses past sys.get_int_max_str_digits(); that is the only
+        # ValueError left to the loop above (a released memoryview is reported where
+        # it is read), so any other comes from the caller's own code.
+        if not (isinstance(v, int) and "integer string conversion" in str(exc)):
+            raise
         raise BencodeEncodeError(
             "integer too large to write (see sys.set_int_max_str_digits)", _locate(value, v)
         ) from None
+
+
+def _unencodable(v: object) -> bool:
+    """Whether ``v`` is a ``str`` that UTF-8 cannot write (checked on the error path only)."""
+    if not isinstance(v, str):
+        return False
+    try:
+        str.encode(v)
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+class _KeyRefused(Exception):  # noqa: N818 (a signal, not an error)
+    """A Mapping refuses, with ``KeyError``, a key its own iteration yields.
+
+    :func:`_encode_general` turns it into a :class:`BencodeEncodeError` whose path
+    names the key, which only it can work out.
+    """
+
+    def __init__(self, key: bytes | str) -> None:
+        super().__init__(key)
+        self.key = key
 
 
 def _dict_frame(mapping: dict[Any, Any]) -> Iterator[tuple[bytes, Any]]:
@@ -303,8 +356,8 @@ def _dict_frame(mapping: dict[Any, Any]) -> Iterator[tuple[bytes, Any]]:
     shape = _shapes.get(keys)
     if shape is None:
         if len(keys) > _SHAPE_MAX_KEYS:
-            return _sorted_frame(mapping)
-        shape = _new_shape(mapping, keys)
+            return _sorted_frame(mapping, keys)
+        shape = _new_shape(keys)
     encoded_keys, order = shape
     if order is None:
         return zip(encoded_keys, mapping.values())  # noqa: B905
@@ -316,31 +369,44 @@ def _mapping_frame(mapping: Mapping[Any, Any]) -> Iterator[tuple[bytes, Any]]:
 
     Its values are always read as ``mapping[key]``, never through ``values()``,
     which a subclass may not keep in step with ``__getitem__``: the bytes written
-    must not depend on whether the shape cache knows the keys.
+    must not depend on whether the shape cache knows the keys. They are all read
+    here, before any is written, so that a key the mapping refuses is reported by
+    name (raising :class:`_KeyRefused`), never as a bare ``KeyError``.
     """
     keys = tuple(mapping)
     try:
         shape = _shapes.get(keys)
     except (TypeError, ValueError):
-        # A key that cannot be hashed (a bytearray, a writable memoryview), which only
-        # a Mapping that is no dict can hold: _sorted_keys judges it instead.
+        # A key that cannot be hashed (a bytearray, a writable or released memoryview),
+        # which only a Mapping that is no dict can hold: _sorted_keys judges it instead.
         shape = None
     if shape is None:
-        return _sorted_frame(mapping)
-    encoded_keys, order = shape
-    return zip(encoded_keys, map(mapping.__getitem__, keys if order is None else order))  # noqa: B905
+        pairs = _sorted_keys(keys)
+        encoded: Sequence[bytes] = [b"%d:%s" % (len(raw), raw) for _, raw in pairs]
+        order: Sequence[Any] = [key for key, _ in pairs]
+    else:
+        encoded, cached_order = shape
+        order = keys if cached_order is None else cached_order
+    values = []
+    for key in order:
+        try:
+            values.append(mapping[key])
+        except KeyError as exc:
+            # The path names the key as written: a memoryview key as its bytes.
+            raise _KeyRefused(key.tobytes() if isinstance(key, memoryview) else key) from exc
+    return zip(encoded, values)  # noqa: B905
 
 
-def _sorted_frame(mapping: Mapping[Any, Any]) -> Iterator[tuple[bytes, Any]]:
-    """A frame worked out from scratch, for a mapping whose shape is not cached."""
-    pairs = _sorted_keys(mapping)
+def _sorted_frame(mapping: dict[Any, Any], keys: tuple[Any, ...]) -> Iterator[tuple[bytes, Any]]:
+    """A frame worked out from scratch, for a dict whose shape is not cached."""
+    pairs = _sorted_keys(keys)
     encoded = [b"%d:%s" % (len(raw), raw) for _, raw in pairs]
     return zip(encoded, [mapping[key] for key, _ in pairs])  # noqa: B905
 
 
-def _new_shape(mapping: Mapping[Any, Any], keys: tuple[Any, ...]) -> _Shape:
+def _new_shape(keys: tuple[Any, ...]) -> _Shape:
     """Work out (and, when its keys are plain bytes or str, remember) a dict's shape."""
-    pairs = _sorted_keys(mapping)
+    pairs = _sorted_keys(keys)
     encoded = tuple(b"%d:%s" % (len(raw), raw) for _, raw in pairs)
     order = tuple(key for key, _ in pairs)
     shape: _Shape = (encoded, None if order == keys else order)
@@ -351,20 +417,34 @@ def _new_shape(mapping: Mapping[Any, Any], keys: tuple[Any, ...]) -> _Shape:
     return shape
 
 
-def _sorted_keys(mapping: Mapping[Any, Any]) -> list[tuple[Any, bytes]]:
-    """``(key, raw key bytes)`` in the order bencoding writes them; refuse bad or clashing keys."""
+def _sorted_keys(keys: tuple[Any, ...]) -> list[tuple[Any, bytes]]:
+    """``(key, raw key bytes)`` in the order bencoding writes them; refuse bad or clashing keys.
+
+    A key that cannot be turned into bytes is reported here, at its dictionary, the
+    way the general encoder reports every bad key.
+    """
     pairs = []
-    for key in mapping:
+    for key in keys:
         if isinstance(key, bytes):
             raw = bytes(key)
         elif isinstance(key, str):
-            raw = str.encode(key)  # a subclass's own encode() is ignored, as for values
+            try:
+                raw = str.encode(key)  # a subclass's own encode() is ignored, as for values
+            except UnicodeEncodeError as exc:
+                raise BencodeEncodeError(
+                    f"dictionary key str cannot be written as UTF-8 ({exc.reason})"
+                ) from None
         elif isinstance(key, memoryview):
             # Bytes-like keys are accepted as values are. (A read-only memoryview is
             # hashable and equal to the bytes it shows, so the shape cache treats it
             # as those bytes anyway: refusing it here would make the outcome depend
             # on what was encoded before.)
-            raw = key.tobytes()
+            try:
+                raw = key.tobytes()
+            except ValueError as exc:  # released
+                raise BencodeEncodeError(
+                    f"dictionary key memoryview cannot be read ({exc})"
+                ) from None
         else:
             raise BencodeEncodeError(f"dictionary key must be bytes or str, not {_name(key)}")
         pairs.append((key, raw))
@@ -385,7 +465,10 @@ def _write_other(x: object, write: Callable[[bytes], None]) -> Iterator[Any] | N
         write(b"i%de" % int(x))
         return None
     elif isinstance(x, memoryview):
-        raw = x.tobytes()
+        try:
+            raw = x.tobytes()
+        except ValueError as exc:  # released: said here, where it cannot be anything else
+            raise BencodeEncodeError(f"memoryview cannot be read ({exc})") from None
     elif isinstance(x, bytes | bytearray):
         raw = bytes(x)
     elif isinstance(x, str):
@@ -408,9 +491,23 @@ def _name(x: object) -> str:
 
 
 def _children(node: object) -> list[tuple[bytes | str | int, object]] | None:
-    """The (key or index, child) pairs of a container, or None for a scalar."""
-    if isinstance(node, Mapping):
+    """The (key or index, child) pairs of a container, or None for a scalar.
+
+    A Mapping is read as the encoder reads it, by iteration and ``[]`` (its own
+    ``items()`` may tell another story); a key it refuses is left out, as the encoder
+    reports that key itself when it gets there.
+    """
+    if type(node) is dict:
         return list(node.items())
+    if isinstance(node, Mapping):
+        children = []
+        for key in node:
+            try:
+                child = node[key]
+            except KeyError:
+                continue
+            children.append((key, child))
+        return children
     if isinstance(node, list | tuple):
         return list(enumerate(node))
     return None
@@ -460,9 +557,16 @@ def _locate(root: object, target: object) -> tuple[bytes | str | int, ...]:
         if id(node) in seen:
             continue
         seen.add(id(node))
-        if isinstance(node, Mapping) and any(key is target for key in node):
-            return path  # a bad key is reported at its dictionary
+        try:
+            if isinstance(node, Mapping) and any(key is target for key in node):
+                return path  # a bad key is reported at its dictionary
+            children = _children(node) or ()
+        except Exception:
+            # The caller's own code (a Mapping's __iter__ or [], a list subclass's
+            # __iter__) fails on a container the encoder had not reached: searched as
+            # a scalar, so that the error being reported is the one raised.
+            continue
         # Reversed, so that the first child is searched first: the path names the
         # first bad value in document order, the one the encoder met.
-        todo.extend(reversed([(child, (*path, step)) for step, child in _children(node) or ()]))
+        todo.extend(reversed([(child, (*path, step)) for step, child in children]))
     return ()
