@@ -643,9 +643,11 @@ def _print_block(block: Block, markdown: bool, strict: set[str]) -> Verdict:
     if v.vs_pure is None and v.passed is False:
         print("summary: bip_bencode could not run this -> FAIL")
     else:
-        pure = f"{v.vs_pure:.2f}x over the fastest pure-Python peer ({v.pure_name})"
-        if v.vs_pure is None:
-            pure = "no pure-Python peer could run this"
+        pure = (
+            f"{v.vs_pure:.2f}x over the fastest pure-Python peer ({v.pure_name})"
+            if v.vs_pure is not None
+            else "no pure-Python peer could run this"
+        )
         comp = (
             f"{v.vs_compiled:.2f}x of the fastest compiled peer ({v.compiled_name})"
             if v.vs_compiled is not None
@@ -767,6 +769,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(_table(headers, rows, args.markdown, right={1, 3, 5}))
     overall = all(v.passed is not False for v in verdicts) and not problems
     verdict = "PASS" if overall else "FAIL"
+    if overall and any(v.passed is None for v in verdicts):
+        # Nothing to compare with on some row (the peers are not installed): no verdict.
+        verdict = (
+            "NO VERDICT (no pure-Python peer ran on some rows: "
+            "run it with the peers, as this file's docstring shows)"
+        )
     print(f"\nOVERALL: {verdict} (goal: >= {GOAL}x over the fastest pure-Python peer on every row)")
     print(f"total time {time.perf_counter() - wall:.1f} s")
     return 0
