@@ -16,7 +16,13 @@ protocol failure of this package.
 
 from __future__ import annotations
 
-__all__ = ["LocalProtocolError", "PeerError", "RemoteProtocolError", "StaleSendError"]
+__all__ = [
+    "LocalProtocolError",
+    "PeerError",
+    "PieceLayerFetchError",
+    "RemoteProtocolError",
+    "StaleSendError",
+]
 
 
 class PeerError(Exception):
@@ -63,4 +69,15 @@ class RemoteProtocolError(PeerError):
     Traceback (most recent call last):
     ...
     bip_peer._errors.RemoteProtocolError: bitfield of 3 bytes for 100 pieces
+    """
+
+
+class PieceLayerFetchError(PeerError):
+    """:meth:`~bip_peer.PieceLayerExchange.fetch` ended without every piece layer verified.
+
+    The torrent's v2 peers did not answer (or were not there) within the timeout; the
+    message counts what was fetched, from how many peers.
+
+    >>> issubclass(PieceLayerFetchError, PeerError)
+    True
     """
