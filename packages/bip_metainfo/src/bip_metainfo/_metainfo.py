@@ -13,7 +13,7 @@ from bip_bencode import BencodeDecodeError, Document, decode_prefix, encode
 from ._errors import MetainfoError, MetainfoErrorKind
 from ._files import FileEntry
 from ._info import DEFAULT_MAX_PIECES, Info
-from ._magnet import MagnetLink
+from ._magnet import MagnetLink, _is_tracker_url
 from ._merkle import verify_piece_layer
 
 __all__ = ["DEFAULT_MAX_TORRENT_SIZE", "Metainfo"]
@@ -184,12 +184,14 @@ class Metainfo:
         """The magnet link for this torrent: its info-hash(es), name, trackers and web seeds.
 
         ``select_only`` (BEP 53) takes file indices and inclusive ``(first, last)``
-        ranges; None selects every file and writes no ``so``.
+        ranges; None selects every file and writes no ``so``. Trackers a magnet link
+        cannot carry (not http, https, udp, ws or wss, as torrents in the wild have) are
+        left out, as a magnet reader would drop them.
         """
         return MagnetLink.from_info_hash(
             self.info.info_hash,
             display_name=self.info.name,
-            trackers=[url for tier in self.trackers for url in tier],
+            trackers=[url for tier in self.trackers for url in tier if _is_tracker_url(url)],
             web_seeds=self.url_list,
             select_only=select_only,
         )
@@ -248,15 +250,24 @@ def _urls(value: Any, *, directory: bool) -> tuple[str, ...]:
         if not url:
             continue
         url = _escape_url(url)
+        if url is None:
+            continue
         if directory and not url.endswith("/"):
             url += "/"
         unique.setdefault(url, None)
     return tuple(unique)
 
 
-def _escape_url(url: str) -> str:
-    """Percent-escape what may not stand in a URL's path (spaces, for one), as libtorrent does."""
-    parts = urlsplit(url)
+def _escape_url(url: str) -> str | None:
+    """Percent-escape what may not stand in a URL's path (spaces, for one), as libtorrent does.
+
+    None for a URL that cannot be split (an unclosed ``[`` host): no request could be made
+    to it, and a bad optional web seed must not cost the whole torrent.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
     if not parts.scheme or not parts.netloc:
         return url
     path = quote(parts.path, safe="/%:@!$&'()*+,;=-._~")
