@@ -266,6 +266,25 @@ async def test_hybrid_v1_connection_without_upgrade_is_not_asked(
         nursery.cancel_scope.cancel()
 
 
+async def test_hybrid_met_on_the_v2_id_without_the_upgrade_bit(
+    torrents: dict[str, Metainfo], autojump_clock: trio.testing.MockClock
+) -> None:
+    metainfo = torrents["hybrid"]
+    info = info_only(metainfo)
+    seed_ex, leech_ex = PieceLayerExchange(), PieceLayerExchange()
+    seed_ex.serve(metainfo.info, metainfo.piece_layers)
+    async with trio.open_nursery() as nursery:
+        async with (
+            node(nursery, addr(1), [seed_ex]) as seed,
+            node(nursery, addr(2), [leech_ex]) as leech,
+        ):
+            connect(leech, seed, info.info_hash, extensions=EXT)  # on the truncated v2 id
+            with trio.fail_after(5):
+                got = await leech_ex.fetch(leech.manager, info, timeout=20)
+            assert got == expected_layers(metainfo)
+        nursery.cancel_scope.cancel()
+
+
 # --------------------------------------------------------------------------- misbehaving peers
 
 
@@ -524,9 +543,11 @@ async def test_a_request_flood_is_bounded(
     serving = PieceLayerExchange(serve_burst=10, serve_rate=0.001)
     serving.serve(metainfo.info, metainfo.piece_layers)
     requests = [HashRequest(root, 0, i * 2, 2, 0) for i in range(30)]
+    requests += [HashRequest(bytes(32), 0, i * 2, 2, 0) for i in range(30)]  # bad ones too
     answers = await _ask(serving, requests, metainfo.info.info_hash)
     assert sum(isinstance(a, Hashes) for a in answers) == 10
-    assert sum(isinstance(a, HashReject) for a in answers) == 20
+    assert sum(isinstance(a, HashReject) for a in answers) == 50
+    assert serving.statistics().requests_rejected == 50
 
 
 async def test_stop_serving(

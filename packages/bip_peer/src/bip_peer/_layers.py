@@ -127,6 +127,7 @@ def _check_positive(name: str, value: object, *, integer: bool = False) -> None:
 class _Budget:
     tokens: float
     updated: float
+    refusing: bool = False  # refused since the last request it paid for
 
 
 class _Served:
@@ -679,7 +680,8 @@ class PieceLayerExchange:
             if self._fetches.get(swarm_id) is fetch:
                 del self._fetches[swarm_id]
 
-    def _spend(self, peer: Peer, now: float) -> bool:
+    def _spend(self, peer: Peer, now: float) -> str | None:
+        """Take one request from ``peer``'s budget: None if paid, else why not ("" once said)."""
         budget = self._budgets.get(peer)
         if budget is None:
             budget = self._budgets[peer] = _Budget(float(self._serve_burst), now)
@@ -687,20 +689,26 @@ class PieceLayerExchange:
         budget.tokens = min(float(self._serve_burst), budget.tokens + elapsed * self._serve_rate)
         budget.updated = max(budget.updated, now)
         if budget.tokens < 1.0:
-            return False
+            said, budget.refusing = budget.refusing, True
+            return "" if said else "over the peer's budget (until it refills, unrecorded)"
         budget.tokens -= 1.0
-        return True
+        budget.refusing = False
+        return None
 
     def _answer(self, manager: PeerManager, peer: Peer, request: HashRequest) -> None:
-        served = _lookup(self._served, peer.info_hash)
-        tree = None if served is None else served.trees.get(request.pieces_root)
+        # Every request costs from the peer's budget, answered or not: a flood of bad ones is
+        # bounded like a flood of good ones, and so are the log records below.
         hashes: bytes | None = None
-        why = "unknown pieces root"
-        if tree is not None:
-            if request.length > self._max_hashes:
+        refused = self._spend(peer, trio.current_time())
+        if refused is not None:
+            why = refused
+        else:
+            served = _lookup(self._served, peer.info_hash)
+            tree = None if served is None else served.trees.get(request.pieces_root)
+            if tree is None:
+                why = "not a file we serve a piece layer of"
+            elif request.length > self._max_hashes:
                 why = f"{request.length} hashes asked at once (we give {self._max_hashes})"
-            elif not self._spend(peer, trio.current_time()):
-                why = "over the peer's budget"
             else:
                 try:
                     hashes = tree.hashes(
@@ -720,7 +728,13 @@ class PieceLayerExchange:
         reply: Hashes | HashReject
         if hashes is None:
             self._rejected += 1
-            _log.debug("hash request from %s rejected: %s", peer.address, why)
+            if why:
+                _log.debug(
+                    "hash request from %s for %s rejected: %s",
+                    peer.address,
+                    request.pieces_root[:4].hex(),
+                    why,
+                )
             reply = HashReject(*fields)
         else:
             self._answered += 1
