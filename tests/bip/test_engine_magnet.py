@@ -1,14 +1,15 @@
 """Magnet links: metadata fetched from our seeder (BEP 9), peers from ``x.pe``, file selection
-from ``so`` (BEP 53), metadata kept for the next run, and a v2-only magnet's clear failure."""
+from ``so`` (BEP 53), metadata kept for the next run, and a v2-only magnet waiting for its piece
+layers (BEP 52; the rest of that story is in test_engine_layers.py)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 import trio
 from _engine_helpers import (
-    LOOPBACK,
     Version,
     address_of,
     good_pieces,
@@ -19,7 +20,7 @@ from _engine_helpers import (
     write_content,
 )
 
-from bip._client import TorrentError, TorrentOptions, TorrentPhase, open_session
+from bip._client import TorrentOptions, TorrentPhase, open_session
 from bip_metainfo import InfoHash, MagnetLink
 
 SIZES = (100_000, 70_000, 40_000)
@@ -77,18 +78,30 @@ async def test_magnet_select_only(tmp_path: Path) -> None:
     ).read_bytes()
 
 
-async def test_v2_only_magnet_needs_piece_layers(tmp_path: Path) -> None:
-    # Files over one piece need their piece layers, which a magnet does not carry and the
-    # libraries cannot fetch yet (BEP 52 hash requests): the download fails, saying so.
+async def test_v2_only_magnet_waits_for_piece_layers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Files over one piece need their piece layers, which a magnet does not carry: the download
+    # asks its peers (BEP 52 hash requests) and, while none answers, says so and asks again.
+    caplog.set_level(logging.INFO, logger="bip.client")
     folder = write_content(tmp_path / "seed", SIZES)
     torrent = make_torrent(folder, "v2")
+    v2 = torrent.info.info_hash.v2
+    assert v2 is not None
+    down = tmp_path / "down"
     with trio.fail_after(DEADLINE):
-        async with seeder_and_leecher(torrent, folder) as (seeder, leecher):
-            magnet = MagnetLink.from_info_hash(torrent.info.info_hash)
+        async with seeder_and_leecher(torrent, folder, metadata_timeout=0.5) as (seeder, leecher):
+            seeder.layers.stop_serving(torrent.info.info_hash)  # it rejects hash requests now
             download = await leecher.add_torrent(
-                magnet, TorrentOptions(tmp_path / "down", peers=(address_of(seeder),))
+                MagnetLink.from_info_hash(InfoHash(v2=v2)),
+                TorrentOptions(down, peers=(address_of(seeder),)),
             )
-            with pytest.raises(TorrentError, match="piece layers"):
-                await download.wait_complete()
-            assert download.status().phase is TorrentPhase.FAILED
-    assert LOOPBACK == "127.0.0.1"
+            while "piece layers not found yet" not in caplog.text:
+                await trio.sleep(0.05)
+            status = download.status()
+            assert status.phase is TorrentPhase.METADATA
+            assert status.name == "album"  # the metadata came; the layers did not
+            seeder.layers.serve(torrent.info, torrent.piece_layers)
+            await download.wait_complete()
+            assert download.status().bad_pieces == 0
+    assert same_files(folder, down / "album")

@@ -1,11 +1,12 @@
 """The client engine behind ``bip download`` and ``bip seed``: the eight libraries composed.
 
 A :class:`Session` (:func:`open_session`) owns the shared services (disk, handshaker, peer
-manager with metadata exchange and PEX, tracker client) and routes between them; each
-:class:`Torrent` added to it fetches its metadata if needed, checks its storage, downloads
-with a bip_select brain and serves its pieces, saving resume data as it goes. Peers come from
-:class:`PeerSource` tasks (the user's peers, trackers, a DHT) through the handshaker's
-:class:`~bip_handshake.PeerSink` interface, and from PEX.
+manager with metadata and piece layer exchanges and PEX, tracker client) and routes between
+them; each :class:`Torrent` added to it fetches its metadata if needed (and a v2-only
+torrent's piece layers), checks its storage, downloads with a bip_select brain and serves its
+pieces, saving resume data as it goes. Peers come from :class:`PeerSource` tasks (the user's
+peers, trackers, a DHT) through the handshaker's :class:`~bip_handshake.PeerSink` interface,
+and from PEX.
 
 >>> async def main(torrent, directory):  # doctest: +SKIP
 ...     async with open_session(ClientConfig(listen=(("127.0.0.1", 0),))) as session:

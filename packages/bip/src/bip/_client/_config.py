@@ -34,7 +34,8 @@ Short, because a kill loses at most this much of the record; nothing downloaded 
 it (pieces on files changed since the save are hashed again on restart, not fetched again).
 """
 DEFAULT_METADATA_TIMEOUT: Final = 60.0
-"""Seconds one metadata fetch (BEP 9) may take before it is started over with new peers."""
+"""Seconds one metadata fetch (BEP 9), or one piece layers fetch (BEP 52), may take before it
+is started over with the peers connected by then."""
 DEFAULT_REDIAL_INTERVAL: Final = 15.0
 """Seconds between two offers of the user's peers (``--peer``, ``x.pe``) to the handshaker.
 
@@ -58,7 +59,8 @@ class ClientConfig:
         peer_id: our peer id (a fresh ``-BP0100-`` one by default).
         max_peers: peers connected at once, all torrents together.
         resume_interval: seconds between resume data saves while a torrent changes.
-        metadata_timeout: seconds per metadata fetch attempt (magnet links).
+        metadata_timeout: seconds per metadata (BEP 9) or piece layers (BEP 52) fetch
+            attempt (magnet links).
         redial_interval: seconds between offers of the user's peers to the handshaker.
         trackers: announce to the trackers of the torrents (``udp://`` only).
         tracker_bind: the local address of the tracker client's socket (``None``: the first

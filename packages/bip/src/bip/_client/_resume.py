@@ -6,7 +6,8 @@ Two files per torrent, named by its info-hash (hex of the v1 hash, else of the v
   atomically (a temporary file renamed over the old one), so a kill at any moment leaves the
   old record or the new one, never half of one;
 - ``HASH.torrent``: for a magnet link, the info dictionary fetched from peers, wrapped as a
-  .torrent, so a restart needs no peer to serve the metadata again.
+  .torrent, with the BEP 52 ``piece layers`` once they were fetched too (a v2 torrent), so a
+  restart needs no peer to serve the metadata or the layers again.
 
 Kept next to the data, as aria2 keeps its ``.aria2`` control files: moving the directory moves
 the record with it, and two downloads into different directories never share one.
@@ -16,11 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import trio
 
-from bip_metainfo import Info, InfoHash, MetainfoError
+from bip_bencode import encode
+from bip_metainfo import Info, InfoHash, Metainfo, MetainfoError
 
 from ._config import RESUME_DIRECTORY
 
@@ -81,27 +84,41 @@ class ResumeStore:
 
     async def load_info(self) -> Info | None:
         """The info dictionary saved by :meth:`save_info`, if it is there and matches."""
+        saved = await self.load_metadata()
+        return None if saved is None else saved[0]
+
+    async def load_metadata(self) -> tuple[Info, dict[bytes, bytes]] | None:
+        """The info dictionary and BEP 52 piece layers (by pieces root) saved by
+        :meth:`save_info`, if the file is there and names this torrent; the layers are ``{}``
+        if none were saved."""
         try:
             data = await trio.to_thread.run_sync(self.torrent_path.read_bytes)
         except OSError:
             return None
-        # The file is ours, but a disk may corrupt it: it must parse and hash right.
-        prefix, suffix = b"d4:info", b"e"
-        if not (data.startswith(prefix) and data.endswith(suffix)):
-            return None
+        # The file is ours, but a disk may corrupt it: it must parse, hash right, and every
+        # layer must hash to its file's root (Metainfo checks them), else it is fetched again.
         try:
-            info = Info.from_bytes(data[len(prefix) : -len(suffix)])
+            torrent = Metainfo.from_bytes(data)
         except MetainfoError:
             return None
-        return info if names_same_torrent(self._info_hash, info.info_hash) else None
+        info = torrent.info
+        if not names_same_torrent(self._info_hash, info.info_hash):
+            return None
+        return info, dict(torrent.piece_layers)
 
-    async def save_info(self, info: Info) -> None:
-        """Keep a fetched info dictionary as a minimal .torrent (``{"info": ...}``).
+    async def save_info(
+        self, info: Info, piece_layers: Mapping[bytes, bytes] | None = None
+    ) -> None:
+        """Keep a fetched info dictionary as a minimal .torrent (``{"info": ...}``), with its
+        BEP 52 ``piece layers`` (keyed by pieces root) when given.
 
         Raises:
             OSError: the file could not be written.
         """
-        # A dictionary with the one key "info" is canonical bencoding whatever the value, and
-        # the value's original bytes keep the info-hash.
-        data = b"d4:info" + info.to_bytes() + b"e"
+        # The keys "info" < "piece layers" are in order, so this is canonical bencoding, and
+        # the info's original bytes keep the info-hash.
+        data = b"d4:info" + info.to_bytes()
+        if piece_layers:
+            data += encode(b"piece layers") + encode(dict(piece_layers))
+        data += b"e"
         await trio.to_thread.run_sync(_write_atomically, self.torrent_path, data)

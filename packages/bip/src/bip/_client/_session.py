@@ -5,8 +5,9 @@
 - bip_disk's :class:`~bip_disk.DiskManager` (it outlives everything that reads or writes);
 - bip_handshake's :class:`~bip_handshake.Handshaker`: listens, dials what discovery finds,
   MSE as configured; it is the :class:`~bip_handshake.PeerSink` every source feeds;
-- bip_peer's :class:`~bip_peer.PeerManager` with the BEP 9 :class:`~bip_peer.MetadataExchange`
-  and BEP 11 :class:`~bip_peer.PeerExchange` services;
+- bip_peer's :class:`~bip_peer.PeerManager` with the BEP 9 :class:`~bip_peer.MetadataExchange`,
+  BEP 52 ``PieceLayerExchange`` (hash requests: v2 piece layers) and BEP 11
+  :class:`~bip_peer.PeerExchange` services;
 - bip_utracker's :class:`~bip_utracker.TrackerClient` (when trackers are on);
 
 and runs four tasks that route between them and the torrents: completed handshakes become
@@ -52,6 +53,7 @@ from bip_peer import (
     Port,
     open_peer_manager,
 )
+from bip_peer._layers import PieceLayerExchange
 from bip_utracker import TrackerClient, open_tracker_client
 
 from ._config import ClientConfig, TorrentOptions
@@ -86,6 +88,7 @@ class Session:
         handshaker: Handshaker,
         manager: PeerManager,
         metadata: MetadataExchange,
+        layers: PieceLayerExchange,
         pex: PeerExchange,
         trackers: TrackerClient | None,
         peer_id: PeerId,
@@ -98,6 +101,7 @@ class Session:
         self.handshaker = handshaker
         self.manager = manager
         self.metadata = metadata
+        self.layers = layers
         self.pex = pex
         self.trackers = trackers
         self.peer_id = peer_id
@@ -162,6 +166,7 @@ class Session:
             manager=self.manager,
             handshaker=self.handshaker,
             metadata=self.metadata,
+            layers=self.layers,
             sources=sources,
             listen_port=self.listen_port,
             rng=random.Random(self._rng.getrandbits(64)),
@@ -375,6 +380,7 @@ async def open_session(
     dial = config.dial if config.dial is not None else _dialer(config)
     peer_id = config.peer_id if config.peer_id is not None else PeerId.generate()
     metadata = MetadataExchange()
+    layers = PieceLayerExchange()
     session: Session | None = None
 
     def is_private(info_hash: InfoHash) -> bool:
@@ -408,7 +414,7 @@ async def open_session(
                         send_queue_size=_SEND_QUEUE,
                         client_version=f"bip {__version__}",
                         listen_port=addresses[0].port if addresses else None,
-                        services=[metadata, pex, _UploadOnlyFields(find)],
+                        services=[metadata, layers, pex, _UploadOnlyFields(find)],
                     )
                 )
             )
@@ -426,6 +432,7 @@ async def open_session(
                 handshaker=handshaker,
                 manager=manager,
                 metadata=metadata,
+                layers=layers,
                 pex=pex,
                 trackers=trackers,
                 peer_id=peer_id,

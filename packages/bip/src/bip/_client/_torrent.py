@@ -4,12 +4,17 @@ A :class:`Torrent` goes through its phases (:class:`~bip._client.TorrentPhase`) 
 task (:meth:`Torrent.run`), under the session's nursery:
 
 1. ``METADATA``: a magnet link's info dictionary is fetched from the connected peers through
-   bip_peer's :class:`~bip_peer.MetadataExchange` (or read back from ``.bip/HASH.torrent``);
+   bip_peer's :class:`~bip_peer.MetadataExchange`, then, for a v2-only torrent, the BEP 52
+   piece layers of its files larger than one piece through its ``PieceLayerExchange`` (both
+   kept in, and read back from, ``.bip/HASH.torrent``);
 2. ``CHECKING``: the torrent is added to bip_disk's :class:`~bip_disk.DiskManager` on a
    :class:`~bip_disk.NativeFileSystem` with the saved resume data, and what is on disk is
    checked (only the pieces of files changed since the save are hashed);
 3. ``DOWNLOADING`` / ``SEEDING``: a bip_select :class:`~bip_select.SwarmBrain` is made with the
    pieces we have and the file selection as priorities; peers join it (:class:`Swarm`).
+
+Its info dictionary and, for a v2 torrent, its piece layers are served to the peers (BEP 9
+metadata requests, BEP 52 hash requests) from the moment they are known until it closes.
 
 The session routes to it what concerns it: peers added and removed, their messages, and the
 disk's events. Blocks go to the disk as they arrive, and only the disk's verdict
@@ -23,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Final
 
 import trio
@@ -57,6 +62,8 @@ from bip_peer import (
     Request,
     UploadOnly,
 )
+from bip_peer._errors import PieceLayerFetchError
+from bip_peer._layers import PieceLayerExchange
 from bip_select import Block, BlockReceived, BlockSent, PieceVerified, SwarmBrain, TorrentGeometry
 from bip_select import PieceLost as BrainPieceLost
 
@@ -75,6 +82,8 @@ __all__ = [
     "REASON_STOPPED",
     "Torrent",
     "TorrentError",
+    "layers_missing",
+    "must_fetch_layers",
 ]
 
 logger = logging.getLogger("bip.client")
@@ -113,6 +122,7 @@ class Torrent:
         manager: PeerManager,
         handshaker: Handshaker,
         metadata: MetadataExchange,
+        layers: PieceLayerExchange,
         sources: list[PeerSource],
         listen_port: int,
         rng: random.Random,
@@ -125,11 +135,16 @@ class Torrent:
         self._manager = manager
         self._handshaker = handshaker
         self._metadata = metadata
+        self._layers = layers
         self._sources = sources
         self._listen_port = listen_port
         self._rng = rng
         self._on_info_hash = on_info_hash
         self._magnet = source if isinstance(source, MagnetLink) else None
+        # BEP 52 piece layers by pieces root: the .torrent's, or fetched for a magnet link.
+        self._piece_layers: dict[bytes, bytes] = (
+            dict(source.piece_layers) if isinstance(source, Metainfo) else {}
+        )
         if isinstance(source, Metainfo):
             self.metainfo: Metainfo | None = source
             self.info: Info | None = source.info
@@ -269,6 +284,7 @@ class Torrent:
                         await self._fetch_metadata()
                     else:
                         self._metadata.serve(self._info_hash, self.info.to_bytes())
+                        self._serve_layers(self.info)
                     await self._open_storage()
                 except TorrentError as error:
                     self._fail(str(error))
@@ -295,6 +311,7 @@ class Torrent:
         self._phase = TorrentPhase.FAILED
         self._stopped.set()
         self._scope.cancel()
+        self._layers.stop_serving(self._info_hash)
         self._handshaker.unregister(self._info_hash)
         for peer in list(self.peers):
             self._manager.remove_peer(peer, REASON_STOPPED)
@@ -304,6 +321,7 @@ class Torrent:
         """Stop its tasks, save the resume data one last time (synced), close the files."""
         self._scope.cancel()
         self._stopped.set()
+        self._layers.stop_serving(self._info_hash)
         if self.handle is not None:
             with trio.CancelScope(shield=True):
                 await self._save_resume(sync=True)
@@ -313,9 +331,33 @@ class Torrent:
             self._filesystem.close()
 
     async def _fetch_metadata(self) -> None:
-        """Get the info dictionary: saved by an earlier run, else from the peers (BEP 9)."""
-        info = None if self._store is None else await self._store.load_info()
-        while info is None:
+        """Get the info dictionary, and a v2-only torrent's piece layers: saved by an earlier
+        run, else from the peers (BEP 9, then BEP 52 hash requests)."""
+        saved = None if self._store is None else await self._store.load_metadata()
+        if saved is not None:
+            info, self._piece_layers = saved
+        else:
+            info = await self._fetch_info()
+        if not names_same_torrent(self._info_hash, info.info_hash):  # pragma: no cover
+            raise TorrentError("the metadata names another torrent")
+        self.info = info
+        self._name = info.name
+        self._metadata.serve(info.info_hash, info.to_bytes())
+        if info.info_hash != self._info_hash:
+            # A hybrid torrent found by one of its hashes: take both swarms from now on.
+            self._on_info_hash(self, info.info_hash)
+            self._info_hash = info.info_hash
+        for peer in list(self.peers):
+            self._settle_piece_count(peer)
+        if must_fetch_layers(info, self._piece_layers):
+            self._piece_layers = await self._fetch_layers(info)
+            await self._save_info(info)
+        self._serve_layers(info)
+        self._phase = TorrentPhase.CHECKING
+
+    async def _fetch_info(self) -> Info:
+        """The info dictionary from the peers (BEP 9), saved for the next run."""
+        while True:
             try:
                 raw = await self._metadata.fetch(
                     self._manager, self._info_hash, timeout=self._config.metadata_timeout
@@ -328,23 +370,37 @@ class Torrent:
             except MetainfoError as error:
                 # It hashes to the info-hash, so it is the torrent: a torrent we cannot read.
                 raise TorrentError(f"the torrent's metadata is not usable: {error}") from None
-            if self._store is not None:
-                try:
-                    await self._store.save_info(info)
-                except OSError as error:
-                    logger.warning("cannot keep the metadata: %s", error)
-        if not names_same_torrent(self._info_hash, info.info_hash):  # pragma: no cover
-            raise TorrentError("the metadata names another torrent")
-        self.info = info
-        self._name = info.name
-        self._metadata.serve(info.info_hash, info.to_bytes())
-        if info.info_hash != self._info_hash:
-            # A hybrid torrent found by one of its hashes: take both swarms from now on.
-            self._on_info_hash(self, info.info_hash)
-            self._info_hash = info.info_hash
-        for peer in list(self.peers):
-            self._settle_piece_count(peer)
-        self._phase = TorrentPhase.CHECKING
+            await self._save_info(info)
+            return info
+
+    async def _fetch_layers(self, info: Info) -> dict[bytes, bytes]:
+        """The piece layers of a v2-only torrent's files larger than one piece (BEP 52 hash
+        requests), each checked against its file's pieces root by the exchange."""
+        while True:
+            try:
+                layers = await self._layers.fetch(
+                    self._manager, info, timeout=self._config.metadata_timeout
+                )
+            except PieceLayerFetchError as error:
+                logger.info("%s: piece layers not found yet: %s", self._name, error)
+                continue
+            logger.debug("%s: fetched %d piece layers", self._name, len(layers))
+            return dict(layers)
+
+    async def _save_info(self, info: Info) -> None:
+        """Keep the metadata (and the piece layers known) for the next run, if resuming."""
+        if self._store is None:
+            return
+        try:
+            await self._store.save_info(info, self._piece_layers)
+        except OSError as error:
+            logger.warning("cannot keep the metadata: %s", error)
+
+    def _serve_layers(self, info: Info) -> None:
+        """Answer the peers' BEP 52 hash requests from our piece layers, once we have every
+        one (a hybrid torrent from a magnet link has none, and rejects the requests)."""
+        if info.is_v2 and not layers_missing(info, self._piece_layers):
+            self._layers.serve(info, self._piece_layers)
 
     def _selection_priorities(self, info: Info, geometry: TorrentGeometry) -> list[int] | None:
         if self._selection is None:
@@ -377,11 +433,14 @@ class Torrent:
         )
         resume = None if self._store is None else await self._store.load_resume()
         source: Metainfo | Info = self.metainfo if self.metainfo is not None else info
+        layers = self._piece_layers
         try:
-            handle = await self._disk.add_torrent(source, self._filesystem, resume_data=resume)
+            handle = await self._disk.add_torrent(
+                source, self._filesystem, resume_data=resume, piece_layers=layers
+            )
         except ResumeDataError as error:
             logger.warning("ignoring the resume data: %s", error)
-            handle = await self._disk.add_torrent(source, self._filesystem)
+            handle = await self._disk.add_torrent(source, self._filesystem, piece_layers=layers)
         except TorrentStateError as error:
             raise TorrentError(str(error)) from None
         self.handle = handle
@@ -576,3 +635,25 @@ class Torrent:
             await self._store.save_resume(data)
         except (TorrentStateError, StorageError, OSError) as error:
             logger.warning("%s: cannot save resume data: %s", self._name, error)
+
+
+def layers_missing(info: Info, layers: Mapping[bytes, bytes]) -> bool:
+    """Whether a v2 (or hybrid) torrent has a file larger than one piece whose piece layer is
+    not in ``layers`` (keyed by pieces root): its pieces cannot be checked against v2 hashes,
+    nor its layers served."""
+    return info.is_v2 and any(
+        entry.pieces_root is not None
+        and entry.length > info.piece_length
+        and entry.pieces_root not in layers
+        for entry in info.files
+    )
+
+
+def must_fetch_layers(info: Info, layers: Mapping[bytes, bytes]) -> bool:
+    """Whether a torrent must fetch piece layers before its pieces can be checked: a v2-only
+    one with :func:`layers_missing`.
+
+    A hybrid torrent's pieces are checked with SHA-1 when its layers are unknown (bip_disk's
+    ``PieceVerifier``): its download does not wait for them.
+    """
+    return not info.is_v1 and layers_missing(info, layers)
