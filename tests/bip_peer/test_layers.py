@@ -403,6 +403,58 @@ async def test_silent_peer_times_out_and_another_answers(
         nursery.cancel_scope.cancel()
 
 
+class SlowServer(BadServer):
+    """Answers every request right, ``delay`` seconds late."""
+
+    def __init__(self, exchange: PieceLayerExchange, nursery: trio.Nursery, delay: float) -> None:
+        super().__init__(exchange, "slow")
+        self.nursery = nursery
+        self.delay = delay
+
+    def message_received(self, manager: PeerManager, peer: Peer, message: object) -> bool:
+        if not isinstance(message, HashRequest):
+            return False
+        self.requests += 1
+
+        async def reply() -> None:
+            await trio.sleep(self.delay)
+            served = next(iter(self.exchange._served.values()))
+            fields = (message.base_layer, message.index, message.length, message.proof_layers)
+            hashes = served.trees[message.pieces_root].hashes(*fields)
+            assert hashes is not None
+            manager.send_nowait(peer, Hashes(message.pieces_root, *fields, hashes))
+
+        self.nursery.start_soon(reply)
+        return True
+
+
+async def test_late_answers_after_a_timed_out_fetch_serve_the_next_one(
+    torrents: dict[str, Metainfo], autojump_clock: trio.testing.MockClock
+) -> None:
+    metainfo = torrents["multi"]
+    info = info_only(metainfo)
+    reference = PieceLayerExchange()
+    reference.serve(metainfo.info, metainfo.piece_layers)
+    leech_ex = PieceLayerExchange(request_timeout=5)
+    async with trio.open_nursery() as nursery:
+        slow_service = SlowServer(reference, nursery, delay=15)
+        async with (
+            node(nursery, addr(1), [slow_service]) as slow,
+            node(nursery, addr(3), [leech_ex]) as leech,
+        ):
+            connect(leech, slow, info.info_hash)
+            with pytest.raises(PieceLayerFetchError):
+                await leech_ex.fetch(leech.manager, info, timeout=10)
+            start = trio.current_time()
+            with trio.fail_after(30):
+                got = await leech_ex.fetch(leech.manager, info, timeout=30)
+            assert got == expected_layers(metainfo)
+            assert trio.current_time() - start == pytest.approx(5, abs=1.5)  # at 15 s
+            assert slow_service.requests == 3  # the next fetch waited, it did not ask again
+            assert not leech.removed()
+        nursery.cancel_scope.cancel()
+
+
 async def test_rejecting_peer_is_left_alone_for_a_while(
     torrents: dict[str, Metainfo], autojump_clock: trio.testing.MockClock
 ) -> None:

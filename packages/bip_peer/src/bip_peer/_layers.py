@@ -168,12 +168,13 @@ _ChunkKey = tuple[bytes, int]  # (pieces root, index of the first piece hash)
 
 
 class _FetchPeer:
-    __slots__ = ("asked", "backoff_until", "in_flight")
+    __slots__ = ("backoff_until", "in_flight")
 
     def __init__(self) -> None:
-        # Requests the connection still holds as outstanding (a timed-out one too, until its
-        # answer comes): never sent twice, and they count against the per-peer limit.
-        self.asked: set[_ChunkKey] = set()
+        # Requests this fetch waits on from the peer (not yet timed out). The connection's own
+        # ``our_hash_requests`` holds every request still unanswered, a timed-out one or one
+        # from an earlier fetch included: those are never sent twice and count against the
+        # per-peer limit, and their late answers are still taken.
         self.in_flight: set[_ChunkKey] = set()
         self.backoff_until = float("-inf")
 
@@ -252,13 +253,13 @@ class _LayerFetch:
     def next_request(self, peer: Peer, now: float) -> HashRequest | None:
         """The next request to send ``peer``, marked as sent, or None."""
         state = self.peers.get(peer)
-        if state is None or now < state.backoff_until or len(state.asked) >= self.max_per_peer:
+        unanswered = peer.connection.our_hash_requests
+        if state is None or now < state.backoff_until or len(unanswered) >= self.max_per_peer:
             return None
-        key = next((key for key in self.pending if key not in state.asked), None)
+        key = next((key for key in self.pending if self._wire_key(key) not in unanswered), None)
         if key is None:
             return None
         del self.pending[key]
-        state.asked.add(key)
         state.in_flight.add(key)
         self.deadlines[key] = (peer, now + self.request_timeout)
         return self.request_for(key)
@@ -268,10 +269,14 @@ class _LayerFetch:
         key = (request.pieces_root, request.index)
         state = self.peers.get(peer)
         if state is not None:
-            state.asked.discard(key)
             state.in_flight.discard(key)
         self.deadlines.pop(key, None)
         self.pending[key] = None
+
+    def _wire_key(self, key: _ChunkKey) -> tuple[bytes, int, int, int, int]:
+        root, index = key
+        file = self.files[root]
+        return (root, self.piece_level, index, file.chunk, file.proof_layers)
 
     def request_for(self, key: _ChunkKey) -> HashRequest:
         root, index = key
@@ -298,7 +303,6 @@ class _LayerFetch:
         state = self.peers.get(peer)
         if state is None:
             return False  # a peer banned (or gone) since: its other answers count no more
-        state.asked.discard(key)
         state.in_flight.discard(key)
         owner = self.deadlines.get(key)
         wanted = key in self.pending or owner is not None
@@ -340,7 +344,7 @@ class _LayerFetch:
         owner = self.deadlines.pop(key, None)
         if owner is not None and owner[0] in self.peers:
             # Another peer was asked after this one timed out: its answer is no longer
-            # awaited here (the connection still waits for it, so it stays in ``asked``).
+            # awaited here (its connection still waits for it, and lets it through).
             self.peers[owner[0]].in_flight.discard(key)
         self.verified += 1
         return True
@@ -363,7 +367,7 @@ class _LayerFetch:
                 self.timeouts += 1
                 state = self.peers.get(peer)
                 if state is not None:
-                    # Still in state.asked: the connection waits for the answer.
+                    # The connection still waits for the answer: see _FetchPeer.
                     state.in_flight.discard(key)
 
     def take_banned(self) -> list[tuple[Peer, str]]:
