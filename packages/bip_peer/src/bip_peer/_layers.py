@@ -285,8 +285,8 @@ class _LayerFetch:
 
     def _matches(self, message: Hashes | HashReject) -> _ChunkKey | None:
         file = self.files.get(message.pieces_root)
-        if file is None:
-            return None
+        if file is None or message.index % file.chunk or message.index >= file.pieces:
+            return None  # not one of our chunks (the connection lets only our keys through)
         key = (message.pieces_root, message.index)
         if self.request_for(key) != HashRequest(
             message.pieces_root,
