@@ -31,7 +31,7 @@ from bip_peer._manager import Peer, PeerManager, PeerManagerConfig, PeerService,
 from bip_peer._messages import Bitfield, HaveAll, Interested, Piece, Request, Unchoke
 
 from ._helpers import StartProcess, file_exists, free_port, require_client
-from ._seeders import HOST, run_lt_peer
+from ._seeders import HOST, run_lt_peer, start_libtorrent_hybrid
 
 pytestmark = pytest.mark.interop
 
@@ -122,6 +122,32 @@ async def test_fetch_piece_layers_from_libtorrent(
     stats = exchange.statistics()
     assert stats.peers_banned == 0
     assert stats.chunks_fetched == 3  # big.bin in two chunks of 512, mid.bin in one
+
+
+async def test_fetch_piece_layers_of_libtorrents_own_hybrid_over_the_upgrade(
+    tmp_path: Path, start_process: StartProcess
+) -> None:
+    """libtorrent's own hybrid torrent, dialled on its v1 id: libtorrent upgrades the connection
+    to v2 and answers our hash requests on it."""
+    workdir = tmp_path / "libtorrent"
+    ready = start_libtorrent_hybrid(start_process, workdir)
+    metainfo = Metainfo.from_bytes((workdir / "payload.torrent").read_bytes())
+    info = Info.from_bytes(metainfo.info.to_bytes())
+    assert info.is_hybrid
+    assert info.info_hash.v1 == bytes.fromhex(ready["info_hash"])
+    exchange = PieceLayerExchange()
+    address = PeerAddress(IPv4Address(HOST), int(ready["port"]))
+    async with _swarm(info.info_hash, exchange, address) as manager:
+        with trio.fail_after(40):
+            got = await exchange.fetch(manager, info, timeout=35)
+        (peer,) = manager.peers
+        # libtorrent 2.1 answers our v1 id with the truncated v2 id (BEP 52's upgrade) and sets
+        # no upgrade bit: the swarm id met on the wire makes the connection a v2 one. Peer has
+        # no public swarm id, hence the handshake record.
+        assert peer._handshake.swarm_id == info.info_hash.v2_truncated
+    (entry,) = [e for e in info.files if not e.is_pad]
+    assert entry.pieces_root is not None
+    assert got == {entry.pieces_root: metainfo.piece_layers[entry.pieces_root]}
 
 
 # --------------------------------------------------------------------------- libtorrent from us

@@ -20,8 +20,9 @@ against the file's root; a peer that cannot answer sends ``hash reject`` (id 23)
   another peer after its timeout; a peer that rejects is left alone for a while.
 
 The v2 peers of a torrent are those connected on its truncated v2 info-hash (always the case
-for a v2-only torrent), and, for a hybrid torrent, those connected on its v1 hash that set the
-BEP 52 upgrade bit (:attr:`~bip_handshake.Extensions.V2_UPGRADE`) as we do.
+for a v2-only torrent; libtorrent 2.1 answers a hybrid torrent's v1 id with it, which upgrades
+the connection), and those of a hybrid torrent connected on its v1 hash with the BEP 52 upgrade
+bit (:attr:`~bip_handshake.Extensions.V2_UPGRADE`) set on both sides.
 
 Every hook runs in a manager task and never blocks; messages go out with
 :meth:`PeerManager.send_nowait` (a request that finds a full queue goes to the next peer).
