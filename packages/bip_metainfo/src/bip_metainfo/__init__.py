@@ -28,6 +28,15 @@ from ._merkle import (
     verify_piece,
     verify_piece_layer,
 )
+from ._merkle_proofs import (
+    HashRequestError,
+    PieceLayerTree,
+    check_hash_request,
+    full_proof_layers,
+    hash_reply_count,
+    tree_depth,
+    verify_hashes,
+)
 from ._metainfo import DEFAULT_MAX_TORRENT_SIZE, Metainfo
 from ._paths import (
     DEFAULT_DUPLICATE_LIMIT,
@@ -52,6 +61,7 @@ __all__ = [
     "CreateError",
     "FileEntry",
     "FileSlice",
+    "HashRequestError",
     "Info",
     "InfoHash",
     "InfoHashError",
@@ -63,10 +73,14 @@ __all__ = [
     "MetainfoError",
     "MetainfoErrorKind",
     "PieceGeometry",
+    "PieceLayerTree",
     "PieceSet",
     "auto_piece_length",
     "block_hashes",
+    "check_hash_request",
     "create_torrent",
+    "full_proof_layers",
+    "hash_reply_count",
     "is_within",
     "merkle_root",
     "pad_hash",
@@ -82,7 +96,9 @@ __all__ = [
     "sanitize_path",
     "sanitize_symlink_target",
     "subtree_root",
+    "tree_depth",
     "verify_block",
+    "verify_hashes",
     "verify_piece",
     "verify_piece_layer",
 ]

@@ -5,8 +5,8 @@ Sans-IO cores for every message of BEP 3, 5, 6, 9, 10, 11, 21, 52 and 54
 protocol state that enforces the rules both ways (:class:`PeerConnection`), the
 BEP 9 metadata exchange and BEP 11 peer exchange logic, and the trio
 :class:`PeerManager` that runs many connections with heartbeats, backpressure
-and statistics, with :class:`MetadataExchange` and :class:`PeerExchange` as
-services plugged into it.
+and statistics, with :class:`MetadataExchange`, :class:`PeerExchange` and
+:class:`PieceLayerExchange` (BEP 52 piece layers) as services plugged into it.
 """
 
 import logging
@@ -29,6 +29,7 @@ from ._connection import (
 from ._errors import (
     LocalProtocolError,
     PeerError,
+    PieceLayerFetchError,
     RemoteProtocolError,
     StaleSendError,
 )
@@ -62,6 +63,16 @@ from ._fast import (
     DEFAULT_ALLOWED_FAST_SET_SIZE,
     IPV6_PREFIX_LENGTH,
     allowed_fast_set,
+)
+from ._layers import (
+    DEFAULT_LAYER_REJECT_BACKOFF,
+    DEFAULT_LAYER_REQUEST_TIMEOUT,
+    DEFAULT_LAYER_SERVE_BURST,
+    DEFAULT_LAYER_SERVE_RATE,
+    DEFAULT_MAX_HASHES_PER_REQUEST,
+    DEFAULT_MAX_LAYER_REQUESTS_PER_PEER,
+    PieceLayerExchange,
+    PieceLayerExchangeStatistics,
 )
 from ._manager import (
     DEFAULT_EVENT_BUFFER,
@@ -159,6 +170,12 @@ __all__ = [
     "DEFAULT_EXTENSION_IDS",
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_KEEPALIVE_INTERVAL",
+    "DEFAULT_LAYER_REJECT_BACKOFF",
+    "DEFAULT_LAYER_REQUEST_TIMEOUT",
+    "DEFAULT_LAYER_SERVE_BURST",
+    "DEFAULT_LAYER_SERVE_RATE",
+    "DEFAULT_MAX_HASHES_PER_REQUEST",
+    "DEFAULT_MAX_LAYER_REQUESTS_PER_PEER",
     "DEFAULT_MAX_MESSAGE_LENGTH",
     "DEFAULT_MAX_METADATA_SIZE",
     "DEFAULT_MAX_PEERS",
@@ -252,6 +269,9 @@ __all__ = [
     "PexOutbox",
     "PexUpdate",
     "Piece",
+    "PieceLayerExchange",
+    "PieceLayerExchangeStatistics",
+    "PieceLayerFetchError",
     "PieceSet",
     "Port",
     "RateMeter",

@@ -109,9 +109,7 @@ def _speaks_v2(peer: Peer) -> bool:
         return False
     if info_hash.v1 is None or Extensions.V2_UPGRADE in peer.extensions:
         return True
-    # The id met on the wire is only on the handshake record the Peer wraps.
-    swarm_id = getattr(getattr(peer, "_handshake", None), "swarm_id", None)
-    return swarm_id == info_hash.v2_truncated
+    return peer.swarm_id == info_hash.v2_truncated
 
 
 def _check_positive(name: str, value: object, *, integer: bool = False) -> None:

@@ -281,6 +281,15 @@ class Peer:
         return self._handshake.info_hash
 
     @property
+    def swarm_id(self) -> bytes:
+        """The 20-byte id the handshake used on the wire: the v1 info-hash, or the v2 one truncated.
+
+        For a hybrid torrent it tells which swarm the connection is in: one met on the
+        truncated v2 hash is a v2 connection (BEP 52), whatever the reserved bits say.
+        """
+        return self._handshake.swarm_id
+
+    @property
     def direction(self) -> Direction:
         """``"outbound"`` if we dialled, ``"inbound"`` if the peer did."""
         return self._handshake.direction

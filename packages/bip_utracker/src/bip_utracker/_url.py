@@ -82,6 +82,12 @@ def parse_tracker_url(url: str) -> TrackerUrl:
         raise LocalProtocolError(f"a tracker URL is at most {MAX_URL_LENGTH} characters")
     if any(ord(char) <= 0x20 or ord(char) == 0x7F for char in url):
         raise LocalProtocolError(f"a tracker URL has no spaces or control characters: {url!r}")
+    # A lone surrogate (say, a command-line argument that was not UTF-8) has no UTF-8 form,
+    # so there would be no URLData to send: refuse it here, not at the encode() at the end.
+    try:
+        url.encode("utf-8")
+    except UnicodeEncodeError:
+        raise LocalProtocolError(f"a tracker URL is not valid Unicode text: {url!r}") from None
     try:
         parts = urlsplit(url)
         port = parts.port

@@ -50,10 +50,10 @@ from bip_peer import (
     PeerManagerConfig,
     PeerManagerFullError,
     PeerRemoved,
+    PieceLayerExchange,
     Port,
     open_peer_manager,
 )
-from bip_peer._layers import PieceLayerExchange
 from bip_utracker import TrackerClient, open_tracker_client
 
 from ._config import ClientConfig, TorrentOptions

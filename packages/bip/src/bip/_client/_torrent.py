@@ -58,12 +58,12 @@ from bip_peer import (
     Peer,
     PeerManager,
     Piece,
+    PieceLayerExchange,
+    PieceLayerFetchError,
     RateMeter,
     Request,
     UploadOnly,
 )
-from bip_peer._errors import PieceLayerFetchError
-from bip_peer._layers import PieceLayerExchange
 from bip_select import Block, BlockReceived, BlockSent, PieceVerified, SwarmBrain, TorrentGeometry
 from bip_select import PieceLost as BrainPieceLost
 
