@@ -39,9 +39,10 @@ from typing import Final, TypeVar
 import trio
 
 from bip_handshake import Extensions
-from bip_metainfo import Info, InfoHash
-from bip_metainfo._merkle_proofs import (
+from bip_metainfo import (
     HashRequestError,
+    Info,
+    InfoHash,
     PieceLayerTree,
     full_proof_layers,
     tree_depth,
