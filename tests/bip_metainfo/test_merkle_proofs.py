@@ -44,7 +44,8 @@ def test_root_matches_the_full_tree() -> None:
 
 @pytest.mark.parametrize(
     ("piece_blocks", "blocks"),
-    [(p, b) for p in (1, 2, 4) for b in (2, 3, 5, 9, 17) if b > p],  # larger than one piece
+    # Files larger than one piece; some of exactly a power of two pieces (2, 4, 8, 16).
+    [(p, b) for p in (1, 2, 4) for b in (2, 3, 4, 5, 8, 9, 16, 17) if b > p],
 )
 def test_every_answerable_request_equals_the_full_tree(piece_blocks: int, blocks: int) -> None:
     length = blocks * BLOCK_SIZE - 100
