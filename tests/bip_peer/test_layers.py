@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -487,6 +488,105 @@ async def test_fetch_times_out_without_peers(
                 await exchange.fetch(leech.manager, torrents["multi"].info, timeout=7)
             assert trio.current_time() - start == pytest.approx(7)
             assert exchange.statistics().fetching == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_fetch_cancelled_by_its_caller_leaves_nothing_behind(
+    torrents: dict[str, Metainfo], autojump_clock: trio.testing.MockClock
+) -> None:
+    metainfo = torrents["multi"]
+    info = info_only(metainfo)
+    reference = PieceLayerExchange()
+    reference.serve(metainfo.info, metainfo.piece_layers)
+    leech_ex = PieceLayerExchange(request_timeout=5)
+    async with trio.open_nursery() as nursery:
+        slow_service = SlowServer(reference, nursery, delay=8)
+        async with (
+            node(nursery, addr(1), [slow_service]) as slow,
+            node(nursery, addr(3), [leech_ex]) as leech,
+        ):
+            connect(leech, slow, info.info_hash)
+            with trio.move_on_after(2) as scope:
+                await leech_ex.fetch(leech.manager, info, timeout=30)
+            assert scope.cancelled_caught
+            assert leech_ex.statistics().fetching == 0
+            assert not leech_ex.serving(info.info_hash)
+            # The answers to the cancelled fetch's requests feed the next one, asked nothing.
+            with trio.fail_after(30):
+                got = await leech_ex.fetch(leech.manager, info, timeout=30)
+            assert got == expected_layers(metainfo)
+            assert slow_service.requests == 3
+            assert leech_ex.statistics().fetching == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_two_fetches_of_one_torrent_share_the_work(
+    torrents: dict[str, Metainfo], autojump_clock: trio.testing.MockClock
+) -> None:
+    metainfo = torrents["multi"]
+    info = info_only(metainfo)
+    seed_ex, leech_ex = PieceLayerExchange(), PieceLayerExchange()
+    seed_ex.serve(metainfo.info, metainfo.piece_layers)
+    async with trio.open_nursery() as nursery:
+        async with (
+            node(nursery, addr(1), [seed_ex]) as seed,
+            node(nursery, addr(2), [leech_ex]) as leech,
+        ):
+            results: list[dict[bytes, bytes]] = []
+
+            async def fetch(timeout: float) -> None:
+                with contextlib.suppress(PieceLayerFetchError):
+                    results.append(await leech_ex.fetch(leech.manager, info, timeout=timeout))
+
+            async with trio.open_nursery() as fetches:
+                fetches.start_soon(fetch, 1.0)  # gives up before any peer is there
+                fetches.start_soon(fetch, 30.0)
+                await trio.sleep(0.5)
+                assert leech_ex.statistics().fetching == 1
+                await trio.sleep(1)
+                assert leech_ex.statistics().fetching == 1  # the other still waits
+                connect(leech, seed, info.info_hash)
+            assert results == [expected_layers(metainfo)]
+            assert seed_ex.statistics().requests_answered == 3  # one per file, not two
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_peer_leaving_mid_request_hands_its_chunks_on_before_the_timeout(
+    torrents: dict[str, Metainfo], autojump_clock: trio.testing.MockClock
+) -> None:
+    metainfo = torrents["multi"]
+    info = info_only(metainfo)
+    honest_ex = PieceLayerExchange()
+    honest_ex.serve(metainfo.info, metainfo.piece_layers)
+    silent = BadServer(honest_ex, "silent")
+    leech_ex = PieceLayerExchange(request_timeout=60)
+    async with trio.open_nursery() as nursery:
+        async with (
+            node(nursery, addr(1), [silent]) as quiet,
+            node(nursery, addr(3), [leech_ex]) as leech,
+        ):
+            gone, _ = connect(leech, quiet, info.info_hash)
+            result: dict[str, dict[bytes, bytes]] = {}
+
+            async def fetch() -> None:
+                result["layers"] = await leech_ex.fetch(leech.manager, info, timeout=120)
+
+            nursery.start_soon(fetch)
+            with trio.fail_after(5):
+                while silent.requests < 3:  # every chunk is asked of the silent peer
+                    await trio.sleep(0.1)
+            async with node(nursery, addr(2), [honest_ex]) as honest:
+                connect(leech, honest, info.info_hash)
+                await trio.sleep(1)
+                assert honest_ex.statistics().requests_answered == 0  # nothing left to ask
+                start = trio.current_time()
+                leech.manager.remove_peer(gone, "test")
+                with trio.fail_after(30):
+                    while "layers" not in result:
+                        await trio.sleep(0.1)
+                assert trio.current_time() - start < 5  # the next tick, not the timeout
+            assert result["layers"] == expected_layers(metainfo)
+            assert leech_ex.statistics().requests_timed_out == 0
         nursery.cancel_scope.cancel()
 
 
