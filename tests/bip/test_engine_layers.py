@@ -73,6 +73,26 @@ async def test_store_keeps_layers_with_the_metadata(tmp_path: Path) -> None:
     assert await store.load_metadata() is None
 
 
+async def test_store_refuses_a_foreign_or_damaged_file(tmp_path: Path) -> None:
+    """Whatever sits at ``.bip/HASH.torrent`` is checked, never trusted: another torrent's
+    file, a cut one or garbage gives None, and the metadata is fetched again."""
+    torrent = make_torrent(write_content(tmp_path / "one", SIZES), "v2")
+    other = make_torrent(write_content(tmp_path / "two", (*SIZES, 1)), "v2")
+    store = ResumeStore(tmp_path / "down", torrent.info.info_hash)
+    await ResumeStore(tmp_path / "down", other.info.info_hash).save_info(
+        other.info, other.piece_layers
+    )
+    foreign = ResumeStore(tmp_path / "down", other.info.info_hash).torrent_path.read_bytes()
+    await store.save_info(torrent.info, torrent.piece_layers)
+    good = store.torrent_path.read_bytes()
+    for data in (foreign, good[: len(good) // 2], good[:-1], b"", b"garbage", b"d4:infoi1ee"):
+        store.torrent_path.write_bytes(data)
+        assert await store.load_metadata() is None
+        assert await store.load_info() is None
+    store.torrent_path.unlink()
+    assert await store.load_metadata() is None
+
+
 async def test_v2_only_magnet_downloads_and_keeps_layers(tmp_path: Path) -> None:
     folder = write_content(tmp_path / "seed", SIZES)
     torrent = make_torrent(folder, "v2")
