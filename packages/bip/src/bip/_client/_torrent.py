@@ -350,9 +350,12 @@ class Torrent:
         for peer in list(self.peers):
             self._settle_piece_count(peer)
         if must_fetch_layers(info, self._piece_layers):
+            # The exchange serves the layers it fetched from then on: their trees are built
+            # once, there, not hashed again here.
             self._piece_layers = await self._fetch_layers(info)
             await self._save_info(info)
-        self._serve_layers(info)
+        else:
+            self._serve_layers(info)
         self._phase = TorrentPhase.CHECKING
 
     async def _fetch_info(self) -> Info:
