@@ -6,7 +6,8 @@ seconds, transaction ids and sources checked) and the trio
 :class:`TrackerClient` around it; a server core (stateless keyed-hash
 connection ids, a bounded :class:`SwarmStore`, allow and deny lists, per-address
 rate limits, bounded replies) and the trio :class:`TrackerServer` around it; and
-:class:`Announcer`, which keeps a torrent announced to one tracker for as long as it runs.
+:class:`Announcer`, which keeps a torrent announced to one tracker for as long as it runs
+(through :class:`TrackerClient`, or any other :class:`AnnounceClient`, such as an HTTP one).
 """
 
 import logging
@@ -17,6 +18,7 @@ from ._announcer import (
     DEFAULT_MIN_ANNOUNCE_INTERVAL,
     DEFAULT_RETRY_DELAY,
     DEFAULT_STOPPED_TIMEOUT,
+    AnnounceClient,
     AnnounceProgress,
     Announcer,
     AnnouncerStatus,
@@ -135,6 +137,7 @@ __all__ = [
     "RECEIVE_BATCH",
     "Action",
     "AnnounceAnswer",
+    "AnnounceClient",
     "AnnounceEvent",
     "AnnounceParams",
     "AnnounceProgress",

@@ -1,10 +1,12 @@
-"""Announcing to one UDP tracker for as long as a torrent runs: :class:`Announcer`.
+"""Announcing to one tracker for as long as a torrent runs: :class:`Announcer`.
 
 Every client writes the same loop around :meth:`TrackerClient.announce`: ``started`` first,
 then a regular announce at the interval the tracker asks for (within sane bounds), with the
 bytes left recomputed each time; ``completed`` once when the download finishes; failures
 retried with a growing delay; and ``stopped`` on the way out, quickly. libtorrent and
-anacrolix/torrent run it inside their sessions; this is ours, on top of the trio client.
+anacrolix/torrent run it inside their sessions; this is ours, on top of the trio client. The
+same loop drives any other :class:`AnnounceClient` (an HTTP tracker client, say): the schedule
+does not depend on the transport.
 
 >>> async def main(client, url, info_hash, peer_id, have):  # doctest: +SKIP
 ...     announcer = Announcer(client, url, info_hash, peer_id=peer_id, port=6881,
@@ -18,11 +20,12 @@ anacrolix/torrent run it inside their sessions; this is ours, on top of the trio
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol, runtime_checkable
 
 import trio
 
@@ -42,6 +45,7 @@ __all__ = [
     "DEFAULT_MIN_ANNOUNCE_INTERVAL",
     "DEFAULT_RETRY_DELAY",
     "DEFAULT_STOPPED_TIMEOUT",
+    "AnnounceClient",
     "AnnounceProgress",
     "Announcer",
     "AnnouncerStatus",
@@ -63,6 +67,54 @@ DEFAULT_STOPPED_TIMEOUT: Final = 2.0
 
 _NUM_WANT_RANGE: Final = range(-(2**31), 2**31)  # the packet's field is a signed 32-bit int
 _MAX_DOUBLINGS = 32  # 2**32 times any sane delay is past every cap: no float overflow
+
+
+@runtime_checkable
+class AnnounceClient(Protocol):
+    """A tracker client other than :class:`TrackerClient` that an :class:`Announcer` can drive.
+
+    An HTTP tracker client (BEP 3, BEP 23), for one. The :class:`Announcer` hands it the tracker
+    exactly as the caller gave it (no ``udp://`` parsing), after :meth:`check_tracker` accepted
+    it, and reads ``interval`` and ``peers`` from each :class:`AnnounceResult` (and shows the
+    whole result in :attr:`AnnouncerStatus.last_result`): fill ``request_id`` with any counter of
+    your own and ``tracker`` with the address that answered. A subclass of
+    :class:`AnnounceResult` may carry more.
+
+    The exceptions decide what the :class:`Announcer` does: a :class:`TrackerError` (a
+    :class:`TrackerRejectedError` for the tracker's own refusal, a :class:`TrackerTimeoutError`,
+    or a subclass of your own for anything else the tracker or the network did wrong) is retried
+    with backoff; a :class:`LocalProtocolError` is the caller's mistake, or a closed client, and
+    ends :meth:`Announcer.run`.
+    """
+
+    def check_tracker(self, tracker: str) -> None:
+        """Accept ``tracker`` (a URL) or raise :class:`LocalProtocolError` saying why not.
+
+        Called once, when an :class:`Announcer` is built: a tracker the client can never
+        announce to is the caller's error, not a failure to retry for ever.
+        """
+        ...
+
+    async def announce(
+        self,
+        tracker: str,
+        info_hash: InfoHash | bytes,
+        *,
+        peer_id: PeerId | bytes,
+        port: int,
+        uploaded: int,
+        downloaded: int,
+        left: int,
+        event: AnnounceEvent,
+        num_want: int,
+    ) -> AnnounceResult:
+        """Announce to ``tracker`` (as :meth:`TrackerClient.announce` does) and return its answer.
+
+        ``info_hash`` is a swarm id (20 bytes) or an :class:`~bip_metainfo.InfoHash`;
+        ``num_want`` -1 lets the tracker decide. The :class:`Announcer` gives the peers of the
+        answer to its sink itself.
+        """
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +166,7 @@ class AnnouncerStatus:
 
 
 class Announcer:
-    """Keeps one torrent announced to one UDP tracker while :meth:`run` runs.
+    """Keeps one torrent announced to one tracker while :meth:`run` runs.
 
     :meth:`run` announces ``started``, then again at the interval the tracker asks for,
     bounded to ``[min_interval, max_interval]``; ``completed`` once, when
@@ -125,12 +177,14 @@ class Announcer:
     an error message, a malformed reply, a name that does not resolve) is retried after
     ``retry_delay`` seconds, doubled after each failure in a row up to ``max_interval``:
     failures are status (:attr:`status`, and DEBUG records on the ``bip_utracker.client``
-    logger), never exceptions. The peers of each answer go to the client's sink, and to
-    ``sink`` if one is given.
+    logger), never exceptions. The peers of each answer go to the client's sink (a
+    :class:`TrackerClient`'s), and to ``sink`` if one is given.
 
     Args:
-        client: a running :class:`TrackerClient`.
-        tracker: a ``udp://`` URL or any other :data:`TrackerTarget`.
+        client: a running :class:`TrackerClient`, or any other :class:`AnnounceClient`.
+        tracker: for a :class:`TrackerClient`, a ``udp://`` URL or any other
+            :data:`TrackerTarget`; for another client, a URL it accepts (its
+            :meth:`~AnnounceClient.check_tracker` decides).
         info_hash: the swarm to announce (see :meth:`TrackerClient.announce`: a hybrid's v1
             swarm; a second announcer with ``InfoHash(v2=...)`` joins its v2 swarm).
         peer_id: ours.
@@ -148,12 +202,13 @@ class Announcer:
             show it. It runs in :meth:`run`'s task and must not block.
 
     Raises:
-        LocalProtocolError: a bad argument (a URL that is not ``udp://``, a bad port...).
+        LocalProtocolError: a bad argument (a URL that is not ``udp://`` for a
+            :class:`TrackerClient`, one the other client refuses, a bad port...).
     """
 
     def __init__(
         self,
-        client: TrackerClient,
+        client: TrackerClient | AnnounceClient,
         tracker: TrackerTarget,
         info_hash: InfoHash | bytes,
         *,
@@ -169,11 +224,18 @@ class Announcer:
         stopped_timeout: float = DEFAULT_STOPPED_TIMEOUT,
         on_update: Callable[[AnnouncerStatus], None] | None = None,
     ) -> None:
-        if not isinstance(client, TrackerClient):
-            raise LocalProtocolError(f"client is a TrackerClient, got {client!r:.80}")
         # Checked here, not at the first announce: a bad URL is the caller's mistake, and
         # run() must not mistake it for a tracker failure to retry for ever.
-        if isinstance(tracker, str):
+        if not isinstance(client, TrackerClient):
+            if not isinstance(client, AnnounceClient):
+                raise LocalProtocolError(
+                    f"client is a TrackerClient or an AnnounceClient, got {client!r:.80}"
+                )
+            if not isinstance(tracker, str):
+                raise LocalProtocolError(f"a tracker URL is a str, got {tracker!r:.80}")
+            client.check_tracker(tracker)  # the client knows its own URLs: passed as given
+            self._label = tracker
+        elif isinstance(tracker, str):
             self._label = tracker
             tracker = parse_tracker_url(tracker)
         elif isinstance(tracker, TrackerUrl | PeerAddress | tuple):
@@ -201,7 +263,7 @@ class Announcer:
         self._retry = seconds("retry_delay", retry_delay)
         self._timeout = seconds("timeout", timeout)
         self._stopped_timeout = seconds("stopped_timeout", stopped_timeout, zero=True)
-        self._client = client
+        self._client: TrackerClient | AnnounceClient = client
         self._tracker: TrackerTarget = tracker
         self._info_hash = info_hash
         self._peer_id = peer_id
@@ -302,8 +364,12 @@ class Announcer:
         return AnnounceEvent.COMPLETED if self._complete_pending else AnnounceEvent.NONE
 
     async def _send(self, event: AnnounceEvent, progress: AnnounceProgress) -> AnnounceResult:
-        result = await self._client.announce(
-            self._tracker,
+        client = self._client
+        if isinstance(client, TrackerClient):
+            announce = functools.partial(client.announce, self._tracker)
+        else:  # another client gets the URL as given, which is the label
+            announce = functools.partial(client.announce, self._label)
+        result = await announce(
             self._info_hash,
             peer_id=self._peer_id,
             port=self._port,
