@@ -7,9 +7,10 @@ feeds the same sink. The sources here:
 
 - :class:`UserPeers`: the ``--peer`` addresses and a magnet link's ``x.pe``, offered again
   every so often (a peer may not have been ready, or may have gone away);
-- :class:`TrackerAnnouncer`: BEP 15 UDP trackers through bip_utracker's
-  :class:`~bip_utracker.Announcer` (started, regular, completed and stopped announces); a
-  hybrid torrent is announced in both its v1 and its v2 swarm (BEP 52);
+- :class:`TrackerAnnouncer`: BEP 15 UDP trackers and BEP 3 HTTP(S) trackers
+  (:class:`HttpTrackerClient`), both through bip_utracker's :class:`~bip_utracker.Announcer`
+  (started, regular, completed and stopped announces); a hybrid torrent is announced in both
+  its v1 and its v2 swarm (BEP 52);
 - a DHT: any object with ``get_peers`` and ``announce`` as bip_dht's ``open_dht`` returns
   plugs in through :class:`DhtPeers`.
 """
@@ -42,6 +43,7 @@ __all__ = [
 ]
 
 from ._config import DEFAULT_DHT_INTERVAL
+from ._http_tracker import HttpTrackerClient
 
 logger = logging.getLogger("bip.client")
 
@@ -117,23 +119,33 @@ class UserPeers:
 
 
 class TrackerAnnouncer:
-    """Announces a torrent to UDP trackers (BEP 15), in each of its swarms.
+    """Announces a torrent to UDP (BEP 15) and HTTP(S) (BEP 3) trackers, in each of its swarms.
 
     One bip_utracker :class:`~bip_utracker.Announcer` per tracker and swarm does the work
-    (started, regular, completed and stopped announces, retries); this adds what the engine
-    knows: when to start (once the data is checked), when a download finished here, every
-    tier at once (as libtorrent's ``announce_to_all_tiers``), and an INFO record per failure.
-    Trackers of other schemes (``http://``...) are skipped with a warning: the libraries have
-    no HTTP tracker client.
+    (started, regular, completed and stopped announces, retries), whatever the transport;
+    this adds what the engine knows: when to start (once the data is checked), when a download
+    finished here, every tier at once (as libtorrent's ``announce_to_all_tiers``), and an INFO
+    record per failure. ``udp://`` URLs go to ``client``, ``http://`` and ``https://`` ones to
+    ``http_client``; trackers of other schemes (``wss://``...), or of a scheme whose client is
+    missing, are skipped with a warning.
 
     Args:
-        client: the session's tracker client.
+        client: the session's UDP tracker client.
         urls: the torrent's tracker URLs (every tier: all are announced to, in parallel).
         peer_id: ours.
+        http_client: the session's HTTP tracker client (None: HTTP trackers are skipped).
     """
 
-    def __init__(self, client: TrackerClient, urls: Sequence[str], *, peer_id: PeerId) -> None:
+    def __init__(
+        self,
+        client: TrackerClient,
+        urls: Sequence[str],
+        *,
+        peer_id: PeerId,
+        http_client: HttpTrackerClient | None = None,
+    ) -> None:
         self.client = client
+        self.http_client = http_client
         self.peer_id = peer_id
         self.urls: tuple[str, ...] = tuple(dict.fromkeys(urls))
         self._announcers: list[Announcer] = []
@@ -144,12 +156,14 @@ class TrackerAnnouncer:
 
     async def run(self, target: DiscoveryTarget, sink: PeerSink) -> None:
         """Announce to every usable tracker in every swarm of the torrent, forever."""
-        usable = [url for url in self.urls if url.lower().startswith("udp://")]
+        usable = [url for url in self.urls if self._client_for(url) is not None]
         skipped = [url for url in self.urls if url not in usable]
         if skipped:
+            supported = "udp://, http:// and https://" if self.http_client else "udp://"
             logger.warning(
-                "skipping %s: only udp:// trackers are supported",
+                "skipping %s: only %s trackers are supported",
                 skipped[0] if len(skipped) == 1 else f"{len(skipped)} trackers ({skipped[0]}, ...)",
+                supported,
             )
         # Trackers hear of us once we know what we have (libtorrent also announces after the
         # check), or at once for a magnet link: it needs peers for its metadata.
@@ -163,7 +177,7 @@ class TrackerAnnouncer:
             for swarm_id in target.info_hash.swarm_ids():
                 try:
                     announcer = self._announcer(url, swarm_id, target, sink)
-                except UtrackerLocalProtocolError as error:  # a malformed udp:// URL
+                except UtrackerLocalProtocolError as error:  # a malformed URL
                     logger.warning("skipping tracker %s: %s", url, error)
                     break
                 self._announcers.append(announcer)
@@ -180,6 +194,15 @@ class TrackerAnnouncer:
                     for announcer in self._announcers:
                         announcer.mark_completed()
 
+    def _client_for(self, url: str) -> TrackerClient | HttpTrackerClient | None:
+        """The client that announces to ``url``, by its scheme; None for no client."""
+        scheme = url.partition("://")[0].lower()
+        if scheme == "udp":
+            return self.client
+        if scheme in ("http", "https"):
+            return self.http_client
+        return None
+
     def _announcer(
         self, url: str, swarm_id: bytes, target: DiscoveryTarget, sink: PeerSink
     ) -> Announcer:
@@ -187,8 +210,10 @@ class TrackerAnnouncer:
             uploaded, downloaded, left = target.transfer()
             return AnnounceProgress(uploaded=uploaded, downloaded=downloaded, left=left)
 
+        client = self._client_for(url)
+        assert client is not None  # run() keeps only the URLs with a client
         return Announcer(
-            self.client,
+            client,
             url,
             swarm_id,
             peer_id=self.peer_id,

@@ -8,7 +8,8 @@
 - bip_peer's :class:`~bip_peer.PeerManager` with the BEP 9 :class:`~bip_peer.MetadataExchange`,
   BEP 52 ``PieceLayerExchange`` (hash requests: v2 piece layers) and BEP 11
   :class:`~bip_peer.PeerExchange` services;
-- bip_utracker's :class:`~bip_utracker.TrackerClient` (when trackers are on);
+- bip_utracker's :class:`~bip_utracker.TrackerClient` and our :class:`HttpTrackerClient`
+  (when trackers are on);
 
 and runs four tasks that route between them and the torrents: completed handshakes become
 peers of the manager; the manager's events go to the peer's torrent; the disk's events go to
@@ -58,6 +59,7 @@ from bip_utracker import TrackerClient, open_tracker_client
 
 from ._config import ClientConfig, TorrentOptions
 from ._discovery import DhtLike, DhtPeers, PeerSource, TrackerAnnouncer
+from ._http_tracker import HttpTrackerClient
 from ._swarm import MAX_OUT_REQUESTS
 from ._torrent import Torrent, TorrentError
 
@@ -93,6 +95,7 @@ class Session:
         trackers: TrackerClient | None,
         peer_id: PeerId,
         dht: DhtLike | None,
+        http_trackers: HttpTrackerClient | None = None,
     ) -> None:
         """Internal: use :func:`open_session`."""
         self._nursery = nursery
@@ -104,6 +107,7 @@ class Session:
         self.layers = layers
         self.pex = pex
         self.trackers = trackers
+        self.http_trackers = http_trackers
         self.peer_id = peer_id
         self.dht = dht
         self._rng = random.Random(config.seed_rng)
@@ -157,7 +161,11 @@ class Session:
             urls = [url for tier in _trackers_of(source) for url in tier]
             urls += options.extra_trackers
             if urls:
-                sources.append(TrackerAnnouncer(self.trackers, urls, peer_id=self.peer_id))
+                sources.append(
+                    TrackerAnnouncer(
+                        self.trackers, urls, peer_id=self.peer_id, http_client=self.http_trackers
+                    )
+                )
         torrent = Torrent(
             source,
             options,
@@ -418,11 +426,19 @@ async def open_session(
                     )
                 )
             )
-            trackers = None
+            trackers = http_trackers = None
             if config.trackers:
                 bind_v4, bind_v6 = _tracker_binds(config)
                 trackers = await stack.enter_async_context(
                     open_tracker_client(bind_v4=bind_v4, bind_v6=bind_v6)
+                )
+                # Connect from the one address we were told to use, if any, as the UDP
+                # client's socket does: the tracker lists the address it sees.
+                specific = [
+                    bind for bind in (bind_v4, bind_v6) if bind not in (None, "0.0.0.0", "::")
+                ]
+                http_trackers = await stack.enter_async_context(
+                    HttpTrackerClient(local_address=specific[0] if specific else None)
                 )
             nursery = await stack.enter_async_context(trio.open_nursery())
             session = Session(
@@ -437,6 +453,7 @@ async def open_session(
                 trackers=trackers,
                 peer_id=peer_id,
                 dht=dht,
+                http_trackers=http_trackers,
             )
             nursery.start_soon(session._accept, name="bip accept")
             nursery.start_soon(session._route_peers, name="bip peers")
