@@ -717,6 +717,38 @@ async def test_stop_serving(
     assert isinstance(answers[0], HashReject)
 
 
+async def test_answers_a_full_send_queue_refused_are_sent_later(
+    torrents: dict[str, Metainfo], autojump_clock: trio.testing.MockClock
+) -> None:
+    """A dropped answer would never be asked for again (both connections keep the request
+    pending until it is answered): the answers wait for room instead."""
+    metainfo = torrents["single"]
+    root = next(iter(expected_layers(metainfo)))
+    serving = PieceLayerExchange()
+    serving.serve(metainfo.info, metainfo.piece_layers)
+    requests = [HashRequest(root, 0, i * 2, 2, 0) for i in range(8)]
+    requests.append(HashRequest(bytes(32), 0, 0, 2, 0))  # a reject waits its turn too
+    asker = Asker(requests)
+    config = PeerManagerConfig(services=[serving], listen_port=6881, send_queue_size=1)
+    async with trio.open_nursery() as nursery, open_peer_manager(config) as manager:
+        seed = Node(manager, addr(1))
+        nursery.start_soon(lambda: _drain(manager))
+        async with node(nursery, addr(2), [asker]) as client:
+            _, theirs = connect(client, seed, metainfo.info.info_hash)
+            with trio.fail_after(30):
+                while len(asker.answers) < len(requests):
+                    await trio.sleep(0.1)
+            assert sum(isinstance(a, Hashes) for a in asker.answers) == 8
+            assert not theirs.connection.peer_hash_requests
+            assert not serving._unsent
+        nursery.cancel_scope.cancel()
+
+
+async def _drain(manager: PeerManager) -> None:
+    async for _ in manager.events():
+        pass
+
+
 # --------------------------------------------------------------------------- arguments
 
 

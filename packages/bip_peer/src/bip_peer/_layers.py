@@ -25,12 +25,12 @@ the connection), and those of a hybrid torrent connected on its v1 hash with the
 bit (:attr:`~bip_handshake.Extensions.V2_UPGRADE`) set on both sides.
 
 Every hook runs in a manager task and never blocks; messages go out with
-:meth:`PeerManager.send_nowait` (a request that finds a full queue goes to the next peer).
+:meth:`PeerManager.send_nowait` (a request that finds a full queue goes to the next peer; an
+answer that finds it full is sent at a later tick, never dropped).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -441,6 +441,12 @@ class PieceLayerExchange:
         self._served: dict[bytes, _Served] = {}
         self._fetches: dict[bytes, _LayerFetch] = {}
         self._budgets: dict[Peer, _Budget] = {}
+        # Answers a full send queue refused, by peer: the request, and whether it gets hashes
+        # (else a reject). Sent at the next ticks: the peer's connection (and ours) keeps the
+        # request pending until it is answered, so a dropped answer would never be asked for
+        # again. At most ConnectionLimits.max_peer_hash_requests per peer; the hashes are
+        # computed again when sent, so what is held stays small.
+        self._unsent: dict[Peer, dict[HashRequest, bool]] = {}
         self._answered = 0
         self._rejected = 0
         self._fetched = 0
@@ -601,12 +607,15 @@ class PieceLayerExchange:
     def peer_removed(self, manager: PeerManager, peer: Peer) -> None:
         """Forget the peer's budget and its part in a fetch."""
         self._budgets.pop(peer, None)
+        self._unsent.pop(peer, None)
         fetch = _lookup(self._fetches, peer.info_hash)
         if fetch is not None:
             fetch.remove_peer(peer)
 
     def tick(self, manager: PeerManager, now: float) -> None:
-        """Expire requests and ask again, every fetch, every peer."""
+        """Send the answers a full queue held back; expire requests and ask again."""
+        for peer in list(self._unsent):
+            self._send_unsent(manager, peer)
         for fetch in {id(fetch): fetch for fetch in self._fetches.values()}.values():
             before = fetch.timeouts
             fetch.handle_timer(now)
@@ -722,14 +731,6 @@ class PieceLayerExchange:
                     why = error.reason
                 else:
                     why = "a layer below the piece layer"
-        fields = (
-            request.pieces_root,
-            request.base_layer,
-            request.index,
-            request.length,
-            request.proof_layers,
-        )
-        reply: Hashes | HashReject
         if hashes is None:
             self._rejected += 1
             if why:
@@ -739,13 +740,55 @@ class PieceLayerExchange:
                     request.pieces_root[:4].hex(),
                     why,
                 )
-            reply = HashReject(*fields)
         else:
             self._answered += 1
-            reply = Hashes(*fields, hashes)
-        # A full queue drops the reply: the peer asks again after its timeout.
-        with contextlib.suppress(PeerError):
-            manager.send_nowait(peer, reply)
+        if peer in self._unsent or not self._send_reply(manager, peer, request, hashes):
+            # Behind the answers held already, or refused by a full queue: sent at a tick.
+            self._unsent.setdefault(peer, {})[request] = hashes is not None
+
+    def _send_reply(
+        self, manager: PeerManager, peer: Peer, request: HashRequest, hashes: bytes | None
+    ) -> bool:
+        """Queue the answer (``hashes``, else a reject); False if the send queue is full."""
+        fields = (
+            request.pieces_root,
+            request.base_layer,
+            request.index,
+            request.length,
+            request.proof_layers,
+        )
+        reply = HashReject(*fields) if hashes is None else Hashes(*fields, hashes)
+        try:
+            return manager.send_nowait(peer, reply)
+        except PeerError:
+            return True  # the connection will not take it: nothing to send later either
+
+    def _send_unsent(self, manager: PeerManager, peer: Peer) -> None:
+        """Send ``peer`` the answers held back, in order, until its queue is full again."""
+        held = self._unsent[peer]
+        if peer not in manager.peers:
+            del self._unsent[peer]  # gone: peer_removed may have run before it was held
+            return
+        while held:
+            request, answer = next(iter(held.items()))
+            hashes = self._hashes_again(peer, request) if answer else None
+            if not self._send_reply(manager, peer, request, hashes):
+                return
+            del held[request]
+        del self._unsent[peer]
+
+    def _hashes_again(self, peer: Peer, request: HashRequest) -> bytes | None:
+        """The hashes of a request answered before, or None if no longer served."""
+        served = _lookup(self._served, peer.info_hash)
+        tree = None if served is None else served.trees.get(request.pieces_root)
+        if tree is None:
+            return None
+        try:
+            return tree.hashes(
+                request.base_layer, request.index, request.length, request.proof_layers
+            )
+        except HashRequestError:  # pragma: no cover - a tree served since for another length
+            return None
 
 
 def _layered_files(info: Info) -> Iterable[tuple[bytes, int]]:
