@@ -273,11 +273,44 @@ def test_urls(url: str, host: str, port: int, target: str, header: str) -> None:
         "http://t.example/a\r\nX: y",
         "http://[zz::1]/",
         "http://" + "a" * 5000,
+        "http://" + "a" * 70 + ".example/announce",
     ],
 )
 def test_bad_urls_are_the_callers_error(url: str) -> None:
     with pytest.raises(LocalProtocolError):
         HttpTrackerClient().check_tracker(url)
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"timeout": 0},
+        {"timeout": True},
+        {"max_redirects": -1},
+        {"user_agent": "bip\r\nX: y"},
+        {"local_address": "localhost"},
+    ],
+)
+def test_bad_client_arguments(arguments: dict[str, Any]) -> None:
+    with pytest.raises(LocalProtocolError):
+        HttpTrackerClient(**arguments)
+
+
+async def test_bad_announce_arguments() -> None:
+    client = HttpTrackerClient()
+    url = "http://127.0.0.1:1/announce"
+    for change in (
+        {"port": 70000},
+        {"left": -1},
+        {"uploaded": 1.5},
+        {"event": 1},
+        {"num_want": 2**31},
+        {"peer_id": b"short"},
+    ):
+        with pytest.raises(LocalProtocolError):
+            await announce(client, url, **change)
+    with pytest.raises(LocalProtocolError, match="info-hash"):
+        await client.announce(url, b"short", peer_id=PEER_ID, port=1)
 
 
 def test_scrape_urls() -> None:
@@ -298,7 +331,8 @@ async def test_compact_peers_and_counts_in_every_framing(framing: str) -> None:
         interval=900, min_interval=60, complete=4, incomplete=7, peers=peers, peers6=peers6
     )
     async with http_server(reply(body, framing=framing)) as server:
-        result = await HttpTrackerClient().announce(server.url, HASH, peer_id=PEER_ID, port=1)
+        client = HttpTrackerClient(local_address="127.0.0.1")
+        result = await client.announce(server.url, HASH, peer_id=PEER_ID, port=1)
     assert [str(p) for p in result.peers] == ["127.0.0.2:6881", "127.0.0.3:80", "[::2]:80"]
     assert (result.interval, result.min_interval) == (900, 60)
     assert (result.seeders, result.leechers) == (4, 7)
@@ -441,9 +475,10 @@ async def test_a_slow_tracker_times_out(autojump_clock: trio.testing.MockClock) 
 
     async with http_server(silent) as server:
         start = trio.current_time()
-        with pytest.raises(TrackerTimeoutError, match="within 12 s"):
-            await announce(HttpTrackerClient(timeout=12), server.url)
+        with pytest.raises(TrackerTimeoutError, match="within 12 s") as caught:
+            await announce(HttpTrackerClient(timeout=12), server.url + "?passkey=s3cr3t")
         assert trio.current_time() - start == pytest.approx(12, abs=0.5)
+    assert "s3cr3t" not in str(caught.value)  # a passkey stays out of messages
 
 
 async def test_a_closed_client_refuses_and_cancels(

@@ -139,6 +139,14 @@ class HttpTrackerUrl:
     target: str
     host_header: str
 
+    @property
+    def shown(self) -> str:
+        """The URL without its query, for messages: a private tracker's passkey stays out of
+        logs and errors."""
+        return (
+            f"{'https' if self.tls else 'http'}://{self.host_header}{self.target.partition('?')[0]}"
+        )
+
 
 # Characters a request target may carry as they are; anything else is percent-encoded (non-ASCII,
 # as UTF-8) or, for controls and spaces, refused: they would split the request line.
@@ -173,6 +181,10 @@ def parse_http_tracker_url(url: str) -> HttpTrackerUrl:
         raise LocalProtocolError(f"credentials in a tracker URL are not supported: {url!r:.80}")
     if not host.isascii():
         raise LocalProtocolError(f"an international host name is not supported: {host!r:.80}")
+    try:
+        host.encode("idna")  # what the resolver will do: a label too long fails there
+    except UnicodeError:
+        raise LocalProtocolError(f"not a host name: {host!r:.80}") from None
     tls = scheme == "https"
     default = 443 if tls else 80
     port = default if port is None else port
@@ -803,6 +815,13 @@ class HttpTrackerClient:
             raise LocalProtocolError(f"max_redirects is an int, got {max_redirects!r}")
         if max_redirects < 0:
             raise LocalProtocolError(f"max_redirects is 0 or more, got {max_redirects}")
+        if local_address is not None:
+            try:
+                ip_address(local_address)
+            except ValueError:
+                raise LocalProtocolError(
+                    f"local_address is an IP address, got {local_address!r:.80}"
+                ) from None
         agent = f"bip/{__version__}" if user_agent is None else user_agent
         if not agent.isascii() or not agent.isprintable():
             raise LocalProtocolError(f"a User-Agent is printable ASCII, got {agent!r:.80}")
@@ -915,7 +934,7 @@ class HttpTrackerClient:
             while len(self._tracker_ids) > _MAX_TRACKER_IDS:
                 self._tracker_ids.popitem(last=False)
         if answer.warning is not None:
-            self._warn(url.url, answer.warning)
+            self._warn(url.shown, answer.warning)
         return HttpAnnounceResult(
             request_id=request_id,
             tracker=address,
@@ -980,7 +999,7 @@ class HttpTrackerClient:
             self._in_flight.discard(scope)
         if self._closed:
             raise LocalProtocolError("the HTTP tracker client is closed")
-        raise TrackerTimeoutError(f"no answer from {url.url} within {self._timeout:g} s")
+        raise TrackerTimeoutError(f"no answer from {url.shown} within {self._timeout:g} s")
 
     async def _follow(self, url: HttpTrackerUrl, target: str) -> tuple[HttpResponse, PeerAddress]:
         seen = {(url.tls, url.host_header, target)}
@@ -990,7 +1009,7 @@ class HttpTrackerClient:
                 return response, address
             location = response.header("location")
             if not location:
-                raise HttpTrackerError(f"HTTP {response.status} from {url.url} names no Location")
+                raise HttpTrackerError(f"HTTP {response.status} from {url.shown} names no Location")
             try:
                 url = parse_http_tracker_url(urljoin(url.url, location))
             except (LocalProtocolError, ValueError) as error:
@@ -998,7 +1017,7 @@ class HttpTrackerClient:
             target = url.target
             where = (url.tls, url.host_header, target)
             if where in seen:
-                raise HttpTrackerError(f"a redirect loop back to {url.url:.200}")
+                raise HttpTrackerError(f"a redirect loop back to {url.shown:.200}")
             seen.add(where)
         raise HttpTrackerError(f"more than {self._max_redirects} redirects")
 
