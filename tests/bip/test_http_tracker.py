@@ -31,6 +31,7 @@ from hypothesis import strategies as st
 
 from bip import __version__
 from bip._client import TorrentOptions, open_session
+from bip._client._discovery import TrackerAnnouncer
 from bip._client._http_tracker import (
     MAX_HEADER_SIZE,
     MAX_RESPONSE_SIZE,
@@ -59,6 +60,7 @@ from bip_utracker import (
     ScrapeStats,
     TrackerRejectedError,
     TrackerTimeoutError,
+    open_tracker_client,
 )
 
 HASH = bytes(range(20))
@@ -856,3 +858,57 @@ async def test_engine_download_from_an_http_tracker_only(tmp_path: Path) -> None
     events = [query_of(r).get("event") for r in server.requests]
     assert events.count(b"started") == 2
     assert b"stopped" in events  # both said goodbye on the way out
+
+
+@dataclass
+class Target:
+    """A DiscoveryTarget: a seed whose data is checked."""
+
+    info_hash: InfoHash = field(default_factory=lambda: InfoHash(v1=HASH))
+    listen_port: int = 6881
+    private: bool = False
+    completed: trio.Event = field(default_factory=trio.Event)
+    ready: trio.Event = field(default_factory=trio.Event)
+
+    def transfer(self) -> tuple[int, int, int]:
+        return (0, 0, 0)
+
+
+async def test_the_engine_skips_other_schemes_only(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="bip.client")
+    target = Target()
+    target.ready.set()
+    target.completed.set()
+    found: list[PeerAddress] = []
+
+    class Sink:
+        def discovered(
+            self, info_hash: object, addresses: Iterable[PeerAddress], source: str
+        ) -> None:
+            found.extend(addresses)
+
+    peers = bytes([127, 0, 0, 4, 0, 4])
+    async with (
+        http_server(reply(answer(interval=1800, peers=peers))) as server,
+        open_tracker_client(bind_v4="127.0.0.1", bind_v6=None) as udp,
+    ):
+        urls = ["wss://127.0.0.1:1/announce", server.url, server.url]
+        announcer = TrackerAnnouncer(udp, urls, peer_id=PEER_ID, http_client=HttpTrackerClient())
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(announcer.run, target, Sink())
+            await trio.sleep(5)
+            [status] = announcer.status()
+            nursery.cancel_scope.cancel()
+        without_http = TrackerAnnouncer(udp, [server.url], peer_id=PEER_ID)
+        await without_http.run(target, Sink())  # nothing usable: returns at once
+    assert status.announces == 1
+    assert set(found) == {PeerAddress.parse("127.0.0.4:4")}
+    assert [query_of(r).get("event") for r in server.requests] == [b"started", b"stopped"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "skipping wss://127.0.0.1:1/announce: only udp://, http:// and https:// trackers are"
+        " supported",
+        f"skipping {server.url}: only udp:// trackers are supported",
+    ]
