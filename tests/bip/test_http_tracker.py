@@ -32,22 +32,22 @@ from hypothesis import strategies as st
 from bip import __version__
 from bip._client import TorrentOptions, open_session
 from bip._client._discovery import TrackerAnnouncer
-from bip._client._http_tracker import (
+from bip._client._http_response import (
     MAX_HEADER_SIZE,
     MAX_RESPONSE_SIZE,
-    HttpAnnounceResponse,
-    HttpAnnounceResult,
     HttpResponse,
     HttpResponseParser,
-    HttpTrackerClient,
-    HttpTrackerError,
-    MalformedTrackerResponseError,
+)
+from bip._client._http_tracker import HttpAnnounceResult, HttpTrackerClient
+from bip._client._http_tracker_codec import (
+    HttpAnnounceResponse,
     announce_query,
     parse_announce_response,
     parse_http_tracker_url,
     parse_scrape_response,
     scrape_url,
 )
+from bip._client._http_tracker_errors import HttpTrackerError, MalformedTrackerResponseError
 from bip_bencode import encode
 from bip_handshake import PeerAddress, PeerId
 from bip_metainfo import InfoHash, create_torrent

@@ -1,44 +1,31 @@
-"""HTTP(S) trackers (BEP 3, BEP 23 compact peers, BEP 7 IPv6 peers, BEP 48 scrape).
+"""The HTTP(S) tracker client (BEP 3, BEP 23 compact peers, BEP 7 IPv6 peers, BEP 48 scrape).
 
 :class:`HttpTrackerClient` is a bip_utracker :class:`~bip_utracker.AnnounceClient`, so the same
 :class:`~bip_utracker.Announcer` that keeps a torrent announced to UDP trackers drives it: the
-schedule is written once. It is made of three layers, each testable alone:
+schedule is written once. This module is its trio shell: one TCP (or TLS) connection per
+request with ``Connection: close``, redirects followed, the whole exchange under one timeout.
+What it sends and how it reads the answers are pure and live apart, each testable alone:
 
-- :func:`parse_http_tracker_url` and :func:`announce_query`: what we send, pure;
-- :class:`HttpResponseParser`: a sans-IO HTTP/1.1 response reader (status line and headers
-  within :data:`MAX_HEADER_SIZE`, a body by ``Content-Length``, chunked transfer coding or read
-  to the close, within :data:`MAX_RESPONSE_SIZE`), fed bytes as they come;
-- :func:`parse_announce_response` and :func:`parse_scrape_response`: the bencoded answer, pure;
-
-and the trio shell, :class:`HttpTrackerClient`: one TCP (or TLS) connection per request with
-``Connection: close``, redirects followed, the whole exchange under one timeout.
-
-Leniency follows libtorrent's, because real trackers deviate in the same ways: dictionary keys
-out of order and bytes after the bencoded answer are accepted; a missing ``interval`` means
-1800 s; a compact peer list whose length is not a multiple of 6 (18) loses its last partial
-entry; a bad entry of a peer list is skipped, not fatal. Everything else a tracker sends wrong
-is a :class:`MalformedTrackerResponseError` with a one-line reason.
+- ``_http_tracker_codec``: tracker URLs, announce and scrape queries, and the bencoded answers;
+- ``_http_response``: a sans-IO HTTP/1.1 response reader bounded for untrusted trackers.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import re
 import ssl
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum, auto
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, ip_address
 from types import TracebackType
 from typing import Final
-from urllib.parse import quote, quote_from_bytes, urljoin, urlsplit
+from urllib.parse import urljoin
 
 import trio
 
 from bip import __version__
-from bip_bencode import BencodeDecodeError, decode_prefix
 from bip_handshake import PeerAddress, PeerId
 from bip_metainfo import InfoHash
 from bip_utracker import (
@@ -47,241 +34,44 @@ from bip_utracker import (
     LocalProtocolError,
     RequestId,
     ScrapeStats,
-    TrackerError,
     TrackerRejectedError,
     TrackerTimeoutError,
 )
 
+from ._http_response import HttpResponse, HttpResponseParser
+from ._http_tracker_codec import (
+    HttpTrackerUrl,
+    announce_query,
+    failure_reason,
+    parse_announce_response,
+    parse_http_tracker_url,
+    parse_scrape_response,
+    scrape_query,
+    scrape_url,
+    with_query,
+)
+from ._http_tracker_errors import HttpTrackerError
+
 __all__ = [
     "DEFAULT_HTTP_TRACKER_TIMEOUT",
     "DEFAULT_MAX_REDIRECTS",
-    "MAX_HEADER_SIZE",
-    "MAX_RESPONSE_SIZE",
-    "HttpAnnounceResponse",
     "HttpAnnounceResult",
-    "HttpResponse",
-    "HttpResponseParser",
     "HttpTrackerClient",
-    "HttpTrackerError",
-    "HttpTrackerUrl",
-    "MalformedTrackerResponseError",
-    "announce_query",
-    "parse_announce_response",
-    "parse_http_tracker_url",
-    "parse_scrape_response",
-    "scrape_url",
 ]
 
 logger = logging.getLogger("bip.client")
 
-MAX_RESPONSE_SIZE: Final = 1024 * 1024
-"""Bytes of body a tracker may send at most: libtorrent's ``tracker_maximum_response_length``."""
-MAX_HEADER_SIZE: Final = 16 * 1024
-"""Bytes of status line and headers (and of a chunked body's trailers) a tracker may send."""
 DEFAULT_MAX_REDIRECTS: Final = 5
 """Redirects followed at most for one request."""
 DEFAULT_HTTP_TRACKER_TIMEOUT: Final = 30.0
 """Seconds one whole exchange may take, redirects included (libtorrent's
 ``tracker_completion_timeout``)."""
-MAX_URL_LENGTH: Final = 4096
-"""Characters a tracker URL may have (ours, or a redirect's)."""
-MAX_PEERS: Final = 10_000
-"""Peers taken from one answer at most (a 1 MiB compact list would hold 174,762)."""
-MAX_TRACKER_ID: Final = 1024
-"""Bytes of a ``tracker id`` we agree to send back; a longer one is ignored."""
-
-_DEFAULT_INTERVAL: Final = 1800  # libtorrent's, for an answer without "interval"
-_MAX_COUNT: Final = 2**32 - 1  # intervals and swarm counts are clamped to 32 bits, as in BEP 15
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
-_MAX_INTERIM: Final = 8  # 1xx responses skipped before the real one
-_MAX_CHUNK_LINE: Final = 1024
 _RECEIVE_SIZE: Final = 64 * 1024
 _MAX_TRACKER_IDS: Final = 4096  # remembered (tracker, swarm) pairs; the oldest go first
 _MAX_WARNINGS: Final = 256  # distinct warning messages remembered, so each is logged once
 _SWARM_ID_SIZE: Final = 20
 _NUM_WANT_RANGE: Final = range(-(2**31), 2**31)
-
-
-class HttpTrackerError(TrackerError):
-    """An HTTP tracker failed: no connection, a TLS error, an HTTP error status, a redirect
-    that cannot be followed, or a malformed answer. The :class:`~bip_utracker.Announcer`
-    retries it with backoff."""
-
-
-class MalformedTrackerResponseError(HttpTrackerError):
-    """An HTTP tracker's answer is not HTTP, or not a tracker response we can read."""
-
-
-# -- URLs and requests -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class HttpTrackerUrl:
-    """An ``http://`` or ``https://`` tracker URL, split for a request.
-
-    Attributes:
-        url: the URL as given (without its fragment).
-        tls: whether it is ``https``.
-        host: the host name or IP address (an IPv6 literal without brackets).
-        port: the TCP port (80 or 443 unless given).
-        target: the request target: the path (``/`` if empty) and the query, percent-encoded.
-        host_header: the ``Host`` header's value.
-
-    >>> url = parse_http_tracker_url("https://[::1]:8443/announce?passkey=ab")
-    >>> (url.host, url.port, url.target, url.host_header)
-    ('::1', 8443, '/announce?passkey=ab', '[::1]:8443')
-    """
-
-    url: str
-    tls: bool
-    host: str
-    port: int
-    target: str
-    host_header: str
-
-    @property
-    def shown(self) -> str:
-        """The URL without its query, for messages: a private tracker's passkey stays out of
-        logs and errors."""
-        return (
-            f"{'https' if self.tls else 'http'}://{self.host_header}{self.target.partition('?')[0]}"
-        )
-
-
-# Characters a request target may carry as they are; anything else is percent-encoded (non-ASCII,
-# as UTF-8) or, for controls and spaces, refused: they would split the request line.
-_TARGET_SAFE: Final = "!#$%&'()*+,-./:;=?@[]_~"
-
-
-def parse_http_tracker_url(url: str) -> HttpTrackerUrl:
-    """Split an ``http://`` or ``https://`` tracker URL.
-
-    Raises:
-        LocalProtocolError: not a str, not http(s), no host, a bad port, credentials in it
-            (``user:pass@``), control characters or spaces, or longer than 4096 characters.
-    """
-    if not isinstance(url, str):
-        raise LocalProtocolError(f"a tracker URL is a str, got {url!r:.80}")
-    if len(url) > MAX_URL_LENGTH:
-        raise LocalProtocolError(f"a tracker URL of {len(url)} characters is too long")
-    if any(ord(char) <= 0x20 or ord(char) == 0x7F for char in url):
-        raise LocalProtocolError(f"a tracker URL has no spaces or control characters: {url!r:.80}")
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as error:
-        raise LocalProtocolError(f"not a tracker URL: {url!r:.80} ({error})") from None
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https"):
-        raise LocalProtocolError(f"not an http:// or https:// URL: {url!r:.80}")
-    host = parts.hostname
-    if not host:
-        raise LocalProtocolError(f"no host in tracker URL {url!r:.80}")
-    if parts.username is not None or parts.password is not None:
-        raise LocalProtocolError(f"credentials in a tracker URL are not supported: {url!r:.80}")
-    if not host.isascii():
-        raise LocalProtocolError(f"an international host name is not supported: {host!r:.80}")
-    try:
-        host.encode("idna")  # what the resolver will do: a label too long fails there
-    except UnicodeError:
-        raise LocalProtocolError(f"not a host name: {host!r:.80}") from None
-    tls = scheme == "https"
-    default = 443 if tls else 80
-    port = default if port is None else port
-    if port == 0:
-        raise LocalProtocolError(f"port 0 in tracker URL {url!r:.80}")
-    is_v6 = ":" in host
-    if is_v6:
-        try:
-            IPv6Address(host)
-        except ValueError:
-            raise LocalProtocolError(f"not an IPv6 address: {host!r:.80}") from None
-    shown = f"[{host}]" if is_v6 else host
-    target = quote(parts.path or "/", safe=_TARGET_SAFE)
-    if parts.query:
-        target += "?" + quote(parts.query, safe=_TARGET_SAFE)
-    host_header = shown if port == default else f"{shown}:{port}"
-    return HttpTrackerUrl(url.partition("#")[0], tls, host, port, target, host_header)
-
-
-def scrape_url(url: str) -> str | None:
-    """The BEP 48 scrape URL of an announce URL, or None if the tracker has none.
-
-    The last path component must start with ``announce``, which becomes ``scrape``.
-
-    >>> scrape_url("http://t.example/x/announce.php?passkey=1")
-    'http://t.example/x/scrape.php?passkey=1'
-    >>> scrape_url("http://t.example/a") is None
-    True
-    """
-    before, query_mark, query = url.partition("?")
-    head, slash, last = before.rpartition("/")
-    if not slash or not last.startswith("announce") or "//" not in head + slash:
-        return None
-    return f"{head}/scrape{last[len('announce') :]}{query_mark}{query}"
-
-
-def _quote(data: bytes) -> str:
-    # Only the unreserved characters stay as they are, as libtorrent escapes the hashes.
-    return quote_from_bytes(data, safe="")
-
-
-_EVENT_NAMES: Final = {
-    AnnounceEvent.STARTED: "started",
-    AnnounceEvent.COMPLETED: "completed",
-    AnnounceEvent.STOPPED: "stopped",
-}
-
-
-def announce_query(
-    *,
-    info_hash: bytes,
-    peer_id: bytes,
-    port: int,
-    uploaded: int,
-    downloaded: int,
-    left: int,
-    event: AnnounceEvent,
-    num_want: int,
-    key: int,
-    tracker_id: bytes | None = None,
-) -> str:
-    """The query string of an announce (BEP 3, with ``compact=1`` from BEP 23).
-
-    ``event`` is left out for a regular announce and ``numwant`` when it is -1 (the tracker
-    decides); ``key`` goes as 8 hex digits, as libtorrent sends it.
-
-    >>> announce_query(info_hash=b"\\x01" * 20, peer_id=b"-BP0100-abcdefghijkl", port=6881,
-    ...                uploaded=0, downloaded=0, left=5, event=AnnounceEvent.STARTED,
-    ...                num_want=-1, key=0xBEEF)[:60]
-    'info_hash=%01%01%01%01%01%01%01%01%01%01%01%01%01%01%01%01%0'
-    """
-    fields = [
-        f"info_hash={_quote(info_hash)}",
-        f"peer_id={_quote(peer_id)}",
-        f"port={port}",
-        f"uploaded={uploaded}",
-        f"downloaded={downloaded}",
-        f"left={left}",
-        "compact=1",
-        "no_peer_id=1",
-    ]
-    name = _EVENT_NAMES.get(event)
-    if name is not None:
-        fields.append(f"event={name}")
-    if num_want >= 0:
-        fields.append(f"numwant={num_want}")
-    fields.append(f"key={key:08X}")
-    if tracker_id is not None:
-        fields.append(f"trackerid={_quote(tracker_id)}")
-    return "&".join(fields)
-
-
-def _with_query(target: str, query: str) -> str:
-    """Append our parameters: after ``&`` when the URL has a query already (a passkey)."""
-    if "?" not in target:
-        return f"{target}?{query}"
-    return f"{target}{query}" if target.endswith(("?", "&")) else f"{target}&{query}"
 
 
 def _request(url: HttpTrackerUrl, target: str, user_agent: str) -> bytes:
@@ -293,433 +83,6 @@ def _request(url: HttpTrackerUrl, target: str, user_agent: str) -> bytes:
         "Connection: close\r\n"
         "\r\n"
     ).encode("ascii")
-
-
-# -- the sans-IO response reader ---------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class HttpResponse:
-    """A complete HTTP response.
-
-    Attributes:
-        status: the status code.
-        reason: the reason phrase (latin-1).
-        headers: ``(name, value)`` pairs, names lower-case, in order (latin-1).
-        body: the body, transfer coding removed.
-    """
-
-    status: int
-    reason: str
-    headers: tuple[tuple[str, str], ...]
-    body: bytes
-
-    def header(self, name: str) -> str | None:
-        """The last value of header ``name`` (lower-case), or None."""
-        found = None
-        for key, value in self.headers:
-            if key == name:
-                found = value
-        return found
-
-
-class _State(Enum):
-    HEAD = auto()
-    LENGTH = auto()
-    CHUNK_SIZE = auto()
-    CHUNK_DATA = auto()
-    CHUNK_END = auto()
-    TRAILERS = auto()
-    TO_CLOSE = auto()
-    DONE = auto()
-
-
-_HEAD_END: Final = re.compile(rb"\r?\n\r?\n")
-_LINE_END: Final = re.compile(rb"\r?\n")
-_STATUS_LINE: Final = re.compile(rb"HTTP/1\.[0-9] ([0-9]{3})(?: ([^\r\n]*))?")
-_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-
-
-class HttpResponseParser:
-    """Reads one HTTP/1.x response from bytes fed as they arrive; no I/O.
-
-    Feed with :meth:`receive_data`, then :meth:`receive_eof` when the peer closed; :attr:`response`
-    is set once the response is complete (bytes after it are ignored: we asked for
-    ``Connection: close``). Interim 1xx responses are skipped. Every violation, and every bound
-    passed, raises :class:`MalformedTrackerResponseError`.
-
-    Args:
-        max_body: bytes of body at most.
-        max_header: bytes of status line and headers at most (and of trailers).
-
-    >>> parser = HttpResponseParser()
-    >>> parser.receive_data(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nhi")
-    >>> parser.response.body
-    b'hi'
-    """
-
-    def __init__(self, *, max_body: int = MAX_RESPONSE_SIZE, max_header: int = MAX_HEADER_SIZE):
-        self._max_body = max_body
-        self._max_header = max_header
-        self._buffer = bytearray()
-        self._state = _State.HEAD
-        self._body = bytearray()
-        self._remaining = 0  # of the body (LENGTH) or of the chunk (CHUNK_DATA)
-        self._trailer_bytes = 0
-        self._interim = 0
-        self._status = 0
-        self._reason = ""
-        self._headers: tuple[tuple[str, str], ...] = ()
-        self.response: HttpResponse | None = None
-        """The response, once complete."""
-
-    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
-        """Take more bytes of the response."""
-        if self._state is _State.DONE:
-            return
-        self._buffer += data
-        self._advance()
-
-    def receive_eof(self) -> None:
-        """The peer closed: ends a body read to the close; anything else unfinished is an error."""
-        if self._state is _State.DONE:
-            return
-        if self._state in (_State.TO_CLOSE, _State.TRAILERS):  # a last CRLF lost: harmless
-            self._finish()
-            return
-        if self._state is _State.HEAD:
-            what = "before the headers ended" if self._buffer else "without a response"
-        elif self._state is _State.LENGTH:
-            what = f"{self._remaining} bytes before the body's end"
-        else:
-            what = "in the middle of the chunked body"
-        raise MalformedTrackerResponseError(f"the tracker closed the connection {what}")
-
-    # -- the machine --
-
-    def _advance(self) -> None:
-        while self._state is not _State.DONE:
-            state = self._state
-            if state is _State.HEAD:
-                progressed = self._read_head()
-            elif state is _State.LENGTH:
-                progressed = self._read_fixed()
-            elif state is _State.CHUNK_SIZE:
-                progressed = self._read_chunk_size()
-            elif state is _State.CHUNK_DATA:
-                progressed = self._read_chunk_data()
-            elif state is _State.CHUNK_END:
-                progressed = self._read_chunk_end()
-            elif state is _State.TRAILERS:
-                progressed = self._read_trailers()
-            else:  # TO_CLOSE
-                self._append_body(self._buffer)
-                self._buffer.clear()
-                progressed = False
-            if not progressed:
-                return
-
-    def _append_body(self, data: bytes | bytearray | memoryview) -> None:
-        if len(self._body) + len(data) > self._max_body:
-            raise MalformedTrackerResponseError(
-                f"the tracker's answer exceeds {self._max_body} bytes"
-            )
-        self._body += data
-
-    def _read_head(self) -> bool:
-        match = _HEAD_END.search(self._buffer, 0, self._max_header + 4)
-        if match is None:
-            if len(self._buffer) > self._max_header:
-                raise MalformedTrackerResponseError(
-                    f"the tracker's headers exceed {self._max_header} bytes"
-                )
-            return False
-        head = bytes(self._buffer[: match.start()])
-        del self._buffer[: match.end()]
-        lines = _LINE_END.split(head)
-        status = _STATUS_LINE.fullmatch(lines[0])
-        if status is None:
-            raise MalformedTrackerResponseError(f"not an HTTP status line: {lines[0][:60]!r}")
-        code = int(status.group(1))
-        headers = []
-        for line in lines[1:]:
-            name, colon, value = line.decode("latin-1").partition(":")
-            if not colon or not _TOKEN.fullmatch(name):
-                raise MalformedTrackerResponseError(f"not an HTTP header line: {line[:60]!r}")
-            headers.append((name.lower(), value.strip(" \t")))
-        if 100 <= code < 200:
-            self._interim += 1
-            if self._interim > _MAX_INTERIM:
-                raise MalformedTrackerResponseError("too many interim (1xx) responses")
-            return True
-        self._status = code
-        self._reason = (status.group(2) or b"").decode("latin-1")
-        self._headers = tuple(headers)
-        self._choose_framing(headers)
-        return True
-
-    def _choose_framing(self, headers: Sequence[tuple[str, str]]) -> None:
-        if self._status in (204, 304):
-            self._finish()
-            return
-        codings = [
-            coding.strip().lower()
-            for name, value in headers
-            if name == "transfer-encoding"
-            for coding in value.split(",")
-            if coding.strip()
-        ]
-        if codings:  # it wins over Content-Length (RFC 9112, 6.3)
-            self._state = _State.CHUNK_SIZE if codings[-1] == "chunked" else _State.TO_CLOSE
-            return
-        lengths = {value for name, value in headers if name == "content-length"}
-        if not lengths:
-            self._state = _State.TO_CLOSE
-            return
-        values = {part.strip() for value in lengths for part in value.split(",")}
-        if len(values) != 1:
-            raise MalformedTrackerResponseError(f"conflicting Content-Length: {sorted(values)}")
-        [text] = values
-        if not (text.isascii() and text.isdigit()) or len(text) > 18:
-            raise MalformedTrackerResponseError(f"not a Content-Length: {text[:30]!r}")
-        length = int(text)
-        if length > self._max_body:
-            raise MalformedTrackerResponseError(
-                f"the tracker's answer of {length} bytes exceeds {self._max_body}"
-            )
-        self._remaining = length
-        self._state = _State.LENGTH
-
-    def _read_fixed(self) -> bool:
-        take = min(self._remaining, len(self._buffer))
-        self._append_body(memoryview(self._buffer)[:take])
-        del self._buffer[:take]
-        self._remaining -= take
-        if self._remaining == 0:
-            self._finish()
-            return False
-        return False
-
-    def _line(self) -> bytes | None:
-        end = self._buffer.find(b"\n")
-        if end < 0:
-            if len(self._buffer) > _MAX_CHUNK_LINE:
-                raise MalformedTrackerResponseError("a chunk size line is too long")
-            return None
-        line = bytes(self._buffer[:end]).rstrip(b"\r")
-        del self._buffer[: end + 1]
-        return line
-
-    def _read_chunk_size(self) -> bool:
-        line = self._line()
-        if line is None:
-            return False
-        text = line.partition(b";")[0].strip(b" \t")
-        if not text or len(text) > 16 or not all(c in b"0123456789abcdefABCDEF" for c in text):
-            raise MalformedTrackerResponseError(f"not a chunk size: {line[:30]!r}")
-        size = int(text, 16)
-        if size == 0:
-            self._state = _State.TRAILERS
-        else:
-            if len(self._body) + size > self._max_body:
-                raise MalformedTrackerResponseError(
-                    f"the tracker's answer exceeds {self._max_body} bytes"
-                )
-            self._remaining = size
-            self._state = _State.CHUNK_DATA
-        return True
-
-    def _read_chunk_data(self) -> bool:
-        take = min(self._remaining, len(self._buffer))
-        self._append_body(memoryview(self._buffer)[:take])
-        del self._buffer[:take]
-        self._remaining -= take
-        if self._remaining:
-            return False
-        self._state = _State.CHUNK_END
-        return True
-
-    def _read_chunk_end(self) -> bool:
-        line = self._line()
-        if line is None:
-            return False
-        if line:
-            raise MalformedTrackerResponseError("a chunk does not end where its size says")
-        self._state = _State.CHUNK_SIZE
-        return True
-
-    def _read_trailers(self) -> bool:
-        while True:
-            before = len(self._buffer)
-            line = self._line()
-            if line is None:
-                return False
-            self._trailer_bytes += before - len(self._buffer)
-            if self._trailer_bytes > self._max_header:
-                raise MalformedTrackerResponseError(
-                    f"the tracker's trailers exceed {self._max_header} bytes"
-                )
-            if not line:
-                self._finish()
-                return False
-
-    def _finish(self) -> None:
-        self._state = _State.DONE
-        self._buffer.clear()
-        self.response = HttpResponse(self._status, self._reason, self._headers, bytes(self._body))
-
-
-# -- the bencoded answers ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class HttpAnnounceResponse:
-    """What a tracker answered to an announce.
-
-    Attributes:
-        interval: seconds it wants between announces (1800 if it did not say).
-        min_interval: seconds it wants between announces at least, if it said.
-        tracker_id: the ``tracker id`` to send back in the next announces, if any.
-        complete: seeders in the swarm (0 if it did not say).
-        incomplete: leechers in the swarm (0 if it did not say).
-        peers: the peers, IPv4 (``peers``, compact or dictionaries) then IPv6 (``peers6``).
-        warning: the tracker's ``warning message``, if any.
-    """
-
-    interval: int
-    min_interval: int | None
-    tracker_id: bytes | None
-    complete: int
-    incomplete: int
-    peers: tuple[PeerAddress, ...]
-    warning: str | None
-
-
-def _bdecode_dict(body: bytes) -> dict[bytes, object]:
-    if not body:
-        raise MalformedTrackerResponseError("the tracker's answer is empty")
-    try:
-        # lenient (keys out of order) and a prefix (bytes after it ignored): libtorrent accepts
-        # both, and trackers that sort badly or add a newline exist.
-        value, _ = decode_prefix(body, lenient=True)
-    except BencodeDecodeError as error:
-        raise MalformedTrackerResponseError(
-            f"the tracker's answer is not bencoded: {error}"
-        ) from None
-    if not isinstance(value, dict):
-        raise MalformedTrackerResponseError(
-            f"the tracker's answer is a {type(value).__name__}, not a dictionary"
-        )
-    return value  # type: ignore[return-value]
-
-
-def _count(value: object, default: int) -> int:
-    if isinstance(value, int):
-        return min(max(value, 0), _MAX_COUNT)
-    return default
-
-
-def _text(value: bytes) -> str:
-    return value.decode("utf-8", "replace")
-
-
-def _compact(data: bytes, size: int) -> Iterable[PeerAddress]:
-    # A partial last entry is dropped, as libtorrent does.
-    for start in range(0, len(data) - size + 1, size):
-        yield PeerAddress.from_compact(data[start : start + size]).normalized()
-
-
-def _dict_peer(entry: object) -> PeerAddress | None:
-    if not isinstance(entry, dict):
-        return None
-    ip, port = entry.get(b"ip"), entry.get(b"port")
-    if not isinstance(ip, bytes) or isinstance(port, bool) or not isinstance(port, int):
-        return None
-    if not 0 < port <= 0xFFFF or len(ip) > 64:
-        return None
-    try:
-        host = ip_address(ip.decode("ascii"))
-    except (UnicodeDecodeError, ValueError):  # a host name: we do not resolve peers' names
-        return None
-    if isinstance(host, IPv6Address) and host.scope_id is not None:
-        return None
-    return PeerAddress(host, port).normalized()
-
-
-def _peers(answer: dict[bytes, object]) -> tuple[PeerAddress, ...]:
-    found: list[PeerAddress] = []
-    peers = answer.get(b"peers")
-    if isinstance(peers, bytes):
-        found += _compact(peers, 6)
-    elif isinstance(peers, list):
-        found += (peer for peer in map(_dict_peer, peers[: MAX_PEERS * 2]) if peer is not None)
-    peers6 = answer.get(b"peers6")
-    if isinstance(peers6, bytes):
-        found += _compact(peers6, 18)
-    usable = (peer for peer in found if peer.is_connectable)
-    return tuple(dict.fromkeys(usable))[:MAX_PEERS]
-
-
-def parse_announce_response(body: bytes) -> HttpAnnounceResponse:
-    """Read a tracker's bencoded answer to an announce.
-
-    Raises:
-        TrackerRejectedError: the answer has a ``failure reason``.
-        MalformedTrackerResponseError: the answer is not a bencoded dictionary.
-
-    >>> parse_announce_response(b"d8:intervali900e5:peers6:\\x7f\\x00\\x00\\x01\\x1a\\xe1e").peers
-    (PeerAddress(host=IPv4Address('127.0.0.1'), port=6881),)
-    """
-    answer = _bdecode_dict(body)
-    failure = answer.get(b"failure reason")
-    if isinstance(failure, bytes):
-        raise TrackerRejectedError(_text(failure))
-    warning = answer.get(b"warning message")
-    tracker_id = answer.get(b"tracker id")
-    min_interval = answer.get(b"min interval")
-    return HttpAnnounceResponse(
-        interval=_count(answer.get(b"interval"), _DEFAULT_INTERVAL),
-        min_interval=_count(min_interval, 0) if isinstance(min_interval, int) else None,
-        tracker_id=(
-            tracker_id
-            if isinstance(tracker_id, bytes) and 0 < len(tracker_id) <= MAX_TRACKER_ID
-            else None
-        ),
-        complete=_count(answer.get(b"complete"), 0),
-        incomplete=_count(answer.get(b"incomplete"), 0),
-        peers=_peers(answer),
-        warning=_text(warning) if isinstance(warning, bytes) and warning else None,
-    )
-
-
-def parse_scrape_response(body: bytes, info_hashes: Sequence[bytes]) -> tuple[ScrapeStats, ...]:
-    """Read a tracker's bencoded answer to a scrape (BEP 48): the statistics of each of
-    ``info_hashes``, in order; a swarm the answer leaves out counts zeros.
-
-    Raises:
-        TrackerRejectedError: the answer has a ``failure reason``.
-        MalformedTrackerResponseError: the answer is not a bencoded dictionary with ``files``.
-    """
-    answer = _bdecode_dict(body)
-    failure = answer.get(b"failure reason")
-    if isinstance(failure, bytes):
-        raise TrackerRejectedError(_text(failure))
-    files = answer.get(b"files")
-    if not isinstance(files, dict):
-        raise MalformedTrackerResponseError("the tracker's scrape answer has no files dictionary")
-    stats = []
-    for info_hash in info_hashes:
-        entry = files.get(info_hash)
-        if not isinstance(entry, dict):
-            entry = {}
-        stats.append(
-            ScrapeStats(
-                seeders=_count(entry.get(b"complete"), 0),
-                completed=_count(entry.get(b"downloaded"), 0),
-                leechers=_count(entry.get(b"incomplete"), 0),
-            )
-        )
-    return tuple(stats)
 
 
 # -- the trio client ---------------------------------------------------------------------------
@@ -965,8 +328,7 @@ class HttpTrackerClient:
             raise LocalProtocolError(f"{tracker!r:.80} has no scrape URL (BEP 48)")
         url = parse_http_tracker_url(target)
         swarm_ids = [_swarm_id(info_hash) for info_hash in info_hashes]
-        query = "&".join(f"info_hash={_quote(swarm_id)}" for swarm_id in swarm_ids)
-        response, _, _ = await self._get(url, query)
+        response, _, _ = await self._get(url, scrape_query(swarm_ids))
         if response.status != 200:
             _refused(response)
         return parse_scrape_response(response.body, swarm_ids)
@@ -993,7 +355,7 @@ class HttpTrackerClient:
         self._in_flight.add(scope)
         try:
             with scope:
-                response, address = await self._follow(url, _with_query(url.target, query))
+                response, address = await self._follow(url, with_query(url.target, query))
                 return response, address, request_id
         finally:
             self._in_flight.discard(scope)
@@ -1059,12 +421,8 @@ class HttpTrackerClient:
 def _refused(response: HttpResponse) -> None:
     """A status other than 200: the tracker's own ``failure reason`` if the body has one (some
     trackers send it with a 4xx), else the status."""
-    try:
-        answer = _bdecode_dict(response.body)
-    except MalformedTrackerResponseError:
-        answer = {}
-    failure = answer.get(b"failure reason")
-    if isinstance(failure, bytes):
-        raise TrackerRejectedError(_text(failure))
+    failure = failure_reason(response.body)
+    if failure is not None:
+        raise TrackerRejectedError(failure)
     reason = response.reason.strip()[:80]
     raise HttpTrackerError(f"HTTP {response.status}{' ' + reason if reason else ''}")

@@ -1,0 +1,298 @@
+"""A sans-IO HTTP/1.1 response reader, bounded for answers from untrusted trackers.
+
+:class:`HttpResponseParser` is fed bytes as they come: the status line and headers within
+:data:`MAX_HEADER_SIZE`, then a body by ``Content-Length``, chunked transfer coding or read to
+the close, within :data:`MAX_RESPONSE_SIZE`. Interim 1xx responses are skipped. It does no I/O:
+the trio client (``_http_tracker``) reads the socket and feeds it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum, auto
+from typing import Final
+
+from ._http_tracker_errors import MalformedTrackerResponseError
+
+__all__ = ["MAX_HEADER_SIZE", "MAX_RESPONSE_SIZE", "HttpResponse", "HttpResponseParser"]
+
+MAX_RESPONSE_SIZE: Final = 1024 * 1024
+"""Bytes of body a tracker may send at most: libtorrent's ``tracker_maximum_response_length``."""
+MAX_HEADER_SIZE: Final = 16 * 1024
+"""Bytes of status line and headers (and of a chunked body's trailers) a tracker may send."""
+
+_MAX_INTERIM: Final = 8  # 1xx responses skipped before the real one
+_MAX_CHUNK_LINE: Final = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    """A complete HTTP response.
+
+    Attributes:
+        status: the status code.
+        reason: the reason phrase (latin-1).
+        headers: ``(name, value)`` pairs, names lower-case, in order (latin-1).
+        body: the body, transfer coding removed.
+    """
+
+    status: int
+    reason: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        """The last value of header ``name`` (lower-case), or None."""
+        found = None
+        for key, value in self.headers:
+            if key == name:
+                found = value
+        return found
+
+
+class _State(Enum):
+    HEAD = auto()
+    LENGTH = auto()
+    CHUNK_SIZE = auto()
+    CHUNK_DATA = auto()
+    CHUNK_END = auto()
+    TRAILERS = auto()
+    TO_CLOSE = auto()
+    DONE = auto()
+
+
+_HEAD_END: Final = re.compile(rb"\r?\n\r?\n")
+_LINE_END: Final = re.compile(rb"\r?\n")
+_STATUS_LINE: Final = re.compile(rb"HTTP/1\.[0-9] ([0-9]{3})(?: ([^\r\n]*))?")
+_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+class HttpResponseParser:
+    """Reads one HTTP/1.x response from bytes fed as they arrive; no I/O.
+
+    Feed with :meth:`receive_data`, then :meth:`receive_eof` when the peer closed; :attr:`response`
+    is set once the response is complete (bytes after it are ignored: we asked for
+    ``Connection: close``). Interim 1xx responses are skipped. Every violation, and every bound
+    passed, raises :class:`MalformedTrackerResponseError`.
+
+    Args:
+        max_body: bytes of body at most.
+        max_header: bytes of status line and headers at most (and of trailers).
+
+    >>> parser = HttpResponseParser()
+    >>> parser.receive_data(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nhi")
+    >>> parser.response.body
+    b'hi'
+    """
+
+    def __init__(self, *, max_body: int = MAX_RESPONSE_SIZE, max_header: int = MAX_HEADER_SIZE):
+        self._max_body = max_body
+        self._max_header = max_header
+        self._buffer = bytearray()
+        self._state = _State.HEAD
+        self._body = bytearray()
+        self._remaining = 0  # of the body (LENGTH) or of the chunk (CHUNK_DATA)
+        self._trailer_bytes = 0
+        self._interim = 0
+        self._status = 0
+        self._reason = ""
+        self._headers: tuple[tuple[str, str], ...] = ()
+        self.response: HttpResponse | None = None
+        """The response, once complete."""
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Take more bytes of the response."""
+        if self._state is _State.DONE:
+            return
+        self._buffer += data
+        self._advance()
+
+    def receive_eof(self) -> None:
+        """The peer closed: ends a body read to the close; anything else unfinished is an error."""
+        if self._state is _State.DONE:
+            return
+        if self._state in (_State.TO_CLOSE, _State.TRAILERS):  # a last CRLF lost: harmless
+            self._finish()
+            return
+        if self._state is _State.HEAD:
+            what = "before the headers ended" if self._buffer else "without a response"
+        elif self._state is _State.LENGTH:
+            what = f"{self._remaining} bytes before the body's end"
+        else:
+            what = "in the middle of the chunked body"
+        raise MalformedTrackerResponseError(f"the tracker closed the connection {what}")
+
+    # -- the machine --
+
+    def _advance(self) -> None:
+        while self._state is not _State.DONE:
+            state = self._state
+            if state is _State.HEAD:
+                progressed = self._read_head()
+            elif state is _State.LENGTH:
+                progressed = self._read_fixed()
+            elif state is _State.CHUNK_SIZE:
+                progressed = self._read_chunk_size()
+            elif state is _State.CHUNK_DATA:
+                progressed = self._read_chunk_data()
+            elif state is _State.CHUNK_END:
+                progressed = self._read_chunk_end()
+            elif state is _State.TRAILERS:
+                progressed = self._read_trailers()
+            else:  # TO_CLOSE
+                self._append_body(self._buffer)
+                self._buffer.clear()
+                progressed = False
+            if not progressed:
+                return
+
+    def _append_body(self, data: bytes | bytearray | memoryview) -> None:
+        if len(self._body) + len(data) > self._max_body:
+            raise MalformedTrackerResponseError(
+                f"the tracker's answer exceeds {self._max_body} bytes"
+            )
+        self._body += data
+
+    def _read_head(self) -> bool:
+        match = _HEAD_END.search(self._buffer, 0, self._max_header + 4)
+        if match is None:
+            if len(self._buffer) > self._max_header:
+                raise MalformedTrackerResponseError(
+                    f"the tracker's headers exceed {self._max_header} bytes"
+                )
+            return False
+        head = bytes(self._buffer[: match.start()])
+        del self._buffer[: match.end()]
+        lines = _LINE_END.split(head)
+        status = _STATUS_LINE.fullmatch(lines[0])
+        if status is None:
+            raise MalformedTrackerResponseError(f"not an HTTP status line: {lines[0][:60]!r}")
+        code = int(status.group(1))
+        headers = []
+        for line in lines[1:]:
+            name, colon, value = line.decode("latin-1").partition(":")
+            if not colon or not _TOKEN.fullmatch(name):
+                raise MalformedTrackerResponseError(f"not an HTTP header line: {line[:60]!r}")
+            headers.append((name.lower(), value.strip(" \t")))
+        if 100 <= code < 200:
+            self._interim += 1
+            if self._interim > _MAX_INTERIM:
+                raise MalformedTrackerResponseError("too many interim (1xx) responses")
+            return True
+        self._status = code
+        self._reason = (status.group(2) or b"").decode("latin-1")
+        self._headers = tuple(headers)
+        self._choose_framing(headers)
+        return True
+
+    def _choose_framing(self, headers: Sequence[tuple[str, str]]) -> None:
+        if self._status in (204, 304):
+            self._finish()
+            return
+        codings = [
+            coding.strip().lower()
+            for name, value in headers
+            if name == "transfer-encoding"
+            for coding in value.split(",")
+            if coding.strip()
+        ]
+        if codings:  # it wins over Content-Length (RFC 9112, 6.3)
+            self._state = _State.CHUNK_SIZE if codings[-1] == "chunked" else _State.TO_CLOSE
+            return
+        lengths = {value for name, value in headers if name == "content-length"}
+        if not lengths:
+            self._state = _State.TO_CLOSE
+            return
+        values = {part.strip() for value in lengths for part in value.split(",")}
+        if len(values) != 1:
+            raise MalformedTrackerResponseError(f"conflicting Content-Length: {sorted(values)}")
+        [text] = values
+        if not (text.isascii() and text.isdigit()) or len(text) > 18:
+            raise MalformedTrackerResponseError(f"not a Content-Length: {text[:30]!r}")
+        length = int(text)
+        if length > self._max_body:
+            raise MalformedTrackerResponseError(
+                f"the tracker's answer of {length} bytes exceeds {self._max_body}"
+            )
+        self._remaining = length
+        self._state = _State.LENGTH
+
+    def _read_fixed(self) -> bool:
+        take = min(self._remaining, len(self._buffer))
+        self._append_body(memoryview(self._buffer)[:take])
+        del self._buffer[:take]
+        self._remaining -= take
+        if self._remaining == 0:
+            self._finish()
+            return False
+        return False
+
+    def _line(self) -> bytes | None:
+        end = self._buffer.find(b"\n")
+        if end < 0:
+            if len(self._buffer) > _MAX_CHUNK_LINE:
+                raise MalformedTrackerResponseError("a chunk size line is too long")
+            return None
+        line = bytes(self._buffer[:end]).rstrip(b"\r")
+        del self._buffer[: end + 1]
+        return line
+
+    def _read_chunk_size(self) -> bool:
+        line = self._line()
+        if line is None:
+            return False
+        text = line.partition(b";")[0].strip(b" \t")
+        if not text or len(text) > 16 or not all(c in b"0123456789abcdefABCDEF" for c in text):
+            raise MalformedTrackerResponseError(f"not a chunk size: {line[:30]!r}")
+        size = int(text, 16)
+        if size == 0:
+            self._state = _State.TRAILERS
+        else:
+            if len(self._body) + size > self._max_body:
+                raise MalformedTrackerResponseError(
+                    f"the tracker's answer exceeds {self._max_body} bytes"
+                )
+            self._remaining = size
+            self._state = _State.CHUNK_DATA
+        return True
+
+    def _read_chunk_data(self) -> bool:
+        take = min(self._remaining, len(self._buffer))
+        self._append_body(memoryview(self._buffer)[:take])
+        del self._buffer[:take]
+        self._remaining -= take
+        if self._remaining:
+            return False
+        self._state = _State.CHUNK_END
+        return True
+
+    def _read_chunk_end(self) -> bool:
+        line = self._line()
+        if line is None:
+            return False
+        if line:
+            raise MalformedTrackerResponseError("a chunk does not end where its size says")
+        self._state = _State.CHUNK_SIZE
+        return True
+
+    def _read_trailers(self) -> bool:
+        while True:
+            before = len(self._buffer)
+            line = self._line()
+            if line is None:
+                return False
+            self._trailer_bytes += before - len(self._buffer)
+            if self._trailer_bytes > self._max_header:
+                raise MalformedTrackerResponseError(
+                    f"the tracker's trailers exceed {self._max_header} bytes"
+                )
+            if not line:
+                self._finish()
+                return False
+
+    def _finish(self) -> None:
+        self._state = _State.DONE
+        self._buffer.clear()
+        self.response = HttpResponse(self._status, self._reason, self._headers, bytes(self._body))

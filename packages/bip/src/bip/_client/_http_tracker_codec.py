@@ -1,0 +1,404 @@
+"""What an HTTP(S) tracker client sends and reads, pure: tracker URLs, announce and scrape
+queries (BEP 3, BEP 23 compact peers, BEP 48 scrape URLs), and the bencoded answers (BEP 3,
+BEP 7 IPv6 peers, BEP 48).
+
+Leniency follows libtorrent's, because real trackers deviate in the same ways: dictionary keys
+out of order and bytes after the bencoded answer are accepted; a missing ``interval`` means
+1800 s; a compact peer list whose length is not a multiple of 6 (18) loses its last partial
+entry; a bad entry of a peer list is skipped, not fatal. Everything else a tracker sends wrong
+is a :class:`MalformedTrackerResponseError` with a one-line reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv6Address, ip_address
+from typing import Final
+from urllib.parse import quote, quote_from_bytes, urlsplit
+
+from bip_bencode import BencodeDecodeError, decode_prefix
+from bip_handshake import PeerAddress
+from bip_utracker import AnnounceEvent, LocalProtocolError, ScrapeStats, TrackerRejectedError
+
+from ._http_tracker_errors import MalformedTrackerResponseError
+
+__all__ = [
+    "MAX_PEERS",
+    "MAX_TRACKER_ID",
+    "MAX_URL_LENGTH",
+    "HttpAnnounceResponse",
+    "HttpTrackerUrl",
+    "announce_query",
+    "failure_reason",
+    "parse_announce_response",
+    "parse_http_tracker_url",
+    "parse_scrape_response",
+    "scrape_query",
+    "scrape_url",
+    "with_query",
+]
+
+MAX_URL_LENGTH: Final = 4096
+"""Characters a tracker URL may have (ours, or a redirect's)."""
+MAX_PEERS: Final = 10_000
+"""Peers taken from one answer at most (a 1 MiB compact list would hold 174,762)."""
+MAX_TRACKER_ID: Final = 1024
+"""Bytes of a ``tracker id`` we agree to send back; a longer one is ignored."""
+
+_DEFAULT_INTERVAL: Final = 1800  # libtorrent's, for an answer without "interval"
+_MAX_COUNT: Final = 2**32 - 1  # intervals and swarm counts are clamped to 32 bits, as in BEP 15
+
+
+# -- URLs and requests -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HttpTrackerUrl:
+    """An ``http://`` or ``https://`` tracker URL, split for a request.
+
+    Attributes:
+        url: the URL as given (without its fragment).
+        tls: whether it is ``https``.
+        host: the host name or IP address (an IPv6 literal without brackets).
+        port: the TCP port (80 or 443 unless given).
+        target: the request target: the path (``/`` if empty) and the query, percent-encoded.
+        host_header: the ``Host`` header's value.
+
+    >>> url = parse_http_tracker_url("https://[::1]:8443/announce?passkey=ab")
+    >>> (url.host, url.port, url.target, url.host_header)
+    ('::1', 8443, '/announce?passkey=ab', '[::1]:8443')
+    """
+
+    url: str
+    tls: bool
+    host: str
+    port: int
+    target: str
+    host_header: str
+
+    @property
+    def shown(self) -> str:
+        """The URL without its query, for messages: a private tracker's passkey stays out of
+        logs and errors."""
+        return (
+            f"{'https' if self.tls else 'http'}://{self.host_header}{self.target.partition('?')[0]}"
+        )
+
+
+# Characters a request target may carry as they are; anything else is percent-encoded (non-ASCII,
+# as UTF-8) or, for controls and spaces, refused: they would split the request line.
+_TARGET_SAFE: Final = "!#$%&'()*+,-./:;=?@[]_~"
+
+
+def parse_http_tracker_url(url: str) -> HttpTrackerUrl:
+    """Split an ``http://`` or ``https://`` tracker URL.
+
+    Raises:
+        LocalProtocolError: not a str, not http(s), no host, a bad port, credentials in it
+            (``user:pass@``), control characters or spaces, or longer than 4096 characters.
+    """
+    if not isinstance(url, str):
+        raise LocalProtocolError(f"a tracker URL is a str, got {url!r:.80}")
+    if len(url) > MAX_URL_LENGTH:
+        raise LocalProtocolError(f"a tracker URL of {len(url)} characters is too long")
+    if any(ord(char) <= 0x20 or ord(char) == 0x7F for char in url):
+        raise LocalProtocolError(f"a tracker URL has no spaces or control characters: {url!r:.80}")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as error:
+        raise LocalProtocolError(f"not a tracker URL: {url!r:.80} ({error})") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise LocalProtocolError(f"not an http:// or https:// URL: {url!r:.80}")
+    host = parts.hostname
+    if not host:
+        raise LocalProtocolError(f"no host in tracker URL {url!r:.80}")
+    if parts.username is not None or parts.password is not None:
+        raise LocalProtocolError(f"credentials in a tracker URL are not supported: {url!r:.80}")
+    if not host.isascii():
+        raise LocalProtocolError(f"an international host name is not supported: {host!r:.80}")
+    try:
+        host.encode("idna")  # what the resolver will do: a label too long fails there
+    except UnicodeError:
+        raise LocalProtocolError(f"not a host name: {host!r:.80}") from None
+    tls = scheme == "https"
+    default = 443 if tls else 80
+    port = default if port is None else port
+    if port == 0:
+        raise LocalProtocolError(f"port 0 in tracker URL {url!r:.80}")
+    is_v6 = ":" in host
+    if is_v6:
+        try:
+            IPv6Address(host)
+        except ValueError:
+            raise LocalProtocolError(f"not an IPv6 address: {host!r:.80}") from None
+    shown = f"[{host}]" if is_v6 else host
+    target = quote(parts.path or "/", safe=_TARGET_SAFE)
+    if parts.query:
+        target += "?" + quote(parts.query, safe=_TARGET_SAFE)
+    host_header = shown if port == default else f"{shown}:{port}"
+    return HttpTrackerUrl(url.partition("#")[0], tls, host, port, target, host_header)
+
+
+def scrape_url(url: str) -> str | None:
+    """The BEP 48 scrape URL of an announce URL, or None if the tracker has none.
+
+    The last path component must start with ``announce``, which becomes ``scrape``.
+
+    >>> scrape_url("http://t.example/x/announce.php?passkey=1")
+    'http://t.example/x/scrape.php?passkey=1'
+    >>> scrape_url("http://t.example/a") is None
+    True
+    """
+    before, query_mark, query = url.partition("?")
+    head, slash, last = before.rpartition("/")
+    if not slash or not last.startswith("announce") or "//" not in head + slash:
+        return None
+    return f"{head}/scrape{last[len('announce') :]}{query_mark}{query}"
+
+
+def _quote(data: bytes) -> str:
+    # Only the unreserved characters stay as they are, as libtorrent escapes the hashes.
+    return quote_from_bytes(data, safe="")
+
+
+_EVENT_NAMES: Final = {
+    AnnounceEvent.STARTED: "started",
+    AnnounceEvent.COMPLETED: "completed",
+    AnnounceEvent.STOPPED: "stopped",
+}
+
+
+def announce_query(
+    *,
+    info_hash: bytes,
+    peer_id: bytes,
+    port: int,
+    uploaded: int,
+    downloaded: int,
+    left: int,
+    event: AnnounceEvent,
+    num_want: int,
+    key: int,
+    tracker_id: bytes | None = None,
+) -> str:
+    """The query string of an announce (BEP 3, with ``compact=1`` from BEP 23).
+
+    ``event`` is left out for a regular announce and ``numwant`` when it is -1 (the tracker
+    decides); ``key`` goes as 8 hex digits, as libtorrent sends it.
+
+    >>> announce_query(info_hash=b"\\x01" * 20, peer_id=b"-BP0100-abcdefghijkl", port=6881,
+    ...                uploaded=0, downloaded=0, left=5, event=AnnounceEvent.STARTED,
+    ...                num_want=-1, key=0xBEEF)[:60]
+    'info_hash=%01%01%01%01%01%01%01%01%01%01%01%01%01%01%01%01%0'
+    """
+    fields = [
+        f"info_hash={_quote(info_hash)}",
+        f"peer_id={_quote(peer_id)}",
+        f"port={port}",
+        f"uploaded={uploaded}",
+        f"downloaded={downloaded}",
+        f"left={left}",
+        "compact=1",
+        "no_peer_id=1",
+    ]
+    name = _EVENT_NAMES.get(event)
+    if name is not None:
+        fields.append(f"event={name}")
+    if num_want >= 0:
+        fields.append(f"numwant={num_want}")
+    fields.append(f"key={key:08X}")
+    if tracker_id is not None:
+        fields.append(f"trackerid={_quote(tracker_id)}")
+    return "&".join(fields)
+
+
+def scrape_query(info_hashes: Iterable[bytes]) -> str:
+    """The query string of a scrape (BEP 48): one ``info_hash`` per swarm.
+
+    >>> scrape_query([b"\\x01" * 20])[:19]
+    'info_hash=%01%01%01'
+    """
+    return "&".join(f"info_hash={_quote(info_hash)}" for info_hash in info_hashes)
+
+
+def with_query(target: str, query: str) -> str:
+    """``target`` (a request target) with our ``query`` appended: after ``&`` when the URL has
+    a query already (a passkey).
+
+    >>> with_query("/announce?passkey=ab", "port=1")
+    '/announce?passkey=ab&port=1'
+    """
+    if "?" not in target:
+        return f"{target}?{query}"
+    return f"{target}{query}" if target.endswith(("?", "&")) else f"{target}&{query}"
+
+
+# -- the bencoded answers ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HttpAnnounceResponse:
+    """What a tracker answered to an announce.
+
+    Attributes:
+        interval: seconds it wants between announces (1800 if it did not say).
+        min_interval: seconds it wants between announces at least, if it said.
+        tracker_id: the ``tracker id`` to send back in the next announces, if any.
+        complete: seeders in the swarm (0 if it did not say).
+        incomplete: leechers in the swarm (0 if it did not say).
+        peers: the peers, IPv4 (``peers``, compact or dictionaries) then IPv6 (``peers6``).
+        warning: the tracker's ``warning message``, if any.
+    """
+
+    interval: int
+    min_interval: int | None
+    tracker_id: bytes | None
+    complete: int
+    incomplete: int
+    peers: tuple[PeerAddress, ...]
+    warning: str | None
+
+
+def _bdecode_dict(body: bytes) -> dict[bytes, object]:
+    if not body:
+        raise MalformedTrackerResponseError("the tracker's answer is empty")
+    try:
+        # lenient (keys out of order) and a prefix (bytes after it ignored): libtorrent accepts
+        # both, and trackers that sort badly or add a newline exist.
+        value, _ = decode_prefix(body, lenient=True)
+    except BencodeDecodeError as error:
+        raise MalformedTrackerResponseError(
+            f"the tracker's answer is not bencoded: {error}"
+        ) from None
+    if not isinstance(value, dict):
+        raise MalformedTrackerResponseError(
+            f"the tracker's answer is a {type(value).__name__}, not a dictionary"
+        )
+    return value  # type: ignore[return-value]
+
+
+def failure_reason(body: bytes) -> str | None:
+    """The ``failure reason`` of a body, if it is a bencoded dictionary with one (some trackers
+    send it with a 4xx status); None otherwise.
+
+    >>> failure_reason(b"d14:failure reason6:bannede")
+    'banned'
+    """
+    try:
+        answer = _bdecode_dict(body)
+    except MalformedTrackerResponseError:
+        return None
+    failure = answer.get(b"failure reason")
+    return _text(failure) if isinstance(failure, bytes) else None
+
+
+def _count(value: object, default: int) -> int:
+    if isinstance(value, int):
+        return min(max(value, 0), _MAX_COUNT)
+    return default
+
+
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", "replace")
+
+
+def _compact(data: bytes, size: int) -> Iterable[PeerAddress]:
+    # A partial last entry is dropped, as libtorrent does.
+    for start in range(0, len(data) - size + 1, size):
+        yield PeerAddress.from_compact(data[start : start + size]).normalized()
+
+
+def _dict_peer(entry: object) -> PeerAddress | None:
+    if not isinstance(entry, dict):
+        return None
+    ip, port = entry.get(b"ip"), entry.get(b"port")
+    if not isinstance(ip, bytes) or isinstance(port, bool) or not isinstance(port, int):
+        return None
+    if not 0 < port <= 0xFFFF or len(ip) > 64:
+        return None
+    try:
+        host = ip_address(ip.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):  # a host name: we do not resolve peers' names
+        return None
+    if isinstance(host, IPv6Address) and host.scope_id is not None:
+        return None
+    return PeerAddress(host, port).normalized()
+
+
+def _peers(answer: dict[bytes, object]) -> tuple[PeerAddress, ...]:
+    found: list[PeerAddress] = []
+    peers = answer.get(b"peers")
+    if isinstance(peers, bytes):
+        found += _compact(peers, 6)
+    elif isinstance(peers, list):
+        found += (peer for peer in map(_dict_peer, peers[: MAX_PEERS * 2]) if peer is not None)
+    peers6 = answer.get(b"peers6")
+    if isinstance(peers6, bytes):
+        found += _compact(peers6, 18)
+    usable = (peer for peer in found if peer.is_connectable)
+    return tuple(dict.fromkeys(usable))[:MAX_PEERS]
+
+
+def parse_announce_response(body: bytes) -> HttpAnnounceResponse:
+    """Read a tracker's bencoded answer to an announce.
+
+    Raises:
+        TrackerRejectedError: the answer has a ``failure reason``.
+        MalformedTrackerResponseError: the answer is not a bencoded dictionary.
+
+    >>> parse_announce_response(b"d8:intervali900e5:peers6:\\x7f\\x00\\x00\\x01\\x1a\\xe1e").peers
+    (PeerAddress(host=IPv4Address('127.0.0.1'), port=6881),)
+    """
+    answer = _bdecode_dict(body)
+    failure = answer.get(b"failure reason")
+    if isinstance(failure, bytes):
+        raise TrackerRejectedError(_text(failure))
+    warning = answer.get(b"warning message")
+    tracker_id = answer.get(b"tracker id")
+    min_interval = answer.get(b"min interval")
+    return HttpAnnounceResponse(
+        interval=_count(answer.get(b"interval"), _DEFAULT_INTERVAL),
+        min_interval=_count(min_interval, 0) if isinstance(min_interval, int) else None,
+        tracker_id=(
+            tracker_id
+            if isinstance(tracker_id, bytes) and 0 < len(tracker_id) <= MAX_TRACKER_ID
+            else None
+        ),
+        complete=_count(answer.get(b"complete"), 0),
+        incomplete=_count(answer.get(b"incomplete"), 0),
+        peers=_peers(answer),
+        warning=_text(warning) if isinstance(warning, bytes) and warning else None,
+    )
+
+
+def parse_scrape_response(body: bytes, info_hashes: Sequence[bytes]) -> tuple[ScrapeStats, ...]:
+    """Read a tracker's bencoded answer to a scrape (BEP 48): the statistics of each of
+    ``info_hashes``, in order; a swarm the answer leaves out counts zeros.
+
+    Raises:
+        TrackerRejectedError: the answer has a ``failure reason``.
+        MalformedTrackerResponseError: the answer is not a bencoded dictionary with ``files``.
+    """
+    answer = _bdecode_dict(body)
+    failure = answer.get(b"failure reason")
+    if isinstance(failure, bytes):
+        raise TrackerRejectedError(_text(failure))
+    files = answer.get(b"files")
+    if not isinstance(files, dict):
+        raise MalformedTrackerResponseError("the tracker's scrape answer has no files dictionary")
+    stats = []
+    for info_hash in info_hashes:
+        entry = files.get(info_hash)
+        if not isinstance(entry, dict):
+            entry = {}
+        stats.append(
+            ScrapeStats(
+                seeders=_count(entry.get(b"complete"), 0),
+                completed=_count(entry.get(b"downloaded"), 0),
+                leechers=_count(entry.get(b"incomplete"), 0),
+            )
+        )
+    return tuple(stats)
