@@ -112,7 +112,7 @@ class AnnounceClient(Protocol):
 
         ``info_hash`` is a swarm id (20 bytes) or an :class:`~bip_metainfo.InfoHash`;
         ``num_want`` -1 lets the tracker decide. The :class:`Announcer` gives the peers of the
-        answer to its sink itself.
+        answer to its sink itself (not those of a ``stopped`` answer).
         """
         ...
 
@@ -178,7 +178,8 @@ class Announcer:
     ``retry_delay`` seconds, doubled after each failure in a row up to ``max_interval``:
     failures are status (:attr:`status`, and DEBUG records on the ``bip_utracker.client``
     logger), never exceptions. The peers of each answer go to the client's sink (a
-    :class:`TrackerClient`'s), and to ``sink`` if one is given.
+    :class:`TrackerClient`'s), and to ``sink`` if one is given, except those of the ``stopped``
+    answer: we are leaving the swarm (they stay in :attr:`status`).
 
     Args:
         client: a running :class:`TrackerClient`, or any other :class:`AnnounceClient`.
@@ -190,7 +191,7 @@ class Announcer:
         peer_id: ours.
         port: our TCP listen port (0 if we accept no peers).
         progress: called before each announce for the bytes uploaded, downloaded and left.
-        sink: also give the peers found here (source ``"tracker"``).
+        sink: also give the peers found here (source ``"tracker"``), but for ``stopped``.
         num_want: peers wanted per announce; -1 lets the tracker decide.
         min_interval: seconds between regular announces at least.
         max_interval: seconds between regular announces at most; also the longest retry delay.
@@ -379,7 +380,9 @@ class Announcer:
             event=event,
             num_want=self._num_want,
         )
-        if self._sink is not None and result.peers:
+        # The peers of a "stopped" answer would be dialled as we leave: wasted work. The result
+        # still goes to the status whole.
+        if self._sink is not None and result.peers and event is not AnnounceEvent.STOPPED:
             self._sink.discovered(self._info_hash, result.peers, "tracker")
         return result
 
