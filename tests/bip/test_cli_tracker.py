@@ -115,7 +115,7 @@ def test_unreachable_tracker_times_out(silent_udp: str, capsys: pytest.CaptureFi
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["announce", "http://127.0.0.1/announce", V1], "only udp:// trackers are supported"),
+        (["announce", "wss://127.0.0.1/announce", V1], "only udp://, http:// and https://"),
         (["announce", "udp://127.0.0.1/announce", V1], "tracker: a UDP tracker URL needs a port"),
         (["announce", "udp://127.0.0.1:1", "xyz"], "xyz: no such file"),
         (["announce", "udp://127.0.0.1:1", V1, "--port", "70000"], "--port is in 0..65535"),

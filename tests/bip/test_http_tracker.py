@@ -5,23 +5,29 @@ it, and an engine download whose only peer source is an HTTP tracker."""
 from __future__ import annotations
 
 import datetime
-import functools
 import ipaddress
 import logging
 import random
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_to_bytes
 
 import pytest
 import trio
 import trio.testing
 from _engine_helpers import loopback_config, same_files, write_content
+from _http_tracker_server import (
+    Handler,
+    MiniTracker,
+    answer,
+    http_server,
+    query_of,
+    reply,
+    request_target,
+)
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -67,94 +73,6 @@ HASH = bytes(range(20))
 PEER_ID = PeerId(b"-BP0100-\x00\xffabc def&=?")
 DEADLINE = 10.0
 
-Handler = Callable[[bytes, trio.abc.Stream], Awaitable[None]]
-
-
-# -- an in-process HTTP server -------------------------------------------------------------------
-
-
-@dataclass
-class Server:
-    """A loopback HTTP server: records each request head, answers with ``handler``."""
-
-    handler: Handler
-    requests: list[bytes] = field(default_factory=list)
-    url: str = ""
-
-    async def serve(self, stream: trio.abc.Stream) -> None:
-        head = b""
-        try:
-            while b"\r\n\r\n" not in head and len(head) < 65536:
-                data = await stream.receive_some(65536)
-                if not data:
-                    return
-                head += data
-            self.requests.append(head)
-            await self.handler(head, stream)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        finally:
-            await trio.aclose_forcefully(stream)
-
-
-@asynccontextmanager
-async def http_server(
-    handler: Handler,
-    *,
-    host: str = "127.0.0.1",
-    tls: ssl.SSLContext | None = None,
-    path: str = "/announce",
-) -> AsyncIterator[Server]:
-    server = Server(handler)
-    async with trio.open_nursery() as nursery:
-        serve: Callable[..., Awaitable[object]]
-        if tls is None:
-            serve = functools.partial(trio.serve_tcp, server.serve, 0, host=host)
-        else:
-            serve = functools.partial(
-                trio.serve_ssl_over_tcp, server.serve, 0, tls, host=host, https_compatible=True
-            )
-        listeners = await nursery.start(serve)
-        port = listeners[0].transport_listener.socket.getsockname()[1] if tls else None
-        if port is None:
-            port = listeners[0].socket.getsockname()[1]
-        shown = f"[{host}]" if ":" in host else host
-        server.url = f"{'https' if tls else 'http'}://{shown}:{port}{path}"
-        yield server
-        nursery.cancel_scope.cancel()
-
-
-def reply(
-    body: bytes,
-    *,
-    status: str = "200 OK",
-    framing: str = "length",
-    headers: tuple[str, ...] = (),
-) -> Handler:
-    """A handler sending ``body`` framed by Content-Length, chunked, or to the close."""
-
-    async def handle(request: bytes, stream: trio.abc.Stream) -> None:
-        head = [f"HTTP/1.1 {status}", *headers]
-        if framing == "length":
-            head.append(f"Content-Length: {len(body)}")
-            payload = body
-        elif framing == "chunked":
-            head.append("Transfer-Encoding: chunked")
-            pieces = [body[i : i + 7] for i in range(0, len(body), 7)]
-            payload = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(p), p) for p in pieces)
-            payload += b"0\r\nX-Trailer: yes\r\n\r\n"
-        else:
-            payload = body
-        data = ("\r\n".join(head) + "\r\n\r\n").encode() + payload
-        for start in range(0, len(data), 50):  # in pieces: the reader must reassemble
-            await stream.send_all(data[start : start + 50])
-
-    return handle
-
-
-def answer(**fields: Any) -> bytes:
-    return encode({key.replace("_", " "): value for key, value in fields.items()})
-
 
 async def announce(client: HttpTrackerClient, url: str, **changes: object) -> HttpAnnounceResult:
     arguments: dict[str, object] = {
@@ -168,18 +86,6 @@ async def announce(client: HttpTrackerClient, url: str, **changes: object) -> Ht
     }
     arguments.update(changes)
     return await client.announce(url, HASH, **arguments)  # type: ignore[arg-type]
-
-
-def request_target(request: bytes) -> str:
-    return request.split(b"\r\n", 1)[0].decode().split(" ")[1]
-
-
-def query_of(request: bytes) -> dict[str, bytes]:
-    query = request_target(request).partition("?")[2]
-    return {
-        key: unquote_to_bytes(value)
-        for key, _, value in (part.partition("=") for part in query.split("&"))
-    }
 
 
 # -- the request -------------------------------------------------------------------------------
@@ -810,28 +716,6 @@ async def test_the_announcer_drives_the_http_client(
 
 
 # -- the engine: a download whose only peer source is an HTTP tracker -------------------------
-
-
-@dataclass
-class MiniTracker:
-    """Enough of a tracker: remembers each announcer's address and port per swarm."""
-
-    swarms: dict[bytes, dict[bytes, bytes]] = field(default_factory=dict)
-    announced: trio.Event = field(default_factory=trio.Event)
-
-    async def __call__(self, request: bytes, stream: trio.abc.Stream) -> None:
-        params = query_of(request)
-        assert isinstance(stream, trio.SocketStream)
-        host = stream.socket.getpeername()[0]
-        me = ipaddress.ip_address(host).packed + int(params["port"]).to_bytes(2, "big")
-        swarm = self.swarms.setdefault(params["info_hash"], {})
-        others = b"".join(peer for key, peer in swarm.items() if key != params["peer_id"])
-        if params.get("event") == b"stopped":
-            swarm.pop(params["peer_id"], None)
-        else:
-            swarm[params["peer_id"]] = me
-            self.announced.set()
-        await reply(answer(interval=1800, peers=others), framing="chunked")(request, stream)
 
 
 async def test_engine_download_from_an_http_tracker_only(tmp_path: Path) -> None:

@@ -70,6 +70,7 @@ ENCRYPTION_CHOICES: Final = {
 DHT_STATE: Final = "dht.state"
 """The DHT node's saved state, in the save directory's ``.bip`` folder."""
 _REFRESH: Final = 0.25  # seconds between two looks at the torrent's status
+_TRACKER_SCHEMES: Final = ("udp://", "http://", "https://")  # those the session announces to
 
 logger = logging.getLogger("bip")
 
@@ -109,7 +110,7 @@ def add_session_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="URL",
-        help="another udp:// tracker to announce to (repeat for more)",
+        help="another udp://, http:// or https:// tracker to announce to (repeat for more)",
     )
     parser.add_argument(
         "--dht-bootstrap",
@@ -354,8 +355,8 @@ async def _download(args: argparse.Namespace, config: ClientConfig) -> int:
         torrent = await session.add_torrent(source, options)
         if not _can_find_peers(source, options, config) and not _dht_has_nodes(args):
             logger.warning(
-                "no peer to dial (--peer, x.pe), no udp:// tracker to ask and no DHT node"
-                " known: waiting for peers to connect to port %d",
+                "no peer to dial (--peer, x.pe), no udp://, http:// or https:// tracker to ask"
+                " and no DHT node known: waiting for peers to connect to port %d",
                 session.listen_port,
             )
         line = StatusLine(torrent, quiet=args.quiet)
@@ -382,7 +383,7 @@ def _can_find_peers(source: TorrentSource, options: TorrentOptions, config: Clie
         return False
     tiers = source.trackers if isinstance(source, Metainfo) else [source.trackers]
     urls = [url for tier in tiers for url in tier] + list(options.extra_trackers)
-    return any(url.lower().startswith("udp://") for url in urls)
+    return any(url.lower().startswith(_TRACKER_SCHEMES) for url in urls)
 
 
 def _dht_has_nodes(args: argparse.Namespace) -> bool:

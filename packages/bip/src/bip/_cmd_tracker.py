@@ -1,9 +1,12 @@
-"""``bip tracker serve|announce|scrape``: the UDP tracker (BEP 15), as a server and a client.
+"""``bip tracker serve|announce|scrape``: the UDP tracker (BEP 15) as a server, and a client of
+UDP and HTTP(S) trackers.
 
 ``serve`` runs bip_utracker's server on one or more addresses (one shared swarm store, so
 IPv4 and IPv6 peers of a torrent meet) until Ctrl-C or SIGTERM, printing statistics every
-so often. ``announce`` and ``scrape`` ask any BEP 15 tracker, with an overall timeout
-instead of BEP 15's hour of retransmissions: a person is waiting.
+so often. ``announce`` and ``scrape`` ask any BEP 15 tracker (``udp://``), or any BEP 3
+tracker (``http://``, ``https://``; BEP 48 scrape) through the client's
+:class:`~bip._client._http_tracker.HttpTrackerClient`, with an overall timeout instead of
+BEP 15's hour of retransmissions: a person is waiting. Both print the same way.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import json
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
-from typing import Any, TypeVar
+from ipaddress import ip_address
+from typing import Any, Literal, TypeVar
 
 import trio
 
@@ -23,7 +27,6 @@ from bip_utracker import (
     MAX_SCRAPE_HASHES,
     AnnounceEvent,
     AnnounceResult,
-    ScrapeResult,
     ScrapeStats,
     ServerConfig,
     SwarmStore,
@@ -34,6 +37,8 @@ from bip_utracker import (
 )
 
 from ._arguments import add_command_group, add_serve_loop_options, add_timeout, positive
+from ._client._http_tracker import HttpTrackerClient
+from ._client._http_tracker_codec import parse_http_tracker_url, scrape_url
 from ._errors import CLIError
 from ._inputs import info_hash_of, load_source, parse_endpoint, parse_info_hash
 from ._serve_loop import print_statistics_until_stopped
@@ -52,6 +57,10 @@ RETRANSMIT_AFTER = 2.0
 """First retransmission delay for one-shot requests (then 4 s, 8 s...): a lost datagram
 costs two seconds, not BEP 15's fifteen."""
 
+HTTP_SCRAPE_BATCH = 50
+"""Info-hashes per HTTP scrape: BEP 48 sets no limit, but trackers do (chihaya's default is
+50, opentracker answers 64 at most) and the URL grows by 70 characters per hash."""
+
 DEFAULT_STATS_INTERVAL = 60.0
 """Seconds between two statistics lines of ``serve``."""
 
@@ -61,6 +70,12 @@ _EVENTS = {
     "completed": AnnounceEvent.COMPLETED,
     "stopped": AnnounceEvent.STOPPED,
 }
+
+
+_URL_HELP = (
+    "the tracker: udp://HOST:PORT[/path], or http(s)://HOST[:PORT]/PATH (its announce URL;"
+    " scrape asks the BEP 48 scrape URL made from it)"
+)
 
 
 def _non_negative_int(text: str) -> int:
@@ -78,8 +93,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     actions = add_command_group(
         subparsers,
         "tracker",
-        help="run or ask a UDP tracker",
-        description="Run a UDP tracker (BEP 15), or announce to and scrape one.",
+        help="run a UDP tracker, or ask a UDP or HTTP(S) one",
+        description="Run a UDP tracker (BEP 15), or announce to and scrape a UDP (BEP 15) or"
+        " HTTP(S) (BEP 3, BEP 48) tracker.",
     )
 
     serve = actions.add_parser(
@@ -131,10 +147,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
     announce = actions.add_parser(
         "announce",
-        help="announce to a UDP tracker and list the peers it gives",
-        description="Announce to a UDP tracker and print its answer and peers.",
+        help="announce to a tracker and list the peers it gives",
+        description="Announce to a UDP or HTTP(S) tracker and print its answer and peers.",
     )
-    announce.add_argument("url", metavar="URL", help="the tracker, udp://HOST:PORT[/path]")
+    announce.add_argument("url", metavar="URL", help=_URL_HELP)
     announce.add_argument(
         "target", metavar="HASH", help="an info-hash, a .torrent file or a magnet link"
     )
@@ -171,10 +187,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
     scrape = actions.add_parser(
         "scrape",
-        help="ask a UDP tracker for swarm sizes",
-        description="Ask a UDP tracker for the seeders, completed downloads and leechers.",
+        help="ask a tracker for swarm sizes",
+        description="Ask a UDP or HTTP(S) tracker for the seeders, completed downloads and"
+        " leechers.",
     )
-    scrape.add_argument("url", metavar="URL", help="the tracker, udp://HOST:PORT[/path]")
+    scrape.add_argument("url", metavar="URL", help=_URL_HELP)
     scrape.add_argument(
         "targets",
         metavar="HASH",
@@ -188,7 +205,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def _client_options(parser: argparse.ArgumentParser) -> None:
     add_timeout(parser, default=DEFAULT_TIMEOUT)
     parser.add_argument(
-        "--bind", metavar="HOST", help="local address to send from (default: any, IPv4 and IPv6)"
+        "--bind",
+        metavar="HOST",
+        help="local address to send (or, for HTTP, connect) from (default: any, IPv4 and IPv6)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
 
@@ -300,10 +319,38 @@ def _swarm_target(text: str, *, v2: bool = False) -> tuple[InfoHash, Metainfo | 
     return info_hash, torrent
 
 
-def _check_url(url: str) -> None:
-    if not url.lower().startswith("udp://"):
-        raise CLIError(f"only udp:// trackers are supported (BEP 15), not {url!r}")
-    parse_tracker_url(url)  # a TrackerError names what is wrong
+_Kind = Literal["udp", "http"]
+
+
+def _check_url(url: str) -> _Kind:
+    """Which client asks ``url``: a :class:`~bip_utracker.TrackerError` names what is wrong
+    with a URL of a scheme we speak, a :class:`CLIError` refuses another scheme."""
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme == "udp":
+        parse_tracker_url(url)
+        return "udp"
+    if scheme in ("http", "https"):
+        parse_http_tracker_url(url)
+        return "http"
+    raise CLIError(f"only udp://, http:// and https:// trackers are supported, not {url!r}")
+
+
+def _shown(url: str, kind: _Kind) -> str:
+    """The URL for an error message: an HTTP tracker's without its query (a private
+    tracker's passkey stays off the screen and out of logs, as the HTTP client does)."""
+    return parse_http_tracker_url(url).shown if kind == "http" else url
+
+
+def _http_client(args: argparse.Namespace) -> HttpTrackerClient:
+    if args.bind is not None:
+        try:
+            ip_address(args.bind)
+        except ValueError:
+            raise CLIError(
+                f"--bind for an HTTP tracker is an IP address, not {args.bind!r}"
+            ) from None
+    # A second more than ours: the timeout message is _with_timeout's, as for UDP.
+    return HttpTrackerClient(timeout=args.timeout + 1, local_address=args.bind)
 
 
 def _client_binds(bind: str | None) -> tuple[str | None, str | None]:
@@ -332,7 +379,7 @@ def _announce_json(url: str, result: AnnounceResult) -> dict[str, Any]:
 
 
 def _run_announce(args: argparse.Namespace) -> int:
-    _check_url(args.url)
+    kind = _check_url(args.url)
     info_hash, torrent = _swarm_target(args.target, v2=args.v2)
     if not 0 <= args.port <= 0xFFFF:
         raise CLIError(f"--port is in 0..65535, not {args.port}")
@@ -348,11 +395,19 @@ def _run_announce(args: argparse.Namespace) -> int:
         left = torrent.info.total_size if torrent is not None else 0
 
     async def main() -> AnnounceResult:
-        v4, v6 = _client_binds(args.bind)
-        async with open_tracker_client(timeout=RETRANSMIT_AFTER, bind_v4=v4, bind_v6=v6) as c:
+        async with AsyncExitStack() as stack:
+            send: Callable[..., Awaitable[AnnounceResult]]
+            if kind == "http":
+                send = (await stack.enter_async_context(_http_client(args))).announce
+            else:
+                v4, v6 = _client_binds(args.bind)
+                udp = await stack.enter_async_context(
+                    open_tracker_client(timeout=RETRANSMIT_AFTER, bind_v4=v4, bind_v6=v6)
+                )
+                send = udp.announce
 
             async def job() -> AnnounceResult:
-                return await c.announce(
+                return await send(
                     args.url,
                     info_hash,
                     peer_id=peer_id,
@@ -364,7 +419,7 @@ def _run_announce(args: argparse.Namespace) -> int:
                     num_want=args.numwant,
                 )
 
-            return await _with_timeout(args.url, args.timeout, job)
+            return await _with_timeout(_shown(args.url, kind), args.timeout, job)
 
     result = trio.run(main)
     if args.json:
@@ -384,23 +439,45 @@ def _run_announce(args: argparse.Namespace) -> int:
 
 
 def _run_scrape(args: argparse.Namespace) -> int:
-    _check_url(args.url)
+    kind = _check_url(args.url)
     targets = [_swarm_target(text)[0] for text in args.targets]
     swarm_ids = list(dict.fromkeys(target.swarm_ids()[0] for target in targets))
+    shown = _shown(args.url, kind)
+    if kind == "http" and scrape_url(args.url) is None:
+        raise CLIError(
+            f"{shown} has no scrape URL: the last part of its path does not start with"
+            " 'announce' (BEP 48)"
+        )
 
     async def main() -> list[tuple[bytes, ScrapeStats]]:
         rows: list[tuple[bytes, ScrapeStats]] = []
-        v4, v6 = _client_binds(args.bind)
-        async with open_tracker_client(timeout=RETRANSMIT_AFTER, bind_v4=v4, bind_v6=v6) as c:
-            # BEP 15 fits 74 hashes in a scrape: ask in batches.
-            for start in range(0, len(swarm_ids), MAX_SCRAPE_HASHES):
-                batch = swarm_ids[start : start + MAX_SCRAPE_HASHES]
+        async with AsyncExitStack() as stack:
+            ask: Callable[[list[bytes]], Awaitable[Sequence[ScrapeStats]]]
+            if kind == "http":
+                http = await stack.enter_async_context(_http_client(args))
+                batch_size = HTTP_SCRAPE_BATCH
 
-                async def job(batch: list[bytes] = batch) -> ScrapeResult:
-                    return await c.scrape(args.url, batch)
+                async def ask(batch: list[bytes]) -> Sequence[ScrapeStats]:
+                    return await http.scrape(args.url, batch)
 
-                result = await _with_timeout(args.url, args.timeout, job)
-                rows.extend(zip(result.info_hashes, result.files, strict=True))
+            else:
+                v4, v6 = _client_binds(args.bind)
+                udp = await stack.enter_async_context(
+                    open_tracker_client(timeout=RETRANSMIT_AFTER, bind_v4=v4, bind_v6=v6)
+                )
+                batch_size = MAX_SCRAPE_HASHES  # BEP 15 fits 74 hashes in a scrape
+
+                async def ask(batch: list[bytes]) -> Sequence[ScrapeStats]:
+                    return (await udp.scrape(args.url, batch)).files
+
+            for start in range(0, len(swarm_ids), batch_size):
+                batch = swarm_ids[start : start + batch_size]
+
+                async def job(batch: list[bytes] = batch) -> Sequence[ScrapeStats]:
+                    return await ask(batch)
+
+                files = await _with_timeout(shown, args.timeout, job)
+                rows.extend(zip(batch, files, strict=True))
         return rows
 
     rows = trio.run(main)

@@ -62,7 +62,8 @@ class ClientConfig:
         metadata_timeout: seconds per metadata (BEP 9) or piece layers (BEP 52) fetch
             attempt (magnet links).
         redial_interval: seconds between offers of the user's peers to the handshaker.
-        trackers: announce to the trackers of the torrents (``udp://`` only).
+        trackers: announce to the trackers of the torrents (``udp://``, ``http://`` and
+            ``https://``; other schemes are skipped with a warning).
         tracker_bind: the local address of the tracker client's socket (``None``: the first
             listen host, or any address).
         dial: how outbound connections are opened (TCP by default; tests pass their own).
