@@ -23,6 +23,8 @@ from _http_tracker_server import (
 )
 
 from bip._cli import main
+from bip._client import ClientConfig, TorrentOptions
+from bip._cmd_download import _can_find_peers
 from bip_metainfo import create_torrent
 
 V1 = "ab" * 20
@@ -176,3 +178,22 @@ def test_unreachable_and_silent_trackers(capsys: pytest.CaptureFixture[str]) -> 
 )
 def test_bad_input(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert_one_line_error(["tracker", *argv], message, capsys)
+
+
+@pytest.mark.parametrize(
+    ("trackers", "extra", "expected"),
+    [
+        (["http://127.0.0.1:1/announce"], [], True),
+        (["wss://127.0.0.1:1/announce"], ["HTTPS://127.0.0.1:1/announce"], True),
+        (["udp://127.0.0.1:1/announce"], [], True),
+        (["wss://127.0.0.1:1/announce", "ftp://127.0.0.1/a"], [], False),
+    ],
+)
+def test_download_counts_http_trackers_as_a_way_to_find_peers(
+    tmp_path: Path, trackers: list[str], extra: list[str], expected: bool
+) -> None:
+    (tmp_path / "f.bin").write_bytes(b"x" * 1000)
+    torrent = create_torrent(tmp_path / "f.bin", trackers=trackers)
+    options = TorrentOptions(tmp_path, extra_trackers=tuple(extra))
+    assert _can_find_peers(torrent, options, ClientConfig()) is expected
+    assert not _can_find_peers(torrent, options, ClientConfig(trackers=False))
