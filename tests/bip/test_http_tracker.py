@@ -796,3 +796,18 @@ async def test_the_engine_skips_other_schemes_only(
         " supported",
         f"skipping {server.url}: only udp:// trackers are supported",
     ]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:0/announce?passkey=SECRET",  # port 0
+        "ftp://127.0.0.1/announce?passkey=SECRET",  # not http
+        "http://[::1/announce?passkey=SECRET",  # urlsplit refuses it
+        "http://u:SECRET@127.0.0.1/announce",  # credentials
+    ],
+)
+def test_a_refused_url_keeps_its_secret_out_of_the_message(url: str) -> None:
+    with pytest.raises(LocalProtocolError) as caught:
+        parse_http_tracker_url(url)
+    assert "SECRET" not in str(caught.value)

@@ -322,10 +322,10 @@ class HttpTrackerClient:
             TrackerRejectedError, TrackerTimeoutError, MalformedTrackerResponseError,
             HttpTrackerError: as for :meth:`announce`.
         """
-        parse_http_tracker_url(tracker)
+        shown = parse_http_tracker_url(tracker).shown
         target = scrape_url(tracker)
         if target is None:
-            raise LocalProtocolError(f"{tracker!r:.80} has no scrape URL (BEP 48)")
+            raise LocalProtocolError(f"{shown!r:.200} has no scrape URL (BEP 48)")
         url = parse_http_tracker_url(target)
         swarm_ids = [_swarm_id(info_hash) for info_hash in info_hashes]
         response, _, _ = await self._get(url, scrape_query(swarm_ids))

@@ -91,6 +91,11 @@ class HttpTrackerUrl:
 _TARGET_SAFE: Final = "!#$%&'()*+,-./:;=?@[]_~"
 
 
+def _without_query(url: str) -> str:
+    """``url`` without its query, for an error message: a passkey stays out of it."""
+    return url.partition("?")[0]
+
+
 def parse_http_tracker_url(url: str) -> HttpTrackerUrl:
     """Split an ``http://`` or ``https://`` tracker URL.
 
@@ -100,23 +105,27 @@ def parse_http_tracker_url(url: str) -> HttpTrackerUrl:
     """
     if not isinstance(url, str):
         raise LocalProtocolError(f"a tracker URL is a str, got {url!r:.80}")
+    shown = _without_query(url)
     if len(url) > MAX_URL_LENGTH:
         raise LocalProtocolError(f"a tracker URL of {len(url)} characters is too long")
     if any(ord(char) <= 0x20 or ord(char) == 0x7F for char in url):
-        raise LocalProtocolError(f"a tracker URL has no spaces or control characters: {url!r:.80}")
+        raise LocalProtocolError(
+            f"a tracker URL has no spaces or control characters: {shown!r:.80}"
+        )
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as error:
-        raise LocalProtocolError(f"not a tracker URL: {url!r:.80} ({error})") from None
+        raise LocalProtocolError(f"not a tracker URL: {shown!r:.80} ({error})") from None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
-        raise LocalProtocolError(f"not an http:// or https:// URL: {url!r:.80}")
+        raise LocalProtocolError(f"not an http:// or https:// URL: {shown!r:.80}")
     host = parts.hostname
     if not host:
-        raise LocalProtocolError(f"no host in tracker URL {url!r:.80}")
+        raise LocalProtocolError(f"no host in tracker URL {shown!r:.80}")
     if parts.username is not None or parts.password is not None:
-        raise LocalProtocolError(f"credentials in a tracker URL are not supported: {url!r:.80}")
+        # Not shown: the URL holds a password.
+        raise LocalProtocolError("credentials (user:password@) in a tracker URL are not supported")
     if not host.isascii():
         raise LocalProtocolError(f"an international host name is not supported: {host!r:.80}")
     try:
@@ -127,7 +136,7 @@ def parse_http_tracker_url(url: str) -> HttpTrackerUrl:
     default = 443 if tls else 80
     port = default if port is None else port
     if port == 0:
-        raise LocalProtocolError(f"port 0 in tracker URL {url!r:.80}")
+        raise LocalProtocolError(f"port 0 in tracker URL {shown!r:.80}")
     is_v6 = ":" in host
     if is_v6:
         try:
