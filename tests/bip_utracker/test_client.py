@@ -172,6 +172,16 @@ async def test_announce_by_url_sends_url_data_and_feeds_the_sink() -> None:
     assert sink.found == [(INFO_HASH, list(PEERS4), "tracker")]
 
 
+async def test_a_stopped_announce_feeds_no_peers_to_the_sink() -> None:
+    sink = RecordingSink()
+    async with fake_tracker() as tracker, client(sink=sink) as tracker_client:
+        result = await tracker_client.announce(
+            tracker.url, INFO_HASH, peer_id=PeerId(PEER_ID), port=6881, event=AnnounceEvent.STOPPED
+        )
+    assert result.peers == PEERS4  # the answer is whole
+    assert sink.found == []
+
+
 async def test_announce_by_address_and_by_host_port() -> None:
     async with fake_tracker() as tracker, client() as tracker_client:
         by_address = await tracker_client.announce(

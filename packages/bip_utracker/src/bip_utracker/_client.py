@@ -116,6 +116,8 @@ class TrackerClient:
     ) -> AnnounceResult:
         """Announce to *tracker* and return its answer; found peers also go to the sink.
 
+        A ``stopped`` announce's peers do not: we are leaving the swarm.
+
         Args:
             tracker: a ``udp://host:port/path`` URL (its path and query are sent as BEP 41
                 URLData), a :class:`TrackerUrl`, a :class:`~bip_handshake.PeerAddress`, or a
@@ -181,7 +183,8 @@ class TrackerClient:
             result.leechers,
             result.interval,
         )
-        if self._sink is not None and result.peers:
+        # A "stopped" announce says we are leaving the swarm: its peers are not worth dialling.
+        if self._sink is not None and result.peers and announce_event is not AnnounceEvent.STOPPED:
             self._sink.discovered(info_hash, result.peers, "tracker")
         return result
 
@@ -413,7 +416,8 @@ async def open_tracker_client(
         bind_v4: the local IPv4 address for the IPv4 socket, or None for no IPv4.
         bind_v6: the local IPv6 address for the IPv6 socket, or None for no IPv6. When the
             system has no IPv6 and this is the default ``"::"``, the client runs IPv4 only.
-        sink: where the peers of every successful announce go (source ``"tracker"``).
+        sink: where the peers of every successful announce go (source ``"tracker"``), but a
+            ``stopped`` one's.
         rng: the source of transaction ids and of the default key; a
             :class:`random.SystemRandom` by default, so ids cannot be guessed off-path.
         timeout: seconds before the first retransmission (BEP 15: 15).
