@@ -748,30 +748,93 @@ class MerkleTree:
         prove by themselves (:func:`proof_uncle_count` gives how many remain).
 
         Raises:
-            ValueError: a request BEP 52 forbids or this tree cannot answer:
+            HashRequestError: (a ``ValueError``) a request BEP 52 forbids or this tree
+                cannot answer:
                 ``base_layer`` not below the root, ``length`` not a power of two
                 of at least 2, ``index`` not a multiple of ``length``, the range
                 past the end of the padded layer, or ``proof_layers`` reaching the
                 root (it has no sibling).
         """
-        depth = self.depth
-        if type(base_layer) is not int or not 0 <= base_layer < depth:
-            raise ValueError(f"base layer must be in [0, {depth}), not {base_layer!r}")
-        uncles = proof_uncle_count(length, proof_layers)
-        width = 1 << (depth - base_layer)
-        if type(index) is not int or index < 0 or index % length or index + length > width:
-            raise ValueError(
-                f"index {index!r} and length {length} must cover an aligned range of the "
-                f"{width} nodes of layer {base_layer}"
-            )
-        if proof_layers >= depth - base_layer:
-            raise ValueError(
-                f"proof layers must be below {depth - base_layer} for base layer {base_layer}, "
-                f"not {proof_layers}"
-            )
+        uncles = _check_tree_request(
+            self.depth, base_layer, index, length, proof_layers, min_length=2
+        )
         span = length.bit_length() - 1
         base = [self.node(base_layer, index + i) for i in range(length)]
         return base + self.proof(base_layer + span, index >> span, uncles)
+
+
+_MAX_FIELD: Final = 0xFFFFFFFF  # every hash request field is a uint32 on the wire
+
+
+class HashRequestError(ValueError):
+    """A BEP 52 hash request whose geometry does not fit the file's merkle tree.
+
+    A peer that sends one gets a ``hash reject``; a request of our own that raises
+    it is a bug.
+
+    Attributes:
+        reason: what is wrong, for a log line.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _check_field(name: str, value: object, low: int = 0) -> int:
+    if type(value) is not int or not low <= value <= _MAX_FIELD:
+        raise HashRequestError(f"{name} must be an integer in [{low}, {_MAX_FIELD}], not {value!r}")
+    return value
+
+
+def _uncle_count(length: int, proof_layers: int, *, min_length: int) -> int:
+    """How many uncle hashes follow ``length`` requested ones (BEP 52), the two checked.
+
+    The requested nodes prove the ``log2(length)`` levels of their own subtree, so the
+    first ``log2(length) - 1`` proof layers need no uncle.
+    """
+    _check_field("length", length, min_length)
+    _check_field("proof layers", proof_layers)
+    if length & (length - 1):
+        raise HashRequestError(f"length must be a power of two, not {length}")
+    return max(0, proof_layers - (length.bit_length() - 1) + 1)
+
+
+def _check_tree_request(
+    depth: int, base_layer: int, index: int, length: int, proof_layers: int, *, min_length: int = 1
+) -> int:
+    """Refuse a hash request that does not fit a tree whose root is at level ``depth``.
+
+    Returns how many uncle hashes the reply carries after the ``length`` requested ones.
+    ``min_length`` is 2 for BEP 52's letter; libtorrent also asks for (and accepts) 1.
+
+    Raises:
+        HashRequestError: the base layer is not below the root, ``length`` is not a power
+            of two of at least ``min_length``, ``index`` is not a multiple of it, the range
+            passes the end of the padded layer, or ``proof_layers`` reaches past the level
+            below the root (the root has no sibling).
+    """
+    _check_field("base layer", base_layer)
+    _check_field("index", index)
+    uncles = _uncle_count(length, proof_layers, min_length=min_length)
+    if base_layer >= depth:
+        raise HashRequestError(
+            f"base layer {base_layer} is not below the root (layer {depth}) of the tree"
+        )
+    if index % length:
+        raise HashRequestError(f"index {index} is not a multiple of length {length}")
+    width = 1 << (depth - base_layer)
+    if index + length > width:
+        raise HashRequestError(
+            f"hashes {index}..{index + length - 1} pass the end of layer {base_layer} "
+            f"({width} nodes with padding)"
+        )
+    if proof_layers >= depth - base_layer:
+        raise HashRequestError(
+            f"proof layers must be below {depth - base_layer} for base layer {base_layer}, "
+            f"not {proof_layers}"
+        )
+    return uncles
 
 
 def proof_uncle_count(length: int, proof_layers: int) -> int:
@@ -788,11 +851,7 @@ def proof_uncle_count(length: int, proof_layers: int) -> int:
         ValueError: ``length`` is not a power of two of at least 2, or
             ``proof_layers`` is negative.
     """
-    if type(length) is not int or length < 2 or length & (length - 1):
-        raise ValueError(f"length must be a power of two of at least 2, not {length!r}")
-    if type(proof_layers) is not int or proof_layers < 0:
-        raise ValueError(f"proof layers must be a non-negative integer, not {proof_layers!r}")
-    return max(0, proof_layers - (length.bit_length() - 1) + 1)
+    return _uncle_count(length, proof_layers, min_length=2)
 
 
 def root_from_proof(hashes: Sequence[bytes], index: int, uncles: Sequence[bytes]) -> bytes:

@@ -40,9 +40,17 @@ True
 
 from __future__ import annotations
 
-from typing import Final
-
-from ._merkle import BLOCK_SIZE, HASH_SIZE, _pad, _parents, _piece_levels, root_from_proof
+from ._merkle import (
+    BLOCK_SIZE,
+    HASH_SIZE,
+    HashRequestError,
+    _check_tree_request,
+    _pad,
+    _parents,
+    _piece_levels,
+    _uncle_count,
+    root_from_proof,
+)
 
 __all__ = [
     "HashRequestError",
@@ -55,29 +63,6 @@ __all__ = [
 ]
 
 Buffer = bytes | bytearray | memoryview
-
-_MAX_FIELD: Final = 0xFFFFFFFF  # every hash request field is a uint32 on the wire
-
-
-class HashRequestError(ValueError):
-    """A BEP 52 hash request whose geometry does not fit the file's merkle tree.
-
-    A peer that sends one gets a ``hash reject``; a request of our own that raises
-    it is a bug.
-
-    Attributes:
-        reason: what is wrong, for a log line.
-    """
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-def _check_int(name: str, value: object, low: int = 0) -> int:
-    if type(value) is not int or not low <= value <= _MAX_FIELD:
-        raise HashRequestError(f"{name} must be an integer in [{low}, {_MAX_FIELD}], not {value!r}")
-    return value
 
 
 def tree_depth(file_length: int) -> int:
@@ -105,11 +90,7 @@ def hash_reply_count(length: int, proof_layers: int) -> int:
         HashRequestError: ``length`` is not a positive power of two, or
             ``proof_layers`` is negative.
     """
-    _check_int("length", length, 1)
-    _check_int("proof layers", proof_layers)
-    if length & (length - 1):
-        raise HashRequestError(f"length must be a power of two, not {length}")
-    return length + max(0, proof_layers - (length.bit_length() - 1) + 1)
+    return length + _uncle_count(length, proof_layers, min_length=1)
 
 
 def full_proof_layers(file_length: int, base_layer: int, length: int) -> int:
@@ -137,7 +118,7 @@ def check_hash_request(
     >>> check_hash_request(5 * 16384, 0, 3, 2, 2)
     Traceback (most recent call last):
     ...
-    bip_metainfo._merkle_proofs.HashRequestError: index 3 is not a multiple of length 2
+    bip_metainfo._merkle.HashRequestError: index 3 is not a multiple of length 2
 
     Raises:
         HashRequestError: the base layer is not below the root, ``length`` is not
@@ -146,28 +127,7 @@ def check_hash_request(
             the level below the root.
         ValueError: ``file_length`` is not positive.
     """
-    depth = tree_depth(file_length)
-    _check_int("base layer", base_layer)
-    _check_int("index", index)
-    hash_reply_count(length, proof_layers)  # length a power of two, proof layers >= 0
-    if base_layer >= depth:
-        raise HashRequestError(
-            f"base layer {base_layer} is not below the root (layer {depth}) of a file of "
-            f"{file_length} bytes"
-        )
-    if index % length:
-        raise HashRequestError(f"index {index} is not a multiple of length {length}")
-    width = 1 << (depth - base_layer)
-    if index + length > width:
-        raise HashRequestError(
-            f"hashes {index}..{index + length - 1} pass the end of layer {base_layer} "
-            f"({width} nodes with padding)"
-        )
-    if proof_layers >= depth - base_layer:
-        raise HashRequestError(
-            f"proof layers must be below {depth - base_layer} for base layer {base_layer}, "
-            f"not {proof_layers}"
-        )
+    _check_tree_request(tree_depth(file_length), base_layer, index, length, proof_layers)
 
 
 class PieceLayerTree:
