@@ -34,12 +34,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import Final
 
 import trio
 
 from bip_handshake import Extensions
 from bip_metainfo import (
+    BLOCK_SIZE,
+    HASH_SIZE,
     HashRequestError,
     Info,
     InfoHash,
@@ -50,6 +52,7 @@ from bip_metainfo import (
 )
 
 from ._errors import LocalProtocolError, PeerError, PieceLayerFetchError
+from ._exchange import _lookup, _same_torrent
 from ._manager import Peer, PeerManager
 from ._messages import Hashes, HashReject, HashRequest
 
@@ -78,24 +81,6 @@ DEFAULT_LAYER_SERVE_RATE: Final = 16.0
 """Hash requests per second a peer's budget refills at."""
 
 _log = logging.getLogger("bip_peer.layers")
-
-_HASH_SIZE: Final = 32
-_BLOCK_SIZE: Final = 16384
-
-
-_T = TypeVar("_T")
-
-
-def _lookup(table: Mapping[bytes, _T], info_hash: InfoHash) -> _T | None:
-    for swarm_id in info_hash.swarm_ids():
-        found = table.get(swarm_id)
-        if found is not None:
-            return found
-    return None
-
-
-def _same_torrent(a: InfoHash, b: InfoHash) -> bool:
-    return not set(a.swarm_ids()).isdisjoint(b.swarm_ids())
 
 
 def _speaks_v2(peer: Peer) -> bool:
@@ -155,13 +140,13 @@ class _FileLayer:
         self.root = root
         self.file_length = file_length
         self.depth = tree_depth(file_length)
-        piece_length = _BLOCK_SIZE << piece_level
+        piece_length = BLOCK_SIZE << piece_level
         self.pieces = -(-file_length // piece_length)
         width = 1 << (self.depth - piece_level)
         self.chunk = min(max_hashes, width)
         self.proof_layers = full_proof_layers(file_length, piece_level, self.chunk)
         # Sized from the info dictionary, never from what a peer sends.
-        self.layer = bytearray(self.pieces * _HASH_SIZE)
+        self.layer = bytearray(self.pieces * HASH_SIZE)
 
 
 _ChunkKey = tuple[bytes, int]  # (pieces root, index of the first piece hash)
@@ -210,7 +195,7 @@ class _LayerFetch:
     ) -> None:
         self.info = info
         self.files = files
-        self.piece_level = (info.piece_length // _BLOCK_SIZE).bit_length() - 1
+        self.piece_level = (info.piece_length // BLOCK_SIZE).bit_length() - 1
         self.request_timeout = request_timeout
         self.reject_backoff = reject_backoff
         self.max_per_peer = max_per_peer
@@ -338,8 +323,8 @@ class _LayerFetch:
             self.remove_peer(peer)
             return True
         count = min(file.chunk, file.pieces - key[1])
-        start = key[1] * _HASH_SIZE
-        file.layer[start : start + count * _HASH_SIZE] = message.hashes[: count * _HASH_SIZE]
+        start = key[1] * HASH_SIZE
+        file.layer[start : start + count * HASH_SIZE] = message.hashes[: count * HASH_SIZE]
         self.pending.pop(key, None)
         owner = self.deadlines.pop(key, None)
         if owner is not None and owner[0] in self.peers:
@@ -646,7 +631,7 @@ class PieceLayerExchange:
         return trees, layers
 
     def _wanted(self, info: Info) -> dict[bytes, _FileLayer]:
-        piece_level = (info.piece_length // _BLOCK_SIZE).bit_length() - 1
+        piece_level = (info.piece_length // BLOCK_SIZE).bit_length() - 1
         return {
             root: _FileLayer(root, length, piece_level, self._max_hashes)
             for root, length in _layered_files(info)
