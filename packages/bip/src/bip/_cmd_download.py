@@ -153,6 +153,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         action="store_true",
         help="neither read nor write resume data (everything on disk is hashed)",
     )
+    parser.add_argument(
+        "--no-web-seeds",
+        action="store_true",
+        help="do not download from the torrent's web seeds (BEP 19 url-list, a magnet's ws)",
+    )
     add_session_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -252,6 +257,8 @@ def status_fields(status: TorrentStatus) -> list[tuple[str, str]]:
         fields.append(("down", format_rate(status.download_rate)))
     fields.append(("up", format_rate(status.upload_rate)))
     fields.append(("peers", f"{status.peers} ({status.seeds} seeds)"))
+    if status.web_seeds:
+        fields.append(("web seeds", str(status.web_seeds)))
     if status.phase is TorrentPhase.DOWNLOADING:
         fields.append(("eta", format_duration(status.eta)))
     elif status.phase is TorrentPhase.SEEDING:
@@ -350,6 +357,7 @@ async def _download(args: argparse.Namespace, config: ClientConfig) -> int:
         files=selection,
         resume=not args.no_resume,
         extra_trackers=tuple(args.tracker),
+        web_seeds=not args.no_web_seeds,
     )
     async with open_session_with_dht(args, config, Path(args.dir)) as session:
         torrent = await session.add_torrent(source, options)
@@ -376,8 +384,11 @@ async def _download(args: argparse.Namespace, config: ClientConfig) -> int:
 
 
 def _can_find_peers(source: TorrentSource, options: TorrentOptions, config: ClientConfig) -> bool:
-    """Whether the download has any way to find a peer by itself."""
+    """Whether the download has any way to find a peer (or a web seed) by itself."""
     if options.peers or (isinstance(source, MagnetLink) and source.peers):
+        return True
+    # A web seed serves the files, not a magnet link's metadata: only a .torrent's count.
+    if options.web_seeds and isinstance(source, Metainfo) and source.url_list:
         return True
     if not config.trackers:
         return False

@@ -129,6 +129,8 @@ class TorrentOptions:
         storage: makes the bip_disk FileSystem the files are stored in, from ``save_dir``
             (``None``: a :class:`~bip_disk.NativeFileSystem` rooted there); for in-memory or
             fsspec storage. The torrent closes it when it closes.
+        web_seeds: download from the torrent's BEP 19 web seeds too (its ``url-list``, a
+            magnet link's ``ws``) as well as from peers.
     """
 
     save_dir: Path
@@ -137,3 +139,4 @@ class TorrentOptions:
     resume: bool = True
     extra_trackers: tuple[str, ...] = ()
     storage: Callable[[Path], FileSystem] | None = None
+    web_seeds: bool = True

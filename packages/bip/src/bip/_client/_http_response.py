@@ -9,14 +9,20 @@ the trio client (``_http_tracker``) reads the socket and feeds it.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum, auto
 from typing import Final
 
 from ._http_tracker_errors import MalformedTrackerResponseError
 
-__all__ = ["MAX_HEADER_SIZE", "MAX_RESPONSE_SIZE", "HttpResponse", "HttpResponseParser"]
+__all__ = [
+    "MAX_HEADER_SIZE",
+    "MAX_RESPONSE_SIZE",
+    "BodyWindow",
+    "HttpResponse",
+    "HttpResponseParser",
+]
 
 MAX_RESPONSE_SIZE: Final = 1024 * 1024
 """Bytes of body a tracker may send at most: libtorrent's ``tracker_maximum_response_length``."""
@@ -52,6 +58,11 @@ class HttpResponse:
         return found
 
 
+BodyWindow = Callable[[int, tuple[tuple[str, str], ...]], tuple[int, int] | None]
+"""Chooses, from the final status and headers, a window of the body to keep: ``(skip, keep)``
+(the first ``skip`` body bytes dropped, at most ``keep`` kept), or ``None`` for the whole body."""
+
+
 class _State(Enum):
     HEAD = auto()
     LENGTH = auto()
@@ -80,6 +91,11 @@ class HttpResponseParser:
     Args:
         max_body: bytes of body at most.
         max_header: bytes of status line and headers at most (and of trailers).
+        window: asked once the final head is read; a ``(skip, keep)`` answer makes the reader
+            drop the body's first ``skip`` bytes and complete the response as soon as ``keep``
+            more are kept (at most ``max_body``): the rest of a longer body is never read, and
+            its declared length is no error (a web seed answering a range request with the
+            whole file). :attr:`truncated` then says the connection cannot be reused.
 
     >>> parser = HttpResponseParser()
     >>> parser.receive_data(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nhi")
@@ -87,9 +103,18 @@ class HttpResponseParser:
     b'hi'
     """
 
-    def __init__(self, *, max_body: int = MAX_RESPONSE_SIZE, max_header: int = MAX_HEADER_SIZE):
+    def __init__(
+        self,
+        *,
+        max_body: int = MAX_RESPONSE_SIZE,
+        max_header: int = MAX_HEADER_SIZE,
+        window: BodyWindow | None = None,
+    ):
         self._max_body = max_body
         self._max_header = max_header
+        self._window = window
+        self._skip = 0
+        self._keep: int | None = None  # set by the window: bytes of body to keep, then stop
         self._buffer = bytearray()
         self._state = _State.HEAD
         self._body = bytearray()
@@ -101,6 +126,8 @@ class HttpResponseParser:
         self._headers: tuple[tuple[str, str], ...] = ()
         self.response: HttpResponse | None = None
         """The response, once complete."""
+        self.truncated = False
+        """Whether the response completed at the end of its window, before its body's end."""
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Take more bytes of the response."""
@@ -144,16 +171,34 @@ class HttpResponseParser:
             else:  # TO_CLOSE
                 self._append_body(self._buffer)
                 self._buffer.clear()
+                if self.truncated:
+                    self._finish()
                 progressed = False
             if not progressed:
                 return
 
     def _append_body(self, data: bytes | bytearray | memoryview) -> None:
+        if self._keep is not None:
+            self._append_window(memoryview(data))
+            return
         if len(self._body) + len(data) > self._max_body:
             raise MalformedTrackerResponseError(
                 f"the tracker's answer exceeds {self._max_body} bytes"
             )
         self._body += data
+
+    def _append_window(self, view: memoryview) -> None:
+        assert self._keep is not None
+        if self._skip:
+            drop = min(self._skip, len(view))
+            self._skip -= drop
+            view = view[drop:]
+        take = min(self._keep - len(self._body), len(view))
+        self._body += view[:take]
+        if len(self._body) == self._keep:
+            # We stop reading: whatever follows is left unread. Finished by the caller, once
+            # its view of the buffer is released (a bytearray cannot be cleared under one).
+            self.truncated = True
 
     def _read_head(self) -> bool:
         match = _HEAD_END.search(self._buffer, 0, self._max_header + 4)
@@ -184,7 +229,16 @@ class HttpResponseParser:
         self._status = code
         self._reason = (status.group(2) or b"").decode("latin-1")
         self._headers = tuple(headers)
+        if self._window is not None:
+            chosen = self._window(code, self._headers)
+            if chosen is not None:
+                skip, keep = chosen
+                self._skip = max(0, skip)
+                self._keep = max(0, min(keep, self._max_body))
         self._choose_framing(headers)
+        if self._keep == 0 and self._state is not _State.DONE:
+            self.truncated = True
+            self._finish()
         return True
 
     def _choose_framing(self, headers: Sequence[tuple[str, str]]) -> None:
@@ -212,7 +266,7 @@ class HttpResponseParser:
         if not (text.isascii() and text.isdigit()) or len(text) > 18:
             raise MalformedTrackerResponseError(f"not a Content-Length: {text[:30]!r}")
         length = int(text)
-        if length > self._max_body:
+        if length > self._max_body and self._keep is None:
             raise MalformedTrackerResponseError(
                 f"the tracker's answer of {length} bytes exceeds {self._max_body}"
             )
@@ -222,6 +276,9 @@ class HttpResponseParser:
     def _read_fixed(self) -> bool:
         take = min(self._remaining, len(self._buffer))
         self._append_body(memoryview(self._buffer)[:take])
+        if self.truncated:  # the window is full
+            self._finish()
+            return False
         del self._buffer[:take]
         self._remaining -= take
         if self._remaining == 0:
@@ -250,7 +307,7 @@ class HttpResponseParser:
         if size == 0:
             self._state = _State.TRAILERS
         else:
-            if len(self._body) + size > self._max_body:
+            if len(self._body) + size > self._max_body and self._keep is None:
                 raise MalformedTrackerResponseError(
                     f"the tracker's answer exceeds {self._max_body} bytes"
                 )
@@ -261,6 +318,9 @@ class HttpResponseParser:
     def _read_chunk_data(self) -> bool:
         take = min(self._remaining, len(self._buffer))
         self._append_body(memoryview(self._buffer)[:take])
+        if self.truncated:  # the window is full
+            self._finish()
+            return False
         del self._buffer[:take]
         self._remaining -= take
         if self._remaining:

@@ -62,6 +62,7 @@ from ._discovery import DhtLike, DhtPeers, PeerSource, TrackerAnnouncer
 from ._http_tracker import HttpTrackerClient
 from ._swarm import MAX_OUT_REQUESTS
 from ._torrent import Torrent, TorrentError
+from ._webseed_http import WebSeedClient
 
 __all__ = ["OUR_EXTENSIONS", "REASON_DUPLICATE", "Session", "open_session"]
 
@@ -111,6 +112,8 @@ class Session:
         self.peer_id = peer_id
         self.dht = dht
         self._rng = random.Random(config.seed_rng)
+        self.web_seed_client = WebSeedClient()
+        """Fetches from the torrents' BEP 19 web seeds (one TLS context for all)."""
         self._torrents: dict[bytes, Torrent] = {}  # by every swarm id
         self._all: list[Torrent] = []
         self._sources: list[Callable[[], PeerSource]] = []
@@ -179,6 +182,7 @@ class Session:
             listen_port=self.listen_port,
             rng=random.Random(self._rng.getrandbits(64)),
             on_info_hash=self._rename,
+            web_seed_client=self.web_seed_client,
         )
         self._index(torrent, info_hash)
         self._all.append(torrent)

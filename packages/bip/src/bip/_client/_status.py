@@ -42,6 +42,7 @@ class TorrentStatus:
         uploaded: payload bytes sent this session.
         peers: connected peers.
         seeds: connected peers that have every piece.
+        web_seeds: BEP 19 web seeds in use (not given up nor banned), a source as peers are.
         bad_pieces: pieces that failed their hash check this session.
         error: why the torrent failed, for ``FAILED``.
         checked: while ``CHECKING``, the share of the check done (0.0 to 1.0), else ``None``.
@@ -62,6 +63,7 @@ class TorrentStatus:
     bad_pieces: int
     error: str | None = None
     checked: float | None = None
+    web_seeds: int = 0
 
     @property
     def complete(self) -> bool:

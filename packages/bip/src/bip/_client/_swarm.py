@@ -13,6 +13,9 @@ its availability, choke and interest are then read from its connection state
 meanwhile. Messages of a peer not joined
 are not fed to the brain.
 
+BEP 19 web seeds join the same brain as virtual peers (:class:`~bip._client._webseed.WebSeed`,
+:meth:`Swarm.join_web_seed`): the brain's actions for one go to it rather than to the manager.
+
 Messages go out with :meth:`~bip_peer.PeerManager.send_nowait`: the brain's decisions must not
 wait for one slow peer. The session gives every peer a send queue deep enough for the largest
 request queue the brain builds (the peer's ``reqq``, capped at :data:`MAX_OUT_REQUESTS` by the
@@ -33,6 +36,7 @@ from bip_select import (
     Action,
     DropPeer,
     Input,
+    PeerKey,
     PeerLeft,
     QueueConfig,
     SwarmBrain,
@@ -41,6 +45,8 @@ from bip_select import (
     join_inputs,
     message_for,
 )
+
+from ._webseed import WebSeed
 
 __all__ = ["MAX_OUT_REQUESTS", "QUEUEING", "REASON_STALLED", "Swarm"]
 
@@ -80,6 +86,8 @@ class Swarm:
         self._num_pieces = brain.geometry.num_pieces
         self._refused = 0  # sends the connection refused for a reason other than staleness
         self.joined: set[Peer] = set()
+        self.web_seeds: set[WebSeed] = set()
+        """The web seeds joined to the brain (BEP 19 virtual peers, :class:`WebSeed`)."""
 
     def join(self, peer: Peer, now: float) -> None:
         """Join ``peer`` to the brain, with what its connection learnt so far."""
@@ -90,6 +98,24 @@ class Swarm:
             self.feed(event, now)
             if peer not in self.joined:  # the brain refused it (banned)
                 return
+
+    def join_web_seed(self, seed: WebSeed, now: float) -> None:
+        """Join a web seed to the brain: a peer with every piece that never chokes us."""
+        if seed in self.web_seeds or not seed.usable:
+            return
+        self.web_seeds.add(seed)
+        for event in seed.join_inputs():
+            self.feed(event, now)
+            if seed not in self.web_seeds:  # pragma: no cover - a web seed is never banned early
+                return
+
+    def web_seed_input(self, seed: WebSeed, event: Input, now: float) -> None:
+        """Feed what a joined web seed did (a rejected block, a choke, leaving...)."""
+        if seed not in self.web_seeds:
+            return
+        if isinstance(event, PeerLeft):
+            self.web_seeds.discard(seed)
+        self.feed(event, now)
 
     def leave(self, peer: Peer, now: float) -> None:
         """``peer`` is gone: its requests go back to the pool."""
@@ -117,7 +143,14 @@ class Swarm:
         manager = self.manager
         stalled: list[Peer] = []
         for action in actions:
-            peer = cast(Peer, action.peer)  # the brain's keys are the manager's Peer handles
+            key: PeerKey = action.peer
+            if isinstance(key, WebSeed):
+                if isinstance(action, DropPeer):
+                    self.web_seeds.discard(key)  # the brain already forgot it
+                if key in self.web_seeds or isinstance(action, DropPeer):
+                    key.act(action)
+                continue
+            peer = cast(Peer, key)  # the brain's other keys are the manager's Peer handles
             if isinstance(action, DropPeer):
                 self.joined.discard(peer)  # the brain already forgot it
                 logger.debug("dropping %s: %s", peer, action.reason)

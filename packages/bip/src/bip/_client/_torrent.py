@@ -64,7 +64,15 @@ from bip_peer import (
     Request,
     UploadOnly,
 )
-from bip_select import Block, BlockReceived, BlockSent, PieceVerified, SwarmBrain, TorrentGeometry
+from bip_select import (
+    Block,
+    BlockReceived,
+    BlockSent,
+    Input,
+    PieceVerified,
+    SwarmBrain,
+    TorrentGeometry,
+)
 from bip_select import PieceLost as BrainPieceLost
 
 from ._config import ClientConfig, TorrentOptions
@@ -74,9 +82,13 @@ from ._source import SourceError, resolve_peers
 from ._status import TorrentPhase, TorrentStatus
 from ._swarm import QUEUEING, Swarm
 from ._upload import Uploader
+from ._webseed import WebSeed
+from ._webseed_http import WebSeedClient
+from ._webseed_layout import WebSeedUrlError, web_seed_layout
 
 __all__ = [
     "MAX_BANNED",
+    "MAX_WEB_SEEDS",
     "REASON_BAD_REQUEST",
     "REASON_REDUNDANT",
     "REASON_STOPPED",
@@ -99,6 +111,8 @@ REASON_STOPPED: Final = "torrent stopped"
 """Why the peers of a torrent that failed are dropped."""
 MAX_BANNED: Final = 65536
 """Hosts banned for bad data remembered per torrent, at most."""
+MAX_WEB_SEEDS: Final = 32
+"""Web seeds of one torrent used at most (the first ones listed): a torrent can list many."""
 
 
 class TorrentError(Exception):
@@ -127,6 +141,7 @@ class Torrent:
         listen_port: int,
         rng: random.Random,
         on_info_hash: Callable[[Torrent, InfoHash], None],
+        web_seed_client: WebSeedClient | None = None,
     ) -> None:
         """Internal: the session builds torrents."""
         self.options = options
@@ -141,6 +156,12 @@ class Torrent:
         self._rng = rng
         self._on_info_hash = on_info_hash
         self._magnet = source if isinstance(source, MagnetLink) else None
+        # BEP 19: the torrent's url-list, or a magnet link's ws=.
+        urls = source.url_list if isinstance(source, Metainfo) else source.web_seeds
+        self._web_seed_urls = tuple(dict.fromkeys(urls)) if options.web_seeds else ()
+        self._web_seed_client = web_seed_client if web_seed_client is not None else WebSeedClient()
+        self.web_seeds: list[WebSeed] = []
+        """The torrent's web seeds, once its data is checked (every state)."""
         # BEP 52 piece layers by pieces root: the .torrent's, or fetched for a magnet link.
         self._piece_layers: dict[bytes, bytes] = (
             dict(source.piece_layers) if isinstance(source, Metainfo) else {}
@@ -241,6 +262,7 @@ class Torrent:
             uploaded=self._uploaded,
             peers=len(self.peers),
             seeds=seeds,
+            web_seeds=0 if self.swarm is None else len(self.swarm.web_seeds),
             bad_pieces=self._bad_pieces,
             error=self._error,
             checked=self._checked(),
@@ -290,6 +312,7 @@ class Torrent:
                     self._fail(str(error))
                     nursery.cancel_scope.cancel()
                     return
+                self._start_web_seeds(nursery)
                 nursery.start_soon(self._save_resume_loop)
                 assert self.handle is not None
                 nursery.start_soon(self._uploader.run, self.handle)
@@ -552,6 +575,57 @@ class Torrent:
             swarm.message(peer, message, trio.current_time())
             if isinstance(message, HaveAll | Bitfield | Have | UploadOnly | ExtendedHandshake):
                 self._drop_if_redundant(peer)
+
+    def _start_web_seeds(self, nursery: trio.Nursery) -> None:
+        """Join the web seeds to the brain and start their workers (nothing when the data is
+        all here already: a web seed only ever gives)."""
+        info, swarm = self.info, self.swarm
+        if info is None or swarm is None or self.completed.is_set():
+            return
+        urls = self._web_seed_urls
+        if len(urls) > MAX_WEB_SEEDS:
+            logger.info(
+                "%s: using the first %d of %d web seeds", self._name, MAX_WEB_SEEDS, len(urls)
+            )
+            urls = urls[:MAX_WEB_SEEDS]
+        now = trio.current_time()
+        for url in urls:
+            try:
+                layout = web_seed_layout(url, info)
+            except WebSeedUrlError as error:
+                logger.info("%s: web seed skipped: %s", self._name, error)
+                continue
+            seed = WebSeed(
+                layout,
+                self._web_seed_client,
+                deliver=self._web_block,
+                feed=self._web_seed_input,
+                piece_length=info.piece_length,
+            )
+            self.web_seeds.append(seed)
+            swarm.join_web_seed(seed, now)
+            nursery.start_soon(seed.run, name=f"bip web seed {seed.shown}")
+
+    def _web_seed_input(self, seed: WebSeed, event: Input) -> None:
+        if self.swarm is not None:
+            self.swarm.web_seed_input(seed, event, trio.current_time())
+            self._check_complete()
+
+    async def _web_block(self, seed: WebSeed, block: Block, data: bytes) -> None:
+        """A block a web seed fetched: stored, then told to the brain, as a peer's."""
+        swarm, handle = self.swarm, self.handle
+        assert swarm is not None
+        assert handle is not None
+        try:
+            await self._disk.write_block(handle, block.piece, block.begin, data)
+        except TorrentStateError as error:
+            logger.debug("block not stored: %s", error)
+            return
+        now = trio.current_time()
+        self._downloaded += block.length
+        self._down.add(block.length, now=now)
+        if seed in swarm.web_seeds:  # it may have left while the disk was busy
+            swarm.feed(BlockReceived(seed, block), now)
 
     async def _block(self, swarm: Swarm, peer: Peer, message: Piece) -> None:
         handle = self.handle

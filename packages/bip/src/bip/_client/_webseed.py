@@ -1,0 +1,328 @@
+"""A BEP 19 web seed as a virtual peer of a torrent's swarm brain.
+
+As libtorrent's ``web_peer_connection``: a :class:`WebSeed` joins the bip_select brain like a
+peer that has every piece, never chokes us and takes requests, so the brain picks its blocks
+as for any peer (rarest first, end-game, timeouts and verification stay in one place). The
+brain's requests queue here; each of at most :data:`MAX_WEB_SEED_REQUESTS` workers takes the
+oldest queued block with the queued blocks that follow it in the piece space (up to
+:data:`MAX_RUN` bytes), fetches the file ranges they cover (:class:`WebSeedLayout`; pad bytes
+are zeros) with :class:`WebSeedClient`, and hands each block still wanted to the torrent as if
+a peer had sent it. A piece that then fails its hash check counts against the web seed as
+against a peer: the brain bans it after its failures, and it stops.
+
+When a fetch fails its blocks go back to the brain (rejected). A file the server does not
+have (404, 410) is no longer offered: the brain is told the web seed lacks its pieces (BEP 54's
+"don't have"), and those come from peers. Any other failure makes the web seed choke us for
+a delay growing from :data:`RETRY_DELAY` (libtorrent's ``urlseed_wait_retry``), after which
+it is tried again; after :data:`MAX_FAILURES` failures in a row it leaves the brain for this
+run. Each change of state is logged once, at INFO on the ``bip.client`` logger.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+import trio
+
+from bip_select import (
+    REASON_BAD_DATA,
+    REASON_BANNED,
+    Action,
+    Block,
+    BlockRejected,
+    DropPeer,
+    Input,
+    PeerChokedUs,
+    PeerDontHave,
+    PeerHaveAll,
+    PeerJoined,
+    PeerLeft,
+    PeerUnchokedUs,
+    SendCancel,
+    SendRequest,
+)
+
+from ._webseed_http import WebSeedClient, WebSeedError, WebSeedFileMissingError
+from ._webseed_layout import WebSeedLayout, shown_url
+
+__all__ = [
+    "MAX_FAILURES",
+    "MAX_RUN",
+    "MAX_WEB_SEED_REQUESTS",
+    "RETRY_DELAY",
+    "WEB_SEED_REQQ",
+    "WebSeed",
+    "WebSeedState",
+]
+
+logger = logging.getLogger("bip.client")
+
+MAX_WEB_SEED_REQUESTS: Final = 4
+"""HTTP requests in flight to one web seed at most."""
+MAX_RUN: Final = 1024 * 1024
+"""Bytes one HTTP request asks for at most (a run of contiguous blocks): what a worker holds."""
+WEB_SEED_REQQ: Final = 256
+"""Blocks the brain may keep requested from one web seed (its ``reqq``): 4 MiB, what the
+workers can have in flight together."""
+RETRY_DELAY: Final = 30.0
+"""Seconds before a failing web seed is tried again, doubled on each failure in a row
+(libtorrent's ``urlseed_wait_retry``), up to :data:`MAX_RETRY_DELAY`."""
+MAX_RETRY_DELAY: Final = 300.0
+MAX_FAILURES: Final = 5
+"""Failures in a row after which a web seed is given up for this run."""
+
+
+class WebSeedState(enum.Enum):
+    """Where a web seed stands: ``ACTIVE`` (serving), ``WAITING`` (failed, tried again after
+    a delay), ``GONE`` (given up, or every file missing), ``BANNED`` (sent bad data)."""
+
+    ACTIVE = "active"
+    WAITING = "waiting"
+    GONE = "gone"
+    BANNED = "banned"
+
+
+Deliver = Callable[["WebSeed", Block, bytes], Awaitable[None]]
+Feed = Callable[["WebSeed", Input], None]
+
+
+class WebSeed:
+    """One web seed URL of one torrent: a virtual peer (see the module docstring).
+
+    The brain knows it by this object (its peer key). The torrent joins it to the brain
+    (:meth:`join_inputs`), routes the brain's actions for it to :meth:`act`, and runs
+    :meth:`run` in its nursery.
+
+    Args:
+        layout: the torrent's files on this web seed.
+        client: the HTTP client.
+        deliver: stores a block fetched (awaited), then tells the brain
+            (:class:`~bip_select.BlockReceived`).
+        feed: gives the brain an input about this web seed (a no-op once it left).
+        piece_length: the torrent's piece length, to place blocks in the piece space.
+    """
+
+    def __init__(
+        self,
+        layout: WebSeedLayout,
+        client: WebSeedClient,
+        *,
+        deliver: Deliver,
+        feed: Feed,
+        piece_length: int,
+    ) -> None:
+        self.layout = layout
+        self.shown = shown_url(layout.base)
+        self._client = client
+        self._deliver = deliver
+        self._feed = feed
+        self._piece_length = piece_length
+        self.state = WebSeedState.ACTIVE
+        self._queued: dict[Block, int] = {}  # requested, not yet taken: block -> its offset
+        self._by_offset: dict[int, Block] = {}
+        self._wanted: set[Block] = set()  # requested and not cancelled (queued or in flight)
+        self._missing: set[int] = set()  # files the server does not have
+        self._failures = 0
+        self._work = trio.Event()
+        self._stopped = trio.Event()
+        self.downloaded = 0
+        """Payload bytes handed to the torrent."""
+
+    def __repr__(self) -> str:
+        return f"<web seed {self.shown}>"
+
+    @property
+    def usable(self) -> bool:
+        """Whether it still takes part (active, or waiting to be tried again)."""
+        return self.state in (WebSeedState.ACTIVE, WebSeedState.WAITING)
+
+    def _waiting(self) -> bool:
+        return self.state is WebSeedState.WAITING
+
+    def join_inputs(self) -> list[Input]:
+        """What to feed the brain when it joins: a peer with every piece that unchoked us."""
+        return [PeerJoined(self, reqq=WEB_SEED_REQQ), PeerHaveAll(self), PeerUnchokedUs(self)]
+
+    # -- the brain's actions ------------------------------------------------------------------
+
+    def act(self, action: Action) -> None:
+        """Carry out the brain's ``action`` for this web seed (requests and cancels; the rest,
+        chokes and haves, mean nothing to a web server)."""
+        if isinstance(action, SendRequest):
+            block = action.block
+            if not self.usable or block in self._wanted:
+                return
+            offset = block.piece * self._piece_length + block.begin
+            self._wanted.add(block)
+            self._queued[block] = offset
+            self._by_offset[offset] = block
+            self._work.set()
+        elif isinstance(action, SendCancel):
+            self._forget(action.block)
+        elif isinstance(action, DropPeer):
+            self._dropped(action.reason)
+
+    def _forget(self, block: Block) -> None:
+        self._wanted.discard(block)
+        offset = self._queued.pop(block, None)
+        if offset is not None:
+            self._by_offset.pop(offset, None)
+
+    def _dropped(self, reason: str) -> None:
+        """The brain dropped it (it already forgot it)."""
+        if reason in (REASON_BAD_DATA, REASON_BANNED):
+            self._set_state(WebSeedState.BANNED, "it sent data that failed the hash check")
+        else:
+            self._set_state(WebSeedState.GONE, reason)
+        self._clear()
+
+    def _clear(self) -> None:
+        self._queued.clear()
+        self._by_offset.clear()
+        self._wanted.clear()
+
+    def _set_state(self, state: WebSeedState, reason: str) -> None:
+        if state is self.state:
+            return
+        self.state = state
+        logger.info("web seed %s: %s (%s)", self.shown, state.value, reason)
+        if state in (WebSeedState.GONE, WebSeedState.BANNED):
+            self._stopped.set()
+            self._work.set()  # wake the workers: they end
+
+    # -- the workers --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Fetch what the brain asks for until the web seed stops (or the task is
+        cancelled)."""
+        async with trio.open_nursery() as nursery:
+            for _ in range(MAX_WEB_SEED_REQUESTS):
+                nursery.start_soon(self._worker)
+            await self._stopped.wait()
+            nursery.cancel_scope.cancel()
+
+    def _take(self) -> tuple[int, list[Block]] | None:
+        """The oldest queued block and the queued blocks after it in the piece space."""
+        if not self._queued:
+            return None
+        first, start = next(iter(self._queued.items()))
+        blocks = [first]
+        end = start + first.length
+        self._forget_queued(first)
+        total = first.length
+        while total < MAX_RUN:
+            block = self._by_offset.get(end)
+            if block is None or total + block.length > MAX_RUN:
+                break
+            self._forget_queued(block)
+            blocks.append(block)
+            end += block.length
+            total += block.length
+        return start, blocks
+
+    def _forget_queued(self, block: Block) -> None:
+        offset = self._queued.pop(block)
+        self._by_offset.pop(offset, None)
+
+    async def _worker(self) -> None:
+        while not self._stopped.is_set():
+            taken = self._take()
+            if taken is None:
+                # One event for all the idle workers: a request (or the stop) wakes them.
+                if self._work.is_set():
+                    self._work = trio.Event()
+                await self._work.wait()
+                continue
+            start, blocks = taken
+            await self._fetch_run(start, blocks)
+
+    async def _fetch_run(self, start: int, blocks: list[Block]) -> None:
+        length = sum(block.length for block in blocks)
+        data = bytearray()
+        error: WebSeedError | None = None
+        missing_file: int | None = None
+        try:
+            for part in self.layout.ranges(start, length):
+                if not self.usable:
+                    return  # stopped meanwhile (banned, gone): its blocks are forgotten
+                if part.url is None:
+                    data += bytes(part.length)  # a pad file: zeros, never fetched
+                    continue
+                if part.file_index in self._missing:
+                    missing_file = part.file_index
+                    raise WebSeedFileMissingError("the server does not have this file")
+                try:
+                    data += await self._client.fetch(part.url, part.offset, part.length)
+                except WebSeedFileMissingError:
+                    missing_file = part.file_index
+                    raise
+        except WebSeedError as failure:
+            error = failure
+        except ValueError as failure:  # pragma: no cover - blocks the brain gave are in files
+            error = WebSeedError(str(failure))
+        # Hand over the blocks fetched whole, give the others back to the brain.
+        position = start
+        rejected: list[Block] = []
+        for block in blocks:
+            end = position - start + block.length
+            if end <= len(data) and block in self._wanted and self.usable:
+                self._wanted.discard(block)
+                self.downloaded += block.length
+                await self._deliver(self, block, bytes(data[position - start : end]))
+            elif block in self._wanted:
+                self._wanted.discard(block)
+                rejected.append(block)
+            position += block.length
+        for block in rejected:
+            self._feed(self, BlockRejected(self, block))
+        if error is None:
+            self._succeeded()
+        elif missing_file is not None:
+            self._file_missing(missing_file, error)
+        else:
+            await self._failed(error)
+
+    def _succeeded(self) -> None:
+        # A fetch that began before a failure and ended during its delay proves nothing.
+        if self.state is WebSeedState.ACTIVE:
+            self._failures = 0
+
+    def _file_missing(self, file_index: int, error: WebSeedError) -> None:
+        if file_index in self._missing:
+            return
+        self._missing.add(file_index)
+        urls = self.layout.urls
+        logger.info("web seed %s: lacks file %d (%s)", self.shown, file_index, error)
+        if all(url is None or i in self._missing for i, url in enumerate(urls)):
+            self._set_state(WebSeedState.GONE, "it has none of the files")
+            self._feed(self, PeerLeft(self))
+            self._clear()
+            return
+        # Its other files may share a piece with this one (v1): such a piece cannot come
+        # from here whole either.
+        for piece in self.layout.file_pieces(file_index):
+            self._feed(self, PeerDontHave(self, piece))
+
+    async def _failed(self, error: WebSeedError) -> None:
+        self._failures += 1
+        if self._failures >= MAX_FAILURES:
+            self._set_state(WebSeedState.GONE, f"given up after {self._failures} failures: {error}")
+            self._feed(self, PeerLeft(self))
+            self._clear()
+            return
+        if self.state is WebSeedState.WAITING:
+            return  # another worker failed meanwhile: one delay is enough
+        delay = min(RETRY_DELAY * 2 ** (self._failures - 1), MAX_RETRY_DELAY)
+        self._set_state(WebSeedState.WAITING, f"{error}; trying again in {delay:g} s")
+        # Choked: the brain takes back what it asked of us and asks nothing more meanwhile.
+        self._feed(self, PeerChokedUs(self))
+        self._clear()
+        with trio.move_on_after(delay):
+            await self._stopped.wait()
+        if self._waiting():  # not stopped meanwhile
+            self.state = WebSeedState.ACTIVE
+            logger.info("web seed %s: trying again", self.shown)
+            self._feed(self, PeerUnchokedUs(self))

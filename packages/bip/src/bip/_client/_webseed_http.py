@@ -1,0 +1,201 @@
+"""Byte ranges of files from web seeds (BEP 19), over HTTP/1.1 and HTTPS, with trio.
+
+:class:`WebSeedClient` fetches one range of one file per call (:meth:`WebSeedClient.fetch`):
+a ``Range`` GET on its own connection (``Connection: close``), redirects followed, the
+answer read by the tracker client's bounded reader (``_http_response``) and never more
+than the range asked for:
+
+- ``206 Partial Content`` must carry exactly the range (its ``Content-Range`` checked);
+- ``200 OK`` (a server that ignores ``Range``) is read from the right offset when that is
+  within :data:`MAX_SKIP` bytes of the file's start (the bytes before it are dropped as they
+  arrive), else refused;
+- ``404`` and ``410`` say the file is not there (:class:`WebSeedFileMissingError`); every other
+  answer, a connection refused, a TLS failure, a silence longer than the timeout or a body
+  shorter than the range is a :class:`WebSeedError`.
+"""
+
+from __future__ import annotations
+
+import re
+import ssl
+from typing import Final
+from urllib.parse import urljoin
+
+import trio
+
+from bip import __version__
+from bip_utracker import LocalProtocolError
+
+from ._http_response import HttpResponse, HttpResponseParser
+from ._http_tracker_codec import HttpTrackerUrl, parse_http_tracker_url
+from ._http_tracker_errors import MalformedTrackerResponseError
+
+__all__ = [
+    "DEFAULT_WEB_SEED_TIMEOUT",
+    "MAX_SKIP",
+    "WebSeedClient",
+    "WebSeedError",
+    "WebSeedFileMissingError",
+]
+
+DEFAULT_WEB_SEED_TIMEOUT: Final = 20.0
+"""Seconds a web seed may stay silent (connecting, or between two reads of an answer)."""
+MAX_SKIP: Final = 4 * 1024 * 1024
+"""Bytes of a file we read and drop at most to reach a range, when a server ignores ``Range``
+and sends the whole file: beyond, the range is refused (reading gigabytes to keep a few
+blocks would cost more than fetching them from peers)."""
+_MAX_REDIRECTS: Final = 5
+_REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+_MISSING: Final = frozenset({404, 410})
+_RECEIVE_SIZE: Final = 64 * 1024
+_CONTENT_RANGE: Final = re.compile(r"bytes ([0-9]{1,18})-([0-9]{1,18})/([0-9]{1,18}|\*)")
+
+
+class WebSeedError(Exception):
+    """A range could not be fetched from a web seed: the server failed, refused or lied."""
+
+
+class WebSeedFileMissingError(WebSeedError):
+    """The web seed answered 404 or 410 for a file: it does not have it."""
+
+
+class WebSeedClient:
+    """Fetches ranges of files from web seeds (see the module docstring).
+
+    Args:
+        timeout: seconds a server may stay silent: to connect, and between two reads.
+        ssl_context: the TLS context for ``https://`` (default: the system's trusted CAs,
+            ``ssl.create_default_context()``, made at the first https request), as the HTTP
+            tracker client does.
+        user_agent: the ``User-Agent`` header (default ``bip/<version>``).
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout: float = DEFAULT_WEB_SEED_TIMEOUT,
+        ssl_context: ssl.SSLContext | None = None,
+        user_agent: str | None = None,
+    ) -> None:
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+            raise ValueError(f"timeout is a positive number of seconds, got {timeout!r}")
+        self._timeout = float(timeout)
+        self._ssl_context = ssl_context
+        self._user_agent = f"bip/{__version__}" if user_agent is None else user_agent
+
+    async def fetch(self, url: HttpTrackerUrl, offset: int, length: int) -> bytes:
+        """The ``length`` bytes at ``offset`` of the file at ``url`` (``length`` > 0).
+
+        Raises:
+            WebSeedFileMissingError: 404 or 410.
+            WebSeedError: anything else that did not give exactly those bytes.
+        """
+        if offset < 0 or length <= 0:
+            raise ValueError(f"not a range: {length} bytes at {offset}")
+        seen = {(url.tls, url.host_header, url.target)}
+        for _ in range(_MAX_REDIRECTS + 1):
+            response = await self._exchange(url, offset, length)
+            if response.status not in _REDIRECTS:
+                return _payload(url, response, offset, length)
+            location = response.header("location")
+            if not location:
+                raise WebSeedError(f"HTTP {response.status} from {url.shown} names no Location")
+            try:
+                url = parse_http_tracker_url(urljoin(url.url, location))
+            except (LocalProtocolError, ValueError):
+                raise WebSeedError(f"{url.shown} redirects to a URL we do not follow") from None
+            where = (url.tls, url.host_header, url.target)
+            if where in seen:
+                raise WebSeedError(f"a redirect loop back to {url.shown:.200}")
+            seen.add(where)
+        raise WebSeedError(f"more than {_MAX_REDIRECTS} redirects")
+
+    async def _exchange(self, url: HttpTrackerUrl, offset: int, length: int) -> HttpResponse:
+        def window(status: int, headers: tuple[tuple[str, str], ...]) -> tuple[int, int] | None:
+            if status == 206:
+                return 0, length
+            if status == 200 and offset <= MAX_SKIP:
+                return offset, length
+            return 0, 0  # an error or a redirect: its body is of no use
+
+        with trio.move_on_after(self._timeout) as connecting:
+            try:
+                tcp = await trio.open_tcp_stream(url.host, url.port)
+            except OSError as error:
+                reason = error.strerror or str(error) or type(error).__name__
+                raise WebSeedError(f"cannot connect to {url.host_header}: {reason}") from None
+        if connecting.cancelled_caught:
+            raise WebSeedError(f"no connection to {url.host_header} within {self._timeout:g} s")
+        stream: trio.abc.Stream = tcp
+        try:
+            if url.tls:
+                stream = trio.SSLStream(
+                    tcp, self._tls_context(), server_hostname=url.host, https_compatible=True
+                )
+            await stream.send_all(self._request(url, offset, length))
+            parser = HttpResponseParser(max_body=length, window=window)
+            while parser.response is None:
+                data: bytes | bytearray = b""
+                with trio.move_on_after(self._timeout) as waiting:
+                    data = await stream.receive_some(_RECEIVE_SIZE)
+                if waiting.cancelled_caught:
+                    raise WebSeedError(f"{url.shown}: silent for {self._timeout:g} s")
+                if data:
+                    parser.receive_data(data)
+                else:
+                    parser.receive_eof()
+            return parser.response
+        except MalformedTrackerResponseError as error:
+            reason = str(error).replace("the tracker", "the server")
+            raise WebSeedError(f"{url.shown}: {reason}") from None
+        except (trio.BrokenResourceError, OSError, ssl.SSLError) as error:
+            cause = error.__cause__ if error.__cause__ is not None else error
+            raise WebSeedError(f"{url.shown}: {str(cause) or type(cause).__name__}") from None
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    def _request(self, url: HttpTrackerUrl, offset: int, length: int) -> bytes:
+        return (
+            f"GET {url.target} HTTP/1.1\r\n"
+            f"Host: {url.host_header}\r\n"
+            f"User-Agent: {self._user_agent}\r\n"
+            f"Range: bytes={offset}-{offset + length - 1}\r\n"
+            "Accept-Encoding: identity\r\n"
+            "Connection: close\r\n"
+            "\r\n"
+        ).encode("ascii")
+
+    def _tls_context(self) -> ssl.SSLContext:
+        if self._ssl_context is None:
+            self._ssl_context = ssl.create_default_context()
+        return self._ssl_context
+
+
+def _payload(url: HttpTrackerUrl, response: HttpResponse, offset: int, length: int) -> bytes:
+    """The range's bytes from a final answer, or the error it stands for."""
+    status = response.status
+    if status in _MISSING:
+        raise WebSeedFileMissingError(f"HTTP {status} for {url.shown}")
+    if status == 206:
+        content_range = response.header("content-range")
+        if content_range is not None:
+            match = _CONTENT_RANGE.fullmatch(content_range.strip())
+            if match is None or (int(match.group(1)), int(match.group(2))) != (
+                offset,
+                offset + length - 1,
+            ):
+                raise WebSeedError(
+                    f"{url.shown} sent bytes {content_range[:60]!r} for {offset}-"
+                    f"{offset + length - 1}"
+                )
+    elif status == 200:
+        if offset > MAX_SKIP:
+            raise WebSeedError(
+                f"{url.shown} ignores Range requests: {offset} bytes to skip to the range"
+            )
+    else:
+        reason = response.reason.strip()[:80]
+        raise WebSeedError(f"HTTP {status}{' ' + reason if reason else ''} from {url.shown}")
+    if len(response.body) != length:
+        raise WebSeedError(f"{url.shown} sent {len(response.body)} bytes of {length}")
+    return response.body
