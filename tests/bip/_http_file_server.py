@@ -33,6 +33,7 @@ class FileServer:
         corrupt: paths whose every served byte is inverted.
         ignore_range: answer 200 with the whole file, whatever the ``Range``.
         status: a status to answer every request with instead (``"503 Busy"``), if set.
+        redirects: paths answered ``302 Found`` to the location given.
         requests: each request's path (decoded) and ``Range`` header, in order.
     """
 
@@ -41,6 +42,7 @@ class FileServer:
     corrupt: set[str] = field(default_factory=set)
     ignore_range: bool = False
     status: str | None = None
+    redirects: dict[str, str] = field(default_factory=dict)
     requests: list[tuple[str, str | None]] = field(default_factory=list)
     url: str = ""
 
@@ -69,6 +71,8 @@ class FileServer:
     def _answer(self, path: str, range_header: str | None) -> bytes:
         if self.status is not None:
             return _response(self.status, b"busy")
+        if path in self.redirects:
+            return _response("302 Found", b"", f"Location: {self.redirects[path]}")
         file = (self.root / path).resolve()
         if path in self.missing or not file.is_relative_to(self.root) or not file.is_file():
             return _response("404 Not Found", b"not found")

@@ -23,10 +23,13 @@ from _engine_helpers import (
     write_content,
 )
 from _http_file_server import file_server, self_signed
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bip._client import TorrentOptions, TorrentPhase, open_session
 from bip._client._http_response import HttpResponseParser
 from bip._client._http_tracker_codec import HttpTrackerUrl, parse_http_tracker_url
+from bip._client._http_tracker_errors import MalformedTrackerResponseError
 from bip._client._webseed import (
     MAX_FAILURES,
     RETRY_DELAY,
@@ -39,7 +42,7 @@ from bip._client._webseed_http import (
     WebSeedError,
     WebSeedFileMissingError,
 )
-from bip._client._webseed_layout import WebSeedUrlError, web_seed_layout
+from bip._client._webseed_layout import WebSeedUrlError, _raw_paths, web_seed_layout
 from bip._cmd_download import status_fields
 from bip_metainfo import MagnetLink, Metainfo, create_torrent
 from bip_select import (
@@ -133,7 +136,8 @@ async def test_single_file_from_web_seed_only(
     assert {path for path, _ in server.requests} == {"files/movie.bin"}
 
 
-async def test_names_are_percent_encoded(tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", ["hybrid", "v2"])
+async def test_names_are_percent_encoded(tmp_path: Path, version: str) -> None:
     folder = tmp_path / "seed" / "my album"
     (folder / "dïr ü").mkdir(parents=True)
     (folder / "a b+c%d.bin").write_bytes(b"x" * 40_000)
@@ -141,7 +145,7 @@ async def test_names_are_percent_encoded(tmp_path: Path) -> None:
     down = tmp_path / "down"
     with trio.fail_after(DEADLINE):
         async with file_server(folder.parent) as server, open_session(loopback_config()) as s:
-            torrent = web_torrent(folder, "hybrid", [server.url])
+            torrent = web_torrent(folder, version, [server.url])
             download = await s.add_torrent(torrent, TorrentOptions(down))
             await download.wait_complete()
     assert verified(torrent, down)
@@ -289,6 +293,31 @@ async def test_corrupt_web_seed_is_dropped_and_a_peer_completes(tmp_path: Path) 
     assert len(server.requests) == requests  # never asked again
 
 
+async def test_failing_web_seed_waits_and_a_peer_completes(tmp_path: Path) -> None:
+    folder = write_content(tmp_path / "seed", SIZES)
+    down = tmp_path / "down"
+    with trio.fail_after(DEADLINE):
+        async with (
+            file_server(folder.parent) as server,
+            open_session(loopback_config()) as seeder,
+            open_session(loopback_config()) as leecher,
+        ):
+            server.status = "503 Busy"
+            torrent = web_torrent(folder, "v1", [server.url])
+            seeding = await seeder.add_torrent(torrent, TorrentOptions(folder.parent))
+            await seeding.wait_complete()
+            download = await leecher.add_torrent(
+                torrent, TorrentOptions(down, peers=(address_of(seeder),))
+            )
+            await download.wait_complete()
+            [seed] = download.web_seeds
+            # Waiting to be tried again (30 s), still a source; never a crash of the torrent.
+            assert seed.state is WebSeedState.WAITING
+            assert download.status().web_seeds == 1
+    assert same_files(folder, down / "album")
+    assert seed.downloaded == 0
+
+
 async def test_status_counts_web_seeds(tmp_path: Path) -> None:
     folder = write_content(tmp_path / "seed", (2_000_000,))
     (tmp_path / "empty").mkdir()
@@ -371,7 +400,32 @@ def test_layout_single_file_and_bad_urls(tmp_path: Path) -> None:
             web_seed_layout(bad, info)
 
 
+@pytest.mark.parametrize("version", ["v1", "v2", "hybrid"])
+def test_raw_names_match_the_files(tmp_path: Path, version: str) -> None:
+    folder = write_content(tmp_path / "seed", (40_000, 10, 70_000))
+    single = folder / "f0.bin"
+    for source in (folder, single):
+        info = web_torrent(source, version, []).info
+        raw = _raw_paths(info)
+        assert raw is not None
+        for entry, path in zip(info.files, raw, strict=True):
+            if not entry.is_pad:
+                assert tuple(part.decode() for part in path) == entry.path
+
+
 # -- the range reader ----------------------------------------------------------------------------
+
+
+@given(st.binary(max_size=300), st.integers(0, 20), st.integers(0, 20))
+def test_window_reader_takes_any_bytes(data: bytes, skip: int, keep: int) -> None:
+    parser = HttpResponseParser(max_body=16, window=lambda status, headers: (skip, keep))
+    try:
+        parser.receive_data(b"HTTP/1.1 200 OK\r\n" + data)
+        parser.receive_eof()
+    except MalformedTrackerResponseError:
+        return
+    assert parser.response is not None
+    assert len(parser.response.body) <= min(keep, 16)
 
 
 def test_window_reads_only_what_is_needed() -> None:
@@ -426,6 +480,12 @@ async def test_fetch_errors(tmp_path: Path) -> None:
                 await client.fetch(url("small.bin"), 8, 5)  # the whole file is too short
             with pytest.raises(WebSeedError, match="ignores Range"):
                 await client.fetch(url("big.bin"), MAX_SKIP + 1, 10)
+            server.redirects["moved.bin"] = server.url + "small.bin"
+            server.redirects["loop.bin"] = "/loop.bin"
+            server.ignore_range = False
+            assert await client.fetch(url("moved.bin"), 1, 2) == b"12"
+            with pytest.raises(WebSeedError, match="redirect loop"):
+                await client.fetch(url("loop.bin"), 1, 2)
             server.status = "503 Busy"
             with pytest.raises(WebSeedError, match="HTTP 503 Busy"):
                 await client.fetch(url("small.bin"), 0, 3)

@@ -187,7 +187,19 @@ def _raw_paths(info: Info) -> list[tuple[bytes, ...]] | None:
         paths.append((name,))
         lengths.append(fields.get(b"length", 0))
     entries = info.files
-    if len(paths) != len(entries) or any(
+    if len(paths) != len(entries):
+        # A v2 tree lists no pad files, which bip_metainfo places between the files: align
+        # the tree's files with the others.
+        real = [index for index, entry in enumerate(entries) if not entry.is_pad]
+        if len(real) != len(paths):
+            return None
+        aligned: list[tuple[bytes, ...]] = [()] * len(entries)
+        aligned_lengths = [0] * len(entries)
+        for index, path, length in zip(real, paths, lengths, strict=True):
+            aligned[index] = path
+            aligned_lengths[index] = length
+        paths, lengths = aligned, aligned_lengths
+    if any(
         entry.length != length or len(entry.path) != len(path)
         for entry, path, length in zip(entries, paths, lengths, strict=True)
         if not entry.is_pad
