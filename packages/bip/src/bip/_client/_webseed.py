@@ -295,7 +295,9 @@ class WebSeed:
             return
         self._missing.add(file_index)
         urls = self.layout.urls
-        logger.info("web seed %s: lacks file %d (%s)", self.shown, file_index, error)
+        # Said once per web seed at INFO: a server may lack thousands of files.
+        level = logging.INFO if len(self._missing) == 1 else logging.DEBUG
+        logger.log(level, "web seed %s: lacks file %d (%s)", self.shown, file_index, error)
         if all(url is None or i in self._missing for i, url in enumerate(urls)):
             self._set_state(WebSeedState.GONE, "it has none of the files")
             self._feed(self, PeerLeft(self))
