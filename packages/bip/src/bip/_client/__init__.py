@@ -1,12 +1,13 @@
 """The client engine behind ``bip download`` and ``bip seed``: the eight libraries composed.
 
 A :class:`Session` (:func:`open_session`) owns the shared services (disk, handshaker, peer
-manager with metadata and piece layer exchanges and PEX, tracker client) and routes between
-them; each :class:`Torrent` added to it fetches its metadata if needed (and a v2-only
-torrent's piece layers), checks its storage, downloads with a bip_select brain and serves its
-pieces, saving resume data as it goes. Peers come from :class:`PeerSource` tasks (the user's
-peers, trackers, a DHT) through the handshaker's :class:`~bip_handshake.PeerSink` interface,
-and from PEX.
+manager with metadata and piece layer exchanges and PEX, UDP and HTTP(S) tracker clients, a
+web seed client) and routes between them; each :class:`Torrent` added to it fetches its
+metadata if needed (and a v2-only torrent's piece layers), checks its storage, downloads with
+a bip_select brain and serves its pieces, saving resume data as it goes. Peers come from
+:class:`PeerSource` tasks (the user's peers, trackers, a DHT) through the handshaker's
+:class:`~bip_handshake.PeerSink` interface, and from PEX; web seeds (BEP 19) join the brain as
+peers that have every piece.
 
 >>> async def main(torrent, directory):  # doctest: +SKIP
 ...     async with open_session(ClientConfig(listen=(("127.0.0.1", 0),))) as session:
@@ -34,6 +35,8 @@ from ._discovery import (
     TrackerAnnouncer,
     UserPeers,
 )
+from ._http_tracker import HttpAnnounceResult, HttpTrackerClient
+from ._http_tracker_errors import HttpTrackerError, MalformedTrackerResponseError
 from ._resume import ResumeStore
 from ._session import OUR_EXTENSIONS, Session, open_session
 from ._source import (
@@ -48,6 +51,8 @@ from ._status import TorrentPhase, TorrentStatus
 from ._swarm import Swarm
 from ._torrent import Torrent, TorrentError
 from ._upload import UPLOAD_WORKERS, Uploader
+from ._webseed import WebSeed, WebSeedState
+from ._webseed_http import WebSeedClient, WebSeedError, WebSeedFileMissingError
 
 __all__ = [
     "DEFAULT_DHT_INTERVAL",
@@ -63,6 +68,10 @@ __all__ = [
     "DhtLike",
     "DhtPeers",
     "DiscoveryTarget",
+    "HttpAnnounceResult",
+    "HttpTrackerClient",
+    "HttpTrackerError",
+    "MalformedTrackerResponseError",
     "PeerSearchLike",
     "PeerSource",
     "ResumeStore",
@@ -78,6 +87,11 @@ __all__ = [
     "TrackerAnnouncer",
     "Uploader",
     "UserPeers",
+    "WebSeed",
+    "WebSeedClient",
+    "WebSeedError",
+    "WebSeedFileMissingError",
+    "WebSeedState",
     "load_source",
     "open_session",
     "parse_file_selection",
