@@ -243,6 +243,8 @@ class Announcer:
             self._label = str(tracker)
         else:
             raise LocalProtocolError(f"not a tracker address or udp:// URL: {tracker!r:.80}")
+        # For logs and messages: a private tracker's passkey (its query) stays out of them.
+        self._shown = self._label.partition("?")[0]
         _swarm_id(info_hash)
         _peer_id_bytes(peer_id)
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 0xFFFF:
@@ -336,7 +338,7 @@ class Announcer:
                 misuse the client reports).
         """
         if self._running:
-            raise LocalProtocolError(f"the announcer of {self._label} is already running")
+            raise LocalProtocolError(f"the announcer of {self._shown} is already running")
         self._running = True
         # A new run is a new session for the tracker, even if our last "stopped" was lost.
         self._started = self._forced = False
@@ -407,7 +409,7 @@ class Announcer:
             wait = min(self._retry * 2**doublings, self._max)
             _log.debug(
                 "announce to %s failed (%d in a row): %s; next try in %g s",
-                self._label,
+                self._shown,
                 self._failures,
                 error,
                 wait,
@@ -455,7 +457,7 @@ class Announcer:
             try:
                 result = await self._send(AnnounceEvent.STOPPED, self._progress())
             except TrackerError as error:  # the client may have closed: nothing to tell
-                _log.debug("stopped announce to %s failed: %s", self._label, error)
+                _log.debug("stopped announce to %s failed: %s", self._shown, error)
                 self._last_error = error
             else:
                 self._started = False
@@ -468,7 +470,7 @@ class Announcer:
                 self._last_announce = trio.current_time()
         if scope.cancelled_caught:
             _log.debug(
-                "stopped announce to %s unanswered after %g s", self._label, self._stopped_timeout
+                "stopped announce to %s unanswered after %g s", self._shown, self._stopped_timeout
             )
             self._last_error = TrackerTimeoutError(
                 f"no answer to stopped within {self._stopped_timeout:g} s"
