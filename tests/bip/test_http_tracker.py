@@ -798,6 +798,47 @@ async def test_the_engine_skips_other_schemes_only(
     ]
 
 
+async def test_the_engine_keeps_passkeys_out_of_its_logs(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    target = Target()
+    target.ready.set()
+    target.completed.set()
+
+    class Sink:
+        def discovered(
+            self, info_hash: object, addresses: Iterable[PeerAddress], source: str
+        ) -> None:
+            pass
+
+    with socket.socket() as unused:  # a port nobody listens on: each announce fails
+        unused.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{unused.getsockname()[1]}/announce?passkey=SECRET"
+    urls = [
+        "wss://127.0.0.1:1/announce?passkey=SECRET",  # another scheme
+        "http://127.0.0.1:0/announce?passkey=SECRET",  # refused by the parser
+        "http://u:SECRET@127.0.0.1:1/announce",  # credentials
+        dead,
+    ]
+    async with open_tracker_client(bind_v4="127.0.0.1", bind_v6=None) as udp:
+        announcer = TrackerAnnouncer(udp, urls, peer_id=PEER_ID, http_client=HttpTrackerClient())
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(announcer.run, target, Sink())
+            await trio.sleep(5)
+            nursery.cancel_scope.cancel()
+    messages = [record.getMessage() for record in caplog.records]
+    assert any(message.startswith("skipping wss://127.0.0.1:1/announce") for message in messages)
+    assert any(
+        message.startswith("skipping tracker http://127.0.0.1:1/announce: credentials")
+        for message in messages
+    )
+    assert any(
+        message.startswith(f"announce to {dead.partition('?')[0]} failed") for message in messages
+    )
+    assert not any("SECRET" in message for message in messages)
+
+
 @pytest.mark.parametrize(
     "url",
     [

@@ -44,6 +44,7 @@ __all__ = [
 
 from ._config import DEFAULT_DHT_INTERVAL
 from ._http_tracker import HttpTrackerClient
+from ._http_tracker_codec import shown_url
 
 logger = logging.getLogger("bip.client")
 
@@ -159,10 +160,11 @@ class TrackerAnnouncer:
         usable = [url for url in self.urls if self._client_for(url) is not None]
         skipped = [url for url in self.urls if url not in usable]
         if skipped:
+            shown = shown_url(skipped[0])  # a passkey (the query) stays out of logs
             supported = "udp://, http:// and https://" if self.http_client else "udp://"
             logger.warning(
                 "skipping %s: only %s trackers are supported",
-                skipped[0] if len(skipped) == 1 else f"{len(skipped)} trackers ({skipped[0]}, ...)",
+                shown if len(skipped) == 1 else f"{len(skipped)} trackers ({shown}, ...)",
                 supported,
             )
         # Trackers hear of us once we know what we have (libtorrent also announces after the
@@ -178,7 +180,7 @@ class TrackerAnnouncer:
                 try:
                     announcer = self._announcer(url, swarm_id, target, sink)
                 except UtrackerLocalProtocolError as error:  # a malformed URL
-                    logger.warning("skipping tracker %s: %s", url, error)
+                    logger.warning("skipping tracker %s: %s", shown_url(url), error)
                     break
                 self._announcers.append(announcer)
         if not self._announcers:
@@ -232,7 +234,7 @@ class TrackerAnnouncer:
 def _log_failure(status: AnnouncerStatus) -> None:
     """The engine's user hears of a tracker that fails (the library logs it at DEBUG only)."""
     if status.last_error is not None:
-        logger.info("announce to %s failed: %s", status.tracker, status.last_error)
+        logger.info("announce to %s failed: %s", shown_url(status.tracker), status.last_error)
 
 
 class PeerSearchLike(Protocol):

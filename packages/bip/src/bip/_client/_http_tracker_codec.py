@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv6Address, ip_address
 from typing import Final
-from urllib.parse import quote, quote_from_bytes, urlsplit
+from urllib.parse import quote, quote_from_bytes, urlsplit, urlunsplit
 
 from bip_bencode import BencodeDecodeError, decode_prefix
 from bip_handshake import PeerAddress
@@ -36,6 +36,7 @@ __all__ = [
     "parse_scrape_response",
     "scrape_query",
     "scrape_url",
+    "shown_url",
     "with_query",
 ]
 
@@ -94,6 +95,26 @@ _TARGET_SAFE: Final = "!#$%&'()*+,-./:;=?@[]_~"
 def _without_query(url: str) -> str:
     """``url`` without its query, for an error message: a passkey stays out of it."""
     return url.partition("?")[0]
+
+
+def shown_url(url: str) -> str:
+    """Any URL (a tracker's, a web seed's) for logs and messages: without its query (it may
+    hold a passkey) or credentials, and at most 200 characters.
+
+    >>> shown_url("https://u:pw@t.example:8443/announce?passkey=ab")
+    'https://t.example:8443/announce'
+    """
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:  # malformed: cut by hand
+        scheme, sep, rest = url.partition("#")[0].partition("?")[0].partition("://")
+        authority, slash, path = rest.partition("/")
+        return f"{scheme}{sep}{authority.rpartition('@')[2]}{slash}{path}"[:200]
+    if ":" in host:
+        host = f"[{host}]"
+    return urlunsplit((parts.scheme, host + port, parts.path, "", ""))[:200]
 
 
 def parse_http_tracker_url(url: str) -> HttpTrackerUrl:

@@ -32,7 +32,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from bip_metainfo import Info
 from bip_utracker import LocalProtocolError
 
-from ._http_tracker_codec import HttpTrackerUrl, parse_http_tracker_url
+from ._http_tracker_codec import HttpTrackerUrl, parse_http_tracker_url, shown_url
 
 __all__ = ["FileRange", "WebSeedLayout", "WebSeedUrlError", "shown_url", "web_seed_layout"]
 
@@ -60,19 +60,6 @@ class FileRange:
     url: HttpTrackerUrl | None
     offset: int
     length: int
-
-
-def shown_url(url: str) -> str:
-    """A web seed URL for messages: without its query (it may hold a key) or credentials."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port is not None else ""
-    except ValueError:
-        return url.partition("?")[0][:200]
-    if ":" in host:
-        host = f"[{host}]"
-    return urlunsplit((parts.scheme, host + port, parts.path, "", ""))[:200]
 
 
 def _escaped(url: str) -> str:
