@@ -7,6 +7,7 @@ serve HTTP, so an HTTP server in the test stands for every web seed."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -491,6 +492,57 @@ async def test_fetch_errors(tmp_path: Path) -> None:
                 await client.fetch(url("small.bin"), 0, 3)
         with pytest.raises(WebSeedError, match="cannot connect"):
             await client.fetch(url("small.bin"), 0, 3)
+
+
+async def canned(
+    answer: bytes, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """A server answering every request with ``answer``; started, it gives its base URL."""
+
+    async def serve(stream: trio.SocketStream) -> None:
+        async with stream:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                data = await stream.receive_some(4096)
+                if not data:
+                    return
+                head += data
+            with contextlib.suppress(trio.BrokenResourceError):
+                await stream.send_all(answer)
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    task_status.started(f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}/")
+    await trio.serve_listeners(serve, listeners)
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        # headers that never end
+        (b"HTTP/1.1 206 OK\r\n" + b"X-Pad: " + b"a" * 70_000, "headers exceed"),
+        # a chunk size past any bound, then no data
+        (
+            b"HTTP/1.1 206 OK\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Range: bytes 2-4/10\r\n\r\nffffffffffffffff\r\nab",
+            "closed the connection in the middle",
+        ),
+        (b"HTTP/1.1 302 Found\r\nLocation: file:///etc/passwd\r\n\r\n", "do not follow"),
+        (b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:0/x\r\n\r\n", "do not follow"),
+    ],
+)
+async def test_hostile_servers_give_our_error(answer: bytes, error: str) -> None:
+    client = WebSeedClient(timeout=5)
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            base = await nursery.start(canned, answer)
+            with pytest.raises(WebSeedError, match=error):
+                await client.fetch(parse_http_tracker_url(base + "f.bin"), 2, 3)
+            nursery.cancel_scope.cancel()
+
+
+def test_a_user_agent_cannot_add_headers() -> None:
+    with pytest.raises(ValueError, match="printable ASCII"):
+        WebSeedClient(user_agent="bip\r\nX-Evil: 1")
 
 
 # -- delays and retirement, on a virtual clock ---------------------------------------------------

@@ -68,6 +68,10 @@ class WebSeedClient:
             ``ssl.create_default_context()``, made at the first https request), as the HTTP
             tracker client does.
         user_agent: the ``User-Agent`` header (default ``bip/<version>``).
+
+    Raises:
+        ValueError: a timeout that is not a positive number, or a User-Agent that is not
+            printable ASCII.
     """
 
     def __init__(
@@ -79,9 +83,13 @@ class WebSeedClient:
     ) -> None:
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
             raise ValueError(f"timeout is a positive number of seconds, got {timeout!r}")
+        agent = f"bip/{__version__}" if user_agent is None else user_agent
+        if not isinstance(agent, str) or not agent.isascii() or not agent.isprintable():
+            # A CR or LF would end the header: what follows would be a header of its own.
+            raise ValueError(f"a User-Agent is printable ASCII, got {agent!r:.80}")
         self._timeout = float(timeout)
         self._ssl_context = ssl_context
-        self._user_agent = f"bip/{__version__}" if user_agent is None else user_agent
+        self._user_agent = agent
 
     async def fetch(self, url: HttpTrackerUrl, offset: int, length: int) -> bytes:
         """The ``length`` bytes at ``offset`` of the file at ``url`` (``length`` > 0).
