@@ -518,6 +518,8 @@ async def canned(
 @pytest.mark.parametrize(
     ("answer", "error"),
     [
+        # a 206 that does not say which bytes it holds
+        (b"HTTP/1.1 206 Partial Content\r\nContent-Length: 3\r\n\r\nabc", "sent bytes ''"),
         # headers that never end
         (b"HTTP/1.1 206 OK\r\n" + b"X-Pad: " + b"a" * 70_000, "headers exceed"),
         # a chunk size past any bound, then no data

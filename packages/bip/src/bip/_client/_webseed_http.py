@@ -5,7 +5,8 @@ a ``Range`` GET on its own connection (``Connection: close``), redirects followe
 answer read by the tracker client's bounded reader (``_http_response``) and never more
 than the range asked for:
 
-- ``206 Partial Content`` must carry exactly the range (its ``Content-Range`` checked);
+- ``206 Partial Content`` must carry exactly the range (its ``Content-Range``, required,
+  checked);
 - ``200 OK`` (a server that ignores ``Range``) is read from the right offset when that is
   within :data:`MAX_SKIP` bytes of the file's start (the bytes before it are dropped as they
   arrive), else refused;
@@ -185,17 +186,16 @@ def _payload(url: HttpTrackerUrl, response: HttpResponse, offset: int, length: i
     if status in _MISSING:
         raise WebSeedFileMissingError(f"HTTP {status} for {url.shown}")
     if status == 206:
-        content_range = response.header("content-range")
-        if content_range is not None:
-            match = _CONTENT_RANGE.fullmatch(content_range.strip())
-            if match is None or (int(match.group(1)), int(match.group(2))) != (
-                offset,
-                offset + length - 1,
-            ):
-                raise WebSeedError(
-                    f"{url.shown} sent bytes {content_range[:60]!r} for {offset}-"
-                    f"{offset + length - 1}"
-                )
+        # Without a Content-Range nothing says which bytes came (libtorrent refuses it too).
+        content_range = response.header("content-range") or ""
+        match = _CONTENT_RANGE.fullmatch(content_range.strip())
+        if match is None or (int(match.group(1)), int(match.group(2))) != (
+            offset,
+            offset + length - 1,
+        ):
+            raise WebSeedError(
+                f"{url.shown} sent bytes {content_range[:60]!r} for {offset}-{offset + length - 1}"
+            )
     elif status == 200:
         if offset > MAX_SKIP:
             raise WebSeedError(
