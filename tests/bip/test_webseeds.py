@@ -611,6 +611,57 @@ async def test_failing_web_seed_waits_longer_then_gives_up(
     assert not seed.usable
 
 
+class TricklingClient(WebSeedClient):
+    """A server that never finishes an answer (a trickle that keeps each read alive)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = 0
+        self.abandoned = 0
+
+    async def fetch(self, url: HttpTrackerUrl, offset: int, length: int) -> bytes:
+        self.started += 1
+        try:
+            await trio.sleep_forever()
+        finally:
+            self.abandoned += 1
+
+
+async def test_a_fetch_nothing_wants_is_abandoned(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    folder = write_content(tmp_path / "seed", (100_000, 50_000))
+    info = web_torrent(folder, "v1", []).info
+    client = TricklingClient()
+    inputs: list[Input] = []
+
+    async def deliver(_seed: WebSeed, block: Block, data: bytes) -> None:
+        raise AssertionError("nothing to deliver")
+
+    seed = WebSeed(
+        web_seed_layout("http://h/", info),
+        client,
+        deliver=deliver,
+        feed=lambda _seed, event: inputs.append(event),
+        piece_length=info.piece_length,
+    )
+    first, second = Block(0, 0, 16384), Block(0, 16384, 16384)
+    with trio.fail_after(1000):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(seed.run)
+            seed.act(SendRequest(seed, first))
+            seed.act(SendRequest(seed, second))  # one run with the first
+            await until(lambda: client.started == 1)
+            seed.act(SendCancel(seed, first))
+            await trio.sleep(100)
+            assert client.abandoned == 0  # the second block is still wanted
+            seed.act(SendCancel(seed, second))  # as the brain does when they time out
+            await until(lambda: client.abandoned == 1)
+            nursery.cancel_scope.cancel()
+    assert inputs == []  # neither rejected nor a failure: the brain let them go itself
+    assert seed.state is WebSeedState.ACTIVE
+
+
 async def test_missing_file_is_no_failure(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:

@@ -10,12 +10,14 @@ are zeros) with :class:`WebSeedClient`, and hands each block still wanted to the
 a peer had sent it. A piece that then fails its hash check counts against the web seed as
 against a peer: the brain bans it after its failures, and it stops.
 
-When a fetch fails its blocks go back to the brain (rejected). A file the server does not
-have (404, 410) is no longer offered: the brain is told the web seed lacks its pieces (BEP 54's
-"don't have"), and those come from peers. Any other failure makes the web seed choke us for
-a delay growing from :data:`RETRY_DELAY` (libtorrent's ``urlseed_wait_retry``), after which
-it is tried again; after :data:`MAX_FAILURES` failures in a row it leaves the brain for this
-run. Each change of state is logged once, at INFO on the ``bip.client`` logger.
+When a fetch fails its blocks go back to the brain (rejected); a fetch none of whose blocks
+is wanted any more (cancelled, timed out, choked) is abandoned and its connection closed. A
+file the server does not have (404, 410) is no longer offered: the brain is told the web seed
+lacks its pieces (BEP 54's "don't have"), and those come from peers. Any other failure makes
+the web seed choke us for a delay growing from :data:`RETRY_DELAY` (libtorrent's
+``urlseed_wait_retry``), after which it is tried again; after :data:`MAX_FAILURES` failures in
+a row it leaves the brain for this run. Each change of state is logged once, at INFO on the
+``bip.client`` logger.
 """
 
 from __future__ import annotations
@@ -124,6 +126,7 @@ class WebSeed:
         self._queued: dict[Block, int] = {}  # requested, not yet taken: block -> its offset
         self._by_offset: dict[int, Block] = {}
         self._wanted: set[Block] = set()  # requested and not cancelled (queued or in flight)
+        self._runs: dict[trio.CancelScope, list[Block]] = {}  # the runs being fetched
         self._missing: set[int] = set()  # files the server does not have
         self._failures = 0
         self._work = trio.Event()
@@ -170,6 +173,13 @@ class WebSeed:
         offset = self._queued.pop(block, None)
         if offset is not None:
             self._by_offset.pop(offset, None)
+        # In flight: a run none of whose blocks is wanted any more (the brain cancelled them,
+        # timed them out, or had them from peers in end-game) is abandoned, its connection
+        # closed. A server trickling its answer holds a worker no longer than the brain
+        # waits for the blocks.
+        for scope, run in self._runs.items():
+            if block in run and not any(other in self._wanted for other in run):
+                scope.cancel()
 
     def _dropped(self, reason: str) -> None:
         """The brain dropped it (it already forgot it)."""
@@ -183,6 +193,8 @@ class WebSeed:
         self._queued.clear()
         self._by_offset.clear()
         self._wanted.clear()
+        for scope in self._runs:  # nothing they fetch is wanted now
+            scope.cancel()
 
     def _set_state(self, state: WebSeedState, reason: str) -> None:
         if state is self.state:
@@ -244,25 +256,30 @@ class WebSeed:
         data = bytearray()
         error: WebSeedError | None = None
         missing_file: int | None = None
+        scope = trio.CancelScope()  # cancelled when none of the blocks is wanted any more
+        self._runs[scope] = blocks
         try:
-            for part in self.layout.ranges(start, length):
-                if not self.usable:
-                    return  # stopped meanwhile (banned, gone): its blocks are forgotten
-                if part.url is None:
-                    data += bytes(part.length)  # a pad file: zeros, never fetched
-                    continue
-                if part.file_index in self._missing:
-                    missing_file = part.file_index
-                    raise WebSeedFileMissingError("the server does not have this file")
-                try:
-                    data += await self._client.fetch(part.url, part.offset, part.length)
-                except WebSeedFileMissingError:
-                    missing_file = part.file_index
-                    raise
+            with scope:
+                for part in self.layout.ranges(start, length):
+                    if not self.usable:
+                        return  # stopped meanwhile (banned, gone): its blocks are forgotten
+                    if part.url is None:
+                        data += bytes(part.length)  # a pad file: zeros, never fetched
+                        continue
+                    if part.file_index in self._missing:
+                        missing_file = part.file_index
+                        raise WebSeedFileMissingError("the server does not have this file")
+                    try:
+                        data += await self._client.fetch(part.url, part.offset, part.length)
+                    except WebSeedFileMissingError:
+                        missing_file = part.file_index
+                        raise
         except WebSeedError as failure:
             error = failure
         except ValueError as failure:  # pragma: no cover - blocks the brain gave are in files
             error = WebSeedError(str(failure))
+        finally:
+            del self._runs[scope]
         # Hand over the blocks fetched whole, give the others back to the brain.
         position = start
         rejected: list[Block] = []
@@ -278,6 +295,8 @@ class WebSeed:
             position += block.length
         for block in rejected:
             self._feed(self, BlockRejected(self, block))
+        if scope.cancelled_caught:
+            return  # abandoned: says nothing of the server
         if error is None:
             self._succeeded()
         elif missing_file is not None:
