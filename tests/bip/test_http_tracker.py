@@ -46,6 +46,7 @@ from bip._client._http_response import (
 )
 from bip._client._http_tracker import HttpAnnounceResult, HttpTrackerClient
 from bip._client._http_tracker_codec import (
+    MAX_TEXT,
     HttpAnnounceResponse,
     announce_query,
     parse_announce_response,
@@ -274,6 +275,18 @@ async def test_failure_reason_is_a_rejection() -> None:
     async with http_server(reply(body, status="403 Forbidden")) as server:
         with pytest.raises(TrackerRejectedError, match="bad passkey"):
             await announce(HttpTrackerClient(), server.url)
+
+
+def test_a_tracker_text_is_one_bounded_line() -> None:
+    text = b"no\r\n[fake] log line \x1b[31m" + b"x" * 100_000
+    with pytest.raises(TrackerRejectedError) as caught:
+        parse_announce_response(encode({b"failure reason": text}))
+    message = str(caught.value)
+    assert message.startswith("no\\r\\n[fake] log line \\x1b[31m")
+    assert message.isprintable()
+    assert len(message) < MAX_TEXT + 20
+    warned = parse_announce_response(encode({b"interval": 60, b"warning message": text}))
+    assert warned.warning == message
 
 
 async def test_warning_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:

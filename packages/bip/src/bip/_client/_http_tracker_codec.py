@@ -17,6 +17,7 @@ from ipaddress import IPv6Address, ip_address
 from typing import Final
 from urllib.parse import quote, quote_from_bytes, urlsplit, urlunsplit
 
+from bip._describe import safe_text
 from bip_bencode import BencodeDecodeError, decode_prefix
 from bip_handshake import PeerAddress
 from bip_utracker import AnnounceEvent, LocalProtocolError, ScrapeStats, TrackerRejectedError
@@ -25,6 +26,7 @@ from ._http_tracker_errors import MalformedTrackerResponseError
 
 __all__ = [
     "MAX_PEERS",
+    "MAX_TEXT",
     "MAX_TRACKER_ID",
     "MAX_URL_LENGTH",
     "HttpAnnounceResponse",
@@ -46,6 +48,9 @@ MAX_PEERS: Final = 10_000
 """Peers taken from one answer at most (a 1 MiB compact list would hold 174,762)."""
 MAX_TRACKER_ID: Final = 1024
 """Bytes of a ``tracker id`` we agree to send back; a longer one is ignored."""
+MAX_TEXT: Final = 1024
+"""Characters kept of a tracker's ``failure reason`` or ``warning message``: they go into
+exceptions and log lines, and an answer may be a megabyte."""
 
 _DEFAULT_INTERVAL: Final = 1800  # libtorrent's, for an answer without "interval"
 _MAX_COUNT: Final = 2**32 - 1  # intervals and swarm counts are clamped to 32 bits, as in BEP 15
@@ -332,7 +337,9 @@ def _count(value: object, default: int) -> int:
 
 
 def _text(value: bytes) -> str:
-    return value.decode("utf-8", "replace")
+    # One bounded line: a newline or an escape sequence in it must not fake log lines or
+    # move the terminal's cursor.
+    return safe_text(value[: MAX_TEXT * 4].decode("utf-8", "replace")[:MAX_TEXT])
 
 
 def _compact(data: bytes, size: int) -> Iterable[PeerAddress]:
