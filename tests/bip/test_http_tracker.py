@@ -561,6 +561,17 @@ def test_reader_reads_to_the_close_and_ignores_what_follows() -> None:
     assert done.response.body == b""
 
 
+async def test_a_reason_phrase_cannot_drive_the_terminal() -> None:
+    parser = HttpResponseParser()
+    parser.receive_data(b"HTTP/1.1 503 Busy\x1b[2J\x07\r\nContent-Length: 0\r\n\r\n")
+    assert parser.response is not None
+    assert parser.response.reason == "Busy\\x1b[2J\\x07"
+    async with http_server(reply(b"", status="500 Oops\x1b[31m")) as server:
+        with pytest.raises(HttpTrackerError) as caught:
+            await announce(HttpTrackerClient(), server.url)
+    assert str(caught.value) == "HTTP 500 Oops\\x1b[31m"
+
+
 @pytest.mark.parametrize(
     ("data", "reason"),
     [

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from enum import Enum, auto
 from typing import Final
 
+from bip._describe import safe_text
+
 from ._http_tracker_errors import MalformedTrackerResponseError
 
 __all__ = [
@@ -39,7 +41,8 @@ class HttpResponse:
 
     Attributes:
         status: the status code.
-        reason: the reason phrase (latin-1).
+        reason: the reason phrase (latin-1), its control characters escaped: it only
+            ever goes into messages.
         headers: ``(name, value)`` pairs, names lower-case, in order (latin-1).
         body: the body, transfer coding removed.
     """
@@ -227,7 +230,7 @@ class HttpResponseParser:
                 raise MalformedTrackerResponseError("too many interim (1xx) responses")
             return True
         self._status = code
-        self._reason = (status.group(2) or b"").decode("latin-1")
+        self._reason = safe_text((status.group(2) or b"").decode("latin-1"))
         self._headers = tuple(headers)
         if self._window is not None:
             chosen = self._window(code, self._headers)
