@@ -126,7 +126,7 @@ def self_signed(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     """A server context with a certificate for 127.0.0.1 made here, and a client context
     trusting only that certificate."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bip test web seed")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bip test server")])
     now = datetime.datetime.now(datetime.UTC)
     public = key.public_key()
     cert = (
