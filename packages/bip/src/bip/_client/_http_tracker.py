@@ -18,7 +18,7 @@ import ssl
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, ip_address
+from ipaddress import ip_address
 from types import TracebackType
 from typing import Final
 from urllib.parse import urljoin
@@ -38,6 +38,7 @@ from bip_utracker import (
     TrackerTimeoutError,
 )
 
+from ._http_exchange import ExchangeError, http_exchange
 from ._http_response import HttpResponse, HttpResponseParser
 from ._http_tracker_codec import (
     HttpTrackerUrl,
@@ -67,7 +68,6 @@ DEFAULT_HTTP_TRACKER_TIMEOUT: Final = 30.0
 """Seconds one whole exchange may take, redirects included (libtorrent's
 ``tracker_completion_timeout``)."""
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
-_RECEIVE_SIZE: Final = 64 * 1024
 _MAX_TRACKER_IDS: Final = 4096  # remembered (tracker, swarm) pairs; the oldest go first
 _MAX_WARNINGS: Final = 256  # distinct warning messages remembered, so each is logged once
 _SWARM_ID_SIZE: Final = 20
@@ -125,16 +125,6 @@ def _amount(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise LocalProtocolError(f"{name} is a non-negative int, got {value!r:.40}")
     return value
-
-
-def _address_of(stream: trio.SocketStream) -> PeerAddress:
-    """The address that answered (for :attr:`AnnounceResult.tracker`); ``0.0.0.0:0`` if the
-    socket cannot say (a scoped IPv6 address has no compact form)."""
-    try:
-        name = stream.socket.getpeername()
-        return PeerAddress(ip_address(name[0]), int(name[1])).normalized()
-    except (OSError, ValueError, TypeError, IndexError):
-        return PeerAddress(IPv4Address(0), 0)
 
 
 class HttpTrackerClient:
@@ -385,32 +375,16 @@ class HttpTrackerClient:
 
     async def _fetch(self, url: HttpTrackerUrl, target: str) -> tuple[HttpResponse, PeerAddress]:
         try:
-            tcp = await trio.open_tcp_stream(url.host, url.port, local_address=self._local_address)
-        except OSError as error:
-            reason = error.strerror or str(error) or type(error).__name__
-            raise HttpTrackerError(f"cannot connect to {url.host_header}: {reason}") from None
-        address = _address_of(tcp)
-        stream: trio.abc.Stream = tcp
-        try:
-            if url.tls:
-                stream = trio.SSLStream(
-                    tcp, self._tls_context(), server_hostname=url.host, https_compatible=True
-                )
-            await stream.send_all(_request(url, target, self._user_agent))
-            parser = HttpResponseParser()
-            while parser.response is None:
-                data = await stream.receive_some(_RECEIVE_SIZE)
-                if data:
-                    parser.receive_data(data)
-                else:
-                    parser.receive_eof()
-            return parser.response, address
-        except (trio.BrokenResourceError, OSError, ssl.SSLError) as error:
-            cause = error.__cause__ if error.__cause__ is not None else error
-            reason = str(cause) or type(cause).__name__
-            raise HttpTrackerError(f"{url.host_header}: {reason}") from None
-        finally:
-            await trio.aclose_forcefully(stream)
+            return await http_exchange(
+                url,
+                _request(url, target, self._user_agent),
+                HttpResponseParser(),
+                tls_context=self._tls_context,
+                local_address=self._local_address,
+            )
+        except ExchangeError as error:
+            message = error.message if error.connecting else f"{url.host_header}: {error.message}"
+            raise HttpTrackerError(message) from None
 
     def _tls_context(self) -> ssl.SSLContext:
         if self._ssl_context is None:

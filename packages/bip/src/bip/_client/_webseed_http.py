@@ -22,11 +22,10 @@ import ssl
 from typing import Final
 from urllib.parse import urljoin
 
-import trio
-
 from bip import __version__
 from bip_utracker import LocalProtocolError
 
+from ._http_exchange import ExchangeError, http_exchange
 from ._http_response import HttpResponse, HttpResponseParser
 from ._http_tracker_codec import HttpTrackerUrl, parse_http_tracker_url
 from ._http_tracker_errors import MalformedTrackerResponseError
@@ -48,7 +47,6 @@ blocks would cost more than fetching them from peers)."""
 _MAX_REDIRECTS: Final = 5
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 _MISSING: Final = frozenset({404, 410})
-_RECEIVE_SIZE: Final = 64 * 1024
 _CONTENT_RANGE: Final = re.compile(r"bytes ([0-9]{1,18})-([0-9]{1,18})/([0-9]{1,18}|\*)")
 
 
@@ -127,41 +125,22 @@ class WebSeedClient:
                 return offset, length
             return 0, 0  # an error or a redirect: its body is of no use
 
-        with trio.move_on_after(self._timeout) as connecting:
-            try:
-                tcp = await trio.open_tcp_stream(url.host, url.port)
-            except OSError as error:
-                reason = error.strerror or str(error) or type(error).__name__
-                raise WebSeedError(f"cannot connect to {url.host_header}: {reason}") from None
-        if connecting.cancelled_caught:
-            raise WebSeedError(f"no connection to {url.host_header} within {self._timeout:g} s")
-        stream: trio.abc.Stream = tcp
         try:
-            if url.tls:
-                stream = trio.SSLStream(
-                    tcp, self._tls_context(), server_hostname=url.host, https_compatible=True
-                )
-            await stream.send_all(self._request(url, offset, length))
-            parser = HttpResponseParser(max_body=length, window=window)
-            while parser.response is None:
-                data: bytes | bytearray = b""
-                with trio.move_on_after(self._timeout) as waiting:
-                    data = await stream.receive_some(_RECEIVE_SIZE)
-                if waiting.cancelled_caught:
-                    raise WebSeedError(f"{url.shown}: silent for {self._timeout:g} s")
-                if data:
-                    parser.receive_data(data)
-                else:
-                    parser.receive_eof()
-            return parser.response
+            response, _ = await http_exchange(
+                url,
+                self._request(url, offset, length),
+                HttpResponseParser(max_body=length, window=window),
+                tls_context=self._tls_context,
+                connect_timeout=self._timeout,
+                silence_timeout=self._timeout,
+            )
         except MalformedTrackerResponseError as error:
             reason = str(error).replace("the tracker", "the server")
             raise WebSeedError(f"{url.shown}: {reason}") from None
-        except (trio.BrokenResourceError, OSError, ssl.SSLError) as error:
-            cause = error.__cause__ if error.__cause__ is not None else error
-            raise WebSeedError(f"{url.shown}: {str(cause) or type(cause).__name__}") from None
-        finally:
-            await trio.aclose_forcefully(stream)
+        except ExchangeError as error:
+            message = error.message if error.connecting else f"{url.shown}: {error.message}"
+            raise WebSeedError(message) from None
+        return response
 
     def _request(self, url: HttpTrackerUrl, offset: int, length: int) -> bytes:
         return (

@@ -1,0 +1,111 @@
+"""One HTTP/1.1 request and its response over trio, TLS included.
+
+The transport the HTTP tracker client and the web seed client share: connect (with
+an optional bound), wrap in TLS for ``https://``, send the request, feed what arrives
+to a sans-IO :class:`~._http_response.HttpResponseParser` (optionally bounding every
+silence), close the stream on every path. Failures below HTTP come out as one
+:class:`ExchangeError`, which each client words as its own error; a malformed
+response is the parser's error and passes through.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+from ipaddress import IPv4Address, ip_address
+from typing import Final
+
+import trio
+
+from bip_handshake import PeerAddress
+
+from ._http_response import HttpResponse, HttpResponseParser
+from ._http_tracker_codec import HttpTrackerUrl
+
+__all__ = ["ExchangeError", "http_exchange"]
+
+_RECEIVE_SIZE: Final = 64 * 1024
+
+
+class ExchangeError(Exception):
+    """The exchange failed below HTTP (connecting, TLS, the connection dropped, silence).
+
+    Attributes:
+        message: for a failed connection the whole message ("cannot connect to
+            HOST: ..."), otherwise the reason alone, for the caller to prefix.
+        connecting: whether the connection itself could not be made.
+    """
+
+    def __init__(self, message: str, *, connecting: bool) -> None:
+        super().__init__(message)
+        self.message = message
+        self.connecting = connecting
+
+
+def _address_of(stream: trio.SocketStream) -> PeerAddress:
+    """The address that answered; ``0.0.0.0:0`` if the socket cannot say (a scoped IPv6
+    address has no compact form)."""
+    try:
+        name = stream.socket.getpeername()
+        return PeerAddress(ip_address(name[0]), int(name[1])).normalized()
+    except (OSError, ValueError, TypeError, IndexError):
+        return PeerAddress(IPv4Address(0), 0)
+
+
+async def http_exchange(
+    url: HttpTrackerUrl,
+    request: bytes,
+    parser: HttpResponseParser,
+    *,
+    tls_context: Callable[[], ssl.SSLContext],
+    local_address: str | None = None,
+    connect_timeout: float | None = None,
+    silence_timeout: float | None = None,
+) -> tuple[HttpResponse, PeerAddress]:
+    """Send ``request`` to ``url``'s host and return the response ``parser`` read, and who answered.
+
+    Raises:
+        ExchangeError: the connection could not be made (within ``connect_timeout``), TLS
+            failed, the connection broke, or nothing arrived for ``silence_timeout`` seconds.
+        MalformedTrackerResponseError: the response is not valid HTTP (from the parser).
+    """
+    tcp: trio.SocketStream | None = None
+    with trio.move_on_after(connect_timeout if connect_timeout is not None else float("inf")):
+        try:
+            tcp = await trio.open_tcp_stream(url.host, url.port, local_address=local_address)
+        except OSError as error:
+            reason = error.strerror or str(error) or type(error).__name__
+            raise ExchangeError(
+                f"cannot connect to {url.host_header}: {reason}", connecting=True
+            ) from None
+    if tcp is None:
+        raise ExchangeError(
+            f"no connection to {url.host_header} within {connect_timeout:g} s", connecting=True
+        )
+    address = _address_of(tcp)
+    stream: trio.abc.Stream = tcp
+    try:
+        if url.tls:
+            stream = trio.SSLStream(
+                tcp, tls_context(), server_hostname=url.host, https_compatible=True
+            )
+        await stream.send_all(request)
+        while parser.response is None:
+            data: bytes | bytearray = b""
+            if silence_timeout is None:
+                data = await stream.receive_some(_RECEIVE_SIZE)
+            else:
+                with trio.move_on_after(silence_timeout) as waiting:
+                    data = await stream.receive_some(_RECEIVE_SIZE)
+                if waiting.cancelled_caught:
+                    raise ExchangeError(f"silent for {silence_timeout:g} s", connecting=False)
+            if data:
+                parser.receive_data(data)
+            else:
+                parser.receive_eof()
+        return parser.response, address
+    except (trio.BrokenResourceError, OSError, ssl.SSLError) as error:
+        cause = error.__cause__ if error.__cause__ is not None else error
+        raise ExchangeError(str(cause) or type(cause).__name__, connecting=False) from None
+    finally:
+        await trio.aclose_forcefully(stream)
