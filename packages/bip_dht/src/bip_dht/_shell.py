@@ -21,6 +21,11 @@ Design (DESIGN section 3; trio's and bip_utracker's shells are the models):
   cancels its operation. ``get_peers`` returns a :class:`PeerSearch` that yields peers as
   they are found; leaving its ``async with`` block cancels the lookup.
 - Peers found by any lookup go to the ``peer_sink`` (source ``"dht"``) when one is given.
+- Sharing the port with uTP (BEP 29), as libtorrent does: with ``other_datagrams``, every
+  datagram that cannot be KRPC (its first byte is not ``d``; uTP's is ``(type << 4) | 1``)
+  goes to that callback instead of the node, and :meth:`DHT.send_datagram` sends the owner's
+  datagrams from the node's own socket, so peers see one port. Sends of one socket are
+  serialised (:mod:`._shell_datagrams`).
 - Socket errors: binding failures and unresolvable names raise :class:`DHTSocketError` (a
   :class:`~bip_dht.DHTError`, the ``OSError`` as its cause); a datagram the system refuses to
   send is counted (``send_errors``) and treated by the core as lost; ICMP errors reported on
@@ -67,9 +72,17 @@ from ._node_events import (
     SamplesFound,
 )
 from ._node_id import NodeId
+from ._shell_datagrams import (
+    MAX_PAYLOAD,
+    DatagramSender,
+    ForeignDatagrams,
+    OtherDatagrams,
+    is_krpc_candidate,
+)
 from ._shell_periodic import DEFAULT_FIND_INTERVAL, keep_finding
 from ._shell_sockets import (
     MAX_DATAGRAM,
+    SEND_TRANSIENT_ERRORS,
     TRANSIENT_ERRORS,
     AddressLike,
     DHTSocketError,
@@ -233,10 +246,15 @@ class DHT:
         *,
         peer_sink: PeerSink | None,
         rng: random.Random,
+        other_datagrams: OtherDatagrams | None = None,
     ) -> None:
         self._node = node
         self._rng = rng
         self._sockets = sockets
+        self._senders = {family: DatagramSender(sock) for family, sock in sockets.items()}
+        # Bound once and for good: read now, so the addresses stay readable after closing.
+        self._addresses_bound = tuple(_bound(sockets[family]) for family in sorted(sockets))
+        self._foreign = None if other_datagrams is None else ForeignDatagrams(other_datagrams)
         self._sink = peer_sink
         self._waiters: dict[int, _Waiter] = {}
         self._kick = trio.Event()
@@ -254,12 +272,9 @@ class DHT:
 
     @property
     def addresses(self) -> tuple[PeerAddress, ...]:
-        """The addresses our sockets are bound to (IPv4 first)."""
-        out = []
-        for family in sorted(self._sockets):
-            host, port = self._sockets[family].getsockname()[:2]
-            out.append(PeerAddress(ip_address(host), port))
-        return tuple(out)
+        """The addresses our sockets are bound to (IPv4 first): the ports peers see, for the
+        node and for whatever shares its sockets (:meth:`send_datagram`)."""
+        return self._addresses_bound
 
     @property
     def node(self) -> DHTNode:
@@ -459,6 +474,56 @@ class DHT:
         await self._run(lambda node, now: node.sample_infohashes(raw, now), waiter)
         return waiter.samples
 
+    # -- sharing the sockets ------------------------------------------------------------
+
+    async def send_datagram(
+        self, data: bytes | bytearray | memoryview, address: PeerAddress
+    ) -> None:
+        """Send *data* to *address* from the node's socket of its family, so the peer sees
+        our DHT port (how uTP shares it; the answers come back through ``open_dht``'s
+        ``other_datagrams``).
+
+        Safe to call from any number of tasks while the node sends its own: the sends of one
+        socket take turns. A datagram the system loses on the way (an ICMP error reported on
+        the socket, a full queue: ``SEND_TRANSIENT_ERRORS``) is dropped and counted in
+        ``send_errors``, as the node's own are: UDP promises no delivery and the protocol
+        above retransmits.
+
+        Raises:
+            DHTSocketError: the node runs no socket of *address*'s family, or the system
+                refused the send for another reason (its ``OSError`` as the cause).
+            LocalProtocolError: *data* is not bytes or is over the family's UDP payload
+                limit, or *address* is not a connectable :class:`~bip_handshake.PeerAddress`.
+            DHTError: the DHT is closed (or closed while the send waited).
+        """
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise LocalProtocolError(f"a datagram is bytes, got {type(data).__name__}")
+        if not isinstance(address, PeerAddress):
+            raise LocalProtocolError(f"an address is a PeerAddress, got {address!r}")
+        target = address.normalized()
+        if not target.is_connectable:
+            raise LocalProtocolError(f"cannot send a datagram to {address}")
+        if self._closed:
+            raise DHTError("the DHT is closed")
+        sender = self._senders.get(target.family)
+        if sender is None:
+            raise DHTSocketError(f"the DHT runs no IPv{target.family} socket to reach {address}")
+        if len(data) > MAX_PAYLOAD[target.family]:
+            raise LocalProtocolError(
+                f"a datagram over IPv{target.family} is at most {MAX_PAYLOAD[target.family]} "
+                f"bytes, got {len(data)}"
+            )
+        try:
+            await sender.send(data, target)
+        except trio.ClosedResourceError:
+            # The block ended while this send waited for room (a task outside the DHT's).
+            raise DHTError("the DHT closed while sending") from None
+        except OSError as error:
+            if error.errno not in SEND_TRANSIENT_ERRORS:
+                raise DHTSocketError(f"cannot send a datagram to {target}: {error}") from error
+            self._send_errors += 1
+            _log.debug("a datagram to %s was lost on sending: %s", target, error)
+
     # -- plumbing -----------------------------------------------------------------------
 
     async def _addresses(self, values: Iterable[AddressLike]) -> list[PeerAddress]:
@@ -577,16 +642,17 @@ class DHT:
 
     async def _flush(self) -> None:
         for data, address in self._node.datagrams_to_send(trio.current_time()):
-            sock = self._sockets.get(address.family)
-            if sock is None:  # the core sends only over families it runs
+            sender = self._senders.get(address.family)
+            if sender is None:  # the core sends only over families it runs
                 continue
             try:
-                await sock.sendto(data, (str(address.host), address.port))
+                await sender.send(data, address)
             except OSError as error:
                 self._send_errors += 1  # like a lost datagram: the query times out
                 _log.debug("cannot send a DHT datagram to %s: %s", address, error)
 
     async def _read(self, sock: trio.socket.SocketType) -> None:
+        foreign = self._foreign
         while True:
             try:
                 data, source = await sock.recvfrom(MAX_DATAGRAM)
@@ -600,6 +666,13 @@ class DHT:
                 address = PeerAddress(ip_address(source[0]), source[1])
             except (ValueError, CompactError):
                 continue  # a scoped (link-local) source: no compact form to answer with
+            if foreign is not None and not is_krpc_candidate(data):
+                # Not KRPC (uTP, most likely): the owner's, and no concern of the node's
+                # malformed count or rate limiter. A source one cannot answer (port 0, a
+                # forged address) is dropped here, so the owner never replies to it.
+                if address.is_connectable:
+                    foreign.deliver(data, address)
+                continue
             self._node.receive_datagram(data, address, trio.current_time())
             self._kick.set()
 
@@ -626,6 +699,11 @@ class DHT:
         self._waiters.clear()
 
 
+def _bound(sock: trio.socket.SocketType) -> PeerAddress:
+    host, port = sock.getsockname()[:2]
+    return PeerAddress(ip_address(host), port)
+
+
 def _swarm_id(info_hash: object) -> bytes:
     if isinstance(info_hash, InfoHash):
         return info_hash.swarm_ids()[0]
@@ -642,6 +720,7 @@ async def open_dht(
     config: DHTConfig = DHTConfig(),  # noqa: B008 - frozen, shared safely
     peer_sink: PeerSink | None = None,
     rng: random.Random | None = None,
+    other_datagrams: OtherDatagrams | None = None,
 ) -> AsyncIterator[DHT]:
     """Run a DHT node for the duration of an ``async with`` block.
 
@@ -657,12 +736,22 @@ async def open_dht(
         config: the knobs (:class:`DHTConfig`).
         peer_sink: receives every peer a lookup finds (source ``"dht"``).
         rng: randomness (default :class:`random.SystemRandom`).
+        other_datagrams: share the sockets with another protocol (uTP): every datagram
+            whose first byte is not ``d`` (no KRPC message) is given to this function with
+            its sender, instead of being counted as malformed, and :meth:`DHT.send_datagram`
+            answers from the same socket. It is called in the socket's reader task, so it
+            must not block (queue the datagram or feed a sans-IO core, and return); one that
+            raises loses that datagram only (logged at WARNING on the first failure and once
+            per 1000 after). Datagrams from a source one cannot answer (port 0) are dropped.
+            None: every datagram goes to the node, as without sharing.
 
     Raises:
         DHTSocketError: a socket could not be bound or a name did not resolve.
         LocalProtocolError: a bad argument.
         RoutingStateError: *state* is malformed.
     """
+    if other_datagrams is not None and not callable(other_datagrams):
+        raise LocalProtocolError(f"other_datagrams is a function, got {other_datagrams!r}")
     wanted: list[PeerAddress] = []
     for item in bind_list(bind):
         for address in await resolve(item, 0):
@@ -681,7 +770,7 @@ async def open_dht(
         for address in wanted:
             sock = sockets[address.family] = await open_socket(address)
             node.set_local_port(address.family, sock.getsockname()[1])
-        dht = DHT(node, sockets, peer_sink=peer_sink, rng=source)
+        dht = DHT(node, sockets, peer_sink=peer_sink, rng=source, other_datagrams=other_datagrams)
         listening = ", ".join(map(str, dht.addresses))
         _log.info("DHT node %s listening on %s", node.node_id, listening)
         try:

@@ -22,6 +22,7 @@ from ._errors import DHTError, LocalProtocolError
 
 __all__ = [
     "MAX_DATAGRAM",
+    "SEND_TRANSIENT_ERRORS",
     "TRANSIENT_ERRORS",
     "AddressLike",
     "DHTSocketError",
@@ -46,11 +47,15 @@ TRANSIENT_ERRORS = frozenset(
         errno.EMSGSIZE,
     }
 )
+# What a send may meet that loses one datagram and leaves the socket fine: the ICMP errors
+# above, and a full queue (trio waits out EAGAIN itself; BSD and macOS say ENOBUFS).
+SEND_TRANSIENT_ERRORS = TRANSIENT_ERRORS | {errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS}
 
 
 class DHTSocketError(DHTError):
-    """A socket of the DHT could not be opened or bound, or a name did not resolve; the
-    operating system's error is the ``__cause__``."""
+    """A socket of the DHT could not be opened, bound or sent from, a name did not resolve,
+    or an address is of a family the node runs no socket for; the operating system's error,
+    when there is one, is the ``__cause__``."""
 
 
 def _split(value: AddressLike, default_port: int | None) -> tuple[str, int]:
