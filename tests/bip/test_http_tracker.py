@@ -365,7 +365,12 @@ async def test_redirect_loops_limits_and_schemes() -> None:
         result = await announce(HttpTrackerClient(max_redirects=11), server.url)
         assert result.interval == 60
     async with http_server(redirecting({"/announce": "ftp://127.0.0.1/x"}, b"")) as server:
-        with pytest.raises(HttpTrackerError, match="redirect to a URL we do not follow"):
+        with pytest.raises(HttpTrackerError, match="redirects to a URL we do not follow") as err:
+            await announce(HttpTrackerClient(), server.url + "?passkey=SECRET")
+        assert "SECRET" not in str(err.value)  # the URL shown without its query
+    no_location = reply(b"", status="302 Found")
+    async with http_server(no_location) as server:
+        with pytest.raises(HttpTrackerError, match=r"HTTP 302 from .* names no Location"):
             await announce(HttpTrackerClient(), server.url)
 
 

@@ -8,8 +8,10 @@ serve HTTP, so an HTTP server in the test stands for every web seed."""
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -23,7 +25,8 @@ from _engine_helpers import (
     same_files,
     write_content,
 )
-from _http_file_server import file_server, self_signed
+from _http_file_server import FileServer, file_server, self_signed
+from _http_tracker_server import MiniTracker, http_server
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -105,7 +108,9 @@ async def test_multi_file_from_web_seed_only(tmp_path: Path, version: str) -> No
     assert verified(torrent, down)
     assert status.bad_pieces == 0
     assert status.peers == 0
-    assert seed.state is WebSeedState.ACTIVE
+    # Complete: it left the brain (libtorrent drops web seeds once finished).
+    assert seed.state is WebSeedState.DONE
+    assert status.web_seeds == 0
     # Every block once (pad bytes included, as a peer would send them).
     info = torrent.info
     assert seed.downloaded == sum(info.piece_size(p) for p in range(info.num_pieces))
@@ -254,8 +259,9 @@ async def test_missing_file_comes_from_a_peer(tmp_path: Path) -> None:
             [seed] = download.web_seeds
     assert same_files(folder, down / "album")
     assert verified(torrent, down)
-    # The web seed kept serving its other files; the missing one's pieces came from the peer.
-    assert seed.state is WebSeedState.ACTIVE
+    # The web seed kept serving its other files (it stopped only with the completion); the
+    # missing one's pieces came from the peer.
+    assert seed.state is WebSeedState.DONE
     info = torrent.info
     everything = sum(info.piece_size(p) for p in range(info.num_pieces))  # pad bytes too
     assert 0 < seed.downloaded <= everything - SIZES[1]
@@ -312,9 +318,10 @@ async def test_failing_web_seed_waits_and_a_peer_completes(tmp_path: Path) -> No
             )
             await download.wait_complete()
             [seed] = download.web_seeds
-            # Waiting to be tried again (30 s), still a source; never a crash of the torrent.
-            assert seed.state is WebSeedState.WAITING
-            assert download.status().web_seeds == 1
+            # It waited to be tried again (30 s), never a crash of the torrent; the
+            # completion ended its wait.
+            assert seed.state is WebSeedState.DONE
+            assert download.status().web_seeds == 0
     assert same_files(folder, down / "album")
     assert seed.downloaded == 0
 
@@ -330,22 +337,69 @@ async def test_status_counts_web_seeds(tmp_path: Path) -> None:
             file_server(tmp_path / "empty") as empty,
             open_session(loopback_config()) as s,
         ):
+            first.status = second.status = "503 Busy"  # waiting: still sources
+            torrent = web_torrent(folder, "v1", [first.url, second.url, empty.url])
+            download = await s.add_torrent(torrent, TorrentOptions(down))
+            states = [WebSeedState.WAITING, WebSeedState.WAITING, WebSeedState.GONE]
+            await until(lambda: [seed.state for seed in download.web_seeds] == states)
+            status = download.status()
+    # The one with none of the files is given up; the two waiting ones still count.
+    assert status.web_seeds == 2
+    assert ("web seeds", "2") in status_fields(status)
+
+
+async def test_web_seeds_share_the_work_and_leave_when_complete(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bip.client")
+    folder = write_content(tmp_path / "seed", (2_000_000,))
+    (tmp_path / "empty").mkdir()
+    down = tmp_path / "down"
+    with trio.fail_after(DEADLINE):
+        async with (
+            file_server(folder.parent) as first,
+            file_server(folder.parent) as second,
+            file_server(tmp_path / "empty") as empty,
+            open_session(loopback_config()) as s,
+        ):
             torrent = web_torrent(folder, "v1", [first.url, second.url, empty.url])
             download = await s.add_torrent(torrent, TorrentOptions(down))
             await download.wait_complete()
-            await until(lambda: download.web_seeds[2].state is WebSeedState.GONE)
             status = download.status()
-    # The one with none of the files is given up; the two others shared the work.
-    assert status.web_seeds == 2
-    assert ("web seeds", "2") in status_fields(status)
-    assert [seed.state for seed in download.web_seeds] == [
-        WebSeedState.ACTIVE,
-        WebSeedState.ACTIVE,
-        WebSeedState.GONE,
-    ]
-    assert download.web_seeds[0].downloaded + download.web_seeds[1].downloaded == 2_000_000
+            assert download.swarm is not None
+            assert download.swarm.web_seeds == set()
+            # Their workers ended: no task of theirs is left in the session.
+            await until(lambda: not web_seed_tasks())
+            requests = len(first.requests) + len(second.requests) + len(empty.requests)
+            await trio.sleep(0.3)
+            assert len(first.requests) + len(second.requests) + len(empty.requests) == requests
+    first_seed, second_seed, empty_seed = download.web_seeds
+    assert status.web_seeds == 0
+    assert ("web seeds", "0") not in status_fields(status)
+    assert (first_seed.state, second_seed.state) == (WebSeedState.DONE, WebSeedState.DONE)
+    # The empty one was given up, unless the download was done before it said so.
+    assert empty_seed.state in (WebSeedState.GONE, WebSeedState.DONE)
+    assert first_seed.downloaded + second_seed.downloaded == 2_000_000
     assert first.requests
     assert second.requests
+    # Leaving is no failure: said once per web seed, at INFO, nothing louder.
+    assert not [r for r in caplog.records if r.levelno > logging.INFO]
+    done = [r.getMessage() for r in caplog.records if r.getMessage().endswith("complete)")]
+    assert done.count(f"web seed {first.url}: done (the torrent is complete)") == 1
+
+
+def web_seed_tasks() -> list[trio.lowlevel.Task]:
+    """The tasks of web seeds running in this trio run (named ``bip web seed URL``)."""
+    found: list[trio.lowlevel.Task] = []
+    tasks = [trio.lowlevel.current_root_task()]
+    while tasks:
+        task = tasks.pop()
+        if task is None:
+            continue
+        if task.name.startswith("bip web seed"):
+            found.append(task)
+        tasks.extend(child for nursery in task.child_nurseries for child in nursery.child_tasks)
+    return found
 
 
 async def test_download_command_from_a_web_seed(tmp_path: Path) -> None:
@@ -692,3 +746,178 @@ async def test_missing_file_is_no_failure(
     assert dont_have == set(info.geometry.file_pieces(0))
     assert isinstance(inputs[-1], PeerLeft)
     assert not any(isinstance(e, PeerChokedUs) for e in inputs)
+
+
+# -- leaving when complete -----------------------------------------------------------------------
+
+
+async def test_a_torrent_complete_from_the_start_uses_no_web_seed(tmp_path: Path) -> None:
+    folder = write_content(tmp_path / "seed", SIZES[:2])
+    with trio.fail_after(DEADLINE):
+        async with file_server(folder.parent) as server, open_session(loopback_config()) as s:
+            torrent = web_torrent(folder, "hybrid", [server.url])
+            seeding = await s.add_torrent(torrent, TorrentOptions(folder.parent))
+            await seeding.wait_complete()
+            await trio.sleep(0.2)
+            assert seeding.web_seeds == []
+            assert seeding.status().web_seeds == 0
+            assert not web_seed_tasks()
+    assert server.requests == []
+
+
+def lone_seed(tmp_path: Path, client: WebSeedClient, inputs: list[Input]) -> WebSeed:
+    """A web seed of a two-file torrent, its inputs to the brain recorded, that must deliver
+    nothing."""
+    folder = write_content(tmp_path / "seed", (100_000, 50_000))
+    info = web_torrent(folder, "v1", []).info
+
+    async def deliver(_seed: WebSeed, block: Block, data: bytes) -> None:
+        raise AssertionError("nothing to deliver")
+
+    return WebSeed(
+        web_seed_layout("http://h/", info),
+        client,
+        deliver=deliver,
+        feed=lambda _seed, event: inputs.append(event),
+        piece_length=info.piece_length,
+    )
+
+
+async def test_finish_abandons_the_fetches_in_flight(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    client = TricklingClient()
+    inputs: list[Input] = []
+    seed = lone_seed(tmp_path, client, inputs)
+    with trio.fail_after(100):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(seed.run)
+            seed.act(SendRequest(seed, Block(0, 0, 16384)))
+            seed.act(SendRequest(seed, Block(2, 0, 16384)))  # not contiguous: a second run
+            seed.act(SendRequest(seed, Block(4, 0, 16384)))
+            await until(lambda: client.started == 3)
+            start = trio.current_time()
+            seed.finish("the torrent is complete")
+            # run() returns on its own: this nursery ends without being cancelled.
+    assert trio.current_time() - start < 1
+    assert client.abandoned == 3
+    assert seed.state is WebSeedState.DONE
+    assert inputs == []  # nothing given back, no failure: the caller says it left
+    seed.act(SendRequest(seed, Block(1, 0, 16384)))  # a late request is ignored
+    assert not seed.usable
+    seed.finish("again")  # a no-op
+    assert seed.state is WebSeedState.DONE
+
+
+async def test_finish_ends_a_wait_and_keeps_a_given_up_state(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bip.client")
+    inputs: list[Input] = []
+    seed = lone_seed(tmp_path, FailingClient(), inputs)
+    with trio.fail_after(100):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(seed.run)
+            seed.act(SendRequest(seed, Block(0, 0, 16384)))
+            await until(lambda: seed.state is WebSeedState.WAITING)
+            start = trio.current_time()
+            seed.finish("the torrent is complete")
+    # Well before its RETRY_DELAY: nobody waits to try a web seed nothing needs.
+    assert trio.current_time() - start < 1
+    assert seed.state is WebSeedState.DONE
+    assert not any(isinstance(event, PeerUnchokedUs) for event in inputs)
+    # A web seed already given up stays so.
+    gone = lone_seed(tmp_path / "2", FailingClient(missing=True), [])
+    with trio.fail_after(100):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(gone.run)
+            gone.act(SendRequest(gone, Block(0, 0, 16384)))
+            gone.act(SendRequest(gone, Block(4, 0, 16384)))
+            await until(lambda: gone.state is WebSeedState.GONE)
+    gone.finish("the torrent is complete")
+    assert gone.state is WebSeedState.GONE
+    assert not [r for r in caplog.records if r.levelno > logging.INFO]
+
+
+# -- the bind address ----------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def watched_file_server(root: Path) -> AsyncIterator[tuple[FileServer, list[str]]]:
+    """A :class:`FileServer` of ``root`` on 127.0.0.1 and the address each client came from."""
+    server = FileServer(root.resolve())
+    clients: list[str] = []
+
+    async def serve(stream: trio.SocketStream) -> None:
+        clients.append(stream.socket.getpeername()[0])
+        await server.serve(stream)
+
+    async with trio.open_nursery() as nursery:
+        [listener] = await nursery.start(functools.partial(trio.serve_tcp, serve, 0, host=LOOPBACK))
+        server.url = f"http://{LOOPBACK}:{listener.socket.getsockname()[1]}/"
+        yield server, clients
+        nursery.cancel_scope.cancel()
+
+
+async def test_web_seeds_and_http_trackers_connect_from_the_bind_address(tmp_path: Path) -> None:
+    folder = write_content(tmp_path / "seed", SIZES[:2])
+    down = tmp_path / "down"
+    tracker = MiniTracker()
+    config = loopback_config(listen=(("127.0.0.2", 0),), trackers=True)
+    with trio.fail_after(DEADLINE):
+        async with (
+            watched_file_server(folder.parent) as (server, clients),
+            http_server(tracker) as announce,
+            open_session(config) as s,
+        ):
+            torrent = web_torrent(folder, "hybrid", [server.url])
+            options = TorrentOptions(down, extra_trackers=(announce.url,))
+            download = await s.add_torrent(torrent, options)
+            await download.wait_complete()
+            await tracker.announced.wait()
+            # (A hybrid torrent is announced in both its swarms; "stopped" leaves them.)
+            announced = [peer for swarm in tracker.swarms.values() for peer in swarm.values()]
+    assert same_files(folder, down / "album")
+    assert clients
+    assert set(clients) == {"127.0.0.2"}
+    assert announced
+    assert {peer[:4] for peer in announced} == {bytes([127, 0, 0, 2])}
+
+
+async def test_a_local_address_is_an_ip_address(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="local_address is an IP address"):
+        WebSeedClient(local_address="localhost")
+    (tmp_path / "f.bin").write_bytes(b"0123456789")
+    with trio.fail_after(DEADLINE):
+        async with watched_file_server(tmp_path) as (server, clients):
+            url = parse_http_tracker_url(server.url + "f.bin")
+            assert await WebSeedClient(local_address="127.0.0.3").fetch(url, 1, 3) == b"123"
+            assert await WebSeedClient().fetch(url, 1, 3) == b"123"
+    assert clients == ["127.0.0.3", "127.0.0.1"]
+
+
+# -- redirects -----------------------------------------------------------------------------------
+
+
+async def test_redirects_relative_limits_and_no_location(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f.bin").write_bytes(b"0123456789")
+    client = WebSeedClient(timeout=5)
+    with trio.fail_after(DEADLINE):
+        async with file_server(tmp_path) as server:
+            # Resolved against the URL that sent it, and its query kept as given.
+            server.redirects["a/moved.bin"] = "../d/f.bin?token=1"
+            url = parse_http_tracker_url(server.url + "a/moved.bin")
+            assert await client.fetch(url, 0, 4) == b"0123"
+            assert server.requests[-1] == ("d/f.bin", "bytes=0-3")
+            for i in range(6):
+                server.redirects[f"{i}"] = f"/{i + 1}"
+            server.redirects["6"] = "/d/f.bin"
+            with pytest.raises(WebSeedError, match="more than 5 redirects"):
+                await client.fetch(parse_http_tracker_url(server.url + "0"), 0, 4)
+            assert await client.fetch(parse_http_tracker_url(server.url + "2"), 0, 4) == b"0123"
+        async with trio.open_nursery() as nursery:
+            base = await nursery.start(canned, b"HTTP/1.1 301 Moved\r\nContent-Length: 0\r\n\r\n")
+            with pytest.raises(WebSeedError, match=r"HTTP 301 from .* names no Location"):
+                await client.fetch(parse_http_tracker_url(base + "f.bin"), 0, 4)
+            nursery.cancel_scope.cancel()

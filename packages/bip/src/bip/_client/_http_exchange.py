@@ -1,30 +1,43 @@
-"""One HTTP/1.1 request and its response over trio, TLS included.
+"""One HTTP/1.1 request and its response over trio, TLS included, and the redirects after it.
 
 The transport the HTTP tracker client and the web seed client share: connect (with
-an optional bound), wrap in TLS for ``https://``, send the request, feed what arrives
-to a sans-IO :class:`~._http_response.HttpResponseParser` (optionally bounding every
-silence), close the stream on every path. Failures below HTTP come out as one
-:class:`ExchangeError`, which each client words as its own error; a malformed
-response is the parser's error and passes through.
+an optional bound, from an optional local address), wrap in TLS for ``https://``, send
+the request, feed what arrives to a sans-IO :class:`~._http_response.HttpResponseParser`
+(optionally bounding every silence), close the stream on every path
+(:func:`http_exchange`). Failures below HTTP come out as one :class:`ExchangeError`,
+which each client words as its own error; a malformed response is the parser's error
+and passes through.
+
+:func:`follow_redirects` owns the redirect loop both clients run around their exchanges:
+the count, loop detection, relative ``Location`` resolution, and the schemes a redirect
+may lead to (``http://`` and ``https://`` only, as :func:`parse_http_tracker_url`
+accepts). Each client gives its own limit, its own exchange and its own error type.
 """
 
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from ipaddress import IPv4Address, ip_address
 from typing import Final
+from urllib.parse import urljoin
 
 import trio
 
 from bip_handshake import PeerAddress
+from bip_utracker import LocalProtocolError
 
 from ._http_response import HttpResponse, HttpResponseParser
-from ._http_tracker_codec import HttpTrackerUrl
+from ._http_tracker_codec import HttpTrackerUrl, parse_http_tracker_url
 
-__all__ = ["ExchangeError", "http_exchange"]
+__all__ = ["REDIRECTS", "Exchange", "ExchangeError", "follow_redirects", "http_exchange"]
 
 _RECEIVE_SIZE: Final = 64 * 1024
+REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+"""The statuses that send us elsewhere with a ``Location`` (RFC 9110, section 15.4)."""
+
+Exchange = Callable[[HttpTrackerUrl, str], Awaitable[tuple[HttpResponse, PeerAddress]]]
+"""One request to a URL and request target, its response and who answered."""
 
 
 class ExchangeError(Exception):
@@ -109,3 +122,46 @@ async def http_exchange(
         raise ExchangeError(str(cause) or type(cause).__name__, connecting=False) from None
     finally:
         await trio.aclose_forcefully(stream)
+
+
+async def follow_redirects(
+    url: HttpTrackerUrl,
+    target: str,
+    exchange: Exchange,
+    *,
+    max_redirects: int,
+    error: Callable[[str], Exception],
+) -> tuple[HttpResponse, PeerAddress, HttpTrackerUrl]:
+    """Run ``exchange(url, target)``, then follow the redirects it answers, at most
+    ``max_redirects`` of them.
+
+    A ``Location`` is resolved against the URL that sent it and requested as given (its
+    own query, none of ours: ``target`` is only the first request's). Returns the first
+    answer that is not a redirect, who sent it, and the URL it came from.
+
+    Raises:
+        Exception: what ``error(message)`` makes, for a redirect without a ``Location``,
+            to a URL that is not ``http://`` or ``https://`` (or that
+            :func:`parse_http_tracker_url` refuses), back to a URL already requested, or
+            one redirect too many.
+        ExchangeError, MalformedTrackerResponseError: from ``exchange``, as it raises them.
+    """
+    seen = {(url.tls, url.host_header, target)}
+    for _ in range(max_redirects + 1):
+        response, address = await exchange(url, target)
+        if response.status not in REDIRECTS:
+            return response, address, url
+        location = response.header("location")
+        if not location:
+            raise error(f"HTTP {response.status} from {url.shown} names no Location")
+        try:
+            url = parse_http_tracker_url(urljoin(url.url, location))
+        except (LocalProtocolError, ValueError) as refused:
+            # The parser's message keeps a passkey and credentials out (shown URLs only).
+            raise error(f"{url.shown} redirects to a URL we do not follow: {refused}") from None
+        target = url.target
+        where = (url.tls, url.host_header, target)
+        if where in seen:
+            raise error(f"a redirect loop back to {url.shown:.200}")
+        seen.add(where)
+    raise error(f"more than {max_redirects} redirects")

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from ipaddress import ip_address
 from types import TracebackType
 from typing import Final
-from urllib.parse import urljoin
 
 import trio
 
@@ -38,7 +37,7 @@ from bip_utracker import (
     TrackerTimeoutError,
 )
 
-from ._http_exchange import ExchangeError, http_exchange
+from ._http_exchange import ExchangeError, follow_redirects, http_exchange
 from ._http_response import HttpResponse, HttpResponseParser
 from ._http_tracker_codec import (
     HttpTrackerUrl,
@@ -67,7 +66,6 @@ DEFAULT_MAX_REDIRECTS: Final = 5
 DEFAULT_HTTP_TRACKER_TIMEOUT: Final = 30.0
 """Seconds one whole exchange may take, redirects included (libtorrent's
 ``tracker_completion_timeout``)."""
-_REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 _MAX_TRACKER_IDS: Final = 4096  # remembered (tracker, swarm) pairs; the oldest go first
 _MAX_WARNINGS: Final = 256  # distinct warning messages remembered, so each is logged once
 _SWARM_ID_SIZE: Final = 20
@@ -345,33 +343,19 @@ class HttpTrackerClient:
         self._in_flight.add(scope)
         try:
             with scope:
-                response, address = await self._follow(url, with_query(url.target, query))
+                response, address, _ = await follow_redirects(
+                    url,
+                    with_query(url.target, query),
+                    self._fetch,
+                    max_redirects=self._max_redirects,
+                    error=HttpTrackerError,
+                )
                 return response, address, request_id
         finally:
             self._in_flight.discard(scope)
         if self._closed:
             raise LocalProtocolError("the HTTP tracker client is closed")
         raise TrackerTimeoutError(f"no answer from {url.shown} within {self._timeout:g} s")
-
-    async def _follow(self, url: HttpTrackerUrl, target: str) -> tuple[HttpResponse, PeerAddress]:
-        seen = {(url.tls, url.host_header, target)}
-        for _ in range(self._max_redirects + 1):
-            response, address = await self._fetch(url, target)
-            if response.status not in _REDIRECTS:
-                return response, address
-            location = response.header("location")
-            if not location:
-                raise HttpTrackerError(f"HTTP {response.status} from {url.shown} names no Location")
-            try:
-                url = parse_http_tracker_url(urljoin(url.url, location))
-            except (LocalProtocolError, ValueError) as error:
-                raise HttpTrackerError(f"a redirect to a URL we do not follow: {error}") from None
-            target = url.target
-            where = (url.tls, url.host_header, target)
-            if where in seen:
-                raise HttpTrackerError(f"a redirect loop back to {url.shown:.200}")
-            seen.add(where)
-        raise HttpTrackerError(f"more than {self._max_redirects} redirects")
 
     async def _fetch(self, url: HttpTrackerUrl, target: str) -> tuple[HttpResponse, PeerAddress]:
         try:

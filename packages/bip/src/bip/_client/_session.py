@@ -112,8 +112,9 @@ class Session:
         self.peer_id = peer_id
         self.dht = dht
         self._rng = random.Random(config.seed_rng)
-        self.web_seed_client = WebSeedClient()
-        """Fetches from the torrents' BEP 19 web seeds (one TLS context for all)."""
+        self.web_seed_client = WebSeedClient(local_address=_http_local_address(config))
+        """Fetches from the torrents' BEP 19 web seeds (one TLS context for all), from the
+        address the HTTP tracker client connects from."""
         self._torrents: dict[bytes, Torrent] = {}  # by every swarm id
         self._all: list[Torrent] = []
         self._sources: list[Callable[[], PeerSource]] = []
@@ -349,6 +350,14 @@ def _tracker_binds(config: ClientConfig) -> tuple[str | None, str | None]:
     return (host, None) if address.version == 4 else (None, host)
 
 
+def _http_local_address(config: ClientConfig) -> str | None:
+    """The one address the HTTP clients (trackers, web seeds) connect from, if we were told
+    a specific one (``--bind 127.0.0.2``), as the UDP tracker client's socket is bound: a
+    tracker lists the address it sees, a web server may allow one. None: the system picks."""
+    specific = [bind for bind in _tracker_binds(config) if bind not in (None, "0.0.0.0", "::")]
+    return specific[0] if specific else None
+
+
 def _dialer(config: ClientConfig) -> Dialer | None:
     """Dial from the listen address when it is a specific one (``--bind 127.0.0.2``), as
     libtorrent's ``outgoing_interfaces`` does: peers see us where we accept them, and a peer
@@ -436,13 +445,8 @@ async def open_session(
                 trackers = await stack.enter_async_context(
                     open_tracker_client(bind_v4=bind_v4, bind_v6=bind_v6)
                 )
-                # Connect from the one address we were told to use, if any, as the UDP
-                # client's socket does: the tracker lists the address it sees.
-                specific = [
-                    bind for bind in (bind_v4, bind_v6) if bind not in (None, "0.0.0.0", "::")
-                ]
                 http_trackers = await stack.enter_async_context(
-                    HttpTrackerClient(local_address=specific[0] if specific else None)
+                    HttpTrackerClient(local_address=_http_local_address(config))
                 )
             nursery = await stack.enter_async_context(trio.open_nursery())
             session = Session(

@@ -69,6 +69,7 @@ from bip_select import (
     BlockReceived,
     BlockSent,
     Input,
+    PeerLeft,
     PieceVerified,
     SwarmBrain,
     TorrentGeometry,
@@ -495,6 +496,7 @@ class Torrent:
             self._phase = TorrentPhase.SEEDING
             self.completed.set()
             self._resume_dirty.set()
+            self._finish_web_seeds()
             for peer in list(self.peers):
                 # BEP 21, as libtorrent: tell the peers that speak it we only upload now.
                 if peer.connection.their_extension_ids.get(UPLOAD_ONLY_EXTENSION):
@@ -605,6 +607,18 @@ class Torrent:
             self.web_seeds.append(seed)
             swarm.join_web_seed(seed, now)
             nursery.start_soon(seed.run, name=f"bip web seed {seed.shown}")
+
+    def _finish_web_seeds(self) -> None:
+        """Complete: the web seeds leave the brain and stop (libtorrent drops them once
+        finished). They never rejoin: ``completed`` is never cleared, and a piece lost to a
+        storage fault fails the whole torrent (bip_disk's ``TorrentFailed`` follows)."""
+        swarm = self.swarm
+        assert swarm is not None
+        now = trio.current_time()
+        for seed in self.web_seeds:
+            if seed in swarm.web_seeds:
+                seed.finish("the torrent is complete")
+                swarm.web_seed_input(seed, PeerLeft(seed), now)
 
     def _web_seed_input(self, seed: WebSeed, event: Input) -> None:
         if self.swarm is not None:

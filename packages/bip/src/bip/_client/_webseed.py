@@ -16,8 +16,10 @@ file the server does not have (404, 410) is no longer offered: the brain is told
 lacks its pieces (BEP 54's "don't have"), and those come from peers. Any other failure makes
 the web seed choke us for a delay growing from :data:`RETRY_DELAY` (libtorrent's
 ``urlseed_wait_retry``), after which it is tried again; after :data:`MAX_FAILURES` failures in
-a row it leaves the brain for this run. Each change of state is logged once, at INFO on the
-``bip.client`` logger.
+a row it leaves the brain for this run. Once the torrent is complete it needs nothing more
+from its web seeds (libtorrent disconnects them then): :meth:`WebSeed.finish` stops the
+workers, and the torrent tells the brain it left. Each change of state is logged once, at
+INFO on the ``bip.client`` logger.
 """
 
 from __future__ import annotations
@@ -79,12 +81,14 @@ MAX_FAILURES: Final = 5
 
 class WebSeedState(enum.Enum):
     """Where a web seed stands: ``ACTIVE`` (serving), ``WAITING`` (failed, tried again after
-    a delay), ``GONE`` (given up, or every file missing), ``BANNED`` (sent bad data)."""
+    a delay), ``GONE`` (given up, or every file missing), ``BANNED`` (sent bad data),
+    ``DONE`` (the torrent completed: nothing more to fetch)."""
 
     ACTIVE = "active"
     WAITING = "waiting"
     GONE = "gone"
     BANNED = "banned"
+    DONE = "done"
 
 
 Deliver = Callable[["WebSeed", Block, bytes], Awaitable[None]]
@@ -168,6 +172,19 @@ class WebSeed:
         elif isinstance(action, DropPeer):
             self._dropped(action.reason)
 
+    def finish(self, reason: str) -> None:
+        """Stop for good because the torrent needs nothing more from it (it is complete).
+
+        Nothing it was asked for is given back, and nothing counts as a failure: the
+        fetches in flight are abandoned, and its workers end (:meth:`run` returns). The
+        caller tells the brain it left (:class:`~bip_select.PeerLeft`). Nothing happens if
+        it already stopped (given up, banned).
+        """
+        if not self.usable:
+            return
+        self._set_state(WebSeedState.DONE, reason)
+        self._clear()
+
     def _forget(self, block: Block) -> None:
         self._wanted.discard(block)
         offset = self._queued.pop(block, None)
@@ -201,7 +218,7 @@ class WebSeed:
             return
         self.state = state
         logger.info("web seed %s: %s (%s)", self.shown, state.value, reason)
-        if state in (WebSeedState.GONE, WebSeedState.BANNED):
+        if state in (WebSeedState.GONE, WebSeedState.BANNED, WebSeedState.DONE):
             self._stopped.set()
             self._work.set()  # wake the workers: they end
 
@@ -209,12 +226,15 @@ class WebSeed:
 
     async def run(self) -> None:
         """Fetch what the brain asks for until the web seed stops (or the task is
-        cancelled)."""
+        cancelled).
+
+        Once it stops, the workers end on their own, soon: the fetches in flight are
+        cancelled (their scopes), an idle worker is woken, and a block being stored is
+        stored rather than cut off halfway through the disk's write.
+        """
         async with trio.open_nursery() as nursery:
             for _ in range(MAX_WEB_SEED_REQUESTS):
                 nursery.start_soon(self._worker)
-            await self._stopped.wait()
-            nursery.cancel_scope.cancel()
 
     def _take(self) -> tuple[int, list[Block]] | None:
         """The oldest queued block and the queued blocks after it in the piece space."""
@@ -295,8 +315,8 @@ class WebSeed:
             position += block.length
         for block in rejected:
             self._feed(self, BlockRejected(self, block))
-        if scope.cancelled_caught:
-            return  # abandoned: says nothing of the server
+        if scope.cancelled_caught or not self.usable:
+            return  # abandoned, or stopped meanwhile: says nothing of the server
         if error is None:
             self._succeeded()
         elif missing_file is not None:

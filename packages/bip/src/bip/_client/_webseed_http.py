@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import re
 import ssl
+from ipaddress import ip_address
 from typing import Final
-from urllib.parse import urljoin
 
 from bip import __version__
-from bip_utracker import LocalProtocolError
+from bip_handshake import PeerAddress
 
-from ._http_exchange import ExchangeError, http_exchange
+from ._http_exchange import ExchangeError, follow_redirects, http_exchange
 from ._http_response import HttpResponse, HttpResponseParser
-from ._http_tracker_codec import HttpTrackerUrl, parse_http_tracker_url
+from ._http_tracker_codec import HttpTrackerUrl
 from ._http_tracker_errors import MalformedTrackerResponseError
 
 __all__ = [
@@ -45,7 +45,6 @@ MAX_SKIP: Final = 4 * 1024 * 1024
 and sends the whole file: beyond, the range is refused (reading gigabytes to keep a few
 blocks would cost more than fetching them from peers)."""
 _MAX_REDIRECTS: Final = 5
-_REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 _MISSING: Final = frozenset({404, 410})
 _CONTENT_RANGE: Final = re.compile(r"bytes ([0-9]{1,18})-([0-9]{1,18})/([0-9]{1,18}|\*)")
 
@@ -67,10 +66,13 @@ class WebSeedClient:
             ``ssl.create_default_context()``, made at the first https request), as the HTTP
             tracker client does.
         user_agent: the ``User-Agent`` header (default ``bip/<version>``).
+        local_address: the IP address to connect from (None: the system chooses), as the
+            HTTP tracker client's: the session gives both the one address it was told to
+            use (``--bind``).
 
     Raises:
-        ValueError: a timeout that is not a positive number, or a User-Agent that is not
-            printable ASCII.
+        ValueError: a timeout that is not a positive number, a User-Agent that is not
+            printable ASCII, or a local address that is not an IP address.
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class WebSeedClient:
         timeout: float = DEFAULT_WEB_SEED_TIMEOUT,
         ssl_context: ssl.SSLContext | None = None,
         user_agent: str | None = None,
+        local_address: str | None = None,
     ) -> None:
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
             raise ValueError(f"timeout is a positive number of seconds, got {timeout!r}")
@@ -88,7 +91,16 @@ class WebSeedClient:
             raise ValueError(f"a User-Agent is printable ASCII, got {agent!r:.80}")
         self._timeout = float(timeout)
         self._ssl_context = ssl_context
+        if local_address is not None:
+            try:
+                ip_address(local_address)
+            except ValueError:
+                # A name would be resolved at every request, to any of its addresses.
+                raise ValueError(
+                    f"local_address is an IP address, got {local_address!r:.80}"
+                ) from None
         self._user_agent = agent
+        self._local_address = local_address
 
     async def fetch(self, url: HttpTrackerUrl, offset: int, length: int) -> bytes:
         """The ``length`` bytes at ``offset`` of the file at ``url`` (``length`` > 0).
@@ -99,25 +111,18 @@ class WebSeedClient:
         """
         if offset < 0 or length <= 0:
             raise ValueError(f"not a range: {length} bytes at {offset}")
-        seen = {(url.tls, url.host_header, url.target)}
-        for _ in range(_MAX_REDIRECTS + 1):
-            response = await self._exchange(url, offset, length)
-            if response.status not in _REDIRECTS:
-                return _payload(url, response, offset, length)
-            location = response.header("location")
-            if not location:
-                raise WebSeedError(f"HTTP {response.status} from {url.shown} names no Location")
-            try:
-                url = parse_http_tracker_url(urljoin(url.url, location))
-            except (LocalProtocolError, ValueError):
-                raise WebSeedError(f"{url.shown} redirects to a URL we do not follow") from None
-            where = (url.tls, url.host_header, url.target)
-            if where in seen:
-                raise WebSeedError(f"a redirect loop back to {url.shown:.200}")
-            seen.add(where)
-        raise WebSeedError(f"more than {_MAX_REDIRECTS} redirects")
 
-    async def _exchange(self, url: HttpTrackerUrl, offset: int, length: int) -> HttpResponse:
+        async def exchange(url: HttpTrackerUrl, target: str) -> tuple[HttpResponse, PeerAddress]:
+            return await self._exchange(url, target, offset, length)
+
+        response, _, url = await follow_redirects(
+            url, url.target, exchange, max_redirects=_MAX_REDIRECTS, error=WebSeedError
+        )
+        return _payload(url, response, offset, length)
+
+    async def _exchange(
+        self, url: HttpTrackerUrl, target: str, offset: int, length: int
+    ) -> tuple[HttpResponse, PeerAddress]:
         def window(status: int, headers: tuple[tuple[str, str], ...]) -> tuple[int, int] | None:
             if status == 206:
                 return 0, length
@@ -126,11 +131,12 @@ class WebSeedClient:
             return 0, 0  # an error or a redirect: its body is of no use
 
         try:
-            response, _ = await http_exchange(
+            return await http_exchange(
                 url,
-                self._request(url, offset, length),
+                self._request(url, target, offset, length),
                 HttpResponseParser(max_body=length, window=window),
                 tls_context=self._tls_context,
+                local_address=self._local_address,
                 connect_timeout=self._timeout,
                 silence_timeout=self._timeout,
             )
@@ -140,11 +146,10 @@ class WebSeedClient:
         except ExchangeError as error:
             message = error.message if error.connecting else f"{url.shown}: {error.message}"
             raise WebSeedError(message) from None
-        return response
 
-    def _request(self, url: HttpTrackerUrl, offset: int, length: int) -> bytes:
+    def _request(self, url: HttpTrackerUrl, target: str, offset: int, length: int) -> bytes:
         return (
-            f"GET {url.target} HTTP/1.1\r\n"
+            f"GET {target} HTTP/1.1\r\n"
             f"Host: {url.host_header}\r\n"
             f"User-Agent: {self._user_agent}\r\n"
             f"Range: bytes={offset}-{offset + length - 1}\r\n"
