@@ -283,7 +283,13 @@ class DHT:
 
     def statistics(self) -> DHTStatistics:
         """A snapshot of the node's counters and sizes."""
-        return replace(self._node.statistics(), send_errors=self._send_errors)
+        foreign = self._foreign
+        return replace(
+            self._node.statistics(),
+            send_errors=self._send_errors,
+            other_datagrams=0 if foreign is None else foreign.received,
+            other_datagram_errors=0 if foreign is None else foreign.failures,
+        )
 
     def save_state(self) -> bytes:
         """Bytes for ``open_dht(state=...)``: id, known nodes, bootstrap addresses."""

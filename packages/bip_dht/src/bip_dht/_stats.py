@@ -57,6 +57,9 @@ class DHTStatistics:
       the queue was full. events_dropped: progress events dropped on a full event queue.
     - outbox_dropped: datagrams dropped on a full outbox.
     - send_errors: datagrams the operating system refused to send (the trio shell's count).
+    - other_datagrams: datagrams that cannot be KRPC (first byte not ``d``) handed to
+      ``open_dht(other_datagrams=...)`` (uTP sharing the socket); other_datagram_errors: how
+      many of those the callback raised on.
 
     **Storage**
 
@@ -93,6 +96,8 @@ class DHTStatistics:
     events_dropped: int = 0
     outbox_dropped: int = 0
     send_errors: int = 0
+    other_datagrams: int = 0
+    other_datagram_errors: int = 0
     info_hashes: int = 0
     peers: int = 0
     items: int = 0
