@@ -1,0 +1,867 @@
+"""One uTP (BEP 29) connection, sans-IO: reliability, ordering and LEDBAT congestion control.
+
+A :class:`UtpConnection` is fed decoded packets (:meth:`~UtpConnection.receive_packet`)
+and timer ticks (:meth:`~UtpConnection.handle_timer`), takes bytes to send
+(:meth:`~UtpConnection.write`) and hands out bytes received (:meth:`~UtpConnection.read`);
+:meth:`~UtpConnection.datagrams_to_send` says what to put on the wire. Time is always an
+argument, in integer microseconds; nothing here reads a clock or draws random numbers
+(the caller picks connection ids and initial sequence numbers).
+
+How it behaves, following BEP 29 and libtorrent:
+
+- Connection ids: the initiator receives on ``recv_id`` and sends ``recv_id + 1``; its
+  SYN carries ``recv_id``. The receiver mirrors it. Sequence and ack numbers are 16 bits
+  and wrap; every comparison is modular.
+- Packets are at most :data:`~bip_handshake._utp_config.DATAGRAM_SIZE` bytes (a fixed,
+  conservative MTU; no path MTU discovery). Small writes are coalesced, Nagle-like: a
+  packet shorter than :data:`~bip_handshake._utp_config.MAX_PAYLOAD` leaves only when
+  nothing else is in flight, or when the stream is being closed.
+- Sending is bounded by ``min(cwnd, peer's advertised window)``. A closed peer window is
+  probed with one packet after a retransmission timeout.
+- Retransmission: a timeout of ``max(rtt + 4 * rtt_var, 500 ms)`` (1 s before any
+  sample; samples only from packets sent once), doubled on each expiry; after
+  ``max_timeouts`` consecutive expiries the connection fails. Three duplicate acks, or
+  three selectively acked packets past a hole, resend the hole at once.
+- LEDBAT: the peer echoes our one-way delay in ``timestamp_difference``; the base delay
+  is the minimum over the last two minutes, the queuing delay the smallest of the last
+  three samples above it. The window grows by at most
+  :data:`MAX_CWND_INCREASE_PER_RTT` bytes per round trip scaled by how far the delay is
+  below the 100 ms target (and shrinks above it), after a slow start that ends at the
+  first loss or when the target is reached. A loss halves it (once per round trip), a
+  timeout drops it to one packet. It only grows while the window is the limit.
+- Receiving: out-of-order packets wait in a reorder buffer bounded by the window we
+  advertise (``receive_buffer`` less what is buffered) and by
+  :data:`MAX_REORDER_DISTANCE` packets; we acknowledge them with selective acks.
+- Acks are validated: an ack for a sequence number we never sent drops the packet; an
+  old ack is ignored. A FIN fixes the last sequence number; nothing past it is taken.
+- A keepalive ST_STATE goes out after ``keepalive_interval`` of our silence (with
+  ``ack_nr - 1``, as libtorrent, so that it never counts as a duplicate ack), and a
+  connection that hears nothing for ``idle_timeout`` fails.
+"""
+
+from __future__ import annotations
+
+import enum
+from bisect import bisect_right
+from dataclasses import dataclass
+from typing import Final
+
+from ._errors import LocalProtocolError
+from ._utp_config import MAX_PAYLOAD, UtpConfig, UtpConnectError, UtpError
+from ._utp_packet import PacketType, UtpPacket, sack_from_offsets, sack_offsets
+
+__all__ = [
+    "CCONTROL_TARGET_US",
+    "MAX_CWND_INCREASE_PER_RTT",
+    "MAX_REORDER_DISTANCE",
+    "UtpConnection",
+    "UtpConnectionStatistics",
+    "UtpState",
+]
+
+CCONTROL_TARGET_US: Final = 100_000
+"""LEDBAT's target queuing delay: 100 ms, as BEP 29 and libtorrent."""
+MAX_CWND_INCREASE_PER_RTT: Final = 3000
+"""Most bytes the congestion window grows by per round trip outside slow start (BEP 29)."""
+MAX_REORDER_DISTANCE: Final = 1024
+"""Packets past the last in-order one that we buffer at most, whatever the window."""
+MIN_TIMEOUT_US: Final = 500_000
+INITIAL_TIMEOUT_US: Final = 1_000_000
+MAX_TIMEOUT_US: Final = 60_000_000
+_BASE_DELAY_BUCKET_US: Final = 60_000_000
+"""The base delay is the minimum of two one-minute buckets: about two minutes of history."""
+_BASE_DELAY_BUCKETS: Final = 2
+_CURRENT_DELAY_SAMPLES: Final = 3
+_MAX_CWND: Final = 16 * 1024 * 1024
+_INITIAL_CWND: Final = 2 * MAX_PAYLOAD
+_OWN_SACK_BYTES: Final = 32
+"""Our selective acks cover 256 packets; MAX_PAYLOAD leaves room for them in every packet."""
+_DUP_ACK_THRESHOLD: Final = 3
+_MAX_OUTSTANDING: Final = 4096
+"""Unacknowledged packets at most, far below half the 16-bit sequence space."""
+_SEQ_MASK: Final = 0xFFFF
+_HALF: Final = 0x8000
+_TS_MASK: Final = 0xFFFFFFFF
+
+
+def seq_distance(older: int, newer: int) -> int:
+    """``newer - older`` modulo 2**16: how many sequence numbers lie between them.
+
+    >>> seq_distance(65535, 2)
+    3
+    """
+    return (newer - older) & _SEQ_MASK
+
+
+class UtpState(enum.Enum):
+    """Where a connection is in its life."""
+
+    SYN_SENT = "syn-sent"
+    """We sent a SYN and wait for the peer's ST_STATE."""
+    CONNECTED = "connected"
+    """Data flows both ways (the peer may already have sent its FIN)."""
+    FIN_SENT = "fin-sent"
+    """We sent our FIN: we may still receive."""
+    CLOSED = "closed"
+    """Both FINs are acknowledged; the connection lingers to re-ack a resent FIN."""
+    FAILED = "failed"
+    """Reset, timed out or aborted: :attr:`UtpConnection.error` says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class UtpConnectionStatistics:
+    """Counters of one connection.
+
+    Attributes:
+        packets_sent: datagrams sent, retransmissions included.
+        packets_received: packets fed in.
+        retransmits: packets sent again (timeouts, fast retransmits).
+        timeouts: retransmission timer expiries.
+        fast_retransmits: holes resent after duplicate or selective acks.
+        bytes_sent: payload bytes sent for the first time.
+        bytes_received: payload bytes delivered in order.
+        cwnd: the congestion window now, in bytes.
+        rtt_ms: the smoothed round-trip time, or ``None`` before a sample.
+    """
+
+    packets_sent: int
+    packets_received: int
+    retransmits: int
+    timeouts: int
+    fast_retransmits: int
+    bytes_sent: int
+    bytes_received: int
+    cwnd: int
+    rtt_ms: float | None
+
+
+@dataclass(slots=True)
+class _Outgoing:
+    """A packet that consumed a sequence number and waits for its ack."""
+
+    seq: int
+    type: PacketType
+    payload: bytes
+    first_sent_us: int = 0
+    transmissions: int = 0
+    need_send: bool = True
+    """Not on the wire now: never sent, or declared lost."""
+    fast_resent: bool = False
+
+
+class UtpConnection:
+    """The state of one uTP connection; use :meth:`connect` or :meth:`accept` to make one.
+
+    >>> config = UtpConfig()
+    >>> a = UtpConnection.connect(100, 1, now_us=0, config=config)
+    >>> syn = UtpPacket.decode(a.datagrams_to_send(0)[0])
+    >>> syn.type.name, syn.connection_id
+    ('SYN', 100)
+    >>> b = UtpConnection.accept(syn, 5000, now_us=10, config=config)
+    >>> for data in b.datagrams_to_send(10):
+    ...     a.receive_packet(UtpPacket.decode(data), 20)
+    >>> a.state.name, a.send_id, b.recv_id
+    ('CONNECTED', 101, 101)
+    """
+
+    def __init__(
+        self,
+        *,
+        recv_id: int,
+        send_id: int,
+        seq_nr: int,
+        ack_nr: int,
+        initiator: bool,
+        now_us: int,
+        config: UtpConfig,
+    ) -> None:
+        """Prefer :meth:`connect` and :meth:`accept`, which pick the right ids."""
+        for name, value in (
+            ("recv_id", recv_id),
+            ("send_id", send_id),
+            ("seq_nr", seq_nr),
+            ("ack_nr", ack_nr),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0xFFFF:
+                raise ValueError(f"{name} must be a 16-bit int, got {value!r}")
+        self.recv_id: Final = recv_id
+        """The connection id our peer puts in the packets it sends us."""
+        self.send_id: Final = send_id
+        """The connection id we put in our packets."""
+        self.initiator: Final = initiator
+        """Whether we sent the SYN."""
+        self._config = config
+        self.state = UtpState.SYN_SENT if initiator else UtpState.CONNECTED
+        """The :class:`UtpState` now."""
+        self.error: UtpError | None = None
+        """Why the connection failed, once :attr:`state` is FAILED."""
+        # Sending.
+        self._seq_nr = seq_nr  # the next sequence number to use
+        self._acked = (seq_nr - 1) & _SEQ_MASK  # every packet up to here is acknowledged
+        self._outgoing: dict[int, _Outgoing] = {}  # in sequence order (insertion order)
+        self._pending = bytearray()  # written, not yet packetised
+        self._in_flight = 0  # payload bytes on the wire, unacknowledged
+        self._fin_requested = False
+        self._fin_seq: int | None = None
+        self._fin_acked = False
+        self._peer_wnd = MAX_PAYLOAD
+        self._cwnd = float(_INITIAL_CWND)
+        self._ssthresh = float(_MAX_CWND)
+        self._slow_start = True
+        self._loss_boundary = self._acked  # losses of packets up to here were already answered
+        self._dup_acks = 0
+        self._rtt_us: int | None = None
+        self._rtt_var_us = 0
+        self._rto_us = INITIAL_TIMEOUT_US
+        self._rto_deadline: int | None = None
+        self._probe_deadline: int | None = None
+        self._timeouts = 0
+        self._base_delays: list[int] = []
+        self._base_bucket_start = now_us
+        self._current_delays: list[int] = []
+        # Receiving.
+        self._ack_nr = ack_nr  # the last sequence number received in order
+        self._reorder: dict[int, bytes] = {}
+        self._reorder_bytes = 0
+        self._inbound = bytearray()
+        self._eof_seq: int | None = None
+        self.eof_received = False
+        """Whether every byte up to the peer's FIN was read into the buffer: after them, EOF."""
+        self._reader_closed = False
+        self._reply_micro = 0  # the one-way delay of the peer's last packet, echoed back
+        self._ack_pending = False
+        self._keepalive_pending = False
+        self._reset_pending = False
+        # Timers and lifetime.
+        self._last_sent_us = now_us
+        self._last_received_us = now_us
+        self._close_deadline: int | None = None
+        self._linger_deadline: int | None = None
+        self._finished = False
+        # Counters.
+        self._packets_sent = 0
+        self._packets_received = 0
+        self._retransmits = 0
+        self._timeout_count = 0
+        self._fast_retransmits = 0
+        self._bytes_sent = 0
+        self._bytes_received = 0
+
+    # Construction.
+
+    @classmethod
+    def connect(cls, recv_id: int, seq_nr: int, *, now_us: int, config: UtpConfig) -> UtpConnection:
+        """A connection we open: its first datagram is the SYN.
+
+        Args:
+            recv_id: our receive id (random, and free for the peer's address); we send
+                ``recv_id + 1``.
+            seq_nr: the SYN's sequence number (random, as libtorrent).
+            now_us: the time, in microseconds.
+            config: the settings.
+        """
+        connection = cls(
+            recv_id=recv_id,
+            send_id=(recv_id + 1) & _SEQ_MASK,
+            seq_nr=seq_nr,
+            ack_nr=0,
+            initiator=True,
+            now_us=now_us,
+            config=config,
+        )
+        connection._queue(PacketType.SYN, b"")
+        return connection
+
+    @classmethod
+    def accept(
+        cls, syn: UtpPacket, seq_nr: int, *, now_us: int, config: UtpConfig
+    ) -> UtpConnection:
+        """A connection the peer opened with ``syn``; its first datagram acknowledges it.
+
+        Args:
+            syn: the peer's SYN.
+            seq_nr: our first sequence number (random).
+            now_us: the time, in microseconds.
+            config: the settings.
+        """
+        if syn.type is not PacketType.SYN:
+            raise LocalProtocolError(f"accept needs a SYN, not {syn.type.name}")
+        connection = cls(
+            recv_id=(syn.connection_id + 1) & _SEQ_MASK,
+            send_id=syn.connection_id,
+            seq_nr=seq_nr,
+            ack_nr=syn.seq_nr,
+            initiator=False,
+            now_us=now_us,
+            config=config,
+        )
+        connection._syn_seq = syn.seq_nr
+        connection._peer_wnd = syn.wnd_size
+        connection._reply_micro = (now_us - syn.timestamp_us) & _TS_MASK
+        connection._ack_pending = True
+        connection._packets_received = 1
+        return connection
+
+    _syn_seq: int = -1  # the SYN we accepted (a resent copy is answered again)
+
+    # The reader and writer.
+
+    @property
+    def readable(self) -> int:
+        """Bytes waiting for :meth:`read`."""
+        return len(self._inbound)
+
+    @property
+    def writable(self) -> int:
+        """Bytes :meth:`write` takes now (0 when the buffer is full or writing is over)."""
+        if self._fin_requested or self.state in (UtpState.FAILED, UtpState.CLOSED):
+            return 0
+        return max(0, self._config.send_buffer - len(self._pending))
+
+    @property
+    def finished(self) -> bool:
+        """Nothing left to do: the owner may forget the connection."""
+        return self._finished
+
+    @property
+    def write_shut(self) -> bool:
+        """Whether the write side was shut down (:meth:`shutdown_write` or :meth:`close`)."""
+        return self._fin_requested
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the handshake is done and the connection has not failed."""
+        return self.state in (UtpState.CONNECTED, UtpState.FIN_SENT, UtpState.CLOSED)
+
+    @property
+    def all_sent(self) -> bool:
+        """Whether every byte written (and the FIN, if requested) was acknowledged."""
+        return not self._pending and not self._outgoing
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Take as much of ``data`` as the send buffer holds; return how much was taken.
+
+        Raises:
+            LocalProtocolError: the write side was shut down, or the connection failed.
+        """
+        if self._fin_requested:
+            raise LocalProtocolError("write after the write side was shut down")
+        if self.state is UtpState.FAILED:
+            raise LocalProtocolError("write on a failed connection")
+        taken = min(len(data), self.writable)
+        self._pending += memoryview(data)[:taken]
+        return taken
+
+    def read(self, max_bytes: int | None = None) -> bytes:
+        """Take up to ``max_bytes`` (default: all) received bytes, in order.
+
+        Reading opens our window again; when it had nearly closed, the next
+        :meth:`datagrams_to_send` tells the peer.
+        """
+        before = self._window()
+        size = len(self._inbound) if max_bytes is None else min(max_bytes, len(self._inbound))
+        data = bytes(self._inbound[:size])
+        del self._inbound[:size]
+        after = self._window()
+        half = self._config.receive_buffer // 2
+        if (before < half <= after) or (before < MAX_PAYLOAD <= after):
+            self._ack_pending = True
+        return data
+
+    def shutdown_write(self) -> None:
+        """Send a FIN after everything written: the peer reads EOF (half close)."""
+        if self.state is UtpState.FAILED or self._fin_requested:
+            return
+        self._fin_requested = True
+
+    def close(self, now_us: int) -> None:
+        """Stop reading and writing: the FIN follows what was written, later data is dropped.
+
+        The connection lingers (``close_timeout`` at most) to deliver what was
+        written and to hear the peer's FIN; then it is :attr:`finished`.
+        """
+        self._reader_closed = True
+        self._inbound.clear()
+        self.shutdown_write()
+        if self.state is UtpState.SYN_SENT:
+            self.abort()
+        elif self.state is not UtpState.FAILED and self._close_deadline is None:
+            self._close_deadline = now_us + int(self._config.close_timeout * 1e6)
+
+    def abort(self, error: UtpError | None = None) -> None:
+        """Reset the connection: a RESET goes out and the connection is over."""
+        if self.state is UtpState.FAILED:
+            return
+        self._reset_pending = True
+        self._fail(error or UtpError("connection aborted"))
+
+    # Packets in.
+
+    def receive_packet(self, packet: UtpPacket, now_us: int) -> None:
+        """Take one packet that the socket routed to this connection.
+
+        Garbage from the peer never raises: a packet that makes no sense is dropped.
+        """
+        if self.state is UtpState.FAILED:
+            return
+        self._packets_received += 1
+        kind = packet.type
+        if kind is PacketType.RESET:
+            self._on_reset()
+            return
+        if kind is PacketType.SYN:
+            # A resent SYN: our ST_STATE was lost. Anything else with a SYN is bogus.
+            if not self.initiator and packet.seq_nr == self._syn_seq:
+                self._last_received_us = now_us
+                self._ack_pending = True
+            return
+        if self.state is UtpState.SYN_SENT:
+            if packet.ack_nr != self._acked_next():
+                return
+            # Our SYN is acked: the peer's sequence numbers start at its packet's (an
+            # ST_STATE carries the number its first DATA will use).
+            self._ack_nr = (packet.seq_nr - 1) & _SEQ_MASK
+            self.state = UtpState.CONNECTED
+        ack_distance = seq_distance(self._acked, packet.ack_nr)
+        outstanding = seq_distance(self._acked, self._seq_nr) - 1
+        if 0 < ack_distance < _HALF and ack_distance > outstanding:
+            return  # an ack for a packet we never sent: not to be trusted
+        self._last_received_us = now_us
+        self._reply_micro = (now_us - packet.timestamp_us) & _TS_MASK
+        self._peer_wnd = packet.wnd_size
+        if self._peer_wnd >= MAX_PAYLOAD:
+            self._probe_deadline = None
+        else:
+            self._timeouts = 0  # alive, only full: unanswered probes are no reason to give up
+        flight_before = self._in_flight
+        acked_bytes = 0
+        if 0 < ack_distance <= outstanding:
+            acked_bytes += self._ack_through(packet.ack_nr, now_us)
+        elif (
+            ack_distance == 0
+            and kind is PacketType.STATE
+            and packet.selective_ack is None
+            and self._outgoing
+        ):
+            self._dup_acks += 1
+            if self._dup_acks == _DUP_ACK_THRESHOLD:
+                self._lost(self._acked_next(), fast=True)
+        if packet.selective_ack is not None and ack_distance < _HALF:
+            acked_bytes += self._selective_ack(packet.ack_nr, packet.selective_ack, now_us)
+        if acked_bytes and packet.timestamp_difference_us:
+            self._congestion_control(acked_bytes, flight_before, packet, now_us)
+        if kind is PacketType.DATA or kind is PacketType.FIN:
+            self._incoming(packet.seq_nr, packet.payload, kind is PacketType.FIN)
+        self._check_closed(now_us)
+
+    def _acked_next(self) -> int:
+        return (self._acked + 1) & _SEQ_MASK
+
+    def _on_reset(self) -> None:
+        if self.state is UtpState.CLOSED:
+            self._finished = True
+            self.state = UtpState.FAILED
+            self.error = UtpError("connection reset by peer after close")
+            return
+        if self.state is UtpState.SYN_SENT:
+            self._fail(UtpConnectError("connection refused (reset by peer)"))
+        else:
+            self._fail(UtpError("connection reset by peer"))
+
+    def _ack_through(self, ack_nr: int, now_us: int) -> int:
+        """Everything up to ``ack_nr`` arrived; return the payload bytes newly acked."""
+        acked_bytes = 0
+        seq = self._acked
+        while seq != ack_nr:
+            seq = (seq + 1) & _SEQ_MASK
+            entry = self._outgoing.pop(seq, None)
+            if entry is not None:
+                acked_bytes += self._acknowledged(entry, now_us)
+        self._acked = ack_nr
+        self._dup_acks = 0
+        self._timeouts = 0
+        self._rto_deadline = now_us + self._rto_us if self._outgoing else None
+        return acked_bytes
+
+    def _acknowledged(self, entry: _Outgoing, now_us: int) -> int:
+        if not entry.need_send:
+            self._in_flight -= len(entry.payload)
+        if entry.transmissions == 1:
+            self._rtt_sample(now_us - entry.first_sent_us)
+        if entry.seq == self._fin_seq:
+            self._fin_acked = True
+        return len(entry.payload) if entry.type is not PacketType.SYN else 1
+
+    def _selective_ack(self, ack_nr: int, bitmask: bytes, now_us: int) -> int:
+        acked_bytes = 0
+        outstanding = seq_distance(self._acked, self._seq_nr) - 1
+        sacked: list[int] = []  # distances from self._acked, ascending
+        for offset in sack_offsets(bitmask):
+            seq = (ack_nr + 2 + offset) & _SEQ_MASK
+            distance = seq_distance(self._acked, seq)
+            if not 0 < distance <= outstanding:
+                continue  # acks for packets never sent (or long acked) are ignored
+            sacked.append(distance)
+            entry = self._outgoing.pop(seq, None)
+            if entry is not None:
+                acked_bytes += self._acknowledged(entry, now_us)
+        if len(sacked) >= _DUP_ACK_THRESHOLD:
+            # A packet with three acknowledged packets after it is lost (libtorrent's rule).
+            for entry in list(self._outgoing.values()):
+                distance = seq_distance(self._acked, entry.seq)
+                after = len(sacked) - bisect_right(sacked, distance)
+                if after < _DUP_ACK_THRESHOLD:
+                    break
+                if not entry.fast_resent and not entry.need_send:
+                    self._lost(entry.seq, fast=True)
+        return acked_bytes
+
+    def _lost(self, seq: int, *, fast: bool) -> None:
+        entry = self._outgoing.get(seq)
+        if entry is None or entry.need_send:
+            return
+        if fast:
+            if entry.fast_resent:
+                return
+            entry.fast_resent = True
+            self._fast_retransmits += 1
+        entry.need_send = True
+        self._in_flight -= len(entry.payload)
+        # Halve the window once per round trip: only for a packet sent after the last cut.
+        if 0 < seq_distance(self._loss_boundary, seq) < _HALF:
+            self._cwnd = max(self._cwnd / 2, float(MAX_PAYLOAD))
+            self._ssthresh = self._cwnd
+            self._slow_start = False
+            self._loss_boundary = (self._seq_nr - 1) & _SEQ_MASK
+
+    def _rtt_sample(self, sample_us: int) -> None:
+        sample_us = max(0, sample_us)
+        if self._rtt_us is None:
+            self._rtt_us = sample_us
+            self._rtt_var_us = sample_us // 2
+        else:
+            delta = self._rtt_us - sample_us
+            self._rtt_var_us += (abs(delta) - self._rtt_var_us) // 4
+            self._rtt_us += (sample_us - self._rtt_us) // 8
+        self._rto_us = max(self._rtt_us + 4 * self._rtt_var_us, MIN_TIMEOUT_US)
+
+    def _congestion_control(
+        self, acked_bytes: int, flight_before: int, packet: UtpPacket, now_us: int
+    ) -> None:
+        sample = packet.timestamp_difference_us
+        # The base delay: the minimum over about two minutes, in one-minute buckets (the
+        # two clocks are unrelated, so only differences of these values mean anything).
+        if not self._base_delays or now_us - self._base_bucket_start >= _BASE_DELAY_BUCKET_US:
+            self._base_delays.append(sample)
+            self._base_bucket_start = now_us
+            del self._base_delays[:-_BASE_DELAY_BUCKETS]
+        elif _ts_less(sample, self._base_delays[-1]):
+            self._base_delays[-1] = sample
+        base = self._base_delays[0]
+        for value in self._base_delays[1:]:
+            if _ts_less(value, base):
+                base = value
+        queuing = (sample - base) & _TS_MASK
+        if queuing >= 1 << 31:
+            queuing = 0
+        self._current_delays.append(queuing)
+        del self._current_delays[:-_CURRENT_DELAY_SAMPLES]
+        delay = min(self._current_delays)
+        delay_factor = max(-1.0, (CCONTROL_TARGET_US - delay) / CCONTROL_TARGET_US)
+        cwnd = self._cwnd
+        window_limited = flight_before + MAX_PAYLOAD > cwnd
+        if self._slow_start and delay_factor > 0:
+            gain = float(acked_bytes)
+            if cwnd + gain >= self._ssthresh:
+                self._slow_start = False
+        else:
+            self._slow_start = False
+            window_factor = min(acked_bytes, cwnd) / max(cwnd, acked_bytes)
+            gain = MAX_CWND_INCREASE_PER_RTT * delay_factor * window_factor
+        if gain > 0 and not window_limited:
+            gain = 0.0  # an application-limited sender learns nothing about the path
+        self._cwnd = min(max(cwnd + gain, float(MAX_PAYLOAD)), float(_MAX_CWND))
+
+    def _incoming(self, seq: int, payload: bytes, fin: bool) -> None:
+        self._ack_pending = True
+        if self._eof_seq is not None and 0 < seq_distance(self._eof_seq, seq) < _HALF:
+            return  # past the peer's FIN
+        distance = seq_distance(self._ack_nr, seq)
+        if distance == 0 or distance >= _HALF:
+            return  # a duplicate: the ack above tells the peer again
+        if fin:
+            if self._eof_seq is None:
+                self._eof_seq = seq
+            elif seq != self._eof_seq:
+                return
+            if payload:
+                return  # a FIN carries no data (libtorrent never sends any)
+        if distance == 1:
+            if len(payload) + self._buffered() > self._config.receive_buffer + MAX_PAYLOAD:
+                return  # beyond the window we advertised (a zero-window probe fits)
+            self._deliver(seq, payload)
+            while (nxt := (self._ack_nr + 1) & _SEQ_MASK) in self._reorder:
+                data = self._reorder.pop(nxt)
+                self._reorder_bytes -= len(data)
+                self._deliver(nxt, data)
+            return
+        if distance > MAX_REORDER_DISTANCE or seq in self._reorder:
+            return
+        if len(payload) + self._buffered() > self._config.receive_buffer:
+            return
+        self._reorder[seq] = payload
+        self._reorder_bytes += len(payload)
+
+    def _deliver(self, seq: int, payload: bytes) -> None:
+        self._ack_nr = seq
+        if payload:
+            self._bytes_received += len(payload)
+            if not self._reader_closed:
+                self._inbound += payload
+        if seq == self._eof_seq:
+            self.eof_received = True
+            self._reorder.clear()
+            self._reorder_bytes = 0
+
+    def _buffered(self) -> int:
+        return len(self._inbound) + self._reorder_bytes
+
+    def _window(self) -> int:
+        return max(0, self._config.receive_buffer - self._buffered())
+
+    def _check_closed(self, now_us: int) -> None:
+        if (
+            self.state in (UtpState.CONNECTED, UtpState.FIN_SENT)
+            and self._fin_acked
+            and self.eof_received
+        ):
+            self.state = UtpState.CLOSED
+            self._rto_deadline = None
+            # Linger to re-ack the peer's FIN should our ack be lost.
+            self._linger_deadline = now_us + 3 * self._rto_us
+
+    def _fail(self, error: UtpError) -> None:
+        self.state = UtpState.FAILED
+        self.error = error
+        self._pending.clear()
+        self._outgoing.clear()
+        self._reorder.clear()
+        self._reorder_bytes = 0
+        self._in_flight = 0
+        self._ack_pending = self._keepalive_pending = False
+        self._finished = not self._reset_pending
+
+    # Timers.
+
+    def next_deadline(self) -> int | None:
+        """When :meth:`handle_timer` must run next (microseconds), or ``None``."""
+        if self.finished:
+            return None
+        if self.state is UtpState.FAILED:
+            return None
+        candidates = [
+            self._rto_deadline,
+            self._probe_deadline,
+            self._close_deadline,
+            self._linger_deadline,
+        ]
+        if self.state is not UtpState.CLOSED:
+            candidates.append(self._last_received_us + int(self._config.idle_timeout * 1e6))
+            if self.state is not UtpState.SYN_SENT:
+                candidates.append(self._last_sent_us + int(self._config.keepalive_interval * 1e6))
+        return min(value for value in candidates if value is not None)
+
+    def handle_timer(self, now_us: int) -> None:
+        """Run whatever timers expired at ``now_us``."""
+        if self.finished or self.state is UtpState.FAILED:
+            return
+        if self._linger_deadline is not None and now_us >= self._linger_deadline:
+            self._finished = True
+            return
+        if self._close_deadline is not None and now_us >= self._close_deadline:
+            # Closed locally and the peer never finished: give up quietly.
+            self._reset_pending = True
+            self._fail(UtpError("connection closed"))
+            return
+        if self.state is UtpState.CLOSED:
+            return
+        idle = int(self._config.idle_timeout * 1e6)
+        if now_us >= self._last_received_us + idle:
+            error_type = UtpConnectError if self.state is UtpState.SYN_SENT else UtpError
+            self._fail(error_type(f"no packet from the peer for {self._config.idle_timeout} s"))
+            return
+        rto_expired = self._rto_deadline is not None and now_us >= self._rto_deadline
+        if rto_expired and not self._on_timeout(now_us):
+            return
+        if self._probe_deadline is not None and now_us >= self._probe_deadline:
+            # The peer's window stayed shut for a whole timeout: probe it with one packet.
+            self._probe_deadline = None
+            self._peer_wnd = max(self._peer_wnd, MAX_PAYLOAD)
+        keepalive = int(self._config.keepalive_interval * 1e6)
+        if self.state is not UtpState.SYN_SENT and now_us >= self._last_sent_us + keepalive:
+            self._keepalive_pending = True
+
+    def _on_timeout(self, now_us: int) -> bool:
+        """Resend after a retransmission timeout; ``False`` when the connection gave up."""
+        self._timeouts += 1
+        self._timeout_count += 1
+        if self.state is UtpState.SYN_SENT:
+            if self._timeouts > self._config.syn_retries:
+                self._fail(UtpConnectError("connection timed out (no answer to the SYN)"))
+                return False
+        elif self._timeouts > self._config.max_timeouts:
+            self._fail(UtpError(f"connection timed out ({self._timeouts - 1} retransmissions)"))
+            return False
+        self._rto_us = min(self._rto_us * 2, MAX_TIMEOUT_US)
+        self._ssthresh = max(self._cwnd / 2, 2.0 * MAX_PAYLOAD)
+        self._cwnd = float(MAX_PAYLOAD)
+        self._slow_start = True
+        for entry in self._outgoing.values():
+            if not entry.need_send:
+                entry.need_send = True
+        self._in_flight = 0
+        self._loss_boundary = (self._seq_nr - 1) & _SEQ_MASK
+        self._rto_deadline = now_us + self._rto_us if self._outgoing else None
+        return True
+
+    # Packets out.
+
+    def datagrams_to_send(self, now_us: int) -> list[bytes]:
+        """The datagrams to send now, in order; call after every input and timer."""
+        out: list[bytes] = []
+        if self._reset_pending:
+            self._reset_pending = False
+            out.append(self._packet(PacketType.RESET, self._seq_nr, now_us).encode())
+            self._finished = True
+            return out
+        if self.state is UtpState.FAILED or self.finished:
+            return out
+        for entry in self._outgoing.values():
+            if entry.need_send:
+                if not self._fits(len(entry.payload), now_us):
+                    break
+                out.append(self._send(entry, now_us))
+        else:
+            self._send_new(out, now_us)
+        if out:
+            self._ack_pending = self._keepalive_pending = False
+        elif self._ack_pending or self._keepalive_pending:
+            # A keepalive acks ack_nr - 1 so that it never counts as a duplicate ack.
+            ack = self._ack_nr if self._ack_pending else (self._ack_nr - 1) & _SEQ_MASK
+            packet = self._packet(PacketType.STATE, self._seq_nr, now_us, ack_nr=ack)
+            out.append(packet.encode())
+            self._packets_sent += 1
+            self._last_sent_us = now_us
+            self._ack_pending = self._keepalive_pending = False
+        return out
+
+    def _fits(self, size: int, now_us: int) -> bool:
+        """Whether a packet of ``size`` payload bytes may go on the wire now."""
+        if not size:
+            return True  # SYN and FIN
+        if self._in_flight:
+            window = min(self._cwnd, self._peer_wnd, self._config.send_buffer)
+            return self._in_flight + size <= window
+        if size > self._peer_wnd:
+            # The peer's window is shut: wait for an update, or probe after a timeout.
+            if self._probe_deadline is None:
+                self._probe_deadline = now_us + self._rto_us
+            return False
+        return True  # one packet may always be in flight
+
+    def _send_new(self, out: list[bytes], now_us: int) -> None:
+        """Cut written bytes into packets as the windows allow (Nagle-like), then the FIN."""
+        if self.state is UtpState.SYN_SENT:
+            return
+        pending = self._pending
+        while pending:
+            if len(self._outgoing) >= _MAX_OUTSTANDING:
+                return
+            size = min(len(pending), MAX_PAYLOAD)
+            if size < MAX_PAYLOAD and not self._fin_requested and self._in_flight:
+                return  # coalesce: a short packet waits for the in-flight data's ack
+            if not self._fits(size, now_us):
+                return
+            chunk = bytes(pending[:size])
+            del pending[:size]
+            out.append(self._send(self._queue(PacketType.DATA, chunk), now_us))
+        if self._fin_requested and self._fin_seq is None:
+            self._fin_seq = self._seq_nr
+            out.append(self._send(self._queue(PacketType.FIN, b""), now_us))
+            if self.state is UtpState.CONNECTED:
+                self.state = UtpState.FIN_SENT
+
+    def _queue(self, kind: PacketType, payload: bytes) -> _Outgoing:
+        seq = self._seq_nr
+        entry = self._outgoing[seq] = _Outgoing(seq, kind, payload)
+        self._seq_nr = (seq + 1) & _SEQ_MASK
+        return entry
+
+    def _send(self, entry: _Outgoing, now_us: int) -> bytes:
+        entry.need_send = False
+        entry.transmissions += 1
+        if entry.transmissions == 1:
+            entry.first_sent_us = now_us
+            self._bytes_sent += len(entry.payload)
+        else:
+            self._retransmits += 1
+        self._in_flight += len(entry.payload)
+        if self._rto_deadline is None:
+            self._rto_deadline = now_us + self._rto_us
+        self._packets_sent += 1
+        self._last_sent_us = now_us
+        if entry.type is PacketType.SYN:
+            return UtpPacket(
+                PacketType.SYN,
+                self.recv_id,
+                now_us & _TS_MASK,
+                0,
+                self._window(),
+                entry.seq,
+                0,
+            ).encode()
+        return self._packet(entry.type, entry.seq, now_us, payload=entry.payload).encode()
+
+    def _packet(
+        self,
+        kind: PacketType,
+        seq: int,
+        now_us: int,
+        *,
+        payload: bytes = b"",
+        ack_nr: int | None = None,
+    ) -> UtpPacket:
+        sack = None
+        if self._reorder:
+            offsets = [seq_distance(self._ack_nr, s) - 2 for s in self._reorder]
+            sack = sack_from_offsets(offsets, _OWN_SACK_BYTES)
+        return UtpPacket(
+            kind,
+            self.send_id,
+            now_us & _TS_MASK,
+            self._reply_micro,
+            self._window(),
+            seq,
+            self._ack_nr if ack_nr is None else ack_nr,
+            selective_ack=sack,
+            payload=payload,
+        )
+
+    def statistics(self) -> UtpConnectionStatistics:
+        """A snapshot of this connection's counters."""
+        return UtpConnectionStatistics(
+            packets_sent=self._packets_sent,
+            packets_received=self._packets_received,
+            retransmits=self._retransmits,
+            timeouts=self._timeout_count,
+            fast_retransmits=self._fast_retransmits,
+            bytes_sent=self._bytes_sent,
+            bytes_received=self._bytes_received,
+            cwnd=int(self._cwnd),
+            rtt_ms=None if self._rtt_us is None else self._rtt_us / 1000,
+        )
+
+
+def _ts_less(a: int, b: int) -> bool:
+    """Whether 32-bit timestamp ``a`` comes before ``b``, modulo 2**32."""
+    return a != b and (b - a) & _TS_MASK < 1 << 31

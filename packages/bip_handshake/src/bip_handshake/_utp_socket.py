@@ -1,0 +1,553 @@
+"""The trio shell of uTP: one UDP socket carrying many connections (:class:`UtpSocket`).
+
+A :class:`UtpSocket` routes each datagram to the
+:class:`~bip_handshake._utp_connection.UtpConnection` its ``(address, connection id)``
+names, runs one timer task per connection, and sends what the connections produce
+through one sender task. It either owns a UDP socket (:func:`open_utp_socket`) or
+shares one with its owner (:func:`open_utp_over`: libtorrent runs the DHT and uTP on
+one port; a uTP datagram's first byte is ``(type << 4) | 1``, a KRPC message's ``d``).
+
+Outbound, :meth:`UtpSocket.connect` returns a connected
+:class:`~bip_handshake._utp_stream.UtpStream` (so ``dial=utp.connect`` makes a
+:data:`~bip_handshake.Dialer`); inbound, every accepted connection arrives in
+:meth:`UtpSocket.incoming`, ready for :meth:`~bip_handshake.Handshaker.accept_stream`.
+
+What an untrusted sender can make us hold is bounded: ``max_connections``
+connections, ``max_pending_accepts`` unclaimed accepts (a SYN beyond either is
+answered with a RESET), each connection's receive window, and a queue of datagrams
+to send. A packet for no known connection is answered with a RESET, as libtorrent
+does, but at most ``resets_per_second`` of them, so that spoofed packets cannot make
+us a reflector. Leaving the context manager resets every connection: their streams
+raise :class:`trio.BrokenResourceError`.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import math
+import secrets
+import socket as _stdlib_socket
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from ipaddress import IPv6Address, ip_address
+from typing import Final
+
+import trio
+
+from ._compact import CompactError, PeerAddress
+from ._handshaker import ListenError
+from ._utp_config import UtpConfig, UtpConnectError, UtpError
+from ._utp_connection import UtpConnection, UtpState
+from ._utp_packet import PacketType, UtpPacket, UtpPacketError
+from ._utp_stream import UtpStream
+
+__all__ = ["UtpSocket", "UtpStatistics", "open_utp_over", "open_utp_socket"]
+
+_log = logging.getLogger("bip_handshake.utp")
+_MAX_DATAGRAM: Final = 65536
+_MAX_SEND_QUEUE: Final = 8192
+"""Datagrams waiting for the sender task at most; more are dropped, as a full NIC queue would."""
+_SEQ_MASK: Final = 0xFFFF
+
+Sender = Callable[[bytes, PeerAddress], Awaitable[None]]
+"""How a shared socket's owner sends one datagram for us."""
+
+
+@dataclass(frozen=True, slots=True)
+class UtpStatistics:
+    """Counters of a :class:`UtpSocket` since it opened.
+
+    Attributes:
+        connections: connections now (connecting, open, or lingering after a close).
+        connects: outbound connections attempted.
+        connect_failures: of those, the ones that failed (timeout, RESET, cancelled).
+        accepted: inbound connections accepted (delivered to :meth:`UtpSocket.incoming`).
+        refused: SYNs refused because of ``max_connections`` or ``max_pending_accepts``.
+        failed: connections that ended with an error (reset, timed out, socket closed).
+        datagrams_received: datagrams fed in.
+        datagrams_sent: datagrams handed to the network.
+        datagrams_dropped: datagrams not sent (queue full, or the network refused them).
+        invalid_datagrams: datagrams that are not uTP packets.
+        unknown_connection: packets for no known connection.
+        resets_sent: RESETs sent for unknown connections and refused SYNs.
+        resets_suppressed: RESETs not sent because of ``resets_per_second``.
+        retransmits: packets resent, over every connection.
+        bytes_sent: payload bytes sent, over every connection (first transmissions).
+        bytes_received: payload bytes received in order, over every connection.
+    """
+
+    connections: int
+    connects: int
+    connect_failures: int
+    accepted: int
+    refused: int
+    failed: int
+    datagrams_received: int
+    datagrams_sent: int
+    datagrams_dropped: int
+    invalid_datagrams: int
+    unknown_connection: int
+    resets_sent: int
+    resets_suppressed: int
+    retransmits: int
+    bytes_sent: int
+    bytes_received: int
+
+
+def _now_us() -> int:
+    # round, not int: a deadline converted to seconds and back must compare as reached.
+    return round(trio.current_time() * 1e6)
+
+
+class _Connection:
+    """A connection's core, its address, its waiters and its timer."""
+
+    __slots__ = ("_changed", "address", "core", "key", "socket", "stream", "timer_scope")
+
+    def __init__(
+        self, socket: UtpSocket, core: UtpConnection, address: PeerAddress, key: _Key
+    ) -> None:
+        self.socket = socket
+        self.core = core
+        self.address = address
+        self.key = key
+        self.stream = UtpStream(self)
+        self.timer_scope: trio.CancelScope | None = None
+        self._changed = trio.Event()
+
+    def flush(self) -> None:
+        """Send what the core has to send, rearm its timer, wake the stream."""
+        self.socket._pump(self)
+
+    def close(self) -> None:
+        """The stream was closed: FIN after the written data, then linger."""
+        self.core.close(_now_us())
+        self.flush()
+
+    def wake(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_changed(self) -> None:
+        """Wait until the core may have changed (a packet, a timer, a close)."""
+        await self._changed.wait()
+
+
+_Key = tuple[PeerAddress, int]
+
+
+class UtpSocket:
+    """uTP connections over one UDP port.
+
+    Made by :func:`open_utp_socket` or :func:`open_utp_over`; lives as long as their block.
+    """
+
+    def __init__(
+        self,
+        send: Sender,
+        local_address: PeerAddress,
+        config: UtpConfig,
+        nursery: trio.Nursery,
+        family: int | None = None,
+    ) -> None:
+        """Made by the context managers; not for users."""
+        self._send = send
+        self._local_address = local_address
+        self._config = config
+        self._nursery = nursery
+        self._family = family
+        self._connections: dict[_Key, _Connection] = {}
+        self._incoming_send, self._incoming_receive = trio.open_memory_channel[UtpStream](
+            config.max_pending_accepts
+        )
+        self._queue: deque[tuple[bytes, PeerAddress]] = deque()
+        self._queue_ready = trio.Event()
+        self._closed = False
+        self._reset_tokens = config.resets_per_second
+        self._reset_refill = trio.current_time()
+        self._counters = dict.fromkeys(
+            (
+                "connects",
+                "connect_failures",
+                "accepted",
+                "refused",
+                "failed",
+                "datagrams_received",
+                "datagrams_sent",
+                "datagrams_dropped",
+                "invalid_datagrams",
+                "unknown_connection",
+                "resets_sent",
+                "resets_suppressed",
+                "retransmits",
+                "bytes_sent",
+                "bytes_received",
+            ),
+            0,
+        )
+
+    @property
+    def local_address(self) -> PeerAddress:
+        """The address and port this socket receives on."""
+        return self._local_address
+
+    @property
+    def config(self) -> UtpConfig:
+        """The settings."""
+        return self._config
+
+    def incoming(self) -> trio.MemoryReceiveChannel[UtpStream]:
+        """Connections peers opened to us, connected and ready; the receiver owns them.
+
+        At most ``max_pending_accepts`` wait here; SYNs beyond are refused.
+        """
+        return self._incoming_receive
+
+    def statistics(self) -> UtpStatistics:
+        """A snapshot of the counters."""
+        totals = dict(self._counters)
+        for connection in self._connections.values():
+            stats = connection.core.statistics()
+            totals["retransmits"] += stats.retransmits
+            totals["bytes_sent"] += stats.bytes_sent
+            totals["bytes_received"] += stats.bytes_received
+        return UtpStatistics(connections=len(self._connections), **totals)
+
+    # Outbound.
+
+    async def connect(self, address: PeerAddress) -> UtpStream:
+        """Open a uTP connection to ``address``; a :data:`~bip_handshake.Dialer`.
+
+        Raises:
+            UtpConnectError: no answer within ``connect_timeout``, the peer answered
+                with a RESET, too many connections, or an address this socket cannot
+                reach (another IP family, port 0).
+            trio.ClosedResourceError: the socket is closed.
+        """
+        await trio.lowlevel.checkpoint()
+        if self._closed:
+            raise trio.ClosedResourceError("the uTP socket is closed")
+        if not isinstance(address, PeerAddress):
+            raise TypeError(f"address must be a PeerAddress, not {type(address).__name__}")
+        if address.port == 0 or (self._family is not None and address.family != self._family):
+            raise UtpConnectError(f"cannot reach {address} from {self._local_address}")
+        if len(self._connections) >= self._config.max_connections:
+            raise UtpConnectError(f"too many uTP connections ({len(self._connections)})")
+        self._counters["connects"] += 1
+        recv_id = self._free_id(address)
+        core = UtpConnection.connect(
+            recv_id, secrets.randbelow(0x10000), now_us=_now_us(), config=self._config
+        )
+        connection = self._register(core, address, (address, recv_id))
+        _log.debug("uTP connecting to %s (id %d)", address, recv_id)
+        try:
+            with trio.move_on_after(self._config.connect_timeout):
+                while core.state is UtpState.SYN_SENT:
+                    await connection.wait_changed()
+        except BaseException:
+            self._connect_failed(connection, UtpConnectError("connect cancelled"))
+            raise
+        if core.state is UtpState.SYN_SENT:
+            error = UtpConnectError(
+                f"no answer from {address} within {self._config.connect_timeout} s"
+            )
+            self._connect_failed(connection, error)
+            raise error
+        if core.error is not None:
+            self._connect_failed(connection, core.error)
+            if isinstance(core.error, UtpConnectError):
+                raise core.error
+            raise UtpConnectError(str(core.error)) from core.error
+        _log.debug("uTP connected to %s (id %d)", address, recv_id)
+        return connection.stream
+
+    def _connect_failed(self, connection: _Connection, error: UtpError) -> None:
+        self._counters["connect_failures"] += 1
+        connection.core.abort(error)
+        self._pump(connection)
+        _log.debug("uTP connect to %s failed: %s", connection.address, error)
+
+    def _free_id(self, address: PeerAddress) -> int:
+        # Random ids make blind injection harder; the table is at most max_connections
+        # long, so a few draws find a free one (65536 ids per address).
+        while True:
+            recv_id = secrets.randbelow(0x10000)
+            if (address, recv_id) not in self._connections:
+                return recv_id
+
+    # Inbound.
+
+    def datagram_received(self, data: bytes, address: PeerAddress) -> None:
+        """Feed one datagram that arrived from ``address`` (the shared socket's owner calls this).
+
+        Never raises for bad data: garbage is counted and dropped.
+        """
+        if self._closed:
+            return
+        self._counters["datagrams_received"] += 1
+        try:
+            packet = UtpPacket.decode(data)
+        except UtpPacketError as error:
+            self._counters["invalid_datagrams"] += 1
+            _log.debug("not a uTP packet from %s: %s", address, error)
+            return
+        if packet.type is PacketType.SYN:
+            self._syn_received(packet, address)
+            return
+        connection = self._connections.get((address, packet.connection_id))
+        if connection is None and packet.type is PacketType.RESET:
+            # The id of a RESET may be either of ours (libutp looks up both neighbours).
+            for candidate in (packet.connection_id + 1, packet.connection_id - 1):
+                other = self._connections.get((address, candidate & _SEQ_MASK))
+                if other is not None and other.core.send_id == packet.connection_id:
+                    connection = other
+                    break
+        if connection is None:
+            self._counters["unknown_connection"] += 1
+            if packet.type is not PacketType.RESET:
+                self._send_reset(packet, address)
+            return
+        connection.core.receive_packet(packet, _now_us())
+        self._pump(connection)
+
+    def _syn_received(self, syn: UtpPacket, address: PeerAddress) -> None:
+        key = (address, (syn.connection_id + 1) & _SEQ_MASK)
+        existing = self._connections.get(key)
+        if existing is not None:
+            existing.core.receive_packet(syn, _now_us())  # a resent SYN: ack it again
+            self._pump(existing)
+            return
+        if (
+            len(self._connections) >= self._config.max_connections
+            or self._incoming_send.statistics().current_buffer_used
+            >= self._config.max_pending_accepts
+        ):
+            self._counters["refused"] += 1
+            _log.debug("uTP SYN from %s refused: too many connections", address)
+            self._send_reset(syn, address)
+            return
+        core = UtpConnection.accept(
+            syn, secrets.randbelow(0x10000), now_us=_now_us(), config=self._config
+        )
+        connection = self._register(core, address, key)
+        try:
+            self._incoming_send.send_nowait(connection.stream)
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            self._counters["refused"] += 1
+            core.abort(UtpError("accept queue full"))
+            self._pump(connection)
+            return
+        self._counters["accepted"] += 1
+        _log.debug("uTP connection from %s accepted (id %d)", address, key[1])
+
+    def _send_reset(self, packet: UtpPacket, address: PeerAddress) -> None:
+        now = trio.current_time()
+        rate = self._config.resets_per_second
+        self._reset_tokens = min(rate, self._reset_tokens + (now - self._reset_refill) * rate)
+        self._reset_refill = now
+        if self._reset_tokens < 1:
+            self._counters["resets_suppressed"] += 1
+            return
+        self._reset_tokens -= 1
+        self._counters["resets_sent"] += 1
+        reset = UtpPacket(
+            PacketType.RESET,
+            packet.connection_id,
+            _now_us() & 0xFFFFFFFF,
+            0,
+            0,
+            secrets.randbelow(0x10000),
+            packet.seq_nr,
+        )
+        self._enqueue(reset.encode(), address)
+
+    # Pumping.
+
+    def _register(self, core: UtpConnection, address: PeerAddress, key: _Key) -> _Connection:
+        connection = _Connection(self, core, address, key)
+        self._connections[key] = connection
+        self._nursery.start_soon(self._run_timer, connection)
+        self._pump(connection)
+        return connection
+
+    def _pump(self, connection: _Connection) -> None:
+        core = connection.core
+        for datagram in core.datagrams_to_send(_now_us()):
+            self._enqueue(datagram, connection.address)
+        connection.wake()
+        scope = connection.timer_scope
+        if core.finished:
+            self._forget(connection)
+            if scope is not None:
+                scope.cancel()
+            return
+        if scope is not None:
+            deadline = core.next_deadline()
+            scope.deadline = math.inf if deadline is None else deadline / 1e6
+
+    def _forget(self, connection: _Connection) -> None:
+        if self._connections.get(connection.key) is not connection:
+            return
+        del self._connections[connection.key]
+        core = connection.core
+        stats = core.statistics()
+        self._counters["retransmits"] += stats.retransmits
+        self._counters["bytes_sent"] += stats.bytes_sent
+        self._counters["bytes_received"] += stats.bytes_received
+        if core.error is not None:
+            self._counters["failed"] += 1
+            _log.debug("uTP connection to %s ended: %s", connection.address, core.error)
+        else:
+            _log.debug("uTP connection to %s closed", connection.address)
+
+    async def _run_timer(self, connection: _Connection) -> None:
+        core = connection.core
+        while True:
+            if core.finished:
+                break
+            deadline = core.next_deadline()
+            with trio.CancelScope(
+                deadline=math.inf if deadline is None else deadline / 1e6
+            ) as scope:
+                connection.timer_scope = scope
+                await trio.sleep_forever()
+            connection.timer_scope = None
+            now = _now_us()
+            core.handle_timer(now)
+            self._pump(connection)
+            following = core.next_deadline()
+            if following is not None and following <= now:
+                # Never spin: a deadline that did not move waits a millisecond.
+                await trio.sleep(0.001)
+        self._forget(connection)
+
+    def _enqueue(self, datagram: bytes, address: PeerAddress) -> None:
+        if len(self._queue) >= _MAX_SEND_QUEUE:
+            self._counters["datagrams_dropped"] += 1
+            return
+        self._queue.append((datagram, address))
+        self._queue_ready.set()
+
+    async def _run_sender(self) -> None:
+        while True:
+            await self._queue_ready.wait()
+            self._queue_ready = trio.Event()
+            while self._queue:
+                datagram, address = self._queue.popleft()
+                await self._send_one(datagram, address)
+
+    async def _send_one(self, datagram: bytes, address: PeerAddress) -> None:
+        try:
+            await self._send(datagram, address)
+        except OSError as error:
+            # UDP send errors (unreachable, no buffer space...) are losses to uTP.
+            self._counters["datagrams_dropped"] += 1
+            _log.debug("uTP send to %s failed: %s", address, error)
+        else:
+            self._counters["datagrams_sent"] += 1
+
+    async def _shutdown(self) -> None:
+        """Reset every connection, send the RESETs (briefly), fail the streams."""
+        self._closed = True
+        for connection in list(self._connections.values()):
+            connection.core.abort(UtpError("the uTP socket was closed"))
+            self._pump(connection)
+        self._incoming_send.close()
+        with trio.move_on_after(0.5) as scope:
+            scope.shield = True
+            while self._queue:
+                datagram, address = self._queue.popleft()
+                await self._send_one(datagram, address)
+        self._queue.clear()
+
+
+@asynccontextmanager
+async def open_utp_over(
+    send: Sender, local_address: PeerAddress, *, config: UtpConfig | None = None
+) -> AsyncIterator[UtpSocket]:
+    """uTP over a UDP socket someone else owns (the DHT's, as libtorrent shares one port).
+
+    We send through ``send``; the owner feeds every uTP datagram to
+    :meth:`UtpSocket.datagram_received` (a uTP datagram's first byte is
+    ``(type << 4) | 1``; a KRPC message starts with ``b"d"``). Exceptions of ``send``
+    other than :class:`OSError` propagate and end the context.
+
+    Args:
+        send: sends one datagram to an address.
+        local_address: the shared socket's address (for :attr:`UtpSocket.local_address`).
+        config: the settings (defaults: :class:`UtpConfig`).
+    """
+    async with trio.open_nursery() as nursery:
+        utp = UtpSocket(send, local_address, config or UtpConfig(), nursery)
+        nursery.start_soon(utp._run_sender)
+        try:
+            yield utp
+        finally:
+            await utp._shutdown()
+            nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def open_utp_socket(
+    bind: tuple[str, int] = ("127.0.0.1", 0), *, config: UtpConfig | None = None
+) -> AsyncIterator[UtpSocket]:
+    """A UDP socket of our own carrying uTP connections.
+
+    Args:
+        bind: the host and port to bind (port 0: any free port).
+        config: the settings (defaults: :class:`UtpConfig`).
+
+    Raises:
+        ListenError: the socket cannot be bound (port taken, no such address...).
+    """
+    host, port = bind
+    try:
+        family = 6 if isinstance(ip_address(host), IPv6Address) else 4
+    except ValueError as error:
+        raise ListenError(f"cannot bind uTP to {host!r}: not an IP address") from error
+    sock = trio.socket.socket(
+        _stdlib_socket.AF_INET6 if family == 6 else _stdlib_socket.AF_INET,
+        _stdlib_socket.SOCK_DGRAM,
+    )
+    with sock:
+        try:
+            if family == 6:
+                sock.setsockopt(_stdlib_socket.IPPROTO_IPV6, _stdlib_socket.IPV6_V6ONLY, 1)
+            await sock.bind((host, port))
+        except OSError as error:
+            raise ListenError(f"cannot bind uTP to {host}:{port}: {error}") from error
+        bound = sock.getsockname()
+        local = PeerAddress(ip_address(bound[0]), bound[1])
+
+        async def send(datagram: bytes, address: PeerAddress) -> None:
+            await sock.sendto(datagram, (str(address.host), address.port))
+
+        async with trio.open_nursery() as nursery:
+            utp = UtpSocket(send, local, config or UtpConfig(), nursery, family)
+            nursery.start_soon(utp._run_sender)
+            nursery.start_soon(_run_reader, sock, utp)
+            try:
+                yield utp
+            finally:
+                await utp._shutdown()
+                nursery.cancel_scope.cancel()
+
+
+async def _run_reader(sock: trio.socket.SocketType, utp: UtpSocket) -> None:
+    while True:
+        try:
+            data, source = await sock.recvfrom(_MAX_DATAGRAM)
+        except OSError as error:
+            # ICMP errors surface here on some systems (ECONNREFUSED for a closed port):
+            # they concern one datagram we sent, not this socket.
+            if error.errno in (errno.ECONNREFUSED, errno.ECONNRESET, errno.EHOSTUNREACH):
+                continue
+            raise
+        try:
+            address = PeerAddress(ip_address(source[0]), source[1])
+        except (CompactError, ValueError):
+            continue  # a scoped IPv6 source: nothing we could answer in compact form
+        utp.datagram_received(data, address)
