@@ -216,6 +216,7 @@ class UtpConnection:
         self._rto_deadline: int | None = None
         self._probe_deadline: int | None = None
         self._timeouts = 0
+        self._last_resend_us = -1
         self._base_delays: list[int] = []
         self._base_bucket_start = now_us
         self._current_delays: list[int] = []
@@ -300,7 +301,15 @@ class UtpConnection:
         connection._reply_micro = (now_us - syn.timestamp_us) & _TS_MASK
         connection._ack_pending = True
         connection._packets_received = 1
+        # Our data waits until the initiator shows it got our ST_STATE (any packet but a
+        # SYN), or for one initial timeout: were that ST_STATE lost, the initiator would
+        # take the number of our first DATA it sees as our first, and miss what came before.
+        connection._confirmed = False
+        connection._confirm_deadline = now_us + INITIAL_TIMEOUT_US
         return connection
+
+    _confirmed: bool = True
+    _confirm_deadline: int | None = None
 
     _syn_seq: int = -1  # the SYN we accepted (a resent copy is answered again)
 
@@ -422,6 +431,7 @@ class UtpConnection:
             # ST_STATE carries the number its first DATA will use).
             self._ack_nr = (packet.seq_nr - 1) & _SEQ_MASK
             self.state = UtpState.CONNECTED
+            self._ack_pending = True  # tells the receiver we are connected (see accept)
         ack_distance = seq_distance(self._acked, packet.ack_nr)
         outstanding = seq_distance(self._acked, self._seq_nr) - 1
         if 0 < ack_distance < _HALF and ack_distance > outstanding:
@@ -429,6 +439,7 @@ class UtpConnection:
         self._last_received_us = now_us
         self._reply_micro = (now_us - packet.timestamp_us) & _TS_MASK
         self._peer_wnd = packet.wnd_size
+        self._confirm()
         if self._peer_wnd >= MAX_PAYLOAD:
             self._probe_deadline = None
         else:
@@ -448,11 +459,17 @@ class UtpConnection:
                 self._lost(self._acked_next(), fast=True)
         if packet.selective_ack is not None and ack_distance < _HALF:
             acked_bytes += self._selective_ack(packet.ack_nr, packet.selective_ack, now_us)
-        if acked_bytes and packet.timestamp_difference_us:
-            self._congestion_control(acked_bytes, flight_before, packet, now_us)
+        if acked_bytes:
+            # A difference of 0 means "no measurement" (BEP 29): the last delay stands.
+            sample = packet.timestamp_difference_us or None
+            self._congestion_control(acked_bytes, flight_before, sample, now_us)
         if kind is PacketType.DATA or kind is PacketType.FIN:
             self._incoming(packet.seq_nr, packet.payload, kind is PacketType.FIN)
         self._check_closed(now_us)
+
+    def _confirm(self) -> None:
+        self._confirmed = True
+        self._confirm_deadline = None
 
     def _acked_next(self) -> int:
         return (self._acked + 1) & _SEQ_MASK
@@ -476,17 +493,21 @@ class UtpConnection:
             seq = (seq + 1) & _SEQ_MASK
             entry = self._outgoing.pop(seq, None)
             if entry is not None:
-                acked_bytes += self._acknowledged(entry, now_us)
+                # Only the newest packet times the round trip: older ones may have waited
+                # in the peer's reorder buffer for a hole to be filled.
+                acked_bytes += self._acknowledged(entry, now_us, sample=seq == ack_nr)
         self._acked = ack_nr
         self._dup_acks = 0
         self._timeouts = 0
         self._rto_deadline = now_us + self._rto_us if self._outgoing else None
         return acked_bytes
 
-    def _acknowledged(self, entry: _Outgoing, now_us: int) -> int:
+    def _acknowledged(self, entry: _Outgoing, now_us: int, *, sample: bool = True) -> int:
         if not entry.need_send:
             self._in_flight -= len(entry.payload)
-        if entry.transmissions == 1:
+        # Karn: never time a resent packet, nor one sent before a resend (its ack may
+        # have been lost and the resend's ack cover it late).
+        if sample and entry.transmissions == 1 and entry.first_sent_us >= self._last_resend_us:
             self._rtt_sample(now_us - entry.first_sent_us)
         if entry.seq == self._fin_seq:
             self._fin_acked = True
@@ -543,12 +564,10 @@ class UtpConnection:
             delta = self._rtt_us - sample_us
             self._rtt_var_us += (abs(delta) - self._rtt_var_us) // 4
             self._rtt_us += (sample_us - self._rtt_us) // 8
-        self._rto_us = max(self._rtt_us + 4 * self._rtt_var_us, MIN_TIMEOUT_US)
+        self._rto_us = min(max(self._rtt_us + 4 * self._rtt_var_us, MIN_TIMEOUT_US), MAX_TIMEOUT_US)
 
-    def _congestion_control(
-        self, acked_bytes: int, flight_before: int, packet: UtpPacket, now_us: int
-    ) -> None:
-        sample = packet.timestamp_difference_us
+    def _delay_sample(self, sample: int, now_us: int) -> None:
+        """Record the one-way delay the peer measured for our packets."""
         # The base delay: the minimum over about two minutes, in one-minute buckets (the
         # two clocks are unrelated, so only differences of these values mean anything).
         if not self._base_delays or now_us - self._base_bucket_start >= _BASE_DELAY_BUCKET_US:
@@ -566,7 +585,13 @@ class UtpConnection:
             queuing = 0
         self._current_delays.append(queuing)
         del self._current_delays[:-_CURRENT_DELAY_SAMPLES]
-        delay = min(self._current_delays)
+
+    def _congestion_control(
+        self, acked_bytes: int, flight_before: int, sample: int | None, now_us: int
+    ) -> None:
+        if sample is not None:
+            self._delay_sample(sample, now_us)
+        delay = min(self._current_delays, default=0)
         delay_factor = max(-1.0, (CCONTROL_TARGET_US - delay) / CCONTROL_TARGET_US)
         cwnd = self._cwnd
         window_limited = flight_before + MAX_PAYLOAD > cwnd
@@ -633,6 +658,7 @@ class UtpConnection:
         if (
             self.state in (UtpState.CONNECTED, UtpState.FIN_SENT)
             and self._fin_acked
+            and not self._outgoing  # a selectively acked FIN is not the end yet
             and self.eof_received
         ):
             self.state = UtpState.CLOSED
@@ -660,6 +686,7 @@ class UtpConnection:
         if self.state is UtpState.FAILED:
             return None
         candidates = [
+            self._confirm_deadline,
             self._rto_deadline,
             self._probe_deadline,
             self._close_deadline,
@@ -685,6 +712,8 @@ class UtpConnection:
             return
         if self.state is UtpState.CLOSED:
             return
+        if self._confirm_deadline is not None and now_us >= self._confirm_deadline:
+            self._confirm()
         idle = int(self._config.idle_timeout * 1e6)
         if now_us >= self._last_received_us + idle:
             error_type = UtpConnectError if self.state is UtpState.SYN_SENT else UtpError
@@ -771,7 +800,7 @@ class UtpConnection:
 
     def _send_new(self, out: list[bytes], now_us: int) -> None:
         """Cut written bytes into packets as the windows allow (Nagle-like), then the FIN."""
-        if self.state is UtpState.SYN_SENT:
+        if self.state is UtpState.SYN_SENT or not self._confirmed:
             return
         pending = self._pending
         while pending:
@@ -805,6 +834,7 @@ class UtpConnection:
             self._bytes_sent += len(entry.payload)
         else:
             self._retransmits += 1
+            self._last_resend_us = now_us
         self._in_flight += len(entry.payload)
         if self._rto_deadline is None:
             self._rto_deadline = now_us + self._rto_us

@@ -1,0 +1,440 @@
+"""The trio uTP shell: loopback UDP, and in-memory pairs over open_utp_over on a virtual clock."""
+
+from __future__ import annotations
+
+import logging
+import random
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+
+import pytest
+import trio
+import trio.testing
+
+from bip_handshake import EncryptionPolicy, PeerAddress, PeerId
+from bip_handshake._handshaker import ListenError, open_handshaker
+from bip_handshake._utp_config import UtpConfig, UtpConnectError, UtpError
+from bip_handshake._utp_packet import PacketType, UtpPacket
+from bip_handshake._utp_socket import UtpSocket, open_utp_over, open_utp_socket
+from bip_handshake._utp_stream import UtpStream
+from bip_metainfo import InfoHash
+
+A = PeerAddress(IPv4Address("10.0.0.1"), 6881)
+B = PeerAddress(IPv4Address("10.0.0.2"), 6882)
+
+
+@dataclass
+class Link:
+    """An in-memory network between two shared-socket owners."""
+
+    sockets: dict[PeerAddress, UtpSocket] = field(default_factory=dict)
+    cut: bool = False
+    loss: float = 0.0
+    rng: random.Random = field(default_factory=lambda: random.Random(1))
+    sent: list[tuple[PeerAddress, PeerAddress, bytes]] = field(default_factory=list)
+    drop_if: Callable[[bytes], bool] | None = None
+    latency: float = 0.0
+    nursery: trio.Nursery | None = None
+
+    def sender(self, source: PeerAddress) -> Callable[[bytes, PeerAddress], Awaitable[None]]:
+        async def send(data: bytes, address: PeerAddress) -> None:
+            self.sent.append((source, address, data))
+            await trio.lowlevel.checkpoint()
+            if self.cut or self.rng.random() < self.loss:
+                return
+            if self.drop_if is not None and self.drop_if(data):
+                return
+            if self.latency and self.nursery is not None:
+                self.nursery.start_soon(self._deliver_later, data, source, address)
+            else:
+                self._deliver(data, source, address)
+
+        return send
+
+    def _deliver(self, data: bytes, source: PeerAddress, address: PeerAddress) -> None:
+        target = self.sockets.get(address)
+        if target is not None:
+            target.datagram_received(data, source)
+
+    async def _deliver_later(self, data: bytes, source: PeerAddress, address: PeerAddress) -> None:
+        await trio.sleep(self.latency)
+        if not self.cut:
+            self._deliver(data, source, address)
+
+
+@asynccontextmanager
+async def memory_pair(
+    config: UtpConfig | None = None, link: Link | None = None
+) -> AsyncIterator[tuple[UtpSocket, UtpSocket, Link]]:
+    link = link or Link()
+    async with trio.open_nursery() as nursery:
+        link.nursery = nursery
+        async with (
+            open_utp_over(link.sender(A), A, config=config) as a,
+            open_utp_over(link.sender(B), B, config=config) as b,
+        ):
+            link.sockets[A] = a
+            link.sockets[B] = b
+            yield a, b, link
+        nursery.cancel_scope.cancel()
+
+
+async def read_all(stream: trio.abc.ReceiveStream) -> bytes:
+    data = bytearray()
+    while chunk := await stream.receive_some():
+        data += chunk
+    return bytes(data)
+
+
+async def exchange(a: UtpSocket, b: UtpSocket, ab: bytes, ba: bytes) -> None:
+    """a dials b; both send, half-close, and read what the other sent."""
+    results: dict[str, bytes] = {}
+
+    async def side(name: str, stream: UtpStream, data: bytes) -> None:
+        async def writer() -> None:
+            await stream.send_all(data)
+            await stream.send_eof()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer)
+            results[name] = await read_all(stream)
+        await stream.aclose()
+
+    async def server() -> None:
+        stream = await b.incoming().receive()
+        assert stream.remote_address == a.local_address
+        await side("b", stream, ba)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server)
+        stream = await a.connect(b.local_address)
+        assert stream.remote_address == b.local_address
+        await side("a", stream, ab)
+    assert results["b"] == ab
+    assert results["a"] == ba
+
+
+def blob(size: int, seed: int = 0) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+# ----------------------------------------------------------------------------- loopback
+
+
+async def test_loopback_mebibytes_both_ways() -> None:
+    with trio.fail_after(30):
+        async with open_utp_socket() as a, open_utp_socket() as b:
+            assert a.local_address.port != 0
+            await exchange(a, b, blob(3 << 20), blob(2 << 20, 1))
+            stats = a.statistics()
+            assert stats.connects == 1
+            assert stats.connect_failures == 0
+            assert b.statistics().accepted == 1
+            assert stats.bytes_sent == 3 << 20
+
+
+async def test_loopback_ipv6() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        ctx = open_utp_socket(("::1", 0))
+        async with ctx as a, open_utp_socket(("::1", 0)) as b:
+            with trio.fail_after(10):
+                await exchange(a, b, b"over six", b"and back")
+            with pytest.raises(UtpConnectError, match="cannot reach"):
+                await a.connect(A)  # an IPv4 address from an IPv6 socket
+    except ListenError:
+        pytest.skip("::1 is not available")
+
+
+async def test_bind_errors() -> None:
+    async with open_utp_socket() as a:
+        with pytest.raises(ListenError, match="cannot bind"):
+            async with open_utp_socket(("127.0.0.1", a.local_address.port)):
+                pass
+    with pytest.raises(ListenError, match="not an IP address"):
+        async with open_utp_socket(("localhost", 0)):
+            pass
+
+
+async def test_loopback_garbage_and_unknown_connections() -> None:
+    with trio.fail_after(10):
+        async with open_utp_socket() as a:
+            raw = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            with raw:
+                await raw.bind(("127.0.0.1", 0))
+                target = (str(a.local_address.host), a.local_address.port)
+                await raw.sendto(b"d1:ad2:id20:" + bytes(20) + b"e", target)
+                stray = UtpPacket(PacketType.DATA, 1234, 0, 0, 1000, 9, 8, payload=b"?")
+                await raw.sendto(stray.encode(), target)
+                data, _ = await raw.recvfrom(2048)
+                reset = UtpPacket.decode(data)
+                assert reset.type is PacketType.RESET
+                assert (reset.connection_id, reset.ack_nr) == (1234, 9)
+            stats = a.statistics()
+            assert stats.invalid_datagrams == 1
+            assert stats.unknown_connection == 1
+            assert stats.resets_sent == 1
+
+
+# ------------------------------------------------------------------------------ memory
+
+
+async def test_memory_connect_accept_and_half_close(autojump_clock: trio.testing.MockClock) -> None:
+    async with memory_pair() as (a, b, _):
+        await exchange(a, b, blob(300_000), b"")
+        await exchange(a, b, b"", blob(5000))
+        await exchange(a, b, b"x", b"y")
+
+
+async def test_memory_lossy_link(autojump_clock: trio.testing.MockClock) -> None:
+    link = Link(loss=0.05, latency=0.02)
+    async with memory_pair(link=link) as (a, b, _):
+        start = trio.current_time()
+        await exchange(a, b, blob(400_000), blob(100_000, 3))
+        assert trio.current_time() - start < 20
+        assert a.statistics().retransmits + b.statistics().retransmits > 0
+
+
+async def test_handshaker_over_utp(autojump_clock: trio.testing.MockClock) -> None:
+    torrent = InfoHash(v1=b"\x11" * 20)
+    async with (
+        memory_pair() as (a, b, _),
+        open_handshaker(
+            peer_id=PeerId(b"-BP0100-aaaaaaaaaaaa"),
+            listen=[],
+            dial=a.connect,
+            encryption=EncryptionPolicy.PREFER_ENCRYPTED,
+        ) as dialer,
+        open_handshaker(
+            peer_id=PeerId(b"-BP0100-bbbbbbbbbbbb"),
+            listen=[],
+            encryption=EncryptionPolicy.PREFER_ENCRYPTED,
+        ) as acceptor,
+    ):
+        dialer.register(torrent)
+        acceptor.register(torrent)
+
+        async def accept() -> None:
+            async for stream in b.incoming():
+                acceptor.accept_stream(stream, stream.remote_address)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(accept)
+            dialer.discovered(torrent, [b.local_address], "test")
+            with trio.fail_after(30):
+                ours = await dialer.completed().receive()
+                theirs = await acceptor.completed().receive()
+            assert ours.address == B
+            assert theirs.address == A
+            assert ours.encryption == "rc4"
+            await ours.stream.send_all(b"piece data")
+            assert await theirs.stream.receive_some() == b"piece data"
+            await ours.aclose()
+            await theirs.aclose()
+            nursery.cancel_scope.cancel()
+
+
+async def test_connect_timeout(autojump_clock: trio.testing.MockClock) -> None:
+    config = UtpConfig(connect_timeout=5.0)
+    async with memory_pair(config) as (a, _, link):
+        link.cut = True
+        start = trio.current_time()
+        with pytest.raises(UtpConnectError, match="no answer"):
+            await a.connect(B)
+        assert trio.current_time() - start == pytest.approx(5.0)
+        syns = [UtpPacket.decode(d) for _, _, d in link.sent]
+        assert {p.type for p in syns} >= {PacketType.SYN}
+        stats = a.statistics()
+        assert (stats.connects, stats.connect_failures, stats.connections) == (1, 1, 0)
+
+
+async def test_connect_refused_by_reset(autojump_clock: trio.testing.MockClock) -> None:
+    config = UtpConfig(max_pending_accepts=1, max_connections=2)
+    async with memory_pair(config) as (a, b, _):
+        first = await a.connect(B)  # waits, unclaimed, in b's accept queue
+        with pytest.raises(UtpConnectError, match="refused"):
+            await a.connect(B)
+        assert b.statistics().refused == 1
+        assert a.statistics().connect_failures == 1
+        second = await b.connect(A)  # b's own dials are not accepts
+        with pytest.raises(UtpConnectError, match="too many"):
+            await b.connect(A)
+        await first.aclose()
+        await second.aclose()
+
+
+async def test_syn_flood_is_bounded(autojump_clock: trio.testing.MockClock) -> None:
+    config = UtpConfig(max_connections=50, max_pending_accepts=10, resets_per_second=5)
+    async with memory_pair(config) as (_, b, _link):
+        for index in range(1000):
+            syn = UtpPacket(PacketType.SYN, index * 2, 0, 0, 1 << 20, 1, 0)
+            b.datagram_received(syn.encode(), PeerAddress(IPv4Address("10.9.0.1"), 1000 + index))
+        stats = b.statistics()
+        assert stats.connections == 10  # the accept queue is the bound here
+        assert stats.accepted == 10
+        assert stats.refused == 990
+        assert stats.resets_sent <= 5
+        assert stats.resets_suppressed >= 985
+        # Claiming the accepts lets more in, up to max_connections.
+        claimed = [b.incoming().receive_nowait() for _ in range(10)]
+        for index in range(1000, 1100):
+            syn = UtpPacket(PacketType.SYN, index * 2, 0, 0, 1 << 20, 1, 0)
+            b.datagram_received(syn.encode(), PeerAddress(IPv4Address("10.9.0.2"), index))
+            if b.incoming().statistics().current_buffer_used == 10:
+                claimed.extend(b.incoming().receive_nowait() for _ in range(10))
+        assert b.statistics().connections <= 50
+        for stream in claimed:
+            await stream.aclose()
+        # Unanswered, the flood's connections time out (the SYNs' senders never speak).
+        await trio.sleep(config.idle_timeout + config.close_timeout + 60)
+        assert b.statistics().connections == 0
+
+
+async def test_peer_vanishes_while_sending(autojump_clock: trio.testing.MockClock) -> None:
+    config = UtpConfig(max_timeouts=3)
+    async with memory_pair(config) as (a, b, link):
+        stream = await a.connect(B)
+        other = await b.incoming().receive()
+        await stream.send_all(b"hello")
+        assert await other.receive_some() == b"hello"
+        link.cut = True
+        start = trio.current_time()
+        await stream.send_all(b"into the void")
+        with pytest.raises(trio.BrokenResourceError) as info:
+            await stream.receive_some()
+        assert isinstance(info.value.__cause__, UtpError)
+        assert "timed out" in str(info.value.__cause__)
+        assert trio.current_time() - start < 30
+        with pytest.raises(trio.BrokenResourceError):
+            await stream.send_all(b"more")
+        assert a.statistics().failed == 1
+        await stream.aclose()
+        await other.aclose()
+
+
+async def test_idle_peer_times_out(autojump_clock: trio.testing.MockClock) -> None:
+    config = UtpConfig(idle_timeout=50.0)
+    async with memory_pair(config) as (a, b, link):
+        stream = await a.connect(B)
+        other = await b.incoming().receive()
+        await trio.sleep(200)  # keepalives (every 29 s) keep a quiet connection open
+        await stream.send_all(b"still here")
+        assert await other.receive_some() == b"still here"
+        link.cut = True
+        start = trio.current_time()
+        with pytest.raises(trio.BrokenResourceError) as info:
+            await other.receive_some()
+        assert "no packet" in str(info.value.__cause__)
+        assert trio.current_time() - start <= 50.0 + 1
+
+
+async def test_reset_by_peer(autojump_clock: trio.testing.MockClock) -> None:
+    async with memory_pair() as (a, b, _):
+        stream = await a.connect(B)
+        other = await b.incoming().receive()
+        # a forgets the connection abruptly (as a crashed process would).
+        stream._connection.core.abort()
+        stream._connection.flush()
+        with pytest.raises(trio.BrokenResourceError) as info:
+            await other.receive_some()
+        assert "reset" in str(info.value.__cause__)
+
+
+async def test_closing_the_socket_breaks_streams(autojump_clock: trio.testing.MockClock) -> None:
+    link = Link()
+    caught: list[BaseException] = []
+    async with open_utp_over(link.sender(B), B) as b, trio.open_nursery() as nursery:
+        link.sockets[B] = b
+        async with open_utp_over(link.sender(A), A) as a:
+            link.sockets[A] = a
+            stream = await a.connect(B)
+            other = await b.incoming().receive()
+
+            async def blocked() -> None:
+                try:
+                    await other.receive_some()
+                except trio.BrokenResourceError as error:
+                    caught.append(error)
+
+            nursery.start_soon(blocked)
+            await trio.sleep(1)
+        # a closed: its stream is broken; b heard a RESET and its blocked reader woke.
+        await trio.sleep(1)
+        assert caught
+        assert "reset" in str(caught[0].__cause__)
+        with pytest.raises(trio.BrokenResourceError):
+            await stream.send_all(b"x")
+        await stream.aclose()
+        with pytest.raises(trio.ClosedResourceError):
+            await stream.receive_some()
+    with pytest.raises(trio.EndOfChannel):
+        await b.incoming().receive()
+    with pytest.raises(trio.ClosedResourceError):
+        await b.connect(A)
+
+
+async def test_stream_misuse(autojump_clock: trio.testing.MockClock) -> None:
+    async with memory_pair() as (a, b, _):
+        stream = await a.connect(B)
+        other = await b.incoming().receive()
+        with pytest.raises(ValueError, match="max_bytes"):
+            await stream.receive_some(0)
+
+        async def blocked_reader() -> None:
+            with pytest.raises(trio.ClosedResourceError):
+                await stream.receive_some()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(blocked_reader)
+            await trio.sleep(0.1)
+            with pytest.raises(trio.BusyResourceError):
+                await stream.receive_some()
+            await stream.aclose()  # wakes the blocked reader with ClosedResourceError
+        with pytest.raises(trio.ClosedResourceError):
+            await stream.send_all(b"x")
+        await stream.aclose()  # idempotent
+        assert await other.receive_some() == b""  # the FIN
+        await other.send_eof()
+        with pytest.raises(trio.ClosedResourceError):
+            await other.send_all(b"after eof")
+        await other.wait_send_all_might_not_block()
+        assert "UtpStream" in repr(other)
+
+
+async def test_backpressure_when_the_reader_stalls(autojump_clock: trio.testing.MockClock) -> None:
+    config = UtpConfig(receive_buffer=64 * 1024, send_buffer=32 * 1024)
+    async with memory_pair(config) as (a, b, _):
+        stream = await a.connect(B)
+        other = await b.incoming().receive()
+        sent = 0
+        with trio.move_on_after(30):
+            while True:
+                await stream.send_all(b"z" * 4096)
+                sent += 4096
+        # Nothing is read: only the peer's window plus our send buffer was taken.
+        assert sent <= 64 * 1024 + 32 * 1024 + 2 * 1400 + 4096
+        got = 0
+        with trio.move_on_after(30):
+            while True:
+                got += len(await other.receive_some())
+        # The cancelled send_all may have buffered part of its last write.
+        assert sent <= got <= sent + 4096
+
+
+async def test_logging(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG, logger="bip_handshake.utp"):
+        async with memory_pair() as (a, b, _):
+            stream = await a.connect(B)
+            await stream.aclose()
+            await (await b.incoming().receive()).aclose()
+            await trio.sleep(5)
+    messages = [r.getMessage() for r in caplog.records if r.name == "bip_handshake.utp"]
+    assert any("connected to" in m for m in messages)
+    assert any("accepted" in m for m in messages)
+    assert all(r.levelno == logging.DEBUG for r in caplog.records if r.name == "bip_handshake.utp")
