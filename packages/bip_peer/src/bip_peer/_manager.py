@@ -21,6 +21,8 @@ What the manager does for every peer:
   manager's one bounded event stream (:meth:`PeerManager.events`), between a
   :class:`PeerAdded` and a :class:`PeerRemoved` for that peer;
 - counts bytes and messages both ways, with rates (:meth:`PeerManager.statistics`);
+- holds every peer together to an upload and a download rate limit, if given
+  (:attr:`PeerManagerConfig.upload_rate_limit`, :meth:`PeerManager.set_rate_limits`);
 - takes a magnet's piece count once the metadata is known (:meth:`PeerManager.set_num_pieces`).
 
 A peer that breaks the protocol (garbage, an oversized message, a forbidden message) or
@@ -39,6 +41,31 @@ messages of a peer are joined into one buffer of up to 256 KiB and written with 
 which MSE and the handshaker's stream wrapper stand in front of) costs a system call and a
 scheduler round trip per block, far more than copying 16 KiB (about 0.35 µs here).
 
+Rate limits. Two :class:`~bip_peer.BandwidthLimiter` objects, one per direction, are shared
+by every peer of the manager; peers take turns on each (first come, first served, at most
+one quantum a turn), so none starves the others. What is counted is every byte of the wire,
+payload and protocol alike (length prefixes, requests, haves, keep-alives, extension
+messages), as libtorrent's default does (its ``rate_limit_ip_overhead`` adds TCP/IP headers
+on top; we cannot see those). Protocol messages are not let through the limit: libtorrent
+does not either (a peer's send buffer, protocol messages and blocks alike, waits for upload
+quota), and the turns keep them from starving: a keep-alive or a request waits behind at most
+one quantum per waiting peer, about a tenth of a second of the rate in all. The bytes the
+handshaker read past the handshake (``trailing``) are not counted: they were read before
+the peer was ours.
+
+- Upload: the writer sizes a batch to one quantum and takes tokens for its bytes before the
+  ``send_all``; what the limiter grants short of the whole batch is written first and the
+  rest after the next grant (a bitfield or metadata piece bigger than a quantum goes in
+  slices).
+- Download: the reader takes tokens before each ``receive_some`` and asks for no more bytes
+  than it holds, so unread bytes stay in the kernel and TCP's window slows the peer (as
+  libtorrent does); nothing is read and then dropped. How many it takes is what it expects
+  (its outstanding block requests, plus 1 KiB for whatever else the peer sends): an idle
+  peer holds almost nothing while its reader waits for data. Tokens a reader holds when the
+  limit changes, or when its peer goes, are given back.
+- Waiting on our own limit is not the peer being idle, nor a send timing out.
+- Unlimited (the default) costs one attribute test per read and per write.
+
 Services (:class:`PeerService`: the BEP 9 metadata exchange, BEP 11 PEX...) plug into the
 manager: they add fields to the extended handshake, see peers come and go, may consume
 received messages before they become events, and get a tick about once a second.
@@ -46,6 +73,7 @@ received messages before they become events, and get a tick about once a second.
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 from collections import Counter, deque
@@ -60,10 +88,11 @@ from bip_handshake import CompletedHandshake, Direction, EncryptionMethod, PeerA
 from bip_handshake import Extensions as _Extensions
 from bip_metainfo import InfoHash
 
+from ._bandwidth import BandwidthLimiter, check_rate
 from ._connection import ConnectionLimits, PeerConnection
 from ._errors import PeerError, RemoteProtocolError
 from ._extended import DEFAULT_EXTENSION_IDS, ExtendedHandshake
-from ._messages import NEED_DATA, KeepAlive, Message
+from ._messages import BLOCK_SIZE, NEED_DATA, KeepAlive, Message
 from ._stats import (
     DEFAULT_RATE_WINDOW,
     ManagerStatistics,
@@ -127,6 +156,15 @@ DEFAULT_TICK_INTERVAL: Final = 1.0
 _WRITE_BATCH: Final = 256 * 1024
 """Queued bytes joined into one ``send_all`` at most (a bigger single message goes alone)."""
 _MAX_BATCH_MESSAGES: Final = 512
+_PIECE_MESSAGE: Final = BLOCK_SIZE + 13
+"""A piece message of a full block: what a reader expects per outstanding request."""
+_READ_FLOOR: Final = 1024
+"""Download tokens a limited reader takes beyond its outstanding blocks (libtorrent: 30).
+
+Enough for a burst of haves, requests, a PEX message or an extended handshake in one read;
+larger unrequested messages (a bitfield, a metadata piece) take a few reads. It is also what
+every idle peer's reader holds while it waits for data, so it stays small.
+"""
 
 REASON_CLOSED: Final = "closed by peer"
 """Removal reason: the peer closed the connection."""
@@ -143,6 +181,15 @@ REASON_INTERNAL: Final = "internal error"
 """Removal reason: an unexpected exception in a service hook or in bip_peer itself."""
 REASON_CLOSING: Final = "manager closed"
 """Removal reason of peers still connected when the manager closes (not reported as events)."""
+
+
+class _Keep(enum.Enum):
+    """The default of :meth:`PeerManager.set_rate_limits`'s arguments: leave it as it is."""
+
+    KEEP = "keep"
+
+
+_KEEP: Final = _Keep.KEEP
 
 _TRANSPORT_ERRORS: Final = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
@@ -219,6 +266,10 @@ class PeerManagerConfig:
         extension_ids: the BEP 10 extensions the connection itself understands, with the
             ids we give them (services add theirs through :meth:`PeerService.handshake_fields`).
         services: services to run on every connection.
+        upload_rate_limit: bytes per second written to all peers together (every byte
+            of the wire, protocol included); ``None`` or ``0``: unlimited, as libtorrent's
+            ``upload_rate_limit``. :meth:`PeerManager.set_rate_limits` changes it later.
+        download_rate_limit: bytes per second read from all peers together, likewise.
     """
 
     max_peers: int = DEFAULT_MAX_PEERS
@@ -238,9 +289,17 @@ class PeerManagerConfig:
         }
     )
     services: Sequence[PeerService] = ()
+    upload_rate_limit: float | None = None
+    download_rate_limit: float | None = None
 
     def __post_init__(self) -> None:
-        """Check the numbers."""
+        """Check the numbers.
+
+        Raises:
+            ValueError: a count or an interval out of range; a rate limit negative, NaN or
+                infinite.
+            TypeError: a rate limit that is not a number (or is a bool).
+        """
         for name in ("max_peers", "send_queue_size", "receive_size", "event_buffer"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -251,6 +310,8 @@ class PeerManagerConfig:
                 raise ValueError(f"{name} must be positive and finite, not {value!r}")
         if self.listen_port is not None and not 0 < self.listen_port <= 0xFFFF:
             raise ValueError(f"listen_port must be in 1..65535, not {self.listen_port}")
+        check_rate(self.upload_rate_limit, "upload_rate_limit")
+        check_rate(self.download_rate_limit, "download_rate_limit")
 
 
 class Peer:
@@ -393,6 +454,7 @@ class _PeerTask:
         "announced",
         "connection",
         "counter",
+        "download_quota",
         "error",
         "held",
         "last_receive",
@@ -401,6 +463,7 @@ class _PeerTask:
         "queue",
         "queue_capacity",
         "queued_bytes",
+        "quota_generation",
         "reason",
         "removed",
         "scope",
@@ -438,7 +501,9 @@ class _PeerTask:
         self.last_send = now
         self.last_receive = now
         self.sending_since: float | None = None  # when the write in progress began
-        self.held = False  # the reader waits for room in the event queue
+        self.held = False  # the reader waits for the consumer, or for download tokens
+        self.download_quota = 0  # download tokens the reader took and has not read yet
+        self.quota_generation = 0  # the download limiter's generation they were taken in
         self.announced = False
         self.removed = False
         self.reason: str | None = None
@@ -560,6 +625,8 @@ class PeerManager:
         self._rejected_full = 0
         self._internal_errors = 0  # peers dropped by a bug: how many ERROR records to write
         self._removed_reasons: Counter[str] = Counter()
+        self._upload_limiter = BandwidthLimiter(config.upload_rate_limit)
+        self._download_limiter = BandwidthLimiter(config.download_rate_limit)
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -567,6 +634,45 @@ class PeerManager:
     def config(self) -> PeerManagerConfig:
         """The configuration the manager runs with."""
         return self._config
+
+    @property
+    def rate_limits(self) -> tuple[float | None, float | None]:
+        """The upload and download limits now, in bytes per second (``None``: unlimited).
+
+        :attr:`config` keeps the limits the manager started with; these follow
+        :meth:`set_rate_limits`.
+        """
+        return self._upload_limiter.rate, self._download_limiter.rate
+
+    def set_rate_limits(
+        self,
+        *,
+        upload: float | _Keep | None = _KEEP,
+        download: float | _Keep | None = _KEEP,
+    ) -> None:
+        """Change the upload and/or download limit (bytes per second, all peers together).
+
+        ``None`` or ``0`` lifts a limit; a limit left out stays as it is. The new rate
+        applies at once: to writers and readers waiting for tokens, and to tokens a reader
+        holds (given back). A limit lifted releases every waiter.
+
+        >>> manager.set_rate_limits(upload=50_000)  # doctest: +SKIP
+        >>> manager.set_rate_limits(download=None)  # doctest: +SKIP
+
+        Raises:
+            TypeError: a limit is not a number (or is a bool).
+            ValueError: a limit is negative, NaN or infinite. Nothing is changed then,
+                not even the other limit.
+        """
+        new_upload = new_download = None
+        if not isinstance(upload, _Keep):
+            new_upload = check_rate(upload, "upload")
+        if not isinstance(download, _Keep):
+            new_download = check_rate(download, "download")
+        if not isinstance(upload, _Keep):
+            self._upload_limiter.set_rate(new_upload)
+        if not isinstance(download, _Keep):
+            self._download_limiter.set_rate(new_download)
 
     @property
     def peers(self) -> frozenset[Peer]:
@@ -841,6 +947,8 @@ class PeerManager:
             rejected_full=self._rejected_full,
             removed_reasons=dict(self._removed_reasons),
             peers=peers,
+            upload_limiter=self._upload_limiter.statistics(),
+            download_limiter=self._download_limiter.statistics(),
         )
 
     # -- internals -----------------------------------------------------------------------------
@@ -900,6 +1008,10 @@ class PeerManager:
             task.removed = True
             task.space.unpark_all()
             self._peers.pop(task.peer, None)
+            download = self._download_limiter
+            if task.download_quota and task.quota_generation == download.generation:
+                download.give_back(task.download_quota)  # tokens never read: others use them
+            task.download_quota = 0
             if task.reason is None:
                 task.reason = REASON_CLOSING
             self._peers_removed += 1
@@ -929,6 +1041,7 @@ class PeerManager:
         events = self._events
         event_items = events._items
         event_capacity = events._capacity
+        download = self._download_limiter
         data: bytes | bytearray = task.trailing
         task.trailing = b""
         if data:  # read by the handshaker, but peer wire bytes: count them
@@ -971,7 +1084,11 @@ class PeerManager:
                         total.messages_received += count
                     if replies := connection.data_to_send():
                         task.push([replies])
-                data = await stream.receive_some(receive_size)
+                if download.limited:
+                    data = await stream.receive_some(await self._download_tokens(task))
+                    task.download_quota -= len(data)
+                else:
+                    data = await stream.receive_some(receive_size)
                 if not data:
                     task.fail(REASON_CLOSED, None)
                     return
@@ -985,6 +1102,33 @@ class PeerManager:
         except _TRANSPORT_ERRORS as exc:
             task.fail(REASON_TRANSPORT, exc)
 
+    async def _download_tokens(self, task: _PeerTask) -> int:
+        """Download tokens for the reader's next read: how many bytes it may ask for.
+
+        Tops the reader's quota up to what it expects (its outstanding blocks and
+        :data:`_READ_FLOOR`), waiting its turn on the limiter if it holds less; returns
+        the quota (at least 1, at most ``receive_size``).
+        """
+        limiter = self._download_limiter
+        if task.quota_generation != limiter.generation:
+            # Taken at another rate: hand them back so that the new one governs them too.
+            if task.download_quota:
+                limiter.give_back(task.download_quota)
+            task.download_quota = 0
+            task.quota_generation = limiter.generation
+        connection = task.connection
+        expected = len(connection.our_requests) + len(connection.cancelled_requests)
+        want = min(self._config.receive_size, expected * _PIECE_MESSAGE + _READ_FLOOR)
+        if task.download_quota < want:
+            # Waiting on our own limit is not the peer being idle (as waiting for events).
+            task.held = True
+            try:
+                task.download_quota += await limiter.acquire(want - task.download_quota)
+            finally:
+                task.held = False
+            task.last_receive = trio.current_time()
+        return task.download_quota
+
     def _consumed(self, peer: Peer, message: object) -> bool:
         """Whether a service took ``message`` (then it is not emitted)."""
         return any(service.message_received(self, peer, message) for service in self._services)
@@ -995,6 +1139,7 @@ class PeerManager:
         queue = task.queue
         counter = task.counter
         total = self._counter
+        upload = self._upload_limiter
         try:
             while True:
                 if not queue:
@@ -1002,6 +1147,7 @@ class PeerManager:
                     await task.writer_idle.park()
                     continue
                 first = queue.popleft()
+                limited = upload.limited
                 if not queue and len(first) == 1:
                     data: bytes | memoryview = first[0]
                     count = 1
@@ -1013,7 +1159,14 @@ class PeerManager:
                     parts = list(first)
                     size = len(first[-1])
                     count = 1
-                    while queue and size < _WRITE_BATCH and count < _MAX_BATCH_MESSAGES:
+                    # Limited, a batch is one quantum: one grant, one write, and the
+                    # messages after it stay queued (and hold back the senders) meanwhile.
+                    batch = (
+                        min(upload.quantum or _WRITE_BATCH, _WRITE_BATCH)
+                        if limited
+                        else _WRITE_BATCH
+                    )
+                    while queue and size < batch and count < _MAX_BATCH_MESSAGES:
                         message = queue.popleft()
                         parts += message
                         size += len(message[-1])
@@ -1022,19 +1175,44 @@ class PeerManager:
                 # Room again: let waiting senders refill while this batch is written.
                 if task.space:
                     task.space.unpark(count=count)
-                task.sending_since = trio.current_time()
-                await stream.send_all(data)
-                task.sending_since = None
-                now = trio.current_time()
-                task.last_send = now
-                size = len(data)
-                task.queued_bytes -= size
-                counter.sent(size, now)
-                total.sent(size, now)
+                if limited:
+                    await self._send_limited(task, data)
+                else:
+                    task.sending_since = trio.current_time()
+                    await stream.send_all(data)
+                    task.sending_since = None
+                    now = trio.current_time()
+                    task.last_send = now
+                    size = len(data)
+                    task.queued_bytes -= size
+                    counter.sent(size, now)
+                    total.sent(size, now)
                 counter.messages_sent += count
                 total.messages_sent += count
         except _TRANSPORT_ERRORS as exc:
             task.fail(REASON_TRANSPORT, exc)
+
+    async def _send_limited(self, task: _PeerTask, data: bytes | memoryview) -> None:
+        """Write ``data`` under the upload limit: tokens first, then as much as granted."""
+        limiter = self._upload_limiter
+        stream = task.stream
+        counter = task.counter
+        total = self._counter
+        size = len(data)
+        offset = 0
+        while offset < size:
+            granted = await limiter.acquire(size - offset)
+            # Waiting for tokens is our limit, not the peer: only the write can time out.
+            task.sending_since = trio.current_time()
+            chunk = data if granted == size else memoryview(data)[offset : offset + granted]
+            await stream.send_all(chunk)
+            task.sending_since = None
+            now = trio.current_time()
+            task.last_send = now
+            task.queued_bytes -= granted
+            counter.sent(granted, now)
+            total.sent(granted, now)
+            offset += granted
 
     def _tick(self, now: float) -> None:
         """Housekeeping: keep-alives, idle peers; then the services' ticks."""

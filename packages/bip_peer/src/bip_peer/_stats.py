@@ -9,7 +9,8 @@ a transfer that stops shows a rate of zero one window later.
 
 :class:`TrafficCounter` holds what a connection (or a whole manager) counts both ways, and
 :class:`PeerStatistics` / :class:`ManagerStatistics` are the frozen snapshots that
-:meth:`PeerManager.statistics() <bip_peer.PeerManager.statistics>` returns.
+:meth:`PeerManager.statistics() <bip_peer.PeerManager.statistics>` returns;
+:class:`LimiterStatistics` is one rate limiter's (:class:`~bip_peer.BandwidthLimiter`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_RATE_BUCKETS",
     "DEFAULT_RATE_WINDOW",
+    "LimiterStatistics",
     "ManagerStatistics",
     "PeerStatistics",
     "RateMeter",
@@ -228,6 +230,30 @@ class PeerStatistics:
 
 
 @dataclass(frozen=True, slots=True)
+class LimiterStatistics:
+    """A snapshot of one :class:`~bip_peer.BandwidthLimiter` (an upload or download limit).
+
+    Only waits are counted, not every acquisition: a grant that finds the tokens there
+    costs nothing to count, and an unlimited limiter counts nothing at all.
+
+    Attributes:
+        rate: the limit in bytes per second (``None``: unlimited).
+        burst: the most bytes that may go at once after a pause (``None``: unlimited).
+        waiting: tasks waiting for tokens now.
+        waits: acquisitions that had to wait (found other waiters, or too few tokens).
+        wait_time: seconds spent waiting, all waits together (those under way included).
+        granted: bytes granted while limited.
+    """
+
+    rate: float | None = None
+    burst: float | None = None
+    waiting: int = 0
+    waits: int = 0
+    wait_time: float = 0.0
+    granted: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class ManagerStatistics:
     """A snapshot of a whole :class:`~bip_peer.PeerManager`.
 
@@ -245,6 +271,8 @@ class ManagerStatistics:
         rejected_full: :meth:`~bip_peer.PeerManager.add_peer` calls refused at capacity.
         removed_reasons: how many peers were removed for each reason.
         peers: the connected peers and their statistics.
+        upload_limiter: the upload rate limit's state and waits (every writer's).
+        download_limiter: the download rate limit's state and waits (every reader's).
     """
 
     bytes_sent: int = 0
@@ -258,3 +286,5 @@ class ManagerStatistics:
     rejected_full: int = 0
     removed_reasons: Mapping[str, int] = field(default_factory=dict)
     peers: Mapping[Peer, PeerStatistics] = field(default_factory=dict)
+    upload_limiter: LimiterStatistics = field(default_factory=LimiterStatistics)
+    download_limiter: LimiterStatistics = field(default_factory=LimiterStatistics)
