@@ -736,6 +736,75 @@ async def test_download_limit_reads_no_faster_than_the_rate(
     assert stats.upload_limiter == LimiterStatistics()
 
 
+async def test_peers_share_the_download_limit_and_a_new_rate_applies(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    config = PeerManagerConfig(download_rate_limit=100_000)
+    async with manager_with(3, config) as (manager, peers, remotes):
+        events = manager.events()
+        for remote in remotes:
+            await remote.send(HaveAll(), Unchoke())
+        for _ in range(3 * 3):  # added, have-all, unchoke
+            await events.__anext__()
+        blocks = list(requests(100))
+        for peer in peers:
+            for request in blocks:
+                await manager.send(peer, request)
+        for remote in remotes:
+            for _ in blocks:
+                await remote.receive_until(Request)
+            await remote.send(*(Piece(r.index, r.begin, BLOCK) for r in blocks))
+        got = dict.fromkeys(peers, 0)
+        start = trio.current_time()
+
+        async def count_until(deadline: float) -> None:
+            with trio.move_on_at(deadline):
+                async for event in events:
+                    if isinstance(event, MessageReceived) and isinstance(event.message, Piece):
+                        got[event.peer] += 1
+
+        await count_until(start + 10)
+        first = list(got.values())
+        # 10 s at 100 kB/s: 61 blocks or so, shared evenly.
+        assert sum(first) == pytest.approx(100_000 * 10 / PIECE_MESSAGE, abs=3)
+        assert max(first) - min(first) <= 2, first
+        manager.set_rate_limits(download=300_000)
+        assert limits(manager) == (None, 300_000)
+        await count_until(start + 20)
+        second = [total - before for total, before in zip(got.values(), first, strict=True)]
+        assert sum(second) == pytest.approx(300_000 * 10 / PIECE_MESSAGE, abs=3)
+        assert max(second) - min(second) <= 2, second
+
+
+async def test_a_stream_returning_more_than_asked_leaves_a_debt(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    rate = 10_000
+    config = PeerManagerConfig(download_rate_limit=rate)
+    async with manager_with(1, config) as (manager, (peer,), (remote,)):
+        stream = manager._peers[peer].stream
+        original = stream.receive_some
+
+        async def receive_some(max_bytes: int | None = None) -> bytes | bytearray:
+            return await original(None)  # everything there, whatever was asked
+
+        stream.receive_some = receive_some  # type: ignore[method-assign]
+        events = manager.events()
+        assert isinstance(await events.__anext__(), PeerAdded)
+        haves = [Have(i % NUM_PIECES) for i in range(10_000)]  # 90 kB
+        await remote.send(*haves)
+        for _ in haves:
+            event = await events.__anext__()
+            assert isinstance(event, MessageReceived), event
+        start = trio.current_time()
+        assert manager._peers[peer].download_quota < 0  # read 90 kB on 1 KiB of tokens
+        await remote.send(Have(1))
+        assert await events.__anext__() == MessageReceived(peer, Have(1))
+        # The next read waited for the debt to be paid at the rate.
+        elapsed = trio.current_time() - start
+        assert elapsed == pytest.approx((90_000 - default_burst(rate)) / rate, rel=0.05)
+
+
 async def test_waiting_on_the_download_limit_is_not_idleness(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -1009,7 +1009,7 @@ class PeerManager:
             task.space.unpark_all()
             self._peers.pop(task.peer, None)
             download = self._download_limiter
-            if task.download_quota and task.quota_generation == download.generation:
+            if task.download_quota > 0 and task.quota_generation == download.generation:
                 download.give_back(task.download_quota)  # tokens never read: others use them
             task.download_quota = 0
             if task.reason is None:
@@ -1111,10 +1111,11 @@ class PeerManager:
         """
         limiter = self._download_limiter
         if task.quota_generation != limiter.generation:
-            # Taken at another rate: hand them back so that the new one governs them too.
-            if task.download_quota:
+            # Taken at another rate: hand them back so that the new one governs them too
+            # (a debt, bytes read beyond the tokens, is still to be paid).
+            if task.download_quota > 0:
                 limiter.give_back(task.download_quota)
-            task.download_quota = 0
+                task.download_quota = 0
             task.quota_generation = limiter.generation
         connection = task.connection
         expected = len(connection.our_requests) + len(connection.cancelled_requests)
@@ -1124,6 +1125,10 @@ class PeerManager:
             task.held = True
             try:
                 task.download_quota += await limiter.acquire(want - task.download_quota)
+                # A stream that returned more than it was asked for left a debt: pay it
+                # before reading again (receive_some needs a positive size anyway).
+                while task.download_quota < 1:
+                    task.download_quota += await limiter.acquire(1 - task.download_quota)
             finally:
                 task.held = False
             task.last_receive = trio.current_time()
