@@ -664,6 +664,24 @@ async def test_small_messages_do_not_starve_behind_a_tiny_limit(
         nursery.cancel_scope.cancel()
 
 
+async def test_a_removed_peer_leaves_the_upload_queue(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    config = PeerManagerConfig(upload_rate_limit=1000, idle_timeout=10_000, send_queue_size=4096)
+    async with manager_with(2, config) as (manager, (gone, staying), (_, remote)):
+        await trio.sleep(60)  # the extended handshakes are out; the bucket is full again
+        for index in range(2000):  # 18 kB for the first peer: more than the burst
+            assert manager.send_nowait(gone, Have(index % NUM_PIECES))
+        await trio.testing.wait_all_tasks_blocked()
+        assert manager.statistics().upload_limiter.waiting == 1  # its writer waits
+        manager.remove_peer(gone, "bye")
+        await manager.send(staying, Have(5))
+        start = trio.current_time()
+        assert await remote.receive_until(Have) == Have(5)
+        assert trio.current_time() - start <= 0.1  # 13 bytes: nobody left in front
+        assert manager.statistics().upload_limiter.waiting == 0
+
+
 async def test_set_rate_limits_changes_the_pace(autojump_clock: trio.testing.MockClock) -> None:
     config = PeerManagerConfig(upload_rate_limit=50_000)
     async with manager_with(1, config) as (manager, _peers, (remote,)):
