@@ -1,12 +1,17 @@
 """A loopback-only libtorrent session that speaks uTP only (TCP off), run as its own process.
 
-``python _lt_utp.py --port P --torrent T --save-path D --ready R [--peer HOST:PORT] [--lifetime S]``
+``python _lt_utp.py --port P --torrent T --save-path D --ready R [--peer HOST:PORT]
+[--download --done F] [--lifetime S]``
 
-It seeds T from D in seed mode (libtorrent trusts the data), with ``enable_incoming_tcp`` and
-``enable_outgoing_tcp`` off and ``enable_incoming_utp`` / ``enable_outgoing_utp`` on, so that every
-peer connection is uTP over UDP port P. ``--peer``: once it listens and seeds, ``connect_peer`` to
-that address (over uTP, TCP being off), to make it dial us. R (JSON: ``port``,
-``peer_id_prefix``) is written once it seeds and listens.
+With ``enable_incoming_tcp`` and ``enable_outgoing_tcp`` off and ``enable_incoming_utp`` /
+``enable_outgoing_utp`` on, every peer connection is uTP over UDP port P.
+
+- By default it seeds T from D in seed mode (libtorrent trusts the data); R (JSON: ``port``,
+  ``peer_id_prefix``) is written once it seeds and listens.
+- ``--download``: it downloads T into D (empty) instead; R is written once it listens and the
+  check is over, and F (JSON: ``have``, ``num_pieces``) once it has every piece, files flushed.
+- ``--peer``: once R is written, ``connect_peer`` to that address (over uTP, TCP being off), to
+  make it dial us.
 
 It exits by itself after ``--lifetime`` seconds. Settings: _lt_common.loopback_settings
 (../shared/INTEROP.md) with the uTP overrides above. Run as a script this file has no package, so
@@ -45,6 +50,8 @@ def main() -> int:
     parser.add_argument("--save-path", type=Path, required=True)
     parser.add_argument("--ready", type=Path, required=True)
     parser.add_argument("--peer", default=None)
+    parser.add_argument("--download", action="store_true")
+    parser.add_argument("--done", type=Path, default=None)
     parser.add_argument("--lifetime", type=float, default=60.0)
     args = parser.parse_args()
     deadline = time.monotonic() + args.lifetime
@@ -53,19 +60,21 @@ def main() -> int:
     params = lt.add_torrent_params()
     params.ti = lt.torrent_info(str(args.torrent))
     params.save_path = str(args.save_path)
-    params.flags = lt.torrent_flags.seed_mode
+    if not args.download:
+        params.flags = lt.torrent_flags.seed_mode
     handle = ses.add_torrent(params)
+    num_pieces = params.ti.num_pieces()
 
-    ready = False
+    ready = done = False
     while time.monotonic() < deadline:
         common.print_alerts(ses)
         status = handle.status()
-        if (
-            not ready
-            and status.state == lt.torrent_status.seeding
-            and ses.is_listening()
-            and ses.listen_port() == args.port
-        ):
+        started = (
+            not common.checking(status)
+            if args.download
+            else status.state == lt.torrent_status.seeding
+        )
+        if not ready and started and ses.is_listening() and ses.listen_port() == args.port:
             if args.peer is not None:
                 host, port = args.peer.rsplit(":", 1)
                 handle.connect_peer((host, int(port)))
@@ -77,6 +86,12 @@ def main() -> int:
             common.write_json(args.ready, info)
             print(f"ready: {info}", flush=True)
             ready = True
+        if ready and not done and args.done is not None and all(status.pieces):
+            handle.flush_cache()
+            have = sum(1 for bit in status.pieces if bit)
+            common.write_json(args.done, {"have": have, "num_pieces": num_pieces})
+            print(f"done: {have}/{num_pieces} pieces", flush=True)
+            done = True
         ses.wait_for_alert(100)
     print("lifetime over, exiting", flush=True)
     return 0

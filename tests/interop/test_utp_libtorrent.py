@@ -1,4 +1,5 @@
-"""uTP against libtorrent 2.1 with TCP off: we dial it, it dials us, handshakes and blocks flow."""
+"""uTP against libtorrent 2.1 with TCP off: we dial it and fetch blocks; it dials us, and
+downloads the torrent from us."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from bip_handshake._handshaker import CompletedHandshake, open_handshaker
 from bip_handshake._utp_socket import UtpSocket, open_utp_socket
 from bip_peer._messages import (
     NEED_DATA,
+    Bitfield,
     Interested,
     MessageDecoder,
     Piece,
@@ -40,19 +42,28 @@ def start_libtorrent_utp(
     torrent: SmallTorrent,
     *,
     peer: PeerAddress | None = None,
+    download_to: Path | None = None,
 ) -> dict[str, Any]:
-    """_lt_utp.py seeding `torrent` over uTP only; with `peer`, it dials that address."""
+    """_lt_utp.py seeding `torrent` over uTP only (or downloading it into `download_to`, the
+    ready file's ``done`` naming the file it writes once complete); with `peer`, it dials that
+    address."""
     require_client("libtorrent")
     port = free_port(HOST, tcp=True, udp=True)  # UDP for uTP; TCP too, as libtorrent binds both
     ready = workdir / "lt-utp-ready.json"
     argv: list[str | os.PathLike[str]] = [sys.executable, _LT_UTP, "--port", str(port)]
-    argv += ["--torrent", torrent.torrent_path, "--save-path", torrent.content_dir]
-    argv += ["--ready", ready, "--lifetime", "60"]
+    argv += ["--torrent", torrent.torrent_path, "--ready", ready, "--lifetime", "60"]
+    done = workdir / "lt-utp-done.json"
+    if download_to is None:
+        argv += ["--save-path", torrent.content_dir]
+    else:
+        download_to.mkdir(parents=True)
+        argv += ["--save-path", download_to, "--download", "--done", done]
     if peer is not None:
         argv += ["--peer", f"{peer.host}:{peer.port}"]
     start_process(argv, cwd=workdir, ready=file_exists(ready), ready_timeout=20, name="lt-utp")
     info: dict[str, Any] = json.loads(ready.read_text())
     assert info["port"] == port, info
+    info["done"] = str(done)
     return info
 
 
@@ -119,8 +130,37 @@ async def test_we_dial_libtorrent_over_utp(tmp_path: Path, start_process: StartP
         assert stats.bytes_received >= sum(length for *_, length in requests)
 
 
+async def serve(peer: CompletedHandshake, payload: bytes, piece_length: int, done: Path) -> int:
+    """Seed `payload` to `peer` (a bitfield of every piece, unchoke, answer requests) until
+    `done` exists or the peer hangs up (a complete libtorrent drops a seed); return the bytes
+    served."""
+    num_pieces = -(-len(payload) // piece_length)
+    bits = bytearray((num_pieces + 7) // 8)
+    for index in range(num_pieces):
+        bits[index // 8] |= 0x80 >> (index % 8)
+    decoder = MessageDecoder()
+    decoder.receive_data(peer.trailing)
+    await peer.stream.send_all(Bitfield(bytes(bits)).encode() + Unchoke().encode())
+    served = 0
+    while not done.exists():
+        message = decoder.next_message()
+        if message is NEED_DATA:
+            with trio.move_on_after(0.1):
+                data = await peer.stream.receive_some()
+                if not data:
+                    break
+                decoder.receive_data(data)
+        elif isinstance(message, Request):
+            start = message.index * piece_length + message.begin
+            block = payload[start : start + message.length]
+            await peer.stream.send_all(Piece(message.index, message.begin, block).encode())
+            served += len(block)
+    return served
+
+
 async def test_libtorrent_dials_us_over_utp(tmp_path: Path, start_process: StartProcess) -> None:
     torrent = make_torrent(tmp_path)
+    payload = (torrent.content_dir / "payload.bin").read_bytes()
     async with (
         open_utp_socket((HOST, 0)) as utp,
         open_handshaker(
@@ -139,7 +179,10 @@ async def test_libtorrent_dials_us_over_utp(tmp_path: Path, start_process: Start
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(accept, utp)
-            info = start_libtorrent_utp(start_process, tmp_path, torrent, peer=utp.local_address)
+            downloads = tmp_path / "downloads"
+            info = start_libtorrent_utp(
+                start_process, tmp_path, torrent, peer=utp.local_address, download_to=downloads
+            )
             with trio.fail_after(30):
                 peer = await handshaker.completed().receive()
             try:
@@ -147,15 +190,18 @@ async def test_libtorrent_dials_us_over_utp(tmp_path: Path, start_process: Start
                 assert peer.info_hash == torrent.info_hash
                 assert peer.peer_id.value.startswith(info["peer_id_prefix"].encode())
                 assert peer.address.port == int(info["port"])
-                # Its first messages (an extended handshake, then its pieces) arrive over uTP.
-                data = bytearray(peer.trailing)
-                with trio.fail_after(20):
-                    while len(data) < 5:
-                        chunk = await peer.stream.receive_some()
-                        assert chunk, "libtorrent closed the uTP connection"
-                        data += chunk
-                assert 0 < int.from_bytes(data[:4], "big") < 64 * 1024
+                # libtorrent downloads the whole torrent from us over uTP (its SACKs and
+                # window updates drive our sender).
+                with trio.fail_after(40):
+                    served = await serve(peer, payload, 32 * 1024, Path(info["done"]))
             finally:
                 await peer.aclose()
             nursery.cancel_scope.cancel()
+        assert served >= len(payload)
+        with trio.fail_after(10):
+            while not Path(info["done"]).exists():
+                await trio.sleep(0.05)
+            # flush_cache is asynchronous: wait for the file to be written out.
+            while (downloads / "payload.bin").read_bytes() != payload:
+                await trio.sleep(0.05)
         assert utp.statistics().accepted >= 1

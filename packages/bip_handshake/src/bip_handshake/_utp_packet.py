@@ -16,9 +16,11 @@
     +---------------+---------------+---------------+---------------+
 
 Each extension is ``(next extension type, length, bytes)``; type 1 is the
-selective ack, a bitmask of at least 4 bytes and a multiple of 4. Unknown
-extensions are skipped, as libtorrent does, but the chain is bounded: a datagram
-cannot make us walk more than :data:`MAX_EXTENSIONS` links.
+selective ack. BEP 29 says its bitmask is a multiple of 4 bytes, and ours always
+is, but libtorrent 2.1 sends any length (95 bytes, say), so any length of 1 to 255
+is taken; an empty one is ignored. Unknown extensions are skipped, as libtorrent
+does, but the chain is bounded: a datagram cannot make us walk more than
+:data:`MAX_EXTENSIONS` links.
 """
 
 from __future__ import annotations
@@ -47,8 +49,8 @@ VERSION: Final = 1
 """The only uTP version (the low nibble of the first byte)."""
 MAX_EXTENSIONS: Final = 8
 """Extension links walked per packet at most; more is garbage (libtorrent knows two types)."""
-MAX_SACK_BYTES: Final = 128
-"""The largest selective ack bitmask we accept (1024 packets past ``ack_nr + 1``)."""
+MAX_SACK_BYTES: Final = 255
+"""The largest selective ack bitmask (its length is one byte): 2040 packets past ``ack_nr + 1``."""
 _EXT_SACK: Final = 1
 _HEADER: Final = struct.Struct(">BBHIIIHH")
 
@@ -122,11 +124,9 @@ class UtpPacket:
         _check_u("ack_nr", self.ack_nr, 16)
         sack = self.selective_ack
         if sack is not None and (
-            not isinstance(sack, bytes) or not 4 <= len(sack) <= MAX_SACK_BYTES or len(sack) % 4
+            not isinstance(sack, bytes) or not 1 <= len(sack) <= MAX_SACK_BYTES
         ):
-            raise ValueError(
-                f"a selective ack is 4..{MAX_SACK_BYTES} bytes, a multiple of 4, not {sack!r}"
-            )
+            raise ValueError(f"a selective ack is 1..{MAX_SACK_BYTES} bytes, not {sack!r}")
         if not isinstance(self.payload, bytes):
             raise ValueError(f"payload must be bytes, not {type(self.payload).__name__}")
 
@@ -188,9 +188,8 @@ class UtpPacket:
             if extension == _EXT_SACK:
                 if sack is not None:
                     raise UtpPacketError("two selective acks in one packet")
-                if length < 4 or length % 4 or length > MAX_SACK_BYTES:
-                    raise UtpPacketError(f"a selective ack of {length} bytes")
-                sack = bytes(view[start:offset])
+                if length:
+                    sack = bytes(view[start:offset])
             # Any other type is skipped, as libtorrent does (libutp's extension bits...).
             extension = following
         return cls(
@@ -226,15 +225,15 @@ def sack_offsets(bitmask: bytes) -> list[int]:
 def sack_from_offsets(offsets: list[int] | set[int], limit: int = MAX_SACK_BYTES) -> bytes | None:
     """A selective ack bitmask acknowledging ``ack_nr + 2 + offset`` for each offset.
 
-    The bitmask is as short as it can be (a multiple of 4 bytes, at most ``limit``);
-    offsets beyond it are left out. ``None`` when no offset fits.
+    The bitmask is as short as it can be, a multiple of 4 bytes as BEP 29 asks, and at
+    most ``limit`` bytes; offsets beyond it are left out. ``None`` when no offset fits.
 
     >>> sack_from_offsets({0, 2, 31}).hex()
     '05000080'
     >>> sack_from_offsets(set()) is None
     True
     """
-    fitting = [offset for offset in offsets if 0 <= offset < limit * 8]
+    fitting = [offset for offset in offsets if 0 <= offset < (limit // 4) * 32]
     if not fitting:
         return None
     size = (max(fitting) // 32 + 1) * 4
