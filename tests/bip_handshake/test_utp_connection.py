@@ -741,3 +741,91 @@ def test_receiver_sends_after_one_timeout_to_a_silent_initiator() -> None:
     (data,) = b.datagrams_to_send(INITIAL_TIMEOUT_US)
     a.receive_packet(UtpPacket.decode(data), INITIAL_TIMEOUT_US + 10)
     assert a.read() == b"hello"
+
+
+def test_close_while_connecting_resets() -> None:
+    a = UtpConnection.connect(7, 1, now_us=0, config=CONFIG)
+    a.datagrams_to_send(0)
+    a.close(5)
+    (reset,) = a.datagrams_to_send(5)
+    assert UtpPacket.decode(reset).type is PacketType.RESET
+    assert finished(a)
+    assert a.next_deadline() is None
+    a.handle_timer(10)  # nothing happens any more
+    assert a.datagrams_to_send(10) == []
+
+
+def test_fin_rules() -> None:
+    net = pair()
+    b = net.b
+    base = (b._ack_nr + 1) & 0xFFFF
+
+    def pkt(kind: PacketType, seq: int, data: bytes = b"") -> UtpPacket:
+        return UtpPacket(kind, b.recv_id, 0, 0, 1 << 20, seq & 0xFFFF, net.a._acked, payload=data)
+
+    b.receive_packet(pkt(PacketType.FIN, base + 2, b"data in a FIN"), 1)  # refused: no data
+    b.receive_packet(pkt(PacketType.FIN, base + 1), 1)  # now the FIN is base + 2, not + 1
+    b.receive_packet(pkt(PacketType.DATA, base, b"a"), 1)
+    b.receive_packet(pkt(PacketType.DATA, base + 1, b"b"), 1)
+    assert b.read() == b"ab"
+    assert not b.eof_received  # the FIN at base + 2 carried data: dropped, never delivered
+
+
+def test_base_delay_spans_two_minutes() -> None:
+    net = pair()
+    a = net.a
+    a._delay_sample(5000, 0)
+    a._delay_sample(9000, 61 * SECOND)  # a new bucket: the old minimum still counts
+    assert a._current_delays[-1] == 4000
+    a._delay_sample(9000, 122 * SECOND)  # the first bucket is gone
+    a._delay_sample(9500, 123 * SECOND)
+    assert a._current_delays[-1] == 500
+    a._delay_sample(0xFFFFFFF0, 124 * SECOND)  # clocks wrap: this is "before" 9000
+    a._delay_sample(10, 124 * SECOND)
+    assert a._current_delays[-1] == 26
+
+
+def test_loss_bookkeeping_ignores_unknown_and_repeated_losses() -> None:
+    net = pair()
+    a = net.a
+    a._cwnd = 10.0 * MAX_PAYLOAD
+    a.write(payload(3 * MAX_PAYLOAD))
+    first = UtpPacket.decode(a.datagrams_to_send(net.now)[0]).seq_nr
+    a._lost((first + 100) & 0xFFFF, fast=True)  # never sent: nothing
+    a._lost(first, fast=True)
+    cwnd = a.statistics().cwnd
+    a._lost(first, fast=True)  # already lost: nothing more
+    a.datagrams_to_send(net.now)  # resent
+    a._lost(first, fast=True)  # fast-retransmitted once already: not again
+    assert a.statistics().fast_retransmits == 1
+    assert a.statistics().cwnd == cwnd
+
+
+def test_failed_connection_waits_only_to_send_its_reset() -> None:
+    net = pair()
+    net.a.abort()
+    assert net.a.next_deadline() is None
+    net.a.handle_timer(net.now + SECOND)
+    assert len(net.a.datagrams_to_send(net.now)) == 1
+
+
+def test_closed_connection_ignores_timers_until_linger_ends() -> None:
+    net = pair()
+    transfer(net, b"x", b"y")
+    net.run_until(lambda: state(net.a) is UtpState.CLOSED)
+    deadline = net.a.next_deadline()
+    assert deadline is not None
+    net.a.handle_timer(deadline - 1)
+    assert not finished(net.a)
+    net.a.handle_timer(deadline)
+    assert finished(net.a)
+
+
+def test_outstanding_packets_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import bip_handshake._utp_connection as module
+
+    monkeypatch.setattr(module, "_MAX_OUTSTANDING", 3)
+    net = pair()
+    net.a._cwnd = 100.0 * MAX_PAYLOAD
+    net.a.write(payload(10 * MAX_PAYLOAD))
+    assert len(net.a.datagrams_to_send(net.now)) == 3

@@ -238,6 +238,31 @@ async def test_handshaker_over_utp(autojump_clock: trio.testing.MockClock) -> No
             nursery.cancel_scope.cancel()
 
 
+async def test_handshaker_counts_failed_utp_dials(autojump_clock: trio.testing.MockClock) -> None:
+    torrent = InfoHash(v1=b"\x11" * 20)
+    config = UtpConfig(max_pending_accepts=1)
+    async with (
+        memory_pair(config) as (a, b, link),
+        open_handshaker(
+            listen=[], dial=a.connect, encryption=EncryptionPolicy.PLAINTEXT_ONLY
+        ) as dialer,
+    ):
+        dialer.register(torrent)
+        link.cut = True  # no answer: the dial times out
+        assert dialer.connect(torrent, B)
+        with trio.fail_after(60):
+            while dialer.statistics().failures < 1:
+                await trio.sleep(1)
+        link.cut = False
+        unclaimed = await a.connect(B)  # fills b's accept queue: b refuses the next SYN
+        assert dialer.connect(torrent, B)
+        with trio.fail_after(60):
+            while dialer.statistics().failures < 2:
+                await trio.sleep(1)
+        assert b.statistics().refused == 1
+        await unclaimed.aclose()
+
+
 async def test_connect_timeout(autojump_clock: trio.testing.MockClock) -> None:
     config = UtpConfig(connect_timeout=5.0)
     async with memory_pair(config) as (a, _, link):
@@ -373,7 +398,7 @@ async def test_closing_the_socket_breaks_streams(autojump_clock: trio.testing.Mo
             await stream.receive_some()
     with pytest.raises(trio.EndOfChannel):
         await b.incoming().receive()
-    with pytest.raises(trio.ClosedResourceError):
+    with pytest.raises(UtpConnectError, match="closed"):
         await b.connect(A)
 
 
@@ -438,3 +463,89 @@ async def test_logging(
     assert any("connected to" in m for m in messages)
     assert any("accepted" in m for m in messages)
     assert all(r.levelno == logging.DEBUG for r in caplog.records if r.name == "bip_handshake.utp")
+
+
+async def test_socket_edges(autojump_clock: trio.testing.MockClock) -> None:
+    config = UtpConfig(max_pending_accepts=2)
+    async with memory_pair(config) as (a, b, link):
+        assert a.config is config
+        with pytest.raises(TypeError):
+            await a.connect(("10.0.0.2", 6882))  # type: ignore[arg-type]
+        with pytest.raises(UtpConnectError, match="cannot reach"):
+            await a.connect(PeerAddress(IPv4Address("10.0.0.2"), 0))
+        # A resent SYN is answered again, not accepted twice.
+        syn = UtpPacket(PacketType.SYN, 500, 0, 0, 1 << 20, 1, 0)
+        source = PeerAddress(IPv4Address("10.9.9.9"), 1)
+        b.datagram_received(syn.encode(), source)
+        b.datagram_received(syn.encode(), source)
+        assert b.statistics().accepted == 1
+        await trio.sleep(0.1)
+        answers = [UtpPacket.decode(d) for s, t, d in link.sent if s == B and t == source]
+        assert [p.type for p in answers] == [PacketType.STATE, PacketType.STATE]
+        # A RESET naming the connection by either of its ids ends it (as libutp looks up).
+        reset = UtpPacket(PacketType.RESET, 500, 0, 0, 0, 0, 0)  # our send id, not recv id
+        b.datagram_received(reset.encode(), source)
+        stream = b.incoming().receive_nowait()
+        with pytest.raises(trio.BrokenResourceError):
+            await stream.receive_some()
+        # A closed accept channel refuses SYNs.
+        b.incoming().close()
+        b.datagram_received(UtpPacket(PacketType.SYN, 900, 0, 0, 1 << 20, 1, 0).encode(), source)
+        assert b.statistics().refused == 1
+
+
+async def test_send_errors_are_losses(autojump_clock: trio.testing.MockClock) -> None:
+    failures = 0
+
+    async def flaky(data: bytes, address: PeerAddress) -> None:
+        nonlocal failures
+        failures += 1
+        raise OSError("ENOBUFS")
+
+    async with open_utp_over(flaky, A) as a:
+        with pytest.raises(UtpConnectError):
+            await a.connect(B)
+        assert a.statistics().datagrams_dropped == failures >= 1
+        assert a.statistics().datagrams_sent == 0
+
+
+async def test_stream_busy_and_wait(autojump_clock: trio.testing.MockClock) -> None:
+    config = UtpConfig(receive_buffer=8 * 1024 * 1024, send_buffer=2000)
+    async with memory_pair(config) as (a, b, link):
+        stream = await a.connect(B)
+        other = await b.incoming().receive()
+        link.cut = True  # nothing is acked: the send buffer fills
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stream.send_all, b"x" * 100_000)
+            await trio.sleep(0.1)
+            with pytest.raises(trio.BusyResourceError):
+                await stream.send_all(b"y")
+            with pytest.raises(trio.BusyResourceError):
+                await stream.wait_send_all_might_not_block()
+            with pytest.raises(trio.BusyResourceError):
+                await stream.send_eof()
+            link.cut = False
+        assert stream.statistics().bytes_sent >= 100_000 - 2000
+        await stream.wait_send_all_might_not_block()
+        got = 0
+        while got < 100_000:
+            got += len(await other.receive_some())
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("idle_timeout", 0, "positive"),
+        ("max_connections", 1.5, "an int"),
+        ("connect_timeout", "10", "a finite number"),
+        ("keepalive_interval", True, "a finite number"),
+        ("idle_timeout", float("inf"), "a finite number"),
+        ("syn_retries", -1, "not be negative"),
+        ("receive_buffer", 100, "at least one packet"),
+        ("receive_buffer", 1 << 31, "below 2 GiB"),
+    ],
+)
+def test_config_validation(field: str, value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        UtpConfig(**{field: value})  # type: ignore[arg-type]
+    assert UtpConfig(syn_retries=0, resets_per_second=0).syn_retries == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import Final
 
@@ -42,8 +43,15 @@ class UtpError(HandshakeError):
     """
 
 
-class UtpConnectError(UtpError):
-    """A uTP connect failed: no answer in time, or the peer answered with a RESET."""
+class UtpConnectError(UtpError, OSError):
+    """A uTP connect failed: no answer in time, a RESET, too many connections, a closed socket.
+
+    Also an :class:`OSError`, as a failed TCP connect is: a dialer's caller (the
+    :class:`~bip_handshake.Handshaker`) counts it as a failed connect like any other.
+
+    >>> isinstance(UtpConnectError("refused"), OSError)
+    True
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +105,12 @@ class UtpConfig:
     def __post_init__(self) -> None:
         for field in fields(self):
             value = getattr(self, field.name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ValueError(f"{field.name} must be a number, got {value!r}")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+            ):
+                raise ValueError(f"{field.name} must be a finite number, got {value!r}")
             if field.name in _INT_FIELDS and not isinstance(value, int):
                 raise ValueError(f"{field.name} must be an int, got {value!r}")
             if field.name in ("syn_retries", "resets_per_second"):

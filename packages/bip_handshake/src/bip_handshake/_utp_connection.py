@@ -580,10 +580,8 @@ class UtpConnection:
         for value in self._base_delays[1:]:
             if _ts_less(value, base):
                 base = value
-        queuing = (sample - base) & _TS_MASK
-        if queuing >= 1 << 31:
-            queuing = 0
-        self._current_delays.append(queuing)
+        # The sample is in the newest bucket, so it is never below the base: no wrap here.
+        self._current_delays.append((sample - base) & _TS_MASK)
         del self._current_delays[:-_CURRENT_DELAY_SAMPLES]
 
     def _congestion_control(

@@ -223,13 +223,12 @@ class UtpSocket:
 
         Raises:
             UtpConnectError: no answer within ``connect_timeout``, the peer answered
-                with a RESET, too many connections, or an address this socket cannot
-                reach (another IP family, port 0).
-            trio.ClosedResourceError: the socket is closed.
+                with a RESET, too many connections, an address this socket cannot reach
+                (another IP family, port 0), or the socket is closed.
         """
         await trio.lowlevel.checkpoint()
         if self._closed:
-            raise trio.ClosedResourceError("the uTP socket is closed")
+            raise UtpConnectError("the uTP socket is closed")
         if not isinstance(address, PeerAddress):
             raise TypeError(f"address must be a PeerAddress, not {type(address).__name__}")
         if address.port == 0 or (self._family is not None and address.family != self._family):
