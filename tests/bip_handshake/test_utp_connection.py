@@ -829,3 +829,72 @@ def test_outstanding_packets_are_bounded(monkeypatch: pytest.MonkeyPatch) -> Non
     net.a._cwnd = 100.0 * MAX_PAYLOAD
     net.a.write(payload(10 * MAX_PAYLOAD))
     assert len(net.a.datagrams_to_send(net.now)) == 3
+
+
+def _in_state(wanted: UtpState) -> UtpConnection:
+    if wanted is UtpState.SYN_SENT:
+        a = UtpConnection.connect(7, 1, now_us=0, config=CONFIG)
+        a.datagrams_to_send(0)
+        return a
+    net = pair()
+    if wanted is UtpState.FIN_SENT:
+        net.a.shutdown_write()
+        net.a.datagrams_to_send(net.now)  # the FIN leaves, unacknowledged
+    elif wanted is UtpState.CLOSED:
+        transfer(net, b"x", b"y")
+        net.run_until(lambda: state(net.a) is UtpState.CLOSED)
+    elif wanted is UtpState.FAILED:
+        net.a.abort()
+        net.a.datagrams_to_send(net.now)
+    assert state(net.a) is wanted
+    return net.a
+
+
+# (state, packet type) -> the state after it; every pair of the two enums is here.
+TRANSITIONS = {
+    (UtpState.SYN_SENT, PacketType.DATA): UtpState.CONNECTED,
+    (UtpState.SYN_SENT, PacketType.FIN): UtpState.CONNECTED,
+    (UtpState.SYN_SENT, PacketType.STATE): UtpState.CONNECTED,
+    (UtpState.SYN_SENT, PacketType.RESET): UtpState.FAILED,
+    (UtpState.SYN_SENT, PacketType.SYN): UtpState.SYN_SENT,
+    (UtpState.CONNECTED, PacketType.DATA): UtpState.CONNECTED,
+    (UtpState.CONNECTED, PacketType.FIN): UtpState.CONNECTED,
+    (UtpState.CONNECTED, PacketType.STATE): UtpState.CONNECTED,
+    (UtpState.CONNECTED, PacketType.RESET): UtpState.FAILED,
+    (UtpState.CONNECTED, PacketType.SYN): UtpState.CONNECTED,
+    (UtpState.FIN_SENT, PacketType.DATA): UtpState.FIN_SENT,
+    (UtpState.FIN_SENT, PacketType.FIN): UtpState.FIN_SENT,  # our FIN is not acked yet
+    (UtpState.FIN_SENT, PacketType.STATE): UtpState.FIN_SENT,
+    (UtpState.FIN_SENT, PacketType.RESET): UtpState.FAILED,
+    (UtpState.FIN_SENT, PacketType.SYN): UtpState.FIN_SENT,
+    (UtpState.CLOSED, PacketType.DATA): UtpState.CLOSED,
+    (UtpState.CLOSED, PacketType.FIN): UtpState.CLOSED,
+    (UtpState.CLOSED, PacketType.STATE): UtpState.CLOSED,
+    (UtpState.CLOSED, PacketType.RESET): UtpState.FAILED,
+    (UtpState.CLOSED, PacketType.SYN): UtpState.CLOSED,
+    (UtpState.FAILED, PacketType.DATA): UtpState.FAILED,
+    (UtpState.FAILED, PacketType.FIN): UtpState.FAILED,
+    (UtpState.FAILED, PacketType.STATE): UtpState.FAILED,
+    (UtpState.FAILED, PacketType.RESET): UtpState.FAILED,
+    (UtpState.FAILED, PacketType.SYN): UtpState.FAILED,
+}
+
+
+def test_the_transition_table_is_complete() -> None:
+    assert set(TRANSITIONS) == {(s, t) for s in UtpState for t in PacketType}
+
+
+@pytest.mark.parametrize(("before", "kind"), sorted(TRANSITIONS, key=str))
+def test_every_state_and_packet_type(before: UtpState, kind: PacketType) -> None:
+    conn = _in_state(before)
+    # A packet as the peer would send it now: the next sequence number, acking what is acked.
+    ack = conn._acked_next() if before is UtpState.SYN_SENT else conn._acked
+    packet = UtpPacket(
+        kind, conn.recv_id, 0, 0, 1 << 20, (conn._ack_nr + 1) & 0xFFFF, ack, payload=b""
+    )
+    conn.receive_packet(packet, 10 * SECOND)
+    conn.handle_timer(10 * SECOND)
+    conn.datagrams_to_send(10 * SECOND)
+    assert state(conn) is TRANSITIONS[(before, kind)]
+    if kind is PacketType.FIN and before in (UtpState.CONNECTED, UtpState.FIN_SENT):
+        assert conn.eof_received

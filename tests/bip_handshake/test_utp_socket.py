@@ -494,19 +494,28 @@ async def test_socket_edges(autojump_clock: trio.testing.MockClock) -> None:
         assert b.statistics().refused == 1
 
 
-async def test_send_errors_are_losses(autojump_clock: trio.testing.MockClock) -> None:
+class OwnerError(Exception):
+    """What a shared socket's owner raises (the DHT's DHTSocketError, say)."""
+
+
+@pytest.mark.parametrize("error", [OSError("ENOBUFS"), OwnerError("no IPv6 socket")])
+async def test_send_errors_are_losses(
+    error: Exception, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
     failures = 0
 
     async def flaky(data: bytes, address: PeerAddress) -> None:
         nonlocal failures
         failures += 1
-        raise OSError("ENOBUFS")
+        raise error
 
     async with open_utp_over(flaky, A) as a:
         with pytest.raises(UtpConnectError):
             await a.connect(B)
         assert a.statistics().datagrams_dropped == failures >= 1
         assert a.statistics().datagrams_sent == 0
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == (0 if isinstance(error, OSError) else 1)
 
 
 async def test_stream_busy_and_wait(autojump_clock: trio.testing.MockClock) -> None:

@@ -51,6 +51,8 @@ _MAX_DATAGRAM: Final = 65536
 _MAX_SEND_QUEUE: Final = 8192
 """Datagrams waiting for the sender task at most; more are dropped, as a full NIC queue would."""
 _SEQ_MASK: Final = 0xFFFF
+_WARN_EVERY: Final = 1000
+"""A failing shared-socket sender is logged at WARNING for the first failure of each thousand."""
 
 Sender = Callable[[bytes, PeerAddress], Awaitable[None]]
 """How a shared socket's owner sends one datagram for us."""
@@ -166,6 +168,7 @@ class UtpSocket:
         self._queue: deque[tuple[bytes, PeerAddress]] = deque()
         self._queue_ready = trio.Event()
         self._closed = False
+        self._send_failures = 0
         self._reset_tokens = config.resets_per_second
         self._reset_refill = trio.current_time()
         self._counters = dict.fromkeys(
@@ -445,6 +448,18 @@ class UtpSocket:
             # UDP send errors (unreachable, no buffer space...) are losses to uTP.
             self._counters["datagrams_dropped"] += 1
             _log.debug("uTP send to %s failed: %s", address, error)
+        except Exception as error:
+            # A shared socket's owner has errors of its own (the DHT's, for an address family
+            # it runs no socket for): a loss too, never the end of every connection.
+            self._counters["datagrams_dropped"] += 1
+            self._send_failures += 1
+            if self._send_failures % _WARN_EVERY == 1:
+                _log.warning(
+                    "uTP send to %s failed (%d failures so far): %r",
+                    address,
+                    self._send_failures,
+                    error,
+                )
         else:
             self._counters["datagrams_sent"] += 1
 
@@ -471,8 +486,10 @@ async def open_utp_over(
 
     We send through ``send``; the owner feeds every uTP datagram to
     :meth:`UtpSocket.datagram_received` (a uTP datagram's first byte is
-    ``(type << 4) | 1``; a KRPC message starts with ``b"d"``). Exceptions of ``send``
-    other than :class:`OSError` propagate and end the context.
+    ``(type << 4) | 1``; a KRPC message starts with ``b"d"``). Whatever ``send``
+    raises is a lost datagram (counted in ``datagrams_dropped``; an exception other
+    than :class:`OSError` is also logged at WARNING, once per thousand): the
+    connections retransmit or time out.
 
     Args:
         send: sends one datagram to an address.
