@@ -78,7 +78,8 @@ _OWN_SACK_BYTES: Final = 32
 """Our selective acks cover 256 packets; MAX_PAYLOAD leaves room for them in every packet."""
 _DUP_ACK_THRESHOLD: Final = 3
 _MAX_OUTSTANDING: Final = 4096
-"""Unacknowledged packets at most, far below half the 16-bit sequence space."""
+"""Sequence numbers past the last cumulative ack in use at most (selectively acked ones
+included), far below half the 16-bit space, so that every comparison stays unambiguous."""
 _SEQ_MASK: Final = 0xFFFF
 _HALF: Final = 0x8000
 _TS_MASK: Final = 0xFFFFFFFF
@@ -802,8 +803,8 @@ class UtpConnection:
             return
         pending = self._pending
         while pending:
-            if len(self._outgoing) >= _MAX_OUTSTANDING:
-                return
+            if seq_distance(self._acked, self._seq_nr) > _MAX_OUTSTANDING:
+                return  # sequence numbers in flight stay far below half the space
             size = min(len(pending), MAX_PAYLOAD)
             if size < MAX_PAYLOAD and not self._fin_requested and self._in_flight:
                 return  # coalesce: a short packet waits for the in-flight data's ack

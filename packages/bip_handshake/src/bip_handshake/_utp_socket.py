@@ -512,6 +512,9 @@ async def open_utp_socket(
 ) -> AsyncIterator[UtpSocket]:
     """A UDP socket of our own carrying uTP connections.
 
+    An IPv6 socket is IPv6-only (``IPV6_V6ONLY``), as the Handshaker's listeners are:
+    open one of each family to reach both.
+
     Args:
         bind: the host and port to bind (port 0: any free port).
         config: the settings (defaults: :class:`UtpConfig`).
