@@ -92,7 +92,14 @@ async def fetch_blocks(
     return blocks
 
 
-async def test_we_dial_libtorrent_over_utp(tmp_path: Path, start_process: StartProcess) -> None:
+@pytest.mark.parametrize(
+    "encryption",
+    [EncryptionPolicy.PLAINTEXT_ONLY, EncryptionPolicy.REQUIRE_ENCRYPTED],
+    ids=["plaintext", "mse"],
+)
+async def test_we_dial_libtorrent_over_utp(
+    encryption: EncryptionPolicy, tmp_path: Path, start_process: StartProcess
+) -> None:
     torrent = make_torrent(tmp_path)
     info = start_libtorrent_utp(start_process, tmp_path, torrent)
     seed = PeerAddress(IPv4Address(HOST), int(info["port"]))
@@ -105,7 +112,7 @@ async def test_we_dial_libtorrent_over_utp(tmp_path: Path, start_process: StartP
             listen=[],
             dial=utp.connect,
             extensions=Extensions.FAST | Extensions.EXTENSION_PROTOCOL,
-            encryption=EncryptionPolicy.PLAINTEXT_ONLY,
+            encryption=encryption,
             handshake_timeout=15,
             connect_timeout=10,
         ) as handshaker,
@@ -117,6 +124,9 @@ async def test_we_dial_libtorrent_over_utp(tmp_path: Path, start_process: StartP
         try:
             assert peer.direction == "outbound"
             assert peer.peer_id.value.startswith(info["peer_id_prefix"].encode())
+            # MSE (RC4 when we require it) works over uTP too.
+            required = encryption is EncryptionPolicy.REQUIRE_ENCRYPTED
+            assert peer.encryption == ("rc4" if required else "plaintext")
             with trio.fail_after(30):
                 blocks = await fetch_blocks(peer, requests)
         finally:
