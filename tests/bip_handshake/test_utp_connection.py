@@ -21,7 +21,7 @@ from bip_handshake._utp_connection import (
     UtpState,
     seq_distance,
 )
-from bip_handshake._utp_packet import PacketType, UtpPacket, sack_offsets
+from bip_handshake._utp_packet import UtpPacket, UtpPacketType, sack_offsets
 
 CONFIG = UtpConfig()
 
@@ -65,8 +65,8 @@ class Network:
                 packet = UtpPacket.decode(data)
                 self.log.append((name, packet))
                 if (name, packet.seq_nr) in self.drop and packet.type in (
-                    PacketType.DATA,
-                    PacketType.FIN,
+                    UtpPacketType.DATA,
+                    UtpPacketType.FIN,
                 ):
                     self.drop.discard((name, packet.seq_nr))
                     continue
@@ -155,7 +155,7 @@ def test_connection_ids_and_handshake() -> None:
     assert state(a) is UtpState.SYN_SENT
     (syn_data,) = a.datagrams_to_send(0)
     syn = UtpPacket.decode(syn_data)
-    assert (syn.type, syn.connection_id, syn.seq_nr) == (PacketType.SYN, 0xFFFF, 100)
+    assert (syn.type, syn.connection_id, syn.seq_nr) == (UtpPacketType.SYN, 0xFFFF, 100)
     assert a.send_id == 0
     assert a.recv_id == 0xFFFF
     b = UtpConnection.accept(syn, 5000, now_us=1000, config=CONFIG)
@@ -163,7 +163,7 @@ def test_connection_ids_and_handshake() -> None:
     (ack_data,) = b.datagrams_to_send(1000)
     ack = UtpPacket.decode(ack_data)
     assert (ack.type, ack.connection_id, ack.seq_nr, ack.ack_nr) == (
-        PacketType.STATE,
+        UtpPacketType.STATE,
         0xFFFF,
         5000,
         100,
@@ -187,7 +187,7 @@ def test_resent_syn_is_acked_again_and_other_syns_ignored() -> None:
     b.receive_packet(syn, 10)
     (again,) = b.datagrams_to_send(10)
     assert UtpPacket.decode(again).ack_nr == 1
-    other = UtpPacket(PacketType.SYN, 7, 0, 0, 1000, 2, 0)
+    other = UtpPacket(UtpPacketType.SYN, 7, 0, 0, 1000, 2, 0)
     b.receive_packet(other, 20)
     assert b.datagrams_to_send(20) == []
     a.receive_packet(other, 20)  # an initiator ignores SYNs
@@ -197,9 +197,9 @@ def test_resent_syn_is_acked_again_and_other_syns_ignored() -> None:
 def test_syn_sent_ignores_packets_not_acking_the_syn() -> None:
     a = UtpConnection.connect(7, 1, now_us=0, config=CONFIG)
     a.datagrams_to_send(0)
-    a.receive_packet(UtpPacket(PacketType.STATE, 8, 0, 0, 1000, 50, 2), 10)
+    a.receive_packet(UtpPacket(UtpPacketType.STATE, 8, 0, 0, 1000, 50, 2), 10)
     assert state(a) is UtpState.SYN_SENT
-    a.receive_packet(UtpPacket(PacketType.DATA, 8, 0, 0, 1000, 50, 1, payload=b"early"), 10)
+    a.receive_packet(UtpPacket(UtpPacketType.DATA, 8, 0, 0, 1000, 50, 1, payload=b"early"), 10)
     assert state(a) is UtpState.CONNECTED
     assert a.read() == b"early"  # the receiver's data may come before its ST_STATE
 
@@ -217,7 +217,7 @@ def test_syn_timeouts_double_then_fail() -> None:
         a.handle_timer(now)
         sent = a.datagrams_to_send(now)
         if sent:
-            assert UtpPacket.decode(sent[0]).type is PacketType.SYN
+            assert UtpPacket.decode(sent[0]).type is UtpPacketType.SYN
             times.append(now)
     assert times == [1 * SECOND, 3 * SECOND, 7 * SECOND]
     assert now == 15 * SECOND
@@ -229,11 +229,11 @@ def test_syn_timeouts_double_then_fail() -> None:
 def test_reset_while_connecting_is_refused() -> None:
     a = UtpConnection.connect(7, 1, now_us=0, config=CONFIG)
     a.datagrams_to_send(0)
-    a.receive_packet(UtpPacket(PacketType.RESET, 7, 0, 0, 0, 3, 1), 5)
+    a.receive_packet(UtpPacket(UtpPacketType.RESET, 7, 0, 0, 0, 3, 1), 5)
     assert state(a) is UtpState.FAILED
     assert isinstance(a.error, UtpConnectError)
     assert finished(a)
-    a.receive_packet(UtpPacket(PacketType.STATE, 8, 0, 0, 1000, 50, 1), 6)
+    a.receive_packet(UtpPacket(UtpPacketType.STATE, 8, 0, 0, 1000, 50, 1), 6)
     assert state(a) is UtpState.FAILED
 
 
@@ -290,7 +290,7 @@ def test_sequence_numbers_wrap() -> None:
     net = Network(a, b, rng, loss=0.05)
     net.run_until(lambda: state(a) is UtpState.CONNECTED)
     transfer(net, payload(100 * MAX_PAYLOAD), payload(50 * MAX_PAYLOAD))
-    seqs = {p.seq_nr for name, p in net.log if name == "ab" and p.type is PacketType.DATA}
+    seqs = {p.seq_nr for name, p in net.log if name == "ab" and p.type is UtpPacketType.DATA}
     assert 0xFFFF in seqs
     assert 0 in seqs
 
@@ -347,13 +347,13 @@ def test_fin_fixes_the_end_of_the_stream() -> None:
     base = (b._ack_nr + 1) & 0xFFFF
     send_id = b.recv_id
 
-    def pkt(kind: PacketType, seq: int, data: bytes = b"") -> UtpPacket:
+    def pkt(kind: UtpPacketType, seq: int, data: bytes = b"") -> UtpPacket:
         return UtpPacket(kind, send_id, 0, 0, 1 << 20, seq & 0xFFFF, net.a._acked, payload=data)
 
-    b.receive_packet(pkt(PacketType.FIN, base + 1), 1)
-    b.receive_packet(pkt(PacketType.DATA, base + 2, b"after the end"), 1)
-    b.receive_packet(pkt(PacketType.FIN, base + 3), 1)  # a second, later FIN is ignored
-    b.receive_packet(pkt(PacketType.DATA, base, b"last"), 1)
+    b.receive_packet(pkt(UtpPacketType.FIN, base + 1), 1)
+    b.receive_packet(pkt(UtpPacketType.DATA, base + 2, b"after the end"), 1)
+    b.receive_packet(pkt(UtpPacketType.FIN, base + 3), 1)  # a second, later FIN is ignored
+    b.receive_packet(pkt(UtpPacketType.DATA, base, b"last"), 1)
     assert b.read() == b"last"
     assert b.eof_received
 
@@ -365,7 +365,7 @@ def test_abort_sends_reset_and_peer_fails() -> None:
     assert not finished(net.a)
     (reset,) = net.a.datagrams_to_send(net.now)
     packet = UtpPacket.decode(reset)
-    assert packet.type is PacketType.RESET
+    assert packet.type is UtpPacketType.RESET
     assert packet.connection_id == net.b.recv_id
     assert finished(net.a)
     net.b.receive_packet(packet, net.now)
@@ -397,7 +397,7 @@ def test_reset_after_both_fins_is_quiet() -> None:
     net = pair()
     transfer(net, b"a", b"b")
     net.run_until(lambda: state(net.a) is UtpState.CLOSED)
-    net.a.receive_packet(UtpPacket(PacketType.RESET, net.a.recv_id, 0, 0, 0, 0, 0), net.now)
+    net.a.receive_packet(UtpPacket(UtpPacketType.RESET, net.a.recv_id, 0, 0, 0, 0, 0), net.now)
     assert finished(net.a)
 
 
@@ -419,7 +419,7 @@ def test_retransmission_timeouts_double_then_fail() -> None:
         now = deadline
         net.a.handle_timer(now)
         for data in net.a.datagrams_to_send(now):
-            if UtpPacket.decode(data).type is PacketType.DATA:
+            if UtpPacket.decode(data).type is UtpPacketType.DATA:
                 sent_at.append(now)
     gaps = [b - a for a, b in itertools.pairwise(sent_at)]
     rto = net.a._rto_us  # reached after three doublings
@@ -446,7 +446,7 @@ def test_keepalive_after_silence() -> None:
     net.log.clear()
     net.run_until(lambda: any(name == "ab" for name, _ in net.log), limit_us=40 * SECOND)
     (_name, packet), *_ = [entry for entry in net.log if entry[0] == "ab"]
-    assert packet.type is PacketType.STATE
+    assert packet.type is UtpPacketType.STATE
     assert packet.ack_nr == (net.a._ack_nr - 1) & 0xFFFF  # never a duplicate ack
     assert net.now - last == 29 * SECOND
     # Keepalives both ways keep an idle connection open far past idle_timeout.
@@ -513,7 +513,7 @@ def test_reorder_buffer_is_bounded_by_the_window_and_distance() -> None:
     for offset in range(1, 10):  # everything but `first`: only the window's worth is kept
         b.receive_packet(
             UtpPacket(
-                PacketType.DATA,
+                UtpPacketType.DATA,
                 b.recv_id,
                 0,
                 0,
@@ -528,7 +528,7 @@ def test_reorder_buffer_is_bounded_by_the_window_and_distance() -> None:
     far = (first + MAX_REORDER_DISTANCE + 1) & 0xFFFF
     before = dict(b._reorder)
     b.receive_packet(
-        UtpPacket(PacketType.DATA, b.recv_id, 0, 0, 1 << 20, far, net.a._acked, payload=b"x"), 1
+        UtpPacket(UtpPacketType.DATA, b.recv_id, 0, 0, 1 << 20, far, net.a._acked, payload=b"x"), 1
     )
     assert b._reorder == before
     (ack,) = [UtpPacket.decode(d) for d in b.datagrams_to_send(1)]
@@ -543,19 +543,28 @@ def test_acks_for_unsent_packets_are_ignored() -> None:
     a.write(b"data")
     a.datagrams_to_send(net.now)
     acked, seq = a._acked, a._seq_nr
-    bogus = UtpPacket(PacketType.STATE, a.recv_id, 0, 0, 1 << 20, net.b._seq_nr, (seq + 5) & 0xFFFF)
+    bogus = UtpPacket(
+        UtpPacketType.STATE, a.recv_id, 0, 0, 1 << 20, net.b._seq_nr, (seq + 5) & 0xFFFF
+    )
     a.receive_packet(bogus, net.now + 1)
     assert a._acked == acked
     assert not a.all_sent
     # A bogus selective ack past what we sent is ignored too.
     sack = UtpPacket(
-        PacketType.STATE, a.recv_id, 0, 0, 1 << 20, net.b._seq_nr, acked, selective_ack=b"\xff" * 4
+        UtpPacketType.STATE,
+        a.recv_id,
+        0,
+        0,
+        1 << 20,
+        net.b._seq_nr,
+        acked,
+        selective_ack=b"\xff" * 4,
     )
     a.receive_packet(sack, net.now + 1)
     assert not a.all_sent
     # An old ack (long before what is acked) changes nothing.
     old = UtpPacket(
-        PacketType.STATE, a.recv_id, 0, 0, 1 << 20, net.b._seq_nr, (acked - 100) & 0xFFFF
+        UtpPacketType.STATE, a.recv_id, 0, 0, 1 << 20, net.b._seq_nr, (acked - 100) & 0xFFFF
     )
     a.receive_packet(old, net.now + 1)
     assert a._acked == acked
@@ -586,7 +595,7 @@ def test_duplicate_acks_trigger_fast_retransmit() -> None:
     assert len(packets) == 5
     first = packets[0].seq_nr
     dup = UtpPacket(
-        PacketType.STATE, a.recv_id, 0, 1000, 1 << 20, net.b._seq_nr, (first - 1) & 0xFFFF
+        UtpPacketType.STATE, a.recv_id, 0, 1000, 1 << 20, net.b._seq_nr, (first - 1) & 0xFFFF
     )
     for _ in range(3):
         a.receive_packet(dup, net.now + 1)
@@ -622,7 +631,7 @@ def test_ledbat_shrinks_the_window_above_target() -> None:
     for index, packet in enumerate(packets):
         delay = base_delay if index == 0 else base_delay + 300_000
         ack = UtpPacket(
-            PacketType.STATE, a.recv_id, 0, delay, 1 << 20, net.b._seq_nr, packet.seq_nr
+            UtpPacketType.STATE, a.recv_id, 0, delay, 1 << 20, net.b._seq_nr, packet.seq_nr
         )
         a.receive_packet(ack, net.now + 1000)
     assert a.statistics().cwnd < 20 * MAX_PAYLOAD
@@ -637,7 +646,9 @@ def test_ledbat_grows_slowly_below_target_after_slow_start() -> None:
     packets = [UtpPacket.decode(d) for d in a.datagrams_to_send(net.now)]
     assert len(packets) == 4
     for packet in packets:
-        ack = UtpPacket(PacketType.STATE, a.recv_id, 0, 1000, 1 << 20, net.b._seq_nr, packet.seq_nr)
+        ack = UtpPacket(
+            UtpPacketType.STATE, a.recv_id, 0, 1000, 1 << 20, net.b._seq_nr, packet.seq_nr
+        )
         a.receive_packet(ack, net.now + 1000)
     # One window acked at zero queuing delay: at most 3000 bytes more (BEP 29).
     assert 4 * MAX_PAYLOAD < a.statistics().cwnd <= 4 * MAX_PAYLOAD + 3000
@@ -646,7 +657,7 @@ def test_ledbat_grows_slowly_below_target_after_slow_start() -> None:
 def test_zero_window_is_probed_after_a_timeout() -> None:
     net = pair()
     a = net.a
-    shut = UtpPacket(PacketType.STATE, a.recv_id, 0, 0, 0, net.b._seq_nr, a._acked)
+    shut = UtpPacket(UtpPacketType.STATE, a.recv_id, 0, 0, 0, net.b._seq_nr, a._acked)
     a.receive_packet(shut, net.now)
     a.write(b"x" * 100)
     assert a.datagrams_to_send(net.now) == []
@@ -668,7 +679,7 @@ def test_window_update_after_reading() -> None:
     assert net.b.datagrams_to_send(net.now) == []  # not worth an update yet
     net.b.read()
     (update,) = [UtpPacket.decode(d) for d in net.b.datagrams_to_send(net.now)]
-    assert update.type is PacketType.STATE
+    assert update.type is UtpPacketType.STATE
     assert update.wnd_size == 4 * MAX_PAYLOAD
 
 
@@ -680,7 +691,7 @@ def test_window_update_after_reading() -> None:
     st.lists(
         st.builds(
             UtpPacket,
-            st.sampled_from(PacketType),
+            st.sampled_from(UtpPacketType),
             st.integers(0, 0xFFFF),
             st.integers(0, 0xFFFFFFFF),
             st.integers(0, 0xFFFFFFFF),
@@ -748,7 +759,7 @@ def test_close_while_connecting_resets() -> None:
     a.datagrams_to_send(0)
     a.close(5)
     (reset,) = a.datagrams_to_send(5)
-    assert UtpPacket.decode(reset).type is PacketType.RESET
+    assert UtpPacket.decode(reset).type is UtpPacketType.RESET
     assert finished(a)
     assert a.next_deadline() is None
     a.handle_timer(10)  # nothing happens any more
@@ -760,13 +771,13 @@ def test_fin_rules() -> None:
     b = net.b
     base = (b._ack_nr + 1) & 0xFFFF
 
-    def pkt(kind: PacketType, seq: int, data: bytes = b"") -> UtpPacket:
+    def pkt(kind: UtpPacketType, seq: int, data: bytes = b"") -> UtpPacket:
         return UtpPacket(kind, b.recv_id, 0, 0, 1 << 20, seq & 0xFFFF, net.a._acked, payload=data)
 
-    b.receive_packet(pkt(PacketType.FIN, base + 2, b"data in a FIN"), 1)  # refused: no data
-    b.receive_packet(pkt(PacketType.FIN, base + 1), 1)  # now the FIN is base + 2, not + 1
-    b.receive_packet(pkt(PacketType.DATA, base, b"a"), 1)
-    b.receive_packet(pkt(PacketType.DATA, base + 1, b"b"), 1)
+    b.receive_packet(pkt(UtpPacketType.FIN, base + 2, b"data in a FIN"), 1)  # refused: no data
+    b.receive_packet(pkt(UtpPacketType.FIN, base + 1), 1)  # now the FIN is base + 2, not + 1
+    b.receive_packet(pkt(UtpPacketType.DATA, base, b"a"), 1)
+    b.receive_packet(pkt(UtpPacketType.DATA, base + 1, b"b"), 1)
     assert b.read() == b"ab"
     assert not b.eof_received  # the FIN at base + 2 carried data: dropped, never delivered
 
@@ -852,40 +863,40 @@ def _in_state(wanted: UtpState) -> UtpConnection:
 
 # (state, packet type) -> the state after it; every pair of the two enums is here.
 TRANSITIONS = {
-    (UtpState.SYN_SENT, PacketType.DATA): UtpState.CONNECTED,
-    (UtpState.SYN_SENT, PacketType.FIN): UtpState.CONNECTED,
-    (UtpState.SYN_SENT, PacketType.STATE): UtpState.CONNECTED,
-    (UtpState.SYN_SENT, PacketType.RESET): UtpState.FAILED,
-    (UtpState.SYN_SENT, PacketType.SYN): UtpState.SYN_SENT,
-    (UtpState.CONNECTED, PacketType.DATA): UtpState.CONNECTED,
-    (UtpState.CONNECTED, PacketType.FIN): UtpState.CONNECTED,
-    (UtpState.CONNECTED, PacketType.STATE): UtpState.CONNECTED,
-    (UtpState.CONNECTED, PacketType.RESET): UtpState.FAILED,
-    (UtpState.CONNECTED, PacketType.SYN): UtpState.CONNECTED,
-    (UtpState.FIN_SENT, PacketType.DATA): UtpState.FIN_SENT,
-    (UtpState.FIN_SENT, PacketType.FIN): UtpState.FIN_SENT,  # our FIN is not acked yet
-    (UtpState.FIN_SENT, PacketType.STATE): UtpState.FIN_SENT,
-    (UtpState.FIN_SENT, PacketType.RESET): UtpState.FAILED,
-    (UtpState.FIN_SENT, PacketType.SYN): UtpState.FIN_SENT,
-    (UtpState.CLOSED, PacketType.DATA): UtpState.CLOSED,
-    (UtpState.CLOSED, PacketType.FIN): UtpState.CLOSED,
-    (UtpState.CLOSED, PacketType.STATE): UtpState.CLOSED,
-    (UtpState.CLOSED, PacketType.RESET): UtpState.FAILED,
-    (UtpState.CLOSED, PacketType.SYN): UtpState.CLOSED,
-    (UtpState.FAILED, PacketType.DATA): UtpState.FAILED,
-    (UtpState.FAILED, PacketType.FIN): UtpState.FAILED,
-    (UtpState.FAILED, PacketType.STATE): UtpState.FAILED,
-    (UtpState.FAILED, PacketType.RESET): UtpState.FAILED,
-    (UtpState.FAILED, PacketType.SYN): UtpState.FAILED,
+    (UtpState.SYN_SENT, UtpPacketType.DATA): UtpState.CONNECTED,
+    (UtpState.SYN_SENT, UtpPacketType.FIN): UtpState.CONNECTED,
+    (UtpState.SYN_SENT, UtpPacketType.STATE): UtpState.CONNECTED,
+    (UtpState.SYN_SENT, UtpPacketType.RESET): UtpState.FAILED,
+    (UtpState.SYN_SENT, UtpPacketType.SYN): UtpState.SYN_SENT,
+    (UtpState.CONNECTED, UtpPacketType.DATA): UtpState.CONNECTED,
+    (UtpState.CONNECTED, UtpPacketType.FIN): UtpState.CONNECTED,
+    (UtpState.CONNECTED, UtpPacketType.STATE): UtpState.CONNECTED,
+    (UtpState.CONNECTED, UtpPacketType.RESET): UtpState.FAILED,
+    (UtpState.CONNECTED, UtpPacketType.SYN): UtpState.CONNECTED,
+    (UtpState.FIN_SENT, UtpPacketType.DATA): UtpState.FIN_SENT,
+    (UtpState.FIN_SENT, UtpPacketType.FIN): UtpState.FIN_SENT,  # our FIN is not acked yet
+    (UtpState.FIN_SENT, UtpPacketType.STATE): UtpState.FIN_SENT,
+    (UtpState.FIN_SENT, UtpPacketType.RESET): UtpState.FAILED,
+    (UtpState.FIN_SENT, UtpPacketType.SYN): UtpState.FIN_SENT,
+    (UtpState.CLOSED, UtpPacketType.DATA): UtpState.CLOSED,
+    (UtpState.CLOSED, UtpPacketType.FIN): UtpState.CLOSED,
+    (UtpState.CLOSED, UtpPacketType.STATE): UtpState.CLOSED,
+    (UtpState.CLOSED, UtpPacketType.RESET): UtpState.FAILED,
+    (UtpState.CLOSED, UtpPacketType.SYN): UtpState.CLOSED,
+    (UtpState.FAILED, UtpPacketType.DATA): UtpState.FAILED,
+    (UtpState.FAILED, UtpPacketType.FIN): UtpState.FAILED,
+    (UtpState.FAILED, UtpPacketType.STATE): UtpState.FAILED,
+    (UtpState.FAILED, UtpPacketType.RESET): UtpState.FAILED,
+    (UtpState.FAILED, UtpPacketType.SYN): UtpState.FAILED,
 }
 
 
 def test_the_transition_table_is_complete() -> None:
-    assert set(TRANSITIONS) == {(s, t) for s in UtpState for t in PacketType}
+    assert set(TRANSITIONS) == {(s, t) for s in UtpState for t in UtpPacketType}
 
 
 @pytest.mark.parametrize(("before", "kind"), sorted(TRANSITIONS, key=str))
-def test_every_state_and_packet_type(before: UtpState, kind: PacketType) -> None:
+def test_every_state_and_packet_type(before: UtpState, kind: UtpPacketType) -> None:
     conn = _in_state(before)
     # A packet as the peer would send it now: the next sequence number, acking what is acked.
     ack = conn._acked_next() if before is UtpState.SYN_SENT else conn._acked
@@ -896,5 +907,5 @@ def test_every_state_and_packet_type(before: UtpState, kind: PacketType) -> None
     conn.handle_timer(10 * SECOND)
     conn.datagrams_to_send(10 * SECOND)
     assert state(conn) is TRANSITIONS[(before, kind)]
-    if kind is PacketType.FIN and before in (UtpState.CONNECTED, UtpState.FIN_SENT):
+    if kind is UtpPacketType.FIN and before in (UtpState.CONNECTED, UtpState.FIN_SENT):
         assert conn.eof_received

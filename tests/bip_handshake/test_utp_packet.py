@@ -14,9 +14,9 @@ from bip_handshake._utp_packet import (
     HEADER_SIZE,
     MAX_EXTENSIONS,
     MAX_SACK_BYTES,
-    PacketType,
     UtpPacket,
     UtpPacketError,
+    UtpPacketType,
     sack_from_offsets,
     sack_offsets,
 )
@@ -26,7 +26,7 @@ u32 = st.integers(0, 0xFFFFFFFF)
 sacks = st.none() | st.binary(min_size=1, max_size=MAX_SACK_BYTES)
 packets = st.builds(
     UtpPacket,
-    st.sampled_from(PacketType),
+    st.sampled_from(UtpPacketType),
     u16,
     u32,
     u32,
@@ -49,7 +49,9 @@ def header(
 
 
 def test_known_layout() -> None:
-    packet = UtpPacket(PacketType.STATE, 0x1234, 0x01020304, 0x05060708, 0x0A0B0C0D, 0xBEEF, 0xCAFE)
+    packet = UtpPacket(
+        UtpPacketType.STATE, 0x1234, 0x01020304, 0x05060708, 0x0A0B0C0D, 0xBEEF, 0xCAFE
+    )
     data = packet.encode()
     assert len(data) == HEADER_SIZE
     assert data[0] == (2 << 4) | 1
@@ -63,7 +65,7 @@ def test_known_layout() -> None:
 
 
 def test_selective_ack_layout() -> None:
-    packet = UtpPacket(PacketType.STATE, 1, 0, 0, 0, 1, 9, selective_ack=b"\x01\x00\x00\x80")
+    packet = UtpPacket(UtpPacketType.STATE, 1, 0, 0, 0, 1, 9, selective_ack=b"\x01\x00\x00\x80")
     data = packet.encode()
     assert data[1] == 1  # the first extension is a selective ack
     assert data[20:22] == b"\x00\x04"  # no next extension, 4 bytes
@@ -96,7 +98,7 @@ def test_garbage_after_a_valid_first_byte(data: bytes, extension: int) -> None:
 
 def test_every_prefix_of_a_packet() -> None:
     data = UtpPacket(
-        PacketType.DATA, 1, 2, 3, 4, 5, 6, selective_ack=bytes(8), payload=b"xyz"
+        UtpPacketType.DATA, 1, 2, 3, 4, 5, 6, selective_ack=bytes(8), payload=b"xyz"
     ).encode()
     for size in range(len(data)):
         prefix = data[:size]
@@ -156,19 +158,19 @@ def test_selective_acks_of_any_length() -> None:
 
 def test_field_validation() -> None:
     with pytest.raises(ValueError, match="connection_id"):
-        UtpPacket(PacketType.DATA, 0x10000, 0, 0, 0, 0, 0)
+        UtpPacket(UtpPacketType.DATA, 0x10000, 0, 0, 0, 0, 0)
     with pytest.raises(ValueError, match="seq_nr"):
-        UtpPacket(PacketType.DATA, 0, 0, 0, 0, -1, 0)
+        UtpPacket(UtpPacketType.DATA, 0, 0, 0, 0, -1, 0)
     with pytest.raises(ValueError, match="timestamp_us"):
-        UtpPacket(PacketType.DATA, 0, 1 << 32, 0, 0, 0, 0)
+        UtpPacket(UtpPacketType.DATA, 0, 1 << 32, 0, 0, 0, 0)
     with pytest.raises(ValueError, match="selective ack"):
-        UtpPacket(PacketType.STATE, 0, 0, 0, 0, 0, 0, selective_ack=b"")
+        UtpPacket(UtpPacketType.STATE, 0, 0, 0, 0, 0, 0, selective_ack=b"")
     with pytest.raises(ValueError, match="selective ack"):
-        UtpPacket(PacketType.STATE, 0, 0, 0, 0, 0, 0, selective_ack=bytes(256))
+        UtpPacket(UtpPacketType.STATE, 0, 0, 0, 0, 0, 0, selective_ack=bytes(256))
     with pytest.raises(ValueError, match="type"):
         UtpPacket(3, 0, 0, 0, 0, 0, 0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="payload"):
-        UtpPacket(PacketType.DATA, 0, 0, 0, 0, 0, 0, payload="text")  # type: ignore[arg-type]
+        UtpPacket(UtpPacketType.DATA, 0, 0, 0, 0, 0, 0, payload="text")  # type: ignore[arg-type]
 
 
 @given(st.sets(st.integers(0, (MAX_SACK_BYTES // 4) * 32 - 1)))

@@ -17,7 +17,7 @@ import trio.testing
 from bip_handshake import EncryptionPolicy, PeerAddress, PeerId
 from bip_handshake._handshaker import ListenError, open_handshaker
 from bip_handshake._utp_config import UtpConfig, UtpConnectError, UtpError
-from bip_handshake._utp_packet import PacketType, UtpPacket
+from bip_handshake._utp_packet import UtpPacket, UtpPacketType
 from bip_handshake._utp_socket import UtpSocket, open_utp_over, open_utp_socket
 from bip_handshake._utp_stream import UtpStream
 from bip_metainfo import InfoHash
@@ -168,11 +168,11 @@ async def test_loopback_garbage_and_unknown_connections() -> None:
                 await raw.bind(("127.0.0.1", 0))
                 target = (str(a.local_address.host), a.local_address.port)
                 await raw.sendto(b"d1:ad2:id20:" + bytes(20) + b"e", target)
-                stray = UtpPacket(PacketType.DATA, 1234, 0, 0, 1000, 9, 8, payload=b"?")
+                stray = UtpPacket(UtpPacketType.DATA, 1234, 0, 0, 1000, 9, 8, payload=b"?")
                 await raw.sendto(stray.encode(), target)
                 data, _ = await raw.recvfrom(2048)
                 reset = UtpPacket.decode(data)
-                assert reset.type is PacketType.RESET
+                assert reset.type is UtpPacketType.RESET
                 assert (reset.connection_id, reset.ack_nr) == (1234, 9)
             stats = a.statistics()
             assert stats.invalid_datagrams == 1
@@ -272,7 +272,7 @@ async def test_connect_timeout(autojump_clock: trio.testing.MockClock) -> None:
             await a.connect(B)
         assert trio.current_time() - start == pytest.approx(5.0)
         syns = [UtpPacket.decode(d) for _, _, d in link.sent]
-        assert {p.type for p in syns} >= {PacketType.SYN}
+        assert {p.type for p in syns} >= {UtpPacketType.SYN}
         stats = a.statistics()
         assert (stats.connects, stats.connect_failures, stats.connections) == (1, 1, 0)
 
@@ -296,7 +296,7 @@ async def test_syn_flood_is_bounded(autojump_clock: trio.testing.MockClock) -> N
     config = UtpConfig(max_connections=50, max_pending_accepts=10, resets_per_second=5)
     async with memory_pair(config) as (_, b, _link):
         for index in range(1000):
-            syn = UtpPacket(PacketType.SYN, index * 2, 0, 0, 1 << 20, 1, 0)
+            syn = UtpPacket(UtpPacketType.SYN, index * 2, 0, 0, 1 << 20, 1, 0)
             b.datagram_received(syn.encode(), PeerAddress(IPv4Address("10.9.0.1"), 1000 + index))
         stats = b.statistics()
         assert stats.connections == 10  # the accept queue is the bound here
@@ -307,7 +307,7 @@ async def test_syn_flood_is_bounded(autojump_clock: trio.testing.MockClock) -> N
         # Claiming the accepts lets more in, up to max_connections.
         claimed = [b.incoming().receive_nowait() for _ in range(10)]
         for index in range(1000, 1100):
-            syn = UtpPacket(PacketType.SYN, index * 2, 0, 0, 1 << 20, 1, 0)
+            syn = UtpPacket(UtpPacketType.SYN, index * 2, 0, 0, 1 << 20, 1, 0)
             b.datagram_received(syn.encode(), PeerAddress(IPv4Address("10.9.0.2"), index))
             if b.incoming().statistics().current_buffer_used == 10:
                 claimed.extend(b.incoming().receive_nowait() for _ in range(10))
@@ -474,23 +474,23 @@ async def test_socket_edges(autojump_clock: trio.testing.MockClock) -> None:
         with pytest.raises(UtpConnectError, match="cannot reach"):
             await a.connect(PeerAddress(IPv4Address("10.0.0.2"), 0))
         # A resent SYN is answered again, not accepted twice.
-        syn = UtpPacket(PacketType.SYN, 500, 0, 0, 1 << 20, 1, 0)
+        syn = UtpPacket(UtpPacketType.SYN, 500, 0, 0, 1 << 20, 1, 0)
         source = PeerAddress(IPv4Address("10.9.9.9"), 1)
         b.datagram_received(syn.encode(), source)
         b.datagram_received(syn.encode(), source)
         assert b.statistics().accepted == 1
         await trio.sleep(0.1)
         answers = [UtpPacket.decode(d) for s, t, d in link.sent if s == B and t == source]
-        assert [p.type for p in answers] == [PacketType.STATE, PacketType.STATE]
+        assert [p.type for p in answers] == [UtpPacketType.STATE, UtpPacketType.STATE]
         # A RESET naming the connection by either of its ids ends it (as libutp looks up).
-        reset = UtpPacket(PacketType.RESET, 500, 0, 0, 0, 0, 0)  # our send id, not recv id
+        reset = UtpPacket(UtpPacketType.RESET, 500, 0, 0, 0, 0, 0)  # our send id, not recv id
         b.datagram_received(reset.encode(), source)
         stream = b.incoming().receive_nowait()
         with pytest.raises(trio.BrokenResourceError):
             await stream.receive_some()
         # A closed accept channel refuses SYNs.
         b.incoming().close()
-        b.datagram_received(UtpPacket(PacketType.SYN, 900, 0, 0, 1 << 20, 1, 0).encode(), source)
+        b.datagram_received(UtpPacket(UtpPacketType.SYN, 900, 0, 0, 1 << 20, 1, 0).encode(), source)
         assert b.statistics().refused == 1
 
 

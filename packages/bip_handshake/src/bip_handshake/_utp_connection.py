@@ -48,7 +48,7 @@ from typing import Final
 
 from ._errors import LocalProtocolError
 from ._utp_config import MAX_PAYLOAD, UtpConfig, UtpConnectError, UtpError
-from ._utp_packet import PacketType, UtpPacket, sack_from_offsets, sack_offsets
+from ._utp_packet import UtpPacket, UtpPacketType, sack_from_offsets, sack_offsets
 
 __all__ = [
     "CCONTROL_TARGET_US",
@@ -141,7 +141,7 @@ class _Outgoing:
     """A packet that consumed a sequence number and waits for its ack."""
 
     seq: int
-    type: PacketType
+    type: UtpPacketType
     payload: bytes
     first_sent_us: int = 0
     transmissions: int = 0
@@ -271,7 +271,7 @@ class UtpConnection:
             now_us=now_us,
             config=config,
         )
-        connection._queue(PacketType.SYN, b"")
+        connection._queue(UtpPacketType.SYN, b"")
         return connection
 
     @classmethod
@@ -286,7 +286,7 @@ class UtpConnection:
             now_us: the time, in microseconds.
             config: the settings.
         """
-        if syn.type is not PacketType.SYN:
+        if syn.type is not UtpPacketType.SYN:
             raise LocalProtocolError(f"accept needs a SYN, not {syn.type.name}")
         connection = cls(
             recv_id=(syn.connection_id + 1) & _SEQ_MASK,
@@ -416,10 +416,10 @@ class UtpConnection:
             return
         self._packets_received += 1
         kind = packet.type
-        if kind is PacketType.RESET:
+        if kind is UtpPacketType.RESET:
             self._on_reset()
             return
-        if kind is PacketType.SYN:
+        if kind is UtpPacketType.SYN:
             # A resent SYN: our ST_STATE was lost. Anything else with a SYN is bogus.
             if not self.initiator and packet.seq_nr == self._syn_seq:
                 self._last_received_us = now_us
@@ -451,7 +451,7 @@ class UtpConnection:
             acked_bytes += self._ack_through(packet.ack_nr, now_us)
         elif (
             ack_distance == 0
-            and kind is PacketType.STATE
+            and kind is UtpPacketType.STATE
             and packet.selective_ack is None
             and self._outgoing
         ):
@@ -464,8 +464,8 @@ class UtpConnection:
             # A difference of 0 means "no measurement" (BEP 29): the last delay stands.
             sample = packet.timestamp_difference_us or None
             self._congestion_control(acked_bytes, flight_before, sample, now_us)
-        if kind is PacketType.DATA or kind is PacketType.FIN:
-            self._incoming(packet.seq_nr, packet.payload, kind is PacketType.FIN)
+        if kind is UtpPacketType.DATA or kind is UtpPacketType.FIN:
+            self._incoming(packet.seq_nr, packet.payload, kind is UtpPacketType.FIN)
         self._check_closed(now_us)
 
     def _confirm(self) -> None:
@@ -512,7 +512,7 @@ class UtpConnection:
             self._rtt_sample(now_us - entry.first_sent_us)
         if entry.seq == self._fin_seq:
             self._fin_acked = True
-        return len(entry.payload) if entry.type is not PacketType.SYN else 1
+        return len(entry.payload) if entry.type is not UtpPacketType.SYN else 1
 
     def _selective_ack(self, ack_nr: int, bitmask: bytes, now_us: int) -> int:
         acked_bytes = 0
@@ -759,7 +759,7 @@ class UtpConnection:
         out: list[bytes] = []
         if self._reset_pending:
             self._reset_pending = False
-            out.append(self._packet(PacketType.RESET, self._seq_nr, now_us).encode())
+            out.append(self._packet(UtpPacketType.RESET, self._seq_nr, now_us).encode())
             self._finished = True
             return out
         if self.state is UtpState.FAILED or self.finished:
@@ -776,7 +776,7 @@ class UtpConnection:
         elif self._ack_pending or self._keepalive_pending:
             # A keepalive acks ack_nr - 1 so that it never counts as a duplicate ack.
             ack = self._ack_nr if self._ack_pending else (self._ack_nr - 1) & _SEQ_MASK
-            packet = self._packet(PacketType.STATE, self._seq_nr, now_us, ack_nr=ack)
+            packet = self._packet(UtpPacketType.STATE, self._seq_nr, now_us, ack_nr=ack)
             out.append(packet.encode())
             self._packets_sent += 1
             self._last_sent_us = now_us
@@ -812,14 +812,14 @@ class UtpConnection:
                 return
             chunk = bytes(pending[:size])
             del pending[:size]
-            out.append(self._send(self._queue(PacketType.DATA, chunk), now_us))
+            out.append(self._send(self._queue(UtpPacketType.DATA, chunk), now_us))
         if self._fin_requested and self._fin_seq is None:
             self._fin_seq = self._seq_nr
-            out.append(self._send(self._queue(PacketType.FIN, b""), now_us))
+            out.append(self._send(self._queue(UtpPacketType.FIN, b""), now_us))
             if self.state is UtpState.CONNECTED:
                 self.state = UtpState.FIN_SENT
 
-    def _queue(self, kind: PacketType, payload: bytes) -> _Outgoing:
+    def _queue(self, kind: UtpPacketType, payload: bytes) -> _Outgoing:
         seq = self._seq_nr
         entry = self._outgoing[seq] = _Outgoing(seq, kind, payload)
         self._seq_nr = (seq + 1) & _SEQ_MASK
@@ -839,9 +839,9 @@ class UtpConnection:
             self._rto_deadline = now_us + self._rto_us
         self._packets_sent += 1
         self._last_sent_us = now_us
-        if entry.type is PacketType.SYN:
+        if entry.type is UtpPacketType.SYN:
             return UtpPacket(
-                PacketType.SYN,
+                UtpPacketType.SYN,
                 self.recv_id,
                 now_us & _TS_MASK,
                 0,
@@ -853,7 +853,7 @@ class UtpConnection:
 
     def _packet(
         self,
-        kind: PacketType,
+        kind: UtpPacketType,
         seq: int,
         now_us: int,
         *,

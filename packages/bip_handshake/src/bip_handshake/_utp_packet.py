@@ -36,9 +36,9 @@ __all__ = [
     "HEADER_SIZE",
     "MAX_EXTENSIONS",
     "MAX_SACK_BYTES",
-    "PacketType",
     "UtpPacket",
     "UtpPacketError",
+    "UtpPacketType",
     "sack_from_offsets",
     "sack_offsets",
 ]
@@ -59,7 +59,7 @@ class UtpPacketError(HandshakeError):
     """A datagram is not a well-formed uTP packet (short, wrong version, bad extension...)."""
 
 
-class PacketType(enum.IntEnum):
+class UtpPacketType(enum.IntEnum):
     """The five uTP packet types (the high nibble of the first byte)."""
 
     DATA = 0
@@ -83,14 +83,14 @@ def _check_u(name: str, value: int, bits: int) -> None:
 class UtpPacket:
     """One uTP packet.
 
-    >>> packet = UtpPacket(PacketType.DATA, 7, 1000, 20, 65536, 5, 4, payload=b"hi")
+    >>> packet = UtpPacket(UtpPacketType.DATA, 7, 1000, 20, 65536, 5, 4, payload=b"hi")
     >>> UtpPacket.decode(packet.encode()) == packet
     True
     >>> packet.encode()[:1].hex()  # (type << 4) | version
     '01'
 
     Attributes:
-        type: the :class:`PacketType`.
+        type: the :class:`UtpPacketType`.
         connection_id: the 16-bit id the recipient knows the connection by.
         timestamp_us: the sender's clock in microseconds, modulo 2**32.
         timestamp_difference_us: the sender's last one-way delay measurement
@@ -103,7 +103,7 @@ class UtpPacket:
         payload: the data (only DATA packets carry any).
     """
 
-    type: PacketType
+    type: UtpPacketType
     connection_id: int
     timestamp_us: int
     timestamp_difference_us: int
@@ -114,8 +114,8 @@ class UtpPacket:
     payload: bytes = b""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.type, PacketType):
-            raise ValueError(f"type must be a PacketType, not {self.type!r}")
+        if not isinstance(self.type, UtpPacketType):
+            raise ValueError(f"type must be a UtpPacketType, not {self.type!r}")
         _check_u("connection_id", self.connection_id, 16)
         _check_u("timestamp_us", self.timestamp_us, 32)
         _check_u("timestamp_difference_us", self.timestamp_difference_us, 32)
@@ -133,7 +133,7 @@ class UtpPacket:
     def encode(self) -> bytes:
         """The packet as sent in one datagram.
 
-        >>> len(UtpPacket(PacketType.STATE, 1, 0, 0, 0, 1, 0, selective_ack=bytes(4)).encode())
+        >>> len(UtpPacket(UtpPacketType.STATE, 1, 0, 0, 0, 1, 0, selective_ack=bytes(4)).encode())
         26
         """
         sack = self.selective_ack
@@ -170,7 +170,7 @@ class UtpPacket:
             raise UtpPacketError(f"a uTP packet is at least {HEADER_SIZE} bytes, got {len(view)}")
         first, extension, conn_id, ts, ts_diff, wnd, seq, ack = _HEADER.unpack_from(view)
         kind = first >> 4
-        if first & 0x0F != VERSION or kind > PacketType.SYN:
+        if first & 0x0F != VERSION or kind > UtpPacketType.SYN:
             raise UtpPacketError(f"not a uTP packet: version {first & 0x0F}, type {kind}")
         offset = HEADER_SIZE
         sack: bytes | None = None
@@ -193,7 +193,7 @@ class UtpPacket:
             # Any other type is skipped, as libtorrent does (libutp's extension bits...).
             extension = following
         return cls(
-            PacketType(kind),
+            UtpPacketType(kind),
             conn_id,
             ts,
             ts_diff,

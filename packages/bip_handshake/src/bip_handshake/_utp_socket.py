@@ -41,7 +41,7 @@ from ._compact import CompactError, PeerAddress
 from ._handshaker import ListenError
 from ._utp_config import UtpConfig, UtpConnectError, UtpError
 from ._utp_connection import UtpConnection, UtpState
-from ._utp_packet import PacketType, UtpPacket, UtpPacketError
+from ._utp_packet import UtpPacket, UtpPacketError, UtpPacketType
 from ._utp_stream import UtpStream
 
 __all__ = ["UtpSocket", "UtpStatistics", "open_utp_over", "open_utp_socket"]
@@ -296,11 +296,11 @@ class UtpSocket:
             self._counters["invalid_datagrams"] += 1
             _log.debug("not a uTP packet from %s: %s", address, error)
             return
-        if packet.type is PacketType.SYN:
+        if packet.type is UtpPacketType.SYN:
             self._syn_received(packet, address)
             return
         connection = self._connections.get((address, packet.connection_id))
-        if connection is None and packet.type is PacketType.RESET:
+        if connection is None and packet.type is UtpPacketType.RESET:
             # The id of a RESET may be either of ours (libutp looks up both neighbours).
             for candidate in (packet.connection_id + 1, packet.connection_id - 1):
                 other = self._connections.get((address, candidate & _SEQ_MASK))
@@ -309,7 +309,7 @@ class UtpSocket:
                     break
         if connection is None:
             self._counters["unknown_connection"] += 1
-            if packet.type is not PacketType.RESET:
+            if packet.type is not UtpPacketType.RESET:
                 self._send_reset(packet, address)
             return
         connection.core.receive_packet(packet, _now_us())
@@ -356,7 +356,7 @@ class UtpSocket:
         self._reset_tokens -= 1
         self._counters["resets_sent"] += 1
         reset = UtpPacket(
-            PacketType.RESET,
+            UtpPacketType.RESET,
             packet.connection_id,
             _now_us() & 0xFFFFFFFF,
             0,
