@@ -69,7 +69,7 @@ class UtpConfig:
         max_connections: connections (in any state) at once; a SYN beyond it is refused
             with a RESET, a connect beyond it raises :class:`UtpConnectError`.
         max_pending_accepts: accepted connections waiting in
-            :meth:`~bip_handshake._utp_socket.UtpSocket.incoming`; a SYN beyond them is
+            :meth:`~bip_handshake.UtpSocket.incoming`; a SYN beyond them is
             refused with a RESET (a SYN flood costs at most this many connections).
         connect_timeout: seconds a connect may take (the SYN is resent meanwhile).
         idle_timeout: seconds without any packet from the peer before a connection is
