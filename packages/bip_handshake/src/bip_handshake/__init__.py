@@ -3,7 +3,8 @@
 Sans-IO cores for the front door of a BitTorrent client: peer ids and the client
 they name, compact peer and node addresses (trackers, the DHT, PEX), the reserved
 extension bits, the BEP 3 / BEP 52 handshake for both roles, and MSE/PE
-encryption (768-bit Diffie-Hellman, RC4) with its three policies; and the trio
+encryption (768-bit Diffie-Hellman, RC4) with its three policies; uTP (BEP 29),
+a sans-IO connection core and its trio socket and stream; and the trio
 ``Handshaker`` that listens, dials what discovery sources report (``PeerSink``),
 encrypts as its ``EncryptionPolicy`` says, and hands over completed handshakes.
 """
@@ -66,6 +67,11 @@ from ._mse import (
 )
 from ._mse_stream import MSEStream
 from ._peer_id import DEFAULT_PEER_ID_PREFIX, ClientInfo, PeerId, PeerIdError, azureus_prefix
+from ._utp_config import UtpConfig, UtpConnectError, UtpError
+from ._utp_connection import UtpConnection, UtpConnectionStatistics, UtpState
+from ._utp_packet import UtpPacket, UtpPacketError, UtpPacketType
+from ._utp_socket import UtpSocket, UtpStatistics, open_utp_over, open_utp_socket
+from ._utp_stream import UtpStream
 
 __all__ = [
     "CRYPTO_PLAINTEXT",
@@ -116,10 +122,24 @@ __all__ = [
     "RemoteProtocolError",
     "Role",
     "SkeyTable",
+    "UtpConfig",
+    "UtpConnectError",
+    "UtpConnection",
+    "UtpConnectionStatistics",
+    "UtpError",
+    "UtpPacket",
+    "UtpPacketError",
+    "UtpPacketType",
+    "UtpSocket",
+    "UtpState",
+    "UtpStatistics",
+    "UtpStream",
     "azureus_prefix",
     "encode_compact_nodes",
     "encode_compact_peers",
     "open_handshaker",
+    "open_utp_over",
+    "open_utp_socket",
     "parse_compact_nodes",
     "parse_compact_peers",
 ]

@@ -13,6 +13,14 @@ import logging
 
 from bip_metainfo import PieceSet
 
+from ._bandwidth import (
+    DEFAULT_BURST_SECONDS,
+    MIN_BURST,
+    MIN_QUANTUM,
+    BandwidthLimiter,
+    TokenBucket,
+    default_burst,
+)
 from ._connection import (
     DEFAULT_MAX_PEER_REQUESTS,
     MAX_CANCELLED_REQUESTS,
@@ -157,6 +165,7 @@ from ._pex import (
 from ._stats import (
     DEFAULT_RATE_BUCKETS,
     DEFAULT_RATE_WINDOW,
+    LimiterStatistics,
     ManagerStatistics,
     PeerStatistics,
     RateMeter,
@@ -166,6 +175,7 @@ from ._stats import (
 __all__ = [
     "BLOCK_SIZE",
     "DEFAULT_ALLOWED_FAST_SET_SIZE",
+    "DEFAULT_BURST_SECONDS",
     "DEFAULT_EVENT_BUFFER",
     "DEFAULT_EXTENSION_IDS",
     "DEFAULT_IDLE_TIMEOUT",
@@ -201,6 +211,8 @@ __all__ = [
     "MAX_METADATA_TOTAL_SIZE",
     "METADATA_EXTENSION",
     "METADATA_PIECE_SIZE",
+    "MIN_BURST",
+    "MIN_QUANTUM",
     "NEED_DATA",
     "PEX_EXTENSION",
     "PEX_SOURCE",
@@ -212,6 +224,7 @@ __all__ = [
     "REASON_SEND_TIMEOUT",
     "REASON_TRANSPORT",
     "AllowedFast",
+    "BandwidthLimiter",
     "Bitfield",
     "BlockKey",
     "Cancel",
@@ -231,6 +244,7 @@ __all__ = [
     "HaveNone",
     "Interested",
     "KeepAlive",
+    "LimiterStatistics",
     "LocalProtocolError",
     "ManagerEvent",
     "ManagerStatistics",
@@ -280,6 +294,7 @@ __all__ = [
     "Request",
     "StaleSendError",
     "Suggest",
+    "TokenBucket",
     "TrafficCounter",
     "Unchoke",
     "UnknownExtended",
@@ -287,6 +302,7 @@ __all__ = [
     "UploadOnly",
     "allowed_fast_set",
     "decode_metadata_message",
+    "default_burst",
     "info_matches",
     "metadata_piece_count",
     "open_peer_manager",
