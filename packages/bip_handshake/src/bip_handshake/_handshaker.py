@@ -64,6 +64,7 @@ from ._handshake import (
 from ._mse import EncryptionPolicy, MSEEstablished, MSEInitiator, MSEReceiver, SkeyTable
 from ._mse_stream import MSEStream
 from ._peer_id import PeerId
+from ._utp_config import UtpError
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
@@ -113,8 +114,11 @@ Direction = Literal["inbound", "outbound"]
 Dialer = Callable[[PeerAddress], Awaitable[trio.abc.Stream]]
 """How outbound connections are opened: an address in, a connected stream out.
 
-The default opens a TCP stream. Pass another to go through a proxy, or to run
-many handshakers in memory (tests, simulations).
+The default opens a TCP stream; :class:`~bip_handshake.PeerDialer` dials TCP, uTP, or
+both with a fallback. Pass another to go through a proxy, or to run many handshakers in
+memory (tests, simulations). A dialer fails with an :class:`OSError` (a
+:class:`~bip_handshake.UtpConnectError` is one) or a :class:`~bip_handshake.UtpError`:
+both count as ``connect_failed``.
 """
 
 
@@ -243,7 +247,8 @@ class HandshakerStatistics:
         inbound_attempts: connections accepted and past the address and direction filters.
         outbound_completed: handshakes we dialled that completed and were delivered.
         inbound_completed: handshakes the peer dialled that completed and were delivered.
-        connect_failed: dials refused or unreachable.
+        connect_failed: dials refused or unreachable (over TCP or uTP: a dialer's
+            :class:`OSError` or :class:`~bip_handshake.UtpError`).
         connect_timeout: dials that took longer than the connect timeout.
         handshake_timeout: handshakes that took longer than the handshake timeout.
         protocol_error: peers that sent garbage (wrong protocol string, wrong
@@ -758,8 +763,11 @@ class Handshaker:
                 return await self._dial(address)
         except trio.TooSlowError:
             raise _RefusedError("connect_timeout", f"{self._connect_timeout} s") from None
-        except OSError as exc:
-            raise _RefusedError("connect_failed", exc.strerror or exc) from None
+        except (OSError, UtpError) as exc:
+            # A uTP dialer fails with UtpConnectError (an OSError too, as a refused TCP
+            # connect is); any other UtpError from a dialer of the user's is a failed connect
+            # as well, never a crash of the handshaker.
+            raise _RefusedError("connect_failed", _os_detail(exc) or exc) from None
 
     async def _run_inbound(self, stream: trio.abc.Stream, address: PeerAddress) -> None:
         """One accepted connection; acquires a slot or closes at once."""

@@ -1,0 +1,260 @@
+"""How a :class:`~bip_handshake.Handshaker` reaches peers: TCP, uTP, or both (:class:`PeerDialer`).
+
+A peer may accept TCP only, uTP only (libtorrent with TCP off), or both; a
+:class:`PeerDialer` tries the preferred transport first and falls back to the other
+when it fails, as libtorrent does (it prefers uTP; we prefer TCP by default because our
+uTP runs in Python and costs far more CPU per byte than the kernel's TCP).
+
+Timing: the whole dial must fit in the caller's deadline (the Handshaker's
+``connect_timeout`` wraps every dial in :func:`trio.fail_after`). When both transports
+may be tried, the first gets at most ``first_timeout`` seconds (3 s by default:
+libtorrent's ``utp_connect_timeout``) and at most ``first_share`` of the time left
+before that deadline (half by default), so that the fallback always has time of its
+own. A refused TCP connect or a uTP RESET fails at once and leaves the fallback nearly
+the whole budget.
+
+Local address: a TCP connect is made from ``local_address`` when it is a specific
+address of the peer's family (``--bind 127.0.0.2``), as libtorrent's
+``outgoing_interfaces`` does: peers see us where we accept them, and a peer that
+refuses connections from its own address (ctorrent) can be reached. A uTP connect
+leaves from its :class:`~bip_handshake.UtpSocket`, bound where the owner chose.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from ipaddress import ip_address
+from typing import Final, Literal
+
+import trio
+
+from ._compact import PeerAddress
+from ._utp_config import UtpConnectError
+from ._utp_socket import UtpSocket
+
+__all__ = [
+    "DEFAULT_FIRST_SHARE",
+    "DEFAULT_FIRST_TIMEOUT",
+    "DialerStatistics",
+    "PeerDialer",
+    "Transport",
+]
+
+_log = logging.getLogger("bip_handshake.dialer")
+
+Transport = Literal["tcp", "utp"]
+"""A transport a :class:`PeerDialer` can connect over."""
+
+DEFAULT_FIRST_TIMEOUT: Final = 3.0
+"""Seconds the first of two transports may take at most (libtorrent's ``utp_connect_timeout``)."""
+DEFAULT_FIRST_SHARE: Final = 0.5
+"""The share of the time left before the caller's deadline that the first of two transports
+may take at most: the fallback keeps the rest."""
+
+
+@dataclass(frozen=True, slots=True)
+class DialerStatistics:
+    """Counters of a :class:`PeerDialer` since it was made (:meth:`PeerDialer.statistics`).
+
+    Every dial ends once: connected over one transport (``tcp_connected`` or
+    ``utp_connected``), failed (``failed``), or cancelled (the caller's timeout; counted
+    nowhere but in the attempts).
+
+    Attributes:
+        dials: dials started.
+        tcp_attempts: TCP connects started (first or fallback).
+        utp_attempts: uTP connects started (first or fallback).
+        tcp_connected: dials that connected over TCP.
+        utp_connected: dials that connected over uTP.
+        fallbacks: dials whose first transport failed (refused, unreachable, out of its
+            share of time) and that tried the other.
+        failed: dials where every transport tried failed (the error raised is the last one).
+    """
+
+    dials: int = 0
+    tcp_attempts: int = 0
+    utp_attempts: int = 0
+    tcp_connected: int = 0
+    utp_connected: int = 0
+    fallbacks: int = 0
+    failed: int = 0
+
+
+class PeerDialer:
+    """A :data:`~bip_handshake.Dialer` over TCP, uTP, or both with a fallback.
+
+    Pass it as ``open_handshaker(dial=...)``; uTP sockets may be added later (a socket
+    listening on the port the Handshaker picked), and removed before they close.
+
+    >>> dialer = PeerDialer(prefer="utp")
+    >>> dialer.transports(PeerAddress.parse("10.0.0.1:6881"))  # no uTP socket yet
+    ('tcp',)
+
+    Args:
+        tcp: whether to connect over TCP at all.
+        utp: uTP sockets to connect from, one per IP family (a later one of a family
+            replaces an earlier one).
+        prefer: the transport tried first when both can reach the peer. ``"tcp"``: uTP
+            is the fallback for peers whose TCP port is refused or silent. ``"utp"``:
+            libtorrent's order.
+        local_address: an IP address to make TCP connects from, for peers of its family
+            (``None``, or an unspecified address: the system picks).
+        first_timeout: seconds the first of two transports may take at most.
+        first_share: the share (0 to 1) of the time left before the caller's deadline the
+            first of two transports may take at most.
+
+    Raises:
+        ValueError: ``prefer`` is not a transport, ``local_address`` is not an IP address,
+            ``first_timeout`` is not positive or ``first_share`` not in (0, 1].
+    """
+
+    def __init__(
+        self,
+        *,
+        tcp: bool = True,
+        utp: Iterable[UtpSocket] = (),
+        prefer: Transport = "tcp",
+        local_address: str | None = None,
+        first_timeout: float = DEFAULT_FIRST_TIMEOUT,
+        first_share: float = DEFAULT_FIRST_SHARE,
+    ) -> None:
+        if prefer not in ("tcp", "utp"):
+            raise ValueError(f"prefer is 'tcp' or 'utp', not {prefer!r}")
+        if not (math.isfinite(first_timeout) and first_timeout > 0):
+            raise ValueError(f"first_timeout must be positive and finite, not {first_timeout!r}")
+        if not (math.isfinite(first_share) and 0 < first_share <= 1):
+            raise ValueError(f"first_share must be in (0, 1], not {first_share!r}")
+        self._local: tuple[str, int] | None = None
+        if local_address is not None:
+            try:
+                parsed = ip_address(local_address)
+            except ValueError:
+                raise ValueError(
+                    f"local_address must be an IP address, not {local_address!r}"
+                ) from None
+            if not parsed.is_unspecified:
+                self._local = (str(parsed), parsed.version)
+        self._tcp = tcp
+        self._prefer: Transport = prefer
+        self._first_timeout = first_timeout
+        self._first_share = first_share
+        self._utp: dict[int, UtpSocket] = {}
+        for socket in utp:
+            self.add_utp(socket)
+        self._counts = dict.fromkeys(
+            (
+                "dials",
+                "tcp_attempts",
+                "utp_attempts",
+                "tcp_connected",
+                "utp_connected",
+                "fallbacks",
+                "failed",
+            ),
+            0,
+        )
+
+    @property
+    def prefer(self) -> Transport:
+        """The transport tried first when both can reach a peer."""
+        return self._prefer
+
+    @property
+    def utp_sockets(self) -> tuple[UtpSocket, ...]:
+        """The uTP sockets connects leave from, one per IP family."""
+        return tuple(self._utp.values())
+
+    def add_utp(self, socket: UtpSocket) -> None:
+        """Connect over ``socket`` to peers of its IP family (replacing that family's socket)."""
+        if not isinstance(socket, UtpSocket):
+            raise TypeError(f"a uTP socket is a UtpSocket, not {socket!r}")
+        self._utp[socket.local_address.family] = socket
+
+    def remove_utp(self, socket: UtpSocket) -> None:
+        """Stop connecting over ``socket`` (before it closes); unknown sockets are ignored."""
+        family = socket.local_address.family
+        if self._utp.get(family) is socket:
+            del self._utp[family]
+
+    def transports(self, address: PeerAddress) -> tuple[Transport, ...]:
+        """The transports a dial to ``address`` would try, in order."""
+        usable: list[Transport] = []
+        if self._tcp:
+            usable.append("tcp")
+        if address.family in self._utp:
+            usable.append("utp")
+        if self._prefer == "utp":
+            usable.reverse()
+        return tuple(usable)
+
+    def statistics(self) -> DialerStatistics:
+        """A snapshot of the counters."""
+        return DialerStatistics(**self._counts)
+
+    async def __call__(self, address: PeerAddress) -> trio.abc.Stream:
+        """Connect to ``address``: the preferred transport, then the other if it fails.
+
+        Raises:
+            OSError: every transport tried failed (the last one's error: a refused TCP
+                connect, a :class:`~bip_handshake.UtpConnectError`...), or none can reach
+                the peer (a :class:`~bip_handshake.UtpConnectError` saying so).
+        """
+        address = address.normalized()
+        order = self.transports(address)
+        self._counts["dials"] += 1
+        if not order:
+            await trio.lowlevel.checkpoint()
+            self._counts["failed"] += 1
+            raise UtpConnectError(f"no transport reaches {address} (TCP off, no uTP socket)")
+        if len(order) == 1:
+            return await self._attempt(order[0], address)
+        first, second = order
+        try:
+            with trio.move_on_after(self._first_budget()):
+                return await self._attempt(first, address, last=False)
+            reason = "no answer in its share of the time"
+        except OSError as error:
+            reason = str(error) or type(error).__name__
+        self._counts["fallbacks"] += 1
+        _log.debug("%s connect to %s failed (%s); trying %s", first, address, reason, second)
+        return await self._attempt(second, address)
+
+    def _first_budget(self) -> float:
+        """Seconds the first of two transports may take."""
+        left = trio.current_effective_deadline() - trio.current_time()
+        return min(self._first_timeout, max(left, 0.0) * self._first_share)
+
+    async def _attempt(
+        self, transport: Transport, address: PeerAddress, *, last: bool = True
+    ) -> trio.abc.Stream:
+        """One connect; counts it, and the dial's failure when this is the ``last`` try."""
+        self._counts[f"{transport}_attempts"] += 1
+        connect: Callable[[PeerAddress], Awaitable[trio.abc.Stream]] = (
+            self._connect_tcp if transport == "tcp" else self._connect_utp
+        )
+        try:
+            stream = await connect(address)
+        except OSError:
+            if last:
+                self._counts["failed"] += 1
+            raise
+        self._counts[f"{transport}_connected"] += 1
+        return stream
+
+    async def _connect_tcp(self, address: PeerAddress) -> trio.abc.Stream:
+        local = self._local
+        if local is not None and local[1] == address.family:
+            return await trio.open_tcp_stream(
+                str(address.host), address.port, local_address=local[0]
+            )
+        return await trio.open_tcp_stream(str(address.host), address.port)
+
+    async def _connect_utp(self, address: PeerAddress) -> trio.abc.Stream:
+        socket = self._utp.get(address.family)
+        if socket is None:  # removed while the first transport was tried
+            await trio.lowlevel.checkpoint()
+            raise UtpConnectError(f"no uTP socket reaches {address}")
+        return await socket.connect(address)
