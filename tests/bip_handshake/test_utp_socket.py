@@ -558,3 +558,103 @@ def test_config_validation(field: str, value: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         UtpConfig(**{field: value})  # type: ignore[arg-type]
     assert UtpConfig(syn_retries=0, resets_per_second=0).syn_retries == 0
+
+
+# ------------------------------------------------------------------ bursts and fast paths
+
+
+async def test_a_burst_of_data_is_acked_once(autojump_clock: trio.testing.MockClock) -> None:
+    # A burst read from the socket in one wakeup is acknowledged by one ST_STATE (as
+    # libtorrent defers its acks to the end of the burst); datagrams fed one by one (a
+    # shared socket's owner) are acknowledged one by one.
+    link = Link()
+    async with memory_pair(link=link) as (a, b, _):
+        client = await a.connect(B)
+        server = await b.incoming().receive()
+        server_core = b._connections[next(iter(b._connections))].core
+        server_core._peer_wnd = 1 << 20
+        a_core = a._connections[next(iter(a._connections))].core
+        a_core._cwnd = 100.0 * 1300
+        a_core._peer_wnd = 1 << 20
+        held: list[bytes] = []
+
+        def hold(data: bytes) -> bool:
+            held.append(data)
+            return True
+
+        link.drop_if = hold  # every datagram of a's is held from here on
+        for burst, feed_one_by_one in ((8, False), (4, True)):
+            held.clear()
+            await client.send_all(blob(burst * 1300, burst))
+            await trio.sleep(0.01)
+            data = [d for d in held if d[0] >> 4 == UtpPacketType.DATA]
+            assert len(data) >= 4
+            before = len(link.sent)
+            if feed_one_by_one:
+                for datagram in data:
+                    b.datagram_received(datagram, A)
+            else:
+                b._datagrams_received([(d, A) for d in data])
+            await trio.sleep(0.01)
+            acks = [UtpPacket.decode(d) for s, _, d in link.sent[before:] if s == B]
+            assert all(p.type is UtpPacketType.STATE for p in acks)
+            assert len(acks) == (len(data) if feed_one_by_one else 1)
+            assert acks[-1].ack_nr == UtpPacket.decode(data[-1]).seq_nr
+            received = 0
+            while received < sum(len(d) - 20 for d in data):
+                received += len(await server.receive_some())
+        link.drop_if = None
+        await client.aclose()
+        await server.aclose()
+
+
+async def test_send_now_falls_back_to_the_queue_in_order(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Our own socket sends at once; when its buffer is full (send_now says False) the
+    # datagram and every later one go through the sender task, in order.
+    wire: list[bytes] = []
+    full = True
+
+    def send_now(data: bytes, address: PeerAddress) -> bool:
+        if full:
+            return False
+        wire.append(data)
+        return True
+
+    async def send(data: bytes, address: PeerAddress) -> None:
+        await trio.sleep(0.001)
+        wire.append(data)
+
+    async with trio.open_nursery() as nursery:
+        utp = UtpSocket(send, A, UtpConfig(), nursery, 4, send_now=send_now)
+        nursery.start_soon(utp._run_sender)
+        utp._enqueue(b"1", B)
+        full = False
+        utp._enqueue(b"2", B)  # behind "1" in the queue, not ahead of it on the wire
+        await trio.sleep(0.1)
+        utp._enqueue(b"3", B)  # the queue is empty again: sent at once
+        assert wire == [b"1", b"2", b"3"]
+
+        def refused(data: bytes, address: PeerAddress) -> bool:
+            raise OSError("ENETUNREACH")
+
+        utp._send_now = refused
+        utp._enqueue(b"4", B)
+        stats = utp.statistics()
+        assert (stats.datagrams_sent, stats.datagrams_dropped) == (3, 1)
+        nursery.cancel_scope.cancel()
+
+
+async def test_loopback_reads_a_burst_per_wakeup() -> None:
+    with trio.fail_after(10):
+        async with open_utp_socket() as a:
+            raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            with raw:
+                raw.bind(("127.0.0.1", 0))
+                target = (str(a.local_address.host), a.local_address.port)
+                for _ in range(600):  # more than one read batch
+                    raw.sendto(b"d1:ad2:id20:" + bytes(20) + b"e", target)
+                while a.statistics().invalid_datagrams < 600:
+                    await trio.sleep(0.01)
+            assert a.statistics().datagrams_received == 600

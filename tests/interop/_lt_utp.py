@@ -9,7 +9,9 @@ With ``enable_incoming_tcp`` and ``enable_outgoing_tcp`` off and ``enable_incomi
 - By default it seeds T from D in seed mode (libtorrent trusts the data); R (JSON: ``port``,
   ``peer_id_prefix``) is written once it seeds and listens.
 - ``--download``: it downloads T into D (empty) instead; R is written once it listens and the
-  check is over, and F (JSON: ``have``, ``num_pieces``) once it has every piece, files flushed.
+  check is over, and F (JSON: ``have``, ``num_pieces``, and the ``time.time()`` of the first
+  payload byte seen and of the last piece, ``first_data`` and ``finished``, for benchmarks)
+  once it has every piece, files flushed.
 - ``--peer``: once R is written, ``connect_peer`` to that address (over uTP, TCP being off), to
   make it dial us.
 
@@ -66,6 +68,7 @@ def main() -> int:
     num_pieces = params.ti.num_pieces()
 
     ready = done = False
+    first_data: float | None = None
     while time.monotonic() < deadline:
         common.print_alerts(ses)
         status = handle.status()
@@ -86,13 +89,19 @@ def main() -> int:
             common.write_json(args.ready, info)
             print(f"ready: {info}", flush=True)
             ready = True
+        if first_data is None and status.total_payload_download:
+            first_data = time.time()
         if ready and not done and args.done is not None and all(status.pieces):
+            finished = time.time()
             handle.flush_cache()
             have = sum(1 for bit in status.pieces if bit)
-            common.write_json(args.done, {"have": have, "num_pieces": num_pieces})
+            result: dict[str, float] = {"have": have, "num_pieces": num_pieces}
+            result.update(first_data=first_data or finished, finished=finished)
+            common.write_json(args.done, result)
             print(f"done: {have}/{num_pieces} pieces", flush=True)
             done = True
-        ses.wait_for_alert(100)
+        # Short waits in download mode: benchmarks time the download from these polls.
+        ses.wait_for_alert(10 if args.download else 100)
     print("lifetime over, exiting", flush=True)
     return 0
 

@@ -42,13 +42,20 @@ How it behaves, following BEP 29 and libtorrent:
 from __future__ import annotations
 
 import enum
+import math
 from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Final
 
 from ._errors import LocalProtocolError
 from ._utp_config import MAX_PAYLOAD, UtpConfig, UtpConnectError, UtpError
-from ._utp_packet import UtpPacket, UtpPacketType, sack_from_offsets, sack_offsets
+from ._utp_packet import (
+    UtpPacket,
+    UtpPacketType,
+    encode_packet,
+    sack_from_offsets,
+    sack_offsets,
+)
 
 __all__ = [
     "CCONTROL_TARGET_US",
@@ -80,6 +87,13 @@ _DUP_ACK_THRESHOLD: Final = 3
 _MAX_OUTSTANDING: Final = 4096
 """Sequence numbers past the last cumulative ack in use at most (selectively acked ones
 included), far below half the 16-bit space, so that every comparison stays unambiguous."""
+_PACING_BURST: Final = 32 * MAX_PAYLOAD
+"""Bytes sent back to back at most before pacing spaces packets out: far below the ~90
+datagrams a default Linux socket buffer (208 KiB) holds on the receiving side."""
+_PACING_GAIN_SLOW_START: Final = 2.0
+_PACING_GAIN: Final = 1.25
+"""Pacing runs ahead of ``cwnd / rtt`` (as Linux's fq pacing: 200 % in slow start, more
+than 100 % after), so that it smooths bursts without becoming the limit itself."""
 _SEQ_MASK: Final = 0xFFFF
 _HALF: Final = 0x8000
 _TS_MASK: Final = 0xFFFFFFFF
@@ -200,6 +214,7 @@ class UtpConnection:
         self._seq_nr = seq_nr  # the next sequence number to use
         self._acked = (seq_nr - 1) & _SEQ_MASK  # every packet up to here is acknowledged
         self._outgoing: dict[int, _Outgoing] = {}  # in sequence order (insertion order)
+        self._unsent = 0  # entries of _outgoing with need_send set: none, no scan of them
         self._pending = bytearray()  # written, not yet packetised
         self._in_flight = 0  # payload bytes on the wire, unacknowledged
         self._fin_requested = False
@@ -218,6 +233,9 @@ class UtpConnection:
         self._probe_deadline: int | None = None
         self._timeouts = 0
         self._last_resend_us = -1
+        self._pace_tokens = float(_PACING_BURST)  # bytes that may leave now, back to back
+        self._pace_stamp = now_us
+        self._pace_deadline: int | None = None  # when pacing lets the next packet go
         self._base_delays: list[int] = []
         self._base_bucket_start = now_us
         self._current_delays: list[int] = []
@@ -504,7 +522,9 @@ class UtpConnection:
         return acked_bytes
 
     def _acknowledged(self, entry: _Outgoing, now_us: int, *, sample: bool = True) -> int:
-        if not entry.need_send:
+        if entry.need_send:
+            self._unsent -= 1
+        else:
             self._in_flight -= len(entry.payload)
         # Karn: never time a resent packet, nor one sent before a resend (its ack may
         # have been lost and the resend's ack cover it late).
@@ -548,6 +568,7 @@ class UtpConnection:
             entry.fast_resent = True
             self._fast_retransmits += 1
         entry.need_send = True
+        self._unsent += 1
         self._in_flight -= len(entry.payload)
         # Halve the window once per round trip: only for a packet sent after the last cut.
         if 0 < seq_distance(self._loss_boundary, seq) < _HALF:
@@ -670,6 +691,7 @@ class UtpConnection:
         self.error = error
         self._pending.clear()
         self._outgoing.clear()
+        self._unsent = 0
         self._reorder.clear()
         self._reorder_bytes = 0
         self._in_flight = 0
@@ -687,6 +709,7 @@ class UtpConnection:
         candidates = [
             self._confirm_deadline,
             self._rto_deadline,
+            self._pace_deadline,
             self._probe_deadline,
             self._close_deadline,
             self._linger_deadline,
@@ -745,8 +768,8 @@ class UtpConnection:
         self._cwnd = float(MAX_PAYLOAD)
         self._slow_start = True
         for entry in self._outgoing.values():
-            if not entry.need_send:
-                entry.need_send = True
+            entry.need_send = True
+        self._unsent = len(self._outgoing)
         self._in_flight = 0
         self._loss_boundary = (self._seq_nr - 1) & _SEQ_MASK
         self._rto_deadline = now_us + self._rto_us if self._outgoing else None
@@ -759,25 +782,29 @@ class UtpConnection:
         out: list[bytes] = []
         if self._reset_pending:
             self._reset_pending = False
-            out.append(self._packet(UtpPacketType.RESET, self._seq_nr, now_us).encode())
+            out.append(self._packet(UtpPacketType.RESET, self._seq_nr, now_us))
             self._finished = True
             return out
         if self.state is UtpState.FAILED or self.finished:
             return out
-        for entry in self._outgoing.values():
-            if entry.need_send:
-                if not self._fits(len(entry.payload), now_us):
-                    break
-                out.append(self._send(entry, now_us))
-        else:
+        self._pace_deadline = None
+        if self._unsent:
+            # Resends first, in sequence order; new data only once none is left waiting.
+            for entry in self._outgoing.values():
+                if entry.need_send:
+                    if not self._fits(len(entry.payload), now_us):
+                        break
+                    out.append(self._send(entry, now_us))
+                    if not self._unsent:
+                        break
+        if not self._unsent:
             self._send_new(out, now_us)
         if out:
             self._ack_pending = self._keepalive_pending = False
         elif self._ack_pending or self._keepalive_pending:
             # A keepalive acks ack_nr - 1 so that it never counts as a duplicate ack.
             ack = self._ack_nr if self._ack_pending else (self._ack_nr - 1) & _SEQ_MASK
-            packet = self._packet(UtpPacketType.STATE, self._seq_nr, now_us, ack_nr=ack)
-            out.append(packet.encode())
+            out.append(self._packet(UtpPacketType.STATE, self._seq_nr, now_us, ack_nr=ack))
             self._packets_sent += 1
             self._last_sent_us = now_us
             self._ack_pending = self._keepalive_pending = False
@@ -789,13 +816,36 @@ class UtpConnection:
             return True  # SYN and FIN
         if self._in_flight:
             window = min(self._cwnd, self._peer_wnd, self._config.send_buffer)
-            return self._in_flight + size <= window
+            return self._in_flight + size <= window and self._paced(size, now_us)
         if size > self._peer_wnd:
             # The peer's window is shut: wait for an update, or probe after a timeout.
             if self._probe_deadline is None:
                 self._probe_deadline = now_us + self._rto_us
             return False
         return True  # one packet may always be in flight
+
+    def _paced(self, size: int, now_us: int) -> bool:
+        """Whether pacing lets ``size`` bytes go now; if not, when it will (the deadline).
+
+        Without pacing, a window opened at once (a burst of acks, a write after the
+        application was the limit) leaves as one burst of up to ``cwnd`` bytes; on loopback
+        that overflows the receiver's socket buffer (libtorrent's, at its OS default) and
+        every packet past it is lost. A token bucket refilled at ``gain * cwnd / rtt`` and
+        holding :data:`_PACING_BURST` bytes spreads the window over the round trip instead.
+        """
+        rtt = self._rtt_us
+        if rtt is None:
+            return True  # no round trip measured yet: the small initial window is the limit
+        gain = _PACING_GAIN_SLOW_START if self._slow_start else _PACING_GAIN
+        rate = gain * self._cwnd / max(rtt, 1)  # bytes per microsecond
+        elapsed = max(0, now_us - self._pace_stamp)
+        tokens = min(self._pace_tokens + elapsed * rate, float(_PACING_BURST))
+        self._pace_tokens = tokens
+        self._pace_stamp = now_us
+        if tokens >= size:
+            return True
+        self._pace_deadline = now_us + max(1, math.ceil((size - tokens) / rate))
+        return False
 
     def _send_new(self, out: list[bytes], now_us: int) -> None:
         """Cut written bytes into packets as the windows allow (Nagle-like), then the FIN."""
@@ -822,11 +872,13 @@ class UtpConnection:
     def _queue(self, kind: UtpPacketType, payload: bytes) -> _Outgoing:
         seq = self._seq_nr
         entry = self._outgoing[seq] = _Outgoing(seq, kind, payload)
+        self._unsent += 1
         self._seq_nr = (seq + 1) & _SEQ_MASK
         return entry
 
     def _send(self, entry: _Outgoing, now_us: int) -> bytes:
         entry.need_send = False
+        self._unsent -= 1
         entry.transmissions += 1
         if entry.transmissions == 1:
             entry.first_sent_us = now_us
@@ -835,21 +887,16 @@ class UtpConnection:
             self._retransmits += 1
             self._last_resend_us = now_us
         self._in_flight += len(entry.payload)
+        self._pace_tokens -= len(entry.payload)
         if self._rto_deadline is None:
             self._rto_deadline = now_us + self._rto_us
         self._packets_sent += 1
         self._last_sent_us = now_us
         if entry.type is UtpPacketType.SYN:
-            return UtpPacket(
-                UtpPacketType.SYN,
-                self.recv_id,
-                now_us & _TS_MASK,
-                0,
-                self._window(),
-                entry.seq,
-                0,
-            ).encode()
-        return self._packet(entry.type, entry.seq, now_us, payload=entry.payload).encode()
+            return encode_packet(
+                UtpPacketType.SYN, self.recv_id, now_us & _TS_MASK, 0, self._window(), entry.seq, 0
+            )
+        return self._packet(entry.type, entry.seq, now_us, payload=entry.payload)
 
     def _packet(
         self,
@@ -859,12 +906,14 @@ class UtpConnection:
         *,
         payload: bytes = b"",
         ack_nr: int | None = None,
-    ) -> UtpPacket:
+    ) -> bytes:
         sack = None
         if self._reorder:
             offsets = [seq_distance(self._ack_nr, s) - 2 for s in self._reorder]
             sack = sack_from_offsets(offsets, _OWN_SACK_BYTES)
-        return UtpPacket(
+        # Every field is in range by construction (16-bit numbers masked, the window
+        # below 2 GiB by UtpConfig): the unchecked encoder.
+        return encode_packet(
             kind,
             self.send_id,
             now_us & _TS_MASK,
@@ -872,8 +921,8 @@ class UtpConnection:
             self._window(),
             seq,
             self._ack_nr if ack_nr is None else ack_nr,
-            selective_ack=sack,
-            payload=payload,
+            sack,
+            payload,
         )
 
     def statistics(self) -> UtpConnectionStatistics:

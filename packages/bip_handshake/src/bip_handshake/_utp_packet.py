@@ -39,6 +39,7 @@ __all__ = [
     "UtpPacket",
     "UtpPacketError",
     "UtpPacketType",
+    "encode_packet",
     "sack_from_offsets",
     "sack_offsets",
 ]
@@ -136,20 +137,17 @@ class UtpPacket:
         >>> len(UtpPacket(UtpPacketType.STATE, 1, 0, 0, 0, 1, 0, selective_ack=bytes(4)).encode())
         26
         """
-        sack = self.selective_ack
-        header = _HEADER.pack(
-            (self.type << 4) | VERSION,
-            _EXT_SACK if sack is not None else 0,
+        return encode_packet(
+            self.type,
             self.connection_id,
             self.timestamp_us,
             self.timestamp_difference_us,
             self.wnd_size,
             self.seq_nr,
             self.ack_nr,
+            self.selective_ack,
+            self.payload,
         )
-        if sack is None:
-            return header + self.payload
-        return b"".join((header, bytes((0, len(sack))), sack, self.payload))
 
     @classmethod
     def decode(cls, data: bytes | bytearray | memoryview) -> UtpPacket:
@@ -192,17 +190,62 @@ class UtpPacket:
                     sack = bytes(view[start:offset])
             # Any other type is skipped, as libtorrent does (libutp's extension bits...).
             extension = following
-        return cls(
-            UtpPacketType(kind),
-            conn_id,
-            ts,
-            ts_diff,
-            wnd,
-            seq,
-            ack,
-            selective_ack=sack,
-            payload=bytes(view[offset:]),
-        )
+        # Every field came out of the struct in range: skip __post_init__'s checks, which
+        # cost more than the parsing (this runs once per datagram received).
+        packet = _new_packet(cls)
+        for name, value in (
+            ("type", _TYPES[kind]),
+            ("connection_id", conn_id),
+            ("timestamp_us", ts),
+            ("timestamp_difference_us", ts_diff),
+            ("wnd_size", wnd),
+            ("seq_nr", seq),
+            ("ack_nr", ack),
+            ("selective_ack", sack),
+            ("payload", bytes(view[offset:])),
+        ):
+            _set_field(packet, name, value)
+        return packet
+
+
+_new_packet = object.__new__
+_set_field = object.__setattr__
+_TYPES: Final = tuple(UtpPacketType)
+
+
+def encode_packet(  # noqa: PLR0917 (the header's fields, in wire order)
+    kind: UtpPacketType,
+    connection_id: int,
+    timestamp_us: int,
+    timestamp_difference_us: int,
+    wnd_size: int,
+    seq_nr: int,
+    ack_nr: int,
+    selective_ack: bytes | None = None,
+    payload: bytes = b"",
+) -> bytes:
+    """The datagram of a packet with these fields, unchecked: the fast path of
+    :meth:`UtpPacket.encode` for callers whose values are in range by construction.
+
+    Raises:
+        struct.error: a field out of range (a bug of the caller's, not the peer's).
+
+    >>> encode_packet(UtpPacketType.STATE, 1, 0, 0, 0, 1, 0).hex()[:8]
+    '21000001'
+    """
+    header = _HEADER.pack(
+        (kind << 4) | VERSION,
+        _EXT_SACK if selective_ack is not None else 0,
+        connection_id,
+        timestamp_us,
+        timestamp_difference_us,
+        wnd_size,
+        seq_nr,
+        ack_nr,
+    )
+    if selective_ack is None:
+        return header + payload if payload else header
+    return b"".join((header, bytes((0, len(selective_ack))), selective_ack, payload))
 
 
 def sack_offsets(bitmask: bytes) -> list[int]:

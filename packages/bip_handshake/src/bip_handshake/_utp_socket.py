@@ -23,6 +23,7 @@ raise :class:`trio.BrokenResourceError`.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import math
@@ -48,6 +49,12 @@ __all__ = ["UtpSocket", "UtpStatistics", "open_utp_over", "open_utp_socket"]
 
 _log = logging.getLogger("bip_handshake.utp")
 _MAX_DATAGRAM: Final = 65536
+_READ_BATCH: Final = 256
+"""Datagrams read per wakeup at most before they are processed (and others may run)."""
+_SOCKET_BUFFER: Final = 4 * 1024 * 1024
+"""SO_RCVBUF / SO_SNDBUF asked for our own socket (the kernel may grant less)."""
+_ADDRESS_CACHE: Final = 4096
+"""Source addresses remembered as PeerAddress (parsing one per datagram is costly)."""
 _MAX_SEND_QUEUE: Final = 8192
 """Datagrams waiting for the sender task at most; more are dropped, as a full NIC queue would."""
 _SEQ_MASK: Final = 0xFFFF
@@ -56,6 +63,8 @@ _WARN_EVERY: Final = 1000
 
 Sender = Callable[[bytes, PeerAddress], Awaitable[None]]
 """How a shared socket's owner sends one datagram for us."""
+SendNow = Callable[[bytes, PeerAddress], bool]
+"""Sends one datagram without blocking: ``False`` when the socket's buffer is full."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +127,8 @@ class _Connection:
         self.key = key
         self.stream = UtpStream(self)
         self.timer_scope: trio.CancelScope | None = None
-        self._changed = trio.Event()
+        # A parking lot, not an Event: waking nobody (most pumps) allocates nothing.
+        self._changed = trio.lowlevel.ParkingLot()
 
     def flush(self) -> None:
         """Send what the core has to send, rearm its timer, wake the stream."""
@@ -130,12 +140,12 @@ class _Connection:
         self.flush()
 
     def wake(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+        if self._changed:
+            self._changed.unpark_all()
 
     async def wait_changed(self) -> None:
         """Wait until the core may have changed (a packet, a timer, a close)."""
-        await self._changed.wait()
+        await self._changed.park()
 
 
 _Key = tuple[PeerAddress, int]
@@ -154,9 +164,12 @@ class UtpSocket:
         config: UtpConfig,
         nursery: trio.Nursery,
         family: int | None = None,
+        *,
+        send_now: SendNow | None = None,
     ) -> None:
         """Made by the context managers; not for users."""
         self._send = send
+        self._send_now = send_now
         self._local_address = local_address
         self._config = config
         self._nursery = nursery
@@ -287,18 +300,38 @@ class UtpSocket:
 
         Never raises for bad data: garbage is counted and dropped.
         """
+        connection = self._dispatch(data, address)
+        if connection is not None:
+            self._pump(connection)
+
+    def _datagrams_received(self, batch: list[tuple[bytes, PeerAddress]]) -> None:
+        """Feed datagrams read in one burst, then pump each connection they touched once.
+
+        So a burst of DATA is acknowledged by one ST_STATE (libtorrent's deferred ack),
+        and a burst of acks opens the window once; nothing waits past the burst's end.
+        """
+        touched: dict[_Key, _Connection] = {}
+        for data, address in batch:
+            connection = self._dispatch(data, address)
+            if connection is not None:
+                touched[connection.key] = connection
+        for connection in touched.values():
+            self._pump(connection)
+
+    def _dispatch(self, data: bytes, address: PeerAddress) -> _Connection | None:
+        """Route one datagram; return the connection that now needs pumping, if any."""
         if self._closed:
-            return
+            return None
         self._counters["datagrams_received"] += 1
         try:
             packet = UtpPacket.decode(data)
         except UtpPacketError as error:
             self._counters["invalid_datagrams"] += 1
             _log.debug("not a uTP packet from %s: %s", address, error)
-            return
+            return None
         if packet.type is UtpPacketType.SYN:
             self._syn_received(packet, address)
-            return
+            return None
         connection = self._connections.get((address, packet.connection_id))
         if connection is None and packet.type is UtpPacketType.RESET:
             # The id of a RESET may be either of ours (libutp looks up both neighbours).
@@ -311,9 +344,9 @@ class UtpSocket:
             self._counters["unknown_connection"] += 1
             if packet.type is not UtpPacketType.RESET:
                 self._send_reset(packet, address)
-            return
+            return None
         connection.core.receive_packet(packet, _now_us())
-        self._pump(connection)
+        return connection
 
     def _syn_received(self, syn: UtpPacket, address: PeerAddress) -> None:
         key = (address, (syn.connection_id + 1) & _SEQ_MASK)
@@ -388,7 +421,9 @@ class UtpSocket:
             return
         if scope is not None:
             deadline = core.next_deadline()
-            scope.deadline = math.inf if deadline is None else deadline / 1e6
+            when = math.inf if deadline is None else deadline / 1e6
+            if scope.deadline != when:
+                scope.deadline = when
 
     def _forget(self, connection: _Connection) -> None:
         if self._connections.get(connection.key) is not connection:
@@ -427,6 +462,18 @@ class UtpSocket:
         self._forget(connection)
 
     def _enqueue(self, datagram: bytes, address: PeerAddress) -> None:
+        if self._send_now is not None and not self._queue:
+            # Our own socket: send at once, so that the datagram leaves when the core
+            # (its pacing) says, not in a burst with others when the sender task runs.
+            try:
+                sent = self._send_now(datagram, address)
+            except OSError as error:
+                self._counters["datagrams_dropped"] += 1
+                _log.debug("uTP send to %s failed: %s", address, error)
+                return
+            if sent:
+                self._counters["datagrams_sent"] += 1
+                return
         if len(self._queue) >= _MAX_SEND_QUEUE:
             self._counters["datagrams_dropped"] += 1
             return
@@ -527,25 +574,57 @@ async def open_utp_socket(
         family = 6 if isinstance(ip_address(host), IPv6Address) else 4
     except ValueError as error:
         raise ListenError(f"cannot bind uTP to {host!r}: not an IP address") from error
-    sock = trio.socket.socket(
+    # A plain non-blocking socket, not trio's: the reader drains every queued datagram per
+    # wakeup and the connections send at once, with no checkpoint per datagram.
+    sock = _stdlib_socket.socket(
         _stdlib_socket.AF_INET6 if family == 6 else _stdlib_socket.AF_INET,
         _stdlib_socket.SOCK_DGRAM,
     )
     with sock:
+        sock.setblocking(False)
+        for option in (_stdlib_socket.SO_RCVBUF, _stdlib_socket.SO_SNDBUF):
+            # Room for bursts while Python is busy elsewhere (the kernel caps it at
+            # rmem_max / wmem_max); a refusal only leaves the default.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(_stdlib_socket.SOL_SOCKET, option, _SOCKET_BUFFER)
         try:
             if family == 6:
                 sock.setsockopt(_stdlib_socket.IPPROTO_IPV6, _stdlib_socket.IPV6_V6ONLY, 1)
-            await sock.bind((host, port))
+            sock.bind((host, port))  # a numeric address: nothing to resolve, never blocks
         except OSError as error:
             raise ListenError(f"cannot bind uTP to {host}:{port}: {error}") from error
         bound = sock.getsockname()
         local = PeerAddress(ip_address(bound[0]), bound[1])
+        sockaddrs: dict[PeerAddress, tuple[str, int]] = {}
+
+        def sockaddr(address: PeerAddress) -> tuple[str, int]:
+            found = sockaddrs.get(address)
+            if found is None:
+                if len(sockaddrs) >= _ADDRESS_CACHE:
+                    sockaddrs.clear()
+                found = sockaddrs[address] = (str(address.host), address.port)
+            return found
+
+        def send_now(datagram: bytes, address: PeerAddress) -> bool:
+            try:
+                sock.sendto(datagram, sockaddr(address))
+            except BlockingIOError:
+                return False
+            return True
 
         async def send(datagram: bytes, address: PeerAddress) -> None:
-            await sock.sendto(datagram, (str(address.host), address.port))
+            target = sockaddr(address)
+            while True:
+                try:
+                    sock.sendto(datagram, target)
+                except BlockingIOError:
+                    await trio.lowlevel.wait_writable(sock)
+                else:
+                    await trio.lowlevel.checkpoint()
+                    return
 
         async with trio.open_nursery() as nursery:
-            utp = UtpSocket(send, local, config or UtpConfig(), nursery, family)
+            utp = UtpSocket(send, local, config or UtpConfig(), nursery, family, send_now=send_now)
             nursery.start_soon(utp._run_sender)
             nursery.start_soon(_run_reader, sock, utp)
             try:
@@ -555,18 +634,31 @@ async def open_utp_socket(
                 nursery.cancel_scope.cancel()
 
 
-async def _run_reader(sock: trio.socket.SocketType, utp: UtpSocket) -> None:
+async def _run_reader(sock: _stdlib_socket.socket, utp: UtpSocket) -> None:
+    addresses: dict[object, PeerAddress] = {}
     while True:
-        try:
-            data, source = await sock.recvfrom(_MAX_DATAGRAM)
-        except OSError as error:
-            # ICMP errors surface here on some systems (ECONNREFUSED for a closed port):
-            # they concern one datagram we sent, not this socket.
-            if error.errno in (errno.ECONNREFUSED, errno.ECONNRESET, errno.EHOSTUNREACH):
-                continue
-            raise
-        try:
-            address = PeerAddress(ip_address(source[0]), source[1])
-        except (CompactError, ValueError):
-            continue  # a scoped IPv6 source: nothing we could answer in compact form
-        utp.datagram_received(data, address)
+        await trio.lowlevel.wait_readable(sock)
+        batch: list[tuple[bytes, PeerAddress]] = []
+        while len(batch) < _READ_BATCH:
+            try:
+                data, source = sock.recvfrom(_MAX_DATAGRAM)
+            except BlockingIOError:
+                break
+            except OSError as error:
+                # ICMP errors surface here on some systems (ECONNREFUSED for a closed port):
+                # they concern one datagram we sent, not this socket.
+                if error.errno in (errno.ECONNREFUSED, errno.ECONNRESET, errno.EHOSTUNREACH):
+                    continue
+                raise
+            address = addresses.get(source)
+            if address is None:
+                try:
+                    address = PeerAddress(ip_address(source[0]), source[1])
+                except (CompactError, ValueError):
+                    continue  # a scoped IPv6 source: nothing we could answer in compact form
+                if len(addresses) >= _ADDRESS_CACHE:
+                    addresses.clear()
+                addresses[source] = address
+            batch.append((data, address))
+        # One pump per connection per burst: one ack for many DATA, one send for many acks.
+        utp._datagrams_received(batch)
