@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from bip_handshake import EncryptionPolicy, PeerAddress
+from bip_handshake import EncryptionPolicy, PeerAddress, _dialers
 from bip_handshake._dialers import DialerStatistics, PeerDialer
 from bip_handshake._handshaker import open_handshaker
 from bip_handshake._utp_config import UtpConfig, UtpConnectError, UtpError
@@ -52,6 +52,7 @@ class FakeTcp:
     def __init__(self, mode: str) -> None:
         self.mode = mode
         self.calls: list[PeerAddress] = []
+        self.remotes: list[trio.abc.Stream] = []  # the peer's ends of the connections
 
     async def __call__(self, address: PeerAddress) -> trio.abc.Stream:
         self.calls.append(address)
@@ -60,7 +61,8 @@ class FakeTcp:
             raise ConnectionRefusedError(111, "Connection refused")
         if self.mode == "hang":
             await trio.sleep_forever()
-        left, _ = trio.testing.memory_stream_pair()
+        left, right = trio.testing.memory_stream_pair()
+        self.remotes.append(right)
         return left
 
 
@@ -91,7 +93,7 @@ async def test_tcp_refused_falls_back_to_utp(autojump_clock: trio.testing.MockCl
         await stream.send_all(b"over utp")
         assert await accepted.receive_some() == b"over utp"
         assert dialer.statistics() == DialerStatistics(
-            dials=1, tcp_attempts=1, utp_attempts=1, utp_connected=1, fallbacks=1
+            dials=1, tcp_attempts=1, utp_attempts=1, utp_connected=1, fallbacks=1, remembered=1
         )
         await stream.aclose()
         await accepted.aclose()
@@ -120,7 +122,7 @@ async def test_utp_preferred_falls_back_to_tcp(autojump_clock: trio.testing.Mock
             assert 3.0 <= trio.current_time() - start < 3.5
         assert fake.calls == [B]
         assert dialer.statistics() == DialerStatistics(
-            dials=1, tcp_attempts=1, utp_attempts=1, tcp_connected=1, fallbacks=1
+            dials=1, tcp_attempts=1, utp_attempts=1, tcp_connected=1, fallbacks=1, remembered=1
         )
         assert a.statistics().connect_failures == 1  # the uTP connect was abandoned cleanly
 
@@ -148,6 +150,116 @@ async def test_utp_reset_falls_back_at_once(autojump_clock: trio.testing.MockClo
         assert b.statistics().refused == 1
         assert dialer.statistics().fallbacks == 1
         await unclaimed.aclose()
+
+
+# ---------------------------------------------------------------------------- memory
+
+
+async def test_silent_close_makes_the_other_transport_first(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A peer that accepts TCP and closes before a byte (libtorrent with TCP off): the next
+    dial to it tries uTP first; a byte over a connection forgets that."""
+    async with utp_pair() as (a, b):
+        fake = FakeTcp("connect")
+        dialer = with_tcp(PeerDialer(utp=[a]), fake)
+        stream = await dialer(B)
+        await fake.remotes[-1].aclose()
+        assert await stream.receive_some() == b""
+        assert await stream.receive_some() == b""  # reported once
+        await stream.aclose()
+        assert dialer.transports(B) == ("utp", "tcp")
+        assert dialer.statistics().closed_silent == 1
+        stream = await dialer(B)  # over uTP now, at once
+        accepted = await b.incoming().receive()
+        await accepted.send_all(b"speaks")
+        assert await stream.receive_some() == b"speaks"
+        assert dialer.transports(B) == ("utp", "tcp")  # it speaks uTP: stay with it
+        stats = dialer.statistics()
+        assert (stats.reordered, stats.utp_connected, stats.remembered) == (1, 1, 1)
+        await stream.aclose()
+        await accepted.aclose()
+        # Once uTP fails too and TCP works and speaks, TCP is forgotten as failing.
+        tcp_speaks = FakeTcp("connect")
+        dialer._connect_tcp = tcp_speaks  # type: ignore[method-assign]
+        dialer.remove_utp(a)
+        stream = await dialer(B)
+        await tcp_speaks.remotes[-1].send_all(b"hi")
+        assert await stream.receive_some() == b"hi"
+        assert dialer.statistics().remembered == 0
+        await stream.aclose()
+
+
+async def test_fallback_remembers_the_failed_transport(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with utp_pair() as (a, b):
+        fake = FakeTcp("hang")
+        dialer = with_tcp(PeerDialer(utp=[a]), fake)
+        with trio.fail_after(10):
+            first = await dialer(B)
+        with trio.fail_after(10):
+            start = trio.current_time()
+            second = await dialer(B)
+            assert trio.current_time() - start < 0.5  # no second wait on the silent TCP port
+        assert len(fake.calls) == 1
+        assert dialer.statistics().reordered == 1
+        for stream in (first, second):
+            await stream.aclose()
+        for _ in range(2):
+            await (await b.incoming().receive()).aclose()
+
+
+async def test_reset_before_a_byte_is_remembered_and_our_close_is_not(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with utp_pair() as (a, _):
+        dialer = PeerDialer(utp=[a])
+
+        async def reset(address: PeerAddress) -> trio.abc.Stream:
+            left, _ = trio.testing.memory_stream_pair()
+
+            async def broken(max_bytes: int | None = None) -> bytes:
+                await trio.lowlevel.checkpoint()
+                raise trio.BrokenResourceError("reset")
+
+            left.receive_some = broken  # type: ignore[method-assign]
+            return left
+
+        dialer._connect_tcp = reset  # type: ignore[method-assign]
+        stream = await dialer(B)
+        with pytest.raises(trio.BrokenResourceError):
+            await stream.receive_some()
+        await stream.wait_send_all_might_not_block()
+        assert dialer.transports(B) == ("utp", "tcp")
+        # Closed by us before reading: the peer is not blamed.
+        other = PeerAddress(IPv4Address("10.0.0.3"), 1)
+        stream = await dialer(other)
+        await stream.aclose()
+        assert dialer.transports(other) == ("tcp", "utp")
+
+
+async def test_memory_is_bounded(
+    monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
+) -> None:
+    monkeypatch.setattr(_dialers, "_MEMORY", 3)
+    async with utp_pair() as (a, _):
+        fake = FakeTcp("connect")
+        dialer = with_tcp(PeerDialer(utp=[a]), fake)
+        addresses = [PeerAddress(IPv4Address("10.1.0.1"), port) for port in range(1, 6)]
+        for address in addresses:
+            stream = await dialer(address)
+            await fake.remotes[-1].aclose()
+            assert await stream.receive_some() == b""
+        assert dialer.statistics().remembered == 3
+        assert dialer.transports(addresses[0]) == ("tcp", "utp")  # the oldest forgotten
+        assert dialer.transports(addresses[-1]) == ("utp", "tcp")
+        # Without a choice there is nothing to remember.
+        tcp_only = with_tcp(PeerDialer(), fake)
+        stream = await tcp_only(addresses[0])
+        await fake.remotes[-1].aclose()
+        assert await stream.receive_some() == b""
+        assert tcp_only.statistics().remembered == 0
 
 
 # ---------------------------------------------------------------------------- timing
@@ -321,13 +433,16 @@ async def test_loopback_tcp_from_the_local_address() -> None:
             for local, seen in (("127.0.0.2", "127.0.0.2"), ("0.0.0.0", None), (None, None)):
                 dialer = PeerDialer(local_address=local)
                 stream = await dialer(target)
-                accepted = await listener.accept()
-                peer_host = accepted.socket.getpeername()[0]
-                if seen is not None:
-                    assert peer_host == seen
-                assert stream.socket.getsockname()[0] == peer_host  # type: ignore[attr-defined]
-                await stream.aclose()
-                await accepted.aclose()
+                try:
+                    accepted = await listener.accept()
+                    peer_host = accepted.socket.getpeername()[0]
+                    if seen is not None:
+                        assert peer_host == seen
+                    await accepted.send_all(b"x")
+                    assert await stream.receive_some() == b"x"
+                    await accepted.aclose()
+                finally:
+                    await stream.aclose()
                 assert dialer.statistics().tcp_connected == 1
         finally:
             await listener.aclose()

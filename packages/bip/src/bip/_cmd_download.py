@@ -42,6 +42,7 @@ from ._client import (
     resolve_peers,
 )
 from ._client import parse_file_selection as _parse_files
+from ._client._utp import UtpRouter
 from ._errors import CLIError
 from ._humanize import format_duration, format_rate, format_size
 from ._inputs import load_source, parse_endpoint, parse_port
@@ -121,6 +122,19 @@ def add_session_arguments(parser: argparse.ArgumentParser) -> None:
         " nodes saved in DIR/.bip/dht.state and those peers name",
     )
     parser.add_argument("--no-dht", action="store_true", help="do not use the DHT (BEP 5)")
+    utp = parser.add_mutually_exclusive_group()
+    utp.add_argument(
+        "--no-utp",
+        action="store_true",
+        help="TCP only: neither accept nor dial uTP (BEP 29; by default uTP is accepted on the"
+        " UDP port of the same number, shared with the DHT, and dialled when TCP fails)",
+    )
+    utp.add_argument(
+        "--prefer-utp",
+        action="store_true",
+        help="dial uTP first and TCP if it fails, as libtorrent does (default: TCP first, since"
+        " uTP in Python costs more CPU per byte)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress line")
 
 
@@ -170,6 +184,10 @@ async def open_session_with_dht(
     (BEP 5's habit; port 0: any), unless ``--no-dht``. The node's state (its id and the
     nodes it knows) is read from and saved to ``state_dir/dht.state``.
 
+    Unless uTP is off (``--no-utp``), uTP shares the node's UDP socket when the node got the
+    listen port, as libtorrent does: the node hands every datagram that is not KRPC to the
+    session's :class:`~bip._client._utp.UtpRouter`, and uTP sends from the node's socket.
+
     Raises:
         CLIError: a malformed ``--dht-bootstrap``.
         DHTSocketError: the DHT's socket could not be bound (not even on another port), or a
@@ -186,18 +204,29 @@ async def open_session_with_dht(
     except OSError:
         state = None
     host, port = config.listen[0] if config.listen else ("0.0.0.0", 0)
+    # Made before the node, which may hear uTP before the session has its uTP socket: the
+    # router drops those datagrams until then.
+    router = UtpRouter() if config.utp else None
+    other = router.datagram_received if router is not None else None
     async with contextlib.AsyncExitStack() as stack:
         try:
-            dht = await stack.enter_async_context(open_dht((host, port), bootstrap, state=state))
+            dht = await stack.enter_async_context(
+                open_dht((host, port), bootstrap, state=state, other_datagrams=other)
+            )
         except RoutingStateError:
             logger.warning("%s is not a DHT state: starting afresh", state_path)
-            dht = await stack.enter_async_context(open_dht((host, port), bootstrap))
+            dht = await stack.enter_async_context(
+                open_dht((host, port), bootstrap, other_datagrams=other)
+            )
         except DHTSocketError:
             if port == 0:
                 raise
-            # The UDP port is taken (another client's DHT): any port does.
-            dht = await stack.enter_async_context(open_dht((host, 0), bootstrap, state=state))
-        session = await stack.enter_async_context(open_session(config, dht=dht))
+            # The UDP port is taken (another client's DHT): any port does (uTP then tries
+            # the listen port itself, and warns if it is taken).
+            dht = await stack.enter_async_context(
+                open_dht((host, 0), bootstrap, state=state, other_datagrams=other)
+            )
+        session = await stack.enter_async_context(open_session(config, dht=dht, utp_router=router))
         try:
             yield session
         finally:
@@ -234,6 +263,8 @@ def config_from_args(args: argparse.Namespace) -> ClientConfig:
         listen=((host, port),),
         encryption=ENCRYPTION_CHOICES[args.encryption],
         trackers=not args.no_trackers,
+        utp=not args.no_utp,
+        prefer_utp=args.prefer_utp,
     )
 
 

@@ -13,6 +13,13 @@ before that deadline (half by default), so that the fallback always has time of 
 own. A refused TCP connect or a uTP RESET fails at once and leaves the fallback nearly
 the whole budget.
 
+Memory: a peer may accept a transport and close it at once (libtorrent with TCP off still
+listens on TCP, and closes every connection), or not answer it. The dialer remembers, for a
+bounded number of addresses, the transport whose last attempt failed that way (the connect
+failed and the other transport worked, or the connection ended before the peer sent a
+byte), and tries the other one first next time, as libtorrent remembers a peer's transport.
+A byte received over the remembered transport (tried when the other failed) clears it.
+
 Local address: a TCP connect is made from ``local_address`` when it is a specific
 address of the peer's family (``--bind 127.0.0.2``), as libtorrent's
 ``outgoing_interfaces`` does: peers see us where we accept them, and a peer that
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from ipaddress import ip_address
@@ -53,6 +61,8 @@ DEFAULT_FIRST_TIMEOUT: Final = 3.0
 DEFAULT_FIRST_SHARE: Final = 0.5
 """The share of the time left before the caller's deadline that the first of two transports
 may take at most: the fallback keeps the rest."""
+_MEMORY: Final = 4096
+"""Addresses whose failing transport is remembered, at most (the oldest is forgotten first)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +82,11 @@ class DialerStatistics:
         fallbacks: dials whose first transport failed (refused, unreachable, out of its
             share of time) and that tried the other.
         failed: dials where every transport tried failed (the error raised is the last one).
+        closed_silent: connections the peer closed before sending a byte (its transport is
+            then remembered as failing for that address).
+        reordered: dials that tried the other transport first because the preferred one
+            failed with that address last time.
+        remembered: addresses whose failing transport is remembered now.
     """
 
     dials: int = 0
@@ -81,6 +96,9 @@ class DialerStatistics:
     utp_connected: int = 0
     fallbacks: int = 0
     failed: int = 0
+    closed_silent: int = 0
+    reordered: int = 0
+    remembered: int = 0
 
 
 class PeerDialer:
@@ -144,6 +162,8 @@ class PeerDialer:
         self._utp: dict[int, UtpSocket] = {}
         for socket in utp:
             self.add_utp(socket)
+        # address -> the transport that failed with it last time (bounded, oldest first).
+        self._failing: OrderedDict[PeerAddress, Transport] = OrderedDict()
         self._counts = dict.fromkeys(
             (
                 "dials",
@@ -153,6 +173,8 @@ class PeerDialer:
                 "utp_connected",
                 "fallbacks",
                 "failed",
+                "closed_silent",
+                "reordered",
             ),
             0,
         )
@@ -180,19 +202,39 @@ class PeerDialer:
             del self._utp[family]
 
     def transports(self, address: PeerAddress) -> tuple[Transport, ...]:
-        """The transports a dial to ``address`` would try, in order."""
+        """The transports a dial to ``address`` would try, in order (the preferred one last
+        when it failed with this address last time)."""
         usable: list[Transport] = []
         if self._tcp:
             usable.append("tcp")
-        if address.family in self._utp:
+        if address.normalized().family in self._utp:
             usable.append("utp")
         if self._prefer == "utp":
+            usable.reverse()
+        if len(usable) == 2 and self._failing.get(address.normalized()) == usable[0]:
             usable.reverse()
         return tuple(usable)
 
     def statistics(self) -> DialerStatistics:
         """A snapshot of the counters."""
-        return DialerStatistics(**self._counts)
+        return DialerStatistics(**self._counts, remembered=len(self._failing))
+
+    def _remember(self, address: PeerAddress, transport: Transport) -> None:
+        """``transport`` failed with ``address``: try the other first next time."""
+        self._failing[address] = transport
+        self._failing.move_to_end(address)
+        while len(self._failing) > _MEMORY:
+            self._failing.popitem(last=False)
+
+    def _settled(self, address: PeerAddress, transport: Transport, spoke: bool) -> None:
+        """A connection's first read: the peer sent a byte (``spoke``), or closed first."""
+        if spoke:
+            if self._failing.get(address) == transport:
+                del self._failing[address]
+            return
+        self._counts["closed_silent"] += 1
+        if self._tcp and address.family in self._utp:  # only worth it with a choice
+            self._remember(address, transport)
 
     async def __call__(self, address: PeerAddress) -> trio.abc.Stream:
         """Connect to ``address``: the preferred transport, then the other if it fails.
@@ -212,6 +254,8 @@ class PeerDialer:
         if len(order) == 1:
             return await self._attempt(order[0], address)
         first, second = order
+        if first != self._prefer:
+            self._counts["reordered"] += 1
         try:
             with trio.move_on_after(self._first_budget()):
                 return await self._attempt(first, address, last=False)
@@ -220,7 +264,9 @@ class PeerDialer:
             reason = str(error) or type(error).__name__
         self._counts["fallbacks"] += 1
         _log.debug("%s connect to %s failed (%s); trying %s", first, address, reason, second)
-        return await self._attempt(second, address)
+        stream = await self._attempt(second, address)
+        self._remember(address, first)
+        return stream
 
     def _first_budget(self) -> float:
         """Seconds the first of two transports may take."""
@@ -242,7 +288,7 @@ class PeerDialer:
                 self._counts["failed"] += 1
             raise
         self._counts[f"{transport}_connected"] += 1
-        return stream
+        return _FirstReadWatch(stream, lambda spoke: self._settled(address, transport, spoke))
 
     async def _connect_tcp(self, address: PeerAddress) -> trio.abc.Stream:
         local = self._local
@@ -258,3 +304,38 @@ class PeerDialer:
             await trio.lowlevel.checkpoint()
             raise UtpConnectError(f"no uTP socket reaches {address}")
         return await socket.connect(address)
+
+
+class _FirstReadWatch(trio.abc.Stream):
+    """A dialled stream that reports its first read: data (the peer speaks this transport) or
+    the end of the stream (it accepted the connection only to close it)."""
+
+    __slots__ = ("_inner", "_report")
+
+    def __init__(self, inner: trio.abc.Stream, report: Callable[[bool], None]) -> None:
+        self._inner = inner
+        self._report: Callable[[bool], None] | None = report
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        report = self._report
+        if report is None:
+            return await self._inner.receive_some(max_bytes)
+        try:
+            data = await self._inner.receive_some(max_bytes)
+        except trio.BrokenResourceError:  # reset by the peer
+            self._report = None
+            report(False)
+            raise
+        self._report = None
+        report(bool(data))
+        return data
+
+    async def aclose(self) -> None:
+        self._report = None  # closed by us: says nothing about the peer
+        await self._inner.aclose()

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Final
 
 from bip_disk import FileSystem
-from bip_handshake import Dialer, EncryptionPolicy, PeerAddress, PeerId
+from bip_handshake import Dialer, EncryptionPolicy, PeerAddress, PeerId, UtpConfig
 
 __all__ = [
     "DEFAULT_DHT_INTERVAL",
@@ -18,6 +18,7 @@ __all__ = [
     "DEFAULT_METADATA_TIMEOUT",
     "DEFAULT_REDIAL_INTERVAL",
     "DEFAULT_RESUME_INTERVAL",
+    "DEFAULT_UTP_CONFIG",
     "RESUME_DIRECTORY",
     "ClientConfig",
     "TorrentOptions",
@@ -44,6 +45,11 @@ already connected is skipped by the handshaker.
 """
 DEFAULT_DHT_INTERVAL: Final = 900.0
 """Seconds between two DHT lookups (and announces) of a torrent, libtorrent's default."""
+DEFAULT_UTP_CONFIG: Final = UtpConfig(connect_timeout=3.0)
+"""The session's uTP settings: bip_handshake's defaults, but a connect gives up after 3 s as
+libtorrent's ``utp_connect_timeout`` does (a peer that does not answer a uTP SYN in 3 s rarely
+does later, and with TCP first, uTP is tried after a refused TCP connect: most such peers
+accept neither)."""
 RESUME_DIRECTORY: Final = ".bip"
 """Where, under a torrent's save directory, its resume data and fetched metadata are kept."""
 
@@ -64,10 +70,21 @@ class ClientConfig:
         redial_interval: seconds between offers of the user's peers to the handshaker.
         trackers: announce to the trackers of the torrents (``udp://``, ``http://`` and
             ``https://``; other schemes are skipped with a warning).
-        tracker_bind: the local address of the tracker client's socket (``None``: the first
-            listen host, or any address).
-        dial: how outbound connections are opened (TCP by default; tests pass their own).
-        connect_timeout: seconds a TCP connect may take.
+        tracker_bind: the local address of the tracker client's socket and of the HTTP
+            tracker and web seed (BEP 19) connections (``None``: the first listen host, or
+            any address).
+        dial: how outbound connections are opened (``None``: TCP, and uTP as ``utp`` and
+            ``prefer_utp`` say; tests pass their own, and then uTP is only accepted).
+        connect_timeout: seconds a connect may take, the fallback to the other transport
+            included (the first one tried gets at most 3 s and half of it:
+            :class:`~bip_handshake.PeerDialer`).
+        utp: speak uTP (BEP 29) too: accept it on the UDP port of each TCP listener (the
+            DHT's socket when the DHT is bound there), and dial it when TCP fails (or
+            first, with ``prefer_utp``). Off: TCP only, in both directions.
+        prefer_utp: dial uTP first and fall back to TCP, libtorrent's order. Off by default
+            (TCP first, uTP for peers whose TCP port is refused or silent): our uTP runs in
+            Python and costs far more CPU per byte than the kernel's TCP.
+        utp_config: the uTP sockets' settings (bounds on connections, buffers, timeouts).
         handshake_timeout: seconds a BitTorrent handshake may take once connected.
         seed_rng: seed of the swarm brains' random choices (``None``: unpredictable).
         dht_interval: seconds between two DHT rounds (lookup and announce) of a torrent,
@@ -88,6 +105,9 @@ class ClientConfig:
     handshake_timeout: float = 20.0
     seed_rng: int | None = None
     dht_interval: float = DEFAULT_DHT_INTERVAL
+    utp: bool = True
+    prefer_utp: bool = False
+    utp_config: UtpConfig = DEFAULT_UTP_CONFIG
 
     def __post_init__(self) -> None:
         """Refuse numbers that cannot work."""
@@ -106,6 +126,11 @@ class ClientConfig:
             value = getattr(self, name)
             if not isinstance(value, int | float) or not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be positive and finite, not {value!r}")
+        for name in ("utp", "prefer_utp"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, not {getattr(self, name)!r}")
+        if not isinstance(self.utp_config, UtpConfig):
+            raise TypeError(f"utp_config must be a UtpConfig, not {self.utp_config!r}")
         for host, port in self.listen:
             if not isinstance(host, str) or not isinstance(port, int) or not 0 <= port <= 0xFFFF:
                 raise ValueError(f"a listen address is (host, port 0..65535), not {(host, port)!r}")

@@ -3,8 +3,11 @@
 :func:`open_session` opens, in this order (and closes in the reverse one):
 
 - bip_disk's :class:`~bip_disk.DiskManager` (it outlives everything that reads or writes);
-- bip_handshake's :class:`~bip_handshake.Handshaker`: listens, dials what discovery finds,
-  MSE as configured; it is the :class:`~bip_handshake.PeerSink` every source feeds;
+- bip_handshake's :class:`~bip_handshake.Handshaker`: listens, dials what discovery finds
+  (TCP first, uTP if TCP fails, or the reverse: :class:`~bip_handshake.PeerDialer`), MSE as
+  configured; it is the :class:`~bip_handshake.PeerSink` every source feeds;
+- uTP (BEP 29) on the UDP port of each TCP listener, or over the DHT's socket when it is
+  bound there (:mod:`._utp`); accepted uTP connections go to the handshaker;
 - bip_peer's :class:`~bip_peer.PeerManager` with the BEP 9 :class:`~bip_peer.MetadataExchange`,
   BEP 52 ``PieceLayerExchange`` (hash requests: v2 piece layers) and BEP 11
   :class:`~bip_peer.PeerExchange` services;
@@ -32,13 +35,14 @@ from bip import __version__
 from bip_disk import DiskEvent, DiskManager, open_disk_manager
 from bip_handshake import (
     CompletedHandshake,
-    Dialer,
     Extensions,
     Handshaker,
     PeerAddress,
     PeerId,
+    UtpSocket,
     open_handshaker,
 )
+from bip_handshake._dialers import PeerDialer  # public once bip_handshake re-exports it
 from bip_metainfo import InfoHash, MagnetLink, Metainfo
 from bip_peer import (
     DEFAULT_MAX_PEER_REQUESTS,
@@ -62,6 +66,7 @@ from ._discovery import DhtLike, DhtPeers, PeerSource, TrackerAnnouncer
 from ._http_tracker import HttpTrackerClient
 from ._swarm import MAX_OUT_REQUESTS
 from ._torrent import Torrent, TorrentError
+from ._utp import UtpRouter, open_session_utp
 from ._webseed_http import WebSeedClient
 
 __all__ = ["OUR_EXTENSIONS", "REASON_DUPLICATE", "Session", "open_session"]
@@ -97,6 +102,8 @@ class Session:
         peer_id: PeerId,
         dht: DhtLike | None,
         http_trackers: HttpTrackerClient | None = None,
+        dialer: PeerDialer | None = None,
+        utp_sockets: tuple[UtpSocket, ...] = (),
     ) -> None:
         """Internal: use :func:`open_session`."""
         self._nursery = nursery
@@ -111,6 +118,12 @@ class Session:
         self.http_trackers = http_trackers
         self.peer_id = peer_id
         self.dht = dht
+        self.dialer = dialer
+        """How peers are dialled (TCP and uTP; its statistics count each transport); ``None``
+        when the config brought its own ``dial``."""
+        self.utp_sockets = utp_sockets
+        """The uTP sockets: those accepting peers (one per listener), then any used only to
+        dial out."""
         self._rng = random.Random(config.seed_rng)
         self.web_seed_client = WebSeedClient(local_address=_http_local_address(config))
         """Fetches from the torrents' BEP 19 web seeds (one TLS context for all), from the
@@ -358,37 +371,41 @@ def _http_local_address(config: ClientConfig) -> str | None:
     return specific[0] if specific else None
 
 
-def _dialer(config: ClientConfig) -> Dialer | None:
-    """Dial from the listen address when it is a specific one (``--bind 127.0.0.2``), as
-    libtorrent's ``outgoing_interfaces`` does: peers see us where we accept them, and a peer
-    that refuses connections from its own address (ctorrent) can be reached."""
-    if not config.listen:
+def _dialer(config: ClientConfig) -> PeerDialer | None:
+    """The session's dialer, unless the config brings its own ``dial``: TCP and (unless
+    ``utp`` is off) uTP, in the configured order. TCP connects leave from the listen address
+    when it is a specific one (``--bind 127.0.0.2``), as libtorrent's ``outgoing_interfaces``
+    does: peers see us where we accept them, and a peer that refuses connections from its own
+    address (ctorrent) can be reached. The uTP sockets are added once bound."""
+    if config.dial is not None:
         return None
-    host = config.listen[0][0]
+    host = config.listen[0][0] if config.listen else None
     try:
-        address = ip_address(host)
-    except ValueError:
-        return None
-    if address.is_unspecified:
-        return None
-
-    async def dial(peer: PeerAddress) -> trio.abc.Stream:
-        if peer.family != address.version:
-            return await trio.open_tcp_stream(str(peer.host), peer.port)
-        return await trio.open_tcp_stream(str(peer.host), peer.port, local_address=host)
-
-    return dial
+        local = None if host is None else str(ip_address(host))
+    except ValueError:  # a name: the system picks the source address
+        local = None
+    return PeerDialer(
+        prefer="utp" if config.utp and config.prefer_utp else "tcp", local_address=local
+    )
 
 
 @asynccontextmanager
 async def open_session(
-    config: ClientConfig | None = None, *, dht: DhtLike | None = None
+    config: ClientConfig | None = None,
+    *,
+    dht: DhtLike | None = None,
+    utp_router: UtpRouter | None = None,
 ) -> AsyncIterator[Session]:
     """Run a client session for the duration of an ``async with`` block.
 
     With a ``dht`` (bip_dht's ``open_dht``, run by the caller, who may share it), every
     public torrent is looked up and announced there, we set the DHT reserved bit and tell
     peers our DHT port (BEP 5), and the DHT ports peers tell us are passed on to it.
+
+    With ``utp_router`` (the DHT's ``other_datagrams`` is ``utp_router.datagram_received``), uTP
+    shares the DHT's socket when the DHT is bound to a listener's address and port, as
+    libtorrent does: one UDP port for both. Otherwise uTP binds the listeners' port numbers
+    over UDP itself (a port taken is logged and leaves uTP to outgoing connections).
 
     Leaving the block saves every torrent's resume data (synced), says goodbye to the
     trackers, and closes every connection and file.
@@ -398,7 +415,8 @@ async def open_session(
         OSError: the tracker client's socket could not be opened.
     """
     config = config if config is not None else ClientConfig()
-    dial = config.dial if config.dial is not None else _dialer(config)
+    dialer = _dialer(config)
+    dial = config.dial if config.dial is not None else dialer
     peer_id = config.peer_id if config.peer_id is not None else PeerId.generate()
     metadata = MetadataExchange()
     layers = PieceLayerExchange()
@@ -425,6 +443,19 @@ async def open_session(
                     handshake_timeout=config.handshake_timeout,
                 )
             )
+            utp_sockets: tuple[UtpSocket, ...] = ()
+            if config.utp:
+                # Before the peer manager, so closed after it: its streams end first.
+                utp_sockets = await stack.enter_async_context(
+                    open_session_utp(
+                        handshaker,
+                        config.utp_config,
+                        dialer=dialer,
+                        dht=dht,
+                        router=utp_router,
+                        dial_from="0.0.0.0",
+                    )
+                )
             addresses = handshaker.listen_addresses
             pex = PeerExchange(handshaker, our_addresses=addresses, is_private=is_private)
 
@@ -462,6 +493,8 @@ async def open_session(
                 peer_id=peer_id,
                 dht=dht,
                 http_trackers=http_trackers,
+                dialer=dialer,
+                utp_sockets=utp_sockets,
             )
             nursery.start_soon(session._accept, name="bip accept")
             nursery.start_soon(session._route_peers, name="bip peers")
