@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
+from typing import Any
 
 import pytest
 import trio
@@ -646,15 +647,47 @@ async def test_send_now_falls_back_to_the_queue_in_order(
         nursery.cancel_scope.cancel()
 
 
-async def test_loopback_reads_a_burst_per_wakeup() -> None:
+async def test_loopback_reads_bursts_per_wakeup(monkeypatch: pytest.MonkeyPatch) -> None:
+    import bip_handshake._utp_socket as module
+
+    monkeypatch.setattr(module, "_READ_BATCH", 8)  # 60 datagrams: several batches
     with trio.fail_after(10):
         async with open_utp_socket() as a:
             raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             with raw:
                 raw.bind(("127.0.0.1", 0))
                 target = (str(a.local_address.host), a.local_address.port)
-                for _ in range(600):  # more than one read batch
+                for _ in range(60):
                     raw.sendto(b"d1:ad2:id20:" + bytes(20) + b"e", target)
-                while a.statistics().invalid_datagrams < 600:
+                while a.statistics().invalid_datagrams < 60:
                     await trio.sleep(0.01)
-            assert a.statistics().datagrams_received == 600
+            assert a.statistics().datagrams_received == 60
+
+
+async def test_loopback_full_send_buffer_and_no_address_cache(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A send the kernel refuses for now (EAGAIN) waits in the queue for the sender task,
+    # which waits until the socket is writable; nothing is lost or reordered. The address
+    # caches work even when they hold nothing.
+    import bip_handshake._utp_socket as module
+
+    calls = 0
+
+    class FullEveryThirdSend(socket.socket):
+        def sendto(self, data: bytes, address: Any, /) -> int:  # type: ignore[override]
+            nonlocal calls
+            calls += 1
+            if calls % 3 == 0:
+                raise BlockingIOError(11, "Resource temporarily unavailable")
+            return super().sendto(data, address)
+
+    # Every socket made during the test (the uTP module's, trio's) is of the class.
+    monkeypatch.setattr(socket, "socket", FullEveryThirdSend)
+    monkeypatch.setattr(module, "_ADDRESS_CACHE", 0)
+    with trio.fail_after(20):
+        async with open_utp_socket() as a, open_utp_socket() as b:
+            await exchange(a, b, blob(200_000, 5), blob(50_000, 6))
+            assert a.statistics().datagrams_dropped == 0
+            assert b.statistics().datagrams_dropped == 0
+    assert calls > 100

@@ -788,15 +788,14 @@ class UtpConnection:
         if self.state is UtpState.FAILED or self.finished:
             return out
         self._pace_deadline = None
-        if self._unsent:
-            # Resends first, in sequence order; new data only once none is left waiting.
-            for entry in self._outgoing.values():
-                if entry.need_send:
-                    if not self._fits(len(entry.payload), now_us):
-                        break
-                    out.append(self._send(entry, now_us))
-                    if not self._unsent:
-                        break
+        # Resends first, in sequence order; new data only once none is left waiting. The
+        # count of entries to resend stops the scan at the last one (usually the first).
+        resends = (entry for entry in self._outgoing.values() if entry.need_send)
+        while self._unsent:
+            entry = next(resends)
+            if not self._fits(len(entry.payload), now_us):
+                break
+            out.append(self._send(entry, now_us))
         if not self._unsent:
             self._send_new(out, now_us)
         if out:
