@@ -82,7 +82,8 @@ def add_session_arguments(parser: argparse.ArgumentParser) -> None:
         "--port",
         type=str,
         default="6881",
-        help="TCP port to accept peers on (0: any free port; default 6881)",
+        help="port to accept peers on, over TCP and over UDP (uTP, shared with the DHT; 0: any"
+        " free port; default 6881)",
     )
     parser.add_argument(
         "--bind",
