@@ -21,7 +21,7 @@ from _engine_helpers import (
     write_content,
 )
 
-from bip._client import ClientConfig, TorrentOptions, open_session
+from bip._client import ClientConfig, TorrentOptions, _utp, open_session
 from bip._client._config import DEFAULT_UTP_CONFIG
 from bip._client._utp import UtpRouter, _sender
 from bip._cmd_download import add_session_arguments, config_from_args, open_session_with_dht
@@ -249,6 +249,25 @@ async def test_port_taken_outgoing_socket_refuses_strays(tmp_path: Path) -> None
                     assert await stream.receive_some() == b""
                 await stream.aclose()
                 assert session.handshaker.statistics().inbound_attempts == 0
+
+
+async def test_no_udp_socket_at_all_leaves_tcp(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Out of file descriptors (or no such family): warned, and the session runs on TCP."""
+
+    def no_socket(*args: object, **kwargs: object) -> object:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(_utp, "open_utp_socket", no_socket)
+    with trio.fail_after(DEADLINE), caplog.at_level(logging.WARNING, logger="bip.client"):
+        async with open_session(loopback_config()) as session:
+            assert session.utp_sockets == ()
+            assert session.dialer is not None
+            assert session.dialer.utp_sockets == ()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("cannot accept uTP peers" in text for text in warnings)
+    assert any("no outgoing uTP" in text for text in warnings)
 
 
 # ------------------------------------------------------------------------------- pieces

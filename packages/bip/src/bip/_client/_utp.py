@@ -173,7 +173,7 @@ async def open_session_utp(
                     utp = await stack.enter_async_context(
                         open_utp_socket((str(listen.host), listen.port), config=config)
                     )
-                except ListenError as error:
+                except (ListenError, OSError) as error:  # taken; or no socket at all (EMFILE)
                     logger.warning(
                         "cannot accept uTP peers on UDP %s (%s): going on with TCP only for "
                         "incoming peers",
@@ -191,7 +191,7 @@ async def open_session_utp(
             for host in outgoing_hosts:
                 try:
                     utp = await stack.enter_async_context(open_utp_socket((host, 0), config=config))
-                except ListenError as error:
+                except (ListenError, OSError) as error:
                     logger.warning("no outgoing uTP from %s: %s", host, error.__cause__ or error)
                     continue
                 sockets.append(utp)
