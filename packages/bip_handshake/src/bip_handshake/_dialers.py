@@ -107,6 +107,11 @@ class PeerDialer:
     Pass it as ``open_handshaker(dial=...)``; uTP sockets may be added later (a socket
     listening on the port the Handshaker picked), and removed before they close.
 
+    For up to 4096 addresses it remembers the transport that failed last (its connect
+    failed and the other one worked, or the peer closed it before sending a byte) and tries
+    the other first next time. The streams it returns wrap the transport's own (a TCP
+    ``SocketStream``, a :class:`~bip_handshake.UtpStream`) to see that first read.
+
     >>> dialer = PeerDialer(prefer="utp")
     >>> dialer.transports(PeerAddress.parse("10.0.0.1:6881"))  # no uTP socket yet
     ('tcp',)
