@@ -2,10 +2,10 @@ r"""uTP throughput over loopback: bip's UtpSocket against libtorrent 2.1's uTP, 
 
 Run from the workspace root (libtorrent comes from the workspace's ``interop`` group):
 
-    uv run python benchmarks/utp_throughput.py [--size 32M] [--repeat 1] [--timeout 60]
+    uv run python benchmarks/utp_throughput.py [--size 64M] [--repeat 1] [--timeout 60]
         [--only NAME ...]
 
-One run moves ``--size`` bytes (default 32 MiB) one way over loopback in each of:
+One run moves ``--size`` bytes (default 64 MiB) one way over loopback in each of:
 
 - **lt->lt uTP** (the reference): two libtorrent sessions (tests/interop/_lt_utp.py, TCP off),
   one seeding a torrent of random data, the other dialing it and downloading it;
@@ -489,7 +489,7 @@ async def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=parse_size, default=parse_size("32M"), help="default 32M")
+    parser.add_argument("--size", type=parse_size, default=parse_size("64M"), help="default 64M")
     parser.add_argument("--repeat", type=int, default=1, help="rounds (median reported)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per transfer")
     parser.add_argument("--only", nargs="+", choices=NAMES, help="run only these")

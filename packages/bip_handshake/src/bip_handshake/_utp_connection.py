@@ -18,6 +18,12 @@ How it behaves, following BEP 29 and libtorrent:
   nothing else is in flight, or when the stream is being closed.
 - Sending is bounded by ``min(cwnd, peer's advertised window)``. A closed peer window is
   probed with one packet after a retransmission timeout.
+- Pacing: once a round trip is measured, packets leave at most
+  :data:`_PACING_BURST` bytes back to back, then at ``gain * cwnd / rtt`` (gain 2 in slow
+  start, 1.25 after); :meth:`~UtpConnection.next_deadline` says when the next may go. A
+  window that opens at once (a burst of acks, a write after an idle spell) would otherwise
+  leave in one burst and overflow the receiver's UDP socket buffer: on loopback, where
+  the delay never builds, that was every retransmission seen against libtorrent.
 - Retransmission: a timeout of ``max(rtt + 4 * rtt_var, 500 ms)`` (1 s before any
   sample; samples only from packets sent once), doubled on each expiry; after
   ``max_timeouts`` consecutive expiries the connection fails. Three duplicate acks, or

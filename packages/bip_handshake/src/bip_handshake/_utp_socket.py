@@ -3,14 +3,23 @@
 A :class:`UtpSocket` routes each datagram to the
 :class:`~bip_handshake._utp_connection.UtpConnection` its ``(address, connection id)``
 names, runs one timer task per connection, and sends what the connections produce
-through one sender task. It either owns a UDP socket (:func:`open_utp_socket`) or
-shares one with its owner (:func:`open_utp_over`: libtorrent runs the DHT and uTP on
-one port; a uTP datagram's first byte is ``(type << 4) | 1``, a KRPC message's ``d``).
+(through one sender task when the socket cannot take it at once). It either owns a
+UDP socket (:func:`open_utp_socket`) or shares one with its owner
+(:func:`open_utp_over`: libtorrent runs the DHT and uTP on one port; a uTP datagram's
+first byte is ``(type << 4) | 1``, a KRPC message's ``d``).
 
 Outbound, :meth:`UtpSocket.connect` returns a connected
 :class:`~bip_handshake._utp_stream.UtpStream` (so ``dial=utp.connect`` makes a
 :data:`~bip_handshake.Dialer`); inbound, every accepted connection arrives in
 :meth:`UtpSocket.incoming`, ready for :meth:`~bip_handshake.Handshaker.accept_stream`.
+
+With its own socket (:func:`open_utp_socket`) the reader drains every datagram queued
+(up to a batch) per wakeup and pumps each connection they touched once: a burst of DATA
+is acknowledged by one ST_STATE, as libtorrent defers its acks to the end of a receive
+burst, and a burst of acks opens the window once. The connections send at once on the
+non-blocking socket (the sender task only takes what the kernel refused for now), so
+datagrams leave when the connection's pacing says. A shared socket's owner feeds
+datagrams one at a time; each is answered at once.
 
 What an untrusted sender can make us hold is bounded: ``max_connections``
 connections, ``max_pending_accepts`` unclaimed accepts (a SYN beyond either is
