@@ -22,6 +22,13 @@ from ._compact import (
     parse_compact_nodes,
     parse_compact_peers,
 )
+from ._dialers import (
+    DEFAULT_FIRST_SHARE,
+    DEFAULT_FIRST_TIMEOUT,
+    DialerStatistics,
+    PeerDialer,
+    Transport,
+)
 from ._errors import HandshakeError, LocalProtocolError, RemoteProtocolError
 from ._extensions import Extensions
 from ._handshake import (
@@ -78,6 +85,8 @@ __all__ = [
     "CRYPTO_RC4",
     "DEFAULT_COMPACT_LIMIT",
     "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_FIRST_SHARE",
+    "DEFAULT_FIRST_TIMEOUT",
     "DEFAULT_HANDSHAKE_TIMEOUT",
     "DEFAULT_MAX_CONCURRENT",
     "DEFAULT_MAX_QUEUED",
@@ -91,6 +100,7 @@ __all__ = [
     "CompactError",
     "CompletedHandshake",
     "Dialer",
+    "DialerStatistics",
     "Direction",
     "EncryptionMethod",
     "EncryptionPolicy",
@@ -115,6 +125,7 @@ __all__ = [
     "MSEStream",
     "NodeInfo",
     "PeerAddress",
+    "PeerDialer",
     "PeerId",
     "PeerIdError",
     "PeerSink",
@@ -122,6 +133,7 @@ __all__ = [
     "RemoteProtocolError",
     "Role",
     "SkeyTable",
+    "Transport",
     "UtpConfig",
     "UtpConnectError",
     "UtpConnection",

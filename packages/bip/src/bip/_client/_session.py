@@ -38,11 +38,11 @@ from bip_handshake import (
     Extensions,
     Handshaker,
     PeerAddress,
+    PeerDialer,
     PeerId,
     UtpSocket,
     open_handshaker,
 )
-from bip_handshake._dialers import PeerDialer  # public once bip_handshake re-exports it
 from bip_metainfo import InfoHash, MagnetLink, Metainfo
 from bip_peer import (
     DEFAULT_MAX_PEER_REQUESTS,

@@ -26,12 +26,12 @@ from bip_handshake import (
     Handshaker,
     ListenError,
     PeerAddress,
+    PeerDialer,
     UtpConfig,
     UtpSocket,
     open_utp_over,
     open_utp_socket,
 )
-from bip_handshake._dialers import PeerDialer  # public once bip_handshake re-exports it
 
 __all__ = ["DatagramSharer", "UtpRouter", "open_session_utp"]
 
