@@ -57,7 +57,6 @@ import resource
 import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -68,10 +67,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from _bench_common import HOST, BenchmarkError, free_port, parse_size
 from bip_metainfo import create_torrent
 
 GOAL = 0.5
-HOST = "127.0.0.1"
 MIB = 1 << 20
 ROOT = Path(__file__).resolve().parents[1]
 LT_SEEDER = ROOT / "tests" / "interop" / "_lt_peer.py"
@@ -83,10 +82,6 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 Side = Literal["libtorrent", "bip"]
 Encryption = Literal["plaintext", "mse"]
-
-
-class BenchmarkError(Exception):
-    """A process did not start, or a download failed or took too long."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,32 +104,6 @@ class Run:
     def rate_from_launch(self, size: int) -> float:
         """MiB/s from the process's launch (start-up included) to every piece verified."""
         return size / MIB / (self.verified - self.launched)
-
-
-def parse_size(text: str) -> int:
-    """``1G``, ``256M``, ``512K`` or a number of bytes."""
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    try:
-        if text[-1:].upper() in units:
-            return int(float(text[:-1]) * units[text[-1].upper()])
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
-
-
-def free_port() -> int:
-    """A TCP and UDP port free on 127.0.0.1 now (libtorrent opens its disabled uTP socket too)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((HOST, 0))
-            port: int = tcp.getsockname()[1]
-            try:
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                    udp.bind((HOST, port))
-            except OSError:
-                continue
-            return port
-    raise BenchmarkError("found no free port on 127.0.0.1")
 
 
 def make_payload(

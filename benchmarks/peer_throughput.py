@@ -45,6 +45,7 @@ from ipaddress import IPv4Address
 
 import trio
 
+from _bench_common import parse_size
 from bip_handshake import (
     CompletedHandshake,
     EncryptionPolicy,
@@ -82,13 +83,6 @@ RAW_MESSAGE = "raw trio, send_all per message"
 RAW_BATCH = "raw trio, send_all per 256 KiB"
 RAW_BOUND = "raw trio, PeerManager's write and read sizes"
 OURS = "bip_peer, two PeerManagers"
-
-
-def parse_size(text: str) -> int:
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    if text[-1:].upper() in units:
-        return int(float(text[:-1]) * units[text[-1].upper()])
-    return int(text)
 
 
 # -- raw trio -----------------------------------------------------------------------------------

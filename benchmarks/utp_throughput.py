@@ -40,7 +40,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -54,6 +53,7 @@ from pathlib import Path
 
 import trio
 
+from _bench_common import HOST, BenchmarkError, free_port, parse_size
 from bip_handshake import EncryptionPolicy, Extensions, PeerAddress, PeerId
 from bip_handshake._handshaker import CompletedHandshake, Dialer, Handshaker, open_handshaker
 from bip_handshake._utp_socket import UtpSocket, open_utp_socket
@@ -68,7 +68,6 @@ from bip_peer._messages import (
     Unchoke,
 )
 
-HOST = "127.0.0.1"
 MIB = 1 << 20
 BLOCK = 16 * 1024
 PIECE_LENGTH = 256 * 1024
@@ -80,10 +79,6 @@ POLL = 0.01
 SEED = 20261124
 REFERENCE = "lt->lt uTP"
 NAMES = (REFERENCE, "lt->bip uTP", "bip->lt uTP", "bip->bip uTP", "bip->bip TCP")
-
-
-class BenchmarkError(Exception):
-    """A process did not start, or a transfer failed or took too long."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,32 +98,6 @@ class Bench:
     torrent: Path
     payload: bytes
     timeout: float
-
-
-def parse_size(text: str) -> int:
-    """``1G``, ``256M``, ``512K`` or a number of bytes."""
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    try:
-        if text[-1:].upper() in units:
-            return int(float(text[:-1]) * units[text[-1].upper()])
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
-
-
-def free_port() -> int:
-    """A TCP and UDP port free on 127.0.0.1 now (libtorrent binds both)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((HOST, 0))
-            port: int = tcp.getsockname()[1]
-            try:
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                    udp.bind((HOST, port))
-            except OSError:
-                continue
-            return port
-    raise BenchmarkError("found no free port on 127.0.0.1")
 
 
 def libtorrent_available() -> bool:
