@@ -44,7 +44,7 @@ from ._client import (
 from ._client import parse_file_selection as _parse_files
 from ._client._utp import UtpRouter
 from ._errors import CLIError
-from ._humanize import format_duration, format_rate, format_size
+from ._humanize import format_duration, format_rate, format_size, parse_size
 from ._inputs import load_source, parse_endpoint, parse_port
 from ._progress import ProgressBar
 
@@ -135,6 +135,21 @@ def add_session_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="dial uTP first and TCP if it fails, as libtorrent does (default: TCP first, since"
         " uTP in Python costs more CPU per byte)",
+    )
+    parser.add_argument(
+        "--upload-limit",
+        default="0",
+        metavar="RATE",
+        help="bytes per second sent to all peers together, e.g. 500k, 2MiB, 1.5M/s (binary"
+        " units as the progress line shows: k = KiB = 1024; default 0: unlimited); web seeds"
+        " are not peers and are not limited",
+    )
+    parser.add_argument(
+        "--download-limit",
+        default="0",
+        metavar="RATE",
+        help="bytes per second read from all peers together, as --upload-limit (web seeds are"
+        " not limited)",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress line")
 
@@ -248,11 +263,30 @@ async def _save_dht_state(path: Path, data: bytes) -> None:
         logger.warning("cannot save the DHT state: %s", error)
 
 
+def parse_rate(text: str, option: str) -> float | None:
+    """A rate typed by a person, in bytes per second (``None``: unlimited, for ``0``).
+
+    ``"500k"``, ``"2MiB"``, ``"1.5M/s"``: the units of :func:`~bip._humanize.parse_size`
+    (binary, as :func:`~bip._humanize.format_rate` prints them), an optional ``/s``.
+
+    Raises:
+        CLIError: not a rate; ``option`` names the option in the message.
+    """
+    size = text.strip()
+    if size.lower().endswith("/s"):
+        size = size[:-2]
+    try:
+        rate = parse_size(size)
+    except ValueError as error:
+        raise CLIError(f"{option}: {error}") from None
+    return float(rate) if rate else None
+
+
 def config_from_args(args: argparse.Namespace) -> ClientConfig:
     """The session settings the shared options ask for.
 
     Raises:
-        CLIError: a bad port or bind address.
+        CLIError: a bad port, bind address or rate limit.
     """
     port = parse_port(args.port)
     host, _ = parse_endpoint(args.bind, default_port=0)
@@ -266,6 +300,8 @@ def config_from_args(args: argparse.Namespace) -> ClientConfig:
         trackers=not args.no_trackers,
         utp=not args.no_utp,
         prefer_utp=args.prefer_utp,
+        upload_rate_limit=parse_rate(args.upload_limit, "--upload-limit"),
+        download_rate_limit=parse_rate(args.download_limit, "--download-limit"),
     )
 
 

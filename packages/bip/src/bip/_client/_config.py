@@ -89,6 +89,11 @@ class ClientConfig:
         seed_rng: seed of the swarm brains' random choices (``None``: unpredictable).
         dht_interval: seconds between two DHT rounds (lookup and announce) of a torrent,
             when the session has a DHT.
+        upload_rate_limit: bytes per second sent to all peers together (BitTorrent
+            messages, piece data and protocol alike); ``None`` or ``0``: unlimited.
+            :meth:`~bip._client.Session.set_rate_limits` changes it while running. Web
+            seeds (BEP 19) are servers, not peers: they are not limited.
+        download_rate_limit: bytes per second read from all peers together, likewise.
     """
 
     listen: tuple[tuple[str, int], ...] = (("0.0.0.0", DEFAULT_LISTEN_PORT),)
@@ -108,6 +113,8 @@ class ClientConfig:
     utp: bool = True
     prefer_utp: bool = False
     utp_config: UtpConfig = DEFAULT_UTP_CONFIG
+    upload_rate_limit: float | None = None
+    download_rate_limit: float | None = None
 
     def __post_init__(self) -> None:
         """Refuse numbers that cannot work."""
@@ -129,11 +136,29 @@ class ClientConfig:
         for name in ("utp", "prefer_utp"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, not {getattr(self, name)!r}")
+        for name in ("upload_rate_limit", "download_rate_limit"):
+            check_rate_limit(getattr(self, name), name)
         if not isinstance(self.utp_config, UtpConfig):
             raise TypeError(f"utp_config must be a UtpConfig, not {self.utp_config!r}")
         for host, port in self.listen:
             if not isinstance(host, str) or not isinstance(port, int) or not 0 <= port <= 0xFFFF:
                 raise ValueError(f"a listen address is (host, port 0..65535), not {(host, port)!r}")
+
+
+def check_rate_limit(value: object, name: str) -> float | None:
+    """``value`` as a rate limit in bytes per second: ``None`` for unlimited (``None``, ``0``).
+
+    Raises:
+        TypeError: not a number (a bool is not one).
+        ValueError: negative, NaN or infinite.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of bytes per second or None, not {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be finite and not negative, not {value!r}")
+    return float(value) if value else None
 
 
 @dataclass(frozen=True, slots=True)

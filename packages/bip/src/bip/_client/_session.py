@@ -22,6 +22,7 @@ their torrent; a ticker runs the brains' timers. Torrents are found by any of th
 
 from __future__ import annotations
 
+import enum
 import logging
 import random
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -61,7 +62,7 @@ from bip_peer import (
 )
 from bip_utracker import TrackerClient, open_tracker_client
 
-from ._config import ClientConfig, TorrentOptions
+from ._config import ClientConfig, TorrentOptions, check_rate_limit
 from ._discovery import DhtLike, DhtPeers, PeerSource, TrackerAnnouncer
 from ._http_tracker import HttpTrackerClient
 from ._swarm import MAX_OUT_REQUESTS
@@ -82,6 +83,15 @@ _TICK: Final = 0.1  # seconds between passes of the ticker over the brains' dead
 # MAX_OUT_REQUESTS) and for our answers to the peer's own requests (at most our reqq; the
 # upload workers wait for room anyway), plus control messages.
 _SEND_QUEUE: Final = MAX_OUT_REQUESTS + DEFAULT_MAX_PEER_REQUESTS + 64
+
+
+class _Keep(enum.Enum):
+    """The default of :meth:`Session.set_rate_limits`'s arguments: leave that limit alone."""
+
+    KEEP = enum.auto()
+
+
+_KEEP: Final = _Keep.KEEP
 
 
 class Session:
@@ -139,6 +149,38 @@ class Session:
         """The TCP port we accept peers on (0 if we do not listen)."""
         addresses = self.handshaker.listen_addresses
         return addresses[0].port if addresses else 0
+
+    @property
+    def rate_limits(self) -> tuple[float | None, float | None]:
+        """The upload and download limits now, bytes per second over all peers (``None``:
+        unlimited); :attr:`config` keeps the ones the session started with."""
+        return self.manager.rate_limits
+
+    def set_rate_limits(
+        self,
+        *,
+        upload: float | _Keep | None = _KEEP,
+        download: float | _Keep | None = _KEEP,
+    ) -> None:
+        """Change the upload and/or download limit of all peers together, at once.
+
+        Bytes per second; ``None`` or ``0`` lifts a limit, a limit left out stays as it is.
+        Web seeds are not limited (:attr:`ClientConfig.upload_rate_limit`).
+
+        Raises:
+            TypeError: a limit is not a number (or is a bool).
+            ValueError: a limit is negative, NaN or infinite. Nothing changes then, not
+                even the other limit.
+        """
+        # Both checked before either is set, so a bad one leaves the session as it was.
+        if not isinstance(upload, _Keep):
+            check_rate_limit(upload, "upload")
+        if not isinstance(download, _Keep):
+            check_rate_limit(download, "download")
+        if not isinstance(upload, _Keep):
+            self.manager.set_rate_limits(upload=upload)
+        if not isinstance(download, _Keep):
+            self.manager.set_rate_limits(download=download)
 
     @property
     def torrents(self) -> tuple[Torrent, ...]:
@@ -467,6 +509,8 @@ async def open_session(
                         client_version=f"bip {__version__}",
                         listen_port=addresses[0].port if addresses else None,
                         services=[metadata, layers, pex, _UploadOnlyFields(find)],
+                        upload_rate_limit=config.upload_rate_limit,
+                        download_rate_limit=config.download_rate_limit,
                     )
                 )
             )

@@ -1,0 +1,216 @@
+"""Rate limits in the client: ClientConfig's fields reach the peer manager, a running session
+changes them, a limited download takes about the time the limit says, and the CLI's
+``--upload-limit`` / ``--download-limit`` options."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import pytest
+import trio
+from _engine_helpers import (
+    LOOPBACK,
+    address_of,
+    loopback_config,
+    make_torrent,
+    same_files,
+    seeder_and_leecher,
+    write_content,
+)
+
+from bip._client import ClientConfig, TorrentOptions, open_session
+from bip._cmd_download import add_session_arguments, config_from_args, parse_rate
+from bip._errors import CLIError
+
+DEADLINE = 30.0
+
+
+def session_args(*options: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_session_arguments(parser)
+    return parser.parse_args(["--bind", LOOPBACK, "--no-trackers", *options])
+
+
+# ------------------------------------------------------------------------------ ClientConfig
+
+
+def test_config_defaults_unlimited() -> None:
+    config = ClientConfig()
+    assert config.upload_rate_limit is None
+    assert config.download_rate_limit is None
+
+
+@pytest.mark.parametrize("value", [0, 1, 1000, 2.5e6, None])
+def test_config_accepts_rates(value: float | None) -> None:
+    config = ClientConfig(upload_rate_limit=value, download_rate_limit=value)
+    assert config.upload_rate_limit == value
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        (-1, ValueError),
+        (math.nan, ValueError),
+        (math.inf, ValueError),
+        (True, TypeError),
+        ("100", TypeError),
+    ],
+)
+def test_config_refuses_bad_rates(value: object, error: type[Exception]) -> None:
+    with pytest.raises(error, match="upload_rate_limit"):
+        ClientConfig(upload_rate_limit=value)  # type: ignore[arg-type]
+    with pytest.raises(error, match="download_rate_limit"):
+        ClientConfig(download_rate_limit=value)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------ the session
+
+
+async def test_session_passes_limits_and_changes_them() -> None:
+    config = loopback_config(upload_rate_limit=50_000, download_rate_limit=0)
+    async with open_session(config) as session:
+        assert session.manager.config.upload_rate_limit == 50_000
+        assert tuple(session.rate_limits) == (50_000, None)
+        session.set_rate_limits(download=1234)
+        assert tuple(session.rate_limits) == (50_000, 1234)
+        assert tuple(session.manager.rate_limits) == (50_000, 1234)
+        session.set_rate_limits(upload=None)
+        assert tuple(session.rate_limits) == (None, 1234)
+        session.set_rate_limits(upload=7, download=0)
+        assert tuple(session.rate_limits) == (7, None)
+        session.set_rate_limits()
+        assert tuple(session.rate_limits) == (7, None)
+        statistics = session.manager.statistics()
+        assert statistics.upload_limiter.rate == 7
+
+
+@pytest.mark.parametrize(
+    ("changes", "error"),
+    [
+        ({"upload": -1}, ValueError),
+        ({"download": math.nan}, ValueError),
+        ({"upload": "1"}, TypeError),
+    ],
+)
+async def test_session_refuses_bad_limits_and_keeps_both(
+    changes: dict[str, object], error: type[Exception]
+) -> None:
+    async with open_session(
+        loopback_config(upload_rate_limit=10, download_rate_limit=20)
+    ) as session:
+        with pytest.raises(error):
+            session.set_rate_limits(**changes)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="download"):
+            session.set_rate_limits(upload=5, download=-5)
+        assert tuple(session.rate_limits) == (10, 20)
+
+
+async def _timed_download(tmp_path: Path, sizes: tuple[int, ...], **changes: object) -> float:
+    """Seconds a loopback leecher takes to fetch ``sizes`` from a seeder (``changes`` to both
+    sessions' configs); the files must come out whole."""
+    folder = write_content(tmp_path / "seed", sizes)
+    torrent = make_torrent(folder, "v1", piece_length=16384)
+    with trio.fail_after(DEADLINE):
+        async with seeder_and_leecher(torrent, folder, utp=False, **changes) as (seeder, leecher):
+            start = trio.current_time()
+            download = await leecher.add_torrent(
+                torrent, TorrentOptions(tmp_path / "down", peers=(address_of(seeder),))
+            )
+            await download.wait_complete()
+            elapsed = trio.current_time() - start
+    assert same_files(folder, tmp_path / "down" / "album")
+    return elapsed
+
+
+async def test_limited_download_takes_the_expected_time(tmp_path: Path) -> None:
+    """320 KiB at 160 KiB/s: about two seconds (real sockets: a generous lower bound, the
+    bucket's burst and the handshake's own bytes allowed for; the upper bound is the deadline)."""
+    rate = 160 * 1024
+    elapsed = await _timed_download(tmp_path, (200 * 1024, 120 * 1024), download_rate_limit=rate)
+    assert elapsed >= 1.4
+
+
+async def test_limited_upload_takes_the_expected_time(tmp_path: Path) -> None:
+    """The seeder's upload limit slows the leecher the same way; the leecher's limit is off."""
+    folder = write_content(tmp_path / "seed", (256 * 1024,))
+    torrent = make_torrent(folder, "v1", piece_length=16384)
+    with trio.fail_after(DEADLINE):
+        async with (
+            open_session(loopback_config(utp=False, upload_rate_limit=128 * 1024)) as seeder,
+            open_session(loopback_config(utp=False)) as leecher,
+        ):
+            seeding = await seeder.add_torrent(torrent, TorrentOptions(folder.parent))
+            await seeding.wait_complete()
+            start = trio.current_time()
+            download = await leecher.add_torrent(
+                torrent, TorrentOptions(tmp_path / "down", peers=(address_of(seeder),))
+            )
+            await download.wait_complete()
+            elapsed = trio.current_time() - start
+    assert elapsed >= 1.4
+    assert same_files(folder, tmp_path / "down" / "album")
+
+
+async def test_limit_lifted_while_running(tmp_path: Path) -> None:
+    """A download crawling at 1 KiB/s finishes at once when the limit is lifted."""
+    folder = write_content(tmp_path / "seed", (256 * 1024,))
+    torrent = make_torrent(folder, "v1", piece_length=16384)
+    with trio.fail_after(DEADLINE):
+        async with seeder_and_leecher(torrent, folder, utp=False, download_rate_limit=1024) as (
+            seeder,
+            leecher,
+        ):
+            download = await leecher.add_torrent(
+                torrent, TorrentOptions(tmp_path / "down", peers=(address_of(seeder),))
+            )
+            await trio.sleep(0.5)
+            status = download.status()
+            assert status.done < status.total
+            leecher.set_rate_limits(download=None)
+            with trio.fail_after(10):
+                await download.wait_complete()
+    assert same_files(folder, tmp_path / "down" / "album")
+
+
+# ------------------------------------------------------------------------------ the CLI
+
+
+@pytest.mark.parametrize(
+    ("text", "rate"),
+    [
+        ("0", None),
+        ("1000", 1000.0),
+        ("500k", 500 * 1024.0),
+        ("500K", 500 * 1024.0),
+        ("2M", 2 * 1024.0**2),
+        ("1.5MiB", 1.5 * 1024.0**2),
+        ("64 KiB/s", 64 * 1024.0),
+        ("1g/S", 1024.0**3),
+        ("0k", None),
+    ],
+)
+def test_parse_rate(text: str, rate: float | None) -> None:
+    assert parse_rate(text, "--upload-limit") == rate
+
+
+@pytest.mark.parametrize("text", ["", "-5", "fast", "1.3", "5 furlongs", "1e6", "/s", "nan"])
+def test_parse_rate_refuses(text: str) -> None:
+    with pytest.raises(CLIError, match="--download-limit"):
+        parse_rate(text, "--download-limit")
+
+
+def test_cli_options_reach_the_config() -> None:
+    config = config_from_args(session_args("--upload-limit", "500k", "--download-limit", "2M"))
+    assert config.upload_rate_limit == 500 * 1024
+    assert config.download_rate_limit == 2 * 1024 * 1024
+    unlimited = config_from_args(session_args())
+    assert (unlimited.upload_rate_limit, unlimited.download_rate_limit) == (None, None)
+    zero = config_from_args(session_args("--upload-limit", "0"))
+    assert zero.upload_rate_limit is None
+
+
+def test_cli_bad_rate_is_a_clean_error() -> None:
+    with pytest.raises(CLIError, match="--upload-limit: not a size"):
+        config_from_args(session_args("--upload-limit", "lots"))
