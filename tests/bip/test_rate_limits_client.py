@@ -212,5 +212,5 @@ def test_cli_options_reach_the_config() -> None:
 
 
 def test_cli_bad_rate_is_a_clean_error() -> None:
-    with pytest.raises(CLIError, match="--upload-limit: not a size"):
+    with pytest.raises(CLIError, match=r"--upload-limit takes bytes per second.*not a size"):
         config_from_args(session_args("--upload-limit", "lots"))

@@ -278,7 +278,9 @@ def parse_rate(text: str, option: str) -> float | None:
     try:
         rate = parse_size(size)
     except ValueError as error:
-        raise CLIError(f"{option}: {error}") from None
+        raise CLIError(
+            f"{option} takes bytes per second (500k, 2MiB; 0: unlimited): {error}"
+        ) from None
     return float(rate) if rate else None
 
 
