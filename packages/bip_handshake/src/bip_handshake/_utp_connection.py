@@ -640,6 +640,10 @@ class UtpConnection:
         distance = seq_distance(self._ack_nr, seq)
         if distance == 0 or distance >= _HALF:
             return  # a duplicate: the ack above tells the peer again
+        if distance > MAX_REORDER_DISTANCE:
+            # Too far ahead to be buffered: dropped before its type counts, so that a FIN
+            # out there (bogus, or forged) cannot fix the end of the stream (libtorrent).
+            return
         if fin:
             if self._eof_seq is None:
                 self._eof_seq = seq
@@ -656,7 +660,7 @@ class UtpConnection:
                 self._reorder_bytes -= len(data)
                 self._deliver(nxt, data)
             return
-        if distance > MAX_REORDER_DISTANCE or seq in self._reorder:
+        if seq in self._reorder:
             return
         if len(payload) + self._buffered() > self._config.receive_buffer:
             return

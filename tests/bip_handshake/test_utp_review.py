@@ -1,0 +1,71 @@
+"""Regression tests from a review of the uTP code: wraparound, hostile packets, id choice."""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+from bip_handshake._utp_config import MAX_PAYLOAD, UtpConfig
+from bip_handshake._utp_connection import MAX_REORDER_DISTANCE, UtpConnection, UtpState
+from bip_handshake._utp_packet import UtpPacket, UtpPacketType
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_utp_connection import (
+    Network,
+    pair,
+    payload,
+    state,
+    transfer,
+)
+
+CONFIG = UtpConfig()
+
+
+@pytest.mark.parametrize(("seq_a", "seq_b", "seed"), [(0xFFFE, 0xFFFF, 1), (0xFFC0, 0xFFF0, 2)])
+def test_lossy_transfer_across_the_wrap_both_ways(seq_a: int, seq_b: int, seed: int) -> None:
+    # Both sides start just below 65535, on a lossy reordering link: the holes, selective
+    # acks, the reorder buffer and the FINs all straddle the wrap.
+    a = UtpConnection.connect(0xFFFF, seq_a, now_us=0, config=CONFIG)
+    syn = UtpPacket.decode(a.datagrams_to_send(0)[0])
+    b = UtpConnection.accept(syn, seq_b, now_us=0, config=CONFIG)
+    net = Network(a, b, random.Random(seed), loss=0.08, delay=(1_000, 30_000))
+    net.run_until(lambda: state(a) is UtpState.CONNECTED)
+    transfer(net, payload(200 * MAX_PAYLOAD, seed), payload(120 * MAX_PAYLOAD, seed + 7))
+    for direction in ("ab", "ba"):
+        sent = [p for name, p in net.log if name == direction]
+        seqs = {p.seq_nr for p in sent if p.type is UtpPacketType.DATA}
+        assert {0xFFFF, 0, 1} <= seqs
+
+
+def _packet_to_b(net: Network, kind: UtpPacketType, seq: int, data: bytes = b"") -> UtpPacket:
+    return UtpPacket(kind, net.b.recv_id, 0, 0, 1 << 20, seq & 0xFFFF, net.a._acked, payload=data)
+
+
+def test_fin_beyond_the_reorder_bound_does_not_fix_the_end() -> None:
+    # A FIN the reorder buffer would not take (libtorrent drops it before looking at its
+    # type) must not fix the end of the stream: the peer's real FIN must still count.
+    net = pair()
+    b = net.b
+    base = (b._ack_nr + 1) & 0xFFFF
+    b.receive_packet(_packet_to_b(net, UtpPacketType.FIN, base + MAX_REORDER_DISTANCE + 5), 1)
+    b.receive_packet(_packet_to_b(net, UtpPacketType.DATA, base, b"data"), 1)
+    b.receive_packet(_packet_to_b(net, UtpPacketType.DATA, base + 1, b"more"), 1)
+    b.receive_packet(_packet_to_b(net, UtpPacketType.FIN, base + 2), 1)
+    assert b.read() == b"datamore"
+    assert b.eof_received
+
+
+def test_fin_behind_or_duplicate_is_harmless() -> None:
+    net = pair()
+    b = net.b
+    base = (b._ack_nr + 1) & 0xFFFF
+    b.receive_packet(_packet_to_b(net, UtpPacketType.FIN, base - 3), 1)  # long past
+    b.receive_packet(_packet_to_b(net, UtpPacketType.DATA, base, b"x"), 1)
+    b.receive_packet(_packet_to_b(net, UtpPacketType.FIN, base + 1), 1)
+    b.receive_packet(_packet_to_b(net, UtpPacketType.FIN, base + 1), 1)  # resent
+    b.receive_packet(_packet_to_b(net, UtpPacketType.DATA, base + 2, b"late"), 1)
+    assert b.read() == b"x"
+    assert b.eof_received
