@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import random
+import secrets
 import sys
 from pathlib import Path
 
 import pytest
+import trio
+import trio.testing
 
-from bip_handshake._utp_config import MAX_PAYLOAD, UtpConfig
+from bip_handshake._utp_config import MAX_PAYLOAD, UtpConfig, UtpConnectError
 from bip_handshake._utp_connection import MAX_REORDER_DISTANCE, UtpConnection, UtpState
 from bip_handshake._utp_packet import UtpPacket, UtpPacketType
 
@@ -20,6 +23,7 @@ from test_utp_connection import (
     state,
     transfer,
 )
+from test_utp_socket import memory_pair
 
 CONFIG = UtpConfig()
 
@@ -69,3 +73,31 @@ def test_fin_behind_or_duplicate_is_harmless() -> None:
     b.receive_packet(_packet_to_b(net, UtpPacketType.DATA, base + 2, b"late"), 1)
     assert b.read() == b"x"
     assert b.eof_received
+
+
+async def test_our_id_never_reuses_a_send_id_to_the_same_peer(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # b dials a: a's accepted connection sends with b's receive id R. Were a to dial b
+    # with receive id R - 1, its send id would be R too: b would route a's SYN to its own
+    # connection (and ignore it) and the dial would time out. a must draw another id.
+    async with memory_pair() as (a, b, _):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(a.incoming().receive)
+            inbound = await b.connect(a.local_address)
+        taken = inbound._connection.core.recv_id
+        draws = iter([(taken - 1) & 0xFFFF])
+        real = secrets.randbelow
+        monkeypatch.setattr(secrets, "randbelow", lambda n: next(draws, None) or real(n))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(b.incoming().receive)
+            with trio.fail_after(5):
+                outbound = await a.connect(b.local_address)
+        assert outbound._connection.core.send_id != taken
+        await outbound.send_all(b"ping")
+        # Every draw taken: the dial fails instead of drawing forever.
+        monkeypatch.setattr(secrets, "randbelow", lambda n: (taken - 1) & 0xFFFF)
+        with pytest.raises(UtpConnectError, match="no free uTP connection id"):
+            await a.connect(b.local_address)
+        await outbound.aclose()
+        await inbound.aclose()

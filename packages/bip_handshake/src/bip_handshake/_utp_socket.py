@@ -69,6 +69,9 @@ _MAX_SEND_QUEUE: Final = 8192
 _SEQ_MASK: Final = 0xFFFF
 _WARN_EVERY: Final = 1000
 """A failing shared-socket sender is logged at WARNING for the first failure of each thousand."""
+_ID_DRAWS: Final = 64
+"""Random connection ids drawn at most: with at most max_connections taken, 64 misses
+in a row mean the ids for that peer are (nearly) all in use."""
 
 Sender = Callable[[bytes, PeerAddress], Awaitable[None]]
 """How a shared socket's owner sends one datagram for us."""
@@ -296,11 +299,19 @@ class UtpSocket:
 
     def _free_id(self, address: PeerAddress) -> int:
         # Random ids make blind injection harder; the table is at most max_connections
-        # long, so a few draws find a free one (65536 ids per address).
-        while True:
+        # long, so a few draws find a free one (65536 ids per address). Our send id
+        # (recv_id + 1) must not be one we already send with to this peer either: an
+        # accepted connection keyed recv_id + 2 sends recv_id + 1, the peer's own receive
+        # id, and the peer would route our SYN to its connection and ignore it.
+        for _ in range(_ID_DRAWS):
             recv_id = secrets.randbelow(0x10000)
-            if (address, recv_id) not in self._connections:
-                return recv_id
+            if (address, recv_id) in self._connections:
+                continue
+            neighbour = self._connections.get((address, (recv_id + 2) & _SEQ_MASK))
+            if neighbour is not None and neighbour.core.send_id == (recv_id + 1) & _SEQ_MASK:
+                continue
+            return recv_id
+        raise UtpConnectError(f"no free uTP connection id for {address}")
 
     # Inbound.
 
