@@ -101,3 +101,28 @@ async def test_our_id_never_reuses_a_send_id_to_the_same_peer(
             await a.connect(b.local_address)
         await outbound.aclose()
         await inbound.aclose()
+
+
+async def test_syn_colliding_with_our_dial_is_refused(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A peer's SYN whose id maps onto the key of our own dial to that peer: it gets a
+    # RESET at once (not silence until its connect timeout), and our dial lives on.
+    async with memory_pair() as (a, b, link):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(b.incoming().receive)
+            outbound = await a.connect(b.local_address)
+        recv_id = outbound._connection.core.recv_id
+        syn = UtpPacket(UtpPacketType.SYN, (recv_id - 1) & 0xFFFF, 0, 0, 1 << 20, 77, 0)
+        before = len(link.sent)
+        a.datagram_received(syn.encode(), b.local_address)
+        await trio.sleep(0.01)
+        ours = [data for source, _, data in link.sent[before:] if source == a.local_address]
+        answers = [UtpPacket.decode(data) for data in ours]
+        assert [(p.type, p.connection_id) for p in answers] == [
+            (UtpPacketType.RESET, (recv_id - 1) & 0xFFFF)
+        ]
+        assert a.statistics().refused == 1
+        assert outbound._connection.core.state is UtpState.CONNECTED
+        await outbound.send_all(b"still fine")
+        await outbound.aclose()

@@ -371,6 +371,13 @@ class UtpSocket:
     def _syn_received(self, syn: UtpPacket, address: PeerAddress) -> None:
         key = (address, (syn.connection_id + 1) & _SEQ_MASK)
         existing = self._connections.get(key)
+        if existing is not None and existing.core.initiator:
+            # The peer picked a receive id whose send id is one we receive on already (our
+            # own dial to it): refuse, so that it fails at once and draws another id,
+            # instead of waiting for its connect timeout. Our connection is not touched.
+            self._counters["refused"] += 1
+            self._send_reset(syn, address)
+            return
         if existing is not None:
             existing.core.receive_packet(syn, _now_us())  # a resent SYN: ack it again
             self._pump(existing)
