@@ -126,3 +126,21 @@ async def test_syn_colliding_with_our_dial_is_refused(
         assert outbound._connection.core.state is UtpState.CONNECTED
         await outbound.send_all(b"still fine")
         await outbound.aclose()
+
+
+def test_clean_close_is_not_reset_by_the_close_timeout() -> None:
+    # close() arms close_timeout; a close that completes cleanly (CLOSED, lingering to
+    # re-ack the peer's FIN) must not turn into a RESET and a failure when it expires.
+    net = pair(config=UtpConfig(close_timeout=1.0))
+    a, b = net.a, net.b
+    closed_at = net.now
+    a.close(closed_at)
+    b.shutdown_write()
+    net.run_until(lambda: state(a) is UtpState.CLOSED)
+    net.now = max(net.now, closed_at + 1_000_000)  # close_timeout is over, lingering is not
+    a.handle_timer(net.now)
+    sent = [UtpPacket.decode(data) for data in a.datagrams_to_send(net.now)]
+    assert all(packet.type is not UtpPacketType.RESET for packet in sent)
+    assert a.error is None
+    net.run_until(lambda: a.finished)
+    assert a.error is None

@@ -693,6 +693,9 @@ class UtpConnection:
         ):
             self.state = UtpState.CLOSED
             self._rto_deadline = None
+            # Closed cleanly: close_timeout no longer applies (it would reset the lingering
+            # connection, a RESET to the peer and a failure for a clean close).
+            self._close_deadline = None
             # Linger to re-ack the peer's FIN should our ack be lost.
             self._linger_deadline = now_us + 3 * self._rto_us
 
