@@ -5,12 +5,14 @@ from __future__ import annotations
 import random
 import secrets
 import sys
+from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
 
+from bip_handshake import PeerAddress
 from bip_handshake._utp_config import MAX_PAYLOAD, UtpConfig, UtpConnectError
 from bip_handshake._utp_connection import MAX_REORDER_DISTANCE, UtpConnection, UtpState
 from bip_handshake._utp_packet import UtpPacket, UtpPacketType
@@ -144,3 +146,39 @@ def test_clean_close_is_not_reset_by_the_close_timeout() -> None:
     assert a.error is None
     net.run_until(lambda: a.finished)
     assert a.error is None
+
+
+async def test_resent_syn_and_wrong_resets_leave_the_connection_alone(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with memory_pair() as (a, b, link):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(b.incoming().receive)
+            outbound = await a.connect(b.local_address)
+        core = outbound._connection.core
+        # The SYN again (its ST_STATE lost, say): b answers with an ST_STATE, no new connection.
+        syn = next(
+            UtpPacket.decode(data)
+            for source, _, data in link.sent
+            if source == a.local_address and UtpPacket.decode(data).type is UtpPacketType.SYN
+        )
+        before = len(link.sent)
+        b.datagram_received(syn.encode(), a.local_address)
+        await trio.sleep(0.01)
+        answers = [UtpPacket.decode(d) for s, _, d in link.sent[before:] if s == b.local_address]
+        assert [p.type for p in answers] == [UtpPacketType.STATE]
+        assert b.statistics().connections == 1
+        assert b.statistics().accepted == 1
+        # RESETs with ids that are not this connection's: ignored.
+        for wrong in (core.recv_id + 2, core.recv_id - 1, core.send_id + 1):
+            reset = UtpPacket(UtpPacketType.RESET, wrong & 0xFFFF, 0, 0, 0, 1, 0)
+            a.datagram_received(reset.encode(), b.local_address)
+        # The right id from another address: ignored too.
+        other = PeerAddress(IPv4Address("10.0.0.9"), b.local_address.port)
+        a.datagram_received(
+            UtpPacket(UtpPacketType.RESET, core.recv_id, 0, 0, 0, 1, 0).encode(), other
+        )
+        await trio.sleep(0.01)
+        assert core.state is UtpState.CONNECTED
+        await outbound.send_all(b"alive")
+        await outbound.aclose()
