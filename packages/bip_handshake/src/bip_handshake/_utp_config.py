@@ -30,6 +30,7 @@ _INT_FIELDS: Final = frozenset(
         "max_pending_accepts",
         "receive_buffer",
         "send_buffer",
+        "max_buffered",
         "max_timeouts",
         "syn_retries",
     )
@@ -79,6 +80,12 @@ class UtpConfig:
             us hold.
         send_buffer: bytes written but not yet packetised, per connection; a writer
             waits when it is full.
+        max_buffered: bytes received and not yet read (in order, or waiting out of
+            order) over every connection of one socket together, 64 MiB by default;
+            ``receive_buffer`` alone would let ``max_connections`` peers make us hold
+            about 1 GiB. When it runs short, connections advertise smaller windows and
+            drop data they cannot afford (the peer resends it); out-of-order data may
+            take at most half of it, so that in-order data always finds room.
         keepalive_interval: seconds of our silence after which we send an ST_STATE, so
             that NATs and the peer's idle timer keep the connection.
         max_timeouts: consecutive retransmission timeouts (1 s, 2 s, 4 s... as BEP 29)
@@ -96,6 +103,7 @@ class UtpConfig:
     idle_timeout: float = 120.0
     receive_buffer: int = 1024 * 1024
     send_buffer: int = 1024 * 1024
+    max_buffered: int = 64 * 1024 * 1024
     keepalive_interval: float = 29.0
     max_timeouts: int = 6
     syn_retries: int = 3
@@ -120,5 +128,8 @@ class UtpConfig:
                 raise ValueError(f"{field.name} must be positive, got {value}")
         if self.receive_buffer < MAX_PAYLOAD or self.send_buffer < MAX_PAYLOAD:
             raise ValueError(f"buffers must hold at least one packet ({MAX_PAYLOAD} bytes)")
+        if self.max_buffered < 2 * MAX_PAYLOAD:
+            # Half of it is the out-of-order share: each half must hold a packet.
+            raise ValueError(f"max_buffered must hold two packets ({2 * MAX_PAYLOAD} bytes)")
         if self.receive_buffer >= 1 << 31:
             raise ValueError("receive_buffer must be below 2 GiB (a 32-bit window)")

@@ -38,6 +38,12 @@ How it behaves, following BEP 29 and libtorrent:
 - Receiving: out-of-order packets wait in a reorder buffer bounded by the window we
   advertise (``receive_buffer`` less what is buffered) and by
   :data:`MAX_REORDER_DISTANCE` packets; we acknowledge them with selective acks.
+- Every connection of a socket draws on one :class:`UtpReceiveBudget`
+  (``max_buffered`` bytes): the window we advertise never exceeds what it has left,
+  out-of-order data takes at most half of it, and a packet it cannot afford is dropped
+  (the peer resends it). An in-order packet that finds the budget full evicts the far
+  end of its own connection's reorder buffer first, so that a connection never waits
+  for room its own out-of-order data holds.
 - Acks are validated: an ack for a sequence number we never sent drops the packet; an
   old ack is ignored. A FIN fixes the last sequence number; nothing past it is taken.
 - A keepalive ST_STATE goes out after ``keepalive_interval`` of our silence (with
@@ -69,6 +75,7 @@ __all__ = [
     "MAX_REORDER_DISTANCE",
     "UtpConnection",
     "UtpConnectionStatistics",
+    "UtpReceiveBudget",
     "UtpState",
 ]
 
@@ -127,6 +134,47 @@ class UtpState(enum.Enum):
     """Both FINs are acknowledged; the connection lingers to re-ack a resent FIN."""
     FAILED = "failed"
     """Reset, timed out or aborted: :attr:`UtpConnection.error` says why."""
+
+
+class UtpReceiveBudget:
+    """Received bytes that every connection of one socket may hold together.
+
+    Connections count what they hold for their readers (``used``) and, of that, what
+    waits out of order (``reorder_used``, at most half the limit); a connection asks
+    :meth:`free` before it takes a packet and advertises no more than that.
+
+    >>> budget = UtpReceiveBudget(4096)
+    >>> budget.free(), budget.reorder_free()
+    (4096, 2048)
+    >>> UtpReceiveBudget(0)
+    Traceback (most recent call last):
+    ...
+    ValueError: a receive budget must be a positive int, got 0
+    """
+
+    __slots__ = ("limit", "reorder_limit", "reorder_used", "used")
+
+    def __init__(self, limit: int) -> None:
+        """A budget of ``limit`` bytes (a socket makes one of ``UtpConfig.max_buffered``)."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+            raise ValueError(f"a receive budget must be a positive int, got {limit!r}")
+        self.limit: Final = limit
+        """Bytes held at most, in order and out of order."""
+        self.reorder_limit: Final = limit // 2
+        """Of those, bytes waiting out of order at most: the rest is kept for in-order
+        data, which readers drain, so that hostile reorder buffers cannot starve it."""
+        self.used = 0
+        """Bytes held now."""
+        self.reorder_used = 0
+        """Of those, bytes waiting out of order."""
+
+    def free(self) -> int:
+        """Bytes that may still be taken."""
+        return self.limit - self.used
+
+    def reorder_free(self) -> int:
+        """Bytes that may still be taken out of order."""
+        return min(self.reorder_limit - self.reorder_used, self.limit - self.used)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,8 +243,13 @@ class UtpConnection:
         initiator: bool,
         now_us: int,
         config: UtpConfig,
+        budget: UtpReceiveBudget | None = None,
     ) -> None:
-        """Prefer :meth:`connect` and :meth:`accept`, which pick the right ids."""
+        """Prefer :meth:`connect` and :meth:`accept`, which pick the right ids.
+
+        ``budget`` is shared by every connection of a socket; without one, the
+        connection gets its own of ``config.max_buffered`` bytes.
+        """
         for name, value in (
             ("recv_id", recv_id),
             ("send_id", send_id),
@@ -212,6 +265,7 @@ class UtpConnection:
         self.initiator: Final = initiator
         """Whether we sent the SYN."""
         self._config = config
+        self._budget = budget if budget is not None else UtpReceiveBudget(config.max_buffered)
         self.state = UtpState.SYN_SENT if initiator else UtpState.CONNECTED
         """The :class:`UtpState` now."""
         self.error: UtpError | None = None
@@ -276,7 +330,15 @@ class UtpConnection:
     # Construction.
 
     @classmethod
-    def connect(cls, recv_id: int, seq_nr: int, *, now_us: int, config: UtpConfig) -> UtpConnection:
+    def connect(
+        cls,
+        recv_id: int,
+        seq_nr: int,
+        *,
+        now_us: int,
+        config: UtpConfig,
+        budget: UtpReceiveBudget | None = None,
+    ) -> UtpConnection:
         """A connection we open: its first datagram is the SYN.
 
         Args:
@@ -285,6 +347,7 @@ class UtpConnection:
             seq_nr: the SYN's sequence number (random, as libtorrent).
             now_us: the time, in microseconds.
             config: the settings.
+            budget: the socket's shared receive budget (default: one of its own).
         """
         connection = cls(
             recv_id=recv_id,
@@ -294,13 +357,20 @@ class UtpConnection:
             initiator=True,
             now_us=now_us,
             config=config,
+            budget=budget,
         )
         connection._queue(UtpPacketType.SYN, b"")
         return connection
 
     @classmethod
     def accept(
-        cls, syn: UtpPacket, seq_nr: int, *, now_us: int, config: UtpConfig
+        cls,
+        syn: UtpPacket,
+        seq_nr: int,
+        *,
+        now_us: int,
+        config: UtpConfig,
+        budget: UtpReceiveBudget | None = None,
     ) -> UtpConnection:
         """A connection the peer opened with ``syn``; its first datagram acknowledges it.
 
@@ -309,6 +379,7 @@ class UtpConnection:
             seq_nr: our first sequence number (random).
             now_us: the time, in microseconds.
             config: the settings.
+            budget: the socket's shared receive budget (default: one of its own).
         """
         if syn.type is not UtpPacketType.SYN:
             raise LocalProtocolError(f"accept needs a SYN, not {syn.type.name}")
@@ -320,6 +391,7 @@ class UtpConnection:
             initiator=False,
             now_us=now_us,
             config=config,
+            budget=budget,
         )
         connection._syn_seq = syn.seq_nr
         connection._peer_wnd = syn.wnd_size
@@ -396,6 +468,7 @@ class UtpConnection:
         size = len(self._inbound) if max_bytes is None else min(max_bytes, len(self._inbound))
         data = bytes(self._inbound[:size])
         del self._inbound[:size]
+        self._budget.used -= size
         after = self._window()
         half = self._config.receive_buffer // 2
         if (before < half <= after) or (before < MAX_PAYLOAD <= after):
@@ -415,6 +488,7 @@ class UtpConnection:
         written and to hear the peer's FIN; then it is :attr:`finished`.
         """
         self._reader_closed = True
+        self._budget.used -= len(self._inbound)
         self._inbound.clear()
         self.shutdown_write()
         if self.state is UtpState.SYN_SENT:
@@ -555,7 +629,8 @@ class UtpConnection:
                 acked_bytes += self._acknowledged(entry, now_us)
         if len(sacked) >= _DUP_ACK_THRESHOLD:
             # A packet with three acknowledged packets after it is lost (libtorrent's rule).
-            for entry in list(self._outgoing.values()):
+            # _lost only marks entries: the dict is not changed while it is walked.
+            for entry in self._outgoing.values():
                 distance = seq_distance(self._acked, entry.seq)
                 after = len(sacked) - bisect_right(sacked, distance)
                 if after < _DUP_ACK_THRESHOLD:
@@ -651,38 +726,84 @@ class UtpConnection:
                 return
             if payload:
                 return  # a FIN carries no data (libtorrent never sends any)
+        size = len(payload)
+        budget = self._budget
         if distance == 1:
-            if len(payload) + self._buffered() > self._config.receive_buffer + MAX_PAYLOAD:
+            if size + self._buffered() > self._config.receive_buffer + MAX_PAYLOAD:
                 return  # beyond the window we advertised (a zero-window probe fits)
-            self._deliver(seq, payload)
-            while (nxt := (self._ack_nr + 1) & _SEQ_MASK) in self._reorder:
-                data = self._reorder.pop(nxt)
+            if (
+                size > budget.limit - budget.used
+                and not self._reader_closed
+                and not self._evict_reorder(size)
+            ):
+                return  # the socket's budget is spent: the peer resends it
+            self._deliver(seq, payload, reordered=False)
+            reorder = self._reorder
+            while (nxt := (self._ack_nr + 1) & _SEQ_MASK) in reorder:
+                data = reorder.pop(nxt)
                 self._reorder_bytes -= len(data)
-                self._deliver(nxt, data)
+                budget.reorder_used -= len(data)
+                self._deliver(nxt, data, reordered=True)
             return
         if seq in self._reorder:
             return
-        if len(payload) + self._buffered() > self._config.receive_buffer:
+        if size + self._buffered() > self._config.receive_buffer:
             return
+        if size > budget.reorder_free():
+            return  # out-of-order data the socket cannot afford: the peer resends it
         self._reorder[seq] = payload
-        self._reorder_bytes += len(payload)
+        self._reorder_bytes += size
+        budget.used += size
+        budget.reorder_used += size
 
-    def _deliver(self, seq: int, payload: bytes) -> None:
+    def _deliver(self, seq: int, payload: bytes, *, reordered: bool) -> None:
+        """``seq`` is next in order; ``reordered``: its payload is counted already."""
         self._ack_nr = seq
         if payload:
             self._bytes_received += len(payload)
             if not self._reader_closed:
                 self._inbound += payload
+                if not reordered:
+                    self._budget.used += len(payload)
+            elif reordered:
+                self._budget.used -= len(payload)  # a closed reader's data is dropped
         if seq == self._eof_seq:
             self.eof_received = True
-            self._reorder.clear()
-            self._reorder_bytes = 0
+            self._clear_reorder()
+
+    def _clear_reorder(self) -> None:
+        self._budget.used -= self._reorder_bytes
+        self._budget.reorder_used -= self._reorder_bytes
+        self._reorder.clear()
+        self._reorder_bytes = 0
+
+    def _evict_reorder(self, size: int) -> bool:
+        """Drop the far end of our reorder buffer until ``size`` bytes fit the budget.
+
+        Without this, connections whose out-of-order data fills the budget would each
+        wait for an in-order packet that finds no room: none could ever move again.
+        """
+        budget = self._budget
+        if size > budget.free() + self._reorder_bytes:
+            return False
+        base = self._ack_nr
+        for seq in sorted(self._reorder, key=lambda s: seq_distance(base, s), reverse=True):
+            if size <= budget.free():
+                break
+            data = self._reorder.pop(seq)
+            self._reorder_bytes -= len(data)
+            budget.used -= len(data)
+            budget.reorder_used -= len(data)
+        return True
 
     def _buffered(self) -> int:
         return len(self._inbound) + self._reorder_bytes
 
     def _window(self) -> int:
-        return max(0, self._config.receive_buffer - self._buffered())
+        budget = self._budget
+        return max(
+            0, min(self._config.receive_buffer - self._buffered(), budget.limit - budget.used)
+        )
 
     def _check_closed(self, now_us: int) -> None:
         if (
@@ -705,8 +826,7 @@ class UtpConnection:
         self._pending.clear()
         self._outgoing.clear()
         self._unsent = 0
-        self._reorder.clear()
-        self._reorder_bytes = 0
+        self._clear_reorder()
         self._in_flight = 0
         self._ack_pending = self._keepalive_pending = False
         self._finished = not self._reset_pending

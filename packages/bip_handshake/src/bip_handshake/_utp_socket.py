@@ -23,8 +23,10 @@ datagrams one at a time; each is answered at once.
 
 What an untrusted sender can make us hold is bounded: ``max_connections``
 connections, ``max_pending_accepts`` unclaimed accepts (a SYN beyond either is
-answered with a RESET), each connection's receive window, and a queue of datagrams
-to send. A packet for no known connection is answered with a RESET, as libtorrent
+answered with a RESET), each connection's receive window, the bytes all
+connections hold for their readers together (``max_buffered``: one
+:class:`~bip_handshake._utp_connection.UtpReceiveBudget` they share), and a queue of
+datagrams to send. A packet for no known connection is answered with a RESET, as libtorrent
 does, but at most ``resets_per_second`` of them, so that spoofed packets cannot make
 us a reflector. Leaving the context manager resets every connection: their streams
 raise :class:`trio.BrokenResourceError`.
@@ -50,7 +52,7 @@ import trio
 from ._compact import CompactError, PeerAddress
 from ._handshaker import ListenError
 from ._utp_config import UtpConfig, UtpConnectError, UtpError
-from ._utp_connection import UtpConnection, UtpState
+from ._utp_connection import UtpConnection, UtpReceiveBudget, UtpState
 from ._utp_packet import UtpPacket, UtpPacketError, UtpPacketType
 from ._utp_stream import UtpStream
 
@@ -184,6 +186,9 @@ class UtpSocket:
         self._send_now = send_now
         self._local_address = local_address
         self._config = config
+        # Received bytes held over every connection: a thousand peers each filling a
+        # 1 MiB window would otherwise make this socket hold a gibibyte.
+        self._budget = UtpReceiveBudget(config.max_buffered)
         self._nursery = nursery
         self._family = family
         self._connections: dict[_Key, _Connection] = {}
@@ -266,7 +271,11 @@ class UtpSocket:
         self._counters["connects"] += 1
         recv_id = self._free_id(address)
         core = UtpConnection.connect(
-            recv_id, secrets.randbelow(0x10000), now_us=_now_us(), config=self._config
+            recv_id,
+            secrets.randbelow(0x10000),
+            now_us=_now_us(),
+            config=self._config,
+            budget=self._budget,
         )
         connection = self._register(core, address, (address, recv_id))
         _log.debug("uTP connecting to %s (id %d)", address, recv_id)
@@ -392,7 +401,11 @@ class UtpSocket:
             self._send_reset(syn, address)
             return
         core = UtpConnection.accept(
-            syn, secrets.randbelow(0x10000), now_us=_now_us(), config=self._config
+            syn,
+            secrets.randbelow(0x10000),
+            now_us=_now_us(),
+            config=self._config,
+            budget=self._budget,
         )
         connection = self._register(core, address, key)
         try:
