@@ -8,6 +8,7 @@ import contextlib
 import logging
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -26,7 +27,7 @@ from bip._client._config import DEFAULT_UTP_CONFIG
 from bip._client._utp import UtpRouter, _sender
 from bip._cmd_download import add_session_arguments, config_from_args, open_session_with_dht
 from bip_dht import DHTError, DHTSocketError, open_dht
-from bip_handshake import PeerAddress, UtpConfig, open_utp_socket
+from bip_handshake import ListenError, PeerAddress, UtpConfig, open_utp_socket
 from bip_handshake._dialers import PeerDialer
 
 SIZES = (100_000, 3, 40_000)
@@ -151,7 +152,7 @@ async def test_dial_only_session_dials_utp_from_an_ephemeral_port(tmp_path: Path
             open_session(loopback_config()) as seeder,
             open_session(loopback_config(listen=(), prefer_utp=True)) as leecher,
         ):
-            [outgoing] = leecher.utp_sockets
+            [outgoing] = [s for s in leecher.utp_sockets if s.local_address.family == 4]
             assert outgoing.local_address.port != 0
             seeding = await seeder.add_torrent(torrent, TorrentOptions(folder.parent))
             await seeding.wait_complete()
@@ -161,6 +162,68 @@ async def test_dial_only_session_dials_utp_from_an_ephemeral_port(tmp_path: Path
             await download.wait_complete()
             assert leecher.dialer is not None
             assert leecher.dialer.statistics().utp_connected >= 1
+
+
+def has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+async def test_dial_only_session_reaches_ipv6_peers_over_utp(tmp_path: Path) -> None:
+    """Without listeners the session dials uTP from "::" too: an IPv6 peer is reached."""
+    if not has_ipv6_loopback():
+        pytest.skip("no IPv6 loopback on this system")
+    folder = write_content(tmp_path / "seed", SIZES)
+    torrent = make_torrent(folder, "v1")
+    with trio.fail_after(DEADLINE):
+        async with (
+            open_session(loopback_config(listen=(("::1", 0),))) as seeder,
+            open_session(loopback_config(listen=(), prefer_utp=True)) as leecher,
+        ):
+            families = sorted(s.local_address.family for s in leecher.utp_sockets)
+            assert families == [4, 6]
+            seeding = await seeder.add_torrent(torrent, TorrentOptions(folder.parent))
+            await seeding.wait_complete()
+            download = await leecher.add_torrent(
+                torrent, TorrentOptions(tmp_path / "down", peers=(address_of(seeder),))
+            )
+            await download.wait_complete()
+            assert same_files(folder, tmp_path / "down" / folder.name)
+            [ipv6] = [s for s in leecher.utp_sockets if s.local_address.family == 6]
+            assert ipv6.statistics().connects >= 1
+            assert leecher.dialer is not None
+            assert leecher.dialer.statistics().utp_connected >= 1
+
+
+async def test_dial_only_session_without_ipv6_is_quiet(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No "::" socket (bind refused, or no IPv6 in Python): DEBUG only, IPv4 goes on."""
+
+    def refuse_ipv6(bind: tuple[str, int], **kwargs: Any) -> Any:
+        if ":" in bind[0]:
+            raise ListenError("cannot bind uTP to :::0: address family not supported")
+        return open_utp_socket(bind, **kwargs)
+
+    monkeypatch.setattr(_utp, "open_utp_socket", refuse_ipv6)
+    for no_ipv6 in (False, True):
+        caplog.clear()
+        with monkeypatch.context() as patch:
+            if no_ipv6:
+                patch.setattr(socket, "has_ipv6", False)  # the module _utp reads it from
+            with trio.fail_after(DEADLINE), caplog.at_level(logging.DEBUG, logger="bip.client"):
+                async with open_session(loopback_config(listen=())) as session:
+                    [outgoing] = session.utp_sockets
+                    assert outgoing.local_address.family == 4
+                    assert session.dialer is not None
+                    assert session.dialer.utp_sockets == (outgoing,)
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+        quiet = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+        assert any("no outgoing uTP from ::" in text for text in quiet), quiet
 
 
 # -------------------------------------------------------------------------- shared port

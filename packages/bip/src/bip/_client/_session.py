@@ -495,7 +495,8 @@ async def open_session(
                         dialer=dialer,
                         dht=dht,
                         router=utp_router,
-                        dial_from="0.0.0.0",
+                        # Both families: an IPv4 socket alone never reaches IPv6 peers.
+                        dial_from=("0.0.0.0", "::"),
                     )
                 )
             addresses = handshaker.listen_addresses

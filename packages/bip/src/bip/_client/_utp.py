@@ -6,6 +6,9 @@ habit: ``bip download`` binds both to ``--port``), uTP shares the DHT's socket: 
 hands every datagram that is not KRPC to a :class:`UtpRouter`, and uTP sends through
 ``DHT.send_datagram``. Otherwise uTP binds a socket of its own; if that port is taken, a
 WARNING says so and uTP goes on from an ephemeral port, for outgoing connections only.
+A session with no listener at all dials uTP from ephemeral ports of its own: one on
+``0.0.0.0`` and, where the system has IPv6, one on ``::`` (a failure to bind that one is
+only logged at DEBUG: many hosts have no IPv6), so that IPv6 peers are reached too.
 
 Every accepted uTP stream goes to the handshaker (:meth:`~bip_handshake.Handshaker.accept_stream`),
 as a TCP connection would; every socket is given to the session's
@@ -15,7 +18,8 @@ as a TCP connection would; every socket is given to the session's
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Protocol, runtime_checkable
 
@@ -135,7 +139,7 @@ async def open_session_utp(
     dialer: PeerDialer | None,
     dht: object = None,
     router: UtpRouter | None = None,
-    dial_from: str | None = None,
+    dial_from: str | Sequence[str] | None = None,
 ) -> AsyncIterator[tuple[UtpSocket, ...]]:
     """uTP beside each of ``handshaker``'s listeners, for the duration of the block.
 
@@ -146,8 +150,10 @@ async def open_session_utp(
         dht: the session's DHT; shared when ``router`` is its ``other_datagrams`` and it is
             bound to a listener's address and port.
         router: the DHT's ``other_datagrams`` router, or None.
-        dial_from: without any listener, the host of a socket for outgoing connections
-            only (``None``: no such socket).
+        dial_from: without any listener, the host (or hosts, one socket each) of sockets
+            for outgoing connections only (``None``: no such socket). An IPv6 one is
+            skipped where the system has no IPv6, and a failure to bind it is logged at
+            DEBUG only (one IPv4 host and ``"::"`` is the usual pair).
 
     Yields the sockets, listening ones first.
     """
@@ -157,6 +163,7 @@ async def open_session_utp(
         # Registered first, so it runs last: the tasks end before the sockets close.
         stack.callback(nursery.cancel_scope.cancel)
         outgoing_hosts: list[str] = []
+        optional_hosts: set[str] = set()  # dial_from's IPv6 hosts: quiet when unavailable
         for listen in handshaker.listen_addresses:
             shared = _shared_address(dht, router, listen)
             if shared is not None:
@@ -186,13 +193,20 @@ async def open_session_utp(
             sockets.append(utp)
             nursery.start_soon(_accept, utp, handshaker, name=f"bip utp accept {listen}")
         if not handshaker.listen_addresses and dial_from is not None:
-            outgoing_hosts.append(dial_from)
+            for host in (dial_from,) if isinstance(dial_from, str) else dial_from:
+                if ":" in host:
+                    if not socket.has_ipv6:
+                        logger.debug("no outgoing uTP from %s: this Python has no IPv6", host)
+                        continue
+                    optional_hosts.add(host)
+                outgoing_hosts.append(host)
         if dialer is not None:
             for host in outgoing_hosts:
                 try:
                     utp = await stack.enter_async_context(open_utp_socket((host, 0), config=config))
                 except (ListenError, OSError) as error:
-                    logger.warning("no outgoing uTP from %s: %s", host, error.__cause__ or error)
+                    level = logging.DEBUG if host in optional_hosts else logging.WARNING
+                    logger.log(level, "no outgoing uTP from %s: %s", host, error.__cause__ or error)
                     continue
                 sockets.append(utp)
                 nursery.start_soon(_refuse, utp, name=f"bip utp outgoing {host}")
