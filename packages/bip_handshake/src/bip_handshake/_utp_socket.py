@@ -102,6 +102,8 @@ class UtpStatistics:
         retransmits: packets resent, over every connection.
         bytes_sent: payload bytes sent, over every connection (first transmissions).
         bytes_received: payload bytes received in order, over every connection.
+        buffered: bytes received and not yet read now, over every connection (in order
+            or out of order); at most ``max_buffered``.
     """
 
     connections: int
@@ -120,6 +122,7 @@ class UtpStatistics:
     retransmits: int
     bytes_sent: int
     bytes_received: int
+    buffered: int = 0
 
 
 def _now_us() -> int:
@@ -247,7 +250,9 @@ class UtpSocket:
             totals["retransmits"] += stats.retransmits
             totals["bytes_sent"] += stats.bytes_sent
             totals["bytes_received"] += stats.bytes_received
-        return UtpStatistics(connections=len(self._connections), **totals)
+        return UtpStatistics(
+            connections=len(self._connections), buffered=self._budget.used, **totals
+        )
 
     # Outbound.
 
