@@ -75,7 +75,12 @@ from ._mse import (
 from ._mse_stream import MSEStream
 from ._peer_id import DEFAULT_PEER_ID_PREFIX, ClientInfo, PeerId, PeerIdError, azureus_prefix
 from ._utp_config import UtpConfig, UtpConnectError, UtpError
-from ._utp_connection import UtpConnection, UtpConnectionStatistics, UtpState
+from ._utp_connection import (
+    UtpConnection,
+    UtpConnectionStatistics,
+    UtpReceiveBudget,
+    UtpState,
+)
 from ._utp_packet import UtpPacket, UtpPacketError, UtpPacketType
 from ._utp_socket import UtpSocket, UtpStatistics, open_utp_over, open_utp_socket
 from ._utp_stream import UtpStream
@@ -142,6 +147,7 @@ __all__ = [
     "UtpPacket",
     "UtpPacketError",
     "UtpPacketType",
+    "UtpReceiveBudget",
     "UtpSocket",
     "UtpState",
     "UtpStatistics",
