@@ -8,6 +8,7 @@ import random
 from dataclasses import dataclass, field
 
 import pytest
+from _utp_sim import Event, advance
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -53,7 +54,7 @@ class Network:
     loss: float = 0.0
     duplicate: float = 0.0
     delay: tuple[int, int] = (10_000, 10_000)
-    in_flight: list[tuple[int, int, str, bytes]] = field(default_factory=list)
+    in_flight: list[Event] = field(default_factory=list)
     counter: int = 0
     log: list[tuple[str, UtpPacket]] = field(default_factory=list)
     drop: set[tuple[str, int]] = field(default_factory=set)
@@ -80,23 +81,7 @@ class Network:
 
     def step(self) -> bool:
         """Advance to the next event; False when nothing is left to happen."""
-        self.collect()
-        times = [t for t in (self.a.next_deadline(), self.b.next_deadline()) if t is not None]
-        if self.in_flight:
-            times.append(self.in_flight[0][0])
-        if not times:
-            return False
-        self.now = max(self.now, min(times))
-        while self.in_flight and self.in_flight[0][0] <= self.now:
-            _, _, name, data = heapq.heappop(self.in_flight)
-            target = self.b if name == "ab" else self.a
-            target.receive_packet(UtpPacket.decode(data), self.now)
-        for conn in (self.a, self.b):
-            deadline = conn.next_deadline()
-            if deadline is not None and deadline <= self.now:
-                conn.handle_timer(self.now)
-        self.collect()
-        return True
+        return advance(self)
 
     def run_until(self, done: object, limit_us: int = 600 * SECOND) -> None:
         end = self.now + limit_us

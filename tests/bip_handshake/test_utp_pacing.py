@@ -15,6 +15,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import pytest
+from _utp_sim import Event, advance
 
 import bip_handshake._utp_connection as module
 from bip_handshake._utp_config import MAX_PAYLOAD, UtpConfig
@@ -36,7 +37,7 @@ class BufferedLink:
     capacity: int
     service_us: int
     now: int = 0
-    events: list[tuple[int, int, str, bytes]] = field(default_factory=list)
+    in_flight: list[Event] = field(default_factory=list)
     counter: int = 0
     departures: deque[int] = field(default_factory=deque)  # of datagrams queued at b
     dropped: int = 0
@@ -44,7 +45,7 @@ class BufferedLink:
 
     def _push(self, at: int, name: str, data: bytes) -> None:
         self.counter += 1
-        heapq.heappush(self.events, (at, self.counter, name, data))
+        heapq.heappush(self.in_flight, (at, self.counter, name, data))
 
     def collect(self) -> None:
         sent = self.a.datagrams_to_send(self.now)
@@ -64,23 +65,8 @@ class BufferedLink:
             self._push(self.now + self.delay_us, "ba", data)
 
     def step(self) -> bool:
-        self.collect()
-        times = [t for t in (self.a.next_deadline(), self.b.next_deadline()) if t is not None]
-        if self.events:
-            times.append(self.events[0][0])
-        if not times:
-            return False
-        self.now = max(self.now, min(times))
-        while self.events and self.events[0][0] <= self.now:
-            _, _, name, data = heapq.heappop(self.events)
-            target = self.b if name == "ab" else self.a
-            target.receive_packet(UtpPacket.decode(data), self.now)
-        for conn in (self.a, self.b):
-            deadline = conn.next_deadline()
-            if deadline is not None and deadline <= self.now:
-                conn.handle_timer(self.now)
-        self.collect()
-        return True
+        """Advance to the next event; False when nothing is left to happen."""
+        return advance(self)
 
 
 def buffered_link(delay_us: int, capacity: int, service_us: int) -> BufferedLink:
