@@ -25,7 +25,12 @@ from _engine_helpers import (
 from bip._client import ClientConfig, TorrentOptions, _utp, open_session
 from bip._client._config import DEFAULT_UTP_CONFIG
 from bip._client._utp import UtpRouter, _sender
-from bip._cmd_download import add_session_arguments, config_from_args, open_session_with_dht
+from bip._cmd_download import (
+    add_session_arguments,
+    config_from_args,
+    open_session_with_dht,
+    status_fields,
+)
 from bip_dht import DHTError, DHTSocketError, open_dht
 from bip_handshake import ListenError, PeerAddress, UtpConfig, open_utp_socket
 from bip_handshake._dialers import PeerDialer
@@ -78,6 +83,53 @@ async def test_transfer_over_utp_only(tmp_path: Path) -> None:
             assert seeder.handshaker.statistics().inbound_completed >= 1
             assert seeder_utp.statistics().bytes_sent >= sum(SIZES)
     assert same_files(folder, tmp_path / "down" / "album")
+
+
+async def test_status_counts_utp_peers(tmp_path: Path) -> None:
+    """Both ends see their peer as uTP (the leecher dialled it, the seeder accepted it), and
+    the status line says so; a TCP session's line keeps its old form."""
+    # Big enough that the peers stay connected for a while after they first see each other.
+    folder = write_content(tmp_path / "seed", (4_000_000,))
+    torrent = make_torrent(folder, "v1")
+    with trio.fail_after(DEADLINE):
+        async with seeder_and_leecher(torrent, folder, prefer_utp=True) as (seeder, leecher):
+            [seeding] = seeder.torrents
+            assert seeding.status().utp_peers == 0
+            assert ("peers", "0 (0 seeds)") in status_fields(seeding.status())
+            download = await leecher.add_torrent(
+                torrent, TorrentOptions(tmp_path / "down", peers=(address_of(seeder),))
+            )
+            # Seen from both ends while connected (bounded: 2000 polls of 10 ms at most).
+            for _ in range(2000):
+                ours, theirs = download.status(), seeding.status()
+                if ours.utp_peers and theirs.utp_peers:
+                    break
+                await trio.sleep(0.01)
+            assert (ours.peers, ours.utp_peers) == (1, 1)
+            assert (theirs.peers, theirs.utp_peers) == (1, 1)
+            assert ("peers", f"1 ({theirs.seeds} seeds, 1 uTP)") in status_fields(theirs)
+            [peer] = [p for t in leecher.torrents for p in t.peers]
+            assert peer.transport == "utp"
+            await download.wait_complete()
+
+
+async def test_status_counts_no_utp_peers_over_tcp(tmp_path: Path) -> None:
+    folder = write_content(tmp_path / "seed", SIZES)
+    torrent = make_torrent(folder, "v1")
+    with trio.fail_after(DEADLINE):
+        async with seeder_and_leecher(torrent, folder, utp=False) as (seeder, leecher):
+            [seeding] = seeder.torrents
+            download = await leecher.add_torrent(
+                torrent, TorrentOptions(tmp_path / "down", peers=(address_of(seeder),))
+            )
+            for _ in range(2000):
+                if seeding.status().peers:
+                    break
+                await trio.sleep(0.01)
+            status = seeding.status()
+            assert (status.peers, status.utp_peers) == (1, 0)
+            assert ("peers", f"1 ({status.seeds} seeds)") in status_fields(status)
+            await download.wait_complete()
 
 
 async def test_tcp_first_falls_back_to_a_utp_only_peer(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import trio.testing
 
 from bip_handshake import EncryptionPolicy, PeerAddress, _dialers
 from bip_handshake._dialers import DialerStatistics, PeerDialer
-from bip_handshake._handshaker import open_handshaker
+from bip_handshake._handshaker import CompletedHandshake, HasTransport, open_handshaker
 from bip_handshake._utp_config import UtpConfig, UtpConnectError, UtpError
 from bip_handshake._utp_socket import UtpSocket, open_utp_over, open_utp_socket
 from bip_metainfo import InfoHash
@@ -387,6 +387,108 @@ async def test_handshaker_counts_utp_errors_as_failed_connects(
                 while handshaker.statistics().failures < 1:
                     await trio.sleep(0.1)
             assert handshaker.statistics().connect_failed == 1
+
+
+# --------------------------------------------------------------------- transport field
+
+
+async def test_dialled_streams_say_their_transport(autojump_clock: trio.testing.MockClock) -> None:
+    async with utp_pair() as (a, b):
+        tcp = await with_tcp(PeerDialer(utp=[a]), FakeTcp("connect"))(B)
+        utp = await with_tcp(PeerDialer(utp=[a], prefer="utp"), FakeTcp("connect"))(B)
+        fallback = await with_tcp(PeerDialer(utp=[a]), FakeTcp("refuse"))(B)
+        assert isinstance(tcp, HasTransport)
+        assert tcp.transport == "tcp"
+        assert isinstance(utp, HasTransport)
+        assert utp.transport == "utp"
+        assert isinstance(fallback, HasTransport)
+        assert fallback.transport == "utp"
+        with pytest.raises(AttributeError):
+            tcp.transport = "utp"  # type: ignore[misc]
+        for stream in (tcp, utp, fallback):
+            await stream.aclose()
+        for _ in range(2):
+            await (await b.incoming().receive()).aclose()
+
+
+@pytest.mark.parametrize(
+    "encryption", [EncryptionPolicy.PREFER_ENCRYPTED, EncryptionPolicy.PLAINTEXT_ONLY]
+)
+async def test_handshakes_over_utp_are_marked_utp_on_both_sides(
+    autojump_clock: trio.testing.MockClock, encryption: EncryptionPolicy
+) -> None:
+    """The dialer's wrapper and MSE's stream hide the uTP stream; the field still tells."""
+    torrent = InfoHash(v1=b"\x44" * 20)
+    async with (
+        utp_pair() as (a, b),
+        open_handshaker(
+            listen=[], dial=PeerDialer(utp=[a], tcp=False), encryption=encryption
+        ) as dialling,
+        open_handshaker(listen=[], encryption=encryption) as accepting,
+    ):
+        dialling.register(torrent)
+        accepting.register(torrent)
+        assert dialling.connect(torrent, B)
+        with trio.fail_after(10):
+            accepting.accept_stream(
+                await b.incoming().receive(), PeerAddress(A.host, A.port), transport="utp"
+            )
+            ours = await dialling.completed().receive()
+            theirs = await accepting.completed().receive()
+        assert (ours.direction, ours.transport) == ("outbound", "utp")
+        assert (theirs.direction, theirs.transport) == ("inbound", "utp")
+        expected = "rc4" if encryption is EncryptionPolicy.PREFER_ENCRYPTED else "plaintext"
+        assert ours.encryption == theirs.encryption == expected
+        await ours.aclose()
+        await theirs.aclose()
+
+
+async def test_custom_dialers_transport(autojump_clock: trio.testing.MockClock) -> None:
+    """A bare UtpStream from a user's dialer is uTP; any other stream is TCP."""
+    torrent = InfoHash(v1=b"\x55" * 20)
+    async with utp_pair() as (a, b):
+
+        async def bare_utp(address: PeerAddress) -> trio.abc.Stream:
+            return await a.connect(address)
+
+        fake = FakeTcp("connect")
+        for dial, expected in ((bare_utp, "utp"), (fake, "tcp")):
+            async with (
+                open_handshaker(
+                    listen=[], dial=dial, encryption=EncryptionPolicy.PLAINTEXT_ONLY
+                ) as dialling,
+                open_handshaker(listen=[], encryption=EncryptionPolicy.PLAINTEXT_ONLY) as accepting,
+            ):
+                dialling.register(torrent)
+                accepting.register(torrent)
+                assert dialling.connect(torrent, B)
+                with trio.fail_after(10):
+                    if expected == "utp":
+                        remote: trio.abc.Stream = await b.incoming().receive()
+                    else:
+                        while not fake.remotes:
+                            await trio.sleep(0.01)
+                        remote = fake.remotes.pop()
+                    accepting.accept_stream(remote, A)  # the default: TCP
+                    ours = await dialling.completed().receive()
+                    theirs = await accepting.completed().receive()
+                assert ours.transport == expected
+                assert theirs.transport == "tcp"
+                await ours.aclose()
+                await theirs.aclose()
+
+
+async def test_accept_stream_rejects_an_unknown_transport() -> None:
+    async with open_handshaker(listen=[]) as handshaker:
+        left, right = trio.testing.memory_stream_pair()
+        with pytest.raises(ValueError, match="transport"):
+            handshaker.accept_stream(left, A, transport="sctp")  # type: ignore[arg-type]
+        await left.aclose()
+        await right.aclose()
+
+
+def test_a_completed_handshake_defaults_to_tcp() -> None:
+    assert CompletedHandshake.__dataclass_fields__["transport"].default == "tcp"
 
 
 def test_validation() -> None:

@@ -13,7 +13,7 @@ import trio
 import trio.testing
 
 from bip_bencode import encode
-from bip_handshake import CompletedHandshake, Extensions, PeerAddress, PeerId
+from bip_handshake import CompletedHandshake, Extensions, PeerAddress, PeerId, Transport
 from bip_metainfo import InfoHash
 from bip_peer._errors import LocalProtocolError
 from bip_peer._exchange import (
@@ -79,7 +79,12 @@ async def node(
 
 
 def connect(
-    dialler: Node, listener: Node, *, info_hash: InfoHash = IH, ephemeral: int = 50000
+    dialler: Node,
+    listener: Node,
+    *,
+    info_hash: InfoHash = IH,
+    ephemeral: int = 50000,
+    transport: Transport = "tcp",
 ) -> tuple[Peer, Peer]:
     """Join two managers: ``dialler`` dialled ``listener`` (which sees an ephemeral port)."""
     ours, theirs = trio.testing.memory_stream_pair()
@@ -97,6 +102,7 @@ def connect(
             swarm_id=info_hash.swarm_ids()[0],
             address=address,
             direction="outbound" if outbound else "inbound",
+            transport=transport,
         )
 
     inbound_from = PeerAddress(dialler.address.host, ephemeral)
@@ -579,6 +585,39 @@ async def test_pex_flags_and_unlisted_peers(autojump_clock: trio.testing.MockClo
             assert flags == PexFlags.SEED | PexFlags.PREFERS_ENCRYPTION | PexFlags.HOLEPUNCH | (
                 PexFlags.REACHABLE
             )
+        nursery.cancel_scope.cancel()
+
+
+async def test_pex_utp_flag_for_peers_on_utp(autojump_clock: trio.testing.MockClock) -> None:
+    """BEP 11's 0x04 goes with peers we talk to over uTP, whoever dialled; not with TCP ones."""
+    recorder = PexRecorder()
+    async with trio.open_nursery() as nursery:
+        async with node(nursery, addr(1), [PeerExchange(RecordingSink())]) as hub:
+            watcher = await nursery.start(
+                _pex_node, addr(2), [recorder, PeerExchange(RecordingSink())]
+            )
+            connect(hub, watcher)
+            dialled = await nursery.start(_pex_node, addr(3, 7003), [PeerExchange(RecordingSink())])
+            hub_to_dialled, dialled_to_hub = connect(hub, dialled, transport="utp")
+            dialling = await nursery.start(
+                _pex_node, addr(4, 7004), [PeerExchange(RecordingSink())]
+            )
+            dialling_to_hub, hub_to_dialling = connect(
+                dialling, hub, ephemeral=40004, transport="utp"
+            )
+            tcp = await nursery.start(_pex_node, addr(5, 7005), [PeerExchange(RecordingSink())])
+            hub_to_tcp, _ = connect(hub, tcp)
+            assert hub_to_dialled.transport == dialled_to_hub.transport == "utp"
+            assert hub_to_dialling.transport == dialling_to_hub.transport == "utp"
+            assert hub_to_tcp.transport == "tcp"
+            await trio.sleep(3)
+            ((_, message),) = recorder.messages
+            flags = dict(zip(message.added, message.added_flags, strict=True))
+            assert flags == {
+                addr(3, 7003): PexFlags.UTP | PexFlags.REACHABLE,
+                addr(4, 7004): PexFlags.UTP,
+                addr(5, 7005): PexFlags.REACHABLE,
+            }
         nursery.cancel_scope.cancel()
 
 

@@ -326,7 +326,9 @@ def status_fields(status: TorrentStatus) -> list[tuple[str, str]]:
     if status.phase is TorrentPhase.DOWNLOADING:
         fields.append(("down", format_rate(status.download_rate)))
     fields.append(("up", format_rate(status.upload_rate)))
-    fields.append(("peers", f"{status.peers} ({status.seeds} seeds)"))
+    # The uTP count only when there is one: TCP-only sessions keep their familiar line.
+    utp = f", {status.utp_peers} uTP" if status.utp_peers else ""
+    fields.append(("peers", f"{status.peers} ({status.seeds} seeds{utp})"))
     if status.web_seeds:
         fields.append(("web seeds", str(status.web_seeds)))
     if status.phase is TorrentPhase.DOWNLOADING:

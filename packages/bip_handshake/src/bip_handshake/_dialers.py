@@ -110,7 +110,9 @@ class PeerDialer:
     For up to 4096 addresses it remembers the transport that failed last (its connect
     failed and the other one worked, or the peer closed it before sending a byte) and tries
     the other first next time. The streams it returns wrap the transport's own (a TCP
-    ``SocketStream``, a :class:`~bip_handshake.UtpStream`) to see that first read.
+    ``SocketStream``, a :class:`~bip_handshake.UtpStream`) to see that first read; their
+    read-only ``transport`` attribute (``"tcp"`` or ``"utp"``) says which one connected, and
+    the Handshaker copies it to :attr:`~bip_handshake.CompletedHandshake.transport`.
 
     >>> dialer = PeerDialer(prefer="utp")
     >>> dialer.transports(PeerAddress.parse("10.0.0.1:6881"))  # no uTP socket yet
@@ -293,7 +295,9 @@ class PeerDialer:
                 self._counts["failed"] += 1
             raise
         self._counts[f"{transport}_connected"] += 1
-        return _FirstReadWatch(stream, lambda spoke: self._settled(address, transport, spoke))
+        return _FirstReadWatch(
+            stream, transport, lambda spoke: self._settled(address, transport, spoke)
+        )
 
     async def _connect_tcp(self, address: PeerAddress) -> trio.abc.Stream:
         local = self._local
@@ -313,13 +317,25 @@ class PeerDialer:
 
 class _FirstReadWatch(trio.abc.Stream):
     """A dialled stream that reports its first read: data (the peer speaks this transport) or
-    the end of the stream (it accepted the connection only to close it)."""
+    the end of the stream (it accepted the connection only to close it).
 
-    __slots__ = ("_inner", "_report")
+    Its :attr:`transport` tells the :class:`~bip_handshake.Handshaker` (through
+    :class:`~bip_handshake.HasTransport`) what carries the connection, which this wrapper
+    would hide otherwise."""
 
-    def __init__(self, inner: trio.abc.Stream, report: Callable[[bool], None]) -> None:
+    __slots__ = ("_inner", "_report", "_transport")
+
+    def __init__(
+        self, inner: trio.abc.Stream, transport: Transport, report: Callable[[bool], None]
+    ) -> None:
         self._inner = inner
+        self._transport: Transport = transport
         self._report: Callable[[bool], None] | None = report
+
+    @property
+    def transport(self) -> Transport:
+        """The transport the dial connected over: ``"tcp"`` or ``"utp"``."""
+        return self._transport
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await self._inner.send_all(data)

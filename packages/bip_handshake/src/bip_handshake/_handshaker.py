@@ -45,7 +45,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields, replace
 from ipaddress import IPv4Address, IPv6Address, ip_address
-from typing import Final, Literal, Protocol
+from typing import TYPE_CHECKING, Final, Literal, Protocol, runtime_checkable
 
 import trio
 
@@ -65,6 +65,11 @@ from ._mse import EncryptionPolicy, MSEEstablished, MSEInitiator, MSEReceiver, S
 from ._mse_stream import MSEStream
 from ._peer_id import PeerId
 from ._utp_config import UtpError
+from ._utp_stream import UtpStream
+
+if TYPE_CHECKING:
+    # Only for annotations: _dialers imports _utp_socket, which imports this module.
+    from ._dialers import Transport
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
@@ -78,6 +83,7 @@ __all__ = [
     "HandshakeFilters",
     "Handshaker",
     "HandshakerStatistics",
+    "HasTransport",
     "ListenError",
     "PeerSink",
     "open_handshaker",
@@ -131,6 +137,25 @@ class ListenError(HandshakeError):
 
 EncryptionMethod = Literal["rc4", "plaintext"]
 """How a delivered connection is protected."""
+
+
+@runtime_checkable
+class HasTransport(Protocol):
+    """A dialled stream that says what carries it (:class:`~bip_handshake.PeerDialer`'s
+    streams do): the :class:`Handshaker` copies it to :attr:`CompletedHandshake.transport`."""
+
+    @property
+    def transport(self) -> Transport:
+        """``"tcp"`` or ``"utp"``."""
+        ...
+
+
+def _transport_of(stream: trio.abc.Stream) -> Transport:
+    """What carries a dialled ``stream``: its own word, uTP for a bare :class:`UtpStream`
+    (a custom dialer's), TCP otherwise (the default dialer's, or a user's TCP dialer)."""
+    if isinstance(stream, HasTransport):
+        return "utp" if stream.transport == "utp" else "tcp"
+    return "utp" if isinstance(stream, UtpStream) else "tcp"
 
 
 class PeerSink(Protocol):
@@ -202,6 +227,8 @@ class CompletedHandshake:
         encryption: how the connection is protected: ``"rc4"`` (MSE negotiated RC4;
             :attr:`stream` encrypts and decrypts) or ``"plaintext"`` (no MSE, or MSE
             that selected plaintext).
+        transport: what carries the connection, ``"tcp"`` or ``"utp"`` (the stream
+            wrappers hide it; PEX flag 0x04 and status counts need it).
     """
 
     stream: trio.abc.Stream
@@ -214,6 +241,7 @@ class CompletedHandshake:
     address: PeerAddress
     direction: Direction
     encryption: EncryptionMethod = "plaintext"
+    transport: Transport = "tcp"
 
     @property
     def common(self) -> Extensions:
@@ -581,13 +609,21 @@ class Handshaker:
             return False
         return self._enqueue(torrent, address)
 
-    def accept_stream(self, stream: trio.abc.Stream, address: PeerAddress) -> None:
+    def accept_stream(
+        self, stream: trio.abc.Stream, address: PeerAddress, *, transport: Transport = "tcp"
+    ) -> None:
         """Handshake as the receiver on a stream the caller accepted (uTP, a proxy, tests).
 
         Never blocks; the handshaker owns ``stream`` from now on, and the result
-        comes out of :meth:`completed`.
+        comes out of :meth:`completed` with ``transport`` as its
+        :attr:`CompletedHandshake.transport` (``"utp"`` for a uTP accept).
+
+        Raises:
+            ValueError: ``transport`` is neither ``"tcp"`` nor ``"utp"``.
         """
-        self._nursery.start_soon(self._run_inbound, stream, address.normalized())
+        if transport not in ("tcp", "utp"):
+            raise ValueError(f"transport must be 'tcp' or 'utp', not {transport!r}")
+        self._nursery.start_soon(self._run_inbound, stream, address.normalized(), transport)
 
     def completed(self) -> trio.MemoryReceiveChannel[CompletedHandshake]:
         """The completed handshakes, to iterate with ``async for``.
@@ -706,7 +742,7 @@ class Handshaker:
                 self._fail("connection_lost")
                 await trio.aclose_forcefully(stream)
                 continue
-            self._nursery.start_soon(self._run_inbound, stream, address)
+            self._nursery.start_soon(self._run_inbound, stream, address, "tcp")
 
     async def _run_outbound(
         self, torrent: InfoHash, address: PeerAddress, swarm_id: bytes | None
@@ -720,7 +756,13 @@ class Handshaker:
             stream = await self._connect(address)
             try:
                 peer = await self._handshake(
-                    stream, address, "outbound", torrent, swarm_id, policy=policy
+                    stream,
+                    address,
+                    "outbound",
+                    torrent,
+                    swarm_id,
+                    policy=policy,
+                    transport=_transport_of(stream),
                 )
             except _MSEFailedError as exc:
                 if policy is not EncryptionPolicy.PREFER_ENCRYPTED:
@@ -742,6 +784,7 @@ class Handshaker:
                     torrent,
                     swarm_id,
                     policy=EncryptionPolicy.PLAINTEXT_ONLY,
+                    transport=_transport_of(stream),
                 )
             await self._deliver(peer)
             delivered = True
@@ -769,7 +812,9 @@ class Handshaker:
             # as well, never a crash of the handshaker.
             raise _RefusedError("connect_failed", _os_detail(exc) or exc) from None
 
-    async def _run_inbound(self, stream: trio.abc.Stream, address: PeerAddress) -> None:
+    async def _run_inbound(
+        self, stream: trio.abc.Stream, address: PeerAddress, transport: Transport
+    ) -> None:
         """One accepted connection; acquires a slot or closes at once."""
         address = address.normalized()
         delivered = False
@@ -786,7 +831,7 @@ class Handshaker:
             acquired = True
             # MSE: within the handshake timeout, _handshake looks at the first bytes
             # (_receive_secure) and speaks BEP 3 over the (maybe) encrypted stream.
-            peer = await self._handshake(stream, address, "inbound", None)
+            peer = await self._handshake(stream, address, "inbound", None, transport=transport)
             key = (peer.info_hash, address)
             if key in self._taken:  # connected (or dialling) already: checked again here
                 key = None
@@ -908,6 +953,7 @@ class Handshaker:
         swarm_id: bytes | None = None,
         *,
         policy: EncryptionPolicy | None = None,
+        transport: Transport = "tcp",
     ) -> CompletedHandshake:
         """Run the handshake (MSE first) within the timeout; raises :class:`_RefusedError`.
 
@@ -964,6 +1010,7 @@ class Handshaker:
             address=address,
             direction=direction,
             encryption=method,
+            transport=transport,
         )
 
     async def _pump(

@@ -647,6 +647,10 @@ def _listed(peer: Peer) -> tuple[PeerAddress, PexFlags] | None:
         flags |= PexFlags.SEED
     if peer.encryption == "rc4" or (handshake is not None and handshake.extra.get(b"e") == 1):
         flags |= PexFlags.PREFERS_ENCRYPTION
+    if peer.transport == "utp":
+        # BEP 11's 0x04: we talk to it over uTP, so it speaks uTP (libtorrent sets it the
+        # same way, whichever side connected, and tries uTP first on such peers).
+        flags |= PexFlags.UTP
     if handshake is not None and handshake.m.get("ut_holepunch"):
         flags |= PexFlags.HOLEPUNCH
     return address, flags

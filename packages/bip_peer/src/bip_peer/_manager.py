@@ -84,7 +84,14 @@ from typing import Final, Protocol
 
 import trio
 
-from bip_handshake import CompletedHandshake, Direction, EncryptionMethod, PeerAddress, PeerId
+from bip_handshake import (
+    CompletedHandshake,
+    Direction,
+    EncryptionMethod,
+    PeerAddress,
+    PeerId,
+    Transport,
+)
 from bip_handshake import Extensions as _Extensions
 from bip_metainfo import InfoHash
 
@@ -359,6 +366,11 @@ class Peer:
     def encryption(self) -> EncryptionMethod:
         """``"rc4"`` (MSE) or ``"plaintext"``."""
         return self._handshake.encryption
+
+    @property
+    def transport(self) -> Transport:
+        """What carries the connection: ``"tcp"`` or ``"utp"`` (from the handshake)."""
+        return self._handshake.transport
 
     @property
     def extensions(self) -> _Extensions:

@@ -41,6 +41,7 @@ class TorrentStatus:
         downloaded: payload bytes received this session (end-game duplicates included).
         uploaded: payload bytes sent this session.
         peers: connected peers.
+        utp_peers: those of them connected over uTP (the rest over TCP).
         seeds: connected peers that have every piece.
         web_seeds: BEP 19 web seeds in use (not given up nor banned), a source as peers are.
         bad_pieces: pieces that failed their hash check this session.
@@ -64,6 +65,7 @@ class TorrentStatus:
     error: str | None = None
     checked: float | None = None
     web_seeds: int = 0
+    utp_peers: int = 0
 
     @property
     def complete(self) -> bool:

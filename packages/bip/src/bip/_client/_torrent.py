@@ -263,6 +263,7 @@ class Torrent:
             uploaded=self._uploaded,
             peers=len(self.peers),
             seeds=seeds,
+            utp_peers=sum(1 for peer in self.peers if peer.transport == "utp"),
             web_seeds=0 if self.swarm is None else len(self.swarm.web_seeds),
             bad_pieces=self._bad_pieces,
             error=self._error,

@@ -120,9 +120,9 @@ def _shared_address(
 
 
 async def _accept(utp: UtpSocket, handshaker: Handshaker) -> None:
-    """Give every uTP connection a peer opens to the handshaker, as a TCP one."""
+    """Give every uTP connection a peer opens to the handshaker, as a TCP one (marked uTP)."""
     async for stream in utp.incoming():
-        handshaker.accept_stream(stream, stream.remote_address)
+        handshaker.accept_stream(stream, stream.remote_address, transport="utp")
 
 
 async def _refuse(utp: UtpSocket) -> None:
