@@ -4,20 +4,11 @@ from __future__ import annotations
 
 import random
 import secrets
-import sys
 from ipaddress import IPv4Address
-from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
-
-from bip_handshake import PeerAddress
-from bip_handshake._utp_config import MAX_PAYLOAD, UtpConfig, UtpConnectError
-from bip_handshake._utp_connection import MAX_REORDER_DISTANCE, UtpConnection, UtpState
-from bip_handshake._utp_packet import UtpPacket, UtpPacketType
-
-sys.path.insert(0, str(Path(__file__).parent))
 from test_utp_connection import (
     Network,
     pair,
@@ -26,6 +17,11 @@ from test_utp_connection import (
     transfer,
 )
 from test_utp_socket import memory_pair
+
+from bip_handshake import PeerAddress
+from bip_handshake._utp_config import MAX_PAYLOAD, UtpConfig, UtpConnectError
+from bip_handshake._utp_connection import MAX_REORDER_DISTANCE, UtpConnection, UtpState
+from bip_handshake._utp_packet import UtpPacket, UtpPacketType
 
 CONFIG = UtpConfig()
 
