@@ -8,13 +8,16 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
 from bip import _demo_swarm
 from bip._cli import main
+from bip._client import TorrentPhase, TorrentStatus
 from bip._cmd_demo import board_lines, check_copies
-from bip._demo_swarm import DEMO_FILE, DemoLayout, piece_length_for, run_swarm
+from bip._demo_swarm import DEMO_FILE, DemoLayout, DemoPeer, DemoSwarm, piece_length_for, run_swarm
 
 TIMEOUT = 60.0
 
@@ -133,6 +136,51 @@ async def test_board_lines_on_a_terminal(tmp_path: Path) -> None:
     assert all("[####################] 100.0%  up " in line for line in lines)
     # A narrow terminal drops the bars rather than the numbers.
     assert all("[" not in line and "100.0%" in line for line in board_lines(swarm, 60, bar=True))
+
+
+def _downloading(utp_peers: int) -> TorrentStatus:
+    return TorrentStatus(
+        name="demo",
+        phase=TorrentPhase.DOWNLOADING,
+        total=1000,
+        done=500,
+        pieces=4,
+        num_pieces=8,
+        download_rate=12.3 * 2**20,
+        upload_rate=45.6 * 2**20,
+        downloaded=500,
+        uploaded=0,
+        peers=12,
+        seeds=1,
+        bad_pieces=0,
+        utp_peers=utp_peers,
+    )
+
+
+def _board(*utp_peers: int) -> DemoSwarm:
+    """A stand-in swarm (board_lines only asks for its peers' statuses)."""
+    peers = [
+        DemoPeer(f"leecher {n}", "127.0.0.9", Path("."), True, final=_downloading(count))
+        for n, count in enumerate(utp_peers, 1)
+    ]
+    return cast(DemoSwarm, SimpleNamespace(peers=peers))
+
+
+def test_board_lines_count_utp_peers_only_when_there_are_some() -> None:
+    # As the download status line: "(N uTP)" after the peer count when non-zero.
+    tcp, utp = board_lines(_board(0, 10), 100, bar=True)
+    assert "peers 12" in tcp
+    assert "uTP" not in tcp
+    assert utp.endswith("peers 12 (10 uTP)")  # whole: the bars left room for it
+    assert len(utp) <= 100
+    assert tcp.index("]") == utp.index("]")  # one bar width for all
+    # Without any uTP peer the bars are as wide as before; the live view keeps the room
+    # once it was needed (utp_room), so that they do not grow back and forth.
+    [plain] = board_lines(_board(0), 100, bar=True)
+    [kept] = board_lines(_board(0), 100, bar=True, utp_room=True)
+    assert plain.index("]") > kept.index("]") == utp.index("]")
+    assert "(" not in plain
+    assert "(" not in kept
 
 
 def test_piece_length_aims_at_about_128_pieces() -> None:

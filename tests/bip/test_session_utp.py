@@ -4,7 +4,6 @@ shared with the DHT, a taken UDP port, and the settings and options that drive i
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import socket
 from pathlib import Path
@@ -32,7 +31,7 @@ from bip._cmd_download import (
     status_fields,
 )
 from bip_dht import DHTError, DHTSocketError, open_dht
-from bip_handshake import ListenError, PeerAddress, UtpConfig, open_utp_socket
+from bip_handshake import ListenError, PeerAddress, UtpConfig, UtpConnectError, open_utp_socket
 from bip_handshake._dialers import PeerDialer
 
 SIZES = (100_000, 3, 40_000)
@@ -348,7 +347,8 @@ async def test_port_taken_warns_and_dials_from_an_ephemeral_port(
 
 
 async def test_port_taken_outgoing_socket_refuses_strays(tmp_path: Path) -> None:
-    """The outgoing-only socket's port was told nobody: a stray connection is closed."""
+    """The outgoing-only socket's port was told nobody: a stray SYN gets a RESET, and no
+    connection is made for it."""
     port = free_port()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as squatter:
         squatter.bind((LOOPBACK, port))
@@ -358,12 +358,40 @@ async def test_port_taken_outgoing_socket_refuses_strays(tmp_path: Path) -> None
                 open_utp_socket() as stray,
             ):
                 [outgoing] = session.utp_sockets
-                stream = await stray.connect(outgoing.local_address)
-                # Closed by the session at once (a FIN, or a RESET): nothing else arrives.
-                with contextlib.suppress(trio.BrokenResourceError):
-                    assert await stream.receive_some() == b""
-                await stream.aclose()
+                assert not outgoing.accept_incoming
+                with pytest.raises(UtpConnectError, match="refused"):
+                    await stray.connect(outgoing.local_address)
+                stats = outgoing.statistics()
+                assert (stats.refused, stats.accepted, stats.connections) == (1, 0, 0)
                 assert session.handshaker.statistics().inbound_attempts == 0
+
+
+async def test_port_taken_outgoing_socket_still_downloads_over_utp(tmp_path: Path) -> None:
+    """The outgoing-only socket (accepting nothing) dials uTP peers as any other socket."""
+    folder = write_content(tmp_path / "seed", SIZES)
+    torrent = make_torrent(folder, "v1")
+    port = free_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as squatter:
+        squatter.bind((LOOPBACK, port))
+        with trio.fail_after(DEADLINE):
+            async with (
+                open_session(loopback_config()) as seeder,
+                open_session(
+                    loopback_config(listen=((LOOPBACK, port),), prefer_utp=True)
+                ) as leecher,
+            ):
+                [outgoing] = leecher.utp_sockets
+                assert not outgoing.accept_incoming
+                seeding = await seeder.add_torrent(torrent, TorrentOptions(folder.parent))
+                await seeding.wait_complete()
+                download = await leecher.add_torrent(
+                    torrent, TorrentOptions(tmp_path / "down", peers=(address_of(seeder),))
+                )
+                await download.wait_complete()
+                assert leecher.dialer is not None
+                assert leecher.dialer.statistics().utp_connected >= 1
+                assert outgoing.statistics().connects >= 1
+    assert same_files(folder, tmp_path / "down" / "album")
 
 
 async def test_no_udp_socket_at_all_leaves_tcp(

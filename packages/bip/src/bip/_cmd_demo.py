@@ -53,6 +53,7 @@ MAX_SIZE: Final = 4 << 30
 _BAR_CELLS: Final = 20
 _MIN_BAR_CELLS: Final = 6
 _TAIL_BUDGET: Final = 48  # a downloading peer's fields: share, rates, peers
+_UTP_BUDGET: Final = 9  # " (12 uTP)" after the peer count, once some peer has uTP peers
 _TTY_REFRESH: Final = 0.1
 _PLAIN_REFRESH: Final = 2.0
 _COMPARE_CHUNK: Final = 1 << 20
@@ -137,7 +138,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def _peer_parts(peer: DemoPeer, status: TorrentStatus | None) -> tuple[str, str, float]:
     """One peer's line without its bar: the name and address, the rest, the share done.
 
-    A leecher without a tracker is marked ``*``, as in the report.
+    A leecher without a tracker is marked ``*``, as in the report. The peer count says how
+    many of them are over uTP when any is, as ``bip download``'s status line does.
     """
     name = peer.name + ("*" if not peer.use_tracker else "")
     head = f"{name:<11} {peer.host:<11}"
@@ -148,19 +150,30 @@ def _peer_parts(peer: DemoPeer, status: TorrentStatus | None) -> tuple[str, str,
     if status.phase is TorrentPhase.DOWNLOADING:
         fields.append(f"down {format_rate(status.download_rate):<10}")
     fields.append(f"up {format_rate(status.upload_rate):<10}")
-    fields.append(f"peers {status.peers}")
+    # Only when there is one: TCP-only swarms keep their familiar line.
+    utp = f" ({status.utp_peers} uTP)" if status.utp_peers else ""
+    fields.append(f"peers {status.peers}{utp}")
     if status.phase is not TorrentPhase.DOWNLOADING:
         fields.append("seeding" if status.complete else status.phase.value)
     return head, "  ".join(fields), fraction
 
 
-def board_lines(swarm: DemoSwarm, width: int, *, bar: bool) -> list[str]:
+def _any_utp(swarm: DemoSwarm) -> bool:
+    return any((status := peer.status()) is not None and status.utp_peers for peer in swarm.peers)
+
+
+def board_lines(swarm: DemoSwarm, width: int, *, bar: bool, utp_room: bool = False) -> list[str]:
     """The live view: one line per peer, cut to ``width``; with ``bar``, bars of one width
     for all and from frame to frame, in the room a downloading peer's line leaves (none on a
-    narrow terminal)."""
+    narrow terminal).
+
+    That room includes a uTP count's when a peer has uTP peers now, or with ``utp_room``
+    (the live view keeps it once it was needed, so that bars do not change width back).
+    """
     parts = [_peer_parts(peer, peer.status()) for peer in swarm.peers]
     head_width = max(len(head) for head, _, _ in parts)
-    cells = min(_BAR_CELLS, width - head_width - _TAIL_BUDGET - 5) if bar else 0
+    budget = _TAIL_BUDGET + (_UTP_BUDGET if utp_room or _any_utp(swarm) else 0)
+    cells = min(_BAR_CELLS, width - head_width - budget - 5) if bar else 0
     lines = []
     for head, tail, fraction in parts:
         gauge = ""
@@ -180,10 +193,12 @@ class _Board:
         self.stream = stream
         self.tty = bool(getattr(stream, "isatty", lambda: False)())
         self._drawn = 0
+        self._utp_room = False  # once a uTP count was shown, the bars leave room for it
 
     def draw(self, swarm: DemoSwarm, elapsed: float) -> None:
         width = shutil.get_terminal_size((100, 24)).columns - 1 if self.tty else 120
-        lines = board_lines(swarm, width, bar=self.tty)
+        self._utp_room = self._utp_room or _any_utp(swarm)
+        lines = board_lines(swarm, width, bar=self.tty, utp_room=self._utp_room)
         if self.tty:
             up = f"\x1b[{self._drawn}F" if self._drawn else ""
             self.stream.write(up + "".join(f"\x1b[2K{line}\n" for line in lines))

@@ -30,6 +30,34 @@ datagrams to send. A packet for no known connection is answered with a RESET, as
 does, but at most ``resets_per_second`` of them, so that spoofed packets cannot make
 us a reflector. Leaving the context manager resets every connection: their streams
 raise :class:`trio.BrokenResourceError`.
+
+A socket made with ``accept_incoming=False`` (a session whose port was taken dials
+from an ephemeral one nobody was told of) answers every SYN with a RESET, counted in
+``refused``, and keeps no state for it, as libtorrent ignores SYNs with
+``enable_incoming_utp`` off (we answer, so that the sender fails at once).
+
+A SYN naming a connection we accepted (same address, same connection id):
+
+- with the sequence number of the SYN that opened it, it is a resend (our ST_STATE was
+  lost): answered again;
+- with another one, the peer has lost that connection (it restarted, and drew the same
+  id again). The SYN replaces ours when ours is over or looks dead: nothing arrived
+  after its SYN (libtorrent fails such an unconfirmed connection at its first timeout),
+  it only lingers after a clean close, the peer has been silent for
+  ``keepalive_interval`` (a live peer's keepalive would have come), or for
+  a second (four round trips, if longer) while our packets wait for its acks.
+  The old connection fails with a :class:`UtpError` saying so (its stream raises
+  :class:`trio.BrokenResourceError`), without a RESET, which would name the id the new
+  connection uses; the new one is accepted as any other (counted in ``replaced``).
+  Otherwise the SYN is refused with a RESET (counted in ``refused``): a live connection
+  is never given up for a packet anyone who guessed its id could send.
+
+libtorrent has no rule here (such a SYN matches no receive id, so it makes a second
+connection beside the first, which keeps the packets; libutp drops it, and the peer times
+out). Ours is closer to TCP's half-open recovery (RFC 793, 3.4): stale state gives way to
+the restarted peer, and a RESET tells a peer whose id is still in use to draw another.
+(A forged SYN's RESET reaches the real peer and ends the connection there: no more than
+a forged RESET, which needs the same address and id, could do.)
 """
 
 from __future__ import annotations
@@ -74,6 +102,12 @@ _WARN_EVERY: Final = 1000
 _ID_DRAWS: Final = 64
 """Random connection ids drawn at most: with at most max_connections taken, 64 misses
 in a row mean the ids for that peer are (nearly) all in use."""
+_STALLED_US: Final = 1_000_000
+"""Silence of the peer, in µs, while our packets wait for its acks, after which an accepted
+connection counts as dead to a SYN reusing its id: past the 500 ms floor of a retransmission
+timeout, the time libtorrent's ``m_num_timeouts`` starts counting."""
+_STALLED_RTTS: Final = 4
+"""...or this many smoothed round trips, when that is longer (a slow path is not a dead one)."""
 
 Sender = Callable[[bytes, PeerAddress], Awaitable[None]]
 """How a shared socket's owner sends one datagram for us."""
@@ -90,7 +124,9 @@ class UtpStatistics:
         connects: outbound connections attempted.
         connect_failures: of those, the ones that failed (timeout, RESET, cancelled).
         accepted: inbound connections accepted (delivered to :meth:`UtpSocket.incoming`).
-        refused: SYNs refused because of ``max_connections`` or ``max_pending_accepts``.
+        refused: SYNs refused (with a RESET, rate-limited): beyond ``max_connections`` or
+            ``max_pending_accepts``, on a socket made with ``accept_incoming=False``, or
+            naming a live connection's id with a new sequence number.
         failed: connections that ended with an error (reset, timed out, socket closed).
         datagrams_received: datagrams fed in.
         datagrams_sent: datagrams handed to the network.
@@ -104,6 +140,8 @@ class UtpStatistics:
         bytes_received: payload bytes received in order, over every connection.
         buffered: bytes received and not yet read now, over every connection (in order
             or out of order); at most ``max_buffered``.
+        replaced: accepted connections given up for a SYN that reused their id with a
+            new sequence number (the peer restarted), the old one dead or over.
     """
 
     connections: int
@@ -123,6 +161,7 @@ class UtpStatistics:
     bytes_sent: int
     bytes_received: int
     buffered: int = 0
+    replaced: int = 0
 
 
 def _now_us() -> int:
@@ -133,15 +172,34 @@ def _now_us() -> int:
 class _Connection:
     """A connection's core, its address, its waiters and its timer."""
 
-    __slots__ = ("_changed", "address", "core", "key", "socket", "stream", "timer_scope")
+    __slots__ = (
+        "_changed",
+        "address",
+        "core",
+        "heard_us",
+        "key",
+        "socket",
+        "stream",
+        "syn_seq",
+        "timer_scope",
+    )
 
     def __init__(
-        self, socket: UtpSocket, core: UtpConnection, address: PeerAddress, key: _Key
+        self,
+        socket: UtpSocket,
+        core: UtpConnection,
+        address: PeerAddress,
+        key: _Key,
+        syn_seq: int | None = None,
     ) -> None:
         self.socket = socket
         self.core = core
         self.address = address
         self.key = key
+        self.syn_seq = syn_seq
+        """The sequence number of the SYN we accepted (None: we dialled)."""
+        self.heard_us: int | None = None
+        """When the peer's last packet other than a SYN arrived (None: none yet)."""
         self.stream = UtpStream(self)
         self.timer_scope: trio.CancelScope | None = None
         # A parking lot, not an Event: waking nobody (most pumps) allocates nothing.
@@ -183,8 +241,10 @@ class UtpSocket:
         family: int | None = None,
         *,
         send_now: SendNow | None = None,
+        accept_incoming: bool = True,
     ) -> None:
         """Made by the context managers; not for users."""
+        self._accept_incoming = accept_incoming
         self._send = send
         self._send_now = send_now
         self._local_address = local_address
@@ -198,6 +258,8 @@ class UtpSocket:
         self._incoming_send, self._incoming_receive = trio.open_memory_channel[UtpStream](
             config.max_pending_accepts
         )
+        if not accept_incoming:
+            self._incoming_send.close()  # iterating incoming() ends at once
         self._queue: deque[tuple[bytes, PeerAddress]] = deque()
         self._queue_ready = trio.Event()
         self._closed = False
@@ -221,6 +283,7 @@ class UtpSocket:
                 "retransmits",
                 "bytes_sent",
                 "bytes_received",
+                "replaced",
             ),
             0,
         )
@@ -235,10 +298,17 @@ class UtpSocket:
         """The settings."""
         return self._config
 
+    @property
+    def accept_incoming(self) -> bool:
+        """Whether peers may open connections to us (False: every SYN gets a RESET)."""
+        return self._accept_incoming
+
     def incoming(self) -> trio.MemoryReceiveChannel[UtpStream]:
         """Connections peers opened to us, connected and ready; the receiver owns them.
 
-        At most ``max_pending_accepts`` wait here; SYNs beyond are refused.
+        At most ``max_pending_accepts`` wait here; SYNs beyond are refused. Without
+        ``accept_incoming`` nothing ever arrives: the channel is closed from the start,
+        so iterating it ends at once.
         """
         return self._incoming_receive
 
@@ -379,10 +449,19 @@ class UtpSocket:
             if packet.type is not UtpPacketType.RESET:
                 self._send_reset(packet, address)
             return None
-        connection.core.receive_packet(packet, _now_us())
+        now = _now_us()
+        connection.heard_us = now
+        connection.core.receive_packet(packet, now)
         return connection
 
     def _syn_received(self, syn: UtpPacket, address: PeerAddress) -> None:
+        if not self._accept_incoming:
+            # Nobody was told this port: a RESET makes the sender fail at once, and no
+            # state is kept (a SYN flood here costs nothing but rate-limited RESETs).
+            self._counters["refused"] += 1
+            _log.debug("uTP SYN from %s refused: this socket accepts no connections", address)
+            self._send_reset(syn, address)
+            return
         key = (address, (syn.connection_id + 1) & _SEQ_MASK)
         existing = self._connections.get(key)
         if existing is not None and existing.core.initiator:
@@ -392,12 +471,25 @@ class UtpSocket:
             self._counters["refused"] += 1
             self._send_reset(syn, address)
             return
+        now = _now_us()
         if existing is not None:
-            existing.core.receive_packet(syn, _now_us())  # a resent SYN: ack it again
-            self._pump(existing)
-            return
+            if syn.seq_nr == existing.syn_seq:
+                existing.core.receive_packet(syn, now)  # a resent SYN: ack it again
+                self._pump(existing)
+                return
+            if not self._replaceable(existing, now):
+                self._counters["refused"] += 1
+                _log.debug(
+                    "uTP SYN from %s refused: id %d belongs to a live connection",
+                    address,
+                    key[1],
+                )
+                self._send_reset(syn, address)
+                return
+        # A connection the SYN replaces leaves room for the new one.
+        others = len(self._connections) - (existing is not None)
         if (
-            len(self._connections) >= self._config.max_connections
+            others >= self._config.max_connections
             or self._incoming_send.statistics().current_buffer_used
             >= self._config.max_pending_accepts
         ):
@@ -405,14 +497,16 @@ class UtpSocket:
             _log.debug("uTP SYN from %s refused: too many connections", address)
             self._send_reset(syn, address)
             return
+        if existing is not None:
+            self._replace(existing, now)
         core = UtpConnection.accept(
             syn,
             secrets.randbelow(0x10000),
-            now_us=_now_us(),
+            now_us=now,
             config=self._config,
             budget=self._budget,
         )
-        connection = self._register(core, address, key)
+        connection = self._register(core, address, key, syn.seq_nr)
         try:
             self._incoming_send.send_nowait(connection.stream)
         except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
@@ -422,6 +516,34 @@ class UtpSocket:
             return
         self._counters["accepted"] += 1
         _log.debug("uTP connection from %s accepted (id %d)", address, key[1])
+
+    def _replaceable(self, connection: _Connection, now_us: int) -> bool:
+        """Whether an accepted connection is over or looks dead, so that a new SYN with
+        its id (and another sequence number) may take its place; see the module's doc."""
+        core = connection.core
+        heard = connection.heard_us
+        if heard is None or core.state is UtpState.CLOSED:
+            return True  # never confirmed by the peer, or only lingering after a clean close
+        silence = now_us - heard
+        if silence >= self._config.keepalive_interval * 1e6:
+            return True
+        if core.all_sent:
+            return False  # nothing of ours waits for an ack: a quiet peer may be a live one
+        rtt_ms = core.statistics().rtt_ms
+        stalled = max(_STALLED_US, _STALLED_RTTS * 1000 * (rtt_ms or 0.0))
+        return silence >= stalled
+
+    def _replace(self, old: _Connection, now_us: int) -> None:
+        """Fail ``old`` (its stream raises) for a new connection of the same id, quietly."""
+        old.core.abort(
+            UtpError("replaced: the peer opened a new connection with this id (it restarted?)")
+        )
+        # Its RESET would carry the connection id the peer's new dial receives on, and
+        # kill it: the peer has forgotten the old connection anyway. Drop it unsent.
+        old.core.datagrams_to_send(now_us)
+        self._counters["replaced"] += 1
+        _log.debug("uTP connection from %s (id %d) replaced by a new SYN", old.address, old.key[1])
+        self._pump(old)  # wakes its stream, forgets it, stops its timer
 
     def _send_reset(self, packet: UtpPacket, address: PeerAddress) -> None:
         now = trio.current_time()
@@ -446,8 +568,10 @@ class UtpSocket:
 
     # Pumping.
 
-    def _register(self, core: UtpConnection, address: PeerAddress, key: _Key) -> _Connection:
-        connection = _Connection(self, core, address, key)
+    def _register(
+        self, core: UtpConnection, address: PeerAddress, key: _Key, syn_seq: int | None = None
+    ) -> _Connection:
+        connection = _Connection(self, core, address, key, syn_seq)
         self._connections[key] = connection
         self._nursery.start_soon(self._run_timer, connection)
         self._pump(connection)
@@ -572,7 +696,11 @@ class UtpSocket:
 
 @asynccontextmanager
 async def open_utp_over(
-    send: Sender, local_address: PeerAddress, *, config: UtpConfig | None = None
+    send: Sender,
+    local_address: PeerAddress,
+    *,
+    config: UtpConfig | None = None,
+    accept_incoming: bool = True,
 ) -> AsyncIterator[UtpSocket]:
     """uTP over a UDP socket someone else owns (the DHT's, as libtorrent shares one port).
 
@@ -587,9 +715,18 @@ async def open_utp_over(
         send: sends one datagram to an address.
         local_address: the shared socket's address (for :attr:`UtpSocket.local_address`).
         config: the settings (defaults: :class:`UtpConfig`).
+        accept_incoming: accept connections peers open (False: for dialling out only;
+            every SYN is answered with a RESET and counted in ``refused``, and
+            :meth:`UtpSocket.incoming` is closed from the start).
     """
     async with trio.open_nursery() as nursery:
-        utp = UtpSocket(send, local_address, config or UtpConfig(), nursery)
+        utp = UtpSocket(
+            send,
+            local_address,
+            config or UtpConfig(),
+            nursery,
+            accept_incoming=accept_incoming,
+        )
         nursery.start_soon(utp._run_sender)
         try:
             yield utp
@@ -600,7 +737,10 @@ async def open_utp_over(
 
 @asynccontextmanager
 async def open_utp_socket(
-    bind: tuple[str, int] = ("127.0.0.1", 0), *, config: UtpConfig | None = None
+    bind: tuple[str, int] = ("127.0.0.1", 0),
+    *,
+    config: UtpConfig | None = None,
+    accept_incoming: bool = True,
 ) -> AsyncIterator[UtpSocket]:
     """A UDP socket of our own carrying uTP connections.
 
@@ -610,6 +750,9 @@ async def open_utp_socket(
     Args:
         bind: the host and port to bind (port 0: any free port).
         config: the settings (defaults: :class:`UtpConfig`).
+        accept_incoming: accept connections peers open (False: for dialling out only;
+            every SYN is answered with a RESET and counted in ``refused``, and
+            :meth:`UtpSocket.incoming` is closed from the start).
 
     Raises:
         ListenError: the socket cannot be bound (port taken, no such address...).
@@ -669,7 +812,15 @@ async def open_utp_socket(
                     return
 
         async with trio.open_nursery() as nursery:
-            utp = UtpSocket(send, local, config or UtpConfig(), nursery, family, send_now=send_now)
+            utp = UtpSocket(
+                send,
+                local,
+                config or UtpConfig(),
+                nursery,
+                family,
+                send_now=send_now,
+                accept_incoming=accept_incoming,
+            )
             nursery.start_soon(utp._run_sender)
             nursery.start_soon(_run_reader, sock, utp)
             try:

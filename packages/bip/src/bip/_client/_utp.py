@@ -9,6 +9,8 @@ WARNING says so and uTP goes on from an ephemeral port, for outgoing connections
 A session with no listener at all dials uTP from ephemeral ports of its own: one on
 ``0.0.0.0`` and, where the system has IPv6, one on ``::`` (a failure to bind that one is
 only logged at DEBUG: many hosts have no IPv6), so that IPv6 peers are reached too.
+Those outgoing-only sockets accept nothing (``accept_incoming=False``): a stray SYN gets
+a RESET and leaves no state behind.
 
 Every accepted uTP stream goes to the handshaker (:meth:`~bip_handshake.Handshaker.accept_stream`),
 as a TCP connection would; every socket is given to the session's
@@ -125,12 +127,6 @@ async def _accept(utp: UtpSocket, handshaker: Handshaker) -> None:
         handshaker.accept_stream(stream, stream.remote_address, transport="utp")
 
 
-async def _refuse(utp: UtpSocket) -> None:
-    """An outgoing-only socket: close what a stray SYN opened (nobody was told the port)."""
-    async for stream in utp.incoming():
-        await trio.aclose_forcefully(stream)
-
-
 @asynccontextmanager
 async def open_session_utp(
     handshaker: Handshaker,
@@ -203,13 +199,15 @@ async def open_session_utp(
         if dialer is not None:
             for host in outgoing_hosts:
                 try:
-                    utp = await stack.enter_async_context(open_utp_socket((host, 0), config=config))
+                    # Nobody was told this port: a SYN to it gets a RESET, no connection.
+                    utp = await stack.enter_async_context(
+                        open_utp_socket((host, 0), config=config, accept_incoming=False)
+                    )
                 except (ListenError, OSError) as error:
                     level = logging.DEBUG if host in optional_hosts else logging.WARNING
                     logger.log(level, "no outgoing uTP from %s: %s", host, error.__cause__ or error)
                     continue
                 sockets.append(utp)
-                nursery.start_soon(_refuse, utp, name=f"bip utp outgoing {host}")
             for utp in sockets:
                 dialer.add_utp(utp)
                 stack.callback(dialer.remove_utp, utp)
