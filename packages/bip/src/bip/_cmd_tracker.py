@@ -6,7 +6,9 @@ IPv4 and IPv6 peers of a torrent meet) until Ctrl-C or SIGTERM, printing statist
 so often. ``announce`` and ``scrape`` ask any BEP 15 tracker (``udp://``), or any BEP 3
 tracker (``http://``, ``https://``; BEP 48 scrape) through the client's
 :class:`~bip._client._http_tracker.HttpTrackerClient`, with an overall timeout instead of
-BEP 15's hour of retransmissions: a person is waiting. Both print the same way.
+BEP 15's hour of retransmissions: a person is waiting. Both print the same way. Peers an HTTP
+tracker names by DNS name are looked up within the same timeout and listed with their names.
+Messages name a tracker by its shown URL (no query, no secret-looking path segment).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any, Literal, TypeVar
 
 import trio
 
-from bip_handshake import PeerId
+from bip_handshake import PeerAddress, PeerId
 from bip_metainfo import InfoHash, Metainfo
 from bip_utracker import (
     MAX_SCRAPE_HASHES,
@@ -37,8 +39,8 @@ from bip_utracker import (
 )
 
 from ._arguments import add_command_group, add_serve_loop_options, add_timeout, positive
-from ._client._http_tracker import HttpTrackerClient
-from ._client._http_tracker_codec import parse_http_tracker_url, scrape_url
+from ._client._http_tracker import HttpAnnounceResult, HttpTrackerClient, resolve_peer_names
+from ._client._http_tracker_codec import PeerName, parse_http_tracker_url, scrape_url, shown_url
 from ._errors import CLIError
 from ._inputs import info_hash_of, load_source, parse_endpoint, parse_info_hash
 from ._serve_loop import print_statistics_until_stopped
@@ -332,13 +334,15 @@ def _check_url(url: str) -> _Kind:
     if scheme in ("http", "https"):
         parse_http_tracker_url(url)
         return "http"
-    raise CLIError(f"only udp://, http:// and https:// trackers are supported, not {url!r}")
+    raise CLIError(
+        f"only udp://, http:// and https:// trackers are supported, not {shown_url(url)!r}"
+    )
 
 
-def _shown(url: str, kind: _Kind) -> str:
-    """The URL for an error message: an HTTP tracker's without its query (a private
-    tracker's passkey stays off the screen and out of logs, as the HTTP client does)."""
-    return parse_http_tracker_url(url).shown if kind == "http" else url
+def _shown(url: str) -> str:
+    """The URL for an error message: without its query or a secret-looking path segment (a
+    private tracker's passkey stays off the screen and out of logs, as the clients do)."""
+    return shown_url(url)
 
 
 def _http_client(args: argparse.Namespace) -> HttpTrackerClient:
@@ -367,15 +371,44 @@ async def _with_timeout(url: str, seconds: float, job: Callable[[], Awaitable[T]
     raise CLIError(f"no answer from {url} within {seconds:g} s (is the tracker up?)")
 
 
-def _announce_json(url: str, result: AnnounceResult) -> dict[str, Any]:
-    return {
+_Named = dict[PeerName, tuple[PeerAddress, ...]]
+
+
+def _announce_json(url: str, result: AnnounceResult, named: _Named) -> dict[str, Any]:
+    """The ``--json`` answer; ``named_peers`` only when the tracker named peers by DNS name
+    (their resolved addresses are in ``peers`` too)."""
+    peers = [str(peer) for peer in result.peers]
+    peers += (str(address) for addresses in named.values() for address in addresses)
+    payload: dict[str, Any] = {
         "tracker": url,
         "info_hash": result.info_hash.hex(),
         "interval": result.interval,
         "seeders": result.seeders,
         "leechers": result.leechers,
-        "peers": [str(peer) for peer in result.peers],
+        "peers": list(dict.fromkeys(peers)),
     }
+    names = result.peer_names if isinstance(result, HttpAnnounceResult) else ()
+    if names:
+        payload["named_peers"] = [
+            {"name": str(name), "addresses": [str(peer) for peer in named.get(name, ())]}
+            for name in names
+        ]
+    return payload
+
+
+async def _resolve_until(result: AnnounceResult, deadline: float) -> _Named:
+    """The addresses of the peers ``result`` names by DNS name, as many as resolve by
+    ``deadline`` (trio's clock)."""
+    named: _Named = {}
+    if not isinstance(result, HttpAnnounceResult) or not result.peer_names:
+        return named
+
+    def found(name: PeerName, addresses: tuple[PeerAddress, ...]) -> None:
+        named[name] = addresses
+
+    with trio.move_on_at(deadline):
+        await resolve_peer_names(result.peer_names, found)
+    return named
 
 
 def _run_announce(args: argparse.Namespace) -> int:
@@ -394,7 +427,8 @@ def _run_announce(args: argparse.Namespace) -> int:
     if left is None:
         left = torrent.info.total_size if torrent is not None else 0
 
-    async def main() -> AnnounceResult:
+    async def main() -> tuple[AnnounceResult, _Named]:
+        deadline = trio.current_time() + args.timeout
         async with AsyncExitStack() as stack:
             send: Callable[..., Awaitable[AnnounceResult]]
             if kind == "http":
@@ -419,21 +453,29 @@ def _run_announce(args: argparse.Namespace) -> int:
                     num_want=args.numwant,
                 )
 
-            return await _with_timeout(_shown(args.url, kind), args.timeout, job)
+            result = await _with_timeout(_shown(args.url), args.timeout, job)
+            # The names the tracker gave are looked up in what is left of the timeout; the
+            # numeric peers are shown whatever comes of them.
+            return result, await _resolve_until(result, deadline)
 
-    result = trio.run(main)
+    result, named = trio.run(main)
     if args.json:
-        print(json.dumps(_announce_json(args.url, result), indent=2))
+        print(json.dumps(_announce_json(args.url, result, named), indent=2))
         return 0
+    names = result.peer_names if isinstance(result, HttpAnnounceResult) else ()
     lines = [
         f"tracker:   {args.url}",
         f"swarm:     {result.info_hash.hex()}",
         f"interval:  {result.interval} s",
         f"seeders:   {result.seeders}",
         f"leechers:  {result.leechers}",
-        f"peers ({len(result.peers)}):",
+        f"peers ({len(result.peers) + sum(map(len, named.values()))}):",
     ]
     lines.extend(f"  {peer}" for peer in result.peers)
+    lines.extend(f"  {peer} ({name.host})" for name in names for peer in named.get(name, ()))
+    unresolved = [str(name) for name in names if name not in named]
+    if unresolved:
+        lines.append(f"not resolved ({len(unresolved)}): {', '.join(unresolved)}")
     print("\n".join(lines))
     return 0
 
@@ -442,7 +484,7 @@ def _run_scrape(args: argparse.Namespace) -> int:
     kind = _check_url(args.url)
     targets = [_swarm_target(text)[0] for text in args.targets]
     swarm_ids = list(dict.fromkeys(target.swarm_ids()[0] for target in targets))
-    shown = _shown(args.url, kind)
+    shown = _shown(args.url)
     if kind == "http" and scrape_url(args.url) is None:
         raise CLIError(
             f"{shown} has no scrape URL: the last part of its path does not start with"

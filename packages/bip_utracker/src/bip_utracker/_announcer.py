@@ -37,7 +37,7 @@ from ._client import TrackerClient, TrackerTarget, _peer_id_bytes, _swarm_id
 from ._client_core import AnnounceResult
 from ._codec import AnnounceEvent
 from ._errors import LocalProtocolError, TrackerError, TrackerTimeoutError
-from ._url import TrackerUrl, parse_tracker_url
+from ._url import TrackerUrl, parse_tracker_url, shown_url
 
 __all__ = [
     "DEFAULT_ANNOUNCE_TIMEOUT",
@@ -243,8 +243,9 @@ class Announcer:
             self._label = str(tracker)
         else:
             raise LocalProtocolError(f"not a tracker address or udp:// URL: {tracker!r:.80}")
-        # For logs and messages: a private tracker's passkey (its query) stays out of them.
-        self._shown = self._label.partition("?")[0]
+        # For logs and messages: a private tracker's passkey (in its query or its path) stays
+        # out of them.
+        self._shown = shown_url(self._label)
         _swarm_id(info_hash)
         _peer_id_bytes(peer_id)
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 0xFFFF:

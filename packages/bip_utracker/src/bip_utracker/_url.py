@@ -12,6 +12,14 @@ as text and says whether it is an IP literal, and the trio shell resolves the re
 IPv6Address('::1')
 >>> str(parse_tracker_url("UDP://127.0.0.1:6969/announce#fragment"))
 'udp://127.0.0.1:6969/announce'
+
+A URL in a message or a log line is its *shown* form (:func:`shown_url`): no query, no
+credentials, no fragment, and no path segment that looks like a secret
+(:func:`is_secret_segment`), since private trackers put passkeys in the path as often as in
+the query. bip's HTTP tracker client shows its URLs by the same rule.
+
+>>> shown_url("udp://u:pw@t.example:6969/0123456789abcdef0123456789abcdef/announce?pk=1")
+'udp://t.example:6969/…/announce'
 """
 
 from __future__ import annotations
@@ -19,11 +27,21 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
+from itertools import pairwise
 from urllib.parse import urlsplit
 
 from ._errors import LocalProtocolError
 
-__all__ = ["MAX_URL_LENGTH", "TrackerUrl", "parse_tracker_url"]
+__all__ = [
+    "MAX_SHOWN_LENGTH",
+    "MAX_URL_LENGTH",
+    "SECRET_RUN_LENGTH",
+    "TrackerUrl",
+    "is_secret_segment",
+    "parse_tracker_url",
+    "shown_path",
+    "shown_url",
+]
 
 MAX_URL_LENGTH = 2048
 """The longest URL accepted; its URLData then still fits in one announce datagram."""
@@ -31,6 +49,102 @@ MAX_URL_LENGTH = 2048
 # A DNS name: dot-separated labels of letters, digits and hyphens (not at either end).
 _LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
 _HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+
+SECRET_RUN_LENGTH = 16
+"""Characters a run of the hex or base64url alphabet needs to be taken for a secret."""
+MAX_SHOWN_LENGTH = 200
+"""Characters of a shown URL at most: it goes into one-line messages."""
+HIDDEN = "\u2026"
+"""What a secret path segment is shown as (an ellipsis)."""
+
+# A run: letters, digits, "-" and "_" (the hex and base64url alphabets) between any other
+# characters ("." "~" "%" "=" "+" ...), which keep file names' parts apart.
+_RUN = re.compile(r"[A-Za-z0-9_-]+")
+_PIECE = re.compile(r"[^_-]+")
+_HEX = re.compile(r"[0-9A-Fa-f]+")
+
+
+def _changes(piece: str) -> int:
+    """How often ``piece`` switches between a letter and a digit, or from lower to upper case."""
+    changes = 0
+    for before, after in pairwise(piece):
+        if before.isdigit() != after.isdigit() or (before.islower() and after.isupper()):
+            changes += 1
+    return changes
+
+
+def _mixed(piece: str) -> bool:
+    return any(char.isdigit() for char in piece) and any(char.isalpha() for char in piece)
+
+
+def _secret_run(run: str) -> bool:
+    if len(run) < SECRET_RUN_LENGTH:
+        return False
+    for piece in _PIECE.findall(run):
+        if len(piece) >= SECRET_RUN_LENGTH and (_HEX.fullmatch(piece) or _mixed(piece)):
+            return True  # a hex passkey or hash, a base62 key, a long number
+        if _mixed(piece) and _changes(piece) >= 2:
+            return True  # a random piece of a base64url token, not "amd64" or "x264"
+    return False
+
+
+def is_secret_segment(segment: str) -> bool:
+    """Whether a URL path segment looks like a secret (a passkey), so that it is not shown.
+
+    The rule: the segment holds a *run* of at least 16 characters of the hex and base64url
+    alphabets (letters, digits, ``-``, ``_``; any other character ends a run) in which
+
+    - a piece without ``-`` or ``_`` of at least 16 characters is all hex digits (a 32-hex
+      passkey, a SHA-1, a long number) or has both letters and digits (a base62 key); or
+    - some piece has both letters and digits and switches at least twice between a letter and
+      a digit or from a lower- to an upper-case letter (the random look of a base64url
+      token, which words such as ``amd64``, ``x264`` or ``1080p`` lack).
+
+    Ordinary paths stay readable: ``announce``, ``announce.php``, ``tracker``, file names
+    such as ``ubuntu-22.04.3-live-server-amd64.iso``. The rule errs towards hiding: a long
+    name such as ``Show_S01E02_1080p`` is hidden too, which costs a log reader little.
+
+    >>> is_secret_segment("0123456789abcdef0123456789abcdef"), is_secret_segment("announce")
+    (True, False)
+    >>> is_secret_segment("aB3-xY9_kLmN0pQrStUv"), is_secret_segment("live-server-amd64.iso")
+    (True, False)
+    """
+    return any(_secret_run(run) for run in _RUN.findall(segment))
+
+
+def shown_path(path: str) -> str:
+    """``path`` (a URL path, without its query) with each secret-looking segment as ``…``.
+
+    >>> shown_path("/announce/Zm9vYmFyYmF6cXV1eDEyMzQ1Njc4OTA")
+    '/announce/…'
+    """
+    return "/".join(HIDDEN if is_secret_segment(part) else part for part in path.split("/"))
+
+
+def shown_url(url: str) -> str:
+    """Any URL (a tracker's, a web seed's) for messages and logs: without its query and
+    fragment (a passkey may be there), its credentials, or a secret-looking path segment
+    (:func:`is_secret_segment`), and at most 200 characters. Never raises for a str.
+
+    >>> shown_url("https://u:pw@t.example:8443/a/0123456789abcdef0123456789abcdef/announce?x=1")
+    'https://t.example:8443/a/…/announce'
+    >>> shown_url("http://t.example/announce.php?passkey=0123456789abcdef")
+    'http://t.example/announce.php'
+    """
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:  # malformed (a bad port, a bracket left open): cut by hand
+        scheme, sep, rest = url.partition("#")[0].partition("?")[0].partition("://")
+        authority, slash, path = rest.partition("/")
+        authority = authority.rpartition("@")[2]
+        return f"{scheme}{sep}{authority}{slash}{shown_path(path)}"[:MAX_SHOWN_LENGTH]
+    if ":" in host:
+        host = f"[{host}]"
+    scheme = f"{parts.scheme}:" if parts.scheme else ""
+    authority = f"//{host}{port}" if parts.netloc else ""
+    return f"{scheme}{authority}{shown_path(parts.path)}"[:MAX_SHOWN_LENGTH]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +173,15 @@ class TrackerUrl:
         except ValueError:
             return None
 
+    @property
+    def shown(self) -> str:
+        """The URL for messages and logs (:func:`shown_url`): no query, no secret path segment.
+
+        >>> parse_tracker_url("udp://t.example:1/announce?passkey=ab").shown
+        'udp://t.example:1/announce'
+        """
+        return shown_url(str(self))
+
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"udp://{host}:{self.port}{self.url_data.decode('utf-8', 'replace')}"
@@ -78,32 +201,33 @@ def parse_tracker_url(url: str) -> TrackerUrl:
     """
     if not isinstance(url, str):
         raise LocalProtocolError(f"a tracker URL is a str, got {type(url).__name__}")
+    shown = shown_url(url)  # messages name the URL without its passkey, wherever it is
     if len(url) > MAX_URL_LENGTH:
         raise LocalProtocolError(f"a tracker URL is at most {MAX_URL_LENGTH} characters")
     if any(ord(char) <= 0x20 or ord(char) == 0x7F for char in url):
-        raise LocalProtocolError(f"a tracker URL has no spaces or control characters: {url!r}")
+        raise LocalProtocolError(f"a tracker URL has no spaces or control characters: {shown!r}")
     # A lone surrogate (say, a command-line argument that was not UTF-8) has no UTF-8 form,
     # so there would be no URLData to send: refuse it here, not at the encode() at the end.
     try:
         url.encode("utf-8")
     except UnicodeEncodeError:
-        raise LocalProtocolError(f"a tracker URL is not valid Unicode text: {url!r}") from None
+        raise LocalProtocolError(f"a tracker URL is not valid Unicode text: {shown!r}") from None
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as error:
-        raise LocalProtocolError(f"not a tracker URL: {url!r} ({error})") from None
+        raise LocalProtocolError(f"not a tracker URL: {shown!r} ({error})") from None
     if parts.scheme.lower() != "udp":
-        raise LocalProtocolError(f"a UDP tracker URL starts with udp://, got {url!r}")
+        raise LocalProtocolError(f"a UDP tracker URL starts with udp://, got {shown!r}")
     if "@" in parts.netloc:
-        raise LocalProtocolError(f"a UDP tracker URL has no user information: {url!r}")
+        raise LocalProtocolError(f"a UDP tracker URL has no user information: {shown!r}")
     host = parts.hostname
     if not host:
-        raise LocalProtocolError(f"a UDP tracker URL needs a host: {url!r}")
+        raise LocalProtocolError(f"a UDP tracker URL needs a host: {shown!r}")
     if port is None:
-        raise LocalProtocolError(f"a UDP tracker URL needs a port: {url!r}")
+        raise LocalProtocolError(f"a UDP tracker URL needs a port: {shown!r}")
     if port == 0:
-        raise LocalProtocolError(f"a UDP tracker port is 1..65535: {url!r}")
+        raise LocalProtocolError(f"a UDP tracker port is 1..65535: {shown!r}")
     bracketed = parts.netloc.startswith("[")
     host = check_host(host, bracketed, url)
     path_and_query = parts.path + (f"?{parts.query}" if parts.query or _has_query(url) else "")
@@ -127,18 +251,19 @@ def check_host(host: str, bracketed: bool, url: str) -> str:
     >>> check_host("::FFFF:1.2.3.4", True, "udp://[::FFFF:1.2.3.4]:1")
     '::ffff:102:304'
     """
+    shown = shown_url(url)
     if bracketed:
         try:
             address = IPv6Address(host)
         except ValueError:
-            raise LocalProtocolError(f"not an IPv6 address in brackets: {url!r}") from None
+            raise LocalProtocolError(f"not an IPv6 address in brackets: {shown!r}") from None
         if address.scope_id is not None:
-            raise LocalProtocolError(f"a scoped IPv6 address is not supported: {url!r}")
+            raise LocalProtocolError(f"a scoped IPv6 address is not supported: {shown!r}")
         return str(address)
     try:
         return str(IPv4Address(host))
     except ValueError:
         pass
     if not _HOSTNAME.fullmatch(host) or len(host) > 253 or host.replace(".", "").isdigit():
-        raise LocalProtocolError(f"not a host name or IP address: {host!r} in {url!r}")
+        raise LocalProtocolError(f"not a host name or IP address: {host!r} in {shown!r}")
     return host

@@ -10,7 +10,8 @@ feeds the same sink. The sources here:
 - :class:`TrackerAnnouncer`: BEP 15 UDP trackers and BEP 3 HTTP(S) trackers
   (:class:`HttpTrackerClient`), both through bip_utracker's :class:`~bip_utracker.Announcer`
   (started, regular, completed and stopped announces); a hybrid torrent is announced in both
-  its v1 and its v2 swarm (BEP 52);
+  its v1 and its v2 swarm (BEP 52); peers an HTTP tracker names by DNS name are resolved in
+  the background, a few at a time, after its numeric peers went to the sink;
 - a DHT: any object with ``get_peers`` and ``announce`` as bip_dht's ``open_dht`` returns
   plugs in through :class:`DhtPeers`.
 """
@@ -18,7 +19,7 @@ feeds the same sink. The sources here:
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from types import TracebackType
 from typing import Final, Protocol
 
@@ -27,7 +28,13 @@ import trio
 from bip_dht import DHTError
 from bip_handshake import PeerAddress, PeerId, PeerSink
 from bip_metainfo import InfoHash
-from bip_utracker import AnnounceProgress, Announcer, AnnouncerStatus, TrackerClient
+from bip_utracker import (
+    AnnounceEvent,
+    AnnounceProgress,
+    Announcer,
+    AnnouncerStatus,
+    TrackerClient,
+)
 from bip_utracker import LocalProtocolError as UtrackerLocalProtocolError
 
 __all__ = [
@@ -43,8 +50,13 @@ __all__ = [
 ]
 
 from ._config import DEFAULT_DHT_INTERVAL
-from ._http_tracker import HttpTrackerClient
-from ._http_tracker_codec import shown_url
+from ._http_tracker import (
+    PEER_NAME_LOOKUPS,
+    HttpAnnounceResult,
+    HttpTrackerClient,
+    resolve_peer_names,
+)
+from ._http_tracker_codec import PeerName, shown_url
 
 logger = logging.getLogger("bip.client")
 
@@ -55,6 +67,11 @@ TRACKER_MAX_INTERVAL: Final = 1800.0
 _TRACKER_RETRY: Final = 15.0  # first wait after a failed announce, doubled up to the max
 _ANNOUNCE_TIMEOUT: Final = 60.0  # bip_utracker retransmits for hours (BEP 15): cut it short
 _STOPPED_TIMEOUT: Final = 2.0  # the goodbye announce must not hold up an exit
+# Answers whose peer names wait for the resolver at most; one more is dropped (at DEBUG): the
+# tracker names them again at its next announce.
+_NAME_BATCHES: Final = 8
+
+_NameBatch = tuple[bytes, tuple[PeerName, ...]]
 
 
 class DiscoveryTarget(Protocol):
@@ -128,7 +145,10 @@ class TrackerAnnouncer:
     finished here, every tier at once (as libtorrent's ``announce_to_all_tiers``), and an INFO
     record per failure. ``udp://`` URLs go to ``client``, ``http://`` and ``https://`` ones to
     ``http_client``; trackers of other schemes (``wss://``...), or of a scheme whose client is
-    missing, are skipped with a warning.
+    missing, are skipped with a warning. The peers an HTTP tracker names by DNS name go to the
+    sink once resolved (:func:`resolve_peer_names`): one answer's names at a time, a few
+    lookups at once, each cut short after a few seconds; the numeric peers of the same answer
+    went to the sink already.
 
     Args:
         client: the session's UDP tracker client.
@@ -173,12 +193,18 @@ class TrackerAnnouncer:
         # A torrent complete from the start is a seed: it never announces "completed".
         seed = target.completed.is_set()
         self._announcers = []
+        names_in, names_out = trio.open_memory_channel[_NameBatch](_NAME_BATCHES)
+
+        def updated(status: AnnouncerStatus) -> None:
+            _log_failure(status)
+            _queue_names(status, names_in)
+
         for url in usable:
             # The swarm id, not the InfoHash: a hybrid's v2 swarm is announced (and its peers
             # dialled) with the truncated v2 hash.
             for swarm_id in target.info_hash.swarm_ids():
                 try:
-                    announcer = self._announcer(url, swarm_id, target, sink)
+                    announcer = self._announcer(url, swarm_id, target, sink, updated)
                 except UtrackerLocalProtocolError as error:  # a malformed URL
                     logger.warning("skipping tracker %s: %s", shown_url(url), error)
                     break
@@ -186,6 +212,7 @@ class TrackerAnnouncer:
         if not self._announcers:
             return
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(_resolve_names, names_out, sink)
             for announcer in self._announcers:
                 nursery.start_soon(announcer.run)
             if not seed:
@@ -206,7 +233,12 @@ class TrackerAnnouncer:
         return None
 
     def _announcer(
-        self, url: str, swarm_id: bytes, target: DiscoveryTarget, sink: PeerSink
+        self,
+        url: str,
+        swarm_id: bytes,
+        target: DiscoveryTarget,
+        sink: PeerSink,
+        on_update: Callable[[AnnouncerStatus], None],
     ) -> Announcer:
         def progress() -> AnnounceProgress:
             uploaded, downloaded, left = target.transfer()
@@ -227,7 +259,7 @@ class TrackerAnnouncer:
             retry_delay=_TRACKER_RETRY,
             timeout=_ANNOUNCE_TIMEOUT,
             stopped_timeout=_STOPPED_TIMEOUT,
-            on_update=_log_failure,
+            on_update=on_update,
         )
 
 
@@ -235,6 +267,40 @@ def _log_failure(status: AnnouncerStatus) -> None:
     """The engine's user hears of a tracker that fails (the library logs it at DEBUG only)."""
     if status.last_error is not None:
         logger.info("announce to %s failed: %s", shown_url(status.tracker), status.last_error)
+
+
+def _queue_names(status: AnnouncerStatus, names: trio.MemorySendChannel[_NameBatch]) -> None:
+    """Queue the peer names of a fresh HTTP answer for the resolver (not those of ``stopped``:
+    we are leaving, as the Announcer gives no numeric peers of it either)."""
+    result = status.last_result
+    if status.last_error is not None or status.last_event is AnnounceEvent.STOPPED:
+        return  # a failure leaves the last answer in the status: its names were queued
+    if not isinstance(result, HttpAnnounceResult) or not result.peer_names:
+        return
+    try:
+        names.send_nowait((result.info_hash, result.peer_names))
+    except trio.WouldBlock:
+        logger.debug(
+            "%d peer names from %s dropped: the resolver is busy",
+            len(result.peer_names),
+            shown_url(status.tracker),
+        )
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass  # the resolver is gone: the announcers are stopping
+
+
+async def _resolve_names(batches: trio.MemoryReceiveChannel[_NameBatch], sink: PeerSink) -> None:
+    """Resolve each answer's peer names in turn and give their addresses to ``sink``, as
+    tracker peers of the answer's swarm."""
+    limiter = trio.CapacityLimiter(PEER_NAME_LOOKUPS)
+    async for swarm_id, names in batches:
+
+        def found(
+            name: PeerName, addresses: tuple[PeerAddress, ...], swarm_id: bytes = swarm_id
+        ) -> None:
+            sink.discovered(swarm_id, addresses, "tracker")
+
+        await resolve_peer_names(names, found, limiter=limiter)
 
 
 class PeerSearchLike(Protocol):

@@ -8,17 +8,22 @@ What it sends and how it reads the answers are pure and live apart, each testabl
 
 - ``_http_tracker_codec``: tracker URLs, announce and scrape queries, and the bencoded answers;
 - ``_http_response``: a sans-IO HTTP/1.1 response reader bounded for untrusted trackers.
+
+Peers a tracker names by DNS name come back unresolved in
+:attr:`HttpAnnounceResult.peer_names`, so the announce (and its numeric peers) is never held up
+by a slow resolver; :func:`resolve_peer_names` looks them up afterwards, a few at a time.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import socket
 import ssl
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from ipaddress import ip_address
+from ipaddress import IPv6Address, ip_address
 from types import TracebackType
 from typing import Final
 
@@ -40,7 +45,9 @@ from bip_utracker import (
 from ._http_exchange import ExchangeError, follow_redirects, http_exchange
 from ._http_response import HttpResponse, HttpResponseParser
 from ._http_tracker_codec import (
+    MAX_PEER_NAMES,
     HttpTrackerUrl,
+    PeerName,
     announce_query,
     failure_reason,
     parse_announce_response,
@@ -48,6 +55,7 @@ from ._http_tracker_codec import (
     parse_scrape_response,
     scrape_query,
     scrape_url,
+    usable_peer,
     with_query,
 )
 from ._http_tracker_errors import HttpTrackerError
@@ -55,8 +63,12 @@ from ._http_tracker_errors import HttpTrackerError
 __all__ = [
     "DEFAULT_HTTP_TRACKER_TIMEOUT",
     "DEFAULT_MAX_REDIRECTS",
+    "MAX_ADDRESSES_PER_NAME",
+    "PEER_NAME_LOOKUPS",
+    "PEER_NAME_TIMEOUT",
     "HttpAnnounceResult",
     "HttpTrackerClient",
+    "resolve_peer_names",
 ]
 
 logger = logging.getLogger("bip.client")
@@ -66,6 +78,12 @@ DEFAULT_MAX_REDIRECTS: Final = 5
 DEFAULT_HTTP_TRACKER_TIMEOUT: Final = 30.0
 """Seconds one whole exchange may take, redirects included (libtorrent's
 ``tracker_completion_timeout``)."""
+PEER_NAME_LOOKUPS: Final = 4
+"""Peer names looked up at once by default: each lookup holds one of trio's worker threads."""
+PEER_NAME_TIMEOUT: Final = 5.0
+"""Seconds one peer name's lookup may take before the name is dropped."""
+MAX_ADDRESSES_PER_NAME: Final = 4
+"""Addresses kept of one peer name at most (its IPv4 and IPv6 ones, say)."""
 _MAX_TRACKER_IDS: Final = 4096  # remembered (tracker, swarm) pairs; the oldest go first
 _MAX_WARNINGS: Final = 256  # distinct warning messages remembered, so each is logged once
 _SWARM_ID_SIZE: Final = 20
@@ -96,11 +114,14 @@ class HttpAnnounceResult(AnnounceResult):
         min_interval: seconds the tracker wants between announces at least, if it said.
         tracker_id: the ``tracker id`` it gave, if any (sent back from then on).
         warning: its ``warning message``, if any.
+        peer_names: the peers it named by DNS name, unresolved (see
+            :func:`resolve_peer_names`); ``peers`` holds the numeric ones.
     """
 
     min_interval: int | None = None
     tracker_id: bytes | None = None
     warning: str | None = None
+    peer_names: tuple[PeerName, ...] = ()
 
 
 def _swarm_id(info_hash: InfoHash | bytes) -> bytes:
@@ -297,6 +318,7 @@ class HttpTrackerClient:
             min_interval=answer.min_interval,
             tracker_id=answer.tracker_id,
             warning=answer.warning,
+            peer_names=answer.peer_names,
         )
 
     async def scrape(
@@ -384,3 +406,86 @@ def _refused(response: HttpResponse) -> None:
         raise TrackerRejectedError(failure)
     reason = response.reason.strip()[:80]
     raise HttpTrackerError(f"HTTP {response.status}{' ' + reason if reason else ''}")
+
+
+# -- peers named by DNS name -------------------------------------------------------------------
+
+
+async def resolve_peer_names(
+    names: Sequence[PeerName],
+    found: Callable[[PeerName, tuple[PeerAddress, ...]], None],
+    *,
+    limiter: trio.CapacityLimiter | None = None,
+    timeout: float = PEER_NAME_TIMEOUT,
+) -> None:
+    """Look up the peers of an answer named by DNS name, and call ``found(name, addresses)``
+    for each that resolves to a usable address.
+
+    Names are looked up concurrently through :func:`trio.socket.getaddrinfo` (so a custom
+    resolver set with :func:`trio.socket.set_custom_hostname_resolver` is used), at most
+    ``limiter``'s tokens at once (:data:`PEER_NAME_LOOKUPS` by default), the first
+    :data:`MAX_PEER_NAMES` only, each within ``timeout`` seconds. Each address goes through
+    the filter numeric peers pass (:func:`usable_peer`), and at most
+    :data:`MAX_ADDRESSES_PER_NAME` are kept of a name, in the resolver's order. A name that
+    fails, times out, or gives no usable address is dropped with a DEBUG record on the
+    ``bip.client`` logger. Returns once every name is done; cancelling it keeps what
+    ``found`` was given.
+
+    Raises:
+        LocalProtocolError: ``timeout`` is not a positive number.
+    """
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise LocalProtocolError(f"timeout is a positive number of seconds, got {timeout!r}")
+    lookups = limiter if limiter is not None else trio.CapacityLimiter(PEER_NAME_LOOKUPS)
+    async with trio.open_nursery() as nursery:
+        for name in dict.fromkeys(names[:MAX_PEER_NAMES]):
+            nursery.start_soon(_resolve_one, name, found, lookups, float(timeout))
+
+
+async def _resolve_one(
+    name: PeerName,
+    found: Callable[[PeerName, tuple[PeerAddress, ...]], None],
+    limiter: trio.CapacityLimiter,
+    timeout: float,
+) -> None:
+    async with limiter:
+        infos: list[tuple[object, ...]] | None = None
+        with trio.move_on_after(timeout):
+            try:
+                infos = list(
+                    await trio.socket.getaddrinfo(name.host, name.port, type=socket.SOCK_STREAM)
+                )
+            except (OSError, UnicodeError) as error:  # gaierror is an OSError; IDNA a Unicode one
+                logger.debug("peer %s: cannot resolve it: %s", name, error)
+                return
+    if infos is None:
+        logger.debug("peer %s: not resolved within %g s", name, timeout)
+        return
+    addresses = _usable_addresses(infos, name.port)
+    if not addresses:
+        logger.debug("peer %s: resolves to no address we would dial", name)
+        return
+    found(name, addresses)
+
+
+def _usable_addresses(infos: list[tuple[object, ...]], port: int) -> tuple[PeerAddress, ...]:
+    """The distinct usable TCP addresses of getaddrinfo's answer, at most a few."""
+    usable: dict[PeerAddress, None] = {}
+    for info in infos:
+        if len(usable) >= MAX_ADDRESSES_PER_NAME:
+            break
+        if len(info) != 5 or info[0] not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        sockaddr = info[4]
+        if not isinstance(sockaddr, tuple) or not sockaddr or not isinstance(sockaddr[0], str):
+            continue
+        try:
+            host = ip_address(sockaddr[0])
+        except ValueError:
+            continue
+        if isinstance(host, IPv6Address) and len(sockaddr) == 4 and sockaddr[3]:
+            continue  # a scope id beside the address: link-local, as usable_peer refuses
+        peer = usable_peer(host, port)  # the port the tracker gave, whatever the resolver says
+        if peer is not None:
+            usable[peer] = None
+    return tuple(usable)

@@ -2,6 +2,11 @@
 queries (BEP 3, BEP 23 compact peers, BEP 48 scrape URLs), and the bencoded answers (BEP 3,
 BEP 7 IPv6 peers, BEP 48).
 
+A peer of a dictionary peer list may be named by a DNS name (BEP 3: "IPv6 address, IPv4
+address or DNS name"): the parser does not resolve it (it is pure) but keeps up to
+:data:`MAX_PEER_NAMES` of them as :class:`PeerName`; the trio shell resolves them apart, so
+the numeric peers are never held up by a slow name.
+
 Leniency follows libtorrent's, because real trackers deviate in the same ways: dictionary keys
 out of order and bytes after the bencoded answer are accepted; a missing ``interval`` means
 1800 s; a compact peer list whose length is not a multiple of 6 (18) loses its last partial
@@ -11,26 +16,34 @@ is a :class:`MalformedTrackerResponseError` with a one-line reason.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Final
-from urllib.parse import quote, quote_from_bytes, urlsplit, urlunsplit
+from urllib.parse import quote, quote_from_bytes, urlsplit
 
 from bip._describe import safe_text
 from bip_bencode import BencodeDecodeError, decode_prefix
 from bip_handshake import PeerAddress
 from bip_utracker import AnnounceEvent, LocalProtocolError, ScrapeStats, TrackerRejectedError
 
+# The rule for shown URLs is bip_utracker's, so both packages hide the same secrets; imported
+# from its module until bip_utracker exports it.
+from bip_utracker._url import shown_path
+from bip_utracker._url import shown_url as _shown_url
+
 from ._http_tracker_errors import MalformedTrackerResponseError
 
 __all__ = [
     "MAX_PEERS",
+    "MAX_PEER_NAMES",
     "MAX_TEXT",
     "MAX_TRACKER_ID",
     "MAX_URL_LENGTH",
     "HttpAnnounceResponse",
     "HttpTrackerUrl",
+    "PeerName",
     "announce_query",
     "failure_reason",
     "parse_announce_response",
@@ -39,6 +52,7 @@ __all__ = [
     "scrape_query",
     "scrape_url",
     "shown_url",
+    "usable_peer",
     "with_query",
 ]
 
@@ -46,11 +60,22 @@ MAX_URL_LENGTH: Final = 4096
 """Characters a tracker URL may have (ours, or a redirect's)."""
 MAX_PEERS: Final = 10_000
 """Peers taken from one answer at most (a 1 MiB compact list would hold 174,762)."""
+MAX_PEER_NAMES: Final = 32
+"""Peers named by a DNS name kept from one answer at most: each costs a lookup."""
 MAX_TRACKER_ID: Final = 1024
 """Bytes of a ``tracker id`` we agree to send back; a longer one is ignored."""
 MAX_TEXT: Final = 1024
 """Characters kept of a tracker's ``failure reason`` or ``warning message``: they go into
 exceptions and log lines, and an answer may be a megabyte."""
+
+# A DNS name a peer may be given by: dot-separated labels of letters, digits and hyphens.
+_LABEL: Final = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+_HOST_NAME: Final = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+# A last label of digits (or 0x and hex digits) makes a resolver read the name as an IPv4
+# address in inet_aton's old forms ("127.1", "0x7f.1"): such "names" are refused, as the
+# WHATWG URL standard refuses them as hosts.
+_NUMERIC_LABEL: Final = re.compile(r"[0-9]+|0[xX][0-9A-Fa-f]*")
+_MAX_HOST_NAME: Final = 253  # characters of a DNS name at most (RFC 1035)
 
 _DEFAULT_INTERVAL: Final = 1800  # libtorrent's, for an answer without "interval"
 _MAX_COUNT: Final = 2**32 - 1  # intervals and swarm counts are clamped to 32 bits, as in BEP 15
@@ -85,11 +110,14 @@ class HttpTrackerUrl:
 
     @property
     def shown(self) -> str:
-        """The URL without its query, for messages: a private tracker's passkey stays out of
-        logs and errors."""
-        return (
-            f"{'https' if self.tls else 'http'}://{self.host_header}{self.target.partition('?')[0]}"
-        )
+        """The URL for messages: without its query, and with secret-looking path segments as
+        ``…`` (bip_utracker's rule): a private tracker's passkey stays out of logs and errors.
+
+        >>> parse_http_tracker_url("http://t.example/0123456789abcdef0123456789abcdef/announce").shown
+        'http://t.example/…/announce'
+        """
+        path = shown_path(self.target.partition("?")[0])
+        return f"{'https' if self.tls else 'http'}://{self.host_header}{path}"
 
 
 # Characters a request target may carry as they are; anything else is percent-encoded (non-ASCII,
@@ -97,29 +125,17 @@ class HttpTrackerUrl:
 _TARGET_SAFE: Final = "!#$%&'()*+,-./:;=?@[]_~"
 
 
-def _without_query(url: str) -> str:
-    """``url`` without its query, for an error message: a passkey stays out of it."""
-    return url.partition("?")[0]
-
-
 def shown_url(url: str) -> str:
-    """Any URL (a tracker's, a web seed's) for logs and messages: without its query (it may
-    hold a passkey) or credentials, and at most 200 characters.
+    """Any URL (a tracker's, a web seed's) for logs and messages: without its query or
+    credentials, with secret-looking path segments as ``…`` (a passkey may be in either; the
+    rule is bip_utracker's ``is_secret_segment``), and at most 200 characters.
 
     >>> shown_url("https://u:pw@t.example:8443/announce?passkey=ab")
     'https://t.example:8443/announce'
+    >>> shown_url("https://t.example/announce/0123456789abcdef0123456789abcdef")
+    'https://t.example/announce/…'
     """
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port is not None else ""
-    except ValueError:  # malformed: cut by hand
-        scheme, sep, rest = url.partition("#")[0].partition("?")[0].partition("://")
-        authority, slash, path = rest.partition("/")
-        return f"{scheme}{sep}{authority.rpartition('@')[2]}{slash}{path}"[:200]
-    if ":" in host:
-        host = f"[{host}]"
-    return urlunsplit((parts.scheme, host + port, parts.path, "", ""))[:200]
+    return _shown_url(url)
 
 
 def parse_http_tracker_url(url: str) -> HttpTrackerUrl:
@@ -131,7 +147,7 @@ def parse_http_tracker_url(url: str) -> HttpTrackerUrl:
     """
     if not isinstance(url, str):
         raise LocalProtocolError(f"a tracker URL is a str, got {url!r:.80}")
-    shown = _without_query(url)
+    shown = shown_url(url)
     if len(url) > MAX_URL_LENGTH:
         raise LocalProtocolError(f"a tracker URL of {len(url)} characters is too long")
     if any(ord(char) <= 0x20 or ord(char) == 0x7F for char in url):
@@ -275,6 +291,56 @@ def with_query(target: str, query: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class PeerName:
+    """A peer a tracker named by a DNS name (a dictionary peer list's ``ip``), to resolve.
+
+    Attributes:
+        host: the name, in lower case (a checked DNS name, never an IP address).
+        port: the peer's TCP port, 1..65535.
+
+    >>> str(PeerName("peer.example", 6881))
+    'peer.example:6881'
+    """
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def _host_name(text: str) -> str | None:
+    """``text`` as a DNS name to look up, or None if it is not one."""
+    name = text.lower()
+    if len(name) > _MAX_HOST_NAME or not _HOST_NAME.fullmatch(name):
+        return None
+    if _NUMERIC_LABEL.fullmatch(name.rstrip(".").rpartition(".")[2]):
+        return None
+    return name
+
+
+def usable_peer(host: IPv4Address | IPv6Address, port: int) -> PeerAddress | None:
+    """A peer's address as we would dial it, or None if it is not one we would: the filter
+    every peer of an answer passes, given by number or by a name resolved later.
+
+    An IPv4-mapped IPv6 address becomes IPv4; a scoped IPv6 address (link-local, meaningful
+    only on one interface of the tracker's host), an unspecified or multicast address, or
+    port 0 is refused.
+
+    >>> usable_peer(ip_address("::ffff:127.0.0.1"), 6881)
+    PeerAddress(host=IPv4Address('127.0.0.1'), port=6881)
+    >>> usable_peer(ip_address("0.0.0.0"), 6881) is None
+    True
+    """
+    if isinstance(host, IPv6Address) and host.scope_id is not None:
+        return None
+    if not 0 < port <= 0xFFFF:
+        return None
+    peer = PeerAddress(host, port).normalized()
+    return peer if peer.is_connectable else None
+
+
+@dataclass(frozen=True, slots=True)
 class HttpAnnounceResponse:
     """What a tracker answered to an announce.
 
@@ -286,6 +352,8 @@ class HttpAnnounceResponse:
         incomplete: leechers in the swarm (0 if it did not say).
         peers: the peers, IPv4 (``peers``, compact or dictionaries) then IPv6 (``peers6``).
         warning: the tracker's ``warning message``, if any.
+        peer_names: the peers a dictionary list named by DNS name, to resolve (at most
+            :data:`MAX_PEER_NAMES`, each once).
     """
 
     interval: int
@@ -295,6 +363,7 @@ class HttpAnnounceResponse:
     incomplete: int
     peers: tuple[PeerAddress, ...]
     warning: str | None
+    peer_names: tuple[PeerName, ...] = ()
 
 
 def _bdecode_dict(body: bytes) -> dict[bytes, object]:
@@ -342,41 +411,46 @@ def _text(value: bytes) -> str:
     return safe_text(value[: MAX_TEXT * 4].decode("utf-8", "replace")[:MAX_TEXT])
 
 
-def _compact(data: bytes, size: int) -> Iterable[PeerAddress]:
+def _compact(data: bytes, size: int) -> Iterable[PeerAddress | None]:
     # A partial last entry is dropped, as libtorrent does.
     for start in range(0, len(data) - size + 1, size):
-        yield PeerAddress.from_compact(data[start : start + size]).normalized()
+        peer = PeerAddress.from_compact(data[start : start + size])
+        yield usable_peer(peer.host, peer.port)
 
 
-def _dict_peer(entry: object) -> PeerAddress | None:
+def _dict_peer(entry: object) -> PeerAddress | PeerName | None:
     if not isinstance(entry, dict):
         return None
     ip, port = entry.get(b"ip"), entry.get(b"port")
     if not isinstance(ip, bytes) or isinstance(port, bool) or not isinstance(port, int):
         return None
-    if not 0 < port <= 0xFFFF or len(ip) > 64:
+    if not 0 < port <= 0xFFFF or len(ip) > _MAX_HOST_NAME:
         return None
     try:
-        host = ip_address(ip.decode("ascii"))
-    except (UnicodeDecodeError, ValueError):  # a host name: we do not resolve peers' names
+        text = ip.decode("ascii")
+    except UnicodeDecodeError:
         return None
-    if isinstance(host, IPv6Address) and host.scope_id is not None:
-        return None
-    return PeerAddress(host, port).normalized()
+    try:
+        host = ip_address(text)
+    except ValueError:  # not a number: maybe a name, resolved by the shell later
+        name = _host_name(text)
+        return None if name is None else PeerName(name, port)
+    return usable_peer(host, port)
 
 
-def _peers(answer: dict[bytes, object]) -> tuple[PeerAddress, ...]:
-    found: list[PeerAddress] = []
+def _peers(answer: dict[bytes, object]) -> tuple[tuple[PeerAddress, ...], tuple[PeerName, ...]]:
+    found: list[PeerAddress | PeerName | None] = []
     peers = answer.get(b"peers")
     if isinstance(peers, bytes):
         found += _compact(peers, 6)
     elif isinstance(peers, list):
-        found += (peer for peer in map(_dict_peer, peers[: MAX_PEERS * 2]) if peer is not None)
+        found += map(_dict_peer, peers[: MAX_PEERS * 2])
     peers6 = answer.get(b"peers6")
     if isinstance(peers6, bytes):
         found += _compact(peers6, 18)
-    usable = (peer for peer in found if peer.is_connectable)
-    return tuple(dict.fromkeys(usable))[:MAX_PEERS]
+    numeric = (peer for peer in found if isinstance(peer, PeerAddress))
+    named = (peer for peer in found if isinstance(peer, PeerName))
+    return tuple(dict.fromkeys(numeric))[:MAX_PEERS], tuple(dict.fromkeys(named))[:MAX_PEER_NAMES]
 
 
 def parse_announce_response(body: bytes) -> HttpAnnounceResponse:
@@ -396,6 +470,7 @@ def parse_announce_response(body: bytes) -> HttpAnnounceResponse:
     warning = answer.get(b"warning message")
     tracker_id = answer.get(b"tracker id")
     min_interval = answer.get(b"min interval")
+    peers, peer_names = _peers(answer)
     return HttpAnnounceResponse(
         interval=_count(answer.get(b"interval"), _DEFAULT_INTERVAL),
         min_interval=_count(min_interval, 0) if isinstance(min_interval, int) else None,
@@ -406,8 +481,9 @@ def parse_announce_response(body: bytes) -> HttpAnnounceResponse:
         ),
         complete=_count(answer.get(b"complete"), 0),
         incomplete=_count(answer.get(b"incomplete"), 0),
-        peers=_peers(answer),
+        peers=peers,
         warning=_text(warning) if isinstance(warning, bytes) and warning else None,
+        peer_names=peer_names,
     )
 
 
