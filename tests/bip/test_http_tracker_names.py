@@ -162,6 +162,25 @@ def test_what_is_not_a_name_is_dropped(ip: bytes) -> None:
     assert (answer_.peers, answer_.peer_names) == ((), ())
 
 
+@pytest.mark.parametrize(
+    ("host", "port"),
+    [
+        ("Peer.Example", 1),  # not in lower case
+        ("127.0.0.1", 1),
+        ("127.1", 1),
+        ("-a.example", 1),
+        ("", 1),
+        (b"peer.example", 1),
+        ("peer.example", 0),
+        ("peer.example", 65536),
+        ("peer.example", True),
+    ],
+)
+def test_a_bad_peer_name_is_the_callers_error(host: Any, port: Any) -> None:
+    with pytest.raises(LocalProtocolError):
+        PeerName(host, port)
+
+
 @pytest.mark.parametrize("port", [0, 65536, -1, b"1"])
 def test_a_name_with_a_bad_port_is_dropped(port: object) -> None:
     answer_ = parse_announce_response(answer(peers=[{"ip": b"localhost", "port": port}]))

@@ -298,12 +298,23 @@ class PeerName:
         host: the name, in lower case (a checked DNS name, never an IP address).
         port: the peer's TCP port, 1..65535.
 
+    Raises:
+        LocalProtocolError: ``host`` is not a DNS name in lower case (an IP address, a name
+            whose last label is a number, a bad label), or ``port`` is not 1..65535.
+
     >>> str(PeerName("peer.example", 6881))
     'peer.example:6881'
     """
 
     host: str
     port: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.host, str) or _host_name(self.host) != self.host:
+            raise LocalProtocolError(f"not a lower-case DNS name: {self.host!r:.80}")
+        port = self.port
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port <= 0xFFFF:
+            raise LocalProtocolError(f"a peer's port is 1..65535, got {port!r:.40}")
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"
