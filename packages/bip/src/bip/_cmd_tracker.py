@@ -377,8 +377,9 @@ _Named = dict[PeerName, tuple[PeerAddress, ...]]
 def _announce_json(url: str, result: AnnounceResult, named: _Named) -> dict[str, Any]:
     """The ``--json`` answer; ``named_peers`` only when the tracker named peers by DNS name
     (their resolved addresses are in ``peers`` too)."""
+    names = result.peer_names if isinstance(result, HttpAnnounceResult) else ()
     peers = [str(peer) for peer in result.peers]
-    peers += (str(address) for addresses in named.values() for address in addresses)
+    peers += (str(address) for name in names for address in named.get(name, ()))
     payload: dict[str, Any] = {
         "tracker": url,
         "info_hash": result.info_hash.hex(),
@@ -387,7 +388,6 @@ def _announce_json(url: str, result: AnnounceResult, named: _Named) -> dict[str,
         "leechers": result.leechers,
         "peers": list(dict.fromkeys(peers)),
     }
-    names = result.peer_names if isinstance(result, HttpAnnounceResult) else ()
     if names:
         payload["named_peers"] = [
             {"name": str(name), "addresses": [str(peer) for peer in named.get(name, ())]}
