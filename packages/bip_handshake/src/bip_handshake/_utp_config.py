@@ -11,19 +11,32 @@ from ._errors import HandshakeError
 __all__ = [
     "DATAGRAM_SIZE",
     "MAX_PAYLOAD",
+    "MIN_DATAGRAM",
+    "PACKET_OVERHEAD",
     "UtpConfig",
     "UtpConnectError",
     "UtpError",
 ]
 
-DATAGRAM_SIZE: Final = 1400
-"""The largest datagram we send: a fixed, conservative MTU (no path MTU discovery).
+PACKET_OVERHEAD: Final = 20 + 2 + 32
+"""Bytes of a datagram that are not payload, at most: the header and our largest selective ack."""
+DATAGRAM_SIZE: Final = 1232
+"""The datagram size every path carries: IPv6's 1280-byte minimum MTU less the IPv6 and UDP
+headers. The default path MTU floor (``UtpConfig.min_datagram``), and the unit window
+arithmetic counts in.
 
-1400 bytes fit the usual 1500-byte Ethernet MTU with room for IPv6, PPPoE and VPN
-headers; libtorrent starts at about this size before probing upwards.
+Packets grow past it as far as the path carries them: each connection discovers its path
+MTU between ``UtpConfig.min_datagram`` and ``UtpConfig.max_datagram_v4`` /
+``max_datagram_v6``. This size sets :data:`MAX_PAYLOAD`, the unit of the initial and
+smallest congestion window, of pacing bursts and of buffer minimums.
 """
-MAX_PAYLOAD: Final = DATAGRAM_SIZE - 20 - 2 - 32
-"""Payload bytes per DATA packet: the datagram less the header and our largest selective ack."""
+MAX_PAYLOAD: Final = DATAGRAM_SIZE - PACKET_OVERHEAD
+"""The payload of a :data:`DATAGRAM_SIZE` datagram: the unit windows and buffers count in."""
+MIN_DATAGRAM: Final = 548
+"""The smallest datagram size a connection ever falls back to: IPv4's 576-byte minimum
+datagram every host must take, less the IPv4 and UDP headers (libtorrent's floor)."""
+_MAX_DATAGRAM: Final = {4: 65507, 6: 65527}
+"""The largest UDP payload per IP version."""
 _INT_FIELDS: Final = frozenset(
     (
         "max_connections",
@@ -33,6 +46,9 @@ _INT_FIELDS: Final = frozenset(
         "max_buffered",
         "max_timeouts",
         "syn_retries",
+        "min_datagram",
+        "max_datagram_v4",
+        "max_datagram_v6",
     )
 )
 
@@ -61,6 +77,8 @@ class UtpConfig:
 
     >>> UtpConfig().max_connections
     1024
+    >>> UtpConfig().max_datagram_v6
+    1452
     >>> UtpConfig(idle_timeout=0)
     Traceback (most recent call last):
     ...
@@ -95,6 +113,16 @@ class UtpConfig:
             and waiting for the peer's FIN, before it is forgotten.
         resets_per_second: RESETs we answer packets for unknown connections with, at most,
             so that spoofed packets cannot turn us into a reflector.
+        min_datagram: the path MTU floor, in UDP payload bytes: every connection starts
+            with datagrams no larger than this, and sends larger ones only once a probe
+            showed that the path carries them. 1232 by default: IPv6's 1280-byte minimum
+            MTU less the IPv6 and UDP headers, which every IPv6 path and any sane IPv4
+            path (tunnels included: WireGuard's 1420, VPNs' 1280 to 1400) carries.
+            At least :data:`MIN_DATAGRAM`.
+        max_datagram_v4: the path MTU ceiling over IPv4, in UDP payload bytes: 1472, a
+            1500-byte Ethernet MTU less the IPv4 and UDP headers. Probes search between
+            the floor and this; a lost probe, or EMSGSIZE from the socket, lowers it.
+        max_datagram_v6: the same over IPv6: 1452 (1500 less 40 + 8 header bytes).
     """
 
     max_connections: int = 1024
@@ -109,6 +137,9 @@ class UtpConfig:
     syn_retries: int = 3
     close_timeout: float = 30.0
     resets_per_second: float = 20.0
+    min_datagram: int = DATAGRAM_SIZE
+    max_datagram_v4: int = 1472
+    max_datagram_v6: int = 1452
 
     def __post_init__(self) -> None:
         for field in fields(self):
@@ -131,5 +162,27 @@ class UtpConfig:
         if self.max_buffered < 2 * MAX_PAYLOAD:
             # Half of it is the out-of-order share: each half must hold a packet.
             raise ValueError(f"max_buffered must hold two packets ({2 * MAX_PAYLOAD} bytes)")
+        if self.min_datagram < MIN_DATAGRAM:
+            raise ValueError(
+                f"min_datagram must be at least {MIN_DATAGRAM}, got {self.min_datagram}"
+            )
+        for family in (4, 6):
+            name = f"max_datagram_v{family}"
+            value = getattr(self, name)
+            if not self.min_datagram <= value <= _MAX_DATAGRAM[family]:
+                raise ValueError(
+                    f"{name} must be between min_datagram ({self.min_datagram}) and "
+                    f"{_MAX_DATAGRAM[family]}, got {value}"
+                )
         if self.receive_buffer >= 1 << 31:
             raise ValueError("receive_buffer must be below 2 GiB (a 32-bit window)")
+
+    def max_datagram(self, family: int) -> int:
+        """The path MTU ceiling for IP version ``family`` (4 or 6), in UDP payload bytes.
+
+        >>> UtpConfig().max_datagram(4), UtpConfig().max_datagram(6)
+        (1472, 1452)
+        """
+        if family not in _MAX_DATAGRAM:
+            raise ValueError(f"family must be 4 or 6, got {family!r}")
+        return self.max_datagram_v6 if family == 6 else self.max_datagram_v4

@@ -12,10 +12,19 @@ How it behaves, following BEP 29 and libtorrent:
 - Connection ids: the initiator receives on ``recv_id`` and sends ``recv_id + 1``; its
   SYN carries ``recv_id``. The receiver mirrors it. Sequence and ack numbers are 16 bits
   and wrap; every comparison is modular.
-- Packets are at most :data:`~bip_handshake._utp_config.DATAGRAM_SIZE` bytes (a fixed,
-  conservative MTU; no path MTU discovery). Small writes are coalesced, Nagle-like: a
-  packet shorter than :data:`~bip_handshake._utp_config.MAX_PAYLOAD` leaves only when
-  nothing else is in flight, or when the stream is being closed.
+- Path MTU discovery, as libtorrent: datagrams are at most the *floor*
+  (``UtpConfig.min_datagram``, 1232 bytes, which every path carries) until a probe shows
+  that the path carries more. One probe at a time is in flight: a full DATA packet padded
+  to the middle of the floor and the *ceiling* (``max_datagram_v4`` / ``_v6``) with an
+  extension every uTP implementation skips (type :data:`PADDING_EXTENSION`); its ack
+  raises the floor, its loss lowers the ceiling (a binary search, over in about eight
+  round trips). A lost probe is no sign of congestion: the window is not cut, and the
+  packet goes again unpadded, so that its data never depends on the larger size. EMSGSIZE
+  from the socket (:meth:`UtpConnection.datagram_too_big`) lowers the ceiling at once;
+  packets that never left the host are cut again to the new size. Two timeouts in a row
+  restart the search from the floor (the path may have shrunk). Small writes are
+  coalesced, Nagle-like: a packet shorter than a full one leaves only when nothing else is
+  in flight, or when the stream is being closed.
 - Sending is bounded by ``min(cwnd, peer's advertised window)``. A closed peer window is
   probed with one packet after a retransmission timeout.
 - Pacing: once a round trip is measured, packets leave at most
@@ -35,6 +44,11 @@ How it behaves, following BEP 29 and libtorrent:
   below the 100 ms target (and shrinks above it), after a slow start that ends at the
   first loss or when the target is reached. A loss halves it (once per round trip), a
   timeout drops it to one packet. It only grows while the window is the limit.
+- Window updates: when the window we last advertised was under one packet and reading
+  (ours, or another connection's, for the socket-wide budget) opens it to at least one
+  packet, or past half the buffer, an ST_STATE says so at once, instead of the peer
+  waiting for its zero-window probe; once per opening (the update is the new advertised
+  window).
 - Receiving: out-of-order packets wait in a reorder buffer bounded by the window we
   advertise (``receive_buffer`` less what is buffered) and by
   :data:`MAX_REORDER_DISTANCE` packets; we acknowledge them with selective acks.
@@ -55,13 +69,23 @@ from __future__ import annotations
 
 import enum
 import math
+import weakref
 from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Final
 
 from ._errors import LocalProtocolError
-from ._utp_config import MAX_PAYLOAD, UtpConfig, UtpConnectError, UtpError
+from ._utp_config import (
+    MAX_PAYLOAD,
+    MIN_DATAGRAM,
+    PACKET_OVERHEAD,
+    UtpConfig,
+    UtpConnectError,
+    UtpError,
+)
 from ._utp_packet import (
+    HEADER_SIZE,
+    MAX_EXTENSIONS,
     UtpPacket,
     UtpPacketType,
     encode_packet,
@@ -73,6 +97,7 @@ __all__ = [
     "CCONTROL_TARGET_US",
     "MAX_CWND_INCREASE_PER_RTT",
     "MAX_REORDER_DISTANCE",
+    "PADDING_EXTENSION",
     "UtpConnection",
     "UtpConnectionStatistics",
     "UtpReceiveBudget",
@@ -95,7 +120,7 @@ _CURRENT_DELAY_SAMPLES: Final = 3
 _MAX_CWND: Final = 16 * 1024 * 1024
 _INITIAL_CWND: Final = 2 * MAX_PAYLOAD
 _OWN_SACK_BYTES: Final = 32
-"""Our selective acks cover 256 packets; MAX_PAYLOAD leaves room for them in every packet."""
+"""Our selective acks cover 256 packets; PACKET_OVERHEAD leaves room for them in every packet."""
 _DUP_ACK_THRESHOLD: Final = 3
 _MAX_OUTSTANDING: Final = 4096
 """Sequence numbers past the last cumulative ack in use at most (selectively acked ones
@@ -107,6 +132,13 @@ _PACING_GAIN_SLOW_START: Final = 2.0
 _PACING_GAIN: Final = 1.25
 """Pacing runs ahead of ``cwnd / rtt`` (as Linux's fq pacing: 200 % in slow start, more
 than 100 % after), so that it smooths bursts without becoming the limit itself."""
+PADDING_EXTENSION: Final = 0x50
+"""The extension type of an MTU probe's padding: no uTP implementation knows it, and all of
+them (libtorrent, libutp, ours) skip extensions they do not know."""
+_MAX_PADDING: Final = (MAX_EXTENSIONS - 2) * (2 + 255)
+"""Padding bytes a probe carries at most: links of 255 bytes, leaving two of the links a
+receiver walks (ours: :data:`~bip_handshake._utp_packet.MAX_EXTENSIONS`) for a selective
+ack and a spare."""
 _SEQ_MASK: Final = 0xFFFF
 _HALF: Final = 0x8000
 _TS_MASK: Final = 0xFFFFFFFF
@@ -152,7 +184,7 @@ class UtpReceiveBudget:
     ValueError: a receive budget must be a positive int, got 0
     """
 
-    __slots__ = ("limit", "reorder_limit", "reorder_used", "used")
+    __slots__ = ("_starved", "_woken", "limit", "reorder_limit", "reorder_used", "used")
 
     def __init__(self, limit: int) -> None:
         """A budget of ``limit`` bytes (a socket makes one of ``UtpConfig.max_buffered``)."""
@@ -167,6 +199,31 @@ class UtpReceiveBudget:
         """Bytes held now."""
         self.reorder_used = 0
         """Of those, bytes waiting out of order."""
+        # Connections whose last advertised window was under one packet, and those of them
+        # whose window reopened since (weak: a forgotten connection leaves on its own).
+        self._starved: weakref.WeakSet[UtpConnection] = weakref.WeakSet()
+        self._woken: weakref.WeakSet[UtpConnection] = weakref.WeakSet()
+
+    def wake(self) -> None:
+        """Bytes were freed: connections whose window reopened owe their peer an update."""
+        if not self._starved:
+            return
+        for connection in tuple(self._starved):
+            if connection.state is UtpState.FAILED or connection.finished:
+                self._starved.discard(connection)
+            elif connection._window_update():  # the budget and its connections are partners
+                self._starved.discard(connection)
+                self._woken.add(connection)
+
+    def take_woken(self) -> list[UtpConnection]:
+        """The connections with a window update to send since the last call.
+
+        Reading on one connection can reopen another's window (the budget is shared): the
+        socket calls this after a read and pumps each one (``datagrams_to_send``).
+        """
+        woken = list(self._woken)
+        self._woken.clear()
+        return woken
 
     def free(self) -> int:
         """Bytes that may still be taken."""
@@ -191,6 +248,10 @@ class UtpConnectionStatistics:
         bytes_received: payload bytes delivered in order.
         cwnd: the congestion window now, in bytes.
         rtt_ms: the smoothed round-trip time, or ``None`` before a sample.
+        mtu: the largest datagram the connection sends now (UDP payload bytes): the
+            path MTU floor, raised by each probe that arrived.
+        mtu_probes: path MTU probes sent.
+        mtu_probes_lost: of those, the ones lost or refused by the socket (EMSGSIZE).
     """
 
     packets_sent: int
@@ -202,6 +263,9 @@ class UtpConnectionStatistics:
     bytes_received: int
     cwnd: int
     rtt_ms: float | None
+    mtu: int = 0
+    mtu_probes: int = 0
+    mtu_probes_lost: int = 0
 
 
 @dataclass(slots=True)
@@ -216,6 +280,10 @@ class _Outgoing:
     need_send: bool = True
     """Not on the wire now: never sent, or declared lost."""
     fast_resent: bool = False
+    pad_to: int = 0
+    """An MTU probe's datagram size, for its first transmission; 0 for other packets."""
+    too_big: int = 0
+    """Transmissions the socket refused (EMSGSIZE): when all were, the peer never saw it."""
 
 
 class UtpConnection:
@@ -244,11 +312,13 @@ class UtpConnection:
         now_us: int,
         config: UtpConfig,
         budget: UtpReceiveBudget | None = None,
+        family: int = 4,
     ) -> None:
         """Prefer :meth:`connect` and :meth:`accept`, which pick the right ids.
 
         ``budget`` is shared by every connection of a socket; without one, the
-        connection gets its own of ``config.max_buffered`` bytes.
+        connection gets its own of ``config.max_buffered`` bytes. ``family`` (4 or 6),
+        the peer's IP version, picks the path MTU ceiling.
         """
         for name, value in (
             ("recv_id", recv_id),
@@ -266,6 +336,21 @@ class UtpConnection:
         """Whether we sent the SYN."""
         self._config = config
         self._budget = budget if budget is not None else UtpReceiveBudget(config.max_buffered)
+        # Path MTU discovery, in datagram (UDP payload) bytes: packets are at most the
+        # floor; a probe of _probe_size (one at a time, _probe_seq) tests more.
+        self._mtu_ceiling_v6 = family == 6
+        self._mtu_ceiling = config.max_datagram(family)
+        self._mtu_floor = min(config.min_datagram, self._mtu_ceiling)
+        self._payload_size = self._mtu_floor - PACKET_OVERHEAD
+        self._probe_seq: int | None = None
+        self._probe_size = 0
+        self._mtu_probes = 0
+        self._mtu_probes_lost = 0
+        # The peer's largest payload (its MTU is ours, at most): a window under it is
+        # "closed" for window updates, and a zero-window probe of it is taken.
+        self._peer_packet = self._mtu_ceiling - HEADER_SIZE
+        self._update_threshold = min(config.receive_buffer, self._peer_packet)
+        self._advertised = config.receive_buffer  # the window our last packet carried
         self.state = UtpState.SYN_SENT if initiator else UtpState.CONNECTED
         """The :class:`UtpState` now."""
         self.error: UtpError | None = None
@@ -280,7 +365,7 @@ class UtpConnection:
         self._fin_requested = False
         self._fin_seq: int | None = None
         self._fin_acked = False
-        self._peer_wnd = MAX_PAYLOAD
+        self._peer_wnd = self._payload_size
         self._cwnd = float(_INITIAL_CWND)
         self._ssthresh = float(_MAX_CWND)
         self._slow_start = True
@@ -338,6 +423,7 @@ class UtpConnection:
         now_us: int,
         config: UtpConfig,
         budget: UtpReceiveBudget | None = None,
+        family: int = 4,
     ) -> UtpConnection:
         """A connection we open: its first datagram is the SYN.
 
@@ -348,6 +434,7 @@ class UtpConnection:
             now_us: the time, in microseconds.
             config: the settings.
             budget: the socket's shared receive budget (default: one of its own).
+            family: the peer's IP version, 4 or 6 (the path MTU ceiling differs).
         """
         connection = cls(
             recv_id=recv_id,
@@ -358,6 +445,7 @@ class UtpConnection:
             now_us=now_us,
             config=config,
             budget=budget,
+            family=family,
         )
         connection._queue(UtpPacketType.SYN, b"")
         return connection
@@ -371,6 +459,7 @@ class UtpConnection:
         now_us: int,
         config: UtpConfig,
         budget: UtpReceiveBudget | None = None,
+        family: int = 4,
     ) -> UtpConnection:
         """A connection the peer opened with ``syn``; its first datagram acknowledges it.
 
@@ -380,6 +469,7 @@ class UtpConnection:
             now_us: the time, in microseconds.
             config: the settings.
             budget: the socket's shared receive budget (default: one of its own).
+            family: the peer's IP version, 4 or 6 (the path MTU ceiling differs).
         """
         if syn.type is not UtpPacketType.SYN:
             raise LocalProtocolError(f"accept needs a SYN, not {syn.type.name}")
@@ -392,6 +482,7 @@ class UtpConnection:
             now_us=now_us,
             config=config,
             budget=budget,
+            family=family,
         )
         connection._syn_seq = syn.seq_nr
         connection._peer_wnd = syn.wnd_size
@@ -411,6 +502,11 @@ class UtpConnection:
     _syn_seq: int = -1  # the SYN we accepted (a resent copy is answered again)
 
     # The reader and writer.
+
+    @property
+    def mtu(self) -> int:
+        """The largest datagram this connection sends now: the path MTU it has confirmed."""
+        return self._mtu_floor
 
     @property
     def readable(self) -> int:
@@ -461,19 +557,33 @@ class UtpConnection:
     def read(self, max_bytes: int | None = None) -> bytes:
         """Take up to ``max_bytes`` (default: all) received bytes, in order.
 
-        Reading opens our window again; when it had nearly closed, the next
-        :meth:`datagrams_to_send` tells the peer.
+        Reading opens our window again; when the window we last advertised was under one
+        packet (or half the buffer) and now is not, the next :meth:`datagrams_to_send`
+        tells the peer. It may reopen other connections' windows too: see
+        :meth:`UtpReceiveBudget.take_woken`.
         """
-        before = self._window()
         size = len(self._inbound) if max_bytes is None else min(max_bytes, len(self._inbound))
         data = bytes(self._inbound[:size])
         del self._inbound[:size]
         self._budget.used -= size
-        after = self._window()
-        half = self._config.receive_buffer // 2
-        if (before < half <= after) or (before < MAX_PAYLOAD <= after):
-            self._ack_pending = True
+        self._window_update()
+        self._budget.wake()
         return data
+
+    def _window_update(self) -> bool:
+        """Owe the peer an ST_STATE if our window reopened since we last advertised it.
+
+        Opened means from under one packet to at least one, or past half the buffer: once
+        per opening, as the update itself becomes the advertised window.
+        """
+        window = self._window()
+        advertised = self._advertised
+        threshold = self._update_threshold
+        half = self._config.receive_buffer // 2
+        if (advertised < threshold <= window) or (advertised < half <= window):
+            self._ack_pending = True
+            return True
+        return False
 
     def shutdown_write(self) -> None:
         """Send a FIN after everything written: the peer reads EOF (half close)."""
@@ -490,6 +600,7 @@ class UtpConnection:
         self._reader_closed = True
         self._budget.used -= len(self._inbound)
         self._inbound.clear()
+        self._budget.wake()
         self.shutdown_write()
         if self.state is UtpState.SYN_SENT:
             self.abort()
@@ -539,7 +650,7 @@ class UtpConnection:
         self._reply_micro = (now_us - packet.timestamp_us) & _TS_MASK
         self._peer_wnd = packet.wnd_size
         self._confirm()
-        if self._peer_wnd >= MAX_PAYLOAD:
+        if self._peer_wnd >= self._payload_size:
             self._probe_deadline = None
         else:
             self._timeouts = 0  # alive, only full: unanswered probes are no reason to give up
@@ -612,6 +723,10 @@ class UtpConnection:
             self._rtt_sample(now_us - entry.first_sent_us)
         if entry.seq == self._fin_seq:
             self._fin_acked = True
+        if entry.seq == self._probe_seq:
+            # The padded probe arrived: the path carries datagrams of its size.
+            self._probe_seq = None
+            self._set_floor(max(self._mtu_floor, min(self._probe_size, self._mtu_ceiling)))
         return len(entry.payload) if entry.type is not UtpPacketType.SYN else 1
 
     def _selective_ack(self, ack_nr: int, bitmask: bytes, now_us: int) -> int:
@@ -651,12 +766,116 @@ class UtpConnection:
         entry.need_send = True
         self._unsent += 1
         self._in_flight -= len(entry.payload)
+        if seq == self._probe_seq:
+            self._probe_lost(entry)
+            return  # too big for the path, not a sign of congestion: the window stays
         # Halve the window once per round trip: only for a packet sent after the last cut.
         if 0 < seq_distance(self._loss_boundary, seq) < _HALF:
-            self._cwnd = max(self._cwnd / 2, float(MAX_PAYLOAD))
+            self._cwnd = max(self._cwnd / 2, float(self._payload_size))
             self._ssthresh = self._cwnd
             self._slow_start = False
             self._loss_boundary = (self._seq_nr - 1) & _SEQ_MASK
+
+    def _probe_lost(self, entry: _Outgoing) -> None:
+        """The MTU probe ``entry`` was lost: the path's MTU is below its size.
+
+        It goes again unpadded, as an ordinary packet (its payload fits the floor).
+        """
+        self._probe_seq = None
+        entry.pad_to = 0
+        self._mtu_probes_lost += 1
+        self._mtu_ceiling = max(self._mtu_floor, min(self._mtu_ceiling, self._probe_size - 1))
+
+    def _set_floor(self, size: int) -> None:
+        self._mtu_floor = size
+        self._payload_size = size - PACKET_OVERHEAD
+
+    def _restart_mtu_search(self) -> None:
+        """Search the path MTU again from the configured floor (the path may have shrunk)."""
+        config = self._config
+        ceiling = config.max_datagram_v6 if self._mtu_ceiling_v6 else config.max_datagram_v4
+        self._mtu_ceiling = ceiling
+        self._set_floor(min(config.min_datagram, ceiling))
+
+    def datagram_too_big(self, datagram: bytes, now_us: int) -> None:
+        """The socket could not send ``datagram``, one of ours: EMSGSIZE, too big to leave.
+
+        The path MTU ceiling drops below its size at once (and the floor with it, when the
+        floor was too big: never below :data:`~bip_handshake._utp_config.MIN_DATAGRAM`).
+        A refused probe is resent unpadded. When a refused packet and every packet after
+        it never left the host (the peer never saw their sequence numbers), their bytes
+        are cut again into packets of the new size; otherwise it is resent whole after a
+        retransmission timeout. The window is not cut: nothing was lost to congestion.
+        Call :meth:`datagrams_to_send` after.
+        """
+        del now_us  # the resend goes with the next datagrams_to_send
+        size = len(datagram)
+        if size < HEADER_SIZE or self.state is UtpState.FAILED or self._finished:
+            return
+        ceiling = self._mtu_ceiling = max(MIN_DATAGRAM, min(self._mtu_ceiling, size - 1))
+        if self._mtu_floor > ceiling:
+            # What we took for the floor is not: back to the configured floor, or to the
+            # size every host takes when even that is too big (a refusal only says what
+            # does not pass), and the search finds the exact size again from there.
+            floor = self._config.min_datagram
+            self._set_floor(floor if floor <= ceiling else MIN_DATAGRAM)
+        if datagram[0] >> 4 != UtpPacketType.DATA or int.from_bytes(datagram[2:4]) != self.send_id:
+            return  # acks, FINs and SYNs carry no payload: nothing to resend smaller
+        seq = int.from_bytes(datagram[16:18])
+        entry = self._outgoing.get(seq)
+        if entry is None or entry.transmissions <= entry.too_big:
+            return  # acked since, or a report we already had
+        entry.too_big += 1
+        if seq == self._probe_seq:
+            if not entry.need_send:
+                entry.need_send = True
+                self._unsent += 1
+                self._in_flight -= len(entry.payload)
+            # Its resend leaves after the packets that follow it: their selective acks say
+            # nothing about it, and must not make it a loss (a real one waits for a timeout).
+            entry.fast_resent = True
+            self._probe_lost(entry)
+        else:
+            # Cut again if the peer cannot have it; if it might (a packet after it left),
+            # it waits for its retransmission timeout like a lost one: resending it at
+            # once would only be refused again, in a loop.
+            self._repacketise()
+
+    def _repacketise(self) -> None:
+        """Cut the packets at the end that never left the host again, to the floor's size.
+
+        Only packets the peer cannot have seen are cut: the longest run at the end of
+        what was sent whose every transmission the socket refused. Their sequence numbers
+        are reused and their bytes go back in front of what waits to be sent.
+        """
+        suffix: list[_Outgoing] = []
+        for entry in reversed(self._outgoing.values()):
+            if entry.too_big < entry.transmissions or entry.type is UtpPacketType.SYN:
+                break
+            suffix.append(entry)
+        if not any(len(entry.payload) > self._payload_size for entry in suffix):
+            return
+        suffix.reverse()
+        for entry in suffix:
+            del self._outgoing[entry.seq]
+            if entry.need_send:
+                self._unsent -= 1
+            else:
+                self._in_flight -= len(entry.payload)
+            if entry.transmissions:
+                self._bytes_sent -= len(entry.payload)  # counted again when they go
+            if entry.seq == self._fin_seq:
+                self._fin_seq = None  # _send_new queues the FIN again after the data
+            if entry.seq == self._probe_seq:
+                self._probe_seq = None
+        first = suffix[0].seq
+        self._pending[:0] = b"".join(entry.payload for entry in suffix)
+        self._seq_nr = first
+        last = (first - 1) & _SEQ_MASK
+        if 0 < seq_distance(last, self._loss_boundary) < _HALF:
+            self._loss_boundary = last
+        if not self._outgoing:
+            self._rto_deadline = None
 
     def _rtt_sample(self, sample_us: int) -> None:
         sample_us = max(0, sample_us)
@@ -695,7 +914,7 @@ class UtpConnection:
         delay = min(self._current_delays, default=0)
         delay_factor = max(-1.0, (CCONTROL_TARGET_US - delay) / CCONTROL_TARGET_US)
         cwnd = self._cwnd
-        window_limited = flight_before + MAX_PAYLOAD > cwnd
+        window_limited = flight_before + self._payload_size > cwnd
         if self._slow_start and delay_factor > 0:
             gain = float(acked_bytes)
             if cwnd + gain >= self._ssthresh:
@@ -706,7 +925,7 @@ class UtpConnection:
             gain = MAX_CWND_INCREASE_PER_RTT * delay_factor * window_factor
         if gain > 0 and not window_limited:
             gain = 0.0  # an application-limited sender learns nothing about the path
-        self._cwnd = min(max(cwnd + gain, float(MAX_PAYLOAD)), float(_MAX_CWND))
+        self._cwnd = min(max(cwnd + gain, float(self._payload_size)), float(_MAX_CWND))
 
     def _incoming(self, seq: int, payload: bytes, fin: bool) -> None:
         self._ack_pending = True
@@ -729,7 +948,7 @@ class UtpConnection:
         size = len(payload)
         budget = self._budget
         if distance == 1:
-            if size + self._buffered() > self._config.receive_buffer + MAX_PAYLOAD:
+            if size + self._buffered() > self._config.receive_buffer + self._peer_packet:
                 return  # beyond the window we advertised (a zero-window probe fits)
             if (
                 size > budget.limit - budget.used
@@ -830,6 +1049,7 @@ class UtpConnection:
         self._in_flight = 0
         self._ack_pending = self._keepalive_pending = False
         self._finished = not self._reset_pending
+        self._budget.wake()
 
     # Timers.
 
@@ -880,7 +1100,7 @@ class UtpConnection:
         if self._probe_deadline is not None and now_us >= self._probe_deadline:
             # The peer's window stayed shut for a whole timeout: probe it with one packet.
             self._probe_deadline = None
-            self._peer_wnd = max(self._peer_wnd, MAX_PAYLOAD)
+            self._peer_wnd = max(self._peer_wnd, self._payload_size)
         keepalive = int(self._config.keepalive_interval * 1e6)
         if self.state is not UtpState.SYN_SENT and now_us >= self._last_sent_us + keepalive:
             self._keepalive_pending = True
@@ -896,9 +1116,25 @@ class UtpConnection:
         elif self._timeouts > self._config.max_timeouts:
             self._fail(UtpError(f"connection timed out ({self._timeouts - 1} retransmissions)"))
             return False
+        probe = None if self._probe_seq is None else self._outgoing.get(self._probe_seq)
+        if probe is not None and not probe.need_send:
+            self._probe_lost(probe)
+            if len(self._outgoing) == 1:
+                # Only the probe was out: it was too big, the path is fine. Resend it
+                # unpadded without cutting the window or counting a timeout.
+                self._timeouts -= 1
+                probe.need_send = True
+                self._unsent += 1
+                self._in_flight -= len(probe.payload)
+                self._rto_deadline = now_us + self._rto_us
+                return True
+        if self._timeouts >= 2 and self._mtu_floor > self._config.min_datagram:
+            # Loss that lasts: the path may have shrunk below what probes found. New
+            # packets go at the floor again, and the search starts over.
+            self._restart_mtu_search()
         self._rto_us = min(self._rto_us * 2, MAX_TIMEOUT_US)
-        self._ssthresh = max(self._cwnd / 2, 2.0 * MAX_PAYLOAD)
-        self._cwnd = float(MAX_PAYLOAD)
+        self._ssthresh = max(self._cwnd / 2, 2.0 * self._payload_size)
+        self._cwnd = float(self._payload_size)
         self._slow_start = True
         for entry in self._outgoing.values():
             entry.need_send = True
@@ -984,17 +1220,35 @@ class UtpConnection:
         if self.state is UtpState.SYN_SENT or not self._confirmed:
             return
         pending = self._pending
+        full = self._payload_size
         while pending:
             if seq_distance(self._acked, self._seq_nr) > _MAX_OUTSTANDING:
                 return  # sequence numbers in flight stay far below half the space
-            size = min(len(pending), MAX_PAYLOAD)
-            if size < MAX_PAYLOAD and not self._fin_requested and self._in_flight:
+            size = min(len(pending), full)
+            if size < full and not self._fin_requested and self._in_flight:
                 return  # coalesce: a short packet waits for the in-flight data's ack
             if not self._fits(size, now_us):
                 return
             chunk = bytes(pending[:size])
             del pending[:size]
-            out.append(self._send(self._queue(UtpPacketType.DATA, chunk), now_us))
+            entry = self._queue(UtpPacketType.DATA, chunk)
+            if (
+                self._probe_seq is None
+                and size == full
+                and self._mtu_floor < self._mtu_ceiling
+                and self._in_flight
+                and self._cwnd >= 3 * full
+                and self.state is UtpState.CONNECTED
+            ):
+                # A full packet is the probe: padded to the middle of the search range
+                # (larger by at most the padding a receiver walks). Never the first packet
+                # in flight and only in a window of three packets or more (libtorrent's
+                # rule), so that packets after it tell its loss by selective acks.
+                middle = (self._mtu_floor + self._mtu_ceiling + 1) // 2
+                entry.pad_to = min(middle, self._mtu_floor + _MAX_PADDING - PACKET_OVERHEAD)
+                self._probe_seq = entry.seq
+                self._mtu_probes += 1
+            out.append(self._send(entry, now_us))
         if self._fin_requested and self._fin_seq is None:
             self._fin_seq = self._seq_nr
             out.append(self._send(self._queue(UtpPacketType.FIN, b""), now_us))
@@ -1028,7 +1282,11 @@ class UtpConnection:
             return encode_packet(
                 UtpPacketType.SYN, self.recv_id, now_us & _TS_MASK, 0, self._window(), entry.seq, 0
             )
-        return self._packet(entry.type, entry.seq, now_us, payload=entry.payload)
+        datagram = self._packet(entry.type, entry.seq, now_us, payload=entry.payload)
+        if entry.pad_to:
+            datagram = _pad(datagram, entry.pad_to)
+            self._probe_size = len(datagram)
+        return datagram
 
     def _packet(
         self,
@@ -1040,9 +1298,16 @@ class UtpConnection:
         ack_nr: int | None = None,
     ) -> bytes:
         sack = None
+        if ack_nr is None:
+            ack_nr = self._ack_nr
         if self._reorder:
-            offsets = [seq_distance(self._ack_nr, s) - 2 for s in self._reorder]
+            # Relative to the ack_nr this packet carries: a keepalive's is one less, and a
+            # bitmask relative to ours would acknowledge the packets next to the ones we hold.
+            offsets = [seq_distance(ack_nr, s) - 2 for s in self._reorder]
             sack = sack_from_offsets(offsets, _OWN_SACK_BYTES)
+        window = self._advertised = self._window()
+        if window < self._update_threshold:
+            self._budget._starved.add(self)  # woken when the budget frees room
         # Every field is in range by construction (16-bit numbers masked, the window
         # below 2 GiB by UtpConfig): the unchecked encoder.
         return encode_packet(
@@ -1050,9 +1315,9 @@ class UtpConnection:
             self.send_id,
             now_us & _TS_MASK,
             self._reply_micro,
-            self._window(),
+            window,
             seq,
-            self._ack_nr if ack_nr is None else ack_nr,
+            ack_nr,
             sack,
             payload,
         )
@@ -1069,7 +1334,43 @@ class UtpConnection:
             bytes_received=self._bytes_received,
             cwnd=int(self._cwnd),
             rtt_ms=None if self._rtt_us is None else self._rtt_us / 1000,
+            mtu=self._mtu_floor,
+            mtu_probes=self._mtu_probes,
+            mtu_probes_lost=self._mtu_probes_lost,
         )
+
+
+def _pad(datagram: bytes, size: int) -> bytes:
+    """``datagram`` grown to ``size`` bytes by a chain of :data:`PADDING_EXTENSION` links in
+    front of its own extensions, which receivers skip.
+
+    A link takes two bytes at least: one missing byte is left missing (the probe is a byte
+    smaller than asked), never one too many (the probe would pass the ceiling).
+    """
+    missing = size - len(datagram)
+    if missing < 2:
+        return datagram
+    links: list[bytes] = []
+    while missing > 0:
+        # Never leave a single byte for the last link: it could not hold it.
+        length = min(255, missing - 2 if missing <= 257 else min(255, missing - 4))
+        links.append(bytes((PADDING_EXTENSION, length)) + bytes(length))
+        missing -= 2 + length
+    # Each link names the type of the next; the last one names the packet's first extension.
+    chain = bytearray(b"".join(links))
+    offset = 0
+    for index, link in enumerate(links):
+        chain[offset] = PADDING_EXTENSION if index + 1 < len(links) else datagram[1]
+        offset += len(link)
+    return b"".join(
+        (
+            datagram[:1],
+            bytes((PADDING_EXTENSION,)),
+            datagram[2:HEADER_SIZE],
+            chain,
+            datagram[HEADER_SIZE:],
+        )
+    )
 
 
 def _ts_less(a: int, b: int) -> bool:
