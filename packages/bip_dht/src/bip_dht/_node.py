@@ -30,8 +30,9 @@ Decisions, the way libtorrent's node / rpc_manager / dht_tracker make them:
   sends makes the node raise.
 - Every sender of a valid response goes to its family's table as confirmed
   (``responded=True``); a timeout is the node's failure in the table (``failed``) and in the
-  lookup that sent it. A KRPC error answer ends that query as failed for the lookup, but the
-  node is alive, so the table is not told.
+  lookup that sent it, and so, sooner, is a report that the node is unreachable
+  (:meth:`DHTNode.unreachable`: an ICMP error the shell heard of). A KRPC error answer ends
+  that query as failed for the lookup, but the node is alive, so the table is not told.
 - Bootstrap works from addresses whose ids we do not know (a router's name, a config file):
   ``find_node`` of our own id to each, then a lookup of our id seeded with what they
   returned. The addresses are remembered (bounded), and while a table stays empty the node
@@ -365,6 +366,7 @@ class DHTNode:
             responses_received=counts["responses"],
             errors_received=dict(self._errors_received),
             timeouts=counts["timeouts"],
+            unreachable=counts["unreachable"],
             unmatched=counts["unmatched"],
             id_mismatch=counts["id_mismatch"],
             invalid_answers=counts["invalid_answers"],
@@ -437,14 +439,7 @@ class DHTNode:
                 _log.debug(
                     "DHT %s query to %s timed out", tx.query.method.decode("ascii"), tx.address
                 )
-            if tx.node_id is not None:
-                table = self._tables.get(tx.address.family)
-                if table is not None:
-                    table.failed(NodeInfo(tx.node_id, tx.address), now)
-            op = self._running.get(tx.operation)
-            if op is not None:
-                op.on_failure(tx, None, now)
-                self._dirty.add(op.id)
+            self._query_failed(tx, now)
         # only the operations whose own timer is due (asking all of them would make every
         # timer cost as much as the number of operations running)
         for op in list(self._running.values()):
@@ -456,6 +451,48 @@ class DHTNode:
             self._next_tick = now + self._config.maintenance_interval
             self._maintain(now)
         self._pump(now)
+
+    def unreachable(self, address: PeerAddress, now: float) -> bool:
+        """The system reports that a datagram to *address* found nobody (ICMP port, host or
+        network unreachable: the trio shell reads these on Linux, as libtorrent's
+        ``incoming_error``): the oldest query in flight to *address* fails at once, as its
+        timeout would (the node's failure in the table, the lookup moves on), counted in
+        ``unreachable`` rather than ``timeouts``.
+
+        One report fails at most one query (each query is one datagram). Returns whether one
+        failed: False, and nothing changes, when none is in flight to *address* (the report
+        was about one of our replies, another protocol's datagram, or a query already over).
+
+        Raises:
+            LocalProtocolError: *address* is not a PeerAddress.
+        """
+        address = _address(address)
+        self._stats_now = now
+        tx = self._transactions.close_oldest_to(address)
+        if tx is None:
+            return False
+        self._counts["unreachable"] += 1
+        if _log.isEnabledFor(_DEBUG):
+            _log.debug(
+                "DHT %s query to %s failed: the system reports the node unreachable",
+                tx.query.method.decode("ascii"),
+                tx.address,
+            )
+        self._query_failed(tx, now)
+        self._pump(now)
+        return True
+
+    def _query_failed(self, tx: Transaction, now: float) -> None:
+        """*tx* got no answer and never will (timed out, or unreachable): the node's failure
+        in its table, and in the operation that sent it."""
+        if tx.node_id is not None:
+            table = self._tables.get(tx.address.family)
+            if table is not None:
+                table.failed(NodeInfo(tx.node_id, tx.address), now)
+        op = self._running.get(tx.operation)
+        if op is not None:
+            op.on_failure(tx, None, now)
+            self._dirty.add(op.id)
 
     def next_event(self) -> DHTEvent | None:
         """The next event, or None when there is none."""

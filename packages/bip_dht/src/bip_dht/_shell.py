@@ -28,8 +28,16 @@ Design (DESIGN section 3; trio's and bip_utracker's shells are the models):
   serialised (:mod:`._shell_datagrams`).
 - Socket errors: binding failures and unresolvable names raise :class:`DHTSocketError` (a
   :class:`~bip_dht.DHTError`, the ``OSError`` as its cause); a datagram the system refuses to
-  send is counted (``send_errors``) and treated by the core as lost; ICMP errors reported on
-  receive are ignored.
+  send is counted (``send_errors``) and treated by the core as lost; an ICMP error reported
+  by a ``recvfrom`` never stops the reader.
+- Dead nodes (:mod:`._udp_errors`), as libtorrent learns of them: on Linux the sockets get
+  ``IP_RECVERR``/``IPV6_RECVERR`` and the reader drains their error queues (a bounded batch
+  per wake-up) before reading datagrams, so a query to a port nobody listens on fails when
+  the ICMP port unreachable comes back (:meth:`DHTNode.unreachable`, counted
+  ``unreachable``), not at its timeout. Reports about datagrams that are not KRPC (uTP
+  sharing the socket) are ignored rather than handed to ``other_datagrams``, whose callback
+  takes datagrams, not errors; reports about a destination with no query in flight change
+  nothing. Elsewhere the reader is trio's ``recvfrom`` loop.
 - No address is ever a default: the node contacts only what the caller names (``bootstrap``)
   and what the nodes it hears from tell it. Host names are resolved with the system resolver.
 - Randomness: a :class:`random.SystemRandom` unless the caller gives an ``rng`` (tests), so
@@ -41,13 +49,14 @@ from __future__ import annotations
 import logging
 import math
 import random
+import socket as stdlib_socket
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from ipaddress import ip_address
 from types import TracebackType
-from typing import NoReturn, TypeAlias
+from typing import Any, NoReturn, TypeAlias
 
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -91,10 +100,25 @@ from ._shell_sockets import (
     resolve,
 )
 from ._stats import DHTStatistics
+from ._udp_errors import (
+    IS_LINUX,
+    MAX_REPORTS_PER_WAKE,
+    MSG_DONTWAIT,
+    UNREACHABLE_ERRNOS,
+    ErrorQueue,
+)
 
 __all__ = ["DHT", "DHTSocketError", "PeerSearch", "open_dht"]
 
 _Start: TypeAlias = Callable[[DHTNode, float], int]
+
+USE_ERROR_QUEUES = IS_LINUX
+"""Whether the readers turn the error queue on (Linux); tests turn it off to read as
+elsewhere."""
+
+# Datagrams read per wake-up of a Linux reader before it yields (trio's recvfrom yields after
+# every one): the driver and the other tasks run at least this often under a flood.
+_READ_BATCH = 64
 
 # The DHT node's logger, shared with the sans-IO core (which logs only DEBUG detail): the
 # shell logs what a user of one running node wants to see, a handful of records per hour.
@@ -247,6 +271,7 @@ class DHT:
         peer_sink: PeerSink | None,
         rng: random.Random,
         other_datagrams: OtherDatagrams | None = None,
+        error_queues: dict[Family, ErrorQueue] | None = None,
     ) -> None:
         self._node = node
         self._rng = rng
@@ -255,6 +280,8 @@ class DHT:
         # Bound once and for good: read now, so the addresses stay readable after closing.
         self._addresses_bound = tuple(_bound(sockets[family]) for family in sorted(sockets))
         self._foreign = None if other_datagrams is None else ForeignDatagrams(other_datagrams)
+        # Linux: the sockets' error queues (the readers use them; open_dht closes them)
+        self._error_queues = {} if error_queues is None else error_queues
         self._sink = peer_sink
         self._waiters: dict[int, _Waiter] = {}
         self._kick = trio.Event()
@@ -284,11 +311,14 @@ class DHT:
     def statistics(self) -> DHTStatistics:
         """A snapshot of the node's counters and sizes."""
         foreign = self._foreign
+        queues = self._error_queues.values()
         return replace(
             self._node.statistics(),
             send_errors=self._send_errors,
             other_datagrams=0 if foreign is None else foreign.received,
             other_datagram_errors=0 if foreign is None else foreign.failures,
+            icmp_errors=sum(queue.read for queue in queues),
+            icmp_malformed=sum(queue.malformed for queue in queues),
         )
 
     def save_state(self) -> bytes:
@@ -520,7 +550,7 @@ class DHT:
                 f"bytes, got {len(data)}"
             )
         try:
-            await sender.send(data, target)
+            await self._send(sender, data, target)
         except trio.ClosedResourceError:
             # The block ended while this send waited for room (a task outside the DHT's).
             raise DHTError("the DHT closed while sending") from None
@@ -652,35 +682,108 @@ class DHT:
             if sender is None:  # the core sends only over families it runs
                 continue
             try:
-                await sender.send(data, address)
+                await self._send(sender, data, address)
             except OSError as error:
                 self._send_errors += 1  # like a lost datagram: the query times out
                 _log.debug("cannot send a DHT datagram to %s: %s", address, error)
 
+    async def _send(
+        self, sender: DatagramSender, data: bytes | bytearray | memoryview, address: PeerAddress
+    ) -> None:
+        """Send one datagram; the system's ``OSError`` propagates."""
+        try:
+            await sender.send(data, address)
+        except OSError as error:
+            queue = self._error_queues.get(address.family)
+            if error.errno not in UNREACHABLE_ERRNOS or queue is None or not queue.enabled:
+                raise
+            # With IP_RECVERR every ICMP error also leaves a pending error on the socket,
+            # which the next send reports *instead of sending*, whatever its destination. The
+            # send took the pending error (its report stays in the queue for the reader), so
+            # once more sends this datagram; a second failure is this send's own.
+            await sender.send(data, address)
+
     async def _read(self, sock: trio.socket.SocketType) -> None:
-        foreign = self._foreign
+        """The reader of *sock*: with its error queue where the system has one (Linux), else
+        trio's ``recvfrom`` loop."""
+        queue = self._error_queues.get(_family(sock))
+        if queue is None:
+            await self._read_plain(sock)
+        else:
+            await self._read_with_errors(sock, queue.socket, queue)
+
+    async def _read_plain(self, sock: trio.socket.SocketType) -> None:
         while True:
             try:
                 data, source = await sock.recvfrom(MAX_DATAGRAM)
             except OSError as error:
-                if error.errno in TRANSIENT_ERRORS:
-                    continue
-                # Raised out of open_dht's block: the caller sees it, so only a trace here.
-                _log.debug("the DHT socket failed: %s", error)
-                raise DHTSocketError(f"receiving failed: {error}") from error
-            try:
-                address = PeerAddress(ip_address(source[0]), source[1])
-            except (ValueError, CompactError):
-                continue  # a scoped (link-local) source: no compact form to answer with
-            if foreign is not None and not is_krpc_candidate(data):
-                # Not KRPC (uTP, most likely): the owner's, and no concern of the node's
-                # malformed count or rate limiter. A source one cannot answer (port 0, a
-                # forged address) is dropped here, so the owner never replies to it.
-                if address.is_connectable:
-                    foreign.deliver(data, address)
+                self._receive_error(error)  # an ICMP error (Windows, BSD): read on
                 continue
-            self._node.receive_datagram(data, address, trio.current_time())
-            self._kick.set()
+            self._received(data, source)
+
+    async def _read_with_errors(
+        self, sock: trio.socket.SocketType, raw: stdlib_socket.socket, queue: ErrorQueue
+    ) -> None:
+        """Linux: wait until *sock* is readable or has errors queued, then drain a batch of
+        each. trio's ``recvfrom`` cannot be used here: woken by a queued error with no
+        datagram to read, it would wait again at once and wake at once, for ever."""
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            if queue.enabled:
+                self._take_errors(queue)
+            for _ in range(_READ_BATCH):
+                try:
+                    data, source = raw.recvfrom(MAX_DATAGRAM, MSG_DONTWAIT)
+                except BlockingIOError:
+                    break
+                except OSError as error:
+                    self._receive_error(error)  # the pending error; its report is queued
+                    continue
+                self._received(data, source)
+
+    def _receive_error(self, error: OSError) -> None:
+        """A receive failed: an ICMP error about some datagram of ours is no reason to stop
+        reading; anything else ends the DHT (raised out of open_dht's block)."""
+        if error.errno in TRANSIENT_ERRORS:
+            return
+        # The caller sees it, so only a trace here.
+        _log.debug("the DHT socket failed: %s", error)
+        raise DHTSocketError(f"receiving failed: {error}") from error
+
+    def _take_errors(self, queue: ErrorQueue) -> None:
+        """Fail the queries whose destination the system reported unreachable."""
+        reports = queue.drain(MAX_REPORTS_PER_WAKE)
+        if not reports:
+            return
+        now = trio.current_time()
+        failed = False
+        for report in reports:
+            if not report.unreachable:
+                continue  # a local error, a path MTU report: nothing about the node
+            if report.payload and not is_krpc_candidate(report.payload):
+                continue  # about another protocol's datagram (uTP): not a node's failure
+            if self._node.unreachable(report.destination, now):
+                failed = True
+        if failed:
+            self._kick.set()  # the operations may send again and events may be waiting
+
+    def _received(self, data: bytes, source: Any) -> None:
+        """One datagram read (*source* as ``recvfrom`` gives it): to the node, or to the
+        socket's other user."""
+        try:
+            address = PeerAddress(ip_address(source[0]), source[1])
+        except (ValueError, CompactError):
+            return  # a scoped (link-local) source: no compact form to answer with
+        foreign = self._foreign
+        if foreign is not None and not is_krpc_candidate(data):
+            # Not KRPC (uTP, most likely): the owner's, and no concern of the node's
+            # malformed count or rate limiter. A source one cannot answer (port 0, a
+            # forged address) is dropped here, so the owner never replies to it.
+            if address.is_connectable:
+                foreign.deliver(data, address)
+            return
+        self._node.receive_datagram(data, address, trio.current_time())
+        self._kick.set()
 
     async def _drive(self) -> None:
         node = self._node
@@ -703,6 +806,10 @@ class DHT:
             waiter.closed = True
             waiter.wake()
         self._waiters.clear()
+
+
+def _family(sock: trio.socket.SocketType) -> Family:
+    return 6 if sock.family == stdlib_socket.AF_INET6 else 4
 
 
 def _bound(sock: trio.socket.SocketType) -> PeerAddress:
@@ -772,11 +879,23 @@ async def open_dht(
         rng=source, now=now, families=families, node_id=node_id, config=config, state=state
     )
     sockets: dict[Family, trio.socket.SocketType] = {}
+    queues: dict[Family, ErrorQueue] = {}
     try:
         for address in wanted:
             sock = sockets[address.family] = await open_socket(address)
             node.set_local_port(address.family, sock.getsockname()[1])
-        dht = DHT(node, sockets, peer_sink=peer_sink, rng=source, other_datagrams=other_datagrams)
+            # before anything is sent: an ICMP error comes back only once the option is on
+            queue = ErrorQueue.open(sock) if USE_ERROR_QUEUES else None
+            if queue is not None:
+                queues[address.family] = queue
+        dht = DHT(
+            node,
+            sockets,
+            peer_sink=peer_sink,
+            rng=source,
+            other_datagrams=other_datagrams,
+            error_queues=queues,
+        )
         listening = ", ".join(map(str, dht.addresses))
         _log.info("DHT node %s listening on %s", node.node_id, listening)
         try:
@@ -807,5 +926,7 @@ async def open_dht(
             dht._close()
             _log.info("DHT node on %s closed", listening)
     finally:
+        for queue in queues.values():
+            queue.close()
         for sock in sockets.values():
             sock.close()

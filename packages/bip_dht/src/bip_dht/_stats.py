@@ -37,6 +37,9 @@ class DHTStatistics:
     - queries_sent: our queries by method. responses_received: answers matched to them.
     - errors_received: KRPC errors answering our queries, by code.
     - timeouts: our queries that got no answer in time.
+    - unreachable: our queries failed at once, before their timeout, because the system
+      reported their destination unreachable (an ICMP port, host or network unreachable;
+      Linux); not counted in timeouts.
     - unmatched: answers with no outstanding transaction of that id from that address
       (late, duplicated or forged): dropped.
     - id_mismatch: answers from the right address with another node id than the one we
@@ -60,6 +63,11 @@ class DHTStatistics:
     - other_datagrams: datagrams that cannot be KRPC (first byte not ``d``) handed to
       ``open_dht(other_datagrams=...)`` (uTP sharing the socket); other_datagram_errors: how
       many of those the callback raised on.
+    - icmp_errors: error reports read from the sockets' error queues (Linux, where the trio
+      shell turns ``IP_RECVERR`` on), whether or not they failed a query (those that did are
+      ``unreachable``; the others were about our replies, another protocol's datagrams or
+      queries already over, and are ignored); icmp_malformed: reports that could not be
+      parsed (ignored).
 
     **Storage**
 
@@ -80,6 +88,7 @@ class DHTStatistics:
     responses_received: int = 0
     errors_received: Mapping[int, int] = field(default_factory=dict)
     timeouts: int = 0
+    unreachable: int = 0
     unmatched: int = 0
     id_mismatch: int = 0
     invalid_answers: int = 0
@@ -98,6 +107,8 @@ class DHTStatistics:
     send_errors: int = 0
     other_datagrams: int = 0
     other_datagram_errors: int = 0
+    icmp_errors: int = 0
+    icmp_malformed: int = 0
     info_hashes: int = 0
     peers: int = 0
     items: int = 0

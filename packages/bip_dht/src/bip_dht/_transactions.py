@@ -156,6 +156,22 @@ class TransactionTable:
         self._close(tx)
         return tx
 
+    def close_oldest_to(self, address: PeerAddress) -> Transaction | None:
+        """Close and return the oldest transaction to *address* (None: none is outstanding).
+
+        For a report that a datagram to *address* found nobody (ICMP unreachable): which of
+        several queries to it failed cannot be told, and the reports come back in the order
+        the datagrams left, so the oldest.
+        """
+        address = address.normalized()
+        if address not in self._addresses:
+            return None
+        for tx in self._by_tid.values():
+            if tx.address == address:
+                self._close(tx)  # the loop ends here: the dict is not iterated on
+                return tx
+        return None  # pragma: no cover - the address count says one is outstanding
+
     def expire(self, now: float) -> list[Transaction]:
         """Close and return the transactions whose deadline has come."""
         expired: list[Transaction] = []
