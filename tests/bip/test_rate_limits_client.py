@@ -1,6 +1,11 @@
 """Rate limits in the client: ClientConfig's fields reach the peer manager, a running session
-changes them, a limited download takes about the time the limit says, and the CLI's
-``--upload-limit`` / ``--download-limit`` options."""
+changes them, a limited download takes about the time the limit says, peers on loopback are
+exempt unless ``limit_local_peers`` (``--limit-local``) is set, and the CLI's
+``--upload-limit`` / ``--download-limit`` / ``--limit-local`` options.
+
+The sessions all run on loopback, a local network: the tests of the limits' pace hold local
+peers to them (``limit_local_peers=True``), as libtorrent needs its local peer class limited.
+"""
 
 from __future__ import annotations
 
@@ -40,6 +45,7 @@ def test_config_defaults_unlimited() -> None:
     config = ClientConfig()
     assert config.upload_rate_limit is None
     assert config.download_rate_limit is None
+    assert config.limit_local_peers is False
 
 
 @pytest.mark.parametrize("value", [0, 1, 1000, 2.5e6, None])
@@ -65,6 +71,12 @@ def test_config_refuses_bad_rates(value: object, error: type[Exception]) -> None
         ClientConfig(download_rate_limit=value)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("value", [1, "yes", None])
+def test_config_refuses_a_limit_local_peers_not_bool(value: object) -> None:
+    with pytest.raises(TypeError, match="limit_local_peers"):
+        ClientConfig(limit_local_peers=value)  # type: ignore[arg-type]
+
+
 # ------------------------------------------------------------------------------ the session
 
 
@@ -84,6 +96,21 @@ async def test_session_passes_limits_and_changes_them() -> None:
         assert tuple(session.rate_limits) == (7, None)
         statistics = session.manager.statistics()
         assert statistics.upload_limiter.rate == 7
+        assert session.limit_local_peers is False
+        session.set_rate_limits(limit_local_peers=True)
+        assert session.manager.limit_local_peers is True
+        assert tuple(session.rate_limits) == (7, None)
+
+
+async def test_session_passes_limit_local_peers() -> None:
+    async with open_session(loopback_config(limit_local_peers=True)) as session:
+        assert session.manager.config.limit_local_peers is True
+        assert session.limit_local_peers is True
+        with pytest.raises(TypeError, match="limit_local_peers"):
+            session.set_rate_limits(upload=5, limit_local_peers=1)  # type: ignore[arg-type]
+        assert tuple(session.rate_limits) == (None, None)  # nothing changed
+        session.set_rate_limits(limit_local_peers=False)
+        assert session.limit_local_peers is False
 
 
 @pytest.mark.parametrize(
@@ -128,7 +155,9 @@ async def test_limited_download_takes_the_expected_time(tmp_path: Path) -> None:
     """320 KiB at 160 KiB/s: about two seconds (real sockets: a generous lower bound, the
     bucket's burst and the handshake's own bytes allowed for; the upper bound is the deadline)."""
     rate = 160 * 1024
-    elapsed = await _timed_download(tmp_path, (200 * 1024, 120 * 1024), download_rate_limit=rate)
+    elapsed = await _timed_download(
+        tmp_path, (200 * 1024, 120 * 1024), download_rate_limit=rate, limit_local_peers=True
+    )
     assert elapsed >= 1.4
 
 
@@ -138,7 +167,9 @@ async def test_limited_upload_takes_the_expected_time(tmp_path: Path) -> None:
     torrent = make_torrent(folder, "v1", piece_length=16384)
     with trio.fail_after(DEADLINE):
         async with (
-            open_session(loopback_config(utp=False, upload_rate_limit=128 * 1024)) as seeder,
+            open_session(
+                loopback_config(utp=False, upload_rate_limit=128 * 1024, limit_local_peers=True)
+            ) as seeder,
             open_session(loopback_config(utp=False)) as leecher,
         ):
             seeding = await seeder.add_torrent(torrent, TorrentOptions(folder.parent))
@@ -158,10 +189,9 @@ async def test_limit_lifted_while_running(tmp_path: Path) -> None:
     folder = write_content(tmp_path / "seed", (256 * 1024,))
     torrent = make_torrent(folder, "v1", piece_length=16384)
     with trio.fail_after(DEADLINE):
-        async with seeder_and_leecher(torrent, folder, utp=False, download_rate_limit=1024) as (
-            seeder,
-            leecher,
-        ):
+        async with seeder_and_leecher(
+            torrent, folder, utp=False, download_rate_limit=1024, limit_local_peers=True
+        ) as (seeder, leecher):
             download = await leecher.add_torrent(
                 torrent, TorrentOptions(tmp_path / "down", peers=(address_of(seeder),))
             )
@@ -171,6 +201,40 @@ async def test_limit_lifted_while_running(tmp_path: Path) -> None:
             leecher.set_rate_limits(download=None)
             with trio.fail_after(10):
                 await download.wait_complete()
+    assert same_files(folder, tmp_path / "down" / "album")
+
+
+async def test_loopback_peers_are_exempt_by_default(tmp_path: Path) -> None:
+    """Both sessions limited to 1 KiB/s both ways, loopback peers not held to it: 320 KiB,
+    five minutes at the limit, come in within seconds."""
+    elapsed = await _timed_download(
+        tmp_path, (200 * 1024, 120 * 1024), upload_rate_limit=1024, download_rate_limit=1024
+    )
+    assert elapsed < 10
+
+
+async def test_loopback_peers_exempted_while_running(tmp_path: Path) -> None:
+    """A download crawling at 1 KiB/s with loopback peers held to it finishes at once when
+    they are exempted, the limit staying on; the statistics count the exempt bytes."""
+    folder = write_content(tmp_path / "seed", (256 * 1024,))
+    torrent = make_torrent(folder, "v1", piece_length=16384)
+    with trio.fail_after(DEADLINE):
+        async with seeder_and_leecher(
+            torrent, folder, utp=False, download_rate_limit=1024, limit_local_peers=True
+        ) as (seeder, leecher):
+            download = await leecher.add_torrent(
+                torrent, TorrentOptions(tmp_path / "down", peers=(address_of(seeder),))
+            )
+            await trio.sleep(0.5)
+            status = download.status()
+            assert status.done < status.total
+            assert leecher.manager.statistics().download_limiter.exempt == 0
+            leecher.set_rate_limits(limit_local_peers=False)
+            with trio.fail_after(10):
+                await download.wait_complete()
+            statistics = leecher.manager.statistics().download_limiter
+    assert tuple(leecher.rate_limits) == (None, 1024)
+    assert statistics.exempt >= 256 * 1024 - statistics.granted
     assert same_files(folder, tmp_path / "down" / "album")
 
 
@@ -209,6 +273,18 @@ def test_cli_options_reach_the_config() -> None:
     assert (unlimited.upload_rate_limit, unlimited.download_rate_limit) == (None, None)
     zero = config_from_args(session_args("--upload-limit", "0"))
     assert zero.upload_rate_limit is None
+    assert unlimited.limit_local_peers is False
+    local = config_from_args(session_args("--download-limit", "1k", "--limit-local"))
+    assert (local.download_rate_limit, local.limit_local_peers) == (1024, True)
+
+
+def test_limit_local_help_names_loopback() -> None:
+    parser = argparse.ArgumentParser()
+    add_session_arguments(parser)
+    text = " ".join(parser.format_help().split())
+    assert "--limit-local" in text
+    assert "127.0.0.0/8" in text
+    assert "libtorrent" in text
 
 
 def test_cli_bad_rate_is_a_clean_error() -> None:

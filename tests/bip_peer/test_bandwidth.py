@@ -481,6 +481,10 @@ async def test_limiter_statistics_count_waits(autojump_clock: trio.testing.MockC
 
 
 # -- PeerManager's limits ---------------------------------------------------------------------
+#
+# The fake peers are at 10.0.0.n, a private network: exempt from the limits by default, as in
+# libtorrent. The tests of the limits hold them to it (limit_local_peers=True); those of the
+# exemption are in test_bandwidth_local.py.
 
 
 def _handshake(stream: trio.abc.Stream, n: int) -> CompletedHandshake:
@@ -588,7 +592,7 @@ async def leech(remote: Remote, blocks: int) -> float:
 
 async def test_upload_limit_paces_the_writer(autojump_clock: trio.testing.MockClock) -> None:
     rate = 100_000
-    config = PeerManagerConfig(upload_rate_limit=rate)
+    config = PeerManagerConfig(limit_local_peers=True, upload_rate_limit=rate)
     async with manager_with(1, config) as (manager, _peers, (remote,)):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(serve, manager)
@@ -623,7 +627,7 @@ async def test_peers_share_the_upload_limit_fairly(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     rate = 200_000
-    config = PeerManagerConfig(upload_rate_limit=rate)
+    config = PeerManagerConfig(limit_local_peers=True, upload_rate_limit=rate)
     async with (
         manager_with(3, config) as (manager, _peers, remotes),
         trio.open_nursery() as nursery,
@@ -642,7 +646,7 @@ async def test_small_messages_do_not_starve_behind_a_tiny_limit(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     rate = 2000  # a block takes 8 s
-    config = PeerManagerConfig(upload_rate_limit=rate, idle_timeout=10_000)
+    config = PeerManagerConfig(limit_local_peers=True, upload_rate_limit=rate, idle_timeout=10_000)
     async with (
         manager_with(2, config) as (manager, (_busy, quiet), (busy_remote, quiet_remote)),
         trio.open_nursery() as nursery,
@@ -667,7 +671,9 @@ async def test_small_messages_do_not_starve_behind_a_tiny_limit(
 async def test_a_removed_peer_leaves_the_upload_queue(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    config = PeerManagerConfig(upload_rate_limit=1000, idle_timeout=10_000, send_queue_size=4096)
+    config = PeerManagerConfig(
+        limit_local_peers=True, upload_rate_limit=1000, idle_timeout=10_000, send_queue_size=4096
+    )
     async with manager_with(2, config) as (manager, (gone, staying), (_, remote)):
         await trio.sleep(60)  # the extended handshakes are out; the bucket is full again
         for index in range(2000):  # 18 kB for the first peer: more than the burst
@@ -683,7 +689,7 @@ async def test_a_removed_peer_leaves_the_upload_queue(
 
 
 async def test_set_rate_limits_changes_the_pace(autojump_clock: trio.testing.MockClock) -> None:
-    config = PeerManagerConfig(upload_rate_limit=50_000)
+    config = PeerManagerConfig(limit_local_peers=True, upload_rate_limit=50_000)
     async with manager_with(1, config) as (manager, _peers, (remote,)):
         assert limits(manager) == (50_000, None)
         async with trio.open_nursery() as nursery:
@@ -711,7 +717,7 @@ async def test_download_limit_reads_no_faster_than_the_rate(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     rate = 50_000
-    config = PeerManagerConfig(download_rate_limit=rate)
+    config = PeerManagerConfig(limit_local_peers=True, download_rate_limit=rate)
     async with manager_with(1, config) as (manager, (peer,), (remote,)):
         reads: list[tuple[float, int]] = []
         stream = manager._peers[peer].stream
@@ -757,7 +763,7 @@ async def test_download_limit_reads_no_faster_than_the_rate(
 async def test_peers_share_the_download_limit_and_a_new_rate_applies(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    config = PeerManagerConfig(download_rate_limit=100_000)
+    config = PeerManagerConfig(limit_local_peers=True, download_rate_limit=100_000)
     async with manager_with(3, config) as (manager, peers, remotes):
         events = manager.events()
         for remote in remotes:
@@ -798,7 +804,7 @@ async def test_a_stream_returning_more_than_asked_leaves_a_debt(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     rate = 10_000
-    config = PeerManagerConfig(download_rate_limit=rate)
+    config = PeerManagerConfig(limit_local_peers=True, download_rate_limit=rate)
     async with manager_with(1, config) as (manager, (peer,), (remote,)):
         stream = manager._peers[peer].stream
         original = stream.receive_some
@@ -826,7 +832,7 @@ async def test_a_stream_returning_more_than_asked_leaves_a_debt(
 async def test_waiting_on_the_download_limit_is_not_idleness(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    config = PeerManagerConfig(download_rate_limit=1000, idle_timeout=5)
+    config = PeerManagerConfig(limit_local_peers=True, download_rate_limit=1000, idle_timeout=5)
     async with manager_with(1, config) as (manager, (peer,), (remote,)):
         events = manager.events()
         assert isinstance(await events.__anext__(), PeerAdded)
@@ -845,7 +851,7 @@ async def test_waiting_on_the_download_limit_is_not_idleness(
 async def test_waiting_on_the_upload_limit_is_not_a_send_timeout(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    config = PeerManagerConfig(upload_rate_limit=2000, idle_timeout=5)
+    config = PeerManagerConfig(limit_local_peers=True, upload_rate_limit=2000, idle_timeout=5)
     async with (
         manager_with(1, config) as (manager, (peer,), (remote,)),
         trio.open_nursery() as nursery,
@@ -867,7 +873,7 @@ async def test_waiting_on_the_upload_limit_is_not_a_send_timeout(
 async def test_a_removed_reader_gives_its_tokens_back(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    config = PeerManagerConfig(download_rate_limit=10_000)
+    config = PeerManagerConfig(limit_local_peers=True, download_rate_limit=10_000)
     async with manager_with(1, config) as (manager, (peer,), (_remote,)):
         limiter = manager._download_limiter
         await trio.testing.wait_all_tasks_blocked()

@@ -151,6 +151,14 @@ def add_session_arguments(parser: argparse.ArgumentParser) -> None:
         help="bytes per second read from all peers together, as --upload-limit (web seeds are"
         " not limited)",
     )
+    parser.add_argument(
+        "--limit-local",
+        action="store_true",
+        help="hold peers on loopback and local networks to --upload-limit and --download-limit"
+        " too (by default they are exempt, as in libtorrent: 127.0.0.0/8, ::1, 10/8,"
+        " 172.16/12, 192.168/16, link-local and fc00::/7 do not cross the link the limits"
+        " share)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress line")
 
 
@@ -304,6 +312,7 @@ def config_from_args(args: argparse.Namespace) -> ClientConfig:
         prefer_utp=args.prefer_utp,
         upload_rate_limit=parse_rate(args.upload_limit, "--upload-limit"),
         download_rate_limit=parse_rate(args.download_limit, "--download-limit"),
+        limit_local_peers=args.limit_local,
     )
 
 

@@ -32,12 +32,22 @@ Unlimited. A rate of ``None`` or ``0`` means no limit, as libtorrent's ``0``. Th
 then grants whatever is asked without counting anything; the peer manager does not even
 call it (it tests :attr:`BandwidthLimiter.limited`, a plain attribute, once per read or
 write), so an unlimited manager runs exactly as one without limits.
+
+Local peers. A limit is there to share a slow link (the uplink of a home connection) with
+everything else that uses it; a peer on the same machine or the same local network does not
+cross that link. libtorrent therefore puts such peers in its "local" peer class, which has
+no rate limit, and so does the peer manager unless told otherwise
+(:attr:`~bip_peer.PeerManagerConfig.limit_local_peers`). :func:`is_local_address` says
+which addresses count: libtorrent's ranges (:data:`LOCAL_NETWORKS`). The bytes of such
+peers never reach :meth:`BandwidthLimiter.acquire` (they take no turn and no token from
+the others); :meth:`BandwidthLimiter.count_exempt` only counts them, for the statistics.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Final
 
 import trio
@@ -47,12 +57,14 @@ from ._stats import LimiterStatistics
 
 __all__ = [
     "DEFAULT_BURST_SECONDS",
+    "LOCAL_NETWORKS",
     "MIN_BURST",
     "MIN_QUANTUM",
     "BandwidthLimiter",
     "TokenBucket",
     "check_rate",
     "default_burst",
+    "is_local_address",
 ]
 
 DEFAULT_BURST_SECONDS: Final = 0.1
@@ -68,6 +80,52 @@ round, just a slow one.
 """
 _MIN_SLEEP: Final = 1e-6
 """The shortest wait for tokens: a wait rounded to nothing must still let time advance."""
+
+LOCAL_NETWORKS: Final[tuple[IPv4Network | IPv6Network, ...]] = (
+    IPv4Network("10.0.0.0/8"),  # private (RFC 1918)
+    IPv4Network("172.16.0.0/12"),
+    IPv4Network("192.168.0.0/16"),
+    IPv4Network("169.254.0.0/16"),  # link-local (RFC 3927)
+    IPv4Network("127.0.0.0/8"),  # loopback
+    IPv6Network("fc00::/7"),  # unique local (RFC 4193)
+    IPv6Network("fe80::/10"),  # link-local
+    IPv6Network("::1/128"),  # loopback
+)
+"""The networks whose peers are "local": libtorrent's local peer class, range for range.
+
+libtorrent's session fills its default peer class filter with these (``10/8``,
+``172.16/12``, ``192.168/16``, ``169.254/16``, ``127/8``, ``fc00::/7``, ``fe80::/10``,
+``::1``). Deliberately not Python's ``is_private``, which also counts documentation,
+benchmarking and reserved ranges: an address there is not on our network.
+"""
+_LOCAL_V4: Final = tuple(net for net in LOCAL_NETWORKS if isinstance(net, IPv4Network))
+_LOCAL_V6: Final = tuple(net for net in LOCAL_NETWORKS if isinstance(net, IPv6Network))
+
+
+def is_local_address(host: IPv4Address | IPv6Address) -> bool:
+    """Whether a peer at ``host`` is on a local network (:data:`LOCAL_NETWORKS`).
+
+    An IPv4 address in IPv6 form (``::ffff:10.0.0.1``, as a dual-stack socket reports an
+    IPv4 peer) counts as that IPv4 address: the same peer is not local or remote depending
+    on the socket that met it. A scope (``fe80::1%eth0``) does not matter.
+
+    >>> is_local_address(IPv4Address("192.168.1.20")), is_local_address(IPv4Address("8.8.8.8"))
+    (True, False)
+    >>> is_local_address(IPv6Address("::ffff:127.0.0.1")), is_local_address(IPv6Address("fd00::5"))
+    (True, True)
+
+    Raises:
+        TypeError: ``host`` is not an :class:`~ipaddress.IPv4Address` or
+            :class:`~ipaddress.IPv6Address`.
+    """
+    if isinstance(host, IPv6Address):
+        mapped = host.ipv4_mapped
+        if mapped is None:
+            return any(host in network for network in _LOCAL_V6)
+        host = mapped
+    elif not isinstance(host, IPv4Address):
+        raise TypeError(f"a host is an IPv4Address or IPv6Address, not {host!r}")
+    return any(host in network for network in _LOCAL_V4)
 
 
 def check_rate(rate: object, name: str = "rate") -> float | None:
@@ -309,6 +367,7 @@ class BandwidthLimiter:
 
     __slots__ = (
         "_bucket",
+        "_exempt",
         "_generation",
         "_granted",
         "_wait_time",
@@ -327,6 +386,7 @@ class BandwidthLimiter:
         self._waits = 0
         self._wait_time = 0.0
         self._granted = 0
+        self._exempt = 0
 
     @property
     def rate(self) -> float | None:
@@ -386,6 +446,20 @@ class BandwidthLimiter:
         self._bucket.give_back(amount, trio.current_time())
         if amount and self._waiters:
             self._wakeup.unpark_all()
+
+    def count_exempt(self, amount: int) -> None:
+        """Count ``amount`` bytes that went past this limit, exempt from it (a local peer's).
+
+        Only counted while there is a limit (unlimited, no byte is exempt from anything);
+        nothing else changes: no token is taken, no waiter is held up.
+
+        Raises:
+            TypeError: ``amount`` is not an int.
+            ValueError: ``amount`` is negative.
+        """
+        _check_amount(amount)
+        if self.limited:
+            self._exempt += amount
 
     async def acquire(self, amount: int) -> int:
         """Wait for tokens; returns how many bytes may go: at least 1, at most ``amount``.
@@ -467,6 +541,7 @@ class BandwidthLimiter:
             waits=self._waits,
             wait_time=self._wait_time + sum(now - waiter.since for waiter in self._waiters),
             granted=self._granted,
+            exempt=self._exempt,
         )
 
     def __repr__(self) -> str:

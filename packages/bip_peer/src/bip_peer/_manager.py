@@ -22,7 +22,8 @@ What the manager does for every peer:
   :class:`PeerAdded` and a :class:`PeerRemoved` for that peer;
 - counts bytes and messages both ways, with rates (:meth:`PeerManager.statistics`);
 - holds every peer together to an upload and a download rate limit, if given
-  (:attr:`PeerManagerConfig.upload_rate_limit`, :meth:`PeerManager.set_rate_limits`);
+  (:attr:`PeerManagerConfig.upload_rate_limit`, :meth:`PeerManager.set_rate_limits`),
+  peers on local networks excepted unless told otherwise (as libtorrent);
 - takes a magnet's piece count once the metadata is known (:meth:`PeerManager.set_num_pieces`).
 
 A peer that breaks the protocol (garbage, an oversized message, a forbidden message) or
@@ -66,6 +67,19 @@ the peer was ours.
 - Waiting on our own limit is not the peer being idle, nor a send timing out.
 - Unlimited (the default) costs one attribute test per read and per write.
 
+Local peers are not limited by default, as in libtorrent, whose "local" peer class has no
+limit: a limit shares the slow link to the internet, which a peer on loopback or on our LAN
+does not use. Whether a peer is local is decided once, when it is added, from its address
+(:func:`~bip_peer.is_local_address`: private IPv4 ranges, link-local, loopback, IPv6
+unique-local). Such a peer's reader and writer never call the limiters (they take no turn
+and no token from the others); their bytes are only counted
+(:attr:`LimiterStatistics.exempt <bip_peer.LimiterStatistics.exempt>`).
+:attr:`PeerManagerConfig.limit_local_peers` holds them to the limits too, and
+:meth:`PeerManager.set_rate_limits` switches it while running: local peers waiting for
+tokens when exempted go at once (having taken nothing, and handing back the download tokens
+they held); exempted peers limited again are from their next read and write on (one read
+or batch already under way finishes unlimited).
+
 Services (:class:`PeerService`: the BEP 9 metadata exchange, BEP 11 PEX...) plug into the
 manager: they add fields to the extended handshake, see peers come and go, may consume
 received messages before they become events, and get a tick about once a second.
@@ -95,7 +109,7 @@ from bip_handshake import (
 from bip_handshake import Extensions as _Extensions
 from bip_metainfo import InfoHash
 
-from ._bandwidth import BandwidthLimiter, check_rate
+from ._bandwidth import BandwidthLimiter, check_rate, is_local_address
 from ._connection import ConnectionLimits, PeerConnection
 from ._errors import PeerError, RemoteProtocolError
 from ._extended import DEFAULT_EXTENSION_IDS, ExtendedHandshake
@@ -277,6 +291,12 @@ class PeerManagerConfig:
             of the wire, protocol included); ``None`` or ``0``: unlimited, as libtorrent's
             ``upload_rate_limit``. :meth:`PeerManager.set_rate_limits` changes it later.
         download_rate_limit: bytes per second read from all peers together, likewise.
+        limit_local_peers: hold peers on local networks (loopback, private IPv4 ranges,
+            link-local, IPv6 unique-local: :func:`~bip_peer.is_local_address`) to the rate
+            limits too. Off by default: as libtorrent's "local" peer class, they are not
+            limited (their bytes do not cross the link the limits share), and do not count
+            against the limits of the others. :meth:`PeerManager.set_rate_limits` switches
+            it later.
     """
 
     max_peers: int = DEFAULT_MAX_PEERS
@@ -298,6 +318,7 @@ class PeerManagerConfig:
     services: Sequence[PeerService] = ()
     upload_rate_limit: float | None = None
     download_rate_limit: float | None = None
+    limit_local_peers: bool = False
 
     def __post_init__(self) -> None:
         """Check the numbers.
@@ -305,7 +326,8 @@ class PeerManagerConfig:
         Raises:
             ValueError: a count or an interval out of range; a rate limit negative, NaN or
                 infinite.
-            TypeError: a rate limit that is not a number (or is a bool).
+            TypeError: a rate limit that is not a number (or is a bool);
+                ``limit_local_peers`` not a bool.
         """
         for name in ("max_peers", "send_queue_size", "receive_size", "event_buffer"):
             value = getattr(self, name)
@@ -319,6 +341,13 @@ class PeerManagerConfig:
             raise ValueError(f"listen_port must be in 1..65535, not {self.listen_port}")
         check_rate(self.upload_rate_limit, "upload_rate_limit")
         check_rate(self.download_rate_limit, "download_rate_limit")
+        _check_flag(self.limit_local_peers, "limit_local_peers")
+
+
+def _check_flag(value: object, name: str) -> None:
+    """Refuse a switch that is not a bool (``1`` or ``"no"`` would be read as a wish)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, not {value!r}")
 
 
 class Peer:
@@ -468,9 +497,12 @@ class _PeerTask:
         "counter",
         "download_quota",
         "error",
+        "exempt",
         "held",
         "last_receive",
         "last_send",
+        "limit_waits",
+        "local",
         "peer",
         "queue",
         "queue_capacity",
@@ -494,6 +526,9 @@ class _PeerTask:
         capacity: int,
         now: float,
         rate_window: float,
+        *,
+        local: bool,
+        exempt: bool,
     ) -> None:
         self.peer = peer
         self.connection = peer.connection
@@ -516,6 +551,11 @@ class _PeerTask:
         self.held = False  # the reader waits for the consumer, or for download tokens
         self.download_quota = 0  # download tokens the reader took and has not read yet
         self.quota_generation = 0  # the download limiter's generation they were taken in
+        self.local = local  # on a local network (decided once, from the address)
+        self.exempt = exempt  # local, and local peers are not limited now: bypass the limiters
+        # The waits for tokens under way of a local peer (its reader's and its writer's),
+        # cancelled when it is exempted meanwhile. Only local peers make any.
+        self.limit_waits: set[trio.CancelScope] = set()
         self.announced = False
         self.removed = False
         self.reason: str | None = None
@@ -639,6 +679,7 @@ class PeerManager:
         self._removed_reasons: Counter[str] = Counter()
         self._upload_limiter = BandwidthLimiter(config.upload_rate_limit)
         self._download_limiter = BandwidthLimiter(config.download_rate_limit)
+        self._limit_local = config.limit_local_peers
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -656,11 +697,21 @@ class PeerManager:
         """
         return self._upload_limiter.rate, self._download_limiter.rate
 
+    @property
+    def limit_local_peers(self) -> bool:
+        """Whether peers on local networks are held to the rate limits now.
+
+        :attr:`config` keeps the setting the manager started with; this follows
+        :meth:`set_rate_limits`.
+        """
+        return self._limit_local
+
     def set_rate_limits(
         self,
         *,
         upload: float | _Keep | None = _KEEP,
         download: float | _Keep | None = _KEEP,
+        limit_local_peers: bool | _Keep = _KEEP,
     ) -> None:
         """Change the upload and/or download limit (bytes per second, all peers together).
 
@@ -668,23 +719,37 @@ class PeerManager:
         applies at once: to writers and readers waiting for tokens, and to tokens a reader
         holds (given back). A limit lifted releases every waiter.
 
+        ``limit_local_peers`` switches whether peers on local networks are held to the
+        limits (:attr:`PeerManagerConfig.limit_local_peers`). Exempted, the local peers
+        waiting for tokens go at once and give back the download tokens they hold; limited
+        again, they ask for tokens from their next read and write on.
+
         >>> manager.set_rate_limits(upload=50_000)  # doctest: +SKIP
         >>> manager.set_rate_limits(download=None)  # doctest: +SKIP
+        >>> manager.set_rate_limits(limit_local_peers=True)  # doctest: +SKIP
 
         Raises:
-            TypeError: a limit is not a number (or is a bool).
+            TypeError: a limit is not a number (or is a bool); ``limit_local_peers`` is
+                not a bool.
             ValueError: a limit is negative, NaN or infinite. Nothing is changed then,
-                not even the other limit.
+                not even the other settings.
         """
         new_upload = new_download = None
         if not isinstance(upload, _Keep):
             new_upload = check_rate(upload, "upload")
         if not isinstance(download, _Keep):
             new_download = check_rate(download, "download")
+        if not isinstance(limit_local_peers, _Keep):
+            _check_flag(limit_local_peers, "limit_local_peers")
         if not isinstance(upload, _Keep):
             self._upload_limiter.set_rate(new_upload)
         if not isinstance(download, _Keep):
             self._download_limiter.set_rate(new_download)
+        if not isinstance(limit_local_peers, _Keep) and limit_local_peers != self._limit_local:
+            self._limit_local = limit_local_peers
+            for task in self._peers.values():
+                if task.local:
+                    self._set_exempt(task, not limit_local_peers)
 
     @property
     def peers(self) -> frozenset[Peer]:
@@ -750,8 +815,16 @@ class PeerManager:
         )
         peer = Peer(handshake, connection)
         now = trio.current_time()
+        # Local or not is decided here, once: the limited paths then test a plain attribute.
+        local = is_local_address(handshake.address.host)
         task = _PeerTask(
-            peer, handshake, self._config.send_queue_size, now, self._config.rate_window
+            peer,
+            handshake,
+            self._config.send_queue_size,
+            now,
+            self._config.rate_window,
+            local=local,
+            exempt=local and not self._limit_local,
         )
         if _Extensions.EXTENSION_PROTOCOL in handshake.common:
             task.push(connection.send_parts(self._extended_handshake(peer, limits)))
@@ -991,6 +1064,37 @@ class PeerManager:
     async def _emit(self, event: ManagerEvent) -> None:
         await self._events.put(event)
 
+    def _set_exempt(self, task: _PeerTask, exempt: bool) -> None:
+        """Exempt a local peer from the limits, or hold it to them again."""
+        task.exempt = exempt
+        if exempt:
+            self._release_quota(task)
+            for scope in task.limit_waits:
+                scope.cancel()  # the wait takes no token; the task goes on unlimited
+
+    def _release_quota(self, task: _PeerTask) -> None:
+        """Give back the download tokens ``task``'s reader holds and has not read."""
+        download = self._download_limiter
+        if task.download_quota > 0 and task.quota_generation == download.generation:
+            download.give_back(task.download_quota)
+        task.download_quota = 0
+
+    async def _acquire(self, task: _PeerTask, limiter: BandwidthLimiter, amount: int) -> int:
+        """``limiter.acquire(amount)`` for ``task``; 0 if it was exempted while it waited.
+
+        A peer that is not local can never be exempted: it waits as it is, at no extra cost.
+        """
+        if not task.local:
+            return await limiter.acquire(amount)
+        granted = 0  # stays 0 if _set_exempt cancels the wait: acquire took nothing then
+        with trio.CancelScope() as scope:
+            task.limit_waits.add(scope)
+            try:
+                granted = await limiter.acquire(amount)
+            finally:
+                task.limit_waits.discard(scope)
+        return granted
+
     async def _run_peer(self, task: _PeerTask) -> None:
         """One peer's life: writer and reader under the peer's cancel scope, then cleanup."""
         try:
@@ -1020,10 +1124,7 @@ class PeerManager:
             task.removed = True
             task.space.unpark_all()
             self._peers.pop(task.peer, None)
-            download = self._download_limiter
-            if task.download_quota > 0 and task.quota_generation == download.generation:
-                download.give_back(task.download_quota)  # tokens never read: others use them
-            task.download_quota = 0
+            self._release_quota(task)  # tokens never read: others use them
             if task.reason is None:
                 task.reason = REASON_CLOSING
             self._peers_removed += 1
@@ -1097,8 +1198,7 @@ class PeerManager:
                     if replies := connection.data_to_send():
                         task.push([replies])
                 if download.limited:
-                    data = await stream.receive_some(await self._download_tokens(task))
-                    task.download_quota -= len(data)
+                    data = await self._receive_limited(task)
                 else:
                     data = await stream.receive_some(receive_size)
                 if not data:
@@ -1114,12 +1214,35 @@ class PeerManager:
         except _TRANSPORT_ERRORS as exc:
             task.fail(REASON_TRANSPORT, exc)
 
+    async def _receive_limited(self, task: _PeerTask) -> bytes | bytearray:
+        """The reader's next read while there is a download limit (an exempt peer's too)."""
+        if not task.exempt:
+            size = await self._download_tokens(task)
+            if size:
+                data = await task.stream.receive_some(size)
+                self._count_limited_read(task, len(data))
+                return data
+            # Exempted while it waited: this read and the next go as an unlimited peer's.
+        data = await task.stream.receive_some(self._config.receive_size)
+        self._download_limiter.count_exempt(len(data))
+        return data
+
+    def _count_limited_read(self, task: _PeerTask, size: int) -> None:
+        """Pay for ``size`` bytes read on the reader's tokens (a debt if it read more)."""
+        if task.exempt:
+            # Exempted during the read: its tokens went back to the limiter then, and the
+            # bytes went past the limit (a debt now would slow the peer once limited again).
+            self._download_limiter.count_exempt(size)
+        else:
+            task.download_quota -= size
+
     async def _download_tokens(self, task: _PeerTask) -> int:
         """Download tokens for the reader's next read: how many bytes it may ask for.
 
         Tops the reader's quota up to what it expects (its outstanding blocks and
         :data:`_READ_FLOOR`), waiting its turn on the limiter if it holds less; returns
-        the quota (at least 1, at most ``receive_size``).
+        the quota (at least 1, at most ``receive_size``), or 0 if the peer was exempted
+        from the limits meanwhile (then it holds no tokens).
         """
         limiter = self._download_limiter
         if task.quota_generation != limiter.generation:
@@ -1136,14 +1259,21 @@ class PeerManager:
             # Waiting on our own limit is not the peer being idle (as waiting for events).
             task.held = True
             try:
-                task.download_quota += await limiter.acquire(want - task.download_quota)
+                task.download_quota += await self._acquire(
+                    task, limiter, want - task.download_quota
+                )
                 # A stream that returned more than it was asked for left a debt: pay it
                 # before reading again (receive_some needs a positive size anyway).
-                while task.download_quota < 1:
-                    task.download_quota += await limiter.acquire(1 - task.download_quota)
+                while task.download_quota < 1 and not task.exempt:
+                    task.download_quota += await self._acquire(
+                        task, limiter, 1 - task.download_quota
+                    )
             finally:
                 task.held = False
             task.last_receive = trio.current_time()
+            if task.exempt:  # set by _set_exempt meanwhile, which gave back what it held
+                self._release_quota(task)  # and any grant that came in the same instant
+                return 0
         return task.download_quota
 
     def _consumed(self, peer: Peer, message: object) -> bool:
@@ -1164,7 +1294,10 @@ class PeerManager:
                     await task.writer_idle.park()
                     continue
                 first = queue.popleft()
-                limited = upload.limited
+                # An exempt (local) peer batches as an unlimited one, but still goes through
+                # _send_limited while there is a limit, to be counted.
+                limiter_on = upload.limited
+                limited = limiter_on and not task.exempt
                 if not queue and len(first) == 1:
                     data: bytes | memoryview = first[0]
                     count = 1
@@ -1192,7 +1325,7 @@ class PeerManager:
                 # Room again: let waiting senders refill while this batch is written.
                 if task.space:
                     task.space.unpark(count=count)
-                if limited:
+                if limiter_on:
                     await self._send_limited(task, data)
                 else:
                     task.sending_since = trio.current_time()
@@ -1210,7 +1343,11 @@ class PeerManager:
             task.fail(REASON_TRANSPORT, exc)
 
     async def _send_limited(self, task: _PeerTask, data: bytes | memoryview) -> None:
-        """Write ``data`` under the upload limit: tokens first, then as much as granted."""
+        """Write ``data`` under the upload limit: tokens first, then as much as granted.
+
+        An exempt peer's bytes go without tokens (they are only counted), including the
+        rest of ``data`` when the peer is exempted while it waits.
+        """
         limiter = self._upload_limiter
         stream = task.stream
         counter = task.counter
@@ -1218,7 +1355,13 @@ class PeerManager:
         size = len(data)
         offset = 0
         while offset < size:
-            granted = await limiter.acquire(size - offset)
+            if task.exempt:
+                granted = size - offset
+                limiter.count_exempt(granted)
+            else:
+                granted = await self._acquire(task, limiter, size - offset)
+                if not granted:
+                    continue  # exempted while it waited: the rest goes unlimited
             # Waiting for tokens is our limit, not the peer: only the write can time out.
             task.sending_since = trio.current_time()
             chunk = data if granted == size else memoryview(data)[offset : offset + granted]

@@ -243,6 +243,8 @@ class LimiterStatistics:
         waits: acquisitions that had to wait (found other waiters, or too few tokens).
         wait_time: seconds spent waiting, all waits together (those under way included).
         granted: bytes granted while limited.
+        exempt: bytes that went past the limit while it was on, exempt from it: those of
+            local peers (:attr:`~bip_peer.PeerManagerConfig.limit_local_peers` off).
     """
 
     rate: float | None = None
@@ -251,6 +253,7 @@ class LimiterStatistics:
     waits: int = 0
     wait_time: float = 0.0
     granted: int = 0
+    exempt: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -94,6 +94,11 @@ class ClientConfig:
             :meth:`~bip._client.Session.set_rate_limits` changes it while running. Web
             seeds (BEP 19) are servers, not peers: they are not limited.
         download_rate_limit: bytes per second read from all peers together, likewise.
+        limit_local_peers: hold peers on loopback and local networks (10/8, 172.16/12,
+            192.168/16, 169.254/16, 127/8, fc00::/7, fe80::/10, ::1) to the rate limits
+            too. Off by default: as in libtorrent, whose "local" peer class has no limit,
+            they are exempt (the limits share the link to the internet, which they do not
+            use). :meth:`~bip._client.Session.set_rate_limits` switches it while running.
     """
 
     listen: tuple[tuple[str, int], ...] = (("0.0.0.0", DEFAULT_LISTEN_PORT),)
@@ -115,6 +120,7 @@ class ClientConfig:
     utp_config: UtpConfig = DEFAULT_UTP_CONFIG
     upload_rate_limit: float | None = None
     download_rate_limit: float | None = None
+    limit_local_peers: bool = False
 
     def __post_init__(self) -> None:
         """Refuse numbers that cannot work."""
@@ -133,7 +139,7 @@ class ClientConfig:
             value = getattr(self, name)
             if not isinstance(value, int | float) or not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be positive and finite, not {value!r}")
-        for name in ("utp", "prefer_utp"):
+        for name in ("utp", "prefer_utp", "limit_local_peers"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, not {getattr(self, name)!r}")
         for name in ("upload_rate_limit", "download_rate_limit"):

@@ -156,31 +156,45 @@ class Session:
         unlimited); :attr:`config` keeps the ones the session started with."""
         return self.manager.rate_limits
 
+    @property
+    def limit_local_peers(self) -> bool:
+        """Whether peers on loopback and local networks are held to the limits now
+        (:attr:`ClientConfig.limit_local_peers`; :attr:`config` keeps the start)."""
+        return self.manager.limit_local_peers
+
     def set_rate_limits(
         self,
         *,
         upload: float | _Keep | None = _KEEP,
         download: float | _Keep | None = _KEEP,
+        limit_local_peers: bool | _Keep = _KEEP,
     ) -> None:
         """Change the upload and/or download limit of all peers together, at once.
 
         Bytes per second; ``None`` or ``0`` lifts a limit, a limit left out stays as it is.
         Web seeds are not limited (:attr:`ClientConfig.upload_rate_limit`).
+        ``limit_local_peers`` switches whether peers on local networks are held to the
+        limits (:attr:`ClientConfig.limit_local_peers`).
 
         Raises:
-            TypeError: a limit is not a number (or is a bool).
+            TypeError: a limit is not a number (or is a bool); ``limit_local_peers`` is
+                not a bool.
             ValueError: a limit is negative, NaN or infinite. Nothing changes then, not
-                even the other limit.
+                even the other settings.
         """
-        # Both checked before either is set, so a bad one leaves the session as it was.
+        # All checked before any is set, so a bad one leaves the session as it was.
         if not isinstance(upload, _Keep):
             check_rate_limit(upload, "upload")
         if not isinstance(download, _Keep):
             check_rate_limit(download, "download")
+        if not isinstance(limit_local_peers, _Keep) and not isinstance(limit_local_peers, bool):
+            raise TypeError(f"limit_local_peers must be a bool, not {limit_local_peers!r}")
         if not isinstance(upload, _Keep):
             self.manager.set_rate_limits(upload=upload)
         if not isinstance(download, _Keep):
             self.manager.set_rate_limits(download=download)
+        if not isinstance(limit_local_peers, _Keep):
+            self.manager.set_rate_limits(limit_local_peers=limit_local_peers)
 
     @property
     def torrents(self) -> tuple[Torrent, ...]:
@@ -512,6 +526,7 @@ async def open_session(
                         services=[metadata, layers, pex, _UploadOnlyFields(find)],
                         upload_rate_limit=config.upload_rate_limit,
                         download_rate_limit=config.download_rate_limit,
+                        limit_local_peers=config.limit_local_peers,
                     )
                 )
             )
