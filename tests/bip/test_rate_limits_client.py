@@ -25,6 +25,7 @@ from _engine_helpers import (
     write_content,
 )
 
+from bip._cli import build_parser
 from bip._client import ClientConfig, TorrentOptions, open_session
 from bip._cmd_download import add_session_arguments, config_from_args, parse_rate
 from bip._errors import CLIError
@@ -276,6 +277,15 @@ def test_cli_options_reach_the_config() -> None:
     assert unlimited.limit_local_peers is False
     local = config_from_args(session_args("--download-limit", "1k", "--limit-local"))
     assert (local.download_rate_limit, local.limit_local_peers) == (1024, True)
+
+
+@pytest.mark.parametrize(
+    "words", [["download", "x.torrent"], ["seed", "x.torrent", "dir"]], ids=["download", "seed"]
+)
+def test_both_commands_take_limit_local(words: list[str]) -> None:
+    args = build_parser().parse_args([*words, "--upload-limit", "2k", "--limit-local"])
+    config = config_from_args(args)
+    assert (config.upload_rate_limit, config.limit_local_peers) == (2048, True)
 
 
 def test_limit_local_help_names_loopback() -> None:
