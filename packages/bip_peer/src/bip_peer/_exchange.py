@@ -13,7 +13,9 @@ sans-IO cores of :mod:`bip_peer._metadata` and :mod:`bip_peer._pex`:
   speaks it about our other peers of the same torrent (at most once a minute, at most 50
   added and 50 dropped per message) and hands the addresses peers tell us about, after the
   :class:`~bip_peer._pex.PexInbox` checks, to a :class:`~bip_handshake.PeerSink` with the
-  source ``"pex"``.
+  source ``"pex"``. It remembers which connected peer told it each address, with the flags
+  it gave, so that a dial that fails can ask that peer to relay a BEP 55 holepunch
+  (:meth:`~PeerExchange.relay_for`).
 
 Every hook runs in a manager task and never blocks; messages go out with
 :meth:`PeerManager.send_nowait` (a message that finds a full queue is dropped: a metadata
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, TypeVar
@@ -36,6 +39,7 @@ from bip_metainfo import InfoHash
 from ._errors import LocalProtocolError, PeerError
 from ._extended import (
     DEFAULT_EXTENSION_IDS,
+    HOLEPUNCH_EXTENSION,
     ExtendedHandshake,
     MetadataData,
     MetadataReject,
@@ -66,6 +70,7 @@ from ._pex import (
 )
 
 __all__ = [
+    "DEFAULT_PEX_MAX_SOURCES",
     "METADATA_EXTENSION",
     "PEX_EXTENSION",
     "PEX_SOURCE",
@@ -74,6 +79,7 @@ __all__ = [
     "MetadataFetchError",
     "PeerExchange",
     "PeerExchangeStatistics",
+    "PexRelay",
 ]
 
 METADATA_EXTENSION: Final = "ut_metadata"
@@ -82,6 +88,10 @@ PEX_EXTENSION: Final = "ut_pex"
 """The BEP 10 name of the peer exchange extension (BEP 11)."""
 PEX_SOURCE: Final = "pex"
 """The source name :class:`PeerExchange` gives a :class:`~bip_handshake.PeerSink`."""
+DEFAULT_PEX_MAX_SOURCES: Final = 2000
+"""Addresses per torrent whose PEX sources :class:`PeerExchange` remembers (the oldest told
+is forgotten first): ten peers' worth of libtorrent's 200 each."""
+_SOURCES_PER_ADDRESS: Final = 4  # a few relays to choose from; more adds nothing but memory
 
 # Two components, two loggers: users tune the metadata exchange and PEX separately.
 _metadata_log = logging.getLogger("bip_peer.metadata")
@@ -449,6 +459,29 @@ class PeerExchangeStatistics:
     addresses_ignored: int
 
 
+@dataclass(frozen=True, slots=True)
+class PexRelay:
+    """A connected peer that told us about an address over PEX: a relay candidate (BEP 55).
+
+    Attributes:
+        peer: the peer that listed the address (still connected when returned).
+        flags: the flags it gave with the address.
+    """
+
+    peer: Peer
+    flags: PexFlags
+
+    @property
+    def can_relay(self) -> bool:
+        """Whether ``peer`` offered ``ut_holepunch``: it would relay a rendezvous."""
+        return _offers(self.peer, HOLEPUNCH_EXTENSION)
+
+    @property
+    def target_supports_holepunch(self) -> bool:
+        """Whether ``peer`` flagged the address as speaking ``ut_holepunch`` (0x08)."""
+        return PexFlags.HOLEPUNCH in self.flags
+
+
 class _PexPeer:
     __slots__ = ("inbox", "outbox")
 
@@ -472,6 +505,7 @@ class PeerExchange:
         min_receive_interval: seconds a peer's messages must be apart to be taken.
         max_per_message: added addresses taken from one received message.
         max_known: addresses remembered per peer.
+        max_sources: addresses per torrent whose sources :meth:`relay_for` remembers.
     """
 
     def __init__(
@@ -487,8 +521,15 @@ class PeerExchange:
         min_receive_interval: float = DEFAULT_PEX_MIN_RECEIVE_INTERVAL,
         max_per_message: int = DEFAULT_PEX_RECEIVE_LIMIT,
         max_known: int = DEFAULT_PEX_MAX_KNOWN,
+        max_sources: int = DEFAULT_PEX_MAX_SOURCES,
     ) -> None:
         _check_extension_id(extension_id)
+        if isinstance(max_sources, bool) or not isinstance(max_sources, int) or max_sources < 0:
+            raise ValueError(f"max_sources must be a non-negative int, got {max_sources!r}")
+        self._max_sources = max_sources
+        # swarm key -> address -> the peers that listed it (newest last) with their flags;
+        # addresses in the order last told, so the least recently told is forgotten first.
+        self._sources: dict[bytes, OrderedDict[PeerAddress, list[tuple[Peer, PexFlags]]]] = {}
         self._sink = sink
         self._extension_id = extension_id
         self._ours = tuple(our_addresses)
@@ -531,6 +572,70 @@ class PeerExchange:
             addresses_discovered=self._discovered,
             addresses_ignored=ignored_addresses,
         )
+
+    def relay_for(self, info_hash: InfoHash, address: PeerAddress) -> PexRelay | None:
+        """A connected peer of ``info_hash`` that told us about ``address``, or None.
+
+        The client asks this when a dial to ``address`` fails: the peer that listed it is
+        likely connected to it, so it can relay a BEP 55 rendezvous
+        (:meth:`~bip_peer.HolepunchService.rendezvous`). Of the peers that listed it (the
+        last few are remembered), one that offered ``ut_holepunch`` comes first, then one that
+        flagged the address as speaking it, then the most recent. Addresses that peer
+        reported dropped, and peers that left, are forgotten.
+        """
+        table = _lookup(self._sources, info_hash)
+        entries = None if table is None else table.get(address.normalized())
+        if not entries:
+            return None
+        best: PexRelay | None = None
+        best_rank = (-1, -1)
+        for peer, flags in reversed(entries):  # newest first: ties keep the newest
+            relay = PexRelay(peer, flags)
+            rank = (int(relay.can_relay), int(relay.target_supports_holepunch))
+            if rank > best_rank:
+                best, best_rank = relay, rank
+        return best
+
+    def _remember_sources(
+        self,
+        peer: Peer,
+        added: Iterable[tuple[PeerAddress, PexFlags]],
+        dropped: Iterable[PeerAddress],
+    ) -> None:
+        if self._max_sources == 0:
+            return
+        table = self._sources.setdefault(_swarm_key(peer.info_hash), OrderedDict())
+        for address in dropped:
+            entries = table.get(address)
+            if entries is not None:
+                entries[:] = [entry for entry in entries if entry[0] is not peer]
+                if not entries:
+                    del table[address]
+        for address, flags in added:
+            entries = table.get(address)
+            if entries is None:
+                entries = table[address] = []
+            else:
+                entries[:] = [entry for entry in entries if entry[0] is not peer]
+                table.move_to_end(address)
+            entries.append((peer, flags))
+            del entries[:-_SOURCES_PER_ADDRESS]
+        while len(table) > self._max_sources:
+            table.popitem(last=False)
+
+    def _forget_sources(self, peer: Peer) -> None:
+        key = _swarm_key(peer.info_hash)
+        table = self._sources.get(key)
+        if table is None:
+            return
+        for address in [a for a, entries in table.items() if any(e[0] is peer for e in entries)]:
+            entries = [entry for entry in table[address] if entry[0] is not peer]
+            if entries:
+                table[address] = entries
+            else:
+                del table[address]
+        if not table:
+            del self._sources[key]
 
     # -- PeerService -------------------------------------------------------------------------
 
@@ -577,7 +682,9 @@ class PeerExchange:
         # The inbox knows the sender by the address it came from; a peer that dialled us came
         # from an ephemeral port, so its listening address (which it may list) is left out here.
         own = _listed(peer)
-        addresses = [a for a in update.addresses if own is None or a != own[0]]
+        added = [(a, f) for a, f in update.added if own is None or a != own[0]]
+        addresses = [a for a, _ in added]
+        self._remember_sources(peer, added, update.dropped)
         _pex_log.debug(
             "PEX message from %s: %d new addresses (of %d listed), %d dropped",
             peer.address,
@@ -592,7 +699,8 @@ class PeerExchange:
 
     def peer_removed(self, manager: PeerManager, peer: Peer) -> None:
         """Forget the peer (the others hear it dropped in their next message)."""
-        self._peers.pop(peer, None)
+        if self._peers.pop(peer, None) is not None:
+            self._forget_sources(peer)
 
     def tick(self, manager: PeerManager, now: float) -> None:
         """Send each peer that speaks ``ut_pex`` the news about its torrent's other peers."""
@@ -651,6 +759,8 @@ def _listed(peer: Peer) -> tuple[PeerAddress, PexFlags] | None:
         # BEP 11's 0x04: we talk to it over uTP, so it speaks uTP (libtorrent sets it the
         # same way, whichever side connected, and tries uTP first on such peers).
         flags |= PexFlags.UTP
-    if handshake is not None and handshake.m.get("ut_holepunch"):
+    if handshake is not None and handshake.m.get(HOLEPUNCH_EXTENSION):
+        # BEP 11's 0x08: the peer offered ut_holepunch, so a peer we tell about it may ask
+        # us to relay a rendezvous to it.
         flags |= PexFlags.HOLEPUNCH
     return address, flags

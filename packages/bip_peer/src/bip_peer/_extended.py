@@ -10,7 +10,8 @@ the extended handshake (:class:`ExtendedHandshake`), in which each side lists, i
   :class:`MetadataReject` and :func:`decode_metadata_message`;
 - ``ut_pex`` (BEP 11): :class:`PexMessage`;
 - ``lt_donthave`` (BEP 54): :class:`DontHave`;
-- ``upload_only`` (BEP 21 as libtorrent sends it): :class:`UploadOnly`.
+- ``upload_only`` (BEP 21 as libtorrent sends it): :class:`UploadOnly`;
+- ``ut_holepunch`` (BEP 55): :class:`HolepunchMessage` and :func:`decode_holepunch_message`.
 
 Peers are sloppy, so decoding follows libtorrent: a payload that is not what the extension is
 at all (not a bencoded dictionary, a ``ut_metadata`` message without a valid ``msg_type`` or
@@ -24,6 +25,7 @@ Constructing a message locally checks every field and raises ``TypeError`` / ``V
 from __future__ import annotations
 
 import abc
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
@@ -46,20 +48,28 @@ __all__ = [
     "DEFAULT_MAX_PEX_ENTRIES",
     "EXTENSION_NAMES",
     "HANDSHAKE_FIELDS",
+    "HOLEPUNCH_EXTENSION",
+    "HOLEPUNCH_EXTENSION_ID",
     "MAX_METADATA_TOTAL_SIZE",
     "METADATA_PIECE_SIZE",
     "DontHave",
     "ExtendedHandshake",
+    "HolepunchError",
+    "HolepunchMessage",
+    "HolepunchMessageType",
     "MetadataData",
     "MetadataReject",
     "MetadataRequest",
     "PexMessage",
     "UploadOnly",
+    "decode_holepunch_message",
     "decode_metadata_message",
 ]
 
 EXTENSION_NAMES: Final = ("ut_metadata", "ut_pex", "lt_donthave", "upload_only")
-"""The canonical names (``m`` keys) of the extensions this module has codecs for."""
+"""The canonical names (``m`` keys) of the extensions :class:`~bip_peer.PeerConnection` decodes
+itself. ``ut_holepunch`` (:data:`HOLEPUNCH_EXTENSION`) has its codec here too, but the
+:class:`~bip_peer.HolepunchService` that speaks it decodes it, so it is not listed."""
 
 DEFAULT_EXTENSION_IDS: Final[Mapping[str, int]] = MappingProxyType(
     {"ut_pex": 1, "ut_metadata": 2, "upload_only": 3, "lt_donthave": 7}
@@ -67,7 +77,8 @@ DEFAULT_EXTENSION_IDS: Final[Mapping[str, int]] = MappingProxyType(
 """The ids we ask peers to use for our extensions: libtorrent's numbering.
 
 libtorrent's ``ut_pex`` plugin uses 1, ``ut_metadata`` 2, and its ``bt_peer_connection``
-reserves 3 for ``upload_only`` and 7 for ``lt_donthave`` (4 is ``ut_holepunch``). Any distinct
+reserves 3 for ``upload_only`` and 7 for ``lt_donthave`` (4 is ``ut_holepunch``:
+:data:`HOLEPUNCH_EXTENSION_ID`). Any distinct
 non-zero ids would do, since each side sends under the ids the other chose; using the most
 common client's keeps packet captures easy to compare."""
 
@@ -678,3 +689,160 @@ class UploadOnly(_ExtensionMessage):
         if len(payload) != 1:
             raise RemoteProtocolError(f"upload_only payload of {len(payload)} bytes (expected 1)")
         return cls(payload[0] != 0)
+
+
+# ---------------------------------------------------------------------------- ut_holepunch (BEP 55)
+
+
+HOLEPUNCH_EXTENSION: Final = "ut_holepunch"
+"""The BEP 10 name of the holepunch extension (BEP 55)."""
+
+HOLEPUNCH_EXTENSION_ID: Final = 4
+"""The id we ask peers to send ``ut_holepunch`` under: libtorrent's (its ``holepunch_msg``)."""
+
+
+class HolepunchMessageType(enum.IntEnum):
+    """The ``msg_type`` byte of a ``ut_holepunch`` message (BEP 55)."""
+
+    RENDEZVOUS = 0
+    """Initiator to relay: please introduce me to the peer at this address."""
+    CONNECT = 1
+    """Relay to both ends: dial the peer at this address now (it is dialling you)."""
+    ERROR = 2
+    """Relay to initiator: the rendezvous for this address failed, for the error code given."""
+
+
+class HolepunchError(enum.IntEnum):
+    """The ``err_code`` of a ``ut_holepunch`` error message (BEP 55)."""
+
+    NO_SUCH_PEER = 1
+    """The target address is invalid."""
+    NOT_CONNECTED = 2
+    """The relay is not connected to the target."""
+    NO_SUPPORT = 3
+    """The target does not speak ``ut_holepunch``."""
+    NO_SELF = 4
+    """The target is the relay itself (or, as libtorrent reads it, the initiator)."""
+
+
+_ADDR_TYPE_OF_FAMILY: Final = {4: 0, 6: 1}
+_HOLEPUNCH_HEADER: Final = 2  # msg_type, addr_type
+
+
+@dataclass(frozen=True, slots=True)
+class HolepunchMessage(_ExtensionMessage):
+    """A ``ut_holepunch`` message (BEP 55): a type, an address, and for errors a code.
+
+    The payload is binary: ``msg_type`` (1 byte), ``addr_type`` (1 byte: 0 IPv4, 1 IPv6), the
+    address (4 or 16 bytes) and port (2 bytes, big-endian), then for an error the ``err_code``
+    (4 bytes, big-endian). ``address`` is kept in the family it has: an IPv4-mapped IPv6
+    address is sent as IPv6 (normalise it first to send it as IPv4). ``error`` is ``None`` for
+    a rendezvous or a connect, and an int for an error: a :class:`HolepunchError` when the
+    code is one BEP 55 defines, the plain int otherwise (a code from a newer peer).
+
+    >>> target = PeerAddress.parse("10.0.0.1:6881")
+    >>> HolepunchMessage.rendezvous(target).encode_payload().hex()
+    '00000a0000011ae1'
+    >>> failed = HolepunchMessage.failed(target, HolepunchError.NOT_CONNECTED)
+    >>> failed.encode_payload().hex()
+    '02000a0000011ae100000002'
+    >>> decode_holepunch_message(failed.encode_payload()) == failed
+    True
+    """
+
+    extension_name: ClassVar[str] = HOLEPUNCH_EXTENSION
+    msg_type: HolepunchMessageType
+    address: PeerAddress
+    error: int | None = None
+
+    def __post_init__(self) -> None:
+        """Check the fields: a known type, an address, an error code exactly for errors."""
+        raw_type: object = self.msg_type  # checked: a caller may pass anything
+        if isinstance(raw_type, bool) or not isinstance(raw_type, int):
+            raise TypeError(f"msg_type must be a HolepunchMessageType, not {raw_type!r}")
+        try:
+            msg_type = HolepunchMessageType(raw_type)
+        except ValueError:
+            raise ValueError(f"msg_type must be 0, 1 or 2, not {raw_type}") from None
+        object.__setattr__(self, "msg_type", msg_type)
+        if not isinstance(self.address, PeerAddress):
+            raise TypeError(f"address must be a PeerAddress, not {self.address!r}")
+        if msg_type is HolepunchMessageType.ERROR:
+            code = _check_int("error", self.error, 0, _U32_MAX)
+            object.__setattr__(self, "error", _error_code(code))
+        elif self.error is not None:
+            raise ValueError(f"only an error message carries an error code, not {msg_type.name}")
+
+    @classmethod
+    def rendezvous(cls, target: PeerAddress) -> HolepunchMessage:
+        """Ask the receiver (the relay) to introduce us to ``target``."""
+        return cls(HolepunchMessageType.RENDEZVOUS, target)
+
+    @classmethod
+    def connect(cls, address: PeerAddress) -> HolepunchMessage:
+        """Tell the receiver to dial ``address`` (sent by a relay to both ends)."""
+        return cls(HolepunchMessageType.CONNECT, address)
+
+    @classmethod
+    def failed(cls, target: PeerAddress, error: HolepunchError | int) -> HolepunchMessage:
+        """Tell the receiver (an initiator) its rendezvous for ``target`` failed."""
+        return cls(HolepunchMessageType.ERROR, target, error)
+
+    def encode_payload(self) -> bytes:
+        """``msg_type``, ``addr_type``, address, port, and ``err_code`` for an error."""
+        head = bytes((self.msg_type, _ADDR_TYPE_OF_FAMILY[self.address.family]))
+        body = head + self.address.host.packed + self.address.port.to_bytes(2, "big")
+        if self.error is not None:
+            body += self.error.to_bytes(4, "big")
+        return body
+
+
+def _error_code(code: int) -> int:
+    try:
+        return HolepunchError(code)
+    except ValueError:
+        return code
+
+
+def decode_holepunch_message(payload: bytes | bytearray | memoryview) -> HolepunchMessage | None:
+    """Decode a ``ut_holepunch`` payload; ``None`` for a ``msg_type`` or ``addr_type`` we do
+    not know.
+
+    As libtorrent: a message of an unknown type or address type is ignored (a future
+    extension of BEP 55 must not cost the connection), bytes after the message are ignored,
+    and an error code BEP 55 does not define is kept as a plain int (libtorrent logs it as
+    unknown and carries on). A payload too short for its own fields raises; libtorrent drops
+    such a message without closing the connection, which is what
+    :class:`~bip_peer.HolepunchService` does with the error.
+
+    >>> decode_holepunch_message(bytes.fromhex("0100" "7f000001" "1ae1"))
+    HolepunchMessage(msg_type=<HolepunchMessageType.CONNECT: 1>, address=PeerAddress(host=IPv4Address('127.0.0.1'), port=6881), error=None)
+    >>> decode_holepunch_message(bytes.fromhex("0900")) is None
+    True
+
+    Raises:
+        RemoteProtocolError: shorter than the 2-byte header, than its address, or (an error
+            message) than its 4-byte error code.
+    """  # noqa: E501  # the doctest's repr is one line
+    raw = bytes(payload)
+    if len(raw) < _HOLEPUNCH_HEADER:
+        raise RemoteProtocolError(f"ut_holepunch payload of {len(raw)} bytes (at least 2)")
+    msg_type, addr_type = raw[0], raw[1]
+    if msg_type > HolepunchMessageType.ERROR or addr_type > 1:
+        return None
+    size = 4 if addr_type == 0 else 16
+    end = _HOLEPUNCH_HEADER + size + 2
+    if msg_type == HolepunchMessageType.ERROR:
+        end += 4
+    if len(raw) < end:
+        raise RemoteProtocolError(
+            f"ut_holepunch {HolepunchMessageType(msg_type).name.lower()} message of "
+            f"{len(raw)} bytes (expected {end})"
+        )
+    packed = raw[_HOLEPUNCH_HEADER : _HOLEPUNCH_HEADER + size]
+    host = IPv4Address(packed) if size == 4 else IPv6Address(packed)
+    port = int.from_bytes(raw[_HOLEPUNCH_HEADER + size : _HOLEPUNCH_HEADER + size + 2], "big")
+    error = None
+    if msg_type == HolepunchMessageType.ERROR:
+        error = int.from_bytes(raw[end - 4 : end], "big")
+    return HolepunchMessage(HolepunchMessageType(msg_type), PeerAddress(host, port), error)
