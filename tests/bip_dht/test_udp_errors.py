@@ -289,25 +289,37 @@ class FakeRaw:
         self.options.append((level, option, value))
 
 
-async def test_linux_reader_survives_pending_errors_and_reads_on() -> None:
+async def test_linux_reader_survives_pending_errors_and_reads_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     dht = _bare_dht()
+    flood = [(_KRPC_PING, (f"127.0.1.{i}", 6881)) for i in range(_shell._READ_BATCH + 6)]
     receives = FakeReceiver(
         OSError(errno.ECONNREFUSED, "pending"),  # the error a queued report left pending
         (_KRPC_PING, ("127.0.0.5", 6881)),
+        BlockingIOError(errno.EAGAIN, "empty"),
+        *flood,  # more than a batch: read over two wake-ups
         BlockingIOError(errno.EAGAIN, "empty"),
         OSError(errno.EBADF, "gone"),
     )
     raw = FakeRaw(receives, [_entry(("127.0.0.7", 1)), (b"", [], 0, "junk")])
     queue = ErrorQueue(raw)  # type: ignore[arg-type]
-    with trio.fail_after(2):
-        readable, _ = socket.socketpair()
-        sock = trio.socket.from_stdlib_socket(readable)
-        with sock:
-            _.send(b"x")  # keeps the waited-on socket readable
-            with pytest.raises(DHTSocketError):
-                await dht._read_with_errors(sock, raw, queue)  # type: ignore[arg-type]
-        _.close()
-    assert dht.node.statistics().datagrams_received == 1
+    wakes = 0
+
+    async def counting_wait(sock: object) -> None:
+        nonlocal wakes
+        wakes += 1
+        if wakes == 3:
+            queue.enabled = False  # a queue turned off is not read any more
+            raw.errors.append(OSError(errno.EINVAL, "must not be read"))
+        await trio.lowlevel.checkpoint()
+
+    # the stand-in socket is always readable: the reader's waits only count
+    monkeypatch.setattr(trio.lowlevel, "wait_readable", counting_wait)
+    with trio.fail_after(2), pytest.raises(DHTSocketError):
+        await dht._read_with_errors(None, raw, queue)  # type: ignore[arg-type]
+    assert wakes == 4  # the flood took two
+    assert dht.node.statistics().datagrams_received == 1 + len(flood)
     assert queue.read == 2
     assert queue.malformed == 1
 

@@ -10,6 +10,7 @@ the caller starts (:mod:`bip_dht._node_ops`). The shell moves bytes::
     for data, address in node.datagrams_to_send(now): # after every call: send these
         sock.sendto(data, address)
     node.handle_timer(now)                            # at node.next_deadline()
+    node.unreachable(address, now)                    # ICMP unreachable (if the OS says)
     while (event := node.next_event()) is not None: ...
 
 Operations (:meth:`DHTNode.ping`, :meth:`~DHTNode.bootstrap`, :meth:`~DHTNode.find_node`,
