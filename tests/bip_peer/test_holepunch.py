@@ -3,6 +3,7 @@ streams (relay, initiator, target, errors, budgets), and PEX's 0x08 flag and rel
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -771,3 +772,57 @@ async def test_relay_for_prefers_a_relay_that_speaks_holepunch(
 def test_max_sources_checked() -> None:
     with pytest.raises(ValueError, match="max_sources"):
         PeerExchange(RecordingSink(), max_sources=-1)
+
+
+async def test_a_flood_is_logged_once_per_peer(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="bip_peer.holepunch")
+    async with trio.open_nursery() as nursery:
+        async with triangle(nursery) as tri:
+            for _ in range(20):
+                raw_send(tri.r, tri.r_x, b"\x00")
+            for n in range(20):
+                raw_send(tri.r, tri.r_x, HolepunchMessage.connect(addr(n, 0)).encode_payload())
+            await trio.sleep(0.5)
+            stats = tri.x.hp.statistics()
+            assert stats.messages_ignored == 20
+            assert stats.connects_ignored == 20
+            records = [r for r in caplog.records if "later ones from this peer" in r.message]
+            assert len(records) == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_decoded_messages_and_others(autojump_clock: trio.testing.MockClock) -> None:
+    """A HolepunchMessage the connection decoded itself is taken the same way; anything else
+    is left to the other services and the owner."""
+    async with trio.open_nursery() as nursery:
+        async with triangle(nursery) as tri:
+            hp, manager, peer = tri.x.hp, tri.x.manager, tri.x_r
+            assert hp.message_received(manager, peer, HolepunchMessage.connect(addr(9)))
+            assert tri.x.connects == [(IH, addr(9))]
+            assert not hp.message_received(manager, peer, UnknownExtended(7, "ut_other", b""))
+            assert not hp.message_received(manager, peer, PexMessage())
+        nursery.cancel_scope.cancel()
+
+
+async def test_rendezvous_through_a_departed_relay(autojump_clock: trio.testing.MockClock) -> None:
+    async with trio.open_nursery() as nursery:
+        async with triangle(nursery) as tri:
+            tri.x.manager.remove_peer(tri.x_r, "test")
+            await trio.sleep(0.5)
+            assert not tri.x.hp.rendezvous(tri.x.manager, tri.x_r, addr(3))
+            assert tri.x.hp.statistics().pending == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_relay_for_can_be_switched_off(autojump_clock: trio.testing.MockClock) -> None:
+    pex = PeerExchange(RecordingSink(), max_sources=0)
+    async with trio.open_nursery() as nursery:
+        async with node(nursery, addr(1), extra=[pex]) as hub, node(nursery, addr(2)) as other:
+            hub_other, other_hub = connect(hub, other)
+            await handshaken(hub_other, other_hub)
+            target = PeerAddress(IPv4Address("10.0.1.1"), 6881)
+            pex.message_received(hub.manager, hub_other, PexMessage(added=(target,)))
+            assert pex.relay_for(IH, target) is None
+        nursery.cancel_scope.cancel()

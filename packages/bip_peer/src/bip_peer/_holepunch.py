@@ -275,6 +275,9 @@ class HolepunchService:
         self._errors = 0
         self._rate_limited = 0
         self._ignored = 0
+        # Peers whose ignored or over-budget messages were logged: once per peer, so that a
+        # flooding peer does not flood the log too (its messages are still counted).
+        self._noted: set[Peer] = set()
 
     # -- public API ----------------------------------------------------------------------
 
@@ -384,6 +387,7 @@ class HolepunchService:
     def peer_removed(self, manager: PeerManager, peer: Peer) -> None:
         """Forget the peer's budgets and our rendezvous waiting on it."""
         self._peers.pop(peer, None)
+        self._noted.discard(peer)
         for key in [key for key in self._pending if key[0] is peer]:
             del self._pending[key]
 
@@ -402,6 +406,7 @@ class HolepunchService:
     ) -> None:
         if not state.relay.take(self._relay_burst, self._relay_rate, trio.current_time()):
             self._rate_limited += 1
+            self._note(peer, f"rendezvous for {target} over the peer's budget, ignored")
             return
         address = target.normalized()
         other = self._relay_target(manager, peer, address)
@@ -468,13 +473,14 @@ class HolepunchService:
         reason = self._connect_problem(manager, peer, normalized)
         if reason is not None:
             self._connects_ignored += 1
-            _log.debug("connect to %s from %s ignored: %s", normalized, peer.address, reason)
+            self._note(peer, f"connect to {normalized} ignored: {reason}")
             return
         # A connect we asked for is not charged: our own rendezvous are bounded already.
         if not solicited and not state.connect.take(
             self._connect_burst, self._connect_rate, trio.current_time()
         ):
             self._rate_limited += 1
+            self._note(peer, f"connect to {normalized} over the peer's budget, ignored")
             return
         self._connects += 1
         _log.debug(
@@ -527,5 +533,14 @@ class HolepunchService:
 
     def _ignore(self, peer: Peer, why: str) -> None:
         self._ignored += 1
-        # Once per peer at most would need state; DEBUG keeps a flood out of normal logs.
-        _log.debug("ut_holepunch message from %s ignored: %s", peer.address, why)
+        self._note(peer, f"message ignored: {why}")
+
+    def _note(self, peer: Peer, what: str) -> None:
+        if peer in self._noted:
+            return
+        self._noted.add(peer)
+        _log.debug(
+            "ut_holepunch from %s: %s (later ones from this peer are only counted)",
+            peer.address,
+            what,
+        )
