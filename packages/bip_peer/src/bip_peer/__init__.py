@@ -15,11 +15,13 @@ from bip_metainfo import PieceSet
 
 from ._bandwidth import (
     DEFAULT_BURST_SECONDS,
+    LOCAL_NETWORKS,
     MIN_BURST,
     MIN_QUANTUM,
     BandwidthLimiter,
     TokenBucket,
     default_burst,
+    is_local_address,
 )
 from ._connection import (
     DEFAULT_MAX_PEER_REQUESTS,
@@ -207,6 +209,7 @@ __all__ = [
     "EXTENSION_NAMES",
     "HANDSHAKE_FIELDS",
     "IPV6_PREFIX_LENGTH",
+    "LOCAL_NETWORKS",
     "MAX_CANCELLED_REQUESTS",
     "MAX_METADATA_TOTAL_SIZE",
     "METADATA_EXTENSION",
@@ -304,6 +307,7 @@ __all__ = [
     "decode_metadata_message",
     "default_burst",
     "info_matches",
+    "is_local_address",
     "metadata_piece_count",
     "open_peer_manager",
 ]

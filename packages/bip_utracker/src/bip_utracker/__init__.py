@@ -106,9 +106,14 @@ from ._swarm import (
     SwarmStore,
 )
 from ._url import (
+    MAX_SHOWN_LENGTH,
     MAX_URL_LENGTH,
+    SECRET_RUN_LENGTH,
     TrackerUrl,
+    is_secret_segment,
     parse_tracker_url,
+    shown_path,
+    shown_url,
 )
 
 __all__ = [
@@ -131,10 +136,12 @@ __all__ = [
     "MAX_OPTIONS",
     "MAX_OPTION_DATA",
     "MAX_SCRAPE_HASHES",
+    "MAX_SHOWN_LENGTH",
     "MAX_URL_LENGTH",
     "MIN_RESPONSE_SIZE",
     "PROTOCOL_ID",
     "RECEIVE_BATCH",
+    "SECRET_RUN_LENGTH",
     "Action",
     "AnnounceAnswer",
     "AnnounceClient",
@@ -182,10 +189,13 @@ __all__ = [
     "decode_request",
     "decode_response",
     "encode_options",
+    "is_secret_segment",
     "open_tracker_client",
     "parse_options",
     "parse_tracker_url",
     "serve_tracker",
+    "shown_path",
+    "shown_url",
     "url_data_of",
     "url_data_options",
 ]

@@ -26,12 +26,14 @@ from urllib.parse import quote, quote_from_bytes, urlsplit
 from bip._describe import safe_text
 from bip_bencode import BencodeDecodeError, decode_prefix
 from bip_handshake import PeerAddress
-from bip_utracker import AnnounceEvent, LocalProtocolError, ScrapeStats, TrackerRejectedError
-
-# The rule for shown URLs is bip_utracker's, so both packages hide the same secrets; imported
-# from its module until bip_utracker exports it.
-from bip_utracker._url import shown_path
-from bip_utracker._url import shown_url as _shown_url
+from bip_utracker import (
+    AnnounceEvent,
+    LocalProtocolError,
+    ScrapeStats,
+    TrackerRejectedError,
+    shown_path,
+)
+from bip_utracker import shown_url as _shown_url  # one rule for both packages' shown URLs
 
 from ._http_tracker_errors import MalformedTrackerResponseError
 
