@@ -70,7 +70,8 @@ class MtuLink:
     A datagram over ``max_ab`` (from ``a``) or ``max_ba`` (from ``b``) is dropped silently,
     as a tunnel with a smaller MTU or a router with DF set and no ICMP does; with
     ``emsgsize`` the sender's own socket refuses it instead, and its core hears of it
-    through ``datagram_too_big`` (the interface MTU is the small one). ``None``: no limit.
+    through ``datagram_too_big`` (the interface MTU is the small one), and of the rest of
+    that batch, which is not sent, through ``datagram_not_sent``. ``None``: no limit.
     Change the limits at any time: the path shrinks or grows.
     """
 
@@ -96,12 +97,16 @@ class MtuLink:
         for _ in range(16):
             refused = False
             for name, core, limit in (("ab", self.a, self.max_ab), ("ba", self.b, self.max_ba)):
+                stopped = False  # a socket stops a batch at a refusal: the rest stays unsent
                 for data in core.datagrams_to_send(self.now):
+                    if stopped:
+                        core.datagram_not_sent(data)
+                        continue
                     if limit is not None and len(data) > limit:
                         if self.emsgsize:
                             self.refused += 1
                             core.datagram_too_big(data, self.now)
-                            refused = True
+                            refused = stopped = True
                         else:
                             self.dropped += 1
                         continue

@@ -7,7 +7,7 @@ import random
 
 import pytest
 from _utp_sim import SECOND, MtuLink, move, mtu_pair
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bip_handshake._utp_config import MIN_DATAGRAM, PACKET_OVERHEAD, UtpConfig
@@ -307,3 +307,42 @@ def test_sustained_loss_restarts_the_search() -> None:
     net.run_until(lambda: a.statistics().timeouts >= 2, 10 * SECOND)
     assert a.mtu == 1232
     assert a._mtu_ceiling == 1472
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    st.integers(0, 2**32),
+    st.lists(st.integers(MIN_DATAGRAM, 1600), min_size=1, max_size=6),
+    st.booleans(),
+)
+def test_an_interface_mtu_that_keeps_changing_never_corrupts_the_stream(
+    seed: int, limits: list[int], both_ways: bool
+) -> None:
+    # The interface MTU changes every 100 ms while data flows (both ways, sometimes):
+    # packets are refused, re-cut, probed again; every byte arrives once, in order.
+    net = mtu_pair(max_ab=limits[0], max_ba=limits[0], emsgsize=True, seed=seed)
+    ab, ba = data(300_000, seed), data(100_000 if both_ways else 0, seed + 1)
+    got_ab, got_ba = bytearray(), bytearray()
+    sent = [0, 0]
+    changes = iter(limits[1:])
+    changed = [0]  # 100 ms periods seen
+
+    def pump() -> bool:
+        for index, (writer, payload) in enumerate(((net.a, ab), (net.b, ba))):
+            if sent[index] < len(payload):
+                sent[index] += writer.write(memoryview(payload)[sent[index] :])
+            elif not writer.write_shut:
+                writer.shutdown_write()
+        got_ab.extend(net.b.read())
+        got_ba.extend(net.a.read())
+        if net.now // 100_000 > changed[0]:
+            changed[0] += 1
+            limit = next(changes, None)
+            if limit is not None:
+                net.max_ab = net.max_ba = limit
+        return net.a.eof_received and net.b.eof_received and not net.a.readable
+
+    net.run_until(pump, 60 * SECOND)
+    assert bytes(got_ab) == ab
+    assert bytes(got_ba) == ba
+    assert net.a.statistics().bytes_sent == len(ab)

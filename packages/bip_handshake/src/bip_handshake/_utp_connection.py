@@ -20,8 +20,9 @@ How it behaves, following BEP 29 and libtorrent:
   raises the floor, its loss lowers the ceiling (a binary search, over in about eight
   round trips). A lost probe is no sign of congestion: the window is not cut, and the
   packet goes again unpadded, so that its data never depends on the larger size. EMSGSIZE
-  from the socket (:meth:`UtpConnection.datagram_too_big`) lowers the ceiling at once;
-  packets that never left the host are cut again to the new size. Two timeouts in a row
+  from the socket (:meth:`UtpConnection.datagram_too_big`, and
+  :meth:`UtpConnection.datagram_not_sent` for the rest of the batch) lowers the ceiling at
+  once; packets that never left the host are cut again to the new size. Two timeouts in a row
   restart the search from the floor (the path may have shrunk). Small writes are
   coalesced, Nagle-like: a packet shorter than a full one leaves only when nothing else is
   in flight, or when the stream is being closed.
@@ -284,7 +285,8 @@ class _Outgoing:
     pad_to: int = 0
     """An MTU probe's datagram size, for its first transmission; 0 for other packets."""
     too_big: int = 0
-    """Transmissions the socket refused (EMSGSIZE): when all were, the peer never saw it."""
+    """Transmissions the socket refused (EMSGSIZE) or dropped unsent: when all were, the
+    peer never saw it."""
 
 
 class UtpConnection:
@@ -820,14 +822,10 @@ class UtpConnection:
             # does not pass), and the search finds the exact size again from there.
             floor = self._config.min_datagram
             self._set_floor(floor if floor <= ceiling else MIN_DATAGRAM)
-        if datagram[0] >> 4 != UtpPacketType.DATA or int.from_bytes(datagram[2:4]) != self.send_id:
-            return  # acks, FINs and SYNs carry no payload: nothing to resend smaller
-        seq = int.from_bytes(datagram[16:18])
-        entry = self._outgoing.get(seq)
-        if entry is None or entry.transmissions <= entry.too_big:
-            return  # acked since, or a report we already had
-        entry.too_big += 1
-        if seq == self._probe_seq:
+        entry = self._refused_entry(datagram)
+        if entry is None:
+            return
+        if entry.seq == self._probe_seq:
             if not entry.need_send:
                 entry.need_send = True
                 self._unsent += 1
@@ -842,18 +840,61 @@ class UtpConnection:
             # once would only be refused again, in a loop.
             self._repacketise()
 
+    def datagram_not_sent(self, datagram: bytes) -> None:
+        """The socket dropped ``datagram``, one of ours, before sending it.
+
+        The socket calls this for the datagrams of a batch it did not send after one was
+        refused (:meth:`datagram_too_big`): they never left either, so that the packets
+        refused before them can be cut again (a packet after them that left would pin
+        their sequence numbers). They go again with the next :meth:`datagrams_to_send`.
+        """
+        if len(datagram) < HEADER_SIZE or self.state is UtpState.FAILED or self._finished:
+            return
+        entry = self._refused_entry(datagram)
+        if entry is None:
+            return
+        if not entry.need_send:
+            entry.need_send = True
+            self._unsent += 1
+            self._in_flight -= len(entry.payload)
+        if entry.seq == self._probe_seq:
+            entry.fast_resent = True  # as in datagram_too_big: its resend comes late
+        self._repacketise()
+
+    def _refused_entry(self, datagram: bytes) -> _Outgoing | None:
+        """The packet whose latest transmission ``datagram`` was, now counted as refused."""
+        if datagram[0] >> 4 not in (UtpPacketType.DATA, UtpPacketType.FIN):
+            return None  # acks and SYNs: nothing waits for them
+        if int.from_bytes(datagram[2:4]) != self.send_id:
+            return None
+        entry = self._outgoing.get(int.from_bytes(datagram[16:18]))
+        if entry is None or entry.transmissions <= entry.too_big:
+            return None  # acked since, or a report we already had
+        entry.too_big += 1
+        return entry
+
     def _repacketise(self) -> None:
         """Cut the packets at the end that never left the host again, to the floor's size.
 
-        Only packets the peer cannot have seen are cut: the longest run at the end of
-        what was sent whose every transmission the socket refused. Their sequence numbers
-        are reused and their bytes go back in front of what waits to be sent.
+        Only packets the peer cannot have seen are cut: the longest run of sequence
+        numbers up to the last one used whose every transmission the socket refused (or
+        dropped unsent). Their sequence numbers are reused and their bytes go back in front
+        of what waits to be sent.
         """
         suffix: list[_Outgoing] = []
-        for entry in reversed(self._outgoing.values()):
-            if entry.too_big < entry.transmissions or entry.type is UtpPacketType.SYN:
+        # Down from the last sequence number used: one selectively acked (gone from
+        # _outgoing) ends the run, as the peer holds it.
+        seq = (self._seq_nr - 1) & _SEQ_MASK
+        while seq != self._acked:
+            entry = self._outgoing.get(seq)
+            if (
+                entry is None
+                or entry.too_big < entry.transmissions
+                or entry.type is UtpPacketType.SYN
+            ):
                 break
             suffix.append(entry)
+            seq = (seq - 1) & _SEQ_MASK
         if not any(len(entry.payload) > self._payload_size for entry in suffix):
             return
         suffix.reverse()
