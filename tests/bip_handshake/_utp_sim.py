@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bip_handshake._utp_config import UtpConfig
-from bip_handshake._utp_connection import UtpConnection
+from bip_handshake._utp_connection import UtpConnection, is_mtu_probe
 from bip_handshake._utp_packet import UtpPacket
 
 Event = tuple[int, int, str, bytes]
@@ -81,6 +81,9 @@ class MtuLink:
     max_ab: int | None = None
     max_ba: int | None = None
     emsgsize: bool = False
+    fragment: bool = False
+    """Datagrams over the limit that are not MTU probes arrive anyway, fragmented: the
+    socket sends them with "don't fragment" clear (probes with it set), as libtorrent."""
     now: int = 0
     in_flight: list[Event] = field(default_factory=list)
     counter: int = 0
@@ -88,6 +91,8 @@ class MtuLink:
     """Datagrams the path dropped for their size."""
     refused: int = 0
     """Datagrams the sender's socket refused for their size (EMSGSIZE)."""
+    fragmented: int = 0
+    """Datagrams over the limit that arrived fragmented (with ``fragment``)."""
     sizes: list[int] = field(default_factory=list)
     """The size of every datagram ``a`` sent that was not refused."""
 
@@ -102,7 +107,10 @@ class MtuLink:
                     if stopped:
                         core.datagram_not_sent(data)
                         continue
-                    if limit is not None and len(data) > limit:
+                    too_big = limit is not None and len(data) > limit
+                    if too_big and self.fragment and not is_mtu_probe(data):
+                        self.fragmented += 1
+                    elif too_big:
                         if self.emsgsize:
                             self.refused += 1
                             core.datagram_too_big(data, self.now)

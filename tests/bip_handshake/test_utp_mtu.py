@@ -17,6 +17,7 @@ from bip_handshake._utp_connection import (
     PADDING_EXTENSION,
     UtpConnection,
     _pad,
+    is_mtu_probe,
 )
 from bip_handshake._utp_packet import HEADER_SIZE, UtpPacket, UtpPacketType
 
@@ -272,6 +273,36 @@ def test_an_interface_that_shrinks_mid_transfer_recovers() -> None:
     assert net.a.mtu <= IPV4_1280
     assert max(net.sizes[-100:]) <= IPV4_1280
     assert net.a.statistics().timeouts == 0
+
+
+def test_a_path_that_shrinks_silently_recovers_by_fragments() -> None:
+    # The path shrinks with no ICMP: probes (sent with "don't fragment") vanish, every other
+    # datagram arrives fragmented, as libtorrent's do. Nothing stalls, nothing is cut.
+    net = mtu_pair(max_ab=IPV4_1500, max_ba=IPV4_1500, fragment=True)
+    payload = data(2_000_000, seed=10)
+    shrunk: list[int] = []
+
+    def shrink() -> bool:
+        if not shrunk and net.a.statistics().bytes_sent > 500_000:
+            assert net.a.mtu > IPV4_1280
+            net.max_ab = net.max_ba = IPV4_1280
+            shrunk.append(net.now)
+        return True
+
+    assert move(net, payload, read=shrink) == payload
+    assert shrunk
+    assert net.fragmented > 0
+    assert net.a.statistics().timeouts == 0
+
+
+def test_probes_are_told_apart() -> None:
+    net = mtu_pair()
+    a = net.a
+    a._cwnd = 20.0 * a._payload_size
+    a._peer_wnd = 1 << 20
+    a.write(data(3 * a._payload_size))
+    assert [is_mtu_probe(d) for d in a.datagrams_to_send(net.now)] == [False, True, False]
+    assert not is_mtu_probe(b"")
 
 
 def test_emsgsize_reports_that_cannot_apply_are_harmless() -> None:

@@ -103,6 +103,7 @@ __all__ = [
     "UtpConnectionStatistics",
     "UtpReceiveBudget",
     "UtpState",
+    "is_mtu_probe",
 ]
 
 CCONTROL_TARGET_US: Final = 100_000
@@ -1380,6 +1381,20 @@ class UtpConnection:
             mtu_probes=self._mtu_probes,
             mtu_probes_lost=self._mtu_probes_lost,
         )
+
+
+def is_mtu_probe(datagram: bytes) -> bool:
+    """Whether ``datagram`` (one a :class:`UtpConnection` sent) is a path MTU probe.
+
+    A socket sends probes with "don't fragment" set, so that a path too small for them
+    drops them (or the host refuses them: :meth:`UtpConnection.datagram_too_big`), and
+    every other datagram with it clear, so that one sent before the path shrank still
+    arrives, fragmented, as libtorrent does.
+
+    >>> is_mtu_probe(bytes(20))
+    False
+    """
+    return len(datagram) > HEADER_SIZE and datagram[1] == PADDING_EXTENSION
 
 
 def _pad(datagram: bytes, size: int) -> bytes:
