@@ -43,6 +43,7 @@ def stall(net: MtuLink) -> None:
 def test_a_reopened_window_is_announced_at_once_and_once() -> None:
     net = mtu_pair(SMALL)
     stall(net)
+    assert net.b not in net.b._budget._starved  # its own buffer is full, not the budget
     net.b.read(10)
     assert net.b.datagrams_to_send(net.now) == []  # not a packet's worth yet
     net.b.read()

@@ -1350,7 +1350,11 @@ class UtpConnection:
             sack = sack_from_offsets(offsets, _OWN_SACK_BYTES)
         window = self._advertised = self._window()
         if window < self._update_threshold:
-            self._budget._starved.add(self)  # woken when the budget frees room
+            budget = self._budget
+            if budget.limit - budget.used < self._config.receive_buffer - self._buffered():
+                # Shut by the socket's budget, not by our own reader (whose reads tell):
+                # other connections' reads wake it.
+                budget._starved.add(self)
         # Every field is in range by construction (16-bit numbers masked, the window
         # below 2 GiB by UtpConfig): the unchecked encoder.
         return encode_packet(
