@@ -1,12 +1,13 @@
 """bip_peer: the BitTorrent peer wire protocol.
 
-Sans-IO cores for every message of BEP 3, 5, 6, 9, 10, 11, 21, 52 and 54
+Sans-IO cores for every message of BEP 3, 5, 6, 9, 10, 11, 21, 52, 54 and 55
 (:class:`MessageDecoder` and one frozen dataclass per message), a per-connection
 protocol state that enforces the rules both ways (:class:`PeerConnection`), the
 BEP 9 metadata exchange and BEP 11 peer exchange logic, and the trio
 :class:`PeerManager` that runs many connections with heartbeats, backpressure
-and statistics, with :class:`MetadataExchange`, :class:`PeerExchange` and
-:class:`PieceLayerExchange` (BEP 52 piece layers) as services plugged into it.
+and statistics, with :class:`MetadataExchange`, :class:`PeerExchange`,
+:class:`PieceLayerExchange` (BEP 52 piece layers) and :class:`HolepunchService` (BEP 55) as
+services plugged into it.
 """
 
 import logging
@@ -44,6 +45,7 @@ from ._errors import (
     StaleSendError,
 )
 from ._exchange import (
+    DEFAULT_PEX_MAX_SOURCES,
     METADATA_EXTENSION,
     PEX_EXTENSION,
     PEX_SOURCE,
@@ -52,27 +54,44 @@ from ._exchange import (
     MetadataFetchError,
     PeerExchange,
     PeerExchangeStatistics,
+    PexRelay,
 )
 from ._extended import (
     DEFAULT_EXTENSION_IDS,
     DEFAULT_MAX_PEX_ENTRIES,
     EXTENSION_NAMES,
     HANDSHAKE_FIELDS,
+    HOLEPUNCH_EXTENSION,
+    HOLEPUNCH_EXTENSION_ID,
     MAX_METADATA_TOTAL_SIZE,
     METADATA_PIECE_SIZE,
     DontHave,
     ExtendedHandshake,
+    HolepunchError,
+    HolepunchMessage,
+    HolepunchMessageType,
     MetadataData,
     MetadataReject,
     MetadataRequest,
     PexMessage,
     UploadOnly,
+    decode_holepunch_message,
     decode_metadata_message,
 )
 from ._fast import (
     DEFAULT_ALLOWED_FAST_SET_SIZE,
     IPV6_PREFIX_LENGTH,
     allowed_fast_set,
+)
+from ._holepunch import (
+    DEFAULT_HOLEPUNCH_CONNECT_BURST,
+    DEFAULT_HOLEPUNCH_CONNECT_RATE,
+    DEFAULT_HOLEPUNCH_MAX_PENDING,
+    DEFAULT_HOLEPUNCH_PENDING_TIMEOUT,
+    DEFAULT_HOLEPUNCH_RELAY_BURST,
+    DEFAULT_HOLEPUNCH_RELAY_RATE,
+    HolepunchService,
+    HolepunchStatistics,
 )
 from ._layers import (
     DEFAULT_LAYER_REJECT_BACKOFF,
@@ -180,6 +199,12 @@ __all__ = [
     "DEFAULT_BURST_SECONDS",
     "DEFAULT_EVENT_BUFFER",
     "DEFAULT_EXTENSION_IDS",
+    "DEFAULT_HOLEPUNCH_CONNECT_BURST",
+    "DEFAULT_HOLEPUNCH_CONNECT_RATE",
+    "DEFAULT_HOLEPUNCH_MAX_PENDING",
+    "DEFAULT_HOLEPUNCH_PENDING_TIMEOUT",
+    "DEFAULT_HOLEPUNCH_RELAY_BURST",
+    "DEFAULT_HOLEPUNCH_RELAY_RATE",
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_KEEPALIVE_INTERVAL",
     "DEFAULT_LAYER_REJECT_BACKOFF",
@@ -199,6 +224,7 @@ __all__ = [
     "DEFAULT_PEX_MAX_ADDED",
     "DEFAULT_PEX_MAX_DROPPED",
     "DEFAULT_PEX_MAX_KNOWN",
+    "DEFAULT_PEX_MAX_SOURCES",
     "DEFAULT_PEX_MIN_RECEIVE_INTERVAL",
     "DEFAULT_PEX_RECEIVE_LIMIT",
     "DEFAULT_RATE_BUCKETS",
@@ -208,6 +234,8 @@ __all__ = [
     "DEFAULT_TICK_INTERVAL",
     "EXTENSION_NAMES",
     "HANDSHAKE_FIELDS",
+    "HOLEPUNCH_EXTENSION",
+    "HOLEPUNCH_EXTENSION_ID",
     "IPV6_PREFIX_LENGTH",
     "LOCAL_NETWORKS",
     "MAX_CANCELLED_REQUESTS",
@@ -245,6 +273,11 @@ __all__ = [
     "Have",
     "HaveAll",
     "HaveNone",
+    "HolepunchError",
+    "HolepunchMessage",
+    "HolepunchMessageType",
+    "HolepunchService",
+    "HolepunchStatistics",
     "Interested",
     "KeepAlive",
     "LimiterStatistics",
@@ -284,6 +317,7 @@ __all__ = [
     "PexInboxStatistics",
     "PexMessage",
     "PexOutbox",
+    "PexRelay",
     "PexUpdate",
     "Piece",
     "PieceLayerExchange",
@@ -304,6 +338,7 @@ __all__ = [
     "UnknownMessage",
     "UploadOnly",
     "allowed_fast_set",
+    "decode_holepunch_message",
     "decode_metadata_message",
     "default_burst",
     "info_matches",
