@@ -20,6 +20,12 @@ failed and the other transport worked, or the connection ended before the peer s
 byte), and tries the other one first next time, as libtorrent remembers a peer's transport.
 A byte received over the remembered transport (tried when the other failed) clears it.
 
+Hints: :meth:`PeerDialer.prefer_utp_for` makes the dials to one address try uTP first, or
+only uTP, for a while. A BEP 55 holepunch needs it: both peers dial each other over uTP at
+once, from the UDP socket the relay saw, and those outgoing packets are what open each NAT
+for the other's; a TCP attempt first would spend the moment the holes are open. The hints
+are bounded (the oldest is forgotten first) and expire.
+
 Local address: a TCP connect is made from ``local_address`` when it is a specific
 address of the peer's family (``--bind 127.0.0.2``), as libtorrent's
 ``outgoing_interfaces`` does: peers see us where we accept them, and a peer that
@@ -46,6 +52,7 @@ from ._utp_socket import UtpSocket
 __all__ = [
     "DEFAULT_FIRST_SHARE",
     "DEFAULT_FIRST_TIMEOUT",
+    "MAX_UTP_HINTS",
     "DialerStatistics",
     "PeerDialer",
     "Transport",
@@ -63,6 +70,9 @@ DEFAULT_FIRST_SHARE: Final = 0.5
 may take at most: the fallback keeps the rest."""
 _MEMORY: Final = 4096
 """Addresses whose failing transport is remembered, at most (the oldest is forgotten first)."""
+MAX_UTP_HINTS: Final = 1024
+"""Addresses with a :meth:`PeerDialer.prefer_utp_for` hint at once, at most (the oldest set is
+forgotten first): each one comes from a peer's message, so their number must be bounded."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +96,10 @@ class DialerStatistics:
             then remembered as failing for that address).
         reordered: dials that tried the other transport first because the preferred one
             failed with that address last time.
+        hinted: dials that followed a :meth:`PeerDialer.prefer_utp_for` hint (uTP first,
+            or only).
         remembered: addresses whose failing transport is remembered now.
+        hints: addresses with a uTP hint now (expired ones included until next looked at).
     """
 
     dials: int = 0
@@ -98,7 +111,9 @@ class DialerStatistics:
     failed: int = 0
     closed_silent: int = 0
     reordered: int = 0
+    hinted: int = 0
     remembered: int = 0
+    hints: int = 0
 
 
 class PeerDialer:
@@ -113,6 +128,8 @@ class PeerDialer:
     ``SocketStream``, a :class:`~bip_handshake.UtpStream`) to see that first read; their
     read-only ``transport`` attribute (``"tcp"`` or ``"utp"``) says which one connected, and
     the Handshaker copies it to :attr:`~bip_handshake.CompletedHandshake.transport`.
+    :meth:`prefer_utp_for` makes one address's dials take uTP first or alone for a while
+    (a BEP 55 holepunch).
 
     >>> dialer = PeerDialer(prefer="utp")
     >>> dialer.transports(PeerAddress.parse("10.0.0.1:6881"))  # no uTP socket yet
@@ -171,6 +188,8 @@ class PeerDialer:
             self.add_utp(socket)
         # address -> the transport that failed with it last time (bounded, oldest first).
         self._failing: OrderedDict[PeerAddress, Transport] = OrderedDict()
+        # address -> (when the hint expires, uTP only?); bounded, oldest set first.
+        self._hints: OrderedDict[PeerAddress, tuple[float, bool]] = OrderedDict()
         self._counts = dict.fromkeys(
             (
                 "dials",
@@ -182,6 +201,7 @@ class PeerDialer:
                 "failed",
                 "closed_silent",
                 "reordered",
+                "hinted",
             ),
             0,
         )
@@ -208,23 +228,70 @@ class PeerDialer:
         if self._utp.get(family) is socket:
             del self._utp[family]
 
+    def prefer_utp_for(self, address: PeerAddress, ttl: float, *, only: bool = True) -> None:
+        """Dial ``address`` over uTP first (``only``: over uTP alone) for ``ttl`` seconds.
+
+        For a BEP 55 holepunch: both ends dial at once over uTP, and it is their outgoing
+        uTP packets that open the NATs; a TCP attempt first would waste that moment, and
+        TCP rarely passes such a NAT at all. The hint holds for every dial to the address
+        until it expires (an encrypted dial redialled in plaintext goes through the same
+        hole), and replaces an earlier one. At most :data:`MAX_UTP_HINTS` addresses have
+        one (the oldest set is forgotten). A dial to an address of a family with no uTP
+        socket ignores it. Reads trio's clock: call it from inside trio.
+
+        Raises:
+            ValueError: ``ttl`` is not a positive finite number of seconds.
+            TypeError: ``address`` is not a :class:`~bip_handshake.PeerAddress`.
+        """
+        if not isinstance(address, PeerAddress):
+            raise TypeError(f"address must be a PeerAddress, not {address!r}")
+        if (
+            isinstance(ttl, bool)
+            or not isinstance(ttl, int | float)
+            or not (math.isfinite(ttl) and ttl > 0)
+        ):
+            raise ValueError(f"ttl must be a positive finite number of seconds, not {ttl!r}")
+        key = address.normalized()
+        self._hints[key] = (trio.current_time() + ttl, bool(only))
+        self._hints.move_to_end(key)
+        while len(self._hints) > MAX_UTP_HINTS:
+            self._hints.popitem(last=False)
+
+    def _hint(self, address: PeerAddress) -> bool | None:
+        """The live hint for a normalised ``address``: uTP only (True), first (False), or None."""
+        hint = self._hints.get(address)
+        if hint is None:
+            return None
+        deadline, only = hint
+        if trio.current_time() >= deadline:
+            del self._hints[address]
+            return None
+        return only
+
     def transports(self, address: PeerAddress) -> tuple[Transport, ...]:
         """The transports a dial to ``address`` would try, in order (the preferred one last
-        when it failed with this address last time)."""
+        when it failed with this address last time; uTP first, or alone, while a
+        :meth:`prefer_utp_for` hint holds)."""
+        address = address.normalized()
         usable: list[Transport] = []
         if self._tcp:
             usable.append("tcp")
-        if address.normalized().family in self._utp:
+        if address.family in self._utp:
+            hint = self._hint(address) if self._hints else None
+            if hint is not None:
+                return ("utp",) if hint or not self._tcp else ("utp", "tcp")
             usable.append("utp")
         if self._prefer == "utp":
             usable.reverse()
-        if len(usable) == 2 and self._failing.get(address.normalized()) == usable[0]:
+        if len(usable) == 2 and self._failing.get(address) == usable[0]:
             usable.reverse()
         return tuple(usable)
 
     def statistics(self) -> DialerStatistics:
         """A snapshot of the counters."""
-        return DialerStatistics(**self._counts, remembered=len(self._failing))
+        return DialerStatistics(
+            **self._counts, remembered=len(self._failing), hints=len(self._hints)
+        )
 
     def _remember(self, address: PeerAddress, transport: Transport) -> None:
         """``transport`` failed with ``address``: try the other first next time."""
@@ -254,6 +321,10 @@ class PeerDialer:
         address = address.normalized()
         order = self.transports(address)
         self._counts["dials"] += 1
+        # transports() looked at the hint (and dropped an expired one) only with uTP there.
+        hinted = address.family in self._utp and address in self._hints
+        if hinted and order:
+            self._counts["hinted"] += 1
         if not order:
             await trio.lowlevel.checkpoint()
             self._counts["failed"] += 1
@@ -261,7 +332,7 @@ class PeerDialer:
         if len(order) == 1:
             return await self._attempt(order[0], address)
         first, second = order
-        if first != self._prefer:
+        if first != self._prefer and not hinted:
             self._counts["reordered"] += 1
         try:
             with trio.move_on_after(self._first_budget()):

@@ -33,7 +33,12 @@ bytes tell: ``\x13BitTorrent protocol`` is plaintext (refused and counted in
 ``refused_plaintext`` under ``REQUIRE_ENCRYPTED``), anything else runs the MSE receiver
 with the registered swarm ids as SKEYs. With RC4 negotiated the delivered stream is an
 :class:`~bip_handshake._mse_stream.MSEStream` that encrypts and decrypts;
-:attr:`CompletedHandshake.encryption` says which method was negotiated."""
+:attr:`CompletedHandshake.encryption` says which method was negotiated.
+
+Failed dials: ``open_handshaker(on_dial_failed=...)`` is told of every dial that never
+connected (refused, unreachable or silent over every transport tried) with a
+:class:`DialFailure`, once the address is free to be dialled again. A client uses it as
+libtorrent does, to ask a peer that told it about the address for a BEP 55 holepunch."""
 
 from __future__ import annotations
 
@@ -77,6 +82,9 @@ __all__ = [
     "DEFAULT_MAX_CONCURRENT",
     "DEFAULT_MAX_QUEUED",
     "CompletedHandshake",
+    "DialFailure",
+    "DialFailureCallback",
+    "DialFailureReason",
     "Dialer",
     "Direction",
     "EncryptionMethod",
@@ -137,6 +145,36 @@ class ListenError(HandshakeError):
 
 EncryptionMethod = Literal["rc4", "plaintext"]
 """How a delivered connection is protected."""
+
+DialFailureReason = Literal["connect_failed", "connect_timeout"]
+"""Why a dial never connected, named as its :class:`HandshakerStatistics` counter."""
+
+
+@dataclass(frozen=True, slots=True)
+class DialFailure:
+    """An outbound dial that never connected (``open_handshaker(on_dial_failed=...)``).
+
+    Only the connect counts: a peer that accepted the connection and then failed the
+    handshake (closed it, sent garbage, was too slow) is reachable, and is not reported.
+
+    Attributes:
+        torrent: the torrent the dial was for.
+        address: the peer's address (normalised), free to be dialled again.
+        reason: ``"connect_failed"`` (refused or unreachable over every transport tried,
+            a uTP SYN unanswered within the uTP connect timeout included) or
+            ``"connect_timeout"`` (the handshaker's ``connect_timeout`` ran out first).
+        detail: what the system or the dialer said, for logs (may be empty).
+    """
+
+    torrent: InfoHash
+    address: PeerAddress
+    reason: DialFailureReason
+    detail: str = ""
+
+
+DialFailureCallback = Callable[[DialFailure], None]
+"""Told of each failed dial; runs in the handshaker's task, so it must be cheap and never
+block (queue work elsewhere). An exception it raises is logged and otherwise ignored."""
 
 
 @runtime_checkable
@@ -348,6 +386,8 @@ class HandshakerStatistics:
 
 
 _COUNTERS: Final = frozenset(f.name for f in fields(HandshakerStatistics)) - {"in_flight", "queued"}
+_DIAL_FAILURES: Final = frozenset({"connect_failed", "connect_timeout"})
+"""The failure counters of a dial that never connected (what ``on_dial_failed`` hears of)."""
 
 
 _REASONS: Final = {
@@ -499,8 +539,10 @@ class Handshaker:
         dial: Dialer,
         backlog: int,
         listeners: list[trio.SocketListener],
+        on_dial_failed: DialFailureCallback | None = None,
     ) -> None:
         """Internal: use :func:`open_handshaker`."""
+        self._on_dial_failed = on_dial_failed
         self._nursery = nursery
         self._peer_id = peer_id
         self._extensions = extensions
@@ -751,6 +793,7 @@ class Handshaker:
         self._count("outbound_attempts")
         stream: trio.abc.Stream | None = None
         delivered = False
+        failure: _RefusedError | None = None
         policy = self._encryption
         try:
             stream = await self._connect(address)
@@ -793,12 +836,33 @@ class Handshaker:
             _log.debug(
                 "outbound handshake with %s for %s failed: %s", address, torrent, refused.describe()
             )
+            failure = refused
         finally:
             if not delivered:  # a delivered pair stays taken until its stream closes
                 self._taken.discard((torrent, address))
             self._slots.release()
             if stream is not None and not delivered:
                 await trio.aclose_forcefully(stream)
+        # Told after the pair is free: the callback may dial the address again at once.
+        if failure is not None and failure.reason in _DIAL_FAILURES:
+            self._report_dial_failure(torrent, address, failure)
+
+    def _report_dial_failure(
+        self, torrent: InfoHash, address: PeerAddress, failure: _RefusedError
+    ) -> None:
+        callback = self._on_dial_failed
+        if callback is None:
+            return
+        reason: DialFailureReason = (
+            "connect_timeout" if failure.reason == "connect_timeout" else "connect_failed"
+        )
+        detail = "" if failure.detail is None else str(failure.detail)
+        try:
+            callback(DialFailure(torrent, address, reason, detail))
+        except Exception:
+            # The callback is the owner's; a bug there must not take down every connection
+            # of the handshaker (its nursery), only be seen.
+            _log.exception("the on_dial_failed callback failed for %s", address)
 
     async def _connect(self, address: PeerAddress) -> trio.abc.Stream:
         try:
@@ -1103,6 +1167,7 @@ async def open_handshaker(
     encryption: EncryptionPolicy = EncryptionPolicy.PREFER_ENCRYPTED,
     dial: Dialer | None = None,
     backlog: int = 16,
+    on_dial_failed: DialFailureCallback | None = None,
 ) -> AsyncIterator[Handshaker]:
     """Run a :class:`Handshaker` for the duration of an ``async with`` block.
 
@@ -1129,6 +1194,8 @@ async def open_handshaker(
             in plaintext if the peer rejects it; accept both) by default.
         dial: how to open outbound connections (TCP by default).
         backlog: completed handshakes held until :meth:`Handshaker.completed` takes them.
+        on_dial_failed: told of every dial that never connected (a :class:`DialFailure`),
+            after the address is free to be dialled again; must not block.
 
     Raises:
         ListenError: a listening socket could not be opened.
@@ -1148,6 +1215,8 @@ async def open_handshaker(
             raise ValueError(f"a timeout must be positive, not {timeout}")
     if not isinstance(encryption, EncryptionPolicy):
         raise TypeError(f"encryption must be an EncryptionPolicy, not {encryption!r}")
+    if on_dial_failed is not None and not callable(on_dial_failed):
+        raise TypeError(f"on_dial_failed must be callable, not {on_dial_failed!r}")
     listeners = await _open_listeners(list(listen))
     handshaker: Handshaker | None = None
     try:
@@ -1165,6 +1234,7 @@ async def open_handshaker(
                 dial=dial if dial is not None else _dial_tcp,
                 backlog=backlog,
                 listeners=listeners,
+                on_dial_failed=on_dial_failed,
             )
             nursery.start_soon(handshaker._dispatch)
             for listener in listeners:
