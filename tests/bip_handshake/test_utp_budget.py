@@ -110,7 +110,10 @@ def test_hostile_reorder_buffers_stay_within_the_budget() -> None:
     assert advertised(honest, 4) == budget.free() >= budget.limit // 2 - MAX_PAYLOAD
 
 
-def test_a_full_budget_evicts_a_connections_own_far_reorder_data_for_in_order_data() -> None:
+def test_a_full_budget_still_takes_the_packet_that_fills_a_hole() -> None:
+    # Out-of-order data was selectively acked: the peer dropped it, so it can never be
+    # evicted (that lost it for good, and the stream stalled), and only the packet filling
+    # the hole before it lets it go: that one is taken over budget, by one packet.
     config = UtpConfig(max_buffered=8 * MAX_PAYLOAD)
     budget = UtpReceiveBudget(config.max_buffered)
     chunk = b"e" * MAX_PAYLOAD
@@ -124,18 +127,20 @@ def test_a_full_budget_evicts_a_connections_own_far_reorder_data_for_in_order_da
         other.receive_packet(data(other, other._ack_nr + 1, chunk), 1)
     assert budget.free() == 0
     check(budget, conns)
-    # Other's next in-order packet finds no room, and it holds nothing to evict: dropped.
+    # Other's next in-order packet finds no room, and it has no hole to fill: dropped.
     before = other._ack_nr
     other.receive_packet(data(other, before + 1, chunk), 2)
     assert other._ack_nr == before
-    # Stuck's hole arrives: it drops its farthest packet to take it, then delivers the rest.
+    # Stuck's hole arrives: taken, and everything after it is delivered, nothing lost.
     first = stuck._ack_nr + 1
     stuck.receive_packet(data(stuck, first, chunk), 3)
-    check(budget, conns)
-    assert stuck._ack_nr == first + 3 & 0xFFFF
-    assert len(stuck._inbound) == 4 * MAX_PAYLOAD
+    assert stuck._ack_nr == first + 4 & 0xFFFF
+    assert len(stuck._inbound) == 5 * MAX_PAYLOAD
     assert not stuck._reorder
-    assert budget.free() == 0
+    assert budget.used == budget.limit + MAX_PAYLOAD  # one packet over, no more
+    # Reading gives it back.
+    assert len(stuck.read()) == 5 * MAX_PAYLOAD
+    check(budget, conns)
 
 
 def test_closed_reader_and_failures_give_the_budget_back() -> None:

@@ -602,7 +602,7 @@ async def test_a_burst_of_data_is_acked_once(autojump_clock: trio.testing.MockCl
             assert len(acks) == (len(data) if feed_one_by_one else 1)
             assert acks[-1].ack_nr == UtpPacket.decode(data[-1]).seq_nr
             received = 0
-            while received < sum(len(d) - 20 for d in data):
+            while received < sum(len(UtpPacket.decode(d).payload) for d in data):
                 received += len(await server.receive_some())
         link.drop_if = None
         await client.aclose()

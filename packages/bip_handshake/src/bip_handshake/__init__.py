@@ -75,12 +75,14 @@ from ._mse import (
 )
 from ._mse_stream import MSEStream
 from ._peer_id import DEFAULT_PEER_ID_PREFIX, ClientInfo, PeerId, PeerIdError, azureus_prefix
-from ._utp_config import UtpConfig, UtpConnectError, UtpError
+from ._utp_config import MIN_DATAGRAM, PACKET_OVERHEAD, UtpConfig, UtpConnectError, UtpError
 from ._utp_connection import (
+    PADDING_EXTENSION,
     UtpConnection,
     UtpConnectionStatistics,
     UtpReceiveBudget,
     UtpState,
+    is_mtu_probe,
 )
 from ._utp_packet import UtpPacket, UtpPacketError, UtpPacketType
 from ._utp_socket import UtpSocket, UtpStatistics, open_utp_over, open_utp_socket
@@ -99,7 +101,10 @@ __all__ = [
     "DEFAULT_MAX_TRAILING",
     "DEFAULT_PEER_ID_PREFIX",
     "HANDSHAKE_LENGTH",
+    "MIN_DATAGRAM",
     "NEED_DATA",
+    "PACKET_OVERHEAD",
+    "PADDING_EXTENSION",
     "PAUSED",
     "PROTOCOL_HEADER",
     "ClientInfo",
@@ -157,6 +162,7 @@ __all__ = [
     "azureus_prefix",
     "encode_compact_nodes",
     "encode_compact_peers",
+    "is_mtu_probe",
     "open_handshaker",
     "open_utp_over",
     "open_utp_socket",

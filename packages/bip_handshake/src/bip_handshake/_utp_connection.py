@@ -56,9 +56,11 @@ How it behaves, following BEP 29 and libtorrent:
 - Every connection of a socket draws on one :class:`UtpReceiveBudget`
   (``max_buffered`` bytes): the window we advertise never exceeds what it has left,
   out-of-order data takes at most half of it, and a packet it cannot afford is dropped
-  (the peer resends it). An in-order packet that finds the budget full evicts the far
-  end of its own connection's reorder buffer first, so that a connection never waits
-  for room its own out-of-order data holds.
+  (the peer resends it). An in-order packet that fills the hole before a connection's
+  own out-of-order data is taken even when the budget is full (that data was
+  selectively acked: the peer no longer has it, so it cannot be dropped, and it leaves
+  only once the hole is filled), so ``max_buffered`` may be passed by one packet per
+  connection holding out-of-order data.
 - Acks are validated: an ack for a sequence number we never sent drops the packet; an
   old ack is ignored. A FIN fixes the last sequence number; nothing past it is taken.
 - A keepalive ST_STATE goes out after ``keepalive_interval`` of our silence (with
@@ -993,12 +995,12 @@ class UtpConnection:
         if distance == 1:
             if size + self._buffered() > self._config.receive_buffer + self._peer_packet:
                 return  # beyond the window we advertised (a zero-window probe fits)
-            if (
-                size > budget.limit - budget.used
-                and not self._reader_closed
-                and not self._evict_reorder(size)
-            ):
-                return  # the socket's budget is spent: the peer resends it
+            if size > budget.limit - budget.used and not self._reader_closed and not self._reorder:
+                # The socket's budget is spent: the peer resends it. Not so for the packet
+                # that fills the hole before our out-of-order data: that data was
+                # selectively acked (the peer dropped it: evicting it would lose it for
+                # good) and it leaves only through this packet, so it is taken over budget.
+                return
             self._deliver(seq, payload, reordered=False)
             reorder = self._reorder
             while (nxt := (self._ack_nr + 1) & _SEQ_MASK) in reorder:
@@ -1038,25 +1040,6 @@ class UtpConnection:
         self._budget.reorder_used -= self._reorder_bytes
         self._reorder.clear()
         self._reorder_bytes = 0
-
-    def _evict_reorder(self, size: int) -> bool:
-        """Drop the far end of our reorder buffer until ``size`` bytes fit the budget.
-
-        Without this, connections whose out-of-order data fills the budget would each
-        wait for an in-order packet that finds no room: none could ever move again.
-        """
-        budget = self._budget
-        if size > budget.free() + self._reorder_bytes:
-            return False
-        base = self._ack_nr
-        for seq in sorted(self._reorder, key=lambda s: seq_distance(base, s), reverse=True):
-            if size <= budget.free():
-                break
-            data = self._reorder.pop(seq)
-            self._reorder_bytes -= len(data)
-            budget.used -= len(data)
-            budget.reorder_used -= len(data)
-        return True
 
     def _buffered(self) -> int:
         return len(self._inbound) + self._reorder_bytes

@@ -68,6 +68,7 @@ import logging
 import math
 import secrets
 import socket as _stdlib_socket
+import sys
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -80,7 +81,7 @@ import trio
 from ._compact import CompactError, PeerAddress
 from ._handshaker import ListenError
 from ._utp_config import UtpConfig, UtpConnectError, UtpError
-from ._utp_connection import UtpConnection, UtpReceiveBudget, UtpState
+from ._utp_connection import UtpConnection, UtpReceiveBudget, UtpState, is_mtu_probe
 from ._utp_packet import UtpPacket, UtpPacketError, UtpPacketType
 from ._utp_stream import UtpStream
 
@@ -92,6 +93,15 @@ _READ_BATCH: Final = 256
 """Datagrams read per wakeup at most before they are processed (and others may run)."""
 _SOCKET_BUFFER: Final = 4 * 1024 * 1024
 """SO_RCVBUF / SO_SNDBUF asked for our own socket (the kernel may grant less)."""
+_REFUSALS_PER_PUMP: Final = 4
+"""Batches one pump sends again after the system refused one as too big: each refusal
+lowers the connection's MTU, so a few are enough; a later pump sends the rest."""
+# Linux's path MTU discovery options (<linux/in.h>, <linux/in6.h>; Python's socket module
+# does not name them): per socket, whether the kernel sets "don't fragment".
+_IP_MTU_DISCOVER: Final = 10
+_IPV6_MTU_DISCOVER: Final = 23
+_PMTUDISC_DONT: Final = 0
+_PMTUDISC_DO: Final = 2
 _ADDRESS_CACHE: Final = 4096
 """Source addresses remembered as PeerAddress (parsing one per datagram is costly)."""
 _MAX_SEND_QUEUE: Final = 8192
@@ -142,6 +152,8 @@ class UtpStatistics:
             or out of order); at most ``max_buffered``.
         replaced: accepted connections given up for a SYN that reused their id with a
             new sequence number (the peer restarted), the old one dead or over.
+        too_big: datagrams the system refused as too big for the path (EMSGSIZE): the
+            connection lowered its path MTU and sent their bytes again in smaller packets.
     """
 
     connections: int
@@ -162,6 +174,7 @@ class UtpStatistics:
     bytes_received: int
     buffered: int = 0
     replaced: int = 0
+    too_big: int = 0
 
 
 def _now_us() -> int:
@@ -206,8 +219,10 @@ class _Connection:
         self._changed = trio.lowlevel.ParkingLot()
 
     def flush(self) -> None:
-        """Send what the core has to send, rearm its timer, wake the stream."""
+        """Send what the core has to send, rearm its timer, wake the stream; then the
+        window updates of other connections this one's read (or close) made room for."""
         self.socket._pump(self)
+        self.socket._pump_woken()
 
     def close(self) -> None:
         """The stream was closed: FIN after the written data, then linger."""
@@ -260,7 +275,9 @@ class UtpSocket:
         )
         if not accept_incoming:
             self._incoming_send.close()  # iterating incoming() ends at once
-        self._queue: deque[tuple[bytes, PeerAddress]] = deque()
+        # Each datagram with the connection that sent it (None: a RESET to a stranger), so
+        # that one the system refuses as too big goes back to its connection.
+        self._queue: deque[tuple[bytes, PeerAddress, _Connection | None]] = deque()
         self._queue_ready = trio.Event()
         self._closed = False
         self._send_failures = 0
@@ -284,6 +301,7 @@ class UtpSocket:
                 "bytes_sent",
                 "bytes_received",
                 "replaced",
+                "too_big",
             ),
             0,
         )
@@ -351,6 +369,7 @@ class UtpSocket:
             now_us=_now_us(),
             config=self._config,
             budget=self._budget,
+            family=address.family,
         )
         connection = self._register(core, address, (address, recv_id))
         _log.debug("uTP connecting to %s (id %d)", address, recv_id)
@@ -505,6 +524,7 @@ class UtpSocket:
             now_us=now,
             config=self._config,
             budget=self._budget,
+            family=address.family,
         )
         connection = self._register(core, address, key, syn.seq_nr)
         try:
@@ -579,8 +599,17 @@ class UtpSocket:
 
     def _pump(self, connection: _Connection) -> None:
         core = connection.core
-        for datagram in core.datagrams_to_send(_now_us()):
-            self._enqueue(datagram, connection.address)
+        now = _now_us()
+        for _ in range(_REFUSALS_PER_PUMP):
+            datagrams = core.datagrams_to_send(now)
+            refused = self._send_batch(datagrams, connection)
+            if refused is None:
+                break
+            # Too big for the path (EMSGSIZE): the core lowers its MTU; the rest of the
+            # batch never left either, so their bytes can be cut again at the new size.
+            core.datagram_too_big(datagrams[refused], now)
+            for unsent in datagrams[refused + 1 :]:
+                core.datagram_not_sent(unsent)
         connection.wake()
         scope = connection.timer_scope
         if core.finished:
@@ -593,6 +622,24 @@ class UtpSocket:
             when = math.inf if deadline is None else deadline / 1e6
             if scope.deadline != when:
                 scope.deadline = when
+
+    def _send_batch(self, datagrams: list[bytes], connection: _Connection) -> int | None:
+        """Send or queue ``datagrams``; the index of one refused as too big, if any."""
+        address = connection.address
+        for index, datagram in enumerate(datagrams):
+            if not self._enqueue(datagram, address, connection):
+                return index
+        return None
+
+    def _pump_woken(self) -> None:
+        """Pump the connections whose window a read reopened (the budget is shared)."""
+        woken = self._budget.take_woken()
+        if not woken:
+            return
+        wanted = {id(core) for core in woken}
+        for connection in list(self._connections.values()):
+            if id(connection.core) in wanted:
+                self._pump(connection)
 
     def _forget(self, connection: _Connection) -> None:
         if self._connections.get(connection.key) is not connection:
@@ -630,37 +677,57 @@ class UtpSocket:
                 await trio.sleep(0.001)
         self._forget(connection)
 
-    def _enqueue(self, datagram: bytes, address: PeerAddress) -> None:
+    def _enqueue(
+        self, datagram: bytes, address: PeerAddress, connection: _Connection | None = None
+    ) -> bool:
+        """Send ``datagram`` now or queue it; ``False`` only when the system refused it as
+        too big for the path (EMSGSIZE) and ``connection`` must hear of it."""
         if self._send_now is not None and not self._queue:
             # Our own socket: send at once, so that the datagram leaves when the core
             # (its pacing) says, not in a burst with others when the sender task runs.
             try:
                 sent = self._send_now(datagram, address)
             except OSError as error:
+                if error.errno == errno.EMSGSIZE and connection is not None:
+                    self._counters["too_big"] += 1
+                    return False
                 self._counters["datagrams_dropped"] += 1
                 _log.debug("uTP send to %s failed: %s", address, error)
-                return
+                return True
             if sent:
                 self._counters["datagrams_sent"] += 1
-                return
+                return True
         if len(self._queue) >= _MAX_SEND_QUEUE:
             self._counters["datagrams_dropped"] += 1
-            return
-        self._queue.append((datagram, address))
+            return True
+        self._queue.append((datagram, address, connection))
         self._queue_ready.set()
+        return True
 
     async def _run_sender(self) -> None:
         while True:
             await self._queue_ready.wait()
             self._queue_ready = trio.Event()
             while self._queue:
-                datagram, address = self._queue.popleft()
-                await self._send_one(datagram, address)
+                datagram, address, connection = self._queue.popleft()
+                await self._send_one(datagram, address, connection)
 
-    async def _send_one(self, datagram: bytes, address: PeerAddress) -> None:
+    async def _send_one(
+        self, datagram: bytes, address: PeerAddress, connection: _Connection | None = None
+    ) -> None:
         try:
             await self._send(datagram, address)
         except OSError as error:
+            if (
+                error.errno == errno.EMSGSIZE
+                and connection is not None
+                and self._connections.get(connection.key) is connection
+            ):
+                # Too big for the path: the connection lowers its MTU and sends again.
+                self._counters["too_big"] += 1
+                connection.core.datagram_too_big(datagram, _now_us())
+                self._pump(connection)
+                return
             # UDP send errors (unreachable, no buffer space...) are losses to uTP.
             self._counters["datagrams_dropped"] += 1
             _log.debug("uTP send to %s failed: %s", address, error)
@@ -689,8 +756,8 @@ class UtpSocket:
         with trio.move_on_after(0.5) as scope:
             scope.shield = True
             while self._queue:
-                datagram, address = self._queue.popleft()
-                await self._send_one(datagram, address)
+                datagram, address, _connection = self._queue.popleft()
+                await self._send_one(datagram, address)  # no resends now: RESETs only
         self._queue.clear()
 
 
@@ -783,6 +850,7 @@ async def open_utp_socket(
             raise ListenError(f"cannot bind uTP to {host}:{port}: {error}") from error
         bound = sock.getsockname()
         local = PeerAddress(ip_address(bound[0]), bound[1])
+        dont_fragment = _fragment_control(sock, family)
         sockaddrs: dict[PeerAddress, tuple[str, int]] = {}
 
         def sockaddr(address: PeerAddress) -> tuple[str, int]:
@@ -793,9 +861,22 @@ async def open_utp_socket(
                 found = sockaddrs[address] = (str(address.host), address.port)
             return found
 
+        def sendto(datagram: bytes, target: tuple[str, int]) -> None:
+            if dont_fragment is None or not is_mtu_probe(datagram):
+                sock.sendto(datagram, target)
+                return
+            # A probe: "don't fragment" for this one, so that a path too small for it
+            # drops it (or the system refuses it at once: EMSGSIZE), then back.
+            level, option = dont_fragment
+            sock.setsockopt(level, option, _PMTUDISC_DO)
+            try:
+                sock.sendto(datagram, target)
+            finally:
+                sock.setsockopt(level, option, _PMTUDISC_DONT)
+
         def send_now(datagram: bytes, address: PeerAddress) -> bool:
             try:
-                sock.sendto(datagram, sockaddr(address))
+                sendto(datagram, sockaddr(address))
             except BlockingIOError:
                 return False
             return True
@@ -804,7 +885,7 @@ async def open_utp_socket(
             target = sockaddr(address)
             while True:
                 try:
-                    sock.sendto(datagram, target)
+                    sendto(datagram, target)
                 except BlockingIOError:
                     await trio.lowlevel.wait_writable(sock)
                 else:
@@ -828,6 +909,27 @@ async def open_utp_socket(
             finally:
                 await utp._shutdown()
                 nursery.cancel_scope.cancel()
+
+
+def _fragment_control(sock: _stdlib_socket.socket, family: int) -> tuple[int, int] | None:
+    """Let ``sock``'s datagrams be fragmented; the option that sets "don't fragment" for
+    a probe, or ``None`` where the system has no such option (only Linux here).
+
+    Ordinary datagrams may be fragmented, as libtorrent sends them: one sent before the path
+    shrank still arrives. Only path MTU probes go with "don't fragment".
+    """
+    if sys.platform != "linux":
+        return None
+    control = (
+        (_stdlib_socket.IPPROTO_IPV6, _IPV6_MTU_DISCOVER)
+        if family == 6
+        else (_stdlib_socket.IPPROTO_IP, _IP_MTU_DISCOVER)
+    )
+    try:
+        sock.setsockopt(*control, _PMTUDISC_DONT)
+    except OSError:
+        return None
+    return control
 
 
 async def _run_reader(sock: _stdlib_socket.socket, utp: UtpSocket) -> None:
