@@ -131,6 +131,10 @@ def test_a_full_budget_still_takes_the_packet_that_fills_a_hole() -> None:
     before = other._ack_nr
     other.receive_packet(data(other, before + 1, chunk), 2)
     assert other._ack_nr == before
+    # Stuck says it has room for the packet that fills its hole (it takes it over budget),
+    # other that it has none.
+    assert advertised(stuck, 2) == stuck._peer_packet
+    assert advertised(other, 2) == 0
     # Stuck's hole arrives: taken, and everything after it is delivered, nothing lost.
     first = stuck._ack_nr + 1
     stuck.receive_packet(data(stuck, first, chunk), 3)

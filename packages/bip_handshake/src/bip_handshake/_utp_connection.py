@@ -1046,9 +1046,14 @@ class UtpConnection:
 
     def _window(self) -> int:
         budget = self._budget
-        return max(
-            0, min(self._config.receive_buffer - self._buffered(), budget.limit - budget.used)
-        )
+        own = self._config.receive_buffer - self._buffered()
+        window = min(own, budget.limit - budget.used)
+        if self._reorder and window < self._peer_packet:
+            # The packet that fills the hole before our out-of-order data is taken over a
+            # full budget (see _incoming): say there is room for it, or the peer would
+            # send it only after a zero-window probe's timeout, one hole at a time.
+            window = min(own, self._peer_packet)
+        return max(0, window)
 
     def _check_closed(self, now_us: int) -> None:
         if (
@@ -1124,9 +1129,13 @@ class UtpConnection:
         if rto_expired and not self._on_timeout(now_us):
             return
         if self._probe_deadline is not None and now_us >= self._probe_deadline:
-            # The peer's window stayed shut for a whole timeout: probe it with one packet.
+            # The peer's window stayed shut for a whole timeout: probe it with one packet,
+            # whatever its size (a resend cut before the MTU search restarted can be bigger
+            # than today's payload: a probe smaller than it would never let it go).
             self._probe_deadline = None
-            self._peer_wnd = max(self._peer_wnd, self._payload_size)
+            waiting = next((e for e in self._outgoing.values() if e.need_send), None)
+            resend = 0 if waiting is None else len(waiting.payload)
+            self._peer_wnd = max(self._peer_wnd, self._payload_size, resend)
         keepalive = int(self._config.keepalive_interval * 1e6)
         if self.state is not UtpState.SYN_SENT and now_us >= self._last_sent_us + keepalive:
             self._keepalive_pending = True
