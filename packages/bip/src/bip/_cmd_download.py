@@ -137,6 +137,13 @@ def add_session_arguments(parser: argparse.ArgumentParser) -> None:
         " uTP in Python costs more CPU per byte)",
     )
     parser.add_argument(
+        "--no-holepunch",
+        action="store_true",
+        help="do not use BEP 55 holepunching (by default, with uTP on, a peer learnt from PEX"
+        " that cannot be dialled is introduced by the peer that listed it, and both dial over"
+        " uTP at once; and we relay such introductions for our peers)",
+    )
+    parser.add_argument(
         "--upload-limit",
         default="0",
         metavar="RATE",
@@ -310,6 +317,7 @@ def config_from_args(args: argparse.Namespace) -> ClientConfig:
         trackers=not args.no_trackers,
         utp=not args.no_utp,
         prefer_utp=args.prefer_utp,
+        holepunch=not args.no_holepunch,
         upload_rate_limit=parse_rate(args.upload_limit, "--upload-limit"),
         download_rate_limit=parse_rate(args.download_limit, "--download-limit"),
         limit_local_peers=args.limit_local,

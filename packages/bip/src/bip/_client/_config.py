@@ -85,6 +85,11 @@ class ClientConfig:
             (TCP first, uTP for peers whose TCP port is refused or silent): our uTP runs in
             Python and costs far more CPU per byte than the kernel's TCP.
         utp_config: the uTP sockets' settings (bounds on connections, buffers, timeouts).
+        holepunch: BEP 55 (``ut_holepunch``), as libtorrent: relay rendezvous between our
+            peers, and when a dial to a peer learnt from PEX fails, ask the peer that listed
+            it to introduce us, then dial it over uTP at once as it dials us (which opens
+            NATs on both sides). Needs uTP: off with ``utp`` off, or with a ``dial`` of
+            the caller's.
         handshake_timeout: seconds a BitTorrent handshake may take once connected.
         seed_rng: seed of the swarm brains' random choices (``None``: unpredictable).
         dht_interval: seconds between two DHT rounds (lookup and announce) of a torrent,
@@ -118,6 +123,7 @@ class ClientConfig:
     utp: bool = True
     prefer_utp: bool = False
     utp_config: UtpConfig = DEFAULT_UTP_CONFIG
+    holepunch: bool = True
     upload_rate_limit: float | None = None
     download_rate_limit: float | None = None
     limit_local_peers: bool = False
@@ -139,7 +145,7 @@ class ClientConfig:
             value = getattr(self, name)
             if not isinstance(value, int | float) or not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be positive and finite, not {value!r}")
-        for name in ("utp", "prefer_utp", "limit_local_peers"):
+        for name in ("utp", "prefer_utp", "limit_local_peers", "holepunch"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, not {getattr(self, name)!r}")
         for name in ("upload_rate_limit", "download_rate_limit"):

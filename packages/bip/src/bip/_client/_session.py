@@ -10,7 +10,10 @@
   bound there (:mod:`._utp`); accepted uTP connections go to the handshaker;
 - bip_peer's :class:`~bip_peer.PeerManager` with the BEP 9 :class:`~bip_peer.MetadataExchange`,
   BEP 52 ``PieceLayerExchange`` (hash requests: v2 piece layers) and BEP 11
-  :class:`~bip_peer.PeerExchange` services;
+  :class:`~bip_peer.PeerExchange` services, and, when the session dials uTP, BEP 55
+  :class:`~bip_peer.HolepunchService` with the client's :class:`HolepunchPolicy` (a dial to a
+  peer learnt from PEX that fails asks the peer that listed it for a rendezvous; a connect is
+  dialled over uTP at once);
 - bip_utracker's :class:`~bip_utracker.TrackerClient` and our :class:`HttpTrackerClient`
   (when trackers are on);
 
@@ -44,6 +47,7 @@ from bip_handshake import (
     UtpSocket,
     open_handshaker,
 )
+from bip_handshake._handshaker import DialFailure
 from bip_metainfo import InfoHash, MagnetLink, Metainfo
 from bip_peer import (
     DEFAULT_MAX_PEER_REQUESTS,
@@ -64,6 +68,7 @@ from bip_utracker import TrackerClient, open_tracker_client
 
 from ._config import ClientConfig, TorrentOptions, check_rate_limit
 from ._discovery import DhtLike, DhtPeers, PeerSource, TrackerAnnouncer
+from ._holepunch import HolepunchPolicy
 from ._http_tracker import HttpTrackerClient
 from ._swarm import MAX_OUT_REQUESTS
 from ._torrent import Torrent, TorrentError
@@ -114,6 +119,7 @@ class Session:
         http_trackers: HttpTrackerClient | None = None,
         dialer: PeerDialer | None = None,
         utp_sockets: tuple[UtpSocket, ...] = (),
+        holepunch: HolepunchPolicy | None = None,
     ) -> None:
         """Internal: use :func:`open_session`."""
         self._nursery = nursery
@@ -134,6 +140,9 @@ class Session:
         self.utp_sockets = utp_sockets
         """The uTP sockets: those accepting peers (one per listener), then any used only to
         dial out."""
+        self.holepunch = holepunch
+        """BEP 55 (its ``service`` speaks ``ut_holepunch``); ``None`` when it is off
+        (:attr:`ClientConfig.holepunch`) or the session cannot dial uTP."""
         self._rng = random.Random(config.seed_rng)
         self.web_seed_client = WebSeedClient(local_address=_http_local_address(config))
         """Fetches from the torrents' BEP 19 web seeds (one TLS context for all), from the
@@ -253,6 +262,7 @@ class Session:
             rng=random.Random(self._rng.getrandbits(64)),
             on_info_hash=self._rename,
             web_seed_client=self.web_seed_client,
+            holepunch=self.holepunch,
         )
         self._index(torrent, info_hash)
         self._all.append(torrent)
@@ -445,6 +455,13 @@ def _dialer(config: ClientConfig) -> PeerDialer | None:
     )
 
 
+def _can_holepunch(config: ClientConfig, dialer: PeerDialer | None) -> bool:
+    """Whether the session offers BEP 55: asked to, and able to dial uTP (a holepunch is two
+    uTP dials at once; without uTP, or with a ``dial`` of the user's that the session cannot
+    steer to uTP, it would only make peers dial us in vain)."""
+    return config.holepunch and config.utp and dialer is not None and bool(dialer.utp_sockets)
+
+
 @asynccontextmanager
 async def open_session(
     config: ClientConfig | None = None,
@@ -477,6 +494,11 @@ async def open_session(
     metadata = MetadataExchange()
     layers = PieceLayerExchange()
     session: Session | None = None
+    holepunch: HolepunchPolicy | None = None
+
+    def dial_failed(failure: DialFailure) -> None:
+        if holepunch is not None:
+            holepunch.dial_failed(failure)
 
     def is_private(info_hash: InfoHash) -> bool:
         return session is not None and session.is_private(info_hash)
@@ -497,6 +519,7 @@ async def open_session(
                     dial=dial,
                     connect_timeout=config.connect_timeout,
                     handshake_timeout=config.handshake_timeout,
+                    on_dial_failed=dial_failed,
                 )
             )
             utp_sockets: tuple[UtpSocket, ...] = ()
@@ -530,6 +553,18 @@ async def open_session(
                     )
                 )
             )
+            if _can_holepunch(config, dialer):
+                assert dialer is not None
+                holepunch = HolepunchPolicy(
+                    handshaker=handshaker,
+                    pex=pex,
+                    dialer=dialer,
+                    our_addresses=[*addresses, *(utp.local_address for utp in utp_sockets)],
+                )
+                # No peer yet: every one will hear ut_holepunch in our extended handshake.
+                manager.add_service(holepunch.service)
+                manager.add_service(holepunch)
+                holepunch.attach(manager)
             trackers = http_trackers = None
             if config.trackers:
                 bind_v4, bind_v6 = _tracker_binds(config)
@@ -555,6 +590,7 @@ async def open_session(
                 http_trackers=http_trackers,
                 dialer=dialer,
                 utp_sockets=utp_sockets,
+                holepunch=holepunch,
             )
             nursery.start_soon(session._accept, name="bip accept")
             nursery.start_soon(session._route_peers, name="bip peers")

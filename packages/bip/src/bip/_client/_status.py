@@ -47,6 +47,12 @@ class TorrentStatus:
         bad_pieces: pieces that failed their hash check this session.
         error: why the torrent failed, for ``FAILED``.
         checked: while ``CHECKING``, the share of the check done (0.0 to 1.0), else ``None``.
+        holepunch_rendezvous: BEP 55 rendezvous we sent for this torrent's peers (a dial to
+            a peer learnt from PEX failed, and the peer that listed it was asked).
+        holepunch_connects: BEP 55 connects we acted on (a uTP dial to the address a relay
+            gave, for our rendezvous or the other end's).
+        holepunch_peers: connections made after such a connect (either side's dial): peers
+            reached by holepunch, this session.
     """
 
     name: str
@@ -66,6 +72,9 @@ class TorrentStatus:
     checked: float | None = None
     web_seeds: int = 0
     utp_peers: int = 0
+    holepunch_rendezvous: int = 0
+    holepunch_connects: int = 0
+    holepunch_peers: int = 0
 
     @property
     def complete(self) -> bool:

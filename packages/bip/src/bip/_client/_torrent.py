@@ -78,6 +78,7 @@ from bip_select import PieceLost as BrainPieceLost
 
 from ._config import ClientConfig, TorrentOptions
 from ._discovery import PeerSource, UserPeers
+from ._holepunch import HolepunchCounts, HolepunchPolicy
 from ._resume import ResumeStore, names_same_torrent
 from ._source import SourceError, resolve_peers
 from ._status import TorrentPhase, TorrentStatus
@@ -143,9 +144,11 @@ class Torrent:
         rng: random.Random,
         on_info_hash: Callable[[Torrent, InfoHash], None],
         web_seed_client: WebSeedClient | None = None,
+        holepunch: HolepunchPolicy | None = None,
     ) -> None:
         """Internal: the session builds torrents."""
         self.options = options
+        self._holepunch = holepunch
         self._config = config
         self._disk = disk
         self._manager = manager
@@ -250,6 +253,11 @@ class Torrent:
         """A snapshot of the torrent's progress."""
         now = trio.current_time()
         seeds = sum(1 for peer in self.peers if peer.connection.peer_has_all)
+        punched = (
+            self._holepunch.counts(self._info_hash)
+            if self._holepunch is not None
+            else HolepunchCounts()
+        )
         return TorrentStatus(
             name=self._name,
             phase=self._phase,
@@ -268,6 +276,9 @@ class Torrent:
             bad_pieces=self._bad_pieces,
             error=self._error,
             checked=self._checked(),
+            holepunch_rendezvous=punched.rendezvous,
+            holepunch_connects=punched.connects,
+            holepunch_peers=punched.peers,
         )
 
     def _checked(self) -> float | None:
