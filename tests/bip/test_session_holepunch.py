@@ -27,6 +27,7 @@ from _engine_helpers import LOOPBACK, address_of, loopback_config, make_torrent,
 
 from bip._client import Session, TorrentOptions, open_session
 from bip._client._holepunch import HolepunchCounts, HolepunchPolicy
+from bip._client._torrent import Torrent
 from bip._client._utp import UtpRouter
 from bip._cmd_download import add_session_arguments, config_from_args
 from bip_handshake import ListenError, PeerAddress
@@ -45,6 +46,8 @@ from bip_peer import (
 DEADLINE = 15.0
 NAT_HOST = "127.0.0.2"  # the NAT's public address: where the swarm sees B
 B_HOST = "127.0.0.3"  # B's own address, behind the NAT: nobody is told it
+OTHER_NAT_HOST = "127.0.0.4"  # the same for A, when A is behind a NAT too
+A_HOST = "127.0.0.5"
 
 
 class _NoPeers:
@@ -119,15 +122,17 @@ class RestrictedConeNat:
 
 
 @asynccontextmanager
-async def session_behind_nat(**changes: object) -> AsyncIterator[tuple[Session, RestrictedConeNat]]:
-    """A uTP-first session at ``B_HOST`` whose UDP goes through a NAT at ``NAT_HOST`` (same
+async def session_behind_nat(
+    public: str = NAT_HOST, inside: str = B_HOST
+) -> AsyncIterator[tuple[Session, RestrictedConeNat]]:
+    """A uTP-first session at ``inside`` whose UDP goes through a NAT at ``public`` (same
     port), with nothing listening on TCP at the NAT's address."""
     for _ in range(20):  # bounded: a port free on both hosts is found at once in practice
         sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        await sock.bind((NAT_HOST, 0))
+        await sock.bind((public, 0))
         port = sock.getsockname()[1]
-        nat = RestrictedConeNat(sock, PeerAddress(IPv4Address(B_HOST), port))
-        config = loopback_config(listen=((B_HOST, port),), prefer_utp=True, **changes)
+        nat = RestrictedConeNat(sock, PeerAddress(IPv4Address(inside), port))
+        config = loopback_config(listen=((inside, port),), prefer_utp=True)
         try:
             async with (
                 trio.open_nursery() as nursery,
@@ -205,6 +210,58 @@ async def test_a_and_b_meet_through_a_holepunch(tmp_path: Path) -> None:
             assert at_a.status().holepunch_peers == 1
             assert at_b.status().holepunch_peers == 1
             assert at_relay.status().holepunch_connects == 0
+
+
+async def test_two_peers_behind_nats_meet_through_a_holepunch(tmp_path: Path) -> None:
+    """Both behind NATs, both accepting uTP (through their NATs): the BEP 55 case proper.
+
+    A is in the swarm first, and has had R's PEX message already (about C, a public peer),
+    so it hears of B only a minute later; B hears of A at once, dials, and its SYNs die in
+    A's NAT (opening B's NAT for A on the way out). B asks R; R tells both to connect; both
+    dial at once, each SYN passing the other's NAT once that side's own SYN opened it, and
+    each end sees the other's connection arrive from the very address it is dialling (a
+    simultaneous open): one connection is kept.
+    """
+    torrent = make_torrent(write_content(tmp_path / "data", (100_000,)), "v1")
+    with trio.fail_after(DEADLINE):
+        async with (
+            open_session(loopback_config()) as relay,
+            open_session(loopback_config(holepunch=False)) as public,
+            session_behind_nat(OTHER_NAT_HOST, A_HOST) as (a, nat_a),
+            session_behind_nat(NAT_HOST, B_HOST) as (b, nat_b),
+        ):
+            at_relay = await relay.add_torrent(torrent, TorrentOptions(tmp_path / "r"))
+            await public.add_torrent(
+                torrent, TorrentOptions(tmp_path / "c", peers=(address_of(relay),))
+            )
+            await wait_until(lambda: len(at_relay.peers) == 1)
+            at_a = await a.add_torrent(
+                torrent, TorrentOptions(tmp_path / "a", peers=(address_of(relay),))
+            )
+            # A has heard about C: R's next message to A is a minute away.
+            await wait_until(lambda: a.pex.statistics().messages_received >= 1)
+            at_b = await b.add_torrent(
+                torrent, TorrentOptions(tmp_path / "b", peers=(address_of(relay),))
+            )
+
+            def met(here: Torrent, other: Session) -> list[Peer]:
+                return [p for p in here.peers if p.peer_id == other.peer_id]
+
+            await wait_until(lambda: bool(met(at_a, b)) and bool(met(at_b, a)))
+            # The duplicate of the simultaneous open is settled: one connection each side.
+            await trio.sleep(0.5)
+            [a_to_b] = met(at_a, b)
+            [b_to_a] = met(at_b, a)
+            assert a_to_b.transport == b_to_a.transport == "utp"
+            assert a_to_b.address == nat_b.public
+            assert b_to_a.address == nat_a.public
+            assert nat_a.dropped  # B's SYNs before the holepunch
+            assert at_b.status().holepunch_rendezvous == 1
+            assert at_a.status().holepunch_rendezvous == 0
+            assert at_a.status().holepunch_connects == at_b.status().holepunch_connects == 1
+            assert at_a.status().holepunch_peers == at_b.status().holepunch_peers == 1
+            assert relay.holepunch is not None
+            assert relay.holepunch.service.statistics().relayed == 1
 
 
 async def test_no_utp_no_holepunch(tmp_path: Path) -> None:

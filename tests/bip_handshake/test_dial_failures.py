@@ -12,7 +12,7 @@ import pytest
 import trio
 import trio.testing
 
-from bip_handshake import EncryptionPolicy, PeerAddress, PeerId
+from bip_handshake import EncryptionPolicy, Extensions, Handshake, PeerAddress, PeerId
 from bip_handshake._dialers import MAX_UTP_HINTS, PeerDialer
 from bip_handshake._handshaker import DialFailure, Handshaker, open_handshaker
 from bip_handshake._utp_config import UtpConnectError
@@ -199,6 +199,107 @@ def test_dial_failure_is_frozen() -> None:
     assert failure.detail == ""
     with pytest.raises(AttributeError):
         failure.reason = "connect_failed"  # type: ignore[misc]
+
+
+# ------------------------------------------------------------- simultaneous opens
+
+
+def remote_handshake() -> bytes:
+    return Handshake(Extensions.FAST, TORRENT.v1 or b"", REMOTE.value).to_bytes()
+
+
+class HeldDial:
+    """A dial that waits for ``release``, then connects to a peer that answers at once."""
+
+    def __init__(self) -> None:
+        self.release = trio.Event()
+        self.dialled: list[PeerAddress] = []
+
+    async def __call__(self, address: PeerAddress) -> trio.abc.Stream:
+        self.dialled.append(address)
+        await self.release.wait()
+        ours, theirs = trio.testing.memory_stream_pair()
+        await theirs.send_all(remote_handshake())
+        return ours
+
+
+async def inbound_from(handshaker: Handshaker, address: PeerAddress) -> trio.abc.Stream:
+    """The remote end of an inbound connection from ``address``, handshake sent."""
+    ours, theirs = trio.testing.memory_stream_pair()
+    handshaker.accept_stream(theirs, address, transport="utp")
+    await ours.send_all(remote_handshake())
+    return ours
+
+
+async def test_an_inbound_connection_while_our_dial_is_in_flight_is_taken(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A simultaneous open (a holepunch's two uTP dials): the peer's connection comes from
+    the address we are dialling. Refusing it on both sides would fail both; it is taken,
+    both connections are delivered, and the owner keeps one."""
+    dial = HeldDial()
+    async with open_handshaker(
+        listen=[], dial=dial, encryption=EncryptionPolicy.PLAINTEXT_ONLY
+    ) as handshaker:
+        handshaker.register(TORRENT)
+        assert handshaker.connect(TORRENT, B)
+        await wait_for(lambda: dial.dialled == [B])
+        remote = await inbound_from(handshaker, B)
+        with trio.fail_after(5):
+            first = await handshaker.completed().receive()
+        assert (first.direction, first.address, first.transport) == ("inbound", B, "utp")
+        assert not handshaker.connect(TORRENT, B)  # still taken: not dialled twice
+        dial.release.set()
+        with trio.fail_after(5):
+            second = await handshaker.completed().receive()
+        assert (second.direction, second.address) == ("outbound", B)
+        stats = handshaker.statistics()
+        assert (stats.inbound_completed, stats.outbound_completed) == (1, 1)
+        assert stats.dropped_duplicate == 1  # the connect() above, nothing else
+        # An inbound one while a connection of the pair is open is still refused.
+        late = await inbound_from(handshaker, B)
+        await wait_for(lambda: handshaker.statistics().failures == 1)
+        assert handshaker.statistics().dropped_duplicate == 2
+        # The pair is free once both connections are closed, not before.
+        await first.aclose()
+        assert not handshaker.connect(TORRENT, B)
+        await second.aclose()
+        assert handshaker.connect(TORRENT, B)
+        for stream in (remote, late):
+            await stream.aclose()
+
+
+async def test_a_queued_dial_to_a_peer_that_connected_meanwhile_is_dropped(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The peer's inbound handshake holds the only slot; our dial to it waits for that
+    slot, and once the inbound one is delivered, the dial is dropped, never made."""
+    dial = HeldDial()
+    dial.release.set()
+    async with open_handshaker(
+        listen=[], dial=dial, encryption=EncryptionPolicy.PLAINTEXT_ONLY, max_concurrent=1
+    ) as handshaker:
+        handshaker.register(TORRENT)
+        ours, theirs = trio.testing.memory_stream_pair()
+        handshaker.accept_stream(theirs, B, transport="utp")
+        await wait_for(lambda: handshaker.statistics().in_flight == 1)
+        assert handshaker.connect(TORRENT, B)  # only in flight: not a duplicate yet
+        await trio.sleep(1)
+        await ours.send_all(remote_handshake())
+        with trio.fail_after(5):
+            peer = await handshaker.completed().receive()
+        assert peer.direction == "inbound"
+        await wait_for(lambda: handshaker.statistics().dropped_duplicate == 1)
+        await trio.sleep(1)
+        assert dial.dialled == []
+        stats = handshaker.statistics()
+        assert (stats.outbound_attempts, stats.in_flight, stats.queued) == (0, 0, 0)
+        await peer.aclose()
+        assert handshaker.connect(TORRENT, B)  # released: dialled now
+        with trio.fail_after(5):
+            await (await handshaker.completed().receive()).aclose()
+        assert dial.dialled == [B]
+        await ours.aclose()
 
 
 # ------------------------------------------------------------------------ uTP hints

@@ -15,14 +15,19 @@ its tasks live in a nursery that the context manager owns, and leaving the block
 cancels them and closes every stream that was not yet delivered. A delivered
 :class:`CompletedHandshake`'s stream belongs to the receiver, who must close it.
 
-Deduplication: the handshaker never connects twice to the same peer for the same
-torrent. A ``(torrent, address)`` pair is taken while a dial to it is queued or in
-flight and, once a handshake is delivered (in either direction), until the delivered
-stream is closed (:meth:`CompletedHandshake.aclose` or ``stream.aclose()``) or the
-handshaker shuts down. Meanwhile the pair is not dialled again, and an inbound
-handshake for it (same address, same torrent) is refused; both count as
-``dropped_duplicate``. Inbound connections come from the peer's ephemeral port, so
-only an exact address match is caught.
+Deduplication: the handshaker never dials twice the same peer for the same torrent.
+A ``(torrent, address)`` pair is taken while a dial to it is queued or in flight and,
+once a handshake is delivered (in either direction), until the delivered stream is
+closed (:meth:`CompletedHandshake.aclose` or ``stream.aclose()``) or the handshaker
+shuts down. Meanwhile the pair is not dialled again (``dropped_duplicate``), and while
+a delivered connection of the pair is open, an inbound handshake for it (same address,
+same torrent) is refused (``dropped_duplicate`` too). An inbound handshake that arrives
+while our dial to its address is only in flight is taken: that is a simultaneous open,
+both peers dialling each other at once (uTP peers dial from their listening port, so the
+inbound address is the one we dial; a BEP 55 holepunch does it on purpose), and refusing
+it on both sides would fail both connections. Both may then be delivered, and the owner
+keeps one (by peer id, as libtorrent). TCP peers dial from an ephemeral port, so for
+them only an exact address match is caught.
 
 Encryption: an :class:`~bip_handshake.EncryptionPolicy` selects MSE/PE, as libtorrent
 does it. Outbound, :meth:`Handshaker._secure` runs the MSE initiator with the swarm id
@@ -304,7 +309,8 @@ class HandshakerStatistics:
     Attributes:
         discovered: addresses offered through :meth:`Handshaker.discovered` / ``connect``.
         dropped_duplicate: offered while a dial to the same (torrent, address) was pending
-            or its connection was open; also inbound handshakes refused for that reason
+            or its connection was open; queued dials whose peer connected to us meanwhile;
+            also inbound handshakes refused because a connection of their pair is open
             (those are failures too).
         dropped_queue_full: offered while the dial queue was full.
         dropped_unknown_torrent: offered for an info-hash that is not registered.
@@ -557,8 +563,11 @@ class Handshaker:
         self._torrents: dict[bytes, InfoHash] = {}
         self._skeys = SkeyTable()
         self._registered: set[InfoHash] = set()
-        # (torrent, normalised address) pairs queued, in flight or delivered and open.
+        # (torrent, normalised address) pairs queued, in flight or delivered and open: the
+        # union of the next two, kept as a set for the cheap test of every offered address.
         self._taken: set[tuple[InfoHash, PeerAddress]] = set()
+        self._dialling: set[tuple[InfoHash, PeerAddress]] = set()  # queued or in flight
+        self._open: Counter[tuple[InfoHash, PeerAddress]] = Counter()  # delivered, open
         self._queue_send, self._queue_receive = trio.open_memory_channel[
             tuple[InfoHash, PeerAddress, bytes | None]
         ](max_queued)
@@ -726,7 +735,25 @@ class Handshaker:
         except trio.ClosedResourceError:  # the handshaker is closing
             return False
         self._taken.add(key)
+        self._dialling.add(key)
         return True
+
+    def _release(self, key: tuple[InfoHash, PeerAddress]) -> None:
+        """The pair may be dialled again once no dial is pending and no connection open."""
+        if key not in self._dialling and not self._open.get(key):
+            self._taken.discard(key)
+
+    def _opened(self, key: tuple[InfoHash, PeerAddress]) -> None:
+        self._open[key] += 1
+        self._taken.add(key)
+
+    def _closed(self, key: tuple[InfoHash, PeerAddress]) -> None:
+        if key not in self._open:  # released by the shutdown already
+            return
+        self._open[key] -= 1
+        if self._open[key] <= 0:
+            del self._open[key]
+        self._release(key)
 
     def _allowed_early(self, torrent: InfoHash | None, address: PeerAddress, d: Direction) -> bool:
         """Direction, address and info-hash filters; counts a refusal."""
@@ -746,10 +773,17 @@ class Handshaker:
         """Take queued dials one by one as concurrency slots free up."""
         async for torrent, address, swarm_id in self._queue_receive:
             if torrent not in self._registered:
-                self._taken.discard((torrent, address))
+                self._dialling.discard((torrent, address))
+                self._release((torrent, address))
                 self._count("unregistered")
                 continue
             await self._slots.acquire()
+            if self._open.get((torrent, address)):
+                # The peer dialled us while this dial waited for a slot: connected already.
+                self._slots.release()
+                self._dialling.discard((torrent, address))
+                self._count("dropped_duplicate")
+                continue
             self._nursery.start_soon(self._run_outbound, torrent, address, swarm_id)
 
     async def _serve(self, listener: trio.SocketListener) -> None:
@@ -838,8 +872,9 @@ class Handshaker:
             )
             failure = refused
         finally:
-            if not delivered:  # a delivered pair stays taken until its stream closes
-                self._taken.discard((torrent, address))
+            # A delivered pair stays taken until its stream closes (_open counts it).
+            self._dialling.discard((torrent, address))
+            self._release((torrent, address))
             self._slots.release()
             if stream is not None and not delivered:
                 await trio.aclose_forcefully(stream)
@@ -883,7 +918,6 @@ class Handshaker:
         address = address.normalized()
         delivered = False
         acquired = False
-        key: tuple[InfoHash, PeerAddress] | None = None
         try:
             if not self._allowed_early(None, address, "inbound"):
                 return
@@ -896,11 +930,10 @@ class Handshaker:
             # MSE: within the handshake timeout, _handshake looks at the first bytes
             # (_receive_secure) and speaks BEP 3 over the (maybe) encrypted stream.
             peer = await self._handshake(stream, address, "inbound", None, transport=transport)
-            key = (peer.info_hash, address)
-            if key in self._taken:  # connected (or dialling) already: checked again here
-                key = None
+            # Connected already: checked again here (a dial of ours to this address that is
+            # only in flight is a simultaneous open, and does not refuse it).
+            if self._open.get((peer.info_hash, address)):
                 raise _RefusedError("dropped_duplicate")
-            self._taken.add(key)
             await self._deliver(peer)
             delivered = True
         except _RefusedError as refused:
@@ -909,8 +942,6 @@ class Handshaker:
         finally:
             if acquired:
                 self._slots.release()
-            if key is not None and not delivered:
-                self._taken.discard(key)
             if not delivered:
                 await trio.aclose_forcefully(stream)
 
@@ -985,14 +1016,16 @@ class Handshaker:
         if peer.info_hash not in self._registered:
             raise _RefusedError("unregistered")
         key = (peer.info_hash, peer.address)
-        peer = replace(peer, stream=_TrackedStream(peer.stream, lambda: self._taken.discard(key)))
-        # Counted before the hand-over: the receiver may run (and read statistics())
-        # before this task resumes from send(). Taken back if the hand-over fails.
+        peer = replace(peer, stream=_TrackedStream(peer.stream, lambda: self._closed(key)))
+        # Counted before the hand-over: the receiver may run (and read statistics(), or
+        # close the stream) before this task resumes from send(). Taken back if the
+        # hand-over fails. No checkpoint since the caller's duplicate check: atomic.
         counters = [f"{peer.direction}_completed"] + (
             ["encrypted"] if peer.encryption == "rc4" else []
         )
         for name in counters:
             self._count(name)
+        self._opened(key)
         _log.debug(
             "%s handshake with %s for %s complete: %s, peer id %s",
             peer.direction,
@@ -1006,6 +1039,7 @@ class Handshaker:
         except BaseException:
             for name in counters:
                 self._counts[name] -= 1
+            self._closed(key)
             raise
 
     async def _handshake(
@@ -1111,7 +1145,7 @@ class Handshaker:
             if torrent is None:
                 connection.reject()
                 raise _RefusedError("unknown_info_hash", event.info_hash.hex())
-            if (torrent, connection_address) in self._taken:
+            if self._open.get((torrent, connection_address)):
                 connection.reject()
                 raise _RefusedError("dropped_duplicate")
             if filters.info_hash is not None and not filters.info_hash(torrent, direction):
@@ -1127,7 +1161,10 @@ class Handshaker:
         """Close the queues and every undelivered stream (on exit, shielded)."""
         self._queue_send.close()
         self._done_send.close()
-        self._taken.clear()  # delivered connections no longer block anything
+        # Delivered connections no longer block anything.
+        self._taken.clear()
+        self._dialling.clear()
+        self._open.clear()
         while True:
             try:
                 peer = self._done_receive.receive_nowait()
