@@ -7,7 +7,8 @@ metadata if needed (and a v2-only torrent's piece layers), checks its storage, d
 a bip_select brain and serves its pieces, saving resume data as it goes. Peers come from
 :class:`PeerSource` tasks (the user's peers, trackers, a DHT) through the handshaker's
 :class:`~bip_handshake.PeerSink` interface, and from PEX; web seeds (BEP 19) join the brain as
-peers that have every piece.
+peers that have every piece. Peers behind NATs are reached by BEP 55 holepunching
+(:class:`HolepunchPolicy`) when uTP is on.
 
 >>> async def main(torrent, directory):  # doctest: +SKIP
 ...     async with open_session(ClientConfig(listen=(("127.0.0.1", 0),))) as session:
@@ -35,6 +36,7 @@ from ._discovery import (
     TrackerAnnouncer,
     UserPeers,
 )
+from ._holepunch import HolepunchCounts, HolepunchPolicy, HolepunchPolicyStatistics
 from ._http_tracker import HttpAnnounceResult, HttpTrackerClient
 from ._http_tracker_errors import HttpTrackerError, MalformedTrackerResponseError
 from ._resume import ResumeStore
@@ -68,6 +70,9 @@ __all__ = [
     "DhtLike",
     "DhtPeers",
     "DiscoveryTarget",
+    "HolepunchCounts",
+    "HolepunchPolicy",
+    "HolepunchPolicyStatistics",
     "HttpAnnounceResult",
     "HttpTrackerClient",
     "HttpTrackerError",

@@ -42,8 +42,7 @@ from typing import Final
 
 import trio
 
-from bip_handshake import Handshaker, PeerAddress, PeerDialer
-from bip_handshake._handshaker import DialFailure
+from bip_handshake import DialFailure, Handshaker, PeerAddress, PeerDialer
 from bip_metainfo import InfoHash
 from bip_peer import (
     DEFAULT_HOLEPUNCH_RELAY_BURST,

@@ -39,6 +39,7 @@ from bip import __version__
 from bip_disk import DiskEvent, DiskManager, open_disk_manager
 from bip_handshake import (
     CompletedHandshake,
+    DialFailure,
     Extensions,
     Handshaker,
     PeerAddress,
@@ -47,7 +48,6 @@ from bip_handshake import (
     UtpSocket,
     open_handshaker,
 )
-from bip_handshake._handshaker import DialFailure
 from bip_metainfo import InfoHash, MagnetLink, Metainfo
 from bip_peer import (
     DEFAULT_MAX_PEER_REQUESTS,
