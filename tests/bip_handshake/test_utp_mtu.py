@@ -146,7 +146,12 @@ def test_probe_lost_by_selective_acks_keeps_the_window_and_goes_again_unpadded()
     probe_index = next(i for i, d in enumerate(sent) if len(d) > 1232)
     probe = packets[probe_index]
     assert len(sent[probe_index]) == (1232 + 1472 + 1) // 2
-    assert sent[probe_index][1] == PADDING_EXTENSION  # the padding comes first
+    # libutp's extension bits come first (it drops a packet naming a type of 3 or more in
+    # its header), then the padding.
+    assert sent[probe_index][1] == 2
+    assert sent[probe_index][20] == PADDING_EXTENSION
+    assert is_mtu_probe(sent[probe_index])
+    assert not any(is_mtu_probe(d) for i, d in enumerate(sent) if i != probe_index)
     assert len(probe.payload) == a._payload_size  # padding is not data
     cwnd = a._cwnd
     # The peer got everything but the probe: three packets after it are selectively acked.
@@ -197,10 +202,14 @@ def test_padded_probe_decodes_to_its_payload() -> None:
     # Full packets are the floor less the room for a selective ack (none was due here).
     assert [len(d) for d in sent] == [1232 - 34, 1352, 1232 - 34]
     assert b"".join(UtpPacket.decode(d).payload for d in sent) == chunk
-    # The chain: the padding links, then nothing (no selective ack was due).
+    # The chain: libutp's extension bits (8 bytes), one padding link, then nothing (no
+    # selective ack was due).
     probe = sent[1]
-    assert probe[HEADER_SIZE] == 0  # one padding link: its next extension is "none"
-    assert probe[HEADER_SIZE + 1] == 1352 - (1232 - 34) - 2
+    assert probe[1] == 2  # the header names the extension bits
+    assert probe[HEADER_SIZE : HEADER_SIZE + 2] == bytes((PADDING_EXTENSION, 8))
+    link = HEADER_SIZE + 10
+    assert probe[link] == 0  # one padding link: its next extension is "none"
+    assert probe[link + 1] == 1352 - (1232 - 34) - 10 - 2
     for datagram in sent:
         net.b.receive_packet(UtpPacket.decode(datagram), net.now + 1)
     assert net.b.read() == chunk
@@ -215,7 +224,9 @@ def test_padding_is_exact_and_transparent(payload: bytes, sack: bytes | None, ex
     packet = UtpPacket(UtpPacketType.DATA, 7, 1, 2, 3, 4, 5, selective_ack=sack, payload=payload)
     datagram = packet.encode()
     padded = _pad(datagram, len(datagram) + extra)
-    assert len(padded) == len(datagram) + (extra if extra != 1 else 0)
+    # The extension bits (10 bytes) and a link (2 bytes at least) fit, or nothing is added.
+    assert len(padded) == len(datagram) + (extra if extra >= 12 else 0)
+    assert is_mtu_probe(padded) == (extra >= 12)
     assert UtpPacket.decode(padded) == packet
 
 

@@ -341,19 +341,6 @@ def test_transmission_downloads_from_us_over_utp(upload: Upload) -> None:
     assert upload.connection.mtu_probes >= 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "libutp takes a packet for uTP v1 only if its first extension type is below 3 "
-        "(UTP_Version / UTP_IsV1: `type < ST_NUM_STATES && ext < 3`); a probe whose first "
-        "extension is PADDING_EXTENSION (0x50) is uTP v0 to it: Transmission 3.00's libutp "
-        "answers with a 23-byte v0 RESET for an unknown connection, newer libutp drops it "
-        "silently. Every probe is lost and the MTU stays at the floor until the padding "
-        "follows an extension libutp accepts first (type 2, exactly 8 bytes: measured, all "
-        "probes acked up to 1472)."
-    ),
-)
 def test_libutp_acks_our_mtu_probes(upload: Upload) -> None:
     connection = upload.connection
     # Probes were sent and libutp acked them: the search climbed from the floor to the IPv4

@@ -16,7 +16,8 @@ How it behaves, following BEP 29 and libtorrent:
   (``UtpConfig.min_datagram``, 1232 bytes, which every path carries) until a probe shows
   that the path carries more. One probe at a time is in flight: a full DATA packet padded
   to the middle of the floor and the *ceiling* (``max_datagram_v4`` / ``_v6``) with an
-  extension every uTP implementation skips (type :data:`PADDING_EXTENSION`); its ack
+  extension every uTP implementation skips (type :data:`PADDING_EXTENSION`, behind
+  libutp's 8-byte "extension bits", the first type libutp lets a packet name); its ack
   raises the floor, its loss lowers the ceiling (a binary search, over in about eight
   round trips). A lost probe is no sign of congestion: the window is not cut, and the
   packet goes again unpadded, so that its data never depends on the larger size. EMSGSIZE
@@ -139,11 +140,18 @@ _PACING_GAIN: Final = 1.25
 than 100 % after), so that it smooths bursts without becoming the limit itself."""
 PADDING_EXTENSION: Final = 0x50
 """The extension type of an MTU probe's padding: no uTP implementation knows it, and all of
-them (libtorrent, libutp, ours) skip extensions they do not know."""
-_MAX_PADDING: Final = (MAX_EXTENSIONS - 2) * (2 + 255)
-"""Padding bytes a probe carries at most: links of 255 bytes, leaving two of the links a
-receiver walks (ours: :data:`~bip_handshake._utp_packet.MAX_EXTENSIONS`) for a selective
-ack and a spare."""
+them (libtorrent, libutp, ours) skip extensions they do not know *inside* the chain."""
+_EXTENSION_BITS: Final = 2
+"""libutp's "extension bits" extension (exactly 8 bytes), which a probe's chain starts with:
+libutp takes a packet whose header names an extension type of 3 or more for a uTP version 0
+packet and drops it (Transmission 3.00 answered our first probes with a v0 RESET), so the
+header must name a type it knows. libtorrent skips type 2; type 1 (selective ack) and 3
+(libtorrent's close reason) would be read."""
+_EXTENSION_BITS_LINK: Final = 2 + 8
+_MAX_PADDING: Final = _EXTENSION_BITS_LINK + (MAX_EXTENSIONS - 3) * (2 + 255)
+"""Padding bytes a probe carries at most: the extension bits and links of 255 bytes, leaving
+two of the links a receiver walks (ours: :data:`~bip_handshake._utp_packet.MAX_EXTENSIONS`)
+for a selective ack and a spare."""
 _SEQ_MASK: Final = 0xFFFF
 _HALF: Final = 0x8000
 _TS_MASK: Final = 0xFFFFFFFF
@@ -1390,17 +1398,24 @@ def is_mtu_probe(datagram: bytes) -> bool:
     >>> is_mtu_probe(bytes(20))
     False
     """
-    return len(datagram) > HEADER_SIZE and datagram[1] == PADDING_EXTENSION
+    return (
+        len(datagram) > HEADER_SIZE + _EXTENSION_BITS_LINK
+        and datagram[1] == _EXTENSION_BITS
+        and datagram[HEADER_SIZE] == PADDING_EXTENSION
+    )
 
 
 def _pad(datagram: bytes, size: int) -> bytes:
-    """``datagram`` grown to ``size`` bytes by a chain of :data:`PADDING_EXTENSION` links in
-    front of its own extensions, which receivers skip.
+    """``datagram`` grown to ``size`` bytes by an extension bits link (8 zero bytes, see
+    :data:`_EXTENSION_BITS`) and a chain of :data:`PADDING_EXTENSION` links in front of its
+    own extensions, which receivers skip.
 
     A link takes two bytes at least: one missing byte is left missing (the probe is a byte
-    smaller than asked), never one too many (the probe would pass the ceiling).
+    smaller than asked), never one too many (the probe would pass the ceiling). A datagram
+    that misses fewer bytes than the extension bits and one link take is left as it is (a
+    probe is a full packet padded by far more: it never happens).
     """
-    missing = size - len(datagram)
+    missing = size - len(datagram) - _EXTENSION_BITS_LINK
     if missing < 2:
         return datagram
     links: list[bytes] = []
@@ -1418,8 +1433,9 @@ def _pad(datagram: bytes, size: int) -> bytes:
     return b"".join(
         (
             datagram[:1],
-            bytes((PADDING_EXTENSION,)),
+            bytes((_EXTENSION_BITS,)),
             datagram[2:HEADER_SIZE],
+            bytes((PADDING_EXTENSION, 8)) + bytes(8),
             chain,
             datagram[HEADER_SIZE:],
         )
