@@ -36,6 +36,7 @@ from ._helpers import (
     tcp_listening,
     wait_for,
 )
+from ._rtorrent_scgi import rtorrent_seeding
 
 __all__ = [
     "ARIA2",
@@ -428,6 +429,11 @@ def start_rtorrent_process(
         ready_timeout=15,
         name=name,
     )
+    if download_to is None:
+        # Listening is not seeding: until its hash check is over, rtorrent drops a peer
+        # asking for the torrent (an MSE handshake then fails and a dialler falls back).
+        info_hash = torrent.v1.hex()
+        wait_for(lambda: rtorrent_seeding(HOST, scgi, info_hash), 15, what="rtorrent seeding")
     return port
 
 
