@@ -104,7 +104,7 @@ from ._udp_errors import (
     IS_LINUX,
     MAX_REPORTS_PER_WAKE,
     MSG_DONTWAIT,
-    UNREACHABLE_ERRNOS,
+    PENDING_ERRNOS,
     ErrorQueue,
 )
 
@@ -555,7 +555,7 @@ class DHT:
             # The block ended while this send waited for room (a task outside the DHT's).
             raise DHTError("the DHT closed while sending") from None
         except OSError as error:
-            if error.errno not in SEND_TRANSIENT_ERRORS:
+            if error.errno not in SEND_TRANSIENT_ERRORS and not self._pending(error, target):
                 raise DHTSocketError(f"cannot send a datagram to {target}: {error}") from error
             self._send_errors += 1
             _log.debug("a datagram to %s was lost on sending: %s", target, error)
@@ -687,6 +687,12 @@ class DHT:
                 self._send_errors += 1  # like a lost datagram: the query times out
                 _log.debug("cannot send a DHT datagram to %s: %s", address, error)
 
+    def _pending(self, error: OSError, address: PeerAddress) -> bool:
+        """Whether *error* may be an ICMP error left pending on the socket of *address*'s
+        family by a report about another datagram (its error queue is on)."""
+        queue = self._error_queues.get(address.family)
+        return queue is not None and queue.enabled and error.errno in PENDING_ERRNOS
+
     async def _send(
         self, sender: DatagramSender, data: bytes | bytearray | memoryview, address: PeerAddress
     ) -> None:
@@ -694,11 +700,11 @@ class DHT:
         try:
             await sender.send(data, address)
         except OSError as error:
-            queue = self._error_queues.get(address.family)
-            if error.errno not in UNREACHABLE_ERRNOS or queue is None or not queue.enabled:
+            if not self._pending(error, address):
                 raise
             # With IP_RECVERR every ICMP error also leaves a pending error on the socket,
-            # which the next send reports *instead of sending*, whatever its destination. The
+            # which the next send reports *instead of sending*, whatever its destination (a
+            # parameter problem's EPROTO as much as a port unreachable's ECONNREFUSED). The
             # send took the pending error (its report stays in the queue for the reader), so
             # once more sends this datagram; a second failure is this send's own.
             await sender.send(data, address)
@@ -743,8 +749,10 @@ class DHT:
 
     def _receive_error(self, error: OSError) -> None:
         """A receive failed: an ICMP error about some datagram of ours is no reason to stop
-        reading; anything else ends the DHT (raised out of open_dht's block)."""
-        if error.errno in TRANSIENT_ERRORS:
+        reading (whichever error an ICMP message maps to: with the error queue on, anybody
+        can leave one pending by forging one); anything else ends the DHT (raised out of
+        open_dht's block)."""
+        if error.errno in TRANSIENT_ERRORS or error.errno in PENDING_ERRNOS:
             return
         # The caller sees it, so only a trace here.
         _log.debug("the DHT socket failed: %s", error)

@@ -49,6 +49,7 @@ __all__ = [
     "IS_LINUX",
     "MAX_REPORTS_PER_WAKE",
     "MSG_DONTWAIT",
+    "PENDING_ERRNOS",
     "UNREACHABLE_ERRNOS",
     "ErrorQueue",
     "ErrorReportError",
@@ -80,6 +81,24 @@ UNREACHABLE_ERRNOS: Final = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, e
 """The errors that say the destination is not there: port (ICMP port unreachable), host and
 network unreachable. Others (a path MTU report, a parameter problem, local errors) say nothing
 about the node."""
+
+PENDING_ERRNOS: Final = frozenset(
+    {
+        *UNREACHABLE_ERRNOS,
+        errno.EHOSTDOWN,  # host unknown
+        errno.ENONET,  # host isolated
+        errno.ENOPROTOOPT,  # protocol unreachable
+        errno.EOPNOTSUPP,  # source route failed
+        errno.EMSGSIZE,  # fragmentation needed, packet too big
+        errno.EPROTO,  # parameter problem
+        errno.EACCES,  # administratively prohibited (ICMPv6; a firewall's usual reject)
+    }
+)
+"""Every error Linux makes of an ICMP or ICMPv6 error (``icmp_err_convert``,
+``icmpv6_err_convert``). With the option on, each report also leaves its error pending on the
+socket, so the next ``recvfrom`` or ``sendto`` raises it whatever that call's datagram: none
+of them says anything about the socket, and a reader that stopped on one would let anybody
+who forges an ICMP parameter problem to our port end the DHT."""
 
 MAX_REPORTS_PER_WAKE: Final = 64
 """Queue entries read per wake-up of a socket's reader: a flood of ICMP errors (forged, or a
@@ -231,8 +250,14 @@ class ErrorQueue:
         if not IS_LINUX:
             return None
         try:
-            raw = stdlib_socket.socket(fileno=os.dup(sock.fileno()))
+            fd = os.dup(sock.fileno())
         except OSError as error:
+            _log.debug("cannot read the DHT socket's error queue: %s", error)
+            return None
+        try:
+            raw = stdlib_socket.socket(fileno=fd)
+        except OSError as error:
+            os.close(fd)  # the duplicate is ours until a socket owns it
             _log.debug("cannot read the DHT socket's error queue: %s", error)
             return None
         # non-blocking, whatever socket.setdefaulttimeout says: trio does the waiting
