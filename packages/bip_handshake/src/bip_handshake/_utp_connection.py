@@ -61,7 +61,8 @@ How it behaves, following BEP 29 and libtorrent:
   own out-of-order data is taken even when the budget is full (that data was
   selectively acked: the peer no longer has it, so it cannot be dropped, and it leaves
   only once the hole is filled), so ``max_buffered`` may be passed by one packet per
-  connection holding out-of-order data.
+  connection holding out-of-order data: only while that connection's reader holds
+  nothing in order, so that the next such packet waits for the reader to take it.
 - Acks are validated: an ack for a sequence number we never sent drops the packet; an
   old ack is ignored. A FIN fixes the last sequence number; nothing past it is taken.
 - A keepalive ST_STATE goes out after ``keepalive_interval`` of our silence (with
@@ -1003,7 +1004,11 @@ class UtpConnection:
         if distance == 1:
             if size + self._buffered() > self._config.receive_buffer + self._peer_packet:
                 return  # beyond the window we advertised (a zero-window probe fits)
-            if size > budget.limit - budget.used and not self._reader_closed and not self._reorder:
+            if (
+                size > budget.limit - budget.used
+                and not self._reader_closed
+                and not self._hole_fill_over_budget()
+            ):
                 # The socket's budget is spent: the peer resends it. Not so for the packet
                 # that fills the hole before our out-of-order data: that data was
                 # selectively acked (the peer dropped it: evicting it would lose it for
@@ -1052,14 +1057,25 @@ class UtpConnection:
     def _buffered(self) -> int:
         return len(self._inbound) + self._reorder_bytes
 
+    def _hole_fill_over_budget(self) -> bool:
+        """Whether the next in-order packet is taken even when the socket's budget is spent.
+
+        Only with out-of-order data waiting behind it, and only while our reader holds
+        nothing in order: one packet over the budget per connection at a time, until the
+        reader takes it. Were every in-order packet before a hole taken over budget, one
+        packet held far ahead would let a peer fill its whole window past the budget.
+        """
+        return bool(self._reorder) and not self._inbound
+
     def _window(self) -> int:
         budget = self._budget
         own = self._config.receive_buffer - self._buffered()
         window = min(own, budget.limit - budget.used)
-        if self._reorder and window < self._peer_packet:
+        if window < self._peer_packet and self._hole_fill_over_budget():
             # The packet that fills the hole before our out-of-order data is taken over a
             # full budget (see _incoming): say there is room for it, or the peer would
-            # send it only after a zero-window probe's timeout, one hole at a time.
+            # send it only after a zero-window probe's timeout, one hole at a time. Not
+            # while our reader holds data: _incoming would drop it (the read says when).
             window = min(own, self._peer_packet)
         return max(0, window)
 

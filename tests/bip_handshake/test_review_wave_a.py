@@ -1,0 +1,68 @@
+"""Regression tests from the review of the uTP MTU discovery, socket and handshaker changes."""
+
+from __future__ import annotations
+
+from bip_handshake._utp_config import MAX_PAYLOAD, UtpConfig
+from bip_handshake._utp_connection import UtpConnection, UtpReceiveBudget
+from bip_handshake._utp_packet import UtpPacket, UtpPacketType
+
+
+def _syn(connection_id: int, seq: int) -> UtpPacket:
+    return UtpPacket(UtpPacketType.SYN, connection_id, 0, 0, 1 << 20, seq, 0)
+
+
+def _data(conn: UtpConnection, seq: int, payload: bytes) -> UtpPacket:
+    return UtpPacket(
+        UtpPacketType.DATA,
+        conn.recv_id - 1 & 0xFFFF,
+        0,
+        0,
+        1 << 20,
+        seq & 0xFFFF,
+        conn._acked,
+        payload=payload,
+    )
+
+
+def _accepted(budget: UtpReceiveBudget, config: UtpConfig, index: int) -> UtpConnection:
+    conn = UtpConnection.accept(_syn(index * 2, 1000), 5000, now_us=0, config=config, budget=budget)
+    conn.datagrams_to_send(0)
+    return conn
+
+
+def _advertised(conn: UtpConnection, now: int) -> int:
+    conn._ack_pending = True
+    return UtpPacket.decode(conn.datagrams_to_send(now)[-1]).wnd_size
+
+
+# ------------------------------------------------------------------- the receive budget
+
+
+def test_a_hole_far_ahead_does_not_let_a_peer_pass_the_budget_by_more_than_a_packet() -> None:
+    # One out-of-order packet far ahead must not make every in-order packet before it
+    # "the packet that fills the hole": the budget is passed by one packet per connection
+    # (the documented bound), and a peer holding a hole open cannot fill its whole window
+    # over a full budget (a thousand such peers: a gibibyte).
+    config = UtpConfig(max_buffered=8 * MAX_PAYLOAD, receive_buffer=64 * MAX_PAYLOAD)
+    budget = UtpReceiveBudget(config.max_buffered)
+    chunk = b"x" * MAX_PAYLOAD
+    hostile = _accepted(budget, config, 1)
+    filler = _accepted(budget, config, 2)
+    hostile.receive_packet(_data(hostile, hostile._ack_nr + 60, chunk), 1)
+    assert hostile._reorder_bytes == MAX_PAYLOAD
+    while budget.free() >= MAX_PAYLOAD:
+        filler.receive_packet(_data(filler, filler._ack_nr + 1, chunk), 1)
+    assert budget.free() < MAX_PAYLOAD
+    for _ in range(50):
+        hostile.receive_packet(_data(hostile, hostile._ack_nr + 1, chunk), 2)
+    assert budget.used <= budget.limit + MAX_PAYLOAD
+    # The window it advertises never promises what it would then drop: no room now.
+    assert _advertised(hostile, 3) < MAX_PAYLOAD
+    # Its reader drains the packet taken over budget: room for the next one (and it says so).
+    assert hostile.read()
+    assert _advertised(hostile, 4) >= MAX_PAYLOAD
+    before = hostile._ack_nr
+    hostile.receive_packet(_data(hostile, before + 1, chunk), 5)
+    assert hostile._ack_nr == before + 1 & 0xFFFF
+    assert budget.used <= budget.limit + MAX_PAYLOAD
+
