@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address
+
+import trio
+import trio.testing
+
+from bip_handshake import PeerAddress
 from bip_handshake._utp_config import MAX_PAYLOAD, UtpConfig
 from bip_handshake._utp_connection import UtpConnection, UtpReceiveBudget
 from bip_handshake._utp_packet import UtpPacket, UtpPacketType
+from bip_handshake._utp_socket import open_utp_over
+
+_LOCAL = PeerAddress(IPv4Address("10.0.0.1"), 6881)
+_PEER = PeerAddress(IPv4Address("10.0.0.9"), 7000)
 
 
 def _syn(connection_id: int, seq: int) -> UtpPacket:
@@ -66,3 +76,39 @@ def test_a_hole_far_ahead_does_not_let_a_peer_pass_the_budget_by_more_than_a_pac
     assert hostile._ack_nr == before + 1 & 0xFFFF
     assert budget.used <= budget.limit + MAX_PAYLOAD
 
+
+# ------------------------------------------------------------------- the socket's RESETs
+
+
+async def test_a_reset_rate_below_one_per_second_still_sends_resets(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # resets_per_second=0.5 is one RESET every two seconds, not none at all.
+    sent: list[bytes] = []
+
+    async def send(datagram: bytes, address: PeerAddress) -> None:
+        sent.append(datagram)
+
+    stray = UtpPacket(UtpPacketType.DATA, 77, 0, 0, 1 << 20, 5, 4, payload=b"?").encode()
+    config = UtpConfig(resets_per_second=0.5)
+    async with open_utp_over(send, _LOCAL, config=config) as utp:
+        for _ in range(10):
+            utp.datagram_received(stray, _PEER)
+        await trio.sleep(0.1)
+        assert utp.statistics().resets_sent == 1
+        assert utp.statistics().resets_suppressed == 9
+        await trio.sleep(1)  # half a token: still none
+        utp.datagram_received(stray, _PEER)
+        await trio.sleep(0.1)
+        assert utp.statistics().resets_sent == 1
+        await trio.sleep(1)
+        utp.datagram_received(stray, _PEER)
+        await trio.sleep(0.1)
+        assert utp.statistics().resets_sent == 2
+        assert len(sent) == 2
+        assert all(UtpPacket.decode(d).type is UtpPacketType.RESET for d in sent)
+    # Off means off.
+    async with open_utp_over(send, _LOCAL, config=UtpConfig(resets_per_second=0)) as utp:
+        utp.datagram_received(stray, _PEER)
+        await trio.sleep(0.1)
+        assert utp.statistics().resets_sent == 0

@@ -177,6 +177,12 @@ class UtpStatistics:
     too_big: int = 0
 
 
+def _reset_burst(rate: float) -> float:
+    """RESETs the rate limit's bucket holds: one at least, so that a rate below one per
+    second (0.2: one every five seconds) still reaches a whole token; none when it is 0."""
+    return max(1.0, rate) if rate > 0 else 0.0
+
+
 def _now_us() -> int:
     # round, not int: a deadline converted to seconds and back must compare as reached.
     return round(trio.current_time() * 1e6)
@@ -281,7 +287,7 @@ class UtpSocket:
         self._queue_ready = trio.Event()
         self._closed = False
         self._send_failures = 0
-        self._reset_tokens = config.resets_per_second
+        self._reset_tokens = _reset_burst(config.resets_per_second)
         self._reset_refill = trio.current_time()
         self._counters = dict.fromkeys(
             (
@@ -568,7 +574,9 @@ class UtpSocket:
     def _send_reset(self, packet: UtpPacket, address: PeerAddress) -> None:
         now = trio.current_time()
         rate = self._config.resets_per_second
-        self._reset_tokens = min(rate, self._reset_tokens + (now - self._reset_refill) * rate)
+        self._reset_tokens = min(
+            _reset_burst(rate), self._reset_tokens + (now - self._reset_refill) * rate
+        )
         self._reset_refill = now
         if self._reset_tokens < 1:
             self._counters["resets_suppressed"] += 1
