@@ -27,8 +27,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
-from itertools import pairwise
-from urllib.parse import urlsplit
+from itertools import groupby, pairwise
+from urllib.parse import unquote, urlsplit
 
 from ._errors import LocalProtocolError
 
@@ -57,11 +57,15 @@ MAX_SHOWN_LENGTH = 200
 HIDDEN = "\u2026"
 """What a secret path segment is shown as (an ellipsis)."""
 
-# A run: letters, digits, "-" and "_" (the hex and base64url alphabets) between any other
-# characters ("." "~" "%" "=" "+" ...), which keep file names' parts apart.
-_RUN = re.compile(r"[A-Za-z0-9_-]+")
-_PIECE = re.compile(r"[^_-]+")
+# A run: letters, digits and the separators of the base64 alphabets ("-" "_" "+" "/" "="),
+# between any other characters ("." "~" " " ...), which keep file names' parts apart. The
+# segment is percent-decoded first: a standard base64 passkey is sent with "%2B", "%2F" and
+# "%3D", whose hex digits would otherwise cut it into pieces too short to be judged.
+_RUN = re.compile(r"[A-Za-z0-9_+/=-]+")
+_PIECE = re.compile(r"[^_+/=-]+")
 _HEX = re.compile(r"[0-9A-Fa-f]+")
+# A piece of mixed-case letters this long or longer is judged by its look (_jumbled).
+_JUMBLED_LENGTH = 10
 
 
 def _changes(piece: str) -> int:
@@ -77,39 +81,77 @@ def _mixed(piece: str) -> bool:
     return any(char.isdigit() for char in piece) and any(char.isalpha() for char in piece)
 
 
+def _kind(char: str) -> int:
+    return 0 if char.isdigit() else 1 if char.islower() else 2
+
+
+def _jumbled(piece: str) -> bool:
+    """Whether ``piece`` has the look of random base64 letters, digits or not: runs of one
+    kind (digits, lower, upper case) under 2.2 characters long on average, and lone
+    lower-case letters between others (``XsM``) at least twice after its first character.
+    Words in camel case (``ThisIsAVeryLongName``) have runs as short but few lone letters."""
+    if len(piece) < _JUMBLED_LENGTH:
+        return False
+    runs = [(kind, sum(1 for _ in group)) for kind, group in groupby(piece, _kind)]
+    lone = sum(1 for kind, size in runs[1:] if kind == 1 and size == 1)
+    return lone >= 2 and len(runs) * 20 >= len(piece) * 9
+
+
 def _secret_run(run: str) -> bool:
     if len(run) < SECRET_RUN_LENGTH:
         return False
-    for piece in _PIECE.findall(run):
+    pieces = _PIECE.findall(run)
+    if (
+        len(pieces) > 1
+        and sum(map(len, pieces)) >= SECRET_RUN_LENGTH
+        and all(_HEX.fullmatch(piece) for piece in pieces)
+        and _mixed("".join(pieces))
+    ):
+        return True  # hex in groups: a UUID
+    for piece in pieces:
         if len(piece) >= SECRET_RUN_LENGTH and (_HEX.fullmatch(piece) or _mixed(piece)):
             return True  # a hex passkey or hash, a base62 key, a long number
         if _mixed(piece) and _changes(piece) >= 2:
             return True  # a random piece of a base64url token, not "amd64" or "x264"
+        if _jumbled(piece):
+            return True  # a random piece of a token without digits
     return False
 
 
 def is_secret_segment(segment: str) -> bool:
     """Whether a URL path segment looks like a secret (a passkey), so that it is not shown.
 
-    The rule: the segment holds a *run* of at least 16 characters of the hex and base64url
-    alphabets (letters, digits, ``-``, ``_``; any other character ends a run) in which
+    The rule: the segment, as written or percent-decoded, holds a *run* of at least 16
+    characters of the hex and base64 alphabets (letters, digits, ``-``, ``_``, ``+``, ``/``,
+    ``=``; any other character ends a run) in which
 
-    - a piece without ``-`` or ``_`` of at least 16 characters is all hex digits (a 32-hex
-      passkey, a SHA-1, a long number) or has both letters and digits (a base62 key); or
+    - the pieces (the parts between those separators) are all hex digits, with letters and
+      digits among them (a UUID); or
+    - a piece of at least 16 characters is all hex digits (a 32-hex passkey, a SHA-1, a long
+      number) or has both letters and digits (a base62 or base32 key); or
     - some piece has both letters and digits and switches at least twice between a letter and
-      a digit or from a lower- to an upper-case letter (the random look of a base64url
-      token, which words such as ``amd64``, ``x264`` or ``1080p`` lack).
+      a digit or from a lower- to an upper-case letter (the random look of a base64 token,
+      which words such as ``amd64``, ``x264`` or ``1080p`` lack); or
+    - some piece of at least 10 characters is a jumble of short runs of digits, lower- and
+      upper-case letters with lone lower-case letters in it (a base64 token's piece without
+      digits; not a word in camel case).
 
     Ordinary paths stay readable: ``announce``, ``announce.php``, ``tracker``, file names
     such as ``ubuntu-22.04.3-live-server-amd64.iso``. The rule errs towards hiding: a long
-    name such as ``Show_S01E02_1080p`` is hidden too, which costs a log reader little.
+    name such as ``Show_S01E02_1080p`` is hidden too, which costs a log reader little. A
+    token of letters of one case only (base32 without digits, about 1 in 1000) is missed.
 
     >>> is_secret_segment("0123456789abcdef0123456789abcdef"), is_secret_segment("announce")
     (True, False)
     >>> is_secret_segment("aB3-xY9_kLmN0pQrStUv"), is_secret_segment("live-server-amd64.iso")
     (True, False)
+    >>> is_secret_segment("iHa%2FEkU5%2FukCO1ZOsEvD4Q%3D%3D")  # standard base64, encoded
+    True
     """
-    return any(_secret_run(run) for run in _RUN.findall(segment))
+    decoded = unquote(segment, errors="replace")  # an undecodable byte ends a run
+    # Judged as written too: "%2F" in a token is a pair of digits more in its piece.
+    texts = (segment,) if decoded == segment else (segment, decoded)
+    return any(_secret_run(run) for text in texts for run in _RUN.findall(text))
 
 
 def shown_path(path: str) -> str:
