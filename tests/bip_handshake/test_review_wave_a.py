@@ -17,7 +17,7 @@ _LOCAL = PeerAddress(IPv4Address("10.0.0.1"), 6881)
 _PEER = PeerAddress(IPv4Address("10.0.0.9"), 7000)
 
 
-def _syn(connection_id: int, seq: int) -> UtpPacket:
+def _syn_packet(connection_id: int, seq: int) -> UtpPacket:
     return UtpPacket(UtpPacketType.SYN, connection_id, 0, 0, 1 << 20, seq, 0)
 
 
@@ -35,7 +35,9 @@ def _data(conn: UtpConnection, seq: int, payload: bytes) -> UtpPacket:
 
 
 def _accepted(budget: UtpReceiveBudget, config: UtpConfig, index: int) -> UtpConnection:
-    conn = UtpConnection.accept(_syn(index * 2, 1000), 5000, now_us=0, config=config, budget=budget)
+    conn = UtpConnection.accept(
+        _syn_packet(index * 2, 1000), 5000, now_us=0, config=config, budget=budget
+    )
     conn.datagrams_to_send(0)
     return conn
 
@@ -112,3 +114,47 @@ async def test_a_reset_rate_below_one_per_second_still_sends_resets(
         utp.datagram_received(stray, _PEER)
         await trio.sleep(0.1)
         assert utp.statistics().resets_sent == 0
+
+
+async def test_a_window_reopened_by_another_connection_failing_is_announced_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A connection starved by the shared budget is woken when another connection gives its
+    # bytes back; when that one fails on a packet (a RESET), no read follows to send the
+    # update: the socket must send it after the packet, or the peer waits for its probe.
+    config = UtpConfig(max_buffered=4 * MAX_PAYLOAD, max_pending_accepts=8)
+    sent: list[UtpPacket] = []
+
+    async def send(datagram: bytes, address: PeerAddress) -> None:
+        sent.append(UtpPacket.decode(datagram))
+
+    chunk = b"w" * MAX_PAYLOAD
+
+    def packet(kind: UtpPacketType, our_id: int, seq: int, ack: int, payload: bytes) -> bytes:
+        return UtpPacket(kind, our_id + 1, 0, 0, 1 << 20, seq, ack, payload=payload).encode()
+
+    async with open_utp_over(send, _LOCAL, config=config) as utp:
+        utp.datagram_received(_syn_packet(10, 100).encode(), _PEER)  # starved: connection id 10
+        utp.datagram_received(_syn_packet(20, 500).encode(), _PEER)  # freeing: connection id 20
+        await trio.sleep(0.01)
+        acks = {p.connection_id: p for p in sent if p.type is UtpPacketType.STATE}
+        starved_ack, freeing_ack = acks[10].seq_nr - 1, acks[20].seq_nr - 1
+        # Freeing holds the out-of-order half of the budget, starved the in-order half.
+        for offset in (2, 3):
+            utp.datagram_received(
+                packet(UtpPacketType.DATA, 20, 500 + offset, freeing_ack, chunk), _PEER
+            )
+        for offset in (1, 2):
+            utp.datagram_received(
+                packet(UtpPacketType.DATA, 10, 100 + offset, starved_ack, chunk), _PEER
+            )
+        await trio.sleep(0.01)
+        assert utp._budget.free() == 0
+        last = [p for p in sent if p.connection_id == 10][-1]
+        assert last.wnd_size < MAX_PAYLOAD
+        sent.clear()
+        utp.datagram_received(packet(UtpPacketType.RESET, 20, 0, 0, b""), _PEER)
+        await trio.sleep(0)  # no read anywhere, no timer due: only the socket's own pump
+        updates = [p for p in sent if p.connection_id == 10 and p.type is UtpPacketType.STATE]
+        assert updates
+        assert updates[-1].wnd_size >= 2 * MAX_PAYLOAD

@@ -432,6 +432,7 @@ class UtpSocket:
         connection = self._dispatch(data, address)
         if connection is not None:
             self._pump(connection)
+            self._pump_woken()
 
     def _datagrams_received(self, batch: list[tuple[bytes, PeerAddress]]) -> None:
         """Feed datagrams read in one burst, then pump each connection they touched once.
@@ -446,6 +447,9 @@ class UtpSocket:
                 touched[connection.key] = connection
         for connection in touched.values():
             self._pump(connection)
+        # A connection that failed or finished gave its bytes back: the windows that
+        # reopened are announced now, not at the next read (there may be none).
+        self._pump_woken()
 
     def _dispatch(self, data: bytes, address: PeerAddress) -> _Connection | None:
         """Route one datagram; return the connection that now needs pumping, if any."""
@@ -679,6 +683,7 @@ class UtpSocket:
             now = _now_us()
             core.handle_timer(now)
             self._pump(connection)
+            self._pump_woken()  # a connection that timed out gave its bytes back
             following = core.next_deadline()
             if following is not None and following <= now:
                 # Never spin: a deadline that did not move waits a millisecond.
