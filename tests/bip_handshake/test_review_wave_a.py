@@ -154,7 +154,9 @@ async def test_a_window_reopened_by_another_connection_failing_is_announced_at_o
         assert last.wnd_size < MAX_PAYLOAD
         sent.clear()
         utp.datagram_received(packet(UtpPacketType.RESET, 20, 0, 0, b""), _PEER)
-        await trio.sleep(0)  # no read anywhere, no timer due: only the socket's own pump
-        updates = [p for p in sent if p.connection_id == 10 and p.type is UtpPacketType.STATE]
+        # No read anywhere, no timer run: only the socket's own pump after the packet (what
+        # it sends waits in its queue for the sender task, or was sent already).
+        out = sent + [UtpPacket.decode(datagram) for datagram, _, _ in utp._queue]
+        updates = [p for p in out if p.connection_id == 10 and p.type is UtpPacketType.STATE]
         assert updates
         assert updates[-1].wnd_size >= 2 * MAX_PAYLOAD
