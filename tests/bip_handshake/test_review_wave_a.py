@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import random
+from collections import Counter
 from ipaddress import IPv4Address
 
+import pytest
 import trio
 import trio.testing
 
-from bip_handshake import PeerAddress
+from bip_handshake import EncryptionPolicy, Extensions, Handshake, PeerAddress, PeerId
+from bip_handshake._handshaker import (
+    CompletedHandshake,
+    DialFailure,
+    Handshaker,
+    open_handshaker,
+)
 from bip_handshake._utp_config import MAX_PAYLOAD, UtpConfig
 from bip_handshake._utp_connection import UtpConnection, UtpReceiveBudget
 from bip_handshake._utp_packet import UtpPacket, UtpPacketType
 from bip_handshake._utp_socket import open_utp_over
+from bip_metainfo import InfoHash
 
 _LOCAL = PeerAddress(IPv4Address("10.0.0.1"), 6881)
 _PEER = PeerAddress(IPv4Address("10.0.0.9"), 7000)
@@ -160,3 +170,104 @@ async def test_a_window_reopened_by_another_connection_failing_is_announced_at_o
         updates = [p for p in out if p.connection_id == 10 and p.type is UtpPacketType.STATE]
         assert updates
         assert updates[-1].wnd_size >= 2 * MAX_PAYLOAD
+
+
+# ------------------------------------------------------------------- the handshaker's pairs
+
+_TORRENT = InfoHash(v1=b"\x11" * 20)
+_REMOTE = PeerId(b"-XX0000-remoteremote")
+
+
+def _handshake_bytes() -> bytes:
+    return Handshake(Extensions.FAST, b"\x11" * 20, _REMOTE.value).to_bytes()
+
+
+class _ScriptedPeers:
+    """Dials that answer, fail or hang until released, per address, as a test says."""
+
+    def __init__(self) -> None:
+        self.mode: dict[PeerAddress, str] = {}
+        self.release = trio.Event()
+        self.remotes: list[trio.abc.Stream] = []
+
+    async def dial(self, address: PeerAddress) -> trio.abc.Stream:
+        mode = self.mode.get(address, "answer")
+        if mode == "hang":
+            await self.release.wait()
+        if mode == "fail":
+            raise OSError("refused")
+        ours, theirs = trio.testing.memory_stream_pair()
+        self.remotes.append(theirs)
+        await theirs.send_all(_handshake_bytes())
+        return ours
+
+
+@pytest.mark.parametrize("seed", range(12))
+async def test_the_handshakers_pairs_never_leak(seed: int) -> None:
+    # Random dials (answered, refused, hanging), inbound handshakes from the same addresses
+    # (simultaneous opens included), closes, failed-dial callbacks and cancels: after every
+    # step the taken pairs are exactly those dialling or open (as many as are delivered and
+    # not closed), and once everything is closed and released, nothing is left.
+    rng = random.Random(seed)
+    addresses = [PeerAddress(IPv4Address(f"10.7.0.{n}"), 6881) for n in range(1, 4)]
+    peers = _ScriptedPeers()
+    delivered: list[CompletedHandshake] = []
+    failures: list[DialFailure] = []
+
+    def check(hs: Handshaker) -> None:
+        open_now = Counter((p.info_hash, p.address) for p in delivered)
+        assert {k: v for k, v in hs._open.items() if v} == dict(open_now)
+        assert hs._taken == hs._dialling | set(open_now)
+
+    async with (
+        open_handshaker(
+            peer_id=PeerId(b"-BP0100-aaaaaaaaaaaa"),
+            listen=[],
+            encryption=EncryptionPolicy.PLAINTEXT_ONLY,
+            dial=peers.dial,
+            on_dial_failed=failures.append,
+        ) as hs,
+        trio.open_nursery() as nursery,
+    ):
+        hs.register(_TORRENT)
+
+        async def collect() -> None:
+            async for peer in hs.completed():
+                delivered.append(peer)
+
+        nursery.start_soon(collect)
+        remotes: list[trio.abc.Stream] = []
+        for _ in range(60):
+            address = rng.choice(addresses)
+            step = rng.choice(("dial", "dial", "inbound", "close", "release", "mode"))
+            if step == "dial":
+                hs.connect(_TORRENT, address)
+            elif step == "inbound":
+                ours, theirs = trio.testing.memory_stream_pair()
+                remotes.append(ours)
+                hs.accept_stream(theirs, address, transport="utp")
+                await ours.send_all(_handshake_bytes())
+            elif step == "close" and delivered:
+                peer = delivered.pop(rng.randrange(len(delivered)))
+                await peer.aclose()
+            elif step == "release":
+                peers.release.set()
+                peers.release = trio.Event()
+            elif step == "mode":
+                peers.mode[address] = rng.choice(("answer", "fail", "hang"))
+            await trio.testing.wait_all_tasks_blocked()
+            check(hs)
+        # Everything ends: hanging dials are let go (answered), every connection closed.
+        peers.mode.clear()
+        peers.release.set()
+        await trio.testing.wait_all_tasks_blocked()
+        while delivered:
+            await delivered.pop().aclose()
+        await trio.testing.wait_all_tasks_blocked()
+        check(hs)
+        assert not hs._taken and not hs._dialling and not hs._open
+        # Every failure was told with the address free again.
+        assert all(f.reason == "connect_failed" and f.torrent == _TORRENT for f in failures)
+        for stream in remotes + peers.remotes:
+            await trio.aclose_forcefully(stream)
+        nursery.cancel_scope.cancel()
