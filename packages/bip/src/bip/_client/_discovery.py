@@ -51,7 +51,6 @@ __all__ = [
 
 from ._config import DEFAULT_DHT_INTERVAL
 from ._http_tracker import (
-    PEER_NAME_LOOKUPS,
     HttpAnnounceResult,
     HttpTrackerClient,
     resolve_peer_names,
@@ -291,8 +290,8 @@ def _queue_names(status: AnnouncerStatus, names: trio.MemorySendChannel[_NameBat
 
 async def _resolve_names(batches: trio.MemoryReceiveChannel[_NameBatch], sink: PeerSink) -> None:
     """Resolve each answer's peer names in turn and give their addresses to ``sink``, as
-    tracker peers of the answer's swarm."""
-    limiter = trio.CapacityLimiter(PEER_NAME_LOOKUPS)
+    tracker peers of the answer's swarm. The lookups are bounded with every other torrent's
+    (resolve_peer_names' shared limiter): worker threads are the process's."""
     async for swarm_id, names in batches:
 
         def found(
@@ -300,7 +299,7 @@ async def _resolve_names(batches: trio.MemoryReceiveChannel[_NameBatch], sink: P
         ) -> None:
             sink.discovered(swarm_id, addresses, "tracker")
 
-        await resolve_peer_names(names, found, limiter=limiter)
+        await resolve_peer_names(names, found)
 
 
 class PeerSearchLike(Protocol):

@@ -65,6 +65,7 @@ __all__ = [
     "DEFAULT_MAX_REDIRECTS",
     "MAX_ADDRESSES_PER_NAME",
     "PEER_NAME_LOOKUPS",
+    "PEER_NAME_OVERRUN",
     "PEER_NAME_TIMEOUT",
     "HttpAnnounceResult",
     "HttpTrackerClient",
@@ -79,9 +80,32 @@ DEFAULT_HTTP_TRACKER_TIMEOUT: Final = 30.0
 """Seconds one whole exchange may take, redirects included (libtorrent's
 ``tracker_completion_timeout``)."""
 PEER_NAME_LOOKUPS: Final = 4
-"""Peer names looked up at once by default: each lookup holds one of trio's worker threads."""
+"""Peer names looked up at once by default, by all torrents together: each lookup holds one of
+trio's worker threads."""
 PEER_NAME_TIMEOUT: Final = 5.0
 """Seconds one peer name's lookup may take before the name is dropped."""
+PEER_NAME_OVERRUN: Final = 60.0
+"""Seconds a lookup that outlived its timeout may keep its place among the lookups at once
+(then it is cancelled). The name is dropped at the timeout, but the system's lookup runs on
+in a worker thread that no cancel stops, until the resolver's own timeouts end it (up to tens
+of seconds): while it runs it is still counted, so that silent names cannot pile up threads."""
+
+# The lookups of all torrents of one trio run share one limiter: worker threads are the
+# process's (trio's default limiter is shared with file I/O and every other lookup).
+_SHARED_LOOKUPS: trio.lowlevel.RunVar[trio.CapacityLimiter] = trio.lowlevel.RunVar(
+    "bip_peer_name_lookups"
+)
+
+
+def _shared_lookups() -> trio.CapacityLimiter:
+    try:
+        return _SHARED_LOOKUPS.get()
+    except LookupError:
+        limiter = trio.CapacityLimiter(PEER_NAME_LOOKUPS)
+        _SHARED_LOOKUPS.set(limiter)
+        return limiter
+
+
 MAX_ADDRESSES_PER_NAME: Final = 4
 """Addresses kept of one peer name at most (its IPv4 and IPv6 ones, say)."""
 _MAX_TRACKER_IDS: Final = 4096  # remembered (tracker, swarm) pairs; the oldest go first
@@ -423,8 +447,12 @@ async def resolve_peer_names(
 
     Names are looked up concurrently through :func:`trio.socket.getaddrinfo` (so a custom
     resolver set with :func:`trio.socket.set_custom_hostname_resolver` is used), at most
-    ``limiter``'s tokens at once (:data:`PEER_NAME_LOOKUPS` by default), the first
-    :data:`MAX_PEER_NAMES` only, each within ``timeout`` seconds. Each address goes through
+    ``limiter``'s tokens at once (by default one limiter of :data:`PEER_NAME_LOOKUPS` for
+    every call in the trio run), the first :data:`MAX_PEER_NAMES` only, each within
+    ``timeout`` seconds. A lookup that outlives its timeout is dropped but keeps its token
+    until it ends (:data:`PEER_NAME_OVERRUN` at most): the system's lookup goes on in a
+    worker thread that a cancel cannot stop, so returning its token at the timeout would let
+    silent names pile up threads. Each address goes through
     the filter numeric peers pass (:func:`usable_peer`), and at most
     :data:`MAX_ADDRESSES_PER_NAME` are kept of a name, in the resolver's order. A name that
     fails, times out, or gives no usable address is dropped with a DEBUG record on the
@@ -436,10 +464,32 @@ async def resolve_peer_names(
     """
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
         raise LocalProtocolError(f"timeout is a positive number of seconds, got {timeout!r}")
-    lookups = limiter if limiter is not None else trio.CapacityLimiter(PEER_NAME_LOOKUPS)
+    lookups = limiter if limiter is not None else _shared_lookups()
     async with trio.open_nursery() as nursery:
         for name in dict.fromkeys(names[:MAX_PEER_NAMES]):
             nursery.start_soon(_resolve_one, name, found, lookups, float(timeout))
+
+
+class _Lookup:
+    """One name's lookup: its answer, and whether its waiter gave up on it."""
+
+    __slots__ = ("answered", "infos", "late")
+
+    def __init__(self) -> None:
+        self.answered = trio.Event()
+        self.infos: list[tuple[object, ...]] | None = None
+        self.late = False
+
+    async def run(self, name: PeerName) -> None:
+        try:
+            self.infos = list(
+                await trio.socket.getaddrinfo(name.host, name.port, type=socket.SOCK_STREAM)
+            )
+        except (OSError, UnicodeError) as error:  # gaierror is an OSError; IDNA a Unicode one
+            if not self.late:
+                logger.debug("peer %s: cannot resolve it: %s", name, error)
+        finally:
+            self.answered.set()
 
 
 async def _resolve_one(
@@ -448,20 +498,19 @@ async def _resolve_one(
     limiter: trio.CapacityLimiter,
     timeout: float,
 ) -> None:
-    async with limiter:
-        infos: list[tuple[object, ...]] | None = None
+    lookup = _Lookup()
+    async with limiter, trio.open_nursery() as nursery:
+        # The token is held until the lookup ends, not only until we stop waiting for it.
+        nursery.cancel_scope.deadline = trio.current_time() + max(timeout, PEER_NAME_OVERRUN)
+        nursery.start_soon(lookup.run, name)
         with trio.move_on_after(timeout):
-            try:
-                infos = list(
-                    await trio.socket.getaddrinfo(name.host, name.port, type=socket.SOCK_STREAM)
-                )
-            except (OSError, UnicodeError) as error:  # gaierror is an OSError; IDNA a Unicode one
-                logger.debug("peer %s: cannot resolve it: %s", name, error)
-                return
-    if infos is None:
-        logger.debug("peer %s: not resolved within %g s", name, timeout)
+            await lookup.answered.wait()
+        if not lookup.answered.is_set():
+            lookup.late = True
+            logger.debug("peer %s: not resolved within %g s", name, timeout)
+    if lookup.late or lookup.infos is None:
         return
-    addresses = _usable_addresses(infos, name.port)
+    addresses = _usable_addresses(lookup.infos, name.port)
     if not addresses:
         logger.debug("peer %s: resolves to no address we would dial", name)
         return
