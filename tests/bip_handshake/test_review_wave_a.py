@@ -265,8 +265,10 @@ async def test_the_handshakers_pairs_never_leak(seed: int) -> None:
             await delivered.pop().aclose()
         await trio.testing.wait_all_tasks_blocked()
         check(hs)
-        assert not hs._taken and not hs._dialling and not hs._open
-        # Every failure was told with the address free again.
+        assert not hs._taken
+        assert not hs._dialling
+        assert not hs._open
+        # Every failure told was a refused connect, of our torrent.
         assert all(f.reason == "connect_failed" and f.torrent == _TORRENT for f in failures)
         for stream in remotes + peers.remotes:
             await trio.aclose_forcefully(stream)
