@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import random
 from collections import Counter
 from ipaddress import IPv4Address
@@ -18,7 +19,7 @@ from bip_handshake._handshaker import (
     open_handshaker,
 )
 from bip_handshake._utp_config import MAX_PAYLOAD, UtpConfig
-from bip_handshake._utp_connection import UtpConnection, UtpReceiveBudget
+from bip_handshake._utp_connection import UtpConnection, UtpReceiveBudget, is_mtu_probe
 from bip_handshake._utp_packet import UtpPacket, UtpPacketType
 from bip_handshake._utp_socket import open_utp_over
 from bip_metainfo import InfoHash
@@ -273,3 +274,72 @@ async def test_the_handshakers_pairs_never_leak(seed: int) -> None:
         for stream in remotes + peers.remotes:
             await trio.aclose_forcefully(stream)
         nursery.cancel_scope.cancel()
+
+
+# ------------------------------------------------------------------- path MTU discovery
+
+
+def _consistent(conn: UtpConnection) -> None:
+    assert conn._mtu_floor <= conn._mtu_ceiling
+    entries = conn._outgoing.values()
+    assert conn._unsent == sum(e.need_send for e in entries)
+    assert conn._in_flight == sum(len(e.payload) for e in entries if not e.need_send)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_probes_on_a_lossy_reordering_path_whose_mtu_changes(seed: int) -> None:
+    # Loss, duplicates and reordering while the path MTU changes: probes are lost (silently,
+    # or refused with EMSGSIZE: a probe leaves with "don't fragment"), acked by selective or
+    # cumulative acks, restarted after timeouts; other datagrams over the limit arrive
+    # fragmented. Sequence numbers start near the wrap. The stream arrives whole, and the
+    # floor, the resend count and the bytes in flight stay consistent after every step.
+    rng = random.Random(seed)
+    config = UtpConfig(min_datagram=rng.choice([548, 1000, 1232]))
+    a = UtpConnection.connect(rng.randrange(0x10000), 65530, now_us=0, config=config)
+    b = UtpConnection.accept(
+        UtpPacket.decode(a.datagrams_to_send(0)[0]), 65500, now_us=0, config=config
+    )
+    payload = rng.randbytes(400_000)
+    limit: int | None = rng.choice([None, 1100, 1252, 1400])
+    in_flight: list[tuple[int, int, str, bytes]] = []
+    counter = now = sent = 0
+    got = bytearray()
+    for _ in range(200_000):
+        if sent < len(payload):
+            sent += a.write(memoryview(payload)[sent:])
+        elif not a.write_shut:
+            a.shutdown_write()
+        got += b.read()
+        if b.eof_received and not b.readable:
+            break
+        if rng.random() < 0.01:
+            limit = rng.choice([None, 700, 1100, 1232, 1252, 1300, 1472])
+        for name, core in (("ab", a), ("ba", b)):
+            refused = False
+            for datagram in core.datagrams_to_send(now):
+                if refused:
+                    core.datagram_not_sent(datagram)
+                elif limit is not None and len(datagram) > limit and is_mtu_probe(datagram):
+                    if rng.random() < 0.5:
+                        core.datagram_too_big(datagram, now)
+                        refused = True
+                elif rng.random() >= 0.03:
+                    for _ in range(2 if rng.random() < 0.01 else 1):
+                        counter += 1
+                        arrival = now + 10_000 + rng.randrange(20_000)
+                        heapq.heappush(in_flight, (arrival, counter, name, datagram))
+            _consistent(core)
+        deadlines = [t for t in (a.next_deadline(), b.next_deadline()) if t is not None]
+        if in_flight:
+            deadlines.append(in_flight[0][0])
+        now = max(now, min(deadlines))
+        while in_flight and in_flight[0][0] <= now:
+            _, _, name, datagram = heapq.heappop(in_flight)
+            (b if name == "ab" else a).receive_packet(UtpPacket.decode(datagram), now)
+        for core in (a, b):
+            deadline = core.next_deadline()
+            if deadline is not None and deadline <= now:
+                core.handle_timer(now)
+            _consistent(core)
+    assert bytes(got) == payload
+    assert a.statistics().mtu_probes > 0
