@@ -37,6 +37,7 @@ from bip_dht._udp_errors import (
     IPV6_RECVERR,
     MAX_REPORTS_PER_WAKE,
     MSG_ERRQUEUE,
+    PAYLOAD_HEAD,
     ErrorQueue,
     ErrorReportError,
     UDPErrorReport,
@@ -397,8 +398,8 @@ def test_parse_a_port_unreachable() -> None:
     assert six.unreachable
     assert six.payload == b""
     # a long quoted datagram keeps only its head; other options' messages are skipped
-    long = parse_error_report(b"d1:ad2:id", [(1, 29, b"stamp"), *ancdata], address)
-    assert long.payload == b"d"
+    long = parse_error_report(b"d" * 600, [(1, 29, b"stamp"), *ancdata], address)
+    assert long.payload == b"d" * PAYLOAD_HEAD
 
 
 @pytest.mark.parametrize(

@@ -453,23 +453,41 @@ class DHTNode:
             self._maintain(now)
         self._pump(now)
 
-    def unreachable(self, address: PeerAddress, now: float) -> bool:
+    def unreachable(
+        self, address: PeerAddress, now: float, transaction_id: bytes | None = None
+    ) -> bool:
         """The system reports that a datagram to *address* found nobody (ICMP port, host or
         network unreachable: the trio shell reads these on Linux, as libtorrent's
-        ``incoming_error``): the oldest query in flight to *address* fails at once, as its
-        timeout would (the node's failure in the table, the lookup moves on), counted in
+        ``incoming_error``): the query in flight to *address* fails at once, as its timeout
+        would (the node's failure in the table, the lookup moves on), counted in
         ``unreachable`` rather than ``timeouts``.
+
+        *transaction_id* is the failed query's ``t`` when the ICMP message quoted enough of
+        it (:func:`~bip_dht._udp_errors.quoted_krpc`): then that very query fails, and none
+        if it is not in flight to *address* (a stale report, or a forged one: an off-path
+        forger who cannot see our ids cannot fail our queries, nor make the table drop a good
+        node). Without it, which of several queries to *address* failed cannot be told: the
+        oldest (the reports come back in the order the datagrams left), as libtorrent.
 
         One report fails at most one query (each query is one datagram). Returns whether one
         failed: False, and nothing changes, when none is in flight to *address* (the report
         was about one of our replies, another protocol's datagram, or a query already over).
 
         Raises:
-            LocalProtocolError: *address* is not a PeerAddress.
+            LocalProtocolError: *address* is not a PeerAddress, or *transaction_id* is neither
+                bytes nor None.
         """
+        if transaction_id is not None and not isinstance(transaction_id, bytes):
+            raise LocalProtocolError(
+                f"a transaction id is bytes or None, got {type(transaction_id).__name__}"
+            )
         address = _address(address)
         self._stats_now = now
-        tx = self._transactions.close_oldest_to(address)
+        transactions = self._transactions
+        if transaction_id is None:
+            tx = transactions.close_oldest_to(address)
+        else:
+            tx = transactions.match(transaction_id, address)
         if tx is None:
             return False
         self._counts["unreachable"] += 1

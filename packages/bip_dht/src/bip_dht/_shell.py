@@ -106,6 +106,7 @@ from ._udp_errors import (
     MSG_DONTWAIT,
     PENDING_ERRNOS,
     ErrorQueue,
+    quoted_krpc,
 )
 
 __all__ = ["DHT", "DHTSocketError", "PeerSearch", "open_dht"]
@@ -770,7 +771,10 @@ class DHT:
                 continue  # a local error, a path MTU report: nothing about the node
             if report.payload and not is_krpc_candidate(report.payload):
                 continue  # about another protocol's datagram (uTP): not a node's failure
-            if self._node.unreachable(report.destination, now):
+            quoted = quoted_krpc(report.payload)
+            if quoted.reply:
+                continue  # about one of our replies: its own query, if any, gets its report
+            if self._node.unreachable(report.destination, now, quoted.transaction_id):
                 failed = True
         if failed:
             self._kick.set()  # the operations may send again and events may be waiting
