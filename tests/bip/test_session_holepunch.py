@@ -93,7 +93,9 @@ class RestrictedConeNat:
         host, port = self._socket.getsockname()[:2]
         return PeerAddress(ip_address(host), port)
 
-    async def send_datagram(self, data: bytes, address: PeerAddress) -> None:
+    async def send_datagram(
+        self, data: bytes, address: PeerAddress, *, dont_fragment: bool = False
+    ) -> None:
         """B sends: the NAT opens a hole for ``address`` and forwards from its public port."""
         self.opened.add(address.normalized())
         await self._socket.sendto(data, (str(address.host), address.port))

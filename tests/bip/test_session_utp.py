@@ -4,6 +4,7 @@ shared with the DHT, a taken UDP port, and the settings and options that drive i
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import socket
 from pathlib import Path
@@ -438,13 +439,47 @@ async def test_sender_makes_dht_errors_lost_datagrams(error: Exception) -> None:
     class Failing:
         addresses = (PeerAddress.parse("127.0.0.1:6881"),)
 
-        async def send_datagram(self, data: bytes, address: PeerAddress) -> None:
+        async def send_datagram(
+            self, data: bytes, address: PeerAddress, *, dont_fragment: bool = False
+        ) -> None:
             raise error
 
     send = _sender(Failing())
     with pytest.raises(OSError, match="did not send") as caught:
         await send(b"x", PeerAddress.parse("127.0.0.1:1"))
     assert caught.value.__cause__ is error
+
+
+async def test_sender_sends_probes_as_probes_and_keeps_the_errno() -> None:
+    # An MTU probe goes to the DHT flagged "don't fragment"; the DHT's refusal of it as too
+    # big reaches uTP as EMSGSIZE, which lowers the connection's path MTU at once.
+    from bip_handshake._utp_connection import _pad, is_mtu_probe
+    from bip_handshake._utp_packet import UtpPacket, UtpPacketType
+
+    flags: list[bool] = []
+
+    class Sharer:
+        addresses = (PeerAddress.parse("127.0.0.1:6881"),)
+
+        async def send_datagram(
+            self, data: bytes, address: PeerAddress, *, dont_fragment: bool = False
+        ) -> None:
+            flags.append(dont_fragment)
+            if dont_fragment:
+                try:
+                    raise OSError(errno.EMSGSIZE, "Message too long")
+                except OSError as too_big:
+                    raise DHTSocketError("cannot send") from too_big
+
+    packet = UtpPacket(UtpPacketType.DATA, 7, 1, 2, 3, 4, 5, payload=bytes(1100)).encode()
+    probe = _pad(packet, 1300)
+    assert is_mtu_probe(probe)
+    send = _sender(Sharer())
+    await send(packet, PeerAddress.parse("127.0.0.1:1"))
+    with pytest.raises(OSError, match="did not send") as caught:
+        await send(probe, PeerAddress.parse("127.0.0.1:1"))
+    assert caught.value.errno == errno.EMSGSIZE
+    assert flags == [False, True]
 
 
 def test_config_and_options() -> None:

@@ -76,7 +76,9 @@ class Nat:
         host, port = self._socket.getsockname()[:2]
         return PeerAddress(ip_address(host), port)
 
-    async def send_datagram(self, data: bytes, address: PeerAddress) -> None:
+    async def send_datagram(
+        self, data: bytes, address: PeerAddress, *, dont_fragment: bool = False
+    ) -> None:
         self.opened.add(address.normalized())
         await self._socket.sendto(data, (str(address.host), address.port))
 

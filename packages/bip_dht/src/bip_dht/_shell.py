@@ -46,6 +46,7 @@ Design (DESIGN section 3; trio's and bip_utracker's shells are the models):
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import random
@@ -62,7 +63,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bip_bencode import BencodeError, Value, decode, encode
-from bip_handshake import CompactError, Family, NodeInfo, PeerAddress, PeerSink
+from bip_handshake import CompactError, Family, FragmentControl, NodeInfo, PeerAddress, PeerSink
 from bip_metainfo import InfoHash
 
 from ._errors import DHTError, ItemError, LocalProtocolError
@@ -277,7 +278,12 @@ class DHT:
         self._node = node
         self._rng = rng
         self._sockets = sockets
-        self._senders = {family: DatagramSender(sock) for family, sock in sockets.items()}
+        # Datagrams may be fragmented (uTP's over this socket too), but for uTP's path MTU
+        # probes: those go with "don't fragment" (send_datagram's dont_fragment).
+        self._senders = {
+            family: DatagramSender(sock, FragmentControl.open(sock, family))
+            for family, sock in sockets.items()
+        }
         # Bound once and for good: read now, so the addresses stay readable after closing.
         self._addresses_bound = tuple(_bound(sockets[family]) for family in sorted(sockets))
         self._foreign = None if other_datagrams is None else ForeignDatagrams(other_datagrams)
@@ -514,17 +520,24 @@ class DHT:
     # -- sharing the sockets ------------------------------------------------------------
 
     async def send_datagram(
-        self, data: bytes | bytearray | memoryview, address: PeerAddress
+        self,
+        data: bytes | bytearray | memoryview,
+        address: PeerAddress,
+        *,
+        dont_fragment: bool = False,
     ) -> None:
         """Send *data* to *address* from the node's socket of its family, so the peer sees
         our DHT port (how uTP shares it; the answers come back through ``open_dht``'s
         ``other_datagrams``).
 
         Safe to call from any number of tasks while the node sends its own: the sends of one
-        socket take turns. A datagram the system loses on the way (an ICMP error reported on
-        the socket, a full queue: ``SEND_TRANSIENT_ERRORS``) is dropped and counted in
-        ``send_errors``, as the node's own are: UDP promises no delivery and the protocol
-        above retransmits.
+        socket take turns. ``dont_fragment``: *data* is a path MTU probe (uTP's), sent with
+        "don't fragment" where the system lets us choose (Linux); the node's datagrams and
+        every other one may be fragmented. A probe too big for the path the system knows is
+        refused with ``EMSGSIZE``: a :class:`DHTSocketError` whose cause is that ``OSError``.
+        A datagram the system loses on the way (an ICMP error reported on the socket, a full
+        queue: ``SEND_TRANSIENT_ERRORS``) is dropped and counted in ``send_errors``, as the
+        node's own are: UDP promises no delivery and the protocol above retransmits.
 
         Raises:
             DHTSocketError: the node runs no socket of *address*'s family, or the system
@@ -551,12 +564,17 @@ class DHT:
                 f"bytes, got {len(data)}"
             )
         try:
-            await self._send(sender, data, target)
+            await self._send(sender, data, target, dont_fragment=dont_fragment)
         except trio.ClosedResourceError:
             # The block ended while this send waited for room (a task outside the DHT's).
             raise DHTError("the DHT closed while sending") from None
         except OSError as error:
-            if error.errno not in SEND_TRANSIENT_ERRORS and not self._pending(error, target):
+            # A probe the path is known to be too small for is no loss: its sender must hear
+            # of it, to send smaller (uTP lowers its path MTU at once).
+            too_big = dont_fragment and error.errno == errno.EMSGSIZE
+            if too_big or (
+                error.errno not in SEND_TRANSIENT_ERRORS and not self._pending(error, target)
+            ):
                 raise DHTSocketError(f"cannot send a datagram to {target}: {error}") from error
             self._send_errors += 1
             _log.debug("a datagram to %s was lost on sending: %s", target, error)
@@ -695,11 +713,16 @@ class DHT:
         return queue is not None and queue.enabled and error.errno in PENDING_ERRNOS
 
     async def _send(
-        self, sender: DatagramSender, data: bytes | bytearray | memoryview, address: PeerAddress
+        self,
+        sender: DatagramSender,
+        data: bytes | bytearray | memoryview,
+        address: PeerAddress,
+        *,
+        dont_fragment: bool = False,
     ) -> None:
         """Send one datagram; the system's ``OSError`` propagates."""
         try:
-            await sender.send(data, address)
+            await sender.send(data, address, dont_fragment=dont_fragment)
         except OSError as error:
             if not self._pending(error, address):
                 raise
@@ -708,7 +731,7 @@ class DHT:
             # parameter problem's EPROTO as much as a port unreachable's ECONNREFUSED). The
             # send took the pending error (its report stays in the queue for the reader), so
             # once more sends this datagram; a second failure is this send's own.
-            await sender.send(data, address)
+            await sender.send(data, address, dont_fragment=dont_fragment)
 
     async def _read(self, sock: trio.socket.SocketType) -> None:
         """The reader of *sock*: with its error queue where the system has one (Linux), else

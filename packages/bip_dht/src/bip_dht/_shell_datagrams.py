@@ -20,7 +20,7 @@ from typing import Final, TypeAlias
 
 import trio
 
-from bip_handshake import Family, PeerAddress
+from bip_handshake import Family, FragmentControl, PeerAddress
 
 __all__ = [
     "MAX_PAYLOAD",
@@ -108,20 +108,39 @@ class DatagramSender:
     loopback send). trio's lock is fair: neither the node nor the owner can starve the other.
     """
 
-    __slots__ = ("_lock", "socket")
+    __slots__ = ("_fragments", "_lock", "socket")
 
-    def __init__(self, sock: trio.socket.SocketType) -> None:
+    def __init__(
+        self, sock: trio.socket.SocketType, fragments: FragmentControl | None = None
+    ) -> None:
+        """``fragments``: the socket's "don't fragment" control, where the system has one."""
         self.socket = sock
+        self._fragments = fragments
         self._lock = trio.Lock()
 
-    async def send(self, data: bytes | bytearray | memoryview, address: PeerAddress) -> None:
+    async def send(
+        self,
+        data: bytes | bytearray | memoryview,
+        address: PeerAddress,
+        *,
+        dont_fragment: bool = False,
+    ) -> None:
         """Send *data* to *address* (of the socket's family); the system's ``OSError``
-        propagates."""
+        propagates. ``dont_fragment``: a path MTU probe (uTP's), sent with "don't fragment"
+        where the system lets us choose; the switch happens within this send's turn, so no
+        other datagram goes out with it."""
         try:
             self._lock.acquire_nowait()
         except trio.WouldBlock:
             await self._lock.acquire()
+        fragments = self._fragments if dont_fragment else None
         try:
-            await self.socket.sendto(data, (str(address.host), address.port))
+            if fragments is not None:
+                fragments.dont_fragment()
+            try:
+                await self.socket.sendto(data, (str(address.host), address.port))
+            finally:
+                if fragments is not None:
+                    fragments.allow_fragment()
         finally:
             self._lock.release()

@@ -32,6 +32,7 @@ from ._dialers import (
 )
 from ._errors import HandshakeError, LocalProtocolError, RemoteProtocolError
 from ._extensions import Extensions
+from ._fragmentation import FragmentControl
 from ._handshake import (
     DEFAULT_MAX_TRAILING,
     HANDSHAKE_LENGTH,
@@ -125,6 +126,7 @@ __all__ = [
     "EncryptionPolicy",
     "Extensions",
     "Family",
+    "FragmentControl",
     "Handshake",
     "HandshakeComplete",
     "HandshakeConnection",

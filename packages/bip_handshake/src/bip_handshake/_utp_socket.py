@@ -68,7 +68,6 @@ import logging
 import math
 import secrets
 import socket as _stdlib_socket
-import sys
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -79,6 +78,7 @@ from typing import Final
 import trio
 
 from ._compact import CompactError, PeerAddress
+from ._fragmentation import FragmentControl
 from ._handshaker import ListenError
 from ._utp_config import UtpConfig, UtpConnectError, UtpError
 from ._utp_connection import UtpConnection, UtpReceiveBudget, UtpState, is_mtu_probe
@@ -96,12 +96,6 @@ _SOCKET_BUFFER: Final = 4 * 1024 * 1024
 _REFUSALS_PER_PUMP: Final = 4
 """Batches one pump sends again after the system refused one as too big: each refusal
 lowers the connection's MTU, so a few are enough; a later pump sends the rest."""
-# Linux's path MTU discovery options (<linux/in.h>, <linux/in6.h>; Python's socket module
-# does not name them): per socket, whether the kernel sets "don't fragment".
-_IP_MTU_DISCOVER: Final = 10
-_IPV6_MTU_DISCOVER: Final = 23
-_PMTUDISC_DONT: Final = 0
-_PMTUDISC_DO: Final = 2
 _ADDRESS_CACHE: Final = 4096
 """Source addresses remembered as PeerAddress (parsing one per datagram is costly)."""
 _MAX_SEND_QUEUE: Final = 8192
@@ -863,7 +857,7 @@ async def open_utp_socket(
             raise ListenError(f"cannot bind uTP to {host}:{port}: {error}") from error
         bound = sock.getsockname()
         local = PeerAddress(ip_address(bound[0]), bound[1])
-        dont_fragment = _fragment_control(sock, family)
+        fragments = FragmentControl.open(sock, family)
         sockaddrs: dict[PeerAddress, tuple[str, int]] = {}
 
         def sockaddr(address: PeerAddress) -> tuple[str, int]:
@@ -875,17 +869,16 @@ async def open_utp_socket(
             return found
 
         def sendto(datagram: bytes, target: tuple[str, int]) -> None:
-            if dont_fragment is None or not is_mtu_probe(datagram):
+            if fragments is None or not is_mtu_probe(datagram):
                 sock.sendto(datagram, target)
                 return
             # A probe: "don't fragment" for this one, so that a path too small for it
             # drops it (or the system refuses it at once: EMSGSIZE), then back.
-            level, option = dont_fragment
-            sock.setsockopt(level, option, _PMTUDISC_DO)
+            fragments.dont_fragment()
             try:
                 sock.sendto(datagram, target)
             finally:
-                sock.setsockopt(level, option, _PMTUDISC_DONT)
+                fragments.allow_fragment()
 
         def send_now(datagram: bytes, address: PeerAddress) -> bool:
             try:
@@ -922,27 +915,6 @@ async def open_utp_socket(
             finally:
                 await utp._shutdown()
                 nursery.cancel_scope.cancel()
-
-
-def _fragment_control(sock: _stdlib_socket.socket, family: int) -> tuple[int, int] | None:
-    """Let ``sock``'s datagrams be fragmented; the option that sets "don't fragment" for
-    a probe, or ``None`` where the system has no such option (only Linux here).
-
-    Ordinary datagrams may be fragmented, as libtorrent sends them: one sent before the path
-    shrank still arrives. Only path MTU probes go with "don't fragment".
-    """
-    if sys.platform != "linux":
-        return None
-    control = (
-        (_stdlib_socket.IPPROTO_IPV6, _IPV6_MTU_DISCOVER)
-        if family == 6
-        else (_stdlib_socket.IPPROTO_IP, _IP_MTU_DISCOVER)
-    )
-    try:
-        sock.setsockopt(*control, _PMTUDISC_DONT)
-    except OSError:
-        return None
-    return control
 
 
 async def _run_reader(sock: _stdlib_socket.socket, utp: UtpSocket) -> None:

@@ -35,6 +35,7 @@ from bip_handshake import (
     PeerDialer,
     UtpConfig,
     UtpSocket,
+    is_mtu_probe,
     open_utp_over,
     open_utp_socket,
 )
@@ -53,8 +54,11 @@ class DatagramSharer(Protocol):
         """Where its sockets are bound."""
         ...
 
-    async def send_datagram(self, data: bytes, address: PeerAddress) -> None:
-        """Send one datagram from its socket of ``address``'s family."""
+    async def send_datagram(
+        self, data: bytes, address: PeerAddress, *, dont_fragment: bool = False
+    ) -> None:
+        """Send one datagram from its socket of ``address``'s family (``dont_fragment``: a
+        path MTU probe, sent with "don't fragment" where the system lets us)."""
         ...
 
 
@@ -96,15 +100,19 @@ class UtpRouter:
 
 
 def _sender(dht: DatagramSharer) -> Callable[[bytes, PeerAddress], Awaitable[None]]:
-    """``dht.send_datagram`` with the DHT's errors made what uTP takes for a lost datagram."""
+    """``dht.send_datagram`` with the DHT's errors made what uTP takes for a lost datagram,
+    and its path MTU probes sent as probes ("don't fragment")."""
 
     async def send(data: bytes, address: PeerAddress) -> None:
         try:
-            await dht.send_datagram(data, address)
+            await dht.send_datagram(data, address, dont_fragment=is_mtu_probe(data))
         except DHTError as error:
             # No socket of that family, a refused send, a DHT closing first: to uTP these are
-            # lost datagrams (an OSError is counted and logged at DEBUG), never a crash.
-            raise OSError(f"the DHT's socket did not send it: {error}") from error
+            # lost datagrams (an OSError is counted and logged at DEBUG), never a crash. The
+            # system's errno goes along: EMSGSIZE tells uTP to send smaller.
+            cause = error.__cause__
+            code = cause.errno if isinstance(cause, OSError) else None
+            raise OSError(code, f"the DHT's socket did not send it: {error}") from error
 
     return send
 
