@@ -64,6 +64,9 @@ HIDDEN = "\u2026"
 _RUN = re.compile(r"[A-Za-z0-9_+/=-]+")
 _PIECE = re.compile(r"[^_+/=-]+")
 _HEX = re.compile(r"[0-9A-Fa-f]+")
+_UUID = re.compile(
+    r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}(?![0-9A-Fa-f])"
+)
 # A piece of mixed-case letters this long or longer is judged by its look (_jumbled).
 _JUMBLED_LENGTH = 10
 
@@ -100,14 +103,9 @@ def _jumbled(piece: str) -> bool:
 def _secret_run(run: str) -> bool:
     if len(run) < SECRET_RUN_LENGTH:
         return False
+    if _UUID.search(run):
+        return True
     pieces = _PIECE.findall(run)
-    if (
-        len(pieces) > 1
-        and sum(map(len, pieces)) >= SECRET_RUN_LENGTH
-        and all(_HEX.fullmatch(piece) for piece in pieces)
-        and _mixed("".join(pieces))
-    ):
-        return True  # hex in groups: a UUID
     for piece in pieces:
         if len(piece) >= SECRET_RUN_LENGTH and (_HEX.fullmatch(piece) or _mixed(piece)):
             return True  # a hex passkey or hash, a base62 key, a long number
@@ -125,8 +123,7 @@ def is_secret_segment(segment: str) -> bool:
     characters of the hex and base64 alphabets (letters, digits, ``-``, ``_``, ``+``, ``/``,
     ``=``; any other character ends a run) in which
 
-    - the pieces (the parts between those separators) are all hex digits, with letters and
-      digits among them (a UUID); or
+    - it holds a UUID (hex digits in groups of 8, 4, 4, 4 and 12); or
     - a piece of at least 16 characters is all hex digits (a 32-hex passkey, a SHA-1, a long
       number) or has both letters and digits (a base62 or base32 key); or
     - some piece has both letters and digits and switches at least twice between a letter and
