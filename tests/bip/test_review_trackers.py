@@ -100,6 +100,7 @@ def test_passkeys_missed_before_are_hidden(secret: str) -> None:
         "kubernetes-server-linux-amd64.tar.gz",
         "wikipedia_en_all_maxi_2024-01.zim",
         "2024-05-01",
+        "aaaa0000-aaaa0000",  # hex-looking words, not a UUID
         "%ZZ-not-an-escape",
     ],
 )
