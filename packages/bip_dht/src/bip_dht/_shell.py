@@ -572,9 +572,9 @@ class DHT:
             # A probe the path is known to be too small for is no loss: its sender must hear
             # of it, to send smaller (uTP lowers its path MTU at once).
             too_big = dont_fragment and error.errno == errno.EMSGSIZE
-            if too_big or (
-                error.errno not in SEND_TRANSIENT_ERRORS and not self._pending(error, target)
-            ):
+            # Refused even once more (_send tried again after a pending ICMP error): this
+            # send's own error, classed as any other.
+            if too_big or error.errno not in SEND_TRANSIENT_ERRORS:
                 raise DHTSocketError(f"cannot send a datagram to {target}: {error}") from error
             self._send_errors += 1
             _log.debug("a datagram to %s was lost on sending: %s", target, error)
