@@ -463,7 +463,7 @@ class DHTNode:
         ``unreachable`` rather than ``timeouts``.
 
         *transaction_id* is the failed query's ``t`` when the ICMP message quoted enough of
-        it (:func:`~bip_dht._udp_errors.quoted_krpc`): then that very query fails, and none
+        it (the shell reads it from the quoted datagram): then that very query fails, and none
         if it is not in flight to *address* (a stale report, or a forged one: an off-path
         forger who cannot see our ids cannot fail our queries, nor make the table drop a good
         node). Without it, which of several queries to *address* failed cannot be told: the
