@@ -505,14 +505,21 @@ class UtpConnection:
         connection._ack_pending = True
         connection._packets_received = 1
         # Our data waits until the initiator shows it got our ST_STATE (any packet but a
-        # SYN), or for one initial timeout: were that ST_STATE lost, the initiator would
-        # take the number of our first DATA it sees as our first, and miss what came before.
+        # SYN): were that ST_STATE lost, the initiator would take the number of the first
+        # DATA of ours it sees as our first, and miss what came before. After one initial
+        # timeout without a word (the initiator may be waiting for us to speak), one packet
+        # goes: the one with that first number, so whichever copy of it arrives first tells
+        # the right one; the rest follow once the initiator acks it.
         connection._confirmed = False
         connection._confirm_deadline = now_us + INITIAL_TIMEOUT_US
+        connection._first_seq = seq_nr
         return connection
 
     _confirmed: bool = True
     _confirm_deadline: int | None = None
+    _first_seq: int | None = None
+    """An accepted connection's first sequence number, while only it may be sent (after
+    the confirmation timeout, before the initiator confirmed)."""
 
     _syn_seq: int = -1  # the SYN we accepted (a resent copy is answered again)
 
@@ -695,6 +702,14 @@ class UtpConnection:
     def _confirm(self) -> None:
         self._confirmed = True
         self._confirm_deadline = None
+        self._first_seq = None
+
+    def _unconfirmed_hold(self) -> bool:
+        """Whether a new packet must wait for the initiator's confirmation: always before
+        the confirmation timeout, and after it every packet but the first."""
+        if self._confirmed:
+            return False
+        return self._confirm_deadline is not None or self._seq_nr != self._first_seq
 
     def _acked_next(self) -> int:
         return (self._acked + 1) & _SEQ_MASK
@@ -1143,7 +1158,8 @@ class UtpConnection:
         if self.state is UtpState.CLOSED:
             return
         if self._confirm_deadline is not None and now_us >= self._confirm_deadline:
-            self._confirm()
+            # Unconfirmed still: our first packet may go alone (see accept).
+            self._confirm_deadline = None
         idle = int(self._config.idle_timeout * 1e6)
         if now_us >= self._last_received_us + idle:
             error_type = UtpConnectError if self.state is UtpState.SYN_SENT else UtpError
@@ -1231,7 +1247,11 @@ class UtpConnection:
         elif self._ack_pending or self._keepalive_pending:
             # A keepalive acks ack_nr - 1 so that it never counts as a duplicate ack.
             ack = self._ack_nr if self._ack_pending else (self._ack_nr - 1) & _SEQ_MASK
-            out.append(self._packet(UtpPacketType.STATE, self._seq_nr, now_us, ack_nr=ack))
+            # Until the initiator confirmed, every ST_STATE answers its SYN as the first did,
+            # with the number our first DATA has, even once that DATA exists: the initiator
+            # starts our stream at the number of the first packet of ours it sees.
+            seq = self._seq_nr if self._first_seq is None else self._first_seq
+            out.append(self._packet(UtpPacketType.STATE, seq, now_us, ack_nr=ack))
             self._packets_sent += 1
             self._last_sent_us = now_us
             self._ack_pending = self._keepalive_pending = False
@@ -1276,13 +1296,15 @@ class UtpConnection:
 
     def _send_new(self, out: list[bytes], now_us: int) -> None:
         """Cut written bytes into packets as the windows allow (Nagle-like), then the FIN."""
-        if self.state is UtpState.SYN_SENT or not self._confirmed:
+        if self.state is UtpState.SYN_SENT or self._unconfirmed_hold():
             return
         pending = self._pending
         full = self._payload_size
         while pending:
             if seq_distance(self._acked, self._seq_nr) > _MAX_OUTSTANDING:
                 return  # sequence numbers in flight stay far below half the space
+            if self._unconfirmed_hold():
+                return  # the first packet went; the rest wait for the initiator
             size = min(len(pending), full)
             if size < full and not self._fin_requested and self._in_flight:
                 return  # coalesce: a short packet waits for the in-flight data's ack
@@ -1308,7 +1330,7 @@ class UtpConnection:
                 self._probe_seq = entry.seq
                 self._mtu_probes += 1
             out.append(self._send(entry, now_us))
-        if self._fin_requested and self._fin_seq is None:
+        if self._fin_requested and self._fin_seq is None and not self._unconfirmed_hold():
             self._fin_seq = self._seq_nr
             out.append(self._send(self._queue(UtpPacketType.FIN, b""), now_us))
             if self.state is UtpState.CONNECTED:
