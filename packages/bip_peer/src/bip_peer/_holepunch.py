@@ -37,7 +37,6 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address
 from typing import Final
 
 import trio
@@ -45,8 +44,11 @@ import trio
 from bip_handshake import PeerAddress
 from bip_metainfo import InfoHash
 
+from ._bandwidth import TokenBucket
 from ._connection import UnknownExtended
 from ._errors import LocalProtocolError, PeerError, RemoteProtocolError
+from ._exchange import _check_extension_id, _same_torrent
+from ._exchange import _offers as _offers_extension
 from ._extended import (
     HOLEPUNCH_EXTENSION,
     HOLEPUNCH_EXTENSION_ID,
@@ -56,6 +58,7 @@ from ._extended import (
     decode_holepunch_message,
 )
 from ._manager import Peer, PeerManager
+from ._pex import _is_local
 
 __all__ = [
     "DEFAULT_HOLEPUNCH_CONNECT_BURST",
@@ -123,29 +126,12 @@ class HolepunchStatistics:
     pending: int
 
 
-class _Budget:
-    """A token bucket: ``burst`` tokens at most, refilled at ``rate`` per second."""
-
-    __slots__ = ("_stamp", "_tokens")
-
-    def __init__(self, burst: int, now: float) -> None:
-        self._tokens = float(burst)
-        self._stamp = now
-
-    def take(self, burst: int, rate: float, now: float) -> bool:
-        elapsed = max(0.0, now - self._stamp)
-        self._tokens = min(float(burst), self._tokens + elapsed * rate)
-        self._stamp = now
-        if self._tokens < 1.0:
-            return False
-        self._tokens -= 1.0
-        return True
-
-
 class _HolepunchPeer:
+    """A peer's two budgets: rendezvous it may ask us to relay, connects it may send us."""
+
     __slots__ = ("connect", "relay")
 
-    def __init__(self, relay: _Budget, connect: _Budget) -> None:
+    def __init__(self, relay: TokenBucket, connect: TokenBucket) -> None:
         self.relay = relay
         self.connect = connect
 
@@ -167,15 +153,7 @@ def _check_positive(name: str, value: object) -> float:
 
 
 def _offers(peer: Peer) -> bool:
-    return bool(peer.connection.their_extension_ids.get(HOLEPUNCH_EXTENSION))
-
-
-def _is_local(host: IPv4Address | IPv6Address) -> bool:
-    return host.is_private or host.is_loopback or host.is_link_local
-
-
-def _same_torrent(a: InfoHash, b: InfoHash) -> bool:
-    return not set(a.swarm_ids()).isdisjoint(b.swarm_ids())
+    return _offers_extension(peer, HOLEPUNCH_EXTENSION)
 
 
 def _listen_address(peer: Peer) -> PeerAddress | None:
@@ -245,10 +223,7 @@ class HolepunchService:
         pending_timeout: float = DEFAULT_HOLEPUNCH_PENDING_TIMEOUT,
         max_pending: int = DEFAULT_HOLEPUNCH_MAX_PENDING,
     ) -> None:
-        if isinstance(extension_id, bool) or not isinstance(extension_id, int):
-            raise ValueError(f"extension_id must be an int in 1..255, got {extension_id!r}")
-        if not 1 <= extension_id <= 255:
-            raise ValueError(f"extension_id must be in 1..255, got {extension_id}")
+        _check_extension_id(extension_id)
         self._extension_id = extension_id
         self._on_connect = on_connect
         self._on_error = on_error
@@ -350,7 +325,8 @@ class HolepunchService:
         """Give the peer its relay and connect budgets."""
         now = trio.current_time()
         self._peers[peer] = _HolepunchPeer(
-            _Budget(self._relay_burst, now), _Budget(self._connect_burst, now)
+            TokenBucket(self._relay_rate, burst=self._relay_burst, now=now),
+            TokenBucket(self._connect_rate, burst=self._connect_burst, now=now),
         )
 
     def message_received(self, manager: PeerManager, peer: Peer, message: object) -> bool:
@@ -404,7 +380,7 @@ class HolepunchService:
     def _on_rendezvous(
         self, manager: PeerManager, peer: Peer, state: _HolepunchPeer, target: PeerAddress
     ) -> None:
-        if not state.relay.take(self._relay_burst, self._relay_rate, trio.current_time()):
+        if not state.relay.take(1, trio.current_time()):
             self._rate_limited += 1
             self._note(peer, f"rendezvous for {target} over the peer's budget, ignored")
             return
@@ -476,9 +452,7 @@ class HolepunchService:
             self._note(peer, f"connect to {normalized} ignored: {reason}")
             return
         # A connect we asked for is not charged: our own rendezvous are bounded already.
-        if not solicited and not state.connect.take(
-            self._connect_burst, self._connect_rate, trio.current_time()
-        ):
+        if not solicited and not state.connect.take(1, trio.current_time()):
             self._rate_limited += 1
             self._note(peer, f"connect to {normalized} over the peer's budget, ignored")
             return
