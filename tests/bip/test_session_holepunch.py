@@ -553,7 +553,7 @@ def test_policy_settings_are_checked(option: str, value: object) -> None:
         HolepunchPolicy(
             handshaker=FakeHandshaker(),  # type: ignore[arg-type]
             pex=FakePex(),  # type: ignore[arg-type]
-            dialer=None,
+            dialer=FakeDialer(),  # type: ignore[arg-type]
             **{option: value},  # type: ignore[arg-type]
         )
 

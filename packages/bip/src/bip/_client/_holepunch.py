@@ -51,6 +51,7 @@ from bip_peer import (
     Peer,
     PeerExchange,
     PeerManager,
+    TokenBucket,
 )
 
 __all__ = [
@@ -125,28 +126,6 @@ class _Counts:
         self.peers = 0
 
 
-class _RelayBudget:
-    """A token bucket mirroring a bip relay's per-peer budget: asking faster is wasted."""
-
-    __slots__ = ("_stamp", "_tokens")
-
-    def __init__(self, now: float) -> None:
-        self._tokens = float(DEFAULT_HOLEPUNCH_RELAY_BURST)
-        self._stamp = now
-
-    def take(self, now: float) -> bool:
-        elapsed = max(0.0, now - self._stamp)
-        self._tokens = min(
-            float(DEFAULT_HOLEPUNCH_RELAY_BURST),
-            self._tokens + elapsed * DEFAULT_HOLEPUNCH_RELAY_RATE,
-        )
-        self._stamp = now
-        if self._tokens < 1.0:
-            return False
-        self._tokens -= 1.0
-        return True
-
-
 def _check_seconds(name: str, value: object) -> float:
     if (
         isinstance(value, bool)
@@ -187,8 +166,8 @@ class HolepunchPolicy:
     Args:
         handshaker: dials the addresses connects name.
         pex: names the relays (:meth:`~bip_peer.PeerExchange.relay_for`).
-        dialer: told to dial those addresses over uTP only; ``None`` (a dial of the
-            user's): the connects are dialled as any address.
+        dialer: the session's dialer: told to dial those addresses over uTP only, and
+            whose uTP sockets say which addresses a hole can be punched to.
         our_addresses: our listening addresses (a relay asked for one refuses it, a
             connect to one is ignored).
         rendezvous_interval: seconds before an address may be asked about again.
@@ -201,7 +180,7 @@ class HolepunchPolicy:
         *,
         handshaker: Handshaker,
         pex: PeerExchange,
-        dialer: PeerDialer | None,
+        dialer: PeerDialer,
         our_addresses: Iterable[PeerAddress] = (),
         rendezvous_interval: float = DEFAULT_RENDEZVOUS_INTERVAL,
         dial_ttl: float = DEFAULT_HOLEPUNCH_DIAL_TTL,
@@ -228,7 +207,8 @@ class HolepunchPolicy:
         self._asked: OrderedDict[PeerAddress, tuple[float, bytes]] = OrderedDict()
         # address -> (until when a connection with it counts as punched, swarm key)
         self._punching: OrderedDict[PeerAddress, tuple[float, bytes]] = OrderedDict()
-        self._budgets: dict[Peer, _RelayBudget] = {}
+        # Per relay, a bucket mirroring a bip relay's budget: asking faster is wasted.
+        self._budgets: dict[Peer, TokenBucket] = {}
         self._counts: dict[bytes, _Counts] = {}  # by every swarm id of a torrent
         self._refused = 0
         self._no_relay = 0
@@ -271,7 +251,7 @@ class HolepunchPolicy:
         now = trio.current_time()
         if self._live(self._punching, address, now):
             return  # the holepunch's own dial: no rendezvous for it (libtorrent's rule)
-        if self._dialer is not None and not self._reaches(address):
+        if not self._reaches(address):
             return  # no uTP socket reaches it: no hole to punch
         if self._live(self._asked, address, now):
             self._too_soon += 1
@@ -282,8 +262,10 @@ class HolepunchPolicy:
             return
         budget = self._budgets.get(relay.peer)
         if budget is None:
-            budget = self._budgets[relay.peer] = _RelayBudget(now)
-        if not budget.take(now):
+            budget = self._budgets[relay.peer] = TokenBucket(
+                DEFAULT_HOLEPUNCH_RELAY_RATE, burst=DEFAULT_HOLEPUNCH_RELAY_BURST, now=now
+            )
+        if not budget.take(1, now):
             self._relay_busy += 1
             return
         if not self.service.rendezvous(manager, relay.peer, address):
@@ -310,11 +292,10 @@ class HolepunchPolicy:
         """A relay says: dial ``address`` now (over uTP, from our listening socket)."""
         address = address.normalized()
         now = trio.current_time()
-        if self._dialer is not None:
-            if not self._reaches(address):
-                logger.debug("holepunch: no uTP socket reaches %s; connect ignored", address)
-                return
-            self._dialer.prefer_utp_for(address, self._dial_ttl, only=True)
+        if not self._reaches(address):
+            logger.debug("holepunch: no uTP socket reaches %s; connect ignored", address)
+            return
+        self._dialer.prefer_utp_for(address, self._dial_ttl, only=True)
         _remember(
             self._punching, address, (now + self._dial_ttl, info_hash.swarm_ids()[0]), self._max
         )
@@ -366,7 +347,6 @@ class HolepunchPolicy:
 
     def _reaches(self, address: PeerAddress) -> bool:
         """Whether the dialer has a uTP socket of ``address``'s family."""
-        assert self._dialer is not None
         return any(utp.local_address.family == address.family for utp in self._dialer.utp_sockets)
 
     @staticmethod
