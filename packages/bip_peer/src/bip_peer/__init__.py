@@ -21,6 +21,7 @@ from ._bandwidth import (
     MIN_QUANTUM,
     BandwidthLimiter,
     TokenBucket,
+    check_rate,
     default_burst,
     is_local_address,
 )
@@ -338,6 +339,7 @@ __all__ = [
     "UnknownMessage",
     "UploadOnly",
     "allowed_fast_set",
+    "check_rate",
     "decode_holepunch_message",
     "decode_metadata_message",
     "default_burst",

@@ -10,6 +10,7 @@ from typing import Final
 
 from bip_disk import FileSystem
 from bip_handshake import Dialer, EncryptionPolicy, PeerAddress, PeerId, UtpConfig
+from bip_peer import check_rate
 
 __all__ = [
     "DEFAULT_DHT_INTERVAL",
@@ -149,28 +150,12 @@ class ClientConfig:
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, not {getattr(self, name)!r}")
         for name in ("upload_rate_limit", "download_rate_limit"):
-            check_rate_limit(getattr(self, name), name)
+            check_rate(getattr(self, name), name)
         if not isinstance(self.utp_config, UtpConfig):
             raise TypeError(f"utp_config must be a UtpConfig, not {self.utp_config!r}")
         for host, port in self.listen:
             if not isinstance(host, str) or not isinstance(port, int) or not 0 <= port <= 0xFFFF:
                 raise ValueError(f"a listen address is (host, port 0..65535), not {(host, port)!r}")
-
-
-def check_rate_limit(value: object, name: str) -> float | None:
-    """``value`` as a rate limit in bytes per second: ``None`` for unlimited (``None``, ``0``).
-
-    Raises:
-        TypeError: not a number (a bool is not one).
-        ValueError: negative, NaN or infinite.
-    """
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number of bytes per second or None, not {value!r}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be finite and not negative, not {value!r}")
-    return float(value) if value else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,11 +62,12 @@ from bip_peer import (
     PeerRemoved,
     PieceLayerExchange,
     Port,
+    check_rate,
     open_peer_manager,
 )
 from bip_utracker import TrackerClient, open_tracker_client
 
-from ._config import ClientConfig, TorrentOptions, check_rate_limit
+from ._config import ClientConfig, TorrentOptions
 from ._discovery import DhtLike, DhtPeers, PeerSource, TrackerAnnouncer
 from ._holepunch import HolepunchPolicy
 from ._http_tracker import HttpTrackerClient
@@ -193,9 +194,9 @@ class Session:
         """
         # All checked before any is set, so a bad one leaves the session as it was.
         if not isinstance(upload, _Keep):
-            check_rate_limit(upload, "upload")
+            check_rate(upload, "upload")
         if not isinstance(download, _Keep):
-            check_rate_limit(download, "download")
+            check_rate(download, "download")
         if not isinstance(limit_local_peers, _Keep) and not isinstance(limit_local_peers, bool):
             raise TypeError(f"limit_local_peers must be a bool, not {limit_local_peers!r}")
         if not isinstance(upload, _Keep):
