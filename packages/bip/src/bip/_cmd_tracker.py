@@ -339,12 +339,6 @@ def _check_url(url: str) -> _Kind:
     )
 
 
-def _shown(url: str) -> str:
-    """The URL for an error message: without its query or a secret-looking path segment (a
-    private tracker's passkey stays off the screen and out of logs, as the clients do)."""
-    return shown_url(url)
-
-
 def _http_client(args: argparse.Namespace) -> HttpTrackerClient:
     if args.bind is not None:
         try:
@@ -453,7 +447,7 @@ def _run_announce(args: argparse.Namespace) -> int:
                     num_want=args.numwant,
                 )
 
-            result = await _with_timeout(_shown(args.url), args.timeout, job)
+            result = await _with_timeout(shown_url(args.url), args.timeout, job)
             # The names the tracker gave are looked up in what is left of the timeout; the
             # numeric peers are shown whatever comes of them.
             return result, await _resolve_until(result, deadline)
@@ -484,7 +478,7 @@ def _run_scrape(args: argparse.Namespace) -> int:
     kind = _check_url(args.url)
     targets = [_swarm_target(text)[0] for text in args.targets]
     swarm_ids = list(dict.fromkeys(target.swarm_ids()[0] for target in targets))
-    shown = _shown(args.url)
+    shown = shown_url(args.url)
     if kind == "http" and scrape_url(args.url) is None:
         raise CLIError(
             f"{shown} has no scrape URL: the last part of its path does not start with"

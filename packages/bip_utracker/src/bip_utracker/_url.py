@@ -240,33 +240,36 @@ def parse_tracker_url(url: str) -> TrackerUrl:
     """
     if not isinstance(url, str):
         raise LocalProtocolError(f"a tracker URL is a str, got {type(url).__name__}")
-    shown = shown_url(url)  # messages name the URL without its passkey, wherever it is
     if len(url) > MAX_URL_LENGTH:
         raise LocalProtocolError(f"a tracker URL is at most {MAX_URL_LENGTH} characters")
     if any(ord(char) <= 0x20 or ord(char) == 0x7F for char in url):
-        raise LocalProtocolError(f"a tracker URL has no spaces or control characters: {shown!r}")
+        raise LocalProtocolError(
+            f"a tracker URL has no spaces or control characters: {shown_url(url)!r}"
+        )
     # A lone surrogate (say, a command-line argument that was not UTF-8) has no UTF-8 form,
     # so there would be no URLData to send: refuse it here, not at the encode() at the end.
     try:
         url.encode("utf-8")
     except UnicodeEncodeError:
-        raise LocalProtocolError(f"a tracker URL is not valid Unicode text: {shown!r}") from None
+        raise LocalProtocolError(
+            f"a tracker URL is not valid Unicode text: {shown_url(url)!r}"
+        ) from None
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as error:
-        raise LocalProtocolError(f"not a tracker URL: {shown!r} ({error})") from None
+        raise LocalProtocolError(f"not a tracker URL: {shown_url(url)!r} ({error})") from None
     if parts.scheme.lower() != "udp":
-        raise LocalProtocolError(f"a UDP tracker URL starts with udp://, got {shown!r}")
+        raise LocalProtocolError(f"a UDP tracker URL starts with udp://, got {shown_url(url)!r}")
     if "@" in parts.netloc:
-        raise LocalProtocolError(f"a UDP tracker URL has no user information: {shown!r}")
+        raise LocalProtocolError(f"a UDP tracker URL has no user information: {shown_url(url)!r}")
     host = parts.hostname
     if not host:
-        raise LocalProtocolError(f"a UDP tracker URL needs a host: {shown!r}")
+        raise LocalProtocolError(f"a UDP tracker URL needs a host: {shown_url(url)!r}")
     if port is None:
-        raise LocalProtocolError(f"a UDP tracker URL needs a port: {shown!r}")
+        raise LocalProtocolError(f"a UDP tracker URL needs a port: {shown_url(url)!r}")
     if port == 0:
-        raise LocalProtocolError(f"a UDP tracker port is 1..65535: {shown!r}")
+        raise LocalProtocolError(f"a UDP tracker port is 1..65535: {shown_url(url)!r}")
     bracketed = parts.netloc.startswith("[")
     host = check_host(host, bracketed, url)
     path_and_query = parts.path + (f"?{parts.query}" if parts.query or _has_query(url) else "")
@@ -290,19 +293,20 @@ def check_host(host: str, bracketed: bool, url: str) -> str:
     >>> check_host("::FFFF:1.2.3.4", True, "udp://[::FFFF:1.2.3.4]:1")
     '::ffff:102:304'
     """
-    shown = shown_url(url)
     if bracketed:
         try:
             address = IPv6Address(host)
         except ValueError:
-            raise LocalProtocolError(f"not an IPv6 address in brackets: {shown!r}") from None
+            raise LocalProtocolError(
+                f"not an IPv6 address in brackets: {shown_url(url)!r}"
+            ) from None
         if address.scope_id is not None:
-            raise LocalProtocolError(f"a scoped IPv6 address is not supported: {shown!r}")
+            raise LocalProtocolError(f"a scoped IPv6 address is not supported: {shown_url(url)!r}")
         return str(address)
     try:
         return str(IPv4Address(host))
     except ValueError:
         pass
     if not _HOSTNAME.fullmatch(host) or len(host) > 253 or host.replace(".", "").isdigit():
-        raise LocalProtocolError(f"not a host name or IP address: {host!r} in {shown!r}")
+        raise LocalProtocolError(f"not a host name or IP address: {host!r} in {shown_url(url)!r}")
     return host

@@ -32,8 +32,8 @@ from bip_utracker import (
     ScrapeStats,
     TrackerRejectedError,
     shown_path,
+    shown_url,  # one rule for both packages' shown URLs
 )
-from bip_utracker import shown_url as _shown_url  # one rule for both packages' shown URLs
 
 from ._http_tracker_errors import MalformedTrackerResponseError
 
@@ -127,19 +127,6 @@ class HttpTrackerUrl:
 _TARGET_SAFE: Final = "!#$%&'()*+,-./:;=?@[]_~"
 
 
-def shown_url(url: str) -> str:
-    """Any URL (a tracker's, a web seed's) for logs and messages: without its query or
-    credentials, with secret-looking path segments as ``…`` (a passkey may be in either; the
-    rule is bip_utracker's ``is_secret_segment``), and at most 200 characters.
-
-    >>> shown_url("https://u:pw@t.example:8443/announce?passkey=ab")
-    'https://t.example:8443/announce'
-    >>> shown_url("https://t.example/announce/0123456789abcdef0123456789abcdef")
-    'https://t.example/announce/…'
-    """
-    return _shown_url(url)
-
-
 def parse_http_tracker_url(url: str) -> HttpTrackerUrl:
     """Split an ``http://`` or ``https://`` tracker URL.
 
@@ -149,24 +136,23 @@ def parse_http_tracker_url(url: str) -> HttpTrackerUrl:
     """
     if not isinstance(url, str):
         raise LocalProtocolError(f"a tracker URL is a str, got {url!r:.80}")
-    shown = shown_url(url)
     if len(url) > MAX_URL_LENGTH:
         raise LocalProtocolError(f"a tracker URL of {len(url)} characters is too long")
     if any(ord(char) <= 0x20 or ord(char) == 0x7F for char in url):
         raise LocalProtocolError(
-            f"a tracker URL has no spaces or control characters: {shown!r:.80}"
+            f"a tracker URL has no spaces or control characters: {shown_url(url)!r:.80}"
         )
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as error:
-        raise LocalProtocolError(f"not a tracker URL: {shown!r:.80} ({error})") from None
+        raise LocalProtocolError(f"not a tracker URL: {shown_url(url)!r:.80} ({error})") from None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
-        raise LocalProtocolError(f"not an http:// or https:// URL: {shown!r:.80}")
+        raise LocalProtocolError(f"not an http:// or https:// URL: {shown_url(url)!r:.80}")
     host = parts.hostname
     if not host:
-        raise LocalProtocolError(f"no host in tracker URL {shown!r:.80}")
+        raise LocalProtocolError(f"no host in tracker URL {shown_url(url)!r:.80}")
     if parts.username is not None or parts.password is not None:
         # Not shown: the URL holds a password.
         raise LocalProtocolError("credentials (user:password@) in a tracker URL are not supported")
@@ -180,7 +166,7 @@ def parse_http_tracker_url(url: str) -> HttpTrackerUrl:
     default = 443 if tls else 80
     port = default if port is None else port
     if port == 0:
-        raise LocalProtocolError(f"port 0 in tracker URL {shown!r:.80}")
+        raise LocalProtocolError(f"port 0 in tracker URL {shown_url(url)!r:.80}")
     is_v6 = ":" in host
     if is_v6:
         try:
