@@ -235,6 +235,8 @@ class UtpReceiveBudget:
         Reading on one connection can reopen another's window (the budget is shared): the
         socket calls this after a read and pumps each one (``datagrams_to_send``).
         """
+        if not self._woken:  # nearly always: the socket asks after every packet
+            return []
         woken = list(self._woken)
         self._woken.clear()
         return woken

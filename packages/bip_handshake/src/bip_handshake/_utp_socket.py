@@ -270,6 +270,7 @@ class UtpSocket:
         self._nursery = nursery
         self._family = family
         self._connections: dict[_Key, _Connection] = {}
+        self._by_core: dict[UtpConnection, _Connection] = {}  # the same, by core
         self._incoming_send, self._incoming_receive = trio.open_memory_channel[UtpStream](
             config.max_pending_accepts
         )
@@ -599,6 +600,7 @@ class UtpSocket:
     ) -> _Connection:
         connection = _Connection(self, core, address, key, syn_seq)
         self._connections[key] = connection
+        self._by_core[core] = connection
         self._nursery.start_soon(self._run_timer, connection)
         self._pump(connection)
         return connection
@@ -639,12 +641,9 @@ class UtpSocket:
 
     def _pump_woken(self) -> None:
         """Pump the connections whose window a read reopened (the budget is shared)."""
-        woken = self._budget.take_woken()
-        if not woken:
-            return
-        wanted = {id(core) for core in woken}
-        for connection in list(self._connections.values()):
-            if id(connection.core) in wanted:
+        for core in self._budget.take_woken():
+            connection = self._by_core.get(core)
+            if connection is not None:
                 self._pump(connection)
 
     def _forget(self, connection: _Connection) -> None:
@@ -652,6 +651,7 @@ class UtpSocket:
             return
         del self._connections[connection.key]
         core = connection.core
+        del self._by_core[core]
         stats = core.statistics()
         self._counters["retransmits"] += stats.retransmits
         self._counters["bytes_sent"] += stats.bytes_sent
