@@ -563,9 +563,8 @@ class Handshaker:
         self._torrents: dict[bytes, InfoHash] = {}
         self._skeys = SkeyTable()
         self._registered: set[InfoHash] = set()
-        # (torrent, normalised address) pairs queued, in flight or delivered and open: the
-        # union of the next two, kept as a set for the cheap test of every offered address.
-        self._taken: set[tuple[InfoHash, PeerAddress]] = set()
+        # (torrent, normalised address) pairs taken: queued or in flight, or delivered and
+        # open (a count: a simultaneous open may deliver two). A pair in neither is free.
         self._dialling: set[tuple[InfoHash, PeerAddress]] = set()  # queued or in flight
         self._open: Counter[tuple[InfoHash, PeerAddress]] = Counter()  # delivered, open
         self._queue_send, self._queue_receive = trio.open_memory_channel[
@@ -723,7 +722,7 @@ class Handshaker:
         if not self._allowed_early(torrent, address, "outbound"):
             return False
         key = (torrent, address)
-        if key in self._taken:
+        if key in self._dialling or key in self._open:
             self._count("dropped_duplicate")
             return False
         try:
@@ -734,18 +733,16 @@ class Handshaker:
             return False
         except trio.ClosedResourceError:  # the handshaker is closing
             return False
-        self._taken.add(key)
         self._dialling.add(key)
         return True
 
-    def _release(self, key: tuple[InfoHash, PeerAddress]) -> None:
-        """The pair may be dialled again once no dial is pending and no connection open."""
-        if key not in self._dialling and not self._open.get(key):
-            self._taken.discard(key)
+    @property
+    def _taken(self) -> set[tuple[InfoHash, PeerAddress]]:
+        """The pairs not to be dialled now (a pending dial, or an open connection)."""
+        return self._dialling | self._open.keys()
 
     def _opened(self, key: tuple[InfoHash, PeerAddress]) -> None:
         self._open[key] += 1
-        self._taken.add(key)
 
     def _closed(self, key: tuple[InfoHash, PeerAddress]) -> None:
         if key not in self._open:  # released by the shutdown already
@@ -753,7 +750,6 @@ class Handshaker:
         self._open[key] -= 1
         if self._open[key] <= 0:
             del self._open[key]
-        self._release(key)
 
     def _allowed_early(self, torrent: InfoHash | None, address: PeerAddress, d: Direction) -> bool:
         """Direction, address and info-hash filters; counts a refusal."""
@@ -774,7 +770,6 @@ class Handshaker:
         async for torrent, address, swarm_id in self._queue_receive:
             if torrent not in self._registered:
                 self._dialling.discard((torrent, address))
-                self._release((torrent, address))
                 self._count("unregistered")
                 continue
             await self._slots.acquire()
@@ -874,7 +869,6 @@ class Handshaker:
         finally:
             # A delivered pair stays taken until its stream closes (_open counts it).
             self._dialling.discard((torrent, address))
-            self._release((torrent, address))
             self._slots.release()
             if stream is not None and not delivered:
                 await trio.aclose_forcefully(stream)
@@ -1162,7 +1156,6 @@ class Handshaker:
         self._queue_send.close()
         self._done_send.close()
         # Delivered connections no longer block anything.
-        self._taken.clear()
         self._dialling.clear()
         self._open.clear()
         while True:
