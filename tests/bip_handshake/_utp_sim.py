@@ -113,7 +113,7 @@ class MtuLink:
                     elif too_big:
                         if self.emsgsize:
                             self.refused += 1
-                            core.datagram_too_big(data, self.now)
+                            core.datagram_too_big(data)
                             refused = stopped = True
                         else:
                             self.dropped += 1

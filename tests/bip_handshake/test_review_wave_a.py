@@ -321,7 +321,7 @@ def test_probes_on_a_lossy_reordering_path_whose_mtu_changes(seed: int) -> None:
                     core.datagram_not_sent(datagram)
                 elif limit is not None and len(datagram) > limit and is_mtu_probe(datagram):
                     if rng.random() < 0.5:
-                        core.datagram_too_big(datagram, now)
+                        core.datagram_too_big(datagram)
                         refused = True
                 elif rng.random() >= 0.03:
                     for _ in range(2 if rng.random() < 0.01 else 1):

@@ -319,20 +319,20 @@ def test_probes_are_told_apart() -> None:
 def test_emsgsize_reports_that_cannot_apply_are_harmless() -> None:
     net = mtu_pair()
     a = net.a
-    a.datagram_too_big(b"short", net.now)  # not a uTP packet
+    a.datagram_too_big(b"short")  # not a uTP packet
     assert a.mtu == 1232
     ack = UtpPacket(UtpPacketType.STATE, a.send_id, 0, 0, 0, 1, 1).encode()
-    a.datagram_too_big(ack + bytes(1300), net.now)  # an ack: nothing to resend
+    a.datagram_too_big(ack + bytes(1300))  # an ack: nothing to resend
     assert a._mtu_ceiling == 1319
     assert a.mtu == 1232
     assert a.datagrams_to_send(net.now) == []
-    a.datagram_too_big(ack, net.now)  # a datagram smaller than any MTU
+    a.datagram_too_big(ack)  # a datagram smaller than any MTU
     assert a._mtu_ceiling == a.mtu == MIN_DATAGRAM
     assert a._payload_size == MIN_DATAGRAM - PACKET_OVERHEAD
     foreign = UtpPacket(UtpPacketType.DATA, a.send_id ^ 1, 0, 0, 0, 1, 1).encode()
-    a.datagram_too_big(foreign, net.now)
+    a.datagram_too_big(foreign)
     a.abort()
-    a.datagram_too_big(foreign, net.now)
+    a.datagram_too_big(foreign)
 
 
 def test_sustained_loss_restarts_the_search() -> None:

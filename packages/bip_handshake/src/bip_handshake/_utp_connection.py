@@ -229,6 +229,11 @@ class UtpReceiveBudget:
                 self._starved.discard(connection)
                 self._woken.add(connection)
 
+    def starve(self, connection: UtpConnection) -> None:
+        """``connection`` advertised a window the budget cut: it is woken (its window
+        announced again) once reads or failures free room."""
+        self._starved.add(connection)
+
     def take_woken(self) -> list[UtpConnection]:
         """The connections with a window update to send since the last call.
 
@@ -744,11 +749,22 @@ class UtpConnection:
         self._rto_deadline = now_us + self._rto_us if self._outgoing else None
         return acked_bytes
 
-    def _acknowledged(self, entry: _Outgoing, now_us: int, *, sample: bool = True) -> int:
+    def _mark_unsent(self, entry: _Outgoing) -> None:
+        """``entry`` must go again: out of the bytes in flight, into the resend count (once)."""
+        if not entry.need_send:
+            entry.need_send = True
+            self._unsent += 1
+            self._in_flight -= len(entry.payload)
+
+    def _uncount(self, entry: _Outgoing) -> None:
+        """``entry`` leaves the outgoing table: out of whichever count holds it."""
         if entry.need_send:
             self._unsent -= 1
         else:
             self._in_flight -= len(entry.payload)
+
+    def _acknowledged(self, entry: _Outgoing, now_us: int, *, sample: bool = True) -> int:
+        self._uncount(entry)
         # Karn: never time a resent packet, nor one sent before a resend (its ack may
         # have been lost and the resend's ack cover it late).
         if sample and entry.transmissions == 1 and entry.first_sent_us >= self._last_resend_us:
@@ -795,9 +811,7 @@ class UtpConnection:
                 return
             entry.fast_resent = True
             self._fast_retransmits += 1
-        entry.need_send = True
-        self._unsent += 1
-        self._in_flight -= len(entry.payload)
+        self._mark_unsent(entry)
         if seq == self._probe_seq:
             self._probe_lost(entry)
             return  # too big for the path, not a sign of congestion: the window stays
@@ -829,7 +843,7 @@ class UtpConnection:
         self._mtu_ceiling = ceiling
         self._set_floor(min(config.min_datagram, ceiling))
 
-    def datagram_too_big(self, datagram: bytes, now_us: int) -> None:
+    def datagram_too_big(self, datagram: bytes) -> None:
         """The socket could not send ``datagram``, one of ours: EMSGSIZE, too big to leave.
 
         The path MTU ceiling drops below its size at once (and the floor with it, when the
@@ -840,7 +854,6 @@ class UtpConnection:
         retransmission timeout. The window is not cut: nothing was lost to congestion.
         Call :meth:`datagrams_to_send` after.
         """
-        del now_us  # the resend goes with the next datagrams_to_send
         size = len(datagram)
         if size < HEADER_SIZE or self.state is UtpState.FAILED or self._finished:
             return
@@ -855,10 +868,7 @@ class UtpConnection:
         if entry is None:
             return
         if entry.seq == self._probe_seq:
-            if not entry.need_send:
-                entry.need_send = True
-                self._unsent += 1
-                self._in_flight -= len(entry.payload)
+            self._mark_unsent(entry)
             # Its resend leaves after the packets that follow it: their selective acks say
             # nothing about it, and must not make it a loss (a real one waits for a timeout).
             entry.fast_resent = True
@@ -882,10 +892,7 @@ class UtpConnection:
         entry = self._refused_entry(datagram)
         if entry is None:
             return
-        if not entry.need_send:
-            entry.need_send = True
-            self._unsent += 1
-            self._in_flight -= len(entry.payload)
+        self._mark_unsent(entry)
         if entry.seq == self._probe_seq:
             entry.fast_resent = True  # as in datagram_too_big: its resend comes late
         self._repacketise()
@@ -929,10 +936,7 @@ class UtpConnection:
         suffix.reverse()
         for entry in suffix:
             del self._outgoing[entry.seq]
-            if entry.need_send:
-                self._unsent -= 1
-            else:
-                self._in_flight -= len(entry.payload)
+            self._uncount(entry)
             if entry.transmissions:
                 self._bytes_sent -= len(entry.payload)  # counted again when they go
             if entry.seq == self._fin_seq:
@@ -1022,7 +1026,7 @@ class UtpConnection:
             if size + self._buffered() > self._config.receive_buffer + self._peer_packet:
                 return  # beyond the window we advertised (a zero-window probe fits)
             if (
-                size > budget.limit - budget.used
+                size > budget.free()
                 and not self._reader_closed
                 and not self._hole_fill_over_budget()
             ):
@@ -1087,7 +1091,7 @@ class UtpConnection:
     def _window(self) -> int:
         budget = self._budget
         own = self._config.receive_buffer - self._buffered()
-        window = min(own, budget.limit - budget.used)
+        window = min(own, budget.free())
         if window < self._peer_packet and self._hole_fill_over_budget():
             # The packet that fills the hole before our out-of-order data is taken over a
             # full budget (see _incoming): say there is room for it, or the peer would
@@ -1200,9 +1204,7 @@ class UtpConnection:
                 # Only the probe was out: it was too big, the path is fine. Resend it
                 # unpadded without cutting the window or counting a timeout.
                 self._timeouts -= 1
-                probe.need_send = True
-                self._unsent += 1
-                self._in_flight -= len(probe.payload)
+                self._mark_unsent(probe)
                 self._rto_deadline = now_us + self._rto_us
                 return True
         if self._timeouts >= 2 and self._mtu_floor > self._config.min_datagram:
@@ -1391,10 +1393,10 @@ class UtpConnection:
         window = self._advertised = self._window()
         if window < self._update_threshold:
             budget = self._budget
-            if budget.limit - budget.used < self._config.receive_buffer - self._buffered():
+            if budget.free() < self._config.receive_buffer - self._buffered():
                 # Shut by the socket's budget, not by our own reader (whose reads tell):
                 # other connections' reads wake it.
-                budget._starved.add(self)
+                budget.starve(self)
         # Every field is in range by construction (16-bit numbers masked, the window
         # below 2 GiB by UtpConfig): the unchecked encoder.
         return encode_packet(

@@ -615,7 +615,7 @@ class UtpSocket:
                 break
             # Too big for the path (EMSGSIZE): the core lowers its MTU; the rest of the
             # batch never left either, so their bytes can be cut again at the new size.
-            core.datagram_too_big(datagrams[refused], now)
+            core.datagram_too_big(datagrams[refused])
             for unsent in datagrams[refused + 1 :]:
                 core.datagram_not_sent(unsent)
         connection.wake()
@@ -732,7 +732,7 @@ class UtpSocket:
             ):
                 # Too big for the path: the connection lowers its MTU and sends again.
                 self._counters["too_big"] += 1
-                connection.core.datagram_too_big(datagram, _now_us())
+                connection.core.datagram_too_big(datagram)
                 self._pump(connection)
                 return
             # UDP send errors (unreachable, no buffer space...) are losses to uTP.
