@@ -360,10 +360,11 @@ class UtpConnection:
         self._budget = budget if budget is not None else UtpReceiveBudget(config.max_buffered)
         # Path MTU discovery, in datagram (UDP payload) bytes: packets are at most the
         # floor; a probe of _probe_size (one at a time, _probe_seq) tests more.
-        self._mtu_ceiling_v6 = family == 6
-        self._mtu_ceiling = config.max_datagram(family)
-        self._mtu_floor = min(config.min_datagram, self._mtu_ceiling)
-        self._payload_size = self._mtu_floor - PACKET_OVERHEAD
+        self._family = family
+        self._mtu_ceiling: int
+        self._mtu_floor: int
+        self._payload_size: int
+        self._restart_mtu_search()  # sets the three from the configuration
         self._probe_seq: int | None = None
         self._probe_size = 0
         self._mtu_probes = 0
@@ -838,10 +839,9 @@ class UtpConnection:
 
     def _restart_mtu_search(self) -> None:
         """Search the path MTU again from the configured floor (the path may have shrunk)."""
-        config = self._config
-        ceiling = config.max_datagram_v6 if self._mtu_ceiling_v6 else config.max_datagram_v4
-        self._mtu_ceiling = ceiling
-        self._set_floor(min(config.min_datagram, ceiling))
+        # UtpConfig keeps min_datagram within both ceilings.
+        self._mtu_ceiling = self._config.max_datagram(self._family)
+        self._set_floor(self._config.min_datagram)
 
     def datagram_too_big(self, datagram: bytes) -> None:
         """The socket could not send ``datagram``, one of ours: EMSGSIZE, too big to leave.
@@ -1452,26 +1452,23 @@ def _pad(datagram: bytes, size: int) -> bytes:
     :data:`_EXTENSION_BITS`) and a chain of :data:`PADDING_EXTENSION` links in front of its
     own extensions, which receivers skip.
 
-    A link takes two bytes at least: one missing byte is left missing (the probe is a byte
-    smaller than asked), never one too many (the probe would pass the ceiling). A datagram
-    that misses fewer bytes than the extension bits and one link take is left as it is (a
-    probe is a full packet padded by far more: it never happens).
+    The padding fills the gap exactly. A gap smaller than the extension bits and one link
+    (12 bytes) cannot be filled: the datagram is returned as it is.
     """
     missing = size - len(datagram) - _EXTENSION_BITS_LINK
     if missing < 2:
         return datagram
-    links: list[bytes] = []
+    lengths: list[int] = []
     while missing > 0:
         # Never leave a single byte for the last link: it could not hold it.
-        length = min(255, missing - 2 if missing <= 257 else min(255, missing - 4))
-        links.append(bytes((PADDING_EXTENSION, length)) + bytes(length))
+        length = missing - 2 if missing <= 257 else min(255, missing - 4)
+        lengths.append(length)
         missing -= 2 + length
     # Each link names the type of the next; the last one names the packet's first extension.
-    chain = bytearray(b"".join(links))
-    offset = 0
-    for index, link in enumerate(links):
-        chain[offset] = PADDING_EXTENSION if index + 1 < len(links) else datagram[1]
-        offset += len(link)
+    kinds = [PADDING_EXTENSION] * (len(lengths) - 1) + [datagram[1]]
+    chain = b"".join(
+        bytes((kind, length)) + bytes(length) for kind, length in zip(kinds, lengths, strict=True)
+    )
     return b"".join(
         (
             datagram[:1],
