@@ -154,6 +154,12 @@ _MAX_PADDING: Final = _EXTENSION_BITS_LINK + (MAX_EXTENSIONS - 3) * (2 + 255)
 two of the links a receiver walks (ours: :data:`~bip_handshake._utp_packet.MAX_EXTENSIONS`)
 for a selective ack and a spare."""
 _SEQ_MASK: Final = 0xFFFF
+_STALLED_US: Final = 1_000_000
+"""Silence of the peer, in µs, while our packets wait for its acks, after which an accepted
+connection counts as dead to a SYN reusing its id: past the 500 ms floor of a retransmission
+timeout, the time libtorrent's ``m_num_timeouts`` starts counting."""
+_STALLED_RTTS: Final = 4
+"""...or this many smoothed round trips, when that is longer (a slow path is not a dead one)."""
 _HALF: Final = 0x8000
 _TS_MASK: Final = 0xFFFFFFFF
 
@@ -530,6 +536,29 @@ class UtpConnection:
     the confirmation timeout, before the initiator confirmed)."""
 
     _syn_seq: int = -1  # the SYN we accepted (a resent copy is answered again)
+
+    def is_resent_syn(self, syn: UtpPacket) -> bool:
+        """Whether ``syn`` is a copy of the SYN this accepted connection answered (its ack
+        was lost: :meth:`receive_packet` answers it again)."""
+        return not self.initiator and syn.type is UtpPacketType.SYN and syn.seq_nr == self._syn_seq
+
+    def replaceable(self, now_us: int) -> bool:
+        """Whether this accepted connection is over or looks dead, so that a SYN with its id
+        and another sequence number (the peer restarted) may take its place.
+
+        It is when the peer never sent anything but its SYN, when it only lingers after a
+        clean close, when the peer was silent for ``keepalive_interval``, or when our
+        packets have waited for acks for a second (or four round trips, if longer) of the
+        peer's silence. A quiet peer with nothing of ours to ack may be a live one.
+        """
+        if not self._confirmed or self.state is UtpState.CLOSED:
+            return True
+        silence = now_us - self._last_received_us
+        if silence >= self._config.keepalive_interval * 1e6:
+            return True
+        if self.all_sent:
+            return False
+        return silence >= max(_STALLED_US, _STALLED_RTTS * (self._rtt_us or 0))
 
     # The reader and writer.
 

@@ -106,12 +106,6 @@ _WARN_EVERY: Final = 1000
 _ID_DRAWS: Final = 64
 """Random connection ids drawn at most: with at most max_connections taken, 64 misses
 in a row mean the ids for that peer are (nearly) all in use."""
-_STALLED_US: Final = 1_000_000
-"""Silence of the peer, in µs, while our packets wait for its acks, after which an accepted
-connection counts as dead to a SYN reusing its id: past the 500 ms floor of a retransmission
-timeout, the time libtorrent's ``m_num_timeouts`` starts counting."""
-_STALLED_RTTS: Final = 4
-"""...or this many smoothed round trips, when that is longer (a slow path is not a dead one)."""
 
 Sender = Callable[[bytes, PeerAddress], Awaitable[None]]
 """How a shared socket's owner sends one datagram for us."""
@@ -189,11 +183,9 @@ class _Connection:
         "_changed",
         "address",
         "core",
-        "heard_us",
         "key",
         "socket",
         "stream",
-        "syn_seq",
         "timer_scope",
     )
 
@@ -203,16 +195,11 @@ class _Connection:
         core: UtpConnection,
         address: PeerAddress,
         key: _Key,
-        syn_seq: int | None = None,
     ) -> None:
         self.socket = socket
         self.core = core
         self.address = address
         self.key = key
-        self.syn_seq = syn_seq
-        """The sequence number of the SYN we accepted (None: we dialled)."""
-        self.heard_us: int | None = None
-        """When the peer's last packet other than a SYN arrived (None: none yet)."""
         self.stream = UtpStream(self)
         self.timer_scope: trio.CancelScope | None = None
         # A parking lot, not an Event: waking nobody (most pumps) allocates nothing.
@@ -473,9 +460,7 @@ class UtpSocket:
             if packet.type is not UtpPacketType.RESET:
                 self._send_reset(packet, address)
             return None
-        now = _now_us()
-        connection.heard_us = now
-        connection.core.receive_packet(packet, now)
+        connection.core.receive_packet(packet, _now_us())
         return connection
 
     def _syn_received(self, syn: UtpPacket, address: PeerAddress) -> None:
@@ -497,11 +482,11 @@ class UtpSocket:
             return
         now = _now_us()
         if existing is not None:
-            if syn.seq_nr == existing.syn_seq:
-                existing.core.receive_packet(syn, now)  # a resent SYN: ack it again
+            if existing.core.is_resent_syn(syn):
+                existing.core.receive_packet(syn, now)  # ack it again
                 self._pump(existing)
                 return
-            if not self._replaceable(existing, now):
+            if not existing.core.replaceable(now):
                 self._counters["refused"] += 1
                 _log.debug(
                     "uTP SYN from %s refused: id %d belongs to a live connection",
@@ -531,7 +516,7 @@ class UtpSocket:
             budget=self._budget,
             family=address.family,
         )
-        connection = self._register(core, address, key, syn.seq_nr)
+        connection = self._register(core, address, key)
         try:
             self._incoming_send.send_nowait(connection.stream)
         except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
@@ -541,22 +526,6 @@ class UtpSocket:
             return
         self._counters["accepted"] += 1
         _log.debug("uTP connection from %s accepted (id %d)", address, key[1])
-
-    def _replaceable(self, connection: _Connection, now_us: int) -> bool:
-        """Whether an accepted connection is over or looks dead, so that a new SYN with
-        its id (and another sequence number) may take its place; see the module's doc."""
-        core = connection.core
-        heard = connection.heard_us
-        if heard is None or core.state is UtpState.CLOSED:
-            return True  # never confirmed by the peer, or only lingering after a clean close
-        silence = now_us - heard
-        if silence >= self._config.keepalive_interval * 1e6:
-            return True
-        if core.all_sent:
-            return False  # nothing of ours waits for an ack: a quiet peer may be a live one
-        rtt_ms = core.statistics().rtt_ms
-        stalled = max(_STALLED_US, _STALLED_RTTS * 1000 * (rtt_ms or 0.0))
-        return silence >= stalled
 
     def _replace(self, old: _Connection, now_us: int) -> None:
         """Fail ``old`` (its stream raises) for a new connection of the same id, quietly."""
@@ -595,10 +564,8 @@ class UtpSocket:
 
     # Pumping.
 
-    def _register(
-        self, core: UtpConnection, address: PeerAddress, key: _Key, syn_seq: int | None = None
-    ) -> _Connection:
-        connection = _Connection(self, core, address, key, syn_seq)
+    def _register(self, core: UtpConnection, address: PeerAddress, key: _Key) -> _Connection:
+        connection = _Connection(self, core, address, key)
         self._connections[key] = connection
         self._by_core[core] = connection
         self._nursery.start_soon(self._run_timer, connection)
