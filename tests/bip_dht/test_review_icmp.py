@@ -29,6 +29,7 @@ import trio
 from bip_dht import _shell
 from bip_dht._errors import LocalProtocolError
 from bip_dht._krpc import FindNode, GetPeers, Ping
+from bip_dht._krpc_quote import QuotedKRPC, quoted_krpc
 from bip_dht._node import DHTNode
 from bip_dht._node_config import DHTConfig
 from bip_dht._shell import DHT, DHTSocketError, open_dht
@@ -38,8 +39,6 @@ from bip_dht._udp_errors import (
     MAX_REPORTS_PER_WAKE,
     PENDING_ERRNOS,
     ErrorQueue,
-    QuotedKRPC,
-    quoted_krpc,
 )
 from bip_handshake import PeerAddress
 
@@ -93,7 +92,7 @@ async def test_linux_reader_reads_on_after_any_icmp_error(
 
     monkeypatch.setattr(trio.lowlevel, "wait_readable", readable)
     with trio.fail_after(2), pytest.raises(DHTSocketError):
-        await dht._read_with_errors(None, raw, ErrorQueue(raw))  # type: ignore[arg-type]
+        await dht._read_with_errors(None, ErrorQueue(raw))  # type: ignore[arg-type]
     assert dht.node.statistics().datagrams_received == 1
 
 

@@ -318,7 +318,7 @@ async def test_linux_reader_survives_pending_errors_and_reads_on(
     # the stand-in socket is always readable: the reader's waits only count
     monkeypatch.setattr(trio.lowlevel, "wait_readable", counting_wait)
     with trio.fail_after(2), pytest.raises(DHTSocketError):
-        await dht._read_with_errors(None, raw, queue)  # type: ignore[arg-type]
+        await dht._read_with_errors(None, queue)  # type: ignore[arg-type]
     assert wakes == 4  # the flood took two
     assert dht.node.statistics().datagrams_received == 1 + len(flood)
     assert queue.read == 2

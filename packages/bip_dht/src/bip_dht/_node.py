@@ -93,6 +93,7 @@ from ._krpc import (
     Response,
     decode_message,
 )
+from ._krpc_quote import quoted_krpc
 from ._lookup import Lookup, LookupKind
 from ._node_config import DHTConfig
 from ._node_events import DHTEvent, NodeIdChanged
@@ -454,7 +455,12 @@ class DHTNode:
         self._pump(now)
 
     def unreachable(
-        self, address: PeerAddress, now: float, transaction_id: bytes | None = None
+        self,
+        address: PeerAddress,
+        now: float,
+        transaction_id: bytes | None = None,
+        *,
+        quoted: bytes | None = None,
     ) -> bool:
         """The system reports that a datagram to *address* found nobody (ICMP port, host or
         network unreachable: the trio shell reads these on Linux, as libtorrent's
@@ -462,8 +468,13 @@ class DHTNode:
         would (the node's failure in the table, the lookup moves on), counted in
         ``unreachable`` rather than ``timeouts``.
 
+        *quoted* is the head of our datagram the ICMP message quoted (the shell reads it):
+        a datagram of another protocol sharing the socket (not a dictionary: uTP's) or one of
+        our replies fails nothing; a query's ``t``, when the quote reaches it, is taken as
+        *transaction_id*.
+
         *transaction_id* is the failed query's ``t`` when the ICMP message quoted enough of
-        it (the shell reads it from the quoted datagram): then that very query fails, and none
+        it: then that very query fails, and none
         if it is not in flight to *address* (a stale report, or a forged one: an off-path
         forger who cannot see our ids cannot fail our queries, nor make the table drop a good
         node). Without it, which of several queries to *address* failed cannot be told: the
@@ -482,6 +493,13 @@ class DHTNode:
                 f"a transaction id is bytes or None, got {type(transaction_id).__name__}"
             )
         address = _address(address)
+        if quoted:
+            if quoted[:1] != b"d":
+                return False  # another protocol's datagram (uTP): no node's failure
+            head = quoted_krpc(quoted)
+            if head.reply:
+                return False  # one of our replies: its own query, if any, gets its report
+            transaction_id = head.transaction_id
         self._stats_now = now
         transactions = self._transactions
         if transaction_id is None:

@@ -50,7 +50,6 @@ import errno
 import logging
 import math
 import random
-import socket as stdlib_socket
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -103,11 +102,8 @@ from ._shell_sockets import (
 from ._stats import DHTStatistics
 from ._udp_errors import (
     IS_LINUX,
-    MAX_REPORTS_PER_WAKE,
-    MSG_DONTWAIT,
     PENDING_ERRNOS,
     ErrorQueue,
-    quoted_krpc,
 )
 
 __all__ = ["DHT", "DHTSocketError", "PeerSearch", "open_dht"]
@@ -733,14 +729,14 @@ class DHT:
             # once more sends this datagram; a second failure is this send's own.
             await sender.send(data, address, dont_fragment=dont_fragment)
 
-    async def _read(self, sock: trio.socket.SocketType) -> None:
-        """The reader of *sock*: with its error queue where the system has one (Linux), else
-        trio's ``recvfrom`` loop."""
-        queue = self._error_queues.get(_family(sock))
+    async def _read(self, family: Family, sock: trio.socket.SocketType) -> None:
+        """The reader of *sock* (of IP *family*): with its error queue where the system has
+        one (Linux), else trio's ``recvfrom`` loop."""
+        queue = self._error_queues.get(family)
         if queue is None:
             await self._read_plain(sock)
         else:
-            await self._read_with_errors(sock, queue.socket, queue)
+            await self._read_with_errors(sock, queue)
 
     async def _read_plain(self, sock: trio.socket.SocketType) -> None:
         while True:
@@ -751,19 +747,18 @@ class DHT:
                 continue
             self._received(data, source)
 
-    async def _read_with_errors(
-        self, sock: trio.socket.SocketType, raw: stdlib_socket.socket, queue: ErrorQueue
-    ) -> None:
+    async def _read_with_errors(self, sock: trio.socket.SocketType, queue: ErrorQueue) -> None:
         """Linux: wait until *sock* is readable or has errors queued, then drain a batch of
-        each. trio's ``recvfrom`` cannot be used here: woken by a queued error with no
-        datagram to read, it would wait again at once and wake at once, for ever."""
+        each (through the queue's non-blocking duplicate of it). trio's ``recvfrom`` cannot
+        be used here: woken by a queued error with no datagram to read, it would wait again
+        at once and wake at once, for ever."""
+        raw = queue.socket
         while True:
             await trio.lowlevel.wait_readable(sock)
-            if queue.enabled:
-                self._take_errors(queue)
+            self._take_errors(queue)
             for _ in range(_READ_BATCH):
                 try:
-                    data, source = raw.recvfrom(MAX_DATAGRAM, MSG_DONTWAIT)
+                    data, source = raw.recvfrom(MAX_DATAGRAM)
                 except BlockingIOError:
                     break
                 except OSError as error:
@@ -784,7 +779,7 @@ class DHT:
 
     def _take_errors(self, queue: ErrorQueue) -> None:
         """Fail the queries whose destination the system reported unreachable."""
-        reports = queue.drain(MAX_REPORTS_PER_WAKE)
+        reports = queue.drain()
         if not reports:
             return
         now = trio.current_time()
@@ -792,12 +787,7 @@ class DHT:
         for report in reports:
             if not report.unreachable:
                 continue  # a local error, a path MTU report: nothing about the node
-            if report.payload and not is_krpc_candidate(report.payload):
-                continue  # about another protocol's datagram (uTP): not a node's failure
-            quoted = quoted_krpc(report.payload)
-            if quoted.reply:
-                continue  # about one of our replies: its own query, if any, gets its report
-            if self._node.unreachable(report.destination, now, quoted.transaction_id):
+            if self._node.unreachable(report.destination, now, quoted=report.payload):
                 failed = True
         if failed:
             self._kick.set()  # the operations may send again and events may be waiting
@@ -841,10 +831,6 @@ class DHT:
             waiter.closed = True
             waiter.wake()
         self._waiters.clear()
-
-
-def _family(sock: trio.socket.SocketType) -> Family:
-    return 6 if sock.family == stdlib_socket.AF_INET6 else 4
 
 
 def _bound(sock: trio.socket.SocketType) -> PeerAddress:
@@ -935,8 +921,8 @@ async def open_dht(
         _log.info("DHT node %s listening on %s", node.node_id, listening)
         try:
             async with trio.open_nursery() as nursery:
-                for sock in sockets.values():
-                    nursery.start_soon(dht._read, sock)
+                for family, sock in sockets.items():
+                    nursery.start_soon(dht._read, family, sock)
                 nursery.start_soon(dht._drive)
                 given = list(bootstrap)
                 addresses = await dht._addresses(given)
