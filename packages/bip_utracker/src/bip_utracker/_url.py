@@ -31,6 +31,7 @@ from itertools import groupby, pairwise
 from urllib.parse import unquote, urlsplit
 
 from ._errors import LocalProtocolError
+from ._host_name import is_host_name
 
 __all__ = [
     "MAX_SHOWN_LENGTH",
@@ -45,10 +46,6 @@ __all__ = [
 
 MAX_URL_LENGTH = 2048
 """The longest URL accepted; its URLData then still fits in one announce datagram."""
-
-# A DNS name: dot-separated labels of letters, digits and hyphens (not at either end).
-_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
-_HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
 
 SECRET_RUN_LENGTH = 16
 """Characters a run of the hex or base64url alphabet needs to be taken for a secret."""
@@ -286,7 +283,8 @@ def _has_query(url: str) -> bool:
 
 
 def check_host(host: str, bracketed: bool, url: str) -> str:
-    """The host as *url* names it: a checked IP literal (IPv6 when *bracketed*) or DNS name.
+    """The host as *url* names it: a checked IP literal (IPv6 when *bracketed*) or DNS name
+    (:func:`is_host_name`: not ``0x7f.1`` or ``t.example.123``, which end in a number).
 
     >>> check_host("Example.ORG", False, "udp://Example.ORG:1")
     'Example.ORG'
@@ -307,6 +305,6 @@ def check_host(host: str, bracketed: bool, url: str) -> str:
         return str(IPv4Address(host))
     except ValueError:
         pass
-    if not _HOSTNAME.fullmatch(host) or len(host) > 253 or host.replace(".", "").isdigit():
+    if not is_host_name(host):  # one rule with the peers trackers name (bip)
         raise LocalProtocolError(f"not a host name or IP address: {host!r} in {shown_url(url)!r}")
     return host

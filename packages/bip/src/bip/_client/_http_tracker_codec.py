@@ -16,7 +16,6 @@ is a :class:`MalformedTrackerResponseError` with a one-line reason.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
@@ -34,6 +33,10 @@ from bip_utracker import (
     shown_path,
     shown_url,  # one rule for both packages' shown URLs
 )
+
+# One host-name rule for the tracker URLs bip_utracker parses and the peers trackers name here
+# (a private module until bip_utracker's __init__ re-exports it).
+from bip_utracker._host_name import MAX_HOST_NAME, is_host_name
 
 from ._http_tracker_errors import MalformedTrackerResponseError
 
@@ -69,15 +72,6 @@ MAX_TRACKER_ID: Final = 1024
 MAX_TEXT: Final = 1024
 """Characters kept of a tracker's ``failure reason`` or ``warning message``: they go into
 exceptions and log lines, and an answer may be a megabyte."""
-
-# A DNS name a peer may be given by: dot-separated labels of letters, digits and hyphens.
-_LABEL: Final = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
-_HOST_NAME: Final = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
-# A last label of digits (or 0x and hex digits) makes a resolver read the name as an IPv4
-# address in inet_aton's old forms ("127.1", "0x7f.1"): such "names" are refused, as the
-# WHATWG URL standard refuses them as hosts.
-_NUMERIC_LABEL: Final = re.compile(r"[0-9]+|0[xX][0-9A-Fa-f]*")
-_MAX_HOST_NAME: Final = 253  # characters of a DNS name at most (RFC 1035)
 
 _DEFAULT_INTERVAL: Final = 1800  # libtorrent's, for an answer without "interval"
 _MAX_COUNT: Final = 2**32 - 1  # intervals and swarm counts are clamped to 32 bits, as in BEP 15
@@ -283,7 +277,8 @@ class PeerName:
     """A peer a tracker named by a DNS name (a dictionary peer list's ``ip``), to resolve.
 
     Attributes:
-        host: the name, in lower case (a checked DNS name, never an IP address).
+        host: the name, in lower case (a DNS name by bip_utracker's rule, ``is_host_name``,
+            which no IP address passes).
         port: the peer's TCP port, 1..65535.
 
     Raises:
@@ -298,7 +293,7 @@ class PeerName:
     port: int
 
     def __post_init__(self) -> None:
-        if not isinstance(self.host, str) or _host_name(self.host) != self.host:
+        if not is_host_name(self.host) or self.host.lower() != self.host:
             raise LocalProtocolError(f"not a lower-case DNS name: {self.host!r:.80}")
         port = self.port
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port <= 0xFFFF:
@@ -306,16 +301,6 @@ class PeerName:
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"
-
-
-def _host_name(text: str) -> str | None:
-    """``text`` as a DNS name to look up, or None if it is not one."""
-    name = text.lower()
-    if len(name) > _MAX_HOST_NAME or not _HOST_NAME.fullmatch(name):
-        return None
-    if _NUMERIC_LABEL.fullmatch(name.rstrip(".").rpartition(".")[2]):
-        return None
-    return name
 
 
 def usable_peer(host: IPv4Address | IPv6Address, port: int) -> PeerAddress | None:
@@ -423,7 +408,7 @@ def _dict_peer(entry: object) -> PeerAddress | PeerName | None:
     ip, port = entry.get(b"ip"), entry.get(b"port")
     if not isinstance(ip, bytes) or isinstance(port, bool) or not isinstance(port, int):
         return None
-    if not 0 < port <= 0xFFFF or len(ip) > _MAX_HOST_NAME:
+    if not 0 < port <= 0xFFFF or len(ip) > MAX_HOST_NAME + 1:  # + a trailing dot
         return None
     try:
         text = ip.decode("ascii")
@@ -432,8 +417,11 @@ def _dict_peer(entry: object) -> PeerAddress | PeerName | None:
     try:
         host = ip_address(text)
     except ValueError:  # not a number: maybe a name, resolved by the shell later
-        name = _host_name(text)
-        return None if name is None else PeerName(name, port)
+        # Checked once, by PeerName itself (a name in any case is the same name).
+        try:
+            return PeerName(text.lower(), port)
+        except LocalProtocolError:
+            return None
     return usable_peer(host, port)
 
 
