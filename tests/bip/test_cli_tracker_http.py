@@ -75,7 +75,9 @@ def test_announce_options_and_a_passkey(
     argv = _announce(url, V1, "--event", "none", "--numwant", "7", "--uploaded", "5")
     argv += ["--downloaded", "6", "--peer-id", "2d" * 20]
     assert main(argv) == 0
-    assert f"tracker:   {url}\n" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"tracker:   {tracker.url}\n" in out  # shown without its query
+    assert "s3cret" not in out
     [request] = tracker.requests
     assert request_target(request).startswith("/announce?passkey=s3cret&info_hash=")
     params = query_of(request)

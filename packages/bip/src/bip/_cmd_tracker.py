@@ -458,7 +458,7 @@ def _run_announce(args: argparse.Namespace) -> int:
         return 0
     names = result.peer_names if isinstance(result, HttpAnnounceResult) else ()
     lines = [
-        f"tracker:   {args.url}",
+        f"tracker:   {shown_url(args.url)}",  # a passkey stays off the screen and out of logs
         f"swarm:     {result.info_hash.hex()}",
         f"interval:  {result.interval} s",
         f"seeders:   {result.seeders}",
