@@ -67,6 +67,7 @@ from ._pex import (
     PexFlags,
     PexInbox,
     PexOutbox,
+    _OurAddresses,
 )
 
 __all__ = [
@@ -497,7 +498,8 @@ class PeerExchange:
         sink: where received addresses go (a :class:`~bip_handshake.Handshaker`, usually),
             with the source ``"pex"``.
         extension_id: the id we give ``ut_pex`` in our extended handshake.
-        our_addresses: our listening addresses, never taken from a peer's list.
+        our_addresses: our listening addresses, never taken from a peer's list (more can be
+            added later: :meth:`add_our_address`).
         is_private: tells whether a torrent is private (BEP 27: no PEX at all for those).
         interval: seconds between two messages to one peer.
         max_added: added addresses per message we send.
@@ -532,7 +534,7 @@ class PeerExchange:
         self._sources: dict[bytes, OrderedDict[PeerAddress, list[tuple[Peer, PexFlags]]]] = {}
         self._sink = sink
         self._extension_id = extension_id
-        self._ours = tuple(our_addresses)
+        self._ours = _OurAddresses(our_addresses)
         self._is_private = is_private
         self._outbox_options = {
             "interval": interval,
@@ -546,7 +548,7 @@ class PeerExchange:
         }
         # Fail at construction, not at the first peer.
         PexOutbox(**self._outbox_options)  # type: ignore[arg-type]
-        PexInbox(our_addresses=self._ours, **self._inbox_options)  # type: ignore[arg-type]
+        PexInbox(**self._inbox_options)  # type: ignore[arg-type]
         self._peers: dict[Peer, _PexPeer] = {}
         self._sent = 0
         self._received = 0
@@ -572,6 +574,36 @@ class PeerExchange:
             addresses_discovered=self._discovered,
             addresses_ignored=ignored_addresses,
         )
+
+    @property
+    def our_addresses(self) -> frozenset[PeerAddress]:
+        """The addresses taken as ours (normalised): never taken from a peer's list."""
+        return self._ours.all()
+
+    def add_our_address(self, address: PeerAddress) -> None:
+        """Take ``address`` as ours from now on, for the peers connected now and later: a
+        client that learns its external address adds it with each listening port, so that a
+        peer listing it is not followed into a dial to ourselves. At most
+        :data:`~bip_peer.MAX_OUR_ADDRESSES` are added this way (the oldest added is forgotten
+        first); already known is no error.
+
+        Raises:
+            TypeError: ``address`` is not a :class:`~bip_handshake.PeerAddress`.
+        """
+        self._ours.add(address)
+        for state in self._peers.values():  # each keeps the same order of additions
+            state.inbox.add_our_address(address)
+
+    def remove_our_address(self, address: PeerAddress) -> None:
+        """No longer take ``address`` as ours (our external address changed), for every
+        peer; unknown is no error.
+
+        Raises:
+            TypeError: ``address`` is not a :class:`~bip_handshake.PeerAddress`.
+        """
+        self._ours.discard(address)
+        for state in self._peers.values():
+            state.inbox.remove_our_address(address)
 
     def relay_for(self, info_hash: InfoHash, address: PeerAddress) -> PexRelay | None:
         """A connected peer of ``info_hash`` that told us about ``address``, or None.
@@ -655,7 +687,7 @@ class PeerExchange:
         self._peers[peer] = _PexPeer(
             PexInbox(
                 peer_address=peer.address,
-                our_addresses=self._ours,
+                our_addresses=self._ours.all(),
                 **self._inbox_options,  # type: ignore[arg-type]
             ),
             PexOutbox(**self._outbox_options),  # type: ignore[arg-type]

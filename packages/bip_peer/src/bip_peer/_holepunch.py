@@ -58,7 +58,7 @@ from ._extended import (
     decode_holepunch_message,
 )
 from ._manager import Peer, PeerManager
-from ._pex import _is_local
+from ._pex import _is_local, _OurAddresses
 
 __all__ = [
     "DEFAULT_HOLEPUNCH_CONNECT_BURST",
@@ -200,7 +200,8 @@ class HolepunchService:
         extension_id: the id we give ``ut_holepunch`` in our extended handshake
             (libtorrent's 4 by default).
         our_addresses: our own listening addresses: a rendezvous for one is refused
-            (``NoSelf``), a connect to one ignored.
+            (``NoSelf``), a connect to one ignored (more can be added later:
+            :meth:`add_our_address`).
         relay_burst: rendezvous a peer may ask us to relay at once.
         relay_rate: rendezvous per second a peer's budget refills at.
         connect_burst: unsolicited connects a peer may send us at once.
@@ -227,12 +228,11 @@ class HolepunchService:
         self._extension_id = extension_id
         self._on_connect = on_connect
         self._on_error = on_error
-        ours = []
-        for address in our_addresses:
+        ours = list(our_addresses)
+        for address in ours:
             if not isinstance(address, PeerAddress):
                 raise TypeError(f"our_addresses must hold PeerAddress objects, not {address!r}")
-            ours.append(address.normalized())
-        self._ours = frozenset(ours)
+        self._ours = _OurAddresses(ours)
         self._relay_burst = _check_count("relay_burst", relay_burst)
         self._relay_rate = _check_positive("relay_rate", relay_rate)
         self._connect_burst = _check_count("connect_burst", connect_burst)
@@ -300,6 +300,31 @@ class HolepunchService:
             self._pending.popitem(last=False)
         _log.debug("asked %s for a rendezvous with %s", relay.address, address)
         return True
+
+    @property
+    def our_addresses(self) -> frozenset[PeerAddress]:
+        """The addresses taken as ours (normalised)."""
+        return self._ours.all()
+
+    def add_our_address(self, address: PeerAddress) -> None:
+        """Take ``address`` as ours from now on (our external IP with a listening port): a
+        rendezvous for it is refused (``NoSelf``), a connect to it ignored. At most
+        :data:`~bip_peer.MAX_OUR_ADDRESSES` are added this way (the oldest added is forgotten
+        first); already known is no error.
+
+        Raises:
+            TypeError: ``address`` is not a :class:`~bip_handshake.PeerAddress`.
+        """
+        self._ours.add(address)
+
+    def remove_our_address(self, address: PeerAddress) -> None:
+        """No longer take ``address`` as ours (our external address changed); unknown is no
+        error.
+
+        Raises:
+            TypeError: ``address`` is not a :class:`~bip_handshake.PeerAddress`.
+        """
+        self._ours.discard(address)
 
     def statistics(self) -> HolepunchStatistics:
         """A snapshot of the counters."""

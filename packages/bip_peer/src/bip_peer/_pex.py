@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
@@ -35,6 +36,7 @@ __all__ = [
     "DEFAULT_PEX_MAX_KNOWN",
     "DEFAULT_PEX_MIN_RECEIVE_INTERVAL",
     "DEFAULT_PEX_RECEIVE_LIMIT",
+    "MAX_OUR_ADDRESSES",
     "PexFlags",
     "PexInbox",
     "PexInboxStatistics",
@@ -62,6 +64,12 @@ exceed 50, and libtorrent's carries up to 100."""
 DEFAULT_PEX_MAX_KNOWN: Final = 200
 """Addresses remembered per peer (libtorrent's ``max_pex_peers`` is 200 too); beyond it, new ones
 are ignored until the peer drops some."""
+
+
+MAX_OUR_ADDRESSES: Final = 64
+"""Our own addresses added after construction (``add_our_address``: the external ones a
+client learns, one per listening port) that are remembered; beyond it the oldest added is
+forgotten. The addresses given at construction are always kept."""
 
 
 class PexFlags(enum.IntFlag):
@@ -98,6 +106,58 @@ def _check_limit(name: str, value: int) -> None:
 def _check_interval(name: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
         raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+
+
+class _OurAddresses:
+    """Our own addresses: those given at construction, and a bounded, oldest-first set of
+    those added later (an external address learnt while running: see
+    :data:`MAX_OUR_ADDRESSES`). Shared by PEX and holepunch, which both refuse to treat us
+    as a peer."""
+
+    __slots__ = ("_added", "_fixed")
+
+    def __init__(self, addresses: Iterable[PeerAddress] = ()) -> None:
+        self._fixed = {_normalized(address) for address in addresses}
+        self._added: OrderedDict[PeerAddress, None] = OrderedDict()
+
+    def __contains__(self, address: object) -> bool:
+        return address in self._fixed or address in self._added
+
+    def all(self) -> frozenset[PeerAddress]:
+        """Every address, normalised."""
+        return frozenset(self._fixed) | frozenset(self._added)
+
+    def add(self, address: PeerAddress) -> bool:
+        """Add ``address`` (normalised); whether it was new.
+
+        Raises:
+            TypeError: ``address`` is not a :class:`~bip_handshake.PeerAddress`.
+        """
+        address = _normalized(address)
+        if address in self._fixed:
+            return False
+        if address in self._added:
+            self._added.move_to_end(address)
+            return False
+        self._added[address] = None
+        while len(self._added) > MAX_OUR_ADDRESSES:
+            self._added.popitem(last=False)
+        return True
+
+    def discard(self, address: PeerAddress) -> bool:
+        """Forget ``address`` (however it came); whether it was there.
+
+        Raises:
+            TypeError: ``address`` is not a :class:`~bip_handshake.PeerAddress`.
+        """
+        address = _normalized(address)
+        if address in self._fixed:
+            self._fixed.discard(address)
+            return True
+        if address in self._added:
+            del self._added[address]
+            return True
+        return False
 
 
 class PexOutbox:
@@ -267,7 +327,8 @@ class PexInbox:
         peer_address: the sender's address: its own address in its list is ignored, and when it
             is public, private and loopback addresses in its list are ignored too (libtorrent
             does the same, so a stranger cannot point us at our own network). None skips both.
-        our_addresses: our own listening addresses, never taken.
+        our_addresses: our own listening addresses, never taken (more can be added later:
+            :meth:`add_our_address`).
         min_interval: seconds messages must be apart; closer ones are ignored whole.
         max_per_message: added addresses taken from one message.
         max_known: addresses remembered for this peer; new ones beyond it are ignored.
@@ -286,7 +347,7 @@ class PexInbox:
         _check_limit("max_per_message", max_per_message)
         _check_limit("max_known", max_known)
         self._peer = None if peer_address is None else _normalized(peer_address)
-        self._ours = frozenset(_normalized(address) for address in our_addresses)
+        self._ours = _OurAddresses(our_addresses)
         self._min_interval = float(min_interval)
         self._max_per_message = max_per_message
         self._max_known = max_known
@@ -352,6 +413,30 @@ class PexInbox:
         if len(flags) != count:
             return [PexFlags.NONE] * count
         return [PexFlags(int(flag) & 0xFF) for flag in flags]
+
+    @property
+    def our_addresses(self) -> frozenset[PeerAddress]:
+        """The addresses taken as ours (normalised)."""
+        return self._ours.all()
+
+    def add_our_address(self, address: PeerAddress) -> None:
+        """Take ``address`` as ours from now on (say, our external IP with a listening port):
+        never taken from a peer's list. At most :data:`MAX_OUR_ADDRESSES` are added this way
+        (the oldest added is forgotten first); already known is no error.
+
+        Raises:
+            TypeError: ``address`` is not a :class:`~bip_handshake.PeerAddress`.
+        """
+        self._ours.add(address)
+
+    def remove_our_address(self, address: PeerAddress) -> None:
+        """No longer take ``address`` as ours (our external address changed); unknown is no
+        error.
+
+        Raises:
+            TypeError: ``address`` is not a :class:`~bip_handshake.PeerAddress`.
+        """
+        self._ours.discard(address)
 
     @property
     def known(self) -> frozenset[PeerAddress]:
