@@ -158,8 +158,18 @@ def _peer_parts(peer: DemoPeer, status: TorrentStatus | None) -> tuple[str, str,
     return head, "  ".join(fields), fraction
 
 
-def _any_utp(swarm: DemoSwarm) -> bool:
-    return any((status := peer.status()) is not None and status.utp_peers for peer in swarm.peers)
+# One frame of the live view: each peer with its status, taken once. Every part of a frame
+# (the uTP room, each line) reads this snapshot, so that they agree with each other and a
+# frame costs one status() per peer, whatever the number of its readers.
+_Frame = list[tuple[DemoPeer, TorrentStatus | None]]
+
+
+def _frame(swarm: DemoSwarm) -> _Frame:
+    return [(peer, peer.status()) for peer in swarm.peers]
+
+
+def _any_utp(frame: _Frame) -> bool:
+    return any(status is not None and status.utp_peers for _, status in frame)
 
 
 def board_lines(swarm: DemoSwarm, width: int, *, bar: bool, utp_room: bool = False) -> list[str]:
@@ -169,10 +179,16 @@ def board_lines(swarm: DemoSwarm, width: int, *, bar: bool, utp_room: bool = Fal
 
     That room includes a uTP count's when a peer has uTP peers now, or with ``utp_room``
     (the live view keeps it once it was needed, so that bars do not change width back).
+    Each peer's status is read once.
     """
-    parts = [_peer_parts(peer, peer.status()) for peer in swarm.peers]
+    return _frame_lines(_frame(swarm), width, bar=bar, utp_room=utp_room)
+
+
+def _frame_lines(frame: _Frame, width: int, *, bar: bool, utp_room: bool) -> list[str]:
+    """:func:`board_lines` of one snapshot."""
+    parts = [_peer_parts(peer, status) for peer, status in frame]
     head_width = max(len(head) for head, _, _ in parts)
-    budget = _TAIL_BUDGET + (_UTP_BUDGET if utp_room or _any_utp(swarm) else 0)
+    budget = _TAIL_BUDGET + (_UTP_BUDGET if utp_room or _any_utp(frame) else 0)
     cells = min(_BAR_CELLS, width - head_width - budget - 5) if bar else 0
     lines = []
     for head, tail, fraction in parts:
@@ -197,8 +213,9 @@ class _Board:
 
     def draw(self, swarm: DemoSwarm, elapsed: float) -> None:
         width = shutil.get_terminal_size((100, 24)).columns - 1 if self.tty else 120
-        self._utp_room = self._utp_room or _any_utp(swarm)
-        lines = board_lines(swarm, width, bar=self.tty, utp_room=self._utp_room)
+        frame = _frame(swarm)
+        self._utp_room = self._utp_room or _any_utp(frame)
+        lines = _frame_lines(frame, width, bar=self.tty, utp_room=self._utp_room)
         if self.tty:
             up = f"\x1b[{self._drawn}F" if self._drawn else ""
             self.stream.write(up + "".join(f"\x1b[2K{line}\n" for line in lines))
