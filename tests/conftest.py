@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 INTEROP_DIR = Path(__file__).parent / "interop"
+
+# Helpers shared by several test folders live in this folder and are imported as ``tests._x``
+# (tests/bip is no package, tests/interop is one: both reach them so, as mypy does from the
+# repository's root). Appended, not inserted: nothing already importable is shadowed.
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:
+    sys.path.append(_ROOT)
 
 
 def _ci() -> bool:

@@ -12,25 +12,23 @@ passes it, and A and B are connected over uTP.
 from __future__ import annotations
 
 import argparse
-import socket
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from collections.abc import Callable
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
-from types import SimpleNamespace, TracebackType
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
 from _engine_helpers import LOOPBACK, address_of, loopback_config, make_torrent, write_content
+from tests._nat import session_behind_nat
 
-from bip._client import Session, TorrentOptions, open_session
+from bip._client import ClientConfig, Session, TorrentOptions, open_session
 from bip._client._holepunch import HolepunchCounts, HolepunchPolicy
 from bip._client._torrent import Torrent
-from bip._client._utp import UtpRouter
 from bip._cmd_download import add_session_arguments, config_from_args
-from bip_handshake import ListenError, PeerAddress
+from bip_handshake import PeerAddress
 from bip_handshake._handshaker import DialFailure
 from bip_metainfo import InfoHash
 from bip_peer import (
@@ -50,107 +48,9 @@ OTHER_NAT_HOST = "127.0.0.4"  # the same for A, when A is behind a NAT too
 A_HOST = "127.0.0.5"
 
 
-class _NoPeers:
-    """A DHT lookup that finds nobody."""
-
-    async def __aenter__(self) -> AsyncIterator[PeerAddress]:
-        return self._nothing()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        return None
-
-    @staticmethod
-    async def _nothing() -> AsyncIterator[PeerAddress]:
-        return
-        yield  # pragma: no cover - makes this an async generator
-
-
-class RestrictedConeNat:
-    """A port-restricted cone NAT for one host's UDP, in the shape of a DHT whose socket uTP
-    shares (the session's seam for "uTP over someone else's socket").
-
-    B's uTP socket is "bound" at ``inside`` (B's listen address) but every datagram it sends
-    leaves from ``public`` (same port number: a port-preserving NAT, as most home routers
-    are). A datagram arriving at ``public`` reaches B only if B has sent one to its source
-    address before; the others are dropped and counted.
-    """
-
-    def __init__(self, sock: trio.socket.SocketType, inside: PeerAddress) -> None:
-        self._socket = sock
-        self.addresses = (inside,)
-        self.router = UtpRouter()
-        self.opened: set[PeerAddress] = set()
-        self.dropped: list[PeerAddress] = []
-        self.let_in = 0
-
-    @property
-    def public(self) -> PeerAddress:
-        host, port = self._socket.getsockname()[:2]
-        return PeerAddress(ip_address(host), port)
-
-    async def send_datagram(
-        self, data: bytes, address: PeerAddress, *, dont_fragment: bool = False
-    ) -> None:
-        """B sends: the NAT opens a hole for ``address`` and forwards from its public port."""
-        self.opened.add(address.normalized())
-        await self._socket.sendto(data, (str(address.host), address.port))
-
-    async def run(self) -> None:
-        """Forward what the holes let in to B's uTP socket; drop the rest."""
-        while True:
-            data, (host, port, *_) = await self._socket.recvfrom(65536)
-            source = PeerAddress(ip_address(host), port)
-            if source in self.opened:
-                self.let_in += 1
-                self.router.datagram_received(data, source)
-            else:
-                self.dropped.append(source)
-
-    # What the session asks of a DHT: nothing to find, nothing to announce.
-    def get_peers(self, info_hash: bytes) -> _NoPeers:
-        return _NoPeers()
-
-    async def announce(self, info_hash: bytes, port: int | None = None) -> object:
-        await trio.lowlevel.checkpoint()
-        return None
-
-    def add_node(self, address: PeerAddress) -> None:
-        return None
-
-
-@asynccontextmanager
-async def session_behind_nat(
-    public: str = NAT_HOST, inside: str = B_HOST
-) -> AsyncIterator[tuple[Session, RestrictedConeNat]]:
-    """A uTP-first session at ``inside`` whose UDP goes through a NAT at ``public`` (same
-    port), with nothing listening on TCP at the NAT's address."""
-    for _ in range(20):  # bounded: a port free on both hosts is found at once in practice
-        sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        await sock.bind((public, 0))
-        port = sock.getsockname()[1]
-        nat = RestrictedConeNat(sock, PeerAddress(IPv4Address(inside), port))
-        config = loopback_config(listen=((inside, port),), prefer_utp=True)
-        try:
-            async with (
-                trio.open_nursery() as nursery,
-                open_session(config, dht=nat, utp_router=nat.router) as session,
-            ):
-                nursery.start_soon(nat.run)
-                [utp] = session.utp_sockets
-                assert utp.local_address == nat.addresses[0]  # uTP rides on the NAT
-                yield session, nat
-                nursery.cancel_scope.cancel()
-            return
-        except ListenError:  # B's TCP port taken on B_HOST: another port
-            continue
-        finally:
-            sock.close()
-    raise AssertionError("no port free on both hosts")
+def utp_first(inside: str, port: int) -> ClientConfig:
+    """A session behind a NAT: listening at ``(inside, port)``, uTP first."""
+    return loopback_config(listen=((inside, port),), prefer_utp=True)
 
 
 async def wait_until(predicate: Callable[[], bool]) -> None:
@@ -165,7 +65,7 @@ async def test_a_and_b_meet_through_a_holepunch(tmp_path: Path) -> None:
     with trio.fail_after(DEADLINE):
         async with (
             open_session(loopback_config()) as relay,
-            session_behind_nat() as (b, nat),
+            session_behind_nat(NAT_HOST, B_HOST, utp_first) as (b, nat),
             # No listener: A can dial out only, and its uTP socket accepts nothing.
             open_session(loopback_config(listen=(), prefer_utp=True)) as a,
         ):
@@ -229,8 +129,8 @@ async def test_two_peers_behind_nats_meet_through_a_holepunch(tmp_path: Path) ->
         async with (
             open_session(loopback_config()) as relay,
             open_session(loopback_config(holepunch=False)) as public,
-            session_behind_nat(OTHER_NAT_HOST, A_HOST) as (a, nat_a),
-            session_behind_nat(NAT_HOST, B_HOST) as (b, nat_b),
+            session_behind_nat(OTHER_NAT_HOST, A_HOST, utp_first) as (a, nat_a),
+            session_behind_nat(NAT_HOST, B_HOST, utp_first) as (b, nat_b),
         ):
             at_relay = await relay.add_torrent(torrent, TorrentOptions(tmp_path / "r"))
             await public.add_torrent(

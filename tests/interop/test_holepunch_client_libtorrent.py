@@ -2,31 +2,28 @@
 
 libtorrent 2.1 (_lt_utp.py: uTP only, downloading a torrent nobody has, so that every
 connection stays) is the relay R. A and B are bip sessions whose UDP goes through a
-port-restricted cone NAT each (an in-test forwarder: B's datagrams leave from a public port,
-and only datagrams from addresses B has sent to come back in), uTP only, nothing listening on
-TCP at the NATs' addresses. C, a public bip session without holepunching, joins first, so that
-libtorrent's first PEX message to A (about C) is sent before B joins: A then hears of B only a
-minute later, B of A within seconds. B's dial to A dies in A's NAT; B's client asks libtorrent
-(which flagged A 0x08 in its PEX) for a rendezvous; libtorrent sends both a connect; both dial
-over uTP at once, and they are connected.
+port-restricted cone NAT each (tests/_nat.py, as in the bip-only holepunch tests: B's datagrams
+leave from a public port, and only datagrams from addresses B has sent to come back in), uTP
+only, nothing listening on TCP at the NATs' addresses. C, a public bip session without
+holepunching, joins first, so that libtorrent's first PEX message to A (about C) is sent before
+B joins: A then hears of B only a minute later, B of A within seconds. B's dial to A dies in
+A's NAT; B's client asks libtorrent (which flagged A 0x08 in its PEX) for a rendezvous;
+libtorrent sends both a connect; both dial over uTP at once, and they are connected.
 """
 
 from __future__ import annotations
 
-import socket
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from ipaddress import IPv4Address, ip_address
+from collections.abc import Callable
+from ipaddress import IPv4Address
 from pathlib import Path
-from types import TracebackType
 
 import pytest
 import trio
+from tests._nat import session_behind_nat
 
 from bip._client import ClientConfig, Session, TorrentOptions, open_session
 from bip._client._torrent import Torrent
-from bip._client._utp import UtpRouter
-from bip_handshake import EncryptionPolicy, ListenError, PeerAddress
+from bip_handshake import EncryptionPolicy, PeerAddress
 from bip_metainfo import Metainfo
 from bip_peer import Peer, PexFlags
 
@@ -39,69 +36,6 @@ pytestmark = pytest.mark.interop
 DEADLINE = 45.0  # libtorrent spaces its PEX messages 3 s apart; the uTP dial that fails, 3 s
 
 
-class _NoPeers:
-    """A DHT lookup that finds nobody."""
-
-    async def __aenter__(self) -> AsyncIterator[PeerAddress]:
-        return self._nothing()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        return None
-
-    @staticmethod
-    async def _nothing() -> AsyncIterator[PeerAddress]:
-        return
-        yield  # pragma: no cover - makes this an async generator
-
-
-class Nat:
-    """A port-restricted cone NAT in the shape of a DHT whose UDP socket uTP shares (the
-    session's seam for uTP over another socket); tests/bip/test_session_holepunch.py has the
-    same one for bip-only sessions."""
-
-    def __init__(self, sock: trio.socket.SocketType, inside: PeerAddress) -> None:
-        self._socket = sock
-        self.addresses = (inside,)
-        self.router = UtpRouter()
-        self.opened: set[PeerAddress] = set()
-        self.dropped = 0
-
-    @property
-    def public(self) -> PeerAddress:
-        host, port = self._socket.getsockname()[:2]
-        return PeerAddress(ip_address(host), port)
-
-    async def send_datagram(
-        self, data: bytes, address: PeerAddress, *, dont_fragment: bool = False
-    ) -> None:
-        self.opened.add(address.normalized())
-        await self._socket.sendto(data, (str(address.host), address.port))
-
-    async def run(self) -> None:
-        while True:
-            data, (host, port, *_) = await self._socket.recvfrom(65536)
-            source = PeerAddress(ip_address(host), port)
-            if source in self.opened:
-                self.router.datagram_received(data, source)
-            else:
-                self.dropped += 1
-
-    def get_peers(self, info_hash: bytes) -> _NoPeers:
-        return _NoPeers()
-
-    async def announce(self, info_hash: bytes, port: int | None = None) -> object:
-        await trio.lowlevel.checkpoint()
-        return None
-
-    def add_node(self, address: PeerAddress) -> None:
-        return None
-
-
 def config(host: str, port: int = 0, **changes: object) -> ClientConfig:
     settings: dict[str, object] = {
         "listen": ((host, port),),
@@ -112,30 +46,6 @@ def config(host: str, port: int = 0, **changes: object) -> ClientConfig:
     }
     settings.update(changes)
     return ClientConfig(**settings)  # type: ignore[arg-type]
-
-
-@asynccontextmanager
-async def behind_nat(public: str, inside: str) -> AsyncIterator[tuple[Session, Nat]]:
-    """A uTP-first session at ``inside`` whose UDP leaves from ``public`` (same port)."""
-    for _ in range(20):  # bounded: a port free on both hosts is found at once in practice
-        sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        await sock.bind((public, 0))
-        port = sock.getsockname()[1]
-        nat = Nat(sock, PeerAddress(IPv4Address(inside), port))
-        try:
-            async with (
-                trio.open_nursery() as nursery,
-                open_session(config(inside, port), dht=nat, utp_router=nat.router) as session,
-            ):
-                nursery.start_soon(nat.run)
-                yield session, nat
-                nursery.cancel_scope.cancel()
-            return
-        except ListenError:
-            continue
-        finally:
-            sock.close()
-    raise AssertionError("no port free on both hosts")
 
 
 def met(here: Torrent, other: Session) -> list[Peer]:
@@ -158,8 +68,8 @@ async def test_libtorrent_introduces_two_bip_peers_behind_nats(
     with trio.fail_after(DEADLINE):
         async with (
             open_session(config(HOST, holepunch=False)) as public,
-            behind_nat("127.0.0.4", "127.0.0.5") as (a, nat_a),
-            behind_nat("127.0.0.2", "127.0.0.3") as (b, nat_b),
+            session_behind_nat("127.0.0.4", "127.0.0.5", config) as (a, nat_a),
+            session_behind_nat("127.0.0.2", "127.0.0.3", config) as (b, nat_b),
         ):
             await public.add_torrent(metainfo, TorrentOptions(tmp_path / "c", peers=(relay,)))
             at_a = await a.add_torrent(metainfo, TorrentOptions(tmp_path / "a", peers=(relay,)))
@@ -173,7 +83,7 @@ async def test_libtorrent_introduces_two_bip_peers_behind_nats(
             assert a_to_b.transport == b_to_a.transport == "utp"
             assert a_to_b.address == nat_b.public
             assert b_to_a.address == nat_a.public
-            assert nat_a.dropped >= 1  # B's SYNs before the holepunch
+            assert nat_a.dropped  # B's SYNs before the holepunch
             # libtorrent listed A flagged as speaking ut_holepunch, and relayed B's rendezvous.
             listed = b.pex.relay_for(metainfo.info.info_hash, nat_a.public)
             assert listed is not None
