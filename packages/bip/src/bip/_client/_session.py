@@ -16,6 +16,10 @@
   dialled over uTP at once);
 - bip_utracker's :class:`~bip_utracker.TrackerClient` and our :class:`HttpTrackerClient`
   (when trackers are on);
+- :class:`ExternalAddresses`, a peer service voting on our external address (peers'
+  ``yourip``, HTTP trackers' BEP 24 ``external ip``, the DHT's BEP 42 address): once decided,
+  it with each listening port is one of our addresses for PEX and holepunch, so that we never
+  dial ourselves nor relay a rendezvous to ourselves (:attr:`Session.external_addresses`);
 
 and runs four tasks that route between them and the torrents: completed handshakes become
 peers of the manager; the manager's events go to the peer's torrent; the disk's events go to
@@ -28,7 +32,7 @@ from __future__ import annotations
 import enum
 import logging
 import random
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from ipaddress import ip_address
 from typing import Final
@@ -41,6 +45,7 @@ from bip_handshake import (
     CompletedHandshake,
     DialFailure,
     Extensions,
+    Family,
     Handshaker,
     PeerAddress,
     PeerDialer,
@@ -48,6 +53,7 @@ from bip_handshake import (
     UtpSocket,
     open_handshaker,
 )
+from bip_handshake._external import ExternalIPVoter
 from bip_metainfo import InfoHash, MagnetLink, Metainfo
 from bip_peer import (
     DEFAULT_MAX_PEER_REQUESTS,
@@ -69,6 +75,7 @@ from bip_utracker import TrackerClient, open_tracker_client
 
 from ._config import ClientConfig, TorrentOptions
 from ._discovery import DhtLike, DhtPeers, PeerSource, TrackerAnnouncer
+from ._external_address import ExternalAddresses
 from ._holepunch import HolepunchPolicy
 from ._http_tracker import HttpTrackerClient
 from ._swarm import MAX_OUT_REQUESTS
@@ -121,6 +128,7 @@ class Session:
         dialer: PeerDialer | None = None,
         utp_sockets: tuple[UtpSocket, ...] = (),
         holepunch: HolepunchPolicy | None = None,
+        external: ExternalAddresses | None = None,
     ) -> None:
         """Internal: use :func:`open_session`."""
         self._nursery = nursery
@@ -144,6 +152,8 @@ class Session:
         self.holepunch = holepunch
         """BEP 55 (its ``service`` speaks ``ut_holepunch``); ``None`` when it is off
         (:attr:`ClientConfig.holepunch`) or the session cannot dial uTP."""
+        self.external = external
+        """Our external address: the votes (its ``voter``) and the addresses taken as ours."""
         self._rng = random.Random(config.seed_rng)
         self.web_seed_client = WebSeedClient(local_address=_http_local_address(config))
         """Fetches from the torrents' BEP 19 web seeds (one TLS context for all), from the
@@ -159,6 +169,14 @@ class Session:
         """The TCP port we accept peers on (0 if we do not listen)."""
         addresses = self.handshaker.listen_addresses
         return addresses[0].port if addresses else 0
+
+    @property
+    def external_addresses(self) -> tuple[PeerAddress, ...]:
+        """Our external addresses as the internet sees them, once voted on (peers' ``yourip``,
+        trackers' BEP 24 ``external ip``, the DHT): each decided IP (IPv4 first) with each of
+        our listening ports (TCP and uTP). Empty until decided. PEX and holepunch take them
+        as ours."""
+        return () if self.external is None else self.external.addresses
 
     @property
     def rate_limits(self) -> tuple[float | None, float | None]:
@@ -456,6 +474,26 @@ def _dialer(config: ClientConfig) -> PeerDialer | None:
     )
 
 
+def _dht_decided(dht: DhtLike | None) -> Callable[[], Mapping[Family, PeerAddress]] | None:
+    """How to read the DHT's decided external address per family (bip_dht's
+    ``DHT.node.external_addresses``, BEP 42 voting), or ``None`` without a DHT. A DHT of the
+    user's that has no such attribute simply never votes."""
+    if dht is None:
+        return None
+
+    def read() -> Mapping[Family, PeerAddress]:
+        decided = getattr(getattr(dht, "node", None), "external_addresses", None)
+        if not isinstance(decided, Mapping):
+            return {}
+        return {
+            family: address
+            for family, address in decided.items()
+            if family in (4, 6) and isinstance(address, PeerAddress)
+        }
+
+    return read
+
+
 def _can_holepunch(config: ClientConfig, dialer: PeerDialer | None) -> bool:
     """Whether the session offers BEP 55: asked to, and able to dial uTP (a holepunch is two
     uTP dials at once; without uTP, or with a ``dial`` of the user's that the session cannot
@@ -469,6 +507,7 @@ async def open_session(
     *,
     dht: DhtLike | None = None,
     utp_router: UtpRouter | None = None,
+    external_voter: ExternalIPVoter | None = None,
 ) -> AsyncIterator[Session]:
     """Run a client session for the duration of an ``async with`` block.
 
@@ -480,6 +519,11 @@ async def open_session(
     shares the DHT's socket when the DHT is bound to a listener's address and port, as
     libtorrent does: one UDP port for both. Otherwise uTP binds the listeners' port numbers
     over UDP itself (a port taken is logged and leaves uTP to outgoing connections).
+
+    ``external_voter`` decides our external address from the votes (bip_handshake's
+    ``ExternalIPVoter``; by default one with its defaults, which ignores local addresses: a
+    test on loopback passes one with ``accept_local=True``). Its state is the session's to
+    change from then on.
 
     Leaving the block saves every torrent's resume data (synced), says goodbye to the
     trackers, and closes every connection and file.
@@ -539,6 +583,18 @@ async def open_session(
                 )
             addresses = handshaker.listen_addresses
             pex = PeerExchange(handshaker, our_addresses=addresses, is_private=is_private)
+            sockets = utp_sockets
+
+            def listening_ports() -> Iterator[int]:
+                yield from (address.port for address in handshaker.listen_addresses)
+                yield from (utp.local_address.port for utp in sockets)
+
+            external = ExternalAddresses(
+                external_voter if external_voter is not None else ExternalIPVoter(),
+                ports=listening_ports,
+                users=[pex],
+                dht_addresses=_dht_decided(dht),
+            )
 
             manager = await stack.enter_async_context(
                 open_peer_manager(
@@ -547,7 +603,7 @@ async def open_session(
                         send_queue_size=_SEND_QUEUE,
                         client_version=f"bip {__version__}",
                         listen_port=addresses[0].port if addresses else None,
-                        services=[metadata, layers, pex, _UploadOnlyFields(find)],
+                        services=[metadata, layers, pex, _UploadOnlyFields(find), external],
                         upload_rate_limit=config.upload_rate_limit,
                         download_rate_limit=config.download_rate_limit,
                         limit_local_peers=config.limit_local_peers,
@@ -566,6 +622,7 @@ async def open_session(
                 manager.add_service(holepunch.service)
                 manager.add_service(holepunch)
                 holepunch.attach(manager)
+                external.add_user(holepunch)
             trackers = http_trackers = None
             if config.trackers:
                 bind_v4, bind_v6 = _tracker_binds(config)
@@ -592,6 +649,7 @@ async def open_session(
                 dialer=dialer,
                 utp_sockets=utp_sockets,
                 holepunch=holepunch,
+                external=external,
             )
             nursery.start_soon(session._accept, name="bip accept")
             nursery.start_soon(session._route_peers, name="bip peers")

@@ -1,0 +1,164 @@
+"""The session's external address: learnt from who sees us, and recognised as ours.
+
+Listening on ``0.0.0.0`` / ``::`` (the default), the addresses we listen on are never the ones
+peers see; a PEX list naming our public ``ip:port`` would be taken and dialled (a dial to
+ourselves) and a BEP 55 rendezvous for it relayed. As libtorrent does with its ``ip_voter``,
+:class:`ExternalAddresses` feeds bip_handshake's :class:`~bip_handshake.ExternalIPVoter` from:
+
+- each peer's BEP 10 extended handshake ``yourip`` (it is a peer manager service: it sees
+  every extended handshake, consumes none);
+- HTTP trackers' BEP 24 ``external ip`` (:meth:`ExternalAddresses.tracker_vote`, called by
+  the tracker announcer);
+- the DHT's decided BEP 42 address, read at the manager's ticks.
+
+Once the voter decides a family's IP, ``ip:port`` for each of our listening ports (TCP and
+uTP) becomes one of our addresses for PEX (every peer's inbox, now and later) and the holepunch
+service (a rendezvous for it refused, a connect to it ignored); when the IP changes the old
+ones are dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from ipaddress import IPv4Address, IPv6Address
+from typing import Final, Protocol
+
+import trio
+
+# ExternalIPVoter is bip_handshake's; imported from its module until it is re-exported.
+from bip_handshake import Family, PeerAddress
+from bip_handshake._external import ExternalIPVoter, VoteSource
+from bip_peer import ExtendedHandshake, Peer, PeerManager
+
+__all__ = ["DHT_VOTE_INTERVAL", "ExternalAddresses", "OurAddressesLike"]
+
+logger = logging.getLogger("bip.client")
+
+DHT_VOTE_INTERVAL: Final = 60.0
+"""Seconds between two votes of the DHT's address while it disagrees with ours (one vote per
+round counts; asking more often only fills the voter's "repeat" counter)."""
+
+_IP = IPv4Address | IPv6Address
+
+
+class OurAddressesLike(Protocol):
+    """Something that must know our addresses (PEX, the holepunch policy)."""
+
+    def add_our_address(self, address: PeerAddress) -> None:
+        """Take ``address`` as ours."""
+        ...
+
+    def remove_our_address(self, address: PeerAddress) -> None:
+        """No longer take ``address`` as ours."""
+        ...
+
+
+class ExternalAddresses:
+    """The session's external address: votes in, our addresses out (a peer manager service).
+
+    Args:
+        voter: counts the votes (bip_handshake's; a test on loopback passes one with
+            ``accept_local=True``).
+        ports: our listening ports now (TCP and uTP); read when an address is decided.
+        users: told of our external ``ip:port`` addresses as they come and go (PEX, the
+            holepunch policy); more can be added with :meth:`add_user`.
+        dht_addresses: the DHT's decided address per family now (bip_dht's
+            ``DHT.node.external_addresses``), or ``None`` without a DHT.
+    """
+
+    def __init__(
+        self,
+        voter: ExternalIPVoter,
+        *,
+        ports: Callable[[], Iterable[int]],
+        users: Iterable[OurAddressesLike] = (),
+        dht_addresses: Callable[[], Mapping[Family, PeerAddress]] | None = None,
+    ) -> None:
+        self.voter = voter
+        """The voter (read its ``decided`` and ``statistics()``)."""
+        self._ports = ports
+        self._users: list[OurAddressesLike] = list(users)
+        self._dht_addresses = dht_addresses
+        self._ours: dict[Family, tuple[PeerAddress, ...]] = {}
+        # family -> (the DHT address last voted, when)
+        self._dht_voted: dict[Family, tuple[_IP, float]] = {}
+
+    @property
+    def addresses(self) -> tuple[PeerAddress, ...]:
+        """Our external addresses: each decided IP (IPv4 first) with each listening port."""
+        return tuple(a for family in sorted(self._ours) for a in self._ours[family])
+
+    def add_user(self, user: OurAddressesLike) -> None:
+        """Tell ``user`` our external addresses, now and as they change."""
+        self._users.append(user)
+        for address in self.addresses:
+            user.add_our_address(address)
+
+    def vote(
+        self, reported: _IP, voter: PeerAddress | _IP | None, source: VoteSource, now: float
+    ) -> None:
+        """Count one vote (see :meth:`~bip_handshake.ExternalIPVoter.vote`) and act on a
+        decision."""
+        changed = self.voter.vote(reported, voter, source=source, now=now)
+        if changed is not None:
+            self._decided(changed)
+
+    def tracker_vote(self, reported: _IP, tracker: PeerAddress | _IP | None) -> None:
+        """An HTTP tracker at ``tracker`` (its address, if known) says it sees us at
+        ``reported`` (BEP 24)."""
+        self.vote(reported, tracker, VoteSource.TRACKER, trio.current_time())
+
+    # -- PeerService -------------------------------------------------------------------------
+
+    def handshake_fields(self, peer: Peer) -> Mapping[str, object]:
+        """Nothing: the manager sends every peer its ``yourip`` already."""
+        return {}
+
+    def peer_added(self, manager: PeerManager, peer: Peer) -> None:
+        """Nothing to do: the vote comes with the peer's extended handshake."""
+
+    def message_received(self, manager: PeerManager, peer: Peer, message: object) -> bool:
+        """A peer's extended handshake: its ``yourip`` is a vote. Consumes nothing."""
+        if isinstance(message, ExtendedHandshake):
+            reported = message.yourip_address
+            if reported is not None:
+                self.vote(reported, peer.address, VoteSource.PEER, trio.current_time())
+        return False
+
+    def peer_removed(self, manager: PeerManager, peer: Peer) -> None:
+        """Nothing to forget: votes are the voter's, by IP."""
+
+    def tick(self, manager: PeerManager, now: float) -> None:
+        """End the voter's rounds that ran out, and take the DHT's address as a vote."""
+        for decided in self.voter.handle_timer(now).values():
+            self._decided(decided)
+        if self._dht_addresses is None:
+            return
+        for family, address in dict(self._dht_addresses()).items():
+            host = address.normalized().host
+            if host == self.voter.address(family):
+                continue  # nothing to learn
+            last = self._dht_voted.get(family)
+            if last is not None and last[0] == host and now < last[1] + DHT_VOTE_INTERVAL:
+                continue
+            self._dht_voted[family] = (host, now)
+            self.vote(host, None, VoteSource.DHT, now)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _decided(self, host: _IP) -> None:
+        family: Family = 4 if isinstance(host, IPv4Address) else 6
+        old = self._ours.get(family, ())
+        new = tuple(PeerAddress(host, port) for port in sorted(set(self._ports())) if port)
+        for address in old:
+            if address not in new:
+                for user in self._users:
+                    user.remove_our_address(address)
+        for address in new:
+            for user in self._users:
+                user.add_our_address(address)
+        self._ours[family] = new
+        logger.info(
+            "our external IPv%d address is %s (peers, trackers and the DHT agree)", family, host
+        )
