@@ -72,6 +72,7 @@ from ._errors import (
     TrackerRejectedError,
     TrackerTimeoutError,
 )
+from ._host_name import MAX_HOST_NAME, is_host_name
 from ._options import (
     MAX_OPTION_DATA,
     MAX_OPTIONS,
@@ -133,6 +134,7 @@ __all__ = [
     "DEFAULT_RETRANSMIT_TIMEOUT",
     "DEFAULT_RETRY_DELAY",
     "DEFAULT_STOPPED_TIMEOUT",
+    "MAX_HOST_NAME",
     "MAX_OPTIONS",
     "MAX_OPTION_DATA",
     "MAX_SCRAPE_HASHES",
@@ -189,6 +191,7 @@ __all__ = [
     "decode_request",
     "decode_response",
     "encode_options",
+    "is_host_name",
     "is_secret_segment",
     "open_tracker_client",
     "parse_options",

@@ -26,17 +26,15 @@ from bip._describe import safe_text
 from bip_bencode import BencodeDecodeError, decode_prefix
 from bip_handshake import PeerAddress
 from bip_utracker import (
+    MAX_HOST_NAME,  # one host-name rule for tracker URLs and the peers trackers name
     AnnounceEvent,
     LocalProtocolError,
     ScrapeStats,
     TrackerRejectedError,
+    is_host_name,
     shown_path,
     shown_url,  # one rule for both packages' shown URLs
 )
-
-# One host-name rule for the tracker URLs bip_utracker parses and the peers trackers name here
-# (a private module until bip_utracker's __init__ re-exports it).
-from bip_utracker._host_name import MAX_HOST_NAME, is_host_name
 
 from ._http_tracker_errors import MalformedTrackerResponseError
 
