@@ -11,7 +11,8 @@ feeds the same sink. The sources here:
   (:class:`HttpTrackerClient`), both through bip_utracker's :class:`~bip_utracker.Announcer`
   (started, regular, completed and stopped announces); a hybrid torrent is announced in both
   its v1 and its v2 swarm (BEP 52); peers an HTTP tracker names by DNS name are resolved in
-  the background, a few at a time, after its numeric peers went to the sink;
+  the background, a few at a time, after its numeric peers went to the sink; the address an
+  HTTP tracker says it sees us at (BEP 24) is passed on as a vote for our external address;
 - a DHT: any object with ``get_peers`` and ``announce`` as bip_dht's ``open_dht`` returns
   plugs in through :class:`DhtPeers`.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
+from ipaddress import IPv4Address, IPv6Address
 from types import TracebackType
 from typing import Final, Protocol
 
@@ -154,6 +156,9 @@ class TrackerAnnouncer:
         urls: the torrent's tracker URLs (every tier: all are announced to, in parallel).
         peer_id: ours.
         http_client: the session's HTTP tracker client (None: HTTP trackers are skipped).
+        on_external_ip: called with our address as an HTTP tracker saw it (its BEP 24
+            ``external ip``) and the tracker's address, at each answer that says it; must
+            not block.
     """
 
     def __init__(
@@ -163,9 +168,11 @@ class TrackerAnnouncer:
         *,
         peer_id: PeerId,
         http_client: HttpTrackerClient | None = None,
+        on_external_ip: Callable[[IPv4Address | IPv6Address, PeerAddress], None] | None = None,
     ) -> None:
         self.client = client
         self.http_client = http_client
+        self.on_external_ip = on_external_ip
         self.peer_id = peer_id
         self.urls: tuple[str, ...] = tuple(dict.fromkeys(urls))
         self._announcers: list[Announcer] = []
@@ -197,6 +204,7 @@ class TrackerAnnouncer:
         def updated(status: AnnouncerStatus) -> None:
             _log_failure(status)
             _queue_names(status, names_in)
+            self._external_ip(status)
 
         for url in usable:
             # The swarm id, not the InfoHash: a hybrid's v2 swarm is announced (and its peers
@@ -221,6 +229,14 @@ class TrackerAnnouncer:
                 if target.transfer()[1] > 0:
                     for announcer in self._announcers:
                         announcer.mark_completed()
+
+    def _external_ip(self, status: AnnouncerStatus) -> None:
+        """A fresh HTTP answer's BEP 24 ``external ip``, to ``on_external_ip``."""
+        result = status.last_result
+        if self.on_external_ip is None or status.last_error is not None:
+            return  # a failure leaves the last answer in the status: it was counted
+        if isinstance(result, HttpAnnounceResult) and result.external_ip is not None:
+            self.on_external_ip(result.external_ip, result.tracker)
 
     def _client_for(self, url: str) -> TrackerClient | HttpTrackerClient | None:
         """The client that announces to ``url``, by its scheme; None for no client."""

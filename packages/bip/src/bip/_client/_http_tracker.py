@@ -23,7 +23,7 @@ import ssl
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from types import TracebackType
 from typing import Final
 
@@ -140,12 +140,15 @@ class HttpAnnounceResult(AnnounceResult):
         warning: its ``warning message``, if any.
         peer_names: the peers it named by DNS name, unresolved (see
             :func:`resolve_peer_names`); ``peers`` holds the numeric ones.
+        external_ip: our address as the tracker saw it (BEP 24 ``external ip``), if it said
+            so readably: a vote for our external address, from ``tracker``.
     """
 
     min_interval: int | None = None
     tracker_id: bytes | None = None
     warning: str | None = None
     peer_names: tuple[PeerName, ...] = ()
+    external_ip: IPv4Address | IPv6Address | None = None
 
 
 def _swarm_id(info_hash: InfoHash | bytes) -> bytes:

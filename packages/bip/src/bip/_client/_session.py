@@ -264,7 +264,13 @@ class Session:
             if urls:
                 sources.append(
                     TrackerAnnouncer(
-                        self.trackers, urls, peer_id=self.peer_id, http_client=self.http_trackers
+                        self.trackers,
+                        urls,
+                        peer_id=self.peer_id,
+                        http_client=self.http_trackers,
+                        on_external_ip=(
+                            None if self.external is None else self.external.tracker_vote
+                        ),
                     )
                 )
         torrent = Torrent(
