@@ -19,8 +19,12 @@ How it behaves, following BEP 29 and libtorrent:
   extension every uTP implementation skips (type :data:`PADDING_EXTENSION`, behind
   libutp's 8-byte "extension bits", the first type libutp lets a packet name); its ack
   raises the floor, its loss lowers the ceiling (a binary search, over in about eight
-  round trips). A lost probe is no sign of congestion: the window is not cut, and the
-  packet goes again unpadded, so that its data never depends on the larger size. EMSGSIZE
+  round trips). A packet is the probe only if its datagram leaves at exactly that size:
+  one whose selective ack leaves too little room for the padding (12 bytes at least) goes
+  as an ordinary packet, uncounted, and its loss is an ordinary loss (the next full packet
+  may be the probe). A lost probe is no sign of congestion: the window is not cut, and the
+  packet goes again unpadded, so that its data never depends on the larger size; acked
+  before that copy left (a late ack), it undoes its loss (the size arrived). EMSGSIZE
   from the socket (:meth:`UtpConnection.datagram_too_big`, and
   :meth:`UtpConnection.datagram_not_sent` for the rest of the batch) lowers the ceiling at
   once; packets that never left the host are cut again to the new size. Two timeouts in a row
@@ -278,7 +282,8 @@ class UtpConnectionStatistics:
         mtu: the largest datagram the connection sends now (UDP payload bytes): the
             path MTU floor, raised by each probe that arrived.
         mtu_probes: path MTU probes sent.
-        mtu_probes_lost: of those, the ones lost or refused by the socket (EMSGSIZE).
+        mtu_probes_lost: of those, the ones lost or refused by the socket (EMSGSIZE);
+            not one acked after its loss was declared (before it went again).
     """
 
     packets_sent: int
@@ -308,10 +313,19 @@ class _Outgoing:
     """Not on the wire now: never sent, or declared lost."""
     fast_resent: bool = False
     pad_to: int = 0
-    """An MTU probe's datagram size, for its first transmission; 0 for other packets."""
+    """The datagram size this packet is padded to as the MTU probe; 0 for other packets
+    (and once it stops being the probe: lost, or unable to carry its padding)."""
     too_big: int = 0
     """Transmissions the socket refused (EMSGSIZE) or dropped unsent: when all were, the
     peer never saw it."""
+    probed: int = 0
+    """The datagram size it left at as the MTU probe (0: never): an ack while that is the
+    only transmission that left shows the path carries the size, even after its loss was
+    declared."""
+    probed_ceiling: int = 0
+    """The path MTU ceiling when it left as the probe."""
+    probed_epoch: int = 0
+    """The connection's ``_mtu_epoch`` when it left as the probe."""
 
 
 class UtpConnection:
@@ -370,6 +384,9 @@ class UtpConnection:
         self._mtu_ceiling: int
         self._mtu_floor: int
         self._payload_size: int
+        # Bumped when the search restarts or the socket refuses a datagram: a probe sent
+        # before that news says nothing the search may still use.
+        self._mtu_epoch = 0
         self._restart_mtu_search()  # sets the three from the configuration
         self._probe_seq: int | None = None
         self._probe_size = 0
@@ -805,6 +822,8 @@ class UtpConnection:
             # The padded probe arrived: the path carries datagrams of its size.
             self._probe_seq = None
             self._set_floor(max(self._mtu_floor, min(self._probe_size, self._mtu_ceiling)))
+        elif entry.probed and entry.transmissions - entry.too_big == 1:
+            self._probe_acked_late(entry)
         return len(entry.payload) if entry.type is not UtpPacketType.SYN else 1
 
     def _selective_ack(self, ack_nr: int, bitmask: bytes, now_us: int) -> int:
@@ -862,6 +881,23 @@ class UtpConnection:
         self._mtu_probes_lost += 1
         self._mtu_ceiling = max(self._mtu_floor, min(self._mtu_ceiling, self._probe_size - 1))
 
+    def _probe_acked_late(self, entry: _Outgoing) -> None:
+        """``entry``, a probe whose loss was declared (a timeout, selective acks past it),
+        is acked before any other copy of it left: its padded datagram arrived.
+
+        The loss is undone: the floor rises to its size, and the ceiling, if that loss or
+        a later one put it below, goes back to what it was when the probe left (a smaller
+        datagram lost after a bigger one arrived was no proof either). Not when the search
+        restarted or the socket refused a datagram since: that news is newer.
+        """
+        if entry.probed_epoch != self._mtu_epoch:
+            return
+        size = entry.probed
+        self._mtu_probes_lost -= 1
+        if self._mtu_ceiling < size:
+            self._mtu_ceiling = max(entry.probed_ceiling, size)
+        self._set_floor(max(self._mtu_floor, size))
+
     def _set_floor(self, size: int) -> None:
         self._mtu_floor = size
         self._payload_size = size - PACKET_OVERHEAD
@@ -869,6 +905,7 @@ class UtpConnection:
     def _restart_mtu_search(self) -> None:
         """Search the path MTU again from the configured floor (the path may have shrunk)."""
         # UtpConfig keeps min_datagram within both ceilings.
+        self._mtu_epoch += 1
         self._mtu_ceiling = self._config.max_datagram(self._family)
         self._set_floor(self._config.min_datagram)
 
@@ -887,6 +924,7 @@ class UtpConnection:
         if size < HEADER_SIZE or self.state is UtpState.FAILED or self._finished:
             return
         ceiling = self._mtu_ceiling = max(MIN_DATAGRAM, min(self._mtu_ceiling, size - 1))
+        self._mtu_epoch += 1  # what the interface takes now outranks an older probe's ack
         if self._mtu_floor > ceiling:
             # What we took for the floor is not: back to the configured floor, or to the
             # size every host takes when even that is too big (a refusal only says what
@@ -971,7 +1009,7 @@ class UtpConnection:
             if entry.seq == self._fin_seq:
                 self._fin_seq = None  # _send_new queues the FIN again after the data
             if entry.seq == self._probe_seq:
-                self._probe_seq = None
+                self._forget_probe()  # cut again: it never left
         first = suffix[0].seq
         self._pending[:0] = b"".join(entry.payload for entry in suffix)
         self._seq_nr = first
@@ -1354,14 +1392,19 @@ class UtpConnection:
                 and self._cwnd >= 3 * full
                 and self.state is UtpState.CONNECTED
             ):
-                # A full packet is the probe: padded to the middle of the search range
-                # (larger by at most the padding a receiver walks). Never the first packet
-                # in flight and only in a window of three packets or more (libtorrent's
-                # rule), so that packets after it tell its loss by selective acks.
+                # A full packet is picked for the probe: padded to the middle of the search
+                # range (larger by at most the padding a receiver walks). Never the first
+                # packet in flight and only in a window of three packets or more
+                # (libtorrent's rule), so that packets after it tell its loss by selective
+                # acks. Whether it is the probe, _send decides once its datagram exists.
+                #
+                # No end to the search short of floor == ceiling: a full packet's datagram
+                # without a selective ack is 34 bytes under the floor (PACKET_OVERHEAD keeps
+                # room for our largest one), more than the 12 bytes of the least padding, so
+                # that every size above the floor can be probed; only a large selective ack
+                # stops a given packet from being padded, and a later one may be.
                 middle = (self._mtu_floor + self._mtu_ceiling + 1) // 2
                 entry.pad_to = min(middle, self._mtu_floor + _MAX_PADDING - PACKET_OVERHEAD)
-                self._probe_seq = entry.seq
-                self._mtu_probes += 1
             out.append(self._send(entry, now_us))
         if self._fin_requested and self._fin_seq is None and not self._unconfirmed_hold():
             self._fin_seq = self._seq_nr
@@ -1398,9 +1441,43 @@ class UtpConnection:
             )
         datagram = self._packet(entry.type, entry.seq, now_us, payload=entry.payload)
         if entry.pad_to:
-            datagram = _pad(datagram, entry.pad_to)
-            self._probe_size = len(datagram)
+            datagram = self._as_probe(entry, datagram)
         return datagram
+
+    def _as_probe(self, entry: _Outgoing, datagram: bytes) -> bytes:
+        """``datagram``, of the packet picked for the MTU probe, padded to the probe size;
+        or as it is, an ordinary packet, when it cannot leave at exactly that size.
+
+        The probe is what leaves: as libtorrent marks a packet a probe only once it is
+        built and larger than the floor. Counting one that left unpadded would take its
+        loss for the path's refusal of a size never sent (the search would end at the
+        floor) and spare the window a real loss.
+        """
+        size = entry.pad_to
+        padded = _pad(datagram, size)
+        if len(padded) != size or not self._mtu_floor < size <= self._mtu_ceiling:
+            # Its selective ack leaves less room than the extension bits and a link take,
+            # or, on a resend after the socket dropped it unsent, the range moved past it.
+            entry.pad_to = entry.probed = 0
+            if entry.seq == self._probe_seq:
+                # Only a probe that never left is resent as one (every other resend comes
+                # after _probe_lost): it tested nothing, and is no longer counted.
+                self._forget_probe()
+            return datagram
+        if entry.seq != self._probe_seq:
+            # Counted once: a resend of a probe the socket dropped unsent is the same probe.
+            self._probe_seq = entry.seq
+            self._mtu_probes += 1
+        self._probe_size = entry.probed = size
+        entry.probed_ceiling = self._mtu_ceiling
+        entry.probed_epoch = self._mtu_epoch
+        return padded
+
+    def _forget_probe(self) -> None:
+        """The probe stops being one without ever leaving the host (every transmission
+        of it refused or dropped unsent): it counts neither as sent nor as lost."""
+        self._probe_seq = None
+        self._mtu_probes -= 1
 
     def _packet(
         self,
