@@ -143,6 +143,15 @@ MAX_CANCELLED_REQUESTS: Final = 4096
 """How many cancelled requests are remembered, awaiting a late answer, before the oldest is
 forgotten (without the fast extension a honoured cancel is never answered)."""
 
+MAX_PEER_EXTENSION_NAMES: Final = 64
+"""How many extension names a peer's extended handshakes may make us remember, besides the
+ones we speak ourselves (in our ``m``): clients name about a dozen. Names past this, and names
+longer than :data:`MAX_EXTENSION_NAME_LENGTH`, are ignored, since later handshakes add to the
+map and a peer sending thousands of made-up names in each would otherwise grow it forever."""
+
+MAX_EXTENSION_NAME_LENGTH: Final = 64
+"""The longest extension name remembered from a peer (real ones are a dozen characters)."""
+
 BlockKey: TypeAlias = tuple[int, int, int]
 """A block request as ``(index, begin, length)``."""
 
@@ -1069,7 +1078,7 @@ class PeerConnection:
             handshake = ExtendedHandshake.decode_payload(payload)
         except (ValueError, RemoteProtocolError) as error:
             raise RemoteProtocolError(f"malformed extended handshake: {error}") from None
-        _merge_ids(self._their_ext_ids, handshake.m)
+        _merge_their_ids(self._their_ext_ids, handshake.m, self._our_ext_ids)
         self._their_handshake = handshake
         if handshake.upload_only is not None:
             self._peer_upload_only = handshake.upload_only
@@ -1370,6 +1379,22 @@ def _merge_ids(ids: dict[str, int], m: Mapping[str, int]) -> None:
             ids[name] = number
         else:
             ids.pop(name, None)
+
+
+def _merge_their_ids(ids: dict[str, int], m: Mapping[str, int], ours: Mapping[str, int]) -> None:
+    """:func:`_merge_ids` for the peer's ``m``, bounded: a name we speak is always taken, any
+    other only while fewer than :data:`MAX_PEER_EXTENSION_NAMES` others are kept, and only if
+    it is at most :data:`MAX_EXTENSION_NAME_LENGTH` long (the peer's other names change
+    nothing we do, so ignoring them costs nothing)."""
+    others = sum(1 for name in ids if name not in ours)
+    for name, number in m.items():
+        if not number:
+            ids.pop(name, None)
+        elif name in ids or name in ours:
+            ids[name] = number
+        elif others < MAX_PEER_EXTENSION_NAMES and len(name) <= MAX_EXTENSION_NAME_LENGTH:
+            ids[name] = number
+            others += 1
 
 
 _Receive = Callable[[PeerConnection, Message], Event | None]
