@@ -565,8 +565,22 @@ class MetadataFetcher(Generic[K]):
         self._discard_pieces()
 
     def _set_size(self, size: int | None) -> None:
+        if size is not None and self._size is None:
+            self._release_probes()
         self._size = size
         self._discard_pieces()
+
+    def _release_probes(self) -> None:
+        """The size is known now: a probe (piece 0, asked of a peer that advertised no size,
+        only to learn it) no longer holds its piece, or a probed peer that never answers would
+        keep the peers that advertised the size from being asked for it until it times out.
+        Its answer is still taken, as a timed-out one is."""
+        for state in self._peers.values():
+            if state.size is None:
+                for piece in state.outstanding:
+                    self._in_flight[piece] -= 1
+                    state.late.add(piece)
+                state.outstanding.clear()
 
     def _discard_pieces(self) -> None:
         self._pieces.clear()
