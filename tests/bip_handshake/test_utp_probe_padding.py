@@ -4,8 +4,12 @@ A full packet picked for the probe whose selective ack (up to 32 bytes) left too
 for the padding (libutp's 8-byte extension bits and a link: 12 bytes) went out unpadded yet
 counted as the probe: its loss ended the search at the floor (a size never sent taken as
 refused) and cut no window (a real loss taken for a probe's). It is an ordinary packet now.
-The peer here is the test itself, so that any sequence of acks, selective acks and losses
-can be played against the sans-IO core, with time as an argument.
+Its neighbours: a probe the socket dropped unsent goes again as the same probe (counted
+once) or, when it can no longer be padded, as an ordinary packet; a lost probe goes again
+unpadded, uncounted; a probe acked before that copy left undoes its declared loss, so that
+the ceiling never stays below a size that arrived. The peer here is the test itself, so
+that any sequence of acks, selective acks and losses can be played against the sans-IO
+core, with time as an argument.
 """
 
 from __future__ import annotations
@@ -392,6 +396,11 @@ _OPS = st.one_of(
 def test_every_probe_counted_left_padded_and_no_acked_size_is_ruled_out(
     span: int, ops: list[tuple[str, list[bool] | int, bool]], held: int | None, seed: int
 ) -> None:
+    # A search range of 1 to 48 bytes, selective acks of any size (the peer's data far
+    # ahead), any losses, acks with or without selective acks, timeouts. Every probe counted
+    # left padded to exactly the probed size, inside the range, once; the floor rises only
+    # to a probe size that arrived, the ceiling drops only for a lost probe, by its real
+    # size, and never below a size known to have arrived in this search.
     net = mtu_pair(UtpConfig(max_datagram_v4=FLOOR + span), seed=seed)
     a = net.a
     a._cwnd = 20.0 * a._payload_size
