@@ -20,37 +20,17 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from ipaddress import IPv4Address, ip_address
-from types import TracebackType
+from typing import NoReturn
 
 import trio
 
 from bip._client import ClientConfig, Session, open_session
 from bip._client._utp import UtpRouter
-from bip_handshake import ListenError, PeerAddress
+from bip_handshake import ListenError, PeerAddress, PeerSink
 
 __all__ = ["RestrictedConeNat", "session_behind_nat"]
 
 _PORT_TRIES = 20  # a port free on both hosts is found at once in practice
-
-
-class _NoPeers:
-    """A DHT lookup that finds nobody."""
-
-    async def __aenter__(self) -> AsyncIterator[PeerAddress]:
-        return self._nothing()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        return None
-
-    @staticmethod
-    async def _nothing() -> AsyncIterator[PeerAddress]:
-        return
-        yield  # pragma: no cover - makes this an async generator
 
 
 class RestrictedConeNat:
@@ -99,14 +79,18 @@ class RestrictedConeNat:
                 self.dropped.append(source)
 
     # What the session asks of a DHT: nothing to find, nothing to announce.
-    def get_peers(self, info_hash: bytes) -> _NoPeers:
-        """Find nobody."""
-        return _NoPeers()
-
-    async def announce(self, info_hash: bytes, port: int | None = None) -> object:
-        """Announce nowhere."""
-        await trio.lowlevel.checkpoint()
-        return None
+    async def keep_finding(
+        self,
+        info_hash: bytes,
+        *,
+        interval: float,
+        announce: bool,
+        port: int | None,
+        seed: bool,
+        sink: PeerSink | None,
+    ) -> NoReturn:
+        """Find nobody, announce nowhere, until cancelled."""
+        await trio.sleep_forever()
 
     def add_node(self, address: PeerAddress) -> None:
         """Keep no node."""

@@ -13,17 +13,17 @@ feeds the same sink. The sources here:
   its v1 and its v2 swarm (BEP 52); peers an HTTP tracker names by DNS name are resolved in
   the background, a few at a time, after its numeric peers went to the sink; the address an
   HTTP tracker says it sees us at (BEP 24) is passed on as a vote for our external address;
-- a DHT: any object with ``get_peers`` and ``announce`` as bip_dht's ``open_dht`` returns
-  plugs in through :class:`DhtPeers`.
+- a DHT: any object with ``keep_finding`` as bip_dht's ``open_dht`` returns plugs in
+  through :class:`DhtPeers`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
-from types import TracebackType
-from typing import Final, Protocol
+from typing import Final, NoReturn, Protocol
 
 import trio
 
@@ -45,7 +45,6 @@ __all__ = [
     "DhtLike",
     "DhtPeers",
     "DiscoveryTarget",
-    "PeerSearchLike",
     "PeerSource",
     "TrackerAnnouncer",
     "UserPeers",
@@ -318,23 +317,6 @@ async def _resolve_names(batches: trio.MemoryReceiveChannel[_NameBatch], sink: P
         await resolve_peer_names(names, found)
 
 
-class PeerSearchLike(Protocol):
-    """A running DHT lookup: entered, it yields the peers as they are found."""
-
-    async def __aenter__(self) -> AsyncIterator[PeerAddress]:
-        """Start the lookup."""
-        ...
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """Stop the lookup."""
-        ...
-
-
 class DhtLike(Protocol):
     """What the engine needs of a DHT (bip_dht's ``open_dht`` gives a ``DHT`` that has it)."""
 
@@ -343,12 +325,20 @@ class DhtLike(Protocol):
         """Where the DHT's sockets are bound (its port goes in our BEP 5 port messages)."""
         ...
 
-    def get_peers(self, info_hash: bytes) -> PeerSearchLike:
-        """A lookup yielding the peers of ``info_hash`` as they are found."""
-        ...
-
-    async def announce(self, info_hash: bytes, port: int | None = None) -> object:
-        """Tell the nodes closest to ``info_hash`` that we are a peer on ``port``."""
+    async def keep_finding(
+        self,
+        info_hash: bytes,
+        *,
+        interval: float,
+        announce: bool,
+        port: int | None,
+        seed: bool,
+        sink: PeerSink | None,
+    ) -> NoReturn:
+        """Look ``info_hash`` up (with ``announce``, one walk that also announces us on
+        ``port``, as a seed with ``seed``: BEP 5 and 33) now and every ``interval`` seconds,
+        joining the DHT again whenever its routing table is empty; the peers found go to
+        ``sink`` as they are found, until cancelled."""
         ...
 
     def add_node(self, address: PeerAddress) -> None:
@@ -359,11 +349,16 @@ class DhtLike(Protocol):
 class DhtPeers:
     """Finds a torrent's peers in the DHT (BEP 5) and announces us there, every ``interval``.
 
-    Private torrents (BEP 27) are never looked up nor announced.
+    One ``keep_finding`` per swarm (a hybrid torrent has two, BEP 52): each round is a single
+    walk that finds peers and announces us to the closest nodes (only looks when we do not
+    listen), as a seed once every selected piece is verified (BEP 33), and joins the DHT
+    again first if its routing table emptied. When what the rounds depend on changes (the
+    torrent completes, a magnet's metadata brings its v2 half or makes it private), they start
+    again with the new facts. Private torrents (BEP 27) are never looked up nor announced.
 
     Args:
         dht: a running DHT.
-        interval: seconds between two rounds of lookup and announce.
+        interval: seconds between the end of a round and the next.
     """
 
     def __init__(self, dht: DhtLike, *, interval: float = DEFAULT_DHT_INTERVAL) -> None:
@@ -371,16 +366,55 @@ class DhtPeers:
         self.interval = interval
 
     async def run(self, target: DiscoveryTarget, sink: PeerSink) -> None:
-        """Look the torrent up, announce it, wait, and again, forever."""
+        """Keep finding the torrent's peers and announcing it, until cancelled (or until the
+        DHT closes, or the torrent turns out private)."""
         await target.ready.wait()  # as for trackers: after the check, or at once for a magnet
-        while not target.private:
-            for swarm_id in target.info_hash.swarm_ids():
-                try:
-                    async with self.dht.get_peers(swarm_id) as search:
-                        async for address in search:
-                            sink.discovered(swarm_id, [address], "dht")
-                    if target.listen_port:
-                        await self.dht.announce(swarm_id, target.listen_port)
-                except DHTError as error:
-                    logger.info("DHT round for %s failed: %s", swarm_id.hex(), error)
-            await trio.sleep(self.interval)
+        closed: DHTError | None = None
+        while not target.private and closed is None:
+            plan = _DhtPlan.of(target)
+            try:
+                async with trio.open_nursery() as nursery:
+                    for swarm_id in plan.swarm_ids:
+                        nursery.start_soon(self._keep_finding, swarm_id, plan, sink)
+                    while _DhtPlan.of(target) == plan and not target.private:
+                        await trio.sleep(min(_DHT_RECHECK, self.interval))
+                    nursery.cancel_scope.cancel()
+            except* DHTError as group:  # the DHT closed under us: no round can run again
+                error = group.exceptions[0]
+                assert isinstance(error, DHTError)
+                closed = error
+        if closed is not None:
+            logger.info("DHT lookups for %s stopped: %s", target.info_hash, closed)
+
+    async def _keep_finding(self, swarm_id: bytes, plan: _DhtPlan, sink: PeerSink) -> None:
+        await self.dht.keep_finding(
+            swarm_id,
+            interval=self.interval,
+            announce=plan.port is not None,
+            port=plan.port,
+            seed=plan.seed and plan.port is not None,
+            sink=sink,
+        )
+
+
+_DHT_RECHECK: Final = 5.0
+"""Seconds between two looks at what a torrent's DHT rounds depend on (a change restarts them
+at once; these changes come a few times in a torrent's life)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _DhtPlan:
+    """What a torrent's DHT rounds depend on."""
+
+    swarm_ids: tuple[bytes, ...]
+    port: int | None
+    """The TCP port to announce; None to look only (we do not listen)."""
+    seed: bool
+
+    @classmethod
+    def of(cls, target: DiscoveryTarget) -> _DhtPlan:
+        return cls(
+            swarm_ids=tuple(target.info_hash.swarm_ids()),
+            port=target.listen_port or None,
+            seed=target.completed.is_set(),
+        )
