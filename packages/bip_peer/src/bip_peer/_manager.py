@@ -218,7 +218,8 @@ _log = logging.getLogger("bip_peer.manager")
 
 
 class PeerManagerFullError(PeerError):
-    """:meth:`PeerManager.add_peer` was called with ``max_peers`` peers connected.
+    """:meth:`PeerManager.add_peer` was called with ``max_peers`` peers connected, or with
+    ``max_peers_per_host`` of the torrent's peers at the handshake's host.
 
     The caller still owns the handshake's stream and should close it.
     """
@@ -274,6 +275,10 @@ class PeerManagerConfig:
 
     Attributes:
         max_peers: peers held at once; :meth:`PeerManager.add_peer` refuses more.
+        max_peers_per_host: peers of one torrent held at once from one host (IP address);
+            :meth:`PeerManager.add_peer` refuses more, so that one machine cannot take every
+            slot (libtorrent allows one unless ``allow_multiple_connections_per_ip``).
+            ``None``: no limit of its own (``max_peers`` only).
         send_queue_size: messages queued per peer before :meth:`PeerManager.send` waits.
         event_buffer: events buffered before the readers wait for the consumer.
         keepalive_interval: seconds without sending after which a keep-alive goes out.
@@ -300,6 +305,7 @@ class PeerManagerConfig:
     """
 
     max_peers: int = DEFAULT_MAX_PEERS
+    max_peers_per_host: int | None = None
     send_queue_size: int = DEFAULT_SEND_QUEUE_SIZE
     event_buffer: int = DEFAULT_EVENT_BUFFER
     keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL
@@ -333,6 +339,11 @@ class PeerManagerConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, not {value!r}")
+        per_host = self.max_peers_per_host
+        if per_host is not None and (
+            isinstance(per_host, bool) or not isinstance(per_host, int) or per_host < 1
+        ):
+            raise ValueError(f"max_peers_per_host must be a positive int or None, not {per_host!r}")
         for name in ("keepalive_interval", "idle_timeout", "tick_interval", "rate_window"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not (math.isfinite(value) and value > 0):
@@ -675,6 +686,8 @@ class PeerManager:
         self._peers_added = 0
         self._peers_removed = 0
         self._rejected_full = 0
+        # Peers per (host, torrent), for max_peers_per_host; an entry goes when it reaches 0.
+        self._per_host: Counter[tuple[object, InfoHash]] = Counter()
         self._internal_errors = 0  # peers dropped by a bug: how many ERROR records to write
         self._removed_reasons: Counter[str] = Counter()
         self._upload_limiter = BandwidthLimiter(config.upload_rate_limit)
@@ -786,8 +799,9 @@ class PeerManager:
                 whose metadata is still missing).
 
         Raises:
-            PeerManagerFullError: ``max_peers`` peers are connected (the caller still owns
-                the stream).
+            PeerManagerFullError: ``max_peers`` peers are connected, or
+                ``max_peers_per_host`` of this torrent's from the handshake's host (the
+                caller still owns the stream).
             trio.ClosedResourceError: the manager is closed (the caller still owns the
                 stream).
             Exception: whatever a service's :meth:`PeerService.handshake_fields` raised
@@ -803,6 +817,18 @@ class PeerManager:
             )
             raise PeerManagerFullError(
                 f"{len(self._peers)} peers connected, the limit is {self._config.max_peers}"
+            )
+        host_key = (handshake.address.host, handshake.info_hash)
+        per_host = self._config.max_peers_per_host
+        if per_host is not None and self._per_host[host_key] >= per_host:
+            self._rejected_full += 1
+            _log.debug(
+                "peer %s refused: %d peers of its torrent from that host already",
+                handshake.address,
+                per_host,
+            )
+            raise PeerManagerFullError(
+                f"{per_host} peers of this torrent from {handshake.address.host} already"
             )
         limits = self._config.limits if self._config.limits is not None else ConnectionLimits()
         connection = PeerConnection(
@@ -829,6 +855,7 @@ class PeerManager:
         if _Extensions.EXTENSION_PROTOCOL in handshake.common:
             task.push(connection.send_parts(self._extended_handshake(peer, limits)))
         self._peers[peer] = task
+        self._per_host[host_key] += 1
         self._peers_added += 1
         _log.debug(
             "peer %s added: %s, %s, torrent %s, peer id %s",
@@ -1123,7 +1150,11 @@ class PeerManager:
         finally:
             task.removed = True
             task.space.unpark_all()
-            self._peers.pop(task.peer, None)
+            if self._peers.pop(task.peer, None) is not None:
+                key = (task.peer.address.host, task.peer.info_hash)
+                self._per_host[key] -= 1
+                if self._per_host[key] <= 0:
+                    del self._per_host[key]
             self._release_quota(task)  # tokens never read: others use them
             if task.reason is None:
                 task.reason = REASON_CLOSING
