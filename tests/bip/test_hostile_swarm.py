@@ -85,7 +85,8 @@ async def test_a_request_trickled_one_byte_at_a_time_is_served(tmp_path: Path) -
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "bip/_client/_session.py (open_session) builds the PeerManagerConfig without max_peers_per_host "
+        "bip/_client/_session.py (open_session) builds the PeerManagerConfig without "
+        "max_peers_per_host "
         "(new in bip_peer): one host can take every max_peers slot of a session, and honest "
         "peers are then refused (PeerManagerFullError in Session._accept). libtorrent allows "
         "one connection per IP; a small bound (say 8 per host per torrent) would keep bip's "
@@ -127,7 +128,8 @@ async def test_many_connections_from_one_host_are_bounded(tmp_path: Path) -> Non
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "bip_handshake/_handshaker.py (Handshaker._run_inbound, over_limit): inbound handshakes share the max_concurrent slots "
+        "bip_handshake/_handshaker.py (Handshaker._run_inbound, over_limit): inbound "
+        "handshakes share the max_concurrent slots "
         "(64) with outbound dials, so a PEX message listing dead addresses (the session dials "
         "what PEX reports, up to the inbox's bound) fills the slots with connects that take "
         "the connect timeout (3 s here with the uTP fallback, 10 s over the Internet) and the "
