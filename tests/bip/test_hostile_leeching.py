@@ -20,7 +20,7 @@ from typing import Literal
 
 import pytest
 import trio
-from _engine_helpers import loopback_config, make_torrent, same_files, write_content
+from _engine_helpers import Version, loopback_config, make_torrent, same_files, write_content
 from _hostile_peer import ATTACKER_IDS, HostilePeer, hostile_peer
 
 from bip._client import Session, Torrent, TorrentOptions, open_session
@@ -31,6 +31,9 @@ from bip_peer import (
     AllowedFast,
     Choke,
     ExtendedHandshake,
+    Hashes,
+    HashReject,
+    HashRequest,
     HaveAll,
     Message,
     MetadataRequest,
@@ -94,10 +97,12 @@ class Arena:
 
 
 @contextlib.asynccontextmanager
-async def arena(tmp_path: Path, *, magnet: bool = False) -> AsyncIterator[Arena]:
+async def arena(
+    tmp_path: Path, *, magnet: bool = False, version: Version = "v1"
+) -> AsyncIterator[Arena]:
     """An honest seed on :data:`SEED_HOST` and a leecher that knows nobody yet."""
     folder = write_content(tmp_path / "seed", SIZES)
-    torrent = make_torrent(folder, "v1", piece_length=PIECE_LENGTH)
+    torrent = make_torrent(folder, version, piece_length=PIECE_LENGTH)
     async with (
         open_session(loopback_config(listen=((SEED_HOST, 0),))) as seeder,
         open_session(loopback_config(listen=((LEECH_HOST, 0),))) as leecher,
@@ -320,6 +325,55 @@ MAGNET_CAMPAIGNS: dict[str, Campaign] = {
 }
 
 
+# -- against a leecher of a v2-only magnet link, fetching piece layers (BEP 52) ---------------
+
+
+async def serve_metadata(peer: HostilePeer, arena: Arena) -> None:
+    """Answer the leecher's ut_metadata requests with the true info dictionary."""
+    info = arena.torrent.info.raw
+    ut_metadata = peer.extension_id("ut_metadata")
+    assert ut_metadata is not None
+    for request in _requests_now(peer):
+        start = request.piece * 16384
+        head = encode({b"msg_type": 1, b"piece": request.piece, b"total_size": len(info)})
+        await peer.send_extended(ut_metadata, head + info[start : start + 16384])
+
+
+async def bad_piece_layers(peer: HostilePeer, arena: Arena) -> Expect:
+    # True metadata, so that the leecher asks for piece layers; then hashes and rejects it
+    # never asked for (ignored), and the wrong hashes for what it asked: they do not verify
+    # against the pieces root, and the liar is dropped.
+    info = arena.torrent.info.raw
+    await peer.send_extended(0, {b"m": ATTACKER_IDS, b"metadata_size": len(info)})
+    await peer.wait_until(lambda: bool(_requests_now(peer)))
+    await serve_metadata(peer, arena)
+    await as_seed(peer)
+    requests = await _hash_requests(peer)
+    assert requests, "the leecher asked the attacker for no piece layer"
+    roots = [f.pieces_root for f in arena.torrent.info.files if f.pieces_root]
+    for root in roots:  # never asked like this
+        await peer.send(Hashes(root, 0, 0, 2, 0, bytes(64)), HashReject(root, 5, 0, 2, 0))
+    assert await peer.still_open(0.2), "dropped for hashes that answer nothing"
+    for r in requests:  # the right shape, the wrong hashes
+        wrong = b"\x01" * 32 * (r.length + r.proof_layers)
+        await peer.send(
+            Hashes(r.pieces_root, r.base_layer, r.index, r.length, r.proof_layers, wrong)
+        )
+    return "closed"
+
+
+async def _hash_requests(peer: HostilePeer, after: int = 0) -> list[HashRequest]:
+    """The leecher's hash requests past the first ``after``, once there are some (or none
+    within a second)."""
+
+    def requests() -> list[HashRequest]:
+        return [m for m in peer.received if isinstance(m, HashRequest)][after:]
+
+    with trio.move_on_after(1.0), contextlib.suppress(trio.BrokenResourceError):
+        await peer.wait_until(lambda: bool(requests()))
+    return requests()
+
+
 def tracebacks(caplog: pytest.LogCaptureFixture) -> list[str]:
     """Records at WARNING or above that carry an exception, or are errors at all."""
     return [
@@ -331,12 +385,17 @@ def tracebacks(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 async def run_campaign(
-    campaign: Campaign, tmp_path: Path, caplog: pytest.LogCaptureFixture, *, magnet: bool
+    campaign: Campaign,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    *,
+    magnet: bool,
+    version: Version = "v1",
 ) -> None:
     caplog.set_level(logging.WARNING)
     with trio.fail_after(DEADLINE):
         async with (
-            arena(tmp_path, magnet=magnet) as where,
+            arena(tmp_path, magnet=magnet, version=version) as where,
             hostile_peer(
                 where.address,
                 where.torrent.info.info_hash,
@@ -374,3 +433,9 @@ async def test_campaign_against_a_magnet_leecher(
     name: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     await run_campaign(MAGNET_CAMPAIGNS[name], tmp_path, caplog, magnet=True)
+
+
+async def test_bad_piece_layers_against_a_v2_magnet_leecher(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    await run_campaign(bad_piece_layers, tmp_path, caplog, magnet=True, version="v2")

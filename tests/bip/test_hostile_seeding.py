@@ -34,6 +34,7 @@ from bip_peer import (
     Cancel,
     ExtendedHandshake,
     Hashes,
+    HashReject,
     HashRequest,
     Have,
     HaveAll,
@@ -386,12 +387,22 @@ async def hash_requests_bad(peer: HostilePeer, arena: Arena) -> Expect:
         HashRequest(root, 0, 0, 2, 0xFFFFFFFF),  # absurd proof layers
         HashRequest(root, 0, 0, 1 << 20, 0),  # a lot, from the bottom
     ]
+    await peer.send(HashRequest(root, 0, 0, 2, 0))  # sound: answered with its two hashes
+    answer = await peer.wait_for(lambda m: isinstance(m, Hashes))
+    assert isinstance(answer, Hashes)
+    assert (answer.index, answer.length, len(answer.hashes)) == (0, 2, 64)
     for _ in range(FLOOD // len(requests)):
         await peer.send(*requests)
     # Hashes we never asked for, too.
     await peer.send(Hashes(root, 0, 0, 2, 0, bytes(64)))
     arena.check_bounded()
-    return "either"
+    # A sound request is still answered: with its hashes, or a reject once the flood spent
+    # the peer's serving budget (per peer: others are served as before).
+    await peer.send(HashRequest(root, 0, 0, 4, 2))
+    await peer.wait_for(
+        lambda m: isinstance(m, Hashes | HashReject) and (m.index, m.length) == (0, 4)
+    )
+    return "open"
 
 
 async def _their_handshake(peer: HostilePeer) -> ExtendedHandshake:
