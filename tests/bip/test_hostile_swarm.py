@@ -18,7 +18,15 @@ from _hostile_peer import HostilePeer, hostile_peer
 
 from bip._client import TorrentOptions, open_session
 from bip_handshake import PeerId
-from bip_peer import DEFAULT_IDLE_TIMEOUT, REASON_IDLE, Interested, Request, Unchoke
+from bip_peer import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_PEER_REQUESTS,
+    REASON_IDLE,
+    Cancel,
+    Interested,
+    Request,
+    Unchoke,
+)
 
 SIZES = (150_000, 60_000)
 DEADLINE = 30.0
@@ -212,3 +220,39 @@ async def test_a_stolen_peer_id_does_not_cut_the_honest_peer_off(tmp_path: Path)
                 await trio.sleep(0.3)
                 hosts = {str(p.address.host) for p in seeder.manager.peers}
             assert HONEST_HOST in hosts, "the honest peer was cut off by an impostor"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "bip/_client/_upload.py (Uploader.queue): the queue of requests to serve is unbounded "
+        "(math.inf) on the assumption that a peer has at most our reqq requests open; but a "
+        "cancelled request stays queued until a worker skips it, so a peer that requests and "
+        "cancels distinct blocks in a loop (each round within reqq) grows the queue by every "
+        "request, faster than the workers skip them. Keeping each peer's queued requests "
+        "(a dict per peer, dropped on cancel, at most reqq) bounds it"
+    ),
+)
+async def test_request_cancel_churn_keeps_the_upload_queue_bounded(tmp_path: Path) -> None:
+    folder = write_content(tmp_path / "seed", SIZES)
+    torrent = make_torrent(folder, "v1")
+    with trio.fail_after(DEADLINE):
+        async with open_session(loopback_config(listen=((SEED_HOST, 0),))) as seeder:
+            seeding = await seeder.add_torrent(torrent, TorrentOptions(folder.parent))
+            await seeding.wait_complete()
+            [address] = seeder.handshaker.listen_addresses
+            async with hostile_peer(address, seeding.info_hash, local_host=ATTACKER_HOST) as peer:
+                await peer.send(Interested())
+                await peer.wait_for(lambda m: isinstance(m, Unchoke))
+                queue = seeding._uploader._receive  # what the uploader holds, served or not
+                peak = 0
+                for round_ in range(60):
+                    # 490 distinct one-byte blocks a round, all cancelled: never more than
+                    # 490 open at once, well within our reqq of 500.
+                    blocks = [(i % 4, round_ * 512 + i // 4, 1) for i in range(490)]
+                    await peer.send_many(
+                        [Request(*b) for b in blocks] + [Cancel(*b) for b in blocks], batch=1000
+                    )
+                    peak = max(peak, queue.statistics().current_buffer_used)
+                assert not peer.closed.is_set()
+    assert peak <= 2 * DEFAULT_MAX_PEER_REQUESTS, f"{peak} requests queued for one peer"
