@@ -22,6 +22,8 @@ import pytest
 import trio
 from _engine_helpers import loopback_config, make_torrent, same_files, write_content
 from _hostile_peer import ATTACKER_IDS, HostilePeer, hostile_peer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bip._client import Session, Torrent, TorrentOptions, open_session
 from bip_bencode import encode
@@ -32,15 +34,18 @@ from bip_peer import (
     AllowedFast,
     Bitfield,
     Cancel,
+    Choke,
     ExtendedHandshake,
     Hashes,
     HashReject,
     HashRequest,
     Have,
     HaveAll,
+    HaveNone,
     HolepunchMessage,
     Interested,
     Message,
+    NotInterested,
     Peer,
     Piece,
     Port,
@@ -481,3 +486,77 @@ async def test_campaign_against_a_seed(
             await honest_download(where, tmp_path / "honest")
             where.check_bounded()
     assert not no_tracebacks(caplog)
+
+
+# -- random message sequences (hypothesis) ----------------------------------------------------
+
+_U32 = st.integers(min_value=0, max_value=0xFFFFFFFF)
+_INDEX = st.one_of(st.integers(min_value=0, max_value=20), _U32)
+_LENGTH = st.sampled_from([0, 1, 16383, 16384, 16385, 1 << 17, 0xFFFFFFFF])
+_MESSAGES = st.one_of(
+    st.builds(Request, _INDEX, st.integers(0, 1 << 15), _LENGTH),
+    st.builds(Cancel, _INDEX, st.integers(0, 1 << 15), _LENGTH),
+    st.builds(RejectRequest, _INDEX, st.integers(0, 1 << 15), _LENGTH),
+    st.builds(Have, _INDEX),
+    st.builds(Suggest, _INDEX),
+    st.builds(AllowedFast, _INDEX),
+    st.builds(Bitfield, st.binary(max_size=4)),
+    st.builds(Piece, _INDEX, st.integers(0, 1 << 15), st.binary(max_size=64)),
+    st.builds(Port, st.integers(0, 0xFFFF)),
+    st.builds(Extended, st.integers(0, 6), st.binary(max_size=64)),
+    st.builds(UnknownMessage, st.integers(30, 255), st.binary(max_size=64)),
+    st.sampled_from([HaveAll(), HaveNone(), Interested(), NotInterested(), Choke(), Unchoke()]),
+)
+
+
+class _Errors(logging.Handler):
+    """Keeps the records a campaign must never cause (see :func:`no_tracebacks`)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.bad: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info or record.levelno >= logging.ERROR:
+            self.bad.append(record.getMessage())
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(messages=st.lists(_MESSAGES, min_size=1, max_size=40))
+def test_random_message_sequences_cost_at_most_the_attacker(
+    messages: list[Message], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Whatever the sequence, the seed logs no error, keeps no more than its bounds for the
+    attacker, and a second connection is still served a block."""
+    errors = _Errors()
+    logging.getLogger().addHandler(errors)
+
+    async def main() -> None:
+        with trio.fail_after(DEADLINE):
+            await campaign()
+
+    async def campaign() -> None:
+        async with arena(tmp_path_factory.mktemp("random")) as where:
+            async with hostile_peer(
+                where.address, where.seeding.info_hash, local_host=ATTACKER_HOST
+            ) as peer:
+                await peer.send(*messages)
+                await peer.still_open(0.1)
+                where.check_bounded()
+            async with hostile_peer(
+                where.address, where.seeding.info_hash, local_host=HONEST_HOST
+            ) as honest:
+                await unchoked(honest)
+                await honest.send(Request(1, 0, 16384))
+                await honest.wait_for(lambda m: isinstance(m, Piece))
+
+    try:
+        trio.run(main)
+    finally:
+        logging.getLogger().removeHandler(errors)
+    assert not errors.bad
