@@ -22,6 +22,8 @@ import pytest
 import trio
 from _engine_helpers import Version, loopback_config, make_torrent, same_files, write_content
 from _hostile_peer import ATTACKER_IDS, HostilePeer, hostile_peer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bip._client import Session, Torrent, TorrentOptions, open_session
 from bip_bencode import encode
@@ -29,12 +31,16 @@ from bip_handshake import PeerAddress
 from bip_metainfo import MagnetLink, Metainfo
 from bip_peer import (
     AllowedFast,
+    Bitfield,
     Choke,
     ExtendedHandshake,
     Hashes,
     HashReject,
     HashRequest,
+    Have,
     HaveAll,
+    HaveNone,
+    Interested,
     Message,
     MetadataRequest,
     Peer,
@@ -53,7 +59,7 @@ DEADLINE = 30.0
 SEED_HOST = "127.0.0.2"
 LEECH_HOST = "127.0.0.4"
 ATTACKER_HOST = "127.0.0.5"
-CAMPAIGN_TIME = 1.0  # how long an answering campaign goes on (it answers as requests come)
+CAMPAIGN_TIME = 0.5  # how long an answering campaign goes on (it answers as requests come)
 MAX_OUR_REQUESTS = 500
 
 Expect = Literal["closed", "open", "either"]
@@ -439,3 +445,73 @@ async def test_bad_piece_layers_against_a_v2_magnet_leecher(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     await run_campaign(bad_piece_layers, tmp_path, caplog, magnet=True, version="v2")
+
+
+# -- random answers (hypothesis) --------------------------------------------------------------
+
+_INDEX = st.one_of(st.integers(min_value=0, max_value=16), st.integers(0, 0xFFFFFFFF))
+_MESSAGES = st.one_of(
+    st.builds(Have, _INDEX),
+    st.builds(Suggest, _INDEX),
+    st.builds(AllowedFast, _INDEX),
+    st.builds(RejectRequest, _INDEX, st.sampled_from([0, 1, 16384]), st.just(16384)),
+    st.builds(Bitfield, st.binary(min_size=2, max_size=2)),
+    st.builds(Piece, _INDEX, st.sampled_from([0, 1, 16384]), st.binary(max_size=64)),
+    st.builds(
+        Extended,
+        st.sampled_from([7, 3, 1, 0, 99]),  # lt_donthave, upload_only, ut_pex, handshake, none
+        st.one_of(st.binary(max_size=8), _INDEX.map(lambda i: i.to_bytes(4, "big"))),
+    ),
+    st.sampled_from([HaveAll(), HaveNone(), Choke(), Unchoke(), Interested()]),
+)
+
+
+class _Errors(logging.Handler):
+    """Keeps the records a campaign must never cause (see :func:`tracebacks`)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.bad: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info or record.levelno >= logging.ERROR:
+            self.bad.append(record.getMessage())
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(messages=st.lists(_MESSAGES, min_size=1, max_size=30))
+def test_random_answers_do_not_keep_a_leecher_from_completing(
+    messages: list[Message], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The attacker says it has everything, then sends a random sequence as the leecher's
+    requests come; the leecher logs no error and completes from the honest seed."""
+    errors = _Errors()
+    logging.getLogger().addHandler(errors)
+    root = tmp_path_factory.mktemp("random")
+
+    async def main() -> None:
+        with trio.fail_after(DEADLINE):
+            async with arena(root) as where:
+                async with hostile_peer(
+                    where.address, where.torrent.info.info_hash, local_host=ATTACKER_HOST
+                ) as peer:
+                    await as_seed(peer)
+                    with contextlib.suppress(trio.BrokenResourceError):
+                        await peer.wait_for(lambda m: isinstance(m, Request))
+                    await peer.send(*messages)
+                    await peer.still_open(0.1)
+                    where.check_bounded()
+                where.leecher.handshaker.connect(where.download.info_hash, where.seed)
+                await where.download.wait_complete()
+                assert same_files(where.folder, root / "down" / "album")
+
+    try:
+        trio.run(main)
+    finally:
+        logging.getLogger().removeHandler(errors)
+    assert not errors.bad
