@@ -57,6 +57,7 @@ class HostilePeer:
         self.closed = trio.Event()
         self.decode_error: str | None = None
         self.sent_bytes = 0
+        self._reading = trio.CancelScope()
 
     @property
     def local_address(self) -> PeerAddress:
@@ -133,11 +134,20 @@ class HostilePeer:
         await self.send_raw(bytes(4))
         return not await self.wait_closed(timeout)
 
+    def stop_reading(self) -> None:
+        """Read nothing more: what the session sends piles up in the socket buffers, then
+        in the session (a peer that asks for data and never takes it)."""
+        self._reading.cancel()
+
     async def aclose(self) -> None:
         """Hang up."""
         await trio.aclose_forcefully(self._stream)
 
     async def _read(self) -> None:
+        with self._reading:
+            await self._read_all()
+
+    async def _read_all(self) -> None:
         try:
             while True:
                 data = await self._stream.receive_some(_READ_SIZE)

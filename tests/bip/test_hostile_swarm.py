@@ -256,3 +256,52 @@ async def test_request_cancel_churn_keeps_the_upload_queue_bounded(tmp_path: Pat
                     peak = max(peak, queue.statistics().current_buffer_used)
                 assert not peer.closed.is_set()
     assert peak <= 2 * DEFAULT_MAX_PEER_REQUESTS, f"{peak} requests queued for one peer"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "bip/_client/_upload.py (Uploader._work): each of a torrent's 4 upload workers awaits "
+        "PeerManager.send for the peer it read a block for, so a peer that keeps requesting "
+        "and never reads fills its send queue (about 1100 messages, 17 MB: _session.py's "
+        "_SEND_QUEUE) and then holds every worker: no other peer is served until the send "
+        "timeout (180 s) drops it, and it can come back. A worker should not wait on one "
+        "peer: skip a peer whose queue is full (send_nowait, or check its room before the "
+        "disk read) and serve its requests when it drains, as libtorrent stops reading "
+        "requests of a peer past its send buffer watermark"
+    ),
+)
+async def test_a_peer_that_never_reads_does_not_stall_the_other_peers(tmp_path: Path) -> None:
+    folder = write_content(tmp_path / "seed", SIZES)
+    torrent = make_torrent(folder, "v1")
+    with trio.fail_after(DEADLINE):
+        async with open_session(loopback_config(listen=((SEED_HOST, 0),))) as seeder:
+            seeding = await seeder.add_torrent(torrent, TorrentOptions(folder.parent))
+            await seeding.wait_complete()
+            [address] = seeder.handshaker.listen_addresses
+            num_pieces = torrent.info.num_pieces
+            async with hostile_peer(address, seeding.info_hash, local_host=ATTACKER_HOST) as peer:
+                await peer.send(Interested())
+                await peer.wait_for(lambda m: isinstance(m, Unchoke))
+                peer.stop_reading()
+                task = next(iter(seeder.manager._peers.values()))
+                # Ask for every block again and again until its send queue is full.
+                with trio.move_on_after(10.0):
+                    while len(task.queue) < task.queue_capacity:
+                        await peer.send(*(Request(i, 0, 16384) for i in range(num_pieces - 1)))
+                        await trio.sleep(0.001)
+                assert len(task.queue) >= task.queue_capacity
+                # One worker waits for room; one more round of requests takes the others.
+                await peer.send(*(Request(i, 0, 16384) for i in range(num_pieces - 1)))
+                await trio.sleep(0.3)
+                # Another peer asks for one block: served within a second, or stalled.
+                async with hostile_peer(
+                    address, seeding.info_hash, local_host=HONEST_HOST
+                ) as honest:
+                    await honest.send(Interested())
+                    await honest.wait_for(lambda m: isinstance(m, Unchoke))
+                    await honest.send(Request(0, 0, 16384))
+                    with trio.move_on_after(1.0):
+                        await honest.wait_for(lambda m: type(m).__name__ == "Piece")
+                    served = any(type(m).__name__ == "Piece" for m in honest.received)
+    assert served, "the seed served nobody while one peer did not read"
