@@ -30,6 +30,8 @@ from bip_bencode import encode
 from bip_handshake import PeerAddress
 from bip_metainfo import Metainfo
 from bip_peer import (
+    DEFAULT_HOLEPUNCH_CONNECT_BURST,
+    DEFAULT_HOLEPUNCH_CONNECT_RATE,
     DEFAULT_MAX_PEER_REQUESTS,
     AllowedFast,
     Bitfield,
@@ -363,12 +365,23 @@ async def pex_floods(peer: HostilePeer, arena: Arena) -> Expect:
 async def holepunch_floods(peer: HostilePeer, arena: Arena) -> Expect:
     ours = peer.their_handshake or await _their_handshake(peer)
     ut_holepunch = ours.extension_id("ut_holepunch")
-    if ut_holepunch is None:
-        return "open"  # the seed does not relay (no uTP): nothing to attack
+    assert ut_holepunch is not None  # uTP is on: the seed relays
+    # Rendezvous for the seed itself, for the attacker, for nobody connected.
     targets = [arena.address, peer.local_address, PeerAddress.parse("127.0.0.99:9")]
     for i in range(FLOOD):
         message = HolepunchMessage.rendezvous(targets[i % len(targets)])
         await peer.send(message.to_extended(ut_holepunch))
+    # Connects to thousands of addresses (nobody listens there): the seed dials a few of
+    # them, at the service's rate, never all (it would be a reflector otherwise).
+    handshaker = arena.seeder.handshaker
+    before, start = handshaker.statistics().outbound_attempts, trio.current_time()
+    for i in range(FLOOD):
+        target = PeerAddress.parse(f"127.2.{i // 250}.{i % 250 + 1}:9")
+        await peer.send(HolepunchMessage.connect(target).to_extended(ut_holepunch))
+    await peer.still_open(0.2)
+    dials = handshaker.statistics().outbound_attempts - before
+    elapsed = trio.current_time() - start
+    assert dials <= DEFAULT_HOLEPUNCH_CONNECT_BURST + DEFAULT_HOLEPUNCH_CONNECT_RATE * elapsed + 1
     for raw in (
         b"",
         b"\x00",
