@@ -125,6 +125,8 @@ from ._messages import (
 __all__ = [
     "DEFAULT_MAX_PEER_REQUESTS",
     "MAX_CANCELLED_REQUESTS",
+    "MAX_EXTENSION_NAME_LENGTH",
+    "MAX_PEER_EXTENSION_NAMES",
     "BlockKey",
     "ConnectionLimits",
     "Event",
