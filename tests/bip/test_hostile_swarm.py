@@ -17,7 +17,7 @@ from _engine_helpers import loopback_config, make_torrent, same_files, write_con
 from _hostile_peer import HostilePeer, hostile_peer
 
 from bip._client import TorrentOptions, open_session
-from bip_handshake import PeerId
+from bip_handshake import DEFAULT_MAX_CONCURRENT, PeerId
 from bip_peer import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_PEER_REQUESTS,
@@ -165,14 +165,20 @@ async def test_a_pex_flood_of_dead_addresses_does_not_lock_honest_peers_out(
                     bytes([127, 1, i >> 8, i & 0xFF]) + (9).to_bytes(2, "big") for i in range(200)
                 )
                 await peer.send_extended(ut_pex, {b"added": added})
-                await trio.sleep(0.2)
-                async with open_session(loopback_config(listen=((HONEST_HOST, 0),))) as honest:
-                    download = await honest.add_torrent(
-                        torrent, TorrentOptions(tmp_path / "honest", peers=(address,))
-                    )
-                    await download.wait_complete()
-                refused = seeder.handshaker.statistics().over_limit
-    assert refused == 0, f"{refused} inbound handshakes refused while dialling PEX's addresses"
+                # Wait until the seed is busy dialling them: every handshake slot taken.
+                handshaker = seeder.handshaker
+                with trio.move_on_after(5.0):
+                    while handshaker.statistics().in_flight < DEFAULT_MAX_CONCURRENT:
+                        await trio.sleep(0.01)
+                assert handshaker.statistics().in_flight >= DEFAULT_MAX_CONCURRENT
+                # Now an honest peer dials the seed.
+                refused = 0
+                try:
+                    async with hostile_peer(address, seeding.info_hash, local_host=HONEST_HOST):
+                        pass
+                except (trio.BrokenResourceError, OSError):
+                    refused = handshaker.statistics().over_limit
+    assert not refused, f"honest handshakes refused for want of a slot: {refused}"
 
 
 @pytest.mark.xfail(
