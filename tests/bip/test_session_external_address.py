@@ -14,14 +14,22 @@ from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import trio
 from _engine_helpers import address_of, loopback_config, make_torrent, write_content
+from _http_tracker_server import answer, http_server, reply
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bip._client import Session, TorrentOptions, open_session
 from bip._client._external_address import ExternalAddresses
+from bip._client._http_tracker_codec import parse_announce_response
+from bip._client._session import _dht_decided
 from bip._client._torrent import Torrent
+from bip_bencode import encode
 from bip_handshake import PeerAddress
 from bip_handshake._external import ExternalIPVoter, VoteSource
 from bip_metainfo import InfoHash, Metainfo
@@ -174,6 +182,56 @@ async def test_peers_yourip_decides_and_we_recognise_ourselves(tmp_path: Path) -
             assert s.holepunch.service.statistics().relay_refused == 1
 
 
+async def test_trackers_external_ip_counts(tmp_path: Path) -> None:
+    [torrent] = _torrents(tmp_path, 1)
+    body = answer(interval=1800, peers=b"", external_ip=SEEN_AT.packed)
+    with trio.fail_after(DEADLINE):
+        async with (
+            # Two trackers, two voters (by their address): a tracker outweighs a peer.
+            http_server(reply(body), host="127.0.0.1") as one,
+            http_server(reply(body), host="127.0.0.2") as two,
+            open_session(
+                loopback_config(listen=((S_HOST, 0),), trackers=True),
+                external_voter=ExternalIPVoter(accept_local=True),
+            ) as s,
+        ):
+            await s.add_torrent(
+                torrent, TorrentOptions(tmp_path / "s", extra_trackers=(one.url, two.url))
+            )
+            await wait_until(lambda: bool(s.external_addresses))
+            assert s.external_addresses == (PeerAddress(SEEN_AT, address_of(s).port),)
+            assert s.external is not None
+            assert s.external.voter.statistics().votes == 2
+
+
+@pytest.mark.parametrize(
+    "external_ip",
+    [b"\x7f\x00\x09", b"127.0.0.9", b"", b"\x00" * 17, 2130706441, [b"\x7f\x00\x00\x09"]],
+)
+async def test_a_malformed_external_ip_is_ignored(tmp_path: Path, external_ip: object) -> None:
+    [torrent] = _torrents(tmp_path, 1)
+    somebody = PeerAddress(IPv4Address("127.0.0.5"), 1)
+    body = answer(interval=1800, peers=somebody.to_compact(), external_ip=external_ip)
+    with trio.fail_after(DEADLINE):
+        async with (
+            http_server(reply(body), host="127.0.0.1") as one,
+            http_server(reply(body), host="127.0.0.2") as two,
+            open_session(
+                loopback_config(listen=((S_HOST, 0),), trackers=True),
+                external_voter=ExternalIPVoter(accept_local=True),
+            ) as s,
+        ):
+            await s.add_torrent(
+                torrent, TorrentOptions(tmp_path / "s", extra_trackers=(one.url, two.url))
+            )
+            # Both answers were read (their peer was offered to the dialler) ...
+            await wait_until(lambda: s.handshaker.statistics().discovered >= 2)
+            # ... and their external ip left alone.
+            assert s.external is not None
+            assert s.external.voter.statistics().votes == 0
+            assert not s.external_addresses
+
+
 class _FakeDht:
     """What ExternalAddresses reads of a DHT: its decided addresses."""
 
@@ -280,3 +338,58 @@ def test_add_our_address_is_bounded_and_reversible() -> None:
     assert service.our_addresses == frozenset()
     with pytest.raises(TypeError):
         service.add_our_address(None)  # type: ignore[arg-type]
+
+
+def test_the_dht_decision_is_read_from_its_node() -> None:
+    me = PeerAddress(IPv4Address("81.2.69.160"), 6881)
+    node = SimpleNamespace(external_addresses={4: me, 6: "not an address", 5: me})
+    read = _dht_decided(SimpleNamespace(node=node))
+    assert read is not None
+    assert read() == {4: me}
+    # A DHT of the user's without a node (or a node without the attribute) never votes.
+    read = _dht_decided(SimpleNamespace())
+    assert read is not None
+    assert read() == {}
+    assert _dht_decided(None) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (b"\x51\x02\x45\xa0", IPv4Address("81.2.69.160")),
+        (IPv6Address("2a00:1450:4001:80b::200e"), IPv6Address("2a00:1450:4001:80b::200e")),
+        (IPv6Address("::ffff:81.2.69.160"), IPv4Address("81.2.69.160")),
+        (b"\x51\x02\x45", None),
+        (b"", None),
+        (b"\x00" * 17, None),
+        (b"81.2.69.160", None),
+        (1359103392, None),
+        ([b"\x51\x02\x45\xa0"], None),
+        ({b"ip": b"\x51\x02\x45\xa0"}, None),
+    ],
+)
+def test_the_codec_reads_external_ip(value: object, expected: object) -> None:
+    raw = value.packed if isinstance(value, IPv4Address | IPv6Address) else value
+    fields: dict[bytes, Any] = {b"interval": 60, b"external ip": raw}
+    parsed = parse_announce_response(encode(fields))
+    assert parsed.external_ip == expected
+    assert parse_announce_response(encode({b"interval": 60})).external_ip is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    value=st.recursive(
+        st.binary(max_size=20) | st.integers(),
+        lambda inner: (
+            st.lists(inner, max_size=3) | st.dictionaries(st.binary(max_size=4), inner, max_size=3)
+        ),
+        max_leaves=6,
+    )
+)
+def test_any_external_ip_is_read_or_ignored(value: object) -> None:
+    fields: dict[bytes, Any] = {b"interval": 60, b"external ip": value}
+    parsed = parse_announce_response(encode(fields))
+    if isinstance(value, bytes) and len(value) in (4, 16):
+        assert isinstance(parsed.external_ip, IPv4Address | IPv6Address)
+    else:
+        assert parsed.external_ip is None

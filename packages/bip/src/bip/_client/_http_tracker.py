@@ -346,6 +346,7 @@ class HttpTrackerClient:
             tracker_id=answer.tracker_id,
             warning=answer.warning,
             peer_names=answer.peer_names,
+            external_ip=answer.external_ip,
         )
 
     async def scrape(

@@ -1,6 +1,6 @@
 """What an HTTP(S) tracker client sends and reads, pure: tracker URLs, announce and scrape
 queries (BEP 3, BEP 23 compact peers, BEP 48 scrape URLs), and the bencoded answers (BEP 3,
-BEP 7 IPv6 peers, BEP 48).
+BEP 7 IPv6 peers, BEP 24 ``external ip``, BEP 48).
 
 A peer of a dictionary peer list may be named by a DNS name (BEP 3: "IPv6 address, IPv4
 address or DNS name"): the parser does not resolve it (it is pure) but keeps up to
@@ -10,7 +10,8 @@ the numeric peers are never held up by a slow name.
 Leniency follows libtorrent's, because real trackers deviate in the same ways: dictionary keys
 out of order and bytes after the bencoded answer are accepted; a missing ``interval`` means
 1800 s; a compact peer list whose length is not a multiple of 6 (18) loses its last partial
-entry; a bad entry of a peer list is skipped, not fatal. Everything else a tracker sends wrong
+entry; a bad entry of a peer list is skipped, not fatal; an ``external ip`` that is not 4 or 16
+bytes is ignored. Everything else a tracker sends wrong
 is a :class:`MalformedTrackerResponseError` with a one-line reason.
 """
 
@@ -336,6 +337,8 @@ class HttpAnnounceResponse:
         warning: the tracker's ``warning message``, if any.
         peer_names: the peers a dictionary list named by DNS name, to resolve (at most
             :data:`MAX_PEER_NAMES`, each once).
+        external_ip: our address as the tracker saw it (BEP 24 ``external ip``: 4 or 16
+            bytes, an IPv4-mapped IPv6 one read as IPv4); ``None`` if absent or malformed.
     """
 
     interval: int
@@ -346,6 +349,7 @@ class HttpAnnounceResponse:
     peers: tuple[PeerAddress, ...]
     warning: str | None
     peer_names: tuple[PeerName, ...] = ()
+    external_ip: IPv4Address | IPv6Address | None = None
 
 
 def _bdecode_dict(body: bytes) -> dict[bytes, object]:
@@ -438,6 +442,19 @@ def _peers(answer: dict[bytes, object]) -> tuple[tuple[PeerAddress, ...], tuple[
     return tuple(dict.fromkeys(numeric))[:MAX_PEERS], tuple(dict.fromkeys(named))[:MAX_PEER_NAMES]
 
 
+def _external_ip(value: object) -> IPv4Address | IPv6Address | None:
+    """BEP 24's ``external ip``: 4 or 16 bytes; anything else is ignored (libtorrent too), as
+    it is only ever one vote for our address, never worth failing an announce over."""
+    if not isinstance(value, bytes):
+        return None
+    if len(value) == 4:
+        return IPv4Address(value)
+    if len(value) == 16:
+        host = IPv6Address(value)
+        return host.ipv4_mapped or host
+    return None
+
+
 def parse_announce_response(body: bytes) -> HttpAnnounceResponse:
     """Read a tracker's bencoded answer to an announce.
 
@@ -447,6 +464,8 @@ def parse_announce_response(body: bytes) -> HttpAnnounceResponse:
 
     >>> parse_announce_response(b"d8:intervali900e5:peers6:\\x7f\\x00\\x00\\x01\\x1a\\xe1e").peers
     (PeerAddress(host=IPv4Address('127.0.0.1'), port=6881),)
+    >>> parse_announce_response(b"d11:external ip4:\\x51\\x02\\x45\\xa0e").external_ip
+    IPv4Address('81.2.69.160')
     """
     answer = _bdecode_dict(body)
     failure = answer.get(b"failure reason")
@@ -469,6 +488,7 @@ def parse_announce_response(body: bytes) -> HttpAnnounceResponse:
         peers=peers,
         warning=_text(warning) if isinstance(warning, bytes) and warning else None,
         peer_names=peer_names,
+        external_ip=_external_ip(answer.get(b"external ip")),
     )
 
 
