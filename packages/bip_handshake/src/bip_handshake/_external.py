@@ -27,6 +27,11 @@ one from many nodes' ``ip``. Any one of them may be wrong or lie, so, like libto
 Each family votes on its own. Ports are not voted on (a NAT may show each party another one):
 the caller pairs the decided IP with its own listening ports. Time is an argument.
 
+bip_dht keeps its own BEP 42 voter (``bip_dht.ExternalAddressVoter``): it decides an address
+with its port, from responders of any kind (its simulator runs on private ranges), and may be
+configured to believe a single responder; its node id follows that decision, so its rules stay
+its own. This voter takes the DHT's decision as one weighty vote instead.
+
 >>> from ipaddress import ip_address
 >>> voter = ExternalIPVoter()
 >>> me = ip_address("81.2.69.160")
