@@ -6,6 +6,16 @@ the small :class:`PeerSink` protocol, dials them with a bound on the number of
 handshakes in flight, answers peers that dial us, and hands every completed
 handshake to its owner as a :class:`CompletedHandshake` carrying the open stream.
 
+Bounds: dials and inbound handshakes have separate bounds, ``max_concurrent`` (dials
+connecting or handshaking: libtorrent's half-open limit, which applies to outgoing
+connects only) and ``max_inbound`` (inbound handshakes in progress). Sharing one pool let
+the dials starve the inbound side: a PEX message listing dead addresses fills every
+slot with connects that each take the whole connect timeout, and honest peers dialling
+us meanwhile were refused. A dial over its bound waits in the dial queue (itself
+bounded by ``max_queued``) for a slot; an inbound connection over its bound is closed at
+once (``over_limit``), since the peer will dial again and holding an idle socket for it
+costs a file descriptor.
+
 Everything a remote party can do wrong (garbage, a wrong protocol string, an
 unknown info-hash, a truncated handshake, a peer that sends one byte a minute)
 costs that one connection: it is closed and counted in :meth:`Handshaker.statistics`.
@@ -107,7 +117,7 @@ DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 DEFAULT_HANDSHAKE_TIMEOUT: Final = 20.0
 """Seconds the whole handshake exchange may take by default, once connected."""
 DEFAULT_MAX_CONCURRENT: Final = 64
-"""How many connections may be connecting or handshaking at once by default."""
+"""How many dials may be connecting or handshaking at once by default (the half-open bound)."""
 DEFAULT_MAX_QUEUED: Final = 1024
 """How many discovered addresses may wait for a dial by default; more are dropped."""
 _RECEIVE_SIZE: Final = 16 * 1024
@@ -328,7 +338,13 @@ class HandshakerStatistics:
         connection_lost: peers that closed or reset the connection mid-handshake.
         unknown_info_hash: inbound handshakes for a torrent that is not registered.
         self_connection: handshakes with our own peer id.
-        over_limit: inbound connections closed because ``max_concurrent`` were in flight.
+        over_limit: inbound connections closed at once because ``max_inbound`` inbound
+            handshakes were in progress (dials never count here: they have their own bound).
+        outbound_waited: dials that reached the head of the dial queue while all the
+            ``max_concurrent`` outbound slots were taken, and waited there for one (the
+            outbound bound never refuses: they ran once a slot freed, unless dropped
+            meanwhile; the dials behind them waited too, and show in ``queued``).
+            Inbound handshakes never wait and never take these slots.
         filtered_direction: refused by :attr:`HandshakeFilters.inbound` / ``outbound``.
         filtered_address: refused by :attr:`HandshakeFilters.address`.
         filtered_info_hash: refused by :attr:`HandshakeFilters.info_hash`.
@@ -349,7 +365,10 @@ class HandshakerStatistics:
             ``unknown_info_hash``, a peer closing an inbound one as ``connection_lost``,
             and one sent to a ``PLAINTEXT_ONLY`` handshaker as ``protocol_error``.
         failures: attempts that ended without a delivered handshake.
-        in_flight: connections connecting or handshaking now.
+        in_flight: connections connecting or handshaking now, in both directions
+            (``outbound_in_flight + inbound_in_flight``).
+        outbound_in_flight: dials connecting or handshaking now (at most ``max_concurrent``).
+        inbound_in_flight: inbound handshakes in progress now (at most ``max_inbound``).
         queued: addresses waiting for a dial now.
     """
 
@@ -370,6 +389,7 @@ class HandshakerStatistics:
     unknown_info_hash: int = 0
     self_connection: int = 0
     over_limit: int = 0
+    outbound_waited: int = 0
     filtered_direction: int = 0
     filtered_address: int = 0
     filtered_info_hash: int = 0
@@ -383,6 +403,8 @@ class HandshakerStatistics:
     mse_failed: int = 0
     failures: int = 0
     in_flight: int = 0
+    outbound_in_flight: int = 0
+    inbound_in_flight: int = 0
     queued: int = 0
 
     @property
@@ -391,7 +413,9 @@ class HandshakerStatistics:
         return self.outbound_completed + self.inbound_completed
 
 
-_COUNTERS: Final = frozenset(f.name for f in fields(HandshakerStatistics)) - {"in_flight", "queued"}
+_GAUGES: Final = frozenset({"in_flight", "outbound_in_flight", "inbound_in_flight", "queued"})
+"""The statistics that are current values, not counters."""
+_COUNTERS: Final = frozenset(f.name for f in fields(HandshakerStatistics)) - _GAUGES
 _DIAL_FAILURES: Final = frozenset({"connect_failed", "connect_timeout"})
 """The failure counters of a dial that never connected (what ``on_dial_failed`` hears of)."""
 
@@ -405,7 +429,7 @@ _REASONS: Final = {
     "connection_lost": "the peer closed the connection",
     "unknown_info_hash": "the peer asked for a torrent we do not serve",
     "self_connection": "connected to ourselves",
-    "over_limit": "too many handshakes in flight",
+    "over_limit": "too many inbound handshakes in progress",
     "filtered_info_hash": "refused by the info-hash filter",
     "filtered_extensions": "refused by the extensions filter",
     "filtered_peer_id": "refused by the peer id filter",
@@ -538,6 +562,7 @@ class Handshaker:
         extensions: Extensions,
         max_concurrent: int,
         max_queued: int,
+        max_inbound: int | None = None,
         connect_timeout: float,
         handshake_timeout: float,
         filters: HandshakeFilters,
@@ -558,8 +583,12 @@ class Handshaker:
         self._encryption = encryption
         self._dial = dial
         self._listeners = listeners
-        self._slots = trio.Semaphore(max_concurrent)
+        # Two pools, never shared: dials may not starve inbound handshakes (see the module
+        # docstring), and inbound peers may not hold back our dials.
+        self._slots = trio.Semaphore(max_concurrent)  # outbound: held by a dial in flight
         self._max_concurrent = max_concurrent
+        self._max_inbound = max_concurrent if max_inbound is None else max_inbound
+        self._inbound_slots = trio.Semaphore(self._max_inbound)
         self._torrents: dict[bytes, InfoHash] = {}
         self._skeys = SkeyTable()
         self._registered: set[InfoHash] = set()
@@ -678,18 +707,23 @@ class Handshaker:
     def completed(self) -> trio.MemoryReceiveChannel[CompletedHandshake]:
         """The completed handshakes, to iterate with ``async for``.
 
-        A handshake waits here (holding its concurrency slot) until received; the
-        receiver owns the stream.
+        A handshake waits here (holding its slot, outbound or inbound) until
+        received; the receiver owns the stream.
         """
         return self._done_receive
 
     def statistics(self) -> HandshakerStatistics:
         """A frozen snapshot of the counters."""
         counts = {name: self._counts[name] for name in _COUNTERS}
+        # Every handshake in flight holds one slot of its direction, so the slots taken
+        # count them.
+        outbound = self._max_concurrent - self._slots.value
+        inbound = self._max_inbound - self._inbound_slots.value
         return HandshakerStatistics(
             **counts,
-            # Every handshake in flight holds one slot, so the slots taken count them.
-            in_flight=self._max_concurrent - self._slots.value,
+            in_flight=outbound + inbound,
+            outbound_in_flight=outbound,
+            inbound_in_flight=inbound,
             queued=self._queue_send.statistics().current_buffer_used,
         )
 
@@ -766,12 +800,15 @@ class Handshaker:
         return True
 
     async def _dispatch(self) -> None:
-        """Take queued dials one by one as concurrency slots free up."""
+        """Take queued dials one by one as outbound slots free up (inbound ones never)."""
         async for torrent, address, swarm_id in self._queue_receive:
             if torrent not in self._registered:
                 self._dialling.discard((torrent, address))
                 self._count("unregistered")
                 continue
+            if self._slots.value == 0:
+                # Over the half-open bound: the dial waits for a slot, it is not refused.
+                self._count("outbound_waited")
             await self._slots.acquire()
             if self._open.get((torrent, address)):
                 # The peer dialled us while this dial waited for a slot: connected already.
@@ -908,7 +945,7 @@ class Handshaker:
     async def _run_inbound(
         self, stream: trio.abc.Stream, address: PeerAddress, transport: Transport
     ) -> None:
-        """One accepted connection; acquires a slot or closes at once."""
+        """One accepted connection; acquires an inbound slot or closes at once."""
         address = address.normalized()
         delivered = False
         acquired = False
@@ -917,9 +954,9 @@ class Handshaker:
                 return
             self._count("inbound_attempts")
             try:
-                self._slots.acquire_nowait()
+                self._inbound_slots.acquire_nowait()
             except trio.WouldBlock:
-                raise _RefusedError("over_limit") from None
+                raise _RefusedError("over_limit", f"{self._max_inbound} in progress") from None
             acquired = True
             # MSE: within the handshake timeout, _handshake looks at the first bytes
             # (_receive_secure) and speaks BEP 3 over the (maybe) encrypted stream.
@@ -935,7 +972,7 @@ class Handshaker:
             _log.debug("inbound handshake from %s failed: %s", address, refused.describe())
         finally:
             if acquired:
-                self._slots.release()
+                self._inbound_slots.release()
             if not delivered:
                 await trio.aclose_forcefully(stream)
 
@@ -1191,6 +1228,7 @@ async def open_handshaker(
     extensions: Extensions = Extensions.NONE,
     max_concurrent: int = DEFAULT_MAX_CONCURRENT,
     max_queued: int = DEFAULT_MAX_QUEUED,
+    max_inbound: int | None = None,
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     filters: HandshakeFilters | None = None,
@@ -1213,9 +1251,16 @@ async def open_handshaker(
         listen: ``(host, port)`` pairs to listen on (port 0 picks one; see
             :attr:`Handshaker.listen_addresses`); empty to only dial.
         extensions: the reserved bytes we send.
-        max_concurrent: connections connecting or handshaking at once (both
-            directions); inbound connections beyond it are closed at once.
+        max_concurrent: dials connecting or handshaking at once (the half-open bound,
+            outbound only); further dials wait in the queue for a slot. Inbound
+            handshakes do not count against it (``max_inbound`` bounds them).
         max_queued: discovered addresses waiting for a dial; more are dropped.
+        max_inbound: inbound handshakes in progress at once (accepted over TCP or
+            handed over with :meth:`Handshaker.accept_stream`); connections beyond it
+            are closed at once and counted in ``over_limit``. ``None`` (the default):
+            the same number as ``max_concurrent`` (64 with the defaults), so a caller
+            that bounded both directions with ``max_concurrent`` keeps that bound on
+            each direction (the total may now reach twice it).
         connect_timeout: seconds a dial may take.
         handshake_timeout: seconds the handshake may take once connected (a peer
             that dribbles bytes is cut off at this deadline).
@@ -1240,6 +1285,8 @@ async def open_handshaker(
         raise TypeError(f"extensions must be Extensions, not {extensions!r}")
     if max_concurrent < 1 or max_queued < 0 or backlog < 0:
         raise ValueError("max_concurrent must be positive; max_queued and backlog not negative")
+    if max_inbound is not None and max_inbound < 1:
+        raise ValueError(f"max_inbound must be positive, not {max_inbound}")
     for timeout in (connect_timeout, handshake_timeout):
         if math.isnan(timeout) or timeout <= 0:
             raise ValueError(f"a timeout must be positive, not {timeout}")
@@ -1257,6 +1304,7 @@ async def open_handshaker(
                 extensions=extensions,
                 max_concurrent=max_concurrent,
                 max_queued=max_queued,
+                max_inbound=max_inbound,
                 connect_timeout=connect_timeout,
                 handshake_timeout=handshake_timeout,
                 filters=filters if filters is not None else HandshakeFilters(),
