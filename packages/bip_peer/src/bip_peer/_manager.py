@@ -11,10 +11,11 @@ What the manager does for every peer:
 
 - sends our BEP 10 extended handshake first when both sides set the BEP 10 bit (its fields
   come from :class:`PeerManagerConfig` and from every :class:`PeerService`);
-- queues what the owner sends in a bounded send queue (:meth:`PeerManager.send` waits while
-  it is full, :meth:`PeerManager.send_nowait` returns ``False``) and writes queued messages
-  in batches, one ``send_all`` per batch (:meth:`PeerManager.queued_bytes` says how much
-  waits);
+- queues what the owner sends in a send queue bounded in messages and in bytes
+  (:meth:`PeerManager.send` waits while it is full, :meth:`PeerManager.send_nowait` returns
+  ``False``) and writes queued messages in batches, one ``send_all`` per batch
+  (:meth:`PeerManager.queued_bytes` says how much waits, :meth:`PeerManager.wait_writable`
+  waits for it to drain);
 - sends a keep-alive after ``keepalive_interval`` seconds without sending anything, and
   drops the peer after ``idle_timeout`` seconds without receiving anything;
 - decodes what arrives and reports each message as a :class:`MessageReceived` event on the
@@ -127,6 +128,7 @@ __all__ = [
     "DEFAULT_KEEPALIVE_INTERVAL",
     "DEFAULT_MAX_PEERS",
     "DEFAULT_RECEIVE_SIZE",
+    "DEFAULT_SEND_QUEUE_BYTES",
     "DEFAULT_SEND_QUEUE_SIZE",
     "DEFAULT_TICK_INTERVAL",
     "REASON_CLOSED",
@@ -153,6 +155,14 @@ DEFAULT_MAX_PEERS: Final = 200
 """Peers a manager holds at once by default (libtorrent's ``connections_limit``)."""
 DEFAULT_SEND_QUEUE_SIZE: Final = 128
 """Messages a peer's send queue holds by default (2 MiB of 16 KiB blocks)."""
+DEFAULT_SEND_QUEUE_BYTES: Final = 4 * 1024 * 1024
+"""Bytes a peer's send queue holds by default before :meth:`PeerManager.send` waits.
+
+The message count alone does not bound memory: a queue sized for a thousand small messages
+(requests, haves) holds 16 MiB of blocks or metadata pieces for a peer that stops reading,
+and a manager holds 200 such peers. 4 MiB is eight times libtorrent's send buffer
+watermark (500 KiB), room for any reasonable sender to keep a fast peer busy.
+"""
 DEFAULT_EVENT_BUFFER: Final = 256
 """Events buffered for :meth:`PeerManager.events` by default before the readers wait."""
 DEFAULT_KEEPALIVE_INTERVAL: Final = 120.0
@@ -177,6 +187,8 @@ DEFAULT_TICK_INTERVAL: Final = 1.0
 _WRITE_BATCH: Final = 256 * 1024
 """Queued bytes joined into one ``send_all`` at most (a bigger single message goes alone)."""
 _MAX_BATCH_MESSAGES: Final = 512
+_UNBOUNDED: Final = 1 << 62
+"""The byte capacity of a send queue with ``send_queue_bytes=None``: never reached."""
 _PIECE_MESSAGE: Final = BLOCK_SIZE + 13
 """A piece message of a full block: what a reader expects per outstanding request."""
 _READ_FLOOR: Final = 1024
@@ -280,6 +292,10 @@ class PeerManagerConfig:
             slot (libtorrent allows one unless ``allow_multiple_connections_per_ip``).
             ``None``: no limit of its own (``max_peers`` only).
         send_queue_size: messages queued per peer before :meth:`PeerManager.send` waits.
+        send_queue_bytes: bytes queued per peer (not yet written) before
+            :meth:`PeerManager.send` waits and :meth:`PeerManager.send_nowait` refuses;
+            one message is always taken while fewer are queued, so a queue holds at most
+            this plus one message. ``None``: bounded by ``send_queue_size`` only.
         event_buffer: events buffered before the readers wait for the consumer.
         keepalive_interval: seconds without sending after which a keep-alive goes out.
         idle_timeout: seconds without receiving after which a peer is dropped.
@@ -307,6 +323,7 @@ class PeerManagerConfig:
     max_peers: int = DEFAULT_MAX_PEERS
     max_peers_per_host: int | None = None
     send_queue_size: int = DEFAULT_SEND_QUEUE_SIZE
+    send_queue_bytes: int | None = DEFAULT_SEND_QUEUE_BYTES
     event_buffer: int = DEFAULT_EVENT_BUFFER
     keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
@@ -344,6 +361,13 @@ class PeerManagerConfig:
             isinstance(per_host, bool) or not isinstance(per_host, int) or per_host < 1
         ):
             raise ValueError(f"max_peers_per_host must be a positive int or None, not {per_host!r}")
+        queue_bytes = self.send_queue_bytes
+        if queue_bytes is not None and (
+            isinstance(queue_bytes, bool) or not isinstance(queue_bytes, int) or queue_bytes < 1
+        ):
+            raise ValueError(
+                f"send_queue_bytes must be a positive int or None, not {queue_bytes!r}"
+            )
         for name in ("keepalive_interval", "idle_timeout", "tick_interval", "rate_window"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not (math.isfinite(value) and value > 0):
@@ -507,6 +531,7 @@ class _PeerTask:
         "connection",
         "counter",
         "download_quota",
+        "drained",
         "error",
         "exempt",
         "held",
@@ -516,6 +541,7 @@ class _PeerTask:
         "local",
         "peer",
         "queue",
+        "queue_byte_capacity",
         "queue_capacity",
         "queued_bytes",
         "quota_generation",
@@ -538,6 +564,7 @@ class _PeerTask:
         now: float,
         rate_window: float,
         *,
+        byte_capacity: int,
         local: bool,
         exempt: bool,
     ) -> None:
@@ -547,10 +574,13 @@ class _PeerTask:
         self.trailing = handshake.trailing
         self.queue: deque[list[bytes | memoryview]] = deque()  # one entry per message
         self.queue_capacity = capacity
+        self.queue_byte_capacity = byte_capacity  # send waits while queued_bytes reaches it
         # Bytes accepted for this peer and not yet written (queued, or in the write under
         # way): kept up to date per message, so queued_bytes() need not walk the queue.
         self.queued_bytes = 0
         self.space = trio.lowlevel.ParkingLot()  # senders waiting for room in the queue
+        # Waiting for written bytes (send's byte bound, wait_writable): woken after each write.
+        self.drained = trio.lowlevel.ParkingLot()
         self.writer_idle = trio.lowlevel.ParkingLot()  # the writer waiting for messages
         self.writer_waiting = False  # cheaper to test than the parking lot, per message
         self.scope = trio.CancelScope()
@@ -591,6 +621,7 @@ class _PeerTask:
             self.error = error
         self.removed = True
         self.space.unpark_all()
+        self.drained.unpark_all()
         self.scope.cancel()
 
 
@@ -849,6 +880,11 @@ class PeerManager:
             self._config.send_queue_size,
             now,
             self._config.rate_window,
+            byte_capacity=(
+                _UNBOUNDED
+                if self._config.send_queue_bytes is None
+                else self._config.send_queue_bytes
+            ),
             local=local,
             exempt=local and not self._limit_local,
         )
@@ -914,7 +950,8 @@ class PeerManager:
                 raise
 
     async def send(self, peer: Peer, message: Message | object) -> None:
-        """Queue ``message`` for ``peer``, waiting while its send queue is full.
+        """Queue ``message`` for ``peer``, waiting while its send queue is full (it holds
+        ``send_queue_size`` messages, or ``send_queue_bytes`` bytes not yet written).
 
         The protocol state is updated (and checked) when the message is queued; it goes
         out in order with everything queued before. A send that finds room returns at
@@ -934,8 +971,9 @@ class PeerManager:
             await trio.lowlevel.checkpoint()
             raise PeerClosedError(f"{peer!r} was removed")
         queue = task.queue
-        while len(queue) >= task.queue_capacity:
-            await task.space.park()
+        while len(queue) >= task.queue_capacity or task.queued_bytes >= task.queue_byte_capacity:
+            # Messages leave the queue before their write; bytes count until it completes.
+            await (task.space if len(queue) >= task.queue_capacity else task.drained).park()
             if task.removed:
                 raise PeerClosedError(f"{peer!r} was removed")
         try:
@@ -952,7 +990,8 @@ class PeerManager:
         """Queue ``message`` for ``peer`` if its send queue has room.
 
         Returns ``False`` (and drops the message, leaving the state untouched) when the
-        queue is full or the peer was removed.
+        queue is full (in messages or in bytes, as :meth:`send` waits) or the peer was
+        removed.
 
         A client whose decisions lag the connection (the events are a queue: the connection
         has read messages its owner has not seen yet) catches :class:`StaleSendError`, and
@@ -964,7 +1003,12 @@ class PeerManager:
             LocalProtocolError: the protocol forbids sending it now.
         """
         task = self._peers.get(peer)
-        if task is None or task.removed or len(task.queue) >= task.queue_capacity:
+        if (
+            task is None
+            or task.removed
+            or len(task.queue) >= task.queue_capacity
+            or task.queued_bytes >= task.queue_byte_capacity
+        ):
             return False
         try:
             parts = task.connection.send_parts(message)  # type: ignore[arg-type]
@@ -1011,6 +1055,39 @@ class PeerManager:
         """
         task = self._peers.get(peer)
         return 0 if task is None or task.removed else task.queued_bytes
+
+    def is_connected(self, peer: Peer) -> bool:
+        """Whether ``peer`` is still connected (not removed, nor being removed), in O(1).
+
+        :attr:`peers` answers too, but builds a set of every peer.
+        """
+        task = self._peers.get(peer)
+        return task is not None and not task.removed
+
+    async def wait_writable(self, peer: Peer, limit: int) -> None:
+        """Wait until fewer than ``limit`` bytes are queued for ``peer`` (see :meth:`queued_bytes`).
+
+        A sender that keeps a peer's queue near a watermark (libtorrent's
+        ``send_buffer_watermark``: read the next block only below it) waits here instead of
+        holding a block in a full queue. Woken as writes complete; always a checkpoint.
+
+        Raises:
+            ValueError: ``limit`` is not a positive int.
+            PeerClosedError: the peer was removed (before or while waiting).
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a positive int, not {limit!r}")
+        task = self._peers.get(peer)
+        if task is None or task.removed:
+            await trio.lowlevel.checkpoint()
+            raise PeerClosedError(f"{peer!r} was removed")
+        if task.queued_bytes < limit:
+            await trio.lowlevel.checkpoint()
+            return
+        while task.queued_bytes >= limit:
+            await task.drained.park()
+            if task.removed:
+                raise PeerClosedError(f"{peer!r} was removed")
 
     def remove_peer(self, peer: Peer, reason: str) -> None:
         """Close the connection to ``peer``; :class:`PeerRemoved` carries ``reason``.
@@ -1150,6 +1227,7 @@ class PeerManager:
         finally:
             task.removed = True
             task.space.unpark_all()
+            task.drained.unpark_all()
             if self._peers.pop(task.peer, None) is not None:
                 key = (task.peer.address.host, task.peer.info_hash)
                 self._per_host[key] -= 1
@@ -1368,6 +1446,8 @@ class PeerManager:
                     task.queued_bytes -= size
                     counter.sent(size, now)
                     total.sent(size, now)
+                    if task.drained:
+                        task.drained.unpark_all()
                 counter.messages_sent += count
                 total.messages_sent += count
         except _TRANSPORT_ERRORS as exc:
@@ -1404,6 +1484,8 @@ class PeerManager:
             counter.sent(granted, now)
             total.sent(granted, now)
             offset += granted
+            if task.drained:
+                task.drained.unpark_all()
 
     def _tick(self, now: float) -> None:
         """Housekeeping: keep-alives, idle peers; then the services' ticks."""
