@@ -17,6 +17,7 @@ from _engine_helpers import loopback_config, make_torrent, same_files, write_con
 from _hostile_peer import HostilePeer, hostile_peer
 
 from bip._client import TorrentOptions, open_session
+from bip._client._upload import SEND_WATERMARK, UPLOAD_WORKERS
 from bip_handshake import DEFAULT_MAX_CONCURRENT, PeerId
 from bip_peer import (
     DEFAULT_IDLE_TIMEOUT,
@@ -256,13 +257,16 @@ async def test_a_peer_that_never_reads_does_not_stall_the_other_peers(tmp_path: 
                 await peer.send(Interested())
                 await peer.wait_for(lambda m: isinstance(m, Unchoke))
                 peer.stop_reading()
-                task = next(iter(seeder.manager._peers.values()))
-                # Ask for every block again and again until its send queue is full.
+                [victim] = seeder.manager.peers
+                # Ask for every block again and again until the seed holds as much for it as
+                # it will: its send queue at the uploader's watermark (the kernel's buffers
+                # full first). It was 17 MB and every upload worker.
+                full = SEND_WATERMARK - UPLOAD_WORKERS * 16384
                 with trio.move_on_after(10.0):
-                    while len(task.queue) < task.queue_capacity:
+                    while seeder.manager.queued_bytes(victim) < full:
                         await peer.send(*(Request(i, 0, 16384) for i in range(num_pieces - 1)))
                         await trio.sleep(0.001)
-                assert len(task.queue) >= task.queue_capacity
+                assert seeder.manager.queued_bytes(victim) >= full
                 # One worker waits for room; one more round of requests takes the others.
                 await peer.send(*(Request(i, 0, 16384) for i in range(num_pieces - 1)))
                 await trio.sleep(0.3)
@@ -276,4 +280,6 @@ async def test_a_peer_that_never_reads_does_not_stall_the_other_peers(tmp_path: 
                     with trio.move_on_after(1.0):
                         await honest.wait_for(lambda m: type(m).__name__ == "Piece")
                     served = any(type(m).__name__ == "Piece" for m in honest.received)
+                held = seeder.manager.queued_bytes(victim)
+    assert held <= SEND_WATERMARK + 16384, f"{held} bytes queued for a peer that does not read"
     assert served, "the seed served nobody while one peer did not read"
