@@ -52,6 +52,7 @@ from bip_utracker import (
 )
 
 from ._client import (
+    DEFAULT_MAX_PEERS_PER_HOST,
     ClientConfig,
     Session,
     Torrent,
@@ -319,8 +320,10 @@ async def _start_peer(
     *,
     bootstrap: Sequence[PeerAddress],
     config: DHTConfig,
+    shared_host: bool,
 ) -> Torrent:
-    """Open the peer's DHT node and session and add the torrent."""
+    """Open the peer's DHT node and session and add the torrent (with every peer on one
+    address, ``shared_host``, the bound on peers per address is lifted)."""
     dht = await stack.enter_async_context(
         open_dht((peer.host, 0), bootstrap, config=config, peer_sink=peer._dht_sink)
     )
@@ -331,6 +334,7 @@ async def _start_peer(
                 peer_id=peer.peer_id,
                 trackers=peer.use_tracker,
                 dht_interval=_DHT_INTERVAL,
+                max_peers_per_host=None if shared_host else DEFAULT_MAX_PEERS_PER_HOST,
             ),
             dht=dht,
         )
@@ -398,7 +402,12 @@ async def run_swarm(
             swarm = DemoSwarm(layout, source, seeder, peers, url, tuple(bootstrap))
             try:
                 seeding = await _start_peer(
-                    stack, seeder, source, bootstrap=bootstrap, config=config
+                    stack,
+                    seeder,
+                    source,
+                    bootstrap=bootstrap,
+                    config=config,
+                    shared_host=layout.shared_host,
                 )
                 with trio.move_on_at(deadline) as waiting:
                     await _until_seeding(seeding)
@@ -407,7 +416,14 @@ async def run_swarm(
                 start = trio.current_time()
                 for peer in peers:
                     peer.directory.mkdir(parents=True, exist_ok=True)
-                    await _start_peer(stack, peer, source, bootstrap=bootstrap, config=config)
+                    await _start_peer(
+                        stack,
+                        peer,
+                        source,
+                        bootstrap=bootstrap,
+                        config=config,
+                        shared_host=layout.shared_host,
+                    )
                 on_started(swarm)
                 with trio.move_on_at(deadline) as waiting:
                     async with trio.open_nursery() as nursery:

@@ -32,6 +32,18 @@ from ._dialers import (
 )
 from ._errors import HandshakeError, LocalProtocolError, RemoteProtocolError
 from ._extensions import Extensions
+from ._external import (
+    DEFAULT_EXTERNAL_MAX_CANDIDATES,
+    DEFAULT_EXTERNAL_MAX_VOTERS,
+    DEFAULT_EXTERNAL_MIN_VOTERS,
+    DEFAULT_EXTERNAL_ROUND_TIMEOUT,
+    DEFAULT_EXTERNAL_THRESHOLD,
+    DEFAULT_VOTE_WEIGHTS,
+    ExternalIPStatistics,
+    ExternalIPVoter,
+    VoteSource,
+    is_global_address,
+)
 from ._fragmentation import FragmentControl
 from ._handshake import (
     DEFAULT_MAX_TRAILING,
@@ -98,6 +110,11 @@ __all__ = [
     "CRYPTO_RC4",
     "DEFAULT_COMPACT_LIMIT",
     "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_EXTERNAL_MAX_CANDIDATES",
+    "DEFAULT_EXTERNAL_MAX_VOTERS",
+    "DEFAULT_EXTERNAL_MIN_VOTERS",
+    "DEFAULT_EXTERNAL_ROUND_TIMEOUT",
+    "DEFAULT_EXTERNAL_THRESHOLD",
     "DEFAULT_FIRST_SHARE",
     "DEFAULT_FIRST_TIMEOUT",
     "DEFAULT_HANDSHAKE_TIMEOUT",
@@ -105,6 +122,7 @@ __all__ = [
     "DEFAULT_MAX_QUEUED",
     "DEFAULT_MAX_TRAILING",
     "DEFAULT_PEER_ID_PREFIX",
+    "DEFAULT_VOTE_WEIGHTS",
     "HANDSHAKE_LENGTH",
     "MAX_UTP_HINTS",
     "MIN_DATAGRAM",
@@ -125,6 +143,8 @@ __all__ = [
     "EncryptionMethod",
     "EncryptionPolicy",
     "Extensions",
+    "ExternalIPStatistics",
+    "ExternalIPVoter",
     "Family",
     "FragmentControl",
     "Handshake",
@@ -169,9 +189,11 @@ __all__ = [
     "UtpState",
     "UtpStatistics",
     "UtpStream",
+    "VoteSource",
     "azureus_prefix",
     "encode_compact_nodes",
     "encode_compact_peers",
+    "is_global_address",
     "is_mtu_probe",
     "open_handshaker",
     "open_utp_over",

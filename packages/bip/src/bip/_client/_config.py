@@ -16,6 +16,7 @@ __all__ = [
     "DEFAULT_DHT_INTERVAL",
     "DEFAULT_LISTEN_PORT",
     "DEFAULT_MAX_PEERS",
+    "DEFAULT_MAX_PEERS_PER_HOST",
     "DEFAULT_METADATA_TIMEOUT",
     "DEFAULT_REDIAL_INTERVAL",
     "DEFAULT_RESUME_INTERVAL",
@@ -44,6 +45,13 @@ DEFAULT_REDIAL_INTERVAL: Final = 15.0
 A peer that was not ready (still checking its data, not started yet) is dialled again; one
 already connected is skipped by the handshaker.
 """
+DEFAULT_MAX_PEERS_PER_HOST: Final = 8
+"""Peers of one torrent from one IP address at most (``ClientConfig.max_peers_per_host``).
+
+libtorrent allows one unless ``allow_multiple_connections_per_ip``; a few more let several
+clients behind one NAT, or two connections of a simultaneous open, in, while one machine still
+cannot take every slot of a session.
+"""
 DEFAULT_DHT_INTERVAL: Final = 900.0
 """Seconds between two DHT lookups (and announces) of a torrent, libtorrent's default."""
 DEFAULT_UTP_CONFIG: Final = UtpConfig(connect_timeout=3.0)
@@ -65,6 +73,10 @@ class ClientConfig:
         encryption: the MSE/PE policy of every connection (``PREFER_ENCRYPTED`` as libtorrent).
         peer_id: our peer id (a fresh ``-BP0100-`` one by default).
         max_peers: peers connected at once, all torrents together.
+        max_peers_per_host: peers of one torrent connected at once from one IP address
+            (an IPv4 address in IPv6 form counts as the IPv4 one); more are refused, so that
+            one machine cannot take every slot. ``None``: no bound but ``max_peers`` (a
+            swarm of many clients on one address, as ``bip demo`` without loopback aliases).
         resume_interval: seconds between resume data saves while a torrent changes.
         metadata_timeout: seconds per metadata (BEP 9) or piece layers (BEP 52) fetch
             attempt (magnet links).
@@ -111,6 +123,7 @@ class ClientConfig:
     encryption: EncryptionPolicy = EncryptionPolicy.PREFER_ENCRYPTED
     peer_id: PeerId | None = None
     max_peers: int = DEFAULT_MAX_PEERS
+    max_peers_per_host: int | None = DEFAULT_MAX_PEERS_PER_HOST
     resume_interval: float = DEFAULT_RESUME_INTERVAL
     metadata_timeout: float = DEFAULT_METADATA_TIMEOUT
     redial_interval: float = DEFAULT_REDIAL_INTERVAL
@@ -135,6 +148,11 @@ class ClientConfig:
             raise TypeError(f"max_peers must be an int, not {self.max_peers!r}")
         if self.max_peers < 1:
             raise ValueError(f"max_peers must be positive, not {self.max_peers}")
+        per_host = self.max_peers_per_host
+        if per_host is not None and (
+            isinstance(per_host, bool) or not isinstance(per_host, int) or per_host < 1
+        ):
+            raise ValueError(f"max_peers_per_host must be a positive int or None, not {per_host!r}")
         for name in (
             "resume_interval",
             "metadata_timeout",

@@ -27,8 +27,7 @@ from typing import Final, Protocol
 import trio
 
 # ExternalIPVoter is bip_handshake's; imported from its module until it is re-exported.
-from bip_handshake import Family, PeerAddress
-from bip_handshake._external import ExternalIPVoter, VoteSource
+from bip_handshake import ExternalIPVoter, Family, PeerAddress, VoteSource
 from bip_peer import ExtendedHandshake, Peer, PeerManager
 
 __all__ = ["DHT_VOTE_INTERVAL", "ExternalAddresses", "OurAddressesLike"]

@@ -45,6 +45,7 @@ from bip_handshake import (
     CompletedHandshake,
     DialFailure,
     Extensions,
+    ExternalIPVoter,
     Family,
     Handshaker,
     PeerAddress,
@@ -53,7 +54,6 @@ from bip_handshake import (
     UtpSocket,
     open_handshaker,
 )
-from bip_handshake._external import ExternalIPVoter
 from bip_metainfo import InfoHash, MagnetLink, Metainfo
 from bip_peer import (
     DEFAULT_MAX_PEER_REQUESTS,
@@ -327,7 +327,10 @@ class Session:
 
         Two clients that find each other dial each other, often at once: two connections for
         one pair. Both sides keep the same one, with no message exchanged: the one opened by
-        the side with the greater peer id (libtorrent breaks the tie the same way).
+        the side with the greater peer id (libtorrent breaks the tie the same way). The tie is
+        broken only between two connections with one host: a peer id is no secret (every
+        peer the client meets learns it), so a new connection from another host giving a
+        connected peer's id is refused, or anyone could cut that peer off again and again.
         """
         # The manager's peers, not the torrent's: a peer is there as soon as it is added,
         # before its PeerAdded event reaches the torrent.
@@ -341,6 +344,8 @@ class Session:
         )
         if old is None:
             return True
+        if old.address.normalized().host != handshake.address.normalized().host:
+            return False
         ours, theirs = bytes(self.peer_id), bytes(handshake.peer_id)
         opener = ours if handshake.direction == "outbound" else theirs
         if opener != max(ours, theirs):
@@ -606,6 +611,7 @@ async def open_session(
                 open_peer_manager(
                     PeerManagerConfig(
                         max_peers=config.max_peers,
+                        max_peers_per_host=config.max_peers_per_host,
                         send_queue_size=_SEND_QUEUE,
                         client_version=f"bip {__version__}",
                         listen_port=addresses[0].port if addresses else None,
