@@ -10,7 +10,7 @@ import types
 from collections.abc import Callable
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from bip import _cli
@@ -178,8 +178,23 @@ def test_parse_size_rejects(text: str) -> None:
 
 
 @given(st.integers(min_value=0, max_value=2**62))
+@example(104_805_172)  # 99.95 MiB printed with one decimal was "100.0 MiB"
 def test_format_size_is_short(size: int) -> None:
     assert len(format_size(size)) <= 8
+
+
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [
+        (10_234, "9.99 KiB"),
+        (10_235, "10.0 KiB"),  # 9.995 KiB rounds up: one decimal fewer, not "10.00"
+        (102_348, "99.9 KiB"),
+        (104_805_172, "100 MiB"),
+        (1_048_064, "1.00 MiB"),  # 1023.5 KiB carries into the next unit
+    ],
+)
+def test_format_size_decimals_follow_the_rounded_value(size: int, text: str) -> None:
+    assert format_size(size) == text
 
 
 # -- progress ----------------------------------------------------------------------------

@@ -55,10 +55,10 @@ def format_size(size: int | float) -> str:
     ):
         value /= 1024
         unit += 1
-    if value < 10:
-        return f"{value:.2f} {_UNITS[unit]}"
-    if value < 100:
-        return f"{value:.1f} {_UNITS[unit]}"
+    # The decimals by the value as printed: 99.96 is "100", not "100.0" (a digit too many).
+    for decimals, limit in ((2, 10), (1, 100)):
+        if round(value, decimals) < limit:
+            return f"{value:.{decimals}f} {_UNITS[unit]}"
     return f"{value:.0f} {_UNITS[unit]}"
 
 
