@@ -26,7 +26,6 @@ from typing import Final, Protocol
 
 import trio
 
-# ExternalIPVoter is bip_handshake's; imported from its module until it is re-exported.
 from bip_handshake import ExternalIPVoter, Family, PeerAddress, VoteSource
 from bip_peer import ExtendedHandshake, Peer, PeerManager
 
