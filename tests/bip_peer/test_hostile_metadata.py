@@ -3,8 +3,6 @@ reduced to one MetadataFetcher: a peer that never answers must not hold the fetc
 
 from __future__ import annotations
 
-import pytest
-
 from bip_metainfo import InfoHash
 from bip_peer._extended import METADATA_PIECE_SIZE, MetadataData, MetadataRequest
 from bip_peer._metadata import MetadataFetcher
@@ -66,17 +64,6 @@ def test_probing_goes_on_while_no_size_is_known() -> None:
     assert drain(fetcher, "b", 5.0) == [0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a piece asked of a peer that advertised the right size and never answers is asked of "
-        "nobody else until its request times out (10 s; libtorrent asks again after 3 s): "
-        "peers that are all silent delay a magnet's metadata by 10 s each. Asking one more "
-        "peer after 3 s fixes it, but tests/bip_peer/test_metadata.py::"
-        "test_timeout_moves_piece_and_late_data_is_still_taken pins the current behaviour "
-        "(line 356): left for the owner of that test"
-    ),
-)
 def test_a_silent_peer_with_the_right_size_holds_a_piece_at_most_3_seconds() -> None:
     fetcher: MetadataFetcher[str] = MetadataFetcher(V1)
     fetcher.add_peer("silent", len(INFO))

@@ -6,11 +6,22 @@ that exchange without any I/O:
 
 - :class:`MetadataFetcher` decides which piece to ask which peer for, several peers in parallel,
   takes the answers, and verifies the assembled bytes against the info-hash (SHA-1 for v1, SHA-256
-  for v2, both for a hybrid torrent). Time is passed in (``now``) for request timeouts and the
-  back-off after a reject. Peers that send data which cannot be right are reported through
+  for v2, both for a hybrid torrent). Time is passed in (``now``) for request timeouts, re-requests
+  and the back-off after a reject. Peers that send data which cannot be right are reported through
   :meth:`MetadataFetcher.take_banned` so the caller can drop them.
 - :class:`MetadataServer` answers requests from our info dictionary's bytes, with a per-peer
   budget so a peer cannot make us upload the same bytes forever.
+
+How the fetcher deals with silent peers. A request holds its piece for ``rerequest_delay`` (3 s,
+libtorrent's figure: its ``ut_metadata`` asks for a piece again, of another peer, once its last
+request is 3 s old). After that the piece may be asked of another peer too, while the first
+request stays outstanding: whichever answer comes first is taken, so a slow peer's answer is not
+wasted, and a silent peer that advertised the right ``metadata_size`` delays a piece by 3 s, not
+by the whole ``request_timeout``. The piece is asked again at most once per ``rerequest_delay``
+(every request holds it that long), and never twice of one peer. ``request_timeout`` (10 s) still
+decides when a request stops occupying one of the peer's ``max_requests_per_peer`` slots and
+counts as a timeout (``max_timeouts`` of them and the peer is no longer asked); an answer after
+that is still taken if the piece is still missing.
 
 How the fetcher deals with liars. Peers advertise ``metadata_size`` in their extended handshake;
 sizes above ``max_size`` are refused outright (libtorrent's ``ut_metadata`` ignores sizes above
@@ -47,6 +58,7 @@ __all__ = [
     "DEFAULT_MAX_METADATA_SIZE",
     "DEFAULT_METADATA_REJECT_BACKOFF",
     "DEFAULT_METADATA_REQUEST_TIMEOUT",
+    "DEFAULT_METADATA_REREQUEST_DELAY",
     "MetadataFetcher",
     "MetadataFetcherStatistics",
     "MetadataServer",
@@ -60,7 +72,12 @@ DEFAULT_MAX_METADATA_SIZE: Final = 4 * 1024 * 1024
 applies to an advertised size (its ``max_metadata_size`` setting, 30 MiB, bounds other paths)."""
 
 DEFAULT_METADATA_REQUEST_TIMEOUT: Final = 10.0
-"""Seconds a metadata request may stay unanswered before its piece is asked of another peer."""
+"""Seconds a metadata request may stay unanswered before it counts as timed out and frees its
+slot on the peer (its piece was asked of another peer already, after ``rerequest_delay``)."""
+
+DEFAULT_METADATA_REREQUEST_DELAY: Final = 3.0
+"""Seconds a metadata request holds its piece before the piece may be asked of another peer as
+well, the first request staying outstanding (libtorrent's ``ut_metadata`` waits 3 s too)."""
 
 DEFAULT_METADATA_REJECT_BACKOFF: Final = 60.0
 """Seconds a peer that rejected a request is left alone (libtorrent waits one minute too)."""
@@ -161,6 +178,9 @@ class _Peer:
     order: int
     size: int | None
     outstanding: dict[int, float] = field(default_factory=dict)  # piece -> time sent
+    # Outstanding pieces whose request still holds the piece (sent less than rerequest_delay
+    # ago): no other peer is asked for them meanwhile. Always a subset of ``outstanding``.
+    holding: set[int] = field(default_factory=set)
     late: set[int] = field(default_factory=set)  # timed-out pieces whose data we still take
     backoff_until: float = -math.inf
     timeouts: int = 0
@@ -190,7 +210,11 @@ class MetadataFetcher(Generic[K]):
     Args:
         info_hash: the torrent; every hash it has (v1, v2) must match.
         max_size: the largest dictionary fetched; larger advertised sizes are ignored.
-        request_timeout: seconds before an unanswered request's piece is asked elsewhere.
+        request_timeout: seconds before an unanswered request times out: it frees its slot
+            on the peer and counts toward ``max_timeouts``.
+        rerequest_delay: seconds a request holds its piece; after that the piece may be asked
+            of another peer as well, the first request staying outstanding (its answer is
+            taken if it comes first). At most ``request_timeout``: a larger value acts as it.
         reject_backoff: seconds a peer that rejected a request is not asked again.
         max_requests_per_peer: requests in flight to one peer.
         max_timeouts: timeouts after which a peer is not asked any more.
@@ -204,6 +228,7 @@ class MetadataFetcher(Generic[K]):
         max_size: int = DEFAULT_MAX_METADATA_SIZE,
         request_timeout: float = DEFAULT_METADATA_REQUEST_TIMEOUT,
         reject_backoff: float = DEFAULT_METADATA_REJECT_BACKOFF,
+        rerequest_delay: float = DEFAULT_METADATA_REREQUEST_DELAY,
         max_requests_per_peer: int = DEFAULT_MAX_REQUESTS_PER_PEER,
         max_timeouts: int = DEFAULT_MAX_TIMEOUTS,
         max_parallel_failures: int = DEFAULT_MAX_PARALLEL_FAILURES,
@@ -213,6 +238,7 @@ class MetadataFetcher(Generic[K]):
         _check_count("max_size", max_size)
         _check_positive("request_timeout", request_timeout)
         _check_positive("reject_backoff", reject_backoff)
+        _check_positive("rerequest_delay", rerequest_delay)
         _check_count("max_requests_per_peer", max_requests_per_peer)
         _check_count("max_timeouts", max_timeouts)
         _check_count("max_parallel_failures", max_parallel_failures)
@@ -220,6 +246,11 @@ class MetadataFetcher(Generic[K]):
         self._max_size = max_size
         self._request_timeout = float(request_timeout)
         self._reject_backoff = float(reject_backoff)
+        # A request that timed out holds nothing any more, so the delay cannot be longer.
+        self._rerequest_delay = min(float(rerequest_delay), self._request_timeout)
+        # The ``now`` of the last handle_timer: next_deadline reports only later re-request
+        # moments, so a shell that sleeps until it never spins on one already handled.
+        self._timer_now = -math.inf
         self._max_requests = max_requests_per_peer
         self._max_timeouts = max_timeouts
         self._max_parallel_failures = max_parallel_failures
@@ -231,7 +262,7 @@ class MetadataFetcher(Generic[K]):
 
         self._size: int | None = None  # the size being assembled
         self._pieces: dict[int, tuple[bytes, K]] = {}  # piece -> (data, source)
-        self._in_flight: dict[int, int] = {}  # piece -> requests outstanding (not late)
+        self._in_flight: dict[int, int] = {}  # piece -> requests holding it (_Peer.holding)
         # After a failed assembly: for each (size, piece), the digest each contributor sent.
         self._suspect: dict[tuple[int, int], dict[K, bytes]] = {}
         self._failed_contributors: set[K] = set()
@@ -273,8 +304,7 @@ class MetadataFetcher(Generic[K]):
             self._peers[peer] = _Peer(order=self._next_order, size=metadata_size)
             self._next_order += 1
         elif state.size != metadata_size:
-            for piece in state.outstanding:
-                self._in_flight[piece] -= 1
+            self._release_all(state)
             state.outstanding.clear()
             state.late.clear()
             state.size = metadata_size
@@ -289,8 +319,7 @@ class MetadataFetcher(Generic[K]):
         state = self._peers.pop(peer, None)
         if state is None:
             return
-        for piece in state.outstanding:
-            self._in_flight[piece] -= 1
+        self._release_all(state)
         for digests in self._suspect.values():
             digests.pop(peer, None)
         if self._source == peer:
@@ -371,7 +400,7 @@ class MetadataFetcher(Generic[K]):
                 self._source = self._pick_source()
             if self._source != peer:
                 return None
-        piece = self._pick_piece(peer, state, size)
+        piece = self._pick_piece(peer, state, size, now)
         if piece is None:
             return None
         self._send(state, piece, now)
@@ -380,6 +409,7 @@ class MetadataFetcher(Generic[K]):
     def _probe_request(self, peer: K, state: _Peer, now: float) -> MetadataRequest | None:
         # Nobody advertised a usable size: ask a peer that advertised none for piece 0, whose
         # answer carries total_size. One probe at a time across all peers.
+        self._release_due(now)
         if state.size is not None or self._in_flight.get(0, 0) > 0:
             return None
         self._send(state, 0, now)
@@ -387,22 +417,48 @@ class MetadataFetcher(Generic[K]):
 
     def _send(self, state: _Peer, piece: int, now: float) -> None:
         state.outstanding[piece] = now
+        state.holding.add(piece)
         self._in_flight[piece] = self._in_flight.get(piece, 0) + 1
         self._requests_sent += 1
 
-    def _pick_piece(self, peer: K, state: _Peer, size: int) -> int | None:
-        fallback = None
+    def _release(self, state: _Peer, piece: int) -> None:
+        """The peer's request for ``piece`` no longer keeps other peers from being asked."""
+        if piece in state.holding:
+            state.holding.discard(piece)
+            self._in_flight[piece] -= 1
+
+    def _release_all(self, state: _Peer) -> None:
+        for piece in list(state.holding):
+            self._release(state, piece)
+
+    def _release_due(self, now: float) -> None:
+        """Release the requests older than ``rerequest_delay`` (still outstanding)."""
+        limit = now - self._rerequest_delay
+        for state in self._peers.values():
+            for piece in [p for p in state.holding if state.outstanding[p] <= limit]:
+                self._release(state, piece)
+
+    def _pick_piece(self, peer: K, state: _Peer, size: int, now: float) -> int | None:
+        """The piece to ask *peer* for: never asked (or every request dead) first, then one
+        asked of others whose requests no longer hold it (the fewest requests outstanding);
+        among equals, one this peer did not send in a failed assembly, then the lowest."""
+        self._release_due(now)
+        asked: dict[int, int] = {}  # piece -> requests outstanding, holding or not
+        for other in self._peers.values():
+            for piece in other.outstanding:
+                asked[piece] = asked.get(piece, 0) + 1
+        best: tuple[int, bool, int] | None = None
         for piece in range(metadata_piece_count(size)):
             if piece in self._pieces or piece in state.outstanding or piece in state.late:
                 continue
             if self._in_flight.get(piece, 0):
-                continue  # asked elsewhere; it is freed again if that request times out
-            # Prefer pieces this peer did not send in a failed assembly.
-            if peer not in self._suspect.get((size, piece), ()):
-                return piece
-            if fallback is None:
-                fallback = piece
-        return fallback
+                continue  # asked elsewhere less than rerequest_delay ago
+            key = (asked.get(piece, 0), peer in self._suspect.get((size, piece), ()), piece)
+            if best is None or key < best:
+                best = key
+                if key[:2] == (0, False):
+                    break  # nothing can beat an unasked, unsuspected piece
+        return None if best is None else best[2]
 
     def _pick_source(self) -> K:
         """The next single source: peers that did not contribute to a failure first, then by
@@ -480,31 +536,40 @@ class MetadataFetcher(Generic[K]):
         self._choose_size()
 
     def _clear_request(self, state: _Peer, piece: int) -> None:
-        if state.outstanding.pop(piece, None) is not None:
-            self._in_flight[piece] -= 1
+        self._release(state, piece)
+        state.outstanding.pop(piece, None)
         state.late.discard(piece)
 
     # ------------------------------------------------------------------------------- timers
 
     def next_deadline(self) -> float | None:
-        """When :meth:`handle_timer` has something to do: the earliest request timeout or the
-        end of a reject back-off; None if nothing is pending."""
+        """When :meth:`handle_timer` has something to do: the earliest request timeout, moment
+        a piece may be asked of another peer (``rerequest_delay`` after its request), or end
+        of a reject back-off; None if nothing is pending."""
         deadlines = [
             sent + self._request_timeout
             for state in self._peers.values()
             for sent in state.outstanding.values()
         ]
+        for state in self._peers.values():
+            for piece in state.holding:
+                moment = state.outstanding[piece] + self._rerequest_delay
+                if moment > self._timer_now:  # one handled already would be reported forever
+                    deadlines.append(moment)
         deadlines.extend(
             state.backoff_until for state in self._peers.values() if state.backoff_until > -math.inf
         )
         return min(deadlines, default=None)
 
     def handle_timer(self, now: float) -> None:
-        """Expire the requests older than ``request_timeout``: their pieces go to other peers.
+        """Let the pieces requested ``rerequest_delay`` ago be asked of other peers too, and
+        expire the requests older than ``request_timeout`` (they free their peer's slot).
 
         A late answer to an expired request is still taken if the piece is still missing.
         After this, ask :meth:`next_request` again for every peer.
         """
+        self._timer_now = max(self._timer_now, now)
+        self._release_due(now)
         for peer, state in list(self._peers.items()):
             expired = [
                 piece
@@ -512,8 +577,8 @@ class MetadataFetcher(Generic[K]):
                 if now >= sent + self._request_timeout
             ]
             for piece in expired:
+                self._release(state, piece)
                 del state.outstanding[piece]
-                self._in_flight[piece] -= 1
                 state.late.add(piece)
                 state.timeouts += 1
                 self._timeouts += 1
@@ -557,9 +622,8 @@ class MetadataFetcher(Generic[K]):
     def _drop_source(self, state: _Peer) -> None:
         """Give up on the single source (``state``): its pieces are discarded, and its requests
         still in flight no longer hold their pieces (its answers are ignored from now on)."""
-        for piece in state.outstanding:
-            self._in_flight[piece] -= 1
-            state.late.add(piece)
+        self._release_all(state)
+        state.late.update(state.outstanding)
         state.outstanding.clear()
         self._source = None
         self._discard_pieces()
@@ -577,9 +641,8 @@ class MetadataFetcher(Generic[K]):
         Its answer is still taken, as a timed-out one is."""
         for state in self._peers.values():
             if state.size is None:
-                for piece in state.outstanding:
-                    self._in_flight[piece] -= 1
-                    state.late.add(piece)
+                self._release_all(state)
+                state.late.update(state.outstanding)
                 state.outstanding.clear()
 
     def _discard_pieces(self) -> None:
@@ -625,6 +688,7 @@ class MetadataFetcher(Generic[K]):
         self._pieces.clear()
         for state in self._peers.values():
             state.outstanding.clear()
+            state.holding.clear()
             state.late.clear()
         self._in_flight.clear()
 
