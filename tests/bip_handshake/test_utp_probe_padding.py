@@ -143,8 +143,8 @@ def test_once_the_selective_ack_shrinks_the_next_full_packet_is_the_probe() -> N
     probes = [d for d in more if is_mtu_probe(d)]
     assert len(probes) == 1
     (probe,) = probes
-    assert len(probe) == (FLOOR + 1240 + 1) // 2 == a._probe_size
     assert a._probe_seq == _seq(probe)
+    assert len(probe) == (FLOOR + 1240 + 1) // 2 == a._outgoing[_seq(probe)].probed
     assert a.statistics().mtu_probes == 1
     # Its ack raises the floor to exactly what was sent.
     last = _seq(more[-1])
@@ -433,7 +433,7 @@ def test_every_probe_counted_left_padded_and_no_acked_size_is_ruled_out(
                 # The probe, at exactly the probed size, inside the search range.
                 padded_total += 1
                 assert seq == a._probe_seq
-                assert len(datagram) == a._probe_size
+                assert len(datagram) == a._outgoing[a._probe_seq].probed
                 assert floor < len(datagram) <= ceiling
                 last_probe_size = len(datagram)
             else:

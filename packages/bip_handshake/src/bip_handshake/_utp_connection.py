@@ -379,7 +379,8 @@ class UtpConnection:
         self._config = config
         self._budget = budget if budget is not None else UtpReceiveBudget(config.max_buffered)
         # Path MTU discovery, in datagram (UDP payload) bytes: packets are at most the
-        # floor; a probe of _probe_size (one at a time, _probe_seq) tests more.
+        # floor; a probe (one at a time, _probe_seq, its size the entry's ``probed``) tests
+        # more.
         self._family = family
         self._mtu_ceiling: int
         self._mtu_floor: int
@@ -389,7 +390,6 @@ class UtpConnection:
         self._mtu_epoch = 0
         self._restart_mtu_search()  # sets the three from the configuration
         self._probe_seq: int | None = None
-        self._probe_size = 0
         self._mtu_probes = 0
         self._mtu_probes_lost = 0
         # The peer's largest payload (its MTU is ours, at most): a window under it is
@@ -821,7 +821,7 @@ class UtpConnection:
         if entry.seq == self._probe_seq:
             # The padded probe arrived: the path carries datagrams of its size.
             self._probe_seq = None
-            self._set_floor(max(self._mtu_floor, min(self._probe_size, self._mtu_ceiling)))
+            self._set_floor(max(self._mtu_floor, min(entry.probed, self._mtu_ceiling)))
         elif entry.probed and entry.transmissions - entry.too_big == 1:
             self._probe_acked_late(entry)
         return len(entry.payload) if entry.type is not UtpPacketType.SYN else 1
@@ -879,7 +879,7 @@ class UtpConnection:
         self._probe_seq = None
         entry.pad_to = 0
         self._mtu_probes_lost += 1
-        self._mtu_ceiling = max(self._mtu_floor, min(self._mtu_ceiling, self._probe_size - 1))
+        self._mtu_ceiling = max(self._mtu_floor, min(self._mtu_ceiling, entry.probed - 1))
 
     def _probe_acked_late(self, entry: _Outgoing) -> None:
         """``entry``, a probe whose loss was declared (a timeout, selective acks past it),
@@ -1468,7 +1468,7 @@ class UtpConnection:
             # Counted once: a resend of a probe the socket dropped unsent is the same probe.
             self._probe_seq = entry.seq
             self._mtu_probes += 1
-        self._probe_size = entry.probed = size
+        entry.probed = size
         entry.probed_ceiling = self._mtu_ceiling
         entry.probed_epoch = self._mtu_epoch
         return padded
