@@ -49,10 +49,8 @@ def format_size(size: int | float) -> str:
         value /= 1024
         unit += 1
     # Rounding may carry into the next unit (1023.96 KiB -> "1024 KiB"); move up instead.
-    if (
-        round(value, 2 if value < 10 else 1 if value < 100 else 0) >= 1024
-        and unit < len(_UNITS) - 1
-    ):
+    # (Only a value of 1000 or more can round to 1024, and that one prints no decimals.)
+    if round(value) >= 1024 and unit < len(_UNITS) - 1:
         value /= 1024
         unit += 1
     # The decimals by the value as printed: 99.96 is "100", not "100.0" (a digit too many).
