@@ -265,7 +265,8 @@ def test_metadata_tolerance() -> None:
         b"d8:msg_typei0e5:piece1:0e",
         b"d8:msg_typei-1e5:piecei0ee",
         b"d8:msg_typei0e5:piecei-1ee",
-        b"d8:msg_typei0e5:piecei999999999ee",
+        b"d8:msg_typei0e5:piecei9223372036854775808ee",  # beyond 64 bits
+        b"d8:msg_typei1e5:piecei999999999e10:total_sizei3eeabc",  # data beyond any dictionary
         b"d8:msg_typei1e5:piecei0eeabc",  # data without total_size
         b"d8:msg_typei1e5:piecei0e10:total_sizei0eeabc",
         b"d8:msg_typei1e5:piecei0e10:total_size1:3eabc",
@@ -285,7 +286,8 @@ def test_metadata_malformed(payload: bytes) -> None:
     "build",
     [
         lambda: MetadataRequest(-1),
-        lambda: MetadataReject(MAX_METADATA_TOTAL_SIZE),
+        lambda: MetadataReject(2**63),
+        lambda: MetadataData(MAX_METADATA_TOTAL_SIZE, MAX_METADATA_TOTAL_SIZE, b"x"),
         lambda: MetadataData(0, 0, b""),
         lambda: MetadataData(0, 10, b"x" * 11),
         lambda: MetadataData(1, 10, b""),

@@ -361,13 +361,26 @@ def _bytes_or_none(value: object, *sizes: int) -> bytes | None:
 # ---------------------------------------------------------------------------- ut_metadata (BEP 9)
 
 
-def _check_piece(piece: object) -> None:
-    _check_int("piece", piece, 0, MAX_METADATA_TOTAL_SIZE // METADATA_PIECE_SIZE)
+_MAX_PIECE: Final = MAX_METADATA_TOTAL_SIZE // METADATA_PIECE_SIZE
+"""The last piece index a dictionary of at most :data:`MAX_METADATA_TOTAL_SIZE` bytes has."""
+
+_MAX_ASKED_PIECE: Final = 2**63 - 1
+"""The largest piece a request or reject may name: a bencoded int as libtorrent reads one (64
+bits). A request for a piece that cannot exist (up to this) is still a request, which BEP 9 says
+to answer with a reject ("If the peer does not have the requested piece of metadata ... it MUST
+respond with a reject message"), as libtorrent does; the reject names the same piece."""
+
+
+def _check_piece(piece: object, high: int = _MAX_PIECE) -> None:
+    _check_int("piece", piece, 0, high)
 
 
 @dataclass(frozen=True, slots=True)
 class MetadataRequest(_ExtensionMessage):
     """Ask for piece ``piece`` of the info dictionary (BEP 9, ``msg_type`` 0).
+
+    ``piece`` may be any index up to 2**63 - 1, pieces no dictionary has included: a peer may
+    ask for them, and is answered with a :class:`MetadataReject` (BEP 9), not cut off.
 
     >>> MetadataRequest(0).encode_payload()
     b'd8:msg_typei0e5:piecei0ee'
@@ -377,8 +390,8 @@ class MetadataRequest(_ExtensionMessage):
     piece: int
 
     def __post_init__(self) -> None:
-        """Check that ``piece`` is a plausible index."""
-        _check_piece(self.piece)
+        """Check that ``piece`` is an index (0 to 2**63 - 1)."""
+        _check_piece(self.piece, _MAX_ASKED_PIECE)
 
     def encode_payload(self) -> bytes:
         """``d8:msg_typei0e5:piecei<piece>ee``."""
@@ -434,6 +447,8 @@ class MetadataData(_ExtensionMessage):
 class MetadataReject(_ExtensionMessage):
     """The sender will not send piece ``piece`` (BEP 9, ``msg_type`` 2).
 
+    ``piece`` has the range of :attr:`MetadataRequest.piece`: a reject answers any request.
+
     >>> MetadataReject(0).encode_payload()
     b'd8:msg_typei2e5:piecei0ee'
     """
@@ -442,8 +457,8 @@ class MetadataReject(_ExtensionMessage):
     piece: int
 
     def __post_init__(self) -> None:
-        """Check that ``piece`` is a plausible index."""
-        _check_piece(self.piece)
+        """Check that ``piece`` is an index (0 to 2**63 - 1)."""
+        _check_piece(self.piece, _MAX_ASKED_PIECE)
 
     def encode_payload(self) -> bytes:
         """``d8:msg_typei2e5:piecei<piece>ee``."""
@@ -463,9 +478,16 @@ def decode_metadata_message(
     >>> decode_metadata_message(b"d8:msg_typei9e5:piecei0ee") is None
     True
 
+    A request or reject for a piece no dictionary can have (up to 2**63 - 1) decodes: the
+    request is answered with a reject (BEP 9), a reject of a piece we never asked is ignored.
+
+    >>> decode_metadata_message(b"d8:msg_typei0e5:piecei2147483648ee")
+    MetadataRequest(piece=2147483648)
+
     Raises:
         RemoteProtocolError: not a bencoded dictionary; ``msg_type`` or ``piece`` missing or
-            not an int in range; a data message without a valid ``total_size``, with more
+            not an int in range (a negative piece, or beyond 64 bits; for data, beyond the
+            largest dictionary); a data message without a valid ``total_size``, with more
             than 16 KiB of data, or with a piece outside ``total_size``.
     """
     raw = bytes(payload)
@@ -479,7 +501,7 @@ def decode_metadata_message(
     piece = value.get(b"piece")
     if not _is_int(msg_type, 0):
         raise RemoteProtocolError(f"ut_metadata message with msg_type {msg_type!r}")
-    if not _is_int(piece, 0, MAX_METADATA_TOTAL_SIZE // METADATA_PIECE_SIZE):
+    if not _is_int(piece, 0, _MAX_ASKED_PIECE):
         raise RemoteProtocolError(f"ut_metadata message with piece {piece!r}")
     assert isinstance(piece, int)  # narrowed by _is_int
     if msg_type == 0:
@@ -488,6 +510,8 @@ def decode_metadata_message(
         return MetadataReject(piece)
     if msg_type != 1:
         return None
+    if piece > _MAX_PIECE:  # data must lie inside a dictionary (total_size checks the rest)
+        raise RemoteProtocolError(f"ut_metadata data with piece {piece}")
     total_size = value.get(b"total_size")
     if not _is_int(total_size, 1, MAX_METADATA_TOTAL_SIZE):
         raise RemoteProtocolError(f"ut_metadata data with total_size {total_size!r}")

@@ -708,8 +708,10 @@ class MetadataServerStatistics:
 
     Attributes:
         served: data messages answered.
-        rejected_range: requests for a piece that does not exist.
-        rejected_budget: requests refused because the peer spent its budget.
+        rejected_range: requests for a piece that does not exist (any index up to 2**63 - 1
+            may be asked; each costs the peer a token of its budget all the same).
+        rejected_budget: requests for an existing piece refused because the peer spent its
+            budget.
         peers: peers with a budget being tracked.
     """
 
@@ -730,7 +732,11 @@ class MetadataServer(Generic[K]):
 
     Each peer has a token bucket: *burst* pieces at once, refilled at *rate* pieces per second,
     so a peer that asks for the same pieces over and over gets rejects instead of our upload.
-    Call :meth:`forget` when a peer leaves.
+    A request for a piece that does not exist (BEP 9 lets a peer ask for any index; libtorrent
+    and we answer with a reject) spends a token too: a peer that floods us with them has its
+    valid requests rejected as well until its budget refills, as if it had asked for data.
+    Every request gets one small answer, never more, so a flood costs us no more than it costs
+    the peer. Call :meth:`forget` when a peer leaves.
 
     >>> server = MetadataServer(b"d4:name1:xe")
     >>> server.metadata_size
@@ -795,9 +801,6 @@ class MetadataServer(Generic[K]):
         for metadata we cannot give.
         """
         piece = request.piece
-        if not 0 <= piece < self.piece_count:
-            self._rejected_range += 1
-            return MetadataReject(piece)
         budget = self._budgets.pop(peer, None)  # re-inserted last: the dict stays LRU-ordered
         if budget is None:
             budget = _Budget(float(self._burst), now)
@@ -807,6 +810,11 @@ class MetadataServer(Generic[K]):
         budget.tokens = min(float(self._burst), budget.tokens + elapsed * self._rate)
         budget.updated = max(budget.updated, now)
         self._budgets[peer] = budget
+        if not 0 <= piece < self.piece_count:
+            # Spent like a valid request, so that bad requests are rate-limited as good ones.
+            budget.tokens = max(0.0, budget.tokens - 1.0)
+            self._rejected_range += 1
+            return MetadataReject(piece)
         if budget.tokens < 1.0:
             self._rejected_budget += 1
             return MetadataReject(piece)

@@ -1,0 +1,228 @@
+"""A ``ut_metadata`` request for a piece that cannot exist is answered with a reject (BEP 9:
+"If the peer does not have the requested piece of metadata ... it MUST respond with a reject
+message"; libtorrent does so for any index), not with a disconnection; and a flood of them
+spends the peer's budget as requests for data do."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+
+import pytest
+import trio
+import trio.testing
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bip_bencode import encode
+from bip_handshake import CompletedHandshake, Extensions, PeerAddress, PeerId
+from bip_metainfo import InfoHash
+from bip_peer._errors import RemoteProtocolError
+from bip_peer._exchange import MetadataExchange
+from bip_peer._extended import (
+    MetadataData,
+    MetadataReject,
+    MetadataRequest,
+    decode_metadata_message,
+)
+from bip_peer._manager import (
+    ManagerEvent,
+    MessageReceived,
+    Peer,
+    PeerManager,
+    PeerManagerConfig,
+    PeerRemoved,
+    open_peer_manager,
+)
+from bip_peer._metadata import MetadataServer
+
+EXT = Extensions.EXTENSION_PROTOCOL | Extensions.FAST
+INFO = encode(
+    {
+        b"length": 1,
+        b"name": b"x",
+        b"piece length": 16384,
+        b"pieces": random.Random(0).randbytes(40_000 // 20 * 20),
+    }
+)  # three metadata pieces
+IH = InfoHash.from_info_bytes(INFO, v1=True)
+HUGE = 2**31
+
+
+# ------------------------------------------------------------------------------- codec
+
+
+@pytest.mark.parametrize("piece", [3, 131_072, HUGE, 2**32, 2**63 - 1])
+def test_a_request_for_any_index_decodes_and_a_reject_answers_it(piece: int) -> None:
+    payload = encode({b"msg_type": 0, b"piece": piece})
+    request = decode_metadata_message(payload)
+    assert request == MetadataRequest(piece)
+    reject = MetadataReject(piece)
+    assert decode_metadata_message(reject.encode_payload()) == reject
+
+
+@pytest.mark.parametrize("piece", [-1, -(2**63), 2**63, 10**30])
+def test_a_piece_that_is_no_index_is_still_a_protocol_error(piece: int) -> None:
+    with pytest.raises(RemoteProtocolError):
+        decode_metadata_message(encode({b"msg_type": 0, b"piece": piece}))
+    with pytest.raises(ValueError, match="piece"):
+        MetadataRequest(piece)
+
+
+def test_data_for_a_piece_beyond_any_dictionary_is_a_protocol_error() -> None:
+    payload = encode({b"msg_type": 1, b"piece": HUGE, b"total_size": 100}) + b"abc"
+    with pytest.raises(RemoteProtocolError):
+        decode_metadata_message(payload)
+
+
+@given(st.integers(min_value=0, max_value=2**63 - 1))
+def test_requests_round_trip(piece: int) -> None:
+    assert decode_metadata_message(MetadataRequest(piece).encode_payload()) == MetadataRequest(
+        piece
+    )
+
+
+# ------------------------------------------------------------------------------ server
+
+
+def test_the_server_rejects_pieces_that_do_not_exist() -> None:
+    server: MetadataServer[str] = MetadataServer(INFO)
+    for piece in (3, HUGE, 2**63 - 1):
+        assert server.answer("p", MetadataRequest(piece), 0.0) == MetadataReject(piece)
+    stats = server.statistics()
+    assert (stats.rejected_range, stats.served) == (3, 0)
+
+
+def test_a_flood_of_impossible_requests_spends_the_peers_budget() -> None:
+    server: MetadataServer[str] = MetadataServer(INFO, burst=10, rate=1.0)
+    for _ in range(1000):
+        assert isinstance(server.answer("flood", MetadataRequest(HUGE), 0.0), MetadataReject)
+    # The budget is spent: a valid request is rejected too, until it refills.
+    assert server.answer("flood", MetadataRequest(0), 0.0) == MetadataReject(0)
+    assert isinstance(server.answer("flood", MetadataRequest(0), 1.0), MetadataData)
+    # Another peer is not affected.
+    assert isinstance(server.answer("other", MetadataRequest(0), 0.0), MetadataData)
+    stats = server.statistics()
+    assert (stats.rejected_range, stats.rejected_budget, stats.served) == (1000, 1, 2)
+
+
+def test_the_budget_never_goes_negative() -> None:
+    # Spent to zero and no further: the peer is not punished beyond the bucket's size.
+    server: MetadataServer[str] = MetadataServer(INFO, burst=2, rate=1.0)
+    for _ in range(50):
+        server.answer("p", MetadataRequest(7), 0.0)
+    assert isinstance(server.answer("p", MetadataRequest(0), 1.0), MetadataData)
+
+
+# ------------------------------------------------------------------------ over a manager
+
+
+class _AsksForMetadata:
+    """A peer service that only advertises ut_metadata (so answers can reach it), and lets
+    every message through as an event."""
+
+    def handshake_fields(self, peer: Peer) -> Mapping[str, object]:
+        return {"m": {"ut_metadata": 2}}
+
+    def peer_added(self, manager: PeerManager, peer: Peer) -> None:
+        pass
+
+    def message_received(self, manager: PeerManager, peer: Peer, message: object) -> bool:
+        return False
+
+    def peer_removed(self, manager: PeerManager, peer: Peer) -> None:
+        pass
+
+    def tick(self, manager: PeerManager, now: float) -> None:
+        pass
+
+
+@dataclass
+class _Node:
+    manager: PeerManager
+    events: list[ManagerEvent] = field(default_factory=list)
+
+
+@asynccontextmanager
+async def _node(nursery: trio.Nursery, services: list[object], port: int) -> AsyncIterator[_Node]:
+    config = PeerManagerConfig(services=services, listen_port=port)  # type: ignore[arg-type]
+    async with open_peer_manager(config) as manager:
+        node = _Node(manager)
+
+        async def drain() -> None:
+            async for event in manager.events():
+                node.events.append(event)
+
+        nursery.start_soon(drain)
+        yield node
+
+
+def _join(asker: _Node, seed: _Node) -> Peer:
+    """Connect the two managers in memory; returns the seed as the asker sees it."""
+    ours, theirs = trio.testing.memory_stream_pair()
+
+    def completed(stream: trio.abc.Stream, host: int, name: bytes, out: bool) -> CompletedHandshake:
+        return CompletedHandshake(
+            stream=stream,
+            trailing=b"",
+            peer_id=PeerId(name * 20),
+            extensions=EXT,
+            our_extensions=EXT,
+            info_hash=IH,
+            swarm_id=IH.swarm_ids()[0],
+            address=PeerAddress(IPv4Address(f"10.0.0.{host}"), 6881),
+            direction="outbound" if out else "inbound",
+        )
+
+    peer = asker.manager.add_peer(completed(ours, 1, b"S", True))
+    seed.manager.add_peer(completed(theirs, 2, b"A", False))
+    return peer
+
+
+async def _answers(asker: _Node, count: int) -> list[object]:
+    with trio.fail_after(10):
+        while True:
+            found: list[object] = [
+                event.message
+                for event in asker.events
+                if isinstance(event, MessageReceived)
+                and isinstance(event.message, MetadataReject | MetadataData)
+            ]
+            if len(found) >= count:
+                return found
+            await trio.sleep(0.05)
+
+
+@pytest.mark.parametrize("serving", [True, False])
+async def test_a_request_for_piece_2_31_gets_a_reject_and_the_peer_stays(
+    autojump_clock: trio.testing.MockClock, serving: bool
+) -> None:
+    exchange = MetadataExchange()
+    if serving:
+        exchange.serve(IH, INFO)
+    async with trio.open_nursery() as nursery:
+        async with (
+            _node(nursery, [exchange], 6881) as seed,
+            _node(nursery, [_AsksForMetadata()], 6882) as asker,
+        ):
+            peer = _join(asker, seed)
+            with trio.fail_after(10):
+                while peer.extended_handshake is None:
+                    await trio.sleep(0.05)
+            assert asker.manager.send_nowait(peer, MetadataRequest(HUGE))
+            assert await _answers(asker, 1) == [MetadataReject(HUGE)]
+            # Still connected on both sides: a valid request is answered as usual.
+            assert asker.manager.send_nowait(peer, MetadataRequest(0))
+            second = (await _answers(asker, 2))[1]
+            if serving:
+                assert isinstance(second, MetadataData)
+                assert second.piece == 0
+            else:
+                assert second == MetadataReject(0)
+            assert not any(isinstance(e, PeerRemoved) for e in seed.events + asker.events)
+            stats = exchange.statistics()
+            assert stats.requests_rejected == (1 if serving else 2)
+        nursery.cancel_scope.cancel()
