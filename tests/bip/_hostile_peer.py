@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import AsyncIterator, Callable, Iterable
+from ipaddress import ip_address
 from typing import Final
 
 import trio
@@ -19,12 +20,12 @@ from bip_handshake import HANDSHAKE_LENGTH, Extensions, Handshake, PeerAddress
 from bip_metainfo import InfoHash
 from bip_peer import (
     NEED_DATA,
+    Extended,
     ExtendedHandshake,
     Message,
     MessageDecoder,
     RemoteProtocolError,
 )
-from bip_peer._messages import Extended
 
 ATTACKER_EXTENSIONS: Final = Extensions.FAST | Extensions.EXTENSION_PROTOCOL | Extensions.DHT
 """What the attacker claims to speak: BEP 6, BEP 10 and BEP 5."""
@@ -56,14 +57,13 @@ class HostilePeer:
         self.their_handshake: ExtendedHandshake | None = None
         self.closed = trio.Event()
         self.decode_error: str | None = None
-        self.sent_bytes = 0
         self._reading = trio.CancelScope()
 
     @property
     def local_address(self) -> PeerAddress:
         """The attacker's own address."""
         host, port = self._stream.socket.getsockname()[:2]
-        return PeerAddress.parse(f"{host}:{port}")
+        return PeerAddress(ip_address(host), port)
 
     async def send_raw(self, data: bytes) -> bool:
         """Write ``data``; whether it went (``False``: the session already hung up)."""
@@ -72,7 +72,6 @@ class HostilePeer:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self.closed.set()
             return False
-        self.sent_bytes += len(data)
         return True
 
     async def send(self, *messages: Message) -> bool:
@@ -139,10 +138,6 @@ class HostilePeer:
         in the session (a peer that asks for data and never takes it)."""
         self._reading.cancel()
 
-    async def aclose(self) -> None:
-        """Hang up."""
-        await trio.aclose_forcefully(self._stream)
-
     async def _read(self) -> None:
         with self._reading:
             await self._read_all()
@@ -184,11 +179,6 @@ class HostilePeer:
         return None if self.their_handshake is None else self.their_handshake.extension_id(name)
 
 
-def wire_id(info_hash: InfoHash) -> bytes:
-    """The 20 bytes a handshake names the swarm with (the v1 hash, or the v2 one truncated)."""
-    return info_hash.v1 if info_hash.v1 is not None else info_hash.best[:20]
-
-
 @contextlib.asynccontextmanager
 async def hostile_peer(
     address: PeerAddress,
@@ -208,7 +198,7 @@ async def hostile_peer(
     stream = await trio.open_tcp_stream(str(address.host), address.port, local_address=local_host)
     try:
         await stream.send_all(
-            Handshake(extensions, wire_id(info_hash), peer_id or os.urandom(20)).to_bytes()
+            Handshake(extensions, info_hash.swarm_ids()[0], peer_id or os.urandom(20)).to_bytes()
         )
         reply = bytearray()
         while len(reply) < HANDSHAKE_LENGTH:

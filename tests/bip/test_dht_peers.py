@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NoReturn
 
@@ -82,7 +83,10 @@ class Sink:
     def __init__(self) -> None:
         self.found: list[tuple[bytes, str]] = []
 
-    def discovered(self, info_hash: bytes, addresses: object, source: str) -> None:
+    def discovered(
+        self, info_hash: InfoHash | bytes, addresses: Iterable[PeerAddress], source: str
+    ) -> None:
+        assert isinstance(info_hash, bytes)
         self.found.append((info_hash, source))
 
 

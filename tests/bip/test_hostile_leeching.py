@@ -33,6 +33,7 @@ from bip_peer import (
     AllowedFast,
     Bitfield,
     Choke,
+    Extended,
     ExtendedHandshake,
     Hashes,
     HashReject,
@@ -51,7 +52,6 @@ from bip_peer import (
     Unchoke,
     decode_metadata_message,
 )
-from bip_peer._messages import Extended
 
 SIZES = (150_000, 60_000)
 PIECE_LENGTH = 16384

@@ -37,6 +37,7 @@ from bip_peer import (
     Bitfield,
     Cancel,
     Choke,
+    Extended,
     ExtendedHandshake,
     Hashes,
     HashReject,
@@ -57,7 +58,6 @@ from bip_peer import (
     Unchoke,
     UnknownMessage,
 )
-from bip_peer._messages import Extended
 
 SIZES = (150_000, 60_000)
 PIECE_LENGTH = 16384
