@@ -590,9 +590,7 @@ class PeerExchange:
         Raises:
             TypeError: ``address`` is not a :class:`~bip_handshake.PeerAddress`.
         """
-        self._ours.add(address)
-        for state in self._peers.values():  # each keeps the same order of additions
-            state.inbox.add_our_address(address)
+        self._ours.add(address)  # every inbox shares it
 
     def remove_our_address(self, address: PeerAddress) -> None:
         """No longer take ``address`` as ours (our external address changed), for every
@@ -601,9 +599,7 @@ class PeerExchange:
         Raises:
             TypeError: ``address`` is not a :class:`~bip_handshake.PeerAddress`.
         """
-        self._ours.discard(address)
-        for state in self._peers.values():
-            state.inbox.remove_our_address(address)
+        self._ours.discard(address)  # every inbox shares it
 
     def relay_for(self, info_hash: InfoHash, address: PeerAddress) -> PexRelay | None:
         """A connected peer of ``info_hash`` that told us about ``address``, or None.
@@ -687,7 +683,9 @@ class PeerExchange:
         self._peers[peer] = _PexPeer(
             PexInbox(
                 peer_address=peer.address,
-                our_addresses=self._ours.all(),
+                # Ours, shared: a copy would fix the addresses learnt so far in this
+                # inbox, to drift from ours as they are evicted or changed.
+                our_addresses=self._ours,
                 **self._inbox_options,  # type: ignore[arg-type]
             ),
             PexOutbox(**self._outbox_options),  # type: ignore[arg-type]

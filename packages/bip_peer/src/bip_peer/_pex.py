@@ -328,7 +328,9 @@ class PexInbox:
             is public, private and loopback addresses in its list are ignored too (libtorrent
             does the same, so a stranger cannot point us at our own network). None skips both.
         our_addresses: our own listening addresses, never taken (more can be added later:
-            :meth:`add_our_address`).
+            :meth:`add_our_address`). A :class:`~bip_peer.PeerExchange` passes the set it
+            keeps itself, shared as it is by every peer's inbox, so that all of them always
+            agree on what is ours (an address it forgets is forgotten by every inbox).
         min_interval: seconds messages must be apart; closer ones are ignored whole.
         max_per_message: added addresses taken from one message.
         max_known: addresses remembered for this peer; new ones beyond it are ignored.
@@ -338,7 +340,7 @@ class PexInbox:
         self,
         *,
         peer_address: PeerAddress | None = None,
-        our_addresses: Iterable[PeerAddress] = (),
+        our_addresses: Iterable[PeerAddress] | _OurAddresses = (),
         min_interval: float = DEFAULT_PEX_MIN_RECEIVE_INTERVAL,
         max_per_message: int = DEFAULT_PEX_RECEIVE_LIMIT,
         max_known: int = DEFAULT_PEX_MAX_KNOWN,
@@ -347,7 +349,11 @@ class PexInbox:
         _check_limit("max_per_message", max_per_message)
         _check_limit("max_known", max_known)
         self._peer = None if peer_address is None else _normalized(peer_address)
-        self._ours = _OurAddresses(our_addresses)
+        self._ours = (
+            our_addresses
+            if isinstance(our_addresses, _OurAddresses)
+            else _OurAddresses(our_addresses)
+        )
         self._min_interval = float(min_interval)
         self._max_per_message = max_per_message
         self._max_known = max_known
@@ -422,7 +428,8 @@ class PexInbox:
     def add_our_address(self, address: PeerAddress) -> None:
         """Take ``address`` as ours from now on (say, our external IP with a listening port):
         never taken from a peer's list. At most :data:`MAX_OUR_ADDRESSES` are added this way
-        (the oldest added is forgotten first); already known is no error.
+        (the oldest added is forgotten first); already known is no error. A set given at
+        construction is changed as it is, for everyone sharing it.
 
         Raises:
             TypeError: ``address`` is not a :class:`~bip_handshake.PeerAddress`.
