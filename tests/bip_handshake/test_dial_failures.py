@@ -272,33 +272,39 @@ async def test_an_inbound_connection_while_our_dial_is_in_flight_is_taken(
 async def test_a_queued_dial_to_a_peer_that_connected_meanwhile_is_dropped(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """The peer's inbound handshake holds the only slot; our dial to it waits for that
-    slot, and once the inbound one is delivered, the dial is dropped, never made."""
+    """Another dial holds the only outbound slot; our dial to B waits for it, and once B's
+    inbound handshake (inbound handshakes have slots of their own) is delivered, the dial is
+    dropped, never made."""
     dial = HeldDial()
-    dial.release.set()
     async with open_handshaker(
         listen=[], dial=dial, encryption=EncryptionPolicy.PLAINTEXT_ONLY, max_concurrent=1
     ) as handshaker:
         handshaker.register(TORRENT)
+        assert handshaker.connect(TORRENT, A)  # connecting until released: holds the slot
+        await wait_for(lambda: dial.dialled == [A])
+        assert handshaker.connect(TORRENT, B)  # queued, waiting for the slot
         ours, theirs = trio.testing.memory_stream_pair()
         handshaker.accept_stream(theirs, B, transport="utp")
-        await wait_for(lambda: handshaker.statistics().in_flight == 1)
-        assert handshaker.connect(TORRENT, B)  # only in flight: not a duplicate yet
         await trio.sleep(1)
         await ours.send_all(remote_handshake())
         with trio.fail_after(5):
             peer = await handshaker.completed().receive()
         assert peer.direction == "inbound"
+        dial.release.set()  # A connects and frees the slot: B's dial takes it, and is dropped
+        with trio.fail_after(5):
+            to_a = await handshaker.completed().receive()
+        assert to_a.address == A
         await wait_for(lambda: handshaker.statistics().dropped_duplicate == 1)
         await trio.sleep(1)
-        assert dial.dialled == []
+        assert dial.dialled == [A]
         stats = handshaker.statistics()
-        assert (stats.outbound_attempts, stats.in_flight, stats.queued) == (0, 0, 0)
+        assert (stats.outbound_attempts, stats.in_flight, stats.queued) == (1, 0, 0)
+        await to_a.aclose()
         await peer.aclose()
         assert handshaker.connect(TORRENT, B)  # released: dialled now
         with trio.fail_after(5):
             await (await handshaker.completed().receive()).aclose()
-        assert dial.dialled == [B]
+        assert dial.dialled == [A, B]
         await ours.aclose()
 
 
