@@ -41,7 +41,7 @@ _IP = IPv4Address | IPv6Address
 
 
 class OurAddressesLike(Protocol):
-    """Something that must know our addresses (PEX, the holepunch policy)."""
+    """Something that must know our addresses (PEX, the holepunch service)."""
 
     def add_our_address(self, address: PeerAddress) -> None:
         """Take ``address`` as ours."""
@@ -60,7 +60,7 @@ class ExternalAddresses:
             ``accept_local=True``).
         ports: our listening ports now (TCP and uTP); read when an address is decided.
         users: told of our external ``ip:port`` addresses as they come and go (PEX, the
-            holepunch policy); more can be added with :meth:`add_user`.
+            holepunch service); more can be added with :meth:`add_user`.
         dht_addresses: the DHT's decided address per family now (bip_dht's
             ``DHT.node.external_addresses``), or ``None`` without a DHT.
     """

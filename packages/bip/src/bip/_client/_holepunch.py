@@ -169,7 +169,8 @@ class HolepunchPolicy:
         dialer: the session's dialer: told to dial those addresses over uTP only, and
             whose uTP sockets say which addresses a hole can be punched to.
         our_addresses: our listening addresses (a relay asked for one refuses it, a
-            connect to one is ignored); more can be added later (:meth:`add_our_address`).
+            connect to one is ignored); more can be added later to :attr:`service`
+            (:meth:`~bip_peer.HolepunchService.add_our_address`).
         rendezvous_interval: seconds before an address may be asked about again.
         dial_ttl: seconds a connect's address stays uTP-only and watched.
         max_addresses: addresses remembered per table.
@@ -236,24 +237,6 @@ class HolepunchPolicy:
             too_soon=self._too_soon,
             relay_busy=self._relay_busy,
         )
-
-    def add_our_address(self, address: PeerAddress) -> None:
-        """Take ``address`` as ours from now on (our external IP with a listening port, once
-        the session learns it): a rendezvous for it is refused, a connect to it ignored
-        (:meth:`~bip_peer.HolepunchService.add_our_address`, bounded there).
-
-        Raises:
-            TypeError: ``address`` is not a :class:`~bip_handshake.PeerAddress`.
-        """
-        self.service.add_our_address(address)
-
-    def remove_our_address(self, address: PeerAddress) -> None:
-        """No longer take ``address`` as ours (our external address changed).
-
-        Raises:
-            TypeError: ``address`` is not a :class:`~bip_handshake.PeerAddress`.
-        """
-        self.service.remove_our_address(address)
 
     def dial_failed(self, failure: DialFailure) -> None:
         """A dial never connected: ask a peer that listed the address for a rendezvous.

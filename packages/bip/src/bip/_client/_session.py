@@ -634,7 +634,7 @@ async def open_session(
                 manager.add_service(holepunch.service)
                 manager.add_service(holepunch)
                 holepunch.attach(manager)
-                external.add_user(holepunch)
+                external.add_user(holepunch.service)
             trackers = http_trackers = None
             if config.trackers:
                 bind_v4, bind_v6 = _tracker_binds(config)
