@@ -124,11 +124,11 @@ class Session:
         trackers: TrackerClient | None,
         peer_id: PeerId,
         dht: DhtLike | None,
+        external: ExternalAddresses,
         http_trackers: HttpTrackerClient | None = None,
         dialer: PeerDialer | None = None,
         utp_sockets: tuple[UtpSocket, ...] = (),
         holepunch: HolepunchPolicy | None = None,
-        external: ExternalAddresses | None = None,
     ) -> None:
         """Internal: use :func:`open_session`."""
         self._nursery = nursery
@@ -176,7 +176,7 @@ class Session:
         trackers' BEP 24 ``external ip``, the DHT): each decided IP (IPv4 first) with each of
         our listening ports (TCP and uTP). Empty until decided. PEX and holepunch take them
         as ours."""
-        return () if self.external is None else self.external.addresses
+        return self.external.addresses
 
     @property
     def rate_limits(self) -> tuple[float | None, float | None]:
@@ -268,9 +268,7 @@ class Session:
                         urls,
                         peer_id=self.peer_id,
                         http_client=self.http_trackers,
-                        on_external_ip=(
-                            None if self.external is None else self.external.tracker_vote
-                        ),
+                        on_external_ip=self.external.tracker_vote,
                     )
                 )
         torrent = Torrent(
