@@ -258,7 +258,7 @@ async def test_dht_and_tracker_votes_and_a_change(autojump_clock: object) -> Non
     users = _Users()
     external = ExternalAddresses(
         ExternalIPVoter(),
-        ports=lambda: [6881, 6881, 0, 7000],
+        ports=[6881, 6881, 0, 7000],
         users=[users],
         dht_addresses=dht.read,  # type: ignore[arg-type]
     )

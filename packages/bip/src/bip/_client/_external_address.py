@@ -58,7 +58,8 @@ class ExternalAddresses:
     Args:
         voter: counts the votes (bip_handshake's; a test on loopback passes one with
             ``accept_local=True``).
-        ports: our listening ports now (TCP and uTP); read when an address is decided.
+        ports: our listening ports (TCP and uTP), fixed once the session is open; zeros
+            (not listening) and repeats are left out.
         users: told of our external ``ip:port`` addresses as they come and go (PEX, the
             holepunch service); more can be added with :meth:`add_user`.
         dht_addresses: the DHT's decided address per family now (bip_dht's
@@ -69,13 +70,13 @@ class ExternalAddresses:
         self,
         voter: ExternalIPVoter,
         *,
-        ports: Callable[[], Iterable[int]],
+        ports: Iterable[int],
         users: Iterable[OurAddressesLike] = (),
         dht_addresses: Callable[[], Mapping[Family, PeerAddress]] | None = None,
     ) -> None:
         self.voter = voter
         """The voter (read its ``decided`` and ``statistics()``)."""
-        self._ports = ports
+        self._ports = tuple(sorted({port for port in ports if port}))
         self._users: list[OurAddressesLike] = list(users)
         self._dht_addresses = dht_addresses
         self._ours: dict[Family, tuple[PeerAddress, ...]] = {}
@@ -148,7 +149,7 @@ class ExternalAddresses:
     def _decided(self, host: _IP) -> None:
         family: Family = 4 if isinstance(host, IPv4Address) else 6
         old = self._ours.get(family, ())
-        new = tuple(PeerAddress(host, port) for port in sorted(set(self._ports())) if port)
+        new = tuple(PeerAddress(host, port) for port in self._ports)
         for address in old:
             if address not in new:
                 for user in self._users:

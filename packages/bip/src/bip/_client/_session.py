@@ -32,7 +32,7 @@ from __future__ import annotations
 import enum
 import logging
 import random
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from ipaddress import ip_address
 from typing import Final
@@ -592,15 +592,11 @@ async def open_session(
                 )
             addresses = handshaker.listen_addresses
             pex = PeerExchange(handshaker, our_addresses=addresses, is_private=is_private)
-            sockets = utp_sockets
-
-            def listening_ports() -> Iterator[int]:
-                yield from (address.port for address in handshaker.listen_addresses)
-                yield from (utp.local_address.port for utp in sockets)
-
+            # Where peers reach us (TCP listeners, uTP sockets): fixed while the session runs.
+            listening = (*addresses, *(utp.local_address for utp in utp_sockets))
             external = ExternalAddresses(
                 external_voter if external_voter is not None else ExternalIPVoter(),
-                ports=listening_ports,
+                ports=(address.port for address in listening),
                 users=[pex],
                 dht_addresses=_dht_decided(dht),
             )
@@ -626,7 +622,7 @@ async def open_session(
                     handshaker=handshaker,
                     pex=pex,
                     dialer=dialer,
-                    our_addresses=[*addresses, *(utp.local_address for utp in utp_sockets)],
+                    our_addresses=listening,
                 )
                 # No peer yet: every one will hear ut_holepunch in our extended handshake.
                 manager.add_service(holepunch.service)
