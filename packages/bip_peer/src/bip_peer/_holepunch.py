@@ -228,11 +228,7 @@ class HolepunchService:
         self._extension_id = extension_id
         self._on_connect = on_connect
         self._on_error = on_error
-        ours = list(our_addresses)
-        for address in ours:
-            if not isinstance(address, PeerAddress):
-                raise TypeError(f"our_addresses must hold PeerAddress objects, not {address!r}")
-        self._ours = _OurAddresses(ours)
+        self._ours = _OurAddresses(our_addresses)  # checks they are PeerAddresses
         self._relay_burst = _check_count("relay_burst", relay_burst)
         self._relay_rate = _check_positive("relay_rate", relay_rate)
         self._connect_burst = _check_count("connect_burst", connect_burst)

@@ -94,7 +94,7 @@ class PexFlags(enum.IntFlag):
 
 def _normalized(address: PeerAddress) -> PeerAddress:
     if not isinstance(address, PeerAddress):
-        raise TypeError(f"a PEX address is a PeerAddress, got {address!r}")
+        raise TypeError(f"an address must be a PeerAddress, not {address!r}")
     return address.normalized()
 
 
