@@ -62,6 +62,22 @@ def test_a_silent_peer_delays_a_piece_by_the_rerequest_delay_only() -> None:
     assert (stats.timeouts, stats.banned) == (0, 0)
 
 
+@pytest.mark.parametrize("sent", [0.211, 0.1, 1e-9, 12345.678])
+def test_the_moment_next_deadline_gives_releases_the_piece(sent: float) -> None:
+    """A shell sleeps until next_deadline and calls handle_timer with it: the held piece is
+    free for another peer then, whatever the rounding of ``sent + delay`` (0.211 + 3 was not
+    ``>= 3.211 - 3`` the other way round, and the piece waited for the 10 s timeout)."""
+    fetcher: MetadataFetcher[str] = MetadataFetcher(SMALL_HASH)
+    fetcher.add_peer("silent", len(SMALL))
+    assert drain(fetcher, "silent", sent) == [0]
+    fetcher.add_peer("honest", len(SMALL))
+    moment = fetcher.next_deadline()
+    assert moment == sent + DEFAULT_METADATA_REREQUEST_DELAY
+    fetcher.handle_timer(moment)
+    assert fetcher.next_deadline() == sent + DEFAULT_METADATA_REQUEST_TIMEOUT
+    assert drain(fetcher, "honest", moment) == [0]
+
+
 def test_the_first_requests_late_answer_is_taken_and_the_second_one_ignored() -> None:
     fetcher: MetadataFetcher[str] = MetadataFetcher(SMALL_HASH)
     fetcher.add_peer("slow", len(SMALL))
@@ -226,6 +242,7 @@ def test_bookkeeping_stays_consistent_and_bounded(steps: list[tuple[str, int, fl
     fetcher: MetadataFetcher[str] = MetadataFetcher(BIG_HASH)
     sent: dict[str, list[int]] = {}
     now = 0.0
+    last_timer = -float("inf")
     for action, n, elapsed in steps:
         peer = f"p{n}"
         now += elapsed
@@ -236,6 +253,7 @@ def test_bookkeeping_stays_consistent_and_bounded(steps: list[tuple[str, int, fl
             sent.pop(peer, None)
         elif action == "timer":
             fetcher.handle_timer(now)
+            last_timer = now
         elif action == "ask":
             sent.setdefault(peer, []).extend(drain(fetcher, peer, now))
         elif sent.get(peer):
@@ -250,7 +268,7 @@ def test_bookkeeping_stays_consistent_and_bounded(steps: list[tuple[str, int, fl
                 holding[piece] = holding.get(piece, 0) + 1
         assert {p: c for p, c in fetcher._in_flight.items() if c} == holding
         deadline = fetcher.next_deadline()
-        assert deadline is None or deadline > fetcher._timer_now or deadline >= now
+        assert deadline is None or deadline > last_timer or deadline >= now
     # An honest peer joins late and is served everything it is asked, in time.
     fetcher.add_peer("honest", len(BIG))
     for _ in range(20):

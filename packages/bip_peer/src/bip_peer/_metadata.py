@@ -248,9 +248,6 @@ class MetadataFetcher(Generic[K]):
         self._reject_backoff = float(reject_backoff)
         # A request that timed out holds nothing any more, so the delay cannot be longer.
         self._rerequest_delay = min(float(rerequest_delay), self._request_timeout)
-        # The ``now`` of the last handle_timer: next_deadline reports only later re-request
-        # moments, so a shell that sleeps until it never spins on one already handled.
-        self._timer_now = -math.inf
         self._max_requests = max_requests_per_peer
         self._max_timeouts = max_timeouts
         self._max_parallel_failures = max_parallel_failures
@@ -428,14 +425,24 @@ class MetadataFetcher(Generic[K]):
             self._in_flight[piece] -= 1
 
     def _release_all(self, state: _Peer) -> None:
-        for piece in list(state.holding):
-            self._release(state, piece)
+        for piece in state.holding:
+            self._in_flight[piece] -= 1
+        state.holding.clear()
+
+    def _abandon_requests(self, state: _Peer) -> None:
+        """``state``'s requests in flight hold nothing and await nothing any more; an answer
+        to one is still taken late, as a timed-out one is."""
+        self._release_all(state)
+        state.late.update(state.outstanding)
+        state.outstanding.clear()
 
     def _release_due(self, now: float) -> None:
         """Release the requests older than ``rerequest_delay`` (still outstanding)."""
-        limit = now - self._rerequest_delay
+        # The very expression next_deadline reports: a moment it gives is released at that
+        # ``now`` (``now - delay`` may round the other way and leave it held till timeout).
+        delay = self._rerequest_delay
         for state in self._peers.values():
-            for piece in [p for p in state.holding if state.outstanding[p] <= limit]:
+            for piece in [p for p in state.holding if state.outstanding[p] + delay <= now]:
                 self._release(state, piece)
 
     def _pick_piece(self, peer: K, state: _Peer, size: int, now: float) -> int | None:
@@ -551,11 +558,12 @@ class MetadataFetcher(Generic[K]):
             for state in self._peers.values()
             for sent in state.outstanding.values()
         ]
-        for state in self._peers.values():
-            for piece in state.holding:
-                moment = state.outstanding[piece] + self._rerequest_delay
-                if moment > self._timer_now:  # one handled already would be reported forever
-                    deadlines.append(moment)
+        # A moment handle_timer reached was released there, so none is reported twice.
+        deadlines.extend(
+            state.outstanding[piece] + self._rerequest_delay
+            for state in self._peers.values()
+            for piece in state.holding
+        )
         deadlines.extend(
             state.backoff_until for state in self._peers.values() if state.backoff_until > -math.inf
         )
@@ -568,7 +576,6 @@ class MetadataFetcher(Generic[K]):
         A late answer to an expired request is still taken if the piece is still missing.
         After this, ask :meth:`next_request` again for every peer.
         """
-        self._timer_now = max(self._timer_now, now)
         self._release_due(now)
         for peer, state in list(self._peers.items()):
             expired = [
@@ -622,9 +629,7 @@ class MetadataFetcher(Generic[K]):
     def _drop_source(self, state: _Peer) -> None:
         """Give up on the single source (``state``): its pieces are discarded, and its requests
         still in flight no longer hold their pieces (its answers are ignored from now on)."""
-        self._release_all(state)
-        state.late.update(state.outstanding)
-        state.outstanding.clear()
+        self._abandon_requests(state)
         self._source = None
         self._discard_pieces()
 
@@ -641,9 +646,7 @@ class MetadataFetcher(Generic[K]):
         Its answer is still taken, as a timed-out one is."""
         for state in self._peers.values():
             if state.size is None:
-                self._release_all(state)
-                state.late.update(state.outstanding)
-                state.outstanding.clear()
+                self._abandon_requests(state)
 
     def _discard_pieces(self) -> None:
         self._pieces.clear()
