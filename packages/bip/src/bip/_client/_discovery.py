@@ -231,10 +231,10 @@ class TrackerAnnouncer:
 
     def _external_ip(self, status: AnnouncerStatus) -> None:
         """A fresh HTTP answer's BEP 24 ``external ip``, to ``on_external_ip``."""
-        result = status.last_result
-        if self.on_external_ip is None or status.last_error is not None:
-            return  # a failure leaves the last answer in the status: it was counted
-        if isinstance(result, HttpAnnounceResult) and result.external_ip is not None:
+        if self.on_external_ip is None:
+            return
+        result = _fresh_http_answer(status)
+        if result is not None and result.external_ip is not None:
             self.on_external_ip(result.external_ip, result.tracker)
 
     def _client_for(self, url: str) -> TrackerClient | HttpTrackerClient | None:
@@ -283,13 +283,22 @@ def _log_failure(status: AnnouncerStatus) -> None:
         logger.info("announce to %s failed: %s", shown_url(status.tracker), status.last_error)
 
 
+def _fresh_http_answer(status: AnnouncerStatus) -> HttpAnnounceResult | None:
+    """The HTTP answer this update of ``status`` brings, or None: a failure leaves the last
+    answer in the status, already taken when it came; a UDP answer has none of its fields."""
+    if status.last_error is not None:
+        return None
+    result = status.last_result
+    return result if isinstance(result, HttpAnnounceResult) else None
+
+
 def _queue_names(status: AnnouncerStatus, names: trio.MemorySendChannel[_NameBatch]) -> None:
     """Queue the peer names of a fresh HTTP answer for the resolver (not those of ``stopped``:
     we are leaving, as the Announcer gives no numeric peers of it either)."""
-    result = status.last_result
-    if status.last_error is not None or status.last_event is AnnounceEvent.STOPPED:
-        return  # a failure leaves the last answer in the status: its names were queued
-    if not isinstance(result, HttpAnnounceResult) or not result.peer_names:
+    if status.last_event is AnnounceEvent.STOPPED:
+        return
+    result = _fresh_http_answer(status)
+    if result is None or not result.peer_names:
         return
     try:
         names.send_nowait((result.info_hash, result.peer_names))
