@@ -134,7 +134,7 @@ class ExternalAddresses:
             self._decided(decided)
         if self._dht_addresses is None:
             return
-        for family, address in dict(self._dht_addresses()).items():
+        for family, address in self._dht_addresses().items():
             host = address.normalized().host
             if host == self.voter.address(family):
                 continue  # nothing to learn
