@@ -189,7 +189,7 @@ async def test_requests_are_served_in_order_and_reported() -> None:
         assert s.sent == [(peer, Block(3, i * BLOCK, BLOCK)) for i in range(4)]
         await remote.read_until(lambda: len(remote.pieces) == 4)
         assert remote.pieces == [(3, i * BLOCK) for i in range(4)]
-        assert s.uploader.peers == 0  # nothing left: forgotten
+        assert s.uploader.queued_peers == 0  # nothing left: forgotten
 
 
 async def test_a_request_cancelled_before_its_turn_is_never_read() -> None:
@@ -230,7 +230,7 @@ async def test_a_choke_drops_the_queued_requests() -> None:
         s.nursery.start_soon(lambda: s.uploader.run(HANDLE, workers=2))
         await s.settle()
         assert s.disk.reads == []
-        assert s.uploader.peers == 0
+        assert s.uploader.queued_peers == 0
 
 
 async def test_a_disk_error_skips_the_block_and_serves_the_next() -> None:
@@ -265,7 +265,7 @@ async def test_request_cancel_churn_keeps_each_peer_queue_within_reqq_and_a_quar
         s.nursery.start_soon(lambda: s.uploader.run(HANDLE, workers=1))
         await s.settle()
         assert s.disk.reads == [(r.index, r.begin, r.length) for r in live]
-        assert s.uploader.peers == 0
+        assert s.uploader.queued_peers == 0
 
 
 # -- fairness -----------------------------------------------------------------------------------
@@ -285,7 +285,7 @@ async def test_peers_take_turns_one_block_each() -> None:
         assert len(order) == 64
         # The shallow peer's four blocks alternate with the deep peer's first ones.
         assert order[:8] == [0, 1] * 4
-        assert s.uploader.peers == 0
+        assert s.uploader.queued_peers == 0
 
 
 # -- the watermark ------------------------------------------------------------------------------
@@ -321,10 +321,10 @@ async def test_a_gone_peer_is_forgotten_and_its_blocks_not_read() -> None:
         await s.settle()
         reads = len(s.disk.reads)
         assert reads < 30
-        assert s.uploader.peers == 1
+        assert s.uploader.queued_peers == 1
         s.manager.remove_peer(stuck, "test")
         await s.settle()
-        assert s.uploader.peers == 0
+        assert s.uploader.queued_peers == 0
         assert len(s.disk.reads) == reads
 
 
