@@ -268,6 +268,29 @@ async def test_request_cancel_churn_keeps_each_peer_queue_within_reqq_and_a_quar
         assert s.uploader.queued_peers == 0
 
 
+async def test_the_request_that_triggers_a_sweep_is_kept() -> None:
+    reqq = 8
+    limit = reqq + reqq // 4 + 1
+    async with seed(run=False, reqq=reqq) as s:
+        peer, remote = await s.connect(1)
+        # Fill the queue to its sweep limit with stale entries, then one live request each
+        # time a sweep runs: every live one must survive it.
+        stale = [Request(0, i * 100, 100) for i in range(limit)]
+        for chunk in (stale[:reqq], stale[reqq:]):
+            await remote.send(*chunk)
+            await s.settle()  # queued before the cancels arrive
+            await remote.send(*(Cancel(r.index, r.begin, r.length) for r in chunk))
+            await s.settle()
+        assert s.uploader.queued(peer) == limit
+        live = Request(1, 0, 100)
+        await remote.send(live)
+        await s.settle()
+        assert s.uploader.queued(peer) == 1
+        s.nursery.start_soon(lambda: s.uploader.run(HANDLE, workers=1))
+        await s.settle()
+        assert s.disk.reads == [(1, 0, 100)]
+
+
 # -- fairness -----------------------------------------------------------------------------------
 
 

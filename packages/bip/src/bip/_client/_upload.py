@@ -126,10 +126,9 @@ class Uploader:
         state = self._queues.get(peer)
         if state is None:
             state = self._queues[peer] = _PeerQueue(connection.limits.max_peer_requests)
-        requests = state.requests
-        if len(requests) >= state.limit:
-            self._sweep(peer, state)
-        requests[key] = None
+        if len(state.requests) >= state.limit:
+            self._sweep(peer, state)  # a new dict
+        state.requests[key] = None
         if not state.scheduled:
             state.scheduled = True
             self._ready.append(peer)
