@@ -76,8 +76,8 @@ async def lockstep_peer(
 # -- the config ---------------------------------------------------------------------------------
 
 
-def test_the_default_bound_is_four_mib() -> None:
-    assert PeerManagerConfig().send_queue_bytes == DEFAULT_SEND_QUEUE_BYTES == 4 * 1024 * 1024
+def test_the_default_bound_is_two_mib() -> None:
+    assert PeerManagerConfig().send_queue_bytes == DEFAULT_SEND_QUEUE_BYTES == 2 * 1024 * 1024
 
 
 @pytest.mark.parametrize("value", [0, -1, True, 1.5, "1"])

@@ -155,13 +155,15 @@ DEFAULT_MAX_PEERS: Final = 200
 """Peers a manager holds at once by default (libtorrent's ``connections_limit``)."""
 DEFAULT_SEND_QUEUE_SIZE: Final = 128
 """Messages a peer's send queue holds by default (2 MiB of 16 KiB blocks)."""
-DEFAULT_SEND_QUEUE_BYTES: Final = 4 * 1024 * 1024
+DEFAULT_SEND_QUEUE_BYTES: Final = 2 * 1024 * 1024
 """Bytes a peer's send queue holds by default before :meth:`PeerManager.send` waits.
 
 The message count alone does not bound memory: a queue sized for a thousand small messages
 (requests, haves) holds 16 MiB of blocks or metadata pieces for a peer that stops reading,
-and a manager holds 200 such peers. 4 MiB is eight times libtorrent's send buffer
-watermark (500 KiB), room for any reasonable sender to keep a fast peer busy.
+and a manager holds 200 such peers. 2 MiB is what the default message count holds in
+blocks, four times libtorrent's send buffer watermark (500 KiB): room for a sender to keep
+a fast peer busy (benchmarks/peer_throughput.py moves blocks as fast with 1 MiB as with no
+byte bound at all).
 """
 DEFAULT_EVENT_BUFFER: Final = 256
 """Events buffered for :meth:`PeerManager.events` by default before the readers wait."""
