@@ -277,8 +277,8 @@ class Uploader:
             return  # cancelled, or rejected by a choke, while it was read
         try:
             sent = self._manager.send_nowait(peer, Piece(key[0], key[1], data))
-        except (PeerClosedError, LocalProtocolError):
-            return  # the request was overtaken meanwhile
+        except LocalProtocolError:  # StaleSendError: overtaken by the peer; nothing queued
+            return
         if sent:
             self._on_sent(peer, Block(*key))
             return
