@@ -3,7 +3,7 @@ one PeerManager: many connections from one host cannot take every slot."""
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, ip_address
 
 import pytest
 import trio
@@ -33,7 +33,7 @@ def handshake(host: str, port: int, torrent: InfoHash = TORRENT) -> CompletedHan
         our_extensions=BOTH,
         info_hash=torrent,
         swarm_id=torrent.swarm_ids()[0],
-        address=PeerAddress(IPv4Address(host), port),
+        address=PeerAddress(ip_address(host), port),
         direction="inbound",
     )
 
@@ -90,3 +90,13 @@ async def test_the_count_per_host_is_forgotten_with_the_peers() -> None:
 def test_max_peers_per_host_is_checked(value: object) -> None:
     with pytest.raises(ValueError, match="max_peers_per_host"):
         PeerManagerConfig(max_peers_per_host=value)  # type: ignore[arg-type]
+
+
+async def test_an_ipv4_peer_in_ipv6_form_counts_as_its_ipv4_host() -> None:
+    """A dual-stack listener shows an IPv4 peer as ::ffff:a.b.c.d: the same host."""
+    config = PeerManagerConfig(max_peers_per_host=2)
+    async with open_peer_manager(config) as manager:
+        manager.add_peer(handshake("10.0.0.9", 1000))
+        manager.add_peer(handshake("::ffff:10.0.0.9", 1001))
+        with pytest.raises(PeerManagerFullError, match="peers of this torrent"):
+            manager.add_peer(handshake("10.0.0.9", 1002))

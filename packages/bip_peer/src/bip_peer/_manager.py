@@ -851,7 +851,9 @@ class PeerManager:
             raise PeerManagerFullError(
                 f"{len(self._peers)} peers connected, the limit is {self._config.max_peers}"
             )
-        host_key = (handshake.address.host, handshake.info_hash)
+        # One host however its socket shows it (an IPv4 peer on a dual-stack listener is
+        # ::ffff:a.b.c.d).
+        host_key = _host_key(handshake.address, handshake.info_hash)
         per_host = self._config.max_peers_per_host
         if per_host is not None and self._per_host[host_key] >= per_host:
             self._rejected_full += 1
@@ -1231,7 +1233,7 @@ class PeerManager:
             task.space.unpark_all()
             task.drained.unpark_all()
             if self._peers.pop(task.peer, None) is not None:
-                key = (task.peer.address.host, task.peer.info_hash)
+                key = _host_key(task.peer.address, task.peer.info_hash)
                 self._per_host[key] -= 1
                 if self._per_host[key] <= 0:
                     del self._per_host[key]
@@ -1580,3 +1582,9 @@ async def open_peer_manager(
                 manager._peers_added,
                 manager._peers_removed,
             )
+
+
+def _host_key(address: PeerAddress, info_hash: InfoHash) -> tuple[object, InfoHash]:
+    """What ``max_peers_per_host`` counts by: the peer's IP (IPv4 in IPv6 form as IPv4) and
+    its torrent."""
+    return (address.normalized().host, info_hash)

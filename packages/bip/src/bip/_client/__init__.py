@@ -52,7 +52,7 @@ from ._source import (
 from ._status import TorrentPhase, TorrentStatus
 from ._swarm import Swarm
 from ._torrent import Torrent, TorrentError
-from ._upload import UPLOAD_WORKERS, Uploader
+from ._upload import SEND_WATERMARK, UPLOAD_WORKERS, Uploader
 from ._webseed import WebSeed, WebSeedState
 from ._webseed_http import WebSeedClient, WebSeedError, WebSeedFileMissingError
 
@@ -66,6 +66,7 @@ __all__ = [
     "DEFAULT_RESUME_INTERVAL",
     "OUR_EXTENSIONS",
     "RESUME_DIRECTORY",
+    "SEND_WATERMARK",
     "UPLOAD_WORKERS",
     "ClientConfig",
     "DhtLike",
