@@ -8,6 +8,7 @@ script can wait for a reply) and notices when the session closes the connection.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterable
 from ipaddress import ip_address
@@ -218,3 +219,25 @@ async def hostile_peer(
                 nursery.cancel_scope.cancel()
     finally:
         await trio.aclose_forcefully(stream)
+
+
+def bad_records(records: Iterable[logging.LogRecord]) -> list[str]:
+    """The records no campaign may cause: errors, and warnings that carry an exception."""
+    return [
+        record.getMessage()
+        for record in records
+        if record.levelno >= logging.ERROR
+        or (record.levelno >= logging.WARNING and record.exc_info)
+    ]
+
+
+class BadRecords(logging.Handler):
+    """Keeps :func:`bad_records` as they are logged (for hypothesis tests, where pytest's
+    function-scoped ``caplog`` cannot be used)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.bad: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.bad.extend(bad_records([record]))

@@ -21,7 +21,7 @@ from typing import Literal
 import pytest
 import trio
 from _engine_helpers import Version, loopback_config, make_torrent, same_files, write_content
-from _hostile_peer import ATTACKER_IDS, HostilePeer, hostile_peer
+from _hostile_peer import ATTACKER_IDS, BadRecords, HostilePeer, bad_records, hostile_peer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -380,16 +380,6 @@ async def _hash_requests(peer: HostilePeer, after: int = 0) -> list[HashRequest]
     return requests()
 
 
-def tracebacks(caplog: pytest.LogCaptureFixture) -> list[str]:
-    """Records at WARNING or above that carry an exception, or are errors at all."""
-    return [
-        record.getMessage()
-        for record in caplog.records
-        if record.levelno >= logging.WARNING
-        and (record.exc_info or record.levelno >= logging.ERROR)
-    ]
-
-
 async def run_campaign(
     campaign: Campaign,
     tmp_path: Path,
@@ -424,7 +414,7 @@ async def run_campaign(
             status = where.download.status()
     assert status.complete
     assert same_files(where.folder, tmp_path / "down" / "album")
-    assert not tracebacks(caplog)
+    assert not bad_records(caplog.records)
 
 
 @pytest.mark.parametrize("name", list(CAMPAIGNS))
@@ -466,18 +456,6 @@ _MESSAGES = st.one_of(
 )
 
 
-class _Errors(logging.Handler):
-    """Keeps the records a campaign must never cause (see :func:`tracebacks`)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.bad: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.exc_info or record.levelno >= logging.ERROR:
-            self.bad.append(record.getMessage())
-
-
 @settings(
     max_examples=12,
     deadline=None,
@@ -490,7 +468,7 @@ def test_random_answers_do_not_keep_a_leecher_from_completing(
 ) -> None:
     """The attacker says it has everything, then sends a random sequence as the leecher's
     requests come; the leecher logs no error and completes from the honest seed."""
-    errors = _Errors()
+    errors = BadRecords()
     logging.getLogger().addHandler(errors)
     root = tmp_path_factory.mktemp("random")
 

@@ -21,7 +21,7 @@ from typing import Literal
 import pytest
 import trio
 from _engine_helpers import loopback_config, make_torrent, same_files, write_content
-from _hostile_peer import ATTACKER_IDS, HostilePeer, hostile_peer
+from _hostile_peer import ATTACKER_IDS, BadRecords, HostilePeer, bad_records, hostile_peer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -466,16 +466,6 @@ CAMPAIGNS: dict[str, Campaign] = {
 }
 
 
-def no_tracebacks(caplog: pytest.LogCaptureFixture) -> list[str]:
-    """Records at WARNING or above that carry an exception, or are errors at all."""
-    return [
-        record.getMessage()
-        for record in caplog.records
-        if record.levelno >= logging.WARNING
-        and (record.exc_info or record.levelno >= logging.ERROR)
-    ]
-
-
 @pytest.mark.parametrize("name", list(CAMPAIGNS))
 async def test_campaign_against_a_seed(
     name: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
@@ -498,7 +488,7 @@ async def test_campaign_against_a_seed(
             assert peer.decode_error is None, peer.decode_error
             await honest_download(where, tmp_path / "honest")
             where.check_bounded()
-    assert not no_tracebacks(caplog)
+    assert not bad_records(caplog.records)
 
 
 # -- random message sequences (hypothesis) ----------------------------------------------------
@@ -522,18 +512,6 @@ _MESSAGES = st.one_of(
 )
 
 
-class _Errors(logging.Handler):
-    """Keeps the records a campaign must never cause (see :func:`no_tracebacks`)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.bad: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.exc_info or record.levelno >= logging.ERROR:
-            self.bad.append(record.getMessage())
-
-
 @settings(
     max_examples=25,
     deadline=None,
@@ -546,7 +524,7 @@ def test_random_message_sequences_cost_at_most_the_attacker(
 ) -> None:
     """Whatever the sequence, the seed logs no error, keeps no more than its bounds for the
     attacker, and a second connection is still served a block."""
-    errors = _Errors()
+    errors = BadRecords()
     logging.getLogger().addHandler(errors)
 
     async def main() -> None:

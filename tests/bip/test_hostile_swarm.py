@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import trio
 from _engine_helpers import loopback_config, make_torrent, same_files, write_content
-from _hostile_peer import HostilePeer, hostile_peer
+from _hostile_peer import HostilePeer, bad_records, hostile_peer
 
 from bip._client import TorrentOptions, open_session
 from bip._client._upload import SEND_WATERMARK, UPLOAD_WORKERS
@@ -34,16 +34,6 @@ DEADLINE = 30.0
 SEED_HOST = "127.0.0.2"
 HONEST_HOST = "127.0.0.3"
 ATTACKER_HOST = "127.0.0.5"
-
-
-def tracebacks(caplog: pytest.LogCaptureFixture) -> list[str]:
-    """Records at WARNING or above that carry an exception, or are errors at all."""
-    return [
-        record.getMessage()
-        for record in caplog.records
-        if record.levelno >= logging.WARNING
-        and (record.exc_info or record.levelno >= logging.ERROR)
-    ]
 
 
 async def test_an_idle_connection_times_out(
@@ -69,7 +59,7 @@ async def test_an_idle_connection_times_out(
                 seeder.manager._tick(trio.current_time() + DEFAULT_IDLE_TIMEOUT + 1)
                 assert await peer.wait_closed(5.0)
                 assert seeder.manager.statistics().removed_reasons[REASON_IDLE] == 1
-    assert not tracebacks(caplog)
+    assert not bad_records(caplog.records)
 
 
 async def test_a_request_trickled_one_byte_at_a_time_is_served(tmp_path: Path) -> None:
