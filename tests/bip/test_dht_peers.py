@@ -113,11 +113,14 @@ async def test_one_walk_per_swarm_announcing_then_as_a_seed(
 async def test_not_listening_looks_only(autojump_clock: trio.testing.MockClock) -> None:
     dht = FakeDht()
     target = Target(InfoHash(v1=V1), listen_port=0)
-    target.completed.set()
     target.ready.set()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(DhtPeers(dht, interval=60).run, target, Sink())
         await trio.sleep(1)
+        assert dht.calls == [Call(V1, False, None, False)]
+        # Completing changes nothing a look-only round says: it goes on, not started again.
+        target.completed.set()
+        await trio.sleep(30)
         assert dht.calls == [Call(V1, False, None, False)]
         nursery.cancel_scope.cancel()
 

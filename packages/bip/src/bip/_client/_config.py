@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from bip_dht import DEFAULT_FIND_INTERVAL
 from bip_disk import FileSystem
 from bip_handshake import Dialer, EncryptionPolicy, PeerAddress, PeerId, UtpConfig
 from bip_peer import check_rate
@@ -52,8 +53,9 @@ libtorrent allows one unless ``allow_multiple_connections_per_ip``; a few more l
 clients behind one NAT, or two connections of a simultaneous open, in, while one machine still
 cannot take every slot of a session.
 """
-DEFAULT_DHT_INTERVAL: Final = 900.0
-"""Seconds between two DHT lookups (and announces) of a torrent, libtorrent's default."""
+DEFAULT_DHT_INTERVAL: Final = DEFAULT_FIND_INTERVAL
+"""Seconds between two DHT rounds (a lookup that announces) of a torrent: bip_dht's
+``keep_finding`` default, libtorrent's (15 minutes)."""
 DEFAULT_UTP_CONFIG: Final = UtpConfig(connect_timeout=3.0)
 """The session's uTP settings: bip_handshake's defaults, but a connect gives up after 3 s as
 libtorrent's ``utp_connect_timeout`` does (a peer that does not answer a uTP SYN in 3 s rarely

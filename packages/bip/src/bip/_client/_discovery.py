@@ -401,7 +401,7 @@ class DhtPeers:
             interval=self.interval,
             announce=plan.port is not None,
             port=plan.port,
-            seed=plan.seed and plan.port is not None,
+            seed=plan.seed,
             sink=sink,
         )
 
@@ -419,11 +419,13 @@ class _DhtPlan:
     port: int | None
     """The TCP port to announce; None to look only (we do not listen)."""
     seed: bool
+    """Announce as a seed (BEP 33): complete, and announcing at all."""
 
     @classmethod
     def of(cls, target: DiscoveryTarget) -> _DhtPlan:
         return cls(
             swarm_ids=tuple(target.info_hash.swarm_ids()),
             port=target.listen_port or None,
-            seed=target.completed.is_set(),
+            # (a look-only round has nothing to say, so completion does not restart it)
+            seed=target.listen_port != 0 and target.completed.is_set(),
         )
