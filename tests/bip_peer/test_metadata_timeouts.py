@@ -237,7 +237,7 @@ def test_removing_or_resizing_a_peer_releases_what_it_held() -> None:
 )
 def test_bookkeeping_stays_consistent_and_bounded(steps: list[tuple[str, int, float]]) -> None:
     """Whatever peers do and however time passes: each peer has at most its slots of
-    requests, holding is a subset of outstanding, the held-piece counts match, and one peer
+    requests, and holding is a subset of outstanding; and one peer
     that answers finishes the fetch."""
     fetcher: MetadataFetcher[str] = MetadataFetcher(BIG_HASH)
     sent: dict[str, list[int]] = {}
@@ -260,13 +260,9 @@ def test_bookkeeping_stays_consistent_and_bounded(steps: list[tuple[str, int, fl
             fetcher.on_data(peer, answer(BIG, sent[peer].pop(0)), now)
         if fetcher.done:
             break
-        holding: dict[int, int] = {}
         for state in fetcher._peers.values():
             assert len(state.outstanding) <= 2
             assert state.holding <= state.outstanding.keys()
-            for piece in state.holding:
-                holding[piece] = holding.get(piece, 0) + 1
-        assert {p: c for p, c in fetcher._in_flight.items() if c} == holding
         deadline = fetcher.next_deadline()
         assert deadline is None or deadline > last_timer or deadline >= now
     # An honest peer joins late and is served everything it is asked, in time.

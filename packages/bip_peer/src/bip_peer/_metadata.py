@@ -259,7 +259,6 @@ class MetadataFetcher(Generic[K]):
 
         self._size: int | None = None  # the size being assembled
         self._pieces: dict[int, tuple[bytes, K]] = {}  # piece -> (data, source)
-        self._in_flight: dict[int, int] = {}  # piece -> requests holding it (_Peer.holding)
         # After a failed assembly: for each (size, piece), the digest each contributor sent.
         self._suspect: dict[tuple[int, int], dict[K, bytes]] = {}
         self._failed_contributors: set[K] = set()
@@ -301,7 +300,7 @@ class MetadataFetcher(Generic[K]):
             self._peers[peer] = _Peer(order=self._next_order, size=metadata_size)
             self._next_order += 1
         elif state.size != metadata_size:
-            self._release_all(state)
+            state.holding.clear()
             state.outstanding.clear()
             state.late.clear()
             state.size = metadata_size
@@ -316,7 +315,6 @@ class MetadataFetcher(Generic[K]):
         state = self._peers.pop(peer, None)
         if state is None:
             return
-        self._release_all(state)
         for digests in self._suspect.values():
             digests.pop(peer, None)
         if self._source == peer:
@@ -407,7 +405,7 @@ class MetadataFetcher(Generic[K]):
         # Nobody advertised a usable size: ask a peer that advertised none for piece 0, whose
         # answer carries total_size. One probe at a time across all peers.
         self._release_due(now)
-        if state.size is not None or self._in_flight.get(0, 0) > 0:
+        if state.size is not None or any(0 in other.holding for other in self._peers.values()):
             return None
         self._send(state, 0, now)
         return MetadataRequest(0)
@@ -415,24 +413,16 @@ class MetadataFetcher(Generic[K]):
     def _send(self, state: _Peer, piece: int, now: float) -> None:
         state.outstanding[piece] = now
         state.holding.add(piece)
-        self._in_flight[piece] = self._in_flight.get(piece, 0) + 1
         self._requests_sent += 1
 
     def _release(self, state: _Peer, piece: int) -> None:
         """The peer's request for ``piece`` no longer keeps other peers from being asked."""
-        if piece in state.holding:
-            state.holding.discard(piece)
-            self._in_flight[piece] -= 1
-
-    def _release_all(self, state: _Peer) -> None:
-        for piece in state.holding:
-            self._in_flight[piece] -= 1
-        state.holding.clear()
+        state.holding.discard(piece)
 
     def _abandon_requests(self, state: _Peer) -> None:
         """``state``'s requests in flight hold nothing and await nothing any more; an answer
         to one is still taken late, as a timed-out one is."""
-        self._release_all(state)
+        state.holding.clear()
         state.late.update(state.outstanding)
         state.outstanding.clear()
 
@@ -451,14 +441,16 @@ class MetadataFetcher(Generic[K]):
         among equals, one this peer did not send in a failed assembly, then the lowest."""
         self._release_due(now)
         asked: dict[int, int] = {}  # piece -> requests outstanding, holding or not
+        held: set[int] = set()  # pieces a request of less than rerequest_delay holds
         for other in self._peers.values():
             for piece in other.outstanding:
                 asked[piece] = asked.get(piece, 0) + 1
+            held.update(other.holding)
         best: tuple[int, bool, int] | None = None
         for piece in range(metadata_piece_count(size)):
             if piece in self._pieces or piece in state.outstanding or piece in state.late:
                 continue
-            if self._in_flight.get(piece, 0):
+            if piece in held:
                 continue  # asked elsewhere less than rerequest_delay ago
             key = (asked.get(piece, 0), peer in self._suspect.get((size, piece), ()), piece)
             if best is None or key < best:
@@ -693,7 +685,6 @@ class MetadataFetcher(Generic[K]):
             state.outstanding.clear()
             state.holding.clear()
             state.late.clear()
-        self._in_flight.clear()
 
     def _verify(self, info: bytes) -> bool:
         return info_matches(self._info_hash, info)
