@@ -369,3 +369,29 @@ async def test_a_send_queue_full_in_messages_takes_the_block_back_until_it_drain
         with trio.fail_after(10):
             await remote.read_until(lambda: (5, 0) in remote.pieces)
         assert len(s.disk.reads) <= reads + 1
+
+
+async def test_blocks_being_read_at_the_watermark_wait_for_a_read_not_a_watcher(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the watermark at one block, the block being read alone reaches it: the peer's
+    turn waits for that read to end. A watcher would find the send queue empty, hand the
+    peer back at once and be started again: a busy loop for as long as the read lasts."""
+    set_aside: list[Peer] = []
+    original = Uploader._set_aside
+
+    def counting(self: Uploader, peer: Peer, state: object, limit: int) -> None:
+        set_aside.append(peer)
+        original(self, peer, state, limit)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Uploader, "_set_aside", counting)
+    async with seed(workers=4, watermark=BLOCK) as s:
+        s.disk.gate = trio.Event()
+        _, remote = await s.connect(1)
+        await remote.send(*requests(2, 10))
+        await s.settle()  # never returns while a watcher spins
+        assert s.disk.reads == [(2, 0, BLOCK)]
+        assert set_aside == []
+        s.disk.gate.set()
+        await remote.read_until(lambda: len(remote.pieces) == 10)
+        assert remote.pieces == [(2, i * BLOCK) for i in range(10)]

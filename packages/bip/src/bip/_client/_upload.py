@@ -70,7 +70,7 @@ _BlockKey = tuple[int, int, int]
 class _PeerQueue:
     """One peer's queued requests and where the peer is in the uploader's hands."""
 
-    __slots__ = ("limit", "reading", "requests", "scheduled", "stuck")
+    __slots__ = ("limit", "reading", "requests", "scheduled", "stuck", "waiting_reads")
 
     def __init__(self, reqq: int) -> None:
         # Oldest first; a dict keeps insertion order and drops a duplicate for free.
@@ -78,7 +78,10 @@ class _PeerQueue:
         # Past this many entries the stale ones are swept out (see the module docstring).
         self.limit = reqq + reqq // 4 + 1
         self.reading = 0  # bytes being read from the disk for this peer
-        self.scheduled = False  # in the ready ring, or set aside with a watcher
+        self.scheduled = False  # in the ready ring, set aside with a watcher, or waiting_reads
+        # Out of the ring until a read for it ends: its blocks being read alone reach the
+        # watermark (a watcher would find its send queue empty and hand it back at once).
+        self.waiting_reads = False
         # Queued bytes when the send queue refused a block (full in messages): its next turn
         # waits until some of them are written (0: not stuck).
         self.stuck = 0
@@ -194,11 +197,14 @@ class Uploader:
         if not manager.is_connected(peer):
             self._drop(peer, state)
             return None
+        if state.reading >= self._watermark:
+            state.waiting_reads = True  # _work hands it back as one of its reads ends
+            return None
         limit = self._watermark - state.reading
         if state.stuck:
             limit = min(limit, state.stuck)
         if manager.queued_bytes(peer) >= limit:
-            self._set_aside(peer, state, max(1, limit))
+            self._set_aside(peer, state, limit)
             return None
         state.stuck = 0
         requests = state.requests
@@ -238,7 +244,6 @@ class Uploader:
         except PeerClosedError:
             self._drop(peer, state)
             return
-        state.stuck = 0
         if state.requests:
             self._ready.append(peer)
             if self._idle:
@@ -260,12 +265,19 @@ class Uploader:
             length = key[2]
             state.reading += length
             try:
-                await self._serve(handle, peer, key)
+                await self._serve(handle, peer, state, key)
             finally:
                 state.reading -= length
+                if state.waiting_reads:
+                    state.waiting_reads = False
+                    ready.append(peer)
+                    if self._idle:
+                        self._idle.unpark()
                 self._forget(peer, state)
 
-    async def _serve(self, handle: TorrentHandle, peer: Peer, key: _BlockKey) -> None:
+    async def _serve(
+        self, handle: TorrentHandle, peer: Peer, state: _PeerQueue, key: _BlockKey
+    ) -> None:
         """Read ``key`` and queue it to ``peer``, unless it is no longer wanted."""
         try:
             data = await self._disk.read_block(handle, *key)
@@ -285,8 +297,8 @@ class Uploader:
         # Gone, or full (in messages, or in bytes by what others queued: haves, metadata...):
         # the request goes back to the head of the peer's queue, and its next turn waits
         # until some of what is queued is written. The block read is lost; this is rare.
-        state = self._queues.get(peer)
-        if state is None or not self._manager.is_connected(peer):
+        # (``state`` stays ours while a read for the peer is counted in it: _forget keeps it)
+        if not self._manager.is_connected(peer):
             return
         state.requests = {key: None, **state.requests}
         state.stuck = max(1, self._manager.queued_bytes(peer))
