@@ -358,18 +358,12 @@ class PeerManagerConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, not {value!r}")
-        per_host = self.max_peers_per_host
-        if per_host is not None and (
-            isinstance(per_host, bool) or not isinstance(per_host, int) or per_host < 1
-        ):
-            raise ValueError(f"max_peers_per_host must be a positive int or None, not {per_host!r}")
-        queue_bytes = self.send_queue_bytes
-        if queue_bytes is not None and (
-            isinstance(queue_bytes, bool) or not isinstance(queue_bytes, int) or queue_bytes < 1
-        ):
-            raise ValueError(
-                f"send_queue_bytes must be a positive int or None, not {queue_bytes!r}"
-            )
+        for name in ("max_peers_per_host", "send_queue_bytes"):  # None: no such bound
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise ValueError(f"{name} must be a positive int or None, not {value!r}")
         for name in ("keepalive_interval", "idle_timeout", "tick_interval", "rate_window"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not (math.isfinite(value) and value > 0):

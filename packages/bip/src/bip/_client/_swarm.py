@@ -175,7 +175,7 @@ class Swarm:
                 level = logging.WARNING if loud else logging.DEBUG
                 logger.log(level, "not sent to %s (refusal %d): %s", peer, self._refused, error)
                 continue
-            if not sent and peer in manager.peers:
+            if not sent and manager.is_connected(peer):  # (O(1); one being removed is not)
                 stalled.append(peer)
         for peer in stalled:
             manager.remove_peer(peer, REASON_STALLED)
