@@ -562,7 +562,7 @@ class Handshaker:
         extensions: Extensions,
         max_concurrent: int,
         max_queued: int,
-        max_inbound: int | None = None,
+        max_inbound: int,
         connect_timeout: float,
         handshake_timeout: float,
         filters: HandshakeFilters,
@@ -587,7 +587,7 @@ class Handshaker:
         # docstring), and inbound peers may not hold back our dials.
         self._slots = trio.Semaphore(max_concurrent)  # outbound: held by a dial in flight
         self._max_concurrent = max_concurrent
-        self._max_inbound = max_concurrent if max_inbound is None else max_inbound
+        self._max_inbound = max_inbound
         self._inbound_slots = trio.Semaphore(self._max_inbound)
         self._torrents: dict[bytes, InfoHash] = {}
         self._skeys = SkeyTable()
@@ -1304,7 +1304,7 @@ async def open_handshaker(
                 extensions=extensions,
                 max_concurrent=max_concurrent,
                 max_queued=max_queued,
-                max_inbound=max_inbound,
+                max_inbound=max_concurrent if max_inbound is None else max_inbound,
                 connect_timeout=connect_timeout,
                 handshake_timeout=handshake_timeout,
                 filters=filters if filters is not None else HandshakeFilters(),
