@@ -534,11 +534,11 @@ class Torrent:
         # By host, as libtorrent bans: the same peer comes back from another port. Bounded:
         # each ban costs a peer some bad pieces, but many peers could still fill memory.
         if len(self._banned) < MAX_BANNED:
-            self._banned.add(peer.address.host)
+            self._banned.add(peer.address.normalized().host)
 
     def refuses(self, address: PeerAddress) -> bool:
         """Whether a peer at ``address`` was banned for sending bad data."""
-        return address.host in self._banned
+        return address.normalized().host in self._banned  # IPv4 in IPv6 form as IPv4
 
     # -- what the session routes here -------------------------------------------------------
 
