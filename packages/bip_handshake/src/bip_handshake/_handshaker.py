@@ -81,6 +81,7 @@ from ._handshake import (
     HandshakeConnection,
     InfoHashReceived,
 )
+from ._ip_filter import IPFilter
 from ._mse import EncryptionPolicy, MSEEstablished, MSEInitiator, MSEReceiver, SkeyTable
 from ._mse_stream import MSEStream
 from ._peer_id import PeerId
@@ -347,6 +348,10 @@ class HandshakerStatistics:
             Inbound handshakes never wait and never take these slots.
         filtered_direction: refused by :attr:`HandshakeFilters.inbound` / ``outbound``.
         filtered_address: refused by :attr:`HandshakeFilters.address`.
+        filtered_ip: blocked by the IP filter (:meth:`Handshaker.set_ip_filter`): offered
+            addresses not queued, queued dials dropped, inbound connections closed before
+            any byte is read (all of them not attempts), and handshakes refused at the end
+            because a filter set meanwhile blocks them (those are failures).
         filtered_info_hash: refused by :attr:`HandshakeFilters.info_hash`.
         filtered_extensions: refused by :attr:`HandshakeFilters.extensions`.
         filtered_peer_id: refused by :attr:`HandshakeFilters.peer_id`.
@@ -392,6 +397,7 @@ class HandshakerStatistics:
     outbound_waited: int = 0
     filtered_direction: int = 0
     filtered_address: int = 0
+    filtered_ip: int = 0
     filtered_info_hash: int = 0
     filtered_extensions: int = 0
     filtered_peer_id: int = 0
@@ -430,6 +436,7 @@ _REASONS: Final = {
     "unknown_info_hash": "the peer asked for a torrent we do not serve",
     "self_connection": "connected to ourselves",
     "over_limit": "too many inbound handshakes in progress",
+    "filtered_ip": "blocked by the IP filter",
     "filtered_info_hash": "refused by the info-hash filter",
     "filtered_extensions": "refused by the extensions filter",
     "filtered_peer_id": "refused by the peer id filter",
@@ -571,8 +578,10 @@ class Handshaker:
         backlog: int,
         listeners: list[trio.SocketListener],
         on_dial_failed: DialFailureCallback | None = None,
+        ip_filter: IPFilter | None = None,
     ) -> None:
         """Internal: use :func:`open_handshaker`."""
+        self._ip_filter = ip_filter
         self._on_dial_failed = on_dial_failed
         self._nursery = nursery
         self._peer_id = peer_id
@@ -704,6 +713,29 @@ class Handshaker:
             raise ValueError(f"transport must be 'tcp' or 'utp', not {transport!r}")
         self._nursery.start_soon(self._run_inbound, stream, address.normalized(), transport)
 
+    @property
+    def ip_filter(self) -> IPFilter | None:
+        """The IP filter in force (``None``: none)."""
+        return self._ip_filter
+
+    def set_ip_filter(self, ip_filter: IPFilter | None) -> None:
+        """Replace the IP filter (``None`` removes it), at once, as libtorrent's
+        ``session::set_ip_filter``.
+
+        From now on blocked addresses are not queued, queued dials to them are dropped
+        when their turn comes, inbound connections from them are closed unread, and
+        handshakes in flight with them are refused before delivery (``filtered_ip``).
+        Connections already delivered are the owner's: it closes those the new filter
+        blocks (the bip client's ``Session.set_ip_filter`` does).
+
+        Raises:
+            TypeError: ``ip_filter`` is not an :class:`~bip_handshake.IPFilter` or ``None``.
+        """
+        if ip_filter is not None and not isinstance(ip_filter, IPFilter):
+            raise TypeError(f"ip_filter must be an IPFilter or None, not {ip_filter!r}")
+        self._ip_filter = ip_filter
+        _log.debug("IP filter set: %r", ip_filter)
+
     def completed(self) -> trio.MemoryReceiveChannel[CompletedHandshake]:
         """The completed handshakes, to iterate with ``async for``.
 
@@ -786,10 +818,13 @@ class Handshaker:
             del self._open[key]
 
     def _allowed_early(self, torrent: InfoHash | None, address: PeerAddress, d: Direction) -> bool:
-        """Direction, address and info-hash filters; counts a refusal."""
+        """Direction, IP, address and info-hash filters; counts a refusal."""
         filters = self._filters
         if not (filters.outbound if d == "outbound" else filters.inbound):
             self._count("filtered_direction")
+            return False
+        if self._ip_blocked(address):
+            self._count("filtered_ip")
             return False
         if filters.address is not None and not filters.address(address, d):
             self._count("filtered_address")
@@ -798,6 +833,11 @@ class Handshaker:
             self._count("filtered_info_hash")
             return False
         return True
+
+    def _ip_blocked(self, address: PeerAddress) -> bool:
+        """Whether the IP filter in force blocks ``address`` (read each time: replaceable)."""
+        ip_filter = self._ip_filter
+        return ip_filter is not None and ip_filter.blocks(address.host)
 
     async def _dispatch(self) -> None:
         """Take queued dials one by one as outbound slots free up (inbound ones never)."""
@@ -815,6 +855,13 @@ class Handshaker:
                 self._slots.release()
                 self._dialling.discard((torrent, address))
                 self._count("dropped_duplicate")
+                continue
+            if self._ip_blocked(address):
+                # Queued before a filter that blocks it was set (checked once the slot is
+                # ours: the filter may change while the dial waits for one).
+                self._slots.release()
+                self._dialling.discard((torrent, address))
+                self._count("filtered_ip")
                 continue
             self._nursery.start_soon(self._run_outbound, torrent, address, swarm_id)
 
@@ -1046,6 +1093,9 @@ class Handshaker:
         """Hand ``peer`` over; its (torrent, address) pair, taken, is released on close."""
         if peer.info_hash not in self._registered:
             raise _RefusedError("unregistered")
+        if self._ip_blocked(peer.address):
+            # A filter set while the handshake ran blocks the peer.
+            raise _RefusedError("filtered_ip")
         key = (peer.info_hash, peer.address)
         peer = replace(peer, stream=_TrackedStream(peer.stream, lambda: self._closed(key)))
         # Counted before the hand-over: the receiver may run (and read statistics(), or
@@ -1236,6 +1286,7 @@ async def open_handshaker(
     dial: Dialer | None = None,
     backlog: int = 16,
     on_dial_failed: DialFailureCallback | None = None,
+    ip_filter: IPFilter | None = None,
 ) -> AsyncIterator[Handshaker]:
     """Run a :class:`Handshaker` for the duration of an ``async with`` block.
 
@@ -1271,6 +1322,9 @@ async def open_handshaker(
         backlog: completed handshakes held until :meth:`Handshaker.completed` takes them.
         on_dial_failed: told of every dial that never connected (a :class:`DialFailure`),
             after the address is free to be dialled again; must not block.
+        ip_filter: the addresses never to talk to, in either direction (a blocklist;
+            replace it with :meth:`Handshaker.set_ip_filter`). Blocked peers are counted
+            in ``filtered_ip``, before the ``filters.address`` callable runs.
 
     Raises:
         ListenError: a listening socket could not be opened.
@@ -1294,6 +1348,8 @@ async def open_handshaker(
         raise TypeError(f"encryption must be an EncryptionPolicy, not {encryption!r}")
     if on_dial_failed is not None and not callable(on_dial_failed):
         raise TypeError(f"on_dial_failed must be callable, not {on_dial_failed!r}")
+    if ip_filter is not None and not isinstance(ip_filter, IPFilter):
+        raise TypeError(f"ip_filter must be an IPFilter or None, not {ip_filter!r}")
     listeners = await _open_listeners(list(listen))
     handshaker: Handshaker | None = None
     try:
@@ -1313,6 +1369,7 @@ async def open_handshaker(
                 backlog=backlog,
                 listeners=listeners,
                 on_dial_failed=on_dial_failed,
+                ip_filter=ip_filter,
             )
             nursery.start_soon(handshaker._dispatch)
             for listener in listeners:
