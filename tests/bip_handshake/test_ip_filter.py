@@ -474,3 +474,20 @@ async def test_open_handshaker_checks_the_filter_type() -> None:
     with pytest.raises(TypeError, match="ip_filter"):
         async with open_handshaker(listen=[], ip_filter=ip_address("1.2.3.4")):  # type: ignore[arg-type]
             pass  # pragma: no cover
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("2001:db8::9-2001:db8::1", "starts before it ends"),  # not a P2P line named 2001
+        ("Org:1.2.3.9-1.2.3.4", "starts before it ends"),  # the P2P reading's error
+        ("Org, Inc:1.2.3.4-1.2.3.x", "not an IPv4 address: '1.2.3.x'"),
+        ("1.2.3.4 - 1.2.3.5 , x , name", "not an access level"),  # the DAT reading's error
+        ("10.0.0.0/40", "not a prefix length"),
+    ],
+)
+def test_auto_reports_the_error_of_the_format_the_line_looks_like(line: str, message: str) -> None:
+    with pytest.raises(IPFilterError, match=message):
+        parse_ip_filter(line, strict=True)
+    with pytest.raises(IPFilterError, match="not a P2P line"):
+        parse_ip_filter("2001:db8::1-2001:db8::5", format="p2p", strict=True)

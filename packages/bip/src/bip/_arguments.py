@@ -4,21 +4,43 @@ the usage answer of a command group called without its action."""
 from __future__ import annotations
 
 import argparse
+import gzip
+import logging
 import math
 import sys
-from collections.abc import Callable
-from typing import TypeVar
+import zlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Final, TypeVar
+
+from bip_handshake._ip_filter import (  # until bip_handshake re-exports them
+    IPFilter,
+    IPFilterError,
+    parse_ip_filter,
+)
+
+from ._errors import CLIError
 
 __all__ = [
+    "MAX_IP_FILTER_FILE",
     "add_command_group",
+    "add_ip_filter_options",
     "add_serve_loop_options",
     "add_timeout",
     "add_torrent_and_directory",
+    "load_ip_filter",
     "positive",
     "print_usage",
 ]
 
 N = TypeVar("N", int, float)
+
+MAX_IP_FILTER_FILE: Final = 256 * 1024 * 1024
+"""Bytes an ``--ip-filter`` file may hold (after gunzip): the largest public blocklists are
+a few tens of MB, and the parser's own bound (two million ranges) is reached well before."""
+_GZIP_MAGIC: Final = b"\x1f\x8b"
+
+logger = logging.getLogger("bip")
 
 
 def positive(kind: type[N]) -> Callable[[str], N]:
@@ -98,3 +120,81 @@ def print_usage(parser: argparse.ArgumentParser) -> int:
     group such as ``bip dht`` does when no action is given."""
     parser.print_help(sys.stderr)
     return 2
+
+
+def add_ip_filter_options(parser: argparse.ArgumentParser) -> None:
+    """``--ip-filter FILE`` (repeatable) and ``--ip-filter-strict``: peers never to talk to."""
+    parser.add_argument(
+        "--ip-filter",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a blocklist: peers in it are never dialled and are refused when they connect"
+        " (trackers and web seeds are not filtered). P2P/PeerGuardian (name:first-last),"
+        " eMule ipfilter.dat (first - last , level , name; level <= 127 blocks), or one CIDR"
+        " block, range or address per line, detected per line; gzipped files are read too."
+        " Repeat for more lists. Malformed lines are skipped with a warning counting them",
+    )
+    parser.add_argument(
+        "--ip-filter-strict",
+        action="store_true",
+        help="refuse an --ip-filter file with any malformed line (default: skip such lines)",
+    )
+
+
+def _read_blocklist(path: Path) -> str:
+    """A blocklist file's text (gunzipped if gzipped), at most :data:`MAX_IP_FILTER_FILE`
+    bytes. Names in lists come in every encoding: undecodable bytes are replaced, since
+    only the addresses matter.
+
+    Raises:
+        CLIError: the file cannot be read, is too large, or is a broken gzip file.
+    """
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_IP_FILTER_FILE + 1)
+        if data.startswith(_GZIP_MAGIC):
+            with gzip.open(path, "rb") as unzipped:
+                data = unzipped.read(MAX_IP_FILTER_FILE + 1)
+    except (OSError, EOFError, zlib.error) as error:
+        # gzip's errors are OSError (BadGzipFile), EOFError or zlib.error.
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise CLIError(f"--ip-filter {path}: cannot read: {reason}") from None
+    if len(data) > MAX_IP_FILTER_FILE:
+        raise CLIError(f"--ip-filter {path}: larger than {MAX_IP_FILTER_FILE} bytes")
+    return data.decode("utf-8", errors="replace")
+
+
+def load_ip_filter(paths: Sequence[str], *, strict: bool) -> IPFilter | None:
+    """The filter blocking what every file in ``paths`` blocks (``None`` without files).
+
+    Lenient unless ``strict``: each file's malformed lines are skipped, with one warning
+    saying how many and showing the first.
+
+    Raises:
+        CLIError: a file cannot be read or is too large, holds too many ranges, or (strict)
+            has a malformed line; the message names the file and the line.
+    """
+    if not paths:
+        return None
+    combined: IPFilter | None = None
+    for name in paths:
+        path = Path(name)
+        text = _read_blocklist(path)
+        try:
+            parsed = parse_ip_filter(text, strict=strict)
+        except IPFilterError as error:
+            raise CLIError(f"--ip-filter {path}: {error}") from None
+        if parsed.skipped:
+            logger.warning(
+                "--ip-filter %s: skipped %d malformed line(s), the first at %s"
+                " (--ip-filter-strict refuses such a file)",
+                path,
+                parsed.skipped,
+                parsed.first_error,
+            )
+        if parsed.rules == 0:
+            logger.warning("--ip-filter %s: no range in the file: it blocks nothing", path)
+        logger.info("--ip-filter %s: %d range(s) read", path, parsed.rules)
+        combined = parsed.filter if combined is None else combined | parsed.filter
+    return combined

@@ -27,6 +27,7 @@ from bip_dht import DHTSocketError, RoutingStateError, open_dht
 from bip_handshake import EncryptionPolicy, PeerAddress
 from bip_metainfo import MagnetLink, Metainfo
 
+from ._arguments import add_ip_filter_options, load_ip_filter
 from ._client import (
     RESUME_DIRECTORY,
     ClientConfig,
@@ -166,6 +167,7 @@ def add_session_arguments(parser: argparse.ArgumentParser) -> None:
         " 172.16/12, 192.168/16, link-local and fc00::/7 do not cross the link the limits"
         " share)",
     )
+    add_ip_filter_options(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress line")
 
 
@@ -303,7 +305,8 @@ def config_from_args(args: argparse.Namespace) -> ClientConfig:
     """The session settings the shared options ask for.
 
     Raises:
-        CLIError: a bad port, bind address or rate limit.
+        CLIError: a bad port, bind address or rate limit, or an ``--ip-filter`` file that
+            cannot be read or is malformed.
     """
     port = parse_port(args.port)
     host, _ = parse_endpoint(args.bind, default_port=0)
@@ -321,6 +324,7 @@ def config_from_args(args: argparse.Namespace) -> ClientConfig:
         upload_rate_limit=parse_rate(args.upload_limit, "--upload-limit"),
         download_rate_limit=parse_rate(args.download_limit, "--download-limit"),
         limit_local_peers=args.limit_local,
+        ip_filter=load_ip_filter(args.ip_filter, strict=args.ip_filter_strict),
     )
 
 

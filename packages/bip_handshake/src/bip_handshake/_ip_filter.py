@@ -377,6 +377,14 @@ def _host(text: str) -> Host:
         raise _LineError(exc.reason) from None
 
 
+def _is_address(text: str) -> bool:
+    try:
+        _host(text)
+    except _LineError:
+        return False
+    return True
+
+
 def _span(first: Host, last: Host) -> IPRange:
     try:
         return IPRange(first, last)
@@ -396,7 +404,9 @@ def _line_range(text: str) -> IPRange:
 def _line_p2p(line: str) -> Rule:
     """``name:first-last``; the name may hold ':' (and '-') before an IPv4 range."""
     head, dash, last_text = line.rpartition("-")
-    if not dash or ":" not in head:
+    if not dash or ":" not in head or _is_address(head):
+        # A bare IPv6 range has a ':' too, but no name: splitting it at a ':' would
+        # read a different range.
         raise _LineError("not a P2P line (name:first-last)")
     last = _host(last_text)
     if isinstance(last, IPv4Address):
@@ -463,16 +473,18 @@ def _line_auto(line: str) -> Rule | None:
     if "," in line:
         attempts.append(_line_dat)
     attempts.append(_line_cidr)
-    if "-" in line and ":" in line.rpartition("-")[0]:
+    head = line.rpartition("-")[0]
+    named = ":" in head and not _is_address(head)
+    if named:
         attempts.append(_line_p2p)
-    first_error: _LineError | None = None
+    errors: list[_LineError] = []
     for attempt in attempts:
         try:
             return attempt(line)
         except _LineError as exc:
-            first_error = first_error or exc
-    assert first_error is not None
-    raise first_error
+            errors.append(exc)
+    # Say what is wrong in the format the line looks like: a named range is a P2P line.
+    raise errors[-1] if named else errors[0]
 
 
 _PARSERS: Final = {"auto": _line_auto, "p2p": _line_p2p, "dat": _line_dat, "cidr": _line_cidr}

@@ -11,6 +11,7 @@ from typing import Final
 from bip_dht import DEFAULT_FIND_INTERVAL
 from bip_disk import FileSystem
 from bip_handshake import Dialer, EncryptionPolicy, PeerAddress, PeerId, UtpConfig
+from bip_handshake._ip_filter import IPFilter  # until bip_handshake re-exports it
 from bip_peer import check_rate
 
 __all__ = [
@@ -119,6 +120,11 @@ class ClientConfig:
             too. Off by default: as in libtorrent, whose "local" peer class has no limit,
             they are exempt (the limits share the link to the internet, which they do not
             use). :meth:`~bip._client.Session.set_rate_limits` switches it while running.
+        ip_filter: the peer addresses never to talk to (a blocklist, libtorrent's
+            ``ip_filter``): never dialled, however they were found (trackers, DHT, PEX,
+            ``--peer``), and refused inbound. Trackers and web seeds are servers, not
+            peers: not filtered, as in libtorrent. ``None``: no filter.
+            :meth:`~bip._client.Session.set_ip_filter` replaces it while running.
     """
 
     listen: tuple[tuple[str, int], ...] = (("0.0.0.0", DEFAULT_LISTEN_PORT),)
@@ -143,6 +149,7 @@ class ClientConfig:
     upload_rate_limit: float | None = None
     download_rate_limit: float | None = None
     limit_local_peers: bool = False
+    ip_filter: IPFilter | None = None
 
     def __post_init__(self) -> None:
         """Refuse numbers that cannot work."""
@@ -171,6 +178,8 @@ class ClientConfig:
                 raise TypeError(f"{name} must be a bool, not {getattr(self, name)!r}")
         for name in ("upload_rate_limit", "download_rate_limit"):
             check_rate(getattr(self, name), name)
+        if self.ip_filter is not None and not isinstance(self.ip_filter, IPFilter):
+            raise TypeError(f"ip_filter must be an IPFilter or None, not {self.ip_filter!r}")
         if not isinstance(self.utp_config, UtpConfig):
             raise TypeError(f"utp_config must be a UtpConfig, not {self.utp_config!r}")
         for host, port in self.listen:

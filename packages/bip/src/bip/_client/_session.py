@@ -54,6 +54,7 @@ from bip_handshake import (
     UtpSocket,
     open_handshaker,
 )
+from bip_handshake._ip_filter import IPFilter  # until bip_handshake re-exports it
 from bip_metainfo import InfoHash, MagnetLink, Metainfo
 from bip_peer import (
     DEFAULT_MAX_PEER_REQUESTS,
@@ -83,7 +84,13 @@ from ._torrent import Torrent, TorrentError
 from ._utp import UtpRouter, open_session_utp
 from ._webseed_http import WebSeedClient
 
-__all__ = ["OUR_EXTENSIONS", "REASON_DUPLICATE", "Session", "open_session"]
+__all__ = [
+    "OUR_EXTENSIONS",
+    "REASON_DUPLICATE",
+    "REASON_IP_FILTER",
+    "Session",
+    "open_session",
+]
 
 logger = logging.getLogger("bip.client")
 
@@ -91,6 +98,9 @@ OUR_EXTENSIONS: Final = Extensions.EXTENSION_PROTOCOL | Extensions.FAST
 """The reserved bits we set: BEP 10 (metadata, PEX, ...) and BEP 6 (fast extension)."""
 REASON_DUPLICATE: Final = "duplicate connection"
 """Why a second connection to a peer we are already connected to is closed."""
+REASON_IP_FILTER: Final = "blocked by the IP filter"
+"""Why a connected peer is closed when :meth:`Session.set_ip_filter` sets a filter that
+blocks it."""
 _TICK: Final = 0.1  # seconds between passes of the ticker over the brains' deadlines
 # Per peer, in messages: room for the deepest request queue the brain builds (capped at
 # MAX_OUT_REQUESTS) and for our answers to the peer's own requests (at most our reqq; the
@@ -225,6 +235,36 @@ class Session:
             self.manager.set_rate_limits(limit_local_peers=limit_local_peers)
 
     @property
+    def ip_filter(self) -> IPFilter | None:
+        """The IP filter in force now (:attr:`ClientConfig.ip_filter` at the start;
+        :attr:`config` keeps that one)."""
+        return self.handshaker.ip_filter
+
+    def set_ip_filter(self, ip_filter: IPFilter | None) -> int:
+        """Replace the IP filter of every torrent's peers (``None``: none), at once.
+
+        As libtorrent's ``session::set_ip_filter``: blocked addresses are no longer dialled
+        or accepted, and the peers connected now that it blocks are disconnected (their
+        :class:`~bip_peer.PeerRemoved` says :data:`REASON_IP_FILTER`); the others stay.
+        Trackers and web seeds are not filtered.
+
+        Returns:
+            How many connected peers were disconnected.
+
+        Raises:
+            TypeError: ``ip_filter`` is not an :class:`~bip_handshake.IPFilter` or ``None``.
+        """
+        self.handshaker.set_ip_filter(ip_filter)
+        if ip_filter is None:
+            return 0
+        blocked = [peer for peer in self.manager.peers if ip_filter.blocks(peer.address.host)]
+        for peer in blocked:
+            self.manager.remove_peer(peer, REASON_IP_FILTER)
+        if blocked:
+            logger.info("IP filter: disconnected %d blocked peer(s)", len(blocked))
+        return len(blocked)
+
+    @property
     def torrents(self) -> tuple[Torrent, ...]:
         """The torrents added."""
         return tuple(self._all)
@@ -309,6 +349,11 @@ class Session:
         """Completed handshakes become peers of their torrent."""
         async for handshake in self.handshaker.completed():
             torrent = self.find(handshake.info_hash)
+            ip_filter = self.handshaker.ip_filter
+            if ip_filter is not None and ip_filter.blocks(handshake.address.host):
+                # Delivered just before set_ip_filter blocked it, and waited here since.
+                await _close(handshake)
+                continue
             if torrent is None or torrent.refuses(handshake.address):
                 await _close(handshake)
                 continue
@@ -574,6 +619,7 @@ async def open_session(
                     connect_timeout=config.connect_timeout,
                     handshake_timeout=config.handshake_timeout,
                     on_dial_failed=dial_failed,
+                    ip_filter=config.ip_filter,
                 )
             )
             utp_sockets: tuple[UtpSocket, ...] = ()
