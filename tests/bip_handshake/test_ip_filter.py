@@ -109,6 +109,8 @@ def test_lookup_takes_every_form_and_maps_v4_in_v6() -> None:
     assert f.allows("192.0.3.0")
     with pytest.raises(IPFilterError):
         f.blocks("not an address")
+    with pytest.raises(TypeError):
+        f.blocks(3232235521)  # type: ignore[arg-type]
 
 
 def test_equality_hash_union_and_repr() -> None:

@@ -64,7 +64,6 @@ IPFilterFormat = Literal["auto", "p2p", "dat", "cidr"]
 Host = IPv4Address | IPv6Address
 _V4_MAX: Final = (1 << 32) - 1
 _V6_MAX: Final = (1 << 128) - 1
-_V4_PART: Final = re.compile(r"[0-9]{1,3}\Z")
 
 
 class IPFilterError(ValueError):
@@ -124,10 +123,6 @@ class IPRange:
         return f"{self.first}-{self.last}"
 
 
-Rule = tuple[IPRange, bool]
-"""A range and whether it is blocked (``True``) or allowed (``False``)."""
-
-
 def _merge(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Sorted, disjoint, non-adjacent intervals covering the same integers."""
     intervals.sort()
@@ -163,7 +158,7 @@ def _subtract(
     return result
 
 
-def _apply(rules: Iterable[Rule]) -> dict[int, list[tuple[int, int]]]:
+def _apply(rules: Iterable[tuple[int, int, int, bool]]) -> dict[int, list[tuple[int, int]]]:
     """The blocked intervals per family after ``rules``, later rules overriding earlier.
 
     Consecutive rules of one kind are applied as one batch (sort, then a linear merge),
@@ -183,17 +178,22 @@ def _apply(rules: Iterable[Rule]) -> dict[int, list[tuple[int, int]]]:
                 blocked[family] = _subtract(blocked[family], _merge(batch[family]))
             batch[family] = []
 
+    for family, first, last, block in rules:
+        if block is not batch_kind:
+            flush()
+            batch_kind = block
+        batch[family].append((first, last))
+    flush()
+    return blocked
+
+
+def _raw_rules(rules: Iterable[tuple[IPRange, bool]]) -> Iterator[tuple[int, int, int, bool]]:
+    """``(IPRange, blocked)`` rules as (family, first, last, blocked), checked."""
     for rule in rules:
         if not (isinstance(rule, tuple) and len(rule) == 2 and isinstance(rule[0], IPRange)):
             raise IPFilterError(f"a rule is an (IPRange, blocked) pair, not {rule!r}")
         span, block = rule
-        block = bool(block)
-        if block is not batch_kind:
-            flush()
-            batch_kind = block
-        batch[span.family].append((int(span.first), int(span.last)))
-    flush()
-    return blocked
+        yield span.family, int(span.first), int(span.last), bool(block)
 
 
 class IPFilter:
@@ -233,6 +233,11 @@ class IPFilter:
         Raises:
             IPFilterError: a rule is not an ``(IPRange, bool)`` pair.
         """
+        return cls._from_raw(_raw_rules(rules))
+
+    @classmethod
+    def _from_raw(cls, rules: Iterable[tuple[int, int, int, bool]]) -> IPFilter:
+        """A filter from (family, first, last, blocked) rules, already checked."""
         intervals = _apply(rules)
         result = cls()
         result._starts = {f: tuple(first for first, _ in intervals[f]) for f in (4, 6)}
@@ -272,11 +277,14 @@ class IPFilter:
 
         Raises:
             IPFilterError: ``host`` is text that is not an IP address.
+            TypeError: ``host`` is of another type.
         """
         if isinstance(host, PeerAddress):
             host = host.host
         elif isinstance(host, str):
-            host = _parse_host(host.strip())
+            host = _parse_host(host)
+        elif not isinstance(host, IPv4Address | IPv6Address):
+            raise TypeError(f"a host is an IP address, a PeerAddress or text, not {host!r}")
         if isinstance(host, IPv6Address) and host.ipv4_mapped is not None:
             host = host.ipv4_mapped
         family = 4 if isinstance(host, IPv4Address) else 6
@@ -343,38 +351,43 @@ class _LineError(Exception):
     """A line is malformed; the caller adds the line number."""
 
 
-def _parse_v4(text: str) -> IPv4Address:
-    """An IPv4 address; parts may have leading zeros, read as decimal (PeerGuardian lists)."""
-    parts = text.split(".")
-    if len(parts) != 4 or not all(_V4_PART.match(part) for part in parts):
+_Raw = tuple[int, int, int, bool]
+"""A rule as the parsers make it: family, first and last as integers, blocked. Lists run
+to hundreds of thousands of lines: no address objects on the way."""
+_V4_TEXT: Final = re.compile(r"([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\Z")
+_V4_RANGE: Final = r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}"
+_P2P_V4: Final = re.compile(rf"(.*):\s*({_V4_RANGE})\s*-\s*({_V4_RANGE})\Z")
+"""The common P2P line (an IPv4 range), read in one match: the name runs to the last ':'."""
+_COMMENT: Final = re.compile(r"[#;]")
+
+
+def _host(text: str) -> tuple[int, int]:
+    """An IPv4 or IPv6 address as (family, integer); IPv4 parts may have leading zeros,
+    read as decimal (PeerGuardian lists). No scope id."""
+    text = text.strip()
+    match = _V4_TEXT.match(text)
+    if match is not None:
+        a, b, c, d = map(int, match.groups())
+        if a > 255 or b > 255 or c > 255 or d > 255:
+            raise _LineError(f"not an IPv4 address: {text!r}")
+        return 4, (a << 24) | (b << 16) | (c << 8) | d
+    if ":" not in text:
         raise _LineError(f"not an IPv4 address: {text!r}")
-    values = [int(part) for part in parts]
-    if any(value > 255 for value in values):
-        raise _LineError(f"not an IPv4 address: {text!r}")
-    return IPv4Address(bytes(values))
+    if "%" in text:
+        raise _LineError(f"an address with a scope id: {text!r}")
+    try:
+        return 6, int(IPv6Address(text))
+    except AddressValueError:
+        raise _LineError(f"not an IPv6 address: {text!r}") from None
 
 
 def _parse_host(text: str) -> Host:
-    """An IPv4 or IPv6 address (no scope id)."""
+    """An address typed by a caller (:meth:`IPFilter.blocks`)."""
     try:
-        if ":" in text:
-            if "%" in text:
-                raise _LineError(f"an address with a scope id: {text!r}")
-            try:
-                return IPv6Address(text)
-            except AddressValueError:
-                raise _LineError(f"not an IPv6 address: {text!r}") from None
-        return _parse_v4(text)
+        family, value = _host(text)
     except _LineError as exc:
         raise IPFilterError(str(exc)) from None
-
-
-def _host(text: str) -> Host:
-    """:func:`_parse_host` raising :class:`_LineError`, for the line parsers."""
-    try:
-        return _parse_host(text.strip())
-    except IPFilterError as exc:
-        raise _LineError(exc.reason) from None
+    return IPv4Address(value) if family == 4 else IPv6Address(value)
 
 
 def _is_address(text: str) -> bool:
@@ -385,33 +398,39 @@ def _is_address(text: str) -> bool:
     return True
 
 
-def _span(first: Host, last: Host) -> IPRange:
-    try:
-        return IPRange(first, last)
-    except IPFilterError as exc:
-        raise _LineError(exc.reason) from None
+def _span(first: tuple[int, int], last: tuple[int, int]) -> _Raw:
+    """A blocking rule from ``first`` to ``last``, checked as :class:`IPRange` checks."""
+    if first[0] != last[0]:
+        raise _LineError("a range's bounds are of one family")
+    if first[1] > last[1]:
+        kind = IPv4Address if first[0] == 4 else IPv6Address
+        raise _LineError(f"a range starts before it ends: {kind(first[1])} > {kind(last[1])}")
+    return first[0], first[1], last[1], True
 
 
-def _line_range(text: str) -> IPRange:
+def _line_range(text: str) -> _Raw:
     """``first-last`` (spaces allowed around the dash) or one address."""
     first, dash, last = text.partition("-")
     if not dash:
         host = _host(text)
-        return IPRange(host, host)
+        return _span(host, host)
     return _span(_host(first), _host(last))
 
 
-def _line_p2p(line: str) -> Rule:
+def _line_p2p(line: str) -> _Raw:
     """``name:first-last``; the name may hold ':' (and '-') before an IPv4 range."""
+    match = _P2P_V4.match(line)
+    if match is not None:
+        return _span(_host(match.group(2)), _host(match.group(3)))
     head, dash, last_text = line.rpartition("-")
     if not dash or ":" not in head or _is_address(head):
         # A bare IPv6 range has a ':' too, but no name: splitting it at a ':' would
         # read a different range.
         raise _LineError("not a P2P line (name:first-last)")
     last = _host(last_text)
-    if isinstance(last, IPv4Address):
+    if last[0] == 4:
         _, _, first_text = head.rpartition(":")
-        return _span(_host(first_text), last), True
+        return _span(_host(first_text), last)
     # An IPv6 range: the name is what precedes the first ':' after which an address
     # parses (so an IPv6 range's name may not hold ':'; P2P lists are IPv4 in practice).
     start = 0
@@ -421,54 +440,57 @@ def _line_p2p(line: str) -> Rule:
         except _LineError:
             start = colon + 1
             continue
-        return _span(first, last), True
+        return _span(first, last)
     raise _LineError(f"no IPv6 range start in {head!r}")
 
 
-def _line_dat(line: str) -> Rule | None:
+def _line_dat(line: str) -> _Raw | None:
     """``first - last , level , name``; ``None`` for a level that allows (over 127)."""
     fields = line.split(",", 2)
     span = _line_range(fields[0])
     if len(fields) < 2 or not fields[1].strip():
-        return span, True  # no level: a plain range, blocked
+        return span  # no level: a plain range, blocked
     level_text = fields[1].strip()
     if not level_text.isdigit() or len(level_text) > 6:
         raise _LineError(f"not an access level: {level_text!r}")
     if int(level_text) > _DAT_BLOCK_LEVEL:
         return None
-    return span, True
+    return span
 
 
-def _line_cidr(line: str) -> Rule:
+def _line_cidr(line: str) -> _Raw:
     """One CIDR block, range or address, then an optional ``#`` / ``;`` comment."""
-    body = re.split(r"[#;]", line, maxsplit=1)[0].strip()
+    body = _COMMENT.split(line, maxsplit=1)[0].strip()
     if not body:
         raise _LineError("no address")
     if "-" in body:
-        return _line_range(body), True
+        return _line_range(body)
     if len(body.split()) != 1:
         raise _LineError(f"not one address or CIDR block: {body!r}")
     address, slash, length_text = body.partition("/")
-    host = _host(address)
+    family, value = _host(address)
     if not slash:
-        return IPRange(host, host), True
-    bits = 32 if isinstance(host, IPv4Address) else 128
+        return family, value, value, True
+    bits = 32 if family == 4 else 128
     if not length_text.isdigit() or len(length_text) > 3 or int(length_text) > bits:
         raise _LineError(f"not a prefix length: {length_text!r}")
     span = (1 << (bits - int(length_text))) - 1
     # Host bits set (10.1.2.3/8) are common in lists: the block is the network's.
-    first = int(host) & ~span & (_V4_MAX if bits == 32 else _V6_MAX)
-    kind = IPv4Address if bits == 32 else IPv6Address
-    return IPRange(kind(first), kind(first | span)), True
+    first = value & ~span & (_V4_MAX if bits == 32 else _V6_MAX)
+    return family, first, first | span, True
 
 
-def _line_auto(line: str) -> Rule | None:
+def _line_auto(line: str) -> _Raw | None:
     """The line in whichever format parses it, tried from the most specific.
 
-    DAT first (its commas), then a bare CIDR block / range / address, and P2P last: a
-    name-less IPv6 range (``2001:db8::1-2001:db8::2``) would otherwise read as a P2P
-    line named ``2001``.
+    A P2P IPv4 line (the bulk of real lists) is read in one match. Otherwise DAT first
+    (its commas), then a bare CIDR block / range / address, and P2P last: a name-less
+    IPv6 range (``2001:db8::1-2001:db8::2``) would otherwise read as a P2P line named
+    ``2001``.
     """
+    match = _P2P_V4.match(line)
+    if match is not None:
+        return _span(_host(match.group(2)), _host(match.group(3)))
     attempts = []
     if "," in line:
         attempts.append(_line_dat)
@@ -528,7 +550,7 @@ def parse_ip_filter(
         raise ValueError(f"unknown blocklist format {format!r}")
     if max_ranges < 1 or max_line < 1:
         raise ValueError("max_ranges and max_line must be positive")
-    rules: list[Rule] = []
+    rules: list[_Raw] = []
     skipped = 0
     first_error: IPFilterError | None = None
     for number, raw in enumerate(text.removeprefix("\ufeff").splitlines(), start=1):
@@ -551,4 +573,4 @@ def parse_ip_filter(
         if len(rules) >= max_ranges:
             raise IPFilterError(f"more than {max_ranges} ranges", line=number)
         rules.append(rule)
-    return ParsedIPFilter(IPFilter.from_rules(rules), len(rules), skipped, first_error)
+    return ParsedIPFilter(IPFilter._from_raw(rules), len(rules), skipped, first_error)
