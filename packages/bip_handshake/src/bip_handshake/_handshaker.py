@@ -50,6 +50,13 @@ with the registered swarm ids as SKEYs. With RC4 negotiated the delivered stream
 :class:`~bip_handshake._mse_stream.MSEStream` that encrypts and decrypts;
 :attr:`CompletedHandshake.encryption` says which method was negotiated.
 
+IP filter: ``open_handshaker(ip_filter=...)`` takes an :class:`~bip_handshake.IPFilter` (a
+blocklist), as libtorrent's ``session::set_ip_filter``: a blocked address is never queued nor
+dialled (however it was discovered), an inbound connection from it is closed before a byte is
+read, and :meth:`Handshaker.set_ip_filter` replaces the filter while running (queued dials and
+handshakes in flight are judged again before they go on). The owner of delivered connections
+closes those a new filter blocks. Each refusal counts in ``filtered_ip``.
+
 Failed dials: ``open_handshaker(on_dial_failed=...)`` is told of every dial that never
 connected (refused, unreachable or silent over every transport tried) with a
 :class:`DialFailure`, once the address is free to be dialled again. A client uses it as
@@ -327,7 +334,8 @@ class HandshakerStatistics:
         dropped_unknown_torrent: offered for an info-hash that is not registered.
         dropped_unconnectable: offered with port 0, or an unspecified or multicast host.
         outbound_attempts: dials started.
-        inbound_attempts: connections accepted and past the address and direction filters.
+        inbound_attempts: connections accepted and past the direction, IP and address
+            filters.
         outbound_completed: handshakes we dialled that completed and were delivered.
         inbound_completed: handshakes the peer dialled that completed and were delivered.
         connect_failed: dials refused or unreachable (over TCP or uTP: a dialer's
