@@ -16,7 +16,7 @@ from bip._arguments import MAX_IP_FILTER_FILE, load_ip_filter
 from bip._cli import build_parser
 from bip._cmd_download import add_session_arguments, config_from_args
 from bip._errors import CLIError
-from bip_handshake._ip_filter import IPFilter, IPRange
+from bip_handshake import IPFilter, IPRange
 
 P2P = "# level1-like\nBad Org:001.002.003.000-1.2.3.255\nOther, Inc:5.6.7.8-5.6.7.8\n"
 DAT = "010.000.000.000 - 010.255.255.255 , 000 , private\n11.0.0.0 - 11.0.0.9 , 200 , ok\n"

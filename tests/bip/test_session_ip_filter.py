@@ -16,8 +16,7 @@ from _engine_helpers import loopback_config, make_torrent, same_files, write_con
 
 from bip._client import ClientConfig, Session, TorrentOptions, open_session
 from bip._client._session import REASON_IP_FILTER
-from bip_handshake import PeerAddress
-from bip_handshake._ip_filter import IPFilter, IPRange
+from bip_handshake import IPFilter, IPRange, PeerAddress
 
 SIZES = (300_000, 120_000)
 DEADLINE = 30.0

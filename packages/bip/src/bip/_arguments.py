@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final, TypeVar
 
-from bip_handshake._ip_filter import (  # until bip_handshake re-exports them
+from bip_handshake import (
     IPFilter,
     IPFilterError,
     parse_ip_filter,

@@ -80,6 +80,16 @@ from ._handshaker import (
     PeerSink,
     open_handshaker,
 )
+from ._ip_filter import (
+    DEFAULT_MAX_FILTER_LINE,
+    DEFAULT_MAX_FILTER_RANGES,
+    IPFilter,
+    IPFilterError,
+    IPFilterFormat,
+    IPRange,
+    ParsedIPFilter,
+    parse_ip_filter,
+)
 from ._mse import (
     CRYPTO_PLAINTEXT,
     CRYPTO_RC4,
@@ -119,6 +129,8 @@ __all__ = [
     "DEFAULT_FIRST_TIMEOUT",
     "DEFAULT_HANDSHAKE_TIMEOUT",
     "DEFAULT_MAX_CONCURRENT",
+    "DEFAULT_MAX_FILTER_LINE",
+    "DEFAULT_MAX_FILTER_RANGES",
     "DEFAULT_MAX_QUEUED",
     "DEFAULT_MAX_TRAILING",
     "DEFAULT_PEER_ID_PREFIX",
@@ -157,6 +169,10 @@ __all__ = [
     "Handshaker",
     "HandshakerStatistics",
     "HasTransport",
+    "IPFilter",
+    "IPFilterError",
+    "IPFilterFormat",
+    "IPRange",
     "InfoHashReceived",
     "ListenError",
     "LocalProtocolError",
@@ -166,6 +182,7 @@ __all__ = [
     "MSEReceiver",
     "MSEStream",
     "NodeInfo",
+    "ParsedIPFilter",
     "PeerAddress",
     "PeerDialer",
     "PeerId",
@@ -200,6 +217,7 @@ __all__ = [
     "open_utp_socket",
     "parse_compact_nodes",
     "parse_compact_peers",
+    "parse_ip_filter",
 ]
 
 __version__ = "0.1.0"

@@ -40,7 +40,7 @@ from ._holepunch import HolepunchCounts, HolepunchPolicy, HolepunchPolicyStatist
 from ._http_tracker import HttpAnnounceResult, HttpTrackerClient
 from ._http_tracker_errors import HttpTrackerError, MalformedTrackerResponseError
 from ._resume import ResumeStore
-from ._session import OUR_EXTENSIONS, Session, open_session
+from ._session import OUR_EXTENSIONS, REASON_DUPLICATE, REASON_IP_FILTER, Session, open_session
 from ._source import (
     SourceError,
     TorrentSource,
@@ -65,6 +65,8 @@ __all__ = [
     "DEFAULT_REDIAL_INTERVAL",
     "DEFAULT_RESUME_INTERVAL",
     "OUR_EXTENSIONS",
+    "REASON_DUPLICATE",
+    "REASON_IP_FILTER",
     "RESUME_DIRECTORY",
     "SEND_WATERMARK",
     "UPLOAD_WORKERS",

@@ -10,8 +10,7 @@ from typing import Final
 
 from bip_dht import DEFAULT_FIND_INTERVAL
 from bip_disk import FileSystem
-from bip_handshake import Dialer, EncryptionPolicy, PeerAddress, PeerId, UtpConfig
-from bip_handshake._ip_filter import IPFilter  # until bip_handshake re-exports it
+from bip_handshake import Dialer, EncryptionPolicy, IPFilter, PeerAddress, PeerId, UtpConfig
 from bip_peer import check_rate
 
 __all__ = [

@@ -48,13 +48,13 @@ from bip_handshake import (
     ExternalIPVoter,
     Family,
     Handshaker,
+    IPFilter,
     PeerAddress,
     PeerDialer,
     PeerId,
     UtpSocket,
     open_handshaker,
 )
-from bip_handshake._ip_filter import IPFilter  # until bip_handshake re-exports it
 from bip_metainfo import InfoHash, MagnetLink, Metainfo
 from bip_peer import (
     DEFAULT_MAX_PEER_REQUESTS,
