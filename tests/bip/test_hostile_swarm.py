@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import trio
 from _engine_helpers import loopback_config, make_torrent, same_files, write_content
 from _hostile_peer import HostilePeer, bad_records, hostile_peer
 
-from bip._client import TorrentOptions, open_session
+from bip._client import Session, Torrent, TorrentOptions, open_session
 from bip._client._upload import SEND_WATERMARK, UPLOAD_WORKERS
-from bip_handshake import DEFAULT_MAX_CONCURRENT, PeerId
+from bip_handshake import DEFAULT_MAX_CONCURRENT, PeerAddress, PeerId
+from bip_metainfo import Metainfo
 from bip_peer import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_PEER_REQUESTS,
@@ -36,117 +39,125 @@ HONEST_HOST = "127.0.0.3"
 ATTACKER_HOST = "127.0.0.5"
 
 
+class Seed(NamedTuple):
+    folder: Path
+    torrent: Metainfo
+    session: Session
+    seeding: Torrent
+    address: PeerAddress
+
+
+@contextlib.asynccontextmanager
+async def seed(tmp_path: Path, **config: object) -> AsyncIterator[Seed]:
+    """A session at SEED_HOST seeding a v1 torrent of SIZES, its data checked."""
+    folder = write_content(tmp_path / "seed", SIZES)
+    torrent = make_torrent(folder, "v1")
+    async with open_session(loopback_config(listen=((SEED_HOST, 0),), **config)) as session:
+        seeding = await session.add_torrent(torrent, TorrentOptions(folder.parent))
+        await seeding.wait_complete()
+        [address] = session.handshaker.listen_addresses
+        yield Seed(folder, torrent, session, seeding, address)
+
+
 async def test_an_idle_connection_times_out(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Handshake, then silence: dropped once the manager's idle timeout has passed. The clock
     # is not moved for real: the session's own manager is ticked at a time that late.
     caplog.set_level(logging.WARNING)
-    folder = write_content(tmp_path / "seed", SIZES)
-    torrent = make_torrent(folder, "v1")
     with trio.fail_after(DEADLINE):
-        async with open_session(loopback_config(listen=((SEED_HOST, 0),))) as seeder:
-            seeding = await seeder.add_torrent(torrent, TorrentOptions(folder.parent))
-            await seeding.wait_complete()
-            [address] = seeder.handshaker.listen_addresses
-            async with hostile_peer(
+        async with (
+            seed(tmp_path) as (_, _, seeder, seeding, address),
+            hostile_peer(
                 address, seeding.info_hash, local_host=ATTACKER_HOST, extended_handshake=None
-            ) as peer:
-                while not seeder.manager.peers:
-                    await trio.sleep(0.01)
-                seeder.manager._tick(trio.current_time() + DEFAULT_IDLE_TIMEOUT / 2)
-                assert await peer.still_open(0.2)  # half the timeout: kept
-                seeder.manager._tick(trio.current_time() + DEFAULT_IDLE_TIMEOUT + 1)
-                assert await peer.wait_closed(5.0)
-                assert seeder.manager.statistics().removed_reasons[REASON_IDLE] == 1
+            ) as peer,
+        ):
+            while not seeder.manager.peers:
+                await trio.sleep(0.01)
+            seeder.manager._tick(trio.current_time() + DEFAULT_IDLE_TIMEOUT / 2)
+            assert await peer.still_open(0.2)  # half the timeout: kept
+            seeder.manager._tick(trio.current_time() + DEFAULT_IDLE_TIMEOUT + 1)
+            assert await peer.wait_closed(5.0)
+            assert seeder.manager.statistics().removed_reasons[REASON_IDLE] == 1
     assert not bad_records(caplog.records)
 
 
 async def test_a_request_trickled_one_byte_at_a_time_is_served(tmp_path: Path) -> None:
     # Slowloris: each byte a write of its own, across many reads: still one request, served.
-    folder = write_content(tmp_path / "seed", SIZES)
-    torrent = make_torrent(folder, "v1")
     with trio.fail_after(DEADLINE):
-        async with open_session(loopback_config(listen=((SEED_HOST, 0),))) as seeder:
-            seeding = await seeder.add_torrent(torrent, TorrentOptions(folder.parent))
-            await seeding.wait_complete()
-            [address] = seeder.handshaker.listen_addresses
-            async with hostile_peer(address, seeding.info_hash, local_host=ATTACKER_HOST) as peer:
-                for byte in Interested().encode() + Request(1, 16384, 100).encode():
-                    await peer.send_raw(bytes([byte]))
-                    await trio.sleep(0.005)
-                await peer.wait_for(lambda m: isinstance(m, Unchoke))
-                piece = await peer.wait_for(lambda m: type(m).__name__ == "Piece")
-                data = folder.joinpath("f0.bin").read_bytes()
-                assert piece.block == data[32768 + 16384 : 32768 + 16384 + 100]  # type: ignore[attr-defined]
+        async with (
+            seed(tmp_path) as (folder, _, _, seeding, address),
+            hostile_peer(address, seeding.info_hash, local_host=ATTACKER_HOST) as peer,
+        ):
+            for byte in Interested().encode() + Request(1, 16384, 100).encode():
+                await peer.send_raw(bytes([byte]))
+                await trio.sleep(0.005)
+            await peer.wait_for(lambda m: isinstance(m, Unchoke))
+            piece = await peer.wait_for(lambda m: type(m).__name__ == "Piece")
+            data = folder.joinpath("f0.bin").read_bytes()
+            assert piece.block == data[32768 + 16384 : 32768 + 16384 + 100]  # type: ignore[attr-defined]
 
 
 async def test_many_connections_from_one_host_are_bounded(tmp_path: Path) -> None:
-    folder = write_content(tmp_path / "seed", SIZES)
-    torrent = make_torrent(folder, "v1")
     with trio.fail_after(DEADLINE):
-        async with open_session(loopback_config(listen=((SEED_HOST, 0),), max_peers=20)) as seeder:
-            seeding = await seeder.add_torrent(torrent, TorrentOptions(folder.parent))
-            await seeding.wait_complete()
-            [address] = seeder.handshaker.listen_addresses
-            async with contextlib.AsyncExitStack() as stack:
-                peers: list[HostilePeer] = []
-                for _ in range(25):
-                    with contextlib.suppress(trio.BrokenResourceError, OSError):
-                        peers.append(
-                            await stack.enter_async_context(
-                                hostile_peer(address, seeding.info_hash, local_host=ATTACKER_HOST)
-                            )
+        async with (
+            seed(tmp_path, max_peers=20) as (folder, torrent, seeder, seeding, address),
+            contextlib.AsyncExitStack() as stack,
+        ):
+            peers: list[HostilePeer] = []
+            for _ in range(25):
+                with contextlib.suppress(trio.BrokenResourceError, OSError):
+                    peers.append(
+                        await stack.enter_async_context(
+                            hostile_peer(address, seeding.info_hash, local_host=ATTACKER_HOST)
                         )
-                await trio.sleep(0.2)
-                held = sum(str(p.address.host) == ATTACKER_HOST for p in seeder.manager.peers)
-                if held > 8:
-                    # Asserted outside the attackers' 25 nested nurseries, for a plain failure;
-                    # the seed may be full, so the honest download is not even tried.
-                    await stack.aclose()
-                    raise AssertionError(f"{held} connections from one host held")
-                async with open_session(loopback_config(listen=((HONEST_HOST, 0),))) as honest:
-                    download = await honest.add_torrent(
-                        torrent, TorrentOptions(tmp_path / "honest", peers=(address,))
                     )
-                    await download.wait_complete()
+            await trio.sleep(0.2)
+            held = sum(str(p.address.host) == ATTACKER_HOST for p in seeder.manager.peers)
+            if held > 8:
+                # Asserted outside the attackers' 25 nested nurseries, for a plain failure;
+                # the seed may be full, so the honest download is not even tried.
+                await stack.aclose()
+                raise AssertionError(f"{held} connections from one host held")
+            async with open_session(loopback_config(listen=((HONEST_HOST, 0),))) as honest:
+                download = await honest.add_torrent(
+                    torrent, TorrentOptions(tmp_path / "honest", peers=(address,))
+                )
+                await download.wait_complete()
     assert same_files(folder, tmp_path / "honest" / "album")
 
 
 async def test_a_pex_flood_of_dead_addresses_does_not_lock_honest_peers_out(
     tmp_path: Path,
 ) -> None:
-    folder = write_content(tmp_path / "seed", SIZES)
-    torrent = make_torrent(folder, "v1")
     with trio.fail_after(DEADLINE):
-        async with open_session(loopback_config(listen=((SEED_HOST, 0),))) as seeder:
-            seeding = await seeder.add_torrent(torrent, TorrentOptions(folder.parent))
-            await seeding.wait_complete()
-            [address] = seeder.handshaker.listen_addresses
-            async with hostile_peer(address, seeding.info_hash, local_host=ATTACKER_HOST) as peer:
-                await peer.wait_until(lambda: peer.extension_id("ut_pex") is not None)
-                ut_pex = peer.extension_id("ut_pex")
-                assert ut_pex is not None
-                # Loopback addresses nobody listens on (never anything off this machine).
-                added = b"".join(
-                    bytes([127, 1, i >> 8, i & 0xFF]) + (9).to_bytes(2, "big") for i in range(200)
-                )
-                await peer.send_extended(ut_pex, {b"added": added})
-                # Wait until the seed is busy dialling them: every outbound (half-open) slot
-                # taken by a connect that lasts the connect timeout. Inbound handshakes have
-                # slots of their own (max_inbound), which the dials cannot take.
-                handshaker = seeder.handshaker
-                with trio.move_on_after(5.0):
-                    while handshaker.statistics().outbound_in_flight < DEFAULT_MAX_CONCURRENT:
-                        await trio.sleep(0.01)
-                assert handshaker.statistics().outbound_in_flight >= DEFAULT_MAX_CONCURRENT
-                # Now an honest peer dials the seed.
-                refused = 0
-                try:
-                    async with hostile_peer(address, seeding.info_hash, local_host=HONEST_HOST):
-                        pass
-                except (trio.BrokenResourceError, OSError):
-                    refused = handshaker.statistics().over_limit
+        async with (
+            seed(tmp_path) as (_, _, seeder, seeding, address),
+            hostile_peer(address, seeding.info_hash, local_host=ATTACKER_HOST) as peer,
+        ):
+            await peer.wait_until(lambda: peer.extension_id("ut_pex") is not None)
+            ut_pex = peer.extension_id("ut_pex")
+            assert ut_pex is not None
+            # Loopback addresses nobody listens on (never anything off this machine).
+            added = b"".join(
+                bytes([127, 1, i >> 8, i & 0xFF]) + (9).to_bytes(2, "big") for i in range(200)
+            )
+            await peer.send_extended(ut_pex, {b"added": added})
+            # Wait until the seed is busy dialling them: every outbound (half-open) slot
+            # taken by a connect that lasts the connect timeout. Inbound handshakes have
+            # slots of their own (max_inbound), which the dials cannot take.
+            handshaker = seeder.handshaker
+            with trio.move_on_after(5.0):
+                while handshaker.statistics().outbound_in_flight < DEFAULT_MAX_CONCURRENT:
+                    await trio.sleep(0.01)
+            assert handshaker.statistics().outbound_in_flight >= DEFAULT_MAX_CONCURRENT
+            # Now an honest peer dials the seed.
+            refused = 0
+            try:
+                async with hostile_peer(address, seeding.info_hash, local_host=HONEST_HOST):
+                    pass
+            except (trio.BrokenResourceError, OSError):
+                refused = handshaker.statistics().over_limit
     assert not refused, f"honest handshakes refused for want of a slot: {refused}"
 
 
@@ -185,39 +196,31 @@ async def test_a_stolen_peer_id_does_not_cut_the_honest_peer_off(tmp_path: Path)
 
 
 async def test_request_cancel_churn_keeps_the_upload_queue_bounded(tmp_path: Path) -> None:
-    folder = write_content(tmp_path / "seed", SIZES)
-    torrent = make_torrent(folder, "v1")
     with trio.fail_after(DEADLINE):
-        async with open_session(loopback_config(listen=((SEED_HOST, 0),))) as seeder:
-            seeding = await seeder.add_torrent(torrent, TorrentOptions(folder.parent))
-            await seeding.wait_complete()
-            [address] = seeder.handshaker.listen_addresses
-            async with hostile_peer(address, seeding.info_hash, local_host=ATTACKER_HOST) as peer:
-                await peer.send(Interested())
-                await peer.wait_for(lambda m: isinstance(m, Unchoke))
-                uploader = seeding._uploader  # what it holds per peer, served or not
-                peak = 0
-                for round_ in range(60):
-                    # 490 distinct one-byte blocks a round, all cancelled: never more than
-                    # 490 open at once, well within our reqq of 500.
-                    blocks = [(i % 4, round_ * 512 + i // 4, 1) for i in range(490)]
-                    await peer.send_many(
-                        [Request(*b) for b in blocks] + [Cancel(*b) for b in blocks], batch=1000
-                    )
-                    peak = max([peak, *(uploader.queued(p) for p in seeder.manager.peers)])
-                assert not peer.closed.is_set()
+        async with (
+            seed(tmp_path) as (_, _, seeder, seeding, address),
+            hostile_peer(address, seeding.info_hash, local_host=ATTACKER_HOST) as peer,
+        ):
+            await peer.send(Interested())
+            await peer.wait_for(lambda m: isinstance(m, Unchoke))
+            uploader = seeding._uploader  # what it holds per peer, served or not
+            peak = 0
+            for round_ in range(60):
+                # 490 distinct one-byte blocks a round, all cancelled: never more than
+                # 490 open at once, well within our reqq of 500.
+                blocks = [(i % 4, round_ * 512 + i // 4, 1) for i in range(490)]
+                await peer.send_many(
+                    [Request(*b) for b in blocks] + [Cancel(*b) for b in blocks], batch=1000
+                )
+                peak = max([peak, *(uploader.queued(p) for p in seeder.manager.peers)])
+            assert not peer.closed.is_set()
     # At most reqq live requests, and a quarter more of stale ones before a sweep.
     assert peak <= DEFAULT_MAX_PEER_REQUESTS * 5 // 4 + 1, f"{peak} requests queued for one peer"
 
 
 async def test_a_peer_that_never_reads_does_not_stall_the_other_peers(tmp_path: Path) -> None:
-    folder = write_content(tmp_path / "seed", SIZES)
-    torrent = make_torrent(folder, "v1")
     with trio.fail_after(DEADLINE):
-        async with open_session(loopback_config(listen=((SEED_HOST, 0),))) as seeder:
-            seeding = await seeder.add_torrent(torrent, TorrentOptions(folder.parent))
-            await seeding.wait_complete()
-            [address] = seeder.handshaker.listen_addresses
+        async with seed(tmp_path) as (_, torrent, seeder, seeding, address):
             num_pieces = torrent.info.num_pieces
             async with hostile_peer(address, seeding.info_hash, local_host=ATTACKER_HOST) as peer:
                 await peer.send(Interested())
