@@ -493,3 +493,31 @@ def test_auto_reports_the_error_of_the_format_the_line_looks_like(line: str, mes
         parse_ip_filter(line, strict=True)
     with pytest.raises(IPFilterError, match="not a P2P line"):
         parse_ip_filter("2001:db8::1-2001:db8::5", format="p2p", strict=True)
+
+
+def test_a_rule_naming_ipv4_mapped_addresses_blocks_those_ipv4_peers() -> None:
+    """Lookups judge ::ffff:a.b.c.d as a.b.c.d, so such a rule is an IPv4 rule; a rule over
+    more of the IPv6 space (::/0) does not block IPv4 peers."""
+    mapped = parse_ip_filter("::ffff:10.0.0.0/104\n", strict=True).filter
+    assert mapped.blocks(ip_address("10.1.1.1"))
+    assert mapped.blocks(ip_address("::ffff:10.9.9.9"))
+    assert not mapped.blocks(ip_address("11.0.0.1"))
+    everything_v6 = parse_ip_filter("::/0\n", strict=True).filter
+    assert everything_v6.blocks(ip_address("2001:db8::1"))
+    assert not everything_v6.blocks(ip_address("10.1.1.1"))
+
+
+def test_a_long_p2p_name_full_of_colons_costs_little() -> None:
+    """Only the last colons can start an IPv6 address: a name with hundreds is not tried at
+    each (it was quadratic: milliseconds a line)."""
+    line = "a" + ": x" * 330 + ":2001:db8::1-2001:db8::ff"
+    parsed = parse_ip_filter(line + "\n", format="p2p", strict=True)
+    assert parsed.filter.blocks(ip_address("2001:db8::80"))
+
+
+def test_line_numbers_count_only_line_ends() -> None:
+    """A form feed in a name is not a line end: the error names the line an editor shows."""
+    parsed = parse_ip_filter("a\x0cname:1.2.3.4-1.2.3.5\r\nbad\rok:5.6.7.8-5.6.7.9\n")
+    assert (parsed.rules, parsed.skipped) == (2, 1)
+    assert parsed.first_error is not None
+    assert parsed.first_error.line == 2

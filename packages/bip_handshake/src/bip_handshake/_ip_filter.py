@@ -63,6 +63,9 @@ IPFilterFormat = Literal["auto", "p2p", "dat", "cidr"]
 
 Host = IPv4Address | IPv6Address
 _V4_MAX: Final = (1 << 32) - 1
+_MAPPED: Final = 0xFFFF << 32
+"""``::ffff:0.0.0.0``, the first IPv4-mapped IPv6 address, as an integer."""
+_LINE_END: Final = re.compile(r"\r\n|\r|\n")
 _V6_MAX: Final = (1 << 128) - 1
 
 
@@ -80,7 +83,6 @@ class IPFilterError(ValueError):
     def __init__(self, message: str, *, line: int | None = None) -> None:
         super().__init__(f"line {line}: {message}" if line is not None else message)
         self.line = line
-        self.reason = message
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -182,7 +184,13 @@ def _apply(rules: Iterable[tuple[int, int, int, bool]]) -> dict[int, list[tuple[
         if block is not batch_kind:
             flush()
             batch_kind = block
-        batch[family].append((first, last))
+        if family == 6 and first >= _MAPPED and last <= _MAPPED + _V4_MAX:
+            # Lookups judge ::ffff:a.b.c.d as a.b.c.d: a rule naming only such addresses is
+            # an IPv4 rule (filed as IPv6 it would never match). One that spans more of the
+            # IPv6 space (::/0) stays IPv6: it does not block every IPv4 peer too.
+            batch[4].append((first - _MAPPED, last - _MAPPED))
+        else:
+            batch[family].append((first, last))
     flush()
     return blocked
 
@@ -300,7 +308,12 @@ class IPFilter:
         """A filter blocking what either blocks (several blocklists in one)."""
         if not isinstance(other, IPFilter):
             return NotImplemented
-        return IPFilter.blocking([*self, *other])
+        return IPFilter._from_raw(
+            (family, first, last, True)
+            for each in (self, other)
+            for family in (4, 6)
+            for first, last in zip(each._starts[family], each._ends[family], strict=True)
+        )
 
     def __len__(self) -> int:
         return len(self._starts[4]) + len(self._starts[6])
@@ -433,7 +446,9 @@ def _line_p2p(line: str) -> _Raw:
         return _span(_host(first_text), last)
     # An IPv6 range: the name is what precedes the first ':' after which an address
     # parses (so an IPv6 range's name may not hold ':'; P2P lists are IPv4 in practice).
-    start = 0
+    # An address holds 8 colons at most (1:2:3:4:5:6:7::), so the one after the name is
+    # among the last 9: trying every colon of a long name would cost its length squared.
+    start = len(head.rsplit(":", 9)[0]) if head.count(":") > 9 else 0
     while (colon := head.find(":", start)) >= 0:
         try:
             first = _host(head[colon + 1 :])
@@ -553,7 +568,10 @@ def parse_ip_filter(
     rules: list[_Raw] = []
     skipped = 0
     first_error: IPFilterError | None = None
-    for number, raw in enumerate(text.removeprefix("\ufeff").splitlines(), start=1):
+    # Lines end at LF, CRLF or CR only (splitlines would also split at form feeds and
+    # other separators a name may hold, and every later line number would be off).
+    lines = _LINE_END.split(text.removeprefix("\ufeff"))
+    for number, raw in enumerate(lines, start=1):
         line = raw.strip()
         if not line or line.startswith(("#", "//")):
             continue
