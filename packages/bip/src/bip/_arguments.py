@@ -152,10 +152,10 @@ def _read_blocklist(path: Path) -> str:
     """
     try:
         with path.open("rb") as file:
-            data = file.read(MAX_IP_FILTER_FILE + 1)
-        if data.startswith(_GZIP_MAGIC):
-            with gzip.open(path, "rb") as unzipped:
-                data = unzipped.read(MAX_IP_FILTER_FILE + 1)
+            gzipped = file.read(len(_GZIP_MAGIC)) == _GZIP_MAGIC
+            file.seek(0)
+            source = gzip.GzipFile(fileobj=file) if gzipped else file
+            data = source.read(MAX_IP_FILTER_FILE + 1)
     except (OSError, EOFError, zlib.error) as error:
         # gzip's errors are OSError (BadGzipFile), EOFError or zlib.error.
         reason = error.strerror if isinstance(error, OSError) and error.strerror else error

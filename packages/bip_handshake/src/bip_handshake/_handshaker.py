@@ -858,18 +858,20 @@ class Handshaker:
                 # Over the half-open bound: the dial waits for a slot, it is not refused.
                 self._count("outbound_waited")
             await self._slots.acquire()
-            if self._open.get((torrent, address)):
-                # The peer dialled us while this dial waited for a slot: connected already.
+            # The peer dialled us while this dial waited for a slot (connected already), or a
+            # filter set meanwhile blocks it (checked once the slot is ours: the filter may
+            # change while the dial waits for one).
+            dropped = (
+                "dropped_duplicate"
+                if self._open.get((torrent, address))
+                else "filtered_ip"
+                if self._ip_blocked(address)
+                else None
+            )
+            if dropped is not None:
                 self._slots.release()
                 self._dialling.discard((torrent, address))
-                self._count("dropped_duplicate")
-                continue
-            if self._ip_blocked(address):
-                # Queued before a filter that blocks it was set (checked once the slot is
-                # ours: the filter may change while the dial waits for one).
-                self._slots.release()
-                self._dialling.discard((torrent, address))
-                self._count("filtered_ip")
+                self._count(dropped)
                 continue
             self._nursery.start_soon(self._run_outbound, torrent, address, swarm_id)
 

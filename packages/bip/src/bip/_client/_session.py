@@ -350,11 +350,12 @@ class Session:
         async for handshake in self.handshaker.completed():
             torrent = self.find(handshake.info_hash)
             ip_filter = self.handshaker.ip_filter
-            if ip_filter is not None and ip_filter.blocks(handshake.address.host):
+            if (
+                torrent is None
+                or torrent.refuses(handshake.address)
                 # Delivered just before set_ip_filter blocked it, and waited here since.
-                await _close(handshake)
-                continue
-            if torrent is None or torrent.refuses(handshake.address):
+                or (ip_filter is not None and ip_filter.blocks(handshake.address.host))
+            ):
                 await _close(handshake)
                 continue
             if not self._settle_duplicate(torrent, handshake):
