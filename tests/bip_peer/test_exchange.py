@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import random
-from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
 from ipaddress import IPv4Address
 
+import _managers
 import pytest
 import trio
 import trio.testing
+from _managers import Node, node
 
 from bip_bencode import encode
-from bip_handshake import CompletedHandshake, Extensions, PeerAddress, PeerId, Transport
+from bip_handshake import PeerAddress
 from bip_metainfo import InfoHash
 from bip_peer._errors import LocalProtocolError
 from bip_peer._exchange import (
@@ -23,18 +24,12 @@ from bip_peer._exchange import (
 )
 from bip_peer._extended import MetadataData, MetadataRequest, PexMessage
 from bip_peer._manager import (
-    ManagerEvent,
     MessageReceived,
     Peer,
     PeerManager,
-    PeerManagerConfig,
-    PeerRemoved,
     PeerService,
-    open_peer_manager,
 )
 from bip_peer._pex import PexFlags
-
-EXT = Extensions.EXTENSION_PROTOCOL | Extensions.FAST
 
 
 def make_info(size: int, seed: int = 0) -> bytes:
@@ -50,65 +45,8 @@ def addr(n: int, port: int = 6881) -> PeerAddress:
     return PeerAddress(IPv4Address(f"10.0.0.{n}"), port)
 
 
-@dataclass
-class Node:
-    """A PeerManager with its events drained (and kept) by a background task."""
-
-    manager: PeerManager
-    address: PeerAddress
-    events: list[ManagerEvent] = field(default_factory=list)
-
-    def removed(self) -> list[PeerRemoved]:
-        return [event for event in self.events if isinstance(event, PeerRemoved)]
-
-
-@asynccontextmanager
-async def node(
-    nursery: trio.Nursery, address: PeerAddress, services: Iterable[PeerService]
-) -> AsyncIterator[Node]:
-    config = PeerManagerConfig(services=list(services), listen_port=address.port)
-    async with open_peer_manager(config) as manager:
-        result = Node(manager, address)
-
-        async def drain() -> None:
-            async for event in manager.events():
-                result.events.append(event)
-
-        nursery.start_soon(drain)
-        yield result
-
-
-def connect(
-    dialler: Node,
-    listener: Node,
-    *,
-    info_hash: InfoHash = IH,
-    ephemeral: int = 50000,
-    transport: Transport = "tcp",
-) -> tuple[Peer, Peer]:
-    """Join two managers: ``dialler`` dialled ``listener`` (which sees an ephemeral port)."""
-    ours, theirs = trio.testing.memory_stream_pair()
-
-    def handshake(
-        stream: trio.abc.Stream, address: PeerAddress, peer_id: bytes, outbound: bool
-    ) -> CompletedHandshake:
-        return CompletedHandshake(
-            stream=stream,
-            trailing=b"",
-            peer_id=PeerId(peer_id * 20),
-            extensions=EXT,
-            our_extensions=EXT,
-            info_hash=info_hash,
-            swarm_id=info_hash.swarm_ids()[0],
-            address=address,
-            direction="outbound" if outbound else "inbound",
-            transport=transport,
-        )
-
-    inbound_from = PeerAddress(dialler.address.host, ephemeral)
-    a = dialler.manager.add_peer(handshake(ours, listener.address, b"L", True))
-    b = listener.manager.add_peer(handshake(theirs, inbound_from, b"D", False))
-    return a, b
+# Every connection here is for IH unless a test names another torrent.
+connect = functools.partial(_managers.connect, info_hash=IH)
 
 
 # --------------------------------------------------------------------------- metadata
@@ -574,10 +512,8 @@ async def test_pex_flags_and_unlisted_peers(autojump_clock: trio.testing.MockClo
             )
             connect(hub, fancy)
             # Dials the hub and has no listen port to tell: not listable.
-            quiet_config = PeerManagerConfig(services=[])
-            async with open_peer_manager(quiet_config) as quiet_manager:
-                nursery.start_soon(_drain_events, quiet_manager)
-                connect(Node(quiet_manager, addr(4)), hub, ephemeral=40004)
+            async with node(nursery, addr(4), listen_port=None) as quiet:
+                connect(quiet, hub, ephemeral=40004)
                 await trio.sleep(3)
             ((_, message),) = recorder.messages
             assert message.added == (addr(3),)
@@ -619,11 +555,6 @@ async def test_pex_utp_flag_for_peers_on_utp(autojump_clock: trio.testing.MockCl
                 addr(5, 7005): PexFlags.REACHABLE,
             }
         nursery.cancel_scope.cancel()
-
-
-async def _drain_events(manager: PeerManager) -> None:
-    async for _ in manager.events():
-        pass
 
 
 async def test_fetch_ignores_other_torrents_and_follows_departures(

@@ -3,6 +3,7 @@ streams (relay, initiator, target, errors, budgets), and PEX's 0x08 flag and rel
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
+import _managers
 import pytest
 import trio
 import trio.testing
@@ -17,7 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from strategies import ipv4_peers, ipv6_peers
 
-from bip_handshake import CompletedHandshake, Extensions, PeerAddress, PeerId, Transport
+from bip_handshake import PeerAddress
 from bip_metainfo import InfoHash
 from bip_peer._connection import UnknownExtended
 from bip_peer._errors import LocalProtocolError, RemoteProtocolError
@@ -33,19 +35,14 @@ from bip_peer._extended import (
 )
 from bip_peer._holepunch import HolepunchService
 from bip_peer._manager import (
-    ManagerEvent,
     MessageReceived,
     Peer,
     PeerManager,
-    PeerManagerConfig,
-    PeerRemoved,
     PeerService,
-    open_peer_manager,
 )
 from bip_peer._messages import Extended
 from bip_peer._pex import PexFlags
 
-EXT = Extensions.EXTENSION_PROTOCOL | Extensions.FAST
 IH = InfoHash(v1=bytes(range(20)))
 OTHER_IH = InfoHash(v1=bytes(20))
 
@@ -193,13 +190,10 @@ def test_arbitrary_payloads_give_a_value_or_our_error(payload: bytes) -> None:
 
 
 @dataclass
-class Node:
-    """A PeerManager with a HolepunchService, its events drained, its callbacks recorded."""
+class Node(_managers.Node):
+    """A node with a HolepunchService (unless made without), its callbacks recorded."""
 
-    manager: PeerManager
-    address: PeerAddress
-    service: HolepunchService | None
-    events: list[ManagerEvent] = field(default_factory=list)
+    service: HolepunchService | None = None
     connects: list[tuple[InfoHash, PeerAddress]] = field(default_factory=list)
     errors: list[tuple[InfoHash, PeerAddress, int]] = field(default_factory=list)
 
@@ -207,9 +201,6 @@ class Node:
     def hp(self) -> HolepunchService:
         assert self.service is not None
         return self.service
-
-    def removed(self) -> list[PeerRemoved]:
-        return [event for event in self.events if isinstance(event, PeerRemoved)]
 
 
 @asynccontextmanager
@@ -222,57 +213,23 @@ async def node(
     **options: Any,
 ) -> AsyncIterator[Node]:
     services: list[PeerService] = list(extra)
-    result = Node(manager=None, address=address, service=None)  # type: ignore[arg-type]
+    connects: list[tuple[InfoHash, PeerAddress]] = []
+    errors: list[tuple[InfoHash, PeerAddress, int]] = []
+    service = None
     if holepunch:
-        result.service = HolepunchService(
-            on_connect=lambda ih, a: result.connects.append((ih, a)),
-            on_error=lambda ih, a, code: result.errors.append((ih, a, code)),
+        service = HolepunchService(
+            on_connect=lambda ih, a: connects.append((ih, a)),
+            on_error=lambda ih, a, code: errors.append((ih, a, code)),
             **options,
         )
-        services.append(result.service)
-    config = PeerManagerConfig(services=services, listen_port=address.port)
-    async with open_peer_manager(config) as manager:
-        result.manager = manager
-
-        async def drain() -> None:
-            async for event in manager.events():
-                result.events.append(event)
-
-        nursery.start_soon(drain)
-        yield result
+        services.append(service)
+    async with _managers.node(nursery, address, services) as base:
+        # The same events list: the base node's drain task keeps filling it.
+        yield Node(base.manager, address, base.events, service, connects, errors)
 
 
-def connect(
-    dialler: Node,
-    listener: Node,
-    *,
-    ephemeral: int = 50000,
-    info_hash: InfoHash = IH,
-    transport: Transport = "tcp",
-) -> tuple[Peer, Peer]:
-    """Join two managers: ``dialler`` dialled ``listener`` (which sees an ephemeral port)."""
-    ours, theirs = trio.testing.memory_stream_pair()
-
-    def handshake(
-        stream: trio.abc.Stream, address: PeerAddress, peer_id: bytes, outbound: bool
-    ) -> CompletedHandshake:
-        return CompletedHandshake(
-            stream=stream,
-            trailing=b"",
-            peer_id=PeerId(peer_id * 20),
-            extensions=EXT,
-            our_extensions=EXT,
-            info_hash=info_hash,
-            swarm_id=info_hash.swarm_ids()[0],
-            address=address,
-            direction="outbound" if outbound else "inbound",
-            transport=transport,
-        )
-
-    inbound_from = PeerAddress(dialler.address.host, ephemeral)
-    a = dialler.manager.add_peer(handshake(ours, listener.address, b"L", True))
-    b = listener.manager.add_peer(handshake(theirs, inbound_from, b"D", False))
-    return a, b
+# Every connection here is for IH unless a test names another torrent.
+connect = functools.partial(_managers.connect, info_hash=IH)
 
 
 async def handshaken(*peers: Peer) -> None:

@@ -4,28 +4,25 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from ipaddress import IPv4Address
 from pathlib import Path
 
+import _managers
 import pytest
 import trio
 import trio.testing
+from _managers import Node, node
 
-from bip_handshake import CompletedHandshake, Extensions, PeerAddress, PeerId
+from bip_handshake import Extensions, PeerAddress
 from bip_metainfo import Info, InfoHash, Metainfo, create_torrent
 from bip_peer._errors import LocalProtocolError, PieceLayerFetchError
 from bip_peer._layers import PieceLayerExchange
 from bip_peer._manager import (
-    ManagerEvent,
     MessageReceived,
     Peer,
     PeerManager,
     PeerManagerConfig,
-    PeerRemoved,
-    PeerService,
     open_peer_manager,
 )
 from bip_peer._messages import Hashes, HashReject, HashRequest
@@ -65,32 +62,6 @@ def addr(n: int, port: int = 6881) -> PeerAddress:
     return PeerAddress(IPv4Address(f"10.0.0.{n}"), port)
 
 
-@dataclass
-class Node:
-    manager: PeerManager
-    address: PeerAddress
-    events: list[ManagerEvent] = field(default_factory=list)
-
-    def removed(self) -> list[PeerRemoved]:
-        return [event for event in self.events if isinstance(event, PeerRemoved)]
-
-
-@asynccontextmanager
-async def node(
-    nursery: trio.Nursery, address: PeerAddress, services: Iterable[PeerService]
-) -> AsyncIterator[Node]:
-    config = PeerManagerConfig(services=list(services), listen_port=address.port)
-    async with open_peer_manager(config) as manager:
-        result = Node(manager, address)
-
-        async def drain() -> None:
-            async for event in manager.events():
-                result.events.append(event)
-
-        nursery.start_soon(drain)
-        yield result
-
-
 def connect(
     dialler: Node,
     listener: Node,
@@ -100,30 +71,15 @@ def connect(
     extensions: Extensions = EXT_V2,
     registered: InfoHash | None = None,
 ) -> tuple[Peer, Peer]:
-    """Join two managers on ``swarm_id`` (by default the torrent's v2 id)."""
-    ours, theirs = trio.testing.memory_stream_pair()
-    wire = swarm_id or info_hash.v2_truncated or info_hash.swarm_ids()[0]
-
-    def handshake(
-        stream: trio.abc.Stream, address: PeerAddress, peer_id: bytes, outbound: bool
-    ) -> CompletedHandshake:
-        return CompletedHandshake(
-            stream=stream,
-            trailing=b"",
-            peer_id=PeerId(peer_id * 20),
-            extensions=extensions,
-            our_extensions=extensions,
-            info_hash=registered or info_hash,
-            swarm_id=wire,
-            address=address,
-            direction="outbound" if outbound else "inbound",
-        )
-
-    a = dialler.manager.add_peer(handshake(ours, listener.address, b"L", True))
-    b = listener.manager.add_peer(
-        handshake(theirs, PeerAddress(dialler.address.host, 50000), b"D", False)
+    """Join two managers on ``swarm_id`` (by default the torrent's v2 id), the handshakes
+    completed for ``registered`` (by default the torrent)."""
+    return _managers.connect(
+        dialler,
+        listener,
+        info_hash=registered or info_hash,
+        swarm_id=swarm_id or info_hash.v2_truncated or info_hash.swarm_ids()[0],
+        extensions=extensions,
     )
-    return a, b
 
 
 def expected_layers(metainfo: Metainfo) -> dict[bytes, bytes]:
@@ -729,11 +685,11 @@ async def test_answers_a_full_send_queue_refused_are_sent_later(
     requests = [HashRequest(root, 0, i * 2, 2, 0) for i in range(8)]
     requests.append(HashRequest(bytes(32), 0, 0, 2, 0))  # a reject waits its turn too
     asker = Asker(requests)
-    config = PeerManagerConfig(services=[serving], listen_port=6881, send_queue_size=1)
-    async with trio.open_nursery() as nursery, open_peer_manager(config) as manager:
-        seed = Node(manager, addr(1))
-        nursery.start_soon(lambda: _drain(manager))
-        async with node(nursery, addr(2), [asker]) as client:
+    async with trio.open_nursery() as nursery:
+        async with (
+            node(nursery, addr(1), [serving], send_queue_size=1) as seed,
+            node(nursery, addr(2), [asker]) as client,
+        ):
             _, theirs = connect(client, seed, metainfo.info.info_hash)
             with trio.fail_after(30):
                 while len(asker.answers) < len(requests):
@@ -742,11 +698,6 @@ async def test_answers_a_full_send_queue_refused_are_sent_later(
             assert not theirs.connection.peer_hash_requests
             assert not serving._unsent
         nursery.cancel_scope.cancel()
-
-
-async def _drain(manager: PeerManager) -> None:
-    async for _ in manager.events():
-        pass
 
 
 # --------------------------------------------------------------------------- arguments

@@ -6,19 +6,18 @@ spends the peer's budget as requests for data do."""
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from ipaddress import IPv4Address
 
 import pytest
 import trio
 import trio.testing
+from _managers import Node, connect, node
 from hypothesis import given
 from hypothesis import strategies as st
 
 from bip_bencode import encode
-from bip_handshake import CompletedHandshake, Extensions, PeerAddress, PeerId
+from bip_handshake import PeerAddress
 from bip_metainfo import InfoHash
 from bip_peer._errors import RemoteProtocolError
 from bip_peer._exchange import MetadataExchange
@@ -28,18 +27,9 @@ from bip_peer._extended import (
     MetadataRequest,
     decode_metadata_message,
 )
-from bip_peer._manager import (
-    ManagerEvent,
-    MessageReceived,
-    Peer,
-    PeerManager,
-    PeerManagerConfig,
-    PeerRemoved,
-    open_peer_manager,
-)
+from bip_peer._manager import MessageReceived, Peer, PeerManager, PeerRemoved
 from bip_peer._metadata import MetadataServer
 
-EXT = Extensions.EXTENSION_PROTOCOL | Extensions.FAST
 INFO = encode(
     {
         b"length": 1,
@@ -140,49 +130,14 @@ class _AsksForMetadata:
         pass
 
 
-@dataclass
-class _Node:
-    manager: PeerManager
-    events: list[ManagerEvent] = field(default_factory=list)
-
-
-@asynccontextmanager
-async def _node(nursery: trio.Nursery, services: list[object], port: int) -> AsyncIterator[_Node]:
-    config = PeerManagerConfig(services=services, listen_port=port)  # type: ignore[arg-type]
-    async with open_peer_manager(config) as manager:
-        node = _Node(manager)
-
-        async def drain() -> None:
-            async for event in manager.events():
-                node.events.append(event)
-
-        nursery.start_soon(drain)
-        yield node
-
-
-def _join(asker: _Node, seed: _Node) -> Peer:
+def _join(asker: Node, seed: Node) -> Peer:
     """Connect the two managers in memory; returns the seed as the asker sees it."""
-    ours, theirs = trio.testing.memory_stream_pair()
-
-    def completed(stream: trio.abc.Stream, host: int, name: bytes, out: bool) -> CompletedHandshake:
-        return CompletedHandshake(
-            stream=stream,
-            trailing=b"",
-            peer_id=PeerId(name * 20),
-            extensions=EXT,
-            our_extensions=EXT,
-            info_hash=IH,
-            swarm_id=IH.swarm_ids()[0],
-            address=PeerAddress(IPv4Address(f"10.0.0.{host}"), 6881),
-            direction="outbound" if out else "inbound",
-        )
-
-    peer = asker.manager.add_peer(completed(ours, 1, b"S", True))
-    seed.manager.add_peer(completed(theirs, 2, b"A", False))
+    # The seed knows the asker by its address at 6881, not an ephemeral port.
+    peer, _ = connect(asker, seed, info_hash=IH, ephemeral=6881, dialler_id=b"A", listener_id=b"S")
     return peer
 
 
-async def _answers(asker: _Node, count: int) -> list[object]:
+async def _answers(asker: Node, count: int) -> list[object]:
     with trio.fail_after(10):
         while True:
             found: list[object] = [
@@ -205,8 +160,10 @@ async def test_a_request_for_piece_2_31_gets_a_reject_and_the_peer_stays(
         exchange.serve(IH, INFO)
     async with trio.open_nursery() as nursery:
         async with (
-            _node(nursery, [exchange], 6881) as seed,
-            _node(nursery, [_AsksForMetadata()], 6882) as asker,
+            node(nursery, PeerAddress(IPv4Address("10.0.0.1"), 6881), [exchange]) as seed,
+            node(
+                nursery, PeerAddress(IPv4Address("10.0.0.2"), 6882), [_AsksForMetadata()]
+            ) as asker,
         ):
             peer = _join(asker, seed)
             with trio.fail_after(10):

@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Mapping
 from ipaddress import IPv4Address
 
 import trio
 import trio.testing
+from _managers import connect, node
 
-from bip_handshake import CompletedHandshake, Extensions, PeerAddress, PeerId
+from bip_handshake import PeerAddress
 from bip_metainfo import InfoHash
 from bip_peer._exchange import PeerExchange
 from bip_peer._extended import PexMessage
-from bip_peer._manager import (
-    Peer,
-    PeerManager,
-    PeerManagerConfig,
-    PeerService,
-    open_peer_manager,
-)
+from bip_peer._manager import Peer, PeerManager
 from bip_peer._pex import MAX_OUR_ADDRESSES, PexInbox, _OurAddresses
 
-EXT = Extensions.EXTENSION_PROTOCOL | Extensions.FAST
 IH = InfoHash.from_info_bytes(b"d4:name1:xe", v1=True, v2=False)
 
 
@@ -67,45 +60,6 @@ class _Lister:
                 manager.send_nowait(peer, PexMessage(added=self.listed))
 
 
-@asynccontextmanager
-async def _manager(
-    nursery: trio.Nursery, port: int, services: list[PeerService]
-) -> AsyncIterator[PeerManager]:
-    config = PeerManagerConfig(services=services, listen_port=port)
-    async with open_peer_manager(config) as manager:
-
-        async def drain() -> None:
-            async for _ in manager.events():
-                pass
-
-        nursery.start_soon(drain)
-        yield manager
-
-
-def _join(ours: PeerManager, theirs: PeerManager, their_address: PeerAddress) -> None:
-    """``ours`` dialled ``theirs`` at ``their_address`` (a public peer)."""
-    a, b = trio.testing.memory_stream_pair()
-
-    def handshake(
-        stream: trio.abc.Stream, address: PeerAddress, peer_id: bytes, outbound: bool
-    ) -> CompletedHandshake:
-        return CompletedHandshake(
-            stream=stream,
-            trailing=b"",
-            peer_id=PeerId(peer_id * 20),
-            extensions=EXT,
-            our_extensions=EXT,
-            info_hash=IH,
-            swarm_id=IH.swarm_ids()[0],
-            address=address,
-            direction="outbound" if outbound else "inbound",
-            transport="tcp",
-        )
-
-    ours.add_peer(handshake(a, their_address, b"T", True))
-    theirs.add_peer(handshake(b, PeerAddress(IPv4Address("81.2.69.1"), 50000), b"O", False))
-
-
 async def test_a_late_peer_forgets_an_address_pex_dropped(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -121,10 +75,11 @@ async def test_a_late_peer_forgets_an_address_pex_dropped(
     lister = _Lister((learnt(0), learnt(last), learnt(last + 1), stranger))
     async with trio.open_nursery() as nursery:
         async with (
-            _manager(nursery, 6881, [pex]) as us,
-            _manager(nursery, late_address.port, [lister]) as late,
+            node(nursery, PeerAddress(IPv4Address("81.2.69.1"), 6881), [pex]) as us,
+            node(nursery, late_address, [lister]) as late,
         ):
-            _join(us, late, late_address)  # its inbox starts now, with the set full
+            # Its inbox starts now, with the set full.
+            connect(us, late, info_hash=IH, dialler_id=b"O", listener_id=b"T")
             pex.add_our_address(learnt(last + 1))  # one more: the oldest is dropped
             assert learnt(0) not in pex.our_addresses
             with trio.fail_after(10):
