@@ -29,6 +29,7 @@ from bip_peer._manager import (
     PeerManager,
     PeerService,
 )
+from bip_peer._metadata import DEFAULT_METADATA_REREQUEST_DELAY
 from bip_peer._pex import PexFlags
 
 
@@ -583,6 +584,28 @@ async def test_fetch_ignores_other_torrents_and_follows_departures(
             # The seed forgets the budgets of peers that left.
             leech.manager.remove_peer(next(iter(leech.manager.peers)), "test")
             await trio.sleep(1)
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("delay", [1.0, DEFAULT_METADATA_REREQUEST_DELAY])
+async def test_a_silent_peers_pieces_go_to_another_after_rerequest_delay(
+    autojump_clock: trio.testing.MockClock, delay: float
+) -> None:
+    """A peer that advertises the size and never answers holds its pieces for
+    ``rerequest_delay``; then the honest peer is asked for them too."""
+    leech_ex = MetadataExchange(rerequest_delay=delay)
+    honest_ex = MetadataExchange()
+    honest_ex.serve(IH, INFO)
+    async with trio.open_nursery() as nursery:
+        async with node(nursery, addr(9), [leech_ex]) as leech:
+            silent = await nursery.start(_serve_node, addr(1), LyingSeed(INFO, silent=True))
+            honest = await nursery.start(_serve_node, addr(2), honest_ex)
+            connect(leech, silent, ephemeral=50001)
+            connect(leech, honest, ephemeral=50002)
+            start = trio.current_time()
+            assert await leech_ex.fetch(leech.manager, IH, timeout=30) == INFO
+            elapsed = trio.current_time() - start
+            assert delay <= elapsed < delay + 1.5  # the manager's tick, at most, on top
         nursery.cancel_scope.cancel()
 
 

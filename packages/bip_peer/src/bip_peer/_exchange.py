@@ -51,6 +51,7 @@ from ._metadata import (
     DEFAULT_MAX_METADATA_SIZE,
     DEFAULT_METADATA_REJECT_BACKOFF,
     DEFAULT_METADATA_REQUEST_TIMEOUT,
+    DEFAULT_METADATA_REREQUEST_DELAY,
     DEFAULT_SERVE_BURST,
     DEFAULT_SERVE_RATE,
     MetadataFetcher,
@@ -179,7 +180,10 @@ class MetadataExchange:
     Args:
         extension_id: the id we give ``ut_metadata`` in our extended handshake.
         max_size: the largest dictionary :meth:`fetch` accepts.
-        request_timeout: seconds before an unanswered request goes to another peer.
+        request_timeout: seconds before an unanswered request times out (its peer's slot is
+            freed, and the timeout counted against the peer).
+        rerequest_delay: seconds after which a piece still unanswered is asked of another
+            peer too (libtorrent's 3 s); the first request's late answer still counts.
         reject_backoff: seconds a peer that rejected a request is left alone.
         serve_burst: pieces a peer may fetch from us at once.
         serve_rate: pieces per second a peer's budget refills at.
@@ -191,6 +195,7 @@ class MetadataExchange:
         extension_id: int = DEFAULT_EXTENSION_IDS[METADATA_EXTENSION],
         max_size: int = DEFAULT_MAX_METADATA_SIZE,
         request_timeout: float = DEFAULT_METADATA_REQUEST_TIMEOUT,
+        rerequest_delay: float = DEFAULT_METADATA_REREQUEST_DELAY,
         reject_backoff: float = DEFAULT_METADATA_REJECT_BACKOFF,
         serve_burst: int = DEFAULT_SERVE_BURST,
         serve_rate: float = DEFAULT_SERVE_RATE,
@@ -200,6 +205,7 @@ class MetadataExchange:
         self._fetcher_options: dict[str, float] = {
             "max_size": max_size,
             "request_timeout": request_timeout,
+            "rerequest_delay": rerequest_delay,
             "reject_backoff": reject_backoff,
         }
         # Fail at construction, not at the first fetch.
