@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
+from ipaddress import ip_address
 from typing import Any
 
 import trio
@@ -139,3 +140,26 @@ def connect(
     a = dialler.manager.add_peer(handshake(ours, listener.address, listener_id, True))
     b = listener.manager.add_peer(handshake(theirs, inbound_from, dialler_id, False))
     return a, b
+
+
+def handshake_with(
+    stream: trio.abc.Stream,
+    host: str,
+    n: int,
+    *,
+    info_hash: InfoHash,
+    extensions: Extensions = EXT,
+) -> CompletedHandshake:
+    """A completed outbound handshake with peer number ``n`` at ``host``:6881 over ``stream``,
+    for a single manager whose far end the test drives itself."""
+    return CompletedHandshake(
+        stream=stream,
+        trailing=b"",
+        peer_id=PeerId(b"-XX0000-" + f"{n:012d}".encode()),
+        extensions=extensions,
+        our_extensions=extensions,
+        info_hash=info_hash,
+        swarm_id=info_hash.swarm_ids()[0],
+        address=PeerAddress(ip_address(host), 6881),
+        direction="outbound",
+    )

@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from _managers import handshake_with
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bip_handshake import CompletedHandshake, Extensions, PeerAddress, PeerId
+from bip_handshake import Extensions
 from bip_metainfo import InfoHash
 from bip_peer._bandwidth import LOCAL_NETWORKS, default_burst, is_local_address
 from bip_peer._connection import PeerConnection
@@ -155,20 +156,6 @@ async def test_set_rate_limits_switches_the_option_and_keeps_the_rest() -> None:
 # -- the manager ------------------------------------------------------------------------------
 
 
-def _handshake(stream: trio.abc.Stream, host: str, n: int) -> CompletedHandshake:
-    return CompletedHandshake(
-        stream=stream,
-        trailing=b"",
-        peer_id=PeerId(b"-XX0000-" + f"{n:012d}".encode()),
-        extensions=BOTH,
-        our_extensions=BOTH,
-        info_hash=TORRENT,
-        swarm_id=TORRENT.swarm_ids()[0],
-        address=PeerAddress(ip_address(host), 6881),
-        direction="outbound",
-    )
-
-
 class Remote:
     """The far end of a connection: a PeerConnection over a memory stream."""
 
@@ -207,7 +194,11 @@ async def manager_with(
         peers, remotes = [], []
         for n, host in enumerate(hosts, 1):
             ours, far = trio.testing.memory_stream_pair()
-            peers.append(manager.add_peer(_handshake(ours, host, n), num_pieces=NUM_PIECES))
+            peers.append(
+                manager.add_peer(
+                    handshake_with(ours, host, n, info_hash=TORRENT), num_pieces=NUM_PIECES
+                )
+            )
             remotes.append(Remote(far))
         yield manager, peers, remotes
 

@@ -13,14 +13,14 @@ is quiet, every byte moved was either paid for with tokens or counted as exempt,
 from __future__ import annotations
 
 import math
-from ipaddress import ip_address
 
 import trio
 import trio.testing
+from _managers import handshake_with
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bip_handshake import CompletedHandshake, Extensions, PeerAddress, PeerId
+from bip_handshake import Extensions
 from bip_metainfo import InfoHash
 from bip_peer._bandwidth import BandwidthLimiter
 from bip_peer._connection import PeerConnection
@@ -45,20 +45,6 @@ class _CountingLimiter(BandwidthLimiter):
     def give_back(self, amount: int) -> None:
         _GIVEN_BACK[id(self)] = _GIVEN_BACK.get(id(self), 0) + amount
         super().give_back(amount)
-
-
-def _handshake(stream: trio.abc.Stream, host: str, n: int) -> CompletedHandshake:
-    return CompletedHandshake(
-        stream=stream,
-        trailing=b"",
-        peer_id=PeerId(b"-XX0000-" + f"{n:012d}".encode()),
-        extensions=BOTH,
-        our_extensions=BOTH,
-        info_hash=TORRENT,
-        swarm_id=TORRENT.swarm_ids()[0],
-        address=PeerAddress(ip_address(host), 6881),
-        direction="outbound",
-    )
 
 
 # (seconds to wait, what to do): send haves from each far end, have the manager send haves to
@@ -90,7 +76,11 @@ async def _exchange(start_limited: bool, plan: list[tuple[float, tuple[str, obje
         peers, fars, conns = [], [], []
         for n, host in enumerate(HOSTS, 1):
             ours, far = trio.testing.memory_stream_pair()
-            peers.append(manager.add_peer(_handshake(ours, host, n), num_pieces=NUM_PIECES))
+            peers.append(
+                manager.add_peer(
+                    handshake_with(ours, host, n, info_hash=TORRENT), num_pieces=NUM_PIECES
+                )
+            )
             fars.append(far)
             conns.append(
                 PeerConnection(
