@@ -46,7 +46,7 @@ from bip_disk import (
     TorrentStateError,
 )
 from bip_disk import PieceVerified as DiskPieceVerified
-from bip_handshake import Handshaker, PeerAddress
+from bip_handshake import Handshaker, PeerAddress, PeerSink
 from bip_metainfo import Info, InfoHash, MagnetLink, Metainfo, MetainfoError
 from bip_peer import (
     Bitfield,
@@ -145,9 +145,12 @@ class Torrent:
         on_info_hash: Callable[[Torrent, InfoHash], None],
         web_seed_client: WebSeedClient | None = None,
         holepunch: HolepunchPolicy | None = None,
+        peer_sink: PeerSink | None = None,
     ) -> None:
-        """Internal: the session builds torrents."""
+        """Internal: the session builds torrents. Discovery sources feed ``peer_sink``
+        (the handshaker's dial queue when None)."""
         self.options = options
+        self._peer_sink: PeerSink = peer_sink if peer_sink is not None else handshaker
         self._holepunch = holepunch
         self._config = config
         self._disk = disk
@@ -313,7 +316,7 @@ class Torrent:
                 user = UserPeers(await self._user_peers(), interval=self._config.redial_interval)
                 sources: list[PeerSource] = [user, *self._sources]
                 for source in sources:
-                    nursery.start_soon(source.run, self, self._handshaker)
+                    nursery.start_soon(source.run, self, self._peer_sink)
                 try:
                     if self.info is None:
                         await self._fetch_metadata()
