@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import random
 from collections.abc import Callable, Mapping
 from typing import Final
@@ -71,6 +72,11 @@ from bip_select import (
     Input,
     PeerLeft,
     PieceVerified,
+    PrioritiesChanged,
+    RarestFirst,
+    Sequential,
+    Strategy,
+    Streaming,
     SwarmBrain,
     TorrentGeometry,
 )
@@ -118,14 +124,25 @@ MAX_WEB_SEEDS: Final = 32
 
 
 class TorrentError(Exception):
-    """A torrent cannot go on: a storage fault, metadata that cannot be used, a bad selection."""
+    """A torrent cannot go on (a storage fault, metadata that cannot be used, a bad
+    selection), or cannot do what it was asked (a deadline for a piece outside the torrent,
+    or before its metadata is known)."""
 
 
 class Torrent:
     """A torrent in a session; made by :meth:`bip._client.Session.add_torrent`.
 
     Its public side is :meth:`status`, :meth:`wait_complete`, :attr:`completed`,
-    :attr:`info` and :attr:`info_hash`; the rest is driven by the session.
+    :attr:`info` and :attr:`info_hash`, and the piece order: :meth:`set_sequential`
+    (:attr:`sequential`), :meth:`set_piece_deadline`, :meth:`clear_piece_deadline` and
+    :meth:`clear_piece_deadlines`; the rest is driven by the session.
+
+    Piece order: rarest first by default (BEP 3's advice, libtorrent's default); sequential
+    on request (lowest index first, for a player or a previewer); pieces with a deadline
+    before either, earliest deadline first, asked of peers fast enough to deliver in time
+    (bip_select's :class:`~bip_select.Streaming` over :class:`~bip_select.RarestFirst` or
+    :class:`~bip_select.Sequential`). Every order stays within the priorities: files not
+    selected are never fetched, whatever the order or the deadlines.
     """
 
     def __init__(
@@ -220,6 +237,13 @@ class Torrent:
         self._up = RateMeter(window=_RATE_WINDOW, now=now)
         self._resume_dirty = trio.Event()
         self._uploader = Uploader(disk, manager, on_sent=self._sent)
+        # The piece order. Remembered before the brain exists (a magnet link's metadata,
+        # the check of the data) and given to it when it is made.
+        self._sequential = False
+        self._streaming: Streaming | None = None  # the brain's outer strategy, once made
+        # Piece -> when it is needed (trio's clock); at most one per piece: bounded by the
+        # piece count, and a piece that passes its check drops out.
+        self._deadlines: dict[int, float] = {}
 
     # -- public -----------------------------------------------------------------------------
 
@@ -306,6 +330,99 @@ class Torrent:
             nursery.start_soon(watch, self._stopped)
         if not self.completed.is_set():
             raise TorrentError(self._error or "the torrent was closed")
+
+    # -- piece order ------------------------------------------------------------------------
+
+    @property
+    def sequential(self) -> bool:
+        """Whether pieces are fetched in index order (see :meth:`set_sequential`)."""
+        return self._sequential
+
+    def set_sequential(self, enabled: bool) -> None:
+        """Fetch pieces in index order (``True``) or rarest first (``False``, the default).
+
+        libtorrent's ``set_sequential_download``, aria2's ``--stream-piece-selector=inorder``:
+        for a player or a previewer reading the files front to back. It costs the swarm:
+        rarity is ignored, so we hold the same pieces as every other sequential peer and
+        have less to trade; rarest first keeps rare pieces alive. Priorities still come
+        first (lowest index first within each priority), files not selected are never
+        fetched, and pieces with a deadline come before both orders.
+
+        Switchable at any time, also before a magnet link's metadata arrives (remembered
+        and applied when the download starts). Requests already sent stay; the order
+        applies to the next ones.
+        """
+        self._sequential = bool(enabled)
+        if self._streaming is not None:
+            # The picker asks its strategy afresh at every pick: swapping the inner order
+            # is all it takes (the set of pieces wanted does not change).
+            self._streaming.then = self._inner_order()
+
+    def _inner_order(self) -> Strategy:
+        return Sequential() if self._sequential else RarestFirst()
+
+    def set_piece_deadline(self, piece: int, seconds_from_now: float) -> None:
+        """Ask for ``piece`` within ``seconds_from_now`` (0: as soon as possible).
+
+        As libtorrent's ``set_piece_deadline``: pieces with a deadline are fetched before any
+        other, earliest deadline first, from peers fast enough to deliver in time (or the
+        fastest there is), and a block that its peer will not deliver in time is asked of a
+        faster one as well. A new deadline for the same piece replaces the old one; a piece
+        that passes its hash check forgets its deadline. A deadline for a piece we already
+        have is ignored; one for a piece of a file not selected is kept but fetches nothing
+        (the selection wins).
+
+        Raises:
+            TorrentError: the metadata is not known yet (a magnet link: the piece count is
+                unknown), or ``piece`` is not a piece of the torrent.
+            ValueError: ``seconds_from_now`` is negative or not finite.
+        """
+        self._check_piece(piece)
+        if not (math.isfinite(seconds_from_now) and seconds_from_now >= 0):
+            raise ValueError(f"a deadline is seconds from now, >= 0; not {seconds_from_now!r}")
+        if self.swarm is not None and self.swarm.brain.has_piece(piece):
+            return  # (before the brain, pieces found on disk are dropped when it is made)
+        self._deadlines[piece] = trio.current_time() + seconds_from_now
+        self._apply_deadlines()
+
+    def clear_piece_deadline(self, piece: int) -> None:
+        """Forget the deadline of ``piece`` (libtorrent's ``reset_piece_deadline``): it is
+        fetched in the usual order again. No deadline: nothing happens.
+
+        Raises:
+            TorrentError: the metadata is not known yet, or ``piece`` is not a piece of the
+                torrent.
+        """
+        self._check_piece(piece)
+        if self._deadlines.pop(piece, None) is not None:
+            self._apply_deadlines()
+
+    def clear_piece_deadlines(self) -> None:
+        """Forget every piece deadline (libtorrent's ``clear_piece_deadlines``). Allowed at
+        any time: before the metadata there are none."""
+        if self._deadlines:
+            self._deadlines.clear()
+            self._apply_deadlines()
+
+    def _check_piece(self, piece: int) -> None:
+        info = self.info
+        if info is None:
+            raise TorrentError(
+                f"{self._name}: no piece deadline before the metadata is known (the piece"
+                " count is not)"
+            )
+        if type(piece) is not int or not 0 <= piece < info.num_pieces:
+            raise TorrentError(
+                f"{self._name}: no piece {piece!r}: the torrent has {info.num_pieces} pieces"
+                f" (0..{info.num_pieces - 1})"
+            )
+
+    def _apply_deadlines(self) -> None:
+        """Give the brain the deadlines (it replaces the ones it had): it refills the peers'
+        queues at once, so an urgent piece is asked for now, not at the next refill."""
+        if self.swarm is not None:
+            deadlines = dict(self._deadlines)
+            self.swarm.feed(PrioritiesChanged(deadlines=deadlines), trio.current_time())
 
     # -- the torrent's life -----------------------------------------------------------------
 
@@ -490,13 +607,23 @@ class Torrent:
         if state is TorrentState.ERROR:
             raise TorrentError(self._disk.status(handle).reason or "checking the data failed")
         have = self._disk.have(handle)
+        # Deadlines always lead (none is cheap); the order under them is switched in place
+        # by set_sequential.
+        streaming = Streaming(then=self._inner_order())
+        for piece in list(self._deadlines):
+            if piece in have:
+                del self._deadlines[piece]  # already here: met
+        for piece, when in self._deadlines.items():
+            streaming.set_deadline(piece, when)
         brain = SwarmBrain(
             geometry,
             rng=self._rng,
             have=have,
+            selection=streaming,
             piece_priorities=priorities,
             queueing=QUEUEING,
         )
+        self._streaming = streaming
         self._done = sum(geometry.piece_data_size(p) for p in have if p in self._wanted)
         self.swarm = Swarm(self._manager, brain, on_banned=self._ban)
         self._phase = TorrentPhase.DOWNLOADING
@@ -686,6 +813,7 @@ class Torrent:
         swarm = self.swarm
         if isinstance(event, DiskPieceVerified):
             if event.good:
+                self._deadlines.pop(event.piece, None)  # met (the brain forgets it too)
                 if event.piece in self._wanted and self._geometry is not None:
                     self._done += self._geometry.piece_data_size(event.piece)
                 self._resume_dirty.set()
