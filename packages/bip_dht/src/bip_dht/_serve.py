@@ -101,6 +101,8 @@ from ._tokens import TokenManager
 __all__ = [
     "DEFAULT_SAMPLE_COUNT",
     "DEFAULT_SAMPLE_INTERVAL",
+    "MAX_COUNTED_METHODS",
+    "OTHER_METHODS",
     "QueryHandler",
     "ServeStatistics",
 ]
@@ -109,6 +111,13 @@ DEFAULT_SAMPLE_COUNT = 20
 """BEP 51: how many info-hashes a ``sample_infohashes`` reply carries at most (libtorrent: 20)."""
 DEFAULT_SAMPLE_INTERVAL = 21600
 """BEP 51 ``interval``: seconds before the same node should ask us again (libtorrent: 6 hours)."""
+MAX_COUNTED_METHODS = 32
+"""Distinct method names the ``queries`` counter keeps (the known ones first come well under
+it); queries with any further name are counted together under :data:`OTHER_METHODS`, so a node
+that sends a new made-up method in every datagram cannot grow the counter."""
+OTHER_METHODS = b"..."
+"""The ``queries`` key for methods beyond :data:`MAX_COUNTED_METHODS` names (no KRPC method
+is named so)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +125,8 @@ class ServeStatistics:
     """What :class:`QueryHandler` has seen, since it was created.
 
     Attributes:
-        queries: queries answered or refused, by method name (unknown methods as sent).
+        queries: queries answered or refused, by method name (unknown methods as sent, up to
+            :data:`MAX_COUNTED_METHODS` names; the rest under :data:`OTHER_METHODS`).
         errors_sent: error replies we sent, by code.
         rate_limited: queries dropped because their source was over its rate.
         dropped_malformed: datagrams that were not KRPC at all (dropped silently).
@@ -279,7 +289,7 @@ class QueryHandler:
             self._stats["not_queries"] += 1
             return None
         name = message.name if isinstance(message, UnknownQuery) else message.method
-        self._queries[name] += 1
+        self._count_query(name)
         if not self._admit(source, now):
             return None
         if not message.read_only:
@@ -291,7 +301,7 @@ class QueryHandler:
     ) -> bytes | None:
         """The error 203 reply to a query whose arguments did not decode (None when
         rate-limited or read-only)."""
-        self._queries[error.method] += 1
+        self._count_query(error.method)
         if not self._admit(source, now):
             return None
         return self._error(error.transaction_id, ErrorCode.PROTOCOL, str(error), source)
@@ -313,6 +323,12 @@ class QueryHandler:
             tables[candidate.family] = candidate
         self._own = own
         self._tables = tables
+
+    def _count_query(self, name: bytes) -> None:
+        queries = self._queries
+        if name not in queries and len(queries) >= MAX_COUNTED_METHODS:
+            name = OTHER_METHODS
+        queries[name] += 1
 
     def _admit(self, source: PeerAddress, now: float) -> bool:
         if self.read_only:
