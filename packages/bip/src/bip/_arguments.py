@@ -7,6 +7,7 @@ import argparse
 import gzip
 import logging
 import math
+import re
 import sys
 import zlib
 from collections.abc import Callable, Sequence
@@ -25,9 +26,11 @@ __all__ = [
     "MAX_IP_FILTER_FILE",
     "add_command_group",
     "add_ip_filter_options",
+    "add_seed_limit_options",
     "add_serve_loop_options",
     "add_timeout",
     "add_torrent_and_directory",
+    "duration",
     "load_ip_filter",
     "positive",
     "print_usage",
@@ -39,6 +42,15 @@ MAX_IP_FILTER_FILE: Final = 256 * 1024 * 1024
 """Bytes an ``--ip-filter`` file may hold (after gunzip): the largest public blocklists are
 a few tens of MB, and the parser's own bound (two million ranges) is reached well before."""
 _GZIP_MAGIC: Final = b"\x1f\x8b"
+_DURATION_UNITS: Final = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+# Parts largest unit first, each at most once ("1h30m", "90", "2.5h"); a bare number is
+# seconds. Anchored by fullmatch: nothing else may follow.
+_DURATION_RE: Final = re.compile(
+    r"(?:(?P<d>\d+(?:\.\d+)?)d)?(?:(?P<h>\d+(?:\.\d+)?)h)?"
+    r"(?:(?P<m>\d+(?:\.\d+)?)m)?(?:(?P<s>\d+(?:\.\d+)?)s?)?",
+    re.ASCII,  # digits only from 0 to 9: int/float would read other scripts' digits too
+)
+_MAX_DURATION: Final = 100 * 365 * 86400.0  # seconds; beyond, a typo (and trio's clock)
 
 logger = logging.getLogger("bip")
 
@@ -57,6 +69,53 @@ def positive(kind: type[N]) -> Callable[[str], N]:
         return value
 
     return check
+
+
+def duration(text: str) -> float:
+    """An argparse ``type=`` reading a positive duration in seconds: ``90`` (seconds),
+    ``30s``, ``30m``, ``2h``, ``1d``, or parts together from the largest unit (``1h30m``,
+    ``2.5h``).
+
+    Raises:
+        argparse.ArgumentTypeError: anything else (``30 min``, ``-1``, ``0``, ``1m2h``).
+    """
+    match = _DURATION_RE.fullmatch(text.strip().lower())
+    if match is None or not any(match.groups()):
+        raise argparse.ArgumentTypeError(
+            f"not a duration: {text!r} (seconds, or e.g. 90s, 30m, 2h, 1h30m, 1d)"
+        )
+    seconds = sum(
+        float(part) * _DURATION_UNITS[unit]
+        for unit, part in match.groupdict().items()
+        if part is not None
+    )
+    if not 0 < seconds <= _MAX_DURATION:
+        raise argparse.ArgumentTypeError(
+            f"a duration must be above 0 and at most 100 years, not {text!r}"
+        )
+    return seconds
+
+
+def add_seed_limit_options(parser: argparse.ArgumentParser, *, implies_seed: bool) -> None:
+    """``--seed-ratio R`` and ``--seed-time DURATION``: when seeding stops by itself
+    (``implies_seed``: the command only seeds with ``--seed``, and either option says it)."""
+    implies = " (implies --seed)" if implies_seed else ""
+    parser.add_argument(
+        "--seed-ratio",
+        type=positive(float),
+        metavar="RATIO",
+        help="stop seeding (exit 0) once the bytes uploaded in this run reach RATIO times the"
+        " size of the torrent's data (the selected files' when downloading; 1.0: one full"
+        " copy), as aria2 counts it, so that a seed that downloaded nothing has a ratio too;"
+        " uploads while downloading count" + implies,
+    )
+    parser.add_argument(
+        "--seed-time",
+        type=duration,
+        metavar="DURATION",
+        help="stop seeding (exit 0) after seeding this long: seconds, or 90s, 30m, 2h, 1h30m,"
+        " 1d; with --seed-ratio, whichever comes first" + implies,
+    )
 
 
 def add_command_group(

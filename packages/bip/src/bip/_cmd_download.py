@@ -2,9 +2,11 @@
 
 The client engine (:mod:`bip._client`) does the work: peers from the torrent's UDP trackers,
 ``--peer`` and a magnet's ``x.pe``, and PEX; metadata for magnet links (BEP 9); rarest-first
-and end-game; every piece verified before it is written; resume data in ``DIR/.bip/`` so an
-interrupted download (Ctrl-C, or even SIGKILL) carries on without fetching a verified piece
-again. The exit status is 0 only when every selected file is complete and verified.
+(or, with ``--sequential``, in order) and end-game; every piece verified before it is written;
+resume data in ``DIR/.bip/`` so an interrupted download (Ctrl-C, or even SIGKILL) carries on
+without fetching a verified piece again. ``--seed`` seeds on until Ctrl-C, or until
+``--seed-ratio`` / ``--seed-time`` is reached. The exit status is 0 only when every selected
+file is complete and verified.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import argparse
 import contextlib
 import functools
 import logging
+import math
 import os
 import signal
 import sys
@@ -27,8 +30,9 @@ from bip_dht import DHTSocketError, RoutingStateError, open_dht
 from bip_handshake import EncryptionPolicy, PeerAddress
 from bip_metainfo import MagnetLink, Metainfo
 
-from ._arguments import add_ip_filter_options, load_ip_filter
+from ._arguments import add_ip_filter_options, add_seed_limit_options, load_ip_filter, positive
 from ._client import (
+    DEFAULT_MAX_PEERS,
     RESUME_DIRECTORY,
     ClientConfig,
     Session,
@@ -58,6 +62,7 @@ __all__ = [
     "follow",
     "open_session_with_dht",
     "run",
+    "seed_until_limits",
     "status_fields",
     "until_terminated",
     "user_peers",
@@ -167,6 +172,14 @@ def add_session_arguments(parser: argparse.ArgumentParser) -> None:
         " 172.16/12, 192.168/16, link-local and fc00::/7 do not cross the link the limits"
         " share)",
     )
+    parser.add_argument(
+        "--max-peers",
+        type=positive(int),
+        default=DEFAULT_MAX_PEERS,
+        metavar="N",
+        help=f"peers connected at once at most, dialled and accepted together (default"
+        f" {DEFAULT_MAX_PEERS}, as libtorrent's connections_limit)",
+    )
     add_ip_filter_options(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress line")
 
@@ -193,7 +206,17 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         " or the magnet link's 'so')",
     )
     parser.add_argument(
-        "--seed", action="store_true", help="keep seeding once complete, until Ctrl-C"
+        "--seed",
+        action="store_true",
+        help="keep seeding once complete, until Ctrl-C, --seed-ratio or --seed-time",
+    )
+    add_seed_limit_options(parser, implies_seed=True)
+    parser.add_argument(
+        "--sequential",
+        action="store_true",
+        help="download pieces in order, first to last (within --files), to play or preview"
+        " the files while they arrive; it costs the swarm: rarity is ignored, so rare pieces"
+        " spread slower and we have less that others want (default: rarest first)",
     )
     parser.add_argument(
         "--no-resume",
@@ -324,6 +347,7 @@ def config_from_args(args: argparse.Namespace) -> ClientConfig:
         upload_rate_limit=parse_rate(args.upload_limit, "--upload-limit"),
         download_rate_limit=parse_rate(args.download_limit, "--download-limit"),
         limit_local_peers=args.limit_local,
+        max_peers=args.max_peers,
         ip_filter=load_ip_filter(args.ip_filter, strict=args.ip_filter_strict),
     )
 
@@ -435,6 +459,64 @@ async def follow(torrent: Torrent, line: StatusLine, *, until_complete: bool) ->
         raise CLIError(f"{status.name}: {status.error}")
 
 
+async def seed_until_limits(
+    torrent: Torrent,
+    line: StatusLine,
+    *,
+    ratio: float | None,
+    seconds: float | None,
+    size: int,
+) -> str | None:
+    """Redraw ``line`` while seeding, until the upload ratio or the seeding time is reached
+    (returns which, to tell the user), or forever when both are ``None``.
+
+    The ratio is the payload uploaded in this run (uploads while downloading included) over
+    ``size``, the bytes of the torrent's data (the selected files' for a download): as aria2
+    counts it (uploaded over the length completed), and defined for a seed that downloaded
+    nothing (libtorrent divides by the bytes downloaded).
+
+    Raises:
+        CLIError: the torrent failed.
+    """
+    reached: list[str] = []
+    with trio.move_on_after(math.inf if seconds is None else seconds) as timer:
+        async with trio.open_nursery() as nursery:
+            if ratio is not None:
+
+                async def watch_ratio(target: float) -> None:
+                    while (uploaded := torrent.status().uploaded) < target:
+                        await trio.sleep(_REFRESH)
+                    reached.append(
+                        f"seed ratio {ratio:g} reached ({format_size(uploaded)} uploaded)"
+                    )
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(watch_ratio, ratio * size)
+            await _redraw(line)
+    if timer.cancelled_caught and seconds is not None:
+        reached.append(f"seeded for {_shown_duration(seconds)}")
+    status = torrent.status()
+    if status.phase is TorrentPhase.FAILED:  # pragma: no cover - _redraw raises it first
+        raise CLIError(f"{status.name}: {status.error}")
+    return reached[0] if reached else None
+
+
+def seeding_until(args: argparse.Namespace) -> str:
+    """How a seeding command ends, for its first words on stderr."""
+    limits = []
+    if args.seed_ratio is not None:
+        limits.append(f"ratio {args.seed_ratio:g}")
+    if args.seed_time is not None:
+        limits.append(f"{_shown_duration(args.seed_time)} of seeding")
+    return " or ".join(limits) if limits else "Ctrl-C"
+
+
+def _shown_duration(seconds: float) -> str:
+    """A seeding time as the user may have typed it: ``0.5s`` below a minute (rounding
+    would show ``0s``), ``1h30m00s``-like above (:func:`~bip._humanize.format_duration`)."""
+    return f"{seconds:g}s" if seconds < 60 else format_duration(seconds)
+
+
 async def _download(args: argparse.Namespace, config: ClientConfig) -> int:
     source = load_source(args.source)
     selection = None
@@ -454,6 +536,8 @@ async def _download(args: argparse.Namespace, config: ClientConfig) -> int:
     )
     async with open_session_with_dht(args, config, Path(args.dir)) as session:
         torrent = await session.add_torrent(source, options)
+        if args.sequential:
+            torrent.set_sequential(True)
         if not _can_find_peers(source, options, config) and not _dht_has_nodes(args):
             logger.warning(
                 "no peer to dial (--peer, x.pe), no udp://, http:// or https:// tracker to ask"
@@ -465,14 +549,23 @@ async def _download(args: argparse.Namespace, config: ClientConfig) -> int:
             await follow(torrent, line, until_complete=True)
         finally:
             line.finish()
-        if args.seed:
+        if args.seed or args.seed_ratio is not None or args.seed_time is not None:
+            status = torrent.status()
             if not args.quiet:
-                print(f"bip: {torrent.status().name}: seeding until Ctrl-C", file=sys.stderr)
+                print(f"bip: {status.name}: seeding until {seeding_until(args)}", file=sys.stderr)
             line = StatusLine(torrent, quiet=args.quiet)
             try:
-                await follow(torrent, line, until_complete=False)
+                reached = await seed_until_limits(
+                    torrent,
+                    line,
+                    ratio=args.seed_ratio,
+                    seconds=args.seed_time,
+                    size=status.total,
+                )
             finally:
                 line.finish()
+            if reached is not None and not args.quiet:
+                print(f"bip: {status.name}: {reached}: stopped seeding", file=sys.stderr)
     return 0
 
 

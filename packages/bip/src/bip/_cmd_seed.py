@@ -1,4 +1,5 @@
-"""``bip seed TORRENT DIR``: serve a torrent's data to its swarm until Ctrl-C.
+"""``bip seed TORRENT DIR``: serve a torrent's data to its swarm until Ctrl-C, or until the
+upload ratio (``--seed-ratio``) or the seeding time (``--seed-time``) is reached (exit 0).
 
 The data in DIR is checked first (bip_disk, with the resume data in ``DIR/.bip/`` when it is
 there, so a restart is quick); then the pieces found good are served to every peer that comes:
@@ -17,14 +18,15 @@ from pathlib import Path
 
 import trio
 
-from ._arguments import add_torrent_and_directory
+from ._arguments import add_seed_limit_options, add_torrent_and_directory
 from ._client import TorrentError, TorrentOptions, TorrentPhase
 from ._cmd_download import (
     StatusLine,
     add_session_arguments,
     config_from_args,
-    follow,
     open_session_with_dht,
+    seed_until_limits,
+    seeding_until,
     until_terminated,
     user_peers,
 )
@@ -41,10 +43,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="serve a torrent's data",
         description=(
             "Check a torrent's data in DIR (the directory holding the torrent's name, as for"
-            " 'bip download --dir') and serve it to peers until Ctrl-C."
+            " 'bip download --dir') and serve it to peers until Ctrl-C, --seed-ratio or"
+            " --seed-time."
         ),
     )
     add_torrent_and_directory(parser)
+    add_seed_limit_options(parser, implies_seed=False)
     add_session_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -79,17 +83,27 @@ async def _seed(args: argparse.Namespace) -> int:
                 else f"only {status.pieces} of {status.num_pieces}"
             )
             print(
-                f"bip: seeding {status.name}: {what} pieces, on port {session.listen_port}",
+                f"bip: seeding {status.name}: {what} pieces, on port {session.listen_port},"
+                f" until {seeding_until(args)}",
                 file=sys.stderr,
             )
         line = StatusLine(torrent, quiet=args.quiet)
         try:
-            await follow(torrent, line, until_complete=False)
+            # The ratio counts against the whole torrent: a seed selected no file.
+            reached = await seed_until_limits(
+                torrent,
+                line,
+                ratio=args.seed_ratio,
+                seconds=args.seed_time,
+                size=metainfo.info.total_size,
+            )
         finally:
             line.finish()
-    return 0  # pragma: no cover - follow only ends by an error or Ctrl-C
+        if reached is not None and not args.quiet:
+            print(f"bip: {status.name}: {reached}: stopped seeding", file=sys.stderr)
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
-    """``bip seed``: serve until interrupted."""
+    """``bip seed``: serve until interrupted, or until a seeding limit is reached (0)."""
     return trio.run(until_terminated, functools.partial(_seed, args))
