@@ -11,9 +11,11 @@ What it does with a datagram, in order:
 1. Per-address rate limit (a token bucket per IP): over the limit, the datagram is dropped
    unanswered, so that a flood with a victim's source address reflects nothing.
 2. Shape: anything that is not a well-formed connect, announce or scrape request is garbage and
-   gets no answer (it is counted), since its sender may not even speak the protocol.
+   gets no answer (it is counted), since its sender may not even speak the protocol. So is a
+   datagram from source port 0: no answer could reach it, so it can only be forged.
 3. Connection id (announce and scrape): stateless, see :mod:`._connection_ids`. A wrong or
-   expired one is answered with an error, which is small (no amplification).
+   expired one is answered with a short error, never larger than the request (whoever forged
+   the source address gains no amplification from it), and nothing is stored.
 4. Allow and deny lists of info-hashes: an announce for a torrent not allowed gets an error
    ("torrent not registered with this tracker"); a scrape answers zeros for it, so it reveals
    nothing.
@@ -94,12 +96,16 @@ _REQUEST_HEADER = struct.Struct(">QII")  # connection id (or protocol id), actio
 # left, event, num_want, port (peer id, downloaded, uploaded, ip and key are skipped).
 _ANNOUNCE_FIELDS = struct.Struct(">20s20x8xq8xi8xiH")
 _ACTION_CONNECT, _ACTION_ANNOUNCE, _ACTION_SCRAPE, _ACTION_ERROR = 0, 1, 2, 3
+_EVENT_STOPPED = 3
 _IPV4_PEER, _IPV6_PEER = 6, 18
 _MAPPED_PREFIX = bytes(10) + b"\xff\xff"
 
 NOT_REGISTERED = "torrent not registered with this tracker"
 DENIED = "torrent denied by this tracker"
-BAD_CONNECTION_ID = "connection id invalid or expired; connect again"
+# Short on purpose: this error answers a request whose sender is not proven (the id is what
+# would prove it), so with a forged source address it goes to a victim. 8 + 21 bytes stay under
+# the smallest request answered with it (a 36-byte scrape): no amplification.
+BAD_CONNECTION_ID = "connection id expired"
 INTERNAL_ERROR = "internal tracker error"
 
 
@@ -128,7 +134,9 @@ class TrackerHandler(Protocol):
             request: the decoded request (``url_data`` holds the BEP 41 path and query).
             peer: the announcer's compact address: the sender's IP (not the request's ``ip``
                 field, which anybody could fill with a victim's) and the announced port; 6
-                bytes for IPv4, 18 for IPv6. The answer's peers must be of the same size.
+                bytes for IPv4, 18 for IPv6. The answer's peers must be of the same size. The
+                port may be 0 (an announcer that listens nowhere: the built-in store answers
+                it without recording it).
             num_want: how many peers to return at most (the request's, capped by the server).
             now: the current time, in seconds.
         """
@@ -253,7 +261,8 @@ class ServerStatistics:
         connects: well-formed connect requests.
         announces: well-formed announce requests.
         scrapes: well-formed scrape requests.
-        malformed: datagrams that were no request at all (dropped unanswered).
+        malformed: datagrams that were no request at all, or came from source port 0
+            (dropped unanswered).
         rate_limited: datagrams over their address's rate limit (dropped unanswered).
         bad_connection_id: announces and scrapes with a wrong or expired connection id.
         refused: announces refused by the info-hash lists, and requests by the handler.
@@ -488,7 +497,7 @@ class TrackerServerCore:
             self._rate_limited += 1
             return
         size = len(data)
-        if size < 16:
+        if size < 16 or addr[1] == 0:
             self._malformed += 1
             return
         connection_id, action, transaction_id = _REQUEST_HEADER.unpack_from(data)
@@ -525,7 +534,7 @@ class TrackerServerCore:
             self._announces += 1
             if not self._ids.is_valid(connection_id, host.encode(), now):
                 self._bad_connection_id += 1
-                self._error(transaction_id, BAD_CONNECTION_ID, addr)
+                self._error(transaction_id, BAD_CONNECTION_ID, addr, limit=size)
                 return
             if info_hash in self._denied:
                 self._refused += 1
@@ -544,9 +553,16 @@ class TrackerServerCore:
             num_want = min(num_want, cap)
             store = self._store
             if store is not None:
-                seeders, leechers, peers = store.announce_compact(
-                    info_hash, peer, left, event, num_want, now
-                )
+                if port:
+                    seeders, leechers, peers = store.announce_compact(
+                        info_hash, peer, left, event, num_want, now
+                    )
+                else:
+                    # Port 0 listens nowhere: answered, but neither recorded (others would
+                    # dial it in vain) nor allowed to create or keep alive a swarm.
+                    seeders, leechers, peers = store.sample_compact(
+                        info_hash, peer, 0 if event == _EVENT_STOPPED else num_want, now
+                    )
                 self._outbox.append(
                     (
                         _ANNOUNCE_RESPONSE.pack(
@@ -568,7 +584,7 @@ class TrackerServerCore:
             self._scrapes += 1
             if not self._ids.is_valid(connection_id, host.encode(), now):
                 self._bad_connection_id += 1
-                self._error(transaction_id, BAD_CONNECTION_ID, addr)
+                self._error(transaction_id, BAD_CONNECTION_ID, addr, limit=size)
                 return
             hashes = [bytes(data[at : at + _HASH_SIZE]) for at in range(16, size, _HASH_SIZE)]
             self._scrape(hashes, transaction_id, addr, now)
@@ -576,11 +592,15 @@ class TrackerServerCore:
 
         self._malformed += 1
 
-    def _error(self, transaction_id: int, message: str, addr: Address) -> None:
+    def _error(
+        self, transaction_id: int, message: str, addr: Address, *, limit: int | None = None
+    ) -> None:
+        """Queue an error response, cut to ``max_response_size`` (and to *limit*, if given)."""
         self._errors_sent += 1
-        self._outbox.append(
-            (_error_packet(transaction_id, message, self._config.max_response_size), addr)
-        )
+        size = self._config.max_response_size
+        if limit is not None:
+            size = min(size, limit)
+        self._outbox.append((_error_packet(transaction_id, message, size), addr))
 
     def _custom_announce(
         self,

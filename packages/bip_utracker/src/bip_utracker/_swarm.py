@@ -319,6 +319,39 @@ class SwarmStore:
         chosen.pop()
         return seeders, leechers, chosen
 
+    def sample_compact(
+        self, info_hash: bytes, peer: bytes, num_want: int, now: float
+    ) -> tuple[int, int, list[bytes]]:
+        """Answer an announcer without recording it: ``(seeders, leechers, peers)``.
+
+        For a peer that listens nowhere (it announced port 0): handing its address out would
+        only cost other peers a failed dial, and its announce must not create or refresh a
+        swarm. The peers are a random selection of at most *num_want* compact addresses of
+        *peer*'s family (6 or 18 bytes), never *peer* itself; an unknown info-hash answers
+        zeros and creates nothing.
+        """
+        swarm = self._swarms.get(info_hash)
+        if swarm is None:
+            return 0, 0, []
+        if now >= swarm.trim_at:
+            self._trim(swarm, now)
+        peers = swarm.peers
+        seeders = swarm.seeders
+        leechers = len(peers) - seeders
+        family = swarm.v4 if len(peer) == _IPV4_SIZE else swarm.v6
+        count = len(family)
+        if num_want <= 0 or not count:
+            return seeders, leechers, []
+        if count <= num_want:
+            chosen = family.copy()
+        else:
+            start = int(self._random.random() * count)
+            end = start + num_want
+            chosen = family[start:end] if end <= count else family[start:] + family[: end - count]
+        if peer in peers:  # only if it was recorded by a direct call: never name the asker
+            chosen = [address for address in chosen if address != peer]
+        return seeders, leechers, chosen
+
     def scrape_counts(self, info_hash: bytes, now: float) -> tuple[int, int, int]:
         """``(seeders, completed, leechers)`` of *info_hash*: zeros for an unknown one."""
         swarm = self._swarms.get(info_hash)
