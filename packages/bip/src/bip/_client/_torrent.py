@@ -244,6 +244,7 @@ class Torrent:
         # Piece -> when it is needed (trio's clock); at most one per piece: bounded by the
         # piece count, and a piece that passes its check drops out.
         self._deadlines: dict[int, float] = {}
+        self._deadlines_told = True  # whether the brain has refilled since they changed
 
     # -- public -----------------------------------------------------------------------------
 
@@ -382,8 +383,11 @@ class Torrent:
             raise ValueError(f"a deadline is seconds from now, >= 0; not {seconds_from_now!r}")
         if self.swarm is not None and self.swarm.brain.has_piece(piece):
             return  # (before the brain, pieces found on disk are dropped when it is made)
-        self._deadlines[piece] = trio.current_time() + seconds_from_now
-        self._apply_deadlines()
+        when = trio.current_time() + seconds_from_now
+        self._deadlines[piece] = when
+        if self._streaming is not None:
+            self._streaming.set_deadline(piece, when)
+        self._deadlines_changed()
 
     def clear_piece_deadline(self, piece: int) -> None:
         """Forget the deadline of ``piece`` (libtorrent's ``reset_piece_deadline``): it is
@@ -395,14 +399,19 @@ class Torrent:
         """
         self._check_piece(piece)
         if self._deadlines.pop(piece, None) is not None:
-            self._apply_deadlines()
+            if self._streaming is not None:
+                self._streaming.clear_deadline(piece)
+            self._deadlines_changed()
 
     def clear_piece_deadlines(self) -> None:
         """Forget every piece deadline (libtorrent's ``clear_piece_deadlines``). Allowed at
         any time: before the metadata there are none."""
         if self._deadlines:
             self._deadlines.clear()
-            self._apply_deadlines()
+            if self._streaming is not None:
+                for piece in self._streaming.deadlines():
+                    self._streaming.clear_deadline(piece)
+            self._deadlines_changed()
 
     def _check_piece(self, piece: int) -> None:
         info = self.info
@@ -417,12 +426,16 @@ class Torrent:
                 f" (0..{info.num_pieces - 1})"
             )
 
-    def _apply_deadlines(self) -> None:
-        """Give the brain the deadlines (it replaces the ones it had): it refills the peers'
-        queues at once, so an urgent piece is asked for now, not at the next refill."""
-        if self.swarm is not None:
-            deadlines = dict(self._deadlines)
-            self.swarm.feed(PrioritiesChanged(deadlines=deadlines), trio.current_time())
+    def _deadlines_changed(self) -> None:
+        """The strategy already orders by the new deadlines (the next request to any peer
+        follows them); peers that had nothing to ask for are woken at the next :meth:`tick`.
+
+        Woken by one ``PrioritiesChanged`` (it replaces the brain's deadlines, then refills
+        every peer) per tick, however many deadlines a player sets at once: the brain recounts
+        every peer's wanted pieces for it, too dear for each call.
+        """
+        if self._streaming is not None:
+            self._deadlines_told = False
 
     # -- the torrent's life -----------------------------------------------------------------
 
@@ -838,8 +851,11 @@ class Torrent:
                 swarm.feed(BrainPieceLost(event.piece), trio.current_time())
 
     def tick(self, now: float) -> None:
-        """Run the brain's timers."""
+        """Run the brain's timers; wake the peers for new piece deadlines."""
         if self.swarm is not None:
+            if not self._deadlines_told:
+                self._deadlines_told = True
+                self.swarm.feed(PrioritiesChanged(deadlines=dict(self._deadlines)), now)
             self.swarm.tick(now)
 
     # -- background work --------------------------------------------------------------------
