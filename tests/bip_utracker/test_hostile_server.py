@@ -16,10 +16,13 @@ import logging
 import random
 import socket
 import struct
+from collections import Counter
 from collections.abc import Iterable, Iterator
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bip_handshake import PeerAddress
 from bip_utracker._client import open_tracker_client
@@ -334,12 +337,12 @@ async def test_crowded_swarm_is_bounded_and_answers_are_capped(
     async with serve_tracker(("127.0.0.1", 0), config=config) as server:
         campaign = Campaign(server)
         peers: list[int] = []
-        for n in range(15):  # 15 addresses, 100 ports each: 1500 peers
+        for n in range(50):  # 50 addresses, 30 ports each: 1500 peers
             one = campaign.attacker(f"127.0.1.{n + 1}")
             cid = await campaign.connect(one)
             await campaign.send(
                 one,
-                (announce_packet(cid, crowded, port=10_000 + p) for p in range(100)),
+                (announce_packet(cid, crowded, port=10_000 + p) for p in range(30)),
                 honest=crowded if n == 0 else None,
             )
             assert server.store is not None
@@ -357,6 +360,43 @@ async def test_crowded_swarm_is_bounded_and_answers_are_capped(
         campaign.close()
         await honest_exchange(server, crowded)
         assert server.statistics().peers == 1000
+    assert_quiet(caplog)
+
+
+async def test_one_address_cannot_push_a_swarm_out_with_ports(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The regression: peers are keyed by address and port, so one IP announcing a thousand
+    ports was a thousand peers, each new one evicting the swarm's oldest: every honest peer
+    was gone. Now one address keeps at most ``max_peers_per_host`` entries in a swarm; its
+    further ports are answered but not recorded."""
+    config = ServerConfig(rate_limit=None, max_peers_per_swarm=100)
+    torrent = b"\x34" * 20
+    async with serve_tracker(("127.0.0.1", 0), config=config) as server:
+        assert server.store is not None
+        campaign = Campaign(server)
+        honest = [campaign.attacker(f"127.0.4.{n + 1}") for n in range(20)]
+        for one in honest:
+            await campaign.request(one, announce_packet(await campaign.connect(one), torrent))
+        flooder = campaign.attacker("127.0.3.1")
+        cid = await campaign.connect(flooder)
+        await campaign.send(
+            flooder,
+            (announce_packet(cid, torrent, port=1 + p) for p in range(1000)),
+            honest=torrent,
+        )
+        assert len(flooder.replies) == 1 + 1000  # every announce answered
+        present = set(server.store.peers(torrent))
+        assert {PeerAddress.parse(f"127.0.4.{n + 1}:6881") for n in range(20)} <= present
+        flooded = [p for p in present if str(p.host) == "127.0.3.1"]
+        assert len(flooded) == config.max_peers_per_host == 32
+        assert server.store.statistics().unrecorded_peers == 1000 - 32
+        # A port it stops frees a place for another.
+        await campaign.request(flooder, announce_packet(cid, torrent, port=1, event=3))
+        await campaign.request(flooder, announce_packet(cid, torrent, port=5000))
+        assert PeerAddress.parse("127.0.3.1:5000") in server.store.peers(torrent)
+        campaign.close()
+        await honest_exchange(server, torrent)
     assert_quiet(caplog)
 
 
@@ -658,3 +698,47 @@ def test_sample_compact_answers_without_recording() -> None:
     assert store.statistics().peers == 30
     # Expired peers are trimmed first.
     assert store.sample_compact(torrent, asker, 10, 1e9) == (0, 0, [])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 2),  # swarm
+            st.integers(0, 3),  # host
+            st.integers(1, 6),  # port
+            st.sampled_from([0, 1, 2, 3]),  # event
+            st.integers(0, 30),  # seconds later
+        ),
+        max_size=120,
+    )
+)
+def test_property_host_counts_follow_every_removal(
+    steps: list[tuple[int, int, int, int, int]],
+) -> None:
+    """Whatever announces, stops, evictions and expiry happen, each swarm's count per host is
+    exactly its entries of that host, and never over the bound."""
+    from bip_utracker._swarm import SwarmStore
+
+    store = SwarmStore(
+        peer_lifetime=40.0,
+        max_swarms=2,
+        max_peers_per_swarm=5,
+        max_peers=8,
+        max_peers_per_host=3,
+        rng=random.Random(0),
+    )
+    now = 0.0
+    for swarm, host, port, event, later in steps:
+        now += later
+        peer = bytes([10, 0, 0, host]) + port.to_bytes(2, "big")
+        store.announce_compact(bytes([swarm]) * 20, peer, 1, event, 5, now)
+        if later > 25:
+            store.expire(now)
+        for info_hash in store.info_hashes():
+            keys = store._swarms[info_hash].peers
+            expected = Counter(key[:-2] for key in keys)
+            assert store._swarms[info_hash].hosts == dict(expected)
+            assert all(count <= 3 for count in expected.values())
+    stats = store.statistics()
+    assert stats.peers == sum(len(store.peers(h)) for h in store.info_hashes())

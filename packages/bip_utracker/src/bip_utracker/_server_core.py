@@ -60,6 +60,7 @@ from ._errors import LocalProtocolError, MalformedPacketError
 from ._options import parse_options
 from ._swarm import (
     DEFAULT_MAX_PEERS,
+    DEFAULT_MAX_PEERS_PER_HOST,
     DEFAULT_MAX_PEERS_PER_SWARM,
     DEFAULT_MAX_SWARMS,
     AnnounceAnswer,
@@ -181,6 +182,9 @@ class ServerConfig:
         max_swarms: swarms the built-in store keeps at most.
         max_peers_per_swarm: peers per swarm the built-in store keeps at most.
         max_peers: peers over all swarms the built-in store keeps at most.
+        max_peers_per_host: entries (ports) one IP address keeps at most in one swarm of the
+            built-in store; its further ports are answered, not recorded (one IP announcing
+            many ports would otherwise push every other peer out of a swarm).
         rate_limit: requests per second allowed per IP address (per /64 network for IPv6: a
             token bucket), or None for no limit. Connect, announce and scrape all count; the
             default leaves room for a seedbox announcing a thousand torrents at once, or for
@@ -203,6 +207,7 @@ class ServerConfig:
     max_swarms: int = DEFAULT_MAX_SWARMS
     max_peers_per_swarm: int = DEFAULT_MAX_PEERS_PER_SWARM
     max_peers: int = DEFAULT_MAX_PEERS
+    max_peers_per_host: int = DEFAULT_MAX_PEERS_PER_HOST
     rate_limit: float | None = 100.0
     rate_burst: int = 1000
     max_rate_limited_addresses: int = 100_000
@@ -228,6 +233,7 @@ class ServerConfig:
         _positive_int("max_swarms", self.max_swarms)
         _positive_int("max_peers_per_swarm", self.max_peers_per_swarm)
         _positive_int("max_peers", self.max_peers)
+        _positive_int("max_peers_per_host", self.max_peers_per_host)
         if self.max_peers < self.max_peers_per_swarm:
             raise LocalProtocolError("max_peers is less than max_peers_per_swarm")
         if self.rate_limit is not None:
@@ -410,6 +416,7 @@ class TrackerServerCore:
                 max_swarms=config.max_swarms,
                 max_peers_per_swarm=config.max_peers_per_swarm,
                 max_peers=config.max_peers,
+                max_peers_per_host=config.max_peers_per_host,
                 rng=rng,
             )
         self._handler: TrackerHandler | SwarmStore = handler

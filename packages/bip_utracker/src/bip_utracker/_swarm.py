@@ -18,6 +18,14 @@ announced first out:
   announced peer;
 - ``max_peers``: a new peer beyond the total evicts whole swarms, least recently announced first.
 
+One more limit keeps a single host from pushing the others out of a swarm: peers are keyed by
+address and port, so one IP announcing a thousand ports would otherwise be a thousand peers,
+each new one evicting an honest one. ``max_peers_per_host`` bounds the entries one host (one IP
+address) has in one swarm; beyond it, the host's new ports are answered but not recorded (as a
+peer that listens nowhere) until one of its entries leaves or expires. The default leaves room
+for many clients behind one NAT address. (A holder of a whole IPv6 /64 has addresses to spare:
+against it, the server's rate limit per /64 is what slows the flood.)
+
 Swarms that clients keep announcing to stay at the recent end, so a flood of announces for
 random info-hashes pushes out only swarms nobody announced to lately (and what the flood itself
 made). Expiry needs no scan: both the swarms and each swarm's peers are kept in the order of their
@@ -39,6 +47,7 @@ from ._errors import LocalProtocolError
 
 __all__ = [
     "DEFAULT_MAX_PEERS",
+    "DEFAULT_MAX_PEERS_PER_HOST",
     "DEFAULT_MAX_PEERS_PER_SWARM",
     "DEFAULT_MAX_SWARMS",
     "DEFAULT_PEER_LIFETIME",
@@ -58,6 +67,9 @@ DEFAULT_MAX_PEERS_PER_SWARM = 10_000
 
 DEFAULT_MAX_PEERS = 1_000_000
 """Peers kept at most over all swarms by default (a few hundred bytes each)."""
+
+DEFAULT_MAX_PEERS_PER_HOST = 32
+"""Entries (ports) one IP address keeps at most in one swarm by default."""
 
 _STOPPED = AnnounceEvent.STOPPED.value
 _COMPLETED = AnnounceEvent.COMPLETED.value
@@ -97,6 +109,8 @@ class SwarmStatistics:
         evicted_peers: peers pushed out by ``max_peers_per_swarm`` or ``max_peers`` (peers of
             an evicted swarm included).
         expired_peers: peers dropped because they did not announce within ``peer_lifetime``.
+        unrecorded_peers: announces of a new peer answered but not recorded, because its host
+            held ``max_peers_per_host`` entries of that swarm already.
     """
 
     swarms: int
@@ -106,6 +120,7 @@ class SwarmStatistics:
     evicted_swarms: int
     evicted_peers: int
     expired_peers: int
+    unrecorded_peers: int = 0
 
 
 class _Peer:
@@ -123,10 +138,12 @@ class _Peer:
 class _Swarm:
     """The peers of one info-hash, in order of last announce, and its counters."""
 
-    __slots__ = ("completed", "last", "peers", "seeders", "trim_at", "v4", "v6")
+    __slots__ = ("completed", "hosts", "last", "peers", "seeders", "trim_at", "v4", "v6")
 
     def __init__(self) -> None:
         self.peers: dict[bytes, _Peer] = {}
+        # Entries per host (see _host), for max_peers_per_host; a host with none has no key.
+        self.hosts: dict[bytes, int] = {}
         # The same addresses per family, in a list, to pick a random run of them in O(k).
         self.v4: list[bytes] = []
         self.v6: list[bytes] = []
@@ -136,6 +153,15 @@ class _Swarm:
         # No peer expires before this (the front peer's expiry when last looked at): one
         # comparison tells an announce whether there is anything to trim.
         self.trim_at = math.inf
+
+
+def _host(peer: bytes) -> bytes:
+    """The host a compact peer counts against: its IP address, without the port.
+
+    (Not the /64 of an IPv6 address, as the rate limit has it: hosting providers hand out
+    single addresses of one /64 to many customers.)
+    """
+    return peer[:-2]
 
 
 def _check_limit(name: str, value: object) -> int:
@@ -158,6 +184,8 @@ class SwarmStore:
         max_swarms: swarms kept at most.
         max_peers_per_swarm: peers kept at most in one swarm.
         max_peers: peers kept at most over all swarms (at least ``max_peers_per_swarm``).
+        max_peers_per_host: entries (ports) one IP address keeps at most in one swarm; its
+            further ports are answered but not recorded.
         rng: the source of the random peer selection (a seeded one for tests).
 
     >>> store = SwarmStore(rng=random.Random(1))
@@ -173,6 +201,7 @@ class SwarmStore:
         "_evicted_swarms",
         "_expired_peers",
         "_max_peers",
+        "_max_peers_per_host",
         "_max_peers_per_swarm",
         "_max_swarms",
         "_peer_count",
@@ -180,6 +209,7 @@ class SwarmStore:
         "_random",
         "_seeder_count",
         "_swarms",
+        "_unrecorded_peers",
     )
 
     def __init__(
@@ -189,6 +219,7 @@ class SwarmStore:
         max_swarms: int = DEFAULT_MAX_SWARMS,
         max_peers_per_swarm: int = DEFAULT_MAX_PEERS_PER_SWARM,
         max_peers: int = DEFAULT_MAX_PEERS,
+        max_peers_per_host: int = DEFAULT_MAX_PEERS_PER_HOST,
         rng: random.Random | None = None,
     ) -> None:
         if (
@@ -202,6 +233,7 @@ class SwarmStore:
         self._max_swarms = _check_limit("max_swarms", max_swarms)
         self._max_peers_per_swarm = _check_limit("max_peers_per_swarm", max_peers_per_swarm)
         self._max_peers = _check_limit("max_peers", max_peers)
+        self._max_peers_per_host = _check_limit("max_peers_per_host", max_peers_per_host)
         if max_peers < max_peers_per_swarm:
             raise LocalProtocolError(
                 f"max_peers ({max_peers}) is less than max_peers_per_swarm ({max_peers_per_swarm})"
@@ -214,6 +246,7 @@ class SwarmStore:
         self._evicted_swarms = 0
         self._evicted_peers = 0
         self._expired_peers = 0
+        self._unrecorded_peers = 0
 
     # -- the handler interface ----------------------------------------------------------------
 
@@ -248,7 +281,8 @@ class SwarmStore:
         returned peers are compact addresses of that family, at most *num_want* of them, never
         *peer*. *event* is an :class:`AnnounceEvent` value: ``stopped`` removes the peer (and
         returns no peers), ``completed`` counts a download once per peer; ``left == 0`` makes a
-        seeder.
+        seeder. A new peer whose host holds ``max_peers_per_host`` entries of the swarm already
+        is answered as by :meth:`sample_compact`, and not recorded.
         """
         swarms = self._swarms
         swarm = swarms.pop(info_hash, None)
@@ -273,6 +307,13 @@ class SwarmStore:
         seeder = left == 0
         family = swarm.v4 if len(peer) == _IPV4_SIZE else swarm.v6
         if record is None:
+            hosts = swarm.hosts
+            host = _host(peer)
+            held = hosts.get(host, 0)
+            if held >= self._max_peers_per_host:
+                self._unrecorded_peers += 1
+                return self._sample(swarm, peer, num_want)
+            hosts[host] = held + 1
             if len(peers) >= self._max_peers_per_swarm:
                 self._evict_peer(swarm)
             if self._peer_count >= self._max_peers:
@@ -335,6 +376,10 @@ class SwarmStore:
             return 0, 0, []
         if now >= swarm.trim_at:
             self._trim(swarm, now)
+        return self._sample(swarm, peer, num_want)
+
+    def _sample(self, swarm: _Swarm, peer: bytes, num_want: int) -> tuple[int, int, list[bytes]]:
+        """Counts and up to *num_want* random peers of *peer*'s family, never *peer*."""
         peers = swarm.peers
         seeders = swarm.seeders
         leechers = len(peers) - seeders
@@ -411,6 +456,13 @@ class SwarmStore:
         if record.seeder:
             swarm.seeders -= 1
             self._seeder_count -= 1
+        hosts = swarm.hosts
+        host = _host(key)
+        held = hosts[host] - 1
+        if held:
+            hosts[host] = held
+        else:
+            del hosts[host]
 
     def _forget(self, swarm: _Swarm) -> None:
         self._peer_count -= len(swarm.peers)
@@ -479,4 +531,5 @@ class SwarmStore:
             evicted_swarms=self._evicted_swarms,
             evicted_peers=self._evicted_peers,
             expired_peers=self._expired_peers,
+            unrecorded_peers=self._unrecorded_peers,
         )
