@@ -202,8 +202,10 @@ async def honest_exchange(server: TrackerServer, info_hash: bytes) -> None:
 
 
 def assert_quiet(caplog: pytest.LogCaptureFixture) -> None:
+    """No error, no traceback, and no record per datagram: thousands of them were sent."""
     loud = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     assert loud == []
+    assert len(caplog.records) < 40
 
 
 def limiter_size(server: TrackerServer) -> int:
@@ -742,3 +744,28 @@ def test_property_host_counts_follow_every_removal(
             assert all(count <= 3 for count in expected.values())
     stats = store.statistics()
     assert stats.peers == sum(len(store.peers(h)) for h in store.info_hashes())
+
+
+def test_replies_fed_back_as_requests_get_no_answer() -> None:
+    """A source forged to be another tracker (or this one) must not start a ping-pong: every
+    reply this server sends is garbage to a tracker, so nothing comes back."""
+    core = _core()
+    addr: Address = ("10.0.0.6", 6881)
+    cid = _cid(core, addr, 0.0)
+    for n in range(30):
+        _exchange(core, announce_packet(cid, b"\x7d" * 20, port=1000 + n), ("10.0.1.1", 1), 0.0)
+    replies: list[bytes] = []
+    for tid in (0, 1, 0x41727101980 & 0xFFFFFFFF, 2**32 - 1):
+        replies += _exchange(core, ConnectRequest(tid).encode(), addr, 0.0)
+        replies += _exchange(
+            core, announce_packet(cid, b"\x7d" * 20, transaction_id=tid), addr, 0.0
+        )
+        replies += _exchange(
+            core, ScrapeRequest(cid, tid, (b"\x7d" * 20,) * 74).encode(), addr, 0.0
+        )
+        replies += _exchange(core, ScrapeRequest(1, tid, (b"\x7d" * 20,)).encode(), addr, 0.0)
+    assert len(replies) == 16
+    other = _core()
+    for reply in replies:
+        for target in (core, other):
+            assert _exchange(target, reply, ("10.0.0.7", 6969), 0.0) == []
