@@ -694,16 +694,25 @@ class Handshaker:
                 continue
             self._enqueue(torrent, address, swarm_id)
 
-    def connect(self, torrent: InfoHash, address: PeerAddress) -> bool:
+    def connect(
+        self, torrent: InfoHash, address: PeerAddress, *, swarm_id: bytes | None = None
+    ) -> bool:
         """Queue one dial; returns whether it was queued (see :meth:`discovered`).
 
-        The result comes out of :meth:`completed` like any other.
+        The result comes out of :meth:`completed` like any other. ``swarm_id`` is the
+        20-byte id to dial with, one of ``torrent.swarm_ids()`` (a hybrid torrent's v2
+        swarm: its truncated v2 hash); ``None`` dials with the default (the v1 hash).
+
+        Raises:
+            ValueError: ``swarm_id`` is not one of the torrent's swarm ids.
         """
+        if swarm_id is not None and swarm_id not in torrent.swarm_ids():
+            raise ValueError(f"{swarm_id!r} is not a swarm id of {torrent}")
         self._count("discovered")
         if torrent not in self._registered:
             self._count("dropped_unknown_torrent")
             return False
-        return self._enqueue(torrent, address)
+        return self._enqueue(torrent, address, swarm_id)
 
     def accept_stream(
         self, stream: trio.abc.Stream, address: PeerAddress, *, transport: Transport = "tcp"

@@ -1,0 +1,601 @@
+"""A torrent's memory of its peers (libtorrent's ``peer_list``): which to dial next, and when.
+
+Discovery sources (trackers, the DHT, PEX, the user, incoming connections) add addresses;
+the owner asks for :meth:`PeerList.connect_candidates` whenever it has room for more
+connections, and reports what became of each dial and each connection. No I/O: time is
+passed in as ``now`` (seconds, any monotonic clock).
+
+The rules, libtorrent's defaults:
+
+- at most ``max_size`` entries (3000, libtorrent's ``max_peerlist_size``). When full, a new
+  address replaces the least useful entry that is neither connected, being dialled, nor
+  given by the user: one that failed most first, then the lowest BEP 40 priority; when no
+  such entry is less useful than the newcomer, the newcomer is dropped. Only the
+  ``EVICTION_WINDOW`` oldest entries are looked at (as libtorrent's ``erase_peers`` looks at a
+  window), so a flood of addresses (PEX, a tracker) costs a bounded time per address;
+- a failed dial (or a failed connection) adds one to the entry's fail count; an entry that
+  failed ``max_failcount`` times (3) is not dialled again. An offer from the user (a
+  ``--peer`` given again) clears the count, the wait and the seed mark: the user asked for
+  that peer (the bip client offers them every ``redial_interval``);
+  other sources offering it again change nothing (a tracker lists dead peers for hours);
+- after an attempt or a disconnect, an entry waits ``min_reconnect_time`` x
+  (fail count + 1) seconds (60 s x ...) before it is a candidate again;
+- candidates are ranked by fewest failures, then by source (user, tracker, DHT, PEX,
+  resume data, other), then by BEP 40 priority against our address of the peer's family (our
+  external address when known, else our listen address; :meth:`PeerList.set_our_addresses`);
+- a banned host is dropped and never added again (up to ``MAX_BANNED`` hosts);
+- a peer known to be a seed is not a candidate while we are a seed too;
+- an address seen only as an incoming connection (a peer's ephemeral port) is never dialled,
+  and is forgotten when that connection ends.
+
+A dial handed out by :meth:`PeerList.connect_candidates` is pending until
+:meth:`PeerList.dial_failed`, :meth:`PeerList.dial_cancelled`, :meth:`PeerList.connected` or
+:meth:`PeerList.disconnected` says what became of it, or until ``dial_timeout`` seconds pass
+(a dial whose outcome never came back counts as failed): a candidate is never handed out
+twice while its dial is pending.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import itertools
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
+from typing import Final
+
+from ._compact import Family, PeerAddress
+from ._peer_priority import peer_priority
+
+__all__ = [
+    "DEFAULT_DIAL_TIMEOUT",
+    "DEFAULT_MAX_FAILCOUNT",
+    "DEFAULT_MAX_PEERLIST_SIZE",
+    "DEFAULT_MIN_RECONNECT_TIME",
+    "EVICTION_WINDOW",
+    "MAX_BANNED",
+    "PeerEntry",
+    "PeerList",
+    "PeerListStatistics",
+    "PeerOrigin",
+]
+
+DEFAULT_MAX_PEERLIST_SIZE: Final = 3000
+"""Entries of one torrent's list at most (libtorrent's ``max_peerlist_size``)."""
+DEFAULT_MAX_FAILCOUNT: Final = 3
+"""Failures after which an entry is no longer dialled (libtorrent's ``max_failcount``)."""
+DEFAULT_MIN_RECONNECT_TIME: Final = 60.0
+"""Seconds between two attempts at one entry, times (fail count + 1)
+(libtorrent's ``min_reconnect_time``)."""
+DEFAULT_DIAL_TIMEOUT: Final = 120.0
+"""Seconds after which a dial whose outcome was never reported counts as failed."""
+EVICTION_WINDOW: Final = 128
+"""Oldest entries looked at for one to evict when the list is full."""
+MAX_BANNED: Final = 65536
+"""Banned hosts remembered per list, at most (further bans only drop the host's entries)."""
+
+
+class PeerOrigin(enum.IntFlag):
+    """Where an address came from (libtorrent's ``peer_source_flags``); an entry keeps all."""
+
+    NONE = 0
+    TRACKER = enum.auto()
+    DHT = enum.auto()
+    PEX = enum.auto()
+    LSD = enum.auto()
+    RESUME = enum.auto()
+    INCOMING = enum.auto()
+    USER = enum.auto()
+    OTHER = enum.auto()
+
+    @classmethod
+    def from_name(cls, source: str) -> PeerOrigin:
+        """The flag of a :class:`~bip_handshake.PeerSink` source name (``"tracker"``,
+        ``"dht"``, ``"pex"``, ``"lsd"``, ``"resume"``, ``"incoming"``, ``"user"``); any other
+        name is ``OTHER``.
+
+        >>> PeerOrigin.from_name("pex")
+        <PeerOrigin.PEX: 4>
+        """
+        return _BY_NAME.get(source, cls.OTHER)
+
+
+_BY_NAME: Final = {
+    "tracker": PeerOrigin.TRACKER,
+    "dht": PeerOrigin.DHT,
+    "pex": PeerOrigin.PEX,
+    "lsd": PeerOrigin.LSD,
+    "resume": PeerOrigin.RESUME,
+    "incoming": PeerOrigin.INCOMING,
+    "user": PeerOrigin.USER,
+}
+# Higher first: the user asked; a tracker's list is the swarm's own; DHT peers are found by
+# hash; PEX peers are second hand, and anyone connected to us may invent them.
+_SOURCE_RANK: Final = (
+    (PeerOrigin.USER, 1 << 6),
+    (PeerOrigin.TRACKER, 1 << 5),
+    (PeerOrigin.LSD, 1 << 4),
+    (PeerOrigin.DHT, 1 << 3),
+    (PeerOrigin.PEX, 1 << 2),
+    (PeerOrigin.RESUME, 1 << 1),
+    (PeerOrigin.OTHER, 1),
+)
+
+
+def _source_rank(origin: PeerOrigin) -> int:
+    return sum(rank for flag, rank in _SOURCE_RANK if flag in origin)
+
+
+Host = IPv4Address | IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class PeerEntry:
+    """A snapshot of one entry of a :class:`PeerList`.
+
+    Attributes:
+        address: the peer's address (normalised: IPv4-mapped IPv6 as IPv4).
+        origin: every source that gave it.
+        swarm_id: the 20-byte swarm id the last source gave it with (a hybrid torrent's v1
+            or v2 swarm), or ``None`` for the torrent's default.
+        failcount: failed dials and connections since the last success.
+        last_attempt: when it was last handed out to dial (``None``: never).
+        last_connected: when it was last dialled or disconnected, the start of its wait.
+        connected: a connection to it is up.
+        dialling: a dial to it is pending.
+        seed: it was seen to have every piece.
+        priority: its BEP 40 priority against our address of its family (0 when unknown).
+    """
+
+    address: PeerAddress
+    origin: PeerOrigin
+    swarm_id: bytes | None
+    failcount: int
+    last_attempt: float | None
+    last_connected: float | None
+    connected: bool
+    dialling: bool
+    seed: bool
+    priority: int
+
+
+@dataclass(frozen=True, slots=True)
+class PeerListStatistics:
+    """Counts of a :class:`PeerList` (:meth:`PeerList.statistics`).
+
+    Attributes:
+        size: entries known.
+        connected: entries with a connection up.
+        dialling: entries with a dial pending.
+        failed: entries that failed at least once since their last success.
+        given_up: entries that failed ``max_failcount`` times (not dialled again).
+        banned_hosts: hosts banned.
+        evicted: entries evicted to make room, since the list was made.
+        dropped: addresses not added because the list was full of more useful entries.
+    """
+
+    size: int
+    connected: int
+    dialling: int
+    failed: int
+    given_up: int
+    banned_hosts: int
+    evicted: int
+    dropped: int
+
+
+class _Entry:
+    """The mutable state of one address (the list's own; snapshots are :class:`PeerEntry`)."""
+
+    __slots__ = (
+        "address",
+        "connected",
+        "dial_started",
+        "failcount",
+        "last_attempt",
+        "last_connected",
+        "origin",
+        "priority",
+        "seed",
+        "swarm_id",
+    )
+
+    def __init__(self, address: PeerAddress, origin: PeerOrigin, swarm_id: bytes | None) -> None:
+        self.address = address
+        self.origin = origin
+        self.swarm_id = swarm_id
+        self.failcount = 0
+        self.last_attempt: float | None = None
+        self.last_connected: float | None = None
+        self.connected = False
+        self.dial_started: float | None = None  # set while a dial is pending
+        self.seed = False
+        self.priority = 0
+
+    @property
+    def incoming_only(self) -> bool:
+        return self.origin == PeerOrigin.INCOMING
+
+    @property
+    def evictable(self) -> bool:
+        return (
+            not self.connected and self.dial_started is None and PeerOrigin.USER not in self.origin
+        )
+
+    def snapshot(self) -> PeerEntry:
+        return PeerEntry(
+            address=self.address,
+            origin=self.origin,
+            swarm_id=self.swarm_id,
+            failcount=self.failcount,
+            last_attempt=self.last_attempt,
+            last_connected=self.last_connected,
+            connected=self.connected,
+            dialling=self.dial_started is not None,
+            seed=self.seed,
+            priority=self.priority,
+        )
+
+
+def _check_count(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be positive, not {value}")
+
+
+def _check_seconds(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number, not {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be positive and finite, not {value}")
+
+
+class PeerList:
+    """The peers of one torrent: known addresses, their history, and the next ones to dial.
+
+    See the module docstring for the rules. Every method is O(1) per address except
+    :meth:`connect_candidates` (O(n log count)) and :meth:`set_our_addresses` and
+    :meth:`statistics` (O(n)).
+
+    >>> peers = PeerList()
+    >>> peers.add(PeerAddress.parse("10.0.0.2:6881"), PeerOrigin.TRACKER, now=0.0)
+    True
+    >>> peers.connect_candidates(5, now=0.0)
+    [PeerAddress(host=IPv4Address('10.0.0.2'), port=6881)]
+    >>> peers.connect_candidates(5, now=0.0)  # its dial is pending
+    []
+
+    Args:
+        max_size: entries at most.
+        max_failcount: failures after which an entry is not dialled again.
+        min_reconnect_time: seconds between attempts at one entry, times (fail count + 1).
+        dial_timeout: seconds after which an unreported dial counts as failed.
+
+    Raises:
+        TypeError, ValueError: a bound is not a positive number (an int for the counts).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_size: int = DEFAULT_MAX_PEERLIST_SIZE,
+        max_failcount: int = DEFAULT_MAX_FAILCOUNT,
+        min_reconnect_time: float = DEFAULT_MIN_RECONNECT_TIME,
+        dial_timeout: float = DEFAULT_DIAL_TIMEOUT,
+    ) -> None:
+        _check_count("max_size", max_size)
+        _check_count("max_failcount", max_failcount)
+        _check_seconds("min_reconnect_time", min_reconnect_time)
+        _check_seconds("dial_timeout", dial_timeout)
+        self.max_size = max_size
+        self.max_failcount = max_failcount
+        self.min_reconnect_time = float(min_reconnect_time)
+        self.dial_timeout = float(dial_timeout)
+        # Insertion order is age: the eviction window is the oldest entries; an entry that
+        # connects moves to the end (it proved useful, and a connected one cannot go anyway).
+        self._entries: dict[PeerAddress, _Entry] = {}
+        self._pending: dict[PeerAddress, _Entry] = {}  # the entries with a dial pending
+        self._banned: set[Host] = set()
+        self._ours: dict[Family, PeerAddress] = {}
+        self._evicted = 0
+        self._dropped = 0
+
+    # -- what we know -------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        """Entries known."""
+        return len(self._entries)
+
+    def __contains__(self, address: object) -> bool:
+        """Whether ``address`` (a :class:`PeerAddress`) has an entry."""
+        return isinstance(address, PeerAddress) and address.normalized() in self._entries
+
+    def entry(self, address: PeerAddress) -> PeerEntry | None:
+        """A snapshot of ``address``'s entry, or ``None`` when it has none."""
+        entry = self._entries.get(address.normalized())
+        return None if entry is None else entry.snapshot()
+
+    def entries(self) -> list[PeerEntry]:
+        """Snapshots of every entry, oldest first."""
+        return [entry.snapshot() for entry in self._entries.values()]
+
+    def is_banned(self, host: Host) -> bool:
+        """Whether ``host`` is banned (an IPv4-mapped IPv6 host counts as the IPv4 one)."""
+        return _normal_host(host) in self._banned
+
+    @property
+    def dialling(self) -> int:
+        """Dials pending."""
+        return len(self._pending)
+
+    @property
+    def connected_count(self) -> int:
+        """Entries with a connection up."""
+        return sum(1 for entry in self._entries.values() if entry.connected)
+
+    def statistics(self) -> PeerListStatistics:
+        """Counts for a status display."""
+        entries = self._entries.values()
+        return PeerListStatistics(
+            size=len(self._entries),
+            connected=sum(1 for e in entries if e.connected),
+            dialling=len(self._pending),
+            failed=sum(1 for e in entries if e.failcount),
+            given_up=sum(1 for e in entries if e.failcount >= self.max_failcount),
+            banned_hosts=len(self._banned),
+            evicted=self._evicted,
+            dropped=self._dropped,
+        )
+
+    # -- addresses in ---------------------------------------------------------------------
+
+    def add(
+        self,
+        address: PeerAddress,
+        origin: PeerOrigin,
+        now: float,
+        *,
+        swarm_id: bytes | None = None,
+    ) -> bool:
+        """Record an address a source offered; returns whether it has an entry now.
+
+        A known address gains ``origin`` (and ``swarm_id``, when given); an offer from the
+        user clears its failures, its wait and its seed mark. Unconnectable addresses (port
+        0, unspecified or multicast hosts) and banned hosts are refused.
+
+        Raises:
+            TypeError: ``address`` is not a :class:`PeerAddress`, ``origin`` not a
+                :class:`PeerOrigin`.
+            ValueError: ``swarm_id`` is not 20 bytes.
+        """
+        if not isinstance(address, PeerAddress):
+            raise TypeError(f"address must be a PeerAddress, not {address!r}")
+        if not isinstance(origin, PeerOrigin):
+            raise TypeError(f"origin must be a PeerOrigin, not {origin!r}")
+        if swarm_id is not None and (not isinstance(swarm_id, bytes) or len(swarm_id) != 20):
+            raise ValueError(f"a swarm id is 20 bytes, not {swarm_id!r}")
+        address = address.normalized()
+        if not address.is_connectable or address.host in self._banned:
+            return False
+        entry = self._entries.get(address)
+        if entry is not None:
+            entry.origin |= origin
+            if swarm_id is not None:
+                entry.swarm_id = swarm_id
+            if PeerOrigin.USER in origin:
+                entry.failcount = 0
+                entry.last_connected = None
+                entry.seed = False
+            return True
+        priority = self._priority_of(address)
+        if len(self._entries) >= self.max_size and not self._make_room(priority):
+            self._dropped += 1
+            return False
+        entry = _Entry(address, origin, swarm_id)
+        entry.priority = priority
+        self._entries[address] = entry
+        return True
+
+    def add_many(
+        self,
+        addresses: Iterable[PeerAddress],
+        origin: PeerOrigin,
+        now: float,
+        *,
+        swarm_id: bytes | None = None,
+    ) -> int:
+        """:meth:`add` each address; returns how many have an entry now."""
+        return sum(self.add(address, origin, now, swarm_id=swarm_id) for address in addresses)
+
+    def set_our_addresses(self, addresses: Iterable[PeerAddress]) -> None:
+        """Our addresses (one per family is kept: the first given), to rank peers against.
+
+        Give our external addresses once known, our listen addresses until then. Every
+        entry's priority is computed again.
+        """
+        ours: dict[Family, PeerAddress] = {}
+        for given in addresses:
+            address = given.normalized()
+            ours.setdefault(address.family, address)
+        if ours == self._ours:
+            return
+        self._ours = ours
+        for entry in self._entries.values():
+            entry.priority = self._priority_of(entry.address)
+
+    # -- dialling -------------------------------------------------------------------------
+
+    def connect_candidates(
+        self, count: int, now: float, *, seed: bool = False
+    ) -> list[PeerAddress]:
+        """Up to ``count`` addresses to dial now, best first; each is marked as being dialled.
+
+        Args:
+            count: how many at most.
+            now: the current time.
+            seed: we are a seed: peers known to be seeds are left out.
+        """
+        self._expire(now)
+        if count <= 0:
+            return []
+        candidates = (
+            entry for entry in self._entries.values() if self._is_candidate(entry, now, seed)
+        )
+        best = heapq.nsmallest(
+            count,
+            candidates,
+            key=lambda e: (e.failcount, -_source_rank(e.origin), -e.priority),
+        )
+        for entry in best:
+            entry.dial_started = now
+            entry.last_attempt = now
+            entry.last_connected = now
+            self._pending[entry.address] = entry
+        return [entry.address for entry in best]
+
+    def dial_failed(self, address: PeerAddress, now: float) -> None:
+        """The dial to ``address`` failed (no connection, or no handshake): one more failure."""
+        entry = self._entries.get(address.normalized())
+        if entry is None or entry.connected:
+            return
+        self._end_dial(entry)
+        entry.failcount = min(entry.failcount + 1, self.max_failcount)
+        entry.last_connected = now
+
+    def dial_cancelled(self, address: PeerAddress, now: float) -> None:
+        """The dial to ``address`` was not made after all (already connected, filtered, no
+        room in the dial queue): no failure, but the usual wait before the next attempt."""
+        entry = self._entries.get(address.normalized())
+        if entry is not None:
+            self._end_dial(entry)
+
+    def connected(
+        self, address: PeerAddress, now: float, *, origin: PeerOrigin = PeerOrigin.NONE
+    ) -> bool:
+        """A connection to ``address`` is up (ours or the peer's); returns whether the list
+        records it (no room, or a banned host: not recorded).
+
+        An address the list did not know is added with ``origin`` (``INCOMING`` for an
+        inbound connection: such an entry is never dialled, and goes when it disconnects).
+        """
+        address = address.normalized()
+        entry = self._entries.get(address)
+        if entry is None:
+            if not self.add(address, origin, now):
+                return False
+            entry = self._entries[address]
+        else:
+            entry.origin |= origin
+        self._end_dial(entry)
+        entry.connected = True
+        entry.failcount = 0
+        entry.last_connected = now
+        # To the young end: it cannot be evicted while connected, and proved itself.
+        del self._entries[address]
+        self._entries[address] = entry
+        return True
+
+    def disconnected(self, address: PeerAddress, now: float, *, failed: bool = False) -> None:
+        """The connection to ``address`` ended (``failed``: with an error, one more failure).
+
+        An entry known only from an incoming connection is forgotten: its port was the
+        peer's ephemeral one.
+        """
+        address = address.normalized()
+        entry = self._entries.get(address)
+        if entry is None:
+            return
+        self._end_dial(entry)
+        entry.connected = False
+        entry.last_connected = now
+        if failed:
+            entry.failcount = min(entry.failcount + 1, self.max_failcount)
+        if entry.incoming_only or entry.address.host in self._banned:
+            del self._entries[address]
+
+    def mark_seed(self, address: PeerAddress, seed: bool = True) -> None:
+        """Whether the peer at ``address`` has every piece (not dialled while we seed too)."""
+        entry = self._entries.get(address.normalized())
+        if entry is not None:
+            entry.seed = seed
+
+    def ban(self, host: Host) -> int:
+        """Never dial nor record ``host`` again; its entries not connected are dropped now,
+        the connected ones when they disconnect. Returns how many entries were dropped."""
+        host = _normal_host(host)
+        if len(self._banned) < MAX_BANNED:
+            self._banned.add(host)
+        doomed = [
+            entry.address
+            for entry in self._entries.values()
+            if entry.address.host == host and not entry.connected
+        ]
+        for address in doomed:
+            self.remove(address)
+        return len(doomed)
+
+    def remove(self, address: PeerAddress) -> bool:
+        """Forget ``address`` (a pending dial is forgotten too); returns whether it was known."""
+        address = address.normalized()
+        entry = self._entries.pop(address, None)
+        if entry is None:
+            return False
+        self._pending.pop(address, None)
+        return True
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _is_candidate(self, entry: _Entry, now: float, seed: bool) -> bool:
+        if entry.connected or entry.dial_started is not None or entry.incoming_only:
+            return False
+        if entry.failcount >= self.max_failcount or entry.address.host in self._banned:
+            return False
+        if seed and entry.seed:
+            return False
+        last = entry.last_connected
+        return last is None or now - last >= self.min_reconnect_time * (entry.failcount + 1)
+
+    def _end_dial(self, entry: _Entry) -> None:
+        entry.dial_started = None
+        self._pending.pop(entry.address, None)
+
+    def _expire(self, now: float) -> None:
+        """Dials pending for longer than ``dial_timeout`` count as failed."""
+        stale = [
+            entry.address
+            for entry in self._pending.values()
+            if entry.dial_started is not None and now - entry.dial_started >= self.dial_timeout
+        ]
+        for address in stale:
+            self.dial_failed(address, now)
+
+    def _priority_of(self, address: PeerAddress) -> int:
+        ours = self._ours.get(address.family)
+        return 0 if ours is None else peer_priority(ours, address)
+
+    def _make_room(self, newcomer_priority: int) -> bool:
+        """Evict the least useful entry of the oldest ones, if it is less useful than a new
+        entry of ``newcomer_priority`` (which has no failure); returns whether room was made."""
+        window = itertools.islice(self._entries.values(), EVICTION_WINDOW)
+        worst = max(
+            (entry for entry in window if entry.evictable),
+            key=lambda e: (e.failcount, -_source_rank(e.origin), -e.priority),
+            default=None,
+        )
+        if worst is None or (worst.failcount == 0 and worst.priority >= newcomer_priority):
+            return False
+        del self._entries[worst.address]
+        self._evicted += 1
+        return True
+
+
+def _normal_host(host: Host) -> Host:
+    """``host`` with an IPv4-mapped IPv6 address as the IPv4 one."""
+    if not isinstance(host, IPv4Address | IPv6Address):
+        raise TypeError(f"a host is an IPv4Address or IPv6Address, not {host!r}")
+    if isinstance(host, IPv6Address) and host.ipv4_mapped is not None:
+        return host.ipv4_mapped
+    return host

@@ -1,0 +1,93 @@
+"""BEP 40 canonical peer priority: a ranking of peer addresses that every client agrees on.
+
+Each pair of endpoints (ours, the peer's) gets a 32-bit number, the same at both ends:
+CRC32-C (Castagnoli) of the two masked addresses, lowest first. When every client prefers
+the connections with the highest number, a swarm cannot be kept closed by peers that never
+free a slot, and an attacker cannot take every slot of a peer by hammering it with
+connections: the connections it would evict are not the attacker's to choose.
+
+The masks, as BEP 40 gives them:
+
+- IPv4: ``FF.FF.55.55``; ``FF.FF.FF.55`` when both are in one /16; the whole address when
+  both are in one /24.
+- IPv6: ``FFFF:FFFF:FFFF:5555:...`` (the first 48 bits kept); one more byte kept for each
+  further byte the two share (same /48: ``FFFF:FFFF:FFFF:FF55:...``; same /56:
+  ``FFFF:FFFF:FFFF:FFFF:5555:...``, "etc.").
+- Equal addresses: the two ports (16-bit, network order), lowest first.
+
+That is, the bytes up to and including the first byte the addresses differ in are kept (at
+least 2 for IPv4, 6 for IPv6), every later byte is masked with ``0x55``. libtorrent keeps the
+first 64 bits of an IPv6 address in any case and masks by /32 and /48 instead; the IPv4 rule,
+the one almost every swarm uses, is the same in both.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+from ._compact import PeerAddress
+
+__all__ = ["crc32c", "peer_priority"]
+
+_CASTAGNOLI: int = 0x82F63B78  # the Castagnoli polynomial 0x1EDC6F41, bit-reversed
+_KEPT = {4: 2, 16: 6}  # bytes always kept unmasked, by address length (IPv4 /16, IPv6 /48)
+
+
+@functools.cache
+def _table() -> Sequence[int]:
+    """The 256-entry lookup table of the reflected CRC32-C, built once on first use."""
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ _CASTAGNOLI if crc & 1 else crc >> 1
+        table.append(crc)
+    return tuple(table)
+
+
+def crc32c(data: bytes | bytearray | memoryview) -> int:
+    """CRC32-C (Castagnoli, as iSCSI and BEP 40 / BEP 42 use), not zlib's CRC-32.
+
+    >>> hex(crc32c(b"123456789"))
+    '0xe3069283'
+    """
+    table = _table()
+    crc = 0xFFFFFFFF
+    for byte in bytes(data):
+        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def _masked(ours: bytes, theirs: bytes) -> tuple[bytes, bytes]:
+    """Both addresses masked as BEP 40 says (see the module docstring)."""
+    first_difference = next(i for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) if a != b)
+    kept = max(_KEPT[len(ours)], first_difference + 1)
+
+    def mask(raw: bytes) -> bytes:
+        return raw[:kept] + bytes(byte & 0x55 for byte in raw[kept:])
+
+    return mask(ours), mask(theirs)
+
+
+def peer_priority(a: PeerAddress, b: PeerAddress) -> int:
+    """The BEP 40 priority of a connection between ``a`` and ``b`` (symmetric), 0 to 2**32-1.
+
+    One address is ours (our external address, as the peer sees us), the other the peer's;
+    which is which does not matter. An IPv4-mapped IPv6 address counts as the IPv4 one.
+
+    >>> hex(peer_priority(PeerAddress.parse("123.213.32.10:0"), PeerAddress.parse("98.76.54.32:0")))
+    '0xec2d7224'
+
+    Raises:
+        ValueError: one address is IPv4 and the other IPv6 (BEP 40 ranks only peers of one
+            family: compare with our address of the peer's family).
+    """
+    a, b = a.normalized(), b.normalized()
+    if a.family != b.family:
+        raise ValueError(f"BEP 40 compares addresses of one family, not {a} and {b}")
+    if a.host == b.host:
+        low, high = sorted((a.port, b.port))
+        return crc32c(low.to_bytes(2, "big") + high.to_bytes(2, "big"))
+    first, second = _masked(a.host.packed, b.host.packed)
+    return crc32c(min(first, second) + max(first, second))
