@@ -53,6 +53,13 @@ Decisions, the way libtorrent's node / rpc_manager / dht_tracker make them:
   saved nodes (all back to unconfirmed, to be pinged), the QueryHandler answers as the new id
   and a lookup of the new id refills the neighbourhood. IPv4 decides when we run IPv4.
 - BEP 43 read-only: ``ro=1`` on every query we send, and no query answered.
+- IP filter (:class:`~bip_handshake.IPFilter`, given at creation or by
+  :meth:`DHTNode.set_ip_filter`), as libtorrent applies its session's filter to DHT nodes: a
+  blocked address is never queried (a query to it fails at once, unsent), never enters a
+  routing table or a lookup, and its datagrams are dropped unread, so its queries go
+  unanswered; all counted in ``filtered_ip``. A new filter drops the nodes it blocks from the
+  tables. Peers in ``values`` are not filtered: they are peers, not nodes, and the client's
+  handshaker applies the same filter to them.
 - IPv4 and IPv6: one table per family, queries to an address go out over its family (the
   shell picks the socket by ``address.family``), node-returning queries carry BEP 32
   ``want`` for both families when we run both. Datagrams from a family we do not run are
@@ -77,7 +84,7 @@ from collections.abc import Callable, Collection, Iterable
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
-from bip_handshake import Family, NodeInfo, PeerAddress
+from bip_handshake import Family, IPFilter, NodeInfo, PeerAddress
 from bip_metainfo import InfoHash
 
 from ._errors import KRPCError, LocalProtocolError
@@ -143,6 +150,12 @@ def _info_hash(value: object) -> NodeId:
     return _target(value, "info_hash")
 
 
+def _ip_filter(value: object) -> IPFilter | None:
+    if value is not None and not isinstance(value, IPFilter):
+        raise LocalProtocolError(f"ip_filter is an IPFilter or None, got {value!r}")
+    return value
+
+
 def _address(value: object) -> PeerAddress:
     if not isinstance(value, PeerAddress):
         raise LocalProtocolError(f"an address is a PeerAddress, got {value!r}")
@@ -160,6 +173,8 @@ class DHTNode:
         config: the knobs.
         state: bytes from :meth:`save_state`: our id (unless *node_id* is given), the known
             nodes (unconfirmed until they answer) and the bootstrap addresses.
+        ip_filter: the addresses never to talk to (see the module docstring); replace it with
+            :meth:`set_ip_filter`.
 
     Raises:
         LocalProtocolError: a bad argument.
@@ -175,6 +190,7 @@ class DHTNode:
         node_id: NodeId | bytes | None = None,
         config: DHTConfig = DHTConfig(),  # noqa: B008 - frozen, shared safely
         state: bytes | None = None,
+        ip_filter: IPFilter | None = None,
     ) -> None:
         if not isinstance(rng, random.Random):
             raise LocalProtocolError(f"rng is a random.Random, got {rng!r}")
@@ -185,6 +201,9 @@ class DHTNode:
             raise LocalProtocolError(f"families is a non-empty collection of 4 and 6: {families!r}")
         self._rng = rng
         self._config = config
+        self._ip_filter = _ip_filter(ip_filter)
+        # queries the IP filter kept from being sent: _pump fails them at once
+        self._blocked: list[Transaction] = []
         # the last time the node was told; statistics() and lookup seeding read node states
         # at it
         self._stats_now = now
@@ -280,8 +299,52 @@ class DHTNode:
             "k": config.k,
             "max_failures": config.max_failures,
             "restrict_ips": config.restrict_routing_ips,
-            "node_filter": bep42_filter if config.enforce_node_id else None,
+            "restrict_networks": config.restrict_routing_networks,
+            # always given: the IP filter it reads may be set later
+            "node_filter": self._admissible,
         }
+
+    def _admissible(self, node: NodeInfo) -> bool:
+        """The tables' node filter: BEP 42 when enforced, and the IP filter."""
+        if self._config.enforce_node_id and not bep42_filter(node):
+            return False
+        return not self._filtered(node.address)
+
+    def _filtered(self, address: PeerAddress) -> bool:
+        ip_filter = self._ip_filter
+        return ip_filter is not None and ip_filter.blocks(address.host)
+
+    # -- the IP filter ------------------------------------------------------------------------
+
+    @property
+    def ip_filter(self) -> IPFilter | None:
+        """The IP filter in force (None: none)."""
+        return self._ip_filter
+
+    def set_ip_filter(self, ip_filter: IPFilter | None, now: float) -> int:
+        """Replace the IP filter (None: no filter), as libtorrent's ``set_ip_filter`` reaches
+        its DHT: from now on blocked addresses are never queried and their datagrams are
+        dropped. Nodes it blocks leave the routing tables at once (a replacement takes each
+        freed slot); returns how many left. Queries already in flight to them are not
+        recalled: their answers are dropped, so they time out.
+
+        Raises:
+            LocalProtocolError: *ip_filter* is neither an IPFilter nor None.
+        """
+        self._ip_filter = _ip_filter(ip_filter)
+        self._stats_now = now
+        removed = 0
+        if self._ip_filter is not None:
+            for table in self._tables.values():
+                blocked = [
+                    entry.node.node_id
+                    for entry in table.entries(now)
+                    if self._filtered(entry.node.address)
+                ]
+                for node_id in blocked:
+                    removed += table.remove(node_id, now)
+        _log.debug("DHT IP filter set: %r; %d nodes left the routing table", ip_filter, removed)
+        return removed
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -374,6 +437,7 @@ class DHTNode:
             invalid_answers=counts["invalid_answers"],
             malformed=counts["malformed"] + serve.dropped_malformed,
             wrong_family=counts["wrong_family"],
+            filtered_ip=counts["filtered_ip"],
             queries_received=dict(serve.queries),
             errors_sent=dict(serve.errors_sent),
             rate_limited=serve.rate_limited,
@@ -400,6 +464,9 @@ class DHTNode:
         if source.family not in self._tables:
             self._counts["wrong_family"] += 1
             return
+        if self._ip_filter is not None and self._filtered(source):
+            self._counts["filtered_ip"] += 1
+            return
         try:
             message = decode_message(data, self._config.limits)
         except KRPCQueryError as error:
@@ -421,6 +488,8 @@ class DHTNode:
 
     def next_deadline(self) -> float | None:
         """When :meth:`handle_timer` must next run (never None: maintenance always ticks)."""
+        if self._blocked:
+            return self._stats_now  # queries the IP filter stopped: fail them now
         deadline = self._next_tick
         tx = self._transactions.next_deadline()
         if tx is not None and tx < deadline:
@@ -544,9 +613,12 @@ class DHTNode:
 
     def add_node(self, address: PeerAddress, now: float) -> None:
         """Ping *address* in the background: if it answers, it joins the routing table (as
-        libtorrent's add_node). No event; dropped when the ping queue is full."""
+        libtorrent's add_node). No event; dropped when the ping queue is full or the IP
+        filter blocks *address*."""
         address = self._sendable(address)
-        if len(self._pending_pings) < max(self._config.max_queued, 1):
+        if self._filtered(address):
+            self._counts["filtered_ip"] += 1
+        elif len(self._pending_pings) < max(self._config.max_queued, 1):
             self._pending_pings.append(address)
         self._pump(now)
 
@@ -554,13 +626,19 @@ class DHTNode:
         """Join the DHT through *addresses* (ids unknown) and the nodes already known.
 
         The addresses are remembered (up to ``max_bootstrap_addresses``) for re-bootstraps
-        and :meth:`save_state`. Addresses of a family the node does not run are skipped.
+        and :meth:`save_state`. Addresses of a family the node does not run, or that the IP
+        filter blocks, are skipped.
         Ends with :class:`~bip_dht.LookupFinished` of kind ``bootstrap``.
         """
         chosen: list[PeerAddress] = []
         for given in addresses:
             address = _address(given)
-            if address.family in self._tables and address.is_connectable and address not in chosen:
+            if (
+                address.family in self._tables
+                and address.is_connectable
+                and address not in chosen
+                and not self._filtered(address)
+            ):
                 chosen.append(address)
             if len(chosen) >= self._config.max_bootstrap_addresses:
                 break
@@ -746,11 +824,14 @@ class DHTNode:
         timed, or waiting for transaction slots that have since freed) send within the free
         slots; end those that are done and start queued ones. Asking only those keeps the
         cost of a datagram independent of how many lookups run."""
-        if not (self._dirty or self._pending_pings or self._queue or self._starved):
+        if not (
+            self._dirty or self._pending_pings or self._queue or self._starved or self._blocked
+        ):
             return  # the common case of a query answered: nothing can want to send
         # bounded: each round either ends an operation, starts one, or sends nothing new
         for _ in range(1 + len(self._running) + len(self._queue)):
             self._flush_pings(now)
+            blocked = self._fail_blocked(now)
             if self._starved and self._transactions.free > 0:
                 self._dirty.update(self._running)
                 self._starved = False
@@ -777,8 +858,19 @@ class DHTNode:
                 self._dirty.add(op.id)
                 op.start(now)
                 started = True
-            if not ended and not started:
+            if not ended and not started and not blocked:
                 break
+
+    def _fail_blocked(self, now: float) -> bool:
+        """Fail the queries :meth:`_open` did not send (the IP filter blocks their address),
+        as an unreachable report would; whether there were any."""
+        if not self._blocked:
+            return False
+        blocked, self._blocked = self._blocked, []
+        for tx in blocked:
+            if self._transactions.match(tx.tid, tx.address) is not None:
+                self._query_failed(tx, now)
+        return True
 
     def _upkeep_query(self, node: NodeInfo, target: NodeId | None, now: float) -> None:
         """A maintenance query to *node*: find_node *target*, or a ping when None. It belongs
@@ -810,6 +902,11 @@ class DHTNode:
         now: float,
     ) -> Transaction:
         tx = self._transactions.open(build, address, node_id, op_id, now)
+        if self._ip_filter is not None and self._filtered(tx.address):
+            # the one gate every query passes: never sent, failed at the next pump
+            self._counts["filtered_ip"] += 1
+            self._blocked.append(tx)
+            return tx
         query = tx.query
         self._queries_sent[query.method] += 1
         self._send(query.encode(), tx.address)
@@ -847,7 +944,7 @@ class DHTNode:
             return False
         if not address.is_connectable:
             return False
-        return not self._config.enforce_node_id or bep42_filter(node)
+        return self._admissible(node)
 
     def new_lookup(
         self, target: NodeId, kind: LookupKind, seeds: list[NodeInfo], salt: bytes, family: Family

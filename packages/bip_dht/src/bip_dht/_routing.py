@@ -34,7 +34,12 @@ and, as probes backed off while they bring nothing, to the node closest to that 
 By default at most one node per IP address is kept (libtorrent's ``restrict_routing_ips``), so
 one host cannot fill the table with made-up ids (a node that answers us from an IP held by a
 bad node takes its place; one answering with a new id from a held node's very address evicts
-it, as libtorrent does); an optional ``node_filter`` (for instance
+it, as libtorrent does). With ``restrict_networks`` a bucket (its nodes and replacements) also
+holds at most one node per /24 (IPv4) or /64 (IPv6) network, as libtorrent's
+``restrict_routing_ips`` does, so one network cannot fill a bucket from many addresses
+either. Local addresses (those BEP 42 exempts: a LAN, loopback, the
+simulator's 10/8) are exempt from the network rule, where many honest nodes share a /24;
+a bad node does not hold its network. An optional ``node_filter`` (for instance
 :func:`bep42_filter`, BEP 42) rejects nodes before they are stored. Memory is bounded by
 160 buckets of ``2 * k`` entries whatever we hear.
 
@@ -68,7 +73,7 @@ from bip_bencode import BencodeError, decode, encode
 from bip_handshake import CompactError, NodeInfo, parse_compact_nodes
 
 from ._errors import DHTError, LocalProtocolError
-from ._node_id import NODE_ID_BITS, NodeId
+from ._node_id import NODE_ID_BITS, NodeId, is_bep42_exempt
 
 __all__ = [
     "BUCKET_SIZE",
@@ -262,14 +267,24 @@ def _host(node: NodeInfo) -> IPv4Address | IPv6Address:
     return node.address.normalized().host
 
 
+def _network(host: IPv4Address | IPv6Address) -> int | None:
+    """The /24 (IPv4) or /64 (IPv6) a bucket admits one node of; None for a local address,
+    which the rule exempts."""
+    if is_bep42_exempt(host):
+        return None
+    return int(host) >> (8 if isinstance(host, IPv4Address) else 64)
+
+
 class RoutingTable:
     """The buckets of one address family around our own id.
 
     *family* is 4 or 6 (one table per family, BEP 32); IPv4-mapped IPv6 addresses count as IPv4.
     *k* is the bucket size; *max_failures* the failures in a row that make a confirmed node bad;
-    *restrict_ips* keeps at most one node per IP address; *node_filter*, when given, must return
-    True for a node to be stored (see :func:`bep42_filter`). *now* is the creation time, from
-    which the buckets' refresh clocks start.
+    *restrict_ips* keeps at most one node per IP address; *restrict_networks* (with
+    *restrict_ips*) one per /24 or /64 network in a bucket, local addresses exempt;
+    *node_filter*, when given, must return True for a node to be stored (see
+    :func:`bep42_filter`). *now* is the creation time, from which the buckets' refresh clocks
+    start.
     """
 
     def __init__(
@@ -281,6 +296,7 @@ class RoutingTable:
         k: int = BUCKET_SIZE,
         max_failures: int = MAX_FAILURES,
         restrict_ips: bool = True,
+        restrict_networks: bool = False,
         node_filter: Callable[[NodeInfo], bool] | None = None,
         now: float = 0.0,
     ) -> None:
@@ -298,6 +314,7 @@ class RoutingTable:
         self._k = k
         self._max_failures = max_failures
         self._restrict_ips = restrict_ips
+        self._restrict_networks = restrict_ips and restrict_networks
         self._filter = node_filter
         self._buckets: list[_Bucket] = [_Bucket(now)]
         self._ips: dict[IPv4Address | IPv6Address, bytes] = {}
@@ -536,6 +553,8 @@ class RoutingTable:
             return False
         if self._filter is not None and not self._filter(node):
             return False
+        if self._network_taken(bucket, node, now):
+            return False
         if len(self._candidates) >= self._max_candidates:
             del self._candidates[next(iter(self._candidates))]
         self._candidates[raw] = node
@@ -672,6 +691,8 @@ class RoutingTable:
                 return Admission.REJECTED
             if self._filter is not None and not self._filter(node):
                 return Admission.REJECTED
+            if self._network_taken(bucket, node, now):
+                return Admission.REJECTED
             self._forget_ip(entry)
             entry.node = node
             self._ips[host] = node.node_id
@@ -713,6 +734,25 @@ class RoutingTable:
                 return min(unconfirmed, key=_Entry.rank).node.node_id
         return None
 
+    def _network_taken(self, bucket: _Bucket, node: NodeInfo, now: float) -> bool:
+        """Whether another live node of *node*'s network is in *bucket* (restrict_networks)."""
+        if not self._restrict_networks:
+            return False
+        host = _host(node)
+        network = _network(host)
+        if network is None:
+            return False
+        raw = node.node_id
+        for group in (bucket.nodes, bucket.replacements):
+            for other in group.values():
+                if (
+                    other.node.node_id != raw
+                    and _network(_host(other.node)) == network
+                    and other.state(now, self._max_failures) is not NodeState.BAD
+                ):
+                    return True
+        return False
+
     def _insert(self, entry: _Entry, now: float) -> Admission:
         raw = entry.node.node_id
         # bounded: each pass either stores the node or adds one of at most 160 buckets
@@ -720,6 +760,8 @@ class RoutingTable:
             index = self._index(raw)
             bucket = self._buckets[index]
             if len(bucket.nodes) < self._k:
+                if self._network_taken(bucket, entry.node, now):
+                    return Admission.REJECTED
                 bucket.nodes[raw] = entry
                 bucket.gained(now)
                 self._ips[_host(entry.node)] = raw
@@ -727,6 +769,8 @@ class RoutingTable:
             if index == len(self._buckets) - 1 and len(self._buckets) < NODE_ID_BITS:
                 self._split(now)
                 continue
+            if self._network_taken(bucket, entry.node, now):
+                return Admission.REJECTED
             victim = self._victim(bucket, entry, now)
             if victim is not None:
                 self._drop(bucket.nodes.pop(victim))
@@ -846,6 +890,7 @@ class RoutingTable:
         k: int = BUCKET_SIZE,
         max_failures: int = MAX_FAILURES,
         restrict_ips: bool = True,
+        restrict_networks: bool = False,
         node_filter: Callable[[NodeInfo], bool] | None = None,
         now: float = 0.0,
     ) -> RoutingTable:
@@ -890,6 +935,7 @@ class RoutingTable:
             k=k,
             max_failures=max_failures,
             restrict_ips=restrict_ips,
+            restrict_networks=restrict_networks,
             node_filter=node_filter,
             now=now,
         )

@@ -62,7 +62,15 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bip_bencode import BencodeError, Value, decode, encode
-from bip_handshake import CompactError, Family, FragmentControl, NodeInfo, PeerAddress, PeerSink
+from bip_handshake import (
+    CompactError,
+    Family,
+    FragmentControl,
+    IPFilter,
+    NodeInfo,
+    PeerAddress,
+    PeerSink,
+)
 from bip_metainfo import InfoHash
 
 from ._errors import DHTError, ItemError, LocalProtocolError
@@ -323,6 +331,23 @@ class DHT:
             icmp_errors=sum(queue.read for queue in queues),
             icmp_malformed=sum(queue.malformed for queue in queues),
         )
+
+    @property
+    def ip_filter(self) -> IPFilter | None:
+        """The IP filter in force for DHT nodes (None: none)."""
+        return self._node.ip_filter
+
+    def set_ip_filter(self, ip_filter: IPFilter | None) -> int:
+        """Replace the IP filter for DHT nodes (None: none): blocked nodes leave the routing
+        table at once (returns how many left), are never queried again and their datagrams
+        are dropped (see :meth:`DHTNode.set_ip_filter <bip_dht.DHTNode.set_ip_filter>`).
+
+        Raises:
+            LocalProtocolError: *ip_filter* is neither an IPFilter nor None.
+        """
+        removed = self._node.set_ip_filter(ip_filter, trio.current_time())
+        self._kick.set()
+        return removed
 
     def save_state(self) -> bytes:
         """Bytes for ``open_dht(state=...)``: id, known nodes, bootstrap addresses."""
@@ -855,6 +880,7 @@ async def open_dht(
     peer_sink: PeerSink | None = None,
     rng: random.Random | None = None,
     other_datagrams: OtherDatagrams | None = None,
+    ip_filter: IPFilter | None = None,
 ) -> AsyncIterator[DHT]:
     """Run a DHT node for the duration of an ``async with`` block.
 
@@ -878,6 +904,10 @@ async def open_dht(
             raises loses that datagram only (logged at WARNING on the first failure and once
             per 1000 after). Datagrams from a source one cannot answer (port 0) are dropped.
             None: every datagram goes to the node, as without sharing.
+        ip_filter: DHT nodes never to talk to (a blocklist, as libtorrent applies its
+            session's IP filter to the DHT): never queried, never in the routing table, their
+            datagrams dropped unanswered. Peers in answers are not filtered (the handshaker
+            filters peers). Replace it with :meth:`DHT.set_ip_filter`.
 
     Raises:
         DHTSocketError: a socket could not be bound or a name did not resolve.
@@ -897,7 +927,13 @@ async def open_dht(
     now = trio.current_time()
     families: tuple[Family, ...] = tuple(sorted(a.family for a in wanted))
     node = DHTNode(
-        rng=source, now=now, families=families, node_id=node_id, config=config, state=state
+        rng=source,
+        now=now,
+        families=families,
+        node_id=node_id,
+        config=config,
+        state=state,
+        ip_filter=ip_filter,
     )
     sockets: dict[Family, trio.socket.SocketType] = {}
     queues: dict[Family, ErrorQueue] = {}

@@ -48,6 +48,8 @@ class DHTStatistics:
       nodes...), counted as the node's failure.
     - malformed: datagrams that are not KRPC at all: dropped.
     - wrong_family: datagrams from an address family the node does not run: dropped.
+    - filtered_ip: datagrams from an address the IP filter blocks (dropped unread), and
+      queries of ours it kept from being sent (each failed at once).
     - queries_received: queries others sent us, by method (unknown methods as sent).
     - errors_sent: our error replies, by code.
     - rate_limited: queries dropped because their source IP was over its rate.
@@ -94,6 +96,7 @@ class DHTStatistics:
     invalid_answers: int = 0
     malformed: int = 0
     wrong_family: int = 0
+    filtered_ip: int = 0
     queries_received: Mapping[bytes, int] = field(default_factory=dict)
     errors_sent: Mapping[int, int] = field(default_factory=dict)
     rate_limited: int = 0
