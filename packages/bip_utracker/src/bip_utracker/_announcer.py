@@ -3,7 +3,8 @@
 Every client writes the same loop around :meth:`TrackerClient.announce`: ``started`` first,
 then a regular announce at the interval the tracker asks for (within sane bounds), with the
 bytes left recomputed each time; ``completed`` once when the download finishes; failures
-retried with a growing delay; and ``stopped`` on the way out, quickly. libtorrent and
+retried with a growing delay, or when the tracker said to (BEP 31 ``retry in``), or never
+again if it said so; and ``stopped`` on the way out, quickly. libtorrent and
 anacrolix/torrent run it inside their sessions; this is ours, on top of the trio client. The
 same loop drives any other :class:`AnnounceClient` (an HTTP tracker client, say): the schedule
 does not depend on the transport.
@@ -25,7 +26,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Protocol, runtime_checkable
+from typing import Final, Literal, Protocol, runtime_checkable
 
 import trio
 
@@ -45,6 +46,7 @@ __all__ = [
     "DEFAULT_MIN_ANNOUNCE_INTERVAL",
     "DEFAULT_RETRY_DELAY",
     "DEFAULT_STOPPED_TIMEOUT",
+    "MAX_RETRY_IN",
     "AnnounceClient",
     "AnnounceProgress",
     "Announcer",
@@ -59,7 +61,11 @@ DEFAULT_MAX_ANNOUNCE_INTERVAL: Final = 1800.0
 """Seconds between two regular announces at most (a longer interval asked for is capped)."""
 DEFAULT_RETRY_DELAY: Final = 15.0
 """Seconds before retrying a failed announce; doubled after each failure in a row, up to the
-maximum interval."""
+maximum interval (15, 30, 60, ... 960, then 1800 s by default)."""
+MAX_RETRY_IN: Final = 3600.0
+"""Seconds a tracker's BEP 31 ``retry in`` may hold off the next try at most (unless the
+announcer's ``max_interval`` is longer): libtorrent's ``tracker_retry_delay_max``. A tracker
+that asks for days is asked again after an hour, one request."""
 DEFAULT_ANNOUNCE_TIMEOUT: Final = 60.0
 """Seconds one announce may take: BEP 15's retransmissions would go on for hours."""
 DEFAULT_STOPPED_TIMEOUT: Final = 2.0
@@ -84,7 +90,16 @@ class AnnounceClient(Protocol):
     :class:`TrackerRejectedError` for the tracker's own refusal, a :class:`TrackerTimeoutError`,
     or a subclass of your own for anything else the tracker or the network did wrong) is retried
     with backoff; a :class:`LocalProtocolError` is the caller's mistake, or a closed client, and
-    ends :meth:`Announcer.run`.
+    ends :meth:`Announcer.run`. A :class:`TrackerError` may say more with two attributes, as
+    bip's HTTP client's refusals do:
+
+    - ``retry_in``: BEP 31's ``retry in`` as the tracker gave it: an int of minutes (0 or
+      more), and the next try comes that long after (at least ``retry_delay``, at most
+      :data:`MAX_RETRY_IN`), whatever the backoff would say; or ``"never"``, and the
+      announcer sends this tracker nothing more, not even ``stopped``
+      (:attr:`AnnouncerStatus.given_up`). Anything else there is ignored.
+    - ``interval``: seconds the refusal asked between announces (an int): the backoff waits
+      at least that long (up to ``max_interval``), as libtorrent does.
     """
 
     def check_tracker(self, tracker: str) -> None:
@@ -148,7 +163,10 @@ class AnnouncerStatus:
         last_result: the last answer.
         last_error: why the last announce failed; None if it was answered.
         last_announce: when the last answer arrived.
-        next_announce: when the next announce is due (None when not running).
+        next_announce: when the next announce is due (None when not running, or given up).
+        given_up: why announcing to this tracker stopped for good, to show a user: the
+            tracker's refusal (``str`` of its error) when it said BEP 31 ``retry in: never``;
+            None while announcing goes on.
     """
 
     tracker: str
@@ -163,6 +181,7 @@ class AnnouncerStatus:
     last_error: TrackerError | None
     last_announce: float | None
     next_announce: float | None
+    given_up: str | None = None
 
 
 class Announcer:
@@ -175,8 +194,15 @@ class Announcer:
     ``stopped`` when cancelled, shielded and cut short after ``stopped_timeout`` seconds. Each
     announce reads ``progress()`` afresh. A tracker that fails (no answer within ``timeout``,
     an error message, a malformed reply, a name that does not resolve) is retried after
-    ``retry_delay`` seconds, doubled after each failure in a row up to ``max_interval``:
-    failures are status (:attr:`status`, and DEBUG records on the ``bip_utracker.client``
+    ``retry_delay`` seconds, doubled after each failure in a row up to ``max_interval``
+    (15, 30, 60 ... 960, 1800, 1800 s by default; libtorrent's grows as 5 s times
+    1 + 2.5 n², to an hour: about as fast, to a longer cap), and not before the
+    ``interval`` a refusal gave. A refusal with BEP 31's ``retry in`` is retried exactly that
+    many minutes later (at least ``retry_delay``, at most :data:`MAX_RETRY_IN`), and neither
+    :meth:`announce_now` nor :meth:`mark_completed` brings that forward; with ``retry in:
+    never`` the announcer stops: it sends that tracker nothing more (no ``stopped``: it
+    refused us), :attr:`AnnouncerStatus.given_up` says why, and :meth:`run` waits idle until
+    cancelled. Failures are status (:attr:`status`, and DEBUG records on the ``bip_utracker.client``
     logger), never exceptions. The peers of each answer go to the client's sink (a
     :class:`TrackerClient`'s), and to ``sink`` if one is given, except those of the ``stopped``
     answer: we are leaving the swarm (they stay in :attr:`status`).
@@ -288,6 +314,9 @@ class Announcer:
         self._last_error: TrackerError | None = None
         self._last_announce: float | None = None
         self._next: float | None = None
+        self._given_up: str | None = None
+        # The earliest next try a tracker's BEP 31 "retry in" allows (None: no such hold).
+        self._hold_until: float | None = None
         # What run() is asked to do sooner than planned.
         self._complete_pending = False
         self._left_at_start = 0
@@ -313,6 +342,7 @@ class Announcer:
             last_error=self._last_error,
             last_announce=self._last_announce,
             next_announce=self._next,
+            given_up=self._given_up,
         )
 
     def mark_completed(self) -> None:
@@ -344,13 +374,17 @@ class Announcer:
         # A new run is a new session for the tracker, even if our last "stopped" was lost.
         self._started = self._forced = False
         try:
-            while True:
+            while self._given_up is None:
                 await self._announce_once()
-                await self._wait_until_due()
+                if self._given_up is None:
+                    await self._wait_until_due()
+            # The tracker refused us for good (BEP 31 "never"): nothing more goes to it, but
+            # run() keeps the shape its callers know: it ends when cancelled.
+            await trio.sleep_forever()
         finally:
             self._next = None
             try:
-                if self._started and self._stopped_timeout > 0:
+                if self._started and self._given_up is None and self._stopped_timeout > 0:
                     with trio.CancelScope(shield=True):
                         await self._say_goodbye()
             finally:
@@ -394,6 +428,7 @@ class Announcer:
         progress = self._progress()
         event = self._event(progress)
         self._forced = False
+        self._hold_until = None
         self._last_attempt = trio.current_time()
         self._announcing = True
         try:
@@ -406,8 +441,21 @@ class Announcer:
         except TrackerError as error:
             self._failures += 1
             self._last_error = error
-            doublings = min(self._failures - 1, _MAX_DOUBLINGS)
-            wait = min(self._retry * 2**doublings, self._max)
+            retry_in = _retry_in(error)
+            if retry_in == "never":
+                self._given_up = str(error) or type(error).__name__
+                _log.debug(
+                    "announce to %s refused for good (retry in: never): %s", self._shown, error
+                )
+                self._announcing = False
+                self._next = None
+                self._updated()
+                return
+            if retry_in is not None:
+                wait = min(max(retry_in * 60.0, self._retry), max(MAX_RETRY_IN, self._max))
+                self._hold_until = trio.current_time() + wait
+            else:
+                wait = self._backoff(error)
             _log.debug(
                 "announce to %s failed (%d in a row): %s; next try in %g s",
                 self._shown,
@@ -432,6 +480,17 @@ class Announcer:
         self._next = trio.current_time() + wait
         self._updated()
 
+    def _backoff(self, error: TrackerError) -> float:
+        """The wait after a failure that did not say when to come back: ``retry_delay``
+        doubled per failure in a row, capped at ``max_interval``; at least the ``interval``
+        the refusal gave, if it gave one (capped the same way)."""
+        doublings = min(self._failures - 1, _MAX_DOUBLINGS)
+        wait: float = min(self._retry * 2.0**doublings, self._max)
+        interval = getattr(error, "interval", None)
+        if isinstance(interval, int) and not isinstance(interval, bool) and interval > 0:
+            wait = max(wait, min(float(interval), self._max))
+        return wait
+
     def _updated(self) -> None:
         if self._on_update is not None:
             self._on_update(self.status)
@@ -444,6 +503,8 @@ class Announcer:
             due = min(due, trio.current_time())  # but a failed one waits out its backoff
         if self._forced:
             due = min(due, max(trio.current_time(), self._last_attempt + self._min))
+        if self._hold_until is not None:  # the tracker said when: nothing brings it forward
+            due = max(due, self._hold_until)
         return due
 
     async def _wait_until_due(self) -> None:
@@ -477,3 +538,14 @@ class Announcer:
                 f"no answer to stopped within {self._stopped_timeout:g} s"
             )
         self._updated()
+
+
+def _retry_in(error: TrackerError) -> int | Literal["never"] | None:
+    """BEP 31's ``retry in`` an error carries (see :class:`AnnounceClient`): minutes, 0 or
+    more, or ``"never"``; None if it carries none, or something else there."""
+    value = getattr(error, "retry_in", None)
+    if value == "never":
+        return "never"
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None

@@ -67,6 +67,47 @@ _UUID = re.compile(
 # A piece of mixed-case letters this long or longer is judged by its look (_jumbled).
 _JUMBLED_LENGTH = 10
 
+# The letter pairs of English words, by first letter: the 238 most common pairs, which make
+# 95% of the pairs in the GNU and Apache licence texts and Python's standard library. Words
+# joined without a separator ("internationalization", "bigbuckbunnysurround") are made of
+# them, three random letters in four of a token are not.
+_COMMON_PAIRS: frozenset[str] = frozenset(
+    first + second
+    for first, seconds in {
+        "a": "bcdgiklmnprstuvy",
+        "b": "aceijlouy",
+        "c": "aehiklortu",
+        "d": "adeilorsu",
+        "e": "acdefglmnpqrstvwxy",
+        "f": "aefiloru",
+        "g": "ehinrsu",
+        "h": "aeiot",
+        "i": "abcdefglmnoprstvxz",
+        "j": "e",
+        "k": "ei",
+        "l": "adefilopstuy",
+        "m": "abeimops",
+        "n": "acdefgilnostuv",
+        "o": "abcdfgiklmnoprstuvw",
+        "p": "aeiloprtuy",
+        "q": "u",
+        "r": "acdegimnorstuy",
+        "s": "acehilmopstuy",
+        "t": "acdefhiloprstuy",
+        "u": "abefilmnprst",
+        "v": "aei",
+        "w": "aehior",
+        "x": "cept",
+        "y": "pst",
+        "z": "e",
+    }.items()
+    for second in seconds
+)
+# A piece of letters is taken for words when this share of its letter pairs is common.
+_WORDLIKE_SHARE = 0.7
+# Letters a run needs for them to be judged together, across its separators.
+_JOINED_LETTERS = 12
+
 
 def _changes(piece: str) -> int:
     """How often ``piece`` switches between a letter and a digit, or from lower to upper case."""
@@ -97,6 +138,15 @@ def _jumbled(piece: str) -> bool:
     return lone >= 2 and len(runs) * 20 >= len(piece) * 9
 
 
+def _wordlike(piece: str) -> bool:
+    """Whether a piece of letters (any case) reads as words run together: most of its letter
+    pairs are common in English. Random letters (a base32 or base62 token that happens to
+    have no digit, in either case) are not: about 1 in 100 of 16 letters passes."""
+    letters = piece.lower()
+    pairs = [letters[index : index + 2] for index in range(len(letters) - 1)]
+    return sum(pair in _COMMON_PAIRS for pair in pairs) >= _WORDLIKE_SHARE * len(pairs)
+
+
 def _secret_run(run: str) -> bool:
     if len(run) < SECRET_RUN_LENGTH:
         return False
@@ -110,7 +160,17 @@ def _secret_run(run: str) -> bool:
             return True  # a random piece of a base64url token, not "amd64" or "x264"
         if _jumbled(piece):
             return True  # a random piece of a token without digits
-    return False
+        if len(piece) >= SECRET_RUN_LENGTH and piece.isalpha() and not _wordlike(piece):
+            return True  # a token of letters only, in one case or both
+    # A base64url token cut by "-" or "_" into pieces too short to judge alone: its letters
+    # switch case inside a piece and read as no words, where a file name's parts
+    # ("Big_Buck_Bunny", "my-holiday-photos") do.
+    letters = "".join(char for char in run if char.isalpha())
+    return (
+        len(letters) >= _JOINED_LETTERS
+        and any(before.islower() and after.isupper() for before, after in pairwise(run))
+        and not _wordlike(letters)
+    )
 
 
 def is_secret_segment(segment: str) -> bool:
@@ -128,12 +188,15 @@ def is_secret_segment(segment: str) -> bool:
       which words such as ``amd64``, ``x264`` or ``1080p`` lack); or
     - some piece of at least 10 characters is a jumble of short runs of digits, lower- and
       upper-case letters with lone lower-case letters in it (a base64 token's piece without
-      digits; not a word in camel case).
+      digits; not a word in camel case); or
+    - some piece of at least 16 letters (no digit; one case or both) does not read as words:
+      fewer than 70% of its letter pairs are common in English (a base32 or base62 key
+      without a digit, in upper or lower case; not ``internationalization``).
 
-    Ordinary paths stay readable: ``announce``, ``announce.php``, ``tracker``, file names
-    such as ``ubuntu-22.04.3-live-server-amd64.iso``. The rule errs towards hiding: a long
-    name such as ``Show_S01E02_1080p`` is hidden too, which costs a log reader little. A
-    token of letters of one case only (base32 without digits, about 1 in 1000) is missed.
+    Ordinary paths stay readable: ``announce``, ``announce.php``, ``tracker``, ``scrape``,
+    ``api``, ``v1``, file names such as ``ubuntu-22.04.3-live-server-amd64.iso``: a segment
+    of fewer than 16 characters never looks secret. The rule errs towards hiding: a long
+    name such as ``Show_S01E02_1080p`` is hidden too, which costs a log reader little.
 
     >>> is_secret_segment("0123456789abcdef0123456789abcdef"), is_secret_segment("announce")
     (True, False)
@@ -141,6 +204,8 @@ def is_secret_segment(segment: str) -> bool:
     (True, False)
     >>> is_secret_segment("iHa%2FEkU5%2FukCO1ZOsEvD4Q%3D%3D")  # standard base64, encoded
     True
+    >>> is_secret_segment("MFRGGZDFMZTWQTLK"), is_secret_segment("internationalization")
+    (True, False)
     """
     decoded = unquote(segment, errors="replace")  # an undecodable byte ends a run
     # Judged as written too: "%2F" in a token is a pair of digits more in its piece.

@@ -38,7 +38,6 @@ from bip_utracker import (
     LocalProtocolError,
     RequestId,
     ScrapeStats,
-    TrackerRejectedError,
     TrackerTimeoutError,
 )
 
@@ -49,7 +48,7 @@ from ._http_tracker_codec import (
     HttpTrackerUrl,
     PeerName,
     announce_query,
-    failure_reason,
+    failure_error,
     parse_announce_response,
     parse_http_tracker_url,
     parse_scrape_response,
@@ -294,7 +293,9 @@ class HttpTrackerClient:
             num_want: how many peers we want; -1 lets the tracker decide.
 
         Raises:
-            TrackerRejectedError: the tracker answered with a ``failure reason``.
+            TrackerFailureError: the tracker answered with a ``failure reason`` (a
+                :class:`~bip_utracker.TrackerRejectedError`; its ``retry_in`` is BEP 31's,
+                which the :class:`~bip_utracker.Announcer` honours).
             TrackerTimeoutError: no complete answer within the timeout.
             MalformedTrackerResponseError: the answer is not one we can read.
             HttpTrackerError: no connection, TLS failure, HTTP error status, bad redirect.
@@ -357,7 +358,7 @@ class HttpTrackerClient:
         Raises:
             LocalProtocolError: the tracker has no scrape URL (its last path component does
                 not start with ``announce``), a bad argument, or the client is closed.
-            TrackerRejectedError, TrackerTimeoutError, MalformedTrackerResponseError,
+            TrackerFailureError, TrackerTimeoutError, MalformedTrackerResponseError,
             HttpTrackerError: as for :meth:`announce`.
         """
         shown = parse_http_tracker_url(tracker).shown
@@ -428,10 +429,10 @@ class HttpTrackerClient:
 
 def _refused(response: HttpResponse) -> None:
     """A status other than 200: the tracker's own ``failure reason`` if the body has one (some
-    trackers send it with a 4xx), else the status."""
-    failure = failure_reason(response.body)
+    trackers send it with a 4xx, BEP 31's ``retry in`` too), else the status."""
+    failure = failure_error(response.body)
     if failure is not None:
-        raise TrackerRejectedError(failure)
+        raise failure
     reason = response.reason.strip()[:80]
     raise HttpTrackerError(f"HTTP {response.status}{' ' + reason if reason else ''}")
 

@@ -1,6 +1,6 @@
 """What an HTTP(S) tracker client sends and reads, pure: tracker URLs, announce and scrape
 queries (BEP 3, BEP 23 compact peers, BEP 48 scrape URLs), and the bencoded answers (BEP 3,
-BEP 7 IPv6 peers, BEP 24 ``external ip``, BEP 48).
+BEP 7 IPv6 peers, BEP 24 ``external ip``, BEP 31 ``retry in``, BEP 48).
 
 A peer of a dictionary peer list may be named by a DNS name (BEP 3: "IPv6 address, IPv4
 address or DNS name"): the parser does not resolve it (it is pure) but keeps up to
@@ -11,8 +11,9 @@ Leniency follows libtorrent's, because real trackers deviate in the same ways: d
 out of order and bytes after the bencoded answer are accepted; a missing ``interval`` means
 1800 s; a compact peer list whose length is not a multiple of 6 (18) loses its last partial
 entry; a bad entry of a peer list is skipped, not fatal; an ``external ip`` that is not 4 or 16
-bytes is ignored. Everything else a tracker sends wrong
-is a :class:`MalformedTrackerResponseError` with a one-line reason.
+bytes is ignored; a ``retry in`` that is neither an integer of minutes (0 or more) nor
+``never`` is ignored (the failure is then retried with the usual backoff). Everything else a
+tracker sends wrong is a :class:`MalformedTrackerResponseError` with a one-line reason.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
-from typing import Final
+from typing import Final, Literal
 from urllib.parse import quote, quote_from_bytes, urlsplit
 
 from bip._describe import safe_text
@@ -31,13 +32,12 @@ from bip_utracker import (
     AnnounceEvent,
     LocalProtocolError,
     ScrapeStats,
-    TrackerRejectedError,
     is_host_name,
     shown_path,
     shown_url,  # one rule for both packages' shown URLs
 )
 
-from ._http_tracker_errors import MalformedTrackerResponseError
+from ._http_tracker_errors import MalformedTrackerResponseError, TrackerFailureError
 
 __all__ = [
     "MAX_PEERS",
@@ -49,10 +49,12 @@ __all__ = [
     "HttpTrackerUrl",
     "PeerName",
     "announce_query",
+    "failure_error",
     "failure_reason",
     "parse_announce_response",
     "parse_http_tracker_url",
     "parse_scrape_response",
+    "retry_in",
     "scrape_query",
     "scrape_url",
     "shown_url",
@@ -123,9 +125,17 @@ _TARGET_SAFE: Final = "!#$%&'()*+,-./:;=?@[]_~"
 def parse_http_tracker_url(url: str) -> HttpTrackerUrl:
     """Split an ``http://`` or ``https://`` tracker URL.
 
+    The host is an IPv4 address in dotted-quad form, an IPv6 address in brackets (not a
+    scoped one), or a DNS name by bip_utracker's one rule (:func:`~bip_utracker.is_host_name`,
+    as for ``udp://`` URLs): so not ``0x7f.1``, ``127.1`` or ``t.example.123``, which a
+    resolver would read as an IPv4 address in disguise. An international name is given in
+    its ASCII form (``xn--``); one in Unicode is refused rather than converted by the
+    outdated IDNA 2003 rules Python knows.
+
     Raises:
-        LocalProtocolError: not a str, not http(s), no host, a bad port, credentials in it
-            (``user:pass@``), control characters or spaces, or longer than 4096 characters.
+        LocalProtocolError: not a str, not http(s), no host or a host that is neither an IP
+            address nor a host name, a bad port, credentials in it (``user:pass@``), control
+            characters or spaces, or longer than 4096 characters.
     """
     if not isinstance(url, str):
         raise LocalProtocolError(f"a tracker URL is a str, got {url!r:.80}")
@@ -149,29 +159,40 @@ def parse_http_tracker_url(url: str) -> HttpTrackerUrl:
     if parts.username is not None or parts.password is not None:
         # Not shown: the URL holds a password.
         raise LocalProtocolError("credentials (user:password@) in a tracker URL are not supported")
-    if not host.isascii():
-        raise LocalProtocolError(f"an international host name is not supported: {host!r:.80}")
-    try:
-        host.encode("idna")  # what the resolver will do: a label too long fails there
-    except UnicodeError:
-        raise LocalProtocolError(f"not a host name: {host!r:.80}") from None
+    _check_host(host, bracketed=parts.netloc.startswith("["))
     tls = scheme == "https"
     default = 443 if tls else 80
     port = default if port is None else port
     if port == 0:
         raise LocalProtocolError(f"port 0 in tracker URL {shown_url(url)!r:.80}")
-    is_v6 = ":" in host
-    if is_v6:
-        try:
-            IPv6Address(host)
-        except ValueError:
-            raise LocalProtocolError(f"not an IPv6 address: {host!r:.80}") from None
-    shown = f"[{host}]" if is_v6 else host
+    shown = f"[{host}]" if ":" in host else host
     target = quote(parts.path or "/", safe=_TARGET_SAFE)
     if parts.query:
         target += "?" + quote(parts.query, safe=_TARGET_SAFE)
     host_header = shown if port == default else f"{shown}:{port}"
     return HttpTrackerUrl(url.partition("#")[0], tls, host, port, target, host_header)
+
+
+def _check_host(host: str, *, bracketed: bool) -> None:
+    """Refuse a URL's host (as urlsplit gives it, lower case) that is not an IP address in
+    its URL form or a host name."""
+    if bracketed:
+        try:
+            address = IPv6Address(host)
+        except ValueError:
+            raise LocalProtocolError(f"not an IPv6 address: {host!r:.80}") from None
+        if address.scope_id is not None:  # meaningful on one interface of one host only
+            raise LocalProtocolError(f"a scoped IPv6 address is not supported: {host!r:.80}")
+        return
+    if not host.isascii():
+        raise LocalProtocolError(
+            f"an international host name goes in its xn-- form: {safe_text(host)!r:.80}"
+        )
+    try:
+        IPv4Address(host)  # dotted quad only: "127.1" and "0x7f.1" are no address here
+    except ValueError:
+        if not is_host_name(host):  # one rule with udp:// URLs and the peers trackers name
+            raise LocalProtocolError(f"not a host name or IP address: {host!r:.80}") from None
 
 
 def scrape_url(url: str) -> str | None:
@@ -385,6 +406,57 @@ def failure_reason(body: bytes) -> str | None:
     return _text(failure) if isinstance(failure, bytes) else None
 
 
+def failure_error(body: bytes) -> TrackerFailureError | None:
+    """The tracker's refusal in a body (some trackers send it with a 4xx status), as the error
+    an announce raises: its ``failure reason`` with what it said of when to come back. None if
+    the body is not a bencoded dictionary with a ``failure reason``.
+
+    >>> failure_error(b"d14:failure reason4:busy8:retry ini5ee").retry_in
+    5
+    """
+    try:
+        answer = _bdecode_dict(body)
+    except MalformedTrackerResponseError:
+        return None
+    return _failure(answer)
+
+
+def retry_in(value: object) -> int | Literal["never"] | None:
+    """BEP 31's ``retry in`` as bdecoded: minutes (an int, 0 or more; a huge one clamped to
+    32 bits), or ``"never"``; None for anything else (absent, negative, a string of digits,
+    ``Never``...), which BEP 31 does not define: the failure is then an ordinary one.
+
+    >>> retry_in(5), retry_in(b"never"), retry_in(-1), retry_in(b"5"), retry_in(None)
+    (5, 'never', None, None, None)
+    """
+    if isinstance(value, bool):  # not from bdecode; a caller's True is no number of minutes
+        return None
+    if isinstance(value, int):
+        return min(value, _MAX_COUNT) if value >= 0 else None
+    if value == b"never":
+        return "never"
+    return None
+
+
+def _failure(answer: dict[bytes, object]) -> TrackerFailureError | None:
+    """The error of an answer with a ``failure reason``; None for an answer without one."""
+    failure = answer.get(b"failure reason")
+    if not isinstance(failure, bytes):
+        return None
+    # libtorrent reads "interval" and "min interval" even in a failure and waits at least that
+    # long: the tracker says how often it wants to hear from us, refused or not.
+    given = [
+        _count(value, 0)
+        for value in (answer.get(b"interval"), answer.get(b"min interval"))
+        if isinstance(value, int) and not isinstance(value, bool)
+    ]
+    return TrackerFailureError(
+        _text(failure),
+        retry_in=retry_in(answer.get(b"retry in")),
+        interval=max(given) if given else None,
+    )
+
+
 def _count(value: object, default: int) -> int:
     if isinstance(value, int):
         return min(max(value, 0), _MAX_COUNT)
@@ -459,7 +531,8 @@ def parse_announce_response(body: bytes) -> HttpAnnounceResponse:
     """Read a tracker's bencoded answer to an announce.
 
     Raises:
-        TrackerRejectedError: the answer has a ``failure reason``.
+        TrackerFailureError: the answer has a ``failure reason`` (a
+            :class:`~bip_utracker.TrackerRejectedError` with BEP 31's ``retry in``).
         MalformedTrackerResponseError: the answer is not a bencoded dictionary.
 
     >>> parse_announce_response(b"d8:intervali900e5:peers6:\\x7f\\x00\\x00\\x01\\x1a\\xe1e").peers
@@ -468,9 +541,9 @@ def parse_announce_response(body: bytes) -> HttpAnnounceResponse:
     IPv4Address('81.2.69.160')
     """
     answer = _bdecode_dict(body)
-    failure = answer.get(b"failure reason")
-    if isinstance(failure, bytes):
-        raise TrackerRejectedError(_text(failure))
+    failure = _failure(answer)
+    if failure is not None:
+        raise failure
     warning = answer.get(b"warning message")
     tracker_id = answer.get(b"tracker id")
     min_interval = answer.get(b"min interval")
@@ -497,13 +570,13 @@ def parse_scrape_response(body: bytes, info_hashes: Sequence[bytes]) -> tuple[Sc
     ``info_hashes``, in order; a swarm the answer leaves out counts zeros.
 
     Raises:
-        TrackerRejectedError: the answer has a ``failure reason``.
+        TrackerFailureError: the answer has a ``failure reason``.
         MalformedTrackerResponseError: the answer is not a bencoded dictionary with ``files``.
     """
     answer = _bdecode_dict(body)
-    failure = answer.get(b"failure reason")
-    if isinstance(failure, bytes):
-        raise TrackerRejectedError(_text(failure))
+    failure = _failure(answer)
+    if failure is not None:
+        raise failure
     files = answer.get(b"files")
     if not isinstance(files, dict):
         raise MalformedTrackerResponseError("the tracker's scrape answer has no files dictionary")

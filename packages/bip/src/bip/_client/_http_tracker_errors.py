@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from bip_utracker import TrackerError
+from typing import Literal
 
-__all__ = ["HttpTrackerError", "MalformedTrackerResponseError"]
+from bip_utracker import TrackerError, TrackerRejectedError
+
+__all__ = ["HttpTrackerError", "MalformedTrackerResponseError", "TrackerFailureError"]
 
 
 class HttpTrackerError(TrackerError):
@@ -15,3 +17,34 @@ class HttpTrackerError(TrackerError):
 
 class MalformedTrackerResponseError(HttpTrackerError):
     """An HTTP tracker's answer is not HTTP, or not a tracker response we can read."""
+
+
+class TrackerFailureError(TrackerRejectedError):
+    """An HTTP tracker answered with a ``failure reason``: a
+    :class:`~bip_utracker.TrackerRejectedError` that also carries what the answer said of
+    when to come back, which the :class:`~bip_utracker.Announcer` honours.
+
+    Attributes:
+        message: the tracker's ``failure reason`` (one bounded line).
+        retry_in: BEP 31's ``retry in``: minutes before trying again (an int, 0 or more), or
+            ``"never"`` (do not announce to this tracker again for this torrent); None when
+            the answer did not say, or said it in a form BEP 31 does not define.
+        interval: seconds the answer asked between announces (its ``interval`` or ``min
+            interval``, the larger) if it gave one: a tracker that refuses us for now still
+            says how often it wants to hear from us. None if it gave neither.
+
+    >>> error = TrackerFailureError("overloaded", retry_in=5)
+    >>> (str(error), error.message, error.retry_in, error.interval)
+    ('overloaded', 'overloaded', 5, None)
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_in: int | Literal["never"] | None = None,
+        interval: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.retry_in = retry_in
+        self.interval = interval
