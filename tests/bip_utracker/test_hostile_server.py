@@ -769,3 +769,59 @@ def test_replies_fed_back_as_requests_get_no_answer() -> None:
     for reply in replies:
         for target in (core, other):
             assert _exchange(target, reply, ("10.0.0.7", 6969), 0.0) == []
+
+
+def _accepts(data: bytes) -> bool:
+    from bip_utracker._errors import MalformedPacketError
+    from bip_utracker._options import parse_options
+
+    try:
+        parse_options(data)
+    except MalformedPacketError:
+        return False
+    return True
+
+
+_option_streams = st.lists(
+    st.one_of(
+        st.just(b"\x00"),
+        st.integers(0, 300).map(lambda n: b"\x01" * n),
+        st.tuples(st.integers(2, 255), st.binary(max_size=20)).map(
+            lambda t: bytes([t[0], len(t[1])]) + t[1]
+        ),
+        st.binary(max_size=4),  # anything, truncated options included
+    ),
+    max_size=12,
+).map(b"".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.binary(max_size=600), _option_streams))
+def test_property_the_quick_option_check_agrees_with_the_parser(data: bytes) -> None:
+    """The server tells well-formed options from garbage without parsing them (a datagram of
+    NOPs cost a hundred microseconds to parse, before the sender was proven); the verdict is
+    the parser's, for every input, in every buffer type."""
+    from bip_utracker._options import options_are_well_formed
+
+    expected = _accepts(data)
+    assert options_are_well_formed(data) is expected
+    assert options_are_well_formed(memoryview(bytearray(b"\x00" + data))[1:]) is expected
+
+
+@pytest.mark.parametrize(
+    ("tail", "accepted"),
+    [
+        (b"\x01" * 256, True),
+        (b"\x01" * 256 + b"\x00" + b"\x01" * 1000, True),
+        (b"\x01" * 257, False),
+        (b"\x01" * 65_000, False),
+        (b"\x01" * 255 + b"\x02\x00", True),
+        (b"\x01" * 256 + b"\x02\x00", False),
+        ((b"\x02\xff" + b"x" * 255) * 4, True),
+        (b"\x02\xff" + b"x" * 254, False),
+    ],
+)
+def test_option_counts_at_the_bound(tail: bytes, accepted: bool) -> None:
+    from bip_utracker._options import options_are_well_formed
+
+    assert options_are_well_formed(tail) is accepted is _accepts(tail)

@@ -18,6 +18,7 @@ b'/dir?a=b&c=d'
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
@@ -30,6 +31,7 @@ __all__ = [
     "Option",
     "OptionType",
     "encode_options",
+    "options_are_well_formed",
     "parse_options",
     "url_data_of",
     "url_data_options",
@@ -133,6 +135,49 @@ def parse_options(data: bytes | bytearray | memoryview) -> tuple[Option, ...]:
         options.append(Option(_known_type(kind), raw[start : start + length]))
         position = start + length
     return tuple(options)
+
+
+# A run of NOPs, one more than may be accepted at most: the match never reads further.
+_NOP_RUN = re.compile(rb"\x01{0,%d}" % (MAX_OPTIONS + 1))
+
+
+def options_are_well_formed(data: bytes | bytearray | memoryview) -> bool:
+    """Whether :func:`parse_options` would accept *data*, found without building anything.
+
+    A tracker that does not use the options still has to tell a well-formed announce from
+    garbage, before it knows whether the sender is genuine: this walk costs a few microseconds
+    even for a datagram packed with hundreds of options (runs of NOPs are skipped in one step),
+    where parsing them into objects cost a hundred.
+
+    >>> options_are_well_formed(bytes.fromhex("020c2f6469723f613d6226633d64010100ff"))
+    True
+    >>> options_are_well_formed(bytes.fromhex("0905616263"))
+    False
+    """
+    end = len(data)
+    position = 0
+    count = 0
+    match = _NOP_RUN.match
+    while position < end:
+        kind = data[position]
+        if kind == 1:
+            nops = match(data, position)
+            assert nops is not None  # (a pattern that may match nothing always matches)
+            run_end = nops.end()
+            count += run_end - position
+            position = run_end
+            if count > MAX_OPTIONS:
+                return False
+            continue
+        if kind == 0:
+            return True
+        count += 1
+        if count > MAX_OPTIONS or position + 1 >= end:
+            return False
+        position += 2 + data[position + 1]
+        if position > end:
+            return False
+    return True
 
 
 def encode_options(options: Iterable[Option]) -> bytes:

@@ -56,8 +56,8 @@ from ._codec import (
     decode_request,
 )
 from ._connection_ids import DEFAULT_CONNECTION_ID_WINDOW, ConnectionIds
-from ._errors import LocalProtocolError, MalformedPacketError
-from ._options import parse_options
+from ._errors import LocalProtocolError
+from ._options import options_are_well_formed
 from ._swarm import (
     DEFAULT_MAX_PEERS,
     DEFAULT_MAX_PEERS_PER_HOST,
@@ -532,12 +532,13 @@ class TrackerServerCore:
             if not 0 <= event <= 3:
                 self._malformed += 1
                 return
-            if size > ANNOUNCE_REQUEST_SIZE:
-                try:  # BEP 41 options: only their shape matters to the built-in store
-                    parse_options(data[ANNOUNCE_REQUEST_SIZE:])
-                except MalformedPacketError:
-                    self._malformed += 1
-                    return
+            # BEP 41 options: only their shape matters here (a custom handler gets them
+            # decoded). Checked without building them: the sender is not proven yet.
+            if size > ANNOUNCE_REQUEST_SIZE and not options_are_well_formed(
+                data[ANNOUNCE_REQUEST_SIZE:]
+            ):
+                self._malformed += 1
+                return
             self._announces += 1
             if not self._ids.is_valid(connection_id, host.encode(), now):
                 self._bad_connection_id += 1
