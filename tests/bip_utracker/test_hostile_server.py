@@ -60,7 +60,8 @@ class Attacker:
     def __init__(self, host: str, target: tuple[str, int]) -> None:
         self.host = host
         self.target = target
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
         self.sock.bind((host, 0))
         self.sock.setblocking(False)
         self.bytes_out = 0
@@ -132,7 +133,7 @@ class Campaign:
         before = len(attacker.replies)
         await self.send(attacker, [packet])
         (reply,) = attacker.replies[before:]
-        return decode_response(reply)
+        return decode_response(reply, family=6 if ":" in attacker.host else 4)
 
     async def connect(self, attacker: Attacker) -> int:
         response = await self.request(attacker, ConnectRequest(1).encode())
@@ -582,6 +583,41 @@ async def test_a_forged_source_gets_no_amplification(caplog: pytest.LogCaptureFi
         assert server.statistics().peers == 20 + 2
         campaign.close()
         await honest_exchange(server, b"\x66" * 20)
+    assert_quiet(caplog)
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback")
+async def test_over_ipv6_answers_fit_and_forged_ids_reflect_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = ServerConfig(rate_limit=None, max_peers_per_host=1000)
+    torrent = b"\x67" * 20
+    async with serve_tracker(("::1", 0), config=config) as server:
+        campaign = Campaign(server)
+        one = campaign.attacker("::1")
+        cid = await campaign.connect(one)
+        await campaign.send(one, (announce_packet(cid, torrent, port=1 + p) for p in range(300)))
+        response = await campaign.request(
+            one, announce_packet(cid, torrent, port=9999, num_want=2**31 - 1)
+        )
+        assert isinstance(response, AnnounceResponse)
+        assert len(response.peers) == (DEFAULT_MAX_RESPONSE_SIZE - 20) // 18  # 80 IPv6 peers
+        assert all(peer.family == 6 for peer in response.peers)
+        assert max(len(r) for r in one.replies) <= DEFAULT_MAX_RESPONSE_SIZE
+        before = len(one.replies)
+        forged = list(_forged_requests(random.Random(3)))[:250]
+        await campaign.send(one, forged)
+        assert sum(len(r) for r in one.replies[before:]) <= sum(len(p) for p in forged)
+        campaign.close()
     assert_quiet(caplog)
 
 
