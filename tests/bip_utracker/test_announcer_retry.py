@@ -347,3 +347,30 @@ def test_real_base32_passkeys_are_hidden() -> None:
 def test_ordinary_path_words_stay_readable(word: str) -> None:
     assert not is_secret_segment(word)
     assert shown_url(f"https://t.example/{word}/announce") == f"https://t.example/{word}/announce"
+
+
+# -- min interval: what announce_now() waits for -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLikeResult(AnnounceResult):
+    """An answer with a ``min interval``, as bip's HTTP client's are."""
+
+    min_interval: int | None = None
+
+
+async def test_announce_now_waits_for_the_trackers_min_interval(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with_min = HttpLikeResult(RequestId(1), TRACKER, HASH, 1800, 0, 0, (), min_interval=300)
+    client = Scripted([with_min, answered(1800)])
+    ann = announcer(client)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ann.run)
+        await trio.sleep(10)
+        ann.announce_now()  # the tracker asked for 300 s at least: not before then
+        await trio.sleep(400)
+        ann.announce_now()  # the last answer gave no min interval: ours (30 s)
+        await trio.sleep(100)
+        nursery.cancel_scope.cancel()
+    assert client.times()[:3] == [0.0, 300.0, 410.0]

@@ -315,6 +315,8 @@ class Announcer:
         self._last_announce: float | None = None
         self._next: float | None = None
         self._given_up: str | None = None
+        # The "min interval" of the tracker's last answer (0: none), bounding announce_now().
+        self._tracker_min = 0.0
         # The earliest next try a tracker's BEP 31 "retry in" allows (None: no such hold).
         self._hold_until: float | None = None
         # What run() is asked to do sooner than planned.
@@ -357,7 +359,9 @@ class Announcer:
 
     def announce_now(self) -> None:
         """Announce at once (for more peers, say), or ``min_interval`` seconds after the
-        previous announce if that was more recent: a tracker asked too often may refuse us."""
+        previous announce if that was more recent (or the ``min interval`` the tracker's last
+        answer gave, if longer, up to ``max_interval``; an HTTP tracker's ``min_interval``): a
+        tracker asked too often may refuse us."""
         self._forced = True
         self._wake.set()
 
@@ -473,6 +477,7 @@ class Announcer:
             self._announces += 1
             self._failures = 0
             self._last_event, self._last_result, self._last_error = event, result, None
+            self._tracker_min = _tracker_min_interval(result, self._max)
             self._last_announce = now
             wait = min(max(float(result.interval), self._min), self._max)
         finally:
@@ -502,7 +507,8 @@ class Announcer:
         if self._started and self._complete_pending and not self._failures:
             due = min(due, trio.current_time())  # but a failed one waits out its backoff
         if self._forced:
-            due = min(due, max(trio.current_time(), self._last_attempt + self._min))
+            least = max(self._min, self._tracker_min)
+            due = min(due, max(trio.current_time(), self._last_attempt + least))
         if self._hold_until is not None:  # the tracker said when: nothing brings it forward
             due = max(due, self._hold_until)
         return due
@@ -549,3 +555,12 @@ def _retry_in(error: TrackerError) -> int | Literal["never"] | None:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
     return None
+
+
+def _tracker_min_interval(result: AnnounceResult, most: float) -> float:
+    """The ``min interval`` an answer gave (an HTTP one's ``min_interval``), capped at
+    ``most``; 0 when it gave none."""
+    value = getattr(result, "min_interval", None)
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return min(float(value), most)
+    return 0.0

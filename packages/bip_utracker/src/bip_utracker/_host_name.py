@@ -1,6 +1,6 @@
 """What counts as a DNS host name: one rule for every name a tracker is given by (a ``udp://``
-URL's host) or gives us (a peer named by a tracker's dictionary peer list, in bip's HTTP
-tracker client).
+URL's host; in bip, an ``http://`` or ``https://`` tracker or web seed URL's) or gives us (a
+peer named by a tracker's dictionary peer list, in bip's HTTP tracker client).
 
 The syntax is RFC 1123's: dot-separated labels of 1 to 63 ASCII letters, digits and hyphens,
 none starting or ending with a hyphen (so no underscore), at most 253 characters (RFC 1035's
