@@ -84,7 +84,8 @@ class AnnounceClient(Protocol):
     it, and reads ``interval`` and ``peers`` from each :class:`AnnounceResult` (and shows the
     whole result in :attr:`AnnouncerStatus.last_result`): fill ``request_id`` with any counter of
     your own and ``tracker`` with the address that answered. A subclass of
-    :class:`AnnounceResult` may carry more.
+    :class:`AnnounceResult` may carry more; an int ``min_interval`` on it (the tracker's ``min
+    interval``, seconds) holds off :meth:`Announcer.announce_now` that long.
 
     The exceptions decide what the :class:`Announcer` does: a :class:`TrackerError` (a
     :class:`TrackerRejectedError` for the tracker's own refusal, a :class:`TrackerTimeoutError`,
@@ -95,9 +96,9 @@ class AnnounceClient(Protocol):
 
     - ``retry_in``: BEP 31's ``retry in`` as the tracker gave it: an int of minutes (0 or
       more), and the next try comes that long after (at least ``retry_delay``, at most
-      :data:`MAX_RETRY_IN`), whatever the backoff would say; or ``"never"``, and the
-      announcer sends this tracker nothing more, not even ``stopped``
-      (:attr:`AnnouncerStatus.given_up`). Anything else there is ignored.
+      :data:`MAX_RETRY_IN` or ``max_interval`` if longer), whatever the backoff would say;
+      or ``"never"``, and the announcer sends this tracker nothing more, not even
+      ``stopped`` (:attr:`AnnouncerStatus.given_up`). Anything else there is ignored.
     - ``interval``: seconds the refusal asked between announces (an int): the backoff waits
       at least that long (up to ``max_interval``), as libtorrent does.
     """
@@ -195,17 +196,18 @@ class Announcer:
     announce reads ``progress()`` afresh. A tracker that fails (no answer within ``timeout``,
     an error message, a malformed reply, a name that does not resolve) is retried after
     ``retry_delay`` seconds, doubled after each failure in a row up to ``max_interval``
-    (15, 30, 60 ... 960, 1800, 1800 s by default; libtorrent's grows as 5 s times
-    1 + 2.5 n², to an hour: about as fast, to a longer cap), and not before the
-    ``interval`` a refusal gave. A refusal with BEP 31's ``retry in`` is retried exactly that
-    many minutes later (at least ``retry_delay``, at most :data:`MAX_RETRY_IN`), and neither
-    :meth:`announce_now` nor :meth:`mark_completed` brings that forward; with ``retry in:
-    never`` the announcer stops: it sends that tracker nothing more (no ``stopped``: it
-    refused us), :attr:`AnnouncerStatus.given_up` says why, and :meth:`run` waits idle until
-    cancelled. Failures are status (:attr:`status`, and DEBUG records on the ``bip_utracker.client``
-    logger), never exceptions. The peers of each answer go to the client's sink (a
-    :class:`TrackerClient`'s), and to ``sink`` if one is given, except those of the ``stopped``
-    answer: we are leaving the swarm (they stay in :attr:`status`).
+    (15, 30, 60, 120, 240, 480, 960, then 1800 s by default; libtorrent waits
+    5 * (1 + 2.5 n²) s after the n-th, 17.5, 55, 117.5, 205, 317.5 ... up to an hour: as
+    fast for the first five, then slower, to a longer cap), and not before the ``interval``
+    a refusal gave. A refusal with BEP 31's ``retry in`` is retried exactly that many minutes
+    later (at least ``retry_delay``, at most :data:`MAX_RETRY_IN` or ``max_interval`` if
+    longer), and neither :meth:`announce_now` nor :meth:`mark_completed` brings that forward;
+    with ``retry in: never`` the announcer stops: it sends that tracker nothing more (no
+    ``stopped``: it refused us), :attr:`AnnouncerStatus.given_up` says why, and :meth:`run`
+    waits idle until cancelled. Failures are status (:attr:`status`, and DEBUG records on
+    the ``bip_utracker.client`` logger), never exceptions. The peers of each answer go to the
+    client's sink (a :class:`TrackerClient`'s), and to ``sink`` if one is given, except those
+    of the ``stopped`` answer: we are leaving the swarm (they stay in :attr:`status`).
 
     Args:
         client: a running :class:`TrackerClient`, or any other :class:`AnnounceClient`.
