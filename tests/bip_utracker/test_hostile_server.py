@@ -861,3 +861,27 @@ def test_option_counts_at_the_bound(tail: bytes, accepted: bool) -> None:
     from bip_utracker._options import options_are_well_formed
 
     assert options_are_well_formed(tail) is accepted is _accepts(tail)
+
+
+def test_stopped_announces_keep_no_swarm_alive() -> None:
+    """Anybody may send ``stopped`` for a port it never announced: that used to make the swarm
+    the most recently announced, so a trickle of them kept an emptied swarm from expiry and any
+    swarm from eviction."""
+    from bip_utracker._swarm import SwarmStore
+
+    store = SwarmStore(peer_lifetime=10.0, max_swarms=2, rng=random.Random(5))
+    a, b, c = (bytes([n]) * 20 for n in (1, 2, 3))
+    peer = bytes([10, 0, 0, 1, 0x1A, 0xE1])
+    store.announce_compact(a, peer, 1, 2, 50, 0.0)
+    store.announce_compact(a, peer, 1, 3, 50, 1.0)  # its only peer leaves
+    for n in range(9):
+        stranger = bytes([10, 0, 1, n, 0x1A, 0xE1])
+        assert store.announce_compact(a, stranger, 1, 3, 50, 2.0 + n) == (0, 0, [])
+    assert store.expire(10.0) is False
+    assert a not in store  # quiet since 0.0
+    # Nor does it protect a live swarm from eviction: b is still the least recent.
+    store.announce_compact(b, peer, 1, 2, 50, 20.0)
+    store.announce_compact(a, peer, 1, 2, 50, 21.0)
+    store.announce_compact(b, bytes([10, 0, 2, 1, 0, 1]), 1, 3, 50, 22.0)
+    store.announce_compact(c, peer, 1, 2, 50, 23.0)
+    assert list(store.info_hashes()) == [a, c]

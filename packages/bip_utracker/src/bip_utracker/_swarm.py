@@ -280,15 +280,16 @@ class SwarmStore:
         *peer* is the announcer's 6-byte (IPv4) or 18-byte (IPv6) compact address and the
         returned peers are compact addresses of that family, at most *num_want* of them, never
         *peer*. *event* is an :class:`AnnounceEvent` value: ``stopped`` removes the peer (and
-        returns no peers), ``completed`` counts a download once per peer; ``left == 0`` makes a
-        seeder. A new peer whose host holds ``max_peers_per_host`` entries of the swarm already
-        is answered as by :meth:`sample_compact`, and not recorded.
+        returns no peers; it does not refresh the swarm), ``completed`` counts a download once
+        per peer; ``left == 0`` makes a seeder. A new peer whose host holds
+        ``max_peers_per_host`` entries of the swarm already is answered as by
+        :meth:`sample_compact`, and not recorded.
         """
+        if event == _STOPPED:
+            return self._leave(info_hash, peer, now)
         swarms = self._swarms
         swarm = swarms.pop(info_hash, None)
         if swarm is None:
-            if event == _STOPPED:
-                return 0, 0, []
             if len(swarms) >= self._max_swarms:
                 self._evict_swarm()
             swarm = _Swarm()
@@ -298,12 +299,6 @@ class SwarmStore:
         swarm.last = now
         peers = swarm.peers
         record = peers.pop(peer, None)
-
-        if event == _STOPPED:
-            if record is not None:
-                self._remove(swarm, peer, record)
-            return swarm.seeders, len(peers) - swarm.seeders, []
-
         seeder = left == 0
         family = swarm.v4 if len(peer) == _IPV4_SIZE else swarm.v6
         if record is None:
@@ -359,6 +354,24 @@ class SwarmStore:
             chosen[offset] = chosen[-1]
         chosen.pop()
         return seeders, leechers, chosen
+
+    def _leave(self, info_hash: bytes, peer: bytes, now: float) -> tuple[int, int, list[bytes]]:
+        """A ``stopped`` announce: drop *peer*'s entry, answer the counts and no peers.
+
+        The swarm is neither made nor moved to the recent end: leaving is no sign of life, and
+        anybody may send a ``stopped`` (for a port it never announced) to keep a swarm it wants
+        kept from expiry and eviction.
+        """
+        swarm = self._swarms.get(info_hash)
+        if swarm is None:
+            return 0, 0, []
+        if now >= swarm.trim_at:
+            self._trim(swarm, now)
+        peers = swarm.peers
+        record = peers.pop(peer, None)
+        if record is not None:
+            self._remove(swarm, peer, record)
+        return swarm.seeders, len(peers) - swarm.seeders, []
 
     def sample_compact(
         self, info_hash: bytes, peer: bytes, num_want: int, now: float
