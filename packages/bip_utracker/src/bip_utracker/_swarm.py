@@ -142,7 +142,9 @@ class _Swarm:
 
     def __init__(self) -> None:
         self.peers: dict[bytes, _Peer] = {}
-        # Entries per host (see _host), for max_peers_per_host; a host with none has no key.
+        # Entries per host, for max_peers_per_host; a host with none has no key. A host is
+        # the IP: a compact peer without its 2-byte port (not the /64 of an IPv6 address, as
+        # for the rate limit: hosting providers hand out addresses of one /64 to many).
         self.hosts: dict[bytes, int] = {}
         # The same addresses per family, in a list, to pick a random run of them in O(k).
         self.v4: list[bytes] = []
@@ -153,15 +155,6 @@ class _Swarm:
         # No peer expires before this (the front peer's expiry when last looked at): one
         # comparison tells an announce whether there is anything to trim.
         self.trim_at = math.inf
-
-
-def _host(peer: bytes) -> bytes:
-    """The host a compact peer counts against: its IP address, without the port.
-
-    (Not the /64 of an IPv6 address, as the rate limit has it: hosting providers hand out
-    single addresses of one /64 to many customers.)
-    """
-    return peer[:-2]
 
 
 def _check_limit(name: str, value: object) -> int:
@@ -303,7 +296,7 @@ class SwarmStore:
         family = swarm.v4 if len(peer) == _IPV4_SIZE else swarm.v6
         if record is None:
             hosts = swarm.hosts
-            host = _host(peer)
+            host = peer[:-2]
             held = hosts.get(host, 0)
             if held >= self._max_peers_per_host:
                 self._unrecorded_peers += 1
@@ -470,7 +463,7 @@ class SwarmStore:
             swarm.seeders -= 1
             self._seeder_count -= 1
         hosts = swarm.hosts
-        host = _host(key)
+        host = key[:-2]
         held = hosts[host] - 1
         if held:
             hosts[host] = held
