@@ -156,6 +156,18 @@ def _ip_filter(value: object) -> IPFilter | None:
     return value
 
 
+def _routable(host: _IP) -> bool:
+    """Not an address no datagram of ours should go to, beyond what
+    :attr:`PeerAddress.is_connectable` refuses: IPv4's limited broadcast and "this network"
+    (0/8), which a lying node may list to make us send where we cannot."""
+    if isinstance(host, IPv4Address):
+        return not host.is_unspecified and host.packed[0] != 0 and host != _BROADCAST
+    return True
+
+
+_BROADCAST = IPv4Address("255.255.255.255")
+
+
 def _address(value: object) -> PeerAddress:
     if not isinstance(value, PeerAddress):
         raise LocalProtocolError(f"an address is a PeerAddress, got {value!r}")
@@ -204,6 +216,10 @@ class DHTNode:
         self._ip_filter = _ip_filter(ip_filter)
         # queries the IP filter kept from being sent: _pump fails them at once
         self._blocked: list[Transaction] = []
+        # our sockets' ports and bound hosts (set_local_address); before the tables, whose
+        # node filter reads them while loading a saved state
+        self._local_ports: dict[Family, int] = {}
+        self._local_hosts: dict[Family, _IP] = {}
         # the last time the node was told; statistics() and lookup seeding read node states
         # at it
         self._stats_now = now
@@ -281,7 +297,6 @@ class DHTNode:
         # short of transaction slots
         self._dirty: set[int] = set()
         self._starved = False
-        self._local_ports: dict[Family, int] = {}
         self._next_tick = now + config.maintenance_interval
         self._last_bootstrap: float | None = None
         self._bootstrap_op: int | None = None
@@ -305,10 +320,14 @@ class DHTNode:
         }
 
     def _admissible(self, node: NodeInfo) -> bool:
-        """The tables' node filter: BEP 42 when enforced, and the IP filter."""
+        """The tables' node filter (and the lookups'): no address we cannot or should not
+        query (a broadcast one, our own), BEP 42 when enforced, and the IP filter."""
+        address = node.address
+        if not _routable(address.host) or self._is_us(address):
+            return False
         if self._config.enforce_node_id and not bep42_filter(node):
             return False
-        return not self._filtered(node.address)
+        return not self._filtered(address)
 
     def _filtered(self, address: PeerAddress) -> bool:
         ip_filter = self._ip_filter
@@ -946,6 +965,18 @@ class DHTNode:
             return False
         return self._admissible(node)
 
+    def _is_us(self, address: PeerAddress) -> bool:
+        """Whether *address* is our own socket's (as bound, or as the voters see it)."""
+        family = address.family
+        if address.port != self._local_ports.get(family):
+            return False
+        host = address.host
+        bound = self._local_hosts.get(family)
+        if host == bound or (bound is not None and bound.is_unspecified and host.is_loopback):
+            return True
+        external = self._voter.decided.get(family)
+        return external is not None and external.host == host
+
     def new_lookup(
         self, target: NodeId, kind: LookupKind, seeds: list[NodeInfo], salt: bytes, family: Family
     ) -> Lookup:
@@ -986,6 +1017,19 @@ class DHTNode:
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 0xFFFF:
             raise LocalProtocolError(f"port is in 0..65535, got {port!r}")
         self._local_ports[family] = port
+
+    def set_local_address(self, address: PeerAddress) -> None:
+        """Tell the node the address its socket of that family is bound to (the port as
+        :meth:`set_local_port`). Lookups then never query that address: a node that lists
+        it (with some made-up id) would have us query ourselves. An unspecified host
+        (``0.0.0.0``, ``::``) means every loopback address at that port is ours.
+
+        Raises:
+            LocalProtocolError: *address* is not a PeerAddress.
+        """
+        address = _address(address)
+        self.set_local_port(address.family, address.port)
+        self._local_hosts[address.family] = address.host
 
     def emit(self, event: DHTEvent) -> None:
         """Queue a progress event; dropped (and counted) when the queue is full."""

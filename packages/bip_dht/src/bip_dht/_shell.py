@@ -940,7 +940,7 @@ async def open_dht(
     try:
         for address in wanted:
             sock = sockets[address.family] = await open_socket(address)
-            node.set_local_port(address.family, sock.getsockname()[1])
+            node.set_local_address(_bound(sock))
             # before anything is sent: an ICMP error comes back only once the option is on
             queue = ErrorQueue.open(sock) if USE_ERROR_QUEUES else None
             if queue is not None:
