@@ -19,7 +19,7 @@ import pytest
 import trio
 
 from bip_bencode import BencodeError, decode, encode
-from bip_dht._node import DHTNode
+from bip_dht._node import MAX_COUNTED_ERROR_CODES, OTHER_ERROR_CODES, DHTNode
 from bip_dht._node_config import DHTConfig
 from bip_dht._shell import DHT, open_dht
 from bip_handshake import NodeInfo, PeerAddress
@@ -281,8 +281,13 @@ async def test_garbage_errors(caplog: pytest.LogCaptureFixture) -> None:
         async with target() as dht, responders(["127.0.0.10"], errors) as [liar]:
             for _ in bodies:
                 assert await dht.ping(liar.address) is None
-            # an error without its e, and one that is not even an error
+            # a made-up code in every answer: counted, in bounded memory
+            bodies[:] = [[code, b"made up"] for code in range(1000, 1050)]
+            for _ in bodies:
+                assert await dht.ping(liar.address) is None
             stats = dht.statistics()
+            assert len(stats.errors_received) <= MAX_COUNTED_ERROR_CODES + 1
+            assert stats.errors_received[OTHER_ERROR_CODES] >= 10
             assert stats.table_size == 0
             assert stats.responses_received == 0
             await honest_still_served(dht)

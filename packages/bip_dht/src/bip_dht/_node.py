@@ -123,7 +123,14 @@ from ._stats import DHTStatistics
 from ._tokens import TokenManager
 from ._transactions import Transaction, TransactionTable
 
-__all__ = ["DHTNode"]
+__all__ = ["MAX_COUNTED_ERROR_CODES", "OTHER_ERROR_CODES", "DHTNode"]
+
+MAX_COUNTED_ERROR_CODES = 32
+"""Distinct error codes ``errors_received`` keeps; answers with any further code are counted
+together under :data:`OTHER_ERROR_CODES`."""
+OTHER_ERROR_CODES = 0
+"""The ``errors_received`` key for codes beyond :data:`MAX_COUNTED_ERROR_CODES` (no KRPC error
+code is 0)."""
 
 _IP = IPv4Address | IPv6Address
 
@@ -1050,7 +1057,11 @@ class DHTNode:
             self._dirty.add(op.id)
         table = self._tables[tx.address.family]
         if isinstance(message, ErrorReply):
-            self._errors_received[int(message.code)] += 1
+            code = int(message.code)
+            errors = self._errors_received
+            if code not in errors and len(errors) >= MAX_COUNTED_ERROR_CODES:
+                code = OTHER_ERROR_CODES  # a made-up code per answer must not grow the counter
+            errors[code] += 1
             if _log.isEnabledFor(_DEBUG):
                 _log.debug(
                     "DHT node %s answered our %s with error %d: %r",

@@ -35,7 +35,8 @@ class DHTStatistics:
 
     - datagrams_received, datagrams_sent, bytes_received, bytes_sent: on the wire.
     - queries_sent: our queries by method. responses_received: answers matched to them.
-    - errors_received: KRPC errors answering our queries, by code.
+    - errors_received: KRPC errors answering our queries, by code (up to 32 codes; further
+      ones under 0).
     - timeouts: our queries that got no answer in time.
     - unreachable: our queries failed at once, before their timeout, because the system
       reported their destination unreachable (an ICMP port, host or network unreachable;
