@@ -247,7 +247,8 @@ async def test_endless_closer_nodes_end_the_lookup(caplog: pytest.LogCaptureFixt
             sent = sum(dht.statistics().queries_sent.values()) - before
             assert found
             # one query per attacker IP at most (restrict_search_ips), within the lookup's cap
-            assert sent <= len(hosts) + 5
+            # (and a maintenance tick's few queries)
+            assert sent <= len(hosts) + 20
             with trio.fail_after(8):
                 async with dht.get_peers(goal) as search:
                     assert [peer async for peer in search] == []

@@ -75,8 +75,7 @@ def test_a_blocked_address_is_never_queried() -> None:
     node = DHTNode(rng=random.Random(1), now=0.0, ip_filter=FILTER)
     op = node.ping(BAD, 0.0)
     assert sent(node) == []
-    node.handle_timer(node.next_deadline() or 0.0)
-    assert events(node) == [PingFinished(op, None)]
+    assert events(node) == [PingFinished(op, None)]  # at once, not at the timeout
     assert node.statistics().filtered_ip == 1
     assert node.statistics().outstanding == 0
     node.add_node(BAD, 0.0)  # a hint from a peer: dropped
@@ -178,3 +177,30 @@ async def test_a_running_node_with_a_filter() -> None:
             assert dht.set_ip_filter(blocked) == 1  # .3 had joined the table
             with pytest.raises(LocalProtocolError):
                 dht.set_ip_filter("127.0.0.3")  # type: ignore[arg-type]
+
+
+def test_a_lookup_drops_candidates_a_new_filter_blocks_at_once() -> None:
+    config = DHTConfig(alpha=1)
+    node = DHTNode(rng=random.Random(1), now=0.0, node_id=node_id(0), config=config)
+    good = NodeInfo(node_id(1 << 140), GOOD)
+    blocked = [
+        NodeInfo(node_id(1 << 150), BAD),
+        NodeInfo(node_id(1 << 151), PeerAddress.parse("5.5.5.6:6881")),
+    ]
+    node.warm_table([good, *blocked], 0.0)
+    op = node.find_node(node_id(1 << 139), 0.0)
+    [(query, address)] = sent(node)
+    assert address == GOOD
+    assert node.set_ip_filter(FILTER, 0.1) == 2
+    node.receive_datagram(reply(query[b"t"], good.node_id, nodes=b""), GOOD, 0.2)
+    # the lookup's other candidates are blocked: failed unsent, and the lookup is over now
+    # (at once, not at their timeouts)
+    assert node.next_deadline() == 0.2
+    node.handle_timer(0.2)
+    assert sent(node, 0.2) == []
+    [finished] = events(node)
+    assert isinstance(finished, LookupFinished)
+    assert finished.operation == op
+    assert [n.node for n in finished.result.nodes] == [good]
+    assert node.statistics().filtered_ip == 2
+    assert node.statistics().outstanding == 0

@@ -514,8 +514,10 @@ class DHTNode:
 
     def next_deadline(self) -> float | None:
         """When :meth:`handle_timer` must next run (never None: maintenance always ticks)."""
-        if self._blocked:
-            return self._stats_now  # queries the IP filter stopped: fail them now
+        if self._blocked or self._dirty:
+            # queries the IP filter stopped, or operations they failed that the last pump's
+            # bounded rounds left: due now
+            return self._stats_now
         deadline = self._next_tick
         tx = self._transactions.next_deadline()
         if tx is not None and tx < deadline:
@@ -857,7 +859,6 @@ class DHTNode:
         # bounded: each round either ends an operation, starts one, or sends nothing new
         for _ in range(1 + len(self._running) + len(self._queue)):
             self._flush_pings(now)
-            blocked = self._fail_blocked(now)
             if self._starved and self._transactions.free > 0:
                 self._dirty.update(self._running)
                 self._starved = False
@@ -874,6 +875,8 @@ class DHTNode:
                         self._starved = True  # it may want more once slots free up
                 if op.done:
                     ended.append(op)
+            # queries the IP filter stopped fail now: their operations move on next round
+            blocked = self._fail_blocked(now)
             for op in ended:
                 del self._running[op.id]
                 self._finish(op)
