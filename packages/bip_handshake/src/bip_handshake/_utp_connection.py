@@ -422,6 +422,12 @@ class UtpConnection:
         self._rto_us = INITIAL_TIMEOUT_US
         self._rto_deadline: int | None = None
         self._probe_deadline: int | None = None
+        # Since when our written bytes wait, unsent or unacknowledged, without any ack
+        # progress (None: nothing waits). A peer that answers (keeping the idle timer and
+        # the retransmission count at bay: "alive, only full") but never takes anything, a
+        # window shut forever, fails after idle_timeout of it instead of holding the writer
+        # forever.
+        self._progress_us: int | None = None
         self._timeouts = 0
         self._last_resend_us = -1
         self._pace_tokens = float(_PACING_BURST)  # bytes that may leave now, back to back
@@ -543,11 +549,22 @@ class UtpConnection:
         # the right one; the rest follow once the initiator acks it.
         connection._confirmed = False
         connection._confirm_deadline = now_us + INITIAL_TIMEOUT_US
+        # Half-open until then: a SYN from a spoofed address is never followed by anything,
+        # while an honest initiator confirms within a round trip (a BitTorrent one sends its
+        # handshake, and resends it until acked), or, idle and its confirmation lost, sends
+        # a keepalive within keepalive_interval, or resends its SYN (our ST_STATE was lost:
+        # then only the idle timeout applies, as a patient initiator's copies may come
+        # minutes apart). Past that, the connection is given up (see handle_timer).
+        connection._half_open_deadline = now_us + int(
+            (config.keepalive_interval + config.connect_timeout) * 1e6
+        )
         connection._first_seq = seq_nr
         return connection
 
     _confirmed: bool = True
     _confirm_deadline: int | None = None
+    _half_open_deadline: int | None = None
+    """When an accepted connection the initiator never confirmed is given up."""
     _first_seq: int | None = None
     """An accepted connection's first sequence number, while only it may be sent (after
     the confirmation timeout, before the initiator confirmed)."""
@@ -680,6 +697,12 @@ class UtpConnection:
         self.shutdown_write()
         if self.state is UtpState.SYN_SENT:
             self.abort()
+        elif not self._confirmed and not self._pending and not self._outgoing:
+            # Accepted, and the peer never spoke after its SYN (a flood's SYNs, from spoofed
+            # addresses, never do): nothing to deliver and nobody known to hear a FIN, so no
+            # lingering for close_timeout in a slot an honest peer could use. The RESET
+            # tells a real initiator at once.
+            self.abort(UtpError("closed before the peer confirmed the connection"))
         elif self.state is not UtpState.FAILED and self._close_deadline is None:
             self._close_deadline = now_us + int(self._config.close_timeout * 1e6)
 
@@ -709,6 +732,7 @@ class UtpConnection:
             if not self.initiator and packet.seq_nr == self._syn_seq:
                 self._last_received_us = now_us
                 self._ack_pending = True
+                self._half_open_deadline = None  # a live initiator: see accept
             return
         if self.state is UtpState.SYN_SENT:
             if packet.ack_nr != self._acked_next():
@@ -756,6 +780,7 @@ class UtpConnection:
     def _confirm(self) -> None:
         self._confirmed = True
         self._confirm_deadline = None
+        self._half_open_deadline = None
         self._first_seq = None
 
     def _unconfirmed_hold(self) -> bool:
@@ -812,6 +837,7 @@ class UtpConnection:
 
     def _acknowledged(self, entry: _Outgoing, now_us: int, *, sample: bool = True) -> int:
         self._uncount(entry)
+        self._progress_us = now_us
         # Karn: never time a resent packet, nor one sent before a resend (its ack may
         # have been lost and the resend's ack cover it late).
         if sample and entry.transmissions == 1 and entry.first_sent_us >= self._last_resend_us:
@@ -829,6 +855,13 @@ class UtpConnection:
     def _selective_ack(self, ack_nr: int, bitmask: bytes, now_us: int) -> int:
         acked_bytes = 0
         outstanding = seq_distance(self._acked, self._seq_nr) - 1
+        # Bits past our next sequence number name packets never sent: only the bytes that
+        # can name a packet in flight are read (a 255-byte mask of ones names 2040 packets,
+        # each a step, in every datagram of a flood).
+        reach = seq_distance((ack_nr + 2) & _SEQ_MASK, self._seq_nr)
+        if reach >= _HALF:
+            return 0  # ack_nr is our last packet: the mask names only packets never sent
+        bitmask = bitmask[: (reach + 7) // 8]
         sacked: list[int] = []  # distances from self._acked, ascending
         for offset in sack_offsets(bitmask):
             seq = (ack_nr + 2 + offset) & _SEQ_MASK
@@ -1018,6 +1051,7 @@ class UtpConnection:
             self._loss_boundary = last
         if not self._outgoing:
             self._rto_deadline = None
+            self._progress_us = None
 
     def _rtt_sample(self, sample_us: int) -> None:
         sample_us = max(0, sample_us)
@@ -1204,6 +1238,7 @@ class UtpConnection:
             return None
         candidates = [
             self._confirm_deadline,
+            self._half_open_deadline,
             self._rto_deadline,
             self._pace_deadline,
             self._probe_deadline,
@@ -1212,9 +1247,19 @@ class UtpConnection:
         ]
         if self.state is not UtpState.CLOSED:
             candidates.append(self._last_received_us + int(self._config.idle_timeout * 1e6))
+            candidates.append(self._stalled_deadline())
             if self.state is not UtpState.SYN_SENT:
                 candidates.append(self._last_sent_us + int(self._config.keepalive_interval * 1e6))
         return min(value for value in candidates if value is not None)
+
+    def _stalled_deadline(self) -> int | None:
+        """When an open connection whose written data waits without any ack progress fails."""
+        if self._progress_us is None or self.state not in (
+            UtpState.CONNECTED,
+            UtpState.FIN_SENT,
+        ):
+            return None
+        return self._progress_us + int(self._config.idle_timeout * 1e6)
 
     def handle_timer(self, now_us: int) -> None:
         """Run whatever timers expired at ``now_us``."""
@@ -1230,6 +1275,13 @@ class UtpConnection:
             return
         if self.state is UtpState.CLOSED:
             return
+        if self._half_open_deadline is not None and now_us >= self._half_open_deadline:
+            # Nothing but one SYN from the peer for keepalive_interval + connect_timeout: a
+            # spoofed SYN, or a peer that gave up. Half-open connections must not hold their
+            # slot for the whole idle timeout (a SYN flood would lock honest peers out).
+            self._reset_pending = True
+            self._fail(UtpError("the peer never confirmed the connection (half-open)"))
+            return
         if self._confirm_deadline is not None and now_us >= self._confirm_deadline:
             # Unconfirmed still: our first packet may go alone (see accept).
             self._confirm_deadline = None
@@ -1237,6 +1289,14 @@ class UtpConnection:
         if now_us >= self._last_received_us + idle:
             error_type = UtpConnectError if self.state is UtpState.SYN_SENT else UtpError
             self._fail(error_type(f"no packet from the peer for {self._config.idle_timeout} s"))
+            return
+        stalled = self._stalled_deadline()
+        if stalled is not None and now_us >= stalled:
+            # The peer is alive (it keeps sending) but takes nothing: tell it, and give up.
+            self._reset_pending = True
+            self._fail(
+                UtpError(f"nothing we sent was acknowledged for {self._config.idle_timeout} s")
+            )
             return
         rto_expired = self._rto_deadline is not None and now_us >= self._rto_deadline
         if rto_expired and not self._on_timeout(now_us):
@@ -1302,6 +1362,10 @@ class UtpConnection:
             return out
         if self.state is UtpState.FAILED or self.finished:
             return out
+        if not self._pending and not self._outgoing:
+            self._progress_us = None
+        elif self._progress_us is None:
+            self._progress_us = now_us  # bytes start waiting: for the peer's window, or acks
         self._pace_deadline = None
         # Resends first, in sequence order; new data only once none is left waiting. The
         # count of entries to resend stops the scan at the last one (usually the first).
