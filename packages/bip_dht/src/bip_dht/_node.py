@@ -168,7 +168,7 @@ def _routable(host: _IP) -> bool:
     :attr:`PeerAddress.is_connectable` refuses: IPv4's limited broadcast and "this network"
     (0/8), which a lying node may list to make us send where we cannot."""
     if isinstance(host, IPv4Address):
-        return not host.is_unspecified and host.packed[0] != 0 and host != _BROADCAST
+        return host.packed[0] != 0 and host != _BROADCAST  # 0/8 holds 0.0.0.0 too
     return True
 
 
