@@ -103,8 +103,9 @@ class DHTConfig:
     - restrict_routing_networks: with restrict_routing_ips, a bucket also keeps one node per
       /24 (IPv4) or /64 (IPv6) network, as libtorrent's ``restrict_routing_ips`` does (local
       addresses, the ones BEP 42 exempts, are exempt: a LAN's nodes share a /24). Off by
-      default for now (see the CHANGELOG); turn it on against Sybils that hold a whole
-      network.
+      default for now: it also turns away honest nodes that share a network (a campus, a
+      carrier-grade NAT), a cost libtorrent accepts; turn it on against Sybils that hold a
+      whole network.
     - enforce_node_id: refuse (table and lookups) nodes whose id breaks BEP 42 for their
       address (local addresses are exempt); off by default, as in libtorrent, because
       many nodes still run unrestricted ids.
