@@ -20,6 +20,8 @@ import trio
 from bip_bencode import BencodeError, decode, encode
 from bip_dht._node import DHTNode
 from bip_dht._node_config import DHTConfig
+from bip_dht._node_id import NodeId
+from bip_dht._routing import Admission, RoutingTable
 from bip_dht._shell import DHT, open_dht
 from bip_handshake import NodeInfo, PeerAddress
 
@@ -194,3 +196,34 @@ def test_one_network_per_bucket_when_asked() -> None:
         rng=rng, now=0.0, config=DHTConfig(restrict_routing_networks=True), node_id=bytes(20)
     )
     assert strict.warm_table(lan, 0.0) == len(lan)
+
+
+def test_one_network_per_bucket_in_the_table() -> None:
+    """The table itself: a second node of a held /24 is refused in the bucket, as a
+    candidate and when a known node moves there; a bad holder no longer holds it; IPv6 counts
+    /64s."""
+    own = NodeId(bytes(20))
+    table = RoutingTable(own, family=4, rng=random.Random(0), restrict_networks=True)
+    first = NodeInfo((1 << 159).to_bytes(20, "big"), PeerAddress.parse("1.2.3.4:1"))
+    second = NodeInfo((1 << 159 | 1).to_bytes(20, "big"), PeerAddress.parse("1.2.3.5:1"))
+    elsewhere = NodeInfo((1 << 159 | 2).to_bytes(20, "big"), PeerAddress.parse("1.2.4.5:1"))
+    assert table.heard_from(first, 0.0, responded=True) is Admission.ADDED
+    assert table.heard_from(second, 0.0, responded=True) is Admission.REJECTED
+    assert not table.heard_about(second, 0.0)
+    assert table.heard_from(elsewhere, 0.0, responded=True) is Admission.ADDED
+    # a known node that answers from the held network is not followed there
+    moved = NodeInfo(elsewhere.node_id, PeerAddress.parse("1.2.3.9:1"))
+    for _ in range(3):  # it must be bad first: a good node is never followed
+        table.failed(elsewhere, 0.0)
+    assert table.heard_from(moved, 1.0, responded=True) is Admission.REJECTED
+    # the holder gone bad frees its network
+    for _ in range(3):
+        table.failed(first, 1.0)
+    assert table.heard_from(second, 2.0, responded=True) is not Admission.REJECTED
+    six = RoutingTable(own, family=6, rng=random.Random(0), restrict_networks=True)
+    a = NodeInfo((1 << 159).to_bytes(20, "big"), PeerAddress.parse("[2001:db8::1]:1"))
+    b = NodeInfo((1 << 159 | 1).to_bytes(20, "big"), PeerAddress.parse("[2001:db8::2]:1"))
+    c = NodeInfo((1 << 159 | 2).to_bytes(20, "big"), PeerAddress.parse("[2001:db8:0:1::1]:1"))
+    assert six.heard_from(a, 0.0, responded=True) is Admission.ADDED
+    assert six.heard_from(b, 0.0, responded=True) is Admission.REJECTED
+    assert six.heard_from(c, 0.0, responded=True) is Admission.ADDED
