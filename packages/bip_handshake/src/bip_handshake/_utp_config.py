@@ -90,9 +90,13 @@ class UtpConfig:
         max_pending_accepts: accepted connections waiting in
             :meth:`~bip_handshake.UtpSocket.incoming`; a SYN beyond them is
             refused with a RESET (a SYN flood costs at most this many connections).
-        connect_timeout: seconds a connect may take (the SYN is resent meanwhile).
+        connect_timeout: seconds a connect may take (the SYN is resent meanwhile). An
+            accepted connection whose initiator sent nothing but one SYN for
+            ``keepalive_interval + connect_timeout`` is given up (half-open: a SYN flood's).
         idle_timeout: seconds without any packet from the peer before a connection is
-            declared dead (the peer's keepalives every ~29 s keep it open).
+            declared dead (the peer's keepalives every ~29 s keep it open); also the
+            longest written bytes may wait without the peer acknowledging any of them (a
+            peer that keeps answering with a shut window fails then, with a RESET).
         receive_buffer: bytes a connection buffers for the reader, in order and out of
             order; this is the window we advertise, so it bounds what a peer can make
             us hold.

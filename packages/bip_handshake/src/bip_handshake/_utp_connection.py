@@ -71,7 +71,14 @@ How it behaves, following BEP 29 and libtorrent:
   old ack is ignored. A FIN fixes the last sequence number; nothing past it is taken.
 - A keepalive ST_STATE goes out after ``keepalive_interval`` of our silence (with
   ``ack_nr - 1``, as libtorrent, so that it never counts as a duplicate ack), and a
-  connection that hears nothing for ``idle_timeout`` fails.
+  connection that hears nothing for ``idle_timeout`` fails. So does one whose written
+  bytes wait ``idle_timeout`` without any of ours acknowledged (a peer that keeps
+  answering with its window shut: alive, but never taking anything), with a RESET.
+- Half-open accepts: a connection whose initiator sent nothing but its SYN fails after
+  ``keepalive_interval + connect_timeout`` (a resent SYN shows a live initiator: then
+  only the idle timeout applies), and closing it ends it at once with a RESET when
+  nothing written waits, instead of lingering: a SYN flood's connections free their
+  slots (libtorrent, too, fails an unconfirmed connection at its first timeout).
 """
 
 from __future__ import annotations

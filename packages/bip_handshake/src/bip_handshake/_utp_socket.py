@@ -26,7 +26,9 @@ connections, ``max_pending_accepts`` unclaimed accepts (a SYN beyond either is
 answered with a RESET), each connection's receive window, the bytes all
 connections hold for their readers together (``max_buffered``: one
 :class:`~bip_handshake._utp_connection.UtpReceiveBudget` they share), and a queue of
-datagrams to send. A packet for no known connection is answered with a RESET, as libtorrent
+datagrams to send; and for how long: a half-open accept (a spoofed SYN is never
+followed by anything) ends after ``keepalive_interval + connect_timeout``, or at once
+when its stream is closed. A packet for no known connection is answered with a RESET, as libtorrent
 does, but at most ``resets_per_second`` of them, so that spoofed packets cannot make
 us a reflector. Leaving the context manager resets every connection: their streams
 raise :class:`trio.BrokenResourceError`.
