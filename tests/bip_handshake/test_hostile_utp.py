@@ -19,12 +19,20 @@ from ipaddress import IPv4Address
 import pytest
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bip_handshake import PeerAddress, _utp_connection
 from bip_handshake._utp_config import UtpConfig
-from bip_handshake._utp_connection import MAX_REORDER_DISTANCE, UtpConnection, UtpState
+from bip_handshake._utp_connection import (
+    MAX_REORDER_DISTANCE,
+    UtpConnection,
+    UtpReceiveBudget,
+    UtpState,
+)
 from bip_handshake._utp_packet import UtpPacket, UtpPacketType, encode_packet, sack_offsets
 from bip_handshake._utp_socket import UtpSocket, open_utp_over, open_utp_socket
+from bip_handshake._utp_stream import UtpStream
 
 T = UtpPacketType
 DEADLINE = 20.0
@@ -372,6 +380,40 @@ async def test_reorder_flood_and_duplicates_are_bounded(caplog: pytest.LogCaptur
             await stream.aclose()
             await honest_transfer(victim)
     assert_clean(caplog)
+
+
+async def test_many_peers_fill_the_reorder_share(caplog: pytest.LogCaptureFixture) -> None:
+    """Eight peers each hold a hole and fill what they can behind it: together they take
+    at most half the socket's budget, and an honest connection still gets through."""
+    config = UtpConfig(receive_buffer=128 * 1024, max_buffered=512 * 1024)
+    with trio.fail_after(DEADLINE):
+        async with open_utp_socket(config=config) as victim, trio.open_nursery() as nursery:
+            streams = []
+            for index in range(8):
+                raw = await nursery.start(_reorder_filler, victim, f"127.0.0.{10 + index}")
+                streams.append(raw)
+            await trio.sleep(0.2)
+            budget = victim._budget
+            assert config.max_buffered // 2 - 1000 < budget.reorder_used
+            assert budget.reorder_used <= config.max_buffered // 2
+            assert budget.used <= config.max_buffered
+            assert victim.statistics().buffered == budget.used
+            await honest_transfer(victim)
+            nursery.cancel_scope.cancel()
+    assert_clean(caplog)
+
+
+async def _reorder_filler(
+    victim: UtpSocket, host: str, *, task_status: trio.TaskStatus[UtpStream]
+) -> None:
+    async with attacker(victim, host) as raw:
+        ours = (await handshake(raw, victim, 100, 7)).seq_nr
+        stream = await victim.incoming().receive()
+        await raw.send_many(
+            [packet(T.DATA, 101, 7 + d, ours - 1, payload=b"r" * 1000) for d in range(2, 200)]
+        )
+        task_status.started(stream)
+        await trio.sleep_forever()
 
 
 # ------------------------------------------------------------------------------ acks
@@ -725,3 +767,69 @@ def test_no_progress_under_a_shut_window_fails() -> None:
     assert core.state is UtpState.FAILED
     assert "acknowledged" in str(core.error)
     assert now <= 32_000_000
+
+
+# ------------------------------------------------------------------------------ fuzzing
+
+
+_fields = st.tuples(
+    st.sampled_from([T.DATA, T.FIN, T.STATE, T.STATE, T.DATA, T.SYN, T.RESET]),
+    st.integers(-40, 40) | st.integers(0, 0xFFFF),  # seq, relative to the next expected
+    st.integers(-40, 40) | st.integers(0, 0xFFFF),  # ack, relative to our last sent
+    st.sampled_from([0, 1, 1400, 1 << 20, 0xFFFFFFFF]),
+    st.integers(0, 0xFFFFFFFF),
+    st.sampled_from([0, 1, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF]) | st.integers(0, 0xFFFFFFFF),
+    st.none() | st.binary(min_size=1, max_size=255),
+    st.sampled_from([0, 1, 100, 1200, 5000]),
+    st.integers(0, 2_000_000),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_fields, max_size=60), st.integers(0, 0xFFFF))
+def test_random_packets_keep_the_invariants(
+    packets: list[tuple[UtpPacketType, int, int, int, int, int, bytes | None, int, int]],
+    base: int,
+) -> None:
+    """Whatever a connected peer sends, in any order: no exception, and the books balance
+    (bytes in flight, buffered bytes, the shared budget) within their bounds."""
+    config = UtpConfig(receive_buffer=64 * 1024, max_buffered=256 * 1024)
+    budget = UtpReceiveBudget(config.max_buffered)
+    syn = UtpPacket(T.SYN, 900, 0, 0, 1 << 20, base, 0)
+    core = UtpConnection.accept(syn, 5000, now_us=0, config=config, budget=budget)
+    core.receive_packet(UtpPacket(T.STATE, 901, 0, 0, 1 << 20, (base + 1) & 0xFFFF, 4999), 10)
+    core.write(b"w" * 20_000)
+    now = 10
+    for kind, seq, ack, wnd, ts, tsd, sack, size, step in packets:
+        now += step
+        core.handle_timer(now)
+        core.datagrams_to_send(now)
+        seq_nr = (core._ack_nr + 1 + seq) & 0xFFFF if seq < 0x100 else seq
+        ack_nr = (core._seq_nr - 1 + ack) & 0xFFFF if ack < 0x100 else ack
+        hostile = UtpPacket(
+            kind, 901, ts, tsd, wnd, seq_nr, ack_nr, selective_ack=sack, payload=b"p" * size
+        )
+        core.receive_packet(hostile, now)
+        core.datagrams_to_send(now)
+        if core.readable and step % 2:
+            core.read()
+        if core.state is UtpState.FAILED:
+            break
+        in_flight = sum(
+            len(entry.payload) for entry in core._outgoing.values() if not entry.need_send
+        )
+        assert core._in_flight == in_flight
+        assert core._unsent == sum(entry.need_send for entry in core._outgoing.values())
+        assert core._reorder_bytes == sum(map(len, core._reorder.values()))
+        assert len(core._reorder) <= MAX_REORDER_DISTANCE
+        assert core._reorder_bytes <= config.receive_buffer
+        assert budget.used == core.readable + core._reorder_bytes
+        assert budget.reorder_used == core._reorder_bytes
+        assert core._cwnd >= 1
+    core.close(now)
+    core.datagrams_to_send(now)
+    # A closed reader's buffer is given back; out-of-order data stays counted until the
+    # hole is filled (then dropped) or the connection ends.
+    assert budget.used == core._reorder_bytes
+    core.abort()
+    assert budget.used == 0
