@@ -265,6 +265,49 @@ async def test_syn_for_an_id_in_use_by_another_peer(caplog: pytest.LogCaptureFix
 # ------------------------------------------------------------------------------ forgeries
 
 
+async def test_hostile_answers_to_our_connect(caplog: pytest.LogCaptureFixture) -> None:
+    """Our SYN's answer forged from another address, a RESET from another address, an ack
+    for a packet we never sent: all ignored; the real answer connects."""
+    with trio.fail_after(DEADLINE):
+        async with open_utp_socket() as us:
+            listener = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            with listener:
+                await listener.bind(("127.0.0.6", 0))
+                host, port = listener.getsockname()
+                target = PeerAddress(IPv4Address(host), port)
+                async with trio.open_nursery() as nursery:
+                    result: list[object] = []
+
+                    async def dial() -> None:
+                        result.append(await us.connect(target))
+
+                    nursery.start_soon(dial)
+                    data, _ = await listener.recvfrom(2048)
+                    syn = UtpPacket.decode(data)
+                    assert syn.type is T.SYN
+                    cid, seq = syn.connection_id, syn.seq_nr
+                    ours = (us.local_address.host.exploded, us.local_address.port)
+                    async with attacker(us, "127.0.0.7") as forger:
+                        await forger.send(packet(T.STATE, cid, 77, seq))
+                        await forger.send(packet(T.RESET, cid, 77, seq))
+                    await listener.sendto(packet(T.STATE, cid, 77, seq + 5), ours)
+                    await listener.sendto(packet(T.DATA, cid, 77, seq + 9, payload=b"?"), ours)
+                    await trio.sleep(0.1)
+                    assert not result
+                    await listener.sendto(packet(T.STATE, cid, 77, seq), ours)
+                stream = result[0]
+                assert isinstance(stream, UtpStream)
+                await stream.send_all(b"after all that")
+                while True:
+                    data, _ = await listener.recvfrom(2048)
+                    got = UtpPacket.decode(data)
+                    if got.type is T.DATA:
+                        assert got.payload == b"after all that"
+                        break
+                await stream.aclose()
+    assert_clean(caplog)
+
+
 async def test_forged_packets_into_an_established_connection(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
