@@ -159,7 +159,7 @@ async def test_the_vote_needs_distinct_voters(caplog: pytest.LogCaptureFixture) 
     no_errors(caplog)
 
 
-def test_one_network_per_bucket_when_asked() -> None:
+def test_one_network_per_bucket() -> None:
     """The core, with global addresses (loopback ones are exempt): 64 nodes of one /24 with
     made-up ids fill one slot per bucket at most; other networks are unaffected."""
     rng = random.Random(13)
@@ -171,9 +171,7 @@ def test_one_network_per_bucket_when_asked() -> None:
         NodeInfo(rng.randbytes(20), PeerAddress(IPv4Address(f"9.{i}.1.1"), 6881))
         for i in range(1, 9)
     ]
-    node = DHTNode(
-        rng=rng, now=0.0, config=DHTConfig(restrict_routing_networks=True), node_id=bytes(20)
-    )
+    node = DHTNode(rng=rng, now=0.0, node_id=bytes(20))  # the rule is on by default
     node.warm_table(sybils + honest, 0.0)
     table = node.table()
     per_bucket: dict[int, int] = {}
@@ -184,17 +182,20 @@ def test_one_network_per_bucket_when_asked() -> None:
     assert max(per_bucket.values()) == 1
     held = {entry.node.node_id for entry in table.entries(0.0)}
     assert all(node.node_id in held for node in honest)
-    # without the rule (the default for now) only one node per IP applies
-    loose = DHTNode(rng=random.Random(13), now=0.0, node_id=bytes(20))
+    # without the rule only one node per IP applies
+    loose = DHTNode(
+        rng=random.Random(13),
+        now=0.0,
+        config=DHTConfig(restrict_routing_networks=False),
+        node_id=bytes(20),
+    )
     assert loose.warm_table(sybils, 0.0) > len(per_bucket)
     # local networks are exempt: a LAN's nodes share a /24
     lan = [
         NodeInfo(rng.randbytes(20), PeerAddress(IPv4Address(f"192.168.1.{i}"), 6881))
         for i in range(1, 9)
     ]
-    strict = DHTNode(
-        rng=rng, now=0.0, config=DHTConfig(restrict_routing_networks=True), node_id=bytes(20)
-    )
+    strict = DHTNode(rng=rng, now=0.0, node_id=bytes(20))
     assert strict.warm_table(lan, 0.0) == len(lan)
 
 

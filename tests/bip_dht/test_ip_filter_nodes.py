@@ -180,7 +180,8 @@ async def test_a_running_node_with_a_filter() -> None:
 
 
 def test_a_lookup_drops_candidates_a_new_filter_blocks_at_once() -> None:
-    config = DHTConfig(alpha=1)
+    # Both blocked nodes in the table: they share a /24, which the default rule would refuse.
+    config = DHTConfig(alpha=1, restrict_routing_networks=False)
     node = DHTNode(rng=random.Random(1), now=0.0, node_id=node_id(0), config=config)
     good = NodeInfo(node_id(1 << 140), GOOD)
     blocked = [

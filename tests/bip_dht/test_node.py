@@ -526,7 +526,8 @@ def test_external_ip_votes_give_a_bep42_id() -> None:
     net = Net()
     config = DHTConfig(external_ip_votes=3)
     me = net.add("1.2.3.4:6881", config=config, node_id=b"\x00" * 20)
-    others = [net.add(f"5.6.7.{i}:6881", config=config) for i in range(1, 5)]
+    # Four networks: the table keeps one node per /24 in a bucket.
+    others = [net.add(f"5.6.{i}.7:6881", config=config) for i in range(1, 5)]
     old = me.node_id
     for other in others:
         net.wait(me, me.ping(net.address(other), net.now))

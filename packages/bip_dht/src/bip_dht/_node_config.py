@@ -102,10 +102,10 @@ class DHTConfig:
     - restrict_routing_ips: the table keeps one node per IP address.
     - restrict_routing_networks: with restrict_routing_ips, a bucket also keeps one node per
       /24 (IPv4) or /64 (IPv6) network, as libtorrent's ``restrict_routing_ips`` does (local
-      addresses, the ones BEP 42 exempts, are exempt: a LAN's nodes share a /24). Off by
-      default for now: it also turns away honest nodes that share a network (a campus, a
-      carrier-grade NAT), a cost libtorrent accepts; turn it on against Sybils that hold a
-      whole network.
+      addresses, the ones BEP 42 exempts, are exempt: a LAN's nodes share a /24). On by
+      default, as in libtorrent: it also turns away honest nodes that share a network (a
+      campus, a carrier-grade NAT), a cost libtorrent accepts to keep a Sybil holding a whole
+      network to one node per bucket.
     - enforce_node_id: refuse (table and lookups) nodes whose id breaks BEP 42 for their
       address (local addresses are exempt); off by default, as in libtorrent, because
       many nodes still run unrestricted ids.
@@ -170,7 +170,7 @@ class DHTConfig:
     slow_after: float = DEFAULT_SLOW_AFTER
     read_only: bool = False
     restrict_routing_ips: bool = True
-    restrict_routing_networks: bool = False
+    restrict_routing_networks: bool = True
     restrict_search_ips: bool = True
     enforce_node_id: bool = False
     bep42_own_id: bool = True
