@@ -89,7 +89,7 @@ from ._lookup import (
     LookupNode,
     LookupResult,
 )
-from ._node import DHTNode
+from ._node import MAX_COUNTED_ERROR_CODES, OTHER_ERROR_CODES, DHTNode
 from ._node_config import DEFAULT_VERSION, DHTConfig
 from ._node_events import (
     AnnounceFinished,
@@ -136,7 +136,14 @@ from ._routing import (
     RoutingTable,
     bep42_filter,
 )
-from ._serve import DEFAULT_SAMPLE_COUNT, DEFAULT_SAMPLE_INTERVAL, QueryHandler, ServeStatistics
+from ._serve import (
+    DEFAULT_SAMPLE_COUNT,
+    DEFAULT_SAMPLE_INTERVAL,
+    MAX_COUNTED_METHODS,
+    OTHER_METHODS,
+    QueryHandler,
+    ServeStatistics,
+)
 from ._shell import DHT, PeerSearch, open_dht
 from ._shell_periodic import DEFAULT_FIND_INTERVAL
 from ._shell_sockets import AddressLike, DHTSocketError
@@ -172,12 +179,16 @@ __all__ = [
     "DEFAULT_VERSION",
     "DHT",
     "GOOD_INTERVAL",
+    "MAX_COUNTED_ERROR_CODES",
+    "MAX_COUNTED_METHODS",
     "MAX_FAILURES",
     "MAX_SALT_SIZE",
     "MAX_SEQ",
     "MAX_VALUE_SIZE",
     "NODE_ID_BITS",
     "NODE_ID_BYTES",
+    "OTHER_ERROR_CODES",
+    "OTHER_METHODS",
     "WANT_N4",
     "WANT_N6",
     "AddressLike",
