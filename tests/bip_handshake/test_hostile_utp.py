@@ -876,3 +876,30 @@ def test_random_packets_keep_the_invariants(
     assert budget.used == core._reorder_bytes
     core.abort()
     assert budget.used == 0
+
+
+def test_repeated_selective_acks_judge_each_packet_once() -> None:
+    """A peer repeating a large mask: the packets below it are judged (fast-resent) once;
+    each later copy walks nothing old; a timeout makes them eligible again."""
+    config = UtpConfig()
+    a = UtpConnection.connect(1, 100, now_us=0, config=config)
+    syn = UtpPacket.decode(a.datagrams_to_send(0)[0])
+    a.receive_packet(UtpPacket(T.STATE, 2, 0, 0, 1 << 30, 500, syn.seq_nr), 10)
+    a._cwnd = 1e6
+    a._rtt_us = None  # no pacing: the whole window leaves at once
+    a.write(b"q" * 300_000)
+    a.datagrams_to_send(20)
+    in_flight = len(a._outgoing)
+    assert in_flight > 200
+    hostile = UtpPacket(T.STATE, 2, 0, 0, 1 << 30, 500, 100, selective_ack=b"\x55" * 255)
+    a.receive_packet(hostile, 30)
+    first = a.statistics().fast_retransmits
+    assert first > 50
+    scanned = a._sack_scanned
+    for step in range(100):
+        a.receive_packet(hostile, 31 + step)
+    assert a.statistics().fast_retransmits == first
+    assert a._sack_scanned == scanned
+    a.datagrams_to_send(200)
+    a.handle_timer(10_000_000)  # a retransmission timeout: everything goes again
+    assert a._sack_scanned is None

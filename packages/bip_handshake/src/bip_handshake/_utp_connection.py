@@ -86,7 +86,6 @@ from __future__ import annotations
 import enum
 import math
 import weakref
-from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Final
 
@@ -435,6 +434,9 @@ class UtpConnection:
         # window shut forever, fails after idle_timeout of it instead of holding the writer
         # forever.
         self._progress_us: int | None = None
+        # The last sequence number judged for a fast resend by selective acks (None: none);
+        # forgotten when packets become eligible again (a timeout, EMSGSIZE).
+        self._sack_scanned: int | None = None
         self._timeouts = 0
         self._last_resend_us = -1
         self._pace_tokens = float(_PACING_BURST)  # bytes that may leave now, back to back
@@ -880,15 +882,22 @@ class UtpConnection:
             if entry is not None:
                 acked_bytes += self._acknowledged(entry, now_us)
         if len(sacked) >= _DUP_ACK_THRESHOLD:
-            # A packet with three acknowledged packets after it is lost (libtorrent's rule).
-            # _lost only marks entries: the dict is not changed while it is walked.
-            for entry in self._outgoing.values():
-                distance = seq_distance(self._acked, entry.seq)
-                after = len(sacked) - bisect_right(sacked, distance)
-                if after < _DUP_ACK_THRESHOLD:
-                    break
-                if not entry.fast_resent and not entry.need_send:
+            # A packet with three acknowledged packets after it is lost (libtorrent's rule):
+            # every one below the third-highest selectively acked. Those below the scan
+            # mark were judged by an earlier selective ack (each is fast-resent once at
+            # most), so a peer repeating large masks costs a walk of the new ones only.
+            limit = sacked[-_DUP_ACK_THRESHOLD]
+            start = 1
+            if self._sack_scanned is not None:
+                scanned = seq_distance(self._acked, self._sack_scanned)
+                if scanned < _HALF:
+                    start = scanned + 1
+            for distance in range(start, limit):
+                entry = self._outgoing.get((self._acked + distance) & _SEQ_MASK)
+                if entry is not None and not entry.fast_resent and not entry.need_send:
                     self._lost(entry.seq, fast=True)
+            if start < limit:
+                self._sack_scanned = (self._acked + limit - 1) & _SEQ_MASK
         return acked_bytes
 
     def _lost(self, seq: int, *, fast: bool) -> None:
@@ -1006,6 +1015,7 @@ class UtpConnection:
 
     def _refused_entry(self, datagram: bytes) -> _Outgoing | None:
         """The packet whose latest transmission ``datagram`` was, now counted as refused."""
+        self._sack_scanned = None  # it goes again, unjudged
         if datagram[0] >> 4 not in (UtpPacketType.DATA, UtpPacketType.FIN):
             return None  # acks and SYNs: nothing waits for them
         if int.from_bytes(datagram[2:4]) != self.send_id:
@@ -1322,6 +1332,7 @@ class UtpConnection:
 
     def _on_timeout(self, now_us: int) -> bool:
         """Resend after a retransmission timeout; ``False`` when the connection gave up."""
+        self._sack_scanned = None  # every packet goes again: each may be judged again
         self._timeouts += 1
         self._timeout_count += 1
         if self.state is UtpState.SYN_SENT:
