@@ -4,7 +4,9 @@ A thin shell around :class:`~bip_utracker._client_core.TrackerClientCore`: it ow
 socket per address family, a reader task per socket and a timer task, resolves tracker host
 names, and turns the core's events into return values and exceptions of the awaiting
 :meth:`TrackerClient.announce` / :meth:`TrackerClient.scrape` calls. Any number of calls may
-run at once, to any number of trackers; calls to one tracker share its connection id.
+run at once, to any number of trackers; calls to one tracker share its connection id. An error
+answer drops that id and sends the call again at once with a fresh one, once (a tracker that
+restarted or rotated its secret refuses every id it granted before).
 
 >>> async def main(info_hash, peer_id):  # doctest: +SKIP
 ...     async with open_tracker_client() as client:
@@ -138,7 +140,9 @@ class TrackerClient:
 
         Raises:
             TrackerTimeoutError: no answer after every retransmission.
-            TrackerRejectedError: the tracker answered with an error message.
+            TrackerRejectedError: the tracker answered with an error message twice (the first
+                error drops the connection id and the request goes again at once with a fresh
+                one: trackers word a stale id in their own way, so every error counts).
             MalformedPacketError: the answer was not a valid packet.
             TrackerError: the host name did not resolve, or no socket of its family.
             LocalProtocolError: a bad argument, or the client is closed.

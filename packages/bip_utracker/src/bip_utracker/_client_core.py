@@ -26,11 +26,15 @@ How the protocol is run:
   n = ``max_retransmits`` (BEP 15: 15 s and 8); then the request fails with
   :class:`TrackerTimeoutError`. A retransmission that would use an expired connection id
   reconnects first (the same transaction id stays valid, so a late answer still counts).
-- An error response fails the request with :class:`TrackerRejectedError`, with one exception:
-  when the request used a connection id cached from earlier, the tracker may have forgotten it
-  (a restart, a rotated secret), so the id is dropped and the request retried once with a fresh
-  one. libtorrent fails at once here; retrying once costs one round trip for a real rejection and
-  saves the announce when the id was stale.
+- An error response to an announce or scrape drops the connection id it used (if still cached)
+  and sends the request again at once, with a fresh id and a fresh transaction id; a second error
+  fails it with :class:`TrackerRejectedError`. Trackers word a stale id differently (ours says
+  "connection id expired", opentracker "Connection ID missmatch.", aquatic "Connection invalid
+  or expired"; a restart or a rotated secret makes any id stale), so the message is not read:
+  every error counts. A real refusal costs one more round trip; a stale id costs no backoff. The
+  retry is once per request, so a tracker that answers every packet with an error cannot loop
+  us, and the fresh transaction id keeps an error answering a retransmission of the refused
+  packet from failing the retry. An error answering a connect fails every request waiting for it.
 - A reply with the right transaction id that does not decode fails its request with
   :class:`MalformedPacketError`.
 
@@ -262,6 +266,7 @@ class ClientStatistics:
         malformed: replies to a packet in flight that did not decode (the request failed).
         completed: requests answered.
         failed: requests that failed (timeouts, rejections, malformed answers).
+        error_retries: requests sent again with a fresh connection id after an error answer.
     """
 
     requests_in_flight: int
@@ -276,6 +281,7 @@ class ClientStatistics:
     malformed: int
     completed: int
     failed: int
+    error_retries: int
 
 
 class _Tracker:
@@ -305,9 +311,9 @@ class _Exchange:
 
     __slots__ = (
         "attempt",
+        "connection_id",
         "deadline",
         "done",
-        "from_cache",
         "info_hashes",
         "kind",
         "params",
@@ -337,8 +343,8 @@ class _Exchange:
         self.attempt = 0
         self.deadline: float | None = None  # None while waiting for a connection id
         self.done = False
-        self.from_cache = False  # sent with a connection id obtained before the request
-        self.retried = False  # already retried once with a fresh connection id
+        self.connection_id: int | None = None  # the id the request was last sent with
+        self.retried = False  # already sent again after an error answer
         self.timer = 0  # the sequence number of the one live timer entry, 0 for none
 
 
@@ -398,6 +404,7 @@ class TrackerClientCore:
         self._malformed = 0
         self._completed = 0
         self._failed = 0
+        self._error_retries = 0
 
     # --- requests ------------------------------------------------------------------------------
 
@@ -555,6 +562,7 @@ class TrackerClientCore:
             malformed=self._malformed,
             completed=self._completed,
             failed=self._failed,
+            error_retries=self._error_retries,
         )
 
     def connection_id(self, tracker: PeerAddress, now: float) -> int | None:
@@ -599,7 +607,6 @@ class TrackerClientCore:
         if connection_id is None:
             self._wait_for_connection(exchange, now)
         else:
-            exchange.from_cache = True
             self._send(exchange, connection_id, now)
         return request_id
 
@@ -625,13 +632,15 @@ class TrackerClientCore:
     def _send(self, exchange: _Exchange, connection_id: int, now: float) -> None:
         if exchange.kind == _CONNECT:
             packet = ConnectRequest(exchange.transaction_id).encode()
-        elif exchange.kind == _ANNOUNCE:
-            assert exchange.params is not None
-            packet = exchange.params.request(connection_id, exchange.transaction_id).encode()
         else:
-            packet = ScrapeRequest(
-                connection_id, exchange.transaction_id, exchange.info_hashes
-            ).encode()
+            exchange.connection_id = connection_id  # an error answer drops this id, not a newer
+            if exchange.kind == _ANNOUNCE:
+                assert exchange.params is not None
+                packet = exchange.params.request(connection_id, exchange.transaction_id).encode()
+            else:
+                packet = ScrapeRequest(
+                    connection_id, exchange.transaction_id, exchange.info_hashes
+                ).encode()
         self._outgoing.append((packet, exchange.tracker.address))
         self._sent += 1
         exchange.deadline = now + self._timeout * (2**exchange.attempt)
@@ -690,24 +699,47 @@ class TrackerClientCore:
         waiting = list(tracker.waiting.values())
         tracker.waiting.clear()
         for exchange in waiting:
-            exchange.from_cache = False
             self._send(exchange, response.connection_id, now)
 
     def _on_error(self, exchange: _Exchange, response: ErrorResponse, now: float) -> None:
-        tracker = exchange.tracker
-        if exchange.kind != _CONNECT and exchange.from_cache and not exchange.retried:
-            # The cached id may be what the tracker refuses: forget it and try once more.
-            exchange.retried = True
-            tracker.connection_id = None
-            _log.debug(
-                "tracker %s refused a %s with a cached connection id (%r): reconnecting once",
-                tracker.address,
-                _KIND_NAMES[exchange.kind],
-                response.message,
-            )
-            self._wait_for_connection(exchange, now)
+        if exchange.kind == _CONNECT:
+            self._fail_exchange(exchange, TrackerRejectedError(response.message))
             return
-        self._fail_exchange(exchange, TrackerRejectedError(response.message))
+        tracker = exchange.tracker
+        # Whatever the message says, the id may be what is refused (see the module docstring).
+        # Only the id this request used is dropped: a newer one, got meanwhile by another
+        # request's reconnect, is fresh.
+        if tracker.connection_id is not None and tracker.connection_id == exchange.connection_id:
+            tracker.connection_id = None
+        if exchange.retried:
+            self._fail(exchange, TrackerRejectedError(response.message))
+            return
+        exchange.retried = True
+        self._error_retries += 1
+        _log.debug(
+            "tracker %s answered a %s with an error (%r): sending it again with a fresh "
+            "connection id",
+            tracker.address,
+            _KIND_NAMES[exchange.kind],
+            response.message,
+        )
+        self._renew_transaction_id(exchange)
+        # The error proves the tracker answers: the retry gets the full retransmission schedule.
+        exchange.attempt = 0
+        connection_id = tracker.valid_connection(now)
+        if connection_id is None:
+            self._wait_for_connection(exchange, now)
+        else:
+            self._send(exchange, connection_id, now)
+
+    def _renew_transaction_id(self, exchange: _Exchange) -> None:
+        """Give *exchange* a new transaction id; answers to the old one become unknown."""
+        # Drawn while the old id is still registered, so the new one differs from it.
+        transaction_id = self._new_transaction_id()
+        if self._transactions.get(exchange.transaction_id) is exchange:
+            del self._transactions[exchange.transaction_id]
+        exchange.transaction_id = transaction_id
+        self._transactions[transaction_id] = exchange
 
     def _complete(self, exchange: _Exchange, event: AnnounceResult | ScrapeResult) -> None:
         self._finish(exchange)
