@@ -17,6 +17,15 @@ Each can be replaced by the caller (mix and match); the brain only routes inputs
 turns their decisions into :mod:`actions <bip_select._actions>`. It is sans-IO: time is the
 ``now`` argument, randomness the injected ``random.Random``.
 
+The strategy and the piece deadlines can change at any time, cheaply:
+:class:`~bip_select.StrategyChanged` switches the selection strategy (the pending deadlines carry
+over), :class:`~bip_select.PieceDeadlineSet`, :class:`~bip_select.PieceDeadlineCleared` and
+:class:`~bip_select.PieceDeadlinesCleared` set and clear deadlines one at a time (libtorrent's
+``set_sequential_download``, ``set_piece_deadline``, ``reset_piece_deadline`` and
+``clear_piece_deadlines``). A strategy without a :class:`~bip_select.Streaming` layer gets one
+from the brain when the first deadline comes, and loses it when every deadline is cleared: peers'
+rates are measured for the picker only while a ``Streaming`` layer needs them.
+
 How a client drives it::
 
     actions = brain.handle(PeerJoined(peer, reqq=250, fast=True), now)
@@ -40,8 +49,9 @@ Nothing is logged per block or per message.
 from __future__ import annotations
 
 import logging
+import math
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -79,10 +89,14 @@ from ._inputs import (
     PeerNotInterested,
     PeerUnchokedUs,
     PeerUploadOnly,
+    PieceDeadlineCleared,
+    PieceDeadlinesCleared,
+    PieceDeadlineSet,
     PieceLost,
     PieceVerified,
     PrioritiesChanged,
     RequestTimedOut,
+    StrategyChanged,
     Tick,
 )
 from ._queueing import PeerQueues, QueueConfig
@@ -228,7 +242,10 @@ class SwarmBrain:
         self._endgame = False  # end-game entered and logged (it is left when pieces free up)
         self._deadline: float | None = None
         self.choker.seeding = self.is_seed
-        self._streaming_strategy = self._streaming()
+        # The Streaming layer the brain put around the user's strategy for deadlines (None:
+        # none, or the strategy has its own); taken off again when every deadline is cleared.
+        self._own_streaming: Streaming | None = None
+        self._drop_stale_deadlines()
         self._handlers: dict[type[Input], Callable[[Any, float], list[Action]]] = {
             PeerJoined: self._joined,
             PeerLeft: self._left,
@@ -250,6 +267,10 @@ class SwarmBrain:
             PieceLost: self._piece_lost,
             PeerUploadOnly: self._upload_only,
             PrioritiesChanged: self._priorities_changed,
+            StrategyChanged: self._strategy_changed,
+            PieceDeadlineSet: self._deadline_set,
+            PieceDeadlineCleared: self._deadline_cleared,
+            PieceDeadlinesCleared: self._deadlines_cleared,
             Tick: lambda _input, now: self.tick(now),
         }
 
@@ -294,6 +315,18 @@ class SwarmBrain:
     def is_banned(self, peer: PeerKey) -> bool:
         """Whether ``peer`` was dropped for bad data."""
         return peer in self._banned
+
+    @property
+    def strategy(self) -> Strategy:
+        """The piece selection strategy in use (with the brain's own
+        :class:`~bip_select.Streaming` layer around it while deadlines need one)."""
+        return self.picker.strategy
+
+    def deadlines(self) -> Mapping[int, float]:
+        """Every pending piece deadline (piece -> when): a copy, from the strategy's outermost
+        :class:`~bip_select.Streaming` layer."""
+        streaming = self._streaming()
+        return {} if streaming is None else streaming.deadlines()
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` next has work (``None``: not before an input arrives).
@@ -345,15 +378,12 @@ class SwarmBrain:
             if picker.block_timed_out(peer, block):
                 actions.append(SendCancel(peer, block))
                 freed = True
-        # The picker wants rates for deadline decisions only: spare the arithmetic otherwise,
-        # and for peers that choke us (they send nothing; the last rate given decays to 0
-        # at the next refresh after an unchoke).
-        streaming = self._streaming_strategy is not None
+        # The picker wants rates for deadline decisions only: spare the arithmetic otherwise
+        # (the strategy is looked up afresh: it may have been switched since the last tick).
+        streaming = self._streaming() is not None
         for peer, state in list(self._peers.items()):
             if not self._sync_snub(peer, state, now, actions) and streaming:
-                idle = state.choking_us and not state.allowed_fast
-                rate = 0.0 if idle else queues.download_rate(peer, now)
-                picker.set_rate(peer, rate)
+                self._set_rate(peer, state, now)
         actions.extend(self.revelation.tick(now))
         if freed or self._next_refill is None or now >= self._next_refill:
             self._next_refill = now + self._refill_interval
@@ -369,6 +399,13 @@ class SwarmBrain:
             return self._peers[peer]
         except (KeyError, TypeError):
             raise LocalProtocolError(f"peer {peer!r} never joined (or was dropped)") from None
+
+    def _set_rate(self, peer: PeerKey, state: _PeerState, now: float) -> None:
+        """Give the picker ``peer``'s download rate, for deadline decisions."""
+        # Not for peers that choke us: they send nothing (the last rate given decays to 0
+        # at the next refresh after an unchoke).
+        idle = state.choking_us and not state.allowed_fast
+        self.picker.set_rate(peer, 0.0 if idle else self.queues.download_rate(peer, now))
 
     def _update_deadline(self, now: float) -> None:
         candidates = [self._next_refill]
@@ -421,8 +458,19 @@ class SwarmBrain:
         self.choker.set_snubbed(peer, snubbed)
         return False
 
-    def _fill(self, peer: PeerKey, state: _PeerState, now: float, actions: list[Action]) -> int:
-        """Top up the requests to ``peer``; returns how many were asked for but not found."""
+    def _fill(
+        self,
+        peer: PeerKey,
+        state: _PeerState,
+        now: float,
+        actions: list[Action],
+        *,
+        batch: bool = True,
+    ) -> int:
+        """Top up the requests to ``peer``; returns how many were asked for but not found.
+
+        ``batch=False`` tops up whatever room there is (a new deadline piece should not wait
+        for a quarter of the queue to drain)."""
         if not state.interested or state.starved == self._epoch:
             return 0
         choked = state.choking_us
@@ -433,7 +481,7 @@ class SwarmBrain:
         depth = self.queues.desired_depth(peer, now)
         room = depth - outstanding
         # Batch: top up once a quarter of the queue has drained (or the pipe is empty).
-        if room <= 0 or (outstanding and room < max(1, depth // 4)):
+        if room <= 0 or (batch and outstanding and room < max(1, depth // 4)):
             return 0
         blocks = self.picker.pick(
             peer, room, now, choked=choked, exclusive=self.queues.on_parole(peer)
@@ -786,6 +834,116 @@ class SwarmBrain:
         self._fill_all(now, actions)
         return actions
 
+    # ---------------------------------------------------------------- strategy and deadlines
+
+    def _strategy_changed(self, event: StrategyChanged, now: float) -> list[Action]:
+        strategy = event.strategy
+        for name in ("tier", "rank", "order", "deadline"):
+            if not callable(getattr(strategy, name, None)):
+                raise LocalProtocolError(f"{strategy!r} is not a piece selection strategy")
+        old = self._streaming()
+        pending = old.deadlines() if old is not None else {}
+        self._own_streaming = None
+        self.picker.strategy = strategy
+        streaming = self._streaming()
+        if pending:
+            layer = self._ensure_streaming(now)
+            own = layer.deadlines()
+            for piece, when in pending.items():
+                if piece not in own:  # the new strategy's own deadline wins
+                    layer.set_deadline(piece, when)
+        elif streaming is not None and old is None:
+            self._set_rates(now)  # a Streaming strategy decides by rates from now on
+        self._drop_stale_deadlines()
+        # Every peer may be asked again: a strategy may allow a peer pieces the old one kept
+        # from it (a deadline piece it was too slow for). Rare, so all of them.
+        actions: list[Action] = []
+        self._epoch += 1
+        self._fill_all(now, actions)
+        return actions
+
+    def _deadline_set(self, event: PieceDeadlineSet, now: float) -> list[Action]:
+        piece, when = event.piece, event.when
+        self.geometry.check_piece(piece)
+        if type(when) not in (int, float) or not math.isfinite(when):
+            raise LocalProtocolError(f"a deadline is a finite time, not {when!r}")
+        picker = self.picker
+        if picker.requests.have(piece):
+            return []  # met already (libtorrent answers at once too)
+        self._ensure_streaming(now).set_deadline(piece, when)
+        actions: list[Action] = []
+        if picker.wants(piece):
+            # Only the peers that have the piece can take it: offer it to them now, whatever
+            # room their queue has, rather than at the next refill.
+            availability = picker.availability
+            for peer, state in self._peers.items():
+                if availability.peer_has(peer, piece):
+                    state.starved = -1
+                    self._fill(peer, state, now, actions, batch=False)
+        return actions
+
+    def _deadline_cleared(self, event: PieceDeadlineCleared, now: float) -> list[Action]:
+        piece = event.piece
+        self.geometry.check_piece(piece)
+        streaming = self._streaming()
+        if streaming is None or streaming.deadline(piece) is None:
+            return []
+        streaming.clear_deadline(piece)
+        # The layer the brain added stays (its rates stay measured): a player clears and sets
+        # deadlines one after the other, and each set would otherwise measure every peer.
+        actions: list[Action] = []
+        if self.picker.wants(piece):
+            # A peer too slow for the deadline may take the piece now: the starved ones that
+            # have it are asked again.
+            availability = self.picker.availability
+            for peer, state in self._peers.items():
+                if state.starved == self._epoch and availability.peer_has(peer, piece):
+                    state.starved = -1
+                    self._fill(peer, state, now, actions)
+        return actions
+
+    def _deadlines_cleared(self, event: PieceDeadlinesCleared, now: float) -> list[Action]:
+        streaming = self._streaming()
+        if streaming is None:
+            return []
+        had = bool(streaming.deadlines())
+        for piece in list(streaming.deadlines()):
+            streaming.clear_deadline(piece)
+        own = self._own_streaming
+        if own is not None and self.picker.strategy is own:
+            self.picker.strategy = own.then  # no deadlines left: no rates to measure
+        self._own_streaming = None
+        actions: list[Action] = []
+        if had:
+            self._epoch += 1  # pieces slow peers were refused are theirs to take again
+            self._fill_all(now, actions)
+        return actions
+
+    def _ensure_streaming(self, now: float) -> Streaming:
+        """The outermost :class:`Streaming` layer, put around the strategy if it has none."""
+        streaming = self._streaming()
+        if streaming is None:
+            streaming = Streaming(then=self.picker.strategy)
+            self.picker.strategy = streaming
+            self._own_streaming = streaming
+            self._set_rates(now)  # once, when the layer comes: ticks keep them fresh
+        return streaming
+
+    def _set_rates(self, now: float) -> None:
+        for peer, state in self._peers.items():
+            self._set_rate(peer, state, now)
+
+    def _drop_stale_deadlines(self) -> None:
+        """Forget deadlines a given strategy brought for pieces had or outside the torrent."""
+        streaming = self._streaming()
+        if streaming is None:
+            return
+        requests = self.picker.requests
+        n = self.geometry.num_pieces
+        for piece in list(streaming.deadlines()):
+            if not 0 <= piece < n or requests.have(piece):
+                streaming.clear_deadline(piece)
+
     def _entered_endgame(self) -> None:
         """End-game is on (every block left is requested): log it the first time."""
         if not self._endgame:
@@ -822,3 +980,8 @@ class SwarmBrain:
             assert peer in self.revelation
         for peer in self.picker.requests.peers():
             assert peer in self._peers
+        own = self._own_streaming
+        assert own is None or self.picker.strategy is own
+        for piece in self.deadlines():
+            assert 0 <= piece < self.geometry.num_pieces
+            assert not self.picker.requests.have(piece), piece

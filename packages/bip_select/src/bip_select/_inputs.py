@@ -17,9 +17,12 @@ from __future__ import annotations
 from collections.abc import Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 from ._geometry import Block
+
+if TYPE_CHECKING:  # a type only: the selection module needs nothing from here
+    from ._selection import Strategy
 
 __all__ = [
     "AllowedFast",
@@ -40,10 +43,14 @@ __all__ = [
     "PeerNotInterested",
     "PeerUnchokedUs",
     "PeerUploadOnly",
+    "PieceDeadlineCleared",
+    "PieceDeadlineSet",
+    "PieceDeadlinesCleared",
     "PieceLost",
     "PieceVerified",
     "PrioritiesChanged",
     "RequestTimedOut",
+    "StrategyChanged",
     "Tick",
 ]
 
@@ -257,8 +264,11 @@ class PrioritiesChanged(Input):
     each piece then takes the highest priority of the files it overlaps. ``piece_priorities``
     sets single pieces and wins over the file priorities for those pieces. ``deadlines`` asks
     for pieces by a time (streaming): piece index to the ``now`` by which it is needed; it
-    replaces every earlier deadline (an empty mapping clears them). A field left ``None``
-    changes nothing.
+    replaces every earlier deadline (an empty mapping clears them) and needs a selection
+    strategy with a :class:`~bip_select.Streaming` layer. A field left ``None`` changes
+    nothing. Every peer's wanted pieces are recounted: to set or clear single deadlines, or
+    deadlines without a ``Streaming`` strategy, :class:`PieceDeadlineSet`,
+    :class:`PieceDeadlineCleared` and :class:`PieceDeadlinesCleared` are cheaper.
 
     >>> PrioritiesChanged(piece_priorities={0: 7, 5: 0}).piece_priorities[5]
     0
@@ -277,6 +287,70 @@ class PrioritiesChanged(Input):
             object.__setattr__(self, "file_priorities", tuple(self.file_priorities))
         if self.deadlines is not None:
             object.__setattr__(self, "deadlines", MappingProxyType(dict(self.deadlines)))
+
+
+@dataclass(frozen=True, slots=True)
+class StrategyChanged(Input):
+    """The user switched the piece selection strategy (sequential on or off, say).
+
+    Takes effect for the next request to any peer; requests already sent stay. The brain's
+    pending piece deadlines carry over: into the new strategy's outermost
+    :class:`~bip_select.Streaming` layer (where that layer has its own deadline for a piece,
+    its own wins), or into a ``Streaming`` layer the brain puts around the new strategy.
+    Send :class:`PieceDeadlinesCleared` first to drop them. Every peer is offered requests
+    again (a strategy may allow a peer pieces the old one kept from it).
+
+    >>> from bip_select import Sequential
+    >>> isinstance(StrategyChanged(Sequential()).strategy, Sequential)
+    True
+    """
+
+    strategy: Strategy
+
+
+@dataclass(frozen=True, slots=True)
+class PieceDeadlineSet(Input):
+    """``piece`` is needed by time ``when`` (the clock of ``now``), for streaming.
+
+    libtorrent's ``set_piece_deadline``: pieces with a deadline are picked before any other,
+    earliest first, from peers fast enough to deliver in time (or the fastest there is), and a
+    block its peer will not deliver in time is asked of a faster peer as well. A new deadline
+    for the same piece replaces the old one; a piece that passes its hash check forgets its
+    deadline; one for a piece we have is ignored. A strategy without a
+    :class:`~bip_select.Streaming` layer gets one around it from the brain.
+
+    Cheap: the deadline is stored in O(1), and only the peers that have ``piece`` are offered
+    requests at once. A deadline does not change priorities: one on a piece of priority 0
+    (a file not selected) is kept and fetches nothing until the piece is wanted (libtorrent
+    raises such a piece to priority 1 instead, and leaves it raised after the deadline is
+    reset; here the file selection wins).
+
+    >>> PieceDeadlineSet(3, 12.5)
+    PieceDeadlineSet(piece=3, when=12.5)
+    """
+
+    piece: int
+    when: float
+
+
+@dataclass(frozen=True, slots=True)
+class PieceDeadlineCleared(Input):
+    """``piece`` is no longer urgent (libtorrent's ``reset_piece_deadline``): it is picked in
+    the strategy's usual order again. No deadline: nothing happens. O(1).
+
+    >>> PieceDeadlineCleared(3)
+    PieceDeadlineCleared(piece=3)
+    """
+
+    piece: int
+
+
+@dataclass(frozen=True, slots=True)
+class PieceDeadlinesCleared(Input):
+    """Every piece deadline is dropped (libtorrent's ``clear_piece_deadlines``).
+
+    A :class:`~bip_select.Streaming` layer the brain added for deadlines is removed again.
+    """
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,15 +72,19 @@ from bip_select import (
     Input,
     PeerLeft,
     PieceVerified,
-    PrioritiesChanged,
     RarestFirst,
     Sequential,
     Strategy,
-    Streaming,
     SwarmBrain,
     TorrentGeometry,
 )
 from bip_select import PieceLost as BrainPieceLost
+from bip_select._inputs import (
+    PieceDeadlineCleared,
+    PieceDeadlinesCleared,
+    PieceDeadlineSet,
+    StrategyChanged,
+)
 
 from ._config import ClientConfig, TorrentOptions
 from ._discovery import PeerSource, UserPeers
@@ -140,9 +144,10 @@ class Torrent:
     Piece order: rarest first by default (BEP 3's advice, libtorrent's default); sequential
     on request (lowest index first, for a player or a previewer); pieces with a deadline
     before either, earliest deadline first, asked of peers fast enough to deliver in time
-    (bip_select's :class:`~bip_select.Streaming` over :class:`~bip_select.RarestFirst` or
-    :class:`~bip_select.Sequential`). Every order stays within the priorities: files not
-    selected are never fetched, whatever the order or the deadlines.
+    (bip_select's :class:`~bip_select.RarestFirst` or :class:`~bip_select.Sequential`, which
+    the brain wraps in a :class:`~bip_select.Streaming` layer while deadlines are set). Each
+    change reaches the brain at once, as libtorrent's. Every order stays within the
+    priorities: files not selected are never fetched, whatever the order or the deadlines.
     """
 
     def __init__(
@@ -240,11 +245,9 @@ class Torrent:
         # The piece order. Remembered before the brain exists (a magnet link's metadata,
         # the check of the data) and given to it when it is made.
         self._sequential = False
-        self._streaming: Streaming | None = None  # the brain's outer strategy, once made
-        # Piece -> when it is needed (trio's clock); at most one per piece: bounded by the
-        # piece count, and a piece that passes its check drops out.
-        self._deadlines: dict[int, float] = {}
-        self._deadlines_told = True  # whether the brain has refilled since they changed
+        # Piece -> when it is needed (trio's clock), until the brain exists (then the brain
+        # keeps them); at most one per piece: bounded by the piece count.
+        self._pending_deadlines: dict[int, float] = {}
 
     # -- public -----------------------------------------------------------------------------
 
@@ -353,14 +356,22 @@ class Torrent:
         and applied when the download starts). Requests already sent stay; the order
         applies to the next ones.
         """
-        self._sequential = bool(enabled)
-        if self._streaming is not None:
-            # The picker asks its strategy afresh at every pick: swapping the inner order
-            # is all it takes (the set of pieces wanted does not change).
-            self._streaming.then = self._inner_order()
+        enabled = bool(enabled)
+        changed = enabled != self._sequential
+        self._sequential = enabled
+        if changed and self.swarm is not None:
+            # The brain keeps the deadlines across the switch.
+            self.swarm.feed(StrategyChanged(self._order()), trio.current_time())
 
-    def _inner_order(self) -> Strategy:
+    def _order(self) -> Strategy:
         return Sequential() if self._sequential else RarestFirst()
+
+    @property
+    def _deadlines(self) -> Mapping[int, float]:
+        """The pending piece deadlines (the brain's, once it exists)."""
+        if self.swarm is not None:
+            return self.swarm.brain.deadlines()
+        return self._pending_deadlines
 
     def set_piece_deadline(self, piece: int, seconds_from_now: float) -> None:
         """Ask for ``piece`` within ``seconds_from_now`` (0: as soon as possible).
@@ -381,13 +392,14 @@ class Torrent:
         self._check_piece(piece)
         if not (math.isfinite(seconds_from_now) and seconds_from_now >= 0):
             raise ValueError(f"a deadline is seconds from now, >= 0; not {seconds_from_now!r}")
-        if self.swarm is not None and self.swarm.brain.has_piece(piece):
-            return  # (before the brain, pieces found on disk are dropped when it is made)
-        when = trio.current_time() + seconds_from_now
-        self._deadlines[piece] = when
-        if self._streaming is not None:
-            self._streaming.set_deadline(piece, when)
-        self._deadlines_changed()
+        now = trio.current_time()
+        when = now + seconds_from_now
+        if self.swarm is None:
+            # Pieces found on disk drop out when the brain is made.
+            self._pending_deadlines[piece] = when
+        else:
+            # The brain ignores a piece it has, and asks the peers that have it at once.
+            self.swarm.feed(PieceDeadlineSet(piece, when), now)
 
     def clear_piece_deadline(self, piece: int) -> None:
         """Forget the deadline of ``piece`` (libtorrent's ``reset_piece_deadline``): it is
@@ -398,20 +410,18 @@ class Torrent:
                 torrent.
         """
         self._check_piece(piece)
-        if self._deadlines.pop(piece, None) is not None:
-            if self._streaming is not None:
-                self._streaming.clear_deadline(piece)
-            self._deadlines_changed()
+        if self.swarm is None:
+            self._pending_deadlines.pop(piece, None)
+        else:
+            self.swarm.feed(PieceDeadlineCleared(piece), trio.current_time())
 
     def clear_piece_deadlines(self) -> None:
         """Forget every piece deadline (libtorrent's ``clear_piece_deadlines``). Allowed at
         any time: before the metadata there are none."""
-        if self._deadlines:
-            self._deadlines.clear()
-            if self._streaming is not None:
-                for piece in self._streaming.deadlines():
-                    self._streaming.clear_deadline(piece)
-            self._deadlines_changed()
+        if self.swarm is None:
+            self._pending_deadlines.clear()
+        else:
+            self.swarm.feed(PieceDeadlinesCleared(), trio.current_time())
 
     def _check_piece(self, piece: int) -> None:
         info = self.info
@@ -425,17 +435,6 @@ class Torrent:
                 f"{self._name}: no piece {piece!r}: the torrent has {info.num_pieces} pieces"
                 f" (0..{info.num_pieces - 1})"
             )
-
-    def _deadlines_changed(self) -> None:
-        """The strategy already orders by the new deadlines (the next request to any peer
-        follows them); peers that had nothing to ask for are woken at the next :meth:`tick`.
-
-        Woken by one ``PrioritiesChanged`` (it replaces the brain's deadlines, then refills
-        every peer) per tick, however many deadlines a player sets at once: the brain recounts
-        every peer's wanted pieces for it, too dear for each call.
-        """
-        if self._streaming is not None:
-            self._deadlines_told = False
 
     # -- the torrent's life -----------------------------------------------------------------
 
@@ -620,29 +619,25 @@ class Torrent:
         if state is TorrentState.ERROR:
             raise TorrentError(self._disk.status(handle).reason or "checking the data failed")
         have = self._disk.have(handle)
-        # Deadlines always lead (none is cheap); the order under them is switched in place
-        # by set_sequential.
-        streaming = Streaming(then=self._inner_order())
-        for piece in list(self._deadlines):
-            if piece in have:
-                del self._deadlines[piece]  # already here: met
-        for piece, when in self._deadlines.items():
-            streaming.set_deadline(piece, when)
         brain = SwarmBrain(
             geometry,
             rng=self._rng,
             have=have,
-            selection=streaming,
+            selection=self._order(),
             piece_priorities=priorities,
             queueing=QUEUEING,
         )
-        self._streaming = streaming
         self._done = sum(geometry.piece_data_size(p) for p in have if p in self._wanted)
         self.swarm = Swarm(self._manager, brain, on_banned=self._ban)
+        now = trio.current_time()
+        # Deadlines set meanwhile: the brain drops those of pieces found on disk (met), and
+        # adds its Streaming layer only if some are left. No peer has joined yet.
+        pending, self._pending_deadlines = self._pending_deadlines, {}
+        for piece, when in pending.items():
+            self.swarm.feed(PieceDeadlineSet(piece, when), now)
         self._phase = TorrentPhase.DOWNLOADING
         self._check_complete()
         self.ready.set()
-        now = trio.current_time()
         for peer in list(self.peers):
             self.swarm.join(peer, now)
 
@@ -826,7 +821,6 @@ class Torrent:
         swarm = self.swarm
         if isinstance(event, DiskPieceVerified):
             if event.good:
-                self._deadlines.pop(event.piece, None)  # met (the brain forgets it too)
                 if event.piece in self._wanted and self._geometry is not None:
                     self._done += self._geometry.piece_data_size(event.piece)
                 self._resume_dirty.set()
@@ -851,11 +845,8 @@ class Torrent:
                 swarm.feed(BrainPieceLost(event.piece), trio.current_time())
 
     def tick(self, now: float) -> None:
-        """Run the brain's timers; wake the peers for new piece deadlines."""
+        """Run the brain's timers."""
         if self.swarm is not None:
-            if not self._deadlines_told:
-                self._deadlines_told = True
-                self.swarm.feed(PrioritiesChanged(deadlines=dict(self._deadlines)), now)
             self.swarm.tick(now)
 
     # -- background work --------------------------------------------------------------------
