@@ -4,6 +4,13 @@
 :data:`MAX_HEADER_SIZE`, then a body by ``Content-Length``, chunked transfer coding or read to
 the close, within :data:`MAX_RESPONSE_SIZE`. Interim 1xx responses are skipped. It does no I/O:
 the trio client (``_http_tracker``) reads the socket and feeds it.
+
+Both clients ask for ``Accept-Encoding: identity`` and know only the ``chunked`` transfer coding,
+so a body in a ``Content-Encoding`` or a transfer coding it cannot undo is refused rather than
+taken for bencode or file data: nothing is ever inflated, so no compression bomb can grow. The
+chunked framing a server adds (size lines, extensions, the CRLF after each chunk) is bounded by
+the body it carries (:data:`MAX_FRAMING`): tiny chunks with long extensions cannot make us read
+a gigabyte to keep a megabyte.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from bip._describe import safe_text
 from ._http_tracker_errors import MalformedTrackerResponseError
 
 __all__ = [
+    "MAX_FRAMING",
     "MAX_HEADER_SIZE",
     "MAX_RESPONSE_SIZE",
     "BodyWindow",
@@ -31,6 +39,10 @@ MAX_RESPONSE_SIZE: Final = 1024 * 1024
 MAX_HEADER_SIZE: Final = 16 * 1024
 """Bytes of status line and headers (and of a chunked body's trailers) a tracker may send."""
 
+MAX_FRAMING: Final = 64 * 1024
+"""Bytes of chunked framing (size lines with their extensions, CRLFs) a body may carry beyond
+one byte per byte of body: a server cutting its body in sensible chunks never comes near it."""
+_IDENTITY: Final = frozenset({"", "identity"})  # no coding: what we asked for
 _MAX_INTERIM: Final = 8  # 1xx responses skipped before the real one
 _MAX_CHUNK_LINE: Final = 1024
 
@@ -80,6 +92,7 @@ class _State(Enum):
 _HEAD_END: Final = re.compile(rb"\r?\n\r?\n")
 _LINE_END: Final = re.compile(rb"\r?\n")
 _STATUS_LINE: Final = re.compile(rb"HTTP/1\.[0-9] ([0-9]{3})(?: ([^\r\n]*))?")
+_VERSION: Final = b"HTTP/1."
 _TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
@@ -123,6 +136,9 @@ class HttpResponseParser:
         self._body = bytearray()
         self._remaining = 0  # of the body (LENGTH) or of the chunk (CHUNK_DATA)
         self._trailer_bytes = 0
+        self._framing = 0  # bytes of chunked framing read so far
+        self._body_seen = 0  # bytes of body read so far, kept or skipped
+        self._scanned = 0  # where the search for the head's end resumes
         self._interim = 0
         self._status = 0
         self._reason = ""
@@ -181,6 +197,7 @@ class HttpResponseParser:
                 return
 
     def _append_body(self, data: bytes | bytearray | memoryview) -> None:
+        self._body_seen += len(data)
         if self._keep is not None:
             self._append_window(memoryview(data))
             return
@@ -204,15 +221,24 @@ class HttpResponseParser:
             self.truncated = True
 
     def _read_head(self) -> bool:
-        match = _HEAD_END.search(self._buffer, 0, self._max_header + 4)
+        # Resumed where the last search stopped (less the 3 bytes of a terminator cut in two):
+        # a head trickled a byte at a time is scanned once, not once per byte.
+        match = _HEAD_END.search(self._buffer, max(0, self._scanned - 3), self._max_header + 4)
         if match is None:
+            # An answer that does not even start like HTTP/1.x (HTTP/0.9's bare body, another
+            # protocol) is refused at once, not after the headers' bound or the timeout.
+            start = bytes(self._buffer[: len(_VERSION)])
+            if not _VERSION.startswith(start):
+                raise MalformedTrackerResponseError(f"not an HTTP status line: {start!r}")
             if len(self._buffer) > self._max_header:
                 raise MalformedTrackerResponseError(
                     f"the tracker's headers exceed {self._max_header} bytes"
                 )
+            self._scanned = len(self._buffer)
             return False
         head = bytes(self._buffer[: match.start()])
         del self._buffer[: match.end()]
+        self._scanned = 0
         lines = _LINE_END.split(head)
         status = _STATUS_LINE.fullmatch(lines[0])
         if status is None:
@@ -248,15 +274,35 @@ class HttpResponseParser:
         if self._status in (204, 304):
             self._finish()
             return
+        if self._keep == 0:
+            return  # the body is not read: how it is framed or coded does not matter
+        # We asked for the identity encoding: a body compressed anyway is no bencode and no
+        # file data, and inflating it is a bomb's whole point. Refused, never decoded. (An
+        # error status's body is only searched for a failure reason: coded, it has none.)
+        for name, value in headers:
+            if name == "content-encoding" and 200 <= self._status < 300:
+                for coding in value.split(","):
+                    if coding.strip().lower() not in _IDENTITY:
+                        raise MalformedTrackerResponseError(
+                            f"a body in a Content-Encoding we did not ask for: {value[:40]!r}"
+                        )
         codings = [
             coding.strip().lower()
             for name, value in headers
             if name == "transfer-encoding"
             for coding in value.split(",")
-            if coding.strip()
+            if coding.strip().lower() not in _IDENTITY
         ]
         if codings:  # it wins over Content-Length (RFC 9112, 6.3)
-            self._state = _State.CHUNK_SIZE if codings[-1] == "chunked" else _State.TO_CLOSE
+            # Only chunked can be undone here. Ending in chunked, the body is framed and read
+            # (a coding under it left as it is: libtorrent's reading); any other last coding
+            # would be read to the close and taken as it is (RFC 9112, 6.3 says so; we fail
+            # instead, as a client that cannot decode it should).
+            if codings[-1] != "chunked":
+                raise MalformedTrackerResponseError(
+                    f"a transfer coding we do not know: {', '.join(codings)[:40]!r}"
+                )
+            self._state = _State.CHUNK_SIZE
             return
         lengths = {value for name, value in headers if name == "content-length"}
         if not lengths:
@@ -299,10 +345,19 @@ class HttpResponseParser:
         del self._buffer[: end + 1]
         return line
 
+    def _framed(self, line: bytes) -> None:
+        """Count a chunk size line or chunk end (and its line end) against the framing bound."""
+        self._framing += len(line) + 2
+        if self._framing > MAX_FRAMING + self._body_seen:
+            raise MalformedTrackerResponseError(
+                f"the tracker's chunked framing exceeds its body by {MAX_FRAMING} bytes"
+            )
+
     def _read_chunk_size(self) -> bool:
         line = self._line()
         if line is None:
             return False
+        self._framed(line)
         text = line.partition(b";")[0].strip(b" \t")
         if not text or len(text) > 16 or not all(c in b"0123456789abcdefABCDEF" for c in text):
             raise MalformedTrackerResponseError(f"not a chunk size: {line[:30]!r}")
@@ -335,6 +390,7 @@ class HttpResponseParser:
         line = self._line()
         if line is None:
             return False
+        self._framed(line)
         if line:
             raise MalformedTrackerResponseError("a chunk does not end where its size says")
         self._state = _State.CHUNK_SIZE

@@ -109,6 +109,10 @@ MAX_ADDRESSES_PER_NAME: Final = 4
 """Addresses kept of one peer name at most (its IPv4 and IPv6 ones, say)."""
 _MAX_TRACKER_IDS: Final = 4096  # remembered (tracker, swarm) pairs; the oldest go first
 _MAX_WARNINGS: Final = 256  # distinct warning messages remembered, so each is logged once
+# Distinct warnings of one tracker logged at INFO; later ones go at DEBUG: a tracker wording
+# its warning afresh in every answer must not fill the log. Counted for that many trackers.
+_WARNINGS_SHOWN: Final = 4
+_MAX_WARNING_TRACKERS: Final = 1024
 _SWARM_ID_SIZE: Final = 20
 _NUM_WANT_RANGE: Final = range(-(2**31), 2**31)
 
@@ -180,7 +184,8 @@ class HttpTrackerClient:
     (``Connection: close``), its whole exchange within ``timeout`` seconds, redirects
     included. One random 32-bit ``key`` per client goes with every announce (as libtorrent
     sends it), and the ``tracker id`` a tracker gave goes back to it. Each distinct
-    ``warning message`` is logged once, at INFO on the ``bip.client`` logger. Use it in an
+    ``warning message`` is logged once, at INFO on the ``bip.client`` logger (the first
+    few of each tracker; any more at DEBUG). Use it in an
     ``async with`` block, or call :meth:`aclose`: requests in flight then fail with
     :class:`~bip_utracker.LocalProtocolError`, as later ones do.
 
@@ -233,6 +238,7 @@ class HttpTrackerClient:
         self._requests = 0
         self._tracker_ids: OrderedDict[tuple[str, bytes], bytes] = OrderedDict()
         self._warned: OrderedDict[str, None] = OrderedDict()
+        self._warnings_of: OrderedDict[str, int] = OrderedDict()  # tracker -> INFO lines
         self._in_flight: set[trio.CancelScope] = set()
         self._closed = False
 
@@ -380,7 +386,12 @@ class HttpTrackerClient:
         self._warned[message] = None
         while len(self._warned) > _MAX_WARNINGS:
             self._warned.popitem(last=False)
-        logger.info("tracker %s warns: %s", tracker, message)
+        shown = self._warnings_of.pop(tracker, 0)
+        self._warnings_of[tracker] = shown + 1
+        while len(self._warnings_of) > _MAX_WARNING_TRACKERS:
+            self._warnings_of.popitem(last=False)
+        level = logging.INFO if shown < _WARNINGS_SHOWN else logging.DEBUG
+        logger.log(level, "tracker %s warns: %s", tracker, message)
 
     async def _get(
         self, url: HttpTrackerUrl, query: str

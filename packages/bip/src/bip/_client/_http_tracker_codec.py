@@ -465,8 +465,8 @@ def _count(value: object, default: int) -> int:
 
 def _text(value: bytes) -> str:
     # One bounded line: a newline or an escape sequence in it must not fake log lines or
-    # move the terminal's cursor.
-    return safe_text(value[: MAX_TEXT * 4].decode("utf-8", "replace")[:MAX_TEXT])
+    # move the terminal's cursor. Cut again once escaped: an escape is up to 4 characters.
+    return safe_text(value[: MAX_TEXT * 4].decode("utf-8", "replace")[:MAX_TEXT])[:MAX_TEXT]
 
 
 def _compact(data: bytes, size: int) -> Iterable[PeerAddress | None]:
