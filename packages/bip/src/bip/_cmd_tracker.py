@@ -26,6 +26,7 @@ import trio
 from bip_handshake import PeerAddress, PeerId
 from bip_metainfo import InfoHash, Metainfo
 from bip_utracker import (
+    DEFAULT_MAX_PEERS_PER_HOST,
     MAX_SCRAPE_HASHES,
     AnnounceEvent,
     AnnounceResult,
@@ -78,6 +79,17 @@ _URL_HELP = (
     "the tracker: udp://HOST:PORT[/path], or http(s)://HOST[:PORT]/PATH (its announce URL;"
     " scrape asks the BEP 48 scrape URL made from it)"
 )
+
+
+_INT32_MAX = 2**31 - 1
+
+
+def _per_host_limit(text: str) -> int:
+    """``--max-peers-per-host``: a positive int the server's 32-bit limits can hold."""
+    value = positive(int)(text)
+    if value > _INT32_MAX:
+        raise argparse.ArgumentTypeError(f"must be at most {_INT32_MAX}, not {text!r}")
+    return value
 
 
 def _non_negative_int(text: str) -> int:
@@ -143,6 +155,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     serve.add_argument(
         "--max-peers-per-swarm", type=positive(int), metavar="N", help="peers per swarm at most"
+    )
+    serve.add_argument(
+        "--max-peers-per-host",
+        type=_per_host_limit,
+        metavar="N",
+        help="ports one IP address keeps at most in a swarm; further ones are answered, not"
+        f" recorded (default {DEFAULT_MAX_PEERS_PER_HOST})",
     )
     add_serve_loop_options(serve, stats_interval=DEFAULT_STATS_INTERVAL)
     serve.set_defaults(func=_run_serve)
@@ -229,6 +248,8 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
         "allowed_info_hashes": _hash_set(args.allow),
         "denied_info_hashes": _hash_set(args.deny) or frozenset(),
     }
+    if args.max_peers_per_host is not None:
+        options["max_peers_per_host"] = args.max_peers_per_host
     if args.no_rate_limit:
         options["rate_limit"] = None
     elif args.rate_limit is not None:
@@ -241,7 +262,8 @@ def _store(args: argparse.Namespace) -> SwarmStore:
         # A peer is forgotten half an interval after it should have announced again.
         "peer_lifetime": args.interval * 1.5,
     }
-    for name in ("max_swarms", "max_peers", "max_peers_per_swarm"):
+    # The store is ours, not the server's default one: it takes the per-host bound itself.
+    for name in ("max_swarms", "max_peers", "max_peers_per_swarm", "max_peers_per_host"):
         value = getattr(args, name)
         if value is not None:
             limits[name] = value
@@ -270,7 +292,7 @@ def _stats_line(servers: Sequence[TrackerServer], store: SwarmStore) -> str:
         f" {swarm.leechers} leechers); announces {totals['announces']},"
         f" scrapes {totals['scrapes']}, connects {totals['connects']};"
         f" refused {totals['refused']}, malformed {totals['malformed']},"
-        f" rate-limited {totals['rate_limited']}"
+        f" rate-limited {totals['rate_limited']}; over the per-host bound {swarm.unrecorded_peers}"
     )
 
 
