@@ -11,8 +11,12 @@ than the range asked for:
   within :data:`MAX_SKIP` bytes of the file's start (the bytes before it are dropped as they
   arrive), else refused;
 - ``404`` and ``410`` say the file is not there (:class:`WebSeedFileMissingError`); every other
-  answer, a connection refused, a TLS failure, a silence longer than the timeout or a body
-  shorter than the range is a :class:`WebSeedError`.
+  answer, a connection refused, a TLS failure, a silence longer than the timeout, a fetch
+  longer than its deadline or a body shorter than the range is a :class:`WebSeedError`.
+
+Each fetch has a deadline (``request_timeout``, redirects included) besides the silence
+timeout: a server that sends a byte just before each silence would end would otherwise hold
+a worker for as long as it likes (its headers alone may take 16 KiB).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import re
 import ssl
 from ipaddress import ip_address
 from typing import Final
+
+import trio
 
 from bip import __version__
 from bip_handshake import PeerAddress
@@ -31,6 +37,7 @@ from ._http_tracker_codec import HttpTrackerUrl
 from ._http_tracker_errors import MalformedTrackerResponseError
 
 __all__ = [
+    "DEFAULT_WEB_SEED_REQUEST_TIMEOUT",
     "DEFAULT_WEB_SEED_TIMEOUT",
     "MAX_SKIP",
     "WebSeedClient",
@@ -40,6 +47,8 @@ __all__ = [
 
 DEFAULT_WEB_SEED_TIMEOUT: Final = 20.0
 """Seconds a web seed may stay silent (connecting, or between two reads of an answer)."""
+DEFAULT_WEB_SEED_REQUEST_TIMEOUT: Final = 120.0
+"""Seconds one fetch may take in all, redirects included: a run of 1 MiB at 10 KiB/s."""
 MAX_SKIP: Final = 4 * 1024 * 1024
 """Bytes of a file we read and drop at most to reach a range, when a server ignores ``Range``
 and sends the whole file: beyond, the range is refused (reading gigabytes to keep a few
@@ -62,6 +71,7 @@ class WebSeedClient:
 
     Args:
         timeout: seconds a server may stay silent: to connect, and between two reads.
+        request_timeout: seconds one fetch may take in all, redirects included.
         ssl_context: the TLS context for ``https://`` (default: the system's trusted CAs,
             ``ssl.create_default_context()``, made at the first https request), as the HTTP
             tracker client does.
@@ -71,20 +81,30 @@ class WebSeedClient:
             use (``--bind``).
 
     Raises:
-        ValueError: a timeout that is not a positive number, a User-Agent that is not
-            printable ASCII, or a local address that is not an IP address.
+        ValueError: a timeout (or request timeout) that is not a positive number, a
+            User-Agent that is not printable ASCII, or a local address that is not an IP address.
     """
 
     def __init__(
         self,
         *,
         timeout: float = DEFAULT_WEB_SEED_TIMEOUT,
+        request_timeout: float = DEFAULT_WEB_SEED_REQUEST_TIMEOUT,
         ssl_context: ssl.SSLContext | None = None,
         user_agent: str | None = None,
         local_address: str | None = None,
     ) -> None:
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
             raise ValueError(f"timeout is a positive number of seconds, got {timeout!r}")
+        if (
+            isinstance(request_timeout, bool)
+            or not isinstance(request_timeout, int | float)
+            or not request_timeout > 0
+        ):
+            raise ValueError(
+                f"request_timeout is a positive number of seconds, got {request_timeout!r}"
+            )
+        self._request_timeout = float(request_timeout)
         agent = f"bip/{__version__}" if user_agent is None else user_agent
         if not isinstance(agent, str) or not agent.isascii() or not agent.isprintable():
             # A CR or LF would end the header: what follows would be a header of its own.
@@ -115,10 +135,12 @@ class WebSeedClient:
         async def exchange(url: HttpTrackerUrl, target: str) -> tuple[HttpResponse, PeerAddress]:
             return await self._exchange(url, target, offset, length)
 
-        response, _, url = await follow_redirects(
-            url, url.target, exchange, max_redirects=_MAX_REDIRECTS, error=WebSeedError
-        )
-        return _payload(url, response, offset, length)
+        with trio.move_on_after(self._request_timeout):
+            response, _, final = await follow_redirects(
+                url, url.target, exchange, max_redirects=_MAX_REDIRECTS, error=WebSeedError
+            )
+            return _payload(final, response, offset, length)
+        raise WebSeedError(f"{url.shown}: no whole answer within {self._request_timeout:g} s")
 
     async def _exchange(
         self, url: HttpTrackerUrl, target: str, offset: int, length: int
