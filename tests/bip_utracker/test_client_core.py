@@ -300,13 +300,20 @@ def test_error_reply_rejects_the_request() -> None:
     core.receive_datagram(
         ErrorResponse(announce.transaction_id, "not whitelisted").encode(), TRACKER, 0
     )
+    # Any error may mean a stale id: dropped, and the announce goes once more with a fresh one.
+    assert _events(core) == []
+    assert core.connection_id(TRACKER, 0.0) is None
+    _connect(core, 0.0, connection_id=100)
+    [(again, _)] = _sent(core)
+    core.receive_datagram(
+        ErrorResponse(again.transaction_id, "not whitelisted").encode(), TRACKER, 0
+    )
     [failed] = _events(core)
     assert isinstance(failed, RequestFailed)
     assert failed.request_id == rid
     assert isinstance(failed.error, TrackerRejectedError)
     assert failed.error.message == "not whitelisted"
-    # The id was fresh, so no retry; it stays cached for the next request.
-    assert core.connection_id(TRACKER, 1.0) == 99
+    assert core.connection_id(TRACKER, 1.0) is None
 
 
 def test_error_reply_to_a_cached_id_reconnects_once() -> None:
@@ -329,7 +336,12 @@ def test_error_reply_to_a_cached_id_reconnects_once() -> None:
     [(again, _)] = _sent(core, 11.0)
     assert isinstance(again, AnnounceRequest)
     assert again.connection_id == 2
-    core.receive_datagram(refusal, TRACKER, 12.0)  # refused with a fresh id too: give up
+    # The retry has its own transaction id: an answer to the refused packet is not one to it.
+    assert again.transaction_id != announce.transaction_id
+    core.receive_datagram(refusal, TRACKER, 12.0)
+    assert _events(core) == []
+    refused_again = ErrorResponse(again.transaction_id, "Connection ID missmatch.").encode()
+    core.receive_datagram(refused_again, TRACKER, 12.0)  # refused with a fresh id too: give up
     [failed] = _events(core)
     assert isinstance(failed, RequestFailed)
     assert failed.request_id == rid
