@@ -38,6 +38,7 @@ from bip_select._inputs import (
 )
 from bip_select._queueing import QueueConfig
 from bip_select._selection import RandomFirst, RarestFirst, Sequential, Strategy, Streaming
+from bip_select.simulator import BrainContext, PeerSpec, SwarmConfig, simulate
 
 GEOMETRY = TorrentGeometry(32, 32768)  # 32 pieces of 2 blocks
 BLOCK = 16384
@@ -409,3 +410,43 @@ def test_any_switches_and_deadlines_keep_the_books(
         sent &= live
         if isinstance(event, PeerLeft):
             b.handle(PeerJoined(event.peer, fast=True), now)  # back, for more traffic
+
+
+# -------------------------------------------------------------------- in a swarm
+
+
+@pytest.mark.parametrize("order", [RarestFirst, Sequential])
+def test_a_stream_meets_its_deadlines_without_a_streaming_strategy(
+    order: Callable[[], Strategy],
+) -> None:
+    """The simulator sets each deadline with PieceDeadlineSet: a brain built with a plain
+    order adds its own Streaming layer and meets them all, as a Streaming brain does
+    (test_swarm_properties), when the bandwidth is there."""
+
+    brains: list[SwarmBrain] = []
+
+    def streamer(context: BrainContext) -> SwarmBrain:
+        b = SwarmBrain(context.geometry, have=context.have, rng=context.rng, selection=order())
+        brains.append(b)
+        return b
+
+    fast = 1_000_000
+    deadlines = {piece: 3.0 + 0.4 * piece for piece in range(0, 100, 3)}
+    peers = [
+        PeerSpec(upload=fast, download=fast, seed=True),
+        PeerSpec(upload=fast, download=fast, deadlines=deadlines, brain=streamer),
+    ]
+    peers += [PeerSpec(upload=fast, download=fast) for _ in range(4)]
+    trace = simulate(SwarmConfig(num_pieces=100, piece_length=65536, peers=peers, seed=3))
+    assert trace.completion[1] is not None
+    assert trace.deadline_misses.get(1, []) == []
+    times = trace.piece_times[1]
+    for piece, when in deadlines.items():
+        got = times[piece]
+        assert got is not None
+        assert got <= when
+    assert trace.violations == []
+    [b] = brains
+    assert isinstance(b.strategy, Streaming)  # the brain's own, met deadlines forgotten
+    assert isinstance(b.strategy.then, order)  # type: ignore[arg-type]
+    assert b.deadlines() == {}

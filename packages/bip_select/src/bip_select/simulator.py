@@ -72,8 +72,8 @@ from ._inputs import (
     PeerLeft,
     PeerNotInterested,
     PeerUnchokedUs,
+    PieceDeadlineSet,
     PieceVerified,
-    PrioritiesChanged,
 )
 
 __all__ = [
@@ -123,9 +123,9 @@ class PeerSpec:
     present from ``join_at`` until ``leave_at`` (``None``: to the end), or until
     ``seed_time`` seconds after it completed when that is set. ``deadlines`` makes it stream:
     piece index to seconds after joining by which the piece is needed; the simulator feeds
-    its brain a :class:`~bip_select.PrioritiesChanged` with those deadlines (made absolute)
-    on joining and records the misses. ``brain`` overrides the config's brain factory for
-    this peer (give a streaming peer a streaming selection strategy there).
+    its brain a :class:`~bip_select.PieceDeadlineSet` per deadline (made absolute) on joining
+    and records the misses (a brain whose strategy has no :class:`~bip_select.Streaming`
+    layer adds one). ``brain`` overrides the config's brain factory for this peer.
     """
 
     upload: float
@@ -461,7 +461,8 @@ class _Simulation:
         self.trace.joined[peer.index] = self.now
         if peer.spec.deadlines:
             peer.deadline_pieces = {p: self.now + t for p, t in peer.spec.deadlines.items()}
-            self.feed(peer, PrioritiesChanged(deadlines=peer.deadline_pieces))
+            for piece, when in peer.deadline_pieces.items():
+                self.feed(peer, PieceDeadlineSet(piece, when))
         for piece in peer.have:
             self.copies[piece] += 1
         candidates = [
