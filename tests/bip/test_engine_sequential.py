@@ -22,7 +22,7 @@ from _engine_helpers import (
 from bip._client import Torrent, TorrentError, TorrentOptions, open_session
 from bip._client._swarm import Swarm
 from bip_metainfo import MagnetLink, Metainfo
-from bip_select import Action, SendRequest
+from bip_select import Action, RarestFirst, SendRequest, Sequential, Streaming
 
 PIECE = 16384  # one block per piece: a piece is asked for once, in one request
 NUM_PIECES = 256
@@ -232,3 +232,43 @@ async def test_deadline_misuse(tmp_path: Path) -> None:
             with pytest.raises(ValueError, match="seconds from now"):
                 download.set_piece_deadline(0, seconds)
         download.clear_piece_deadline(3)  # none set: nothing happens
+
+
+async def test_the_brain_learns_each_change_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No Streaming layer while no deadline needs one; the order and each deadline reach the
+    brain when set, not at the next tick (bip_select's StrategyChanged, PieceDeadlineSet...)."""
+    folder, torrent = content(tmp_path)
+    log = RequestLog(monkeypatch)
+    seen: list[str] = []
+
+    def after(log: RequestLog) -> None:
+        if log.batches != 1:
+            return
+        download = downloads[0]
+        assert download.swarm is not None
+        brain = download.swarm.brain
+        assert isinstance(brain.strategy, RarestFirst)
+        download.set_sequential(True)
+        assert isinstance(brain.strategy, Sequential)
+        pending = [p for p in range(NUM_PIECES) if p not in log.order]
+        download.set_piece_deadline(pending[-1], 30.0)
+        assert set(brain.deadlines()) == {pending[-1]}
+        strategy = brain.strategy
+        assert isinstance(strategy, Streaming)
+        assert isinstance(strategy.then, Sequential)
+        download.clear_piece_deadline(pending[-1])
+        assert brain.deadlines() == {}
+        download.set_piece_deadline(pending[-2], 30.0)
+        download.clear_piece_deadlines()
+        assert isinstance(brain.strategy, Sequential)  # the layer went with the last one
+        download.set_sequential(True)  # no change: nothing to tell
+        seen.append("checked")
+
+    downloads: list[Torrent] = []
+    log.after = after
+    with trio.fail_after(DEADLINE):
+        await download_logged(tmp_path, log, downloads.append, torrent, folder)
+    assert seen == ["checked"]
+    assert sorted(log.order) == list(range(NUM_PIECES))
