@@ -8,6 +8,8 @@ lookup or packet, and the refusal recorded."""
 from __future__ import annotations
 
 import logging
+import ssl
+from ipaddress import ip_address
 
 import pytest
 import trio
@@ -21,12 +23,20 @@ from _hostile_http_server import (
     stream_forever,
 )
 
-from bip._client._http_response import MAX_FRAMING, HttpResponseParser
+from bip._client._http_exchange import (
+    ExchangeError,
+    follow_redirects,
+    http_exchange,
+    is_global_address,
+)
+from bip._client._http_response import MAX_FRAMING, HttpResponse, HttpResponseParser
 from bip._client._http_tracker import HttpTrackerClient
 from bip._client._http_tracker_codec import (
     MAX_PEERS,
     MAX_TEXT,
+    HttpTrackerUrl,
     parse_announce_response,
+    parse_http_tracker_url,
 )
 from bip._client._http_tracker_errors import (
     HttpTrackerError,
@@ -34,6 +44,7 @@ from bip._client._http_tracker_errors import (
     TrackerFailureError,
 )
 from bip_bencode import encode as _encode
+from bip_handshake import PeerAddress
 from bip_utracker import TrackerTimeoutError
 
 SWARM = bytes(range(20))
@@ -480,3 +491,115 @@ async def test_changing_warnings_and_tracker_ids(caplog: pytest.LogCaptureFixtur
     assert 1 <= len(info) <= 10
     assert all(len(r.getMessage()) < 1200 for r in caplog.records)
     no_bad_records(info)
+
+
+# -- a server on the Internet redirecting into our network (libtorrent's ssrf_mitigation) ------
+
+INTERNET = PeerAddress(ip_address("93.184.216.34"), 80)
+LAN = PeerAddress(ip_address("192.168.1.20"), 80)
+
+
+class FakeExchange:
+    """Answers each request with the next of ``answers`` from the address given with it,
+    and records each call's URL and ``global_only``."""
+
+    def __init__(self, *answers: tuple[HttpResponse, PeerAddress]) -> None:
+        self.answers = list(answers)
+        self.calls: list[tuple[str, bool]] = []
+
+    async def __call__(
+        self, url: HttpTrackerUrl, target: str, *, global_only: bool
+    ) -> tuple[HttpResponse, PeerAddress]:
+        self.calls.append((url.url, global_only))
+        return self.answers.pop(0)
+
+
+def moved(location: str) -> HttpResponse:
+    return HttpResponse(302, "Found", (("location", location),), b"")
+
+
+OK = HttpResponse(200, "OK", (), GOOD)
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "http://127.0.0.1/announce",
+        "http://10.1.2.3:8080/admin",
+        "http://192.168.1.1/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://100.64.0.1/",
+        "http://[::1]/",
+        "http://[fe80::1]/",
+        "http://[fd00::1]/",
+        "http://[::ffff:192.168.0.1]/",
+        "http://0.0.0.0/",
+    ],
+)
+async def test_the_internet_cannot_redirect_into_our_network(location: str) -> None:
+    exchange = FakeExchange((moved(location), INTERNET))
+    url = parse_http_tracker_url("http://tracker.example/announce")
+    with pytest.raises(HttpTrackerError, match="into a local network"):
+        await follow_redirects(url, "/", exchange, max_redirects=5, error=HttpTrackerError)
+    assert exchange.calls == [("http://tracker.example/announce", False)]
+
+
+async def test_a_name_after_a_global_answer_must_connect_to_a_global_address() -> None:
+    # Names are judged once connected (http_exchange's global_only), and the rule sticks
+    # through a local hop that a global server chose.
+    exchange = FakeExchange(
+        (moved("http://other.example/a"), INTERNET),
+        (moved("http://lan.example/b"), LAN),
+        (OK, INTERNET),
+    )
+    url = parse_http_tracker_url("http://tracker.example/announce")
+    response, _, final = await follow_redirects(
+        url, "/", exchange, max_redirects=5, error=HttpTrackerError
+    )
+    assert response is OK
+    assert final.url == "http://lan.example/b"
+    assert [only for _, only in exchange.calls] == [False, True, True]
+
+
+async def test_a_local_server_may_redirect_anywhere() -> None:
+    exchange = FakeExchange((moved("http://10.0.0.2/a"), LAN), (OK, LAN))
+    url = parse_http_tracker_url("http://192.168.1.20/announce")
+    response, _, _ = await follow_redirects(
+        url, "/", exchange, max_redirects=5, error=HttpTrackerError
+    )
+    assert response is OK
+    assert [only for _, only in exchange.calls] == [False, False]
+
+
+async def test_global_only_closes_before_the_request() -> None:
+    with trio.fail_after(DEADLINE):
+        async with scripted_server(canned(response("200 OK", GOOD))) as server:
+            with pytest.raises(ExchangeError, match="not on the Internet") as raised:
+                await http_exchange(
+                    parse_http_tracker_url(server.url),
+                    b"GET / HTTP/1.1\r\n\r\n",
+                    HttpResponseParser(),
+                    tls_context=ssl.create_default_context,
+                    global_only=True,
+                )
+            await trio.sleep(0.05)  # the server saw the connection end
+    assert raised.value.connecting
+    assert server.requests == []
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("93.184.216.34", True),
+        ("2606:2800:220:1:248:1893:25c8:1946", True),
+        ("::ffff:93.184.216.34", True),
+        ("127.0.0.1", False),
+        ("172.16.0.1", False),
+        ("224.0.0.1", False),
+        ("ff02::1", False),
+        ("::", False),
+        ("::ffff:10.0.0.1", False),
+    ],
+)
+def test_is_global_address(host: str, expected: bool) -> None:
+    assert is_global_address(ip_address(host)) is expected

@@ -12,14 +12,22 @@ and passes through.
 the count, loop detection, relative ``Location`` resolution, and the schemes a redirect
 may lead to (``http://`` and ``https://`` only, as :func:`parse_http_tracker_url`
 accepts). Each client gives its own limit, its own exchange and its own error type.
+
+A server on the Internet cannot send us into a local network (libtorrent's
+``ssrf_mitigation``): once a global address has answered, a redirect to a host that is not
+global (loopback, private, link-local, ...) is refused, by its IP literal before any
+connection, and for a host name once connected, before a byte of the request is sent. A
+URL from a ``.torrent`` anyone can make would otherwise let its server have us send GETs
+to the routers and admin pages of our own network. A server on a local network may still
+redirect anywhere (a tracker on the LAN, our own loopback tests).
 """
 
 from __future__ import annotations
 
 import ssl
-from collections.abc import Awaitable, Callable
-from ipaddress import IPv4Address, ip_address
-from typing import Final
+from collections.abc import Callable
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import Final, Protocol
 from urllib.parse import urljoin
 
 import trio
@@ -30,14 +38,42 @@ from bip_utracker import LocalProtocolError
 from ._http_response import HttpResponse, HttpResponseParser
 from ._http_tracker_codec import HttpTrackerUrl, parse_http_tracker_url
 
-__all__ = ["REDIRECTS", "Exchange", "ExchangeError", "follow_redirects", "http_exchange"]
+__all__ = [
+    "REDIRECTS",
+    "Exchange",
+    "ExchangeError",
+    "follow_redirects",
+    "http_exchange",
+    "is_global_address",
+]
 
 _RECEIVE_SIZE: Final = 64 * 1024
 REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 """The statuses that send us elsewhere with a ``Location`` (RFC 9110, section 15.4)."""
 
-Exchange = Callable[[HttpTrackerUrl, str], Awaitable[tuple[HttpResponse, PeerAddress]]]
-"""One request to a URL and request target, its response and who answered."""
+
+class Exchange(Protocol):
+    """One request to a URL and request target, its response and who answered; with
+    ``global_only``, refused (an :class:`ExchangeError`) before the request is sent if the
+    host that accepted the connection is not global (:func:`http_exchange`)."""
+
+    async def __call__(
+        self, url: HttpTrackerUrl, target: str, *, global_only: bool
+    ) -> tuple[HttpResponse, PeerAddress]: ...
+
+
+def is_global_address(host: IPv4Address | IPv6Address) -> bool:
+    """Whether ``host`` is reachable on the Internet at large: not loopback, private,
+    link-local, shared (CGNAT) or reserved (an IPv4-mapped address judged as IPv4).
+
+    >>> is_global_address(ip_address("93.184.216.34")), is_global_address(ip_address("10.0.0.1"))
+    (True, False)
+    >>> is_global_address(ip_address("::ffff:192.168.1.1"))
+    False
+    """
+    if isinstance(host, IPv6Address) and host.ipv4_mapped is not None:
+        host = host.ipv4_mapped
+    return host.is_global and not host.is_multicast
 
 
 class ExchangeError(Exception):
@@ -74,12 +110,18 @@ async def http_exchange(
     local_address: str | None = None,
     connect_timeout: float | None = None,
     silence_timeout: float | None = None,
+    global_only: bool = False,
 ) -> tuple[HttpResponse, PeerAddress]:
     """Send ``request`` to ``url``'s host and return the response ``parser`` read, and who answered.
 
+    With ``global_only`` the connection is closed before anything is sent unless the address
+    that accepted it is global (:func:`is_global_address`): a redirect from the Internet
+    into a local network, through a host name that resolves there.
+
     Raises:
-        ExchangeError: the connection could not be made (within ``connect_timeout``), TLS
-            failed, the connection broke, or nothing arrived for ``silence_timeout`` seconds.
+        ExchangeError: the connection could not be made (within ``connect_timeout``), was to
+            a host that is not global when ``global_only``, TLS failed, the connection
+            broke, or nothing arrived for ``silence_timeout`` seconds.
         MalformedTrackerResponseError: the response is not valid HTTP (from the parser).
     """
     tcp: trio.SocketStream | None = None
@@ -96,6 +138,13 @@ async def http_exchange(
             f"no connection to {url.host_header} within {connect_timeout:g} s", connecting=True
         )
     address = _address_of(tcp)
+    if global_only and not is_global_address(address.host):
+        await trio.aclose_forcefully(tcp)
+        raise ExchangeError(
+            f"{url.host_header} is not on the Internet ({address.host}): a server there "
+            "cannot redirect us into a local network",
+            connecting=True,
+        )
     stream: trio.abc.Stream = tcp
     try:
         if url.tls:
@@ -139,18 +188,26 @@ async def follow_redirects(
     own query, none of ours: ``target`` is only the first request's). Returns the first
     answer that is not a redirect, who sent it, and the URL it came from.
 
+    Once a global address answered (:func:`is_global_address`), the redirects after it may
+    lead to global hosts only: an IP literal that is not is refused here, and a host name is
+    requested with ``global_only`` (refused once connected, before the request is sent).
+
     Raises:
         Exception: what ``error(message)`` makes, for a redirect without a ``Location``,
             to a URL that is not ``http://`` or ``https://`` (or that
-            :func:`parse_http_tracker_url` refuses), back to a URL already requested, or
-            one redirect too many.
+            :func:`parse_http_tracker_url` refuses), from a global address to a host that
+            is not, back to a URL already requested, or one redirect too many.
         ExchangeError, MalformedTrackerResponseError: from ``exchange``, as it raises them.
     """
     seen = {(url.tls, url.host_header, target)}
+    global_only = False
     for _ in range(max_redirects + 1):
-        response, address = await exchange(url, target)
+        response, address = await exchange(url, target, global_only=global_only)
         if response.status not in REDIRECTS:
             return response, address, url
+        # Sticky: a global server redirecting through a local one to a third host is still
+        # a global server choosing where we go.
+        global_only = global_only or is_global_address(address.host)
         location = response.header("location")
         if not location:
             raise error(f"HTTP {response.status} from {url.shown} names no Location")
@@ -159,9 +216,19 @@ async def follow_redirects(
         except (LocalProtocolError, ValueError) as refused:
             # The parser's message keeps a passkey and credentials out (shown URLs only).
             raise error(f"{url.shown} redirects to a URL we do not follow: {refused}") from None
+        if global_only and _is_local_literal(url.host):
+            raise error(f"a redirect from the Internet into a local network: {url.shown:.200}")
         target = url.target
         where = (url.tls, url.host_header, target)
         if where in seen:
             raise error(f"a redirect loop back to {url.shown:.200}")
         seen.add(where)
     raise error(f"more than {max_redirects} redirects")
+
+
+def _is_local_literal(host: str) -> bool:
+    """Whether a URL's host is an IP address that is not global (a name: not known yet)."""
+    try:
+        return not is_global_address(ip_address(host))
+    except ValueError:
+        return False

@@ -419,7 +419,9 @@ class HttpTrackerClient:
             raise LocalProtocolError("the HTTP tracker client is closed")
         raise TrackerTimeoutError(f"no answer from {url.shown} within {self._timeout:g} s")
 
-    async def _fetch(self, url: HttpTrackerUrl, target: str) -> tuple[HttpResponse, PeerAddress]:
+    async def _fetch(
+        self, url: HttpTrackerUrl, target: str, *, global_only: bool
+    ) -> tuple[HttpResponse, PeerAddress]:
         try:
             return await http_exchange(
                 url,
@@ -427,6 +429,7 @@ class HttpTrackerClient:
                 HttpResponseParser(),
                 tls_context=self._tls_context,
                 local_address=self._local_address,
+                global_only=global_only,
             )
         except ExchangeError as error:
             message = error.message if error.connecting else f"{url.host_header}: {error.message}"

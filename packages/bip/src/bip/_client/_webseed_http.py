@@ -132,8 +132,10 @@ class WebSeedClient:
         if offset < 0 or length <= 0:
             raise ValueError(f"not a range: {length} bytes at {offset}")
 
-        async def exchange(url: HttpTrackerUrl, target: str) -> tuple[HttpResponse, PeerAddress]:
-            return await self._exchange(url, target, offset, length)
+        async def exchange(
+            url: HttpTrackerUrl, target: str, *, global_only: bool
+        ) -> tuple[HttpResponse, PeerAddress]:
+            return await self._exchange(url, target, offset, length, global_only)
 
         with trio.move_on_after(self._request_timeout):
             response, _, final = await follow_redirects(
@@ -143,7 +145,7 @@ class WebSeedClient:
         raise WebSeedError(f"{url.shown}: no whole answer within {self._request_timeout:g} s")
 
     async def _exchange(
-        self, url: HttpTrackerUrl, target: str, offset: int, length: int
+        self, url: HttpTrackerUrl, target: str, offset: int, length: int, global_only: bool
     ) -> tuple[HttpResponse, PeerAddress]:
         def window(status: int, headers: tuple[tuple[str, str], ...]) -> tuple[int, int] | None:
             if status == 206:
@@ -161,6 +163,7 @@ class WebSeedClient:
                 local_address=self._local_address,
                 connect_timeout=self._timeout,
                 silence_timeout=self._timeout,
+                global_only=global_only,
             )
         except MalformedTrackerResponseError as error:
             reason = str(error).replace("the tracker", "the server")
