@@ -27,10 +27,18 @@ from _hostile_http_server import (
 from _http_file_server import file_server
 
 from bip._client import TorrentOptions, open_session
-from bip._client._http_tracker_codec import parse_http_tracker_url
-from bip._client._webseed import WebSeedState
+from bip._client._http_tracker_codec import HttpTrackerUrl, parse_http_tracker_url
+from bip._client._webseed import (
+    MAX_FAILURES,
+    MAX_RETRY_DELAY,
+    RETRY_DELAY,
+    WebSeed,
+    WebSeedState,
+)
 from bip._client._webseed_http import MAX_SKIP, WebSeedClient, WebSeedError
+from bip._client._webseed_layout import web_seed_layout
 from bip_metainfo import create_torrent
+from bip_select import Block, Input, PeerChokedUs, PeerUnchokedUs, SendRequest
 
 DEADLINE = 30.0
 FILE = bytes(range(256)) * 64  # 16 KiB of known bytes
@@ -372,3 +380,110 @@ async def test_a_torrent_completes_from_the_honest_web_seed(
     states = {seed.state for seed in seeds.values()}
     assert states <= {WebSeedState.DONE, WebSeedState.WAITING, WebSeedState.GONE}
     no_bad_records([r for r in caplog.records if r.levelno >= logging.INFO], most=40)
+
+
+# -- a busy server's Retry-After ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("Retry-After: 120", 120.0),
+        ("Retry-After: 0", 0.0),
+        ("Retry-After: 99999999999999999999", float("inf")),
+        ("Retry-After: -5", None),
+        ("Retry-After: soon", None),
+        ("Retry-After: Wed, 21 Oct 2015 07:28:00 GMT", 0.0),
+        ("Retry-After: Wed, 99 Oct 2099 07:28:00 GMT", None),
+        ("Retry-After: Mon, 01 Jan 99999 00:00:00 GMT", None),
+        ("Retry-After: " + "9" * 3000, float("inf")),
+        ("X-Other: 1", None),
+    ],
+)
+@pytest.mark.parametrize("status", ["503 Service Unavailable", "429 Too Many Requests"])
+async def test_retry_after_is_read(header: str, expected: float | None, status: str) -> None:
+    with trio.fail_after(DEADLINE):
+        async with scripted_server(canned(response(status, b"", header)), path="/f.bin") as server:
+            with pytest.raises(WebSeedError) as raised:
+                await fetch(server, 0, 10)
+    assert raised.value.retry_after == expected
+
+
+async def test_retry_after_as_an_http_date_in_the_future() -> None:
+    answer = response("503 Busy", b"", "Retry-After: Fri, 01 Jan 2100 00:00:00 GMT")
+    with trio.fail_after(DEADLINE):
+        async with scripted_server(canned(answer), path="/f.bin") as server:
+            with pytest.raises(WebSeedError) as raised:
+                await fetch(server, 0, 10)
+    assert raised.value.retry_after is not None
+    assert raised.value.retry_after > 365 * 24 * 3600
+
+
+async def test_retry_after_on_other_statuses_is_ignored() -> None:
+    answer = response("500 Oops", b"", "Retry-After: 100")
+    with trio.fail_after(DEADLINE):
+        async with scripted_server(canned(answer), path="/f.bin") as server:
+            with pytest.raises(WebSeedError) as raised:
+                await fetch(server, 0, 10)
+    assert raised.value.retry_after is None
+
+
+class BusyClient(WebSeedClient):
+    """A server answering 503 with the given Retry-After (seconds, or None) every time."""
+
+    def __init__(self, retry_after: float | None) -> None:
+        super().__init__()
+        self.retry_after = retry_after
+
+    async def fetch(self, url: HttpTrackerUrl, offset: int, length: int) -> bytes:
+        await trio.sleep(0.1)
+        raise WebSeedError("HTTP 503", retry_after=self.retry_after)
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "first_wait"),
+    [
+        (None, RETRY_DELAY),
+        (0.0, RETRY_DELAY),  # no hammering
+        (200.0, 200.0),
+        (float("inf"), MAX_RETRY_DELAY),  # bounded
+    ],
+)
+async def test_a_web_seed_honours_retry_after_within_bounds(
+    tmp_path: Path,
+    retry_after: float | None,
+    first_wait: float,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    folder = write_content(tmp_path / "seed", (40_000,))
+    info = create_torrent(folder, piece_length=16384, creation_date=None, created_by=None).info
+    inputs: list[tuple[float, Input]] = []
+    seed: WebSeed
+
+    def feed(_seed: WebSeed, event: Input) -> None:
+        inputs.append((trio.current_time(), event))
+        if isinstance(event, PeerUnchokedUs):
+            seed.act(SendRequest(seed, Block(0, 0, 16384)))
+
+    async def deliver(_seed: WebSeed, block: Block, data: bytes) -> None:
+        raise AssertionError("nothing to deliver")
+
+    seed = WebSeed(
+        web_seed_layout("http://h/", info),
+        BusyClient(retry_after),
+        deliver=deliver,
+        feed=feed,
+        piece_length=info.piece_length,
+    )
+    with trio.fail_after(10_000):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(seed.run)
+            seed.act(SendRequest(seed, Block(0, 0, 16384)))
+            while seed.state is not WebSeedState.GONE:
+                await trio.sleep(1)
+    chokes = [t for t, event in inputs if isinstance(event, PeerChokedUs)]
+    unchokes = [t for t, event in inputs if isinstance(event, PeerUnchokedUs)]
+    waits = [u - c for c, u in zip(chokes, unchokes, strict=True)]
+    assert len(waits) == MAX_FAILURES - 1
+    assert waits[0] == pytest.approx(first_wait, abs=0.5)
+    assert all(RETRY_DELAY - 0.5 <= wait <= MAX_RETRY_DELAY + 0.5 for wait in waits)

@@ -15,7 +15,8 @@ is wanted any more (cancelled, timed out, choked) is abandoned and its connectio
 file the server does not have (404, 410) is no longer offered: the brain is told the web seed
 lacks its pieces (BEP 54's "don't have"), and those come from peers. Any other failure makes
 the web seed choke us for a delay growing from :data:`RETRY_DELAY` (libtorrent's
-``urlseed_wait_retry``), after which it is tried again; after :data:`MAX_FAILURES` failures in
+``urlseed_wait_retry``; longer if a busy server's ``Retry-After`` asks, up to
+:data:`MAX_RETRY_DELAY`), after which it is tried again; after :data:`MAX_FAILURES` failures in
 a row it leaves the brain for this run. Once the torrent is complete it needs nothing more
 from its web seeds (libtorrent disconnects them then): :meth:`WebSeed.finish` stops the
 workers, and the torrent tells the brain it left. Each change of state is logged once, at
@@ -75,6 +76,8 @@ RETRY_DELAY: Final = 30.0
 """Seconds before a failing web seed is tried again, doubled on each failure in a row
 (libtorrent's ``urlseed_wait_retry``), up to :data:`MAX_RETRY_DELAY`."""
 MAX_RETRY_DELAY: Final = 300.0
+"""Seconds a failing web seed waits at most before it is tried again, whatever its
+``Retry-After`` says."""
 MAX_FAILURES: Final = 5
 """Failures in a row after which a web seed is given up for this run."""
 
@@ -357,6 +360,10 @@ class WebSeed:
         if self.state is WebSeedState.WAITING:
             return  # another worker failed meanwhile: one delay is enough
         delay = min(RETRY_DELAY * 2 ** (self._failures - 1), MAX_RETRY_DELAY)
+        if error.retry_after is not None:
+            # A busy server may ask for longer (within bounds), never for a hammering: a
+            # Retry-After of 0 leaves the backoff as it is.
+            delay = max(delay, min(error.retry_after, MAX_RETRY_DELAY))
         self._set_state(WebSeedState.WAITING, f"{error}; trying again in {delay:g} s")
         # Choked: the brain takes back what it asked of us and asks nothing more meanwhile.
         self._feed(self, PeerChokedUs(self))

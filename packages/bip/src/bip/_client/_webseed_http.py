@@ -10,6 +10,8 @@ than the range asked for:
 - ``200 OK`` (a server that ignores ``Range``) is read from the right offset when that is
   within :data:`MAX_SKIP` bytes of the file's start (the bytes before it are dropped as they
   arrive), else refused;
+- ``503`` and ``429`` may say when to come back (``Retry-After``, in seconds or as an
+  HTTP-date): :attr:`WebSeedError.retry_after`, which the web seed honours within its bounds;
 - ``404`` and ``410`` say the file is not there (:class:`WebSeedFileMissingError`); every other
   answer, a connection refused, a TLS failure, a silence longer than the timeout, a fetch
   longer than its deadline or a body shorter than the range is a :class:`WebSeedError`.
@@ -23,6 +25,8 @@ from __future__ import annotations
 
 import re
 import ssl
+import time
+from email.utils import parsedate_to_datetime
 from ipaddress import ip_address
 from typing import Final
 
@@ -55,11 +59,22 @@ and sends the whole file: beyond, the range is refused (reading gigabytes to kee
 blocks would cost more than fetching them from peers)."""
 _MAX_REDIRECTS: Final = 5
 _MISSING: Final = frozenset({404, 410})
+_BUSY: Final = frozenset({429, 503})  # the statuses that may carry a Retry-After
+_MAX_RETRY_AFTER_DIGITS: Final = 12
 _CONTENT_RANGE: Final = re.compile(r"bytes ([0-9]{1,18})-([0-9]{1,18})/([0-9]{1,18}|\*)")
 
 
 class WebSeedError(Exception):
-    """A range could not be fetched from a web seed: the server failed, refused or lied."""
+    """A range could not be fetched from a web seed: the server failed, refused or lied.
+
+    Attributes:
+        retry_after: seconds a ``503`` or ``429`` answer asked us to wait (its
+            ``Retry-After``, 0 or more, as sent: the caller bounds it), or None.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class WebSeedFileMissingError(WebSeedError):
@@ -212,7 +227,28 @@ def _payload(url: HttpTrackerUrl, response: HttpResponse, offset: int, length: i
             )
     else:
         reason = response.reason.strip()[:80]
-        raise WebSeedError(f"HTTP {status}{' ' + reason if reason else ''} from {url.shown}")
+        raise WebSeedError(
+            f"HTTP {status}{' ' + reason if reason else ''} from {url.shown}",
+            retry_after=_retry_after(response.header("retry-after")) if status in _BUSY else None,
+        )
     if len(response.body) != length:
         raise WebSeedError(f"{url.shown} sent {len(response.body)} bytes of {length}")
     return response.body
+
+
+def _retry_after(value: str | None) -> float | None:
+    """``Retry-After`` (RFC 9110, 10.2.3) in seconds from now: delay-seconds, or an HTTP-date
+    (0 if past); None if absent or neither (a negative number, garbage)."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isascii() and text.isdigit():
+        # A huge number is only a long wait, which the caller bounds; its digits are not.
+        return float(text) if len(text) <= _MAX_RETRY_AFTER_DIGITS else float("inf")
+    try:
+        when = parsedate_to_datetime(text)
+        if when.tzinfo is None:  # "-0000": RFC 5322's unknown zone; HTTP-dates are GMT
+            return None
+        return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError, IndexError, OverflowError, OSError):
+        return None
