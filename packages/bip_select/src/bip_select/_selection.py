@@ -15,6 +15,10 @@ API:
     first, asked only of peers fast enough to deliver in time (or the fastest there
     is), and duplicated to a faster peer when a request will not arrive in time;
     ``set_deadline(piece, t)``, ``clear_deadline(piece)``. Other pieces by ``then``.
+    Under a :class:`~bip_select.SwarmBrain`, set deadlines with its inputs
+    (:class:`~bip_select.PieceDeadlineSet`...) rather than on the layer: the brain then
+    offers the piece to the peers that have it at once, and adds a layer when the strategy
+    has none.
 
   A strategy implements :class:`Strategy`: ``tier(piece, picker)`` (the hard
   ordering: priority, deadline), ``rank(piece, picker)`` (the soft one within a tier:
