@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import ssl
 from ipaddress import ip_address
+from typing import Any
 
 import pytest
 import trio
@@ -603,3 +604,41 @@ async def test_global_only_closes_before_the_request() -> None:
 )
 def test_is_global_address(host: str, expected: bool) -> None:
     assert is_global_address(ip_address(host)) is expected
+
+
+# -- a megabyte of tiny containers is decoded off the event loop --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "threaded"),
+    [
+        pytest.param(b"d5:peersl" + b"de" * 500_000 + b"e8:intervali900ee", True, id="1 MB"),
+        pytest.param(b"d8:intervali900e1:xl" + b"le" * 40_000 + b"ee", True, id="80 kB"),
+        pytest.param(GOOD, False, id="small"),
+    ],
+)
+@pytest.mark.parametrize("status", ["200 OK", "400 Bad Request"])
+async def test_large_answers_are_decoded_in_a_worker_thread(
+    body: bytes, threaded: bool, status: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    real = trio.to_thread.run_sync
+
+    async def recorded(function: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(function.__name__)
+        return await real(function, *args, **kwargs)
+
+    monkeypatch.setattr(trio.to_thread, "run_sync", recorded)
+    with trio.fail_after(DEADLINE):
+        async with (
+            scripted_server(canned(response(status, body))) as server,
+            HttpTrackerClient(timeout=10) as client,
+        ):
+            if status == "200 OK":
+                result = await announce(client, server.url)
+                assert result.interval == 900  # type: ignore[attr-defined]
+            else:
+                with pytest.raises(HttpTrackerError, match="HTTP 400"):
+                    await announce(client, server.url)
+    expected = "parse_announce_response" if status == "200 OK" else "_refused"
+    assert calls == ([expected] if threaded else [])

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from types import TracebackType
-from typing import Final
+from typing import Final, TypeVar
 
 import trio
 
@@ -72,6 +72,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger("bip.client")
+_T = TypeVar("_T")
 
 DEFAULT_MAX_REDIRECTS: Final = 5
 """Redirects followed at most for one request."""
@@ -115,6 +116,10 @@ _WARNINGS_SHOWN: Final = 4
 _MAX_WARNING_TRACKERS: Final = 1024
 _SWARM_ID_SIZE: Final = 20
 _NUM_WANT_RANGE: Final = range(-(2**31), 2**31)
+# Bodies larger than this are bdecoded in a worker thread: a megabyte of tiny containers
+# (a hostile tracker's answer, allowed by MAX_RESPONSE_SIZE) costs tenths of a second of
+# Python, which on the event loop would stall every torrent of the session at each announce.
+_DECODE_IN_THREAD: Final = 64 * 1024
 
 
 def _request(url: HttpTrackerUrl, target: str, user_agent: str) -> bytes:
@@ -332,8 +337,8 @@ class HttpTrackerClient:
         )
         response, address, request_id = await self._get(url, query)
         if response.status != 200:
-            _refused(response)
-        answer = parse_announce_response(response.body)
+            await _off_loop(_refused, response)
+        answer = await _off_loop(parse_announce_response, response.body)
         if answer.tracker_id is not None:
             self._tracker_ids[id_key] = answer.tracker_id
             self._tracker_ids.move_to_end(id_key)
@@ -375,8 +380,8 @@ class HttpTrackerClient:
         swarm_ids = [_swarm_id(info_hash) for info_hash in info_hashes]
         response, _, _ = await self._get(url, scrape_query(swarm_ids))
         if response.status != 200:
-            _refused(response)
-        return parse_scrape_response(response.body, swarm_ids)
+            await _off_loop(_refused, response)
+        return await _off_loop(parse_scrape_response, response.body, swarm_ids)
 
     # -- internals --
 
@@ -439,6 +444,15 @@ class HttpTrackerClient:
         if self._ssl_context is None:
             self._ssl_context = ssl.create_default_context()
         return self._ssl_context
+
+
+async def _off_loop(read: Callable[..., _T], body: bytes | HttpResponse, *more: object) -> _T:
+    """``read(body, *more)``: at once for a small body, in a worker thread for a large one
+    (its exceptions raised here either way)."""
+    size = len(body.body if isinstance(body, HttpResponse) else body)
+    if size <= _DECODE_IN_THREAD:
+        return read(body, *more)
+    return await trio.to_thread.run_sync(read, body, *more)
 
 
 def _refused(response: HttpResponse) -> None:
