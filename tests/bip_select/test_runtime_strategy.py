@@ -37,7 +37,14 @@ from bip_select._inputs import (
     Tick,
 )
 from bip_select._queueing import QueueConfig
-from bip_select._selection import RandomFirst, RarestFirst, Sequential, Strategy, Streaming
+from bip_select._selection import (
+    PiecePicker,
+    RandomFirst,
+    RarestFirst,
+    Sequential,
+    Strategy,
+    Streaming,
+)
 from bip_select.simulator import BrainContext, PeerSpec, SwarmConfig, simulate
 
 GEOMETRY = TorrentGeometry(32, 32768)  # 32 pieces of 2 blocks
@@ -314,6 +321,33 @@ class TestDeadlines:
         assert b.handle(PieceDeadlineCleared(3), 0.0) == []
         assert b.handle(PieceDeadlinesCleared(), 0.0) == []
         assert isinstance(b.strategy, RarestFirst)
+
+
+def test_the_deadline_order_follows_every_change() -> None:
+    """Streaming keeps its deadlines sorted between changes: each set or clear is seen by
+    the next pick, even one made while an earlier order was being walked."""
+    streaming = Streaming(then=RarestFirst())
+    picker = PiecePicker(GEOMETRY, random.Random(1), streaming)
+    picker.add_peer("s")
+    picker.peer_have_all("s")
+
+    def urgent() -> list[int]:
+        return [p for p in streaming.order(picker, "s") if p in streaming.deadlines()]
+
+    streaming.set_deadline(3, 5.0)
+    streaming.set_deadline(1, 2.0)
+    walking = streaming.order(picker, "s")
+    assert next(walking) == 1
+    streaming.set_deadline(2, 1.0)
+    streaming.clear_deadline(1)
+    assert next(walking) == 3  # the walk in progress keeps its own order
+    assert urgent() == [2, 3]
+    streaming.set_deadline(3, 0.5)
+    assert urgent() == [3, 2]
+    streaming.clear_deadline(7)  # none: nothing changes
+    assert urgent() == [3, 2]
+    picker.set_piece_priority(3, 0)
+    assert urgent() == [2]
 
 
 # -------------------------------------------------------------------- any sequence

@@ -270,22 +270,27 @@ class Streaming:
     [3, 0]
     """
 
-    __slots__ = ("_deadlines", "then")
+    __slots__ = ("_by_time", "_deadlines", "then")
 
     def __init__(self, then: Strategy | None = None) -> None:
         """Deadline pieces first, then ``then`` (default sequential)."""
         self.then: Strategy = then if then is not None else Sequential()
         self._deadlines: dict[int, float] = {}
+        # (when, piece) by time, sorted when first needed after a change: every pick walks
+        # it, and a player sets its deadlines in bursts between picks.
+        self._by_time: list[tuple[float, int]] | None = []
 
     def set_deadline(self, piece: int, when: float) -> None:
         """``piece`` is needed by time ``when``."""
         if type(piece) is not int or piece < 0:
             raise LocalProtocolError(f"bad piece {piece!r}")
         self._deadlines[piece] = float(when)
+        self._by_time = None
 
     def clear_deadline(self, piece: int) -> None:
         """``piece`` is no longer urgent (had, or the viewer moved on)."""
-        self._deadlines.pop(piece, None)
+        if self._deadlines.pop(piece, None) is not None:
+            self._by_time = None
 
     def deadlines(self) -> Mapping[int, float]:
         """Every pending deadline."""
@@ -312,15 +317,13 @@ class Streaming:
     def order(self, picker: PiecePicker, peer: PeerKey) -> Iterator[int]:
         """Deadline pieces ``peer`` has by deadline, then the next strategy's order."""
         availability = picker.availability
-        urgent = sorted(
-            (when, piece)
-            for piece, when in self._deadlines.items()
-            if piece < availability.num_pieces
-            and availability.priority(piece)
-            and availability.peer_has(peer, piece)
-        )
-        for _, piece in urgent:
-            yield piece
+        by_time = self._by_time
+        if by_time is None:
+            by_time = self._by_time = sorted((when, p) for p, when in self._deadlines.items())
+        n = availability.num_pieces
+        for _, piece in by_time:
+            if piece < n and availability.priority(piece) and availability.peer_has(peer, piece):
+                yield piece
         for piece in self.then.order(picker, peer):
             if piece not in self._deadlines:
                 yield piece
