@@ -46,7 +46,7 @@ from bip._client._http_tracker_errors import (
 )
 from bip_bencode import encode as _encode
 from bip_handshake import PeerAddress
-from bip_utracker import TrackerTimeoutError
+from bip_utracker import AnnounceProgress, Announcer, TrackerTimeoutError
 
 SWARM = bytes(range(20))
 PEER_ID = b"-BP0100-abcdefghijkl"
@@ -642,3 +642,42 @@ async def test_large_answers_are_decoded_in_a_worker_thread(
                     await announce(client, server.url)
     expected = "parse_announce_response" if status == "200 OK" else "_refused"
     assert calls == ([expected] if threaded else [])
+
+
+# -- the announcer on a hostile tracker's intervals --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("answer", "least", "most"),
+    [
+        # Every 30 s (the announcer's min interval), never more often.
+        pytest.param(encode({b"interval": 0}), 119, 121, id="interval 0"),
+        pytest.param(encode({b"interval": -100, b"min interval": -1}), 119, 121, id="negative"),
+        # Capped at the announcer's max interval (1800 s), never never.
+        pytest.param(encode({b"interval": 2**62, b"min interval": 2**62}), 2, 3, id="huge"),
+        # Failures back off from 15 s, doubling, up to 1800 s.
+        pytest.param(encode({b"failure reason": b"no", b"interval": 0}), 7, 9, id="refusal"),
+        pytest.param(encode({b"failure reason": b"x", b"retry in": -5}), 7, 9, id="retry in -5"),
+        pytest.param(b"l" * 100, 7, 9, id="garbage"),
+    ],
+)
+async def test_the_announcer_neither_hammers_nor_waits_forever(
+    answer: bytes, least: int, most: int, autojump_clock: trio.testing.MockClock
+) -> None:
+    with trio.fail_after(100_000):
+        async with (
+            scripted_server(canned(response("200 OK", answer))) as server,
+            HttpTrackerClient(timeout=10) as client,
+        ):
+            announcer = Announcer(
+                client,
+                server.url,
+                SWARM,
+                peer_id=PEER_ID,
+                port=6881,
+                progress=lambda: AnnounceProgress(left=1),
+                stopped_timeout=0,
+            )
+            with trio.move_on_after(3600.5):
+                await announcer.run()
+    assert least <= len(server.requests) <= most
