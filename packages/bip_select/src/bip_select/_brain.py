@@ -180,7 +180,8 @@ class SwarmBrain:
         geometry: the torrent's pieces and blocks.
         rng: every random choice (tie-breaking, optimistic unchokes) comes from it.
         have: pieces already verified (a seed passes every piece).
-        selection: the piece selection strategy (default :class:`~bip_select.RarestFirst`).
+        selection: the piece selection strategy (default :class:`~bip_select.RarestFirst`);
+            switched later with :class:`~bip_select.StrategyChanged`.
         queueing: the request queueing policy: a :class:`~bip_select.QueueConfig` or a fresh
             :class:`~bip_select.PeerQueues` (default: libtorrent's knobs).
         choker: the choker (default ``Choker(rng=rng)``: 4 regular slots, 1 optimistic).
