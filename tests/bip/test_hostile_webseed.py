@@ -23,6 +23,7 @@ from _hostile_http_server import (
     no_bad_records,
     response,
     scripted_server,
+    stream_forever,
 )
 from _http_file_server import file_server
 
@@ -487,3 +488,34 @@ async def test_a_web_seed_honours_retry_after_within_bounds(
     assert len(waits) == MAX_FAILURES - 1
     assert waits[0] == pytest.approx(first_wait, abs=0.5)
     assert all(RETRY_DELAY - 0.5 <= wait <= MAX_RETRY_DELAY + 0.5 for wait in waits)
+
+
+async def test_a_slowloris_web_seed_does_not_hold_the_torrent(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Its headers never end, a line a second: its blocks are asked of the honest seed too
+    # (end-game), and its fetches are abandoned once the torrent is complete.
+    caplog.set_level(logging.DEBUG, logger="bip")
+    folder = write_content(tmp_path / "seed", (400_000, 40_000))
+    down = tmp_path / "down"
+    slowloris = stream_forever(b"HTTP/1.1 206 Partial Content\r\n", b"X: y\r\n", delay=1.0)
+    with trio.fail_after(DEADLINE):
+        async with (
+            scripted_server(slowloris, host="127.0.0.3", path="/") as slow,
+            file_server(folder.parent, host="127.0.0.5") as honest,
+            open_session(loopback_config()) as session,
+        ):
+            torrent = create_torrent(
+                folder,
+                piece_length=16384,
+                web_seeds=[slow.url, honest.url],
+                creation_date=None,
+                created_by=None,
+            )
+            download = await session.add_torrent(torrent, TorrentOptions(down))
+            await download.wait_complete()
+            states = {seed.shown: seed.state for seed in download.web_seeds}
+    assert same_files(folder, down / "album")
+    assert slow.requests
+    assert set(states.values()) == {WebSeedState.DONE}
+    no_bad_records([r for r in caplog.records if r.levelno >= logging.INFO], most=40)
