@@ -71,20 +71,18 @@ from bip_select import (
     BlockSent,
     Input,
     PeerLeft,
+    PieceDeadlineCleared,
+    PieceDeadlinesCleared,
+    PieceDeadlineSet,
     PieceVerified,
     RarestFirst,
     Sequential,
     Strategy,
+    StrategyChanged,
     SwarmBrain,
     TorrentGeometry,
 )
 from bip_select import PieceLost as BrainPieceLost
-from bip_select._inputs import (
-    PieceDeadlineCleared,
-    PieceDeadlinesCleared,
-    PieceDeadlineSet,
-    StrategyChanged,
-)
 
 from ._config import ClientConfig, TorrentOptions
 from ._discovery import PeerSource, UserPeers
