@@ -24,9 +24,10 @@ MAX_REQUEST_HEAD = 65536
 @dataclass
 class ScriptedServer:
     """A loopback server answering each request with ``script``; records each request's head
-    and how many bytes each answer managed to send."""
+    (or, with ``raw``, the first bytes received, answered at once: a TLS ClientHello)."""
 
     script: Script
+    raw: bool = False
     requests: list[bytes] = field(default_factory=list)
     url: str = ""
     port: int = 0
@@ -34,7 +35,9 @@ class ScriptedServer:
     async def serve(self, stream: trio.abc.Stream) -> None:
         head = b""
         try:
-            while b"\r\n\r\n" not in head and len(head) < MAX_REQUEST_HEAD:
+            while not (self.raw and head) and b"\r\n\r\n" not in head:
+                if len(head) >= MAX_REQUEST_HEAD:
+                    return
                 data = await stream.receive_some(MAX_REQUEST_HEAD)
                 if not data:
                     return
@@ -50,11 +53,11 @@ class ScriptedServer:
 
 @asynccontextmanager
 async def scripted_server(
-    script: Script, *, host: str = "127.0.0.1", path: str = "/announce"
+    script: Script, *, host: str = "127.0.0.1", path: str = "/announce", raw: bool = False
 ) -> AsyncIterator[ScriptedServer]:
     """A :class:`ScriptedServer` on ``host`` (any port) for the block's duration; its
-    :attr:`~ScriptedServer.url` ends in ``path``."""
-    server = ScriptedServer(script)
+    :attr:`~ScriptedServer.url` ends in ``path``; ``raw``: see :class:`ScriptedServer`."""
+    server = ScriptedServer(script, raw=raw)
     async with trio.open_nursery() as nursery:
         serve = functools.partial(trio.serve_tcp, server.serve, 0, host=host)
         listeners = await nursery.start(serve)

@@ -681,3 +681,28 @@ async def test_the_announcer_neither_hammers_nor_waits_forever(
             with trio.move_on_after(3600.5):
                 await announcer.run()
     assert least <= len(server.requests) <= most
+
+
+# -- TLS -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param(response("200 OK", GOOD), id="plain HTTP"),
+        pytest.param(b"\x16\x03\x01\x00\x05" + b"\xff" * 5, id="a broken handshake"),
+        pytest.param(b"\x16\x03\x01\xff\xff" + bytes(70_000), id="a huge record"),
+        pytest.param(b"", id="closed at once"),
+    ],
+)
+async def test_an_https_url_answered_without_tls(
+    answer: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with trio.fail_after(DEADLINE):
+        async with scripted_server(canned(answer), raw=True) as server:
+            url = server.url.replace("http://", "https://")
+            async with HttpTrackerClient(timeout=10) as client:
+                with pytest.raises(HttpTrackerError):
+                    await announce(client, url)
+    no_bad_records(caplog.records)
