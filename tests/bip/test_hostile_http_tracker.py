@@ -141,6 +141,11 @@ FRAMING_ERRORS = [
         "transfer coding",
     ),
     (
+        "gzip under chunked",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n" + chunked(GOOD),
+        "transfer coding",
+    ),
+    (
         "body of two megabytes, no length",
         response("200 OK", bytes(2_000_000), length=False),
         "exceeds",

@@ -294,11 +294,11 @@ class HttpResponseParser:
             if coding.strip().lower() not in _IDENTITY
         ]
         if codings:  # it wins over Content-Length (RFC 9112, 6.3)
-            # Only chunked can be undone here. Ending in chunked, the body is framed and read
-            # (a coding under it left as it is: libtorrent's reading); any other last coding
-            # would be read to the close and taken as it is (RFC 9112, 6.3 says so; we fail
-            # instead, as a client that cannot decode it should).
-            if codings[-1] != "chunked":
+            # Only chunked can be undone here, and we never offer another coding (no TE
+            # header): a coding under chunked would leave the body coded, and any other last
+            # coding would be read to the close and taken as it is (RFC 9112, 6.3 says so). We
+            # fail instead, as a client that cannot decode it should.
+            if codings != ["chunked"]:
                 raise MalformedTrackerResponseError(
                     f"a transfer coding we do not know: {', '.join(codings)[:40]!r}"
                 )
