@@ -714,6 +714,17 @@ class Handshaker:
             return False
         return self._enqueue(torrent, address, swarm_id)
 
+    def is_dialling(self, torrent: InfoHash, address: PeerAddress) -> bool:
+        """Whether a dial to ``address`` for ``torrent`` is queued or in flight, or its
+        connection was delivered and is still open; O(1).
+
+        Only failed connects are told to ``on_dial_failed``: this is how an owner keeping
+        its own dial book (the bip client's peer lists) learns that a dial ended otherwise
+        (a failed handshake), without a connection.
+        """
+        key = (torrent, address.normalized())
+        return key in self._dialling or key in self._open
+
     def accept_stream(
         self, stream: trio.abc.Stream, address: PeerAddress, *, transport: Transport = "tcp"
     ) -> None:

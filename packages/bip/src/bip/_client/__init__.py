@@ -5,10 +5,11 @@ manager with metadata and piece layer exchanges and PEX, UDP and HTTP(S) tracker
 web seed client) and routes between them; each :class:`Torrent` added to it fetches its
 metadata if needed (and a v2-only torrent's piece layers), checks its storage, downloads with
 a bip_select brain and serves its pieces, saving resume data as it goes. Peers come from
-:class:`PeerSource` tasks (the user's peers, trackers, a DHT) through the handshaker's
-:class:`~bip_handshake.PeerSink` interface, and from PEX; web seeds (BEP 19) join the brain as
-peers that have every piece. Peers behind NATs are reached by BEP 55 holepunching
-(:class:`HolepunchPolicy`) when uTP is on.
+:class:`PeerSource` tasks (the user's peers, trackers, a DHT) and from PEX through the
+:class:`~bip_handshake.PeerSink` interface into each torrent's peer list, which the
+session's :class:`Connector` dials from, best first, while under ``max_peers``; web seeds
+(BEP 19) join the brain as peers that have every piece. Peers behind NATs are reached by
+BEP 55 holepunching (:class:`HolepunchPolicy`) when uTP is on.
 
 >>> async def main(torrent, directory):  # doctest: +SKIP
 ...     async with open_session(ClientConfig(listen=(("127.0.0.1", 0),))) as session:
@@ -17,8 +18,10 @@ peers that have every piece. Peers behind NATs are reached by BEP 55 holepunchin
 """
 
 from ._config import (
+    DEFAULT_CONNECTION_SPEED,
     DEFAULT_DHT_INTERVAL,
     DEFAULT_LISTEN_PORT,
+    DEFAULT_MAX_PEERLIST_SIZE,
     DEFAULT_MAX_PEERS,
     DEFAULT_MAX_PEERS_PER_HOST,
     DEFAULT_METADATA_TIMEOUT,
@@ -28,6 +31,7 @@ from ._config import (
     ClientConfig,
     TorrentOptions,
 )
+from ._connector import Connector, ConnectorTorrent
 from ._discovery import (
     DhtLike,
     DhtPeers,
@@ -57,8 +61,10 @@ from ._webseed import WebSeed, WebSeedState
 from ._webseed_http import WebSeedClient, WebSeedError, WebSeedFileMissingError
 
 __all__ = [
+    "DEFAULT_CONNECTION_SPEED",
     "DEFAULT_DHT_INTERVAL",
     "DEFAULT_LISTEN_PORT",
+    "DEFAULT_MAX_PEERLIST_SIZE",
     "DEFAULT_MAX_PEERS",
     "DEFAULT_MAX_PEERS_PER_HOST",
     "DEFAULT_METADATA_TIMEOUT",
@@ -71,6 +77,8 @@ __all__ = [
     "SEND_WATERMARK",
     "UPLOAD_WORKERS",
     "ClientConfig",
+    "Connector",
+    "ConnectorTorrent",
     "DhtLike",
     "DhtPeers",
     "DiscoveryTarget",

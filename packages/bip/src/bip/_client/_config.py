@@ -14,8 +14,10 @@ from bip_handshake import Dialer, EncryptionPolicy, IPFilter, PeerAddress, PeerI
 from bip_peer import check_rate
 
 __all__ = [
+    "DEFAULT_CONNECTION_SPEED",
     "DEFAULT_DHT_INTERVAL",
     "DEFAULT_LISTEN_PORT",
+    "DEFAULT_MAX_PEERLIST_SIZE",
     "DEFAULT_MAX_PEERS",
     "DEFAULT_MAX_PEERS_PER_HOST",
     "DEFAULT_METADATA_TIMEOUT",
@@ -61,6 +63,11 @@ DEFAULT_UTP_CONFIG: Final = UtpConfig(connect_timeout=3.0)
 libtorrent's ``utp_connect_timeout`` does (a peer that does not answer a uTP SYN in 3 s rarely
 does later, and with TCP first, uTP is tried after a refused TCP connect: most such peers
 accept neither)."""
+DEFAULT_CONNECTION_SPEED: Final = 30
+"""Dials a session starts per second at most, all torrents together (libtorrent's
+``connection_speed``): a burst of tracker peers does not open hundreds of sockets at once."""
+DEFAULT_MAX_PEERLIST_SIZE: Final = 3000
+"""Addresses one torrent remembers at most (libtorrent's ``max_peerlist_size``)."""
 RESUME_DIRECTORY: Final = ".bip"
 """Where, under a torrent's save directory, its resume data and fetched metadata are kept."""
 
@@ -82,7 +89,11 @@ class ClientConfig:
         resume_interval: seconds between resume data saves while a torrent changes.
         metadata_timeout: seconds per metadata (BEP 9) or piece layers (BEP 52) fetch
             attempt (magnet links).
-        redial_interval: seconds between offers of the user's peers to the handshaker.
+        redial_interval: seconds between offers of the user's peers to the session's peer
+            lists: a user's peer is dialled again then if not connected, whatever failed.
+        connection_speed: dials started per second at most, all torrents together.
+        max_peerlist_size: addresses each torrent remembers at most (trackers, the DHT, PEX:
+            the best are dialled as room frees up; the least useful are forgotten).
         trackers: announce to the trackers of the torrents (``udp://``, ``http://`` and
             ``https://``; other schemes are skipped with a warning).
         tracker_bind: the local address of the tracker client's socket and of the HTTP
@@ -134,6 +145,8 @@ class ClientConfig:
     resume_interval: float = DEFAULT_RESUME_INTERVAL
     metadata_timeout: float = DEFAULT_METADATA_TIMEOUT
     redial_interval: float = DEFAULT_REDIAL_INTERVAL
+    connection_speed: int = DEFAULT_CONNECTION_SPEED
+    max_peerlist_size: int = DEFAULT_MAX_PEERLIST_SIZE
     trackers: bool = True
     tracker_bind: str | None = None
     dial: Dialer | None = None
@@ -156,6 +169,12 @@ class ClientConfig:
             raise TypeError(f"max_peers must be an int, not {self.max_peers!r}")
         if self.max_peers < 1:
             raise ValueError(f"max_peers must be positive, not {self.max_peers}")
+        for name in ("connection_speed", "max_peerlist_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an int, not {value!r}")
+            if value < 1:
+                raise ValueError(f"{name} must be positive, not {value}")
         per_host = self.max_peers_per_host
         if per_host is not None and (
             isinstance(per_host, bool) or not isinstance(per_host, int) or per_host < 1

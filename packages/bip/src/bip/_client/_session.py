@@ -3,9 +3,12 @@
 :func:`open_session` opens, in this order (and closes in the reverse one):
 
 - bip_disk's :class:`~bip_disk.DiskManager` (it outlives everything that reads or writes);
-- bip_handshake's :class:`~bip_handshake.Handshaker`: listens, dials what discovery finds
-  (TCP first, uTP if TCP fails, or the reverse: :class:`~bip_handshake.PeerDialer`), MSE as
-  configured; it is the :class:`~bip_handshake.PeerSink` every source feeds;
+- bip_handshake's :class:`~bip_handshake.Handshaker`: listens, dials (TCP first, uTP if TCP
+  fails, or the reverse: :class:`~bip_handshake.PeerDialer`), MSE as configured;
+- the :class:`Connector` (:mod:`._connector`): the :class:`~bip_handshake.PeerSink` every
+  source feeds (trackers, the DHT, PEX, the user's peers), keeping one
+  :class:`~bip_handshake.PeerList` per torrent, and the task that dials the best of them
+  while the session is under ``max_peers``;
 - uTP (BEP 29) on the UDP port of each TCP listener, or over the DHT's socket when it is
   bound there (:mod:`._utp`); accepted uTP connections go to the handshaker;
 - bip_peer's :class:`~bip_peer.PeerManager` with the BEP 9 :class:`~bip_peer.MetadataExchange`,
@@ -21,18 +24,20 @@
   it with each listening port is one of our addresses for PEX and holepunch, so that we never
   dial ourselves nor relay a rendezvous to ourselves (:attr:`Session.external_addresses`);
 
-and runs four tasks that route between them and the torrents: completed handshakes become
-peers of the manager; the manager's events go to the peer's torrent; the disk's events go to
-their torrent; a ticker runs the brains' timers. Torrents are found by any of their swarm ids
-(v1 hash, truncated v2 hash), the way the handshaker names them.
+and runs five tasks: the connector's, and four that route between them and the torrents:
+completed handshakes become peers of the manager; the manager's events go to the peer's
+torrent; the disk's events go to their torrent; a ticker runs the brains' timers. Torrents
+are found by any of their swarm ids (v1 hash, truncated v2 hash), the way the handshaker
+names them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 import random
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from ipaddress import ip_address
 from typing import Final
@@ -52,9 +57,13 @@ from bip_handshake import (
     PeerAddress,
     PeerDialer,
     PeerId,
+    PeerSink,
     UtpSocket,
     open_handshaker,
 )
+
+# Until bip_handshake's __init__ exports it (the coordinator's file): then from there.
+from bip_handshake._peer_list import PeerList
 from bip_metainfo import InfoHash, MagnetLink, Metainfo
 from bip_peer import (
     DEFAULT_MAX_PEER_REQUESTS,
@@ -75,10 +84,12 @@ from bip_peer import (
 from bip_utracker import TrackerClient, open_tracker_client
 
 from ._config import ClientConfig, TorrentOptions
+from ._connector import Connector
 from ._discovery import DhtLike, DhtPeers, PeerSource, TrackerAnnouncer
 from ._external_address import ExternalAddresses
 from ._holepunch import HolepunchPolicy
 from ._http_tracker import HttpTrackerClient
+from ._status import TorrentStatus
 from ._swarm import MAX_OUT_REQUESTS
 from ._torrent import Torrent, TorrentError
 from ._utp import UtpRouter, open_session_utp
@@ -139,9 +150,25 @@ class Session:
         dialer: PeerDialer | None = None,
         utp_sockets: tuple[UtpSocket, ...] = (),
         holepunch: HolepunchPolicy | None = None,
+        connector: Connector | None = None,
     ) -> None:
         """Internal: use :func:`open_session`."""
         self._nursery = nursery
+        self.connector = (
+            connector
+            if connector is not None
+            else Connector(
+                handshaker=handshaker,
+                find=self.find,
+                connected_peers=lambda: len(manager.peers),
+                our_addresses=lambda: self.external_addresses or handshaker.listen_addresses,
+                max_peers=config.max_peers,
+                connection_speed=config.connection_speed,
+                new_list=lambda: _new_peer_list(config),
+            )
+        )
+        """The torrents' peer lists and the task dialling from them; the sink every
+        discovery source feeds."""
         self.config = config
         self.disk = disk
         self.handshaker = handshaker
@@ -269,6 +296,20 @@ class Session:
         """The torrents added."""
         return tuple(self._all)
 
+    def torrent_status(self, torrent: Torrent) -> TorrentStatus:
+        """:meth:`Torrent.status`, with what the session knows of the torrent's peers
+        (:attr:`TorrentStatus.known_peers`, :attr:`TorrentStatus.dialling`)."""
+        status = torrent.status()
+        peers = self.connector.peer_list(torrent)
+        if peers is None:
+            return status
+        return dataclasses.replace(status, known_peers=len(peers), dialling=peers.dialling)
+
+    def peer_list(self, torrent: Torrent) -> PeerList | None:
+        """The peers ``torrent`` knows (every source's, with their history); ``None`` for a
+        torrent not of this session."""
+        return self.connector.peer_list(torrent)
+
     def add_source(self, factory: Callable[[], PeerSource]) -> None:
         """Run a peer source (a DHT...) for every torrent added from now on."""
         self._sources.append(factory)
@@ -326,7 +367,9 @@ class Session:
             on_info_hash=self._rename,
             web_seed_client=self.web_seed_client,
             holepunch=self.holepunch,
+            peer_sink=self.connector,
         )
+        self.connector.attach(torrent)
         self._index(torrent, info_hash)
         self._all.append(torrent)
         self.handshaker.register(info_hash)
@@ -356,15 +399,20 @@ class Session:
                 # Delivered just before set_ip_filter blocked it, and waited here since.
                 or (ip_filter is not None and ip_filter.blocks(handshake.address.host))
             ):
+                self.connector.handshake_refused(torrent, handshake)
                 await _close(handshake)
                 continue
             if not self._settle_duplicate(torrent, handshake):
+                self.connector.handshake_refused(torrent, handshake)
                 await _close(handshake)
                 continue
             try:
                 self.manager.add_peer(handshake, num_pieces=torrent.num_pieces)
             except (PeerManagerFullError, trio.ClosedResourceError):
+                self.connector.handshake_refused(torrent, handshake)
                 await _close(handshake)
+            else:
+                self.connector.handshake_taken(torrent, handshake)
 
     def _settle_duplicate(self, torrent: Torrent, handshake: CompletedHandshake) -> bool:
         """Whether to keep a new connection to a peer we may already be connected to.
@@ -417,6 +465,7 @@ class Session:
                 torrent = self.find(event.peer.info_hash)
                 if torrent is not None:
                     torrent.peer_removed(event.peer)
+                    self.connector.peer_removed(torrent, event.peer, event.reason)
 
     def _tell_dht_port(self, peer: Peer) -> None:
         """BEP 5: a peer that runs a DHT too hears which UDP port ours is on."""
@@ -476,6 +525,30 @@ class _UploadOnlyFields:
 
     def tick(self, manager: PeerManager, now: float) -> None:
         """No timers."""
+
+
+class _LateSink:
+    """A :class:`~bip_handshake.PeerSink` that passes peers on to its ``target`` once set
+    (and drops them before)."""
+
+    def __init__(self) -> None:
+        self.target: PeerSink | None = None
+
+    def discovered(
+        self, info_hash: InfoHash | bytes, addresses: Iterable[PeerAddress], source: str
+    ) -> None:
+        """To the target, if any."""
+        if self.target is not None:
+            self.target.discovered(info_hash, addresses, source)
+
+
+def _new_peer_list(config: ClientConfig) -> PeerList:
+    """A torrent's peer list, with the config's bounds. A dial whose outcome never comes
+    back (a handshake that failed after the connect: only failed connects are reported) is
+    taken as failed once every step of it could have timed out: both transports' connects,
+    and the plaintext retry after a failed MSE handshake."""
+    attempt = 2 * config.connect_timeout + config.handshake_timeout
+    return PeerList(max_size=config.max_peerlist_size, dial_timeout=2 * attempt + 10.0)
 
 
 async def _close(handshake: CompletedHandshake) -> None:
@@ -597,8 +670,14 @@ async def open_session(
     holepunch: HolepunchPolicy | None = None
 
     def dial_failed(failure: DialFailure) -> None:
+        if session is not None:
+            session.connector.dial_failed(failure)
         if holepunch is not None:
             holepunch.dial_failed(failure)
+
+    # PEX is built before the session (it is one of the manager's services); what it finds
+    # goes to the session's peer lists once there is a session.
+    pex_sink = _LateSink()
 
     def is_private(info_hash: InfoHash) -> bool:
         return session is not None and session.is_private(info_hash)
@@ -638,7 +717,7 @@ async def open_session(
                     )
                 )
             addresses = handshaker.listen_addresses
-            pex = PeerExchange(handshaker, our_addresses=addresses, is_private=is_private)
+            pex = PeerExchange(pex_sink, our_addresses=addresses, is_private=is_private)
             # Where peers reach us (TCP listeners, uTP sockets): fixed while the session runs.
             listening = (*addresses, *(utp.local_address for utp in utp_sockets))
             external = ExternalAddresses(
@@ -704,6 +783,8 @@ async def open_session(
                 holepunch=holepunch,
                 external=external,
             )
+            pex_sink.target = session.connector
+            nursery.start_soon(session.connector.run, name="bip connector")
             nursery.start_soon(session._accept, name="bip accept")
             nursery.start_soon(session._route_peers, name="bip peers")
             nursery.start_soon(session._route_disk, name="bip disk")

@@ -53,6 +53,10 @@ class TorrentStatus:
             gave, for our rendezvous or the other end's).
         holepunch_peers: connections made after such a connect (either side's dial): peers
             reached by holepunch, this session.
+        known_peers: addresses in the torrent's peer list (every source's, connected or
+            not: :meth:`bip._client.Session.peer_list`); filled by
+            :meth:`bip._client.Session.torrent_status`.
+        dialling: dials of the torrent's under way (same).
     """
 
     name: str
@@ -75,6 +79,8 @@ class TorrentStatus:
     holepunch_rendezvous: int = 0
     holepunch_connects: int = 0
     holepunch_peers: int = 0
+    known_peers: int = 0
+    dialling: int = 0
 
     @property
     def complete(self) -> bool:

@@ -1,0 +1,290 @@
+"""The session's peer lists and the task that dials from them (libtorrent's ``peer_list`` and
+its ``connect_peers`` pass).
+
+Every discovery source (trackers, the DHT, PEX, the user's peers, resolved tracker names)
+feeds :class:`Connector`, the session's :class:`~bip_handshake.PeerSink`: each address goes to
+its torrent's :class:`~bip_handshake.PeerList` (bip_handshake's; the rules for ranking,
+backoff, failures and bounds are there), with the swarm id it came with (a hybrid torrent's
+v1 or v2 swarm). :meth:`Connector.run`, one task per session, dials the best candidates
+while the peers connected plus the dials in flight stay under ``ClientConfig.max_peers``, at
+most ``connection_speed`` dials a second (libtorrent's ``connection_speed``), sharing the
+room between torrents by giving one dial at a time to the torrent with the fewest peers. It
+wakes when peers arrive and when a slot frees, and once a second for the waits that end.
+
+So the client remembers its peers: addresses beyond the handshaker's queue wait in the lists
+rather than being dropped, a dead address is not dialled again before its backoff, a session
+at ``max_peers`` dials no more (a dial would only end in a refused peer: a wasted connection
+the remote sees as connect-and-drop), and a banned host is never dialled.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable
+from typing import Final, Protocol
+
+import trio
+
+from bip_handshake import CompletedHandshake, DialFailure, Handshaker, PeerAddress
+
+# Until bip_handshake's __init__ exports them (the coordinator's file): then from there.
+from bip_handshake._peer_list import PeerList, PeerOrigin
+from bip_metainfo import InfoHash
+from bip_peer import REASON_PROTOCOL, REASON_SEND_TIMEOUT, REASON_TRANSPORT, Peer
+
+from ._config import DEFAULT_CONNECTION_SPEED
+
+__all__ = ["Connector", "ConnectorTorrent"]
+
+logger = logging.getLogger("bip.client")
+
+# Candidates looked at per dial at most: those the handshaker will not queue (connected
+# already, filtered, its queue full) are skipped, but a full queue must not cost a whole list.
+_TRIES: Final = 8
+_MIN_WAIT: Final = 0.001  # seconds: the shortest wait for the next dial token
+_WAKE_INTERVAL: Final = 1.0  # seconds: a pass at least this often (backoffs end, seeds change)
+# Removals that count as a failed connection: the peer misbehaved or the link broke. A peer
+# that closed, went idle or was dropped by us (redundant, a duplicate, choked out) did not fail.
+_FAILED_REASONS: Final = frozenset({REASON_PROTOCOL, REASON_TRANSPORT, REASON_SEND_TIMEOUT})
+
+
+class ConnectorTorrent(Protocol):
+    """What the connector needs of a torrent (the session's :class:`Torrent` has it)."""
+
+    @property
+    def info_hash(self) -> InfoHash:
+        """Every hash known so far (the handshaker dials with it)."""
+        ...
+
+    @property
+    def completed(self) -> trio.Event:
+        """Set once we are a seed: peers known to be seeds are not dialled then."""
+        ...
+
+    @property
+    def peers(self) -> set[Peer]:
+        """Its connected peers."""
+        ...
+
+    def refuses(self, address: PeerAddress) -> bool:
+        """Whether the peer at ``address`` is banned."""
+        ...
+
+
+class Connector:
+    """The torrents' peer lists, the sink all sources feed, and the dialling task.
+
+    Args:
+        handshaker: dials (its ``connect``) and counts the dials in flight.
+        find: the torrent an info-hash or swarm id names (the session's ``find``).
+        connected_peers: how many peers are connected now, all torrents together.
+        our_addresses: our addresses now, to rank peers against (BEP 40): the external ones
+            once decided, the listen ones before.
+        max_peers: connected peers plus dials in flight at most, all torrents together.
+        connection_speed: dials started per second at most.
+        new_list: makes a torrent's list (its bounds).
+    """
+
+    def __init__(
+        self,
+        *,
+        handshaker: Handshaker,
+        find: Callable[[InfoHash | bytes], ConnectorTorrent | None],
+        connected_peers: Callable[[], int],
+        our_addresses: Callable[[], Iterable[PeerAddress]],
+        max_peers: int,
+        connection_speed: int = DEFAULT_CONNECTION_SPEED,
+        new_list: Callable[[], PeerList] = PeerList,
+    ) -> None:
+        self._handshaker = handshaker
+        self._find = find
+        self._connected_peers = connected_peers
+        self._our_addresses = our_addresses
+        self._max_peers = max_peers
+        self._speed = connection_speed
+        self._new_list = new_list
+        self._lists: dict[ConnectorTorrent, PeerList] = {}
+        # Our dials not yet settled, with the hash each was made with: the handshaker tells
+        # failed connects (dial_failed) but not failed handshakes; those are found here.
+        self._dialled: dict[tuple[ConnectorTorrent, PeerAddress], InfoHash] = {}
+        self._wake = trio.Event()
+        self._tokens = float(connection_speed)
+        self._refilled = -math.inf
+        self.dials = 0
+        """Dials started, since the session opened."""
+
+    # -- the torrents ---------------------------------------------------------------------
+
+    def attach(self, torrent: ConnectorTorrent) -> PeerList:
+        """Give ``torrent`` a peer list (once; the same list after)."""
+        peers = self._lists.get(torrent)
+        if peers is None:
+            peers = self._lists[torrent] = self._new_list()
+        return peers
+
+    def peer_list(self, torrent: ConnectorTorrent) -> PeerList | None:
+        """The torrent's list (``None`` when not attached)."""
+        return self._lists.get(torrent)
+
+    def wake(self) -> None:
+        """Look for dials to start now (a slot freed, peers arrived)."""
+        self._wake.set()
+
+    # -- PeerSink -------------------------------------------------------------------------
+
+    def discovered(
+        self, info_hash: InfoHash | bytes, addresses: Iterable[PeerAddress], source: str
+    ) -> None:
+        """Record peers a source found in their torrent's list (:class:`PeerSink`); never
+        blocks. Given as a swarm id (bytes), the peers are dialled with that id."""
+        torrent = self._find(info_hash)
+        peers = None if torrent is None else self._lists.get(torrent)
+        if peers is None:
+            return  # not (or no longer) ours: the handshaker would drop them too
+        swarm_id = bytes(info_hash[:20]) if isinstance(info_hash, bytes) else None
+        now = trio.current_time()
+        if peers.add_many(addresses, PeerOrigin.from_name(source), now, swarm_id=swarm_id):
+            self.wake()
+
+    # -- what became of dials and connections ---------------------------------------------
+
+    def dial_failed(self, failure: DialFailure) -> None:
+        """A dial failed (the handshaker's ``on_dial_failed``)."""
+        peers = self._list_of(failure.torrent)
+        if peers is not None:
+            peers.dial_failed(failure.address, trio.current_time())
+        self.wake()
+
+    def handshake_taken(self, torrent: ConnectorTorrent, handshake: CompletedHandshake) -> None:
+        """A handshake became a peer of ``torrent``."""
+        peers = self._lists.get(torrent)
+        if peers is None:
+            return
+        origin = PeerOrigin.INCOMING if handshake.direction == "inbound" else PeerOrigin.NONE
+        peers.connected(handshake.address, trio.current_time(), origin=origin)
+
+    def handshake_refused(
+        self, torrent: ConnectorTorrent | None, handshake: CompletedHandshake
+    ) -> None:
+        """A completed handshake was closed before it became a peer (banned, filtered, a
+        duplicate, no room): an outbound one was no failure of the peer's."""
+        peers = None if torrent is None else self._lists.get(torrent)
+        if peers is not None:
+            if torrent is not None and torrent.refuses(handshake.address):
+                peers.ban(handshake.address.normalized().host)
+            elif handshake.direction == "outbound":
+                peers.dial_cancelled(handshake.address, trio.current_time())
+        self.wake()
+
+    def peer_removed(self, torrent: ConnectorTorrent, peer: Peer, reason: str) -> None:
+        """A peer of ``torrent`` is gone: a slot is free."""
+        peers = self._lists.get(torrent)
+        if peers is not None:
+            if peer.connection.peer_has_all:
+                peers.mark_seed(peer.address)
+            peers.disconnected(peer.address, trio.current_time(), failed=reason in _FAILED_REASONS)
+            if torrent.refuses(peer.address):
+                peers.ban(peer.address.normalized().host)
+        self.wake()
+
+    # -- dialling -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Dial from the lists forever (one task per session)."""
+        while True:
+            now = trio.current_time()
+            self._settle(now)
+            self._refill(now)
+            if self._tokens >= 1:
+                self._pass(now)
+            if self._tokens < 1:
+                # No dial may start before the next token; waking earlier would do nothing.
+                # (At least a millisecond: a wait shorter than the clock's resolution at its
+                # value would not move it, and the loop would spin.)
+                await trio.sleep(max((1 - self._tokens) / self._speed, _MIN_WAIT))
+                continue
+            with trio.move_on_after(_WAKE_INTERVAL):
+                await self._wake.wait()
+            self._wake = trio.Event()
+
+    def _settle(self, now: float) -> None:
+        """Dials the handshaker no longer has, that did not become a connection (a failed
+        handshake: MSE, a timeout, a peer not serving the torrent), failed."""
+        for key, info_hash in list(self._dialled.items()):
+            torrent, address = key
+            peers = self._lists[torrent]
+            entry = peers.entry(address)
+            if entry is None or not entry.dialling:  # settled already (or forgotten)
+                del self._dialled[key]
+            elif not self._handshaker.is_dialling(info_hash, address):
+                peers.dial_failed(address, now)
+                del self._dialled[key]
+
+    def _refill(self, now: float) -> None:
+        elapsed = now - self._refilled if self._refilled != -math.inf else math.inf
+        # (A hair over, so that float rounding never leaves a token at 0.9999...)
+        self._tokens = min(float(self._speed), self._tokens + elapsed * self._speed + 1e-9)
+        self._refilled = now
+
+    def free_slots(self) -> int:
+        """Connections that may still be opened: ``max_peers`` less the peers connected and
+        the dials queued or in flight."""
+        statistics = self._handshaker.statistics()
+        # Our own count of dials pending covers a handshake delivered but not yet a peer
+        # (the handshaker counts it no more); the handshaker's covers dials of others
+        # (holepunch).
+        ours = sum(peers.dialling for peers in self._lists.values())
+        dials = max(statistics.outbound_in_flight + statistics.queued, ours)
+        return max(0, self._max_peers - self._connected_peers() - dials)
+
+    def _pass(self, now: float) -> None:
+        """Start as many dials as the free slots and the rate allow, one torrent at a time."""
+        budget = min(self.free_slots(), int(self._tokens))
+        if budget <= 0 or not self._lists:
+            return
+        ours = tuple(self._our_addresses())
+        # The torrent with the fewest peers (and dials pending) is served first, one dial at
+        # a time, so one torrent with a long list cannot take every slot.
+        load = {t: len(t.peers) + peers.dialling for t, peers in self._lists.items()}
+        for peers in self._lists.values():
+            peers.set_our_addresses(ours)
+        dry: set[ConnectorTorrent] = set()
+        while budget > 0 and len(dry) < len(self._lists):
+            torrent = min((t for t in self._lists if t not in dry), key=load.__getitem__)
+            if self._dial_one(torrent, now):
+                budget -= 1
+                self._tokens -= 1
+                load[torrent] += 1
+            else:
+                dry.add(torrent)
+
+    def _dial_one(self, torrent: ConnectorTorrent, now: float) -> bool:
+        """Dial the torrent's best candidate; returns False when it has none."""
+        peers = self._lists[torrent]
+        seed = torrent.completed.is_set()
+        for _ in range(_TRIES):
+            candidates = peers.connect_candidates(1, now, seed=seed)
+            if not candidates:
+                return False
+            [address] = candidates
+            if torrent.refuses(address):  # banned by the torrent since it was added
+                peers.ban(address.host)
+                continue
+            entry = peers.entry(address)
+            swarm_id = None if entry is None else entry.swarm_id
+            info_hash = torrent.info_hash
+            if swarm_id is not None and swarm_id not in info_hash.swarm_ids():
+                swarm_id = None
+            if self._handshaker.connect(info_hash, address, swarm_id=swarm_id):
+                self.dials += 1
+                self._dialled[torrent, address] = info_hash
+                return True
+            # Not queued (connected already, filtered, the queue full): no failure of the
+            # peer's; it waits for its next turn.
+            peers.dial_cancelled(address, now)
+        return False
+
+    def _list_of(self, info_hash: InfoHash) -> PeerList | None:
+        torrent = self._find(info_hash)
+        return None if torrent is None else self._lists.get(torrent)

@@ -1,0 +1,232 @@
+"""The session's peer lists and connector: what is dialled, when, and how many at once."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+from _engine_helpers import (
+    address_of,
+    make_torrent,
+    seeder_and_leecher,
+    write_content,
+)
+
+from bip._client import ClientConfig, Torrent, TorrentOptions, open_session
+from bip._client._session import Session
+from bip_handshake import PeerAddress
+from bip_metainfo import InfoHash, Metainfo
+
+SIZES = (60_000, 20_000)
+DEADLINE = 60.0
+
+
+class Dials:
+    """A fake ``ClientConfig.dial``: records each dial; ``hang`` keeps it connecting forever,
+    else it is refused at once."""
+
+    def __init__(self, *, hang: bool) -> None:
+        self.hang = hang
+        self.attempts: Counter[PeerAddress] = Counter()
+        self.times: list[tuple[float, PeerAddress]] = []
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    async def __call__(self, address: PeerAddress) -> trio.abc.Stream:
+        self.attempts[address] += 1
+        self.times.append((trio.current_time(), address))
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            if self.hang:
+                await trio.sleep_forever()
+            await trio.lowlevel.checkpoint()
+            raise ConnectionRefusedError("refused")
+        finally:
+            self.in_flight -= 1
+
+
+def fake_config(dials: Dials, **changes: object) -> ClientConfig:
+    """A session that never listens nor touches the network: every dial goes to ``dials``."""
+    settings: dict[str, object] = {
+        "listen": (),
+        "trackers": False,
+        "utp": False,
+        "dial": dials,
+        "redial_interval": 15.0,
+        "seed_rng": 3,
+    }
+    settings.update(changes)
+    return ClientConfig(**settings)  # type: ignore[arg-type]
+
+
+def peers_at(count: int, *, base: int = 0x0A000001) -> list[PeerAddress]:
+    return [PeerAddress(IPv4Address(base + i), 6881) for i in range(count)]
+
+
+async def magnet_torrent(session: Session, tmp_path: Path, **options: object) -> Torrent:
+    """A torrent whose metadata never comes: it stays in METADATA, dialling its peers."""
+    from bip_metainfo import MagnetLink
+
+    magnet = MagnetLink(InfoHash(v1=bytes(range(20))))
+    return await session.add_torrent(
+        magnet,
+        TorrentOptions(tmp_path / "down", resume=False, **options),  # type: ignore[arg-type]
+    )
+
+
+async def wait_for(
+    predicate: Callable[[], bool], *, step: float = 0.5, limit: float = 3600
+) -> None:
+    """Poll ``predicate`` (on the virtual clock) until true; fail after ``limit`` seconds."""
+    with trio.fail_after(limit):
+        while not predicate():
+            await trio.sleep(step)
+
+
+async def test_at_max_peers_no_more_dials(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Dials in flight count against max_peers: with room for 3, three dials hang and no
+    # other of the 20 peers is tried, however long we wait.
+    dials = Dials(hang=True)
+    async with open_session(fake_config(dials, max_peers=3, connect_timeout=1e6)) as session:
+        torrent = await magnet_torrent(session, tmp_path)
+        session.connector.discovered(torrent.info_hash, peers_at(20), "tracker")
+        await trio.sleep(600)
+        assert dials.most_in_flight == 3
+        assert sum(dials.attempts.values()) == 3
+        status = session.torrent_status(torrent)
+        assert status.known_peers == 20
+        assert status.dialling == 3
+
+
+async def test_dead_address_waits_its_backoff(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    # A refused address from a tracker is tried again only after 60 s x (failures + 1), and
+    # never after three failures, whatever the sources say meanwhile.
+    dials = Dials(hang=False)
+    [dead] = peers_at(1)
+    async with open_session(fake_config(dials)) as session:
+        torrent = await magnet_torrent(session, tmp_path)
+        start = trio.current_time()
+        for _ in range(100):  # a tracker naming it every 10 s
+            session.connector.discovered(torrent.info_hash, [dead], "tracker")
+            await trio.sleep(10)
+        times = [when - start for when, _ in dials.times]
+        assert len(times) == 3
+        assert times[0] < 2
+        assert 120 <= times[1] - times[0] < 135
+        assert 180 <= times[2] - times[1] < 195
+        peers = session.peer_list(torrent)
+        assert peers is not None
+        assert peers.statistics().given_up == 1
+
+
+async def test_user_peer_is_redialled_every_interval(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    # The user's peers are offered again every redial_interval, and dialled again each time
+    # they are not connected, failures or not (as before the peer lists).
+    dials = Dials(hang=False)
+    [user] = peers_at(1)
+    async with open_session(fake_config(dials, redial_interval=15.0)) as session:
+        await magnet_torrent(session, tmp_path, peers=(user,))
+        await trio.sleep(100)
+    assert 6 <= dials.attempts[user] <= 8
+
+
+async def test_peers_beyond_the_dial_queue_are_dialled_later(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    # More addresses at once than the handshaker's queue holds (1024): none is lost, each is
+    # dialled in turn, a few a second.
+    dials = Dials(hang=False)
+    many = peers_at(1500)
+    async with open_session(fake_config(dials, connection_speed=50, max_peers=200)) as session:
+        torrent = await magnet_torrent(session, tmp_path)
+        session.connector.discovered(torrent.info_hash, many, "dht")
+        await wait_for(lambda: len(dials.attempts) == len(many))
+        assert set(dials.attempts) == set(many)
+        assert max(dials.attempts.values()) == 1
+        # At most connection_speed dials a second (a burst of one second's worth at first).
+        first = dials.times[0][0]
+        early = [when for when, _ in dials.times if when < first + 10]
+        assert len(early) <= 50 * 11
+        assert session.handshaker.statistics().dropped_queue_full == 0
+
+
+async def test_banned_host_is_not_dialled(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    dials = Dials(hang=False)
+    bad, good = peers_at(2)
+    async with open_session(fake_config(dials)) as session:
+        torrent = await magnet_torrent(session, tmp_path)
+        peers = session.peer_list(torrent)
+        assert peers is not None
+        peers.ban(bad.host)
+        session.connector.discovered(
+            torrent.info_hash, [bad, PeerAddress(bad.host, 1), good], "pex"
+        )
+        session.connector.discovered(torrent.info_hash, [bad], "user")
+        await trio.sleep(300)
+    assert bad.host not in {address.host for address in dials.attempts}
+    assert dials.attempts[good] >= 1
+
+
+async def test_swarm_id_reaches_the_handshaker(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    # A peer found in a swarm (a hybrid's v2 one) is dialled with that swarm's id: the list
+    # keeps the id each address came with.
+    dials = Dials(hang=True)
+    [peer] = peers_at(1)
+    async with open_session(fake_config(dials)) as session:
+        torrent = await magnet_torrent(session, tmp_path)
+        [swarm_id] = torrent.info_hash.swarm_ids()
+        session.connector.discovered(swarm_id, [peer], "tracker")
+        await trio.sleep(5)
+        peers = session.peer_list(torrent)
+        assert peers is not None
+        entry = peers.entry(peer)
+        assert entry is not None
+        assert entry.swarm_id == swarm_id
+        assert dials.attempts[peer] == 1
+        with pytest.raises(ValueError, match="swarm id"):
+            session.handshaker.connect(torrent.info_hash, peer, swarm_id=b"x" * 20)
+
+
+async def test_max_peers_one_dials_one_seed_on_loopback(tmp_path: Path) -> None:
+    # Two seeds on 127.0.0.2 and 127.0.0.3, a leecher allowed one peer: it dials one seed,
+    # downloads everything from it, and never dials the other while connected.
+    folder = write_content(tmp_path / "seed", SIZES)
+    torrent: Metainfo = make_torrent(folder, "v1")
+    with trio.fail_after(DEADLINE):
+        async with (
+            seeder_and_leecher(torrent, folder, listen=(("127.0.0.2", 0),)) as (first, _),
+            seeder_and_leecher(torrent, folder, listen=(("127.0.0.3", 0),)) as (second, _),
+            open_session(
+                ClientConfig(
+                    listen=(("127.0.0.4", 0),), trackers=False, max_peers=1, redial_interval=0.2
+                )
+            ) as leecher,
+        ):
+            download = await leecher.add_torrent(
+                torrent,
+                TorrentOptions(
+                    tmp_path / "down",
+                    peers=(address_of(first), address_of(second)),
+                    resume=False,
+                ),
+            )
+            await download.wait_complete()
+            assert leecher.handshaker.statistics().outbound_attempts == 1
+            status = leecher.torrent_status(download)
+            assert status.known_peers == 2
