@@ -14,7 +14,10 @@ slot with connects that each take the whole connect timeout, and honest peers di
 us meanwhile were refused. A dial over its bound waits in the dial queue (itself
 bounded by ``max_queued``) for a slot; an inbound connection over its bound is closed at
 once (``over_limit``), since the peer will dial again and holding an idle socket for it
-costs a file descriptor.
+costs a file descriptor. One address may hold at most ``max_inbound_per_host`` of the
+inbound handshakes in progress (a quarter of ``max_inbound`` by default): a flood of silent
+connections from one host, each held until the handshake timeout, would otherwise take
+every inbound slot and lock honest peers out for as long as it goes on.
 
 Everything a remote party can do wrong (garbage, a wrong protocol string, an
 unknown info-hash, a truncated handshake, a peer that sends one byte a minute)
@@ -348,7 +351,8 @@ class HandshakerStatistics:
         unknown_info_hash: inbound handshakes for a torrent that is not registered.
         self_connection: handshakes with our own peer id.
         over_limit: inbound connections closed at once because ``max_inbound`` inbound
-            handshakes were in progress (dials never count here: they have their own bound).
+            handshakes were in progress, or ``max_inbound_per_host`` from the same address
+            (dials never count here: they have their own bound).
         outbound_waited: dials that reached the head of the dial queue while all the
             ``max_concurrent`` outbound slots were taken, and waited there for one (the
             outbound bound never refuses: they ran once a slot freed, unless dropped
@@ -579,6 +583,7 @@ class Handshaker:
         max_queued: int,
         max_inbound: int,
         connect_timeout: float,
+        max_inbound_per_host: int | None = None,
         handshake_timeout: float,
         filters: HandshakeFilters,
         encryption: EncryptionPolicy,
@@ -606,6 +611,11 @@ class Handshaker:
         self._max_concurrent = max_concurrent
         self._max_inbound = max_inbound
         self._inbound_slots = trio.Semaphore(self._max_inbound)
+        # Inbound handshakes in progress per remote IP (the port is the peer's to pick).
+        self._max_per_host = (
+            max(1, max_inbound // 4) if max_inbound_per_host is None else max_inbound_per_host
+        )
+        self._inbound_hosts: Counter[IPv4Address | IPv6Address] = Counter()
         self._torrents: dict[bytes, InfoHash] = {}
         self._skeys = SkeyTable()
         self._registered: set[InfoHash] = set()
@@ -1030,11 +1040,15 @@ class Handshaker:
             if not self._allowed_early(None, address, "inbound"):
                 return
             self._count("inbound_attempts")
+            host = address.host
+            if self._inbound_hosts[host] >= self._max_per_host:
+                raise _RefusedError("over_limit", f"{self._max_per_host} in progress from {host}")
             try:
                 self._inbound_slots.acquire_nowait()
             except trio.WouldBlock:
                 raise _RefusedError("over_limit", f"{self._max_inbound} in progress") from None
             acquired = True
+            self._inbound_hosts[host] += 1
             # MSE: within the handshake timeout, _handshake looks at the first bytes
             # (_receive_secure) and speaks BEP 3 over the (maybe) encrypted stream.
             peer = await self._handshake(stream, address, "inbound", None, transport=transport)
@@ -1050,6 +1064,9 @@ class Handshaker:
         finally:
             if acquired:
                 self._inbound_slots.release()
+                self._inbound_hosts[host] -= 1
+                if self._inbound_hosts[host] <= 0:
+                    del self._inbound_hosts[host]
             if not delivered:
                 await trio.aclose_forcefully(stream)
 
@@ -1087,11 +1104,13 @@ class Handshaker:
 
     async def _receive_secure(
         self, stream: trio.abc.Stream
-    ) -> tuple[trio.abc.Stream, bytes, EncryptionMethod]:
-        """Inbound: plaintext or MSE by the first bytes; like :meth:`_secure`'s result."""
+    ) -> tuple[trio.abc.Stream, bytes, EncryptionMethod, bytes | None]:
+        """Inbound: plaintext or MSE by the first bytes; like :meth:`_secure`'s result, plus
+        the swarm id MSE named (its SKEY; None without MSE), which the handshake inside must
+        name too."""
         policy = self._encryption
         if policy is EncryptionPolicy.PLAINTEXT_ONLY:
-            return stream, b"", "plaintext"
+            return stream, b"", "plaintext", None
         probe = _SkeyProbe(self._skeys)
         receiver = MSEReceiver(probe, policy)
         head = b""
@@ -1116,8 +1135,8 @@ class Handshaker:
                 raise _RefusedError("connection_lost") from None
             raise _RefusedError("mse_failed", exc) from None
         if event.method == "rc4":
-            return MSEStream(stream, receiver), event.data, "rc4"
-        return stream, event.data, "plaintext"
+            return MSEStream(stream, receiver), event.data, "rc4", event.skey
+        return stream, event.data, "plaintext", event.skey
 
     async def _deliver(self, peer: CompletedHandshake) -> None:
         """Hand ``peer`` over; its (torrent, address) pair, taken, is released on close."""
@@ -1168,6 +1187,7 @@ class Handshaker:
 
         Outbound, an MSE failure raises :class:`_MSEFailedError` instead.
         """
+        skey: bytes | None = None  # the torrent an inbound MSE handshake named
         if torrent is None:
             connection = HandshakeConnection.receiver(
                 peer_id=self._peer_id.value, extensions=self._extensions
@@ -1189,10 +1209,10 @@ class Handshaker:
                         policy if policy is not None else self._encryption,
                     )
                 else:
-                    stream, received, method = await self._receive_secure(stream)
+                    stream, received, method, skey = await self._receive_secure(stream)
                 if received:
                     connection.receive_data(received)
-                done = await self._pump(stream, connection, direction, address)
+                done = await self._pump(stream, connection, direction, address, skey=skey)
         except trio.TooSlowError:
             raise _RefusedError("handshake_timeout", f"{self._handshake_timeout} s") from None
         except RemoteProtocolError as exc:
@@ -1228,13 +1248,15 @@ class Handshaker:
         connection: HandshakeConnection,
         direction: Direction,
         address: PeerAddress,
+        *,
+        skey: bytes | None = None,
     ) -> HandshakeComplete:
         while True:
             event = connection.next_event()
             if event is NEED_DATA:
                 connection.receive_data(await stream.receive_some(_RECEIVE_SIZE))
             elif isinstance(event, InfoHashReceived):
-                await self._on_info_hash(stream, connection, event, direction, address)
+                await self._on_info_hash(stream, connection, event, direction, address, skey=skey)
             elif isinstance(event, HandshakeComplete):
                 return event
             else:  # pragma: no cover - PAUSED cannot happen: we always act at once
@@ -1248,7 +1270,13 @@ class Handshaker:
         event: InfoHashReceived,
         direction: Direction,
         connection_address: PeerAddress,
+        *,
+        skey: bytes | None = None,
     ) -> None:
+        """The peer's first 48 bytes: look the torrent up (inbound) and run the filters.
+
+        ``skey`` is the swarm id an inbound MSE handshake named (None: plaintext).
+        """
         filters = self._filters
         torrent = connection.torrent  # the initiator's; the receiver looks it up
         if direction == "inbound":
@@ -1256,6 +1284,14 @@ class Handshaker:
             if torrent is None:
                 connection.reject()
                 raise _RefusedError("unknown_info_hash", event.info_hash.hex())
+            if skey is not None and self._torrents.get(skey) != torrent:
+                # The RC4 keys were made for the torrent MSE named: a handshake for another
+                # one inside is a lie (libtorrent refuses it too), not a second chance.
+                connection.reject()
+                raise _RefusedError(
+                    "protocol_error",
+                    f"the handshake names {event.info_hash.hex()}, MSE named {skey.hex()}",
+                )
             if self._open.get((torrent, connection_address)):
                 connection.reject()
                 raise _RefusedError("dropped_duplicate")
@@ -1309,6 +1345,7 @@ async def open_handshaker(
     max_concurrent: int = DEFAULT_MAX_CONCURRENT,
     max_queued: int = DEFAULT_MAX_QUEUED,
     max_inbound: int | None = None,
+    max_inbound_per_host: int | None = None,
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     filters: HandshakeFilters | None = None,
@@ -1342,6 +1379,10 @@ async def open_handshaker(
             the same number as ``max_concurrent`` (64 with the defaults), so a caller
             that bounded both directions with ``max_concurrent`` keeps that bound on
             each direction (the total may now reach twice it).
+        max_inbound_per_host: inbound handshakes in progress at once from one IP address
+            (any port); more are closed at once (``over_limit``). ``None`` (the default):
+            a quarter of ``max_inbound``, at least 1, so that one host flooding us with
+            silent connections leaves the other slots to honest peers.
         connect_timeout: seconds a dial may take.
         handshake_timeout: seconds the handshake may take once connected (a peer
             that dribbles bytes is cut off at this deadline).
@@ -1371,6 +1412,8 @@ async def open_handshaker(
         raise ValueError("max_concurrent must be positive; max_queued and backlog not negative")
     if max_inbound is not None and max_inbound < 1:
         raise ValueError(f"max_inbound must be positive, not {max_inbound}")
+    if max_inbound_per_host is not None and max_inbound_per_host < 1:
+        raise ValueError(f"max_inbound_per_host must be positive, not {max_inbound_per_host}")
     for timeout in (connect_timeout, handshake_timeout):
         if math.isnan(timeout) or timeout <= 0:
             raise ValueError(f"a timeout must be positive, not {timeout}")
@@ -1391,6 +1434,7 @@ async def open_handshaker(
                 max_concurrent=max_concurrent,
                 max_queued=max_queued,
                 max_inbound=max_concurrent if max_inbound is None else max_inbound,
+                max_inbound_per_host=max_inbound_per_host,
                 connect_timeout=connect_timeout,
                 handshake_timeout=handshake_timeout,
                 filters=filters if filters is not None else HandshakeFilters(),
