@@ -716,3 +716,32 @@ async def test_max_inbound_per_host_must_be_positive(value: int) -> None:
     with pytest.raises(ValueError, match="max_inbound_per_host"):
         async with open_handshaker(listen=[], max_inbound_per_host=value):
             pass  # pragma: no cover
+
+
+async def test_dialling_a_slowloris_is_cut_at_the_handshake_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A peer we dial that answers MSE one byte at a time never holds the dial past the
+    handshake timeout (no plaintext redial: it was too slow, not refusing MSE)."""
+    caplog.set_level(logging.DEBUG)
+    async with arena(handshake_timeout=1.0) as a:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.31")
+        port = listeners[0].socket.getsockname()[1]
+
+        async def serve(stream: trio.SocketStream) -> None:
+            async with stream:
+                with trio.move_on_after(3), contextlib.suppress(trio.BrokenResourceError):
+                    for byte in dh_public_key(2**159 + 7) + bytes(200):
+                        await stream.send_all(bytes([byte]))
+                        await trio.sleep(0.05)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.serve_listeners, serve, listeners)
+            assert a.victim.connect(TORRENT, PeerAddress(IPv4Address("127.0.0.31"), port))
+            await honest_round(a)
+            await settled(a.victim)
+            nursery.cancel_scope.cancel()
+        stats = a.victim.statistics()
+        assert stats.failures == stats.handshake_timeout == 1, stats
+        assert stats.plaintext_fallback == 1, stats  # the honest plaintext-only peer's
+    no_errors(caplog)
