@@ -12,11 +12,11 @@ from bip_bencode import BencodeDecodeError, Document, decode_prefix, encode
 
 from ._errors import MetainfoError, MetainfoErrorKind
 from ._files import FileEntry
-from ._info import DEFAULT_MAX_PIECES, Info
+from ._info import DEFAULT_MAX_FILES, DEFAULT_MAX_PIECES, Info
 from ._magnet import MagnetLink, _is_tracker_url
 from ._merkle import verify_piece_layer
 
-__all__ = ["DEFAULT_MAX_TORRENT_SIZE", "Metainfo"]
+__all__ = ["DEFAULT_MAX_TORRENT_SIZE", "MAX_URLS", "Metainfo"]
 
 K = MetainfoErrorKind
 
@@ -26,6 +26,12 @@ _log = logging.getLogger("bip_metainfo.torrent")
 
 DEFAULT_MAX_TORRENT_SIZE = 100 * 1024 * 1024
 """The largest .torrent file read by default (v2 piece layers make big ones)."""
+
+MAX_URLS = 1000
+"""The most tracker URLs (``announce-list``), web seeds, HTTP seeds or DHT nodes kept of
+one torrent; the rest are dropped. Real torrents list a few dozen at most; thousands only
+cost memory and time, and would make every client of a hostile torrent announce to
+thousands of hosts of its author's choosing."""
 
 _MAX_DEPTH = 128  # bencode nesting: a v2 file tree nests one level per directory
 
@@ -77,7 +83,13 @@ class Metainfo:
         "url_list",
     )
 
-    def __init__(self, data: bytes, *, max_pieces: int = DEFAULT_MAX_PIECES) -> None:
+    def __init__(
+        self,
+        data: bytes,
+        *,
+        max_pieces: int = DEFAULT_MAX_PIECES,
+        max_files: int = DEFAULT_MAX_FILES,
+    ) -> None:
         """Parse and validate a .torrent file's bytes (see :meth:`from_bytes`)."""
         try:
             # Bytes after the top-level dictionary are ignored, as libtorrent does
@@ -93,7 +105,9 @@ class Metainfo:
             raise MetainfoError(K.MISSING_INFO, "no 'info' dictionary")
         self.raw = document.data
         self.fields = fields
-        self.info = Info(document.raw(b"info"), fields[b"info"], max_pieces=max_pieces)
+        self.info = Info(
+            document.raw(b"info"), fields[b"info"], max_pieces=max_pieces, max_files=max_files
+        )
         if end < len(data):
             _log.debug(
                 "torrent %s: ignored %d bytes after its dictionary",
@@ -126,13 +140,20 @@ class Metainfo:
         )
 
     @classmethod
-    def from_bytes(cls, data: bytes, *, max_pieces: int = DEFAULT_MAX_PIECES) -> Metainfo:
+    def from_bytes(
+        cls,
+        data: bytes,
+        *,
+        max_pieces: int = DEFAULT_MAX_PIECES,
+        max_files: int = DEFAULT_MAX_FILES,
+    ) -> Metainfo:
         """Parse a .torrent file from its bytes.
 
         Raises:
-            MetainfoError: the torrent is malformed; its ``kind`` says how.
+            MetainfoError: the torrent is malformed, or holds more than ``max_pieces``
+                pieces or ``max_files`` files; its ``kind`` says how.
         """
-        return cls(bytes(data), max_pieces=max_pieces)
+        return cls(bytes(data), max_pieces=max_pieces, max_files=max_files)
 
     @classmethod
     def from_file(
@@ -141,6 +162,7 @@ class Metainfo:
         *,
         max_size: int = DEFAULT_MAX_TORRENT_SIZE,
         max_pieces: int = DEFAULT_MAX_PIECES,
+        max_files: int = DEFAULT_MAX_FILES,
     ) -> Metainfo:
         """Read and parse a .torrent file, refusing one larger than ``max_size`` bytes.
 
@@ -152,7 +174,7 @@ class Metainfo:
             data = file.read(max_size + 1)
         if len(data) > max_size:
             raise MetainfoError(K.TOO_LARGE, f"{os.fspath(path)!r} is larger than {max_size} bytes")
-        return cls(data, max_pieces=max_pieces)
+        return cls(data, max_pieces=max_pieces, max_files=max_files)
 
     def to_bytes(self) -> bytes:
         """Bencode the torrent, with the info dictionary's original bytes unchanged.
@@ -228,10 +250,14 @@ def _tiers(value: Any) -> tuple[tuple[str, ...], ...]:
     seen: set[str] = set()
     tiers = []
     for tier in value:
+        if len(seen) >= MAX_URLS:
+            break
         if type(tier) is not list:
             continue
         urls = []
         for item in tier:
+            if len(seen) >= MAX_URLS:
+                break
             url = (_text(item) or "").lstrip()
             if url and url not in seen:
                 seen.add(url)
@@ -246,6 +272,8 @@ def _urls(value: Any, *, directory: bool) -> tuple[str, ...]:
     items = [value] if type(value) is bytes else value if type(value) is list else []
     unique: dict[str, None] = {}
     for item in items:
+        if len(unique) >= MAX_URLS:
+            break
         url = _text(item)
         if not url:
             continue
@@ -277,8 +305,10 @@ def _escape_url(url: str) -> str | None:
 def _nodes(value: Any) -> tuple[tuple[str, int], ...]:
     if type(value) is not list:
         return ()
-    nodes = []
+    nodes: list[tuple[str, int]] = []
     for node in value:
+        if len(nodes) >= MAX_URLS:
+            break
         if (
             type(node) is list
             and len(node) >= 2

@@ -86,6 +86,7 @@ from ._errors import MetainfoError, MetainfoErrorKind
 __all__ = [
     "DEFAULT_DUPLICATE_LIMIT",
     "DEFAULT_SYMLINK_HOPS",
+    "break_link_cycles",
     "is_within",
     "resolve_duplicates",
     "resolve_symlinks",
@@ -465,6 +466,58 @@ def resolve_symlinks(
         valid = ok and kind(target)[0]
         result[index] = base + tuple(targets[index]) if valid else tuple(paths[index])
     return dict(sorted(result.items()))
+
+
+def break_link_cycles(
+    paths: Sequence[Sequence[str]], result: dict[int, tuple[str, ...]], max_hops: int
+) -> None:
+    """Make links that lead only to links, or to their own directory, point at themselves.
+
+    Run on :func:`resolve_symlinks`' result (whose rule is libtorrent's, which keeps
+    such links); :class:`~bip_metainfo.Info` does, so no loop reaches a disk.
+
+    ``a -> b``, ``b -> a`` both name files of the torrent, so each looks valid alone,
+    but on disk they are a loop (ELOOP for whoever opens them), and so is a chain longer
+    than ``max_hops`` or one ending at a link that points at itself. A link to a
+    directory holding it (``d/up -> d``) makes an endless tree for every program that
+    follows links (``find -L``, backups, indexers). Each such link
+    becomes a self-link, which the storage layer does not create. Linear in the number
+    of links: each is settled once.
+    """
+    by_path: dict[tuple[str, ...], int] = {}
+    for link in result:
+        by_path.setdefault(tuple(paths[link]), link)
+    # link -> how many links lead from it to something that is not a link (1: its own
+    # target is not one), or -1 when nothing valid is at the end.
+    settled: dict[int, int] = {}
+    for start in sorted(result):
+        chain: list[int] = []
+        on_chain: set[int] = set()
+        current: int | None = start
+        base = -1
+        while True:
+            index = current
+            if index is None:
+                base = 0  # reached something that is not a link
+                break
+            if index in settled:
+                base = settled[index]
+                break
+            target = result[index]
+            own = tuple(paths[index])
+            if target == own:
+                break  # a self-link: nothing valid at its end
+            if target == own[: len(target)] or index in on_chain:
+                chain.append(index)  # a directory loop, or a cycle
+                break
+            chain.append(index)
+            on_chain.add(index)
+            current = by_path.get(target)
+        for hops, link in enumerate(reversed(chain), start=1):
+            depth = base + hops if base >= 0 and base + hops <= max_hops else -1
+            settled[link] = depth
+            if depth < 0:
+                result[link] = tuple(paths[link])
 
 
 def _fold(component: str) -> str:
