@@ -102,7 +102,7 @@ def test_attr_of_megabytes_is_read_without_a_loop_per_byte() -> None:
 
 
 def test_thousands_of_trackers_web_seeds_and_nodes_are_capped() -> None:
-    document = {
+    document: dict[bytes, Any] = {
         b"info": {b"name": b"x", b"piece length": 16384, b"length": 3, b"pieces": bytes(20)},
         b"announce-list": [[b"udp://127.0.0.1:%d" % (i % 65535 + 1)] for i in range(5_000)]
         + [[b"http://127.0.0.1/%d/%d" % (i, j) for j in range(3)] for i in range(2_000)],
@@ -353,7 +353,7 @@ def test_long_link_chains_are_bounded() -> None:
 def test_break_link_cycles_is_linear_in_links() -> None:
     count = 50_000
     paths = [("t", f"l{i}") for i in range(count)]
-    resolved = {i: ("t", f"l{(i + 1) % count}") for i in range(count)}  # one huge ring
+    resolved: dict[int, tuple[str, ...]] = {i: ("t", f"l{(i + 1) % count}") for i in range(count)}
     start = time.perf_counter()
     break_link_cycles(paths, resolved, DEFAULT_SYMLINK_HOPS)
     assert time.perf_counter() - start < 10
