@@ -2,7 +2,8 @@
 
 Every source is a :class:`PeerSource`: a long-running task, started once per torrent, that
 pushes the addresses it finds into a bip_handshake :class:`~bip_handshake.PeerSink` (the
-session's handshaker, which dials them). PEX needs no task: it is a bip_peer service that
+session's :class:`~bip._client.Connector`, which keeps them in the torrent's peer list and
+dials the best of them while there is room). PEX needs no task: it is a bip_peer service that
 feeds the same sink. The sources here:
 
 - :class:`UserPeers`: the ``--peer`` addresses and a magnet link's ``x.pe``, offered again
@@ -120,7 +121,8 @@ class UserPeers:
 
     Args:
         peers: the addresses.
-        interval: seconds between offers (the handshaker skips peers already connected).
+        interval: seconds between offers. Each offer clears the peer's failures and backoff
+            in the peer list (the user asked for it): one not connected is dialled again.
     """
 
     def __init__(self, peers: Sequence[PeerAddress], *, interval: float) -> None:
