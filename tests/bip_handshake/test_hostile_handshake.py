@@ -20,6 +20,8 @@ from ipaddress import IPv4Address
 import pytest
 import trio
 import trio.testing
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bip_handshake import EncryptionPolicy, Extensions, Handshake, PeerAddress, PeerId
 from bip_handshake._handshaker import CompletedHandshake, Handshaker, open_handshaker
@@ -744,4 +746,43 @@ async def test_dialling_a_slowloris_is_cut_at_the_handshake_timeout(
         stats = a.victim.statistics()
         assert stats.failures == stats.handshake_timeout == 1, stats
         assert stats.plaintext_fallback == 1, stats  # the honest plaintext-only peer's
+    no_errors(caplog)
+
+
+# One virtual clock for every example: the timeouts of connections left open cost nothing.
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    chunks=st.lists(st.binary(min_size=1, max_size=700), min_size=1, max_size=4),
+    prefix=st.sampled_from([b"", b"\x13BitTorrent protocol", dh_public_key(ATTACKER_KEY)]),
+    close=st.booleans(),
+)
+async def test_garbage_costs_one_connection_and_is_counted(
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+    chunks: list[bytes],
+    prefix: bytes,
+    close: bool,
+) -> None:
+    """Any bytes, in any chunks, after any start (nothing, a plaintext header, a valid MSE
+    key): the connection ends (a refusal or, left open, the timeout), counted once as a
+    failure, and the handshaker goes on."""
+    async with open_handshaker(
+        peer_id=SERVER, listen=[], encryption=PREFER, handshake_timeout=0.5
+    ) as hs:
+        hs.register(TORRENT)
+        ours, theirs = trio.testing.memory_stream_pair()
+        hs.accept_stream(theirs, PeerAddress(IPv4Address("10.0.0.9"), 6881))
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            for chunk in [prefix, *chunks]:
+                await ours.send_all(chunk)
+            if close:
+                await ours.aclose()
+        with trio.fail_after(5):
+            while hs.statistics().inbound_in_flight:
+                await trio.sleep(0.01)
+        stats = hs.statistics()
+        assert stats.inbound_attempts == stats.failures == 1, stats
+        await trio.aclose_forcefully(ours)
     no_errors(caplog)
