@@ -25,6 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bip._client import Session, TorrentOptions, open_session
+from bip._client._discovery import TrackerAnnouncer
 from bip._client._external_address import ExternalAddresses
 from bip._client._http_tracker_codec import parse_announce_response
 from bip._client._session import _dht_decided
@@ -221,11 +222,17 @@ async def test_a_malformed_external_ip_is_ignored(tmp_path: Path, external_ip: o
                 external_voter=ExternalIPVoter(accept_local=True),
             ) as s,
         ):
-            await s.add_torrent(
+            added = await s.add_torrent(
                 torrent, TorrentOptions(tmp_path / "s", extra_trackers=(one.url, two.url))
             )
-            # Both answers were read (their peer was offered to the dialler) ...
-            await wait_until(lambda: s.handshaker.statistics().discovered >= 2)
+            [announcer] = [a for a in added._sources if isinstance(a, TrackerAnnouncer)]
+            # Both answers were read (an update per answer casts its vote) ...
+            await wait_until(
+                lambda: (
+                    len(announcer.status()) == 2
+                    and all(status.announces >= 1 for status in announcer.status())
+                )
+            )
             # ... and their external ip left alone.
             assert s.external is not None
             assert s.external.voter.statistics().votes == 0
