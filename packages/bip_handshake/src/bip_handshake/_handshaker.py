@@ -14,10 +14,11 @@ slot with connects that each take the whole connect timeout, and honest peers di
 us meanwhile were refused. A dial over its bound waits in the dial queue (itself
 bounded by ``max_queued``) for a slot; an inbound connection over its bound is closed at
 once (``over_limit``), since the peer will dial again and holding an idle socket for it
-costs a file descriptor. One address may hold at most ``max_inbound_per_host`` of the
-inbound handshakes in progress (a quarter of ``max_inbound`` by default): a flood of silent
-connections from one host, each held until the handshake timeout, would otherwise take
-every inbound slot and lock honest peers out for as long as it goes on.
+costs a file descriptor. One host (an IPv4 address, an IPv6 /64) may hold at most
+``max_inbound_per_host`` of the inbound handshakes in progress (a quarter of
+``max_inbound`` by default): a flood of silent connections from one host, each held until
+the handshake timeout, would otherwise take every inbound slot and lock honest peers out
+for as long as it goes on.
 
 Everything a remote party can do wrong (garbage, a wrong protocol string, an
 unknown info-hash, a truncated handshake, a peer that sends one byte a minute)
@@ -74,7 +75,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields, replace
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv6Address, IPv6Network, ip_address
 from typing import TYPE_CHECKING, Final, Literal, Protocol, runtime_checkable
 
 import trio
@@ -351,8 +352,8 @@ class HandshakerStatistics:
         unknown_info_hash: inbound handshakes for a torrent that is not registered.
         self_connection: handshakes with our own peer id.
         over_limit: inbound connections closed at once because ``max_inbound`` inbound
-            handshakes were in progress, or ``max_inbound_per_host`` from the same address
-            (dials never count here: they have their own bound).
+            handshakes were in progress, or ``max_inbound_per_host`` from the same host (an
+            IPv4 address, an IPv6 /64); dials never count here: they have their own bound.
         outbound_waited: dials that reached the head of the dial queue while all the
             ``max_concurrent`` outbound slots were taken, and waited there for one (the
             outbound bound never refuses: they ran once a slot freed, unless dropped
@@ -507,6 +508,15 @@ def _os_detail(exc: BaseException) -> str | None:
     return None
 
 
+def _host_key(address: PeerAddress) -> IPv4Address | IPv6Network:
+    """What ``max_inbound_per_host`` counts by: the IPv4 address, or the IPv6 /64 (a host
+    is given a whole /64, so one address each would not bound anything)."""
+    host = address.normalized().host
+    if isinstance(host, IPv4Address):
+        return host
+    return IPv6Network((host, 64), strict=False)
+
+
 def _listener_name(listener: trio.SocketListener) -> str:
     """A listener's address as ``host:port``, for the log."""
     try:
@@ -611,11 +621,12 @@ class Handshaker:
         self._max_concurrent = max_concurrent
         self._max_inbound = max_inbound
         self._inbound_slots = trio.Semaphore(self._max_inbound)
-        # Inbound handshakes in progress per remote IP (the port is the peer's to pick).
+        # Inbound handshakes in progress per remote host (_host_key: the port, and the low
+        # 64 bits of an IPv6 address, are the peer's to pick).
         self._max_per_host = (
             max(1, max_inbound // 4) if max_inbound_per_host is None else max_inbound_per_host
         )
-        self._inbound_hosts: Counter[IPv4Address | IPv6Address] = Counter()
+        self._inbound_hosts: Counter[IPv4Address | IPv6Network] = Counter()
         self._torrents: dict[bytes, InfoHash] = {}
         self._skeys = SkeyTable()
         self._registered: set[InfoHash] = set()
@@ -1040,7 +1051,7 @@ class Handshaker:
             if not self._allowed_early(None, address, "inbound"):
                 return
             self._count("inbound_attempts")
-            host = address.host
+            host = _host_key(address)
             if self._inbound_hosts[host] >= self._max_per_host:
                 raise _RefusedError("over_limit", f"{self._max_per_host} in progress from {host}")
             try:
@@ -1379,10 +1390,11 @@ async def open_handshaker(
             the same number as ``max_concurrent`` (64 with the defaults), so a caller
             that bounded both directions with ``max_concurrent`` keeps that bound on
             each direction (the total may now reach twice it).
-        max_inbound_per_host: inbound handshakes in progress at once from one IP address
-            (any port); more are closed at once (``over_limit``). ``None`` (the default):
-            a quarter of ``max_inbound``, at least 1, so that one host flooding us with
-            silent connections leaves the other slots to honest peers.
+        max_inbound_per_host: inbound handshakes in progress at once from one host (an
+            IPv4 address or an IPv6 /64, any port); more are closed at once
+            (``over_limit``). ``None`` (the default): a quarter of ``max_inbound``, at
+            least 1, so that one host flooding us with silent connections leaves the
+            other slots to honest peers.
         connect_timeout: seconds a dial may take.
         handshake_timeout: seconds the handshake may take once connected (a peer
             that dribbles bytes is cut off at this deadline).
