@@ -15,7 +15,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 import pytest
 import trio
@@ -699,7 +699,7 @@ async def test_max_inbound_per_host_counts_every_port_of_an_address() -> None:
             ours, theirs = trio.testing.memory_stream_pair()
             hs.accept_stream(theirs, PeerAddress(IPv4Address(host), port))
             streams.append(ours)
-        await trio.testing.wait_all_tasks_blocked()
+            await trio.testing.wait_all_tasks_blocked()  # in this order
         stats = hs.statistics()
         assert (stats.inbound_in_flight, stats.over_limit) == (2, 1)
         await streams[0].send_all(handshake())
@@ -786,3 +786,22 @@ async def test_garbage_costs_one_connection_and_is_counted(
         assert stats.inbound_attempts == stats.failures == 1, stats
         await trio.aclose_forcefully(ours)
     no_errors(caplog)
+
+
+async def test_max_inbound_per_host_counts_an_ipv6_64_as_one_host() -> None:
+    """An IPv6 host picks any address of its /64: the bound counts the /64."""
+    async with open_handshaker(
+        peer_id=SERVER, listen=[], encryption=PLAIN, max_inbound=8, max_inbound_per_host=2
+    ) as hs:
+        hs.register(TORRENT)
+        streams = []
+        for host in ("2001:db8::1", "2001:db8::2:3", "2001:db8::ffff", "2001:db8:0:1::1"):
+            ours, theirs = trio.testing.memory_stream_pair()
+            hs.accept_stream(theirs, PeerAddress(IPv6Address(host), 6881))
+            streams.append(ours)
+            await trio.testing.wait_all_tasks_blocked()
+        stats = hs.statistics()
+        # Two of 2001:db8::/64 in progress, the third refused; another /64 is let in.
+        assert (stats.inbound_in_flight, stats.over_limit) == (3, 1)
+        for stream in streams:
+            await trio.aclose_forcefully(stream)
