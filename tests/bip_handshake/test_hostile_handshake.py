@@ -238,15 +238,11 @@ async def hostile_mse(stream: trio.SocketStream, lie: Lie) -> tuple[bytes, RC4St
     await stream.send_all(encryptor.process(ia + lie.after))
     if lie.close_after == "ia":
         return bytes(received) + await close_and_drain(stream), decryptor
-    return bytes(received) + await drain_until_close(stream), decryptor
+    return bytes(received) + await drain(stream), decryptor
 
 
 async def close_and_drain(stream: trio.SocketStream) -> bytes:
     await stream.send_eof()
-    return await drain(stream)
-
-
-async def drain_until_close(stream: trio.SocketStream) -> bytes:
     return await drain(stream)
 
 
@@ -316,31 +312,32 @@ MSE_CASES = {
 
 @pytest.mark.parametrize("name", list(MSE_CASES))
 async def test_hostile_mse_initiator(name: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Each lie costs its connection, counted under its reason, while honest peers complete
+    beside it; the cases at the very edge of the bounds complete."""
     caplog.set_level(logging.DEBUG)
     case = MSE_CASES[name]
     async with arena() as a:
         stream = await connect_from(a, "127.0.0.3")
         async with trio.open_nursery() as nursery:
-            result: list[tuple[bytes, RC4Stream | None]] = []
 
             async def attack() -> None:
                 # The victim closes as soon as it sees the lie: later writes may break.
                 with contextlib.suppress(trio.BrokenResourceError):
-                    result.append(await hostile_mse(stream, case.lie))
+                    await hostile_mse(stream, case.lie)
 
+            nursery.start_soon(attack)
             if case.counter is None:
-                nursery.start_soon(attack)
                 (peer,) = await take(a.victim, 1)
                 assert peer.peer_id == ATTACKER
+                assert peer.encryption == ("plaintext" if case.lie.provide == 1 else "rc4")
                 await peer.aclose()
             else:
-                nursery.start_soon(attack)
                 await honest_round(a)
         await stream.aclose()
         await settled(a.victim)
         stats = a.victim.statistics()
         if case.counter is None:
-            assert stats.inbound_completed == 5 or stats.inbound_completed == 1, stats
+            assert stats.inbound_completed == 1, stats
             assert stats.failures == 0, stats
         else:
             assert stats.failures == getattr(stats, case.counter) == 1, stats
