@@ -101,7 +101,7 @@ async def test_at_max_peers_no_more_dials(
         await trio.sleep(600)
         assert dials.most_in_flight == 3
         assert sum(dials.attempts.values()) == 3
-        status = session.torrent_status(torrent)
+        status = torrent.status()
         assert status.known_peers == 20
         assert status.dialling == 3
 
@@ -228,5 +228,5 @@ async def test_max_peers_one_dials_one_seed_on_loopback(tmp_path: Path) -> None:
             )
             await download.wait_complete()
             assert leecher.handshaker.statistics().outbound_attempts == 1
-            status = leecher.torrent_status(download)
+            status = download.status()
             assert status.known_peers == 2

@@ -12,7 +12,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from bip_handshake import PeerAddress
 from bip_handshake._peer_list import (
     EVICTION_WINDOW,
-    MAX_BANNED,
+    MAX_BANNED_HOSTS,
     PeerList,
     PeerOrigin,
 )
@@ -241,9 +241,9 @@ def test_ban_drops_and_refuses_a_host() -> None:
 
 def test_banned_hosts_are_bounded() -> None:
     peers = PeerList()
-    for i in range(MAX_BANNED + 10):
+    for i in range(MAX_BANNED_HOSTS + 10):
         peers.ban(IPv4Address(i + 1))
-    assert peers.statistics().banned_hosts == MAX_BANNED
+    assert peers.statistics().banned_hosts == MAX_BANNED_HOSTS
 
 
 def test_remove() -> None:

@@ -102,6 +102,19 @@ from ._mse import (
 )
 from ._mse_stream import MSEStream
 from ._peer_id import DEFAULT_PEER_ID_PREFIX, ClientInfo, PeerId, PeerIdError, azureus_prefix
+from ._peer_list import (
+    DEFAULT_DIAL_TIMEOUT,
+    DEFAULT_MAX_FAILCOUNT,
+    DEFAULT_MAX_PEERLIST_SIZE,
+    DEFAULT_MIN_RECONNECT_TIME,
+    EVICTION_WINDOW,
+    MAX_BANNED_HOSTS,
+    PeerEntry,
+    PeerList,
+    PeerListStatistics,
+    PeerOrigin,
+)
+from ._peer_priority import crc32c, peer_priority
 from ._utp_config import MIN_DATAGRAM, PACKET_OVERHEAD, UtpConfig, UtpConnectError, UtpError
 from ._utp_connection import (
     PADDING_EXTENSION,
@@ -120,6 +133,7 @@ __all__ = [
     "CRYPTO_RC4",
     "DEFAULT_COMPACT_LIMIT",
     "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_DIAL_TIMEOUT",
     "DEFAULT_EXTERNAL_MAX_CANDIDATES",
     "DEFAULT_EXTERNAL_MAX_VOTERS",
     "DEFAULT_EXTERNAL_MIN_VOTERS",
@@ -129,13 +143,18 @@ __all__ = [
     "DEFAULT_FIRST_TIMEOUT",
     "DEFAULT_HANDSHAKE_TIMEOUT",
     "DEFAULT_MAX_CONCURRENT",
+    "DEFAULT_MAX_FAILCOUNT",
     "DEFAULT_MAX_FILTER_LINE",
     "DEFAULT_MAX_FILTER_RANGES",
+    "DEFAULT_MAX_PEERLIST_SIZE",
     "DEFAULT_MAX_QUEUED",
     "DEFAULT_MAX_TRAILING",
+    "DEFAULT_MIN_RECONNECT_TIME",
     "DEFAULT_PEER_ID_PREFIX",
     "DEFAULT_VOTE_WEIGHTS",
+    "EVICTION_WINDOW",
     "HANDSHAKE_LENGTH",
+    "MAX_BANNED_HOSTS",
     "MAX_UTP_HINTS",
     "MIN_DATAGRAM",
     "NEED_DATA",
@@ -185,8 +204,12 @@ __all__ = [
     "ParsedIPFilter",
     "PeerAddress",
     "PeerDialer",
+    "PeerEntry",
     "PeerId",
     "PeerIdError",
+    "PeerList",
+    "PeerListStatistics",
+    "PeerOrigin",
     "PeerSink",
     "Pending",
     "RemoteProtocolError",
@@ -208,6 +231,7 @@ __all__ = [
     "UtpStream",
     "VoteSource",
     "azureus_prefix",
+    "crc32c",
     "encode_compact_nodes",
     "encode_compact_peers",
     "is_global_address",
@@ -218,6 +242,7 @@ __all__ = [
     "parse_compact_nodes",
     "parse_compact_peers",
     "parse_ip_filter",
+    "peer_priority",
 ]
 
 __version__ = "0.1.0"

@@ -23,7 +23,7 @@ The rules, libtorrent's defaults:
 - candidates are ranked by fewest failures, then by source (user, tracker, DHT, PEX,
   resume data, other), then by BEP 40 priority against our address of the peer's family (our
   external address when known, else our listen address; :meth:`PeerList.set_our_addresses`);
-- a banned host is dropped and never added again (up to ``MAX_BANNED`` hosts);
+- a banned host is dropped and never added again (up to ``MAX_BANNED_HOSTS`` hosts);
 - a peer known to be a seed is not a candidate while we are a seed too;
 - an address seen only as an incoming connection (a peer's ephemeral port) is never dialled,
   and is forgotten when that connection ends.
@@ -55,7 +55,7 @@ __all__ = [
     "DEFAULT_MAX_PEERLIST_SIZE",
     "DEFAULT_MIN_RECONNECT_TIME",
     "EVICTION_WINDOW",
-    "MAX_BANNED",
+    "MAX_BANNED_HOSTS",
     "PeerEntry",
     "PeerList",
     "PeerListStatistics",
@@ -73,7 +73,7 @@ DEFAULT_DIAL_TIMEOUT: Final = 120.0
 """Seconds after which a dial whose outcome was never reported counts as failed."""
 EVICTION_WINDOW: Final = 128
 """Oldest entries looked at for one to evict when the list is full."""
-MAX_BANNED: Final = 65536
+MAX_BANNED_HOSTS: Final = 65536
 """Banned hosts remembered per list, at most (further bans only drop the host's entries)."""
 
 
@@ -526,7 +526,7 @@ class PeerList:
         """Never dial nor record ``host`` again; its entries not connected are dropped now,
         the connected ones when they disconnect. Returns how many entries were dropped."""
         host = _normal_host(host)
-        if len(self._banned) < MAX_BANNED:
+        if len(self._banned) < MAX_BANNED_HOSTS:
             self._banned.add(host)
         doomed = [
             entry.address

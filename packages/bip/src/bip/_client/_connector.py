@@ -26,10 +26,14 @@ from typing import Final, Protocol
 
 import trio
 
-from bip_handshake import CompletedHandshake, DialFailure, Handshaker, PeerAddress
-
-# Until bip_handshake's __init__ exports them (the coordinator's file): then from there.
-from bip_handshake._peer_list import PeerList, PeerOrigin
+from bip_handshake import (
+    CompletedHandshake,
+    DialFailure,
+    Handshaker,
+    PeerAddress,
+    PeerList,
+    PeerOrigin,
+)
 from bip_metainfo import InfoHash
 from bip_peer import REASON_PROTOCOL, REASON_SEND_TIMEOUT, REASON_TRANSPORT, Peer
 

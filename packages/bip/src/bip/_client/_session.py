@@ -33,7 +33,6 @@ names them.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import logging
 import random
@@ -57,13 +56,11 @@ from bip_handshake import (
     PeerAddress,
     PeerDialer,
     PeerId,
+    PeerList,
     PeerSink,
     UtpSocket,
     open_handshaker,
 )
-
-# Until bip_handshake's __init__ exports it (the coordinator's file): then from there.
-from bip_handshake._peer_list import PeerList
 from bip_metainfo import InfoHash, MagnetLink, Metainfo
 from bip_peer import (
     DEFAULT_MAX_PEER_REQUESTS,
@@ -89,7 +86,6 @@ from ._discovery import DhtLike, DhtPeers, PeerSource, TrackerAnnouncer
 from ._external_address import ExternalAddresses
 from ._holepunch import HolepunchPolicy
 from ._http_tracker import HttpTrackerClient
-from ._status import TorrentStatus
 from ._swarm import MAX_OUT_REQUESTS
 from ._torrent import Torrent, TorrentError
 from ._utp import UtpRouter, open_session_utp
@@ -296,15 +292,6 @@ class Session:
         """The torrents added."""
         return tuple(self._all)
 
-    def torrent_status(self, torrent: Torrent) -> TorrentStatus:
-        """:meth:`Torrent.status`, with what the session knows of the torrent's peers
-        (:attr:`TorrentStatus.known_peers`, :attr:`TorrentStatus.dialling`)."""
-        status = torrent.status()
-        peers = self.connector.peer_list(torrent)
-        if peers is None:
-            return status
-        return dataclasses.replace(status, known_peers=len(peers), dialling=peers.dialling)
-
     def peer_list(self, torrent: Torrent) -> PeerList | None:
         """The peers ``torrent`` knows (every source's, with their history); ``None`` for a
         torrent not of this session."""
@@ -369,7 +356,7 @@ class Session:
             holepunch=self.holepunch,
             peer_sink=self.connector,
         )
-        self.connector.attach(torrent)
+        torrent.peer_list = self.connector.attach(torrent)
         self._index(torrent, info_hash)
         self._all.append(torrent)
         self.handshaker.register(info_hash)

@@ -54,9 +54,8 @@ class TorrentStatus:
         holepunch_peers: connections made after such a connect (either side's dial): peers
             reached by holepunch, this session.
         known_peers: addresses in the torrent's peer list (every source's, connected or
-            not: :meth:`bip._client.Session.peer_list`); filled by
-            :meth:`bip._client.Session.torrent_status`.
-        dialling: dials of the torrent's under way (same).
+            not: :attr:`bip._client.Torrent.peer_list`).
+        dialling: dials of the torrent's under way.
     """
 
     name: str

@@ -47,7 +47,7 @@ from bip_disk import (
     TorrentStateError,
 )
 from bip_disk import PieceVerified as DiskPieceVerified
-from bip_handshake import Handshaker, PeerAddress, PeerSink
+from bip_handshake import Handshaker, PeerAddress, PeerList, PeerSink
 from bip_metainfo import Info, InfoHash, MagnetLink, Metainfo, MetainfoError
 from bip_peer import (
     Bitfield,
@@ -214,6 +214,9 @@ class Torrent:
         self.handle: TorrentHandle | None = None
         self.swarm: Swarm | None = None
         self.peers: set[Peer] = set()
+        self.peer_list: PeerList | None = None
+        """Every address the torrent's sources gave, with its history (the session's
+        connector keeps it and dials from it); ``None`` outside a session."""
         self._banned: set[object] = set()
         self.completed = trio.Event()
         """Set once every selected piece is verified (never cleared)."""
@@ -308,6 +311,8 @@ class Torrent:
             holepunch_rendezvous=punched.rendezvous,
             holepunch_connects=punched.connects,
             holepunch_peers=punched.peers,
+            known_peers=0 if self.peer_list is None else len(self.peer_list),
+            dialling=0 if self.peer_list is None else self.peer_list.dialling,
         )
 
     def _checked(self) -> float | None:
