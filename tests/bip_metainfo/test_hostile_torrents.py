@@ -20,6 +20,7 @@ from bip_metainfo._errors import MetainfoError, MetainfoErrorKind
 from bip_metainfo._info import DEFAULT_MAX_FILES, Info
 from bip_metainfo._metainfo import MAX_URLS, Metainfo
 from bip_metainfo._paths import DEFAULT_SYMLINK_HOPS, break_link_cycles
+from bip_metainfo._tokens import DEFAULT_MAX_VALUES, check_value_count
 
 K = MetainfoErrorKind
 ROOT = b"\x01" * 32  # a non-zero pieces root: the parser cannot check it without layers
@@ -371,3 +372,44 @@ def test_a_single_file_symlink_torrent_holds_no_data_and_is_refused() -> None:
         }
     )
     _refused(data, K.INVALID_LENGTH)
+
+
+# --- how much decoding may allocate ---------------------------------------------------
+
+
+@pytest.mark.parametrize("unit", [b"le", b"de", b"i7e", b"1:a", b"0:"])
+def test_millions_of_tiny_values_are_refused_before_decoding(unit: bytes) -> None:
+    junk = unit * 120_000
+    info = encode({b"name": b"x", b"piece length": 16384, b"length": 3, b"pieces": bytes(20)})
+    data = b"d1:al" + junk + b"e4:info" + info + b"e"
+    with pytest.raises(MetainfoError) as caught:
+        check_value_count(data, 100_000)
+    assert caught.value.kind is K.TOO_MANY_VALUES
+    assert "more than 100000 bencoded values" in str(caught.value)
+    assert K.TOO_MANY_VALUES.libtorrent == "limit_exceeded"
+    check_value_count(data, 130_000)  # exactly counted: 120,000 and a few
+
+
+def test_bep9_metadata_is_bounded_by_the_default_value_count() -> None:
+    data = b"d4:junkl" + b"le" * DEFAULT_MAX_VALUES + b"e4:name1:xe"
+    with pytest.raises(MetainfoError, match="too_many_values"):
+        Info.from_bytes(data)
+
+
+def test_the_value_count_passes_real_torrents_at_once_and_ignores_trailing_bytes() -> None:
+    # Long strings full of "e" and ":" bytes only send the check to its exact count.
+    pieces = b"e:" * 100_000
+    info = encode({b"name": b"x", b"piece length": 16384, b"length": 3, b"pieces": pieces})
+    check_value_count(info, 10)
+    document = b"d4:info" + info + b"e"
+    check_value_count(document + b"le" * 100, 11)  # after the dictionary: not read
+    for malformed in (b"i12", b"5:ab", b"x", b"-1:", b"99999999999999999999999:"):
+        check_value_count(malformed * 20, 3)  # left for the decoder to refuse
+
+
+def test_forty_megabytes_of_empty_lists_are_refused_without_decoding_them() -> None:
+    data = b"d1:al" + b"le" * 20_000_000 + b"e4:infod4:name1:xee"  # 40 MB
+    start = time.perf_counter()
+    with pytest.raises(MetainfoError, match="too_many_values"):
+        Metainfo.from_bytes(data)
+    assert time.perf_counter() - start < 30  # generous: decoding it took 10 s and 1.6 GB

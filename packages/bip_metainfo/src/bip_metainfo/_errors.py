@@ -39,6 +39,8 @@ class MetainfoErrorKind(enum.Enum):
     """A ``files`` list or ``file tree`` holding no files."""
     TOO_MANY_PIECES = "too_many_pieces"
     """More pieces, or a larger total size, than any sane torrent has."""
+    TOO_MANY_VALUES = "too_many_values"
+    """More bencoded values than the reader's limit (:data:`~bip_metainfo.DEFAULT_MAX_VALUES`)."""
     TOO_MANY_FILES = "too_many_files"
     """More files than the reader's limit (:data:`~bip_metainfo.DEFAULT_MAX_FILES`)."""
     TOO_MANY_DUPLICATE_NAMES = "too_many_duplicate_names"
@@ -80,6 +82,7 @@ _LIBTORRENT = {
     MetainfoErrorKind.INVALID_LENGTH: "torrent_invalid_length",
     MetainfoErrorKind.NO_FILES: "no_files_in_torrent",
     MetainfoErrorKind.TOO_MANY_PIECES: "too_many_pieces_in_torrent",
+    MetainfoErrorKind.TOO_MANY_VALUES: "limit_exceeded",  # bdecode's max_decode_tokens
     MetainfoErrorKind.TOO_MANY_FILES: "limit_exceeded",  # bdecode's max_decode_tokens
     MetainfoErrorKind.TOO_MANY_DUPLICATE_NAMES: "too_many_duplicate_filenames",
     MetainfoErrorKind.INCONSISTENT_FILES: "torrent_inconsistent_files",

@@ -30,6 +30,7 @@ from ._paths import (
     sanitize_path,
     sanitize_symlink_target,
 )
+from ._tokens import check_value_count
 
 __all__ = ["DEFAULT_MAX_FILES", "DEFAULT_MAX_PIECES", "Info"]
 
@@ -245,6 +246,7 @@ class Info:
             MetainfoError: the bytes are not a valid info dictionary, or it holds
                 more than ``max_pieces`` pieces or ``max_files`` files.
         """
+        check_value_count(bytes(data))  # before decoding builds an object per value
         try:
             fields = decode(data, lenient=True)
         except BencodeDecodeError as error:

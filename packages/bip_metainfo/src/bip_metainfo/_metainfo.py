@@ -15,6 +15,7 @@ from ._files import FileEntry
 from ._info import DEFAULT_MAX_FILES, DEFAULT_MAX_PIECES, Info
 from ._magnet import MagnetLink, _is_tracker_url
 from ._merkle import verify_piece_layer
+from ._tokens import check_value_count
 
 __all__ = ["DEFAULT_MAX_TORRENT_SIZE", "MAX_URLS", "Metainfo"]
 
@@ -91,6 +92,7 @@ class Metainfo:
         max_files: int = DEFAULT_MAX_FILES,
     ) -> None:
         """Parse and validate a .torrent file's bytes (see :meth:`from_bytes`)."""
+        check_value_count(data)  # before decoding builds an object per value
         try:
             # Bytes after the top-level dictionary are ignored, as libtorrent does
             # (real .torrent files end in a stray newline or worse).
