@@ -26,7 +26,7 @@ import trio
 
 from bip._client import ClientConfig, Session, open_session
 from bip._client._utp import UtpRouter
-from bip_handshake import ListenError, PeerAddress, PeerSink
+from bip_handshake import IPFilter, ListenError, PeerAddress, PeerSink
 
 __all__ = ["RestrictedConeNat", "session_behind_nat"]
 
@@ -94,6 +94,10 @@ class RestrictedConeNat:
 
     def add_node(self, address: PeerAddress) -> None:
         """Keep no node."""
+
+    def set_ip_filter(self, ip_filter: IPFilter | None) -> int:
+        """Filter no node: there are none."""
+        return 0
 
 
 @asynccontextmanager

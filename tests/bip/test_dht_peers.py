@@ -13,7 +13,7 @@ import trio.testing
 
 from bip._client import DhtPeers
 from bip_dht import DHTError
-from bip_handshake import PeerAddress, PeerSink
+from bip_handshake import IPFilter, PeerAddress, PeerSink
 from bip_metainfo import InfoHash
 
 V1 = bytes(range(20))
@@ -49,6 +49,7 @@ class FakeDht:
         self.calls: list[Call] = []
         self.running = 0
         self.fail = fail
+        self.ip_filter: IPFilter | None = None
 
     @property
     def addresses(self) -> tuple[PeerAddress, ...]:
@@ -56,6 +57,10 @@ class FakeDht:
 
     def add_node(self, address: PeerAddress) -> None:
         return None
+
+    def set_ip_filter(self, ip_filter: IPFilter | None) -> int:
+        self.ip_filter = ip_filter
+        return 0
 
     async def keep_finding(
         self,

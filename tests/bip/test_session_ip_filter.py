@@ -6,6 +6,7 @@ keeps the others."""
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -16,6 +17,7 @@ from _engine_helpers import loopback_config, make_torrent, same_files, write_con
 
 from bip._client import ClientConfig, Session, TorrentOptions, open_session
 from bip._client._session import REASON_IP_FILTER
+from bip_dht import open_dht
 from bip_handshake import IPFilter, IPRange, PeerAddress
 
 SIZES = (300_000, 120_000)
@@ -130,3 +132,23 @@ async def test_config_checks_the_filter_type() -> None:
     with pytest.raises(TypeError, match="ip_filter"):
         ClientConfig(ip_filter="127.0.0.1")  # type: ignore[arg-type]
     assert ClientConfig().ip_filter is None
+
+
+async def test_the_filter_reaches_the_dht_nodes(tmp_path: Path) -> None:
+    """The session's filter is the DHT's too (libtorrent filters DHT nodes by it): a blocked
+    node is never queried, and a new filter replaces it there."""
+    with trio.fail_after(DEADLINE):
+        async with (
+            open_dht((BLOCKED_HOST, 0), rng=random.Random(1)) as blocked_node,
+            open_dht((LEECHER_HOST, 0), rng=random.Random(2)) as dht,
+            open_session(on(LEECHER_HOST, ip_filter=BLOCK), dht=dht) as session,
+        ):
+            filters = [dht.ip_filter]
+            [blocked_address] = blocked_node.addresses
+            assert await dht.ping(blocked_address) is None  # never sent
+            assert dht.statistics().filtered_ip >= 1
+            session.set_ip_filter(None)
+            filters.append(dht.ip_filter)
+            assert filters[0] is BLOCK
+            assert filters[1] is None
+            assert await dht.ping(blocked_address) is not None

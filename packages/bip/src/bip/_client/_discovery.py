@@ -29,7 +29,7 @@ from typing import Final, NoReturn, Protocol
 import trio
 
 from bip_dht import DHTError
-from bip_handshake import PeerAddress, PeerId, PeerSink
+from bip_handshake import IPFilter, PeerAddress, PeerId, PeerSink
 from bip_metainfo import InfoHash
 from bip_utracker import (
     AnnounceEvent,
@@ -354,6 +354,11 @@ class DhtLike(Protocol):
 
     def add_node(self, address: PeerAddress) -> None:
         """A node to try (a peer's BEP 5 port message names one)."""
+        ...
+
+    def set_ip_filter(self, ip_filter: IPFilter | None) -> int:
+        """Filter the DHT's nodes (``None``: none): blocked ones are neither queried nor kept,
+        their datagrams dropped. Returns how many nodes of the routing table it removed."""
         ...
 
 

@@ -268,8 +268,9 @@ class Session:
 
         As libtorrent's ``session::set_ip_filter``: blocked addresses are no longer dialled
         or accepted, and the peers connected now that it blocks are disconnected (their
-        :class:`~bip_peer.PeerRemoved` says :data:`REASON_IP_FILTER`); the others stay.
-        Trackers and web seeds are not filtered.
+        :class:`~bip_peer.PeerRemoved` says :data:`REASON_IP_FILTER`); the others stay. The
+        session's DHT filters its nodes by it too (blocked nodes are neither queried nor
+        kept). Trackers and web seeds are not filtered.
 
         Returns:
             How many connected peers were disconnected.
@@ -278,6 +279,8 @@ class Session:
             TypeError: ``ip_filter`` is not an :class:`~bip_handshake.IPFilter` or ``None``.
         """
         self.handshaker.set_ip_filter(ip_filter)
+        if self.dht is not None:
+            self.dht.set_ip_filter(ip_filter)
         if ip_filter is None:
             return 0
         blocked = [peer for peer in self.manager.peers if ip_filter.blocks(peer.address.host)]
@@ -628,7 +631,9 @@ async def open_session(
 
     With a ``dht`` (bip_dht's ``open_dht``, run by the caller, who may share it), every
     public torrent is looked up and announced there, we set the DHT reserved bit and tell
-    peers our DHT port (BEP 5), and the DHT ports peers tell us are passed on to it.
+    peers our DHT port (BEP 5), and the DHT ports peers tell us are passed on to it. The
+    session's IP filter (``ClientConfig.ip_filter``, :meth:`Session.set_ip_filter`) is set on
+    the DHT too, for its nodes, as libtorrent does.
 
     With ``utp_router`` (the DHT's ``other_datagrams`` is ``utp_router.datagram_received``), uTP
     shares the DHT's socket when the DHT is bound to a listener's address and port, as
@@ -751,6 +756,8 @@ async def open_session(
                 http_trackers = await stack.enter_async_context(
                     HttpTrackerClient(local_address=_http_local_address(config))
                 )
+            if dht is not None and config.ip_filter is not None:
+                dht.set_ip_filter(config.ip_filter)
             nursery = await stack.enter_async_context(trio.open_nursery())
             session = Session(
                 nursery,
