@@ -18,7 +18,10 @@ costs a file descriptor. One host (an IPv4 address, an IPv6 /64) may hold at mos
 ``max_inbound_per_host`` of the inbound handshakes in progress (a quarter of
 ``max_inbound`` by default): a flood of silent connections from one host, each held until
 the handshake timeout, would otherwise take every inbound slot and lock honest peers out
-for as long as it goes on.
+for as long as it goes on. When every slot is taken, a new connection takes the slot of the
+oldest inbound handshake if that one has run for a quarter of the handshake timeout (it is
+closed and counted in ``over_limit``): a flood from many addresses must then renew itself
+four times as fast to keep honest peers out.
 
 Everything a remote party can do wrong (garbage, a wrong protocol string, an
 unknown info-hash, a truncated handshake, a peer that sends one byte a minute)
@@ -136,6 +139,9 @@ _RECEIVE_SIZE: Final = 16 * 1024
 _PSTR: Final = b"\x13BitTorrent protocol"
 _ACCEPT_BACKOFF: Final = 0.1
 _ACCEPT_WARN_INTERVAL: Final = 60.0
+_EVICT_SHARE: Final = 0.25
+"""An inbound handshake in progress for this share of the handshake timeout may be closed to
+make room for a new connection when every inbound slot is taken."""
 """Seconds between two warnings about failing accepts on one listener."""
 _log = logging.getLogger("bip_handshake.handshaker")
 _RESOURCE_ERRNOS: Final = frozenset(
@@ -353,7 +359,9 @@ class HandshakerStatistics:
         self_connection: handshakes with our own peer id.
         over_limit: inbound connections closed at once because ``max_inbound`` inbound
             handshakes were in progress, or ``max_inbound_per_host`` from the same host (an
-            IPv4 address, an IPv6 /64); dials never count here: they have their own bound.
+            IPv4 address, an IPv6 /64), and inbound handshakes closed after a quarter of the
+            handshake timeout to make room for a new one; dials never count here: they
+            have their own bound.
         outbound_waited: dials that reached the head of the dial queue while all the
             ``max_concurrent`` outbound slots were taken, and waited there for one (the
             outbound bound never refuses: they ran once a slot freed, unless dropped
@@ -544,6 +552,17 @@ async def _dial_tcp(address: PeerAddress) -> trio.abc.Stream:
     return await trio.open_tcp_stream(str(address.host), address.port)
 
 
+class _InboundRun:
+    """One inbound handshake holding a slot: when it started, and how to close it early."""
+
+    __slots__ = ("evicted", "scope", "started")
+
+    def __init__(self) -> None:
+        self.scope = trio.CancelScope()
+        self.started = trio.current_time()
+        self.evicted = False  # closed to make room: its slot passed to the newcomer
+
+
 class _TrackedStream(trio.abc.Stream):
     """A delivered stream that reports its closing: ``on_close`` runs once, in :meth:`aclose`."""
 
@@ -627,6 +646,8 @@ class Handshaker:
             max(1, max_inbound // 4) if max_inbound_per_host is None else max_inbound_per_host
         )
         self._inbound_hosts: Counter[IPv4Address | IPv6Network] = Counter()
+        # Inbound handshakes in progress, oldest first (dicts keep insertion order).
+        self._inbound_runs: dict[_InboundRun, None] = {}
         self._torrents: dict[bytes, InfoHash] = {}
         self._skeys = SkeyTable()
         self._registered: set[InfoHash] = set()
@@ -1043,10 +1064,12 @@ class Handshaker:
     async def _run_inbound(
         self, stream: trio.abc.Stream, address: PeerAddress, transport: Transport
     ) -> None:
-        """One accepted connection; acquires an inbound slot or closes at once."""
+        """One accepted connection; takes an inbound slot (a free one, or the oldest
+        handshake's when it ran long enough: :meth:`_make_room`) or closes at once."""
         address = address.normalized()
         delivered = False
         acquired = False
+        run: _InboundRun | None = None
         try:
             if not self._allowed_early(None, address, "inbound"):
                 return
@@ -1057,12 +1080,20 @@ class Handshaker:
             try:
                 self._inbound_slots.acquire_nowait()
             except trio.WouldBlock:
-                raise _RefusedError("over_limit", f"{self._max_inbound} in progress") from None
+                if not self._make_room():
+                    raise _RefusedError("over_limit", f"{self._max_inbound} in progress") from None
             acquired = True
             self._inbound_hosts[host] += 1
-            # MSE: within the handshake timeout, _handshake looks at the first bytes
-            # (_receive_secure) and speaks BEP 3 over the (maybe) encrypted stream.
-            peer = await self._handshake(stream, address, "inbound", None, transport=transport)
+            run = _InboundRun()
+            self._inbound_runs[run] = None
+            peer: CompletedHandshake | None = None
+            with run.scope:
+                # MSE: within the handshake timeout, _handshake looks at the first bytes
+                # (_receive_secure) and speaks BEP 3 over the (maybe) encrypted stream.
+                peer = await self._handshake(stream, address, "inbound", None, transport=transport)
+            self._inbound_runs.pop(run, None)
+            if peer is None:
+                raise _RefusedError("over_limit", "closed to make room for a new connection")
             # Connected already: checked again here (a dial of ours to this address that is
             # only in flight is a simultaneous open, and does not refuse it).
             if self._open.get((peer.info_hash, address)):
@@ -1073,13 +1104,36 @@ class Handshaker:
             self._fail(refused.reason)
             _log.debug("inbound handshake from %s failed: %s", address, refused.describe())
         finally:
+            if run is not None:
+                self._inbound_runs.pop(run, None)
             if acquired:
-                self._inbound_slots.release()
+                if run is None or not run.evicted:  # an evicted one's slot was passed on
+                    self._inbound_slots.release()
                 self._inbound_hosts[host] -= 1
                 if self._inbound_hosts[host] <= 0:
                     del self._inbound_hosts[host]
             if not delivered:
                 await trio.aclose_forcefully(stream)
+
+    def _make_room(self) -> bool:
+        """Every inbound slot is taken: close the oldest handshake in progress if it has run
+        for a quarter of the handshake timeout, and pass its slot on; False if none has.
+
+        Honest handshakes take a round trip or two; connections that hold a slot for
+        seconds without finishing are the ones a flood from many addresses is made of
+        (the per-host bound stops a flood from one). Without this, such a flood kept
+        every honest peer out for as long as it went on, at ``max_inbound`` connections
+        per handshake timeout; now it must open that many every quarter of the timeout.
+        """
+        oldest = next(iter(self._inbound_runs), None)
+        if oldest is None:
+            return False
+        if trio.current_time() - oldest.started < self._handshake_timeout * _EVICT_SHARE:
+            return False
+        del self._inbound_runs[oldest]
+        oldest.evicted = True
+        oldest.scope.cancel()
+        return True
 
     async def _secure(
         self,
