@@ -588,15 +588,15 @@ async def test_a_flood_from_one_address_leaves_room_for_honest_peers(
     no_errors(caplog)
 
 
-async def test_connection_flood_keeps_the_bound_and_dials_go_on(
+async def test_connection_flood_keeps_the_bound_and_honest_peers_complete(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Hundreds of silent connections from many addresses: at most ``max_inbound``
-    handshakes in flight, the rest closed at once (``over_limit``), the silent ones cut
-    at the handshake timeout; our dials (their own slots) complete during the flood, and
-    honest peers dialling us complete once it is over."""
+    handshakes in flight, the rest closed at once (``over_limit``) or, once the oldest has
+    held its slot for a quarter of the handshake timeout, closed to make room; our dials
+    (their own slots) and honest peers dialling us complete during the flood."""
     caplog.set_level(logging.DEBUG)
-    async with arena(handshake_timeout=1.0, max_inbound=16) as a:
+    async with arena(handshake_timeout=2.0, max_inbound=16) as a:
         streams: list[trio.SocketStream] = []
         peak = 0
 
@@ -606,27 +606,71 @@ async def test_connection_flood_keeps_the_bound_and_dials_go_on(
                 peak = max(peak, a.victim.statistics().inbound_in_flight)
                 await trio.sleep(0.005)
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch)
-            for i in range(300):
-                streams.append(await connect_from(a, f"127.0.{1 + i // 200}.{1 + i % 200}"))
-            # Outbound dials have their own slots: they complete during the flood.
-            assert a.victim.connect(TORRENT, a.encrypted.listen_addresses[0])
-            assert a.victim.connect(TORRENT, a.plain.listen_addresses[0])
-            await take_and_close(a.victim, 2)
-            await take_and_close(a.encrypted, 1)
-            await take_and_close(a.plain, 1)
-            await settled(a.victim)
-            nursery.cancel_scope.cancel()
-        for stream in streams:
-            await stream.aclose()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch)
+                for i in range(300):
+                    streams.append(await connect_from(a, f"127.0.{1 + i // 200}.{1 + i % 200}"))
+                with trio.fail_after(5):
+                    while a.victim.statistics().inbound_attempts < 300:
+                        await trio.sleep(0.01)
+                # Every slot is held by a silent connection, and none has timed out yet.
+                assert a.victim.statistics().inbound_in_flight == 16
+                assert a.victim.statistics().handshake_timeout == 0
+                await trio.sleep(0.6)  # the oldest now ran for a quarter of the timeout
+                await honest_round(a)
+                assert a.victim.statistics().handshake_timeout == 0  # still the flood
+                await settled(a.victim)
+                nursery.cancel_scope.cancel()
+        finally:
+            for stream in streams:
+                await stream.aclose()
         stats = a.victim.statistics()
         assert peak <= 16
-        assert stats.inbound_attempts == 300
+        assert stats.inbound_attempts == 302
+        assert stats.inbound_completed == 2
         assert stats.over_limit + stats.handshake_timeout == 300, stats
-        assert stats.handshake_timeout >= 16
         await honest_round(a)
     no_errors(caplog)
+
+
+async def test_a_full_house_makes_room_only_after_a_quarter_of_the_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Every inbound slot taken by silent peers: a newcomer is refused while they are young,
+    and takes the oldest one's slot once it ran for a quarter of the handshake timeout;
+    the bound holds throughout."""
+    async with open_handshaker(
+        peer_id=SERVER, listen=[], encryption=PLAIN, max_inbound=2, handshake_timeout=20
+    ) as hs:
+        hs.register(TORRENT)
+        streams = []
+
+        async def arrive(n: int) -> trio.abc.Stream:
+            ours, theirs = trio.testing.memory_stream_pair()
+            hs.accept_stream(theirs, PeerAddress(IPv4Address(f"10.0.1.{n}"), 6881))
+            streams.append(ours)
+            await trio.testing.wait_all_tasks_blocked()
+            return ours
+
+        first = await arrive(1)
+        await trio.sleep(1)
+        await arrive(2)
+        await arrive(3)  # both young: refused
+        assert hs.statistics().over_limit == 1
+        await trio.sleep(4)  # the first ran 5 s, a quarter of 20 s
+        newcomer = await arrive(4)
+        stats = hs.statistics()
+        assert (stats.over_limit, stats.inbound_in_flight) == (2, 2)
+        assert await first.receive_some() == b""  # the oldest was closed
+        await newcomer.send_all(handshake())
+        peer = await hs.completed().receive()
+        assert peer.address.host == IPv4Address("10.0.1.4")
+        await peer.aclose()
+        await trio.testing.wait_all_tasks_blocked()
+        assert hs.statistics().inbound_in_flight == 1
+        for stream in streams:
+            await trio.aclose_forcefully(stream)
 
 
 async def take_and_close(handshaker: Handshaker, n: int) -> None:
