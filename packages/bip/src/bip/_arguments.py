@@ -188,8 +188,9 @@ def add_ip_filter_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="FILE",
-        help="a blocklist: peers in it are never dialled and are refused when they connect"
-        " (trackers and web seeds are not filtered). P2P/PeerGuardian (name:first-last),"
+        help="a blocklist: peers in it are never dialled and are refused when they connect,"
+        " and DHT nodes in it are never queried (trackers and web seeds are not filtered)."
+        " P2P/PeerGuardian (name:first-last),"
         " eMule ipfilter.dat (first - last , level , name; level <= 127 blocks), or one CIDR"
         " block, range or address per line, detected per line; gzipped files are read too."
         " Repeat for more lists. Malformed lines are skipped with a warning counting them",
