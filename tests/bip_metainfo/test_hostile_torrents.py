@@ -18,6 +18,7 @@ import pytest
 from bip_bencode import encode
 from bip_metainfo._errors import MetainfoError, MetainfoErrorKind
 from bip_metainfo._info import DEFAULT_MAX_FILES, Info
+from bip_metainfo._merkle import pieces_root
 from bip_metainfo._metainfo import MAX_URLS, Metainfo
 from bip_metainfo._paths import DEFAULT_SYMLINK_HOPS, break_link_cycles
 from bip_metainfo._tokens import DEFAULT_MAX_VALUES, check_value_count
@@ -413,3 +414,36 @@ def test_forty_megabytes_of_empty_lists_are_refused_without_decoding_them() -> N
     with pytest.raises(MetainfoError, match="too_many_values"):
         Metainfo.from_bytes(data)
     assert time.perf_counter() - start < 30  # generous: decoding it took 10 s and 1.6 GB
+
+
+# --- v2 piece layers ------------------------------------------------------------------
+
+
+def _v2_torrent(length: int, layers: Any) -> bytes:
+    root = pieces_root(b"b" * length)
+    tree = {b"f": {b"": {b"length": length, b"pieces root": root}}}
+    document: dict[bytes, Any] = {b"info": _info_of_v2(tree)}
+    if layers is not None:
+        document[b"piece layers"] = layers(root) if callable(layers) else layers
+    return encode(document)
+
+
+def test_piece_layers_that_are_wrong_unknown_or_for_a_one_piece_file_are_refused() -> None:
+    cases = [
+        _v2_torrent(40_000, lambda root: {root: bytes(96)}),  # three wrong hashes
+        _v2_torrent(40_000, lambda root: {root: bytes(95)}),  # not whole hashes
+        _v2_torrent(40_000, lambda root: {root: [b"x"]}),  # not a string
+        _v2_torrent(40_000, {b"\x07" * 32: bytes(96)}),  # no file has that root
+        _v2_torrent(100, lambda root: {root: bytes(32)}),  # one piece: no layer at all
+        _v2_torrent(40_000, [b"not a dictionary"]),
+    ]
+    for data in cases:
+        with pytest.raises(MetainfoError) as caught:
+            Metainfo.from_bytes(data)
+        assert caught.value.kind is K.INVALID_PIECE_LAYER, caught.value
+
+
+def test_missing_piece_layers_are_left_to_fetch_from_peers() -> None:
+    torrent = Metainfo.from_bytes(_v2_torrent(40_000, None))
+    assert torrent.piece_layer(0) is None
+    assert Metainfo.from_bytes(_v2_torrent(40_000, {})).piece_layers == {}
