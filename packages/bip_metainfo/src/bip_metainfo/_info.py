@@ -3,8 +3,9 @@
 The checks follow libtorrent's ``parse_info_section`` in kind and in order, so a
 torrent libtorrent refuses is refused here for the corresponding reason (see
 :class:`~bip_metainfo.MetainfoErrorKind`). Where this module is stricter it says
-so. Everything an untrusted torrent controls is bounded: the number of pieces,
-file sizes, the depth of a v2 file tree, the number of duplicate file names.
+so. Everything an untrusted torrent controls is bounded: the number of bencoded
+values (checked before decoding), of files and of pieces, file sizes, the depth of a v2
+file tree, the number of duplicate file names, the length of symlink chains.
 """
 
 from __future__ import annotations
