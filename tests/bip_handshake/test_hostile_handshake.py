@@ -846,3 +846,26 @@ async def test_max_inbound_per_host_counts_an_ipv6_64_as_one_host() -> None:
         assert (stats.inbound_in_flight, stats.over_limit) == (3, 1)
         for stream in streams:
             await trio.aclose_forcefully(stream)
+
+
+async def test_one_byte_a_second_through_mse_meets_the_handshake_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An honest MSE handshake sent one byte a second (more than 96 + 512 + 68 seconds of
+    it) is cut at the handshake timeout, whatever step it reached."""
+    async with open_handshaker(
+        peer_id=SERVER, listen=[], encryption=PREFER, handshake_timeout=20
+    ) as hs:
+        hs.register(TORRENT)
+        ours, theirs = trio.testing.memory_stream_pair()
+        hs.accept_stream(theirs, PeerAddress(IPv4Address("10.0.0.7"), 6881))
+        initiator = MSEInitiator(TORRENT_ID, PREFER, initial_payload=handshake())
+        start = trio.current_time()
+        with contextlib.suppress(trio.BrokenResourceError):
+            for byte in initiator.data_to_send():
+                await ours.send_all(bytes([byte]))
+                await trio.sleep(1)
+        assert 20 <= trio.current_time() - start <= 22
+        stats = hs.statistics()
+        assert stats.failures == stats.handshake_timeout == 1, stats
+        await trio.aclose_forcefully(ours)
