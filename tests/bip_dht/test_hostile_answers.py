@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import trio
+from _hostile import honest_still_served, no_errors
 
 from bip_bencode import BencodeError, decode, encode
 from bip_dht._node import MAX_COUNTED_ERROR_CODES, OTHER_ERROR_CODES, DHTNode
@@ -93,30 +94,6 @@ async def target(**options: Any) -> AsyncIterator[DHT]:
         yield dht
 
 
-async def honest_still_served(dht: DHT) -> None:
-    """Two honest nodes join through *dht*: ping, find_node, announce and get_peers work."""
-    entry = dht.addresses[0]
-    async with (
-        open_dht("127.0.0.3:0", [entry], config=CONFIG, rng=random.Random(3)) as one,
-        open_dht("127.0.0.4:0", [entry], config=CONFIG, rng=random.Random(4)) as two,
-    ):
-        assert await one.ping(entry) is not None
-        await one.bootstrap()
-        await two.bootstrap()
-        found = await two.find_node(one.node_id)
-        assert one.node_id.value in {node.node_id for node in found}
-        announced = await one.announce(HASH, 6881)
-        assert announced.announced_to >= 1
-        async with two.get_peers(HASH) as search:
-            peers = [peer async for peer in search]
-        assert PeerAddress.parse("127.0.0.3:6881") in peers
-
-
-def no_errors(caplog: pytest.LogCaptureFixture) -> None:
-    bad = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info is not None]
-    assert not bad, [r.getMessage() for r in bad]
-
-
 async def test_unsolicited_and_misdirected_answers(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
     rng = random.Random(5)
@@ -162,7 +139,7 @@ async def test_unsolicited_and_misdirected_answers(caplog: pytest.LogCaptureFixt
             assert stats.unmatched >= 60 + 2
             assert stats.table_size == 0
             assert stats.responses_received == 0
-            await honest_still_served(dht)
+            await honest_still_served(dht, CONFIG, HASH)
     no_errors(caplog)
 
 
@@ -215,7 +192,7 @@ async def test_routing_table_poisoning(caplog: pytest.LogCaptureFixture) -> None
                 stats = dht.statistics()
                 assert stats.id_mismatch == 0
                 assert stats.send_errors == 0
-            await honest_still_served(dht)
+            await honest_still_served(dht, CONFIG, HASH)
     no_errors(caplog)
 
 
@@ -253,7 +230,7 @@ async def test_endless_closer_nodes_end_the_lookup(caplog: pytest.LogCaptureFixt
                 async with dht.get_peers(goal) as search:
                     assert [peer async for peer in search] == []
         async with target() as dht:
-            await honest_still_served(dht)
+            await honest_still_served(dht, CONFIG, HASH)
     no_errors(caplog)
 
 
@@ -291,7 +268,7 @@ async def test_garbage_errors(caplog: pytest.LogCaptureFixture) -> None:
             assert stats.errors_received[OTHER_ERROR_CODES] >= 10
             assert stats.table_size == 0
             assert stats.responses_received == 0
-            await honest_still_served(dht)
+            await honest_still_served(dht, CONFIG, HASH)
     no_errors(caplog)
 
 
@@ -323,7 +300,7 @@ async def test_a_node_that_changes_its_id(caplog: pytest.LogCaptureFixture) -> N
                 current[0] ^= 1
                 await dht.ping(liar.address)
                 assert len(held()) <= 1
-            await honest_still_served(dht)
+            await honest_still_served(dht, CONFIG, HASH)
     no_errors(caplog)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import trio
+from _hostile import honest_still_served, no_errors
 
 from bip_bencode import BencodeError, decode, encode
 from bip_dht._node import DHTNode
@@ -74,30 +75,6 @@ async def target(config: DHTConfig = CONFIG) -> AsyncIterator[DHT]:
         yield dht
 
 
-async def honest_still_served(dht: DHT) -> None:
-    """Two honest nodes join through *dht*: ping, find_node, announce and get_peers work."""
-    entry = dht.addresses[0]
-    async with (
-        open_dht("127.0.0.3:0", [entry], config=CONFIG, rng=random.Random(3)) as one,
-        open_dht("127.0.0.4:0", [entry], config=CONFIG, rng=random.Random(4)) as two,
-    ):
-        assert await one.ping(entry) is not None
-        await one.bootstrap()
-        await two.bootstrap()
-        found = await two.find_node(one.node_id)
-        assert one.node_id.value in {node.node_id for node in found}
-        announced = await one.announce(HASH, 6881)
-        assert announced.announced_to >= 1
-        async with two.get_peers(HASH) as search:
-            peers = [peer async for peer in search]
-        assert PeerAddress.parse("127.0.0.3:6881") in peers
-
-
-def no_errors(caplog: pytest.LogCaptureFixture) -> None:
-    bad = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info is not None]
-    assert not bad, [r.getMessage() for r in bad]
-
-
 def held_hosts(dht: DHT) -> list[Any]:
     return [e.node.address.host for e in dht.node.table().entries(trio.current_time())]
 
@@ -132,7 +109,7 @@ async def test_many_ids_from_one_ip_hold_one_table_slot(caplog: pytest.LogCaptur
                 assert len(hosts) == len(set(hosts))
                 # one IP's votes are one vote however many ports and ids it answers from
                 assert dht.statistics().external_addresses == {}
-            await honest_still_served(dht)
+            await honest_still_served(dht, CONFIG, HASH)
     no_errors(caplog)
 
 
@@ -155,7 +132,7 @@ async def test_the_vote_needs_distinct_voters(caplog: pytest.LogCaptureFixture) 
             # 1.2.3.4 is global: we took a BEP 42 id for it
             assert dht.node_id != old
             assert dht.node_id.is_valid_for(REPORTED.host)
-            await honest_still_served(dht)
+            await honest_still_served(dht, CONFIG, HASH)
     no_errors(caplog)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import trio
+from _hostile import honest_still_served, no_errors
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bip_bencode import BencodeError, decode, encode
@@ -90,30 +91,6 @@ async def target() -> AsyncIterator[DHT]:
         yield dht
 
 
-async def honest_still_served(dht: DHT) -> None:
-    """Two honest nodes join through *dht*: ping, find_node, announce and get_peers work."""
-    entry = dht.addresses[0]
-    async with (
-        open_dht("127.0.0.3:0", [entry], config=CONFIG, rng=random.Random(3)) as one,
-        open_dht("127.0.0.4:0", [entry], config=CONFIG, rng=random.Random(4)) as two,
-    ):
-        assert await one.ping(entry) is not None
-        await one.bootstrap()
-        await two.bootstrap()
-        found = await two.find_node(one.node_id)
-        assert one.node_id.value in {node.node_id for node in found}
-        announced = await one.announce(HASH, 6881)
-        assert announced.announced_to >= 1
-        async with two.get_peers(HASH) as search:
-            peers = [peer async for peer in search]
-        assert PeerAddress.parse("127.0.0.3:6881") in peers
-
-
-def no_errors(caplog: pytest.LogCaptureFixture) -> None:
-    bad = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info is not None]
-    assert not bad, [r.getMessage() for r in bad]
-
-
 async def test_flood_from_one_ip_is_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
     with trio.fail_after(20):
@@ -132,7 +109,7 @@ async def test_flood_from_one_ip_is_rate_limited(caplog: pytest.LogCaptureFixtur
             assert stats.rate_limited >= 1000
             assert answered <= CONFIG.query_burst + 200
             assert stats.table_size <= 1  # one IP, one node
-            await honest_still_served(dht)
+            await honest_still_served(dht, CONFIG, HASH)
     no_errors(caplog)
 
 
@@ -167,7 +144,7 @@ async def test_flood_from_many_ips_keeps_bounds(caplog: pytest.LogCaptureFixture
             assert stats.peers <= CONFIG.max_peers
             # the table takes one node per IP and is bounded by its buckets
             assert stats.table_size + sum(stats.replacements.values()) <= 60
-            await honest_still_served(dht)
+            await honest_still_served(dht, CONFIG, HASH)
     no_errors(caplog)
 
 
@@ -206,7 +183,7 @@ async def test_announce_with_bad_tokens_and_ports(caplog: pytest.LogCaptureFixtu
             assert answer is not None
             assert answer[b"y"] == b"r"
             assert dht.statistics().peers == 1
-            await honest_still_served(dht)
+            await honest_still_served(dht, CONFIG, HASH)
     no_errors(caplog)
 
 
@@ -258,7 +235,7 @@ async def test_bep44_put_abuse(caplog: pytest.LogCaptureFixture) -> None:
                         )
             await trio.sleep(0.2)
             assert dht.statistics().items <= CONFIG.max_items
-            await honest_still_served(dht)
+            await honest_still_served(dht, CONFIG, HASH)
     no_errors(caplog)
 
 
@@ -318,7 +295,7 @@ async def test_garbage_queries(caplog: pytest.LogCaptureFixture) -> None:
             assert len(stats.queries_received) <= MAX_COUNTED_METHODS + 1
             assert stats.queries_received.get(OTHER_METHODS, 0) >= 1
             assert stats.malformed >= 10
-            await honest_still_served(dht)
+            await honest_still_served(dht, CONFIG, HASH)
     no_errors(caplog)
 
 
@@ -339,7 +316,7 @@ async def test_sample_infohashes_flood(caplog: pytest.LogCaptureFixture) -> None
             # each IP gets its burst answered, no more
             assert answered <= 20 * (CONFIG.query_burst + 5)
             assert dht.statistics().rate_limited >= 20 * 10
-            await honest_still_served(dht)
+            await honest_still_served(dht, CONFIG, HASH)
     no_errors(caplog)
 
 
