@@ -6,7 +6,7 @@ from ._create import CreateCancelled, auto_piece_length, create_torrent
 from ._errors import CreateError, InfoHashError, MagnetError, MetainfoError, MetainfoErrorKind
 from ._files import FileEntry
 from ._geometry import FileSlice, PieceGeometry
-from ._info import DEFAULT_MAX_PIECES, Info
+from ._info import DEFAULT_MAX_FILES, DEFAULT_MAX_PIECES, Info
 from ._infohash import InfoHash
 from ._magnet import MagnetLink
 from ._merkle import (
@@ -37,10 +37,11 @@ from ._merkle_proofs import (
     tree_depth,
     verify_hashes,
 )
-from ._metainfo import DEFAULT_MAX_TORRENT_SIZE, Metainfo
+from ._metainfo import DEFAULT_MAX_TORRENT_SIZE, MAX_URLS, Metainfo
 from ._paths import (
     DEFAULT_DUPLICATE_LIMIT,
     DEFAULT_SYMLINK_HOPS,
+    break_link_cycles,
     is_within,
     resolve_duplicates,
     resolve_symlinks,
@@ -49,14 +50,18 @@ from ._paths import (
     sanitize_symlink_target,
 )
 from ._pieceset import PieceSet
+from ._tokens import DEFAULT_MAX_VALUES
 
 __all__ = [
     "BLOCK_SIZE",
     "DEFAULT_DUPLICATE_LIMIT",
+    "DEFAULT_MAX_FILES",
     "DEFAULT_MAX_PIECES",
     "DEFAULT_MAX_TORRENT_SIZE",
+    "DEFAULT_MAX_VALUES",
     "DEFAULT_SYMLINK_HOPS",
     "HASH_SIZE",
+    "MAX_URLS",
     "CreateCancelled",
     "CreateError",
     "FileEntry",
@@ -77,6 +82,7 @@ __all__ = [
     "PieceSet",
     "auto_piece_length",
     "block_hashes",
+    "break_link_cycles",
     "check_hash_request",
     "create_torrent",
     "full_proof_layers",
