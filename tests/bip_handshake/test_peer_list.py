@@ -316,6 +316,111 @@ def test_pex_flood_stays_bounded() -> None:
     assert EVICTION_WINDOW > 0
 
 
+# -- an inbound peer's listen port (BEP 10 ``p``) --------------------------------------------
+
+EPHEMERAL = at("10.0.0.9:51234")
+LISTEN = at("10.0.0.9:6881")
+
+
+def test_update_port_moves_an_inbound_entry_to_where_it_listens() -> None:
+    # libtorrent's update_peer_port: the ephemeral entry becomes the listen address, connected,
+    # with the connection's swarm; once disconnected it is kept and dialled back.
+    peers = PeerList()
+    assert peers.connected(EPHEMERAL, 0.0, origin=PeerOrigin.INCOMING)
+    assert peers.update_port(EPHEMERAL, 6881, 1.0, swarm_id=b"s" * 20) == LISTEN
+    assert EPHEMERAL not in peers
+    entry = peers.entry(LISTEN)
+    assert entry is not None
+    assert entry.connected
+    assert entry.origin == PeerOrigin.INCOMING
+    assert entry.swarm_id == b"s" * 20
+    assert peers.connect_candidates(5, 1.0) == []  # connected
+    peers.disconnected(LISTEN, 2.0)
+    assert LISTEN in peers  # not forgotten: it is where the peer listens
+    assert peers.connect_candidates(5, 30.0) == []  # the usual wait first
+    assert peers.connect_candidates(5, 62.0) == [LISTEN]
+
+
+def test_update_port_merges_into_a_known_entry() -> None:
+    # A tracker gave the listen address (and we were dialling it) when the peer dialled us.
+    peers = PeerList()
+    peers.add(LISTEN, PeerOrigin.TRACKER, 0.0)
+    assert peers.connect_candidates(5, 0.0) == [LISTEN]
+    peers.connected(EPHEMERAL, 0.0, origin=PeerOrigin.INCOMING)
+    assert peers.update_port(EPHEMERAL, 6881, 0.0) == LISTEN
+    assert len(peers) == 1
+    entry = peers.entry(LISTEN)
+    assert entry is not None
+    assert entry.connected
+    assert not entry.dialling
+    assert entry.origin == PeerOrigin.TRACKER | PeerOrigin.INCOMING
+    assert peers.dialling == 0
+    # Told again (a second extended handshake), from the address it is recorded under now.
+    assert peers.update_port(LISTEN, 6881, 0.0) == LISTEN
+    assert len(peers) == 1
+
+
+def test_update_port_of_an_unrecorded_connection_adds_it() -> None:
+    peers = PeerList()
+    assert peers.update_port(EPHEMERAL, 6881, 0.0) == LISTEN
+    entry = peers.entry(LISTEN)
+    assert entry is not None
+    assert entry.connected
+
+
+@pytest.mark.parametrize("port", [0, -1, 65536, True])
+def test_update_port_refuses_an_unconnectable_port(port: int) -> None:
+    peers = PeerList()
+    peers.connected(EPHEMERAL, 0.0, origin=PeerOrigin.INCOMING)
+    assert peers.update_port(EPHEMERAL, port, 0.0) is None
+    assert EPHEMERAL in peers  # unchanged: forgotten at its disconnect, as before
+    peers.disconnected(EPHEMERAL, 1.0)
+    assert len(peers) == 0
+
+
+def test_update_port_refuses_a_banned_host_and_a_bad_swarm_id() -> None:
+    peers = PeerList()
+    peers.connected(EPHEMERAL, 0.0, origin=PeerOrigin.INCOMING)
+    with pytest.raises(ValueError, match="swarm id"):
+        peers.update_port(EPHEMERAL, 6881, 0.0, swarm_id=b"short")
+    peers.ban(EPHEMERAL.host)
+    assert peers.update_port(EPHEMERAL, 6881, 0.0) is None
+    assert LISTEN not in peers
+
+
+def test_update_port_with_a_full_list_keeps_the_entry() -> None:
+    # The ephemeral entry's place is reused: no eviction, no drop.
+    peers = PeerList(max_size=2)
+    peers.add(A, PeerOrigin.USER, 0.0)
+    peers.connected(EPHEMERAL, 0.0, origin=PeerOrigin.INCOMING)
+    assert peers.update_port(EPHEMERAL, 6881, 0.0) == LISTEN
+    assert set(peers._entries) == {A, LISTEN}
+    assert peers.statistics().evicted == 0
+
+
+# -- the peers kept for the next run ---------------------------------------------------------
+
+
+def test_best_ranks_connected_then_once_connected_and_leaves_out_the_useless() -> None:
+    peers = PeerList(max_failcount=2)
+    never, once, now, dead, incoming, banned = (at(f"10.0.1.{i}:6881") for i in range(1, 7))
+    for address in (never, once, now, dead, banned):
+        peers.add(address, PeerOrigin.TRACKER, 0.0)
+    peers.connected(once, 0.0)
+    peers.disconnected(once, 1.0)
+    peers.connected(now, 0.0)
+    peers.connected(banned, 0.0)
+    peers.ban(banned.host)
+    for _ in range(2):
+        peers.connect_candidates(5, 1000.0)
+        peers.dial_failed(dead, 1000.0)
+    peers.connected(incoming, 0.0, origin=PeerOrigin.INCOMING)
+    assert peers.best(10) == [now, once, never]
+    assert peers.best(2) == [now, once]
+    assert peers.best(0) == []
+    assert peers.banned_hosts() == [banned.host]
+
+
 # -- any sequence of operations -------------------------------------------------------------
 
 HOSTS = [IPv4Address(f"10.0.{i}.{j}") for i in range(2) for j in range(1, 4)]
@@ -381,6 +486,26 @@ class PeerListMachine(RuleBasedStateMachine):
     @rule(address=st.sampled_from(ADDRESSES), seed=st.booleans())
     def mark_seed(self, address: PeerAddress, seed: bool) -> None:
         self.peers.mark_seed(address, seed)
+
+    @rule(address=st.sampled_from(ADDRESSES), port=st.sampled_from([0, 6881, 6882, 7000]))
+    def update_port(self, address: PeerAddress, port: int) -> None:
+        listed = self.peers.update_port(address, port, self.now)
+        if listed is not None:
+            entry = self.peers.entry(listed)
+            assert entry is not None
+            assert entry.connected
+            assert listed.host not in self.banned
+
+    @rule(count=st.integers(0, 6))
+    def best(self, count: int) -> None:
+        kept = self.peers.best(count)
+        assert len(kept) <= count
+        assert len(set(kept)) == len(kept)
+        for address in kept:
+            entry = self.peers.entry(address)
+            assert entry is not None
+            assert entry.failcount < 2
+            assert address.host not in self.banned
 
     @rule(host=st.sampled_from(HOSTS))
     def ban(self, host: IPv4Address) -> None:

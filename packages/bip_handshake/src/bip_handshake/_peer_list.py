@@ -26,7 +26,9 @@ The rules, libtorrent's defaults:
 - a banned host is dropped and never added again (up to ``MAX_BANNED_HOSTS`` hosts);
 - a peer known to be a seed is not a candidate while we are a seed too;
 - an address seen only as an incoming connection (a peer's ephemeral port) is never dialled,
-  and is forgotten when that connection ends.
+  and is forgotten when that connection ends, unless the peer said where it listens (its
+  BEP 10 ``p``: :meth:`PeerList.update_port`): its entry then moves to that address, which
+  is dialled once the connection ends (libtorrent's ``update_peer_port``).
 
 A dial handed out by :meth:`PeerList.connect_candidates` is pending until
 :meth:`PeerList.dial_failed`, :meth:`PeerList.dial_cancelled`, :meth:`PeerList.connected` or
@@ -196,10 +198,12 @@ class _Entry:
         "failcount",
         "last_attempt",
         "last_connected",
+        "listening",
         "origin",
         "priority",
         "seed",
         "swarm_id",
+        "was_connected",
     )
 
     def __init__(self, address: PeerAddress, origin: PeerOrigin, swarm_id: bytes | None) -> None:
@@ -213,10 +217,12 @@ class _Entry:
         self.dial_started: float | None = None  # set while a dial is pending
         self.seed = False
         self.priority = 0
+        self.listening = False  # the address is where the peer listens (its BEP 10 ``p``)
+        self.was_connected = False  # a connection to it was up once
 
     @property
     def incoming_only(self) -> bool:
-        return self.origin == PeerOrigin.INCOMING
+        return self.origin == PeerOrigin.INCOMING and not self.listening
 
     @property
     def evictable(self) -> bool:
@@ -298,7 +304,7 @@ class PeerList:
         # connects moves to the end (it proved useful, and a connected one cannot go anyway).
         self._entries: dict[PeerAddress, _Entry] = {}
         self._pending: dict[PeerAddress, _Entry] = {}  # the entries with a dial pending
-        self._banned: set[Host] = set()
+        self._banned: dict[Host, None] = {}  # a dict: ordered, oldest ban first
         self._ours: dict[Family, PeerAddress] = {}
         self._evicted = 0
         self._dropped = 0
@@ -321,6 +327,39 @@ class PeerList:
     def entries(self) -> list[PeerEntry]:
         """Snapshots of every entry, oldest first."""
         return [entry.snapshot() for entry in self._entries.values()]
+
+    def best(self, count: int) -> list[PeerAddress]:
+        """Up to ``count`` addresses worth keeping for the next run (libtorrent saves its
+        connectable peers in the resume data), best first: connected now, then connected
+        once, then by fewest failures, source and BEP 40 priority. Left out: addresses seen
+        only as an incoming connection (an ephemeral port), entries that failed
+        ``max_failcount`` times, and banned hosts.
+        """
+        if count <= 0:
+            return []
+        kept = (
+            entry
+            for entry in self._entries.values()
+            if not entry.incoming_only
+            and entry.failcount < self.max_failcount
+            and entry.address.host not in self._banned
+        )
+        best = heapq.nsmallest(
+            count,
+            kept,
+            key=lambda e: (
+                not e.connected,
+                not e.was_connected,
+                e.failcount,
+                -_source_rank(e.origin),
+                -e.priority,
+            ),
+        )
+        return [entry.address for entry in best]
+
+    def banned_hosts(self) -> list[Host]:
+        """The banned hosts, in the order they were banned."""
+        return list(self._banned)
 
     def is_banned(self, host: Host) -> bool:
         """Whether ``host`` is banned (an IPv4-mapped IPv6 host counts as the IPv4 one)."""
@@ -491,6 +530,7 @@ class PeerList:
             entry.origin |= origin
         self._end_dial(entry)
         entry.connected = True
+        entry.was_connected = True
         entry.failcount = 0
         entry.last_connected = now
         # To the young end: it cannot be evicted while connected, and proved itself.
@@ -516,6 +556,64 @@ class PeerList:
         if entry.incoming_only or entry.address.host in self._banned:
             del self._entries[address]
 
+    def update_port(
+        self,
+        address: PeerAddress,
+        port: int,
+        now: float,
+        *,
+        swarm_id: bytes | None = None,
+    ) -> PeerAddress | None:
+        """The peer connected from ``address`` listens on ``port`` (its BEP 10 ``p``).
+
+        A peer that dialled us came from an ephemeral port; the entry of that connection moves
+        to ``(host, port)``, where it may be dialled back once the connection ends (merged
+        into the entry already there, if any), with ``swarm_id`` (the connection's swarm).
+        Returns the address the connection is recorded under now (the caller reports its
+        disconnect under it), or ``None``: the port is not connectable (0), the host is
+        banned, or the list had no room.
+
+        Raises:
+            ValueError: ``swarm_id`` is not 20 bytes.
+        """
+        if swarm_id is not None and (not isinstance(swarm_id, bytes) or len(swarm_id) != 20):
+            raise ValueError(f"a swarm id is 20 bytes, not {swarm_id!r}")
+        address = address.normalized()
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            return None
+        listen = PeerAddress(address.host, port).normalized()
+        if not listen.is_connectable or listen.host in self._banned:
+            return None
+        old = self._entries.pop(address, None)
+        if old is not None:
+            self._pending.pop(address, None)
+        entry = self._entries.get(listen)
+        if entry is None:
+            if old is not None:
+                entry = old  # the same peer: its history goes with it
+                entry.address = listen
+                entry.priority = self._priority_of(listen)
+                entry.dial_started = None
+            else:
+                if not self.add(listen, PeerOrigin.INCOMING, now):
+                    return None
+                entry = self._entries[listen]
+        else:
+            if old is not None:
+                entry.origin |= old.origin
+            self._end_dial(entry)  # a dial of ours to it would only make a duplicate
+        entry.origin |= PeerOrigin.INCOMING
+        if swarm_id is not None:
+            entry.swarm_id = swarm_id
+        entry.listening = True
+        entry.connected = True
+        entry.was_connected = True
+        entry.failcount = 0
+        entry.last_connected = now
+        self._entries.pop(listen, None)
+        self._entries[listen] = entry  # the young end, as connected() puts it
+        return listen
+
     def mark_seed(self, address: PeerAddress, seed: bool = True) -> None:
         """Whether the peer at ``address`` has every piece (not dialled while we seed too)."""
         entry = self._entries.get(address.normalized())
@@ -527,7 +625,7 @@ class PeerList:
         the connected ones when they disconnect. Returns how many entries were dropped."""
         host = _normal_host(host)
         if len(self._banned) < MAX_BANNED_HOSTS:
-            self._banned.add(host)
+            self._banned[host] = None
         doomed = [
             entry.address
             for entry in self._entries.values()
