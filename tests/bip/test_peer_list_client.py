@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from ipaddress import IPv4Address
 from pathlib import Path
+from typing import cast
 
 import pytest
 import trio
@@ -18,9 +19,20 @@ from _engine_helpers import (
 )
 
 from bip._client import ClientConfig, Torrent, TorrentOptions, open_session
-from bip._client._session import Session
-from bip_handshake import PeerAddress
+from bip._client._connector import Connector
+from bip._client._session import Session, _LateSink, _SenderSwarm
+from bip_handshake import Handshaker, PeerAddress, PeerList, PeerOrigin
 from bip_metainfo import InfoHash, Metainfo
+from bip_peer import (
+    Bitfield,
+    DontHave,
+    ExtendedHandshake,
+    Have,
+    HaveAll,
+    Peer,
+    PeerManager,
+    UploadOnly,
+)
 
 SIZES = (60_000, 20_000)
 DEADLINE = 60.0
@@ -230,3 +242,165 @@ async def test_max_peers_one_dials_one_seed_on_loopback(tmp_path: Path) -> None:
             assert leecher.handshaker.statistics().outbound_attempts == 1
             status = download.status()
             assert status.known_peers == 2
+
+
+async def test_inbound_peer_listed_at_its_listen_port_and_seed_marked_while_connected(
+    tmp_path: Path,
+) -> None:
+    # The leecher dials the seed: on the seed's side it came from an ephemeral port, and its
+    # extended handshake's ``p`` moves its entry to where it listens (kept after it leaves).
+    # On the leecher's side the seed is marked a seed as soon as it says so, while connected
+    # (a partial selection keeps the connection up once complete).
+    folder = write_content(tmp_path / "seed", SIZES)
+    torrent: Metainfo = make_torrent(folder, "v1")
+    with trio.fail_after(DEADLINE):
+        async with seeder_and_leecher(torrent, folder) as (seeder, leecher):
+            download = await leecher.add_torrent(
+                torrent,
+                TorrentOptions(
+                    tmp_path / "down",
+                    peers=(address_of(seeder),),
+                    resume=False,
+                    files=frozenset({0}),
+                ),
+            )
+            await download.wait_complete()
+            seeding = seeder.find(torrent.info.info_hash)
+            assert seeding is not None
+            theirs = seeder.peer_list(seeding)
+            assert theirs is not None
+            listen = address_of(leecher)
+            await wait_for(lambda: theirs.entry(listen) is not None, step=0.01, limit=10)
+            [entry] = theirs.entries()  # the ephemeral one is gone
+            assert entry.address == listen
+            assert entry.connected
+            assert entry.origin == PeerOrigin.INCOMING
+            ours = leecher.peer_list(download)
+            assert ours is not None
+            seed = ours.entry(address_of(seeder))
+            assert seed is not None
+            assert seed.connected
+            assert seed.seed
+
+
+class FakeConnection:
+    def __init__(self, *, has_all: bool = False, upload_only: bool = False) -> None:
+        self.peer_has_all = has_all
+        self.peer_upload_only = upload_only
+
+
+class FakePeer:
+    """What the connector reads of a peer."""
+
+    def __init__(
+        self, address: PeerAddress, direction: str, swarm_id: bytes, connection: FakeConnection
+    ) -> None:
+        self.address = address
+        self.direction = direction
+        self.swarm_id = swarm_id
+        self.connection = connection
+
+
+class FakeTorrent:
+    def __init__(self, info_hash: InfoHash) -> None:
+        self.info_hash = info_hash
+        self.completed = trio.Event()
+        self.peers: set[Peer] = set()
+
+    def refuses(self, address: PeerAddress) -> bool:
+        return False
+
+
+HYBRID = InfoHash(v1=b"1" * 20, v2=b"2" * 32)
+
+
+def fake_connector(torrent: FakeTorrent) -> tuple[Connector, PeerList]:
+    connector = Connector(
+        handshaker=cast(Handshaker, None),  # not dialling in these tests
+        find=lambda _: torrent,
+        connected_peers=lambda: 0,
+        our_addresses=lambda: (),
+        max_peers=10,
+    )
+    return connector, connector.attach(torrent)
+
+
+async def test_seed_marked_on_each_message_and_unmarked_when_it_no_longer_is() -> None:
+    torrent = FakeTorrent(HYBRID)
+    connector, peers = fake_connector(torrent)
+    address = PeerAddress.parse("10.0.0.5:6881")
+    connection = FakeConnection()
+    peer = cast(Peer, FakePeer(address, "outbound", HYBRID.v1 or b"", connection))
+    peers.add(address, PeerOrigin.TRACKER, 0.0)
+    peers.connected(address, 0.0)
+    connector.peer_message(torrent, peer, Bitfield(b"\xff"))  # its bitfield says not yet
+    assert not peers.entry(address).seed  # type: ignore[union-attr]
+    connection.peer_has_all = True
+    connector.peer_message(torrent, peer, Have(3))
+    assert peers.entry(address).seed  # type: ignore[union-attr]
+    connection.peer_has_all = False
+    connector.peer_message(torrent, peer, DontHave(3))
+    assert not peers.entry(address).seed  # type: ignore[union-attr]
+    connection.peer_upload_only = True  # BEP 21: only uploads, wants nothing of a seed
+    connector.peer_message(torrent, peer, UploadOnly(True))
+    assert peers.entry(address).seed  # type: ignore[union-attr]
+    connector.peer_message(torrent, peer, HaveAll())
+    connector.peer_removed(torrent, peer, "closed")
+    # We seed: it is not dialled again (after its wait, on the connector's clock).
+    later = trio.current_time() + 100
+    assert peers.connect_candidates(5, later, seed=True) == []
+    assert peers.connect_candidates(5, later, seed=False) == [address]
+
+
+async def test_inbound_listen_port_then_disconnect_under_it() -> None:
+    torrent = FakeTorrent(HYBRID)
+    connector, peers = fake_connector(torrent)
+    ephemeral = PeerAddress.parse("10.0.0.6:50000")
+    listen = PeerAddress.parse("10.0.0.6:6881")
+    [_, v2] = HYBRID.swarm_ids()
+    peer = cast(Peer, FakePeer(ephemeral, "inbound", v2, FakeConnection(has_all=True)))
+    peers.connected(ephemeral, 0.0, origin=PeerOrigin.INCOMING)
+    connector.peer_message(torrent, peer, ExtendedHandshake(p=6881))
+    connector.peer_message(torrent, peer, ExtendedHandshake(p=6881))  # again: no change
+    assert set(peers._entries) == {listen}
+    entry = peers.entry(listen)
+    assert entry is not None
+    assert entry.swarm_id == v2  # dialled back in the swarm it came from
+    assert entry.seed
+    connector.peer_removed(torrent, peer, "closed")
+    entry = peers.entry(listen)
+    assert entry is not None
+    assert not entry.connected
+    assert connector._listed == {}
+    # An outbound peer's p changes nothing: we know where it listens.
+    out = PeerAddress.parse("10.0.0.7:6881")
+    peers.connected(out, 0.0)
+    outbound = cast(Peer, FakePeer(out, "outbound", v2, FakeConnection()))
+    connector.peer_message(torrent, outbound, ExtendedHandshake(p=7000))
+    assert PeerAddress.parse("10.0.0.7:7000") not in peers
+
+
+async def test_pex_peers_keep_the_swarm_of_the_connection_that_listed_them() -> None:
+    # PEX hands the sink the torrent's hashes; the service before it says which swarm the
+    # message came from, and the sink names the peers by that swarm id.
+    got: list[tuple[InfoHash | bytes, list[PeerAddress], str]] = []
+
+    class Target:
+        def discovered(
+            self, info_hash: InfoHash | bytes, addresses: Iterable[PeerAddress], source: str
+        ) -> None:
+            got.append((info_hash, list(addresses), source))
+
+    sink = _LateSink()
+    found = [PeerAddress.parse("10.0.0.8:6881")]
+    sink.discovered(HYBRID, found, "pex")  # no target yet: dropped
+    sink.target = Target()
+    [_, v2] = HYBRID.swarm_ids()
+    service = _SenderSwarm(sink)
+    assert service.handshake_fields(cast(Peer, None)) == {}
+    sender = cast(Peer, FakePeer(found[0], "outbound", v2, FakeConnection()))
+    assert not service.message_received(cast(PeerManager, None), sender, object())
+    sink.discovered(HYBRID, found, "pex")
+    other = InfoHash(v1=b"9" * 20)  # a swarm id not of this torrent: the hashes as given
+    sink.discovered(other, found, "pex")
+    assert got == [(v2, found, "pex"), (other, found, "pex")]

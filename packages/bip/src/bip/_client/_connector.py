@@ -35,7 +35,19 @@ from bip_handshake import (
     PeerOrigin,
 )
 from bip_metainfo import InfoHash
-from bip_peer import REASON_PROTOCOL, REASON_SEND_TIMEOUT, REASON_TRANSPORT, Peer
+from bip_peer import (
+    REASON_PROTOCOL,
+    REASON_SEND_TIMEOUT,
+    REASON_TRANSPORT,
+    Bitfield,
+    DontHave,
+    ExtendedHandshake,
+    Have,
+    HaveAll,
+    HaveNone,
+    Peer,
+    UploadOnly,
+)
 
 from ._config import DEFAULT_CONNECTION_SPEED
 
@@ -51,6 +63,8 @@ _WAKE_INTERVAL: Final = 1.0  # seconds: a pass at least this often (backoffs end
 # Removals that count as a failed connection: the peer misbehaved or the link broke. A peer
 # that closed, went idle or was dropped by us (redundant, a duplicate, choked out) did not fail.
 _FAILED_REASONS: Final = frozenset({REASON_PROTOCOL, REASON_TRANSPORT, REASON_SEND_TIMEOUT})
+# Messages after which a peer may have become (or stopped being) a seed.
+_PIECE_NEWS: Final = (HaveAll, HaveNone, Bitfield, Have, DontHave, UploadOnly, ExtendedHandshake)
 
 
 class ConnectorTorrent(Protocol):
@@ -112,6 +126,9 @@ class Connector:
         # Our dials not yet settled, with the hash each was made with: the handshaker tells
         # failed connects (dial_failed) but not failed handshakes; those are found here.
         self._dialled: dict[tuple[ConnectorTorrent, PeerAddress], InfoHash] = {}
+        # Peers recorded under another address than their connection's: one that dialled us,
+        # under the address it listens on (its BEP 10 ``p``). Bounded by the connected peers.
+        self._listed: dict[Peer, PeerAddress] = {}
         self._wake = trio.Event()
         self._tokens = float(connection_speed)
         self._refilled = -math.inf
@@ -181,13 +198,51 @@ class Connector:
                 peers.dial_cancelled(handshake.address, trio.current_time())
         self.wake()
 
+    def peer_message(self, torrent: ConnectorTorrent, peer: Peer, message: object) -> None:
+        """A message from a peer of ``torrent``: what it says about where it listens (BEP 10
+        ``p``) and whether it is a seed goes to its entry while it is connected.
+
+        A peer that dialled us is recorded under its ephemeral port; its ``p`` moves its entry
+        to the address it listens on, to be dialled back once it disconnects (libtorrent's
+        ``update_peer_port``). A peer with every piece, or that only uploads (BEP 21), is
+        marked a seed at once (libtorrent's ``set_seed``): a seeding torrent does not dial it
+        again, and neither side wants anything of the other.
+        """
+        peers = self._lists.get(torrent)
+        if peers is None:
+            return
+        if (
+            isinstance(message, ExtendedHandshake)
+            and message.p is not None
+            and peer.direction == "inbound"
+        ):
+            listed = peers.update_port(
+                self._listed.get(peer, peer.address),
+                message.p,
+                trio.current_time(),
+                swarm_id=peer.swarm_id,
+            )
+            if listed is not None and listed != peer.address.normalized():
+                self._listed[peer] = listed
+        if isinstance(message, _PIECE_NEWS):
+            peers.mark_seed(self._address_of(peer), self._is_seed(peer))
+
+    @staticmethod
+    def _is_seed(peer: Peer) -> bool:
+        return peer.connection.peer_has_all or peer.connection.peer_upload_only
+
+    def _address_of(self, peer: Peer) -> PeerAddress:
+        """The address the peer is recorded under in its list."""
+        return self._listed.get(peer, peer.address)
+
     def peer_removed(self, torrent: ConnectorTorrent, peer: Peer, reason: str) -> None:
         """A peer of ``torrent`` is gone: a slot is free."""
+        address = self._listed.pop(peer, peer.address)
         peers = self._lists.get(torrent)
         if peers is not None:
-            if peer.connection.peer_has_all:
-                peers.mark_seed(peer.address)
-            peers.disconnected(peer.address, trio.current_time(), failed=reason in _FAILED_REASONS)
+            if self._is_seed(peer):
+                peers.mark_seed(address)
+            peers.disconnected(address, trio.current_time(), failed=reason in _FAILED_REASONS)
             if torrent.refuses(peer.address):
                 peers.ban(peer.address.normalized().host)
         self.wake()

@@ -1,13 +1,19 @@
 """Where a torrent's resume data and fetched metadata live between runs: ``SAVE_DIR/.bip/``.
 
-Two files per torrent, named by its info-hash (hex of the v1 hash, else of the v2 hash):
+Three files per torrent, named by its info-hash (hex of the v1 hash, else of the v2 hash):
 
 - ``HASH.resume``: bip_disk's resume data (pieces verified, files' sizes and times), rewritten
   atomically (a temporary file renamed over the old one), so a kill at any moment leaves the
   old record or the new one, never half of one;
 - ``HASH.torrent``: for a magnet link, the info dictionary fetched from peers, wrapped as a
   .torrent, with the BEP 52 ``piece layers`` once they were fetched too (a v2 torrent), so a
-  restart needs no peer to serve the metadata or the layers again.
+  restart needs no peer to serve the metadata or the layers again;
+- ``HASH.peers``: the torrent's best peers and the hosts it banned (libtorrent keeps them in
+  its resume data as ``peers``, ``peers6``, ``banned_peers`` and ``banned_peers6``, compact,
+  and reloads them as its ``resume_data`` source), so a restart reconnects to the swarm it
+  knew without asking a tracker or the DHT first. Its own file: bip_disk's resume data is
+  bip_disk's format. Written as the resume data is, and read with bounds: a file that is not
+  ours (too large, not bencoded, wrong types) is ignored, never an error.
 
 Kept next to the data, as aria2 keeps its ``.aria2`` control files: moving the directory moves
 the record with it, and two downloads into different directories never share one.
@@ -16,18 +22,129 @@ the record with it, and two downloads into different directories never share one
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
+from typing import Final
 
 import trio
 
-from bip_bencode import encode
+from bip_bencode import BencodeError, decode, encode
+from bip_handshake import CompactError, PeerAddress, encode_compact_peers, parse_compact_peers
 from bip_metainfo import Info, InfoHash, Metainfo, MetainfoError
 
 from ._config import RESUME_DIRECTORY
 
-__all__ = ["ResumeStore", "names_same_torrent"]
+__all__ = [
+    "MAX_SAVED_BANNED",
+    "MAX_SAVED_PEERS",
+    "ResumeStore",
+    "SavedPeers",
+    "decode_saved_peers",
+    "encode_saved_peers",
+    "names_same_torrent",
+]
+
+logger = logging.getLogger("bip.client")
+
+MAX_SAVED_PEERS: Final = 200
+"""Peers saved per torrent at most (the best: connected, then connected once; libtorrent
+saves every connectable peer, up to its list's size): enough to find the swarm again, small
+enough to write every few seconds."""
+MAX_SAVED_BANNED: Final = 1000
+"""Banned hosts saved per torrent at most (the first banned)."""
+# A peers file larger than this is not one we wrote (every address of both bounds, both
+# families, as 18-byte compact entries, is ~22 KB): not read at all.
+_MAX_PEERS_FILE: Final = 64 * 1024
+
+Host = IPv4Address | IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class SavedPeers:
+    """What a torrent remembers of its swarm between runs (``HASH.peers``).
+
+    Attributes:
+        peers: addresses to dial at start, best first (at most :data:`MAX_SAVED_PEERS`).
+        banned: hosts banned for sending bad data (at most :data:`MAX_SAVED_BANNED`).
+    """
+
+    peers: tuple[PeerAddress, ...] = ()
+    banned: tuple[Host, ...] = ()
+
+
+def encode_saved_peers(peers: Iterable[PeerAddress], banned: Iterable[Host]) -> bytes:
+    """The bencoded ``HASH.peers`` file: ``peers`` / ``peers6`` compact (6 / 18 bytes each),
+    ``banned_peers`` / ``banned_peers6`` compact with port 0; each bounded as
+    :class:`SavedPeers` says (the first ones kept)."""
+    kept = [address.normalized() for address in peers][:MAX_SAVED_PEERS]
+    hosts = [address for host in banned if (address := _host_entry(host)) is not None]
+    hosts = hosts[:MAX_SAVED_BANNED]
+    return encode(
+        {
+            b"banned_peers": encode_compact_peers([a for a in hosts if a.family == 4], 4),
+            b"banned_peers6": encode_compact_peers([a for a in hosts if a.family == 6], 6),
+            b"peers": encode_compact_peers([a for a in kept if a.family == 4], 4),
+            b"peers6": encode_compact_peers([a for a in kept if a.family == 6], 6),
+        }
+    )
+
+
+def _host_entry(host: Host) -> PeerAddress | None:
+    """``host`` as a compact entry with port 0 (a scoped IPv6 host has none: left out)."""
+    try:
+        return PeerAddress(host, 0).normalized()
+    except CompactError:
+        return None
+
+
+def decode_saved_peers(data: bytes) -> SavedPeers:
+    """Read a ``HASH.peers`` file; what cannot be read is left out, never an error.
+
+    A file that is not a bencoded dictionary, or larger than any we write, gives nothing; a
+    key missing, of the wrong type or of a malformed length gives nothing for that key;
+    unconnectable addresses are dropped, and each list is cut at its bound.
+    """
+    if len(data) > _MAX_PEERS_FILE:
+        return SavedPeers()
+    try:
+        document = decode(data)
+    except BencodeError:
+        return SavedPeers()
+    if not isinstance(document, dict):
+        return SavedPeers()
+
+    def compact(key: bytes, family: int, limit: int) -> list[PeerAddress]:
+        value = document.get(key)
+        if not isinstance(value, bytes):
+            return []
+        try:
+            return parse_compact_peers(value, 4 if family == 4 else 6, limit=limit)
+        except CompactError:
+            return []
+
+    peers = [
+        address.normalized()
+        for address in (
+            *compact(b"peers", 4, MAX_SAVED_PEERS),
+            *compact(b"peers6", 6, MAX_SAVED_PEERS),
+        )
+        if address.is_connectable
+    ]
+    banned = [
+        address.normalized().host
+        for address in (
+            *compact(b"banned_peers", 4, MAX_SAVED_BANNED),
+            *compact(b"banned_peers6", 6, MAX_SAVED_BANNED),
+        )
+    ]
+    return SavedPeers(
+        tuple(dict.fromkeys(peers))[:MAX_SAVED_PEERS],
+        tuple(dict.fromkeys(banned))[:MAX_SAVED_BANNED],
+    )
 
 
 def names_same_torrent(partial: InfoHash, full: InfoHash) -> bool:
@@ -60,6 +177,7 @@ class ResumeStore:
         name = _hash_name(info_hash)
         self.resume_path = self.directory / f"{name}.resume"
         self.torrent_path = self.directory / f"{name}.torrent"
+        self.peers_path = self.directory / f"{name}.peers"
         self._info_hash = info_hash
 
     async def load_resume(self) -> bytes | None:
@@ -81,6 +199,33 @@ class ResumeStore:
         """Delete the resume data (it was refused: of another torrent or malformed)."""
         with contextlib.suppress(OSError):
             await trio.to_thread.run_sync(self.resume_path.unlink)
+
+    async def load_peers(self) -> SavedPeers:
+        """The peers and banned hosts saved by :meth:`save_peers`; none when there is no
+        file, it cannot be read, or it is not ours (see :func:`decode_saved_peers`)."""
+
+        def read() -> bytes:
+            with open(self.peers_path, "rb") as file:
+                return file.read(_MAX_PEERS_FILE + 1)  # bounded: the file may be anything
+
+        try:
+            data = await trio.to_thread.run_sync(read)
+        except OSError:
+            return SavedPeers()
+        saved = decode_saved_peers(data)
+        if not saved.peers and not saved.banned and data:
+            logger.debug("%s: no peers in it", self.peers_path)
+        return saved
+
+    async def save_peers(self, peers: Iterable[PeerAddress], banned: Iterable[Host]) -> None:
+        """Replace the saved peers and banned hosts (atomically; bounded as
+        :func:`encode_saved_peers` says).
+
+        Raises:
+            OSError: the file could not be written.
+        """
+        data = encode_saved_peers(peers, banned)
+        await trio.to_thread.run_sync(_write_atomically, self.peers_path, data)
 
     async def load_info(self) -> Info | None:
         """The info dictionary saved by :meth:`save_info`, if it is there and matches."""

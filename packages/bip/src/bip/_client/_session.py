@@ -445,6 +445,7 @@ class Session:
                 if isinstance(event.message, Port):
                     self._learn_dht_node(event.peer, event.message)
                 else:
+                    self.connector.peer_message(torrent, event.peer, event.message)
                     await torrent.peer_message(event.peer, event.message)
             elif isinstance(event, PeerAdded):
                 torrent = self.find(event.peer.info_hash)
@@ -519,17 +520,56 @@ class _UploadOnlyFields:
 
 class _LateSink:
     """A :class:`~bip_handshake.PeerSink` that passes peers on to its ``target`` once set
-    (and drops them before)."""
+    (and drops them before), named by the swarm id of the connection they came from (set by
+    :class:`_SenderSwarm` just before PEX reads the message that lists them): a hybrid
+    torrent's peer learnt in its v2 swarm is dialled in that swarm."""
 
     def __init__(self) -> None:
         self.target: PeerSink | None = None
+        self.swarm_id: bytes | None = None
 
     def discovered(
         self, info_hash: InfoHash | bytes, addresses: Iterable[PeerAddress], source: str
     ) -> None:
         """To the target, if any."""
-        if self.target is not None:
+        if self.target is None:
+            return
+        swarm_id = self.swarm_id
+        if (
+            swarm_id is not None
+            and isinstance(info_hash, InfoHash)
+            and swarm_id in info_hash.swarm_ids()
+        ):
+            self.target.discovered(swarm_id, addresses, source)
+        else:
             self.target.discovered(info_hash, addresses, source)
+
+
+class _SenderSwarm:
+    """A peer service placed just before PEX: tells ``sink`` the swarm id of each message's
+    sender (PEX hands the sink only the torrent's hashes, and does so while it reads the
+    message, synchronously)."""
+
+    def __init__(self, sink: _LateSink) -> None:
+        self._sink = sink
+
+    def handshake_fields(self, peer: Peer) -> Mapping[str, object]:
+        """Nothing to add."""
+        return {}
+
+    def peer_added(self, manager: PeerManager, peer: Peer) -> None:
+        """Nothing to do."""
+
+    def message_received(self, manager: PeerManager, peer: Peer, message: object) -> bool:
+        """Note the sender's swarm; consumes nothing."""
+        self._sink.swarm_id = peer.swarm_id
+        return False
+
+    def peer_removed(self, manager: PeerManager, peer: Peer) -> None:
+        """Nothing to forget."""
+
+    def tick(self, manager: PeerManager, now: float) -> None:
+        """No timers."""
 
 
 def _new_peer_list(config: ClientConfig) -> PeerList:
@@ -727,7 +767,14 @@ async def open_session(
                         send_queue_size=_SEND_QUEUE,
                         client_version=f"bip {__version__}",
                         listen_port=addresses[0].port if addresses else None,
-                        services=[metadata, layers, pex, _UploadOnlyFields(find), external],
+                        services=[
+                            metadata,
+                            layers,
+                            _SenderSwarm(pex_sink),
+                            pex,
+                            _UploadOnlyFields(find),
+                            external,
+                        ],
                         upload_rate_limit=config.upload_rate_limit,
                         download_rate_limit=config.download_rate_limit,
                         limit_local_peers=config.limit_local_peers,

@@ -30,6 +30,7 @@ import logging
 import math
 import random
 from collections.abc import Callable, Mapping
+from ipaddress import IPv4Address, IPv6Address
 from typing import Final
 
 import trio
@@ -87,7 +88,7 @@ from bip_select import PieceLost as BrainPieceLost
 from ._config import ClientConfig, TorrentOptions
 from ._discovery import PeerSource, UserPeers
 from ._holepunch import HolepunchCounts, HolepunchPolicy
-from ._resume import ResumeStore, names_same_torrent
+from ._resume import MAX_SAVED_PEERS, ResumeStore, names_same_torrent
 from ._source import SourceError, resolve_peers
 from ._status import TorrentPhase, TorrentStatus
 from ._swarm import QUEUEING, Swarm
@@ -217,7 +218,7 @@ class Torrent:
         self.peer_list: PeerList | None = None
         """Every address the torrent's sources gave, with its history (the session's
         connector keeps it and dials from it); ``None`` outside a session."""
-        self._banned: set[object] = set()
+        self._banned: set[IPv4Address | IPv6Address] = set()
         self.completed = trio.Event()
         """Set once every selected piece is verified (never cleared)."""
         self.ready = trio.Event()
@@ -445,6 +446,7 @@ class Torrent:
         """Fetch metadata, check the storage, then download and seed until cancelled."""
         with self._scope:
             async with trio.open_nursery() as nursery:
+                await self._load_peers()
                 user = UserPeers(await self._user_peers(), interval=self._config.redial_interval)
                 sources: list[PeerSource] = [user, *self._sources]
                 for source in sources:
@@ -464,6 +466,31 @@ class Torrent:
                 nursery.start_soon(self._save_resume_loop)
                 assert self.handle is not None
                 nursery.start_soon(self._uploader.run, self.handle)
+
+    async def _load_peers(self) -> None:
+        """The peers and bans saved by the last run: the bans are back, and the peers go to
+        the torrent's list as the ``resume`` source (dialled at once, tracker or not)."""
+        if self._store is None:
+            return
+        saved = await self._store.load_peers()
+        for host in saved.banned:
+            if len(self._banned) < MAX_BANNED:
+                self._banned.add(host)
+            if self.peer_list is not None:
+                self.peer_list.ban(host)
+        if saved.peers:
+            logger.debug("%s: %d peers from the last run", self._name, len(saved.peers))
+            self._peer_sink.discovered(self._info_hash, saved.peers, "resume")
+
+    async def _save_peers(self) -> None:
+        """Keep the best peers and the bans for the next run (with the resume data)."""
+        if self._store is None or self.peer_list is None:
+            return
+        peers = self.peer_list.best(MAX_SAVED_PEERS)
+        try:
+            await self._store.save_peers(peers, self._banned)
+        except OSError as error:
+            logger.warning("%s: cannot save its peers: %s", self._name, error)
 
     async def _user_peers(self) -> tuple[PeerAddress, ...]:
         """The ``--peer`` addresses, and a magnet link's ``x.pe`` (names resolved here)."""
@@ -498,6 +525,10 @@ class Torrent:
                 await self._save_resume(sync=True)
                 with contextlib.suppress(TorrentStateError):
                     await self._disk.remove_torrent(self.handle)
+        else:
+            # A magnet link whose metadata never came: its peers are still worth keeping.
+            with trio.CancelScope(shield=True):
+                await self._save_peers()
         if self._filesystem is not None:
             self._filesystem.close()
 
@@ -879,6 +910,7 @@ class Torrent:
             await self._store.save_resume(data)
         except (TorrentStateError, StorageError, OSError) as error:
             logger.warning("%s: cannot save resume data: %s", self._name, error)
+        await self._save_peers()
 
 
 def layers_missing(info: Info, layers: Mapping[bytes, bytes]) -> bool:
