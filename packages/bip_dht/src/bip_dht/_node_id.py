@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from random import Random
 
+from bip_handshake import crc32c
+
 from ._errors import LocalProtocolError
 from ._ip import unmapped_ip
 
@@ -43,34 +45,6 @@ NODE_ID_BITS = 160
 
 _V4_MASK = bytes.fromhex("030f3fff")
 _V6_MASK = bytes.fromhex("0103070f1f3f7fff")
-
-
-def _crc32c_table() -> tuple[int, ...]:
-    # CRC-32C (Castagnoli), reflected polynomial 0x82F63B78, one byte at a time.
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
-        table.append(crc)
-    return tuple(table)
-
-
-_CRC32C_TABLE = _crc32c_table()
-
-
-def crc32c(data: bytes | bytearray | memoryview) -> int:
-    """The CRC-32C (Castagnoli) checksum of *data*, as BEP 42 uses it.
-
-    >>> hex(crc32c(b"123456789"))
-    '0xe3069283'
-    """
-    crc = 0xFFFFFFFF
-    table = _CRC32C_TABLE
-    for byte in bytes(data):
-        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
 
 _V4_EXEMPT = tuple(
     (IPv4Address(net), bits)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address, IPv6Address, IPv6Network
 from typing import Literal
 
 __all__ = [
@@ -301,3 +301,16 @@ def encode_compact_nodes(nodes: Iterable[NodeInfo], family: Family | None = None
             raise CompactError(f"cannot mix address families in one compact list: {node}")
         out += compact
     return bytes(out)
+
+
+HOST_IPV6_PREFIX = 64
+"""The IPv6 prefix one host is taken to hold: a host is usually given a whole /64, so one
+machine could speak from 2**64 addresses."""
+
+
+def host_network(host: IPv4Address | IPv6Address) -> IPv4Address | IPv6Network:
+    """What one host counts as where a host is counted (votes, slots): an IPv4 address as it
+    is, an IPv6 address as its /64 (:data:`HOST_IPV6_PREFIX`)."""
+    if isinstance(host, IPv4Address):
+        return host
+    return IPv6Network((host, HOST_IPV6_PREFIX), strict=False)

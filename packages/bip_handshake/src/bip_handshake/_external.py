@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, IPv6Network
 from typing import Final, TypeAlias
 
-from ._compact import Family, PeerAddress
+from ._compact import Family, PeerAddress, host_network
 from ._errors import LocalProtocolError
 
 __all__ = [
@@ -109,9 +109,6 @@ DEFAULT_EXTERNAL_MAX_VOTERS: Final = 64
 
 DEFAULT_EXTERNAL_ROUND_TIMEOUT: Final = 300.0
 """Seconds from a round's first vote to its end (libtorrent rotates every five minutes)."""
-
-# An IPv6 host is usually given a whole /64: one machine could vote from 2**64 addresses.
-_IPV6_VOTER_PREFIX: Final = 64
 
 
 def is_global_address(host: IPAddress) -> bool:
@@ -204,12 +201,6 @@ def _normalized(host: object, what: str) -> IPAddress:
 
 def _family(host: IPAddress) -> Family:
     return 4 if isinstance(host, IPv4Address) else 6
-
-
-def _voter_key(host: IPAddress) -> _VoterKey:
-    if isinstance(host, IPv4Address):
-        return host
-    return IPv6Network((host, _IPV6_VOTER_PREFIX), strict=False)
 
 
 class ExternalIPVoter:
@@ -359,7 +350,7 @@ class ExternalIPVoter:
             if not self._acceptable(voter_host):
                 self._ignored_local += 1
                 return None
-            key = _voter_key(voter_host)
+            key = host_network(voter_host)  # an IPv6 voter by its /64
         if not self._acceptable(host) or host.is_multicast or host.is_reserved:
             self._ignored_local += 1
             return None

@@ -85,7 +85,7 @@ import trio
 
 from bip_metainfo import InfoHash
 
-from ._compact import PeerAddress
+from ._compact import PeerAddress, host_network
 from ._errors import HandshakeError, RemoteProtocolError
 from ._extensions import Extensions
 from ._handshake import (
@@ -139,10 +139,10 @@ _RECEIVE_SIZE: Final = 16 * 1024
 _PSTR: Final = b"\x13BitTorrent protocol"
 _ACCEPT_BACKOFF: Final = 0.1
 _ACCEPT_WARN_INTERVAL: Final = 60.0
+"""Seconds between two warnings about failing accepts on one listener."""
 _EVICT_SHARE: Final = 0.25
 """An inbound handshake in progress for this share of the handshake timeout may be closed to
 make room for a new connection when every inbound slot is taken."""
-"""Seconds between two warnings about failing accepts on one listener."""
 _log = logging.getLogger("bip_handshake.handshaker")
 _RESOURCE_ERRNOS: Final = frozenset(
     code
@@ -516,15 +516,6 @@ def _os_detail(exc: BaseException) -> str | None:
     return None
 
 
-def _host_key(address: PeerAddress) -> IPv4Address | IPv6Network:
-    """What ``max_inbound_per_host`` counts by: the IPv4 address, or the IPv6 /64 (a host
-    is given a whole /64, so one address each would not bound anything)."""
-    host = address.normalized().host
-    if isinstance(host, IPv4Address):
-        return host
-    return IPv6Network((host, 64), strict=False)
-
-
 def _listener_name(listener: trio.SocketListener) -> str:
     """A listener's address as ``host:port``, for the log."""
     try:
@@ -612,7 +603,7 @@ class Handshaker:
         max_queued: int,
         max_inbound: int,
         connect_timeout: float,
-        max_inbound_per_host: int | None = None,
+        max_inbound_per_host: int,
         handshake_timeout: float,
         filters: HandshakeFilters,
         encryption: EncryptionPolicy,
@@ -640,11 +631,9 @@ class Handshaker:
         self._max_concurrent = max_concurrent
         self._max_inbound = max_inbound
         self._inbound_slots = trio.Semaphore(self._max_inbound)
-        # Inbound handshakes in progress per remote host (_host_key: the port, and the low
+        # Inbound handshakes in progress per remote host (host_network: the port, and the low
         # 64 bits of an IPv6 address, are the peer's to pick).
-        self._max_per_host = (
-            max(1, max_inbound // 4) if max_inbound_per_host is None else max_inbound_per_host
-        )
+        self._max_per_host = max_inbound_per_host
         self._inbound_hosts: Counter[IPv4Address | IPv6Network] = Counter()
         # Inbound handshakes in progress, oldest first (dicts keep insertion order).
         self._inbound_runs: dict[_InboundRun, None] = {}
@@ -1074,7 +1063,7 @@ class Handshaker:
             if not self._allowed_early(None, address, "inbound"):
                 return
             self._count("inbound_attempts")
-            host = _host_key(address)
+            host = host_network(address.normalized().host)
             if self._inbound_hosts[host] >= self._max_per_host:
                 raise _RefusedError("over_limit", f"{self._max_per_host} in progress from {host}")
             try:
@@ -1314,7 +1303,7 @@ class Handshaker:
         direction: Direction,
         address: PeerAddress,
         *,
-        skey: bytes | None = None,
+        skey: bytes | None,
     ) -> HandshakeComplete:
         while True:
             event = connection.next_event()
@@ -1336,7 +1325,7 @@ class Handshaker:
         direction: Direction,
         connection_address: PeerAddress,
         *,
-        skey: bytes | None = None,
+        skey: bytes | None,
     ) -> None:
         """The peer's first 48 bytes: look the torrent up (inbound) and run the filters.
 
@@ -1489,6 +1478,7 @@ async def open_handshaker(
         raise TypeError(f"on_dial_failed must be callable, not {on_dial_failed!r}")
     if ip_filter is not None and not isinstance(ip_filter, IPFilter):
         raise TypeError(f"ip_filter must be an IPFilter or None, not {ip_filter!r}")
+    inbound = max_concurrent if max_inbound is None else max_inbound
     listeners = await _open_listeners(list(listen))
     handshaker: Handshaker | None = None
     try:
@@ -1499,8 +1489,10 @@ async def open_handshaker(
                 extensions=extensions,
                 max_concurrent=max_concurrent,
                 max_queued=max_queued,
-                max_inbound=max_concurrent if max_inbound is None else max_inbound,
-                max_inbound_per_host=max_inbound_per_host,
+                max_inbound=inbound,
+                max_inbound_per_host=(
+                    max(1, inbound // 4) if max_inbound_per_host is None else max_inbound_per_host
+                ),
                 connect_timeout=connect_timeout,
                 handshake_timeout=handshake_timeout,
                 filters=filters if filters is not None else HandshakeFilters(),

@@ -16,9 +16,10 @@ The masks, as BEP 40 gives them:
 - Equal addresses: the two ports (16-bit, network order), lowest first.
 
 That is, the bytes up to and including the first byte the addresses differ in are kept (at
-least 2 for IPv4, 6 for IPv6), every later byte is masked with ``0x55``. libtorrent keeps the
-first 64 bits of an IPv6 address in any case and masks by /32 and /48 instead; the IPv4 rule,
-the one almost every swarm uses, is the same in both.
+least 2 for IPv4, 6 for IPv6), every later byte is masked with ``0x55``. For IPv6, libtorrent
+departs from the BEP: it keeps the first 32 and the last 64 bits unmasked and masks bytes 4-7
+by whether the addresses share a /32 or a /48. We follow the BEP text; the IPv4 rule, the one
+almost every swarm uses, is the same in both.
 """
 
 from __future__ import annotations
