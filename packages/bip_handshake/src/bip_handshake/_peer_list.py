@@ -147,7 +147,8 @@ class PeerEntry:
         last_connected: when it was last dialled or disconnected, the start of its wait.
         connected: a connection to it is up.
         dialling: a dial to it is pending.
-        seed: it was seen to have every piece.
+        seed: it was seen to have every piece, or said it only uploads (BEP 21): either
+            way it wants nothing from a seed.
         priority: its BEP 40 priority against our address of its family (0 when unknown).
     """
 
@@ -615,7 +616,8 @@ class PeerList:
         return listen
 
     def mark_seed(self, address: PeerAddress, seed: bool = True) -> None:
-        """Whether the peer at ``address`` has every piece (not dialled while we seed too)."""
+        """Whether the peer at ``address`` has every piece or only uploads (not dialled while
+        we seed too); the owner says so while the peer is connected, as soon as it knows."""
         entry = self._entries.get(address.normalized())
         if entry is not None:
             entry.seed = seed

@@ -14,7 +14,10 @@ wakes when peers arrive and when a slot frees, and once a second for the waits t
 So the client remembers its peers: addresses beyond the handshaker's queue wait in the lists
 rather than being dropped, a dead address is not dialled again before its backoff, a session
 at ``max_peers`` dials no more (a dial would only end in a refused peer: a wasted connection
-the remote sees as connect-and-drop), and a banned host is never dialled.
+the remote sees as connect-and-drop), and a banned host is never dialled. What the peers say
+while connected updates their entries (:meth:`Connector.peer_message`): a peer that dialled us
+is recorded where it listens (its BEP 10 ``p``), to be dialled back, and a seed is marked one
+at once, so that a seeding torrent does not dial it again.
 """
 
 from __future__ import annotations

@@ -20,7 +20,9 @@ The session routes to it what concerns it: peers added and removed, their messag
 disk's events. Blocks go to the disk as they arrive, and only the disk's verdict
 (``PieceVerified``) tells the brain a piece is ours. Requests from peers are served by a few
 upload workers that read blocks from the disk. Resume data is saved every few seconds while
-pieces arrive, when the download completes, and when the torrent closes.
+pieces arrive, when the download completes, and when the torrent closes, and with it the best
+peers of the torrent's list and the hosts it banned (``.bip/HASH.peers``), which the next run
+dials first (the ``resume`` source) and keeps banned.
 """
 
 from __future__ import annotations
