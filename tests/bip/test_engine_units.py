@@ -22,6 +22,7 @@ from bip._client import (
     parse_peer,
     resolve_peers,
 )
+from bip._cmd_download import status_fields
 from bip_bencode import encode
 from bip_handshake import CompletedHandshake, Extensions, PeerAddress, PeerId
 from bip_metainfo import Info, InfoHash, PieceSet
@@ -207,6 +208,14 @@ def test_status_eta() -> None:
     assert _status(phase=TorrentPhase.SEEDING).complete
     assert not _status().complete
     assert _status(phase=TorrentPhase.METADATA, num_pieces=0, total=0, done=0).eta is None
+
+
+def test_status_line_peers_out_of_known() -> None:
+    """The peers field says how many of the known peers (the peer list) are connected, when
+    more are known than connected."""
+    assert ("peers", "1 (1 seeds)") in status_fields(_status())
+    assert ("peers", "1 (1 seeds)") in status_fields(_status(known_peers=1))
+    assert ("peers", "1/120 (1 seeds)") in status_fields(_status(known_peers=120))
 
 
 # -- messages to inputs, actions to messages -------------------------------------------------

@@ -373,7 +373,9 @@ def status_fields(status: TorrentStatus) -> list[tuple[str, str]]:
     fields.append(("up", format_rate(status.upload_rate)))
     # The uTP count only when there is one: TCP-only sessions keep their familiar line.
     utp = f", {status.utp_peers} uTP" if status.utp_peers else ""
-    fields.append(("peers", f"{status.peers} ({status.seeds} seeds{utp})"))
+    # Connected out of known (the peer list), when more are known than connected.
+    known = f"/{status.known_peers}" if status.known_peers > status.peers else ""
+    fields.append(("peers", f"{status.peers}{known} ({status.seeds} seeds{utp})"))
     if status.web_seeds:
         fields.append(("web seeds", str(status.web_seeds)))
     if status.phase is TorrentPhase.DOWNLOADING:
