@@ -192,12 +192,6 @@ async def test_magnet_metadata_built_to_hurt_is_refused_or_contained(tmp_path: P
             assert path.exists(), path  # loops and links out were not created
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bip._client._torrent parses BEP 9 metadata (up to 4 MiB: ~150,000 tiny files, "
-    "seconds of Python) with Info.from_bytes on the event loop, stalling every torrent of "
-    "the session; it should run in a worker thread (trio.to_thread.run_sync)",
-)
 async def test_magnet_metadata_is_parsed_off_the_event_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
