@@ -727,10 +727,16 @@ def test_sample_compact_answers_without_recording() -> None:
         assert len(chosen) == min(num_want, 30)
         assert len(set(chosen)) == len(chosen)
         assert set(chosen) <= set(members)
-    # A recorded asker (only a direct call can record port 0) is never named to itself.
+    # A recorded asker is never named to itself.
     _, _, chosen = store.sample_compact(torrent, members[0], 30, 1.0)
     assert members[0] not in chosen
     assert len(chosen) == 29
+    # The store's own rule, whoever calls it: a port-0 announce is answered, not recorded,
+    # and creates no swarm.
+    assert store.announce_compact(torrent, asker, 1, 2, 5, 2.0)[:2] == (15, 15)
+    assert store.announce_compact(b"\x7d" * 20, asker, 1, 2, 5, 2.0) == (0, 0, [])
+    assert b"\x7d" * 20 not in store
+    assert asker not in store.sample_compact(torrent, members[1], 500, 3.0)[2]
     # IPv6 askers get IPv6 peers: there are none.
     assert store.sample_compact(torrent, bytes(16) + b"\x00\x00", 10, 1.0) == (15, 15, [])
     assert store.statistics().peers == 30

@@ -480,7 +480,7 @@ def test_timer_expires_quiet_swarms_in_batches() -> None:
     store = core.store
     assert store is not None
     for n in range(12_000):
-        store.announce_compact(n.to_bytes(20, "big"), bytes(6), 1, 2, 0, 1.0)
+        store.announce_compact(n.to_bytes(20, "big"), bytes(4) + b"\x1a\xe1", 1, 2, 0, 1.0)
     announce(core, A, now=100.0)
     core.handle_timer(151.0)
     assert core.next_deadline() == 151.0  # more to drop: at once

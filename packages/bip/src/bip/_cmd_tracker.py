@@ -81,17 +81,6 @@ _URL_HELP = (
 )
 
 
-_INT32_MAX = 2**31 - 1
-
-
-def _per_host_limit(text: str) -> int:
-    """``--max-peers-per-host``: a positive int the server's 32-bit limits can hold."""
-    value = positive(int)(text)
-    if value > _INT32_MAX:
-        raise argparse.ArgumentTypeError(f"must be at most {_INT32_MAX}, not {text!r}")
-    return value
-
-
 def _non_negative_int(text: str) -> int:
     try:
         value = int(text)
@@ -158,7 +147,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     serve.add_argument(
         "--max-peers-per-host",
-        type=_per_host_limit,
+        type=positive(int),
         metavar="N",
         help="ports one IP address keeps at most in a swarm; further ones are answered, not"
         f" recorded (default {DEFAULT_MAX_PEERS_PER_HOST})",
@@ -248,8 +237,6 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
         "allowed_info_hashes": _hash_set(args.allow),
         "denied_info_hashes": _hash_set(args.deny) or frozenset(),
     }
-    if args.max_peers_per_host is not None:
-        options["max_peers_per_host"] = args.max_peers_per_host
     if args.no_rate_limit:
         options["rate_limit"] = None
     elif args.rate_limit is not None:

@@ -448,27 +448,26 @@ class Announcer:
             self._failures += 1
             self._last_error = error
             retry_in = _retry_in(error)
+            wait: float | None
             if retry_in == "never":
                 self._given_up = str(error) or type(error).__name__
                 _log.debug(
                     "announce to %s refused for good (retry in: never): %s", self._shown, error
                 )
-                self._announcing = False
-                self._next = None
-                self._updated()
-                return
-            if retry_in is not None:
+                wait = None  # no next announce
+            elif retry_in is not None:
                 wait = min(max(retry_in * 60.0, self._retry), max(MAX_RETRY_IN, self._max))
                 self._hold_until = trio.current_time() + wait
             else:
                 wait = self._backoff(error)
-            _log.debug(
-                "announce to %s failed (%d in a row): %s; next try in %g s",
-                self._shown,
-                self._failures,
-                error,
-                wait,
-            )
+            if wait is not None:
+                _log.debug(
+                    "announce to %s failed (%d in a row): %s; next try in %g s",
+                    self._shown,
+                    self._failures,
+                    error,
+                    wait,
+                )
         else:
             now = trio.current_time()
             if event is AnnounceEvent.STARTED:
@@ -484,7 +483,7 @@ class Announcer:
             wait = min(max(float(result.interval), self._min), self._max)
         finally:
             self._announcing = False
-        self._next = trio.current_time() + wait
+        self._next = None if wait is None else trio.current_time() + wait
         self._updated()
 
     def _backoff(self, error: TrackerError) -> float:
@@ -493,8 +492,8 @@ class Announcer:
         the refusal gave, if it gave one (capped the same way)."""
         doublings = min(self._failures - 1, _MAX_DOUBLINGS)
         wait: float = min(self._retry * 2.0**doublings, self._max)
-        interval = getattr(error, "interval", None)
-        if isinstance(interval, int) and not isinstance(interval, bool) and interval > 0:
+        interval = _int_attribute(error, "interval", least=1)
+        if interval is not None:
             wait = max(wait, min(float(interval), self._max))
         return wait
 
@@ -551,18 +550,22 @@ class Announcer:
 def _retry_in(error: TrackerError) -> int | Literal["never"] | None:
     """BEP 31's ``retry in`` an error carries (see :class:`AnnounceClient`): minutes, 0 or
     more, or ``"never"``; None if it carries none, or something else there."""
-    value = getattr(error, "retry_in", None)
-    if value == "never":
+    if getattr(error, "retry_in", None) == "never":
         return "never"
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    return None
+    return _int_attribute(error, "retry_in", least=0)
 
 
 def _tracker_min_interval(result: AnnounceResult, most: float) -> float:
     """The ``min interval`` an answer gave (an HTTP one's ``min_interval``), capped at
     ``most``; 0 when it gave none."""
-    value = getattr(result, "min_interval", None)
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return min(float(value), most)
-    return 0.0
+    value = _int_attribute(result, "min_interval", least=1)
+    return 0.0 if value is None else min(float(value), most)
+
+
+def _int_attribute(source: object, name: str, *, least: int) -> int | None:
+    """``source.name`` if it is an int (not a bool) of at least ``least``; None otherwise
+    (the attributes an HTTP tracker's answers and refusals carry and a UDP one's lack)."""
+    value = getattr(source, name, None)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= least:
+        return value
+    return None

@@ -603,11 +603,7 @@ class TrackerClientCore:
         self._transactions[exchange.transaction_id] = exchange
         self._requests[request_id] = exchange
         tracker.in_flight += 1
-        connection_id = tracker.valid_connection(now)
-        if connection_id is None:
-            self._wait_for_connection(exchange, now)
-        else:
-            self._send(exchange, connection_id, now)
+        self._send_when_connected(exchange, now)
         return request_id
 
     def _new_transaction_id(self) -> int:
@@ -682,12 +678,8 @@ class TrackerClientCore:
         if exchange.kind == _CONNECT:
             self._send(exchange, 0, now)
             return
-        connection_id = exchange.tracker.valid_connection(now)
-        if connection_id is None:
-            # The id expired while we waited: a retransmission with it would be refused.
-            self._wait_for_connection(exchange, now)
-        else:
-            self._send(exchange, connection_id, now)
+        # An id that expired while we waited would be refused: a new one first.
+        self._send_when_connected(exchange, now)
 
     def _on_connected(self, connect: _Exchange, response: ConnectResponse, now: float) -> None:
         tracker = connect.tracker
@@ -709,7 +701,7 @@ class TrackerClientCore:
         # Whatever the message says, the id may be what is refused (see the module docstring).
         # Only the id this request used is dropped: a newer one, got meanwhile by another
         # request's reconnect, is fresh.
-        if tracker.connection_id is not None and tracker.connection_id == exchange.connection_id:
+        if tracker.connection_id == exchange.connection_id:
             tracker.connection_id = None
         if exchange.retried:
             self._fail(exchange, TrackerRejectedError(response.message))
@@ -726,7 +718,11 @@ class TrackerClientCore:
         self._renew_transaction_id(exchange)
         # The error proves the tracker answers: the retry gets the full retransmission schedule.
         exchange.attempt = 0
-        connection_id = tracker.valid_connection(now)
+        self._send_when_connected(exchange, now)
+
+    def _send_when_connected(self, exchange: _Exchange, now: float) -> None:
+        """Send an announce or scrape with the tracker's connection id, or once it has one."""
+        connection_id = exchange.tracker.valid_connection(now)
         if connection_id is None:
             self._wait_for_connection(exchange, now)
         else:

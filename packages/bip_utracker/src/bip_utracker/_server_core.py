@@ -97,7 +97,6 @@ _REQUEST_HEADER = struct.Struct(">QII")  # connection id (or protocol id), actio
 # left, event, num_want, port (peer id, downloaded, uploaded, ip and key are skipped).
 _ANNOUNCE_FIELDS = struct.Struct(">20s20x8xq8xi8xiH")
 _ACTION_CONNECT, _ACTION_ANNOUNCE, _ACTION_SCRAPE, _ACTION_ERROR = 0, 1, 2, 3
-_EVENT_STOPPED = 3
 _IPV4_PEER, _IPV6_PEER = 6, 18
 _MAPPED_PREFIX = bytes(10) + b"\xff\xff"
 
@@ -107,6 +106,7 @@ DENIED = "torrent denied by this tracker"
 # would prove it), so with a forged source address it goes to a victim. 8 + 21 bytes stay under
 # the smallest request answered with it (a 36-byte scrape): no amplification.
 BAD_CONNECTION_ID = "connection id expired"
+assert 8 + len(BAD_CONNECTION_ID) <= 36  # the error header and text, under the smallest request
 INTERNAL_ERROR = "internal tracker error"
 
 
@@ -542,7 +542,7 @@ class TrackerServerCore:
             self._announces += 1
             if not self._ids.is_valid(connection_id, host.encode(), now):
                 self._bad_connection_id += 1
-                self._error(transaction_id, BAD_CONNECTION_ID, addr, limit=size)
+                self._error(transaction_id, BAD_CONNECTION_ID, addr)
                 return
             if info_hash in self._denied:
                 self._refused += 1
@@ -561,16 +561,10 @@ class TrackerServerCore:
             num_want = min(num_want, cap)
             store = self._store
             if store is not None:
-                if port:
-                    seeders, leechers, peers = store.announce_compact(
-                        info_hash, peer, left, event, num_want, now
-                    )
-                else:
-                    # Port 0 listens nowhere: answered, but neither recorded (others would
-                    # dial it in vain) nor allowed to create or keep alive a swarm.
-                    seeders, leechers, peers = store.sample_compact(
-                        info_hash, peer, 0 if event == _EVENT_STOPPED else num_want, now
-                    )
+                # (a port-0 announce is answered, not recorded: the store's rule)
+                seeders, leechers, peers = store.announce_compact(
+                    info_hash, peer, left, event, num_want, now
+                )
                 self._outbox.append(
                     (
                         _ANNOUNCE_RESPONSE.pack(
@@ -592,7 +586,7 @@ class TrackerServerCore:
             self._scrapes += 1
             if not self._ids.is_valid(connection_id, host.encode(), now):
                 self._bad_connection_id += 1
-                self._error(transaction_id, BAD_CONNECTION_ID, addr, limit=size)
+                self._error(transaction_id, BAD_CONNECTION_ID, addr)
                 return
             hashes = [bytes(data[at : at + _HASH_SIZE]) for at in range(16, size, _HASH_SIZE)]
             self._scrape(hashes, transaction_id, addr, now)
@@ -600,14 +594,10 @@ class TrackerServerCore:
 
         self._malformed += 1
 
-    def _error(
-        self, transaction_id: int, message: str, addr: Address, *, limit: int | None = None
-    ) -> None:
-        """Queue an error response, cut to ``max_response_size`` (and to *limit*, if given)."""
+    def _error(self, transaction_id: int, message: str, addr: Address) -> None:
+        """Queue an error response, cut to ``max_response_size``."""
         self._errors_sent += 1
         size = self._config.max_response_size
-        if limit is not None:
-            size = min(size, limit)
         self._outbox.append((_error_packet(transaction_id, message, size), addr))
 
     def _custom_announce(

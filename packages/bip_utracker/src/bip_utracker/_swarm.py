@@ -276,8 +276,11 @@ class SwarmStore:
         returns no peers; it does not refresh the swarm), ``completed`` counts a download once
         per peer; ``left == 0`` makes a seeder. A new peer whose host holds
         ``max_peers_per_host`` entries of the swarm already is answered as by
-        :meth:`sample_compact`, and not recorded.
+        :meth:`sample_compact`, and not recorded. So is a peer of port 0: it listens nowhere
+        (others would dial it in vain), and may neither create nor keep alive a swarm.
         """
+        if not (peer[-2] or peer[-1]):  # port 0
+            return self.sample_compact(info_hash, peer, 0 if event == _STOPPED else num_want, now)
         if event == _STOPPED:
             return self._leave(info_hash, peer, now)
         swarms = self._swarms

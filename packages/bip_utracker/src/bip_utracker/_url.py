@@ -143,8 +143,8 @@ def _wordlike(piece: str) -> bool:
     pairs are common in English. Random letters (a base32 or base62 token that happens to
     have no digit, in either case) are not: about 1 in 100 of 16 letters passes."""
     letters = piece.lower()
-    pairs = [letters[index : index + 2] for index in range(len(letters) - 1)]
-    return sum(pair in _COMMON_PAIRS for pair in pairs) >= _WORDLIKE_SHARE * len(pairs)
+    common = sum(first + second in _COMMON_PAIRS for first, second in pairwise(letters))
+    return common >= _WORDLIKE_SHARE * (len(letters) - 1)
 
 
 def _secret_run(run: str) -> bool:
