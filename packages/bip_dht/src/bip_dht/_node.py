@@ -119,7 +119,7 @@ from ._peer_store import PeerStore
 from ._ratelimit import RateLimiter
 from ._routing import Admission, NodeState, RoutingTable, bep42_filter
 from ._serve import QueryHandler
-from ._stats import DHTStatistics
+from ._stats import DHTStatistics, count_capped
 from ._tokens import TokenManager
 from ._transactions import Transaction, TransactionTable
 
@@ -223,10 +223,12 @@ class DHTNode:
         self._ip_filter = _ip_filter(ip_filter)
         # queries the IP filter kept from being sent: _pump fails them at once
         self._blocked: list[Transaction] = []
-        # our sockets' ports and bound hosts (set_local_address); before the tables, whose
-        # node filter reads them while loading a saved state
+        # our sockets' ports and bound hosts (set_local_address), and the external address
+        # voter: before the tables, whose node filter (_is_us) reads them while loading a
+        # saved state
         self._local_ports: dict[Family, int] = {}
         self._local_hosts: dict[Family, _IP] = {}
+        self._voter = ExternalAddressVoter(threshold=config.external_ip_votes)
         # the last time the node was told; statistics() and lookup seeding read node states
         # at it
         self._stats_now = now
@@ -307,7 +309,6 @@ class DHTNode:
         self._next_tick = now + config.maintenance_interval
         self._last_bootstrap: float | None = None
         self._bootstrap_op: int | None = None
-        self._voter = ExternalAddressVoter(threshold=config.external_ip_votes)
         self._counts: Counter[str] = Counter()
         self._queries_sent: Counter[bytes] = Counter()
         self._errors_received: Counter[int] = Counter()
@@ -329,7 +330,7 @@ class DHTNode:
     def _admissible(self, node: NodeInfo) -> bool:
         """The tables' node filter (and the lookups'): no address we cannot or should not
         query (a broadcast one, our own), BEP 42 when enforced, and the IP filter."""
-        address = node.address
+        address = node.address.normalized()  # an IPv4 address in IPv6 form is judged as IPv4
         if not _routable(address.host) or self._is_us(address):
             return False
         if self._config.enforce_node_id and not bep42_filter(node):
@@ -490,7 +491,7 @@ class DHTNode:
         if source.family not in self._tables:
             self._counts["wrong_family"] += 1
             return
-        if self._ip_filter is not None and self._filtered(source):
+        if self._filtered(source):
             self._counts["filtered_ip"] += 1
             return
         try:
@@ -931,7 +932,7 @@ class DHTNode:
         now: float,
     ) -> Transaction:
         tx = self._transactions.open(build, address, node_id, op_id, now)
-        if self._ip_filter is not None and self._filtered(tx.address):
+        if self._filtered(tx.address):
             # the one gate every query passes: never sent, failed at the next pump
             self._counts["filtered_ip"] += 1
             self._blocked.append(tx)
@@ -1061,10 +1062,7 @@ class DHTNode:
         table = self._tables[tx.address.family]
         if isinstance(message, ErrorReply):
             code = int(message.code)
-            errors = self._errors_received
-            if code not in errors and len(errors) >= MAX_COUNTED_ERROR_CODES:
-                code = OTHER_ERROR_CODES  # a made-up code per answer must not grow the counter
-            errors[code] += 1
+            count_capped(self._errors_received, code, MAX_COUNTED_ERROR_CODES, OTHER_ERROR_CODES)
             if _log.isEnabledFor(_DEBUG):
                 _log.debug(
                     "DHT node %s answered our %s with error %d: %r",

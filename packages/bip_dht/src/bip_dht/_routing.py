@@ -180,10 +180,13 @@ class RefreshTarget:
 
 
 class _Entry:
-    __slots__ = ("failures", "last_query", "last_response", "node", "seen")
+    __slots__ = ("failures", "last_query", "last_response", "network", "node", "seen")
 
     def __init__(self, node: NodeInfo, now: float | None) -> None:
         self.node = node
+        # Kept beside the node (set again where the node is replaced): _network_taken
+        # compares it with every entry of a bucket.
+        self.network = _network(_host(node))
         self.last_response: float | None = None
         self.last_query: float | None = None
         self.failures = 0
@@ -695,6 +698,7 @@ class RoutingTable:
                 return Admission.REJECTED
             self._forget_ip(entry)
             entry.node = node
+            entry.network = _network(host)
             self._ips[host] = node.node_id
         entry.seen = now
         if responded:
@@ -738,16 +742,15 @@ class RoutingTable:
         """Whether another live node of *node*'s network is in *bucket* (restrict_networks)."""
         if not self._restrict_networks:
             return False
-        host = _host(node)
-        network = _network(host)
+        network = _network(_host(node))
         if network is None:
             return False
         raw = node.node_id
         for group in (bucket.nodes, bucket.replacements):
             for other in group.values():
                 if (
-                    other.node.node_id != raw
-                    and _network(_host(other.node)) == network
+                    other.network == network
+                    and other.node.node_id != raw
                     and other.state(now, self._max_failures) is not NodeState.BAD
                 ):
                     return True

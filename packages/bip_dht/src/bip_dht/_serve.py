@@ -96,6 +96,7 @@ from ._node_id import NodeId
 from ._peer_store import PeerStore
 from ._ratelimit import RateLimiter
 from ._routing import BUCKET_SIZE, RoutingTable
+from ._stats import count_capped
 from ._tokens import TokenManager
 
 __all__ = [
@@ -325,10 +326,7 @@ class QueryHandler:
         self._tables = tables
 
     def _count_query(self, name: bytes) -> None:
-        queries = self._queries
-        if name not in queries and len(queries) >= MAX_COUNTED_METHODS:
-            name = OTHER_METHODS
-        queries[name] += 1
+        count_capped(self._queries, name, MAX_COUNTED_METHODS, OTHER_METHODS)
 
     def _admit(self, source: PeerAddress, now: float) -> bool:
         if self.read_only:

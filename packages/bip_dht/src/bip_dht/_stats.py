@@ -6,14 +6,27 @@ read-only views of copies, so a snapshot never changes after it is taken.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from bip_handshake import PeerAddress
 
 from ._node_id import NodeId
 
-__all__ = ["DHTStatistics"]
+__all__ = ["DHTStatistics", "count_capped"]
+
+_K = TypeVar("_K", bound=Hashable)
+
+
+def count_capped(counter: Counter[_K], key: _K, limit: int, other: _K) -> None:
+    """Count ``key`` in ``counter``, or under ``other`` once ``limit`` keys are held and
+    ``key`` is not one of them: a peer that makes up a new key each time cannot grow the
+    counter."""
+    if key not in counter and len(counter) >= limit:
+        key = other
+    counter[key] += 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +48,9 @@ class DHTStatistics:
 
     - datagrams_received, datagrams_sent, bytes_received, bytes_sent: on the wire.
     - queries_sent: our queries by method. responses_received: answers matched to them.
-    - errors_received: KRPC errors answering our queries, by code (up to 32 codes; further
-      ones under 0).
+    - errors_received: KRPC errors answering our queries, by code (up to
+      :data:`~bip_dht.MAX_COUNTED_ERROR_CODES` codes; further ones under
+      :data:`~bip_dht.OTHER_ERROR_CODES`).
     - timeouts: our queries that got no answer in time.
     - unreachable: our queries failed at once, before their timeout, because the system
       reported their destination unreachable (an ICMP port, host or network unreachable;
@@ -51,7 +65,9 @@ class DHTStatistics:
     - wrong_family: datagrams from an address family the node does not run: dropped.
     - filtered_ip: datagrams from an address the IP filter blocks (dropped unread), and
       queries of ours it kept from being sent (each failed at once).
-    - queries_received: queries others sent us, by method (unknown methods as sent).
+    - queries_received: queries others sent us, by method (unknown methods as sent, up to
+      :data:`~bip_dht.MAX_COUNTED_METHODS` names; further ones under
+      :data:`~bip_dht.OTHER_METHODS`).
     - errors_sent: our error replies, by code.
     - rate_limited: queries dropped because their source IP was over its rate.
     - read_only_ignored: queries not answered because we are read-only (BEP 43).
