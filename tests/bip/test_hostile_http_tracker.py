@@ -24,12 +24,7 @@ from _hostile_http_server import (
     stream_forever,
 )
 
-from bip._client._http_exchange import (
-    ExchangeError,
-    follow_redirects,
-    http_exchange,
-    is_global_address,
-)
+from bip._client._http_exchange import ExchangeError, follow_redirects, http_exchange
 from bip._client._http_response import MAX_FRAMING, HttpResponse, HttpResponseParser
 from bip._client._http_tracker import HttpTrackerClient
 from bip._client._http_tracker_codec import (
@@ -45,7 +40,7 @@ from bip._client._http_tracker_errors import (
     TrackerFailureError,
 )
 from bip_bencode import encode as _encode
-from bip_handshake import PeerAddress
+from bip_handshake import PeerAddress, is_global_address
 from bip_utracker import AnnounceProgress, Announcer, TrackerTimeoutError
 
 SWARM = bytes(range(20))

@@ -113,8 +113,8 @@ DEFAULT_EXTERNAL_ROUND_TIMEOUT: Final = 300.0
 
 def is_global_address(host: IPAddress) -> bool:
     """Whether ``host`` could be an address on the internet: not private, loopback,
-    link-local, multicast, reserved nor unspecified (an IPv4-mapped IPv6 address is judged
-    by its IPv4 address).
+    link-local, shared (CGNAT, 100.64/10), multicast, reserved nor unspecified (an
+    IPv4-mapped IPv6 address is judged by its IPv4 address).
 
     >>> from ipaddress import ip_address
     >>> is_global_address(ip_address("203.0.114.1")), is_global_address(ip_address("10.1.2.3"))
@@ -124,14 +124,7 @@ def is_global_address(host: IPAddress) -> bool:
     """
     if isinstance(host, IPv6Address) and host.ipv4_mapped is not None:
         host = host.ipv4_mapped
-    return not (
-        host.is_private
-        or host.is_loopback
-        or host.is_link_local
-        or host.is_multicast
-        or host.is_reserved
-        or host.is_unspecified
-    )
+    return host.is_global and not host.is_multicast and not host.is_reserved
 
 
 @dataclass(frozen=True, slots=True)

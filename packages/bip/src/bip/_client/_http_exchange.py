@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Callable
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, ip_address
 from typing import Final, Protocol
 from urllib.parse import urljoin
 
 import trio
 
-from bip_handshake import PeerAddress
+from bip_handshake import PeerAddress, is_global_address
 from bip_utracker import LocalProtocolError
 
 from ._http_response import HttpResponse, HttpResponseParser
@@ -44,7 +44,6 @@ __all__ = [
     "ExchangeError",
     "follow_redirects",
     "http_exchange",
-    "is_global_address",
 ]
 
 _RECEIVE_SIZE: Final = 64 * 1024
@@ -60,20 +59,6 @@ class Exchange(Protocol):
     async def __call__(
         self, url: HttpTrackerUrl, target: str, *, global_only: bool
     ) -> tuple[HttpResponse, PeerAddress]: ...
-
-
-def is_global_address(host: IPv4Address | IPv6Address) -> bool:
-    """Whether ``host`` is reachable on the Internet at large: not loopback, private,
-    link-local, shared (CGNAT) or reserved (an IPv4-mapped address judged as IPv4).
-
-    >>> is_global_address(ip_address("93.184.216.34")), is_global_address(ip_address("10.0.0.1"))
-    (True, False)
-    >>> is_global_address(ip_address("::ffff:192.168.1.1"))
-    False
-    """
-    if isinstance(host, IPv6Address) and host.ipv4_mapped is not None:
-        host = host.ipv4_mapped
-    return host.is_global and not host.is_multicast
 
 
 class ExchangeError(Exception):
@@ -115,8 +100,8 @@ async def http_exchange(
     """Send ``request`` to ``url``'s host and return the response ``parser`` read, and who answered.
 
     With ``global_only`` the connection is closed before anything is sent unless the address
-    that accepted it is global (:func:`is_global_address`): a redirect from the Internet
-    into a local network, through a host name that resolves there.
+    that accepted it is global (:func:`~bip_handshake.is_global_address`): a redirect from the
+    Internet into a local network, through a host name that resolves there.
 
     Raises:
         ExchangeError: the connection could not be made (within ``connect_timeout``), was to
@@ -188,9 +173,10 @@ async def follow_redirects(
     own query, none of ours: ``target`` is only the first request's). Returns the first
     answer that is not a redirect, who sent it, and the URL it came from.
 
-    Once a global address answered (:func:`is_global_address`), the redirects after it may
-    lead to global hosts only: an IP literal that is not is refused here, and a host name is
-    requested with ``global_only`` (refused once connected, before the request is sent).
+    Once a global address answered (:func:`~bip_handshake.is_global_address`), the redirects
+    after it may lead to global hosts only: an IP literal that is not is refused here, and a
+    host name is requested with ``global_only`` (refused once connected, before the request is
+    sent).
 
     Raises:
         Exception: what ``error(message)`` makes, for a redirect without a ``Location``,
