@@ -279,20 +279,11 @@ class HttpResponseParser:
         # We asked for the identity encoding: a body compressed anyway is no bencode and no
         # file data, and inflating it is a bomb's whole point. Refused, never decoded. (An
         # error status's body is only searched for a failure reason: coded, it has none.)
-        for name, value in headers:
-            if name == "content-encoding" and 200 <= self._status < 300:
-                for coding in value.split(","):
-                    if coding.strip().lower() not in _IDENTITY:
-                        raise MalformedTrackerResponseError(
-                            f"a body in a Content-Encoding we did not ask for: {value[:40]!r}"
-                        )
-        codings = [
-            coding.strip().lower()
-            for name, value in headers
-            if name == "transfer-encoding"
-            for coding in value.split(",")
-            if coding.strip().lower() not in _IDENTITY
-        ]
+        if 200 <= self._status < 300 and (coded := _codings(headers, "content-encoding")):
+            raise MalformedTrackerResponseError(
+                f"a body in a Content-Encoding we did not ask for: {', '.join(coded)[:40]!r}"
+            )
+        codings = _codings(headers, "transfer-encoding")
         if codings:  # it wins over Content-Length (RFC 9112, 6.3)
             # Only chunked can be undone here, and we never offer another coding (no TE
             # header): a coding under chunked would leave the body coded, and any other last
@@ -415,3 +406,14 @@ class HttpResponseParser:
         self._state = _State.DONE
         self._buffer.clear()
         self.response = HttpResponse(self._status, self._reason, self._headers, bytes(self._body))
+
+
+def _codings(headers: Sequence[tuple[str, str]], field: str) -> list[str]:
+    """The codings the ``field`` headers list, in order, lower-cased, ``identity`` left out."""
+    return [
+        coding
+        for name, value in headers
+        if name == field
+        for coding in (part.strip().lower() for part in value.split(","))
+        if coding not in _IDENTITY
+    ]

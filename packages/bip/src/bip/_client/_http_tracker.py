@@ -337,8 +337,8 @@ class HttpTrackerClient:
         )
         response, address, request_id = await self._get(url, query)
         if response.status != 200:
-            await _off_loop(_refused, response)
-        answer = await _off_loop(parse_announce_response, response.body)
+            await _off_loop(len(response.body), _refused, response)
+        answer = await _off_loop(len(response.body), parse_announce_response, response.body)
         if answer.tracker_id is not None:
             self._tracker_ids[id_key] = answer.tracker_id
             self._tracker_ids.move_to_end(id_key)
@@ -380,8 +380,8 @@ class HttpTrackerClient:
         swarm_ids = [_swarm_id(info_hash) for info_hash in info_hashes]
         response, _, _ = await self._get(url, scrape_query(swarm_ids))
         if response.status != 200:
-            await _off_loop(_refused, response)
-        return await _off_loop(parse_scrape_response, response.body, swarm_ids)
+            await _off_loop(len(response.body), _refused, response)
+        return await _off_loop(len(response.body), parse_scrape_response, response.body, swarm_ids)
 
     # -- internals --
 
@@ -446,13 +446,12 @@ class HttpTrackerClient:
         return self._ssl_context
 
 
-async def _off_loop(read: Callable[..., _T], body: bytes | HttpResponse, *more: object) -> _T:
-    """``read(body, *more)``: at once for a small body, in a worker thread for a large one
-    (its exceptions raised here either way)."""
-    size = len(body.body if isinstance(body, HttpResponse) else body)
+async def _off_loop(size: int, read: Callable[..., _T], *args: object) -> _T:
+    """``read(*args)``, reading a body of ``size`` bytes: at once for a small one, in a worker
+    thread for a large one (its exceptions raised here either way)."""
     if size <= _DECODE_IN_THREAD:
-        return read(body, *more)
-    return await trio.to_thread.run_sync(read, body, *more)
+        return read(*args)
+    return await trio.to_thread.run_sync(read, *args)
 
 
 def _refused(response: HttpResponse) -> None:

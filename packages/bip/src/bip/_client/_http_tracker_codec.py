@@ -50,7 +50,6 @@ __all__ = [
     "PeerName",
     "announce_query",
     "failure_error",
-    "failure_reason",
     "parse_announce_response",
     "parse_http_tracker_url",
     "parse_scrape_response",
@@ -389,21 +388,6 @@ def _bdecode_dict(body: bytes) -> dict[bytes, object]:
             f"the tracker's answer is a {type(value).__name__}, not a dictionary"
         )
     return value  # type: ignore[return-value]
-
-
-def failure_reason(body: bytes) -> str | None:
-    """The ``failure reason`` of a body, if it is a bencoded dictionary with one (some trackers
-    send it with a 4xx status); None otherwise.
-
-    >>> failure_reason(b"d14:failure reason6:bannede")
-    'banned'
-    """
-    try:
-        answer = _bdecode_dict(body)
-    except MalformedTrackerResponseError:
-        return None
-    failure = answer.get(b"failure reason")
-    return _text(failure) if isinstance(failure, bytes) else None
 
 
 def failure_error(body: bytes) -> TrackerFailureError | None:

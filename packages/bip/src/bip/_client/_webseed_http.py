@@ -109,17 +109,8 @@ class WebSeedClient:
         user_agent: str | None = None,
         local_address: str | None = None,
     ) -> None:
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
-            raise ValueError(f"timeout is a positive number of seconds, got {timeout!r}")
-        if (
-            isinstance(request_timeout, bool)
-            or not isinstance(request_timeout, int | float)
-            or not request_timeout > 0
-        ):
-            raise ValueError(
-                f"request_timeout is a positive number of seconds, got {request_timeout!r}"
-            )
-        self._request_timeout = float(request_timeout)
+        timeout = _check_seconds("timeout", timeout)
+        self._request_timeout = _check_seconds("request_timeout", request_timeout)
         agent = f"bip/{__version__}" if user_agent is None else user_agent
         if not isinstance(agent, str) or not agent.isascii() or not agent.isprintable():
             # A CR or LF would end the header: what follows would be a header of its own.
@@ -252,3 +243,10 @@ def _retry_after(value: str | None) -> float | None:
         return max(0.0, when.timestamp() - time.time())
     except (TypeError, ValueError, IndexError, OverflowError, OSError):
         return None
+
+
+def _check_seconds(name: str, value: object) -> float:
+    """``value`` as seconds, or ValueError naming ``name``: a positive number, not a bool."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"{name} is a positive number of seconds, got {value!r}")
+    return float(value)
