@@ -68,7 +68,7 @@ def _refused(data: bytes, kind: MetainfoErrorKind, **limits: int) -> MetainfoErr
 def test_a_files_list_over_the_limit_is_refused_before_any_per_file_work() -> None:
     files = [_file(b"f%d" % i) for i in range(2_001)]
     error = _refused(_v1(files), K.TOO_MANY_FILES, max_files=2_000)
-    assert "2001 files is more than the limit of 2000" in str(error)
+    assert "more than 2000 files" in str(error)
     assert K.TOO_MANY_FILES.libtorrent == "limit_exceeded"
     assert len(Info.from_bytes(_v1(files[:2_000]), max_files=2_000).files) == 2_000
 

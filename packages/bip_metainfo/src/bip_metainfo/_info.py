@@ -23,7 +23,6 @@ from ._geometry import FileSlice, PieceGeometry
 from ._infohash import InfoHash
 from ._paths import (
     DEFAULT_DUPLICATE_LIMIT,
-    DEFAULT_SYMLINK_HOPS,
     break_link_cycles,
     resolve_duplicates,
     resolve_symlinks,
@@ -247,12 +246,13 @@ class Info:
             MetainfoError: the bytes are not a valid info dictionary, or it holds
                 more than ``max_pieces`` pieces or ``max_files`` files.
         """
-        check_value_count(bytes(data))  # before decoding builds an object per value
+        data = bytes(data)
+        check_value_count(data)  # before decoding builds an object per value
         try:
             fields = decode(data, lenient=True)
         except BencodeDecodeError as error:
             raise _fail(K.INVALID_BENCODING, str(error)) from None
-        return cls(bytes(data), fields, max_pieces=max_pieces, max_files=max_files)
+        return cls(data, fields, max_pieces=max_pieces, max_files=max_files)
 
     def to_bytes(self) -> bytes:
         """The info dictionary's original bytes (so the info-hash never changes)."""
@@ -346,12 +346,10 @@ def _attributes(entry: Mapping[bytes, Any]) -> str:
     attr = entry.get(b"attr")
     if type(attr) is not bytes:
         return ""
-    if len(attr) > 16:
-        # A hostile torrent's attr can be megabytes: each known letter once, in the order
-        # given, at the cost of a few C-level scans instead of a Python loop per byte.
-        known = sorted((attr.find(letter), letter) for letter in (b"p", b"x", b"h", b"l"))
-        return "".join(letter.decode() for at, letter in known if at >= 0)
-    return "".join(chr(c) for c in attr if chr(c) in "pxhl")
+    # Each known letter once (they are flags), in the order given: a hostile torrent's attr
+    # can be megabytes, and this is a few C-level scans, not a Python loop per byte.
+    known = sorted((attr.find(letter), letter) for letter in (b"p", b"x", b"h", b"l"))
+    return "".join(letter.decode() for at, letter in known if at >= 0)
 
 
 def _length(entry: Mapping[bytes, Any], attributes: str, where: str) -> int:
@@ -390,14 +388,11 @@ def _resolve_links(files: list[FileEntry], name: str, info_hash: InfoHash) -> li
     if not targets:
         return files
     multi_file = any(len(entry.path) > 1 and entry.path[0] == name for entry in files)
-    resolved = resolve_symlinks(
-        [entry.path for entry in files],
-        targets,
-        root=(name,) if multi_file else (),
-    )
+    paths = [entry.path for entry in files]
+    resolved = resolve_symlinks(paths, targets, root=(name,) if multi_file else ())
     # Stricter than libtorrent: links that only lead to links in a loop, or to a
     # directory holding them, would be loops on disk.
-    break_link_cycles([entry.path for entry in files], resolved, DEFAULT_SYMLINK_HOPS)
+    break_link_cycles(paths, resolved)
     if _log.isEnabledFor(logging.DEBUG):
         broken = [i for i, target in resolved.items() if target == files[i].path]
         if broken:
@@ -433,8 +428,8 @@ def _mtime(entry: Mapping[bytes, Any]) -> int | None:
     return value if type(value) is int and value >= 0 else None
 
 
-def _too_many_files(count: int | str, max_files: int) -> MetainfoError:
-    return _fail(K.TOO_MANY_FILES, f"{count} files is more than the limit of {max_files}")
+def _too_many_files(max_files: int) -> MetainfoError:
+    return _fail(K.TOO_MANY_FILES, f"more than {max_files} files (the limit)")
 
 
 def _parse_files(
@@ -445,7 +440,7 @@ def _parse_files(
     tree = fields.get(b"file tree")
     # Counted before any per-file work, so an oversized list costs nothing more.
     if has_files_list and len(files_node) > max_files:  # type: ignore[arg-type]
-        raise _too_many_files(len(files_node), max_files)  # type: ignore[arg-type]
+        raise _too_many_files(max_files)
 
     v2: list[FileEntry] | None = None
     if version >= 2:
@@ -534,7 +529,7 @@ def _v2_files(
             path = component if leaf and depth == 0 and single_file_root else (*prefix, *component)
             if leaf:
                 if len(result) >= max_files:
-                    raise _too_many_files(f"more than {max_files}", max_files)
+                    raise _too_many_files(max_files)
                 result.append(_v2_entry(node[b""], path, where))
                 continue
             if depth + 1 > MAX_FILE_TREE_DEPTH:

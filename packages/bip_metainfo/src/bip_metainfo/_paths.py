@@ -469,7 +469,9 @@ def resolve_symlinks(
 
 
 def break_link_cycles(
-    paths: Sequence[Sequence[str]], result: dict[int, tuple[str, ...]], max_hops: int
+    paths: Sequence[Sequence[str]],
+    result: dict[int, tuple[str, ...]],
+    max_hops: int = DEFAULT_SYMLINK_HOPS,
 ) -> None:
     """Make links that lead only to links, or to their own directory, point at themselves.
 
