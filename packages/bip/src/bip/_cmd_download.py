@@ -62,6 +62,7 @@ __all__ = [
     "follow",
     "open_session_with_dht",
     "run",
+    "seed_on",
     "seed_until_limits",
     "status_fields",
     "until_terminated",
@@ -437,24 +438,23 @@ async def _redraw(line: StatusLine) -> None:
         await trio.sleep(_REFRESH)
 
 
-async def follow(torrent: Torrent, line: StatusLine, *, until_complete: bool) -> None:
-    """Redraw ``line`` until ``torrent`` completes (``until_complete``) or forever.
+async def follow(torrent: Torrent, line: StatusLine) -> None:
+    """Redraw ``line`` until ``torrent`` completes.
 
     Raises:
         CLIError: the torrent failed.
     """
     async with trio.open_nursery() as nursery:
-        if until_complete:
 
-            async def wait() -> None:
-                try:
-                    await torrent.wait_complete()
-                except TorrentError:
-                    pass  # reported below, from the status
-                finally:
-                    nursery.cancel_scope.cancel()
+        async def wait() -> None:
+            try:
+                await torrent.wait_complete()
+            except TorrentError:
+                pass  # reported below, from the status
+            finally:
+                nursery.cancel_scope.cancel()
 
-            nursery.start_soon(wait)
+        nursery.start_soon(wait)
         await _redraw(line)
     status = torrent.status()
     if status.phase is TorrentPhase.FAILED:
@@ -503,6 +503,24 @@ async def seed_until_limits(
     return reached[0] if reached else None
 
 
+async def seed_on(torrent: Torrent, args: argparse.Namespace, *, size: int) -> None:
+    """Seed with a status line until the command's seeding limits (``--seed-ratio`` over
+    ``size`` bytes, ``--seed-time``) or Ctrl-C, and say which limit ended it.
+
+    Raises:
+        CLIError: the torrent failed.
+    """
+    line = StatusLine(torrent, quiet=args.quiet)
+    try:
+        reached = await seed_until_limits(
+            torrent, line, ratio=args.seed_ratio, seconds=args.seed_time, size=size
+        )
+    finally:
+        line.finish()
+    if reached is not None and not args.quiet:
+        print(f"bip: {torrent.status().name}: {reached}: stopped seeding", file=sys.stderr)
+
+
 def seeding_until(args: argparse.Namespace) -> str:
     """How a seeding command ends, for its first words on stderr."""
     limits = []
@@ -548,26 +566,14 @@ async def _download(args: argparse.Namespace, config: ClientConfig) -> int:
             )
         line = StatusLine(torrent, quiet=args.quiet)
         try:
-            await follow(torrent, line, until_complete=True)
+            await follow(torrent, line)
         finally:
             line.finish()
         if args.seed or args.seed_ratio is not None or args.seed_time is not None:
             status = torrent.status()
             if not args.quiet:
                 print(f"bip: {status.name}: seeding until {seeding_until(args)}", file=sys.stderr)
-            line = StatusLine(torrent, quiet=args.quiet)
-            try:
-                reached = await seed_until_limits(
-                    torrent,
-                    line,
-                    ratio=args.seed_ratio,
-                    seconds=args.seed_time,
-                    size=status.total,
-                )
-            finally:
-                line.finish()
-            if reached is not None and not args.quiet:
-                print(f"bip: {status.name}: {reached}: stopped seeding", file=sys.stderr)
+            await seed_on(torrent, args, size=status.total)
     return 0
 
 

@@ -21,11 +21,10 @@ import trio
 from ._arguments import add_seed_limit_options, add_torrent_and_directory
 from ._client import TorrentError, TorrentOptions, TorrentPhase
 from ._cmd_download import (
-    StatusLine,
     add_session_arguments,
     config_from_args,
     open_session_with_dht,
-    seed_until_limits,
+    seed_on,
     seeding_until,
     until_terminated,
     user_peers,
@@ -87,20 +86,8 @@ async def _seed(args: argparse.Namespace) -> int:
                 f" until {seeding_until(args)}",
                 file=sys.stderr,
             )
-        line = StatusLine(torrent, quiet=args.quiet)
-        try:
-            # The ratio counts against the whole torrent: a seed selected no file.
-            reached = await seed_until_limits(
-                torrent,
-                line,
-                ratio=args.seed_ratio,
-                seconds=args.seed_time,
-                size=metainfo.info.total_size,
-            )
-        finally:
-            line.finish()
-        if reached is not None and not args.quiet:
-            print(f"bip: {status.name}: {reached}: stopped seeding", file=sys.stderr)
+        # The ratio counts against the whole torrent: a seed selected no file.
+        await seed_on(torrent, args, size=metainfo.info.total_size)
     return 0
 
 

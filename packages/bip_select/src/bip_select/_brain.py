@@ -814,8 +814,7 @@ class SwarmBrain:
         if event.piece_priorities is not None:
             picker.set_piece_priorities(event.piece_priorities)
         if event.deadlines is not None and streaming is not None:
-            for piece in list(streaming.deadlines()):
-                streaming.clear_deadline(piece)
+            streaming.clear_deadlines()
             for piece, when in event.deadlines.items():
                 if not picker.requests.have(piece):
                     streaming.set_deadline(piece, when)
@@ -907,11 +906,9 @@ class SwarmBrain:
         streaming = self._streaming()
         if streaming is None:
             return []
-        had = bool(streaming.deadlines())
-        for piece in list(streaming.deadlines()):
-            streaming.clear_deadline(piece)
+        had = streaming.clear_deadlines()
         own = self._own_streaming
-        if own is not None and self.picker.strategy is own:
+        if own is not None:  # check(): then it is the picker's strategy
             self.picker.strategy = own.then  # no deadlines left: no rates to measure
         self._own_streaming = None
         actions: list[Action] = []

@@ -14,7 +14,8 @@ API:
   - ``Streaming(then=Sequential())``: pieces with a deadline first, earliest deadline
     first, asked only of peers fast enough to deliver in time (or the fastest there
     is), and duplicated to a faster peer when a request will not arrive in time;
-    ``set_deadline(piece, t)``, ``clear_deadline(piece)``. Other pieces by ``then``.
+    ``set_deadline(piece, t)``, ``clear_deadline(piece)``, ``clear_deadlines()``. Other
+    pieces by ``then``.
     Under a :class:`~bip_select.SwarmBrain`, set deadlines with its inputs
     (:class:`~bip_select.PieceDeadlineSet`...) rather than on the layer: the brain then
     offers the piece to the peers that have it at once, and adds a layer when the strategy
@@ -291,6 +292,13 @@ class Streaming:
         """``piece`` is no longer urgent (had, or the viewer moved on)."""
         if self._deadlines.pop(piece, None) is not None:
             self._by_time = None
+
+    def clear_deadlines(self) -> bool:
+        """No piece is urgent any more; returns whether one was."""
+        had = bool(self._deadlines)
+        self._deadlines.clear()
+        self._by_time = []
+        return had
 
     def deadlines(self) -> Mapping[int, float]:
         """Every pending deadline."""
