@@ -5,16 +5,18 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv6Address
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from bip_handshake import PeerAddress
 from bip_handshake._peer_list import (
+    _SOURCE_RANK,
     EVICTION_WINDOW,
     MAX_BANNED_HOSTS,
     PeerList,
     PeerOrigin,
+    _source_rank,
 )
 from bip_handshake._peer_priority import peer_priority
 
@@ -539,3 +541,10 @@ class PeerListMachine(RuleBasedStateMachine):
 
 TestPeerListMachine = PeerListMachine.TestCase
 TestPeerListMachine.settings = settings(max_examples=200, stateful_step_count=40, deadline=None)
+
+
+@given(st.integers(0, 1 << 12))
+def test_source_rank_table_is_the_sum_of_the_flags_ranks(value: int) -> None:
+    origin = PeerOrigin(value)  # bits beyond the flags' too: an IntFlag keeps them
+    expected = sum(rank for flag, rank in _SOURCE_RANK if flag in origin)
+    assert _source_rank(origin) == expected
