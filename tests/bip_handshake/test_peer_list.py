@@ -535,8 +535,10 @@ class PeerListMachine(RuleBasedStateMachine):
         for entry in self.peers.entries():
             assert 0 <= entry.failcount <= 2
             assert not (entry.dialling and entry.connected)
-            # A banned host keeps only the entries still connected.
+            # A banned host keeps only the entries still connected (by the model's bans and
+            # by the list's own: connect_candidates relies on it and looks for no ban).
             assert entry.address.host not in self.banned or entry.connected
+            assert not self.peers.is_banned(entry.address.host) or entry.connected
 
 
 TestPeerListMachine = PeerListMachine.TestCase

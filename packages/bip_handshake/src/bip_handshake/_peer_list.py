@@ -664,7 +664,9 @@ class PeerList:
     def _is_candidate(self, entry: _Entry, now: float, seed: bool) -> bool:
         if entry.connected or entry.dial_started is not None or entry.incoming_only:
             return False
-        if entry.failcount >= self.max_failcount or entry.address.host in self._banned:
+        # No banned host is looked for: an entry not connected never has one (ban() drops
+        # them, add() and update_port() refuse the host, disconnected() drops its entries).
+        if entry.failcount >= self.max_failcount:
             return False
         if seed and entry.seed:
             return False
