@@ -307,9 +307,6 @@ class FakeTorrent:
         self.completed = trio.Event()
         self.peers: set[Peer] = set()
 
-    def refuses(self, address: PeerAddress) -> bool:
-        return False
-
 
 HYBRID = InfoHash(v1=b"1" * 20, v2=b"2" * 32)
 

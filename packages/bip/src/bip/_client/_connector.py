@@ -88,10 +88,6 @@ class ConnectorTorrent(Protocol):
         """Its connected peers."""
         ...
 
-    def refuses(self, address: PeerAddress) -> bool:
-        """Whether the peer at ``address`` is banned."""
-        ...
-
 
 class Connector:
     """The torrents' peer lists, the sink all sources feed, and the dialling task.
@@ -194,11 +190,8 @@ class Connector:
         """A completed handshake was closed before it became a peer (banned, filtered, a
         duplicate, no room): an outbound one was no failure of the peer's."""
         peers = None if torrent is None else self._lists.get(torrent)
-        if peers is not None:
-            if torrent is not None and torrent.refuses(handshake.address):
-                peers.ban(handshake.address.normalized().host)
-            elif handshake.direction == "outbound":
-                peers.dial_cancelled(handshake.address, trio.current_time())
+        if peers is not None and handshake.direction == "outbound":
+            peers.dial_cancelled(handshake.address, trio.current_time())
         self.wake()
 
     def peer_message(self, torrent: ConnectorTorrent, peer: Peer, message: object) -> None:
@@ -246,8 +239,6 @@ class Connector:
             if self._is_seed(peer):
                 peers.mark_seed(address)
             peers.disconnected(address, trio.current_time(), failed=reason in _FAILED_REASONS)
-            if torrent.refuses(peer.address):
-                peers.ban(peer.address.normalized().host)
         self.wake()
 
     # -- dialling -------------------------------------------------------------------------
@@ -330,9 +321,6 @@ class Connector:
             if not candidates:
                 return False
             [address] = candidates
-            if torrent.refuses(address):  # banned by the torrent since it was added
-                peers.ban(address.host)
-                continue
             entry = peers.entry(address)
             swarm_id = None if entry is None else entry.swarm_id
             info_hash = torrent.info_hash

@@ -476,10 +476,7 @@ class Torrent:
             return
         saved = await self._store.load_peers()
         for host in saved.banned:
-            if len(self._banned) < MAX_BANNED:
-                self._banned.add(host)
-            if self.peer_list is not None:
-                self.peer_list.ban(host)
+            self._ban_host(host)
         if saved.peers:
             logger.debug("%s: %d peers from the last run", self._name, len(saved.peers))
             self._peer_sink.discovered(self._info_hash, saved.peers, "resume")
@@ -707,10 +704,18 @@ class Torrent:
         return self.swarm is not None and not self.swarm.brain.is_seed
 
     def _ban(self, peer: Peer) -> None:
-        # By host, as libtorrent bans: the same peer comes back from another port. Bounded:
-        # each ban costs a peer some bad pieces, but many peers could still fill memory.
+        # By host, as libtorrent bans: the same peer comes back from another port.
+        self._ban_host(peer.address.normalized().host)
+
+    def _ban_host(self, host: IPv4Address | IPv6Address) -> None:
+        """Refuse ``host`` from now on, and tell the peer list at once (its entries not
+        connected go, and it is never dialled again)."""
+        # Bounded: each ban costs a peer some bad pieces, but many peers could still fill
+        # memory. (The list bounds its own bans alike.)
         if len(self._banned) < MAX_BANNED:
-            self._banned.add(peer.address.normalized().host)
+            self._banned.add(host)
+        if self.peer_list is not None:
+            self.peer_list.ban(host)
 
     def refuses(self, address: PeerAddress) -> bool:
         """Whether a peer at ``address`` was banned for sending bad data."""
