@@ -384,11 +384,6 @@ class PeerList:
         """Dials pending."""
         return len(self._pending)
 
-    @property
-    def connected_count(self) -> int:
-        """Entries with a connection up."""
-        return sum(1 for entry in self._entries.values() if entry.connected)
-
     def statistics(self) -> PeerListStatistics:
         """Counts for a status display."""
         entries = self._entries.values()

@@ -131,8 +131,6 @@ class Connector:
         self._wake = trio.Event()
         self._tokens = float(connection_speed)
         self._refilled = -math.inf
-        self.dials = 0
-        """Dials started, since the session opened."""
 
     # -- the torrents ---------------------------------------------------------------------
 
@@ -327,7 +325,6 @@ class Connector:
             if swarm_id is not None and swarm_id not in info_hash.swarm_ids():
                 swarm_id = None
             if self._handshaker.connect(info_hash, address, swarm_id=swarm_id):
-                self.dials += 1
                 self._dialled[torrent, address] = info_hash
                 return True
             # Not queued (connected already, filtered, the queue full): no failure of the

@@ -146,22 +146,17 @@ class Session:
         dialer: PeerDialer | None = None,
         utp_sockets: tuple[UtpSocket, ...] = (),
         holepunch: HolepunchPolicy | None = None,
-        connector: Connector | None = None,
     ) -> None:
         """Internal: use :func:`open_session`."""
         self._nursery = nursery
-        self.connector = (
-            connector
-            if connector is not None
-            else Connector(
-                handshaker=handshaker,
-                find=self.find,
-                connected_peers=lambda: len(manager.peers),
-                our_addresses=lambda: self.external_addresses or handshaker.listen_addresses,
-                max_peers=config.max_peers,
-                connection_speed=config.connection_speed,
-                new_list=lambda: _new_peer_list(config),
-            )
+        self.connector = Connector(
+            handshaker=handshaker,
+            find=self.find,
+            connected_peers=lambda: len(manager.peers),
+            our_addresses=lambda: self.external_addresses or handshaker.listen_addresses,
+            max_peers=config.max_peers,
+            connection_speed=config.connection_speed,
+            new_list=lambda: _new_peer_list(config),
         )
         """The torrents' peer lists and the task dialling from them; the sink every
         discovery source feeds."""
