@@ -10,7 +10,15 @@ from typing import Final
 
 from bip_dht import DEFAULT_FIND_INTERVAL
 from bip_disk import FileSystem
-from bip_handshake import Dialer, EncryptionPolicy, IPFilter, PeerAddress, PeerId, UtpConfig
+from bip_handshake import (
+    DEFAULT_MAX_PEERLIST_SIZE,  # re-exported: the session's default is the list's own
+    Dialer,
+    EncryptionPolicy,
+    IPFilter,
+    PeerAddress,
+    PeerId,
+    UtpConfig,
+)
 from bip_peer import check_rate
 
 __all__ = [
@@ -66,8 +74,6 @@ accept neither)."""
 DEFAULT_CONNECTION_SPEED: Final = 30
 """Dials a session starts per second at most, all torrents together (libtorrent's
 ``connection_speed``): a burst of tracker peers does not open hundreds of sockets at once."""
-DEFAULT_MAX_PEERLIST_SIZE: Final = 3000
-"""Addresses one torrent remembers at most (libtorrent's ``max_peerlist_size``)."""
 RESUME_DIRECTORY: Final = ".bip"
 """Where, under a torrent's save directory, its resume data and fetched metadata are kept."""
 
@@ -165,11 +171,7 @@ class ClientConfig:
 
     def __post_init__(self) -> None:
         """Refuse numbers that cannot work."""
-        if isinstance(self.max_peers, bool) or not isinstance(self.max_peers, int):
-            raise TypeError(f"max_peers must be an int, not {self.max_peers!r}")
-        if self.max_peers < 1:
-            raise ValueError(f"max_peers must be positive, not {self.max_peers}")
-        for name in ("connection_speed", "max_peerlist_size"):
+        for name in ("max_peers", "connection_speed", "max_peerlist_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{name} must be an int, not {value!r}")
