@@ -33,7 +33,13 @@ from typing import Final
 import trio
 
 from bip_bencode import BencodeError, decode, encode
-from bip_handshake import CompactError, PeerAddress, encode_compact_peers, parse_compact_peers
+from bip_handshake import (
+    CompactError,
+    Family,
+    PeerAddress,
+    encode_compact_peers,
+    parse_compact_peers,
+)
 from bip_metainfo import Info, InfoHash, Metainfo, MetainfoError
 
 from ._config import RESUME_DIRECTORY
@@ -117,12 +123,12 @@ def decode_saved_peers(data: bytes) -> SavedPeers:
     if not isinstance(document, dict):
         return SavedPeers()
 
-    def compact(key: bytes, family: int, limit: int) -> list[PeerAddress]:
+    def compact(key: bytes, family: Family, limit: int) -> list[PeerAddress]:
         value = document.get(key)
         if not isinstance(value, bytes):
             return []
         try:
-            return parse_compact_peers(value, 4 if family == 4 else 6, limit=limit)
+            return parse_compact_peers(value, family, limit=limit)
         except CompactError:
             return []
 
