@@ -7,6 +7,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
+import pytest
 import trio
 from _engine_helpers import (
     address_of,
@@ -19,12 +20,14 @@ from _engine_helpers import (
 from hypothesis import given
 from hypothesis import strategies as st
 
+import bip._client._resume
 from bip._client import TorrentOptions, open_session
 from bip._client._resume import (
     MAX_SAVED_BANNED,
     MAX_SAVED_PEERS,
     ResumeStore,
     SavedPeers,
+    _write_atomically,
     decode_saved_peers,
     encode_saved_peers,
 )
@@ -129,6 +132,38 @@ async def test_store_round_trip_and_missing_or_unreadable_files(tmp_path: Path) 
     store.peers_path.unlink()
     store.peers_path.mkdir()  # unreadable
     assert await store.load_peers() == SavedPeers()
+
+
+async def test_store_skips_writing_the_same_peers_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The peers are saved with every resume save (every few seconds): an unchanged file is
+    # not written again, a changed one is, and a failed write is retried.
+    writes: list[bytes] = []
+    failing = False
+
+    def write(path: Path, data: bytes) -> None:
+        if failing:
+            raise OSError("disk full")
+        writes.append(data)
+        _write_atomically(path, data)
+
+    monkeypatch.setattr(bip._client._resume, "_write_atomically", write)
+    store = ResumeStore(tmp_path, InfoHash(v1=bytes(range(20))))
+    await store.save_peers([V4], [])
+    await store.save_peers([V4], [])
+    assert len(writes) == 1
+    await store.save_peers([V4, V6], [])
+    await store.save_peers([V4, V6], [])
+    assert len(writes) == 2
+    failing = True
+    with pytest.raises(OSError, match="disk full"):
+        await store.save_peers([V4], [])
+    failing = False
+    await store.save_peers([V4], [])
+    await store.save_peers([V4, V6], [])
+    assert len(writes) == 4
+    assert (await store.load_peers()).peers == (V4, V6)
 
 
 # -- a restarted client -----------------------------------------------------------------------

@@ -12,8 +12,8 @@ Three files per torrent, named by its info-hash (hex of the v1 hash, else of the
   its resume data as ``peers``, ``peers6``, ``banned_peers`` and ``banned_peers6``, compact,
   and reloads them as its ``resume_data`` source), so a restart reconnects to the swarm it
   knew without asking a tracker or the DHT first. Its own file: bip_disk's resume data is
-  bip_disk's format. Written as the resume data is, and read with bounds: a file that is not
-  ours (too large, not bencoded, wrong types) is ignored, never an error.
+  bip_disk's format. Written as the resume data is (unless unchanged), and read with bounds:
+  a file that is not ours (too large, not bencoded, wrong types) is ignored, never an error.
 
 Kept next to the data, as aria2 keeps its ``.aria2`` control files: moving the directory moves
 the record with it, and two downloads into different directories never share one.
@@ -185,6 +185,9 @@ class ResumeStore:
         self.torrent_path = self.directory / f"{name}.torrent"
         self.peers_path = self.directory / f"{name}.peers"
         self._info_hash = info_hash
+        # What save_peers last wrote: the peers are saved with every resume save (every few
+        # seconds) but mostly unchanged, and an identical file need not be written again.
+        self._peers_written: bytes | None = None
 
     async def load_resume(self) -> bytes | None:
         """The last resume data saved, or ``None`` if there is none or it cannot be read."""
@@ -225,13 +228,19 @@ class ResumeStore:
 
     async def save_peers(self, peers: Iterable[PeerAddress], banned: Iterable[Host]) -> None:
         """Replace the saved peers and banned hosts (atomically; bounded as
-        :func:`encode_saved_peers` says).
+        :func:`encode_saved_peers` says). Nothing is written when the file would be the same
+        as the one this store wrote last.
 
         Raises:
             OSError: the file could not be written.
         """
         data = encode_saved_peers(peers, banned)
+        if data == self._peers_written:
+            return
+        # Forgotten first: a write that fails (or is cancelled) may have left anything.
+        self._peers_written = None
         await trio.to_thread.run_sync(_write_atomically, self.peers_path, data)
+        self._peers_written = data
 
     async def load_info(self) -> Info | None:
         """The info dictionary saved by :meth:`save_info`, if it is there and matches."""
