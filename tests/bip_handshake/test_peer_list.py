@@ -103,6 +103,18 @@ def test_a_pending_candidate_is_not_given_twice() -> None:
     assert peers.connect_candidates(0, 0.0) == []
 
 
+def test_is_dialling_until_the_outcome() -> None:
+    peers = PeerList()
+    peers.add(at("10.0.0.9:6881"), PeerOrigin.TRACKER, 0.0)
+    assert not peers.is_dialling(at("10.0.0.9:6881"))
+    [address] = peers.connect_candidates(1, 0.0)
+    assert peers.is_dialling(address)
+    assert peers.is_dialling(at("[::ffff:10.0.0.9]:6881"))  # IPv4-mapped: the same address
+    peers.dial_failed(address, 1.0)
+    assert not peers.is_dialling(address)
+    assert not peers.is_dialling(at("10.0.0.10:6881"))  # unknown
+
+
 def test_backoff_grows_with_failures_and_gives_up() -> None:
     peers = PeerList(min_reconnect_time=60.0, max_failcount=3)
     peers.add(A, PeerOrigin.TRACKER, 0.0)
@@ -535,6 +547,7 @@ class PeerListMachine(RuleBasedStateMachine):
         for entry in self.peers.entries():
             assert 0 <= entry.failcount <= 2
             assert not (entry.dialling and entry.connected)
+            assert self.peers.is_dialling(entry.address) == entry.dialling
             # A banned host keeps only the entries still connected (by the model's bans and
             # by the list's own: connect_candidates relies on it and looks for no ban).
             assert entry.address.host not in self.banned or entry.connected

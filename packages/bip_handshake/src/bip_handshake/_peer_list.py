@@ -379,6 +379,11 @@ class PeerList:
         """Whether ``host`` is banned (an IPv4-mapped IPv6 host counts as the IPv4 one)."""
         return _normal_host(host) in self._banned
 
+    def is_dialling(self, address: PeerAddress) -> bool:
+        """Whether a dial to ``address`` is pending (as its entry's ``dialling`` says, without
+        the snapshot: the owner asks of each of its dials on every pass)."""
+        return address.normalized() in self._pending
+
     @property
     def dialling(self) -> int:
         """Dials pending."""

@@ -265,8 +265,7 @@ class Connector:
         for key, info_hash in list(self._dialled.items()):
             torrent, address = key
             peers = self._lists[torrent]
-            entry = peers.entry(address)
-            if entry is None or not entry.dialling:  # settled already (or forgotten)
+            if not peers.is_dialling(address):  # settled already (or forgotten)
                 del self._dialled[key]
             elif not self._handshaker.is_dialling(info_hash, address):
                 peers.dial_failed(address, now)
