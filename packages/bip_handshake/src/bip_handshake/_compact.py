@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, IPv6Network
-from typing import Literal
+from typing import Final, Literal
 
 __all__ = [
     "DEFAULT_COMPACT_LIMIT",
@@ -303,14 +303,14 @@ def encode_compact_nodes(nodes: Iterable[NodeInfo], family: Family | None = None
     return bytes(out)
 
 
-HOST_IPV6_PREFIX = 64
-"""The IPv6 prefix one host is taken to hold: a host is usually given a whole /64, so one
-machine could speak from 2**64 addresses."""
+# The IPv6 prefix one host is taken to hold: a host is usually given a whole /64, so one
+# machine could speak from 2**64 addresses.
+_HOST_IPV6_PREFIX: Final = 64
 
 
 def host_network(host: IPv4Address | IPv6Address) -> IPv4Address | IPv6Network:
-    """What one host counts as where a host is counted (votes, slots): an IPv4 address as it
-    is, an IPv6 address as its /64 (:data:`HOST_IPV6_PREFIX`)."""
+    """What one host counts as where a host is counted (votes, slots; internal to the
+    package): an IPv4 address as it is, an IPv6 address as its /64."""
     if isinstance(host, IPv4Address):
         return host
-    return IPv6Network((host, HOST_IPV6_PREFIX), strict=False)
+    return IPv6Network((host, _HOST_IPV6_PREFIX), strict=False)

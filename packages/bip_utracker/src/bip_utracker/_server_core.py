@@ -106,7 +106,7 @@ DENIED = "torrent denied by this tracker"
 # would prove it), so with a forged source address it goes to a victim. 8 + 21 bytes stay under
 # the smallest request answered with it (a 36-byte scrape): no amplification.
 BAD_CONNECTION_ID = "connection id expired"
-assert 8 + len(BAD_CONNECTION_ID) <= 36  # the error header and text, under the smallest request
+assert 8 + len(BAD_CONNECTION_ID) <= 16 + _HASH_SIZE  # under the smallest request, a scrape
 INTERNAL_ERROR = "internal tracker error"
 
 

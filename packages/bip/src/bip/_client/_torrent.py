@@ -50,7 +50,7 @@ from bip_disk import (
     TorrentStateError,
 )
 from bip_disk import PieceVerified as DiskPieceVerified
-from bip_handshake import Handshaker, PeerAddress, PeerList, PeerSink
+from bip_handshake import MAX_BANNED_HOSTS, Handshaker, PeerAddress, PeerList, PeerSink
 from bip_metainfo import Info, InfoHash, MagnetLink, Metainfo, MetainfoError
 from bip_peer import (
     Bitfield,
@@ -100,7 +100,6 @@ from ._webseed_http import WebSeedClient
 from ._webseed_layout import WebSeedUrlError, web_seed_layout
 
 __all__ = [
-    "MAX_BANNED",
     "MAX_WEB_SEEDS",
     "REASON_BAD_REQUEST",
     "REASON_REDUNDANT",
@@ -122,8 +121,6 @@ REASON_REDUNDANT: Final = "both seeds"
 UPLOAD_ONLY_EXTENSION: Final = "upload_only"
 REASON_STOPPED: Final = "torrent stopped"
 """Why the peers of a torrent that failed are dropped."""
-MAX_BANNED: Final = 65536
-"""Hosts banned for bad data remembered per torrent, at most."""
 MAX_WEB_SEEDS: Final = 32
 """Web seeds of one torrent used at most (the first ones listed): a torrent can list many."""
 
@@ -712,7 +709,7 @@ class Torrent:
         connected go, and it is never dialled again)."""
         # Bounded: each ban costs a peer some bad pieces, but many peers could still fill
         # memory. (The list bounds its own bans alike.)
-        if len(self._banned) < MAX_BANNED:
+        if len(self._banned) < MAX_BANNED_HOSTS:  # the peer list's bound too
             self._banned.add(host)
         if self.peer_list is not None:
             self.peer_list.ban(host)
