@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from _streams import read_until_closed
 
 from bip_handshake import (
     EncryptionPolicy,
@@ -47,19 +48,6 @@ ADDR = PeerAddress(IPv4Address("10.0.0.1"), 6881)
 
 def addr(n: int, port: int = 6881) -> PeerAddress:
     return PeerAddress(IPv4Address(f"10.0.{n // 256}.{n % 256 + 1}"), port)
-
-
-async def read_until_closed(stream: trio.abc.Stream) -> bytes:
-    data = bytearray()
-    while True:
-        try:
-            chunk = await stream.receive_some()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            break
-        if not chunk:
-            break
-        data += chunk
-    return bytes(data)
 
 
 async def next_peer(handshaker: Handshaker) -> CompletedHandshake:

@@ -20,6 +20,7 @@ from ipaddress import IPv4Address, IPv6Address
 import pytest
 import trio
 import trio.testing
+from _streams import read_until_closed, read_up_to
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -125,10 +126,8 @@ async def honest_round(arena: Arena) -> None:
         )
         dialler = next(p for p in others if p.direction == "outbound" and p.encryption == "rc4")
         await dialler.stream.send_all(b"ping")
-        got = inbound_rc4.trailing
         with trio.fail_after(5):
-            while len(got) < 4:
-                got += await inbound_rc4.stream.receive_some()
+            got = await read_up_to(inbound_rc4.stream, 4, inbound_rc4.trailing)
         assert got == b"ping"
     finally:
         for peer in on_victim + others:
@@ -141,17 +140,8 @@ async def connect_from(arena: Arena, host: str) -> trio.SocketStream:
 
 async def drain(stream: trio.abc.Stream, limit: int = 1 << 20) -> bytes:
     """Everything the victim sends until it closes (bounded in bytes and time)."""
-    data = bytearray()
     with trio.fail_after(10):
-        while len(data) < limit:
-            try:
-                chunk = await stream.receive_some()
-            except trio.BrokenResourceError:
-                break
-            if not chunk:
-                break
-            data += chunk
-    return bytes(data)
+        return await read_until_closed(stream, limit)
 
 
 async def settled(handshaker: Handshaker) -> None:
@@ -363,10 +353,8 @@ async def test_mse_trailing_stream_is_delivered_intact(caplog: pytest.LogCapture
                     break
         await stream.send_all(initiator.encrypt(first[100:]))
         (peer,) = await take(a.victim, 1)
-        got = peer.trailing
         with trio.fail_after(5):
-            while len(got) < len(first):
-                got += await peer.stream.receive_some()
+            got = await read_up_to(peer.stream, len(first), peer.trailing)
         assert got == first
         await peer.aclose()
         await stream.aclose()
@@ -436,10 +424,8 @@ async def test_one_byte_writes_and_trailing_bytes_arrive_intact(
         await stream.send_all(after[:100])
         (peer,) = await take(a.victim, 1)
         await stream.send_all(after[100:])
-        got = peer.trailing
         with trio.fail_after(5):
-            while len(got) < len(after):
-                got += await peer.stream.receive_some()
+            got = await read_up_to(peer.stream, len(after), peer.trailing)
         assert got == after
         await peer.aclose()
         await stream.aclose()
@@ -491,18 +477,15 @@ async def answer_mse(
 ) -> None:
     """Be a hostile MSE receiver: read Ya, answer Yb + PadB, then lie in step 4."""
     with trio.fail_after(5):
-        data = bytearray()
-        while len(data) < 96:
-            chunk = await stream.receive_some()
-            if not chunk:
-                return
-            data += chunk
+        data = await read_up_to(stream, 96)
+    if len(data) < 96:
+        return  # closed before its Ya
     key = 2**159 + 999
     await stream.send_all((yb if yb is not None else dh_public_key(key)) + pad_b)
     if yb is not None or hold:
         await drain(stream)
         return
-    secret = dh_secret(key, bytes(data[:96]))
+    secret = dh_secret(key, data[:96])
     _, key_b = stream_keys(secret, TORRENT_ID)
     encryptor = RC4Stream(key_b)
     await stream.send_all(
