@@ -464,13 +464,17 @@ async def test_scrape_abuse(caplog: pytest.LogCaptureFixture) -> None:
             header,  # no info-hash
             header + many[0][:19],  # truncated
             header + many[0] + b"\x00",  # a byte over
-            header + b"".join(many[:75]),  # over BEP 15's 74
-            header + b"".join(many[:200]),
         ]
         before = server.statistics().malformed
         await campaign.send(one, garbage)
         assert server.statistics().malformed == before + len(garbage)
         assert len(one.replies) == 1  # the connect reply only
+        # Over BEP 15's 74: the first 74 answered (as opentracker), smaller than the request.
+        for count in (75, 200):
+            request = header + b"".join(many[:count])
+            response = await campaign.request(one, request)
+            assert response == ScrapeResponse(9, (ScrapeStats(0, 0, 0),) * 74)
+            assert len(one.replies[-1]) < len(request)
         # 74 unknown info-hashes: zeros, no swarm made, and a reply smaller than the request.
         request = ScrapeRequest(cid, 9, tuple(many[:74])).encode()
         response = await campaign.request(one, request)

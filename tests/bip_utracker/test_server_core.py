@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import struct
 from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv6Address
 
@@ -254,8 +255,31 @@ def test_scrape_of_74_hashes_fits_and_answers_in_order() -> None:
     assert isinstance(response, ScrapeResponse)
     assert len(response.files) == 74
     assert [i for i, stats in enumerate(response.files) if stats.seeders] == [3, 70]
-    # 75 hashes is no scrape.
-    assert exchange(core, ScrapeRequest(cid, 4, hashes).encode() + HASH, B) == []
+
+
+@pytest.mark.parametrize("count", [75, 200, 3000])
+def test_a_scrape_of_more_than_74_hashes_answers_the_first_74(count: int) -> None:
+    """As opentracker: the start of the scrape is answered, not nothing; never more bytes
+    than the request, even at the smallest response size allowed."""
+    core = make(ServerConfig(rate_limit=None, max_response_size=MIN_RESPONSE_SIZE))
+    hashes = [n.to_bytes(20, "big") for n in range(count)]
+    announce(core, A, info_hash=hashes[73], left=0)
+    announce(core, A, info_hash=hashes[74], left=0)  # past the 74: not answered
+    cid = connect(core, B)
+    request = struct.pack(">QII", cid, 2, 4) + b"".join(hashes)
+    [raw] = exchange(core, request, B)
+    assert len(raw) == 8 + 12 * 74 < len(request)
+    response = decode_response(raw)
+    assert isinstance(response, ScrapeResponse)
+    assert [i for i, stats in enumerate(response.files) if stats.seeders] == [73]
+    assert core.statistics().scrapes == 1
+    assert core.statistics().malformed == 0
+    # Stray bytes after the hashes are still no scrape, nor is a bad connection id answered
+    # with more than its short error.
+    assert exchange(core, request + b"\x00", B) == []
+    bad = struct.pack(">QII", cid ^ 1, 2, 4) + b"".join(hashes)
+    [error] = exchange(core, bad, B)
+    assert len(error) < len(bad)
 
 
 # -- allow and deny lists ---------------------------------------------------------------------

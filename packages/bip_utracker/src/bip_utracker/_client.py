@@ -5,8 +5,9 @@ socket per address family, a reader task per socket and a timer task, resolves t
 names, and turns the core's events into return values and exceptions of the awaiting
 :meth:`TrackerClient.announce` / :meth:`TrackerClient.scrape` calls. Any number of calls may
 run at once, to any number of trackers; calls to one tracker share its connection id. An error
-answer drops that id and sends the call again at once with a fresh one, once (a tracker that
-restarted or rotated its secret refuses every id it granted before).
+answer to a call sent with an id that may be stale drops that id and sends the call again at
+once with a fresh one, once (a tracker that restarted or rotated its secret refuses every id
+it granted before); an error to an id granted for the call itself is a refusal at once.
 
 >>> async def main(info_hash, peer_id):  # doctest: +SKIP
 ...     async with open_tracker_client() as client:
@@ -140,9 +141,11 @@ class TrackerClient:
 
         Raises:
             TrackerTimeoutError: no answer after every retransmission.
-            TrackerRejectedError: the tracker answered with an error message twice (the first
-                error drops the connection id and the request goes again at once with a fresh
-                one: trackers word a stale id in their own way, so every error counts).
+            TrackerRejectedError: the tracker answered with an error message (its first 1024
+                characters, control characters escaped). An error to an id that may be stale
+                (a cached one) drops it and the request goes again at once with a fresh one,
+                since trackers word a stale id in their own way; an error to an id the tracker
+                had just granted for this request, or a second error, is final.
             MalformedPacketError: the answer was not a valid packet.
             TrackerError: the host name did not resolve, or no socket of its family.
             LocalProtocolError: a bad argument, or the client is closed.

@@ -26,15 +26,25 @@ How the protocol is run:
   n = ``max_retransmits`` (BEP 15: 15 s and 8); then the request fails with
   :class:`TrackerTimeoutError`. A retransmission that would use an expired connection id
   reconnects first (the same transaction id stays valid, so a late answer still counts).
-- An error response to an announce or scrape drops the connection id it used (if still cached)
-  and sends the request again at once, with a fresh id and a fresh transaction id; a second error
-  fails it with :class:`TrackerRejectedError`. Trackers word a stale id differently (ours says
-  "connection id expired", opentracker "Connection ID missmatch.", aquatic "Connection invalid
-  or expired"; a restart or a rotated secret makes any id stale), so the message is not read:
-  every error counts. A real refusal costs one more round trip; a stale id costs no backoff. The
-  retry is once per request, so a tracker that answers every packet with an error cannot loop
-  us, and the fresh transaction id keeps an error answering a retransmission of the refused
-  packet from failing the retry. An error answering a connect fails every request waiting for it.
+- An error response to an announce or scrape sent with a connection id that may be stale (a
+  cached one, or one a retransmission reused) drops that id and sends the request again at
+  once, with a fresh id and a fresh transaction id; a second error fails it with
+  :class:`TrackerRejectedError`. Trackers word a stale id differently (ours says "connection
+  id expired", opentracker "Connection ID missmatch.", aquatic "Connection invalid or
+  expired"; a restart or a rotated secret makes any id stale), so the message is not read.
+  An error to a request whose only send carried an id the tracker had just granted for it is
+  a real refusal: it fails at once, and the id stays (as libtorrent, which reconnects on an
+  error only when the id might have expired). The retry is once per request, so a tracker
+  that answers every packet with an error cannot loop us, and the fresh transaction id keeps
+  an error answering a retransmission of the refused packet from failing the retry. An error
+  answering a connect fails every request waiting for it. The tracker's message is kept to
+  :data:`MAX_ERROR_MESSAGE` characters, control characters escaped: it goes into exceptions
+  and log lines.
+- What an answer says is cleaned, never trusted: peers that could not be dialled (port 0, an
+  unspecified or multicast host) and repeats are dropped (as bip's HTTP tracker client does;
+  our own address stays: only the peer id in the handshake tells it apart), and a negative
+  interval or count (a 32-bit field read as signed, 2**32-1 being -1) reads as 0. A datagram
+  bounds the peers of one answer (10,914 over IPv4, 3,638 over IPv6): no further cap.
 - A reply with the right transaction id that does not decode fails its request with
   :class:`MalformedPacketError`.
 
@@ -94,6 +104,7 @@ __all__ = [
     "DEFAULT_MAX_REQUESTS_IN_FLIGHT",
     "DEFAULT_MAX_RETRANSMITS",
     "DEFAULT_RETRANSMIT_TIMEOUT",
+    "MAX_ERROR_MESSAGE",
     "AnnounceParams",
     "AnnounceResult",
     "ClientStatistics",
@@ -115,6 +126,10 @@ DEFAULT_CONNECTION_LIFETIME = 60.0
 
 DEFAULT_MAX_REQUESTS_IN_FLIGHT = 10_000
 """How many requests may be in flight at once before :meth:`TrackerClientCore.announce` refuses."""
+
+MAX_ERROR_MESSAGE = 1024
+"""Characters kept of a tracker's error message (a datagram may carry 65,000): it goes into a
+:class:`TrackerRejectedError` and log lines."""
 
 RequestId = NewType("RequestId", int)
 """Names one announce or scrape of a :class:`TrackerClientCore`."""
@@ -185,10 +200,12 @@ class AnnounceResult:
         request_id: the announce this answers.
         tracker: the tracker's address.
         info_hash: the swarm id announced.
-        interval: seconds the tracker wants between announces.
-        leechers: peers in the swarm still downloading.
-        seeders: peers in the swarm with everything.
-        peers: some peers of the swarm (of the tracker address's family).
+        interval: seconds the tracker wants between announces (0 for a negative one; an
+            :class:`~bip_utracker.Announcer` bounds it further).
+        leechers: peers in the swarm still downloading (0 for a negative count).
+        seeders: peers in the swarm with everything (0 for a negative count).
+        peers: some peers of the swarm (of the tracker address's family), in the tracker's
+            order, each once, none with port 0 or an unspecified or multicast host.
     """
 
     request_id: RequestId
@@ -314,11 +331,13 @@ class _Exchange:
         "connection_id",
         "deadline",
         "done",
+        "fresh",
         "info_hashes",
         "kind",
         "params",
         "request_id",
         "retried",
+        "sends",
         "timer",
         "tracker",
         "transaction_id",
@@ -345,6 +364,10 @@ class _Exchange:
         self.done = False
         self.connection_id: int | None = None  # the id the request was last sent with
         self.retried = False  # already sent again after an error answer
+        self.sends = 0  # packets sent under the current transaction id
+        # Whether the one packet sent under the current transaction id carried an id the
+        # tracker granted while this request waited for it (an error to it is a refusal).
+        self.fresh = False
         self.timer = 0  # the sequence number of the one live timer entry, 0 for none
 
 
@@ -496,10 +519,10 @@ class TrackerClientCore:
                     exchange.request_id,
                     tracker.address,
                     params.info_hash,
-                    response.interval,
-                    response.leechers,
-                    response.seeders,
-                    response.peers,
+                    max(response.interval, 0),
+                    max(response.leechers, 0),
+                    max(response.seeders, 0),
+                    _dialable(response.peers),
                 ),
             )
         elif exchange.kind == _SCRAPE and isinstance(response, ScrapeResponse):
@@ -516,7 +539,10 @@ class TrackerClientCore:
             self._complete(
                 exchange,
                 ScrapeResult(
-                    exchange.request_id, tracker.address, exchange.info_hashes, response.files
+                    exchange.request_id,
+                    tracker.address,
+                    exchange.info_hashes,
+                    tuple(_counted(stats) for stats in response.files),
                 ),
             )
         else:
@@ -625,7 +651,13 @@ class TrackerClientCore:
             self._connects += 1
             self._send(connect, 0, now)
 
-    def _send(self, exchange: _Exchange, connection_id: int, now: float) -> None:
+    def _send(
+        self, exchange: _Exchange, connection_id: int, now: float, *, fresh: bool = False
+    ) -> None:
+        # Fresh only if no packet under this transaction id went before: an error could
+        # answer an earlier one, sent with an older id.
+        exchange.fresh = fresh and exchange.sends == 0
+        exchange.sends += 1
         if exchange.kind == _CONNECT:
             packet = ConnectRequest(exchange.transaction_id).encode()
         else:
@@ -691,20 +723,26 @@ class TrackerClientCore:
         waiting = list(tracker.waiting.values())
         tracker.waiting.clear()
         for exchange in waiting:
-            self._send(exchange, response.connection_id, now)
+            self._send(exchange, response.connection_id, now, fresh=True)
 
     def _on_error(self, exchange: _Exchange, response: ErrorResponse, now: float) -> None:
+        message = _tidy_message(response.message)
         if exchange.kind == _CONNECT:
-            self._fail_exchange(exchange, TrackerRejectedError(response.message))
+            self._fail_exchange(exchange, TrackerRejectedError(message))
             return
         tracker = exchange.tracker
+        if exchange.fresh:
+            # The id was granted for this very packet: the tracker refuses the request, not
+            # the id, and asking again would only cost it another round trip.
+            self._fail(exchange, TrackerRejectedError(message))
+            return
         # Whatever the message says, the id may be what is refused (see the module docstring).
         # Only the id this request used is dropped: a newer one, got meanwhile by another
         # request's reconnect, is fresh.
         if tracker.connection_id == exchange.connection_id:
             tracker.connection_id = None
         if exchange.retried:
-            self._fail(exchange, TrackerRejectedError(response.message))
+            self._fail(exchange, TrackerRejectedError(message))
             return
         exchange.retried = True
         self._error_retries += 1
@@ -713,7 +751,7 @@ class TrackerClientCore:
             "connection id",
             tracker.address,
             _KIND_NAMES[exchange.kind],
-            response.message,
+            message,
         )
         self._renew_transaction_id(exchange)
         # The error proves the tracker answers: the retry gets the full retransmission schedule.
@@ -735,6 +773,7 @@ class TrackerClientCore:
         if self._transactions.get(exchange.transaction_id) is exchange:
             del self._transactions[exchange.transaction_id]
         exchange.transaction_id = transaction_id
+        exchange.sends = 0
         self._transactions[transaction_id] = exchange
 
     def _complete(self, exchange: _Exchange, event: AnnounceResult | ScrapeResult) -> None:
@@ -786,3 +825,28 @@ class TrackerClientCore:
             return  # kept for later requests; its expiry timer comes back here
         if self._trackers.get(tracker.address) is tracker:
             del self._trackers[tracker.address]
+
+
+def _dialable(peers: tuple[PeerAddress, ...]) -> tuple[PeerAddress, ...]:
+    """*peers* without those no one could dial and without repeats, in the tracker's order."""
+    # One pass, a dict for order: an answer of 10,000 copies of one peer costs one entry.
+    return tuple(dict.fromkeys(peer for peer in peers if peer.is_connectable))
+
+
+def _counted(stats: ScrapeStats) -> ScrapeStats:
+    """*stats* with a negative count (a 32-bit field read as signed) read as 0."""
+    if min(stats.seeders, stats.completed, stats.leechers) >= 0:
+        return stats
+    return ScrapeStats(max(stats.seeders, 0), max(stats.completed, 0), max(stats.leechers, 0))
+
+
+def _tidy_message(message: str) -> str:
+    """A tracker's error message fit for an exception and a log line: at most
+    :data:`MAX_ERROR_MESSAGE` characters, control and format characters escaped, so a newline
+    or a terminal escape in it can neither fake a log line nor move a cursor."""
+    message = message[:MAX_ERROR_MESSAGE]
+    if not message.isprintable():
+        message = "".join(
+            char if char.isprintable() or char == " " else repr(char)[1:-1] for char in message
+        )
+    return message[:MAX_ERROR_MESSAGE]  # cut again: an escape is up to 10 characters

@@ -12,7 +12,10 @@ What it does with a datagram, in order:
    unanswered, so that a flood with a victim's source address reflects nothing.
 2. Shape: anything that is not a well-formed connect, announce or scrape request is garbage and
    gets no answer (it is counted), since its sender may not even speak the protocol. So is a
-   datagram from source port 0: no answer could reach it, so it can only be forged.
+   datagram from source port 0: no answer could reach it, so it can only be forged. A scrape
+   of more than :data:`~bip_utracker._codec.MAX_SCRAPE_HASHES` (74) info-hashes is a scrape
+   of its first 74, as opentracker answers it: a client that asks too much at once still gets
+   the start of what it asked, and the answer stays smaller than the request.
 3. Connection id (announce and scrape): stateless, see :mod:`._connection_ids`. A wrong or
    expired one is answered with a short error, never larger than the request (whoever forged
    the source address gains no amplification from it), and nothing is stored.
@@ -580,7 +583,7 @@ class TrackerServerCore:
 
         if action == _ACTION_SCRAPE:
             count, extra = divmod(size - 16, _HASH_SIZE)
-            if extra or not 1 <= count <= MAX_SCRAPE_HASHES:
+            if extra or count < 1:
                 self._malformed += 1
                 return
             self._scrapes += 1
@@ -588,7 +591,10 @@ class TrackerServerCore:
                 self._bad_connection_id += 1
                 self._error(transaction_id, BAD_CONNECTION_ID, addr)
                 return
-            hashes = [bytes(data[at : at + _HASH_SIZE]) for at in range(16, size, _HASH_SIZE)]
+            # More than BEP 15's 74: the first 74 are answered, as opentracker does, rather
+            # than nothing. 12 bytes per answered hash against 20 asked: still no amplification.
+            end = 16 + _HASH_SIZE * min(count, MAX_SCRAPE_HASHES)
+            hashes = [bytes(data[at : at + _HASH_SIZE]) for at in range(16, end, _HASH_SIZE)]
             self._scrape(hashes, transaction_id, addr, now)
             return
 
