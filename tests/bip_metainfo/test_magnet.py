@@ -19,7 +19,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bip_bencode import decode, encode
-from bip_metainfo import InfoHash, MagnetError
+from bip_metainfo import InfoHash, MagnetError, MutableTorrentLink
 from bip_metainfo import _magnet as magnet_module
 from bip_metainfo._magnet import MagnetLink
 
@@ -328,9 +328,10 @@ def test_encode_vector(vector: dict[str, Any]) -> None:
     expected: str = vector["expected_uri"]
     if "public_key" in given:
         # A BEP 46 link has no info-hash, which a MagnetLink cannot be without: reading
-        # one is refused (see test_parse_vector); with an xt, the key is written as
-        # webtorrent writes it, colons unescaped.
+        # one is refused (see test_parse_vector) and MutableTorrentLink writes it; with an
+        # xt, the key is written as webtorrent writes it, colons unescaped.
         assert parse_error(expected).parameter == "xt"
+        assert str(MutableTorrentLink(bytes.fromhex(given["public_key"]))) == expected
         key = f"urn:btpk:{given['public_key']}"
         link = MagnetLink.from_info_hash(HASH, exact_sources=[key])
         assert f"&xs={key}" in str(link)

@@ -38,6 +38,7 @@ from ._merkle_proofs import (
     verify_hashes,
 )
 from ._metainfo import DEFAULT_MAX_TORRENT_SIZE, MAX_URLS, Metainfo
+from ._mutable_magnet import MutableTorrentLink
 from ._paths import (
     DEFAULT_DUPLICATE_LIMIT,
     DEFAULT_SYMLINK_HOPS,
@@ -77,6 +78,7 @@ __all__ = [
     "Metainfo",
     "MetainfoError",
     "MetainfoErrorKind",
+    "MutableTorrentLink",
     "PieceGeometry",
     "PieceLayerTree",
     "PieceSet",

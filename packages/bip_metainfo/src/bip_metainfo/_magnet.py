@@ -250,39 +250,15 @@ class MagnetLink:
         ``urn:btih:`` that is not 40 hex or 32 base32 characters, a ``urn:btmh:``
         that is not ``1220`` and 64 hex digits, two different v1 or v2 hashes, or
         a bad escape. A BEP 46 link (``xs=urn:btpk:`` with no ``xt``) has no
-        info-hash, so it is refused too.
+        info-hash, so it is refused too: :meth:`MutableTorrentLink.parse` reads it.
 
         Raises:
             MagnetError: the link is malformed; ``parameter`` names the culprit
                 (``""`` for the link as a whole).
         """
-        _check_uri_type(uri)
-        if len(uri) > _MAX_LENGTH:
-            raise MagnetError(
-                "", f"a magnet link of {len(uri)} characters is over the limit of {_MAX_LENGTH}"
-            )
-        if _ascii_lower(uri[: len(_PREFIX)]) != _PREFIX:
-            raise MagnetError(
-                "", f"not a magnet link (it must begin with 'magnet:?'): {_show(uri)}"
-            )
-        segments = [segment for segment in uri[len(_PREFIX) :].split("&") if segment]
-        if len(segments) > _MAX_PARAMETERS:
-            raise MagnetError(
-                "", f"{len(segments)} parameters is over the limit of {_MAX_PARAMETERS}"
-            )
-        parser = _Parser(strict)
-        for segment in segments:
-            parser.add(segment)
+        parser = read_parameters(uri, strict=strict)
         link = parser.build()
-        if parser.skipped:
-            # One record per link, however many parameters it had wrong.
-            _log.debug(
-                "magnet link for %s: skipped %d malformed parameters (the first: %s: %s)",
-                link.info_hash,
-                parser.skipped,
-                parser.first_skipped[0] or "(no name)",
-                parser.first_skipped[1],
-            )
+        parser.log_skipped(str(link.info_hash))
         return link
 
     def to_uri(self) -> str:
@@ -333,6 +309,30 @@ class MagnetLink:
             return True
         position = bisect.bisect_right(self.select_only, index, key=lambda r: r[0])
         return position > 0 and index <= self.select_only[position - 1][1]
+
+
+def read_parameters(uri: str, *, strict: bool) -> _Parser:
+    """Every parameter of the magnet link ``uri``, read (see :meth:`MagnetLink.parse`).
+
+    Raises:
+        MagnetError: the link as a whole is malformed (too long, too many parameters, not
+            ``magnet:?``), an ``xt`` is, or, with ``strict``, any parameter.
+        TypeError: ``uri`` is not a str.
+    """
+    _check_uri_type(uri)
+    if len(uri) > _MAX_LENGTH:
+        raise MagnetError(
+            "", f"a magnet link of {len(uri)} characters is over the limit of {_MAX_LENGTH}"
+        )
+    if _ascii_lower(uri[: len(_PREFIX)]) != _PREFIX:
+        raise MagnetError("", f"not a magnet link (it must begin with 'magnet:?'): {_show(uri)}")
+    segments = [segment for segment in uri[len(_PREFIX) :].split("&") if segment]
+    if len(segments) > _MAX_PARAMETERS:
+        raise MagnetError("", f"{len(segments)} parameters is over the limit of {_MAX_PARAMETERS}")
+    parser = _Parser(strict)
+    for segment in segments:
+        parser.add(segment)
+    return parser
 
 
 class _Parser:
@@ -482,14 +482,26 @@ class _Parser:
             return
         self.endpoints[key][endpoint] = None
 
+    def log_skipped(self, name: str) -> None:
+        """One debug record for the link named ``name``, however many parameters it had
+        wrong (none when it had none)."""
+        if self.skipped:
+            _log.debug(
+                "magnet link for %s: skipped %d malformed parameters (the first: %s: %s)",
+                name,
+                self.skipped,
+                self.first_skipped[0] or "(no name)",
+                self.first_skipped[1],
+            )
+
     def build(self) -> MagnetLink:
         """The link read, once every parameter is in."""
         if self.v1 is None and self.v2 is None:
             if any(_ascii_lower(source[: len(_BTPK)]) == _BTPK for source in self.texts["xs"]):
                 raise MagnetError(
                     "xt",
-                    "a BEP 46 mutable-torrent link (xs=urn:btpk:) names no info-hash; it must"
-                    " be resolved through the DHT (BEP 44) first, which this parser does not do",
+                    "a BEP 46 mutable-torrent link (xs=urn:btpk:) names no info-hash: read it"
+                    " with MutableTorrentLink.parse and resolve it through the DHT (BEP 44)",
                 )
             raise MagnetError(
                 "xt", "no BitTorrent info-hash (xt=urn:btih:... or xt=urn:btmh:1220...)"
