@@ -89,6 +89,7 @@ from ._lookup import (
     LookupNode,
     LookupResult,
 )
+from ._mutable_torrent import INFO_HASH_KEY, MutableTorrent, mutable_torrent_value
 from ._node import MAX_COUNTED_ERROR_CODES, OTHER_ERROR_CODES, DHTNode
 from ._node_config import DEFAULT_VERSION, DHTConfig
 from ._node_events import (
@@ -179,6 +180,7 @@ __all__ = [
     "DEFAULT_VERSION",
     "DHT",
     "GOOD_INTERVAL",
+    "INFO_HASH_KEY",
     "MAX_COUNTED_ERROR_CODES",
     "MAX_COUNTED_METHODS",
     "MAX_FAILURES",
@@ -223,6 +225,7 @@ __all__ = [
     "LookupResult",
     "Message",
     "MutableItem",
+    "MutableTorrent",
     "NodeId",
     "NodeIdChanged",
     "NodeState",
@@ -255,6 +258,7 @@ __all__ = [
     "is_bep42_exempt",
     "max_values",
     "mutable_target",
+    "mutable_torrent_value",
     "open_dht",
     "sign",
     "signed_buffer",

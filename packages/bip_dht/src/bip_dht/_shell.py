@@ -76,6 +76,7 @@ from bip_metainfo import InfoHash
 from ._errors import DHTError, ItemError, LocalProtocolError
 from ._items import ImmutableItem, MutableItem, mutable_target
 from ._lookup import LookupResult
+from ._mutable_torrent import MutableTorrent, mutable_torrent_value
 from ._node import DHTNode
 from ._node_config import DHTConfig
 from ._node_events import (
@@ -521,6 +522,34 @@ class DHT:
         except ItemError as error:
             raise LocalProtocolError(str(error)) from None
         return await self.put(item, cas=cas)
+
+    async def get_mutable_torrent(
+        self, public_key: bytes, salt: bytes = b""
+    ) -> MutableTorrent | None:
+        """BEP 46: the newest version of the torrent *public_key* publishes under *salt*
+        (what a ``magnet:?xs=urn:btpk:`` link names), or None when no node has it.
+
+        Raises:
+            ItemError: the newest item found is not a BEP 46 torrent item.
+            LocalProtocolError: *public_key* is not 32 bytes.
+        """
+        item = await self.get_mutable(public_key, salt)
+        return None if item is None else MutableTorrent.from_item(item)
+
+    async def put_mutable_torrent(
+        self,
+        private_key: Ed25519PrivateKey | bytes,
+        info_hash: InfoHash,
+        *,
+        salt: bytes = b"",
+        seq: int | None = None,
+    ) -> PutFinished:
+        """BEP 46: publish *info_hash* as the current version of the torrent that
+        *private_key* (and *salt*) names; *seq* as :meth:`put_mutable` (None: one above the
+        stored version)."""
+        return await self.put_mutable(
+            private_key, mutable_torrent_value(info_hash), salt=salt, seq=seq
+        )
 
     async def put(
         self, item: ImmutableItem | MutableItem, *, cas: int | None = None
