@@ -112,6 +112,36 @@ def test_put_and_get_mutable(
     assert "nothing stored under key" in capsys.readouterr().err
 
 
+def test_publish_then_resolve_a_mutable_torrent(
+    network: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """BEP 46: each publish is a new version under the same link; resolve finds the newest."""
+    key_file = str(tmp_path / "key")
+    first, second = hashlib.sha1(b"v1").hexdigest(), hashlib.sha1(b"v2").hexdigest()
+    publish = ["publish", first, "--key-file", key_file, "--salt", "nightly"]
+    assert main(["dht", *_dht(network, *publish)]) == 0
+    captured = capsys.readouterr()
+    link = captured.out.strip()
+    assert link.startswith("magnet:?xs=urn:btpk:")
+    assert link.endswith(f"&s={b'nightly'.hex()}")
+    assert f"{first} published: stored at " in captured.err
+    assert main(["dht", *_dht(network, "resolve", link)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"magnet:?xt=urn:btih:{first}&xs=urn:btpk:")
+    assert captured.err.startswith("version 0: ")
+    publish[1] = second
+    assert main(["dht", *_dht(network, *publish)]) == 0
+    assert capsys.readouterr().out.strip() == link  # the link does not change
+    assert main(["dht", *_dht(network, "resolve", link)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"magnet:?xt=urn:btih:{second}&")
+    assert captured.err.startswith("version 1: ")
+    # Another salt under the same key names nothing yet.
+    other = link.replace(f"&s={b'nightly'.hex()}", "&s=00")
+    assert main(["dht", *_dht(network, "resolve", other)]) == 1
+    assert "no torrent published under key" in capsys.readouterr().err
+
+
 def test_announce_then_get_peers(network: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     info_hash = hashlib.sha1(b"a torrent").hexdigest()
     assert main(["dht", *_dht(network, "announce", info_hash, "--port", "6999")]) == 0
@@ -145,6 +175,8 @@ def test_state_replaces_bootstrap(
         (["put", "v", "--salt", "s", "--bootstrap", "127.0.0.1:1"], "--salt goes with --key-file"),
         (["announce", "ab" * 20, "--port", "0", "--bootstrap", "h:1"], "--port is in 1..65535"),
         (["get-peers", "ab" * 20, "--bootstrap", "nonsense"], "missing port"),
+        (["resolve", "magnet:?xt=urn:btih:" + "ab" * 20, "--bootstrap", "h:1"], "not a BEP 46"),
+        (["resolve", "magnet:?xs=urn:btpk:abcd", "--bootstrap", "h:1"], "64 hex digits"),
     ],
 )
 def test_errors_are_one_line(

@@ -7,6 +7,8 @@
 - ``bip dht get-peers HASH`` and ``bip dht announce HASH``: BEP 5 lookups.
 - ``bip dht get`` and ``bip dht put``: BEP 44 items, immutable (addressed by their hash) or
   mutable (signed with an ed25519 key kept in a file, like libtorrent's ``dht_put`` tool).
+- ``bip dht publish`` and ``bip dht resolve``: BEP 46, a torrent's current version as a
+  mutable item, named by a ``magnet:?xs=urn:btpk:`` link that ``bip download`` takes too.
 
 Each one-shot command runs a read-only node (BEP 43: others do not keep a node that will be
 gone in a moment in their tables) for the time of the question, joins through
@@ -37,15 +39,17 @@ from bip_dht import (
     DHTConfig,
     DHTStatistics,
     ImmutableItem,
+    ItemError,
     MutableItem,
     PutFinished,
     RoutingStateError,
     open_dht,
 )
+from bip_metainfo import Metainfo, MutableTorrentLink
 
 from ._arguments import add_command_group, add_serve_loop_options, add_timeout
 from ._errors import CLIError
-from ._inputs import info_hash_of, load_source, parse_endpoint
+from ._inputs import info_hash_of, load_mutable_link, load_source, parse_endpoint
 from ._serve_loop import print_statistics_until_stopped
 
 __all__ = [
@@ -173,6 +177,40 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     put.add_argument("--salt", default="", metavar="S", help="a mutable item's salt")
     _node_options(put, bind=DEFAULT_CLIENT_BIND)
     put.set_defaults(func=_run_put)
+
+    publish = actions.add_parser(
+        "publish",
+        help="publish a torrent's current version (BEP 46)",
+        description=(
+            "Publish TORRENT as the current version of the torrent named by --key-file and"
+            " --salt (BEP 46: a signed BEP 44 item; a later publish replaces it), and print"
+            " the magnet link (xs=urn:btpk:) that always names the newest version."
+        ),
+    )
+    publish.add_argument("target", metavar="TORRENT", help="an info-hash, .torrent or magnet link")
+    publish.add_argument(
+        "--key-file",
+        metavar="F",
+        required=True,
+        help="an ed25519 private key (32 raw bytes); created, mode 0600, if missing",
+    )
+    publish.add_argument(
+        "--salt", default="", metavar="S", help="one key, several torrents: a name for this one"
+    )
+    _node_options(publish, bind=DEFAULT_CLIENT_BIND)
+    publish.set_defaults(func=_run_publish)
+
+    resolve = actions.add_parser(
+        "resolve",
+        help="the torrent a BEP 46 link names now",
+        description=(
+            "Print the magnet link of the version of the torrent a BEP 46 link"
+            " (magnet:?xs=urn:btpk:...) names now, as its publisher last signed it."
+        ),
+    )
+    resolve.add_argument("link", metavar="LINK", help="a magnet:?xs=urn:btpk:... link")
+    _node_options(resolve, bind=DEFAULT_CLIENT_BIND)
+    resolve.set_defaults(func=_run_resolve)
 
 
 # -- the node's state ---------------------------------------------------------------------------
@@ -466,6 +504,47 @@ def _run_put(args: argparse.Namespace) -> int:
             result = await dht.put_mutable(key, value, salt=salt)
             public = key.public_key().public_bytes_raw().hex()
             print(f"target {result.target.hex()} (key {public}): {_stored(result)}")
+        return 0
+
+    return _run_once(args, job)
+
+
+# -- BEP 46 -------------------------------------------------------------------------------------
+
+
+def _run_publish(args: argparse.Namespace) -> int:
+    source = load_source(args.target)
+    salt = _salt(args.salt)
+    key, created = load_or_create_key(args.key_file)
+    if created:
+        print(f"created key file {Path(args.key_file)} (mode 0600)", file=sys.stderr)
+    info_hash = info_hash_of(source)
+    name = source.info.name if isinstance(source, Metainfo) else source.display_name
+    link = MutableTorrentLink(key.public_key().public_bytes_raw(), salt=salt, display_name=name)
+
+    async def job(dht: DHT) -> int:
+        result = await dht.put_mutable_torrent(key, info_hash, salt=salt)
+        print(link)
+        print(f"{info_hash} published: {_stored(result)}", file=sys.stderr)
+        return 0
+
+    return _run_once(args, job)
+
+
+def _run_resolve(args: argparse.Namespace) -> int:
+    link = load_mutable_link(args.link)
+    if link is None:
+        raise CLIError(f"not a BEP 46 link (magnet:?xs=urn:btpk:... without xt): {args.link!r}")
+
+    async def job(dht: DHT) -> int:
+        try:
+            found = await dht.get_mutable_torrent(link.public_key, link.salt)
+        except ItemError as error:
+            raise CLIError(f"the item under key {link.public_key.hex()}: {error}") from None
+        if found is None:
+            raise CLIError(f"no torrent published under key {link.public_key.hex()}")
+        print(link.resolved(found.info_hash))
+        print(f"version {found.seq}: {found.info_hash}", file=sys.stderr)
         return 0
 
     return _run_once(args, job)

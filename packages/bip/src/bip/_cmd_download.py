@@ -26,9 +26,9 @@ from typing import Final
 
 import trio
 
-from bip_dht import DHTSocketError, RoutingStateError, open_dht
+from bip_dht import DHT, DHTSocketError, ItemError, RoutingStateError, open_dht
 from bip_handshake import EncryptionPolicy, PeerAddress
-from bip_metainfo import MagnetLink, Metainfo
+from bip_metainfo import MagnetLink, Metainfo, MutableTorrentLink
 
 from ._arguments import add_ip_filter_options, add_seed_limit_options, load_ip_filter, positive
 from ._client import (
@@ -50,7 +50,7 @@ from ._client import parse_file_selection as _parse_files
 from ._client._utp import UtpRouter
 from ._errors import CLIError
 from ._humanize import format_duration, format_rate, format_size, parse_size
-from ._inputs import load_source, parse_endpoint, parse_port
+from ._inputs import load_mutable_link, load_source, parse_endpoint, parse_port
 from ._progress import ProgressBar
 
 __all__ = [
@@ -60,7 +60,9 @@ __all__ = [
     "add_session_arguments",
     "config_from_args",
     "follow",
+    "open_dht_node",
     "open_session_with_dht",
+    "resolve_mutable_link",
     "run",
     "seed_on",
     "seed_until_limits",
@@ -77,6 +79,8 @@ ENCRYPTION_CHOICES: Final = {
 """``--encryption`` values and the MSE policy each stands for."""
 DHT_STATE: Final = "dht.state"
 """The DHT node's saved state, in the save directory's ``.bip`` folder."""
+RESOLVE_TIMEOUT: Final = 60.0
+"""Seconds a BEP 46 link's DHT lookup (joining the DHT included) may take."""
 _REFRESH: Final = 0.25  # seconds between two looks at the torrent's status
 _TRACKER_SCHEMES: Final = ("udp://", "http://", "https://")  # those the session announces to
 
@@ -250,11 +254,34 @@ async def open_session_with_dht(
         DHTSocketError: the DHT's socket could not be bound (not even on another port), or a
             bootstrap name did not resolve.
     """
+    async with (
+        open_dht_node(args, config, state_dir) as (dht, router),
+        open_session(config, dht=dht, utp_router=router) as session,
+    ):
+        yield session
+
+
+@contextlib.asynccontextmanager
+async def open_dht_node(
+    args: argparse.Namespace,
+    config: ClientConfig,
+    state_dir: Path,
+    *,
+    more_bootstrap: tuple[tuple[str, int], ...] = (),
+) -> AsyncIterator[tuple[DHT | None, UtpRouter | None]]:
+    """The DHT node of :func:`open_session_with_dht` and the uTP router it feeds (both
+    ``None`` with ``--no-dht``), for a caller that needs the node itself (a BEP 46 link is
+    resolved through it). ``more_bootstrap``: nodes besides ``--dht-bootstrap`` (a magnet
+    link's ``dht``). The state is saved when the block ends.
+
+    Raises:
+        CLIError: a malformed ``--dht-bootstrap``.
+        DHTSocketError: as :func:`open_session_with_dht`.
+    """
     if args.no_dht:
-        async with open_session(config) as session:
-            yield session
+        yield None, None
         return
-    bootstrap = [parse_endpoint(text) for text in args.dht_bootstrap]
+    bootstrap = [parse_endpoint(text) for text in args.dht_bootstrap] + list(more_bootstrap)
     state_path = state_dir / RESUME_DIRECTORY / DHT_STATE
     try:
         state: bytes | None = await trio.to_thread.run_sync(state_path.read_bytes)
@@ -283,9 +310,8 @@ async def open_session_with_dht(
             dht = await stack.enter_async_context(
                 open_dht((host, 0), bootstrap, state=state, other_datagrams=other)
             )
-        session = await stack.enter_async_context(open_session(config, dht=dht, utp_router=router))
         try:
-            yield session
+            yield dht, router
         finally:
             with trio.CancelScope(shield=True):
                 await _save_dht_state(state_path, dht.save_state())
@@ -537,8 +563,40 @@ def _shown_duration(seconds: float) -> str:
     return f"{seconds:g}s" if seconds < 60 else format_duration(seconds)
 
 
+async def resolve_mutable_link(dht: DHT | None, link: MutableTorrentLink) -> MagnetLink:
+    """The magnet link of the version of the torrent a BEP 46 link names, as the DHT has
+    it now (the newest ``seq`` found), within :data:`RESOLVE_TIMEOUT` seconds.
+
+    Raises:
+        CLIError: no DHT (``--no-dht``), no node has an item for the key and salt, the item
+            names no torrent, or the lookup took too long.
+    """
+    if dht is None:
+        raise CLIError("a BEP 46 link (xs=urn:btpk:) is resolved through the DHT: drop --no-dht")
+    key = link.public_key.hex()
+    with trio.move_on_after(RESOLVE_TIMEOUT):
+        if await dht.bootstrap() == 0:
+            raise CLIError(
+                "no DHT node answered: a BEP 46 link needs one (--dht-bootstrap, the link's"
+                " dht=, or the nodes saved by an earlier run)"
+            )
+        try:
+            found = await dht.get_mutable_torrent(link.public_key, link.salt)
+        except ItemError as error:
+            raise CLIError(f"the DHT item of key {key}: {error}") from None
+        if found is None:
+            raise CLIError(
+                f"no DHT node has a torrent published under key {key}"
+                + (f" and salt {link.salt.hex()}" if link.salt else "")
+            )
+        logger.info("key %s names %s (version %d)", key, found.info_hash, found.seq)
+        return link.resolved(found.info_hash)
+    raise CLIError(f"the DHT did not answer for key {key} within {RESOLVE_TIMEOUT:g} s")
+
+
 async def _download(args: argparse.Namespace, config: ClientConfig) -> int:
-    source = load_source(args.source)
+    mutable = load_mutable_link(args.source)
+    source = load_source(args.source) if mutable is None else None
     selection = None
     if args.files is not None:
         try:
@@ -554,7 +612,17 @@ async def _download(args: argparse.Namespace, config: ClientConfig) -> int:
         extra_trackers=tuple(args.tracker),
         web_seeds=not args.no_web_seeds,
     )
-    async with open_session_with_dht(args, config, Path(args.dir)) as session:
+    more_bootstrap = mutable.dht_nodes if mutable is not None else ()
+    async with (
+        open_dht_node(args, config, Path(args.dir), more_bootstrap=more_bootstrap) as (
+            dht,
+            router,
+        ),
+        open_session(config, dht=dht, utp_router=router) as session,
+    ):
+        if source is None:
+            assert mutable is not None
+            source = await resolve_mutable_link(dht, mutable)
         torrent = await session.add_torrent(source, options)
         if args.sequential:
             torrent.set_sequential(True)

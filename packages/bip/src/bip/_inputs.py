@@ -14,15 +14,18 @@ from ipaddress import ip_address
 from bip_metainfo import (
     DEFAULT_MAX_TORRENT_SIZE,
     InfoHash,
+    MagnetError,
     MagnetLink,
     Metainfo,
     MetainfoError,
+    MutableTorrentLink,
 )
 
 from ._errors import CLIError
 
 __all__ = [
     "info_hash_of",
+    "load_mutable_link",
     "load_source",
     "load_torrent",
     "parse_endpoint",
@@ -82,6 +85,28 @@ def load_source(text: str) -> Metainfo | MagnetLink:
             pass  # not an info-hash either: report the missing file below
         raise CLIError(f"{text}: no such file (nor a magnet link or an info-hash)")
     return load_torrent(text)
+
+
+def load_mutable_link(text: str) -> MutableTorrentLink | None:
+    """The BEP 46 link ``text`` is (``magnet:?xs=urn:btpk:...`` with no info-hash), read
+    strictly as :func:`load_source` reads magnet links; None for anything else.
+
+    Raises:
+        CLIError: a BEP 46 link with a malformed key, salt or other parameter.
+    """
+    if text[:7].lower() != "magnet:":
+        return None
+    try:
+        MagnetLink.parse(text)
+    except MagnetError as error:
+        if error.parameter != "xt" or "urn:btpk:" not in text.lower():
+            return None  # load_source reports it
+    else:
+        return None  # an info-hash: an ordinary magnet link
+    try:
+        return MutableTorrentLink.parse(text, strict=True)
+    except ValueError as error:
+        raise CLIError(f"bad BEP 46 magnet link: {error}") from error
 
 
 def info_hash_of(source: Metainfo | MagnetLink) -> InfoHash:
