@@ -772,13 +772,19 @@ def test_half_open_deadline() -> None:
     assert UtpPacket.decode(core.datagrams_to_send(half_open)[0]).type is T.RESET
 
 
-def test_a_resent_syn_lifts_the_half_open_deadline() -> None:
+def test_a_resent_syn_is_answered_but_does_not_lift_the_half_open_deadline() -> None:
+    """A flooder resending its SYN from a real address keeps no slot past the half-open
+    deadline; each copy is answered again, as our first answer may have been lost."""
     config = UtpConfig()
     core, syn_seq = _accepted(config)
-    core.receive_packet(UtpPacket(T.SYN, 900, 0, 0, 1 << 20, syn_seq, 0), 5_000_000)
-    now = int((config.keepalive_interval + config.connect_timeout) * 1e6) + 1
-    core.handle_timer(now)
-    assert core.state is UtpState.CONNECTED
+    half_open = int((config.keepalive_interval + config.connect_timeout) * 1e6)
+    for now in range(5_000_000, half_open, 5_000_000):
+        core.receive_packet(UtpPacket(T.SYN, 900, now, 0, 1 << 20, syn_seq, 0), now)
+        answers = [UtpPacket.decode(d) for d in core.datagrams_to_send(now)]
+        assert any(packet.type is T.STATE for packet in answers)
+    core.handle_timer(half_open)
+    assert core.state is UtpState.FAILED
+    assert "half-open" in str(core.error)
 
 
 def test_a_confirmation_lifts_the_half_open_deadline() -> None:

@@ -267,9 +267,13 @@ def test_transfer_over_a_bad_link(seed: int) -> None:
 @example(762339108, 0.25, 0.0, 6, 0)
 def test_transfer_property(seed: int, loss: float, dup: float, jitter: int, size: int) -> None:
     # Bad links must not end the test: twelve retries (the SYN's, 423 s with the doubling
-    # capped at 60 s) and an idle timeout longer than all of them.
+    # capped at 60 s) and an idle timeout longer than all of them. The acceptor's half-open
+    # window (keepalive_interval + connect_timeout) must outlast them too: resent SYNs do
+    # not lift it (on a real socket the initiator then gets our RESET and redials, or its
+    # next SYN is accepted anew).
     config = UtpConfig(syn_retries=12, max_timeouts=12, idle_timeout=900.0)
-    net = pair(seed, config, loss=loss, duplicate=dup, delay=(1_000, 1_000 + jitter))
+    patient = UtpConfig(syn_retries=12, max_timeouts=12, idle_timeout=900.0, connect_timeout=600.0)
+    net = pair(seed, config, patient, loss=loss, duplicate=dup, delay=(1_000, 1_000 + jitter))
     transfer(net, payload(size, seed), payload(size // 3, seed + 1))
 
 

@@ -561,9 +561,10 @@ class UtpConnection:
         # Half-open until then: a SYN from a spoofed address is never followed by anything,
         # while an honest initiator confirms within a round trip (a BitTorrent one sends its
         # handshake, and resends it until acked), or, idle and its confirmation lost, sends
-        # a keepalive within keepalive_interval, or resends its SYN (our ST_STATE was lost:
-        # then only the idle timeout applies, as a patient initiator's copies may come
-        # minutes apart). Past that, the connection is given up (see handle_timer).
+        # a keepalive within keepalive_interval. A resent SYN (our ST_STATE was lost) is
+        # answered again but is no confirmation: a flooder resending its SYNs would keep
+        # the slot for the whole idle timeout, while an initiator that hears our answer
+        # confirms soon after. Past that, the connection is given up (see handle_timer).
         connection._half_open_deadline = now_us + int(
             (config.keepalive_interval + config.connect_timeout) * 1e6
         )
@@ -737,11 +738,11 @@ class UtpConnection:
             self._on_reset()
             return
         if kind is UtpPacketType.SYN:
-            # A resent SYN: our ST_STATE was lost. Anything else with a SYN is bogus.
+            # A resent SYN: our ST_STATE was lost. Anything else with a SYN is bogus. The
+            # half-open deadline stands (see accept): only a packet after the SYN confirms.
             if not self.initiator and packet.seq_nr == self._syn_seq:
                 self._last_received_us = now_us
                 self._ack_pending = True
-                self._half_open_deadline = None  # a live initiator: see accept
             return
         if self.state is UtpState.SYN_SENT:
             if packet.ack_nr != self._acked_next():
