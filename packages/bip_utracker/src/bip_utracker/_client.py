@@ -96,6 +96,7 @@ class TrackerClient:
         self._key = key
         self._waiters: dict[RequestId, _Waiter] = {}
         self._wakeup = trio.Event()
+        self._timer_deadline = math.inf  # when the timer task next wakes by itself
         self._closed = False
         self._send_errors = 0
 
@@ -360,6 +361,12 @@ class TrackerClient:
             self._core.receive_datagram(data, address, trio.current_time())
             self._dispatch()
             await self._flush()  # a connect answer releases the requests waiting for it
+            # Those sends (and an error's retry) have deadlines of their own, which may come
+            # before the one the timer task sleeps until: wake it to look again. A stray
+            # datagram changes no deadline and wakes nothing, so a flood costs it no work.
+            deadline = self._core.next_deadline()
+            if deadline is not None and deadline < self._timer_deadline:
+                self._wakeup.set()
 
     async def _run_timers(self) -> None:
         """Call the core's timer at each deadline and send what new requests queued.
@@ -368,7 +375,8 @@ class TrackerClient:
         """
         while True:
             deadline = self._core.next_deadline()
-            with trio.move_on_at(math.inf if deadline is None else deadline):
+            self._timer_deadline = math.inf if deadline is None else deadline
+            with trio.move_on_at(self._timer_deadline):
                 await self._wakeup.wait()
             self._wakeup = trio.Event()
             self._core.handle_timer(trio.current_time())
