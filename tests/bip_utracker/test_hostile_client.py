@@ -29,7 +29,12 @@ import trio.testing
 
 from bip_handshake import PeerAddress
 from bip_utracker._client import TrackerClient, open_tracker_client
-from bip_utracker._client_core import MAX_ERROR_MESSAGE, AnnounceResult
+from bip_utracker._client_core import (
+    MAX_ERROR_MESSAGE,
+    AnnounceParams,
+    AnnounceResult,
+    TrackerClientCore,
+)
 from bip_utracker._codec import (
     AnnounceRequest,
     AnnounceResponse,
@@ -632,3 +637,33 @@ async def test_a_flooding_tracker_cannot_answer_for_another(
         assert opened.statistics().failed == 0
         assert_idle(opened)
     assert_quiet(caplog)
+
+
+def test_ipv4_mapped_peers_of_an_ipv6_answer_become_ipv4() -> None:
+    """At the core (no IPv6 loopback needed): an IPv6 tracker's ``::ffff:a.b.c.d`` peers are
+    the IPv4 peers we would dial, once each; ``::`` and ``ff02::1`` are dropped."""
+    tracker = PeerAddress.parse("[2001:db8::1]:6969")
+    core = TrackerClientCore(rng=random.Random(2))
+    core.announce(tracker, AnnounceParams(HASH, PEER_ID, port=6881), 0.0)
+    [(connect, _)] = core.datagrams_to_send(0.0)
+    tid = decode_request(connect).transaction_id
+    core.receive_datagram(ConnectResponse(tid, 9).encode(), tracker, 0.0)
+    [(sent, _)] = core.datagrams_to_send(0.0)
+    listed = tuple(
+        PeerAddress.parse(text)
+        for text in (
+            "[::ffff:10.0.0.1]:6881",
+            "[::]:6881",
+            "[ff02::1]:6881",
+            "[2001:db8::2]:6881",
+            "[::ffff:10.0.0.1]:6881",
+        )
+    )
+    answer = AnnounceResponse(decode_request(sent).transaction_id, 60, 0, 0, listed)
+    core.receive_datagram(answer.encode(), tracker, 0.1)
+    result = core.next_event()
+    assert isinstance(result, AnnounceResult)
+    assert result.peers == (
+        PeerAddress.parse("10.0.0.1:6881"),
+        PeerAddress.parse("[2001:db8::2]:6881"),
+    )

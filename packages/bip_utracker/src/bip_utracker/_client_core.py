@@ -41,10 +41,11 @@ How the protocol is run:
   :data:`MAX_ERROR_MESSAGE` characters, control characters escaped: it goes into exceptions
   and log lines.
 - What an answer says is cleaned, never trusted: peers that could not be dialled (port 0, an
-  unspecified or multicast host) and repeats are dropped (as bip's HTTP tracker client does;
-  our own address stays: only the peer id in the handshake tells it apart), and a negative
-  interval or count (a 32-bit field read as signed, 2**32-1 being -1) reads as 0. A datagram
-  bounds the peers of one answer (10,914 over IPv4, 3,638 over IPv6): no further cap.
+  unspecified or multicast host) and repeats are dropped, and an IPv4-mapped IPv6 peer
+  becomes IPv4, as bip's HTTP tracker client does (our own address stays: only the peer id
+  in the handshake tells it apart); a negative interval or count (a 32-bit field read as
+  signed, 2**32-1 being -1) reads as 0. A datagram bounds the peers of one answer (10,914
+  over IPv4, 3,638 over IPv6): no further cap.
 - A reply with the right transaction id that does not decode fails its request with
   :class:`MalformedPacketError`.
 
@@ -204,8 +205,9 @@ class AnnounceResult:
             :class:`~bip_utracker.Announcer` bounds it further).
         leechers: peers in the swarm still downloading (0 for a negative count).
         seeders: peers in the swarm with everything (0 for a negative count).
-        peers: some peers of the swarm (of the tracker address's family), in the tracker's
-            order, each once, none with port 0 or an unspecified or multicast host.
+        peers: some peers of the swarm (of the tracker address's family, but an IPv4-mapped
+            IPv6 one made IPv4), in the tracker's order, each once, none with port 0 or an
+            unspecified or multicast host.
     """
 
     request_id: RequestId
@@ -828,9 +830,11 @@ class TrackerClientCore:
 
 
 def _dialable(peers: tuple[PeerAddress, ...]) -> tuple[PeerAddress, ...]:
-    """*peers* without those no one could dial and without repeats, in the tracker's order."""
+    """*peers* as we would dial them (an IPv4-mapped IPv6 address as IPv4), without those no
+    one could dial and without repeats, in the tracker's order."""
     # One pass, a dict for order: an answer of 10,000 copies of one peer costs one entry.
-    return tuple(dict.fromkeys(peer for peer in peers if peer.is_connectable))
+    normalized = (peer.normalized() for peer in peers)
+    return tuple(dict.fromkeys(peer for peer in normalized if peer.is_connectable))
 
 
 def _counted(stats: ScrapeStats) -> ScrapeStats:
