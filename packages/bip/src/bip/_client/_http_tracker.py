@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from types import TracebackType
-from typing import Final, TypeVar
+from typing import Final, Literal, TypeVar
 
 import trio
 
@@ -41,7 +41,16 @@ from bip_utracker import (
     TrackerTimeoutError,
 )
 
-from ._http_exchange import ExchangeError, follow_redirects, http_exchange
+from ._http_exchange import (
+    ExchangeError,
+    follow_redirects,
+    http_exchange,
+    idna_refusal,
+    is_this_host,
+    literal_address,
+    tracker_path_refusal,
+    tracker_query_refusal,
+)
 from ._http_response import HttpResponse, HttpResponseParser
 from ._http_tracker_codec import (
     MAX_PEER_NAMES,
@@ -57,7 +66,7 @@ from ._http_tracker_codec import (
     usable_peer,
     with_query,
 )
-from ._http_tracker_errors import HttpTrackerError
+from ._http_tracker_errors import HttpTrackerError, TrackerBlockedError
 
 __all__ = [
     "DEFAULT_HTTP_TRACKER_TIMEOUT",
@@ -120,6 +129,7 @@ _NUM_WANT_RANGE: Final = range(-(2**31), 2**31)
 # (a hostile tracker's answer, allowed by MAX_RESPONSE_SIZE) costs tenths of a second of
 # Python, which on the event loop would stall every torrent of the session at each announce.
 _DECODE_IN_THREAD: Final = 64 * 1024
+_Refusal = tuple[str, Literal["ssrf_mitigation", "allow_idna"]]  # why, and the rule
 
 
 def _request(url: HttpTrackerUrl, target: str, user_agent: str) -> bytes:
@@ -202,6 +212,13 @@ class HttpTrackerClient:
         local_address: the IP address to connect from (None: the system chooses).
         max_redirects: redirects followed at most per request.
         rng: the source of the ``key`` (default: the system's).
+        ssrf_mitigation: libtorrent's rules of that name (on by default): a tracker on this
+            machine is asked on its announce (or scrape) path only, a tracker URL carrying a
+            parameter of our announce (``info_hash``, ``port``...) is refused, and no redirect
+            leads from the Internet into a local network (see ``_http_exchange``).
+        allow_idna: whether a host name with an internationalised (``xn--``) label may be
+            asked (libtorrent's ``allow_idna``, off by default: a look-alike name could pass
+            for another).
 
     Raises:
         LocalProtocolError: a bad argument.
@@ -216,6 +233,8 @@ class HttpTrackerClient:
         local_address: str | None = None,
         max_redirects: int = DEFAULT_MAX_REDIRECTS,
         rng: random.Random | None = None,
+        ssrf_mitigation: bool = True,
+        allow_idna: bool = False,
     ) -> None:
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
             raise LocalProtocolError(f"timeout is a positive number of seconds, got {timeout!r}")
@@ -238,6 +257,11 @@ class HttpTrackerClient:
         self._user_agent = agent
         self._local_address = local_address
         self._max_redirects = max_redirects
+        for name, flag in (("ssrf_mitigation", ssrf_mitigation), ("allow_idna", allow_idna)):
+            if not isinstance(flag, bool):
+                raise LocalProtocolError(f"{name} is a bool, got {flag!r:.40}")
+        self._ssrf_mitigation = ssrf_mitigation
+        self._allow_idna = allow_idna
         self.key = (rng if rng is not None else random.SystemRandom()).getrandbits(32)
         """The ``key`` sent with every announce."""
         self._requests = 0
@@ -272,8 +296,9 @@ class HttpTrackerClient:
 
     def check_tracker(self, tracker: str) -> None:
         """Accept an ``http://`` or ``https://`` URL or raise
-        :class:`~bip_utracker.LocalProtocolError` (see :func:`parse_http_tracker_url`)."""
-        parse_http_tracker_url(tracker)
+        :class:`~bip_utracker.LocalProtocolError` (see :func:`parse_http_tracker_url`), also
+        for a URL the ``ssrf_mitigation`` or ``allow_idna`` rules refuse as it stands."""
+        self._tracker_url(tracker, scrape=False)
 
     async def announce(
         self,
@@ -312,7 +337,7 @@ class HttpTrackerClient:
             HttpTrackerError: no connection, TLS failure, HTTP error status, bad redirect.
             LocalProtocolError: a bad argument, or the client is closed.
         """
-        url = parse_http_tracker_url(tracker)
+        url = self._tracker_url(tracker, scrape=False)
         swarm_id = _swarm_id(info_hash)
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 0xFFFF:
             raise LocalProtocolError(f"a port is 0..65535, got {port!r:.40}")
@@ -335,7 +360,7 @@ class HttpTrackerClient:
             key=self.key,
             tracker_id=self._tracker_ids.get(id_key),
         )
-        response, address, request_id = await self._get(url, query)
+        response, address, request_id = await self._get(url, query, scrape=False)
         if response.status != 200:
             await _off_loop(len(response.body), _refused, response)
         answer = await _off_loop(len(response.body), parse_announce_response, response.body)
@@ -376,9 +401,9 @@ class HttpTrackerClient:
         target = scrape_url(tracker)
         if target is None:
             raise LocalProtocolError(f"{shown!r:.200} has no scrape URL (BEP 48)")
-        url = parse_http_tracker_url(target)
+        url = self._tracker_url(target, scrape=True)
         swarm_ids = [_swarm_id(info_hash) for info_hash in info_hashes]
-        response, _, _ = await self._get(url, scrape_query(swarm_ids))
+        response, _, _ = await self._get(url, scrape_query(swarm_ids), scrape=True)
         if response.status != 200:
             await _off_loop(len(response.body), _refused, response)
         return await _off_loop(len(response.body), parse_scrape_response, response.body, swarm_ids)
@@ -398,8 +423,30 @@ class HttpTrackerClient:
         level = logging.INFO if shown < _WARNINGS_SHOWN else logging.DEBUG
         logger.log(level, "tracker %s warns: %s", tracker, message)
 
+    def _tracker_url(self, tracker: str, *, scrape: bool) -> HttpTrackerUrl:
+        """``tracker`` parsed, or LocalProtocolError: malformed, or refused as it stands."""
+        url = parse_http_tracker_url(tracker)
+        refused = self._refusal(url, url.target, scrape=scrape)
+        if refused is not None:
+            raise LocalProtocolError(refused[0])
+        if self._ssrf_mitigation and (query := tracker_query_refusal(url.target)) is not None:
+            raise LocalProtocolError(query)
+        return url
+
+    def _refusal(self, url: HttpTrackerUrl, target: str, *, scrape: bool) -> _Refusal | None:
+        """Why a request for ``target`` of ``url`` is refused before connecting, and by which
+        rule; None if it is not."""
+        if not self._allow_idna and (idna := idna_refusal(url.host)) is not None:
+            return idna, "allow_idna"
+        literal = literal_address(url.host)
+        if self._ssrf_mitigation and literal is not None and is_this_host(literal):
+            refused = tracker_path_refusal(target, literal, scrape=scrape)
+            if refused is not None:
+                return refused, "ssrf_mitigation"
+        return None
+
     async def _get(
-        self, url: HttpTrackerUrl, query: str
+        self, url: HttpTrackerUrl, query: str, *, scrape: bool
     ) -> tuple[HttpResponse, PeerAddress, RequestId]:
         """GET ``url`` with ``query`` appended, following redirects, within the timeout."""
         if self._closed:
@@ -408,12 +455,18 @@ class HttpTrackerClient:
         request_id = RequestId(self._requests)
         scope = trio.CancelScope(deadline=trio.current_time() + self._timeout)
         self._in_flight.add(scope)
+
+        async def fetch(
+            url: HttpTrackerUrl, target: str, *, global_only: bool
+        ) -> tuple[HttpResponse, PeerAddress]:
+            return await self._fetch(url, target, global_only=global_only, scrape=scrape)
+
         try:
             with scope:
                 response, address, _ = await follow_redirects(
                     url,
                     with_query(url.target, query),
-                    self._fetch,
+                    fetch,
                     max_redirects=self._max_redirects,
                     error=HttpTrackerError,
                 )
@@ -425,8 +478,20 @@ class HttpTrackerClient:
         raise TrackerTimeoutError(f"no answer from {url.shown} within {self._timeout:g} s")
 
     async def _fetch(
-        self, url: HttpTrackerUrl, target: str, *, global_only: bool
+        self, url: HttpTrackerUrl, target: str, *, global_only: bool, scrape: bool
     ) -> tuple[HttpResponse, PeerAddress]:
+        # Every request is judged, a redirect's too: by its URL before connecting, and for a
+        # host name by the address that answered, before a byte is sent.
+        refused = self._refusal(url, target, scrape=scrape)
+        if refused is not None:
+            raise TrackerBlockedError(f"{url.shown}: {refused[0]}", rule=refused[1])
+
+        def check_address(address: IPv4Address | IPv6Address) -> None:
+            if is_this_host(address):
+                refused = tracker_path_refusal(target, address, scrape=scrape)
+                if refused is not None:
+                    raise TrackerBlockedError(f"{url.shown}: {refused}", rule="ssrf_mitigation")
+
         try:
             return await http_exchange(
                 url,
@@ -435,6 +500,7 @@ class HttpTrackerClient:
                 tls_context=self._tls_context,
                 local_address=self._local_address,
                 global_only=global_only,
+                check_address=check_address if self._ssrf_mitigation else None,
             )
         except ExchangeError as error:
             message = error.message if error.connecting else f"{url.host_header}: {error.message}"

@@ -2,17 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
 
 from bip_utracker import TrackerError, TrackerRejectedError
 
-__all__ = ["HttpTrackerError", "MalformedTrackerResponseError", "TrackerFailureError"]
+__all__ = [
+    "HttpTrackerError",
+    "MalformedTrackerResponseError",
+    "TrackerBlockedError",
+    "TrackerFailureError",
+]
 
 
 class HttpTrackerError(TrackerError):
     """An HTTP tracker failed: no connection, a TLS error, an HTTP error status, a redirect
     that cannot be followed, or a malformed answer. The :class:`~bip_utracker.Announcer`
     retries it with backoff."""
+
+
+class TrackerBlockedError(HttpTrackerError):
+    """We refused to send a tracker a request: libtorrent's ``ssrf_mitigation`` or
+    ``allow_idna`` rule, found once connected or at a redirect (a URL refused as given is a
+    :class:`~bip_utracker.LocalProtocolError` of :meth:`HttpTrackerClient.check_tracker`).
+
+    Its ``retry_in`` is ``"never"``: the :class:`~bip_utracker.Announcer` gives the tracker
+    up at once, with one failure to report, rather than asking it again with backoff.
+
+    Attributes:
+        rule: the rule that refused it, ``"ssrf_mitigation"`` or ``"allow_idna"``.
+    """
+
+    retry_in: Final = "never"
+
+    def __init__(self, message: str, *, rule: Literal["ssrf_mitigation", "allow_idna"]) -> None:
+        super().__init__(message)
+        self.rule = rule
 
 
 class MalformedTrackerResponseError(HttpTrackerError):

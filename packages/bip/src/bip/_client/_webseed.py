@@ -13,7 +13,9 @@ against a peer: the brain bans it after its failures, and it stops.
 When a fetch fails its blocks go back to the brain (rejected); a fetch none of whose blocks
 is wanted any more (cancelled, timed out, choked) is abandoned and its connection closed. A
 file the server does not have (404, 410) is no longer offered: the brain is told the web seed
-lacks its pieces (BEP 54's "don't have"), and those come from peers. Any other failure makes
+lacks its pieces (BEP 54's "don't have"), and those come from peers. A request our own rules
+refuse (libtorrent's ``ssrf_mitigation`` and ``allow_idna``: :class:`WebSeedBlockedError`)
+would be refused again: the web seed leaves at once. Any other failure makes
 the web seed choke us for a delay growing from :data:`RETRY_DELAY` (libtorrent's
 ``urlseed_wait_retry``; longer if a busy server's ``Retry-After`` asks, up to
 :data:`MAX_RETRY_DELAY`), after which it is tried again; after :data:`MAX_FAILURES` failures in
@@ -50,7 +52,12 @@ from bip_select import (
     SendRequest,
 )
 
-from ._webseed_http import WebSeedClient, WebSeedError, WebSeedFileMissingError
+from ._webseed_http import (
+    WebSeedBlockedError,
+    WebSeedClient,
+    WebSeedError,
+    WebSeedFileMissingError,
+)
 from ._webseed_layout import WebSeedLayout, shown_url
 
 __all__ = [
@@ -322,6 +329,8 @@ class WebSeed:
             return  # abandoned, or stopped meanwhile: says nothing of the server
         if error is None:
             self._succeeded()
+        elif isinstance(error, WebSeedBlockedError):
+            self._leave(str(error))
         elif missing_file is not None:
             self._file_missing(missing_file, error)
         else:
@@ -341,21 +350,23 @@ class WebSeed:
         level = logging.INFO if len(self._missing) == 1 else logging.DEBUG
         logger.log(level, "web seed %s: lacks file %d (%s)", self.shown, file_index, error)
         if all(url is None or i in self._missing for i, url in enumerate(urls)):
-            self._set_state(WebSeedState.GONE, "it has none of the files")
-            self._feed(self, PeerLeft(self))
-            self._clear()
+            self._leave("it has none of the files")
             return
         # Its other files may share a piece with this one (v1): such a piece cannot come
         # from here whole either.
         for piece in self.layout.file_pieces(file_index):
             self._feed(self, PeerDontHave(self, piece))
 
+    def _leave(self, reason: str) -> None:
+        """Given up for this run: it leaves the brain, its requests forgotten."""
+        self._set_state(WebSeedState.GONE, reason)
+        self._feed(self, PeerLeft(self))
+        self._clear()
+
     async def _failed(self, error: WebSeedError) -> None:
         self._failures += 1
         if self._failures >= MAX_FAILURES:
-            self._set_state(WebSeedState.GONE, f"given up after {self._failures} failures: {error}")
-            self._feed(self, PeerLeft(self))
-            self._clear()
+            self._leave(f"given up after {self._failures} failures: {error}")
             return
         if self.state is WebSeedState.WAITING:
             return  # another worker failed meanwhile: one delay is enough

@@ -13,37 +13,58 @@ than the range asked for:
 - ``503`` and ``429`` may say when to come back (``Retry-After``, in seconds or as an
   HTTP-date): :attr:`WebSeedError.retry_after`, which the web seed honours within its bounds;
 - ``404`` and ``410`` say the file is not there (:class:`WebSeedFileMissingError`); every other
-  answer, a connection refused, a TLS failure, a silence longer than the timeout, a fetch
-  longer than its deadline or a body shorter than the range is a :class:`WebSeedError`.
+  answer, a connection refused, a TLS failure, a silence longer than the timeout, an answer
+  slower than the low-speed limit, redirects and a head longer than their deadline, or a body
+  shorter than the range is a :class:`WebSeedError`;
+- a request libtorrent's ``ssrf_mitigation`` or ``allow_idna`` rules refuse (a query string
+  for a web seed on a local network, an ``xn--`` host name) is never sent: a
+  :class:`WebSeedBlockedError`, which the web seed takes as final.
 
-Each fetch has a deadline (``request_timeout``, redirects included) besides the silence
-timeout: a server that sends a byte just before each silence would end would otherwise hold
-a worker for as long as it likes (its headers alone may take 16 KiB).
+How long a fetch may take is not bounded as a whole, but by its rate, as curl's
+``CURLOPT_LOW_SPEED_LIMIT``/``_TIME`` do (libtorrent's web seed timeouts are about
+inactivity too): a fetch fails once fewer than ``low_speed_limit`` bytes a second arrived on
+average over the last ``low_speed_time`` seconds. A slow honest server finishes a 1 MiB run
+however long it takes at 1 KiB/s or more, while a server trickling its answer is cut within
+``low_speed_time`` seconds (and a silent one at the silence timeout). What comes before the
+data, redirects and heads (16 KiB each at most, each hop a connection of its own), has a
+deadline of its own besides (``request_timeout``).
 """
 
 from __future__ import annotations
 
+import math
 import re
 import ssl
 import time
 from email.utils import parsedate_to_datetime
-from ipaddress import ip_address
-from typing import Final
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import Final, Literal
 
 import trio
 
 from bip import __version__
-from bip_handshake import PeerAddress
+from bip_handshake import PeerAddress, is_global_address
 
-from ._http_exchange import ExchangeError, follow_redirects, http_exchange
+from ._http_exchange import (
+    REDIRECTS,
+    ExchangeError,
+    follow_redirects,
+    http_exchange,
+    idna_refusal,
+    literal_address,
+    web_seed_query_refusal,
+)
 from ._http_response import HttpResponse, HttpResponseParser
 from ._http_tracker_codec import HttpTrackerUrl
 from ._http_tracker_errors import MalformedTrackerResponseError
 
 __all__ = [
+    "DEFAULT_WEB_SEED_LOW_SPEED_LIMIT",
+    "DEFAULT_WEB_SEED_LOW_SPEED_TIME",
     "DEFAULT_WEB_SEED_REQUEST_TIMEOUT",
     "DEFAULT_WEB_SEED_TIMEOUT",
     "MAX_SKIP",
+    "WebSeedBlockedError",
     "WebSeedClient",
     "WebSeedError",
     "WebSeedFileMissingError",
@@ -51,8 +72,20 @@ __all__ = [
 
 DEFAULT_WEB_SEED_TIMEOUT: Final = 20.0
 """Seconds a web seed may stay silent (connecting, or between two reads of an answer)."""
-DEFAULT_WEB_SEED_REQUEST_TIMEOUT: Final = 120.0
-"""Seconds one fetch may take in all, redirects included: a run of 1 MiB at 10 KiB/s."""
+DEFAULT_WEB_SEED_REQUEST_TIMEOUT: Final = 60.0
+"""Seconds from the start of a fetch until the head of the answer with the data is in (the
+redirects before it included): a connection and a head take a second from a sound server,
+and each of the few redirects followed is another."""
+DEFAULT_WEB_SEED_LOW_SPEED_LIMIT: Final = 1024
+"""Bytes a second a web seed must average over :data:`DEFAULT_WEB_SEED_LOW_SPEED_TIME` (curl's
+``CURLOPT_LOW_SPEED_LIMIT``): a server slower than 1 KiB/s would take over 17 minutes for one
+1 MiB run, longer than the swarm waits for its blocks; one at 1 KiB/s or more always
+finishes. A trickling server must send 30 KiB each 30 s to keep a worker: the cost of
+serving."""
+DEFAULT_WEB_SEED_LOW_SPEED_TIME: Final = 30.0
+"""Seconds over which :data:`DEFAULT_WEB_SEED_LOW_SPEED_LIMIT` is averaged (curl's
+``CURLOPT_LOW_SPEED_TIME``): long enough for a server's pause (a disk spinning up, a
+congested link's stall) to pass, short enough that a trickle is cut soon."""
 MAX_SKIP: Final = 4 * 1024 * 1024
 """Bytes of a file we read and drop at most to reach a range, when a server ignores ``Range``
 and sends the whole file: beyond, the range is refused (reading gigabytes to keep a few
@@ -81,12 +114,33 @@ class WebSeedFileMissingError(WebSeedError):
     """The web seed answered 404 or 410 for a file: it does not have it."""
 
 
+class WebSeedBlockedError(WebSeedError):
+    """We refused to send a web seed a request: libtorrent's ``ssrf_mitigation`` or
+    ``allow_idna`` rule (the message names it). Final: the request would be refused again.
+
+    Attributes:
+        rule: ``"ssrf_mitigation"`` or ``"allow_idna"``.
+    """
+
+    def __init__(self, message: str, *, rule: Literal["ssrf_mitigation", "allow_idna"]) -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
 class WebSeedClient:
     """Fetches ranges of files from web seeds (see the module docstring).
 
     Args:
         timeout: seconds a server may stay silent: to connect, and between two reads.
-        request_timeout: seconds one fetch may take in all, redirects included.
+        request_timeout: seconds from the start of a fetch until the head of the answer
+            with the data is in, redirects included.
+        low_speed_limit: bytes a second an answer must average over ``low_speed_time``
+            seconds, or the fetch fails (0: no limit but the silence timeout).
+        low_speed_time: seconds over which ``low_speed_limit`` is averaged.
+        ssrf_mitigation: libtorrent's rules of that name (on by default): no query string to
+            a web seed on a local network, no redirect from the Internet into one.
+        allow_idna: whether a host name with an internationalised (``xn--``) label may be
+            asked (off by default, as libtorrent's ``allow_idna``).
         ssl_context: the TLS context for ``https://`` (default: the system's trusted CAs,
             ``ssl.create_default_context()``, made at the first https request), as the HTTP
             tracker client does.
@@ -96,8 +150,10 @@ class WebSeedClient:
             use (``--bind``).
 
     Raises:
-        ValueError: a timeout (or request timeout) that is not a positive number, a
-            User-Agent that is not printable ASCII, or a local address that is not an IP address.
+        ValueError: a timeout (request timeout, low-speed time) that is not a positive
+            number, a low-speed limit that is not an int of 0 or more, a User-Agent that is
+            not printable ASCII, a local address that is not an IP address, or a rule's
+            switch that is not a bool.
     """
 
     def __init__(
@@ -105,12 +161,31 @@ class WebSeedClient:
         *,
         timeout: float = DEFAULT_WEB_SEED_TIMEOUT,
         request_timeout: float = DEFAULT_WEB_SEED_REQUEST_TIMEOUT,
+        low_speed_limit: int = DEFAULT_WEB_SEED_LOW_SPEED_LIMIT,
+        low_speed_time: float = DEFAULT_WEB_SEED_LOW_SPEED_TIME,
         ssl_context: ssl.SSLContext | None = None,
         user_agent: str | None = None,
         local_address: str | None = None,
+        ssrf_mitigation: bool = True,
+        allow_idna: bool = False,
     ) -> None:
         timeout = _check_seconds("timeout", timeout)
         self._request_timeout = _check_seconds("request_timeout", request_timeout)
+        self._low_speed_time = _check_seconds("low_speed_time", low_speed_time)
+        if (
+            isinstance(low_speed_limit, bool)
+            or not isinstance(low_speed_limit, int)
+            or low_speed_limit < 0
+        ):
+            raise ValueError(
+                f"low_speed_limit is an int of bytes a second, 0 or more, got {low_speed_limit!r}"
+            )
+        self._low_speed_limit = low_speed_limit
+        for name, flag in (("ssrf_mitigation", ssrf_mitigation), ("allow_idna", allow_idna)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name} is a bool, got {flag!r:.40}")
+        self._ssrf_mitigation = ssrf_mitigation
+        self._allow_idna = allow_idna
         agent = f"bip/{__version__}" if user_agent is None else user_agent
         if not isinstance(agent, str) or not agent.isascii() or not agent.isprintable():
             # A CR or LF would end the header: what follows would be a header of its own.
@@ -133,27 +208,55 @@ class WebSeedClient:
 
         Raises:
             WebSeedFileMissingError: 404 or 410.
+            WebSeedBlockedError: the request (or a redirect's) is refused by our rules.
             WebSeedError: anything else that did not give exactly those bytes.
         """
         if offset < 0 or length <= 0:
             raise ValueError(f"not a range: {length} bytes at {offset}")
+        # Until the head of the final answer is in: once it is, only the rate counts.
+        before_data = trio.CancelScope(deadline=trio.current_time() + self._request_timeout)
 
         async def exchange(
             url: HttpTrackerUrl, target: str, *, global_only: bool
         ) -> tuple[HttpResponse, PeerAddress]:
-            return await self._exchange(url, target, offset, length, global_only)
+            return await self._exchange(
+                url, target, offset, length, global_only=global_only, before_data=before_data
+            )
 
-        with trio.move_on_after(self._request_timeout):
+        with before_data:
             response, _, final = await follow_redirects(
                 url, url.target, exchange, max_redirects=_MAX_REDIRECTS, error=WebSeedError
             )
             return _payload(final, response, offset, length)
-        raise WebSeedError(f"{url.shown}: no whole answer within {self._request_timeout:g} s")
+        raise WebSeedError(f"{url.shown}: no answer's head within {self._request_timeout:g} s")
 
     async def _exchange(
-        self, url: HttpTrackerUrl, target: str, offset: int, length: int, global_only: bool
+        self,
+        url: HttpTrackerUrl,
+        target: str,
+        offset: int,
+        length: int,
+        *,
+        global_only: bool,
+        before_data: trio.CancelScope,
     ) -> tuple[HttpResponse, PeerAddress]:
+        # Every request is judged, a redirect's too: by its URL before connecting, and for a
+        # host name by the address that answered, before a byte is sent.
+        if not self._allow_idna and (idna := idna_refusal(url.host)) is not None:
+            raise WebSeedBlockedError(f"{url.shown}: {idna}", rule="allow_idna")
+
+        def check_address(address: IPv4Address | IPv6Address) -> None:
+            if not is_global_address(address):
+                refused = web_seed_query_refusal(target, address)
+                if refused is not None:
+                    raise WebSeedBlockedError(f"{url.shown}: {refused}", rule="ssrf_mitigation")
+
+        if self._ssrf_mitigation and (literal := literal_address(url.host)) is not None:
+            check_address(literal)  # no need to connect to know
+
         def window(status: int, headers: tuple[tuple[str, str], ...]) -> tuple[int, int] | None:
+            if status not in REDIRECTS:
+                before_data.deadline = math.inf  # the data's head is in: the rate rules now
             if status == 206:
                 return 0, length
             if status == 200 and offset <= MAX_SKIP:
@@ -170,6 +273,8 @@ class WebSeedClient:
                 connect_timeout=self._timeout,
                 silence_timeout=self._timeout,
                 global_only=global_only,
+                check_address=check_address if self._ssrf_mitigation else None,
+                low_speed=(self._low_speed_limit, self._low_speed_time),
             )
         except MalformedTrackerResponseError as error:
             reason = str(error).replace("the tracker", "the server")
