@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from bip._client._http_exchange import (
     TRACKER_PARAMETERS,
+    follow_redirects,
     idna_refusal,
     is_idna,
     is_this_host,
@@ -26,12 +27,14 @@ from bip._client._http_exchange import (
     tracker_query_refusal,
     web_seed_query_refusal,
 )
+from bip._client._http_response import HttpResponse
 from bip._client._http_tracker import HttpTrackerClient
-from bip._client._http_tracker_codec import parse_http_tracker_url
+from bip._client._http_tracker_codec import HttpTrackerUrl, parse_http_tracker_url
 from bip._client._http_tracker_errors import HttpTrackerError, TrackerBlockedError
 from bip._client._webseed import WebSeed, WebSeedState
 from bip._client._webseed_http import WebSeedBlockedError, WebSeedClient, WebSeedError
 from bip._client._webseed_layout import web_seed_layout
+from bip_handshake import PeerAddress
 from bip_metainfo import create_torrent
 from bip_select import Block, Input, PeerLeft, SendRequest
 from bip_utracker import AnnounceProgress, Announcer, AnnouncerStatus, LocalProtocolError
@@ -378,3 +381,30 @@ async def test_an_announcer_gives_a_blocked_tracker_up_at_once() -> None:
     assert "ssrf_mitigation" in updates[0].given_up
     assert updates[0].next_announce is None
     assert server.requests == []
+
+
+async def test_the_switch_also_lets_the_internet_redirect_into_our_network() -> None:
+    # libtorrent's ssrf_mitigation off turns off its redirect rule too.
+    internet = PeerAddress(IPv4Address("93.184.216.34"), 80)
+    answers = [
+        (HttpResponse(302, "Found", (("location", "http://192.168.1.1/announce"),), b""), internet),
+        (HttpResponse(200, "OK", (), b"de"), PeerAddress(IPv4Address("192.168.1.1"), 80)),
+    ]
+    calls: list[tuple[str, bool]] = []
+
+    async def exchange(
+        url: HttpTrackerUrl, target: str, *, global_only: bool
+    ) -> tuple[HttpResponse, PeerAddress]:
+        calls.append((url.url, global_only))
+        return answers[len(calls) - 1]
+
+    start = parse_http_tracker_url("http://tracker.example/announce")
+    with pytest.raises(HttpTrackerError, match="into a local network"):
+        await follow_redirects(start, "/", exchange, max_redirects=5, error=HttpTrackerError)
+    calls.clear()
+    response, _, final = await follow_redirects(
+        start, "/", exchange, max_redirects=5, error=HttpTrackerError, ssrf_mitigation=False
+    )
+    assert response.status == 200
+    assert final.host == "192.168.1.1"
+    assert calls == [("http://tracker.example/announce", False), (final.url, False)]

@@ -240,6 +240,7 @@ async def follow_redirects(
     *,
     max_redirects: int,
     error: Callable[[str], Exception],
+    ssrf_mitigation: bool = True,
 ) -> tuple[HttpResponse, PeerAddress, HttpTrackerUrl]:
     """Run ``exchange(url, target)``, then follow the redirects it answers, at most
     ``max_redirects`` of them.
@@ -251,7 +252,7 @@ async def follow_redirects(
     Once a global address answered (:func:`~bip_handshake.is_global_address`), the redirects
     after it may lead to global hosts only: an IP literal that is not is refused here, and a
     host name is requested with ``global_only`` (refused once connected, before the request is
-    sent).
+    sent). Not so with ``ssrf_mitigation`` false (libtorrent's switch for all its rules).
 
     Raises:
         Exception: what ``error(message)`` makes, for a redirect without a ``Location``,
@@ -268,7 +269,7 @@ async def follow_redirects(
             return response, address, url
         # Sticky: a global server redirecting through a local one to a third host is still
         # a global server choosing where we go.
-        global_only = global_only or is_global_address(address.host)
+        global_only = global_only or (ssrf_mitigation and is_global_address(address.host))
         location = response.header("location")
         if not location:
             raise error(f"HTTP {response.status} from {url.shown} names no Location")

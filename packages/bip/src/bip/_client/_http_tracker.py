@@ -469,6 +469,7 @@ class HttpTrackerClient:
                     fetch,
                     max_redirects=self._max_redirects,
                     error=HttpTrackerError,
+                    ssrf_mitigation=self._ssrf_mitigation,
                 )
                 return response, address, request_id
         finally:

@@ -78,10 +78,9 @@ redirects before it included): a connection and a head take a second from a soun
 and each of the few redirects followed is another."""
 DEFAULT_WEB_SEED_LOW_SPEED_LIMIT: Final = 1024
 """Bytes a second a web seed must average over :data:`DEFAULT_WEB_SEED_LOW_SPEED_TIME` (curl's
-``CURLOPT_LOW_SPEED_LIMIT``): a server slower than 1 KiB/s would take over 17 minutes for one
-1 MiB run, longer than the swarm waits for its blocks; one at 1 KiB/s or more always
-finishes. A trickling server must send 30 KiB each 30 s to keep a worker: the cost of
-serving."""
+``CURLOPT_LOW_SPEED_LIMIT``): one at 1 KiB/s or more always finishes (a 1 MiB run in 17
+minutes at worst), one slower is worth less than the peers its worker could be fetching for.
+A trickling server must send 30 KiB each 30 s to keep a worker: the cost of serving."""
 DEFAULT_WEB_SEED_LOW_SPEED_TIME: Final = 30.0
 """Seconds over which :data:`DEFAULT_WEB_SEED_LOW_SPEED_LIMIT` is averaged (curl's
 ``CURLOPT_LOW_SPEED_TIME``): long enough for a server's pause (a disk spinning up, a
@@ -225,7 +224,12 @@ class WebSeedClient:
 
         with before_data:
             response, _, final = await follow_redirects(
-                url, url.target, exchange, max_redirects=_MAX_REDIRECTS, error=WebSeedError
+                url,
+                url.target,
+                exchange,
+                max_redirects=_MAX_REDIRECTS,
+                error=WebSeedError,
+                ssrf_mitigation=self._ssrf_mitigation,
             )
             return _payload(final, response, offset, length)
         raise WebSeedError(f"{url.shown}: no answer's head within {self._request_timeout:g} s")
