@@ -3,7 +3,9 @@
 :class:`HttpTrackerClient` is a bip_utracker :class:`~bip_utracker.AnnounceClient`, so the same
 :class:`~bip_utracker.Announcer` that keeps a torrent announced to UDP trackers drives it: the
 schedule is written once. This module is its trio shell: one TCP (or TLS) connection per
-request with ``Connection: close``, redirects followed, the whole exchange under one timeout.
+request with ``Connection: close``, redirects followed, the whole exchange under one timeout,
+every request judged first by libtorrent's ``ssrf_mitigation`` and ``allow_idna`` rules
+(``_http_exchange``).
 What it sends and how it reads the answers are pure and live apart, each testable alone:
 
 - ``_http_tracker_codec``: tracker URLs, announce and scrape queries, and the bencoded answers;
@@ -334,8 +336,12 @@ class HttpTrackerClient:
                 which the :class:`~bip_utracker.Announcer` honours).
             TrackerTimeoutError: no complete answer within the timeout.
             MalformedTrackerResponseError: the answer is not one we can read.
+            TrackerBlockedError: our rules refused a request once connected (a tracker on
+                this machine off its announce path), or a redirect (see ``ssrf_mitigation``
+                and ``allow_idna``); its ``retry_in`` is ``"never"``.
             HttpTrackerError: no connection, TLS failure, HTTP error status, bad redirect.
-            LocalProtocolError: a bad argument, or the client is closed.
+            LocalProtocolError: a bad argument, a URL our rules refuse as given (as
+                :meth:`check_tracker`), or the client is closed.
         """
         url = self._tracker_url(tracker, scrape=False)
         swarm_id = _swarm_id(info_hash)
@@ -393,9 +399,10 @@ class HttpTrackerClient:
 
         Raises:
             LocalProtocolError: the tracker has no scrape URL (its last path component does
-                not start with ``announce``), a bad argument, or the client is closed.
+                not start with ``announce``), a URL our rules refuse as given, a bad argument,
+                or the client is closed.
             TrackerFailureError, TrackerTimeoutError, MalformedTrackerResponseError,
-            HttpTrackerError: as for :meth:`announce`.
+            TrackerBlockedError, HttpTrackerError: as for :meth:`announce`.
         """
         shown = parse_http_tracker_url(tracker).shown
         target = scrape_url(tracker)
