@@ -136,6 +136,12 @@ class ClientConfig:
             too. Off by default: as in libtorrent, whose "local" peer class has no limit,
             they are exempt (the limits share the link to the internet, which they do not
             use). :meth:`~bip._client.Session.set_rate_limits` switches it while running.
+        max_inbound: inbound handshakes in progress at once (bip_handshake's
+            ``max_inbound``); more connections are closed at once. ``None``: the
+            handshaker's default (as many as its concurrent dials, 64).
+        max_inbound_per_host: inbound handshakes in progress at once from one host (an IPv4
+            address, an IPv6 /64); ``None``: the handshaker's default (a quarter of
+            ``max_inbound``, at least 1).
         ip_filter: the peer addresses never to talk to (a blocklist, libtorrent's
             ``ip_filter``): never dialled, however they were found (trackers, DHT, PEX,
             ``--peer``), and refused inbound. Trackers and web seeds are servers, not
@@ -168,6 +174,8 @@ class ClientConfig:
     download_rate_limit: float | None = None
     limit_local_peers: bool = False
     ip_filter: IPFilter | None = None
+    max_inbound: int | None = None
+    max_inbound_per_host: int | None = None
 
     def __post_init__(self) -> None:
         """Refuse numbers that cannot work."""
@@ -177,11 +185,12 @@ class ClientConfig:
                 raise TypeError(f"{name} must be an int, not {value!r}")
             if value < 1:
                 raise ValueError(f"{name} must be positive, not {value}")
-        per_host = self.max_peers_per_host
-        if per_host is not None and (
-            isinstance(per_host, bool) or not isinstance(per_host, int) or per_host < 1
-        ):
-            raise ValueError(f"max_peers_per_host must be a positive int or None, not {per_host!r}")
+        for name in ("max_peers_per_host", "max_inbound", "max_inbound_per_host"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise ValueError(f"{name} must be a positive int or None, not {value!r}")
         for name in (
             "resume_interval",
             "metadata_timeout",

@@ -17,7 +17,8 @@ at ``max_peers`` dials no more (a dial would only end in a refused peer: a waste
 the remote sees as connect-and-drop), and a banned host is never dialled. What the peers say
 while connected updates their entries (:meth:`Connector.peer_message`): a peer that dialled us
 is recorded where it listens (its BEP 10 ``p``), to be dialled back, and a seed is marked one
-at once, so that a seeding torrent does not dial it again.
+at once, so that a seeding torrent does not dial it again. A torrent paused or rechecking
+(:meth:`Connector.set_halted`) keeps its list, but none of its peers is dialled meanwhile.
 """
 
 from __future__ import annotations
@@ -122,6 +123,7 @@ class Connector:
         self._speed = connection_speed
         self._new_list = new_list
         self._lists: dict[ConnectorTorrent, PeerList] = {}
+        self._halted: set[ConnectorTorrent] = set()  # set_halted: dialling none of theirs
         # Our dials not yet settled, with the hash each was made with: the handshaker tells
         # failed connects (dial_failed) but not failed handshakes; those are found here.
         self._dialled: dict[tuple[ConnectorTorrent, PeerAddress], InfoHash] = {}
@@ -140,6 +142,26 @@ class Connector:
         if peers is None:
             peers = self._lists[torrent] = self._new_list()
         return peers
+
+    def set_halted(self, torrent: ConnectorTorrent, halted: bool) -> None:
+        """Dial none of ``torrent``'s peers while ``halted`` (paused, rechecking: it stays
+        out of its swarm); its list is kept, and still learns addresses. Dials start again
+        at once when it is no longer halted."""
+        if halted:
+            self._halted.add(torrent)
+        else:
+            self._halted.discard(torrent)
+            self.wake()
+
+    def detach(self, torrent: ConnectorTorrent) -> None:
+        """Forget ``torrent`` (removed from the session): its list, its dials pending, its
+        peers' listen addresses. Nothing happens for a torrent not attached."""
+        self._lists.pop(torrent, None)
+        self._halted.discard(torrent)
+        for key in [key for key in self._dialled if key[0] is torrent]:
+            del self._dialled[key]
+        for peer in torrent.peers:
+            self._listed.pop(peer, None)
 
     def peer_list(self, torrent: ConnectorTorrent) -> PeerList | None:
         """The torrent's list (``None`` when not attached)."""
@@ -299,7 +321,8 @@ class Connector:
         load = {t: len(t.peers) + peers.dialling for t, peers in self._lists.items()}
         for peers in self._lists.values():
             peers.set_our_addresses(ours)
-        dry: set[ConnectorTorrent] = set()
+        # A paused torrent dials nobody: dry from the start.
+        dry: set[ConnectorTorrent] = self._halted & self._lists.keys()
         while budget > 0 and len(dry) < len(self._lists):
             torrent = min((t for t in self._lists if t not in dry), key=load.__getitem__)
             if self._dial_one(torrent, now):

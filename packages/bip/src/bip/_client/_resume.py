@@ -1,6 +1,7 @@
 """Where a torrent's resume data and fetched metadata live between runs: ``SAVE_DIR/.bip/``.
 
-Three files per torrent, named by its info-hash (hex of the v1 hash, else of the v2 hash):
+Up to four files per torrent, named by its info-hash (hex of the v1 hash, else of the v2
+hash):
 
 - ``HASH.resume``: bip_disk's resume data (pieces verified, files' sizes and times), rewritten
   atomically (a temporary file renamed over the old one), so a kill at any moment leaves the
@@ -13,7 +14,12 @@ Three files per torrent, named by its info-hash (hex of the v1 hash, else of the
   and reloads them as its ``resume_data`` source), so a restart reconnects to the swarm it
   knew without asking a tracker or the DHT first. Its own file: bip_disk's resume data is
   bip_disk's format. Written as the resume data is (unless unchanged), and read with bounds:
-  a file that is not ours (too large, not bencoded, wrong types) is ignored, never an error.
+  a file that is not ours (too large, not bencoded, wrong types) is ignored, never an error;
+- ``HASH.selection``: the files chosen with ``Torrent.set_files`` (libtorrent keeps its
+  ``file_priority`` in its resume data), bencoded ``{"files": [index, ...]}`` or ``{}`` for
+  every file; written only once ``set_files`` was called, read with bounds like the peers
+  file (a record that is not ours is ignored). Absent, as in older records: the options'
+  selection.
 
 Kept next to the data, as aria2 keeps its ``.aria2`` control files: moving the directory moves
 the record with it, and two downloads into different directories never share one.
@@ -49,8 +55,11 @@ __all__ = [
     "MAX_SAVED_PEERS",
     "ResumeStore",
     "SavedPeers",
+    "SavedSelection",
     "decode_saved_peers",
+    "decode_saved_selection",
     "encode_saved_peers",
+    "encode_saved_selection",
     "names_same_torrent",
 ]
 
@@ -66,7 +75,52 @@ MAX_SAVED_BANNED: Final = 1000
 # families, as 18-byte compact entries, is ~22 KB): not read at all.
 _MAX_PEERS_FILE: Final = 64 * 1024
 
+# A selection file larger than this is not one we wrote: a torrent lists 150,000 files at
+# most in practice (bip_metainfo reads more, slowly), "i149999e" is 8 bytes each.
+_MAX_SELECTION_FILE: Final = 4 * 1024 * 1024
+_SUFFIXES: Final = ("resume", "torrent", "peers", "selection")
+
 Host = IPv4Address | IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class SavedSelection:
+    """The file selection a torrent was given with ``set_files`` (``HASH.selection``).
+
+    Attributes:
+        files: the indices of the selected files; ``None``: every file.
+    """
+
+    files: frozenset[int] | None
+
+
+def encode_saved_selection(files: frozenset[int] | None) -> bytes:
+    """The bencoded ``HASH.selection`` file: ``{"files": [sorted indices]}``, or ``{}`` for
+    every file."""
+    return encode({} if files is None else {b"files": sorted(files)})
+
+
+def decode_saved_selection(data: bytes) -> SavedSelection | None:
+    """Read a ``HASH.selection`` file; ``None`` for one that is not ours (too large, not a
+    bencoded dictionary, ``files`` not a list of non-negative ints), never an error. Whether
+    the indices are files of the torrent is for the torrent to check."""
+    if len(data) > _MAX_SELECTION_FILE:
+        return None
+    try:
+        document = decode(data)
+    except BencodeError:
+        return None
+    if not isinstance(document, dict):
+        return None
+    files = document.get(b"files")
+    if files is None:
+        return SavedSelection(None)
+    if not isinstance(files, list):
+        return None
+    indices = [index for index in files if type(index) is int and index >= 0]
+    if len(indices) != len(files):
+        return None
+    return SavedSelection(frozenset(indices))
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +238,7 @@ class ResumeStore:
         self.resume_path = self.directory / f"{name}.resume"
         self.torrent_path = self.directory / f"{name}.torrent"
         self.peers_path = self.directory / f"{name}.peers"
+        self.selection_path = self.directory / f"{name}.selection"
         self._info_hash = info_hash
         # What save_peers last wrote: the peers are saved with every resume save (every few
         # seconds) but mostly unchanged, and an identical file need not be written again.
@@ -282,3 +337,82 @@ class ResumeStore:
             data += encode(b"piece layers") + encode(dict(piece_layers))
         data += b"e"
         await trio.to_thread.run_sync(_write_atomically, self.torrent_path, data)
+
+    async def load_selection(self) -> SavedSelection | None:
+        """The selection saved by :meth:`save_selection`; ``None`` when there is no file, it
+        cannot be read, or it is not ours (:func:`decode_saved_selection`)."""
+
+        def read() -> bytes:
+            with open(self.selection_path, "rb") as file:
+                return file.read(_MAX_SELECTION_FILE + 1)  # bounded: the file may be anything
+
+        try:
+            data = await trio.to_thread.run_sync(read)
+        except OSError:
+            return None
+        saved = decode_saved_selection(data)
+        if saved is None:
+            logger.debug("%s: not a file selection; ignored", self.selection_path)
+        return saved
+
+    async def save_selection(self, files: frozenset[int] | None) -> None:
+        """Replace the saved file selection (atomically; ``None``: every file).
+
+        Raises:
+            OSError: the file could not be written.
+        """
+        data = encode_saved_selection(files)
+        await trio.to_thread.run_sync(_write_atomically, self.selection_path, data)
+
+    def _paths(self) -> list[Path]:
+        paths = [self.resume_path, self.torrent_path, self.peers_path, self.selection_path]
+        return paths + [path.with_name(path.name + ".tmp") for path in paths]
+
+    async def forget_all(self) -> None:
+        """Delete every file of the torrent's (the torrent left its session for good), and
+        the ``.bip`` directory if nothing else is left in it. What cannot be deleted is
+        logged, never raised."""
+
+        def delete() -> None:
+            for path in self._paths():
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError as error:
+                    logger.warning("cannot delete %s: %s", path, error)
+            with contextlib.suppress(OSError):  # not empty (another torrent's), or gone
+                self.directory.rmdir()
+
+        await trio.to_thread.run_sync(delete)
+
+    def moved_to(self, save_dir: Path) -> ResumeStore:
+        """The store of the same torrent under another save directory (nothing is moved:
+        :meth:`take_files_of`)."""
+        return ResumeStore(save_dir, self._info_hash)
+
+    async def take_files_of(self, other: ResumeStore) -> None:
+        """Move ``other``'s files (the same torrent, another directory) here, replacing
+        ours; a file ``other`` does not have is not touched.
+
+        Raises:
+            OSError: a file could not be copied (those moved before stay moved; the rest
+                stay where they were).
+        """
+        if other.directory == self.directory:
+            return
+
+        def move() -> None:
+            for suffix in _SUFFIXES:
+                source = other.directory / f"{_hash_name(other._info_hash)}.{suffix}"
+                target = self.directory / source.name
+                try:
+                    data = source.read_bytes()
+                except FileNotFoundError:
+                    continue
+                _write_atomically(target, data)  # across file systems too (no rename)
+                source.unlink()
+            with contextlib.suppress(OSError):
+                other.directory.rmdir()
+
+        await trio.to_thread.run_sync(move)
+        # Not what this store wrote: the next peers save writes its file again.
+        self._peers_written = None

@@ -350,6 +350,7 @@ class Session:
             listen_port=self.listen_port,
             rng=random.Random(self._rng.getrandbits(64)),
             on_info_hash=self._rename,
+            on_halted=self.connector.set_halted,
             web_seed_client=self.web_seed_client,
             holepunch=self.holepunch,
             peer_sink=self.connector,
@@ -361,6 +362,34 @@ class Session:
         self._nursery.start_soon(torrent.run, name=f"bip torrent {info_hash.hex()[:12]}")
         await trio.lowlevel.checkpoint()
         return torrent
+
+    async def remove_torrent(self, torrent: Torrent, *, delete_data: bool = False) -> None:
+        """Take ``torrent`` out of the session for good (libtorrent's ``remove_torrent``,
+        with ``delete_files`` as ``delete_data``); returns once done.
+
+        It is closed: its tasks stop (its trackers hear ``stopped``, as on any close), its
+        peers are disconnected (:data:`~bip._client._torrent.REASON_REMOVED`), its hashes are
+        unregistered from the handshaker (inbound handshakes for it are refused), its peer
+        list is forgotten, it leaves :attr:`torrents` and :meth:`find`, and its resume files
+        (``.bip/HASH.*``) are deleted. With ``delete_data`` its files are deleted too,
+        through bip_disk's :meth:`~bip_disk.DiskManager.remove_torrent` on the torrent's own
+        storage: the torrent's files only, never anything else under or outside its save
+        directory (a file that cannot be deleted is logged by bip_disk). The
+        :class:`Torrent` object stays readable (its last status); its controls raise
+        :class:`TorrentError` from then on, and :meth:`Torrent.wait_complete` raises unless
+        it had completed.
+
+        Raises:
+            TorrentError: the torrent is not in the session (removed already, or another
+                session's).
+        """
+        if torrent not in self._all:
+            raise TorrentError(f"torrent {torrent.info_hash.hex()} is not in the session")
+        self._all.remove(torrent)
+        for swarm_id in [key for key, value in self._torrents.items() if value is torrent]:
+            del self._torrents[swarm_id]
+        self.connector.detach(torrent)
+        await torrent._remove(delete_data=delete_data)
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -380,6 +409,9 @@ class Session:
             ip_filter = self.handshaker.ip_filter
             if (
                 torrent is None
+                # Paused (or rechecking) since the handshake began: the handshaker no
+                # longer serves it, but this one was delivered already.
+                or torrent.halted
                 or torrent.refuses(handshake.address)
                 # Delivered just before set_ip_filter blocked it, and waited here since.
                 or (ip_filter is not None and ip_filter.blocks(handshake.address.host))
@@ -727,6 +759,8 @@ async def open_session(
                     handshake_timeout=config.handshake_timeout,
                     on_dial_failed=dial_failed,
                     ip_filter=config.ip_filter,
+                    max_inbound=config.max_inbound,
+                    max_inbound_per_host=config.max_inbound_per_host,
                 )
             )
             utp_sockets: tuple[UtpSocket, ...] = ()

@@ -15,6 +15,7 @@ class TorrentPhase(enum.Enum):
     - ``CHECKING``: the data already on disk is being hashed (or resume data read).
     - ``DOWNLOADING``: pieces are being fetched.
     - ``SEEDING``: every selected piece is here and verified; pieces are served.
+    - ``PAUSED``: out of its swarm (``Torrent.pause``): no peers, no sources, storage kept.
     - ``FAILED``: a storage fault stopped the torrent (see :attr:`TorrentStatus.error`).
     """
 
@@ -22,6 +23,7 @@ class TorrentPhase(enum.Enum):
     CHECKING = "checking"
     DOWNLOADING = "downloading"
     SEEDING = "seeding"
+    PAUSED = "paused"
     FAILED = "failed"
 
 
@@ -83,7 +85,10 @@ class TorrentStatus:
 
     @property
     def complete(self) -> bool:
-        """Whether every selected piece is verified (the torrent seeds)."""
+        """Whether every selected piece is verified (the torrent seeds, or would if it were
+        not paused)."""
+        if self.phase is TorrentPhase.PAUSED:
+            return self.num_pieces > 0 and self.done >= self.total
         return self.phase is TorrentPhase.SEEDING
 
     @property

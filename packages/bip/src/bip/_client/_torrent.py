@@ -23,16 +23,26 @@ upload workers that read blocks from the disk. Resume data is saved every few se
 pieces arrive, when the download completes, and when the torrent closes, and with it the best
 peers of the torrent's list and the hosts it banned (``.bip/HASH.peers``), which the next run
 dials first (the ``resume`` source) and keeps banned.
+
+The user's controls follow libtorrent's ``torrent_handle``: :meth:`Torrent.pause` /
+:meth:`Torrent.resume` take it out of its swarm and back (its storage stays open), and
+:meth:`Torrent.force_recheck` does too while bip_disk hashes everything again;
+:meth:`Torrent.set_files` changes the files wanted (the brain hears ``PrioritiesChanged``);
+:meth:`Torrent.move_storage` moves its files and resume files. A paused or rechecking torrent
+holds no peer, dials none (the connector skips it), is not registered with the handshaker
+(inbound handshakes are refused), and runs no discovery source nor web seed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from ipaddress import IPv4Address, IPv6Address
+from pathlib import Path
 from typing import Final
 
 import trio
@@ -78,6 +88,7 @@ from bip_select import (
     PieceDeadlinesCleared,
     PieceDeadlineSet,
     PieceVerified,
+    PrioritiesChanged,
     RarestFirst,
     Sequential,
     Strategy,
@@ -95,14 +106,17 @@ from ._source import SourceError, resolve_peers
 from ._status import TorrentPhase, TorrentStatus
 from ._swarm import QUEUEING, Swarm
 from ._upload import Uploader
-from ._webseed import WebSeed
+from ._webseed import WebSeed, WebSeedState
 from ._webseed_http import WebSeedClient
-from ._webseed_layout import WebSeedUrlError, web_seed_layout
+from ._webseed_layout import WebSeedLayout, WebSeedUrlError, web_seed_layout
 
 __all__ = [
     "MAX_WEB_SEEDS",
     "REASON_BAD_REQUEST",
+    "REASON_PAUSED",
+    "REASON_RECHECK",
     "REASON_REDUNDANT",
+    "REASON_REMOVED",
     "REASON_STOPPED",
     "Torrent",
     "TorrentError",
@@ -121,6 +135,18 @@ REASON_REDUNDANT: Final = "both seeds"
 UPLOAD_ONLY_EXTENSION: Final = "upload_only"
 REASON_STOPPED: Final = "torrent stopped"
 """Why the peers of a torrent that failed are dropped."""
+REASON_PAUSED: Final = "torrent paused"
+"""Why the peers of a torrent are dropped when it is paused (:meth:`Torrent.pause`)."""
+REASON_RECHECK: Final = "torrent rechecking"
+"""Why the peers of a torrent are dropped when its data is checked again
+(:meth:`Torrent.force_recheck`)."""
+REASON_REMOVED: Final = "torrent removed"
+"""Why the peers of a torrent are dropped when it leaves its session
+(:meth:`bip._client.Session.remove_torrent`)."""
+_DEADLINE_PRIORITY: Final = 1  # a piece of a file not selected, asked for with a deadline
+# Holds that keep a torrent from the swarm: the user's pause, and a recheck under way.
+_HOLD_PAUSED: Final = "paused"
+_HOLD_RECHECK: Final = "recheck"
 MAX_WEB_SEEDS: Final = 32
 """Web seeds of one torrent used at most (the first ones listed): a torrent can list many."""
 
@@ -135,9 +161,12 @@ class Torrent:
     """A torrent in a session; made by :meth:`bip._client.Session.add_torrent`.
 
     Its public side is :meth:`status`, :meth:`wait_complete`, :attr:`completed`,
-    :attr:`info` and :attr:`info_hash`, and the piece order: :meth:`set_sequential`
+    :attr:`info` and :attr:`info_hash`; the controls libtorrent's ``torrent_handle`` gives:
+    :meth:`pause` and :meth:`resume` (:attr:`paused`), :meth:`set_files` (:attr:`files`),
+    :meth:`force_recheck` and :meth:`move_storage` (removing it is the session's:
+    :meth:`bip._client.Session.remove_torrent`); and the piece order: :meth:`set_sequential`
     (:attr:`sequential`), :meth:`set_piece_deadline`, :meth:`clear_piece_deadline` and
-    :meth:`clear_piece_deadlines`; the rest is driven by the session.
+    :meth:`clear_piece_deadlines`. The rest is driven by the session.
 
     Piece order: rarest first by default (BEP 3's advice, libtorrent's default); sequential
     on request (lowest index first, for a player or a previewer); pieces with a deadline
@@ -145,7 +174,9 @@ class Torrent:
     (bip_select's :class:`~bip_select.RarestFirst` or :class:`~bip_select.Sequential`, which
     the brain wraps in a :class:`~bip_select.Streaming` layer while deadlines are set). Each
     change reaches the brain at once, as libtorrent's. Every order stays within the
-    priorities: files not selected are never fetched, whatever the order or the deadlines.
+    priorities: files not selected are not fetched, whatever the order, except the pieces
+    given a deadline (:meth:`set_piece_deadline` raises such a piece to the lowest
+    priority, as libtorrent does).
     """
 
     def __init__(
@@ -163,12 +194,15 @@ class Torrent:
         listen_port: int,
         rng: random.Random,
         on_info_hash: Callable[[Torrent, InfoHash], None],
+        on_halted: Callable[[Torrent, bool], None] | None = None,
         web_seed_client: WebSeedClient | None = None,
         holepunch: HolepunchPolicy | None = None,
         peer_sink: PeerSink | None = None,
     ) -> None:
         """Internal: the session builds torrents. Discovery sources feed ``peer_sink``
-        (the handshaker's dial queue when None)."""
+        (the handshaker's dial queue when None); ``on_halted`` hears when the torrent leaves
+        its swarm (paused, rechecking: ``True``) and comes back (``False``)."""
+        self._on_halted = on_halted
         self.options = options
         self._peer_sink: PeerSink = peer_sink if peer_sink is not None else handshaker
         self._holepunch = holepunch
@@ -188,7 +222,9 @@ class Torrent:
         self._web_seed_urls = tuple(dict.fromkeys(urls)) if options.web_seeds else ()
         self._web_seed_client = web_seed_client if web_seed_client is not None else WebSeedClient()
         self.web_seeds: list[WebSeed] = []
-        """The torrent's web seeds, once its data is checked (every state)."""
+        """The torrent's web seeds, once it downloads (every state; a pause or a new
+        selection replaces those it stopped by new ones)."""
+        self._web_seeds_made = False
         # BEP 52 piece layers by pieces root: the .torrent's, or fetched for a magnet link.
         self._piece_layers: dict[bytes, bytes] = (
             dict(source.piece_layers) if isinstance(source, Metainfo) else {}
@@ -219,7 +255,9 @@ class Torrent:
         connector keeps it and dials from it); ``None`` outside a session."""
         self._banned: set[IPv4Address | IPv6Address] = set()
         self.completed = trio.Event()
-        """Set once every selected piece is verified (never cleared)."""
+        """Set once every selected piece is verified. An event is never cleared: when a new
+        selection (:meth:`set_files`, a deadline's piece) wants pieces we lack, a new unset
+        event takes its place (read the attribute again rather than keep the event)."""
         self.ready = trio.Event()
         """Set once the data on disk is checked; at once for a magnet link (trackers and the
         DHT are asked for peers from then on)."""
@@ -249,6 +287,31 @@ class Torrent:
         # Piece -> when it is needed (trio's clock), until the brain exists (then the brain
         # keeps them); at most one per piece: bounded by the piece count.
         self._pending_deadlines: dict[int, float] = {}
+        # Pieces of files not selected raised to _DEADLINE_PRIORITY by a deadline (bounded by
+        # the piece count); a new file selection drops them, as libtorrent's
+        # prioritize_files sets every piece's priority from the files.
+        self._raised: set[int] = set()
+        # The piece priorities the brain has (None: every piece at the default).
+        self._priorities: list[int] | None = None
+        # Whether set_files chose the selection (then it is saved, and wins over a saved one).
+        self._selection_set = False
+        self._selection_dirty = False
+        # Every hash the handshaker knows the torrent by (a magnet's partial one, then the
+        # metadata's): all unregistered when it is paused or removed.
+        self._registered: set[InfoHash] = {self._info_hash}
+        # Pause and recheck: while any hold is on, the torrent has no peers, dials none,
+        # refuses inbound handshakes and runs no discovery source nor web seed.
+        self._holds: set[str] = set()
+        self._unheld = trio.Event()
+        self._unheld.set()
+        self._pausable: set[trio.CancelScope] = set()  # cancelled by a hold
+        self._nursery: trio.Nursery | None = None  # run()'s, once running
+        self._moving = False
+        self._removed = False
+        # One save at a time: two would write the same temporary files.
+        self._save_lock = trio.Lock()
+        self._save_now = trio.Event()  # cuts the wait between two saves short (a pause)
+        self._last_pieces = 0
 
     # -- public -----------------------------------------------------------------------------
 
@@ -290,12 +353,15 @@ class Torrent:
             if self._holepunch is not None
             else HolepunchCounts()
         )
+        phase = self._phase
+        if self.paused and phase is not TorrentPhase.FAILED:
+            phase = TorrentPhase.PAUSED
         return TorrentStatus(
             name=self._name,
-            phase=self._phase,
+            phase=phase,
             total=self._total,
             done=self._done,
-            pieces=0 if self.handle is None else len(self._disk.have(self.handle)),
+            pieces=self._pieces(),
             num_pieces=self.num_pieces or 0,
             download_rate=self._down.rate(now),
             upload_rate=self._up.rate(now),
@@ -315,28 +381,322 @@ class Torrent:
             dialling=0 if self.peer_list is None else self.peer_list.dialling,
         )
 
+    def _pieces(self) -> int:
+        """Pieces verified, all files: the disk's count, or the last one once the torrent
+        left the disk (closed, removed: its status stays readable)."""
+        if self.handle is not None:
+            with contextlib.suppress(TorrentStateError):
+                self._last_pieces = len(self._disk.have(self.handle))
+        return self._last_pieces
+
     def _checked(self) -> float | None:
         if self._phase is not TorrentPhase.CHECKING or self.handle is None:
             return None
-        disk = self._disk.status(self.handle)
+        try:
+            disk = self._disk.status(self.handle)
+        except TorrentStateError:  # removed while checking
+            return None
         return disk.checked / disk.to_check if disk.to_check else 0.0
 
     async def wait_complete(self) -> None:
         """Wait until every selected piece is verified.
 
+        The selection is the one when called: a later :meth:`set_files` (or deadline) that
+        wants more does not hold back a wait that already returned, and a wait started then
+        waits for the new selection.
+
         Raises:
-            TorrentError: the torrent failed (a storage fault...) before.
+            TorrentError: the torrent failed (a storage fault...), was closed or removed before.
         """
+        completed = self.completed  # replaced (never cleared) when the selection grows
         async with trio.open_nursery() as nursery:
 
             async def watch(event: trio.Event) -> None:
                 await event.wait()
                 nursery.cancel_scope.cancel()
 
-            nursery.start_soon(watch, self.completed)
+            nursery.start_soon(watch, completed)
             nursery.start_soon(watch, self._stopped)
-        if not self.completed.is_set():
+        if not completed.is_set():
             raise TorrentError(self._error or "the torrent was closed")
+
+    # -- controls (libtorrent's torrent_handle) ---------------------------------------------
+
+    @property
+    def paused(self) -> bool:
+        """Whether the torrent is paused (:meth:`pause`)."""
+        return _HOLD_PAUSED in self._holds
+
+    @property
+    def halted(self) -> bool:
+        """Whether the torrent stays out of its swarm now: paused, or rechecking its data
+        (the session's connector dials none of its peers then)."""
+        return bool(self._holds)
+
+    def pause(self) -> None:
+        """Leave the swarm, keeping everything else (libtorrent's ``pause()``, graceful).
+
+        At once: every peer is disconnected (:data:`REASON_PAUSED`), none is dialled (the
+        peer list is kept, and still learns addresses), inbound handshakes for the torrent
+        are refused, the discovery sources stop (trackers hear ``stopped``, DHT announces
+        end), the web seeds stop, and the resume data is saved soon after. The storage and
+        its verified pieces stay open; :meth:`status` says ``PAUSED``.
+
+        During ``METADATA`` the metadata fetch stops with the peers, and starts over on
+        :meth:`resume`. During ``CHECKING`` the check of the data goes on to its end (bip_disk
+        checks in the background, and stopping half-way would only cost a new check): the
+        torrent is then ready, but stays paused. Pausing a paused torrent does nothing.
+
+        Raises:
+            TorrentError: the torrent failed, or was closed or removed (nothing is left to
+                pause or resume).
+        """
+        self._check_alive("pause")
+        if self.paused:
+            return
+        logger.debug("%s: paused", self._name)
+        self._hold(_HOLD_PAUSED, REASON_PAUSED)
+        self._resume_dirty.set()
+        self._save_now.set()
+
+    def resume(self) -> None:
+        """Join the swarm again after :meth:`pause` (libtorrent's ``resume()``): the sources
+        start again (trackers hear ``started``), peers are dialled and accepted, the web
+        seeds start again (one given up on is tried again; a banned one stays out), a
+        metadata fetch starts over. Resuming a torrent not paused does nothing.
+
+        Raises:
+            TorrentError: the torrent failed, or was closed or removed.
+        """
+        self._check_alive("resume")
+        if not self.paused:
+            return
+        logger.debug("%s: resumed", self._name)
+        self._release(_HOLD_PAUSED)
+
+    def _check_alive(self, verb: str) -> None:
+        if self._removed:
+            raise TorrentError(f"{self._name}: cannot {verb}: the torrent was removed")
+        if self._phase is TorrentPhase.FAILED:
+            raise TorrentError(f"{self._name}: cannot {verb}: the torrent failed: {self._error}")
+        if self._stopped.is_set():
+            raise TorrentError(f"{self._name}: cannot {verb}: the torrent was closed")
+
+    def _hold(self, hold: str, reason: str) -> None:
+        """Put ``hold`` on; the first one takes the torrent out of its swarm."""
+        first = not self._holds
+        self._holds.add(hold)
+        if not first:
+            return
+        self._unheld = trio.Event()
+        if self._on_halted is not None:
+            self._on_halted(self, True)  # the connector dials none of its peers
+        for info_hash in self._registered:
+            self._handshaker.unregister(info_hash)  # queued dials dropped, inbound refused
+        for scope in list(self._pausable):
+            scope.cancel()
+        self._stop_web_seeds(reason)
+        for peer in list(self.peers):
+            self._manager.remove_peer(peer, reason)
+
+    def _release(self, hold: str) -> None:
+        """Take ``hold`` off; the last one brings the torrent back to its swarm."""
+        self._holds.discard(hold)
+        if self._holds or self._stopped.is_set():
+            return
+        for info_hash in self._registered:
+            self._handshaker.register(info_hash)
+        if self._on_halted is not None:
+            self._on_halted(self, False)
+        self._unheld.set()
+        self._restart_web_seeds(retry=True)
+
+    @contextlib.contextmanager
+    def _while_unheld(self) -> Iterator[trio.CancelScope]:
+        """A cancel scope that the next hold cancels (at once if one is on)."""
+        with trio.CancelScope() as scope:
+            if self._holds:
+                scope.cancel()
+            self._pausable.add(scope)
+            try:
+                yield scope
+            finally:
+                self._pausable.discard(scope)
+
+    @property
+    def files(self) -> frozenset[int] | None:
+        """The indices of the files selected for download (``None``: every file)."""
+        return self._selection
+
+    def set_files(self, selection: frozenset[int] | None) -> None:
+        """Download only the files at these indices (``None``: every file): libtorrent's
+        ``prioritize_files``, as select or deselect (priority 4 or 0).
+
+        Indices count as the torrent lists its files, pad files included. The brain hears
+        it at once: requests for pieces no longer wanted are cancelled, peers that now have
+        something we want are told we are interested. :meth:`status` (``total``, ``done``)
+        and the ``left`` trackers hear follow. A torrent done with its old selection that
+        now wants more goes back to ``DOWNLOADING``: :attr:`completed` is replaced by a new
+        event (unset; one that was set stays set), peers hear we are no longer upload-only,
+        the web seeds start again. One that wants less may become complete (``SEEDING``).
+        Pieces a deadline raised (:meth:`set_piece_deadline`) take their files' priority
+        again, as in libtorrent.
+
+        Remembered in the resume data (``.bip/HASH.selection``): a later run with
+        ``TorrentOptions.files`` left ``None`` selects these files again. Before a magnet
+        link's metadata is known the selection is kept, and checked then (an index outside
+        the torrent then fails it, as ``TorrentOptions.files`` does).
+
+        Raises:
+            TypeError: ``selection`` is not a set of ints, nor ``None``.
+            TorrentError: an index is not a file of the torrent (nothing changes), or the
+                torrent failed, was closed or removed.
+        """
+        if selection is not None:
+            if not isinstance(selection, frozenset | set) or any(
+                type(index) is not int for index in selection
+            ):
+                raise TypeError(
+                    f"a file selection is a frozenset of ints or None, not {selection!r}"
+                )
+            selection = frozenset(selection)
+        self._check_alive("select files")
+        info = self.info
+        if info is not None and selection is not None:
+            count = len(info.files)
+            outside = sorted(index for index in selection if not 0 <= index < count)
+            if outside:
+                raise TorrentError(
+                    f"{self._name}: no file {outside[0]} to select: the torrent has {count}"
+                    f" files (0..{count - 1})"
+                )
+        self._selection = selection
+        self._selection_set = self._selection_dirty = True
+        self._raised.clear()
+        self._resume_dirty.set()
+        self._priorities_changed()
+
+    def _priorities_changed(self) -> None:
+        """The selection or a raised piece changed: the wanted pieces, sizes and the brain's
+        priorities follow (once the brain exists; it is made with them otherwise)."""
+        swarm = self.swarm
+        if swarm is None or self.info is None:
+            return
+        priorities = self._piece_priorities()
+        self._priorities = priorities
+        everything = [_DEFAULT_PRIORITY] * swarm.brain.geometry.num_pieces
+        swarm.feed(
+            PrioritiesChanged(piece_priorities=dict(enumerate(priorities or everything))),
+            trio.current_time(),
+        )
+        self._done = sum(
+            swarm.brain.geometry.piece_data_size(piece)
+            for piece in self._wanted
+            if swarm.brain.has_piece(piece)
+        )
+        self._update_completion()
+
+    def force_recheck(self) -> None:
+        """Hash every piece on disk again (libtorrent's ``force_recheck``), in the background.
+
+        As libtorrent: the peers are disconnected (:data:`REASON_RECHECK`), the sources and
+        web seeds stop and nothing is dialled while bip_disk checks (phase ``CHECKING``,
+        :attr:`TorrentStatus.checked` its progress); then the torrent goes on with what the
+        check found (``DOWNLOADING`` or ``SEEDING``), joining its swarm again unless paused.
+        Piece deadlines are kept. During a check already under way (``CHECKING``) it does
+        nothing: that check decides.
+
+        Raises:
+            TorrentError: the metadata is not known yet (nothing to check), the storage is
+                being moved, or the torrent failed, was closed or removed.
+        """
+        self._check_alive("recheck")
+        if self._phase is TorrentPhase.CHECKING:
+            return
+        if self.handle is None or self.swarm is None or self._nursery is None:
+            raise TorrentError(f"{self._name}: nothing to recheck before the metadata is known")
+        if self._moving:
+            raise TorrentError(f"{self._name}: cannot recheck while its storage moves")
+        swarm = self.swarm
+        # From now on the torrent checks: no brain until the check is done.
+        self._pending_deadlines = dict(swarm.brain.deadlines())
+        self._phase = TorrentPhase.CHECKING
+        self._hold(_HOLD_RECHECK, REASON_RECHECK)
+        self.swarm = None
+        self._nursery.start_soon(self._recheck)
+
+    async def _recheck(self) -> None:
+        handle = self.handle
+        assert handle is not None
+        if self._store is not None:
+            # As libtorrent: the torrent has no resume data from now on, so a run cut short
+            # during the check checks everything again.
+            async with self._save_lock:
+                await self._store.forget_resume()
+        try:
+            await self._disk.recheck(handle)
+            state = await self._disk.wait_checked(handle)
+        except TorrentStateError as error:
+            self._fail(f"recheck: {error}")
+            return
+        if state is TorrentState.ERROR:
+            self._fail(self._disk.status(handle).reason or "checking the data failed")
+            return
+        self._make_swarm(handle)
+        self._release(_HOLD_RECHECK)
+        self._resume_dirty.set()
+
+    async def move_storage(self, save_dir: Path) -> None:
+        """Move the torrent's files (and its resume files) to ``save_dir``: libtorrent's
+        ``move_storage``; returns once moved.
+
+        bip_disk copies the files to a new storage made as at the start
+        (``TorrentOptions.storage``, else a :class:`~bip_disk.NativeFileSystem`) rooted at
+        ``save_dir``, switches the torrent to it, and deletes the old files; reads and
+        writes wait meanwhile, peers stay connected, verified pieces stay verified. The
+        ``.bip/HASH.*`` files move too, and the resume data is saved again there (the files'
+        times changed). :attr:`options` ``.save_dir`` follows. Before a magnet link's
+        metadata is known only the save directory (and the resume files) change.
+
+        Raises:
+            TorrentError: the data is being checked or already moving; copying failed (the
+                torrent stays where it was, a partial copy may be left); or the torrent
+                failed, was closed or removed.
+        """
+        self._check_alive("move its storage")
+        save_dir = Path(save_dir)
+        if self._moving or self._phase is TorrentPhase.CHECKING:
+            raise TorrentError(f"{self._name}: cannot move while {self._phase.value}")
+        self._moving = True
+        try:
+            await self._move(save_dir)
+        finally:
+            self._moving = False
+
+    async def _move(self, save_dir: Path) -> None:
+        handle = self.handle
+        filesystem: FileSystem | None = None
+        if handle is not None:
+            make = self.options.storage
+            filesystem = NativeFileSystem(save_dir) if make is None else make(save_dir)
+            try:
+                await self._disk.move_storage(handle, filesystem)
+            except (TorrentStateError, StorageError, OSError) as error:
+                filesystem.close()
+                raise TorrentError(f"{self._name}: cannot move to {save_dir}: {error}") from None
+            old, self._filesystem = self._filesystem, filesystem
+            if old is not None:
+                old.close()
+        self.options = dataclasses.replace(self.options, save_dir=save_dir)
+        if self._store is not None:
+            async with self._save_lock:
+                store, self._store = self._store, self._store.moved_to(save_dir)
+                try:
+                    await self._store.take_files_of(store)
+                except OSError as error:
+                    logger.warning("%s: resume files not moved: %s", self._name, error)
+                    self._selection_dirty = self._selection_set
+            await self._save_resume(sync=False)
 
     # -- piece order ------------------------------------------------------------------------
 
@@ -384,8 +744,11 @@ class Torrent:
         fastest there is), and a block that its peer will not deliver in time is asked of a
         faster one as well. A new deadline for the same piece replaces the old one; a piece
         that passes its hash check forgets its deadline. A deadline for a piece we already
-        have is ignored; one for a piece of a file not selected is kept but fetches nothing
-        (the selection wins).
+        have is ignored. A piece of a file not selected is raised to the lowest priority (1)
+        so that it is fetched, as libtorrent does: that piece only, not its file; it counts
+        in ``total`` (and a complete torrent goes back to ``DOWNLOADING`` for it). Clearing
+        the deadline does not lower it again (libtorrent's neither); a new :meth:`set_files`
+        does.
 
         Raises:
             TorrentError: the metadata is not known yet (a magnet link: the piece count is
@@ -397,12 +760,24 @@ class Torrent:
             raise ValueError(f"a deadline is seconds from now, >= 0; not {seconds_from_now!r}")
         now = trio.current_time()
         when = now + seconds_from_now
+        self._raise_piece(piece)
         if self.swarm is None:
             # Pieces found on disk drop out when the brain is made.
             self._pending_deadlines[piece] = when
         else:
             # The brain ignores a piece it has, and asks the peers that have it at once.
             self.swarm.feed(PieceDeadlineSet(piece, when), now)
+
+    def _raise_piece(self, piece: int) -> None:
+        """A deadline for a piece not wanted (its files not selected): wanted from now on at
+        the lowest priority, before the deadline reaches the brain."""
+        if self._selection is None or piece in self._raised:
+            return
+        priorities = self._priorities
+        if priorities is not None and priorities[piece]:
+            return  # selected already
+        self._raised.add(piece)
+        self._priorities_changed()
 
     def clear_piece_deadline(self, piece: int) -> None:
         """Forget the deadline of ``piece`` (libtorrent's ``reset_piece_deadline``): it is
@@ -445,11 +820,11 @@ class Torrent:
         """Fetch metadata, check the storage, then download and seed until cancelled."""
         with self._scope:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 await self._load_peers()
+                await self._load_selection()
                 user = UserPeers(await self._user_peers(), interval=self._config.redial_interval)
-                sources: list[PeerSource] = [user, *self._sources]
-                for source in sources:
-                    nursery.start_soon(source.run, self, self._peer_sink)
+                nursery.start_soon(self._run_sources, [user, *self._sources])
                 try:
                     if self.info is None:
                         await self._fetch_metadata()
@@ -461,10 +836,31 @@ class Torrent:
                     self._fail(str(error))
                     nursery.cancel_scope.cancel()
                     return
-                self._start_web_seeds(nursery)
+                self._start_web_seeds()
                 nursery.start_soon(self._save_resume_loop)
                 assert self.handle is not None
                 nursery.start_soon(self._uploader.run, self.handle)
+
+    async def _run_sources(self, sources: list[PeerSource]) -> None:
+        """Run the discovery sources while no hold is on: a pause cancels them (trackers hear
+        ``stopped``), a resume runs them again (``started``)."""
+        while True:
+            await self._unheld.wait()
+            with self._while_unheld():
+                async with trio.open_nursery() as nursery:
+                    for source in sources:
+                        nursery.start_soon(source.run, self, self._peer_sink)
+                await trio.sleep_forever()  # every source ended: nothing to do until a hold
+
+    async def _load_selection(self) -> None:
+        """The selection :meth:`set_files` saved in an earlier run, unless the options name
+        files or :meth:`set_files` was called since (those win)."""
+        if self._store is None or self.options.files is not None:
+            return
+        saved = await self._store.load_selection()
+        if saved is not None and not self._selection_set:
+            self._selection = saved.files
+            self._selection_set = True
 
     async def _load_peers(self) -> None:
         """The peers and bans saved by the last run: the bans are back, and the peers go to
@@ -506,7 +902,8 @@ class Torrent:
         self._stopped.set()
         self._scope.cancel()
         self._layers.stop_serving(self._info_hash)
-        self._handshaker.unregister(self._info_hash)
+        for info_hash in self._registered:
+            self._handshaker.unregister(info_hash)
         for peer in list(self.peers):
             self._manager.remove_peer(peer, REASON_STOPPED)
         logger.debug("%s failed: %s", self._name, reason)  # the owner reports it
@@ -517,16 +914,48 @@ class Torrent:
         self._stopped.set()
         self._layers.stop_serving(self._info_hash)
         if self.handle is not None:
+            self._pieces()  # the count the status shows from now on
             with trio.CancelScope(shield=True):
                 await self._save_resume(sync=True)
                 with contextlib.suppress(TorrentStateError):
                     await self._disk.remove_torrent(self.handle)
         else:
-            # A magnet link whose metadata never came: its peers are still worth keeping.
+            # A magnet link whose metadata never came: its peers (and a selection made
+            # meanwhile) are still worth keeping.
             with trio.CancelScope(shield=True):
-                await self._save_peers()
+                async with self._save_lock:
+                    await self._save_peers()
+                    await self._save_selection()
         if self._filesystem is not None:
             self._filesystem.close()
+
+    async def _remove(self, *, delete_data: bool) -> None:
+        """Internal (:meth:`bip._client.Session.remove_torrent`): stop for good, disconnect
+        the peers, leave the handshaker and the disk (deleting the files with
+        ``delete_data``), and delete the resume files. The session forgot it already."""
+        self._removed = True
+        self._scope.cancel()
+        self._stopped.set()
+        self._layers.stop_serving(self._info_hash)
+        self._metadata.stop_serving(self._info_hash)
+        for info_hash in self._registered:
+            self._handshaker.unregister(info_hash)
+        for peer in list(self.peers):
+            self._manager.remove_peer(peer, REASON_REMOVED)
+        self.peers.clear()
+        with trio.CancelScope(shield=True):
+            # The lock: a save under way ends before its files are deleted, and none follows
+            # (the torrent's tasks are cancelled).
+            async with self._save_lock:
+                if self.handle is not None:
+                    self._pieces()  # the count the status shows from now on
+                    with contextlib.suppress(TorrentStateError):
+                        await self._disk.remove_torrent(self.handle, delete_data=delete_data)
+                if self._filesystem is not None:
+                    self._filesystem.close()
+                if self._store is not None:
+                    await self._store.forget_all()
+        logger.debug("%s removed%s", self._name, " with its data" if delete_data else "")
 
     async def _fetch_metadata(self) -> None:
         """Get the info dictionary, and a v2-only torrent's piece layers: saved by an earlier
@@ -543,8 +972,11 @@ class Torrent:
         self._metadata.serve(info.info_hash, info.to_bytes())
         if info.info_hash != self._info_hash:
             # A hybrid torrent found by one of its hashes: take both swarms from now on.
+            self._registered.add(info.info_hash)
             self._on_info_hash(self, info.info_hash)
             self._info_hash = info.info_hash
+            if self._holds:  # paused meanwhile: the session registered it
+                self._handshaker.unregister(info.info_hash)
         for peer in list(self.peers):
             self._settle_piece_count(peer)
         if must_fetch_layers(info, self._piece_layers):
@@ -559,12 +991,16 @@ class Torrent:
     async def _fetch_info(self) -> Info:
         """The info dictionary from the peers (BEP 9), saved for the next run."""
         while True:
-            try:
-                raw = await self._metadata.fetch(
-                    self._manager, self._info_hash, timeout=self._config.metadata_timeout
-                )
-            except MetadataFetchError as error:
-                logger.info("metadata not found yet: %s", error)
+            await self._unheld.wait()  # paused: no peers to ask
+            raw: bytes | None = None
+            with self._while_unheld():
+                try:
+                    raw = await self._metadata.fetch(
+                        self._manager, self._info_hash, timeout=self._config.metadata_timeout
+                    )
+                except MetadataFetchError as error:
+                    logger.info("metadata not found yet: %s", error)
+            if raw is None:  # failed, or cut by a pause: again (once resumed)
                 continue
             try:
                 # Up to 4 MiB of someone else's making (150,000 tiny files: seconds of
@@ -580,12 +1016,16 @@ class Torrent:
         """The piece layers of a v2-only torrent's files larger than one piece (BEP 52 hash
         requests), each checked against its file's pieces root by the exchange."""
         while True:
-            try:
-                layers = await self._layers.fetch(
-                    self._manager, info, timeout=self._config.metadata_timeout
-                )
-            except PieceLayerFetchError as error:
-                logger.info("%s: piece layers not found yet: %s", self._name, error)
+            await self._unheld.wait()
+            layers: Mapping[bytes, bytes] | None = None
+            with self._while_unheld():
+                try:
+                    layers = await self._layers.fetch(
+                        self._manager, info, timeout=self._config.metadata_timeout
+                    )
+                except PieceLayerFetchError as error:
+                    logger.info("%s: piece layers not found yet: %s", self._name, error)
+            if layers is None:
                 continue
             logger.debug("%s: fetched %d piece layers", self._name, len(layers))
             return dict(layers)
@@ -605,31 +1045,45 @@ class Torrent:
         if info.is_v2 and not layers_missing(info, self._piece_layers):
             self._layers.serve(info, self._piece_layers)
 
-    def _selection_priorities(self, info: Info, geometry: TorrentGeometry) -> list[int] | None:
-        if self._selection is None:
-            return None
-        count = len(info.files)
-        outside = sorted(index for index in self._selection if index >= count)
-        if outside:
-            raise TorrentError(
-                f"no file {outside[0]} to select: the torrent has {count} files (0..{count - 1})"
-            )
-        files = [_DEFAULT_PRIORITY if i in self._selection else 0 for i in range(count)]
-        return geometry.piece_priorities(files)
+    def _piece_priorities(self) -> list[int] | None:
+        """Each piece's priority from the selection and the raised pieces (``None``: every
+        piece at the default), setting the wanted pieces and their size with it.
 
-    async def _open_storage(self) -> None:
-        """Add the torrent to the disk, check it, make the brain and join the peers."""
+        Raises:
+            TorrentError: the selection names a file the torrent does not have.
+        """
         info = self.info
         assert info is not None
-        geometry = TorrentGeometry.from_info(info)
-        priorities = self._selection_priorities(info, geometry)
+        geometry = self._geometry or TorrentGeometry.from_info(info)
+        if self._selection is None:
+            priorities = None
+        else:
+            count = len(info.files)
+            outside = sorted(index for index in self._selection if not 0 <= index < count)
+            if outside:
+                raise TorrentError(
+                    f"no file {outside[0]} to select: the torrent has {count} files"
+                    f" (0..{count - 1})"
+                )
+            files = [_DEFAULT_PRIORITY if i in self._selection else 0 for i in range(count)]
+            priorities = geometry.piece_priorities(files)
+            for piece in self._raised:
+                if not priorities[piece]:
+                    priorities[piece] = _DEADLINE_PRIORITY
         self._wanted = frozenset(
             range(geometry.num_pieces)
             if priorities is None
             else (p for p, priority in enumerate(priorities) if priority)
         )
-        self._geometry = geometry
         self._total = sum(geometry.piece_data_size(p) for p in self._wanted)
+        return priorities
+
+    async def _open_storage(self) -> None:
+        """Add the torrent to the disk, check it, make the brain and join the peers."""
+        info = self.info
+        assert info is not None
+        self._geometry = TorrentGeometry.from_info(info)
+        self._piece_priorities()  # a bad selection fails before the storage opens
         make = self.options.storage
         self._filesystem = (
             NativeFileSystem(self.options.save_dir) if make is None else make(self.options.save_dir)
@@ -650,6 +1104,15 @@ class Torrent:
         state = await self._disk.wait_checked(handle)
         if state is TorrentState.ERROR:
             raise TorrentError(self._disk.status(handle).reason or "checking the data failed")
+        self._make_swarm(handle)
+        self.ready.set()
+
+    def _make_swarm(self, handle: TorrentHandle) -> None:
+        """The data is checked: make the brain with what is on disk and the priorities now
+        (set_files may have been called during the check), and join the peers."""
+        geometry = self._geometry
+        assert geometry is not None
+        priorities = self._priorities = self._piece_priorities()
         have = self._disk.have(handle)
         brain = SwarmBrain(
             geometry,
@@ -667,23 +1130,43 @@ class Torrent:
         pending, self._pending_deadlines = self._pending_deadlines, {}
         for piece, when in pending.items():
             self.swarm.feed(PieceDeadlineSet(piece, when), now)
-        self._phase = TorrentPhase.DOWNLOADING
-        self._check_complete()
-        self.ready.set()
+        self._phase = TorrentPhase.DOWNLOADING  # or SEEDING, just below
+        self._update_completion()
         for peer in list(self.peers):
             self.swarm.join(peer, now)
 
     def _check_complete(self) -> None:
         if self.swarm is not None and self.swarm.brain.is_complete and not self.completed.is_set():
-            self._phase = TorrentPhase.SEEDING
+            self._update_completion()
+
+    def _update_completion(self) -> None:
+        """``SEEDING`` once every wanted piece is here; back to ``DOWNLOADING`` when the
+        wanted pieces grew past what is here (a new selection, a raised piece)."""
+        swarm = self.swarm
+        if swarm is None or self._phase in (TorrentPhase.FAILED, TorrentPhase.CHECKING):
+            return
+        complete = swarm.brain.is_complete
+        self._phase = TorrentPhase.SEEDING if complete else TorrentPhase.DOWNLOADING
+        if complete and not self.completed.is_set():
             self.completed.set()
             self._resume_dirty.set()
             self._finish_web_seeds()
+            self._tell_upload_only(True)
             for peer in list(self.peers):
-                # BEP 21, as libtorrent: tell the peers that speak it we only upload now.
-                if peer.connection.their_extension_ids.get(UPLOAD_ONLY_EXTENSION):
-                    self._manager.send_nowait(peer, UploadOnly(True))
                 self._drop_if_redundant(peer)
+        elif not complete and self.completed.is_set():
+            # An Event is never cleared: waiters that woke stay woken, new ones wait anew.
+            self.completed = trio.Event()
+            self._resume_dirty.set()
+            self._tell_upload_only(False)
+            if not self._holds:
+                self._restart_web_seeds(retry=False)
+
+    def _tell_upload_only(self, upload_only: bool) -> None:
+        """BEP 21, as libtorrent: tell the peers that speak it whether we only upload."""
+        for peer in list(self.peers):
+            if peer.connection.their_extension_ids.get(UPLOAD_ONLY_EXTENSION):
+                self._manager.send_nowait(peer, UploadOnly(upload_only))
 
     def _drop_if_redundant(self, peer: Peer) -> None:
         """Close a connection between two peers that both only upload (libtorrent's
@@ -740,6 +1223,11 @@ class Torrent:
         if self._stopped.is_set():
             self._manager.remove_peer(peer, REASON_STOPPED)
             return
+        if self._holds:  # delivered just before the pause
+            self._manager.remove_peer(
+                peer, REASON_PAUSED if _HOLD_PAUSED in self._holds else REASON_RECHECK
+            )
+            return
         self.peers.add(peer)
         # Added while the metadata arrived: the session gave it no piece count.
         if not self._settle_piece_count(peer):
@@ -768,47 +1256,86 @@ class Torrent:
             if isinstance(message, HaveAll | Bitfield | Have | UploadOnly | ExtendedHandshake):
                 self._drop_if_redundant(peer)
 
-    def _start_web_seeds(self, nursery: trio.Nursery) -> None:
-        """Join the web seeds to the brain and start their workers (nothing when the data is
-        all here already: a web seed only ever gives)."""
-        info, swarm = self.info, self.swarm
-        if info is None or swarm is None or self.completed.is_set():
+    def _start_web_seeds(self) -> None:
+        """Make the web seeds, join them to the brain and start their workers (not when the
+        data is all here already: a web seed only ever gives; nor while paused)."""
+        if self.completed.is_set():
+            return  # made if the torrent wants more (set_files)
+        self._make_web_seeds()
+        if not self._holds:
+            self._run_web_seeds()
+
+    def _make_web_seeds(self) -> None:
+        """The web seeds, once (the first time the torrent downloads)."""
+        info = self.info
+        if info is None or self._web_seeds_made:
             return
+        self._web_seeds_made = True
         urls = self._web_seed_urls
         if len(urls) > MAX_WEB_SEEDS:
             logger.info(
                 "%s: using the first %d of %d web seeds", self._name, MAX_WEB_SEEDS, len(urls)
             )
             urls = urls[:MAX_WEB_SEEDS]
-        now = trio.current_time()
         for url in urls:
             try:
                 layout = web_seed_layout(url, info)
             except WebSeedUrlError as error:
                 logger.info("%s: web seed skipped: %s", self._name, error)
                 continue
-            seed = WebSeed(
-                layout,
-                self._web_seed_client,
-                deliver=self._web_block,
-                feed=self._web_seed_input,
-                piece_length=info.piece_length,
-            )
-            self.web_seeds.append(seed)
-            swarm.join_web_seed(seed, now)
-            nursery.start_soon(seed.run, name=f"bip web seed {seed.shown}")
+            self.web_seeds.append(self._new_web_seed(layout))
 
-    def _finish_web_seeds(self) -> None:
-        """Complete: the web seeds leave the brain and stop (libtorrent drops them once
-        finished). They never rejoin: ``completed`` is never cleared, and a piece lost to a
-        storage fault fails the whole torrent (bip_disk's ``TorrentFailed`` follows)."""
+    def _new_web_seed(self, layout: WebSeedLayout) -> WebSeed:
+        info = self.info
+        assert info is not None
+        return WebSeed(
+            layout,
+            self._web_seed_client,
+            deliver=self._web_block,
+            feed=self._web_seed_input,
+            piece_length=info.piece_length,
+        )
+
+    def _run_web_seeds(self) -> None:
+        """Join the usable web seeds not joined yet to the brain, and start their workers."""
+        swarm, nursery = self.swarm, self._nursery
+        if swarm is None or nursery is None:
+            return
+        now = trio.current_time()
+        for seed in self.web_seeds:
+            if seed.usable and seed not in swarm.web_seeds:
+                swarm.join_web_seed(seed, now)
+                nursery.start_soon(seed.run, name=f"bip web seed {seed.shown}")
+
+    def _stop_web_seeds(self, reason: str) -> None:
+        """The web seeds leave the brain and stop (their requests go back to the brain)."""
         swarm = self.swarm
-        assert swarm is not None
+        if swarm is None:
+            return
         now = trio.current_time()
         for seed in self.web_seeds:
             if seed in swarm.web_seeds:
-                seed.finish("the torrent is complete")
+                seed.finish(reason)
                 swarm.web_seed_input(seed, PeerLeft(seed), now)
+
+    def _restart_web_seeds(self, *, retry: bool) -> None:
+        """Start the web seeds again (resumed, or wanting more after being complete): those
+        stopped (``DONE``) are made anew; with ``retry``, those given up on too (a resume is
+        a new run for them, as for trackers). A banned one stays out."""
+        if self.swarm is None or self.completed.is_set() or self._nursery is None:
+            return
+        self._make_web_seeds()
+        again = {WebSeedState.DONE, WebSeedState.GONE} if retry else {WebSeedState.DONE}
+        self.web_seeds = [
+            self._new_web_seed(seed.layout) if seed.state in again else seed
+            for seed in self.web_seeds
+        ]
+        self._run_web_seeds()
+
+    def _finish_web_seeds(self) -> None:
+        """Complete: the web seeds leave the brain and stop (libtorrent drops them once
+        finished). They start again if the torrent wants more (:meth:`set_files`)."""
+        self._stop_web_seeds("the torrent is complete")
 
     def _web_seed_input(self, seed: WebSeed, event: Input) -> None:
         if self.swarm is not None:
@@ -818,8 +1345,9 @@ class Torrent:
     async def _web_block(self, seed: WebSeed, block: Block, data: bytes) -> None:
         """A block a web seed fetched: stored, then told to the brain, as a peer's."""
         swarm, handle = self.swarm, self.handle
-        assert swarm is not None
         assert handle is not None
+        if swarm is None:  # a recheck began since it was asked for: not wanted any more
+            return
         try:
             await self._disk.write_block(handle, block.piece, block.begin, data)
         except TorrentStateError as error:
@@ -901,22 +1429,40 @@ class Torrent:
             swarm.feed(BlockSent(peer, block), now)
 
     async def _save_resume_loop(self) -> None:
-        """Save the resume data when it changed, at most every ``resume_interval`` seconds."""
+        """Save the resume data when it changed, at most every ``resume_interval`` seconds
+        (a pause saves at once)."""
         while True:
             await self._resume_dirty.wait()
             self._resume_dirty = trio.Event()
+            self._save_now = trio.Event()
             await self._save_resume(sync=False)
-            await trio.sleep(self._config.resume_interval)
+            with trio.move_on_after(self._config.resume_interval):
+                await self._save_now.wait()
 
     async def _save_resume(self, *, sync: bool) -> None:
-        if self._store is None or self.handle is None:
+        # Not while checking: the disk's record is half rebuilt then (the last one stays; a
+        # recheck deleted it, so that a run cut short checks everything again).
+        if self._store is None or self.handle is None or self._phase is TorrentPhase.CHECKING:
             return
+        async with self._save_lock:
+            try:
+                data = await self._disk.save_resume_data(self.handle, sync=sync)
+                await self._store.save_resume(data)
+            except (TorrentStateError, StorageError, OSError) as error:
+                logger.warning("%s: cannot save resume data: %s", self._name, error)
+            await self._save_peers()
+            await self._save_selection()
+
+    async def _save_selection(self) -> None:
+        """Keep the selection :meth:`set_files` made (when it changed since written)."""
+        if self._store is None or not self._selection_dirty:
+            return
+        self._selection_dirty = False
         try:
-            data = await self._disk.save_resume_data(self.handle, sync=sync)
-            await self._store.save_resume(data)
-        except (TorrentStateError, StorageError, OSError) as error:
-            logger.warning("%s: cannot save resume data: %s", self._name, error)
-        await self._save_peers()
+            await self._store.save_selection(self._selection)
+        except OSError as error:
+            self._selection_dirty = True
+            logger.warning("%s: cannot save its file selection: %s", self._name, error)
 
 
 def layers_missing(info: Info, layers: Mapping[bytes, bytes]) -> bool:
