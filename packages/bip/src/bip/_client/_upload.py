@@ -19,15 +19,43 @@ Fair. Peers with requests take turns, one block each (round robin), so a peer wi
 queue does not starve the others; several workers may serve one peer at once when nobody
 else waits.
 
-Backpressure. A block is read for a peer only while the bytes queued for it and not yet
-written (:meth:`~bip_peer.PeerManager.queued_bytes`), plus the blocks being read for it,
-are below :data:`SEND_WATERMARK` (512 KiB), as libtorrent reads a block for a peer only
-below its ``send_buffer_watermark``. A peer at the watermark is set aside with a watcher
-task waiting for its queue to drain (:meth:`~bip_peer.PeerManager.wait_writable`), then
-takes its turn again; the workers go on serving the others. A peer that requests and never
-reads holds the watermark's bytes and no worker, until the manager's send timeout drops it.
-Blocks are queued with :meth:`~bip_peer.PeerManager.send_nowait`: a worker never waits on a
-peer.
+Backpressure. A block is read for a peer only while the bytes queued for it and not yet written
+(:meth:`~bip_peer.PeerManager.queued_bytes`), plus the blocks being read for it, are below the
+peer's send watermark, as libtorrent reads a block for a peer only below its watermark. The
+watermark adapts to the peer, with libtorrent's formula and defaults: the peer's upload rate
+times :data:`SEND_WATERMARK_FACTOR` (50 %), so what is read ahead covers half a second at the
+rate the peer takes it, clamped between :data:`SEND_LOW_WATERMARK` (10 KiB) and
+:data:`SEND_WATERMARK` (512 KiB). A slow peer holds little read ahead (50 peers taking 20 KiB/s
+each hold a block or two each, 1.6 MiB in all at most, where a fixed 512 KiB held 25 MiB), a
+fast one enough to cover disk reads at its rate. A peer at its watermark is set aside with a
+watcher task waiting for its queue to drain (:meth:`~bip_peer.PeerManager.wait_writable`), then
+takes its turn again; the workers go on serving the others. A peer that requests and never reads
+holds its watermark's bytes and no worker, until the manager's send timeout drops it. Blocks are
+queued with :meth:`~bip_peer.PeerManager.send_nowait`: a worker never waits on a peer.
+
+The rate. libtorrent takes the payload bytes it wrote to the peer in the last second; we count
+the payload bytes of the blocks we queued to the peer over the last second
+(:data:`RATE_WINDOW`), in O(1) per block. They are the same in the steady state (a block is
+queued only as the queue drains below the watermark, so blocks go in at the rate they go out),
+and the filling of an empty queue counts only once. At a given moment the rate is off by about
+one of the manager's write batches (it sends what is queued in batches of up to 256 KiB, so
+blocks are queued in bursts): the watermark wavers around the formula's value (between 40 % and
+180 % of it for a peer at 200 KiB/s), and is exact on average; it only bounds what is read
+ahead, never what is sent. A new peer's rate starts at zero (its meter counts as if it had been
+idle for a whole window, rather than dividing its first block by a few milliseconds), and the
+meter outlives the peer's queued requests, so a peer whose requests come in bursts keeps its
+rate between them.
+
+Why the rate can grow from zero. The comparison is strict: a peer with nothing queued or
+being read always gets a block, however low its watermark (never less than one block at a
+time). With ``n`` blocks at a time, each read, queued and handed to the socket in some time
+``t`` (a disk read, mostly: the kernel's socket buffer covers the link), the rate is
+``n * block / t`` and the watermark ``factor * n * block / t``, which lets a block more in as
+soon as ``t`` is under ``factor`` seconds (half a second): then the rate grows, block by
+block, up to what the peer takes, the workers or the high bound. A disk that takes more
+than half a second per read may keep a peer at one block at a time, as it does libtorrent's (a
+disk that slow limits the upload anyway, though the workers reading at once for one peer would
+take a few blocks per read, not one).
 
 Just before reading, and again before sending, a request is looked up in the connection's
 open requests: one cancelled or rejected by a choke meanwhile is skipped.
@@ -36,6 +64,7 @@ open requests: one cancelled or rejected by a choke meanwhile is skipped.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Final
@@ -43,10 +72,25 @@ from typing import Final
 import trio
 
 from bip_disk import DiskManager, StorageError, TorrentHandle, TorrentStateError
-from bip_peer import LocalProtocolError, Peer, PeerClosedError, PeerManager, Piece, Request
+from bip_peer import (
+    LocalProtocolError,
+    Peer,
+    PeerClosedError,
+    PeerManager,
+    Piece,
+    RateMeter,
+    Request,
+)
 from bip_select import Block
 
-__all__ = ["SEND_WATERMARK", "UPLOAD_WORKERS", "Uploader"]
+__all__ = [
+    "RATE_WINDOW",
+    "SEND_LOW_WATERMARK",
+    "SEND_WATERMARK",
+    "SEND_WATERMARK_FACTOR",
+    "UPLOAD_WORKERS",
+    "Uploader",
+]
 
 logger = logging.getLogger("bip.client")
 
@@ -54,14 +98,34 @@ UPLOAD_WORKERS: Final = 4
 """Tasks per torrent reading requested blocks from disk and queueing them to peers."""
 
 SEND_WATERMARK: Final = 512 * 1024
-"""Bytes queued for a peer (not yet written, or being read for it) below which we read it
-another block.
+"""The most a peer's send watermark can be: bytes queued for it (not yet written, or being
+read for it) below which we read it another block, however fast it takes them.
 
-libtorrent's default ``send_buffer_watermark`` (500 KiB): the kernel's socket buffer covers
-the link's delay, this only has to cover a disk read. On loopback a libtorrent leecher
-downloads from ``bip seed`` as fast with 256 KiB as with 4 MiB (about 135 MiB/s here), and
-a peer that stops reading holds this and one block, and no worker.
+The high bound of the adaptive watermark (see the module docstring), as libtorrent's
+``send_buffer_watermark`` (500 KiB; 512 KiB is qBittorrent's default): the kernel's socket
+buffer covers the link's delay, this only has to cover a disk read. A peer taking 1 MiB/s or
+more reaches it (half a second at its rate). On loopback a libtorrent leecher downloads from
+``bip seed`` as fast with 256 KiB as with 4 MiB, and as fast with the adaptive watermark as
+with this one fixed (about 140 MiB/s here); a peer that stops reading holds at most this and
+one block, and no worker.
 """
+
+SEND_LOW_WATERMARK: Final = 10 * 1024
+"""The least a peer's send watermark can be, as libtorrent's ``send_buffer_low_watermark``.
+
+Below a block (16 KiB): a peer whose rate is that low, or zero (new, or not reading), is
+served one block at a time (a block is always read for a peer with nothing queued).
+"""
+
+SEND_WATERMARK_FACTOR: Final = 50
+"""A peer's send watermark in percent of its upload rate (bytes per second), as libtorrent's
+``send_buffer_watermark_factor``: 50 keeps half a second of the peer's rate read ahead."""
+
+RATE_WINDOW: Final = 1.0
+"""Seconds a peer's upload rate is measured over, for its watermark (libtorrent's: the last
+second)."""
+
+_RATE_BUCKETS: Final = 10  # the rate's time resolution: a tenth of the window
 
 
 _BlockKey = tuple[int, int, int]
@@ -70,9 +134,9 @@ _BlockKey = tuple[int, int, int]
 class _PeerQueue:
     """One peer's queued requests and where the peer is in the uploader's hands."""
 
-    __slots__ = ("limit", "reading", "requests", "scheduled", "stuck", "waiting_reads")
+    __slots__ = ("limit", "meter", "reading", "requests", "scheduled", "stuck", "waiting_reads")
 
-    def __init__(self, reqq: int) -> None:
+    def __init__(self, reqq: int, meter: RateMeter) -> None:
         # Oldest first; a dict keeps insertion order and drops a duplicate for free.
         self.requests: dict[_BlockKey, None] = {}
         # Past this many entries the stale ones are swept out (see the module docstring).
@@ -85,20 +149,31 @@ class _PeerQueue:
         # Queued bytes when the send queue refused a block (full in messages): its next turn
         # waits until some of them are written (0: not stuck).
         self.stuck = 0
+        # The peer's upload rate (the uploader's, shared with the queues the peer has later).
+        self.meter = meter
 
 
 class Uploader:
     """The upload side of one torrent.
 
+    A peer's send watermark (see the module docstring) is its upload rate over the last
+    :data:`RATE_WINDOW` times ``watermark_factor`` percent, clamped between
+    ``low_watermark`` and ``watermark``. For a fixed watermark, give both bounds the same
+    value.
+
     Args:
         disk: where the blocks are read.
         manager: where the pieces are sent.
         on_sent: told of every block queued to a peer (for rates and the choker).
-        watermark: bytes queued for a peer below which another block is read for it
-            (:data:`SEND_WATERMARK`).
+        watermark: the most a peer's watermark can be (:data:`SEND_WATERMARK`).
+        low_watermark: the least a peer's watermark can be (:data:`SEND_LOW_WATERMARK`);
+            above ``watermark``, it is ``watermark``.
+        watermark_factor: a peer's watermark in percent of its upload rate in bytes per
+            second (:data:`SEND_WATERMARK_FACTOR`).
 
     Raises:
-        ValueError: ``watermark`` is not a positive int.
+        ValueError: ``watermark``, ``low_watermark`` or ``watermark_factor`` is not a
+            positive int.
     """
 
     def __init__(
@@ -108,14 +183,27 @@ class Uploader:
         *,
         on_sent: Callable[[Peer, Block], None],
         watermark: int = SEND_WATERMARK,
+        low_watermark: int = SEND_LOW_WATERMARK,
+        watermark_factor: int = SEND_WATERMARK_FACTOR,
     ) -> None:
-        if isinstance(watermark, bool) or not isinstance(watermark, int) or watermark < 1:
-            raise ValueError(f"watermark must be a positive int, not {watermark!r}")
+        for name, value in (
+            ("watermark", watermark),
+            ("low_watermark", low_watermark),
+            ("watermark_factor", watermark_factor),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, not {value!r}")
         self._disk = disk
         self._manager = manager
         self._on_sent = on_sent
         self._watermark = watermark
+        self._low_watermark = min(low_watermark, watermark)
+        self._factor = watermark_factor / 100
         self._queues: dict[Peer, _PeerQueue] = {}
+        # Each peer's upload rate, kept while its queue comes and goes. Weak: a peer's meter
+        # goes with the peer's handle, whether or not we saw it leave (a peer removed while
+        # nothing was queued for it never comes up here again).
+        self._meters: weakref.WeakKeyDictionary[Peer, RateMeter] = weakref.WeakKeyDictionary()
         self._ready: deque[Peer] = deque()  # peers to serve, in turn; each at most once
         self._idle = trio.lowlevel.ParkingLot()  # workers waiting for a ready peer
         self._nursery: trio.Nursery | None = None  # run()'s, for the watchers
@@ -128,7 +216,9 @@ class Uploader:
             return  # cancelled, or rejected by a choke, before its event reached us
         state = self._queues.get(peer)
         if state is None:
-            state = self._queues[peer] = _PeerQueue(connection.limits.max_peer_requests)
+            state = self._queues[peer] = _PeerQueue(
+                connection.limits.max_peer_requests, self._meter(peer)
+            )
         if len(state.requests) >= state.limit:
             self._sweep(peer, state)  # a new dict
         state.requests[key] = None
@@ -142,6 +232,25 @@ class Uploader:
         """Requests of ``peer`` queued here, stale ones (cancelled, not yet swept) included."""
         state = self._queues.get(peer)
         return 0 if state is None else len(state.requests)
+
+    def upload_rate(self, peer: Peer) -> float:
+        """Bytes per second of blocks queued to ``peer`` over the last :data:`RATE_WINDOW`.
+
+        0.0 for a peer never served. Call it from trio (it reads trio's clock).
+        """
+        meter = self._meters.get(peer)
+        return 0.0 if meter is None else meter.rate(trio.current_time())
+
+    def watermark(self, peer: Peer) -> int:
+        """``peer``'s send watermark now: bytes queued or being read for it below which its
+        next block is read.
+
+        Call it from trio (it reads trio's clock).
+        """
+        meter = self._meters.get(peer)
+        if meter is None:
+            return self._low_watermark
+        return self._watermark_of(meter, trio.current_time())
 
     @property
     def queued_peers(self) -> int:
@@ -161,6 +270,26 @@ class Uploader:
 
     # -- internals --------------------------------------------------------------------------
 
+    def _meter(self, peer: Peer) -> RateMeter:
+        """``peer``'s rate meter, made the first time it is asked."""
+        meter = self._meters.get(peer)
+        if meter is None:
+            # Started a window ago: a new peer's rate is its bytes over a whole window. A
+            # meter started now would divide its first block by a few milliseconds, and let a
+            # slow peer's first burst of blocks raise its own watermark.
+            now = trio.current_time()
+            meter = self._meters[peer] = RateMeter(
+                RATE_WINDOW, _RATE_BUCKETS, now=now - RATE_WINDOW
+            )
+        return meter
+
+    def _watermark_of(self, meter: RateMeter, now: float) -> int:
+        """The watermark for a peer whose upload rate ``meter`` counts."""
+        watermark = int(meter.rate(now) * self._factor)
+        if watermark < self._low_watermark:
+            return self._low_watermark
+        return min(watermark, self._watermark)
+
     @staticmethod
     def _sweep(peer: Peer, state: _PeerQueue) -> None:
         """Drop ``peer``'s stale entries: requests its connection no longer has open."""
@@ -178,7 +307,8 @@ class Uploader:
             del self._queues[peer]
 
     def _drop(self, peer: Peer, state: _PeerQueue) -> None:
-        """``peer`` is gone: forget its requests."""
+        """``peer`` is gone: forget its requests and its rate."""
+        self._meters.pop(peer, None)
         state.requests.clear()
         state.scheduled = False
         self._forget(peer, state)
@@ -197,10 +327,11 @@ class Uploader:
         if not manager.is_connected(peer):
             self._drop(peer, state)
             return None
-        if state.reading >= self._watermark:
+        watermark = self._watermark_of(state.meter, trio.current_time())
+        if state.reading >= watermark:
             state.waiting_reads = True  # _work hands it back as one of its reads ends
             return None
-        limit = self._watermark - state.reading
+        limit = watermark - state.reading
         if state.stuck:
             limit = min(limit, state.stuck)
         if manager.queued_bytes(peer) >= limit:
@@ -292,6 +423,7 @@ class Uploader:
         except LocalProtocolError:  # StaleSendError: overtaken by the peer; nothing queued
             return
         if sent:
+            state.meter.add(key[2], trio.current_time())
             self._on_sent(peer, Block(*key))
             return
         # Gone, or full (in messages, or in bytes by what others queued: haves, metadata...):
