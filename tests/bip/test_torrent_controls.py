@@ -18,6 +18,7 @@ from _engine_helpers import (
     seeder_and_leecher,
     write_content,
 )
+from _http_file_server import file_server
 from _http_tracker_server import MiniTracker, http_server, query_of
 
 from bip._client import (
@@ -30,8 +31,9 @@ from bip._client import (
 )
 from bip._client._discovery import DiscoveryTarget, TrackerAnnouncer
 from bip._client._torrent import REASON_PAUSED, REASON_REMOVED
+from bip._client._webseed import WebSeedState
 from bip_handshake import PeerSink
-from bip_metainfo import MagnetLink, Metainfo
+from bip_metainfo import MagnetLink, Metainfo, create_torrent
 
 DEADLINE = 30.0
 PIECE = 32768
@@ -351,3 +353,35 @@ async def test_remove_a_magnet_waiting_for_its_metadata(tmp_path: Path) -> None:
             with pytest.raises(TorrentError, match="removed"):
                 waiting.resume()
     assert resume_files(tmp_path / "down") == []
+
+
+async def test_pause_stops_the_web_seeds_and_resume_tries_them_again(tmp_path: Path) -> None:
+    folder = write_content(tmp_path / "seed", [300_000, 70_000])
+    down = tmp_path / "down"
+    with trio.fail_after(DEADLINE):
+        async with file_server(folder.parent) as server, open_session(loopback_config()) as s:
+            server.status = "503 Busy"  # failing: the web seed waits 30 s before a new try
+            torrent = create_torrent(
+                folder,
+                version="v1",
+                piece_length=PIECE,
+                web_seeds=[server.url],
+                creation_date=None,
+                created_by=None,
+            )
+            download = await s.add_torrent(torrent, TorrentOptions(down))
+            await until(lambda: bool(download.web_seeds))
+            [seed] = download.web_seeds
+            await until(lambda: seed.state is WebSeedState.WAITING)
+            assert download.status().web_seeds == 1
+            download.pause()
+            assert seed.state is WebSeedState.DONE
+            assert download.status().web_seeds == 0
+            asked = len(server.requests)
+            server.status = None
+            download.resume()  # a new run: the web seed is tried again at once
+            await download.wait_complete()
+            [again] = download.web_seeds
+            assert again is not seed
+            assert len(server.requests) > asked
+    assert same_files(folder, down / "album")

@@ -246,9 +246,14 @@ async def test_a_deadline_raises_a_piece_not_selected(tmp_path: Path) -> None:
             # Clearing the deadline leaves it wanted (libtorrent's too); a selection drops it.
             download.clear_piece_deadline(ONLY_FILE_2)
             assert download.status().total == wanted_size(torrent, {0}, {ONLY_FILE_2})
-            download.set_files(frozenset({0}))
+            download.set_piece_deadline(ONLY_FILE_2 + 1, 3600)
+            assert download.swarm is not None
+            assert ONLY_FILE_2 + 1 in download.swarm.brain.deadlines()
+            download.set_files(frozenset({0}))  # before any checkpoint: nothing came yet
             assert download.status().total == wanted_size(torrent, {0})
             assert download.status().phase is TorrentPhase.SEEDING
+            # A piece no longer wanted loses its deadline (libtorrent's prioritize_files).
+            assert ONLY_FILE_2 + 1 not in download.swarm.brain.deadlines()
 
 
 async def test_a_deadline_before_the_brain_raises_the_piece(tmp_path: Path) -> None:

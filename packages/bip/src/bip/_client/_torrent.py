@@ -297,8 +297,9 @@ class Torrent:
         self._selection_set = False
         self._selection_dirty = False
         # Every hash the handshaker knows the torrent by (a magnet's partial one, then the
-        # metadata's): all unregistered when it is paused or removed.
-        self._registered: set[InfoHash] = {self._info_hash}
+        # metadata's): all unregistered when it is paused or removed, and registered again
+        # in this order on resume (the fuller one last: it wins the swarm ids they share).
+        self._registered: dict[InfoHash, None] = {self._info_hash: None}
         # Pause and recheck: while any hold is on, the torrent has no peers, dials none,
         # refuses inbound handshakes and runs no discovery source nor web seed.
         self._holds: set[str] = set()
@@ -540,7 +541,7 @@ class Torrent:
         event (unset; one that was set stays set), peers hear we are no longer upload-only,
         the web seeds start again. One that wants less may become complete (``SEEDING``).
         Pieces a deadline raised (:meth:`set_piece_deadline`) take their files' priority
-        again, as in libtorrent.
+        again, and pieces no longer wanted lose their deadlines, as in libtorrent.
 
         Remembered in the resume data (``.bip/HASH.selection``): a later run with
         ``TorrentOptions.files`` left ``None`` selects these files again. Before a magnet
@@ -582,13 +583,16 @@ class Torrent:
         swarm = self.swarm
         if swarm is None or self.info is None:
             return
-        priorities = self._piece_priorities()
-        self._priorities = priorities
+        priorities = self._priorities = self._piece_priorities()
         everything = [_DEFAULT_PRIORITY] * swarm.brain.geometry.num_pieces
+        now = trio.current_time()
         swarm.feed(
-            PrioritiesChanged(piece_priorities=dict(enumerate(priorities or everything))),
-            trio.current_time(),
+            PrioritiesChanged(piece_priorities=dict(enumerate(priorities or everything))), now
         )
+        if priorities is not None:
+            # As libtorrent's prioritize_files: a piece no longer wanted loses its deadline.
+            for piece in [p for p in swarm.brain.deadlines() if not priorities[p]]:
+                swarm.feed(PieceDeadlineCleared(piece), now)
         self._done = sum(
             swarm.brain.geometry.piece_data_size(piece)
             for piece in self._wanted
@@ -712,8 +716,9 @@ class Torrent:
         for a player or a previewer reading the files front to back. It costs the swarm:
         rarity is ignored, so we hold the same pieces as every other sequential peer and
         have less to trade; rarest first keeps rare pieces alive. Priorities still come
-        first (lowest index first within each priority), files not selected are never
-        fetched, and pieces with a deadline come before both orders.
+        first (lowest index first within each priority), files not selected are not
+        fetched (but for pieces given a deadline), and pieces with a deadline come before
+        both orders.
 
         Switchable at any time, also before a magnet link's metadata arrives (remembered
         and applied when the download starts). Requests already sent stay; the order
@@ -972,7 +977,7 @@ class Torrent:
         self._metadata.serve(info.info_hash, info.to_bytes())
         if info.info_hash != self._info_hash:
             # A hybrid torrent found by one of its hashes: take both swarms from now on.
-            self._registered.add(info.info_hash)
+            self._registered[info.info_hash] = None
             self._on_info_hash(self, info.info_hash)
             self._info_hash = info.info_hash
             if self._holds:  # paused meanwhile: the session registered it
@@ -1129,7 +1134,8 @@ class Torrent:
         # adds its Streaming layer only if some are left. No peer has joined yet.
         pending, self._pending_deadlines = self._pending_deadlines, {}
         for piece, when in pending.items():
-            self.swarm.feed(PieceDeadlineSet(piece, when), now)
+            if priorities is None or priorities[piece]:  # set_files may have dropped it
+                self.swarm.feed(PieceDeadlineSet(piece, when), now)
         self._phase = TorrentPhase.DOWNLOADING  # or SEEDING, just below
         self._update_completion()
         for peer in list(self.peers):
