@@ -10,6 +10,7 @@ disk is a fake that takes a set (virtual) time per read.
 
 from __future__ import annotations
 
+import gc
 import math
 import statistics
 from collections.abc import AsyncIterator
@@ -219,6 +220,7 @@ async def seed(
                 async for event in manager.events():
                     if isinstance(event, MessageReceived) and isinstance(event.message, Request):
                         uploader.queue(event.peer, event.message)
+                    del event  # holds a peer while waiting for the next one
 
             nursery.start_soon(dispatch)
             nursery.start_soon(lambda: uploader.run(HANDLE))
@@ -463,3 +465,24 @@ async def test_a_gone_peer_takes_its_rate_with_it(autojump_clock: trio.testing.M
         assert s.uploader.queued_peers == 0
         assert s.uploader.upload_rate(peer) == 0.0
         assert s.uploader.watermark(peer) == SEND_LOW_WATERMARK
+
+
+async def test_the_rates_of_peers_gone_between_bursts_go_with_their_handles(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A peer removed while nothing was queued for it never comes up in the uploader again:
+    its rate is held weakly, and goes when nothing else holds the peer."""
+    async with seed(latency=0.001) as s:
+        for _ in range(20):
+            peer, leecher = await s.leecher(math.inf, depth=0)
+            leecher.refill = False
+            await leecher.send(*leecher._request(4))
+            await trio.sleep(0.1)
+            assert leecher.received == 4 * BLOCK
+            assert s.uploader.queued_peers == 0
+            assert s.uploader.upload_rate(peer) > 0
+            s.manager.remove_peer(peer, "test")
+            await trio.sleep(0.1)
+        del peer
+        gc.collect()
+        assert len(s.uploader._meters) == 0

@@ -386,25 +386,33 @@ class Uploader:
     async def _work(self, handle: TorrentHandle) -> None:
         ready = self._ready
         while True:
-            if not ready:
+            if ready:
+                await self._take_turn(handle)
+            else:
                 await self._idle.park()
-                continue
-            turn = self._next()
-            if turn is None:
-                continue
-            peer, state, key = turn
-            length = key[2]
-            state.reading += length
-            try:
-                await self._serve(handle, peer, state, key)
-            finally:
-                state.reading -= length
-                if state.waiting_reads:
-                    state.waiting_reads = False
-                    ready.append(peer)
-                    if self._idle:
-                        self._idle.unpark()
-                self._forget(peer, state)
+
+    async def _take_turn(self, handle: TorrentHandle) -> None:
+        """Serve the next peer's turn, if it has one.
+
+        A call of its own so that a worker waiting for work holds no peer (its handle, its
+        connection and its rate stay alive as long as anything refers to them).
+        """
+        turn = self._next()
+        if turn is None:
+            return
+        peer, state, key = turn
+        length = key[2]
+        state.reading += length
+        try:
+            await self._serve(handle, peer, state, key)
+        finally:
+            state.reading -= length
+            if state.waiting_reads:
+                state.waiting_reads = False
+                self._ready.append(peer)
+                if self._idle:
+                    self._idle.unpark()
+            self._forget(peer, state)
 
     async def _serve(
         self, handle: TorrentHandle, peer: Peer, state: _PeerQueue, key: _BlockKey
