@@ -348,7 +348,7 @@ async def test_remove_a_magnet_waiting_for_its_metadata(tmp_path: Path) -> None:
             waiting.pause()
             await session.remove_torrent(waiting, delete_data=True)
             assert session.torrents == ()
-            with pytest.raises(TorrentError, match="the torrent was closed"):
+            with pytest.raises(TorrentError, match="the torrent was removed"):
                 await waiting.wait_complete()
             with pytest.raises(TorrentError, match="removed"):
                 waiting.resume()

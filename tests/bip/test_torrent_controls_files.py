@@ -35,6 +35,7 @@ from bip._client._resume import (
     decode_saved_selection,
     encode_saved_selection,
 )
+from bip_disk import MemoryFileSystem
 from bip_metainfo import MagnetLink, Metainfo
 from bip_select import TorrentGeometry
 
@@ -69,6 +70,10 @@ def file_bytes(torrent: Metainfo, root: Path, index: int) -> bytes | None:
 
 def selected(download: Torrent) -> frozenset[int] | None:
     return download.files  # (read again: mypy would keep what an earlier assert said)
+
+
+def files_in(folder: Path, pattern: str) -> list[Path]:
+    return list(folder.glob(pattern)) if folder.exists() else []
 
 
 def left(download: Torrent) -> int:
@@ -346,12 +351,40 @@ async def test_move_storage_moves_the_files_and_the_resume_data(tmp_path: Path) 
             assert download.status().phase is TorrentPhase.SEEDING
             assert same_files(folder, moved / "album")
             assert not (down / "album" / "f0.bin").exists()
-            assert not list((down / ".bip").glob(f"{name}.*")) if (down / ".bip").exists() else True
+            assert not files_in(down / ".bip", f"{name}.*")
             assert (moved / ".bip" / f"{name}.resume").exists()
         # The next run from the new place trusts the resume data there.
         async with open_session(loopback_config()) as session:
             again = await session.add_torrent(torrent, TorrentOptions(moved))
             await again.wait_complete()
+
+
+async def test_move_storage_uses_the_storage_factory(tmp_path: Path) -> None:
+    folder, torrent = content(tmp_path)
+    stores: dict[Path, MemoryFileSystem] = {}
+
+    def storage(save_dir: Path) -> MemoryFileSystem:
+        return stores.setdefault(save_dir, MemoryFileSystem())
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    with trio.fail_after(DEADLINE):
+        async with seeder_and_leecher(torrent, folder) as (seeder, leecher):
+            download = await leecher.add_torrent(
+                torrent, TorrentOptions(first, peers=(address_of(seeder),), storage=storage)
+            )
+            await download.wait_complete()
+            await download.move_storage(second)
+            assert download.options.save_dir == second
+            assert download.options.storage is storage
+    assert set(stores) == {first, second}
+    for entry in torrent.info.files:
+        name = "/".join(entry.path)
+        expected = folder.parent.joinpath(*entry.path).read_bytes()
+        assert stores[second].read(name, 0, entry.length) == expected
+        assert stores[first].size(name) is None  # the old copy is gone
+    # The resume files went with it (the real disk keeps those).
+    assert files_in(second / ".bip", "*.resume")
+    assert not files_in(first / ".bip", "*")
 
 
 async def test_move_storage_before_the_metadata(tmp_path: Path) -> None:

@@ -419,7 +419,8 @@ class Torrent:
             nursery.start_soon(watch, completed)
             nursery.start_soon(watch, self._stopped)
         if not completed.is_set():
-            raise TorrentError(self._error or "the torrent was closed")
+            gone = "removed" if self._removed else "closed"
+            raise TorrentError(self._error or f"the torrent was {gone}")
 
     # -- controls (libtorrent's torrent_handle) ---------------------------------------------
 
@@ -581,7 +582,9 @@ class Torrent:
         """The selection or a raised piece changed: the wanted pieces, sizes and the brain's
         priorities follow (once the brain exists; it is made with them otherwise)."""
         swarm = self.swarm
-        if swarm is None or self.info is None:
+        if swarm is None:
+            if self._geometry is not None:  # checking: the status shows the new sizes now
+                self._piece_priorities()
             return
         priorities = self._priorities = self._piece_priorities()
         everything = [_DEFAULT_PRIORITY] * swarm.brain.geometry.num_pieces
@@ -679,10 +682,13 @@ class Torrent:
 
     async def _move(self, save_dir: Path) -> None:
         handle = self.handle
-        filesystem: FileSystem | None = None
+        filesystem: FileSystem
         if handle is not None:
             make = self.options.storage
-            filesystem = NativeFileSystem(save_dir) if make is None else make(save_dir)
+            try:
+                filesystem = NativeFileSystem(save_dir) if make is None else make(save_dir)
+            except (StorageError, OSError) as error:
+                raise TorrentError(f"{self._name}: cannot move to {save_dir}: {error}") from None
             try:
                 await self._disk.move_storage(handle, filesystem)
             except (TorrentStateError, StorageError, OSError) as error:
