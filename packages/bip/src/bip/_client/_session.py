@@ -384,7 +384,7 @@ class Session:
                 session's).
         """
         if torrent not in self._all:
-            raise TorrentError(f"torrent {torrent.info_hash.hex()} is not in the session")
+            raise TorrentError(f"{torrent!r} is not in the session (removed, or another's)")
         self._all.remove(torrent)
         for swarm_id in [key for key, value in self._torrents.items() if value is torrent]:
             del self._torrents[swarm_id]

@@ -314,6 +314,9 @@ class Torrent:
         self._save_now = trio.Event()  # cuts the wait between two saves short (a pause)
         self._last_pieces = 0
 
+    def __repr__(self) -> str:
+        return f"<Torrent {self._name!r} {self._info_hash.hex()}>"
+
     # -- public -----------------------------------------------------------------------------
 
     @property
