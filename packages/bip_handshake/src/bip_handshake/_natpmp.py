@@ -1,0 +1,1080 @@
+"""NAT-PMP (RFC 6886): asking the home router to forward our ports, as a sans-IO core.
+
+Behind a NAT nobody can dial us unless the gateway forwards a port to us. NAT-PMP asks it
+to: a client sends small UDP requests to port 5351 of its default gateway and gets back the
+gateway's external IPv4 address and, per request, a mapping (external port -> our internal
+port) with a lifetime. This module holds the packet codec and :class:`NatPmpClient`, the
+client's state machine; it never reads a clock nor touches a socket (the caller passes
+``now``, in seconds from any monotonic origin, and moves datagrams in and out):
+
+- ``add_mapping(protocol, internal_port, now)`` / ``remove_mapping(mapping_id, now)`` /
+  ``close(now)`` say what we want;
+- ``datagrams_to_send(now)`` gives the ``(bytes, gateway)`` pairs to send;
+- ``receive_datagram(data, source, now)`` takes whatever arrived;
+- ``next_deadline()`` / ``handle_timer(now)`` drive retransmission, renewal and retries;
+- ``next_event()`` gives :class:`NatPmpEvent` s (the external address learnt, a port mapped or
+  moved, a mapping refused or removed, the gateway reset) or None.
+
+How RFC 6886 is run:
+
+- One request is in flight at a time (RFC 3.1: gateways are small devices; requests are
+  queued and issued serially). Deletions go first, then the external address request, then
+  mapping requests in the order they fell due.
+- A request unanswered for 250 ms is sent again, the wait doubling each time; after the
+  ninth send and 64 s more (127.75 s in all) the gateway is deemed not to speak NAT-PMP: the
+  request and every other one already due fail together (:class:`MappingFailed` /
+  :class:`AddressRequestFailed` with ``result=None``), rather than each waiting its own two
+  minutes. A deletion is advisory (RFC 3.1): it is tried :data:`DELETE_ATTEMPTS` times.
+- A mapping asks for :data:`DEFAULT_LIFETIME` (3600 s) and suggests its internal port as the
+  external one (or the port the caller chose). The gateway may grant another external port
+  (:class:`PortMapped` tells it) and a shorter lifetime; a longer one is read as the one we
+  asked for (RFC 3.3: the gateway SHOULD NOT offer more). The mapping is renewed halfway to
+  its expiry, suggesting the port the gateway granted, so a gateway that rebooted meanwhile
+  gives the same port back. The external address is asked again as often, since a gateway
+  may get a new address from its ISP.
+- A refused request (result codes 1-5, or a code this RFC does not define, which RFC 3.5
+  says is fatal to the request) fails its mapping with :class:`MappingFailed`. It is tried
+  again later: after :data:`RETRY_MIN` seconds doubling up to :data:`RETRY_MAX` for what
+  may pass (no answer, 3 network failure, 4 out of resources), after :data:`RETRY_MAX` for
+  the rest (1 unsupported version, 2 refused by the user, 5 unsupported opcode: a firmware
+  update or a changed setting may lift them, and RFC 3.1 asks not to remember a gateway's
+  refusal for too long).
+- Every response carries the gateway's seconds since the start of its epoch (SSSoE). When
+  one is lower than the last one, or lower by more than 2 s than the last one plus 7/8 of
+  the time elapsed since on our clock (RFC 3.6), the gateway lost its mapping table: every
+  mapping is renewed after a random delay of 0 to 5 s (RFC 3.7), serially, and the external
+  address is asked again (:class:`GatewayReset`).
+- Removing a mapping that the gateway may hold sends a deletion (lifetime 0, suggested port
+  0, RFC 3.4); one that never got an answer, or whose lifetime has run out anyway, goes at
+  once. :meth:`NatPmpClient.close` removes every mapping; :attr:`NatPmpClient.is_closed`
+  says when the last deletion is done.
+- A datagram is accepted only from the gateway's address and port 5351 (RFC 3.2: from
+  anyone else it is silently dropped), only as well formed (version 0, a response opcode, at
+  least the length of its kind: bytes past it are ignored, as libtorrent does), and only as
+  the answer to the request in flight (same opcode and internal port: NAT-PMP has no
+  transaction ids, RFC 3.5). A gratuitous external address response from the gateway (an
+  announcement, RFC 3.2.1) is taken too. Everything else is counted
+  (:meth:`NatPmpClient.statistics`) and dropped: a stray, forged or garbled datagram never
+  raises and never disturbs a request. A success that makes no sense (a mapping with
+  external port 0 or lifetime 0, or a mapping answer to a deletion saying anything but 0/0)
+  is counted as malformed too (a grant answering a deletion as unexpected: it is the late
+  answer to the request the deletion replaced), and the request goes on being retransmitted.
+
+Not here: the multicast announcements on 224.0.0.1:5350 (the shell may feed them to
+:meth:`NatPmpClient.receive_datagram`; we re-ask the address every half lifetime instead),
+PCP (RFC 6887) and UPnP IGD.
+
+>>> from ipaddress import IPv4Address
+>>> client = NatPmpClient(IPv4Address("192.168.1.1"), rng=random.Random(0))
+>>> tcp = client.add_mapping(MappingProtocol.TCP, 6881, now=0.0)
+>>> [(request, gateway)] = client.datagrams_to_send(0.0)
+>>> decode_request(request), str(gateway)
+(ExternalAddressRequest(), '192.168.1.1:5351')
+>>> answer = ExternalAddressResponse(ResultCode.SUCCESS, 1000, IPv4Address("203.0.113.7"))
+>>> client.receive_datagram(answer.encode(), gateway, now=0.1)
+>>> client.next_event()
+ExternalAddressChanged(address=IPv4Address('203.0.113.7'))
+>>> [(request, gateway)] = client.datagrams_to_send(0.1)
+>>> decode_request(request) == MappingRequest(MappingProtocol.TCP, 6881, 6881, 3600)
+True
+>>> answer = MappingResponse(MappingProtocol.TCP, ResultCode.SUCCESS, 1000, 6881, 40001, 3600)
+>>> client.receive_datagram(answer.encode(), gateway, now=0.2)
+>>> event = client.next_event()
+>>> event.mapping.external_port, event.mapping.expires_at
+(40001, 3600.2)
+>>> client.next_deadline()  # the address asked again, then the renewal: halfway
+1800.1
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import random
+from collections import deque
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from typing import Final, NewType
+
+from ._compact import PeerAddress
+from ._errors import LocalProtocolError, RemoteProtocolError
+
+__all__ = [
+    "DEFAULT_LIFETIME",
+    "DELETE_ATTEMPTS",
+    "MAX_ATTEMPTS",
+    "MAX_MAPPINGS",
+    "NATPMP_PORT",
+    "RETRY_MAX",
+    "RETRY_MIN",
+    "AddressRequestFailed",
+    "ExternalAddressChanged",
+    "ExternalAddressRequest",
+    "ExternalAddressResponse",
+    "GatewayReset",
+    "MappingFailed",
+    "MappingId",
+    "MappingProtocol",
+    "MappingRemoved",
+    "MappingRequest",
+    "MappingResponse",
+    "NatPmpClient",
+    "NatPmpError",
+    "NatPmpEvent",
+    "NatPmpMessage",
+    "NatPmpStatistics",
+    "PortMapped",
+    "PortMapping",
+    "ResultCode",
+    "ShortErrorResponse",
+    "decode_request",
+    "decode_response",
+]
+
+NATPMP_PORT: Final = 5351
+"""The UDP port a NAT-PMP gateway listens on (RFC 6886 3.1)."""
+
+DEFAULT_LIFETIME: Final = 3600
+"""Seconds of mapping lifetime asked for (RFC 3.3 recommends 7200; libtorrent asks 3600)."""
+
+INITIAL_TIMEOUT: Final = 0.25
+"""Seconds before the first retransmission (RFC 3.1); each later wait doubles."""
+
+MAX_ATTEMPTS: Final = 9
+"""Sends of one request before the gateway is deemed silent (RFC 3.1: 127.75 s in all)."""
+
+DELETE_ATTEMPTS: Final = 3
+"""Sends of a deletion: RFC 3.1 lets a client try less (a deletion is advisory); 1.75 s."""
+
+RETRY_MIN: Final = 60.0
+"""Seconds before a request that failed in a way that may pass is tried again; doubles."""
+
+RETRY_MAX: Final = 3600.0
+"""Longest wait before a failed request is tried again (and the wait after a refusal)."""
+
+MIN_RENEW_DELAY: Final = 2.0
+"""Least seconds between a grant and its renewal: a gateway granting 1-second lifetimes
+costs us one request per mapping every 2 s, not a flood."""
+
+RESET_DELAY_MAX: Final = 5.0
+"""Mappings are recreated after a gateway reset within a random 0..5 s (RFC 3.7)."""
+
+MAX_MAPPINGS: Final = 64
+"""Mappings one client may hold at once (a BitTorrent client needs two or three)."""
+
+# RFC 3.6: our conservative estimate of the gateway's clock runs at 7/8 of ours, and a
+# response may lag it by 2 s before we conclude the gateway lost its state.
+_EPOCH_RATE: Final = 7 / 8
+_EPOCH_SLACK: Final = 2.0
+
+_VERSION: Final = 0
+_OP_ADDRESS: Final = 0
+_RESPONSE_BIT: Final = 128
+_UINT32_MAX: Final = 0xFFFF_FFFF
+
+_log = logging.getLogger("bip_handshake.natpmp")
+
+
+class NatPmpError(RemoteProtocolError):
+    """A NAT-PMP packet could not be decoded (raised by :func:`decode_response` and
+    :func:`decode_request`; :class:`NatPmpClient` counts such packets instead).
+
+    >>> decode_response(b"\\x00")
+    Traceback (most recent call last):
+    ...
+    bip_handshake._natpmp.NatPmpError: a NAT-PMP response has at least 8 bytes, got 1
+    """
+
+
+class MappingProtocol(enum.IntEnum):
+    """The transport a mapping forwards; the value is its request opcode (RFC 3.3)."""
+
+    UDP = 1
+    TCP = 2
+
+
+class ResultCode(enum.IntEnum):
+    """The result codes RFC 6886 3.5 defines. A response may carry others (kept as ints)."""
+
+    SUCCESS = 0
+    UNSUPPORTED_VERSION = 1
+    NOT_AUTHORIZED = 2
+    NETWORK_FAILURE = 3
+    OUT_OF_RESOURCES = 4
+    UNSUPPORTED_OPCODE = 5
+
+
+def _result(code: int) -> ResultCode | int:
+    try:
+        return ResultCode(code)
+    except ValueError:
+        return code
+
+
+def _check_uint(name: str, value: object, bits: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << bits:
+        raise LocalProtocolError(f"{name} is an int in 0..{(1 << bits) - 1}, got {value!r}")
+    return value
+
+
+def _check_result(value: object) -> ResultCode | int:
+    return _result(_check_uint("a result code", value, 16))
+
+
+def _check_protocol(value: object) -> MappingProtocol:
+    if not isinstance(value, MappingProtocol):
+        raise LocalProtocolError(f"a protocol is a MappingProtocol, got {value!r}")
+    return value
+
+
+class NatPmpMessage:
+    """Base class of the NAT-PMP packets (requests and responses)."""
+
+    __slots__ = ()
+
+    def encode(self) -> bytes:
+        """The packet's bytes."""
+        raise NotImplementedError  # pragma: no cover - every subclass defines it
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalAddressRequest(NatPmpMessage):
+    """Opcode 0: what is the gateway's external IPv4 address? (RFC 3.2)
+
+    >>> ExternalAddressRequest().encode()
+    b'\\x00\\x00'
+    """
+
+    def encode(self) -> bytes:
+        """The two bytes of the request."""
+        return bytes((_VERSION, _OP_ADDRESS))
+
+
+@dataclass(frozen=True, slots=True)
+class MappingRequest(NatPmpMessage):
+    """Opcode 1 (UDP) or 2 (TCP): forward an external port to ``internal_port`` (RFC 3.3).
+
+    A lifetime of 0 with a suggested port of 0 deletes the mapping (RFC 3.4).
+
+    Attributes:
+        protocol: UDP or TCP.
+        internal_port: our port the gateway forwards to (0 only in a deletion of all).
+        suggested_external_port: the external port we would like; 0 lets the gateway pick.
+        lifetime: seconds the mapping should live; 0 deletes it.
+    """
+
+    protocol: MappingProtocol
+    internal_port: int
+    suggested_external_port: int
+    lifetime: int
+
+    def __post_init__(self) -> None:
+        _check_protocol(self.protocol)
+        _check_uint("an internal port", self.internal_port, 16)
+        _check_uint("a suggested external port", self.suggested_external_port, 16)
+        _check_uint("a lifetime", self.lifetime, 32)
+
+    def encode(self) -> bytes:
+        """The twelve bytes of the request (the reserved field zero)."""
+        return (
+            bytes((_VERSION, int(self.protocol), 0, 0))
+            + self.internal_port.to_bytes(2, "big")
+            + self.suggested_external_port.to_bytes(2, "big")
+            + self.lifetime.to_bytes(4, "big")
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalAddressResponse(NatPmpMessage):
+    """Opcode 128: the gateway's external address (RFC 3.2), also its announcement (3.2.1).
+
+    Attributes:
+        result: the result code; the address means nothing unless it is 0.
+        epoch: the gateway's seconds since the start of its epoch (SSSoE, RFC 3.6).
+        address: the external IPv4 address (0.0.0.0 when the result is not 0).
+    """
+
+    result: ResultCode | int
+    epoch: int
+    address: IPv4Address
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "result", _check_result(self.result))
+        _check_uint("an epoch", self.epoch, 32)
+        if not isinstance(self.address, IPv4Address):
+            raise LocalProtocolError(f"an address is an IPv4Address, got {self.address!r}")
+
+    def encode(self) -> bytes:
+        """The twelve bytes of the response."""
+        return (
+            bytes((_VERSION, _RESPONSE_BIT | _OP_ADDRESS))
+            + int(self.result).to_bytes(2, "big")
+            + self.epoch.to_bytes(4, "big")
+            + self.address.packed
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MappingResponse(NatPmpMessage):
+    """Opcode 129 (UDP) or 130 (TCP): what the gateway did with a mapping request (RFC 3.3).
+
+    Attributes:
+        protocol: UDP or TCP (the request's opcode).
+        result: the result code.
+        epoch: the gateway's seconds since the start of its epoch.
+        internal_port: the request's internal port (it tells which request this answers).
+        external_port: the external port granted (0 when none, and after a deletion).
+        lifetime: seconds the mapping lives (0 after a deletion or a failure).
+    """
+
+    protocol: MappingProtocol
+    result: ResultCode | int
+    epoch: int
+    internal_port: int
+    external_port: int
+    lifetime: int
+
+    def __post_init__(self) -> None:
+        _check_protocol(self.protocol)
+        object.__setattr__(self, "result", _check_result(self.result))
+        _check_uint("an epoch", self.epoch, 32)
+        _check_uint("an internal port", self.internal_port, 16)
+        _check_uint("an external port", self.external_port, 16)
+        _check_uint("a lifetime", self.lifetime, 32)
+
+    def encode(self) -> bytes:
+        """The sixteen bytes of the response."""
+        return (
+            bytes((_VERSION, _RESPONSE_BIT | int(self.protocol)))
+            + int(self.result).to_bytes(2, "big")
+            + self.epoch.to_bytes(4, "big")
+            + self.internal_port.to_bytes(2, "big")
+            + self.external_port.to_bytes(2, "big")
+            + self.lifetime.to_bytes(4, "big")
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ShortErrorResponse(NatPmpMessage):
+    """A failure answered with the common header only: version, opcode, result, SSSoE.
+
+    RFC 3.5 answers a request of an unknown version this way (with opcode 0 in its figure,
+    which gateways write as 0 or 128), and a gateway may answer an unknown opcode or a
+    failure this short. ``opcode`` is kept as received (a response opcode, 128 and up, or 0).
+
+    Attributes:
+        opcode: the opcode field as received.
+        result: the (non-zero) result code.
+        epoch: the gateway's seconds since the start of its epoch.
+    """
+
+    opcode: int
+    result: ResultCode | int
+    epoch: int
+
+    def __post_init__(self) -> None:
+        _check_uint("an opcode", self.opcode, 8)
+        object.__setattr__(self, "result", _check_result(self.result))
+        if self.result == ResultCode.SUCCESS:
+            raise LocalProtocolError("a short response is an error: its result is not 0")
+        _check_uint("an epoch", self.epoch, 32)
+
+    def encode(self) -> bytes:
+        """The eight bytes of the response."""
+        return (
+            bytes((_VERSION, self.opcode))
+            + int(self.result).to_bytes(2, "big")
+            + self.epoch.to_bytes(4, "big")
+        )
+
+
+NatPmpResponse = ExternalAddressResponse | MappingResponse | ShortErrorResponse
+NatPmpRequest = ExternalAddressRequest | MappingRequest
+
+
+def decode_response(data: bytes) -> NatPmpResponse:
+    """Decode a packet a gateway sent; bytes past the packet's length are ignored.
+
+    A response whose result is not 0 may stop after the common 8-byte header
+    (:class:`ShortErrorResponse`).
+
+    Raises:
+        NatPmpError: not a version-0 NAT-PMP response of a known opcode, or too short.
+
+    >>> decode_response(bytes.fromhex("0080000000000010cb007107")).address
+    IPv4Address('203.0.113.7')
+    >>> decode_response(bytes.fromhex("0082000300000010"))
+    ShortErrorResponse(opcode=130, result=<ResultCode.NETWORK_FAILURE: 3>, epoch=16)
+    """
+    data = bytes(data)
+    if len(data) < 8:
+        raise NatPmpError(f"a NAT-PMP response has at least 8 bytes, got {len(data)}")
+    version, opcode = data[0], data[1]
+    if version != _VERSION:
+        raise NatPmpError(f"not a NAT-PMP version 0 response: version {version}")
+    result = _result(int.from_bytes(data[2:4], "big"))
+    epoch = int.from_bytes(data[4:8], "big")
+    if opcode == _RESPONSE_BIT | _OP_ADDRESS:
+        if len(data) >= 12:
+            return ExternalAddressResponse(result, epoch, IPv4Address(data[8:12]))
+    elif opcode in (_RESPONSE_BIT | MappingProtocol.UDP, _RESPONSE_BIT | MappingProtocol.TCP):
+        if len(data) >= 16:
+            return MappingResponse(
+                MappingProtocol(opcode & ~_RESPONSE_BIT),
+                result,
+                epoch,
+                int.from_bytes(data[8:10], "big"),
+                int.from_bytes(data[10:12], "big"),
+                int.from_bytes(data[12:16], "big"),
+            )
+    elif result == ResultCode.SUCCESS:
+        # Only failures may come with another opcode (RFC 3.5's unsupported version).
+        raise NatPmpError(f"not a NAT-PMP response: opcode {opcode}")
+    if result == ResultCode.SUCCESS:
+        raise NatPmpError(f"a successful NAT-PMP response of opcode {opcode} is too short")
+    return ShortErrorResponse(opcode, result, epoch)
+
+
+def decode_request(data: bytes) -> NatPmpRequest:
+    """Decode a packet a client sent (what a gateway, or a test's fake one, reads).
+
+    Raises:
+        NatPmpError: not a version-0 NAT-PMP request of a known opcode and length.
+
+    >>> request = decode_request(bytes.fromhex("000200001ae11ae100000e10"))
+    >>> request.protocol, request.internal_port, request.suggested_external_port, request.lifetime
+    (<MappingProtocol.TCP: 2>, 6881, 6881, 3600)
+    """
+    data = bytes(data)
+    if len(data) < 2 or data[0] != _VERSION:
+        raise NatPmpError("not a NAT-PMP version 0 request")
+    opcode = data[1]
+    if opcode == _OP_ADDRESS and len(data) == 2:
+        return ExternalAddressRequest()
+    if opcode in (MappingProtocol.UDP, MappingProtocol.TCP) and len(data) == 12:
+        return MappingRequest(
+            MappingProtocol(opcode),
+            int.from_bytes(data[4:6], "big"),
+            int.from_bytes(data[6:8], "big"),
+            int.from_bytes(data[8:12], "big"),
+        )
+    raise NatPmpError(f"not a NAT-PMP request: opcode {opcode}, {len(data)} bytes")
+
+
+MappingId = NewType("MappingId", int)
+"""Names one mapping of a :class:`NatPmpClient`."""
+
+
+@dataclass(frozen=True, slots=True)
+class PortMapping:
+    """A snapshot of one mapping.
+
+    Attributes:
+        mapping_id: the id :meth:`NatPmpClient.add_mapping` returned.
+        protocol: UDP or TCP.
+        internal_port: our port.
+        external_port: the port the gateway forwards, or None while not granted.
+        lifetime: the lifetime granted, in seconds (0 while not granted).
+        expires_at: when the grant runs out unless renewed (None while not granted).
+    """
+
+    mapping_id: MappingId
+    protocol: MappingProtocol
+    internal_port: int
+    external_port: int | None
+    lifetime: int
+    expires_at: float | None
+
+
+class NatPmpEvent:
+    """Base class of what :meth:`NatPmpClient.next_event` returns."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalAddressChanged(NatPmpEvent):
+    """The gateway's external address was learnt, or changed.
+
+    Attributes:
+        address: the new address.
+    """
+
+    address: IPv4Address
+
+
+@dataclass(frozen=True, slots=True)
+class AddressRequestFailed(NatPmpEvent):
+    """An external address request failed; it is tried again at ``retry_at``.
+
+    Attributes:
+        result: the gateway's result code, or None when it did not answer (or answered
+            0.0.0.0: it has no address yet).
+        retry_at: when the address is asked again.
+    """
+
+    result: ResultCode | int | None
+    retry_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class PortMapped(NatPmpEvent):
+    """A mapping was granted, or its external port changed (a plain renewal is silent).
+
+    Attributes:
+        mapping: the mapping as now granted.
+    """
+
+    mapping: PortMapping
+
+
+@dataclass(frozen=True, slots=True)
+class MappingFailed(NatPmpEvent):
+    """A mapping request (or renewal) failed: the mapping is not granted until a retry is.
+
+    Attributes:
+        mapping: the mapping, its external port now None.
+        result: the gateway's result code, or None when it did not answer.
+        retry_at: when the mapping is requested again.
+    """
+
+    mapping: PortMapping
+    result: ResultCode | int | None
+    retry_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class MappingRemoved(NatPmpEvent):
+    """A mapping was removed after :meth:`NatPmpClient.remove_mapping` or ``close``.
+
+    Attributes:
+        mapping: the mapping as it was last known.
+        result: 0 when the gateway confirmed the deletion, its result code when it refused
+            it, None when nothing was confirmed (the gateway never granted the mapping, its
+            lifetime had run out, or the deletion went unanswered).
+    """
+
+    mapping: PortMapping
+    result: ResultCode | int | None
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayReset(NatPmpEvent):
+    """The gateway's epoch went back (RFC 3.6): it lost its mappings; they are recreated.
+
+    Attributes:
+        epoch: the SSSoE that showed it.
+        expected: the least SSSoE we would have believed.
+    """
+
+    epoch: int
+    expected: float
+
+
+@dataclass(frozen=True, slots=True)
+class NatPmpStatistics:
+    """A snapshot of a :class:`NatPmpClient`'s counters.
+
+    Attributes:
+        sent: datagrams sent, retransmissions included.
+        retransmitted: datagrams sent again for want of an answer.
+        received: datagrams accepted as answers (or announcements).
+        wrong_source: datagrams dropped for not coming from the gateway's address and port.
+        malformed: datagrams dropped for not decoding, or for a success that makes no sense.
+        unexpected: well-formed datagrams dropped for answering no request in flight.
+        timeouts: requests that went unanswered through every retransmission.
+        gateway_resets: times the epoch rule found the gateway had lost its state.
+    """
+
+    sent: int
+    retransmitted: int
+    received: int
+    wrong_source: int
+    malformed: int
+    unexpected: int
+    timeouts: int
+    gateway_resets: int
+
+
+class _State(enum.Enum):
+    WANTED = "wanted"  # to be requested at ``due`` (new, or failed and retried)
+    MAPPED = "mapped"  # granted; renewed at ``due``
+    REMOVING = "removing"  # to be deleted at ``due``
+
+
+class _Mapping:
+    __slots__ = (
+        "due",
+        "expires_at",
+        "external_port",
+        "failures",
+        "id",
+        "internal_port",
+        "lifetime",
+        "maybe_on_gateway",
+        "protocol",
+        "state",
+        "suggested_port",
+    )
+
+    def __init__(
+        self, mapping_id: MappingId, protocol: MappingProtocol, internal: int, external: int
+    ) -> None:
+        self.id = mapping_id
+        self.protocol = protocol
+        self.internal_port = internal
+        self.suggested_port = external  # the wanted port, then the port last granted
+        self.external_port: int | None = None
+        self.lifetime = 0
+        self.expires_at: float | None = None
+        self.state = _State.WANTED
+        self.due = -math.inf
+        self.failures = 0
+        # Once a request went out, the gateway may hold the mapping though no answer came:
+        # removing it then needs a deletion.
+        self.maybe_on_gateway = False
+
+    def snapshot(self) -> PortMapping:
+        return PortMapping(
+            self.id,
+            self.protocol,
+            self.internal_port,
+            self.external_port,
+            self.lifetime,
+            self.expires_at,
+        )
+
+
+class _Kind(enum.Enum):
+    ADDRESS = "address"
+    MAP = "map"
+    DELETE = "delete"
+
+
+class _Request:
+    __slots__ = ("attempts", "kind", "mapping", "max_attempts", "next_at", "payload", "resend")
+
+    def __init__(self, kind: _Kind, mapping: _Mapping | None, payload: bytes, tries: int) -> None:
+        self.kind = kind
+        self.mapping = mapping
+        self.payload = payload
+        self.max_attempts = tries
+        self.attempts = 0  # sends so far
+        self.next_at = -math.inf  # when the next send is due (or the request times out)
+        self.resend = True  # a send is owed: the first, or a retransmission
+
+
+def _transient(result: ResultCode | int | None) -> bool:
+    return result in (None, ResultCode.NETWORK_FAILURE, ResultCode.OUT_OF_RESOURCES)
+
+
+class NatPmpClient:
+    """A NAT-PMP client for one gateway; see the module docstring.
+
+    Args:
+        gateway: the gateway's IPv4 address (the default route's gateway, RFC 3).
+        port: the gateway's NAT-PMP port: 5351 but in tests.
+        lifetime: seconds of lifetime each mapping asks for (1..2**32-1).
+        rng: picks the random delay before mappings are recreated after a gateway reset.
+
+    Raises:
+        LocalProtocolError: a bad argument.
+    """
+
+    def __init__(
+        self,
+        gateway: IPv4Address,
+        *,
+        port: int = NATPMP_PORT,
+        lifetime: int = DEFAULT_LIFETIME,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not isinstance(gateway, IPv4Address):
+            raise LocalProtocolError(f"a NAT-PMP gateway is an IPv4Address, got {gateway!r}")
+        if _check_uint("a port", port, 16) == 0:
+            raise LocalProtocolError("a gateway port is in 1..65535, got 0")
+        if _check_uint("a lifetime", lifetime, 32) == 0:
+            raise LocalProtocolError("a mapping lifetime is at least 1 s")
+        self._gateway = PeerAddress(gateway, port)
+        self._lifetime = lifetime
+        self._rng = rng if rng is not None else random.Random()
+        self._mappings: dict[MappingId, _Mapping] = {}
+        self._next_id = 1
+        self._request: _Request | None = None
+        self._events: deque[NatPmpEvent] = deque()
+        self._address: IPv4Address | None = None
+        self._address_due: float | None = -math.inf  # None: not to be asked (closed)
+        self._address_failures = 0
+        self._epoch: int | None = None
+        self._epoch_at = 0.0
+        self._closed = False
+        self._sent = 0
+        self._retransmitted = 0
+        self._received = 0
+        self._wrong_source = 0
+        self._malformed = 0
+        self._unexpected = 0
+        self._timeouts = 0
+        self._resets = 0
+
+    # -- what the caller wants -------------------------------------------------------------
+
+    @property
+    def gateway(self) -> PeerAddress:
+        """Where requests go, and the only source answers are taken from."""
+        return self._gateway
+
+    @property
+    def external_address(self) -> IPv4Address | None:
+        """The gateway's external address, None until known."""
+        return self._address
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether :meth:`close` was called and every deletion is done."""
+        return self._closed and not self._mappings and self._request is None
+
+    def mappings(self) -> tuple[PortMapping, ...]:
+        """Snapshots of the mappings not yet removed, in the order they were added."""
+        return tuple(m.snapshot() for m in self._mappings.values())
+
+    def add_mapping(
+        self,
+        protocol: MappingProtocol,
+        internal_port: int,
+        now: float,
+        *,
+        external_port: int | None = None,
+    ) -> MappingId:
+        """Ask for ``internal_port`` to be forwarded; it is kept mapped until removed.
+
+        Args:
+            protocol: UDP or TCP.
+            internal_port: our listening port (1..65535).
+            now: the current time.
+            external_port: the external port to suggest (0: the gateway's choice); by
+                default the internal port.
+
+        Raises:
+            LocalProtocolError: a bad argument, the client closed, :data:`MAX_MAPPINGS`
+                mappings held, or this protocol and port mapped already.
+        """
+        _check_protocol(protocol)
+        if _check_uint("an internal port", internal_port, 16) == 0:
+            raise LocalProtocolError("an internal port is in 1..65535, got 0")
+        suggested = internal_port if external_port is None else external_port
+        _check_uint("an external port", suggested, 16)
+        if self._closed:
+            raise LocalProtocolError("the NAT-PMP client is closed")
+        if len(self._mappings) >= MAX_MAPPINGS:
+            raise LocalProtocolError(f"a NAT-PMP client holds at most {MAX_MAPPINGS} mappings")
+        for m in self._mappings.values():
+            if m.protocol is protocol and m.internal_port == internal_port:
+                raise LocalProtocolError(f"{protocol.name} port {internal_port} is mapped already")
+        mapping_id = MappingId(self._next_id)
+        self._next_id += 1
+        mapping = _Mapping(mapping_id, protocol, internal_port, suggested)
+        mapping.due = now
+        self._mappings[mapping_id] = mapping
+        return mapping_id
+
+    def remove_mapping(self, mapping_id: MappingId, now: float) -> None:
+        """Stop keeping a mapping, deleting it on the gateway if it may be there.
+
+        :class:`MappingRemoved` follows, at once or when the deletion is done. Removing a
+        mapping already being removed does nothing.
+
+        Raises:
+            LocalProtocolError: no such mapping.
+        """
+        mapping = self._mappings.get(mapping_id)
+        if mapping is None:
+            raise LocalProtocolError(f"no NAT-PMP mapping {mapping_id!r}")
+        if mapping.state is _State.REMOVING:
+            return
+        request = self._request
+        if request is not None and request.mapping is mapping:
+            # Its request is dropped: a late answer to it counts as unexpected.
+            self._request = None
+        expired = mapping.expires_at is not None and mapping.expires_at <= now
+        if not mapping.maybe_on_gateway or expired:
+            # Nothing to delete: never asked for, or gone anyway (RFC 3.1: no deletion
+            # needs trying past the time the mapping would have expired).
+            self._drop(mapping, None)
+            return
+        mapping.state = _State.REMOVING
+        mapping.due = now
+
+    def close(self, now: float) -> None:
+        """Remove every mapping and stop asking for the address; :attr:`is_closed` says when
+        the deletions are done. Closing twice does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        self._address_due = None
+        if self._request is not None and self._request.kind is _Kind.ADDRESS:
+            self._request = None
+        for mapping_id in list(self._mappings):
+            self.remove_mapping(mapping_id, now)
+
+    def statistics(self) -> NatPmpStatistics:
+        """A snapshot of the counters."""
+        return NatPmpStatistics(
+            sent=self._sent,
+            retransmitted=self._retransmitted,
+            received=self._received,
+            wrong_source=self._wrong_source,
+            malformed=self._malformed,
+            unexpected=self._unexpected,
+            timeouts=self._timeouts,
+            gateway_resets=self._resets,
+        )
+
+    def next_event(self) -> NatPmpEvent | None:
+        """The oldest event not yet taken, or None."""
+        return self._events.popleft() if self._events else None
+
+    # -- time ------------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`handle_timer` (then :meth:`datagrams_to_send`) has work, or None."""
+        if self._request is not None:
+            return self._request.next_at
+        dues = [m.due for m in self._mappings.values()]
+        if self._address_due is not None:
+            dues.append(self._address_due)
+        return min(dues, default=None)
+
+    def handle_timer(self, now: float) -> None:
+        """Let time pass: owe a retransmission, or time the request in flight out."""
+        request = self._request
+        if request is None or now < request.next_at or request.resend:
+            return
+        if request.attempts < request.max_attempts:
+            request.resend = True
+            return
+        self._request = None
+        mapping = request.mapping
+        if request.kind is _Kind.DELETE:
+            assert mapping is not None
+            _log.debug(
+                "NAT-PMP deletion of %s port %d unanswered",
+                mapping.protocol.name,
+                mapping.internal_port,
+            )
+            self._drop(mapping, None)
+            return
+        self._timeouts += 1
+        _log.info("NAT-PMP gateway %s did not answer %d requests", self._gateway, request.attempts)
+        # The gateway is silent: every request already due fails with this one.
+        if request.kind is _Kind.ADDRESS or (
+            self._address_due is not None and self._address_due <= now
+        ):
+            self._address_failed(None, now)
+        if mapping is not None:
+            self._mapping_failed(mapping, None, now)
+        for other in list(self._mappings.values()):
+            if other.due <= now:
+                if other.state is _State.REMOVING:
+                    self._drop(other, None)
+                else:
+                    self._mapping_failed(other, None, now)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, PeerAddress]]:
+        """The datagram owed now (a request falling due, or a retransmission), if any."""
+        request = self._request
+        if request is None:
+            request = self._request = self._start_next(now)
+            if request is None:
+                return []
+        if not request.resend:
+            return []
+        request.resend = False
+        if request.attempts:
+            self._retransmitted += 1
+        request.next_at = now + math.ldexp(INITIAL_TIMEOUT, request.attempts)
+        request.attempts += 1
+        self._sent += 1
+        if request.mapping is not None:
+            request.mapping.maybe_on_gateway = True
+        return [(request.payload, self._gateway)]
+
+    def _start_next(self, now: float) -> _Request | None:
+        removing: _Mapping | None = None
+        wanted: _Mapping | None = None
+        for m in self._mappings.values():
+            if m.due > now:
+                continue
+            if m.state is _State.REMOVING:
+                if removing is None or m.due < removing.due:
+                    removing = m
+            elif wanted is None or m.due < wanted.due:
+                wanted = m
+        if removing is not None:
+            payload = MappingRequest(removing.protocol, removing.internal_port, 0, 0).encode()
+            return _Request(_Kind.DELETE, removing, payload, DELETE_ATTEMPTS)
+        if self._address_due is not None and self._address_due <= now:
+            return _Request(_Kind.ADDRESS, None, ExternalAddressRequest().encode(), MAX_ATTEMPTS)
+        if wanted is not None:
+            payload = MappingRequest(
+                wanted.protocol, wanted.internal_port, wanted.suggested_port, self._lifetime
+            ).encode()
+            return _Request(_Kind.MAP, wanted, payload, MAX_ATTEMPTS)
+        return None
+
+    # -- answers ---------------------------------------------------------------------------
+
+    def receive_datagram(self, data: bytes, source: PeerAddress, now: float) -> None:
+        """Take a datagram that arrived from ``source``; never raises for its content."""
+        if source != self._gateway:
+            self._wrong_source += 1
+            return
+        try:
+            response = decode_response(data)
+        except NatPmpError:
+            self._malformed += 1
+            return
+        request = self._request
+        if isinstance(response, ExternalAddressResponse):
+            # Solicited or not: RFC 3.2.1 has the gateway announce its address unasked.
+            self._accept(response.epoch, now)
+            if request is not None and request.kind is _Kind.ADDRESS:
+                self._request = None
+            self._on_address(response, now)
+            return
+        if isinstance(response, ShortErrorResponse):
+            if request is None or not self._short_answers(response, request):
+                self._unexpected += 1
+                return
+            self._accept(response.epoch, now)
+            self._request = None
+            if request.mapping is None:
+                self._address_failed(response.result, now)
+            elif request.kind is _Kind.DELETE:
+                self._drop(request.mapping, response.result)
+            else:
+                self._mapping_failed(request.mapping, response.result, now)
+            return
+        mapping = request.mapping if request is not None else None
+        if (
+            request is None
+            or mapping is None
+            or mapping.protocol is not response.protocol
+            or mapping.internal_port != response.internal_port
+        ):
+            self._unexpected += 1
+            return
+        if response.result == ResultCode.SUCCESS:
+            if request.kind is _Kind.DELETE and (response.external_port or response.lifetime):
+                # A grant: the late answer to the request this deletion replaced.
+                self._unexpected += 1
+                return
+            if request.kind is _Kind.MAP and not (response.external_port and response.lifetime):
+                self._malformed += 1
+                return
+        self._accept(response.epoch, now)
+        self._request = None
+        if request.kind is _Kind.DELETE:
+            self._drop(mapping, response.result)
+        elif response.result != ResultCode.SUCCESS:
+            self._mapping_failed(mapping, response.result, now)
+        else:
+            self._granted(mapping, response, now)
+
+    @staticmethod
+    def _short_answers(response: ShortErrorResponse, request: _Request) -> bool:
+        # An unsupported version is answered with opcode 0 (RFC 3.5's figure) or 128; other
+        # short failures carry the request's opcode with the response bit.
+        if request.mapping is None:
+            return response.opcode in (_OP_ADDRESS, _RESPONSE_BIT)
+        opcode = int(request.mapping.protocol)
+        if response.opcode == _RESPONSE_BIT | opcode:
+            return True
+        return response.result == ResultCode.UNSUPPORTED_VERSION and response.opcode in (
+            _OP_ADDRESS,
+            _RESPONSE_BIT,
+        )
+
+    def _accept(self, epoch: int, now: float) -> None:
+        self._received += 1
+        last = self._epoch
+        self._epoch, last_at, self._epoch_at = epoch, self._epoch_at, now
+        if last is None:
+            return
+        expected = last + (now - last_at) * _EPOCH_RATE
+        if epoch >= last and epoch >= expected - _EPOCH_SLACK:
+            return
+        self._resets += 1
+        _log.info(
+            "NAT-PMP gateway %s lost its mappings (epoch %d, expected %.0f)",
+            self._gateway,
+            epoch,
+            expected,
+        )
+        self._events.append(GatewayReset(epoch, expected))
+        # Recreate every mapping the gateway held, after one random delay (RFC 3.7); the
+        # serial queue then sends them one at a time. The answer at hand may be one of
+        # them: its own handling schedules it after this.
+        delay = now + self._rng.uniform(0.0, RESET_DELAY_MAX)
+        for m in self._mappings.values():
+            if m.state is _State.MAPPED:
+                m.due = min(m.due, delay)
+        if self._address_due is not None:
+            self._address_due = min(self._address_due, delay)
+
+    def _on_address(self, response: ExternalAddressResponse, now: float) -> None:
+        if self._closed:
+            return
+        if response.result != ResultCode.SUCCESS or response.address == IPv4Address(0):
+            # 0.0.0.0: the gateway has no address yet (no DHCP lease upstream).
+            result = None if response.result == ResultCode.SUCCESS else response.result
+            self._address_failed(result, now)
+            return
+        self._address_failures = 0
+        self._address_due = now + self._lifetime / 2
+        if response.address != self._address:
+            self._address = response.address
+            self._events.append(ExternalAddressChanged(response.address))
+
+    def _address_failed(self, result: ResultCode | int | None, now: float) -> None:
+        if self._closed:
+            return
+        self._address_failures += 1
+        retry_at = now + self._retry_delay(result, self._address_failures)
+        self._address_due = retry_at
+        self._events.append(AddressRequestFailed(result, retry_at))
+
+    def _granted(self, mapping: _Mapping, response: MappingResponse, now: float) -> None:
+        lifetime = min(response.lifetime, self._lifetime)
+        changed = mapping.external_port != response.external_port
+        mapping.state = _State.MAPPED
+        mapping.failures = 0
+        mapping.external_port = mapping.suggested_port = response.external_port
+        mapping.lifetime = lifetime
+        mapping.expires_at = now + lifetime
+        mapping.due = now + max(lifetime / 2, MIN_RENEW_DELAY)
+        if changed:
+            self._events.append(PortMapped(mapping.snapshot()))
+
+    def _mapping_failed(
+        self, mapping: _Mapping, result: ResultCode | int | None, now: float
+    ) -> None:
+        mapping.failures += 1
+        retry_at = now + self._retry_delay(result, mapping.failures)
+        mapping.state = _State.WANTED
+        mapping.due = retry_at
+        mapping.external_port = None
+        mapping.lifetime = 0
+        mapping.expires_at = None
+        self._events.append(MappingFailed(mapping.snapshot(), result, retry_at))
+
+    def _drop(self, mapping: _Mapping, result: ResultCode | int | None) -> None:
+        del self._mappings[mapping.id]
+        self._events.append(MappingRemoved(mapping.snapshot(), result))
+
+    @staticmethod
+    def _retry_delay(result: ResultCode | int | None, failures: int) -> float:
+        if _transient(result):
+            return min(math.ldexp(RETRY_MIN, min(failures - 1, 32)), RETRY_MAX)
+        return RETRY_MAX

@@ -1,0 +1,191 @@
+"""A fake NAT-PMP gateway for the NAT-PMP tests: a sans-IO one (:class:`FakeGateway`),
+a loop that runs a client core against it on a virtual clock (:func:`run`), and a trio UDP
+server around it on 127.0.0.1 (:func:`serve_gateway`)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+
+import trio
+
+from bip_handshake._compact import PeerAddress
+from bip_handshake._natpmp import (
+    ExternalAddressRequest,
+    ExternalAddressResponse,
+    MappingProtocol,
+    MappingRequest,
+    MappingResponse,
+    NatPmpClient,
+    NatPmpError,
+    NatPmpEvent,
+    ResultCode,
+    ShortErrorResponse,
+    decode_request,
+)
+
+GATEWAY = IPv4Address("192.168.1.1")
+GATEWAY_ADDRESS = PeerAddress(GATEWAY, 5351)
+EXTERNAL = IPv4Address("203.0.113.7")
+
+
+@dataclass
+class FakeGateway:
+    """RFC 6886's gateway side, with knobs to misbehave.
+
+    Attributes:
+        external: the address answered (0.0.0.0 for none).
+        booted_at: the time its epoch started (SSSoE = now - booted_at).
+        clock_rate: how fast its SSSoE runs against our clock.
+        silent: answer nothing.
+        silent_mappings: answer address requests only.
+        refuse_deletion: answer deletions with this result code.
+        refuse: answer every mapping request with this result code.
+        refuse_address: answer address requests with this result code.
+        short_errors: answer refusals with the 8-byte header only.
+        taken: external ports another client holds (the next free one is granted).
+        max_lifetime: the longest lifetime granted.
+        requests: every request received, with its time.
+        mappings: (protocol, internal port) -> (external port, expires at).
+    """
+
+    external: IPv4Address = EXTERNAL
+    booted_at: float = -1000.0
+    clock_rate: float = 1.0
+    silent: bool = False
+    silent_mappings: bool = False
+    refuse_deletion: int | None = None
+    refuse: int | None = None
+    refuse_address: int | None = None
+    short_errors: bool = False
+    taken: set[int] = field(default_factory=set)
+    max_lifetime: int = 1 << 32
+    requests: list[tuple[float, ExternalAddressRequest | MappingRequest]] = field(
+        default_factory=list
+    )
+    mappings: dict[tuple[MappingProtocol, int], tuple[int, float]] = field(default_factory=dict)
+
+    def epoch(self, now: float) -> int:
+        return int((now - self.booted_at) * self.clock_rate)
+
+    def reboot(self, now: float) -> None:
+        self.booted_at = now
+        self.mappings.clear()
+
+    def announcement(self, now: float) -> bytes:
+        return ExternalAddressResponse(ResultCode.SUCCESS, self.epoch(now), self.external).encode()
+
+    def handle(self, data: bytes, now: float) -> bytes | None:
+        try:
+            request = decode_request(data)
+        except NatPmpError:
+            return None
+        self.requests.append((now, request))
+        if self.silent:
+            return None
+        epoch = self.epoch(now)
+        if isinstance(request, ExternalAddressRequest):
+            if self.refuse_address is not None:
+                if self.short_errors:
+                    return ShortErrorResponse(128, self.refuse_address, epoch).encode()
+                return ExternalAddressResponse(self.refuse_address, epoch, IPv4Address(0)).encode()
+            return ExternalAddressResponse(ResultCode.SUCCESS, epoch, self.external).encode()
+        if self.silent_mappings:
+            return None
+        key = (request.protocol, request.internal_port)
+        if request.lifetime == 0 and self.refuse_deletion is not None:
+            if self.short_errors:
+                return ShortErrorResponse(
+                    128 | request.protocol, self.refuse_deletion, epoch
+                ).encode()
+            return MappingResponse(
+                request.protocol, self.refuse_deletion, epoch, request.internal_port, 0, 0
+            ).encode()
+        if request.lifetime == 0:
+            self.mappings.pop(key, None)
+            return MappingResponse(
+                request.protocol, ResultCode.SUCCESS, epoch, request.internal_port, 0, 0
+            ).encode()
+        if self.refuse is not None:
+            if self.short_errors:
+                return ShortErrorResponse(128 | request.protocol, self.refuse, epoch).encode()
+            return MappingResponse(
+                request.protocol, self.refuse, epoch, request.internal_port, 0, 0
+            ).encode()
+        if key in self.mappings:
+            port = self.mappings[key][0]
+        else:
+            port = request.suggested_external_port or 40000
+            held = {p for (kind, _), (p, _) in self.mappings.items() if kind is request.protocol}
+            while port in self.taken or port in held:
+                port += 1
+        lifetime = min(request.lifetime, self.max_lifetime)
+        self.mappings[key] = (port, now + lifetime)
+        return MappingResponse(
+            request.protocol, ResultCode.SUCCESS, epoch, request.internal_port, port, lifetime
+        ).encode()
+
+    def times(self, kind: type | None = None) -> list[float]:
+        return [t for t, r in self.requests if kind is None or isinstance(r, kind)]
+
+
+def run(
+    client: NatPmpClient,
+    gateway: FakeGateway,
+    start: float,
+    end: float,
+    *,
+    latency: float = 0.01,
+    events: list[NatPmpEvent] | None = None,
+    at: dict[float, Callable[[float], None]] | None = None,
+) -> float:
+    """Run ``client`` against ``gateway`` from ``start`` until ``end`` (virtual seconds).
+
+    Answers arrive ``latency`` seconds after their request. ``at`` maps times to actions
+    run when the clock reaches them (a reboot, an announcement...). Events go to ``events``.
+    """
+    now = start
+    in_flight: list[tuple[float, bytes]] = []
+    actions = sorted((at or {}).items())
+    for _ in range(100_000):
+        while actions and actions[0][0] <= now:
+            actions.pop(0)[1](now)
+        client.handle_timer(now)
+        for data, destination in client.datagrams_to_send(now):
+            assert destination == client.gateway
+            reply = gateway.handle(data, now)
+            if reply is not None:
+                in_flight.append((now + latency, reply))
+        while (event := client.next_event()) is not None:
+            if events is not None:
+                events.append(event)
+        deadline = client.next_deadline()
+        candidates = [t for t, _ in in_flight] + [t for t, _ in actions[:1]]
+        candidates.append(math.inf if deadline is None else deadline)
+        following = max(now, min(candidates))
+        if following > end:
+            return end
+        now = following
+        arrived = [d for t, d in in_flight if t <= now]
+        in_flight = [(t, d) for t, d in in_flight if t > now]
+        for data in arrived:
+            client.receive_datagram(data, client.gateway, now)
+    raise AssertionError("the client did not settle")
+
+
+async def serve_gateway(
+    gateway: FakeGateway,
+    *,
+    task_status: trio.TaskStatus[tuple[trio.socket.SocketType, int]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run ``gateway`` on a UDP socket on 127.0.0.1; reports ``(socket, port)`` when ready."""
+    with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as sock:
+        await sock.bind(("127.0.0.1", 0))
+        task_status.started((sock, sock.getsockname()[1]))
+        while True:
+            data, source = await sock.recvfrom(2048)
+            reply = gateway.handle(data, trio.current_time())
+            if reply is not None:
+                await sock.sendto(reply, source)

@@ -1,0 +1,708 @@
+"""NAT-PMP (RFC 6886): the codec and the client core against a fake gateway, on virtual time."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import random
+from collections.abc import Callable
+from ipaddress import IPv4Address
+from typing import TypeVar
+
+import pytest
+from _natpmp_gateway import EXTERNAL, GATEWAY, GATEWAY_ADDRESS, FakeGateway, run
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bip_handshake._compact import PeerAddress
+from bip_handshake._errors import LocalProtocolError
+from bip_handshake._natpmp import (
+    DELETE_ATTEMPTS,
+    MAX_ATTEMPTS,
+    MAX_MAPPINGS,
+    RETRY_MAX,
+    RETRY_MIN,
+    AddressRequestFailed,
+    ExternalAddressChanged,
+    ExternalAddressRequest,
+    ExternalAddressResponse,
+    GatewayReset,
+    MappingFailed,
+    MappingProtocol,
+    MappingRemoved,
+    MappingRequest,
+    MappingResponse,
+    NatPmpClient,
+    NatPmpError,
+    NatPmpEvent,
+    PortMapped,
+    ResultCode,
+    ShortErrorResponse,
+    decode_request,
+    decode_response,
+)
+
+TCP, UDP = MappingProtocol.TCP, MappingProtocol.UDP
+
+
+def new_client(*ports: tuple[MappingProtocol, int], lifetime: int = 3600) -> NatPmpClient:
+    client = NatPmpClient(GATEWAY, lifetime=lifetime, rng=random.Random(7))
+    for protocol, port in ports:
+        client.add_mapping(protocol, port, now=0.0)
+    return client
+
+
+T = TypeVar("T")
+
+
+def of_type(events: list[NatPmpEvent], kind: type[T]) -> list[T]:
+    return [e for e in events if isinstance(e, kind)]
+
+
+# -- codec -------------------------------------------------------------------------------------
+
+ports = st.integers(0, 0xFFFF)
+uint32 = st.integers(0, 0xFFFF_FFFF)
+results = st.integers(0, 0xFFFF)
+protocols = st.sampled_from(MappingProtocol)
+addresses = st.builds(IPv4Address, uint32)
+
+
+def test_wire_format_is_rfc_6886() -> None:
+    assert ExternalAddressRequest().encode() == b"\x00\x00"
+    assert MappingRequest(UDP, 6881, 6882, 7200).encode() == bytes.fromhex(
+        "000100001ae11ae200001c20"
+    )
+    answer = bytes.fromhex("0082000000000e101ae19c4000000e10")
+    assert decode_response(answer) == MappingResponse(
+        TCP, ResultCode.SUCCESS, 3600, 6881, 40000, 3600
+    )
+    assert decode_response(bytes.fromhex("0080000400000001cb007107")) == ExternalAddressResponse(
+        ResultCode.OUT_OF_RESOURCES, 1, EXTERNAL
+    )
+
+
+@given(
+    st.builds(MappingRequest, protocols, ports, ports, uint32) | st.just(ExternalAddressRequest())
+)
+def test_requests_round_trip(request: MappingRequest | ExternalAddressRequest) -> None:
+    assert decode_request(request.encode()) == request
+
+
+@given(
+    st.builds(ExternalAddressResponse, results, uint32, addresses)
+    | st.builds(MappingResponse, protocols, results, uint32, ports, ports, uint32)
+    | st.builds(ShortErrorResponse, st.integers(0, 255), st.integers(1, 0xFFFF), uint32),
+    st.binary(max_size=8),
+)
+def test_responses_round_trip_with_trailing_bytes(response: object, trailing: bytes) -> None:
+    encoded = response.encode()  # type: ignore[attr-defined]
+    decoded = decode_response(encoded)
+    if isinstance(response, ShortErrorResponse) and response.opcode in (128, 129, 130):
+        return  # a short failure of a known opcode is read as the long form when it is long
+    assert decoded == response
+    assert decode_response(encoded + trailing) == response or isinstance(
+        response, ShortErrorResponse
+    )
+
+
+def test_known_result_codes_are_named_and_unknown_kept() -> None:
+    assert [code.value for code in ResultCode] == [0, 1, 2, 3, 4, 5]
+    response = decode_response(bytes.fromhex("00810063000000010000000000000000"))
+    assert isinstance(response, MappingResponse)
+    assert response.result == 99
+    assert not isinstance(response.result, ResultCode)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\x00\x80\x00\x00\x00\x00\x00",  # 7 bytes
+        b"\x02\x80" + bytes(10),  # PCP's version
+        b"\x00\x80" + bytes(8),  # a success too short for an address
+        b"\x00\x82" + bytes(12),  # a success too short for a mapping
+        b"\x00\x02" + bytes(14),  # a request, not a response
+        b"\x00\x83" + bytes(14),  # an unknown response opcode, succeeding
+    ],
+)
+def test_malformed_responses_raise_our_error(data: bytes) -> None:
+    with pytest.raises(NatPmpError):
+        decode_response(data)
+
+
+@pytest.mark.parametrize(
+    "data", [b"", b"\x01\x00", b"\x00\x00\x00", b"\x00\x01" + bytes(9), b"\x00\x03" + bytes(10)]
+)
+def test_malformed_requests_raise_our_error(data: bytes) -> None:
+    with pytest.raises(NatPmpError):
+        decode_request(data)
+
+
+@given(st.binary(max_size=40))
+def test_arbitrary_bytes_decode_or_raise_our_error(data: bytes) -> None:
+    for decode in (decode_response, decode_request):
+        with contextlib.suppress(NatPmpError):
+            decode(data)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: MappingRequest(TCP, 65536, 0, 0),
+        lambda: MappingRequest(TCP, 1, -1, 0),
+        lambda: MappingRequest(TCP, 1, 1, 1 << 32),
+        lambda: MappingRequest(3, 1, 1, 1),  # type: ignore[arg-type]
+        lambda: MappingRequest(TCP, True, 1, 1),
+        lambda: ExternalAddressResponse(0, 0, "1.2.3.4"),  # type: ignore[arg-type]
+        lambda: ExternalAddressResponse(1 << 16, 0, EXTERNAL),
+        lambda: ShortErrorResponse(128, 0, 0),
+        lambda: MappingResponse(UDP, 0, 1 << 32, 1, 1, 1),
+    ],
+)
+def test_bad_message_fields_raise_local_error(build: object) -> None:
+    with pytest.raises(LocalProtocolError):
+        build()  # type: ignore[operator]
+
+
+# -- mapping -----------------------------------------------------------------------------------
+
+
+def test_maps_serially_address_first() -> None:
+    gateway = FakeGateway()
+    client = new_client((TCP, 6881), (UDP, 6881))
+    events: list[NatPmpEvent] = []
+    run(client, gateway, 0.0, 10.0, events=events)
+    kinds = [type(r) for _, r in gateway.requests]
+    assert kinds == [ExternalAddressRequest, MappingRequest, MappingRequest]
+    # One at a time: each request follows the previous answer (latency 0.01).
+    times = gateway.times()
+    assert all(b - a >= 0.01 for a, b in itertools.pairwise(times))
+    assert events[0] == ExternalAddressChanged(EXTERNAL)
+    mapped = of_type(events, PortMapped)
+    assert [(e.mapping.protocol, e.mapping.external_port) for e in mapped] == [
+        (TCP, 6881),
+        (UDP, 6881),
+    ]
+    assert client.external_address == EXTERNAL
+    assert [m.external_port for m in client.mappings()] == [6881, 6881]
+    assert gateway.mappings.keys() == {(TCP, 6881), (UDP, 6881)}
+    stats = client.statistics()
+    assert (stats.sent, stats.received, stats.retransmitted) == (3, 3, 0)
+
+
+def test_asks_lifetime_and_renews_at_half() -> None:
+    gateway = FakeGateway()
+    client = new_client((TCP, 6881))
+    events: list[NatPmpEvent] = []
+    run(client, gateway, 0.0, 3000.0, events=events)
+    maps = [(t, r) for t, r in gateway.requests if isinstance(r, MappingRequest)]
+    assert maps[0][1].lifetime == 3600
+    assert len(maps) == 2
+    assert maps[1][0] == pytest.approx(maps[0][0] + 0.01 + 1800)
+    assert maps[1][1] == maps[0][1]  # a renewal is the same request
+    # The address is asked again as often; a renewal that changes nothing is silent.
+    assert len(gateway.times(ExternalAddressRequest)) == 2
+    assert len(of_type(events, PortMapped)) == 1
+
+
+def test_shorter_lifetime_granted_is_renewed_sooner_and_longer_is_capped() -> None:
+    gateway = FakeGateway(max_lifetime=100)
+    client = new_client((UDP, 7000))
+    run(client, gateway, 0.0, 120.0)
+    assert len(gateway.times(MappingRequest)) == 3  # at ~0, ~50, ~100
+    [mapping] = client.mappings()
+    assert mapping.lifetime == 100
+
+    generous = FakeGateway()
+    client = new_client((UDP, 7000), lifetime=60)
+    run(client, generous, 0.0, 1.0)
+    generous.requests.clear()
+    # A gateway granting more than asked is read as granting what was asked.
+    client.receive_datagram(
+        MappingResponse(UDP, 0, 2000, 7000, 7000, 99999).encode(), GATEWAY_ADDRESS, 1.0
+    )  # unexpected: nothing in flight
+    assert client.statistics().unexpected == 1
+    assert client.mappings()[0].lifetime == 60
+
+
+def test_tiny_lifetimes_do_not_flood() -> None:
+    gateway = FakeGateway(max_lifetime=1)
+    client = new_client((TCP, 6881))
+    run(client, gateway, 0.0, 20.0)
+    assert len(gateway.times(MappingRequest)) <= 11  # one per 2 s at most
+
+
+def test_external_port_differing_is_reported_and_suggested_on_renewal() -> None:
+    gateway = FakeGateway(taken={6881})
+    client = new_client((TCP, 6881))
+    events: list[NatPmpEvent] = []
+    run(client, gateway, 0.0, 2000.0, events=events)
+    [mapped] = of_type(events, PortMapped)
+    assert (mapped.mapping.internal_port, mapped.mapping.external_port) == (6881, 6882)
+    requests = [r for _, r in gateway.requests if isinstance(r, MappingRequest)]
+    assert [r.suggested_external_port for r in requests] == [6881, 6882]
+
+
+def test_chosen_external_port_is_suggested() -> None:
+    gateway = FakeGateway()
+    client = NatPmpClient(GATEWAY)
+    client.add_mapping(TCP, 6881, now=0.0, external_port=0)
+    run(client, gateway, 0.0, 1.0)
+    assert client.mappings()[0].external_port == 40000
+
+
+# -- retransmission ----------------------------------------------------------------------------
+
+
+def test_retransmission_schedule_and_give_up() -> None:
+    gateway = FakeGateway(silent=True)
+    client = new_client((TCP, 6881), (UDP, 6881))
+    events: list[NatPmpEvent] = []
+    run(client, gateway, 0.0, 130.0, events=events)
+    sent = gateway.times()
+    assert len(sent) == MAX_ATTEMPTS
+    assert sent == pytest.approx([0.25 * (2**k - 1) for k in range(9)])
+    # After the ninth send and 64 s more, everything due fails together.
+    give_up = 0.25 * (2**9 - 1)
+    [failed] = of_type(events, AddressRequestFailed)
+    assert failed == AddressRequestFailed(None, give_up + RETRY_MIN)
+    failures = of_type(events, MappingFailed)
+    assert [(f.mapping.protocol, f.result) for f in failures] == [(TCP, None), (UDP, None)]
+    assert all(f.retry_at == give_up + RETRY_MIN for f in failures)
+    stats = client.statistics()
+    assert (stats.timeouts, stats.sent, stats.retransmitted) == (1, 9, 8)
+    assert client.next_deadline() == give_up + RETRY_MIN
+
+
+def test_retries_back_off_and_recover() -> None:
+    gateway = FakeGateway(silent=True)
+    client = new_client((TCP, 6881))
+    events: list[NatPmpEvent] = []
+    end = run(client, gateway, 0.0, 700.0, events=events)
+    retries = [e.retry_at for e in of_type(events, AddressRequestFailed)]
+    give_up = 127.75
+    assert (
+        retries == [give_up + 60, 2 * give_up + 60 + 120, 3 * give_up + 180 + 240][: len(retries)]
+    )
+    gateway.silent = False
+    run(client, gateway, end, 2500.0, events=events)
+    assert client.mappings()[0].external_port == 6881
+    assert client.external_address == EXTERNAL
+
+
+def test_a_silent_gateway_fails_every_due_request_together() -> None:
+    gateway = FakeGateway()
+    client = new_client((TCP, 6881), (UDP, 6881), lifetime=60)
+    run(client, gateway, 0.0, 1.0)
+    gateway.silent_mappings = True
+    # The address refresh at ~30 s is answered; the TCP renewal is not.
+    run(client, gateway, 1.0, 31.0)
+    udp = client.mappings()[1].mapping_id
+    client.remove_mapping(udp, now=31.0)  # due now, behind the TCP renewal in flight
+    events: list[NatPmpEvent] = []
+    run(client, gateway, 31.0, 200.0, events=events)
+    [failed] = of_type(events, MappingFailed)
+    assert (failed.mapping.protocol, failed.result) == (TCP, None)
+    assert failed.retry_at == pytest.approx(30.02 + 127.75 + RETRY_MIN)
+    [removed] = of_type(events, MappingRemoved)
+    assert (removed.mapping.mapping_id, removed.result) == (udp, None)
+    # The address refresh fell due meanwhile (at ~60 s): it fails with the rest, unsent.
+    [address] = of_type(events, AddressRequestFailed)
+    assert address.retry_at == failed.retry_at
+    assert len(gateway.times(ExternalAddressRequest)) == 2
+
+
+def test_lost_answer_is_retransmitted() -> None:
+    gateway = FakeGateway()
+    client = new_client()
+    [(request, _)] = client.datagrams_to_send(0.0)
+    client.handle_timer(0.25)
+    [(again, _)] = client.datagrams_to_send(0.25)
+    assert again == request
+    client.handle_timer(0.5)  # not due before 0.75
+    assert client.datagrams_to_send(0.5) == []
+    reply = gateway.handle(again, 0.3)
+    assert reply is not None
+    client.receive_datagram(reply, GATEWAY_ADDRESS, 0.6)
+    assert client.external_address == EXTERNAL
+    assert client.statistics().retransmitted == 1
+
+
+# -- refusals ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("short", [False, True])
+@pytest.mark.parametrize(
+    ("code", "retry"),
+    [
+        (ResultCode.UNSUPPORTED_VERSION, RETRY_MAX),
+        (ResultCode.NOT_AUTHORIZED, RETRY_MAX),
+        (ResultCode.NETWORK_FAILURE, RETRY_MIN),
+        (ResultCode.OUT_OF_RESOURCES, RETRY_MIN),
+        (ResultCode.UNSUPPORTED_OPCODE, RETRY_MAX),
+        (77, RETRY_MAX),  # RFC 3.5: an undefined code is fatal to the request
+    ],
+)
+def test_result_codes_fail_the_mapping(code: int, retry: float, short: bool) -> None:
+    gateway = FakeGateway(refuse=code, short_errors=short)
+    client = new_client((TCP, 6881))
+    events: list[NatPmpEvent] = []
+    run(client, gateway, 0.0, 1.0, events=events)
+    [failed] = of_type(events, MappingFailed)
+    assert failed.result == code
+    assert failed.mapping.external_port is None
+    assert failed.retry_at == pytest.approx(0.02 + retry)
+    assert len(gateway.times(MappingRequest)) == 1  # no retransmission of a refusal
+    # Tried again when due, and mapped once the gateway agrees.
+    gateway.refuse = None
+    run(client, gateway, 1.0, retry + 1.0, events=events)
+    assert client.mappings()[0].external_port == 6881
+
+
+@pytest.mark.parametrize("short", [False, True])
+def test_address_refusals(short: bool) -> None:
+    gateway = FakeGateway(refuse_address=ResultCode.NETWORK_FAILURE, short_errors=short)
+    client = new_client((TCP, 6881))
+    events: list[NatPmpEvent] = []
+    run(client, gateway, 0.0, 1.0, events=events)
+    [failed] = of_type(events, AddressRequestFailed)
+    assert failed.result == ResultCode.NETWORK_FAILURE
+    assert failed.retry_at == pytest.approx(60.01)
+    assert client.mappings()[0].external_port == 6881  # the mapping goes on regardless
+    assert client.external_address is None
+
+
+def test_unsupported_version_answered_with_opcode_zero() -> None:
+    # RFC 3.5's figure: "Vers = 0 | OP = 0 | Result Code = 1".
+    client = new_client((UDP, 6881))
+    run(client, FakeGateway(), 0.0, 0.5)
+    client.add_mapping(TCP, 7000, now=0.5)
+    client.datagrams_to_send(0.5)
+    events: list[NatPmpEvent] = []
+    client.receive_datagram(ShortErrorResponse(0, 1, 2000).encode(), GATEWAY_ADDRESS, 0.6)
+    while (event := client.next_event()) is not None:
+        events.append(event)
+    [failed] = of_type(events, MappingFailed)
+    assert (failed.mapping.internal_port, failed.result) == (7000, ResultCode.UNSUPPORTED_VERSION)
+
+
+def test_gateway_without_address_yet() -> None:
+    gateway = FakeGateway(external=IPv4Address(0))
+    client = new_client()
+    events: list[NatPmpEvent] = []
+    run(client, gateway, 0.0, 1.0, events=events)
+    assert of_type(events, AddressRequestFailed)[0].result is None
+    assert client.external_address is None
+
+
+def test_address_change_is_reported() -> None:
+    gateway = FakeGateway()
+    client = new_client()
+    events: list[NatPmpEvent] = []
+    run(client, gateway, 0.0, 1.0, events=events)
+    gateway.external = IPv4Address("198.51.100.9")
+    run(client, gateway, 1.0, 1900.0, events=events)
+    assert of_type(events, ExternalAddressChanged) == [
+        ExternalAddressChanged(EXTERNAL),
+        ExternalAddressChanged(IPv4Address("198.51.100.9")),
+    ]
+    # A gratuitous announcement (RFC 3.2.1) is taken too.
+    client.receive_datagram(
+        ExternalAddressResponse(0, gateway.epoch(1901.0), IPv4Address("198.51.100.10")).encode(),
+        GATEWAY_ADDRESS,
+        1901.0,
+    )
+    assert client.external_address == IPv4Address("198.51.100.10")
+
+
+# -- the epoch ---------------------------------------------------------------------------------
+
+
+def test_gateway_reboot_announced_recreates_mappings() -> None:
+    gateway = FakeGateway()
+    client = new_client((TCP, 6881), (UDP, 6881))
+    events: list[NatPmpEvent] = []
+
+    def reboot(now: float) -> None:
+        gateway.reboot(now)
+        client.receive_datagram(gateway.announcement(now), GATEWAY_ADDRESS, now)
+
+    run(client, gateway, 0.0, 1000.0, events=events, at={900.0: reboot})
+    [reset] = of_type(events, GatewayReset)
+    assert reset.epoch == 0
+    assert reset.expected == pytest.approx(1000 + 900 * 7 / 8, abs=1)
+    renewals = [t for t in gateway.times(MappingRequest) if t >= 900]
+    assert len(renewals) == 2
+    assert 900 <= renewals[0] <= 905.1  # after a random 0..5 s (RFC 3.7), then serially
+    assert gateway.mappings.keys() == {(TCP, 6881), (UDP, 6881)}
+    assert client.statistics().gateway_resets == 1
+
+
+def test_gateway_reboot_seen_in_a_renewal_recreates_the_others() -> None:
+    gateway = FakeGateway()
+    client = new_client((TCP, 6881))
+    run(client, gateway, 0.0, 10.0)
+    client.add_mapping(UDP, 6881, now=10.0)
+    events: list[NatPmpEvent] = []
+    # The gateway reboots unseen; the UDP mapping's first request shows it.
+    run(client, gateway, 10.0, 20.0, events=events, at={10.0: gateway.reboot})
+    assert len(of_type(events, GatewayReset)) == 1
+    assert gateway.mappings.keys() == {(TCP, 6881), (UDP, 6881)}
+
+
+@pytest.mark.parametrize(
+    ("later", "epoch_step", "reset"),
+    [
+        (100.0, 100, False),  # in step
+        (100.0, 86, False),  # a slow gateway clock: 7/8 of ours and 2 s slack allowed
+        (100.0, 85, True),  # 87.5 - 2 = 85.5: lagging
+        (0.0, -1, True),  # went backwards
+        (1.0, 0, False),  # one second gone, the same SSSoE: within the slack
+    ],
+)
+def test_epoch_rule(later: float, epoch_step: int, reset: bool) -> None:
+    client = new_client()
+    client.datagrams_to_send(0.0)
+    client.receive_datagram(
+        ExternalAddressResponse(0, 5000, EXTERNAL).encode(), GATEWAY_ADDRESS, 0.0
+    )
+    client.receive_datagram(
+        ExternalAddressResponse(0, 5000 + epoch_step, EXTERNAL).encode(), GATEWAY_ADDRESS, later
+    )
+    assert client.statistics().gateway_resets == int(reset)
+
+
+def test_slow_gateway_clock_causes_no_false_reset() -> None:
+    gateway = FakeGateway(clock_rate=0.9)
+    client = new_client((TCP, 6881), lifetime=60)
+    run(client, gateway, 0.0, 5000.0)
+    assert client.statistics().gateway_resets == 0
+
+
+# -- deletion ----------------------------------------------------------------------------------
+
+
+def test_remove_mapping_deletes_it() -> None:
+    gateway = FakeGateway()
+    client = new_client((TCP, 6881), (UDP, 6881))
+    run(client, gateway, 0.0, 1.0)
+    tcp_id = client.mappings()[0].mapping_id
+    client.remove_mapping(tcp_id, now=1.0)
+    client.remove_mapping(tcp_id, now=1.0)  # twice: nothing more
+    events: list[NatPmpEvent] = []
+    run(client, gateway, 1.0, 2.0, events=events)
+    [removed] = of_type(events, MappingRemoved)
+    assert (removed.mapping.mapping_id, removed.result) == (tcp_id, ResultCode.SUCCESS)
+    _, deletion = gateway.requests[-1]
+    assert deletion == MappingRequest(TCP, 6881, 0, 0)
+    assert gateway.mappings.keys() == {(UDP, 6881)}
+    assert [m.protocol for m in client.mappings()] == [UDP]
+    with pytest.raises(LocalProtocolError):
+        client.remove_mapping(tcp_id, now=2.0)
+
+
+def test_close_deletes_everything() -> None:
+    gateway = FakeGateway()
+    client = new_client((TCP, 6881), (UDP, 6881))
+    run(client, gateway, 0.0, 1.0)
+    client.close(1.0)
+    client.close(1.0)
+    closed_before_answers = client.is_closed
+    assert not closed_before_answers
+    run(client, gateway, 1.0, 5000.0)
+    assert client.is_closed
+    assert gateway.mappings == {}
+    assert client.next_deadline() is None
+    assert all(t < 2.0 for t in gateway.times())  # no renewal, no address refresh
+    with pytest.raises(LocalProtocolError):
+        client.add_mapping(TCP, 1, now=5000.0)
+
+
+@pytest.mark.parametrize("short", [False, True])
+def test_refused_deletion_still_removes(short: bool) -> None:
+    gateway = FakeGateway(refuse_deletion=ResultCode.NOT_AUTHORIZED, short_errors=short)
+    client = new_client((TCP, 6881))
+    run(client, gateway, 0.0, 1.0)
+    client.close(1.0)
+    events: list[NatPmpEvent] = []
+    run(client, gateway, 1.0, 2.0, events=events)
+    assert client.is_closed
+    [removed] = of_type(events, MappingRemoved)
+    assert removed.result == ResultCode.NOT_AUTHORIZED
+
+
+def test_close_drops_the_address_request_and_later_answers() -> None:
+    client = new_client()
+    assert len(client.datagrams_to_send(0.0)) == 1
+    client.close(0.1)
+    assert client.is_closed
+    assert client.datagrams_to_send(0.2) == []
+    client.receive_datagram(ExternalAddressResponse(0, 5, EXTERNAL).encode(), GATEWAY_ADDRESS, 0.3)
+    client.receive_datagram(ShortErrorResponse(128, 3, 6).encode(), GATEWAY_ADDRESS, 0.3)
+    assert client.external_address is None
+    assert client.next_event() is None
+    assert client.statistics().unexpected == 1
+
+
+def test_close_with_a_silent_gateway_gives_up_soon() -> None:
+    gateway = FakeGateway()
+    client = new_client((TCP, 6881))
+    run(client, gateway, 0.0, 1.0)
+    gateway.silent = True
+    gateway.requests.clear()
+    client.close(1.0)
+    events: list[NatPmpEvent] = []
+    run(client, gateway, 1.0, 10.0, events=events)
+    assert client.is_closed
+    assert len(gateway.requests) == DELETE_ATTEMPTS
+    assert gateway.times()[-1] - 1.0 == pytest.approx(0.75)
+    assert of_type(events, MappingRemoved)[0].result is None
+
+
+def test_removing_what_the_gateway_never_held_sends_nothing() -> None:
+    client = new_client((TCP, 6881))
+    mapping_id = client.mappings()[0].mapping_id
+    client.remove_mapping(mapping_id, now=0.0)
+    event = client.next_event()
+    assert isinstance(event, MappingRemoved)
+    assert (event.mapping.mapping_id, event.result) == (mapping_id, None)
+    assert client.mappings() == ()
+    assert [d for d, _ in client.datagrams_to_send(0.0)] == [ExternalAddressRequest().encode()]
+
+
+def test_removing_a_mapping_in_flight_deletes_it_and_drops_late_answers() -> None:
+    gateway = FakeGateway()
+    client = new_client((TCP, 6881))
+    run(client, gateway, 0.0, 0.015)  # the address answered, the mapping request sent
+    _, request = gateway.requests[-1]
+    assert isinstance(request, MappingRequest)
+    late = gateway.handle(request.encode(), 0.015)
+    client.remove_mapping(client.mappings()[0].mapping_id, now=0.02)
+    [(deletion, _)] = client.datagrams_to_send(0.02)
+    assert decode_request(deletion) == MappingRequest(TCP, 6881, 0, 0)
+    assert late is not None
+    # The mapping answer to the dropped request is no answer to the deletion.
+    client.receive_datagram(late, GATEWAY_ADDRESS, 0.03)
+    assert client.statistics().unexpected == 1
+    assert client.mappings() != ()
+
+
+def test_an_expired_mapping_is_removed_without_deletion() -> None:
+    gateway = FakeGateway()
+    client = new_client((TCP, 6881), lifetime=60)
+    run(client, gateway, 0.0, 1.0)
+    gateway.silent = True
+    run(client, gateway, 1.0, 100.0)  # the renewal at 30 s still retransmitted; expired at 60
+    sent = len(gateway.requests)
+    events: list[NatPmpEvent] = []
+    client.remove_mapping(client.mappings()[0].mapping_id, now=100.0)
+    run(client, gateway, 100.0, 200.0, events=events)
+    assert len(gateway.requests) == sent  # RFC 3.1: no deletion past the natural expiry
+    [removed] = of_type(events, MappingRemoved)
+    assert removed.result is None
+
+
+# -- what is not ours --------------------------------------------------------------------------
+
+
+def test_answers_from_elsewhere_are_ignored_and_counted() -> None:
+    client = new_client((TCP, 6881))
+    client.datagrams_to_send(0.0)
+    answer = ExternalAddressResponse(0, 100, IPv4Address("6.6.6.6")).encode()
+    client.receive_datagram(answer, PeerAddress(IPv4Address("192.168.1.2"), 5351), 0.1)
+    client.receive_datagram(answer, PeerAddress(GATEWAY, 5350), 0.1)
+    client.receive_datagram(answer, PeerAddress(IPv4Address("127.0.0.1"), 5351), 0.1)
+    assert client.statistics().wrong_source == 3
+    assert client.external_address is None
+    assert client.next_event() is None
+
+
+def test_garbage_and_unrelated_answers_are_ignored_and_counted() -> None:
+    client = new_client((TCP, 6881))
+    run(client, FakeGateway(), 0.0, 0.015)  # the mapping request in flight
+    for data in (b"", b"\xff" * 16, b"\x00\x82\x00"):
+        client.receive_datagram(data, GATEWAY_ADDRESS, 0.02)
+    # Well formed but answering nothing in flight: another port, another protocol.
+    for response in (
+        MappingResponse(TCP, 0, 1001, 6882, 6882, 3600),
+        MappingResponse(UDP, 0, 1001, 6881, 6881, 3600),
+        ShortErrorResponse(129, 3, 1001),
+    ):
+        client.receive_datagram(response.encode(), GATEWAY_ADDRESS, 0.02)
+    # A success that makes no sense: no port, no lifetime.
+    for response in (
+        MappingResponse(TCP, 0, 1001, 6881, 0, 3600),
+        MappingResponse(TCP, 0, 1001, 6881, 6881, 0),
+    ):
+        client.receive_datagram(response.encode(), GATEWAY_ADDRESS, 0.02)
+    stats = client.statistics()
+    assert (stats.malformed, stats.unexpected) == (5, 3)
+    assert client.mappings()[0].external_port is None
+    client.receive_datagram(
+        MappingResponse(TCP, 0, 1001, 6881, 6881, 3600).encode(), GATEWAY_ADDRESS, 0.03
+    )
+    assert client.mappings()[0].external_port == 6881
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(0, 200),
+            st.binary(max_size=20)
+            | st.sampled_from(
+                [
+                    MappingResponse(TCP, 0, 0, 6881, 6881, 1).encode(),
+                    MappingResponse(UDP, 3, 0, 6881, 0, 0).encode(),
+                    ExternalAddressResponse(0, 0, EXTERNAL).encode(),
+                    ShortErrorResponse(0, 1, 0).encode(),
+                    ShortErrorResponse(130, 5, 9).encode(),
+                ]
+            ),
+        ),
+        max_size=20,
+    )
+)
+def test_hostile_datagrams_never_crash_and_mappings_survive(
+    noise: list[tuple[float, bytes]],
+) -> None:
+    gateway = FakeGateway()
+    client = new_client((TCP, 6881), (UDP, 6881))
+
+    def deliver(data: bytes) -> Callable[[float], None]:
+        return lambda now: client.receive_datagram(data, GATEWAY_ADDRESS, now)
+
+    actions = {t: deliver(d) for t, d in noise}
+    run(client, gateway, 0.0, 200.0, at=actions)
+    # Whatever the noise did, the gateway's own answers win within a retry round.
+    run(client, gateway, 200.0, 4000.0)
+    assert [m.external_port for m in client.mappings()] == [6881, 6881]
+    assert client.external_address == EXTERNAL
+
+
+# -- the API -----------------------------------------------------------------------------------
+
+
+def test_bad_arguments_raise_local_error() -> None:
+    with pytest.raises(LocalProtocolError):
+        NatPmpClient("192.168.1.1")  # type: ignore[arg-type]
+    with pytest.raises(LocalProtocolError):
+        NatPmpClient(GATEWAY, lifetime=0)
+    with pytest.raises(LocalProtocolError):
+        NatPmpClient(GATEWAY, port=0)
+    client = new_client((TCP, 6881))
+    for protocol, port, external in (
+        (TCP, 6881, None),
+        (TCP, 0, None),
+        (TCP, 70000, None),
+        (TCP, 1, -1),
+        ("tcp", 1, None),
+    ):
+        with pytest.raises(LocalProtocolError):
+            client.add_mapping(protocol, port, now=0.0, external_port=external)  # type: ignore[arg-type]
+    client.add_mapping(UDP, 6881, now=0.0)  # another protocol: fine
+    for port in range(2, MAX_MAPPINGS):
+        client.add_mapping(TCP, port, now=0.0)
+    with pytest.raises(LocalProtocolError):
+        client.add_mapping(TCP, 9999, now=0.0)
