@@ -385,3 +385,20 @@ async def test_pause_stops_the_web_seeds_and_resume_tries_them_again(tmp_path: P
             assert again is not seed
             assert len(server.requests) > asked
     assert same_files(folder, down / "album")
+
+
+async def test_remove_during_a_recheck(tmp_path: Path) -> None:
+    folder, torrent = content(tmp_path)
+    with trio.fail_after(DEADLINE):
+        async with open_session(loopback_config()) as session:
+            seeding = await session.add_torrent(torrent, TorrentOptions(folder.parent))
+            await seeding.wait_complete()
+            seeding.force_recheck()
+            assert seeding.status().phase is TorrentPhase.CHECKING
+            await session.remove_torrent(seeding)
+            assert session.torrents == ()
+            assert resume_files(folder.parent) == []
+            # The data stays, whole: added again, it is found complete.
+            again = await session.add_torrent(torrent, TorrentOptions(folder.parent))
+            await again.wait_complete()
+            assert again.status().pieces == torrent.info.num_pieces
