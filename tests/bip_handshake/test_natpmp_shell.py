@@ -1,0 +1,206 @@
+"""The NAT-PMP trio shell against a fake gateway on 127.0.0.1 (virtual time)."""
+
+from __future__ import annotations
+
+import sys
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+from _natpmp_gateway import EXTERNAL, FakeGateway, serve_gateway
+
+from bip_handshake._errors import LocalProtocolError
+from bip_handshake._natpmp import (
+    ExternalAddressChanged,
+    ExternalAddressResponse,
+    MappingProtocol,
+    MappingRequest,
+    NatPmpEvent,
+    PortMapped,
+)
+from bip_handshake._natpmp_shell import PortMapper, default_gateway, open_port_mapper
+
+LOOPBACK = "127.0.0.1"
+
+
+async def wait_mapped(mapper: PortMapper, count: int) -> None:
+    with trio.fail_after(10):
+        while sum(m.external_port is not None for m in mapper.mappings()) < count:
+            await mapper.wait_changed()
+
+
+async def test_maps_keeps_and_deletes(autojump_clock: trio.testing.MockClock) -> None:
+    gateway = FakeGateway(taken={6881})
+    events: list[NatPmpEvent] = []
+    async with trio.open_nursery() as nursery:
+        _, port = await nursery.start(serve_gateway, gateway)
+        async with open_port_mapper(
+            LOOPBACK, gateway_port=port, bind_host=LOOPBACK, on_event=events.append
+        ) as mapper:
+            await wait_mapped(mapper, 2)
+            assert mapper.external_address == EXTERNAL
+            assert mapper.external_port("tcp", 6881) == 6882  # 6881 was taken
+            assert mapper.external_port(MappingProtocol.UDP, 6881) == 6882
+            assert mapper.external_port("tcp", 1234) is None
+            assert str(mapper.gateway) == f"127.0.0.1:{port}"
+            assert ExternalAddressChanged(EXTERNAL) in events
+            assert len([e for e in events if isinstance(e, PortMapped)]) == 2
+            assert gateway.mappings.keys() == {
+                (MappingProtocol.TCP, 6881),
+                (MappingProtocol.UDP, 6881),
+            }
+            # Kept alive: renewed halfway through each hour.
+            await trio.sleep(3 * 3600)
+            renewals = [r for _, r in gateway.requests if isinstance(r, MappingRequest)]
+            assert len(renewals) >= 2 * 6
+            assert all(r.lifetime == 3600 for r in renewals)
+            assert mapper.statistics().timeouts == 0
+        # Deleted on exit.
+        assert gateway.mappings == {}
+        _, last = gateway.requests[-1]
+        assert isinstance(last, MappingRequest)
+        assert last.lifetime == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_add_and_remove_while_open(autojump_clock: trio.testing.MockClock) -> None:
+    gateway = FakeGateway()
+    async with trio.open_nursery() as nursery:
+        _, port = await nursery.start(serve_gateway, gateway)
+        async with open_port_mapper(LOOPBACK, [], gateway_port=port, bind_host=LOOPBACK) as mapper:
+            await trio.sleep(1)
+            assert mapper.mappings() == ()
+            mapping_id = mapper.add_mapping("udp", 7000, external_port=7001)
+            await wait_mapped(mapper, 1)
+            assert mapper.external_port("udp", 7000) == 7001
+            mapper.remove_mapping(mapping_id)
+            with trio.fail_after(5):
+                while mapper.mappings():
+                    await mapper.wait_changed()
+            assert gateway.mappings == {}
+            with pytest.raises(LocalProtocolError):
+                mapper.add_mapping("sctp", 1)  # type: ignore[arg-type]
+            with pytest.raises(LocalProtocolError):
+                mapper.remove_mapping(mapping_id)
+        nursery.cancel_scope.cancel()
+
+
+async def test_spoofed_answers_are_ignored(autojump_clock: trio.testing.MockClock) -> None:
+    gateway = FakeGateway()
+    async with trio.open_nursery() as nursery:
+        gateway_sock, port = await nursery.start(serve_gateway, gateway)
+        with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as spoofer:
+            await spoofer.bind((LOOPBACK, 0))
+            async with open_port_mapper(
+                LOOPBACK, [("tcp", 6881)], gateway_port=port, bind_host=LOOPBACK
+            ) as mapper:
+                await wait_mapped(mapper, 1)
+                ours = mapper._sock.getsockname()
+                lie = ExternalAddressResponse(0, 1 << 20, IPv4Address("6.6.6.6")).encode()
+                await spoofer.sendto(lie, ours)  # right host, wrong port
+                await spoofer.sendto(b"\xff" * 3, ours)
+                await gateway_sock.sendto(b"\x00\x80", ours)  # from the gateway, but garbage
+                await trio.sleep(1)
+                assert mapper.external_address == EXTERNAL
+                stats = mapper.statistics()
+                assert (stats.wrong_source, stats.malformed) == (2, 1)
+        nursery.cancel_scope.cancel()
+
+
+async def test_silent_gateway_and_bounded_exit(autojump_clock: trio.testing.MockClock) -> None:
+    with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as silent:
+        await silent.bind((LOOPBACK, 0))
+        port = silent.getsockname()[1]
+        async with open_port_mapper(
+            LOOPBACK, gateway_port=port, bind_host=LOOPBACK, close_timeout=1.0
+        ) as mapper:
+            await trio.sleep(130)
+            assert mapper.statistics().timeouts == 1
+            assert all(m.external_port is None for m in mapper.mappings())
+            start = trio.current_time()
+        # No mapping request ever went out (the address request failed first, and took
+        # them all along): nothing to delete, the exit is immediate.
+        assert trio.current_time() == start
+
+
+async def test_cancelled_block_still_deletes(autojump_clock: trio.testing.MockClock) -> None:
+    gateway = FakeGateway()
+    async with trio.open_nursery() as nursery:
+        _, port = await nursery.start(serve_gateway, gateway)
+        with trio.move_on_after(100):
+            async with open_port_mapper(LOOPBACK, gateway_port=port, bind_host=LOOPBACK):
+                await trio.sleep_forever()
+        assert gateway.mappings == {}
+        nursery.cancel_scope.cancel()
+
+
+async def test_exit_is_bounded_when_deletions_go_unanswered(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    gateway = FakeGateway()
+    async with trio.open_nursery() as nursery:
+        _, port = await nursery.start(serve_gateway, gateway)
+        async with open_port_mapper(
+            LOOPBACK, gateway_port=port, bind_host=LOOPBACK, close_timeout=0.5
+        ) as mapper:
+            await wait_mapped(mapper, 2)
+            gateway.silent = True
+            start = trio.current_time()
+        assert start + 0.25 < trio.current_time() <= start + 0.5  # tried, then gave up
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_blocks_own_error_comes_out_unwrapped(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    gateway = FakeGateway()
+    async with trio.open_nursery() as nursery:
+        _, port = await nursery.start(serve_gateway, gateway)
+
+        async def fail_inside() -> None:
+            async with open_port_mapper(LOOPBACK, gateway_port=port, bind_host=LOOPBACK) as mapper:
+                await wait_mapped(mapper, 2)
+                raise KeyError("the caller's own")
+
+        with pytest.raises(KeyError):
+            await fail_inside()
+        assert gateway.mappings == {}
+        nursery.cancel_scope.cancel()
+
+
+async def test_bad_arguments() -> None:
+    with pytest.raises(LocalProtocolError):
+        async with open_port_mapper("gateway.local"):
+            pass  # pragma: no cover
+    with pytest.raises(LocalProtocolError):
+        async with open_port_mapper(LOOPBACK, close_timeout=-1):
+            pass  # pragma: no cover
+    with pytest.raises(LocalProtocolError):
+        async with open_port_mapper(LOOPBACK, [("tcp", 0)]):
+            pass  # pragma: no cover
+
+
+ROUTES = """\
+Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
+eth0\t0000A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0
+wlan0\t00000000\t0200A8C0\t0003\t0\t0\t600\t00000000\t0\t0\t0
+eth0\t00000000\t0100A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0
+tun0\t00000000\t0300A8C0\t0001\t0\t0\t1\t00000000\t0\t0\t0
+bad\tzz\t0100A8C0\t0003\t0\t0\t1\t00000000\t0\t0\t0
+short
+"""
+
+
+def test_default_gateway_reads_the_routing_table(tmp_path: Path) -> None:
+    table = tmp_path / "route"
+    table.write_text(ROUTES, encoding="ascii")
+    # The lowest-metric default route with a gateway (tun0's has none), in host byte order.
+    expected = IPv4Address(int("0100A8C0", 16).to_bytes(4, sys.byteorder))
+    assert default_gateway(table) == expected
+    table.write_text(ROUTES.splitlines()[0] + "\n", encoding="ascii")
+    assert default_gateway(table) is None
+    assert default_gateway(tmp_path / "missing") is None
+    table.write_bytes(b"\xff\xfe")
+    assert default_gateway(table) is None
