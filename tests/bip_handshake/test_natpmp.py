@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import random
 from collections.abc import Callable
 from ipaddress import IPv4Address
@@ -706,3 +707,22 @@ def test_bad_arguments_raise_local_error() -> None:
         client.add_mapping(TCP, port, now=0.0)
     with pytest.raises(LocalProtocolError):
         client.add_mapping(TCP, 9999, now=0.0)
+
+
+def test_logs_few_lines_a_user_wants(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="bip_handshake.natpmp")
+    gateway = FakeGateway(taken={6881})
+    client = new_client((TCP, 6881))
+    run(client, gateway, 0.0, 2000.0)  # a renewal included: silent
+    gateway.refuse = ResultCode.NOT_AUTHORIZED
+    client.add_mapping(UDP, 6881, now=2000.0)
+    run(client, gateway, 2000.0, 2001.0)
+    gateway.silent = True
+    run(client, gateway, 2001.0, 3800.0)  # the next renewals go unanswered
+    infos = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert infos == [
+        "NAT-PMP gateway 192.168.1.1:5351 maps TCP port 6881 to external port 6882 for 3600 s",
+        "NAT-PMP gateway 192.168.1.1:5351 refused to map UDP port 6881: NOT_AUTHORIZED;"
+        " retrying in 3600 s",
+        "NAT-PMP gateway 192.168.1.1:5351 did not answer 9 requests",
+    ]

@@ -1055,6 +1055,14 @@ class NatPmpClient:
         mapping.expires_at = now + lifetime
         mapping.due = now + max(lifetime / 2, MIN_RENEW_DELAY)
         if changed:
+            _log.info(
+                "NAT-PMP gateway %s maps %s port %d to external port %d for %d s",
+                self._gateway,
+                mapping.protocol.name,
+                mapping.internal_port,
+                response.external_port,
+                lifetime,
+            )
             self._events.append(PortMapped(mapping.snapshot()))
 
     def _mapping_failed(
@@ -1062,6 +1070,15 @@ class NatPmpClient:
     ) -> None:
         mapping.failures += 1
         retry_at = now + self._retry_delay(result, mapping.failures)
+        if result is not None:
+            _log.info(
+                "NAT-PMP gateway %s refused to map %s port %d: %s; retrying in %.0f s",
+                self._gateway,
+                mapping.protocol.name,
+                mapping.internal_port,
+                result.name if isinstance(result, ResultCode) else f"result code {result}",
+                retry_at - now,
+            )
         mapping.state = _State.WANTED
         mapping.due = retry_at
         mapping.external_port = None

@@ -40,7 +40,6 @@ from ._errors import LocalProtocolError
 from ._natpmp import (
     DEFAULT_LIFETIME,
     NATPMP_PORT,
-    AddressRequestFailed,
     MappingId,
     MappingProtocol,
     NatPmpClient,
@@ -209,10 +208,7 @@ class PortMapper:
         changed = False
         while (event := self._client.next_event()) is not None:
             changed = True
-            if isinstance(event, AddressRequestFailed) and event.result is None:
-                _log.info("NAT-PMP gateway %s did not answer", self._client.gateway)
-            else:
-                _log.debug("NAT-PMP: %s", event)
+            _log.debug("NAT-PMP: %s", event)  # the core logs what a user wants to see
             if self._on_event is not None:
                 self._on_event(event)
         if changed:
