@@ -20,10 +20,10 @@ from bip_handshake._natpmp import (
     MappingResponse,
     NatPmpClient,
     NatPmpError,
+    NatPmpErrorResponse,
     NatPmpEvent,
-    ResultCode,
-    ShortErrorResponse,
-    decode_request,
+    NatPmpResult,
+    decode_natpmp_request,
 )
 
 GATEWAY = IPv4Address("192.168.1.1")
@@ -75,11 +75,13 @@ class FakeGateway:
         self.mappings.clear()
 
     def announcement(self, now: float) -> bytes:
-        return ExternalAddressResponse(ResultCode.SUCCESS, self.epoch(now), self.external).encode()
+        return ExternalAddressResponse(
+            NatPmpResult.SUCCESS, self.epoch(now), self.external
+        ).encode()
 
     def handle(self, data: bytes, now: float) -> bytes | None:
         try:
-            request = decode_request(data)
+            request = decode_natpmp_request(data)
         except NatPmpError:
             return None
         self.requests.append((now, request))
@@ -89,15 +91,15 @@ class FakeGateway:
         if isinstance(request, ExternalAddressRequest):
             if self.refuse_address is not None:
                 if self.short_errors:
-                    return ShortErrorResponse(128, self.refuse_address, epoch).encode()
+                    return NatPmpErrorResponse(128, self.refuse_address, epoch).encode()
                 return ExternalAddressResponse(self.refuse_address, epoch, IPv4Address(0)).encode()
-            return ExternalAddressResponse(ResultCode.SUCCESS, epoch, self.external).encode()
+            return ExternalAddressResponse(NatPmpResult.SUCCESS, epoch, self.external).encode()
         if self.silent_mappings:
             return None
         key = (request.protocol, request.internal_port)
         if request.lifetime == 0 and self.refuse_deletion is not None:
             if self.short_errors:
-                return ShortErrorResponse(
+                return NatPmpErrorResponse(
                     128 | request.protocol, self.refuse_deletion, epoch
                 ).encode()
             return MappingResponse(
@@ -106,11 +108,11 @@ class FakeGateway:
         if request.lifetime == 0:
             self.mappings.pop(key, None)
             return MappingResponse(
-                request.protocol, ResultCode.SUCCESS, epoch, request.internal_port, 0, 0
+                request.protocol, NatPmpResult.SUCCESS, epoch, request.internal_port, 0, 0
             ).encode()
         if self.refuse is not None:
             if self.short_errors:
-                return ShortErrorResponse(128 | request.protocol, self.refuse, epoch).encode()
+                return NatPmpErrorResponse(128 | request.protocol, self.refuse, epoch).encode()
             return MappingResponse(
                 request.protocol, self.refuse, epoch, request.internal_port, 0, 0
             ).encode()
@@ -124,7 +126,7 @@ class FakeGateway:
         lifetime = min(request.lifetime, self.max_lifetime)
         self.mappings[key] = (port, now + lifetime)
         return MappingResponse(
-            request.protocol, ResultCode.SUCCESS, epoch, request.internal_port, port, lifetime
+            request.protocol, NatPmpResult.SUCCESS, epoch, request.internal_port, port, lifetime
         ).encode()
 
     def times(self, kind: type | None = None) -> list[float]:

@@ -18,13 +18,11 @@ from hypothesis import strategies as st
 from bip_handshake._compact import PeerAddress
 from bip_handshake._errors import LocalProtocolError
 from bip_handshake._natpmp import (
-    DELETE_ATTEMPTS,
-    MAX_ATTEMPTS,
-    MAX_MAPPINGS,
-    RETRY_MAX,
-    RETRY_MIN,
-    AddressRequestFailed,
-    ExternalAddressChanged,
+    NATPMP_DELETE_ATTEMPTS,
+    NATPMP_MAX_ATTEMPTS,
+    NATPMP_MAX_MAPPINGS,
+    NATPMP_RETRY_MAX,
+    NATPMP_RETRY_MIN,
     ExternalAddressRequest,
     ExternalAddressResponse,
     GatewayReset,
@@ -33,14 +31,16 @@ from bip_handshake._natpmp import (
     MappingRemoved,
     MappingRequest,
     MappingResponse,
+    NatPmpAddressChanged,
+    NatPmpAddressFailed,
     NatPmpClient,
     NatPmpError,
+    NatPmpErrorResponse,
     NatPmpEvent,
+    NatPmpResult,
     PortMapped,
-    ResultCode,
-    ShortErrorResponse,
-    decode_request,
-    decode_response,
+    decode_natpmp_request,
+    decode_natpmp_response,
 )
 
 TCP, UDP = MappingProtocol.TCP, MappingProtocol.UDP
@@ -75,44 +75,44 @@ def test_wire_format_is_rfc_6886() -> None:
         "000100001ae11ae200001c20"
     )
     answer = bytes.fromhex("0082000000000e101ae19c4000000e10")
-    assert decode_response(answer) == MappingResponse(
-        TCP, ResultCode.SUCCESS, 3600, 6881, 40000, 3600
+    assert decode_natpmp_response(answer) == MappingResponse(
+        TCP, NatPmpResult.SUCCESS, 3600, 6881, 40000, 3600
     )
-    assert decode_response(bytes.fromhex("0080000400000001cb007107")) == ExternalAddressResponse(
-        ResultCode.OUT_OF_RESOURCES, 1, EXTERNAL
-    )
+    assert decode_natpmp_response(
+        bytes.fromhex("0080000400000001cb007107")
+    ) == ExternalAddressResponse(NatPmpResult.OUT_OF_RESOURCES, 1, EXTERNAL)
 
 
 @given(
     st.builds(MappingRequest, protocols, ports, ports, uint32) | st.just(ExternalAddressRequest())
 )
 def test_requests_round_trip(request: MappingRequest | ExternalAddressRequest) -> None:
-    assert decode_request(request.encode()) == request
+    assert decode_natpmp_request(request.encode()) == request
 
 
 @given(
     st.builds(ExternalAddressResponse, results, uint32, addresses)
     | st.builds(MappingResponse, protocols, results, uint32, ports, ports, uint32)
-    | st.builds(ShortErrorResponse, st.integers(0, 255), st.integers(1, 0xFFFF), uint32),
+    | st.builds(NatPmpErrorResponse, st.integers(0, 255), st.integers(1, 0xFFFF), uint32),
     st.binary(max_size=8),
 )
 def test_responses_round_trip_with_trailing_bytes(response: object, trailing: bytes) -> None:
     encoded = response.encode()  # type: ignore[attr-defined]
-    decoded = decode_response(encoded)
-    if isinstance(response, ShortErrorResponse) and response.opcode in (128, 129, 130):
+    decoded = decode_natpmp_response(encoded)
+    if isinstance(response, NatPmpErrorResponse) and response.opcode in (128, 129, 130):
         return  # a short failure of a known opcode is read as the long form when it is long
     assert decoded == response
-    assert decode_response(encoded + trailing) == response or isinstance(
-        response, ShortErrorResponse
+    assert decode_natpmp_response(encoded + trailing) == response or isinstance(
+        response, NatPmpErrorResponse
     )
 
 
 def test_known_result_codes_are_named_and_unknown_kept() -> None:
-    assert [code.value for code in ResultCode] == [0, 1, 2, 3, 4, 5]
-    response = decode_response(bytes.fromhex("00810063000000010000000000000000"))
+    assert [code.value for code in NatPmpResult] == [0, 1, 2, 3, 4, 5]
+    response = decode_natpmp_response(bytes.fromhex("00810063000000010000000000000000"))
     assert isinstance(response, MappingResponse)
     assert response.result == 99
-    assert not isinstance(response.result, ResultCode)
+    assert not isinstance(response.result, NatPmpResult)
 
 
 @pytest.mark.parametrize(
@@ -129,7 +129,7 @@ def test_known_result_codes_are_named_and_unknown_kept() -> None:
 )
 def test_malformed_responses_raise_our_error(data: bytes) -> None:
     with pytest.raises(NatPmpError):
-        decode_response(data)
+        decode_natpmp_response(data)
 
 
 @pytest.mark.parametrize(
@@ -137,12 +137,12 @@ def test_malformed_responses_raise_our_error(data: bytes) -> None:
 )
 def test_malformed_requests_raise_our_error(data: bytes) -> None:
     with pytest.raises(NatPmpError):
-        decode_request(data)
+        decode_natpmp_request(data)
 
 
 @given(st.binary(max_size=40))
 def test_arbitrary_bytes_decode_or_raise_our_error(data: bytes) -> None:
-    for decode in (decode_response, decode_request):
+    for decode in (decode_natpmp_response, decode_natpmp_request):
         with contextlib.suppress(NatPmpError):
             decode(data)
 
@@ -157,7 +157,7 @@ def test_arbitrary_bytes_decode_or_raise_our_error(data: bytes) -> None:
         lambda: MappingRequest(TCP, True, 1, 1),
         lambda: ExternalAddressResponse(0, 0, "1.2.3.4"),  # type: ignore[arg-type]
         lambda: ExternalAddressResponse(1 << 16, 0, EXTERNAL),
-        lambda: ShortErrorResponse(128, 0, 0),
+        lambda: NatPmpErrorResponse(128, 0, 0),
         lambda: MappingResponse(UDP, 0, 1 << 32, 1, 1, 1),
     ],
 )
@@ -179,7 +179,7 @@ def test_maps_serially_address_first() -> None:
     # One at a time: each request follows the previous answer (latency 0.01).
     times = gateway.times()
     assert all(b - a >= 0.01 for a, b in itertools.pairwise(times))
-    assert events[0] == ExternalAddressChanged(EXTERNAL)
+    assert events[0] == NatPmpAddressChanged(EXTERNAL)
     mapped = of_type(events, PortMapped)
     assert [(e.mapping.protocol, e.mapping.external_port) for e in mapped] == [
         (TCP, 6881),
@@ -262,18 +262,18 @@ def test_retransmission_schedule_and_give_up() -> None:
     events: list[NatPmpEvent] = []
     run(client, gateway, 0.0, 130.0, events=events)
     sent = gateway.times()
-    assert len(sent) == MAX_ATTEMPTS
+    assert len(sent) == NATPMP_MAX_ATTEMPTS
     assert sent == pytest.approx([0.25 * (2**k - 1) for k in range(9)])
     # After the ninth send and 64 s more, everything due fails together.
     give_up = 0.25 * (2**9 - 1)
-    [failed] = of_type(events, AddressRequestFailed)
-    assert failed == AddressRequestFailed(None, give_up + RETRY_MIN)
+    [failed] = of_type(events, NatPmpAddressFailed)
+    assert failed == NatPmpAddressFailed(None, give_up + NATPMP_RETRY_MIN)
     failures = of_type(events, MappingFailed)
     assert [(f.mapping.protocol, f.result) for f in failures] == [(TCP, None), (UDP, None)]
-    assert all(f.retry_at == give_up + RETRY_MIN for f in failures)
+    assert all(f.retry_at == give_up + NATPMP_RETRY_MIN for f in failures)
     stats = client.statistics()
     assert (stats.timeouts, stats.sent, stats.retransmitted) == (1, 9, 8)
-    assert client.next_deadline() == give_up + RETRY_MIN
+    assert client.next_deadline() == give_up + NATPMP_RETRY_MIN
 
 
 def test_retries_back_off_and_recover() -> None:
@@ -281,7 +281,7 @@ def test_retries_back_off_and_recover() -> None:
     client = new_client((TCP, 6881))
     events: list[NatPmpEvent] = []
     end = run(client, gateway, 0.0, 700.0, events=events)
-    retries = [e.retry_at for e in of_type(events, AddressRequestFailed)]
+    retries = [e.retry_at for e in of_type(events, NatPmpAddressFailed)]
     give_up = 127.75
     assert (
         retries == [give_up + 60, 2 * give_up + 60 + 120, 3 * give_up + 180 + 240][: len(retries)]
@@ -305,11 +305,11 @@ def test_a_silent_gateway_fails_every_due_request_together() -> None:
     run(client, gateway, 31.0, 200.0, events=events)
     [failed] = of_type(events, MappingFailed)
     assert (failed.mapping.protocol, failed.result) == (TCP, None)
-    assert failed.retry_at == pytest.approx(30.02 + 127.75 + RETRY_MIN)
+    assert failed.retry_at == pytest.approx(30.02 + 127.75 + NATPMP_RETRY_MIN)
     [removed] = of_type(events, MappingRemoved)
     assert (removed.mapping.mapping_id, removed.result) == (udp, None)
     # The address refresh fell due meanwhile (at ~60 s): it fails with the rest, unsent.
-    [address] = of_type(events, AddressRequestFailed)
+    [address] = of_type(events, NatPmpAddressFailed)
     assert address.retry_at == failed.retry_at
     assert len(gateway.times(ExternalAddressRequest)) == 2
 
@@ -337,12 +337,12 @@ def test_lost_answer_is_retransmitted() -> None:
 @pytest.mark.parametrize(
     ("code", "retry"),
     [
-        (ResultCode.UNSUPPORTED_VERSION, RETRY_MAX),
-        (ResultCode.NOT_AUTHORIZED, RETRY_MAX),
-        (ResultCode.NETWORK_FAILURE, RETRY_MIN),
-        (ResultCode.OUT_OF_RESOURCES, RETRY_MIN),
-        (ResultCode.UNSUPPORTED_OPCODE, RETRY_MAX),
-        (77, RETRY_MAX),  # RFC 3.5: an undefined code is fatal to the request
+        (NatPmpResult.UNSUPPORTED_VERSION, NATPMP_RETRY_MAX),
+        (NatPmpResult.NOT_AUTHORIZED, NATPMP_RETRY_MAX),
+        (NatPmpResult.NETWORK_FAILURE, NATPMP_RETRY_MIN),
+        (NatPmpResult.OUT_OF_RESOURCES, NATPMP_RETRY_MIN),
+        (NatPmpResult.UNSUPPORTED_OPCODE, NATPMP_RETRY_MAX),
+        (77, NATPMP_RETRY_MAX),  # RFC 3.5: an undefined code is fatal to the request
     ],
 )
 def test_result_codes_fail_the_mapping(code: int, retry: float, short: bool) -> None:
@@ -363,12 +363,12 @@ def test_result_codes_fail_the_mapping(code: int, retry: float, short: bool) -> 
 
 @pytest.mark.parametrize("short", [False, True])
 def test_address_refusals(short: bool) -> None:
-    gateway = FakeGateway(refuse_address=ResultCode.NETWORK_FAILURE, short_errors=short)
+    gateway = FakeGateway(refuse_address=NatPmpResult.NETWORK_FAILURE, short_errors=short)
     client = new_client((TCP, 6881))
     events: list[NatPmpEvent] = []
     run(client, gateway, 0.0, 1.0, events=events)
-    [failed] = of_type(events, AddressRequestFailed)
-    assert failed.result == ResultCode.NETWORK_FAILURE
+    [failed] = of_type(events, NatPmpAddressFailed)
+    assert failed.result == NatPmpResult.NETWORK_FAILURE
     assert failed.retry_at == pytest.approx(60.01)
     assert client.mappings()[0].external_port == 6881  # the mapping goes on regardless
     assert client.external_address is None
@@ -381,11 +381,11 @@ def test_unsupported_version_answered_with_opcode_zero() -> None:
     client.add_mapping(TCP, 7000, now=0.5)
     client.datagrams_to_send(0.5)
     events: list[NatPmpEvent] = []
-    client.receive_datagram(ShortErrorResponse(0, 1, 2000).encode(), GATEWAY_ADDRESS, 0.6)
+    client.receive_datagram(NatPmpErrorResponse(0, 1, 2000).encode(), GATEWAY_ADDRESS, 0.6)
     while (event := client.next_event()) is not None:
         events.append(event)
     [failed] = of_type(events, MappingFailed)
-    assert (failed.mapping.internal_port, failed.result) == (7000, ResultCode.UNSUPPORTED_VERSION)
+    assert (failed.mapping.internal_port, failed.result) == (7000, NatPmpResult.UNSUPPORTED_VERSION)
 
 
 def test_gateway_without_address_yet() -> None:
@@ -393,7 +393,7 @@ def test_gateway_without_address_yet() -> None:
     client = new_client()
     events: list[NatPmpEvent] = []
     run(client, gateway, 0.0, 1.0, events=events)
-    assert of_type(events, AddressRequestFailed)[0].result is None
+    assert of_type(events, NatPmpAddressFailed)[0].result is None
     assert client.external_address is None
 
 
@@ -404,9 +404,9 @@ def test_address_change_is_reported() -> None:
     run(client, gateway, 0.0, 1.0, events=events)
     gateway.external = IPv4Address("198.51.100.9")
     run(client, gateway, 1.0, 1900.0, events=events)
-    assert of_type(events, ExternalAddressChanged) == [
-        ExternalAddressChanged(EXTERNAL),
-        ExternalAddressChanged(IPv4Address("198.51.100.9")),
+    assert of_type(events, NatPmpAddressChanged) == [
+        NatPmpAddressChanged(EXTERNAL),
+        NatPmpAddressChanged(IPv4Address("198.51.100.9")),
     ]
     # A gratuitous announcement (RFC 3.2.1) is taken too.
     client.receive_datagram(
@@ -494,7 +494,7 @@ def test_remove_mapping_deletes_it() -> None:
     events: list[NatPmpEvent] = []
     run(client, gateway, 1.0, 2.0, events=events)
     [removed] = of_type(events, MappingRemoved)
-    assert (removed.mapping.mapping_id, removed.result) == (tcp_id, ResultCode.SUCCESS)
+    assert (removed.mapping.mapping_id, removed.result) == (tcp_id, NatPmpResult.SUCCESS)
     _, deletion = gateway.requests[-1]
     assert deletion == MappingRequest(TCP, 6881, 0, 0)
     assert gateway.mappings.keys() == {(UDP, 6881)}
@@ -522,7 +522,7 @@ def test_close_deletes_everything() -> None:
 
 @pytest.mark.parametrize("short", [False, True])
 def test_refused_deletion_still_removes(short: bool) -> None:
-    gateway = FakeGateway(refuse_deletion=ResultCode.NOT_AUTHORIZED, short_errors=short)
+    gateway = FakeGateway(refuse_deletion=NatPmpResult.NOT_AUTHORIZED, short_errors=short)
     client = new_client((TCP, 6881))
     run(client, gateway, 0.0, 1.0)
     client.close(1.0)
@@ -530,7 +530,7 @@ def test_refused_deletion_still_removes(short: bool) -> None:
     run(client, gateway, 1.0, 2.0, events=events)
     assert client.is_closed
     [removed] = of_type(events, MappingRemoved)
-    assert removed.result == ResultCode.NOT_AUTHORIZED
+    assert removed.result == NatPmpResult.NOT_AUTHORIZED
 
 
 def test_close_drops_the_address_request_and_later_answers() -> None:
@@ -540,7 +540,7 @@ def test_close_drops_the_address_request_and_later_answers() -> None:
     assert client.is_closed
     assert client.datagrams_to_send(0.2) == []
     client.receive_datagram(ExternalAddressResponse(0, 5, EXTERNAL).encode(), GATEWAY_ADDRESS, 0.3)
-    client.receive_datagram(ShortErrorResponse(128, 3, 6).encode(), GATEWAY_ADDRESS, 0.3)
+    client.receive_datagram(NatPmpErrorResponse(128, 3, 6).encode(), GATEWAY_ADDRESS, 0.3)
     assert client.external_address is None
     assert client.next_event() is None
     assert client.statistics().unexpected == 1
@@ -556,7 +556,7 @@ def test_close_with_a_silent_gateway_gives_up_soon() -> None:
     events: list[NatPmpEvent] = []
     run(client, gateway, 1.0, 10.0, events=events)
     assert client.is_closed
-    assert len(gateway.requests) == DELETE_ATTEMPTS
+    assert len(gateway.requests) == NATPMP_DELETE_ATTEMPTS
     assert gateway.times()[-1] - 1.0 == pytest.approx(0.75)
     assert of_type(events, MappingRemoved)[0].result is None
 
@@ -581,7 +581,7 @@ def test_removing_a_mapping_in_flight_deletes_it_and_drops_late_answers() -> Non
     late = gateway.handle(request.encode(), 0.015)
     client.remove_mapping(client.mappings()[0].mapping_id, now=0.02)
     [(deletion, _)] = client.datagrams_to_send(0.02)
-    assert decode_request(deletion) == MappingRequest(TCP, 6881, 0, 0)
+    assert decode_natpmp_request(deletion) == MappingRequest(TCP, 6881, 0, 0)
     assert late is not None
     # The mapping answer to the dropped request is no answer to the deletion.
     client.receive_datagram(late, GATEWAY_ADDRESS, 0.03)
@@ -628,7 +628,7 @@ def test_garbage_and_unrelated_answers_are_ignored_and_counted() -> None:
     for response in (
         MappingResponse(TCP, 0, 1001, 6882, 6882, 3600),
         MappingResponse(UDP, 0, 1001, 6881, 6881, 3600),
-        ShortErrorResponse(129, 3, 1001),
+        NatPmpErrorResponse(129, 3, 1001),
     ):
         client.receive_datagram(response.encode(), GATEWAY_ADDRESS, 0.02)
     # A success that makes no sense: no port, no lifetime.
@@ -657,8 +657,8 @@ def test_garbage_and_unrelated_answers_are_ignored_and_counted() -> None:
                     MappingResponse(TCP, 0, 0, 6881, 6881, 1).encode(),
                     MappingResponse(UDP, 3, 0, 6881, 0, 0).encode(),
                     ExternalAddressResponse(0, 0, EXTERNAL).encode(),
-                    ShortErrorResponse(0, 1, 0).encode(),
-                    ShortErrorResponse(130, 5, 9).encode(),
+                    NatPmpErrorResponse(0, 1, 0).encode(),
+                    NatPmpErrorResponse(130, 5, 9).encode(),
                 ]
             ),
         ),
@@ -703,7 +703,7 @@ def test_bad_arguments_raise_local_error() -> None:
         with pytest.raises(LocalProtocolError):
             client.add_mapping(protocol, port, now=0.0, external_port=external)  # type: ignore[arg-type]
     client.add_mapping(UDP, 6881, now=0.0)  # another protocol: fine
-    for port in range(2, MAX_MAPPINGS):
+    for port in range(2, NATPMP_MAX_MAPPINGS):
         client.add_mapping(TCP, port, now=0.0)
     with pytest.raises(LocalProtocolError):
         client.add_mapping(TCP, 9999, now=0.0)
@@ -714,7 +714,7 @@ def test_logs_few_lines_a_user_wants(caplog: pytest.LogCaptureFixture) -> None:
     gateway = FakeGateway(taken={6881})
     client = new_client((TCP, 6881))
     run(client, gateway, 0.0, 2000.0)  # a renewal included: silent
-    gateway.refuse = ResultCode.NOT_AUTHORIZED
+    gateway.refuse = NatPmpResult.NOT_AUTHORIZED
     client.add_mapping(UDP, 6881, now=2000.0)
     run(client, gateway, 2000.0, 2001.0)
     gateway.silent = True

@@ -13,10 +13,10 @@ from _natpmp_gateway import EXTERNAL, FakeGateway, serve_gateway
 
 from bip_handshake._errors import LocalProtocolError
 from bip_handshake._natpmp import (
-    ExternalAddressChanged,
     ExternalAddressResponse,
     MappingProtocol,
     MappingRequest,
+    NatPmpAddressChanged,
     NatPmpEvent,
     PortMapped,
 )
@@ -45,7 +45,7 @@ async def test_maps_keeps_and_deletes(autojump_clock: trio.testing.MockClock) ->
             assert mapper.external_port(MappingProtocol.UDP, 6881) == 6882
             assert mapper.external_port("tcp", 1234) is None
             assert str(mapper.gateway) == f"127.0.0.1:{port}"
-            assert ExternalAddressChanged(EXTERNAL) in events
+            assert NatPmpAddressChanged(EXTERNAL) in events
             assert len([e for e in events if isinstance(e, PortMapped)]) == 2
             assert gateway.mappings.keys() == {
                 (MappingProtocol.TCP, 6881),

@@ -23,9 +23,9 @@ How RFC 6886 is run:
 - A request unanswered for 250 ms is sent again, the wait doubling each time; after the
   ninth send and 64 s more (127.75 s in all) the gateway is deemed not to speak NAT-PMP: the
   request and every other one already due fail together (:class:`MappingFailed` /
-  :class:`AddressRequestFailed` with ``result=None``), rather than each waiting its own two
-  minutes. A deletion is advisory (RFC 3.1): it is tried :data:`DELETE_ATTEMPTS` times.
-- A mapping asks for :data:`DEFAULT_LIFETIME` (3600 s) and suggests its internal port as the
+  :class:`NatPmpAddressFailed` with ``result=None``), rather than each waiting its own two
+  minutes. A deletion is advisory (RFC 3.1): it is tried :data:`NATPMP_DELETE_ATTEMPTS` times.
+- A mapping asks for :data:`NATPMP_LIFETIME` (3600 s) and suggests its internal port as the
   external one (or the port the caller chose). The gateway may grant another external port
   (:class:`PortMapped` tells it) and a shorter lifetime; a longer one is read as the one we
   asked for (RFC 3.3: the gateway SHOULD NOT offer more). The mapping is renewed halfway to
@@ -34,11 +34,11 @@ How RFC 6886 is run:
   may get a new address from its ISP.
 - A refused request (result codes 1-5, or a code this RFC does not define, which RFC 3.5
   says is fatal to the request) fails its mapping with :class:`MappingFailed`. It is tried
-  again later: after :data:`RETRY_MIN` seconds doubling up to :data:`RETRY_MAX` for what
-  may pass (no answer, 3 network failure, 4 out of resources), after :data:`RETRY_MAX` for
-  the rest (1 unsupported version, 2 refused by the user, 5 unsupported opcode: a firmware
-  update or a changed setting may lift them, and RFC 3.1 asks not to remember a gateway's
-  refusal for too long).
+  again later: after :data:`NATPMP_RETRY_MIN` seconds doubling up to
+  :data:`NATPMP_RETRY_MAX` for what may pass (no answer, 3 network failure, 4 out of
+  resources), after :data:`NATPMP_RETRY_MAX` for the rest (1 unsupported version, 2 refused
+  by the user, 5 unsupported opcode: a firmware update or a changed setting may lift them,
+  and RFC 3.1 asks not to remember a gateway's refusal for too long).
 - Every response carries the gateway's seconds since the start of its epoch (SSSoE). When
   one is lower than the last one, or lower by more than 2 s than the last one plus 7/8 of
   the time elapsed since on our clock (RFC 3.6), the gateway lost its mapping table: every
@@ -68,16 +68,16 @@ PCP (RFC 6887) and UPnP IGD.
 >>> client = NatPmpClient(IPv4Address("192.168.1.1"), rng=random.Random(0))
 >>> tcp = client.add_mapping(MappingProtocol.TCP, 6881, now=0.0)
 >>> [(request, gateway)] = client.datagrams_to_send(0.0)
->>> decode_request(request), str(gateway)
+>>> decode_natpmp_request(request), str(gateway)
 (ExternalAddressRequest(), '192.168.1.1:5351')
->>> answer = ExternalAddressResponse(ResultCode.SUCCESS, 1000, IPv4Address("203.0.113.7"))
+>>> answer = ExternalAddressResponse(NatPmpResult.SUCCESS, 1000, IPv4Address("203.0.113.7"))
 >>> client.receive_datagram(answer.encode(), gateway, now=0.1)
 >>> client.next_event()
-ExternalAddressChanged(address=IPv4Address('203.0.113.7'))
+NatPmpAddressChanged(address=IPv4Address('203.0.113.7'))
 >>> [(request, gateway)] = client.datagrams_to_send(0.1)
->>> decode_request(request) == MappingRequest(MappingProtocol.TCP, 6881, 6881, 3600)
+>>> decode_natpmp_request(request) == MappingRequest(MappingProtocol.TCP, 6881, 6881, 3600)
 True
->>> answer = MappingResponse(MappingProtocol.TCP, ResultCode.SUCCESS, 1000, 6881, 40001, 3600)
+>>> answer = MappingResponse(MappingProtocol.TCP, NatPmpResult.SUCCESS, 1000, 6881, 40001, 3600)
 >>> client.receive_datagram(answer.encode(), gateway, now=0.2)
 >>> event = client.next_event()
 >>> event.mapping.external_port, event.mapping.expires_at
@@ -101,15 +101,16 @@ from ._compact import PeerAddress
 from ._errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
-    "DEFAULT_LIFETIME",
-    "DELETE_ATTEMPTS",
-    "MAX_ATTEMPTS",
-    "MAX_MAPPINGS",
+    "NATPMP_DELETE_ATTEMPTS",
+    "NATPMP_INITIAL_TIMEOUT",
+    "NATPMP_LIFETIME",
+    "NATPMP_MAX_ATTEMPTS",
+    "NATPMP_MAX_MAPPINGS",
+    "NATPMP_MIN_RENEW_DELAY",
     "NATPMP_PORT",
-    "RETRY_MAX",
-    "RETRY_MIN",
-    "AddressRequestFailed",
-    "ExternalAddressChanged",
+    "NATPMP_RESET_DELAY_MAX",
+    "NATPMP_RETRY_MAX",
+    "NATPMP_RETRY_MIN",
     "ExternalAddressRequest",
     "ExternalAddressResponse",
     "GatewayReset",
@@ -119,48 +120,50 @@ __all__ = [
     "MappingRemoved",
     "MappingRequest",
     "MappingResponse",
+    "NatPmpAddressChanged",
+    "NatPmpAddressFailed",
     "NatPmpClient",
     "NatPmpError",
+    "NatPmpErrorResponse",
     "NatPmpEvent",
     "NatPmpMessage",
+    "NatPmpResult",
     "NatPmpStatistics",
     "PortMapped",
     "PortMapping",
-    "ResultCode",
-    "ShortErrorResponse",
-    "decode_request",
-    "decode_response",
+    "decode_natpmp_request",
+    "decode_natpmp_response",
 ]
 
 NATPMP_PORT: Final = 5351
 """The UDP port a NAT-PMP gateway listens on (RFC 6886 3.1)."""
 
-DEFAULT_LIFETIME: Final = 3600
+NATPMP_LIFETIME: Final = 3600
 """Seconds of mapping lifetime asked for (RFC 3.3 recommends 7200; libtorrent asks 3600)."""
 
-INITIAL_TIMEOUT: Final = 0.25
+NATPMP_INITIAL_TIMEOUT: Final = 0.25
 """Seconds before the first retransmission (RFC 3.1); each later wait doubles."""
 
-MAX_ATTEMPTS: Final = 9
+NATPMP_MAX_ATTEMPTS: Final = 9
 """Sends of one request before the gateway is deemed silent (RFC 3.1: 127.75 s in all)."""
 
-DELETE_ATTEMPTS: Final = 3
+NATPMP_DELETE_ATTEMPTS: Final = 3
 """Sends of a deletion: RFC 3.1 lets a client try less (a deletion is advisory); 1.75 s."""
 
-RETRY_MIN: Final = 60.0
+NATPMP_RETRY_MIN: Final = 60.0
 """Seconds before a request that failed in a way that may pass is tried again; doubles."""
 
-RETRY_MAX: Final = 3600.0
+NATPMP_RETRY_MAX: Final = 3600.0
 """Longest wait before a failed request is tried again (and the wait after a refusal)."""
 
-MIN_RENEW_DELAY: Final = 2.0
+NATPMP_MIN_RENEW_DELAY: Final = 2.0
 """Least seconds between a grant and its renewal: a gateway granting 1-second lifetimes
 costs us one request per mapping every 2 s, not a flood."""
 
-RESET_DELAY_MAX: Final = 5.0
+NATPMP_RESET_DELAY_MAX: Final = 5.0
 """Mappings are recreated after a gateway reset within a random 0..5 s (RFC 3.7)."""
 
-MAX_MAPPINGS: Final = 64
+NATPMP_MAX_MAPPINGS: Final = 64
 """Mappings one client may hold at once (a BitTorrent client needs two or three)."""
 
 # RFC 3.6: our conservative estimate of the gateway's clock runs at 7/8 of ours, and a
@@ -177,10 +180,10 @@ _log = logging.getLogger("bip_handshake.natpmp")
 
 
 class NatPmpError(RemoteProtocolError):
-    """A NAT-PMP packet could not be decoded (raised by :func:`decode_response` and
-    :func:`decode_request`; :class:`NatPmpClient` counts such packets instead).
+    """A NAT-PMP packet could not be decoded (raised by :func:`decode_natpmp_response` and
+    :func:`decode_natpmp_request`; :class:`NatPmpClient` counts such packets instead).
 
-    >>> decode_response(b"\\x00")
+    >>> decode_natpmp_response(b"\\x00")
     Traceback (most recent call last):
     ...
     bip_handshake._natpmp.NatPmpError: a NAT-PMP response has at least 8 bytes, got 1
@@ -194,7 +197,7 @@ class MappingProtocol(enum.IntEnum):
     TCP = 2
 
 
-class ResultCode(enum.IntEnum):
+class NatPmpResult(enum.IntEnum):
     """The result codes RFC 6886 3.5 defines. A response may carry others (kept as ints)."""
 
     SUCCESS = 0
@@ -205,9 +208,9 @@ class ResultCode(enum.IntEnum):
     UNSUPPORTED_OPCODE = 5
 
 
-def _result(code: int) -> ResultCode | int:
+def _result(code: int) -> NatPmpResult | int:
     try:
-        return ResultCode(code)
+        return NatPmpResult(code)
     except ValueError:
         return code
 
@@ -218,7 +221,7 @@ def _check_uint(name: str, value: object, bits: int) -> int:
     return value
 
 
-def _check_result(value: object) -> ResultCode | int:
+def _check_result(value: object) -> NatPmpResult | int:
     return _result(_check_uint("a result code", value, 16))
 
 
@@ -295,7 +298,7 @@ class ExternalAddressResponse(NatPmpMessage):
         address: the external IPv4 address (0.0.0.0 when the result is not 0).
     """
 
-    result: ResultCode | int
+    result: NatPmpResult | int
     epoch: int
     address: IPv4Address
 
@@ -329,7 +332,7 @@ class MappingResponse(NatPmpMessage):
     """
 
     protocol: MappingProtocol
-    result: ResultCode | int
+    result: NatPmpResult | int
     epoch: int
     internal_port: int
     external_port: int
@@ -356,7 +359,7 @@ class MappingResponse(NatPmpMessage):
 
 
 @dataclass(frozen=True, slots=True)
-class ShortErrorResponse(NatPmpMessage):
+class NatPmpErrorResponse(NatPmpMessage):
     """A failure answered with the common header only: version, opcode, result, SSSoE.
 
     RFC 3.5 answers a request of an unknown version this way (with opcode 0 in its figure,
@@ -370,13 +373,13 @@ class ShortErrorResponse(NatPmpMessage):
     """
 
     opcode: int
-    result: ResultCode | int
+    result: NatPmpResult | int
     epoch: int
 
     def __post_init__(self) -> None:
         _check_uint("an opcode", self.opcode, 8)
         object.__setattr__(self, "result", _check_result(self.result))
-        if self.result == ResultCode.SUCCESS:
+        if self.result == NatPmpResult.SUCCESS:
             raise LocalProtocolError("a short response is an error: its result is not 0")
         _check_uint("an epoch", self.epoch, 32)
 
@@ -389,23 +392,23 @@ class ShortErrorResponse(NatPmpMessage):
         )
 
 
-NatPmpResponse = ExternalAddressResponse | MappingResponse | ShortErrorResponse
+NatPmpResponse = ExternalAddressResponse | MappingResponse | NatPmpErrorResponse
 NatPmpRequest = ExternalAddressRequest | MappingRequest
 
 
-def decode_response(data: bytes) -> NatPmpResponse:
+def decode_natpmp_response(data: bytes) -> NatPmpResponse:
     """Decode a packet a gateway sent; bytes past the packet's length are ignored.
 
     A response whose result is not 0 may stop after the common 8-byte header
-    (:class:`ShortErrorResponse`).
+    (:class:`NatPmpErrorResponse`).
 
     Raises:
         NatPmpError: not a version-0 NAT-PMP response of a known opcode, or too short.
 
-    >>> decode_response(bytes.fromhex("0080000000000010cb007107")).address
+    >>> decode_natpmp_response(bytes.fromhex("0080000000000010cb007107")).address
     IPv4Address('203.0.113.7')
-    >>> decode_response(bytes.fromhex("0082000300000010"))
-    ShortErrorResponse(opcode=130, result=<ResultCode.NETWORK_FAILURE: 3>, epoch=16)
+    >>> decode_natpmp_response(bytes.fromhex("0082000300000010"))
+    NatPmpErrorResponse(opcode=130, result=<NatPmpResult.NETWORK_FAILURE: 3>, epoch=16)
     """
     data = bytes(data)
     if len(data) < 8:
@@ -428,21 +431,21 @@ def decode_response(data: bytes) -> NatPmpResponse:
                 int.from_bytes(data[10:12], "big"),
                 int.from_bytes(data[12:16], "big"),
             )
-    elif result == ResultCode.SUCCESS:
+    elif result == NatPmpResult.SUCCESS:
         # Only failures may come with another opcode (RFC 3.5's unsupported version).
         raise NatPmpError(f"not a NAT-PMP response: opcode {opcode}")
-    if result == ResultCode.SUCCESS:
+    if result == NatPmpResult.SUCCESS:
         raise NatPmpError(f"a successful NAT-PMP response of opcode {opcode} is too short")
-    return ShortErrorResponse(opcode, result, epoch)
+    return NatPmpErrorResponse(opcode, result, epoch)
 
 
-def decode_request(data: bytes) -> NatPmpRequest:
+def decode_natpmp_request(data: bytes) -> NatPmpRequest:
     """Decode a packet a client sent (what a gateway, or a test's fake one, reads).
 
     Raises:
         NatPmpError: not a version-0 NAT-PMP request of a known opcode and length.
 
-    >>> request = decode_request(bytes.fromhex("000200001ae11ae100000e10"))
+    >>> request = decode_natpmp_request(bytes.fromhex("000200001ae11ae100000e10"))
     >>> request.protocol, request.internal_port, request.suggested_external_port, request.lifetime
     (<MappingProtocol.TCP: 2>, 6881, 6881, 3600)
     """
@@ -494,7 +497,7 @@ class NatPmpEvent:
 
 
 @dataclass(frozen=True, slots=True)
-class ExternalAddressChanged(NatPmpEvent):
+class NatPmpAddressChanged(NatPmpEvent):
     """The gateway's external address was learnt, or changed.
 
     Attributes:
@@ -505,7 +508,7 @@ class ExternalAddressChanged(NatPmpEvent):
 
 
 @dataclass(frozen=True, slots=True)
-class AddressRequestFailed(NatPmpEvent):
+class NatPmpAddressFailed(NatPmpEvent):
     """An external address request failed; it is tried again at ``retry_at``.
 
     Attributes:
@@ -514,7 +517,7 @@ class AddressRequestFailed(NatPmpEvent):
         retry_at: when the address is asked again.
     """
 
-    result: ResultCode | int | None
+    result: NatPmpResult | int | None
     retry_at: float
 
 
@@ -540,7 +543,7 @@ class MappingFailed(NatPmpEvent):
     """
 
     mapping: PortMapping
-    result: ResultCode | int | None
+    result: NatPmpResult | int | None
     retry_at: float
 
 
@@ -556,7 +559,7 @@ class MappingRemoved(NatPmpEvent):
     """
 
     mapping: PortMapping
-    result: ResultCode | int | None
+    result: NatPmpResult | int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -665,8 +668,8 @@ class _Request:
         self.resend = True  # a send is owed: the first, or a retransmission
 
 
-def _transient(result: ResultCode | int | None) -> bool:
-    return result in (None, ResultCode.NETWORK_FAILURE, ResultCode.OUT_OF_RESOURCES)
+def _transient(result: NatPmpResult | int | None) -> bool:
+    return result in (None, NatPmpResult.NETWORK_FAILURE, NatPmpResult.OUT_OF_RESOURCES)
 
 
 class NatPmpClient:
@@ -687,7 +690,7 @@ class NatPmpClient:
         gateway: IPv4Address,
         *,
         port: int = NATPMP_PORT,
-        lifetime: int = DEFAULT_LIFETIME,
+        lifetime: int = NATPMP_LIFETIME,
         rng: random.Random | None = None,
     ) -> None:
         if not isinstance(gateway, IPv4Address):
@@ -757,7 +760,7 @@ class NatPmpClient:
                 default the internal port.
 
         Raises:
-            LocalProtocolError: a bad argument, the client closed, :data:`MAX_MAPPINGS`
+            LocalProtocolError: a bad argument, the client closed, :data:`NATPMP_MAX_MAPPINGS`
                 mappings held, or this protocol and port mapped already.
         """
         _check_protocol(protocol)
@@ -767,8 +770,10 @@ class NatPmpClient:
         _check_uint("an external port", suggested, 16)
         if self._closed:
             raise LocalProtocolError("the NAT-PMP client is closed")
-        if len(self._mappings) >= MAX_MAPPINGS:
-            raise LocalProtocolError(f"a NAT-PMP client holds at most {MAX_MAPPINGS} mappings")
+        if len(self._mappings) >= NATPMP_MAX_MAPPINGS:
+            raise LocalProtocolError(
+                f"a NAT-PMP client holds at most {NATPMP_MAX_MAPPINGS} mappings"
+            )
         for m in self._mappings.values():
             if m.protocol is protocol and m.internal_port == internal_port:
                 raise LocalProtocolError(f"{protocol.name} port {internal_port} is mapped already")
@@ -893,7 +898,7 @@ class NatPmpClient:
         request.resend = False
         if request.attempts:
             self._retransmitted += 1
-        request.next_at = now + math.ldexp(INITIAL_TIMEOUT, request.attempts)
+        request.next_at = now + math.ldexp(NATPMP_INITIAL_TIMEOUT, request.attempts)
         request.attempts += 1
         self._sent += 1
         if request.mapping is not None:
@@ -913,14 +918,16 @@ class NatPmpClient:
                 wanted = m
         if removing is not None:
             payload = MappingRequest(removing.protocol, removing.internal_port, 0, 0).encode()
-            return _Request(_Kind.DELETE, removing, payload, DELETE_ATTEMPTS)
+            return _Request(_Kind.DELETE, removing, payload, NATPMP_DELETE_ATTEMPTS)
         if self._address_due is not None and self._address_due <= now:
-            return _Request(_Kind.ADDRESS, None, ExternalAddressRequest().encode(), MAX_ATTEMPTS)
+            return _Request(
+                _Kind.ADDRESS, None, ExternalAddressRequest().encode(), NATPMP_MAX_ATTEMPTS
+            )
         if wanted is not None:
             payload = MappingRequest(
                 wanted.protocol, wanted.internal_port, wanted.suggested_port, self._lifetime
             ).encode()
-            return _Request(_Kind.MAP, wanted, payload, MAX_ATTEMPTS)
+            return _Request(_Kind.MAP, wanted, payload, NATPMP_MAX_ATTEMPTS)
         return None
 
     # -- answers ---------------------------------------------------------------------------
@@ -931,7 +938,7 @@ class NatPmpClient:
             self._wrong_source += 1
             return
         try:
-            response = decode_response(data)
+            response = decode_natpmp_response(data)
         except NatPmpError:
             self._malformed += 1
             return
@@ -943,7 +950,7 @@ class NatPmpClient:
                 self._request = None
             self._on_address(response, now)
             return
-        if isinstance(response, ShortErrorResponse):
+        if isinstance(response, NatPmpErrorResponse):
             if request is None or not self._short_answers(response, request):
                 self._unexpected += 1
                 return
@@ -965,7 +972,7 @@ class NatPmpClient:
         ):
             self._unexpected += 1
             return
-        if response.result == ResultCode.SUCCESS:
+        if response.result == NatPmpResult.SUCCESS:
             if request.kind is _Kind.DELETE and (response.external_port or response.lifetime):
                 # A grant: the late answer to the request this deletion replaced.
                 self._unexpected += 1
@@ -977,13 +984,13 @@ class NatPmpClient:
         self._request = None
         if request.kind is _Kind.DELETE:
             self._drop(mapping, response.result)
-        elif response.result != ResultCode.SUCCESS:
+        elif response.result != NatPmpResult.SUCCESS:
             self._mapping_failed(mapping, response.result, now)
         else:
             self._granted(mapping, response, now)
 
     @staticmethod
-    def _short_answers(response: ShortErrorResponse, request: _Request) -> bool:
+    def _short_answers(response: NatPmpErrorResponse, request: _Request) -> bool:
         # An unsupported version is answered with opcode 0 (RFC 3.5's figure) or 128; other
         # short failures carry the request's opcode with the response bit.
         if request.mapping is None:
@@ -991,7 +998,7 @@ class NatPmpClient:
         opcode = int(request.mapping.protocol)
         if response.opcode == _RESPONSE_BIT | opcode:
             return True
-        return response.result == ResultCode.UNSUPPORTED_VERSION and response.opcode in (
+        return response.result == NatPmpResult.UNSUPPORTED_VERSION and response.opcode in (
             _OP_ADDRESS,
             _RESPONSE_BIT,
         )
@@ -1016,7 +1023,7 @@ class NatPmpClient:
         # Recreate every mapping the gateway held, after one random delay (RFC 3.7); the
         # serial queue then sends them one at a time. The answer at hand may be one of
         # them: its own handling schedules it after this.
-        delay = now + self._rng.uniform(0.0, RESET_DELAY_MAX)
+        delay = now + self._rng.uniform(0.0, NATPMP_RESET_DELAY_MAX)
         for m in self._mappings.values():
             if m.state is _State.MAPPED:
                 m.due = min(m.due, delay)
@@ -1026,24 +1033,24 @@ class NatPmpClient:
     def _on_address(self, response: ExternalAddressResponse, now: float) -> None:
         if self._closed:
             return
-        if response.result != ResultCode.SUCCESS or response.address == IPv4Address(0):
+        if response.result != NatPmpResult.SUCCESS or response.address == IPv4Address(0):
             # 0.0.0.0: the gateway has no address yet (no DHCP lease upstream).
-            result = None if response.result == ResultCode.SUCCESS else response.result
+            result = None if response.result == NatPmpResult.SUCCESS else response.result
             self._address_failed(result, now)
             return
         self._address_failures = 0
         self._address_due = now + self._lifetime / 2
         if response.address != self._address:
             self._address = response.address
-            self._events.append(ExternalAddressChanged(response.address))
+            self._events.append(NatPmpAddressChanged(response.address))
 
-    def _address_failed(self, result: ResultCode | int | None, now: float) -> None:
+    def _address_failed(self, result: NatPmpResult | int | None, now: float) -> None:
         if self._closed:
             return
         self._address_failures += 1
         retry_at = now + self._retry_delay(result, self._address_failures)
         self._address_due = retry_at
-        self._events.append(AddressRequestFailed(result, retry_at))
+        self._events.append(NatPmpAddressFailed(result, retry_at))
 
     def _granted(self, mapping: _Mapping, response: MappingResponse, now: float) -> None:
         lifetime = min(response.lifetime, self._lifetime)
@@ -1053,7 +1060,7 @@ class NatPmpClient:
         mapping.external_port = mapping.suggested_port = response.external_port
         mapping.lifetime = lifetime
         mapping.expires_at = now + lifetime
-        mapping.due = now + max(lifetime / 2, MIN_RENEW_DELAY)
+        mapping.due = now + max(lifetime / 2, NATPMP_MIN_RENEW_DELAY)
         if changed:
             _log.info(
                 "NAT-PMP gateway %s maps %s port %d to external port %d for %d s",
@@ -1066,7 +1073,7 @@ class NatPmpClient:
             self._events.append(PortMapped(mapping.snapshot()))
 
     def _mapping_failed(
-        self, mapping: _Mapping, result: ResultCode | int | None, now: float
+        self, mapping: _Mapping, result: NatPmpResult | int | None, now: float
     ) -> None:
         mapping.failures += 1
         retry_at = now + self._retry_delay(result, mapping.failures)
@@ -1076,7 +1083,7 @@ class NatPmpClient:
                 self._gateway,
                 mapping.protocol.name,
                 mapping.internal_port,
-                result.name if isinstance(result, ResultCode) else f"result code {result}",
+                result.name if isinstance(result, NatPmpResult) else f"result code {result}",
                 retry_at - now,
             )
         mapping.state = _State.WANTED
@@ -1086,12 +1093,12 @@ class NatPmpClient:
         mapping.expires_at = None
         self._events.append(MappingFailed(mapping.snapshot(), result, retry_at))
 
-    def _drop(self, mapping: _Mapping, result: ResultCode | int | None) -> None:
+    def _drop(self, mapping: _Mapping, result: NatPmpResult | int | None) -> None:
         del self._mappings[mapping.id]
         self._events.append(MappingRemoved(mapping.snapshot(), result))
 
     @staticmethod
-    def _retry_delay(result: ResultCode | int | None, failures: int) -> float:
+    def _retry_delay(result: NatPmpResult | int | None, failures: int) -> float:
         if _transient(result):
-            return min(math.ldexp(RETRY_MIN, min(failures - 1, 32)), RETRY_MAX)
-        return RETRY_MAX
+            return min(math.ldexp(NATPMP_RETRY_MIN, min(failures - 1, 32)), NATPMP_RETRY_MAX)
+        return NATPMP_RETRY_MAX

@@ -38,7 +38,7 @@ import trio
 from ._compact import PeerAddress
 from ._errors import LocalProtocolError
 from ._natpmp import (
-    DEFAULT_LIFETIME,
+    NATPMP_LIFETIME,
     NATPMP_PORT,
     MappingId,
     MappingProtocol,
@@ -49,21 +49,24 @@ from ._natpmp import (
 )
 
 __all__ = [
-    "DEFAULT_CLOSE_TIMEOUT",
-    "DEFAULT_MAPPINGS",
+    "NATPMP_CLOSE_TIMEOUT",
+    "NATPMP_DEFAULT_MAPPINGS",
+    "MappingProtocolName",
     "PortMapper",
-    "ProtocolName",
     "default_gateway",
     "open_port_mapper",
 ]
 
-ProtocolName: TypeAlias = Literal["tcp", "udp"] | MappingProtocol
+MappingProtocolName: TypeAlias = Literal["tcp", "udp"] | MappingProtocol
 """A mapping's transport: ``"tcp"``, ``"udp"`` or a :class:`MappingProtocol`."""
 
-DEFAULT_MAPPINGS: Final[tuple[tuple[ProtocolName, int], ...]] = (("tcp", 6881), ("udp", 6881))
+NATPMP_DEFAULT_MAPPINGS: Final[tuple[tuple[MappingProtocolName, int], ...]] = (
+    ("tcp", 6881),
+    ("udp", 6881),
+)
 """What :func:`open_port_mapper` maps unless told: BitTorrent's TCP and uTP/DHT port."""
 
-DEFAULT_CLOSE_TIMEOUT: Final = 2.0
+NATPMP_CLOSE_TIMEOUT: Final = 2.0
 """Seconds the deletions may take on exit (three tries of one deletion take 1.75 s)."""
 
 # A NAT-PMP response has 16 bytes; a larger datagram is read whole (and then dropped by the
@@ -154,7 +157,7 @@ class PortMapper:
         """Snapshots of the mappings kept (``external_port`` None while not granted)."""
         return self._client.mappings()
 
-    def external_port(self, protocol: ProtocolName, internal_port: int) -> int | None:
+    def external_port(self, protocol: MappingProtocolName, internal_port: int) -> int | None:
         """The external port the gateway forwards to ``internal_port``, None while none.
 
         The gateway may grant another port than the one asked for: this is the one peers
@@ -171,7 +174,7 @@ class PortMapper:
         return self._client.statistics()
 
     def add_mapping(
-        self, protocol: ProtocolName, internal_port: int, *, external_port: int | None = None
+        self, protocol: MappingProtocolName, internal_port: int, *, external_port: int | None = None
     ) -> MappingId:
         """Map one more port (see :meth:`NatPmpClient.add_mapping`); the request goes out
         as soon as the gateway is free.
@@ -257,11 +260,11 @@ class PortMapper:
 @asynccontextmanager
 async def open_port_mapper(
     gateway: IPv4Address | str,
-    mappings: Iterable[tuple[ProtocolName, int]] = DEFAULT_MAPPINGS,
+    mappings: Iterable[tuple[MappingProtocolName, int]] = NATPMP_DEFAULT_MAPPINGS,
     *,
     gateway_port: int = NATPMP_PORT,
-    lifetime: int = DEFAULT_LIFETIME,
-    close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+    lifetime: int = NATPMP_LIFETIME,
+    close_timeout: float = NATPMP_CLOSE_TIMEOUT,
     on_event: Callable[[NatPmpEvent], None] | None = None,
     bind_host: str = "0.0.0.0",
     rng: random.Random | None = None,
