@@ -123,6 +123,25 @@ async def test_pause_a_download_then_resume_it(tmp_path: Path) -> None:
     assert same_files(folder, down / "album")
 
 
+async def test_resume_dials_the_peers_the_pause_dropped_at_once(tmp_path: Path) -> None:
+    """A peer found by a tracker, dropped by the pause, is dialled again as soon as the
+    torrent resumes: the pause says nothing about the peer, so no reconnect wait (60 s)."""
+    folder, torrent = content(tmp_path)
+    with trio.fail_after(DEADLINE):
+        async with seeder_and_leecher(
+            torrent, folder, download_rate_limit=RATE, limit_local_peers=True
+        ) as (seeder, leecher):
+            download = await leecher.add_torrent(torrent, TorrentOptions(tmp_path / "down"))
+            leecher.connector.discovered(torrent.info.info_hash, [address_of(seeder)], "tracker")
+            await until(lambda: bool(download.peers))
+            download.pause()
+            await until(lambda: not download.peers)
+            resumed_at = trio.current_time()
+            download.resume()
+            await until(lambda: bool(download.peers))
+            assert trio.current_time() - resumed_at < 5.0
+
+
 async def test_a_paused_seed_tells_its_tracker_stopped_then_started(tmp_path: Path) -> None:
     folder = write_content(tmp_path / "seed", [70_000])
     with trio.fail_after(DEADLINE):

@@ -9,7 +9,7 @@ from _engine_helpers import make_torrent, seeder_and_leecher, write_content
 
 from bip._client import TorrentOptions
 from bip._client._views import PeerInfo, file_progress, peer_infos
-from bip_metainfo import Info
+from bip_metainfo import Info, InfoHash, MagnetLink
 
 SIZES = (40_000, 0, 70_000, 5_000)
 PIECE = 16_384
@@ -56,7 +56,8 @@ async def test_peer_infos_of_a_download(tmp_path: Path) -> None:
             )
             await download.wait_complete()
             [seeding] = seeder.torrents
-            [info] = peer_infos(download.peers, leecher.manager.statistics().peers)
+            [info] = download.peer_info()
+            assert download.file_progress() == (300_000,)
             assert isinstance(info, PeerInfo)
             assert info.address == seeder.handshaker.listen_addresses[0]
             assert info.client.startswith("bip")
@@ -67,9 +68,14 @@ async def test_peer_infos_of_a_download(tmp_path: Path) -> None:
             assert info.pieces == torrent.info.num_pieces
             assert info.downloaded >= 300_000
             assert info.connected_for > 0
-            [theirs] = peer_infos(seeding.peers, seeder.manager.statistics().peers)
+            [theirs] = seeding.peer_info()
             assert theirs.direction == "inbound"
             assert theirs.uploaded >= 300_000
             # A peer the statistics no longer list shows no traffic.
             [gone] = peer_infos(download.peers, {})
             assert (gone.downloaded, gone.upload_rate) == (0, 0.0)
+            # A magnet link before its metadata: no files to count, no peers.
+            unknown = MagnetLink.from_info_hash(InfoHash(v1=bytes(20)))
+            waiting = await leecher.add_torrent(unknown, TorrentOptions(tmp_path / "m"))
+            assert waiting.file_progress() == ()
+            assert waiting.peer_info() == ()

@@ -103,6 +103,20 @@ def test_a_pending_candidate_is_not_given_twice() -> None:
     assert peers.connect_candidates(0, 0.0) == []
 
 
+def test_a_disconnect_of_our_own_needs_no_reconnect_wait() -> None:
+    """A connection we ended for a reason of ours (a pause, a recheck) may be dialled again
+    at once; any other waits min_reconnect_time."""
+    peers = PeerList(min_reconnect_time=60.0)
+    peers.add_many([A, B], PeerOrigin.TRACKER, 0.0)
+    assert set(peers.connect_candidates(2, 0.0)) == {A, B}
+    peers.connected(A, 1.0)
+    peers.connected(B, 1.0)
+    peers.disconnected(A, 2.0)
+    peers.disconnected(B, 2.0, wait=False)
+    assert peers.connect_candidates(2, 3.0) == [B]
+    assert peers.connect_candidates(2, 62.0) == [A]
+
+
 def test_is_dialling_until_the_outcome() -> None:
     peers = PeerList()
     peers.add(at("10.0.0.9:6881"), PeerOrigin.TRACKER, 0.0)

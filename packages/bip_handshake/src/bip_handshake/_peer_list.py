@@ -552,8 +552,14 @@ class PeerList:
         self._entries[address] = entry
         return True
 
-    def disconnected(self, address: PeerAddress, now: float, *, failed: bool = False) -> None:
+    def disconnected(
+        self, address: PeerAddress, now: float, *, failed: bool = False, wait: bool = True
+    ) -> None:
         """The connection to ``address`` ended (``failed``: with an error, one more failure).
+
+        ``wait=False``: we ended it for a reason of our own that says nothing about the peer
+        (the torrent was paused, or its data is checked again), so it may be dialled again
+        at once rather than after ``min_reconnect_time``.
 
         An entry known only from an incoming connection is forgotten: its port was the
         peer's ephemeral one.
@@ -564,7 +570,8 @@ class PeerList:
             return
         self._end_dial(entry)
         entry.connected = False
-        entry.last_connected = now
+        # No wait: as if it had never been dialled (its wait starts from last_connected).
+        entry.last_connected = now if wait else None
         if failed:
             entry.failcount = min(entry.failcount + 1, self.max_failcount)
         if entry.incoming_only or entry.address.host in self._banned:

@@ -55,8 +55,9 @@ from ._source import (
 )
 from ._status import TorrentPhase, TorrentStatus
 from ._swarm import Swarm
-from ._torrent import Torrent, TorrentError
+from ._torrent import REASON_PAUSED, REASON_RECHECK, REASON_REMOVED, Torrent, TorrentError
 from ._upload import SEND_WATERMARK, UPLOAD_WORKERS, Uploader
+from ._views import PeerInfo
 from ._webseed import WebSeed, WebSeedState
 from ._webseed_http import WebSeedClient, WebSeedError, WebSeedFileMissingError
 
@@ -73,6 +74,9 @@ __all__ = [
     "OUR_EXTENSIONS",
     "REASON_DUPLICATE",
     "REASON_IP_FILTER",
+    "REASON_PAUSED",
+    "REASON_RECHECK",
+    "REASON_REMOVED",
     "RESUME_DIRECTORY",
     "SEND_WATERMARK",
     "UPLOAD_WORKERS",
@@ -89,6 +93,7 @@ __all__ = [
     "HttpTrackerClient",
     "HttpTrackerError",
     "MalformedTrackerResponseError",
+    "PeerInfo",
     "PeerSource",
     "ResumeStore",
     "Session",

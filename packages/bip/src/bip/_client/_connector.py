@@ -54,6 +54,7 @@ from bip_peer import (
 )
 
 from ._config import DEFAULT_CONNECTION_SPEED
+from ._torrent import REASON_PAUSED, REASON_RECHECK
 
 __all__ = ["Connector", "ConnectorTorrent"]
 
@@ -67,6 +68,9 @@ _WAKE_INTERVAL: Final = 1.0  # seconds: a pass at least this often (backoffs end
 # Removals that count as a failed connection: the peer misbehaved or the link broke. A peer
 # that closed, went idle or was dropped by us (redundant, a duplicate, choked out) did not fail.
 _FAILED_REASONS: Final = frozenset({REASON_PROTOCOL, REASON_TRANSPORT, REASON_SEND_TIMEOUT})
+# Connections the torrent ended for a reason of its own: the peer may be dialled again as
+# soon as the torrent is back, with no reconnect wait.
+_OUR_HOLDS: Final = frozenset({REASON_PAUSED, REASON_RECHECK})
 # Messages after which a peer may have become (or stopped being) a seed.
 _PIECE_NEWS: Final = (HaveAll, HaveNone, Bitfield, Have, DontHave, UploadOnly, ExtendedHandshake)
 
@@ -258,7 +262,12 @@ class Connector:
         if peers is not None:
             if self._is_seed(peer):
                 peers.mark_seed(address)
-            peers.disconnected(address, trio.current_time(), failed=reason in _FAILED_REASONS)
+            peers.disconnected(
+                address,
+                trio.current_time(),
+                failed=reason in _FAILED_REASONS,
+                wait=reason not in _OUR_HOLDS,
+            )
         self.wake()
 
     # -- dialling -------------------------------------------------------------------------

@@ -106,6 +106,7 @@ from ._source import SourceError, resolve_peers
 from ._status import TorrentPhase, TorrentStatus
 from ._swarm import QUEUEING, Swarm
 from ._upload import Uploader
+from ._views import PeerInfo, file_progress, peer_infos
 from ._webseed import WebSeed, WebSeedState
 from ._webseed_http import WebSeedClient
 from ._webseed_layout import WebSeedLayout, WebSeedUrlError, web_seed_layout
@@ -160,9 +161,10 @@ class TorrentError(Exception):
 class Torrent:
     """A torrent in a session; made by :meth:`bip._client.Session.add_torrent`.
 
-    Its public side is :meth:`status`, :meth:`wait_complete`, :attr:`completed`,
-    :attr:`info` and :attr:`info_hash`; the controls libtorrent's ``torrent_handle`` gives:
-    :meth:`pause` and :meth:`resume` (:attr:`paused`), :meth:`set_files` (:attr:`files`),
+    Its public side is :meth:`status`, :meth:`peer_info`, :meth:`file_progress`,
+    :meth:`wait_complete`, :attr:`completed`, :attr:`info` and :attr:`info_hash`; the
+    controls libtorrent's ``torrent_handle`` gives: :meth:`pause` and :meth:`resume`
+    (:attr:`paused`), :meth:`set_files` (:attr:`files`),
     :meth:`force_recheck` and :meth:`move_storage` (removing it is the session's:
     :meth:`bip._client.Session.remove_torrent`); and the piece order: :meth:`set_sequential`
     (:attr:`sequential`), :meth:`set_piece_deadline`, :meth:`clear_piece_deadline` and
@@ -384,6 +386,23 @@ class Torrent:
             known_peers=0 if self.peer_list is None else len(self.peer_list),
             dialling=0 if self.peer_list is None else self.peer_list.dialling,
         )
+
+    def peer_info(self) -> tuple[PeerInfo, ...]:
+        """Each connected peer as a client's peer list shows it (libtorrent's
+        ``get_peer_info``), ordered by address: see :class:`~bip._client.PeerInfo`."""
+        return peer_infos(self.peers, self._manager.statistics().peers)
+
+    def file_progress(self) -> tuple[int, ...]:
+        """The bytes of each file (in :attr:`info`'s file order) in verified pieces
+        (libtorrent's ``file_progress`` with piece granularity); ``()`` before the metadata
+        is known. A BEP 47 pad file counts the bytes it has in those pieces too."""
+        if self.info is None:
+            return ()
+        verified: frozenset[int] = frozenset()
+        if self.handle is not None:
+            with contextlib.suppress(TorrentStateError):
+                verified = self._disk.have(self.handle)
+        return file_progress(self.info, verified)
 
     def _pieces(self) -> int:
         """Pieces verified, all files: the disk's count, or the last one once the torrent
