@@ -147,6 +147,14 @@ class ClientConfig:
             ``--peer``), and refused inbound. Trackers and web seeds are servers, not
             peers: not filtered, as in libtorrent. ``None``: no filter.
             :meth:`~bip._client.Session.set_ip_filter` replaces it while running.
+        ssrf_mitigation: libtorrent's rules of that name for HTTP trackers and web seeds (on
+            by default): a tracker on this machine is asked on its announce or scrape path
+            only, a tracker URL carrying our announce parameters is refused, a web seed on
+            a local network gets no query string, and no redirect leads from the Internet
+            into a local network.
+        allow_idna: accept tracker and web seed host names with ``xn--`` labels
+            (internationalised names, which can pass for another); off by default, as in
+            libtorrent.
     """
 
     listen: tuple[tuple[str, int], ...] = (("0.0.0.0", DEFAULT_LISTEN_PORT),)
@@ -176,6 +184,8 @@ class ClientConfig:
     ip_filter: IPFilter | None = None
     max_inbound: int | None = None
     max_inbound_per_host: int | None = None
+    ssrf_mitigation: bool = True
+    allow_idna: bool = False
 
     def __post_init__(self) -> None:
         """Refuse numbers that cannot work."""
@@ -202,7 +212,14 @@ class ClientConfig:
             value = getattr(self, name)
             if not isinstance(value, int | float) or not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be positive and finite, not {value!r}")
-        for name in ("utp", "prefer_utp", "limit_local_peers", "holepunch"):
+        for name in (
+            "utp",
+            "prefer_utp",
+            "limit_local_peers",
+            "holepunch",
+            "ssrf_mitigation",
+            "allow_idna",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, not {getattr(self, name)!r}")
         for name in ("upload_rate_limit", "download_rate_limit"):

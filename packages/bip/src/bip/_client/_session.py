@@ -183,7 +183,11 @@ class Session:
         self.external = external
         """Our external address: the votes (its ``voter``) and the addresses taken as ours."""
         self._rng = random.Random(config.seed_rng)
-        self.web_seed_client = WebSeedClient(local_address=_http_local_address(config))
+        self.web_seed_client = WebSeedClient(
+            local_address=_http_local_address(config),
+            ssrf_mitigation=config.ssrf_mitigation,
+            allow_idna=config.allow_idna,
+        )
         """Fetches from the torrents' BEP 19 web seeds (one TLS context for all), from the
         address the HTTP tracker client connects from."""
         self._torrents: dict[bytes, Torrent] = {}  # by every swarm id
@@ -830,7 +834,11 @@ async def open_session(
                     open_tracker_client(bind_v4=bind_v4, bind_v6=bind_v6)
                 )
                 http_trackers = await stack.enter_async_context(
-                    HttpTrackerClient(local_address=_http_local_address(config))
+                    HttpTrackerClient(
+                        local_address=_http_local_address(config),
+                        ssrf_mitigation=config.ssrf_mitigation,
+                        allow_idna=config.allow_idna,
+                    )
                 )
             if dht is not None and config.ip_filter is not None:
                 dht.set_ip_filter(config.ip_filter)
