@@ -295,7 +295,9 @@ async def test_redirect_loops_and_chains(caplog: pytest.LogCaptureFixture) -> No
         await stream.send_all(redirect(f"/hop{index}"))
 
     with trio.fail_after(DEADLINE):
-        async with HttpTrackerClient(timeout=10) as client:
+        # Redirect mechanics on paths no tracker or web seed uses: libtorrent's
+        # ssrf_mitigation would refuse them on loopback (test_ssrf_rules.py).
+        async with HttpTrackerClient(timeout=10, ssrf_mitigation=False) as client:
             async with scripted_server(loop) as server:
                 with pytest.raises(HttpTrackerError, match="redirect loop"):
                     await announce(client, server.url)
@@ -371,7 +373,9 @@ async def test_relative_and_protocol_relative_redirects_are_followed(
     with loopback_only(monkeypatch) as guard, trio.fail_after(DEADLINE):
         async with (
             scripted_server(script, path="/a/announce") as server,
-            HttpTrackerClient(timeout=10) as client,
+            # Redirect mechanics on paths no tracker or web seed uses: libtorrent's
+            # ssrf_mitigation would refuse them on loopback (test_ssrf_rules.py).
+            HttpTrackerClient(timeout=10, ssrf_mitigation=False) as client,
         ):
             result = await announce(client, server.url)
     assert result.interval == 900  # type: ignore[attr-defined]

@@ -26,7 +26,7 @@ def test_a_passkey_in_the_path_is_hidden(
     path: str, shown_path: str, secret: str | None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with http_server_in_thread(MiniTracker(), path=path) as tracker:
-        argv = ["tracker", "announce", tracker.url + "?key=s3cret", V1, "--bind", "127.0.0.1"]
+        argv = ["tracker", "announce", tracker.url + "?passkey=s3cret", V1, "--bind", "127.0.0.1"]
         assert main(argv) == 0
         out = capsys.readouterr().out
         origin = tracker.url.removesuffix(path)
@@ -36,7 +36,7 @@ def test_a_passkey_in_the_path_is_hidden(
             assert secret not in out
         # The tracker was asked at the URL as given, passkey and all.
         [request] = tracker.requests
-        assert request_target(request).startswith(f"{path}?key=s3cret&info_hash=")
+        assert request_target(request).startswith(f"{path}?passkey=s3cret&info_hash=")
 
         assert main([*argv, "--json"]) == 0
-        assert json.loads(capsys.readouterr().out)["tracker"] == tracker.url + "?key=s3cret"
+        assert json.loads(capsys.readouterr().out)["tracker"] == tracker.url + "?passkey=s3cret"
