@@ -42,7 +42,11 @@ from ._discovery import (
 )
 from ._holepunch import HolepunchCounts, HolepunchPolicy, HolepunchPolicyStatistics
 from ._http_tracker import HttpAnnounceResult, HttpTrackerClient
-from ._http_tracker_errors import HttpTrackerError, MalformedTrackerResponseError
+from ._http_tracker_errors import (
+    HttpTrackerError,
+    MalformedTrackerResponseError,
+    TrackerBlockedError,
+)
 from ._resume import ResumeStore
 from ._session import OUR_EXTENSIONS, REASON_DUPLICATE, REASON_IP_FILTER, Session, open_session
 from ._source import (
@@ -59,7 +63,12 @@ from ._torrent import REASON_PAUSED, REASON_RECHECK, REASON_REMOVED, Torrent, To
 from ._upload import SEND_WATERMARK, UPLOAD_WORKERS, Uploader
 from ._views import PeerInfo
 from ._webseed import WebSeed, WebSeedState
-from ._webseed_http import WebSeedClient, WebSeedError, WebSeedFileMissingError
+from ._webseed_http import (
+    WebSeedBlockedError,
+    WebSeedClient,
+    WebSeedError,
+    WebSeedFileMissingError,
+)
 
 __all__ = [
     "DEFAULT_CONNECTION_SPEED",
@@ -106,9 +115,11 @@ __all__ = [
     "TorrentSource",
     "TorrentStatus",
     "TrackerAnnouncer",
+    "TrackerBlockedError",
     "Uploader",
     "UserPeers",
     "WebSeed",
+    "WebSeedBlockedError",
     "WebSeedClient",
     "WebSeedError",
     "WebSeedFileMissingError",
