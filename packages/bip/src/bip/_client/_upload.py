@@ -106,7 +106,7 @@ The high bound of the adaptive watermark (see the module docstring), as libtorre
 buffer covers the link's delay, this only has to cover a disk read. A peer taking 1 MiB/s or
 more reaches it (half a second at its rate). On loopback a libtorrent leecher downloads from
 ``bip seed`` as fast with 256 KiB as with 4 MiB, and as fast with the adaptive watermark as
-with this one fixed (about 140 MiB/s here); a peer that stops reading holds at most this and
+with this one fixed (about 150 MiB/s here); a peer that stops reading holds at most this and
 one block, and no worker.
 """
 
