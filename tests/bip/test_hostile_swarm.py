@@ -19,7 +19,7 @@ from _engine_helpers import loopback_config, make_torrent, same_files, write_con
 from _hostile_peer import HostilePeer, bad_records, hostile_peer
 
 from bip._client import Session, Torrent, TorrentOptions, open_session
-from bip._client._upload import SEND_WATERMARK, UPLOAD_WORKERS
+from bip._client._upload import SEND_LOW_WATERMARK, SEND_WATERMARK
 from bip_handshake import DEFAULT_MAX_CONCURRENT, PeerAddress, PeerId
 from bip_metainfo import Metainfo
 from bip_peer import (
@@ -228,14 +228,19 @@ async def test_a_peer_that_never_reads_does_not_stall_the_other_peers(tmp_path: 
                 peer.stop_reading()
                 [victim] = seeder.manager.peers
                 # Ask for every block again and again until the seed holds as much for it as
-                # it will: its send queue at the uploader's watermark (the kernel's buffers
-                # full first). It was 17 MB and every upload worker.
-                full = SEND_WATERMARK - UPLOAD_WORKERS * 16384
+                # it will: the kernel's buffers full, then its send queue at the uploader's
+                # watermark for it, nothing queued for a whole rate window (its watermark is
+                # then the low one). It was 17 MB and every upload worker.
+                uploader = seeding._uploader
                 with trio.move_on_after(10.0):
-                    while seeder.manager.queued_bytes(victim) < full:
+                    while (
+                        seeder.manager.queued_bytes(victim) < uploader.watermark(victim)
+                        or uploader.upload_rate(victim) > 0
+                    ):
                         await peer.send(*(Request(i, 0, 16384) for i in range(num_pieces - 1)))
                         await trio.sleep(0.001)
-                assert seeder.manager.queued_bytes(victim) >= full
+                assert seeder.manager.queued_bytes(victim) >= SEND_LOW_WATERMARK
+                assert uploader.upload_rate(victim) == 0
                 # One worker waits for room; one more round of requests takes the others.
                 await peer.send(*(Request(i, 0, 16384) for i in range(num_pieces - 1)))
                 await trio.sleep(0.3)

@@ -14,7 +14,7 @@ import pytest
 import trio
 import trio.testing
 
-from bip._client._upload import SEND_WATERMARK, Uploader
+from bip._client._upload import SEND_LOW_WATERMARK, SEND_WATERMARK, Uploader
 from bip_disk import DiskManager, StorageError, TorrentHandle
 from bip_handshake import CompletedHandshake, Extensions, PeerAddress, PeerId
 from bip_metainfo import InfoHash
@@ -136,6 +136,7 @@ async def seed(
     *,
     workers: int = 1,
     watermark: int = SEND_WATERMARK,
+    low_watermark: int = SEND_LOW_WATERMARK,
     reqq: int = 500,
     run: bool = True,
     config: PeerManagerConfig | None = None,
@@ -150,6 +151,7 @@ async def seed(
                 manager,
                 on_sent=lambda peer, block: sent.append((peer, block)),
                 watermark=watermark,
+                low_watermark=low_watermark,
             )
 
             async def dispatch() -> None:
@@ -353,7 +355,9 @@ async def test_a_gone_peer_is_forgotten_and_its_blocks_not_read() -> None:
 
 async def test_a_send_queue_full_in_messages_takes_the_block_back_until_it_drains() -> None:
     config = PeerManagerConfig(send_queue_size=3, limits=ConnectionLimits(max_peer_requests=50))
-    async with seed(config=config, workers=2) as s:
+    # A fixed watermark (both bounds): the second block and the third are read at once,
+    # and the third meets the full queue.
+    async with seed(config=config, workers=2, low_watermark=SEND_WATERMARK) as s:
         peer, remote = await s.connect(1, lockstep=True)
         await remote.send(*requests(4, 2))
         await s.settle()

@@ -60,7 +60,14 @@ from ._source import (
 from ._status import TorrentPhase, TorrentStatus
 from ._swarm import Swarm
 from ._torrent import REASON_PAUSED, REASON_RECHECK, REASON_REMOVED, Torrent, TorrentError
-from ._upload import SEND_WATERMARK, UPLOAD_WORKERS, Uploader
+from ._upload import (
+    RATE_WINDOW,
+    SEND_LOW_WATERMARK,
+    SEND_WATERMARK,
+    SEND_WATERMARK_FACTOR,
+    UPLOAD_WORKERS,
+    Uploader,
+)
 from ._views import PeerInfo
 from ._webseed import WebSeed, WebSeedState
 from ._webseed_http import (
@@ -81,13 +88,16 @@ __all__ = [
     "DEFAULT_REDIAL_INTERVAL",
     "DEFAULT_RESUME_INTERVAL",
     "OUR_EXTENSIONS",
+    "RATE_WINDOW",
     "REASON_DUPLICATE",
     "REASON_IP_FILTER",
     "REASON_PAUSED",
     "REASON_RECHECK",
     "REASON_REMOVED",
     "RESUME_DIRECTORY",
+    "SEND_LOW_WATERMARK",
     "SEND_WATERMARK",
+    "SEND_WATERMARK_FACTOR",
     "UPLOAD_WORKERS",
     "ClientConfig",
     "Connector",
