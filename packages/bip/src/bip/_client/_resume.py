@@ -220,6 +220,21 @@ def _hash_name(info_hash: InfoHash) -> str:
     return digest.hex()
 
 
+async def _read_bounded(path: Path, limit: int) -> bytes:
+    """At most ``limit + 1`` bytes of ``path`` (the file may be anything: one byte past the
+    limit tells the decoder it is too long), read in a thread.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+
+    def read() -> bytes:
+        with open(path, "rb") as file:
+            return file.read(limit + 1)
+
+    return await trio.to_thread.run_sync(read)
+
+
 def _write_atomically(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
@@ -234,12 +249,11 @@ class ResumeStore:
     def __init__(self, save_dir: Path, info_hash: InfoHash) -> None:
         """The store of ``info_hash``'s files in ``save_dir``."""
         self.directory = save_dir / RESUME_DIRECTORY
-        name = _hash_name(info_hash)
-        self.resume_path = self.directory / f"{name}.resume"
-        self.torrent_path = self.directory / f"{name}.torrent"
-        self.peers_path = self.directory / f"{name}.peers"
-        self.selection_path = self.directory / f"{name}.selection"
         self._info_hash = info_hash
+        self.resume_path = self._path("resume")
+        self.torrent_path = self._path("torrent")
+        self.peers_path = self._path("peers")
+        self.selection_path = self._path("selection")
         # What save_peers last wrote: the peers are saved with every resume save (every few
         # seconds) but mostly unchanged, and an identical file need not be written again.
         self._peers_written: bytes | None = None
@@ -268,12 +282,8 @@ class ResumeStore:
         """The peers and banned hosts saved by :meth:`save_peers`; none when there is no
         file, it cannot be read, or it is not ours (see :func:`decode_saved_peers`)."""
 
-        def read() -> bytes:
-            with open(self.peers_path, "rb") as file:
-                return file.read(_MAX_PEERS_FILE + 1)  # bounded: the file may be anything
-
         try:
-            data = await trio.to_thread.run_sync(read)
+            data = await _read_bounded(self.peers_path, _MAX_PEERS_FILE)
         except OSError:
             return SavedPeers()
         saved = decode_saved_peers(data)
@@ -342,12 +352,8 @@ class ResumeStore:
         """The selection saved by :meth:`save_selection`; ``None`` when there is no file, it
         cannot be read, or it is not ours (:func:`decode_saved_selection`)."""
 
-        def read() -> bytes:
-            with open(self.selection_path, "rb") as file:
-                return file.read(_MAX_SELECTION_FILE + 1)  # bounded: the file may be anything
-
         try:
-            data = await trio.to_thread.run_sync(read)
+            data = await _read_bounded(self.selection_path, _MAX_SELECTION_FILE)
         except OSError:
             return None
         saved = decode_saved_selection(data)
@@ -365,8 +371,12 @@ class ResumeStore:
         await trio.to_thread.run_sync(_write_atomically, self.selection_path, data)
 
     def _paths(self) -> list[Path]:
-        paths = [self.resume_path, self.torrent_path, self.peers_path, self.selection_path]
+        """Every file of the torrent's here (``_SUFFIXES``), and their temporary copies."""
+        paths = [self._path(suffix) for suffix in _SUFFIXES]
         return paths + [path.with_name(path.name + ".tmp") for path in paths]
+
+    def _path(self, suffix: str) -> Path:
+        return self.directory / f"{_hash_name(self._info_hash)}.{suffix}"
 
     async def forget_all(self) -> None:
         """Delete every file of the torrent's (the torrent left its session for good), and
@@ -402,8 +412,8 @@ class ResumeStore:
 
         def move() -> None:
             for suffix in _SUFFIXES:
-                source = other.directory / f"{_hash_name(other._info_hash)}.{suffix}"
-                target = self.directory / source.name
+                source = other._path(suffix)
+                target = self._path(suffix)
                 try:
                     data = source.read_bytes()
                 except FileNotFoundError:
