@@ -20,7 +20,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from ipaddress import ip_address
+from ipaddress import IPv4Address, ip_address
 from pathlib import Path
 from typing import Final
 
@@ -184,6 +184,19 @@ def add_session_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"peers connected at once at most, dialled and accepted together (default"
         f" {DEFAULT_MAX_PEERS}, as libtorrent's connections_limit)",
+    )
+    parser.add_argument(
+        "--natpmp",
+        action="store_true",
+        help="map the listen port (TCP, and UDP for uTP and the DHT) on the default gateway"
+        " with NAT-PMP (RFC 6886) while running, and announce the port it grants; off by"
+        " default",
+    )
+    parser.add_argument(
+        "--natpmp-gateway",
+        metavar="IP",
+        help="the NAT-PMP gateway's IPv4 address (implies --natpmp; default: the default"
+        " route's gateway)",
     )
     add_ip_filter_options(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress line")
@@ -355,8 +368,8 @@ def config_from_args(args: argparse.Namespace) -> ClientConfig:
     """The session settings the shared options ask for.
 
     Raises:
-        CLIError: a bad port, bind address or rate limit, or an ``--ip-filter`` file that
-            cannot be read or is malformed.
+        CLIError: a bad port, bind address, NAT-PMP gateway or rate limit, or an
+            ``--ip-filter`` file that cannot be read or is malformed.
     """
     port = parse_port(args.port)
     host, _ = parse_endpoint(args.bind, default_port=0)
@@ -364,6 +377,14 @@ def config_from_args(args: argparse.Namespace) -> ClientConfig:
         ip_address(host)
     except ValueError:
         raise CLIError(f"--bind takes an IP address (127.0.0.1, ::), not {args.bind!r}") from None
+    gateway = getattr(args, "natpmp_gateway", None)
+    if gateway is not None:
+        try:
+            gateway = str(IPv4Address(gateway))
+        except ValueError:
+            raise CLIError(
+                f"--natpmp-gateway takes an IPv4 address (192.168.1.1), not {gateway!r}"
+            ) from None
     return ClientConfig(
         listen=((host, port),),
         encryption=ENCRYPTION_CHOICES[args.encryption],
@@ -376,6 +397,8 @@ def config_from_args(args: argparse.Namespace) -> ClientConfig:
         limit_local_peers=args.limit_local,
         max_peers=args.max_peers,
         ip_filter=load_ip_filter(args.ip_filter, strict=args.ip_filter_strict),
+        natpmp=getattr(args, "natpmp", False) or gateway is not None,
+        natpmp_gateway=gateway,
     )
 
 

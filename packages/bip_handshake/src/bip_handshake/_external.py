@@ -2,9 +2,9 @@
 
 Behind a NAT, or listening on ``0.0.0.0`` / ``::``, a client does not know the address the
 internet reaches it at; the parties it talks to do: a peer's BEP 10 extended handshake says
-``yourip``, an HTTP tracker's BEP 24 ``external ip``, and the DHT's BEP 42 voting settles on
-one from many nodes' ``ip``. Any one of them may be wrong or lie, so, like libtorrent's
-``ip_voter``, :class:`ExternalIPVoter` counts votes:
+``yourip``, an HTTP tracker's BEP 24 ``external ip``, the DHT's BEP 42 voting settles on
+one from many nodes' ``ip``, and a NAT-PMP gateway reports its own. Any one of them may be
+wrong or lie, so, like libtorrent's ``ip_voter``, :class:`ExternalIPVoter` counts votes:
 
 - one vote per voter per round: a voter is its IP (an IPv6 voter its /64, which one host
   usually owns whole), so one machine cannot vote twice by reconnecting or changing ports;
@@ -79,24 +79,30 @@ class VoteSource(enum.Enum):
     - ``PEER``: a peer's BEP 10 extended handshake (``yourip``).
     - ``TRACKER``: an HTTP tracker's announce response (BEP 24 ``external ip``).
     - ``DHT``: the address the DHT's own BEP 42 voting decided, from many nodes.
+    - ``ROUTER``: the external address our NAT gateway reports (NAT-PMP, RFC 6886 3.2;
+      libtorrent's ``source_router``).
     """
 
     PEER = "peer"
     TRACKER = "tracker"
     DHT = "dht"
+    ROUTER = "router"
 
 
 DEFAULT_VOTE_WEIGHTS: Final[Mapping[VoteSource, int]] = {
     VoteSource.PEER: 1,
     VoteSource.TRACKER: 2,
     VoteSource.DHT: 3,
+    VoteSource.ROUTER: 3,
 }
 """A vote's weight by source: a tracker sees many clients and has no stake in lying to one,
-and the DHT's address is already the agreement of several nodes."""
+the DHT's address is already the agreement of several nodes, and the gateway knows its own
+WAN address (it is still one voter: behind a second NAT its address is not ours, so a peer
+must agree)."""
 
 DEFAULT_EXTERNAL_THRESHOLD: Final = 3
 """Weight an address needs to be decided at once: three peers, a tracker and a peer, or the
-DHT and a peer."""
+DHT (or the gateway) and a peer."""
 
 DEFAULT_EXTERNAL_MIN_VOTERS: Final = 2
 """Distinct voters an address needs, whatever its weight."""
@@ -321,7 +327,8 @@ class ExternalIPVoter:
         vote changed the decision, else ``None``.
 
         ``voter`` is the voter's address (its port is ignored); ``None`` for a vote with no
-        address of its own, such as the DHT's decided address: such votes are one voter per
+        address of its own, such as the DHT's decided address or the gateway's (whose
+        private LAN address would be ignored as a voter): such votes are one voter per
         source.
 
         Raises:

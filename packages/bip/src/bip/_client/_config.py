@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Final
 
@@ -12,6 +13,7 @@ from bip_dht import DEFAULT_FIND_INTERVAL
 from bip_disk import FileSystem
 from bip_handshake import (
     DEFAULT_MAX_PEERLIST_SIZE,  # re-exported: the session's default is the list's own
+    NATPMP_PORT,
     Dialer,
     EncryptionPolicy,
     IPFilter,
@@ -155,6 +157,16 @@ class ClientConfig:
         allow_idna: accept tracker and web seed host names with ``xn--`` labels
             (internationalised names, which can pass for another); off by default, as in
             libtorrent.
+        natpmp: map our listen ports on the NAT gateway with NAT-PMP (RFC 6886), as
+            libtorrent's ``enable_natpmp``: the TCP listen ports and the UDP ones (uTP, the
+            DHT), kept while the session runs and deleted when it closes; the external TCP
+            port the gateway grants is what trackers, the DHT and peers (BEP 10 ``p``) are
+            told. Off by default (unlike libtorrent): nothing talks to the router unless
+            asked. Nothing is mapped when every listen address is global (no NAT).
+        natpmp_gateway: the gateway's IPv4 address (``None``: the default route's, read from
+            the system's routing table).
+        natpmp_gateway_port: the gateway's NAT-PMP port (RFC 6886's 5351; another only for
+            a test's gateway).
     """
 
     listen: tuple[tuple[str, int], ...] = (("0.0.0.0", DEFAULT_LISTEN_PORT),)
@@ -186,9 +198,24 @@ class ClientConfig:
     max_inbound_per_host: int | None = None
     ssrf_mitigation: bool = True
     allow_idna: bool = False
+    natpmp: bool = False
+    natpmp_gateway: str | None = None
+    natpmp_gateway_port: int = NATPMP_PORT
 
     def __post_init__(self) -> None:
         """Refuse numbers that cannot work."""
+        if self.natpmp_gateway is not None:
+            if not isinstance(self.natpmp_gateway, str):
+                raise TypeError(f"natpmp_gateway must be a str, not {self.natpmp_gateway!r}")
+            try:
+                IPv4Address(self.natpmp_gateway)
+            except ValueError:
+                raise ValueError(
+                    f"natpmp_gateway must be an IPv4 address, not {self.natpmp_gateway!r}"
+                ) from None
+        port = self.natpmp_gateway_port
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port <= 0xFFFF:
+            raise ValueError(f"natpmp_gateway_port must be in 1..65535, not {port!r}")
         for name in ("max_peers", "connection_speed", "max_peerlist_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
@@ -219,6 +246,7 @@ class ClientConfig:
             "holepunch",
             "ssrf_mitigation",
             "allow_idna",
+            "natpmp",
         ):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, not {getattr(self, name)!r}")

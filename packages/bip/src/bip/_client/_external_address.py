@@ -9,10 +9,12 @@ ourselves) and a BEP 55 rendezvous for it relayed. As libtorrent does with its `
   every extended handshake, consumes none);
 - HTTP trackers' BEP 24 ``external ip`` (:meth:`ExternalAddresses.tracker_vote`, called by
   the tracker announcer);
-- the DHT's decided BEP 42 address, read at the manager's ticks.
+- the DHT's decided BEP 42 address, and the NAT-PMP gateway's external address (when the
+  session maps its ports), read at the manager's ticks.
 
 Once the voter decides a family's IP, ``ip:port`` for each of our listening ports (TCP and
-uTP) becomes one of our addresses for PEX (every peer's inbox, now and later) and the holepunch
+uTP), and each external port the gateway maps for us (:meth:`ExternalAddresses.set_mapped_ports`),
+becomes one of our addresses for PEX (every peer's inbox, now and later) and the holepunch
 service (a rendezvous for it refused, a connect to it ignored); when the IP changes the old
 ones are dropped.
 """
@@ -34,8 +36,9 @@ __all__ = ["DHT_VOTE_INTERVAL", "ExternalAddresses", "OurAddressesLike"]
 logger = logging.getLogger("bip.client")
 
 DHT_VOTE_INTERVAL: Final = 60.0
-"""Seconds between two votes of the DHT's address while it disagrees with ours (one vote per
-round counts; asking more often only fills the voter's "repeat" counter)."""
+"""Seconds between two votes of the DHT's (or the NAT-PMP gateway's) address while it disagrees
+with ours (one vote per round counts; asking more often only fills the voter's "repeat"
+counter)."""
 
 _IP = IPv4Address | IPv6Address
 
@@ -64,6 +67,9 @@ class ExternalAddresses:
             holepunch service); more can be added with :meth:`add_user`.
         dht_addresses: the DHT's decided address per family now (bip_dht's
             ``DHT.node.external_addresses``), or ``None`` without a DHT.
+        router_address: the NAT-PMP gateway's external IPv4 address now (``None`` until it
+            says), or ``None`` when the session maps no ports; set later with
+            :meth:`set_router_address`.
     """
 
     def __init__(
@@ -73,20 +79,39 @@ class ExternalAddresses:
         ports: Iterable[int],
         users: Iterable[OurAddressesLike] = (),
         dht_addresses: Callable[[], Mapping[Family, PeerAddress]] | None = None,
+        router_address: Callable[[], IPv4Address | None] | None = None,
     ) -> None:
         self.voter = voter
         """The voter (read its ``decided`` and ``statistics()``)."""
-        self._ports = tuple(sorted({port for port in ports if port}))
+        self._listening = frozenset(port for port in ports if port)
+        self._ports = tuple(sorted(self._listening))
         self._users: list[OurAddressesLike] = list(users)
         self._dht_addresses = dht_addresses
+        self._router_address = router_address
         self._ours: dict[Family, tuple[PeerAddress, ...]] = {}
-        # family -> (the DHT address last voted, when)
-        self._dht_voted: dict[Family, tuple[_IP, float]] = {}
+        # (source, family) -> (the address last voted, when)
+        self._voted: dict[tuple[VoteSource, Family], tuple[_IP, float]] = {}
 
     @property
     def addresses(self) -> tuple[PeerAddress, ...]:
         """Our external addresses: each decided IP (IPv4 first) with each listening port."""
         return tuple(a for family in sorted(self._ours) for a in self._ours[family])
+
+    def set_router_address(self, router_address: Callable[[], IPv4Address | None] | None) -> None:
+        """Read the NAT-PMP gateway's external address from ``router_address`` at each tick
+        from now on (``None``: no gateway)."""
+        self._router_address = router_address
+
+    def set_mapped_ports(self, ports: Iterable[int]) -> None:
+        """The external ports the NAT gateway forwards to us now (TCP and UDP; empty when
+        none): with each decided IP they are our addresses too, besides our listening ports.
+        Our users hear of the addresses gained and lost."""
+        new = tuple(sorted(self._listening | {port for port in ports if port}))
+        if new == self._ports:
+            return
+        self._ports = new
+        for family in list(self._ours):
+            self._replace(family, self.voter.address(family))
 
     def add_user(self, user: OurAddressesLike) -> None:
         """Tell ``user`` our external addresses, now and as they change."""
@@ -132,32 +157,48 @@ class ExternalAddresses:
         """End the voter's rounds that ran out, and take the DHT's address as a vote."""
         for decided in self.voter.handle_timer(now).values():
             self._decided(decided)
-        if self._dht_addresses is None:
-            return
-        for family, address in self._dht_addresses().items():
-            host = address.normalized().host
-            if host == self.voter.address(family):
-                continue  # nothing to learn
-            last = self._dht_voted.get(family)
-            if last is not None and last[0] == host and now < last[1] + DHT_VOTE_INTERVAL:
-                continue
-            self._dht_voted[family] = (host, now)
-            self.vote(host, None, VoteSource.DHT, now)
+        if self._dht_addresses is not None:
+            for address in self._dht_addresses().values():
+                self._source_vote(address.normalized().host, VoteSource.DHT, now)
+        if self._router_address is not None:
+            router = self._router_address()
+            if router is not None:
+                self._source_vote(router, VoteSource.ROUTER, now)
 
     # -- internals ---------------------------------------------------------------------------
 
+    def _source_vote(self, host: _IP, source: VoteSource, now: float) -> None:
+        """A vote of a source with no address of its own (the DHT, the gateway), repeated
+        while it disagrees with our address, at most every :data:`DHT_VOTE_INTERVAL`."""
+        family: Family = 4 if isinstance(host, IPv4Address) else 6
+        if host == self.voter.address(family):
+            return  # nothing to learn
+        last = self._voted.get((source, family))
+        if last is not None and last[0] == host and now < last[1] + DHT_VOTE_INTERVAL:
+            return
+        self._voted[(source, family)] = (host, now)
+        self.vote(host, None, source, now)
+
     def _decided(self, host: _IP) -> None:
         family: Family = 4 if isinstance(host, IPv4Address) else 6
+        self._replace(family, host)
+        logger.info(
+            "our external IPv%d address is %s (peers, trackers, the DHT and the gateway agree)",
+            family,
+            host,
+        )
+
+    def _replace(self, family: Family, host: _IP | None) -> None:
+        """Our addresses of ``family`` become ``host`` with each of our ports (none without
+        a host); users hear of the changes."""
         old = self._ours.get(family, ())
-        new = tuple(PeerAddress(host, port) for port in self._ports)
+        new = () if host is None else tuple(PeerAddress(host, port) for port in self._ports)
         for address in old:
             if address not in new:
                 for user in self._users:
                     user.remove_our_address(address)
         for address in new:
-            for user in self._users:
-                user.add_our_address(address)
+            if address not in old:
+                for user in self._users:
+                    user.add_our_address(address)
         self._ours[family] = new
-        logger.info(
-            "our external IPv%d address is %s (peers, trackers and the DHT agree)", family, host
-        )

@@ -23,6 +23,10 @@
   ``yourip``, HTTP trackers' BEP 24 ``external ip``, the DHT's BEP 42 address): once decided,
   it with each listening port is one of our addresses for PEX and holepunch, so that we never
   dial ourselves nor relay a rendezvous to ourselves (:attr:`Session.external_addresses`);
+- with :attr:`ClientConfig.natpmp`, NAT-PMP (:mod:`._port_mapping`): the listen ports mapped
+  on the gateway (before the peer manager, so deleted after every peer is gone); the external
+  TCP port granted is what trackers, the DHT and peers' BEP 10 ``p`` hear
+  (:attr:`Session.external_port`, :attr:`Session.port_mappings`);
 
 and runs five tasks: the connector's, and four that route between them and the torrents:
 completed handshakes become peers of the manager; the manager's events go to the peer's
@@ -53,11 +57,13 @@ from bip_handshake import (
     Family,
     Handshaker,
     IPFilter,
+    MappingProtocol,
     PeerAddress,
     PeerDialer,
     PeerId,
     PeerList,
     PeerSink,
+    PortMapping,
     UtpSocket,
     open_handshaker,
 )
@@ -86,6 +92,7 @@ from ._discovery import DhtLike, DhtPeers, PeerSource, TrackerAnnouncer
 from ._external_address import ExternalAddresses
 from ._holepunch import HolepunchPolicy
 from ._http_tracker import HttpTrackerClient
+from ._port_mapping import SessionPortMapping, mappable_ports, open_session_port_mapping
 from ._swarm import MAX_OUT_REQUESTS
 from ._torrent import Torrent, TorrentError
 from ._utp import UtpRouter, open_session_utp
@@ -146,6 +153,7 @@ class Session:
         dialer: PeerDialer | None = None,
         utp_sockets: tuple[UtpSocket, ...] = (),
         holepunch: HolepunchPolicy | None = None,
+        port_mapping: SessionPortMapping | None = None,
     ) -> None:
         """Internal: use :func:`open_session`."""
         self._nursery = nursery
@@ -182,6 +190,11 @@ class Session:
         (:attr:`ClientConfig.holepunch`) or the session cannot dial uTP."""
         self.external = external
         """Our external address: the votes (its ``voter``) and the addresses taken as ours."""
+        self.port_mapping = (
+            port_mapping if port_mapping is not None else SessionPortMapping(self.listen_port)
+        )
+        """NAT-PMP: the gateway's mappings of our ports (its ``mapper`` is ``None`` when
+        :attr:`ClientConfig.natpmp` is off or could not start)."""
         self._rng = random.Random(config.seed_rng)
         self.web_seed_client = WebSeedClient(
             local_address=_http_local_address(config),
@@ -203,11 +216,26 @@ class Session:
         return addresses[0].port if addresses else 0
 
     @property
+    def external_port(self) -> int:
+        """The TCP port peers should dial, as trackers, the DHT and peers (BEP 10 ``p``)
+        are told: the external port the NAT-PMP gateway maps to :attr:`listen_port` once
+        granted (:attr:`ClientConfig.natpmp`), else :attr:`listen_port`."""
+        return self.port_mapping.external_tcp_port
+
+    @property
+    def port_mappings(self) -> tuple[PortMapping, ...]:
+        """What the NAT-PMP gateway is asked to map (TCP listen ports, UDP ports) and what
+        it granted (``external_port``, ``None`` while not granted); empty with NAT-PMP off
+        or not started."""
+        return self.port_mapping.mappings()
+
+    @property
     def external_addresses(self) -> tuple[PeerAddress, ...]:
         """Our external addresses as the internet sees them, once voted on (peers' ``yourip``,
-        trackers' BEP 24 ``external ip``, the DHT): each decided IP (IPv4 first) with each of
-        our listening ports (TCP and uTP). Empty until decided. PEX and holepunch take them
-        as ours."""
+        trackers' BEP 24 ``external ip``, the DHT, the NAT-PMP gateway's address): each
+        decided IP (IPv4 first) with each of our listening ports (TCP and uTP) and each
+        external port the gateway maps for us. Empty until decided. PEX and holepunch take
+        them as ours."""
         return self.external.addresses
 
     @property
@@ -351,7 +379,8 @@ class Session:
             metadata=self.metadata,
             layers=self.layers,
             sources=sources,
-            listen_port=self.listen_port,
+            # Read at each announce: a NAT-PMP mapping may come, or move, later.
+            listen_port=lambda: self.external_port,
             rng=random.Random(self._rng.getrandbits(64)),
             on_info_hash=self._rename,
             on_halted=self.connector.set_halted,
@@ -495,7 +524,11 @@ class Session:
             return
         ports = [a.port for a in self.dht.addresses if a.family == peer.address.family]
         if ports:
-            self.manager.send_nowait(peer, Port(ports[0]))
+            port = ports[0]
+            if peer.address.family == 4:
+                # The port the gateway maps to the DHT's, as libtorrent's external UDP port.
+                port = self.port_mapping.external_port(MappingProtocol.UDP, port) or port
+            self.manager.send_nowait(peer, Port(port))
 
     def _learn_dht_node(self, peer: Peer, message: Port) -> None:
         """A peer's DHT port: its node is worth a ping (BEP 5)."""
@@ -791,6 +824,26 @@ async def open_session(
                 users=[pex],
                 dht_addresses=_dht_decided(dht),
             )
+            # Before the peer manager, so the mappings are deleted once every peer is gone.
+            port_mapping = await stack.enter_async_context(
+                open_session_port_mapping(
+                    config,
+                    tcp_port=addresses[0].port if addresses else 0,
+                    tcp_ports=mappable_ports(addresses),
+                    udp_ports=mappable_ports(
+                        (
+                            # Those accepting peers: on a TCP listener's port number.
+                            *(
+                                utp.local_address
+                                for utp in utp_sockets
+                                if utp.local_address.port in {a.port for a in addresses}
+                            ),
+                            *(dht.addresses if dht is not None else ()),
+                        )
+                    ),
+                    external=external,
+                )
+            )
 
             manager = await stack.enter_async_context(
                 open_peer_manager(
@@ -807,6 +860,8 @@ async def open_session(
                             pex,
                             _UploadOnlyFields(find),
                             external,
+                            # Last: its "p" (the mapped port) wins over the manager's own.
+                            port_mapping,
                         ],
                         upload_rate_limit=config.upload_rate_limit,
                         download_rate_limit=config.download_rate_limit,
@@ -860,6 +915,7 @@ async def open_session(
                 utp_sockets=utp_sockets,
                 holepunch=holepunch,
                 external=external,
+                port_mapping=port_mapping,
             )
             pex_sink.target = session.connector
             nursery.start_soon(session.connector.run, name="bip connector")

@@ -193,7 +193,7 @@ class Torrent:
         metadata: MetadataExchange,
         layers: PieceLayerExchange,
         sources: list[PeerSource],
-        listen_port: int,
+        listen_port: int | Callable[[], int],
         rng: random.Random,
         on_info_hash: Callable[[Torrent, InfoHash], None],
         on_halted: Callable[[Torrent, bool], None] | None = None,
@@ -201,7 +201,9 @@ class Torrent:
         holepunch: HolepunchPolicy | None = None,
         peer_sink: PeerSink | None = None,
     ) -> None:
-        """Internal: the session builds torrents. Discovery sources feed ``peer_sink``
+        """Internal: the session builds torrents. ``listen_port`` is our TCP port as others
+        should dial it, or how to read it now (a NAT-PMP mapping may change it while the
+        torrent runs). Discovery sources feed ``peer_sink``
         (the handshaker's dial queue when None); ``on_halted`` hears when the torrent leaves
         its swarm (paused, rechecking: ``True``) and comes back (``False``)."""
         self._on_halted = on_halted
@@ -215,7 +217,7 @@ class Torrent:
         self._metadata = metadata
         self._layers = layers
         self._sources = sources
-        self._listen_port = listen_port
+        self._listen_port = listen_port if callable(listen_port) else _constant(listen_port)
         self._rng = rng
         self._on_info_hash = on_info_hash
         self._magnet = source if isinstance(source, MagnetLink) else None
@@ -329,8 +331,10 @@ class Torrent:
 
     @property
     def listen_port(self) -> int:
-        """Our TCP port, announced to trackers and the DHT."""
-        return self._listen_port
+        """Our TCP port as peers should dial it, announced to trackers and the DHT (read
+        afresh: the external port a NAT-PMP gateway maps, once granted; 0 when we do not
+        listen)."""
+        return self._listen_port()
 
     @property
     def private(self) -> bool:
@@ -1519,3 +1523,8 @@ def must_fetch_layers(info: Info, layers: Mapping[bytes, bytes]) -> bool:
     ``PieceVerifier``): its download does not wait for them.
     """
     return not info.is_v1 and layers_missing(info, layers)
+
+
+def _constant(value: int) -> Callable[[], int]:
+    """A callable that always returns ``value``."""
+    return lambda: value

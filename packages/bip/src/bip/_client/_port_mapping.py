@@ -1,0 +1,253 @@
+"""The session's ports mapped on the NAT gateway (NAT-PMP, RFC 6886), and the ports we tell.
+
+Behind a home router nobody can dial us unless the router forwards a port; with
+:attr:`~bip._client.ClientConfig.natpmp` on, :func:`open_session_port_mapping` asks the
+gateway (bip_handshake's :func:`~bip_handshake.open_port_mapper`) to forward the session's
+TCP listen ports and its UDP ports (uTP, the DHT), keeps the mappings alive while the session
+runs and deletes them when it closes (within bip_handshake's bounded close). As libtorrent
+does with its port mappings, the external TCP port the gateway grants (which may differ from
+ours: another machine behind the router may hold it) is what we tell others:
+:class:`SessionPortMapping` gives it to the trackers' and the DHT's announces (read at each
+announce: :attr:`SessionPortMapping.external_tcp_port`), to our BEP 10 extended handshake's
+``p`` (it is a peer manager service), and to the external address voting
+(:meth:`~bip._client._external_address.ExternalAddresses.set_mapped_ports`, and the gateway's
+external address as a :attr:`~bip_handshake.VoteSource.ROUTER` vote).
+
+A gateway that cannot be found or opened costs a WARNING and the session runs without it; one
+that never answers costs nothing but the unmapped port being announced (bip_handshake gives
+up on it quietly and tries again later). RFC 6886 maps only for a host behind a NAT: when every
+address we listen on is a global one, nothing is asked (an INFO record says so).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from ipaddress import IPv4Address, IPv6Address, ip_address
+
+from bip_handshake import (
+    GatewayReset,
+    LocalProtocolError,
+    MappingFailed,
+    MappingProtocol,
+    MappingProtocolName,
+    MappingRemoved,
+    NatPmpAddressChanged,
+    NatPmpEvent,
+    PeerAddress,
+    PortMapped,
+    PortMapper,
+    PortMapping,
+    default_gateway,
+    is_global_address,
+    open_port_mapper,
+)
+from bip_peer import Peer, PeerManager
+
+from ._config import ClientConfig
+from ._external_address import ExternalAddresses
+
+__all__ = ["SessionPortMapping", "mappable_ports", "open_session_port_mapping"]
+
+logger = logging.getLogger("bip.client")
+
+
+class SessionPortMapping:
+    """What the gateway maps for the session, and the ports we tell others (a peer manager
+    service: our BEP 10 ``p`` is the mapped TCP port once granted).
+
+    Not built directly: :func:`open_session_port_mapping` gives one (with no mapper when
+    NAT-PMP is off or could not start: then every external port is the local one).
+
+    Args:
+        tcp_port: the TCP port we accept peers on (0: none), whose mapping we announce.
+        external: told of the mapped ports and of the gateway's external address.
+    """
+
+    def __init__(self, tcp_port: int, *, external: ExternalAddresses | None = None) -> None:
+        self.tcp_port = tcp_port
+        """Our local TCP listen port (0 when we do not listen)."""
+        self.mapper: PortMapper | None = None
+        """bip_handshake's mapper while NAT-PMP runs, else ``None``."""
+        self._external = external
+        self._told: int | None = None  # the external TCP port last logged
+
+    @property
+    def external_address(self) -> IPv4Address | None:
+        """The gateway's external IPv4 address, ``None`` until it says (or without NAT-PMP)."""
+        return None if self.mapper is None else self.mapper.external_address
+
+    def mappings(self) -> tuple[PortMapping, ...]:
+        """Snapshots of the mappings asked for (``external_port`` None while not granted);
+        empty without NAT-PMP."""
+        return () if self.mapper is None else self.mapper.mappings()
+
+    def external_port(self, protocol: MappingProtocol, internal_port: int) -> int | None:
+        """The external port the gateway forwards to our ``internal_port``, or ``None``."""
+        if self.mapper is None or not internal_port:
+            return None
+        return self.mapper.external_port(protocol, internal_port)
+
+    @property
+    def external_tcp_port(self) -> int:
+        """The TCP port peers should dial: the one mapped to :attr:`tcp_port` once the
+        gateway granted it, else :attr:`tcp_port` itself (0 when we do not listen)."""
+        mapped = self.external_port(MappingProtocol.TCP, self.tcp_port)
+        return self.tcp_port if mapped is None else mapped
+
+    def on_event(self, event: NatPmpEvent) -> None:
+        """The mapper's events: log what a user wants to know, and pass the mapped ports on
+        to the external address voting. Never raises (it runs in the mapper's task)."""
+        if isinstance(event, NatPmpAddressChanged):
+            logger.info("NAT-PMP: the gateway's external address is %s", event.address)
+        elif isinstance(event, MappingFailed | PortMapped | MappingRemoved | GatewayReset):
+            self._ports_changed()
+
+    def _ports_changed(self) -> None:
+        if self._external is not None:
+            ports = [m.external_port for m in self.mappings() if m.external_port is not None]
+            self._external.set_mapped_ports(ports)
+        port = self.external_port(MappingProtocol.TCP, self.tcp_port)
+        if port != self._told:
+            self._told = port
+            if port is not None:
+                # The next tracker announces carry it; the DHT's rounds restart with it.
+                logger.info(
+                    "NAT-PMP: TCP port %d is reached from outside as port %d",
+                    self.tcp_port,
+                    port,
+                )
+
+    # -- PeerService -------------------------------------------------------------------------
+
+    def handshake_fields(self, peer: Peer) -> Mapping[str, object]:
+        """``p``: the mapped TCP port, once granted (the manager's own ``p`` is the local
+        one); libtorrent tells every peer its external port alike."""
+        mapped = self.external_port(MappingProtocol.TCP, self.tcp_port)
+        return {} if mapped is None else {"p": mapped}
+
+    def peer_added(self, manager: PeerManager, peer: Peer) -> None:
+        """Nothing to do."""
+
+    def message_received(self, manager: PeerManager, peer: Peer, message: object) -> bool:
+        """Consumes nothing."""
+        return False
+
+    def peer_removed(self, manager: PeerManager, peer: Peer) -> None:
+        """Nothing to forget."""
+
+    def tick(self, manager: PeerManager, now: float) -> None:
+        """No timers (the mapper keeps its own)."""
+
+
+def _mappable(host: IPv4Address | IPv6Address) -> bool:
+    """Whether a socket bound to ``host`` may sit behind a NAT-PMP gateway: an IPv4 address
+    that is not global (NAT-PMP is IPv4 only, and RFC 6886 is for hosts behind a NAT), or
+    an unspecified one (every address: ``::`` takes IPv4 too, dual-stack)."""
+    if host.is_unspecified:
+        return True
+    if isinstance(host, IPv6Address):
+        if host.ipv4_mapped is None:
+            return False
+        host = host.ipv4_mapped
+    return not is_global_address(host)
+
+
+def mappable_ports(addresses: Iterable[PeerAddress]) -> tuple[int, ...]:
+    """The distinct ports of ``addresses`` (where sockets are bound) that a NAT gateway could
+    forward to us: those of sockets on a non-global IPv4 address or on every address, in
+    order; ports 0 (not bound) are left out."""
+    ports: dict[int, None] = {}
+    for address in addresses:
+        if address.port and _mappable(address.host):
+            ports[address.port] = None
+    return tuple(ports)
+
+
+def _name(protocol: MappingProtocolName) -> str:
+    return protocol.name if isinstance(protocol, MappingProtocol) else protocol.upper()
+
+
+def _bind_host(config: ClientConfig) -> str:
+    """The local address NAT-PMP requests leave from: the first listen host when it is a
+    specific IPv4 address (the gateway maps the address its requests come from, RFC 6886
+    3.3), else every address (the system picks the one on the gateway's route)."""
+    for host, _ in config.listen:
+        try:
+            address = ip_address(host)
+        except ValueError:
+            continue
+        if isinstance(address, IPv4Address) and not address.is_unspecified:
+            return str(address)
+    return "0.0.0.0"
+
+
+@asynccontextmanager
+async def open_session_port_mapping(
+    config: ClientConfig,
+    *,
+    tcp_port: int,
+    tcp_ports: Iterable[int],
+    udp_ports: Iterable[int],
+    external: ExternalAddresses | None = None,
+) -> AsyncIterator[SessionPortMapping]:
+    """Map the session's ports on the NAT gateway while the block runs, if the config says
+    to (:attr:`ClientConfig.natpmp`); the mappings are deleted on the way out.
+
+    Never fails for the gateway's sake: no gateway found, a gateway address that is not
+    IPv4, or a socket that cannot be opened is a WARNING, and the block runs with no
+    mapper.
+
+    Args:
+        config: ``natpmp``, ``natpmp_gateway`` and ``natpmp_gateway_port`` say what to do.
+        tcp_port: the TCP port we announce (its mapping is the one we tell others).
+        tcp_ports: every TCP port to map (:func:`mappable_ports` of the listeners); empty
+            when every listener has a global address (or is IPv6): nothing is mapped then,
+            not even the UDP ports.
+        udp_ports: the UDP ports to map (uTP listeners, the DHT's IPv4 socket).
+        external: the session's external address voting, told of mapped ports and of the
+            gateway's address.
+    """
+    mapping = SessionPortMapping(tcp_port, external=external)
+    tcp = tuple(dict.fromkeys(port for port in tcp_ports if port))
+    mappings: list[tuple[MappingProtocolName, int]] = [(MappingProtocol.TCP, p) for p in tcp]
+    mappings += [(MappingProtocol.UDP, p) for p in dict.fromkeys(udp_ports) if p]
+    gateway: IPv4Address | str | None = None
+    if config.natpmp:
+        gateway = config.natpmp_gateway or default_gateway()
+        if not config.listen:
+            logger.info("NAT-PMP: not mapping: we do not listen")
+            gateway = None
+        elif not tcp:
+            # RFC 6886 is for a host behind a NAT: a global address is reached as it is.
+            logger.info(
+                "NAT-PMP: not mapping: every address we listen on is global (or IPv6), so"
+                " no NAT stands in the way"
+            )
+            gateway = None
+        elif gateway is None:
+            logger.warning("NAT-PMP: no default gateway found; ports not mapped")
+    async with AsyncExitStack() as stack:
+        if gateway is not None:
+            try:
+                mapping.mapper = await stack.enter_async_context(
+                    open_port_mapper(
+                        gateway,
+                        mappings,
+                        gateway_port=config.natpmp_gateway_port,
+                        on_event=mapping.on_event,
+                        bind_host=_bind_host(config),
+                    )
+                )
+            except (OSError, LocalProtocolError) as error:
+                logger.warning("NAT-PMP: cannot talk to gateway %s: %s", gateway, error)
+            else:
+                logger.info(
+                    "NAT-PMP: asking gateway %s to map %s",
+                    gateway,
+                    ", ".join(f"{_name(kind)} {port}" for kind, port in mappings),
+                )
+                if external is not None:
+                    external.set_router_address(lambda: mapping.external_address)
+        yield mapping
