@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Mapping
 from ipaddress import IPv4Address, ip_address
 from pathlib import Path
-from typing import cast
+from typing import NoReturn, cast
 
 import pytest
 import trio
@@ -229,6 +229,76 @@ async def test_mapped_port_reaches_tracker_and_peers_and_is_deleted(tmp_path: Pa
             assert gateway.mappings == {}
             deletions = [r for r in gateway.requests if isinstance(r, MappingRequest)]
             assert sum(r.lifetime == 0 for r in deletions) == 2
+            nursery.cancel_scope.cancel()
+
+
+class FakeDht:
+    """A DHT that says it is bound to ``address``, and records the announce ports of its
+    lookups and the nodes peers name (their BEP 5 port messages)."""
+
+    def __init__(self, address: PeerAddress) -> None:
+        self._address = address
+        self.ports: list[int | None] = []
+        self.nodes: list[PeerAddress] = []
+
+    @property
+    def addresses(self) -> tuple[PeerAddress, ...]:
+        return (self._address,)
+
+    def add_node(self, address: PeerAddress) -> None:
+        self.nodes.append(address)
+
+    def set_ip_filter(self, ip_filter: object) -> int:
+        return 0
+
+    async def keep_finding(
+        self,
+        info_hash: bytes,
+        *,
+        interval: float,
+        announce: bool,
+        port: int | None,
+        seed: bool,
+        sink: object,
+    ) -> NoReturn:
+        self.ports.append(port)
+        await trio.sleep_forever()
+
+
+async def test_the_dht_hears_the_mapped_ports(tmp_path: Path) -> None:
+    """The DHT's UDP port is mapped too; the DHT announces the mapped TCP port, and peers
+    hear the mapped UDP port in our BEP 5 port message."""
+    folder = write_content(tmp_path / "seed", (20_000,))
+    torrent = make_torrent(folder, "v1")
+    dht_port = 51413  # (nothing is bound there: the fake only says so)
+    dht = FakeDht(PeerAddress(IPv4Address(LOOPBACK), dht_port))
+    gateway = Gateway(offset=1000)
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            _, gateway_port = await start_gateway(nursery, gateway)
+            async with open_session(
+                loopback_config(**natpmp_config(gateway_port), utp=False), dht=dht
+            ) as seeder:
+                port = seeder.listen_port
+                await wait_until(lambda: mapped(seeder) and len(seeder.port_mappings) == 2)
+                assert {(m.protocol, m.internal_port) for m in seeder.port_mappings} == {
+                    (MappingProtocol.TCP, port),
+                    (MappingProtocol.UDP, dht_port),
+                }
+                seeding = await seeder.add_torrent(torrent, TorrentOptions(folder.parent))
+                await wait_until(lambda: bool(dht.ports))
+                assert dht.ports == [port + 1000]
+                other_dht = FakeDht(PeerAddress(IPv4Address("127.0.0.2"), 9))
+                async with open_session(
+                    loopback_config(listen=(("127.0.0.2", 0),), utp=False), dht=other_dht
+                ) as other:
+                    await other.add_torrent(
+                        torrent,
+                        TorrentOptions(tmp_path / "other", peers=(address_of(seeder),)),
+                    )
+                    await wait_until(lambda: bool(other_dht.nodes))
+                    assert other_dht.nodes[0] == PeerAddress(IPv4Address(LOOPBACK), dht_port + 1000)
+                assert seeding.listen_port == port + 1000
             nursery.cancel_scope.cancel()
 
 

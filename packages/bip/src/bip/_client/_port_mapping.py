@@ -214,19 +214,19 @@ async def open_session_port_mapping(
     mappings: list[tuple[MappingProtocolName, int]] = [(MappingProtocol.TCP, p) for p in tcp]
     mappings += [(MappingProtocol.UDP, p) for p in dict.fromkeys(udp_ports) if p]
     gateway: IPv4Address | str | None = None
-    if config.natpmp:
+    if not config.natpmp:
+        pass
+    elif not config.listen:
+        logger.info("NAT-PMP: not mapping: we do not listen")
+    elif not tcp:
+        # RFC 6886 is for a host behind a NAT: a global address is reached as it is.
+        logger.info(
+            "NAT-PMP: not mapping: every address we listen on is global (or IPv6), so"
+            " no NAT stands in the way"
+        )
+    else:
         gateway = config.natpmp_gateway or default_gateway()
-        if not config.listen:
-            logger.info("NAT-PMP: not mapping: we do not listen")
-            gateway = None
-        elif not tcp:
-            # RFC 6886 is for a host behind a NAT: a global address is reached as it is.
-            logger.info(
-                "NAT-PMP: not mapping: every address we listen on is global (or IPv6), so"
-                " no NAT stands in the way"
-            )
-            gateway = None
-        elif gateway is None:
+        if gateway is None:
             logger.warning("NAT-PMP: no default gateway found; ports not mapped")
     async with AsyncExitStack() as stack:
         if gateway is not None:
