@@ -16,9 +16,10 @@ from _http_tracker_server import answer, http_server, reply
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bip._client._http_exchange import (
+from bip._client._http_exchange import follow_redirects
+from bip._client._http_response import HttpResponse
+from bip._client._http_rules import (
     TRACKER_PARAMETERS,
-    follow_redirects,
     idna_refusal,
     is_idna,
     is_this_host,
@@ -27,7 +28,6 @@ from bip._client._http_exchange import (
     tracker_query_refusal,
     web_seed_query_refusal,
 )
-from bip._client._http_response import HttpResponse
 from bip._client._http_tracker import HttpTrackerClient
 from bip._client._http_tracker_codec import HttpTrackerUrl, parse_http_tracker_url
 from bip._client._http_tracker_errors import HttpTrackerError, TrackerBlockedError

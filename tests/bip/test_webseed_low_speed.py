@@ -14,7 +14,7 @@ from _hostile_http_server import Script, ScriptedServer, response, scripted_serv
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bip._client._http_exchange import LowSpeed
+from bip._client._http_rules import LowSpeed
 from bip._client._http_tracker_codec import parse_http_tracker_url
 from bip._client._webseed_http import (
     DEFAULT_WEB_SEED_LOW_SPEED_LIMIT,

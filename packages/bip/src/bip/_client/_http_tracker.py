@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from types import TracebackType
-from typing import Final, Literal, TypeVar
+from typing import Final, TypeVar
 
 import trio
 
@@ -43,17 +43,17 @@ from bip_utracker import (
     TrackerTimeoutError,
 )
 
-from ._http_exchange import (
-    ExchangeError,
-    follow_redirects,
-    http_exchange,
+from ._http_exchange import ExchangeError, follow_redirects, http_exchange
+from ._http_response import HttpResponse, HttpResponseParser
+from ._http_rules import (
+    IPAddress,
+    SsrfRule,
     idna_refusal,
     is_this_host,
     literal_address,
     tracker_path_refusal,
     tracker_query_refusal,
 )
-from ._http_response import HttpResponse, HttpResponseParser
 from ._http_tracker_codec import (
     MAX_PEER_NAMES,
     HttpTrackerUrl,
@@ -131,7 +131,7 @@ _NUM_WANT_RANGE: Final = range(-(2**31), 2**31)
 # (a hostile tracker's answer, allowed by MAX_RESPONSE_SIZE) costs tenths of a second of
 # Python, which on the event loop would stall every torrent of the session at each announce.
 _DECODE_IN_THREAD: Final = 64 * 1024
-_Refusal = tuple[str, Literal["ssrf_mitigation", "allow_idna"]]  # why, and the rule
+_Refusal = tuple[str, SsrfRule]  # why, and the rule
 
 
 def _request(url: HttpTrackerUrl, target: str, user_agent: str) -> bytes:
@@ -446,8 +446,8 @@ class HttpTrackerClient:
         if not self._allow_idna and (idna := idna_refusal(url.host)) is not None:
             return idna, "allow_idna"
         literal = literal_address(url.host)
-        if self._ssrf_mitigation and literal is not None and is_this_host(literal):
-            refused = tracker_path_refusal(target, literal, scrape=scrape)
+        if self._ssrf_mitigation and literal is not None:
+            refused = _local_path_refusal(target, literal, scrape=scrape)
             if refused is not None:
                 return refused, "ssrf_mitigation"
         return None
@@ -494,11 +494,10 @@ class HttpTrackerClient:
         if refused is not None:
             raise TrackerBlockedError(f"{url.shown}: {refused[0]}", rule=refused[1])
 
-        def check_address(address: IPv4Address | IPv6Address) -> None:
-            if is_this_host(address):
-                refused = tracker_path_refusal(target, address, scrape=scrape)
-                if refused is not None:
-                    raise TrackerBlockedError(f"{url.shown}: {refused}", rule="ssrf_mitigation")
+        def check_address(address: IPAddress) -> None:
+            refused = _local_path_refusal(target, address, scrape=scrape)
+            if refused is not None:
+                raise TrackerBlockedError(f"{url.shown}: {refused}", rule="ssrf_mitigation")
 
         try:
             return await http_exchange(
@@ -644,3 +643,9 @@ def _usable_addresses(infos: list[tuple[object, ...]], port: int) -> tuple[PeerA
         if peer is not None:
             usable[peer] = None
     return tuple(usable)
+
+
+def _local_path_refusal(target: str, address: IPAddress, *, scrape: bool) -> str | None:
+    """Why ``target`` may not be asked of a tracker at ``address``: only one on this machine
+    is held to a tracker's path (libtorrent's ``ssrf_mitigation``)."""
+    return tracker_path_refusal(target, address, scrape=scrape) if is_this_host(address) else None

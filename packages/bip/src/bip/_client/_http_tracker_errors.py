@@ -6,6 +6,8 @@ from typing import Final, Literal
 
 from bip_utracker import TrackerError, TrackerRejectedError
 
+from ._http_rules import SsrfRule
+
 __all__ = [
     "HttpTrackerError",
     "MalformedTrackerResponseError",
@@ -34,7 +36,7 @@ class TrackerBlockedError(HttpTrackerError):
 
     retry_in: Final = "never"
 
-    def __init__(self, message: str, *, rule: Literal["ssrf_mitigation", "allow_idna"]) -> None:
+    def __init__(self, message: str, *, rule: SsrfRule) -> None:
         super().__init__(message)
         self.rule = rule
 

@@ -38,23 +38,16 @@ import ssl
 import time
 from email.utils import parsedate_to_datetime
 from ipaddress import IPv4Address, IPv6Address, ip_address
-from typing import Final, Literal
+from typing import Final
 
 import trio
 
 from bip import __version__
 from bip_handshake import PeerAddress, is_global_address
 
-from ._http_exchange import (
-    REDIRECTS,
-    ExchangeError,
-    follow_redirects,
-    http_exchange,
-    idna_refusal,
-    literal_address,
-    web_seed_query_refusal,
-)
+from ._http_exchange import REDIRECTS, ExchangeError, follow_redirects, http_exchange
 from ._http_response import HttpResponse, HttpResponseParser
+from ._http_rules import SsrfRule, idna_refusal, literal_address, web_seed_query_refusal
 from ._http_tracker_codec import HttpTrackerUrl
 from ._http_tracker_errors import MalformedTrackerResponseError
 
@@ -121,7 +114,7 @@ class WebSeedBlockedError(WebSeedError):
         rule: ``"ssrf_mitigation"`` or ``"allow_idna"``.
     """
 
-    def __init__(self, message: str, *, rule: Literal["ssrf_mitigation", "allow_idna"]) -> None:
+    def __init__(self, message: str, *, rule: SsrfRule) -> None:
         super().__init__(message)
         self.rule = rule
 
