@@ -15,6 +15,7 @@ from bip_handshake._errors import LocalProtocolError
 from bip_handshake._natpmp import (
     ExternalAddressResponse,
     MappingProtocol,
+    MappingRemoved,
     MappingRequest,
     NatPmpAddressChanged,
     NatPmpEvent,
@@ -123,6 +124,23 @@ async def test_silent_gateway_and_bounded_exit(autojump_clock: trio.testing.Mock
         # No mapping request ever went out (the address request failed first, and took
         # them all along): nothing to delete, the exit is immediate.
         assert trio.current_time() == start
+
+
+async def test_an_immediate_close_still_tells_its_events(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A block that ends before any mapping went out: the close ends at once, and its
+    MappingRemoved events still reach on_event."""
+    events: list[NatPmpEvent] = []
+    with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as silent:
+        await silent.bind((LOOPBACK, 0))
+        port = silent.getsockname()[1]
+        async with open_port_mapper(
+            LOOPBACK, gateway_port=port, bind_host=LOOPBACK, on_event=events.append
+        ) as mapper:
+            pass
+    assert mapper.mappings() == ()
+    assert sum(isinstance(event, MappingRemoved) for event in events) == 2
 
 
 async def test_cancelled_block_still_deletes(autojump_clock: trio.testing.MockClock) -> None:

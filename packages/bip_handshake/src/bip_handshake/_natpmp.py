@@ -658,11 +658,13 @@ class _Kind(enum.Enum):
 class _Request:
     __slots__ = ("attempts", "kind", "mapping", "max_attempts", "next_at", "payload", "resend")
 
-    def __init__(self, kind: _Kind, mapping: _Mapping | None, payload: bytes, tries: int) -> None:
+    def __init__(self, kind: _Kind, mapping: _Mapping | None, payload: bytes) -> None:
         self.kind = kind
         self.mapping = mapping
         self.payload = payload
-        self.max_attempts = tries
+        # Deletions are tried fewer times (RFC 6886, 3.1): a gateway that does not answer
+        # lets the mapping expire anyway.
+        self.max_attempts = NATPMP_DELETE_ATTEMPTS if kind is _Kind.DELETE else NATPMP_MAX_ATTEMPTS
         self.attempts = 0  # sends so far
         self.next_at = -math.inf  # when the next send is due (or the request times out)
         self.resend = True  # a send is owed: the first, or a retransmission
@@ -918,16 +920,14 @@ class NatPmpClient:
                 wanted = m
         if removing is not None:
             payload = MappingRequest(removing.protocol, removing.internal_port, 0, 0).encode()
-            return _Request(_Kind.DELETE, removing, payload, NATPMP_DELETE_ATTEMPTS)
+            return _Request(_Kind.DELETE, removing, payload)
         if self._address_due is not None and self._address_due <= now:
-            return _Request(
-                _Kind.ADDRESS, None, ExternalAddressRequest().encode(), NATPMP_MAX_ATTEMPTS
-            )
+            return _Request(_Kind.ADDRESS, None, ExternalAddressRequest().encode())
         if wanted is not None:
             payload = MappingRequest(
                 wanted.protocol, wanted.internal_port, wanted.suggested_port, self._lifetime
             ).encode()
-            return _Request(_Kind.MAP, wanted, payload, NATPMP_MAX_ATTEMPTS)
+            return _Request(_Kind.MAP, wanted, payload)
         return None
 
     # -- answers ---------------------------------------------------------------------------
@@ -993,14 +993,10 @@ class NatPmpClient:
     def _short_answers(response: NatPmpErrorResponse, request: _Request) -> bool:
         # An unsupported version is answered with opcode 0 (RFC 3.5's figure) or 128; other
         # short failures carry the request's opcode with the response bit.
-        if request.mapping is None:
-            return response.opcode in (_OP_ADDRESS, _RESPONSE_BIT)
-        opcode = int(request.mapping.protocol)
-        if response.opcode == _RESPONSE_BIT | opcode:
-            return True
-        return response.result == NatPmpResult.UNSUPPORTED_VERSION and response.opcode in (
-            _OP_ADDRESS,
-            _RESPONSE_BIT,
+        if response.opcode in (_OP_ADDRESS, _RESPONSE_BIT):
+            return request.mapping is None or response.result == NatPmpResult.UNSUPPORTED_VERSION
+        return request.mapping is not None and response.opcode == _RESPONSE_BIT | int(
+            request.mapping.protocol
         )
 
     def _accept(self, epoch: int, now: float) -> None:

@@ -69,9 +69,7 @@ NATPMP_DEFAULT_MAPPINGS: Final[tuple[tuple[MappingProtocolName, int], ...]] = (
 NATPMP_CLOSE_TIMEOUT: Final = 2.0
 """Seconds the deletions may take on exit (three tries of one deletion take 1.75 s)."""
 
-# A NAT-PMP response has 16 bytes; a larger datagram is read whole (and then dropped by the
-# core) rather than truncated into something that looks valid.
-_MAX_DATAGRAM: Final = 2048
+_MAX_DATAGRAM: Final = 2048  # a NAT-PMP response has 16 bytes at most: room to spare
 
 _RTF_UP: Final = 0x1
 _RTF_GATEWAY: Final = 0x2
@@ -220,7 +218,9 @@ class PortMapper:
 
     async def _pump(self, *, until_closed: bool) -> None:
         client = self._client
-        while not (until_closed and client.is_closed):
+        # The check is after the dispatch, never before it: a close that ends at once (no
+        # mapping ever sent) still hands its events to on_event and wakes wait_changed.
+        while True:
             now = trio.current_time()
             client.handle_timer(now)
             for data, destination in client.datagrams_to_send(now):
