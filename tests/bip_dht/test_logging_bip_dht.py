@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
 
 import pytest
 import trio
 import trio.testing
+from _loopback import FAST, loopback_swarm
 
 from bip_dht._node import DHTNode
-from bip_dht._node_config import DHTConfig
 from bip_dht._node_events import NodeIdChanged
 from bip_dht._node_id import NodeId
 from bip_dht._shell import DHT, open_dht
@@ -22,7 +20,6 @@ from bip_dht.simulator import SimulatedNetwork
 NODE = "bip_dht.node"
 SIMULATOR = "bip_dht.simulator"
 HASH = bytes.fromhex("cc" * 20)
-FAST = DHTConfig(query_timeout=2.0, slow_after=0.5)
 
 
 def _messages(caplog: pytest.LogCaptureFixture, name: str, level: int) -> list[str]:
@@ -33,24 +30,6 @@ def _loud(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.levelno >= logging.INFO]
 
 
-@asynccontextmanager
-async def _swarm(count: int) -> AsyncIterator[list[DHT]]:
-    """``count`` nodes on 127.0.0.2, .3, ...; each bootstraps from the first (the first from
-    the second) in the background of open_dht."""
-    async with AsyncExitStack() as stack:
-        nodes: list[DHT] = [
-            await stack.enter_async_context(
-                open_dht(f"127.0.0.{i + 2}:0", config=FAST, rng=random.Random(i))
-            )
-            for i in range(count)
-        ]
-        await nodes[0].bootstrap([nodes[1].addresses[0]])
-        async with trio.open_nursery() as nursery:
-            for dht in nodes[1:]:
-                nursery.start_soon(dht.bootstrap, [nodes[0].addresses[0]])
-        yield nodes
-
-
 # -- the trio shell -------------------------------------------------------------------------
 
 
@@ -59,7 +38,7 @@ async def test_lifecycle_bootstrap_and_announce_are_info(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="bip_dht")
     with trio.fail_after(20):
-        async with _swarm(3) as nodes:
+        async with loopback_swarm(3) as nodes:
             address = nodes[0].addresses[0]
             node_id = nodes[0].node_id
             finished = await nodes[2].announce(HASH, port=6881)
@@ -206,7 +185,7 @@ async def test_searches_make_no_info_noise(caplog: pytest.LogCaptureFixture) -> 
         caplog.clear()
         caplog.set_level(logging.DEBUG, logger="bip_dht")
         with trio.fail_after(30):
-            async with _swarm(3) as nodes:
+            async with loopback_swarm(3) as nodes:
                 for i in range(searches):
                     await nodes[i % 3].get_peers(bytes([i]) * 20).wait()
         counts.append(len(_loud(caplog)))

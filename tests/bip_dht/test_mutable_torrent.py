@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import random
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
-
 import pytest
 import trio
+from _loopback import loopback_swarm
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 
 from bip_bencode import encode
 from bip_dht import (
-    DHT,
     INFO_HASH_KEY,
-    DHTConfig,
     ItemError,
     MutableItem,
     MutableTorrent,
     mutable_torrent_value,
-    open_dht,
 )
 from bip_metainfo import InfoHash, MutableTorrentLink
 
@@ -30,7 +24,6 @@ PUBLIC = KEY.public_key().public_bytes_raw()
 V1 = InfoHash(v1=bytes.fromhex("aa" * 20))
 V2 = InfoHash(v2=bytes.fromhex("bb" * 32))
 HYBRID = InfoHash(v1=bytes.fromhex("cc" * 20), v2=bytes.fromhex("dd" * 32))
-FAST = DHTConfig(query_timeout=2.0, slow_after=0.5)
 
 
 def _item(value: bytes, seq: int = 7, salt: bytes = b"") -> MutableItem:
@@ -85,27 +78,10 @@ def test_any_ih_is_a_torrent_or_our_error(digest: bytes) -> None:
         assert digest in (torrent.info_hash.v1, torrent.info_hash.v2)
 
 
-@asynccontextmanager
-async def _swarm(count: int) -> AsyncIterator[list[DHT]]:
-    """``count`` nodes on 127.0.0.2, .3, ...; each joined through the first."""
-    async with AsyncExitStack() as stack:
-        nodes = [
-            await stack.enter_async_context(
-                open_dht(f"127.0.0.{i + 2}:0", config=FAST, rng=random.Random(i))
-            )
-            for i in range(count)
-        ]
-        await nodes[0].bootstrap([nodes[1].addresses[0]])
-        async with trio.open_nursery() as nursery:
-            for dht in nodes[1:]:
-                nursery.start_soon(dht.bootstrap, [nodes[0].addresses[0]])
-        yield nodes
-
-
 async def test_publish_update_and_resolve_on_loopback() -> None:
     link = MutableTorrentLink(PUBLIC, salt=b"nightly", display_name="Nightly")
     with trio.fail_after(20):
-        async with _swarm(8) as nodes:
+        async with loopback_swarm(8) as nodes:
             assert await nodes[5].get_mutable_torrent(link.public_key, link.salt) is None
             first = await nodes[1].put_mutable_torrent(KEY, V1, salt=b"nightly")
             assert first.stored_at >= 5

@@ -6,12 +6,12 @@ limiter counts per IP, as on the real network.
 
 from __future__ import annotations
 
-import random
-from collections.abc import AsyncIterator, Iterable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Iterable
+from contextlib import AsyncExitStack
 
 import pytest
 import trio
+from _loopback import FAST, loopback_swarm
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bip_dht._errors import DHTError, LocalProtocolError
@@ -23,9 +23,6 @@ from bip_dht._shell_sockets import bind_list, resolve
 from bip_handshake import NodeInfo, PeerAddress
 
 HASH = bytes.fromhex("bb" * 20)
-# Short timeouts (a dead address costs two seconds, not eight), still far above loopback's
-# round trip on a busy machine.
-FAST = DHTConfig(query_timeout=2.0, slow_after=0.5)
 
 
 class Sink:
@@ -39,29 +36,9 @@ class Sink:
         self.found.append((info_hash, tuple(addresses), source))
 
 
-@asynccontextmanager
-async def swarm(count: int, **kwargs: object) -> AsyncIterator[list[DHT]]:
-    """``count`` nodes on 127.0.0.2, .3, ...; each joined through the first."""
-    async with AsyncExitStack() as stack:
-        nodes: list[DHT] = []
-        for i in range(count):
-            options: dict[str, object] = {"config": FAST, "rng": random.Random(i)}
-            options.update(kwargs)
-            dht = await stack.enter_async_context(
-                open_dht(f"127.0.0.{i + 2}:0", **options)  # type: ignore[arg-type]
-            )
-            nodes.append(dht)
-        first = nodes[0].addresses[0]
-        await nodes[0].bootstrap([nodes[1].addresses[0]])
-        async with trio.open_nursery() as nursery:
-            for dht in nodes[1:]:
-                nursery.start_soon(dht.bootstrap, [first])
-        yield nodes
-
-
 async def test_ping_and_bootstrap_on_loopback() -> None:
     with trio.fail_after(10):
-        async with swarm(6) as nodes:
+        async with loopback_swarm(6) as nodes:
             a, b = nodes[0], nodes[1]
             assert a.addresses[0].host.exploded == "127.0.0.2"
             node = await a.ping(b.addresses[0])
@@ -98,7 +75,7 @@ async def test_ping_of_a_silent_address_times_out() -> None:
 async def test_announce_and_search_feed_the_sink() -> None:
     sink = Sink()
     with trio.fail_after(15):
-        async with swarm(8) as nodes:
+        async with loopback_swarm(8) as nodes:
             announced = await nodes[2].announce(HASH, 51413)
             assert announced.announced_to >= 5
             implied = await nodes[3].announce(HASH)
@@ -134,7 +111,7 @@ async def test_bep44_items_both_kinds() -> None:
     key = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
     public = key.public_key().public_bytes_raw()
     with trio.fail_after(15):
-        async with swarm(8) as nodes:
+        async with loopback_swarm(8) as nodes:
             stored = await nodes[1].put_immutable(b"Hello World!")
             assert stored.target == immutable_target(b"12:Hello World!")
             assert stored.stored_at >= 5
@@ -155,7 +132,7 @@ async def test_bep44_items_both_kinds() -> None:
 
 async def test_sample_infohashes_on_loopback() -> None:
     with trio.fail_after(10):
-        async with swarm(6) as nodes:
+        async with loopback_swarm(6) as nodes:
             await nodes[1].announce(HASH, 6000)
             samples = await nodes[4].sample_infohashes(HASH)
             assert any(HASH in s.samples for s in samples)
@@ -164,7 +141,7 @@ async def test_sample_infohashes_on_loopback() -> None:
 
 async def test_cancelled_call_cancels_its_operation() -> None:
     with trio.fail_after(5):
-        async with swarm(3) as nodes:
+        async with loopback_swarm(3) as nodes:
             dht = nodes[0]
             with trio.move_on_after(0.0):
                 await dht.find_node(b"x" * 20)
@@ -179,7 +156,7 @@ async def test_cancelled_call_cancels_its_operation() -> None:
 
 async def test_save_state_restarts_from_known_nodes() -> None:
     with trio.fail_after(10):
-        async with swarm(5) as nodes:
+        async with loopback_swarm(5) as nodes:
             async with open_dht("127.0.0.30:0", [nodes[0].addresses[0]], config=FAST) as first:
                 await first.bootstrap()
                 state = first.save_state()

@@ -13,13 +13,14 @@ import random
 import socket
 import struct
 import sys
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from collections.abc import Iterator, Sequence
+from contextlib import suppress
 from ipaddress import ip_address
 from typing import Any
 
 import pytest
 import trio
+from _loopback import loopback_swarm
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -73,23 +74,6 @@ def _has_ipv6_loopback() -> bool:
     return True
 
 
-@asynccontextmanager
-async def _swarm(count: int, config: DHTConfig = SLOW) -> AsyncIterator[list[DHT]]:
-    """``count`` nodes on 127.0.0.2, .3, ...; each joined through the first."""
-    async with AsyncExitStack() as stack:
-        nodes = [
-            await stack.enter_async_context(
-                open_dht(f"127.0.0.{i + 2}:0", config=config, rng=random.Random(i))
-            )
-            for i in range(count)
-        ]
-        await nodes[0].bootstrap([nodes[1].addresses[0]])
-        async with trio.open_nursery() as nursery:
-            for dht in nodes[1:]:
-                nursery.start_soon(dht.bootstrap, [nodes[0].addresses[0]])
-        yield nodes
-
-
 # -- real sockets on loopback ----------------------------------------------------------------
 
 
@@ -115,7 +99,7 @@ async def test_query_to_a_closed_port_fails_at_once(host: str) -> None:
 
 @linux_only
 async def test_lookup_with_dead_nodes_finishes_sooner() -> None:
-    async with _swarm(4) as nodes:
+    async with loopback_swarm(4, SLOW) as nodes:
         a = nodes[0]
         dead = [_closed_port(f"127.0.0.{40 + i}") for i in range(6)]
         rng = random.Random(7)
@@ -210,7 +194,7 @@ async def test_plain_reader_when_the_queue_is_off(monkeypatch: pytest.MonkeyPatc
     config = DHTConfig(query_timeout=0.5, slow_after=0.5)
     dead = _closed_port("127.0.0.2")
     with trio.fail_after(5):
-        async with _swarm(2, config) as nodes:
+        async with loopback_swarm(2, config) as nodes:
             assert await nodes[0].ping(dead) is None
             stats = nodes[0].statistics()
             assert stats.timeouts == 1
