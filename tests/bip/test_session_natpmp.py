@@ -21,7 +21,6 @@ import trio
 from _engine_helpers import address_of, loopback_config, make_torrent, write_content
 
 from bip._client import Session, TorrentOptions, open_session
-from bip._client._discovery import _CurrentPort
 from bip._client._external_address import ExternalAddresses
 from bip._client._port_mapping import mappable_ports, open_session_port_mapping
 from bip._cmd_download import add_session_arguments, config_from_args
@@ -40,12 +39,9 @@ from bip_handshake import (
     VoteSource,
     decode_natpmp_request,
 )
-from bip_metainfo import InfoHash
 from bip_peer import ExtendedHandshake, Peer, PeerManager
 from bip_utracker import (
     AnnounceEvent,
-    AnnounceResult,
-    RequestId,
     open_tracker_client,
     serve_tracker,
 )
@@ -491,51 +487,6 @@ def test_cli_options() -> None:
     parser = argparse.ArgumentParser()
     add_session_arguments(parser)
     assert "off by default" in " ".join(parser.format_help().split())
-
-
-async def test_announces_read_the_port_each_time() -> None:
-    """The tracker clients are driven through _CurrentPort: each announce carries the port
-    the target has at that moment."""
-
-    class Recording:
-        def __init__(self) -> None:
-            self.ports: list[int] = []
-
-        def check_tracker(self, tracker: str) -> None:
-            return None
-
-        async def announce(self, tracker: str, info_hash: object, **fields: object) -> object:
-            port = fields["port"]
-            assert isinstance(port, int)
-            self.ports.append(port)
-            return AnnounceResult(
-                request_id=cast(RequestId, 0),
-                info_hash=bytes(20),
-                tracker=PeerAddress(IPv4Address(LOOPBACK), 80),
-                interval=1800,
-                leechers=0,
-                seeders=0,
-                peers=(),
-            )
-
-    current = [6881]
-    recording = Recording()
-    client = _CurrentPort(recording, lambda: current[0])  # type: ignore[arg-type]
-    client.check_tracker("http://127.0.0.1/announce")
-    for port in (6881, 7881, 7881, 9000):
-        current[0] = port
-        await client.announce(
-            "http://127.0.0.1/announce",
-            InfoHash(v1=bytes(20)),
-            peer_id=b"-XX0000-000000000000",
-            port=6881,  # what the Announcer was built with: ignored
-            uploaded=0,
-            downloaded=0,
-            left=0,
-            event=AnnounceEvent.NONE,
-            num_want=-1,
-        )
-    assert recording.ports == [6881, 7881, 7881, 9000]
 
 
 def test_router_votes_and_mapped_ports_are_ours() -> None:

@@ -435,3 +435,49 @@ async def test_on_update_reports_each_outcome(autojump_clock: trio.testing.MockC
     assert all(u.running for u in updates)
     assert isinstance(updates[-1].last_error, TrackerRejectedError)
     assert updates[2].last_announce == pytest.approx(61, abs=1)
+
+
+@dataclass
+class PortRecorder(Recorder):
+    """Also records the port of each announce."""
+
+    ports: list[int] = field(default_factory=list)
+
+    def announce(
+        self, request: AnnounceRequest, peer: bytes, num_want: int, now: float
+    ) -> AnnounceAnswer | Refusal:
+        self.ports.append(request.port)
+        return super().announce(request, peer, num_want, now)
+
+
+async def test_a_port_function_is_read_at_each_announce(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A port NAT-PMP maps may change: each announce carries the port the function gives then."""
+    recorder = PortRecorder()
+    config = ServerConfig(interval=120, rate_limit=None)
+    current = [6881]
+    async with (
+        serve_tracker(("127.0.0.1", 0), config=config, handler=recorder) as server,
+        client() as tc,
+    ):
+        host, port = server.address[:2]
+        ann = Announcer(
+            tc,
+            f"udp://{host}:{port}/announce",
+            HASH,
+            peer_id=PEER_ID,
+            port=lambda: current[0],
+            progress=Progress(),
+        )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ann.run)
+            await trio.sleep(1)
+            current[0] = 7881
+            await trio.sleep(120)
+            nursery.cancel_scope.cancel()
+        assert recorder.ports[:2] == [6881, 7881]
+        # A function giving no port is the caller's mistake, raised as any bad argument.
+        current[0] = 70000
+        with pytest.raises(LocalProtocolError, match=r"a port is 0\.\.65535"):
+            await ann.run()

@@ -217,7 +217,9 @@ class Announcer:
         info_hash: the swarm to announce (see :meth:`TrackerClient.announce`: a hybrid's v1
             swarm; a second announcer with ``InfoHash(v2=...)`` joins its v2 swarm).
         peer_id: ours.
-        port: our TCP listen port (0 if we accept no peers).
+        port: our TCP listen port (0 if we accept no peers), or a function giving it at each
+            announce (a port a NAT maps for us may change: libtorrent announces its listen
+            socket's external port each time).
         progress: called before each announce for the bytes uploaded, downloaded and left.
         sink: also give the peers found here (source ``"tracker"``), but for ``stopped``.
         num_want: peers wanted per announce; -1 lets the tracker decide.
@@ -242,7 +244,7 @@ class Announcer:
         info_hash: InfoHash | bytes,
         *,
         peer_id: PeerId | bytes,
-        port: int,
+        port: int | Callable[[], int],
         progress: Callable[[], AnnounceProgress],
         sink: PeerSink | None = None,
         num_want: int = -1,
@@ -276,8 +278,8 @@ class Announcer:
         self._shown = shown_url(self._label)
         _swarm_id(info_hash)
         _peer_id_bytes(peer_id)
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 0xFFFF:
-            raise LocalProtocolError(f"a port is 0..65535, got {port!r}")
+        if not callable(port):
+            _check_port(port)
         if (
             isinstance(num_want, bool)
             or not isinstance(num_want, int)
@@ -416,7 +418,7 @@ class Announcer:
         result = await announce(
             self._info_hash,
             peer_id=self._peer_id,
-            port=self._port,
+            port=_check_port(self._port() if callable(self._port) else self._port),
             uploaded=progress.uploaded,
             downloaded=progress.downloaded,
             left=progress.left,
@@ -569,3 +571,14 @@ def _int_attribute(source: object, name: str, *, least: int) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool) and value >= least:
         return value
     return None
+
+
+def _check_port(port: object) -> int:
+    """``port`` if it is a TCP port number (0: none).
+
+    Raises:
+        LocalProtocolError: it is not an int in 0..65535.
+    """
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 0xFFFF:
+        raise LocalProtocolError(f"a port is 0..65535, got {port!r}")
+    return port

@@ -35,11 +35,8 @@ from bip_utracker import (
     AnnounceEvent,
     AnnounceProgress,
     Announcer,
-    AnnounceResult,
     AnnouncerStatus,
     TrackerClient,
-    TrackerUrl,
-    parse_tracker_url,
 )
 from bip_utracker import LocalProtocolError as UtrackerLocalProtocolError
 
@@ -267,11 +264,12 @@ class TrackerAnnouncer:
         client = self._client_for(url)
         assert client is not None  # run() keeps only the URLs with a client
         return Announcer(
-            _CurrentPort(client, lambda: target.listen_port),
+            client,
             url,
             swarm_id,
             peer_id=self.peer_id,
-            port=target.listen_port,
+            # Read at each announce: a port NAT-PMP maps for us may come, or change.
+            port=lambda: target.listen_port,
             progress=progress,
             sink=sink,
             min_interval=TRACKER_MIN_INTERVAL,
@@ -280,77 +278,6 @@ class TrackerAnnouncer:
             timeout=_ANNOUNCE_TIMEOUT,
             stopped_timeout=_STOPPED_TIMEOUT,
             on_update=on_update,
-        )
-
-
-class _CurrentPort:
-    """A tracker client (bip_utracker's UDP one, or our HTTP one) as an
-    :class:`~bip_utracker.AnnounceClient` that announces the port ``port()`` gives at each
-    announce rather than the one its :class:`~bip_utracker.Announcer` was built with: a
-    NAT-PMP mapping granted, or moved by the gateway, reaches the trackers at the next
-    announce (libtorrent announces its listen socket's external port each time).
-
-    Args:
-        client: the client that does the work.
-        port: our TCP port to announce now (0..65535).
-    """
-
-    def __init__(self, client: TrackerClient | HttpTrackerClient, port: Callable[[], int]) -> None:
-        self._client = client
-        self._port = port
-        # A udp:// URL, parsed once (as the Announcer does for a TrackerClient of its own).
-        self._parsed: dict[str, TrackerUrl] = {}
-
-    def check_tracker(self, tracker: str) -> None:
-        """Accept ``tracker`` if the client can announce to it.
-
-        Raises:
-            bip_utracker.LocalProtocolError: a malformed URL, or one of another scheme.
-        """
-        if isinstance(self._client, TrackerClient):
-            self._parsed[tracker] = parse_tracker_url(tracker)
-        else:
-            self._client.check_tracker(tracker)
-
-    async def announce(
-        self,
-        tracker: str,
-        info_hash: InfoHash | bytes,
-        *,
-        peer_id: PeerId | bytes,
-        port: int,
-        uploaded: int,
-        downloaded: int,
-        left: int,
-        event: AnnounceEvent,
-        num_want: int,
-    ) -> AnnounceResult:
-        """The client's announce, with our port as it is now."""
-        client = self._client
-        now_port = self._port()
-        if isinstance(client, TrackerClient):
-            target = self._parsed.get(tracker)
-            return await client.announce(
-                tracker if target is None else target,
-                info_hash,
-                peer_id=peer_id,
-                port=now_port,
-                uploaded=uploaded,
-                downloaded=downloaded,
-                left=left,
-                event=event,
-                num_want=num_want,
-            )
-        return await client.announce(
-            tracker,
-            info_hash,
-            peer_id=peer_id,
-            port=now_port,
-            uploaded=uploaded,
-            downloaded=downloaded,
-            left=left,
-            event=event,
-            num_want=num_want,
         )
 
 
