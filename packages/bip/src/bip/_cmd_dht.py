@@ -41,6 +41,7 @@ from bip_dht import (
     ImmutableItem,
     ItemError,
     MutableItem,
+    MutableTorrent,
     PutFinished,
     RoutingStateError,
     open_dht,
@@ -60,6 +61,7 @@ __all__ = [
     "KEY_FILE_MODE",
     "add_parser",
     "load_or_create_key",
+    "lookup_mutable_torrent",
     "statistics_line",
 ]
 
@@ -531,18 +533,31 @@ def _run_publish(args: argparse.Namespace) -> int:
     return _run_once(args, job)
 
 
+async def lookup_mutable_torrent(dht: DHT, link: MutableTorrentLink) -> MutableTorrent:
+    """The newest version of the torrent a BEP 46 link names, as the DHT has it now.
+
+    Raises:
+        CLIError: no node has an item for the link's key and salt, or the item names no
+            torrent.
+    """
+    key = link.public_key.hex()
+    try:
+        found = await dht.get_mutable_torrent(link.public_key, link.salt)
+    except ItemError as error:
+        raise CLIError(f"the DHT item under key {key}: {error}") from None
+    if found is None:
+        salt = f" and salt {link.salt.hex()}" if link.salt else ""
+        raise CLIError(f"no torrent published under key {key}{salt}")
+    return found
+
+
 def _run_resolve(args: argparse.Namespace) -> int:
     link = load_mutable_link(args.link)
     if link is None:
         raise CLIError(f"not a BEP 46 link (magnet:?xs=urn:btpk:... without xt): {args.link!r}")
 
     async def job(dht: DHT) -> int:
-        try:
-            found = await dht.get_mutable_torrent(link.public_key, link.salt)
-        except ItemError as error:
-            raise CLIError(f"the item under key {link.public_key.hex()}: {error}") from None
-        if found is None:
-            raise CLIError(f"no torrent published under key {link.public_key.hex()}")
+        found = await lookup_mutable_torrent(dht, link)
         print(link.resolved(found.info_hash))
         print(f"version {found.seq}: {found.info_hash}", file=sys.stderr)
         return 0

@@ -26,7 +26,7 @@ from typing import Final
 
 import trio
 
-from bip_dht import DHT, DHTSocketError, ItemError, RoutingStateError, open_dht
+from bip_dht import DHT, DHTSocketError, RoutingStateError, open_dht
 from bip_handshake import EncryptionPolicy, PeerAddress
 from bip_metainfo import MagnetLink, Metainfo, MutableTorrentLink
 
@@ -48,6 +48,7 @@ from ._client import (
 )
 from ._client import parse_file_selection as _parse_files
 from ._client._utp import UtpRouter
+from ._cmd_dht import lookup_mutable_torrent
 from ._errors import CLIError
 from ._humanize import format_duration, format_rate, format_size, parse_size
 from ._inputs import load_mutable_link, load_source, parse_endpoint, parse_port
@@ -603,15 +604,7 @@ async def resolve_mutable_link(dht: DHT | None, link: MutableTorrentLink) -> Mag
                 "no DHT node answered: a BEP 46 link needs one (--dht-bootstrap, the link's"
                 " dht=, or the nodes saved by an earlier run)"
             )
-        try:
-            found = await dht.get_mutable_torrent(link.public_key, link.salt)
-        except ItemError as error:
-            raise CLIError(f"the DHT item of key {key}: {error}") from None
-        if found is None:
-            raise CLIError(
-                f"no DHT node has a torrent published under key {key}"
-                + (f" and salt {link.salt.hex()}" if link.salt else "")
-            )
+        found = await lookup_mutable_torrent(dht, link)
         logger.info("key %s names %s (version %d)", key, found.info_hash, found.seq)
         return link.resolved(found.info_hash)
     raise CLIError(f"the DHT did not answer for key {key} within {RESOLVE_TIMEOUT:g} s")

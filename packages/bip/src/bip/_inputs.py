@@ -18,6 +18,7 @@ from bip_metainfo import (
     MagnetLink,
     Metainfo,
     MetainfoError,
+    MutableLinkError,
     MutableTorrentLink,
 )
 
@@ -98,9 +99,10 @@ def load_mutable_link(text: str) -> MutableTorrentLink | None:
         return None
     try:
         MagnetLink.parse(text)
-    except MagnetError as error:
-        if error.parameter != "xt" or "urn:btpk:" not in text.lower():
-            return None  # load_source reports it
+    except MutableLinkError:
+        pass  # a publisher's key and no info-hash
+    except MagnetError:
+        return None  # load_source reports it
     else:
         return None  # an info-hash: an ordinary magnet link
     try:

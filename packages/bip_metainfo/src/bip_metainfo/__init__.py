@@ -3,7 +3,14 @@
 import logging
 
 from ._create import CreateCancelled, auto_piece_length, create_torrent
-from ._errors import CreateError, InfoHashError, MagnetError, MetainfoError, MetainfoErrorKind
+from ._errors import (
+    CreateError,
+    InfoHashError,
+    MagnetError,
+    MetainfoError,
+    MetainfoErrorKind,
+    MutableLinkError,
+)
 from ._files import FileEntry
 from ._geometry import FileSlice, PieceGeometry
 from ._info import DEFAULT_MAX_FILES, DEFAULT_MAX_PIECES, Info
@@ -78,6 +85,7 @@ __all__ = [
     "Metainfo",
     "MetainfoError",
     "MetainfoErrorKind",
+    "MutableLinkError",
     "MutableTorrentLink",
     "PieceGeometry",
     "PieceLayerTree",

@@ -126,6 +126,14 @@ class MagnetError(ValueError):
         self.reason = reason
 
 
+class MutableLinkError(MagnetError):
+    """The magnet link names no info-hash but a publisher's key (BEP 46,
+    ``xs=urn:btpk:``): :meth:`MagnetLink.parse <bip_metainfo.MagnetLink.parse>` cannot make
+    a :class:`~bip_metainfo.MagnetLink` of it; read it with
+    :meth:`MutableTorrentLink.parse <bip_metainfo.MutableTorrentLink.parse>` and resolve it
+    through the DHT. Its ``parameter`` is ``"xt"``."""
+
+
 class CreateError(ValueError):
     """What was given to :func:`~bip_metainfo.create_torrent` cannot become a torrent.
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 from urllib.parse import quote, unquote_to_bytes
 
-from ._errors import MagnetError
+from ._errors import MagnetError, MutableLinkError
 from ._infohash import InfoHash
 
 __all__ = ["MagnetLink"]
@@ -148,30 +148,25 @@ class MagnetLink:
             TypeError: a field of the wrong type.
         """
         _check_info_hash(self.info_hash)
-        name = self.display_name
-        if name is not None:
-            name = _check_text("dn", name) or None
         keywords = _texts("kt", self.keywords)
         for keyword in keywords:
             if " " in keyword:
                 raise MagnetError("kt", f"a keyword cannot contain a space: {_show(keyword)}")
-        trackers = _texts("tr", self.trackers)
-        for url in trackers:
-            if not _is_tracker_url(url):
-                raise MagnetError("tr", f"not an http, https, udp, ws or wss URL: {_show(url)}")
         length = self.exact_length
         if length is not None and (type(length) is not int or not 0 <= length <= _MAX_EXACT_LENGTH):
             raise MagnetError("xl", f"must be an int from 0 to {_MAX_EXACT_LENGTH}, not {length!r}")
-        normalised = {
-            "display_name": name,
-            "trackers": trackers,
-            "web_seeds": _texts("ws", self.web_seeds),
+        normalised = check_hints(
+            display_name=self.display_name,
+            trackers=self.trackers,
+            web_seeds=self.web_seeds,
+            peers=self.peers,
+            dht_nodes=self.dht_nodes,
+            select_only=self.select_only,
+        )
+        normalised |= {
             "acceptable_sources": _texts("as", self.acceptable_sources),
             "exact_sources": _texts("xs", self.exact_sources),
             "keywords": keywords,
-            "peers": _endpoints("x.pe", self.peers),
-            "dht_nodes": _endpoints("dht", self.dht_nodes),
-            "select_only": _check_ranges(self.select_only),
             "extra": _check_extra(self.extra),
         }
         for field, value in normalised.items():
@@ -309,6 +304,40 @@ class MagnetLink:
             return True
         position = bisect.bisect_right(self.select_only, index, key=lambda r: r[0])
         return position > 0 and index <= self.select_only[position - 1][1]
+
+
+def check_hints(
+    *,
+    display_name: str | None,
+    trackers: tuple[str, ...],
+    web_seeds: tuple[str, ...],
+    peers: tuple[tuple[str, int], ...],
+    dht_nodes: tuple[tuple[str, int], ...],
+    select_only: tuple[tuple[int, int], ...] | None,
+) -> dict[str, object]:
+    """The hints a magnet link gives for a download (``dn``, ``tr``, ``ws``, ``x.pe``,
+    ``dht``, ``so``), checked and normalised, by field name: shared by
+    :class:`MagnetLink` and BEP 46's :class:`~bip_metainfo.MutableTorrentLink`.
+
+    Raises:
+        MagnetError: a value a magnet link cannot carry (naming the parameter).
+        TypeError: a value of the wrong type.
+    """
+    name = display_name
+    if name is not None:
+        name = _check_text("dn", name) or None
+    checked_trackers = _texts("tr", trackers)
+    for url in checked_trackers:
+        if not _is_tracker_url(url):
+            raise MagnetError("tr", f"not an http, https, udp, ws or wss URL: {_show(url)}")
+    return {
+        "display_name": name,
+        "trackers": checked_trackers,
+        "web_seeds": _texts("ws", web_seeds),
+        "peers": _endpoints("x.pe", peers),
+        "dht_nodes": _endpoints("dht", dht_nodes),
+        "select_only": _check_ranges(select_only),
+    }
 
 
 def read_parameters(uri: str, *, strict: bool) -> _Parser:
@@ -498,7 +527,7 @@ class _Parser:
         """The link read, once every parameter is in."""
         if self.v1 is None and self.v2 is None:
             if any(_ascii_lower(source[: len(_BTPK)]) == _BTPK for source in self.texts["xs"]):
-                raise MagnetError(
+                raise MutableLinkError(
                     "xt",
                     "a BEP 46 mutable-torrent link (xs=urn:btpk:) names no info-hash: read it"
                     " with MutableTorrentLink.parse and resolve it through the DHT (BEP 44)",

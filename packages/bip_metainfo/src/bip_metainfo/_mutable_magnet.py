@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import ClassVar
 
 from ._errors import MagnetError
 from ._infohash import InfoHash
@@ -28,16 +27,12 @@ from ._magnet import (
     _PREFIX,
     MagnetLink,
     _ascii_lower,
-    _check_ranges,
-    _check_text,
-    _endpoints,
     _format_endpoint,
     _format_range,
-    _is_tracker_url,
     _quote,
     _quote_words,
     _show,
-    _texts,
+    check_hints,
     read_parameters,
 )
 
@@ -74,9 +69,6 @@ class MutableTorrentLink:
         select_only: BEP 53 ``so`` ranges, or None for every file.
     """
 
-    MAX_SALT_SIZE: ClassVar[int] = _MAX_SALT_SIZE
-    """The longest salt, in bytes (BEP 44's limit)."""
-
     public_key: bytes
     salt: bytes = b""
     display_name: str | None = None
@@ -97,27 +89,23 @@ class MutableTorrentLink:
             raise TypeError(f"public_key: want bytes, not {type(self.public_key).__name__}")
         if len(self.public_key) != _PUBLIC_KEY_SIZE:
             raise MagnetError(
-                "xs", f"an ed25519 public key is 32 bytes, not {len(self.public_key)}"
+                "xs",
+                f"an ed25519 public key is {_PUBLIC_KEY_SIZE} bytes, not {len(self.public_key)}",
             )
         if not isinstance(self.salt, bytes):
             raise TypeError(f"salt: want bytes, not {type(self.salt).__name__}")
         if len(self.salt) > _MAX_SALT_SIZE:
-            raise MagnetError(_SALT, f"a salt is at most 64 bytes, not {len(self.salt)}")
-        name = self.display_name
-        if name is not None:
-            name = _check_text("dn", name) or None
-        trackers = _texts("tr", self.trackers)
-        for url in trackers:
-            if not _is_tracker_url(url):
-                raise MagnetError("tr", f"not an http, https, udp, ws or wss URL: {_show(url)}")
-        normalised = {
-            "display_name": name,
-            "trackers": trackers,
-            "web_seeds": _texts("ws", self.web_seeds),
-            "peers": _endpoints("x.pe", self.peers),
-            "dht_nodes": _endpoints("dht", self.dht_nodes),
-            "select_only": _check_ranges(self.select_only),
-        }
+            raise MagnetError(
+                _SALT, f"a salt is at most {_MAX_SALT_SIZE} bytes, not {len(self.salt)}"
+            )
+        normalised = check_hints(
+            display_name=self.display_name,
+            trackers=self.trackers,
+            web_seeds=self.web_seeds,
+            peers=self.peers,
+            dht_nodes=self.dht_nodes,
+            select_only=self.select_only,
+        )
         for field, value in normalised.items():
             object.__setattr__(self, field, value)
 
