@@ -12,7 +12,13 @@ from hypothesis import strategies as st
 
 from bip._errors import CLIError
 from bip._humanize import parse_size
-from bip._inputs import load_source, parse_endpoint, parse_info_hash, parse_port
+from bip._inputs import (
+    load_mutable_link,
+    load_source,
+    parse_endpoint,
+    parse_info_hash,
+    parse_port,
+)
 from bip_metainfo import MagnetLink, Metainfo, create_torrent
 
 
@@ -91,3 +97,16 @@ def test_load_source(tmp_path: Path) -> None:
     assert isinstance(load_source("ab" * 20), MagnetLink)
     with pytest.raises(CLIError, match="no such file"):
         load_source(str(tmp_path / "nope"))
+
+
+def test_load_mutable_link_tells_a_bep46_link_by_its_key() -> None:
+    key = "ab" * 32
+    link = load_mutable_link(f"magnet:?xs=urn:btpk:{key}&s=6e")
+    assert link is not None
+    assert (link.public_key.hex(), link.salt) == (key, b"n")
+    assert load_mutable_link("magnet:?xt=urn:btih:" + "ab" * 20) is None  # an info-hash
+    assert load_mutable_link("album.torrent") is None
+    # No info-hash and no key, only the words in a name: not BEP 46 (load_source says why).
+    assert load_mutable_link("magnet:?dn=urn%3Abtpk%3A") is None
+    with pytest.raises(CLIError, match="bad BEP 46 magnet link"):
+        load_mutable_link("magnet:?xs=urn:btpk:abcd")
