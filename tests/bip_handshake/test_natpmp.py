@@ -721,6 +721,7 @@ def test_logs_few_lines_a_user_wants(caplog: pytest.LogCaptureFixture) -> None:
     run(client, gateway, 2001.0, 3800.0)  # the next renewals go unanswered
     infos = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
     assert infos == [
+        "NAT-PMP gateway 192.168.1.1:5351: our external address is 203.0.113.7",
         "NAT-PMP gateway 192.168.1.1:5351 maps TCP port 6881 to external port 6882 for 3600 s",
         "NAT-PMP gateway 192.168.1.1:5351 refused to map UDP port 6881: NOT_AUTHORIZED;"
         " retrying in 3600 s",

@@ -378,7 +378,7 @@ def config_from_args(args: argparse.Namespace) -> ClientConfig:
         ip_address(host)
     except ValueError:
         raise CLIError(f"--bind takes an IP address (127.0.0.1, ::), not {args.bind!r}") from None
-    gateway = getattr(args, "natpmp_gateway", None)
+    gateway = args.natpmp_gateway
     if gateway is not None:
         try:
             gateway = str(IPv4Address(gateway))
@@ -398,7 +398,7 @@ def config_from_args(args: argparse.Namespace) -> ClientConfig:
         limit_local_peers=args.limit_local,
         max_peers=args.max_peers,
         ip_filter=load_ip_filter(args.ip_filter, strict=args.ip_filter_strict),
-        natpmp=getattr(args, "natpmp", False) or gateway is not None,
+        natpmp=args.natpmp or gateway is not None,
         natpmp_gateway=gateway,
     )
 

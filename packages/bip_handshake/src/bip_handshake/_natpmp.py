@@ -1038,6 +1038,9 @@ class NatPmpClient:
         self._address_due = now + self._lifetime / 2
         if response.address != self._address:
             self._address = response.address
+            _log.info(
+                "NAT-PMP gateway %s: our external address is %s", self._gateway, self._address
+            )
             self._events.append(NatPmpAddressChanged(response.address))
 
     def _address_failed(self, result: NatPmpResult | int | None, now: float) -> None:

@@ -67,9 +67,6 @@ class ExternalAddresses:
             holepunch service); more can be added with :meth:`add_user`.
         dht_addresses: the DHT's decided address per family now (bip_dht's
             ``DHT.node.external_addresses``), or ``None`` without a DHT.
-        router_address: the NAT-PMP gateway's external IPv4 address now (``None`` until it
-            says), or ``None`` when the session maps no ports; set later with
-            :meth:`set_router_address`.
     """
 
     def __init__(
@@ -79,7 +76,6 @@ class ExternalAddresses:
         ports: Iterable[int],
         users: Iterable[OurAddressesLike] = (),
         dht_addresses: Callable[[], Mapping[Family, PeerAddress]] | None = None,
-        router_address: Callable[[], IPv4Address | None] | None = None,
     ) -> None:
         self.voter = voter
         """The voter (read its ``decided`` and ``statistics()``)."""
@@ -87,7 +83,8 @@ class ExternalAddresses:
         self._ports = tuple(sorted(self._listening))
         self._users: list[OurAddressesLike] = list(users)
         self._dht_addresses = dht_addresses
-        self._router_address = router_address
+        # The NAT-PMP gateway's external address now: set_router_address.
+        self._router_address: Callable[[], IPv4Address | None] | None = None
         self._ours: dict[Family, tuple[PeerAddress, ...]] = {}
         # (source, family) -> (the address last voted, when)
         self._voted: dict[tuple[VoteSource, Family], tuple[_IP, float]] = {}
@@ -97,9 +94,9 @@ class ExternalAddresses:
         """Our external addresses: each decided IP (IPv4 first) with each listening port."""
         return tuple(a for family in sorted(self._ours) for a in self._ours[family])
 
-    def set_router_address(self, router_address: Callable[[], IPv4Address | None] | None) -> None:
+    def set_router_address(self, router_address: Callable[[], IPv4Address | None]) -> None:
         """Read the NAT-PMP gateway's external address from ``router_address`` at each tick
-        from now on (``None``: no gateway)."""
+        from now on (it gives ``None`` until the gateway says)."""
         self._router_address = router_address
 
     def set_mapped_ports(self, ports: Iterable[int]) -> None:

@@ -31,9 +31,7 @@ from bip_handshake import (
     LocalProtocolError,
     MappingFailed,
     MappingProtocol,
-    MappingProtocolName,
     MappingRemoved,
-    NatPmpAddressChanged,
     NatPmpEvent,
     PeerAddress,
     PortMapped,
@@ -71,7 +69,6 @@ class SessionPortMapping:
         self.mapper: PortMapper | None = None
         """bip_handshake's mapper while NAT-PMP runs, else ``None``."""
         self._external = external
-        self._told: int | None = None  # the external TCP port last logged
 
     @property
     def external_address(self) -> IPv4Address | None:
@@ -97,27 +94,14 @@ class SessionPortMapping:
         return self.tcp_port if mapped is None else mapped
 
     def on_event(self, event: NatPmpEvent) -> None:
-        """The mapper's events: log what a user wants to know, and pass the mapped ports on
-        to the external address voting. Never raises (it runs in the mapper's task)."""
-        if isinstance(event, NatPmpAddressChanged):
-            logger.info("NAT-PMP: the gateway's external address is %s", event.address)
-        elif isinstance(event, MappingFailed | PortMapped | MappingRemoved | GatewayReset):
-            self._ports_changed()
-
-    def _ports_changed(self) -> None:
-        if self._external is not None:
+        """The mapper's events (bip_handshake's core logs what a user wants to know): the
+        mapped ports go on to the external address voting. Never raises (it runs in the
+        mapper's task)."""
+        if self._external is not None and isinstance(
+            event, MappingFailed | PortMapped | MappingRemoved | GatewayReset
+        ):
             ports = [m.external_port for m in self.mappings() if m.external_port is not None]
             self._external.set_mapped_ports(ports)
-        port = self.external_port(MappingProtocol.TCP, self.tcp_port)
-        if port != self._told:
-            self._told = port
-            if port is not None:
-                # The next tracker announces carry it; the DHT's rounds restart with it.
-                logger.info(
-                    "NAT-PMP: TCP port %d is reached from outside as port %d",
-                    self.tcp_port,
-                    port,
-                )
 
     # -- PeerService -------------------------------------------------------------------------
 
@@ -142,16 +126,11 @@ class SessionPortMapping:
 
 
 def _mappable(host: IPv4Address | IPv6Address) -> bool:
-    """Whether a socket bound to ``host`` may sit behind a NAT-PMP gateway: an IPv4 address
-    that is not global (NAT-PMP is IPv4 only, and RFC 6886 is for hosts behind a NAT), or
-    an unspecified one (every address: ``::`` takes IPv4 too, dual-stack)."""
-    if host.is_unspecified:
-        return True
-    if isinstance(host, IPv6Address):
-        if host.ipv4_mapped is None:
-            return False
-        host = host.ipv4_mapped
-    return not is_global_address(host)
+    """Whether a socket bound to ``host`` (IPv4-mapped addresses unwrapped) may sit behind a
+    NAT-PMP gateway: an IPv4 address that is not global (NAT-PMP is IPv4 only, and RFC 6886
+    is for hosts behind a NAT), or an unspecified one (every address: ``::`` takes IPv4 too,
+    dual-stack)."""
+    return host.is_unspecified or (isinstance(host, IPv4Address) and not is_global_address(host))
 
 
 def mappable_ports(addresses: Iterable[PeerAddress]) -> tuple[int, ...]:
@@ -160,13 +139,9 @@ def mappable_ports(addresses: Iterable[PeerAddress]) -> tuple[int, ...]:
     order; ports 0 (not bound) are left out."""
     ports: dict[int, None] = {}
     for address in addresses:
-        if address.port and _mappable(address.host):
+        if address.port and _mappable(address.normalized().host):
             ports[address.port] = None
     return tuple(ports)
-
-
-def _name(protocol: MappingProtocolName) -> str:
-    return protocol.name if isinstance(protocol, MappingProtocol) else protocol.upper()
 
 
 def _bind_host(config: ClientConfig) -> str:
@@ -211,7 +186,7 @@ async def open_session_port_mapping(
     """
     mapping = SessionPortMapping(tcp_port, external=external)
     tcp = tuple(dict.fromkeys(port for port in tcp_ports if port))
-    mappings: list[tuple[MappingProtocolName, int]] = [(MappingProtocol.TCP, p) for p in tcp]
+    mappings: list[tuple[MappingProtocol, int]] = [(MappingProtocol.TCP, p) for p in tcp]
     mappings += [(MappingProtocol.UDP, p) for p in dict.fromkeys(udp_ports) if p]
     gateway: IPv4Address | str | None = None
     if not config.natpmp:
@@ -246,7 +221,7 @@ async def open_session_port_mapping(
                 logger.info(
                     "NAT-PMP: asking gateway %s to map %s",
                     gateway,
-                    ", ".join(f"{_name(kind)} {port}" for kind, port in mappings),
+                    ", ".join(f"{kind.name} {port}" for kind, port in mappings),
                 )
                 if external is not None:
                     external.set_router_address(lambda: mapping.external_address)

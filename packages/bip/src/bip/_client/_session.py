@@ -153,7 +153,7 @@ class Session:
         dialer: PeerDialer | None = None,
         utp_sockets: tuple[UtpSocket, ...] = (),
         holepunch: HolepunchPolicy | None = None,
-        port_mapping: SessionPortMapping | None = None,
+        port_mapping: SessionPortMapping,
     ) -> None:
         """Internal: use :func:`open_session`."""
         self._nursery = nursery
@@ -190,9 +190,7 @@ class Session:
         (:attr:`ClientConfig.holepunch`) or the session cannot dial uTP."""
         self.external = external
         """Our external address: the votes (its ``voter``) and the addresses taken as ours."""
-        self.port_mapping = (
-            port_mapping if port_mapping is not None else SessionPortMapping(self.listen_port)
-        )
+        self.port_mapping = port_mapping
         """NAT-PMP: the gateway's mappings of our ports (its ``mapper`` is ``None`` when
         :attr:`ClientConfig.natpmp` is off or could not start)."""
         self._rng = random.Random(config.seed_rng)
@@ -825,6 +823,7 @@ async def open_session(
                 dht_addresses=_dht_decided(dht),
             )
             # Before the peer manager, so the mappings are deleted once every peer is gone.
+            listen_ports = {address.port for address in addresses}
             port_mapping = await stack.enter_async_context(
                 open_session_port_mapping(
                     config,
@@ -836,7 +835,7 @@ async def open_session(
                             *(
                                 utp.local_address
                                 for utp in utp_sockets
-                                if utp.local_address.port in {a.port for a in addresses}
+                                if utp.local_address.port in listen_ports
                             ),
                             *(dht.addresses if dht is not None else ()),
                         )

@@ -193,7 +193,7 @@ class Torrent:
         metadata: MetadataExchange,
         layers: PieceLayerExchange,
         sources: list[PeerSource],
-        listen_port: int | Callable[[], int],
+        listen_port: Callable[[], int],
         rng: random.Random,
         on_info_hash: Callable[[Torrent, InfoHash], None],
         on_halted: Callable[[Torrent, bool], None] | None = None,
@@ -201,11 +201,11 @@ class Torrent:
         holepunch: HolepunchPolicy | None = None,
         peer_sink: PeerSink | None = None,
     ) -> None:
-        """Internal: the session builds torrents. ``listen_port`` is our TCP port as others
-        should dial it, or how to read it now (a NAT-PMP mapping may change it while the
-        torrent runs). Discovery sources feed ``peer_sink``
-        (the handshaker's dial queue when None); ``on_halted`` hears when the torrent leaves
-        its swarm (paused, rechecking: ``True``) and comes back (``False``)."""
+        """Internal: the session builds torrents. ``listen_port`` reads our TCP port as others
+        should dial it now (a NAT-PMP mapping may change it while the torrent runs).
+        Discovery sources feed ``peer_sink`` (the handshaker's dial queue when None);
+        ``on_halted`` hears when the torrent leaves its swarm (paused, rechecking: ``True``)
+        and comes back (``False``)."""
         self._on_halted = on_halted
         self.options = options
         self._peer_sink: PeerSink = peer_sink if peer_sink is not None else handshaker
@@ -217,7 +217,7 @@ class Torrent:
         self._metadata = metadata
         self._layers = layers
         self._sources = sources
-        self._listen_port = listen_port if callable(listen_port) else _constant(listen_port)
+        self._listen_port = listen_port
         self._rng = rng
         self._on_info_hash = on_info_hash
         self._magnet = source if isinstance(source, MagnetLink) else None
@@ -1523,8 +1523,3 @@ def must_fetch_layers(info: Info, layers: Mapping[bytes, bytes]) -> bool:
     ``PieceVerifier``): its download does not wait for them.
     """
     return not info.is_v1 and layers_missing(info, layers)
-
-
-def _constant(value: int) -> Callable[[], int]:
-    """A callable that always returns ``value``."""
-    return lambda: value
