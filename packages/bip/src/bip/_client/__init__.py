@@ -47,6 +47,7 @@ from ._http_tracker_errors import (
     MalformedTrackerResponseError,
     TrackerBlockedError,
 )
+from ._port_mapping import SessionPortMapping
 from ._resume import ResumeStore
 from ._session import OUR_EXTENSIONS, REASON_DUPLICATE, REASON_IP_FILTER, Session, open_session
 from ._source import (
@@ -116,6 +117,7 @@ __all__ = [
     "PeerSource",
     "ResumeStore",
     "Session",
+    "SessionPortMapping",
     "SourceError",
     "Swarm",
     "Torrent",
