@@ -306,6 +306,7 @@ class FakeTorrent:
         self.info_hash = info_hash
         self.completed = trio.Event()
         self.peers: set[Peer] = set()
+        self.halted = False
 
 
 HYBRID = InfoHash(v1=b"1" * 20, v2=b"2" * 32)

@@ -18,7 +18,8 @@ the remote sees as connect-and-drop), and a banned host is never dialled. What t
 while connected updates their entries (:meth:`Connector.peer_message`): a peer that dialled us
 is recorded where it listens (its BEP 10 ``p``), to be dialled back, and a seed is marked one
 at once, so that a seeding torrent does not dial it again. A torrent paused or rechecking
-(:meth:`Connector.set_halted`) keeps its list, but none of its peers is dialled meanwhile.
+(its ``halted``) keeps its list, and still learns addresses, but none of its peers is dialled
+meanwhile; it wakes the connector when it comes back (:meth:`Connector.wake`).
 """
 
 from __future__ import annotations
@@ -93,6 +94,11 @@ class ConnectorTorrent(Protocol):
         """Its connected peers."""
         ...
 
+    @property
+    def halted(self) -> bool:
+        """Out of its swarm now (paused, rechecking): none of its peers is dialled."""
+        ...
+
 
 class Connector:
     """The torrents' peer lists, the sink all sources feed, and the dialling task.
@@ -127,7 +133,6 @@ class Connector:
         self._speed = connection_speed
         self._new_list = new_list
         self._lists: dict[ConnectorTorrent, PeerList] = {}
-        self._halted: set[ConnectorTorrent] = set()  # set_halted: dialling none of theirs
         # Our dials not yet settled, with the hash each was made with: the handshaker tells
         # failed connects (dial_failed) but not failed handshakes; those are found here.
         self._dialled: dict[tuple[ConnectorTorrent, PeerAddress], InfoHash] = {}
@@ -147,21 +152,10 @@ class Connector:
             peers = self._lists[torrent] = self._new_list()
         return peers
 
-    def set_halted(self, torrent: ConnectorTorrent, halted: bool) -> None:
-        """Dial none of ``torrent``'s peers while ``halted`` (paused, rechecking: it stays
-        out of its swarm); its list is kept, and still learns addresses. Dials start again
-        at once when it is no longer halted."""
-        if halted:
-            self._halted.add(torrent)
-        else:
-            self._halted.discard(torrent)
-            self.wake()
-
     def detach(self, torrent: ConnectorTorrent) -> None:
         """Forget ``torrent`` (removed from the session): its list, its dials pending, its
         peers' listen addresses. Nothing happens for a torrent not attached."""
         self._lists.pop(torrent, None)
-        self._halted.discard(torrent)
         for key in [key for key in self._dialled if key[0] is torrent]:
             del self._dialled[key]
         for peer in torrent.peers:
@@ -172,7 +166,8 @@ class Connector:
         return self._lists.get(torrent)
 
     def wake(self) -> None:
-        """Look for dials to start now (a slot freed, peers arrived)."""
+        """Look for dials to start now (a slot freed, peers arrived, a torrent is back in
+        its swarm)."""
         self._wake.set()
 
     # -- PeerSink -------------------------------------------------------------------------
@@ -331,7 +326,7 @@ class Connector:
         for peers in self._lists.values():
             peers.set_our_addresses(ours)
         # A paused torrent dials nobody: dry from the start.
-        dry: set[ConnectorTorrent] = self._halted & self._lists.keys()
+        dry: set[ConnectorTorrent] = {t for t in self._lists if t.halted}
         while budget > 0 and len(dry) < len(self._lists):
             torrent = min((t for t in self._lists if t not in dry), key=load.__getitem__)
             if self._dial_one(torrent, now):

@@ -381,7 +381,7 @@ class Session:
             listen_port=lambda: self.external_port,
             rng=random.Random(self._rng.getrandbits(64)),
             on_info_hash=self._rename,
-            on_halted=self.connector.set_halted,
+            on_unheld=self.connector.wake,
             web_seed_client=self.web_seed_client,
             holepunch=self.holepunch,
             peer_sink=self.connector,

@@ -196,7 +196,7 @@ class Torrent:
         listen_port: Callable[[], int],
         rng: random.Random,
         on_info_hash: Callable[[Torrent, InfoHash], None],
-        on_halted: Callable[[Torrent, bool], None] | None = None,
+        on_unheld: Callable[[], None] | None = None,
         web_seed_client: WebSeedClient | None = None,
         holepunch: HolepunchPolicy | None = None,
         peer_sink: PeerSink | None = None,
@@ -204,9 +204,10 @@ class Torrent:
         """Internal: the session builds torrents. ``listen_port`` reads our TCP port as others
         should dial it now (a NAT-PMP mapping may change it while the torrent runs).
         Discovery sources feed ``peer_sink`` (the handshaker's dial queue when None);
-        ``on_halted`` hears when the torrent leaves its swarm (paused, rechecking: ``True``)
-        and comes back (``False``)."""
-        self._on_halted = on_halted
+        ``on_unheld`` is called when the torrent comes back to its swarm after a pause or a
+        recheck (the connector, which dials none of its peers while :attr:`halted`, wakes
+        to dial them at once)."""
+        self._on_unheld = on_unheld
         self.options = options
         self._peer_sink: PeerSink = peer_sink if peer_sink is not None else handshaker
         self._holepunch = holepunch
@@ -517,8 +518,6 @@ class Torrent:
         if not first:
             return
         self._unheld = trio.Event()
-        if self._on_halted is not None:
-            self._on_halted(self, True)  # the connector dials none of its peers
         for info_hash in self._registered:
             self._handshaker.unregister(info_hash)  # queued dials dropped, inbound refused
         for scope in list(self._pausable):
@@ -534,8 +533,8 @@ class Torrent:
             return
         for info_hash in self._registered:
             self._handshaker.register(info_hash)
-        if self._on_halted is not None:
-            self._on_halted(self, False)
+        if self._on_unheld is not None:
+            self._on_unheld()
         self._unheld.set()
         self._restart_web_seeds(retry=True)
 
