@@ -518,11 +518,17 @@ class Torrent:
         if not first:
             return
         self._unheld = trio.Event()
-        for info_hash in self._registered:
-            self._handshaker.unregister(info_hash)  # queued dials dropped, inbound refused
         for scope in list(self._pausable):
             scope.cancel()
         self._stop_web_seeds(reason)
+        self._leave_swarm(reason)
+
+    def _leave_swarm(self, reason: str) -> None:
+        """Leave the handshaker (queued dials dropped, inbound handshakes refused, for every
+        hash the torrent is known by) and disconnect every peer for ``reason``: a
+        hold (the hashes are registered again when it ends), a failure or a removal."""
+        for info_hash in self._registered:
+            self._handshaker.unregister(info_hash)
         for peer in list(self.peers):
             self._manager.remove_peer(peer, reason)
 
@@ -938,10 +944,7 @@ class Torrent:
         self._stopped.set()
         self._scope.cancel()
         self._layers.stop_serving(self._info_hash)
-        for info_hash in self._registered:
-            self._handshaker.unregister(info_hash)
-        for peer in list(self.peers):
-            self._manager.remove_peer(peer, REASON_STOPPED)
+        self._leave_swarm(REASON_STOPPED)
         logger.debug("%s failed: %s", self._name, reason)  # the owner reports it
 
     async def close(self) -> None:
@@ -974,10 +977,7 @@ class Torrent:
         self._stopped.set()
         self._layers.stop_serving(self._info_hash)
         self._metadata.stop_serving(self._info_hash)
-        for info_hash in self._registered:
-            self._handshaker.unregister(info_hash)
-        for peer in list(self.peers):
-            self._manager.remove_peer(peer, REASON_REMOVED)
+        self._leave_swarm(REASON_REMOVED)
         self.peers.clear()
         with trio.CancelScope(shield=True):
             # The lock: a save under way ends before its files are deleted, and none follows
