@@ -40,10 +40,10 @@ import dataclasses
 import logging
 import math
 import random
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 import trio
 
@@ -126,6 +126,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger("bip.client")
+
+_T = TypeVar("_T")
 
 _DEFAULT_PRIORITY: Final = 4  # libtorrent's default piece priority; 0 is "do not download"
 _RATE_WINDOW: Final = 5.0
@@ -1024,47 +1026,50 @@ class Torrent:
             self._serve_layers(info)
         self._phase = TorrentPhase.CHECKING
 
-    async def _fetch_info(self) -> Info:
-        """The info dictionary from the peers (BEP 9), saved for the next run."""
+    async def _fetch_from_peers(
+        self, fetch: Callable[[], Awaitable[_T]], failed: type[Exception], not_yet: str
+    ) -> _T:
+        """The first result of ``fetch`` (asking the connected peers), tried until one comes:
+        not while a hold is on (no peers to ask), cut short by a hold (tried again once it
+        ends), and again after a failure (``failed``, logged after ``not_yet``)."""
         while True:
             await self._unheld.wait()  # paused: no peers to ask
-            raw: bytes | None = None
             with self._while_unheld():
                 try:
-                    raw = await self._metadata.fetch(
-                        self._manager, self._info_hash, timeout=self._config.metadata_timeout
-                    )
-                except MetadataFetchError as error:
-                    logger.info("metadata not found yet: %s", error)
-            if raw is None:  # failed, or cut by a pause: again (once resumed)
-                continue
-            try:
-                # Up to 4 MiB of someone else's making (150,000 tiny files: seconds of
-                # Python): parsed off the event loop, so the session's other torrents go on.
-                info = await trio.to_thread.run_sync(Info.from_bytes, raw)
-            except MetainfoError as error:
-                # It hashes to the info-hash, so it is the torrent: a torrent we cannot read.
-                raise TorrentError(f"the torrent's metadata is not usable: {error}") from None
-            await self._save_info(info)
-            return info
+                    return await fetch()
+                except failed as error:
+                    logger.info("%s: %s", not_yet, error)
+            # Failed, or cut by a pause: again (once resumed).
+
+    async def _fetch_info(self) -> Info:
+        """The info dictionary from the peers (BEP 9), saved for the next run."""
+        raw = await self._fetch_from_peers(
+            lambda: self._metadata.fetch(
+                self._manager, self._info_hash, timeout=self._config.metadata_timeout
+            ),
+            MetadataFetchError,
+            "metadata not found yet",
+        )
+        try:
+            # Up to 4 MiB of someone else's making (150,000 tiny files: seconds of Python):
+            # parsed off the event loop, so the session's other torrents go on.
+            info = await trio.to_thread.run_sync(Info.from_bytes, raw)
+        except MetainfoError as error:
+            # It hashes to the info-hash, so it is the torrent: a torrent we cannot read.
+            raise TorrentError(f"the torrent's metadata is not usable: {error}") from None
+        await self._save_info(info)
+        return info
 
     async def _fetch_layers(self, info: Info) -> dict[bytes, bytes]:
         """The piece layers of a v2-only torrent's files larger than one piece (BEP 52 hash
         requests), each checked against its file's pieces root by the exchange."""
-        while True:
-            await self._unheld.wait()
-            layers: Mapping[bytes, bytes] | None = None
-            with self._while_unheld():
-                try:
-                    layers = await self._layers.fetch(
-                        self._manager, info, timeout=self._config.metadata_timeout
-                    )
-                except PieceLayerFetchError as error:
-                    logger.info("%s: piece layers not found yet: %s", self._name, error)
-            if layers is None:
-                continue
-            logger.debug("%s: fetched %d piece layers", self._name, len(layers))
-            return dict(layers)
+        layers = await self._fetch_from_peers(
+            lambda: self._layers.fetch(self._manager, info, timeout=self._config.metadata_timeout),
+            PieceLayerFetchError,
+            f"{self._name}: piece layers not found yet",
+        )
+        logger.debug("%s: fetched %d piece layers", self._name, len(layers))
+        return dict(layers)
 
     async def _save_info(self, info: Info) -> None:
         """Keep the metadata (and the piece layers known) for the next run, if resuming."""
