@@ -596,15 +596,8 @@ class Torrent:
                 )
             selection = frozenset(selection)
         self._check_alive("select files")
-        info = self.info
-        if info is not None and selection is not None:
-            count = len(info.files)
-            outside = sorted(index for index in selection if not 0 <= index < count)
-            if outside:
-                raise TorrentError(
-                    f"{self._name}: no file {outside[0]} to select: the torrent has {count}"
-                    f" files (0..{count - 1})"
-                )
+        if self.info is not None and selection is not None:
+            _check_selection(self.info, selection, prefix=f"{self._name}: ")
         self._selection = selection
         self._selection_set = self._selection_dirty = True
         self._raised.clear()
@@ -1099,13 +1092,8 @@ class Torrent:
         if self._selection is None:
             priorities = None
         else:
+            _check_selection(info, self._selection)
             count = len(info.files)
-            outside = sorted(index for index in self._selection if not 0 <= index < count)
-            if outside:
-                raise TorrentError(
-                    f"no file {outside[0]} to select: the torrent has {count} files"
-                    f" (0..{count - 1})"
-                )
             files = [_DEFAULT_PRIORITY if i in self._selection else 0 for i in range(count)]
             priorities = geometry.piece_priorities(files)
             for piece in self._raised:
@@ -1505,6 +1493,21 @@ class Torrent:
         except OSError as error:
             self._selection_dirty = True
             logger.warning("%s: cannot save its file selection: %s", self._name, error)
+
+
+def _check_selection(info: Info, selection: frozenset[int], *, prefix: str = "") -> None:
+    """Refuse a file selection with an index that is not a file of ``info``.
+
+    Raises:
+        TorrentError: ``prefix`` then "no file N to select", N the lowest such index.
+    """
+    count = len(info.files)
+    outside = [index for index in selection if not 0 <= index < count]
+    if outside:
+        raise TorrentError(
+            f"{prefix}no file {min(outside)} to select: the torrent has {count} files"
+            f" (0..{count - 1})"
+        )
 
 
 def layers_missing(info: Info, layers: Mapping[bytes, bytes]) -> bool:
