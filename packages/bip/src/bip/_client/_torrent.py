@@ -1088,7 +1088,8 @@ class Torrent:
         """
         info = self.info
         assert info is not None
-        geometry = self._geometry or TorrentGeometry.from_info(info)
+        geometry = self._geometry  # set with the storage, before any caller runs
+        assert geometry is not None
         if self._selection is None:
             priorities = None
         else:
