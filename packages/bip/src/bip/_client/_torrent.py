@@ -622,12 +622,20 @@ class Torrent:
             # As libtorrent's prioritize_files: a piece no longer wanted loses its deadline.
             for piece in [p for p in swarm.brain.deadlines() if not priorities[p]]:
                 swarm.feed(PieceDeadlineCleared(piece), now)
-        self._done = sum(
-            swarm.brain.geometry.piece_data_size(piece)
-            for piece in self._wanted
-            if swarm.brain.has_piece(piece)
-        )
+        self._recount_done()
         self._update_completion()
+
+    def _recount_done(self) -> None:
+        """Count ``done`` afresh: the data bytes of the wanted pieces the brain has (after a
+        new selection, or with a new brain; a verified or lost piece adjusts it)."""
+        swarm = self.swarm
+        assert swarm is not None
+        brain = swarm.brain
+        self._done = sum(
+            brain.geometry.piece_data_size(piece)
+            for piece in self._wanted
+            if brain.has_piece(piece)
+        )
 
     def force_recheck(self) -> None:
         """Hash every piece on disk again (libtorrent's ``force_recheck``), in the background.
@@ -1152,8 +1160,8 @@ class Torrent:
             piece_priorities=priorities,
             queueing=QUEUEING,
         )
-        self._done = sum(geometry.piece_data_size(p) for p in have if p in self._wanted)
         self.swarm = Swarm(self._manager, brain, on_banned=self._ban)
+        self._recount_done()  # the brain has what is on disk
         now = trio.current_time()
         # Deadlines set meanwhile: the brain drops those of pieces found on disk (met), and
         # adds its Streaming layer only if some are left. No peer has joined yet.
