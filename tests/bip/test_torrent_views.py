@@ -46,18 +46,22 @@ def test_file_progress_of_a_v2_torrent_counts_each_file_alone(tmp_path: Path) ->
 
 
 async def test_peer_infos_of_a_download(tmp_path: Path) -> None:
-    folder = write_content(tmp_path / "seed", (300_000,))
+    """Looked at while the download runs (limited to 512 KiB/s): once complete, two seeds
+    close their connection (BEP 21), and a new one may have carried nothing yet."""
+    folder = write_content(tmp_path / "seed", (400_000,))
     torrent = make_torrent(folder, "v1")
     with trio.fail_after(30):
-        async with seeder_and_leecher(torrent, folder) as (seeder, leecher):
+        async with seeder_and_leecher(
+            torrent, folder, download_rate_limit=512 * 1024, limit_local_peers=True
+        ) as (seeder, leecher):
             download = await leecher.add_torrent(
                 torrent,
                 TorrentOptions(tmp_path / "down", peers=(seeder.handshaker.listen_addresses[0],)),
             )
-            await download.wait_complete()
+            while download.status().done < 100_000:
+                await trio.sleep(0.01)
             [seeding] = seeder.torrents
             [info] = download.peer_info()
-            assert download.file_progress() == (300_000,)
             assert isinstance(info, PeerInfo)
             assert info.address == seeder.handshaker.listen_addresses[0]
             assert info.client.startswith("bip")
@@ -66,11 +70,17 @@ async def test_peer_infos_of_a_download(tmp_path: Path) -> None:
             assert info.encrypted  # both prefer MSE
             assert info.seed
             assert info.pieces == torrent.info.num_pieces
-            assert info.downloaded >= 300_000
+            assert not info.peer_choking
+            assert info.am_interested
+            assert info.downloaded >= 100_000
             assert info.connected_for > 0
             [theirs] = seeding.peer_info()
             assert theirs.direction == "inbound"
-            assert theirs.uploaded >= 300_000
+            assert theirs.uploaded >= 100_000
+            assert theirs.peer_interested
+            assert 0 < sum(download.file_progress()) < 400_000
+            await download.wait_complete()
+            assert download.file_progress() == (400_000,)
             # A peer the statistics no longer list shows no traffic.
             [gone] = peer_infos(download.peers, {})
             assert (gone.downloaded, gone.upload_rate) == (0, 0.0)
