@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Literal
+
+import trio
 
 from bip._client import ClientConfig, Session, TorrentOptions, TorrentPhase, open_session
 from bip_handshake import EncryptionPolicy, PeerAddress
@@ -125,3 +127,9 @@ def spoil_pieces(info: Info, save_dir: Path, pieces: Sequence[int]) -> None:
             with path.open("r+b") as file:
                 file.seek(part.offset)
                 file.write(bytes(part.length))
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait until ``condition()`` holds, looking every 10 ms (the caller bounds the wait)."""
+    while not condition():
+        await trio.sleep(0.01)

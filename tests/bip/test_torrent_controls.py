@@ -4,7 +4,6 @@ and ``remove_torrent``): our seed and our download on loopback."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from _engine_helpers import (
     make_torrent,
     same_files,
     seeder_and_leecher,
+    until,
     write_content,
 )
 from _http_file_server import file_server
@@ -43,11 +43,6 @@ RATE = 1024 * 1024  # the download's limit: about 2 s for the content, time to p
 def content(tmp_path: Path) -> tuple[Path, Metainfo]:
     folder = write_content(tmp_path / "seed", [2 * 1024 * 1024 - 5000, 5000])
     return folder, make_torrent(folder, "v1", piece_length=PIECE)
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    while not condition():
-        await trio.sleep(0.01)
 
 
 def resume_files(save_dir: Path) -> list[str]:

@@ -5,7 +5,6 @@ loopback."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from _engine_helpers import (
     same_files,
     seeder_and_leecher,
     spoil_pieces,
+    until,
     write_content,
 )
 from hypothesis import given
@@ -55,11 +55,6 @@ def wanted_size(torrent: Metainfo, files: set[int], pieces: set[int] = set()) ->
     geometry = TorrentGeometry.from_info(torrent.info)
     wanted = {p for f in files for p in geometry.file_pieces(f)} | pieces
     return sum(geometry.piece_data_size(p) for p in wanted)
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    while not condition():
-        await trio.sleep(0.01)
 
 
 def file_bytes(torrent: Metainfo, root: Path, index: int) -> bytes | None:

@@ -11,7 +11,7 @@ import contextlib
 import functools
 import logging
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +23,7 @@ from _engine_helpers import (
     good_pieces,
     loopback_config,
     same_files,
+    until,
     write_content,
 )
 from _http_file_server import FileServer, file_server, self_signed
@@ -75,11 +76,6 @@ def web_torrent(folder: Path, version: str, urls: list[str]) -> Metainfo:
         creation_date=None,
         created_by=None,
     )
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    while not condition():
-        await trio.sleep(0.02)
 
 
 def verified(torrent: Metainfo, save_dir: Path) -> bool:
