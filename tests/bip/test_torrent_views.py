@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import trio
-from _engine_helpers import make_torrent, seeder_and_leecher, write_content
+from _engine_helpers import make_torrent, seeder_and_leecher, until, write_content
 
 from bip._client import TorrentOptions
 from bip._client._views import PeerInfo, file_progress, peer_infos
@@ -58,8 +58,7 @@ async def test_peer_infos_of_a_download(tmp_path: Path) -> None:
                 torrent,
                 TorrentOptions(tmp_path / "down", peers=(seeder.handshaker.listen_addresses[0],)),
             )
-            while download.status().done < 100_000:
-                await trio.sleep(0.01)
+            await until(lambda: download.status().done >= 100_000)
             [seeding] = seeder.torrents
             [info] = download.peer_info()
             assert isinstance(info, PeerInfo)

@@ -148,13 +148,6 @@ class MagnetLink:
             TypeError: a field of the wrong type.
         """
         _check_info_hash(self.info_hash)
-        keywords = _texts("kt", self.keywords)
-        for keyword in keywords:
-            if " " in keyword:
-                raise MagnetError("kt", f"a keyword cannot contain a space: {_show(keyword)}")
-        length = self.exact_length
-        if length is not None and (type(length) is not int or not 0 <= length <= _MAX_EXACT_LENGTH):
-            raise MagnetError("xl", f"must be an int from 0 to {_MAX_EXACT_LENGTH}, not {length!r}")
         normalised = check_hints(
             display_name=self.display_name,
             trackers=self.trackers,
@@ -163,6 +156,13 @@ class MagnetLink:
             dht_nodes=self.dht_nodes,
             select_only=self.select_only,
         )
+        keywords = _texts("kt", self.keywords)
+        for keyword in keywords:
+            if " " in keyword:
+                raise MagnetError("kt", f"a keyword cannot contain a space: {_show(keyword)}")
+        length = self.exact_length
+        if length is not None and (type(length) is not int or not 0 <= length <= _MAX_EXACT_LENGTH):
+            raise MagnetError("xl", f"must be an int from 0 to {_MAX_EXACT_LENGTH}, not {length!r}")
         normalised |= {
             "acceptable_sources": _texts("as", self.acceptable_sources),
             "exact_sources": _texts("xs", self.exact_sources),

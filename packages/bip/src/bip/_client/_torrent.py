@@ -460,9 +460,10 @@ class Torrent:
 
     @property
     def halted(self) -> bool:
-        """Whether the torrent stays out of its swarm now: paused, or rechecking its data
-        (the session's connector dials none of its peers then)."""
-        return bool(self._holds)
+        """Whether the torrent stays out of its swarm now: paused, rechecking its data, or
+        stopped for good (failed, closed, removed): the session's connector dials none of its
+        peers then."""
+        return bool(self._holds) or self._stopped.is_set()
 
     def pause(self) -> None:
         """Leave the swarm, keeping everything else (libtorrent's ``pause()``, graceful).
