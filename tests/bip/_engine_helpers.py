@@ -7,11 +7,18 @@ import hashlib
 import random
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import trio
 
-from bip._client import ClientConfig, Session, TorrentOptions, TorrentPhase, open_session
+from bip._client import (
+    ClientConfig,
+    Session,
+    Torrent,
+    TorrentOptions,
+    TorrentPhase,
+    open_session,
+)
 from bip_handshake import EncryptionPolicy, PeerAddress
 from bip_metainfo import Info, Metainfo, create_torrent
 
@@ -133,3 +140,13 @@ async def until(condition: Callable[[], bool]) -> None:
     """Wait until ``condition()`` holds, looking every 10 ms (the caller bounds the wait)."""
     while not condition():
         await trio.sleep(0.01)
+
+
+async def download_from(
+    seeder: Session, leecher: Session, torrent: Metainfo, save_dir: Path, **options: Any
+) -> Torrent:
+    """``torrent`` added to ``leecher``, saved in ``save_dir``, with ``seeder`` as its peer
+    (``options``: the other :class:`TorrentOptions` fields)."""
+    return await leecher.add_torrent(
+        torrent, TorrentOptions(save_dir, peers=(address_of(seeder),), **options)
+    )

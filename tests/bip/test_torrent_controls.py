@@ -11,6 +11,7 @@ import trio
 import trio.testing
 from _engine_helpers import (
     address_of,
+    download_from,
     loopback_config,
     make_torrent,
     same_files,
@@ -70,9 +71,7 @@ async def test_pause_a_download_then_resume_it(tmp_path: Path) -> None:
         ) as (seeder, leecher):
             [seeding] = seeder.torrents
             down = tmp_path / "down"
-            download = await leecher.add_torrent(
-                torrent, TorrentOptions(down, peers=(address_of(seeder),))
-            )
+            download = await download_from(seeder, leecher, torrent, down)
             await until(lambda: download.status().pieces >= 2)
             original = download.peer_removed
 
@@ -258,9 +257,7 @@ async def test_peer_added_to_a_paused_torrent_is_dropped(tmp_path: Path) -> None
     with trio.fail_after(DEADLINE):
         async with seeder_and_leecher(torrent, folder) as (seeder, leecher):
             [seeding] = seeder.torrents
-            download = await leecher.add_torrent(
-                torrent, TorrentOptions(tmp_path / "down", peers=(address_of(seeder),))
-            )
+            download = await download_from(seeder, leecher, torrent, tmp_path / "down")
             await until(lambda: bool(download.peers))
             [peer] = download.peers
             download.pause()
@@ -286,9 +283,7 @@ async def test_remove_a_torrent_keeps_its_data(tmp_path: Path) -> None:
     with trio.fail_after(DEADLINE):
         async with seeder_and_leecher(torrent, folder) as (seeder, leecher):
             [seeding] = seeder.torrents
-            download = await leecher.add_torrent(
-                torrent, TorrentOptions(down, peers=(address_of(seeder),))
-            )
+            download = await download_from(seeder, leecher, torrent, down)
             await download.wait_complete()
             await until(lambda: bool(download.peers) or bool(seeding.peers))
             await until(lambda: len(resume_files(down)) >= 2)
@@ -331,9 +326,7 @@ async def test_remove_a_torrent_with_its_data(tmp_path: Path) -> None:
     down = tmp_path / "down"
     with trio.fail_after(DEADLINE):
         async with seeder_and_leecher(torrent, folder) as (seeder, leecher):
-            download = await leecher.add_torrent(
-                torrent, TorrentOptions(down, peers=(address_of(seeder),))
-            )
+            download = await download_from(seeder, leecher, torrent, down)
             await download.wait_complete()
             (down / "album" / "mine.txt").write_text("not the torrent's")
             (down / "other.txt").write_text("not the torrent's either")

@@ -11,6 +11,7 @@ import pytest
 import trio
 from _engine_helpers import (
     address_of,
+    download_from,
     loopback_config,
     make_torrent,
     same_files,
@@ -83,10 +84,7 @@ async def test_select_more_files_after_completing(tmp_path: Path) -> None:
     down = tmp_path / "down"
     with trio.fail_after(DEADLINE):
         async with seeder_and_leecher(torrent, folder) as (seeder, leecher):
-            download = await leecher.add_torrent(
-                torrent,
-                TorrentOptions(down, peers=(address_of(seeder),), files=frozenset({0})),
-            )
+            download = await download_from(seeder, leecher, torrent, down, files=frozenset({0}))
             await download.wait_complete()
             first = download.completed
             status = download.status()
@@ -229,10 +227,7 @@ async def test_a_deadline_raises_a_piece_not_selected(tmp_path: Path) -> None:
     down = tmp_path / "down"
     with trio.fail_after(DEADLINE):
         async with seeder_and_leecher(torrent, folder) as (seeder, leecher):
-            download = await leecher.add_torrent(
-                torrent,
-                TorrentOptions(down, peers=(address_of(seeder),), files=frozenset({0})),
-            )
+            download = await download_from(seeder, leecher, torrent, down, files=frozenset({0}))
             await download.wait_complete()
             download.set_piece_deadline(ONLY_FILE_2, 0)
             status = download.status()
@@ -260,11 +255,8 @@ async def test_a_deadline_before_the_brain_raises_the_piece(tmp_path: Path) -> N
     folder, torrent = content(tmp_path)
     with trio.fail_after(DEADLINE):
         async with seeder_and_leecher(torrent, folder) as (seeder, leecher):
-            download = await leecher.add_torrent(
-                torrent,
-                TorrentOptions(
-                    tmp_path / "down", peers=(address_of(seeder),), files=frozenset({0})
-                ),
+            download = await download_from(
+                seeder, leecher, torrent, tmp_path / "down", files=frozenset({0})
             )
             assert download.swarm is None
             download.set_piece_deadline(ONLY_FILE_2, 1.0)
@@ -283,9 +275,7 @@ async def test_force_recheck_finds_spoilt_pieces_and_fetches_them_again(tmp_path
     with trio.fail_after(DEADLINE):
         async with seeder_and_leecher(torrent, folder) as (seeder, leecher):
             [seeding] = seeder.torrents
-            download = await leecher.add_torrent(
-                torrent, TorrentOptions(down, peers=(address_of(seeder),))
-            )
+            download = await download_from(seeder, leecher, torrent, down)
             await download.wait_complete()
             first = download.completed
             spoil_pieces(torrent.info, down, [0, 7])
@@ -336,9 +326,7 @@ async def test_move_storage_moves_the_files_and_the_resume_data(tmp_path: Path) 
     name = torrent.info.info_hash.hex()
     with trio.fail_after(DEADLINE):
         async with seeder_and_leecher(torrent, folder) as (seeder, leecher):
-            download = await leecher.add_torrent(
-                torrent, TorrentOptions(down, peers=(address_of(seeder),))
-            )
+            download = await download_from(seeder, leecher, torrent, down)
             await download.wait_complete()
             await until((down / ".bip" / f"{name}.resume").exists)
             await download.move_storage(moved)
@@ -364,9 +352,7 @@ async def test_move_storage_uses_the_storage_factory(tmp_path: Path) -> None:
     first, second = tmp_path / "first", tmp_path / "second"
     with trio.fail_after(DEADLINE):
         async with seeder_and_leecher(torrent, folder) as (seeder, leecher):
-            download = await leecher.add_torrent(
-                torrent, TorrentOptions(first, peers=(address_of(seeder),), storage=storage)
-            )
+            download = await download_from(seeder, leecher, torrent, first, storage=storage)
             await download.wait_complete()
             await download.move_storage(second)
             assert download.options.save_dir == second
