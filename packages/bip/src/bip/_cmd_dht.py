@@ -171,11 +171,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         ),
     )
     put.add_argument("value", metavar="VALUE", help="the text to store (at most ~1000 bytes)")
-    put.add_argument(
-        "--key-file",
-        metavar="F",
-        help="an ed25519 private key (32 raw bytes); created, mode 0600, if missing",
-    )
+    _key_file_option(put, required=False)
     put.add_argument("--salt", default="", metavar="S", help="a mutable item's salt")
     _node_options(put, bind=DEFAULT_CLIENT_BIND)
     put.set_defaults(func=_run_put)
@@ -190,12 +186,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         ),
     )
     publish.add_argument("target", metavar="TORRENT", help="an info-hash, .torrent or magnet link")
-    publish.add_argument(
-        "--key-file",
-        metavar="F",
-        required=True,
-        help="an ed25519 private key (32 raw bytes); created, mode 0600, if missing",
-    )
+    _key_file_option(publish, required=True)
     publish.add_argument(
         "--salt", default="", metavar="S", help="one key, several torrents: a name for this one"
     )
@@ -400,6 +391,23 @@ def _salt(text: str) -> bytes:
     return salt
 
 
+def _key_file_option(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    parser.add_argument(
+        "--key-file",
+        metavar="F",
+        required=required,
+        help="an ed25519 private key (32 raw bytes); created, mode 0600, if missing",
+    )
+
+
+def _key_of(path: str) -> Ed25519PrivateKey:
+    """:func:`load_or_create_key`, saying on stderr when the file was created."""
+    key, created = load_or_create_key(path)
+    if created:
+        print(f"created key file {Path(path)} (mode 0600)", file=sys.stderr)
+    return key
+
+
 def load_or_create_key(path: str) -> tuple[Ed25519PrivateKey, bool]:
     """The ed25519 key in ``path`` (its 32-byte seed, as libtorrent's tools keep it), or a
     new one written there with mode 0600; and whether it was created.
@@ -494,9 +502,7 @@ def _run_put(args: argparse.Namespace) -> int:
         raise CLIError("--salt goes with --key-file (immutable items have none)")
     key: Ed25519PrivateKey | None = None
     if args.key_file is not None:
-        key, created = load_or_create_key(args.key_file)
-        if created:
-            print(f"created key file {Path(args.key_file)} (mode 0600)", file=sys.stderr)
+        key = _key_of(args.key_file)
 
     async def job(dht: DHT) -> int:
         if key is None:
@@ -517,9 +523,7 @@ def _run_put(args: argparse.Namespace) -> int:
 def _run_publish(args: argparse.Namespace) -> int:
     source = load_source(args.target)
     salt = _salt(args.salt)
-    key, created = load_or_create_key(args.key_file)
-    if created:
-        print(f"created key file {Path(args.key_file)} (mode 0600)", file=sys.stderr)
+    key = _key_of(args.key_file)
     info_hash = info_hash_of(source)
     name = source.info.name if isinstance(source, Metainfo) else source.display_name
     link = MutableTorrentLink(key.public_key().public_bytes_raw(), salt=salt, display_name=name)
