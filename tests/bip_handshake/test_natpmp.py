@@ -589,6 +589,84 @@ def test_removing_a_mapping_in_flight_deletes_it_and_drops_late_answers() -> Non
     assert client.mappings() != ()
 
 
+def test_an_unanswered_renewal_keeps_the_earlier_grant_until_it_runs_out() -> None:
+    gateway = FakeGateway()
+    client = new_client((TCP, 6881), lifetime=600)
+    run(client, gateway, 0.0, 1.0)
+    [granted] = client.mappings()
+    assert granted.external_port == 6881
+    assert granted.expires_at is not None
+    gateway.silent = True
+    events: list[NatPmpEvent] = []
+    # The renewal at ~300 s times out at ~428 s: the grant (until ~600 s) still stands.
+    run(client, gateway, 1.0, 500.0, events=events)
+    [failed] = of_type(events, MappingFailed)
+    assert failed.result is None
+    assert failed.mapping.external_port == 6881
+    assert failed.mapping.expires_at == granted.expires_at
+    assert client.mappings()[0].external_port == 6881
+    # It lapses when it runs out, unrenewed: told by a second MappingFailed.
+    run(client, gateway, 500.0, granted.expires_at + 0.001, events=events)
+    [_, lapsed] = of_type(events, MappingFailed)
+    assert lapsed.mapping.external_port is None
+    assert lapsed.result is None
+    assert lapsed.retry_at >= granted.expires_at  # a retry is under way or to come
+    assert client.mappings()[0].external_port is None
+    # The gateway answers again: a later retry (the back-off doubled: 120 s after the one
+    # under way times out) maps the port anew.
+    gateway.silent = False
+    run(client, gateway, granted.expires_at + 0.001, 800.0, events=events)
+    assert of_type(events, PortMapped)[-1].mapping.external_port == 6881
+
+
+@pytest.mark.parametrize(
+    ("result", "kept"),
+    [
+        (NatPmpResult.NETWORK_FAILURE, True),
+        (NatPmpResult.OUT_OF_RESOURCES, True),
+        (NatPmpResult.NOT_AUTHORIZED, False),
+        (NatPmpResult.UNSUPPORTED_OPCODE, False),
+    ],
+)
+def test_a_refused_renewal_keeps_the_grant_only_for_a_reason_that_may_pass(
+    result: NatPmpResult, kept: bool
+) -> None:
+    gateway = FakeGateway()
+    client = new_client((TCP, 6881), lifetime=600)
+    run(client, gateway, 0.0, 1.0)
+    gateway.refuse = result
+    events: list[NatPmpEvent] = []
+    run(client, gateway, 1.0, 400.0, events=events)  # the renewal at 300 s, a retry at 360 s
+    failures = of_type(events, MappingFailed)
+    assert failures
+    assert all(failed.result == result for failed in failures)
+    assert all((failed.mapping.external_port == 6881) is kept for failed in failures)
+    assert (client.mappings()[0].external_port == 6881) is kept
+
+
+def test_a_gateway_reset_ends_a_grant_kept_through_failed_renewals() -> None:
+    gateway = FakeGateway()
+    client = new_client((TCP, 6881), (UDP, 6881), lifetime=600)
+    run(client, gateway, 0.0, 1.0)
+    gateway.silent_mappings = True  # the address is answered, the renewals are not
+    events: list[NatPmpEvent] = []
+    run(client, gateway, 1.0, 450.0, events=events)
+    assert all(m.external_port == 6881 for m in client.mappings())
+    # The gateway reboots: its table is gone, and so is the grant we kept.
+    gateway.reboot(450.0)
+    gateway.silent_mappings = False
+    client.receive_datagram(gateway.announcement(450.0), GATEWAY_ADDRESS, 450.0)
+    while (event := client.next_event()) is not None:
+        events.append(event)
+    assert of_type(events, GatewayReset)
+    lapsed = of_type(events, MappingFailed)[-2:]
+    assert [e.mapping.external_port for e in lapsed] == [None, None]
+    assert all(m.external_port is None for m in client.mappings())
+    # Recreated within RFC 3.7's random delay, not after the back-off.
+    run(client, gateway, 450.0, 460.0, events=events)
+    assert all(m.external_port == 6881 for m in client.mappings())
+
+
 def test_an_expired_mapping_is_removed_without_deletion() -> None:
     gateway = FakeGateway()
     client = new_client((TCP, 6881), lifetime=60)

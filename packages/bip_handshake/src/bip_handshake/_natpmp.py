@@ -31,7 +31,10 @@ How RFC 6886 is run:
   asked for (RFC 3.3: the gateway SHOULD NOT offer more). The mapping is renewed halfway to
   its expiry, suggesting the port the gateway granted, so a gateway that rebooted meanwhile
   gives the same port back. The external address is asked again as often, since a gateway
-  may get a new address from its ISP.
+  may get a new address from its ISP. A renewal that goes unanswered (or is refused with
+  result 3 or 4, which may pass) leaves the earlier grant standing until it runs out, so the
+  port is still told to others meanwhile; it lapses then (a second :class:`MappingFailed`),
+  or at once if the gateway is found to have lost its table.
 - A refused request (result codes 1-5, or a code this RFC does not define, which RFC 3.5
   says is fatal to the request) fails its mapping with :class:`MappingFailed`. It is tried
   again later: after :data:`NATPMP_RETRY_MIN` seconds doubling up to
@@ -534,10 +537,16 @@ class PortMapped(NatPmpEvent):
 
 @dataclass(frozen=True, slots=True)
 class MappingFailed(NatPmpEvent):
-    """A mapping request (or renewal) failed: the mapping is not granted until a retry is.
+    """A mapping request (or renewal) failed: the mapping is not granted until a retry is,
+    or an earlier grant lapsed before a renewal succeeded.
+
+    A renewal that goes unanswered, or is refused for a reason that may pass (result 3 or
+    4), leaves the earlier grant in force until it runs out: the snapshot then still has its
+    ``external_port`` and ``expires_at``, and a second ``MappingFailed`` (``result`` None)
+    tells when it lapses unrenewed.
 
     Attributes:
-        mapping: the mapping, its external port now None.
+        mapping: the mapping, its external port None unless an earlier grant still stands.
         result: the gateway's result code, or None when it did not answer.
         retry_at: when the mapping is requested again.
     """
@@ -846,15 +855,24 @@ class NatPmpClient:
 
     def next_deadline(self) -> float | None:
         """When :meth:`handle_timer` (then :meth:`datagrams_to_send`) has work, or None."""
+        lapses = [
+            m.expires_at
+            for m in self._mappings.values()
+            if m.state is _State.WANTED and m.expires_at is not None
+        ]
         if self._request is not None:
-            return self._request.next_at
-        dues = [m.due for m in self._mappings.values()]
+            return min([self._request.next_at, *lapses])
+        dues = [m.due for m in self._mappings.values()] + lapses
         if self._address_due is not None:
             dues.append(self._address_due)
         return min(dues, default=None)
 
     def handle_timer(self, now: float) -> None:
-        """Let time pass: owe a retransmission, or time the request in flight out."""
+        """Let time pass: owe a retransmission, time the request in flight out, or let an
+        earlier grant whose renewal failed run out."""
+        for m in self._mappings.values():
+            if m.state is _State.WANTED and m.expires_at is not None and m.expires_at <= now:
+                self._grant_lapsed(m, now)
         request = self._request
         if request is None or now < request.next_at or request.resend:
             return
@@ -1023,6 +1041,10 @@ class NatPmpClient:
         for m in self._mappings.values():
             if m.state is _State.MAPPED:
                 m.due = min(m.due, delay)
+            elif m.state is _State.WANTED and m.expires_at is not None:
+                # A grant kept through failed renewals is gone with the gateway's table.
+                m.due = min(m.due, delay)
+                self._grant_lapsed(m, now)
         if self._address_due is not None:
             self._address_due = min(self._address_due, delay)
 
@@ -1087,10 +1109,30 @@ class NatPmpClient:
             )
         mapping.state = _State.WANTED
         mapping.due = retry_at
+        if not (_transient(result) and mapping.expires_at is not None and mapping.expires_at > now):
+            self._clear_grant(mapping)
+        # Otherwise a renewal went unanswered (or was turned down for a reason that may
+        # pass): the earlier grant stands until it runs out (RFC 3.3: a mapping lives its
+        # lifetime), so peers may go on dialling the port; handle_timer lets it lapse then.
+        self._events.append(MappingFailed(mapping.snapshot(), result, retry_at))
+
+    def _grant_lapsed(self, mapping: _Mapping, now: float) -> None:
+        """An earlier grant ran out (or the gateway lost it) before a renewal succeeded."""
+        _log.info(
+            "NAT-PMP gateway %s: the mapping of %s port %d ran out unrenewed",
+            self._gateway,
+            mapping.protocol.name,
+            mapping.internal_port,
+        )
+        self._clear_grant(mapping)
+        # Its retry is due when its back-off says, or under way already.
+        self._events.append(MappingFailed(mapping.snapshot(), None, max(mapping.due, now)))
+
+    @staticmethod
+    def _clear_grant(mapping: _Mapping) -> None:
         mapping.external_port = None
         mapping.lifetime = 0
         mapping.expires_at = None
-        self._events.append(MappingFailed(mapping.snapshot(), result, retry_at))
 
     def _drop(self, mapping: _Mapping, result: NatPmpResult | int | None) -> None:
         del self._mappings[mapping.id]
