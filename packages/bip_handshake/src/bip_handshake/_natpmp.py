@@ -134,6 +134,7 @@ __all__ = [
     "NatPmpStatistics",
     "PortMapped",
     "PortMapping",
+    "PortMappingEvent",
     "decode_natpmp_request",
     "decode_natpmp_response",
 ]
@@ -194,7 +195,8 @@ class NatPmpError(RemoteProtocolError):
 
 
 class MappingProtocol(enum.IntEnum):
-    """The transport a mapping forwards; the value is its request opcode (RFC 3.3)."""
+    """The transport a mapping forwards; the value is its NAT-PMP request opcode (RFC 3.3),
+    the name what UPnP's ``NewProtocol`` carries."""
 
     UDP = 1
     TCP = 2
@@ -469,15 +471,18 @@ def decode_natpmp_request(data: bytes) -> NatPmpRequest:
 
 
 MappingId = NewType("MappingId", int)
-"""Names one mapping of a :class:`NatPmpClient`."""
+"""Names one mapping of a :class:`NatPmpClient` or of a UPnP mapper."""
 
 
 @dataclass(frozen=True, slots=True)
 class PortMapping:
-    """A snapshot of one mapping.
+    """A snapshot of one mapping, NAT-PMP or UPnP.
+
+    A UPnP mapping granted with a permanent lease (the router takes no other) has
+    ``lifetime`` 0 and ``expires_at`` ``math.inf``; it is still renewed now and then.
 
     Attributes:
-        mapping_id: the id :meth:`NatPmpClient.add_mapping` returned.
+        mapping_id: the id ``add_mapping`` returned.
         protocol: UDP or TCP.
         internal_port: our port.
         external_port: the port the gateway forwards, or None while not granted.
@@ -493,10 +498,20 @@ class PortMapping:
     expires_at: float | None
 
 
-class NatPmpEvent:
-    """Base class of what :meth:`NatPmpClient.next_event` returns."""
+class PortMappingEvent:
+    """What a port mapper reports: NAT-PMP or UPnP.
+
+    Base class of what :meth:`NatPmpClient.next_event` returns and of what the UPnP mapper
+    (:func:`~bip_handshake.open_upnp_mapper`) hands its ``on_event``: :class:`PortMapped`,
+    :class:`MappingFailed` and :class:`MappingRemoved` serve both, so one handler reads the
+    two mappers side by side.
+    """
 
     __slots__ = ()
+
+
+NatPmpEvent = PortMappingEvent
+"""The NAT-PMP name of :class:`PortMappingEvent`, kept for the code that uses it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -525,8 +540,9 @@ class NatPmpAddressFailed(NatPmpEvent):
 
 
 @dataclass(frozen=True, slots=True)
-class PortMapped(NatPmpEvent):
-    """A mapping was granted, or its external port changed (a plain renewal is silent).
+class PortMapped(PortMappingEvent):
+    """A mapping was granted, or its external port changed (a plain renewal is silent);
+    NAT-PMP or UPnP.
 
     Attributes:
         mapping: the mapping as now granted.
@@ -536,9 +552,10 @@ class PortMapped(NatPmpEvent):
 
 
 @dataclass(frozen=True, slots=True)
-class MappingFailed(NatPmpEvent):
+class MappingFailed(PortMappingEvent):
     """A mapping request (or renewal) failed: the mapping is not granted until a retry is,
-    or an earlier grant lapsed before a renewal succeeded.
+    or an earlier grant lapsed before a renewal succeeded; NAT-PMP or UPnP (whose
+    ``result`` is the router's UPnP error code, such as 718, or None).
 
     A renewal that goes unanswered, or is refused for a reason that may pass (result 3 or
     4), leaves the earlier grant in force until it runs out: the snapshot then still has its
@@ -557,8 +574,9 @@ class MappingFailed(NatPmpEvent):
 
 
 @dataclass(frozen=True, slots=True)
-class MappingRemoved(NatPmpEvent):
-    """A mapping was removed after :meth:`NatPmpClient.remove_mapping` or ``close``.
+class MappingRemoved(PortMappingEvent):
+    """A mapping was removed after ``remove_mapping`` or the mapper's close; NAT-PMP or UPnP
+    (whose ``result`` is 0, the router's UPnP error code, or None).
 
     Attributes:
         mapping: the mapping as it was last known.

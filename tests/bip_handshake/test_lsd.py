@@ -1,0 +1,500 @@
+"""Local Service Discovery (BEP 14): the BT-SEARCH codec and the LsdService core."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from ipaddress import IPv4Address, IPv6Address
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bip_handshake import PeerOrigin
+from bip_handshake._compact import PeerAddress
+from bip_handshake._errors import LocalProtocolError, RemoteProtocolError
+from bip_handshake._lsd import (
+    LSD_ANNOUNCE_INTERVAL,
+    LSD_GROUP_V4,
+    LSD_GROUP_V6,
+    LSD_MAX_HASHES,
+    LSD_MAX_MESSAGE,
+    LSD_MIN_GAP,
+    LSD_SOURCE_BURST,
+    LsdAnnounce,
+    LsdError,
+    LsdPeerFound,
+    LsdService,
+    decode_lsd_announce,
+)
+from bip_metainfo import InfoHash
+
+H1 = bytes.fromhex("0123456789abcdef0123456789abcdef01234567")
+H2 = bytes(range(20))
+V2 = bytes(range(100, 132))  # a SHA-256 info-hash
+PEER = PeerAddress(IPv4Address("192.168.1.20"), 6771)
+
+
+def hashes(n: int) -> list[bytes]:
+    return [i.to_bytes(20, "big") for i in range(1, n + 1)]
+
+
+def their(*info_hashes: bytes, port: int = 51413, cookie: str | None = "them") -> bytes:
+    return LsdAnnounce(port, info_hashes, "239.192.152.143:6771", cookie).encode()
+
+
+def found(service: LsdService) -> list[tuple[bytes, str]]:
+    out = []
+    while (event := service.next_event()) is not None:
+        assert isinstance(event, LsdPeerFound)
+        out.append((event.info_hash, str(event.peer)))
+    return out
+
+
+# -- codec: what real clients send -------------------------------------------------------------
+
+LIBTORRENT = (
+    b"BT-SEARCH * HTTP/1.1\r\n"
+    b"Host: 239.192.152.143:6771\r\n"
+    b"Port: 6881\r\n"
+    b"Infohash: 0123456789abcdef0123456789abcdef01234567\r\n"
+    b"cookie: 2ae3f0b1\r\n"
+    b"\r\n\r\n"
+)
+TRANSMISSION_3 = (
+    b"BT-SEARCH * HTTP/1.1\r\n"
+    b"Host: 239.192.152.143:6771\r\n"
+    b"Port: 51413\r\n"
+    b"Infohash: 0123456789ABCDEF0123456789ABCDEF01234567\r\n"
+    b"\r\n\r\n"
+)
+TRANSMISSION_4_V6 = (
+    b"BT-SEARCH * HTTP/1.1\r\n"
+    b"Host: [ff15::efc0:988f]:6771\r\n"
+    b"Port: 51413\r\n"
+    b"Infohash: 0123456789ABCDEF0123456789ABCDEF01234567\r\n"
+    b"Infohash: 000102030405060708090A0B0C0D0E0F10111213\r\n"
+    b"cookie: aB3dE6gH9jK1\r\n"
+    b"\r\n\r\n"
+)
+
+
+def test_libtorrent_message() -> None:
+    message = decode_lsd_announce(LIBTORRENT)
+    assert message == LsdAnnounce(6881, (H1,), "239.192.152.143:6771", "2ae3f0b1")
+    assert message.encode() == LIBTORRENT  # we write what libtorrent writes
+
+
+def test_transmission_messages() -> None:
+    assert decode_lsd_announce(TRANSMISSION_3) == LsdAnnounce(
+        51413, (H1,), "239.192.152.143:6771", None
+    )
+    message = decode_lsd_announce(TRANSMISSION_4_V6)
+    assert message.info_hashes == (H1, H2)
+    assert (message.host, message.cookie) == ("[ff15::efc0:988f]:6771", "aB3dE6gH9jK1")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        # header names in any case, blanks around values, bare LF, one blank line only
+        b"bt-search * HTTP/1.0\nPORT:6881\n"
+        b"infohash:   0123456789abcdef0123456789abcdef01234567 \n\n",
+        # unknown headers ignored, no Host, many trailing blank lines
+        b"BT-SEARCH * HTTP/1.1\r\nX-Future: yes\r\nPort: 6881\r\nINFOHASH: "
+        b"0123456789ABCDEF0123456789abcdef01234567\r\n\r\n\r\n\r\n\r\n",
+        # tab-separated value, no trailing blank line after the header block's end
+        b"BT-SEARCH  *  HTTP/1.1\r\nport:\t6881\r\n"
+        b"Infohash:0123456789abcdef0123456789abcdef01234567\r\n\r\n",
+    ],
+)
+def test_tolerated_variations(data: bytes) -> None:
+    message = decode_lsd_announce(data)
+    assert (message.port, message.info_hashes) == (6881, (H1,))
+
+
+def test_parser_takes_whole_messages_only() -> None:
+    # A datagram is a whole message: a prefix cut before the blank line is refused.
+    for cut in range(len(LIBTORRENT)):
+        prefix = LIBTORRENT[:cut]
+        if b"\r\n\r\n" in prefix:
+            decode_lsd_announce(prefix)
+        else:
+            with pytest.raises(LsdError):
+                decode_lsd_announce(prefix)
+
+
+GOOD_HASH = b"Infohash: 0123456789abcdef0123456789abcdef01234567\r\n"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\r\n\r\n",
+        b"BT-SEARCH * HTTP/1.1\r\nPort: 1\r\n" + GOOD_HASH,  # no blank line
+        b"M-SEARCH * HTTP/1.1\r\nPort: 1\r\n" + GOOD_HASH + b"\r\n",  # SSDP, not LSD
+        b"BT-SEARCH / HTTP/1.1\r\nPort: 1\r\n" + GOOD_HASH + b"\r\n",
+        b"BT-SEARCH * HTTP/2.0\r\nPort: 1\r\n" + GOOD_HASH + b"\r\n",
+        b"BT-SEARCH *\r\nPort: 1\r\n" + GOOD_HASH + b"\r\n",
+        b"BT-SEARCH * HTTP/1.1\r\n" + GOOD_HASH + b"\r\n",  # no Port
+        b"BT-SEARCH * HTTP/1.1\r\nPort: 1\r\n\r\n",  # no Infohash
+        b"BT-SEARCH * HTTP/1.1\r\nPort: 65536\r\n" + GOOD_HASH + b"\r\n",
+        b"BT-SEARCH * HTTP/1.1\r\nPort: -1\r\n" + GOOD_HASH + b"\r\n",
+        b"BT-SEARCH * HTTP/1.1\r\nPort: 0x10\r\n" + GOOD_HASH + b"\r\n",
+        b"BT-SEARCH * HTTP/1.1\r\nPort: 1\r\nPort: 1\r\n" + GOOD_HASH + b"\r\n",
+        b"BT-SEARCH * HTTP/1.1\r\nPort: 1\r\nInfohash: 0123\r\n\r\n",
+        b"BT-SEARCH * HTTP/1.1\r\nPort: 1\r\nInfohash: " + b"g" * 40 + b"\r\n\r\n",
+        b"BT-SEARCH * HTTP/1.1\r\nPort: 1\r\nInfohash: " + b"ab" * 32 + b"\r\n\r\n",  # full v2
+        b"BT-SEARCH * HTTP/1.1\r\nPort: 1\r\nHost: a\r\nHost: b\r\n" + GOOD_HASH + b"\r\n",
+        b"BT-SEARCH * HTTP/1.1\r\nPort: 1\r\ncookie: a\r\ncookie: b\r\n" + GOOD_HASH + b"\r\n",
+        b"BT-SEARCH * HTTP/1.1\r\nPort 1\r\n" + GOOD_HASH + b"\r\n",  # no colon
+        b"BT-SEARCH * HTTP/1.1\r\nPort : 1\r\n" + GOOD_HASH + b"\r\n",  # blank in a name
+        b"BT-SEARCH * HTTP/1.1\r\n Port: 1\r\n" + GOOD_HASH + b"\r\n",  # folded line
+        b"BT-SEARCH * HTTP/1.1\r\nPort: 1\rX\r\n" + GOOD_HASH + b"\r\n",  # bare CR
+        b"BT-SEARCH * HTTP/1.1\r\nPort: 1\r\nX: \x00\r\n" + GOOD_HASH + b"\r\n",
+        b"BT-SEARCH * HTTP/1.1\r\nPort: 1\r\n" + GOOD_HASH + b"\r\nbody",  # data after
+    ],
+)
+def test_malformed_messages_raise_our_error(data: bytes) -> None:
+    with pytest.raises(LsdError):
+        decode_lsd_announce(data)
+    assert issubclass(LsdError, RemoteProtocolError)
+
+
+def test_size_and_hash_bounds() -> None:
+    filler = b"X: " + b"x" * (LSD_MAX_MESSAGE - len(LIBTORRENT)) + b"\r\n"
+    padded = LIBTORRENT.replace(b"Port:", filler + b"Port:")
+    assert len(padded) > LSD_MAX_MESSAGE
+    with pytest.raises(LsdError, match="1400 bytes at most"):
+        decode_lsd_announce(padded)
+    assert decode_lsd_announce(padded, max_size=2000).port == 6881
+    many = LsdAnnounce(1, tuple(hashes(LSD_MAX_HASHES + 1))).encode()
+    with pytest.raises(LsdError, match="32 info-hashes at most"):
+        decode_lsd_announce(many, max_size=4000)
+    assert len(decode_lsd_announce(many, max_size=4000, max_hashes=40).info_hashes) == 33
+
+
+def test_a_full_message_of_25_hashes_fits_1400_bytes() -> None:
+    service = LsdService(65535, cookie="f" * 8, min_gap=0)
+    assert service.hashes_per_message == 25
+    for h in hashes(60):
+        service.announce(h, 0.0)
+    sent = service.datagrams_to_send(0.0)
+    assert [len(decode_lsd_announce(m).info_hashes) for m, _ in sent] == [25, 25, 10]
+    assert all(len(m) <= LSD_MAX_MESSAGE for m, _ in sent)
+    v6 = LsdService(65535, group=LSD_GROUP_V6, cookie="c" * 64)
+    assert v6.hashes_per_message == 24
+
+
+# Field values: tab, space, visible ASCII and Latin-1's upper half, no blank at either end.
+field_text = st.text(
+    st.sampled_from("\t ") | st.characters(min_codepoint=0x21, max_codepoint=0xFF),
+    max_size=30,
+).filter(lambda text: "\x7f" not in text and text == text.strip(" \t"))
+announces = st.builds(
+    LsdAnnounce,
+    st.integers(0, 0xFFFF),
+    st.lists(st.binary(min_size=20, max_size=20), min_size=1, max_size=LSD_MAX_HASHES).map(tuple),
+    st.none() | field_text,
+    st.none() | field_text,
+)
+
+
+@given(announces)
+def test_round_trip(message: LsdAnnounce) -> None:
+    assert decode_lsd_announce(message.encode(), max_size=4000) == message
+
+
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_decode_or_raise_our_error(data: bytes) -> None:
+    with contextlib.suppress(LsdError):
+        decode_lsd_announce(data)
+
+
+@given(st.lists(st.sampled_from(LIBTORRENT.split(b"\r\n")), max_size=10), st.binary(max_size=8))
+def test_shuffled_lines_decode_or_raise_our_error(lines: list[bytes], junk: bytes) -> None:
+    with contextlib.suppress(LsdError):
+        decode_lsd_announce(b"\r\n".join(lines) + junk)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: LsdAnnounce(65536, (H1,)),
+        lambda: LsdAnnounce(True, (H1,)),
+        lambda: LsdAnnounce("1", (H1,)),  # type: ignore[arg-type]
+        lambda: LsdAnnounce(1, ()),
+        lambda: LsdAnnounce(1, H1),  # type: ignore[arg-type]
+        lambda: LsdAnnounce(1, 5),  # type: ignore[arg-type]
+        lambda: LsdAnnounce(1, (H1[:19],)),
+        lambda: LsdAnnounce(1, ("ab" * 20,)),  # type: ignore[arg-type]
+        lambda: LsdAnnounce(1, (H1,), host="a\r\nPort: 2"),
+        lambda: LsdAnnounce(1, (H1,), host=" padded"),
+        lambda: LsdAnnounce(1, (H1,), cookie="\u20ac"),
+        lambda: LsdAnnounce(1, (H1,), cookie=7),  # type: ignore[arg-type]
+    ],
+)
+def test_bad_message_fields_raise_local_error(build: object) -> None:
+    with pytest.raises(LocalProtocolError):
+        build()  # type: ignore[operator]
+
+
+def test_a_list_of_hashes_is_kept_as_a_tuple() -> None:
+    assert LsdAnnounce(1, [bytearray(H1)]).info_hashes == (H1,)  # type: ignore[arg-type]
+
+
+# -- the service: sending ----------------------------------------------------------------------
+
+
+def test_announces_at_once_then_every_five_minutes() -> None:
+    service = LsdService(6881, cookie="me")
+    assert (service.port, service.cookie, service.group) == (6881, "me", LSD_GROUP_V4)
+    assert service.next_deadline() is None
+    assert service.datagrams_to_send(0.0) == []
+    service.announce(H1, 10.0)
+    assert service.next_deadline() == 10.0
+    [(data, group)] = service.datagrams_to_send(10.0)
+    assert group == LSD_GROUP_V4
+    assert decode_lsd_announce(data) == LsdAnnounce(6881, (H1,), "239.192.152.143:6771", "me")
+    assert service.datagrams_to_send(10.0) == []
+    assert service.next_deadline() == 10.0 + LSD_ANNOUNCE_INTERVAL
+    assert service.datagrams_to_send(309.0) == []
+    assert len(service.datagrams_to_send(310.0)) == 1
+    service.announce(H1, 400.0)  # announced already: the schedule stands
+    assert service.next_deadline() == 610.0
+    stats = service.statistics()
+    assert (stats.announced, stats.sent, stats.hashes_sent) == (1, 2, 2)
+
+
+def test_messages_keep_the_minimum_gap_and_late_torrents_fall_in_step() -> None:
+    service = LsdService(6881)
+    service.announce(H1, 0.0)
+    assert len(service.datagrams_to_send(0.0)) == 1
+    service.announce(H2, 10.0)
+    assert service.next_deadline() == LSD_MIN_GAP  # waits for the gap
+    assert service.datagrams_to_send(30.0) == []
+    [(data, _)] = service.datagrams_to_send(60.0)
+    assert decode_lsd_announce(data).info_hashes == (H2,)
+    # At 300 H1 is due and H2 (due at 360) would need its own message before the next
+    # one may go: it rides along, and from then on both share one message.
+    assert service.next_deadline() == 300.0
+    [(data, _)] = service.datagrams_to_send(300.0)
+    assert decode_lsd_announce(data).info_hashes == (H1, H2)
+    assert service.next_deadline() == 600.0
+
+
+def test_many_torrents_are_batched_and_round_robin() -> None:
+    service = LsdService(6881, cookie="me")
+    everything = hashes(100)
+    for h in everything:
+        service.announce(h, 0.0)
+    seen: list[bytes] = []
+    now = 0.0
+    times = []
+    while len(seen) < 100:
+        deadline = service.next_deadline()
+        assert deadline is not None
+        now = deadline
+        for data, _ in service.datagrams_to_send(now):
+            times.append(now)
+            seen.extend(decode_lsd_announce(data).info_hashes)
+    assert sorted(seen) == everything  # each once, in 4 messages a minute apart
+    assert times == [0.0, 60.0, 120.0, 180.0]
+    # The first batch falls due again first (most overdue first).
+    assert service.next_deadline() == 300.0
+    [(data, _)] = service.datagrams_to_send(300.0)
+    assert list(decode_lsd_announce(data).info_hashes) == seen[:25]
+
+
+def test_withdraw_stops_announcing_and_reporting() -> None:
+    service = LsdService(6881, min_gap=0)
+    service.announce(H1, 0.0)
+    service.announce(H2, 0.0)
+    service.datagrams_to_send(0.0)
+    service.withdraw(H1)
+    service.withdraw(H1)  # again: nothing
+    assert not service.is_announced(H1)
+    [(data, _)] = service.datagrams_to_send(300.0)
+    assert decode_lsd_announce(data).info_hashes == (H2,)
+    service.receive_datagram(their(H1, H2), PEER, 301.0)
+    assert found(service) == [(H2, "192.168.1.20:51413")]
+    assert service.statistics().unknown_hashes == 1
+    service.withdraw(H2)
+    assert service.next_deadline() is None
+    assert service.datagrams_to_send(1000.0) == []
+
+
+def test_v2_and_hybrid_torrents_are_announced_by_their_swarm_ids() -> None:
+    service = LsdService(6881, min_gap=0)
+    v2 = InfoHash(v2=V2)
+    service.announce(v2, 0.0)
+    [(data, _)] = service.datagrams_to_send(0.0)
+    assert decode_lsd_announce(data).info_hashes == (V2[:20],)  # truncated, as libtorrent
+    hybrid = InfoHash(v1=H1, v2=V2)
+    service.announce(hybrid, 1.0)
+    assert service.is_announced(hybrid)
+    [(data, _)] = service.datagrams_to_send(1.0)
+    assert decode_lsd_announce(data).info_hashes == (H1,)  # V2[:20] was announced already
+    service.withdraw(hybrid)
+    assert not service.is_announced(v2)
+    assert service.statistics().announced == 0
+
+
+def test_bad_arguments_raise_local_error() -> None:
+    for port in (0, 65536, True, -1):
+        with pytest.raises(LocalProtocolError):
+            LsdService(port)
+    with pytest.raises(LocalProtocolError):
+        LsdService(1, group="239.192.152.143:6771")  # type: ignore[arg-type]
+    with pytest.raises(LocalProtocolError):
+        LsdService(1, group=PeerAddress(IPv4Address(0), 6771))
+    with pytest.raises(LocalProtocolError):
+        LsdService(1, group=PeerAddress(IPv4Address("239.192.152.143"), 0))
+    for cookie in ("", "has space", "x" * 65, "\u20ac"):
+        with pytest.raises(LocalProtocolError):
+            LsdService(1, cookie=cookie)
+    for name, value in [
+        ("announce_interval", 0),
+        ("announce_interval", float("inf")),
+        ("min_gap", -1),
+        ("min_gap", "1"),
+        ("max_message", 100),
+        ("source_rate", 0),
+        ("source_burst", 0),
+        ("max_sources", 0),
+        ("max_events", True),
+    ]:
+        with pytest.raises(LocalProtocolError):
+            LsdService(1, **{name: value})  # type: ignore[arg-type]
+    service = LsdService(1)
+    for bad_hash in (b"short", "0" * 40, V2):
+        with pytest.raises(LocalProtocolError):
+            service.announce(bad_hash, 0.0)  # type: ignore[arg-type]
+        with pytest.raises(LocalProtocolError):
+            service.withdraw(bad_hash)  # type: ignore[arg-type]
+
+
+def test_the_default_cookie_is_random_and_seeded() -> None:
+    a = LsdService(1, rng=random.Random(1)).cookie
+    assert a == LsdService(1, rng=random.Random(1)).cookie
+    assert a != LsdService(1, rng=random.Random(2)).cookie
+    assert len(a) == 8
+    assert int(a, 16) >= 0
+
+
+# -- the service: receiving --------------------------------------------------------------------
+
+
+def test_peer_is_the_source_host_with_the_port_header() -> None:
+    service = LsdService(6881, cookie="me")
+    service.announce(H1, 0.0)
+    service.receive_datagram(their(H1, H1, H2, port=7000), PEER, 1.0)
+    assert found(service) == [(H1, "192.168.1.20:7000")]  # once; H2 is not ours
+    mapped = PeerAddress(IPv6Address("::ffff:192.168.1.21"), 6771)
+    service.receive_datagram(their(H1), mapped, 2.0)
+    assert found(service) == [(H1, "192.168.1.21:51413")]
+    v6 = PeerAddress(IPv6Address("fd00::5"), 6771)
+    service.receive_datagram(their(H1), v6, 3.0)
+    assert found(service) == [(H1, "[fd00::5]:51413")]
+    stats = service.statistics()
+    assert (stats.received, stats.peers_found, stats.unknown_hashes) == (3, 3, 1)
+
+
+def test_our_own_messages_are_dropped_by_cookie() -> None:
+    service = LsdService(6881, cookie="me", min_gap=0)
+    service.announce(H1, 0.0)
+    [(data, _)] = service.datagrams_to_send(0.0)
+    service.receive_datagram(data, PEER, 0.0)
+    service.receive_datagram(their(H1, cookie=None), PEER, 0.0)  # a client without cookies
+    assert found(service) == [(H1, "192.168.1.20:51413")]
+    assert service.statistics().own == 1
+
+
+@pytest.mark.parametrize(
+    ("data", "source"),
+    [
+        (their(H1, port=0), PEER),
+        (their(H1), PeerAddress(IPv6Address("fe80::1"), 6771)),  # link-local: no scope
+        (their(H1), PeerAddress(IPv4Address(0), 6771)),
+        (their(H1), PeerAddress(IPv4Address("239.192.152.143"), 6771)),
+    ],
+)
+def test_unusable_announces_are_dropped(data: bytes, source: PeerAddress) -> None:
+    service = LsdService(6881)
+    service.announce(H1, 0.0)
+    service.receive_datagram(data, source, 1.0)
+    assert found(service) == []
+    assert service.statistics().unusable == 1
+
+
+def test_garbage_is_counted_never_raised() -> None:
+    service = LsdService(6881)
+    service.announce(H1, 0.0)
+    for data in (b"", b"\xff" * 50, b"GET / HTTP/1.1\r\n\r\n", their(H1) * 20):
+        service.receive_datagram(data, PEER, 1.0)
+    assert service.statistics().malformed == 4
+    assert found(service) == []
+
+
+def test_each_host_is_rate_limited() -> None:
+    service = LsdService(6881, source_rate=1.0, source_burst=5)
+    service.announce(H1, 0.0)
+    for _ in range(50):
+        service.receive_datagram(their(H1), PEER, 0.0)
+    assert len(found(service)) == 5
+    assert service.statistics().rate_limited == 45
+    other = PeerAddress(IPv4Address("192.168.1.99"), 6771)
+    service.receive_datagram(their(H1), other, 0.0)  # another host has its own allowance
+    assert len(found(service)) == 1
+    service.receive_datagram(their(H1), PEER, 2.5)  # 2.5 messages earned back
+    service.receive_datagram(their(H1), PEER, 2.5)
+    service.receive_datagram(their(H1), PEER, 2.5)
+    assert len(found(service)) == 2
+
+
+def test_the_source_table_is_bounded_and_forgets_idle_hosts() -> None:
+    service = LsdService(6881, source_rate=1.0, source_burst=2, max_sources=4)
+    service.announce(H1, 0.0)
+    for i in range(10):
+        host = PeerAddress(IPv4Address(f"10.0.0.{i + 1}"), 6771)
+        service.receive_datagram(their(H1), host, 0.0)
+    # Four hosts tracked; the others got no allowance while those are still limited.
+    stats = service.statistics()
+    assert (stats.tracked_sources, stats.peers_found, stats.rate_limited) == (4, 4, 6)
+    found(service)
+    # Two seconds on, every allowance is whole again: the old entries are forgotten.
+    late = PeerAddress(IPv4Address("10.0.0.99"), 6771)
+    service.receive_datagram(their(H1), late, 2.0)
+    assert found(service) == [(H1, "10.0.0.99:51413")]
+    assert service.statistics().tracked_sources == 1
+    service.handle_timer(10.0)
+    assert service.statistics().tracked_sources == 0
+
+
+def test_a_clock_going_back_does_not_grant_messages() -> None:
+    service = LsdService(6881, source_rate=1.0, source_burst=1)
+    service.announce(H1, 0.0)
+    service.receive_datagram(their(H1), PEER, 10.0)
+    service.receive_datagram(their(H1), PEER, 5.0)
+    assert len(found(service)) == 1
+
+
+def test_waiting_events_are_bounded() -> None:
+    service = LsdService(6881, max_events=3, source_burst=LSD_SOURCE_BURST)
+    mine = hashes(5)
+    for h in mine:
+        service.announce(h, 0.0)
+    service.receive_datagram(their(*mine), PEER, 0.0)
+    assert len(found(service)) == 3
+    assert service.statistics().events_dropped == 2
+
+
+def test_lsd_is_a_peer_origin() -> None:
+    assert PeerOrigin.from_name("lsd") is PeerOrigin.LSD
+
+
+def test_group_constants() -> None:
+    assert str(LSD_GROUP_V4) == "239.192.152.143:6771"
+    assert str(LSD_GROUP_V6) == "[ff15::efc0:988f]:6771"
+    assert LsdService(1, group=LSD_GROUP_V6).host == "[ff15::efc0:988f]:6771"
