@@ -7,9 +7,9 @@ import xml.etree.ElementTree as ET
 from ipaddress import IPv4Address
 
 import pytest
-from _upnp_igd import IGD1, ROOT_DESC, WANIP1, WANIP2, WANPPP1, FakeIgd, fault, http_response
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests._upnp_igd import IGD1, ROOT_DESC, WANIP1, WANIP2, WANPPP1, FakeIgd, fault, http_response
 
 from bip_handshake._errors import LocalProtocolError, RemoteProtocolError
 from bip_handshake._natpmp import MappingProtocol

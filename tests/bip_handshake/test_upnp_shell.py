@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import pytest
 import trio
 import trio.testing
-from _upnp_igd import (
+from tests._upnp_igd import (
     EXTERNAL,
     LOOPBACK,
     WANIP1,

@@ -199,6 +199,18 @@ def add_session_arguments(parser: argparse.ArgumentParser) -> None:
         help="the NAT-PMP gateway's IPv4 address (implies --natpmp; default: the default"
         " route's gateway)",
     )
+    parser.add_argument(
+        "--upnp",
+        action="store_true",
+        help="map the same ports with UPnP IGD (the router found by SSDP) while running, and"
+        " announce the port it grants; off by default",
+    )
+    parser.add_argument(
+        "--lsd",
+        action="store_true",
+        help="Local Service Discovery (BEP 14): announce public torrents on the local"
+        " network's multicast group and dial the peers announcing them there; off by default",
+    )
     add_ip_filter_options(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress line")
 
@@ -400,6 +412,8 @@ def config_from_args(args: argparse.Namespace) -> ClientConfig:
         ip_filter=load_ip_filter(args.ip_filter, strict=args.ip_filter_strict),
         natpmp=args.natpmp or gateway is not None,
         natpmp_gateway=gateway,
+        upnp=args.upnp,
+        lsd=args.lsd,
     )
 
 
@@ -627,6 +641,8 @@ async def _download(args: argparse.Namespace, config: ClientConfig) -> int:
         resume=not args.no_resume,
         extra_trackers=tuple(args.tracker),
         web_seeds=not args.no_web_seeds,
+        # The command runs the torrent: a pause a library user's session saved there is lifted.
+        paused=False,
     )
     more_bootstrap = mutable.dht_nodes if mutable is not None else ()
     async with (

@@ -59,9 +59,13 @@ async def _seed(args: argparse.Namespace) -> int:
         raise CLIError(f"{directory}: no such directory")
     peers = await user_peers(args)
     # Selecting no file makes the torrent complete at once: it serves what it has and never
-    # asks for more.
+    # asks for more. A pause a library user's session saved there is lifted: we serve.
     options = TorrentOptions(
-        directory, peers=peers, files=frozenset(), extra_trackers=tuple(args.tracker)
+        directory,
+        peers=peers,
+        files=frozenset(),
+        extra_trackers=tuple(args.tracker),
+        paused=False,
     )
     async with open_session_with_dht(args, config_from_args(args), directory) as session:
         torrent = await session.add_torrent(metainfo, options)

@@ -20,6 +20,7 @@ BEP 55 holepunching (:class:`HolepunchPolicy`) when uTP is on.
 from ._config import (
     DEFAULT_CONNECTION_SPEED,
     DEFAULT_DHT_INTERVAL,
+    DEFAULT_FILE_PRIORITY,
     DEFAULT_LISTEN_PORT,
     DEFAULT_MAX_PEERLIST_SIZE,
     DEFAULT_MAX_PEERS,
@@ -27,6 +28,8 @@ from ._config import (
     DEFAULT_METADATA_TIMEOUT,
     DEFAULT_REDIAL_INTERVAL,
     DEFAULT_RESUME_INTERVAL,
+    MAX_FILE_PRIORITY,
+    MIN_FILE_PRIORITY,
     RESUME_DIRECTORY,
     ClientConfig,
     TorrentOptions,
@@ -47,6 +50,7 @@ from ._http_tracker_errors import (
     MalformedTrackerResponseError,
     TrackerBlockedError,
 )
+from ._move import MoveFlags
 from ._port_mapping import SessionPortMapping
 from ._resume import ResumeStore
 from ._session import OUR_EXTENSIONS, REASON_DUPLICATE, REASON_IP_FILTER, Session, open_session
@@ -81,6 +85,7 @@ from ._webseed_http import (
 __all__ = [
     "DEFAULT_CONNECTION_SPEED",
     "DEFAULT_DHT_INTERVAL",
+    "DEFAULT_FILE_PRIORITY",
     "DEFAULT_LISTEN_PORT",
     "DEFAULT_MAX_PEERLIST_SIZE",
     "DEFAULT_MAX_PEERS",
@@ -88,6 +93,8 @@ __all__ = [
     "DEFAULT_METADATA_TIMEOUT",
     "DEFAULT_REDIAL_INTERVAL",
     "DEFAULT_RESUME_INTERVAL",
+    "MAX_FILE_PRIORITY",
+    "MIN_FILE_PRIORITY",
     "OUR_EXTENSIONS",
     "RATE_WINDOW",
     "REASON_DUPLICATE",
@@ -113,6 +120,7 @@ __all__ = [
     "HttpTrackerClient",
     "HttpTrackerError",
     "MalformedTrackerResponseError",
+    "MoveFlags",
     "PeerInfo",
     "PeerSource",
     "ResumeStore",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -14,6 +14,8 @@ from bip_disk import FileSystem
 from bip_handshake import (
     DEFAULT_MAX_PEERLIST_SIZE,  # re-exported: the session's default is the list's own
     NATPMP_PORT,
+    UPNP_SSDP_HOST,
+    UPNP_SSDP_PORT,
     Dialer,
     EncryptionPolicy,
     IPFilter,
@@ -26,6 +28,7 @@ from bip_peer import check_rate
 __all__ = [
     "DEFAULT_CONNECTION_SPEED",
     "DEFAULT_DHT_INTERVAL",
+    "DEFAULT_FILE_PRIORITY",
     "DEFAULT_LISTEN_PORT",
     "DEFAULT_MAX_PEERLIST_SIZE",
     "DEFAULT_MAX_PEERS",
@@ -34,9 +37,13 @@ __all__ = [
     "DEFAULT_REDIAL_INTERVAL",
     "DEFAULT_RESUME_INTERVAL",
     "DEFAULT_UTP_CONFIG",
+    "MAX_FILE_PRIORITY",
+    "MIN_FILE_PRIORITY",
     "RESUME_DIRECTORY",
+    "UPNP_SSDP_ADDRESS",
     "ClientConfig",
     "TorrentOptions",
+    "check_file_priorities",
 ]
 
 DEFAULT_LISTEN_PORT: Final = 6881
@@ -76,8 +83,16 @@ accept neither)."""
 DEFAULT_CONNECTION_SPEED: Final = 30
 """Dials a session starts per second at most, all torrents together (libtorrent's
 ``connection_speed``): a burst of tracker peers does not open hundreds of sockets at once."""
+UPNP_SSDP_ADDRESS: Final = f"{UPNP_SSDP_HOST}:{UPNP_SSDP_PORT}"
+"""Where UPnP searches go unless told: SSDP's multicast group."""
 RESUME_DIRECTORY: Final = ".bip"
 """Where, under a torrent's save directory, its resume data and fetched metadata are kept."""
+MIN_FILE_PRIORITY: Final = 0
+"""A file's priority that skips it (libtorrent's ``dont_download``)."""
+DEFAULT_FILE_PRIORITY: Final = 4
+"""A file's priority unless told otherwise (libtorrent's ``default_priority``)."""
+MAX_FILE_PRIORITY: Final = 7
+"""The highest priority of a file (libtorrent's ``top_priority``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +182,18 @@ class ClientConfig:
             the system's routing table).
         natpmp_gateway_port: the gateway's NAT-PMP port (RFC 6886's 5351; another only for
             a test's gateway).
+        upnp: map the same ports with UPnP IGD, as libtorrent's ``enable_upnp`` (beside
+            NAT-PMP when both are on: the router speaks one or the other; NAT-PMP's grant is
+            the one told when both grant). Off by default, as ``natpmp``.
+        upnp_ssdp_address: where UPnP searches go, ``HOST:PORT`` (``None``: SSDP's multicast
+            group, 239.255.255.250:1900; a unicast address only for a test's gateway).
+        lsd: Local Service Discovery (BEP 14), as libtorrent's ``enable_lsd``: every torrent
+            but private ones (BEP 27) is announced on the local network's multicast group
+            every five minutes, and the peers announcing it there are dialled. Off by
+            default (unlike libtorrent): nothing is multicast unless asked. A group that
+            cannot be joined costs a WARNING and the session runs without it.
+        lsd_group: the LSD group, ``HOST:PORT`` (``None``: BEP 14's, 239.192.152.143:6771;
+            a unicast address only for tests).
     """
 
     listen: tuple[tuple[str, int], ...] = (("0.0.0.0", DEFAULT_LISTEN_PORT),)
@@ -201,6 +228,10 @@ class ClientConfig:
     natpmp: bool = False
     natpmp_gateway: str | None = None
     natpmp_gateway_port: int = NATPMP_PORT
+    upnp: bool = False
+    upnp_ssdp_address: str | None = None
+    lsd: bool = False
+    lsd_group: str | None = None
 
     def __post_init__(self) -> None:
         """Refuse numbers that cannot work."""
@@ -213,6 +244,8 @@ class ClientConfig:
                 raise ValueError(
                     f"natpmp_gateway must be an IPv4 address, not {self.natpmp_gateway!r}"
                 ) from None
+        for name in ("upnp_ssdp_address", "lsd_group"):
+            _check_group(name, getattr(self, name))
         port = self.natpmp_gateway_port
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port <= 0xFFFF:
             raise ValueError(f"natpmp_gateway_port must be in 1..65535, not {port!r}")
@@ -247,6 +280,8 @@ class ClientConfig:
             "ssrf_mitigation",
             "allow_idna",
             "natpmp",
+            "upnp",
+            "lsd",
         ):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, not {getattr(self, name)!r}")
@@ -261,6 +296,21 @@ class ClientConfig:
                 raise ValueError(f"a listen address is (host, port 0..65535), not {(host, port)!r}")
 
 
+def _check_group(name: str, value: object) -> None:
+    """``value`` is None or an IPv4 ``HOST:PORT`` (a multicast group, or a test's unicast
+    stand-in)."""
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str (HOST:PORT) or None, not {value!r}")
+    try:
+        address = PeerAddress.parse(value)
+    except ValueError:
+        raise ValueError(f"{name} must be an IPv4 HOST:PORT, not {value!r}") from None
+    if not isinstance(address.host, IPv4Address) or not address.port:
+        raise ValueError(f"{name} must be an IPv4 HOST:PORT, not {value!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class TorrentOptions:
     """What to do with one torrent of a session.
@@ -271,8 +321,13 @@ class TorrentOptions:
         peers: peers to dial whatever the trackers say (``--peer``; a magnet link's ``x.pe``
             are added to these).
         files: indices of the files to download (as the torrent lists them, pad files
-            included, as libtorrent and BEP 53 count); ``None``: the magnet link's ``so``, or
-            every file.
+            included, as libtorrent and BEP 53 count); ``None``: ``file_priorities``, the
+            priorities saved by an earlier run, the magnet link's ``so``, or every file.
+        file_priorities: one priority per file (0..7, in the torrent's file order, pad files
+            included), libtorrent's ``add_torrent_params.file_priorities``: 0 skips the
+            file, higher priorities are fetched first (4 is the default). Checked against
+            the file count once the metadata is known (a magnet link's: a wrong count then
+            fails the torrent). Give ``files`` or ``file_priorities``, not both.
         extra_trackers: announce URLs to use besides the torrent's own.
         resume: read and write resume data under ``save_dir/.bip/``; without, everything on
             disk is hashed at start and nothing is recorded.
@@ -281,6 +336,16 @@ class TorrentOptions:
             fsspec storage. The torrent closes it when it closes.
         web_seeds: download from the torrent's BEP 19 web seeds too (its ``url-list``, a
             magnet link's ``ws``) as well as from peers.
+        paused: start paused (``True``) or not (``False``), whatever was saved; ``None``: as
+            the resume data under ``save_dir/.bip/`` says (a torrent paused when its last
+            run ended comes back paused, as libtorrent's resume data carries ``paused``),
+            else not paused.
+
+    Raises:
+        TypeError: ``file_priorities`` is not a sequence of ints, ``paused`` not a bool or
+            ``None``.
+        ValueError: a priority is outside 0..7, or both ``files`` and ``file_priorities``
+            are given.
     """
 
     save_dir: Path
@@ -290,3 +355,37 @@ class TorrentOptions:
     extra_trackers: tuple[str, ...] = ()
     storage: Callable[[Path], FileSystem] | None = None
     web_seeds: bool = True
+    file_priorities: tuple[int, ...] | None = None
+    paused: bool | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse priorities and flags that cannot work; keep the priorities as a tuple."""
+        if self.paused is not None and not isinstance(self.paused, bool):
+            raise TypeError(f"paused must be a bool or None, not {self.paused!r}")
+        if self.file_priorities is None:
+            return
+        priorities = check_file_priorities(self.file_priorities)
+        object.__setattr__(self, "file_priorities", priorities)  # frozen: normalised once
+        if self.files is not None:
+            raise ValueError("give files or file_priorities, not both")
+
+
+def check_file_priorities(priorities: object) -> tuple[int, ...]:
+    """``priorities`` as a tuple of file priorities, each an int in 0..7.
+
+    Raises:
+        TypeError: not a sequence (a list, a tuple...) of ints; a str, bytes or a bool is
+            none.
+        ValueError: a priority is outside 0..7.
+    """
+    if not isinstance(priorities, Sequence) or isinstance(priorities, str | bytes | bytearray):
+        raise TypeError(f"file priorities are a sequence of ints, not {priorities!r}")
+    for index, priority in enumerate(priorities):
+        if type(priority) is not int:
+            raise TypeError(f"file priority {index} is not an int: {priority!r}")
+        if not MIN_FILE_PRIORITY <= priority <= MAX_FILE_PRIORITY:
+            raise ValueError(
+                f"file priority {index} is {priority}, not in"
+                f" {MIN_FILE_PRIORITY}..{MAX_FILE_PRIORITY}"
+            )
+    return tuple(priorities)

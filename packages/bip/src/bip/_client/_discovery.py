@@ -15,7 +15,10 @@ feeds the same sink. The sources here:
   the background, a few at a time, after its numeric peers went to the sink; the address an
   HTTP tracker says it sees us at (BEP 24) is passed on as a vote for our external address;
 - a DHT: any object with ``keep_finding`` as bip_dht's ``open_dht`` returns plugs in
-  through :class:`DhtPeers`.
+  through :class:`DhtPeers`;
+- Local Service Discovery (BEP 14): :class:`LsdPeers` announces a torrent's swarms on the
+  session's :class:`~bip_handshake.LocalServiceDiscovery` (the peers it hears go straight to
+  the sink, from the session).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Final, NoReturn, Protocol
 import trio
 
 from bip_dht import DHTError
-from bip_handshake import IPFilter, PeerAddress, PeerId, PeerSink
+from bip_handshake import IPFilter, LocalServiceDiscovery, PeerAddress, PeerId, PeerSink
 from bip_metainfo import InfoHash
 from bip_utracker import (
     AnnounceEvent,
@@ -46,6 +49,7 @@ __all__ = [
     "DhtLike",
     "DhtPeers",
     "DiscoveryTarget",
+    "LsdPeers",
     "PeerSource",
     "TrackerAnnouncer",
     "UserPeers",
@@ -438,3 +442,39 @@ class _DhtPlan:
             # (a look-only round has nothing to say, so completion does not restart it)
             seed=target.listen_port != 0 and target.completed.is_set(),
         )
+
+
+class LsdPeers:
+    """Announces a torrent on the local network (BEP 14) while it runs.
+
+    Each swarm id (a hybrid torrent has two, BEP 52; a magnet's v2 half once its metadata
+    brings it) is announced on the session's ``lsd``, which repeats it every five minutes;
+    the swarms are withdrawn when the torrent stops (or pauses). Private torrents (BEP 27)
+    are never announced, and a magnet that turns out private is withdrawn. What LSD hears
+    goes to the session's sink from the ``lsd``'s own callback, not through here: one
+    callback serves every torrent.
+
+    Args:
+        lsd: the session's running Local Service Discovery (one per address family).
+    """
+
+    def __init__(self, *lsd: LocalServiceDiscovery) -> None:
+        self.lsd = lsd
+
+    async def run(self, target: DiscoveryTarget, sink: PeerSink) -> None:
+        """Keep the torrent's swarms announced until cancelled (or until it turns out
+        private); withdraw them on the way out."""
+        await target.ready.wait()  # as for trackers and the DHT: after the check
+        announced: set[bytes] = set()
+        try:
+            while not target.private:
+                for swarm_id in target.info_hash.swarm_ids():
+                    if swarm_id not in announced:
+                        announced.add(swarm_id)
+                        for lsd in self.lsd:
+                            lsd.announce(swarm_id)
+                await trio.sleep(_DHT_RECHECK)
+        finally:
+            for swarm_id in announced:
+                for lsd in self.lsd:
+                    lsd.withdraw(swarm_id)

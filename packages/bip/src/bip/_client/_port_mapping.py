@@ -1,12 +1,15 @@
-"""The session's ports mapped on the NAT gateway (NAT-PMP, RFC 6886), and the ports we tell.
+"""The session's ports mapped on the NAT gateway (NAT-PMP, RFC 6886, and UPnP IGD), and the
+ports we tell.
 
 Behind a home router nobody can dial us unless the router forwards a port; with
-:attr:`~bip._client.ClientConfig.natpmp` on, :func:`open_session_port_mapping` asks the
-gateway (bip_handshake's :func:`~bip_handshake.open_port_mapper`) to forward the session's
-TCP listen ports and its UDP ports (uTP, the DHT), keeps the mappings alive while the session
-runs and deletes them when it closes (within bip_handshake's bounded close). As libtorrent
-does with its port mappings, the external TCP port the gateway grants (which may differ from
-ours: another machine behind the router may hold it) is what we tell others:
+:attr:`~bip._client.ClientConfig.natpmp` or :attr:`~bip._client.ClientConfig.upnp` on,
+:func:`open_session_port_mapping` asks the gateway (bip_handshake's
+:func:`~bip_handshake.open_port_mapper` and :func:`~bip_handshake.open_upnp_mapper`, side by
+side as libtorrent runs both) to forward the session's TCP listen ports and its UDP ports
+(uTP, the DHT), keeps the mappings alive while the session runs and deletes them when it
+closes (within bip_handshake's bounded closes). As libtorrent does with its port mappings,
+the external TCP port the gateway grants (which may differ from ours: another machine behind
+the router may hold it; NAT-PMP's grant first when both granted one) is what we tell others:
 :class:`SessionPortMapping` gives it to the trackers' and the DHT's announces (read at each
 announce: :attr:`SessionPortMapping.external_tcp_port`), to our BEP 10 extended handshake's
 ``p`` (it is a peer manager service), and to the external address voting
@@ -15,7 +18,7 @@ external address as a :attr:`~bip_handshake.VoteSource.ROUTER` vote).
 
 A gateway that cannot be found or opened costs a WARNING and the session runs without it; one
 that never answers costs nothing but the unmapped port being announced (bip_handshake gives
-up on it quietly and tries again later). RFC 6886 maps only for a host behind a NAT: when every
+up on it quietly and tries again later). Port mapping is for a host behind a NAT: when every
 address we listen on is a global one, nothing is asked (an INFO record says so).
 """
 
@@ -26,24 +29,28 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
+from bip import __version__
 from bip_handshake import (
     GatewayReset,
     LocalProtocolError,
     MappingFailed,
     MappingProtocol,
     MappingRemoved,
-    NatPmpEvent,
     PeerAddress,
     PortMapped,
     PortMapper,
     PortMapping,
+    PortMappingEvent,
+    UpnpDeviceLost,
+    UpnpPortMapper,
     default_gateway,
     is_global_address,
     open_port_mapper,
+    open_upnp_mapper,
 )
 from bip_peer import Peer, PeerManager
 
-from ._config import ClientConfig
+from ._config import UPNP_SSDP_ADDRESS, ClientConfig
 from ._external_address import ExternalAddresses
 
 __all__ = ["SessionPortMapping", "mappable_ports", "open_session_port_mapping"]
@@ -56,7 +63,7 @@ class SessionPortMapping:
     service: our BEP 10 ``p`` is the mapped TCP port once granted).
 
     Not built directly: :func:`open_session_port_mapping` gives one (with no mapper when
-    NAT-PMP is off or could not start: then every external port is the local one).
+    port mapping is off or could not start: then every external port is the local one).
 
     Args:
         tcp_port: the TCP port we accept peers on (0: none), whose mapping we announce.
@@ -67,24 +74,36 @@ class SessionPortMapping:
         self.tcp_port = tcp_port
         """Our local TCP listen port (0 when we do not listen)."""
         self.mapper: PortMapper | None = None
-        """bip_handshake's mapper while NAT-PMP runs, else ``None``."""
+        """bip_handshake's NAT-PMP mapper while it runs, else ``None``."""
+        self.upnp: UpnpPortMapper | None = None
+        """bip_handshake's UPnP IGD mapper while it runs, else ``None``."""
         self._external = external
+
+    def _mappers(self) -> tuple[PortMapper | UpnpPortMapper, ...]:
+        # NAT-PMP first: a router speaking both answers NAT-PMP sooner, and one view wins.
+        return tuple(m for m in (self.mapper, self.upnp) if m is not None)
 
     @property
     def external_address(self) -> IPv4Address | None:
-        """The gateway's external IPv4 address, ``None`` until it says (or without NAT-PMP)."""
-        return None if self.mapper is None else self.mapper.external_address
+        """The gateway's external IPv4 address, ``None`` until a mapper learnt it (or
+        without port mapping); NAT-PMP's when both know it."""
+        return next((a for m in self._mappers() if (a := m.external_address) is not None), None)
 
     def mappings(self) -> tuple[PortMapping, ...]:
-        """Snapshots of the mappings asked for (``external_port`` None while not granted);
-        empty without NAT-PMP."""
-        return () if self.mapper is None else self.mapper.mappings()
+        """Snapshots of the mappings asked for, NAT-PMP's then UPnP's (``external_port``
+        None while not granted); empty without port mapping."""
+        return tuple(mapping for m in self._mappers() for mapping in m.mappings())
 
     def external_port(self, protocol: MappingProtocol, internal_port: int) -> int | None:
-        """The external port the gateway forwards to our ``internal_port``, or ``None``."""
-        if self.mapper is None or not internal_port:
+        """The external port the gateway forwards to our ``internal_port`` (NAT-PMP's grant
+        first, then UPnP's), or ``None``."""
+        if not internal_port:
             return None
-        return self.mapper.external_port(protocol, internal_port)
+        for mapper in self._mappers():
+            port = mapper.external_port(protocol, internal_port)
+            if port is not None:
+                return port
+        return None
 
     @property
     def external_tcp_port(self) -> int:
@@ -93,12 +112,12 @@ class SessionPortMapping:
         mapped = self.external_port(MappingProtocol.TCP, self.tcp_port)
         return self.tcp_port if mapped is None else mapped
 
-    def on_event(self, event: NatPmpEvent) -> None:
-        """The mapper's events (bip_handshake's core logs what a user wants to know): the
-        mapped ports go on to the external address voting. Never raises (it runs in the
-        mapper's task)."""
+    def on_event(self, event: PortMappingEvent) -> None:
+        """The mappers' events (bip_handshake logs what a user wants to know): the mapped
+        ports go on to the external address voting. Never raises (it runs in a mapper's
+        task)."""
         if self._external is not None and isinstance(
-            event, MappingFailed | PortMapped | MappingRemoved | GatewayReset
+            event, MappingFailed | PortMapped | MappingRemoved | GatewayReset | UpnpDeviceLost
         ):
             ports = [m.external_port for m in self.mappings() if m.external_port is not None]
             self._external.set_mapped_ports(ports)
@@ -145,9 +164,10 @@ def mappable_ports(addresses: Iterable[PeerAddress]) -> tuple[int, ...]:
 
 
 def _bind_host(config: ClientConfig) -> str:
-    """The local address NAT-PMP requests leave from: the first listen host when it is a
-    specific IPv4 address (the gateway maps the address its requests come from, RFC 6886
-    3.3), else every address (the system picks the one on the gateway's route)."""
+    """The local address NAT-PMP and UPnP requests leave from: the first listen host when it
+    is a specific IPv4 address (a NAT-PMP gateway maps the address its requests come from,
+    RFC 6886 3.3; UPnP's ``NewInternalClient`` is the address of our connection to the
+    router), else every address (the system picks the one on the gateway's route)."""
     for host, _ in config.listen:
         try:
             address = ip_address(host)
@@ -168,14 +188,16 @@ async def open_session_port_mapping(
     external: ExternalAddresses | None = None,
 ) -> AsyncIterator[SessionPortMapping]:
     """Map the session's ports on the NAT gateway while the block runs, if the config says
-    to (:attr:`ClientConfig.natpmp`); the mappings are deleted on the way out.
+    to (:attr:`ClientConfig.natpmp`, :attr:`ClientConfig.upnp`: either or both); the
+    mappings are deleted on the way out.
 
     Never fails for the gateway's sake: no gateway found, a gateway address that is not
-    IPv4, or a socket that cannot be opened is a WARNING, and the block runs with no
+    IPv4, or a socket that cannot be opened is a WARNING, and the block runs without that
     mapper.
 
     Args:
-        config: ``natpmp``, ``natpmp_gateway`` and ``natpmp_gateway_port`` say what to do.
+        config: ``natpmp``, ``natpmp_gateway``, ``natpmp_gateway_port``, ``upnp`` and
+            ``upnp_ssdp_address`` say what to do.
         tcp_port: the TCP port we announce (its mapping is the one we tell others).
         tcp_ports: every TCP port to map (:func:`mappable_ports` of the listeners); empty
             when every listener has a global address (or is IPv6): nothing is mapped then,
@@ -188,41 +210,57 @@ async def open_session_port_mapping(
     tcp = tuple(dict.fromkeys(port for port in tcp_ports if port))
     mappings: list[tuple[MappingProtocol, int]] = [(MappingProtocol.TCP, p) for p in tcp]
     mappings += [(MappingProtocol.UDP, p) for p in dict.fromkeys(udp_ports) if p]
-    gateway: IPv4Address | str | None = None
-    if not config.natpmp:
+    wanted = [name for name, on in (("NAT-PMP", config.natpmp), ("UPnP", config.upnp)) if on]
+    if not wanted:
         pass
     elif not config.listen:
-        logger.info("NAT-PMP: not mapping: we do not listen")
+        logger.info("%s: not mapping: we do not listen", " and ".join(wanted))
+        wanted = []
     elif not tcp:
-        # RFC 6886 is for a host behind a NAT: a global address is reached as it is.
+        # Port mapping is for a host behind a NAT: a global address is reached as it is.
         logger.info(
-            "NAT-PMP: not mapping: every address we listen on is global (or IPv6), so"
-            " no NAT stands in the way"
+            "%s: not mapping: every address we listen on is global (or IPv6), so no NAT"
+            " stands in the way",
+            " and ".join(wanted),
         )
-    else:
-        gateway = config.natpmp_gateway or default_gateway()
-        if gateway is None:
-            logger.warning("NAT-PMP: no default gateway found; ports not mapped")
+        wanted = []
+    shown = ", ".join(f"{kind.name} {port}" for kind, port in mappings)
     async with AsyncExitStack() as stack:
-        if gateway is not None:
+        if "NAT-PMP" in wanted:
+            gateway = config.natpmp_gateway or default_gateway()
+            if gateway is None:
+                logger.warning("NAT-PMP: no default gateway found; ports not mapped")
+            else:
+                try:
+                    mapping.mapper = await stack.enter_async_context(
+                        open_port_mapper(
+                            gateway,
+                            mappings,
+                            gateway_port=config.natpmp_gateway_port,
+                            on_event=mapping.on_event,
+                            bind_host=_bind_host(config),
+                        )
+                    )
+                except (OSError, LocalProtocolError) as error:
+                    logger.warning("NAT-PMP: cannot talk to gateway %s: %s", gateway, error)
+                else:
+                    logger.info("NAT-PMP: asking gateway %s to map %s", gateway, shown)
+        if "UPnP" in wanted:
+            ssdp = PeerAddress.parse(config.upnp_ssdp_address or UPNP_SSDP_ADDRESS)
             try:
-                mapping.mapper = await stack.enter_async_context(
-                    open_port_mapper(
-                        gateway,
+                mapping.upnp = await stack.enter_async_context(
+                    open_upnp_mapper(
                         mappings,
-                        gateway_port=config.natpmp_gateway_port,
+                        ssdp_address=(str(ssdp.host), ssdp.port),
                         on_event=mapping.on_event,
                         bind_host=_bind_host(config),
+                        description=f"bip {__version__}",
                     )
                 )
             except (OSError, LocalProtocolError) as error:
-                logger.warning("NAT-PMP: cannot talk to gateway %s: %s", gateway, error)
+                logger.warning("UPnP: cannot search for a gateway at %s: %s", ssdp, error)
             else:
-                logger.info(
-                    "NAT-PMP: asking gateway %s to map %s",
-                    gateway,
-                    ", ".join(f"{kind.name} {port}" for kind, port in mappings),
-                )
-                if external is not None:
-                    external.set_router_address(lambda: mapping.external_address)
+                logger.info("UPnP: searching at %s for a gateway to map %s", ssdp, shown)
+        if external is not None and (mapping.mapper is not None or mapping.upnp is not None):
+            external.set_router_address(lambda: mapping.external_address)
         yield mapping

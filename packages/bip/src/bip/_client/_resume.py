@@ -1,6 +1,6 @@
 """Where a torrent's resume data and fetched metadata live between runs: ``SAVE_DIR/.bip/``.
 
-Up to four files per torrent, named by its info-hash (hex of the v1 hash, else of the v2
+Up to five files per torrent, named by its info-hash (hex of the v1 hash, else of the v2
 hash):
 
 - ``HASH.resume``: bip_disk's resume data (pieces verified, files' sizes and times), rewritten
@@ -15,11 +15,17 @@ hash):
   knew without asking a tracker or the DHT first. Its own file: bip_disk's resume data is
   bip_disk's format. Written as the resume data is (unless unchanged), and read with bounds:
   a file that is not ours (too large, not bencoded, wrong types) is ignored, never an error;
-- ``HASH.selection``: the files chosen with ``Torrent.set_files`` (libtorrent keeps its
-  ``file_priority`` in its resume data), bencoded ``{"files": [index, ...]}`` or ``{}`` for
-  every file; written only once ``set_files`` was called, read with bounds like the peers
-  file (a record that is not ours is ignored). Absent, as in older records: the options'
-  selection.
+- ``HASH.selection``: the files chosen with ``Torrent.set_files`` or
+  ``Torrent.set_file_priorities`` (libtorrent keeps its ``file_priority`` in its resume
+  data), bencoded ``{"files": [index, ...]}`` (the files selected) or ``{}`` for every file,
+  and with ``set_file_priorities`` also ``"priorities": [0..7 per file]`` (which wins; older
+  records have none, and older readers still find the files selected in ``files``); written
+  only once one of them was called, read with bounds like the peers file (a record that is
+  not ours is ignored). Absent: the options' selection;
+- ``HASH.state``: whether the torrent was paused (libtorrent's resume data ``paused``),
+  bencoded ``{"paused": 0 or 1}``; written once the torrent was paused, and when that
+  changes. Absent: not paused. Read with bounds; a record that is not ours is ignored with
+  a warning.
 
 Kept next to the data, as aria2 keeps its ``.aria2`` control files: moving the directory moves
 the record with it, and two downloads into different directories never share one.
@@ -30,7 +36,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
@@ -56,8 +62,10 @@ __all__ = [
     "ResumeStore",
     "SavedPeers",
     "SavedSelection",
+    "decode_saved_paused",
     "decode_saved_peers",
     "decode_saved_selection",
+    "encode_saved_paused",
     "encode_saved_peers",
     "encode_saved_selection",
     "names_same_torrent",
@@ -77,33 +85,47 @@ _MAX_PEERS_FILE: Final = 64 * 1024
 
 # A selection file larger than this is not one we wrote: a torrent lists 150,000 files at
 # most in practice (bip_metainfo reads more, slowly), "i149999e" is 8 bytes each.
+# (and "i7e" per file for the priorities).
 _MAX_SELECTION_FILE: Final = 4 * 1024 * 1024
-_SUFFIXES: Final = ("resume", "torrent", "peers", "selection")
+# A state file is "d6:pausedi1ee": anything much larger is not ours.
+_MAX_STATE_FILE: Final = 1024
+_SUFFIXES: Final = ("resume", "torrent", "peers", "selection", "state")
 
 Host = IPv4Address | IPv6Address
 
 
 @dataclass(frozen=True, slots=True)
 class SavedSelection:
-    """The file selection a torrent was given with ``set_files`` (``HASH.selection``).
+    """The files a torrent was given with ``set_files`` or ``set_file_priorities``
+    (``HASH.selection``).
 
     Attributes:
         files: the indices of the selected files; ``None``: every file.
+        priorities: one priority (0..7) per file, when they were set one by one (then they
+            win over ``files``); ``None``: ``files`` says it all (4 selected, 0 not).
     """
 
     files: frozenset[int] | None
+    priorities: tuple[int, ...] | None = None
 
 
-def encode_saved_selection(files: frozenset[int] | None) -> bytes:
+def encode_saved_selection(
+    files: frozenset[int] | None, priorities: Sequence[int] | None = None
+) -> bytes:
     """The bencoded ``HASH.selection`` file: ``{"files": [sorted indices]}``, or ``{}`` for
-    every file."""
+    every file; with ``priorities`` (one per file), ``"priorities"`` too, and ``files`` the
+    indices of those above 0 (what a reader without priorities selects)."""
+    if priorities is not None:
+        selected = [index for index, priority in enumerate(priorities) if priority]
+        return encode({b"files": selected, b"priorities": list(priorities)})
     return encode({} if files is None else {b"files": sorted(files)})
 
 
 def decode_saved_selection(data: bytes) -> SavedSelection | None:
     """Read a ``HASH.selection`` file; ``None`` for one that is not ours (too large, not a
-    bencoded dictionary, ``files`` not a list of non-negative ints), never an error. Whether
-    the indices are files of the torrent is for the torrent to check."""
+    bencoded dictionary, ``files`` not a list of non-negative ints, ``priorities`` not a
+    list of ints in 0..7), never an error. Whether the indices and the number of priorities
+    fit the torrent is for the torrent to check."""
     if len(data) > _MAX_SELECTION_FILE:
         return None
     try:
@@ -112,15 +134,46 @@ def decode_saved_selection(data: bytes) -> SavedSelection | None:
         return None
     if not isinstance(document, dict):
         return None
+    listed = document.get(b"priorities")
+    priorities: tuple[int, ...] | None = None
+    if listed is not None:
+        if not isinstance(listed, list):
+            return None
+        priorities = tuple(value for value in listed if type(value) is int and 0 <= value <= 7)
+        if len(priorities) != len(listed):
+            return None
     files = document.get(b"files")
     if files is None:
-        return SavedSelection(None)
+        return SavedSelection(None, priorities)
     if not isinstance(files, list):
         return None
     indices = [index for index in files if type(index) is int and index >= 0]
     if len(indices) != len(files):
         return None
-    return SavedSelection(frozenset(indices))
+    return SavedSelection(frozenset(indices), priorities)
+
+
+def encode_saved_paused(paused: bool) -> bytes:
+    """The bencoded ``HASH.state`` file: ``{"paused": 1}`` or ``{"paused": 0}``."""
+    return encode({b"paused": int(paused)})
+
+
+def decode_saved_paused(data: bytes) -> bool | None:
+    """Read a ``HASH.state`` file: whether the torrent was paused; ``None`` for a file that
+    is not ours (too large, not a bencoded dictionary, ``paused`` missing or not 0 or 1),
+    never an error. Keys it does not know are ignored (a later version may add some)."""
+    if len(data) > _MAX_STATE_FILE:
+        return None
+    try:
+        document = decode(data)
+    except BencodeError:
+        return None
+    if not isinstance(document, dict):
+        return None
+    paused = document.get(b"paused")
+    if type(paused) is not int or paused not in (0, 1):
+        return None
+    return bool(paused)
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +307,7 @@ class ResumeStore:
         self.torrent_path = self._path("torrent")
         self.peers_path = self._path("peers")
         self.selection_path = self._path("selection")
+        self.state_path = self._path("state")
         # What save_peers last wrote: the peers are saved with every resume save (every few
         # seconds) but mostly unchanged, and an identical file need not be written again.
         self._peers_written: bytes | None = None
@@ -361,14 +415,42 @@ class ResumeStore:
             logger.debug("%s: not a file selection; ignored", self.selection_path)
         return saved
 
-    async def save_selection(self, files: frozenset[int] | None) -> None:
-        """Replace the saved file selection (atomically; ``None``: every file).
+    async def save_selection(
+        self, files: frozenset[int] | None, priorities: Sequence[int] | None = None
+    ) -> None:
+        """Replace the saved file selection (atomically; ``None``: every file), or the
+        priorities of the files (one per file, then ``files`` is not looked at).
 
         Raises:
             OSError: the file could not be written.
         """
-        data = encode_saved_selection(files)
+        data = encode_saved_selection(files, priorities)
         await trio.to_thread.run_sync(_write_atomically, self.selection_path, data)
+
+    async def load_paused(self) -> bool | None:
+        """Whether the torrent was paused when :meth:`save_paused` last wrote: ``False``
+        when there is no file; ``None`` (and a warning) when it cannot be read or is not
+        ours (:func:`decode_saved_paused`)."""
+        try:
+            data = await _read_bounded(self.state_path, _MAX_STATE_FILE)
+        except FileNotFoundError:
+            return False
+        except OSError as error:
+            logger.warning("%s: cannot read it, ignored: %s", self.state_path, error)
+            return None
+        paused = decode_saved_paused(data)
+        if paused is None:
+            logger.warning("%s: not a torrent state; ignored", self.state_path)
+        return paused
+
+    async def save_paused(self, paused: bool) -> None:
+        """Replace the saved paused state (atomically).
+
+        Raises:
+            OSError: the file could not be written.
+        """
+        data = encode_saved_paused(paused)
+        await trio.to_thread.run_sync(_write_atomically, self.state_path, data)
 
     def _paths(self) -> list[Path]:
         """Every file of the torrent's here (``_SUFFIXES``), and their temporary copies."""

@@ -23,10 +23,14 @@
   ``yourip``, HTTP trackers' BEP 24 ``external ip``, the DHT's BEP 42 address): once decided,
   it with each listening port is one of our addresses for PEX and holepunch, so that we never
   dial ourselves nor relay a rendezvous to ourselves (:attr:`Session.external_addresses`);
-- with :attr:`ClientConfig.natpmp`, NAT-PMP (:mod:`._port_mapping`): the listen ports mapped
-  on the gateway (before the peer manager, so deleted after every peer is gone); the external
-  TCP port granted is what trackers, the DHT and peers' BEP 10 ``p`` hear
-  (:attr:`Session.external_port`, :attr:`Session.port_mappings`);
+- with :attr:`ClientConfig.natpmp` or :attr:`ClientConfig.upnp`, NAT-PMP and UPnP IGD
+  (:mod:`._port_mapping`): the listen ports mapped on the gateway (before the peer manager,
+  so deleted after every peer is gone); the external TCP port granted is what trackers, the
+  DHT and peers' BEP 10 ``p`` hear (:attr:`Session.external_port`,
+  :attr:`Session.port_mappings`);
+- with :attr:`ClientConfig.lsd`, Local Service Discovery (BEP 14, :mod:`._lsd`): every
+  public torrent announced on the local network (:class:`LsdPeers`), the peers heard there
+  dialled;
 
 and runs five tasks: the connector's, and four that route between them and the torrents:
 completed handshakes become peers of the manager; the manager's events go to the peer's
@@ -57,6 +61,7 @@ from bip_handshake import (
     Family,
     Handshaker,
     IPFilter,
+    LocalServiceDiscovery,
     MappingProtocol,
     PeerAddress,
     PeerDialer,
@@ -88,11 +93,13 @@ from bip_utracker import TrackerClient, open_tracker_client
 
 from ._config import ClientConfig, TorrentOptions
 from ._connector import Connector
-from ._discovery import DhtLike, DhtPeers, PeerSource, TrackerAnnouncer
+from ._discovery import DhtLike, DhtPeers, LsdPeers, PeerSource, TrackerAnnouncer
 from ._external_address import ExternalAddresses
 from ._holepunch import HolepunchPolicy
 from ._http_tracker import HttpTrackerClient
+from ._lsd import open_session_lsd
 from ._port_mapping import SessionPortMapping, mappable_ports, open_session_port_mapping
+from ._resume import ResumeStore
 from ._swarm import MAX_OUT_REQUESTS
 from ._torrent import Torrent, TorrentError
 from ._utp import UtpRouter, open_session_utp
@@ -206,6 +213,9 @@ class Session:
         self._sources: list[Callable[[], PeerSource]] = []
         if dht is not None:
             self._sources.append(lambda: DhtPeers(dht, interval=config.dht_interval))
+        self.lsd: tuple[LocalServiceDiscovery, ...] = ()
+        """Local Service Discovery per address family while it runs (empty when
+        :attr:`ClientConfig.lsd` is off or no group could be joined)."""
 
     @property
     def listen_port(self) -> int:
@@ -347,10 +357,21 @@ class Session:
         """Start a torrent: its metadata, storage check, download and seeding run in the
         background; wait with :meth:`Torrent.wait_complete`.
 
+        A torrent that was paused when its last run ended (its resume files under
+        ``options.save_dir`` say so) starts paused, as libtorrent's resume data carries
+        ``paused``, unless ``options.paused`` says otherwise: it checks its data, but joins
+        no swarm until :meth:`Torrent.resume`. A state file that cannot be read is ignored
+        (with a warning).
+
         Raises:
             TorrentError: the torrent is already in the session.
         """
         info_hash = source.info.info_hash if isinstance(source, Metainfo) else source.info_hash
+        saved_paused: bool | None = False
+        if options.resume:
+            saved_paused = await ResumeStore(options.save_dir, info_hash).load_paused()
+        paused = options.paused if options.paused is not None else bool(saved_paused)
+        # Looked for after the read: nothing awaits between this and the torrent's indexing.
         if self.find(info_hash) is not None:
             raise TorrentError(f"torrent {info_hash.hex()} is already in the session")
         sources: list[PeerSource] = [factory() for factory in self._sources]
@@ -385,11 +406,14 @@ class Session:
             web_seed_client=self.web_seed_client,
             holepunch=self.holepunch,
             peer_sink=self.connector,
+            paused=paused,
+            saved_paused=saved_paused,
         )
         torrent.peer_list = self.connector.attach(torrent)
         self._index(torrent, info_hash)
         self._all.append(torrent)
-        self.handshaker.register(info_hash)
+        if not torrent.paused:  # a paused one is registered when resumed
+            self.handshaker.register(info_hash)
         self._nursery.start_soon(torrent.run, name=f"bip torrent {info_hash.hex()[:12]}")
         await trio.lowlevel.checkpoint()
         return torrent
@@ -843,6 +867,16 @@ async def open_session(
                     external=external,
                 )
             )
+            lsd_sink = _LateSink()
+
+            def lsd_found(swarm_id: bytes, peer: PeerAddress) -> None:
+                # A magnet that turned out private is withdrawn within a few seconds: until
+                # then, what LSD hears of it is dropped here (BEP 27).
+                torrent = None if session is None else session.find(swarm_id)
+                if torrent is not None and not (torrent.info is not None and torrent.info.private):
+                    lsd_sink.discovered(swarm_id, [peer], "lsd")
+
+            lsd = await stack.enter_async_context(open_session_lsd(config, addresses, lsd_found))
 
             manager = await stack.enter_async_context(
                 open_peer_manager(
@@ -916,7 +950,10 @@ async def open_session(
                 external=external,
                 port_mapping=port_mapping,
             )
-            pex_sink.target = session.connector
+            pex_sink.target = lsd_sink.target = session.connector
+            if lsd:
+                session.lsd = lsd
+                session.add_source(lambda: LsdPeers(*lsd))
             nursery.start_soon(session.connector.run, name="bip connector")
             nursery.start_soon(session._accept, name="bip accept")
             nursery.start_soon(session._route_peers, name="bip peers")

@@ -11,7 +11,8 @@ task (:meth:`Torrent.run`), under the session's nursery:
    :class:`~bip_disk.NativeFileSystem` with the saved resume data, and what is on disk is
    checked (only the pieces of files changed since the save are hashed);
 3. ``DOWNLOADING`` / ``SEEDING``: a bip_select :class:`~bip_select.SwarmBrain` is made with the
-   pieces we have and the file selection as priorities; peers join it (:class:`Swarm`).
+   pieces we have and the files' priorities as piece priorities (a piece takes its files'
+   highest); peers join it (:class:`Swarm`).
 
 Its info dictionary and, for a v2 torrent, its piece layers are served to the peers (BEP 9
 metadata requests, BEP 52 hash requests) from the moment they are known until it closes.
@@ -27,10 +28,13 @@ dials first (the ``resume`` source) and keeps banned.
 The user's controls follow libtorrent's ``torrent_handle``: :meth:`Torrent.pause` /
 :meth:`Torrent.resume` take it out of its swarm and back (its storage stays open), and
 :meth:`Torrent.force_recheck` does too while bip_disk hashes everything again;
-:meth:`Torrent.set_files` changes the files wanted (the brain hears ``PrioritiesChanged``);
-:meth:`Torrent.move_storage` moves its files and resume files. A paused or rechecking torrent
-holds no peer, dials none (the connector skips it), is not registered with the handshaker
-(inbound handshakes are refused), and runs no discovery source nor web seed.
+:meth:`Torrent.set_files` and :meth:`Torrent.set_file_priorities` change the files wanted and
+their priorities 0..7 (the brain hears ``PrioritiesChanged``); :meth:`Torrent.move_storage`
+moves its files and resume files, replacing, refusing or keeping the files already at the
+destination (:class:`~bip._client.MoveFlags`). A paused or rechecking torrent holds no peer,
+dials none (the connector skips it), is not registered with the handshaker (inbound
+handshakes are refused), and runs no discovery source nor web seed. Whether it is paused is
+saved with its resume files, and a torrent paused when the session closed comes back paused.
 """
 
 from __future__ import annotations
@@ -40,10 +44,10 @@ import dataclasses
 import logging
 import math
 import random
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Final, TypeAlias, TypeVar
 
 import trio
 
@@ -51,7 +55,9 @@ from bip_disk import (
     DiskManager,
     FileSystem,
     NativeFileSystem,
+    PathError,
     PieceLost,
+    ResumeData,
     ResumeDataError,
     StorageError,
     TorrentFailed,
@@ -98,9 +104,15 @@ from bip_select import (
 )
 from bip_select import PieceLost as BrainPieceLost
 
-from ._config import ClientConfig, TorrentOptions
+from ._config import (
+    DEFAULT_FILE_PRIORITY,
+    ClientConfig,
+    TorrentOptions,
+    check_file_priorities,
+)
 from ._discovery import PeerSource, UserPeers
 from ._holepunch import HolepunchCounts, HolepunchPolicy
+from ._move import KeepExisting, MoveFlags, existing_files
 from ._resume import MAX_SAVED_PEERS, ResumeStore, names_same_torrent
 from ._source import SourceError, resolve_peers
 from ._status import TorrentPhase, TorrentStatus
@@ -128,8 +140,10 @@ __all__ = [
 logger = logging.getLogger("bip.client")
 
 _T = TypeVar("_T")
+# The files a torrent wants: None (every file at the default priority), a selection (the
+# default for those, 0 for the others) or one priority per file.
+_FileChoice: TypeAlias = frozenset[int] | tuple[int, ...] | None
 
-_DEFAULT_PRIORITY: Final = 4  # libtorrent's default piece priority; 0 is "do not download"
 _RATE_WINDOW: Final = 5.0
 REASON_BAD_REQUEST: Final = "request outside its piece"
 """Why a peer asking for bytes past the end of a piece is dropped."""
@@ -166,8 +180,9 @@ class Torrent:
     Its public side is :meth:`status`, :meth:`peer_info`, :meth:`file_progress`,
     :meth:`wait_complete`, :attr:`completed`, :attr:`info` and :attr:`info_hash`; the
     controls libtorrent's ``torrent_handle`` gives: :meth:`pause` and :meth:`resume`
-    (:attr:`paused`), :meth:`set_files` (:attr:`files`),
-    :meth:`force_recheck` and :meth:`move_storage` (removing it is the session's:
+    (:attr:`paused`), :meth:`set_files` (:attr:`files`), :meth:`set_file_priorities`
+    (:meth:`file_priorities`), :meth:`force_recheck` and :meth:`move_storage` (removing it
+    is the session's:
     :meth:`bip._client.Session.remove_torrent`); and the piece order: :meth:`set_sequential`
     (:attr:`sequential`), :meth:`set_piece_deadline`, :meth:`clear_piece_deadline` and
     :meth:`clear_piece_deadlines`. The rest is driven by the session.
@@ -178,9 +193,9 @@ class Torrent:
     (bip_select's :class:`~bip_select.RarestFirst` or :class:`~bip_select.Sequential`, which
     the brain wraps in a :class:`~bip_select.Streaming` layer while deadlines are set). Each
     change reaches the brain at once, as libtorrent's. Every order stays within the
-    priorities: files not selected are not fetched, whatever the order, except the pieces
-    given a deadline (:meth:`set_piece_deadline` raises such a piece to the lowest
-    priority, as libtorrent does).
+    priorities: pieces of higher priority first, files at priority 0 not fetched, whatever
+    the order, except the pieces given a deadline (:meth:`set_piece_deadline` raises such a
+    piece to the lowest priority, as libtorrent does).
     """
 
     def __init__(
@@ -202,13 +217,17 @@ class Torrent:
         web_seed_client: WebSeedClient | None = None,
         holepunch: HolepunchPolicy | None = None,
         peer_sink: PeerSink | None = None,
+        paused: bool = False,
+        saved_paused: bool | None = False,
     ) -> None:
         """Internal: the session builds torrents. ``listen_port`` reads our TCP port as others
         should dial it now (a NAT-PMP mapping may change it while the torrent runs).
         Discovery sources feed ``peer_sink`` (the handshaker's dial queue when None);
         ``on_unheld`` is called when the torrent comes back to its swarm after a pause or a
         recheck (the connector, which dials none of its peers while :attr:`halted`, wakes
-        to dial them at once)."""
+        to dial them at once). With ``paused`` the torrent starts paused (the session then
+        does not register it with the handshaker); ``saved_paused`` is what its resume
+        files say (``None``: unknown), so that a change is written."""
         self._on_unheld = on_unheld
         self.options = options
         self._peer_sink: PeerSink = peer_sink if peer_sink is not None else handshaker
@@ -236,20 +255,24 @@ class Torrent:
         self._piece_layers: dict[bytes, bytes] = (
             dict(source.piece_layers) if isinstance(source, Metainfo) else {}
         )
+        # The files wanted: every one at the default priority (None), a selection (4 for
+        # those, 0 for the rest), or one priority per file. Checked against the torrent's
+        # files once its metadata is known.
+        self._file_choice: _FileChoice = (
+            options.file_priorities if options.file_priorities is not None else options.files
+        )
         if isinstance(source, Metainfo):
             self.metainfo: Metainfo | None = source
             self.info: Info | None = source.info
             self._info_hash = source.info.info_hash
             self._name = source.info.name
-            self._selection = options.files
         else:
             self.metainfo = None
             self.info = None
             self._info_hash = source.info_hash
             self._name = source.display_name or source.info_hash.hex()
-            self._selection = options.files
-            if self._selection is None and source.select_only is not None:
-                self._selection = frozenset(
+            if self._file_choice is None and source.select_only is not None:
+                self._file_choice = frozenset(
                     index for low, high in source.select_only for index in range(low, high + 1)
                 )
         self._store = ResumeStore(options.save_dir, self._info_hash) if options.resume else None
@@ -300,7 +323,8 @@ class Torrent:
         self._raised: set[int] = set()
         # The piece priorities the brain has (None: every piece at the default).
         self._priorities: list[int] | None = None
-        # Whether set_files chose the selection (then it is saved, and wins over a saved one).
+        # Whether set_files or set_file_priorities chose the files (then the choice is saved,
+        # and wins over a saved one).
         self._selection_set = False
         self._selection_dirty = False
         # Every hash the handshaker knows the torrent by (a magnet's partial one, then the
@@ -311,7 +335,13 @@ class Torrent:
         # refuses inbound handshakes and runs no discovery source nor web seed.
         self._holds: set[str] = set()
         self._unheld = trio.Event()
-        self._unheld.set()
+        if paused:
+            # Nothing to leave yet: no peer, no source, no web seed, not registered.
+            self._holds.add(_HOLD_PAUSED)
+        else:
+            self._unheld.set()
+        # The paused state the resume files hold (None: unknown, written at the next save).
+        self._saved_paused = saved_paused
         self._pausable: set[trio.CancelScope] = set()  # cancelled by a hold
         self._nursery: trio.Nursery | None = None  # run()'s, once running
         self._moving = False
@@ -320,6 +350,9 @@ class Torrent:
         self._save_lock = trio.Lock()
         self._save_now = trio.Event()  # cuts the wait between two saves short (a pause)
         self._last_pieces = 0
+        # Set when a storage moved with DONT_REPLACE is added to the disk anew (a new handle):
+        # the upload workers start over with it.
+        self._handle_changed = trio.Event()
 
     def __repr__(self) -> str:
         return f"<Torrent {self._name!r} {self._info_hash.hex()}>"
@@ -472,7 +505,10 @@ class Torrent:
         peer list is kept, and still learns addresses), inbound handshakes for the torrent
         are refused, the discovery sources stop (trackers hear ``stopped``, DHT announces
         end), the web seeds stop, and the resume data is saved soon after. The storage and
-        its verified pieces stay open; :meth:`status` says ``PAUSED``.
+        its verified pieces stay open; :meth:`status` says ``PAUSED``. The paused state is
+        saved with the resume data (``.bip/HASH.state``): the next
+        :meth:`~bip._client.Session.add_torrent` with the same ``save_dir`` starts it paused
+        (unless ``TorrentOptions.paused`` says otherwise), as libtorrent's resume data does.
 
         During ``METADATA`` the metadata fetch stops with the peers, and starts over on
         :meth:`resume`. During ``CHECKING`` the check of the data goes on to its end (bip_disk
@@ -495,7 +531,8 @@ class Torrent:
         """Join the swarm again after :meth:`pause` (libtorrent's ``resume()``): the sources
         start again (trackers hear ``started``), peers are dialled and accepted, the web
         seeds start again (one given up on is tried again; a banned one stays out), a
-        metadata fetch starts over. Resuming a torrent not paused does nothing.
+        metadata fetch starts over; the resume data saved next says it is no longer paused.
+        Resuming a torrent not paused does nothing.
 
         Raises:
             TorrentError: the torrent failed, or was closed or removed.
@@ -505,6 +542,7 @@ class Torrent:
             return
         logger.debug("%s: resumed", self._name)
         self._release(_HOLD_PAUSED)
+        self._resume_dirty.set()  # no longer paused, for the next run too
 
     def _check_alive(self, verb: str) -> None:
         if self._removed:
@@ -561,12 +599,82 @@ class Torrent:
 
     @property
     def files(self) -> frozenset[int] | None:
-        """The indices of the files selected for download (``None``: every file)."""
-        return self._selection
+        """The indices of the files selected for download (``None``: every file): those
+        whose priority (:meth:`file_priorities`) is above 0."""
+        choice = self._file_choice
+        if isinstance(choice, tuple):
+            if all(choice):
+                return None
+            return frozenset(index for index, priority in enumerate(choice) if priority)
+        return choice
+
+    def file_priorities(self) -> tuple[int, ...]:
+        """Each file's priority, 0..7 (libtorrent's ``get_file_priorities``), in
+        :attr:`info`'s file order: 0 for a file not downloaded, 4 by default; ``()`` before
+        the metadata is known (the priorities chosen meanwhile apply once it is)."""
+        info = self.info
+        if info is None:
+            return ()
+        return _per_file(self._file_choice, len(info.files))
+
+    def set_file_priorities(self, priorities: Sequence[int] | Mapping[int, int]) -> None:
+        """Set the files' priorities (libtorrent's ``prioritize_files``, or with a mapping
+        its ``file_priority(index, priority)`` for a few files).
+
+        ``priorities`` is one int in 0..7 per file (the torrent's order, pad files included),
+        or a mapping ``{file index: priority}`` that changes those files only. 0 does not
+        download the file; pieces of higher priority are asked for first (whatever the
+        order: rarest first or sequential within a priority); 4 is the default. A piece
+        takes the highest priority of its files, so a piece shared with a wanted file is
+        fetched whole. Everything else is as :meth:`set_files` (which sets 4 and 0): the
+        brain hears it at once, ``total``/``done``/``left`` follow, a complete torrent that
+        now wants more goes back to ``DOWNLOADING`` (or the reverse), pieces a deadline
+        raised take their files' priority again, and the priorities are saved with the
+        resume data (``.bip/HASH.selection``) for the next run.
+
+        Raises:
+            TypeError: ``priorities`` is neither a sequence nor a mapping of ints.
+            ValueError: a priority is outside 0..7.
+            TorrentError: the metadata is not known yet (the file count is not: give
+                ``TorrentOptions.file_priorities`` or use :meth:`set_files`), the sequence
+                does not have one priority per file, a mapping names a file the torrent does
+                not have (nothing changes), or the torrent failed, was closed or removed.
+        """
+        # Checked whole before anything changes. A mapping: {index: priority} for a few.
+        changes: dict[int, int] | None = None
+        if isinstance(priorities, Mapping):
+            changes = dict(priorities)
+            if any(type(index) is not int for index in changes):
+                raise TypeError(f"file priorities map file indices (ints), not {priorities!r}")
+            check_file_priorities(list(changes.values()))
+            wanted: tuple[int, ...] = ()
+        else:
+            wanted = check_file_priorities(priorities)
+        self._check_alive("set file priorities")
+        info = self.info
+        if info is None:
+            raise TorrentError(
+                f"{self._name}: no file priorities before the metadata is known (the file"
+                " count is not)"
+            )
+        count = len(info.files)
+        if changes is not None:
+            _check_selection(info, frozenset(changes), prefix=f"{self._name}: ")
+            current = list(_per_file(self._file_choice, count))
+            for index, priority in changes.items():
+                current[index] = priority
+            wanted = tuple(current)
+        elif len(wanted) != count:
+            raise TorrentError(
+                f"{self._name}: {len(wanted)} file priorities for {count} files"
+                " (one per file, pad files included)"
+            )
+        self._choose_files(wanted)
 
     def set_files(self, selection: frozenset[int] | None) -> None:
         """Download only the files at these indices (``None``: every file): libtorrent's
-        ``prioritize_files``, as select or deselect (priority 4 or 0).
+        ``prioritize_files``, as select or deselect (priority 4 or 0; for other priorities,
+        :meth:`set_file_priorities`).
 
         Indices count as the torrent lists its files, pad files included. The brain hears
         it at once: requests for pieces no longer wanted are cancelled, peers that now have
@@ -599,7 +707,11 @@ class Torrent:
         self._check_alive("select files")
         if self.info is not None and selection is not None:
             _check_selection(self.info, selection, prefix=f"{self._name}: ")
-        self._selection = selection
+        self._choose_files(selection)
+
+    def _choose_files(self, choice: _FileChoice) -> None:
+        """The user chose the files (checked): remembered, saved soon, and the brain told."""
+        self._file_choice = choice
         self._selection_set = self._selection_dirty = True
         self._raised.clear()
         self._resume_dirty.set()
@@ -614,7 +726,7 @@ class Torrent:
                 self._piece_priorities()
             return
         priorities = self._priorities = self._piece_priorities()
-        everything = [_DEFAULT_PRIORITY] * swarm.brain.geometry.num_pieces
+        everything = [DEFAULT_FILE_PRIORITY] * swarm.brain.geometry.num_pieces
         now = trio.current_time()
         swarm.feed(
             PrioritiesChanged(piece_priorities=dict(enumerate(priorities or everything))), now
@@ -677,6 +789,15 @@ class Torrent:
                 await self._store.forget_resume()
         try:
             await self._disk.recheck(handle)
+        except TorrentStateError as error:
+            self._fail(f"recheck: {error}")
+            return
+        await self._finish_check(handle)
+
+    async def _finish_check(self, handle: TorrentHandle) -> None:
+        """Wait for the disk's check of ``handle`` (a recheck, or the pieces of the files a
+        move kept), then go on with what it found: a new brain, back to the swarm."""
+        try:
             state = await self._disk.wait_checked(handle)
         except TorrentStateError as error:
             self._fail(f"recheck: {error}")
@@ -688,7 +809,9 @@ class Torrent:
         self._release(_HOLD_RECHECK)
         self._resume_dirty.set()
 
-    async def move_storage(self, save_dir: Path) -> None:
+    async def move_storage(
+        self, save_dir: Path, *, flags: MoveFlags = MoveFlags.ALWAYS_REPLACE_FILES
+    ) -> None:
         """Move the torrent's files (and its resume files) to ``save_dir``: libtorrent's
         ``move_storage``; returns once moved.
 
@@ -700,24 +823,46 @@ class Torrent:
         times changed). :attr:`options` ``.save_dir`` follows. Before a magnet link's
         metadata is known only the save directory (and the resume files) change.
 
+        ``flags`` (libtorrent's ``move_flags_t``) says what happens to the torrent's files
+        that already exist in ``save_dir``:
+
+        - :attr:`MoveFlags.ALWAYS_REPLACE_FILES` (the default): replaced by the torrent's;
+        - :attr:`MoveFlags.FAIL_IF_EXIST`: if any exists, :class:`TorrentError` is raised
+          before anything is copied (the torrent stays where it was);
+        - :attr:`MoveFlags.DONT_REPLACE`: they are kept, and used: the others are copied,
+          the torrent's old copies of the kept ones are deleted with the rest, and the
+          pieces the kept files hold are hashed again (the others stay verified). From the
+          start of the copy to the end of that check the torrent is out of its swarm, as
+          during :meth:`force_recheck` (phase ``CHECKING``, peers disconnected with
+          :data:`REASON_RECHECK`); the check goes on in the background after this returns.
+          With no file in the way, it is the plain move.
+
+        Moving to the directory the torrent is in already changes nothing, whatever the
+        flags.
+
         Raises:
-            TorrentError: the data is being checked or already moving; copying failed (the
-                torrent stays where it was, a partial copy may be left); or the torrent
-                failed, was closed or removed.
+            TypeError: ``flags`` is not a :class:`MoveFlags`.
+            TorrentError: the data is being checked or already moving; a file is in the way
+                (``FAIL_IF_EXIST``) or could not be looked at; copying failed (the torrent
+                stays where it was, a partial copy may be left); or the torrent failed, was
+                closed or removed.
         """
+        if not isinstance(flags, MoveFlags):
+            raise TypeError(f"flags must be a MoveFlags, not {flags!r}")
         self._check_alive("move its storage")
         save_dir = Path(save_dir)
         if self._moving or self._phase is TorrentPhase.CHECKING:
             raise TorrentError(f"{self._name}: cannot move while {self._phase.value}")
         self._moving = True
         try:
-            await self._move(save_dir)
+            await self._move(save_dir, flags)
         finally:
             self._moving = False
 
-    async def _move(self, save_dir: Path) -> None:
+    async def _move(self, save_dir: Path, flags: MoveFlags) -> None:
         handle = self.handle
-        filesystem: FileSystem
+        kept: list[tuple[int, str]] = []
+        checking: TorrentHandle | None = None  # added anew: its check ends the move
         if handle is not None:
             make = self.options.storage
             try:
@@ -725,14 +870,17 @@ class Torrent:
             except (StorageError, OSError) as error:
                 raise TorrentError(f"{self._name}: cannot move to {save_dir}: {error}") from None
             try:
-                await self._disk.move_storage(handle, filesystem)
-            except (TorrentStateError, StorageError, OSError) as error:
+                kept = await self._files_in_the_way(filesystem, save_dir, flags)
+                await self._move_files(handle, filesystem, save_dir, kept)
+            except BaseException:  # our TorrentError, or cancelled: the storage stays
                 filesystem.close()
-                raise TorrentError(f"{self._name}: cannot move to {save_dir}: {error}") from None
+                raise
             old, self._filesystem = self._filesystem, filesystem
             if old is not None:
                 old.close()
         self.options = dataclasses.replace(self.options, save_dir=save_dir)
+        if handle is not None and kept:
+            checking = await self._add_anew(handle, self._filesystem, kept)
         if self._store is not None:
             async with self._save_lock:
                 store, self._store = self._store, self._store.moved_to(save_dir)
@@ -741,7 +889,126 @@ class Torrent:
                 except OSError as error:
                     logger.warning("%s: resume files not moved: %s", self._name, error)
                     self._selection_dirty = self._selection_set
+                    self._saved_paused = None
+                if checking is not None:
+                    # As for a recheck: a run cut short during the check checks everything.
+                    await self._store.forget_resume()
             await self._save_resume(sync=False)
+        # Not once stopped (closed meanwhile): run()'s nursery takes no new task then.
+        if checking is not None and not self._stopped.is_set():
+            assert self._nursery is not None  # the storage is open: run() is running
+            self._nursery.start_soon(self._finish_check, checking)
+
+    async def _files_in_the_way(
+        self, filesystem: FileSystem, save_dir: Path, flags: MoveFlags
+    ) -> list[tuple[int, str]]:
+        """The torrent's files already in ``filesystem`` (``save_dir``), for ``flags`` to
+        decide on: none to look for when they are replaced anyway, or when the torrent
+        stays where it is.
+
+        Raises:
+            TorrentError: one is there and ``flags`` is ``FAIL_IF_EXIST``, or they could
+                not be looked at.
+        """
+        info = self.info
+        if flags is MoveFlags.ALWAYS_REPLACE_FILES or info is None:
+            return []
+        here = self.options.save_dir
+
+        def look() -> list[tuple[int, str]]:
+            if save_dir.resolve() == here.resolve():
+                return []  # our own files: bip_disk switches without copying
+            return existing_files(filesystem, info)
+
+        try:
+            found = await trio.to_thread.run_sync(look)
+        except (StorageError, PathError, OSError) as error:
+            raise TorrentError(
+                f"{self._name}: cannot look for its files in {save_dir}: {error}"
+            ) from None
+        if found and flags is MoveFlags.FAIL_IF_EXIST:
+            more = f" (and {len(found) - 1} more of its files)" if len(found) > 1 else ""
+            raise TorrentError(
+                f"{self._name}: cannot move to {save_dir}: {found[0][1]} exists there{more}"
+            )
+        return found
+
+    async def _move_files(
+        self,
+        handle: TorrentHandle,
+        filesystem: FileSystem,
+        save_dir: Path,
+        kept: list[tuple[int, str]],
+    ) -> None:
+        """bip_disk's move to ``filesystem``, leaving the ``kept`` files there as they are.
+        With some kept, the torrent leaves its swarm first (a hold, until their pieces are
+        checked): no peer may read a piece of theirs before then.
+
+        Raises:
+            TorrentError: the move failed (the torrent stays where it was, back in its swarm).
+        """
+        destination: FileSystem = filesystem
+        if kept:
+            self._hold(_HOLD_RECHECK, REASON_RECHECK)
+            destination = KeepExisting(filesystem, (path for _, path in kept))
+        try:
+            await self._disk.move_storage(handle, destination)
+        except BaseException as error:
+            if kept:
+                self._release(_HOLD_RECHECK)
+            if isinstance(error, TorrentStateError | StorageError | OSError):
+                raise TorrentError(f"{self._name}: cannot move to {save_dir}: {error}") from None
+            raise
+
+    async def _add_anew(
+        self, handle: TorrentHandle, filesystem: FileSystem | None, kept: list[tuple[int, str]]
+    ) -> TorrentHandle:
+        """After a move that kept files of the destination: the torrent checks (phase
+        ``CHECKING``, its brain gone), and its storage is added to the disk anew with resume
+        data that vouches for every file but the kept ones, so that bip_disk hashes only the
+        pieces those hold. Returns the new handle, whose check runs in the background.
+
+        Raises:
+            TorrentError: the torrent was closed meanwhile, or the disk refused the storage
+                (the torrent fails).
+        """
+        if self._stopped.is_set():  # closed (or failed) during the copy: nothing to add
+            raise TorrentError(f"{self._name}: the torrent was closed while moving")
+        swarm = self.swarm
+        assert swarm is not None  # not checking: the brain exists
+        assert filesystem is not None  # moved to it
+        self._pending_deadlines = dict(swarm.brain.deadlines())
+        self._phase = TorrentPhase.CHECKING
+        self.swarm = None
+        indices = {index for index, _ in kept}
+        # Shielded: a cancel between the removal and the addition would leave no storage.
+        with trio.CancelScope(shield=True):
+            resume: ResumeData | None
+            try:
+                saved = ResumeData.from_bytes(await self._disk.save_resume_data(handle))
+                files = tuple(None if i in indices else f for i, f in enumerate(saved.files))
+                resume = dataclasses.replace(saved, files=files)
+            except (TorrentStateError, StorageError, ResumeDataError) as error:
+                logger.warning("%s: checking all of it after the move: %s", self._name, error)
+                resume = None
+            try:
+                with contextlib.suppress(TorrentStateError):  # removed by a close meanwhile
+                    await self._disk.remove_torrent(handle)
+                if self._stopped.is_set():  # closed during the save
+                    raise TorrentError(f"{self._name}: the torrent was closed while moving")
+                new = await self._add_to_disk(filesystem, resume)
+            except TorrentStateError as error:
+                self._fail(f"storage: after the move: {error}")
+                raise TorrentError(f"{self._name}: after the move: {error}") from None
+        self.handle = new
+        self._handle_changed.set()  # the upload workers read from the new handle
+        logger.debug(
+            "%s: kept %d file(s) found in %s; checking their pieces",
+            self._name,
+            len(kept),
+            self.options.save_dir,
+        )
+        return new
 
     # -- piece order ------------------------------------------------------------------------
 
@@ -815,9 +1082,9 @@ class Torrent:
             self.swarm.feed(PieceDeadlineSet(piece, when), now)
 
     def _raise_piece(self, piece: int) -> None:
-        """A deadline for a piece not wanted (its files not selected): wanted from now on at
+        """A deadline for a piece not wanted (its files at priority 0): wanted from now on at
         the lowest priority, before the deadline reaches the brain."""
-        if self._selection is None or piece in self._raised:
+        if self._file_choice is None or piece in self._raised:
             return
         priorities = self._priorities
         if priorities is not None and priorities[piece]:
@@ -868,7 +1135,6 @@ class Torrent:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 await self._load_peers()
-                await self._load_selection()
                 user = UserPeers(await self._user_peers(), interval=self._config.redial_interval)
                 nursery.start_soon(self._run_sources, [user, *self._sources])
                 try:
@@ -877,6 +1143,7 @@ class Torrent:
                     else:
                         self._metadata.serve(self._info_hash, self.info.to_bytes())
                         self._serve_layers(self.info)
+                    await self._load_selection()
                     await self._open_storage()
                 except TorrentError as error:
                     self._fail(str(error))
@@ -884,8 +1151,7 @@ class Torrent:
                     return
                 self._start_web_seeds()
                 nursery.start_soon(self._save_resume_loop)
-                assert self.handle is not None
-                nursery.start_soon(self._uploader.run, self.handle)
+                nursery.start_soon(self._serve_uploads)
 
     async def _run_sources(self, sources: list[PeerSource]) -> None:
         """Run the discovery sources while no hold is on: a pause cancels them (trackers hear
@@ -898,15 +1164,42 @@ class Torrent:
                         nursery.start_soon(source.run, self, self._peer_sink)
                 await trio.sleep_forever()  # every source ended: nothing to do until a hold
 
+    async def _serve_uploads(self) -> None:
+        """Serve the peers' requests from the torrent's storage: the upload workers start
+        over when the storage is added to the disk anew (:meth:`move_storage` with
+        ``DONT_REPLACE``: a new handle)."""
+        while True:
+            handle = self.handle
+            assert handle is not None  # the storage is open
+            changed = self._handle_changed = trio.Event()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._uploader.run, handle)
+                await changed.wait()
+                nursery.cancel_scope.cancel()
+
     async def _load_selection(self) -> None:
-        """The selection :meth:`set_files` saved in an earlier run, unless the options name
-        files or :meth:`set_files` was called since (those win)."""
-        if self._store is None or self.options.files is not None:
+        """The files chosen by :meth:`set_files` or :meth:`set_file_priorities` in an earlier
+        run, unless the options choose files or the user did since (those win). Once the
+        metadata is known: a record that does not fit the torrent's files is not ours, and
+        is ignored."""
+        options = self.options
+        if self._store is None or options.files is not None:
+            return
+        if options.file_priorities is not None:
             return
         saved = await self._store.load_selection()
-        if saved is not None and not self._selection_set:
-            self._selection = saved.files
-            self._selection_set = True
+        if saved is None or self._selection_set:
+            return
+        choice = saved.priorities if saved.priorities is not None else saved.files
+        info = self.info
+        assert info is not None
+        try:
+            _check_choice(info, choice)
+        except TorrentError as error:
+            logger.debug("%s: saved file choice ignored: %s", self._name, error)
+            return
+        self._file_choice = choice
+        self._selection_set = True
 
     async def _load_peers(self) -> None:
         """The peers and bans saved by the last run: the bans are back, and the peers go to
@@ -964,11 +1257,9 @@ class Torrent:
                     await self._disk.remove_torrent(self.handle)
         else:
             # A magnet link whose metadata never came: its peers (and a selection made
-            # meanwhile) are still worth keeping.
+            # meanwhile, and a pause) are still worth keeping.
             with trio.CancelScope(shield=True):
-                async with self._save_lock:
-                    await self._save_peers()
-                    await self._save_selection()
+                await self._save_resume(sync=True)
         if self._filesystem is not None:
             self._filesystem.close()
 
@@ -1089,23 +1380,24 @@ class Torrent:
             self._layers.serve(info, self._piece_layers)
 
     def _piece_priorities(self) -> list[int] | None:
-        """Each piece's priority from the selection and the raised pieces (``None``: every
+        """Each piece's priority from the files' and the raised pieces (``None``: every
         piece at the default), setting the wanted pieces and their size with it.
 
         Raises:
-            TorrentError: the selection names a file the torrent does not have.
+            TorrentError: the selection names a file the torrent does not have, or the
+                priorities are not one per file.
         """
         info = self.info
         assert info is not None
         geometry = self._geometry  # set with the storage, before any caller runs
         assert geometry is not None
-        if self._selection is None:
+        choice = self._file_choice
+        if choice is None:
             priorities = None
         else:
-            _check_selection(info, self._selection)
-            count = len(info.files)
-            files = [_DEFAULT_PRIORITY if i in self._selection else 0 for i in range(count)]
-            priorities = geometry.piece_priorities(files)
+            _check_choice(info, choice)
+            # A piece takes the highest priority of its files (libtorrent's rule).
+            priorities = geometry.piece_priorities(_per_file(choice, len(info.files)))
             for piece in self._raised:
                 if not priorities[piece]:
                     priorities[piece] = _DEADLINE_PRIORITY
@@ -1128,15 +1420,8 @@ class Torrent:
             NativeFileSystem(self.options.save_dir) if make is None else make(self.options.save_dir)
         )
         resume = None if self._store is None else await self._store.load_resume()
-        source: Metainfo | Info = self.metainfo if self.metainfo is not None else info
-        layers = self._piece_layers
         try:
-            handle = await self._disk.add_torrent(
-                source, self._filesystem, resume_data=resume, piece_layers=layers
-            )
-        except ResumeDataError as error:
-            logger.warning("ignoring the resume data: %s", error)
-            handle = await self._disk.add_torrent(source, self._filesystem, piece_layers=layers)
+            handle = await self._add_to_disk(self._filesystem, resume)
         except TorrentStateError as error:
             raise TorrentError(str(error)) from None
         self.handle = handle
@@ -1145,6 +1430,28 @@ class Torrent:
             raise TorrentError(self._disk.status(handle).reason or "checking the data failed")
         self._make_swarm(handle)
         self.ready.set()
+
+    async def _add_to_disk(
+        self, filesystem: FileSystem, resume: bytes | ResumeData | None
+    ) -> TorrentHandle:
+        """Add the torrent stored in ``filesystem`` to the disk, which checks it in the
+        background: only what ``resume`` does not vouch for is hashed (resume data that is
+        not usable is ignored: everything is hashed).
+
+        Raises:
+            TorrentStateError: the disk refused it (closing, or the torrent is there).
+        """
+        info = self.info
+        assert info is not None
+        source: Metainfo | Info = self.metainfo if self.metainfo is not None else info
+        layers = self._piece_layers
+        try:
+            return await self._disk.add_torrent(
+                source, filesystem, resume_data=resume, piece_layers=layers
+            )
+        except ResumeDataError as error:
+            logger.warning("ignoring the resume data: %s", error)
+            return await self._disk.add_torrent(source, filesystem, piece_layers=layers)
 
     def _make_swarm(self, handle: TorrentHandle) -> None:
         """The data is checked: make the brain with what is on disk and the priorities now
@@ -1480,29 +1787,78 @@ class Torrent:
                 await self._save_now.wait()
 
     async def _save_resume(self, *, sync: bool) -> None:
-        # Not while checking: the disk's record is half rebuilt then (the last one stays; a
-        # recheck deleted it, so that a run cut short checks everything again).
-        if self._store is None or self.handle is None or self._phase is TorrentPhase.CHECKING:
+        """Save the disk's resume data, the peers, the files chosen and the paused state."""
+        if self._store is None:
             return
         async with self._save_lock:
-            try:
-                data = await self._disk.save_resume_data(self.handle, sync=sync)
-                await self._store.save_resume(data)
-            except (TorrentStateError, StorageError, OSError) as error:
-                logger.warning("%s: cannot save resume data: %s", self._name, error)
+            # The disk's record not while checking: it is half rebuilt then (the last one
+            # stays; a recheck deleted it, so that a run cut short checks everything again).
+            handle = self.handle
+            if handle is not None and self._phase is not TorrentPhase.CHECKING:
+                try:
+                    data = await self._disk.save_resume_data(handle, sync=sync)
+                    await self._store.save_resume(data)
+                except (TorrentStateError, StorageError, OSError) as error:
+                    logger.warning("%s: cannot save resume data: %s", self._name, error)
             await self._save_peers()
             await self._save_selection()
+            await self._save_state()
 
     async def _save_selection(self) -> None:
-        """Keep the selection :meth:`set_files` made (when it changed since written)."""
+        """Keep the files :meth:`set_files` or :meth:`set_file_priorities` chose (when they
+        changed since written)."""
         if self._store is None or not self._selection_dirty:
             return
         self._selection_dirty = False
+        choice = self._file_choice
         try:
-            await self._store.save_selection(self._selection)
+            if isinstance(choice, tuple):
+                await self._store.save_selection(None, choice)
+            else:
+                await self._store.save_selection(choice)
         except OSError as error:
             self._selection_dirty = True
             logger.warning("%s: cannot save its file selection: %s", self._name, error)
+
+    async def _save_state(self) -> None:
+        """Keep whether the torrent is paused, for the next run (when it changed since the
+        resume files said)."""
+        paused = self.paused
+        if self._store is None or paused == self._saved_paused:
+            return
+        try:
+            await self._store.save_paused(paused)
+        except OSError as error:
+            logger.warning("%s: cannot save its paused state: %s", self._name, error)
+            return
+        self._saved_paused = paused
+
+
+def _per_file(choice: _FileChoice, count: int) -> tuple[int, ...]:
+    """Each of ``count`` files' priority under ``choice``: the default for every file, 4 for
+    the selected and 0 for the others, or the priorities themselves (cut or padded with the
+    default to ``count``: only a torrent that failed on them has another count)."""
+    if choice is None:
+        return (DEFAULT_FILE_PRIORITY,) * count
+    if isinstance(choice, frozenset):
+        return tuple(DEFAULT_FILE_PRIORITY if i in choice else 0 for i in range(count))
+    return choice[:count] + (DEFAULT_FILE_PRIORITY,) * (count - len(choice))
+
+
+def _check_choice(info: Info, choice: _FileChoice, *, prefix: str = "") -> None:
+    """Refuse a choice of files that does not fit ``info``: a selection with an index that
+    is not a file of it, priorities that are not one per file.
+
+    Raises:
+        TorrentError: ``prefix`` then what does not fit.
+    """
+    if isinstance(choice, frozenset):
+        _check_selection(info, choice, prefix=prefix)
+    elif choice is not None and len(choice) != len(info.files):
+        raise TorrentError(
+            f"{prefix}{len(choice)} file priorities for {len(info.files)} files (one per"
+            " file, pad files included)"
+        )
 
 
 def _check_selection(info: Info, selection: frozenset[int], *, prefix: str = "") -> None:

@@ -259,14 +259,16 @@ class Uploader:
 
     async def run(self, handle: TorrentHandle, *, workers: int = UPLOAD_WORKERS) -> None:
         """Serve the torrent ``handle``'s requests until cancelled."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            try:
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 for _ in range(workers):
                     nursery.start_soon(self._work, handle)
                 await trio.sleep_forever()
-            finally:
-                self._nursery = None
+        finally:
+            # Only once every worker is done: a worker woken in the same tick as the
+            # cancellation may still set a peer aside (its watcher is cancelled at once).
+            self._nursery = None
 
     # -- internals --------------------------------------------------------------------------
 
