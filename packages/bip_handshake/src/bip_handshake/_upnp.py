@@ -432,20 +432,25 @@ class HttpResponseParser:
         del self._buffer[: end + 1]
         return line[:-1] if line.endswith(b"\r") else line
 
+    def _take_counted(self, *, then: _Mode) -> bool:
+        """Take up to ``_left`` body bytes (a Content-Length body, or one chunk's data);
+        once all are in, go on to ``then``. False when more bytes are needed."""
+        take = min(self._left, len(self._buffer))
+        self._take_body(self._buffer[:take])
+        del self._buffer[:take]
+        self._left -= take
+        if self._left:
+            return False
+        self._mode = then
+        return True
+
     def _step(self) -> bool:
         """Advance one state; False when more bytes are needed."""
         mode = self._mode
         if mode is _Mode.HEAD:
             return self._step_head()
         if mode is _Mode.LENGTH:
-            take = min(self._left, len(self._buffer))
-            self._take_body(self._buffer[:take])
-            del self._buffer[:take]
-            self._left -= take
-            if self._left:
-                return False
-            self._mode = _Mode.DONE
-            return True
+            return self._take_counted(then=_Mode.DONE)
         if mode is _Mode.EOF:
             self._take_body(self._buffer)
             self._buffer.clear()
@@ -463,14 +468,7 @@ class HttpResponseParser:
             self._mode = _Mode.CHUNK_DATA if self._left else _Mode.TRAILER
             return True
         if mode is _Mode.CHUNK_DATA:
-            take = min(self._left, len(self._buffer))
-            self._take_body(self._buffer[:take])
-            del self._buffer[:take]
-            self._left -= take
-            if self._left:
-                return False
-            self._mode = _Mode.CHUNK_END
-            return True
+            return self._take_counted(then=_Mode.CHUNK_END)
         if mode is _Mode.CHUNK_END:
             line = self._line(2)
             if line is None:
