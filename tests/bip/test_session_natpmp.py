@@ -445,13 +445,68 @@ def test_mappable_ports() -> None:
         [
             at("192.168.1.5", 6881),
             at("0.0.0.0", 6882),
-            at("::", 6883),
+            at("::", 6883),  # IPv6 alone (our sockets are IPV6_V6ONLY): no IPv4 reaches it
             at("2001:db8::1", 6884),  # IPv6: no NAT-PMP
             at("81.2.69.160", 6885),  # global
             at("10.0.0.1", 6881),  # a repeat
             at("10.0.0.1", 0),  # not bound
+            at("::ffff:192.168.1.6", 6886),  # IPv4-mapped: an IPv4 socket
         ]
-    ) == (6881, 6882, 6883)
+    ) == (6881, 6882, 6886)
+    assert mappable_ports([at("::", 6881)]) == ()
+
+
+async def test_beside_a_wildcard_ipv6_listener_only_the_ipv4_one_is_mapped() -> None:
+    """listen=(("::", p), ("0.0.0.0", q)): ``::`` takes no IPv4, so a gateway forwarding to
+    p would reach nothing; q alone is mapped (TCP, and UDP for uTP on the same ports)."""
+    listening = [PeerAddress.parse("[::]:6882"), PeerAddress.parse("0.0.0.0:6881")]
+    assert mappable_ports(listening) == (6881,)
+    gateway = Gateway()
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            _, gateway_port = await start_gateway(nursery, gateway)
+            config = loopback_config(
+                **natpmp_config(gateway_port), listen=(("::", 6882), ("0.0.0.0", 6881))
+            )
+            async with open_session_port_mapping(
+                config,
+                tcp_port=6881,
+                tcp_ports=mappable_ports(listening),
+                udp_ports=mappable_ports(listening),
+            ) as mapping:
+                await wait_until(
+                    lambda: (
+                        bool(mapping.mappings())
+                        and all(m.external_port is not None for m in mapping.mappings())
+                    )
+                )
+                assert {(m.protocol, m.internal_port) for m in mapping.mappings()} == {
+                    (MappingProtocol.TCP, 6881),
+                    (MappingProtocol.UDP, 6881),
+                }
+                assert mapping.external_tcp_port == 6881 + gateway.offset
+            asked = {r.internal_port for r in gateway.requests if isinstance(r, MappingRequest)}
+            assert asked == {6881}
+            nursery.cancel_scope.cancel()
+
+
+async def test_the_session_tells_the_ipv4_listener_s_mapped_port_when_ipv6_is_listed_first() -> (
+    None
+):
+    gateway = Gateway(offset=1000)
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            _, gateway_port = await start_gateway(nursery, gateway)
+            config = loopback_config(
+                **natpmp_config(gateway_port), listen=(("::1", 0), (LOOPBACK, 0))
+            )
+            async with open_session(config) as session:
+                v6, v4 = session.handshaker.listen_addresses
+                assert v6.family == 6
+                await wait_until(lambda: mapped(session))
+                # Trackers, the DHT and peers hear the IPv4 listener's mapped port.
+                assert session.external_port == v4.port + 1000
+            nursery.cancel_scope.cancel()
 
 
 def test_config_checks_the_gateway() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import random
 from ipaddress import IPv4Address, IPv6Address
 
@@ -162,6 +163,24 @@ def test_malformed_messages_raise_our_error(data: bytes) -> None:
     assert issubclass(LsdError, RemoteProtocolError)
 
 
+def test_a_bad_infohash_is_skipped_the_others_kept() -> None:
+    # libtorrent skips a value that is not 40 hex digits and keeps the message's others.
+    data = (
+        b"BT-SEARCH * HTTP/1.1\r\nPort: 6881\r\n"
+        b"Infohash: " + b"ab" * 32 + b"\r\n"  # a whole v2 hash
+        b"Infohash: 0123456789abcdef0123456789abcdef01234567\r\n"
+        b"Infohash: 0123\r\n"
+        b"Infohash: " + b"g" * 40 + b"\r\n\r\n\r\n"
+    )
+    assert decode_lsd_announce(data).info_hashes == (H1,)
+    none_valid = data.replace(b"0123456789abcdef0123456789abcdef01234567", b"x")
+    with pytest.raises(LsdError, match="none of 4"):
+        decode_lsd_announce(none_valid)
+    # Bad values count against the bound on Infohash headers like good ones.
+    with pytest.raises(LsdError, match="3 info-hashes at most"):
+        decode_lsd_announce(data, max_hashes=3)
+
+
 def test_size_and_hash_bounds() -> None:
     filler = b"X: " + b"x" * (LSD_MAX_MESSAGE - len(LIBTORRENT)) + b"\r\n"
     padded = LIBTORRENT.replace(b"Port:", filler + b"Port:")
@@ -176,11 +195,11 @@ def test_size_and_hash_bounds() -> None:
 
 
 def test_a_full_message_of_25_hashes_fits_1400_bytes() -> None:
-    service = LsdService(65535, cookie="f" * 8, min_gap=0)
+    service = LsdService(65535, cookie="f" * 8)
     assert service.hashes_per_message == 25
     for h in hashes(60):
         service.announce(h, 0.0)
-    sent = service.datagrams_to_send(0.0)
+    sent = [m for now in (0.0, 60.0, 120.0) for m in service.datagrams_to_send(now)]
     assert [len(decode_lsd_announce(m).info_hashes) for m, _ in sent] == [25, 25, 10]
     assert all(len(m) <= LSD_MAX_MESSAGE for m, _ in sent)
     v6 = LsdService(65535, group=LSD_GROUP_V6, cookie="c" * 64)
@@ -267,7 +286,7 @@ def test_announces_at_once_then_every_five_minutes() -> None:
     assert (stats.announced, stats.sent, stats.hashes_sent) == (1, 2, 2)
 
 
-def test_messages_keep_the_minimum_gap_and_late_torrents_fall_in_step() -> None:
+def test_a_few_torrents_have_a_message_each_a_gap_apart() -> None:
     service = LsdService(6881)
     service.announce(H1, 0.0)
     assert len(service.datagrams_to_send(0.0)) == 1
@@ -276,12 +295,77 @@ def test_messages_keep_the_minimum_gap_and_late_torrents_fall_in_step() -> None:
     assert service.datagrams_to_send(30.0) == []
     [(data, _)] = service.datagrams_to_send(60.0)
     assert decode_lsd_announce(data).info_hashes == (H2,)
-    # At 300 H1 is due and H2 (due at 360) would need its own message before the next
-    # one may go: it rides along, and from then on both share one message.
+    # Two torrents fit two messages in five minutes: each keeps its own.
     assert service.next_deadline() == 300.0
     [(data, _)] = service.datagrams_to_send(300.0)
-    assert decode_lsd_announce(data).info_hashes == (H1, H2)
+    assert decode_lsd_announce(data).info_hashes == (H1,)
+    assert service.next_deadline() == 360.0
+    [(data, _)] = service.datagrams_to_send(360.0)
+    assert decode_lsd_announce(data).info_hashes == (H2,)
+
+
+@pytest.mark.parametrize(
+    ("group", "cookie"), [(LSD_GROUP_V4, None), (LSD_GROUP_V6, None), (LSD_GROUP_V6, "c" * 64)]
+)
+def test_up_to_five_torrents_one_hash_a_message_of_200_bytes_at_most(
+    group: PeerAddress, cookie: str | None
+) -> None:
+    """Transmission up to 3 reads 200 bytes of a datagram and its first Infohash only."""
+    service = LsdService(65535, group=group, cookie=cookie)
+    hybrid = InfoHash(v1=H1, v2=V2)  # two swarms: two of the five
+    service.announce(hybrid, 0.0)
+    for h in hashes(3):
+        service.announce(h, 30.0)
+    sent: dict[bytes, list[float]] = {}
+    times = []
+    now = 0.0
+    while now < 1800.0:
+        deadline = service.next_deadline()
+        assert deadline is not None
+        now = deadline
+        for data, _ in service.datagrams_to_send(now):
+            assert len(data) <= 200
+            [info_hash] = decode_lsd_announce(data).info_hashes
+            sent.setdefault(info_hash, []).append(now)
+            times.append(now)
+    assert set(sent) == {H1, V2[:20], *hashes(3)}
+    assert all(b - a >= LSD_MIN_GAP for a, b in itertools.pairwise(times))
+    for when in sent.values():  # every one every five minutes, none late
+        assert all(b - a == LSD_ANNOUNCE_INTERVAL for a, b in itertools.pairwise(when))
+        assert when[0] <= 240.0
+
+
+def test_beyond_five_torrents_they_share_messages_and_fall_in_step() -> None:
+    service = LsdService(6881)
+    six = hashes(6)
+    for h in six:
+        service.announce(h, 0.0)
+    [(data, _)] = service.datagrams_to_send(0.0)
+    assert decode_lsd_announce(data).info_hashes == tuple(six)
+    service.announce(H1, 10.0)
+    assert service.next_deadline() == LSD_MIN_GAP  # waits for the gap
+    [(data, _)] = service.datagrams_to_send(60.0)
+    assert decode_lsd_announce(data).info_hashes == (H1,)
+    # At 300 six are due and H1 (due at 360) would need its own message before the next
+    # one may go: it rides along, and from then on all share one message.
+    assert service.next_deadline() == 300.0
+    [(data, _)] = service.datagrams_to_send(300.0)
+    assert decode_lsd_announce(data).info_hashes == (*six, H1)
     assert service.next_deadline() == 600.0
+    # Back to five: one each again, a gap apart.
+    service.withdraw(H1)
+    service.withdraw(six[0])
+    sent = service.datagrams_to_send(600.0)
+    assert [decode_lsd_announce(m).info_hashes for m, _ in sent] == [(six[1],)]
+    assert service.next_deadline() == 660.0
+
+
+def test_with_no_gap_every_torrent_has_its_own_message() -> None:
+    service = LsdService(6881, min_gap=0)
+    for h in hashes(30):
+        service.announce(h, 0.0)
+    sent = service.datagrams_to_send(0.0)
+    assert [decode_lsd_announce(m).info_hashes for m, _ in sent] == [(h,) for h in hashes(30)]
 
 
 def test_many_torrents_are_batched_and_round_robin() -> None:
@@ -426,6 +510,20 @@ def test_unusable_announces_are_dropped(data: bytes, source: PeerAddress) -> Non
     service.receive_datagram(data, source, 1.0)
     assert found(service) == []
     assert service.statistics().unusable == 1
+
+
+def test_bad_infohash_values_are_counted_and_skipped() -> None:
+    service = LsdService(6881)
+    service.announce(H1, 0.0)
+    good = their(H2, H1)
+    data = good.replace(H2.hex().encode(), b"not-a-hash")
+    service.receive_datagram(data, PEER, 1.0)
+    assert found(service) == [(H1, "192.168.1.20:51413")]
+    only_bad = good.replace(H2.hex().encode(), b"0").replace(H1.hex().encode(), b"1")
+    service.receive_datagram(only_bad, PEER, 2.0)
+    assert found(service) == []
+    stats = service.statistics()
+    assert (stats.bad_hashes, stats.malformed, stats.peers_found) == (1, 1, 1)
 
 
 def test_garbage_is_counted_never_raised() -> None:

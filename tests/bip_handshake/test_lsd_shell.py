@@ -256,8 +256,19 @@ async def test_a_group_that_cannot_be_joined_raises_an_os_error() -> None:
     assert caught.value.errno in (errno.EADDRNOTAVAIL, errno.ENODEV, errno.EINVAL)
     assert "239.192.152.143:6771" in str(caught.value)
     assert isinstance(caught.value.__cause__, OSError)
-    with pytest.raises(LsdUnavailableError):
+    with pytest.raises(LsdUnavailableError) as caught:
         async with open_lsd(6881, family=6, bind_port=0, interface="no-such-if0"):
+            pass  # pragma: no cover
+    assert caught.value.errno == errno.ENODEV
+    assert str(caught.value) == (
+        f"[Errno {errno.ENODEV}] LSD cannot use interface 'no-such-if0': no such interface"
+    )
+
+
+async def test_an_empty_interface_name_is_a_bad_argument() -> None:
+    # Not "[Errno None] ... None": the caller's mistake, said as such.
+    with pytest.raises(LocalProtocolError, match="a non-empty name, got ''"):
+        async with open_lsd(6881, family=6, bind_port=0, interface=""):
             pass  # pragma: no cover
 
 
@@ -324,6 +335,9 @@ def test_multicast_options_as_libtorrent_sets_them() -> None:
         {"min_gap": -1},
         {"cookie": "two words"},
         {"interface": 7},
+        {"interface": ""},
+        {"family": 6, "interface": ""},
+        {"family": 6, "interface": "lo\0"},
         {"bind_host": "localhost"},
         {"bind_host": "::1"},
         {"bind_port": 65536},

@@ -21,21 +21,37 @@ How BEP 14 is run:
   libtorrent and BEP 14). A v1 torrent is announced by its info-hash; a v2 torrent by its
   BEP 52 truncated hash (the first 20 bytes of its SHA-256 one), as libtorrent does; a
   hybrid by both (pass a :class:`~bip_metainfo.InfoHash` and its swarm ids are taken).
-- Several torrents share one message (consecutive ``Infohash`` headers, BEP 14), up to
-  :data:`LSD_MAX_MESSAGE` bytes (1400: no IP fragmentation). Messages are at least
-  ``min_gap`` seconds apart (:data:`LSD_MIN_GAP`, one a minute as BEP 14 asks: many
-  torrents never make a multicast storm): a torrent falling due meanwhile waits, and when a
-  message goes out, torrents falling due before the next one could go ride along, so
-  torrents announced at different times fall in step and share messages. With more
-  torrents than five minutes of messages can carry, each is announced less often, the most
-  overdue first (BEP 14's round robin).
+- Messages are at least ``min_gap`` seconds apart (:data:`LSD_MIN_GAP`, one a minute as
+  BEP 14 asks: many torrents never make a multicast storm); a torrent falling due meanwhile
+  waits, the most overdue going first.
+- Each message names one torrent while every torrent announced can have its own message
+  within the interval (at most ``announce_interval / min_gap`` of them: 5 by default), as
+  BEP 14 has it: several ``Infohash`` headers in one message "may not be supported by older
+  implementations", and they are not: Transmission up to 3 reads 200 bytes of a datagram
+  and the first ``Infohash`` only. One hash makes a message of 200 bytes at most on BEP 14's
+  groups. Only beyond that do several torrents share one message (consecutive ``Infohash``
+  headers, BEP 14's other choice), up to :data:`LSD_MAX_MESSAGE` bytes (1400: no IP
+  fragmentation): when a message goes out, torrents falling due before the next one could
+  go ride along, so torrents announced at different times fall in step and share messages.
+  With more torrents than five minutes of messages can carry, each is announced less often,
+  the most overdue first (BEP 14's round robin).
 - Every message carries a random ``cookie`` (as libtorrent does): the multicast loopback
   brings our own messages back, and the cookie tells them apart.
 - An announce is believed only for torrents we announce ourselves (others' hashes are
   counted and dropped); the peer is the datagram's source address with the ``Port``
   header's port (BEP 14: the port is the one the sender listens on; the source port is the
   group's). Port 0, an IPv6 link-local source (it cannot be dialled without its scope) and
-  a source that could not be dialled are dropped.
+  a source that could not be dialled are dropped. An ``Infohash`` value that is not 40 hex
+  digits is counted and skipped, the message's others kept (as libtorrent does); a message
+  with none valid is dropped.
+- The source address is believed as it comes: a host on the local network that forges the
+  source of its datagrams can make us dial any address, once per torrent it names that we
+  announce, within its rate allowance below (the dials then go through the peer list's
+  backoff and bounds). libtorrent drops a source outside the receiving interface's subnet;
+  the standard library cannot list an interface's netmask, so we do not. A host beyond the
+  local network cannot do this: the shell reads only what is sent to the group (it binds
+  the group's address where the system allows it, see :mod:`bip_handshake._lsd_shell`),
+  and the internet does not route multicast.
 - Each source host may send :data:`LSD_SOURCE_BURST` messages at once and
   :data:`LSD_SOURCE_RATE` a second after that; the excess is dropped before it is parsed,
   so a LAN host cannot flood us. At most :data:`LSD_MAX_SOURCES` hosts are tracked; a
@@ -269,26 +285,33 @@ def decode_lsd_announce(
     ``cookie``, the others ``Infohash``), hex in either case (Transmission writes
     uppercase), CRLF or bare LF line ends, blanks around values, any number of blank lines
     after the headers, unknown headers (ignored, BEP 14), no ``Host`` or ``cookie``, any
-    HTTP/1.x version. Strict where it matters: the request line ``BT-SEARCH * HTTP/1.x``, a
-    header block ended by a blank line with nothing but blank lines after it, well-formed
-    header lines, exactly one decimal ``Port`` (0..65535), one ``Infohash`` at least and
-    each exactly 40 hex digits, no repeated ``Host`` or ``cookie``.
+    HTTP/1.x version, an ``Infohash`` value that is not 40 hex digits (skipped, the others
+    kept, as libtorrent does). Strict where it matters: the request line
+    ``BT-SEARCH * HTTP/1.x``, a header block ended by a blank line with nothing but blank
+    lines after it, well-formed header lines, exactly one decimal ``Port`` (0..65535), one
+    valid ``Infohash`` at least, no repeated ``Host`` or ``cookie``.
 
     Args:
         data: the datagram.
         max_size: bytes a message may have at most.
-        max_hashes: ``Infohash`` headers a message may have at most.
+        max_hashes: ``Infohash`` headers a message may have at most (valid or not).
 
     Raises:
         LsdError: not such a message, or over a bound.
 
     >>> message = decode_lsd_announce(
     ...     b"BT-SEARCH * HTTP/1.1\\r\\nHost: 239.192.152.143:6771\\r\\nPort: 51413\\r\\n"
-    ...     b"Infohash: 0123456789ABCDEF0123456789ABCDEF01234567\\r\\n\\r\\n\\r\\n"
+    ...     b"Infohash: 0123456789ABCDEF0123456789ABCDEF01234567\\r\\n"
+    ...     b"Infohash: 0123\\r\\n\\r\\n\\r\\n"
     ... )
-    >>> message.port, message.info_hashes[0].hex(), message.cookie
-    (51413, '0123456789abcdef0123456789abcdef01234567', None)
+    >>> message.port, [h.hex() for h in message.info_hashes], message.cookie
+    (51413, ['0123456789abcdef0123456789abcdef01234567'], None)
     """
+    return _decode(data, max_size=max_size, max_hashes=max_hashes)[0]
+
+
+def _decode(data: bytes, *, max_size: int, max_hashes: int) -> tuple[LsdAnnounce, int]:
+    """:func:`decode_lsd_announce`, and how many ``Infohash`` values it skipped."""
     data = bytes(data)
     if len(data) > max_size:
         raise LsdError(f"an LSD message has {max_size} bytes at most, got {len(data)}")
@@ -317,6 +340,7 @@ def decode_lsd_announce(
     host: str | None = None
     cookie: str | None = None
     hashes: list[bytes] = []
+    skipped = 0
     for line in lines[1:end]:
         name, colon, raw = line.partition(b":")
         if not colon or _TOKEN.fullmatch(name) is None:
@@ -326,10 +350,12 @@ def decode_lsd_announce(
             raise LsdError(f"a control character in the {name.decode()} header")
         key = name.lower()
         if key == b"infohash":
-            if _HEX_HASH.fullmatch(value) is None:
-                raise LsdError(f"an Infohash is 40 hex digits, got {value[:64]!r}")
-            if len(hashes) >= max_hashes:
+            if len(hashes) + skipped >= max_hashes:
                 raise LsdError(f"an LSD message names {max_hashes} info-hashes at most")
+            if _HEX_HASH.fullmatch(value) is None:
+                # One sender's odd value (a full v2 hash, a typo) spoils none of the others.
+                skipped += 1
+                continue
             hashes.append(bytes.fromhex(value.decode("ascii")))
         elif key == b"port":
             if port is not None:
@@ -348,8 +374,10 @@ def decode_lsd_announce(
     if port is None:
         raise LsdError("an LSD message has a Port header")
     if not hashes:
+        if skipped:
+            raise LsdError(f"an Infohash is 40 hex digits: none of {skipped} is")
         raise LsdError("an LSD message has an Infohash header")
-    return LsdAnnounce(port, tuple(hashes), host, cookie)
+    return LsdAnnounce(port, tuple(hashes), host, cookie), skipped
 
 
 class LsdEvent:
@@ -386,6 +414,8 @@ class LsdStatistics:
         own: our own messages dropped (the cookie matched).
         unusable: messages dropped for port 0 or a source that cannot be dialled.
         unknown_hashes: info-hashes dropped for not being ours.
+        bad_hashes: ``Infohash`` values skipped for not being 40 hex digits (in messages
+            kept for their others; a message with none valid counts as malformed).
         peers_found: :class:`LsdPeerFound` events made.
         events_dropped: events dropped because :data:`LSD_MAX_EVENTS` were waiting.
         tracked_sources: source hosts whose rate is tracked now.
@@ -400,6 +430,7 @@ class LsdStatistics:
     own: int
     unusable: int
     unknown_hashes: int
+    bad_hashes: int
     peers_found: int
     events_dropped: int
     tracked_sources: int
@@ -438,7 +469,8 @@ class LsdService:
         cookie: the token our messages carry (visible ASCII, 64 characters at most); by
             default 8 random hex digits.
         announce_interval: seconds between two announces of one torrent.
-        min_gap: least seconds between two messages.
+        min_gap: least seconds between two messages (with 0, each torrent has its own
+            message: none are batched).
         max_message: bytes one message may have, sent or received.
         source_rate: messages a second one source host may send once its burst is spent.
         source_burst: messages one source host may send at once.
@@ -506,6 +538,7 @@ class LsdService:
         self._own = 0
         self._unusable = 0
         self._unknown = 0
+        self._bad_hashes = 0
         self._found = 0
         self._events_dropped = 0
 
@@ -533,7 +566,8 @@ class LsdService:
 
     @property
     def hashes_per_message(self) -> int:
-        """How many info-hashes one of our messages carries at most."""
+        """How many info-hashes one of our messages carries at most (when torrents are
+        batched: more than ``announce_interval / min_gap`` of them)."""
         return self._per_message
 
     def announce(self, info_hash: bytes | InfoHash, now: float) -> None:
@@ -584,6 +618,7 @@ class LsdService:
             own=self._own,
             unusable=self._unusable,
             unknown_hashes=self._unknown,
+            bad_hashes=self._bad_hashes,
             peers_found=self._found,
             events_dropped=self._events_dropped,
             tracked_sources=len(self._sources),
@@ -607,15 +642,21 @@ class LsdService:
         self._prune_sources(now)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, PeerAddress]]:
-        """The messages owed now: none, or one (several only when ``min_gap`` is 0)."""
+        """The messages owed now: none, or one (several only when ``min_gap`` is 0): one
+        info-hash each while every torrent announced can have its own message within the
+        interval, else batches (see the module docstring)."""
         out: list[tuple[bytes, PeerAddress]] = []
         while self._hashes and now >= self._next_send_at:
-            # What falls due before the next message could go rides along with this one.
             if min(self._hashes.values()) > now:
                 break
-            horizon = now + self._min_gap
-            waiting = sorted((due, h) for h, due in self._hashes.items() if due <= horizon)
-            batch = [h for _, h in waiting[: self._per_message]]
+            if len(self._hashes) * self._min_gap <= self._interval:
+                # One message each fits the schedule: old clients read one hash only.
+                batch = [min((due, h) for h, due in self._hashes.items())[1]]
+            else:
+                # What falls due before the next message could go rides along with this one.
+                horizon = now + self._min_gap
+                waiting = sorted((due, h) for h, due in self._hashes.items() if due <= horizon)
+                batch = [h for _, h in waiting[: self._per_message]]
             for h in batch:
                 self._hashes[h] = now + self._interval
             self._next_send_at = now + self._min_gap
@@ -641,11 +682,14 @@ class LsdService:
             self._rate_limited += 1
             return
         try:
-            message = decode_lsd_announce(data, max_size=self._max_message)
+            message, skipped = _decode(data, max_size=self._max_message, max_hashes=LSD_MAX_HASHES)
         except LsdError as error:
             self._malformed += 1
             _log.debug("LSD: dropped a message from %s: %s", host, error)
             return
+        if skipped:
+            self._bad_hashes += skipped
+            _log.debug("LSD: skipped %d bad Infohash values from %s", skipped, host)
         if message.cookie == self._cookie:
             self._own += 1
             return

@@ -43,6 +43,7 @@ A sketch (the callback a handshaker's :meth:`~bip_handshake.PeerSink.discovered`
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import random
@@ -100,7 +101,15 @@ def _interface_index(interface: str | int | None) -> int:
         if not 0 <= interface <= 0xFFFF_FFFF:
             raise LocalProtocolError(f"an interface index is in 0..2**32-1, got {interface}")
         return interface
-    return socket.if_nametoindex(interface)  # OSError when there is no such interface
+    if not interface or "\0" in interface:
+        # if_nametoindex would say "no interface" (or raise ValueError for a NUL) as if the
+        # machine lacked it: this is the caller's mistake, not the machine's.
+        raise LocalProtocolError(f"an IPv6 interface name is a non-empty name, got {interface!r}")
+    try:
+        return socket.if_nametoindex(interface)
+    except OSError as error:
+        # Its OSError has no errno nor strerror: give it both, for LsdUnavailableError.
+        raise OSError(errno.ENODEV, "no such interface") from error
 
 
 def _interface_address(interface: str | int | None) -> IPv4Address | None:
@@ -126,8 +135,9 @@ def _multicast_options(
         ttl: the hop limit of what we send (1: the local network only).
 
     Raises:
-        LocalProtocolError: ``group`` is not multicast, or a bad interface or ttl.
-        OSError: an IPv6 interface name that names no interface.
+        LocalProtocolError: ``group`` is not multicast, or a bad interface (an empty name)
+            or ttl.
+        OSError: an IPv6 interface name that names no interface (``ENODEV``).
 
     >>> [option for _, option, _ in _multicast_options(LSD_GROUP_V4)] == [
     ...     socket.IP_ADD_MEMBERSHIP, socket.IP_MULTICAST_TTL, socket.IP_MULTICAST_LOOP]
@@ -398,7 +408,8 @@ async def open_lsd(
             it peers are only counted.
         ttl: the multicast hop limit (1: the local network only).
         announce_interval: seconds between two announces of one torrent.
-        min_gap: least seconds between two messages.
+        min_gap: least seconds between two messages (with 0, each torrent has its own
+            message: none are batched).
         source_rate: messages a second one host may send us once its burst is spent.
         source_burst: messages one host may send us at once.
         max_sources: hosts whose message rate is tracked at once.

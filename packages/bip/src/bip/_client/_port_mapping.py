@@ -146,16 +146,22 @@ class SessionPortMapping:
 
 def _mappable(host: IPv4Address | IPv6Address) -> bool:
     """Whether a socket bound to ``host`` (IPv4-mapped addresses unwrapped) may sit behind a
-    NAT-PMP gateway: an IPv4 address that is not global (NAT-PMP is IPv4 only, and RFC 6886
-    is for hosts behind a NAT), or an unspecified one (every address: ``::`` takes IPv4 too,
-    dual-stack)."""
-    return host.is_unspecified or (isinstance(host, IPv4Address) and not is_global_address(host))
+    NAT gateway: an IPv4 one, on every IPv4 address (``0.0.0.0``) or on one that is not
+    global. NAT-PMP and UPnP IGD map IPv4 alone (and are for hosts behind a NAT); a socket on
+    ``::`` takes no IPv4 (the session's sockets are all ``IPV6_V6ONLY``), so a gateway
+    forwarding to its port would reach nothing."""
+    return isinstance(host, IPv4Address) and (host.is_unspecified or not is_global_address(host))
 
 
 def mappable_ports(addresses: Iterable[PeerAddress]) -> tuple[int, ...]:
     """The distinct ports of ``addresses`` (where sockets are bound) that a NAT gateway could
-    forward to us: those of sockets on a non-global IPv4 address or on every address, in
-    order; ports 0 (not bound) are left out."""
+    forward to us: those of IPv4 sockets on every address or on a non-global one, in order;
+    IPv6 sockets (``::`` included) and ports 0 (not bound) are left out.
+
+    >>> listening = [PeerAddress.parse("[::]:6882"), PeerAddress.parse("0.0.0.0:6881")]
+    >>> mappable_ports(listening)
+    (6881,)
+    """
     ports: dict[int, None] = {}
     for address in addresses:
         if address.port and _mappable(address.normalized().host):

@@ -848,11 +848,15 @@ async def open_session(
             )
             # Before the peer manager, so the mappings are deleted once every peer is gone.
             listen_ports = {address.port for address in addresses}
+            tcp_mappable = mappable_ports(addresses)
+            # The port whose mapping we tell: an IPv4 listener's (a "::" one listed first
+            # takes no IPv4, and NAT-PMP and UPnP map IPv4 only).
+            told = tcp_mappable[:1] or [address.port for address in addresses[:1]] or [0]
             port_mapping = await stack.enter_async_context(
                 open_session_port_mapping(
                     config,
-                    tcp_port=addresses[0].port if addresses else 0,
-                    tcp_ports=mappable_ports(addresses),
+                    tcp_port=told[0],
+                    tcp_ports=tcp_mappable,
                     udp_ports=mappable_ports(
                         (
                             # Those accepting peers: on a TCP listener's port number.
