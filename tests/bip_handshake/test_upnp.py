@@ -9,17 +9,30 @@ from ipaddress import IPv4Address
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests._upnp_igd import IGD1, ROOT_DESC, WANIP1, WANIP2, WANPPP1, FakeIgd, fault, http_response
+from tests._upnp_igd import (
+    IGD1,
+    ROOT_DESC,
+    SECOND_DEVICE,
+    WANIP1,
+    WANIP2,
+    WANPPP1,
+    FakeIgd,
+    fault,
+    http_response,
+    response,
+)
 
 from bip_handshake._errors import LocalProtocolError, RemoteProtocolError
-from bip_handshake._natpmp import MappingProtocol
+from bip_handshake._portmap import MappingProtocol
 from bip_handshake._upnp import (
     UPNP_MAX_DESCRIPTION,
     UPNP_MAX_HEAD,
     UPNP_MAX_HEADERS,
+    UPNP_MAX_SERVICES,
     UPNP_MAX_SOAP_RESPONSE,
     UPNP_MAX_SSDP_RESPONSE,
     UPNP_MAX_URL,
+    UPNP_SEARCH_TARGETS,
     HttpResponse,
     HttpResponseParser,
     HttpUrl,
@@ -28,16 +41,21 @@ from bip_handshake._upnp import (
     UpnpDevice,
     UpnpError,
     UpnpErrorCode,
+    UpnpPortMappingEntry,
     build_add_port_mapping,
     build_delete_port_mapping,
     build_get_external_address,
+    build_get_specific_port_mapping_entry,
     build_http_get,
     build_msearch,
     build_soap_request,
+    check_soap_success,
     parse_device_description,
+    parse_device_services,
     parse_external_address,
     parse_http_response,
     parse_http_url,
+    parse_port_mapping_entry,
     parse_soap_response,
     parse_ssdp_response,
 )
@@ -69,14 +87,21 @@ def description(
     *,
     url_base: str | None = None,
     device_type: str = IGD1,
+    second: tuple[str, str] | None = None,
 ) -> bytes:
     base = "" if url_base is None else f"<URLBase>{url_base}</URLBase>\n"
+    second_device = (
+        ""
+        if second is None
+        else SECOND_DEVICE.format(service_type=second[0], control_url=second[1])
+    )
     return ROOT_DESC.format(
         url_base=base,
         device_type=device_type,
         friendly_name="OpenWrt router",
         service_type=service_type,
         control_url=control_url,
+        second_device=second_device,
     ).encode()
 
 
@@ -532,10 +557,10 @@ BILLION_LAUGHS = b"""<?xml version="1.0"?>
         description().replace(b"<root", b"<!doctype root>\n<root", 1),
         description().replace(b"<root", b'<!ENTITY x "y">\n<root', 1),
         b'<?xml version="1.0"?><root>&external;</root>',
-        description(device_type="urn:schemas-upnp-org:device:MediaServer:1"),
         description(service_type="urn:schemas-upnp-org:service:Layer3Forwarding:1"),
         description(service_type="urn:schemas-upnp-org:service:WANIPConnection:1 extra"),
-        description() + b"<junk/>",
+        description() + b"<!DOCTYPE junk>",  # a DOCTYPE anywhere, even past the root
+        b"<root>&external;</root>\x00",  # an entity nobody declared, repair or not
         description() + b" " * UPNP_MAX_DESCRIPTION,
         description().decode().encode("utf-16"),
         # An encoding that is not ASCII-compatible cannot hide a DOCTYPE: text is read as
@@ -787,3 +812,180 @@ def test_soap_garbage_gives_our_error(data: bytes, status: int) -> None:
 def test_a_url_built_by_hand_is_checked(host: object, port: object, target: object) -> None:
     with pytest.raises(LocalProtocolError):
         HttpUrl(host, port, target)  # type: ignore[arg-type]
+
+
+# -- what real routers get wrong ----------------------------------------------------------------
+
+
+def test_searches_end_with_every_root_device() -> None:
+    assert UPNP_SEARCH_TARGETS[-1] == "upnp:rootdevice"  # all libtorrent asks for
+    assert UPNP_SEARCH_TARGETS[0] == IGD1
+
+
+def test_a_connection_service_is_taken_wherever_the_description_lists_it() -> None:
+    # Not an InternetGatewayDevice by its type, yet it offers the service: taken (libtorrent).
+    document = description(device_type="urn:schemas-upnp-org:device:MediaServer:1")
+    assert parse_device_description(document, LOCATION).control_url == (
+        "http://192.168.1.1:5000/ctl/IPConn"
+    )
+    bare = (
+        b"<root><serviceList><service><serviceType>" + WANPPP1.encode() + b"</serviceType>"
+        b"<controlURL>/ppp</controlURL></service></serviceList></root>"
+    )
+    assert parse_device_description(bare, LOCATION).service_type == WANPPP1
+
+
+def test_every_connection_service_is_offered_best_first() -> None:
+    document = description(WANPPP1, "/ctl/PPPConn", second=(WANIP1, "/ctl/IPConn"))
+    services = parse_device_services(document, LOCATION)
+    assert [(s.service_type, s.control_url) for s in services] == [
+        (WANIP1, "http://192.168.1.1:5000/ctl/IPConn"),
+        (WANPPP1, "http://192.168.1.1:5000/ctl/PPPConn"),
+    ]
+    assert {s.friendly_name for s in services} == {"OpenWrt router"}  # the root device's
+    assert parse_device_description(document, LOCATION) == services[0]
+    # One on another host is skipped, not fatal; duplicates are dropped; the list is bounded.
+    elsewhere = description(WANIP1, "http://10.6.6.6/ctl", second=(WANPPP1, "/ctl/PPPConn"))
+    [ppp] = parse_device_services(elsewhere, LOCATION)
+    assert ppp.service_type == WANPPP1
+    twice = description(WANIP1, "/ctl/IPConn", second=(WANIP1, "/ctl/IPConn"))
+    assert len(parse_device_services(twice, LOCATION)) == 1
+    many = "".join(service(WANIP1, f"/ip{i}") for i in range(10))
+    offered = parse_device_services(PREFERENCE.format(services=many).encode(), LOCATION)
+    assert [s.control_url[-3:] for s in offered] == ["ip0", "ip1", "ip2", "ip3"]
+    assert len(offered) == UPNP_MAX_SERVICES
+
+
+MENDABLE = [
+    pytest.param(b"\r\n  " + description(), id="whitespace before the declaration"),
+    pytest.param(b"\xef\xbb\xbf\n" + description(), id="a BOM and a line before it"),
+    pytest.param(description() + b"\x00\x00", id="NULs after the root"),
+    pytest.param(description() + b"<junk/>garbage", id="junk after the root"),
+    pytest.param(
+        description().replace(b"OpenWrt router</friendly", b"AT&T router</friendly"),
+        id="a lone ampersand",
+    ),
+]
+
+
+@pytest.mark.parametrize("document", MENDABLE)
+def test_what_routers_get_wrong_in_xml_is_mended(document: bytes) -> None:
+    device = parse_device_description(document, LOCATION)
+    assert device.control_url == "http://192.168.1.1:5000/ctl/IPConn"
+    assert device.friendly_name in ("OpenWrt router", "AT&T router")
+
+
+def test_mended_xml_keeps_the_refusals_and_bounds() -> None:
+    # What the repairs cannot mend stays an error of ours; a DOCTYPE is refused first.
+    for document in (
+        b"\n" + BILLION_LAUGHS + b"\x00",
+        b"\n<root>&amp;&lt;&#65;&#x41;&bogus;</root>",  # the references stay; &bogus; fails
+        b"\n" + b"<root>" + b"<a>" * 40 + b"</a>" * 40 + b"</root>",
+        b"&" * UPNP_MAX_DESCRIPTION,  # as "&amp;" past the bound: not parsed again
+    ):
+        with pytest.raises(UpnpError):
+            parse_device_description(document, LOCATION)
+    # A SOAP answer is mended too.
+    answer = b"\n" + ANSWER.replace(b"</s:Envelope>", b"</s:Envelope>\x00junk")
+    assert parse_external_address(ok(answer)) == IPv4Address("203.0.113.7")
+
+
+@settings(max_examples=200)
+@given(st.binary(max_size=60), st.sampled_from([b"\n", b"\xef\xbb\xbf", b" \t"]))
+def test_mending_garbage_gives_our_error(data: bytes, lead: bytes) -> None:
+    document = description()
+    cut = len(data) % len(document)
+    for candidate in (lead + data, lead + document + data, lead + document[:cut] + b"&" + data):
+        with contextlib.suppress(UpnpError):
+            parse_device_description(candidate, LOCATION)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"<html>OK</html>",
+        b"garbage \x00",
+        b"<Envelope><Body></Body></Envelope>",  # no <AddPortMappingResponse>
+        response(WANIP1, "AddPortMapping", {}),
+    ],
+)
+def test_a_200_without_a_fault_is_a_success(body: bytes) -> None:
+    check_soap_success(ok(body))  # libtorrent and miniupnpc read it so
+
+
+def test_soap_success_still_tells_faults_and_errors() -> None:
+    status, body = fault(718, "ConflictInMappingEntry")
+    for code in (status, 200):
+        with pytest.raises(UpnpActionError) as caught:
+            check_soap_success(HttpResponse(code, "", (), body))
+        assert caught.value.code == 718
+    no_code = b"<Envelope><Body><Fault><faultstring>x</faultstring></Fault></Body></Envelope>"
+    for failure in (
+        HttpResponse(500, "Internal Server Error", (), b"<html>oops</html>"),
+        HttpResponse(404, "Not Found", (), b""),
+        HttpResponse(401, "Unauthorized", (), response(WANIP1, "AddPortMapping", {})),
+        HttpResponse(200, "OK", (), no_code),
+    ):
+        with pytest.raises(UpnpError) as error:
+            check_soap_success(failure)
+        assert not isinstance(error.value, UpnpActionError)
+
+
+def test_get_specific_port_mapping_entry() -> None:
+    headers, envelope = soap_parts(
+        build_get_specific_port_mapping_entry(
+            DEVICE, protocol=MappingProtocol.UDP, external_port=6881
+        )
+    )
+    assert headers["soapaction"] == f'"{WANIP1}#GetSpecificPortMappingEntry"'
+    [call] = envelope[0]
+    assert [(c.tag, c.text or "") for c in call] == [
+        ("NewRemoteHost", ""),
+        ("NewExternalPort", "6881"),
+        ("NewProtocol", "UDP"),
+    ]
+    values = {
+        "NewInternalPort": "6881",
+        "NewInternalClient": "192.168.1.20",
+        "NewEnabled": "1",
+        "NewPortMappingDescription": "bip",
+        "NewLeaseDuration": "1800",
+    }
+    body = response(WANIP1, "GetSpecificPortMappingEntry", values)
+    assert parse_port_mapping_entry(ok(body)) == UpnpPortMappingEntry(
+        6881, IPv4Address("192.168.1.20"), True, "bip", 1800
+    )
+    # Leniencies: a name for a client, an unclear flag, no lease.
+    lenient = {**values, "NewInternalClient": "laptop", "NewEnabled": "maybe"}
+    del lenient["NewLeaseDuration"]
+    entry = parse_port_mapping_entry(ok(response(WANIP1, "GetSpecificPortMappingEntry", lenient)))
+    assert (entry.internal_client, entry.enabled, entry.lease_duration) == (None, None, None)
+    for lease, read in (("0", 0), ("4294967295", 4294967295), ("4294967296", None), ("-1", None)):
+        odd = {**values, "NewLeaseDuration": lease, "NewEnabled": "false"}
+        entry = parse_port_mapping_entry(ok(response(WANIP1, "GetSpecificPortMappingEntry", odd)))
+        assert (entry.lease_duration, entry.enabled) == (read, False)
+    _, missing = fault(714, "NoSuchEntryInArray")
+    with pytest.raises(UpnpActionError) as caught:
+        parse_port_mapping_entry(HttpResponse(500, "", (), missing))
+    assert caught.value.code is UpnpErrorCode.NO_SUCH_ENTRY_IN_ARRAY
+    for port in ("", "0", "65536", "x", "1" * 20):
+        bad = response(WANIP1, "GetSpecificPortMappingEntry", {**values, "NewInternalPort": port})
+        with pytest.raises(UpnpError):
+            parse_port_mapping_entry(ok(bad))
+    with pytest.raises(LocalProtocolError):
+        build_get_specific_port_mapping_entry(
+            DEVICE,
+            protocol="TCP",  # type: ignore[arg-type]
+            external_port=6881,
+        )
+
+
+@settings(max_examples=200)
+@given(st.binary(max_size=300))
+def test_entry_garbage_gives_our_error(data: bytes) -> None:
+    body = response(WANIP1, "GetSpecificPortMappingEntry", {"NewInternalPort": "1"})
+    cut = len(data) % len(body)
+    for candidate in (data, body[:cut] + data + body[cut:]):
+        with contextlib.suppress(UpnpError):
+            parse_port_mapping_entry(ok(candidate))

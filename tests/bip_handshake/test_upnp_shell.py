@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import random
@@ -16,6 +17,7 @@ import trio
 import trio.testing
 from tests._upnp_igd import (
     EXTERNAL,
+    IGD1,
     LOOPBACK,
     WANIP1,
     WANIP2,
@@ -23,17 +25,21 @@ from tests._upnp_igd import (
     Entry,
     FakeIgd,
     running_igd,
+    running_igds,
+    search_target,
+    ssdp_answer,
 )
 
+import bip_handshake._upnp_shell as upnp_shell
 from bip_handshake._errors import LocalProtocolError
-from bip_handshake._natpmp import (
+from bip_handshake._natpmp_shell import MappingProtocolName
+from bip_handshake._portmap import (
     MappingFailed,
     MappingProtocol,
     MappingRemoved,
     PortMapped,
     PortMappingEvent,
 )
-from bip_handshake._natpmp_shell import MappingProtocolName
 from bip_handshake._upnp import (
     UPNP_MAX_DESCRIPTION,
     UpnpAddressChanged,
@@ -47,6 +53,7 @@ from bip_handshake._upnp_shell import (
     UPNP_CONFLICT_ATTEMPTS,
     UPNP_CONFLICT_PORTS,
     UPNP_MAX_DEVICES,
+    UPNP_MAX_PORTS_KEPT,
     UPNP_PERMANENT_RENEW,
     UPNP_RETRY_MAX,
     UPNP_RETRY_MIN,
@@ -55,6 +62,7 @@ from bip_handshake._upnp_shell import (
     UPNP_SEARCH_TIMEOUT,
     UpnpPortMapper,
     _multicast_options,
+    _preferred_device,
     open_upnp_mapper,
 )
 
@@ -68,6 +76,7 @@ def mapper_on(
     **kwargs: Any,
 ) -> AbstractAsyncContextManager[UpnpPortMapper]:
     kwargs.setdefault("bind_host", LOOPBACK)
+    kwargs.setdefault("gateway", None)  # no preference: the first device that serves
     return open_upnp_mapper(mappings, ssdp_address=address, **kwargs)
 
 
@@ -165,9 +174,9 @@ async def test_search_rounds_and_duplicates(autojump_clock: trio.testing.MockClo
     async with running_igd(igd) as address, mapper_on(address, on_event=record) as mapper:
         await until(mapper, lambda: bool(of_type(record.events, UpnpDiscoveryFailed)))
         stats = mapper.statistics()
-        assert (stats.searches, stats.ssdp_sent) == (1, 3 * 4)
-        # miniupnpd answers two of the four search targets: six answers, one location.
-        assert (stats.ssdp_received, stats.ssdp_duplicates) == (6, 5)
+        assert (stats.searches, stats.ssdp_sent) == (1, 3 * 5)
+        # miniupnpd answers three of the five search targets: nine answers, one host.
+        assert (stats.ssdp_received, stats.ssdp_duplicates) == (9, 8)
         assert stats.descriptions_rejected == 1
         assert igd.http_requests == ["GET /rootDesc.xml"]
         [search, *_] = igd.searches
@@ -366,7 +375,8 @@ async def test_a_device_lost_and_found_again(
 async def test_a_device_that_keeps_failing_is_searched_for_more_slowly(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    igd = FakeIgd(garbage=b"<html>oops</html>")  # found by every search, useless to talk to
+    # Found by every search, useless to talk to.
+    igd = FakeIgd(garbage=b"<html>oops</html>", garbage_status=500)
     record = Recorder()
     async with running_igd(igd) as address, mapper_on(address, on_event=record) as mapper:
         await trio.sleep(3 * 3600)
@@ -457,14 +467,15 @@ async def test_slow_answers_are_waited_for_within_the_timeout(
 
 
 async def test_devices_per_search_are_bounded(autojump_clock: trio.testing.MockClock) -> None:
-    igd = FakeIgd(decoys=UPNP_MAX_DEVICES + 4)  # the real answer comes last, past the bound
+    # Decoys from 127.0.0.2, 127.0.0.3...: the real answer comes last, past the bound.
+    igd = FakeIgd(decoys=UPNP_MAX_DEVICES + 4)
     record = Recorder()
     async with running_igd(igd) as address, mapper_on(address, on_event=record) as mapper:
         await until(mapper, lambda: bool(of_type(record.events, UpnpDiscoveryFailed)))
         stats = mapper.statistics()
-        assert stats.descriptions_rejected == UPNP_MAX_DEVICES
+        assert stats.descriptions_rejected == UPNP_MAX_DEVICES  # nothing listens there
         assert stats.ssdp_ignored > 0
-        assert len(igd.http_requests) == UPNP_MAX_DEVICES
+        assert igd.http_requests == []  # the real one was never fetched
         assert mapper.device is None
 
 
@@ -655,6 +666,8 @@ async def test_bad_arguments() -> None:
         {"ssdp_address": "239.255.255.250:1900"},
         {"bind_host": "any"},
         {"bind_host": 0},
+        {"gateway": "router.lan"},
+        {"gateway": 5},
         {"lease_duration": -1},
         {"lease_duration": 604801},
         {"lease_duration": True},
@@ -681,3 +694,350 @@ async def test_multicast_searches_stay_on_the_lan() -> None:
         assert sock.getsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL) == 2
         interface = sock.getsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, 4)
         assert interface == IPv4Address(LOOPBACK).packed
+
+
+# -- a search that cannot start, and which device a search takes ----------------------------------
+
+
+async def test_a_search_socket_that_cannot_be_opened_is_a_search_that_found_nothing(
+    autojump_clock: trio.testing.MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="bip_handshake.upnp")
+    real = trio.socket.socket
+    exhausted = True
+
+    def socket_or_emfile(*args: Any, **kwargs: Any) -> trio.socket.SocketType:
+        if exhausted:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real(*args, **kwargs)
+
+    igd = FakeIgd()
+    record = Recorder()
+    async with running_igd(igd) as address:
+        monkeypatch.setattr(trio.socket, "socket", socket_or_emfile)
+        # The block (the session around it) goes on: the search found nothing, said so.
+        async with mapper_on(address, on_event=record) as mapper:
+            await until(mapper, lambda: bool(of_type(record.events, UpnpDiscoveryFailed)))
+            [(at, failed)] = of_type(record.events, UpnpDiscoveryFailed)
+            assert failed.retry_at == pytest.approx(at + UPNP_SEARCH_RETRY_MIN)
+            assert any("cannot open a search socket" in r.getMessage() for r in caplog.records)
+            assert igd.searches == []
+            exhausted = False  # descriptors freed: the next search finds the router
+            await wait_mapped(mapper, 2, UPNP_SEARCH_RETRY_MIN + 10)
+        assert igd.mappings == {}
+
+
+class MediaServerToo(FakeIgd):
+    """A router whose address also serves a media server: to a search for the IGD, an
+    answer for ``upnp:rootdevice`` (the media server's) comes first, or (``claims``) one
+    claiming the IGD with a LOCATION that serves nothing."""
+
+    claims: bool = False
+
+    def ssdp_answers(self, data: bytes) -> list[tuple[str, bytes]]:
+        answers = super().ssdp_answers(data)
+        if search_target(data) != IGD1:
+            return []
+        other = f"http://{self.host}:{self.http_port}/media.xml"
+        first = ssdp_answer(IGD1 if self.claims else "upnp:rootdevice", other)
+        return [(self.host, first), *answers]
+
+
+@pytest.mark.parametrize("claims", [False, True])
+async def test_one_description_per_host_but_a_root_device_answer_leaves_a_second_try(
+    autojump_clock: trio.testing.MockClock, claims: bool
+) -> None:
+    igd = MediaServerToo()
+    igd.claims = claims
+    async with running_igd(igd) as address, mapper_on(address) as mapper:
+        await trio.sleep(UPNP_SEARCH_TIMEOUT + 1)
+        if claims:
+            # It claimed to be the gateway and served nothing: its host is done with.
+            assert igd.http_requests == ["GET /media.xml"]
+            assert mapper.device is None
+            assert mapper.statistics().ssdp_duplicates > 0
+        else:
+            fetched = [r for r in igd.http_requests if r.startswith("GET")]
+            assert fetched == ["GET /media.xml", "GET /rootDesc.xml"]
+            assert mapper.device is not None
+            assert mapper.external_port("tcp", 6881) == 6881
+        assert mapper.statistics().descriptions_rejected == 1
+
+
+async def test_the_gateway_wins_over_an_earlier_answer(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    first = FakeIgd(host="127.0.0.2", friendly_name="first")
+    gateway = FakeIgd(host="127.0.0.3", friendly_name="gateway")
+    record = Recorder()
+    async with (
+        running_igds(first, gateway) as address,
+        mapper_on(address, on_event=record, gateway="127.0.0.3") as mapper,
+    ):
+        await wait_mapped(mapper, 2)
+        assert mapper.device is not None
+        assert mapper.device.friendly_name == "gateway"
+        [(found_at, _)] = of_type(record.events, UpnpDeviceFound)
+        assert found_at < 1  # at once: nothing can beat the gateway
+        assert first.http_requests == ["GET /rootDesc.xml"]  # looked at, never used
+        assert first.requests == []
+        assert len(gateway.actions("AddPortMapping")) == 2
+
+
+@pytest.mark.parametrize(("gateway", "at_end"), [(None, False), ("127.0.0.9", True)])
+async def test_without_the_gateway_the_first_device_that_serves_wins(
+    autojump_clock: trio.testing.MockClock, gateway: str | None, at_end: bool
+) -> None:
+    useless = FakeIgd(host="127.0.0.2", description=b"<root/>")
+    first = FakeIgd(host="127.0.0.3", friendly_name="first")
+    second = FakeIgd(host="127.0.0.4", friendly_name="second")
+    record = Recorder()
+    async with (
+        running_igds(useless, first, second) as address,
+        mapper_on(address, on_event=record, gateway=gateway) as mapper,
+    ):
+        await wait_mapped(mapper, 2)
+        assert mapper.device is not None
+        assert mapper.device.friendly_name == "first"
+        [(found_at, _)] = of_type(record.events, UpnpDeviceFound)
+        # With a gateway that never answered, the search is heard out first.
+        assert found_at == pytest.approx(UPNP_SEARCH_TIMEOUT if at_end else 0, abs=0.5)
+        # Once one serves, no other but the gateway is worth fetching.
+        assert second.http_requests == []
+        assert mapper.statistics().descriptions_rejected == 1
+
+
+def test_the_gateway_preferred_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    router = IPv4Address("192.168.1.1")
+    monkeypatch.setattr(upnp_shell, "default_gateway", lambda: router)
+    group = IPv4Address("239.255.255.250")
+    assert _preferred_device("route", group) == router  # the default route's gateway
+    assert _preferred_device("route", IPv4Address("255.255.255.255")) == router
+    assert _preferred_device("route", IPv4Address(LOOPBACK)) == IPv4Address(LOOPBACK)
+    assert _preferred_device("10.0.0.138", group) == IPv4Address("10.0.0.138")
+    assert _preferred_device(None, group) is None
+    monkeypatch.setattr(upnp_shell, "default_gateway", lambda: None)
+    assert _preferred_device("route", group) is None  # no default route: no preference
+    for bad in ("router.lan", 5):
+        with pytest.raises(LocalProtocolError):
+            _preferred_device(bad, group)
+
+
+@pytest.mark.parametrize("unconnected", ["", "0.0.0.0"])
+async def test_the_connected_service_is_used(
+    autojump_clock: trio.testing.MockClock, unconnected: str
+) -> None:
+    # miniupnpc's check: the WANIPConnection is down, the WANPPPConnection is up.
+    igd = FakeIgd(external=unconnected, second_service=(WANPPP1, "/ctl/PPPConn"))
+    record = Recorder()
+    async with running_igd(igd) as address, mapper_on(address, on_event=record) as mapper:
+        await wait_mapped(mapper, 2)
+        assert mapper.device is not None
+        assert (mapper.device.service_type, mapper.device.control_url) == (
+            WANPPP1,
+            f"http://{LOOPBACK}:{igd.http_port}/ctl/PPPConn",
+        )
+        assert mapper.external_address == IPv4Address(EXTERNAL)  # learnt by the check
+        assert [action for _, action, _ in igd.requests] == [
+            "GetExternalIPAddress",  # the WANIPConnection: not connected
+            "GetExternalIPAddress",  # the WANPPPConnection
+            "AddPortMapping",
+            "AddPortMapping",
+        ]
+        assert record.kinds() == [UpnpDeviceFound, UpnpAddressChanged, PortMapped, PortMapped]
+
+
+async def test_with_no_service_connected_the_first_is_used(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    igd = FakeIgd(external="", second_external="", second_service=(WANPPP1, "/ctl/PPPConn"))
+    async with running_igd(igd) as address, mapper_on(address) as mapper:
+        await wait_mapped(mapper, 2)
+        assert mapper.device is not None
+        assert mapper.device.service_type == WANIP1
+        assert mapper.external_address is None
+
+
+# -- what real routers answer ------------------------------------------------------------------
+
+
+async def test_a_200_with_any_body_maps_and_deletes(autojump_clock: trio.testing.MockClock) -> None:
+    igd = FakeIgd(garbage=b"<html>Done</html>")  # a 200 to every action
+    record = Recorder()
+    async with running_igd(igd) as address, mapper_on(address, on_event=record) as mapper:
+        await wait_mapped(mapper, 2)
+        # The address must be answered properly: it is not taken from such a body.
+        assert mapper.external_address is None
+        [(_, failed)] = of_type(record.events, UpnpAddressFailed)
+        assert failed.result is None
+        assert mapper.statistics().request_failures == 1
+    removed = of_type(record.events, MappingRemoved)
+    assert [e.result for _, e in removed] == [0, 0]
+    assert len(igd.actions("DeletePortMapping")) == 2
+
+
+async def test_a_conflict_on_our_own_mapping_is_a_renewal(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Open.NAT #14: the router answers 718 to a client adding again the mapping it holds.
+    # It used to move us to a new random port at every renewal and leak the old ones.
+    igd = FakeIgd(permanent_only=True, readd_conflict=True)
+    record = Recorder()
+    async with running_igd(igd) as address:
+        async with mapper_on(address, TCP_ONLY, on_event=record, rng=random.Random(1)) as mapper:
+            await wait_mapped(mapper, 1)
+            await trio.sleep(5 * UPNP_PERMANENT_RENEW + 60)
+            told = [e.mapping.external_port for _, e in of_type(record.events, PortMapped)]
+            assert told == [6881]
+            assert not of_type(record.events, MappingFailed)
+            [mapping] = mapper.mappings()
+            assert (mapping.external_port, mapping.lifetime) == (6881, 0)
+            assert list(igd.mappings) == [("TCP", 6881)]
+            asked = {a["NewExternalPort"] for _, a in igd.actions("AddPortMapping")}
+            assert asked == {"6881"}
+            assert len(igd.actions("GetSpecificPortMappingEntry")) == 5
+        assert igd.mappings == {}
+        assert [a["NewExternalPort"] for _, a in igd.actions("DeletePortMapping")] == ["6881"]
+
+
+async def test_a_conflict_on_our_own_leased_mapping_keeps_it_to_its_end(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    igd = FakeIgd(readd_conflict=True)  # leases of 3600 s, never renewed by a re-add
+    record = Recorder()
+    async with running_igd(igd) as address:
+        async with mapper_on(address, TCP_ONLY, on_event=record) as mapper:
+            await wait_mapped(mapper, 1)
+            granted_at = trio.current_time()
+            await trio.sleep(1801)
+            # Deemed renewed for what the router says is left of its lease.
+            [mapping] = mapper.mappings()
+            assert mapping.lifetime == pytest.approx(1800, abs=2)
+            assert mapping.expires_at == pytest.approx(granted_at + 3600, abs=2)
+            # Past its end the router lets it go, and a new one is granted: the same port
+            # all along, never a gap told.
+            await trio.sleep(3 * 3600)
+            assert mapper.external_port("tcp", 6881) == 6881
+            assert [type(e) for _, e in record.events] == [
+                UpnpDeviceFound,
+                UpnpAddressChanged,
+                PortMapped,
+            ]
+            assert {a["NewExternalPort"] for _, a in igd.actions("AddPortMapping")} == {"6881"}
+            assert len(igd.actions("AddPortMapping")) < 4 * 20  # renewed ever sooner, bounded
+        assert igd.mappings == {}
+
+
+async def test_a_mapping_left_by_an_earlier_run_is_taken_back(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    igd = FakeIgd(readd_conflict=True)
+    igd.mappings[("TCP", 6881)] = Entry(LOOPBACK, 6881, 0, "bip")  # ours, never deleted
+    async with running_igd(igd) as address, mapper_on(address, TCP_ONLY) as mapper:
+        await wait_mapped(mapper, 1)
+        assert mapper.external_port("tcp", 6881) == 6881
+        [mapping] = mapper.mappings()
+        assert (mapping.lifetime, mapping.expires_at) == (0, math.inf)  # as the router holds it
+        assert [a["NewExternalPort"] for _, a in igd.actions("AddPortMapping")] == ["6881"]
+    assert igd.mappings == {}
+
+
+async def test_a_conflict_for_another_hosts_entry_or_another_port_moves_on(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The entry forwards to another host, or to our host but another port: not ours, a
+    # random port is asked for, and the entry is never deleted as ours.
+    for entry in (Entry("192.168.1.9", 6881, 0, "other"), Entry(LOOPBACK, 7000, 0, "other")):
+        igd = FakeIgd(readd_conflict=True)
+        igd.mappings[("TCP", 6881)] = entry
+        if entry.client == LOOPBACK:
+            igd.taken.add(6881)
+        async with running_igd(igd) as address, mapper_on(address, TCP_ONLY) as mapper:
+            await wait_mapped(mapper, 1)
+            assert mapper.external_port("tcp", 6881) != 6881
+        assert igd.mappings == {("TCP", 6881): entry}
+
+
+async def test_a_conflict_for_our_disabled_entry_moves_on_and_deletes_both(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    igd = FakeIgd(readd_conflict=True)
+    igd.mappings[("TCP", 6881)] = Entry(LOOPBACK, 6881, 0, "bip", enabled=False)
+    async with running_igd(igd) as address, mapper_on(address, TCP_ONLY) as mapper:
+        await wait_mapped(mapper, 1)
+        moved = mapper.external_port("tcp", 6881)
+        assert moved != 6881  # it forwards nothing
+    # Ours all the same: deleted with the port granted.
+    deleted = [a["NewExternalPort"] for _, a in igd.actions("DeletePortMapping")]
+    assert deleted == ["6881", str(moved)]
+    assert igd.mappings == {}
+
+
+async def test_every_port_granted_is_deleted_on_close(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A renewal refused with 501 by a router that will not say whose the port is: the
+    # mapping moves, and the port it held may still be ours.
+    refuse = False
+    igd = FakeIgd(
+        specific_fault=401, add_fault=lambda port: 501 if refuse and port == 6881 else None
+    )
+    record = Recorder()
+    async with running_igd(igd) as address:
+        async with mapper_on(address, TCP_ONLY, on_event=record, rng=random.Random(5)) as mapper:
+            await wait_mapped(mapper, 1)
+            refuse = True
+            await until(mapper, lambda: mapper.external_port("tcp", 6881) != 6881, 2000)
+            moved = mapper.external_port("tcp", 6881)
+            assert moved is not None
+            assert set(igd.mappings) == {("TCP", 6881), ("TCP", moved)}
+        # Both deleted, the latest last; its result is the one told.
+        deleted = [a["NewExternalPort"] for _, a in igd.actions("DeletePortMapping")]
+        assert deleted == ["6881", str(moved)]
+        assert igd.mappings == {}
+        [(_, removed)] = of_type(record.events, MappingRemoved)
+        assert removed.result == 0
+
+
+async def test_ports_kept_for_deletion_are_bounded(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Every renewal refused with 501, every random port granted: the mapping moves at each
+    # renewal; only the last UPNP_MAX_PORTS_KEPT are remembered (the others' leases end).
+    granted: set[int] = set()
+
+    def refuse_held(port: int) -> int | None:
+        if port in granted:
+            return 501
+        granted.add(port)
+        return None
+
+    igd = FakeIgd(specific_fault=401, add_fault=refuse_held, permanent_only=True)
+    async with running_igd(igd) as address:
+        async with mapper_on(address, TCP_ONLY, rng=random.Random(7)):
+            await trio.sleep((UPNP_MAX_PORTS_KEPT + 4) * UPNP_PERMANENT_RENEW + 60)
+            assert len(granted) >= UPNP_MAX_PORTS_KEPT + 4
+        assert len(igd.actions("DeletePortMapping")) == UPNP_MAX_PORTS_KEPT
+
+
+async def test_after_a_conflict_the_port_held_is_not_kept(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Another host took our port (the router rebooted); the random ports then fail in a way
+    # that may pass. The router said the port is another's: our grant of it is over.
+    igd = FakeIgd(add_fault=lambda port: None if port == 6881 else 501)
+    record = Recorder()
+    async with running_igd(igd) as address:
+        async with mapper_on(address, TCP_ONLY, on_event=record) as mapper:
+            await wait_mapped(mapper, 1)
+            igd.mappings[("TCP", 6881)] = Entry("192.168.1.9", 6881, 0, "other")
+            await until(mapper, lambda: bool(of_type(record.events, MappingFailed)), 2000)
+            [(_, failed)] = of_type(record.events, MappingFailed)
+            assert failed.result == 501
+            assert failed.mapping.external_port is None  # not 6881 until its lease ends
+            assert mapper.external_port("tcp", 6881) is None
+        # Never deleted: it is not ours.
+        assert igd.actions("DeletePortMapping") == []
+        assert igd.mappings == {("TCP", 6881): Entry("192.168.1.9", 6881, 0, "other")}

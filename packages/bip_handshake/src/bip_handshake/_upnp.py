@@ -9,13 +9,15 @@ them, with no I/O and no clock (the trio side is :mod:`bip_handshake._upnp_shell
   (:func:`parse_ssdp_response`).
 - **Description**: an HTTP GET of that URL (:func:`build_http_get`; the answer is read by
   :class:`HttpResponseParser`) gives an XML document listing the device's services;
-  :func:`parse_device_description` finds the WANIPConnection (:2 preferred, then :1) or
-  WANPPPConnection:1 service inside the InternetGatewayDevice and resolves its
-  ``controlURL`` (:class:`UpnpDevice`).
+  :func:`parse_device_services` finds its WANIPConnection (:2 preferred, then :1) and
+  WANPPPConnection:1 services wherever it lists them and resolves their ``controlURL``
+  (:class:`UpnpDevice`, one per service; :func:`parse_device_description` gives the first).
 - **Control**: SOAP actions POSTed to that URL (:func:`build_soap_request`, with shortcuts
-  for GetExternalIPAddress, AddPortMapping and DeletePortMapping); the answer's out
-  arguments are read by :func:`parse_soap_response`, and a fault (a ``UPnPError`` with its
-  ``errorCode``) raises :class:`UpnpActionError`.
+  for GetExternalIPAddress, AddPortMapping, DeletePortMapping and
+  GetSpecificPortMappingEntry); the answer's out arguments are read by
+  :func:`parse_soap_response`, and a fault (a ``UPnPError`` with its ``errorCode``) raises
+  :class:`UpnpActionError`. An action whose answer carries nothing we need succeeds on any
+  HTTP 200 without a fault (:func:`check_soap_success`), as real routers need.
 
 The events only the UPnP mapper reports (:class:`UpnpDeviceFound`,
 :class:`UpnpDiscoveryFailed`, :class:`UpnpAddressChanged`, :class:`UpnpAddressFailed`,
@@ -28,7 +30,9 @@ strict and bounded (an SSDP answer of :data:`UPNP_MAX_SSDP_RESPONSE` bytes, an H
 :data:`UPNP_MAX_DESCRIPTION` bytes, a SOAP answer of :data:`UPNP_MAX_SOAP_RESPONSE`), XML
 with a ``<!DOCTYPE`` or ``<!ENTITY`` is refused before it is parsed (no router needs them;
 it closes entity expansion), URLs must be ``http://`` to an IPv4 literal (never a name to
-resolve), and a control URL must stay on the description's host. Whatever is wrong raises
+resolve), and a control URL must stay on the description's host. XML that does not parse is
+given one more try after light repairs of what routers get wrong (leading whitespace or a
+byte order mark, bytes after the root element, a lone ``&``). Whatever is wrong raises
 :class:`UpnpError`, never a parser's own exception.
 
 >>> request = build_msearch("urn:schemas-upnp-org:device:InternetGatewayDevice:1")
@@ -58,12 +62,13 @@ from typing import Final
 from urllib.parse import urljoin, urlsplit
 
 from ._errors import LocalProtocolError, RemoteProtocolError
-from ._natpmp import MappingProtocol, PortMappingEvent
+from ._portmap import MappingProtocol, PortMappingEvent
 
 __all__ = [
     "UPNP_MAX_DESCRIPTION",
     "UPNP_MAX_HEAD",
     "UPNP_MAX_HEADERS",
+    "UPNP_MAX_SERVICES",
     "UPNP_MAX_SOAP_RESPONSE",
     "UPNP_MAX_SSDP_RESPONSE",
     "UPNP_MAX_URL",
@@ -84,16 +89,21 @@ __all__ = [
     "UpnpDiscoveryFailed",
     "UpnpError",
     "UpnpErrorCode",
+    "UpnpPortMappingEntry",
     "build_add_port_mapping",
     "build_delete_port_mapping",
     "build_get_external_address",
+    "build_get_specific_port_mapping_entry",
     "build_http_get",
     "build_msearch",
     "build_soap_request",
+    "check_soap_success",
     "parse_device_description",
+    "parse_device_services",
     "parse_external_address",
     "parse_http_response",
     "parse_http_url",
+    "parse_port_mapping_entry",
     "parse_soap_response",
     "parse_ssdp_response",
 ]
@@ -111,10 +121,12 @@ UPNP_SEARCH_TARGETS: Final[tuple[str, ...]] = (
     f"{_IGD}2",
     "urn:schemas-upnp-org:service:WANIPConnection:1",
     "urn:schemas-upnp-org:service:WANPPPConnection:1",
+    "upnp:rootdevice",
 )
 """What an M-SEARCH asks for, one datagram each, much as miniupnpc does: both IGD versions (an
 IGD:2 ought to answer a search for :1 too, but some do not), then the connection services
-for the odd router that only answers those."""
+for the odd router that only answers those, and last every root device (all libtorrent asks:
+some routers answer nothing else)."""
 
 UPNP_SERVICE_TYPES: Final[tuple[str, ...]] = (
     "urn:schemas-upnp-org:service:WANIPConnection:2",
@@ -141,6 +153,10 @@ UPNP_MAX_SOAP_RESPONSE: Final = 64 * 1024
 UPNP_MAX_URL: Final = 1024
 """Characters of a URL taken from a device (LOCATION, URLBase, controlURL)."""
 
+UPNP_MAX_SERVICES: Final = 4
+"""Port mapping services taken from one description (a router offers one or two: its
+WANIPConnection and, on a PPP link, its WANPPPConnection)."""
+
 _MAX_XML_DEPTH: Final = 32  # a description nests ~10 deep, a SOAP answer 5
 _MAX_INTERIM: Final = 8  # 1xx answers skipped before the real one
 _MAX_CHUNK_LINE: Final = 1024  # a chunk-size line with its extensions
@@ -160,6 +176,11 @@ _SEARCH_TARGET = re.compile(r"[!-~]+")
 # Characters XML 1.0 cannot carry at all, escaped or not.
 _XML_ILLEGAL = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _DECIMAL = re.compile(r"[0-9]{1,9}")
+_UINT32 = re.compile(r"[0-9]{1,10}")
+# The root element's name: the first start tag (a declaration, comment or PI starts "<?"/"<!").
+_FIRST_TAG = re.compile(r"<([A-Za-z_][^\s/>]*)")
+# An "&" that starts no entity or character reference.
+_LONE_AMPERSAND = re.compile(r"&(?![A-Za-z_][A-Za-z0-9_.\-]*;|#[0-9]+;|#x[0-9A-Fa-f]+;)")
 
 
 class UpnpError(RemoteProtocolError):
@@ -689,6 +710,27 @@ class _BoundedTreeBuilder(ET.TreeBuilder):
         return super().end(tag)
 
 
+def _repair_xml(text: str) -> str:
+    """The light repairs real devices' XML needs, as the lenient parsers of libtorrent and
+    miniupnpc get by without them: whitespace or a byte order mark before the XML
+    declaration, bytes after the closing root tag (NULs, a second document, junk), and a
+    lone ``&`` that starts no entity or character reference (``AT&T`` in a name)."""
+    text = text.lstrip("\ufeff \t\r\n")
+    first = _FIRST_TAG.search(text)
+    if first is not None:
+        end = text.rfind(f"</{first.group(1)}")
+        close = text.find(">", end) if end >= 0 else -1
+        if close >= 0:
+            text = text[: close + 1]
+    return _LONE_AMPERSAND.sub("&amp;", text)
+
+
+def _feed_xml(text: str) -> ET.Element:
+    parser = ET.XMLParser(target=_BoundedTreeBuilder())
+    parser.feed(text)
+    return parser.close()
+
+
 def _parse_xml(document: bytes, limit: int, what: str) -> ET.Element:
     if len(document) > limit:
         raise UpnpError(f"{what} of more than {limit} bytes")
@@ -702,12 +744,19 @@ def _parse_xml(document: bytes, limit: int, what: str) -> ET.Element:
         raise UpnpError(f"{what} with a DOCTYPE or ENTITY declaration")
     # Fed as text, expat reads UTF-8 whatever the XML declaration says: the check above saw
     # the characters the parser sees (no UTF-16 or EBCDIC document slips a DOCTYPE by).
-    parser = ET.XMLParser(target=_BoundedTreeBuilder())
     try:
-        parser.feed(text)
-        return parser.close()
+        return _feed_xml(text)
     except ET.ParseError as error:
-        raise UpnpError(f"{what} is not well-formed XML: {error}") from None
+        first_error = error
+    # Once more after light repairs. They only cut text and spell a lone "&" as "&amp;":
+    # no declaration can appear, and the bound holds for what is parsed again.
+    repaired = _repair_xml(text)
+    if repaired == text or len(repaired) > limit:
+        raise UpnpError(f"{what} is not well-formed XML: {first_error}") from None
+    try:
+        return _feed_xml(repaired)
+    except ET.ParseError:
+        raise UpnpError(f"{what} is not well-formed XML: {first_error}") from None
 
 
 def _local(tag: str) -> str:
@@ -751,15 +800,17 @@ class UpnpDevice:
 _SERVICE_RANK: Final = {service.lower(): rank for rank, service in enumerate(UPNP_SERVICE_TYPES)}
 
 
-def parse_device_description(document: bytes, location: str) -> UpnpDevice:
-    """Find the port mapping service of the InternetGatewayDevice a description shows.
+def parse_device_services(document: bytes, location: str) -> tuple[UpnpDevice, ...]:
+    """Every port mapping service a device description offers, the most wanted first.
 
     Element names are matched by local name (namespaces ignored: devices get them wrong).
-    The services are looked for in every ``device`` whose ``deviceType`` is an
-    InternetGatewayDevice, and its sub-devices (WANDevice, WANConnectionDevice); the first
-    WANIPConnection:2 is taken, else the first :1, else WANPPPConnection:1. The
+    A WANIPConnection:2, :1 or WANPPPConnection:1 ``service`` is taken wherever the
+    description lists it (as libtorrent does: not only under a device typed
+    InternetGatewayDevice, which some routers name otherwise); they are ranked by type, then
+    in document order, duplicates dropped, at most :data:`UPNP_MAX_SERVICES`. Each
     ``controlURL`` is resolved against ``URLBase`` when the description has one, else
-    against ``location``; it must stay on ``location``'s host (another port is fine).
+    against ``location``; it must stay on ``location``'s host (another port is fine), and a
+    service whose URL does not is skipped. The friendly name is the root device's.
 
     Args:
         document: the description, as the device sent it.
@@ -767,42 +818,78 @@ def parse_device_description(document: bytes, location: str) -> UpnpDevice:
 
     Raises:
         UpnpError: a bad ``location``, a document too large, not XML (or with a DOCTYPE),
-            without such a service, or a control URL that is bad or on another host.
+            without such a service, or with only control URLs that are bad or on another
+            host.
+
+    >>> document = (
+    ...     b"<root><device><friendlyName>box</friendlyName><serviceList>"
+    ...     b"<service><serviceType>urn:schemas-upnp-org:service:WANPPPConnection:1"
+    ...     b"</serviceType><controlURL>/ppp</controlURL></service>"
+    ...     b"<service><serviceType>urn:schemas-upnp-org:service:WANIPConnection:1"
+    ...     b"</serviceType><controlURL>/ip</controlURL></service>"
+    ...     b"</serviceList></device></root>"
+    ... )
+    >>> [s.control_url for s in parse_device_services(document, "http://192.168.1.1:80/d.xml")]
+    ['http://192.168.1.1:80/ip', 'http://192.168.1.1:80/ppp']
     """
     origin = parse_http_url(location)
     root = _parse_xml(document, UPNP_MAX_DESCRIPTION, "a device description")
     if _local(root.tag) != "root":
         raise UpnpError(f"a device description's root is <root>, got <{_local(root.tag)}>")
     url_base = _child_text(root, "URLBase")
-    best: tuple[int, str, str, str | None] | None = None
-    for device in root.iter():
-        if _local(device.tag) != "device" or not _child_text(device, "deviceType").startswith(_IGD):
+    top = _child(root, "device")
+    friendly_name = None if top is None else _child_text(top, "friendlyName")[:256] or None
+    found: list[tuple[int, int, UpnpDevice]] = []
+    seen: set[tuple[str, str]] = set()
+    refused: UpnpError | None = None
+    for index, service in enumerate(e for e in root.iter() if _local(e.tag) == "service"):
+        service_type = _child_text(service, "serviceType")
+        rank = _SERVICE_RANK.get(service_type.lower())
+        control = _child_text(service, "controlURL")
+        if rank is None or not control or not _SERVICE_TYPE.fullmatch(service_type):
             continue
-        friendly_name = _child_text(device, "friendlyName")[:256] or None
-        for service in device.iter():
-            if _local(service.tag) != "service":
-                continue
-            service_type = _child_text(service, "serviceType")
-            rank = _SERVICE_RANK.get(service_type.lower())
-            control = _child_text(service, "controlURL")
-            if rank is None or not control or not _SERVICE_TYPE.fullmatch(service_type):
-                continue
-            if best is None or rank < best[0]:
-                best = (rank, service_type, control, friendly_name)
-    if best is None:
-        raise UpnpError(
-            "no WANIPConnection or WANPPPConnection service in an InternetGatewayDevice"
-        )
-    _, service_type, control, friendly_name = best
+        try:
+            control_url = _control_url(url_base or location, control, origin)
+        except UpnpError as error:
+            refused = error
+            continue
+        key = (service_type.lower(), control_url)
+        if key not in seen:
+            seen.add(key)
+            device = UpnpDevice(location, service_type, control_url, friendly_name)
+            found.append((rank, index, device))
+    if not found:
+        if refused is not None:
+            raise refused
+        raise UpnpError("no WANIPConnection or WANPPPConnection service in a device description")
+    found.sort(key=lambda item: (item[0], item[1]))
+    return tuple(device for _, _, device in found[:UPNP_MAX_SERVICES])
+
+
+def _control_url(base: str, control: str, origin: HttpUrl) -> str:
     try:
-        resolved = urljoin(url_base or location, control)
+        resolved = urljoin(base, control)
     except ValueError:
         raise UpnpError(f"not a control URL: {control[:80]!r}") from None
     control_url = parse_http_url(resolved)
     if control_url.host != origin.host:
         # Else a LAN host answering a search could make us POST to any host.
         raise UpnpError(f"a control URL on another host than the description: {resolved!r}")
-    return UpnpDevice(location, service_type, str(control_url), friendly_name)
+    return str(control_url)
+
+
+def parse_device_description(document: bytes, location: str) -> UpnpDevice:
+    """The port mapping service a device description offers (the first of
+    :func:`parse_device_services`: WANIPConnection:2, else :1, else WANPPPConnection:1).
+
+    Args:
+        document: the description, as the device sent it.
+        location: where it came from.
+
+    Raises:
+        UpnpError: see :func:`parse_device_services`.
+    """
+    return parse_device_services(document, location)[0]
 
 
 # -- SOAP ---------------------------------------------------------------------------------
@@ -924,6 +1011,38 @@ def parse_soap_response(response: HttpResponse, action: str) -> dict[str, str]:
                 )
             return values
     raise UpnpError(f"a SOAP answer without <{action}Response>")
+
+
+def check_soap_success(response: HttpResponse) -> None:
+    """Whether an action whose answer carries nothing we need (AddPortMapping,
+    DeletePortMapping) succeeded.
+
+    An HTTP 200 without a SOAP fault is a success whatever its body, as libtorrent and
+    miniupnpc read it: some routers answer an empty body, HTML, or an envelope without the
+    ``<actionResponse>``. A fault carrying a ``UPnPError`` is a refusal whatever the status.
+
+    Raises:
+        UpnpActionError: the device answered with a UPnP error.
+        UpnpError: another HTTP status than 200 without a UPnP error, or a fault without a
+            readable ``UPnPError``.
+
+    >>> check_soap_success(HttpResponse(200, "OK", (), b"<html>done</html>"))
+    >>> check_soap_success(HttpResponse(500, "Internal Server Error", (), b""))
+    Traceback (most recent call last):
+    ...
+    bip_handshake._upnp.UpnpError: HTTP 500 Internal Server Error
+    """
+    try:
+        body = _soap_body(response.body)
+    except UpnpError:
+        if response.status == 200:
+            return
+        raise UpnpError(f"HTTP {response.status} {response.reason}".rstrip()) from None
+    fault = _child(body, "Fault")
+    if fault is not None:
+        _raise_fault(fault)
+    if response.status != 200:
+        raise UpnpError(f"HTTP {response.status} {response.reason}".rstrip())
 
 
 def _soap_body(document: bytes) -> ET.Element:
@@ -1060,6 +1179,93 @@ def build_delete_port_mapping(
             ("NewExternalPort", str(external_port)),
             ("NewProtocol", protocol.name),
         ],
+    )
+
+
+def build_get_specific_port_mapping_entry(
+    device: UpnpDevice, *, protocol: MappingProtocol, external_port: int
+) -> bytes:
+    """The GetSpecificPortMappingEntry request: who does the router forward
+    ``external_port`` to?
+
+    Raises:
+        LocalProtocolError: a bad argument.
+    """
+    _check_protocol(protocol)
+    _check_port("an external port", external_port)
+    return build_soap_request(
+        device.control_url,
+        device.service_type,
+        "GetSpecificPortMappingEntry",
+        [
+            ("NewRemoteHost", ""),
+            ("NewExternalPort", str(external_port)),
+            ("NewProtocol", protocol.name),
+        ],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class UpnpPortMappingEntry:
+    """A row of a router's port mapping table, as GetSpecificPortMappingEntry tells it.
+
+    Attributes:
+        internal_port: the port it forwards to.
+        internal_client: the host it forwards to, None when not given as an IPv4 address.
+        enabled: whether it forwards, None when the router did not say clearly.
+        description: its ``NewPortMappingDescription`` (at most 256 characters kept).
+        lease_duration: its seconds of lease (what is left of it, on most routers; 0 for
+            a permanent one), None when not given or unreadable.
+    """
+
+    internal_port: int
+    internal_client: IPv4Address | None
+    enabled: bool | None
+    description: str
+    lease_duration: int | None
+
+
+_BOOLEANS: Final = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+
+
+def parse_port_mapping_entry(response: HttpResponse) -> UpnpPortMappingEntry:
+    """The entry a GetSpecificPortMappingEntry answer gives.
+
+    Raises:
+        UpnpActionError: the router answered with a UPnP error (714 NoSuchEntryInArray: it
+            holds no such mapping).
+        UpnpError: any other bad answer, or no readable ``NewInternalPort``.
+
+    >>> body = (
+    ...     b"<Envelope><Body><GetSpecificPortMappingEntryResponse>"
+    ...     b"<NewInternalPort>6881</NewInternalPort>"
+    ...     b"<NewInternalClient>192.168.1.20</NewInternalClient><NewEnabled>1</NewEnabled>"
+    ...     b"<NewPortMappingDescription>bip</NewPortMappingDescription>"
+    ...     b"<NewLeaseDuration>1799</NewLeaseDuration>"
+    ...     b"</GetSpecificPortMappingEntryResponse></Body></Envelope>"
+    ... )
+    >>> entry = parse_port_mapping_entry(HttpResponse(200, "OK", (), body))
+    >>> entry.internal_client, entry.internal_port, entry.lease_duration
+    (IPv4Address('192.168.1.20'), 6881, 1799)
+    """
+    values = parse_soap_response(response, "GetSpecificPortMappingEntry")
+    port_text = values.get("NewInternalPort", "")
+    if not _DECIMAL.fullmatch(port_text) or not 0 < int(port_text) < 65536:
+        raise UpnpError(f"a mapping entry without a readable NewInternalPort: {port_text[:20]!r}")
+    try:
+        client: IPv4Address | None = IPv4Address(values.get("NewInternalClient", ""))
+    except ValueError:
+        client = None
+    lease_text = values.get("NewLeaseDuration", "")
+    lease = int(lease_text) if _UINT32.fullmatch(lease_text) else None
+    if lease is not None and lease > 0xFFFF_FFFF:
+        lease = None
+    return UpnpPortMappingEntry(
+        int(port_text),
+        client,
+        _BOOLEANS.get(values.get("NewEnabled", "").lower()),
+        values.get("NewPortMappingDescription", "")[:256],
+        lease,
     )
 
 

@@ -14,43 +14,63 @@ seconds, even when the block is cancelled). Its surface matches the NAT-PMP
 How it runs (as libtorrent's upnp.cpp does, where not said otherwise):
 
 - **Search**: :data:`UPNP_SEARCH_TARGETS` are asked for, :data:`UPNP_SEARCH_SENDS` times
-  (after 0, 1 and 3 s), and answers are taken for :data:`UPNP_SEARCH_TIMEOUT` seconds; the
-  first answer whose description has a port mapping service wins. An answer is used only if
-  its LOCATION is ``http://`` to the very address the answer came from (else any LAN host
-  could make us fetch from, then POST to, any host: it is counted and dropped), and the
-  description's control URL must stay on that host too; duplicates are ignored, and at most
-  :data:`UPNP_MAX_DEVICES` devices are looked at per search. No device:
-  :class:`UpnpDiscoveryFailed`, and a new search after :data:`UPNP_SEARCH_RETRY_MIN`
-  seconds, doubling up to :data:`UPNP_SEARCH_RETRY_MAX`. On a multicast address the
-  datagrams go with a TTL of 2 (UDA 1.1's default).
+  (after 0, 1 and 3 s), and answers are taken for :data:`UPNP_SEARCH_TIMEOUT` seconds. An
+  answer is used only if its LOCATION is ``http://`` to the very address the answer came
+  from (else any LAN host could make us fetch from, then POST to, any host: it is counted
+  and dropped), and the description's control URL must stay on that host too. One
+  description is fetched per answering host (later answers are duplicates; but a host whose
+  first LOCATION answered ``upnp:rootdevice`` and served no gateway, a media server on the
+  router's address say, gets one more try with a LOCATION it gives for the gateway or its
+  connection service), and at most :data:`UPNP_MAX_DEVICES` hosts are looked at per
+  search. The gateway (``gateway``: by default the default route's) wins as soon as its
+  description serves; another device is used only when the gateway's has not served by the
+  end of the search (the first that served). A description offering several connection
+  services (a WANPPPConnection beside the WANIPConnection) has each asked the external
+  address in turn, and the first that tells one (neither empty nor 0.0.0.0) is used, else
+  the first (miniupnpc's "connected" check). No device: :class:`UpnpDiscoveryFailed`, and
+  a new search after :data:`UPNP_SEARCH_RETRY_MIN` seconds, doubling up to
+  :data:`UPNP_SEARCH_RETRY_MAX`; a search socket that cannot be opened (out of file
+  descriptors, say) is such a search, logged. On a multicast address the datagrams go with
+  a TTL of 2 (UDA 1.1's default).
 - **Requests** go to the device one at a time (small routers), each on its own connection
   (``Connection: close``) within ``http_timeout``: deletions first, then
   GetExternalIPAddress, then an AddPortMapping per mapping in the order they fell due
   (``NewInternalClient`` is our address on that connection, as the router sees it), asking
-  for the internal port as the external one unless told.
+  for the internal port as the external one unless told. AddPortMapping and
+  DeletePortMapping succeed on any HTTP 200 without a SOAP fault, whatever the body (as
+  libtorrent and miniupnpc take them); GetExternalIPAddress must answer properly.
 - **Renewal**: each grant is renewed halfway through its lease, asking the same port again;
   the external address is asked again as often. A permanent lease is renewed every
   :data:`UPNP_PERMANENT_RENEW` seconds all the same: routers reboot and forget.
 - **Errors**: 725 OnlyPermanentLeasesSupported: asked again at once with lease 0 (for every
   later request to this device). 718 ConflictInMappingEntry (and 501 ActionFailed, which
-  some routers answer instead): asked again at once for a random port in
-  :data:`UPNP_CONFLICT_PORTS`, up to :data:`UPNP_CONFLICT_ATTEMPTS` times; the port granted
-  is the one :class:`PortMapped` tells. 724 SamePortValuesRequired: asked again with the
-  internal port as the external one. Such a retry goes before any other request, and at
-  most :data:`UPNP_MAX_ATTEMPTS` requests go in one go. Any other refusal (727
-  ExternalPortOnlyWildcard, 716, ...) fails the mapping (:class:`MappingFailed` with the
-  code) until :data:`UPNP_RETRY_MAX` seconds later; no answer, an HTTP error, garbage, 501
-  or 728 NoPortMapsAvailable fail it until :data:`UPNP_RETRY_MIN` seconds later, doubling
-  up to :data:`UPNP_RETRY_MAX`. As with NAT-PMP, a renewal that fails in one of those ways
-  that may pass leaves the earlier grant standing until it runs out.
+  some routers answer instead) for the port held or wanted: GetSpecificPortMappingEntry
+  first (once per go); when the router forwards that port to our address and internal
+  port already (some routers answer 718 to a client adding again the mapping it holds),
+  the mapping is deemed renewed, for the lease the router tells (0: permanent). Otherwise
+  a 718 says another host holds the port: a standing grant of it is given up at once (and
+  the port is never deleted as ours), and the mapping is asked again at once for a random
+  port in :data:`UPNP_CONFLICT_PORTS`, up to :data:`UPNP_CONFLICT_ATTEMPTS` times; the
+  port granted is the one :class:`PortMapped` tells. 724 SamePortValuesRequired: asked
+  again with the internal port as the external one. Such a retry goes before any other
+  request, and at most :data:`UPNP_MAX_ATTEMPTS` requests go in one go. Any other
+  refusal (727 ExternalPortOnlyWildcard, 716, ...) fails the mapping
+  (:class:`MappingFailed` with the code) until :data:`UPNP_RETRY_MAX` seconds later; no
+  answer, an HTTP error, 501 or 728 NoPortMapsAvailable fail it until
+  :data:`UPNP_RETRY_MIN` seconds later, doubling up to :data:`UPNP_RETRY_MAX`. As with
+  NAT-PMP, a renewal that fails in one of those ways that may pass leaves the earlier
+  grant standing until it runs out.
 - **A lost device**: after :data:`UPNP_DEVICE_FAILURES` requests in a row got no usable
   answer, the device is deemed gone (:class:`UpnpDeviceLost`): its grants lapse
   (:class:`MappingFailed`), its address is forgotten, and a new search starts at once. A
   device found and lost again and again (it answers searches, not requests) is searched
   for after :data:`UPNP_SEARCH_RETRY_MIN` seconds, then doubling, up to
   :data:`UPNP_SEARCH_RETRY_MAX`, until one of its answers is usable again.
-- **Close**: a DeletePortMapping for every mapping the router may hold, one at a time, all
-  within ``close_timeout`` (shielded: a cancelled block still deletes).
+- **Close**: a DeletePortMapping for every external port the router may hold for a mapping
+  (each one it granted, up to :data:`UPNP_MAX_PORTS_KEPT` per mapping, and one asked for
+  whose answer never came; not those whose lease ran out), one at a time, all within
+  ``close_timeout`` (shielded: a cancelled block still deletes). A mapping removed while
+  the mapper runs gets the same.
 
 A sketch (on a LAN with a UPnP router)::
 
@@ -76,7 +96,13 @@ from typing import Final, TypeVar
 import trio
 
 from ._errors import LocalProtocolError
-from ._natpmp import (
+from ._natpmp_shell import (
+    NATPMP_DEFAULT_MAPPINGS,
+    MappingProtocolName,
+    _protocol,
+    default_gateway,
+)
+from ._portmap import (
     MappingFailed,
     MappingId,
     MappingProtocol,
@@ -85,7 +111,6 @@ from ._natpmp import (
     PortMapping,
     PortMappingEvent,
 )
-from ._natpmp_shell import NATPMP_DEFAULT_MAPPINGS, MappingProtocolName, _protocol
 from ._upnp import (
     UPNP_MAX_DESCRIPTION,
     UPNP_MAX_SOAP_RESPONSE,
@@ -105,15 +130,18 @@ from ._upnp import (
     UpnpDiscoveryFailed,
     UpnpError,
     UpnpErrorCode,
+    UpnpPortMappingEntry,
     build_add_port_mapping,
     build_delete_port_mapping,
     build_get_external_address,
+    build_get_specific_port_mapping_entry,
     build_http_get,
     build_msearch,
-    parse_device_description,
+    check_soap_success,
+    parse_device_services,
     parse_external_address,
     parse_http_url,
-    parse_soap_response,
+    parse_port_mapping_entry,
     parse_ssdp_response,
 )
 
@@ -128,6 +156,7 @@ __all__ = [
     "UPNP_MAX_DEVICES",
     "UPNP_MAX_LEASE",
     "UPNP_MAX_MAPPINGS",
+    "UPNP_MAX_PORTS_KEPT",
     "UPNP_MIN_RENEW_DELAY",
     "UPNP_PERMANENT_RENEW",
     "UPNP_RETRY_MAX",
@@ -188,7 +217,9 @@ UPNP_CONFLICT_PORTS: Final = (49152, 65535)
 """The range a random external port is drawn from after a conflict (IANA's dynamic ports)."""
 
 UPNP_MAX_ATTEMPTS: Final = 6
-"""Requests for one mapping in one go (725, 718 and 724 are asked again at once)."""
+"""AddPortMapping requests for one mapping in one go (725, 718 and 724 are asked again at
+once), besides one GetSpecificPortMappingEntry after a 718 or 501 on the port held or
+wanted."""
 
 UPNP_DEVICE_FAILURES: Final = 3
 """Requests in a row without a usable answer before the device is deemed gone."""
@@ -196,10 +227,15 @@ UPNP_DEVICE_FAILURES: Final = 3
 UPNP_MAX_MAPPINGS: Final = 64
 """Mappings one mapper may hold at once."""
 
+UPNP_MAX_PORTS_KEPT: Final = 8
+"""External ports remembered per mapping for deletion (each grant, and a request whose
+answer never came); past it, the one whose lease ends first is forgotten."""
+
 UPNP_CLOSE_TIMEOUT: Final = 4.0
 """Seconds the deletions may take on exit."""
 
 _MAX_DESCRIPTION_TEXT: Final = 256  # NewPortMappingDescription, in characters
+_ROOT_DEVICE: Final = "upnp:rootdevice"  # the search target that names no gateway
 _RECEIVE_SIZE: Final = 65536
 
 _log = logging.getLogger("bip_handshake.upnp")
@@ -218,8 +254,8 @@ class UpnpStatistics:
         ssdp_malformed: answers dropped for not parsing.
         ssdp_untrusted: answers dropped for a LOCATION that is not ``http://`` to the
             address the answer came from.
-        ssdp_duplicates: answers dropped for a LOCATION already seen in the search.
-        ssdp_ignored: answers dropped past :data:`UPNP_MAX_DEVICES` devices.
+        ssdp_duplicates: answers dropped for a host already looked at in the search.
+        ssdp_ignored: answers dropped past :data:`UPNP_MAX_DEVICES` hosts.
         descriptions_rejected: descriptions that could not be fetched or used.
         requests: SOAP requests sent.
         request_failures: requests without a usable answer (none, an HTTP error, garbage).
@@ -249,8 +285,8 @@ class _State(enum.Enum):
 
 class _Mapping:
     __slots__ = (
-        "asked_port",
         "attempts",
+        "checked",
         "conflicts",
         "due",
         "expires_at",
@@ -260,8 +296,8 @@ class _Mapping:
         "id",
         "internal_port",
         "lifetime",
-        "maybe_on_device",
         "port",
+        "ports",
         "protocol",
         "state",
     )
@@ -274,7 +310,6 @@ class _Mapping:
         self.internal_port = internal
         self.home_port = external  # the port wanted, then the port last granted
         self.port = external  # the port the next request asks for
-        self.asked_port = external  # the port the last request asked for
         self.external_port: int | None = None
         self.lifetime = 0
         self.expires_at: float | None = None
@@ -283,9 +318,11 @@ class _Mapping:
         self.failures = 0  # failed goes in a row: the back-off
         self.attempts = 0  # requests in the current go
         self.conflicts = 0  # random ports tried in the current go
-        # Once a request went out, the router may hold the mapping though no answer came:
-        # removing it then needs a deletion.
-        self.maybe_on_device = False
+        self.checked = False  # GetSpecificPortMappingEntry asked in the current go
+        # External port -> until when the router may hold it for us: every grant, and a
+        # request on its way or never answered (the router may have made it). Removing
+        # the mapping deletes those still live; at most UPNP_MAX_PORTS_KEPT.
+        self.ports: dict[int, float] = {}
 
     def snapshot(self) -> PortMapping:
         return PortMapping(
@@ -341,6 +378,7 @@ class UpnpPortMapper:
         *,
         ssdp_address: tuple[IPv4Address, int],
         bind_host: IPv4Address,
+        gateway: IPv4Address | None,
         lease_duration: int,
         description: str,
         search_timeout: float,
@@ -350,6 +388,7 @@ class UpnpPortMapper:
     ) -> None:
         self._ssdp_address = ssdp_address
         self._bind_host = bind_host
+        self._preferred = gateway  # the device a search takes at once; None: the first
         self._lease = lease_duration
         self._description = description
         self._search_timeout = search_timeout
@@ -479,7 +518,7 @@ class UpnpPortMapper:
         if mapping.state is _State.REMOVING:
             return
         now = trio.current_time()
-        if self._device is None or not mapping.maybe_on_device:
+        if self._device is None or not _live_ports(mapping, now):
             self._drop(mapping, None)
             return
         # A request for it may be under way: the deletion waits its turn behind it.
@@ -534,11 +573,11 @@ class UpnpPortMapper:
         while True:
             if self._device is None:
                 await trio.sleep_until(self._search_due)
-                device = await self._search()
-                if device is None:
+                found = await self._search()
+                if found is None:
                     self._discovery_failed(trio.current_time())
                 else:
-                    self._use(device, trio.current_time())
+                    self._use(*found, trio.current_time())
                 continue
             await self._work()
 
@@ -588,11 +627,19 @@ class UpnpPortMapper:
 
     # -- search ----------------------------------------------------------------------------
 
-    async def _search(self) -> UpnpDevice | None:
-        """One search: M-SEARCH rounds, then the first answer whose description serves."""
+    async def _search(self) -> tuple[UpnpDevice, IPv4Address | None] | None:
+        """One search: M-SEARCH rounds, then the descriptions of the hosts that answered;
+        the device to use, with its external address if a check learnt it."""
         self._searches += 1
         host, port = self._ssdp_address
-        with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        except OSError as error:
+            # Out of file descriptors (EMFILE), say: a search that found nothing, tried
+            # again later like one; the mapper (and the session around it) goes on.
+            _log.info("UPnP: cannot open a search socket: %s", error)
+            return None
+        with sock:
             try:
                 await sock.bind((str(self._bind_host), 0))
                 if host.is_multicast:
@@ -604,8 +651,9 @@ class UpnpPortMapper:
             end = start + self._search_timeout
             sends = 0
             next_send = start
-            seen: set[str] = set()
+            hosts: dict[str, _Answered] = {}
             queue: deque[str] = deque()
+            fallback: tuple[UpnpDevice, IPv4Address | None] | None = None
             while True:
                 now = trio.current_time()
                 if sends < UPNP_SEARCH_SENDS and now >= next_send:
@@ -613,12 +661,21 @@ class UpnpPortMapper:
                     sends += 1
                     next_send = start + UPNP_SEARCH_INTERVAL * (2**sends - 1)
                 if queue:
-                    device = await self._describe(queue.popleft())
-                    if device is not None:
-                        return device
+                    location = queue.popleft()
+                    preferred = self._preferred is None or (
+                        parse_http_url(location).host == self._preferred  # checked by _on_ssdp
+                    )
+                    if fallback is not None and not preferred:
+                        continue  # it could not beat the device already found
+                    found = await self._describe(location)
+                    if found is not None:
+                        if preferred:
+                            return found
+                        # Not the gateway: used only if the gateway does not serve.
+                        fallback = found
                     continue
                 if now >= end:
-                    return None
+                    return fallback
                 wake = min(end, next_send) if sends < UPNP_SEARCH_SENDS else end
                 with trio.move_on_at(wake):
                     try:
@@ -629,7 +686,7 @@ class UpnpPortMapper:
                         _log.debug("UPnP search receive failed: %s", error)
                         await trio.sleep(0.1)
                         continue
-                    self._on_ssdp(data, source[0], seen, queue)
+                    self._on_ssdp(data, source[0], hosts, queue)
 
     async def _send_search(
         self, sock: trio.socket.SocketType, host: IPv4Address, port: int
@@ -644,7 +701,9 @@ class UpnpPortMapper:
                 continue
             self._ssdp_sent += 1
 
-    def _on_ssdp(self, data: bytes, source: str, seen: set[str], queue: deque[str]) -> None:
+    def _on_ssdp(
+        self, data: bytes, source: str, hosts: dict[str, _Answered], queue: deque[str]
+    ) -> None:
         self._ssdp_received += 1
         try:
             answer = parse_ssdp_response(data)
@@ -667,16 +726,27 @@ class UpnpPortMapper:
                 answer.location,
             )
             return
-        if answer.location in seen:
-            self._ssdp_duplicates += 1
+        # One description per host: a host answering with ever new LOCATIONs costs one
+        # fetch. A router's address may also serve a media server, which answers only
+        # upnp:rootdevice: the gateway's own LOCATION, when it comes, gets one more try.
+        claims = answer.search_target != _ROOT_DEVICE
+        known = hosts.get(source)
+        if known is not None:
+            if claims and not known.claimed and answer.location != known.location:
+                hosts[source] = _Answered(answer.location, claimed=True)
+                queue.append(answer.location)
+            else:
+                self._ssdp_duplicates += 1
             return
-        if len(seen) >= UPNP_MAX_DEVICES:
+        if len(hosts) >= UPNP_MAX_DEVICES:
             self._ssdp_ignored += 1
             return
-        seen.add(answer.location)
+        hosts[source] = _Answered(answer.location, claimed=claims)
         queue.append(answer.location)
 
-    async def _describe(self, location: str) -> UpnpDevice | None:
+    async def _describe(self, location: str) -> tuple[UpnpDevice, IPv4Address | None] | None:
+        """The service of the description at ``location`` to use, with the external
+        address its check learnt; None when the description is of no use."""
         url = parse_http_url(location)  # checked by _on_ssdp
         try:
             response = await self._exchange(
@@ -684,11 +754,38 @@ class UpnpPortMapper:
             )
             if response.status != 200:
                 raise UpnpError(f"HTTP {response.status} {response.reason}".rstrip())
-            return parse_device_description(response.body, location)
+            services = parse_device_services(response.body, location)
         except (_RequestError, UpnpError) as error:
             self._descriptions_rejected += 1
             _log.debug("UPnP: the description at %s is of no use: %s", location, error)
             return None
+        if len(services) == 1:
+            return services[0], None
+        # miniupnpc's "connected" check: a router may offer a WANIPConnection and a
+        # WANPPPConnection of which only one is up; the first that tells an address wins.
+        for service in services:
+            address = await self._probe(service)
+            if address is not None:
+                return service, address
+        return services[0], None
+
+    async def _probe(self, service: UpnpDevice) -> IPv4Address | None:
+        """The external address ``service`` tells; None when it tells none (not
+        connected: empty or 0.0.0.0, an error such as 401 InvalidAction, no answer)."""
+        control = parse_http_url(service.control_url)
+        self._requests += 1
+        try:
+            response = await self._exchange(
+                control, lambda _: build_get_external_address(service), UPNP_MAX_SOAP_RESPONSE
+            )
+            return parse_external_address(response)
+        except UpnpActionError as error:
+            self._action_errors += 1
+            _log.debug("UPnP: %s tells no address: %s", service.service_type, error)
+        except (_RequestError, UpnpError) as error:
+            self._request_failures += 1
+            _log.debug("UPnP: %s tells no address: %s", service.service_type, error)
+        return None
 
     def _discovery_failed(self, now: float) -> None:
         self._search_failures += 1
@@ -702,7 +799,7 @@ class UpnpPortMapper:
         _log.log(level, "no UPnP gateway found; searching again in %.0f s", delay)
         self._emit(UpnpDiscoveryFailed(self._search_due))
 
-    def _use(self, device: UpnpDevice, now: float) -> None:
+    def _use(self, device: UpnpDevice, address: IPv4Address | None, now: float) -> None:
         self._device = device
         self._control = parse_http_url(device.control_url)
         self._permanent_only = False
@@ -719,6 +816,9 @@ class UpnpPortMapper:
             device.service_type.rpartition(":service:")[2],
         )
         self._emit(UpnpDeviceFound(device))
+        if address is not None:
+            # The search's check asked it already.
+            self._address_learnt(address, now)
 
     def _device_failed(self, reason: str) -> None:
         """A request got no usable answer: after a few in a row, the device is gone."""
@@ -747,13 +847,14 @@ class UpnpPortMapper:
                 UPNP_SEARCH_RETRY_MAX,
             )
         for m in list(self._mappings.values()):
-            m.maybe_on_device = False
+            m.ports.clear()  # that device is not there to delete them; their leases will
             if m.state is _State.REMOVING:
                 self._drop(m, None)
                 continue
             m.state = _State.WANTED
             m.due = -math.inf  # asked for as soon as a device is found
             m.failures = m.attempts = m.conflicts = 0
+            m.checked = False
             m.port = m.home_port
             if m.expires_at is not None:
                 # Asked for again once the next search finds a gateway.
@@ -827,6 +928,9 @@ class UpnpPortMapper:
             # No address yet: the router is not connected upstream.
             self._address_failed(None)
             return
+        self._address_learnt(address, now)
+
+    def _address_learnt(self, address: IPv4Address, now: float) -> None:
         self._address_failures = 0
         self._address_due = now + self._renew_interval(self._effective_lease())
         if address != self._address:
@@ -852,9 +956,12 @@ class UpnpPortMapper:
         device = self._device
         assert device is not None
         lease = self._effective_lease()
-        port = mapping.asked_port = mapping.port
+        port = mapping.port
         mapping.attempts += 1
-        mapping.maybe_on_device = True
+        # From the moment the request leaves, the router may hold the port for us (an
+        # answer may never come): remembered for deletion, forgotten if it is refused.
+        held_until = mapping.ports.get(port)
+        self._remember(mapping, port, lease)
 
         def build(ours: IPv4Address) -> bytes:
             return build_add_port_mapping(
@@ -868,9 +975,9 @@ class UpnpPortMapper:
             )
 
         try:
-            await self._soap(build, _answers("AddPortMapping"))
+            await self._soap(build, check_soap_success)
         except UpnpActionError as error:
-            self._refused(mapping, error.code, lease)
+            await self._refused(mapping, port, held_until, error.code, lease)
             return
         except _RequestError as failure:
             _log.debug(
@@ -884,7 +991,50 @@ class UpnpPortMapper:
             return
         self._granted(mapping, port, lease)
 
-    def _refused(self, mapping: _Mapping, code: int, lease: int) -> None:
+    async def _refused(
+        self, mapping: _Mapping, port: int, held_until: float | None, code: int, lease: int
+    ) -> None:
+        """AddPortMapping of ``port`` was refused with ``code``; ``held_until`` is what was
+        known of the router's hold on ``port`` before the request."""
+        conflict = code in (UpnpErrorCode.CONFLICT_IN_MAPPING_ENTRY, UpnpErrorCode.ACTION_FAILED)
+        entry: UpnpPortMappingEntry | None = None
+        if (
+            conflict
+            and port == mapping.home_port
+            and not mapping.checked
+            and mapping.state is not _State.REMOVING
+        ):
+            # Some routers answer so to a client adding again the mapping it holds (Open.NAT
+            # #14): ask whose the port is before moving to another one.
+            mapping.checked = True
+            entry = await self._our_entry(mapping, port)
+            if self._device is None or mapping.id not in self._mappings:
+                return  # the check lost the device: every mapping was reset with it
+        if entry is not None:
+            lifetime = _entry_lifetime(entry.lease_duration, lease)
+            self._remember(mapping, port, lifetime)  # ours: deleted with the others
+            if entry.enabled is not False:
+                _log.debug(
+                    "UPnP gateway %s refused %s port %d as a conflict, but it is ours: kept",
+                    self._gateway,
+                    mapping.protocol.name,
+                    port,
+                )
+                self._granted(mapping, port, lifetime)
+                return
+            # Ours but disabled: it forwards nothing; another port is looked for.
+            if mapping.external_port == port:
+                self._clear_grant(mapping)
+        elif code == UpnpErrorCode.CONFLICT_IN_MAPPING_ENTRY:
+            # Another host holds the port: a grant of it no longer stands, and it is never
+            # ours to delete.
+            mapping.ports.pop(port, None)
+            if mapping.external_port == port:
+                self._clear_grant(mapping)
+        elif held_until is None:
+            mapping.ports.pop(port, None)  # this request made nothing
+        else:
+            mapping.ports[port] = held_until  # an earlier grant may still hold it
         if mapping.state is _State.REMOVING:
             return  # its deletion is due: a refusal changes nothing
         if mapping.attempts < UPNP_MAX_ATTEMPTS:
@@ -893,10 +1043,7 @@ class UpnpPortMapper:
                 self._permanent_only = True
                 self._again = mapping
                 return
-            if (
-                code in (UpnpErrorCode.CONFLICT_IN_MAPPING_ENTRY, UpnpErrorCode.ACTION_FAILED)
-                and mapping.conflicts < UPNP_CONFLICT_ATTEMPTS
-            ):
+            if conflict and mapping.conflicts < UPNP_CONFLICT_ATTEMPTS:
                 # Another host holds the port (some routers say 501): try a random one.
                 mapping.conflicts += 1
                 mapping.port = self._rng.randint(*UPNP_CONFLICT_PORTS)
@@ -911,13 +1058,54 @@ class UpnpPortMapper:
                 return
         self._mapping_failed(mapping, code)
 
+    async def _our_entry(self, mapping: _Mapping, port: int) -> UpnpPortMappingEntry | None:
+        """The router's entry for ``port`` if it forwards to our address and internal
+        port; None when it is another's, absent, or the router will not tell."""
+        device = self._device
+        assert device is not None
+        ours: list[IPv4Address] = []
+
+        def build(local: IPv4Address) -> bytes:
+            ours.append(local)
+            return build_get_specific_port_mapping_entry(
+                device, protocol=mapping.protocol, external_port=port
+            )
+
+        try:
+            entry = await self._soap(build, parse_port_mapping_entry)
+        except UpnpActionError as error:
+            # 714 NoSuchEntryInArray, or 401: the router does not have this action.
+            _log.debug("UPnP: no entry told for %s port %d: %s", mapping.protocol.name, port, error)
+            return None
+        except _RequestError as failure:
+            self._device_failed(failure.reason)
+            return None
+        if entry.internal_client != ours[-1] or entry.internal_port != mapping.internal_port:
+            return None
+        return entry
+
+    def _remember(self, mapping: _Mapping, port: int, lease: int) -> None:
+        """The router may hold ``port`` for ``mapping`` for ``lease`` seconds from now."""
+        now = trio.current_time()
+        for stale in [p for p, until in mapping.ports.items() if until <= now or p == port]:
+            del mapping.ports[stale]
+        if len(mapping.ports) >= UPNP_MAX_PORTS_KEPT:
+            # Bounded: the port whose lease ends first is let go (its lease will end it).
+            first = min(mapping.ports, key=mapping.ports.__getitem__)
+            del mapping.ports[first]
+            _log.debug(
+                "UPnP: %s external port %d forgotten: too many kept", mapping.protocol.name, first
+            )
+        mapping.ports[port] = now + lease if lease else math.inf
+
     def _granted(self, mapping: _Mapping, port: int, lease: int) -> None:
         if mapping.state is _State.REMOVING:
-            return  # removed while asked: the deletion is due, for ``asked_port``
+            return  # removed while asked: the deletion is due, for every port in ``ports``
         now = trio.current_time()
         changed = mapping.external_port != port
         mapping.state = _State.MAPPED
         mapping.failures = mapping.attempts = mapping.conflicts = 0
+        mapping.checked = False
         mapping.external_port = mapping.port = mapping.home_port = port
         mapping.lifetime = lease
         mapping.expires_at = now + lease if lease else math.inf
@@ -939,6 +1127,7 @@ class UpnpPortMapper:
         now = trio.current_time()
         mapping.failures += 1
         mapping.attempts = mapping.conflicts = 0
+        mapping.checked = False
         retry_at = now + _retry_delay(result, mapping.failures)
         if result is not None:
             _log.info(
@@ -981,26 +1170,35 @@ class UpnpPortMapper:
         self._emit(MappingRemoved(mapping.snapshot(), result))
 
     async def _delete(self, mapping: _Mapping) -> None:
+        """Delete every port the router may still hold for ``mapping``, then drop it; the
+        result told is the last deletion's (the latest grant goes last)."""
+        result: int | None = None
+        for port in _live_ports(mapping, trio.current_time()):
+            if self._device is None or mapping.id not in self._mappings:
+                break  # the device was lost meanwhile (and the mapping dropped with it)
+            result = await self._delete_port(mapping, port)
+        if mapping.id in self._mappings:
+            self._drop(mapping, result)
+
+    async def _delete_port(self, mapping: _Mapping, port: int) -> int | None:
         device = self._device
         assert device is not None
-        port = mapping.asked_port
-        result: int | None
         try:
             await self._soap(
                 lambda _: build_delete_port_mapping(
                     device, protocol=mapping.protocol, external_port=port
                 ),
-                _answers("DeletePortMapping"),
+                check_soap_success,
             )
-            result = 0
+            result: int = 0
         except UpnpActionError as error:
             result = error.code  # 714 NoSuchEntryInArray: it was gone already
         except _RequestError as failure:
             # A deletion is advisory: the lease ends the mapping anyway.
-            result = None
             self._device_failed(failure.reason)
-        if mapping.id in self._mappings:
-            self._drop(mapping, result)
+            return None
+        mapping.ports.pop(port, None)
+        return result
 
     # -- close -----------------------------------------------------------------------------
 
@@ -1011,10 +1209,7 @@ class UpnpPortMapper:
             for mapping in list(self._mappings.values()):
                 if mapping.id not in self._mappings:
                     continue
-                expired = mapping.expires_at is not None and mapping.expires_at <= (
-                    trio.current_time()
-                )
-                if self._device is None or not mapping.maybe_on_device or expired:
+                if self._device is None or not _live_ports(mapping, trio.current_time()):
                     self._drop(mapping, None)
                 else:
                     await self._delete(mapping)
@@ -1026,6 +1221,30 @@ class UpnpPortMapper:
             self._dispatch()
 
 
+@dataclass(frozen=True, slots=True)
+class _Answered:
+    """What a search heard from one host: the LOCATION fetched, and whether it came with
+    a search target naming the gateway (not upnp:rootdevice)."""
+
+    location: str
+    claimed: bool
+
+
+def _live_ports(mapping: _Mapping, now: float) -> list[int]:
+    """The external ports the router may still hold for ``mapping``, the latest last."""
+    return [port for port, until in mapping.ports.items() if until > now]
+
+
+def _entry_lifetime(told: int | None, asked: int) -> int:
+    """The lease of a mapping the router holds for us already: what it tells (0:
+    permanent), no longer than we asked; what we asked when it tells nothing."""
+    if told is None:
+        return asked
+    if told == 0:
+        return 0
+    return min(told, asked or UPNP_MAX_LEASE)
+
+
 def _multicast_options(sock: trio.socket.SocketType, interface: IPv4Address) -> None:
     """A search sent to a multicast group stays on the LAN (UDA 1.1's TTL of 2, where
     libtorrent's multicast socket allows more hops), and leaves by ``interface`` when one is
@@ -1033,11 +1252,6 @@ def _multicast_options(sock: trio.socket.SocketType, interface: IPv4Address) -> 
     sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 2)
     if interface != IPv4Address(0):
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, interface.packed)
-
-
-def _answers(action: str) -> Callable[[HttpResponse], dict[str, str]]:
-    """Reads an answer to ``action`` (its out-arguments are not needed)."""
-    return lambda response: parse_soap_response(response, action)
 
 
 def _check_port(name: str, value: object) -> int:
@@ -1064,12 +1278,26 @@ def _ipv4(name: str, value: object) -> IPv4Address:
         raise LocalProtocolError(f"{name} is an IPv4 address, got {value!r}") from None
 
 
+def _preferred_device(gateway: object, ssdp_host: IPv4Address) -> IPv4Address | None:
+    """The device a search prefers, from ``open_upnp_mapper``'s ``gateway``."""
+    if gateway is None:
+        return None
+    if gateway == "route":
+        # A unicast search asks one device: that one. Else the router on the default
+        # route, the device miniupnpc and libtorrent look for.
+        if ssdp_host.is_multicast or ssdp_host == IPv4Address("255.255.255.255"):
+            return default_gateway()
+        return ssdp_host
+    return _ipv4("gateway", gateway)
+
+
 @asynccontextmanager
 async def open_upnp_mapper(
     mappings: Iterable[tuple[MappingProtocolName, int]] = NATPMP_DEFAULT_MAPPINGS,
     *,
     ssdp_address: tuple[str, int] = (UPNP_SSDP_HOST, UPNP_SSDP_PORT),
     bind_host: str = "0.0.0.0",
+    gateway: str | None = "route",
     lease_duration: int = UPNP_LEASE_DURATION,
     description: str = "bip",
     close_timeout: float = UPNP_CLOSE_TIMEOUT,
@@ -1087,6 +1315,10 @@ async def open_upnp_mapper(
             gateway) a unicast address.
         bind_host: the local IPv4 address to search and connect from; by default the
             system picks it per route.
+        gateway: the device a search prefers: an IPv4 address; ``"route"`` (the default)
+            for the default route's gateway (:func:`~bip_handshake.default_gateway`), or,
+            when ``ssdp_address`` is a unicast address, that address; None for no
+            preference (the first device that serves wins at once).
         lease_duration: seconds of lease each mapping asks for (0..604800); 0 asks a
             permanent mapping (renewed hourly anyway).
         description: the mappings' description in the router's pages (at most 256
@@ -1106,6 +1338,7 @@ async def open_upnp_mapper(
     ssdp_host = _ipv4("an SSDP address", ssdp_address[0])
     ssdp_port = _check_port("an SSDP port", ssdp_address[1])
     bind = _ipv4("bind_host", bind_host)
+    preferred = _preferred_device(gateway, ssdp_host)
     if isinstance(lease_duration, bool) or not isinstance(lease_duration, int):
         raise LocalProtocolError(f"lease_duration is an int, got {lease_duration!r}")
     if not 0 <= lease_duration <= UPNP_MAX_LEASE:
@@ -1122,6 +1355,7 @@ async def open_upnp_mapper(
     mapper = UpnpPortMapper(
         ssdp_address=(ssdp_host, ssdp_port),
         bind_host=bind,
+        gateway=preferred,
         lease_duration=lease_duration,
         description=description,
         search_timeout=_check_seconds("search_timeout", search_timeout, positive=True),
