@@ -12,6 +12,7 @@ storage faults into events instead of crashes.
 import logging
 
 from ._errors import (
+    DestinationExistsError,
     DiskError,
     PathError,
     ResumeDataError,
@@ -30,6 +31,9 @@ from ._events import (
     TorrentHandle,
     TorrentRemoved,
     TorrentState,
+)
+from ._fileops import (
+    ExistingFiles,
 )
 from ._filesystem import (
     FileStat,
@@ -82,10 +86,12 @@ __all__ = [
     "DEFAULT_READ_CACHE_BYTES",
     "CheckFinished",
     "CheckProgress",
+    "DestinationExistsError",
     "DiskError",
     "DiskEvent",
     "DiskManager",
     "DiskStatistics",
+    "ExistingFiles",
     "FileStat",
     "FileSystem",
     "FsspecFileSystem",

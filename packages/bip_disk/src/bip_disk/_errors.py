@@ -4,6 +4,9 @@
 - :class:`StorageError`: a :class:`~bip_disk.FileSystem` operation failed (disk full,
   permission denied, an I/O error, a file gone behind our back). It carries the
   ``errno`` when there is one and the torrent-relative path.
+- :class:`DestinationExistsError`: a :class:`StorageError` raised by
+  :meth:`~bip_disk.DiskManager.move_storage` with ``existing=ExistingFiles.FAIL``: a file
+  of the torrent is at the destination already.
 - :class:`PathError`: a path would leave the storage root, or is not a valid
   relative path.
 - :class:`ResumeDataError`: resume data that is malformed or belongs to another torrent.
@@ -13,7 +16,16 @@
 
 from __future__ import annotations
 
-__all__ = ["DiskError", "PathError", "ResumeDataError", "StorageError", "TorrentStateError"]
+import errno as _errno  # StorageError's ``errno`` attribute takes the plain name
+
+__all__ = [
+    "DestinationExistsError",
+    "DiskError",
+    "PathError",
+    "ResumeDataError",
+    "StorageError",
+    "TorrentStateError",
+]
 
 
 class DiskError(Exception):
@@ -36,6 +48,22 @@ class StorageError(DiskError):
         super().__init__(message)
         self.errno = errno
         self.path = path
+
+
+class DestinationExistsError(StorageError):
+    """A file of the torrent exists at the destination of a move that must not replace it
+    (:meth:`~bip_disk.DiskManager.move_storage` with ``existing=ExistingFiles.FAIL``).
+
+    ``path`` is the first such file (torrent-relative) and ``errno`` is ``EEXIST``.
+
+    >>> import errno
+    >>> error = DestinationExistsError("album/a.bin exists at the destination", path="album/a.bin")
+    >>> (error.path, error.errno == errno.EEXIST, isinstance(error, StorageError))
+    ('album/a.bin', True, True)
+    """
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message, errno=_errno.EEXIST, path=path)
 
 
 class PathError(DiskError):

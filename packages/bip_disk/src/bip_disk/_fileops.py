@@ -1,31 +1,75 @@
 """Whole-torrent file operations the DiskManager runs on a worker thread.
 
 Creating a torrent's empty files and links once it is checked, deleting its files
-when it is removed with its data, and copying them when its storage moves. All
-synchronous; each returns or raises :class:`~bip_disk.StorageError` (an
+when it is removed with its data, and copying them when its storage moves (what
+becomes of the torrent's files already at the destination: :class:`ExistingFiles`).
+All synchronous; each returns or raises :class:`~bip_disk.StorageError` (an
 :class:`OSError` from a third-party FileSystem is turned into one).
 """
 
 from __future__ import annotations
 
+import enum
 import errno
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Literal
 
-from ._errors import PathError, StorageError
+from ._errors import DestinationExistsError, PathError, StorageError
 from ._filesystem import FileSystem
-from ._layout import StorageLayout, create_stored_files
+from ._layout import StorageLayout, StoredFile, create_stored_files
 
 __all__ = [
+    "Copied",
+    "ExistingFiles",
     "as_storage_error",
     "copy_files",
     "create_files",
     "delete_files",
+    "refuse_existing",
     "same_storage",
     "storage_faults",
 ]
+
+
+class ExistingFiles(enum.Enum):
+    """What :meth:`~bip_disk.DiskManager.move_storage` does with the torrent's files that
+    exist at the destination already (libtorrent's ``move_flags_t``).
+
+    Attributes:
+        REPLACE: the torrent's copies replace them (libtorrent's ``always_replace_files``).
+        FAIL: the move is refused, before anything is copied, with a
+            :class:`~bip_disk.DestinationExistsError` naming the first; each file is
+            looked for again just before it is copied, so one that appears during the
+            copy stops it too (libtorrent's ``fail_if_exist``).
+        KEEP: they are neither copied over nor written, the torrent's own copies of them
+            stay in the old storage, and the pieces that touch them are hashed again from
+            the new storage (libtorrent's ``dont_replace``).
+
+    >>> ExistingFiles("keep") is ExistingFiles.KEEP
+    True
+    """
+
+    REPLACE = "replace"
+    FAIL = "fail"
+    KEEP = "keep"
+
+
+@dataclass(frozen=True, slots=True)
+class Copied:
+    """What :func:`copy_files` did.
+
+    Attributes:
+        kept: the files found at the destination and left alone (``KEEP`` only), in the
+            torrent's order.
+        warnings: the links that could not be created.
+    """
+
+    kept: tuple[StoredFile, ...]
+    warnings: list[StorageError]
+
 
 _COPY_CHUNK = 4 * 1024 * 1024
 _ZEROS = bytes(_COPY_CHUNK)
@@ -83,16 +127,19 @@ def _parents(path: str) -> list[str]:
     return ["/".join(parts[:depth]) for depth in range(len(parts) - 1, 0, -1)]
 
 
-def delete_files(fs: FileSystem, layout: StorageLayout) -> list[StorageError]:
-    """Delete the torrent's files and links, then the directories they leave empty.
+def delete_files(
+    fs: FileSystem, layout: StorageLayout, *, keep: Collection[str] = ()
+) -> list[StorageError]:
+    """Delete the torrent's files and links (but those at the paths in ``keep``), then the
+    directories they leave empty.
 
-    Directories that still hold something (files not of this torrent) stay.
+    Directories that still hold something (files not of this torrent, kept ones) stay.
     Returns the errors met; deleting goes on past each.
     """
     errors: list[StorageError] = []
     directories: set[str] = set()
     for file in layout.files:
-        if file.is_pad:
+        if file.is_pad or file.path in keep:
             continue
         directories.update(_parents(file.path))
         try:
@@ -111,21 +158,59 @@ def delete_files(fs: FileSystem, layout: StorageLayout) -> list[StorageError]:
     return errors
 
 
+def refuse_existing(destination: FileSystem, layout: StorageLayout) -> None:
+    """Raise if any of the torrent's stored files exists in ``destination`` (before a move
+    with :attr:`ExistingFiles.FAIL` copies anything).
+
+    Raises:
+        DestinationExistsError: naming the first such file (and how many more there are).
+        StorageError: a file could not be looked at.
+    """
+    found: list[str] = []
+    for file in layout.stored_files:
+        with storage_faults(file.path):
+            if destination.stat(file.path) is not None:
+                found.append(file.path)
+    if found:
+        more = len(found) - 1
+        raise DestinationExistsError(
+            f"{found[0]} exists at the destination"
+            + (f" (and {more} more of the torrent's files)" if more else ""),
+            path=found[0],
+        )
+
+
 def copy_files(
-    source: FileSystem, destination: FileSystem, layout: StorageLayout
-) -> list[StorageError]:
+    source: FileSystem,
+    destination: FileSystem,
+    layout: StorageLayout,
+    existing: ExistingFiles = ExistingFiles.REPLACE,
+) -> Copied:
     """Copy the torrent's stored files from ``source`` to ``destination``, then sync it.
 
     Each file is copied up to its current size in 4 MiB chunks; runs of zeros are
     not written but allocated (sparse), so a sparse download stays sparse. Missing
     files are skipped. Links and empty files are created as :func:`create_files`
-    does; the errors creating links are returned.
+    does. With ``existing`` other than ``REPLACE``, each file is looked for in
+    ``destination`` just before it is copied: ``FAIL`` raises, ``KEEP`` leaves it
+    alone (a file appearing between that look and the first write is still replaced:
+    the FileSystem protocol has no exclusive create).
 
     Raises:
+        DestinationExistsError: ``FAIL``, and a file of the torrent is in ``destination``.
         StorageError: reading, writing or syncing failed.
     """
+    kept: list[StoredFile] = []
     for file in layout.stored_files:
         with storage_faults(file.path):
+            if existing is not ExistingFiles.REPLACE and destination.stat(file.path) is not None:
+                if existing is ExistingFiles.FAIL:
+                    raise DestinationExistsError(
+                        f"{file.path} exists at the destination (it appeared during the copy)",
+                        path=file.path,
+                    )
+                kept.append(file)
+                continue
             stat = source.stat(file.path)
             if stat is None:
                 continue
@@ -138,10 +223,11 @@ def copy_files(
                     destination.write(file.path, offset, chunk)
                 offset += len(chunk)
             destination.allocate(file.path, offset)
+    # An empty kept file is not touched by this either: allocating never shrinks a file.
     warnings = create_files(destination, layout)
     with storage_faults():
         destination.sync()
-    return warnings
+    return Copied(tuple(kept), warnings)
 
 
 def same_storage(first: FileSystem, second: FileSystem) -> bool:

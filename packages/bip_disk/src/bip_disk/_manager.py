@@ -99,18 +99,21 @@ from ._events import (
     TorrentState,
 )
 from ._fileops import (
+    Copied,
+    ExistingFiles,
     as_storage_error,
     copy_files,
     create_files,
     delete_files,
+    refuse_existing,
     same_storage,
     storage_faults,
 )
 from ._filesystem import Buffer, FileStat, FileSystem
 from ._hashing import HashPool, PieceVerifier, default_hash_threads
-from ._layout import StorageLayout, read_span_data
+from ._layout import StorageLayout, StoredFile, read_span_data
 from ._native import NativeFileSystem
-from ._resume import ResumeData
+from ._resume import RACY_WINDOW_NS, ResumeData
 from ._torrent import PartialPiece, TorrentStatus, TorrentStorage
 
 __all__ = [
@@ -388,6 +391,8 @@ class DiskManager:
         self._workers_running = 0
         self._workers_done = trio.Event()
         self._torrents: dict[int, TorrentStorage] = {}
+        # Torrents removed with their data while move_storage copied them (see there).
+        self._deleted_while_moving: set[int] = set()
         self._by_hash: dict[object, TorrentStorage] = {}
         self._closing = False
         self._pieces_good = 0
@@ -505,6 +510,9 @@ class DiskManager:
         storage = self._get(torrent)
         del self._torrents[torrent.id]
         self._by_hash.pop(storage.info.info_hash, None)
+        if delete_data and storage.state is TorrentState.MOVING:
+            # The move deletes its copy too (one entry per move under way: the move drops it).
+            self._deleted_while_moving.add(torrent.id)
         storage.set_state(TorrentState.REMOVED)
         self._drop_partials(storage)
         if storage.check_scope is not None:
@@ -537,7 +545,13 @@ class DiskManager:
         )
         await self._emit(TorrentRemoved(torrent, delete_data))
 
-    async def move_storage(self, torrent: TorrentHandle, filesystem: FileSystem) -> None:
+    async def move_storage(
+        self,
+        torrent: TorrentHandle,
+        filesystem: FileSystem,
+        *,
+        existing: ExistingFiles = ExistingFiles.REPLACE,
+    ) -> tuple[str, ...]:
         """Move a torrent's files to another FileSystem (another disk, root or backend).
 
         Writes and reads wait while the files are copied; then the torrent switches
@@ -547,34 +561,74 @@ class DiskManager:
         copy is left as is (it may be partial), the torrent stays on its old
         storage and the error is raised. A ``filesystem`` that stores its files
         where the current one does (another view of the same root) is simply
-        switched to: nothing is copied or deleted.
+        switched to: nothing is copied or deleted, whatever ``existing`` says.
+
+        ``existing`` says what becomes of the torrent's files already in
+        ``filesystem`` (see :class:`~bip_disk.ExistingFiles`): replaced (the
+        default); refused (``FAIL``: :class:`~bip_disk.DestinationExistsError`
+        before anything is copied, or as soon as one appears during the copy); or
+        kept (``KEEP``): neither copied nor written, and their old copies are not
+        deleted. After a move that kept files the torrent is ``CHECKING`` while the
+        pieces touching them are hashed from the new storage in the background, as
+        after :meth:`add_torrent` with resume data (:class:`~bip_disk.CheckProgress`,
+        then :class:`~bip_disk.CheckFinished` with ``resumed`` true; wait with
+        :meth:`wait_checked`): those found bad are no longer in :meth:`have` (write
+        them again), every other piece stays verified. Their pieces in memory are
+        dropped.
+
+        Once the torrent has switched, the move is done: a cancellation then waits
+        for the old files' deletion, and this returns normally (the cancellation
+        strikes at the caller's next checkpoint), so that the caller always learns
+        where the files are.
+
+        Returns:
+            The torrent-relative paths of the files kept (``KEEP``), in the torrent's
+            order; empty otherwise.
 
         Raises:
-            TorrentStateError: the torrent is checking, moving or removed.
+            TorrentStateError: the torrent is checking, moving or removed (also when
+                it is removed during the copy: the copy is then left, or deleted if
+                the removal deleted the data), or the manager is closing.
+            DestinationExistsError: ``FAIL``, and a file of the torrent is there.
             StorageError: copying failed.
         """
         storage = self._get(torrent)
         if not isinstance(filesystem, FileSystem):
             raise TypeError(f"{filesystem!r} does not implement the FileSystem protocol")
+        if not isinstance(existing, ExistingFiles):
+            raise TypeError(f"existing must be an ExistingFiles, not {existing!r}")
+        self._check_open()
         if storage.state not in (TorrentState.READY, TorrentState.ERROR):
             raise TorrentStateError(f"cannot move {torrent!r} while {storage.state.value}")
         if filesystem is storage.fs:
-            return
+            return ()
+        try:
+            return await self._move(storage, filesystem, existing)
+        finally:
+            self._deleted_while_moving.discard(torrent.id)
+
+    async def _move(
+        self, storage: TorrentStorage, filesystem: FileSystem, existing: ExistingFiles
+    ) -> tuple[str, ...]:
+        torrent = storage.handle
         previous = storage.state
         storage.set_state(TorrentState.MOVING)
         try:
+            # The last check's task may still be ending (reporting a fault): while it
+            # runs, it could take the torrent for its own check started below.
+            await storage.check_done.wait()
             while not storage.idle:
                 await storage.wait_changed()
+            if not storage.is_in(TorrentState.MOVING):
+                raise TorrentStateError(f"{torrent!r} was removed before its storage moved")
             storage.io_active += 1
             try:
-                same = await self._io_pool.run(same_storage, storage.fs, filesystem)
-                warnings = (
-                    []
-                    if same
-                    else await self._io_pool.run(copy_files, storage.fs, filesystem, storage.layout)
+                copy = await self._io_pool.run(
+                    _copy_for_move, storage.fs, filesystem, storage.layout, existing
                 )
             finally:
                 storage.io_active -= 1
+                storage.changed()  # a removal waits for the copy to end
         except BaseException as error:
             if storage.is_in(TorrentState.MOVING):
                 storage.set_state(previous)
@@ -587,29 +641,75 @@ class DiskManager:
                     error,
                 )
             raise
-        if not storage.is_in(TorrentState.MOVING):  # pragma: no cover - removed meanwhile
-            return
+        kept = copy.copied.kept if copy.copied is not None else ()
+        if not storage.is_in(TorrentState.MOVING):
+            # Removed during the copy (remove_torrent waited for it): the old files were
+            # synced or deleted. A removal that deleted the data deletes the copy too.
+            if torrent.id in self._deleted_while_moving and copy.copied is not None:
+                with trio.CancelScope(shield=True):
+                    problems = await self._io_pool.run(
+                        functools.partial(
+                            delete_files, filesystem, storage.layout, keep=_paths(kept)
+                        )
+                    )
+                _warn_problems(torrent, "deleting the copy of a removed torrent", problems)
+            raise TorrentStateError(f"{torrent!r} was removed while its storage moved")
+        # The switch: from here on the torrent is moved, whatever happens to the caller.
         old = storage.fs
         storage.fs = filesystem
         storage.error = storage.reason = None
         self._cache.drop_torrent(torrent.id)
-        storage.set_state(TorrentState.READY)
-        if not same:
-            try:
-                warnings += await self._io_pool.run(delete_files, old, storage.layout)
-            except StorageError as error:  # pragma: no cover - delete_files collects errors
-                warnings.append(error)
-        _warn_problems(torrent, "moving its storage", warnings)
-        for warning in warnings:
-            await self._emit(StorageProblem(torrent, warning, f"moving storage: {warning}"))
-        _log.info(
-            "moved torrent %r (%s) to %r%s",
-            torrent.name,
-            torrent.info_hash.hex(),
-            filesystem,
-            " (the same storage: nothing copied)" if same else "",
-        )
-        await self._emit(StorageMoved(torrent))
+        checking = bool(kept)
+        if checking:
+            storage.check_done = trio.Event()  # the last one is set: awaited above
+            storage.set_state(TorrentState.CHECKING)
+            self._drop_partials_of(storage, kept)
+        else:
+            storage.set_state(TorrentState.READY)
+        warnings = [] if copy.copied is None else list(copy.copied.warnings)
+        try:
+            if copy.copied is not None:
+                # Shielded: the move is done, and the old files must not be left behind
+                # because the caller gave up now (a bounded job on a thread).
+                with trio.CancelScope(shield=True):
+                    try:
+                        warnings += await self._io_pool.run(
+                            functools.partial(delete_files, old, storage.layout, keep=_paths(kept))
+                        )
+                    except StorageError as error:  # pragma: no cover - it collects errors
+                        warnings.append(error)
+            _warn_problems(torrent, "moving its storage", warnings)
+            _log.info(
+                "moved torrent %r (%s) to %r%s",
+                torrent.name,
+                torrent.info_hash.hex(),
+                filesystem,
+                " (the same storage: nothing copied)"
+                if copy.copied is None
+                else f"; kept {len(kept)} files found there, checking their pieces"
+                if kept
+                else "",
+            )
+            self._emit_later(
+                [StorageProblem(torrent, w, f"moving storage: {w}") for w in warnings]
+                + [StorageMoved(torrent)]
+            )
+            if checking and storage.is_in(TorrentState.CHECKING):
+                self._start_check(storage, _resume_after_keeping(storage, copy, kept), True, "none")
+                checking = False
+        finally:
+            if checking:  # removed meanwhile: no check to end, and remove_torrent waits for it
+                storage.check_done.set()
+        return _paths(kept)
+
+    def _drop_partials_of(self, storage: TorrentStorage, kept: Sequence[StoredFile]) -> None:
+        """Drop the pieces in memory that touch the ``kept`` files: the check after the
+        move decides about those pieces (one completed meanwhile would be reported twice)."""
+        for file in kept:
+            for piece in storage.layout.file_pieces(file.index):
+                partial = storage.partial.pop(piece, None)
+                if partial is not None:
+                    self._budget.release(partial.size)
 
     async def recheck(self, torrent: TorrentHandle) -> None:
         """Forget what the torrent has and hash all its data again (in the background).
@@ -1065,6 +1165,28 @@ class DiskManager:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._events_dropped += 1
 
+    def _emit_later(self, events: Sequence[DiskEvent]) -> None:
+        """Send ``events`` in order without waiting: those the queue has no room for now go
+        out from a task of the manager's. For a call whose outcome is decided (a move that
+        switched): a cancellation must not keep its events from the user, nor a full
+        queue keep it from returning."""
+        pending = list(events)
+        while pending and not self._closing:
+            try:
+                self._events_send.send_nowait(pending[0])
+            except trio.WouldBlock:
+                break
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._events_dropped += len(pending)
+                return
+            del pending[0]
+        if pending:
+            self._nursery.start_soon(self._emit_all, pending)
+
+    async def _emit_all(self, events: Sequence[DiskEvent]) -> None:
+        for event in events:
+            await self._emit(event)
+
     async def _fail(self, storage: TorrentStorage, error: DiskError, reason: str) -> None:
         """Stop a torrent after a storage fault (the first fault is the one reported)."""
         if storage.state in (TorrentState.ERROR, TorrentState.REMOVED):
@@ -1359,6 +1481,58 @@ def _settled(storage: TorrentStorage) -> bool:
 def _sync(fs: FileSystem) -> None:
     with storage_faults():
         fs.sync()
+
+
+@dataclass(frozen=True, slots=True)
+class _MoveCopy:
+    """What a move did on its thread: ``copied`` is None for the same storage (nothing
+    copied); ``stats`` are the new storage's files' after the copy, when files were kept."""
+
+    copied: Copied | None
+    stats: tuple[FileStat | None, ...] = ()
+
+
+def _copy_for_move(
+    source: FileSystem, destination: FileSystem, layout: StorageLayout, existing: ExistingFiles
+) -> _MoveCopy:
+    """On a thread: the copy of a move (see :meth:`DiskManager.move_storage`)."""
+    if same_storage(source, destination):
+        return _MoveCopy(None)
+    if existing is ExistingFiles.FAIL:
+        refuse_existing(destination, layout)
+    copied = copy_files(source, destination, layout, existing)
+    if not copied.kept:
+        return _MoveCopy(copied)
+    with storage_faults():
+        return _MoveCopy(copied, stat_files(destination, layout))
+
+
+def _paths(files: Sequence[StoredFile]) -> tuple[str, ...]:
+    return tuple(file.path for file in files)
+
+
+def _resume_after_keeping(
+    storage: TorrentStorage, copy: _MoveCopy, kept: Sequence[StoredFile]
+) -> ResumeData:
+    """Resume data for the check after a move that kept files: the pieces had, and the
+    new storage's files as they are, but the kept ones, which count as changed. The
+    fast-resume check then hashes only the pieces touching a kept file.
+
+    Dated after every file's time: nothing could be written between the stats (taken
+    after the copy) and the check (the torrent was moving, then checking), so no file is
+    racy, and the pieces a copied file lacks are not hashed for nothing.
+    """
+    kept_indices = {file.index for file in kept}
+    files = tuple(None if i in kept_indices else stat for i, stat in enumerate(copy.stats))
+    newest = max((stat.mtime_ns for stat in files if stat is not None), default=0)
+    info = storage.info
+    return ResumeData(
+        info.info_hash,
+        storage.layout.num_pieces,
+        frozenset(storage.have),
+        files,
+        max(time.time_ns(), newest + RACY_WINDOW_NS),
+    )
 
 
 def _read(storage: TorrentStorage, piece: int, begin: int, length: int) -> bytes:

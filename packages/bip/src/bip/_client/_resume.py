@@ -27,6 +27,9 @@ hash):
   changes. Absent: not paused. Read with bounds; a record that is not ours is ignored with
   a warning.
 
+Each is read only if it is a regular file, opened without blocking: anything else at its path
+(a FIFO, a device, a directory) counts as a file that cannot be read, never waited on.
+
 Kept next to the data, as aria2 keeps its ``.aria2`` control files: moving the directory moves
 the record with it, and two downloads into different directories never share one.
 """
@@ -34,8 +37,10 @@ the record with it, and two downloads into different directories never share one
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
@@ -89,7 +94,12 @@ _MAX_PEERS_FILE: Final = 64 * 1024
 _MAX_SELECTION_FILE: Final = 4 * 1024 * 1024
 # A state file is "d6:pausedi1ee": anything much larger is not ours.
 _MAX_STATE_FILE: Final = 1024
+# bip_disk refuses resume data larger than this (its MAX_RESUME_DATA_SIZE): not read past it.
+_MAX_RESUME_FILE: Final = 64 * 1024 * 1024
 _SUFFIXES: Final = ("resume", "torrent", "peers", "selection", "state")
+# Opening a FIFO for reading blocks until a writer comes, unless non-blocking (a regular
+# file's reads ignore the flag). Neither flag exists everywhere.
+_OPEN_FLAGS: Final = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
 
 Host = IPv4Address | IPv6Address
 
@@ -273,19 +283,37 @@ def _hash_name(info_hash: InfoHash) -> str:
     return digest.hex()
 
 
-async def _read_bounded(path: Path, limit: int) -> bytes:
-    """At most ``limit + 1`` bytes of ``path`` (the file may be anything: one byte past the
-    limit tells the decoder it is too long), read in a thread.
+def _read_regular(path: Path, limit: int | None = None) -> bytes:
+    """The bytes of the regular file ``path``: all of them, or at most ``limit + 1`` (one byte
+    past the limit tells a decoder the file is too long). Blocking: run it in a thread.
+
+    Opened without blocking and looked at before anything is read: a FIFO (or a device, or a
+    directory) where a resume file goes is refused at once. Read, a FIFO would wait for a
+    writer forever, in a thread no cancellation reaches, and the torrent's start with it.
 
     Raises:
-        OSError: the file cannot be read.
+        OSError: the file cannot be opened or read, or is not a regular file.
     """
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        file = os.fdopen(fd, "rb")  # owns the descriptor from now on
+    except BaseException:
+        os.close(fd)
+        raise
+    with file:
+        return file.read() if limit is None else file.read(limit + 1)
 
-    def read() -> bytes:
-        with open(path, "rb") as file:
-            return file.read(limit + 1)
 
-    return await trio.to_thread.run_sync(read)
+async def _read_bounded(path: Path, limit: int) -> bytes:
+    """At most ``limit + 1`` bytes of ``path``, a regular file (:func:`_read_regular`), read
+    in a thread.
+
+    Raises:
+        OSError: the file cannot be read, or is not a regular file.
+    """
+    return await trio.to_thread.run_sync(_read_regular, path, limit)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -315,7 +343,7 @@ class ResumeStore:
     async def load_resume(self) -> bytes | None:
         """The last resume data saved, or ``None`` if there is none or it cannot be read."""
         try:
-            return await trio.to_thread.run_sync(self.resume_path.read_bytes)
+            return await _read_bounded(self.resume_path, _MAX_RESUME_FILE)
         except OSError:
             return None
 
@@ -371,7 +399,7 @@ class ResumeStore:
         :meth:`save_info`, if the file is there and names this torrent; the layers are ``{}``
         if none were saved."""
         try:
-            data = await trio.to_thread.run_sync(self.torrent_path.read_bytes)
+            data = await trio.to_thread.run_sync(_read_regular, self.torrent_path)
         except OSError:
             return None
         # The file is ours, but a disk may corrupt it: it must parse, hash right, and every
@@ -497,7 +525,7 @@ class ResumeStore:
                 source = other._path(suffix)
                 target = self._path(suffix)
                 try:
-                    data = source.read_bytes()
+                    data = _read_regular(source)
                 except FileNotFoundError:
                     continue
                 _write_atomically(target, data)  # across file systems too (no rename)

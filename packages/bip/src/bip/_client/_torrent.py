@@ -55,7 +55,6 @@ from bip_disk import (
     DiskManager,
     FileSystem,
     NativeFileSystem,
-    PathError,
     PieceLost,
     ResumeData,
     ResumeDataError,
@@ -112,7 +111,7 @@ from ._config import (
 )
 from ._discovery import PeerSource, UserPeers
 from ._holepunch import HolepunchCounts, HolepunchPolicy
-from ._move import KeepExisting, MoveFlags, existing_files
+from ._move import MoveFlags
 from ._resume import MAX_SAVED_PEERS, ResumeStore, names_same_torrent
 from ._source import SourceError, resolve_peers
 from ._status import TorrentPhase, TorrentStatus
@@ -350,9 +349,6 @@ class Torrent:
         self._save_lock = trio.Lock()
         self._save_now = trio.Event()  # cuts the wait between two saves short (a pause)
         self._last_pieces = 0
-        # Set when a storage moved with DONT_REPLACE is added to the disk anew (a new handle):
-        # the upload workers start over with it.
-        self._handle_changed = trio.Event()
 
     def __repr__(self) -> str:
         return f"<Torrent {self._name!r} {self._info_hash.hex()}>"
@@ -600,22 +596,26 @@ class Torrent:
     @property
     def files(self) -> frozenset[int] | None:
         """The indices of the files selected for download (``None``: every file): those
-        whose priority (:meth:`file_priorities`) is above 0."""
+        whose priority (:meth:`file_priorities`) is above 0 (``None`` when every file but the
+        pad files is)."""
         choice = self._file_choice
         if isinstance(choice, tuple):
-            if all(choice):
-                return None
-            return frozenset(index for index, priority in enumerate(choice) if priority)
+            info = self.info
+            priorities = choice if info is None else _per_file(choice, info)  # pads at 0
+            selected = frozenset(index for index, priority in enumerate(priorities) if priority)
+            files = len(choice) if info is None else sum(not e.is_pad for e in info.files)
+            return None if len(selected) == files else selected
         return choice
 
     def file_priorities(self) -> tuple[int, ...]:
         """Each file's priority, 0..7 (libtorrent's ``get_file_priorities``), in
-        :attr:`info`'s file order: 0 for a file not downloaded, 4 by default; ``()`` before
-        the metadata is known (the priorities chosen meanwhile apply once it is)."""
+        :attr:`info`'s file order: 0 for a file not downloaded, 4 by default, and always 0
+        for a BEP 47 pad file (nothing to download: libtorrent's too); ``()`` before the
+        metadata is known (the priorities chosen meanwhile apply once it is)."""
         info = self.info
         if info is None:
             return ()
-        return _per_file(self._file_choice, len(info.files))
+        return _per_file(self._file_choice, info)
 
     def set_file_priorities(self, priorities: Sequence[int] | Mapping[int, int]) -> None:
         """Set the files' priorities (libtorrent's ``prioritize_files``, or with a mapping
@@ -630,7 +630,8 @@ class Torrent:
         brain hears it at once, ``total``/``done``/``left`` follow, a complete torrent that
         now wants more goes back to ``DOWNLOADING`` (or the reverse), pieces a deadline
         raised take their files' priority again, and the priorities are saved with the
-        resume data (``.bip/HASH.selection``) for the next run.
+        resume data (``.bip/HASH.selection``) for the next run. A BEP 47 pad file's priority
+        is ignored: it stays 0 (libtorrent's rule).
 
         Raises:
             TypeError: ``priorities`` is neither a sequence nor a mapping of ints.
@@ -660,7 +661,7 @@ class Torrent:
         count = len(info.files)
         if changes is not None:
             _check_selection(info, frozenset(changes), prefix=f"{self._name}: ")
-            current = list(_per_file(self._file_choice, count))
+            current = list(_per_file(self._file_choice, info))
             for index, priority in changes.items():
                 current[index] = priority
             wanted = tuple(current)
@@ -669,7 +670,7 @@ class Torrent:
                 f"{self._name}: {len(wanted)} file priorities for {count} files"
                 " (one per file, pad files included)"
             )
-        self._choose_files(wanted)
+        self._choose_files(_per_file(wanted, info))  # a pad file's priority stays 0
 
     def set_files(self, selection: frozenset[int] | None) -> None:
         """Download only the files at these indices (``None``: every file): libtorrent's
@@ -824,28 +825,31 @@ class Torrent:
         metadata is known only the save directory (and the resume files) change.
 
         ``flags`` (libtorrent's ``move_flags_t``) says what happens to the torrent's files
-        that already exist in ``save_dir``:
+        that already exist in ``save_dir`` (bip_disk's :class:`~bip_disk.ExistingFiles`):
 
         - :attr:`MoveFlags.ALWAYS_REPLACE_FILES` (the default): replaced by the torrent's;
         - :attr:`MoveFlags.FAIL_IF_EXIST`: if any exists, :class:`TorrentError` is raised
-          before anything is copied (the torrent stays where it was);
-        - :attr:`MoveFlags.DONT_REPLACE`: they are kept, and used: the others are copied,
-          the torrent's old copies of the kept ones are deleted with the rest, and the
-          pieces the kept files hold are hashed again (the others stay verified). From the
-          start of the copy to the end of that check the torrent is out of its swarm, as
-          during :meth:`force_recheck` (phase ``CHECKING``, peers disconnected with
-          :data:`REASON_RECHECK`); the check goes on in the background after this returns.
-          With no file in the way, it is the plain move.
+          before anything is copied, or as soon as one appears during the copy (it is
+          never replaced; the torrent stays where it was, a partial copy may be left);
+        - :attr:`MoveFlags.DONT_REPLACE`: they are kept, and used: neither copied over nor
+          written, while the torrent's own copies of them stay in the old directory (as
+          libtorrent's); the others move. Then, as after :meth:`force_recheck`, the torrent
+          leaves its swarm (phase ``CHECKING``, peers disconnected with
+          :data:`REASON_RECHECK`) while bip_disk hashes the pieces the kept files hold (the
+          others stay verified), in the background after this returns, and goes on with
+          what it found. With no file in the way, it is the plain move.
 
         Moving to the directory the torrent is in already changes nothing, whatever the
-        flags.
+        flags. Once bip_disk has switched the torrent to the new storage the move is done:
+        a cancellation then still moves the resume files (a few small files) before it
+        strikes, and the check of kept files runs on.
 
         Raises:
             TypeError: ``flags`` is not a :class:`MoveFlags`.
             TorrentError: the data is being checked or already moving; a file is in the way
-                (``FAIL_IF_EXIST``) or could not be looked at; copying failed (the torrent
-                stays where it was, a partial copy may be left); or the torrent failed, was
-                closed or removed.
+                (``FAIL_IF_EXIST``); copying failed (the torrent stays where it was, a
+                partial copy may be left); or the torrent failed, was closed or removed
+                (also during the move).
         """
         if not isinstance(flags, MoveFlags):
             raise TypeError(f"flags must be a MoveFlags, not {flags!r}")
@@ -861,28 +865,18 @@ class Torrent:
 
     async def _move(self, save_dir: Path, flags: MoveFlags) -> None:
         handle = self.handle
-        kept: list[tuple[int, str]] = []
-        checking: TorrentHandle | None = None  # added anew: its check ends the move
+        checking = False
         if handle is not None:
-            make = self.options.storage
-            try:
-                filesystem = NativeFileSystem(save_dir) if make is None else make(save_dir)
-            except (StorageError, OSError) as error:
-                raise TorrentError(f"{self._name}: cannot move to {save_dir}: {error}") from None
-            try:
-                kept = await self._files_in_the_way(filesystem, save_dir, flags)
-                await self._move_files(handle, filesystem, save_dir, kept)
-            except BaseException:  # our TorrentError, or cancelled: the storage stays
-                filesystem.close()
-                raise
-            old, self._filesystem = self._filesystem, filesystem
-            if old is not None:
-                old.close()
+            checking = await self._move_files(handle, save_dir, flags)
         self.options = dataclasses.replace(self.options, save_dir=save_dir)
-        if handle is not None and kept:
-            checking = await self._add_anew(handle, self._filesystem, kept)
-        if self._store is not None:
+        if self._store is None:
+            return
+        # Shielded: the data moved, and its resume files must follow it even when the
+        # caller gives up now (a few small files).
+        with trio.CancelScope(shield=True):
             async with self._save_lock:
+                if self._removed:  # during the move: its resume files are gone for good
+                    raise TorrentError(f"{self._name}: the torrent was removed while moving")
                 store, self._store = self._store, self._store.moved_to(save_dir)
                 try:
                     await self._store.take_files_of(store)
@@ -890,125 +884,71 @@ class Torrent:
                     logger.warning("%s: resume files not moved: %s", self._name, error)
                     self._selection_dirty = self._selection_set
                     self._saved_paused = None
-                if checking is not None:
+                if checking:
                     # As for a recheck: a run cut short during the check checks everything.
                     await self._store.forget_resume()
-            await self._save_resume(sync=False)
-        # Not once stopped (closed meanwhile): run()'s nursery takes no new task then.
-        if checking is not None and not self._stopped.is_set():
-            assert self._nursery is not None  # the storage is open: run() is running
-            self._nursery.start_soon(self._finish_check, checking)
+        if not self._stopped.is_set():
+            try:
+                await self._save_resume(sync=False)  # the files' times changed
+            except trio.Cancelled:
+                self._resume_dirty.set()  # the caller gave up: saved soon all the same
+                raise
 
-    async def _files_in_the_way(
-        self, filesystem: FileSystem, save_dir: Path, flags: MoveFlags
-    ) -> list[tuple[int, str]]:
-        """The torrent's files already in ``filesystem`` (``save_dir``), for ``flags`` to
-        decide on: none to look for when they are replaced anyway, or when the torrent
-        stays where it is.
+    async def _move_files(self, handle: TorrentHandle, save_dir: Path, flags: MoveFlags) -> bool:
+        """bip_disk's move of the files to a new storage in ``save_dir``. Returns whether it
+        kept files already there, whose pieces the disk now checks (the torrent then checks
+        too, out of its swarm, until the disk is done).
 
         Raises:
-            TorrentError: one is there and ``flags`` is ``FAIL_IF_EXIST``, or they could
-                not be looked at.
+            TorrentError: the move failed, or the torrent was closed or removed meanwhile
+                (the torrent stays where it was).
         """
-        info = self.info
-        if flags is MoveFlags.ALWAYS_REPLACE_FILES or info is None:
-            return []
-        here = self.options.save_dir
-
-        def look() -> list[tuple[int, str]]:
-            if save_dir.resolve() == here.resolve():
-                return []  # our own files: bip_disk switches without copying
-            return existing_files(filesystem, info)
-
+        make = self.options.storage
         try:
-            found = await trio.to_thread.run_sync(look)
-        except (StorageError, PathError, OSError) as error:
-            raise TorrentError(
-                f"{self._name}: cannot look for its files in {save_dir}: {error}"
-            ) from None
-        if found and flags is MoveFlags.FAIL_IF_EXIST:
-            more = f" (and {len(found) - 1} more of its files)" if len(found) > 1 else ""
-            raise TorrentError(
-                f"{self._name}: cannot move to {save_dir}: {found[0][1]} exists there{more}"
-            )
-        return found
-
-    async def _move_files(
-        self,
-        handle: TorrentHandle,
-        filesystem: FileSystem,
-        save_dir: Path,
-        kept: list[tuple[int, str]],
-    ) -> None:
-        """bip_disk's move to ``filesystem``, leaving the ``kept`` files there as they are.
-        With some kept, the torrent leaves its swarm first (a hold, until their pieces are
-        checked): no peer may read a piece of theirs before then.
-
-        Raises:
-            TorrentError: the move failed (the torrent stays where it was, back in its swarm).
-        """
-        destination: FileSystem = filesystem
-        if kept:
-            self._hold(_HOLD_RECHECK, REASON_RECHECK)
-            destination = KeepExisting(filesystem, (path for _, path in kept))
+            filesystem = NativeFileSystem(save_dir) if make is None else make(save_dir)
+        except (StorageError, OSError) as error:
+            raise TorrentError(f"{self._name}: cannot move to {save_dir}: {error}") from None
         try:
-            await self._disk.move_storage(handle, destination)
-        except BaseException as error:
-            if kept:
-                self._release(_HOLD_RECHECK)
-            if isinstance(error, TorrentStateError | StorageError | OSError):
-                raise TorrentError(f"{self._name}: cannot move to {save_dir}: {error}") from None
-            raise
-
-    async def _add_anew(
-        self, handle: TorrentHandle, filesystem: FileSystem | None, kept: list[tuple[int, str]]
-    ) -> TorrentHandle:
-        """After a move that kept files of the destination: the torrent checks (phase
-        ``CHECKING``, its brain gone), and its storage is added to the disk anew with resume
-        data that vouches for every file but the kept ones, so that bip_disk hashes only the
-        pieces those hold. Returns the new handle, whose check runs in the background.
-
-        Raises:
-            TorrentError: the torrent was closed meanwhile, or the disk refused the storage
-                (the torrent fails).
-        """
-        if self._stopped.is_set():  # closed (or failed) during the copy: nothing to add
-            raise TorrentError(f"{self._name}: the torrent was closed while moving")
+            kept = await self._disk.move_storage(handle, filesystem, existing=flags.existing)
+        except BaseException as error:  # not moved: the torrent stays on its storage
+            filesystem.close()
+            if not isinstance(error, TorrentStateError | StorageError | OSError):
+                raise
+            if self._stopped.is_set() and isinstance(error, TorrentStateError):
+                gone = "removed" if self._removed else "closed"
+                raise TorrentError(f"{self._name}: the torrent was {gone} while moving") from None
+            raise TorrentError(f"{self._name}: cannot move to {save_dir}: {error}") from None
+        # Moved, whatever comes next: the torrent's files are in ``filesystem`` now.
+        old, self._filesystem = self._filesystem, filesystem
+        if old is not None:
+            old.close()
+        if self._stopped.is_set():
+            # Closed, failed or removed while the disk finished the move: close() may have
+            # closed the old storage already, and would not close this one (closing twice
+            # is harmless).
+            filesystem.close()
+            if self._removed:
+                raise TorrentError(f"{self._name}: the torrent was removed while moving")
+            return False
+        if not kept:
+            return False
+        # As after force_recheck: no brain, out of the swarm, until the disk's check ends
+        # (_finish_check, in the torrent's nursery: a cancelled caller cannot stop it).
         swarm = self.swarm
-        assert swarm is not None  # not checking: the brain exists
-        assert filesystem is not None  # moved to it
-        self._pending_deadlines = dict(swarm.brain.deadlines())
+        if swarm is not None:
+            self._pending_deadlines = dict(swarm.brain.deadlines())
         self._phase = TorrentPhase.CHECKING
+        self._hold(_HOLD_RECHECK, REASON_RECHECK)
         self.swarm = None
-        indices = {index for index, _ in kept}
-        # Shielded: a cancel between the removal and the addition would leave no storage.
-        with trio.CancelScope(shield=True):
-            resume: ResumeData | None
-            try:
-                saved = ResumeData.from_bytes(await self._disk.save_resume_data(handle))
-                files = tuple(None if i in indices else f for i, f in enumerate(saved.files))
-                resume = dataclasses.replace(saved, files=files)
-            except (TorrentStateError, StorageError, ResumeDataError) as error:
-                logger.warning("%s: checking all of it after the move: %s", self._name, error)
-                resume = None
-            try:
-                with contextlib.suppress(TorrentStateError):  # removed by a close meanwhile
-                    await self._disk.remove_torrent(handle)
-                if self._stopped.is_set():  # closed during the save
-                    raise TorrentError(f"{self._name}: the torrent was closed while moving")
-                new = await self._add_to_disk(filesystem, resume)
-            except TorrentStateError as error:
-                self._fail(f"storage: after the move: {error}")
-                raise TorrentError(f"{self._name}: after the move: {error}") from None
-        self.handle = new
-        self._handle_changed.set()  # the upload workers read from the new handle
+        assert self._nursery is not None  # the storage is open: run() is running
+        self._nursery.start_soon(self._finish_check, handle)
         logger.debug(
             "%s: kept %d file(s) found in %s; checking their pieces",
             self._name,
             len(kept),
-            self.options.save_dir,
+            save_dir,
         )
-        return new
+        return True
 
     # -- piece order ------------------------------------------------------------------------
 
@@ -1151,7 +1091,8 @@ class Torrent:
                     return
                 self._start_web_seeds()
                 nursery.start_soon(self._save_resume_loop)
-                nursery.start_soon(self._serve_uploads)
+                assert self.handle is not None
+                nursery.start_soon(self._uploader.run, self.handle)
 
     async def _run_sources(self, sources: list[PeerSource]) -> None:
         """Run the discovery sources while no hold is on: a pause cancels them (trackers hear
@@ -1163,19 +1104,6 @@ class Torrent:
                     for source in sources:
                         nursery.start_soon(source.run, self, self._peer_sink)
                 await trio.sleep_forever()  # every source ended: nothing to do until a hold
-
-    async def _serve_uploads(self) -> None:
-        """Serve the peers' requests from the torrent's storage: the upload workers start
-        over when the storage is added to the disk anew (:meth:`move_storage` with
-        ``DONT_REPLACE``: a new handle)."""
-        while True:
-            handle = self.handle
-            assert handle is not None  # the storage is open
-            changed = self._handle_changed = trio.Event()
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._uploader.run, handle)
-                await changed.wait()
-                nursery.cancel_scope.cancel()
 
     async def _load_selection(self) -> None:
         """The files chosen by :meth:`set_files` or :meth:`set_file_priorities` in an earlier
@@ -1397,7 +1325,7 @@ class Torrent:
         else:
             _check_choice(info, choice)
             # A piece takes the highest priority of its files (libtorrent's rule).
-            priorities = geometry.piece_priorities(_per_file(choice, len(info.files)))
+            priorities = geometry.piece_priorities(_per_file(choice, info))
             for piece in self._raised:
                 if not priorities[piece]:
                     priorities[piece] = _DEADLINE_PRIORITY
@@ -1791,6 +1719,8 @@ class Torrent:
         if self._store is None:
             return
         async with self._save_lock:
+            if self._removed:  # its files are deleted for good (maybe while this waited)
+                return
             # The disk's record not while checking: it is half rebuilt then (the last one
             # stays; a recheck deleted it, so that a run cut short checks everything again).
             handle = self.handle
@@ -1834,15 +1764,23 @@ class Torrent:
         self._saved_paused = paused
 
 
-def _per_file(choice: _FileChoice, count: int) -> tuple[int, ...]:
-    """Each of ``count`` files' priority under ``choice``: the default for every file, 4 for
+def _per_file(choice: _FileChoice, info: Info) -> tuple[int, ...]:
+    """Each of ``info``'s files' priority under ``choice``: the default for every file, 4 for
     the selected and 0 for the others, or the priorities themselves (cut or padded with the
-    default to ``count``: only a torrent that failed on them has another count)."""
+    default to the file count: only a torrent that failed on them has another count). A BEP
+    47 pad file's is 0 whatever ``choice`` says, as libtorrent forces it: it holds no data,
+    and its priority would otherwise raise the piece it shares with a file not wanted."""
+    count = len(info.files)
     if choice is None:
-        return (DEFAULT_FILE_PRIORITY,) * count
-    if isinstance(choice, frozenset):
-        return tuple(DEFAULT_FILE_PRIORITY if i in choice else 0 for i in range(count))
-    return choice[:count] + (DEFAULT_FILE_PRIORITY,) * (count - len(choice))
+        chosen: tuple[int, ...] = (DEFAULT_FILE_PRIORITY,) * count
+    elif isinstance(choice, frozenset):
+        chosen = tuple(DEFAULT_FILE_PRIORITY if i in choice else 0 for i in range(count))
+    else:
+        chosen = choice[:count] + (DEFAULT_FILE_PRIORITY,) * (count - len(choice))
+    return tuple(
+        0 if entry.is_pad else priority
+        for entry, priority in zip(info.files, chosen, strict=True)  # both ``count`` long
+    )
 
 
 def _check_choice(info: Info, choice: _FileChoice, *, prefix: str = "") -> None:
