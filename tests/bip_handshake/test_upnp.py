@@ -989,3 +989,18 @@ def test_entry_garbage_gives_our_error(data: bytes) -> None:
     for candidate in (data, body[:cut] + data + body[cut:]):
         with contextlib.suppress(UpnpError):
             parse_port_mapping_entry(ok(candidate))
+
+
+@pytest.mark.parametrize("status", [200, 500])
+def test_a_fault_that_does_not_parse_is_still_a_refusal(status: int) -> None:
+    # An unbound s: prefix: not XML even mended; its errorCode is read from the bytes.
+    body = (
+        b"<s:Envelope><s:Body><s:Fault><detail><UPnPError><errorCode> 718 </errorCode>"
+        b"</UPnPError></detail></s:Fault></s:Body></s:Envelope>"
+    )
+    answer = HttpResponse(status, "", (), body)
+    with pytest.raises(UpnpActionError) as refused:
+        check_soap_success(answer)
+    assert refused.value.code == 718
+    with pytest.raises(UpnpActionError):
+        parse_soap_response(answer, "GetExternalIPAddress")

@@ -1022,6 +1022,25 @@ async def test_ports_kept_for_deletion_are_bounded(
         assert len(igd.actions("DeletePortMapping")) == UPNP_MAX_PORTS_KEPT
 
 
+async def test_a_501_on_a_port_shown_to_be_another_host_s_is_neither_kept_nor_deleted(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The router refuses our renewal with 501 (not 718); GetSpecificPortMappingEntry shows
+    # the port forwards to another host: it is theirs, as after a 718.
+    other = [False]
+    igd = FakeIgd(add_fault=lambda port: 501 if other[0] and port == 6881 else None)
+    async with running_igd(igd) as address:
+        async with mapper_on(address, TCP_ONLY) as mapper:
+            await wait_mapped(mapper, 1)
+            igd.mappings[("TCP", 6881)] = Entry("192.168.1.9", 6881, 0, "other")
+            other[0] = True
+            await until(mapper, lambda: mapper.external_port("tcp", 6881) not in (None, 6881), 4000)
+            assert igd.actions("GetSpecificPortMappingEntry")
+        deleted = {args["NewExternalPort"] for _, args in igd.actions("DeletePortMapping")}
+        assert "6881" not in deleted
+        assert igd.mappings[("TCP", 6881)] == Entry("192.168.1.9", 6881, 0, "other")
+
+
 async def test_after_a_conflict_the_port_held_is_not_kept(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

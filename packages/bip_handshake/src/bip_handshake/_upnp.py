@@ -993,6 +993,7 @@ def parse_soap_response(response: HttpResponse, action: str) -> dict[str, str]:
     try:
         body = _soap_body(response.body)
     except UpnpError:
+        _raise_raw_fault(response.body)
         if response.status != 200:
             raise UpnpError(f"HTTP {response.status} {response.reason}".rstrip()) from None
         raise
@@ -1035,6 +1036,7 @@ def check_soap_success(response: HttpResponse) -> None:
     try:
         body = _soap_body(response.body)
     except UpnpError:
+        _raise_raw_fault(response.body)
         if response.status == 200:
             return
         raise UpnpError(f"HTTP {response.status} {response.reason}".rstrip()) from None
@@ -1053,6 +1055,18 @@ def _soap_body(document: bytes) -> ET.Element:
     if body is None:
         raise UpnpError("a SOAP answer without <Body>")
     return body
+
+
+_RAW_ERROR_CODE: Final = re.compile(rb"<(?:[\w.-]+:)?errorCode>\s*([0-9]{1,9})\s*<")
+
+
+def _raise_raw_fault(body: bytes) -> None:
+    """A fault in a body that does not parse even mended (an unbound prefix...) is still a
+    refusal: its ``errorCode`` is looked for in the (size-bounded) bytes, as libtorrent's
+    lenient parser finds it."""
+    found = _RAW_ERROR_CODE.search(body[:UPNP_MAX_SOAP_RESPONSE])
+    if found is not None:
+        raise UpnpActionError(int(found.group(1)))
 
 
 def _raise_fault(fault: ET.Element) -> None:

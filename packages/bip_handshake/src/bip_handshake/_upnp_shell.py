@@ -998,6 +998,7 @@ class UpnpPortMapper:
         known of the router's hold on ``port`` before the request."""
         conflict = code in (UpnpErrorCode.CONFLICT_IN_MAPPING_ENTRY, UpnpErrorCode.ACTION_FAILED)
         entry: UpnpPortMappingEntry | None = None
+        theirs = False  # the router showed the port forwards elsewhere
         if (
             conflict
             and port == mapping.home_port
@@ -1007,7 +1008,7 @@ class UpnpPortMapper:
             # Some routers answer so to a client adding again the mapping it holds (Open.NAT
             # #14): ask whose the port is before moving to another one.
             mapping.checked = True
-            entry = await self._our_entry(mapping, port)
+            entry, theirs = await self._our_entry(mapping, port)
             if self._device is None or mapping.id not in self._mappings:
                 return  # the check lost the device: every mapping was reset with it
         if entry is not None:
@@ -1025,9 +1026,9 @@ class UpnpPortMapper:
             # Ours but disabled: it forwards nothing; another port is looked for.
             if mapping.external_port == port:
                 self._clear_grant(mapping)
-        elif code == UpnpErrorCode.CONFLICT_IN_MAPPING_ENTRY:
-            # Another host holds the port: a grant of it no longer stands, and it is never
-            # ours to delete.
+        elif code == UpnpErrorCode.CONFLICT_IN_MAPPING_ENTRY or theirs:
+            # Another host holds the port (a 718, or a 501 whose check showed it): a grant
+            # of it no longer stands, and it is never ours to delete.
             mapping.ports.pop(port, None)
             if mapping.external_port == port:
                 self._clear_grant(mapping)
@@ -1058,9 +1059,13 @@ class UpnpPortMapper:
                 return
         self._mapping_failed(mapping, code)
 
-    async def _our_entry(self, mapping: _Mapping, port: int) -> UpnpPortMappingEntry | None:
-        """The router's entry for ``port`` if it forwards to our address and internal
-        port; None when it is another's, absent, or the router will not tell."""
+    async def _our_entry(
+        self, mapping: _Mapping, port: int
+    ) -> tuple[UpnpPortMappingEntry | None, bool]:
+        """``(entry, theirs)``: the router's entry for ``port`` if it forwards to our address
+        and internal port (else None), and whether the router showed it forwards elsewhere
+        (another host's: never ours to delete). ``(None, False)`` when the entry is absent
+        or the router will not tell."""
         device = self._device
         assert device is not None
         ours: list[IPv4Address] = []
@@ -1076,13 +1081,13 @@ class UpnpPortMapper:
         except UpnpActionError as error:
             # 714 NoSuchEntryInArray, or 401: the router does not have this action.
             _log.debug("UPnP: no entry told for %s port %d: %s", mapping.protocol.name, port, error)
-            return None
+            return None, False
         except _RequestError as failure:
             self._device_failed(failure.reason)
-            return None
+            return None, False
         if entry.internal_client != ours[-1] or entry.internal_port != mapping.internal_port:
-            return None
-        return entry
+            return None, True
+        return entry, False
 
     def _remember(self, mapping: _Mapping, port: int, lease: int) -> None:
         """The router may hold ``port`` for ``mapping`` for ``lease`` seconds from now."""
