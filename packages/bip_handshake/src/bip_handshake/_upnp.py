@@ -1182,18 +1182,7 @@ def build_delete_port_mapping(
     Raises:
         LocalProtocolError: a bad argument.
     """
-    _check_protocol(protocol)
-    _check_port("an external port", external_port)
-    return build_soap_request(
-        device.control_url,
-        device.service_type,
-        "DeletePortMapping",
-        [
-            ("NewRemoteHost", ""),
-            ("NewExternalPort", str(external_port)),
-            ("NewProtocol", protocol.name),
-        ],
-    )
+    return _request_for_entry(device, "DeletePortMapping", protocol, external_port)
 
 
 def build_get_specific_port_mapping_entry(
@@ -1205,12 +1194,20 @@ def build_get_specific_port_mapping_entry(
     Raises:
         LocalProtocolError: a bad argument.
     """
+    return _request_for_entry(device, "GetSpecificPortMappingEntry", protocol, external_port)
+
+
+def _request_for_entry(
+    device: UpnpDevice, action: str, protocol: MappingProtocol, external_port: int
+) -> bytes:
+    """An action on the router's entry for ``external_port`` (its key: no remote host,
+    the port, the protocol)."""
     _check_protocol(protocol)
     _check_port("an external port", external_port)
     return build_soap_request(
         device.control_url,
         device.service_type,
-        "GetSpecificPortMappingEntry",
+        action,
         [
             ("NewRemoteHost", ""),
             ("NewExternalPort", str(external_port)),
