@@ -58,6 +58,7 @@ import trio
 
 from bip_metainfo import InfoHash
 
+from ._background import background
 from ._compact import CompactError, Family, PeerAddress
 from ._errors import LocalProtocolError
 from ._lsd import (
@@ -438,17 +439,7 @@ async def open_lsd(
         lsd = LocalServiceDiscovery(service, sock, on_peer)
         _log.info("LSD: announcing port %d to %s from %s", port, group, lsd.local_address)
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(lsd._run)
-                try:
-                    yield lsd
-                finally:
-                    nursery.cancel_scope.cancel()
-        except BaseExceptionGroup as group_error:
-            # Our task raises nothing but bugs (and the caller's on_peer's errors); unwrap
-            # the body's own exception.
-            if len(group_error.exceptions) == 1:
-                raise group_error.exceptions[0] from None
-            raise
+            async with background(lsd._run):
+                yield lsd
         finally:
             lsd._closed = True

@@ -35,6 +35,7 @@ from typing import Final, Literal, TypeAlias
 
 import trio
 
+from ._background import background
 from ._compact import PeerAddress
 from ._errors import LocalProtocolError
 from ._natpmp import (
@@ -307,18 +308,8 @@ async def open_port_mapper(
         await sock.bind((bind_host, 0))
         mapper = PortMapper(client, sock, on_event)
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(mapper._run)
-                try:
-                    yield mapper
-                finally:
-                    nursery.cancel_scope.cancel()
-        except BaseExceptionGroup as group:
-            # Our task raises nothing but bugs (and the caller's on_event's errors);
-            # unwrap the body's own exception.
-            if len(group.exceptions) == 1:
-                raise group.exceptions[0] from None
-            raise
+            async with background(mapper._run):
+                yield mapper
         finally:
             # Shielded: a cancelled block still deletes its mappings, within the bound.
             with trio.CancelScope(shield=True, deadline=trio.current_time() + close_timeout):

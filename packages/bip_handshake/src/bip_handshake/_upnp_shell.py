@@ -95,6 +95,7 @@ from typing import Final, TypeVar
 
 import trio
 
+from ._background import background
 from ._errors import LocalProtocolError
 from ._natpmp_shell import (
     NATPMP_DEFAULT_MAPPINGS,
@@ -1371,19 +1372,8 @@ async def open_upnp_mapper(
     for protocol, internal_port in mappings:
         mapper.add_mapping(protocol, internal_port)
     try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(mapper._run)
-            nursery.start_soon(mapper._dispatcher)
-            try:
-                yield mapper
-            finally:
-                nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        # Our tasks raise nothing but bugs (and the caller's on_event's errors); unwrap the
-        # body's own exception.
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise
+        async with background(mapper._run, mapper._dispatcher):
+            yield mapper
     finally:
         # Shielded: a cancelled block still deletes its mappings, within the bound.
         with trio.CancelScope(shield=True, deadline=trio.current_time() + close_bound):
