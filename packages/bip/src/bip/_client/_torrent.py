@@ -658,18 +658,14 @@ class Torrent:
                 f"{self._name}: no file priorities before the metadata is known (the file"
                 " count is not)"
             )
-        count = len(info.files)
         if changes is not None:
             _check_selection(info, frozenset(changes), prefix=f"{self._name}: ")
             current = list(_per_file(self._file_choice, info))
             for index, priority in changes.items():
                 current[index] = priority
             wanted = tuple(current)
-        elif len(wanted) != count:
-            raise TorrentError(
-                f"{self._name}: {len(wanted)} file priorities for {count} files"
-                " (one per file, pad files included)"
-            )
+        else:
+            _check_choice(info, wanted, prefix=f"{self._name}: ")
         self._choose_files(_per_file(wanted, info))  # a pad file's priority stays 0
 
     def set_files(self, selection: frozenset[int] | None) -> None:
