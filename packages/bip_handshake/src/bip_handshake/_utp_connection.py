@@ -214,7 +214,15 @@ class UtpReceiveBudget:
     ValueError: a receive budget must be a positive int, got 0
     """
 
-    __slots__ = ("_starved", "_woken", "limit", "reorder_limit", "reorder_used", "used")
+    __slots__ = (
+        "_starved",
+        "_wake_floor",
+        "_woken",
+        "limit",
+        "reorder_limit",
+        "reorder_used",
+        "used",
+    )
 
     def __init__(self, limit: int) -> None:
         """A budget of ``limit`` bytes (a socket makes one of ``UtpConfig.max_buffered``)."""
@@ -233,22 +241,35 @@ class UtpReceiveBudget:
         # whose window reopened since (weak: a forgotten connection leaves on its own).
         self._starved: weakref.WeakSet[UtpConnection] = weakref.WeakSet()
         self._woken: weakref.WeakSet[UtpConnection] = weakref.WeakSet()
+        # The least free room that could reopen a starved connection's window (the lowest of
+        # their reopening thresholds): below it, waking would walk them all for nothing.
+        self._wake_floor = limit
 
     def wake(self) -> None:
-        """Bytes were freed: connections whose window reopened owe their peer an update."""
-        if not self._starved:
+        """Bytes were freed: connections whose window reopened owe their peer an update.
+
+        Cheap while too little is free to reopen any starved window (every read calls it):
+        a starved connection's window is at most the free room, and it reopens only at one
+        packet or half its buffer.
+        """
+        if not self._starved or self.free() < self._wake_floor:
             return
+        floor = self.limit
         for connection in tuple(self._starved):
             if connection.state is UtpState.FAILED or connection.finished:
                 self._starved.discard(connection)
             elif connection._window_update():  # the budget and its connections are partners
                 self._starved.discard(connection)
                 self._woken.add(connection)
+            else:
+                floor = min(floor, connection._reopening_window())
+        self._wake_floor = floor
 
     def starve(self, connection: UtpConnection) -> None:
         """``connection`` advertised a window the budget cut: it is woken (its window
         announced again) once reads or failures free room."""
         self._starved.add(connection)
+        self._wake_floor = min(self._wake_floor, connection._reopening_window())
 
     def take_woken(self) -> list[UtpConnection]:
         """The connections with a window update to send since the last call.
@@ -672,6 +693,11 @@ class UtpConnection:
         self._window_update()
         self._budget.wake()
         return data
+
+    def _reopening_window(self) -> int:
+        """The least window that :meth:`_window_update` calls reopened."""
+        threshold: int = self._update_threshold  # fixed at the start
+        return min(threshold, self._config.receive_buffer // 2)
 
     def _window_update(self) -> bool:
         """Owe the peer an ST_STATE if our window reopened since we last advertised it.
