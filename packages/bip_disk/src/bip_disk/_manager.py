@@ -393,6 +393,9 @@ class DiskManager:
         self._torrents: dict[int, TorrentStorage] = {}
         # Torrents removed with their data while move_storage copied them (see there).
         self._deleted_while_moving: set[int] = set()
+        # Rechecks waiting for what ran before them to end, by torrent id: the event is
+        # set once the check started or was given up (see recheck).
+        self._rechecks: dict[int, trio.Event] = {}
         self._by_hash: dict[object, TorrentStorage] = {}
         self._closing = False
         self._pieces_good = 0
@@ -715,29 +718,67 @@ class DiskManager:
         """Forget what the torrent has and hash all its data again (in the background).
 
         Also the way to start a torrent a fault stopped, once the fault is fixed.
-        Pieces in memory are dropped.
+        Pieces in memory are dropped, and the torrent is ``CHECKING`` at once (writes
+        and reads wait). The check starts once what ran before has ended: the last
+        check's task, the pieces being written and the reads on a thread. Whatever
+        those report meanwhile belongs to the torrent as it was: a fault then does not
+        stop the torrent (it comes as a :class:`~bip_disk.StorageProblem`), and the
+        state after the recheck is the new check's alone. Returns once the check has
+        started (or has been given up because the torrent was removed or the manager
+        closes meanwhile); a cancelled call still rechecks.
+
+        A call made while another recheck waits to start joins it, as libtorrent's
+        ``force_recheck`` does nothing for a torrent already queued for checking: it
+        returns when that one does, and only one check runs.
 
         Raises:
-            TorrentStateError: the torrent is checking, moving or removed.
+            TorrentStateError: the torrent is checking (also a recheck that has
+                returned), moving or removed, or the manager is closing.
         """
         storage = self._get(torrent)
-        if storage.state not in (TorrentState.READY, TorrentState.ERROR):
-            raise TorrentStateError(f"cannot recheck {torrent!r} while {storage.state.value}")
-        previous = storage.check_done
-        storage.set_state(TorrentState.CHECKING)
-        storage.check_done = trio.Event()
-        self._drop_partials(storage)
-        await previous.wait()  # the last check's task has ended
-        while not storage.idle:
-            await storage.wait_changed()
-        if not storage.is_in(TorrentState.CHECKING):  # removed (or closing) meanwhile
-            storage.check_done.set()
-            return
-        storage.have.clear()
-        storage.error = storage.reason = None
-        self._cache.drop_torrent(torrent.id)
-        _log.info("rechecking torrent %r (%s)", torrent.name, torrent.info_hash.hex())
-        self._start_check(storage, None, True, "none")
+        self._check_open()
+        started = self._rechecks.get(torrent.id)
+        if started is None:
+            if storage.state not in (TorrentState.READY, TorrentState.ERROR):
+                raise TorrentStateError(f"cannot recheck {torrent!r} while {storage.state.value}")
+            started = self._rechecks[torrent.id] = trio.Event()
+            previous = storage.check_done
+            storage.set_state(TorrentState.CHECKING)
+            storage.check_done = trio.Event()
+            self._drop_partials(storage)
+            # A task of the manager's does the waiting, so that a cancelled caller cannot
+            # leave the torrent CHECKING with no check to end it.
+            self._nursery.start_soon(self._recheck_when_settled, storage, previous, started)
+        await started.wait()
+
+    async def _recheck_when_settled(
+        self, storage: TorrentStorage, previous: trio.Event, started: trio.Event
+    ) -> None:
+        """Start the check of :meth:`recheck` once nothing of the torrent runs any more."""
+        torrent = storage.handle
+        checking = False
+        try:
+            # The last check's task may still be ending (reporting a fault, or its other
+            # batches coming back): it must be gone before the new check takes its place.
+            await previous.wait()
+            while not storage.idle:
+                await storage.wait_changed()
+            # Not CHECKING: removed meanwhile (remove_torrent waits for check_done).
+            if storage.is_in(TorrentState.CHECKING) and not self._closing:
+                del self._rechecks[torrent.id]  # the new check is the torrent's own
+                storage.have.clear()
+                storage.error = storage.reason = None
+                self._cache.drop_torrent(torrent.id)
+                _log.info("rechecking torrent %r (%s)", torrent.name, torrent.info_hash.hex())
+                self._start_check(storage, None, True, "none")
+                checking = True
+        finally:
+            if self._rechecks.get(torrent.id) is started:
+                del self._rechecks[torrent.id]
+            if not checking:
+                storage.check_done.set()
+                storage.changed()
+            started.set()
 
     async def wait_checked(self, torrent: TorrentHandle) -> TorrentState:
         """Wait until the torrent's current check (if any) ends; returns its state then.
@@ -1191,11 +1232,19 @@ class DiskManager:
         """Stop a torrent after a storage fault (the first fault is the one reported)."""
         if storage.state in (TorrentState.ERROR, TorrentState.REMOVED):
             return
+        handle = storage.handle
+        if handle.id in self._rechecks:
+            # Reported by what ran before a recheck that waits for it (a write or read under
+            # way, the last check ending): the recheck hashes everything again and decides
+            # the torrent's state, so the fault is told but stops nothing.
+            hex_hash = handle.info_hash.hex()
+            _log.warning("torrent %r (%s), before its recheck: %s", handle.name, hex_hash, reason)
+            await self._emit(StorageProblem(handle, error, f"before the recheck: {reason}"))
+            return
         storage.error = error
         storage.reason = reason
         storage.set_state(TorrentState.ERROR)
         self._drop_partials(storage)
-        handle = storage.handle
         _log.warning("torrent %r (%s) stopped: %s", handle.name, handle.info_hash.hex(), reason)
         await self._emit(TorrentFailed(handle, error, reason))
 
@@ -1306,6 +1355,11 @@ class DiskManager:
             )
         )
 
+    def _still_checking(self, storage: TorrentStorage) -> bool:
+        """Whether the torrent's running check still owns it: ``CHECKING``, and not because
+        a recheck that waits for that check to end set the state for its own check."""
+        return storage.state is TorrentState.CHECKING and storage.handle.id not in self._rechecks
+
     async def _run_check(
         self,
         storage: TorrentStorage,
@@ -1321,9 +1375,9 @@ class DiskManager:
         try:
             with scope:
                 await self._check(storage, resume, check)
-                if storage.state is TorrentState.CHECKING and storage.create_files:
+                if self._still_checking(storage) and storage.create_files:
                     await self._create_files(storage, allocate)
-                if storage.state is TorrentState.CHECKING:
+                if self._still_checking(storage):
                     storage.set_state(TorrentState.READY)
                 _log_checked(storage, resume is not None)
                 await self._emit(
@@ -1385,7 +1439,7 @@ class DiskManager:
                     return
                 finally:
                     storage.io_active -= 1
-                if storage.state is not TorrentState.CHECKING:
+                if not self._still_checking(storage):
                     return
                 storage.have.update(
                     piece for piece, good in zip(batch, results, strict=True) if good
