@@ -33,10 +33,13 @@ H1 = bytes(range(20))
 
 class Group:
     """The LSD group's stand-in: keeps every datagram the session sends it, and sends the
-    session's LSD announces from 127.0.0.1 as a host on the local network would."""
+    session's LSD announces from 127.0.0.1 as a host on the local network would. Every
+    datagram also goes to the LSD ports in ``members`` (the sender's too, as the multicast
+    loopback does: its cookie drops it)."""
 
     def __init__(self) -> None:
         self.heard: list[bytes] = []
+        self.members: list[int] = []
         self._sock: trio.socket.SocketType | None = None
 
     async def serve(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
@@ -47,6 +50,12 @@ class Group:
             while True:
                 data, _ = await sock.recvfrom(4096)
                 self.heard.append(data)
+                for port in self.members:
+                    await sock.sendto(data, (LOOPBACK, port))
+
+    def hashes_heard(self) -> set[bytes]:
+        """Every info-hash the messages heard so far name."""
+        return {h for data in self.heard for h in decode_lsd_announce(data).info_hashes}
 
     async def tell(self, lsd: LocalServiceDiscovery, info_hash: bytes, port: int) -> None:
         """Announce ``info_hash`` to ``lsd``: a peer on 127.0.0.1 listening on ``port``."""
@@ -70,7 +79,9 @@ async def test_withdrawn_on_pause_announced_on_resume_withdrawn_on_remove(
                 running = await session.add_torrent(torrent, TorrentOptions(folder.parent))
                 await until(lambda: lsd.is_announced(info_hash))
                 assert lsd.statistics().announced == 2  # both swarms of the hybrid
-                await until(lambda: bool(group.heard))
+                # Both swarms at once: the second need not wait for BEP 14's minute.
+                swarms = set(info_hash.swarm_ids())
+                await until(lambda: group.hashes_heard() == swarms)
                 running.pause()
                 await until(lambda: lsd.statistics().announced == 0)
                 running.resume()
@@ -155,4 +166,36 @@ async def test_the_ipv4_group_hears_the_ipv4_listener_s_port(
             async with open_session_lsd(config, listening[:1], lambda h, p: None) as running:
                 assert running == ()
             assert "we do not listen on IPv4" in caplog.text
+            nursery.cancel_scope.cancel()
+
+
+async def test_two_sessions_on_one_lan_find_each_other_at_once(tmp_path: Path) -> None:
+    """The leecher announces another torrent first, then the one the seeder has: that
+    first announce goes at once, not a minute later, and the seeder, hearing it, dials."""
+    folder = write_content(tmp_path / "seed", (40_000,))
+    shared = make_torrent(folder, "v1")
+    own_folder = write_content(tmp_path / "own", (1_000,), seed=2)
+    own = make_torrent(own_folder, "v1")
+    group = Group()
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            config = loopback_config(lsd=True, lsd_group=await nursery.start(group.serve))
+            async with open_session(config) as seeder, open_session(config) as leecher:
+                group.members.extend(
+                    session.lsd[0].local_address.port for session in (seeder, leecher)
+                )
+                seeding = await seeder.add_torrent(shared, TorrentOptions(folder.parent))
+                await seeding.wait_complete()
+                await leecher.add_torrent(own, TorrentOptions(own_folder.parent))
+                own_v1 = own.info.info_hash.v1
+                await until(lambda: own_v1 in group.hashes_heard())  # its minute begins
+                start = trio.current_time()
+                download = await leecher.add_torrent(shared, TorrentOptions(tmp_path / "leech"))
+                await download.wait_complete()
+                assert trio.current_time() - start < 10.0  # well within BEP 14's minute
+                peers = seeder.peer_list(seeding)
+                assert peers is not None
+                entry = peers.entry(address_of(leecher))
+                assert entry is not None
+                assert PeerOrigin.LSD in entry.origin
             nursery.cancel_scope.cancel()

@@ -16,6 +16,7 @@ from bip_handshake._compact import PeerAddress
 from bip_handshake._errors import LocalProtocolError, RemoteProtocolError
 from bip_handshake._lsd import (
     LSD_ANNOUNCE_INTERVAL,
+    LSD_FIRST_ANNOUNCES,
     LSD_GROUP_V4,
     LSD_GROUP_V6,
     LSD_MAX_HASHES,
@@ -291,11 +292,11 @@ def test_a_few_torrents_have_a_message_each_a_gap_apart() -> None:
     service.announce(H1, 0.0)
     assert len(service.datagrams_to_send(0.0)) == 1
     service.announce(H2, 10.0)
-    assert service.next_deadline() == LSD_MIN_GAP  # waits for the gap
-    assert service.datagrams_to_send(30.0) == []
-    [(data, _)] = service.datagrams_to_send(60.0)
+    assert service.next_deadline() == 10.0  # its first announce does not wait for the gap
+    [(data, _)] = service.datagrams_to_send(10.0)
     assert decode_lsd_announce(data).info_hashes == (H2,)
-    # Two torrents fit two messages in five minutes: each keeps its own.
+    assert service.datagrams_to_send(30.0) == []
+    # Two torrents fit two messages in five minutes: each keeps its own, a gap apart.
     assert service.next_deadline() == 300.0
     [(data, _)] = service.datagrams_to_send(300.0)
     assert decode_lsd_announce(data).info_hashes == (H1,)
@@ -317,7 +318,7 @@ def test_up_to_five_torrents_one_hash_a_message_of_200_bytes_at_most(
     for h in hashes(3):
         service.announce(h, 30.0)
     sent: dict[bytes, list[float]] = {}
-    times = []
+    regular = []
     now = 0.0
     while now < 1800.0:
         deadline = service.next_deadline()
@@ -326,13 +327,17 @@ def test_up_to_five_torrents_one_hash_a_message_of_200_bytes_at_most(
         for data, _ in service.datagrams_to_send(now):
             assert len(data) <= 200
             [info_hash] = decode_lsd_announce(data).info_hashes
+            if info_hash in sent:
+                regular.append(now)
             sent.setdefault(info_hash, []).append(now)
-            times.append(now)
     assert set(sent) == {H1, V2[:20], *hashes(3)}
-    assert all(b - a >= LSD_MIN_GAP for a, b in itertools.pairwise(times))
-    for when in sent.values():  # every one every five minutes, none late
-        assert all(b - a == LSD_ANNOUNCE_INTERVAL for a, b in itertools.pairwise(when))
-        assert when[0] <= 240.0
+    assert all(b - a >= LSD_MIN_GAP for a, b in itertools.pairwise(regular))
+    for when in sent.values():
+        assert when[0] == (0.0 if when[0] < 30.0 else 30.0)  # each at once
+        # The regular schedule spreads the re-announces of those announced together: a
+        # first one late by a few gaps, then every five minutes, none late.
+        assert LSD_ANNOUNCE_INTERVAL <= when[1] - when[0] <= LSD_ANNOUNCE_INTERVAL + 4 * LSD_MIN_GAP
+        assert all(b - a == LSD_ANNOUNCE_INTERVAL for a, b in itertools.pairwise(when[1:]))
 
 
 def test_beyond_five_torrents_they_share_messages_and_fall_in_step() -> None:
@@ -343,10 +348,10 @@ def test_beyond_five_torrents_they_share_messages_and_fall_in_step() -> None:
     [(data, _)] = service.datagrams_to_send(0.0)
     assert decode_lsd_announce(data).info_hashes == tuple(six)
     service.announce(H1, 10.0)
-    assert service.next_deadline() == LSD_MIN_GAP  # waits for the gap
-    [(data, _)] = service.datagrams_to_send(60.0)
+    assert service.next_deadline() == 10.0  # its first announce does not wait for the gap
+    [(data, _)] = service.datagrams_to_send(10.0)
     assert decode_lsd_announce(data).info_hashes == (H1,)
-    # At 300 six are due and H1 (due at 360) would need its own message before the next
+    # At 300 six are due and H1 (due at 310) would need its own message before the next
     # one may go: it rides along, and from then on all share one message.
     assert service.next_deadline() == 300.0
     [(data, _)] = service.datagrams_to_send(300.0)
@@ -383,12 +388,17 @@ def test_many_torrents_are_batched_and_round_robin() -> None:
         for data, _ in service.datagrams_to_send(now):
             times.append(now)
             seen.extend(decode_lsd_announce(data).info_hashes)
-    assert sorted(seen) == everything  # each once, in 4 messages a minute apart
-    assert times == [0.0, 60.0, 120.0, 180.0]
-    # The first batch falls due again first (most overdue first).
-    assert service.next_deadline() == 300.0
-    [(data, _)] = service.datagrams_to_send(300.0)
-    assert list(decode_lsd_announce(data).info_hashes) == seen[:25]
+    # Each once, in 4 messages at once: the regular one and 3 first-announce ones.
+    assert sorted(seen) == everything
+    assert times == [0.0, 0.0, 0.0, 0.0]
+    # Then the regular schedule, a minute apart: the first batch falls due again first
+    # (most overdue first), and so on round the others.
+    again: list[bytes] = []
+    for now in (300.0, 360.0, 420.0, 480.0):
+        assert service.next_deadline() == now
+        [(data, _)] = service.datagrams_to_send(now)
+        again.extend(decode_lsd_announce(data).info_hashes)
+    assert again == seen
 
 
 def test_withdraw_stops_announcing_and_reporting() -> None:
@@ -443,6 +453,8 @@ def test_bad_arguments_raise_local_error() -> None:
         ("announce_interval", float("inf")),
         ("min_gap", -1),
         ("min_gap", "1"),
+        ("first_announces", -1),
+        ("first_announces", True),
         ("max_message", 100),
         ("source_rate", 0),
         ("source_burst", 0),
@@ -596,3 +608,89 @@ def test_group_constants() -> None:
     assert str(LSD_GROUP_V4) == "239.192.152.143:6771"
     assert str(LSD_GROUP_V6) == "[ff15::efc0:988f]:6771"
     assert LsdService(1, group=LSD_GROUP_V6).host == "[ff15::efc0:988f]:6771"
+
+
+# -- the service: first announces --------------------------------------------------------------
+
+
+def announced(sent: list[tuple[bytes, PeerAddress]]) -> list[tuple[bytes, ...]]:
+    return [decode_lsd_announce(data).info_hashes for data, _ in sent]
+
+
+def test_first_announces_go_at_once_within_their_allowance() -> None:
+    service = LsdService(6881, first_announces=2)
+    a, b, c, d = hashes(4)
+    service.announce(H1, 0.0)
+    assert announced(service.datagrams_to_send(0.0)) == [(H1,)]  # the regular message
+    service.announce(a, 1.0)
+    assert announced(service.datagrams_to_send(1.0)) == [(a,)]
+    service.announce(b, 2.0)
+    assert announced(service.datagrams_to_send(2.0)) == [(b,)]
+    service.announce(c, 3.0)
+    assert service.datagrams_to_send(3.0) == []  # two within a minute: the allowance is spent
+    assert service.next_deadline() == LSD_MIN_GAP  # the regular message's turn comes first
+    assert announced(service.datagrams_to_send(60.0)) == [(c,)]
+    service.announce(d, 61.0)  # the first of the two is a minute old: room for one
+    assert service.next_deadline() == 61.0
+    assert announced(service.datagrams_to_send(61.0)) == [(d,)]
+    stats = service.statistics()
+    assert (stats.sent, stats.hashes_sent) == (5, 5)
+    # Re-announces keep the regular schedule, a gap apart.
+    assert service.next_deadline() == 300.0
+    assert announced(service.datagrams_to_send(300.0)) == [(H1,)]
+    assert service.next_deadline() == 360.0
+
+
+def test_a_thousand_new_torrents_make_no_multicast_storm() -> None:
+    service = LsdService(65535)
+    everything = hashes(1000)
+    for h in everything:
+        service.announce(h, 0.0)
+    seen: set[bytes] = set()
+    times: list[float] = []
+    for _ in range(100):  # bounded: 40 messages of 25 do it
+        deadline = service.next_deadline()
+        assert deadline is not None
+        for data, _ in service.datagrams_to_send(deadline):
+            assert len(data) <= LSD_MAX_MESSAGE
+            times.append(deadline)
+            seen.update(decode_lsd_announce(data).info_hashes)
+        if len(seen) == len(everything):
+            break
+    assert seen == set(everything)
+    # The regular message and the allowance: 125 torrents at once, then 125 a minute.
+    assert times.count(0.0) == 1 + LSD_FIRST_ANNOUNCES
+    assert times[-1] == 7 * LSD_MIN_GAP
+    for start in times:  # never more in any minute
+        assert sum(start <= t < start + LSD_MIN_GAP for t in times) <= 1 + LSD_FIRST_ANNOUNCES
+
+
+def test_without_first_announces_a_new_torrent_waits_for_the_gap() -> None:
+    service = LsdService(6881, first_announces=0)
+    service.announce(H1, 0.0)
+    assert len(service.datagrams_to_send(0.0)) == 1
+    service.announce(H2, 10.0)
+    assert service.datagrams_to_send(10.0) == []
+    assert service.next_deadline() == LSD_MIN_GAP
+    service.withdraw(H2)  # withdrawn before its first announce: forgotten
+    assert service.next_deadline() == LSD_ANNOUNCE_INTERVAL
+    service.announce(H2, 20.0)
+    assert announced(service.datagrams_to_send(60.0)) == [(H2,)]
+
+
+def test_a_torrent_announced_again_after_a_withdrawal_is_announced_at_once() -> None:
+    service = LsdService(6881)
+    service.announce(H1, 0.0)
+    service.announce(H2, 0.0)
+    # Added at once, each in its own message (the regular one takes the lowest hash).
+    assert announced(service.datagrams_to_send(0.0)) == [(H2,), (H1,)]
+    service.withdraw(H2)
+    service.announce(H2, 5.0)
+    assert service.next_deadline() == 5.0
+    assert announced(service.datagrams_to_send(5.0)) == [(H2,)]
+    # A caller's clock going back: announced "at 30", it does not go at 20.
+    h3 = hashes(1)[0]
+    service.announce(h3, 30.0)
+    assert service.datagrams_to_send(20.0) == []
+    assert service.next_deadline() == 30.0
+    assert announced(service.datagrams_to_send(30.0)) == [(h3,)]

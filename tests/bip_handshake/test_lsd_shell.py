@@ -135,6 +135,34 @@ async def test_two_clients_find_each_other_and_withdraw(
         nursery.cancel_scope.cancel()
 
 
+async def test_a_torrent_added_later_is_announced_at_once_not_after_the_gap(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """With the default minute between regular messages, the first announce of a torrent
+    added right after another's still goes at once: the two clients meet in a moment."""
+    hub = Hub()
+    seen: Found = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(hub.serve, "127.0.0.1")
+        group = hub.group()
+        async with (
+            open_lsd(6881, group_address=group, bind_host="127.0.0.1", on_peer=collect(seen)) as a,
+            open_lsd(6882, group_address=group, bind_host="127.0.0.1") as b,
+        ):
+            hub.join(a, b)
+            a.announce(H2)
+            b.announce(H2)  # each client's first message: at once
+            await until(lambda: len(hub.heard) == 2, seconds=10.0)
+            await trio.sleep(5.0)
+            start = trio.current_time()
+            a.announce(H1)
+            b.announce(H1)  # their second messages, well within the minute
+            await until(lambda: (H1, PeerAddress(IPv4Address("127.0.0.1"), 6882)) in seen, 10.0)
+            assert trio.current_time() - start < 1.0  # virtual time: at once
+            assert hub.hashes_heard(6881) == [H2, H1]
+        nursery.cancel_scope.cancel()
+
+
 async def test_ipv6_unicast_group(autojump_clock: trio.testing.MockClock) -> None:
     try:
         with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:

@@ -96,6 +96,7 @@ from ._ip_filter import (
 )
 from ._lsd import (
     LSD_ANNOUNCE_INTERVAL,
+    LSD_FIRST_ANNOUNCES,
     LSD_GROUP_V4,
     LSD_GROUP_V6,
     LSD_MAX_EVENTS,
@@ -293,6 +294,7 @@ __all__ = [
     "EVICTION_WINDOW",
     "HANDSHAKE_LENGTH",
     "LSD_ANNOUNCE_INTERVAL",
+    "LSD_FIRST_ANNOUNCES",
     "LSD_GROUP_V4",
     "LSD_GROUP_V6",
     "LSD_MAX_EVENTS",

@@ -21,9 +21,20 @@ How BEP 14 is run:
   libtorrent and BEP 14). A v1 torrent is announced by its info-hash; a v2 torrent by its
   BEP 52 truncated hash (the first 20 bytes of its SHA-256 one), as libtorrent does; a
   hybrid by both (pass a :class:`~bip_metainfo.InfoHash` and its swarm ids are taken).
-- Messages are at least ``min_gap`` seconds apart (:data:`LSD_MIN_GAP`, one a minute as
-  BEP 14 asks: many torrents never make a multicast storm); a torrent falling due meanwhile
-  waits, the most overdue going first.
+- The regular messages are at least ``min_gap`` seconds apart (:data:`LSD_MIN_GAP`, one a
+  minute as BEP 14 asks: many torrents never make a multicast storm); a torrent falling
+  due meanwhile waits, the most overdue going first.
+- A torrent's first announce (of a torrent not announced until then: newly added, or
+  announced again after :meth:`~LsdService.withdraw`) goes in the next regular message if
+  that may go now, else at once in a *first-announce* message beyond the regular ones,
+  as libtorrent announces a torrent as soon as it starts: two clients on one LAN find
+  each other in a moment, not a minute later. First-announce messages are bounded too: at
+  most ``first_announces`` (:data:`LSD_FIRST_ANNOUNCES`, 4) within any ``min_gap``
+  seconds; new torrents beyond them wait for the regular schedule or the allowance (the
+  oldest first). So five torrents added at once all go at once, one message each; a
+  thousand added at once make five messages of 25 hashes (see below) at once, then five a
+  minute until each was announced once. Re-announces keep the regular schedule: the
+  first of a torrent announced early this way may come a few gaps late.
 - Each message names one torrent while every torrent announced can have its own message
   within the interval (at most ``announce_interval / min_gap`` of them: 5 by default), as
   BEP 14 has it: several ``Infohash`` headers in one message "may not be supported by older
@@ -31,8 +42,10 @@ How BEP 14 is run:
   and the first ``Infohash`` only. One hash makes a message of 200 bytes at most on BEP 14's
   groups. Only beyond that do several torrents share one message (consecutive ``Infohash``
   headers, BEP 14's other choice), up to :data:`LSD_MAX_MESSAGE` bytes (1400: no IP
-  fragmentation): when a message goes out, torrents falling due before the next one could
-  go ride along, so torrents announced at different times fall in step and share messages.
+  fragmentation): when a regular message goes out, torrents falling due before the next one
+  could go ride along, so torrents announced at different times fall in step and share
+  messages; a first-announce message then carries the torrents awaiting their first
+  announce, the oldest first (and nothing else).
   With more torrents than five minutes of messages can carry, each is announced less often,
   the most overdue first (BEP 14's round robin).
 - Every message carries a random ``cookie`` (as libtorrent does): the multicast loopback
@@ -89,6 +102,7 @@ True
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import random
@@ -106,6 +120,7 @@ from ._errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
     "LSD_ANNOUNCE_INTERVAL",
+    "LSD_FIRST_ANNOUNCES",
     "LSD_GROUP_V4",
     "LSD_GROUP_V6",
     "LSD_MAX_EVENTS",
@@ -138,7 +153,12 @@ LSD_ANNOUNCE_INTERVAL: Final = 300.0
 """Seconds between two announces of one torrent (BEP 14 and libtorrent: 5 minutes)."""
 
 LSD_MIN_GAP: Final = 60.0
-"""Least seconds between two messages we send (BEP 14: no more than one a minute)."""
+"""Least seconds between two regular messages we send (BEP 14: no more than one a minute)."""
+
+LSD_FIRST_ANNOUNCES: Final = 4
+"""First-announce messages we may send within any ``min_gap`` seconds beyond the regular
+ones: with the regular message, five torrents added at once (as many as have a message each,
+see :class:`LsdService`) are all announced at once."""
 
 LSD_MAX_MESSAGE: Final = 1400
 """Bytes of a message at most, sent or received (BEP 14: no IP fragmentation)."""
@@ -469,8 +489,11 @@ class LsdService:
         cookie: the token our messages carry (visible ASCII, 64 characters at most); by
             default 8 random hex digits.
         announce_interval: seconds between two announces of one torrent.
-        min_gap: least seconds between two messages (with 0, each torrent has its own
-            message: none are batched).
+        min_gap: least seconds between two regular messages (with 0, each torrent has its
+            own message: none are batched, and every first announce goes at once).
+        first_announces: first-announce messages (a torrent's first announce, when the
+            regular message may not go yet) allowed within any ``min_gap`` seconds, beyond
+            the regular ones; 0: first announces wait for the regular schedule.
         max_message: bytes one message may have, sent or received.
         source_rate: messages a second one source host may send once its burst is spent.
         source_burst: messages one source host may send at once.
@@ -490,6 +513,7 @@ class LsdService:
         cookie: str | None = None,
         announce_interval: float = LSD_ANNOUNCE_INTERVAL,
         min_gap: float = LSD_MIN_GAP,
+        first_announces: int = LSD_FIRST_ANNOUNCES,
         max_message: int = LSD_MAX_MESSAGE,
         source_rate: float = LSD_SOURCE_RATE,
         source_burst: int = LSD_SOURCE_BURST,
@@ -514,6 +538,7 @@ class LsdService:
         self._cookie = cookie
         self._interval = _check_seconds("announce_interval", announce_interval, positive=True)
         self._min_gap = _check_seconds("min_gap", min_gap, positive=False)
+        self._first_announces = _check_count("first_announces", first_announces, 0)
         self._max_message = _check_count("max_message", max_message, 1)
         self._rate = _check_seconds("source_rate", source_rate, positive=True)
         self._burst = _check_count("source_burst", source_burst, 1)
@@ -527,7 +552,11 @@ class LsdService:
         # Our messages must also decode at the default bound elsewhere.
         self._per_message = min(1 + (self._max_message - one) // _HASH_LINE, LSD_MAX_HASHES)
         self._hashes: dict[bytes, float] = {}  # info-hash -> when it falls due
-        self._next_send_at = -math.inf
+        # The info-hashes awaiting their first announce, oldest first (values unused).
+        self._fresh: dict[bytes, None] = {}
+        self._next_send_at = -math.inf  # when the next regular message may go
+        # When the first-announce messages of the last min_gap went (first_announces at most).
+        self._first_sent: deque[float] = deque()
         self._sources: OrderedDict[IPv4Address | IPv6Address, _Source] = OrderedDict()
         self._events: deque[LsdEvent] = deque()
         self._sent = 0
@@ -571,8 +600,10 @@ class LsdService:
         return self._per_message
 
     def announce(self, info_hash: bytes | InfoHash, now: float) -> None:
-        """Announce a torrent from now on: at once (or as soon as the gap between messages
-        allows), then every ``announce_interval``; announce what others announce of it.
+        """Announce a torrent from now on: at once (in a first-announce message if the
+        regular one may not go yet; once ``first_announces`` of those went within
+        ``min_gap``, as soon as the regular schedule allows), then every
+        ``announce_interval``; announce what others announce of it.
 
         Announcing a torrent announced already changes nothing. BEP 27: never announce a
         private torrent.
@@ -586,7 +617,9 @@ class LsdService:
             LocalProtocolError: not a 20-byte id nor an InfoHash.
         """
         for swarm_id in _swarm_ids(info_hash):
-            self._hashes.setdefault(swarm_id, now)
+            if swarm_id not in self._hashes:
+                self._hashes[swarm_id] = now
+                self._fresh[swarm_id] = None
 
     def withdraw(self, info_hash: bytes | InfoHash) -> None:
         """Stop announcing a torrent, and stop reporting its peers; a torrent not announced
@@ -597,6 +630,7 @@ class LsdService:
         """
         for swarm_id in _swarm_ids(info_hash):
             self._hashes.pop(swarm_id, None)
+            self._fresh.pop(swarm_id, None)
 
     def is_announced(self, info_hash: bytes | InfoHash) -> bool:
         """Whether ``info_hash`` (every swarm id of an InfoHash) is announced.
@@ -635,21 +669,32 @@ class LsdService:
         announced)."""
         if not self._hashes:
             return None
-        return max(min(self._hashes.values()), self._next_send_at)
+        regular = max(min(self._hashes.values()), self._next_send_at)
+        if not self._fresh or not self._first_announces:
+            return regular
+        # A torrent awaiting its first announce is due since it was announced: it goes as
+        # soon as the oldest first-announce message of the last min_gap leaves the window.
+        first = min(self._hashes[h] for h in self._fresh)
+        if len(self._first_sent) >= self._first_announces:
+            first = max(first, self._first_sent[0] + self._min_gap)
+        return min(regular, first)
 
     def handle_timer(self, now: float) -> None:
         """Let time pass: forget the source hosts whose allowance is whole again."""
         self._prune_sources(now)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, PeerAddress]]:
-        """The messages owed now: none, or one (several only when ``min_gap`` is 0): one
-        info-hash each while every torrent announced can have its own message within the
-        interval, else batches (see the module docstring)."""
+        """The messages owed now: none, the regular one (several only when ``min_gap`` is
+        0), and first-announce messages for torrents not announced yet (``first_announces``
+        within any ``min_gap`` at most); one info-hash each while every torrent announced
+        can have its own message within the interval, else batches (see the module
+        docstring)."""
         out: list[tuple[bytes, PeerAddress]] = []
+        one_each = len(self._hashes) * self._min_gap <= self._interval
         while self._hashes and now >= self._next_send_at:
             if min(self._hashes.values()) > now:
                 break
-            if len(self._hashes) * self._min_gap <= self._interval:
+            if one_each:
                 # One message each fits the schedule: old clients read one hash only.
                 batch = [min((due, h) for h, due in self._hashes.items())[1]]
             else:
@@ -657,15 +702,34 @@ class LsdService:
                 horizon = now + self._min_gap
                 waiting = sorted((due, h) for h, due in self._hashes.items() if due <= horizon)
                 batch = [h for _, h in waiting[: self._per_message]]
-            for h in batch:
-                self._hashes[h] = now + self._interval
             self._next_send_at = now + self._min_gap
-            self._sent += 1
-            self._hashes_sent += len(batch)
-            message = LsdAnnounce(self._port, tuple(batch), self.host, self._cookie)
-            _log.debug("LSD: announcing %d torrents to %s", len(batch), self._group)
-            out.append((message.encode(), self._group))
+            out.append(self._message(batch, now))
+        # Bounded by the window: first_announces messages at most, whatever was announced.
+        while self._fresh and self._may_send_first(now):
+            due = (h for h in self._fresh if self._hashes[h] <= now)
+            batch = list(itertools.islice(due, 1 if one_each else self._per_message))
+            if not batch:  # announced "later" than now: a caller's clock went back
+                break
+            self._first_sent.append(now)
+            out.append(self._message(batch, now))
         return out
+
+    def _may_send_first(self, now: float) -> bool:
+        """Whether a first-announce message may go now (and forget those out of the window)."""
+        while self._first_sent and self._first_sent[0] + self._min_gap <= now:
+            self._first_sent.popleft()
+        return len(self._first_sent) < self._first_announces
+
+    def _message(self, batch: list[bytes], now: float) -> tuple[bytes, PeerAddress]:
+        """Announce ``batch`` now: its torrents fall due again in an interval."""
+        for h in batch:
+            self._hashes[h] = now + self._interval
+            self._fresh.pop(h, None)
+        self._sent += 1
+        self._hashes_sent += len(batch)
+        message = LsdAnnounce(self._port, tuple(batch), self.host, self._cookie)
+        _log.debug("LSD: announcing %d torrents to %s", len(batch), self._group)
+        return message.encode(), self._group
 
     # -- what arrives ----------------------------------------------------------------------
 

@@ -63,6 +63,7 @@ from ._compact import CompactError, Family, PeerAddress
 from ._errors import LocalProtocolError
 from ._lsd import (
     LSD_ANNOUNCE_INTERVAL,
+    LSD_FIRST_ANNOUNCES,
     LSD_GROUP_V4,
     LSD_GROUP_V6,
     LSD_MAX_MESSAGE,
@@ -209,8 +210,9 @@ class LocalServiceDiscovery:
 
     def announce(self, info_hash: bytes | InfoHash) -> None:
         """Announce a torrent while the block runs (see :meth:`LsdService.announce`): the
-        first message goes as soon as the gap between messages allows. Never a private
-        torrent (BEP 27).
+        first message goes at once (unless ``first_announces`` first-announce messages
+        went within the last ``min_gap``: then as soon as the schedule allows). Never a
+        private torrent (BEP 27).
 
         Raises:
             LocalProtocolError: not a 20-byte id nor an InfoHash, or the block has ended.
@@ -237,7 +239,8 @@ class LocalServiceDiscovery:
         return self._service.statistics()
 
     def _kick(self) -> None:
-        # The pump may be waiting on a later deadline (or none): wake it to send now.
+        # The pump may be waiting on a later deadline (or none): wake it to send now (it
+        # asks the core again what to send and until when to wait).
         if self._wait_scope is not None:
             self._wait_scope.cancel()
 
@@ -384,6 +387,7 @@ async def open_lsd(
     ttl: int = 1,
     announce_interval: float = LSD_ANNOUNCE_INTERVAL,
     min_gap: float = LSD_MIN_GAP,
+    first_announces: int = LSD_FIRST_ANNOUNCES,
     source_rate: float = LSD_SOURCE_RATE,
     source_burst: int = LSD_SOURCE_BURST,
     max_sources: int = LSD_MAX_SOURCES,
@@ -409,8 +413,10 @@ async def open_lsd(
             it peers are only counted.
         ttl: the multicast hop limit (1: the local network only).
         announce_interval: seconds between two announces of one torrent.
-        min_gap: least seconds between two messages (with 0, each torrent has its own
-            message: none are batched).
+        min_gap: least seconds between two regular messages (with 0, each torrent has its
+            own message: none are batched).
+        first_announces: messages announcing a torrent for the first time allowed within
+            any ``min_gap`` beyond the regular ones (see :class:`LsdService`).
         source_rate: messages a second one host may send us once its burst is spent.
         source_burst: messages one host may send us at once.
         max_sources: hosts whose message rate is tracked at once.
@@ -429,6 +435,7 @@ async def open_lsd(
         cookie=cookie,
         announce_interval=announce_interval,
         min_gap=min_gap,
+        first_announces=first_announces,
         source_rate=source_rate,
         source_burst=source_burst,
         max_sources=max_sources,
