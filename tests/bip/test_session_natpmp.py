@@ -34,6 +34,7 @@ from bip_handshake import (
     MappingRequest,
     MappingResponse,
     NatPmpError,
+    NatPmpErrorResponse,
     NatPmpResult,
     PeerAddress,
     VoteSource,
@@ -66,6 +67,8 @@ class Gateway:
         return int(trio.current_time() - self.booted_at)
 
     def answer(self, data: bytes) -> bytes | None:
+        if data[:1] == b"\x02":  # PCP: a NAT-PMP-only gateway says so (RFC 6886 3.5)
+            return NatPmpErrorResponse(0, NatPmpResult.UNSUPPORTED_VERSION, self.epoch()).encode()
         try:
             request = decode_natpmp_request(data)
         except NatPmpError:

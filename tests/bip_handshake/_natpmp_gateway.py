@@ -1,6 +1,10 @@
-"""A fake NAT-PMP gateway for the NAT-PMP tests: a sans-IO one (:class:`FakeGateway`),
-a loop that runs a client core against it on a virtual clock (:func:`run`), and a trio UDP
-server around it on 127.0.0.1 (:func:`serve_gateway`)."""
+"""A fake NAT-PMP / PCP gateway for the port mapping tests: a sans-IO one
+(:class:`FakeGateway`), a loop that runs a client core against it on a virtual clock
+(:func:`run`), and a trio UDP server around it on 127.0.0.1 (:func:`serve_gateway`).
+
+By default it speaks NAT-PMP alone and answers a PCP request with NAT-PMP's "unsupported
+version" (RFC 6886 3.5); ``pcp=True`` makes it speak PCP's MAP and ANNOUNCE too (RFC 6887),
+``natpmp=False`` PCP alone, ``ignore_pcp=True`` an old router that drops PCP unanswered."""
 
 from __future__ import annotations
 
@@ -25,15 +29,28 @@ from bip_handshake._natpmp import (
     NatPmpResult,
     decode_natpmp_request,
 )
+from bip_handshake._pcp import (
+    PCP_VERSION,
+    PcpAnnounceResponse,
+    PcpError,
+    PcpErrorResponse,
+    PcpMapRequest,
+    PcpMapResponse,
+    PcpResult,
+    decode_pcp_request,
+)
 
 GATEWAY = IPv4Address("192.168.1.1")
 GATEWAY_ADDRESS = PeerAddress(GATEWAY, 5351)
 EXTERNAL = IPv4Address("203.0.113.7")
+CLIENT = IPv4Address("192.168.1.5")
+
+Request = ExternalAddressRequest | MappingRequest | PcpMapRequest
 
 
 @dataclass
 class FakeGateway:
-    """RFC 6886's gateway side, with knobs to misbehave.
+    """RFC 6886's gateway side, and RFC 6887's with ``pcp``, with knobs to misbehave.
 
     Attributes:
         external: the address answered (0.0.0.0 for none).
@@ -47,8 +64,16 @@ class FakeGateway:
         short_errors: answer refusals with the 8-byte header only.
         taken: external ports another client holds (the next free one is granted).
         max_lifetime: the longest lifetime granted.
-        requests: every request received, with its time.
+        pcp: speak PCP too (MAP, and ANNOUNCE when told to announce).
+        natpmp: speak NAT-PMP; off (with ``pcp``), a NAT-PMP request is answered with
+            PCP's UNSUPP_VERSION, version 2 (RFC 6887 9: a server speaking PCP alone).
+        ignore_pcp: drop PCP requests unanswered (an old router), rather than answer them
+            with NAT-PMP's "unsupported version" (RFC 6886 3.5).
+        pcp_refuse: answer every PCP mapping request (not deletions) with this result code.
+        pcp_refuse_lifetime: the lifetime of that failure.
+        requests: every request received (NAT-PMP and PCP), with its time.
         mappings: (protocol, internal port) -> (external port, expires at).
+        nonces: (protocol, internal port) -> the nonce of a mapping made over PCP.
     """
 
     external: IPv4Address = EXTERNAL
@@ -62,10 +87,14 @@ class FakeGateway:
     short_errors: bool = False
     taken: set[int] = field(default_factory=set)
     max_lifetime: int = 1 << 32
-    requests: list[tuple[float, ExternalAddressRequest | MappingRequest]] = field(
-        default_factory=list
-    )
+    pcp: bool = False
+    natpmp: bool = True
+    ignore_pcp: bool = False
+    pcp_refuse: int | None = None
+    pcp_refuse_lifetime: int = 30
+    requests: list[tuple[float, Request]] = field(default_factory=list)
     mappings: dict[tuple[MappingProtocol, int], tuple[int, float]] = field(default_factory=dict)
+    nonces: dict[tuple[MappingProtocol, int], bytes] = field(default_factory=dict)
 
     def epoch(self, now: float) -> int:
         return int((now - self.booted_at) * self.clock_rate)
@@ -73,6 +102,11 @@ class FakeGateway:
     def reboot(self, now: float) -> None:
         self.booted_at = now
         self.mappings.clear()
+        self.nonces.clear()
+
+    def pcp_announcement(self, now: float) -> bytes:
+        """PCP's ANNOUNCE, as a restarted server sends it unasked (RFC 6887 14.1)."""
+        return PcpAnnounceResponse(PcpResult.SUCCESS, 0, self.epoch(now)).encode()
 
     def announcement(self, now: float) -> bytes:
         return ExternalAddressResponse(
@@ -80,6 +114,8 @@ class FakeGateway:
         ).encode()
 
     def handle(self, data: bytes, now: float) -> bytes | None:
+        if data[:1] == bytes((PCP_VERSION,)):
+            return self._handle_pcp(data, now)
         try:
             request = decode_natpmp_request(data)
         except NatPmpError:
@@ -88,6 +124,11 @@ class FakeGateway:
         if self.silent:
             return None
         epoch = self.epoch(now)
+        if not self.natpmp:
+            # RFC 6887 9: a PCP server answers a version it does not speak with its own.
+            return PcpErrorResponse(
+                PCP_VERSION, data[1] & 0x7F, PcpResult.UNSUPP_VERSION, 0, epoch
+            ).encode()
         if isinstance(request, ExternalAddressRequest):
             if self.refuse_address is not None:
                 if self.short_errors:
@@ -116,17 +157,75 @@ class FakeGateway:
             return MappingResponse(
                 request.protocol, self.refuse, epoch, request.internal_port, 0, 0
             ).encode()
-        if key in self.mappings:
-            port = self.mappings[key][0]
-        else:
-            port = request.suggested_external_port or 40000
-            held = {p for (kind, _), (p, _) in self.mappings.items() if kind is request.protocol}
-            while port in self.taken or port in held:
-                port += 1
+        port = self._allocate(key, request.suggested_external_port)
         lifetime = min(request.lifetime, self.max_lifetime)
         self.mappings[key] = (port, now + lifetime)
+        self.nonces.pop(key, None)  # a NAT-PMP mapping: no nonce guards it
         return MappingResponse(
             request.protocol, NatPmpResult.SUCCESS, epoch, request.internal_port, port, lifetime
+        ).encode()
+
+    def _allocate(self, key: tuple[MappingProtocol, int], suggested: int) -> int:
+        if key in self.mappings:
+            return self.mappings[key][0]
+        port = suggested or 40000
+        held = {p for (kind, _), (p, _) in self.mappings.items() if kind is key[0]}
+        while port in self.taken or port in held:
+            port += 1
+        return port
+
+    def _handle_pcp(self, data: bytes, now: float) -> bytes | None:
+        try:
+            request: PcpMapRequest | None = decode_pcp_request(data)
+        except PcpError:
+            request = None
+        if request is not None:
+            self.requests.append((now, request))
+        if self.silent or self.ignore_pcp:
+            return None
+        epoch = self.epoch(now)
+        if not self.pcp:
+            # RFC 6886 3.5: a version it does not know, answered with its own.
+            return NatPmpErrorResponse(0, NatPmpResult.UNSUPPORTED_VERSION, epoch).encode()
+        if request is None:
+            opcode = data[1] & 0x7F if len(data) > 1 else 0
+            return PcpErrorResponse(
+                PCP_VERSION, opcode, PcpResult.MALFORMED_REQUEST, 1800, epoch
+            ).encode()
+        if self.silent_mappings:
+            return None
+        key = (request.protocol, request.internal_port)
+        owner = self.nonces.get(key)
+        if owner is not None and owner != request.nonce:
+            # RFC 6887 11.3: the mapping is another nonce's.
+            return self._pcp_answer(request, PcpResult.NOT_AUTHORIZED, 1800, epoch, 0)
+        if request.lifetime == 0:
+            self.mappings.pop(key, None)
+            self.nonces.pop(key, None)
+            return self._pcp_answer(
+                request, PcpResult.SUCCESS, 0, epoch, request.suggested_external_port
+            )
+        if self.pcp_refuse is not None:
+            return self._pcp_answer(request, self.pcp_refuse, self.pcp_refuse_lifetime, epoch, 0)
+        port = self._allocate(key, request.suggested_external_port)
+        lifetime = min(request.lifetime, self.max_lifetime)
+        self.mappings[key] = (port, now + lifetime)
+        self.nonces[key] = request.nonce
+        return self._pcp_answer(request, PcpResult.SUCCESS, lifetime, epoch, port)
+
+    def _pcp_answer(
+        self, request: PcpMapRequest, result: int, lifetime: int, epoch: int, port: int
+    ) -> bytes:
+        address = self.external if result == PcpResult.SUCCESS else IPv4Address(0)
+        return PcpMapResponse(
+            result,
+            lifetime,
+            epoch,
+            request.nonce,
+            request.protocol,
+            request.internal_port,
+            port,
+            address,
         ).encode()
 
     def times(self, kind: type | None = None) -> list[float]:

@@ -47,7 +47,8 @@ TCP, UDP = MappingProtocol.TCP, MappingProtocol.UDP
 
 
 def new_client(*ports: tuple[MappingProtocol, int], lifetime: int = 3600) -> NatPmpClient:
-    client = NatPmpClient(GATEWAY, lifetime=lifetime, rng=random.Random(7))
+    # NAT-PMP alone: these tests are about RFC 6886's rules (test_pcp.py has PCP's).
+    client = NatPmpClient(GATEWAY, lifetime=lifetime, rng=random.Random(7), pcp=False)
     for protocol, port in ports:
         client.add_mapping(protocol, port, now=0.0)
     return client
@@ -247,7 +248,7 @@ def test_external_port_differing_is_reported_and_suggested_on_renewal() -> None:
 
 def test_chosen_external_port_is_suggested() -> None:
     gateway = FakeGateway()
-    client = NatPmpClient(GATEWAY)
+    client = NatPmpClient(GATEWAY, pcp=False)
     client.add_mapping(TCP, 6881, now=0.0, external_port=0)
     run(client, gateway, 0.0, 1.0)
     assert client.mappings()[0].external_port == 40000

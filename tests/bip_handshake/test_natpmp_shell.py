@@ -13,6 +13,7 @@ from _natpmp_gateway import EXTERNAL, FakeGateway, serve_gateway
 
 from bip_handshake._errors import LocalProtocolError
 from bip_handshake._natpmp import (
+    ExternalAddressRequest,
     ExternalAddressResponse,
     MappingProtocol,
     MappingRemoved,
@@ -21,7 +22,13 @@ from bip_handshake._natpmp import (
     NatPmpEvent,
     PortMapped,
 )
-from bip_handshake._natpmp_shell import PortMapper, default_gateway, open_port_mapper
+from bip_handshake._natpmp_shell import (
+    PortMapper,
+    _source_address,
+    default_gateway,
+    open_port_mapper,
+)
+from bip_handshake._pcp import PcpMapRequest
 
 LOOPBACK = "127.0.0.1"
 
@@ -121,8 +128,9 @@ async def test_silent_gateway_and_bounded_exit(autojump_clock: trio.testing.Mock
             assert mapper.statistics().timeouts == 1
             assert all(m.external_port is None for m in mapper.mappings())
             start = trio.current_time()
-        # No mapping request ever went out (the address request failed first, and took
-        # them all along): nothing to delete, the exit is immediate.
+        # No mapping request went out in NAT-PMP (the address request failed first, and
+        # took them all along), and the gateway never answered PCP: nothing to delete, the
+        # exit is immediate.
         assert trio.current_time() == start
 
 
@@ -188,6 +196,71 @@ async def test_the_blocks_own_error_comes_out_unwrapped(
         nursery.cancel_scope.cancel()
 
 
+# -- PCP ---------------------------------------------------------------------------------------
+
+
+async def test_a_pcp_gateway_maps_over_pcp(autojump_clock: trio.testing.MockClock) -> None:
+    gateway = FakeGateway(pcp=True, taken={6881})
+    async with trio.open_nursery() as nursery:
+        _, port = await nursery.start(serve_gateway, gateway)
+        # Bound to every address: our address toward the gateway comes off the route.
+        async with open_port_mapper(LOOPBACK, gateway_port=port) as mapper:
+            await wait_mapped(mapper, 2)
+            assert mapper.protocol == mapper.statistics().protocol == "pcp"
+            assert mapper.external_address == EXTERNAL
+            assert mapper.external_port("tcp", 6881) == 6882
+            requests = [r for _, r in gateway.requests]
+            assert all(isinstance(r, PcpMapRequest) for r in requests)
+            assert {r.client_address for r in requests} == {IPv4Address(LOOPBACK)}  # type: ignore[union-attr]
+            await trio.sleep(2 * 3600)  # renewed at 1/2 to 5/8 of each hour
+            assert len(gateway.requests) >= 2 * 3
+            assert mapper.statistics().timeouts == 0
+        assert gateway.mappings == {}  # deleted on exit: MAP with lifetime 0
+        _, last = gateway.requests[-1]
+        assert isinstance(last, PcpMapRequest)
+        assert last.lifetime == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_gateway_silent_to_pcp_maps_over_natpmp(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    gateway = FakeGateway(ignore_pcp=True)
+    async with trio.open_nursery() as nursery:
+        _, port = await nursery.start(serve_gateway, gateway)
+        start = trio.current_time()
+        async with open_port_mapper(LOOPBACK, gateway_port=port, bind_host=LOOPBACK) as mapper:
+            assert mapper.statistics().protocol is None
+            await wait_mapped(mapper, 2)
+            assert trio.current_time() - start < 2.0
+            assert mapper.protocol == "natpmp"
+            kinds = [type(r) for _, r in gateway.requests]
+            assert kinds[:4] == [PcpMapRequest] * 3 + [ExternalAddressRequest]
+        assert gateway.mappings == {}
+        nursery.cancel_scope.cancel()
+
+
+async def test_pcp_off_speaks_natpmp_from_the_start(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    gateway = FakeGateway(pcp=True)
+    async with trio.open_nursery() as nursery:
+        _, port = await nursery.start(serve_gateway, gateway)
+        async with open_port_mapper(
+            LOOPBACK, [("udp", 7000)], gateway_port=port, bind_host=LOOPBACK, pcp=False
+        ) as mapper:
+            assert mapper.protocol == "natpmp"
+            await wait_mapped(mapper, 1)
+        assert not any(isinstance(r, PcpMapRequest) for _, r in gateway.requests)
+        nursery.cancel_scope.cancel()
+
+
+async def test_no_route_to_the_gateway_means_natpmp_alone() -> None:
+    # 192.0.2.1 (TEST-NET-1) is no address of ours: the probe cannot bind to it.
+    assert await _source_address(IPv4Address(LOOPBACK), 5351, "192.0.2.1") is None
+    assert await _source_address(IPv4Address(LOOPBACK), 5351, LOOPBACK) == IPv4Address(LOOPBACK)
+
+
 async def test_bad_arguments() -> None:
     with pytest.raises(LocalProtocolError):
         async with open_port_mapper("gateway.local"):
@@ -197,6 +270,9 @@ async def test_bad_arguments() -> None:
             pass  # pragma: no cover
     with pytest.raises(LocalProtocolError):
         async with open_port_mapper(LOOPBACK, [("tcp", 0)]):
+            pass  # pragma: no cover
+    with pytest.raises(LocalProtocolError):
+        async with open_port_mapper(LOOPBACK, pcp="yes"):  # type: ignore[arg-type]
             pass  # pragma: no cover
 
 

@@ -7,8 +7,8 @@ encryption (768-bit Diffie-Hellman, RC4) with its three policies; uTP (BEP 29),
 a sans-IO connection core and its trio socket and stream; and the trio
 ``Handshaker`` that listens, dials what discovery sources report (``PeerSink``),
 encrypts as its ``EncryptionPolicy`` says, and hands over completed handshakes.
-Port mapping keeps the home router forwarding our ports: NAT-PMP
-(``open_port_mapper``) and UPnP IGD (``open_upnp_mapper``), both reporting
+Port mapping keeps the home router forwarding our ports: PCP falling back to
+NAT-PMP (``open_port_mapper``) and UPnP IGD (``open_upnp_mapper``), both reporting
 ``PortMappingEvent`` s. Local Service Discovery (BEP 14, ``open_lsd``) finds the
 peers of our torrents on the local network.
 """
@@ -138,8 +138,10 @@ from ._natpmp import (
     NATPMP_RESET_DELAY_MAX,
     NATPMP_RETRY_MAX,
     NATPMP_RETRY_MIN,
+    PCP_PROBE_ATTEMPTS,
     ExternalAddressRequest,
     ExternalAddressResponse,
+    GatewayProtocol,
     GatewayReset,
     MappingRequest,
     MappingResponse,
@@ -162,6 +164,21 @@ from ._natpmp_shell import (
     PortMapper,
     default_gateway,
     open_port_mapper,
+)
+from ._pcp import (
+    PCP_MAX_MESSAGE,
+    PCP_NONCE_SIZE,
+    PCP_VERSION,
+    PcpAnnounceResponse,
+    PcpError,
+    PcpErrorResponse,
+    PcpMapRequest,
+    PcpMapResponse,
+    PcpMessage,
+    PcpOption,
+    PcpResult,
+    decode_pcp_request,
+    decode_pcp_response,
 )
 from ._peer_id import DEFAULT_PEER_ID_PREFIX, ClientInfo, PeerId, PeerIdError, azureus_prefix
 from ._peer_list import (
@@ -324,6 +341,10 @@ __all__ = [
     "PACKET_OVERHEAD",
     "PADDING_EXTENSION",
     "PAUSED",
+    "PCP_MAX_MESSAGE",
+    "PCP_NONCE_SIZE",
+    "PCP_PROBE_ATTEMPTS",
+    "PCP_VERSION",
     "PROTOCOL_HEADER",
     "UPNP_CLOSE_TIMEOUT",
     "UPNP_CONFLICT_ATTEMPTS",
@@ -374,6 +395,7 @@ __all__ = [
     "ExternalIPVoter",
     "Family",
     "FragmentControl",
+    "GatewayProtocol",
     "GatewayReset",
     "Handshake",
     "HandshakeComplete",
@@ -426,6 +448,14 @@ __all__ = [
     "NatPmpStatistics",
     "NodeInfo",
     "ParsedIPFilter",
+    "PcpAnnounceResponse",
+    "PcpError",
+    "PcpErrorResponse",
+    "PcpMapRequest",
+    "PcpMapResponse",
+    "PcpMessage",
+    "PcpOption",
+    "PcpResult",
     "PeerAddress",
     "PeerDialer",
     "PeerEntry",
@@ -484,6 +514,8 @@ __all__ = [
     "decode_lsd_announce",
     "decode_natpmp_request",
     "decode_natpmp_response",
+    "decode_pcp_request",
+    "decode_pcp_response",
     "default_gateway",
     "encode_compact_nodes",
     "encode_compact_peers",

@@ -1,11 +1,14 @@
-"""NAT-PMP (RFC 6886): asking the home router to forward our ports, as a sans-IO core.
+"""NAT-PMP (RFC 6886) and PCP (RFC 6887): asking the home router to forward our ports, as a
+sans-IO core.
 
 Behind a NAT nobody can dial us unless the gateway forwards a port to us. NAT-PMP asks it
 to: a client sends small UDP requests to port 5351 of its default gateway and gets back the
 gateway's external IPv4 address and, per request, a mapping (external port -> our internal
-port) with a lifetime. This module holds the packet codec and :class:`NatPmpClient`, the
-client's state machine; it never reads a clock nor touches a socket (the caller passes
-``now``, in seconds from any monotonic origin, and moves datagrams in and out):
+port) with a lifetime. PCP, its successor on the same port, does the same with other
+packets (their codec is in ``_pcp``). This module holds the NAT-PMP packet codec and
+:class:`NatPmpClient`, the client's state machine for both protocols; it never reads a
+clock nor touches a socket (the caller passes ``now``, in seconds from any monotonic origin,
+and moves datagrams in and out):
 
 - ``add_mapping(protocol, internal_port, now)`` / ``remove_mapping(mapping_id, now)`` /
   ``close(now)`` say what we want;
@@ -15,7 +18,7 @@ client's state machine; it never reads a clock nor touches a socket (the caller 
 - ``next_event()`` gives :class:`NatPmpEvent` s (the external address learnt, a port mapped or
   moved, a mapping refused or removed, the gateway reset) or None.
 
-How RFC 6886 is run:
+How RFC 6886 is run (and, unless said below, PCP alike):
 
 - One request is in flight at a time (RFC 3.1: gateways are small devices; requests are
   queued and issued serially). Deletions go first, then the external address request, then
@@ -63,12 +66,54 @@ How RFC 6886 is run:
   is counted as malformed too (a grant answering a deletion as unexpected: it is the late
   answer to the request the deletion replaced), and the request goes on being retransmitted.
 
+How RFC 6887 is run (PCP is spoken first unless ``pcp=False``):
+
+- Version negotiation (RFC 6887 9, RFC 6886 3.5): the first requests go out as PCP MAP
+  requests (:attr:`NatPmpClient.protocol` is None meanwhile). A PCP answer settles it
+  (``"pcp"``). A version-0 answer with result 1 (NAT-PMP's "unsupported version", or a PCP
+  server's UNSUPP_VERSION naming version 0) makes it NAT-PMP from then on (``"natpmp"``);
+  so does silence through :data:`PCP_PROBE_ATTEMPTS` sends (1.75 s: old routers drop a
+  version they do not know), so an old router still maps our ports within two seconds. A
+  NAT-PMP request answered with PCP's UNSUPP_VERSION (version 2) shows a server speaking
+  PCP alone: PCP then, unless that gateway itself had turned PCP down (the request is then
+  refused: no ping-pong). PCP is tried again :data:`NATPMP_RETRY_MAX` after a fallback,
+  after a gateway reset (a firmware update may bring it), and after a PCP gateway went
+  silent through a whole retransmission (a new router may not speak it). Each switch
+  starts the request in flight over in the new protocol; a mapping only ever asked for in
+  PCP of a gateway that does not speak it needs no deletion.
+- One MAP request per mapping, with a random 12-byte nonce of its own (from ``rng``) that
+  its renewals and its deletion (a MAP with lifetime 0) repeat. PCP has no request for the
+  external address: it comes with every MAP answer (:class:`NatPmpAddressChanged` when it
+  changes); the address request (opcode 0) goes out only while NAT-PMP is spoken. A
+  client with no mapping learns no address over PCP.
+- An answer is taken as the answer to the request in flight only with its opcode, nonce,
+  protocol and internal port (a header-only failure: its opcode); a forged or stale one,
+  which cannot know the nonce, is counted as unexpected and dropped.
+- A grant is renewed at a random point between 1/2 and 5/8 of its lifetime (RFC 11.2.1).
+- The epoch time shows a server that lost its state (RFC 8.5): back by more than 1 s, or
+  apart from our clock's elapsed time by more than 2 s and a sixteenth; an ANNOUNCE
+  response (RFC 14.1, sent unasked after a restart) is checked the same way. Then, as with
+  NAT-PMP, every mapping is recreated within 0 to 5 s.
+- Result codes: NETWORK_FAILURE, NO_RESOURCES, USER_EX_QUOTA and CANNOT_PROVIDE_EXTERNAL may
+  pass (retried after :data:`NATPMP_RETRY_MIN`, doubling; a renewal's earlier grant kept);
+  the rest (NOT_AUTHORIZED, UNSUPP_*, MALFORMED_*, ADDRESS_MISMATCH...) after
+  :data:`NATPMP_RETRY_MAX`; and never sooner than the failure's lifetime the server gives
+  (RFC 7.2), capped at :data:`NATPMP_RETRY_MAX`.
+- Retransmission follows NAT-PMP's schedule (250 ms doubling, nine sends, then the retry
+  back-off), not RFC 6887 8.1.1's (3 s doubling up to 1024 s, without end): one serial
+  queue carries both protocols, a gateway on the LAN answers in milliseconds, version
+  negotiation needs quick early retries to tell a silent old router, and the give-up and
+  back-off bound the load on the gateway as 8.1.1's longest interval means to.
+- The request's client IP is ``client_address``, IPv4-mapped: our address toward the
+  gateway (the shell reads it off a socket connected to the gateway). PCP for an IPv6
+  firewall (IPv6 client addresses and mappings) is out of scope: this client maps IPv4.
+
 Not here: the multicast announcements on 224.0.0.1:5350 (the shell may feed them to
 :meth:`NatPmpClient.receive_datagram`; we re-ask the address every half lifetime instead),
-PCP (RFC 6887) and UPnP IGD.
+PCP's PEER opcode and options (a response's are skipped), and UPnP IGD.
 
 >>> from ipaddress import IPv4Address
->>> client = NatPmpClient(IPv4Address("192.168.1.1"), rng=random.Random(0))
+>>> client = NatPmpClient(IPv4Address("192.168.1.1"), rng=random.Random(0), pcp=False)
 >>> tcp = client.add_mapping(MappingProtocol.TCP, 6881, now=0.0)
 >>> [(request, gateway)] = client.datagrams_to_send(0.0)
 >>> decode_natpmp_request(request), str(gateway)
@@ -87,6 +132,24 @@ True
 (40001, 3600.2)
 >>> client.next_deadline()  # the address asked again, then the renewal: halfway
 1800.1
+
+Over PCP (the default), the first datagram is a PCP MAP request:
+
+>>> from bip_handshake._pcp import decode_pcp_request
+>>> client = NatPmpClient(
+...     IPv4Address("192.168.1.1"), client_address=IPv4Address("192.168.1.5"),
+...     rng=random.Random(0))
+>>> tcp = client.add_mapping(MappingProtocol.TCP, 6881, now=0.0)
+>>> [(request, gateway)] = client.datagrams_to_send(0.0)
+>>> request = decode_pcp_request(request)
+>>> request.lifetime, str(request.client_address), request.internal_port, client.protocol
+(3600, '192.168.1.5', 6881, None)
+>>> answer = PcpMapResponse(
+...     PcpResult.SUCCESS, 3600, 1000, request.nonce, MappingProtocol.TCP, 6881, 40001,
+...     IPv4Address("203.0.113.7"))
+>>> client.receive_datagram(answer.encode(), gateway, now=0.1)
+>>> client.next_event(), client.protocol
+(NatPmpAddressChanged(address=IPv4Address('203.0.113.7')), 'pcp')
 """
 
 from __future__ import annotations
@@ -98,10 +161,21 @@ import random
 from collections import deque
 from dataclasses import dataclass
 from ipaddress import IPv4Address
-from typing import Final
+from typing import Final, Literal, TypeAlias
 
 from ._compact import PeerAddress
 from ._errors import LocalProtocolError, RemoteProtocolError
+from ._pcp import (
+    PCP_NONCE_SIZE,
+    PCP_VERSION,
+    PcpAnnounceResponse,
+    PcpError,
+    PcpErrorResponse,
+    PcpMapRequest,
+    PcpMapResponse,
+    PcpResult,
+    decode_pcp_response,
+)
 
 # The mappers' shared vocabulary lives in _portmap; re-exported here, where it began.
 from ._portmap import (
@@ -125,8 +199,10 @@ __all__ = [
     "NATPMP_RESET_DELAY_MAX",
     "NATPMP_RETRY_MAX",
     "NATPMP_RETRY_MIN",
+    "PCP_PROBE_ATTEMPTS",
     "ExternalAddressRequest",
     "ExternalAddressResponse",
+    "GatewayProtocol",
     "GatewayReset",
     "MappingFailed",
     "MappingId",
@@ -181,6 +257,14 @@ NATPMP_RESET_DELAY_MAX: Final = 5.0
 NATPMP_MAX_MAPPINGS: Final = 64
 """Mappings one client may hold at once (a BitTorrent client needs two or three)."""
 
+PCP_PROBE_ATTEMPTS: Final = 3
+"""Sends of a PCP request, while the gateway's protocol is unknown, before its silence is
+read as an RFC 6886 router dropping a version it does not know (RFC 6887 9): NAT-PMP is
+tried after 1.75 s, so an old router maps our ports within about two seconds."""
+
+GatewayProtocol: TypeAlias = Literal["pcp", "natpmp"]
+"""What a gateway is talked to in (:attr:`NatPmpClient.protocol`)."""
+
 # RFC 3.6: our conservative estimate of the gateway's clock runs at 7/8 of ours, and a
 # response may lag it by 2 s before we conclude the gateway lost its state.
 _EPOCH_RATE: Final = 7 / 8
@@ -190,6 +274,8 @@ _VERSION: Final = 0
 _OP_ADDRESS: Final = 0
 _RESPONSE_BIT: Final = 128
 _UINT32_MAX: Final = 0xFFFF_FFFF
+
+_PCP_OP_MAP: Final = 1
 
 _log = logging.getLogger("bip_handshake.natpmp")
 
@@ -504,11 +590,12 @@ class NatPmpAddressFailed(NatPmpEvent):
 
 @dataclass(frozen=True, slots=True)
 class GatewayReset(NatPmpEvent):
-    """The gateway's epoch went back (RFC 3.6): it lost its mappings; they are recreated.
+    """The gateway's epoch went back (RFC 6886 3.6, RFC 6887 8.5): it lost its mappings;
+    they are recreated.
 
     Attributes:
-        epoch: the SSSoE that showed it.
-        expected: the least SSSoE we would have believed.
+        epoch: the SSSoE (NAT-PMP) or epoch time (PCP) that showed it.
+        expected: the least one we would have believed.
     """
 
     epoch: int
@@ -525,9 +612,12 @@ class NatPmpStatistics:
         received: datagrams accepted as answers (or announcements).
         wrong_source: datagrams dropped for not coming from the gateway's address and port.
         malformed: datagrams dropped for not decoding, or for a success that makes no sense.
-        unexpected: well-formed datagrams dropped for answering no request in flight.
+        unexpected: well-formed datagrams dropped for answering no request in flight (a
+            PCP answer with another nonce among them).
         timeouts: requests that went unanswered through every retransmission.
         gateway_resets: times the epoch rule found the gateway had lost its state.
+        protocol: what the gateway is talked to in, None while not known yet
+            (:attr:`NatPmpClient.protocol`).
     """
 
     sent: int
@@ -538,12 +628,19 @@ class NatPmpStatistics:
     unexpected: int
     timeouts: int
     gateway_resets: int
+    protocol: GatewayProtocol | None = None
 
 
 class _State(enum.Enum):
     WANTED = "wanted"  # to be requested at ``due`` (new, or failed and retried)
     MAPPED = "mapped"  # granted; renewed at ``due``
     REMOVING = "removing"  # to be deleted at ``due``
+
+
+class _Speaking(enum.Enum):
+    PROBING = "probing"  # PCP requests out, no PCP answer yet
+    PCP = "pcp"
+    NATPMP = "natpmp"
 
 
 class _Mapping:
@@ -556,6 +653,8 @@ class _Mapping:
         "internal_port",
         "lifetime",
         "maybe_on_gateway",
+        "natpmp_asked",
+        "nonce",
         "protocol",
         "state",
         "suggested_port",
@@ -577,6 +676,8 @@ class _Mapping:
         # Once a request went out, the gateway may hold the mapping though no answer came:
         # removing it then needs a deletion.
         self.maybe_on_gateway = False
+        self.natpmp_asked = False  # a NAT-PMP request for it went out
+        self.nonce: bytes | None = None  # PCP's mapping nonce, drawn for its first PCP request
 
     def snapshot(self) -> PortMapping:
         return PortMapping(
@@ -596,35 +697,87 @@ class _Kind(enum.Enum):
 
 
 class _Request:
-    __slots__ = ("attempts", "kind", "mapping", "max_attempts", "next_at", "payload", "resend")
+    __slots__ = (
+        "attempts",
+        "kind",
+        "mapping",
+        "max_attempts",
+        "next_at",
+        "payload",
+        "pcp",
+        "probe",
+        "resend",
+    )
 
-    def __init__(self, kind: _Kind, mapping: _Mapping | None, payload: bytes) -> None:
+    def __init__(
+        self,
+        kind: _Kind,
+        mapping: _Mapping | None,
+        payload: bytes,
+        *,
+        pcp: bool = False,
+        probe: bool = False,
+    ) -> None:
         self.kind = kind
         self.mapping = mapping
         self.payload = payload
+        self.pcp = pcp  # a PCP request (else NAT-PMP)
+        self.probe = probe  # sent while the gateway's protocol is unknown
         # Deletions are tried fewer times (RFC 6886, 3.1): a gateway that does not answer
-        # lets the mapping expire anyway.
+        # lets the mapping expire anyway. A probe gives up sooner: silence then means a
+        # gateway that drops PCP, and NAT-PMP is tried.
         self.max_attempts = NATPMP_DELETE_ATTEMPTS if kind is _Kind.DELETE else NATPMP_MAX_ATTEMPTS
+        if probe:
+            self.max_attempts = min(self.max_attempts, PCP_PROBE_ATTEMPTS)
         self.attempts = 0  # sends so far
         self.next_at = -math.inf  # when the next send is due (or the request times out)
         self.resend = True  # a send is owed: the first, or a retransmission
 
 
-def _transient(result: NatPmpResult | int | None) -> bool:
-    return result in (None, NatPmpResult.NETWORK_FAILURE, NatPmpResult.OUT_OF_RESOURCES)
+_Result = NatPmpResult | PcpResult | int | None
+
+_NATPMP_TRANSIENT: Final = frozenset({NatPmpResult.NETWORK_FAILURE, NatPmpResult.OUT_OF_RESOURCES})
+_PCP_TRANSIENT: Final = frozenset(
+    {
+        PcpResult.NETWORK_FAILURE,
+        PcpResult.NO_RESOURCES,
+        PcpResult.USER_EX_QUOTA,
+        PcpResult.CANNOT_PROVIDE_EXTERNAL,
+    }
+)
+
+
+def _transient(result: _Result) -> bool:
+    # The two protocols number their codes apart (PCP's 3 is MALFORMED_REQUEST, NAT-PMP's a
+    # network failure), and IntEnums compare by value: the class tells which a code is. A
+    # plain int is a code neither defines: fatal to the request (RFC 6886 3.5).
+    if result is None:
+        return True
+    if isinstance(result, PcpResult):
+        return result in _PCP_TRANSIENT
+    return isinstance(result, NatPmpResult) and result in _NATPMP_TRANSIENT
+
+
+def _result_name(result: _Result) -> str:
+    return result.name if isinstance(result, enum.IntEnum) else f"result code {result}"
 
 
 class NatPmpClient:
-    """A NAT-PMP client for one gateway; see the module docstring.
+    """A port mapping client for one gateway, speaking PCP or NAT-PMP; see the module
+    docstring.
 
     Args:
         gateway: the gateway's IPv4 address (the default route's gateway, RFC 3).
-        port: the gateway's NAT-PMP port: 5351 but in tests.
+        port: the gateway's NAT-PMP and PCP port: 5351 but in tests.
         lifetime: seconds of lifetime each mapping asks for (1..2**32-1).
-        rng: picks the random delay before mappings are recreated after a gateway reset.
+        rng: picks the random delay before mappings are recreated after a gateway reset,
+            and PCP's mapping nonces and renewal times.
+        pcp: talk PCP first (RFC 6887), falling back to NAT-PMP; False: NAT-PMP alone.
+        client_address: our IPv4 address toward the gateway (the source address of our
+            requests), which PCP requests carry (RFC 6887 8.1); needed when ``pcp`` is on.
 
     Raises:
-        LocalProtocolError: a bad argument.
+        LocalProtocolError: a bad argument (PCP on without a client address among them).
     """
 
     def __init__(
@@ -634,6 +787,8 @@ class NatPmpClient:
         port: int = NATPMP_PORT,
         lifetime: int = NATPMP_LIFETIME,
         rng: random.Random | None = None,
+        pcp: bool = True,
+        client_address: IPv4Address | None = None,
     ) -> None:
         if not isinstance(gateway, IPv4Address):
             raise LocalProtocolError(f"a NAT-PMP gateway is an IPv4Address, got {gateway!r}")
@@ -641,14 +796,28 @@ class NatPmpClient:
             raise LocalProtocolError("a gateway port is in 1..65535, got 0")
         if _check_uint("a lifetime", lifetime, 32) == 0:
             raise LocalProtocolError("a mapping lifetime is at least 1 s")
+        if not isinstance(pcp, bool):
+            raise LocalProtocolError(f"pcp is a bool, got {pcp!r}")
+        if client_address is not None and not isinstance(client_address, IPv4Address):
+            raise LocalProtocolError(f"a client address is an IPv4Address, got {client_address!r}")
+        if pcp and (client_address is None or client_address.is_unspecified):
+            raise LocalProtocolError(
+                "PCP needs client_address, our IPv4 address toward the gateway (or pcp=False)"
+            )
         self._gateway = PeerAddress(gateway, port)
         self._lifetime = lifetime
         self._rng = rng if rng is not None else random.Random()
+        self._pcp = pcp
+        self._client_address = client_address
+        self._speaking = _Speaking.PROBING if pcp else _Speaking.NATPMP
+        self._pcp_retry_at = math.inf  # after a fallback: when PCP is tried again
+        self._refused_pcp = False  # the gateway itself answered that it does not speak PCP
         self._mappings: dict[MappingId, _Mapping] = {}
         self._next_id = 1
         self._request: _Request | None = None
         self._events: deque[NatPmpEvent] = deque()
         self._address: IPv4Address | None = None
+        # NAT-PMP's address request; PCP has none (its MAP answers carry the address).
         self._address_due: float | None = -math.inf  # None: not to be asked (closed)
         self._address_failures = 0
         self._epoch: int | None = None
@@ -674,6 +843,16 @@ class NatPmpClient:
     def external_address(self) -> IPv4Address | None:
         """The gateway's external address, None until known."""
         return self._address
+
+    @property
+    def protocol(self) -> GatewayProtocol | None:
+        """What the gateway is talked to in: ``"pcp"`` or ``"natpmp"``, None while PCP
+        requests are out and unanswered (the gateway's protocol is not known yet)."""
+        if self._speaking is _Speaking.PCP:
+            return "pcp"
+        if self._speaking is _Speaking.NATPMP:
+            return "natpmp"
+        return None
 
     @property
     def is_closed(self) -> bool:
@@ -745,7 +924,14 @@ class NatPmpClient:
             # Its request is dropped: a late answer to it counts as unexpected.
             self._request = None
         expired = mapping.expires_at is not None and mapping.expires_at <= now
-        if not mapping.maybe_on_gateway or expired:
+        # No PCP answer yet: a mapping asked for only in PCP is most likely on no gateway
+        # (one that drops PCP holds nothing; a PCP one whose answer was lost lets it expire).
+        unanswered = (
+            self._speaking is _Speaking.PROBING
+            and not mapping.natpmp_asked
+            and mapping.expires_at is None
+        )
+        if not mapping.maybe_on_gateway or expired or unanswered:
             # Nothing to delete: never asked for, or gone anyway (RFC 3.1: no deletion
             # needs trying past the time the mapping would have expired).
             self._drop(mapping, None)
@@ -776,6 +962,7 @@ class NatPmpClient:
             unexpected=self._unexpected,
             timeouts=self._timeouts,
             gateway_resets=self._resets,
+            protocol=self.protocol,
         )
 
     def next_event(self) -> NatPmpEvent | None:
@@ -794,7 +981,7 @@ class NatPmpClient:
         if self._request is not None:
             return min([self._request.next_at, *lapses])
         dues = [m.due for m in self._mappings.values()] + lapses
-        if self._address_due is not None:
+        if self._address_due is not None and self._speaking is _Speaking.NATPMP:
             dues.append(self._address_due)
         return min(dues, default=None)
 
@@ -811,21 +998,30 @@ class NatPmpClient:
             request.resend = True
             return
         self._request = None
+        if request.probe and self._speaking is _Speaking.PROBING:
+            # Silence to PCP: an RFC 6886 router drops a version it does not know.
+            self._fall_back(now, answered=False)
+            return
         mapping = request.mapping
         if request.kind is _Kind.DELETE:
             assert mapping is not None
             _log.debug(
-                "NAT-PMP deletion of %s port %d unanswered",
+                "%s deletion of %s port %d unanswered",
+                self._label,
                 mapping.protocol.name,
                 mapping.internal_port,
             )
             self._drop(mapping, None)
             return
         self._timeouts += 1
-        _log.info("NAT-PMP gateway %s did not answer %d requests", self._gateway, request.attempts)
+        _log.info(
+            "%s gateway %s did not answer %d requests", self._label, self._gateway, request.attempts
+        )
         # The gateway is silent: every request already due fails with this one.
         if request.kind is _Kind.ADDRESS or (
-            self._address_due is not None and self._address_due <= now
+            self._speaking is _Speaking.NATPMP
+            and self._address_due is not None
+            and self._address_due <= now
         ):
             self._address_failed(None, now)
         if mapping is not None:
@@ -836,6 +1032,10 @@ class NatPmpClient:
                     self._drop(other, None)
                 else:
                     self._mapping_failed(other, None, now)
+        if self._speaking is _Speaking.PCP:
+            # A PCP gateway gone silent may have been swapped for one that drops PCP: the
+            # next request probes again, and falls back to NAT-PMP if need be.
+            self._switch(_Speaking.PROBING)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, PeerAddress]]:
         """The datagram owed now (a request falling due, or a retransmission), if any."""
@@ -854,6 +1054,8 @@ class NatPmpClient:
         self._sent += 1
         if request.mapping is not None:
             request.mapping.maybe_on_gateway = True
+            if not request.pcp:
+                request.mapping.natpmp_asked = True
         return [(request.payload, self._gateway)]
 
     def _start_next(self, now: float) -> _Request | None:
@@ -867,6 +1069,23 @@ class NatPmpClient:
                     removing = m
             elif wanted is None or m.due < wanted.due:
                 wanted = m
+        if (
+            (removing is not None or wanted is not None)
+            and self._pcp_retry_at <= now
+            and not self._closed  # closing: the deletions go the known way, not probing
+        ):
+            # The long retry after a fallback, or a gateway reset: a firmware update may
+            # have brought PCP. The mapping requests due probe it.
+            self._switch(_Speaking.PROBING)
+        if self._speaking is not _Speaking.NATPMP:
+            probe = self._speaking is _Speaking.PROBING
+            if removing is not None:
+                payload = self._pcp_request(removing, 0)
+                return _Request(_Kind.DELETE, removing, payload, pcp=True, probe=probe)
+            if wanted is not None:
+                payload = self._pcp_request(wanted, self._lifetime)
+                return _Request(_Kind.MAP, wanted, payload, pcp=True, probe=probe)
+            return None
         if removing is not None:
             payload = MappingRequest(removing.protocol, removing.internal_port, 0, 0).encode()
             return _Request(_Kind.DELETE, removing, payload)
@@ -879,6 +1098,56 @@ class NatPmpClient:
             return _Request(_Kind.MAP, wanted, payload)
         return None
 
+    def _pcp_request(self, mapping: _Mapping, lifetime: int) -> bytes:
+        if mapping.nonce is None:
+            mapping.nonce = self._rng.randbytes(PCP_NONCE_SIZE)
+        assert self._client_address is not None  # the constructor saw to it
+        # Suggest what was granted (port and address), so that a renewal, or the request
+        # after a server restart, gets the same back (RFC 6887 11.1).
+        return PcpMapRequest(
+            lifetime,
+            self._client_address,
+            mapping.nonce,
+            mapping.protocol,
+            mapping.internal_port,
+            mapping.suggested_port,
+            self._address or IPv4Address(0),
+        ).encode()
+
+    # -- the protocol spoken ---------------------------------------------------------------
+
+    @property
+    def _label(self) -> str:
+        return "NAT-PMP" if self._speaking is _Speaking.NATPMP else "PCP"
+
+    def _switch(self, speaking: _Speaking) -> None:
+        """Talk ``speaking`` from now on. The request in flight is dropped, to start over in
+        the new protocol (a late answer to it counts as unexpected), and the epoch is judged
+        afresh: the two protocols' clocks need not be the same one."""
+        self._speaking = speaking
+        self._request = None
+        self._epoch = None
+        self._pcp_retry_at = math.inf
+        if speaking is not _Speaking.NATPMP:
+            self._refused_pcp = False
+
+    def _fall_back(self, now: float, *, answered: bool) -> None:
+        _log.info(
+            "PCP gateway %s %s: NAT-PMP from now on",
+            self._gateway,
+            "does not speak PCP" if answered else "did not answer PCP",
+        )
+        self._switch(_Speaking.NATPMP)
+        self._refused_pcp = answered
+        self._pcp_retry_at = now + NATPMP_RETRY_MAX
+        # A gateway that does not speak PCP holds nothing a PCP request asked for: a mapping
+        # with no grant standing and no NAT-PMP request sent needs no deletion.
+        for m in list(self._mappings.values()):
+            if m.expires_at is None and not m.natpmp_asked:
+                m.maybe_on_gateway = False
+                if m.state is _State.REMOVING:
+                    self._drop(m, None)
+
     # -- answers ---------------------------------------------------------------------------
 
     def receive_datagram(self, data: bytes, source: PeerAddress, now: float) -> None:
@@ -886,12 +1155,25 @@ class NatPmpClient:
         if source != self._gateway:
             self._wrong_source += 1
             return
+        if self._pcp and bytes(data[:1]) != b"\x00":
+            self._receive_pcp(data, now)
+            return
         try:
             response = decode_natpmp_response(data)
         except NatPmpError:
             self._malformed += 1
             return
         request = self._request
+        if self._speaking is not _Speaking.NATPMP:
+            # Talking PCP, a version-0 packet can only say that the gateway does not speak
+            # it: NAT-PMP's "unsupported version" (RFC 6886 3.5), or a PCP server's
+            # UNSUPP_VERSION naming version 0 (RFC 6887 9), both result 1 at bytes 2-3.
+            if request is not None and response.result == NatPmpResult.UNSUPPORTED_VERSION:
+                self._received += 1
+                self._fall_back(now, answered=True)
+            else:
+                self._unexpected += 1
+            return
         if isinstance(response, ExternalAddressResponse):
             # Solicited or not: RFC 3.2.1 has the gateway announce its address unasked.
             self._accept(response.epoch, now)
@@ -905,12 +1187,7 @@ class NatPmpClient:
                 return
             self._accept(response.epoch, now)
             self._request = None
-            if request.mapping is None:
-                self._address_failed(response.result, now)
-            elif request.kind is _Kind.DELETE:
-                self._drop(request.mapping, response.result)
-            else:
-                self._mapping_failed(request.mapping, response.result, now)
+            self._refused(request, response.result, now)
             return
         mapping = request.mapping if request is not None else None
         if (
@@ -936,7 +1213,7 @@ class NatPmpClient:
         elif response.result != NatPmpResult.SUCCESS:
             self._mapping_failed(mapping, response.result, now)
         else:
-            self._granted(mapping, response, now)
+            self._granted(mapping, response.external_port, response.lifetime, now)
 
     @staticmethod
     def _short_answers(response: NatPmpErrorResponse, request: _Request) -> bool:
@@ -948,18 +1225,131 @@ class NatPmpClient:
             request.mapping.protocol
         )
 
-    def _accept(self, epoch: int, now: float) -> None:
+    def _receive_pcp(self, data: bytes, now: float) -> None:
+        try:
+            response = decode_pcp_response(data)
+        except PcpError:
+            self._malformed += 1
+            return
+        request = self._request
+        if isinstance(response, PcpAnnounceResponse) and response.result == PcpResult.SUCCESS:
+            # RFC 6887 14.1: a server that restarted says so unasked; its epoch tells.
+            if self._speaking is _Speaking.NATPMP:
+                self._unexpected += 1
+                return
+            if self._speaking is _Speaking.PROBING:
+                self._switch(_Speaking.PCP)  # the probe in flight starts over, all tries
+            self._accept(response.epoch, now, pcp=True)
+            return
+        if request is None:
+            self._unexpected += 1
+            return
+        if response.result == PcpResult.UNSUPP_VERSION:
+            self._unsupported_version(response, request, now)
+            return
+        mapping = request.mapping
+        if not request.pcp or mapping is None:
+            self._unexpected += 1
+            return
+        if isinstance(response, PcpErrorResponse | PcpAnnounceResponse):
+            # A header-only failure cannot name a nonce: the opcode must be ours.
+            if not isinstance(response, PcpErrorResponse) or response.opcode != _PCP_OP_MAP:
+                self._unexpected += 1
+                return
+            self._pcp_answered(response.epoch, now)
+            self._request = None
+            self._refused(request, response.result, now, response.lifetime)
+            return
+        if (
+            response.nonce != mapping.nonce
+            or response.protocol is not mapping.protocol
+            or response.internal_port != mapping.internal_port
+        ):
+            # Not our request's nonce: stale, or forged by one who cannot see our requests.
+            self._unexpected += 1
+            return
+        address = response.external_address
+        if response.result == PcpResult.SUCCESS:
+            if request.kind is _Kind.DELETE and response.lifetime:
+                # A grant: the late answer to the request this deletion replaced.
+                self._unexpected += 1
+                return
+            if request.kind is _Kind.MAP and not (
+                response.external_port
+                and response.lifetime
+                and isinstance(address, IPv4Address)
+                and not address.is_unspecified
+            ):
+                self._malformed += 1
+                return
+        self._pcp_answered(response.epoch, now)
+        self._request = None
+        if request.kind is _Kind.DELETE:
+            self._drop(mapping, response.result)
+        elif response.result != PcpResult.SUCCESS:
+            self._mapping_failed(mapping, response.result, now, response.lifetime)
+        else:
+            assert isinstance(address, IPv4Address)  # checked above
+            self._set_address(address)
+            self._granted(mapping, response.external_port, response.lifetime, now)
+
+    def _pcp_answered(self, epoch: int, now: float) -> None:
+        """A PCP answer to our request: the gateway speaks PCP."""
+        if self._speaking is _Speaking.PROBING:
+            _log.info("PCP gateway %s speaks PCP", self._gateway)
+            self._speaking = _Speaking.PCP
+        self._accept(epoch, now, pcp=True)
+
+    def _unsupported_version(
+        self,
+        response: PcpMapResponse | PcpAnnounceResponse | PcpErrorResponse,
+        request: _Request,
+        now: float,
+    ) -> None:
+        version = response.version if isinstance(response, PcpErrorResponse) else PCP_VERSION
+        self._received += 1
+        if not request.pcp and version == PCP_VERSION and not self._refused_pcp:
+            # Our NAT-PMP request answered in PCP: the server speaks PCP alone (RFC 6887 9).
+            _log.info("PCP gateway %s speaks PCP alone", self._gateway)
+            self._switch(_Speaking.PCP)
+            return
+        # A version we do not speak (PCP's 1, a future one), or a gateway that refused PCP
+        # and now NAT-PMP too: a refusal, tried again after the long wait (no ping-pong).
+        self._request = None
+        self._refused(request, response.result, now, response.lifetime)
+
+    def _refused(self, request: _Request, result: _Result, now: float, lifetime: int = 0) -> None:
+        if request.mapping is None:
+            self._address_failed(result, now)
+        elif request.kind is _Kind.DELETE:
+            self._drop(request.mapping, result)
+        else:
+            self._mapping_failed(request.mapping, result, now, lifetime)
+
+    def _accept(self, epoch: int, now: float, *, pcp: bool = False) -> None:
         self._received += 1
         last = self._epoch
         self._epoch, last_at, self._epoch_at = epoch, self._epoch_at, now
         if last is None:
             return
-        expected = last + (now - last_at) * _EPOCH_RATE
-        if epoch >= last and epoch >= expected - _EPOCH_SLACK:
-            return
+        elapsed = now - last_at
+        if pcp:
+            # RFC 6887 8.5: back by more than 1 s (some reordering allowed), or apart from
+            # our clock's elapsed time by more than 2 s and a sixteenth.
+            ran = epoch - last
+            expected = last + elapsed - elapsed / 16 - 2
+            if epoch + 1 >= last and not (
+                elapsed + 2 < ran - ran / 16 or ran + 2 < elapsed - elapsed / 16
+            ):
+                return
+        else:
+            expected = last + elapsed * _EPOCH_RATE
+            if epoch >= last and epoch >= expected - _EPOCH_SLACK:
+                return
         self._resets += 1
         _log.info(
-            "NAT-PMP gateway %s lost its mappings (epoch %d, expected %.0f)",
+            "%s gateway %s lost its mappings (epoch %d, expected %.0f)",
+            self._label,
             self._gateway,
             epoch,
             expected,
@@ -978,6 +1368,10 @@ class NatPmpClient:
                 self._grant_lapsed(m, now)
         if self._address_due is not None:
             self._address_due = min(self._address_due, delay)
+        if self._pcp and self._speaking is _Speaking.NATPMP:
+            # A restarted gateway may have come back speaking PCP (a firmware update): the
+            # recreations probe it.
+            self._pcp_retry_at = now
 
     def _on_address(self, response: ExternalAddressResponse, now: float) -> None:
         if self._closed:
@@ -987,16 +1381,19 @@ class NatPmpClient:
             result = None if response.result == NatPmpResult.SUCCESS else response.result
             self._address_failed(result, now)
             return
-        self._address_failures = 0
         self._address_due = now + self._lifetime / 2
-        if response.address != self._address:
-            self._address = response.address
-            _log.info(
-                "NAT-PMP gateway %s: our external address is %s", self._gateway, self._address
-            )
-            self._events.append(NatPmpAddressChanged(response.address))
+        self._set_address(response.address)
 
-    def _address_failed(self, result: NatPmpResult | int | None, now: float) -> None:
+    def _set_address(self, address: IPv4Address) -> None:
+        self._address_failures = 0
+        if address != self._address:
+            self._address = address
+            _log.info(
+                "%s gateway %s: our external address is %s", self._label, self._gateway, address
+            )
+            self._events.append(NatPmpAddressChanged(address))
+
+    def _address_failed(self, result: _Result, now: float) -> None:
         if self._closed:
             return
         self._address_failures += 1
@@ -1004,38 +1401,49 @@ class NatPmpClient:
         self._address_due = retry_at
         self._events.append(NatPmpAddressFailed(result, retry_at))
 
-    def _granted(self, mapping: _Mapping, response: MappingResponse, now: float) -> None:
-        lifetime = min(response.lifetime, self._lifetime)
-        changed = mapping.external_port != response.external_port
+    def _granted(self, mapping: _Mapping, external_port: int, granted: int, now: float) -> None:
+        lifetime = min(granted, self._lifetime)
+        changed = mapping.external_port != external_port
         mapping.state = _State.MAPPED
         mapping.failures = 0
-        mapping.external_port = mapping.suggested_port = response.external_port
+        mapping.external_port = mapping.suggested_port = external_port
         mapping.lifetime = lifetime
         mapping.expires_at = now + lifetime
-        mapping.due = now + max(lifetime / 2, NATPMP_MIN_RENEW_DELAY)
+        if self._speaking is _Speaking.NATPMP:
+            renew = lifetime / 2
+        else:
+            # RFC 6887 11.2.1: at a random point between 1/2 and 5/8 of the lifetime, so
+            # that many clients do not renew together.
+            renew = lifetime * self._rng.uniform(0.5, 0.625)
+        mapping.due = now + max(renew, NATPMP_MIN_RENEW_DELAY)
         if changed:
             _log.info(
-                "NAT-PMP gateway %s maps %s port %d to external port %d for %d s",
+                "%s gateway %s maps %s port %d to external port %d for %d s",
+                self._label,
                 self._gateway,
                 mapping.protocol.name,
                 mapping.internal_port,
-                response.external_port,
+                external_port,
                 lifetime,
             )
             self._events.append(PortMapped(mapping.snapshot()))
 
     def _mapping_failed(
-        self, mapping: _Mapping, result: NatPmpResult | int | None, now: float
+        self, mapping: _Mapping, result: _Result, now: float, lifetime: int = 0
     ) -> None:
         mapping.failures += 1
-        retry_at = now + self._retry_delay(result, mapping.failures)
+        # A PCP server says how long its refusal will last (RFC 6887 7.2): not asked sooner
+        # (yet never later than the longest wait).
+        delay = self._retry_delay(result, mapping.failures)
+        retry_at = now + max(delay, min(lifetime, NATPMP_RETRY_MAX))
         if result is not None:
             _log.info(
-                "NAT-PMP gateway %s refused to map %s port %d: %s; retrying in %.0f s",
+                "%s gateway %s refused to map %s port %d: %s; retrying in %.0f s",
+                self._label,
                 self._gateway,
                 mapping.protocol.name,
                 mapping.internal_port,
-                result.name if isinstance(result, NatPmpResult) else f"result code {result}",
+                _result_name(result),
                 retry_at - now,
             )
         mapping.state = _State.WANTED
@@ -1050,7 +1458,8 @@ class NatPmpClient:
     def _grant_lapsed(self, mapping: _Mapping, now: float) -> None:
         """An earlier grant ran out (or the gateway lost it) before a renewal succeeded."""
         _log.info(
-            "NAT-PMP gateway %s: the mapping of %s port %d ran out unrenewed",
+            "%s gateway %s: the mapping of %s port %d ran out unrenewed",
+            self._label,
             self._gateway,
             mapping.protocol.name,
             mapping.internal_port,
@@ -1065,12 +1474,12 @@ class NatPmpClient:
         mapping.lifetime = 0
         mapping.expires_at = None
 
-    def _drop(self, mapping: _Mapping, result: NatPmpResult | int | None) -> None:
+    def _drop(self, mapping: _Mapping, result: _Result) -> None:
         del self._mappings[mapping.id]
         self._events.append(MappingRemoved(mapping.snapshot(), result))
 
     @staticmethod
-    def _retry_delay(result: NatPmpResult | int | None, failures: int) -> float:
+    def _retry_delay(result: _Result, failures: int) -> float:
         if _transient(result):
             return min(math.ldexp(NATPMP_RETRY_MIN, min(failures - 1, 32)), NATPMP_RETRY_MAX)
         return NATPMP_RETRY_MAX

@@ -1,9 +1,11 @@
 """Keeping our ports mapped on the home router: a trio shell around :class:`NatPmpClient`.
 
-``async with open_port_mapper(gateway) as mapper:`` asks the NAT-PMP gateway to forward our
-ports (by default TCP and UDP 6881), keeps the mappings renewed while the block runs, and
-deletes them on the way out (within ``close_timeout`` seconds, even when the block is
-cancelled: a deletion is advisory, RFC 6886 3.1, so it is bounded, never awaited for long).
+``async with open_port_mapper(gateway) as mapper:`` asks the gateway to forward our ports
+(by default TCP and UDP 6881) in PCP (RFC 6887), or in NAT-PMP (RFC 6886) when the gateway
+does not speak PCP (the core negotiates; ``pcp=False`` talks NAT-PMP alone), keeps the
+mappings renewed while the block runs, and deletes them on the way out (within
+``close_timeout`` seconds, even when the block is cancelled: a deletion is advisory, RFC
+6886 3.1, so it is bounded, never awaited for long).
 Meanwhile :attr:`PortMapper.external_address` and :meth:`PortMapper.external_port` say where
 the internet reaches us, :meth:`PortMapper.wait_changed` wakes when that changes, and the
 ``on_event`` callback sees every :class:`NatPmpEvent`.
@@ -11,7 +13,11 @@ the internet reaches us, :meth:`PortMapper.wait_changed` wakes when that changes
 The gateway is an argument: :func:`default_gateway` reads Linux's routing table for the
 usual choice (RFC 6886 3: the default route's gateway). One task owns the socket and the
 core: it sends what the core owes, waits for an answer or the core's next deadline, and
-feeds either in.
+feeds either in. PCP requests carry our own address toward the gateway (RFC 6887 8.1): it
+is read once, on opening, off a throwaway UDP socket connected to the gateway (connecting
+sends nothing; the kernel picks the source address its route would use). The socket that
+talks stays unconnected, so that answers from elsewhere still reach the core, which counts
+them (a connected one would have the kernel drop them unseen).
 
 A sketch (the gateway a real router's address)::
 
@@ -41,6 +47,7 @@ from ._errors import LocalProtocolError
 from ._natpmp import (
     NATPMP_LIFETIME,
     NATPMP_PORT,
+    GatewayProtocol,
     MappingId,
     MappingProtocol,
     NatPmpClient,
@@ -70,7 +77,7 @@ NATPMP_DEFAULT_MAPPINGS: Final[tuple[tuple[MappingProtocolName, int], ...]] = (
 NATPMP_CLOSE_TIMEOUT: Final = 2.0
 """Seconds the deletions may take on exit (three tries of one deletion take 1.75 s)."""
 
-_MAX_DATAGRAM: Final = 2048  # a NAT-PMP response has 16 bytes at most: room to spare
+_MAX_DATAGRAM: Final = 2048  # a PCP message has 1100 bytes at most (NAT-PMP's 16): room
 
 _RTF_UP: Final = 0x1
 _RTF_GATEWAY: Final = 0x2
@@ -86,6 +93,27 @@ def _protocol(value: object) -> MappingProtocol:
     if value == "udp":
         return MappingProtocol.UDP
     raise LocalProtocolError(f"a mapping protocol is 'tcp' or 'udp', got {value!r}")
+
+
+async def _source_address(gateway: IPv4Address, port: int, bind_host: str) -> IPv4Address | None:
+    """Our IPv4 address toward ``gateway``, or None when there is no route to it (yet).
+
+    Connecting a UDP socket sends nothing; the kernel binds it to the source address its
+    route to the gateway uses, which getsockname then tells (as Bitcoin Core's PCP client
+    does).
+    """
+    try:
+        with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            await probe.bind((bind_host, 0))
+            await probe.connect((str(gateway), port))
+            host = probe.getsockname()[0]
+    except OSError as error:
+        _log.info("PCP: no route to gateway %s (%s); NAT-PMP alone", gateway, error)
+        return None
+    address = IPv4Address(host)
+    if address.is_unspecified:  # pragma: no cover - a connected socket has an address
+        return None
+    return address
 
 
 def default_gateway(route_table: str | Path = "/proc/net/route") -> IPv4Address | None:
@@ -144,8 +172,14 @@ class PortMapper:
 
     @property
     def gateway(self) -> PeerAddress:
-        """The gateway's address and NAT-PMP port."""
+        """The gateway's address and NAT-PMP / PCP port."""
         return self._client.gateway
+
+    @property
+    def protocol(self) -> GatewayProtocol | None:
+        """What the gateway is talked to in: ``"pcp"`` or ``"natpmp"``, None while the
+        first PCP requests are unanswered (see :attr:`NatPmpClient.protocol`)."""
+        return self._client.protocol
 
     @property
     def external_address(self) -> IPv4Address | None:
@@ -269,21 +303,27 @@ async def open_port_mapper(
     on_event: Callable[[NatPmpEvent], None] | None = None,
     bind_host: str = "0.0.0.0",
     rng: random.Random | None = None,
+    pcp: bool = True,
 ) -> AsyncIterator[PortMapper]:
-    """Keep ``mappings`` mapped on the NAT-PMP gateway while the block runs.
+    """Keep ``mappings`` mapped on the gateway (PCP or NAT-PMP) while the block runs.
 
     Args:
         gateway: the gateway's IPv4 address (:func:`default_gateway` finds the usual one).
         mappings: ``(protocol, internal_port)`` pairs to map, each asking for the same
             external port.
-        gateway_port: the gateway's NAT-PMP port (5351; another only for a test's gateway).
+        gateway_port: the gateway's NAT-PMP and PCP port (5351; another only for a test's
+            gateway).
         lifetime: seconds of lifetime each mapping asks for.
         close_timeout: seconds the deletions may take on exit.
         on_event: called with every :class:`NatPmpEvent`, in the mapper's task (an
             exception it raises ends the block).
         bind_host: the local IPv4 address to send from (the gateway maps the address its
             requests come from, RFC 3.3); by default the system picks it per route.
-        rng: for the random delay before recreating mappings after a gateway reset.
+        rng: for the random delay before recreating mappings after a gateway reset, and
+            PCP's mapping nonces and renewal times.
+        pcp: talk PCP first, falling back to NAT-PMP; False: NAT-PMP alone. With no route
+            to the gateway when the block opens (our address toward it unknown), NAT-PMP
+            alone too.
 
     Raises:
         LocalProtocolError: a bad argument.
@@ -300,12 +340,22 @@ async def open_port_mapper(
         raise LocalProtocolError(f"close_timeout is a number of seconds, got {close_timeout!r}")
     if not close_timeout >= 0:
         raise LocalProtocolError(f"close_timeout is at least 0, got {close_timeout!r}")
-    client = NatPmpClient(gateway, port=gateway_port, lifetime=lifetime, rng=rng)
-    now = trio.current_time()
-    for protocol, internal_port in mappings:
-        client.add_mapping(_protocol(protocol), internal_port, now)
+    if not isinstance(pcp, bool):
+        raise LocalProtocolError(f"pcp is a bool, got {pcp!r}")
     with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         await sock.bind((bind_host, 0))
+        source = await _source_address(gateway, gateway_port, bind_host) if pcp else None
+        client = NatPmpClient(
+            gateway,
+            port=gateway_port,
+            lifetime=lifetime,
+            rng=rng,
+            pcp=source is not None,
+            client_address=source,
+        )
+        now = trio.current_time()
+        for protocol, internal_port in mappings:
+            client.add_mapping(_protocol(protocol), internal_port, now)
         mapper = PortMapper(client, sock, on_event)
         try:
             async with background(mapper._run):

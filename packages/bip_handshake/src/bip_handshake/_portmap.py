@@ -95,7 +95,8 @@ class PortMapped(PortMappingEvent):
 class MappingFailed(PortMappingEvent):
     """A mapping request (or renewal) failed: the mapping is not granted until a retry is,
     or an earlier grant lapsed before a renewal succeeded; NAT-PMP (whose ``result`` is a
-    :class:`~bip_handshake.NatPmpResult` or another int) or UPnP (whose ``result`` is the
+    :class:`~bip_handshake.NatPmpResult`, or a :class:`~bip_handshake.PcpResult` when the
+    gateway speaks PCP, or another int) or UPnP (whose ``result`` is the
     router's UPnP error code, a :class:`~bip_handshake.UpnpErrorCode` such as 718 or
     another int).
 

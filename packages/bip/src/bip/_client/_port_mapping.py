@@ -1,5 +1,5 @@
-"""The session's ports mapped on the NAT gateway (NAT-PMP, RFC 6886, and UPnP IGD), and the
-ports we tell.
+"""The session's ports mapped on the NAT gateway (NAT-PMP, RFC 6886, spoken as PCP, RFC 6887,
+to a router that knows it; and UPnP IGD), and the ports we tell.
 
 Behind a home router nobody can dial us unless the router forwards a port; with
 :attr:`~bip._client.ClientConfig.natpmp` or :attr:`~bip._client.ClientConfig.upnp` on,
@@ -250,7 +250,7 @@ async def open_session_port_mapping(
                 except (OSError, LocalProtocolError) as error:
                     logger.warning("NAT-PMP: cannot talk to gateway %s: %s", gateway, error)
                 else:
-                    logger.info("NAT-PMP: asking gateway %s to map %s", gateway, shown)
+                    logger.info("NAT-PMP: asking gateway %s to map %s (PCP first)", gateway, shown)
         if "UPnP" in wanted:
             ssdp = PeerAddress.parse(config.upnp_ssdp_address or UPNP_SSDP_ADDRESS)
             try:
