@@ -246,6 +246,7 @@ from ._upnp import (
     parse_soap_response,
     parse_ssdp_response,
 )
+from ._upnp_client import UpnpClient, UpnpRequest, UpnpRequestKind
 from ._upnp_shell import (
     UPNP_CLOSE_TIMEOUT,
     UPNP_CONFLICT_ATTEMPTS,
@@ -478,6 +479,7 @@ __all__ = [
     "UpnpActionError",
     "UpnpAddressChanged",
     "UpnpAddressFailed",
+    "UpnpClient",
     "UpnpDevice",
     "UpnpDeviceFound",
     "UpnpDeviceLost",
@@ -486,6 +488,8 @@ __all__ = [
     "UpnpErrorCode",
     "UpnpPortMapper",
     "UpnpPortMappingEntry",
+    "UpnpRequest",
+    "UpnpRequestKind",
     "UpnpStatistics",
     "UtpConfig",
     "UtpConnectError",

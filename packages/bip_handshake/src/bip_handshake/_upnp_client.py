@@ -1,0 +1,1671 @@
+"""Keeping our ports mapped on a UPnP router, as a sans-IO core: :class:`UpnpClient`.
+
+:class:`UpnpClient` holds every rule of the conversation with an Internet Gateway Device
+(which device to use, what to ask it and when, what its answers mean) and the table of
+mappings; the messages themselves are :mod:`bip_handshake._upnp`'s. It never reads a clock
+nor touches a socket: the caller (the trio shell :func:`~bip_handshake.open_upnp_mapper`, or
+a test) passes ``now``, in seconds from any monotonic origin, and does the IO it is told to:
+
+- ``add_mapping(protocol, internal_port, now)`` / ``remove_mapping(mapping_id, now)`` /
+  ``close(now)`` say what we want;
+- ``next_request(now)`` gives the one thing to do now, an :class:`UpnpRequest`: an M-SEARCH
+  round to send (``search_sent`` tells it went), a description to fetch or a SOAP action to
+  POST (``request_answered`` takes the HTTP answer, ``request_failed`` the lack of one);
+  ``ssdp_received(data, source, now)`` takes the answers to a search;
+- ``next_deadline()`` / ``handle_timer(now)`` drive searches, renewals, retries and lapses;
+- ``next_event()`` gives the :class:`~bip_handshake.PortMappingEvent` s (a gateway found or
+  lost, the address learnt, a port mapped, moved, failed or removed) or None.
+
+How it runs (as libtorrent's upnp.cpp does, where not said otherwise):
+
+- **Search**: :data:`UPNP_SEARCH_TARGETS` are asked for, :data:`UPNP_SEARCH_SENDS` times
+  (after 0, 1 and 3 s), and answers are taken for ``search_timeout`` seconds. An answer is
+  used only if its LOCATION is ``http://`` to the very address the answer came from (else
+  any LAN host could make us fetch from, then POST to, any host: it is counted and
+  dropped), and the description's control URL must stay on that host too. One description
+  is fetched per answering host (later answers are duplicates; but a host whose first
+  LOCATION answered ``upnp:rootdevice`` and served no gateway, a media server on the
+  router's address say, gets one more try with a LOCATION it gives for the gateway or its
+  connection service), and at most :data:`UPNP_MAX_DEVICES` hosts are looked at per
+  search. The gateway (``gateway``) wins as soon as its description serves; another device
+  is used only when the gateway's has not served by the end of the search (the first that
+  served). A description offering several connection services (a WANPPPConnection beside
+  the WANIPConnection) has each asked the external address in turn, and the first that
+  tells one (neither empty nor 0.0.0.0) is used, else the first (miniupnpc's "connected"
+  check). No device: :class:`UpnpDiscoveryFailed`, and a new search after
+  :data:`UPNP_SEARCH_RETRY_MIN` seconds, doubling up to :data:`UPNP_SEARCH_RETRY_MAX`; a
+  search whose socket could not be opened (``request_failed`` of its first round) is such a
+  search.
+- **Requests** go to the device one at a time (small routers): deletions first, then
+  GetExternalIPAddress, then an AddPortMapping per mapping in the order they fell due
+  (``NewInternalClient`` is our address on that connection, as the router sees it: the
+  ``local`` the caller builds the request with), asking for the internal port as the
+  external one unless told. AddPortMapping and DeletePortMapping succeed on any HTTP 200
+  without a SOAP fault, whatever the body (as libtorrent and miniupnpc take them);
+  GetExternalIPAddress must answer properly.
+- **Renewal**: each grant is renewed halfway through its lease, asking the same port again;
+  the external address is asked again as often. A permanent lease is renewed every
+  :data:`UPNP_PERMANENT_RENEW` seconds all the same: routers reboot and forget.
+- **Errors**: 725 OnlyPermanentLeasesSupported: asked again at once with lease 0 (for every
+  later request to this device). 718 ConflictInMappingEntry (and 501 ActionFailed, which
+  some routers answer instead) for the port held or wanted: GetSpecificPortMappingEntry
+  first (once per go); when the router forwards that port to our address and internal
+  port already (some routers answer 718 to a client adding again the mapping it holds),
+  the mapping is deemed renewed, for the lease the router tells (0: permanent). Otherwise
+  a 718 says another host holds the port: a standing grant of it is given up at once (and
+  the port is never deleted as ours), and the mapping is asked again at once for a random
+  port in :data:`UPNP_CONFLICT_PORTS`, up to :data:`UPNP_CONFLICT_ATTEMPTS` times; the
+  port granted is the one :class:`PortMapped` tells. 724 SamePortValuesRequired: asked
+  again with the internal port as the external one. Such a retry goes before any other
+  request but deletions, and at most :data:`UPNP_MAX_ATTEMPTS` AddPortMapping requests go
+  in one go. Any other refusal (727 ExternalPortOnlyWildcard, 716, ...) fails the mapping
+  (:class:`MappingFailed` with the code) until :data:`UPNP_RETRY_MAX` seconds later; no
+  answer, an HTTP error, 501 or 728 NoPortMapsAvailable fail it until
+  :data:`UPNP_RETRY_MIN` seconds later, doubling up to :data:`UPNP_RETRY_MAX`. As with
+  NAT-PMP, a renewal that fails in one of those ways that may pass leaves the earlier
+  grant standing until it runs out.
+- **A lost device**: after :data:`UPNP_DEVICE_FAILURES` requests in a row got no usable
+  answer, the device is deemed gone (:class:`UpnpDeviceLost`): its grants lapse
+  (:class:`MappingFailed`), its address is forgotten, and a new search starts at once. A
+  device found and lost again and again (it answers searches, not requests) is searched
+  for after :data:`UPNP_SEARCH_RETRY_MIN` seconds, then doubling, up to
+  :data:`UPNP_SEARCH_RETRY_MAX`, until one of its answers is usable again.
+- **Close**: a DeletePortMapping for every external port the router may hold for a mapping
+  (each one it granted, up to :data:`UPNP_MAX_PORTS_KEPT` per mapping, and one asked for
+  whose answer never came; not those whose lease ran out), one at a time. A mapping
+  removed while the client runs gets the same. The caller bounds the time the deletions
+  take: :meth:`UpnpClient.abandon` gives up what is left.
+
+A sketch of one go, a gateway found and a port mapped:
+
+>>> from ._upnp import HttpResponse
+>>> client = UpnpClient(gateway=IPv4Address("192.168.1.1"), rng=random.Random(0))
+>>> tcp = client.add_mapping(MappingProtocol.TCP, 6881, now=0.0)
+>>> search = client.next_request(0.0)
+>>> search.kind, len(search.datagrams())
+(<UpnpRequestKind.SEARCH: 'search'>, 5)
+>>> client.search_sent(search, 5, now=0.0)
+>>> client.ssdp_received(
+...     b"HTTP/1.1 200 OK\\r\\nST: upnp:rootdevice\\r\\n"
+...     b"LOCATION: http://192.168.1.1:5000/rootDesc.xml\\r\\n\\r\\n",
+...     IPv4Address("192.168.1.1"),
+...     now=0.1,
+... )
+>>> describe = client.next_request(0.1)
+>>> describe.kind, str(describe.url)
+(<UpnpRequestKind.DESCRIBE: 'describe'>, 'http://192.168.1.1:5000/rootDesc.xml')
+>>> description = (
+...     b"<root><device><serviceList><service><serviceType>"
+...     b"urn:schemas-upnp-org:service:WANIPConnection:1</serviceType>"
+...     b"<controlURL>/ctl</controlURL></service></serviceList></device></root>"
+... )
+>>> me = IPv4Address("192.168.1.20")
+>>> client.request_answered(describe, HttpResponse(200, "OK", (), description), me, now=0.2)
+>>> type(client.next_event()).__name__
+'UpnpDeviceFound'
+>>> address = client.next_request(0.2)  # the address first
+>>> address.kind
+<UpnpRequestKind.EXTERNAL_ADDRESS: 'external-address'>
+>>> client.request_failed(address, "no answer within 5 s", now=5.2)
+>>> add = client.next_request(5.2)
+>>> add.kind, add.external_port, add.lease
+(<UpnpRequestKind.ADD: 'add'>, 6881, 3600)
+>>> client.request_answered(add, HttpResponse(200, "OK", (), b""), me, now=5.3)
+>>> [type(e).__name__ for e in iter(client.next_event, None)]
+['UpnpAddressFailed', 'PortMapped']
+>>> client.mappings()[0].external_port, client.next_deadline()  # the address asked again
+(6881, 65.2)
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from typing import Final, TypeVar
+
+from ._errors import LocalProtocolError
+from ._portmap import (
+    MappingFailed,
+    MappingId,
+    MappingProtocol,
+    MappingRemoved,
+    PortMapped,
+    PortMapping,
+    PortMappingEvent,
+)
+from ._upnp import (
+    UPNP_MAX_DESCRIPTION,
+    UPNP_MAX_SOAP_RESPONSE,
+    UPNP_SEARCH_TARGETS,
+    UPNP_SSDP_HOST,
+    UPNP_SSDP_PORT,
+    HttpResponse,
+    HttpUrl,
+    UpnpActionError,
+    UpnpAddressChanged,
+    UpnpAddressFailed,
+    UpnpDevice,
+    UpnpDeviceFound,
+    UpnpDeviceLost,
+    UpnpDiscoveryFailed,
+    UpnpError,
+    UpnpErrorCode,
+    UpnpPortMappingEntry,
+    build_add_port_mapping,
+    build_delete_port_mapping,
+    build_get_external_address,
+    build_get_specific_port_mapping_entry,
+    build_http_get,
+    build_msearch,
+    check_soap_success,
+    parse_device_services,
+    parse_external_address,
+    parse_http_url,
+    parse_port_mapping_entry,
+    parse_ssdp_response,
+)
+
+__all__ = [
+    "UPNP_CLOSE_TIMEOUT",
+    "UPNP_CONFLICT_ATTEMPTS",
+    "UPNP_CONFLICT_PORTS",
+    "UPNP_DEVICE_FAILURES",
+    "UPNP_HTTP_TIMEOUT",
+    "UPNP_LEASE_DURATION",
+    "UPNP_MAX_ATTEMPTS",
+    "UPNP_MAX_DEVICES",
+    "UPNP_MAX_LEASE",
+    "UPNP_MAX_MAPPINGS",
+    "UPNP_MAX_PORTS_KEPT",
+    "UPNP_MIN_RENEW_DELAY",
+    "UPNP_PERMANENT_RENEW",
+    "UPNP_RETRY_MAX",
+    "UPNP_RETRY_MIN",
+    "UPNP_SEARCH_INTERVAL",
+    "UPNP_SEARCH_RETRY_MAX",
+    "UPNP_SEARCH_RETRY_MIN",
+    "UPNP_SEARCH_SENDS",
+    "UPNP_SEARCH_TIMEOUT",
+    "UpnpClient",
+    "UpnpRequest",
+    "UpnpRequestKind",
+    "UpnpStatistics",
+]
+
+UPNP_LEASE_DURATION: Final = 3600
+"""Seconds of lease each mapping asks for (libtorrent's default); 0 asks a permanent one."""
+
+UPNP_MAX_LEASE: Final = 604800
+"""The longest lease WANIPConnection:2 allows (a week); the caller may not ask more."""
+
+UPNP_PERMANENT_RENEW: Final = 3600.0
+"""Seconds between renewals of a permanent mapping (and address requests meanwhile)."""
+
+UPNP_MIN_RENEW_DELAY: Final = 2.0
+"""Least seconds between a grant and its renewal, whatever the lease."""
+
+UPNP_SEARCH_SENDS: Final = 3
+"""M-SEARCH rounds per search: UDP may lose one."""
+
+UPNP_SEARCH_INTERVAL: Final = 1.0
+"""Seconds before the second round; each later gap doubles (rounds at 0, 1 and 3 s)."""
+
+UPNP_SEARCH_TIMEOUT: Final = 5.0
+"""Seconds a search takes answers for (MX is 2: devices answer within 2 s of a round)."""
+
+UPNP_SEARCH_RETRY_MIN: Final = 60.0
+"""Seconds before a search that found nothing is tried again; doubles."""
+
+UPNP_SEARCH_RETRY_MAX: Final = 1800.0
+"""Longest wait between searches."""
+
+UPNP_MAX_DEVICES: Final = 16
+"""Distinct devices one search looks at: a LAN full of answers costs a bounded effort."""
+
+UPNP_HTTP_TIMEOUT: Final = 5.0
+"""Seconds one HTTP exchange with a device may take, connection to last byte."""
+
+UPNP_RETRY_MIN: Final = 60.0
+"""Seconds before a request that failed in a way that may pass is tried again; doubles."""
+
+UPNP_RETRY_MAX: Final = 3600.0
+"""Longest wait before a failed request is tried again (and the wait after a refusal)."""
+
+UPNP_CONFLICT_ATTEMPTS: Final = 4
+"""Random ports tried after 718 ConflictInMappingEntry (or 501) before the mapping fails."""
+
+UPNP_CONFLICT_PORTS: Final = (49152, 65535)
+"""The range a random external port is drawn from after a conflict (IANA's dynamic ports)."""
+
+UPNP_MAX_ATTEMPTS: Final = 6
+"""AddPortMapping requests for one mapping in one go (725, 718 and 724 are asked again at
+once), besides one GetSpecificPortMappingEntry after a 718 or 501 on the port held or
+wanted."""
+
+UPNP_DEVICE_FAILURES: Final = 3
+"""Requests in a row without a usable answer before the device is deemed gone."""
+
+UPNP_MAX_MAPPINGS: Final = 64
+"""Mappings one mapper may hold at once."""
+
+UPNP_MAX_PORTS_KEPT: Final = 8
+"""External ports remembered per mapping for deletion (each grant, and a request whose
+answer never came); past it, the one whose lease ends first is forgotten."""
+
+UPNP_CLOSE_TIMEOUT: Final = 4.0
+"""Seconds the deletions may take on exit."""
+
+_MAX_DESCRIPTION_TEXT: Final = 256  # NewPortMappingDescription, in characters
+_ROOT_DEVICE: Final = "upnp:rootdevice"  # the search target that names no gateway
+
+_log = logging.getLogger("bip_handshake.upnp")
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class UpnpStatistics:
+    """A snapshot of a :class:`UpnpClient`'s counters (and so of its mapper's).
+
+    Attributes:
+        searches: searches started.
+        ssdp_sent: M-SEARCH datagrams sent.
+        ssdp_received: SSDP answers received.
+        ssdp_malformed: answers dropped for not parsing.
+        ssdp_untrusted: answers dropped for a LOCATION that is not ``http://`` to the
+            address the answer came from.
+        ssdp_duplicates: answers dropped for a host already looked at in the search.
+        ssdp_ignored: answers dropped past :data:`UPNP_MAX_DEVICES` hosts.
+        descriptions_rejected: descriptions that could not be fetched or used.
+        requests: SOAP requests sent.
+        request_failures: requests without a usable answer (none, an HTTP error, garbage).
+        action_errors: requests answered with a UPnP error.
+        devices_lost: devices deemed gone.
+    """
+
+    searches: int
+    ssdp_sent: int
+    ssdp_received: int
+    ssdp_malformed: int
+    ssdp_untrusted: int
+    ssdp_duplicates: int
+    ssdp_ignored: int
+    descriptions_rejected: int
+    requests: int
+    request_failures: int
+    action_errors: int
+    devices_lost: int
+
+
+class UpnpRequestKind(enum.Enum):
+    """What an :class:`UpnpRequest` asks the caller to do."""
+
+    SEARCH = "search"
+    """Send one M-SEARCH round (:meth:`UpnpRequest.datagrams`) to ``destination``."""
+    DESCRIBE = "describe"
+    """GET the device description at ``url``."""
+    EXTERNAL_ADDRESS = "external-address"
+    """POST GetExternalIPAddress to ``service`` (also a search's "connected" check)."""
+    ADD = "add"
+    """POST AddPortMapping of ``external_port`` to ``internal_port`` for ``lease`` s."""
+    DELETE = "delete"
+    """POST DeletePortMapping of ``external_port``."""
+    GET_ENTRY = "get-entry"
+    """POST GetSpecificPortMappingEntry of ``external_port``: whose is it?"""
+
+
+_HTTP_NEEDS: Final[dict[UpnpRequestKind, tuple[str, ...]]] = {
+    UpnpRequestKind.SEARCH: ("destination",),
+    UpnpRequestKind.DESCRIBE: ("url",),
+    UpnpRequestKind.EXTERNAL_ADDRESS: ("url", "service"),
+    UpnpRequestKind.ADD: (
+        "url",
+        "service",
+        "mapping_id",
+        "protocol",
+        "external_port",
+        "internal_port",
+        "lease",
+    ),
+    UpnpRequestKind.DELETE: ("url", "service", "mapping_id", "protocol", "external_port"),
+    UpnpRequestKind.GET_ENTRY: ("url", "service", "mapping_id", "protocol", "external_port"),
+}
+
+
+def _present(value: _T | None, name: str) -> _T:
+    if value is None:
+        raise LocalProtocolError(f"this UPnP request has no {name}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class UpnpRequest:
+    """One thing :meth:`UpnpClient.next_request` asks the caller to do now.
+
+    A SEARCH round is sent with :meth:`datagrams` to ``destination`` and reported with
+    :meth:`UpnpClient.search_sent`; every other kind is one HTTP exchange with ``url``'s
+    host and port on its own connection (``Connection: close``): the request's bytes are
+    :meth:`payload` of our address on that connection, the answer is read with
+    :class:`~bip_handshake.HttpResponseParser` bounded to :attr:`max_body`, and reported
+    with :meth:`UpnpClient.request_answered` (or :meth:`UpnpClient.request_failed` when
+    none came). The fields a kind does not use are None.
+
+    Attributes:
+        kind: what to do.
+        url: where the HTTP request goes (the description, or the service's control URL).
+        service: the connection service a SOAP action is for.
+        mapping_id: the mapping an ADD, DELETE or GET_ENTRY is for.
+        protocol: its protocol.
+        external_port: the external port asked, deleted or looked up.
+        internal_port: our port an ADD forwards to.
+        lease: the seconds of lease an ADD asks (0: permanent).
+        description: an ADD's ``NewPortMappingDescription``.
+        destination: where a SEARCH round goes (SSDP's group, or a unicast address).
+
+    Raises:
+        LocalProtocolError: a field its kind needs is missing.
+    """
+
+    kind: UpnpRequestKind
+    url: HttpUrl | None = None
+    service: UpnpDevice | None = None
+    mapping_id: MappingId | None = None
+    protocol: MappingProtocol | None = None
+    external_port: int | None = None
+    internal_port: int | None = None
+    lease: int | None = None
+    description: str = ""
+    destination: tuple[IPv4Address, int] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, UpnpRequestKind):
+            raise LocalProtocolError(f"a request kind is an UpnpRequestKind, got {self.kind!r}")
+        for name in _HTTP_NEEDS[self.kind]:
+            _present(getattr(self, name), name)
+
+    @property
+    def max_body(self) -> int:
+        """The most body bytes to read of the answer (a description may be larger)."""
+        if self.kind is UpnpRequestKind.DESCRIBE:
+            return UPNP_MAX_DESCRIPTION
+        return UPNP_MAX_SOAP_RESPONSE
+
+    def datagrams(self) -> tuple[bytes, ...]:
+        """A SEARCH round's M-SEARCH datagrams, one per search target.
+
+        Raises:
+            LocalProtocolError: not a SEARCH.
+        """
+        if self.kind is not UpnpRequestKind.SEARCH:
+            raise LocalProtocolError(f"a {self.kind.value} request sends no datagrams")
+        host, port = _present(self.destination, "destination")
+        return tuple(build_msearch(t, host=str(host), port=port) for t in UPNP_SEARCH_TARGETS)
+
+    def payload(self, local: IPv4Address) -> bytes:
+        """The HTTP request's bytes, ``local`` being our address on its connection (what
+        an AddPortMapping's ``NewInternalClient`` carries).
+
+        Raises:
+            LocalProtocolError: a SEARCH, or ``local`` not an IPv4Address.
+        """
+        if not isinstance(local, IPv4Address):
+            raise LocalProtocolError(f"a local address is an IPv4Address, got {local!r}")
+        kind = self.kind
+        if kind is UpnpRequestKind.SEARCH:
+            raise LocalProtocolError("a search request is datagrams, not an HTTP request")
+        if kind is UpnpRequestKind.DESCRIBE:
+            return build_http_get(_present(self.url, "url"))
+        service = _present(self.service, "service")
+        if kind is UpnpRequestKind.EXTERNAL_ADDRESS:
+            return build_get_external_address(service)
+        protocol = _present(self.protocol, "protocol")
+        port = _present(self.external_port, "external_port")
+        if kind is UpnpRequestKind.ADD:
+            return build_add_port_mapping(
+                service,
+                protocol=protocol,
+                external_port=port,
+                internal_port=_present(self.internal_port, "internal_port"),
+                internal_client=local,
+                description=self.description,
+                lease_duration=_present(self.lease, "lease"),
+            )
+        if kind is UpnpRequestKind.DELETE:
+            return build_delete_port_mapping(service, protocol=protocol, external_port=port)
+        return build_get_specific_port_mapping_entry(service, protocol=protocol, external_port=port)
+
+
+class _State(enum.Enum):
+    WANTED = "wanted"  # to be requested at ``due`` (new, failed and retried, or device new)
+    MAPPED = "mapped"  # granted; renewed at ``due``
+    REMOVING = "removing"  # to be deleted at ``due``
+
+
+class _Mapping:
+    __slots__ = (
+        "attempts",
+        "checked",
+        "conflicts",
+        "due",
+        "expires_at",
+        "external_port",
+        "failures",
+        "home_port",
+        "id",
+        "internal_port",
+        "lifetime",
+        "port",
+        "ports",
+        "protocol",
+        "state",
+    )
+
+    def __init__(
+        self,
+        mapping_id: MappingId,
+        protocol: MappingProtocol,
+        internal: int,
+        external: int,
+        due: float,
+    ) -> None:
+        self.id = mapping_id
+        self.protocol = protocol
+        self.internal_port = internal
+        self.home_port = external  # the port wanted, then the port last granted
+        self.port = external  # the port the next request asks for
+        self.external_port: int | None = None
+        self.lifetime = 0
+        self.expires_at: float | None = None
+        self.state = _State.WANTED
+        self.due = due
+        self.failures = 0  # failed goes in a row: the back-off
+        self.attempts = 0  # AddPortMapping requests in the current go
+        self.conflicts = 0  # random ports tried in the current go
+        self.checked = False  # GetSpecificPortMappingEntry asked in the current go
+        # External port -> until when the router may hold it for us: every grant, and a
+        # request on its way or never answered (the router may have made it). Removing
+        # the mapping deletes those still live; at most UPNP_MAX_PORTS_KEPT.
+        self.ports: dict[int, float] = {}
+
+    def snapshot(self) -> PortMapping:
+        return PortMapping(
+            self.id,
+            self.protocol,
+            self.internal_port,
+            self.external_port,
+            self.lifetime,
+            self.expires_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Answered:
+    """What a search heard from one host: the LOCATION fetched, and whether it came with
+    a search target naming the gateway (not upnp:rootdevice)."""
+
+    location: str
+    claimed: bool
+
+
+class _Search:
+    """A search under way."""
+
+    __slots__ = ("end", "fallback", "hosts", "next_send", "queue", "sends", "start")
+
+    def __init__(self, start: float, timeout: float) -> None:
+        self.start = start
+        self.end = start + timeout
+        self.sends = 0  # M-SEARCH rounds sent
+        self.next_send = start
+        self.hosts: dict[IPv4Address, _Answered] = {}
+        self.queue: deque[tuple[str, HttpUrl]] = deque()  # LOCATIONs to fetch
+        # A device that served but is not the gateway: used if the gateway does not serve.
+        self.fallback: tuple[UpnpDevice, IPv4Address | None] | None = None
+
+
+class _Describe:
+    """A description being looked at: fetched, then its services asked in turn."""
+
+    __slots__ = ("location", "preferred", "probed", "services")
+
+    def __init__(self, location: str, preferred: bool) -> None:
+        self.location = location
+        self.preferred = preferred  # the gateway's: used at once when it serves
+        self.services: tuple[UpnpDevice, ...] = ()
+        self.probed = 0  # services asked the external address so far
+
+
+@dataclass(frozen=True, slots=True)
+class _Refusal:
+    """An AddPortMapping refused with 718 or 501 whose GetSpecificPortMappingEntry is due:
+    what the rest of the refusal needs."""
+
+    mapping_id: MappingId
+    port: int
+    held_until: float | None  # the router's hold on ``port`` known before the request
+    code: int
+    lease: int
+
+
+class _Deletion:
+    """A removed mapping's ports being deleted, one request each."""
+
+    __slots__ = ("mapping", "ports", "result")
+
+    def __init__(self, mapping: _Mapping, ports: list[int]) -> None:
+        self.mapping = mapping
+        self.ports = deque(ports)
+        self.result: int | None = None  # the last deletion's (the latest grant goes last)
+
+
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    code: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    reason: str
+
+
+def _transient(result: int | None) -> bool:
+    # No answer may pass; so may a router's "action failed" and "no port maps available".
+    return result in (
+        None,
+        UpnpErrorCode.ACTION_FAILED,
+        UpnpErrorCode.NO_PORT_MAPS_AVAILABLE,
+    )
+
+
+def _retry_delay(result: int | None, failures: int) -> float:
+    if _transient(result):
+        return min(math.ldexp(UPNP_RETRY_MIN, min(failures - 1, 32)), UPNP_RETRY_MAX)
+    return UPNP_RETRY_MAX
+
+
+def _backoff(start: float, count: int, cap: float) -> float:
+    """``start`` doubled ``count`` times, at most ``cap``."""
+    return min(math.ldexp(start, min(count, 32)), cap)
+
+
+def _code_text(code: int) -> str:
+    if isinstance(code, UpnpErrorCode):
+        return f"{int(code)} {code.name}"
+    return f"UPnP error {code}"
+
+
+def _live_ports(mapping: _Mapping, now: float) -> list[int]:
+    """The external ports the router may still hold for ``mapping``, the latest last."""
+    return [port for port, until in mapping.ports.items() if until > now]
+
+
+def _entry_lifetime(told: int | None, asked: int) -> int:
+    """The lease of a mapping the router holds for us already: what it tells (0:
+    permanent), no longer than we asked; what we asked when it tells nothing."""
+    if told is None:
+        return asked
+    if told == 0:
+        return 0
+    return min(told, asked or UPNP_MAX_LEASE)
+
+
+def _renew_interval(lease: int) -> float:
+    return max(lease / 2, UPNP_MIN_RENEW_DELAY) if lease else UPNP_PERMANENT_RENEW
+
+
+def _check_port(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        raise LocalProtocolError(f"{name} is an int in 1..65535, got {value!r}")
+    return value
+
+
+def _check_time(now: object) -> float:
+    if isinstance(now, bool) or not isinstance(now, int | float) or math.isnan(now):
+        raise LocalProtocolError(f"now is a number of seconds, got {now!r}")
+    return float(now)
+
+
+class UpnpClient:
+    """A UPnP IGD port mapping client: one device at a time, found by its own searches;
+    see the module docstring for the rules.
+
+    Args:
+        ssdp_address: where searches go: SSDP's multicast group, or (for a test's fake
+            gateway) a unicast address.
+        gateway: the device a search prefers (the default route's gateway, usually); None
+            for no preference (the first device that serves wins at once).
+        lease_duration: seconds of lease each mapping asks for (0..604800); 0 asks a
+            permanent mapping (renewed hourly anyway).
+        description: the mappings' description in the router's pages (at most 256
+            characters, no control characters).
+        search_timeout: seconds a search takes answers for.
+        rng: draws the random external ports tried after a conflict.
+
+    Raises:
+        LocalProtocolError: a bad argument.
+    """
+
+    def __init__(
+        self,
+        *,
+        ssdp_address: tuple[IPv4Address, int] = (IPv4Address(UPNP_SSDP_HOST), UPNP_SSDP_PORT),
+        gateway: IPv4Address | None = None,
+        lease_duration: int = UPNP_LEASE_DURATION,
+        description: str = "bip",
+        search_timeout: float = UPNP_SEARCH_TIMEOUT,
+        rng: random.Random | None = None,
+    ) -> None:
+        if (
+            not isinstance(ssdp_address, tuple)
+            or len(ssdp_address) != 2
+            or not isinstance(ssdp_address[0], IPv4Address)
+        ):
+            raise LocalProtocolError(
+                f"an SSDP address is an (IPv4Address, port) pair, got {ssdp_address!r}"
+            )
+        _check_port("an SSDP port", ssdp_address[1])
+        if gateway is not None and not isinstance(gateway, IPv4Address):
+            raise LocalProtocolError(f"a gateway is an IPv4Address or None, got {gateway!r}")
+        if isinstance(lease_duration, bool) or not isinstance(lease_duration, int):
+            raise LocalProtocolError(f"lease_duration is an int, got {lease_duration!r}")
+        if not 0 <= lease_duration <= UPNP_MAX_LEASE:
+            raise LocalProtocolError(
+                f"lease_duration is in 0..{UPNP_MAX_LEASE}, got {lease_duration}"
+            )
+        if (
+            not isinstance(description, str)
+            or len(description) > _MAX_DESCRIPTION_TEXT
+            or not description.isprintable()
+        ):
+            raise LocalProtocolError(
+                f"a description is printable text of at most {_MAX_DESCRIPTION_TEXT} characters"
+            )
+        if (
+            isinstance(search_timeout, bool)
+            or not isinstance(search_timeout, int | float)
+            or not 0 < search_timeout < math.inf
+        ):
+            raise LocalProtocolError(
+                f"search_timeout is a finite number of seconds above 0, got {search_timeout!r}"
+            )
+        self._ssdp_address = ssdp_address
+        self._preferred = gateway
+        self._lease = lease_duration
+        self._description = description
+        self._search_timeout = float(search_timeout)
+        self._rng = rng if rng is not None else random.Random()
+        self._mappings: dict[MappingId, _Mapping] = {}
+        self._next_id = 1
+        self._events: deque[PortMappingEvent] = deque()
+        self._request: UpnpRequest | None = None  # the one in flight
+        self._held_until: float | None = None  # the in-flight ADD's port's earlier hold
+        self._search: _Search | None = None
+        self._search_due = -math.inf
+        self._search_failures = 0
+        self._describing: _Describe | None = None
+        self._device: UpnpDevice | None = None
+        self._control: HttpUrl | None = None
+        self._permanent_only = False  # the device answered 725
+        self._address: IPv4Address | None = None
+        self._address_due = math.inf  # no device, nothing to ask
+        self._address_failures = 0
+        self._device_failures = 0  # requests in a row without a usable answer
+        self._losses = 0  # devices lost with no usable answer since
+        self._again: _Mapping | None = None  # asked again at once (725, 718, 724)
+        self._refusal: _Refusal | None = None  # its GetSpecificPortMappingEntry is due
+        self._deletion: _Deletion | None = None
+        self._closed = False
+        self._searches = 0
+        self._ssdp_sent = 0
+        self._ssdp_received = 0
+        self._ssdp_malformed = 0
+        self._ssdp_untrusted = 0
+        self._ssdp_duplicates = 0
+        self._ssdp_ignored = 0
+        self._descriptions_rejected = 0
+        self._requests = 0
+        self._request_failures = 0
+        self._action_errors = 0
+        self._devices_lost = 0
+
+    # -- what the caller reads -------------------------------------------------------------
+
+    @property
+    def device(self) -> UpnpDevice | None:
+        """The gateway in use, None while none is (searching, or none found)."""
+        return self._device
+
+    @property
+    def external_address(self) -> IPv4Address | None:
+        """The gateway's external IPv4 address, None until it said (or when it has none)."""
+        return self._address
+
+    @property
+    def searching(self) -> bool:
+        """Whether a search is under way (its socket is wanted until it ends)."""
+        return self._search is not None
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether :meth:`close` was called and every deletion is done (or given up)."""
+        return self._closed and not self._mappings and self._request is None
+
+    def mappings(self) -> tuple[PortMapping, ...]:
+        """Snapshots of the mappings kept (``external_port`` None while not granted), in the
+        order they were added."""
+        return tuple(m.snapshot() for m in self._mappings.values())
+
+    def external_port(self, protocol: MappingProtocol, internal_port: int) -> int | None:
+        """The external port the router forwards to ``internal_port``, None while none."""
+        for mapping in self._mappings.values():
+            if mapping.protocol is protocol and mapping.internal_port == internal_port:
+                return mapping.external_port
+        return None
+
+    def statistics(self) -> UpnpStatistics:
+        """A snapshot of the counters."""
+        return UpnpStatistics(
+            searches=self._searches,
+            ssdp_sent=self._ssdp_sent,
+            ssdp_received=self._ssdp_received,
+            ssdp_malformed=self._ssdp_malformed,
+            ssdp_untrusted=self._ssdp_untrusted,
+            ssdp_duplicates=self._ssdp_duplicates,
+            ssdp_ignored=self._ssdp_ignored,
+            descriptions_rejected=self._descriptions_rejected,
+            requests=self._requests,
+            request_failures=self._request_failures,
+            action_errors=self._action_errors,
+            devices_lost=self._devices_lost,
+        )
+
+    def next_event(self) -> PortMappingEvent | None:
+        """The oldest event not yet taken, or None."""
+        return self._events.popleft() if self._events else None
+
+    # -- what the caller wants -------------------------------------------------------------
+
+    def add_mapping(
+        self,
+        protocol: MappingProtocol,
+        internal_port: int,
+        now: float,
+        *,
+        external_port: int | None = None,
+    ) -> MappingId:
+        """Map one more port; its request goes as soon as the gateway is known and free.
+
+        Args:
+            protocol: TCP or UDP.
+            internal_port: our listening port (1..65535).
+            now: the current time.
+            external_port: the external port to ask for; by default the internal port.
+
+        Raises:
+            LocalProtocolError: a bad argument, the client closed, :data:`UPNP_MAX_MAPPINGS`
+                mappings held, or this protocol and port mapped already.
+        """
+        if not isinstance(protocol, MappingProtocol):
+            raise LocalProtocolError(f"a protocol is a MappingProtocol, got {protocol!r}")
+        _check_port("an internal port", internal_port)
+        wanted = internal_port if external_port is None else external_port
+        _check_port("an external port", wanted)
+        now = _check_time(now)
+        if self._closed:
+            raise LocalProtocolError("the UPnP mapper is closed")
+        if len(self._mappings) >= UPNP_MAX_MAPPINGS:
+            raise LocalProtocolError(f"a UPnP mapper holds at most {UPNP_MAX_MAPPINGS} mappings")
+        for m in self._mappings.values():
+            if m.protocol is protocol and m.internal_port == internal_port:
+                raise LocalProtocolError(f"{protocol.name} port {internal_port} is mapped already")
+        mapping_id = MappingId(self._next_id)
+        self._next_id += 1
+        self._mappings[mapping_id] = _Mapping(mapping_id, protocol, internal_port, wanted, now)
+        return mapping_id
+
+    def remove_mapping(self, mapping_id: MappingId, now: float) -> None:
+        """Stop keeping a mapping, deleting it on the router if it may be there.
+
+        :class:`MappingRemoved` follows, at once or when the deletion is done. Removing a
+        mapping already being removed does nothing.
+
+        Raises:
+            LocalProtocolError: no such mapping.
+        """
+        mapping = self._mappings.get(mapping_id)
+        if mapping is None:
+            raise LocalProtocolError(f"no UPnP mapping {mapping_id!r}")
+        now = _check_time(now)
+        if mapping.state is _State.REMOVING:
+            return
+        if self._device is None or not _live_ports(mapping, now):
+            self._drop(mapping, None)
+            return
+        # A request for it may be under way: the deletion waits its turn behind it.
+        mapping.state = _State.REMOVING
+        mapping.due = now
+
+    def close(self, now: float) -> tuple[tuple[MappingProtocol, int], ...]:
+        """Remove every mapping and ask nothing more; the deletions to make.
+
+        A request in flight is abandoned (an AddPortMapping's port is deleted all the same:
+        the router may have made it; a later answer to it is ignored). Mappings the router
+        cannot hold are dropped at once; the others are deleted one request at a time, as
+        :meth:`next_request` gives them, until :attr:`is_closed`. Closing twice does
+        nothing.
+
+        Returns:
+            ``(protocol, external_port)`` of each deletion, in the order they go.
+        """
+        now = _check_time(now)
+        if self._closed:
+            return ()
+        self._closed = True
+        self._address_due = math.inf
+        self._again = None
+        self._search = None
+        self._describing = None
+        self._request = None
+        self._deletion = None  # its mapping's live ports are asked again from the first
+        refusal, self._refusal = self._refusal, None
+        if refusal is not None:
+            # Its check never came: what the refusal itself says of the port holds.
+            mapping = self._mappings.get(refusal.mapping_id)
+            if mapping is not None:
+                self._settle_port(mapping, refusal, None, theirs=False, now=now)
+        for mapping in list(self._mappings.values()):
+            if mapping.state is _State.REMOVING:
+                continue
+            if self._device is None or not _live_ports(mapping, now):
+                self._drop(mapping, None)
+            else:
+                mapping.state = _State.REMOVING
+                mapping.due = now
+        going = sorted(self._mappings.values(), key=lambda m: m.due)  # stable: table order
+        return tuple((m.protocol, port) for m in going for port in _live_ports(m, now))
+
+    def abandon(self) -> None:
+        """Give up the deletions still owed (the close's time ran out): every mapping left
+        is dropped (:class:`MappingRemoved` with ``result`` None), a request in flight
+        forgotten. Closes the client if it was not."""
+        self._closed = True
+        self._address_due = math.inf
+        self._request = None
+        self._search = None
+        self._describing = None
+        self._again = None
+        self._refusal = None
+        self._deletion = None
+        for mapping in list(self._mappings.values()):
+            self._drop(mapping, None)
+
+    # -- time ------------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`handle_timer` or :meth:`next_request` next has work (a time already
+        past: at once), or None when nothing will happen unless the caller acts.
+
+        While a request is in flight only a grant's lapse is timed: nothing else goes
+        before its answer.
+        """
+        lapses = [
+            m.expires_at
+            for m in self._mappings.values()
+            if m.state is _State.WANTED and m.expires_at is not None
+        ]
+        if self._request is not None:
+            return min(lapses, default=None)
+        if self._device is None:
+            search = self._search
+            if search is None:
+                return None if self._closed else self._search_due
+            if self._describing is not None or search.queue:
+                return -math.inf
+            if search.sends < UPNP_SEARCH_SENDS and search.next_send < search.end:
+                return search.next_send
+            return search.end
+        if self._refusal is not None or self._deletion is not None or self._again is not None:
+            return -math.inf
+        deadline = min([self._address_due, *(m.due for m in self._mappings.values()), *lapses])
+        return None if deadline == math.inf else deadline
+
+    def handle_timer(self, now: float) -> None:
+        """Let time pass: a search whose time is up ends (with the device it found, or
+        :class:`UpnpDiscoveryFailed`), a grant whose renewal failed runs out."""
+        now = _check_time(now)
+        for m in self._mappings.values():
+            if m.state is _State.WANTED and m.expires_at is not None and m.expires_at <= now:
+                _log.info(
+                    "UPnP gateway %s: the mapping of %s port %d ran out unrenewed",
+                    self._gateway,
+                    m.protocol.name,
+                    m.internal_port,
+                )
+                self._clear_grant(m)
+                self._events.append(MappingFailed(m.snapshot(), None, max(m.due, now)))
+        search = self._search
+        if (
+            search is not None
+            and self._request is None
+            and self._describing is None
+            and not search.queue
+            and now >= search.end
+        ):
+            self._search = None
+            if search.fallback is None:
+                self._discovery_failed(now)
+            else:
+                self._use(*search.fallback, now)
+
+    # -- requests --------------------------------------------------------------------------
+
+    def next_request(self, now: float) -> UpnpRequest | None:
+        """The one thing to do now, or None (nothing due, or a request in flight).
+
+        The request stays in flight until :meth:`search_sent`, :meth:`request_answered`
+        or :meth:`request_failed` reports it.
+        """
+        now = _check_time(now)
+        if self._request is not None:
+            return None
+        request = self._search_request(now) if self._device is None else self._device_request(now)
+        if request is not None and request.kind not in (
+            UpnpRequestKind.SEARCH,
+            UpnpRequestKind.DESCRIBE,
+        ):
+            self._requests += 1
+        self._request = request
+        return request
+
+    def search_sent(self, request: UpnpRequest, sent: int, now: float) -> None:
+        """A SEARCH round went out: ``sent`` of its datagrams (the others were lost like a
+        dropped datagram).
+
+        Raises:
+            LocalProtocolError: ``request`` is not the SEARCH in flight, or a bad count.
+        """
+        now = _check_time(now)
+        if self._settle(request) is None:
+            return
+        if request.kind is not UpnpRequestKind.SEARCH:
+            raise LocalProtocolError(f"a {request.kind.value} request is answered, not sent")
+        if isinstance(sent, bool) or not isinstance(sent, int) or not 0 <= sent <= 64:
+            raise LocalProtocolError(f"datagrams sent is a small count, got {sent!r}")
+        self._request = None
+        self._ssdp_sent += sent
+        search = self._search
+        if search is None:  # pragma: no cover - a SEARCH is in flight only in a search
+            return
+        search.sends += 1
+        search.next_send = search.start + UPNP_SEARCH_INTERVAL * (2**search.sends - 1)
+
+    def ssdp_received(self, data: bytes, source: IPv4Address, now: float) -> None:
+        """Take an answer to a search that came from ``source``; never raises for its
+        content. Outside a search it is dropped uncounted."""
+        now = _check_time(now)
+        if not isinstance(source, IPv4Address):
+            raise LocalProtocolError(f"an SSDP source is an IPv4Address, got {source!r}")
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise LocalProtocolError(f"an SSDP answer is bytes, got {type(data).__name__}")
+        search = self._search
+        if search is None:
+            return
+        self._ssdp_received += 1
+        try:
+            answer = parse_ssdp_response(bytes(data))
+        except UpnpError as error:
+            self._ssdp_malformed += 1
+            _log.debug("UPnP: a bad SSDP answer from %s: %s", source, error)
+            return
+        try:
+            location = parse_http_url(answer.location)
+        except UpnpError as error:
+            self._ssdp_untrusted += 1
+            _log.debug("UPnP: SSDP answer from %s ignored: %s", source, error)
+            return
+        if location.host != source:
+            # Else any LAN host could send us to fetch from, then POST to, another host.
+            self._ssdp_untrusted += 1
+            _log.debug(
+                "UPnP: SSDP answer from %s ignored: its LOCATION %s is elsewhere",
+                source,
+                answer.location,
+            )
+            return
+        # One description per host: a host answering with ever new LOCATIONs costs one
+        # fetch. A router's address may also serve a media server, which answers only
+        # upnp:rootdevice: the gateway's own LOCATION, when it comes, gets one more try.
+        claims = answer.search_target != _ROOT_DEVICE
+        known = search.hosts.get(source)
+        if known is not None:
+            if claims and not known.claimed and answer.location != known.location:
+                search.hosts[source] = _Answered(answer.location, claimed=True)
+                self._queue(search, answer.location, location)
+            else:
+                self._ssdp_duplicates += 1
+            return
+        if len(search.hosts) >= UPNP_MAX_DEVICES:
+            self._ssdp_ignored += 1
+            return
+        search.hosts[source] = _Answered(answer.location, claimed=claims)
+        self._queue(search, answer.location, location)
+
+    def request_answered(
+        self, request: UpnpRequest, response: HttpResponse, local: IPv4Address, now: float
+    ) -> None:
+        """An HTTP request got ``response``; ``local`` was our address on its connection.
+
+        What it means is read here: a description's services, a SOAP answer's values, a
+        fault's UPnP error code, or an answer of no use (an HTTP error, garbage).
+
+        Raises:
+            LocalProtocolError: ``request`` is not the one in flight, or a bad argument.
+        """
+        now = _check_time(now)
+        if not isinstance(response, HttpResponse):
+            raise LocalProtocolError(f"a response is an HttpResponse, got {response!r}")
+        if not isinstance(local, IPv4Address):
+            raise LocalProtocolError(f"a local address is an IPv4Address, got {local!r}")
+        if self._settle(request) is None:
+            return
+        if request.kind is UpnpRequestKind.SEARCH:
+            raise LocalProtocolError("a search round is sent (search_sent), not answered")
+        self._outcome(request, response, local, now)
+
+    def request_failed(self, request: UpnpRequest, reason: str, now: float) -> None:
+        """A request got no answer (a timeout, a refused or broken connection, an answer
+        that does not parse as HTTP); ``reason`` says what, for the log and
+        :class:`UpnpDeviceLost`. For a SEARCH: its socket could not be opened, and the
+        search ends having found nothing.
+
+        Raises:
+            LocalProtocolError: ``request`` is not the one in flight, or a bad argument.
+        """
+        now = _check_time(now)
+        if not isinstance(reason, str):
+            raise LocalProtocolError(f"a reason is a str, got {reason!r}")
+        if self._settle(request) is None:
+            return
+        if request.kind is UpnpRequestKind.SEARCH:
+            self._request = None
+            self._search = None
+            self._discovery_failed(now)
+            return
+        self._outcome(request, reason, None, now)
+
+    def _settle(self, request: UpnpRequest) -> UpnpRequest | None:
+        """``request`` if it is the one in flight; None for one abandoned by a close."""
+        if request is self._request and request is not None:
+            return request
+        if self._closed and isinstance(request, UpnpRequest):
+            return None  # abandoned by close(): a late answer is of no use
+        raise LocalProtocolError(f"not the UPnP request in flight: {request!r}")
+
+    # -- search ----------------------------------------------------------------------------
+
+    def _search_request(self, now: float) -> UpnpRequest | None:
+        search = self._search
+        if search is None:
+            if self._closed or self._search_due > now:
+                return None
+            self._searches += 1
+            search = self._search = _Search(now, self._search_timeout)
+        describing = self._describing
+        if describing is not None:
+            # miniupnpc's "connected" check: a router may offer a WANIPConnection and a
+            # WANPPPConnection of which only one is up; each is asked its address in turn.
+            service = describing.services[describing.probed]
+            return UpnpRequest(
+                UpnpRequestKind.EXTERNAL_ADDRESS,
+                url=parse_http_url(service.control_url),
+                service=service,
+            )
+        if search.sends < UPNP_SEARCH_SENDS and search.next_send <= now < search.end:
+            return UpnpRequest(UpnpRequestKind.SEARCH, destination=self._ssdp_address)
+        if search.queue:
+            location, url = search.queue.popleft()
+            self._describing = _Describe(location, self._is_preferred(url))
+            return UpnpRequest(UpnpRequestKind.DESCRIBE, url=url)
+        return None
+
+    def _is_preferred(self, url: HttpUrl) -> bool:
+        return self._preferred is None or url.host == self._preferred
+
+    def _queue(self, search: _Search, location: str, url: HttpUrl) -> None:
+        if search.fallback is not None and not self._is_preferred(url):
+            return  # it could not beat the device already found
+        search.queue.append((location, url))
+
+    def _described(self, response: HttpResponse | str, now: float) -> None:
+        describing = self._describing
+        if describing is None:  # pragma: no cover - a DESCRIBE is in flight only with one
+            return
+        try:
+            if isinstance(response, str):
+                raise UpnpError(response)
+            if response.status != 200:
+                raise UpnpError(f"HTTP {response.status} {response.reason}".rstrip())
+            services = parse_device_services(response.body, describing.location)
+        except UpnpError as error:
+            self._descriptions_rejected += 1
+            self._describing = None
+            _log.debug("UPnP: the description at %s is of no use: %s", describing.location, error)
+            return
+        if len(services) == 1:
+            self._found(describing, services[0], None, now)
+        else:
+            describing.services = services  # next_request asks each its address
+
+    def _probed(self, response: HttpResponse | str, now: float) -> None:
+        describing = self._describing
+        if describing is None:  # pragma: no cover - a probe is in flight only with one
+            return
+        service = describing.services[describing.probed]
+        describing.probed += 1
+        address: IPv4Address | None = None
+        try:
+            if isinstance(response, str):
+                raise UpnpError(response)
+            address = parse_external_address(response)
+        except UpnpActionError as error:
+            self._action_errors += 1
+            _log.debug("UPnP: %s tells no address: %s", service.service_type, error)
+        except UpnpError as error:
+            self._request_failures += 1
+            _log.debug("UPnP: %s tells no address: %s", service.service_type, error)
+        if address is not None:
+            self._found(describing, service, address, now)
+        elif describing.probed >= len(describing.services):
+            self._found(describing, describing.services[0], None, now)
+
+    def _found(
+        self,
+        describing: _Describe,
+        service: UpnpDevice,
+        address: IPv4Address | None,
+        now: float,
+    ) -> None:
+        self._describing = None
+        search = self._search
+        if search is None:  # pragma: no cover - a description is looked at in a search
+            return
+        if describing.preferred:
+            self._search = None
+            self._use(service, address, now)
+            return
+        # Not the gateway: used only if the gateway does not serve by the search's end.
+        search.fallback = (service, address)
+        search.queue = deque(item for item in search.queue if self._is_preferred(item[1]))
+
+    def _discovery_failed(self, now: float) -> None:
+        self._search_failures += 1
+        delay = _backoff(UPNP_SEARCH_RETRY_MIN, self._search_failures - 1, UPNP_SEARCH_RETRY_MAX)
+        self._search_due = now + delay
+        # Said once; later failures are the same news.
+        level = logging.INFO if self._search_failures == 1 else logging.DEBUG
+        _log.log(level, "no UPnP gateway found; searching again in %.0f s", delay)
+        self._events.append(UpnpDiscoveryFailed(self._search_due))
+
+    def _use(self, device: UpnpDevice, address: IPv4Address | None, now: float) -> None:
+        self._device = device
+        self._control = parse_http_url(device.control_url)
+        self._permanent_only = False
+        self._search_failures = 0
+        self._device_failures = 0
+        self._address_failures = 0
+        self._address_due = now
+        for m in self._mappings.values():
+            m.due = min(m.due, now)
+        _log.info(
+            "UPnP gateway %s found: %s, %s",
+            self._gateway,
+            device.friendly_name or "unnamed",
+            device.service_type.rpartition(":service:")[2],
+        )
+        self._events.append(UpnpDeviceFound(device))
+        if address is not None:
+            # The search's check asked it already.
+            self._address_learnt(address, now)
+
+    # -- the device ------------------------------------------------------------------------
+
+    @property
+    def _gateway(self) -> str:
+        """The gateway's address, for the log."""
+        return "(none)" if self._control is None else str(self._control.host)
+
+    def _soap(
+        self,
+        kind: UpnpRequestKind,
+        mapping: _Mapping | None = None,
+        port: int | None = None,
+        lease: int | None = None,
+    ) -> UpnpRequest:
+        """A SOAP action for the device in use (an ADD when ``lease`` is given)."""
+        return UpnpRequest(
+            kind,
+            url=self._control,
+            service=self._device,
+            mapping_id=None if mapping is None else mapping.id,
+            protocol=None if mapping is None else mapping.protocol,
+            external_port=port,
+            internal_port=None if mapping is None else mapping.internal_port,
+            lease=lease,
+            description="" if lease is None else self._description,
+        )
+
+    def _device_request(self, now: float) -> UpnpRequest | None:
+        refusal = self._refusal
+        if refusal is not None:
+            checked = self._mappings.get(refusal.mapping_id)
+            if checked is not None:
+                # Part of the refused request's go: it goes before anything else.
+                return self._soap(UpnpRequestKind.GET_ENTRY, checked, refusal.port)
+            self._refusal = None  # dropped meanwhile: whose the port is matters no more
+        # A deletion under way has a port left (its last answer ends it); else each turn
+        # starts one, or drops a mapping whose leases ran out meanwhile.
+        for _ in range(len(self._mappings) + 1):
+            if self._deletion is None:
+                removing = self._first_due(now, removing=True)
+                if removing is None:
+                    break
+                ports = _live_ports(removing, now)
+                if not ports:
+                    self._drop(removing, None)
+                    continue
+                self._deletion = _Deletion(removing, ports)
+            deletion = self._deletion
+            return self._soap(UpnpRequestKind.DELETE, deletion.mapping, deletion.ports[0])
+        again, self._again = self._again, None
+        if again is not None and again.id in self._mappings and again.state is not _State.REMOVING:
+            # A refusal that another request may lift: it goes before anything else.
+            return self._add_request(again, now)
+        if self._closed:
+            return None
+        if self._address_due <= now:
+            return self._soap(UpnpRequestKind.EXTERNAL_ADDRESS)
+        wanted = self._first_due(now, removing=False)
+        if wanted is not None:
+            return self._add_request(wanted, now)
+        return None
+
+    def _first_due(self, now: float, *, removing: bool) -> _Mapping | None:
+        best: _Mapping | None = None
+        for m in self._mappings.values():
+            if m.due > now or (m.state is _State.REMOVING) is not removing:
+                continue
+            if best is None or m.due < best.due:
+                best = m
+        return best
+
+    def _effective_lease(self) -> int:
+        return 0 if self._permanent_only else self._lease
+
+    def _add_request(self, mapping: _Mapping, now: float) -> UpnpRequest:
+        lease = self._effective_lease()
+        port = mapping.port
+        mapping.attempts += 1
+        # From the moment the request leaves, the router may hold the port for us (an
+        # answer may never come): remembered for deletion, forgotten if it is refused.
+        self._held_until = mapping.ports.get(port)
+        self._remember(mapping, port, lease, now)
+        return self._soap(UpnpRequestKind.ADD, mapping, port, lease)
+
+    def _read(
+        self, response: HttpResponse | str, parse: Callable[[HttpResponse], _T]
+    ) -> _T | _Refused | _Failed:
+        """What ``parse`` reads in a SOAP answer; a refusal (the device answered: it is
+        fine), or a failure (no usable answer: counted toward losing the device)."""
+        if isinstance(response, str):
+            return _Failed(response)
+        try:
+            value = parse(response)
+        except UpnpActionError as error:
+            self._action_errors += 1
+            self._device_failures = self._losses = 0
+            return _Refused(error.code)
+        except UpnpError as error:
+            return _Failed(str(error))
+        self._device_failures = self._losses = 0
+        return value
+
+    def _outcome(
+        self,
+        request: UpnpRequest,
+        response: HttpResponse | str,
+        local: IPv4Address | None,
+        now: float,
+    ) -> None:
+        """``request`` answered (an HttpResponse) or not (the reason why)."""
+        self._request = None
+        kind = request.kind
+        if self._device is None:
+            if kind is UpnpRequestKind.DESCRIBE:
+                self._described(response, now)
+            else:
+                self._probed(response, now)
+        elif kind is UpnpRequestKind.EXTERNAL_ADDRESS:
+            self._address_answered(response, now)
+        elif kind is UpnpRequestKind.ADD:
+            self._add_answered(request, response, now)
+        elif kind is UpnpRequestKind.GET_ENTRY:
+            self._entry_answered(response, local, now)
+        else:
+            self._delete_answered(request, response, now)
+
+    def _address_answered(self, response: HttpResponse | str, now: float) -> None:
+        address = self._read(response, parse_external_address)
+        if isinstance(address, _Refused):
+            self._address_failed(address.code, now)
+        elif isinstance(address, _Failed):
+            self._address_failed(None, now)
+            self._device_failed(address.reason, now)
+        elif address is None:
+            # No address yet: the router is not connected upstream.
+            self._address_failed(None, now)
+        else:
+            self._address_learnt(address, now)
+
+    def _address_learnt(self, address: IPv4Address, now: float) -> None:
+        self._address_failures = 0
+        self._address_due = now + _renew_interval(self._effective_lease())
+        if address != self._address:
+            self._address = address
+            _log.info("UPnP gateway %s: our external address is %s", self._gateway, address)
+            self._events.append(UpnpAddressChanged(address))
+
+    def _address_failed(self, result: int | None, now: float) -> None:
+        self._address_failures += 1
+        retry_at = now + _retry_delay(result, self._address_failures)
+        self._address_due = retry_at
+        self._events.append(UpnpAddressFailed(result, retry_at))
+
+    def _add_answered(self, request: UpnpRequest, response: HttpResponse | str, now: float) -> None:
+        mapping = self._mappings.get(_present(request.mapping_id, "mapping_id"))
+        port = _present(request.external_port, "external_port")
+        lease = _present(request.lease, "lease")
+        result = self._read(response, check_soap_success)
+        if isinstance(result, _Failed):
+            if mapping is not None:
+                _log.debug(
+                    "UPnP: mapping %s port %d got no usable answer: %s",
+                    mapping.protocol.name,
+                    mapping.internal_port,
+                    result.reason,
+                )
+                self._mapping_failed(mapping, None, now)
+            self._device_failed(result.reason, now)
+            return
+        if mapping is None:
+            return  # dropped meanwhile (its lease ran out before its answer came)
+        if isinstance(result, _Refused):
+            refusal = _Refusal(mapping.id, port, self._held_until, result.code, lease)
+            self._refused(mapping, refusal, now)
+            return
+        self._granted(mapping, port, lease, now)
+
+    def _refused(self, mapping: _Mapping, refusal: _Refusal, now: float) -> None:
+        """AddPortMapping of ``refusal.port`` was refused with ``refusal.code``."""
+        conflict = refusal.code in (
+            UpnpErrorCode.CONFLICT_IN_MAPPING_ENTRY,
+            UpnpErrorCode.ACTION_FAILED,
+        )
+        if (
+            conflict
+            and refusal.port == mapping.home_port
+            and not mapping.checked
+            and mapping.state is not _State.REMOVING
+        ):
+            # Some routers answer so to a client adding again the mapping it holds (Open.NAT
+            # #14): ask whose the port is before moving to another one.
+            mapping.checked = True
+            self._refusal = refusal
+            return
+        self._after_check(mapping, refusal, None, theirs=False, now=now)
+
+    def _entry_answered(
+        self, response: HttpResponse | str, local: IPv4Address | None, now: float
+    ) -> None:
+        refusal = self._refusal
+        if refusal is None:  # pragma: no cover - a GET_ENTRY is in flight only with one
+            return
+        self._refusal = None
+        mapping = self._mappings.get(refusal.mapping_id)
+        entry = self._read(response, parse_port_mapping_entry)
+        ours: UpnpPortMappingEntry | None = None
+        theirs = False  # the router showed the port forwards elsewhere
+        if isinstance(entry, _Refused):
+            # 714 NoSuchEntryInArray, or 401: the router does not have this action.
+            _log.debug("UPnP: no entry told for port %d: error %d", refusal.port, entry.code)
+        elif isinstance(entry, _Failed):
+            self._device_failed(entry.reason, now)
+        elif mapping is not None and (
+            entry.internal_client == local and entry.internal_port == mapping.internal_port
+        ):
+            ours = entry
+        else:
+            theirs = True
+        if self._device is None or mapping is None:
+            return  # the check lost the device (every mapping was reset with it)
+        self._after_check(mapping, refusal, ours, theirs=theirs, now=now)
+
+    def _after_check(
+        self,
+        mapping: _Mapping,
+        refusal: _Refusal,
+        entry: UpnpPortMappingEntry | None,
+        *,
+        theirs: bool,
+        now: float,
+    ) -> None:
+        """The rest of a refusal, once whose the port is is known (or not told)."""
+        if self._settle_port(mapping, refusal, entry, theirs=theirs, now=now):
+            return
+        if mapping.state is _State.REMOVING:
+            return  # its deletion is due: a refusal changes nothing
+        code = refusal.code
+        if mapping.attempts < UPNP_MAX_ATTEMPTS:
+            if code == UpnpErrorCode.ONLY_PERMANENT_LEASES_SUPPORTED and refusal.lease:
+                _log.debug("UPnP gateway %s takes permanent leases only", self._gateway)
+                self._permanent_only = True
+                self._again = mapping
+                return
+            conflict = code in (
+                UpnpErrorCode.CONFLICT_IN_MAPPING_ENTRY,
+                UpnpErrorCode.ACTION_FAILED,
+            )
+            if conflict and mapping.conflicts < UPNP_CONFLICT_ATTEMPTS:
+                # Another host holds the port (some routers say 501): try a random one.
+                mapping.conflicts += 1
+                mapping.port = self._rng.randint(*UPNP_CONFLICT_PORTS)
+                self._again = mapping
+                return
+            if (
+                code == UpnpErrorCode.SAME_PORT_VALUES_REQUIRED
+                and mapping.port != mapping.internal_port
+            ):
+                mapping.port = mapping.internal_port
+                self._again = mapping
+                return
+        self._mapping_failed(mapping, code, now)
+
+    def _settle_port(
+        self,
+        mapping: _Mapping,
+        refusal: _Refusal,
+        entry: UpnpPortMappingEntry | None,
+        *,
+        theirs: bool,
+        now: float,
+    ) -> bool:
+        """What the refusal of ``refusal.port`` says of our hold on it; True when the
+        router showed it holds the mapping for us already (deemed renewed)."""
+        port = refusal.port
+        if entry is not None:
+            lifetime = _entry_lifetime(entry.lease_duration, refusal.lease)
+            self._remember(mapping, port, lifetime, now)  # ours: deleted with the others
+            if entry.enabled is not False:
+                _log.debug(
+                    "UPnP gateway %s refused %s port %d as a conflict, but it is ours: kept",
+                    self._gateway,
+                    mapping.protocol.name,
+                    port,
+                )
+                self._granted(mapping, port, lifetime, now)
+                return True
+            # Ours but disabled: it forwards nothing; another port is looked for.
+            if mapping.external_port == port:
+                self._clear_grant(mapping)
+        elif refusal.code == UpnpErrorCode.CONFLICT_IN_MAPPING_ENTRY or theirs:
+            # Another host holds the port (a 718, or a 501 whose check showed it): a grant
+            # of it no longer stands, and it is never ours to delete.
+            mapping.ports.pop(port, None)
+            if mapping.external_port == port:
+                self._clear_grant(mapping)
+        elif refusal.held_until is None:
+            mapping.ports.pop(port, None)  # this request made nothing
+        else:
+            mapping.ports[port] = refusal.held_until  # an earlier grant may still hold it
+        return False
+
+    def _delete_answered(
+        self, request: UpnpRequest, response: HttpResponse | str, now: float
+    ) -> None:
+        deletion = self._deletion
+        port = _present(request.external_port, "external_port")
+        if deletion is None or not deletion.ports:  # pragma: no cover - its DELETE is ports[0]
+            return
+        deletion.ports.popleft()
+        result = self._read(response, check_soap_success)
+        if isinstance(result, _Failed):
+            # A deletion is advisory: the lease ends the mapping anyway.
+            deletion.result = None
+            self._device_failed(result.reason, now)  # a lost device drops the mapping
+        else:
+            # 714 NoSuchEntryInArray: it was gone already.
+            deletion.result = result.code if isinstance(result, _Refused) else 0
+            deletion.mapping.ports.pop(port, None)
+        mapping = deletion.mapping
+        if self._deletion is deletion and not deletion.ports:
+            # The last one: the mapping goes, with its result (the latest grant's).
+            self._deletion = None
+            if mapping.id in self._mappings:
+                self._drop(mapping, deletion.result)
+
+    def _device_failed(self, reason: str, now: float) -> None:
+        """A request got no usable answer: after a few in a row, the device is gone."""
+        self._request_failures += 1
+        self._device_failures += 1
+        device = self._device
+        if self._closed or device is None or self._device_failures < UPNP_DEVICE_FAILURES:
+            return
+        self._devices_lost += 1
+        _log.info("UPnP gateway %s stopped answering (%s)", self._gateway, reason)
+        self._events.append(UpnpDeviceLost(device, reason))
+        self._device = None
+        self._control = None
+        self._address = None
+        self._address_due = math.inf
+        self._again = None
+        self._refusal = None
+        self._deletion = None
+        # Search again at once; but a device that is found and lost again and again (it
+        # answers searches, not requests) is searched for ever more slowly.
+        self._losses += 1
+        self._search_due = now
+        if self._losses > 1:
+            self._search_due += _backoff(
+                UPNP_SEARCH_RETRY_MIN, self._losses - 2, UPNP_SEARCH_RETRY_MAX
+            )
+        for m in list(self._mappings.values()):
+            m.ports.clear()  # that device is not there to delete them; their leases will
+            if m.state is _State.REMOVING:
+                self._drop(m, None)
+                continue
+            m.state = _State.WANTED
+            m.due = -math.inf  # asked for as soon as a device is found
+            m.failures = m.attempts = m.conflicts = 0
+            m.checked = False
+            m.port = m.home_port
+            if m.expires_at is not None:
+                # Asked for again once the next search finds a gateway.
+                self._clear_grant(m)
+                self._events.append(MappingFailed(m.snapshot(), None, self._search_due))
+
+    # -- the mapping table -----------------------------------------------------------------
+
+    def _remember(self, mapping: _Mapping, port: int, lease: int, now: float) -> None:
+        """The router may hold ``port`` for ``mapping`` for ``lease`` seconds from now."""
+        for stale in [p for p, until in mapping.ports.items() if until <= now or p == port]:
+            del mapping.ports[stale]
+        if len(mapping.ports) >= UPNP_MAX_PORTS_KEPT:
+            # Bounded: the port whose lease ends first is let go (its lease will end it).
+            first = min(mapping.ports, key=mapping.ports.__getitem__)
+            del mapping.ports[first]
+            _log.debug(
+                "UPnP: %s external port %d forgotten: too many kept", mapping.protocol.name, first
+            )
+        mapping.ports[port] = now + lease if lease else math.inf
+
+    def _granted(self, mapping: _Mapping, port: int, lease: int, now: float) -> None:
+        if mapping.state is _State.REMOVING:
+            return  # removed while asked: the deletion is due, for every port in ``ports``
+        changed = mapping.external_port != port
+        mapping.state = _State.MAPPED
+        mapping.failures = mapping.attempts = mapping.conflicts = 0
+        mapping.checked = False
+        mapping.external_port = mapping.port = mapping.home_port = port
+        mapping.lifetime = lease
+        mapping.expires_at = now + lease if lease else math.inf
+        mapping.due = now + _renew_interval(lease)
+        if changed:
+            _log.info(
+                "UPnP gateway %s maps %s port %d to external port %d %s",
+                self._gateway,
+                mapping.protocol.name,
+                mapping.internal_port,
+                port,
+                f"for {lease} s" if lease else "permanently",
+            )
+            self._events.append(PortMapped(mapping.snapshot()))
+
+    def _mapping_failed(self, mapping: _Mapping, result: int | None, now: float) -> None:
+        if mapping.state is _State.REMOVING:
+            return
+        mapping.failures += 1
+        mapping.attempts = mapping.conflicts = 0
+        mapping.checked = False
+        retry_at = now + _retry_delay(result, mapping.failures)
+        if result is not None:
+            _log.info(
+                "UPnP gateway %s refused to map %s port %d: %s; retrying in %.0f s",
+                self._gateway,
+                mapping.protocol.name,
+                mapping.internal_port,
+                _code_text(result),
+                retry_at - now,
+            )
+        mapping.state = _State.WANTED
+        mapping.due = retry_at
+        mapping.port = mapping.home_port
+        if not (_transient(result) and mapping.expires_at is not None and mapping.expires_at > now):
+            self._clear_grant(mapping)
+        # Otherwise a renewal failed in a way that may pass: the earlier grant stands until
+        # it runs out, as with NAT-PMP (the router keeps a mapping its lease long).
+        self._events.append(MappingFailed(mapping.snapshot(), result, retry_at))
+
+    @staticmethod
+    def _clear_grant(mapping: _Mapping) -> None:
+        mapping.external_port = None
+        mapping.lifetime = 0
+        mapping.expires_at = None
+
+    def _drop(self, mapping: _Mapping, result: int | None) -> None:
+        del self._mappings[mapping.id]
+        self._events.append(MappingRemoved(mapping.snapshot(), result))

@@ -1,0 +1,1167 @@
+"""The UPnP port mapping core (:class:`UpnpClient`) driven alone: no trio, no sockets, the
+clock a number. Every rule the shell used to hold is fed here step by step: the search and
+which device wins, renewal, the 725 / 718 / 501 / 724 refusals, back-off, grants kept
+through failures that may pass, a lost device, removal and close."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from ipaddress import IPv4Address
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tests._upnp_igd import IGD1, WANIP1, WANPPP1, fault, response, ssdp_answer
+
+from bip_handshake._errors import LocalProtocolError
+from bip_handshake._portmap import (
+    MappingFailed,
+    MappingId,
+    MappingProtocol,
+    MappingRemoved,
+    PortMapped,
+    PortMappingEvent,
+)
+from bip_handshake._upnp import (
+    HttpResponse,
+    UpnpAddressChanged,
+    UpnpAddressFailed,
+    UpnpDevice,
+    UpnpDeviceFound,
+    UpnpDeviceLost,
+    UpnpDiscoveryFailed,
+    parse_http_url,
+)
+from bip_handshake._upnp_client import (
+    UPNP_CONFLICT_ATTEMPTS,
+    UPNP_CONFLICT_PORTS,
+    UPNP_DEVICE_FAILURES,
+    UPNP_MAX_ATTEMPTS,
+    UPNP_MAX_DEVICES,
+    UPNP_MAX_MAPPINGS,
+    UPNP_MAX_PORTS_KEPT,
+    UPNP_PERMANENT_RENEW,
+    UPNP_RETRY_MAX,
+    UPNP_SEARCH_RETRY_MAX,
+    UPNP_SEARCH_RETRY_MIN,
+    UPNP_SEARCH_TIMEOUT,
+    UpnpClient,
+    UpnpRequest,
+    UpnpRequestKind,
+)
+
+Kind = UpnpRequestKind
+TCP = MappingProtocol.TCP
+UDP = MappingProtocol.UDP
+ROUTER = IPv4Address("192.168.1.1")
+OTHER = IPv4Address("192.168.1.5")
+LOCAL = IPv4Address("192.168.1.20")
+STRANGER = "192.168.1.9"
+EXTERNAL = "203.0.113.7"
+OURS = (
+    PortMapped,
+    MappingFailed,
+    MappingRemoved,
+    UpnpDeviceFound,
+    UpnpDiscoveryFailed,
+    UpnpAddressChanged,
+    UpnpAddressFailed,
+    UpnpDeviceLost,
+)
+
+# What the fake router answers: an HttpResponse, or a str for no answer at all.
+Answer = HttpResponse | str
+
+
+def location(host: IPv4Address, path: str = "/rootDesc.xml") -> str:
+    return f"http://{host}:5000{path}"
+
+
+def description(*services: tuple[str, str], name: str = "box") -> HttpResponse:
+    listed = "".join(
+        f"<service><serviceType>{kind}</serviceType><controlURL>{url}</controlURL></service>"
+        for kind, url in services
+    )
+    body = f"<root><device><friendlyName>{name}</friendlyName><serviceList>{listed}"
+    return HttpResponse(200, "OK", (), (body + "</serviceList></device></root>").encode())
+
+
+ONE_SERVICE = description((WANIP1, "/ctl"))
+
+
+def soap(action: str, **values: str) -> HttpResponse:
+    return HttpResponse(200, "OK", (), response(WANIP1, action, values))
+
+
+def refuse(code: int) -> HttpResponse:
+    status, body = fault(code)
+    return HttpResponse(status, "Internal Server Error", (), body)
+
+
+OK = HttpResponse(200, "OK", (), b"")  # AddPortMapping and DeletePortMapping take any 200
+NOT_FOUND = HttpResponse(404, "Not Found", (), b"")
+
+
+def address(text: str = EXTERNAL) -> HttpResponse:
+    return soap("GetExternalIPAddress", NewExternalIPAddress=text)
+
+
+def entry(client: str, port: int = 6881, lease: int | None = 0, enabled: str = "1") -> HttpResponse:
+    values = {
+        "NewInternalPort": str(port),
+        "NewInternalClient": client,
+        "NewEnabled": enabled,
+        "NewPortMappingDescription": "bip",
+    }
+    if lease is not None:
+        values["NewLeaseDuration"] = str(lease)
+    return soap("GetSpecificPortMappingEntry", **values)
+
+
+def new_client(**kwargs: object) -> UpnpClient:
+    kwargs.setdefault("gateway", ROUTER)
+    kwargs.setdefault("rng", random.Random(1))
+    return UpnpClient(**kwargs)  # type: ignore[arg-type]
+
+
+def device(client: UpnpClient) -> UpnpDevice | None:
+    """The device in use, read afresh (a property mypy would keep narrowed)."""
+    return client.device
+
+
+def served(client: UpnpClient) -> UpnpDevice:
+    """The device in use, which there must be."""
+    found = client.device
+    assert found is not None
+    return found
+
+
+def searching(client: UpnpClient) -> bool:
+    """Whether a search runs, read afresh."""
+    return client.searching
+
+
+def events(client: UpnpClient) -> list[PortMappingEvent]:
+    return list(iter(client.next_event, None))
+
+
+def take(client: UpnpClient, now: float, kind: UpnpRequestKind) -> UpnpRequest:
+    request = client.next_request(now)
+    assert request is not None, f"nothing asked, {kind} expected"
+    assert request.kind is kind, request
+    return request
+
+
+def give(client: UpnpClient, request: UpnpRequest, answer: Answer, now: float) -> None:
+    if isinstance(answer, str):
+        client.request_failed(request, answer, now)
+    else:
+        client.request_answered(request, answer, LOCAL, now)
+
+
+def find(
+    client: UpnpClient, now: float = 0.0, host: IPv4Address = ROUTER, told: Answer | None = None
+) -> None:
+    """A search finds ``host``, which answers the address request with ``told`` (by
+    default its external address)."""
+    search = take(client, now, Kind.SEARCH)
+    client.search_sent(search, len(search.datagrams()), now)
+    client.ssdp_received(ssdp_answer(IGD1, location(host)), host, now)
+    give(client, take(client, now, Kind.DESCRIBE), ONE_SERVICE, now)
+    give(client, take(client, now, Kind.EXTERNAL_ADDRESS), told or address(), now)
+
+
+def granting(request: UpnpRequest) -> Answer:
+    """A router that grants everything and tells its address."""
+    return address() if request.kind is Kind.EXTERNAL_ADDRESS else OK
+
+
+def serve(
+    client: UpnpClient, now: float, answers: Callable[[UpnpRequest], Answer]
+) -> list[UpnpRequest]:
+    """Answer every request due at ``now``; the requests made."""
+    made: list[UpnpRequest] = []
+    for _ in range(100):
+        client.handle_timer(now)
+        request = client.next_request(now)
+        if request is None:
+            return made
+        made.append(request)
+        give(client, request, answers(request), now)
+    raise AssertionError("a flood of requests")  # pragma: no cover
+
+
+def run_until(
+    client: UpnpClient,
+    now: float,
+    until: float,
+    answers: Callable[[UpnpRequest], Answer],
+    record: list[tuple[float, PortMappingEvent]] | None = None,
+) -> list[tuple[float, UpnpRequest]]:
+    """Serve every deadline from ``now`` up to ``until``; the requests made, timed."""
+    made: list[tuple[float, UpnpRequest]] = []
+    for _ in range(10_000):
+        made += [(now, r) for r in serve(client, now, answers)]
+        if record is not None:
+            record += [(now, e) for e in events(client)]
+        deadline = client.next_deadline()
+        if deadline is None or deadline > until:
+            return made
+        now = max(now, deadline)
+    raise AssertionError("time does not pass")  # pragma: no cover
+
+
+def adds(made: list[tuple[float, UpnpRequest]]) -> list[tuple[float, int | None, int | None]]:
+    return [(t, r.external_port, r.lease) for t, r in made if r.kind is Kind.ADD]
+
+
+# -- search, and which device wins --------------------------------------------------------------
+
+
+def test_a_search_finds_the_gateway_then_the_address_then_the_mappings() -> None:
+    client = new_client()
+    tcp = client.add_mapping(TCP, 6881, now=0.0)
+    client.add_mapping(UDP, 6881, now=0.0)
+    assert client.next_deadline() == -math.inf  # the first search is due at once
+    search = take(client, 0.0, Kind.SEARCH)
+    assert searching(client)
+    assert search.destination == (IPv4Address("239.255.255.250"), 1900)
+    assert all(d.startswith(b"M-SEARCH * HTTP/1.1\r\n") for d in search.datagrams())
+    assert client.next_request(0.0) is None  # one thing at a time
+    assert client.next_deadline() is None  # nothing goes before it is sent
+    client.search_sent(search, 5, 0.0)
+    client.ssdp_received(ssdp_answer(IGD1, location(ROUTER)), ROUTER, 0.2)
+    assert client.next_deadline() == -math.inf  # a description to fetch: at once
+    describe = take(client, 0.2, Kind.DESCRIBE)
+    assert describe.payload(LOCAL).startswith(b"GET /rootDesc.xml HTTP/1.1\r\n")
+    assert describe.max_body > OK_BODY_BOUND
+    give(client, describe, ONE_SERVICE, 0.3)
+    assert not searching(client)  # the gateway served: it wins at once
+    assert device(client) is not None
+    assert served(client).control_url == "http://192.168.1.1:5000/ctl"
+    asked = take(client, 0.3, Kind.EXTERNAL_ADDRESS)
+    assert b"GetExternalIPAddress" in asked.payload(LOCAL)
+    give(client, asked, address(), 0.4)
+    assert client.external_address == IPv4Address(EXTERNAL)
+    add = take(client, 0.4, Kind.ADD)
+    assert (add.mapping_id, add.protocol, add.external_port, add.lease) == (tcp, TCP, 6881, 3600)
+    assert b"<NewInternalClient>192.168.1.20</NewInternalClient>" in add.payload(LOCAL)
+    assert add.max_body == OK_BODY_BOUND
+    assert add.url == parse_http_url("http://192.168.1.1:5000/ctl")
+    give(client, add, OK, 0.5)
+    give(client, take(client, 0.5, Kind.ADD), OK, 0.6)
+    assert client.next_request(0.6) is None
+    kinds = [type(e) for e in events(client)]
+    assert kinds == [UpnpDeviceFound, UpnpAddressChanged, PortMapped, PortMapped]
+    assert client.external_port(TCP, 6881) == 6881
+    assert client.external_port(TCP, 1) is None
+    stats = client.statistics()
+    assert (stats.searches, stats.ssdp_sent, stats.ssdp_received, stats.requests) == (1, 5, 1, 3)
+
+
+OK_BODY_BOUND = 64 * 1024  # a SOAP answer's bound: a description may be larger
+
+
+def test_search_rounds_then_ever_slower_searches_when_nothing_answers() -> None:
+    client = new_client()
+    sent = []
+    failed: list[tuple[float, UpnpDiscoveryFailed]] = []
+    now = 0.0
+    for _ in range(300):
+        client.handle_timer(now)
+        request = client.next_request(now)
+        if request is not None:
+            sent.append(now)
+            client.search_sent(request, 5, now)
+            continue
+        failed += [(now, e) for e in events(client) if isinstance(e, UpnpDiscoveryFailed)]
+        if len(failed) == 8:
+            break
+        deadline = client.next_deadline()
+        assert deadline is not None
+        assert deadline > now
+        now = deadline
+    assert sent[:4] == [0.0, 1.0, 3.0, failed[0][1].retry_at]  # rounds at 0, 1 and 3 s
+    assert failed[0][0] == UPNP_SEARCH_TIMEOUT
+    gaps = [e.retry_at - t for t, e in failed]
+    assert gaps == [60, 120, 240, 480, 960, UPNP_SEARCH_RETRY_MAX, UPNP_SEARCH_RETRY_MAX, 1800]
+    assert client.statistics().searches == 8
+
+
+def test_answers_that_cannot_be_trusted_are_counted_and_dropped() -> None:
+    client = new_client()
+    client.ssdp_received(ssdp_answer(IGD1, location(ROUTER)), ROUTER, 0.0)  # no search yet
+    assert client.statistics().ssdp_received == 0
+    client.search_sent(take(client, 0.0, Kind.SEARCH), 5, 0.0)
+    client.ssdp_received(ssdp_answer(IGD1, location(OTHER)), ROUTER, 0.1)  # elsewhere
+    client.ssdp_received(ssdp_answer(IGD1, "https://192.168.1.1/d.xml"), ROUTER, 0.1)
+    client.ssdp_received(b"\x00garbage", ROUTER, 0.1)
+    assert client.next_request(0.1) is None  # nothing fetched
+    stats = client.statistics()
+    assert (stats.ssdp_received, stats.ssdp_untrusted, stats.ssdp_malformed) == (3, 2, 1)
+    # One host looked at once; UPNP_MAX_DEVICES hosts per search.
+    for n in range(UPNP_MAX_DEVICES + 3):
+        host = IPv4Address(f"10.0.0.{n + 1}")
+        client.ssdp_received(ssdp_answer(IGD1, location(host)), host, 0.2)
+        client.ssdp_received(ssdp_answer(WANIP1, location(host, "/x.xml")), host, 0.2)
+    stats = client.statistics()
+    assert (stats.ssdp_duplicates, stats.ssdp_ignored) == (UPNP_MAX_DEVICES, 3 * 2)
+    described = 0
+    while (request := client.next_request(0.3)) is not None:
+        assert request.kind is Kind.DESCRIBE
+        give(client, request, "connection refused", 0.3)
+        described += 1
+    assert described == UPNP_MAX_DEVICES
+    assert client.statistics().descriptions_rejected == UPNP_MAX_DEVICES
+
+
+def test_a_root_device_answer_leaves_its_host_a_second_try() -> None:
+    client = new_client()
+    client.search_sent(take(client, 0.0, Kind.SEARCH), 5, 0.0)
+    media = location(ROUTER, "/media.xml")
+    client.ssdp_received(ssdp_answer("upnp:rootdevice", media), ROUTER, 0.1)
+    give(client, take(client, 0.1, Kind.DESCRIBE), NOT_FOUND, 0.1)  # a media server's
+    client.ssdp_received(ssdp_answer(IGD1, location(ROUTER)), ROUTER, 0.2)  # the gateway's
+    client.ssdp_received(ssdp_answer(WANIP1, location(ROUTER, "/y.xml")), ROUTER, 0.2)
+    describe = take(client, 0.2, Kind.DESCRIBE)
+    assert describe.url == parse_http_url(location(ROUTER))
+    give(client, describe, ONE_SERVICE, 0.3)
+    assert device(client) is not None
+    stats = client.statistics()
+    assert (stats.descriptions_rejected, stats.ssdp_duplicates) == (1, 1)
+
+
+def test_the_gateway_wins_over_an_earlier_device_which_waits_for_the_end() -> None:
+    for gateway_serves in (True, False):
+        client = new_client()
+        client.search_sent(take(client, 0.0, Kind.SEARCH), 5, 0.0)
+        client.ssdp_received(ssdp_answer(IGD1, location(OTHER)), OTHER, 0.1)
+        give(client, take(client, 0.1, Kind.DESCRIBE), description((WANIP1, "/o"), name="o"), 0.1)
+        assert device(client) is None  # not the gateway: kept for the end
+        third = IPv4Address("192.168.1.7")
+        client.ssdp_received(ssdp_answer(IGD1, location(third)), third, 0.2)
+        assert client.next_request(0.2) is None  # it could not beat the one found
+        client.ssdp_received(ssdp_answer(IGD1, location(ROUTER)), ROUTER, 0.5)
+        describe = take(client, 0.5, Kind.DESCRIBE)
+        if gateway_serves:
+            give(client, describe, description((WANIP1, "/g"), name="gateway"), 0.6)
+            assert device(client) is not None
+            assert served(client).friendly_name == "gateway"
+            continue
+        give(client, describe, "no answer within 5 s", 0.6)
+        client.handle_timer(UPNP_SEARCH_TIMEOUT - 0.1)
+        assert device(client) is None
+        client.handle_timer(UPNP_SEARCH_TIMEOUT)
+        assert device(client) is not None
+        assert served(client).friendly_name == "o"
+
+
+def test_without_a_preference_the_first_device_that_serves_wins_at_once() -> None:
+    client = new_client(gateway=None)
+    client.search_sent(take(client, 0.0, Kind.SEARCH), 5, 0.0)
+    client.ssdp_received(ssdp_answer(IGD1, location(OTHER)), OTHER, 0.1)
+    give(client, take(client, 0.1, Kind.DESCRIBE), ONE_SERVICE, 0.1)
+    assert device(client) is not None
+    assert not searching(client)
+
+
+@pytest.mark.parametrize(
+    ("connected", "first_says"),
+    [(True, address("")), (True, "no answer"), (False, HttpResponse(200, "OK", (), b"junk"))],
+)
+def test_of_several_services_the_connected_one_is_used(connected: bool, first_says: Answer) -> None:
+    client = new_client()
+    client.search_sent(take(client, 0.0, Kind.SEARCH), 5, 0.0)
+    client.ssdp_received(ssdp_answer(IGD1, location(ROUTER)), ROUTER, 0.0)
+    two = description((WANIP1, "/ip"), (WANPPP1, "/ppp"))
+    give(client, take(client, 0.0, Kind.DESCRIBE), two, 0.0)
+    first = take(client, 0.0, Kind.EXTERNAL_ADDRESS)
+    assert first.url == parse_http_url(location(ROUTER, "/ip"))
+    give(client, first, first_says, 0.1)  # not connected
+    assert client.next_deadline() == -math.inf  # each asked in turn, at once
+    second = take(client, 0.1, Kind.EXTERNAL_ADDRESS)
+    assert second.service is not None
+    assert second.service.service_type == WANPPP1
+    give(client, second, address() if connected else refuse(401), 0.2)
+    assert device(client) is not None
+    if connected:
+        assert served(client).service_type == WANPPP1
+        assert [type(e) for e in events(client)] == [UpnpDeviceFound, UpnpAddressChanged]
+        assert client.next_request(0.2) is None  # the address is known already
+    else:
+        assert served(client).service_type == WANIP1  # none connected: the first
+        take(client, 0.2, Kind.EXTERNAL_ADDRESS)
+    stats = client.statistics()
+    assert (stats.requests, stats.action_errors) == (2 + (not connected), int(not connected))
+    assert stats.request_failures == int(first_says != address(""))
+
+
+def test_a_search_socket_that_failed_is_a_search_that_found_nothing() -> None:
+    client = new_client()
+    client.request_failed(take(client, 3.0, Kind.SEARCH), "too many open files", 3.0)
+    assert not searching(client)
+    [failed] = events(client)
+    assert failed == UpnpDiscoveryFailed(3.0 + UPNP_SEARCH_RETRY_MIN)
+    assert client.next_request(3.0) is None
+    assert client.next_deadline() == 3.0 + UPNP_SEARCH_RETRY_MIN
+
+
+# -- renewal ------------------------------------------------------------------------------------
+
+
+def test_renewed_halfway_through_the_lease_on_the_same_port_the_address_as_often() -> None:
+    client = new_client()
+    client.add_mapping(TCP, 6881, now=0.0, external_port=7000)
+    find(client, 10.0)
+    serve(client, 10.0, granting)
+    [mapping] = client.mappings()
+    assert (mapping.external_port, mapping.lifetime, mapping.expires_at) == (7000, 3600, 3610.0)
+    assert client.next_deadline() == 1810.0
+    events(client)
+    made = run_until(client, 10.0, 7300.0, granting)
+    assert [(t, r.kind) for t, r in made] == [
+        (1810.0, Kind.EXTERNAL_ADDRESS),
+        (1810.0, Kind.ADD),
+        (3610.0, Kind.EXTERNAL_ADDRESS),
+        (3610.0, Kind.ADD),
+        (5410.0, Kind.EXTERNAL_ADDRESS),
+        (5410.0, Kind.ADD),
+        (7210.0, Kind.EXTERNAL_ADDRESS),
+        (7210.0, Kind.ADD),
+    ]
+    assert {(port, lease) for _, port, lease in adds(made)} == {(7000, 3600)}
+    assert events(client) == []  # renewals are silent
+
+
+def test_a_permanent_lease_is_renewed_hourly_all_the_same() -> None:
+    client = new_client(lease_duration=0)
+    client.add_mapping(TCP, 6881, now=0.0)
+    find(client)
+    serve(client, 0.0, granting)
+    [mapping] = client.mappings()
+    assert (mapping.lifetime, mapping.expires_at) == (0, math.inf)
+    made = run_until(client, 0.0, 3 * UPNP_PERMANENT_RENEW, granting)
+    assert adds(made) == [(t * UPNP_PERMANENT_RENEW, 6881, 0) for t in range(1, 4)]
+
+
+def test_725_asks_again_at_once_with_a_permanent_lease_from_then_on() -> None:
+    client = new_client()
+    client.add_mapping(TCP, 6881, now=0.0)
+    find(client)
+
+    def permanent_only(request: UpnpRequest) -> Answer:
+        if request.kind is Kind.ADD and request.lease:
+            return refuse(725)
+        return granting(request)
+
+    made = run_until(client, 0.0, 2 * UPNP_PERMANENT_RENEW, permanent_only)
+    assert adds(made) == [(0.0, 6881, 3600), (0.0, 6881, 0), (3600.0, 6881, 0), (7200.0, 6881, 0)]
+    assert [type(e) for e in events(client)] == [UpnpDeviceFound, UpnpAddressChanged, PortMapped]
+    assert client.mappings()[0].expires_at == math.inf
+    # The address is asked as often as a permanent mapping is renewed (once 725 told).
+    asked = [t for t, r in made if r.kind is Kind.EXTERNAL_ADDRESS]
+    assert asked == [1800.0, 5400.0]
+
+
+# -- refusals -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("code", "told", "lease"), [(718, 1799, 1799), (501, None, 3600)])
+def test_a_conflict_on_our_own_entry_is_a_renewal_for_the_lease_told(
+    code: int, told: int | None, lease: int
+) -> None:
+    client = new_client()
+    client.add_mapping(TCP, 6881, now=0.0)
+    find(client)
+    give(client, take(client, 0.0, Kind.ADD), refuse(code), 0.0)
+    assert client.next_deadline() == -math.inf  # its check goes at once
+    check = take(client, 0.0, Kind.GET_ENTRY)
+    assert (check.protocol, check.external_port) == (TCP, 6881)
+    assert b"GetSpecificPortMappingEntry" in check.payload(LOCAL)
+    give(client, check, entry(str(LOCAL), lease=told), 0.5)
+    [mapping] = client.mappings()
+    assert (mapping.external_port, mapping.lifetime) == (6881, lease)
+    assert mapping.expires_at == 0.5 + lease
+    assert [type(e) for e in events(client)][-1] is PortMapped
+    assert client.next_deadline() == min(0.5 + lease / 2, 1800.0)  # or the address
+    assert client.close(1.0) == ((TCP, 6881),)  # ours: deleted on close
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [entry(STRANGER), entry(str(LOCAL), port=7000), refuse(714), refuse(401), "no answer"],
+)
+def test_a_718_for_another_hosts_port_moves_to_a_random_one_never_deleted(
+    answer: Answer,
+) -> None:
+    client = new_client(rng=random.Random(4))
+    draw = random.Random(4).randint(*UPNP_CONFLICT_PORTS)
+    client.add_mapping(TCP, 6881, now=0.0)
+    find(client)
+    give(client, take(client, 0.0, Kind.ADD), refuse(718), 0.0)
+    give(client, take(client, 0.0, Kind.GET_ENTRY), answer, 0.0)
+    assert client.next_deadline() == -math.inf  # asked again at once
+    moved = take(client, 0.0, Kind.ADD)
+    assert moved.external_port == draw
+    give(client, moved, OK, 0.1)
+    [*_, mapped] = events(client)
+    assert isinstance(mapped, PortMapped)
+    assert mapped.mapping.external_port == draw
+    assert client.close(1.0) == ((TCP, draw),)  # 6881 is not ours
+
+
+def test_a_718_at_renewal_drops_the_grant_and_moves_without_a_gap() -> None:
+    client = new_client(rng=random.Random(2))
+    client.add_mapping(TCP, 6881, now=0.0)
+    find(client)
+    serve(client, 0.0, granting)
+    events(client)
+
+    def taken(request: UpnpRequest) -> Answer:
+        if request.kind is Kind.ADD and request.external_port == 6881:
+            return refuse(718)
+        if request.kind is Kind.GET_ENTRY:
+            return entry(STRANGER)
+        return granting(request)
+
+    run_until(client, 0.0, 1800.0, taken)
+    [moved] = events(client)
+    assert isinstance(moved, PortMapped)
+    assert moved.mapping.external_port != 6881
+    assert client.close(1801.0) == ((TCP, moved.mapping.external_port),)
+
+
+def test_conflict_ports_run_out_then_the_mapping_fails_for_the_longest_wait() -> None:
+    client = new_client()
+    client.add_mapping(TCP, 6881, now=0.0)
+    find(client)
+    made = serve(client, 0.0, lambda r: refuse(714) if r.kind is Kind.GET_ENTRY else refuse(718))
+    ports = [r.external_port for r in made if r.kind is Kind.ADD]
+    assert len(ports) == 1 + UPNP_CONFLICT_ATTEMPTS
+    assert ports[0] == 6881
+    assert all(UPNP_CONFLICT_PORTS[0] <= p <= UPNP_CONFLICT_PORTS[1] for p in ports[1:])  # type: ignore[operator]
+    assert [r.kind for r in made].count(Kind.GET_ENTRY) == 1  # once per go
+    [*_, failed] = events(client)
+    assert isinstance(failed, MappingFailed)
+    assert (failed.result, failed.retry_at) == (718, UPNP_RETRY_MAX)
+    assert client.close(1.0) == ()  # none of those ports is ours
+
+
+def test_no_more_than_the_attempts_bound_in_one_go() -> None:
+    # 725, then 724, then conflicts: the attempts run out before the conflict ports do.
+    client = new_client()
+    client.add_mapping(TCP, 7000, now=0.0, external_port=7001)
+    find(client)
+
+    def answers(request: UpnpRequest) -> Answer:
+        if request.lease:
+            return refuse(725)
+        return refuse(724) if request.external_port == 7001 else refuse(718)
+
+    made = serve(client, 0.0, answers)
+    asked = [(r.external_port, r.lease) for r in made]
+    assert asked[:3] == [(7001, 3600), (7001, 0), (7000, 0)]
+    assert len(asked) == UPNP_MAX_ATTEMPTS  # no GetSpecificPortMappingEntry: 7000 not wanted
+    [*_, failed] = events(client)
+    assert isinstance(failed, MappingFailed)
+    assert failed.result == 718
+
+
+def test_724_asks_the_internal_port_as_the_external_one() -> None:
+    client = new_client()
+    client.add_mapping(UDP, 7000, now=0.0, external_port=7001)
+    find(client)
+    made = serve(client, 0.0, lambda r: refuse(724) if r.external_port == 7001 else OK)
+    assert [r.external_port for r in made] == [7001, 7000]
+    assert client.external_port(UDP, 7000) == 7000
+
+
+def test_an_action_failed_conflict_shown_to_be_ours_but_disabled_moves_and_deletes_both() -> None:
+    client = new_client(rng=random.Random(3))
+    client.add_mapping(TCP, 6881, now=0.0)
+    find(client)
+    give(client, take(client, 0.0, Kind.ADD), refuse(501), 0.0)
+    give(client, take(client, 0.0, Kind.GET_ENTRY), entry(str(LOCAL), enabled="0"), 0.0)
+    moved = take(client, 0.0, Kind.ADD)
+    give(client, moved, OK, 0.0)
+    assert client.close(1.0) == ((TCP, 6881), (TCP, moved.external_port))
+
+
+@pytest.mark.parametrize(
+    ("code", "backoff"),
+    [(728, True), (501, True), (727, False), (716, False), (606, False), (799, False)],
+)
+def test_failures_back_off_doubling_to_the_cap_refusals_wait_the_longest(
+    code: int, backoff: bool
+) -> None:
+    client = new_client()
+    client.add_mapping(TCP, 6881, now=0.0)
+    find(client)
+
+    def refusing(request: UpnpRequest) -> Answer:
+        if request.kind is Kind.GET_ENTRY:
+            return refuse(714)
+        return refuse(code) if request.kind is Kind.ADD else granting(request)
+
+    record: list[tuple[float, PortMappingEvent]] = []
+    run_until(client, 0.0, 20000.0, refusing, record)
+    failed = [(t, e) for t, e in record if isinstance(e, MappingFailed)]
+    gaps = [e.retry_at - t for t, e in failed][:8]
+    if backoff:
+        assert gaps == [60, 120, 240, 480, 960, 1920, 3600, 3600]
+    else:
+        assert set(gaps) == {UPNP_RETRY_MAX}
+    assert all(e.result == code for _, e in failed)
+    assert device(client) is not None  # it answers: not lost
+
+
+def test_a_renewal_failing_for_a_passing_reason_keeps_the_grant_until_it_runs_out() -> None:
+    client = new_client()
+    client.add_mapping(TCP, 6881, now=0.0)
+    find(client)
+    serve(client, 0.0, granting)
+    events(client)
+
+    def full(request: UpnpRequest) -> Answer:
+        return refuse(728) if request.kind is Kind.ADD else granting(request)
+
+    record: list[tuple[float, PortMappingEvent]] = []
+    run_until(client, 0.0, 3700.0, full, record)
+    failed = [(t, e) for t, e in record if isinstance(e, MappingFailed)]
+    [(t, first), *_] = failed
+    assert (t, first.result, first.mapping.external_port) == (1800.0, 728, 6881)  # standing
+    [(lapsed_at, lapsed)] = [(t, e) for t, e in failed if e.result is None]
+    assert lapsed_at == 3600.0
+    assert lapsed.mapping.external_port is None
+    assert client.external_port(TCP, 6881) is None
+    assert client.close(3700.0) == ()  # its lease ran out: nothing to delete
+
+
+def test_a_refusal_of_another_kind_ends_a_grant_at_once() -> None:
+    client = new_client()
+    client.add_mapping(TCP, 6881, now=0.0)
+    find(client)
+    serve(client, 0.0, granting)
+    events(client)
+    run_until(client, 0.0, 1800.0, lambda r: refuse(606) if r.kind is Kind.ADD else granting(r))
+    [failed] = events(client)
+    assert isinstance(failed, MappingFailed)
+    assert (failed.result, failed.mapping.external_port) == (606, None)
+    assert failed.retry_at == 1800.0 + UPNP_RETRY_MAX
+
+
+def test_address_failures_and_changes() -> None:
+    client = new_client()
+    client.search_sent(take(client, 0.0, Kind.SEARCH), 5, 0.0)
+    client.ssdp_received(ssdp_answer(IGD1, location(ROUTER)), ROUTER, 0.0)
+    give(client, take(client, 0.0, Kind.DESCRIBE), ONE_SERVICE, 0.0)
+    give(client, take(client, 0.0, Kind.EXTERNAL_ADDRESS), refuse(501), 0.0)
+    give(client, take(client, 60.0, Kind.EXTERNAL_ADDRESS), address(""), 60.0)
+    give(client, take(client, 180.0, Kind.EXTERNAL_ADDRESS), refuse(606), 180.0)
+    give(client, take(client, 3780.0, Kind.EXTERNAL_ADDRESS), address(), 3780.0)
+    give(client, take(client, 5580.0, Kind.EXTERNAL_ADDRESS), address("198.51.100.1"), 5580.0)
+    assert events(client)[1:] == [
+        UpnpAddressFailed(501, 60.0),
+        UpnpAddressFailed(None, 180.0),
+        UpnpAddressFailed(606, 3780.0),
+        UpnpAddressChanged(IPv4Address(EXTERNAL)),
+        UpnpAddressChanged(IPv4Address("198.51.100.1")),
+    ]
+
+
+# -- a lost device ------------------------------------------------------------------------------
+
+
+def test_the_device_is_lost_after_failures_in_a_row_then_searched_for_ever_more_slowly() -> None:
+    client = new_client()
+    client.add_mapping(TCP, 6881, now=0.0)
+    find(client)
+    serve(client, 0.0, granting)
+    events(client)
+    # The renewal's address, the renewal, then the address again: no answer.
+    give(client, take(client, 1800.0, Kind.EXTERNAL_ADDRESS), "no answer within 5 s", 1800.0)
+    give(client, take(client, 1800.0, Kind.ADD), "connection refused", 1800.0)
+    assert device(client) is not None
+    give(client, take(client, 1860.0, Kind.EXTERNAL_ADDRESS), "connection refused", 1860.0)
+    assert UPNP_DEVICE_FAILURES == 3
+    assert device(client) is None
+    assert client.external_address is None
+    kinds = [type(e) for e in events(client)]
+    assert kinds == [
+        UpnpAddressFailed,
+        MappingFailed,  # the grant standing: it may pass
+        UpnpAddressFailed,
+        UpnpDeviceLost,
+        MappingFailed,  # the grant lapses with the device
+    ]
+    assert client.mappings()[0].external_port is None
+    assert client.next_deadline() == 1860.0  # searched for again at once
+    assert client.close(1860.0) == ()  # nothing left to delete: the device is gone
+    # Found again and again, never usable: the searches slow down.
+    client = new_client()
+    client.add_mapping(TCP, 6881, now=0.0)
+    now = 0.0
+    waits = []
+    for _ in range(5):
+        find(client, now, told="no answer within 5 s")
+        lost_at = silence_until_lost(client, now)
+        now = client.next_deadline() or math.inf
+        waits.append(now - lost_at)
+    assert waits == [0.0, 60.0, 120.0, 240.0, 480.0]
+    assert client.statistics().devices_lost == 5
+    # A usable answer: the next loss searches at once again.
+    find(client, now)
+    lost_at = silence_until_lost(client, now)
+    assert client.next_deadline() == lost_at
+
+
+def silence_until_lost(client: UpnpClient, now: float) -> float:
+    """Every request from ``now`` goes unanswered; when the device is lost."""
+    for _ in range(20):
+        if device(client) is None:
+            return now
+        request = client.next_request(now)
+        if request is None:
+            now = client.next_deadline() or math.inf
+        else:
+            give(client, request, "no answer within 5 s", now)
+    raise AssertionError("never lost")  # pragma: no cover
+
+
+# -- adding, removing, closing ------------------------------------------------------------------
+
+
+def test_add_and_remove_while_running() -> None:
+    client = new_client()
+    find(client)
+    assert client.next_request(0.0) is None
+    first = client.add_mapping(UDP, 7000, now=10.0, external_port=7001)
+    assert client.next_deadline() == 10.0
+    give(client, take(client, 10.0, Kind.ADD), OK, 10.0)
+    client.remove_mapping(first, 20.0)
+    client.remove_mapping(first, 20.0)  # already being removed: nothing more
+    deletion = take(client, 20.0, Kind.DELETE)
+    assert (deletion.protocol, deletion.external_port) == (UDP, 7001)
+    assert b"DeletePortMapping" in deletion.payload(LOCAL)
+    give(client, deletion, OK, 20.0)
+    assert client.mappings() == ()
+    # Removed while its request is on its way: granted, then deleted.
+    second = client.add_mapping(TCP, 7000, now=30.0)
+    add = take(client, 30.0, Kind.ADD)
+    client.remove_mapping(second, 30.5)
+    give(client, add, OK, 31.0)
+    give(client, take(client, 31.0, Kind.DELETE), refuse(714), 31.0)
+    # Never asked for: dropped at once.
+    third = client.add_mapping(TCP, 7001, now=40.0)
+    client.remove_mapping(third, 40.0)
+    removed = [e for e in events(client) if isinstance(e, MappingRemoved)]
+    assert [(e.mapping.mapping_id, e.result) for e in removed] == [
+        (first, 0),
+        (second, 714),
+        (third, None),
+    ]
+    with pytest.raises(LocalProtocolError):
+        client.remove_mapping(first, 50.0)
+
+
+def test_close_deletes_exactly_the_live_ports_the_router_may_hold() -> None:
+    client = new_client()
+    granted = client.add_mapping(TCP, 6881, now=0.0)
+    refused = client.add_mapping(TCP, 7000, now=0.0)
+    lapsed = client.add_mapping(UDP, 7000, now=0.0)
+    find(client)
+
+    def answers(request: UpnpRequest, now: list[float]) -> Answer:
+        if request.kind is Kind.ADD and request.internal_port == 7000:
+            if request.protocol is TCP:
+                return refuse(606)
+            return refuse(728) if now[0] >= 1800 else OK
+        return granting(request)
+
+    clock = [0.0]
+    for _ in range(100):
+        client.handle_timer(clock[0])
+        while (request := client.next_request(clock[0])) is not None:
+            give(client, request, answers(request, clock), clock[0])
+        deadline = client.next_deadline()
+        assert deadline is not None
+        if deadline > 4000.0:
+            break
+        clock[0] = max(clock[0], deadline)
+    assert client.external_port(UDP, 7000) is None  # ran out at 3600
+    events(client)
+    on_its_way = client.add_mapping(UDP, 6881, now=4000.0)
+    add = take(client, 4000.0, Kind.ADD)
+    assert add.mapping_id == on_its_way
+    deletions = client.close(4000.0)
+    assert deletions == ((TCP, 6881), (UDP, 6881))
+    dropped = events(client)
+    assert [(e.mapping.mapping_id, e.result) for e in dropped] == [(refused, None), (lapsed, None)]  # type: ignore[attr-defined]
+    client.request_answered(add, OK, LOCAL, 4000.5)  # a late answer: ignored
+    for protocol, port in deletions:
+        deletion = take(client, 4001.0, Kind.DELETE)
+        assert (deletion.protocol, deletion.external_port) == (protocol, port)
+        give(client, deletion, OK, 4001.0)
+    assert client.is_closed
+    assert client.next_request(4002.0) is None
+    assert client.next_deadline() is None
+    removed = [(e.mapping.mapping_id, e.result) for e in events(client)]  # type: ignore[attr-defined]
+    assert removed == [(granted, 0), (on_its_way, 0)]
+    with pytest.raises(LocalProtocolError):
+        client.add_mapping(TCP, 1, now=4003.0)
+    assert client.close(4003.0) == ()
+
+
+def test_close_during_a_conflict_check_never_deletes_another_hosts_port() -> None:
+    client = new_client()
+    client.add_mapping(TCP, 6881, now=0.0)
+    find(client)
+    give(client, take(client, 0.0, Kind.ADD), refuse(718), 0.0)
+    check = take(client, 0.0, Kind.GET_ENTRY)
+    assert client.close(0.5) == ()  # 718: the port is another host's
+    client.request_answered(check, entry(STRANGER), LOCAL, 1.0)  # late: ignored
+    assert client.is_closed
+
+
+def test_abandon_drops_what_is_left_at_once() -> None:
+    client = new_client()
+    client.add_mapping(TCP, 6881, now=0.0)
+    client.add_mapping(UDP, 6881, now=0.0)
+    find(client)
+    serve(client, 0.0, granting)
+    events(client)
+    assert len(client.close(1.0)) == 2
+    deletion = take(client, 1.0, Kind.DELETE)
+    client.abandon()
+    assert [(type(e), e.result) for e in events(client)] == [(MappingRemoved, None)] * 2  # type: ignore[attr-defined]
+    assert client.is_closed
+    client.request_failed(deletion, "cancelled", 2.0)  # late: ignored
+
+
+def test_a_mapping_being_deleted_goes_with_a_lost_device() -> None:
+    client = new_client()
+    mapping = client.add_mapping(TCP, 6881, now=0.0)
+    find(client)
+    serve(client, 0.0, granting)
+    give(client, take(client, 1800.0, Kind.EXTERNAL_ADDRESS), "silent", 1800.0)
+    give(client, take(client, 1800.0, Kind.ADD), "silent", 1800.0)
+    client.remove_mapping(mapping, 1800.0)  # its grant stands: a deletion is due
+    give(client, take(client, 1800.0, Kind.DELETE), "silent", 1800.0)
+    assert device(client) is None
+    assert client.mappings() == ()
+    [*_, lost, removed] = events(client)
+    assert isinstance(lost, UpnpDeviceLost)
+    assert isinstance(removed, MappingRemoved)
+    assert (removed.mapping.mapping_id, removed.result) == (mapping, None)
+
+
+def test_a_failed_deletion_still_removes_the_mapping() -> None:
+    client = new_client()
+    mapping = client.add_mapping(TCP, 6881, now=0.0)
+    find(client)
+    serve(client, 0.0, granting)
+    client.remove_mapping(mapping, 1.0)
+    give(client, take(client, 1.0, Kind.DELETE), "connection refused", 1.0)
+    assert device(client) is not None
+    [*_, removed] = events(client)
+    assert isinstance(removed, MappingRemoved)
+    assert (removed.mapping.mapping_id, removed.result) == (mapping, None)
+
+
+def test_a_disabled_entry_of_ours_at_renewal_drops_the_grant_and_moves() -> None:
+    client = new_client(rng=random.Random(6))
+    client.add_mapping(TCP, 6881, now=0.0)
+    find(client)
+    serve(client, 0.0, granting)
+    events(client)
+
+    def disabled(request: UpnpRequest) -> Answer:
+        if request.kind is Kind.ADD and request.external_port == 6881:
+            return refuse(718)
+        if request.kind is Kind.GET_ENTRY:
+            return entry(str(LOCAL), enabled="0")
+        return granting(request)
+
+    run_until(client, 0.0, 1800.0, disabled)
+    [moved] = events(client)
+    assert isinstance(moved, PortMapped)
+    assert moved.mapping.external_port != 6881
+    assert client.close(1801.0) == ((TCP, 6881), (TCP, moved.mapping.external_port))
+
+
+def test_ports_kept_for_deletion_are_bounded() -> None:
+    # Every renewal refused (501, whose check the router will not answer), every random
+    # port granted: the mapping moves at each renewal; the last few ports are kept.
+    client = new_client(lease_duration=0)
+    client.add_mapping(TCP, 6881, now=0.0)
+    find(client)
+    granted: set[int | None] = set()
+
+    def moving(request: UpnpRequest) -> Answer:
+        if request.kind is Kind.GET_ENTRY:
+            return refuse(401)
+        if request.kind is Kind.ADD:
+            if request.external_port in granted:
+                return refuse(501)
+            granted.add(request.external_port)
+            return OK
+        return granting(request)
+
+    run_until(client, 0.0, (UPNP_MAX_PORTS_KEPT + 4) * UPNP_PERMANENT_RENEW, moving)
+    assert len(granted) >= UPNP_MAX_PORTS_KEPT + 4
+    deletions = client.close((UPNP_MAX_PORTS_KEPT + 5) * UPNP_PERMANENT_RENEW)
+    assert len(deletions) == UPNP_MAX_PORTS_KEPT
+    assert deletions[-1] == (TCP, client_port(client, deletions))
+
+
+def client_port(client: UpnpClient, deletions: tuple[tuple[MappingProtocol, int], ...]) -> int:
+    """The port the mapping holds last: the last deletion's."""
+    return deletions[-1][1]
+
+
+def test_short_leases_run_out_before_their_turn() -> None:
+    client = new_client(lease_duration=1)
+    kept = client.add_mapping(TCP, 6881, now=0.0)
+    asked = client.add_mapping(UDP, 6881, now=0.0)
+    find(client)
+    give(client, take(client, 0.0, Kind.ADD), OK, 0.0)  # granted until 1.0
+    add = take(client, 0.0, Kind.ADD)
+    client.remove_mapping(kept, 0.5)  # a deletion is due...
+    client.remove_mapping(asked, 1.5)  # ...its answer never came, and its lease is over
+    client.request_answered(add, OK, LOCAL, 1.6)  # a late answer for a dropped mapping
+    assert client.next_request(1.6) is None  # ...and the grant ran out: nothing to delete
+    removed = [
+        (e.mapping.mapping_id, e.result) for e in events(client) if isinstance(e, MappingRemoved)
+    ]
+    assert removed == [(asked, None), (kept, None)]
+    assert client.statistics().request_failures == 0
+
+
+def test_a_mapping_removed_during_its_conflict_check_is_not_moved() -> None:
+    for remove_before_the_check in (True, False):
+        client = new_client(lease_duration=1)
+        mapping = client.add_mapping(TCP, 6881, now=0.0)
+        find(client)
+        give(client, take(client, 0.0, Kind.ADD), refuse(718), 0.0)
+        if remove_before_the_check:
+            client.remove_mapping(mapping, 1.5)  # its lease asked is over: dropped at once
+            assert client.next_request(1.5) is None
+        else:
+            check = take(client, 0.0, Kind.GET_ENTRY)
+            client.remove_mapping(mapping, 1.5)
+            give(client, check, entry(STRANGER), 1.5)
+            assert client.next_request(1.5) is None
+        assert client.mappings() == ()
+
+
+@pytest.mark.parametrize(
+    ("answer", "deleted"),
+    [(OK, True), ("no answer", True), (refuse(606), False), (refuse(725), False)],
+)
+def test_a_mapping_removed_while_asked_is_deleted_unless_refused(
+    answer: Answer, deleted: bool
+) -> None:
+    client = new_client()
+    mapping = client.add_mapping(TCP, 6881, now=0.0)
+    find(client)
+    add = take(client, 0.0, Kind.ADD)
+    client.remove_mapping(mapping, 0.1)
+    give(client, add, answer, 0.2)
+    assert [type(e) for e in events(client)] == [UpnpDeviceFound, UpnpAddressChanged]
+    if deleted:  # the router holds it, or may
+        deletion = take(client, 0.2, Kind.DELETE)
+        assert deletion.external_port == 6881
+        give(client, deletion, OK, 0.3)
+    assert client.next_request(0.3) is None
+    [removed] = events(client)
+    assert isinstance(removed, MappingRemoved)
+    assert (removed.mapping.mapping_id, removed.result) == (mapping, 0 if deleted else None)
+
+
+def test_a_close_abandons_what_is_under_way_and_asks_it_again() -> None:
+    client = new_client()
+    first = client.add_mapping(TCP, 6881, now=0.0)
+    client.add_mapping(UDP, 6881, now=0.0)
+    find(client)
+    serve(client, 0.0, granting)
+    client.remove_mapping(first, 1.0)
+    deletion = take(client, 1.0, Kind.DELETE)
+    assert client.close(1.5) == ((TCP, 6881), (UDP, 6881))
+    client.request_answered(deletion, OK, LOCAL, 1.6)  # late: ignored, asked again
+    made = serve(client, 2.0, lambda r: OK)
+    assert [(r.protocol, r.external_port) for r in made] == [(TCP, 6881), (UDP, 6881)]
+    assert client.is_closed
+    # A close during a search ends it; its round's report comes late.
+    client = new_client()
+    search = take(client, 0.0, Kind.SEARCH)
+    assert client.close(0.1) == ()
+    client.search_sent(search, 5, 0.2)
+    assert not searching(client)
+    assert client.is_closed
+    assert client.next_deadline() is None
+
+
+# -- misuse -------------------------------------------------------------------------------------
+
+
+def test_bad_arguments_and_requests_out_of_turn_raise_local_errors() -> None:
+    bad: list[dict[str, object]] = [
+        {"ssdp_address": ("239.255.255.250", 1900)},
+        {"ssdp_address": (ROUTER, 0)},
+        {"gateway": "192.168.1.1"},
+        {"lease_duration": -1},
+        {"lease_duration": True},
+        {"description": "a\nb"},
+        {"search_timeout": 0},
+        {"search_timeout": math.inf},
+    ]
+    for kwargs in bad:
+        with pytest.raises(LocalProtocolError):
+            new_client(**kwargs)
+    client = new_client()
+    for call in (
+        lambda: client.add_mapping("tcp", 1, now=0.0),  # type: ignore[arg-type]
+        lambda: client.add_mapping(TCP, 0, now=0.0),
+        lambda: client.add_mapping(TCP, 1, now=math.nan),
+        lambda: client.add_mapping(TCP, 1, now=0.0, external_port=65536),
+        lambda: client.ssdp_received("text", ROUTER, 0.0),  # type: ignore[arg-type]
+        lambda: client.ssdp_received(b"", "192.168.1.1", 0.0),  # type: ignore[arg-type]
+        lambda: UpnpRequest(Kind.ADD),
+        lambda: UpnpRequest("add"),  # type: ignore[arg-type]
+        lambda: UpnpRequest(Kind.SEARCH, destination=(ROUTER, 1900)).payload(LOCAL),
+        lambda: UpnpRequest(Kind.DESCRIBE, url=parse_http_url(location(ROUTER))).datagrams(),
+        lambda: UpnpRequest(Kind.DESCRIBE, url=parse_http_url(location(ROUTER))).payload("x"),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(LocalProtocolError):
+            call()
+    client.add_mapping(TCP, 1, now=0.0)
+    with pytest.raises(LocalProtocolError):
+        client.add_mapping(TCP, 1, now=0.0)  # mapped already
+    for port in range(2, UPNP_MAX_MAPPINGS + 1):
+        client.add_mapping(UDP, port, now=0.0)
+    with pytest.raises(LocalProtocolError):
+        client.add_mapping(UDP, 1, now=0.0)
+    search = take(client, 0.0, Kind.SEARCH)
+    stranger = UpnpRequest(Kind.SEARCH, destination=(ROUTER, 1900))
+    for call in (
+        lambda: client.search_sent(stranger, 5, 0.0),  # not the one in flight
+        lambda: client.search_sent(search, -1, 0.0),
+        lambda: client.request_answered(search, OK, LOCAL, 0.0),  # a round is sent
+        lambda: client.request_answered(search, b"", LOCAL, 0.0),  # type: ignore[arg-type]
+        lambda: client.request_answered(search, OK, "me", 0.0),  # type: ignore[arg-type]
+        lambda: client.request_failed(search, 5, 0.0),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(LocalProtocolError):
+            call()
+    client.search_sent(search, 5, 0.0)
+    client.ssdp_received(ssdp_answer(IGD1, location(ROUTER)), ROUTER, 0.0)
+    describe = take(client, 0.0, Kind.DESCRIBE)
+    with pytest.raises(LocalProtocolError):
+        client.search_sent(describe, 5, 0.0)  # a description is fetched, not sent
+
+
+# -- random sequences ---------------------------------------------------------------------------
+
+
+def _answers_for(kind: UpnpRequestKind) -> list[Answer]:
+    common: list[Answer] = ["no answer", HttpResponse(500, "Oops", (), b"<html/>")]
+    if kind is Kind.DESCRIBE:
+        two = description((WANIP1, "/ip"), (WANPPP1, "/ppp"))
+        return [*common, ONE_SERVICE, two, NOT_FOUND, HttpResponse(200, "OK", (), b"<root/>")]
+    if kind is Kind.EXTERNAL_ADDRESS:
+        return [*common, address(), address(""), address("198.51.100.1"), refuse(501)]
+    if kind is Kind.GET_ENTRY:
+        ours, others = entry(str(LOCAL), lease=100), entry(STRANGER)
+        return [*common, ours, others, entry(str(LOCAL), enabled="0"), refuse(714)]
+    refusals = [refuse(code) for code in (718, 725, 724, 501, 728, 606, 714)]
+    return [*common, OK, OK, *refusals]
+
+
+_DELETE_ANSWERS: list[Answer] = [OK, refuse(714), "silent"]
+_SSDP = [
+    (ssdp_answer(IGD1, location(ROUTER)), ROUTER),
+    (ssdp_answer("upnp:rootdevice", location(ROUTER, "/m.xml")), ROUTER),
+    (ssdp_answer(IGD1, location(OTHER)), OTHER),
+    (ssdp_answer(IGD1, location(OTHER)), ROUTER),
+    (b"garbage", OTHER),
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_random_sequences_keep_every_rule_and_raise_nothing(data: st.DataObject) -> None:
+    """Whatever the router answers and the caller asks, in any order: only our events, no
+    exception, never more than UPNP_MAX_ATTEMPTS AddPortMapping requests for one mapping in
+    one go, the deadline never stuck in the past, and every mapping removed exactly once."""
+    client = UpnpClient(
+        gateway=data.draw(st.sampled_from([ROUTER, None])),
+        lease_duration=data.draw(st.sampled_from([0, 1, 3600])),
+        rng=random.Random(data.draw(st.integers(0, 9))),
+    )
+    now = 0.0
+    added: list[MappingId] = []
+    removed: list[MappingId] = []
+    go: dict[MappingId | None, int] = {}
+    ports = iter(range(6881, 7000))  # new mappings' internal ports
+
+    def check_events() -> None:
+        for event in events(client):
+            assert isinstance(event, OURS)
+            if isinstance(event, UpnpDeviceFound | UpnpDeviceLost):
+                go.clear()  # a new device: a new go for every mapping
+            if isinstance(event, MappingRemoved):
+                removed.append(event.mapping.mapping_id)
+
+    for port in range(data.draw(st.integers(0, 2))):
+        added.append(client.add_mapping(TCP, 6000 + port, now))
+    for _ in range(data.draw(st.integers(5, 80))):
+        client.handle_timer(now)
+        check_events()
+        request = client.next_request(now)
+        check_events()
+        if request is None:
+            deadline = client.next_deadline()
+            assert deadline is None or deadline > now
+            # While a search listens, answers are likeliest; a close is rare (it ends all).
+            actions = ["ssdp"] * 4 if client.searching else []
+            actions += ["tick", "tick", "tick", "add", "remove", "ssdp", "close"]
+            action = data.draw(st.sampled_from(actions))
+            if action == "tick":
+                step = data.draw(st.sampled_from([0.0, 0.5, 100.0, 2000.0]))
+                now = (now if deadline is None else max(now, deadline)) + step
+                go.clear()  # the client was idle: any go has ended
+            elif action == "add" and not client.is_closed and len(added) < 4:
+                protocol = data.draw(st.sampled_from([TCP, UDP]))
+                added.append(client.add_mapping(protocol, next(ports), now))
+            elif action == "remove" and client.mappings():
+                mapping = data.draw(st.sampled_from(client.mappings()))
+                client.remove_mapping(mapping.mapping_id, now)
+            elif action == "ssdp":
+                datagram, source = data.draw(st.sampled_from(_SSDP))
+                client.ssdp_received(datagram, source, now)
+            elif action == "close":
+                client.close(now)
+            check_events()
+            continue
+        if request.kind is Kind.ADD:
+            go[request.mapping_id] = go.get(request.mapping_id, 0) + 1
+            assert go[request.mapping_id] <= UPNP_MAX_ATTEMPTS
+        if request.kind is Kind.SEARCH:
+            client.search_sent(request, data.draw(st.integers(0, 5)), now)
+        else:
+            give(client, request, data.draw(st.sampled_from(_answers_for(request.kind))), now)
+        check_events()
+    # Closing ends it all, within a bounded number of requests.
+    client.close(now)
+    for _ in range(UPNP_MAX_MAPPINGS * 10):
+        request = client.next_request(now)
+        if request is None:
+            break
+        assert request.kind is Kind.DELETE
+        give(client, request, data.draw(st.sampled_from(_DELETE_ANSWERS)), now)
+    client.abandon()
+    check_events()
+    assert client.is_closed
+    assert sorted(removed) == sorted(added)
