@@ -75,7 +75,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Literal, cast
 
 import trio
@@ -220,6 +220,25 @@ class _Job:
     torrent: TorrentStorage
     piece: int
     data: bytearray
+
+
+@dataclass(slots=True, eq=False)
+class _Owner:
+    """A recheck or a move that owns a torrent while it waits for what ran before it to end
+    (the last check's task, the pieces being written, the reads on a thread).
+
+    The torrent is ``CHECKING`` or ``MOVING`` meanwhile, so nothing new starts and no
+    other operation is accepted; what ran before may still report a fault, which is the
+    owner's to judge (see :meth:`DiskManager._fail`), not a stop of the torrent.
+    """
+
+    operation: Literal["recheck", "move"]
+    # Set once the wait is over (a recheck's check started or was given up): a second
+    # recheck that joined this one returns then.
+    settled: trio.Event = field(default_factory=trio.Event)
+    # The first fault reported meanwhile and its reason: the torrent's, should the move be
+    # given up (a recheck hashes everything again, so it never needs it).
+    fault: tuple[DiskError, str] | None = None
 
 
 # Outcome of one piece on a flush thread: True written good, False bad, None dropped
@@ -393,9 +412,9 @@ class DiskManager:
         self._torrents: dict[int, TorrentStorage] = {}
         # Torrents removed with their data while move_storage copied them (see there).
         self._deleted_while_moving: set[int] = set()
-        # Rechecks waiting for what ran before them to end, by torrent id: the event is
-        # set once the check started or was given up (see recheck).
-        self._rechecks: dict[int, trio.Event] = {}
+        # Rechecks and moves waiting for what ran before them to end, by torrent id: one
+        # at most per torrent (see _Owner, recheck and move_storage).
+        self._owners: dict[int, _Owner] = {}
         self._by_hash: dict[object, TorrentStorage] = {}
         self._closing = False
         self._pieces_good = 0
@@ -566,6 +585,16 @@ class DiskManager:
         where the current one does (another view of the same root) is simply
         switched to: nothing is copied or deleted, whatever ``existing`` says.
 
+        The torrent is ``MOVING`` at once, and the copy starts once what ran before has
+        ended: the last check's task, the pieces being written and the reads on a
+        thread. A fault those report meanwhile is the old storage's: it does not stop
+        the torrent (it comes as a :class:`~bip_disk.StorageProblem`) and the move goes
+        on, copying what is on disk (a piece whose write failed was never had). Should
+        the move then fail or be cancelled before the switch, the torrent stays on its
+        old storage stopped by that fault (:class:`~bip_disk.TorrentFailed`), as it
+        would have been without the move. A :meth:`recheck` meanwhile is refused, as a
+        move is while a recheck waits to start.
+
         ``existing`` says what becomes of the torrent's files already in
         ``filesystem`` (see :class:`~bip_disk.ExistingFiles`): replaced (the
         default); refused (``FAIL``: :class:`~bip_disk.DestinationExistsError`
@@ -589,9 +618,11 @@ class DiskManager:
             order; empty otherwise.
 
         Raises:
-            TorrentStateError: the torrent is checking, moving or removed (also when
-                it is removed during the copy: the copy is then left, or deleted if
-                the removal deleted the data), or the manager is closing.
+            TorrentStateError: the torrent is checking (also while a recheck waits to
+                start), moving or removed (also when it is removed before or during the
+                copy: the copy is then left, or deleted if the removal deleted the data),
+                or the manager is closing (also when it starts closing before the switch:
+                the torrent then stays where it was, and a copy made is left).
             DestinationExistsError: ``FAIL``, and a file of the torrent is there.
             StorageError: copying failed.
         """
@@ -615,15 +646,24 @@ class DiskManager:
     ) -> tuple[str, ...]:
         torrent = storage.handle
         previous = storage.state
+        owner = self._owners[torrent.id] = _Owner("move")
         storage.set_state(TorrentState.MOVING)
         try:
-            # The last check's task may still be ending (reporting a fault): while it
-            # runs, it could take the torrent for its own check started below.
-            await storage.check_done.wait()
-            while not storage.idle:
-                await storage.wait_changed()
+            try:
+                # The last check's task may still be ending (reporting a fault): while it
+                # runs, it could take the torrent for its own check started below.
+                await storage.check_done.wait()
+                while not storage.idle:
+                    await storage.wait_changed()
+            finally:
+                # Nothing of the torrent runs now but the move (writes and reads wait for
+                # MOVING to end): no fault can come from elsewhere until it ends.
+                self._disown(torrent, owner)
             if not storage.is_in(TorrentState.MOVING):
                 raise TorrentStateError(f"{torrent!r} was removed before its storage moved")
+            # Closing meanwhile: the manager is syncing and leaving its torrents where they
+            # are, as a recheck waiting then gives up too.
+            self._check_open()
             storage.io_active += 1
             try:
                 copy = await self._io_pool.run(
@@ -632,9 +672,11 @@ class DiskManager:
             finally:
                 storage.io_active -= 1
                 storage.changed()  # a removal waits for the copy to end
+            if storage.is_in(TorrentState.MOVING):
+                self._check_open()  # closed during the copy: not switched to, as a failure
         except BaseException as error:
             if storage.is_in(TorrentState.MOVING):
-                storage.set_state(previous)
+                self._give_back(storage, previous, owner.fault)
             if isinstance(error, Exception):  # raised to the caller: DEBUG only
                 _log.debug(
                     "moving torrent %r (%s) to %r failed: %s",
@@ -705,6 +747,19 @@ class DiskManager:
                 storage.check_done.set()
         return _paths(kept)
 
+    def _give_back(
+        self, storage: TorrentStorage, previous: TorrentState, fault: tuple[DiskError, str] | None
+    ) -> None:
+        """Leave a torrent whose move was given up where it was: in its ``previous`` state,
+        or stopped by the ``fault`` its old storage reported while the move waited (the
+        move told it as a problem then; the torrent stays on that storage, so it now
+        stops the torrent as it would have). A torrent stopped before keeps its fault."""
+        if fault is not None and previous is TorrentState.READY:
+            # Without waiting: the caller may be cancelled, and the move is over.
+            self._emit_later([self._stop(storage, *fault)])
+        else:
+            storage.set_state(previous)
+
     def _drop_partials_of(self, storage: TorrentStorage, kept: Sequence[StoredFile]) -> None:
         """Drop the pieces in memory that touch the ``kept`` files: the check after the
         move decides about those pieces (one completed meanwhile would be reported twice)."""
@@ -737,22 +792,24 @@ class DiskManager:
         """
         storage = self._get(torrent)
         self._check_open()
-        started = self._rechecks.get(torrent.id)
-        if started is None:
+        owner = self._owners.get(torrent.id)
+        if owner is None:
             if storage.state not in (TorrentState.READY, TorrentState.ERROR):
                 raise TorrentStateError(f"cannot recheck {torrent!r} while {storage.state.value}")
-            started = self._rechecks[torrent.id] = trio.Event()
+            owner = self._owners[torrent.id] = _Owner("recheck")
             previous = storage.check_done
             storage.set_state(TorrentState.CHECKING)
             storage.check_done = trio.Event()
             self._drop_partials(storage)
             # A task of the manager's does the waiting, so that a cancelled caller cannot
             # leave the torrent CHECKING with no check to end it.
-            self._nursery.start_soon(self._recheck_when_settled, storage, previous, started)
-        await started.wait()
+            self._nursery.start_soon(self._recheck_when_settled, storage, previous, owner)
+        elif owner.operation != "recheck":  # a move waits: it owns the torrent
+            raise TorrentStateError(f"cannot recheck {torrent!r} while {storage.state.value}")
+        await owner.settled.wait()
 
     async def _recheck_when_settled(
-        self, storage: TorrentStorage, previous: trio.Event, started: trio.Event
+        self, storage: TorrentStorage, previous: trio.Event, owner: _Owner
     ) -> None:
         """Start the check of :meth:`recheck` once nothing of the torrent runs any more."""
         torrent = storage.handle
@@ -765,7 +822,7 @@ class DiskManager:
                 await storage.wait_changed()
             # Not CHECKING: removed meanwhile (remove_torrent waits for check_done).
             if storage.is_in(TorrentState.CHECKING) and not self._closing:
-                del self._rechecks[torrent.id]  # the new check is the torrent's own
+                del self._owners[torrent.id]  # the new check is the torrent's own
                 storage.have.clear()
                 storage.error = storage.reason = None
                 self._cache.drop_torrent(torrent.id)
@@ -773,12 +830,10 @@ class DiskManager:
                 self._start_check(storage, None, True, "none")
                 checking = True
         finally:
-            if self._rechecks.get(torrent.id) is started:
-                del self._rechecks[torrent.id]
+            self._disown(torrent, owner)
             if not checking:
                 storage.check_done.set()
                 storage.changed()
-            started.set()
 
     async def wait_checked(self, torrent: TorrentHandle) -> TorrentState:
         """Wait until the torrent's current check (if any) ends; returns its state then.
@@ -1212,10 +1267,15 @@ class DiskManager:
         switched): a cancellation must not keep its events from the user, nor a full
         queue keep it from returning."""
         pending = list(events)
-        while pending and not self._closing:
+        while pending:
             try:
                 self._events_send.send_nowait(pending[0])
             except trio.WouldBlock:
+                if self._closing:
+                    # As _emit does then; and the manager's nursery may be closed already,
+                    # so no task could send them later.
+                    self._events_dropped += len(pending)
+                    return
                 break
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._events_dropped += len(pending)
@@ -1233,20 +1293,37 @@ class DiskManager:
         if storage.state in (TorrentState.ERROR, TorrentState.REMOVED):
             return
         handle = storage.handle
-        if handle.id in self._rechecks:
-            # Reported by what ran before a recheck that waits for it (a write or read under
-            # way, the last check ending): the recheck hashes everything again and decides
-            # the torrent's state, so the fault is told but stops nothing.
+        owner = self._owners.get(handle.id)
+        if owner is not None:
+            # Reported by what ran before a recheck or move that waits for it (a write or
+            # read under way, the last check ending): that operation decides the torrent's
+            # state (a recheck hashes everything again; a move copies what is on disk and
+            # starts the torrent on the new storage, or leaves it stopped by this fault if
+            # it is given up), so the fault is told but stops nothing now.
+            if owner.fault is None:
+                owner.fault = (error, reason)
+            what = owner.operation
             hex_hash = handle.info_hash.hex()
-            _log.warning("torrent %r (%s), before its recheck: %s", handle.name, hex_hash, reason)
-            await self._emit(StorageProblem(handle, error, f"before the recheck: {reason}"))
+            _log.warning("torrent %r (%s), before its %s: %s", handle.name, hex_hash, what, reason)
+            await self._emit(StorageProblem(handle, error, f"before the {what}: {reason}"))
             return
+        await self._emit(self._stop(storage, error, reason))
+
+    def _stop(self, storage: TorrentStorage, error: DiskError, reason: str) -> TorrentFailed:
+        """Put the torrent in ``ERROR`` for ``error``; returns the event that tells it."""
+        handle = storage.handle
         storage.error = error
         storage.reason = reason
         storage.set_state(TorrentState.ERROR)
         self._drop_partials(storage)
         _log.warning("torrent %r (%s) stopped: %s", handle.name, handle.info_hash.hex(), reason)
-        await self._emit(TorrentFailed(handle, error, reason))
+        return TorrentFailed(handle, error, reason)
+
+    def _disown(self, torrent: TorrentHandle, owner: _Owner) -> None:
+        """End ``owner``'s hold on ``torrent`` (if it still has it): faults stop it again."""
+        if self._owners.get(torrent.id) is owner:
+            del self._owners[torrent.id]
+        owner.settled.set()
 
     async def _read_failed(self, storage: TorrentStorage, piece: int, error: StorageError) -> None:
         try:
@@ -1358,7 +1435,7 @@ class DiskManager:
     def _still_checking(self, storage: TorrentStorage) -> bool:
         """Whether the torrent's running check still owns it: ``CHECKING``, and not because
         a recheck that waits for that check to end set the state for its own check."""
-        return storage.state is TorrentState.CHECKING and storage.handle.id not in self._rechecks
+        return storage.state is TorrentState.CHECKING and storage.handle.id not in self._owners
 
     async def _run_check(
         self,
