@@ -1,20 +1,35 @@
 """The UPnP port mapping core (:class:`UpnpClient`) driven alone: no trio, no sockets, the
 clock a number. Every rule the shell used to hold is fed here step by step: the search and
 which device wins, renewal, the 725 / 718 / 501 / 724 refusals, back-off, grants kept
-through failures that may pass, a lost device, removal and close."""
+through failures that may pass, a lost device, removal and close. (One test at the end
+runs a close's conflict check through the trio shell against the fake IGD too.)"""
 
 from __future__ import annotations
 
+import doctest
 import math
 import random
 from collections.abc import Callable
 from ipaddress import IPv4Address
 
 import pytest
+import trio
+import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests._upnp_igd import IGD1, WANIP1, WANPPP1, fault, response, ssdp_answer
+from tests._upnp_igd import (
+    IGD1,
+    LOOPBACK,
+    WANIP1,
+    WANPPP1,
+    FakeIgd,
+    fault,
+    response,
+    running_igd,
+    ssdp_answer,
+)
 
+from bip_handshake import _upnp_client
 from bip_handshake._errors import LocalProtocolError
 from bip_handshake._portmap import (
     MappingFailed,
@@ -51,6 +66,7 @@ from bip_handshake._upnp_client import (
     UpnpRequest,
     UpnpRequestKind,
 )
+from bip_handshake._upnp_shell import open_upnp_mapper
 
 Kind = UpnpRequestKind
 TCP = MappingProtocol.TCP
@@ -141,6 +157,11 @@ def served(client: UpnpClient) -> UpnpDevice:
 def searching(client: UpnpClient) -> bool:
     """Whether a search runs, read afresh."""
     return client.searching
+
+
+def closed(client: UpnpClient) -> bool:
+    """Whether the client is closed, read afresh."""
+    return client.is_closed
 
 
 def events(client: UpnpClient) -> list[PortMappingEvent]:
@@ -820,8 +841,62 @@ def test_close_during_a_conflict_check_never_deletes_another_hosts_port() -> Non
     find(client)
     give(client, take(client, 0.0, Kind.ADD), refuse(718), 0.0)
     check = take(client, 0.0, Kind.GET_ENTRY)
-    assert client.close(0.5) == ()  # 718: the port is another host's
+    assert client.close(0.5) == ()  # 6881 waits for its check
     client.request_answered(check, entry(STRANGER), LOCAL, 1.0)  # late: ignored
+    assert not closed(client)
+    assert client.next_deadline() == -math.inf
+    give(client, take(client, 1.0, Kind.GET_ENTRY), entry(STRANGER), 1.0)  # asked again
+    assert client.next_request(1.0) is None  # another host's: never deleted
+    assert client.is_closed
+    [*_, removed] = events(client)
+    assert isinstance(removed, MappingRemoved)
+    assert removed.result is None
+
+
+@pytest.mark.parametrize("permanent", [True, False])
+def test_close_during_a_conflict_check_on_our_own_mapping_still_deletes_it(
+    permanent: bool,
+) -> None:
+    # A router answering 718 to the renewal of a mapping we hold: closed during the check,
+    # the mapping used to be dropped undeleted, and a permanent one stayed forwarded to us.
+    c = new_client(lease_duration=0 if permanent else 3600)
+    c.add_mapping(TCP, 6881, now=0.0)
+    find(c)
+    give(c, take(c, 0.0, Kind.ADD), OK, 0.0)
+    renewal = 3600.0 if permanent else 1800.0
+    c.handle_timer(renewal)
+    give(c, take(c, renewal, Kind.EXTERNAL_ADDRESS), address(), renewal)
+    give(c, take(c, renewal, Kind.ADD), refuse(718), renewal)
+    take(c, renewal, Kind.GET_ENTRY)
+    assert c.close(renewal + 0.1) == ()  # the check goes first, then what it shows
+    check = take(c, renewal + 0.1, Kind.GET_ENTRY)
+    assert check.external_port == 6881
+    give(c, check, entry(str(LOCAL), lease=0 if permanent else 1800), renewal + 0.2)
+    deletion = take(c, renewal + 0.2, Kind.DELETE)
+    assert (deletion.protocol, deletion.external_port) == (TCP, 6881)
+    give(c, deletion, OK, renewal + 0.3)
+    assert c.is_closed
+    [*_, removed] = events(c)
+    assert isinstance(removed, MappingRemoved)
+    assert removed.result == 0
+
+
+def test_close_with_a_conflict_check_not_yet_asked_asks_it_first() -> None:
+    client = new_client(lease_duration=0)
+    client.add_mapping(TCP, 6881, now=0.0)
+    client.add_mapping(UDP, 6881, now=0.0)
+    find(client)
+    serve(client, 0.0, granting)
+    client.handle_timer(3600.0)
+    give(client, take(client, 3600.0, Kind.EXTERNAL_ADDRESS), address(), 3600.0)
+    give(client, take(client, 3600.0, Kind.ADD), refuse(718), 3600.0)  # TCP's renewal
+    assert client.close(3600.0) == ((UDP, 6881),)
+    made = serve(client, 3600.0, lambda r: entry(str(LOCAL)) if r.kind is Kind.GET_ENTRY else OK)
+    assert [(r.kind, r.protocol) for r in made] == [
+        (Kind.GET_ENTRY, TCP),
+        (Kind.DELETE, TCP),
+        (Kind.DELETE, UDP),
+    ]
     assert client.is_closed
 
 
@@ -838,6 +913,8 @@ def test_abandon_drops_what_is_left_at_once() -> None:
     assert [(type(e), e.result) for e in events(client)] == [(MappingRemoved, None)] * 2  # type: ignore[attr-defined]
     assert client.is_closed
     client.request_failed(deletion, "cancelled", 2.0)  # late: ignored
+    with pytest.raises(LocalProtocolError):
+        client.request_failed(deletion, "cancelled", 2.0)  # reported already
 
 
 def test_a_mapping_being_deleted_goes_with_a_lost_device() -> None:
@@ -1036,6 +1113,14 @@ def test_bad_arguments_and_requests_out_of_turn_raise_local_errors() -> None:
     ):
         with pytest.raises(LocalProtocolError):
             call()
+    lookups: list[Callable[[], object]] = [
+        lambda: client.external_port("tcp", 1),  # type: ignore[arg-type]
+        lambda: client.external_port(TCP, 0),
+        lambda: client.external_port(TCP, True),
+    ]
+    for lookup in lookups:
+        with pytest.raises(LocalProtocolError):
+            lookup()
     client.add_mapping(TCP, 1, now=0.0)
     with pytest.raises(LocalProtocolError):
         client.add_mapping(TCP, 1, now=0.0)  # mapped already
@@ -1060,6 +1145,17 @@ def test_bad_arguments_and_requests_out_of_turn_raise_local_errors() -> None:
     describe = take(client, 0.0, Kind.DESCRIBE)
     with pytest.raises(LocalProtocolError):
         client.search_sent(describe, 5, 0.0)  # a description is fetched, not sent
+    # Closed: a late report of the request abandoned is ignored; any other is a mistake.
+    client.close(0.0)
+    never = UpnpRequest(Kind.DESCRIBE, url=parse_http_url(location(ROUTER)))
+    for call in (
+        lambda: client.request_answered(never, OK, LOCAL, 0.0),
+        lambda: client.request_failed(never, "late", 0.0),
+        lambda: client.search_sent(search, 5, 0.0),  # reported before the close
+    ):
+        with pytest.raises(LocalProtocolError):
+            call()
+    client.request_failed(describe, "cancelled", 0.0)
 
 
 # -- random sequences ---------------------------------------------------------------------------
@@ -1153,15 +1249,57 @@ def test_random_sequences_keep_every_rule_and_raise_nothing(data: st.DataObject)
         else:
             give(client, request, data.draw(st.sampled_from(_answers_for(request.kind))), now)
         check_events()
-    # Closing ends it all, within a bounded number of requests.
+    # Closing ends it all, within a bounded number of requests: the deletions, after a
+    # conflict check owed (asked once, first).
     client.close(now)
-    for _ in range(UPNP_MAX_MAPPINGS * 10):
+    for step in range(UPNP_MAX_MAPPINGS * 10):
         request = client.next_request(now)
         if request is None:
             break
+        if request.kind is Kind.GET_ENTRY:
+            assert step == 0
+            give(client, request, data.draw(st.sampled_from(_answers_for(Kind.GET_ENTRY))), now)
+            continue
         assert request.kind is Kind.DELETE
         give(client, request, data.draw(st.sampled_from(_DELETE_ANSWERS)), now)
     client.abandon()
     check_events()
     assert client.is_closed
     assert sorted(removed) == sorted(added)
+
+
+# -- the module's own examples, and the close's check through the shell -------------------------
+
+
+def test_doctests() -> None:
+    failures, tried = doctest.testmod(_upnp_client, optionflags=doctest.ELLIPSIS)
+    assert tried > 0
+    assert failures == 0
+
+
+async def test_the_shell_deletes_our_mapping_whose_check_a_close_cut_short(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A router that answers 718 to the renewal of the permanent mapping we hold; the block
+    # ends while its GetSpecificPortMappingEntry waits: the exit asks it again, then deletes.
+    igd = FakeIgd(
+        readd_conflict=True, slow_actions={"GetSpecificPortMappingEntry"}, slow_delay=1000
+    )
+    async with running_igd(igd) as address:
+        async with open_upnp_mapper(
+            [("tcp", 6881)],
+            ssdp_address=address,
+            bind_host=LOOPBACK,
+            gateway=None,
+            lease_duration=0,
+        ) as mapper:
+            await trio.sleep(UPNP_PERMANENT_RENEW + 1)
+            # The address, the grant, the address again, the refused renewal, its check.
+            assert igd.http_requests.count("POST /ctl/IPConn") == 5
+            assert mapper.external_port("tcp", 6881) == 6881
+            igd.slow_actions.clear()  # the check asked on the way out is answered
+        assert igd.mappings == {}
+        [(_, check)] = igd.actions("GetSpecificPortMappingEntry")  # the first never answered
+        [(_, deletion)] = igd.actions("DeletePortMapping")
+        assert check["NewExternalPort"] == deletion["NewExternalPort"] == "6881"
+        assert mapper.mappings() == ()

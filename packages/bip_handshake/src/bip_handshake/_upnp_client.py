@@ -72,9 +72,11 @@ How it runs (as libtorrent's upnp.cpp does, where not said otherwise):
   :data:`UPNP_SEARCH_RETRY_MAX`, until one of its answers is usable again.
 - **Close**: a DeletePortMapping for every external port the router may hold for a mapping
   (each one it granted, up to :data:`UPNP_MAX_PORTS_KEPT` per mapping, and one asked for
-  whose answer never came; not those whose lease ran out), one at a time. A mapping
-  removed while the client runs gets the same. The caller bounds the time the deletions
-  take: :meth:`UpnpClient.abandon` gives up what is left.
+  whose answer never came; not those whose lease ran out), one at a time. A port whose
+  GetSpecificPortMappingEntry was due after a 718 or 501 is asked about again first:
+  deleted if the router shows it ours, let alone if another host's. A mapping removed
+  while the client runs gets the same. The caller bounds the time the deletions take:
+  :meth:`UpnpClient.abandon` gives up what is left.
 
 A sketch of one go, a gateway found and a port mapped:
 
@@ -356,6 +358,13 @@ class UpnpRequest:
     with :meth:`UpnpClient.request_answered` (or :meth:`UpnpClient.request_failed` when
     none came). The fields a kind does not use are None.
 
+    The core never times an exchange: the caller bounds each one, connection to last byte
+    (:data:`UPNP_HTTP_TIMEOUT`, as the shell does, or a bound of its own), and reports one
+    that ran out with :meth:`UpnpClient.request_failed`. Every request handed out must be
+    reported exactly once (or abandoned by :meth:`UpnpClient.close` /
+    :meth:`UpnpClient.abandon`): one never reported leaves the core waiting for it for
+    good, asking nothing more.
+
     Attributes:
         kind: what to do.
         url: where the HTTP request goes (the description, or the service's control URL).
@@ -635,6 +644,25 @@ class UpnpClient:
     """A UPnP IGD port mapping client: one device at a time, found by its own searches;
     see the module docstring for the rules.
 
+    What the caller owes it:
+
+    - **One request at a time, each reported**: :meth:`next_request` hands out one
+      :class:`UpnpRequest` and nothing more until :meth:`search_sent`,
+      :meth:`request_answered` or :meth:`request_failed` reports it. The core keeps no
+      time of its own for an exchange: the caller bounds each (:data:`UPNP_HTTP_TIMEOUT`,
+      or its own bound) and reports a timeout with :meth:`request_failed`; a request never
+      reported leaves the core waiting for good.
+    - **Events drained**: events pile up in the core until :meth:`next_event` takes them;
+      there is no bound of their own (none is dropped). Each comes of a call of the
+      caller's (a report, a timer, an add, a removal, a close), at most a few per mapping
+      held (at most :data:`UPNP_MAX_MAPPINGS`), never of what other hosts send unasked;
+      a caller that drains them after each call (the shell does) holds a handful.
+    - **Time**: :meth:`next_deadline` tells when to call :meth:`handle_timer` and
+      :meth:`next_request` again: a time (one already past: at once), ``-math.inf`` when
+      work is due at once whatever the clock (a description to fetch, a conflict check, a
+      retry or a deletion waiting its turn: the core reads no clock, so it cannot say
+      "now"), or None when nothing happens until the caller acts.
+
     Args:
         ssdp_address: where searches go: SSDP's multicast group, or (for a test's fake
             gateway) a unicast address.
@@ -704,6 +732,9 @@ class UpnpClient:
         self._next_id = 1
         self._events: deque[PortMappingEvent] = deque()
         self._request: UpnpRequest | None = None  # the one in flight
+        # Handed out, then abandoned by close() or abandon() before its report: that late
+        # report is ignored (once). One each at most: nothing goes out after abandon().
+        self._abandoned: list[UpnpRequest] = []
         self._held_until: float | None = None  # the in-flight ADD's port's earlier hold
         self._search: _Search | None = None
         self._search_due = -math.inf
@@ -762,7 +793,17 @@ class UpnpClient:
         return tuple(m.snapshot() for m in self._mappings.values())
 
     def external_port(self, protocol: MappingProtocol, internal_port: int) -> int | None:
-        """The external port the router forwards to ``internal_port``, None while none."""
+        """The external port the router forwards to ``internal_port``, None while none.
+
+        Raises:
+            LocalProtocolError: ``protocol`` not a :class:`MappingProtocol` (the shell
+                takes ``"tcp"`` and ``"udp"`` too), or ``internal_port`` not in 1..65535.
+        """
+        # Checked as add_mapping checks them: a name such as "tcp" would match nothing and
+        # quietly read as "not mapped".
+        if not isinstance(protocol, MappingProtocol):
+            raise LocalProtocolError(f"a protocol is a MappingProtocol, got {protocol!r}")
+        _check_port("an internal port", internal_port)
         for mapping in self._mappings.values():
             if mapping.protocol is protocol and mapping.internal_port == internal_port:
                 return mapping.external_port
@@ -786,7 +827,8 @@ class UpnpClient:
         )
 
     def next_event(self) -> PortMappingEvent | None:
-        """The oldest event not yet taken, or None."""
+        """The oldest event not yet taken, or None. Events wait here until taken (no bound:
+        drain them after each call, see :class:`UpnpClient`)."""
         return self._events.popleft() if self._events else None
 
     # -- what the caller wants -------------------------------------------------------------
@@ -855,13 +897,17 @@ class UpnpClient:
         """Remove every mapping and ask nothing more; the deletions to make.
 
         A request in flight is abandoned (an AddPortMapping's port is deleted all the same:
-        the router may have made it; a later answer to it is ignored). Mappings the router
+        the router may have made it; a later report of it is ignored). Mappings the router
         cannot hold are dropped at once; the others are deleted one request at a time, as
-        :meth:`next_request` gives them, until :attr:`is_closed`. Closing twice does
-        nothing.
+        :meth:`next_request` gives them, until :attr:`is_closed`. A GetSpecificPortMappingEntry
+        due after a 718 or 501 (asked, or to be asked) is asked again first: its port is
+        deleted too if the router shows it ours (some routers answer 718 to a renewal of
+        a mapping we hold, which a permanent lease would keep forwarded to us for good),
+        and let alone if it is another host's. Closing twice does nothing.
 
         Returns:
-            ``(protocol, external_port)`` of each deletion, in the order they go.
+            ``(protocol, external_port)`` of each deletion, in the order they go; not the
+            port whose check is due, which goes after it only if the router shows it ours.
         """
         now = _check_time(now)
         if self._closed:
@@ -871,14 +917,12 @@ class UpnpClient:
         self._again = None
         self._search = None
         self._describing = None
-        self._request = None
+        self._abandon_request()
         self._deletion = None  # its mapping's live ports are asked again from the first
-        refusal, self._refusal = self._refusal, None
-        if refusal is not None:
-            # Its check never came: what the refusal itself says of the port holds.
-            mapping = self._mappings.get(refusal.mapping_id)
-            if mapping is not None:
-                self._settle_port(mapping, refusal, None, theirs=False, now=now)
+        # A refusal whose check is due is kept: _device_request asks the check before the
+        # deletions, and _entry_answered then settles the port (ours: deleted with the
+        # others; another host's: let alone). Giving it up here would leave a mapping of
+        # ours on the router, for good under a permanent lease.
         for mapping in list(self._mappings.values()):
             if mapping.state is _State.REMOVING:
                 continue
@@ -887,16 +931,24 @@ class UpnpClient:
             else:
                 mapping.state = _State.REMOVING
                 mapping.due = now
+        refusal = self._refusal
+        if refusal is not None and refusal.mapping_id not in self._mappings:
+            refusal = self._refusal = None  # its mapping could hold nothing: no check owed
         going = sorted(self._mappings.values(), key=lambda m: m.due)  # stable: table order
-        return tuple((m.protocol, port) for m in going for port in _live_ports(m, now))
+        return tuple(
+            (m.protocol, port)
+            for m in going
+            for port in _live_ports(m, now)
+            if refusal is None or (m.id, port) != (refusal.mapping_id, refusal.port)
+        )
 
     def abandon(self) -> None:
         """Give up the deletions still owed (the close's time ran out): every mapping left
         is dropped (:class:`MappingRemoved` with ``result`` None), a request in flight
-        forgotten. Closes the client if it was not."""
+        forgotten (a later report of it is ignored). Closes the client if it was not."""
         self._closed = True
         self._address_due = math.inf
-        self._request = None
+        self._abandon_request()
         self._search = None
         self._describing = None
         self._again = None
@@ -905,11 +957,20 @@ class UpnpClient:
         for mapping in list(self._mappings.values()):
             self._drop(mapping, None)
 
+    def _abandon_request(self) -> None:
+        """Forget the request in flight; its report may still come (the caller's exchange
+        raced the close), and is then ignored."""
+        if self._request is not None:
+            self._abandoned.append(self._request)
+            self._request = None
+
     # -- time ------------------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
         """When :meth:`handle_timer` or :meth:`next_request` next has work (a time already
-        past: at once), or None when nothing will happen unless the caller acts.
+        past: at once), ``-math.inf`` when work is due at once whatever the time (a
+        description to fetch, a conflict check, a retry or a deletion waiting its turn),
+        or None when nothing will happen unless the caller acts.
 
         While a request is in flight only a grant's lapse is timed: nothing else goes
         before its answer.
@@ -989,6 +1050,8 @@ class UpnpClient:
 
         Raises:
             LocalProtocolError: ``request`` is not the SEARCH in flight, or a bad count.
+                (A round abandoned by :meth:`close` or :meth:`abandon` may still be
+                reported, once: it is ignored.)
         """
         now = _check_time(now)
         if self._settle(request) is None:
@@ -1066,6 +1129,10 @@ class UpnpClient:
 
         Raises:
             LocalProtocolError: ``request`` is not the one in flight, or a bad argument.
+                A request handed out, then abandoned by :meth:`close` or :meth:`abandon`,
+                may still be reported once (the caller's exchange raced the close): that
+                report is ignored. One never handed out, or reported already, raises,
+                closed or not.
         """
         now = _check_time(now)
         if not isinstance(response, HttpResponse):
@@ -1086,6 +1153,10 @@ class UpnpClient:
 
         Raises:
             LocalProtocolError: ``request`` is not the one in flight, or a bad argument.
+                A request handed out, then abandoned by :meth:`close` or :meth:`abandon`,
+                may still be reported once (the caller's exchange raced the close): that
+                report is ignored. One never handed out, or reported already, raises,
+                closed or not.
         """
         now = _check_time(now)
         if not isinstance(reason, str):
@@ -1100,11 +1171,19 @@ class UpnpClient:
         self._outcome(request, reason, None, now)
 
     def _settle(self, request: UpnpRequest) -> UpnpRequest | None:
-        """``request`` if it is the one in flight; None for one abandoned by a close."""
+        """``request`` if it is the one in flight; None for one handed out, then abandoned
+        by :meth:`close` or :meth:`abandon` (its late report is of no use).
+
+        Raises:
+            LocalProtocolError: any other: one the core never handed out, or one reported
+                already.
+        """
         if request is self._request and request is not None:
             return request
-        if self._closed and isinstance(request, UpnpRequest):
-            return None  # abandoned by close(): a late answer is of no use
+        for i, abandoned in enumerate(self._abandoned):
+            if abandoned is request:
+                del self._abandoned[i]  # reported now: a second report is a mistake
+                return None
         raise LocalProtocolError(f"not the UPnP request in flight: {request!r}")
 
     # -- search ----------------------------------------------------------------------------
