@@ -28,6 +28,7 @@ __all__ = [
     "add_ip_filter_options",
     "add_seed_limit_options",
     "add_serve_loop_options",
+    "add_super_seed_option",
     "add_timeout",
     "add_torrent_and_directory",
     "duration",
@@ -115,6 +116,18 @@ def add_seed_limit_options(parser: argparse.ArgumentParser, *, implies_seed: boo
         metavar="DURATION",
         help="stop seeding (exit 0) after seeding this long: seconds, or 90s, 30m, 2h, 1h30m,"
         " 1d; with --seed-ratio, whichever comes first" + implies,
+    )
+
+
+def add_super_seed_option(parser: argparse.ArgumentParser) -> None:
+    """``--super-seed``: reveal pieces as BEP 16 says (``TorrentOptions.super_seeding``)."""
+    parser.add_argument(
+        "--super-seed",
+        action="store_true",
+        help="super-seed (BEP 16), for an initial seeder: tell each peer one rare piece at a"
+        " time, the next once it announced that one, and refuse its requests for the others,"
+        " so that the upload goes to pieces the swarm passes on rather than to peers that"
+        " only take (libtorrent's super_seeding)",
     )
 
 

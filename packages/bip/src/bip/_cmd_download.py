@@ -190,7 +190,8 @@ def add_session_arguments(parser: argparse.ArgumentParser) -> None:
         "--natpmp",
         action="store_true",
         help="map the listen port (TCP, and UDP for uTP and the DHT) on the default gateway"
-        " with NAT-PMP (RFC 6886) while running, and announce the port it grants; off by"
+        " with PCP (RFC 6887) or NAT-PMP (RFC 6886) while running, and announce the port it"
+        " grants; off by"
         " default",
     )
     parser.add_argument(

@@ -6,6 +6,8 @@ there, so a restart is quick); then the pieces found good are served to every pe
 through the torrent's UDP trackers, ``--peer`` (dialled), or by dialling our ``--port``.
 Nothing is downloaded. Partial data is served as it is, with a warning; no data at all is an
 error (the usual mistake: DIR must be the directory that holds the torrent's name).
+``--super-seed`` reveals the pieces as BEP 16 says (an initial seeder's way of making its
+upload go further).
 """
 
 from __future__ import annotations
@@ -18,7 +20,11 @@ from pathlib import Path
 
 import trio
 
-from ._arguments import add_seed_limit_options, add_torrent_and_directory
+from ._arguments import (
+    add_seed_limit_options,
+    add_super_seed_option,
+    add_torrent_and_directory,
+)
 from ._client import TorrentError, TorrentOptions, TorrentPhase
 from ._cmd_download import (
     add_session_arguments,
@@ -48,6 +54,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     add_torrent_and_directory(parser)
     add_seed_limit_options(parser, implies_seed=False)
+    add_super_seed_option(parser)
     add_session_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -59,13 +66,15 @@ async def _seed(args: argparse.Namespace) -> int:
         raise CLIError(f"{directory}: no such directory")
     peers = await user_peers(args)
     # Selecting no file makes the torrent complete at once: it serves what it has and never
-    # asks for more. A pause a library user's session saved there is lifted: we serve.
+    # asks for more. A pause a library user's session saved there is lifted: we serve; and
+    # super-seeding is what the command line says, whatever was saved.
     options = TorrentOptions(
         directory,
         peers=peers,
         files=frozenset(),
         extra_trackers=tuple(args.tracker),
         paused=False,
+        super_seeding=args.super_seed,
     )
     async with open_session_with_dht(args, config_from_args(args), directory) as session:
         torrent = await session.add_torrent(metainfo, options)
@@ -85,8 +94,9 @@ async def _seed(args: argparse.Namespace) -> int:
                 if status.pieces == status.num_pieces
                 else f"only {status.pieces} of {status.num_pieces}"
             )
+            how = "super-seeding" if args.super_seed else "seeding"
             print(
-                f"bip: seeding {status.name}: {what} pieces, on port {session.listen_port},"
+                f"bip: {how} {status.name}: {what} pieces, on port {session.listen_port},"
                 f" until {seeding_until(args)}",
                 file=sys.stderr,
             )

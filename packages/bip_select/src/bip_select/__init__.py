@@ -103,6 +103,8 @@ from ._requests import (
     RequestBook,
 )
 from ._revelation import (
+    CATCH_UP_BATCH,
+    CATCH_UP_INTERVAL,
     HonestRevelation,
     LazyBitfield,
     RevelationStrategy,
@@ -128,6 +130,8 @@ from ._wire import (
 
 __all__ = [
     "BLOCK_SIZE",
+    "CATCH_UP_BATCH",
+    "CATCH_UP_INTERVAL",
     "DEFAULT_OPTIMISTIC_INTERVAL",
     "DEFAULT_PRIORITY",
     "DEFAULT_RECHOKE_INTERVAL",

@@ -24,7 +24,11 @@ over), :class:`~bip_select.PieceDeadlineSet`, :class:`~bip_select.PieceDeadlineC
 ``set_sequential_download``, ``set_piece_deadline``, ``reset_piece_deadline`` and
 ``clear_piece_deadlines``). A strategy without a :class:`~bip_select.Streaming` layer gets one
 from the brain when the first deadline comes, and loses it when every deadline is cleared: peers'
-rates are measured for the picker only while a ``Streaming`` layer needs them.
+rates are measured for the picker only while a ``Streaming`` layer needs them. The revelation
+strategy is switched with :meth:`SwarmBrain.set_revelation` (libtorrent's super-seeding flag,
+set or cleared at run time): the connected peers are handed over with what they were told, and
+:meth:`SwarmBrain.may_upload` says which of a peer's requests may be served (while
+super-seeding, only those for the pieces revealed to it).
 
 How a client drives it::
 
@@ -233,7 +237,7 @@ class SwarmBrain:
             revelation = HonestRevelation(geometry.num_pieces, have=have_set)
         elif revelation.num_pieces != geometry.num_pieces or revelation.have != have_set:
             raise LocalProtocolError("the revelation strategy was built for other pieces")
-        self.revelation: Final = revelation
+        self._revelation = revelation
         self._refill_interval = float(refill_interval)
         self._drop_snubbed_after = drop_snubbed_after
         self._peers: dict[PeerKey, _PeerState] = {}
@@ -318,6 +322,78 @@ class SwarmBrain:
         return peer in self._banned
 
     @property
+    def revelation(self) -> RevelationStrategy:
+        """The revelation strategy in use (switched with :meth:`set_revelation`)."""
+        return self._revelation
+
+    def may_upload(self, peer: PeerKey, piece: int) -> bool:
+        """Whether a request of ``peer`` for a block of ``piece`` may be served: we have the
+        piece, and the revelation strategy told ``peer`` so.
+
+        While super-seeding (:class:`~bip_select.SuperSeeding`) a peer may only take the
+        pieces revealed to it, as libtorrent refuses the others ("piece not superseeded"):
+        asking for one we pose not to have is the peer's way around BEP 16. A piece lost
+        from storage since it was announced cannot be served either. The client refuses
+        such a request: a reject (BEP 6) to a peer that speaks the fast extension, nothing
+        to the others (BEP 3). Whether we choke the peer is the connection's business. A
+        piece outside the torrent (the peer's nonsense) is refused too. O(1).
+
+        Raises:
+            LocalProtocolError: ``peer`` is not connected.
+        """
+        self._peer(peer)
+        if type(piece) is not int or not 0 <= piece < self.geometry.num_pieces:
+            return False
+        return self.picker.requests.have(piece) and self._revelation.was_revealed(peer, piece)
+
+    def set_revelation(self, strategy: RevelationStrategy, now: float) -> list[Action]:
+        """Switch the revelation strategy at ``now`` (libtorrent's super-seeding flag set or
+        cleared on a running torrent); returns what to send, in order.
+
+        ``strategy`` is fresh (no peer joined it) and built for the torrent's pieces and the
+        pieces we have now (:attr:`revelation`'s ``have``). It takes over every connected
+        peer, in join order, through :meth:`RevelationStrategy.adopt
+        <bip_select.RevelationStrategy.adopt>`: with what the peer has (the picker's
+        availability) and what it was told so far, which stays told. So a switch from
+        :class:`~bip_select.SuperSeeding` to an honest strategy tells each peer the pieces
+        it was not told, as haves (never a second bitfield), paced over the next
+        :meth:`tick` calls; a switch to super-seeding leaves the peers told everything as
+        they are, and super-seeds the peers that join from now on.
+
+        Raises:
+            LocalProtocolError: ``strategy`` is not a revelation strategy, was built for
+                other pieces, or has peers already. Nothing changed then.
+        """
+        if not isinstance(strategy, RevelationStrategy):
+            raise LocalProtocolError(f"{strategy!r} is not a revelation strategy")
+        old = self._revelation
+        if strategy is old:
+            return []
+        if strategy.num_pieces != self.geometry.num_pieces or strategy.have != old.have:
+            raise LocalProtocolError("the revelation strategy was built for other pieces")
+        if strategy.peers:
+            raise LocalProtocolError("the revelation strategy has peers already")
+        availability = self.picker.availability
+        actions: list[Action] = []
+        for peer, state in self._peers.items():
+            seed = availability.is_seed(peer)
+            actions.extend(
+                strategy.adopt(
+                    peer,
+                    now,
+                    fast=state.fast,
+                    pieces=() if seed else availability.peer_pieces(peer),
+                    seed=seed,
+                    revealed=old.revealed(peer),
+                )
+            )
+        self._revelation = strategy
+        deadline = strategy.next_deadline()
+        if deadline is not None and (self._deadline is None or deadline < self._deadline):
+            self._deadline = deadline
+        return actions
+
+    @property
     def strategy(self) -> Strategy:
         """The piece selection strategy in use (with the brain's own
         :class:`~bip_select.Streaming` layer around it while deadlines need one)."""
@@ -385,7 +461,7 @@ class SwarmBrain:
         for peer, state in list(self._peers.items()):
             if not self._sync_snub(peer, state, now, actions) and streaming:
                 self._set_rate(peer, state, now)
-        actions.extend(self.revelation.tick(now))
+        actions.extend(self._revelation.tick(now))
         if freed or self._next_refill is None or now >= self._next_refill:
             self._next_refill = now + self._refill_interval
             self._epoch += 1  # time moved: deadlines may be late, rates changed
@@ -413,7 +489,7 @@ class SwarmBrain:
         rechoke = self.choker.next_rechoke
         candidates.append(now if rechoke is None else rechoke)
         candidates.append(self.queues.next_deadline(self.picker.requests))
-        candidates.append(self.revelation.next_deadline())
+        candidates.append(self._revelation.next_deadline())
         self._deadline = min((c for c in candidates if c is not None), default=None)
 
     def _choke_actions(self, decision: ChokeDecision, actions: list[Action]) -> None:
@@ -528,7 +604,7 @@ class SwarmBrain:
         self._peers.pop(peer)
         freed = self.picker.remove_peer(peer)
         self.queues.remove_peer(peer)
-        self.revelation.peer_left(peer)
+        self._revelation.peer_left(peer)
         actions: list[Action] = []
         self._choke_actions(self.choker.remove_peer(peer, now), actions)
         if freed:
@@ -552,8 +628,8 @@ class SwarmBrain:
         self.picker.add_peer(peer)
         self.queues.add_peer(peer, now, event.reqq)
         self.choker.add_peer(peer, now)
-        actions = self.revelation.peer_joined(peer, now, fast=event.fast)
-        deadline = self.revelation.next_deadline()
+        actions = self._revelation.peer_joined(peer, now, fast=event.fast)
+        deadline = self._revelation.next_deadline()
         if deadline is not None and (self._deadline is None or deadline < self._deadline):
             self._deadline = deadline
         return actions
@@ -566,7 +642,7 @@ class SwarmBrain:
         peer = event.peer
         state = self._peer(peer)
         self.picker.peer_bitfield(peer, event.pieces)
-        actions = self.revelation.peer_bitfield(peer, event.pieces, now)
+        actions = self._revelation.peer_bitfield(peer, event.pieces, now)
         self._recount_wanted(peer, state)
         self._set_interest(peer, state, actions)
         state.starved = -1
@@ -576,7 +652,7 @@ class SwarmBrain:
         peer = event.peer
         state = self._peer(peer)
         self.picker.peer_have_all(peer)
-        actions = self.revelation.peer_have_all(peer, now)
+        actions = self._revelation.peer_have_all(peer, now)
         state.starved = -1
         self._recount_wanted(peer, state)
         self._set_interest(peer, state, actions)
@@ -586,7 +662,7 @@ class SwarmBrain:
         peer = event.peer
         state = self._peer(peer)
         self.picker.peer_have_none(peer)
-        actions = self.revelation.peer_have_none(peer, now)
+        actions = self._revelation.peer_have_none(peer, now)
         state.wanted = 0
         self._set_interest(peer, state, actions)
         return actions
@@ -597,7 +673,7 @@ class SwarmBrain:
         availability = self.picker.availability
         known = availability.peer_has(peer, piece)
         wanted = self.picker.peer_have(peer, piece)
-        actions = self.revelation.peer_have(peer, piece, now)
+        actions = self._revelation.peer_have(peer, piece, now)
         if wanted and not known:
             state.wanted += 1
             state.starved = -1
@@ -613,7 +689,7 @@ class SwarmBrain:
         availability = self.picker.availability
         had = availability.peer_has(peer, piece)
         self.picker.peer_dont_have(peer, piece)
-        actions = self.revelation.peer_dont_have(peer, piece, now)
+        actions = self._revelation.peer_dont_have(peer, piece, now)
         if had and self.picker.wants(piece):
             self._recount_wanted(peer, state)
             self._set_interest(peer, state, actions)
@@ -738,7 +814,7 @@ class SwarmBrain:
             was_wanted = self.picker.wants(piece)
             sources = self.picker.piece_passed(piece)
             self.queues.piece_passed(sources)
-            actions.extend(self.revelation.piece_added(piece, now))
+            actions.extend(self._revelation.piece_added(piece, now))
             if was_wanted:
                 availability = self.picker.availability
                 for peer, state in self._peers.items():
@@ -788,7 +864,7 @@ class SwarmBrain:
         )
         self._left_endgame()
         self.choker.seeding = self.is_seed
-        actions = self.revelation.piece_lost(piece, now)
+        actions = self._revelation.piece_lost(piece, now)
         if picker.wants(piece):
             # Wanted again: the peers that have it are interesting again, and may be asked.
             availability = picker.availability

@@ -15,6 +15,8 @@ API (sans-IO; every method returns the actions to carry out, in order)::
     reveal.next_deadline()                     # when tick next has something (or None)
     reveal.revealed(peer)                      # every piece this peer was told we have
     reveal.was_revealed(peer, piece)           # the same for one piece, O(1)
+    reveal.adopt(peer, now, fast=..., pieces=..., seed=..., revealed=...)
+                                               # take over a peer another strategy joined
 
 The actions are the brain's own (:class:`~bip_select._actions.SendBitfield`,
 :class:`~bip_select._actions.SendHave`, :class:`~bip_select._actions.SendHaveAll`,
@@ -31,6 +33,18 @@ The actions are the brain's own (:class:`~bip_select._actions.SendBitfield`,
   not yet seen elsewhere), and reveal it its next piece only once its current one has shown up
   at another peer (that peer's *have* or bitfield), so our upload goes to pieces the swarm
   spreads rather than to peers that only take.
+
+A strategy can be switched on a running swarm (libtorrent's super-seeding flag, set or cleared
+while peers are connected: :meth:`SwarmBrain.set_revelation
+<bip_select.SwarmBrain.set_revelation>`): a fresh strategy takes over every peer with
+:meth:`RevelationStrategy.adopt`, which is told what the peer has and what it was told, and never
+sends a peer its first message again (a bitfield, *have all* or *have none* comes first or not
+at all). What it was told stays told: :class:`HonestRevelation` and :class:`LazyBitfield` owe
+it the rest of what we have, sent as haves paced at :data:`CATCH_UP_BATCH` per peer every
+:data:`CATCH_UP_INTERVAL` seconds from :meth:`~RevelationStrategy.tick` (a thousand haves at
+once would overflow a peer's send queue); :class:`SuperSeeding` takes a peer told everything
+we have as honestly served (told each piece we verify later, never assigned one), and
+super-seeds the others from what they were told.
 
 A peer's nonsense (a have for a piece past the end) is ignored; the client's mistakes (a peer
 that never joined, a piece outside the torrent) raise :class:`~bip_select.LocalProtocolError`.
@@ -50,6 +64,8 @@ from ._errors import LocalProtocolError
 from ._inputs import PeerKey
 
 __all__ = [
+    "CATCH_UP_BATCH",
+    "CATCH_UP_INTERVAL",
     "HonestRevelation",
     "LazyBitfield",
     "RevelationStrategy",
@@ -58,11 +74,30 @@ __all__ = [
 
 _MAX_PIECES: Final = 2**32  # a bitfield cannot name more (piece indices are 32-bit)
 
+CATCH_UP_BATCH: Final = 128
+"""Haves sent to one adopted peer per step, for the pieces it is owed (see
+:meth:`RevelationStrategy.adopt`): a client's send queue holds a few hundred messages per peer
+(bip's: about 800), which the haves of a large torrent sent at once would overflow."""
+
+CATCH_UP_INTERVAL: Final = 0.1
+"""Seconds between two steps of haves owed to adopted peers (:data:`CATCH_UP_BATCH` each):
+1,280 haves (11.5 KB) per second and peer, so that a peer of a 10,000-piece torrent is told
+everything in 8 seconds."""
+
 
 class _PeerView:
     """What we know a peer has, and what we told it we have."""
 
-    __slots__ = ("assigned", "fast", "holding_since", "key", "pieces", "revealed", "seed")
+    __slots__ = (
+        "assigned",
+        "fast",
+        "holding_since",
+        "key",
+        "pieces",
+        "revealed",
+        "seed",
+        "told_all",
+    )
 
     def __init__(self, key: PeerKey, fast: bool) -> None:
         self.key = key
@@ -72,6 +107,9 @@ class _PeerView:
         self.revealed: set[int] = set()
         self.assigned: int | None = None  # super-seeding: the piece awaiting propagation
         self.holding_since: float | None = None  # when the peer announced ``assigned`` itself
+        # Super-seeding: adopted from a strategy that had told it every piece we have; it is
+        # served honestly from then on (told every piece we verify, never assigned one).
+        self.told_all = False
 
     def has(self, piece: int) -> bool:
         return self.seed or piece in self.pieces
@@ -102,6 +140,10 @@ class RevelationStrategy:
         # Whether the strategy needs to know what each peer has; when it does not, the peer's
         # haves and bitfields are only checked for the peer key (no per-peer piece sets).
         self._tracks_peers = True
+        # Pieces owed to adopted peers (see adopt), highest first so that pop() gives the
+        # lowest; at most every piece per peer. Sent from tick, CATCH_UP_BATCH at a time.
+        self._owed: dict[PeerKey, list[int]] = {}
+        self._catch_up_at: float | None = None  # when the next batch is due (None: none owed)
 
     # ---------------------------------------------------------------- queries
 
@@ -112,6 +154,11 @@ class RevelationStrategy:
 
     def __contains__(self, peer: object) -> bool:
         return peer in self._peers
+
+    @property
+    def peers(self) -> frozenset[PeerKey]:
+        """The peers joined or adopted (and not left)."""
+        return frozenset(self._peers)
 
     def revealed(self, peer: PeerKey) -> frozenset[int]:
         """Every piece ``peer`` was told we have (bitfield, have all, haves).
@@ -133,7 +180,7 @@ class RevelationStrategy:
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` next has something to send (``None``: never, as things stand)."""
-        return None
+        return self._catch_up_at
 
     # ---------------------------------------------------------------- events
 
@@ -161,7 +208,54 @@ class RevelationStrategy:
         """
         view = self._get(peer)
         del self._peers[peer]
+        self._owed.pop(peer, None)
         self._left(view)
+
+    def adopt(
+        self,
+        peer: PeerKey,
+        now: float,
+        *,
+        fast: bool = False,
+        pieces: Iterable[int] = (),
+        seed: bool = False,
+        revealed: Iterable[int] = (),
+    ) -> list[Action]:
+        """Take over ``peer`` from the strategy that served it so far (the strategy is
+        switched on a running swarm); returns what to send it now.
+
+        The peer's connection is under way: it was sent its first message (or none) by the
+        other strategy, so no bitfield, *have all* or *have none* is ever sent to it, only
+        haves. ``fast``: it speaks BEP 6; ``pieces``: what it has (out of range ignored), or
+        every piece with ``seed``; ``revealed``: every piece it was told we have (what the
+        other strategy's :meth:`revealed` says), which stays told: :meth:`was_revealed` is
+        true for each from now on, whatever this strategy would have told it.
+
+        :class:`HonestRevelation` and :class:`LazyBitfield` owe it the pieces we have that it
+        was not told: haves, :data:`CATCH_UP_BATCH` now and as many every
+        :data:`CATCH_UP_INTERVAL` seconds from :meth:`tick`. :class:`SuperSeeding` serves it
+        honestly if it was told every piece we have, else super-seeds it from there.
+
+        Raises:
+            LocalProtocolError: ``peer`` already joined, is not hashable, or a piece in
+                ``revealed`` is outside the torrent.
+        """
+        try:
+            known = peer in self._peers
+        except TypeError:
+            raise LocalProtocolError(f"a peer key is hashable, not {peer!r}") from None
+        if known:
+            raise LocalProtocolError(f"peer {peer!r} already joined")
+        told = {self._check_piece(piece) for piece in revealed}
+        view = _PeerView(peer, bool(fast))
+        view.revealed = told
+        if self._tracks_peers:
+            if seed:
+                view.seed = True
+            else:
+                view.pieces = set(self._valid(pieces))
+        self._peers[peer] = view
+        return self._adopted(view, now)
 
     def peer_bitfield(self, peer: PeerKey, pieces: Collection[int], now: float) -> list[Action]:
         """``peer`` has exactly ``pieces`` (out of range ignored): what it had before is
@@ -274,12 +368,56 @@ class RevelationStrategy:
 
     def tick(self, now: float) -> list[Action]:
         """Whatever was held back and is due at ``now``."""
-        return []
+        due = self._catch_up_at
+        if due is None or now < due:
+            return []
+        return self._catch_up(now)
 
     # ---------------------------------------------------------------- for subclasses
 
     def _joined(self, view: _PeerView, now: float) -> list[Action]:
         return self._announce_set(view, self._have)
+
+    def _adopted(self, view: _PeerView, now: float) -> list[Action]:
+        """An adopted peer (see :meth:`adopt`): by default it is owed every piece we have
+        that it was not told and should be, sent in paced batches."""
+        owed = sorted(
+            (p for p in self._have if p not in view.revealed and self._worth_telling(view, p)),
+            reverse=True,
+        )
+        if not owed:
+            return []
+        self._owed[view.key] = owed
+        actions = self._pay(view, owed)
+        if not owed:
+            del self._owed[view.key]
+        elif self._catch_up_at is None:
+            self._catch_up_at = now + CATCH_UP_INTERVAL
+        return actions
+
+    def _worth_telling(self, view: _PeerView, piece: int) -> bool:
+        """Whether ``view`` should hear of ``piece`` we have (honest strategies)."""
+        return True
+
+    def _pay(self, view: _PeerView, owed: list[int]) -> list[Action]:
+        """Up to :data:`CATCH_UP_BATCH` haves of ``owed`` (taken off it) for ``view``; a
+        piece lost since, or told meanwhile (verified again), is skipped."""
+        actions: list[Action] = []
+        while owed and len(actions) < CATCH_UP_BATCH:
+            piece = owed.pop()
+            if piece in self._have and piece not in view.revealed:
+                actions.extend(self._tell(view, piece))
+        return actions
+
+    def _catch_up(self, now: float) -> list[Action]:
+        """The next batch of owed haves for every adopted peer still owed some."""
+        actions: list[Action] = []
+        for key, owed in list(self._owed.items()):
+            actions.extend(self._pay(self._peers[key], owed))
+            if not owed:
+                del self._owed[key]
+        self._catch_up_at = now + CATCH_UP_INTERVAL if self._owed else None
+        return actions
 
     def _left(self, view: _PeerView) -> None:
         pass
@@ -369,6 +507,9 @@ class HonestRevelation(RevelationStrategy):
                 actions.extend(self._tell(view, piece))
         return actions
 
+    def _worth_telling(self, view: _PeerView, piece: int) -> bool:
+        return self._redundant or not view.has(piece)
+
 
 class LazyBitfield(RevelationStrategy):
     """A bitfield with a few pieces left out, and haves for those shortly after.
@@ -415,13 +556,14 @@ class LazyBitfield(RevelationStrategy):
         self._sequence = itertools.count()
 
     def next_deadline(self) -> float | None:
-        """When the next withheld piece is due."""
+        """When the next withheld piece (or batch of pieces owed to adopted peers) is due."""
         self._drop_stale()
-        return self._pending[0][0] if self._pending else None
+        return _earliest(super().next_deadline(), self._pending[0][0] if self._pending else None)
 
     def tick(self, now: float) -> list[Action]:
-        """Haves for the withheld pieces due by ``now``, earliest first."""
-        actions: list[Action] = []
+        """Haves for the withheld pieces due by ``now``, earliest first (after those owed to
+        adopted peers)."""
+        actions = super().tick(now)
         pending = self._pending
         while pending and pending[0][0] <= now:
             _, _, view, piece = heapq.heappop(pending)
@@ -469,6 +611,12 @@ class SuperSeeding(RevelationStrategy):
     at the next event or :meth:`tick`.
 
     Only pieces we have are revealed; BEP 16 is meant for the initial seeder, which has them all.
+
+    Switched on while peers are connected (:meth:`~RevelationStrategy.adopt`), it keeps what
+    they were told: a peer told every piece we have is served honestly from then on (a have
+    for each piece we verify later, no piece assigned); a peer told part of them keeps a
+    piece it was told and lacks as its assignment, or is assigned one, and is super-seeded
+    from there.
 
     In a swarm of one leecher nobody else can ever show its piece; ``stall_timeout`` (off by
     default, as in BEP 16) reveals the next piece anyway once the peer has held its current one
@@ -567,6 +715,29 @@ class SuperSeeding(RevelationStrategy):
         actions.extend(self._assign(view))
         return actions
 
+    def _adopted(self, view: _PeerView, now: float) -> list[Action]:
+        # What it has counts as any peer's copies.
+        for piece in range(self.num_pieces) if view.seed else view.pieces:
+            self._count(piece, +1)
+        revealed = view.revealed
+        if revealed and self._have <= revealed:
+            # Told everything already (an honest strategy served it): it stays told, and is
+            # served honestly; only the peers that join from now on are super-seeded.
+            view.told_all = True
+            return self._feed()
+        # A piece it was told and lacks is the one it is working on (the last strategy's
+        # assignment): it stays its assignment, so that it gets no other before that one
+        # spread. The lowest, if it was told several (a lazy bitfield's).
+        current = min((p for p in revealed if p in self._have and not view.has(p)), default=None)
+        if current is not None:
+            view.assigned = current
+            self._assignees.setdefault(current, set()).add(view.key)
+            self._shift(current, on_the_way=+1)
+            return self._feed()
+        actions = self._assign(view)
+        actions.extend(self._feed())
+        return actions
+
     def _left(self, view: _PeerView) -> None:
         self._waiting.pop(view.key, None)
         self._unassign(view)
@@ -617,7 +788,13 @@ class SuperSeeding(RevelationStrategy):
             self._undelivered += 1
         self._insert(piece, copies + self._on_the_way[piece])
         self._feed_due = True
-        return self._feed()
+        # Peers adopted as told everything hear of it as an honest strategy tells them.
+        actions: list[Action] = []
+        for view in self._peers.values():
+            if view.told_all:
+                actions.extend(self._tell(view, piece))
+        actions.extend(self._feed())
+        return actions
 
     def _lost(self, piece: int, now: float) -> list[Action]:
         # Out of the buckets, so never revealed again until _added puts it back; peers it is
@@ -635,7 +812,7 @@ class SuperSeeding(RevelationStrategy):
 
     def _assign(self, view: _PeerView) -> list[Action]:
         """Reveal ``view`` its next piece, if there is one it lacks and was not told of."""
-        if view.assigned is not None or view.seed:
+        if view.assigned is not None or view.seed or view.told_all:
             return []
         piece = self._rarest_for(view)
         if piece is None:
@@ -727,3 +904,10 @@ class SuperSeeding(RevelationStrategy):
         if not bucket:
             del self._levels[level]
         self._position[piece] = -1
+
+
+def _earliest(a: float | None, b: float | None) -> float | None:
+    """The earlier of two deadlines, either of which may be ``None`` (none)."""
+    if a is None:
+        return b
+    return a if b is None else min(a, b)

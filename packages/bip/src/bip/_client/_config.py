@@ -172,8 +172,9 @@ class ClientConfig:
         allow_idna: accept tracker and web seed host names with ``xn--`` labels
             (internationalised names, which can pass for another); off by default, as in
             libtorrent.
-        natpmp: map our listen ports on the NAT gateway with NAT-PMP (RFC 6886), as
-            libtorrent's ``enable_natpmp``: the TCP listen ports and the UDP ones (uTP, the
+        natpmp: map our listen ports on the NAT gateway with PCP (RFC 6887), or NAT-PMP
+            (RFC 6886) when the gateway does not speak PCP, as libtorrent's
+            ``enable_natpmp``: the TCP listen ports and the UDP ones (uTP, the
             DHT), kept while the session runs and deleted when it closes; the external TCP
             port the gateway grants is what trackers, the DHT and peers (BEP 10 ``p``) are
             told. Off by default (unlike libtorrent): nothing talks to the router unless
@@ -194,6 +195,12 @@ class ClientConfig:
             cannot be joined costs a WARNING and the session runs without it.
         lsd_group: the LSD group, ``HOST:PORT`` (``None``: BEP 14's, 239.192.152.143:6771;
             a unicast address only for tests).
+        strict_super_seeding: how the torrents that super-seed (``TorrentOptions.
+            super_seeding``) pace a peer, libtorrent's ``strict_super_seeding``: off (the
+            default, libtorrent's), a peer is revealed its next piece once it announces the
+            one revealed to it, so a lone leecher completes too; on, BEP 16's rule, only
+            once that piece shows up at another peer (a lone leecher stalls after its first
+            piece).
     """
 
     listen: tuple[tuple[str, int], ...] = (("0.0.0.0", DEFAULT_LISTEN_PORT),)
@@ -232,6 +239,7 @@ class ClientConfig:
     upnp_ssdp_address: str | None = None
     lsd: bool = False
     lsd_group: str | None = None
+    strict_super_seeding: bool = False
 
     def __post_init__(self) -> None:
         """Refuse numbers that cannot work."""
@@ -282,6 +290,7 @@ class ClientConfig:
             "natpmp",
             "upnp",
             "lsd",
+            "strict_super_seeding",
         ):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, not {getattr(self, name)!r}")
@@ -340,10 +349,19 @@ class TorrentOptions:
             the resume data under ``save_dir/.bip/`` says (a torrent paused when its last
             run ended comes back paused, as libtorrent's resume data carries ``paused``),
             else not paused.
+        super_seeding: super-seed (BEP 16) while the torrent seeds, libtorrent's
+            ``torrent_flags::super_seeding``: peers are told we have nothing, then one
+            rare piece at a time, the next once the last one spread (see
+            ``ClientConfig.strict_super_seeding``), and their requests for pieces not
+            revealed to them are refused; for an initial seeder, whose upload then goes
+            to pieces the swarm passes on. No effect while downloading. ``True`` or
+            ``False``, whatever was saved; ``None``: as the resume data says (the flag is
+            saved with it, as ``paused`` is), else off. ``Torrent.set_super_seeding``
+            switches it while running.
 
     Raises:
-        TypeError: ``file_priorities`` is not a sequence of ints, ``paused`` not a bool or
-            ``None``.
+        TypeError: ``file_priorities`` is not a sequence of ints, ``paused`` or
+            ``super_seeding`` not a bool or ``None``.
         ValueError: a priority is outside 0..7, or both ``files`` and ``file_priorities``
             are given.
     """
@@ -357,11 +375,14 @@ class TorrentOptions:
     web_seeds: bool = True
     file_priorities: tuple[int, ...] | None = None
     paused: bool | None = None
+    super_seeding: bool | None = None
 
     def __post_init__(self) -> None:
         """Refuse priorities and flags that cannot work; keep the priorities as a tuple."""
-        if self.paused is not None and not isinstance(self.paused, bool):
-            raise TypeError(f"paused must be a bool or None, not {self.paused!r}")
+        for name in ("paused", "super_seeding"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, bool):
+                raise TypeError(f"{name} must be a bool or None, not {value!r}")
         if self.file_priorities is None:
             return
         priorities = check_file_priorities(self.file_priorities)

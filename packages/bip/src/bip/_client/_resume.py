@@ -22,10 +22,11 @@ hash):
   records have none, and older readers still find the files selected in ``files``); written
   only once one of them was called, read with bounds like the peers file (a record that is
   not ours is ignored). Absent: the options' selection;
-- ``HASH.state``: whether the torrent was paused (libtorrent's resume data ``paused``),
-  bencoded ``{"paused": 0 or 1}``; written once the torrent was paused, and when that
-  changes. Absent: not paused. Read with bounds; a record that is not ours is ignored with
-  a warning.
+- ``HASH.state``: the torrent's flags, whether it was paused and whether it super-seeds
+  (libtorrent's resume data ``paused`` and ``super_seeding``), bencoded ``{"paused": 0 or 1,
+  "super_seeding": 0 or 1}``; written once a flag was set, and when one changes. Absent: not
+  paused, not super-seeding; a record without ``super_seeding`` (an older one): not
+  super-seeding. Read with bounds; a record that is not ours is ignored with a warning.
 
 Each is read only if it is a regular file, opened without blocking: anything else at its path
 (a FIFO, a device, a directory) counts as a file that cannot be read, never waited on.
@@ -67,12 +68,15 @@ __all__ = [
     "ResumeStore",
     "SavedPeers",
     "SavedSelection",
+    "SavedState",
     "decode_saved_paused",
     "decode_saved_peers",
     "decode_saved_selection",
+    "decode_saved_state",
     "encode_saved_paused",
     "encode_saved_peers",
     "encode_saved_selection",
+    "encode_saved_state",
     "names_same_torrent",
 ]
 
@@ -92,7 +96,7 @@ _MAX_PEERS_FILE: Final = 64 * 1024
 # most in practice (bip_metainfo reads more, slowly), "i149999e" is 8 bytes each.
 # (and "i7e" per file for the priorities).
 _MAX_SELECTION_FILE: Final = 4 * 1024 * 1024
-# A state file is "d6:pausedi1ee": anything much larger is not ours.
+# A state file is "d6:pausedi1e13:super_seedingi1ee": anything much larger is not ours.
 _MAX_STATE_FILE: Final = 1024
 # bip_disk refuses resume data larger than this (its MAX_RESUME_DATA_SIZE): not read past it.
 _MAX_RESUME_FILE: Final = 64 * 1024 * 1024
@@ -163,15 +167,33 @@ def decode_saved_selection(data: bytes) -> SavedSelection | None:
     return SavedSelection(frozenset(indices), priorities)
 
 
+@dataclass(frozen=True, slots=True)
+class SavedState:
+    """A torrent's flags as ``HASH.state`` keeps them.
+
+    Attributes:
+        paused: the torrent was paused (``Torrent.pause``).
+        super_seeding: the torrent super-seeds while it seeds (``Torrent.set_super_seeding``).
+    """
+
+    paused: bool = False
+    super_seeding: bool = False
+
+
 def encode_saved_paused(paused: bool) -> bytes:
-    """The bencoded ``HASH.state`` file: ``{"paused": 1}`` or ``{"paused": 0}``."""
+    """The bencoded ``HASH.state`` file of a torrent that does not super-seed:
+    ``{"paused": 1}`` or ``{"paused": 0}``."""
     return encode({b"paused": int(paused)})
 
 
-def decode_saved_paused(data: bytes) -> bool | None:
-    """Read a ``HASH.state`` file: whether the torrent was paused; ``None`` for a file that
-    is not ours (too large, not a bencoded dictionary, ``paused`` missing or not 0 or 1),
-    never an error. Keys it does not know are ignored (a later version may add some)."""
+def encode_saved_state(state: SavedState) -> bytes:
+    """The bencoded ``HASH.state`` file: ``{"paused": 0 or 1, "super_seeding": 0 or 1}``."""
+    return encode({b"paused": int(state.paused), b"super_seeding": int(state.super_seeding)})
+
+
+def _state_flag(data: bytes, key: bytes, default: bool | None) -> bool | None:
+    """The flag ``key`` of a ``HASH.state`` file (``default`` when it has none); ``None`` for
+    a file that is not ours (too large, not a bencoded dictionary) or a flag not 0 or 1."""
     if len(data) > _MAX_STATE_FILE:
         return None
     try:
@@ -180,10 +202,30 @@ def decode_saved_paused(data: bytes) -> bool | None:
         return None
     if not isinstance(document, dict):
         return None
-    paused = document.get(b"paused")
-    if type(paused) is not int or paused not in (0, 1):
+    flag = document.get(key)
+    if flag is None:
+        return default
+    if type(flag) is not int or flag not in (0, 1):
         return None
-    return bool(paused)
+    return bool(flag)
+
+
+def decode_saved_paused(data: bytes) -> bool | None:
+    """Read a ``HASH.state`` file: whether the torrent was paused; ``None`` for a file that
+    is not ours (too large, not a bencoded dictionary, ``paused`` missing or not 0 or 1),
+    never an error. Keys it does not know are ignored (a later version may add some)."""
+    return _state_flag(data, b"paused", None)
+
+
+def decode_saved_state(data: bytes) -> SavedState | None:
+    """Read a ``HASH.state`` file; ``None`` for one that is not ours (as
+    :func:`decode_saved_paused` says, or ``super_seeding`` not 0 or 1), never an error. A
+    record without ``super_seeding`` (written before it was saved) does not super-seed."""
+    paused = decode_saved_paused(data)
+    super_seeding = _state_flag(data, b"super_seeding", False)
+    if paused is None or super_seeding is None:
+        return None
+    return SavedState(paused, super_seeding)
 
 
 @dataclass(frozen=True, slots=True)
@@ -472,12 +514,38 @@ class ResumeStore:
         return paused
 
     async def save_paused(self, paused: bool) -> None:
-        """Replace the saved paused state (atomically).
+        """Replace the saved state with one of a torrent paused or not, that does not
+        super-seed (atomically; :meth:`save_state` keeps both flags).
 
         Raises:
             OSError: the file could not be written.
         """
         data = encode_saved_paused(paused)
+        await trio.to_thread.run_sync(_write_atomically, self.state_path, data)
+
+    async def load_state(self) -> SavedState | None:
+        """The flags :meth:`save_state` last wrote: :class:`SavedState` ``()`` (neither)
+        when there is no file; ``None`` (and a warning) when it cannot be read or is not
+        ours (:func:`decode_saved_state`)."""
+        try:
+            data = await _read_bounded(self.state_path, _MAX_STATE_FILE)
+        except FileNotFoundError:
+            return SavedState()
+        except OSError as error:
+            logger.warning("%s: cannot read it, ignored: %s", self.state_path, error)
+            return None
+        state = decode_saved_state(data)
+        if state is None:
+            logger.warning("%s: not a torrent state; ignored", self.state_path)
+        return state
+
+    async def save_state(self, state: SavedState) -> None:
+        """Replace the saved flags (atomically).
+
+        Raises:
+            OSError: the file could not be written.
+        """
+        data = encode_saved_state(state)
         await trio.to_thread.run_sync(_write_atomically, self.state_path, data)
 
     def _paths(self) -> list[Path]:

@@ -579,14 +579,15 @@ class Session:
 
 class _UploadOnlyFields:
     """A peer service: ``upload_only`` in our BEP 10 handshake for a torrent we only upload
-    (BEP 21), so that peers that only upload too need not connect."""
+    (BEP 21), so that peers that only upload too need not connect (not while it super-seeds:
+    :attr:`Torrent.says_upload_only`)."""
 
     def __init__(self, find: Callable[[InfoHash], Torrent | None]) -> None:
         self._find = find
 
     def handshake_fields(self, peer: Peer) -> Mapping[str, object]:
         torrent = self._find(peer.info_hash)
-        if torrent is not None and torrent.completed.is_set():
+        if torrent is not None and torrent.says_upload_only:
             return {"upload_only": True}
         return {}
 

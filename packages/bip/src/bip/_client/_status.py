@@ -58,6 +58,9 @@ class TorrentStatus:
         known_peers: addresses in the torrent's peer list (every source's, connected or
             not: :attr:`bip._client.Torrent.peer_list`).
         dialling: dials of the torrent's under way.
+        super_seeding: the super-seeding flag is set (``Torrent.set_super_seeding``; it
+            takes effect while the torrent seeds), libtorrent's ``torrent_status.flags``
+            ``super_seeding``.
     """
 
     name: str
@@ -82,6 +85,7 @@ class TorrentStatus:
     holepunch_peers: int = 0
     known_peers: int = 0
     dialling: int = 0
+    super_seeding: bool = False
 
     @property
     def complete(self) -> bool:

@@ -29,16 +29,22 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Final, cast
 
+import trio
+
 from bip_peer import LocalProtocolError, Peer, PeerManager, StaleSendError
 from bip_select import (
     REASON_BAD_DATA,
     REASON_BANNED,
     Action,
+    Block,
+    BlockRejected,
     DropPeer,
     Input,
+    PeerChokedUs,
     PeerKey,
     PeerLeft,
     QueueConfig,
+    SendRequest,
     SwarmBrain,
     Tick,
     handle_message,
@@ -142,6 +148,7 @@ class Swarm:
         """Send the messages the brain asked for; drop the peers it gave up on."""
         manager = self.manager
         stalled: list[Peer] = []
+        unsent: list[tuple[Peer, Block]] = []  # requests a choke read ahead refused
         for action in actions:
             key: PeerKey = action.peer
             if isinstance(key, WebSeed):
@@ -164,8 +171,10 @@ class Swarm:
                 sent = manager.send_nowait(peer, message_for(action, self._num_pieces))
             except StaleSendError as error:
                 # The brain's view lags the connection's (a cancel for a block that just
-                # arrived, a request meeting a choke): harmless, the connection refused it.
+                # arrived, a request meeting a choke): the connection refused it.
                 logger.debug("not sent to %s: %s", peer, error)
+                if isinstance(action, SendRequest) and peer.connection.peer_choking:
+                    unsent.append((peer, action.block))
                 continue
             except LocalProtocolError as error:  # pragma: no cover - a bug of ours
                 # Said loudly (on the 1st, 2nd, 4th... only: a bug may repeat per block), but
@@ -179,3 +188,21 @@ class Swarm:
                 stalled.append(peer)
         for peer in stalled:
             manager.remove_peer(peer, REASON_STALLED)
+        if unsent:
+            self._give_back(unsent)
+
+    def _give_back(self, unsent: list[tuple[Peer, Block]]) -> None:
+        """Requests the connection refused because the peer chokes us (a choke it read
+        before the brain heard of it) go back to the brain, else it would wait for them:
+        with the fast extension a choke keeps requests pending until the peer rejects them
+        (BEP 6), and the peer never saw these (a super-seed chokes a peer between two
+        pieces, as it says not interested, while the next piece's have is on its way). The
+        brain hears the choke first, so that it asks the peer nothing more until its unchoke
+        (the choke's own event, later, is then no news); this terminates, each peer being
+        choked once."""
+        now = trio.current_time()
+        for peer, block in unsent:
+            if peer in self.joined:
+                self.feed(PeerChokedUs(peer), now)
+            if peer in self.joined:
+                self.feed(BlockRejected(peer, block), now)

@@ -35,6 +35,14 @@ destination (:class:`~bip._client.MoveFlags`). A paused or rechecking torrent ho
 dials none (the connector skips it), is not registered with the handshaker (inbound
 handshakes are refused), and runs no discovery source nor web seed. Whether it is paused is
 saved with its resume files, and a torrent paused when the session closed comes back paused.
+
+Super-seeding (BEP 16, libtorrent's ``torrent_flags::super_seeding``): with the flag set
+(``TorrentOptions.super_seeding``, :meth:`Torrent.set_super_seeding`), the brain reveals pieces
+through bip_select's :class:`~bip_select.SuperSeeding` while the torrent seeds, and through the
+honest strategy otherwise: the strategy is switched on the running brain when the flag changes,
+when the torrent completes and when it goes back to downloading. A peer's request for a piece
+the brain did not reveal to it is refused (:meth:`~bip_select.SwarmBrain.may_upload`). The flag
+is saved with the paused state.
 """
 
 from __future__ import annotations
@@ -80,13 +88,16 @@ from bip_peer import (
     PieceLayerExchange,
     PieceLayerFetchError,
     RateMeter,
+    RejectRequest,
     Request,
+    StaleSendError,
     UploadOnly,
 )
 from bip_select import (
     Block,
     BlockReceived,
     BlockSent,
+    HonestRevelation,
     Input,
     PeerLeft,
     PieceDeadlineCleared,
@@ -98,6 +109,7 @@ from bip_select import (
     Sequential,
     Strategy,
     StrategyChanged,
+    SuperSeeding,
     SwarmBrain,
     TorrentGeometry,
 )
@@ -112,7 +124,7 @@ from ._config import (
 from ._discovery import PeerSource, UserPeers
 from ._holepunch import HolepunchCounts, HolepunchPolicy
 from ._move import MoveFlags
-from ._resume import MAX_SAVED_PEERS, ResumeStore, names_same_torrent
+from ._resume import MAX_SAVED_PEERS, ResumeStore, SavedState, names_same_torrent
 from ._source import SourceError, resolve_peers
 from ._status import TorrentPhase, TorrentStatus
 from ._swarm import QUEUEING, Swarm
@@ -184,7 +196,8 @@ class Torrent:
     is the session's:
     :meth:`bip._client.Session.remove_torrent`); and the piece order: :meth:`set_sequential`
     (:attr:`sequential`), :meth:`set_piece_deadline`, :meth:`clear_piece_deadline` and
-    :meth:`clear_piece_deadlines`. The rest is driven by the session.
+    :meth:`clear_piece_deadlines`; super-seeding: :meth:`set_super_seeding`
+    (:attr:`super_seeding`). The rest is driven by the session.
 
     Piece order: rarest first by default (BEP 3's advice, libtorrent's default); sequential
     on request (lowest index first, for a player or a previewer); pieces with a deadline
@@ -341,6 +354,15 @@ class Torrent:
             self._unheld.set()
         # The paused state the resume files hold (None: unknown, written at the next save).
         self._saved_paused = saved_paused
+        # Super-seeding: the flag (None: as the state file says, read when run() starts or
+        # before the first save, whichever comes first), and what the file holds (None:
+        # unknown until read, or to be written at the next save).
+        self._super_seeding: bool | None = options.super_seeding
+        self._told_upload_only = False  # what the peers were last told (BEP 21)
+        self._saved_super_seeding: bool | None = None
+        self._state_known = self._store is None  # the state file was read (or there is none)
+        if self._store is None:
+            self._super_seeding = bool(options.super_seeding)
         self._pausable: set[trio.CancelScope] = set()  # cancelled by a hold
         self._nursery: trio.Nursery | None = None  # run()'s, once running
         self._moving = False
@@ -421,6 +443,7 @@ class Torrent:
             holepunch_peers=punched.peers,
             known_peers=0 if self.peer_list is None else len(self.peer_list),
             dialling=0 if self.peer_list is None else self.peer_list.dialling,
+            super_seeding=self.super_seeding,
         )
 
     def peer_info(self) -> tuple[PeerInfo, ...]:
@@ -539,6 +562,64 @@ class Torrent:
         logger.debug("%s: resumed", self._name)
         self._release(_HOLD_PAUSED)
         self._resume_dirty.set()  # no longer paused, for the next run too
+
+    @property
+    def super_seeding(self) -> bool:
+        """Whether the super-seeding flag is set (:meth:`set_super_seeding`); it takes
+        effect while the torrent seeds (:attr:`super_seeding_active`)."""
+        return bool(self._super_seeding)
+
+    @property
+    def super_seeding_active(self) -> bool:
+        """Whether the torrent super-seeds now: the flag is set and it seeds."""
+        swarm = self.swarm
+        return swarm is not None and isinstance(swarm.brain.revelation, SuperSeeding)
+
+    def set_super_seeding(self, enabled: bool) -> None:
+        """Set or clear the super-seeding flag (libtorrent's ``set_flags`` /
+        ``unset_flags`` with ``torrent_flags::super_seeding``); it is saved with the resume
+        files, as the paused state is, and wins over a saved one.
+
+        BEP 16, for an initial seeder: while the torrent seeds (``SEEDING``), each peer is
+        told we have nothing, then one rare piece at a time, and its next piece only once
+        that one spread (``ClientConfig.strict_super_seeding`` says how); its requests for
+        pieces not revealed to it are refused. Set on a seeding torrent, the peers told
+        everything already stay told and only the peers that join from then on are
+        super-seeded; cleared, every peer is told every piece it was not (haves, paced).
+        While the torrent downloads the flag waits: it takes effect when the torrent
+        completes, and a seed that goes back to downloading (a new selection) reveals
+        honestly until it completes again. Setting it as it is does nothing.
+        """
+        enabled = bool(enabled)
+        if self._super_seeding is enabled:
+            return
+        self._super_seeding = enabled
+        logger.debug("%s: super-seeding %s", self._name, "on" if enabled else "off")
+        self._resume_dirty.set()  # saved soon, for the next run too
+        self._sync_revelation()
+
+    def _sync_revelation(self) -> None:
+        """Switch the brain's revelation strategy to what the flag and the phase want:
+        super-seeding while the flag is set and the torrent seeds, honest otherwise."""
+        self._sync_upload_only()
+        swarm = self.swarm
+        if swarm is None:
+            return  # the brain is made with the right one (_make_swarm)
+        want = self.super_seeding and self._phase is TorrentPhase.SEEDING
+        brain = swarm.brain
+        if want == isinstance(brain.revelation, SuperSeeding):
+            return
+        have = brain.revelation.have
+        num_pieces = brain.geometry.num_pieces
+        strategy = (
+            SuperSeeding(num_pieces, have, rng=self._rng, strict=self._config.strict_super_seeding)
+            if want
+            else HonestRevelation(num_pieces, have)
+        )
+        logger.debug(
+            "%s: %s", self._name, "super-seeding" if want else "revealing every piece again"
+        )
+        swarm.carry_out(brain.set_revelation(strategy, trio.current_time()))
 
     def _check_alive(self, verb: str) -> None:
         if self._removed:
@@ -880,6 +961,7 @@ class Torrent:
                     logger.warning("%s: resume files not moved: %s", self._name, error)
                     self._selection_dirty = self._selection_set
                     self._saved_paused = None
+                    self._saved_super_seeding = None
                 if checking:
                     # As for a recheck: a run cut short during the check checks everything.
                     await self._store.forget_resume()
@@ -1070,6 +1152,8 @@ class Torrent:
         with self._scope:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                async with self._save_lock:
+                    await self._load_state()  # before the brain, and before any save
                 await self._load_peers()
                 user = UserPeers(await self._user_peers(), interval=self._config.redial_interval)
                 nursery.start_soon(self._run_sources, [user, *self._sources])
@@ -1422,19 +1506,34 @@ class Torrent:
             self.completed.set()
             self._resume_dirty.set()
             self._finish_web_seeds()
-            self._tell_upload_only(True)
+            self._sync_upload_only()
             for peer in list(self.peers):
                 self._drop_if_redundant(peer)
         elif not complete and self.completed.is_set():
             # An Event is never cleared: waiters that woke stay woken, new ones wait anew.
             self.completed = trio.Event()
             self._resume_dirty.set()
-            self._tell_upload_only(False)
+            self._sync_upload_only()
             if not self._holds:
                 self._restart_web_seeds(retry=False)
+        self._sync_revelation()  # super-seeding only while seeding
 
-    def _tell_upload_only(self, upload_only: bool) -> None:
-        """BEP 21, as libtorrent: tell the peers that speak it whether we only upload."""
+    @property
+    def says_upload_only(self) -> bool:
+        """Whether peers are told we only upload (BEP 21: ``upload_only`` in our BEP 10
+        handshake, and its message when that changes): once complete, unless the
+        super-seeding flag is set. As libtorrent: a super-seed poses as a peer with little,
+        and a leecher drops a peer that says it only uploads and has nothing it wants
+        (libtorrent's "uninteresting upload-only peer")."""
+        return self.completed.is_set() and not self.super_seeding
+
+    def _sync_upload_only(self) -> None:
+        """BEP 21, as libtorrent: tell the peers that speak it whether we only upload, when
+        that changed (:attr:`says_upload_only`)."""
+        upload_only = self.says_upload_only
+        if upload_only == self._told_upload_only:
+            return
+        self._told_upload_only = upload_only
         for peer in list(self.peers):
             if peer.connection.their_extension_ids.get(UPLOAD_ONLY_EXTENSION):
                 self._manager.send_nowait(peer, UploadOnly(upload_only))
@@ -1649,11 +1748,31 @@ class Torrent:
 
     def _request(self, peer: Peer, request: Request) -> None:
         info = self.info
+        swarm = self.swarm
         assert info is not None
+        assert swarm is not None  # peer_message checked (the peer is joined to it)
         if request.begin + request.length > info.piece_size(request.index):
             self._manager.remove_peer(peer, REASON_BAD_REQUEST)
             return
+        if not swarm.brain.may_upload(peer, request.index):
+            # Not revealed to it (super-seeding: libtorrent's "piece not superseeded"; the
+            # connection refused most such requests already, for pieces never announced),
+            # or lost from storage since announced.
+            self._refuse(peer, request)
+            return
         self._uploader.queue(peer, request)
+
+    def _refuse(self, peer: Peer, request: Request) -> None:
+        """Refuse ``request``: a reject with the fast extension (BEP 6), else nothing (BEP 3
+        lets requests go unanswered; its entry holds one of the peer's ``reqq`` slots until
+        it cancels or we choke it, as a request a choke discarded)."""
+        if not peer.connection.fast:
+            return
+        # Stale: cancelled (or rejected by a choke) before its event reached us.
+        with contextlib.suppress(StaleSendError):
+            self._manager.send_nowait(
+                peer, RejectRequest(request.index, request.begin, request.length)
+            )
 
     async def disk_event(self, event: object) -> None:
         """An event of the disk about this torrent."""
@@ -1747,17 +1866,39 @@ class Torrent:
             logger.warning("%s: cannot save its file selection: %s", self._name, error)
 
     async def _save_state(self) -> None:
-        """Keep whether the torrent is paused, for the next run (when it changed since the
-        resume files said)."""
+        """Keep whether the torrent is paused and whether it super-seeds, for the next run
+        (when either changed since the resume files said). Under the save lock."""
+        if self._store is None:
+            return
+        await self._load_state()  # a saved flag is never overwritten unread
         paused = self.paused
-        if self._store is None or paused == self._saved_paused:
+        super_seeding = self.super_seeding
+        if paused == self._saved_paused and super_seeding == self._saved_super_seeding:
             return
         try:
-            await self._store.save_paused(paused)
+            await self._store.save_state(SavedState(paused, super_seeding))
         except OSError as error:
-            logger.warning("%s: cannot save its paused state: %s", self._name, error)
+            logger.warning("%s: cannot save its state: %s", self._name, error)
             return
         self._saved_paused = paused
+        self._saved_super_seeding = super_seeding
+
+    async def _load_state(self) -> None:
+        """Read the super-seeding flag an earlier run saved (once; under the save lock):
+        it is the torrent's unless the options or :meth:`set_super_seeding` decided. A
+        state file that cannot be read counts as not super-seeding (and is written
+        again at the next save)."""
+        if self._state_known:
+            return
+        assert self._store is not None  # else known from the start
+        saved = await self._store.load_state()
+        self._state_known = True
+        self._saved_super_seeding = None if saved is None else saved.super_seeding
+        if self._super_seeding is None:
+            self._super_seeding = saved is not None and saved.super_seeding
+            if self._super_seeding:
+                logger.debug("%s: super-seeding, as saved", self._name)
+            self._sync_revelation()
 
 
 def _per_file(choice: _FileChoice, info: Info) -> tuple[int, ...]:

@@ -1,9 +1,11 @@
 """Serving peers: the requests a torrent accepted, answered with blocks read from the disk.
 
 bip_peer's :class:`~bip_peer.PeerConnection` already refused every request we must not serve
-(while we choke the peer, for a piece we did not announce, beyond our ``reqq``); what reaches
-here is queued per peer and served by a few worker tasks, so a slow disk read holds up one
-worker, not the task routing every peer's messages.
+(while we choke the peer, for a piece we did not announce, beyond our ``reqq``), and the
+torrent the requests its brain does not admit (:meth:`~bip_select.SwarmBrain.may_upload`: a
+piece not revealed to a peer we super-seed, or lost from storage); what reaches here is
+queued per peer and served by a few worker tasks, so a slow disk read holds up one worker, not
+the task routing every peer's messages.
 
 Bounded. A peer's queued requests are kept in a dict of its own, oldest first. The
 connection's open requests (:attr:`~bip_peer.PeerConnection.peer_requests`, at most our
