@@ -319,10 +319,11 @@ async def test_distinct_info_hash_flood_stays_within_the_swarm_bound(
         assert swarms[1:] == [300] * 9  # full after two attackers, and no further
         assert server.store is not None
         store = server.store.statistics()
-        # Least recently announced out first: the honest swarm made during the flood went too
-        # (it is back at their next announce, below).
-        assert (store.swarms, store.peers, store.evicted_swarms) == (300, 300, 1201)
-        assert b"\xa3" * 20 not in server.store
+        # The flood's swarms evicted one another on probation; the honest swarm made during the
+        # flood was announced by two hosts, so it was promoted out of their way and stays.
+        assert (store.swarms, store.peers, store.evicted_swarms) == (300, 301, 1201)
+        assert (store.protected_swarms, store.evicted_protected_swarms) == (1, 0)
+        assert b"\xa3" * 20 in server.store
         # Every announce was answered, each reply within the bound.
         replies = [r for one in campaign.attackers for r in one.replies]
         assert len(replies) == 1510
@@ -784,9 +785,10 @@ def test_property_host_counts_follow_every_removal(
         if later > 25:
             store.expire(now)
         for info_hash in store.info_hashes():
-            keys = store._swarms[info_hash].peers
-            expected = Counter(key[:-2] for key in keys)
-            assert store._swarms[info_hash].hosts == dict(expected)
+            found = store._find(info_hash)
+            assert found is not None
+            expected = Counter(key[:-2] for key in found.peers)
+            assert found.hosts == dict(expected)
             assert all(count <= 3 for count in expected.values())
     stats = store.statistics()
     assert stats.peers == sum(len(store.peers(h)) for h in store.info_hashes())

@@ -10,8 +10,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bip_handshake import PeerAddress
-from bip_utracker._codec import AnnounceEvent, AnnounceRequest, ScrapeStats
+from bip_utracker._codec import (
+    AnnounceEvent,
+    AnnounceRequest,
+    AnnounceResponse,
+    ConnectRequest,
+    ConnectResponse,
+    ScrapeStats,
+    decode_response,
+)
 from bip_utracker._errors import LocalProtocolError
+from bip_utracker._server_core import ServerConfig, TrackerServerCore
 from bip_utracker._swarm import (
     DEFAULT_PEER_LIFETIME,
     AnnounceAnswer,
@@ -45,7 +54,10 @@ def test_counters_and_peers() -> None:
     assert (seeders, leechers, sorted(peers)) == (1, 2, [v4(1), v4(2)])
     assert s.scrape_counts(HASH, 3.0) == (1, 0, 2)
     assert s.scrape_counts(OTHER, 3.0) == (0, 0, 0)
-    assert s.statistics() == SwarmStatistics(1, 3, 1, 2, 0, 0, 0)
+    # three hosts: promoted out of probation at the second
+    assert s.statistics() == SwarmStatistics(
+        1, 3, 1, 2, 0, 0, 0, protected_swarms=1, promoted_swarms=1
+    )
     assert len(s) == 1
     assert HASH in s
     assert OTHER not in s
@@ -322,3 +334,330 @@ def test_property_store_matches_a_model(
     s.expire(now + lifetime)
     assert s.statistics().peers == 0
     assert len(s) == 0
+
+
+# -- probation and protection (a segmented LRU) ------------------------------------------------
+
+
+def net6(n: int, port: int = 6881) -> bytes:
+    """An IPv6 peer in /64 number *n* (``v6`` numbers addresses inside one /64)."""
+    return b"\x20\x01\x0d\xb8" + n.to_bytes(4, "big") + bytes(7) + b"\x01" + port.to_bytes(2, "big")
+
+
+def h(n: int) -> bytes:
+    return n.to_bytes(20, "big")
+
+
+def protected(s: SwarmStore) -> set[bytes]:
+    return set(s.protected_info_hashes())
+
+
+def promote(s: SwarmStore, info_hash: bytes, now: float) -> None:
+    """Two hosts announce *info_hash*: it is promoted, if it is on probation."""
+    s.announce_compact(info_hash, v4(1), 1, STARTED, 50, now)
+    s.announce_compact(info_hash, v4(2), 1, STARTED, 50, now)
+
+
+def test_a_flood_of_new_swarms_leaves_the_protected_ones_in_place() -> None:
+    """Ten times max_swarms info-hashes, each announced once from its own host, after honest
+    swarms were announced by a few hosts each: every honest swarm stays, and answers."""
+    s = store(max_swarms=32, peer_lifetime=3000.0)
+    honest = [h(n) for n in range(10)]
+    for n, info_hash in enumerate(honest):
+        s.announce_compact(info_hash, v4(1), 0, STARTED, 50, 0.0)
+        s.announce_compact(info_hash, v4(2), 1, STARTED, 50, 0.0)
+        s.announce_compact(info_hash, net6(n), 1, STARTED, 50, 0.0)
+    assert protected(s) == set(honest)
+    generator = random.Random(3)
+    for n in range(320):
+        peer = v4(1000 + n) if n % 2 else net6(1000 + n)
+        s.announce_compact(generator.randbytes(20), peer, 1, STARTED, 50, 1.0 + n)
+    stats = s.statistics()
+    assert (stats.swarms, stats.protected_swarms) == (32, 10)
+    assert stats.evicted_swarms == stats.evicted_probation_swarms == 330 - 32
+    assert stats.evicted_protected_swarms == stats.demoted_swarms == 0
+    for n, info_hash in enumerate(honest):
+        assert s.announce_compact(info_hash, v4(3), 1, STARTED, 50, 400.0) == (1, 3, [v4(1), v4(2)])
+        assert s.announce_compact(info_hash, net6(500), 1, STARTED, 50, 400.0) == (
+            1,
+            4,
+            [net6(n)],
+        )
+
+
+def test_probation_alone_is_least_recently_announced_first() -> None:
+    s = store(max_swarms=8)
+    for n in range(8):
+        s.announce_compact(h(n), v4(n), 1, STARTED, 50, float(n))
+    # A quick re-announce refreshes its swarm without promoting it.
+    s.announce_compact(h(0), v4(0), 1, NONE, 50, 8.0)
+    for n in range(8, 11):
+        s.announce_compact(h(n), v4(n), 1, STARTED, 50, float(n + 1))
+    assert list(s.info_hashes()) == [h(n) for n in (4, 5, 6, 7, 0, 8, 9, 10)]
+    stats = s.statistics()
+    assert (stats.protected_swarms, stats.promoted_swarms) == (0, 0)
+    assert stats.evicted_swarms == stats.evicted_probation_swarms == 3
+
+
+def test_promotion_by_two_hosts() -> None:
+    s = store(max_swarms=8)
+    # IPv4: another port of one address is no other host; another address is.
+    s.announce_compact(h(1), v4(1), 1, STARTED, 50, 0.0)
+    s.announce_compact(h(1), v4(1, port=7000), 1, STARTED, 50, 0.0)
+    assert protected(s) == set()
+    s.announce_compact(h(1), v4(2), 1, STARTED, 50, 0.0)
+    assert protected(s) == {h(1)}
+    # IPv6: another address of one /64 is no other host; another /64 is.
+    s.announce_compact(h(2), v6(1), 1, STARTED, 50, 0.0)
+    s.announce_compact(h(2), v6(2), 1, STARTED, 50, 0.0)
+    assert protected(s) == {h(1)}
+    s.announce_compact(h(2), net6(7), 1, STARTED, 50, 0.0)
+    assert protected(s) == {h(1), h(2)}
+    # One host over both families (a dual-stack client announces over each) is not two.
+    s.announce_compact(h(3), v4(1), 1, STARTED, 50, 0.0)
+    s.announce_compact(h(3), v6(1), 1, STARTED, 50, 0.0)
+    # Two hosts at once: one that left and another that came after are not.
+    s.announce_compact(h(4), v4(1), 1, STARTED, 50, 0.0)
+    s.announce_compact(h(4), v4(1), 1, STOPPED, 50, 1.0)
+    s.announce_compact(h(4), v4(2), 1, STARTED, 50, 2.0)
+    assert protected(s) == {h(1), h(2)}
+    assert s.statistics().promoted_swarms == 2
+
+
+def test_promotion_by_a_re_announce() -> None:
+    s = store(peer_lifetime=90.0, promote_after=30.0)
+    s.announce_compact(HASH, v4(1), 1, STARTED, 50, 0.0)
+    s.announce_compact(HASH, v4(1), 1, NONE, 50, 20.0)  # 20 s after: too soon
+    assert protected(s) == set()
+    s.announce_compact(HASH, v4(1), 1, NONE, 50, 50.0)  # 30 s after its previous one
+    assert protected(s) == {HASH}
+    # By default, a third of the lifetime (half the interval, for interval plus half of one).
+    s = store(peer_lifetime=90.0)
+    s.announce_compact(HASH, v4(1), 1, STARTED, 50, 0.0)
+    s.announce_compact(HASH, v4(1), 1, NONE, 50, 29.0)
+    assert protected(s) == set()
+    s.announce_compact(HASH, v4(1), 1, NONE, 50, 59.0)
+    assert protected(s) == {HASH}
+
+
+def test_a_burst_of_re_announces_does_not_promote() -> None:
+    s = store(peer_lifetime=90.0, promote_after=30.0)
+    for n in range(1000):  # for 100 s, every 0.1 s: each one restarts the wait
+        s.announce_compact(HASH, v4(1), 1, NONE, 50, n * 0.1)
+    for port in range(1, 40):  # nor do many ports of one host, recorded or not
+        s.announce_compact(HASH, v4(1, port=port), 1, STARTED, 50, 100.0)
+    assert s.statistics().unrecorded_peers > 0
+    # Scrapes, stopped and port-0 announces are no evidence either.
+    s.announce_compact(OTHER, v4(1), 1, STARTED, 50, 100.0)
+    s.scrape_counts(OTHER, 140.0)
+    s.announce_compact(OTHER, v4(2), 1, STOPPED, 50, 140.0)
+    s.announce_compact(OTHER, v4(3, port=0), 1, STARTED, 50, 140.0)
+    s.announce_compact(OTHER, v6(3, port=0), 1, NONE, 50, 140.0)
+    assert protected(s) == set()
+    assert s.statistics().promoted_swarms == 0
+
+
+def test_a_full_protected_segment_demotes_its_least_recent_swarm() -> None:
+    s = store(max_swarms=10)  # the protected segment holds 9
+    for n in range(10):
+        promote(s, h(n), float(n))
+    assert protected(s) == {h(n) for n in range(1, 10)}
+    assert len(s) == 10  # h(0) is demoted, not dropped
+    stats = s.statistics()
+    assert (stats.promoted_swarms, stats.demoted_swarms, stats.evicted_swarms) == (10, 1, 0)
+    # Its next announce promotes it again at once, demoting the next least recent.
+    s.announce_compact(h(0), v4(3), 1, STARTED, 50, 10.0)
+    assert protected(s) == {h(n) for n in (0, *range(2, 10))}
+    # Demoted, it is on probation: the next new swarm evicts it, and no protected one.
+    s.announce_compact(h(99), v4(9), 1, STARTED, 50, 11.0)
+    assert h(1) not in s
+    assert protected(s) == {h(n) for n in (0, *range(2, 10))}
+    stats = s.statistics()
+    assert (stats.promoted_swarms, stats.demoted_swarms) == (11, 2)
+    assert (stats.evicted_probation_swarms, stats.evicted_protected_swarms) == (1, 0)
+
+
+def test_new_and_demoted_swarms_leave_probation_by_last_announce() -> None:
+    s = store(max_swarms=20)  # the protected segment holds 18
+    s.announce_compact(h(100), v4(9), 1, STARTED, 50, 0.0)  # new, on probation
+    for n in range(19):  # h(0), announced at 1.0, is demoted by the last promotion
+        promote(s, h(n), 1.0 + n)
+    assert len(s) == 20
+    s.announce_compact(h(200), v4(9), 1, STARTED, 50, 30.0)
+    assert h(100) not in s  # announced at 0.0: before h(0)
+    assert h(0) in s
+    s.announce_compact(h(0), v4(9), 1, STARTED, 50, 31.0)  # back among the protected
+    s.announce_compact(h(201), v4(9), 1, STARTED, 50, 32.0)
+    assert h(1) not in s  # demoted by h(0)'s return, announced at 2.0: before h(200)
+    assert h(200) in s
+    s.announce_compact(h(202), v4(9), 1, STARTED, 50, 33.0)
+    assert h(200) not in s
+    assert s.statistics().evicted_protected_swarms == 0
+
+
+def test_a_store_of_one_swarm_promotes_nothing() -> None:
+    s = store(max_swarms=1)
+    promote(s, HASH, 0.0)
+    s.announce_compact(OTHER, v4(1), 1, STARTED, 50, 1.0)
+    assert list(s.info_hashes()) == [OTHER]
+    assert s.statistics().promoted_swarms == 0
+
+
+def test_max_peers_evicts_swarms_on_probation_first() -> None:
+    s = store(max_peers=6, max_peers_per_swarm=6)
+    promote(s, h(1), 0.0)  # protected, and the least recently announced
+    s.announce_compact(h(2), v4(3), 1, STARTED, 50, 1.0)  # on probation
+    s.announce_compact(h(3), v4(4), 1, STARTED, 50, 2.0)
+    s.announce_compact(h(3), v4(4, port=2), 1, STARTED, 50, 2.0)
+    s.announce_compact(h(4), v4(5), 1, STARTED, 50, 3.0)
+    assert s.statistics().peers == 6
+    s.announce_compact(h(4), v4(5, port=2), 1, STARTED, 50, 4.0)
+    assert h(2) not in s  # the least recent on probation, not the protected h(1)
+    s.announce_compact(h(4), v4(5, port=3), 1, STARTED, 50, 5.0)
+    s.announce_compact(h(4), v4(5, port=4), 1, STARTED, 50, 5.0)
+    assert h(3) not in s
+    assert list(s.info_hashes()) == [h(1), h(4)]
+    stats = s.statistics()
+    assert (stats.evicted_probation_swarms, stats.evicted_protected_swarms) == (2, 0)
+    # With no other swarm on probation, the protected one goes: never the one announced to.
+    s.announce_compact(h(4), v4(5, port=5), 1, STARTED, 50, 6.0)
+    s.announce_compact(h(4), v4(5, port=6), 1, STARTED, 50, 6.0)
+    assert list(s.info_hashes()) == [h(4)]
+    stats = s.statistics()
+    assert (stats.evicted_probation_swarms, stats.evicted_protected_swarms) == (2, 1)
+    assert (stats.peers, stats.evicted_swarms, stats.evicted_peers) == (6, 3, 5)
+
+
+def test_expiry_covers_every_segment() -> None:
+    s = store(max_swarms=20, peer_lifetime=100.0)  # the protected segment holds 18
+    promote(s, h(0), 0.0)  # demoted by the last promotion below
+    s.announce_compact(h(100), v4(9), 1, STARTED, 50, 0.5)  # on probation
+    for n in range(1, 19):
+        promote(s, h(n), float(n))
+    s.announce_compact(h(1), v4(3), 1, STARTED, 50, 50.0)  # protected, refreshed
+    stats = s.statistics()
+    assert (stats.swarms, stats.protected_swarms, stats.demoted_swarms) == (20, 18, 1)
+    assert s.expire(99.9) is False
+    assert len(s) == 20
+    # h(100) (quiet since 0.5) and h(0) (since 0.0) are due, h(2) (since 2.0) not yet.
+    assert s.expire(101.0, limit=1) is True
+    assert s.expire(101.0, limit=1) is False
+    assert h(0) not in s
+    assert h(100) not in s
+    assert len(s) == 18
+    assert s.expire(118.0, limit=10) is True
+    assert s.expire(118.0) is False
+    assert list(s.info_hashes()) == [h(1)]
+    s.expire(150.0)
+    assert len(s) == 0
+    stats = s.statistics()
+    assert (stats.expired_peers, stats.peers, stats.evicted_swarms) == (40, 0, 0)
+
+
+_ops = st.tuples(
+    st.integers(0, 9),  # 0-6 announce, 7 scrape, 8 expire, 9 expire one
+    st.integers(0, 11),  # swarm
+    st.integers(0, 4),  # host
+    st.integers(0, 3),  # port (0: listens nowhere)
+    st.booleans(),  # IPv6
+    _events,
+    st.floats(0, 25),  # time step
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(_ops, max_size=150))
+def test_property_segments_keep_their_bounds_order_and_counts(
+    steps: list[tuple[int, int, int, int, bool, int, float]],
+) -> None:
+    """Whatever is announced, scraped and expired: the store, its protected segment and its
+    peers stay within their bounds, every segment in last-announce order, and the statistics
+    match what is stored."""
+    s = store(
+        peer_lifetime=60.0,
+        promote_after=20.0,
+        max_swarms=8,
+        max_peers_per_swarm=6,
+        max_peers=12,
+        max_peers_per_host=2,
+    )
+    now = 0.0
+    for kind, swarm_n, host, port, ipv6, event, step in steps:
+        now += step
+        info_hash = h(swarm_n)
+        if kind <= 6:
+            peer = (net6(host, port) if host % 2 else v6(host, port)) if ipv6 else v4(host, port)
+            s.announce_compact(info_hash, peer, 1 if port % 2 else 0, event, 5, now)
+        elif kind == 7:
+            before = (list(s.info_hashes()), list(s.protected_info_hashes()))
+            s.scrape_counts(info_hash, now)
+            assert (list(s.info_hashes()), list(s.protected_info_hashes())) == before
+        else:
+            s.expire(now, limit=1 if kind == 9 else None)
+        segments = (s._probation, s._demoted, s._protected)
+        for segment in segments:
+            times = [swarm.last for swarm in segment.values()]
+            assert times == sorted(times)
+        for swarm in s._probation.values():  # one network per family, or it was promoted
+            assert len({key[:4] for key in swarm.v4}) <= 1
+            assert len({key[:8] for key in swarm.v6}) <= 1
+        stats = s.statistics()
+        everything = [key for segment in segments for key in segment]
+        assert len(everything) == len(set(everything)) == stats.swarms == len(s) <= 8
+        assert stats.protected_swarms == len(s._protected) <= 7
+        assert stats.peers == sum(len(s.peers(key)) for key in everything) <= 12
+        assert stats.seeders == sum(swarm.seeders for seg in segments for swarm in seg.values())
+        assert (
+            stats.evicted_swarms == stats.evicted_probation_swarms + stats.evicted_protected_swarms
+        )
+        assert stats.demoted_swarms + stats.evicted_protected_swarms <= stats.promoted_swarms
+        assert stats.promoted_swarms - stats.demoted_swarms >= stats.protected_swarms
+    s.expire(now + 60.0)
+    assert (len(s), s.statistics().peers) == (0, 0)
+
+
+# -- the server over the store ------------------------------------------------------------------
+
+
+def _server_announce(
+    core: TrackerServerCore, addr: tuple[str, int], info_hash: bytes, now: float
+) -> AnnounceResponse:
+    core.receive_datagram(ConnectRequest(1).encode(), addr, now)
+    ((packet, _),) = core.datagrams_to_send()
+    connected = decode_response(packet)
+    assert isinstance(connected, ConnectResponse)
+    peer_id = b"-XX0001-" + bytes(12)
+    event = AnnounceEvent.STARTED
+    request = AnnounceRequest(
+        connected.connection_id, 2, info_hash, peer_id, 0, 1, 0, event, 0, 0, -1, 6881
+    )
+    core.receive_datagram(request.encode(), addr, now)
+    ((packet, _),) = core.datagrams_to_send()
+    answer = decode_response(packet)
+    assert isinstance(answer, AnnounceResponse)
+    return answer
+
+
+def test_server_honest_swarms_survive_a_flood_of_new_info_hashes() -> None:
+    config = ServerConfig(rate_limit=None, max_swarms=16, interval=600)
+    core = TrackerServerCore(config, secret=bytes(32), rng=random.Random(1))
+    honest = [h(n) for n in range(4)]
+    for info_hash in honest:
+        _server_announce(core, ("10.0.0.1", 1000), info_hash, 0.0)
+        _server_announce(core, ("10.0.0.2", 1000), info_hash, 0.0)
+    # One seeder alone: its re-announce half an interval later shows it real, not one sooner.
+    lonely = h(99)
+    _server_announce(core, ("10.0.0.3", 1000), lonely, 0.0)
+    _server_announce(core, ("10.0.0.3", 1000), lonely, 299.0)
+    assert core.store is not None
+    assert lonely not in set(core.store.protected_info_hashes())
+    _server_announce(core, ("10.0.0.3", 1000), lonely, 599.0)
+    generator = random.Random(2)
+    for n in range(160):
+        _server_announce(core, (f"10.1.{n // 4}.{n % 4}", 1000), generator.randbytes(20), 600.0)
+    assert set(core.store.protected_info_hashes()) == {*honest, lonely}
+    for info_hash in honest:
+        answer = _server_announce(core, ("10.0.0.4", 1000), info_hash, 601.0)
+        assert set(answer.peers) == {PeerAddress.parse(f"10.0.0.{n}:6881") for n in (1, 2)}
+    assert _server_announce(core, ("10.0.0.4", 1000), lonely, 601.0).seeders == 0
+    assert core.statistics().swarms == 16

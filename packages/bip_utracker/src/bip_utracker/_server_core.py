@@ -182,7 +182,12 @@ class ServerConfig:
         max_num_want: peers returned at most, whatever the client asks (or the default says).
         max_response_size: bytes per reply at most (at least :data:`MIN_RESPONSE_SIZE`);
             announces carry as many peers as fit.
-        max_swarms: swarms the built-in store keeps at most.
+        max_swarms: swarms the built-in store keeps at most. A new swarm beyond it evicts the
+            least recently announced swarm still on probation: one that neither two hosts at
+            once nor a peer's re-announce half an ``interval`` after its previous one showed to
+            be real. Those are promoted to a protected segment (at most 90% of ``max_swarms``),
+            so a flood of announces for random info-hashes does not push out the swarms in use
+            (see :class:`~bip_utracker.SwarmStore`).
         max_peers_per_swarm: peers per swarm the built-in store keeps at most.
         max_peers: peers over all swarms the built-in store keeps at most.
         max_peers_per_host: entries (ports) one IP address keeps at most in one swarm of the
@@ -420,6 +425,8 @@ class TrackerServerCore:
                 max_peers_per_swarm=config.max_peers_per_swarm,
                 max_peers=config.max_peers,
                 max_peers_per_host=config.max_peers_per_host,
+                # Clients re-announce once per interval: half of one apart is no burst.
+                promote_after=config.interval / 2,
                 rng=rng,
             )
         self._handler: TrackerHandler | SwarmStore = handler

@@ -10,13 +10,12 @@ the family of the request), never the announcer itself.
 Peers are keyed by that address, not by peer id: the address is proven by the connection id,
 while any client could claim another's peer id and overwrite its entry.
 
-Memory is bounded whatever announcers send, by three limits and one rule, least recently
-announced first out:
+Memory is bounded whatever announcers send, by three limits:
 
-- ``max_swarms``: a new swarm beyond it evicts the swarm announced to least recently;
+- ``max_swarms``: a new swarm beyond it evicts a swarm on probation (below);
 - ``max_peers_per_swarm``: a new peer in a full swarm evicts that swarm's least recently
   announced peer;
-- ``max_peers``: a new peer beyond the total evicts whole swarms, least recently announced first.
+- ``max_peers``: a new peer beyond the total evicts whole swarms, probation first (below).
 
 One more limit keeps a single host from pushing the others out of a swarm: peers are keyed by
 address and port, so one IP announcing a thousand ports would otherwise be a thousand peers,
@@ -26,15 +25,52 @@ peer that listens nowhere) until one of its entries leaves or expires. The defau
 for many clients behind one NAT address. (A holder of a whole IPv6 /64 has addresses to spare:
 against it, the server's rate limit per /64 is what slows the flood.)
 
-Swarms that clients keep announcing to stay at the recent end, so a flood of announces for
-random info-hashes pushes out only swarms nobody announced to lately (and what the flood itself
-made). Expiry needs no scan: both the swarms and each swarm's peers are kept in the order of their
-last announce, so the expired ones are always at the front. An announce or scrape trims the
-front of its swarm; :meth:`SwarmStore.expire` drops the swarms whose every peer has expired.
+Which swarm makes room is chosen the way caches resist scans (a segmented LRU, as 2Q). Plain
+"least recently announced first" let a flood of announces for random info-hashes push out every
+swarm: each announcer needs a connection id, so its address is real, but an IPv6 /48 holds
+65,536 /64s, each with its own rate allowance, and ``max_swarms`` random info-hashes within one
+announce interval emptied the store of honest swarms, whose users then got empty peer lists until
+they announced again. So a new swarm starts *on probation*, and is *promoted* to the protected
+segment once it has shown it is real, by either of:
+
+- two hosts in it at once: a new peer joins while a peer of another host is in it, another host
+  being another IPv4 address or another IPv6 /64 of the same family (the /64 because one
+  subscriber holds a whole one; the same family because a dual-stack client announces over both);
+- a re-announce: a peer announces again at least ``promote_after`` seconds after its previous
+  announce (by default a third of ``peer_lifetime``, which is half the announce interval with the
+  default lifetime of interval plus half an interval; the server passes half its interval).
+  Clients announce once per interval, so their regular re-announce qualifies, while a burst of
+  re-announces never does: each one restarts the wait. Its time needs no storage: it is the
+  peer's expiry minus ``peer_lifetime``.
+
+A new swarm beyond ``max_swarms`` evicts the least recently announced swarm on probation; the
+protected ones hold at most 90% of ``max_swarms``, so a full store always has one on probation,
+and a flood of single announces only churns probation, among the swarms the flood itself made. A
+promotion beyond that 90% demotes the least recently announced protected swarm to probation,
+where it is evicted in its turn (by last announce among the swarms on probation) unless it is
+announced first: then it is promoted again at once (it has shown it is real; it was only the
+least recent). ``max_peers`` evicts whole swarms on probation first, least recently announced
+first, and protected ones only when no other is left; never the swarm being announced to.
+Scrapes, ``stopped`` announces and port-0 announces neither promote nor refresh a swarm.
+
+What this does not stop: an attacker that announces each of its info-hashes from two hosts, or
+twice with ``promote_after`` between (its swarms surviving probation that long, which its own
+flood makes hard), gets them promoted at twice the cost of a plain flood, and protected swarms
+then go least recently announced first, as before: honest swarms with many peers are announced to
+most often and go last. And a new honest swarm must show it is real before a flood pushes it
+through probation.
+
+Expiry needs no scan: each segment (probation keeps new and demoted swarms in two queues) and each
+swarm's peers are kept in the order of their last announce, so the expired ones are always at the
+front. (A demoted swarm is the protected segment's least recent, and every swarm enters that
+segment at its announce, so demotions come in last-announce order too.) An announce or scrape
+trims the front of its swarm; :meth:`SwarmStore.expire` drops the swarms whose every peer has
+expired.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 import random
 from collections.abc import Iterable, Iterator
@@ -75,6 +111,9 @@ _STOPPED = AnnounceEvent.STOPPED.value
 _COMPLETED = AnnounceEvent.COMPLETED.value
 _IPV4_SIZE = 6
 _IPV6_SIZE = 18
+# What tells two hosts apart for a promotion: the IPv4 address, or the IPv6 /64.
+_NETWORK_SIZE = {_IPV4_SIZE: 4, _IPV6_SIZE: 8}
+_PROTECTED_PERCENT = 90  # of max_swarms, at most in the protected segment
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +150,15 @@ class SwarmStatistics:
         expired_peers: peers dropped because they did not announce within ``peer_lifetime``.
         unrecorded_peers: announces of a new peer answered but not recorded, because its host
             held ``max_peers_per_host`` entries of that swarm already.
+        protected_swarms: of ``swarms``, those in the protected segment (the others are on
+            probation).
+        promoted_swarms: moves from probation to the protected segment (a demoted swarm's
+            return included).
+        demoted_swarms: protected swarms moved back to probation because the protected segment
+            was full (90% of ``max_swarms``).
+        evicted_probation_swarms: of ``evicted_swarms``, those evicted from probation.
+        evicted_protected_swarms: of ``evicted_swarms``, protected ones: only ``max_peers``
+            evicts them, and only when no swarm on probation but the one announced to is left.
     """
 
     swarms: int
@@ -121,6 +169,11 @@ class SwarmStatistics:
     evicted_peers: int
     expired_peers: int
     unrecorded_peers: int = 0
+    protected_swarms: int = 0
+    promoted_swarms: int = 0
+    demoted_swarms: int = 0
+    evicted_probation_swarms: int = 0
+    evicted_protected_swarms: int = 0
 
 
 class _Peer:
@@ -163,6 +216,17 @@ def _check_limit(name: str, value: object) -> int:
     return value
 
 
+def _check_seconds(name: str, value: object) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise LocalProtocolError(f"{name} is a positive number, got {value!r}")
+    return float(value)
+
+
 class SwarmStore:
     """Peers per info-hash, with expiry, counters and bounded memory.
 
@@ -174,11 +238,19 @@ class SwarmStore:
     Args:
         peer_lifetime: seconds a peer stays after its last announce (announce interval plus
             grace).
-        max_swarms: swarms kept at most.
+        max_swarms: swarms kept at most. A new swarm beyond it evicts the least recently
+            announced swarm on probation: swarms start there and are promoted to a protected
+            segment (at most 90% of ``max_swarms``) by two hosts in them at once, or by a peer's
+            re-announce ``promote_after`` seconds after its previous one, so a flood of new
+            info-hashes does not push out the swarms in use (see the module documentation).
         max_peers_per_swarm: peers kept at most in one swarm.
-        max_peers: peers kept at most over all swarms (at least ``max_peers_per_swarm``).
+        max_peers: peers kept at most over all swarms (at least ``max_peers_per_swarm``);
+            beyond it, whole swarms are evicted, on probation first.
         max_peers_per_host: entries (ports) one IP address keeps at most in one swarm; its
             further ports are answered but not recorded.
+        promote_after: seconds between a peer's announces that make the later one a re-announce
+            that promotes its swarm; None for a third of ``peer_lifetime`` (half the announce
+            interval, if the lifetime is the interval and half an interval of grace).
         rng: the source of the random peer selection (a seeded one for tests).
 
     >>> store = SwarmStore(rng=random.Random(1))
@@ -187,11 +259,16 @@ class SwarmStore:
     (1, 0, [])
     >>> store.announce_compact(b"h" * 20, b, left=5, event=2, num_want=50, now=1.0) == (1, 1, [a])
     True
+    >>> store.statistics().protected_swarms  # two hosts: the swarm is real
+    1
     """
 
     __slots__ = (
+        "_demoted",
+        "_demotions",
         "_evicted_peers",
-        "_evicted_swarms",
+        "_evicted_probation",
+        "_evicted_protected",
         "_expired_peers",
         "_max_peers",
         "_max_peers_per_host",
@@ -199,9 +276,13 @@ class SwarmStore:
         "_max_swarms",
         "_peer_count",
         "_peer_lifetime",
+        "_probation",
+        "_promote_after",
+        "_promotions",
+        "_protected",
+        "_protected_cap",
         "_random",
         "_seeder_count",
-        "_swarms",
         "_unrecorded_peers",
     )
 
@@ -213,16 +294,10 @@ class SwarmStore:
         max_peers_per_swarm: int = DEFAULT_MAX_PEERS_PER_SWARM,
         max_peers: int = DEFAULT_MAX_PEERS,
         max_peers_per_host: int = DEFAULT_MAX_PEERS_PER_HOST,
+        promote_after: float | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        if (
-            isinstance(peer_lifetime, bool)
-            or not isinstance(peer_lifetime, int | float)
-            or not math.isfinite(peer_lifetime)
-            or peer_lifetime <= 0
-        ):
-            raise LocalProtocolError(f"peer_lifetime is a positive number, got {peer_lifetime!r}")
-        self._peer_lifetime = float(peer_lifetime)
+        self._peer_lifetime = _check_seconds("peer_lifetime", peer_lifetime)
         self._max_swarms = _check_limit("max_swarms", max_swarms)
         self._max_peers_per_swarm = _check_limit("max_peers_per_swarm", max_peers_per_swarm)
         self._max_peers = _check_limit("max_peers", max_peers)
@@ -231,15 +306,31 @@ class SwarmStore:
             raise LocalProtocolError(
                 f"max_peers ({max_peers}) is less than max_peers_per_swarm ({max_peers_per_swarm})"
             )
+        self._promote_after = (
+            self._peer_lifetime / 3
+            if promote_after is None
+            else _check_seconds("promote_after", promote_after)
+        )
+        # Below max_swarms (0 for a store of fewer than two swarms: nothing is promoted), so that
+        # a new swarm always finds one on probation to evict.
+        self._protected_cap = max_swarms * _PROTECTED_PERCENT // 100
         self._random = rng if rng is not None else random.Random()
-        # Insertion order is the order of last announce: the least recent swarm comes first.
-        self._swarms: dict[bytes, _Swarm] = {}
+        # The segments. In each, insertion order is the order of last announce: the least
+        # recent swarm comes first. Probation is two queues, the new swarms and the demoted ones,
+        # because a demoted swarm is older than most new ones: appended to their queue, it
+        # would break its order.
+        self._probation: dict[bytes, _Swarm] = {}
+        self._demoted: dict[bytes, _Swarm] = {}
+        self._protected: dict[bytes, _Swarm] = {}
         self._peer_count = 0
         self._seeder_count = 0
-        self._evicted_swarms = 0
+        self._evicted_probation = 0
+        self._evicted_protected = 0
         self._evicted_peers = 0
         self._expired_peers = 0
         self._unrecorded_peers = 0
+        self._promotions = 0
+        self._demotions = 0
 
     # -- the handler interface ----------------------------------------------------------------
 
@@ -278,25 +369,48 @@ class SwarmStore:
         ``max_peers_per_host`` entries of the swarm already is answered as by
         :meth:`sample_compact`, and not recorded. So is a peer of port 0: it listens nowhere
         (others would dial it in vain), and may neither create nor keep alive a swarm.
+
+        The announce may promote the swarm out of probation (two hosts in it at once, or a
+        re-announce at least ``promote_after`` seconds after the peer's previous one), and a
+        demoted swarm is promoted again by any announce recorded or not.
         """
         if not (peer[-2] or peer[-1]):  # port 0
             return self.sample_compact(info_hash, peer, 0 if event == _STOPPED else num_want, now)
         if event == _STOPPED:
             return self._leave(info_hash, peer, now)
-        swarms = self._swarms
-        swarm = swarms.pop(info_hash, None)
-        if swarm is None:
-            if len(swarms) >= self._max_swarms:
-                self._evict_swarm()
-            swarm = _Swarm()
-        elif now >= swarm.trim_at:
+        # Find the swarm and make it the most recently announced of its segment; the protected
+        # segment first: that is where the swarms in use are.
+        protected = self._protected
+        probation = self._probation
+        on_probation = False
+        swarm = protected.pop(info_hash, None)
+        if swarm is not None:
+            protected[info_hash] = swarm
+        else:
+            swarm = probation.pop(info_hash, None)
+            if swarm is not None:
+                probation[info_hash] = swarm
+                on_probation = True
+            else:
+                swarm = self._demoted.pop(info_hash, None)
+                if swarm is not None:
+                    # It has shown it is real before; it only was the least recent protected.
+                    swarm.last = now
+                    self._protect(info_hash, swarm)
+                else:
+                    if len(probation) + len(self._demoted) + len(protected) >= self._max_swarms:
+                        self._evict_swarm(None)
+                    swarm = _Swarm()
+                    probation[info_hash] = swarm
+                    on_probation = True
+        if now >= swarm.trim_at:
             self._trim(swarm, now)
-        swarms[info_hash] = swarm  # now the most recently announced
         swarm.last = now
         peers = swarm.peers
         record = peers.pop(peer, None)
         seeder = left == 0
         family = swarm.v4 if len(peer) == _IPV4_SIZE else swarm.v6
+        promote = False  # (never in a store too small to have a protected segment)
         if record is None:
             hosts = swarm.hosts
             host = peer[:-2]
@@ -305,10 +419,15 @@ class SwarmStore:
                 self._unrecorded_peers += 1
                 return self._sample(swarm, peer, num_want)
             hosts[host] = held + 1
+            if on_probation and family and self._protected_cap > 0:
+                # Every peer of this family in a swarm on probation is of one network (another
+                # would have promoted it), so any one of them tells whether this is another.
+                size = _NETWORK_SIZE[len(peer)]
+                promote = family[0][:size] != peer[:size]
             if len(peers) >= self._max_peers_per_swarm:
                 self._evict_peer(swarm)
             if self._peer_count >= self._max_peers:
-                self._make_room()
+                self._make_room(swarm)
             record = _Peer(now + self._peer_lifetime, seeder, len(family))
             if not peers:
                 swarm.trim_at = record.expires
@@ -318,6 +437,12 @@ class SwarmStore:
                 swarm.seeders += 1
                 self._seeder_count += 1
         else:
+            # Its previous announce was at its expiry minus the lifetime.
+            promote = (
+                on_probation
+                and self._protected_cap > 0
+                and now + self._peer_lifetime - record.expires >= self._promote_after
+            )
             record.expires = now + self._peer_lifetime
             if record.seeder != seeder:
                 change = 1 if seeder else -1
@@ -328,6 +453,9 @@ class SwarmStore:
         if event == _COMPLETED and not record.completed:
             record.completed = True
             swarm.completed += 1
+        if promote:
+            del probation[info_hash]
+            self._protect(info_hash, swarm)
         seeders = swarm.seeders
         leechers = len(peers) - seeders
 
@@ -358,7 +486,7 @@ class SwarmStore:
         anybody may send a ``stopped`` (for a port it never announced) to keep a swarm it wants
         kept from expiry and eviction.
         """
-        swarm = self._swarms.get(info_hash)
+        swarm = self._find(info_hash)
         if swarm is None:
             return 0, 0, []
         if now >= swarm.trim_at:
@@ -380,7 +508,7 @@ class SwarmStore:
         *peer*'s family (6 or 18 bytes), never *peer* itself; an unknown info-hash answers
         zeros and creates nothing.
         """
-        swarm = self._swarms.get(info_hash)
+        swarm = self._find(info_hash)
         if swarm is None:
             return 0, 0, []
         if now >= swarm.trim_at:
@@ -407,8 +535,12 @@ class SwarmStore:
         return seeders, leechers, chosen
 
     def scrape_counts(self, info_hash: bytes, now: float) -> tuple[int, int, int]:
-        """``(seeders, completed, leechers)`` of *info_hash*: zeros for an unknown one."""
-        swarm = self._swarms.get(info_hash)
+        """``(seeders, completed, leechers)`` of *info_hash*: zeros for an unknown one.
+
+        A scrape is no sign that a swarm is real (anybody may scrape any info-hash): it neither
+        promotes nor refreshes it.
+        """
+        swarm = self._find(info_hash)
         if swarm is None:
             return 0, 0, 0
         if now >= swarm.trim_at:
@@ -420,24 +552,25 @@ class SwarmStore:
     def expire(self, now: float, limit: int | None = None) -> bool:
         """Drop the swarms whose every peer expired by *now*; True if some are left to drop.
 
-        At most *limit* swarms go per call (None: all), to bound the time one call takes; the
-        least recently announced come first, so this never scans live swarms. Swarms whose
-        peers all left (``stopped``) go the same way, with their ``completed`` counter.
+        At most *limit* swarms go per call (None: all), to bound the time one call takes; each
+        segment is in last-announce order, so this looks at the front of each and never scans
+        live swarms. Swarms whose peers all left (``stopped``) go the same way, with their
+        ``completed`` counter.
         """
-        swarms = self._swarms
         lifetime = self._peer_lifetime
         dropped = 0
-        while swarms:
-            key = next(iter(swarms))
-            swarm = swarms[key]
-            if swarm.last + lifetime > now:
-                return False
-            if limit is not None and dropped >= limit:
-                return True
-            del swarms[key]
-            self._expired_peers += len(swarm.peers)
-            self._forget(swarm)
-            dropped += 1
+        for segment in (self._probation, self._demoted, self._protected):
+            while segment:
+                key = next(iter(segment))
+                swarm = segment[key]
+                if swarm.last + lifetime > now:
+                    break
+                if limit is not None and dropped >= limit:
+                    return True
+                del segment[key]
+                self._expired_peers += len(swarm.peers)
+                self._forget(swarm)
+                dropped += 1
         return False
 
     def _trim(self, swarm: _Swarm, now: float) -> None:
@@ -477,13 +610,55 @@ class SwarmStore:
         self._peer_count -= len(swarm.peers)
         self._seeder_count -= swarm.seeders
 
-    def _evict_swarm(self) -> None:
-        """Drop the least recently announced swarm."""
-        key = next(iter(self._swarms))
-        swarm = self._swarms.pop(key)
-        self._evicted_swarms += 1
+    def _find(self, info_hash: bytes) -> _Swarm | None:
+        """The swarm of *info_hash*, in whichever segment, or None."""
+        swarm = self._protected.get(info_hash)
+        if swarm is None:
+            swarm = self._probation.get(info_hash)
+            if swarm is None:
+                swarm = self._demoted.get(info_hash)
+        return swarm
+
+    def _protect(self, info_hash: bytes, swarm: _Swarm) -> None:
+        """Promote *swarm* (already out of probation) to the recent end of the protected
+        segment; if that is over its cap, demote the segment's least recently announced."""
+        protected = self._protected
+        protected[info_hash] = swarm
+        self._promotions += 1
+        if len(protected) > self._protected_cap:
+            key = next(iter(protected))  # not *swarm*: the cap is at least 1 if promoting
+            self._demoted[key] = protected.pop(key)
+            self._demotions += 1
+
+    def _evict_swarm(self, keep: _Swarm | None) -> bool:
+        """Drop the least recently announced swarm on probation (new or demoted) or, if there
+        is none, the least recently announced protected one; never *keep* (the swarm being
+        announced to, the most recent of its segment). False if there was none to drop."""
+        # The front key is looked up once per queue: after many evictions, finding a dict's
+        # first entry walks past the slots of the removed ones until the dict is resized.
+        segment: dict[bytes, _Swarm] | None = None
+        key = b""
+        oldest = math.inf
+        for queue in (self._probation, self._demoted):
+            if queue:
+                front_key = next(iter(queue))
+                front = queue[front_key]
+                if front is not keep and front.last < oldest:
+                    segment, key, oldest = queue, front_key, front.last
+        if segment is None:
+            segment = self._protected
+            if not segment:
+                return False
+            key = next(iter(segment))
+            if segment[key] is keep:
+                return False
+            self._evicted_protected += 1
+        else:
+            self._evicted_probation += 1
+        swarm = segment.pop(key)
         self._evicted_peers += len(swarm.peers)
         self._forget(swarm)
+        return True
 
     def _evict_peer(self, swarm: _Swarm) -> None:
         """Drop the least recently announced peer of *swarm*."""
@@ -493,33 +668,51 @@ class SwarmStore:
         self._remove(swarm, key, record)
         self._evicted_peers += 1
 
-    def _make_room(self) -> None:
-        """Evict whole swarms, least recently announced first, until one more peer fits.
+    def _make_room(self, current: _Swarm) -> None:
+        """Evict whole swarms, on probation first, least recently announced first, until one
+        more peer fits.
 
-        The swarm being announced to is the most recent, so it goes last; alone, it cannot be
-        over the bound: the per-swarm limit (at most ``max_peers``) already made room in it.
+        *current*, the swarm being announced to, is never evicted; alone, it cannot be over the
+        bound: the per-swarm limit (at most ``max_peers``) already made room in it.
         """
-        while self._peer_count >= self._max_peers and len(self._swarms) > 1:
-            self._evict_swarm()
+        while self._peer_count >= self._max_peers and self._evict_swarm(current):
+            pass
 
     # -- inspection ---------------------------------------------------------------------------
 
     def __len__(self) -> int:
         """The number of swarms."""
-        return len(self._swarms)
+        return len(self._probation) + len(self._demoted) + len(self._protected)
 
     def __contains__(self, info_hash: object) -> bool:
         """Whether *info_hash* has a swarm."""
-        return info_hash in self._swarms
+        return (
+            info_hash in self._protected
+            or info_hash in self._probation
+            or info_hash in self._demoted
+        )
 
     def info_hashes(self) -> Iterator[bytes]:
-        """The info-hashes with a swarm, least recently announced first."""
-        return iter(list(self._swarms))
+        """The info-hashes with a swarm, least recently announced first (over all segments)."""
+        merged = heapq.merge(
+            *(list(segment.items()) for segment in self._segments()),
+            key=lambda item: item[1].last,
+        )
+        return iter([key for key, _ in merged])
+
+    def protected_info_hashes(self) -> Iterator[bytes]:
+        """The info-hashes whose swarm is protected (promoted, not demoted since), least recently
+        announced first."""
+        return iter(list(self._protected))
+
+    def _segments(self) -> tuple[dict[bytes, _Swarm], ...]:
+        """The three queues: new swarms on probation, demoted ones, protected ones."""
+        return (self._probation, self._demoted, self._protected)
 
     def peers(self, info_hash: bytes) -> tuple[PeerAddress, ...]:
         """Every peer of *info_hash*'s swarm (both families), least recently announced first;
         expired peers not yet dropped included."""
-        swarm = self._swarms.get(info_hash)
+        swarm = self._find(info_hash)
         if swarm is None:
             return ()
         return tuple(PeerAddress.from_compact(key) for key in swarm.peers)
@@ -533,12 +726,17 @@ class SwarmStore:
         """A snapshot of the store's size and evictions (expired peers that no announce,
         scrape or :meth:`expire` has dropped yet still count)."""
         return SwarmStatistics(
-            swarms=len(self._swarms),
+            swarms=len(self),
             peers=self._peer_count,
             seeders=self._seeder_count,
             leechers=self._peer_count - self._seeder_count,
-            evicted_swarms=self._evicted_swarms,
+            evicted_swarms=self._evicted_probation + self._evicted_protected,
             evicted_peers=self._evicted_peers,
             expired_peers=self._expired_peers,
             unrecorded_peers=self._unrecorded_peers,
+            protected_swarms=len(self._protected),
+            promoted_swarms=self._promotions,
+            demoted_swarms=self._demotions,
+            evicted_probation_swarms=self._evicted_probation,
+            evicted_protected_swarms=self._evicted_protected,
         )
