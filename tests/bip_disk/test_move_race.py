@@ -24,6 +24,7 @@ from bip_disk._events import (
     CheckFinished,
     DiskEvent,
     PieceLost,
+    PieceVerified,
     StorageMoved,
     StorageProblem,
     TorrentFailed,
@@ -98,10 +99,34 @@ class FullFileSystem(MemoryFileSystem):
         raise StorageError(f"write {path}: no space", errno=errno.ENOSPC, path=path)
 
 
-def make(tmp_path: Path) -> tuple[Metainfo, bytes]:
+class HeldFullFileSystem(MemoryFileSystem):
+    """A MemoryFileSystem whose writes to ``t/a`` fail with ENOSPC once ``full`` is set; the
+    one at offset 0 first waits (on its thread) until ``gate`` is set. ``writes`` counts the
+    writes tried."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.full = False
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+        self.writes = 0
+
+    def write(self, path: str, offset: int, data: Buffer) -> None:
+        if path == PATH and self.full:
+            self.writes += 1
+            if offset == 0:
+                self.entered.set()
+                assert self.gate.wait(10)  # bounded: a test that fails does not hang
+            raise StorageError(
+                f"write {path}: {os.strerror(errno.ENOSPC)}", errno=errno.ENOSPC, path=path
+            )
+        super().write(path, offset, data)
+
+
+def make(tmp_path: Path, pieces: int = PIECES) -> tuple[Metainfo, bytes]:
     root = tmp_path / "t"
     root.mkdir()
-    content = random.Random(5).randbytes(PIECES * PIECE)
+    content = random.Random(5).randbytes(pieces * PIECE)
     (root / "a").write_bytes(content)
     metainfo = create_torrent(root, piece_length=PIECE, creation_date=None, created_by=None)
     return metainfo, content
@@ -438,3 +463,61 @@ async def test_closing_while_the_move_waits_gives_it_up(tmp_path: Path) -> None:
     assert new.stat(PATH) is None  # nothing copied while the manager closed
     assert fs.read(PATH, 0, PIECE) == content[:PIECE]
     assert disk.status(torrent).state is TorrentState.READY
+
+
+async def test_a_full_disk_under_a_queue_of_pieces_is_one_problem_before_the_move(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    many, stored = 64, 48  # pieces of the torrent; the first not stored
+    metainfo, content = make(tmp_path, many)
+    fs, new = HeldFullFileSystem(), MemoryFileSystem()
+    on_disk = bytes(stored * PIECE) + content[stored * PIECE :]
+    fs.write(PATH, 0, on_disk)
+    caplog.set_level(logging.WARNING, logger="bip_disk.manager")
+    moved: list[tuple[str, ...]] = []
+    async with open_disk_manager(hash_threads=1) as disk:
+        with trio.fail_after(10):
+            torrent = await disk.add_torrent(metainfo, fs)
+            assert await disk.wait_checked(torrent) is TorrentState.READY
+            assert disk.have(torrent) == frozenset(range(stored, many))
+            fs.full = True
+            # Piece 0 waits on the only hashing thread, the others queue behind it.
+            await disk.write_block(torrent, 0, 0, content[:PIECE])
+            assert await trio.to_thread.run_sync(fs.entered.wait, 5)
+            for piece in range(1, stored):
+                await disk.write_block(
+                    torrent, piece, 0, content[piece * PIECE : (piece + 1) * PIECE]
+                )
+            assert disk.status(torrent).queued_pieces == stored
+
+            async def move() -> None:
+                moved.append(await disk.move_storage(torrent, new))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(move)
+                await trio.testing.wait_all_tasks_blocked()
+                assert disk.status(torrent).state is TorrentState.MOVING
+                fs.gate.set()  # piece 0 fails: the queued pieces are dropped, not written
+        assert moved == [()]
+        assert fs.writes == 1
+        status = disk.status(torrent)
+        assert status.state is TorrentState.READY
+        assert status.error is None
+        # No dropped piece passes for written: what the torrent has is what was on disk...
+        assert disk.have(torrent) == frozenset(range(stored, many))
+        events = drain(disk)
+        assert not of_type(events, PieceVerified)
+        assert not of_type(events, TorrentFailed)
+        [problem] = of_type(events, StorageProblem)
+        assert problem.reason.startswith("before the move: writing piece 0 failed")
+        assert isinstance(problem.error, StorageError)
+        assert problem.error.errno == errno.ENOSPC
+        assert events[-1] == StorageMoved(torrent)
+        # ... and what was on disk moved.
+        assert new.read(PATH, 0, len(content)) == on_disk
+        with trio.fail_after(10):
+            assert await disk.write_block(torrent, 1, 0, content[PIECE : 2 * PIECE])
+            await disk.wait_idle(torrent)
+        assert 1 in disk.have(torrent)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert ["before its move" in message for message in warnings] == [True]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import random
 from ipaddress import IPv4Address, IPv6Address
 
@@ -200,7 +201,10 @@ def test_a_full_message_of_25_hashes_fits_1400_bytes() -> None:
     assert service.hashes_per_message == 25
     for h in hashes(60):
         service.announce(h, 0.0)
-    sent = [m for now in (0.0, 60.0, 120.0) for m in service.datagrams_to_send(now)]
+    sent = service.datagrams_to_send(0.0)
+    assert [len(decode_lsd_announce(m).info_hashes) for m, _ in sent] == [25, 25, 10]
+    # Their retries share messages too.
+    sent = service.datagrams_to_send(2.0)
     assert [len(decode_lsd_announce(m).info_hashes) for m, _ in sent] == [25, 25, 10]
     assert all(len(m) <= LSD_MAX_MESSAGE for m, _ in sent)
     v6 = LsdService(65535, group=LSD_GROUP_V6, cookie="c" * 64)
@@ -278,17 +282,23 @@ def test_announces_at_once_then_every_five_minutes() -> None:
     assert group == LSD_GROUP_V4
     assert decode_lsd_announce(data) == LsdAnnounce(6881, (H1,), "239.192.152.143:6771", "me")
     assert service.datagrams_to_send(10.0) == []
+    # The first announce again 2 s later, and 4 s after that, as libtorrent: a datagram
+    # lost on Wi-Fi does not put discovery off five minutes.
+    for retry in (12.0, 16.0):
+        assert service.next_deadline() == retry
+        assert service.datagrams_to_send(retry - 0.5) == []
+        assert announced(service.datagrams_to_send(retry)) == [(H1,)]
     assert service.next_deadline() == 10.0 + LSD_ANNOUNCE_INTERVAL
     assert service.datagrams_to_send(309.0) == []
     assert len(service.datagrams_to_send(310.0)) == 1
     service.announce(H1, 400.0)  # announced already: the schedule stands
     assert service.next_deadline() == 610.0
     stats = service.statistics()
-    assert (stats.announced, stats.sent, stats.hashes_sent) == (1, 2, 2)
+    assert (stats.announced, stats.sent, stats.hashes_sent) == (1, 4, 4)
 
 
 def test_a_few_torrents_have_a_message_each_a_gap_apart() -> None:
-    service = LsdService(6881)
+    service = LsdService(6881, first_retries=0)  # the regular schedule alone
     service.announce(H1, 0.0)
     assert len(service.datagrams_to_send(0.0)) == 1
     service.announce(H2, 10.0)
@@ -318,7 +328,6 @@ def test_up_to_five_torrents_one_hash_a_message_of_200_bytes_at_most(
     for h in hashes(3):
         service.announce(h, 30.0)
     sent: dict[bytes, list[float]] = {}
-    regular = []
     now = 0.0
     while now < 1800.0:
         deadline = service.next_deadline()
@@ -327,21 +336,24 @@ def test_up_to_five_torrents_one_hash_a_message_of_200_bytes_at_most(
         for data, _ in service.datagrams_to_send(now):
             assert len(data) <= 200
             [info_hash] = decode_lsd_announce(data).info_hashes
-            if info_hash in sent:
-                regular.append(now)
             sent.setdefault(info_hash, []).append(now)
     assert set(sent) == {H1, V2[:20], *hashes(3)}
-    assert all(b - a >= LSD_MIN_GAP for a, b in itertools.pairwise(regular))
+    regular = []
     for when in sent.values():
-        assert when[0] == (0.0 if when[0] < 30.0 else 30.0)  # each at once
+        # Each at once, and retried 2 and 6 s later: 14 first-announce messages at most
+        # within the minute hold all of it.
+        start = 0.0 if when[0] < 30.0 else 30.0
+        assert when[:3] == [start, start + 2.0, start + 6.0]
         # The regular schedule spreads the re-announces of those announced together: a
         # first one late by a few gaps, then every five minutes, none late.
-        assert LSD_ANNOUNCE_INTERVAL <= when[1] - when[0] <= LSD_ANNOUNCE_INTERVAL + 4 * LSD_MIN_GAP
-        assert all(b - a == LSD_ANNOUNCE_INTERVAL for a, b in itertools.pairwise(when[1:]))
+        assert LSD_ANNOUNCE_INTERVAL <= when[3] - start <= LSD_ANNOUNCE_INTERVAL + 4 * LSD_MIN_GAP
+        assert all(b - a == LSD_ANNOUNCE_INTERVAL for a, b in itertools.pairwise(when[3:]))
+        regular += when[3:]
+    assert all(b - a >= LSD_MIN_GAP for a, b in itertools.pairwise(sorted(regular)))
 
 
 def test_beyond_five_torrents_they_share_messages_and_fall_in_step() -> None:
-    service = LsdService(6881)
+    service = LsdService(6881, first_retries=0)  # the regular schedule alone
     six = hashes(6)
     for h in six:
         service.announce(h, 0.0)
@@ -374,7 +386,7 @@ def test_with_no_gap_every_torrent_has_its_own_message() -> None:
 
 
 def test_many_torrents_are_batched_and_round_robin() -> None:
-    service = LsdService(6881, cookie="me")
+    service = LsdService(6881, cookie="me", first_retries=0)  # the regular schedule alone
     everything = hashes(100)
     for h in everything:
         service.announce(h, 0.0)
@@ -455,6 +467,9 @@ def test_bad_arguments_raise_local_error() -> None:
         ("min_gap", "1"),
         ("first_announces", -1),
         ("first_announces", True),
+        ("first_retries", -1),
+        ("first_retries", 9),
+        ("first_retries", 1.0),
         ("max_message", 100),
         ("source_rate", 0),
         ("source_burst", 0),
@@ -618,7 +633,7 @@ def announced(sent: list[tuple[bytes, PeerAddress]]) -> list[tuple[bytes, ...]]:
 
 
 def test_first_announces_go_at_once_within_their_allowance() -> None:
-    service = LsdService(6881, first_announces=2)
+    service = LsdService(6881, first_announces=2, first_retries=0)
     a, b, c, d = hashes(4)
     service.announce(H1, 0.0)
     assert announced(service.datagrams_to_send(0.0)) == [(H1,)]  # the regular message
@@ -641,28 +656,82 @@ def test_first_announces_go_at_once_within_their_allowance() -> None:
     assert service.next_deadline() == 360.0
 
 
+def within_the_storm_bound(times: list[float], gap: float = LSD_MIN_GAP) -> bool:
+    """Whether no ``gap`` seconds hold more than the regular message and the allowance."""
+    return all(
+        sum(start <= t < start + gap for t in times) <= 1 + LSD_FIRST_ANNOUNCES for start in times
+    )
+
+
 def test_a_thousand_new_torrents_make_no_multicast_storm() -> None:
     service = LsdService(65535)
     everything = hashes(1000)
     for h in everything:
         service.announce(h, 0.0)
-    seen: set[bytes] = set()
+    seen: dict[bytes, list[float]] = {h: [] for h in everything}
     times: list[float] = []
-    for _ in range(100):  # bounded: 40 messages of 25 do it
+    for _ in range(200):  # bounded: 16 passes make the first 15 minutes
         deadline = service.next_deadline()
         assert deadline is not None
+        if deadline >= 900.0:
+            break
         for data, _ in service.datagrams_to_send(deadline):
             assert len(data) <= LSD_MAX_MESSAGE
             times.append(deadline)
-            seen.update(decode_lsd_announce(data).info_hashes)
-        if len(seen) == len(everything):
-            break
-    assert seen == set(everything)
-    # The regular message and the allowance: 125 torrents at once, then 125 a minute.
+            for h in decode_lsd_announce(data).info_hashes:
+                seen[h].append(deadline)
+    # The regular message and the allowance: 375 torrents at once, 375 a minute after...
     assert times.count(0.0) == 1 + LSD_FIRST_ANNOUNCES
-    assert times[-1] == 7 * LSD_MIN_GAP
-    for start in times:  # never more in any minute
-        assert sum(start <= t < start + LSD_MIN_GAP for t in times) <= 1 + LSD_FIRST_ANNOUNCES
+    first = sorted(when[0] for when in seen.values())
+    assert first[374] == 0.0
+    assert first[749] == LSD_MIN_GAP
+    assert first[-1] == 2 * LSD_MIN_GAP
+    # ... and the retries, in what room is left, never more in any minute.
+    assert within_the_storm_bound(times)
+    assert sum(len(when) for when in seen.values()) > 3 * 1000  # retries, then re-announces
+
+
+def test_torrents_coming_and_going_make_no_multicast_storm() -> None:
+    """A torrent added every 2 s for ten minutes, some withdrawn soon after: every first
+    announce, retry and re-announce stays within the bound of any minute, and each torrent
+    still announced is announced (its first announce never waits past the allowance)."""
+    rng = random.Random(7)
+    service = LsdService(6881)
+    added: dict[bytes, float] = {}
+    withdrawn: set[bytes] = set()
+    first: dict[bytes, float] = {}
+    times: list[float] = []
+    arrivals = iter(enumerate(hashes(300)))
+    arrival = next(arrivals, None)
+    now = 0.0
+    for _ in range(5000):  # bounded: some 1200 passes do it
+        deadline = service.next_deadline()
+        next_add = 2.0 * arrival[0] if arrival is not None else math.inf
+        now = min(next_add, deadline if deadline is not None else math.inf)
+        if now >= 900.0:
+            break
+        if arrival is not None and now == next_add:
+            h = arrival[1]
+            service.announce(h, now)
+            added[h] = now
+            if rng.random() < 0.2 and added:
+                gone = rng.choice(list(added))
+                service.withdraw(gone)
+                withdrawn.add(gone)
+                del added[gone]
+            arrival = next(arrivals, None)
+        for data, _ in service.datagrams_to_send(now):
+            times.append(now)
+            for h in decode_lsd_announce(data).info_hashes:
+                assert h in added  # never a withdrawn torrent
+                first.setdefault(h, now)
+    assert within_the_storm_bound(times)
+    assert set(added) <= set(first)
+    # Thirty torrents a minute want more messages than the allowance: those beyond it share
+    # the next ones, a minute later at most (the oldest first, before any retry).
+    delays = [first[h] - added[h] for h in added]
+    assert max(delays) <= LSD_MIN_GAP
+    assert delays.count(0.0) >= LSD_FIRST_ANNOUNCES
 
 
 def test_without_first_announces_a_new_torrent_waits_for_the_gap() -> None:
@@ -679,7 +748,7 @@ def test_without_first_announces_a_new_torrent_waits_for_the_gap() -> None:
 
 
 def test_a_torrent_announced_again_after_a_withdrawal_is_announced_at_once() -> None:
-    service = LsdService(6881)
+    service = LsdService(6881, first_retries=0)  # see test_a_withdrawal_drops_the_retries
     service.announce(H1, 0.0)
     service.announce(H2, 0.0)
     # Added at once, each in its own message (the regular one takes the lowest hash).
@@ -694,3 +763,94 @@ def test_a_torrent_announced_again_after_a_withdrawal_is_announced_at_once() -> 
     assert service.datagrams_to_send(20.0) == []
     assert service.next_deadline() == 30.0
     assert announced(service.datagrams_to_send(30.0)) == [(h3,)]
+
+
+def test_a_first_announce_in_the_regular_message_is_retried_too() -> None:
+    service = LsdService(6881)
+    service.announce(H1, 0.0)
+    service.announce(H2, 1.0)
+    sent = {now: announced(service.datagrams_to_send(now)) for now in (0.0, 1.0, 2.0, 3.0)}
+    # H1 in the regular message, H2 in a first-announce one; both retried alike.
+    assert sent == {0.0: [(H1,)], 1.0: [(H2,)], 2.0: [(H1,)], 3.0: [(H2,)]}
+    assert announced(service.datagrams_to_send(7.0)) == [(H1,), (H2,)]
+    assert service.next_deadline() == LSD_ANNOUNCE_INTERVAL
+
+
+def test_retries_are_charged_to_the_first_announce_allowance() -> None:
+    service = LsdService(6881, first_announces=2)
+    service.announce(H1, 0.0)
+    assert announced(service.datagrams_to_send(0.0)) == [(H1,)]  # the regular message
+    assert announced(service.datagrams_to_send(2.0)) == [(H1,)]
+    assert announced(service.datagrams_to_send(6.0)) == [(H1,)]  # the allowance is spent
+    service.announce(H2, 7.0)
+    assert service.datagrams_to_send(7.0) == []
+    assert service.next_deadline() == LSD_MIN_GAP  # the regular message's turn comes first
+    assert announced(service.datagrams_to_send(60.0)) == [(H2,)]
+    # Its retries wait for room too: the first of the two that went leaves the window at 62.
+    assert service.next_deadline() == 62.0
+    assert announced(service.datagrams_to_send(62.0)) == [(H2,)]
+    assert service.next_deadline() == 66.0
+    assert announced(service.datagrams_to_send(66.0)) == [(H2,)]
+    assert service.statistics().sent == 6
+
+
+def test_torrents_never_announced_go_before_retries() -> None:
+    service = LsdService(6881, first_announces=1)
+    service.announce(H1, 0.0)
+    assert announced(service.datagrams_to_send(0.0)) == [(H1,)]  # the regular message
+    assert announced(service.datagrams_to_send(2.0)) == [(H1,)]  # the allowance is spent
+    a, b = hashes(2)
+    service.announce(a, 10.0)
+    service.announce(b, 10.0)
+    assert service.datagrams_to_send(10.0) == []
+    assert service.next_deadline() == LSD_MIN_GAP
+    assert announced(service.datagrams_to_send(60.0)) == [(a,)]  # the regular message
+    assert service.next_deadline() == 62.0
+    # b was never announced: it goes before H1's retry, owed since 6 s.
+    assert announced(service.datagrams_to_send(62.0)) == [(b,)]
+    # Then the retries, the most overdue first, one a minute.
+    assert service.next_deadline() == 122.0
+    assert announced(service.datagrams_to_send(122.0)) == [(H1,)]  # owed since 6 s
+    assert announced(service.datagrams_to_send(182.0)) == [(a,)]  # owed since 62 s
+    assert announced(service.datagrams_to_send(242.0)) == [(b,)]  # owed since 64 s
+
+
+def test_a_regular_announce_drops_the_retries_still_owed() -> None:
+    service = LsdService(6881, announce_interval=100.0, first_announces=1)
+    service.announce(H1, 0.0)
+    service.datagrams_to_send(0.0)
+    service.datagrams_to_send(2.0)  # H1's first retry spends the allowance
+    service.announce(H2, 10.0)
+    sent: dict[bytes, list[float]] = {H1: [0.0, 2.0], H2: []}
+    for _ in range(10):
+        deadline = service.next_deadline()
+        assert deadline is not None
+        if deadline > 200.0:
+            break
+        for data, _ in service.datagrams_to_send(deadline):
+            for h in decode_lsd_announce(data).info_hashes:
+                sent[h].append(deadline)
+    # At 60 the regular message takes H2 (its first announce) and H1 (due at 100, before
+    # the next one may go): H1's second retry, owed since 6 s, is dropped.
+    assert sent == {H1: [0.0, 2.0, 60.0, 160.0], H2: [60.0, 62.0, 122.0, 160.0]}
+
+
+def test_a_withdrawal_drops_the_retries() -> None:
+    service = LsdService(6881)
+    service.announce(H1, 0.0)
+    service.datagrams_to_send(0.0)
+    service.withdraw(H1)
+    assert service.next_deadline() is None
+    service.announce(H1, 1.0)  # announced again: a first announce, with its own retries
+    assert [now for now in (1.0, 2.0, 3.0, 5.0, 7.0) if service.datagrams_to_send(now)] == [
+        1.0,
+        3.0,
+        7.0,
+    ]
+
+
+def test_without_an_allowance_first_announces_are_not_retried() -> None:
+    service = LsdService(6881, first_announces=0)
+    service.announce(H1, 0.0)
+    assert announced(service.datagrams_to_send(0.0)) == [(H1,)]
+    assert service.next_deadline() == LSD_ANNOUNCE_INTERVAL

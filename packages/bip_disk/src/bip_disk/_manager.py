@@ -52,6 +52,10 @@ back) or a failed check puts the torrent in state ``ERROR`` and sends a
 the pieces already verified stay verified (except those a read found destroyed:
 :class:`~bip_disk.PieceLost`), and nothing half written is ever reported good.
 :meth:`~DiskManager.recheck` or :meth:`~DiskManager.move_storage` start it again.
+Faults reported while one of those waits for what ran before it (pieces being
+written, the last check ending) stop nothing: the first is one
+:class:`~bip_disk.StorageProblem`, the torrent's queued pieces are dropped, and
+the others are only counted.
 
 **Events** wait in a queue of ``event_buffer`` events. If nobody takes them, the
 queue fills, the workers wait to report, pieces stay in memory and writes wait
@@ -239,6 +243,10 @@ class _Owner:
     # The first fault reported meanwhile and its reason: the torrent's, should the move be
     # given up (a recheck hashes everything again, so it never needs it).
     fault: tuple[DiskError, str] | None = None
+    # Faults reported meanwhile: the first is told, the others (pieces already on a thread
+    # when it came) only counted, so that a full disk under a queue of thousands of pieces
+    # is one record and one event, not one per piece.
+    faults: int = 0
 
 
 # Outcome of one piece on a flush thread: True written good, False bad, None dropped
@@ -588,12 +596,14 @@ class DiskManager:
         The torrent is ``MOVING`` at once, and the copy starts once what ran before has
         ended: the last check's task, the pieces being written and the reads on a
         thread. A fault those report meanwhile is the old storage's: it does not stop
-        the torrent (it comes as a :class:`~bip_disk.StorageProblem`) and the move goes
-        on, copying what is on disk (a piece whose write failed was never had). Should
-        the move then fail or be cancelled before the switch, the torrent stays on its
-        old storage stopped by that fault (:class:`~bip_disk.TorrentFailed`), as it
-        would have been without the move. A :meth:`recheck` meanwhile is refused, as a
-        move is while a recheck waits to start.
+        the torrent (it comes as a :class:`~bip_disk.StorageProblem`, the first one only:
+        the pieces still queued are then dropped, not written, as a stop drops them) and
+        the move goes on, copying what is on disk (a piece whose write failed or was
+        dropped was never had, nor reported good). Should the move then fail or be
+        cancelled before the switch, the torrent stays on its old storage stopped by
+        that fault (:class:`~bip_disk.TorrentFailed`), as it would have been without the
+        move. A :meth:`recheck` meanwhile is refused, as a move is while a recheck waits
+        to start.
 
         ``existing`` says what becomes of the torrent's files already in
         ``filesystem`` (see :class:`~bip_disk.ExistingFiles`): replaced (the
@@ -647,7 +657,10 @@ class DiskManager:
         torrent = storage.handle
         previous = storage.state
         owner = self._owners[torrent.id] = _Owner("move")
+        # A torrent a fault stopped keeps dropping its queued pieces while the move waits.
+        stopped = storage.stopped
         storage.set_state(TorrentState.MOVING)
+        storage.stopped = stopped
         try:
             try:
                 # The last check's task may still be ending (reporting a fault): while it
@@ -664,6 +677,9 @@ class DiskManager:
             # Closing meanwhile: the manager is syncing and leaving its torrents where they
             # are, as a recheck waiting then gives up too.
             self._check_open()
+            # Nothing is queued now (idle, and writes wait while MOVING): the pieces in
+            # memory carry on into the new storage once they complete.
+            storage.stopped = False
             storage.io_active += 1
             try:
                 copy = await self._io_pool.run(
@@ -786,6 +802,13 @@ class DiskManager:
         ``force_recheck`` does nothing for a torrent already queued for checking: it
         returns when that one does, and only one check runs.
 
+        While the recheck waits, the first fault reported is one WARNING and one
+        :class:`~bip_disk.StorageProblem`, and the torrent's queued pieces are then
+        dropped, not written (the check hashes everything again): a full disk under a
+        queue of pieces is one event, not one per piece. A check still ending when this is
+        called sends no :class:`~bip_disk.CheckFinished`: the recheck's own check sends
+        the one that tells what the torrent has.
+
         Raises:
             TorrentStateError: the torrent is checking (also a recheck that has
                 returned), moving or removed, or the manager is closing.
@@ -798,7 +821,11 @@ class DiskManager:
                 raise TorrentStateError(f"cannot recheck {torrent!r} while {storage.state.value}")
             owner = self._owners[torrent.id] = _Owner("recheck")
             previous = storage.check_done
+            # A torrent a fault stopped keeps dropping its queued pieces while the recheck
+            # waits (they would be hashed again anyway).
+            stopped = storage.stopped
             storage.set_state(TorrentState.CHECKING)
+            storage.stopped = stopped
             storage.check_done = trio.Event()
             self._drop_partials(storage)
             # A task of the manager's does the waiting, so that a cancelled caller cannot
@@ -823,6 +850,7 @@ class DiskManager:
             # Not CHECKING: removed meanwhile (remove_torrent waits for check_done).
             if storage.is_in(TorrentState.CHECKING) and not self._closing:
                 del self._owners[torrent.id]  # the new check is the torrent's own
+                storage.stopped = False  # stopped by a fault before or meanwhile: no longer
                 storage.have.clear()
                 storage.error = storage.reason = None
                 self._cache.drop_torrent(torrent.id)
@@ -875,7 +903,8 @@ class DiskManager:
 
         Raises:
             TorrentStateError: the torrent is unknown, removed or stopped by a
-                fault, the block is not inside the piece, or the manager is closing.
+                fault, the block is not inside the piece, or the manager is closing
+                (also when it starts closing while the write waits).
         """
         # The fast path, for every block of a piece but the first: the piece is in
         # memory and the torrent READY, so the block only needs to fit. It runs
@@ -1029,7 +1058,8 @@ class DiskManager:
 
         Raises:
             TorrentStateError: the torrent is unknown or removed, the piece is not
-                had, or the block is not inside the piece.
+                had, the block is not inside the piece, or the manager closes while the
+                read waits for a check or a move to end.
             StorageError: the read failed; the torrent is stopped, and the pieces
                 the failure destroyed are no longer had (:class:`~bip_disk.PieceLost`).
         """
@@ -1195,7 +1225,12 @@ class DiskManager:
             )
 
     async def _wait_usable(self, storage: TorrentStorage, *, writing: bool) -> None:
-        """Wait while the torrent checks or moves; raise if it cannot serve the operation."""
+        """Wait while the torrent checks or moves; raise if it cannot serve the operation.
+
+        Closing the manager ends the wait (it wakes every torrent's waiters): a check it
+        stops leaves the torrent ``CHECKING`` for good, and a move or recheck waiting then
+        gives up, so nothing would ever wake the caller again.
+        """
         while True:
             state = storage.state
             if state is TorrentState.REMOVED:
@@ -1204,6 +1239,7 @@ class DiskManager:
                 raise TorrentStateError(f"{storage.handle!r} is stopped: {storage.reason}")
             if state is TorrentState.READY or state is TorrentState.ERROR:
                 return
+            self._check_open()
             await storage.wait_changed()
 
     def _drop_partials(self, storage: TorrentStorage) -> None:
@@ -1300,8 +1336,15 @@ class DiskManager:
             # state (a recheck hashes everything again; a move copies what is on disk and
             # starts the torrent on the new storage, or leaves it stopped by this fault if
             # it is given up), so the fault is told but stops nothing now.
-            if owner.fault is None:
-                owner.fault = (error, reason)
+            owner.faults += 1
+            if owner.fault is not None:
+                return  # told once; the count is logged when the owner settles
+            owner.fault = (error, reason)
+            # The queued pieces are dropped, not written, as a stop would drop them: a
+            # full disk would otherwise fail every one of them in turn. Nothing is lost:
+            # a recheck hashes everything again, and a move copies what is on disk (a
+            # dropped piece was never reported good, nor added to what the torrent has).
+            storage.stopped = True
             what = owner.operation
             hex_hash = handle.info_hash.hex()
             _log.warning("torrent %r (%s), before its %s: %s", handle.name, hex_hash, what, reason)
@@ -1323,6 +1366,14 @@ class DiskManager:
         """End ``owner``'s hold on ``torrent`` (if it still has it): faults stop it again."""
         if self._owners.get(torrent.id) is owner:
             del self._owners[torrent.id]
+        if owner.faults > 1 and not owner.settled.is_set():
+            _log.debug(
+                "torrent %r (%s): %d faults before its %s, the first told",
+                torrent.name,
+                torrent.info_hash.hex(),
+                owner.faults,
+                owner.operation,
+            )
         owner.settled.set()
 
     async def _read_failed(self, storage: TorrentStorage, piece: int, error: StorageError) -> None:
@@ -1457,9 +1508,15 @@ class DiskManager:
                 if self._still_checking(storage):
                     storage.set_state(TorrentState.READY)
                 _log_checked(storage, resume is not None)
-                await self._emit(
-                    CheckFinished(handle, len(storage.have), storage.checked, resume is not None)
-                )
+                owner = self._owners.get(handle.id)
+                # A recheck called meanwhile: its own check's CheckFinished tells what the
+                # torrent has; this one would tell what the recheck has already forgotten.
+                if owner is None or owner.operation != "recheck":
+                    await self._emit(
+                        CheckFinished(
+                            handle, len(storage.have), storage.checked, resume is not None
+                        )
+                    )
         finally:
             if storage.check_scope is scope:
                 storage.check_scope = None
@@ -1553,7 +1610,14 @@ class DiskManager:
                 storage.check_stop[0] = True
                 storage.check_scope.cancel()
             self._drop_partials(storage)
+        self._wake_all()
         self._jobs_send.close()  # the workers finish what is queued, then return
+
+    def _wake_all(self) -> None:
+        """Wake the writes and reads waiting for a torrent's check or move: the manager
+        closes, and they give up (see :meth:`_wait_usable`)."""
+        for storage in self._torrents.values():
+            storage.changed()
 
     async def _sync_all(self) -> None:
         for storage in list(self._torrents.values()):
@@ -1732,6 +1796,7 @@ async def open_disk_manager(
                 yield manager
             except BaseException:
                 manager._closing = True
+                manager._wake_all()
                 nursery.cancel_scope.cancel()
                 raise
             await manager._close()

@@ -97,6 +97,7 @@ from ._ip_filter import (
 from ._lsd import (
     LSD_ANNOUNCE_INTERVAL,
     LSD_FIRST_ANNOUNCES,
+    LSD_FIRST_RETRIES,
     LSD_GROUP_V4,
     LSD_GROUP_V6,
     LSD_MAX_EVENTS,
@@ -313,6 +314,7 @@ __all__ = [
     "HANDSHAKE_LENGTH",
     "LSD_ANNOUNCE_INTERVAL",
     "LSD_FIRST_ANNOUNCES",
+    "LSD_FIRST_RETRIES",
     "LSD_GROUP_V4",
     "LSD_GROUP_V6",
     "LSD_MAX_EVENTS",

@@ -28,13 +28,20 @@ How BEP 14 is run:
   announced again after :meth:`~LsdService.withdraw`) goes in the next regular message if
   that may go now, else at once in a *first-announce* message beyond the regular ones,
   as libtorrent announces a torrent as soon as it starts: two clients on one LAN find
-  each other in a moment, not a minute later. First-announce messages are bounded too: at
-  most ``first_announces`` (:data:`LSD_FIRST_ANNOUNCES`, 4) within any ``min_gap``
-  seconds; new torrents beyond them wait for the regular schedule or the allowance (the
-  oldest first). So five torrents added at once all go at once, one message each; a
-  thousand added at once make five messages of 25 hashes (see below) at once, then five a
-  minute until each was announced once. Re-announces keep the regular schedule: the
-  first of a torrent announced early this way may come a few gaps late.
+  each other in a moment, not a minute later. It is then sent again 2 s later and again 4
+  s after that (``first_retries``, :data:`LSD_FIRST_RETRIES`, 2: libtorrent's lsd.cpp
+  does the same), in first-announce messages: Wi-Fi drops multicast datagrams freely, and
+  one lost first announce would otherwise put discovery off until the next, 5 minutes
+  later. First-announce messages, retries included, are bounded: at most
+  ``first_announces`` (:data:`LSD_FIRST_ANNOUNCES`, 14) within any ``min_gap`` seconds,
+  so the whole of what we send stays within 15 messages a minute, however many torrents
+  come and go. Torrents never announced go first (the oldest first), then the retries
+  due (the most overdue first; a retry still waiting when its torrent's regular announce
+  comes is dropped); beyond the allowance they wait. So five torrents added at once all
+  go at once, one message each, and again 2 and 6 s later; a thousand added at once make
+  15 messages of 25 hashes (see below) at once, and as many each minute until each was
+  announced once. Re-announces keep the regular schedule: the first of a torrent
+  announced early this way may come a few gaps late.
 - Each message names one torrent while every torrent announced can have its own message
   within the interval (at most ``announce_interval / min_gap`` of them: 5 by default), as
   BEP 14 has it: several ``Infohash`` headers in one message "may not be supported by older
@@ -88,8 +95,10 @@ Infohash: c0ffeec0ffeec0ffeec0ffeec0ffeec0ffeec0de|
 cookie: 5eed|
 |
 |
->>> str(group), service.next_deadline()
-('239.192.152.143:6771', 300.0)
+>>> str(group), service.next_deadline()  # the first announce's retry
+('239.192.152.143:6771', 2.0)
+>>> [len(service.datagrams_to_send(now)) for now in (2.0, 6.0)], service.next_deadline()
+([1, 1], 300.0)
 >>> theirs = LsdAnnounce(51413, (torrent,), host="239.192.152.143:6771", cookie="x")
 >>> service.receive_datagram(theirs.encode(), PeerAddress.parse("192.168.1.20:6771"), now=1.0)
 >>> event = service.next_event()
@@ -102,6 +111,7 @@ True
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import logging
 import math
@@ -121,6 +131,7 @@ from ._errors import LocalProtocolError, RemoteProtocolError
 __all__ = [
     "LSD_ANNOUNCE_INTERVAL",
     "LSD_FIRST_ANNOUNCES",
+    "LSD_FIRST_RETRIES",
     "LSD_GROUP_V4",
     "LSD_GROUP_V6",
     "LSD_MAX_EVENTS",
@@ -155,10 +166,16 @@ LSD_ANNOUNCE_INTERVAL: Final = 300.0
 LSD_MIN_GAP: Final = 60.0
 """Least seconds between two regular messages we send (BEP 14: no more than one a minute)."""
 
-LSD_FIRST_ANNOUNCES: Final = 4
-"""First-announce messages we may send within any ``min_gap`` seconds beyond the regular
-ones: with the regular message, five torrents added at once (as many as have a message each,
-see :class:`LsdService`) are all announced at once."""
+LSD_FIRST_ANNOUNCES: Final = 14
+"""First-announce messages (a torrent's first announce, or one of its retries) we may send
+within any ``min_gap`` seconds beyond the regular ones: with the regular message, five
+torrents added at once (as many as have a message each, see :class:`LsdService`) are all
+announced at once and retried :data:`LSD_FIRST_RETRIES` times, 15 messages."""
+
+LSD_FIRST_RETRIES: Final = 2
+"""Times a torrent's first announce is sent again: 2 s after it, and 4 s after that (as
+libtorrent's lsd.cpp), so that one lost multicast datagram does not put discovery off for
+an interval."""
 
 LSD_MAX_MESSAGE: Final = 1400
 """Bytes of a message at most, sent or received (BEP 14: no IP fragmentation)."""
@@ -180,6 +197,10 @@ LSD_MAX_EVENTS: Final = 4096
 """Events waiting to be taken at most; further ones are counted and dropped."""
 
 _HASH_SIZE: Final = 20
+# Retry k of a first announce goes k times this many seconds after the send before it:
+# 2 s, then 4 s (libtorrent's lsd.cpp).
+_RETRY_STEP: Final = 2.0
+_MAX_RETRIES: Final = 8  # first_retries at most: eight already span 72 s
 _MAX_COOKIE: Final = 64
 # The length of one "Infohash: <40 hex>\r\n" line, as we write it.
 _HASH_LINE: Final = len("Infohash: ") + 2 * _HASH_SIZE + 2
@@ -491,9 +512,12 @@ class LsdService:
         announce_interval: seconds between two announces of one torrent.
         min_gap: least seconds between two regular messages (with 0, each torrent has its
             own message: none are batched, and every first announce goes at once).
-        first_announces: first-announce messages (a torrent's first announce, when the
-            regular message may not go yet) allowed within any ``min_gap`` seconds, beyond
-            the regular ones; 0: first announces wait for the regular schedule.
+        first_announces: first-announce messages (a torrent's first announce when the
+            regular message may not go yet, and the retries of every first announce)
+            allowed within any ``min_gap`` seconds, beyond the regular ones; 0: first
+            announces wait for the regular schedule, and are not retried.
+        first_retries: times a torrent's first announce is sent again (0 to 8), 2 s after
+            it, then 4 s after that, and so on (2 s more each time).
         max_message: bytes one message may have, sent or received.
         source_rate: messages a second one source host may send once its burst is spent.
         source_burst: messages one source host may send at once.
@@ -514,6 +538,7 @@ class LsdService:
         announce_interval: float = LSD_ANNOUNCE_INTERVAL,
         min_gap: float = LSD_MIN_GAP,
         first_announces: int = LSD_FIRST_ANNOUNCES,
+        first_retries: int = LSD_FIRST_RETRIES,
         max_message: int = LSD_MAX_MESSAGE,
         source_rate: float = LSD_SOURCE_RATE,
         source_burst: int = LSD_SOURCE_BURST,
@@ -539,6 +564,9 @@ class LsdService:
         self._interval = _check_seconds("announce_interval", announce_interval, positive=True)
         self._min_gap = _check_seconds("min_gap", min_gap, positive=False)
         self._first_announces = _check_count("first_announces", first_announces, 0)
+        retries = _check_count("first_retries", first_retries, 0)
+        if retries > _MAX_RETRIES:
+            raise LocalProtocolError(f"first_retries is {_MAX_RETRIES} at most, got {retries}")
         self._max_message = _check_count("max_message", max_message, 1)
         self._rate = _check_seconds("source_rate", source_rate, positive=True)
         self._burst = _check_count("source_burst", source_burst, 1)
@@ -552,8 +580,13 @@ class LsdService:
         # Our messages must also decode at the default bound elsewhere.
         self._per_message = min(1 + (self._max_message - one) // _HASH_LINE, LSD_MAX_HASHES)
         self._hashes: dict[bytes, float] = {}  # info-hash -> when it falls due
-        # The info-hashes awaiting their first announce, oldest first (values unused).
+        # The info-hashes awaiting their first announce, oldest first (values unused): on a
+        # monotonic clock, also the order in which they fall due.
         self._fresh: dict[bytes, None] = {}
+        # The retries of first announces sent: _retries[k] holds the info-hashes whose retry
+        # k + 1 is owed, and when it falls due. Each falls due a fixed time after a send, and
+        # sends go in the clock's order: in each, the first entry is the most overdue.
+        self._retries: list[dict[bytes, float]] = [{} for _ in range(retries)]
         self._next_send_at = -math.inf  # when the next regular message may go
         # When the first-announce messages of the last min_gap went (first_announces at most).
         self._first_sent: deque[float] = deque()
@@ -602,7 +635,8 @@ class LsdService:
     def announce(self, info_hash: bytes | InfoHash, now: float) -> None:
         """Announce a torrent from now on: at once (in a first-announce message if the
         regular one may not go yet; once ``first_announces`` of those went within
-        ``min_gap``, as soon as the regular schedule allows), then every
+        ``min_gap``, as soon as the regular schedule allows or the allowance frees), again
+        2 s and 6 s after that (``first_retries``, within the same allowance), then every
         ``announce_interval``; announce what others announce of it.
 
         Announcing a torrent announced already changes nothing. BEP 27: never announce a
@@ -631,6 +665,8 @@ class LsdService:
         for swarm_id in _swarm_ids(info_hash):
             self._hashes.pop(swarm_id, None)
             self._fresh.pop(swarm_id, None)
+            for waiting in self._retries:
+                waiting.pop(swarm_id, None)
 
     def is_announced(self, info_hash: bytes | InfoHash) -> bool:
         """Whether ``info_hash`` (every swarm id of an InfoHash) is announced.
@@ -670,11 +706,17 @@ class LsdService:
         if not self._hashes:
             return None
         regular = max(min(self._hashes.values()), self._next_send_at)
-        if not self._fresh or not self._first_announces:
+        if not self._first_announces:
             return regular
-        # A torrent awaiting its first announce is due since it was announced: it goes as
-        # soon as the oldest first-announce message of the last min_gap leaves the window.
-        first = min(self._hashes[h] for h in self._fresh)
+        # A torrent awaiting its first announce is due since it was announced, a retry when
+        # it was scheduled: the oldest of each (see _fresh, _retries) goes as soon as the
+        # oldest first-announce message of the last min_gap leaves the window.
+        owed = [next(iter(waiting.values())) for waiting in self._retries if waiting]
+        if self._fresh:
+            owed.append(self._hashes[next(iter(self._fresh))])
+        if not owed:
+            return regular
+        first = min(owed)
         if len(self._first_sent) >= self._first_announces:
             first = max(first, self._first_sent[0] + self._min_gap)
         return min(regular, first)
@@ -685,10 +727,10 @@ class LsdService:
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, PeerAddress]]:
         """The messages owed now: none, the regular one (several only when ``min_gap`` is
-        0), and first-announce messages for torrents not announced yet (``first_announces``
-        within any ``min_gap`` at most); one info-hash each while every torrent announced
-        can have its own message within the interval, else batches (see the module
-        docstring)."""
+        0), and first-announce messages for torrents not announced yet, then for the
+        retries due of first announces (``first_announces`` within any ``min_gap`` at
+        most); one info-hash each while every torrent announced can have its own message
+        within the interval, else batches (see the module docstring)."""
         out: list[tuple[bytes, PeerAddress]] = []
         one_each = len(self._hashes) * self._min_gap <= self._interval
         while self._hashes and now >= self._next_send_at:
@@ -703,16 +745,34 @@ class LsdService:
                 waiting = sorted((due, h) for h, due in self._hashes.items() if due <= horizon)
                 batch = [h for _, h in waiting[: self._per_message]]
             self._next_send_at = now + self._min_gap
-            out.append(self._message(batch, now))
+            out.append(self._message(batch, now, regular=True))
         # Bounded by the window: first_announces messages at most, whatever was announced.
-        while self._fresh and self._may_send_first(now):
-            due = (h for h in self._fresh if self._hashes[h] <= now)
-            batch = list(itertools.islice(due, 1 if one_each else self._per_message))
-            if not batch:  # announced "later" than now: a caller's clock went back
+        size = 1 if one_each else self._per_message
+        while (self._fresh or any(self._retries)) and self._may_send_first(now):
+            batch = self._first_batch(now, size)
+            if not batch:  # nothing due yet (or a caller's clock went back)
                 break
             self._first_sent.append(now)
-            out.append(self._message(batch, now))
+            out.append(self._message(batch, now, regular=False))
         return out
+
+    def _first_batch(self, now: float, size: int) -> list[bytes]:
+        """Up to ``size`` info-hashes owed a first-announce message now: those never
+        announced yet (the oldest first), then the retries due (the most overdue first)."""
+        hashes = self._hashes
+        batch = list(
+            itertools.islice(itertools.takewhile(lambda h: hashes[h] <= now, self._fresh), size)
+        )
+        if len(batch) < size and self._retries:
+            due = heapq.merge(
+                *(
+                    itertools.takewhile(lambda item: item[1] <= now, waiting.items())
+                    for waiting in self._retries
+                ),
+                key=lambda item: item[1],
+            )
+            batch.extend(h for h, _ in itertools.islice(due, size - len(batch)))
+        return batch
 
     def _may_send_first(self, now: float) -> bool:
         """Whether a first-announce message may go now (and forget those out of the window)."""
@@ -720,16 +780,37 @@ class LsdService:
             self._first_sent.popleft()
         return len(self._first_sent) < self._first_announces
 
-    def _message(self, batch: list[bytes], now: float) -> tuple[bytes, PeerAddress]:
-        """Announce ``batch`` now: its torrents fall due again in an interval."""
+    def _message(
+        self, batch: list[bytes], now: float, *, regular: bool
+    ) -> tuple[bytes, PeerAddress]:
+        """Announce ``batch`` now. A first announce (in either kind of message) or a
+        regular one makes the torrent fall due again in an interval; a first announce
+        schedules its first retry, a retry the next one (the regular schedule stands);
+        a regular announce drops the retries still owed (it does what they would)."""
         for h in batch:
-            self._hashes[h] = now + self._interval
-            self._fresh.pop(h, None)
+            if h in self._fresh:
+                del self._fresh[h]
+                self._hashes[h] = now + self._interval
+                self._schedule_retry(h, 0, now)
+                continue
+            if regular:
+                self._hashes[h] = now + self._interval
+            for stage, waiting in enumerate(self._retries):
+                if waiting.pop(h, None) is not None:
+                    if not regular:
+                        self._schedule_retry(h, stage + 1, now)
+                    break
         self._sent += 1
         self._hashes_sent += len(batch)
         message = LsdAnnounce(self._port, tuple(batch), self.host, self._cookie)
         _log.debug("LSD: announcing %d torrents to %s", len(batch), self._group)
         return message.encode(), self._group
+
+    def _schedule_retry(self, info_hash: bytes, stage: int, now: float) -> None:
+        """Owe retry ``stage + 1`` of a first announce sent now, if there is one (none when
+        first announces have no allowance: they would never go)."""
+        if stage < len(self._retries) and self._first_announces:
+            self._retries[stage][info_hash] = now + _RETRY_STEP * (stage + 1)
 
     # -- what arrives ----------------------------------------------------------------------
 

@@ -64,6 +64,7 @@ from ._errors import LocalProtocolError
 from ._lsd import (
     LSD_ANNOUNCE_INTERVAL,
     LSD_FIRST_ANNOUNCES,
+    LSD_FIRST_RETRIES,
     LSD_GROUP_V4,
     LSD_GROUP_V6,
     LSD_MAX_MESSAGE,
@@ -210,8 +211,9 @@ class LocalServiceDiscovery:
 
     def announce(self, info_hash: bytes | InfoHash) -> None:
         """Announce a torrent while the block runs (see :meth:`LsdService.announce`): the
-        first message goes at once (unless ``first_announces`` first-announce messages
-        went within the last ``min_gap``: then as soon as the schedule allows). Never a
+        first message goes at once, and again 2 s and 6 s later (unless ``first_announces``
+        first-announce messages went within the last ``min_gap``: then as soon as the
+        schedule allows). Never a
         private torrent (BEP 27).
 
         Raises:
@@ -388,6 +390,7 @@ async def open_lsd(
     announce_interval: float = LSD_ANNOUNCE_INTERVAL,
     min_gap: float = LSD_MIN_GAP,
     first_announces: int = LSD_FIRST_ANNOUNCES,
+    first_retries: int = LSD_FIRST_RETRIES,
     source_rate: float = LSD_SOURCE_RATE,
     source_burst: int = LSD_SOURCE_BURST,
     max_sources: int = LSD_MAX_SOURCES,
@@ -417,6 +420,8 @@ async def open_lsd(
             own message: none are batched).
         first_announces: messages announcing a torrent for the first time allowed within
             any ``min_gap`` beyond the regular ones (see :class:`LsdService`).
+        first_retries: times a torrent's first announce is sent again (2 s, then 4 s
+            apart, as libtorrent), within the same allowance.
         source_rate: messages a second one host may send us once its burst is spent.
         source_burst: messages one host may send us at once.
         max_sources: hosts whose message rate is tracked at once.
@@ -436,6 +441,7 @@ async def open_lsd(
         announce_interval=announce_interval,
         min_gap=min_gap,
         first_announces=first_announces,
+        first_retries=first_retries,
         source_rate=source_rate,
         source_burst=source_burst,
         max_sources=max_sources,
