@@ -71,6 +71,9 @@ class FakeGateway:
             with NAT-PMP's "unsupported version" (RFC 6886 3.5).
         pcp_refuse: answer every PCP mapping request (not deletions) with this result code.
         pcp_refuse_lifetime: the lifetime of that failure.
+        pcp_source: the packets' source address as the gateway sees it: a PCP request
+            naming another client address is answered ADDRESS_MISMATCH (RFC 6887 8.1, as
+            miniupnpd does); None: not checked. :func:`serve_gateway` sets it per packet.
         requests: every request received (NAT-PMP and PCP), with its time.
         mappings: (protocol, internal port) -> (external port, expires at).
         nonces: (protocol, internal port) -> the nonce of a mapping made over PCP.
@@ -92,6 +95,7 @@ class FakeGateway:
     ignore_pcp: bool = False
     pcp_refuse: int | None = None
     pcp_refuse_lifetime: int = 30
+    pcp_source: IPv4Address | None = None
     requests: list[tuple[float, Request]] = field(default_factory=list)
     mappings: dict[tuple[MappingProtocol, int], tuple[int, float]] = field(default_factory=dict)
     nonces: dict[tuple[MappingProtocol, int], bytes] = field(default_factory=dict)
@@ -194,6 +198,8 @@ class FakeGateway:
             ).encode()
         if self.silent_mappings:
             return None
+        if self.pcp_source is not None and request.client_address != self.pcp_source:
+            return self._pcp_answer(request, PcpResult.ADDRESS_MISMATCH, 0, epoch, 0)
         key = (request.protocol, request.internal_port)
         owner = self.nonces.get(key)
         if owner is not None and owner != request.nonce:
@@ -279,14 +285,20 @@ def run(
 async def serve_gateway(
     gateway: FakeGateway,
     *,
+    check_source: bool = False,
     task_status: trio.TaskStatus[tuple[trio.socket.SocketType, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run ``gateway`` on a UDP socket on 127.0.0.1; reports ``(socket, port)`` when ready."""
+    """Run ``gateway`` on a UDP socket on 127.0.0.1; reports ``(socket, port)`` when ready.
+
+    ``check_source``: answer a PCP request whose client address is not its packet's source
+    ADDRESS_MISMATCH (``FakeGateway.pcp_source``)."""
     with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as sock:
         await sock.bind(("127.0.0.1", 0))
         task_status.started((sock, sock.getsockname()[1]))
         while True:
             data, source = await sock.recvfrom(2048)
+            if check_source:
+                gateway.pcp_source = IPv4Address(source[0])
             reply = gateway.handle(data, trio.current_time())
             if reply is not None:
                 await sock.sendto(reply, source)

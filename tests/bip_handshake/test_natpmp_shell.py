@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from ipaddress import IPv4Address
+from functools import partial
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import trio
 import trio.testing
 from _natpmp_gateway import EXTERNAL, FakeGateway, serve_gateway
 
+from bip_handshake import _natpmp_shell as natpmp_shell
 from bip_handshake._errors import LocalProtocolError
 from bip_handshake._natpmp import (
     ExternalAddressRequest,
@@ -252,6 +254,46 @@ async def test_pcp_off_speaks_natpmp_from_the_start(
             assert mapper.protocol == "natpmp"
             await wait_mapped(mapper, 1)
         assert not any(isinstance(r, PcpMapRequest) for _, r in gateway.requests)
+        nursery.cancel_scope.cancel()
+
+
+async def test_our_address_is_read_again_after_a_mismatch_and_before_a_probe(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On opening we read an address we no longer have (a DHCP renewal just moved us): the
+    # gateway answers ADDRESS_MISMATCH, as miniupnpd does.
+    reads: list[float] = []
+
+    async def source_address(
+        gateway: IPv4Address | IPv6Address, port: int, bind_host: str
+    ) -> IPv4Address | None:
+        reads.append(trio.current_time())
+        if len(reads) == 1:
+            return IPv4Address("192.0.2.77")
+        return await _source_address(gateway, port, bind_host)
+
+    monkeypatch.setattr(natpmp_shell, "_source_address", source_address)
+    gateway = FakeGateway(pcp=True)
+    async with trio.open_nursery() as nursery:
+        _, port = await nursery.start(partial(serve_gateway, gateway, check_source=True))
+        start = trio.current_time()
+        async with open_port_mapper(
+            LOOPBACK, [("tcp", 6881)], gateway_port=port, bind_host=LOOPBACK
+        ) as mapper:
+            await wait_mapped(mapper, 1)
+            assert trio.current_time() - start < 1.0  # NAT-PMP maps it at once
+            assert mapper.protocol == "natpmp"
+            assert len(reads) == 2  # on opening, and after the mismatch
+            # PCP is probed again an hour later, our address read before it (the renewal
+            # it carries grants the same port: no event tells the switch).
+            await trio.sleep(3700)
+            assert mapper.statistics().protocol == "pcp"
+            assert len(reads) == 3
+            assert 3600 <= reads[2] - start <= 3700
+            probe = [r for t, r in gateway.requests if isinstance(r, PcpMapRequest)][-1]
+            assert probe.client_address == IPv4Address(LOOPBACK)
+            assert mapper.external_port("tcp", 6881) == 6881
+        assert gateway.mappings == {}
         nursery.cancel_scope.cancel()
 
 

@@ -22,6 +22,7 @@ from bip_handshake._natpmp import (
     PCP_PROBE_ATTEMPTS,
     ExternalAddressRequest,
     ExternalAddressResponse,
+    GatewayProtocol,
     GatewayReset,
     MappingFailed,
     MappingProtocol,
@@ -98,6 +99,15 @@ def answer(
         request.suggested_external_port if port is None else port,
         address,
     ).encode()
+
+
+def protocol(client: NatPmpClient) -> GatewayProtocol | None:
+    # Read through a call: mypy would narrow the property across the client's calls.
+    return client.protocol
+
+
+def stale(client: NatPmpClient) -> bool:
+    return client.client_address_stale
 
 
 def pcp_requests(gateway: FakeGateway) -> list[tuple[float, PcpMapRequest]]:
@@ -597,7 +607,6 @@ def test_the_address_follows_the_map_answers() -> None:
         (PcpResult.UNSUPP_OPTION, NATPMP_RETRY_MAX),
         (PcpResult.MALFORMED_OPTION, NATPMP_RETRY_MAX),
         (PcpResult.UNSUPP_PROTOCOL, NATPMP_RETRY_MAX),
-        (PcpResult.ADDRESS_MISMATCH, NATPMP_RETRY_MAX),
         (PcpResult.EXCESSIVE_REMOTE_PEERS, NATPMP_RETRY_MAX),
         (99, NATPMP_RETRY_MAX),  # a code RFC 6887 does not define
     ],
@@ -788,3 +797,319 @@ def test_logs_the_negotiation(caplog: pytest.LogCaptureFixture) -> None:
         "PCP gateway 192.168.1.1:5351: our external address is 203.0.113.7",
         "PCP gateway 192.168.1.1:5351 maps TCP port 6881 to external port 6881 for 3600 s",
     ]
+
+
+# -- the codec's lengths -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        PcpMapResponse(0, 3600, 5, NONCE, TCP, 6881, 6881, EXTERNAL).encode() + b"\0\0",
+        PcpAnnounceResponse(0, 0, 5).encode() + bytes(3),
+        # An option of 5 bytes without its padding (RFC 7.3).
+        PcpAnnounceResponse(0, 0, 5).encode() + bytes((130, 0, 0, 5)) + bytes(5),
+        # A MAP answer neither the header alone nor header and body: a truncated body.
+        PcpMapResponse(2, 0, 5, NONCE, TCP, 6881, 0, EXTERNAL).encode()[:40],
+    ],
+)
+def test_lengths_rfc_6887_drops(data: bytes) -> None:
+    with pytest.raises(PcpError):
+        decode_pcp_response(data)
+    client = new_client((TCP, 6881))
+    sent_request(client, 0.0)
+    client.receive_datagram(data, GATEWAY_ADDRESS, 0.01)
+    assert client.statistics().malformed == 1
+
+
+def test_requests_not_a_multiple_of_four_are_malformed() -> None:
+    request = PcpMapRequest(3600, CLIENT, NONCE, TCP, 6881, 6881, IPv4Address(0))
+    with pytest.raises(PcpError, match="multiple of 4"):
+        decode_pcp_request(request.encode() + b"\0")
+
+
+# -- ADDRESS_MISMATCH --------------------------------------------------------------------------
+
+NEW_CLIENT = IPv4Address("192.168.1.23")
+
+
+def test_address_mismatch_maps_over_natpmp_at_once_and_probes_again_later() -> None:
+    # miniupnpd answers ADDRESS_MISMATCH when the request's client address is not the
+    # packet's source: our address changed (DHCP) since it was read.
+    gateway = FakeGateway(pcp=True, pcp_source=NEW_CLIENT)
+    client = new_client((TCP, 6881))
+    assert not stale(client)
+    events: list[NatPmpEvent] = []
+    run(client, gateway, 0.0, 1.0, events=events)
+    assert protocol(client) == "natpmp"
+    kinds = [type(r) for _, r in gateway.requests]
+    assert kinds == [PcpMapRequest, ExternalAddressRequest, MappingRequest]
+    assert client.mappings()[0].external_port == 6881
+    assert not of_type(events, MappingFailed)  # a fallback, not a refusal
+    assert stale(client)  # the caller is asked to read our address again
+    client.set_client_address(NEW_CLIENT)
+    assert not stale(client)
+    assert client.client_address == NEW_CLIENT
+    run(client, gateway, 1.0, 3599.0)
+    assert not stale(client)
+    assert len(pcp_requests(gateway)) == 1  # the renewal went NAT-PMP
+    # PCP is tried again after the long wait, with the address given afresh.
+    run(client, gateway, 3599.0, 3700.0)
+    assert protocol(client) == "pcp"
+    [_, (again, probe)] = pcp_requests(gateway)
+    assert 3600 <= again <= 3601
+    assert probe.client_address == NEW_CLIENT
+    assert stale(client)  # asked again before that probe (nobody answered)
+
+
+def test_address_mismatch_answering_a_deletion_drops_it() -> None:
+    gateway = FakeGateway(pcp=True)
+    client = new_client((TCP, 6881))
+    run(client, gateway, 0.0, 1.0)
+    assert protocol(client) == "pcp"
+    gateway.pcp_source = NEW_CLIENT  # our address changed meanwhile
+    client.close(2.0)
+    events: list[NatPmpEvent] = []
+    run(client, gateway, 2.0, 3.0, events=events)
+    [removed] = of_type(events, MappingRemoved)
+    assert removed.result == PcpResult.ADDRESS_MISMATCH
+    assert client.is_closed
+    assert protocol(client) == "natpmp"
+    assert stale(client)
+
+
+def test_set_client_address_checks_its_argument() -> None:
+    client = new_client()
+    with pytest.raises(LocalProtocolError):
+        client.set_client_address(IPv4Address(0))
+    with pytest.raises(LocalProtocolError):
+        client.set_client_address("192.168.1.6")  # type: ignore[arg-type]
+    assert client.client_address == CLIENT
+
+
+def test_a_probe_after_a_fallback_asks_for_the_client_address_afresh() -> None:
+    gateway = FakeGateway()  # NAT-PMP alone
+    client = new_client((TCP, 6881), lifetime=10_000)
+    run(client, gateway, 0.0, 1.0)
+    assert not stale(client)
+    client.add_mapping(UDP, 6881, now=3700.0)
+    client.handle_timer(3700.0)  # the long retry is due: the next request probes PCP
+    assert stale(client)
+    client.set_client_address(NEW_CLIENT)
+    assert sent_request(client, 3700.0).client_address == NEW_CLIENT
+
+
+# -- the epoch across switches -----------------------------------------------------------------
+
+
+def test_a_reboot_just_before_the_hourly_probe_is_seen() -> None:
+    gateway = FakeGateway(max_lifetime=1000)  # NAT-PMP alone: renewals every 500 s
+    client = new_client((TCP, 6881))
+    events: list[NatPmpEvent] = []
+    run(client, gateway, 0.0, 250.0, events=events)
+    client.add_mapping(UDP, 6881, now=250.0)
+    # The UDP renewal at 3750 s probes PCP (the hourly retry); the gateway rebooted at
+    # 3700 s: the probe's "unsupported version" tells (its SSSoE went back).
+    run(client, gateway, 250.0, 4600.0, events=events, at={3700.0: gateway.reboot})
+    [reset] = of_type(events, GatewayReset)
+    assert reset.epoch < 60
+    tcp = [
+        t
+        for t, r in gateway.requests
+        if isinstance(r, MappingRequest) and r.protocol is TCP and t > 3700
+    ]
+    assert tcp[0] < 3760  # recreated at once, not at its renewal (4000 s)
+
+
+@pytest.mark.parametrize(
+    ("answer_bytes", "resets"),
+    [
+        (NatPmpErrorResponse(0, 1, 3).encode(), 1),  # NAT-PMP's layout: SSSoE 3
+        # A PCP server's layout naming version 0: bytes 4-8 are a lifetime, not an epoch.
+        (PcpErrorResponse(0, 1, PcpResult.UNSUPP_VERSION, 0, 3).encode(), 0),
+    ],
+)
+def test_the_probes_unsupported_version_checks_natpmps_epoch(
+    answer_bytes: bytes, resets: int
+) -> None:
+    gateway = FakeGateway()
+    client = new_client((TCP, 6881), lifetime=10_000)
+    run(client, gateway, 0.0, 1.0)  # NAT-PMP, SSSoE about 1000
+    client.add_mapping(UDP, 6881, now=3700.0)
+    client.handle_timer(3700.0)
+    sent_request(client, 3700.0)  # the hourly PCP probe
+    client.receive_datagram(answer_bytes, GATEWAY_ADDRESS, 3700.01)
+    assert protocol(client) == "natpmp"
+    assert client.statistics().gateway_resets == resets
+
+
+def test_pcps_epoch_is_kept_through_a_silent_reboot() -> None:
+    gateway = FakeGateway(pcp=True)
+    client = new_client((TCP, 6881), lifetime=600)
+    run(client, gateway, 0.0, 1.0)
+    events: list[NatPmpEvent] = []
+
+    def down(now: float) -> None:
+        gateway.silent = True
+
+    def up(now: float) -> None:
+        gateway.silent = False
+        gateway.reboot(now)
+
+    # Silent through the renewal's nine sends (~300-500 s), back before its retry.
+    run(client, gateway, 1.0, 700.0, events=events, at={290.0: down, 510.0: up})
+    assert client.statistics().timeouts == 1
+    assert len(of_type(events, GatewayReset)) == 1  # the first answer after it tells
+    assert protocol(client) == "pcp"
+    assert client.mappings()[0].external_port == 6881
+
+
+# -- answers matched before they are read ------------------------------------------------------
+
+
+def test_a_header_only_failure_never_clears_a_standing_grant() -> None:
+    gateway = FakeGateway(pcp=True)
+    client = new_client((TCP, 6881))
+    run(client, gateway, 0.0, 1.0)
+    now = client.next_deadline()
+    assert now is not None
+    client.handle_timer(now)
+    sent_request(client, now)  # the renewal, its nonce unknown to a forger
+    forged = [
+        PcpErrorResponse(2, 1, PcpResult.NOT_AUTHORIZED, 3600, 2000).encode(),
+        PcpErrorResponse(2, 1, PcpResult.NO_RESOURCES, 3600, 2000).encode(),
+        PcpErrorResponse(2, 2, PcpResult.MALFORMED_REQUEST, 3600, 2000).encode(),  # PEER's
+    ]
+    for data in forged:
+        client.receive_datagram(data, GATEWAY_ADDRESS, now + 0.001)
+    assert client.statistics().unexpected == len(forged)
+    assert drain(client) == []
+    # The two a server may have to send without the body are taken, as silence: the grant
+    # stands, the renewal is retried soon (not after the failure's hour).
+    for data in (
+        PcpErrorResponse(2, 1, PcpResult.MALFORMED_REQUEST, 3600, 2000).encode(),
+        PcpErrorResponse(1, 1, PcpResult.UNSUPP_VERSION, 3600, 2000).encode(),
+    ):
+        client.receive_datagram(data, GATEWAY_ADDRESS, now + 0.002)
+        [failed] = of_type(drain(client), MappingFailed)
+        assert failed.mapping.external_port == 6881
+        assert failed.retry_at <= now + 0.002 + 2 * NATPMP_RETRY_MIN
+        client.handle_timer(failed.retry_at)
+        sent_request(client, failed.retry_at)
+        now = failed.retry_at
+    assert client.mappings()[0].external_port == 6881
+
+
+def test_a_full_answer_is_matched_on_its_nonce_before_its_result_is_read() -> None:
+    client = new_client((TCP, 6881))
+    request = sent_request(client, 0.0)
+    for code in (PcpResult.UNSUPP_VERSION, PcpResult.ADDRESS_MISMATCH, PcpResult.NOT_AUTHORIZED):
+        client.receive_datagram(
+            answer(request, result=code, lifetime=0, nonce=bytes(12)), GATEWAY_ADDRESS, 0.01
+        )
+    assert client.statistics().unexpected == 3
+    assert drain(client) == []
+    assert protocol(client) is None  # still probing, nothing refused
+    assert not stale(client)
+    # With our nonce, UNSUPP_VERSION in our own version is a refusal.
+    client.receive_datagram(
+        answer(request, result=PcpResult.UNSUPP_VERSION, lifetime=0), GATEWAY_ADDRESS, 0.02
+    )
+    [failed] = of_type(drain(client), MappingFailed)
+    assert failed.result == PcpResult.UNSUPP_VERSION
+
+
+def test_a_version_1_server_is_refused_hourly_and_stays_unknown() -> None:
+    class VersionOne(FakeGateway):
+        def _handle_pcp(self, data: bytes, now: float) -> bytes | None:
+            self.requests.append((now, decode_pcp_request(data)))
+            return PcpErrorResponse(1, 1, PcpResult.UNSUPP_VERSION, 0, self.epoch(now)).encode()
+
+    gateway = VersionOne()
+    client = new_client((TCP, 6881))
+    events: list[NatPmpEvent] = []
+    run(client, gateway, 0.0, 2 * NATPMP_RETRY_MAX + 1.0, events=events)
+    assert [t for t, _ in pcp_requests(gateway)] == pytest.approx(
+        [0.0, 0.01 + NATPMP_RETRY_MAX, 0.02 + 2 * NATPMP_RETRY_MAX]
+    )
+    assert protocol(client) is None
+    assert len(of_type(events, MappingFailed)) == 3
+    assert client.external_address is None
+
+
+def test_a_pcp_router_refusing_every_map_tells_no_address() -> None:
+    gateway = FakeGateway(pcp=True, pcp_refuse=PcpResult.NOT_AUTHORIZED)
+    client = new_client((TCP, 6881))
+    run(client, gateway, 0.0, 10.0)
+    assert protocol(client) == "pcp"
+    assert client.external_address is None  # documented: PCP has no address request
+
+
+# -- closing and late answers ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ignore_pcp", [True, False])
+def test_closing_while_reprobing_a_natpmp_gateway_deletes_in_natpmp_at_once(
+    ignore_pcp: bool,
+) -> None:
+    gateway = FakeGateway(ignore_pcp=ignore_pcp)
+    client = new_client((TCP, 6881), (UDP, 6881))
+    now = run(client, gateway, 0.0, 3599.0)
+    while not (gateway.requests and isinstance(gateway.requests[-1][1], PcpMapRequest)):
+        deadline = client.next_deadline()
+        assert deadline is not None
+        now = run(client, gateway, now, deadline + 0.001)  # up to the hourly probe
+    assert protocol(client) is None
+    sent = len(gateway.requests)
+    client.close(now)
+    run(client, gateway, now, now + 5.0)
+    after = gateway.requests[sent:]
+    assert [type(r) for _, r in after] == [MappingRequest, MappingRequest]
+    assert all(r.lifetime == 0 for _, r in after)  # type: ignore[union-attr]
+    assert after[0][0] == pytest.approx(now)  # not held back by the probe's 1.75 s
+    assert client.is_closed
+    assert protocol(client) == "natpmp"
+    assert gateway.mappings == {}
+
+
+def test_a_slow_pcp_routers_late_answer_brings_pcp_back() -> None:
+    client = new_client((TCP, 6881))
+    probe = sent_request(client, 0.0)
+    for now in (0.25, 0.75):
+        client.handle_timer(now)
+        assert sent_request(client, now) == probe
+    client.handle_timer(1.75)  # silence: NAT-PMP
+    assert protocol(client) == "natpmp"
+    [(data, _)] = client.datagrams_to_send(1.75)
+    assert decode_natpmp_request(data) == ExternalAddressRequest()
+    client.receive_datagram(answer(probe, nonce=bytes(12)), GATEWAY_ADDRESS, 1.8)  # not ours
+    assert client.statistics().unexpected == 1
+    client.receive_datagram(answer(probe, epoch=2000), GATEWAY_ADDRESS, 1.9)
+    assert protocol(client) == "pcp"
+    assert client.statistics().unexpected == 1
+    events = drain(client)
+    assert NatPmpAddressChanged(EXTERNAL) in events
+    [mapped] = of_type(events, PortMapped)
+    assert mapped.mapping.external_port == 6881
+    # Its mapping is deleted in PCP, with its nonce.
+    client.close(2.0)
+    deletion = sent_request(client, 2.0)
+    assert (deletion.lifetime, deletion.nonce) == (0, probe.nonce)
+
+
+def test_mappings_are_deleted_in_the_protocol_that_granted_them() -> None:
+    gateway = FakeGateway()  # NAT-PMP alone, at first
+    client = new_client((TCP, 6881), lifetime=10_000)
+    run(client, gateway, 0.0, 1.0)  # TCP granted in NAT-PMP
+    gateway.pcp = True  # a firmware update
+    client.add_mapping(UDP, 6881, now=3700.0)
+    run(client, gateway, 3700.0, 3701.0)  # the hourly probe: PCP
+    assert protocol(client) == "pcp"
+    sent = len(gateway.requests)
+    client.close(3701.0)
+    run(client, gateway, 3701.0, 3705.0)
+    deletions = {type(r): r.protocol for _, r in gateway.requests[sent:]}  # type: ignore[union-attr]
+    # RFC 6887 15: a PCP deletion of a NAT-PMP mapping may be refused NOT_AUTHORIZED.
+    assert deletions == {MappingRequest: TCP, PcpMapRequest: UDP}
+    assert client.is_closed
+    assert gateway.mappings == {}

@@ -71,42 +71,69 @@ How RFC 6887 is run (PCP is spoken first unless ``pcp=False``):
 - Version negotiation (RFC 6887 9, RFC 6886 3.5): the first requests go out as PCP MAP
   requests (:attr:`NatPmpClient.protocol` is None meanwhile). A PCP answer settles it
   (``"pcp"``). A version-0 answer with result 1 (NAT-PMP's "unsupported version", or a PCP
-  server's UNSUPP_VERSION naming version 0) makes it NAT-PMP from then on (``"natpmp"``);
-  so does silence through :data:`PCP_PROBE_ATTEMPTS` sends (1.75 s: old routers drop a
-  version they do not know), so an old router still maps our ports within two seconds. A
-  NAT-PMP request answered with PCP's UNSUPP_VERSION (version 2) shows a server speaking
-  PCP alone: PCP then, unless that gateway itself had turned PCP down (the request is then
-  refused: no ping-pong). PCP is tried again :data:`NATPMP_RETRY_MAX` after a fallback,
-  after a gateway reset (a firmware update may bring it), and after a PCP gateway went
-  silent through a whole retransmission (a new router may not speak it). Each switch
-  starts the request in flight over in the new protocol; a mapping only ever asked for in
-  PCP of a gateway that does not speak it needs no deletion.
+  server's UNSUPP_VERSION naming version 0) makes it NAT-PMP from then on (``"natpmp"``),
+  as in libtorrent's natpmp.cpp. Silence through :data:`PCP_PROBE_ATTEMPTS` sends does too
+  (1.75 s): that rule is ours, not libtorrent's (which falls back on the explicit answer
+  alone), for old routers that drop a version they do not know, so that one still maps
+  our ports within two seconds; a PCP router answering later than that, the answer
+  carrying the probe's nonce, is then taken at its word: PCP again, the mapping it granted
+  kept (and deleted in PCP). A MAP answered ADDRESS_MISMATCH (the client address in our
+  request is not our packets' source: our address changed, a NAT between us) makes it
+  NAT-PMP too, which has no client address to get wrong, so our ports are mapped at once;
+  the caller gives our address afresh meanwhile (:meth:`NatPmpClient.set_client_address`,
+  :attr:`NatPmpClient.client_address_stale`). A NAT-PMP request answered with PCP's
+  UNSUPP_VERSION (version 2) shows a server speaking PCP alone: PCP then, unless that
+  gateway itself had turned PCP down (the request is then refused: no ping-pong). PCP is
+  tried again :data:`NATPMP_RETRY_MAX` after a fallback, after a gateway reset (a firmware
+  update may bring it), and after a PCP gateway went silent through a whole retransmission
+  (a new router may not speak it); a close while such a probe of a gateway known to speak
+  NAT-PMP is out goes back to NAT-PMP at once, so that the deletions are not held back.
+  Each switch starts the request in flight over in the new protocol; a mapping only ever
+  asked for in PCP of a gateway that does not speak it needs no deletion.
 - One MAP request per mapping, with a random 12-byte nonce of its own (from ``rng``) that
-  its renewals and its deletion (a MAP with lifetime 0) repeat. PCP has no request for the
-  external address: it comes with every MAP answer (:class:`NatPmpAddressChanged` when it
-  changes); the address request (opcode 0) goes out only while NAT-PMP is spoken. A
-  client with no mapping learns no address over PCP.
-- An answer is taken as the answer to the request in flight only with its opcode, nonce,
-  protocol and internal port (a header-only failure: its opcode); a forged or stale one,
-  which cannot know the nonce, is counted as unexpected and dropped.
+  its renewals and its deletion (a MAP with lifetime 0) repeat. A mapping is deleted in the
+  protocol that granted it, whatever is spoken by then (RFC 6887 15: a PCP server may
+  refuse a MAP deletion of a NAT-PMP mapping as NOT_AUTHORIZED); renewals go in the
+  protocol spoken. PCP has no request for the external address: it comes with every MAP
+  answer (:class:`NatPmpAddressChanged` when it changes); the address request (opcode 0)
+  goes out only while NAT-PMP is spoken (under PCP it is no request at all). So a client
+  learns no address over PCP while it has no mapping, nor from a PCP router that refuses
+  every MAP: :attr:`NatPmpClient.external_address` stays None then.
+- Every MAP answer is matched on its nonce, protocol and internal port before its result is
+  read; a forged or stale one, which cannot know the nonce, is counted as unexpected and
+  dropped. A header-only failure names no nonce: it is taken only as UNSUPP_VERSION
+  (negotiation) or MALFORMED_REQUEST (of opcode MAP) answering a PCP request (or, version
+  2, a NAT-PMP one), and never clears a standing grant: refusing a renewal, it counts as
+  silence (retried after :data:`NATPMP_RETRY_MIN`, doubling, the grant kept till it runs
+  out).
 - A grant is renewed at a random point between 1/2 and 5/8 of its lifetime (RFC 11.2.1).
 - The epoch time shows a server that lost its state (RFC 8.5): back by more than 1 s, or
   apart from our clock's elapsed time by more than 2 s and a sixteenth; an ANNOUNCE
   response (RFC 14.1, sent unasked after a restart) is checked the same way. Then, as with
-  NAT-PMP, every mapping is recreated within 0 to 5 s.
+  NAT-PMP, every mapping is recreated within 0 to 5 s. Each protocol's epoch is judged
+  against its own last one (the two clocks need not be one), kept across switches (the
+  hourly PCP probe included: a reboot just before it is still seen), and through a PCP
+  gateway's silence (a rebooting router is silent a while); the NAT-PMP one is checked by
+  a version-0 "unsupported version" answer (in NAT-PMP's layout) too. A reset seen in one
+  protocol forgets the other's reference.
 - Result codes: NETWORK_FAILURE, NO_RESOURCES, USER_EX_QUOTA and CANNOT_PROVIDE_EXTERNAL may
   pass (retried after :data:`NATPMP_RETRY_MIN`, doubling; a renewal's earlier grant kept);
-  the rest (NOT_AUTHORIZED, UNSUPP_*, MALFORMED_*, ADDRESS_MISMATCH...) after
-  :data:`NATPMP_RETRY_MAX`; and never sooner than the failure's lifetime the server gives
-  (RFC 7.2), capped at :data:`NATPMP_RETRY_MAX`.
+  the rest (NOT_AUTHORIZED, UNSUPP_*, MALFORMED_*, ...) after :data:`NATPMP_RETRY_MAX`
+  (ADDRESS_MISMATCH is a fallback, above); and never sooner than the failure's lifetime
+  the server gives (RFC 7.2), capped at :data:`NATPMP_RETRY_MAX`. An UNSUPP_VERSION naming
+  a version we do not speak (PCP's 1, a future one) is such a refusal: the mapping is
+  asked again in PCP every hour and refused each time, :attr:`NatPmpClient.protocol`
+  staying None (a gateway speaking neither NAT-PMP nor PCP version 2 has nothing to fall
+  back to).
 - Retransmission follows NAT-PMP's schedule (250 ms doubling, nine sends, then the retry
   back-off), not RFC 6887 8.1.1's (3 s doubling up to 1024 s, without end): one serial
   queue carries both protocols, a gateway on the LAN answers in milliseconds, version
   negotiation needs quick early retries to tell a silent old router, and the give-up and
   back-off bound the load on the gateway as 8.1.1's longest interval means to.
 - The request's client IP is ``client_address``, IPv4-mapped: our address toward the
-  gateway (the shell reads it off a socket connected to the gateway). PCP for an IPv6
-  firewall (IPv6 client addresses and mappings) is out of scope: this client maps IPv4.
+  gateway (the shell reads it off a socket connected to the gateway, on opening, before
+  every PCP probe and after ADDRESS_MISMATCH). PCP for an IPv6 firewall (IPv6 client
+  addresses and mappings) is out of scope: this client maps IPv4.
 
 Not here: the multicast announcements on 224.0.0.1:5350 (the shell may feed them to
 :meth:`NatPmpClient.receive_datagram`; we re-ask the address every half lifetime instead),
@@ -259,8 +286,9 @@ NATPMP_MAX_MAPPINGS: Final = 64
 
 PCP_PROBE_ATTEMPTS: Final = 3
 """Sends of a PCP request, while the gateway's protocol is unknown, before its silence is
-read as an RFC 6886 router dropping a version it does not know (RFC 6887 9): NAT-PMP is
-tried after 1.75 s, so an old router maps our ports within about two seconds."""
+read as an RFC 6886 router dropping a version it does not know: NAT-PMP is tried after
+1.75 s, so an old router maps our ports within about two seconds. This silence rule is
+ours: RFC 6887 9 and libtorrent fall back on an explicit "unsupported version" alone."""
 
 GatewayProtocol: TypeAlias = Literal["pcp", "natpmp"]
 """What a gateway is talked to in (:attr:`NatPmpClient.protocol`)."""
@@ -276,6 +304,7 @@ _RESPONSE_BIT: Final = 128
 _UINT32_MAX: Final = 0xFFFF_FFFF
 
 _PCP_OP_MAP: Final = 1
+_PCP_HEADER: Final = 24  # a PCP response's common header: a shorter one is NAT-PMP's layout
 
 _log = logging.getLogger("bip_handshake.natpmp")
 
@@ -655,6 +684,7 @@ class _Mapping:
         "maybe_on_gateway",
         "natpmp_asked",
         "nonce",
+        "pcp_grant",
         "protocol",
         "state",
         "suggested_port",
@@ -678,6 +708,9 @@ class _Mapping:
         self.maybe_on_gateway = False
         self.natpmp_asked = False  # a NAT-PMP request for it went out
         self.nonce: bytes | None = None  # PCP's mapping nonce, drawn for its first PCP request
+        # The standing grant came from a PCP answer: it is deleted in PCP (RFC 6887 15), a
+        # NAT-PMP one in NAT-PMP, whatever is spoken by then.
+        self.pcp_grant = False
 
     def snapshot(self) -> PortMapping:
         return PortMapping(
@@ -775,6 +808,7 @@ class NatPmpClient:
         pcp: talk PCP first (RFC 6887), falling back to NAT-PMP; False: NAT-PMP alone.
         client_address: our IPv4 address toward the gateway (the source address of our
             requests), which PCP requests carry (RFC 6887 8.1); needed when ``pcp`` is on.
+            It may change (DHCP): :meth:`set_client_address` gives it afresh.
 
     Raises:
         LocalProtocolError: a bad argument (PCP on without a client address among them).
@@ -812,6 +846,12 @@ class NatPmpClient:
         self._speaking = _Speaking.PROBING if pcp else _Speaking.NATPMP
         self._pcp_retry_at = math.inf  # after a fallback: when PCP is tried again
         self._refused_pcp = False  # the gateway itself answered that it does not speak PCP
+        # What was spoken before the probe under way (None: the first one).
+        self._probed_from: _Speaking | None = None
+        # The probe that went unanswered before a fallback to NAT-PMP: a slow PCP router's
+        # late answer to it (its nonce proves it) brings PCP back.
+        self._late_probe: _Request | None = None
+        self._client_address_stale = False  # a probe is starting, or ADDRESS_MISMATCH
         self._mappings: dict[MappingId, _Mapping] = {}
         self._next_id = 1
         self._request: _Request | None = None
@@ -820,8 +860,9 @@ class NatPmpClient:
         # NAT-PMP's address request; PCP has none (its MAP answers carry the address).
         self._address_due: float | None = -math.inf  # None: not to be asked (closed)
         self._address_failures = 0
-        self._epoch: int | None = None
-        self._epoch_at = 0.0
+        # The last epoch of each protocol (True: PCP's), with when it came (RFC 6886 3.6,
+        # RFC 6887 8.5): one reference per protocol, kept across switches.
+        self._epochs: dict[bool, tuple[int, float]] = {}
         self._closed = False
         self._sent = 0
         self._retransmitted = 0
@@ -841,18 +882,51 @@ class NatPmpClient:
 
     @property
     def external_address(self) -> IPv4Address | None:
-        """The gateway's external address, None until known."""
+        """The gateway's external address, None until known. Over PCP it comes with a MAP
+        grant alone: a PCP router that refuses every MAP never tells it (NAT-PMP's address
+        request is no PCP request)."""
         return self._address
 
     @property
     def protocol(self) -> GatewayProtocol | None:
         """What the gateway is talked to in: ``"pcp"`` or ``"natpmp"``, None while PCP
-        requests are out and unanswered (the gateway's protocol is not known yet)."""
+        requests are out and unanswered (the gateway's protocol is not known yet). It stays
+        None with a gateway answering UNSUPP_VERSION for a version we do not speak (PCP's
+        1): its refusals come hourly, with nothing to fall back to."""
         if self._speaking is _Speaking.PCP:
             return "pcp"
         if self._speaking is _Speaking.NATPMP:
             return "natpmp"
         return None
+
+    @property
+    def client_address(self) -> IPv4Address | None:
+        """Our IPv4 address toward the gateway, which PCP requests carry (None with PCP off
+        and none given)."""
+        return self._client_address
+
+    @property
+    def client_address_stale(self) -> bool:
+        """Whether our address toward the gateway should be read again and given to
+        :meth:`set_client_address` before the next :meth:`datagrams_to_send`: a PCP probe
+        is starting (the hourly retry, after a reset or a silent PCP gateway), or the
+        gateway answered ADDRESS_MISMATCH (our address changed since it was read)."""
+        return self._client_address_stale
+
+    def set_client_address(self, address: IPv4Address) -> None:
+        """Give our IPv4 address toward the gateway afresh (it may have changed, DHCP):
+        PCP requests carry it from their next send on. Clears :attr:`client_address_stale`
+        (the same address again, when it could not be read, clears it too).
+
+        Raises:
+            LocalProtocolError: not an IPv4Address, or 0.0.0.0.
+        """
+        if not isinstance(address, IPv4Address) or address.is_unspecified:
+            raise LocalProtocolError(f"a client address is an IPv4Address, got {address!r}")
+        if address != self._client_address:
+            _log.info("PCP gateway %s: our address toward it is %s", self._gateway, address)
+        self._client_address = address
+        self._client_address_stale = False
 
     @property
     def is_closed(self) -> bool:
@@ -948,6 +1022,15 @@ class NatPmpClient:
         self._address_due = None
         if self._request is not None and self._request.kind is _Kind.ADDRESS:
             self._request = None
+        if self._speaking is _Speaking.PROBING and self._probed_from is _Speaking.NATPMP:
+            # Re-probing a gateway known to speak NAT-PMP (the hourly retry, a reset): the
+            # deletions go the known way at once. A router silent to PCP would otherwise
+            # hold them back 1.75 s, most of the shell's close timeout. The probe itself
+            # most likely reached a router that drops PCP: what only it asked for is not
+            # there.
+            _log.info("PCP gateway %s: closing, back to NAT-PMP", self._gateway)
+            self._switch(_Speaking.NATPMP)
+            self._forget_pcp_only()
         for mapping_id in list(self._mappings):
             self.remove_mapping(mapping_id, now)
 
@@ -986,11 +1069,16 @@ class NatPmpClient:
         return min(dues, default=None)
 
     def handle_timer(self, now: float) -> None:
-        """Let time pass: owe a retransmission, time the request in flight out, or let an
-        earlier grant whose renewal failed run out."""
+        """Let time pass: owe a retransmission, time the request in flight out, let an
+        earlier grant whose renewal failed run out, or start probing PCP again (then
+        :attr:`client_address_stale` is set)."""
         for m in self._mappings.values():
             if m.state is _State.WANTED and m.expires_at is not None and m.expires_at <= now:
                 self._grant_lapsed(m, now)
+        self._time_request(now)
+        self._maybe_reprobe(now)
+
+    def _time_request(self, now: float) -> None:
         request = self._request
         if request is None or now < request.next_at or request.resend:
             return
@@ -999,8 +1087,11 @@ class NatPmpClient:
             return
         self._request = None
         if request.probe and self._speaking is _Speaking.PROBING:
-            # Silence to PCP: an RFC 6886 router drops a version it does not know.
-            self._fall_back(now, answered=False)
+            # Silence to PCP: an RFC 6886 router drops a version it does not know (our
+            # rule; libtorrent waits for an explicit answer). A slow PCP router's late
+            # answer to this probe still counts (_late_answer).
+            self._fall_back(now, "did not answer PCP", answered=False)
+            self._late_probe = request
             return
         mapping = request.mapping
         if request.kind is _Kind.DELETE:
@@ -1034,7 +1125,21 @@ class NatPmpClient:
                     self._mapping_failed(other, None, now)
         if self._speaking is _Speaking.PCP:
             # A PCP gateway gone silent may have been swapped for one that drops PCP: the
-            # next request probes again, and falls back to NAT-PMP if need be.
+            # next request probes again, and falls back to NAT-PMP if need be. Its epoch
+            # is kept: a router silent while it rebooted is the likelier case, and its
+            # answer then shows the reset, so that every mapping is made again at once (a
+            # new router's unrelated clock costs one needless round of recreations).
+            self._switch(_Speaking.PROBING)
+
+    def _maybe_reprobe(self, now: float) -> None:
+        """The long retry after a fallback, or a gateway reset, is due: a firmware update
+        may have brought PCP; the requests due probe it."""
+        if (
+            self._pcp_retry_at <= now
+            and self._request is None
+            and not self._closed  # closing: the deletions go the known way, not probing
+            and any(m.due <= now for m in self._mappings.values())
+        ):
             self._switch(_Speaking.PROBING)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, PeerAddress]]:
@@ -1046,6 +1151,10 @@ class NatPmpClient:
                 return []
         if not request.resend:
             return []
+        if request.pcp and request.mapping is not None:
+            # Built at each send: the client address may have been given afresh.
+            lifetime = 0 if request.kind is _Kind.DELETE else self._lifetime
+            request.payload = self._pcp_request(request.mapping, lifetime)
         request.resend = False
         if request.attempts:
             self._retransmitted += 1
@@ -1069,26 +1178,25 @@ class NatPmpClient:
                     removing = m
             elif wanted is None or m.due < wanted.due:
                 wanted = m
-        if (
-            (removing is not None or wanted is not None)
-            and self._pcp_retry_at <= now
-            and not self._closed  # closing: the deletions go the known way, not probing
-        ):
-            # The long retry after a fallback, or a gateway reset: a firmware update may
-            # have brought PCP. The mapping requests due probe it.
-            self._switch(_Speaking.PROBING)
-        if self._speaking is not _Speaking.NATPMP:
-            probe = self._speaking is _Speaking.PROBING
-            if removing is not None:
+        self._maybe_reprobe(now)  # when the caller did not let time pass first
+        probe = self._speaking is _Speaking.PROBING
+        if removing is not None:
+            # Deleted in the protocol that granted it (RFC 6887 15: a PCP server may refuse
+            # a MAP deletion of a NAT-PMP mapping); without a grant, in the one spoken.
+            if removing.expires_at is not None:
+                in_pcp = removing.pcp_grant
+            else:
+                in_pcp = self._speaking is not _Speaking.NATPMP
+            if in_pcp:
                 payload = self._pcp_request(removing, 0)
                 return _Request(_Kind.DELETE, removing, payload, pcp=True, probe=probe)
+            payload = MappingRequest(removing.protocol, removing.internal_port, 0, 0).encode()
+            return _Request(_Kind.DELETE, removing, payload)
+        if self._speaking is not _Speaking.NATPMP:
             if wanted is not None:
                 payload = self._pcp_request(wanted, self._lifetime)
                 return _Request(_Kind.MAP, wanted, payload, pcp=True, probe=probe)
             return None
-        if removing is not None:
-            payload = MappingRequest(removing.protocol, removing.internal_port, 0, 0).encode()
-            return _Request(_Kind.DELETE, removing, payload)
         if self._address_due is not None and self._address_due <= now:
             return _Request(_Kind.ADDRESS, None, ExternalAddressRequest().encode())
         if wanted is not None:
@@ -1122,26 +1230,45 @@ class NatPmpClient:
 
     def _switch(self, speaking: _Speaking) -> None:
         """Talk ``speaking`` from now on. The request in flight is dropped, to start over in
-        the new protocol (a late answer to it counts as unexpected), and the epoch is judged
-        afresh: the two protocols' clocks need not be the same one."""
+        the new protocol (a late answer to it counts as unexpected). The epochs are kept:
+        each protocol's is judged against its own last one."""
+        if speaking is _Speaking.PROBING:
+            self._probed_from = self._speaking
+            self._client_address_stale = True  # read it again before the probe goes out
         self._speaking = speaking
         self._request = None
-        self._epoch = None
+        self._late_probe = None
         self._pcp_retry_at = math.inf
         if speaking is not _Speaking.NATPMP:
             self._refused_pcp = False
 
-    def _fall_back(self, now: float, *, answered: bool) -> None:
-        _log.info(
-            "PCP gateway %s %s: NAT-PMP from now on",
-            self._gateway,
-            "does not speak PCP" if answered else "did not answer PCP",
-        )
+    def _fall_back(
+        self, now: float, reason: str, *, answered: bool, pcp_spoken: bool = False
+    ) -> None:
+        """NAT-PMP from now on, PCP tried again after :data:`NATPMP_RETRY_MAX`.
+
+        Args:
+            reason: why, for the log.
+            answered: the gateway itself said so (it does not speak PCP, or refused our
+                client address), rather than went silent: no ping-pong back to PCP.
+            pcp_spoken: the gateway speaks PCP all the same (it refused our client
+                address): its PCP grants are still deleted in PCP.
+        """
+        _log.info("PCP gateway %s %s: NAT-PMP from now on", self._gateway, reason)
         self._switch(_Speaking.NATPMP)
         self._refused_pcp = answered
         self._pcp_retry_at = now + NATPMP_RETRY_MAX
-        # A gateway that does not speak PCP holds nothing a PCP request asked for: a mapping
-        # with no grant standing and no NAT-PMP request sent needs no deletion.
+        if not pcp_spoken:
+            # Its PCP grants are deleted in what it speaks now: a PCP deletion would go
+            # unanswered or be refused, and a router sharing one table takes NAT-PMP's.
+            for m in self._mappings.values():
+                m.pcp_grant = False
+        self._forget_pcp_only()
+
+    def _forget_pcp_only(self) -> None:
+        """A gateway that does not speak PCP (or refused it) holds nothing a PCP request
+        asked for: a mapping with no grant standing and no NAT-PMP request sent needs no
+        deletion."""
         for m in list(self._mappings.values()):
             if m.expires_at is None and not m.natpmp_asked:
                 m.maybe_on_gateway = False
@@ -1164,17 +1291,23 @@ class NatPmpClient:
             self._malformed += 1
             return
         request = self._request
-        if self._speaking is not _Speaking.NATPMP:
-            # Talking PCP, a version-0 packet can only say that the gateway does not speak
-            # it: NAT-PMP's "unsupported version" (RFC 6886 3.5), or a PCP server's
+        if request is not None and request.pcp:
+            # A PCP request out: a version-0 packet can only say that the gateway does not
+            # speak PCP: NAT-PMP's "unsupported version" (RFC 6886 3.5), or a PCP server's
             # UNSUPP_VERSION naming version 0 (RFC 6887 9), both result 1 at bytes 2-3.
-            if request is not None and response.result == NatPmpResult.UNSUPPORTED_VERSION:
-                self._received += 1
-                self._fall_back(now, answered=True)
-            else:
+            if response.result == NatPmpResult.UNSUPPORTED_VERSION:
+                self._natpmp_not_pcp(response, len(data), request, now)
+                return
+            if self._speaking is not _Speaking.NATPMP or not isinstance(
+                response, ExternalAddressResponse
+            ):
                 self._unexpected += 1
-            return
+                return
+            # Talking NAT-PMP (a PCP grant's deletion out): an announcement, taken below.
         if isinstance(response, ExternalAddressResponse):
+            if self._speaking is not _Speaking.NATPMP:
+                self._unexpected += 1  # PCP has no address request: not ours to take
+                return
             # Solicited or not: RFC 3.2.1 has the gateway announce its address unasked.
             self._accept(response.epoch, now)
             if request is not None and request.kind is _Kind.ADDRESS:
@@ -1213,7 +1346,7 @@ class NatPmpClient:
         elif response.result != NatPmpResult.SUCCESS:
             self._mapping_failed(mapping, response.result, now)
         else:
-            self._granted(mapping, response.external_port, response.lifetime, now)
+            self._granted(mapping, response.external_port, response.lifetime, now, pcp=False)
 
     @staticmethod
     def _short_answers(response: NatPmpErrorResponse, request: _Request) -> bool:
@@ -1225,6 +1358,25 @@ class NatPmpClient:
             request.mapping.protocol
         )
 
+    def _natpmp_not_pcp(
+        self, response: NatPmpResponse, size: int, request: _Request, now: float
+    ) -> None:
+        """A version-0 "unsupported version" answering our PCP request."""
+        if size < _PCP_HEADER:
+            # NAT-PMP's layout: its SSSoE is checked as any NAT-PMP answer's (RFC 6886
+            # 3.6), so that a reboot just before the hourly probe is seen. A PCP server's
+            # 24-byte answer naming version 0 holds a lifetime there, not an epoch.
+            self._accept(response.epoch, now)
+        else:
+            self._received += 1
+        if self._speaking is _Speaking.NATPMP:
+            # A PCP grant's deletion after a fallback: the gateway speaks PCP no more, and
+            # a deletion is advisory.
+            self._request = None
+            self._refused(request, response.result, now)
+            return
+        self._fall_back(now, "does not speak PCP", answered=True)
+
     def _receive_pcp(self, data: bytes, now: float) -> None:
         try:
             response = decode_pcp_response(data)
@@ -1232,66 +1384,156 @@ class NatPmpClient:
             self._malformed += 1
             return
         request = self._request
-        if isinstance(response, PcpAnnounceResponse) and response.result == PcpResult.SUCCESS:
-            # RFC 6887 14.1: a server that restarted says so unasked; its epoch tells.
+        if isinstance(response, PcpAnnounceResponse) and response.result != PcpResult.SUCCESS:
+            # Opcode 0 with a failure: no announcement, but a header-only failure answering
+            # a request of opcode 0 (our NAT-PMP address request, to a PCP-only server).
+            response = PcpErrorResponse(
+                PCP_VERSION, 0, response.result, response.lifetime, response.epoch
+            )
+        if isinstance(response, PcpAnnounceResponse):
             if self._speaking is _Speaking.NATPMP:
-                self._unexpected += 1
+                self._unexpected += 1  # talking NAT-PMP: not ours to take
                 return
+            # RFC 6887 14.1: a server that restarted says so unasked; its epoch tells.
             if self._speaking is _Speaking.PROBING:
                 self._switch(_Speaking.PCP)  # the probe in flight starts over, all tries
             self._accept(response.epoch, now, pcp=True)
             return
-        if request is None:
-            self._unexpected += 1
+        if isinstance(response, PcpErrorResponse):
+            self._header_only(response, request, now)
+            return
+        mapping = request.mapping if request is not None and request.pcp else None
+        if request is None or mapping is None or not self._names(response, mapping):
+            if not self._late_answer(response, now):
+                # Not our request's nonce: stale, or forged by one who cannot see our
+                # requests.
+                self._unexpected += 1
+            return
+        if not self._makes_sense(response, request.kind):
+            self._senseless(request.kind)
             return
         if response.result == PcpResult.UNSUPP_VERSION:
-            self._unsupported_version(response, request, now)
-            return
-        mapping = request.mapping
-        if not request.pcp or mapping is None:
-            self._unexpected += 1
-            return
-        if isinstance(response, PcpErrorResponse | PcpAnnounceResponse):
-            # A header-only failure cannot name a nonce: the opcode must be ours.
-            if not isinstance(response, PcpErrorResponse) or response.opcode != _PCP_OP_MAP:
-                self._unexpected += 1
-                return
-            self._pcp_answered(response.epoch, now)
+            # Our own version, named by a server that answers in it: makes no sense, and
+            # is refused like a version we do not speak.
+            self._received += 1
             self._request = None
             self._refused(request, response.result, now, response.lifetime)
             return
-        if (
-            response.nonce != mapping.nonce
-            or response.protocol is not mapping.protocol
-            or response.internal_port != mapping.internal_port
-        ):
-            # Not our request's nonce: stale, or forged by one who cannot see our requests.
-            self._unexpected += 1
-            return
-        address = response.external_address
-        if response.result == PcpResult.SUCCESS:
-            if request.kind is _Kind.DELETE and response.lifetime:
-                # A grant: the late answer to the request this deletion replaced.
-                self._unexpected += 1
-                return
-            if request.kind is _Kind.MAP and not (
-                response.external_port
-                and response.lifetime
-                and isinstance(address, IPv4Address)
-                and not address.is_unspecified
-            ):
-                self._malformed += 1
-                return
         self._pcp_answered(response.epoch, now)
+        if response.result == PcpResult.ADDRESS_MISMATCH:
+            # RFC 6887 8.1, 11.4 (miniupnpd checks it): our request's client address is
+            # not the packet's source (our address changed, DHCP; or a NAT between us).
+            # NAT-PMP has no such field: it maps our ports at once, while the caller reads
+            # our address again; PCP is tried again after the long wait.
+            self._client_address_stale = True
+            self._request = None
+            if self._speaking is not _Speaking.NATPMP:
+                self._fall_back(now, "refused our client address", answered=True, pcp_spoken=True)
+            if request.kind is _Kind.DELETE:
+                # Advisory: a mapping made for the old address cannot be deleted from this
+                # one anyway (it expires).
+                self._drop(mapping, response.result)
+            return  # a mapping request starts over in NAT-PMP
         self._request = None
         if request.kind is _Kind.DELETE:
             self._drop(mapping, response.result)
         elif response.result != PcpResult.SUCCESS:
             self._mapping_failed(mapping, response.result, now, response.lifetime)
         else:
-            assert isinstance(address, IPv4Address)  # checked above
-            self._set_address(address)
-            self._granted(mapping, response.external_port, response.lifetime, now)
+            self._pcp_granted(mapping, response, now)
+
+    @staticmethod
+    def _names(response: PcpMapResponse, mapping: _Mapping) -> bool:
+        """Whether a MAP answer carries ``mapping``'s nonce, protocol and internal port
+        (read before anything else in it, its result included)."""
+        return (
+            response.nonce == mapping.nonce
+            and response.protocol is mapping.protocol
+            and response.internal_port == mapping.internal_port
+        )
+
+    @staticmethod
+    def _makes_sense(response: PcpMapResponse, kind: _Kind) -> bool:
+        """A success must say what it granted; a deletion's success grants nothing."""
+        if response.result != PcpResult.SUCCESS:
+            return True
+        if kind is _Kind.DELETE:
+            return not response.lifetime
+        address = response.external_address
+        return bool(
+            response.external_port
+            and response.lifetime
+            and isinstance(address, IPv4Address)
+            and not address.is_unspecified
+        )
+
+    def _senseless(self, kind: _Kind) -> None:
+        if kind is _Kind.DELETE:
+            # A grant: the late answer to the request this deletion replaced.
+            self._unexpected += 1
+        else:
+            self._malformed += 1
+
+    def _pcp_granted(self, mapping: _Mapping, response: PcpMapResponse, now: float) -> None:
+        address = response.external_address
+        assert isinstance(address, IPv4Address)  # _makes_sense saw to it
+        self._set_address(address)
+        self._granted(mapping, response.external_port, response.lifetime, now, pcp=True)
+
+    def _header_only(
+        self, response: PcpErrorResponse, request: _Request | None, now: float
+    ) -> None:
+        """A failure with the common header alone: it names no nonce, so anyone able to
+        send from the gateway's address could have sent it. Taken only as UNSUPP_VERSION
+        (version negotiation) or MALFORMED_REQUEST of opcode MAP answering a PCP request
+        (the two failures a server may have to answer without the body, RFC 6887 7.2, 9)."""
+        if request is None:
+            self._unexpected += 1
+            return
+        if response.result == PcpResult.UNSUPP_VERSION:
+            self._unsupported_version(response, request, now)
+            return
+        if (
+            response.result != PcpResult.MALFORMED_REQUEST
+            or response.opcode != _PCP_OP_MAP
+            or not request.pcp
+            or request.mapping is None
+        ):
+            self._unexpected += 1
+            return
+        self._pcp_answered(response.epoch, now)
+        self._request = None
+        self._refused(request, response.result, now, response.lifetime, proven=False)
+
+    def _late_answer(self, response: PcpMapResponse, now: float) -> bool:
+        """Whether ``response`` answers the probe that went unanswered before a fallback:
+        a slow PCP router (its nonce proves it), then talked PCP again, the mapping it
+        granted kept (so deleted in PCP)."""
+        late = self._late_probe
+        mapping = late.mapping if late is not None else None
+        if (
+            late is None
+            or mapping is None
+            or self._mappings.get(mapping.id) is not mapping
+            or not self._names(response, mapping)
+        ):
+            return False
+        if not self._makes_sense(response, late.kind):
+            self._senseless(late.kind)
+            return True
+        _log.info("PCP gateway %s answered PCP late: PCP from now on", self._gateway)
+        self._switch(_Speaking.PCP)  # the NAT-PMP request in flight starts over in PCP
+        self._accept(response.epoch, now, pcp=True)
+        mapping.maybe_on_gateway = True
+        if (
+            late.kind is _Kind.MAP
+            and response.result == PcpResult.SUCCESS
+            and mapping.state is not _State.REMOVING
+        ):
+            self._pcp_granted(mapping, response, now)
+        # Else a refusal, to be heard again when the request is made anew in PCP; or a
+        # mapping being removed, which the deletion now reaches in PCP.
+        return True
 
     def _pcp_answered(self, epoch: int, now: float) -> None:
         """A PCP answer to our request: the gateway speaks PCP."""
@@ -1301,37 +1543,50 @@ class NatPmpClient:
         self._accept(epoch, now, pcp=True)
 
     def _unsupported_version(
-        self,
-        response: PcpMapResponse | PcpAnnounceResponse | PcpErrorResponse,
-        request: _Request,
-        now: float,
+        self, response: PcpErrorResponse, request: _Request, now: float
     ) -> None:
-        version = response.version if isinstance(response, PcpErrorResponse) else PCP_VERSION
         self._received += 1
-        if not request.pcp and version == PCP_VERSION and not self._refused_pcp:
+        if not request.pcp and response.version == PCP_VERSION and not self._refused_pcp:
             # Our NAT-PMP request answered in PCP: the server speaks PCP alone (RFC 6887 9).
-            _log.info("PCP gateway %s speaks PCP alone", self._gateway)
-            self._switch(_Speaking.PCP)
+            if self._speaking is _Speaking.NATPMP:
+                _log.info("PCP gateway %s speaks PCP alone", self._gateway)
+                self._switch(_Speaking.PCP)  # the request starts over in PCP...
+            self._request = None
+            if request.kind is _Kind.DELETE and request.mapping is not None:
+                # ...but a NAT-PMP grant's deletion: a server speaking PCP alone no longer
+                # holds it (and a deletion is advisory).
+                self._drop(request.mapping, response.result)
             return
         # A version we do not speak (PCP's 1, a future one), or a gateway that refused PCP
         # and now NAT-PMP too: a refusal, tried again after the long wait (no ping-pong).
         self._request = None
-        self._refused(request, response.result, now, response.lifetime)
+        self._refused(request, response.result, now, response.lifetime, proven=False)
 
-    def _refused(self, request: _Request, result: _Result, now: float, lifetime: int = 0) -> None:
+    def _refused(
+        self,
+        request: _Request,
+        result: _Result,
+        now: float,
+        lifetime: int = 0,
+        *,
+        proven: bool = True,
+    ) -> None:
+        """The request in flight was refused (see :meth:`_mapping_failed` for ``proven``)."""
         if request.mapping is None:
             self._address_failed(result, now)
         elif request.kind is _Kind.DELETE:
             self._drop(request.mapping, result)
         else:
-            self._mapping_failed(request.mapping, result, now, lifetime)
+            self._mapping_failed(request.mapping, result, now, lifetime, proven=proven)
 
     def _accept(self, epoch: int, now: float, *, pcp: bool = False) -> None:
+        """An answer's epoch, checked against the last one of the same protocol."""
         self._received += 1
-        last = self._epoch
-        self._epoch, last_at, self._epoch_at = epoch, self._epoch_at, now
-        if last is None:
+        reference = self._epochs.get(pcp)
+        self._epochs[pcp] = (epoch, now)
+        if reference is None:
             return
+        last, last_at = reference
         elapsed = now - last_at
         if pcp:
             # RFC 6887 8.5: back by more than 1 s (some reordering allowed), or apart from
@@ -1347,9 +1602,11 @@ class NatPmpClient:
             if epoch >= last and epoch >= expected - _EPOCH_SLACK:
                 return
         self._resets += 1
+        # The other protocol's clock restarted too, from a value we do not know.
+        self._epochs.pop(not pcp, None)
         _log.info(
             "%s gateway %s lost its mappings (epoch %d, expected %.0f)",
-            self._label,
+            "PCP" if pcp else "NAT-PMP",
             self._gateway,
             epoch,
             expected,
@@ -1401,20 +1658,21 @@ class NatPmpClient:
         self._address_due = retry_at
         self._events.append(NatPmpAddressFailed(result, retry_at))
 
-    def _granted(self, mapping: _Mapping, external_port: int, granted: int, now: float) -> None:
+    def _granted(
+        self, mapping: _Mapping, external_port: int, granted: int, now: float, *, pcp: bool
+    ) -> None:
         lifetime = min(granted, self._lifetime)
         changed = mapping.external_port != external_port
+        mapping.pcp_grant = pcp
+        mapping.maybe_on_gateway = True
         mapping.state = _State.MAPPED
         mapping.failures = 0
         mapping.external_port = mapping.suggested_port = external_port
         mapping.lifetime = lifetime
         mapping.expires_at = now + lifetime
-        if self._speaking is _Speaking.NATPMP:
-            renew = lifetime / 2
-        else:
-            # RFC 6887 11.2.1: at a random point between 1/2 and 5/8 of the lifetime, so
-            # that many clients do not renew together.
-            renew = lifetime * self._rng.uniform(0.5, 0.625)
+        # Halfway (RFC 6886 3.3); in PCP at a random point between 1/2 and 5/8 of the
+        # lifetime (RFC 6887 11.2.1), so that many clients do not renew together.
+        renew = lifetime * self._rng.uniform(0.5, 0.625) if pcp else lifetime / 2
         mapping.due = now + max(renew, NATPMP_MIN_RENEW_DELAY)
         if changed:
             _log.info(
@@ -1429,13 +1687,29 @@ class NatPmpClient:
             self._events.append(PortMapped(mapping.snapshot()))
 
     def _mapping_failed(
-        self, mapping: _Mapping, result: _Result, now: float, lifetime: int = 0
+        self,
+        mapping: _Mapping,
+        result: _Result,
+        now: float,
+        lifetime: int = 0,
+        *,
+        proven: bool = True,
     ) -> None:
+        """A mapping request failed (``result`` None: unanswered).
+
+        ``proven`` False: the refusal names no nonce (a PCP header-only failure), so anyone
+        able to send from the gateway's address could have forged it. It never clears a
+        standing grant: refusing a renewal, it is read as silence.
+        """
         mapping.failures += 1
-        # A PCP server says how long its refusal will last (RFC 6887 7.2): not asked sooner
-        # (yet never later than the longest wait).
-        delay = self._retry_delay(result, mapping.failures)
-        retry_at = now + max(delay, min(lifetime, NATPMP_RETRY_MAX))
+        standing = mapping.expires_at is not None and mapping.expires_at > now
+        if not proven and standing:
+            retry_at = now + self._retry_delay(None, mapping.failures)
+        else:
+            # A PCP server says how long its refusal will last (RFC 6887 7.2): not asked
+            # sooner (yet never later than the longest wait).
+            delay = self._retry_delay(result, mapping.failures)
+            retry_at = now + max(delay, min(lifetime, NATPMP_RETRY_MAX))
         if result is not None:
             _log.info(
                 "%s gateway %s refused to map %s port %d: %s; retrying in %.0f s",
@@ -1448,7 +1722,7 @@ class NatPmpClient:
             )
         mapping.state = _State.WANTED
         mapping.due = retry_at
-        if not (_transient(result) and mapping.expires_at is not None and mapping.expires_at > now):
+        if not (standing and (_transient(result) or not proven)):
             self._clear_grant(mapping)
         # Otherwise a renewal went unanswered (or was turned down for a reason that may
         # pass): the earlier grant stands until it runs out (RFC 3.3: a mapping lives its
@@ -1470,6 +1744,7 @@ class NatPmpClient:
 
     @staticmethod
     def _clear_grant(mapping: _Mapping) -> None:
+        mapping.pcp_grant = False
         mapping.external_port = None
         mapping.lifetime = 0
         mapping.expires_at = None

@@ -14,10 +14,13 @@ The gateway is an argument: :func:`default_gateway` reads Linux's routing table 
 usual choice (RFC 6886 3: the default route's gateway). One task owns the socket and the
 core: it sends what the core owes, waits for an answer or the core's next deadline, and
 feeds either in. PCP requests carry our own address toward the gateway (RFC 6887 8.1): it
-is read once, on opening, off a throwaway UDP socket connected to the gateway (connecting
-sends nothing; the kernel picks the source address its route would use). The socket that
-talks stays unconnected, so that answers from elsewhere still reach the core, which counts
-them (a connected one would have the kernel drop them unseen).
+is read off a throwaway UDP socket connected to the gateway (connecting sends nothing; the
+kernel picks the source address its route would use) on opening, and again whenever the
+core asks (:attr:`NatPmpClient.client_address_stale`): before every PCP probe after the
+first, and after the gateway answered ADDRESS_MISMATCH, since a DHCP renewal may have
+changed it. The socket that talks stays unconnected, so that answers from elsewhere still
+reach the core, which counts them (a connected one would have the kernel drop them
+unseen).
 
 A sketch (the gateway a real router's address)::
 
@@ -35,7 +38,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Final, Literal, TypeAlias
 
@@ -95,7 +98,9 @@ def _protocol(value: object) -> MappingProtocol:
     raise LocalProtocolError(f"a mapping protocol is 'tcp' or 'udp', got {value!r}")
 
 
-async def _source_address(gateway: IPv4Address, port: int, bind_host: str) -> IPv4Address | None:
+async def _source_address(
+    gateway: IPv4Address | IPv6Address, port: int, bind_host: str
+) -> IPv4Address | None:
     """Our IPv4 address toward ``gateway``, or None when there is no route to it (yet).
 
     Connecting a UDP socket sends nothing; the kernel binds it to the source address its
@@ -108,7 +113,7 @@ async def _source_address(gateway: IPv4Address, port: int, bind_host: str) -> IP
             await probe.connect((str(gateway), port))
             host = probe.getsockname()[0]
     except OSError as error:
-        _log.info("PCP: no route to gateway %s (%s); NAT-PMP alone", gateway, error)
+        _log.info("PCP: no route to gateway %s (%s)", gateway, error)
         return None
     address = IPv4Address(host)
     if address.is_unspecified:  # pragma: no cover - a connected socket has an address
@@ -163,10 +168,12 @@ class PortMapper:
         client: NatPmpClient,
         sock: trio.socket.SocketType,
         on_event: Callable[[NatPmpEvent], None] | None,
+        bind_host: str = "0.0.0.0",
     ) -> None:
         self._client = client
         self._sock = sock
         self._on_event = on_event
+        self._bind_host = bind_host
         self._changed = trio.Event()
         self._wait_scope: trio.CancelScope | None = None
 
@@ -251,6 +258,16 @@ class PortMapper:
             self._changed.set()
             self._changed = trio.Event()
 
+    async def _refresh_client_address(self) -> None:
+        """Read our address toward the gateway again, for the core's next PCP requests."""
+        client = self._client
+        gateway = client.gateway
+        source = await _source_address(gateway.host, gateway.port, self._bind_host)
+        # No route just now: the address we had is the best guess (and clears the ask).
+        address = source or client.client_address
+        if address is not None:
+            client.set_client_address(address)
+
     async def _pump(self, *, until_closed: bool) -> None:
         client = self._client
         # The check is after the dispatch, never before it: a close that ends at once (no
@@ -258,6 +275,9 @@ class PortMapper:
         while True:
             now = trio.current_time()
             client.handle_timer(now)
+            if client.client_address_stale:
+                # A PCP probe is about to go out, or the gateway said our address is wrong.
+                await self._refresh_client_address()
             for data, destination in client.datagrams_to_send(now):
                 try:
                     await self._sock.sendto(data, (str(destination.host), destination.port))
@@ -345,6 +365,8 @@ async def open_port_mapper(
     with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         await sock.bind((bind_host, 0))
         source = await _source_address(gateway, gateway_port, bind_host) if pcp else None
+        if pcp and source is None:
+            _log.info("PCP: our address toward gateway %s unknown; NAT-PMP alone", gateway)
         client = NatPmpClient(
             gateway,
             port=gateway_port,
@@ -356,7 +378,7 @@ async def open_port_mapper(
         now = trio.current_time()
         for protocol, internal_port in mappings:
             client.add_mapping(_protocol(protocol), internal_port, now)
-        mapper = PortMapper(client, sock, on_event)
+        mapper = PortMapper(client, sock, on_event, bind_host)
         try:
             async with background(mapper._run):
                 yield mapper

@@ -14,10 +14,15 @@ module holds only the packets it needs, pure and without state:
   after it restarted (its epoch time tells the client to recreate its mappings).
 - :class:`PcpErrorResponse`: a failure that carries the common header only (a server that
   does not speak our version answers so, its version field naming the one it speaks,
-  RFC 9; a request too malformed to echo is answered so too).
+  RFC 9; a request too malformed to echo is answered so too). Such an answer names no
+  nonce: the client takes it only as those two failures (see ``_natpmp``).
 - :class:`PcpOption`: an option after the body (RFC 7.3), kept as code and bytes; a decoder
   walks them by their length fields, and a message is at most 1100 bytes (RFC 7), which
   bounds what a server can make us hold.
+
+A message is 24 to 1100 bytes and a multiple of 4 (RFC 8.3: anything else is dropped); a
+MAP response is the 24-byte header alone (a failure) or at least the 60 bytes of header and
+body (libtorrent too drops a MAP answer of any other length).
 
 Addresses are 16 bytes on the wire; an IPv4 address travels IPv4-mapped (``::ffff:a.b.c.d``,
 RFC 5) and is given back as an :class:`~ipaddress.IPv4Address`. Decoding raises
@@ -226,7 +231,8 @@ def _decode_options(data: bytes, at: int) -> tuple[PcpOption, ...]:
             raise PcpError(f"{len(data) - at} stray bytes after the last PCP option")
         length = _u16(data, at + 2)
         end = at + 4 + length
-        if end > len(data):
+        # RFC 7.3: the data is padded to a multiple of 4; the padding must be there too.
+        if end + -length % 4 > len(data):
             raise PcpError(f"a PCP option of {length} bytes overruns the message")
         options.append(PcpOption(data[at], data[at + 4 : end]))
         at = end + -length % 4
@@ -415,7 +421,10 @@ class PcpErrorResponse(PcpMessage):
 
     A server that does not speak the request's version answers UNSUPP_VERSION this way,
     its version field naming the version it speaks (RFC 9): the one response decoded with
-    another version than 2. A server may answer other failures this short too.
+    another version than 2. A server may answer a request too malformed to echo this short
+    too (MALFORMED_REQUEST). Naming no nonce, it may come from anyone who can send from the
+    gateway's address: :class:`~bip_handshake.NatPmpClient` takes it for those two results
+    alone, and never lets it clear a standing grant.
 
     Attributes:
         version: the version field (2, or the version the server speaks).
@@ -453,6 +462,9 @@ PcpResponse = PcpMapResponse | PcpAnnounceResponse | PcpErrorResponse
 def _check_length(data: bytes) -> None:
     if not _HEADER <= len(data) <= PCP_MAX_MESSAGE:
         raise PcpError(f"a PCP message has {_HEADER} to {PCP_MAX_MESSAGE} bytes, got {len(data)}")
+    if len(data) % 4:
+        # RFC 8.3 (and 8.1 for a server): a message not a multiple of 4 bytes is dropped.
+        raise PcpError(f"a PCP message is a multiple of 4 bytes long, got {len(data)}")
 
 
 def _decode_map_body(data: bytes) -> tuple[bytes, MappingProtocol, int, int, Address]:
@@ -472,10 +484,12 @@ def decode_pcp_response(data: bytes) -> PcpResponse:
     """Decode a packet a PCP server sent (MAP, ANNOUNCE, or a header-only failure).
 
     Raises:
-        PcpError: not a PCP response: shorter than 24 bytes or longer than 1100, without the
-            R bit, of another version than 2 (unless it is UNSUPP_VERSION naming the
-            server's), a success of an opcode we do not use or too short for its body, a
-            protocol other than TCP and UDP, or options that overrun the message.
+        PcpError: not a PCP response: shorter than 24 bytes, longer than 1100 or not a
+            multiple of 4, without the R bit, of another version than 2 (unless it is
+            UNSUPP_VERSION naming the server's), a success of an opcode we do not use or
+            too short for its body, a MAP response neither 24 bytes (a header-only failure)
+            nor at least 60, a protocol other than TCP and UDP, or options that overrun the
+            message.
 
     >>> answer = decode_pcp_response(bytes.fromhex("008000010000000000000010") + bytes(12))
     >>> answer.version, answer.result
@@ -498,6 +512,9 @@ def decode_pcp_response(data: bytes) -> PcpResponse:
         return PcpMapResponse(
             result, lifetime, epoch, nonce, protocol, internal, external, address, options
         )
+    if opcode == _OP_MAP and len(data) != _HEADER:
+        # Neither the header alone nor header and body: a truncated body is no answer.
+        raise PcpError(f"a PCP MAP response has 24 or at least 60 bytes, got {len(data)}")
     if opcode == _OP_ANNOUNCE:
         return PcpAnnounceResponse(result, lifetime, epoch, _decode_options(data, _HEADER))
     if result == PcpResult.SUCCESS:
@@ -509,8 +526,8 @@ def decode_pcp_request(data: bytes) -> PcpMapRequest:
     """Decode a MAP request a client sent (what a server, or a test's fake one, reads).
 
     Raises:
-        PcpError: not a version-2 PCP MAP request of 60 to 1100 bytes with well-formed
-            options, or not for TCP or UDP.
+        PcpError: not a version-2 PCP MAP request of 60 to 1100 bytes (a multiple of 4)
+            with well-formed options, or not for TCP or UDP.
     """
     data = bytes(data)
     _check_length(data)
