@@ -77,6 +77,8 @@ class FakeGateway:
         requests: every request received (NAT-PMP and PCP), with its time.
         mappings: (protocol, internal port) -> (external port, expires at).
         nonces: (protocol, internal port) -> the nonce of a mapping made over PCP.
+        sock: the socket :func:`serve_gateway` runs it on (what :meth:`announce_to` sends
+            from), None while not served.
     """
 
     external: IPv4Address = EXTERNAL
@@ -99,6 +101,7 @@ class FakeGateway:
     requests: list[tuple[float, Request]] = field(default_factory=list)
     mappings: dict[tuple[MappingProtocol, int], tuple[int, float]] = field(default_factory=dict)
     nonces: dict[tuple[MappingProtocol, int], bytes] = field(default_factory=dict)
+    sock: trio.socket.SocketType | None = None
 
     def epoch(self, now: float) -> int:
         return int((now - self.booted_at) * self.clock_rate)
@@ -116,6 +119,23 @@ class FakeGateway:
         return ExternalAddressResponse(
             NatPmpResult.SUCCESS, self.epoch(now), self.external
         ).encode()
+
+    async def announce_to(
+        self, address: tuple[str, int], *, pcp: bool = False, times: int = 1
+    ) -> None:
+        """Send an announcement to ``address`` (a test's stand-in for 224.0.0.1:5350) from
+        the served socket: NAT-PMP's external address (RFC 6886 3.2.1) or, with ``pcp``,
+        PCP's ANNOUNCE (RFC 6887 14.1.1); ``times`` times, 250 ms apart and doubling, as
+        RFC 6886 3.2.1 has a gateway repeat it."""
+        assert self.sock is not None, "serve_gateway first"
+        wait = 0.25
+        for attempt in range(times):
+            if attempt:
+                await trio.sleep(wait)
+                wait *= 2
+            now = trio.current_time()
+            data = self.pcp_announcement(now) if pcp else self.announcement(now)
+            await self.sock.sendto(data, address)
 
     def handle(self, data: bytes, now: float) -> bytes | None:
         if data[:1] == bytes((PCP_VERSION,)):
@@ -294,6 +314,7 @@ async def serve_gateway(
     ADDRESS_MISMATCH (``FakeGateway.pcp_source``)."""
     with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as sock:
         await sock.bind(("127.0.0.1", 0))
+        gateway.sock = sock
         task_status.started((sock, sock.getsockname()[1]))
         while True:
             data, source = await sock.recvfrom(2048)

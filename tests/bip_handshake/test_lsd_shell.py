@@ -212,7 +212,11 @@ async def test_a_failing_send_is_lost_like_a_datagram(
     caplog.set_level(logging.DEBUG, logger="bip_handshake.lsd")
     # Broadcast without SO_BROADCAST: the kernel refuses the send, nothing leaves.
     async with open_lsd(
-        6881, group_address="255.255.255.255:6771", bind_host="127.0.0.1", min_gap=0
+        6881,
+        group_address="255.255.255.255:6771",
+        bind_host="127.0.0.1",
+        min_gap=0,
+        first_retries=0,  # H1's retry would fall at 2 s, with the assertion
     ) as lsd:
         lsd.announce(H1)
         await trio.sleep(1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 from functools import partial
 from ipaddress import IPv4Address, IPv6Address
@@ -340,3 +341,30 @@ def test_default_gateway_reads_the_routing_table(tmp_path: Path) -> None:
     assert default_gateway(tmp_path / "missing") is None
     table.write_bytes(b"\xff\xfe")
     assert default_gateway(table) is None
+
+
+# -- the gateway's announcements (more in test_natpmp_announce.py) -----------------------------
+
+
+async def test_the_announcement_port_is_shared(autojump_clock: trio.testing.MockClock) -> None:
+    """SO_REUSEADDR, and SO_REUSEPORT where it exists: every program on the host that maps
+    ports listens on the group's port together (here a stand-in on loopback)."""
+    async with open_port_mapper(
+        LOOPBACK, [], gateway_port=9, bind_host=LOOPBACK, announce_address=(LOOPBACK, 0)
+    ) as first:
+        sock = first._announce_sock
+        assert sock is not None
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR) != 0
+        if hasattr(socket, "SO_REUSEPORT"):
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) != 0
+        assert first.announce_address is not None
+        async with open_port_mapper(
+            LOOPBACK,
+            [],
+            gateway_port=9,
+            bind_host=LOOPBACK,
+            announce_address=first.announce_address,
+        ) as second:
+            assert second.announce_address == first.announce_address
+    assert sock.fileno() == -1  # closed with the block
+    assert natpmp_shell.NATPMP_ANNOUNCE_ADDRESS == ("224.0.0.1", 5350)

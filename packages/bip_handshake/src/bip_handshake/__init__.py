@@ -159,10 +159,12 @@ from ._natpmp import (
     decode_natpmp_response,
 )
 from ._natpmp_shell import (
+    NATPMP_ANNOUNCE_ADDRESS,
     NATPMP_CLOSE_TIMEOUT,
     NATPMP_DEFAULT_MAPPINGS,
     MappingProtocolName,
     PortMapper,
+    PortMapperStatistics,
     default_gateway,
     open_port_mapper,
 )
@@ -328,6 +330,7 @@ __all__ = [
     "MAX_BANNED_HOSTS",
     "MAX_UTP_HINTS",
     "MIN_DATAGRAM",
+    "NATPMP_ANNOUNCE_ADDRESS",
     "NATPMP_CLOSE_TIMEOUT",
     "NATPMP_DEFAULT_MAPPINGS",
     "NATPMP_DELETE_ATTEMPTS",
@@ -471,6 +474,7 @@ __all__ = [
     "Pending",
     "PortMapped",
     "PortMapper",
+    "PortMapperStatistics",
     "PortMapping",
     "PortMappingEvent",
     "RemoteProtocolError",

@@ -135,9 +135,10 @@ How RFC 6887 is run (PCP is spoken first unless ``pcp=False``):
   every PCP probe and after ADDRESS_MISMATCH). PCP for an IPv6 firewall (IPv6 client
   addresses and mappings) is out of scope: this client maps IPv4.
 
-Not here: the multicast announcements on 224.0.0.1:5350 (the shell may feed them to
-:meth:`NatPmpClient.receive_datagram`; we re-ask the address every half lifetime instead),
-PCP's PEER opcode and options (a response's are skipped), and UPnP IGD.
+Not here: listening for the multicast announcements on 224.0.0.1:5350 (the shell does, and
+hands the gateway's to :meth:`NatPmpClient.receive_datagram`, which takes them as above;
+without them a reboot is seen at the next renewal, and the address is re-asked every half
+lifetime), PCP's PEER opcode and options (a response's are skipped), and UPnP IGD.
 
 >>> from ipaddress import IPv4Address
 >>> client = NatPmpClient(IPv4Address("192.168.1.1"), rng=random.Random(0), pcp=False)

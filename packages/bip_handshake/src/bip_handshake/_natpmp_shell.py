@@ -22,6 +22,22 @@ changed it. The socket that talks stays unconnected, so that answers from elsewh
 reach the core, which counts them (a connected one would have the kernel drop them
 unseen).
 
+A gateway says when it rebooted or got a new external address: it multicasts an
+announcement to 224.0.0.1:5350 (RFC 6886 3.2.1: its address, ten times from 250 ms
+doubling; RFC 6887 14.1.1: PCP's ANNOUNCE after a restart), and clients SHOULD listen, so
+that the mappings are made again at once rather than at the next renewal (up to half an
+hour later). A second task listens there (``announce_address``): a socket bound to the
+group's port with ``SO_REUSEADDR`` (and ``SO_REUSEPORT`` where it exists), so that every
+program on the host hears it, bound to the group's address where the system allows (only
+what is sent to the group arrives, as for LSD), and joined to the group on the interface
+toward the gateway (our address toward it). Anyone on the network can multicast: a datagram
+is handed to the core only when it comes from the gateway's address (the core checks the
+port, 5351, and the content); the others are counted and dropped unread, as is anything
+longer than PCP's largest message. Listening is a convenience, never a condition: a socket
+that cannot be opened, bound or joined (the port held by a program that shares it with no
+one, no multicast route in a container) costs one INFO record, and the mapper runs without
+it (a reboot is then seen at the next renewal, by its epoch).
+
 A sketch (the gateway a real router's address)::
 
     async with open_port_mapper(default_gateway(), [("tcp", 6881), ("udp", 6881)]) as mapper:
@@ -37,7 +53,8 @@ import random
 import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, fields
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Final, Literal, TypeAlias
@@ -58,12 +75,15 @@ from ._natpmp import (
     NatPmpStatistics,
     PortMapping,
 )
+from ._pcp import PCP_MAX_MESSAGE
 
 __all__ = [
+    "NATPMP_ANNOUNCE_ADDRESS",
     "NATPMP_CLOSE_TIMEOUT",
     "NATPMP_DEFAULT_MAPPINGS",
     "MappingProtocolName",
     "PortMapper",
+    "PortMapperStatistics",
     "default_gateway",
     "open_port_mapper",
 ]
@@ -79,6 +99,10 @@ NATPMP_DEFAULT_MAPPINGS: Final[tuple[tuple[MappingProtocolName, int], ...]] = (
 
 NATPMP_CLOSE_TIMEOUT: Final = 2.0
 """Seconds the deletions may take on exit (three tries of one deletion take 1.75 s)."""
+
+NATPMP_ANNOUNCE_ADDRESS: Final[tuple[str, int]] = ("224.0.0.1", 5350)
+"""Where a gateway multicasts its announcements: the all-hosts group, port 5350 (RFC 6886
+3.2.1, RFC 6887 14.1.1)."""
 
 _MAX_DATAGRAM: Final = 2048  # a PCP message has 1100 bytes at most (NAT-PMP's 16): room
 
@@ -113,7 +137,7 @@ async def _source_address(
             await probe.connect((str(gateway), port))
             host = probe.getsockname()[0]
     except OSError as error:
-        _log.info("PCP: no route to gateway %s (%s)", gateway, error)
+        _log.info("NAT-PMP/PCP: no route to gateway %s (%s)", gateway, error)
         return None
     address = IPv4Address(host)
     if address.is_unspecified:  # pragma: no cover - a connected socket has an address
@@ -157,6 +181,99 @@ def default_gateway(route_table: str | Path = "/proc/net/route") -> IPv4Address 
     return best[1] if best is not None else None
 
 
+def _announce_address(value: object) -> tuple[IPv4Address, int] | None:
+    """``open_port_mapper``'s ``announce_address``, checked before any socket exists."""
+    if value is None:
+        return None
+    if not isinstance(value, tuple) or len(value) != 2:
+        raise LocalProtocolError(f"announce_address is a (host, port) pair, got {value!r}")
+    host, port = value
+    if not isinstance(host, str):
+        raise LocalProtocolError(f"an announcement address is an IPv4 address, got {host!r}")
+    try:
+        # IPv4 alone: the gateway is an IPv4 one, and its announcements come from it.
+        address = IPv4Address(host)
+    except ValueError:
+        raise LocalProtocolError(
+            f"an announcement address is an IPv4 address, got {host!r}"
+        ) from None
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 0xFFFF:
+        raise LocalProtocolError(f"an announcement port is in 0..65535, got {port!r}")
+    return address, port
+
+
+def _new_announce_socket() -> trio.socket.SocketType:
+    """A fresh UDP socket for the announcements (a seam for the tests' fake socket)."""
+    return trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+
+async def _open_announce_socket(
+    host: IPv4Address, port: int, interface: IPv4Address | None
+) -> trio.socket.SocketType | None:
+    """A socket hearing what is sent to ``host:port``, or None when it cannot be set up
+    (said once, at INFO: the mapper runs without it).
+
+    A multicast ``host`` is joined on the interface that has ``interface`` (our address
+    toward the gateway; None: the system's choice by its routes). A unicast one (a test's
+    stand-in for the group) is bound as it is and joins nothing.
+    """
+    sock = _new_announce_socket()
+    try:
+        # Every program on the host that maps ports may listen on the group's port.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        reuse_port = getattr(socket, "SO_REUSEPORT", None)
+        if reuse_port is not None:
+            with suppress(OSError):  # some kernels define it and refuse it
+                sock.setsockopt(socket.SOL_SOCKET, reuse_port, 1)
+        if host.is_multicast:
+            try:
+                # Only what is sent to the group arrives (Linux, the BSDs), not what anyone
+                # sends to port 5350 of one of our addresses.
+                await sock.bind((str(host), port))
+            except OSError as error:
+                # Windows binds no multicast address: every address then; the listener's
+                # source check holds all the same.
+                _log.debug(
+                    "NAT-PMP cannot bind %s:%d (%s): binding every address", host, port, error
+                )
+                await sock.bind(("0.0.0.0", port))
+            membership = host.packed + (interface or IPv4Address(0)).packed
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+        else:
+            await sock.bind((str(host), port))
+    except OSError as error:
+        sock.close()
+        _log.info(
+            "NAT-PMP/PCP: not listening for the gateway's announcements on %s:%d (%s);"
+            " a gateway reboot is seen at the next renewal",
+            host,
+            port,
+            error,
+        )
+        return None
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+@dataclass(frozen=True, slots=True)
+class PortMapperStatistics(NatPmpStatistics):
+    """The core's counters (:class:`NatPmpStatistics`), and the shell's own.
+
+    Attributes:
+        announcements: datagrams from the gateway's address heard on the announcement
+            socket, handed to the core (whether it took them shows in ``received``,
+            ``wrong_source``, ``malformed`` and ``unexpected``).
+        announcements_dropped: datagrams on the announcement socket dropped unread: from
+            another address than the gateway's (anyone on the network can multicast), or
+            longer than PCP's largest message.
+    """
+
+    announcements: int = 0
+    announcements_dropped: int = 0
+
+
 class PortMapper:
     """The mappings :func:`open_port_mapper` keeps; read it, or add and remove mappings.
 
@@ -169,6 +286,9 @@ class PortMapper:
         sock: trio.socket.SocketType,
         on_event: Callable[[NatPmpEvent], None] | None,
         bind_host: str = "0.0.0.0",
+        *,
+        announce_sock: trio.socket.SocketType | None = None,
+        announce_host: IPv4Address | None = None,
     ) -> None:
         self._client = client
         self._sock = sock
@@ -176,6 +296,14 @@ class PortMapper:
         self._bind_host = bind_host
         self._changed = trio.Event()
         self._wait_scope: trio.CancelScope | None = None
+        self._announce_sock = announce_sock
+        self._announce_address: tuple[str, int] | None = None
+        if announce_sock is not None and announce_host is not None:
+            # The port bound (a test's stand-in may ask for port 0); the group's address
+            # rather than the wildcard a system that binds no group address leaves.
+            self._announce_address = (str(announce_host), announce_sock.getsockname()[1])
+        self._announcements = 0
+        self._announcements_dropped = 0
 
     @property
     def gateway(self) -> PeerAddress:
@@ -209,9 +337,21 @@ class PortMapper:
                 return mapping.external_port
         return None
 
-    def statistics(self) -> NatPmpStatistics:
-        """The core's counters (sent, retransmitted, dropped answers, ...)."""
-        return self._client.statistics()
+    @property
+    def announce_address(self) -> tuple[str, int] | None:
+        """Where the gateway's announcements are listened for, None when they are not
+        (turned off, the socket could not be set up, or it failed since)."""
+        return self._announce_address
+
+    def statistics(self) -> PortMapperStatistics:
+        """The core's counters (sent, retransmitted, dropped answers, ...) and the
+        announcements heard and dropped."""
+        core = self._client.statistics()
+        return PortMapperStatistics(
+            **{field.name: getattr(core, field.name) for field in fields(core)},
+            announcements=self._announcements,
+            announcements_dropped=self._announcements_dropped,
+        )
 
     def add_mapping(
         self, protocol: MappingProtocolName, internal_port: int, *, external_port: int | None = None
@@ -307,6 +447,38 @@ class PortMapper:
     async def _run(self) -> None:
         await self._pump(until_closed=False)
 
+    async def _listen(self) -> None:
+        """Hand the gateway's announcements to the core as they arrive.
+
+        The core is fed from this task directly: trio runs one task at a time, and the core
+        is consistent whenever the pump awaits; the pump is then woken to send what the
+        announcement made due (a reboot: every mapping again, within 0 to 5 s).
+        """
+        sock = self._announce_sock
+        assert sock is not None  # started only with one
+        gateway = self._client.gateway.host
+        while True:
+            try:
+                # One byte more than the longest message: a longer datagram shows itself.
+                data, address = await sock.recvfrom(PCP_MAX_MESSAGE + 1)
+            except OSError as error:
+                # Nothing is sent on this socket, so no ICMP error lands here: whatever
+                # fails would fail again. The renewals still see a reboot, by its epoch.
+                _log.info("NAT-PMP/PCP: stopped listening for announcements (%s)", error)
+                self._announce_address = None
+                return
+            host, port = address[:2]
+            source = IPv4Address(host)
+            if source != gateway or len(data) > PCP_MAX_MESSAGE:
+                # Anyone on the network can send to the group: never fed to the core, only
+                # counted (no record each: a flood would flood the log).
+                self._announcements_dropped += 1
+                continue
+            self._announcements += 1
+            self._client.receive_datagram(data, PeerAddress(source, port), now=trio.current_time())
+            self._dispatch()
+            self._kick()
+
     async def _close(self) -> None:
         self._client.close(trio.current_time())
         await self._pump(until_closed=True)
@@ -324,6 +496,7 @@ async def open_port_mapper(
     bind_host: str = "0.0.0.0",
     rng: random.Random | None = None,
     pcp: bool = True,
+    announce_address: tuple[str, int] | None = NATPMP_ANNOUNCE_ADDRESS,
 ) -> AsyncIterator[PortMapper]:
     """Keep ``mappings`` mapped on the gateway (PCP or NAT-PMP) while the block runs.
 
@@ -344,10 +517,16 @@ async def open_port_mapper(
         pcp: talk PCP first, falling back to NAT-PMP; False: NAT-PMP alone. With no route
             to the gateway when the block opens (our address toward it unknown), NAT-PMP
             alone too.
+        announce_address: ``(host, port)`` where the gateway's announcements of a reboot
+            or a new external address are listened for: by default RFC 6886's group,
+            224.0.0.1:5350, joined on the interface toward the gateway (a unicast address,
+            a test's stand-in, is bound as it is; port 0 picks one:
+            :attr:`PortMapper.announce_address` tells it). None: not listened for. A
+            socket that cannot be set up is logged at INFO and done without.
 
     Raises:
         LocalProtocolError: a bad argument.
-        OSError: the UDP socket could not be opened.
+        OSError: the UDP socket that talks to the gateway could not be opened.
     """
     if isinstance(gateway, str):
         try:
@@ -362,9 +541,13 @@ async def open_port_mapper(
         raise LocalProtocolError(f"close_timeout is at least 0, got {close_timeout!r}")
     if not isinstance(pcp, bool):
         raise LocalProtocolError(f"pcp is a bool, got {pcp!r}")
+    announce = _announce_address(announce_address)
     with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         await sock.bind((bind_host, 0))
-        source = await _source_address(gateway, gateway_port, bind_host) if pcp else None
+        # Our address toward the gateway: PCP's client address, and the interface the
+        # announcement group is joined on.
+        joins = announce is not None and announce[0].is_multicast
+        source = await _source_address(gateway, gateway_port, bind_host) if pcp or joins else None
         if pcp and source is None:
             _log.info("PCP: our address toward gateway %s unknown; NAT-PMP alone", gateway)
         client = NatPmpClient(
@@ -372,17 +555,32 @@ async def open_port_mapper(
             port=gateway_port,
             lifetime=lifetime,
             rng=rng,
-            pcp=source is not None,
-            client_address=source,
+            pcp=pcp and source is not None,
+            client_address=source if pcp else None,
         )
         now = trio.current_time()
         for protocol, internal_port in mappings:
             client.add_mapping(_protocol(protocol), internal_port, now)
-        mapper = PortMapper(client, sock, on_event, bind_host)
+        announce_sock = None
+        if announce is not None:
+            announce_sock = await _open_announce_socket(announce[0], announce[1], source)
         try:
-            async with background(mapper._run):
-                yield mapper
+            mapper = PortMapper(
+                client,
+                sock,
+                on_event,
+                bind_host,
+                announce_sock=announce_sock,
+                announce_host=announce[0] if announce is not None else None,
+            )
+            tasks = [mapper._run] if announce_sock is None else [mapper._run, mapper._listen]
+            try:
+                async with background(*tasks):
+                    yield mapper
+            finally:
+                # Shielded: a cancelled block still deletes its mappings, within the bound.
+                with trio.CancelScope(shield=True, deadline=trio.current_time() + close_timeout):
+                    await mapper._close()
         finally:
-            # Shielded: a cancelled block still deletes its mappings, within the bound.
-            with trio.CancelScope(shield=True, deadline=trio.current_time() + close_timeout):
-                await mapper._close()
+            if announce_sock is not None:
+                announce_sock.close()

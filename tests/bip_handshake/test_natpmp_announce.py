@@ -1,0 +1,366 @@
+"""The port mapper hears the gateway's announcements (RFC 6886 3.2.1, RFC 6887 14.1.1), on
+virtual time. Nothing is sent to a multicast address: a unicast address on 127.0.0.1 stands
+in for 224.0.0.1:5350 (the fake gateway sends its announcements there), and a fake socket
+plays the multicast one where its options or a stranger's source address are the point."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from collections.abc import Callable
+from functools import partial
+from ipaddress import IPv4Address
+
+import pytest
+import trio
+import trio.testing
+from _natpmp_gateway import EXTERNAL, FakeGateway, serve_gateway
+
+from bip_handshake import _natpmp_shell as natpmp_shell
+from bip_handshake._errors import LocalProtocolError
+from bip_handshake._natpmp import (
+    ExternalAddressResponse,
+    GatewayReset,
+    NatPmpAddressChanged,
+    NatPmpEvent,
+)
+from bip_handshake._natpmp_shell import PortMapper, open_port_mapper
+from bip_handshake._pcp import PCP_MAX_MESSAGE
+
+LOOPBACK = "127.0.0.1"
+STAND_IN = (LOOPBACK, 0)  # the group's stand-in: a port of its own on loopback
+NEW_EXTERNAL = IPv4Address("198.51.100.9")
+
+
+async def wait_mapped(mapper: PortMapper, count: int) -> None:
+    with trio.fail_after(10):
+        while sum(m.external_port is not None for m in mapper.mappings()) < count:
+            await mapper.wait_changed()
+
+
+async def until(condition: Callable[[], bool], seconds: float = 1.0) -> None:
+    with trio.fail_after(seconds):
+        while not condition():
+            await trio.sleep(0.01)
+
+
+class FakeAnnounceSocket:
+    """The announcement socket, scripted: it records how it was set up, refuses what it is
+    told to, and hands out the datagrams :meth:`deliver` gives it."""
+
+    def __init__(
+        self,
+        *,
+        refuse_bind: tuple[str, int] | None = None,
+        refuse_join: int | None = None,
+    ) -> None:
+        self.calls: list[tuple[object, ...]] = []
+        self.refuse_bind = refuse_bind
+        self.refuse_join = refuse_join
+        self.bound: tuple[str, int] | None = None
+        self.closed = False
+        self.sizes: list[int] = []
+        self._send, self._receive = trio.open_memory_channel[
+            tuple[bytes, tuple[str, int]] | OSError
+        ](16)
+
+    def setsockopt(self, level: int, option: int, value: int | bytes) -> None:
+        self.calls.append(("setsockopt", level, option, value))
+        if option == socket.IP_ADD_MEMBERSHIP and self.refuse_join is not None:
+            raise OSError(self.refuse_join, "refused")
+
+    async def bind(self, address: tuple[str, int]) -> None:
+        await trio.lowlevel.checkpoint()
+        self.calls.append(("bind", address))
+        if address == self.refuse_bind:
+            raise OSError(errno.EADDRNOTAVAIL, "cannot assign requested address")
+        self.bound = address
+
+    def getsockname(self) -> tuple[str, int]:
+        assert self.bound is not None
+        return self.bound
+
+    async def recvfrom(self, size: int) -> tuple[bytes, tuple[str, int]]:
+        self.sizes.append(size)
+        item = await self._receive.receive()
+        if isinstance(item, OSError):
+            raise item
+        data, source = item
+        return data[:size], source  # a longer datagram is cut, as the kernel cuts it
+
+    def close(self) -> None:
+        self.closed = True
+
+    def deliver(self, data: bytes | OSError, source: tuple[str, int] = ("", 0)) -> None:
+        self._send.send_nowait(data if isinstance(data, OSError) else (data, source))
+
+
+@pytest.mark.parametrize("pcp", [False, True], ids=["natpmp", "pcp"])
+async def test_a_reboot_announcement_remaps_at_once(
+    autojump_clock: trio.testing.MockClock, pcp: bool
+) -> None:
+    gateway = FakeGateway(pcp=pcp)
+    events: list[NatPmpEvent] = []
+    async with trio.open_nursery() as nursery:
+        _, port = await nursery.start(serve_gateway, gateway)
+        async with open_port_mapper(
+            LOOPBACK,
+            gateway_port=port,
+            bind_host=LOOPBACK,
+            on_event=events.append,
+            announce_address=STAND_IN,
+        ) as mapper:
+            await wait_mapped(mapper, 2)
+            assert mapper.protocol == ("pcp" if pcp else "natpmp")
+            listening = mapper.announce_address
+            assert listening is not None
+            assert listening[0] == LOOPBACK
+            assert listening[1] != 0  # the port the stand-in got
+            await trio.sleep(600)  # the renewals are due from half an hour on
+            gateway.reboot(trio.current_time())
+            assert gateway.mappings == {}
+            rebooted = trio.current_time()
+            # The RFC 6886 3.2.1 schedule: ten sends, 250 ms apart and doubling.
+            nursery.start_soon(partial(gateway.announce_to, listening, pcp=pcp, times=10))
+            await until(lambda: len(gateway.mappings) == 2, seconds=10)
+            # Within RFC 6886 3.7's random 0..5 s, not at the renewal.
+            assert trio.current_time() - rebooted <= 5.5
+            await trio.sleep(300)  # the other nine announcements: no other reset
+            stats = mapper.statistics()
+            assert stats.announcements == 10
+            assert stats.announcements_dropped == 0
+            assert stats.gateway_resets == 1
+            assert sum(isinstance(event, GatewayReset) for event in events) == 1
+            assert all(m.external_port == 6881 for m in mapper.mappings())
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_new_external_address_is_learnt_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    gateway = FakeGateway()
+    events: list[NatPmpEvent] = []
+    async with trio.open_nursery() as nursery:
+        _, port = await nursery.start(serve_gateway, gateway)
+        async with open_port_mapper(
+            LOOPBACK,
+            gateway_port=port,
+            bind_host=LOOPBACK,
+            on_event=events.append,
+            announce_address=STAND_IN,
+            pcp=False,
+        ) as mapper:
+            await wait_mapped(mapper, 2)
+            assert mapper.announce_address is not None
+            await trio.sleep(60)
+            gateway.external = NEW_EXTERNAL  # the ISP gave the router a new address
+            asked = len(gateway.requests)
+            start = trio.current_time()
+            await gateway.announce_to(mapper.announce_address)
+            await until(lambda: mapper.external_address == NEW_EXTERNAL)
+            assert trio.current_time() - start < 0.1
+            assert events[-1] == NatPmpAddressChanged(NEW_EXTERNAL)
+            assert len(gateway.requests) == asked  # told, not asked
+            assert mapper.statistics().gateway_resets == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_gateways_address_from_another_port_is_left_to_the_core(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The shell checks the address; the core checks the port (RFC 6886 3.2.1: the
+    announcement comes from the gateway's port 5351, here the fake gateway's)."""
+    gateway = FakeGateway()
+    async with trio.open_nursery() as nursery:
+        _, port = await nursery.start(serve_gateway, gateway)
+        with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as spoofer:
+            await spoofer.bind((LOOPBACK, 0))
+            async with open_port_mapper(
+                LOOPBACK, gateway_port=port, bind_host=LOOPBACK, announce_address=STAND_IN
+            ) as mapper:
+                await wait_mapped(mapper, 2)
+                assert mapper.announce_address is not None
+                lie = ExternalAddressResponse(0, 0, NEW_EXTERNAL).encode()  # a "reboot"
+                await spoofer.sendto(lie, mapper.announce_address)
+                await trio.sleep(10)
+                stats = mapper.statistics()
+                assert (stats.announcements, stats.wrong_source) == (1, 1)
+                assert stats.gateway_resets == 0
+                assert mapper.external_address == EXTERNAL
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_group_is_joined_and_strangers_are_dropped(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeAnnounceSocket()
+    monkeypatch.setattr(natpmp_shell, "_new_announce_socket", lambda: fake)
+    gateway = FakeGateway()
+    async with trio.open_nursery() as nursery:
+        _, port = await nursery.start(serve_gateway, gateway)
+        async with open_port_mapper(
+            LOOPBACK, gateway_port=port, bind_host=LOOPBACK, pcp=False
+        ) as mapper:
+            # Shared with every program on the host, bound to the group, joined on the
+            # interface toward the gateway (our address toward it).
+            reuse = [("setsockopt", socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)]
+            if hasattr(socket, "SO_REUSEPORT"):
+                reuse.append(("setsockopt", socket.SOL_SOCKET, socket.SO_REUSEPORT, 1))
+            assert fake.calls == [
+                *reuse,
+                ("bind", ("224.0.0.1", 5350)),
+                (
+                    "setsockopt",
+                    socket.IPPROTO_IP,
+                    socket.IP_ADD_MEMBERSHIP,
+                    bytes([224, 0, 0, 1, 127, 0, 0, 1]),
+                ),
+            ]
+            assert mapper.announce_address == ("224.0.0.1", 5350)
+            await wait_mapped(mapper, 2)
+            asked = len(gateway.requests)
+            # Anyone on the network can multicast a "reboot" or an address of its choice.
+            stranger = ExternalAddressResponse(0, 0, NEW_EXTERNAL).encode()
+            fake.deliver(stranger, ("192.0.2.9", 5351))
+            fake.deliver(b"\x00\x80" + bytes(1500), (LOOPBACK, port))  # longer than PCP's
+            await trio.sleep(10)
+            stats = mapper.statistics()
+            assert (stats.announcements, stats.announcements_dropped) == (0, 2)
+            assert stats.gateway_resets == 0
+            assert len(gateway.requests) == asked
+            assert mapper.external_address == EXTERNAL
+            assert set(fake.sizes) == {PCP_MAX_MESSAGE + 1}  # bounded reads
+            # The gateway's own is taken.
+            gateway.external = NEW_EXTERNAL
+            fake.deliver(gateway.announcement(trio.current_time()), (LOOPBACK, port))
+            await until(lambda: mapper.external_address == NEW_EXTERNAL)
+            assert mapper.statistics().announcements == 1
+        assert fake.closed
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_group_address_the_system_will_not_bind_binds_every_address(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeAnnounceSocket(refuse_bind=("224.0.0.1", 5350))  # as Windows refuses it
+    monkeypatch.setattr(natpmp_shell, "_new_announce_socket", lambda: fake)
+    async with open_port_mapper(LOOPBACK, [], gateway_port=9, bind_host=LOOPBACK) as mapper:
+        assert [call for call in fake.calls if call[0] == "bind"] == [
+            ("bind", ("224.0.0.1", 5350)),
+            ("bind", ("0.0.0.0", 5350)),
+        ]
+        assert mapper.announce_address == ("224.0.0.1", 5350)  # the group, not 0.0.0.0
+    assert fake.closed
+
+
+@pytest.mark.parametrize("failure", ["in use", "not ours", "no multicast route"])
+async def test_a_socket_that_cannot_be_set_up_leaves_the_mapper_working(
+    autojump_clock: trio.testing.MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    failure: str,
+) -> None:
+    caplog.set_level(logging.INFO, logger="bip_handshake.natpmp")
+    gateway = FakeGateway()
+    fake = FakeAnnounceSocket(refuse_join=errno.ENODEV)
+    with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as holder:
+        # A program holding the port without sharing it (no SO_REUSEADDR).
+        await holder.bind((LOOPBACK, 0))
+        announce_address = {
+            "in use": holder.getsockname(),
+            "not ours": ("192.0.2.77", 5350),  # TEST-NET-1: no address of ours, never sent to
+            "no multicast route": natpmp_shell.NATPMP_ANNOUNCE_ADDRESS,
+        }[failure]
+        if failure == "no multicast route":
+            monkeypatch.setattr(natpmp_shell, "_new_announce_socket", lambda: fake)
+        async with trio.open_nursery() as nursery:
+            _, port = await nursery.start(serve_gateway, gateway)
+            async with open_port_mapper(
+                LOOPBACK, gateway_port=port, bind_host=LOOPBACK, announce_address=announce_address
+            ) as mapper:
+                await wait_mapped(mapper, 2)
+                assert mapper.announce_address is None
+                assert mapper.statistics().announcements == 0
+            assert gateway.mappings == {}  # deleted on exit, as ever
+            nursery.cancel_scope.cancel()
+    records = [r for r in caplog.records if "not listening for the gateway's" in r.message]
+    assert len(records) == 1
+    assert records[0].levelno == logging.INFO
+    if failure == "no multicast route":
+        assert fake.closed
+
+
+async def test_a_failing_receive_stops_listening_not_mapping(
+    autojump_clock: trio.testing.MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="bip_handshake.natpmp")
+    fake = FakeAnnounceSocket()
+    monkeypatch.setattr(natpmp_shell, "_new_announce_socket", lambda: fake)
+    gateway = FakeGateway()
+    async with trio.open_nursery() as nursery:
+        _, port = await nursery.start(serve_gateway, gateway)
+        async with open_port_mapper(LOOPBACK, gateway_port=port, bind_host=LOOPBACK) as mapper:
+            assert fake.bound == ("224.0.0.1", 5350)  # listening, until:
+            fake.deliver(OSError(errno.EBADF, "bad file descriptor"))
+            await wait_mapped(mapper, 2)
+            await trio.sleep(1)
+            assert mapper.announce_address is None
+            assert len(fake.sizes) == 1  # given up at once: no loop on a failing socket
+        nursery.cancel_scope.cancel()
+    assert "stopped listening for announcements" in caplog.text
+
+
+async def test_none_opens_nothing(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def forbidden() -> None:
+        raise AssertionError("no announcement socket with announce_address=None")
+
+    reads: list[str] = []
+
+    async def source_address(*args: object) -> None:
+        reads.append("read")
+
+    monkeypatch.setattr(natpmp_shell, "_new_announce_socket", forbidden)
+    monkeypatch.setattr(natpmp_shell, "_source_address", source_address)
+    gateway = FakeGateway()
+    async with trio.open_nursery() as nursery:
+        _, port = await nursery.start(serve_gateway, gateway)
+        async with open_port_mapper(
+            LOOPBACK, gateway_port=port, bind_host=LOOPBACK, announce_address=None, pcp=False
+        ) as mapper:
+            await wait_mapped(mapper, 2)
+            assert mapper.announce_address is None
+            stats = mapper.statistics()
+            assert (stats.announcements, stats.announcements_dropped) == (0, 0)
+        assert reads == []  # NAT-PMP alone, no group to join: our address is not needed
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    "announce_address",
+    [
+        "224.0.0.1:5350",
+        ("224.0.0.1",),
+        ("ff02::1", 5350),
+        ("all-hosts", 5350),
+        (0xE0000001, 5350),
+        ("224.0.0.1", 65536),
+        ("224.0.0.1", -1),
+        ("224.0.0.1", True),
+        ("224.0.0.1", "5350"),
+    ],
+)
+async def test_bad_announce_addresses(
+    announce_address: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def forbidden() -> None:
+        raise AssertionError("checked before any socket is opened")
+
+    monkeypatch.setattr(natpmp_shell, "_new_announce_socket", forbidden)
+    with pytest.raises(LocalProtocolError, match="announce"):
+        async with open_port_mapper(LOOPBACK, announce_address=announce_address):  # type: ignore[arg-type]
+            pass  # pragma: no cover
