@@ -4,6 +4,7 @@ time), peers handed over with what they were told, and the requests a super-seed
 from __future__ import annotations
 
 import random
+import tracemalloc
 from collections.abc import Iterable, Sequence
 
 import pytest
@@ -362,3 +363,39 @@ def test_switches_keep_the_wire_and_the_record_in_step(
         carry(b.tick(now))
     for p in b.peers:
         assert have <= sent.get(p, set())
+
+
+class TestCatchUpMemory:
+    def test_adopting_peers_of_a_big_torrent_is_cheap(self) -> None:
+        # Each adopted peer is owed (almost) every piece: what it is owed is a cursor, not a
+        # list of the pieces (100,000 pieces x 20 peers would hold 16 MB of lists).
+        pieces = 100_000
+        strategy = HonestRevelation(pieces, range(pieces))
+        tracemalloc.start()
+        try:
+            for peer in range(20):
+                actions = strategy.adopt(peer, 1.0, revealed=(0, pieces - 1))
+                assert [a.piece for a in actions if isinstance(a, SendHave)] == list(
+                    range(1, CATCH_UP_BATCH + 1)
+                )
+            del actions
+            held, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert held < 1_000_000, held
+        assert peak < 2_000_000, peak
+        assert strategy.next_deadline() == 1.0 + CATCH_UP_INTERVAL
+
+    def test_the_cursor_skips_what_was_told_and_stops_at_the_last_owed(self) -> None:
+        strategy = HonestRevelation(3 * CATCH_UP_BATCH, range(3 * CATCH_UP_BATCH))
+        # Told all but the first batch and one piece past it: two steps, then nothing owed.
+        told = set(range(CATCH_UP_BATCH, 3 * CATCH_UP_BATCH)) - {2 * CATCH_UP_BATCH}
+        first = strategy.adopt("a", 0.0, revealed=told)
+        assert haves(first) == {"a": set(range(CATCH_UP_BATCH))}
+        assert strategy.next_deadline() == CATCH_UP_INTERVAL
+        assert haves(strategy.tick(CATCH_UP_INTERVAL)) == {"a": {2 * CATCH_UP_BATCH}}
+        assert strategy.next_deadline() is None
+        # Exactly one batch owed: told at once, nothing left for tick.
+        strategy.adopt("b", 0.0, revealed=range(CATCH_UP_BATCH, 3 * CATCH_UP_BATCH))
+        assert strategy.next_deadline() is None
+        assert strategy.revealed("b") == frozenset(range(3 * CATCH_UP_BATCH))

@@ -1226,7 +1226,9 @@ class PeerConnection:
         if not self._peer_pieces._bits[index >> 3] & (0x80 >> (index & 7)):
             raise StaleSendError(f"request for piece {index}, which the peer does not have")
         if self._peer_choking and not (self._fast and index in self._allowed_fast_from_peer):
-            raise StaleSendError(f"request for piece {index} while choked (and not allowed fast)")
+            raise StaleSendError(
+                f"request for piece {index} while choked (and not allowed fast)", choked=True
+            )
         position = (index, begin)
         lengths = self._our_request_lengths
         if position in lengths:

@@ -57,9 +57,25 @@ class StaleSendError(LocalProtocolError):
     nothing: nothing is wrong, and a client drops the message (``except StaleSendError``)
     where every other :class:`LocalProtocolError` is its own bug.
 
+    Args:
+        *args: the message, as for any exception.
+        choked: whether the refusal is a request meeting the peer's choke (a request the
+            peer would take unchoked: it has the piece, which it did not allow fast). A
+            client that keeps requests across a fast peer's choke (BEP 6) tells these,
+            which the peer never saw and so never rejects, from the other refusals.
+
     >>> issubclass(StaleSendError, LocalProtocolError)
     True
+    >>> StaleSendError("request while choked", choked=True).choked
+    True
+    >>> StaleSendError("cancel of a block that arrived").choked
+    False
     """
+
+    def __init__(self, *args: object, choked: bool = False) -> None:
+        super().__init__(*args)
+        self.choked: bool = choked
+        """Whether the peer's choke refused it (a request the peer would take unchoked)."""
 
 
 class RemoteProtocolError(PeerError):

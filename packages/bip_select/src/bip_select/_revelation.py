@@ -140,9 +140,11 @@ class RevelationStrategy:
         # Whether the strategy needs to know what each peer has; when it does not, the peer's
         # haves and bitfields are only checked for the peer key (no per-peer piece sets).
         self._tracks_peers = True
-        # Pieces owed to adopted peers (see adopt), highest first so that pop() gives the
-        # lowest; at most every piece per peer. Sent from tick, CATCH_UP_BATCH at a time.
-        self._owed: dict[PeerKey, list[int]] = {}
+        # Adopted peers still owed haves (see adopt), each with a cursor over the pieces:
+        # the lowest piece it is owed. The owed pieces are found as the cursor moves on, so a
+        # peer costs O(1) whatever the torrent's size (a list of its owed pieces would be up
+        # to every piece, per peer). Sent from tick, CATCH_UP_BATCH at a time.
+        self._owed: dict[PeerKey, int] = {}
         self._catch_up_at: float | None = None  # when the next batch is due (None: none owed)
 
     # ---------------------------------------------------------------- queries
@@ -380,18 +382,9 @@ class RevelationStrategy:
 
     def _adopted(self, view: _PeerView, now: float) -> list[Action]:
         """An adopted peer (see :meth:`adopt`): by default it is owed every piece we have
-        that it was not told and should be, sent in paced batches."""
-        owed = sorted(
-            (p for p in self._have if p not in view.revealed and self._worth_telling(view, p)),
-            reverse=True,
-        )
-        if not owed:
-            return []
-        self._owed[view.key] = owed
-        actions = self._pay(view, owed)
-        if not owed:
-            del self._owed[view.key]
-        elif self._catch_up_at is None:
+        that it was not told and should be, sent in paced batches, lowest first."""
+        actions = self._pay(view, 0)
+        if view.key in self._owed and self._catch_up_at is None:
             self._catch_up_at = now + CATCH_UP_INTERVAL
         return actions
 
@@ -399,23 +392,39 @@ class RevelationStrategy:
         """Whether ``view`` should hear of ``piece`` we have (honest strategies)."""
         return True
 
-    def _pay(self, view: _PeerView, owed: list[int]) -> list[Action]:
-        """Up to :data:`CATCH_UP_BATCH` haves of ``owed`` (taken off it) for ``view``; a
-        piece lost since, or told meanwhile (verified again), is skipped."""
+    def _pay(self, view: _PeerView, start: int) -> list[Action]:
+        """Up to :data:`CATCH_UP_BATCH` haves for ``view``, of the pieces from ``start`` on
+        that it is owed: we have them (one lost since is skipped), it was not told (one
+        verified again meanwhile was) and should be. Where the next batch starts is kept in
+        ``_owed``, the peer taken off it once nothing is left.
+
+        The scan moves past each piece once over the peer's whole catch-up: O(pieces) in
+        all, as building the list of its owed pieces would be, without the list."""
         actions: list[Action] = []
-        while owed and len(actions) < CATCH_UP_BATCH:
-            piece = owed.pop()
-            if piece in self._have and piece not in view.revealed:
-                actions.extend(self._tell(view, piece))
+        have, told, end = self._have, view.revealed, self.num_pieces
+        piece = start
+        while True:
+            # On to the next piece owed; the cursor rests on it when the batch is full, so
+            # that a peer stays in _owed only while something is owed.
+            while piece < end and (
+                piece not in have or piece in told or not self._worth_telling(view, piece)
+            ):
+                piece += 1
+            if piece >= end or len(actions) >= CATCH_UP_BATCH:
+                break
+            actions.extend(self._tell(view, piece))
+            piece += 1
+        if piece < end:
+            self._owed[view.key] = piece
+        else:
+            self._owed.pop(view.key, None)
         return actions
 
     def _catch_up(self, now: float) -> list[Action]:
         """The next batch of owed haves for every adopted peer still owed some."""
         actions: list[Action] = []
-        for key, owed in list(self._owed.items()):
-            actions.extend(self._pay(self._peers[key], owed))
-            if not owed:
-                del self._owed[key]
+        for key, cursor in list(self._owed.items()):
+            actions.extend(self._pay(self._peers[key], cursor))
         self._catch_up_at = now + CATCH_UP_INTERVAL if self._owed else None
         return actions
 

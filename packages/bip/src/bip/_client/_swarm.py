@@ -26,6 +26,7 @@ queue means the peer stopped reading: it is dropped.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Final, cast
 
@@ -91,6 +92,10 @@ class Swarm:
         self._on_banned = on_banned
         self._num_pieces = brain.geometry.num_pieces
         self._refused = 0  # sends the connection refused for a reason other than staleness
+        # Requests a fast peer's choke refused, waiting to go back to the brain, and whether
+        # they are being given back now (see _give_back: carry_out must not recurse into it).
+        self._unsent: deque[tuple[Peer, Block]] = deque()
+        self._giving_back = False
         self.joined: set[Peer] = set()
         self.web_seeds: set[WebSeed] = set()
         """The web seeds joined to the brain (BEP 19 virtual peers, :class:`WebSeed`)."""
@@ -148,7 +153,6 @@ class Swarm:
         """Send the messages the brain asked for; drop the peers it gave up on."""
         manager = self.manager
         stalled: list[Peer] = []
-        unsent: list[tuple[Peer, Block]] = []  # requests a choke read ahead refused
         for action in actions:
             key: PeerKey = action.peer
             if isinstance(key, WebSeed):
@@ -171,10 +175,15 @@ class Swarm:
                 sent = manager.send_nowait(peer, message_for(action, self._num_pieces))
             except StaleSendError as error:
                 # The brain's view lags the connection's (a cancel for a block that just
-                # arrived, a request meeting a choke): the connection refused it.
+                # arrived, a request meeting a choke): the connection refused it. Only the
+                # choke's refusal of a fast peer's request is given back: without BEP 6 the
+                # choke's own event frees every request (given back earlier, the choke would
+                # overtake blocks already read, and they would be asked again), and a piece
+                # the peer took back must not be asked of it again (it loops) before the
+                # brain hears of it.
                 logger.debug("not sent to %s: %s", peer, error)
-                if isinstance(action, SendRequest) and peer.connection.peer_choking:
-                    unsent.append((peer, action.block))
+                if isinstance(action, SendRequest) and error.choked and peer.connection.fast:
+                    self._unsent.append((peer, action.block))
                 continue
             except LocalProtocolError as error:  # pragma: no cover - a bug of ours
                 # Said loudly (on the 1st, 2nd, 4th... only: a bug may repeat per block), but
@@ -188,21 +197,37 @@ class Swarm:
                 stalled.append(peer)
         for peer in stalled:
             manager.remove_peer(peer, REASON_STALLED)
-        if unsent:
-            self._give_back(unsent)
+        if self._unsent and not self._giving_back:
+            self._give_back()
 
-    def _give_back(self, unsent: list[tuple[Peer, Block]]) -> None:
-        """Requests the connection refused because the peer chokes us (a choke it read
-        before the brain heard of it) go back to the brain, else it would wait for them:
-        with the fast extension a choke keeps requests pending until the peer rejects them
-        (BEP 6), and the peer never saw these (a super-seed chokes a peer between two
-        pieces, as it says not interested, while the next piece's have is on its way). The
-        brain hears the choke first, so that it asks the peer nothing more until its unchoke
-        (the choke's own event, later, is then no news); this terminates, each peer being
-        choked once."""
+    def _give_back(self) -> None:
+        """Requests a fast peer's choke refused (a choke the connection read before the
+        brain heard of it) go back to the brain, else it would wait for them: with the fast
+        extension a choke keeps requests pending until the peer rejects them (BEP 6), and
+        the peer never saw these (a super-seed chokes a peer between two pieces, as it says
+        not interested, while the next piece's have is on its way). The brain hears the
+        choke first, so that it asks the peer nothing more until its unchoke but its allowed
+        fast pieces (the choke's own event, later, is then no news).
+
+        What the brain decides meanwhile is carried out by nested :meth:`carry_out` calls,
+        whose own refusals join the queue this loop empties instead of recursing (a peer
+        could otherwise make the stack overflow). Each (peer, block) goes back once per
+        pass, so the loop ends even if the brain asked the same block again and again: one
+        refused twice stays pending, as any request the peer leaves unanswered.
+        """
         now = trio.current_time()
-        for peer, block in unsent:
-            if peer in self.joined:
+        unsent = self._unsent
+        given: set[tuple[Peer, Block]] = set()
+        self._giving_back = True
+        try:
+            while unsent:
+                peer, block = entry = unsent.popleft()
+                if entry in given or peer not in self.joined:
+                    continue
+                given.add(entry)
                 self.feed(PeerChokedUs(peer), now)
-            if peer in self.joined:
-                self.feed(BlockRejected(peer, block), now)
+                if peer in self.joined:
+                    self.feed(BlockRejected(peer, block), now)
+        finally:
+            self._giving_back = False
+            unsent.clear()  # (only if the brain raised: nothing of a failed pass is kept)
