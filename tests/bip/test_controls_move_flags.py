@@ -421,7 +421,9 @@ async def test_a_close_during_the_copy_closes_the_new_storage(tmp_path: Path) ->
                 failures.append(caught.value)
 
             async def open_gate_once_closing() -> None:
-                await until(lambda: seeding.halted)
+                # Once the disk dropped the torrent (remove_torrent, which then waits for the
+                # copy): had the copy ended first, the move would be done, not cut short.
+                await until(lambda: session.disk.statistics().torrents == 0)
                 gate.set()
 
             outside.start_soon(move)
