@@ -18,6 +18,7 @@ BEP 55 holepunching (:class:`HolepunchPolicy`) when uTP is on.
 """
 
 from ._config import (
+    DEFAULT_AUTO_MANAGE_INTERVAL,
     DEFAULT_CONNECTION_SPEED,
     DEFAULT_DHT_INTERVAL,
     DEFAULT_FILE_PRIORITY,
@@ -52,6 +53,7 @@ from ._http_tracker_errors import (
 )
 from ._move import MoveFlags
 from ._port_mapping import SessionPortMapping
+from ._queue import QueueDecision, QueuedTorrent, QueueError, QueueKind, QueueLimits, TorrentQueue
 from ._resume import ResumeStore
 from ._session import OUR_EXTENSIONS, REASON_DUPLICATE, REASON_IP_FILTER, Session, open_session
 from ._source import (
@@ -83,6 +85,7 @@ from ._webseed_http import (
 )
 
 __all__ = [
+    "DEFAULT_AUTO_MANAGE_INTERVAL",
     "DEFAULT_CONNECTION_SPEED",
     "DEFAULT_DHT_INTERVAL",
     "DEFAULT_FILE_PRIORITY",
@@ -123,6 +126,11 @@ __all__ = [
     "MoveFlags",
     "PeerInfo",
     "PeerSource",
+    "QueueDecision",
+    "QueueError",
+    "QueueKind",
+    "QueueLimits",
+    "QueuedTorrent",
     "ResumeStore",
     "Session",
     "SessionPortMapping",
@@ -132,6 +140,7 @@ __all__ = [
     "TorrentError",
     "TorrentOptions",
     "TorrentPhase",
+    "TorrentQueue",
     "TorrentSource",
     "TorrentStatus",
     "TrackerAnnouncer",

@@ -25,7 +25,10 @@ from bip_handshake import (
 )
 from bip_peer import check_rate
 
+from ._queue import QueueLimits
+
 __all__ = [
+    "DEFAULT_AUTO_MANAGE_INTERVAL",
     "DEFAULT_CONNECTION_SPEED",
     "DEFAULT_DHT_INTERVAL",
     "DEFAULT_FILE_PRIORITY",
@@ -93,6 +96,9 @@ DEFAULT_FILE_PRIORITY: Final = 4
 """A file's priority unless told otherwise (libtorrent's ``default_priority``)."""
 MAX_FILE_PRIORITY: Final = 7
 """The highest priority of a file (libtorrent's ``top_priority``)."""
+DEFAULT_AUTO_MANAGE_INTERVAL: Final = 30.0
+"""Seconds between two evaluations of the queue of auto-managed torrents when nothing else
+calls for one (libtorrent's ``auto_manage_interval``): slow torrents are found then."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +207,27 @@ class ClientConfig:
             one revealed to it, so a lone leecher completes too; on, BEP 16's rule, only
             once that piece shows up at another peer (a lone leecher stalls after its first
             piece).
+        active_downloads: auto-managed torrents (``TorrentOptions.auto_managed``) that
+            download at once at most, libtorrent's setting of that name; the others wait in
+            line, by queue position (:meth:`~bip._client.Session.set_queue_position`).
+            ``-1``: no limit. Torrents not auto-managed are not counted, nor ever queued.
+        active_seeds: auto-managed torrents that seed at once at most (the seeds with fewer
+            seeds in their swarm, less seeding time, a lower ratio first).
+        active_checking: auto-managed torrents that check their data at once at most.
+        active_limit: auto-managed torrents that run at once at most, all kinds together,
+            once the running torrents not auto-managed are counted.
+        dont_count_slow_torrents: an auto-managed torrent slow for ``auto_manage_startup``
+            seconds (below ``inactive_down_rate`` downloading, ``inactive_up_rate``
+            seeding) does not count against ``active_downloads`` / ``active_seeds`` (it
+            keeps running and lets another start), only against ``active_limit``.
+        inactive_down_rate: payload bytes per second received below which a download is
+            slow.
+        inactive_up_rate: payload bytes per second sent below which a seed is slow.
+        auto_manage_interval: seconds between two evaluations of the queue when nothing
+            calls for one sooner (a torrent added, removed, completed, paused or resumed, a
+            queue position or a limit changed call for one at once).
+        auto_manage_startup: seconds a torrent must be slow, without a break, to be found
+            slow: a torrent started has that long to get going.
     """
 
     listen: tuple[tuple[str, int], ...] = (("0.0.0.0", DEFAULT_LISTEN_PORT),)
@@ -240,9 +267,34 @@ class ClientConfig:
     lsd: bool = False
     lsd_group: str | None = None
     strict_super_seeding: bool = False
+    active_downloads: int = 3
+    active_seeds: int = 5
+    active_checking: int = 1
+    active_limit: int = 500
+    dont_count_slow_torrents: bool = True
+    inactive_down_rate: float = 2048
+    inactive_up_rate: float = 2048
+    auto_manage_interval: float = DEFAULT_AUTO_MANAGE_INTERVAL
+    auto_manage_startup: float = 60.0
+
+    @property
+    def queue_limits(self) -> QueueLimits:
+        """The queue's limits (``active_downloads`` ... ``auto_manage_startup``) together."""
+        return QueueLimits(
+            active_downloads=self.active_downloads,
+            active_seeds=self.active_seeds,
+            active_checking=self.active_checking,
+            active_limit=self.active_limit,
+            dont_count_slow_torrents=self.dont_count_slow_torrents,
+            inactive_down_rate=self.inactive_down_rate,
+            inactive_up_rate=self.inactive_up_rate,
+            auto_manage_startup=self.auto_manage_startup,
+        )
 
     def __post_init__(self) -> None:
         """Refuse numbers that cannot work."""
+        # The queue's fields, checked where they are used (QueueError is a ValueError).
+        _ = self.queue_limits
         if self.natpmp_gateway is not None:
             if not isinstance(self.natpmp_gateway, str):
                 raise TypeError(f"natpmp_gateway must be a str, not {self.natpmp_gateway!r}")
@@ -276,6 +328,7 @@ class ClientConfig:
             "connect_timeout",
             "handshake_timeout",
             "dht_interval",
+            "auto_manage_interval",
         ):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not (math.isfinite(value) and value > 0):
@@ -291,6 +344,7 @@ class ClientConfig:
             "upnp",
             "lsd",
             "strict_super_seeding",
+            "dont_count_slow_torrents",
         ):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, not {getattr(self, name)!r}")
@@ -358,10 +412,20 @@ class TorrentOptions:
             ``False``, whatever was saved; ``None``: as the resume data says (the flag is
             saved with it, as ``paused`` is), else off. ``Torrent.set_super_seeding``
             switches it while running.
+        auto_managed: let the session's queue start and stop the torrent, libtorrent's
+            ``torrent_flags::auto_managed``: it runs while the queue has room for it
+            (``ClientConfig.active_downloads``, ``active_seeds``, ``active_checking``,
+            ``active_limit``) and waits ``QUEUED`` otherwise, out of its swarm as if
+            paused (its pause, :attr:`~bip._client.Torrent.paused`, stays the user's).
+            ``True`` or ``False``, whatever was saved; ``None``: as the resume data says
+            (the flag and the queue position are saved with it), else off. Off by default,
+            unlike libtorrent's ``add_torrent_params`` (auto-managed unless told): bip's
+            ``add_torrent`` starts the torrent it is given, and queueing is asked for.
+            ``Torrent.set_auto_managed`` switches it while running.
 
     Raises:
-        TypeError: ``file_priorities`` is not a sequence of ints, ``paused`` or
-            ``super_seeding`` not a bool or ``None``.
+        TypeError: ``file_priorities`` is not a sequence of ints, ``paused``,
+            ``super_seeding`` or ``auto_managed`` not a bool or ``None``.
         ValueError: a priority is outside 0..7, or both ``files`` and ``file_priorities``
             are given.
     """
@@ -376,10 +440,11 @@ class TorrentOptions:
     file_priorities: tuple[int, ...] | None = None
     paused: bool | None = None
     super_seeding: bool | None = None
+    auto_managed: bool | None = None
 
     def __post_init__(self) -> None:
         """Refuse priorities and flags that cannot work; keep the priorities as a tuple."""
-        for name in ("paused", "super_seeding"):
+        for name in ("paused", "super_seeding", "auto_managed"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, bool):
                 raise TypeError(f"{name} must be a bool or None, not {value!r}")

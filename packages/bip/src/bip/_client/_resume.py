@@ -22,11 +22,15 @@ hash):
   records have none, and older readers still find the files selected in ``files``); written
   only once one of them was called, read with bounds like the peers file (a record that is
   not ours is ignored). Absent: the options' selection;
-- ``HASH.state``: the torrent's flags, whether it was paused and whether it super-seeds
-  (libtorrent's resume data ``paused`` and ``super_seeding``), bencoded ``{"paused": 0 or 1,
-  "super_seeding": 0 or 1}``; written once a flag was set, and when one changes. Absent: not
-  paused, not super-seeding; a record without ``super_seeding`` (an older one): not
-  super-seeding. Read with bounds; a record that is not ours is ignored with a warning.
+- ``HASH.state``: the torrent's flags, whether it was paused, whether it super-seeds and
+  whether the session's queue manages it, and its queue position (libtorrent's resume data
+  ``paused``, ``super_seeding``, ``auto_managed`` and ``queue_position``), bencoded
+  ``{"auto_managed": 0 or 1, "paused": 0 or 1, "queue_position": -1 or more,
+  "super_seeding": 0 or 1}``; written once a flag was set, and when one changes. Only the
+  user's pause is ``paused``: a torrent the queue holds back is not paused. Absent: not
+  paused, not super-seeding, not auto-managed; a record without ``super_seeding``,
+  ``auto_managed`` or ``queue_position`` (an older one): off, off and -1. Read with bounds;
+  a record that is not ours is ignored with a warning.
 
 Each is read only if it is a regular file, opened without blocking: anything else at its path
 (a FIFO, a device, a directory) counts as a file that cannot be read, never waited on.
@@ -96,8 +100,11 @@ _MAX_PEERS_FILE: Final = 64 * 1024
 # most in practice (bip_metainfo reads more, slowly), "i149999e" is 8 bytes each.
 # (and "i7e" per file for the priorities).
 _MAX_SELECTION_FILE: Final = 4 * 1024 * 1024
-# A state file is "d6:pausedi1e13:super_seedingi1ee": anything much larger is not ours.
+# A state file is "d12:auto_managedi1e6:pausedi1e14:queue_positioni9e13:super_seedingi1ee":
+# anything much larger is not ours.
 _MAX_STATE_FILE: Final = 1024
+# A queue position beyond this is not one we wrote (a session does not hold 2**31 torrents).
+_MAX_QUEUE_POSITION: Final = 2**31 - 1
 # bip_disk refuses resume data larger than this (its MAX_RESUME_DATA_SIZE): not read past it.
 _MAX_RESUME_FILE: Final = 64 * 1024 * 1024
 _SUFFIXES: Final = ("resume", "torrent", "peers", "selection", "state")
@@ -172,12 +179,17 @@ class SavedState:
     """A torrent's flags as ``HASH.state`` keeps them.
 
     Attributes:
-        paused: the torrent was paused (``Torrent.pause``).
+        paused: the torrent was paused (``Torrent.pause``; never by the queue).
         super_seeding: the torrent super-seeds while it seeds (``Torrent.set_super_seeding``).
+        auto_managed: the session's queue starts and stops it (``Torrent.set_auto_managed``).
+        queue_position: its place in the session's queue (0 first), ``-1`` for none (a
+            seed, a torrent not auto-managed).
     """
 
     paused: bool = False
     super_seeding: bool = False
+    auto_managed: bool = False
+    queue_position: int = -1
 
 
 def encode_saved_paused(paused: bool) -> bytes:
@@ -187,20 +199,36 @@ def encode_saved_paused(paused: bool) -> bytes:
 
 
 def encode_saved_state(state: SavedState) -> bytes:
-    """The bencoded ``HASH.state`` file: ``{"paused": 0 or 1, "super_seeding": 0 or 1}``."""
-    return encode({b"paused": int(state.paused), b"super_seeding": int(state.super_seeding)})
+    """The bencoded ``HASH.state`` file: ``{"auto_managed": 0 or 1, "paused": 0 or 1,
+    "queue_position": -1 or more, "super_seeding": 0 or 1}`` (a reader that knows only
+    ``paused`` still finds it)."""
+    return encode(
+        {
+            b"auto_managed": int(state.auto_managed),
+            b"paused": int(state.paused),
+            b"queue_position": max(-1, state.queue_position),
+            b"super_seeding": int(state.super_seeding),
+        }
+    )
 
 
-def _state_flag(data: bytes, key: bytes, default: bool | None) -> bool | None:
-    """The flag ``key`` of a ``HASH.state`` file (``default`` when it has none); ``None`` for
-    a file that is not ours (too large, not a bencoded dictionary) or a flag not 0 or 1."""
+def _state_document(data: bytes) -> Mapping[bytes, object] | None:
+    """A ``HASH.state`` file's dictionary; ``None`` for a file that is not ours (too large,
+    not a bencoded dictionary)."""
     if len(data) > _MAX_STATE_FILE:
         return None
     try:
         document = decode(data)
     except BencodeError:
         return None
-    if not isinstance(document, dict):
+    return document if isinstance(document, dict) else None
+
+
+def _state_flag(data: bytes, key: bytes, default: bool | None) -> bool | None:
+    """The flag ``key`` of a ``HASH.state`` file (``default`` when it has none); ``None`` for
+    a file that is not ours (too large, not a bencoded dictionary) or a flag not 0 or 1."""
+    document = _state_document(data)
+    if document is None:
         return None
     flag = document.get(key)
     if flag is None:
@@ -219,13 +247,21 @@ def decode_saved_paused(data: bytes) -> bool | None:
 
 def decode_saved_state(data: bytes) -> SavedState | None:
     """Read a ``HASH.state`` file; ``None`` for one that is not ours (as
-    :func:`decode_saved_paused` says, or ``super_seeding`` not 0 or 1), never an error. A
-    record without ``super_seeding`` (written before it was saved) does not super-seed."""
+    :func:`decode_saved_paused` says, ``super_seeding`` or ``auto_managed`` not 0 or 1, or
+    ``queue_position`` not an int from -1 to 2**31 - 1), never an error. A record without
+    ``super_seeding`` (written before it was saved) does not super-seed; one without
+    ``auto_managed`` or ``queue_position`` is not auto-managed and has no position."""
     paused = decode_saved_paused(data)
     super_seeding = _state_flag(data, b"super_seeding", False)
-    if paused is None or super_seeding is None:
+    auto_managed = _state_flag(data, b"auto_managed", False)
+    if paused is None or super_seeding is None or auto_managed is None:
         return None
-    return SavedState(paused, super_seeding)
+    document = _state_document(data)
+    assert document is not None  # decode_saved_paused read it
+    position = document.get(b"queue_position", -1)
+    if type(position) is not int or not -1 <= position <= _MAX_QUEUE_POSITION:
+        return None
+    return SavedState(paused, super_seeding, auto_managed, position)
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,22 +32,33 @@
   public torrent announced on the local network (:class:`LsdPeers`), the peers heard there
   dialled;
 
-and runs five tasks: the connector's, and four that route between them and the torrents:
-completed handshakes become peers of the manager; the manager's events go to the peer's
-torrent; the disk's events go to their torrent; a ticker runs the brains' timers. Torrents
-are found by any of their swarm ids (v1 hash, truncated v2 hash), the way the handshaker
-names them.
+and runs six tasks: the connector's, four that route between them and the torrents
+(completed handshakes become peers of the manager; the manager's events go to the peer's
+torrent; the disk's events go to their torrent; a ticker runs the brains' timers), and the
+queue's. Torrents are found by any of their swarm ids (v1 hash, truncated v2 hash), the way
+the handshaker names them.
+
+The queue (libtorrent's auto-managed torrents): the session keeps the line of auto-managed
+torrents that check or download their data (their queue positions, 0 first) and asks its
+:class:`~bip._client._queue.TorrentQueue` which auto-managed torrents run
+(``ClientConfig.active_downloads``, ``active_seeds``, ``active_checking``, ``active_limit``),
+holding the others back (:attr:`Torrent.queued`). It asks every ``auto_manage_interval``
+seconds, and at once when a torrent is added or removed, paused or resumed, made
+auto-managed or not, moved in line, or the limits change; soon after a torrent changes phase
+(its check ended, it completed, it failed).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
+import math
 import random
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from ipaddress import ip_address
-from typing import Final
+from typing import Any, Final
 
 import trio
 
@@ -99,7 +110,8 @@ from ._holepunch import HolepunchPolicy
 from ._http_tracker import HttpTrackerClient
 from ._lsd import open_session_lsd
 from ._port_mapping import SessionPortMapping, mappable_ports, open_session_port_mapping
-from ._resume import ResumeStore
+from ._queue import QueueDecision, QueueKind, QueueLimits, TorrentQueue
+from ._resume import ResumeStore, SavedState
 from ._swarm import MAX_OUT_REQUESTS
 from ._torrent import Torrent, TorrentError
 from ._utp import UtpRouter, open_session_utp
@@ -123,6 +135,9 @@ REASON_IP_FILTER: Final = "blocked by the IP filter"
 """Why a connected peer is closed when :meth:`Session.set_ip_filter` sets a filter that
 blocks it."""
 _TICK: Final = 0.1  # seconds between passes of the ticker over the brains' deadlines
+# Decisions of the queue in a row at most when one is asked for while another is being
+# applied (a torrent held back or started calling back): bounded, whatever a torrent does.
+_QUEUE_PASSES: Final = 4
 # Per peer, in messages: room for the deepest request queue the brain builds (capped at
 # MAX_OUT_REQUESTS) and for our answers to the peer's own requests (at most our reqq; the
 # upload workers wait for room anyway), plus control messages.
@@ -210,6 +225,19 @@ class Session:
         address the HTTP tracker client connects from."""
         self._torrents: dict[bytes, Torrent] = {}  # by every swarm id
         self._all: list[Torrent] = []
+        # The queue: the policy, the line of auto-managed torrents that check or download
+        # (their positions), each torrent's key in the policy's decisions, and the position
+        # a torrent had when its last run ended (where it goes back in line).
+        self._queue = TorrentQueue(config.queue_limits)
+        self._line: list[Torrent] = []
+        self._keys: dict[Torrent, int] = {}
+        self._next_key = 0
+        self._saved_positions: dict[Torrent, int] = {}
+        self._auto_manage_interval = config.auto_manage_interval
+        self._queue_wake = trio.Event()
+        self._queue_busy = False  # deciding: a call from within asks for another pass
+        self._queue_again = False
+        self._closing = False
         self._sources: list[Callable[[], PeerSource]] = []
         if dht is not None:
             self._sources.append(lambda: DhtPeers(dht, interval=config.dht_interval))
@@ -363,14 +391,25 @@ class Session:
         no swarm until :meth:`Torrent.resume`. A state file that cannot be read is ignored
         (with a warning).
 
+        An auto-managed torrent (``options.auto_managed``, or as its resume files say) takes
+        the last place in the queue, or its saved place among the torrents added back
+        from the same saved queue, and the queue decides at once whether it runs: if not,
+        it starts ``QUEUED`` (it announces, dials and checks nothing until its turn).
+
         Raises:
             TorrentError: the torrent is already in the session.
         """
         info_hash = source.info.info_hash if isinstance(source, Metainfo) else source.info_hash
-        saved_paused: bool | None = False
+        saved: SavedState | None = SavedState()
         if options.resume:
-            saved_paused = await ResumeStore(options.save_dir, info_hash).load_paused()
+            saved = await ResumeStore(options.save_dir, info_hash).load_state()
+        saved_paused = None if saved is None else saved.paused
         paused = options.paused if options.paused is not None else bool(saved_paused)
+        auto_managed = (
+            options.auto_managed
+            if options.auto_managed is not None
+            else saved is not None and saved.auto_managed
+        )
         # Looked for after the read: nothing awaits between this and the torrent's indexing.
         if self.find(info_hash) is not None:
             raise TorrentError(f"torrent {info_hash.hex()} is already in the session")
@@ -408,12 +447,25 @@ class Session:
             peer_sink=self.connector,
             paused=paused,
             saved_paused=saved_paused,
+            auto_managed=auto_managed,
+            # Held back until the queue says otherwise (just below): a torrent with no room
+            # never announces, dials nor checks.
+            queued=auto_managed,
+            saved_auto_managed=None if saved is None else saved.auto_managed,
+            saved_position=None if saved is None else saved.queue_position,
+            queue_now=self._update_queue,
+            queue_soon=self._queue_wake_up,
         )
         torrent.peer_list = self.connector.attach(torrent)
         self._index(torrent, info_hash)
         self._all.append(torrent)
-        if not torrent.paused:  # a paused one is registered when resumed
+        self._keys[torrent] = self._next_key
+        self._next_key += 1
+        if saved is not None and saved.auto_managed and saved.queue_position >= 0:
+            self._saved_positions[torrent] = saved.queue_position
+        if not torrent.halted:  # a paused or queued one is registered when it starts
             self.handshaker.register(info_hash)
+        self._update_queue()
         self._nursery.start_soon(torrent.run, name=f"bip torrent {info_hash.hex()[:12]}")
         await trio.lowlevel.checkpoint()
         return torrent
@@ -438,15 +490,269 @@ class Session:
             TorrentError: the torrent is not in the session (removed already, or another
                 session's).
         """
-        if torrent not in self._all:
-            raise TorrentError(f"{torrent!r} is not in the session (removed, or another's)")
+        self._check_ours(torrent)
         self._all.remove(torrent)
         for swarm_id in [key for key, value in self._torrents.items() if value is torrent]:
             del self._torrents[swarm_id]
         self.connector.detach(torrent)
-        await torrent._remove(delete_data=delete_data)
+        self._keys.pop(torrent, None)
+        self._saved_positions.pop(torrent, None)
+        try:
+            await torrent._remove(delete_data=delete_data)
+        finally:
+            self._update_queue()  # its place in line, and its slot, are free
+
+    # -- the queue (libtorrent's auto-managed torrents) --------------------------------------
+
+    @property
+    def queue_limits(self) -> QueueLimits:
+        """How many auto-managed torrents run at once now (``ClientConfig.active_downloads``
+        and the settings after it; :attr:`config` keeps those the session started with)."""
+        return self._queue.limits
+
+    @property
+    def auto_manage_interval(self) -> float:
+        """Seconds between two evaluations of the queue when nothing calls for one sooner
+        (``ClientConfig.auto_manage_interval`` at the start)."""
+        return self._auto_manage_interval
+
+    def set_queue_limits(
+        self,
+        *,
+        active_downloads: int | _Keep = _KEEP,
+        active_seeds: int | _Keep = _KEEP,
+        active_checking: int | _Keep = _KEEP,
+        active_limit: int | _Keep = _KEEP,
+        dont_count_slow_torrents: bool | _Keep = _KEEP,
+        inactive_down_rate: float | _Keep = _KEEP,
+        inactive_up_rate: float | _Keep = _KEEP,
+        auto_manage_startup: float | _Keep = _KEEP,
+        auto_manage_interval: float | _Keep = _KEEP,
+    ) -> None:
+        """Change the queue's settings (as :class:`ClientConfig` names them; those left out
+        stay as they are), and let the queue decide again at once: torrents start, or are
+        queued, as the new limits say.
+
+        Raises:
+            TypeError: a setting of the wrong type.
+            ValueError: a limit below -1, a rate or a time negative or not finite
+                (``auto_manage_interval`` must be positive). Nothing changes then.
+        """
+        # Any: each value's type is QueueLimits' to check (it raises on a wrong one).
+        changes: dict[str, Any] = {
+            name: value
+            for name, value in (
+                ("active_downloads", active_downloads),
+                ("active_seeds", active_seeds),
+                ("active_checking", active_checking),
+                ("active_limit", active_limit),
+                ("dont_count_slow_torrents", dont_count_slow_torrents),
+                ("inactive_down_rate", inactive_down_rate),
+                ("inactive_up_rate", inactive_up_rate),
+                ("auto_manage_startup", auto_manage_startup),
+            )
+            if not isinstance(value, _Keep)
+        }
+        # All checked before any is set, so a bad one leaves the queue as it was.
+        limits = dataclasses.replace(self._queue.limits, **changes)
+        interval = self._auto_manage_interval
+        if not isinstance(auto_manage_interval, _Keep):
+            if isinstance(auto_manage_interval, bool) or not isinstance(
+                auto_manage_interval, int | float
+            ):
+                raise TypeError(
+                    f"auto_manage_interval must be a number, not {auto_manage_interval!r}"
+                )
+            if not (math.isfinite(auto_manage_interval) and auto_manage_interval > 0):
+                raise ValueError(
+                    f"auto_manage_interval must be positive and finite, not"
+                    f" {auto_manage_interval!r}"
+                )
+            interval = float(auto_manage_interval)
+        self._queue.set_limits(limits)
+        if interval != self._auto_manage_interval:
+            self._auto_manage_interval = interval
+            self._queue_wake_up()  # the wait under way was for the old interval
+        self._update_queue()
+
+    def queue_position(self, torrent: Torrent) -> int:
+        """``torrent``'s place in the queue, 0 first (libtorrent's ``queue_position``):
+        auto-managed torrents that check or download have one, in the order they were
+        added unless moved; ``-1`` for a seed or a torrent not auto-managed. Downloads
+        start in this order as the queue has room (``ClientConfig.active_downloads``).
+
+        Raises:
+            TorrentError: the torrent is not in the session.
+        """
+        self._check_ours(torrent)
+        self._renumber()
+        return torrent.queue_position
+
+    def queue_position_up(self, torrent: Torrent) -> None:
+        """Move ``torrent`` one place up the queue (towards 0), libtorrent's
+        ``queue_position_up``; the queue decides again at once. A torrent first in line, or
+        without a position (a seed, one not auto-managed), does not move.
+
+        Raises:
+            TorrentError: the torrent is not in the session.
+        """
+        self._move_in_line(torrent, lambda here: here - 1)
+
+    def queue_position_down(self, torrent: Torrent) -> None:
+        """Move ``torrent`` one place down the queue (libtorrent's
+        ``queue_position_down``), as :meth:`queue_position_up` does up.
+
+        Raises:
+            TorrentError: the torrent is not in the session.
+        """
+        self._move_in_line(torrent, lambda here: here + 1)
+
+    def queue_position_top(self, torrent: Torrent) -> None:
+        """Move ``torrent`` to the head of the queue (libtorrent's
+        ``queue_position_top``): it starts at once if it was queued, and the download last
+        in line among those running is queued if the queue has no room for both.
+
+        Raises:
+            TorrentError: the torrent is not in the session.
+        """
+        self._move_in_line(torrent, lambda here: 0)
+
+    def queue_position_bottom(self, torrent: Torrent) -> None:
+        """Move ``torrent`` to the end of the queue (libtorrent's
+        ``queue_position_bottom``).
+
+        Raises:
+            TorrentError: the torrent is not in the session.
+        """
+        self._move_in_line(torrent, lambda here: len(self._line) - 1)
+
+    def set_queue_position(self, torrent: Torrent, position: int) -> None:
+        """Move ``torrent`` to ``position`` in the queue (0 first; a position past the end
+        is the end), libtorrent's ``queue_position_set``; the torrents in between move one
+        place, and the queue decides again at once. A torrent without a position (a seed,
+        one not auto-managed) does not move.
+
+        Raises:
+            TypeError: ``position`` is not an int.
+            ValueError: ``position`` is negative.
+            TorrentError: the torrent is not in the session.
+        """
+        if isinstance(position, bool) or not isinstance(position, int):
+            raise TypeError(f"a queue position is an int, not {position!r}")
+        if position < 0:
+            raise ValueError(f"a queue position is 0 or more, not {position}")
+        self._move_in_line(torrent, lambda here: position)
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _check_ours(self, torrent: Torrent) -> None:
+        if torrent not in self._all:
+            raise TorrentError(f"{torrent!r} is not in the session (removed, or another's)")
+
+    def _move_in_line(self, torrent: Torrent, where: Callable[[int], int]) -> None:
+        """Move ``torrent`` from its place in line to ``where(place)`` (clamped to the
+        line), then let the queue decide."""
+        self._check_ours(torrent)
+        self._renumber()
+        if torrent in self._line:
+            here = self._line.index(torrent)
+            there = max(0, min(where(here), len(self._line) - 1))
+            if there != here:
+                self._line.pop(here)
+                self._line.insert(there, torrent)
+                self._saved_positions.pop(torrent, None)  # placed by the user from now on
+        self._update_queue()
+
+    def _in_line(self, torrent: Torrent) -> bool:
+        """Whether ``torrent`` holds a queue position: auto-managed, and checking or
+        downloading (libtorrent's rule: a seed is no longer in line to download)."""
+        return torrent.auto_managed and torrent._queue_kind() in (
+            QueueKind.CHECKING,
+            QueueKind.DOWNLOADING,
+        )
+
+    def _renumber(self) -> None:
+        """Bring the line up to date: torrents that left it (completed, failed, no longer
+        auto-managed, removed) leave their place, those that joined it go at the end, or
+        back where their last run left them (by their saved positions, so that torrents
+        added again in any order take their old order again); then each hears its place."""
+        line = [
+            torrent for torrent in self._line if torrent in self._keys and self._in_line(torrent)
+        ]
+        placed = set(line)
+        for torrent in self._all:
+            if torrent in placed or not self._in_line(torrent):
+                continue
+            saved = self._saved_positions.get(torrent)
+            index = len(line)
+            if saved is not None:
+                index = next(
+                    (
+                        i
+                        for i, other in enumerate(line)
+                        if self._saved_positions.get(other, -1) > saved
+                    ),
+                    len(line),
+                )
+            line.insert(index, torrent)
+            placed.add(torrent)
+        self._line = line
+        for position, torrent in enumerate(line):
+            torrent._set_queue_position(position)
+        for torrent in self._all:
+            if torrent not in placed:
+                torrent._set_queue_position(-1)
+
+    def _queue_wake_up(self) -> None:
+        """Let the queue's task decide soon (a torrent changed phase: called from anywhere
+        in the torrent, so the decision is not taken there)."""
+        self._queue_wake.set()
+
+    def _update_queue(self) -> None:
+        """Ask the queue which auto-managed torrents run, and hold back or start them."""
+        if self._closing:
+            return
+        if self._queue_busy:
+            # A torrent held back or started just now called back: once more, after this.
+            self._queue_again = True
+            return
+        self._queue_busy = True
+        try:
+            for _ in range(_QUEUE_PASSES):
+                self._queue_again = False
+                self._queue_pass()
+                if not self._queue_again:
+                    break
+        finally:
+            self._queue_busy = False
+
+    def _queue_pass(self) -> None:
+        self._renumber()
+        if not any(torrent.auto_managed for torrent in self._all):
+            return  # nothing to decide (and no sampling worth keeping)
+        now = trio.current_time()
+        facts = [torrent._queue_facts(self._keys[torrent], now) for torrent in self._all]
+        decision = self._queue.decide(facts, now)
+        self._apply(decision)
+
+    def _apply(self, decision: QueueDecision) -> None:
+        """Hold back what the queue queues first (their slots free), then start the rest."""
+        torrents = list(self._all)
+        for torrent in torrents:
+            if self._keys[torrent] in decision.queue:
+                torrent._enqueue()
+        for torrent in torrents:
+            if self._keys[torrent] in decision.run:
+                torrent._dequeue()
+
+    async def _run_queue(self) -> None:
+        """Let the queue decide every ``auto_manage_interval`` seconds (slow torrents are
+        found so), and soon after a torrent asks (it changed phase)."""
+        while True:
+            with trio.move_on_after(self._auto_manage_interval):
+                await self._queue_wake.wait()
+            self._queue_wake = trio.Event()
+            self._update_queue()
 
     def _index(self, torrent: Torrent, info_hash: InfoHash) -> None:
         for swarm_id in info_hash.swarm_ids():
@@ -573,6 +879,8 @@ class Session:
                 torrent.tick(now)
 
     async def _close(self) -> None:
+        # The torrents closing one by one must not start queued ones.
+        self._closing = True
         for torrent in self._all:
             await torrent.close()
 
@@ -964,6 +1272,7 @@ async def open_session(
             nursery.start_soon(session._route_peers, name="bip peers")
             nursery.start_soon(session._route_disk, name="bip disk")
             nursery.start_soon(session._tick, name="bip ticker")
+            nursery.start_soon(session._run_queue, name="bip queue")
             try:
                 yield session
             finally:

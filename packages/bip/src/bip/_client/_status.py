@@ -16,6 +16,9 @@ class TorrentPhase(enum.Enum):
     - ``DOWNLOADING``: pieces are being fetched.
     - ``SEEDING``: every selected piece is here and verified; pieces are served.
     - ``PAUSED``: out of its swarm (``Torrent.pause``): no peers, no sources, storage kept.
+    - ``QUEUED``: auto-managed and waiting for its turn (the session's queue holds it back,
+      as libtorrent's queued torrents): out of its swarm as if paused, and a torrent queued
+      before its check does not check yet. Not a pause of the user's (``Torrent.paused``).
     - ``FAILED``: a storage fault stopped the torrent (see :attr:`TorrentStatus.error`).
     """
 
@@ -24,6 +27,7 @@ class TorrentPhase(enum.Enum):
     DOWNLOADING = "downloading"
     SEEDING = "seeding"
     PAUSED = "paused"
+    QUEUED = "queued"
     FAILED = "failed"
 
 
@@ -61,6 +65,11 @@ class TorrentStatus:
         super_seeding: the super-seeding flag is set (``Torrent.set_super_seeding``; it
             takes effect while the torrent seeds), libtorrent's ``torrent_status.flags``
             ``super_seeding``.
+        auto_managed: the session's queue starts and stops it (``Torrent.set_auto_managed``),
+            libtorrent's ``torrent_status.flags`` ``auto_managed``.
+        queue_position: its place in the session's queue of downloads, 0 first
+            (libtorrent's ``torrent_status.queue_position``); ``-1`` for a seed or a
+            torrent not auto-managed.
     """
 
     name: str
@@ -86,12 +95,14 @@ class TorrentStatus:
     known_peers: int = 0
     dialling: int = 0
     super_seeding: bool = False
+    auto_managed: bool = False
+    queue_position: int = -1
 
     @property
     def complete(self) -> bool:
         """Whether every selected piece is verified (the torrent seeds, or would if it were
-        not paused)."""
-        if self.phase is TorrentPhase.PAUSED:
+        not paused or queued)."""
+        if self.phase in (TorrentPhase.PAUSED, TorrentPhase.QUEUED):
             return self.num_pieces > 0 and self.done >= self.total
         return self.phase is TorrentPhase.SEEDING
 

@@ -43,6 +43,16 @@ honest strategy otherwise: the strategy is switched on the running brain when th
 when the torrent completes and when it goes back to downloading. A peer's request for a piece
 the brain did not reveal to it is refused (:meth:`~bip_select.SwarmBrain.may_upload`). The flag
 is saved with the paused state.
+
+Queueing (libtorrent's ``torrent_flags::auto_managed``): an auto-managed torrent
+(``TorrentOptions.auto_managed``, :meth:`Torrent.set_auto_managed`) is started and held back
+by its session's queue (:mod:`._queue`). Held back (:attr:`Torrent.queued`, phase ``QUEUED``)
+it is out of its swarm as a paused torrent is, and a torrent queued before its data is
+checked does not check it until the queue lets it; but :attr:`Torrent.paused` stays the
+user's own flag, and only it is saved as ``paused``. The queue never holds a torrent the user
+paused: the pause takes the queue's hold off, and a resume puts the torrent back in line for
+the queue to decide at once. Whether it is auto-managed and its queue position are saved
+with the paused state.
 """
 
 from __future__ import annotations
@@ -124,6 +134,7 @@ from ._config import (
 from ._discovery import PeerSource, UserPeers
 from ._holepunch import HolepunchCounts, HolepunchPolicy
 from ._move import MoveFlags
+from ._queue import QueuedTorrent, QueueKind
 from ._resume import MAX_SAVED_PEERS, ResumeStore, SavedState, names_same_torrent
 from ._source import SourceError, resolve_peers
 from ._status import TorrentPhase, TorrentStatus
@@ -172,9 +183,14 @@ REASON_REMOVED: Final = "torrent removed"
 """Why the peers of a torrent are dropped when it leaves its session
 (:meth:`bip._client.Session.remove_torrent`)."""
 _DEADLINE_PRIORITY: Final = 1  # a piece of a file not selected, asked for with a deadline
-# Holds that keep a torrent from the swarm: the user's pause, and a recheck under way.
+# Holds that keep a torrent from the swarm: the user's pause, a recheck under way, and the
+# session's queue (an auto-managed torrent waiting for its turn).
 _HOLD_PAUSED: Final = "paused"
 _HOLD_RECHECK: Final = "recheck"
+_HOLD_QUEUED: Final = "queued"
+# Seconds between two counts of the seeds in a seed's peer list (its rank in the queue): a
+# pass over the whole list, not worth more often than the queue's own interval.
+_SEED_COUNT_AGE: Final = 30.0
 MAX_WEB_SEEDS: Final = 32
 """Web seeds of one torrent used at most (the first ones listed): a torrent can list many."""
 
@@ -197,7 +213,9 @@ class Torrent:
     :meth:`bip._client.Session.remove_torrent`); and the piece order: :meth:`set_sequential`
     (:attr:`sequential`), :meth:`set_piece_deadline`, :meth:`clear_piece_deadline` and
     :meth:`clear_piece_deadlines`; super-seeding: :meth:`set_super_seeding`
-    (:attr:`super_seeding`). The rest is driven by the session.
+    (:attr:`super_seeding`); queueing: :meth:`set_auto_managed` (:attr:`auto_managed`,
+    :attr:`queued`, :attr:`queue_position`; the positions are the session's to change). The
+    rest is driven by the session.
 
     Piece order: rarest first by default (BEP 3's advice, libtorrent's default); sequential
     on request (lowest index first, for a player or a previewer); pieces with a deadline
@@ -231,6 +249,12 @@ class Torrent:
         peer_sink: PeerSink | None = None,
         paused: bool = False,
         saved_paused: bool | None = False,
+        auto_managed: bool = False,
+        queued: bool = False,
+        saved_auto_managed: bool | None = False,
+        saved_position: int | None = -1,
+        queue_now: Callable[[], None] | None = None,
+        queue_soon: Callable[[], None] | None = None,
     ) -> None:
         """Internal: the session builds torrents. ``listen_port`` reads our TCP port as others
         should dial it now (a NAT-PMP mapping may change it while the torrent runs).
@@ -239,7 +263,14 @@ class Torrent:
         recheck (the connector, which dials none of its peers while :attr:`halted`, wakes
         to dial them at once). With ``paused`` the torrent starts paused (the session then
         does not register it with the handshaker); ``saved_paused`` is what its resume
-        files say (``None``: unknown), so that a change is written."""
+        files say (``None``: unknown), so that a change is written.
+
+        Queueing: ``auto_managed`` is the flag; with ``queued`` (and not ``paused``) the
+        torrent starts held back by the queue (the session does not register it);
+        ``saved_auto_managed`` and ``saved_position`` are what the resume files say
+        (``None``: unknown). ``queue_now`` asks the session's queue to decide at once (after
+        a control of the user's), ``queue_soon`` to decide soon (the torrent changed phase:
+        it may be called anywhere, and only wakes the queue's task)."""
         self._on_unheld = on_unheld
         self.options = options
         self._peer_sink: PeerSink = peer_sink if peer_sink is not None else handshaker
@@ -347,11 +378,32 @@ class Torrent:
         # refuses inbound handshakes and runs no discovery source nor web seed.
         self._holds: set[str] = set()
         self._unheld = trio.Event()
+        # Set while the queue does not hold the torrent (its check waits for it).
+        self._not_queued = trio.Event()
+        # Since when no hold is on (None while one is): the queue gives a torrent started
+        # some time before it can be found slow.
+        self._running_since: float | None = None
         if paused:
             # Nothing to leave yet: no peer, no source, no web seed, not registered.
             self._holds.add(_HOLD_PAUSED)
+            self._not_queued.set()
+        elif queued:
+            self._holds.add(_HOLD_QUEUED)  # likewise
         else:
+            self._not_queued.set()
             self._unheld.set()
+            self._running_since = now
+        self._auto_managed = auto_managed
+        self._saved_auto_managed = saved_auto_managed
+        self._queue_position = -1  # the session's to set
+        self._saved_position = saved_position
+        self._queue_now = queue_now
+        self._queue_soon = queue_soon
+        self._disk_checking = False  # bip_disk checks the data now (it cannot be stopped)
+        self._seeding_time = 0.0  # seconds seeded out of any hold, this run
+        self._last_tick = now
+        self._seeds_counted_at: float | None = None
+        self._swarm_seed_count = 0
         # The paused state the resume files hold (None: unknown, written at the next save).
         self._saved_paused = saved_paused
         # Super-seeding: the flag (None: as the state file says, read when run() starts or
@@ -418,8 +470,11 @@ class Torrent:
             else HolepunchCounts()
         )
         phase = self._phase
-        if self.paused and phase is not TorrentPhase.FAILED:
-            phase = TorrentPhase.PAUSED
+        if phase is not TorrentPhase.FAILED:
+            if self.paused:
+                phase = TorrentPhase.PAUSED
+            elif self.queued:
+                phase = TorrentPhase.QUEUED
         return TorrentStatus(
             name=self._name,
             phase=phase,
@@ -444,6 +499,8 @@ class Torrent:
             known_peers=0 if self.peer_list is None else len(self.peer_list),
             dialling=0 if self.peer_list is None else self.peer_list.dialling,
             super_seeding=self.super_seeding,
+            auto_managed=self.auto_managed,
+            queue_position=self.queue_position,
         )
 
     def peer_info(self) -> tuple[PeerInfo, ...]:
@@ -507,15 +564,147 @@ class Torrent:
 
     @property
     def paused(self) -> bool:
-        """Whether the torrent is paused (:meth:`pause`)."""
+        """Whether the user paused the torrent (:meth:`pause`); a torrent the queue holds
+        back is :attr:`queued`, not paused."""
         return _HOLD_PAUSED in self._holds
 
     @property
+    def queued(self) -> bool:
+        """Whether the session's queue holds the torrent back (it is auto-managed, and it
+        is not its turn): out of its swarm as if paused, its check not started if it was
+        not; never while :attr:`paused`."""
+        return _HOLD_QUEUED in self._holds
+
+    @property
     def halted(self) -> bool:
-        """Whether the torrent stays out of its swarm now: paused, rechecking its data, or
-        stopped for good (failed, closed, removed): the session's connector dials none of its
-        peers then."""
+        """Whether the torrent stays out of its swarm now: paused, queued, rechecking its
+        data, or stopped for good (failed, closed, removed): the session's connector dials
+        none of its peers then."""
         return bool(self._holds) or self._stopped.is_set()
+
+    @property
+    def auto_managed(self) -> bool:
+        """Whether the session's queue starts and stops the torrent
+        (:meth:`set_auto_managed`)."""
+        return self._auto_managed
+
+    @property
+    def queue_position(self) -> int:
+        """The torrent's place in its session's queue, 0 first (libtorrent's
+        ``queue_position``): auto-managed torrents that check or download their data have
+        one; ``-1`` for a seed, a torrent not auto-managed, or one out of a session.
+        :meth:`bip._client.Session.set_queue_position` and its siblings move it."""
+        return self._queue_position
+
+    def set_auto_managed(self, enabled: bool) -> None:
+        """Let the session's queue start and stop the torrent (``True``), or not
+        (libtorrent's ``set_flags`` / ``unset_flags`` with ``torrent_flags::auto_managed``).
+
+        Set, the torrent takes its place at the end of the queue (if it checks or
+        downloads) and the queue decides at once: it may be queued (phase ``QUEUED``: out
+        of its swarm, as if paused) if the queue has no room for it. Cleared, a torrent the
+        queue held back starts at once, as a "force start" does, and is never queued again
+        (it still counts against ``ClientConfig.active_limit``). Saved with the resume
+        files, as the paused state is, and wins over a saved flag. A torrent the user
+        paused stays paused either way. Setting it as it is does nothing.
+
+        Raises:
+            TorrentError: the torrent failed, or was closed or removed.
+        """
+        enabled = bool(enabled)
+        self._check_alive("change its queueing")
+        if enabled is self._auto_managed:
+            return
+        self._auto_managed = enabled
+        logger.debug("%s: %sauto-managed", self._name, "" if enabled else "not ")
+        self._resume_dirty.set()  # saved soon, for the next run too
+        if not enabled:
+            self._dequeue()
+        self._decide_now()
+
+    def _enqueue(self) -> None:
+        """Internal (the session's queue): hold the torrent back, as a pause does (its
+        peers are dropped with :data:`REASON_PAUSED`), until :meth:`_dequeue`. Not a
+        paused torrent (the queue leaves those alone), nor one stopped for good."""
+        if self.queued or self.paused or self._stopped.is_set():
+            return
+        logger.debug("%s: queued", self._name)
+        self._not_queued = trio.Event()
+        self._hold(_HOLD_QUEUED, REASON_PAUSED)
+
+    def _dequeue(self) -> None:
+        """Internal (the session's queue): its turn; back to its swarm unless another hold
+        is on."""
+        if not self.queued:
+            return
+        logger.debug("%s: started by the queue", self._name)
+        self._not_queued.set()
+        self._release(_HOLD_QUEUED)
+
+    def _set_queue_position(self, position: int) -> None:
+        """Internal (the session's queue): the torrent's place in line (-1: none); saved
+        with the resume files when it changes."""
+        if position != self._queue_position:
+            self._queue_position = position
+            self._resume_dirty.set()
+
+    def _queue_kind(self) -> QueueKind:
+        """What the torrent counts as in the queue: its phase, a magnet's metadata fetch
+        counting as a download, anything stopped for good as failed."""
+        phase = self._phase
+        if self._stopped.is_set() or phase is TorrentPhase.FAILED:
+            return QueueKind.FAILED
+        if phase is TorrentPhase.CHECKING:
+            return QueueKind.CHECKING
+        if phase is TorrentPhase.SEEDING:
+            return QueueKind.SEEDING
+        return QueueKind.DOWNLOADING  # METADATA too, as libtorrent's downloading_metadata
+
+    def _queue_facts(self, key: int, now: float) -> QueuedTorrent:
+        """Internal (the session's queue): what the queue needs to know of the torrent."""
+        kind = self._queue_kind()
+        return QueuedTorrent(
+            key=key,
+            kind=kind,
+            auto_managed=self._auto_managed,
+            paused=self.paused,
+            position=self._queue_position,
+            started=self._running_since,
+            downloaded=self._downloaded,
+            uploaded=self._uploaded,
+            check_running=kind is QueueKind.CHECKING and self._disk_checking,
+            swarm_seeds=self._swarm_seeds(now) if kind is QueueKind.SEEDING else 0,
+            seeding_time=self._seeding_time,
+            ratio=self._uploaded / max(self._total, 1),
+        )
+
+    def _swarm_seeds(self, now: float) -> int:
+        """The seeds the torrent's peer list knows (marked when they were connected; kept
+        while queued, as libtorrent falls back on its peer list's seeds without a scrape),
+        counted again at most every :data:`_SEED_COUNT_AGE` seconds."""
+        peer_list = self.peer_list
+        if peer_list is None:
+            return 0
+        counted = self._seeds_counted_at
+        if counted is None or not 0 <= now - counted < _SEED_COUNT_AGE:
+            self._swarm_seed_count = sum(1 for entry in peer_list.entries() if entry.seed)
+            self._seeds_counted_at = now
+        return self._swarm_seed_count
+
+    def _decide_now(self) -> None:
+        """Let the session's queue decide at once (from the torrent's own task, at a point
+        where being held back or started changes nothing under its feet)."""
+        if self._queue_now is not None:
+            self._queue_now()
+
+    def _enter(self, phase: TorrentPhase) -> None:
+        """Go to ``phase``; the queue hears of a change soon (the torrent may now count
+        against another limit, or against none)."""
+        if phase is self._phase:
+            return
+        self._phase = phase
+        if self._queue_soon is not None:
+            self._queue_soon()
 
     def pause(self) -> None:
         """Leave the swarm, keeping everything else (libtorrent's ``pause()``, graceful).
@@ -543,15 +732,22 @@ class Torrent:
             return
         logger.debug("%s: paused", self._name)
         self._hold(_HOLD_PAUSED, REASON_PAUSED)
+        # The queue leaves a paused torrent alone: the pause holds it from now on (and a
+        # paused torrent checks its data, as one that is not auto-managed does).
+        self._holds.discard(_HOLD_QUEUED)
+        self._not_queued.set()
         self._resume_dirty.set()
         self._save_now.set()
+        self._decide_now()  # its slot, if it had one, is free
 
     def resume(self) -> None:
         """Join the swarm again after :meth:`pause` (libtorrent's ``resume()``): the sources
         start again (trackers hear ``started``), peers are dialled and accepted, the web
         seeds start again (one given up on is tried again; a banned one stays out), a
         metadata fetch starts over; the resume data saved next says it is no longer paused.
-        Resuming a torrent not paused does nothing.
+        Resuming a torrent not paused does nothing. An auto-managed torrent goes back in
+        line instead, and the session's queue decides at once whether it runs or waits
+        (``QUEUED``).
 
         Raises:
             TorrentError: the torrent failed, or was closed or removed.
@@ -560,8 +756,14 @@ class Torrent:
         if not self.paused:
             return
         logger.debug("%s: resumed", self._name)
+        if self._auto_managed and self._queue_now is not None:
+            # Held by the queue until it decides (below), rather than started and stopped
+            # again at once (trackers would hear "started", then "stopped").
+            self._holds.add(_HOLD_QUEUED)
+            self._not_queued = trio.Event()
         self._release(_HOLD_PAUSED)
         self._resume_dirty.set()  # no longer paused, for the next run too
+        self._decide_now()
 
     @property
     def super_seeding(self) -> bool:
@@ -635,6 +837,7 @@ class Torrent:
         self._holds.add(hold)
         if not first:
             return
+        self._running_since = None
         self._unheld = trio.Event()
         for scope in list(self._pausable):
             scope.cancel()
@@ -655,6 +858,7 @@ class Torrent:
         self._holds.discard(hold)
         if self._holds or self._stopped.is_set():
             return
+        self._running_since = trio.current_time()
         for info_hash in self._registered:
             self._handshaker.register(info_hash)
         if self._on_unheld is not None:
@@ -852,7 +1056,8 @@ class Torrent:
         swarm = self.swarm
         # From now on the torrent checks: no brain until the check is done.
         self._pending_deadlines = dict(swarm.brain.deadlines())
-        self._phase = TorrentPhase.CHECKING
+        self._disk_checking = True
+        self._enter(TorrentPhase.CHECKING)
         self._hold(_HOLD_RECHECK, REASON_RECHECK)
         self.swarm = None
         self._nursery.start_soon(self._recheck)
@@ -883,7 +1088,15 @@ class Torrent:
         if state is TorrentState.ERROR:
             self._fail(self._disk.status(handle).reason or "checking the data failed")
             return
+        if state is not TorrentState.READY:
+            # Given up (the disk manager closes: CHECKING still), or the torrent left the
+            # disk: what the disk has is not a check's result, and no brain is made from it.
+            # The torrent stays out of its swarm, checking, until it is closed.
+            logger.debug("%s: check not finished (%s)", self._name, state.value)
+            return
+        self._disk_checking = False
         self._make_swarm(handle)
+        self._decide_now()  # before it joins its swarm again, as after the first check
         self._release(_HOLD_RECHECK)
         self._resume_dirty.set()
 
@@ -962,6 +1175,8 @@ class Torrent:
                     self._selection_dirty = self._selection_set
                     self._saved_paused = None
                     self._saved_super_seeding = None
+                    self._saved_auto_managed = None
+                    self._saved_position = None
                 if checking:
                     # As for a recheck: a run cut short during the check checks everything.
                     await self._store.forget_resume()
@@ -1015,7 +1230,8 @@ class Torrent:
         swarm = self.swarm
         if swarm is not None:
             self._pending_deadlines = dict(swarm.brain.deadlines())
-        self._phase = TorrentPhase.CHECKING
+        self._disk_checking = True
+        self._enter(TorrentPhase.CHECKING)
         self._hold(_HOLD_RECHECK, REASON_RECHECK)
         self.swarm = None
         assert self._nursery is not None  # the storage is open: run() is running
@@ -1245,7 +1461,7 @@ class Torrent:
         """Stop the torrent for good: its tasks, its peers, its place in the handshaker."""
         if self._error is None:
             self._error = reason
-        self._phase = TorrentPhase.FAILED
+        self._enter(TorrentPhase.FAILED)
         self._stopped.set()
         self._scope.cancel()
         self._layers.stop_serving(self._info_hash)
@@ -1325,7 +1541,7 @@ class Torrent:
             await self._save_info(info)
         else:
             self._serve_layers(info)
-        self._phase = TorrentPhase.CHECKING
+        self._enter(TorrentPhase.CHECKING)
 
     async def _fetch_from_peers(
         self, fetch: Callable[[], Awaitable[_T]], failed: type[Exception], not_yet: str
@@ -1428,6 +1644,14 @@ class Torrent:
             NativeFileSystem(self.options.save_dir) if make is None else make(self.options.save_dir)
         )
         resume = None if self._store is None else await self._store.load_resume()
+        # Now checking (a magnet's metadata just came): the queue says whether it may check
+        # now, before the check starts.
+        self._decide_now()
+        while self.queued:
+            # Auto-managed and not its turn (ClientConfig.active_checking): the check waits,
+            # as libtorrent's queued checks do (a check started cannot be stopped).
+            await self._not_queued.wait()
+        self._disk_checking = True
         try:
             handle = await self._add_to_disk(self._filesystem, resume)
         except TorrentStateError as error:
@@ -1436,7 +1660,16 @@ class Torrent:
         state = await self._disk.wait_checked(handle)
         if state is TorrentState.ERROR:
             raise TorrentError(self._disk.status(handle).reason or "checking the data failed")
+        if state is not TorrentState.READY:
+            # Given up as the disk manager closes (see _finish_check): no brain from a check
+            # that did not end; the session is closing, and cancels this soon.
+            logger.debug("%s: check not finished (%s)", self._name, state.value)
+            await trio.sleep_forever()
+        self._disk_checking = False
         self._make_swarm(handle)
+        # Downloading or seeding from now on: the queue says whether there is room for it
+        # before the sources hear the data is checked (no announce to take back at once).
+        self._decide_now()
         self.ready.set()
 
     async def _add_to_disk(
@@ -1485,7 +1718,7 @@ class Torrent:
         for piece, when in pending.items():
             if priorities is None or priorities[piece]:  # set_files may have dropped it
                 self.swarm.feed(PieceDeadlineSet(piece, when), now)
-        self._phase = TorrentPhase.DOWNLOADING  # or SEEDING, just below
+        self._enter(TorrentPhase.DOWNLOADING)  # or SEEDING, just below
         self._update_completion()
         for peer in list(self.peers):
             self.swarm.join(peer, now)
@@ -1501,7 +1734,7 @@ class Torrent:
         if swarm is None or self._phase in (TorrentPhase.FAILED, TorrentPhase.CHECKING):
             return
         complete = swarm.brain.is_complete
-        self._phase = TorrentPhase.SEEDING if complete else TorrentPhase.DOWNLOADING
+        self._enter(TorrentPhase.SEEDING if complete else TorrentPhase.DOWNLOADING)
         if complete and not self.completed.is_set():
             self.completed.set()
             self._resume_dirty.set()
@@ -1593,10 +1826,9 @@ class Torrent:
         if self._stopped.is_set():
             self._manager.remove_peer(peer, REASON_STOPPED)
             return
-        if self._holds:  # delivered just before the pause
-            self._manager.remove_peer(
-                peer, REASON_PAUSED if _HOLD_PAUSED in self._holds else REASON_RECHECK
-            )
+        if self._holds:  # delivered just before the pause (or the queue's, or a recheck)
+            held = self._holds & {_HOLD_PAUSED, _HOLD_QUEUED}
+            self._manager.remove_peer(peer, REASON_PAUSED if held else REASON_RECHECK)
             return
         self.peers.add(peer)
         # Added while the metadata arrived: the session gave it no piece count.
@@ -1803,9 +2035,12 @@ class Torrent:
                 swarm.feed(BrainPieceLost(event.piece), trio.current_time())
 
     def tick(self, now: float) -> None:
-        """Run the brain's timers."""
+        """Run the brain's timers; count the time seeded (the queue ranks seeds by it)."""
         if self.swarm is not None:
             self.swarm.tick(now)
+        last, self._last_tick = self._last_tick, now
+        if self._phase is TorrentPhase.SEEDING and not self.halted and now > last:
+            self._seeding_time += now - last
 
     # -- background work --------------------------------------------------------------------
 
@@ -1866,22 +2101,33 @@ class Torrent:
             logger.warning("%s: cannot save its file selection: %s", self._name, error)
 
     async def _save_state(self) -> None:
-        """Keep whether the torrent is paused and whether it super-seeds, for the next run
-        (when either changed since the resume files said). Under the save lock."""
+        """Keep whether the user paused the torrent, whether it super-seeds, whether it is
+        auto-managed and its queue position, for the next run (when one changed since the
+        resume files said). Under the save lock. A torrent the queue holds back is not
+        saved as paused: the next run's queue decides again."""
         if self._store is None:
             return
         await self._load_state()  # a saved flag is never overwritten unread
-        paused = self.paused
-        super_seeding = self.super_seeding
-        if paused == self._saved_paused and super_seeding == self._saved_super_seeding:
+        state = SavedState(
+            self.paused, self.super_seeding, self._auto_managed, self._queue_position
+        )
+        saved = (
+            self._saved_paused,
+            self._saved_super_seeding,
+            self._saved_auto_managed,
+            self._saved_position,
+        )
+        if saved == (state.paused, state.super_seeding, state.auto_managed, state.queue_position):
             return
         try:
-            await self._store.save_state(SavedState(paused, super_seeding))
+            await self._store.save_state(state)
         except OSError as error:
             logger.warning("%s: cannot save its state: %s", self._name, error)
             return
-        self._saved_paused = paused
-        self._saved_super_seeding = super_seeding
+        self._saved_paused = state.paused
+        self._saved_super_seeding = state.super_seeding
+        self._saved_auto_managed = state.auto_managed
+        self._saved_position = state.queue_position
 
     async def _load_state(self) -> None:
         """Read the super-seeding flag an earlier run saved (once; under the save lock):

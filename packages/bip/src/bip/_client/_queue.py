@@ -1,0 +1,425 @@
+"""Which auto-managed torrents of a session run and which wait in line: libtorrent's queueing
+(``torrent_flags::auto_managed``, ``session_impl::recalculate_auto_managed_torrents``), sans-IO.
+
+A session with 200 torrents need not run 200 swarms, announce 200 times and hash 200 sets of
+files at once. A :class:`TorrentQueue` is shown the facts of every torrent of a session
+(:class:`QueuedTorrent`) and says which of the auto-managed ones should run now and which
+should wait (:class:`QueueDecision`), within :class:`QueueLimits`:
+
+- a torrent checking its data counts against ``active_checking``; one downloading (or
+  fetching a magnet link's metadata) against ``active_downloads``; one seeding against
+  ``active_seeds``; every running one against ``active_limit``, where the running torrents
+  that are not auto-managed are counted first (the user started those: the queue cannot
+  stop them). ``-1`` is unlimited;
+- checks under way come first (bip_disk cannot stop one half-way, and another check would
+  only hash alongside it), then the others by queue position;
+- downloads go by queue position, 0 first;
+- seeds go by rank, libtorrent's ``seed_rank`` in order: a seed running since less than
+  :data:`SEED_STICKY` seconds first (so that two seeds do not take turns at every
+  evaluation), then fewer seeds in its swarm, then less seeding time, then a lower ratio;
+- with ``dont_count_slow_torrents``, a running torrent whose payload rate (received for a
+  download, sent for a seed) stayed below ``inactive_down_rate`` / ``inactive_up_rate`` for
+  ``auto_manage_startup`` seconds is *inactive*: it keeps running but does not count against
+  its kind's limit, so that another may start; it still counts against ``active_limit``, as
+  in libtorrent (which is why a session full of dead swarms stops at ``active_limit``). A
+  torrent just started has that long before it can be found slow; a checking one never is.
+
+Torrents paused by the user, failed ones and those not auto-managed are never in a decision:
+the queue does not touch them.
+
+The queue remembers, per torrent, its payload counters at the last sample and since when it
+has been slow: it tells slow from not by how much the counters moved between two calls (at
+least :data:`MIN_SAMPLE` seconds apart), so that a burst between two evaluations counts as
+well as a steady rate. A torrent not shown in a call is forgotten.
+
+>>> queue = TorrentQueue(QueueLimits(active_downloads=1))
+>>> first = QueuedTorrent(key=1, kind=QueueKind.DOWNLOADING, position=0, started=0.0)
+>>> second = QueuedTorrent(key=2, kind=QueueKind.DOWNLOADING, position=1)
+>>> decision = queue.decide([first, second], now=0.0)
+>>> sorted(decision.run), sorted(decision.queue)
+([1], [2])
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Final
+
+__all__ = [
+    "MIN_SAMPLE",
+    "SEED_STICKY",
+    "UNLIMITED",
+    "QueueDecision",
+    "QueueError",
+    "QueueKind",
+    "QueueLimits",
+    "QueuedTorrent",
+    "TorrentQueue",
+]
+
+UNLIMITED: Final = -1
+"""A limit of :class:`QueueLimits` that does not limit (libtorrent's -1)."""
+SEED_STICKY: Final = 30 * 60.0
+"""Seconds a seed started by the queue ranks before the other seeds (libtorrent's
+``recently_started`` bit of ``seed_rank``): without it, two seeds of nearly equal rank could
+take turns at every evaluation, each start costing announces and new connections."""
+MIN_SAMPLE: Final = 1.0
+"""Seconds between two samples of a torrent's payload counters at least: calls closer than
+that to the last sample (events in a burst) keep the last verdict on whether it is slow."""
+# Queue positions beyond this are not ours (a session does not hold 2**31 torrents).
+_MAX_POSITION: Final = 2**31 - 1
+
+
+class QueueError(ValueError):
+    """The queue was given what it cannot use: a limit or a fact out of range, or two
+    torrents with one key."""
+
+
+class QueueKind(enum.Enum):
+    """What a torrent would do if it ran, for the limit it counts against.
+
+    - ``CHECKING``: hash its data (``active_checking``).
+    - ``DOWNLOADING``: fetch pieces, or a magnet link's metadata (``active_downloads``).
+    - ``SEEDING``: every wanted piece is here; serve them (``active_seeds``).
+    - ``FAILED``: stopped for good (failed or closed): never queued nor counted.
+    """
+
+    CHECKING = "checking"
+    DOWNLOADING = "downloading"
+    SEEDING = "seeding"
+    FAILED = "failed"
+
+
+def _check_limit(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {value!r}")
+    if value < UNLIMITED:
+        raise QueueError(f"{name} must be -1 (unlimited) or more, not {value}")
+
+
+def _check_amount(name: str, value: object) -> None:
+    """``value`` is a number >= 0 and finite (a rate, seconds)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number, not {value!r}")
+    if not (math.isfinite(value) and value >= 0):
+        raise QueueError(f"{name} must be finite and >= 0, not {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class QueueLimits:
+    """How many auto-managed torrents may run at once (libtorrent's settings of the same
+    names and defaults, but for ``auto_manage_startup``, libtorrent's 60 s).
+
+    Attributes:
+        active_downloads: downloading torrents running at most (``-1``: no limit).
+        active_seeds: seeding torrents running at most.
+        active_checking: torrents checking their data at most.
+        active_limit: running torrents at most, all kinds together, and the running
+            torrents that are not auto-managed with them.
+        dont_count_slow_torrents: a slow torrent (inactive) counts against
+            ``active_limit`` only, not against its kind's limit.
+        inactive_down_rate: bytes per second of payload received below which a download
+            is slow.
+        inactive_up_rate: bytes per second of payload sent below which a seed is slow.
+        auto_manage_startup: seconds a torrent must have been slow, without a break, to be
+            inactive; a torrent (re)started has that long to get going.
+
+    Raises:
+        TypeError: a limit is not an int, a rate or a time not a number, the flag not a
+            bool.
+        QueueError: a limit is below -1, a rate or a time negative or not finite.
+    """
+
+    active_downloads: int = 3
+    active_seeds: int = 5
+    active_checking: int = 1
+    active_limit: int = 500
+    dont_count_slow_torrents: bool = True
+    inactive_down_rate: float = 2048
+    inactive_up_rate: float = 2048
+    auto_manage_startup: float = 60.0
+
+    def __post_init__(self) -> None:
+        """Refuse limits that cannot work."""
+        for name in ("active_downloads", "active_seeds", "active_checking", "active_limit"):
+            _check_limit(name, getattr(self, name))
+        for name in ("inactive_down_rate", "inactive_up_rate", "auto_manage_startup"):
+            _check_amount(name, getattr(self, name))
+        if not isinstance(self.dont_count_slow_torrents, bool):
+            raise TypeError(
+                f"dont_count_slow_torrents must be a bool, not {self.dont_count_slow_torrents!r}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedTorrent:
+    """What the queue needs to know of one torrent of the session.
+
+    Attributes:
+        key: the torrent's name in decisions, unique in a call (the session's number).
+        kind: what it does, or would do, when it runs.
+        auto_managed: whether the queue manages it; a torrent that is not is never queued,
+            but counts against ``active_limit`` while it runs.
+        paused: paused by the user: never queued nor counted, whatever ``auto_managed``.
+        position: its queue position (0 first), for a checking or downloading auto-managed
+            torrent; ``-1`` for the others (seeds, and those not auto-managed).
+        started: since when it has run (joined its swarm, or started its check), on the
+            caller's clock; ``None`` while queued or paused.
+        downloaded: payload bytes received, a counter that never goes down while the
+            torrent is in the session (this run's).
+        uploaded: payload bytes sent, likewise.
+        check_running: for ``CHECKING``, the check of its data is under way (it cannot be
+            stopped half-way; it keeps its slot).
+        swarm_seeds: seeds known in its swarm (a seed with fewer ranks first).
+        seeding_time: seconds it has seeded so far (less ranks first).
+        ratio: what it uploaded over its size (lower ranks first).
+
+    Raises:
+        TypeError: a field of the wrong type.
+        QueueError: a position below -1, a counter or a time negative or not finite.
+    """
+
+    key: int
+    kind: QueueKind
+    auto_managed: bool = True
+    paused: bool = False
+    position: int = -1
+    started: float | None = None
+    downloaded: int = 0
+    uploaded: int = 0
+    check_running: bool = False
+    swarm_seeds: int = 0
+    seeding_time: float = 0.0
+    ratio: float = 0.0
+
+    def __post_init__(self) -> None:
+        """Refuse facts that cannot be."""
+        if isinstance(self.key, bool) or not isinstance(self.key, int):
+            raise TypeError(f"a torrent's key is an int, not {self.key!r}")
+        if not isinstance(self.kind, QueueKind):
+            raise TypeError(f"kind must be a QueueKind, not {self.kind!r}")
+        for name in ("auto_managed", "paused", "check_running"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, not {getattr(self, name)!r}")
+        _check_limit("position", self.position)
+        if self.position > _MAX_POSITION:
+            raise QueueError(f"position {self.position} is out of range")
+        for name in ("downloaded", "uploaded", "swarm_seeds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an int, not {value!r}")
+            if value < 0:
+                raise QueueError(f"{name} must be >= 0, not {value}")
+        _check_amount("seeding_time", self.seeding_time)
+        _check_amount("ratio", self.ratio)
+        started = self.started
+        if started is not None and (
+            isinstance(started, bool)
+            or not isinstance(started, int | float)
+            or not math.isfinite(started)
+        ):
+            raise QueueError(f"started must be a finite time or None, not {started!r}")
+
+    @property
+    def running(self) -> bool:
+        """Whether it runs now (neither queued nor paused)."""
+        return self.started is not None
+
+    @property
+    def managed(self) -> bool:
+        """Whether the queue decides for it: auto-managed, not paused, not failed."""
+        return self.auto_managed and not self.paused and self.kind is not QueueKind.FAILED
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDecision:
+    """What the queue says (:meth:`TorrentQueue.decide`), by torrent key.
+
+    Attributes:
+        run: the auto-managed torrents that should run (start those queued).
+        queue: those that should wait (queue those running).
+        inactive: those of ``run`` found slow, that do not count against their kind's limit.
+    """
+
+    run: frozenset[int] = field(default_factory=frozenset)
+    queue: frozenset[int] = field(default_factory=frozenset)
+    inactive: frozenset[int] = field(default_factory=frozenset)
+
+
+@dataclass(slots=True)
+class _Track:
+    """Whether one running torrent is slow: its last sample, and since when it is slow."""
+
+    kind: QueueKind
+    started: float
+    sampled_at: float
+    sampled_bytes: int
+    slow_since: float | None = None
+
+
+def _unlimited(limit: int) -> float:
+    return math.inf if limit == UNLIMITED else limit
+
+
+def _payload(torrent: QueuedTorrent) -> int:
+    """The counter that tells whether ``torrent`` is slow: received for a download, sent for
+    a seed."""
+    return torrent.uploaded if torrent.kind is QueueKind.SEEDING else torrent.downloaded
+
+
+class TorrentQueue:
+    """The queueing policy of a session (see the module): fed every torrent's facts, says
+    which auto-managed ones run. Deterministic: the same calls give the same decisions,
+    whatever the order of the torrents in a call."""
+
+    def __init__(self, limits: QueueLimits | None = None) -> None:
+        """A queue with ``limits`` (libtorrent's defaults when ``None``)."""
+        self._limits = limits if limits is not None else QueueLimits()
+        self._tracks: dict[int, _Track] = {}  # the running torrents shown in the last call
+
+    @property
+    def limits(self) -> QueueLimits:
+        """The limits in force."""
+        return self._limits
+
+    def set_limits(self, limits: QueueLimits) -> None:
+        """Use ``limits`` from the next :meth:`decide` on.
+
+        Raises:
+            TypeError: ``limits`` is not a :class:`QueueLimits`.
+        """
+        if not isinstance(limits, QueueLimits):
+            raise TypeError(f"limits must be a QueueLimits, not {limits!r}")
+        self._limits = limits
+
+    def inactive(self, torrent: QueuedTorrent, now: float) -> bool:
+        """Whether ``torrent`` counted as inactive (slow for ``auto_manage_startup``
+        seconds, with ``dont_count_slow_torrents``) at the last :meth:`decide`, as seen at
+        ``now``."""
+        limits = self._limits
+        track = self._tracks.get(torrent.key)
+        return (
+            limits.dont_count_slow_torrents
+            and track is not None
+            and track.slow_since is not None
+            and now - track.slow_since >= limits.auto_manage_startup
+        )
+
+    def decide(self, torrents: Iterable[QueuedTorrent], now: float) -> QueueDecision:
+        """Which auto-managed torrents should run and which should wait, at ``now``.
+
+        Raises:
+            TypeError: an item is not a :class:`QueuedTorrent`.
+            QueueError: two torrents share a key, or ``now`` is not finite.
+        """
+        if not (isinstance(now, int | float) and math.isfinite(now)):
+            raise QueueError(f"now must be a finite time, not {now!r}")
+        shown: dict[int, QueuedTorrent] = {}
+        for torrent in torrents:
+            if not isinstance(torrent, QueuedTorrent):
+                raise TypeError(f"the queue takes QueuedTorrent facts, not {torrent!r}")
+            if torrent.key in shown:
+                raise QueueError(f"two torrents with the key {torrent.key}")
+            shown[torrent.key] = torrent
+        self._observe(shown, now)
+        limits = self._limits
+        slow = frozenset(
+            key
+            for key, torrent in shown.items()
+            if torrent.managed and torrent.running and self.inactive(torrent, now)
+        )
+        # The running torrents the queue cannot stop take their share of the hard limit.
+        forced = sum(
+            1
+            for torrent in shown.values()
+            if not torrent.auto_managed
+            and not torrent.paused
+            and torrent.kind is not QueueKind.FAILED
+        )
+        hard = _unlimited(limits.active_limit) - forced
+        managed = sorted(
+            (torrent for torrent in shown.values() if torrent.managed), key=lambda t: t.key
+        )
+        run: set[int] = set()
+        queue: set[int] = set()
+
+        def allot(ordered: list[QueuedTorrent], limit: int) -> None:
+            # libtorrent's auto_manage_torrents: in order, an inactive torrent takes a slot of
+            # the hard limit only, the others one of both, until either runs out.
+            nonlocal hard
+            left = _unlimited(limit)
+            for torrent in ordered:
+                if hard > 0 and torrent.key in slow:
+                    run.add(torrent.key)
+                    hard -= 1
+                elif hard > 0 and left > 0:
+                    run.add(torrent.key)
+                    hard -= 1
+                    left -= 1
+                else:
+                    queue.add(torrent.key)
+
+        def of(kind: QueueKind) -> list[QueuedTorrent]:
+            return [torrent for torrent in managed if torrent.kind is kind]
+
+        # Checks first (libtorrent's order): a check is short, and then the torrent knows
+        # whether it downloads or seeds.
+        checking = sorted(of(QueueKind.CHECKING), key=lambda t: (not t.check_running, *_in_line(t)))
+        allot(checking, limits.active_checking)
+        allot(sorted(of(QueueKind.DOWNLOADING), key=_in_line), limits.active_downloads)
+        seeds = sorted(of(QueueKind.SEEDING), key=lambda t: _seed_rank(t, now))
+        allot(seeds, limits.active_seeds)
+        return QueueDecision(frozenset(run), frozenset(queue), slow & frozenset(run))
+
+    def _observe(self, shown: dict[int, QueuedTorrent], now: float) -> None:
+        """Sample the payload counters of the running torrents: which are slow, since when."""
+        limits = self._limits
+        tracks: dict[int, _Track] = {}
+        for key, torrent in shown.items():
+            started = torrent.started
+            if started is None or torrent.kind is QueueKind.FAILED:
+                continue  # queued or paused: never slow (it has had no chance)
+            counter = _payload(torrent)
+            track = self._tracks.get(key)
+            if track is None or track.kind is not torrent.kind or track.started != started:
+                # New, (re)started, or now doing another thing (a download that completed
+                # is judged on its uploads from now on): a fresh start.
+                tracks[key] = _Track(torrent.kind, started, now, counter)
+                continue
+            tracks[key] = track
+            elapsed = now - track.sampled_at
+            if elapsed < MIN_SAMPLE:
+                continue
+            threshold = (
+                limits.inactive_up_rate
+                if torrent.kind is QueueKind.SEEDING
+                else limits.inactive_down_rate
+            )
+            rate = (counter - track.sampled_bytes) / elapsed
+            if torrent.kind is QueueKind.CHECKING or rate >= threshold:
+                track.slow_since = None
+            elif track.slow_since is None:
+                track.slow_since = track.sampled_at  # slow over the whole sample
+            track.sampled_at = now
+            track.sampled_bytes = counter
+        self._tracks = tracks  # those not shown, or not running, are forgotten
+
+
+def _seed_rank(torrent: QueuedTorrent, now: float) -> tuple[bool, int, float, float, int]:
+    """The order of seeds, best first (libtorrent's ``seed_rank``, in its older form with
+    the seeding time and the ratio): running since less than :data:`SEED_STICKY`, fewer
+    seeds in the swarm, less seeding time, lower ratio; then the key, so that the order is
+    total."""
+    started = torrent.started
+    sticky = started is not None and now - started < SEED_STICKY
+    return (not sticky, torrent.swarm_seeds, torrent.seeding_time, torrent.ratio, torrent.key)
+
+
+def _in_line(torrent: QueuedTorrent) -> tuple[bool, int, int]:
+    """The order of a queue position, 0 first; one without (it should have one) after them,
+    by key."""
+    position = torrent.position
+    return (position < 0, position, torrent.key)
