@@ -274,6 +274,8 @@ def test_handler_interface() -> None:
         ({"max_peers_per_swarm": 1.5}, "max_peers_per_swarm"),
         ({"max_peers": True}, "max_peers"),
         ({"max_peers": 10, "max_peers_per_swarm": 11}, "less than"),
+        ({"promote_after": 0}, "promote_after"),
+        ({"peer_lifetime": 90, "promote_after": 90}, "could never promote"),
     ],
 )
 def test_bad_limits(kwargs: dict[str, object], match: str) -> None:
@@ -340,8 +342,20 @@ def test_property_store_matches_a_model(
 
 
 def net6(n: int, port: int = 6881) -> bytes:
-    """An IPv6 peer in /64 number *n* (``v6`` numbers addresses inside one /64)."""
-    return b"\x20\x01\x0d\xb8" + n.to_bytes(4, "big") + bytes(7) + b"\x01" + port.to_bytes(2, "big")
+    """An IPv6 peer in /48 number *n*: a site of its own (``v6`` numbers addresses inside one
+    /64 of the /48 number 0)."""
+    return b"\x20\x01\x0d\xb8" + n.to_bytes(2, "big") + bytes(9) + b"\x01" + port.to_bytes(2, "big")
+
+
+def subnet6(n: int, port: int = 6881) -> bytes:
+    """An IPv6 peer in /64 number *n* of the /48 number 0 (the site of ``v6``)."""
+    return (
+        b"\x20\x01\x0d\xb8\x00\x00"
+        + n.to_bytes(2, "big")
+        + bytes(7)
+        + b"\x01"
+        + port.to_bytes(2, "big")
+    )
 
 
 def h(n: int) -> bytes:
@@ -407,9 +421,12 @@ def test_promotion_by_two_hosts() -> None:
     assert protected(s) == set()
     s.announce_compact(h(1), v4(2), 1, STARTED, 50, 0.0)
     assert protected(s) == {h(1)}
-    # IPv6: another address of one /64 is no other host; another /64 is.
+    # IPv6: another address of one /64, or another /64 of one /48, is no other host (a site
+    # is handed a /48 or a /56); another /48 is.
     s.announce_compact(h(2), v6(1), 1, STARTED, 50, 0.0)
     s.announce_compact(h(2), v6(2), 1, STARTED, 50, 0.0)
+    s.announce_compact(h(2), subnet6(1), 1, STARTED, 50, 0.0)
+    s.announce_compact(h(2), subnet6(0xFFFF), 1, STARTED, 50, 0.0)
     assert protected(s) == {h(1)}
     s.announce_compact(h(2), net6(7), 1, STARTED, 50, 0.0)
     assert protected(s) == {h(1), h(2)}
@@ -438,6 +455,13 @@ def test_promotion_by_a_re_announce() -> None:
     assert protected(s) == set()
     s.announce_compact(HASH, v4(1), 1, NONE, 50, 59.0)
     assert protected(s) == {HASH}
+    # But never more than 15 minutes: clients cap a long interval (bip's Announcer at 30).
+    s = store(peer_lifetime=8100.0)
+    s.announce_compact(HASH, v4(1), 1, STARTED, 50, 0.0)
+    s.announce_compact(HASH, v4(1), 1, NONE, 50, 899.0)
+    assert protected(s) == set()
+    s.announce_compact(HASH, v4(1), 1, NONE, 50, 1799.0)
+    assert protected(s) == {HASH}
 
 
 def test_a_burst_of_re_announces_does_not_promote() -> None:
@@ -457,40 +481,152 @@ def test_a_burst_of_re_announces_does_not_promote() -> None:
     assert s.statistics().promoted_swarms == 0
 
 
-def test_a_full_protected_segment_demotes_its_least_recent_swarm() -> None:
-    s = store(max_swarms=10)  # the protected segment holds 9
-    for n in range(10):
+def test_a_full_protected_segment_refuses_promotions_while_its_swarms_are_in_use() -> None:
+    s = store(max_swarms=10, peer_lifetime=100.0)  # the protected segment holds 9
+    for n in range(9):
         promote(s, h(n), float(n))
-    assert protected(s) == {h(n) for n in range(1, 10)}
-    assert len(s) == 10  # h(0) is demoted, not dropped
+    # Full, and its least recent swarm (h(0)) has a peer present: the tenth stays on probation.
+    promote(s, h(9), 50.0)
+    assert protected(s) == {h(n) for n in range(9)}
     stats = s.statistics()
-    assert (stats.promoted_swarms, stats.demoted_swarms, stats.evicted_swarms) == (10, 1, 0)
-    # Its next announce promotes it again at once, demoting the next least recent.
-    s.announce_compact(h(0), v4(3), 1, STARTED, 50, 10.0)
+    assert (stats.promoted_swarms, stats.refused_promotions, stats.demoted_swarms) == (9, 1, 0)
+    # It has shown it is real: its next announce asks again, and once h(0)'s peers have expired
+    # (100 s after its announce), it is promoted and h(0) demoted, not dropped.
+    s.announce_compact(h(9), v4(1), 1, NONE, 50, 99.0)
+    assert h(9) not in protected(s)
+    s.announce_compact(h(9), v4(1), 1, NONE, 50, 100.0)
+    assert protected(s) == {h(n) for n in range(1, 10)}
+    assert len(s) == 10
+    stats = s.statistics()
+    assert (stats.promoted_swarms, stats.refused_promotions, stats.demoted_swarms) == (10, 2, 1)
+    # A demoted swarm's next announce promotes it again at once when the next least recent is
+    # out of use too (h(1), announced at 1.0)...
+    s.announce_compact(h(0), v4(3), 1, STARTED, 50, 101.0)
     assert protected(s) == {h(n) for n in (0, *range(2, 10))}
-    # Demoted, it is on probation: the next new swarm evicts it, and no protected one.
-    s.announce_compact(h(99), v4(9), 1, STARTED, 50, 11.0)
+    # ... and not while it is in use (h(2), announced at 2.0): h(1) stays demoted, on probation.
+    s.announce_compact(h(1), v4(1), 1, NONE, 50, 101.5)
+    assert h(1) not in protected(s)
+    # On probation, it is the next new swarm's to evict, and no protected one.
+    s.announce_compact(h(99), v4(9), 1, STARTED, 50, 101.6)
     assert h(1) not in s
     assert protected(s) == {h(n) for n in (0, *range(2, 10))}
     stats = s.statistics()
-    assert (stats.promoted_swarms, stats.demoted_swarms) == (11, 2)
+    assert (stats.promoted_swarms, stats.refused_promotions, stats.demoted_swarms) == (11, 3, 2)
     assert (stats.evicted_probation_swarms, stats.evicted_protected_swarms) == (1, 0)
 
 
+ATTACKER_A, ATTACKER_B = bytes([192, 0, 2, 1, 0, 1]), bytes([192, 0, 2, 2, 0, 1])
+
+
+def test_two_flooding_hosts_leave_the_honest_swarms_in_place() -> None:
+    """A tracker at its defaults scaled down a thousand times (100 swarms, a 180 s interval),
+    full of honest one-seeder swarms, each announced once per interval (some late, as after a
+    lost packet); then two hosts announce new info-hashes, each from both (two hosts: each is
+    promotable), twenty times as fast as the rate limit lets two hosts do at full scale. Every
+    promotion would demote an honest swarm in use, so none is made: the flood churns only its
+    own swarms, on probation."""
+    interval = 180.0
+    s = store(max_swarms=100, peer_lifetime=1.5 * interval, promote_after=interval / 2)
+    honest = [h(n) for n in range(90)]  # as many as the protected segment holds
+    events: list[tuple[float, bytes, bytes]] = []
+    lateness = random.Random(4)
+    for n, info_hash in enumerate(honest):
+        t = n * interval / len(honest)
+        for _ in range(6):
+            events.append((t, info_hash, v4(n)))
+            t += interval + lateness.choice([0.0, 0.0, 0.0, 15.0, 45.0])
+    start, end = 2.5 * interval, 4.5 * interval
+    for k in range(int((end - start) * 20)):
+        t = start + k / 20
+        flooded = b"x" + k.to_bytes(19, "big")
+        events += [(t, flooded, ATTACKER_A), (t + 0.001, flooded, ATTACKER_B)]
+    events.sort()
+    checked = start
+    for t, info_hash, peer in events:
+        if t >= end:
+            break
+        s.announce_compact(info_hash, peer, 0, NONE, 50, t)
+        if t >= checked:  # every 10 s of the flood: every honest swarm present and protected
+            assert protected(s) == set(honest)
+            checked += 10.0
+    stats = s.statistics()
+    assert (stats.swarms, stats.protected_swarms, stats.promoted_swarms) == (100, 90, 90)
+    assert stats.evicted_probation_swarms == 7_200 - 10
+    assert (stats.demoted_swarms, stats.evicted_protected_swarms) == (0, 0)
+    assert stats.refused_promotions == 7_200
+
+
+def test_a_lone_new_swarm_under_a_flood_waits_for_a_second_host() -> None:
+    """What a weaker flood does: one host announcing new info-hashes just fast enough to turn
+    probation over within ``promote_after`` keeps a lone seeder's new swarm from being promoted
+    by its re-announce (it is evicted before, and made again at each announce), but a second
+    host joining it promotes it, while the protected segment has room; when that is full of
+    swarms in use, the new swarm stays on probation."""
+    s = store(max_swarms=20, peer_lifetime=150.0, promote_after=100.0)
+    for n in range(10):  # protected, 8 places free; probation holds the other 10 swarms
+        promote(s, h(n), 0.0)
+    lonely = h(99)
+    now = 0.0
+    for n in range(60):  # one new info-hash each 5 s: 10 places turned over in 50 s
+        now = 5.0 * n
+        if n % 24 == 0:  # the seeder announces each 120 s
+            s.announce_compact(lonely, v4(50), 0, NONE, 50, now)
+        s.announce_compact(h(1000 + n), ATTACKER_A, 1, STARTED, 50, now + 1.0)
+        if n % 24 == 12:  # half-way between two announces: gone
+            assert lonely not in s
+    assert s.statistics().promoted_swarms == 10  # its re-announces never counted
+    s.announce_compact(lonely, v4(50), 0, NONE, 50, 300.0)
+    seeders, leechers, peers = s.announce_compact(lonely, v4(51), 1, STARTED, 50, 301.0)
+    assert (seeders, leechers, peers) == (1, 1, [v4(50)])
+    assert lonely in protected(s)
+    # With the protected segment full of swarms in use, a second host is not enough.
+    for n in range(17):  # the ten announced again, seven more
+        promote(s, h(n), 302.0)
+    assert len(protected(s)) == 18
+    s.announce_compact(h(98), v4(50), 0, NONE, 50, 303.0)
+    s.announce_compact(h(98), v4(51), 1, STARTED, 50, 303.0)
+    assert h(98) not in protected(s)
+    assert s.statistics().refused_promotions == 1
+
+
+def test_a_demoted_swarm_refused_waits_as_the_newest_on_probation() -> None:
+    s = store(max_swarms=40, peer_lifetime=100.0)  # the protected segment holds 36
+    for n in range(36):
+        promote(s, h(n), float(n))
+    promote(s, h(36), 100.0)  # demotes h(0), out of use
+    s.announce_compact(h(0), v4(1), 1, NONE, 50, 100.5)  # h(1) is in use: refused
+    promote(s, h(37), 101.0)  # demotes h(1), out of use now
+    assert len(s) == 38
+    # h(0) waits among the new swarms, announced at 100.5; h(1) is the oldest demoted, at 1.0:
+    # a new swarm in a full store evicts h(1) (a queue of demoted swarms holding h(0) first
+    # would have evicted h(0)).
+    for n in range(60, 63):
+        s.announce_compact(h(n), v4(9), 1, STARTED, 50, 102.0)
+    assert h(1) not in s
+    assert h(0) in s
+    s.announce_compact(h(0), v4(1), 1, NONE, 50, 102.0)  # asks again: h(2) is out of use
+    assert h(0) in protected(s)
+    assert h(2) not in protected(s)
+    stats = s.statistics()
+    assert (stats.promoted_swarms, stats.refused_promotions, stats.demoted_swarms) == (39, 1, 3)
+
+
 def test_new_and_demoted_swarms_leave_probation_by_last_announce() -> None:
-    s = store(max_swarms=20)  # the protected segment holds 18
+    s = store(max_swarms=20, peer_lifetime=100.0)  # the protected segment holds 18
     s.announce_compact(h(100), v4(9), 1, STARTED, 50, 0.0)  # new, on probation
-    for n in range(19):  # h(0), announced at 1.0, is demoted by the last promotion
+    for n in range(18):
         promote(s, h(n), 1.0 + n)
+    promote(s, h(18), 101.0)  # demotes h(0), announced at 1.0 and out of use since 101.0
     assert len(s) == 20
-    s.announce_compact(h(200), v4(9), 1, STARTED, 50, 30.0)
+    assert s.statistics().demoted_swarms == 1
+    s.announce_compact(h(200), v4(9), 1, STARTED, 50, 102.0)
     assert h(100) not in s  # announced at 0.0: before h(0)
     assert h(0) in s
-    s.announce_compact(h(0), v4(9), 1, STARTED, 50, 31.0)  # back among the protected
-    s.announce_compact(h(201), v4(9), 1, STARTED, 50, 32.0)
-    assert h(1) not in s  # demoted by h(0)'s return, announced at 2.0: before h(200)
+    s.announce_compact(h(0), v4(9), 1, STARTED, 50, 103.0)  # back, demoting h(1) (at 2.0)
+    s.announce_compact(h(201), v4(9), 1, STARTED, 50, 104.0)
+    assert h(1) not in s  # announced at 2.0: before h(200)
     assert h(200) in s
-    s.announce_compact(h(202), v4(9), 1, STARTED, 50, 33.0)
+    s.announce_compact(h(202), v4(9), 1, STARTED, 50, 105.0)
     assert h(200) not in s
     assert s.statistics().evicted_protected_swarms == 0
 
@@ -532,13 +668,14 @@ def test_expiry_covers_every_segment() -> None:
     s = store(max_swarms=20, peer_lifetime=100.0)  # the protected segment holds 18
     promote(s, h(0), 0.0)  # demoted by the last promotion below
     s.announce_compact(h(100), v4(9), 1, STARTED, 50, 0.5)  # on probation
-    for n in range(1, 19):
+    for n in range(1, 18):
         promote(s, h(n), float(n))
     s.announce_compact(h(1), v4(3), 1, STARTED, 50, 50.0)  # protected, refreshed
+    assert s.expire(99.9) is False
+    assert len(s) == 19
+    promote(s, h(18), 100.0)  # h(0), quiet since 0.0, is out of use: demoted
     stats = s.statistics()
     assert (stats.swarms, stats.protected_swarms, stats.demoted_swarms) == (20, 18, 1)
-    assert s.expire(99.9) is False
-    assert len(s) == 20
     # h(100) (quiet since 0.5) and h(0) (since 0.0) are due, h(2) (since 2.0) not yet.
     assert s.expire(101.0, limit=1) is True
     assert s.expire(101.0, limit=1) is False
@@ -547,8 +684,8 @@ def test_expiry_covers_every_segment() -> None:
     assert len(s) == 18
     assert s.expire(118.0, limit=10) is True
     assert s.expire(118.0) is False
-    assert list(s.info_hashes()) == [h(1)]
-    s.expire(150.0)
+    assert list(s.info_hashes()) == [h(1), h(18)]
+    s.expire(200.0)
     assert len(s) == 0
     stats = s.statistics()
     assert (stats.expired_peers, stats.peers, stats.evicted_swarms) == (40, 0, 0)
@@ -585,6 +722,8 @@ def test_property_segments_keep_their_bounds_order_and_counts(
     for kind, swarm_n, host, port, ipv6, event, step in steps:
         now += step
         info_hash = h(swarm_n)
+        protected_before = {key: swarm.last for key, swarm in s._protected.items()}
+        demoted_before = set(s._demoted)
         if kind <= 6:
             peer = (net6(host, port) if host % 2 else v6(host, port)) if ipv6 else v4(host, port)
             s.announce_compact(info_hash, peer, 1 if port % 2 else 0, event, 5, now)
@@ -598,9 +737,12 @@ def test_property_segments_keep_their_bounds_order_and_counts(
         for segment in segments:
             times = [swarm.last for swarm in segment.values()]
             assert times == sorted(times)
-        for swarm in s._probation.values():  # one network per family, or it was promoted
-            assert len({key[:4] for key in swarm.v4}) <= 1
-            assert len({key[:8] for key in swarm.v6}) <= 1
+        for swarm in s._probation.values():  # one network per family, or it was proven
+            if not swarm.proven:
+                assert len({key[:4] for key in swarm.v4}) <= 1
+                assert len({key[:6] for key in swarm.v6}) <= 1
+        for swarm in s._demoted.values():
+            assert swarm.proven
         stats = s.statistics()
         everything = [key for segment in segments for key in segment]
         assert len(everything) == len(set(everything)) == stats.swarms == len(s) <= 8
@@ -611,6 +753,8 @@ def test_property_segments_keep_their_bounds_order_and_counts(
             stats.evicted_swarms == stats.evicted_probation_swarms + stats.evicted_protected_swarms
         )
         assert stats.demoted_swarms + stats.evicted_protected_swarms <= stats.promoted_swarms
+        for key in set(s._demoted) - demoted_before:  # only a swarm out of use is demoted
+            assert protected_before[key] + 60.0 <= now
         assert stats.promoted_swarms - stats.demoted_swarms >= stats.protected_swarms
     s.expire(now + 60.0)
     assert (len(s), s.statistics().peers) == (0, 0)
@@ -661,3 +805,46 @@ def test_server_honest_swarms_survive_a_flood_of_new_info_hashes() -> None:
         assert set(answer.peers) == {PeerAddress.parse(f"10.0.0.{n}:6881") for n in (1, 2)}
     assert _server_announce(core, ("10.0.0.4", 1000), lonely, 601.0).seeders == 0
     assert core.statistics().swarms == 16
+
+
+def test_server_counts_a_re_announce_of_a_client_capping_a_long_interval() -> None:
+    """Told 2 hours, bip's Announcer (and others) announce again after 30 minutes at most:
+    the server's ``promote_after`` is half an interval, but at most 15 minutes."""
+    core = TrackerServerCore(ServerConfig(interval=7200), secret=bytes(32), rng=random.Random(1))
+    assert core.store is not None
+    _server_announce(core, ("10.0.0.3", 1000), HASH, 0.0)
+    _server_announce(core, ("10.0.0.3", 1000), HASH, 899.0)
+    assert set(core.store.protected_info_hashes()) == set()
+    _server_announce(core, ("10.0.0.3", 1000), HASH, 1799.0)
+    assert set(core.store.protected_info_hashes()) == {HASH}
+
+
+def test_server_honest_swarms_survive_two_hosts_flooding_within_the_rate_limit() -> None:
+    """The server's store full of one-seeder swarms announced once per interval; two hosts,
+    within their rate limit, announce new info-hashes from both: none is promoted in place of
+    an honest swarm, and every honest swarm still answers with its seeder."""
+    config = ServerConfig(max_swarms=20, interval=180, peer_grace=90.0, rate_limit=50.0)
+    core = TrackerServerCore(config, secret=bytes(32), rng=random.Random(1))
+    assert core.store is not None
+    honest = [h(n) for n in range(18)]
+    for n, info_hash in enumerate(honest):  # promoted by their second announce
+        for k in range(2):
+            _server_announce(core, (f"10.0.0.{n}", 1000), info_hash, 10.0 * n + 180.0 * k)
+    assert set(core.store.protected_info_hashes()) == set(honest)
+    flooded = 0
+    for k in range(360):  # 2 new info-hashes a second, each from both hosts, for 180 s
+        now = 360.0 + k / 2
+        for n, info_hash in enumerate(honest):
+            if now == 360.0 + 10.0 * n:
+                _server_announce(core, (f"10.0.0.{n}", 1000), info_hash, now)
+        flooded_hash = b"x" + k.to_bytes(19, "big")
+        _server_announce(core, ("192.0.2.1", 1000), flooded_hash, now)
+        _server_announce(core, ("192.0.2.2", 1000), flooded_hash, now)
+        flooded += 1
+    store = core.store.statistics()
+    assert set(core.store.protected_info_hashes()) == set(honest)
+    assert (store.refused_promotions, store.demoted_swarms) == (flooded, 0)
+    assert core.statistics().rate_limited == 0
+    for n, info_hash in enumerate(honest):
+        answer = _server_announce(core, ("10.0.1.1", 1000), info_hash, 541.0)
+        assert answer.peers == (PeerAddress.parse(f"10.0.0.{n}:6881"),)

@@ -44,6 +44,7 @@ from typing import Any, Protocol
 
 from bip_metainfo import InfoHash
 
+from ._announcer import DEFAULT_MAX_ANNOUNCE_INTERVAL
 from ._checks import seconds
 from ._codec import (
     _ANNOUNCE_RESPONSE,
@@ -184,10 +185,11 @@ class ServerConfig:
             announces carry as many peers as fit.
         max_swarms: swarms the built-in store keeps at most. A new swarm beyond it evicts the
             least recently announced swarm still on probation: one that neither two hosts at
-            once nor a peer's re-announce half an ``interval`` after its previous one showed to
-            be real. Those are promoted to a protected segment (at most 90% of ``max_swarms``),
-            so a flood of announces for random info-hashes does not push out the swarms in use
-            (see :class:`~bip_utracker.SwarmStore`).
+            once nor a peer's re-announce half an ``interval`` (at most 15 minutes) after its
+            previous one showed to be real. Those are promoted to a protected segment (at most
+            90% of ``max_swarms``; while it is full of swarms with a peer present, promotions
+            wait), so a flood of announces for random info-hashes does not push out the swarms
+            in use (see :class:`~bip_utracker.SwarmStore`).
         max_peers_per_swarm: peers per swarm the built-in store keeps at most.
         max_peers: peers over all swarms the built-in store keeps at most.
         max_peers_per_host: entries (ports) one IP address keeps at most in one swarm of the
@@ -425,8 +427,10 @@ class TrackerServerCore:
                 max_peers_per_swarm=config.max_peers_per_swarm,
                 max_peers=config.max_peers,
                 max_peers_per_host=config.max_peers_per_host,
-                # Clients re-announce once per interval: half of one apart is no burst.
-                promote_after=config.interval / 2,
+                # Clients re-announce once per interval: half of one apart is no burst. But
+                # they cap a long interval (bip's Announcer at 30 minutes): half an interval
+                # of 2 hours would never pass between two of their announces.
+                promote_after=min(config.interval, DEFAULT_MAX_ANNOUNCE_INTERVAL) / 2,
                 rng=rng,
             )
         self._handler: TrackerHandler | SwarmStore = handler

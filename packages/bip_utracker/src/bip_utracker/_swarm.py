@@ -34,38 +34,63 @@ they announced again. So a new swarm starts *on probation*, and is *promoted* to
 segment once it has shown it is real, by either of:
 
 - two hosts in it at once: a new peer joins while a peer of another host is in it, another host
-  being another IPv4 address or another IPv6 /64 of the same family (the /64 because one
-  subscriber holds a whole one; the same family because a dual-stack client announces over both);
+  being another IPv4 address or another IPv6 /48 of the same family (the /48 because a site, a
+  home or an office, is handed a /48 or a /56 whole: by /64 it would be 256 or 65,536 hosts; the
+  same family because a dual-stack client announces over both);
 - a re-announce: a peer announces again at least ``promote_after`` seconds after its previous
-  announce (by default a third of ``peer_lifetime``, which is half the announce interval with the
-  default lifetime of interval plus half an interval; the server passes half its interval).
+  announce (by default a third of ``peer_lifetime``, half the announce interval with the default
+  lifetime of interval plus half an interval, but at most 15 minutes: clients cap a long interval,
+  bip's Announcer at 30 minutes; the server passes half its interval, at most 15 minutes too).
   Clients announce once per interval, so their regular re-announce qualifies, while a burst of
   re-announces never does: each one restarts the wait. Its time needs no storage: it is the
   peer's expiry minus ``peer_lifetime``.
 
-A new swarm beyond ``max_swarms`` evicts the least recently announced swarm on probation; the
-protected ones hold at most 90% of ``max_swarms``, so a full store always has one on probation,
-and a flood of single announces only churns probation, among the swarms the flood itself made. A
-promotion beyond that 90% demotes the least recently announced protected swarm to probation,
-where it is evicted in its turn (by last announce among the swarms on probation) unless it is
-announced first: then it is promoted again at once (it has shown it is real; it was only the
-least recent). ``max_peers`` evicts whole swarms on probation first, least recently announced
-first, and protected ones only when no other is left; never the swarm being announced to.
-Scrapes, ``stopped`` announces and port-0 announces neither promote nor refresh a swarm.
+The protected swarms are at most 90% of ``max_swarms``, so a full store always has one on
+probation: a new swarm beyond ``max_swarms`` evicts the least recently announced swarm there, and
+a flood of single announces only churns probation, among the swarms the flood itself made. A
+promotion into a full protected segment would demote its least recently announced swarm to
+probation, where a flood's new swarms push it out before its next announce: two hosts announcing
+each of their info-hashes from both would so empty the protected segment, one promotion at a
+time. So a promotion is made only if that swarm is out of use: announced last ``peer_lifetime``
+or more ago, so that none of its peers is left (not an interval ago: a client whose announce
+came a retransmission late would lose its swarm). Otherwise it is refused (counted in
+``refused_promotions``) and the swarm stays on probation, marked as shown real: each of its
+later announces asks again. A demoted swarm is evicted in its turn (by last announce among the
+swarms on probation) unless it is announced first: then it is promoted again at once if the rule
+above allows (it has shown it is real; it was only the least recent). ``max_peers`` evicts whole
+swarms on probation first, least recently announced first, and protected ones only when no other
+is left; never the swarm being announced to. Scrapes, ``stopped`` announces and port-0 announces
+neither promote nor refresh a swarm.
 
-What this does not stop: an attacker that announces each of its info-hashes from two hosts, or
-twice with ``promote_after`` between (its swarms surviving probation that long, which its own
-flood makes hard), gets them promoted at twice the cost of a plain flood, and protected swarms
-then go least recently announced first, as before: honest swarms with many peers are announced to
-most often and go last. And a new honest swarm must show it is real before a flood pushes it
-through probation.
+What this stops, and what it does not:
+
+- A flood of new info-hashes, announced once each or from two hosts each, churns probation
+  only, once the protected segment is full (its free places the flood's two-host swarms may
+  take): the protected swarms stay while they are announced at least once per
+  ``peer_lifetime``, however few their peers.
+- The protected segment is first come, first served. While it is full of swarms in use, no swarm
+  is promoted, not even a new honest one with many hosts: new swarms live on probation, least
+  recently announced first among themselves, and a flood churns them there. An attacker that
+  filled it first (from two hosts, while it had room: after a restart, say) keeps it by
+  announcing each of its swarms once per ``peer_lifetime``: 90,000 swarms in 2,700 s, 34
+  announces a second at the defaults. A rising ``refused_promotions`` says the store is too small
+  for its swarms (or under such an attack): raise ``max_swarms``.
+- While the protected segment has room, a new swarm of two hosts is promoted at once, but a lone
+  seeder's new swarm must survive probation until its re-announce ``promote_after`` later. New
+  info-hashes at (places on probation) / ``promote_after`` a second evict it before: with the
+  protected segment nearly full, probation holds 10% of ``max_swarms``, so about 11 a second from
+  one host at the defaults. The seeder's swarm is then made again at each of its announces and
+  lost in between: a leecher that comes soon after finds it (and, a second host, promotes it); one
+  that comes later finds nobody until the seeder's next announce.
 
 Expiry needs no scan: each segment (probation keeps new and demoted swarms in two queues) and each
 swarm's peers are kept in the order of their last announce, so the expired ones are always at the
 front. (A demoted swarm is the protected segment's least recent, and every swarm enters that
 segment at its announce, so demotions come in last-announce order too.) An announce or scrape
 trims the front of its swarm; :meth:`SwarmStore.expire` drops the swarms whose every peer has
-expired.
+expired. The queues are ordered dicts (:class:`~collections.OrderedDict`), not dicts: taking
+the first entry of a dict that deletions churn walks past every deleted slot before it, which
+made an announce at 100,000 swarms cost nearly twenty times one at 1,000.
 """
 
 from __future__ import annotations
@@ -73,11 +98,13 @@ from __future__ import annotations
 import heapq
 import math
 import random
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from bip_handshake import PeerAddress
 
+from ._announcer import DEFAULT_MAX_ANNOUNCE_INTERVAL
 from ._codec import AnnounceEvent, AnnounceRequest, ScrapeStats
 from ._errors import LocalProtocolError
 
@@ -111,8 +138,10 @@ _STOPPED = AnnounceEvent.STOPPED.value
 _COMPLETED = AnnounceEvent.COMPLETED.value
 _IPV4_SIZE = 6
 _IPV6_SIZE = 18
-# What tells two hosts apart for a promotion: the IPv4 address, or the IPv6 /64.
-_NETWORK_SIZE = {_IPV4_SIZE: 4, _IPV6_SIZE: 8}
+# What tells two hosts apart for a promotion: the IPv4 address, or the IPv6 /48. Not the /64
+# of the server's rate limit: a site (a home or an office, not only a hosting provider) is
+# commonly handed a /48 or a /56, so two /64s of one are one party, not two.
+_NETWORK_SIZE = {_IPV4_SIZE: 4, _IPV6_SIZE: 6}
 _PROTECTED_PERCENT = 90  # of max_swarms, at most in the protected segment
 
 
@@ -154,11 +183,16 @@ class SwarmStatistics:
             probation).
         promoted_swarms: moves from probation to the protected segment (a demoted swarm's
             return included).
-        demoted_swarms: protected swarms moved back to probation because the protected segment
-            was full (90% of ``max_swarms``).
+        demoted_swarms: protected swarms moved back to probation to make room for a promotion,
+            the protected segment being full (90% of ``max_swarms``); only swarms out of use
+            (none of their peers left) are.
         evicted_probation_swarms: of ``evicted_swarms``, those evicted from probation.
         evicted_protected_swarms: of ``evicted_swarms``, protected ones: only ``max_peers``
             evicts them, and only when no swarm on probation but the one announced to is left.
+        refused_promotions: promotions not made because the protected segment was full of swarms
+            in use (its least recent has a peer left); each announce of a swarm that waits
+            counts. Rising, it says ``max_swarms`` is too small for the swarms in use, or an
+            attacker holds the protected segment.
     """
 
     swarms: int
@@ -174,6 +208,7 @@ class SwarmStatistics:
     demoted_swarms: int = 0
     evicted_probation_swarms: int = 0
     evicted_protected_swarms: int = 0
+    refused_promotions: int = 0
 
 
 class _Peer:
@@ -191,10 +226,12 @@ class _Peer:
 class _Swarm:
     """The peers of one info-hash, in order of last announce, and its counters."""
 
-    __slots__ = ("completed", "hosts", "last", "peers", "seeders", "trim_at", "v4", "v6")
+    __slots__ = ("completed", "hosts", "last", "peers", "proven", "seeders", "trim_at", "v4", "v6")
 
     def __init__(self) -> None:
-        self.peers: dict[bytes, _Peer] = {}
+        # An OrderedDict, not a dict: trimming and eviction take the first peer, which in a dict
+        # churned by deletions costs a walk past every deleted slot before it (O(n) each).
+        self.peers: OrderedDict[bytes, _Peer] = OrderedDict()
         # Entries per host, for max_peers_per_host; a host with none has no key. A host is
         # the IP: a compact peer without its 2-byte port (not the /64 of an IPv6 address, as
         # for the rate limit: hosting providers hand out addresses of one /64 to many).
@@ -205,6 +242,9 @@ class _Swarm:
         self.seeders = 0
         self.completed = 0
         self.last = -math.inf
+        # Whether it has shown it is real (promoted once, or its promotion was refused): on
+        # probation, any announce of it is then a candidate for promotion again.
+        self.proven = False
         # No peer expires before this (the front peer's expiry when last looked at): one
         # comparison tells an announce whether there is anything to trim.
         self.trim_at = math.inf
@@ -242,15 +282,20 @@ class SwarmStore:
             announced swarm on probation: swarms start there and are promoted to a protected
             segment (at most 90% of ``max_swarms``) by two hosts in them at once, or by a peer's
             re-announce ``promote_after`` seconds after its previous one, so a flood of new
-            info-hashes does not push out the swarms in use (see the module documentation).
+            info-hashes does not push out the swarms in use. A full protected segment takes a
+            swarm only in place of one out of use (none of its peers left); until then the
+            promotion is refused (see the module documentation).
         max_peers_per_swarm: peers kept at most in one swarm.
         max_peers: peers kept at most over all swarms (at least ``max_peers_per_swarm``);
             beyond it, whole swarms are evicted, on probation first.
         max_peers_per_host: entries (ports) one IP address keeps at most in one swarm; its
             further ports are answered but not recorded.
         promote_after: seconds between a peer's announces that make the later one a re-announce
-            that promotes its swarm; None for a third of ``peer_lifetime`` (half the announce
-            interval, if the lifetime is the interval and half an interval of grace).
+            that promotes its swarm, less than ``peer_lifetime`` (a peer silent that long has
+            expired); None for a third of ``peer_lifetime`` (half the announce interval, if the
+            lifetime is the interval and half an interval of grace), at most half of
+            :data:`~bip_utracker.DEFAULT_MAX_ANNOUNCE_INTERVAL` (15 minutes: clients cap a
+            longer interval, and a re-announce must count).
         rng: the source of the random peer selection (a seeded one for tests).
 
     >>> store = SwarmStore(rng=random.Random(1))
@@ -282,6 +327,7 @@ class SwarmStore:
         "_protected",
         "_protected_cap",
         "_random",
+        "_refusals",
         "_seeder_count",
         "_unrecorded_peers",
     )
@@ -306,11 +352,19 @@ class SwarmStore:
             raise LocalProtocolError(
                 f"max_peers ({max_peers}) is less than max_peers_per_swarm ({max_peers_per_swarm})"
             )
-        self._promote_after = (
-            self._peer_lifetime / 3
-            if promote_after is None
-            else _check_seconds("promote_after", promote_after)
-        )
+        if promote_after is None:
+            # Half the interval, for a lifetime of interval plus half of one; but clients cap
+            # the interval they wait (bip's Announcer at 30 minutes), so never more than half
+            # of that cap, or a longer interval's regular re-announce would never count.
+            self._promote_after = min(self._peer_lifetime / 3, DEFAULT_MAX_ANNOUNCE_INTERVAL / 2)
+        else:
+            self._promote_after = _check_seconds("promote_after", promote_after)
+            if self._promote_after >= self._peer_lifetime:
+                # A peer that waits that long has expired: its announce is a new peer's.
+                raise LocalProtocolError(
+                    f"promote_after ({promote_after}) is not less than peer_lifetime "
+                    f"({peer_lifetime}): a re-announce could never promote"
+                )
         # Below max_swarms (0 for a store of fewer than two swarms: nothing is promoted), so that
         # a new swarm always finds one on probation to evict.
         self._protected_cap = max_swarms * _PROTECTED_PERCENT // 100
@@ -319,9 +373,9 @@ class SwarmStore:
         # recent swarm comes first. Probation is two queues, the new swarms and the demoted ones,
         # because a demoted swarm is older than most new ones: appended to their queue, it
         # would break its order.
-        self._probation: dict[bytes, _Swarm] = {}
-        self._demoted: dict[bytes, _Swarm] = {}
-        self._protected: dict[bytes, _Swarm] = {}
+        self._probation: OrderedDict[bytes, _Swarm] = OrderedDict()
+        self._demoted: OrderedDict[bytes, _Swarm] = OrderedDict()
+        self._protected: OrderedDict[bytes, _Swarm] = OrderedDict()
         self._peer_count = 0
         self._seeder_count = 0
         self._evicted_probation = 0
@@ -331,6 +385,7 @@ class SwarmStore:
         self._unrecorded_peers = 0
         self._promotions = 0
         self._demotions = 0
+        self._refusals = 0
 
     # -- the handler interface ----------------------------------------------------------------
 
@@ -372,7 +427,9 @@ class SwarmStore:
 
         The announce may promote the swarm out of probation (two hosts in it at once, or a
         re-announce at least ``promote_after`` seconds after the peer's previous one), and a
-        demoted swarm is promoted again by any announce recorded or not.
+        swarm that has shown it is real (a demoted one, or one whose promotion was refused) is
+        promoted by any announce recorded or not; if the protected segment is full, only in
+        place of a swarm out of use.
         """
         if not (peer[-2] or peer[-1]):  # port 0
             return self.sample_compact(info_hash, peer, 0 if event == _STOPPED else num_want, now)
@@ -383,20 +440,26 @@ class SwarmStore:
         protected = self._protected
         probation = self._probation
         on_probation = False
-        swarm = protected.pop(info_hash, None)
+        swarm = protected.get(info_hash)
         if swarm is not None:
-            protected[info_hash] = swarm
+            protected.move_to_end(info_hash)
         else:
-            swarm = probation.pop(info_hash, None)
+            swarm = probation.get(info_hash)
             if swarm is not None:
-                probation[info_hash] = swarm
+                probation.move_to_end(info_hash)
                 on_probation = True
             else:
                 swarm = self._demoted.pop(info_hash, None)
                 if swarm is not None:
                     # It has shown it is real before; it only was the least recent protected.
+                    # Promoted again at once if there is room, else the most recent of the new
+                    # swarms' queue (not of the demoted: a demotion to come may bring an older
+                    # one, which must go before it). (Not asked again in this announce.)
                     swarm.last = now
-                    self._protect(info_hash, swarm)
+                    if self._may_promote(now):
+                        self._protect(info_hash, swarm)
+                    else:
+                        probation[info_hash] = swarm
                 else:
                     if len(probation) + len(self._demoted) + len(protected) >= self._max_swarms:
                         self._evict_swarm(None)
@@ -407,23 +470,29 @@ class SwarmStore:
             self._trim(swarm, now)
         swarm.last = now
         peers = swarm.peers
-        record = peers.pop(peer, None)
+        record = peers.get(peer)
         seeder = left == 0
         family = swarm.v4 if len(peer) == _IPV4_SIZE else swarm.v6
-        promote = False  # (never in a store too small to have a protected segment)
+        # Whether to promote it (never in a store too small to have a protected segment). A
+        # proven swarm on probation had its promotion refused: any announce of it asks again.
+        promote = on_probation and swarm.proven
         if record is None:
             hosts = swarm.hosts
             host = peer[:-2]
             held = hosts.get(host, 0)
             if held >= self._max_peers_per_host:
                 self._unrecorded_peers += 1
+                if promote and self._may_promote(now):
+                    del probation[info_hash]
+                    self._protect(info_hash, swarm)
                 return self._sample(swarm, peer, num_want)
             hosts[host] = held + 1
             if on_probation and family and self._protected_cap > 0:
-                # Every peer of this family in a swarm on probation is of one network (another
-                # would have promoted it), so any one of them tells whether this is another.
+                # Every peer of this family in an unproven swarm on probation is of one network
+                # (another would have proven it), so any one of them tells whether this is
+                # another.
                 size = _NETWORK_SIZE[len(peer)]
-                promote = family[0][:size] != peer[:size]
+                promote = promote or family[0][:size] != peer[:size]
             if len(peers) >= self._max_peers_per_swarm:
                 self._evict_peer(swarm)
             if self._peer_count >= self._max_peers:
@@ -432,13 +501,15 @@ class SwarmStore:
             if not peers:
                 swarm.trim_at = record.expires
             family.append(peer)
+            peers[peer] = record  # the most recently announced peer of the swarm
             self._peer_count += 1
             if seeder:
                 swarm.seeders += 1
                 self._seeder_count += 1
         else:
+            peers.move_to_end(peer)  # now the most recently announced peer of the swarm
             # Its previous announce was at its expiry minus the lifetime.
-            promote = (
+            promote = promote or (
                 on_probation
                 and self._protected_cap > 0
                 and now + self._peer_lifetime - record.expires >= self._promote_after
@@ -449,13 +520,16 @@ class SwarmStore:
                 swarm.seeders += change
                 self._seeder_count += change
                 record.seeder = seeder
-        peers[peer] = record  # now the most recently announced peer of the swarm
         if event == _COMPLETED and not record.completed:
             record.completed = True
             swarm.completed += 1
         if promote:
-            del probation[info_hash]
-            self._protect(info_hash, swarm)
+            # It has shown it is real; it stays on probation if promoting it would demote a
+            # protected swarm still in use.
+            swarm.proven = True
+            if self._may_promote(now):
+                del probation[info_hash]
+                self._protect(info_hash, swarm)
         seeders = swarm.seeders
         leechers = len(peers) - seeders
 
@@ -561,13 +635,11 @@ class SwarmStore:
         dropped = 0
         for segment in (self._probation, self._demoted, self._protected):
             while segment:
-                key = next(iter(segment))
-                swarm = segment[key]
-                if swarm.last + lifetime > now:
+                if segment[next(iter(segment))].last + lifetime > now:
                     break
                 if limit is not None and dropped >= limit:
                     return True
-                del segment[key]
+                _, swarm = segment.popitem(last=False)
                 self._expired_peers += len(swarm.peers)
                 self._forget(swarm)
                 dropped += 1
@@ -582,7 +654,7 @@ class SwarmStore:
             if record.expires > now:
                 swarm.trim_at = record.expires
                 return
-            del peers[key]
+            peers.popitem(last=False)
             self._remove(swarm, key, record)
             self._expired_peers += 1
         swarm.trim_at = math.inf
@@ -619,52 +691,63 @@ class SwarmStore:
                 swarm = self._demoted.get(info_hash)
         return swarm
 
+    def _may_promote(self, now: float) -> bool:
+        """Whether a swarm may be promoted at *now*; if not, count a refused promotion.
+
+        Yes while the protected segment has room, or when the swarm a promotion would demote
+        (its least recently announced) is no longer in use: not announced for ``peer_lifetime``,
+        so that no peer of it is left. Demoting a swarm in use would hand it to the evictions of
+        probation, where a flood's new swarms push it out before its next announce; two hosts
+        promoting the flood's own swarms would so empty the protected segment.
+        """
+        protected = self._protected
+        if len(protected) < self._protected_cap:
+            return True
+        if protected and protected[next(iter(protected))].last + self._peer_lifetime <= now:
+            return True
+        self._refusals += 1
+        return False
+
     def _protect(self, info_hash: bytes, swarm: _Swarm) -> None:
         """Promote *swarm* (already out of probation) to the recent end of the protected
-        segment; if that is over its cap, demote the segment's least recently announced."""
+        segment; if that is over its cap, demote the segment's least recently announced (which
+        :meth:`_may_promote` said is no longer in use)."""
         protected = self._protected
         protected[info_hash] = swarm
+        swarm.proven = True
         self._promotions += 1
         if len(protected) > self._protected_cap:
-            key = next(iter(protected))  # not *swarm*: the cap is at least 1 if promoting
-            self._demoted[key] = protected.pop(key)
+            # Not *swarm*: the cap is at least 1 if promoting, and *swarm* is the most recent.
+            key, demoted = protected.popitem(last=False)
+            self._demoted[key] = demoted
             self._demotions += 1
 
     def _evict_swarm(self, keep: _Swarm | None) -> bool:
         """Drop the least recently announced swarm on probation (new or demoted) or, if there
         is none, the least recently announced protected one; never *keep* (the swarm being
         announced to, the most recent of its segment). False if there was none to drop."""
-        # The front key is looked up once per queue: after many evictions, finding a dict's
-        # first entry walks past the slots of the removed ones until the dict is resized.
-        segment: dict[bytes, _Swarm] | None = None
-        key = b""
+        segment: OrderedDict[bytes, _Swarm] | None = None
         oldest = math.inf
         for queue in (self._probation, self._demoted):
             if queue:
-                front_key = next(iter(queue))
-                front = queue[front_key]
+                front = queue[next(iter(queue))]
                 if front is not keep and front.last < oldest:
-                    segment, key, oldest = queue, front_key, front.last
+                    segment, oldest = queue, front.last
         if segment is None:
             segment = self._protected
-            if not segment:
-                return False
-            key = next(iter(segment))
-            if segment[key] is keep:
+            if not segment or segment[next(iter(segment))] is keep:
                 return False
             self._evicted_protected += 1
         else:
             self._evicted_probation += 1
-        swarm = segment.pop(key)
+        _, swarm = segment.popitem(last=False)
         self._evicted_peers += len(swarm.peers)
         self._forget(swarm)
         return True
 
     def _evict_peer(self, swarm: _Swarm) -> None:
         """Drop the least recently announced peer of *swarm*."""
-        peers = swarm.peers
-        key = next(iter(peers))
-        record = peers.pop(key)
+        key, record = swarm.peers.popitem(last=False)
         self._remove(swarm, key, record)
         self._evicted_peers += 1
 
@@ -705,7 +788,7 @@ class SwarmStore:
         announced first."""
         return iter(list(self._protected))
 
-    def _segments(self) -> tuple[dict[bytes, _Swarm], ...]:
+    def _segments(self) -> tuple[OrderedDict[bytes, _Swarm], ...]:
         """The three queues: new swarms on probation, demoted ones, protected ones."""
         return (self._probation, self._demoted, self._protected)
 
@@ -739,4 +822,5 @@ class SwarmStore:
             demoted_swarms=self._demotions,
             evicted_probation_swarms=self._evicted_probation,
             evicted_protected_swarms=self._evicted_protected,
+            refused_promotions=self._refusals,
         )
