@@ -144,7 +144,8 @@ async def test_a_state_file_that_is_not_ours_is_ignored(
     path = state_path(folder.parent, torrent)
     path.parent.mkdir(parents=True)
     with trio.fail_after(DEADLINE):
-        for junk in (b"\xff not bencoding", b"d6:pausedi7ee", b"li1ee", b"x" * 5000):
+        # (A record with one key not ours is read but for that key: test_saved_state.py.)
+        for junk in (b"\xff not bencoding", b"li1ee", b"x" * 5000):
             path.write_bytes(junk)
             caplog.clear()
             with caplog.at_level(logging.WARNING, logger="bip.client"):

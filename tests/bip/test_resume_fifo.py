@@ -58,7 +58,7 @@ async def test_every_loader_refuses_a_fifo_at_once(tmp_path: Path) -> None:
         assert await store.load_metadata() is None
         assert await store.load_peers() == SavedPeers()
         assert await store.load_selection() is None
-        assert await store.load_paused() is None  # cannot be read: a warning, not "unpaused"
+        assert await store.load_state() is None  # cannot be read: a warning, not "unpaused"
         moved = store.moved_to(tmp_path / "elsewhere")
         with pytest.raises(OSError, match="not a regular file") as caught:
             await moved.take_files_of(store)
@@ -69,7 +69,7 @@ async def test_a_directory_is_refused_too(tmp_path: Path) -> None:
     store = ResumeStore(tmp_path, InfoHash(v1=bytes(20)))
     store.state_path.mkdir(parents=True)
     with trio.fail_after(DEADLINE):
-        assert await store.load_paused() is None
+        assert await store.load_state() is None
         assert await store.load_resume() is None
 
 

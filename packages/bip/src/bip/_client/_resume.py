@@ -27,10 +27,14 @@ hash):
   ``paused``, ``super_seeding``, ``auto_managed`` and ``queue_position``), bencoded
   ``{"auto_managed": 0 or 1, "paused": 0 or 1, "queue_position": -1 or more,
   "super_seeding": 0 or 1}``; written once a flag was set, and when one changes. Only the
-  user's pause is ``paused``: a torrent the queue holds back is not paused. Absent: not
-  paused, not super-seeding, not auto-managed; a record without ``super_seeding``,
-  ``auto_managed`` or ``queue_position`` (an older one): off, off and -1. Read with bounds;
-  a record that is not ours is ignored with a warning.
+  user's pause is ``paused``: a torrent the queue holds back is not paused. Read once, by
+  ``Session.add_torrent``, before the torrent is made. Absent: not paused, not
+  super-seeding, not auto-managed. Every key is optional, as in libtorrent's resume data: a
+  record without ``super_seeding``, ``auto_managed`` or ``queue_position`` (an older one)
+  reads them as off, off and -1; a key whose value is not ours (a flag not 0 or 1, a
+  position out of range) is ignored alone, with a DEBUG log, and the others are kept (the
+  torrent writes the whole record again at its next save). Read with bounds; a file that
+  is not ours at all (too large, not a bencoded dictionary) is ignored with a warning.
 
 Each is read only if it is a regular file, opened without blocking: anything else at its path
 (a FIFO, a device, a directory) counts as a file that cannot be read, never waited on.
@@ -184,17 +188,21 @@ class SavedState:
         auto_managed: the session's queue starts and stops it (``Torrent.set_auto_managed``).
         queue_position: its place in the session's queue (0 first), ``-1`` for none (a
             seed, a torrent not auto-managed).
+        ignored: the keys of the record read whose values were not ours (the default was
+            taken for each instead); never written.
     """
 
     paused: bool = False
     super_seeding: bool = False
     auto_managed: bool = False
     queue_position: int = -1
+    ignored: frozenset[str] = frozenset()
 
 
 def encode_saved_paused(paused: bool) -> bytes:
-    """The bencoded ``HASH.state`` file of a torrent that does not super-seed:
-    ``{"paused": 1}`` or ``{"paused": 0}``."""
+    """The bencoded ``HASH.state`` file of the first bip versions to write one, which knew
+    only the pause: ``{"paused": 1}`` or ``{"paused": 0}`` (an older record, as
+    :func:`decode_saved_state` still reads it)."""
     return encode({b"paused": int(paused)})
 
 
@@ -224,44 +232,48 @@ def _state_document(data: bytes) -> Mapping[bytes, object] | None:
     return document if isinstance(document, dict) else None
 
 
-def _state_flag(data: bytes, key: bytes, default: bool | None) -> bool | None:
-    """The flag ``key`` of a ``HASH.state`` file (``default`` when it has none); ``None`` for
-    a file that is not ours (too large, not a bencoded dictionary) or a flag not 0 or 1."""
-    document = _state_document(data)
-    if document is None:
-        return None
-    flag = document.get(key)
-    if flag is None:
-        return default
-    if type(flag) is not int or flag not in (0, 1):
-        return None
-    return bool(flag)
-
-
 def decode_saved_paused(data: bytes) -> bool | None:
-    """Read a ``HASH.state`` file: whether the torrent was paused; ``None`` for a file that
-    is not ours (too large, not a bencoded dictionary, ``paused`` missing or not 0 or 1),
-    never an error. Keys it does not know are ignored (a later version may add some)."""
-    return _state_flag(data, b"paused", None)
+    """What a reader that knows only ``paused`` finds in a ``HASH.state`` file (the rule of
+    the first bip versions to write one; the client reads :func:`decode_saved_state`):
+    whether the torrent was paused; ``None`` for a file that is not ours (too large, not a
+    bencoded dictionary, ``paused`` missing or not 0 or 1), never an error. Other keys are
+    ignored."""
+    document = _state_document(data)
+    flag = None if document is None else document.get(b"paused")
+    return bool(flag) if type(flag) is int and flag in (0, 1) else None
 
 
 def decode_saved_state(data: bytes) -> SavedState | None:
-    """Read a ``HASH.state`` file; ``None`` for one that is not ours (as
-    :func:`decode_saved_paused` says, ``super_seeding`` or ``auto_managed`` not 0 or 1, or
-    ``queue_position`` not an int from -1 to 2**31 - 1), never an error. A record without
-    ``super_seeding`` (written before it was saved) does not super-seed; one without
-    ``auto_managed`` or ``queue_position`` is not auto-managed and has no position."""
-    paused = decode_saved_paused(data)
-    super_seeding = _state_flag(data, b"super_seeding", False)
-    auto_managed = _state_flag(data, b"auto_managed", False)
-    if paused is None or super_seeding is None or auto_managed is None:
-        return None
+    """Read a ``HASH.state`` file; ``None`` for a file that is not ours (too large, not a
+    bencoded dictionary), never an error.
+
+    One rule for every key, as libtorrent's resume data reader has for its optional fields:
+    a key that is missing takes its default (a record written before ``super_seeding``,
+    ``auto_managed`` or ``queue_position`` were saved: off, off and -1), and a key whose
+    value is not ours (a flag not 0 or 1, a queue position not an int from -1 to
+    2**31 - 1) is ignored alone: its default is taken, its name is in
+    :attr:`SavedState.ignored`, and the other keys are kept. Keys it does not know are
+    ignored silently (a later version may add some)."""
     document = _state_document(data)
-    assert document is not None  # decode_saved_paused read it
+    if document is None:
+        return None
+    ignored: set[str] = set()
+
+    def flag(key: str) -> bool:
+        value = document.get(key.encode(), 0)
+        if type(value) is not int or value not in (0, 1):
+            ignored.add(key)
+            return False
+        return bool(value)
+
+    paused = flag("paused")
+    super_seeding = flag("super_seeding")
+    auto_managed = flag("auto_managed")
     position = document.get(b"queue_position", -1)
     if type(position) is not int or not -1 <= position <= _MAX_QUEUE_POSITION:
-        return None
-    return SavedState(paused, super_seeding, auto_managed, position)
+        ignored.add("queue_position")
+        position = -1
+    return SavedState(paused, super_seeding, auto_managed, position, frozenset(ignored))
 
 
 @dataclass(frozen=True, slots=True)
@@ -533,36 +545,11 @@ class ResumeStore:
         data = encode_saved_selection(files, priorities)
         await trio.to_thread.run_sync(_write_atomically, self.selection_path, data)
 
-    async def load_paused(self) -> bool | None:
-        """Whether the torrent was paused when :meth:`save_paused` last wrote: ``False``
-        when there is no file; ``None`` (and a warning) when it cannot be read or is not
-        ours (:func:`decode_saved_paused`)."""
-        try:
-            data = await _read_bounded(self.state_path, _MAX_STATE_FILE)
-        except FileNotFoundError:
-            return False
-        except OSError as error:
-            logger.warning("%s: cannot read it, ignored: %s", self.state_path, error)
-            return None
-        paused = decode_saved_paused(data)
-        if paused is None:
-            logger.warning("%s: not a torrent state; ignored", self.state_path)
-        return paused
-
-    async def save_paused(self, paused: bool) -> None:
-        """Replace the saved state with one of a torrent paused or not, that does not
-        super-seed (atomically; :meth:`save_state` keeps both flags).
-
-        Raises:
-            OSError: the file could not be written.
-        """
-        data = encode_saved_paused(paused)
-        await trio.to_thread.run_sync(_write_atomically, self.state_path, data)
-
     async def load_state(self) -> SavedState | None:
-        """The flags :meth:`save_state` last wrote: :class:`SavedState` ``()`` (neither)
+        """The flags :meth:`save_state` last wrote: :class:`SavedState` ``()`` (none set)
         when there is no file; ``None`` (and a warning) when it cannot be read or is not
-        ours (:func:`decode_saved_state`)."""
+        ours at all; a key whose value is not ours is ignored alone, with a DEBUG log
+        (:func:`decode_saved_state`)."""
         try:
             data = await _read_bounded(self.state_path, _MAX_STATE_FILE)
         except FileNotFoundError:
@@ -573,6 +560,13 @@ class ResumeStore:
         state = decode_saved_state(data)
         if state is None:
             logger.warning("%s: not a torrent state; ignored", self.state_path)
+        elif state.ignored:
+            # As libtorrent's resume data reader: a bad optional field costs only itself.
+            logger.debug(
+                "%s: %s not ours; ignored (the default taken)",
+                self.state_path,
+                ", ".join(sorted(state.ignored)),
+            )
         return state
 
     async def save_state(self, state: SavedState) -> None:

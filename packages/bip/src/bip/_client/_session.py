@@ -385,11 +385,15 @@ class Session:
         """Start a torrent: its metadata, storage check, download and seeding run in the
         background; wait with :meth:`Torrent.wait_complete`.
 
-        A torrent that was paused when its last run ended (its resume files under
-        ``options.save_dir`` say so) starts paused, as libtorrent's resume data carries
-        ``paused``, unless ``options.paused`` says otherwise: it checks its data, but joins
-        no swarm until :meth:`Torrent.resume`. A state file that cannot be read is ignored
-        (with a warning).
+        Its state file (``options.save_dir/.bip/HASH.state``, unless ``options.resume`` is
+        off) is read once, here, before the torrent is made: the flags it keeps are the
+        torrent's from the moment this returns (:meth:`Torrent.status` shows them), each
+        unless the options say otherwise. A torrent that was paused when its last run ended
+        starts paused, as libtorrent's resume data carries ``paused``: it checks its data,
+        but joins no swarm until :meth:`Torrent.resume`; one that super-seeded super-seeds.
+        A state file that cannot be read, or is not ours, is ignored (with a warning); a key
+        of it whose value is not ours is ignored alone (with a DEBUG log), as libtorrent
+        ignores a bad optional field of its resume data, and the others are kept.
 
         An auto-managed torrent (``options.auto_managed``, or as its resume files say) takes
         the last place in the queue, or its saved place among the torrents added back
@@ -403,12 +407,15 @@ class Session:
         saved: SavedState | None = SavedState()
         if options.resume:
             saved = await ResumeStore(options.save_dir, info_hash).load_state()
-        saved_paused = None if saved is None else saved.paused
-        paused = options.paused if options.paused is not None else bool(saved_paused)
+        # What the torrent starts with: the options' flags, else the saved ones (a file that
+        # could not be read holds none: the defaults).
+        flags = SavedState() if saved is None else saved
+        paused = options.paused if options.paused is not None else flags.paused
+        super_seeding = (
+            options.super_seeding if options.super_seeding is not None else flags.super_seeding
+        )
         auto_managed = (
-            options.auto_managed
-            if options.auto_managed is not None
-            else saved is not None and saved.auto_managed
+            options.auto_managed if options.auto_managed is not None else flags.auto_managed
         )
         # Looked for after the read: nothing awaits between this and the torrent's indexing.
         if self.find(info_hash) is not None:
@@ -446,13 +453,12 @@ class Session:
             holepunch=self.holepunch,
             peer_sink=self.connector,
             paused=paused,
-            saved_paused=saved_paused,
+            super_seeding=super_seeding,
             auto_managed=auto_managed,
             # Held back until the queue says otherwise (just below): a torrent with no room
             # never announces, dials nor checks.
             queued=auto_managed,
-            saved_auto_managed=None if saved is None else saved.auto_managed,
-            saved_position=None if saved is None else saved.queue_position,
+            saved_state=saved,  # not read again: written only once a flag changes
             queue_now=self._update_queue,
             queue_soon=self._queue_wake_up,
         )
@@ -461,8 +467,8 @@ class Session:
         self._all.append(torrent)
         self._keys[torrent] = self._next_key
         self._next_key += 1
-        if saved is not None and saved.auto_managed and saved.queue_position >= 0:
-            self._saved_positions[torrent] = saved.queue_position
+        if flags.auto_managed and flags.queue_position >= 0:
+            self._saved_positions[torrent] = flags.queue_position
         if not torrent.halted:  # a paused or queued one is registered when it starts
             self.handshaker.register(info_hash)
         self._update_queue()

@@ -248,11 +248,10 @@ class Torrent:
         holepunch: HolepunchPolicy | None = None,
         peer_sink: PeerSink | None = None,
         paused: bool = False,
-        saved_paused: bool | None = False,
+        super_seeding: bool = False,
         auto_managed: bool = False,
         queued: bool = False,
-        saved_auto_managed: bool | None = False,
-        saved_position: int | None = -1,
+        saved_state: SavedState | None = None,
         queue_now: Callable[[], None] | None = None,
         queue_soon: Callable[[], None] | None = None,
     ) -> None:
@@ -262,15 +261,18 @@ class Torrent:
         ``on_unheld`` is called when the torrent comes back to its swarm after a pause or a
         recheck (the connector, which dials none of its peers while :attr:`halted`, wakes
         to dial them at once). With ``paused`` the torrent starts paused (the session then
-        does not register it with the handshaker); ``saved_paused`` is what its resume
-        files say (``None``: unknown), so that a change is written.
+        does not register it with the handshaker); ``super_seeding`` is its flag.
 
         Queueing: ``auto_managed`` is the flag; with ``queued`` (and not ``paused``) the
-        torrent starts held back by the queue (the session does not register it);
-        ``saved_auto_managed`` and ``saved_position`` are what the resume files say
-        (``None``: unknown). ``queue_now`` asks the session's queue to decide at once (after
-        a control of the user's), ``queue_soon`` to decide soon (the torrent changed phase:
-        it may be called anywhere, and only wakes the queue's task)."""
+        torrent starts held back by the queue (the session does not register it).
+        ``queue_now`` asks the session's queue to decide at once (after a control of the
+        user's), ``queue_soon`` to decide soon (the torrent changed phase: it may be called
+        anywhere, and only wakes the queue's task).
+
+        ``saved_state`` is what its state file holds, as the session read it (once, before
+        making the torrent: the flags above were decided from it and the options), so that
+        only a change is written; ``None`` (it could not be read, or was not ours) or a
+        record with a key ignored: written whole at the next save."""
         self._on_unheld = on_unheld
         self.options = options
         self._peer_sink: PeerSink = peer_sink if peer_sink is not None else handshaker
@@ -394,9 +396,7 @@ class Torrent:
             self._unheld.set()
             self._running_since = now
         self._auto_managed = auto_managed
-        self._saved_auto_managed = saved_auto_managed
         self._queue_position = -1  # the session's to set
-        self._saved_position = saved_position
         self._queue_now = queue_now
         self._queue_soon = queue_soon
         self._disk_checking = False  # bip_disk checks the data now (it cannot be stopped)
@@ -404,17 +404,12 @@ class Torrent:
         self._last_tick = now
         self._seeds_counted_at: float | None = None
         self._swarm_seed_count = 0
-        # The paused state the resume files hold (None: unknown, written at the next save).
-        self._saved_paused = saved_paused
-        # Super-seeding: the flag (None: as the state file says, read when run() starts or
-        # before the first save, whichever comes first), and what the file holds (None:
-        # unknown until read, or to be written at the next save).
-        self._super_seeding: bool | None = options.super_seeding
+        # What the state file holds (None: unknown, written whole at the next save). A record
+        # with an ignored key is not what we would write: written again too.
+        self._saved_state = saved_state if saved_state is None or not saved_state.ignored else None
+        # Nothing to tell yet: no brain, no peer (_make_swarm and the handshakes read it).
+        self._super_seeding = super_seeding
         self._told_upload_only = False  # what the peers were last told (BEP 21)
-        self._saved_super_seeding: bool | None = None
-        self._state_known = self._store is None  # the state file was read (or there is none)
-        if self._store is None:
-            self._super_seeding = bool(options.super_seeding)
         self._pausable: set[trio.CancelScope] = set()  # cancelled by a hold
         self._nursery: trio.Nursery | None = None  # run()'s, once running
         self._moving = False
@@ -769,7 +764,7 @@ class Torrent:
     def super_seeding(self) -> bool:
         """Whether the super-seeding flag is set (:meth:`set_super_seeding`); it takes
         effect while the torrent seeds (:attr:`super_seeding_active`)."""
-        return bool(self._super_seeding)
+        return self._super_seeding
 
     @property
     def super_seeding_active(self) -> bool:
@@ -1173,10 +1168,7 @@ class Torrent:
                 except OSError as error:
                     logger.warning("%s: resume files not moved: %s", self._name, error)
                     self._selection_dirty = self._selection_set
-                    self._saved_paused = None
-                    self._saved_super_seeding = None
-                    self._saved_auto_managed = None
-                    self._saved_position = None
+                    self._saved_state = None
                 if checking:
                     # As for a recheck: a run cut short during the check checks everything.
                     await self._store.forget_resume()
@@ -1368,8 +1360,6 @@ class Torrent:
         with self._scope:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                async with self._save_lock:
-                    await self._load_state()  # before the brain, and before any save
                 await self._load_peers()
                 user = UserPeers(await self._user_peers(), interval=self._config.redial_interval)
                 nursery.start_soon(self._run_sources, [user, *self._sources])
@@ -2103,48 +2093,21 @@ class Torrent:
     async def _save_state(self) -> None:
         """Keep whether the user paused the torrent, whether it super-seeds, whether it is
         auto-managed and its queue position, for the next run (when one changed since the
-        resume files said). Under the save lock. A torrent the queue holds back is not
+        state file said). Under the save lock. A torrent the queue holds back is not
         saved as paused: the next run's queue decides again."""
         if self._store is None:
             return
-        await self._load_state()  # a saved flag is never overwritten unread
         state = SavedState(
             self.paused, self.super_seeding, self._auto_managed, self._queue_position
         )
-        saved = (
-            self._saved_paused,
-            self._saved_super_seeding,
-            self._saved_auto_managed,
-            self._saved_position,
-        )
-        if saved == (state.paused, state.super_seeding, state.auto_managed, state.queue_position):
+        if state == self._saved_state:
             return
         try:
             await self._store.save_state(state)
         except OSError as error:
             logger.warning("%s: cannot save its state: %s", self._name, error)
             return
-        self._saved_paused = state.paused
-        self._saved_super_seeding = state.super_seeding
-        self._saved_auto_managed = state.auto_managed
-        self._saved_position = state.queue_position
-
-    async def _load_state(self) -> None:
-        """Read the super-seeding flag an earlier run saved (once; under the save lock):
-        it is the torrent's unless the options or :meth:`set_super_seeding` decided. A
-        state file that cannot be read counts as not super-seeding (and is written
-        again at the next save)."""
-        if self._state_known:
-            return
-        assert self._store is not None  # else known from the start
-        saved = await self._store.load_state()
-        self._state_known = True
-        self._saved_super_seeding = None if saved is None else saved.super_seeding
-        if self._super_seeding is None:
-            self._super_seeding = saved is not None and saved.super_seeding
-            if self._super_seeding:
-                logger.debug("%s: super-seeding, as saved", self._name)
-            self._sync_revelation()
+        self._saved_state = state
 
 
 def _per_file(choice: _FileChoice, info: Info) -> tuple[int, ...]:
