@@ -47,10 +47,12 @@ def make_torrent(folder: Path, version: Version, *, piece_length: int = 32768) -
 
 
 def loopback_config(**changes: object) -> ClientConfig:
-    """A session config on 127.0.0.1, any port, no trackers, fast resume saves."""
+    """A session config on 127.0.0.1, any port, no trackers, fast resume saves, and no
+    listening for a NAT gateway's announcements on the real multicast group."""
     settings: dict[str, object] = {
         "listen": ((LOOPBACK, 0),),
         "trackers": False,
+        "natpmp_announce_address": None,
         "resume_interval": 0.5,
         "redial_interval": 1.0,
         "encryption": EncryptionPolicy.PREFER_ENCRYPTED,

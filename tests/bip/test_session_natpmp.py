@@ -20,7 +20,7 @@ import pytest
 import trio
 from _engine_helpers import address_of, loopback_config, make_torrent, write_content
 
-from bip._client import Session, TorrentOptions, open_session
+from bip._client import ClientConfig, Session, TorrentOptions, open_session
 from bip._client._external_address import ExternalAddresses
 from bip._client._port_mapping import mappable_ports, open_session_port_mapping
 from bip._cmd_download import add_session_arguments, config_from_args
@@ -525,6 +525,38 @@ def test_config_checks_the_gateway() -> None:
     with pytest.raises(TypeError, match="natpmp"):
         loopback_config(natpmp="yes")
     assert loopback_config().natpmp_gateway_port == NATPMP_PORT
+
+
+def test_config_checks_the_announce_address() -> None:
+    # RFC 6886 3.2.1's group by default; the tests' sessions listen on no real group.
+    assert ClientConfig().natpmp_announce_address == "224.0.0.1:5350"
+    assert loopback_config().natpmp_announce_address is None
+    assert loopback_config(natpmp_announce_address="127.0.0.1:5350").natpmp_announce_address
+    for bad in ("224.0.0.1:0", "224.0.0.1", "[ff02::1]:5350", "gateway.lan:5350"):
+        with pytest.raises(ValueError, match="natpmp_announce_address"):
+            loopback_config(natpmp_announce_address=bad)
+    with pytest.raises(TypeError, match="natpmp_announce_address"):
+        loopback_config(natpmp_announce_address=("224.0.0.1", 5350))
+
+
+async def test_the_announce_address_is_listened_on() -> None:
+    gateway = Gateway()
+    with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as probe:
+        await probe.bind((LOOPBACK, 0))
+        free = probe.getsockname()[1]  # a unicast stand-in for the group
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            _, gateway_port = await start_gateway(nursery, gateway)
+            for announce, listening in ((f"{LOOPBACK}:{free}", (LOOPBACK, free)), (None, None)):
+                config = loopback_config(
+                    **natpmp_config(gateway_port), natpmp_announce_address=announce
+                )
+                async with open_session_port_mapping(
+                    config, tcp_port=6881, tcp_ports=(6881,), udp_ports=()
+                ) as mapping:
+                    assert mapping.mapper is not None
+                    assert mapping.mapper.announce_address == listening
+            nursery.cancel_scope.cancel()
 
 
 def session_args(*options: str) -> argparse.Namespace:

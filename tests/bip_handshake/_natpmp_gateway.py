@@ -267,11 +267,14 @@ def run(
     latency: float = 0.01,
     events: list[NatPmpEvent] | None = None,
     at: dict[float, Callable[[float], None]] | None = None,
+    client_address: IPv4Address | None = None,
 ) -> float:
     """Run ``client`` against ``gateway`` from ``start`` until ``end`` (virtual seconds).
 
     Answers arrive ``latency`` seconds after their request. ``at`` maps times to actions
     run when the clock reaches them (a reboot, an announcement...). Events go to ``events``.
+    ``client_address``: given whenever the client asks for its address afresh, before it
+    sends (as the shell reads it off a socket); None: never given.
     """
     now = start
     in_flight: list[tuple[float, bytes]] = []
@@ -280,6 +283,8 @@ def run(
         while actions and actions[0][0] <= now:
             actions.pop(0)[1](now)
         client.handle_timer(now)
+        if client_address is not None and client.client_address_stale:
+            client.set_client_address(client_address)
         for data, destination in client.datagrams_to_send(now):
             assert destination == client.gateway
             reply = gateway.handle(data, now)

@@ -19,8 +19,10 @@ from bip_handshake._compact import PeerAddress
 from bip_handshake._errors import LocalProtocolError
 from bip_handshake._natpmp import (
     NATPMP_DELETE_ATTEMPTS,
+    NATPMP_HINT_INTERVAL,
     NATPMP_MAX_ATTEMPTS,
     NATPMP_MAX_MAPPINGS,
+    NATPMP_RESET_DELAY_MAX,
     NATPMP_RETRY_MAX,
     NATPMP_RETRY_MIN,
     ExternalAddressRequest,
@@ -409,13 +411,20 @@ def test_address_change_is_reported() -> None:
         NatPmpAddressChanged(EXTERNAL),
         NatPmpAddressChanged(IPv4Address("198.51.100.9")),
     ]
-    # A gratuitous announcement (RFC 3.2.1) is taken too.
+    # An unasked announcement (RFC 3.2.1) is a hint: the address is asked at once, and the
+    # answer is what counts, not what the announcement said (anyone could have sent it).
+    sent = len(gateway.requests)
     client.receive_datagram(
         ExternalAddressResponse(0, gateway.epoch(1901.0), IPv4Address("198.51.100.10")).encode(),
         GATEWAY_ADDRESS,
         1901.0,
     )
-    assert client.external_address == IPv4Address("198.51.100.10")
+    assert client.external_address == IPv4Address("198.51.100.9")
+    gateway.external = IPv4Address("198.51.100.11")
+    run(client, gateway, 1901.0, 1902.0, events=events)
+    assert gateway.requests[sent:] == [(1901.0, ExternalAddressRequest())]
+    assert client.external_address == IPv4Address("198.51.100.11")
+    assert client.statistics().hints == 1
 
 
 # -- the epoch ---------------------------------------------------------------------------------
@@ -439,6 +448,52 @@ def test_gateway_reboot_announced_recreates_mappings() -> None:
     assert 900 <= renewals[0] <= 905.1  # after a random 0..5 s (RFC 3.7), then serially
     assert gateway.mappings.keys() == {(TCP, 6881), (UDP, 6881)}
     assert client.statistics().gateway_resets == 1
+
+
+FORGED = IPv4Address("198.51.100.66")
+
+
+def test_forged_announcements_are_hints_bounded_in_rate() -> None:
+    """The review's attack: anyone on the network multicasts a "reboot" with an address of
+    its choice from the gateway's address, every 3 s for 10 minutes. Each is a hint: it
+    brings the address request forward, at most once per NATPMP_HINT_INTERVAL, and the
+    gateway's answer (no reset, its own address) is what counts."""
+    gateway = FakeGateway()
+    client = new_client((TCP, 6881), (UDP, 6881))
+    events: list[NatPmpEvent] = []
+    run(client, gateway, 0.0, 1.0, events=events)
+    sent = len(gateway.requests)
+    forged = ExternalAddressResponse(0, 0, FORGED).encode()
+
+    def forge(now: float) -> None:
+        client.receive_announcement(forged, GATEWAY_ADDRESS, now)
+
+    forgeries: dict[float, Callable[[float], None]] = {1.0 + 3.0 * i: forge for i in range(200)}
+    run(client, gateway, 1.0, 601.0, events=events, at=forgeries)
+    asked = gateway.requests[sent:]
+    assert {type(r) for _, r in asked} == {ExternalAddressRequest}  # no mapping remade
+    assert len(asked) <= 600 / NATPMP_HINT_INTERVAL + 1
+    assert all(b - a >= NATPMP_HINT_INTERVAL for (a, _), (b, _) in itertools.pairwise(asked))
+    stats = client.statistics()
+    assert stats.gateway_resets == 0
+    assert stats.hints == len(asked)
+    assert stats.hints + stats.announcements_ignored == 200
+    assert client.external_address == EXTERNAL
+    assert NatPmpAddressChanged(FORGED) not in events
+    assert not of_type(events, GatewayReset)
+
+    # Still forging, when the gateway really reboots: seen within the interval.
+    def reboot(now: float) -> None:
+        gateway.reboot(now)
+        client.receive_announcement(gateway.announcement(now), GATEWAY_ADDRESS, now)
+
+    more: dict[float, Callable[[float], None]] = {601.0 + 3.0 * i: forge for i in range(33)}
+    run(client, gateway, 601.0, 700.0, events=events, at=more | {603.5: reboot})
+    assert len(of_type(events, GatewayReset)) == 1
+    remade = [t for t, r in gateway.requests if isinstance(r, MappingRequest) and t > 603.5]
+    assert len(remade) == 2
+    assert remade[0] <= 603.5 + NATPMP_HINT_INTERVAL + NATPMP_RESET_DELAY_MAX
+    assert gateway.mappings.keys() == {(TCP, 6881), (UDP, 6881)}
 
 
 def test_gateway_reboot_seen_in_a_renewal_recreates_the_others() -> None:
@@ -469,6 +524,12 @@ def test_epoch_rule(later: float, epoch_step: int, reset: bool) -> None:
     client.receive_datagram(
         ExternalAddressResponse(0, 5000, EXTERNAL).encode(), GATEWAY_ADDRESS, 0.0
     )
+    # An announcement brings the address request forward; its answer's SSSoE is checked.
+    client.receive_announcement(
+        ExternalAddressResponse(0, 0, EXTERNAL).encode(), GATEWAY_ADDRESS, later
+    )
+    [(data, _)] = client.datagrams_to_send(later)
+    assert decode_natpmp_request(data) == ExternalAddressRequest()
     client.receive_datagram(
         ExternalAddressResponse(0, 5000 + epoch_step, EXTERNAL).encode(), GATEWAY_ADDRESS, later
     )
@@ -656,15 +717,16 @@ def test_a_gateway_reset_ends_a_grant_kept_through_failed_renewals() -> None:
     # The gateway reboots: its table is gone, and so is the grant we kept.
     gateway.reboot(450.0)
     gateway.silent_mappings = False
-    client.receive_datagram(gateway.announcement(450.0), GATEWAY_ADDRESS, 450.0)
-    while (event := client.next_event()) is not None:
-        events.append(event)
+    client.receive_announcement(gateway.announcement(450.0), GATEWAY_ADDRESS, 450.0)
+    assert not of_type(events, GatewayReset)  # a hint: the answer tells, not the announcement
+    run(client, gateway, 450.0, 450.015, events=events)  # the address asked at once
+    assert gateway.requests[-1] == (450.0, ExternalAddressRequest())
     assert of_type(events, GatewayReset)
     lapsed = of_type(events, MappingFailed)[-2:]
     assert [e.mapping.external_port for e in lapsed] == [None, None]
     assert all(m.external_port is None for m in client.mappings())
     # Recreated within RFC 3.7's random delay, not after the back-off.
-    run(client, gateway, 450.0, 460.0, events=events)
+    run(client, gateway, 450.015, 460.0, events=events)
     assert all(m.external_port == 6881 for m in client.mappings())
 
 

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from bip_handshake._errors import LocalProtocolError, RemoteProtocolError
 from bip_handshake._natpmp import (
+    NATPMP_HINT_INTERVAL,
     NATPMP_RETRY_MAX,
     NATPMP_RETRY_MIN,
     PCP_PROBE_ATTEMPTS,
@@ -28,6 +29,7 @@ from bip_handshake._natpmp import (
     MappingProtocol,
     MappingRemoved,
     MappingRequest,
+    MappingResponse,
     NatPmpAddressChanged,
     NatPmpAddressFailed,
     NatPmpClient,
@@ -691,9 +693,11 @@ def test_epoch_rule_of_rfc_6887(later: float, epoch_step: int, reset: bool) -> N
     client = new_client((TCP, 6881))
     request = sent_request(client, 0.0)
     client.receive_datagram(answer(request, epoch=5000), GATEWAY_ADDRESS, 0.0)
-    client.receive_datagram(
-        PcpAnnounceResponse(0, 0, 5000 + epoch_step).encode(), GATEWAY_ADDRESS, later
-    )
+    # An ANNOUNCE brings the renewal forward; its answer's epoch is checked.
+    client.receive_announcement(PcpAnnounceResponse(0, 0, 0).encode(), GATEWAY_ADDRESS, later)
+    renewal = sent_request(client, later)
+    assert renewal.nonce == request.nonce
+    client.receive_datagram(answer(renewal, epoch=5000 + epoch_step), GATEWAY_ADDRESS, later)
     assert client.statistics().gateway_resets == int(reset)
 
 
@@ -716,17 +720,91 @@ def test_an_announce_after_a_restart_recreates_the_mappings() -> None:
     assert client.statistics().gateway_resets == 1
 
 
-def test_an_announce_while_probing_settles_pcp_and_restarts_the_probe() -> None:
+def test_forged_announces_bring_renewals_forward_bounded_in_rate() -> None:
+    """A forged ANNOUNCE (epoch 0: "restarted") every 3 s for 10 minutes: each is a hint
+    that brings one renewal forward, at most once per NATPMP_HINT_INTERVAL; its answer,
+    matched on the nonce, shows no restart. A real restart is still seen within it."""
+    gateway = FakeGateway(pcp=True)
+    client = new_client((TCP, 6881), (UDP, 6881))
+    events: list[NatPmpEvent] = []
+    run(client, gateway, 0.0, 1.0, events=events)
+    nonces = dict(gateway.nonces)
+    sent = len(gateway.requests)
+    forged = PcpAnnounceResponse(0, 0, 0).encode()
+
+    def forge(now: float) -> None:
+        client.receive_announcement(forged, GATEWAY_ADDRESS, now)
+
+    run(client, gateway, 1.0, 601.0, events=events, at={1.0 + 3.0 * i: forge for i in range(200)})
+    renewals = [r for _, r in pcp_requests(gateway)[sent:]]
+    assert len(renewals) == len(gateway.requests) - sent  # PCP alone
+    assert len(renewals) <= 600 / NATPMP_HINT_INTERVAL + 1
+    assert {r.nonce for r in renewals} <= set(nonces.values())
+    stats = client.statistics()
+    assert (stats.gateway_resets, stats.hints) == (0, len(renewals))
+    assert stats.hints + stats.announcements_ignored == 200
+    assert protocol(client) == "pcp"
+    assert gateway.nonces == nonces
+    assert not of_type(events, GatewayReset)
+
+    def restart(now: float) -> None:
+        gateway.reboot(now)
+        client.receive_announcement(gateway.pcp_announcement(now), GATEWAY_ADDRESS, now)
+
+    more: dict[float, Callable[[float], None]] = {601.0 + 3.0 * i: forge for i in range(33)}
+    run(client, gateway, 601.0, 700.0, events=events, at=more | {603.5: restart})
+    assert len(of_type(events, GatewayReset)) == 1
+    assert gateway.mappings.keys() == {(TCP, 6881), (UDP, 6881)}
+    remade = [t for t, _ in pcp_requests(gateway) if t > 603.5]
+    assert remade[1] <= 603.5 + NATPMP_HINT_INTERVAL + 5.0
+
+
+@pytest.mark.parametrize("heard", ["announcement", "datagram"])
+def test_an_announce_while_probing_settles_nothing(heard: str) -> None:
+    """Anyone can send one from the gateway's address: it never switches protocols (a
+    forged one during the hourly re-probe would have made a NAT-PMP router PCP's)."""
     client = new_client((TCP, 6881))
+    receive = client.receive_announcement if heard == "announcement" else client.receive_datagram
     first = sent_request(client, 0.0)
-    client.receive_datagram(PcpAnnounceResponse(0, 0, 10).encode(), GATEWAY_ADDRESS, 0.1)
-    assert client.protocol == "pcp"
-    assert sent_request(client, 0.1) == first  # sent again, with every retransmission
-    # Talking NAT-PMP, an announcement is not ours to take: not PCP's after a fallback...
+    receive(PcpAnnounceResponse(0, 0, 10).encode(), GATEWAY_ADDRESS, 0.1)
+    assert protocol(client) is None
+    assert client.datagrams_to_send(0.1) == []  # the probe's schedule goes on, untouched
+    client.handle_timer(0.25)
+    assert sent_request(client, 0.25) == first
+    stats = client.statistics()
+    assert (stats.announcements_ignored, stats.hints, stats.unexpected) == (1, 0, 0)
+    # Silence to the probe still means NAT-PMP.
+    client.handle_timer(0.75)
+    sent_request(client, 0.75)
+    client.handle_timer(1.75)
+    assert protocol(client) == "natpmp"
+
+
+def test_an_announce_in_another_protocol_is_a_hint_too() -> None:
+    # Talking NAT-PMP after a fallback, a dual-stack router's PCP ANNOUNCE brings the
+    # address request forward (its answer's SSSoE tells whether it restarted).
+    gateway = FakeGateway()
     fell_back = new_client((TCP, 6881))
-    run(fell_back, FakeGateway(), 0.0, 1.0)
+    run(fell_back, gateway, 0.0, 1.0)
+    sent = len(gateway.requests)
     fell_back.receive_datagram(PcpAnnounceResponse(0, 0, 10).encode(), GATEWAY_ADDRESS, 1.0)
-    assert fell_back.statistics().unexpected == 1
+    run(fell_back, gateway, 1.0, 2.0)
+    assert [r for _, r in gateway.requests[sent:]] == [ExternalAddressRequest()]
+    stats = fell_back.statistics()
+    assert (stats.hints, stats.unexpected, stats.gateway_resets) == (1, 0, 0)
+    assert protocol(fell_back) == "natpmp"
+    # Talking PCP, a dual-stack router's NAT-PMP announcement brings a renewal forward.
+    gateway = FakeGateway(pcp=True)
+    client = new_client((TCP, 6881))
+    run(client, gateway, 0.0, 1.0)
+    sent = len(gateway.requests)
+    client.receive_announcement(gateway.announcement(1.0), GATEWAY_ADDRESS, 1.0)
+    run(client, gateway, 1.0, 2.0)
+    [(_, renewal)] = gateway.requests[sent:]
+    assert isinstance(renewal, PcpMapRequest)
+    assert renewal.nonce == gateway.nonces[(TCP, 6881)]
+    stats = client.statistics()
+    assert (stats.hints, stats.unexpected, stats.announcements_ignored) == (1, 0, 0)
     # ...nor a packet at all with PCP off.
     natpmp = NatPmpClient(GATEWAY, pcp=False)
     natpmp.receive_datagram(PcpAnnounceResponse(0, 0, 10).encode(), GATEWAY_ADDRESS, 0.1)
@@ -739,8 +817,11 @@ def test_natpmp_packets_while_talking_pcp_are_unexpected() -> None:
         NatPmpErrorResponse(0, 1, 5).encode(), GATEWAY_ADDRESS, 0.0
     )  # nothing in flight: no fallback
     sent_request(client, 0.0)
+    client.receive_datagram(NatPmpErrorResponse(130, 3, 5).encode(), GATEWAY_ADDRESS, 0.01)
+    # A dual-stack router's NAT-PMP announcement: no answer, and no news while probing.
     client.receive_datagram(ExternalAddressResponse(0, 5, EXTERNAL).encode(), GATEWAY_ADDRESS, 0.01)
-    assert client.statistics().unexpected == 2
+    stats = client.statistics()
+    assert (stats.unexpected, stats.announcements_ignored) == (2, 1)
     assert client.protocol is None
 
 
@@ -835,7 +916,7 @@ NEW_CLIENT = IPv4Address("192.168.1.23")
 
 def test_address_mismatch_maps_over_natpmp_at_once_and_probes_again_later() -> None:
     # miniupnpd answers ADDRESS_MISMATCH when the request's client address is not the
-    # packet's source: our address changed (DHCP) since it was read.
+    # packet's source: here a NAT between us, so that our address read again is the same.
     gateway = FakeGateway(pcp=True, pcp_source=NEW_CLIENT)
     client = new_client((TCP, 6881))
     assert not stale(client)
@@ -847,19 +928,44 @@ def test_address_mismatch_maps_over_natpmp_at_once_and_probes_again_later() -> N
     assert client.mappings()[0].external_port == 6881
     assert not of_type(events, MappingFailed)  # a fallback, not a refusal
     assert stale(client)  # the caller is asked to read our address again
-    client.set_client_address(NEW_CLIENT)
+    client.set_client_address(CLIENT)  # the same: no ping-pong back to PCP
     assert not stale(client)
-    assert client.client_address == NEW_CLIENT
-    run(client, gateway, 1.0, 3599.0)
+    assert protocol(client) == "natpmp"
+    run(client, gateway, 1.0, 3599.0, client_address=CLIENT)
     assert not stale(client)
     assert len(pcp_requests(gateway)) == 1  # the renewal went NAT-PMP
-    # PCP is tried again after the long wait, with the address given afresh.
-    run(client, gateway, 3599.0, 3700.0)
+    # PCP is tried again after the long wait, with the address read afresh.
+    run(client, gateway, 3599.0, 3700.0, client_address=NEW_CLIENT)
     assert protocol(client) == "pcp"
     [_, (again, probe)] = pcp_requests(gateway)
     assert 3600 <= again <= 3601
     assert probe.client_address == NEW_CLIENT
-    assert stale(client)  # asked again before that probe (nobody answered)
+
+
+@pytest.mark.parametrize("read", ["at once", "late"])
+def test_address_mismatch_with_a_new_address_speaks_pcp_again_at_once(read: str) -> None:
+    """A PCP-only router refused the address we had (DHCP moved us): NAT-PMP, its
+    fallback, is refused too, but our new address brings PCP back at once rather than
+    after the hour of no ping-pong (in which nothing would be mapped)."""
+    gateway = FakeGateway(pcp=True, natpmp=False, pcp_source=NEW_CLIENT)
+    client = new_client((TCP, 6881), (UDP, 6881))
+    events: list[NatPmpEvent] = []
+    if read == "at once":  # as the shell does: read before anything more is sent
+        run(client, gateway, 0.0, 5.0, events=events, client_address=NEW_CLIENT)
+        kinds = [type(r) for _, r in gateway.requests]
+        assert kinds == [PcpMapRequest] * 3
+        assert not of_type(events, MappingFailed)
+    else:  # given only once NAT-PMP was refused (for an hour)
+        run(client, gateway, 0.0, 1.0, events=events)
+        assert protocol(client) == "natpmp"
+        assert {f.result for f in of_type(events, MappingFailed)} == {PcpResult.UNSUPP_VERSION}
+        client.set_client_address(NEW_CLIENT)
+        run(client, gateway, 1.0, 5.0, events=events)
+    assert protocol(client) == "pcp"
+    assert [m.external_port for m in client.mappings()] == [6881, 6881]
+    assert gateway.mappings.keys() == {(TCP, 6881), (UDP, 6881)}
+    last = [r for _, r in pcp_requests(gateway)[-2:]]
+    assert {r.client_address for r in last} == {NEW_CLIENT}
 
 
 def test_address_mismatch_answering_a_deletion_drops_it() -> None:
@@ -1095,6 +1201,69 @@ def test_a_slow_pcp_routers_late_answer_brings_pcp_back() -> None:
     client.close(2.0)
     deletion = sent_request(client, 2.0)
     assert (deletion.lifetime, deletion.nonce) == (0, probe.nonce)
+
+
+@pytest.mark.parametrize("late", [True, False])
+def test_pcp_grants_after_a_silent_fallback_are_deleted_as_the_gateway_speaks(
+    late: bool,
+) -> None:
+    """A PCP router goes silent: after the re-probe's silence NAT-PMP is spoken, and the
+    PCP grants still standing are deleted in NAT-PMP (what the gateway now speaks); the
+    probe answered late brings PCP back, and every PCP grant is deleted in PCP again, not
+    the probe's alone."""
+    client = new_client((TCP, 6881), (UDP, 6881))
+    granted: dict[MappingProtocol, bytes] = {}
+    for now in (0.0, 0.01):
+        request = sent_request(client, now)
+        client.receive_datagram(answer(request), GATEWAY_ADDRESS, now)
+        granted[request.protocol] = request.nonce
+    assert protocol(client) == "pcp"
+    probe: PcpMapRequest | None = None
+    for _ in range(100):  # silent: the renewal's nine sends, the retry's probe, NAT-PMP
+        deadline = client.next_deadline()
+        assert deadline is not None
+        now = deadline
+        client.handle_timer(now)
+        for data, _ in client.datagrams_to_send(now):
+            if data[0] == 2:
+                probe = decode_pcp_request(data)
+        if protocol(client) == "natpmp":
+            break
+    assert protocol(client) == "natpmp"
+    assert probe is not None
+    assert all(m.external_port == 6881 for m in client.mappings())  # the grants stand
+    if late:
+        client.receive_datagram(answer(probe, epoch=1000 + int(now)), GATEWAY_ADDRESS, now)
+        assert protocol(client) == "pcp"
+    drain(client)
+    client.close(now)
+    deletions: list[bytes] = []
+    for _ in range(2):
+        [(data, _)] = client.datagrams_to_send(now)
+        deletions.append(data)
+        if late:
+            deletion = decode_pcp_request(data)
+            client.receive_datagram(answer(deletion), GATEWAY_ADDRESS, now)
+        else:
+            natpmp = decode_natpmp_request(data)
+            assert isinstance(natpmp, MappingRequest)
+            client.receive_datagram(
+                MappingResponse(natpmp.protocol, 0, 1000, 6881, 0, 0).encode(),
+                GATEWAY_ADDRESS,
+                now,
+            )
+    assert client.is_closed
+    if late:
+        pcp = [decode_pcp_request(d) for d in deletions]
+        assert {(r.protocol, r.nonce, r.lifetime) for r in pcp} == {
+            (TCP, granted[TCP], 0),
+            (UDP, granted[UDP], 0),
+        }
+    else:
+        assert {decode_natpmp_request(d) for d in deletions} == {
+            MappingRequest(TCP, 6881, 0, 0),
+            MappingRequest(UDP, 6881, 0, 0),
+        }
 
 
 def test_mappings_are_deleted_in_the_protocol_that_granted_them() -> None:

@@ -58,13 +58,25 @@ How RFC 6886 is run (and, unless said below, PCP alike):
   anyone else it is silently dropped), only as well formed (version 0, a response opcode, at
   least the length of its kind: bytes past it are ignored, as libtorrent does), and only as
   the answer to the request in flight (same opcode and internal port: NAT-PMP has no
-  transaction ids, RFC 3.5). A gratuitous external address response from the gateway (an
-  announcement, RFC 3.2.1) is taken too. Everything else is counted
-  (:meth:`NatPmpClient.statistics`) and dropped: a stray, forged or garbled datagram never
-  raises and never disturbs a request. A success that makes no sense (a mapping with
-  external port 0 or lifetime 0, or a mapping answer to a deletion saying anything but 0/0)
-  is counted as malformed too (a grant answering a deletion as unexpected: it is the late
-  answer to the request the deletion replaced), and the request goes on being retransmitted.
+  transaction ids, RFC 3.5). Everything else is counted (:meth:`NatPmpClient.statistics`)
+  and dropped: a stray, forged or garbled datagram never raises and never disturbs a
+  request. A success that makes no sense (a mapping with external port 0 or lifetime 0, or
+  a mapping answer to a deletion saying anything but 0/0) is counted as malformed too (a
+  grant answering a deletion as unexpected: it is the late answer to the request the
+  deletion replaced), and the request goes on being retransmitted.
+- The gateway's announcements (RFC 6886 3.2.1: its external address, multicast after a
+  reboot or an address change; RFC 6887 14.1.1: PCP's ANNOUNCE after a restart), given to
+  :meth:`NatPmpClient.receive_announcement` (or arriving unasked on our own socket), are
+  hints, never believed: anyone on the network can send one from the gateway's address to
+  the well-known group, and one datagram would reach every client. A hint brings forward
+  the request whose answer tells: NAT-PMP's address request, or under PCP the renewal of a
+  mapping held (its answer matched on its nonce). That answer alone, which comes from the
+  gateway to our own port (an off-path forger must guess it), has its epoch and address
+  taken. At most one hint is acted on per :data:`NATPMP_HINT_INTERVAL` (later ones within
+  it are merged into it), so forgeries cost the gateway one request each 10 s and change
+  nothing, while a real reboot is seen within 10 s (its own burst of announcements, ten
+  over four minutes, is merged likewise). An announcement never switches protocols, and is
+  not acted on while the protocol is being negotiated (the probe's answer tells).
 
 How RFC 6887 is run (PCP is spoken first unless ``pcp=False``):
 
@@ -81,24 +93,29 @@ How RFC 6887 is run (PCP is spoken first unless ``pcp=False``):
   request is not our packets' source: our address changed, a NAT between us) makes it
   NAT-PMP too, which has no client address to get wrong, so our ports are mapped at once;
   the caller gives our address afresh meanwhile (:meth:`NatPmpClient.set_client_address`,
-  :attr:`NatPmpClient.client_address_stale`). A NAT-PMP request answered with PCP's
-  UNSUPP_VERSION (version 2) shows a server speaking PCP alone: PCP then, unless that
-  gateway itself had turned PCP down (the request is then refused: no ping-pong). PCP is
-  tried again :data:`NATPMP_RETRY_MAX` after a fallback, after a gateway reset (a firmware
-  update may bring it), and after a PCP gateway went silent through a whole retransmission
-  (a new router may not speak it); a close while such a probe of a gateway known to speak
-  NAT-PMP is out goes back to NAT-PMP at once, so that the deletions are not held back.
-  Each switch starts the request in flight over in the new protocol; a mapping only ever
-  asked for in PCP of a gateway that does not speak it needs no deletion.
+  :attr:`NatPmpClient.client_address_stale`); when the address given then differs from the
+  one refused, PCP is spoken again at once (a PCP-only router would otherwise map nothing
+  for an hour). A NAT-PMP request answered with PCP's UNSUPP_VERSION (version 2) shows a
+  server speaking PCP alone: PCP then, unless that gateway itself had turned PCP down (the
+  request is then refused: no ping-pong; after ADDRESS_MISMATCH, only while our address
+  is the one it refused). PCP is tried again :data:`NATPMP_RETRY_MAX` after a fallback,
+  after a gateway reset (a firmware update may bring it), and after a PCP gateway went
+  silent through a whole retransmission (a new router may not speak it); a close while
+  such a probe of a gateway known to speak NAT-PMP is out goes back to NAT-PMP at once, so
+  that the deletions are not held back. Each switch starts the request in flight over in
+  the new protocol; a mapping only ever asked for in PCP of a gateway that does not speak
+  it needs no deletion.
 - One MAP request per mapping, with a random 12-byte nonce of its own (from ``rng``) that
   its renewals and its deletion (a MAP with lifetime 0) repeat. A mapping is deleted in the
   protocol that granted it, whatever is spoken by then (RFC 6887 15: a PCP server may
-  refuse a MAP deletion of a NAT-PMP mapping as NOT_AUTHORIZED); renewals go in the
-  protocol spoken. PCP has no request for the external address: it comes with every MAP
-  answer (:class:`NatPmpAddressChanged` when it changes); the address request (opcode 0)
-  goes out only while NAT-PMP is spoken (under PCP it is no request at all). So a client
-  learns no address over PCP while it has no mapping, nor from a PCP router that refuses
-  every MAP: :attr:`NatPmpClient.external_address` stays None then.
+  refuse a MAP deletion of a NAT-PMP mapping as NOT_AUTHORIZED), but for a PCP grant
+  after a fallback that showed the gateway not to speak PCP (it went silent to it, or said
+  so): in NAT-PMP then, while it lasts (a router sharing one table takes it); renewals go
+  in the protocol spoken. PCP has no request for the external address: it comes with
+  every MAP answer (:class:`NatPmpAddressChanged` when it changes); the address request
+  (opcode 0) goes out only while NAT-PMP is spoken (under PCP it is no request at all). So
+  a client learns no address over PCP while it has no mapping, nor from a PCP router that
+  refuses every MAP: :attr:`NatPmpClient.external_address` stays None then.
 - Every MAP answer is matched on its nonce, protocol and internal port before its result is
   read; a forged or stale one, which cannot know the nonce, is counted as unexpected and
   dropped. A header-only failure names no nonce: it is taken only as UNSUPP_VERSION
@@ -108,14 +125,14 @@ How RFC 6887 is run (PCP is spoken first unless ``pcp=False``):
   out).
 - A grant is renewed at a random point between 1/2 and 5/8 of its lifetime (RFC 11.2.1).
 - The epoch time shows a server that lost its state (RFC 8.5): back by more than 1 s, or
-  apart from our clock's elapsed time by more than 2 s and a sixteenth; an ANNOUNCE
-  response (RFC 14.1, sent unasked after a restart) is checked the same way. Then, as with
-  NAT-PMP, every mapping is recreated within 0 to 5 s. Each protocol's epoch is judged
-  against its own last one (the two clocks need not be one), kept across switches (the
-  hourly PCP probe included: a reboot just before it is still seen), and through a PCP
-  gateway's silence (a rebooting router is silent a while); the NAT-PMP one is checked by
-  a version-0 "unsupported version" answer (in NAT-PMP's layout) too. A reset seen in one
-  protocol forgets the other's reference.
+  apart from our clock's elapsed time by more than 2 s and a sixteenth (an ANNOUNCE, sent
+  unasked after a restart, is a hint: the renewal it brings forward is what is checked).
+  Then, as with NAT-PMP, every mapping is recreated within 0 to 5 s. Each protocol's epoch
+  is judged against its own last one (the two clocks need not be one), kept across
+  switches (the hourly PCP probe included: a reboot just before it is still seen), and
+  through a PCP gateway's silence (a rebooting router is silent a while); the NAT-PMP one
+  is checked by a version-0 "unsupported version" answer (in NAT-PMP's layout) too. A
+  reset seen in one protocol forgets the other's reference.
 - Result codes: NETWORK_FAILURE, NO_RESOURCES, USER_EX_QUOTA and CANNOT_PROVIDE_EXTERNAL may
   pass (retried after :data:`NATPMP_RETRY_MIN`, doubling; a renewal's earlier grant kept);
   the rest (NOT_AUTHORIZED, UNSUPP_*, MALFORMED_*, ...) after :data:`NATPMP_RETRY_MAX`
@@ -136,9 +153,9 @@ How RFC 6887 is run (PCP is spoken first unless ``pcp=False``):
   addresses and mappings) is out of scope: this client maps IPv4.
 
 Not here: listening for the multicast announcements on 224.0.0.1:5350 (the shell does, and
-hands the gateway's to :meth:`NatPmpClient.receive_datagram`, which takes them as above;
-without them a reboot is seen at the next renewal, and the address is re-asked every half
-lifetime), PCP's PEER opcode and options (a response's are skipped), and UPnP IGD.
+hands the gateway's to :meth:`NatPmpClient.receive_announcement`, which takes them as hints,
+above; without them a reboot is seen at the next renewal, and the address is re-asked every
+half lifetime), PCP's PEER opcode and options (a response's are skipped), and UPnP IGD.
 
 >>> from ipaddress import IPv4Address
 >>> client = NatPmpClient(IPv4Address("192.168.1.1"), rng=random.Random(0), pcp=False)
@@ -202,6 +219,7 @@ from ._pcp import (
     PcpMapRequest,
     PcpMapResponse,
     PcpResult,
+    _check_uint,
     decode_pcp_response,
 )
 
@@ -218,6 +236,7 @@ from ._portmap import (
 
 __all__ = [
     "NATPMP_DELETE_ATTEMPTS",
+    "NATPMP_HINT_INTERVAL",
     "NATPMP_INITIAL_TIMEOUT",
     "NATPMP_LIFETIME",
     "NATPMP_MAX_ATTEMPTS",
@@ -285,6 +304,11 @@ NATPMP_RESET_DELAY_MAX: Final = 5.0
 NATPMP_MAX_MAPPINGS: Final = 64
 """Mappings one client may hold at once (a BitTorrent client needs two or three)."""
 
+NATPMP_HINT_INTERVAL: Final = 10.0
+"""Least seconds between two announcements acted on (each brings one request forward):
+anyone on the network can forge them, so they are bounded; a gateway's own burst after a
+reboot (RFC 6886 3.2.1: ten sends over about four minutes) is seen by its first one."""
+
 PCP_PROBE_ATTEMPTS: Final = 3
 """Sends of a PCP request, while the gateway's protocol is unknown, before its silence is
 read as an RFC 6886 router dropping a version it does not know: NAT-PMP is tried after
@@ -337,12 +361,6 @@ def _result(code: int) -> NatPmpResult | int:
         return NatPmpResult(code)
     except ValueError:
         return code
-
-
-def _check_uint(name: str, value: object, bits: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << bits:
-        raise LocalProtocolError(f"{name} is an int in 0..{(1 << bits) - 1}, got {value!r}")
-    return value
 
 
 def _check_result(value: object) -> NatPmpResult | int:
@@ -639,7 +657,8 @@ class NatPmpStatistics:
     Attributes:
         sent: datagrams sent, retransmissions included.
         retransmitted: datagrams sent again for want of an answer.
-        received: datagrams accepted as answers (or announcements).
+        received: datagrams accepted as answers (announcements are counted in ``hints``
+            and ``announcements_ignored``).
         wrong_source: datagrams dropped for not coming from the gateway's address and port.
         malformed: datagrams dropped for not decoding, or for a success that makes no sense.
         unexpected: well-formed datagrams dropped for answering no request in flight (a
@@ -648,6 +667,12 @@ class NatPmpStatistics:
         gateway_resets: times the epoch rule found the gateway had lost its state.
         protocol: what the gateway is talked to in, None while not known yet
             (:attr:`NatPmpClient.protocol`).
+        hints: the gateway's announcements (unasked, from its address and port, well
+            formed) acted on: each brought a request forward, whose answer tells.
+        announcements_ignored: the gateway's announcements not acted on: within
+            :data:`NATPMP_HINT_INTERVAL` of the last one acted on, while the protocol is
+            negotiated, closed, or with the answer that would tell under way or due anyway
+            (a dual-stack router's NAT-PMP announcements under PCP are hints too).
     """
 
     sent: int
@@ -659,6 +684,8 @@ class NatPmpStatistics:
     timeouts: int
     gateway_resets: int
     protocol: GatewayProtocol | None = None
+    hints: int = 0
+    announcements_ignored: int = 0
 
 
 class _State(enum.Enum):
@@ -847,6 +874,12 @@ class NatPmpClient:
         self._speaking = _Speaking.PROBING if pcp else _Speaking.NATPMP
         self._pcp_retry_at = math.inf  # after a fallback: when PCP is tried again
         self._refused_pcp = False  # the gateway itself answered that it does not speak PCP
+        # Our address the gateway refused (ADDRESS_MISMATCH) before the fallback under way:
+        # given another one, PCP is spoken again at once.
+        self._mismatched: IPv4Address | None = None
+        # While NAT-PMP is spoken: whether the gateway speaks PCP all the same (a fallback
+        # for ADDRESS_MISMATCH), so that its PCP grants are still deleted in PCP.
+        self._pcp_deletions = False
         # What was spoken before the probe under way (None: the first one).
         self._probed_from: _Speaking | None = None
         # The probe that went unanswered before a fallback to NAT-PMP: a slow PCP router's
@@ -873,6 +906,9 @@ class NatPmpClient:
         self._unexpected = 0
         self._timeouts = 0
         self._resets = 0
+        self._hints = 0
+        self._ignored = 0
+        self._hinted_at = -math.inf  # when the last hint acted on brought its request
 
     # -- what the caller wants -------------------------------------------------------------
 
@@ -917,7 +953,9 @@ class NatPmpClient:
     def set_client_address(self, address: IPv4Address) -> None:
         """Give our IPv4 address toward the gateway afresh (it may have changed, DHCP):
         PCP requests carry it from their next send on. Clears :attr:`client_address_stale`
-        (the same address again, when it could not be read, clears it too).
+        (the same address again, when it could not be read, clears it too). After a
+        fallback for ADDRESS_MISMATCH, another address than the refused one brings PCP back
+        at once, the mappings not granted meanwhile asked for at once.
 
         Raises:
             LocalProtocolError: not an IPv4Address, or 0.0.0.0.
@@ -928,6 +966,15 @@ class NatPmpClient:
             _log.info("PCP gateway %s: our address toward it is %s", self._gateway, address)
         self._client_address = address
         self._client_address_stale = False
+        refused = self._mismatched
+        if refused is not None and address != refused and self._speaking is _Speaking.NATPMP:
+            # The gateway refused our old address, not PCP: a PCP-only router would refuse
+            # NAT-PMP for an hour (no ping-pong), with nothing mapped meanwhile.
+            _log.info("PCP gateway %s: PCP again, from our new address", self._gateway)
+            self._switch(_Speaking.PCP)
+            for m in self._mappings.values():
+                if m.state is _State.WANTED and m.expires_at is None:
+                    m.due = -math.inf  # refused in NAT-PMP meanwhile, or never asked
 
     @property
     def is_closed(self) -> bool:
@@ -1047,6 +1094,8 @@ class NatPmpClient:
             timeouts=self._timeouts,
             gateway_resets=self._resets,
             protocol=self.protocol,
+            hints=self._hints,
+            announcements_ignored=self._ignored,
         )
 
     def next_event(self) -> NatPmpEvent | None:
@@ -1183,9 +1232,13 @@ class NatPmpClient:
         probe = self._speaking is _Speaking.PROBING
         if removing is not None:
             # Deleted in the protocol that granted it (RFC 6887 15: a PCP server may refuse
-            # a MAP deletion of a NAT-PMP mapping); without a grant, in the one spoken.
+            # a MAP deletion of a NAT-PMP mapping); without a grant, in the one spoken. A
+            # PCP grant after a fallback that showed no PCP (silence, "unsupported
+            # version"): in NAT-PMP, as what the gateway speaks now (a PCP deletion would
+            # go unanswered or be refused, and a router sharing one table takes it).
+            speaks_pcp = self._speaking is not _Speaking.NATPMP or self._pcp_deletions
             if removing.expires_at is not None:
-                in_pcp = removing.pcp_grant
+                in_pcp = removing.pcp_grant and speaks_pcp
             else:
                 in_pcp = self._speaking is not _Speaking.NATPMP
             if in_pcp:
@@ -1240,6 +1293,7 @@ class NatPmpClient:
         self._request = None
         self._late_probe = None
         self._pcp_retry_at = math.inf
+        self._mismatched = None
         if speaking is not _Speaking.NATPMP:
             self._refused_pcp = False
 
@@ -1253,17 +1307,16 @@ class NatPmpClient:
             answered: the gateway itself said so (it does not speak PCP, or refused our
                 client address), rather than went silent: no ping-pong back to PCP.
             pcp_spoken: the gateway speaks PCP all the same (it refused our client
-                address): its PCP grants are still deleted in PCP.
+                address): its PCP grants are still deleted in PCP. Otherwise they are
+                deleted in NAT-PMP while it is spoken (:meth:`_start_next` decides at
+                deletion time: a late PCP answer bringing PCP back makes it PCP again for
+                every PCP grant, ``pcp_grant`` staying a fact about each grant).
         """
         _log.info("PCP gateway %s %s: NAT-PMP from now on", self._gateway, reason)
         self._switch(_Speaking.NATPMP)
         self._refused_pcp = answered
         self._pcp_retry_at = now + NATPMP_RETRY_MAX
-        if not pcp_spoken:
-            # Its PCP grants are deleted in what it speaks now: a PCP deletion would go
-            # unanswered or be refused, and a router sharing one table takes NAT-PMP's.
-            for m in self._mappings.values():
-                m.pcp_grant = False
+        self._pcp_deletions = pcp_spoken
         self._forget_pcp_only()
 
     def _forget_pcp_only(self) -> None:
@@ -1279,7 +1332,9 @@ class NatPmpClient:
     # -- answers ---------------------------------------------------------------------------
 
     def receive_datagram(self, data: bytes, source: PeerAddress, now: float) -> None:
-        """Take a datagram that arrived from ``source``; never raises for its content."""
+        """Take a datagram that arrived from ``source`` on our own socket (an answer; an
+        announcement arriving here unasked is a hint, as in :meth:`receive_announcement`);
+        never raises for its content."""
         if source != self._gateway:
             self._wrong_source += 1
             return
@@ -1292,28 +1347,28 @@ class NatPmpClient:
             self._malformed += 1
             return
         request = self._request
-        if request is not None and request.pcp:
+        if (
+            request is not None
+            and request.pcp
+            and response.result == NatPmpResult.UNSUPPORTED_VERSION
+        ):
             # A PCP request out: a version-0 packet can only say that the gateway does not
             # speak PCP: NAT-PMP's "unsupported version" (RFC 6886 3.5), or a PCP server's
             # UNSUPP_VERSION naming version 0 (RFC 6887 9), both result 1 at bytes 2-3.
-            if response.result == NatPmpResult.UNSUPPORTED_VERSION:
-                self._natpmp_not_pcp(response, len(data), request, now)
-                return
-            if self._speaking is not _Speaking.NATPMP or not isinstance(
-                response, ExternalAddressResponse
-            ):
-                self._unexpected += 1
-                return
-            # Talking NAT-PMP (a PCP grant's deletion out): an announcement, taken below.
+            self._natpmp_not_pcp(response, len(data), request, now)
+            return
         if isinstance(response, ExternalAddressResponse):
-            if self._speaking is not _Speaking.NATPMP:
-                self._unexpected += 1  # PCP has no address request: not ours to take
+            if request is None or request.kind is not _Kind.ADDRESS:
+                # Unasked: an announcement (RFC 3.2.1) sent here rather than to the group,
+                # or a late repeat: a hint, as one heard on the group.
+                self._announced(now)
                 return
-            # Solicited or not: RFC 3.2.1 has the gateway announce its address unasked.
             self._accept(response.epoch, now)
-            if request is not None and request.kind is _Kind.ADDRESS:
-                self._request = None
+            self._request = None
             self._on_address(response, now)
+            return
+        if request is not None and request.pcp:
+            self._unexpected += 1
             return
         if isinstance(response, NatPmpErrorResponse):
             if request is None or not self._short_answers(response, request):
@@ -1348,6 +1403,81 @@ class NatPmpClient:
             self._mapping_failed(mapping, response.result, now)
         else:
             self._granted(mapping, response.external_port, response.lifetime, now, pcp=False)
+
+    def receive_announcement(self, data: bytes, source: PeerAddress, now: float) -> None:
+        """Take a datagram heard on the announcement group (224.0.0.1:5350, RFC 6886
+        3.2.1, RFC 6887 14.1.1); never raises for its content.
+
+        Only an announcement from the gateway's address and port is taken, and as a hint
+        alone (see the module docstring): it brings forward the request whose answer tells
+        whether the gateway rebooted or changed its address. Anything else (an answer,
+        which never comes this way, or garbage) is counted and dropped.
+        """
+        if source != self._gateway:
+            self._wrong_source += 1
+            return
+        data = bytes(data)
+        if data[:1] == bytes((PCP_VERSION,)):
+            # Read whether PCP is on or not: a dual-stack router's restart is news to a
+            # NAT-PMP client too (what its address request's answer then tells).
+            try:
+                pcp = decode_pcp_response(data)
+            except PcpError:
+                self._malformed += 1
+                return
+            announced = isinstance(pcp, PcpAnnounceResponse) and pcp.result == PcpResult.SUCCESS
+        else:
+            try:
+                natpmp = decode_natpmp_response(data)
+            except NatPmpError:
+                self._malformed += 1
+                return
+            announced = isinstance(natpmp, ExternalAddressResponse)
+        if not announced:
+            # An answer is never multicast: taken here, a forged one would need no port.
+            self._unexpected += 1
+            return
+        self._announced(now)
+
+    def _announced(self, now: float) -> None:
+        """An unasked announcement from the gateway's address: a hint (anyone can forge
+        one), acted on by bringing forward the request whose answer is believed, at most
+        once per :data:`NATPMP_HINT_INTERVAL` (a hint within it merges into the last)."""
+        at = max(now, self._hinted_at + NATPMP_HINT_INTERVAL)
+        request = self._request
+        if self._closed or self._speaking is _Speaking.PROBING:
+            # Closing needs nothing; a probe's answer (or silence) settles the protocol.
+            self._ignored += 1
+            return
+        if self._speaking is _Speaking.NATPMP:
+            # The address request: its answer carries the address and the SSSoE.
+            due = self._address_due
+            if due is None or due <= at or (request is not None and request.kind is _Kind.ADDRESS):
+                self._ignored += 1
+                return
+            self._address_due = at
+        else:
+            # A MAP answer carries the address and the epoch: one in flight tells, else a
+            # renewal of a grant we hold (a restarted server lost it) is brought forward.
+            if request is not None and request.pcp and request.kind is _Kind.MAP:
+                self._ignored += 1
+                return
+            held = [
+                m
+                for m in self._mappings.values()
+                if m.state is not _State.REMOVING and m.expires_at is not None
+            ]
+            if not held:  # nothing a restart could take from us
+                self._ignored += 1
+                return
+            renewal = min(held, key=lambda m: m.due)
+            if renewal.due <= at:
+                self._ignored += 1
+                return
+            renewal.due = at
+        self._hinted_at = at
+        self._hints += 1
+        _log.debug("%s gateway %s announced itself: asking at %.1f", self._label, self._gateway, at)
 
     @staticmethod
     def _short_answers(response: NatPmpErrorResponse, request: _Request) -> bool:
@@ -1392,13 +1522,9 @@ class NatPmpClient:
                 PCP_VERSION, 0, response.result, response.lifetime, response.epoch
             )
         if isinstance(response, PcpAnnounceResponse):
-            if self._speaking is _Speaking.NATPMP:
-                self._unexpected += 1  # talking NAT-PMP: not ours to take
-                return
-            # RFC 6887 14.1: a server that restarted says so unasked; its epoch tells.
-            if self._speaking is _Speaking.PROBING:
-                self._switch(_Speaking.PCP)  # the probe in flight starts over, all tries
-            self._accept(response.epoch, now, pcp=True)
+            # RFC 6887 14.1: a server that restarted says so unasked. Never believed (nor
+            # a reason to switch protocols): a hint.
+            self._announced(now)
             return
         if isinstance(response, PcpErrorResponse):
             self._header_only(response, request, now)
@@ -1430,6 +1556,7 @@ class NatPmpClient:
             self._request = None
             if self._speaking is not _Speaking.NATPMP:
                 self._fall_back(now, "refused our client address", answered=True, pcp_spoken=True)
+                self._mismatched = self._client_address  # another one brings PCP back
             if request.kind is _Kind.DELETE:
                 # Advisory: a mapping made for the old address cannot be deleted from this
                 # one anyway (it expires).

@@ -33,10 +33,16 @@ what is sent to the group arrives, as for LSD), and joined to the group on the i
 toward the gateway (our address toward it). Anyone on the network can multicast: a datagram
 is handed to the core only when it comes from the gateway's address (the core checks the
 port, 5351, and the content); the others are counted and dropped unread, as is anything
-longer than PCP's largest message. Listening is a convenience, never a condition: a socket
-that cannot be opened, bound or joined (the port held by a program that shares it with no
-one, no multicast route in a container) costs one INFO record, and the mapper runs without
-it (a reboot is then seen at the next renewal, by its epoch).
+longer than PCP's largest message. Even the gateway's address can be forged, so the core
+believes no announcement: it brings forward the request whose answer, to our own socket's
+port, tells (:meth:`NatPmpClient.receive_announcement`, at most one each
+:data:`~bip_handshake._natpmp.NATPMP_HINT_INTERVAL` seconds). Listening is a convenience,
+never a condition: a socket that cannot be opened or bound (the port held by a program that
+shares it with no one) costs one INFO record, and the mapper runs without it (a reboot is
+then seen at the next renewal, by its epoch). A failed join of 224.0.0.1 (no multicast
+route in a container) is only logged at DEBUG: every host is a member of the all-hosts
+group on each of its multicast interfaces anyway (Linux joins it itself), so the socket may
+hear it all the same; another group not joined ends the listening as a bind failure does.
 
 A sketch (the gateway a real router's address)::
 
@@ -103,6 +109,8 @@ NATPMP_CLOSE_TIMEOUT: Final = 2.0
 NATPMP_ANNOUNCE_ADDRESS: Final[tuple[str, int]] = ("224.0.0.1", 5350)
 """Where a gateway multicasts its announcements: the all-hosts group, port 5350 (RFC 6886
 3.2.1, RFC 6887 14.1.1)."""
+
+_ALL_HOSTS: Final = IPv4Address(NATPMP_ANNOUNCE_ADDRESS[0])
 
 _MAX_DATAGRAM: Final = 2048  # a PCP message has 1100 bytes at most (NAT-PMP's 16): room
 
@@ -199,6 +207,9 @@ def _announce_address(value: object) -> tuple[IPv4Address, int] | None:
         ) from None
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 0xFFFF:
         raise LocalProtocolError(f"an announcement port is in 0..65535, got {port!r}")
+    if port == 0 and address.is_multicast:
+        # Port 0 picks a free port: no gateway sends a group's announcements there.
+        raise LocalProtocolError(f"an announcement group needs its port, got {host}:0")
     return address, port
 
 
@@ -214,8 +225,10 @@ async def _open_announce_socket(
     (said once, at INFO: the mapper runs without it).
 
     A multicast ``host`` is joined on the interface that has ``interface`` (our address
-    toward the gateway; None: the system's choice by its routes). A unicast one (a test's
-    stand-in for the group) is bound as it is and joins nothing.
+    toward the gateway; None: the system's choice by its routes); a failed join of
+    224.0.0.1 keeps the socket (logged at DEBUG: the host is a member of that group on each
+    multicast interface anyway). A unicast one (a test's stand-in for the group) is bound as
+    it is and joins nothing.
     """
     sock = _new_announce_socket()
     try:
@@ -238,7 +251,16 @@ async def _open_announce_socket(
                 )
                 await sock.bind(("0.0.0.0", port))
             membership = host.packed + (interface or IPv4Address(0)).packed
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+            try:
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+            except OSError as error:
+                if host != _ALL_HOSTS:
+                    raise
+                # RFC 1112: every multicast-capable interface is in the all-hosts group
+                # already (Linux joins it itself): what reaches it reaches this socket. No
+                # multicast route (a container) fails the join, and would close a socket
+                # that works.
+                _log.debug("NAT-PMP: joining %s failed (%s); listening all the same", host, error)
         else:
             await sock.bind((str(host), port))
     except OSError as error:
@@ -263,8 +285,9 @@ class PortMapperStatistics(NatPmpStatistics):
 
     Attributes:
         announcements: datagrams from the gateway's address heard on the announcement
-            socket, handed to the core (whether it took them shows in ``received``,
-            ``wrong_source``, ``malformed`` and ``unexpected``).
+            socket, handed to the core (which takes announcements as hints alone: what it
+            did with them shows in ``hints``, ``announcements_ignored``, ``wrong_source``,
+            ``malformed`` and ``unexpected``).
         announcements_dropped: datagrams on the announcement socket dropped unread: from
             another address than the gateway's (anyone on the network can multicast), or
             longer than PCP's largest message.
@@ -452,7 +475,8 @@ class PortMapper:
 
         The core is fed from this task directly: trio runs one task at a time, and the core
         is consistent whenever the pump awaits; the pump is then woken to send what the
-        announcement made due (a reboot: every mapping again, within 0 to 5 s).
+        announcement brought forward (the request whose answer tells: a reboot then
+        recreates every mapping within 0 to 5 s).
         """
         sock = self._announce_sock
         assert sock is not None  # started only with one
@@ -475,7 +499,9 @@ class PortMapper:
                 self._announcements_dropped += 1
                 continue
             self._announcements += 1
-            self._client.receive_datagram(data, PeerAddress(source, port), now=trio.current_time())
+            self._client.receive_announcement(
+                data, PeerAddress(source, port), now=trio.current_time()
+            )
             self._dispatch()
             self._kick()
 
@@ -520,9 +546,11 @@ async def open_port_mapper(
         announce_address: ``(host, port)`` where the gateway's announcements of a reboot
             or a new external address are listened for: by default RFC 6886's group,
             224.0.0.1:5350, joined on the interface toward the gateway (a unicast address,
-            a test's stand-in, is bound as it is; port 0 picks one:
-            :attr:`PortMapper.announce_address` tells it). None: not listened for. A
-            socket that cannot be set up is logged at INFO and done without.
+            a test's stand-in, is bound as it is; port 0 picks one, for a unicast address
+            only: :attr:`PortMapper.announce_address` tells it). None: not listened for.
+            A socket that cannot be set up is logged at INFO and done without. What is
+            heard is a hint, never believed: it brings a request forward, at most one each
+            :data:`~bip_handshake._natpmp.NATPMP_HINT_INTERVAL` seconds.
 
     Raises:
         LocalProtocolError: a bad argument.

@@ -13,6 +13,7 @@ from bip_dht import DEFAULT_FIND_INTERVAL
 from bip_disk import FileSystem
 from bip_handshake import (
     DEFAULT_MAX_PEERLIST_SIZE,  # re-exported: the session's default is the list's own
+    NATPMP_ANNOUNCE_ADDRESS,
     NATPMP_PORT,
     UPNP_SSDP_HOST,
     UPNP_SSDP_PORT,
@@ -88,6 +89,8 @@ DEFAULT_CONNECTION_SPEED: Final = 30
 ``connection_speed``): a burst of tracker peers does not open hundreds of sockets at once."""
 UPNP_SSDP_ADDRESS: Final = f"{UPNP_SSDP_HOST}:{UPNP_SSDP_PORT}"
 """Where UPnP searches go unless told: SSDP's multicast group."""
+# Where a gateway multicasts its NAT-PMP and PCP announcements: 224.0.0.1:5350.
+_NATPMP_ANNOUNCE: Final = f"{NATPMP_ANNOUNCE_ADDRESS[0]}:{NATPMP_ANNOUNCE_ADDRESS[1]}"
 RESUME_DIRECTORY: Final = ".bip"
 """Where, under a torrent's save directory, its resume data and fetched metadata are kept."""
 MIN_FILE_PRIORITY: Final = 0
@@ -189,6 +192,13 @@ class ClientConfig:
             the system's routing table).
         natpmp_gateway_port: the gateway's NAT-PMP port (RFC 6886's 5351; another only for
             a test's gateway).
+        natpmp_announce_address: where the gateway's announcements of a reboot or a new
+            external address are listened for with ``natpmp`` on, ``HOST:PORT``: RFC 6886's
+            group, 224.0.0.1:5350, by default (a unicast address only for tests). An
+            announcement is only a hint (anyone on the network can send one): it brings
+            the gateway's check forward, at most once each 10 s, so that a rebooted router
+            maps our ports again within seconds rather than at the next renewal. ``None``:
+            not listened for (a reboot is then seen at the next renewal).
         upnp: map the same ports with UPnP IGD, as libtorrent's ``enable_upnp`` (beside
             NAT-PMP when both are on: the router speaks one or the other; NAT-PMP's grant is
             the one told when both grant). Off by default, as ``natpmp``.
@@ -213,9 +223,12 @@ class ClientConfig:
             ``-1``: no limit. Torrents not auto-managed are not counted, nor ever queued.
         active_seeds: auto-managed torrents that seed at once at most (the seeds with fewer
             seeds in their swarm, less seeding time, a lower ratio first).
-        active_checking: auto-managed torrents that check their data at once at most.
-        active_limit: auto-managed torrents that run at once at most, all kinds together,
-            once the running torrents not auto-managed are counted.
+        active_checking: torrents that check their data at once at most: the checks of
+            torrents not auto-managed are counted first, and an auto-managed torrent's
+            check (the first, or a recheck) waits for its turn. A paused auto-managed
+            torrent does not check (libtorrent's).
+        active_limit: auto-managed torrents that run at once at most, all kinds together
+            but checks, once the running torrents not auto-managed are counted.
         dont_count_slow_torrents: an auto-managed torrent slow for ``auto_manage_startup``
             seconds (below ``inactive_down_rate`` downloading, ``inactive_up_rate``
             seeding) does not count against ``active_downloads`` / ``active_seeds`` (it
@@ -224,8 +237,9 @@ class ClientConfig:
             slow.
         inactive_up_rate: payload bytes per second sent below which a seed is slow.
         auto_manage_interval: seconds between two evaluations of the queue when nothing
-            calls for one sooner (a torrent added, removed, completed, paused or resumed, a
-            queue position or a limit changed call for one at once).
+            calls for one sooner: a torrent added, removed, checked, completed, paused or
+            resumed calls for one soon (at most one a second, as libtorrent's: a burst
+            calls for one), a queue position or a limit changed for one at once.
         auto_manage_startup: seconds a torrent must be slow, without a break, to be found
             slow: a torrent started has that long to get going.
     """
@@ -262,6 +276,7 @@ class ClientConfig:
     natpmp: bool = False
     natpmp_gateway: str | None = None
     natpmp_gateway_port: int = NATPMP_PORT
+    natpmp_announce_address: str | None = _NATPMP_ANNOUNCE
     upnp: bool = False
     upnp_ssdp_address: str | None = None
     lsd: bool = False
@@ -304,7 +319,7 @@ class ClientConfig:
                 raise ValueError(
                     f"natpmp_gateway must be an IPv4 address, not {self.natpmp_gateway!r}"
                 ) from None
-        for name in ("upnp_ssdp_address", "lsd_group"):
+        for name in ("upnp_ssdp_address", "lsd_group", "natpmp_announce_address"):
             _check_group(name, getattr(self, name))
         port = self.natpmp_gateway_port
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port <= 0xFFFF:

@@ -202,8 +202,8 @@ async def open_session_port_mapping(
     mapper.
 
     Args:
-        config: ``natpmp``, ``natpmp_gateway``, ``natpmp_gateway_port``, ``upnp`` and
-            ``upnp_ssdp_address`` say what to do.
+        config: ``natpmp``, ``natpmp_gateway``, ``natpmp_gateway_port``,
+            ``natpmp_announce_address``, ``upnp`` and ``upnp_ssdp_address`` say what to do.
         tcp_port: the TCP port we announce (its mapping is the one we tell others).
         tcp_ports: every TCP port to map (:func:`mappable_ports` of the listeners); empty
             when every listener has a global address (or is IPv6): nothing is mapped then,
@@ -234,6 +234,8 @@ async def open_session_port_mapping(
     async with AsyncExitStack() as stack:
         if "NAT-PMP" in wanted:
             gateway = config.natpmp_gateway or default_gateway()
+            announce = config.natpmp_announce_address
+            group = None if announce is None else PeerAddress.parse(announce)
             if gateway is None:
                 logger.warning("NAT-PMP: no default gateway found; ports not mapped")
             else:
@@ -245,6 +247,9 @@ async def open_session_port_mapping(
                             gateway_port=config.natpmp_gateway_port,
                             on_event=mapping.on_event,
                             bind_host=_bind_host(config),
+                            announce_address=(
+                                None if group is None else (str(group.host), group.port)
+                            ),
                         )
                     )
                 except (OSError, LocalProtocolError) as error:
