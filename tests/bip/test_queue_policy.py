@@ -59,17 +59,58 @@ def test_minus_one_is_unlimited_and_zero_runs_none() -> None:
     assert decide(downloads(7), active_downloads=-1, active_limit=4).run == {0, 1, 2, 3}
 
 
-def test_every_kind_counts_against_active_limit_checks_first() -> None:
+def test_every_kind_but_checks_counts_against_active_limit() -> None:
     torrents = [
         QueuedTorrent(key=0, kind=SEED, started=0.0),
         QueuedTorrent(key=1, kind=DOWN, position=1),
         QueuedTorrent(key=2, kind=CHECK, position=0),
         QueuedTorrent(key=3, kind=DOWN, position=2),
+        QueuedTorrent(key=4, kind=DOWN, position=3),
     ]
     decision = decide(torrents, active_limit=2)
-    # libtorrent's order: checks, then downloads, then seeds.
-    assert decision.run == {2, 1}
-    assert decision.queue == {3, 0}
+    # libtorrent's order: checks (against active_checking only), downloads, then seeds.
+    assert decision.run == {2, 1, 3}
+    assert decision.queue == {4, 0}
+
+
+def test_checks_not_auto_managed_count_against_active_checking_first() -> None:
+    checks = [QueuedTorrent(key=k, kind=CHECK, position=k) for k in range(3)]
+    forced = QueuedTorrent(key=9, kind=CHECK, auto_managed=False, check_running=True)
+    assert decide([*checks, forced], active_checking=2).run == {0}
+    queue = TorrentQueue(QueueLimits(active_checking=2))
+    assert queue.decide(checks, 0.0, forced_checking=1).run == {0}
+    assert queue.decide(checks, 0.0, forced_checking=5).run == frozenset()
+    # Running torrents not auto-managed, given as a count: as their facts would.
+    downs = downloads(3)
+    assert (
+        queue.decide(downs, 0.0, forced=2).run
+        == decide(downs + [QueuedTorrent(key=k, kind=DOWN, auto_managed=False) for k in (7, 8)]).run
+    )
+    assert TorrentQueue(QueueLimits(active_limit=2)).decide(downs, 0.0, forced=1).run == {0}
+    with pytest.raises(QueueError):
+        queue.decide(checks, 0.0, forced=-1)
+    with pytest.raises(TypeError):
+        queue.decide(checks, 0.0, forced_checking=True)
+
+
+def test_a_check_keeps_the_slot_it_ran_in() -> None:
+    # A running download rechecks: the next in line does not start for the length of it.
+    rechecking = QueuedTorrent(key=0, kind=CHECK, position=0, check_running=True, keeps=DOWN)
+    waiting = QueuedTorrent(key=1, kind=DOWN, position=1)
+    decision = decide([rechecking, waiting], active_downloads=1)
+    assert decision.run == {0}
+    assert decision.queue == {1}
+    assert decide([rechecking, waiting], active_downloads=2).run == {0, 1}
+    # A seed's slot likewise; and a kept slot counts against active_limit.
+    seed = QueuedTorrent(key=2, kind=SEED, started=0.0)
+    kept_seed = replace(rechecking, keeps=SEED)
+    assert decide([kept_seed, seed], active_seeds=1).queue == {2}
+    assert decide([rechecking, seed], active_limit=1).queue == {2}
+    # Only a check keeps a slot, and only a download's or a seed's.
+    with pytest.raises(QueueError):
+        QueuedTorrent(key=3, kind=DOWN, keeps=DOWN)
+    with pytest.raises(QueueError):
+        QueuedTorrent(key=3, kind=CHECK, keeps=CHECK)
 
 
 def test_running_torrents_not_auto_managed_take_their_share_of_active_limit() -> None:
@@ -350,21 +391,25 @@ def check_decision(
         assert torrent.running
         assert torrent.kind in (DOWN, SEED)
     # The limits, counting the slow exemption.
+    unmanaged = [
+        t
+        for t in torrents
+        if not t.auto_managed and not t.paused and t.kind is not QueueKind.FAILED
+    ]
+    forced_checking = sum(1 for t in unmanaged if t.kind is CHECK)
     for kind, kind_limit in (
-        (CHECK, limits.active_checking),
+        (CHECK, limits.active_checking - forced_checking),
         (DOWN, limits.active_downloads),
         (SEED, limits.active_seeds),
     ):
         counted = {k for k in decision.run - decision.inactive if by_key[k].kind is kind}
-        if kind_limit != -1:
-            assert len(counted) <= kind_limit
-    forced = sum(
-        1
-        for t in torrents
-        if not t.auto_managed and not t.paused and t.kind is not QueueKind.FAILED
-    )
+        if kind_limit != -1 - (forced_checking if kind is CHECK else 0):
+            assert len(counted) <= max(0, kind_limit)
+    # Checks do not count against active_limit.
+    forced = len(unmanaged) - forced_checking
     if limits.active_limit != -1:
-        assert len(decision.run) <= max(0, limits.active_limit - forced)
+        not_checks = {k for k in decision.run if by_key[k].kind is not CHECK}
+        assert len(not_checks) <= max(0, limits.active_limit - forced)
     # The order: none runs (and counts) while one before it of the same kind waits.
     for waiting in decision.queue:
         w = by_key[waiting]

@@ -6,7 +6,9 @@ files and read back."""
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -21,8 +23,10 @@ from bip._client import (
     open_session,
 )
 from bip._client._discovery import DiscoveryTarget
-from bip._client._queue import QueueLimits
+from bip._client._queue import QueueDecision, QueuedTorrent, QueueLimits, TorrentQueue
 from bip._client._resume import ResumeStore, SavedState, decode_saved_state
+from bip._client._session import QUEUE_MIN_GAP
+from bip_disk import DiskManager, TorrentHandle, TorrentState
 from bip_handshake import PeerAddress, PeerSink
 from bip_metainfo import InfoHash, Metainfo
 
@@ -152,17 +156,18 @@ async def test_four_auto_managed_downloads_two_at_a_time(tmp_path: Path) -> None
             await until(lambda: t[3].info_hash in announcer.running)
             await until(lambda: t[2].info_hash not in announcer.running)
 
-            # The user pauses one: the queue leaves it paused, and its slot goes on.
+            # The user pauses one: the queue leaves it paused, and its slot goes on (the
+            # queue decides soon: a torrent only wakes it).
             t[1].pause()
             assert paused(t[1])
             assert not queued(t[1])
-            assert not queued(t[2])  # started in its place
+            await until(lambda: not queued(t[2]))  # started in its place
             leecher.set_queue_limits(active_downloads=0)  # a new decision: all wait...
             assert t[1].status().phase is TorrentPhase.PAUSED  # ...but the paused one
             assert queued(t[2])
             assert queued(t[3])
             assert leecher.queue_limits.active_downloads == 0
-            t[1].resume()  # back in line: the queue decides at once
+            t[1].resume()  # back in line, held until the queue decides
             assert queued(t[1])
             assert not paused(t[1])
             leecher.set_queue_limits(active_downloads=2)
@@ -218,30 +223,39 @@ async def test_set_auto_managed_and_positions(tmp_path: Path) -> None:
             ]
             await until(lambda: checked(t))
             assert phases(t) == [TorrentPhase.DOWNLOADING] + [TorrentPhase.QUEUED] * 2
-            # Not auto-managed: a force start, out of the line, never queued.
+            # Not auto-managed: a force start, never queued, but still in line (every
+            # download has a position, as libtorrent's).
             t[2].set_auto_managed(False)
             assert not queued(t[2])
-            assert session.queue_position(t[2]) == -1
+            assert session.queue_position(t[2]) == 2
             assert t[2].status().phase is TorrentPhase.DOWNLOADING
             assert not t[2].status().auto_managed
             # Moves within the line.
             session.queue_position_down(t[0])
-            assert [session.queue_position(torrent) for torrent in t] == [1, 0, -1]
+            assert [session.queue_position(torrent) for torrent in t] == [1, 0, 2]
             assert queued(t[0])
             assert not queued(t[1])
             session.queue_position_up(t[0])
-            assert [session.queue_position(torrent) for torrent in t] == [0, 1, -1]
+            assert [session.queue_position(torrent) for torrent in t] == [0, 1, 2]
             session.queue_position_bottom(t[0])
-            assert [session.queue_position(torrent) for torrent in t] == [1, 0, -1]
+            assert [session.queue_position(torrent) for torrent in t] == [2, 0, 1]
             session.set_queue_position(t[0], 99)  # past the end: the end
-            assert [session.queue_position(torrent) for torrent in t] == [1, 0, -1]
+            assert [session.queue_position(torrent) for torrent in t] == [2, 0, 1]
             session.set_queue_position(t[0], 0)
-            assert [session.queue_position(torrent) for torrent in t] == [0, 1, -1]
-            session.queue_position_top(t[2])  # no position: does not move
-            assert session.queue_position(t[2]) == -1
-            # Back to auto-managed: at the end of the line, and queued (no room).
+            assert [session.queue_position(torrent) for torrent in t] == [0, 1, 2]
+            # The one not auto-managed moves too, but runs wherever it is.
+            session.queue_position_top(t[2])
+            assert [session.queue_position(torrent) for torrent in t] == [1, 2, 0]
+            assert not queued(t[2])
+            assert queued(t[1])
+            # Back to auto-managed: its place kept (the head), and the queue decides soon:
+            # the one it now comes before is queued.
             t[2].set_auto_managed(True)
-            assert session.queue_position(t[2]) == 2
+            assert session.queue_position(t[2]) == 0
+            await until(lambda: queued(t[0]))
+            assert not queued(t[2])
+            session.queue_position_bottom(t[2])
+            assert [session.queue_position(torrent) for torrent in t] == [0, 1, 2]
             assert queued(t[2])
             # Bad calls.
             with pytest.raises(ValueError, match="0 or more"):
@@ -266,9 +280,9 @@ async def test_set_auto_managed_and_positions(tmp_path: Path) -> None:
             ):
                 with pytest.raises(TorrentError):
                     call(stranger)
-            # Removing the one running starts the next.
+            # Removing the one running starts the next (soon).
             await session.remove_torrent(t[0])
-            assert not queued(t[1])
+            await until(lambda: not queued(t[1]))
             assert session.queue_position(t[1]) == 0
             assert session.queue_position(t[2]) == 1
             with pytest.raises(TorrentError):
@@ -288,3 +302,203 @@ async def test_not_auto_managed_by_default(tmp_path: Path) -> None:
     assert state_of(folder.parent, torrent) is None
     with pytest.raises(TypeError):
         TorrentOptions(folder, auto_managed=1)  # type: ignore[arg-type]
+
+
+class Passes:
+    """Counts the queue's decisions, and the facts built for them, in every session."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.decisions = 0
+        self.facts = 0
+        decide, facts = TorrentQueue.decide, Torrent._queue_facts
+
+        def counted_decide(queue: TorrentQueue, *args: Any, **kwargs: Any) -> QueueDecision:
+            self.decisions += 1
+            return decide(queue, *args, **kwargs)
+
+        def counted_facts(torrent: Torrent, key: int, now: float) -> QueuedTorrent:
+            self.facts += 1
+            return facts(torrent, key, now)
+
+        monkeypatch.setattr(TorrentQueue, "decide", counted_decide)
+        monkeypatch.setattr(Torrent, "_queue_facts", counted_facts)
+
+
+def tiny(tmp_path: Path, count: int) -> list[Metainfo]:
+    """``count`` one-piece torrents of different data."""
+    return [
+        make_torrent(write_content(tmp_path / f"t{index}", [100], seed=index), "v1")
+        for index in range(count)
+    ]
+
+
+async def test_a_burst_of_adds_is_decided_in_few_passes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    passes = Passes(monkeypatch)
+    made = tiny(tmp_path, 300)
+    config = queue_config(active_downloads=-1, active_checking=-1)
+    with trio.fail_after(DEADLINE):
+        async with open_session(config) as session:
+            start = trio.current_time()
+            t = []
+            for index, torrent in enumerate(made):
+                added = await session.add_torrent(
+                    torrent, TorrentOptions(tmp_path / "down" / str(index), auto_managed=True)
+                )
+                # Held until the queue's first decision: nothing announced nor checked.
+                assert added.queued or passes.decisions
+                t.append(added)
+            # Its own position at once, every download in line.
+            assert [torrent.queue_position for torrent in t] == list(range(300))
+            await until(lambda: checked(t) and not any(torrent.queued for torrent in t))
+            elapsed = trio.current_time() - start
+    # Far fewer passes than torrents asking, and no more work than one pass over every
+    # torrent a second (the gap grows with the torrents: a pass costs in proportion).
+    assert passes.decisions < 30
+    assert passes.facts <= 300 * (elapsed / QUEUE_MIN_GAP + 3)
+
+    # Torrents not auto-managed: the queue builds no facts and decides nothing, but every
+    # download still has its place in line.
+    passes.decisions = passes.facts = 0
+    with trio.fail_after(DEADLINE):
+        async with open_session(queue_config()) as session:
+            t = [
+                await session.add_torrent(torrent, TorrentOptions(tmp_path / "plain" / str(i)))
+                for i, torrent in enumerate(made[:20])
+            ]
+            await until(lambda: checked(t))
+            session.set_queue_limits(active_downloads=1)  # a decision at once: nothing to do
+            assert [session.queue_position(torrent) for torrent in t] == list(range(20))
+            assert not any(torrent.queued for torrent in t)
+    assert passes.decisions == passes.facts == 0
+
+
+class Checks:
+    """Counts the data checks under way at once (the first ones and the rechecks)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = self.most = self.started = 0
+        wait_checked = DiskManager.wait_checked
+
+        async def counted(disk: DiskManager, handle: TorrentHandle) -> TorrentState:
+            self.now += 1
+            self.started += 1
+            self.most = max(self.most, self.now)
+            try:
+                return await wait_checked(disk, handle)
+            finally:
+                self.now -= 1
+
+        monkeypatch.setattr(DiskManager, "wait_checked", counted)
+
+
+async def test_paused_auto_managed_torrents_do_not_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checks = Checks(monkeypatch)
+    made = contents(tmp_path, 4)
+    with trio.fail_after(DEADLINE):
+        async with open_session(queue_config(active_checking=1)) as session:
+            t = [
+                await session.add_torrent(
+                    torrent, TorrentOptions(folder.parent, auto_managed=True, paused=True)
+                )
+                for folder, torrent in made
+            ]
+            await trio.sleep(0.3)
+            assert checks.started == 0  # libtorrent's: a paused torrent does not check
+            assert phases(t) == [TorrentPhase.PAUSED] * 4
+            for torrent in t:
+                torrent.resume()
+            await until(lambda: checked(t))
+            assert checks.most == 1  # one at a time, as active_checking says
+            # A recheck waits for its turn too: two asked at once, one checks at a time.
+            checks.most = 0
+            await until(lambda: not any(torrent.queued for torrent in t))
+            t[0].force_recheck()
+            t[1].force_recheck()
+            await until(lambda: phases(t[:2]) == [TorrentPhase.SEEDING] * 2)
+            assert checks.most == 1
+
+
+async def test_a_recheck_keeps_its_slot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    made = contents(tmp_path, 2)
+    # Nobody there: the downloads run forever.
+    announcer = Announcer(PeerAddress(IPv4Address("127.0.0.1"), 9))
+    starts: list[Torrent] = []
+    dequeue = Torrent._dequeue
+
+    def counted(torrent: Torrent) -> None:
+        if torrent.queued:
+            starts.append(torrent)
+        dequeue(torrent)
+
+    monkeypatch.setattr(Torrent, "_dequeue", counted)
+    with trio.fail_after(DEADLINE):
+        async with open_session(queue_config(active_downloads=1)) as session:
+            session.add_source(lambda: announcer)
+            a, b = [
+                await session.add_torrent(
+                    torrent, TorrentOptions(tmp_path / "down" / str(i), auto_managed=True)
+                )
+                for i, (_folder, torrent) in enumerate(made)
+            ]
+            await until(lambda: checked([a, b]) and not queued(a))
+            assert queued(b)
+            await until(lambda: a.info_hash in announcer.running)
+            starts.clear()
+            checks = Checks(monkeypatch)
+            a.force_recheck()
+            assert a.status().phase is TorrentPhase.QUEUED  # waits for its turn to check
+            await until(lambda: checks.started == 1)
+            await until(lambda: a.status().phase is TorrentPhase.DOWNLOADING and not queued(a))
+            await trio.sleep(0.1)
+            # b never started in a's place (no announce to take back at once).
+            assert b not in starts
+            assert queued(b)
+            assert b.info_hash not in announcer.started
+            assert announcer.started.count(a.info_hash) == 2  # before and after its check
+
+
+async def test_a_new_position_writes_the_state_file_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = contents(tmp_path, 3)
+    down = [tmp_path / "down" / str(index) for index in range(3)]
+    saves: list[Path] = []
+    save_resume = ResumeStore.save_resume
+
+    async def counted(store: ResumeStore, data: bytes) -> None:
+        saves.append(store.resume_path)
+        await save_resume(store, data)
+
+    monkeypatch.setattr(ResumeStore, "save_resume", counted)
+    with trio.fail_after(DEADLINE):
+        async with open_session(queue_config(active_downloads=1)) as session:
+            t = [
+                await session.add_torrent(torrent, TorrentOptions(down[index], auto_managed=True))
+                for index, (_folder, torrent) in enumerate(made)
+            ]
+            await until(lambda: checked(t))
+            await until(
+                lambda: all(
+                    state_of(down[i], torrent) == SavedState(auto_managed=True, queue_position=i)
+                    for i, (_folder, torrent) in enumerate(made)
+                )
+            )
+            await trio.sleep(0.6)  # past resume_interval: every save due is done
+            saves.clear()
+            session.queue_position_bottom(t[0])  # every one moves
+            await until(
+                lambda: (
+                    [
+                        state_of(down[i], torrent).queue_position  # type: ignore[union-attr]
+                        for i, (_folder, torrent) in enumerate(made)
+                    ]
+                    == [2, 0, 1]
+                )
+            )
+            await until(lambda: queued(t[0]) and not queued(t[1]))
+            # t[0] and t[1] changed more than their position (queued, started); t[2] not.
+            assert ResumeStore(down[2], made[2][1].info.info_hash).resume_path not in saves

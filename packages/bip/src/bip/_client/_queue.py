@@ -6,11 +6,16 @@ files at once. A :class:`TorrentQueue` is shown the facts of every torrent of a 
 (:class:`QueuedTorrent`) and says which of the auto-managed ones should run now and which
 should wait (:class:`QueueDecision`), within :class:`QueueLimits`:
 
-- a torrent checking its data counts against ``active_checking``; one downloading (or
-  fetching a magnet link's metadata) against ``active_downloads``; one seeding against
-  ``active_seeds``; every running one against ``active_limit``, where the running torrents
-  that are not auto-managed are counted first (the user started those: the queue cannot
-  stop them). ``-1`` is unlimited;
+- a torrent checking its data counts against ``active_checking``, where the checks of
+  torrents not auto-managed are counted first; one downloading (or fetching a magnet link's
+  metadata) against ``active_downloads``; one seeding against ``active_seeds``; every
+  running one but a check against ``active_limit``, where the running torrents that are
+  not auto-managed are counted first (the user started those: the queue cannot stop them).
+  ``-1`` is unlimited. Those counts of torrents not auto-managed may be given as numbers
+  (``decide(..., forced=, forced_checking=)``) rather than as facts;
+- a running torrent that checks again (a recheck, a magnet link's metadata come) keeps the
+  slot it had (:attr:`QueuedTorrent.keeps`) until its check ends: another torrent started
+  in its place would be queued again as soon as the check ends;
 - checks under way come first (bip_disk cannot stop one half-way, and another check would
   only hash alongside it), then the others by queue position;
 - downloads go by queue position, 0 first;
@@ -110,8 +115,8 @@ def _check_amount(name: str, value: object) -> None:
 
 @dataclass(frozen=True, slots=True)
 class QueueLimits:
-    """How many auto-managed torrents may run at once (libtorrent's settings of the same
-    names and defaults, but for ``auto_manage_startup``, libtorrent's 60 s).
+    """How many auto-managed torrents may run at once: libtorrent's settings of the same
+    names, with libtorrent's defaults.
 
     Attributes:
         active_downloads: downloading torrents running at most (``-1``: no limit).
@@ -164,8 +169,8 @@ class QueuedTorrent:
         auto_managed: whether the queue manages it; a torrent that is not is never queued,
             but counts against ``active_limit`` while it runs.
         paused: paused by the user: never queued nor counted, whatever ``auto_managed``.
-        position: its queue position (0 first), for a checking or downloading auto-managed
-            torrent; ``-1`` for the others (seeds, and those not auto-managed).
+        position: its queue position (0 first), for a checking or downloading torrent;
+            ``-1`` for the others (seeds).
         started: since when it has run (joined its swarm, or started its check), on the
             caller's clock; ``None`` while queued or paused.
         downloaded: payload bytes received, a counter that never goes down while the
@@ -176,6 +181,9 @@ class QueuedTorrent:
         swarm_seeds: seeds known in its swarm (a seed with fewer ranks first).
         seeding_time: seconds it has seeded so far (less ranks first).
         ratio: what it uploaded over its size (lower ranks first).
+        keeps: for ``CHECKING``, the kind (``DOWNLOADING`` or ``SEEDING``) whose slot it
+            keeps while it checks: it ran as that when its check began, and runs as that
+            again after it (a slot given to another meanwhile would be taken back at once).
 
     Raises:
         TypeError: a field of the wrong type.
@@ -194,6 +202,7 @@ class QueuedTorrent:
     swarm_seeds: int = 0
     seeding_time: float = 0.0
     ratio: float = 0.0
+    keeps: QueueKind | None = None
 
     def __post_init__(self) -> None:
         """Refuse facts that cannot be."""
@@ -215,6 +224,14 @@ class QueuedTorrent:
                 raise QueueError(f"{name} must be >= 0, not {value}")
         _check_amount("seeding_time", self.seeding_time)
         _check_amount("ratio", self.ratio)
+        if self.keeps is not None and (
+            self.kind is not QueueKind.CHECKING
+            or self.keeps not in (QueueKind.DOWNLOADING, QueueKind.SEEDING)
+        ):
+            raise QueueError(
+                f"only a check keeps a slot, a download's or a seed's, not {self.keeps!r}"
+                f" while {self.kind.value}"
+            )
         started = self.started
         if started is not None and (
             isinstance(started, bool)
@@ -308,15 +325,32 @@ class TorrentQueue:
             and now - track.slow_since >= limits.auto_manage_startup
         )
 
-    def decide(self, torrents: Iterable[QueuedTorrent], now: float) -> QueueDecision:
+    def decide(
+        self,
+        torrents: Iterable[QueuedTorrent],
+        now: float,
+        *,
+        forced: int = 0,
+        forced_checking: int = 0,
+    ) -> QueueDecision:
         """Which auto-managed torrents should run and which should wait, at ``now``.
 
+        ``forced`` running torrents and ``forced_checking`` checking ones, not auto-managed
+        and not among ``torrents``, count as the facts of such torrents would: a caller need
+        not build facts for the torrents the queue does not manage.
+
         Raises:
-            TypeError: an item is not a :class:`QueuedTorrent`.
-            QueueError: two torrents share a key, or ``now`` is not finite.
+            TypeError: an item is not a :class:`QueuedTorrent`, a count not an int.
+            QueueError: two torrents share a key, ``now`` is not finite, or a count is
+                negative.
         """
         if not (isinstance(now, int | float) and math.isfinite(now)):
             raise QueueError(f"now must be a finite time, not {now!r}")
+        for name, count in (("forced", forced), ("forced_checking", forced_checking)):
+            if isinstance(count, bool) or not isinstance(count, int):
+                raise TypeError(f"{name} must be an int, not {count!r}")
+            if count < 0:
+                raise QueueError(f"{name} must be >= 0, not {count}")
         shown: dict[int, QueuedTorrent] = {}
         for torrent in torrents:
             if not isinstance(torrent, QueuedTorrent):
@@ -331,14 +365,16 @@ class TorrentQueue:
             for key, torrent in shown.items()
             if torrent.managed and torrent.running and self.inactive(torrent, now)
         )
-        # The running torrents the queue cannot stop take their share of the hard limit.
-        forced = sum(
-            1
-            for torrent in shown.values()
-            if not torrent.auto_managed
-            and not torrent.paused
-            and torrent.kind is not QueueKind.FAILED
-        )
+        # The running torrents the queue cannot stop take their share of the hard limit,
+        # and their checks their share of the checking limit (libtorrent's
+        # recalculate_auto_managed_torrents); a check counts against the checking limit only.
+        for torrent in shown.values():
+            if torrent.auto_managed or torrent.paused or torrent.kind is QueueKind.FAILED:
+                continue
+            if torrent.kind is QueueKind.CHECKING:
+                forced_checking += 1
+            else:
+                forced += 1
         hard = _unlimited(limits.active_limit) - forced
         managed = sorted(
             (torrent for torrent in shown.values() if torrent.managed), key=lambda t: t.key
@@ -346,11 +382,10 @@ class TorrentQueue:
         run: set[int] = set()
         queue: set[int] = set()
 
-        def allot(ordered: list[QueuedTorrent], limit: int) -> None:
+        def allot(ordered: list[QueuedTorrent], left: float) -> None:
             # libtorrent's auto_manage_torrents: in order, an inactive torrent takes a slot of
             # the hard limit only, the others one of both, until either runs out.
             nonlocal hard
-            left = _unlimited(limit)
             for torrent in ordered:
                 if hard > 0 and torrent.key in slow:
                     run.add(torrent.key)
@@ -362,16 +397,37 @@ class TorrentQueue:
                 else:
                     queue.add(torrent.key)
 
+        def allot_checks(ordered: list[QueuedTorrent], left: float) -> None:
+            # Checks: against the checking limit alone (never slow).
+            for torrent in ordered:
+                if left > 0:
+                    run.add(torrent.key)
+                    left -= 1
+                else:
+                    queue.add(torrent.key)
+
         def of(kind: QueueKind) -> list[QueuedTorrent]:
             return [torrent for torrent in managed if torrent.kind is kind]
 
         # Checks first (libtorrent's order): a check is short, and then the torrent knows
         # whether it downloads or seeds.
-        checking = sorted(of(QueueKind.CHECKING), key=lambda t: (not t.check_running, *_in_line(t)))
-        allot(checking, limits.active_checking)
-        allot(sorted(of(QueueKind.DOWNLOADING), key=_in_line), limits.active_downloads)
+        checking = of(QueueKind.CHECKING)
+        allot_checks(
+            sorted(checking, key=lambda t: (not t.check_running, *_in_line(t))),
+            _unlimited(limits.active_checking) - forced_checking,
+        )
+        # The slots kept by checks (a running torrent rechecking), before any other's.
+        kept = dict.fromkeys((QueueKind.DOWNLOADING, QueueKind.SEEDING), 0)
+        for torrent in checking:
+            if torrent.keeps is not None:
+                kept[torrent.keeps] += 1
+        hard -= sum(kept.values())
+        allot(
+            sorted(of(QueueKind.DOWNLOADING), key=_in_line),
+            _unlimited(limits.active_downloads) - kept[QueueKind.DOWNLOADING],
+        )
         seeds = sorted(of(QueueKind.SEEDING), key=lambda t: _seed_rank(t, now))
-        allot(seeds, limits.active_seeds)
+        allot(seeds, _unlimited(limits.active_seeds) - kept[QueueKind.SEEDING])
         return QueueDecision(frozenset(run), frozenset(queue), slow & frozenset(run))
 
     def _observe(self, shown: dict[int, QueuedTorrent], now: float) -> None:

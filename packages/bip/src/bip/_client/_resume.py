@@ -187,7 +187,7 @@ class SavedState:
         super_seeding: the torrent super-seeds while it seeds (``Torrent.set_super_seeding``).
         auto_managed: the session's queue starts and stops it (``Torrent.set_auto_managed``).
         queue_position: its place in the session's queue (0 first), ``-1`` for none (a
-            seed, a torrent not auto-managed).
+            seed).
         ignored: the keys of the record read whose values were not ours (the default was
             taken for each instead); never written.
     """

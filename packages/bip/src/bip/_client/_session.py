@@ -38,18 +38,26 @@ torrent; the disk's events go to their torrent; a ticker runs the brains' timers
 queue's. Torrents are found by any of their swarm ids (v1 hash, truncated v2 hash), the way
 the handshaker names them.
 
-The queue (libtorrent's auto-managed torrents): the session keeps the line of auto-managed
-torrents that check or download their data (their queue positions, 0 first) and asks its
-:class:`~bip._client._queue.TorrentQueue` which auto-managed torrents run
-(``ClientConfig.active_downloads``, ``active_seeds``, ``active_checking``, ``active_limit``),
-holding the others back (:attr:`Torrent.queued`). It asks every ``auto_manage_interval``
-seconds, and at once when a torrent is added or removed, paused or resumed, made
-auto-managed or not, moved in line, or the limits change; soon after a torrent changes phase
-(its check ended, it completed, it failed).
+The queue (libtorrent's auto-managed torrents): the session keeps the line of the torrents
+that check or download their data (their queue positions, 0 first, auto-managed or not, as
+libtorrent's) and asks its :class:`~bip._client._queue.TorrentQueue` which auto-managed
+torrents run (``ClientConfig.active_downloads``, ``active_seeds``, ``active_checking``,
+``active_limit``), holding the others back (:attr:`Torrent.queued`). Its own task asks every
+``auto_manage_interval`` seconds, and soon after a torrent asks (added or removed, paused or
+resumed, made auto-managed or not, its check ended, it completed, it failed), but at most
+once every :data:`QUEUE_MIN_GAP` seconds, as libtorrent's ``trigger_auto_manage``: a burst of
+adds or of checks ending is decided in one pass, not one pass per torrent over every torrent.
+The gap is shorter with few auto-managed torrents (:data:`QUEUE_GAP_PER_TORRENT` each): a pass
+costs in proportion to them, so the share of the time spent deciding stays as small, and a
+handful of short checks do not wait a second each for their turn.
+A torrent that waits for a decision is held meanwhile (it announces and checks nothing). A
+move in line or new limits are decided at once. A session without an auto-managed torrent
+builds no facts and asks nothing.
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import enum
 import logging
@@ -135,9 +143,14 @@ REASON_IP_FILTER: Final = "blocked by the IP filter"
 """Why a connected peer is closed when :meth:`Session.set_ip_filter` sets a filter that
 blocks it."""
 _TICK: Final = 0.1  # seconds between passes of the ticker over the brains' deadlines
-# Decisions of the queue in a row at most when one is asked for while another is being
-# applied (a torrent held back or started calling back): bounded, whatever a torrent does.
-_QUEUE_PASSES: Final = 4
+QUEUE_MIN_GAP: Final = 1.0
+"""Seconds between two decisions of the queue asked for by torrents at least (libtorrent's
+``trigger_auto_manage`` puts one off while the last is less than a second old): however many
+torrents ask meanwhile, the queue decides once."""
+QUEUE_GAP_PER_TORRENT: Final = 0.004
+"""Seconds of gap between two decisions asked for by torrents per auto-managed torrent, up to
+:data:`QUEUE_MIN_GAP` (reached at 250): a pass over the facts of one torrent costs some 10 us,
+so deciding takes well under 1 % of the time however many torrents ask."""
 # Per peer, in messages: room for the deepest request queue the brain builds (capped at
 # MAX_OUT_REQUESTS) and for our answers to the peer's own requests (at most our reqq; the
 # upload workers wait for room anyway), plus control messages.
@@ -230,13 +243,14 @@ class Session:
         # a torrent had when its last run ended (where it goes back in line).
         self._queue = TorrentQueue(config.queue_limits)
         self._line: list[Torrent] = []
+        self._line_dirty = False  # a torrent came, left or changed phase: renumber
         self._keys: dict[Torrent, int] = {}
         self._next_key = 0
         self._saved_positions: dict[Torrent, int] = {}
+        self._auto_managed = 0  # how many torrents are: none (the usual case) costs nothing
         self._auto_manage_interval = config.auto_manage_interval
         self._queue_wake = trio.Event()
-        self._queue_busy = False  # deciding: a call from within asks for another pass
-        self._queue_again = False
+        self._last_pass = -math.inf  # when the queue last decided
         self._closing = False
         self._sources: list[Callable[[], PeerSource]] = []
         if dht is not None:
@@ -395,10 +409,11 @@ class Session:
         of it whose value is not ours is ignored alone (with a DEBUG log), as libtorrent
         ignores a bad optional field of its resume data, and the others are kept.
 
-        An auto-managed torrent (``options.auto_managed``, or as its resume files say) takes
-        the last place in the queue, or its saved place among the torrents added back
-        from the same saved queue, and the queue decides at once whether it runs: if not,
-        it starts ``QUEUED`` (it announces, dials and checks nothing until its turn).
+        The torrent takes the last place in the queue, or its saved place among the
+        torrents added back from the same saved queue. An auto-managed one
+        (``options.auto_managed``, or as its resume files say) starts ``QUEUED``: it
+        announces, dials and checks nothing until the queue lets it, soon (the queue decides
+        once for a burst of adds).
 
         Raises:
             TorrentError: the torrent is already in the session.
@@ -459,19 +474,24 @@ class Session:
             # never announces, dials nor checks.
             queued=auto_managed,
             saved_state=saved,  # not read again: written only once a flag changes
-            queue_now=self._update_queue,
             queue_soon=self._queue_wake_up,
+            on_auto_managed=self._auto_managed_changed,
         )
         torrent.peer_list = self.connector.attach(torrent)
         self._index(torrent, info_hash)
         self._all.append(torrent)
         self._keys[torrent] = self._next_key
         self._next_key += 1
-        if flags.auto_managed and flags.queue_position >= 0:
+        # Every download has a position, auto-managed or not (libtorrent's): a saved one is
+        # its place among those added back.
+        if flags.queue_position >= 0:
             self._saved_positions[torrent] = flags.queue_position
+        self._join_line(torrent)
+        if auto_managed:
+            self._auto_managed += 1
         if not torrent.halted:  # a paused or queued one is registered when it starts
             self.handshaker.register(info_hash)
-        self._update_queue()
+        self._queue_wake.set()  # in line already: no renumbering for it
         self._nursery.start_soon(torrent.run, name=f"bip torrent {info_hash.hex()[:12]}")
         await trio.lowlevel.checkpoint()
         return torrent
@@ -503,10 +523,12 @@ class Session:
         self.connector.detach(torrent)
         self._keys.pop(torrent, None)
         self._saved_positions.pop(torrent, None)
+        if torrent.auto_managed:
+            self._auto_managed -= 1
         try:
             await torrent._remove(delete_data=delete_data)
         finally:
-            self._update_queue()  # its place in line, and its slot, are free
+            self._queue_wake_up()  # its place in line, and its slot, are free
 
     # -- the queue (libtorrent's auto-managed torrents) --------------------------------------
 
@@ -583,21 +605,22 @@ class Session:
 
     def queue_position(self, torrent: Torrent) -> int:
         """``torrent``'s place in the queue, 0 first (libtorrent's ``queue_position``):
-        auto-managed torrents that check or download have one, in the order they were
-        added unless moved; ``-1`` for a seed or a torrent not auto-managed. Downloads
-        start in this order as the queue has room (``ClientConfig.active_downloads``).
+        torrents that check or download have one, auto-managed or not, in the order they
+        were added unless moved; ``-1`` for a seed. Auto-managed downloads start in this
+        order as the queue has room (``ClientConfig.active_downloads``).
 
         Raises:
             TorrentError: the torrent is not in the session.
         """
         self._check_ours(torrent)
-        self._renumber()
+        if self._line_dirty:  # only when a torrent came, left or changed phase since
+            self._renumber()
         return torrent.queue_position
 
     def queue_position_up(self, torrent: Torrent) -> None:
         """Move ``torrent`` one place up the queue (towards 0), libtorrent's
         ``queue_position_up``; the queue decides again at once. A torrent first in line, or
-        without a position (a seed, one not auto-managed), does not move.
+        without a position (a seed), does not move.
 
         Raises:
             TorrentError: the torrent is not in the session.
@@ -635,8 +658,8 @@ class Session:
     def set_queue_position(self, torrent: Torrent, position: int) -> None:
         """Move ``torrent`` to ``position`` in the queue (0 first; a position past the end
         is the end), libtorrent's ``queue_position_set``; the torrents in between move one
-        place, and the queue decides again at once. A torrent without a position (a seed,
-        one not auto-managed) does not move.
+        place, and the queue decides again at once. A torrent without a position (a seed)
+        does not move.
 
         Raises:
             TypeError: ``position`` is not an int.
@@ -659,91 +682,129 @@ class Session:
         """Move ``torrent`` from its place in line to ``where(place)`` (clamped to the
         line), then let the queue decide."""
         self._check_ours(torrent)
-        self._renumber()
-        if torrent in self._line:
-            here = self._line.index(torrent)
+        if self._line_dirty:
+            self._renumber()
+        here = torrent.queue_position
+        if here >= 0:
             there = max(0, min(where(here), len(self._line) - 1))
             if there != here:
                 self._line.pop(here)
                 self._line.insert(there, torrent)
                 self._saved_positions.pop(torrent, None)  # placed by the user from now on
+                for position in range(min(here, there), max(here, there) + 1):
+                    self._line[position]._set_queue_position(position)
         self._update_queue()
 
     def _in_line(self, torrent: Torrent) -> bool:
-        """Whether ``torrent`` holds a queue position: auto-managed, and checking or
-        downloading (libtorrent's rule: a seed is no longer in line to download)."""
-        return torrent.auto_managed and torrent._queue_kind() in (
-            QueueKind.CHECKING,
-            QueueKind.DOWNLOADING,
-        )
+        """Whether ``torrent`` holds a queue position: checking or downloading, auto-managed
+        or not (libtorrent's rule: a seed is no longer in line to download)."""
+        return torrent._queue_kind() in (QueueKind.CHECKING, QueueKind.DOWNLOADING)
+
+    def _join_line(self, torrent: Torrent) -> None:
+        """Give a torrent just added its place in line at once (its status shows it when
+        :meth:`add_torrent` returns): the end, or before the first torrent saved further
+        back than it (see :meth:`_renumber`); those after it move one place."""
+        line = self._line
+        saved = self._saved_positions.get(torrent)
+        index = len(line)
+        if saved is not None:
+            positions = self._saved_positions
+            index = next(
+                (i for i, other in enumerate(line) if positions.get(other, -1) > saved), index
+            )
+        line.insert(index, torrent)
+        for position in range(index, len(line)):
+            line[position]._set_queue_position(position)
+
+    def _auto_managed_changed(self, torrent: Torrent, enabled: bool) -> None:
+        """``torrent`` (of the session) was made auto-managed, or no longer."""
+        if torrent in self._keys:
+            self._auto_managed += 1 if enabled else -1
 
     def _renumber(self) -> None:
-        """Bring the line up to date: torrents that left it (completed, failed, no longer
-        auto-managed, removed) leave their place, those that joined it go at the end, or
-        back where their last run left them (by their saved positions, so that torrents
-        added again in any order take their old order again); then each hears its place."""
+        """Bring the line up to date: torrents that left it (completed, failed, removed)
+        leave their place, those that joined it go at the end, or back where their last run
+        left them (by their saved positions, so that torrents added again in any order take
+        their old order again); then each hears its place. O(n log n) for any number of
+        newcomers."""
+        self._line_dirty = False
         line = [
             torrent for torrent in self._line if torrent in self._keys and self._in_line(torrent)
         ]
         placed = set(line)
+        last: list[Torrent] = []
+        saved: list[tuple[int, int, Torrent]] = []
         for torrent in self._all:
             if torrent in placed or not self._in_line(torrent):
                 continue
-            saved = self._saved_positions.get(torrent)
-            index = len(line)
-            if saved is not None:
-                index = next(
-                    (
-                        i
-                        for i, other in enumerate(line)
-                        if self._saved_positions.get(other, -1) > saved
-                    ),
-                    len(line),
-                )
-            line.insert(index, torrent)
-            placed.add(torrent)
+            position = self._saved_positions.get(torrent)
+            if position is None:
+                last.append(torrent)
+            else:
+                saved.append((position, self._keys[torrent], torrent))
+        if saved:
+            # A newcomer with a saved position goes before the first torrent of the line whose
+            # saved position is greater: the first whose running maximum is, by bisection.
+            highest: list[int] = []
+            for torrent in line:
+                mark = self._saved_positions.get(torrent, -1)
+                highest.append(max(mark, highest[-1]) if highest else mark)
+            before: dict[int, list[Torrent]] = {}
+            for position, _key, torrent in sorted(saved, key=lambda item: item[:2]):
+                before.setdefault(bisect.bisect_right(highest, position), []).append(torrent)
+            merged: list[Torrent] = []
+            for index, torrent in enumerate(line):
+                merged.extend(before.pop(index, ()))
+                merged.append(torrent)
+            merged.extend(before.pop(len(line), ()))
+            line = merged
+        line.extend(last)
         self._line = line
         for position, torrent in enumerate(line):
             torrent._set_queue_position(position)
+        placed = set(line)
         for torrent in self._all:
             if torrent not in placed:
                 torrent._set_queue_position(-1)
 
     def _queue_wake_up(self) -> None:
-        """Let the queue's task decide soon (a torrent changed phase: called from anywhere
-        in the torrent, so the decision is not taken there)."""
+        """Let the queue's task decide soon (a torrent came, left, changed phase or asked:
+        called from anywhere, so the decision is not taken there); the line is renumbered
+        then."""
+        self._line_dirty = True
         self._queue_wake.set()
 
     def _update_queue(self) -> None:
-        """Ask the queue which auto-managed torrents run, and hold back or start them."""
+        """Ask the queue which auto-managed torrents run, and hold back or start them: at
+        once, for the user's controls of the queue; else from the queue's task."""
         if self._closing:
             return
-        if self._queue_busy:
-            # A torrent held back or started just now called back: once more, after this.
-            self._queue_again = True
-            return
-        self._queue_busy = True
-        try:
-            for _ in range(_QUEUE_PASSES):
-                self._queue_again = False
-                self._queue_pass()
-                if not self._queue_again:
-                    break
-        finally:
-            self._queue_busy = False
-
-    def _queue_pass(self) -> None:
-        self._renumber()
-        if not any(torrent.auto_managed for torrent in self._all):
+        self._last_pass = trio.current_time()
+        if self._line_dirty:
+            self._renumber()
+        if not self._auto_managed:
             return  # nothing to decide (and no sampling worth keeping)
         now = trio.current_time()
-        facts = [torrent._queue_facts(self._keys[torrent], now) for torrent in self._all]
-        decision = self._queue.decide(facts, now)
+        # Facts for the auto-managed torrents alone; the others only count.
+        facts = []
+        forced = forced_checking = 0
+        for torrent in self._all:
+            if torrent._reading_resume:
+                continue  # no check of the queue's (libtorrent's checking_resume_data)
+            if torrent.auto_managed:
+                facts.append(torrent._queue_facts(self._keys[torrent], now))
+            elif not torrent.paused:
+                kind = torrent._queue_kind()
+                if kind is QueueKind.CHECKING:
+                    forced_checking += 1
+                elif kind is not QueueKind.FAILED:
+                    forced += 1
+        decision = self._queue.decide(facts, now, forced=forced, forced_checking=forced_checking)
         self._apply(decision)
 
     def _apply(self, decision: QueueDecision) -> None:
         """Hold back what the queue queues first (their slots free), then start the rest."""
-        torrents = list(self._all)
+        torrents = [torrent for torrent in self._all if torrent.auto_managed]
         for torrent in torrents:
             if self._keys[torrent] in decision.queue:
                 torrent._enqueue()
@@ -753,10 +814,15 @@ class Session:
 
     async def _run_queue(self) -> None:
         """Let the queue decide every ``auto_manage_interval`` seconds (slow torrents are
-        found so), and soon after a torrent asks (it changed phase)."""
+        found so), and soon after a torrent asks, but at most once every
+        :data:`QUEUE_MIN_GAP` seconds: the asks of a burst are decided together."""
         while True:
             with trio.move_on_after(self._auto_manage_interval):
                 await self._queue_wake.wait()
+            gap = min(QUEUE_MIN_GAP, QUEUE_GAP_PER_TORRENT * self._auto_managed)
+            wait = self._last_pass + gap - trio.current_time()
+            if wait > 0:
+                await trio.sleep(wait)
             self._queue_wake = trio.Event()
             self._update_queue()
 

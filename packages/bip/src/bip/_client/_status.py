@@ -68,8 +68,8 @@ class TorrentStatus:
         auto_managed: the session's queue starts and stops it (``Torrent.set_auto_managed``),
             libtorrent's ``torrent_status.flags`` ``auto_managed``.
         queue_position: its place in the session's queue of downloads, 0 first
-            (libtorrent's ``torrent_status.queue_position``); ``-1`` for a seed or a
-            torrent not auto-managed.
+            (libtorrent's ``torrent_status.queue_position``), auto-managed or not; ``-1``
+            for a seed.
     """
 
     name: str

@@ -47,12 +47,19 @@ is saved with the paused state.
 Queueing (libtorrent's ``torrent_flags::auto_managed``): an auto-managed torrent
 (``TorrentOptions.auto_managed``, :meth:`Torrent.set_auto_managed`) is started and held back
 by its session's queue (:mod:`._queue`). Held back (:attr:`Torrent.queued`, phase ``QUEUED``)
-it is out of its swarm as a paused torrent is, and a torrent queued before its data is
-checked does not check it until the queue lets it; but :attr:`Torrent.paused` stays the
-user's own flag, and only it is saved as ``paused``. The queue never holds a torrent the user
-paused: the pause takes the queue's hold off, and a resume puts the torrent back in line for
-the queue to decide at once. Whether it is auto-managed and its queue position are saved
-with the paused state.
+it is out of its swarm as a paused torrent is; but :attr:`Torrent.paused` stays the user's own
+flag, and only it is saved as ``paused``. The queue never holds a torrent the user paused: the
+pause takes the queue's hold off, and a resume puts the torrent back in line, held until the
+queue decides. Every full check of an auto-managed torrent (the first one without resume
+data, and :meth:`Torrent.force_recheck`) waits for the queue's leave (``active_checking``),
+and none is made while the torrent is paused (libtorrent's ``should_check_files``); resume
+data is vouched for at once, as libtorrent's ``checking_resume_data``. When a check
+ends, the torrent waits held until the queue decides whether it downloads or seeds now (it
+announces nothing before). A running torrent that checks again keeps its slot meanwhile, so
+that no other starts for the length of the check only to be queued again. The queue decides
+in the session's own task, at most once a second (see :mod:`._session`): the torrent only
+wakes it. Whether it is auto-managed and its queue position are saved with the paused state;
+a change of position alone writes only the state file.
 """
 
 from __future__ import annotations
@@ -252,8 +259,8 @@ class Torrent:
         auto_managed: bool = False,
         queued: bool = False,
         saved_state: SavedState | None = None,
-        queue_now: Callable[[], None] | None = None,
         queue_soon: Callable[[], None] | None = None,
+        on_auto_managed: Callable[[Torrent, bool], None] | None = None,
     ) -> None:
         """Internal: the session builds torrents. ``listen_port`` reads our TCP port as others
         should dial it now (a NAT-PMP mapping may change it while the torrent runs).
@@ -265,9 +272,10 @@ class Torrent:
 
         Queueing: ``auto_managed`` is the flag; with ``queued`` (and not ``paused``) the
         torrent starts held back by the queue (the session does not register it).
-        ``queue_now`` asks the session's queue to decide at once (after a control of the
-        user's), ``queue_soon`` to decide soon (the torrent changed phase: it may be called
-        anywhere, and only wakes the queue's task).
+        ``queue_soon`` asks the session's queue to decide soon (it may be called anywhere:
+        it only wakes the queue's task); without it the torrent has no queue, and is never
+        held back by one. ``on_auto_managed`` hears of every change of the flag (the session
+        counts its auto-managed torrents).
 
         ``saved_state`` is what its state file holds, as the session read it (once, before
         making the torrent: the flags above were decided from it and the options), so that
@@ -380,26 +388,32 @@ class Torrent:
         # refuses inbound handshakes and runs no discovery source nor web seed.
         self._holds: set[str] = set()
         self._unheld = trio.Event()
-        # Set while the queue does not hold the torrent (its check waits for it).
-        self._not_queued = trio.Event()
+        # Set (then replaced) whenever what a waiting check waits for may have changed: the
+        # queue's hold, the pause, the flag (_check_turn).
+        self._check_gate = trio.Event()
         # Since when no hold is on (None while one is): the queue gives a torrent started
         # some time before it can be found slow.
         self._running_since: float | None = None
         if paused:
             # Nothing to leave yet: no peer, no source, no web seed, not registered.
             self._holds.add(_HOLD_PAUSED)
-            self._not_queued.set()
         elif queued:
             self._holds.add(_HOLD_QUEUED)  # likewise
         else:
-            self._not_queued.set()
             self._unheld.set()
             self._running_since = now
         self._auto_managed = auto_managed
         self._queue_position = -1  # the session's to set
-        self._queue_now = queue_now
         self._queue_soon = queue_soon
+        self._on_auto_managed = on_auto_managed
         self._disk_checking = False  # bip_disk checks the data now (it cannot be stopped)
+        # While it checks again after it ran as a download or a seed (auto-managed): that
+        # kind, whose slot it keeps until the check ends (see _queue_facts).
+        self._check_keeps: QueueKind | None = None
+        # Its first check vouches for its resume data (not one the queue allots).
+        self._reading_resume = False
+        # Only the state file to write (a new queue position): not the whole resume data.
+        self._state_dirty = trio.Event()
         self._seeding_time = 0.0  # seconds seeded out of any hold, this run
         self._last_tick = now
         self._seeds_counted_at: float | None = None
@@ -586,8 +600,9 @@ class Torrent:
     @property
     def queue_position(self) -> int:
         """The torrent's place in its session's queue, 0 first (libtorrent's
-        ``queue_position``): auto-managed torrents that check or download their data have
-        one; ``-1`` for a seed, a torrent not auto-managed, or one out of a session.
+        ``queue_position``): torrents that check or download their data have one, whether
+        auto-managed or not (only the auto-managed ones wait for their turn); ``-1`` for a
+        seed, or a torrent out of a session.
         :meth:`bip._client.Session.set_queue_position` and its siblings move it."""
         return self._queue_position
 
@@ -595,13 +610,14 @@ class Torrent:
         """Let the session's queue start and stop the torrent (``True``), or not
         (libtorrent's ``set_flags`` / ``unset_flags`` with ``torrent_flags::auto_managed``).
 
-        Set, the torrent takes its place at the end of the queue (if it checks or
-        downloads) and the queue decides at once: it may be queued (phase ``QUEUED``: out
+        Set, the torrent keeps its place in the queue (every download has one) and the
+        queue decides soon (within a second): it may be queued then (phase ``QUEUED``: out
         of its swarm, as if paused) if the queue has no room for it. Cleared, a torrent the
         queue held back starts at once, as a "force start" does, and is never queued again
-        (it still counts against ``ClientConfig.active_limit``). Saved with the resume
-        files, as the paused state is, and wins over a saved flag. A torrent the user
-        paused stays paused either way. Setting it as it is does nothing.
+        (it still counts against ``ClientConfig.active_limit``), keeping its place in line
+        for when it is set again. Saved with the resume files, as the paused state is, and
+        wins over a saved flag. A torrent the user paused stays paused either way. Setting
+        it as it is does nothing.
 
         Raises:
             TorrentError: the torrent failed, or was closed or removed.
@@ -612,10 +628,19 @@ class Torrent:
             return
         self._auto_managed = enabled
         logger.debug("%s: %sauto-managed", self._name, "" if enabled else "not ")
+        if self._on_auto_managed is not None:
+            self._on_auto_managed(self, enabled)
         self._resume_dirty.set()  # saved soon, for the next run too
         if not enabled:
+            self._check_keeps = None  # out of the queue: no slot of its to keep
             self._dequeue()
+        self._open_check_gate()
         self._decide_now()
+
+    @property
+    def _has_queue(self) -> bool:
+        """Whether a session's queue manages the torrent now."""
+        return self._auto_managed and self._queue_soon is not None
 
     def _enqueue(self) -> None:
         """Internal (the session's queue): hold the torrent back, as a pause does (its
@@ -624,7 +649,6 @@ class Torrent:
         if self.queued or self.paused or self._stopped.is_set():
             return
         logger.debug("%s: queued", self._name)
-        self._not_queued = trio.Event()
         self._hold(_HOLD_QUEUED, REASON_PAUSED)
 
     def _dequeue(self) -> None:
@@ -633,15 +657,30 @@ class Torrent:
         if not self.queued:
             return
         logger.debug("%s: started by the queue", self._name)
-        self._not_queued.set()
+        self._open_check_gate()
         self._release(_HOLD_QUEUED)
+
+    def _open_check_gate(self) -> None:
+        """Wake a check waiting for its turn (:meth:`_check_turn`): what it waits for may
+        have changed."""
+        self._check_gate.set()
+        self._check_gate = trio.Event()
+
+    async def _check_turn(self) -> None:
+        """Return when the torrent may check its data: at once unless auto-managed; else
+        once the queue lets it (``active_checking``: a check started cannot be stopped) and
+        while it is not paused (libtorrent's ``should_check_files``: a paused torrent does
+        not check, so that a session restarted with many paused torrents hashes nothing)."""
+        while self._has_queue and (self.queued or self.paused):
+            await self._check_gate.wait()
 
     def _set_queue_position(self, position: int) -> None:
         """Internal (the session's queue): the torrent's place in line (-1: none); saved
-        with the resume files when it changes."""
+        in the state file when it changes (that file alone: a shift of the line moves many
+        torrents at once, and their resume data did not change)."""
         if position != self._queue_position:
             self._queue_position = position
-            self._resume_dirty.set()
+            self._state_dirty.set()
 
     def _queue_kind(self) -> QueueKind:
         """What the torrent counts as in the queue: its phase, a magnet's metadata fetch
@@ -658,6 +697,7 @@ class Torrent:
     def _queue_facts(self, key: int, now: float) -> QueuedTorrent:
         """Internal (the session's queue): what the queue needs to know of the torrent."""
         kind = self._queue_kind()
+        keeps = self._check_keeps if kind is QueueKind.CHECKING and not self.paused else None
         return QueuedTorrent(
             key=key,
             kind=kind,
@@ -671,6 +711,7 @@ class Torrent:
             swarm_seeds=self._swarm_seeds(now) if kind is QueueKind.SEEDING else 0,
             seeding_time=self._seeding_time,
             ratio=self._uploaded / max(self._total, 1),
+            keeps=keeps,
         )
 
     def _swarm_seeds(self, now: float) -> int:
@@ -687,10 +728,17 @@ class Torrent:
         return self._swarm_seed_count
 
     def _decide_now(self) -> None:
-        """Let the session's queue decide at once (from the torrent's own task, at a point
-        where being held back or started changes nothing under its feet)."""
-        if self._queue_now is not None:
-            self._queue_now()
+        """Ask the session's queue to decide soon: it only wakes the queue's task, which
+        decides at most once a second (a burst of adds or of checks ending asks once)."""
+        if self._queue_soon is not None:
+            self._queue_soon()
+
+    def _hold_for_decision(self) -> None:
+        """An auto-managed torrent whose check ended (or about to check): held by the
+        queue until it decides, so that nothing is announced, dialled or checked before."""
+        if self._has_queue:
+            self._enqueue()
+            self._decide_now()
 
     def _enter(self, phase: TorrentPhase) -> None:
         """Go to ``phase``; the queue hears of a change soon (the torrent may now count
@@ -698,6 +746,10 @@ class Torrent:
         if phase is self._phase:
             return
         self._phase = phase
+        if phase in (TorrentPhase.SEEDING, TorrentPhase.FAILED):
+            # Out of line at once (its status says so now); the others close up when the
+            # session renumbers, soon.
+            self._set_queue_position(-1)
         if self._queue_soon is not None:
             self._queue_soon()
 
@@ -727,10 +779,11 @@ class Torrent:
             return
         logger.debug("%s: paused", self._name)
         self._hold(_HOLD_PAUSED, REASON_PAUSED)
-        # The queue leaves a paused torrent alone: the pause holds it from now on (and a
-        # paused torrent checks its data, as one that is not auto-managed does).
+        # The queue leaves a paused torrent alone: the pause holds it from now on (an
+        # auto-managed one's check waits for the resume), and it keeps no slot.
         self._holds.discard(_HOLD_QUEUED)
-        self._not_queued.set()
+        self._check_keeps = None
+        self._open_check_gate()
         self._resume_dirty.set()
         self._save_now.set()
         self._decide_now()  # its slot, if it had one, is free
@@ -741,8 +794,8 @@ class Torrent:
         seeds start again (one given up on is tried again; a banned one stays out), a
         metadata fetch starts over; the resume data saved next says it is no longer paused.
         Resuming a torrent not paused does nothing. An auto-managed torrent goes back in
-        line instead, and the session's queue decides at once whether it runs or waits
-        (``QUEUED``).
+        line instead, held (``QUEUED``) until the session's queue decides, soon, whether it
+        runs or waits.
 
         Raises:
             TorrentError: the torrent failed, or was closed or removed.
@@ -751,13 +804,14 @@ class Torrent:
         if not self.paused:
             return
         logger.debug("%s: resumed", self._name)
-        if self._auto_managed and self._queue_now is not None:
-            # Held by the queue until it decides (below), rather than started and stopped
+        if self._has_queue:
+            # Held by the queue until it decides (soon), rather than started and stopped
             # again at once (trackers would hear "started", then "stopped").
             self._holds.add(_HOLD_QUEUED)
-            self._not_queued = trio.Event()
         self._release(_HOLD_PAUSED)
+        self._open_check_gate()
         self._resume_dirty.set()  # no longer paused, for the next run too
+        self._decide_now()
         self._decide_now()
 
     @property
@@ -1035,7 +1089,9 @@ class Torrent:
         :attr:`TorrentStatus.checked` its progress); then the torrent goes on with what the
         check found (``DOWNLOADING`` or ``SEEDING``), joining its swarm again unless paused.
         Piece deadlines are kept. During a check already under way (``CHECKING``) it does
-        nothing: that check decides.
+        nothing: that check decides. An auto-managed torrent's check waits for the queue's
+        leave (``ClientConfig.active_checking``) and, paused, for a resume, as libtorrent's
+        does; meanwhile, one that ran keeps its slot as a download or a seed.
 
         Raises:
             TorrentError: the metadata is not known yet (nothing to check), the storage is
@@ -1051,11 +1107,21 @@ class Torrent:
         swarm = self.swarm
         # From now on the torrent checks: no brain until the check is done.
         self._pending_deadlines = dict(swarm.brain.deadlines())
-        self._disk_checking = True
+        self._keep_slot()
         self._enter(TorrentPhase.CHECKING)
         self._hold(_HOLD_RECHECK, REASON_RECHECK)
         self.swarm = None
+        self._hold_for_decision()  # its check waits for its turn (_recheck)
         self._nursery.start_soon(self._recheck)
+
+    def _keep_slot(self) -> None:
+        """About to check again: a running auto-managed torrent keeps its slot (its kind
+        now) until the check ends, so that the queue starts no other in its place only to
+        queue that one again when the check ends."""
+        running = self._has_queue and not self.halted
+        self._check_keeps = self._queue_kind() if running else None
+        if self._check_keeps not in (QueueKind.DOWNLOADING, QueueKind.SEEDING):
+            self._check_keeps = None
 
     async def _recheck(self) -> None:
         handle = self.handle
@@ -1065,6 +1131,8 @@ class Torrent:
             # during the check checks everything again.
             async with self._save_lock:
                 await self._store.forget_resume()
+        await self._check_turn()
+        self._disk_checking = True
         try:
             await self._disk.recheck(handle)
         except TorrentStateError as error:
@@ -1090,8 +1158,11 @@ class Torrent:
             logger.debug("%s: check not finished (%s)", self._name, state.value)
             return
         self._disk_checking = False
+        self._check_keeps = None
         self._make_swarm(handle)
-        self._decide_now()  # before it joins its swarm again, as after the first check
+        # Held until the queue decides, as after the first check: it joins its swarm again
+        # only if there is room for it as what it is now.
+        self._hold_for_decision()
         self._release(_HOLD_RECHECK)
         self._resume_dirty.set()
 
@@ -1222,6 +1293,9 @@ class Torrent:
         swarm = self.swarm
         if swarm is not None:
             self._pending_deadlines = dict(swarm.brain.deadlines())
+        # The disk checks at once (part of the move, not queued): the slot is kept all the
+        # same, for the same reason as for a recheck.
+        self._keep_slot()
         self._disk_checking = True
         self._enter(TorrentPhase.CHECKING)
         self._hold(_HOLD_RECHECK, REASON_RECHECK)
@@ -1531,7 +1605,11 @@ class Torrent:
             await self._save_info(info)
         else:
             self._serve_layers(info)
+        # Checking from now on: an auto-managed torrent that ran to fetch the metadata keeps
+        # its slot as a download, and is held until the queue lets it check.
+        self._keep_slot()
         self._enter(TorrentPhase.CHECKING)
+        self._hold_for_decision()
 
     async def _fetch_from_peers(
         self, fetch: Callable[[], Awaitable[_T]], failed: type[Exception], not_yet: str
@@ -1634,13 +1712,16 @@ class Torrent:
             NativeFileSystem(self.options.save_dir) if make is None else make(self.options.save_dir)
         )
         resume = None if self._store is None else await self._store.load_resume()
-        # Now checking (a magnet's metadata just came): the queue says whether it may check
-        # now, before the check starts.
-        self._decide_now()
-        while self.queued:
-            # Auto-managed and not its turn (ClientConfig.active_checking): the check waits,
-            # as libtorrent's queued checks do (a check started cannot be stopped).
-            await self._not_queued.wait()
+        # Now checking: an auto-managed torrent checks only when the queue lets it
+        # (ClientConfig.active_checking), as libtorrent's queued checks (it was added held,
+        # or held when its metadata came). Not to vouch for its resume data: as libtorrent's
+        # checking_resume_data, that is no check of the queue's (it hashes little), and it
+        # goes on while queued or paused, out of the queue's view; a session restarted with
+        # many torrents gets through them at once.
+        if resume is None:
+            await self._check_turn()
+        else:
+            self._reading_resume = True
         self._disk_checking = True
         try:
             handle = await self._add_to_disk(self._filesystem, resume)
@@ -1656,10 +1737,13 @@ class Torrent:
             logger.debug("%s: check not finished (%s)", self._name, state.value)
             await trio.sleep_forever()
         self._disk_checking = False
+        self._reading_resume = False
+        self._check_keeps = None
         self._make_swarm(handle)
-        # Downloading or seeding from now on: the queue says whether there is room for it
-        # before the sources hear the data is checked (no announce to take back at once).
-        self._decide_now()
+        # Downloading or seeding from now on: held until the queue says whether there is
+        # room for it, before the sources hear the data is checked (no announce to take
+        # back at once).
+        self._hold_for_decision()
         self.ready.set()
 
     async def _add_to_disk(
@@ -2047,12 +2131,33 @@ class Torrent:
         """Save the resume data when it changed, at most every ``resume_interval`` seconds
         (a pause saves at once)."""
         while True:
-            await self._resume_dirty.wait()
+            await self._save_wanted()
+            full = self._resume_dirty.is_set()
             self._resume_dirty = trio.Event()
+            self._state_dirty = trio.Event()
             self._save_now = trio.Event()
-            await self._save_resume(sync=False)
+            if full:
+                await self._save_resume(sync=False)
+            else:
+                # A new queue position alone: the state file, not the whole resume data.
+                async with self._save_lock:
+                    if not self._removed:
+                        await self._save_state()
             with trio.move_on_after(self._config.resume_interval):
                 await self._save_now.wait()
+
+    async def _save_wanted(self) -> None:
+        """Return once something is to be saved: the resume data, or the state file."""
+        if self._resume_dirty.is_set() or self._state_dirty.is_set():
+            return
+        async with trio.open_nursery() as nursery:
+
+            async def watch(event: trio.Event) -> None:
+                await event.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch, self._resume_dirty)
+            nursery.start_soon(watch, self._state_dirty)
 
     async def _save_resume(self, *, sync: bool) -> None:
         """Save the disk's resume data, the peers, the files chosen and the paused state."""
