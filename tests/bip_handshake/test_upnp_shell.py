@@ -49,7 +49,7 @@ from bip_handshake._upnp import (
     UpnpDeviceLost,
     UpnpDiscoveryFailed,
 )
-from bip_handshake._upnp_shell import (
+from bip_handshake._upnp_client import (
     UPNP_CONFLICT_ATTEMPTS,
     UPNP_CONFLICT_PORTS,
     UPNP_MAX_DEVICES,
@@ -60,6 +60,8 @@ from bip_handshake._upnp_shell import (
     UPNP_SEARCH_RETRY_MAX,
     UPNP_SEARCH_RETRY_MIN,
     UPNP_SEARCH_TIMEOUT,
+)
+from bip_handshake._upnp_shell import (
     UpnpPortMapper,
     _multicast_options,
     _preferred_device,

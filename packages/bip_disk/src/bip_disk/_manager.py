@@ -657,10 +657,7 @@ class DiskManager:
         torrent = storage.handle
         previous = storage.state
         owner = self._owners[torrent.id] = _Owner("move")
-        # A torrent a fault stopped keeps dropping its queued pieces while the move waits.
-        stopped = storage.stopped
-        storage.set_state(TorrentState.MOVING)
-        storage.stopped = stopped
+        _take_over(storage, TorrentState.MOVING)
         try:
             try:
                 # The last check's task may still be ending (reporting a fault): while it
@@ -821,11 +818,7 @@ class DiskManager:
                 raise TorrentStateError(f"cannot recheck {torrent!r} while {storage.state.value}")
             owner = self._owners[torrent.id] = _Owner("recheck")
             previous = storage.check_done
-            # A torrent a fault stopped keeps dropping its queued pieces while the recheck
-            # waits (they would be hashed again anyway).
-            stopped = storage.stopped
-            storage.set_state(TorrentState.CHECKING)
-            storage.stopped = stopped
+            _take_over(storage, TorrentState.CHECKING)
             storage.check_done = trio.Event()
             self._drop_partials(storage)
             # A task of the manager's does the waiting, so that a cancelled caller cannot
@@ -1685,6 +1678,15 @@ class _MoveCopy:
 
     copied: Copied | None
     stats: tuple[FileStat | None, ...] = ()
+
+
+def _take_over(storage: TorrentStorage, state: TorrentState) -> None:
+    """The state of a recheck or move that waits for what ran before it. A torrent a fault
+    stopped keeps dropping its queued pieces meanwhile (the recheck hashes them again, the
+    move copies what is on disk): ``set_state`` alone would start writing them."""
+    stopped = storage.stopped
+    storage.set_state(state)
+    storage.stopped = stopped
 
 
 def _copy_for_move(

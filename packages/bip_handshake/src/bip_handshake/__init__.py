@@ -250,8 +250,7 @@ from ._upnp import (
     parse_soap_response,
     parse_ssdp_response,
 )
-from ._upnp_client import UpnpClient, UpnpRequest, UpnpRequestKind
-from ._upnp_shell import (
+from ._upnp_client import (
     UPNP_CLOSE_TIMEOUT,
     UPNP_CONFLICT_ATTEMPTS,
     UPNP_CONFLICT_PORTS,
@@ -272,10 +271,12 @@ from ._upnp_shell import (
     UPNP_SEARCH_RETRY_MIN,
     UPNP_SEARCH_SENDS,
     UPNP_SEARCH_TIMEOUT,
-    UpnpPortMapper,
+    UpnpClient,
+    UpnpRequest,
+    UpnpRequestKind,
     UpnpStatistics,
-    open_upnp_mapper,
 )
+from ._upnp_shell import UpnpPortMapper, open_upnp_mapper
 from ._utp_config import MIN_DATAGRAM, PACKET_OVERHEAD, UtpConfig, UtpConnectError, UtpError
 from ._utp_connection import (
     PADDING_EXTENSION,

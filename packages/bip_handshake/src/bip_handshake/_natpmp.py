@@ -210,6 +210,8 @@ from typing import Final, Literal, TypeAlias
 
 from ._compact import PeerAddress
 from ._errors import LocalProtocolError, RemoteProtocolError
+from ._pcp import _HEADER as _PCP_HEADER
+from ._pcp import _OP_MAP as _PCP_OP_MAP
 from ._pcp import (
     PCP_NONCE_SIZE,
     PCP_VERSION,
@@ -219,6 +221,7 @@ from ._pcp import (
     PcpMapRequest,
     PcpMapResponse,
     PcpResult,
+    _check_protocol,
     _check_uint,
     decode_pcp_response,
 )
@@ -326,10 +329,7 @@ _EPOCH_SLACK: Final = 2.0
 _VERSION: Final = 0
 _OP_ADDRESS: Final = 0
 _RESPONSE_BIT: Final = 128
-_UINT32_MAX: Final = 0xFFFF_FFFF
 
-_PCP_OP_MAP: Final = 1
-_PCP_HEADER: Final = 24  # a PCP response's common header: a shorter one is NAT-PMP's layout
 
 _log = logging.getLogger("bip_handshake.natpmp")
 
@@ -365,12 +365,6 @@ def _result(code: int) -> NatPmpResult | int:
 
 def _check_result(value: object) -> NatPmpResult | int:
     return _result(_check_uint("a result code", value, 16))
-
-
-def _check_protocol(value: object) -> MappingProtocol:
-    if not isinstance(value, MappingProtocol):
-        raise LocalProtocolError(f"a protocol is a MappingProtocol, got {value!r}")
-    return value
 
 
 class NatPmpMessage:
@@ -1493,7 +1487,7 @@ class NatPmpClient:
         self, response: NatPmpResponse, size: int, request: _Request, now: float
     ) -> None:
         """A version-0 "unsupported version" answering our PCP request."""
-        if size < _PCP_HEADER:
+        if size < _PCP_HEADER:  # a shorter answer is in NAT-PMP's layout
             # NAT-PMP's layout: its SSSoE is checked as any NAT-PMP answer's (RFC 6886
             # 3.6), so that a reboot just before the hourly probe is seen. A PCP server's
             # 24-byte answer naming version 0 holds a lifetime there, not an epoch.

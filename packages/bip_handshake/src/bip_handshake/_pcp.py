@@ -86,7 +86,6 @@ _MAP_BODY: Final = 36
 _RESPONSE_BIT: Final = 0x80
 _OP_ANNOUNCE: Final = 0
 _OP_MAP: Final = 1
-_UINT32_MAX: Final = 0xFFFF_FFFF
 _MAPPED_PREFIX: Final = bytes(10) + b"\xff\xff"  # ::ffff:0:0/96, IPv4-mapped IPv6 (RFC 4291)
 
 # IANA protocol numbers (RFC 11.1), and back.

@@ -159,6 +159,7 @@ from ._upnp import (
     UpnpError,
     UpnpErrorCode,
     UpnpPortMappingEntry,
+    _check_port,
     build_add_port_mapping,
     build_delete_port_mapping,
     build_get_external_address,
@@ -594,7 +595,7 @@ def _transient(result: int | None) -> bool:
 
 def _retry_delay(result: int | None, failures: int) -> float:
     if _transient(result):
-        return min(math.ldexp(UPNP_RETRY_MIN, min(failures - 1, 32)), UPNP_RETRY_MAX)
+        return _backoff(UPNP_RETRY_MIN, failures - 1, UPNP_RETRY_MAX)
     return UPNP_RETRY_MAX
 
 
@@ -626,12 +627,6 @@ def _entry_lifetime(told: int | None, asked: int) -> int:
 
 def _renew_interval(lease: int) -> float:
     return max(lease / 2, UPNP_MIN_RENEW_DELAY) if lease else UPNP_PERMANENT_RENEW
-
-
-def _check_port(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
-        raise LocalProtocolError(f"{name} is an int in 1..65535, got {value!r}")
-    return value
 
 
 def _check_time(now: object) -> float:

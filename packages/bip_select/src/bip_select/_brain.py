@@ -388,9 +388,7 @@ class SwarmBrain:
                 )
             )
         self._revelation = strategy
-        deadline = strategy.next_deadline()
-        if deadline is not None and (self._deadline is None or deadline < self._deadline):
-            self._deadline = deadline
+        self._pull_deadline(strategy.next_deadline())
         return actions
 
     @property
@@ -629,10 +627,13 @@ class SwarmBrain:
         self.queues.add_peer(peer, now, event.reqq)
         self.choker.add_peer(peer, now)
         actions = self._revelation.peer_joined(peer, now, fast=event.fast)
-        deadline = self._revelation.next_deadline()
+        self._pull_deadline(self._revelation.next_deadline())
+        return actions
+
+    def _pull_deadline(self, deadline: float | None) -> None:
+        """Bring the next tick forward to ``deadline`` if it comes sooner."""
         if deadline is not None and (self._deadline is None or deadline < self._deadline):
             self._deadline = deadline
-        return actions
 
     def _left(self, event: PeerLeft, now: float) -> list[Action]:
         self._peer(event.peer)

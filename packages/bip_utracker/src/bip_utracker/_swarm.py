@@ -105,6 +105,7 @@ from dataclasses import dataclass
 from bip_handshake import PeerAddress
 
 from ._announcer import DEFAULT_MAX_ANNOUNCE_INTERVAL
+from ._checks import seconds
 from ._codec import AnnounceEvent, AnnounceRequest, ScrapeStats
 from ._errors import LocalProtocolError
 
@@ -256,17 +257,6 @@ def _check_limit(name: str, value: object) -> int:
     return value
 
 
-def _check_seconds(name: str, value: object) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise LocalProtocolError(f"{name} is a positive number, got {value!r}")
-    return float(value)
-
-
 class SwarmStore:
     """Peers per info-hash, with expiry, counters and bounded memory.
 
@@ -343,7 +333,7 @@ class SwarmStore:
         promote_after: float | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        self._peer_lifetime = _check_seconds("peer_lifetime", peer_lifetime)
+        self._peer_lifetime = seconds("peer_lifetime", peer_lifetime)
         self._max_swarms = _check_limit("max_swarms", max_swarms)
         self._max_peers_per_swarm = _check_limit("max_peers_per_swarm", max_peers_per_swarm)
         self._max_peers = _check_limit("max_peers", max_peers)
@@ -358,7 +348,7 @@ class SwarmStore:
             # of that cap, or a longer interval's regular re-announce would never count.
             self._promote_after = min(self._peer_lifetime / 3, DEFAULT_MAX_ANNOUNCE_INTERVAL / 2)
         else:
-            self._promote_after = _check_seconds("promote_after", promote_after)
+            self._promote_after = seconds("promote_after", promote_after)
             if self._promote_after >= self._peer_lifetime:
                 # A peer that waits that long has expired: its announce is a new peer's.
                 raise LocalProtocolError(
@@ -455,7 +445,6 @@ class SwarmStore:
                     # Promoted again at once if there is room, else the most recent of the new
                     # swarms' queue (not of the demoted: a demotion to come may bring an older
                     # one, which must go before it). (Not asked again in this announce.)
-                    swarm.last = now
                     if self._may_promote(now):
                         self._protect(info_hash, swarm)
                     else:
@@ -482,9 +471,8 @@ class SwarmStore:
             held = hosts.get(host, 0)
             if held >= self._max_peers_per_host:
                 self._unrecorded_peers += 1
-                if promote and self._may_promote(now):
-                    del probation[info_hash]
-                    self._protect(info_hash, swarm)
+                if promote:
+                    self._try_promote(info_hash, swarm, now)
                 return self._sample(swarm, peer, num_want)
             hosts[host] = held + 1
             if on_probation and family and self._protected_cap > 0:
@@ -524,12 +512,7 @@ class SwarmStore:
             record.completed = True
             swarm.completed += 1
         if promote:
-            # It has shown it is real; it stays on probation if promoting it would demote a
-            # protected swarm still in use.
-            swarm.proven = True
-            if self._may_promote(now):
-                del probation[info_hash]
-                self._protect(info_hash, swarm)
+            self._try_promote(info_hash, swarm, now)
         seeders = swarm.seeders
         leechers = len(peers) - seeders
 
@@ -633,7 +616,7 @@ class SwarmStore:
         """
         lifetime = self._peer_lifetime
         dropped = 0
-        for segment in (self._probation, self._demoted, self._protected):
+        for segment in self._segments():
             while segment:
                 if segment[next(iter(segment))].last + lifetime > now:
                     break
@@ -690,6 +673,15 @@ class SwarmStore:
             if swarm is None:
                 swarm = self._demoted.get(info_hash)
         return swarm
+
+    def _try_promote(self, info_hash: bytes, swarm: _Swarm, now: float) -> None:
+        """A swarm on probation has shown it is real: protected, unless that would demote a
+        protected swarm still in use (it then stays on probation, proven, and any announce
+        of it asks again)."""
+        swarm.proven = True
+        if self._may_promote(now):
+            del self._probation[info_hash]
+            self._protect(info_hash, swarm)
 
     def _may_promote(self, now: float) -> bool:
         """Whether a swarm may be promoted at *now*; if not, count a refused promotion.

@@ -779,12 +779,11 @@ class Session:
         once, for the user's controls of the queue; else from the queue's task."""
         if self._closing:
             return
-        self._last_pass = trio.current_time()
+        now = self._last_pass = trio.current_time()
         if self._line_dirty:
             self._renumber()
         if not self._auto_managed:
             return  # nothing to decide (and no sampling worth keeping)
-        now = trio.current_time()
         # Facts for the auto-managed torrents alone; the others only count.
         facts = []
         forced = forced_checking = 0

@@ -218,6 +218,7 @@ class Swarm:
         now = trio.current_time()
         unsent = self._unsent
         given: set[tuple[Peer, Block]] = set()
+        choked: set[Peer] = set()  # the brain hears a peer's choke once a pass
         self._giving_back = True
         try:
             while unsent:
@@ -225,7 +226,9 @@ class Swarm:
                 if entry in given or peer not in self.joined:
                     continue
                 given.add(entry)
-                self.feed(PeerChokedUs(peer), now)
+                if peer not in choked:
+                    choked.add(peer)
+                    self.feed(PeerChokedUs(peer), now)
                 if peer in self.joined:
                     self.feed(BlockRejected(peer, block), now)
         finally:

@@ -750,8 +750,7 @@ class Torrent:
             # Out of line at once (its status says so now); the others close up when the
             # session renumbers, soon.
             self._set_queue_position(-1)
-        if self._queue_soon is not None:
-            self._queue_soon()
+        self._decide_now()
 
     def pause(self) -> None:
         """Leave the swarm, keeping everything else (libtorrent's ``pause()``, graceful).
@@ -811,7 +810,6 @@ class Torrent:
         self._release(_HOLD_PAUSED)
         self._open_check_gate()
         self._resume_dirty.set()  # no longer paused, for the next run too
-        self._decide_now()
         self._decide_now()
 
     @property
