@@ -692,6 +692,7 @@ async def test_the_announcer_drives_the_http_client(
             port=6881,
             progress=lambda: AnnounceProgress(left=10),
             sink=Sink(),
+            min_interval=100,  # the tracker's 100 s, under the default floor (300 s)
         )
         async with trio.open_nursery() as nursery:
             nursery.start_soon(announcer.run)

@@ -144,6 +144,7 @@ def test_connect_then_announce_then_scrape() -> None:
         peers=2,
         seeders=1,
         leechers=1,
+        store=core.store.statistics() if core.store else None,
     )
 
 

@@ -13,6 +13,7 @@ rate limits, bounded replies) and the trio :class:`TrackerServer` around it; and
 import logging
 
 from ._announcer import (
+    DEFAULT_ANNOUNCE_NOW_INTERVAL,
     DEFAULT_ANNOUNCE_TIMEOUT,
     DEFAULT_MAX_ANNOUNCE_INTERVAL,
     DEFAULT_MIN_ANNOUNCE_INTERVAL,
@@ -123,6 +124,7 @@ from ._url import (
 
 __all__ = [
     "ANNOUNCE_REQUEST_SIZE",
+    "DEFAULT_ANNOUNCE_NOW_INTERVAL",
     "DEFAULT_ANNOUNCE_TIMEOUT",
     "DEFAULT_CONNECTION_ID_WINDOW",
     "DEFAULT_CONNECTION_LIFETIME",

@@ -41,6 +41,7 @@ from ._errors import LocalProtocolError, TrackerError, TrackerTimeoutError
 from ._url import TrackerUrl, parse_tracker_url, shown_url
 
 __all__ = [
+    "DEFAULT_ANNOUNCE_NOW_INTERVAL",
     "DEFAULT_ANNOUNCE_TIMEOUT",
     "DEFAULT_MAX_ANNOUNCE_INTERVAL",
     "DEFAULT_MIN_ANNOUNCE_INTERVAL",
@@ -55,8 +56,16 @@ __all__ = [
 
 _log = logging.getLogger("bip_utracker.client")
 
-DEFAULT_MIN_ANNOUNCE_INTERVAL: Final = 30.0
-"""Seconds between two regular announces at least, whatever interval the tracker asks for."""
+DEFAULT_MIN_ANNOUNCE_INTERVAL: Final = 300.0
+"""Seconds between two regular announces at least, whatever interval the tracker asks for:
+libtorrent's ``min_announce_interval``. A tracker that answers ``interval`` 1 (misconfigured,
+or hostile: it would have every client of a swarm knock once a second) is asked every 5
+minutes."""
+DEFAULT_ANNOUNCE_NOW_INTERVAL: Final = 30.0
+"""Seconds :meth:`Announcer.announce_now` waits after the previous announce at least, unless the
+tracker's ``min interval`` says longer: libtorrent's default ``min interval`` for an HTTP answer
+without one. Only the caller asks for these, so they need no floor as high as the regular
+one's."""
 DEFAULT_MAX_ANNOUNCE_INTERVAL: Final = 1800.0
 """Seconds between two regular announces at most (a longer interval asked for is capped)."""
 DEFAULT_RETRY_DELAY: Final = 15.0
@@ -189,7 +198,9 @@ class Announcer:
     """Keeps one torrent announced to one tracker while :meth:`run` runs.
 
     :meth:`run` announces ``started``, then again at the interval the tracker asks for,
-    bounded to ``[min_interval, max_interval]``; ``completed`` once, when
+    bounded to ``[min_interval, max_interval]`` (5 to 30 minutes by default: the floor is
+    libtorrent's, so that a tracker answering ``interval`` 1 cannot make us announce every
+    second, the cap bounds how stale our entry may go); ``completed`` once, when
     :meth:`mark_completed` is called or when a regular announce finds the download finished
     here (``left`` 0 and ``downloaded`` above 0, having started with ``left`` above 0); and
     ``stopped`` when cancelled, shielded and cut short after ``stopped_timeout`` seconds. Each
@@ -223,8 +234,12 @@ class Announcer:
         progress: called before each announce for the bytes uploaded, downloaded and left.
         sink: also give the peers found here (source ``"tracker"``), but for ``stopped``.
         num_want: peers wanted per announce; -1 lets the tracker decide.
-        min_interval: seconds between regular announces at least.
+        min_interval: seconds between regular announces at least, whatever interval the
+            tracker asks for; None for :data:`DEFAULT_MIN_ANNOUNCE_INTERVAL` (300 s, as
+            libtorrent), or ``max_interval`` if that is shorter.
         max_interval: seconds between regular announces at most; also the longest retry delay.
+        announce_now_interval: seconds :meth:`announce_now` waits after the previous announce
+            at least (the tracker's ``min interval``, if it gave a longer one).
         retry_delay: seconds before the first retry of a failed announce.
         timeout: seconds an announce may take before it counts as failed.
         stopped_timeout: seconds the ``stopped`` announce may take (0: send none).
@@ -248,8 +263,9 @@ class Announcer:
         progress: Callable[[], AnnounceProgress],
         sink: PeerSink | None = None,
         num_want: int = -1,
-        min_interval: float = DEFAULT_MIN_ANNOUNCE_INTERVAL,
+        min_interval: float | None = None,
         max_interval: float = DEFAULT_MAX_ANNOUNCE_INTERVAL,
+        announce_now_interval: float = DEFAULT_ANNOUNCE_NOW_INTERVAL,
         retry_delay: float = DEFAULT_RETRY_DELAY,
         timeout: float = DEFAULT_ANNOUNCE_TIMEOUT,
         stopped_timeout: float = DEFAULT_STOPPED_TIMEOUT,
@@ -290,10 +306,16 @@ class Announcer:
             raise LocalProtocolError(f"progress is a callable, got {progress!r:.80}")
         if on_update is not None and not callable(on_update):
             raise LocalProtocolError(f"on_update is a callable, got {on_update!r:.80}")
-        self._min = seconds("min_interval", min_interval)
         self._max = seconds("max_interval", max_interval)
-        if self._min > self._max:
-            raise LocalProtocolError(f"min_interval {min_interval} exceeds max_interval")
+        if min_interval is None:
+            # The default floor gives way to a shorter cap the caller chose: only an explicit
+            # floor above the cap is a contradiction.
+            self._min = min(DEFAULT_MIN_ANNOUNCE_INTERVAL, self._max)
+        else:
+            self._min = seconds("min_interval", min_interval)
+            if self._min > self._max:
+                raise LocalProtocolError(f"min_interval {min_interval} exceeds max_interval")
+        self._announce_now_gap = seconds("announce_now_interval", announce_now_interval)
         self._retry = seconds("retry_delay", retry_delay)
         self._timeout = seconds("timeout", timeout)
         self._stopped_timeout = seconds("stopped_timeout", stopped_timeout, zero=True)
@@ -362,10 +384,12 @@ class Announcer:
             self._wake.set()
 
     def announce_now(self) -> None:
-        """Announce at once (for more peers, say), or ``min_interval`` seconds after the
-        previous announce if that was more recent (or the ``min interval`` the tracker's last
-        answer gave, if longer, up to ``max_interval``; an HTTP tracker's ``min_interval``): a
-        tracker asked too often may refuse us."""
+        """Announce at once (for more peers, say), or ``announce_now_interval`` seconds after
+        the previous announce if that was more recent (or the ``min interval`` the tracker's
+        last answer gave, if longer, up to ``max_interval``; an HTTP tracker's
+        ``min_interval``): a tracker asked too often may refuse us. Not ``min_interval``: that
+        floor bounds what the tracker may ask of us, this what we ask of it, as libtorrent's
+        ``force_reannounce`` waits for the tracker's ``min interval`` only."""
         self._forced = True
         self._wake.set()
 
@@ -510,7 +534,7 @@ class Announcer:
         if self._started and self._complete_pending and not self._failures:
             due = min(due, trio.current_time())  # but a failed one waits out its backoff
         if self._forced:
-            least = max(self._min, self._tracker_min)
+            least = max(self._announce_now_gap, self._tracker_min)
             due = min(due, max(trio.current_time(), self._last_attempt + least))
         if self._hold_until is not None:  # the tracker said when: nothing brings it forward
             due = max(due, self._hold_until)

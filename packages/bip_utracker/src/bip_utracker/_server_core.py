@@ -68,6 +68,7 @@ from ._swarm import (
     DEFAULT_MAX_PEERS_PER_SWARM,
     DEFAULT_MAX_SWARMS,
     AnnounceAnswer,
+    SwarmStatistics,
     SwarmStore,
 )
 
@@ -288,6 +289,13 @@ class ServerStatistics:
         peers: peers in the built-in store, both families (0 with a custom handler).
         seeders: of those, peers that have everything.
         leechers: of those, peers still downloading.
+        store: the built-in store's own counters (None with a custom handler): its segments
+            (``protected_swarms``, ``probation_swarms``), ``promoted_swarms``,
+            ``demoted_swarms``, ``refused_promotions``, evictions per segment
+            (``evicted_probation_swarms``, ``evicted_protected_swarms``), and peers evicted,
+            expired or left unrecorded (see :class:`~bip_utracker.SwarmStatistics`). A rising
+            ``refused_promotions`` says ``max_swarms`` is too small, or that an attacker holds
+            the protected segment.
     """
 
     datagrams: int
@@ -304,6 +312,7 @@ class ServerStatistics:
     peers: int
     seeders: int
     leechers: int
+    store: SwarmStatistics | None = None
 
 
 class _RateLimiter:
@@ -731,7 +740,8 @@ class TrackerServerCore:
         self._next_sweep = now + (0.0 if more else self._config.expiry_interval)
 
     def statistics(self) -> ServerStatistics:
-        """A snapshot of the counters."""
+        """A snapshot of the counters, the built-in store's included
+        (:attr:`ServerStatistics.store`)."""
         store = self._store.statistics() if self._store is not None else None
         return ServerStatistics(
             datagrams=self._connects
@@ -752,6 +762,7 @@ class TrackerServerCore:
             peers=store.peers if store else 0,
             seeders=store.seeders if store else 0,
             leechers=store.leechers if store else 0,
+            store=store,
         )
 
 

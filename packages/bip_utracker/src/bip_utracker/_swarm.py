@@ -181,7 +181,7 @@ class SwarmStatistics:
         unrecorded_peers: announces of a new peer answered but not recorded, because its host
             held ``max_peers_per_host`` entries of that swarm already.
         protected_swarms: of ``swarms``, those in the protected segment (the others are on
-            probation).
+            probation: :attr:`probation_swarms`).
         promoted_swarms: moves from probation to the protected segment (a demoted swarm's
             return included).
         demoted_swarms: protected swarms moved back to probation to make room for a promotion,
@@ -210,6 +210,12 @@ class SwarmStatistics:
     evicted_probation_swarms: int = 0
     evicted_protected_swarms: int = 0
     refused_promotions: int = 0
+
+    @property
+    def probation_swarms(self) -> int:
+        """Of ``swarms``, those on probation (new, demoted, or waiting for a refused
+        promotion): the ones a new swarm beyond ``max_swarms`` evicts first."""
+        return self.swarms - self.protected_swarms
 
 
 class _Peer:

@@ -25,6 +25,7 @@ from bip_handshake import (
     UtpConfig,
 )
 from bip_peer import check_rate
+from bip_utracker import DEFAULT_MAX_ANNOUNCE_INTERVAL, DEFAULT_MIN_ANNOUNCE_INTERVAL
 
 from ._queue import QueueLimits
 
@@ -128,6 +129,9 @@ class ClientConfig:
             the best are dialled as room frees up; the least useful are forgotten).
         trackers: announce to the trackers of the torrents (``udp://``, ``http://`` and
             ``https://``; other schemes are skipped with a warning).
+        tracker_min_interval: seconds between two regular announces to one tracker at least,
+            whatever interval it asks for (libtorrent's ``min_announce_interval``, 300 s); at
+            most 1800 (the longest interval a tracker may ask for).
         tracker_bind: the local address of the tracker client's socket and of the HTTP
             tracker and web seed (BEP 19) connections (``None``: the first listen host, or
             any address).
@@ -255,6 +259,7 @@ class ClientConfig:
     connection_speed: int = DEFAULT_CONNECTION_SPEED
     max_peerlist_size: int = DEFAULT_MAX_PEERLIST_SIZE
     trackers: bool = True
+    tracker_min_interval: float = DEFAULT_MIN_ANNOUNCE_INTERVAL
     tracker_bind: str | None = None
     dial: Dialer | None = None
     connect_timeout: float = 10.0
@@ -348,6 +353,16 @@ class ClientConfig:
             value = getattr(self, name)
             if not isinstance(value, int | float) or not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be positive and finite, not {value!r}")
+        floor = self.tracker_min_interval
+        if (
+            isinstance(floor, bool)
+            or not isinstance(floor, int | float)
+            or not 0 < floor <= DEFAULT_MAX_ANNOUNCE_INTERVAL
+        ):
+            raise ValueError(
+                f"tracker_min_interval must be seconds in (0, {DEFAULT_MAX_ANNOUNCE_INTERVAL:g}],"
+                f" not {floor!r}"
+            )
         for name in (
             "utp",
             "prefer_utp",

@@ -35,6 +35,8 @@ from bip_dht import DHTError
 from bip_handshake import IPFilter, LocalServiceDiscovery, PeerAddress, PeerId, PeerSink
 from bip_metainfo import InfoHash
 from bip_utracker import (
+    DEFAULT_MAX_ANNOUNCE_INTERVAL,
+    DEFAULT_MIN_ANNOUNCE_INTERVAL,
     AnnounceEvent,
     AnnounceProgress,
     Announcer,
@@ -65,9 +67,11 @@ from ._http_tracker_codec import PeerName, shown_url
 
 logger = logging.getLogger("bip.client")
 
-TRACKER_MIN_INTERVAL: Final = 30.0
-"""Seconds between two announces to a tracker at least, whatever interval it asks for."""
-TRACKER_MAX_INTERVAL: Final = 1800.0
+TRACKER_MIN_INTERVAL: Final = DEFAULT_MIN_ANNOUNCE_INTERVAL
+"""Seconds between two regular announces to a tracker at least, whatever interval it asks for:
+300, libtorrent's ``min_announce_interval`` (a tracker answering ``interval`` 1 is asked every
+5 minutes, not every second)."""
+TRACKER_MAX_INTERVAL: Final = DEFAULT_MAX_ANNOUNCE_INTERVAL
 """Seconds between two announces to a tracker at most (a tracker asking for more is capped)."""
 _TRACKER_RETRY: Final = 15.0  # first wait after a failed announce, doubled up to the max
 _ANNOUNCE_TIMEOUT: Final = 60.0  # bip_utracker retransmits for hours (BEP 15): cut it short
@@ -165,6 +169,13 @@ class TrackerAnnouncer:
         on_external_ip: called with our address as an HTTP tracker saw it (its BEP 24
             ``external ip``) and the tracker's address, at each answer that says it; must
             not block.
+        min_interval: seconds between two regular announces to one tracker at least, whatever
+            interval it asks for (:data:`TRACKER_MIN_INTERVAL` by default; a test against a
+            tracker of short intervals passes less). At most :data:`TRACKER_MAX_INTERVAL`.
+
+    Raises:
+        ValueError: ``min_interval`` is not a number of seconds in
+            ``(0, TRACKER_MAX_INTERVAL]``.
     """
 
     def __init__(
@@ -175,7 +186,20 @@ class TrackerAnnouncer:
         peer_id: PeerId,
         http_client: HttpTrackerClient | None = None,
         on_external_ip: Callable[[IPv4Address | IPv6Address, PeerAddress], None] | None = None,
+        min_interval: float = TRACKER_MIN_INTERVAL,
     ) -> None:
+        # Checked now, not when the first Announcer is built after the torrent's check: a bad
+        # setting is the caller's mistake, not one tracker's to skip.
+        if (
+            isinstance(min_interval, bool)
+            or not isinstance(min_interval, int | float)
+            or not 0 < min_interval <= TRACKER_MAX_INTERVAL
+        ):
+            raise ValueError(
+                f"min_interval must be seconds in (0, {TRACKER_MAX_INTERVAL:g}],"
+                f" not {min_interval!r}"
+            )
+        self.min_interval = float(min_interval)
         self.client = client
         self.http_client = http_client
         self.on_external_ip = on_external_ip
@@ -276,7 +300,7 @@ class TrackerAnnouncer:
             port=lambda: target.listen_port,
             progress=progress,
             sink=sink,
-            min_interval=TRACKER_MIN_INTERVAL,
+            min_interval=self.min_interval,
             max_interval=TRACKER_MAX_INTERVAL,
             retry_delay=_TRACKER_RETRY,
             timeout=_ANNOUNCE_TIMEOUT,

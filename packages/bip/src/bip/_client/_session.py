@@ -447,6 +447,7 @@ class Session:
                         peer_id=self.peer_id,
                         http_client=self.http_trackers,
                         on_external_ip=self.external.tracker_vote,
+                        min_interval=self.config.tracker_min_interval,
                     )
                 )
         torrent = Torrent(
