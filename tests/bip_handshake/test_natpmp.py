@@ -496,6 +496,31 @@ def test_forged_announcements_are_hints_bounded_in_rate() -> None:
     assert gateway.mappings.keys() == {(TCP, 6881), (UDP, 6881)}
 
 
+def test_announcements_come_from_the_gateways_own_port() -> None:
+    """An announcement's source port is the server's, as an answer's is (RFC 6886 3.2.1,
+    RFC 6887 14.1.1: the server sends it as it answers, from its port): a gateway served on
+    another port than 5351 is heard from that port, and 5351 is then as foreign as any."""
+    served = PeerAddress(GATEWAY, 5352)
+    gateway = FakeGateway()
+    client = NatPmpClient(GATEWAY, port=5352, rng=random.Random(7), pcp=False)
+    client.add_mapping(TCP, 6881, now=0.0)
+    run(client, gateway, 0.0, 1.0)
+    assert client.next_deadline() == pytest.approx(1800.01)  # the address asked again
+    announcement = gateway.announcement(100.0)
+    client.receive_announcement(announcement, GATEWAY_ADDRESS, 100.0)  # from 5351
+    client.receive_announcement(announcement, PeerAddress(GATEWAY, 5350), 100.0)
+    client.receive_datagram(announcement, GATEWAY_ADDRESS, 100.0)  # to our socket, from 5351
+    stats = client.statistics()
+    assert (stats.wrong_source, stats.hints) == (3, 0)
+    assert client.next_deadline() == pytest.approx(1800.01)
+    client.receive_announcement(announcement, served, 100.0)
+    stats = client.statistics()
+    assert (stats.wrong_source, stats.hints) == (3, 1)
+    assert client.next_deadline() == 100.0  # the address request brought forward
+    [(request, destination)] = client.datagrams_to_send(100.0)
+    assert (decode_natpmp_request(request), destination) == (ExternalAddressRequest(), served)
+
+
 def test_gateway_reboot_seen_in_a_renewal_recreates_the_others() -> None:
     gateway = FakeGateway()
     client = new_client((TCP, 6881))
@@ -681,29 +706,90 @@ def test_an_unanswered_renewal_keeps_the_earlier_grant_until_it_runs_out() -> No
     assert of_type(events, PortMapped)[-1].mapping.external_port == 6881
 
 
+@pytest.mark.parametrize("short", [False, True], ids=["full", "short"])
 @pytest.mark.parametrize(
-    ("result", "kept"),
+    ("result", "own_wait"),
     [
-        (NatPmpResult.NETWORK_FAILURE, True),
-        (NatPmpResult.OUT_OF_RESOURCES, True),
-        (NatPmpResult.NOT_AUTHORIZED, False),
-        (NatPmpResult.UNSUPPORTED_OPCODE, False),
+        (NatPmpResult.NETWORK_FAILURE, NATPMP_RETRY_MIN * 8),
+        (NatPmpResult.OUT_OF_RESOURCES, NATPMP_RETRY_MIN * 8),
+        (NatPmpResult.NOT_AUTHORIZED, NATPMP_RETRY_MAX),
+        (NatPmpResult.UNSUPPORTED_OPCODE, NATPMP_RETRY_MAX),
+        (77, NATPMP_RETRY_MAX),
     ],
 )
-def test_a_refused_renewal_keeps_the_grant_only_for_a_reason_that_may_pass(
-    result: NatPmpResult, kept: bool
+def test_a_refused_renewal_keeps_the_grant_till_it_runs_out(
+    result: int, own_wait: float, short: bool
 ) -> None:
+    """No nonce proves a NAT-PMP refusal: whatever its code, it never ends the grant
+    standing (libtorrent leaves the session's port as it was too). The renewal is asked again
+    as after silence; the grant lapses when it runs out, then the refusal's own wait holds."""
     gateway = FakeGateway()
     client = new_client((TCP, 6881), lifetime=600)
     run(client, gateway, 0.0, 1.0)
+    [granted] = client.mappings()
+    assert granted.expires_at is not None
     gateway.refuse = result
+    gateway.short_errors = short
     events: list[NatPmpEvent] = []
-    run(client, gateway, 1.0, 400.0, events=events)  # the renewal at 300 s, a retry at 360 s
-    failures = of_type(events, MappingFailed)
-    assert failures
-    assert all(failed.result == result for failed in failures)
-    assert all((failed.mapping.external_port == 6881) is kept for failed in failures)
-    assert (client.mappings()[0].external_port == 6881) is kept
+    # Refused at ~300 s, asked again 60 s later, then 120 s, 240 s: each refusal leaves the
+    # grant (until ~600 s) standing.
+    run(client, gateway, 1.0, granted.expires_at - 0.001, events=events)
+    refused = of_type(events, MappingFailed)
+    asked = [t for t, _ in mapping_requests(gateway)[1:]]  # after the first grant
+    waits = [round(f.retry_at - t) for f, t in zip(refused, asked, strict=True)]
+    assert waits == [NATPMP_RETRY_MIN, NATPMP_RETRY_MIN * 2, NATPMP_RETRY_MIN * 4]
+    assert all(f.result == result and f.mapping.external_port == 6881 for f in refused)
+    assert client.mappings()[0].external_port == 6881
+    # It lapses when it runs out, unrenewed; the next refusal has its own code's wait.
+    run(client, gateway, granted.expires_at - 0.001, 2000.0, events=events)
+    lapsed, again = of_type(events, MappingFailed)[3:5]
+    assert (lapsed.result, lapsed.mapping.external_port) == (None, None)
+    assert again.result == result
+    asked_again = mapping_requests(gateway)[4][0]  # the first after the lapse
+    assert again.retry_at - asked_again == pytest.approx(own_wait, abs=0.1)
+    assert client.mappings()[0].external_port is None
+
+
+def test_a_single_forged_refusal_costs_one_request_and_keeps_the_mapping() -> None:
+    gateway = FakeGateway()
+    client = new_client((TCP, 6881), lifetime=600)
+    run(client, gateway, 0.0, 1.0)
+    [granted] = client.mappings()
+    assert granted.expires_at is not None
+    renewal_at = granted.expires_at - 300  # halfway
+    forged_at = renewal_at + 0.005  # the renewal is out, its answer 5 ms away
+
+    def forge(now: float) -> None:
+        assert mapping_requests(gateway)[-1][0] == renewal_at  # in flight
+        # Right opcode, port and epoch, to our port: a forger beats the gateway's answer.
+        forged = MappingResponse(
+            TCP, NatPmpResult.NOT_AUTHORIZED, gateway.epoch(now), 6881, 0, 0
+        ).encode()
+        client.receive_datagram(forged, GATEWAY_ADDRESS, now)
+
+    events: list[NatPmpEvent] = []
+    run(client, gateway, 1.0, forged_at + 1.0, events=events, at={forged_at: forge})
+    [failed] = of_type(events, MappingFailed)
+    assert failed.result == NatPmpResult.NOT_AUTHORIZED
+    assert failed.mapping.external_port == 6881
+    assert failed.mapping.expires_at == granted.expires_at
+    assert failed.retry_at == pytest.approx(forged_at + NATPMP_RETRY_MIN)
+    assert client.mappings()[0].external_port == 6881
+    assert client.statistics().unexpected == 1  # the gateway's own answer, now late
+    # The renewal asked again is granted: the forgery cost one request, and nothing else.
+    sent = len(mapping_requests(gateway))
+    run(client, gateway, forged_at + 1.0, forged_at + NATPMP_RETRY_MIN + 1.0, events=events)
+    assert len(mapping_requests(gateway)) == sent + 1
+    [renewed] = client.mappings()
+    assert renewed.external_port == 6881
+    assert renewed.expires_at is not None
+    assert renewed.expires_at > granted.expires_at
+    assert len(of_type(events, MappingFailed)) == 1
+    assert not of_type(events, PortMapped)  # the same port all along: nothing to tell
+
+
+def mapping_requests(gateway: FakeGateway) -> list[tuple[float, MappingRequest]]:
+    return [(t, r) for t, r in gateway.requests if isinstance(r, MappingRequest)]
 
 
 def test_a_gateway_reset_ends_a_grant_kept_through_failed_renewals() -> None:

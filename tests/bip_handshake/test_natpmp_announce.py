@@ -56,10 +56,12 @@ class FakeAnnounceSocket:
         *,
         refuse_bind: tuple[str, int] | None = None,
         refuse_join: int | None = None,
+        refuse_leave: int | None = None,
     ) -> None:
         self.calls: list[tuple[object, ...]] = []
         self.refuse_bind = refuse_bind
         self.refuse_join = refuse_join
+        self.refuse_leave = refuse_leave
         self.bound: tuple[str, int] | None = None
         self.closed = False
         self.sizes: list[int] = []
@@ -71,6 +73,8 @@ class FakeAnnounceSocket:
         self.calls.append(("setsockopt", level, option, value))
         if option == socket.IP_ADD_MEMBERSHIP and self.refuse_join is not None:
             raise OSError(self.refuse_join, "refused")
+        if option == socket.IP_DROP_MEMBERSHIP and self.refuse_leave is not None:
+            raise OSError(self.refuse_leave, "refused")
 
     async def bind(self, address: tuple[str, int]) -> None:
         await trio.lowlevel.checkpoint()
@@ -96,6 +100,29 @@ class FakeAnnounceSocket:
 
     def deliver(self, data: bytes | OSError, source: tuple[str, int] = ("", 0)) -> None:
         self._send.send_nowait(data if isinstance(data, OSError) else (data, source))
+
+    def memberships(self) -> list[tuple[str, str, str]]:
+        """The joins and leaves, in order: ("join" or "leave", group, interface)."""
+        kinds = {socket.IP_ADD_MEMBERSHIP: "join", socket.IP_DROP_MEMBERSHIP: "leave"}
+        return [
+            (kinds[option], str(IPv4Address(value[:4])), str(IPv4Address(value[4:8])))
+            for name, level, option, value in (c for c in self.calls if c[0] == "setsockopt")
+            if level == socket.IPPROTO_IP and option in kinds and isinstance(value, bytes)
+        ]
+
+
+class OurAddress:
+    """Stands in for ``_source_address``: our address toward the gateway is what a test
+    says, and every read is counted."""
+
+    def __init__(self, address: str | None) -> None:
+        self.address = None if address is None else IPv4Address(address)
+        self.reads: list[float] = []
+
+    async def __call__(self, gateway: object, port: int, bind_host: str) -> IPv4Address | None:
+        await trio.lowlevel.checkpoint()
+        self.reads.append(trio.current_time())
+        return self.address
 
 
 @pytest.mark.parametrize("pcp", [False, True], ids=["natpmp", "pcp"])
@@ -440,3 +467,144 @@ async def test_bad_announce_addresses(
     with pytest.raises(LocalProtocolError, match="announce"):
         async with open_port_mapper(LOOPBACK, announce_address=announce_address):  # type: ignore[arg-type]
             pass  # pragma: no cover
+
+
+async def test_the_group_is_joined_anew_when_our_address_changes(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A membership stays on the interface it was made on: after a DHCP renewal or a move to
+    another network, the group is left there and joined on the new interface (NAT-PMP alone:
+    nothing but the minute's read of our address tells of the change)."""
+    fake = FakeAnnounceSocket()
+    ours = OurAddress("192.168.1.5")
+    monkeypatch.setattr(natpmp_shell, "_new_announce_socket", lambda: fake)
+    monkeypatch.setattr(natpmp_shell, "_source_address", ours)
+    gateway = FakeGateway()
+    async with trio.open_nursery() as nursery:
+        _, port = await nursery.start(serve_gateway, gateway)
+        async with open_port_mapper(
+            LOOPBACK, gateway_port=port, bind_host=LOOPBACK, pcp=False
+        ) as mapper:
+            await wait_mapped(mapper, 2)
+            start = ours.reads[0]
+            assert fake.memberships() == [("join", "224.0.0.1", "192.168.1.5")]
+            await trio.sleep(120)  # read each minute, the same address: nothing to do
+            assert len(fake.memberships()) == 1
+            ours.address = IPv4Address("10.0.0.8")
+            await trio.sleep(60)
+            assert fake.memberships() == [
+                ("join", "224.0.0.1", "192.168.1.5"),
+                ("leave", "224.0.0.1", "192.168.1.5"),
+                ("join", "224.0.0.1", "10.0.0.8"),
+            ]
+            ours.address = None  # no route a while: the membership stays where it is
+            await trio.sleep(120)
+            assert len(fake.memberships()) == 3
+            ours.address = IPv4Address("10.0.0.8")
+            await trio.sleep(600)
+            assert len(fake.memberships()) == 3
+            # Bounded: one read a minute, no busy loop.
+            elapsed = trio.current_time() - start
+            assert len(ours.reads) <= elapsed / 60 + 1
+            # Still listening, on the same socket.
+            assert mapper.announce_address == ("224.0.0.1", 5350)
+            gateway.external = NEW_EXTERNAL
+            fake.deliver(gateway.announcement(trio.current_time()), (LOOPBACK, port))
+            await until(lambda: mapper.external_address == NEW_EXTERNAL)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_new_address_after_a_mismatch_moves_the_group_at_once(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the core asks for our address afresh (PCP's ADDRESS_MISMATCH), the new one moves
+    the membership at once, and the periodic read passes a change on to PCP's requests."""
+    fake = FakeAnnounceSocket(refuse_leave=errno.EADDRNOTAVAIL)  # the kernel dropped it
+    ours = OurAddress("192.0.2.77")  # an address the gateway does not see us come from
+    monkeypatch.setattr(natpmp_shell, "_new_announce_socket", lambda: fake)
+    monkeypatch.setattr(natpmp_shell, "_source_address", ours)
+    gateway = FakeGateway(pcp=True)
+    async with trio.open_nursery() as nursery:
+        _, port = await nursery.start(partial(serve_gateway, gateway, check_source=True))
+        async with open_port_mapper(
+            LOOPBACK, [("tcp", 6881)], gateway_port=port, bind_host=LOOPBACK
+        ) as mapper:
+            ours.address = IPv4Address(LOOPBACK)  # what the kernel tells when asked again
+            await wait_mapped(mapper, 1)
+            assert trio.current_time() - ours.reads[0] < 1.0
+            assert mapper.protocol == "pcp"  # the new address brought PCP back
+            assert fake.memberships() == [
+                ("join", "224.0.0.1", "192.0.2.77"),
+                ("leave", "224.0.0.1", "192.0.2.77"),
+                ("join", "224.0.0.1", LOOPBACK),
+            ]
+            assert mapper.announce_address == ("224.0.0.1", 5350)
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("group", ["224.0.0.1", "239.255.0.9"])
+async def test_a_failed_join_on_the_new_interface(
+    autojump_clock: trio.testing.MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    group: str,
+) -> None:
+    """As on opening: 224.0.0.1 is heard anyway (DEBUG), another group is not (listening
+    ends, INFO, its socket closed, its address no longer read)."""
+    caplog.set_level(logging.DEBUG, logger="bip_handshake.natpmp")
+    fake = FakeAnnounceSocket()
+    ours = OurAddress("192.168.1.5")
+    monkeypatch.setattr(natpmp_shell, "_new_announce_socket", lambda: fake)
+    monkeypatch.setattr(natpmp_shell, "_source_address", ours)
+    async with open_port_mapper(
+        LOOPBACK, [], gateway_port=9, bind_host=LOOPBACK, pcp=False, announce_address=(group, 5350)
+    ) as mapper:
+        await trio.sleep(1)
+        listening = mapper.announce_address  # read into a name: the property changes
+        assert listening == (group, 5350)
+        fake.refuse_join = errno.ENODEV
+        ours.address = IPv4Address("10.0.0.8")
+        await trio.sleep(60)
+        assert fake.memberships() == [
+            ("join", group, "192.168.1.5"),
+            ("leave", group, "192.168.1.5"),
+            ("join", group, "10.0.0.8"),
+        ]
+        reads = len(ours.reads)
+        ours.address = IPv4Address("10.0.0.9")
+        await trio.sleep(120)
+        if group == "224.0.0.1":
+            assert mapper.announce_address == (group, 5350)
+            assert not fake.closed
+            # Tried once per change: not again each minute for the same address.
+            assert fake.memberships()[-1] == ("join", group, "10.0.0.9")
+            assert len(fake.memberships()) == 4  # nothing held: nothing to leave
+        else:
+            assert mapper.announce_address is None
+            assert fake.closed
+            assert len(ours.reads) == reads  # no more reads: nothing follows them
+            assert "cannot join 239.255.0.9 on 10.0.0.8" in caplog.text
+    failed = [r for r in caplog.records if "joining 224.0.0.1 failed" in r.getMessage()]
+    assert len(failed) == (2 if group == "224.0.0.1" else 0)
+    assert all(r.levelno == logging.DEBUG for r in failed)
+
+
+async def test_a_group_held_on_the_interface_already_is_kept(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new address on the same interface, the old membership not left: Linux refuses the
+    join as EADDRINUSE, which means the socket is a member there already, not a failure."""
+    fake = FakeAnnounceSocket(refuse_leave=errno.EADDRNOTAVAIL)
+    ours = OurAddress("192.168.1.5")
+    monkeypatch.setattr(natpmp_shell, "_new_announce_socket", lambda: fake)
+    monkeypatch.setattr(natpmp_shell, "_source_address", ours)
+    group = ("239.255.0.9", 5350)  # not 224.0.0.1: a failed join would end the listening
+    async with open_port_mapper(
+        LOOPBACK, [], gateway_port=9, bind_host=LOOPBACK, pcp=False, announce_address=group
+    ) as mapper:
+        fake.refuse_join = errno.EADDRINUSE
+        ours.address = IPv4Address("192.168.1.6")
+        await trio.sleep(61)
+        assert fake.memberships()[-1] == ("join", "239.255.0.9", "192.168.1.6")
+        assert mapper.announce_address == group
+        assert not fake.closed

@@ -11,6 +11,7 @@ import re
 import sys
 import zlib
 from collections.abc import Callable, Sequence
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Final, TypeVar
 
@@ -32,6 +33,7 @@ __all__ = [
     "add_timeout",
     "add_torrent_and_directory",
     "duration",
+    "ipv4_endpoint_or_off",
     "load_ip_filter",
     "positive",
     "print_usage",
@@ -95,6 +97,36 @@ def duration(text: str) -> float:
             f"a duration must be above 0 and at most 100 years, not {text!r}"
         )
     return seconds
+
+
+def ipv4_endpoint_or_off(text: str) -> str | None:
+    """An argparse ``type=`` reading an IPv4 ``ADDRESS:PORT`` (port 1..65535) as
+    ``"A.B.C.D:PORT"``, or ``off`` (any case) as None: a listening address that may be turned
+    off, such as ``--natpmp-announce-address``.
+
+    >>> ipv4_endpoint_or_off("224.0.0.1:5350"), ipv4_endpoint_or_off("off")
+    ('224.0.0.1:5350', None)
+
+    Raises:
+        argparse.ArgumentTypeError: anything else (a host name, IPv6, no port, port 0).
+    """
+    text = text.strip()
+    if text.lower() == "off":
+        return None
+    host, colon, port_text = text.rpartition(":")
+    try:
+        address = IPv4Address(host)
+    except ValueError:
+        address = None
+    # ASCII digits only, five at most: int() would read other scripts' digits, and "0099999".
+    digits = port_text.isascii() and port_text.isdigit() and len(port_text) <= 5
+    port = int(port_text) if digits else 0
+    if not colon or address is None or not 0 < port <= 0xFFFF:
+        raise argparse.ArgumentTypeError(
+            f"expected an IPv4 ADDRESS:PORT (224.0.0.1:5350, a port in 1..65535) or 'off',"
+            f" not {text!r}"
+        )
+    return f"{address}:{port}"
 
 
 def add_seed_limit_options(parser: argparse.ArgumentParser, *, implies_seed: bool) -> None:

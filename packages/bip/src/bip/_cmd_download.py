@@ -27,10 +27,16 @@ from typing import Final
 import trio
 
 from bip_dht import DHT, DHTSocketError, RoutingStateError, open_dht
-from bip_handshake import EncryptionPolicy, PeerAddress
+from bip_handshake import NATPMP_ANNOUNCE_ADDRESS, EncryptionPolicy, PeerAddress
 from bip_metainfo import MagnetLink, Metainfo, MutableTorrentLink
 
-from ._arguments import add_ip_filter_options, add_seed_limit_options, load_ip_filter, positive
+from ._arguments import (
+    add_ip_filter_options,
+    add_seed_limit_options,
+    ipv4_endpoint_or_off,
+    load_ip_filter,
+    positive,
+)
 from ._client import (
     DEFAULT_MAX_PEERS,
     RESUME_DIRECTORY,
@@ -84,6 +90,7 @@ RESOLVE_TIMEOUT: Final = 60.0
 """Seconds a BEP 46 link's DHT lookup (joining the DHT included) may take."""
 _REFRESH: Final = 0.25  # seconds between two looks at the torrent's status
 _TRACKER_SCHEMES: Final = ("udp://", "http://", "https://")  # those the session announces to
+_NATPMP_ANNOUNCE: Final = f"{NATPMP_ANNOUNCE_ADDRESS[0]}:{NATPMP_ANNOUNCE_ADDRESS[1]}"
 
 logger = logging.getLogger("bip")
 
@@ -199,6 +206,16 @@ def add_session_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="IP",
         help="the NAT-PMP gateway's IPv4 address (implies --natpmp; default: the default"
         " route's gateway)",
+    )
+    parser.add_argument(
+        "--natpmp-announce-address",
+        type=ipv4_endpoint_or_off,
+        default=_NATPMP_ANNOUNCE,
+        metavar="ADDR:PORT",
+        help="with --natpmp, where the router's announcements of a reboot or a new external"
+        f" address are heard (default {_NATPMP_ANNOUNCE}, RFC 6886's group, joined on the"
+        " interface toward the router), so that the ports are mapped again within seconds;"
+        " 'off': not listened for (a reboot is then seen at the next renewal)",
     )
     parser.add_argument(
         "--upnp",
@@ -413,6 +430,7 @@ def config_from_args(args: argparse.Namespace) -> ClientConfig:
         ip_filter=load_ip_filter(args.ip_filter, strict=args.ip_filter_strict),
         natpmp=args.natpmp or gateway is not None,
         natpmp_gateway=gateway,
+        natpmp_announce_address=args.natpmp_announce_address,
         upnp=args.upnp,
         lsd=args.lsd,
     )

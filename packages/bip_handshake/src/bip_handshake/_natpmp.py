@@ -34,10 +34,10 @@ How RFC 6886 is run (and, unless said below, PCP alike):
   asked for (RFC 3.3: the gateway SHOULD NOT offer more). The mapping is renewed halfway to
   its expiry, suggesting the port the gateway granted, so a gateway that rebooted meanwhile
   gives the same port back. The external address is asked again as often, since a gateway
-  may get a new address from its ISP. A renewal that goes unanswered (or is refused with
-  result 3 or 4, which may pass) leaves the earlier grant standing until it runs out, so the
-  port is still told to others meanwhile; it lapses then (a second :class:`MappingFailed`),
-  or at once if the gateway is found to have lost its table.
+  may get a new address from its ISP. A renewal that goes unanswered, or is refused (below),
+  leaves the earlier grant standing until it runs out, so the port is still told to others
+  meanwhile; it lapses then (a second :class:`MappingFailed`), or at once if the gateway is
+  found to have lost its table.
 - A refused request (result codes 1-5, or a code this RFC does not define, which RFC 3.5
   says is fatal to the request) fails its mapping with :class:`MappingFailed`. It is tried
   again later: after :data:`NATPMP_RETRY_MIN` seconds doubling up to
@@ -45,6 +45,20 @@ How RFC 6886 is run (and, unless said below, PCP alike):
   resources), after :data:`NATPMP_RETRY_MAX` for the rest (1 unsupported version, 2 refused
   by the user, 5 unsupported opcode: a firmware update or a changed setting may lift them,
   and RFC 3.1 asks not to remember a gateway's refusal for too long).
+- A NAT-PMP refusal of a renewal, whatever its code, never ends the grant standing: it
+  carries no nonce, so one datagram from the gateway's address and port to our socket's
+  port, while the renewal is out, is all a forger needs, and a working mapping should not
+  be lost to one. :class:`MappingFailed` tells the refusal (the grant still shown); the
+  renewal is asked again as after silence (:data:`NATPMP_RETRY_MIN` seconds, doubling), so
+  a forged refusal costs one request and a real one is heard again; the grant lapses when
+  it runs out unrenewed, and from then on the refusal's own wait applies. This is
+  libtorrent's outcome (2.0's ``natpmp::on_reply``): a refusal answering an existing
+  mapping with port or lifetime 0, as refusals do, clears the mapping's protocol before
+  the callback, so the session's mapped port is left as it was, and the gateway's mapping
+  lives out its lifetime (RFC 3.3). Unlike libtorrent we go on asking (it forgets such a
+  mapping for good, and reports a refusal carrying a port and lifetime as port 0 at once,
+  asking again in two hours). A PCP MAP refusal names the mapping's nonce (matched before
+  its result is read): one that cannot pass ends the grant at once.
 - Every response carries the gateway's seconds since the start of its epoch (SSSoE). When
   one is lower than the last one, or lower by more than 2 s than the last one plus 7/8 of
   the time elapsed since on our clock (RFC 3.6), the gateway lost its mapping table: every
@@ -54,21 +68,26 @@ How RFC 6886 is run (and, unless said below, PCP alike):
   0, RFC 3.4); one that never got an answer, or whose lifetime has run out anyway, goes at
   once. :meth:`NatPmpClient.close` removes every mapping; :attr:`NatPmpClient.is_closed`
   says when the last deletion is done.
-- A datagram is accepted only from the gateway's address and port 5351 (RFC 3.2: from
-  anyone else it is silently dropped), only as well formed (version 0, a response opcode, at
-  least the length of its kind: bytes past it are ignored, as libtorrent does), and only as
-  the answer to the request in flight (same opcode and internal port: NAT-PMP has no
-  transaction ids, RFC 3.5). Everything else is counted (:meth:`NatPmpClient.statistics`)
-  and dropped: a stray, forged or garbled datagram never raises and never disturbs a
-  request. A success that makes no sense (a mapping with external port 0 or lifetime 0, or
-  a mapping answer to a deletion saying anything but 0/0) is counted as malformed too (a
-  grant answering a deletion as unexpected: it is the late answer to the request the
-  deletion replaced), and the request goes on being retransmitted.
+- A datagram is accepted only from the gateway's address and port (5351, or the ``port``
+  the client is given; RFC 3.2: from anyone else it is silently dropped), only as well
+  formed (version 0, a response opcode, at least the length of its kind: bytes past it are
+  ignored, as libtorrent does), and only as the answer to the request in flight (same
+  opcode and internal port: NAT-PMP has no transaction ids, RFC 3.5). Everything else is
+  counted (:meth:`NatPmpClient.statistics`) and dropped: a stray, forged or garbled
+  datagram never raises and never disturbs a request. A success that makes no sense (a
+  mapping with external port 0 or lifetime 0, or a mapping answer to a deletion saying
+  anything but 0/0) is counted as malformed too (a grant answering a deletion as
+  unexpected: it is the late answer to the request the deletion replaced), and the request
+  goes on being retransmitted.
 - The gateway's announcements (RFC 6886 3.2.1: its external address, multicast after a
   reboot or an address change; RFC 6887 14.1.1: PCP's ANNOUNCE after a restart), given to
   :meth:`NatPmpClient.receive_announcement` (or arriving unasked on our own socket), are
   hints, never believed: anyone on the network can send one from the gateway's address to
-  the well-known group, and one datagram would reach every client. A hint brings forward
+  the well-known group, and one datagram would reach every client. An announcement's source
+  port is the server's own, as an answer's is (the RFCs have the server send it, to the
+  clients' port 5350, as it answers: from its port, 5351): it is taken from the gateway's
+  address and the ``port`` the client is given, so that a gateway served on another port
+  is heard, and from any other port it is counted as from elsewhere. A hint brings forward
   the request whose answer tells: NAT-PMP's address request, or under PCP the renewal of a
   mapping held (its answer matched on its nonce). That answer alone, which comes from the
   gateway to our own port (an off-path forger must guess it), has its epoch and address
@@ -1370,7 +1389,8 @@ class NatPmpClient:
                 return
             self._accept(response.epoch, now)
             self._request = None
-            self._refused(request, response.result, now)
+            # No nonce in NAT-PMP: a refusal of a renewal keeps the grant (module docstring).
+            self._refused(request, response.result, now, proven=False)
             return
         mapping = request.mapping if request is not None else None
         if (
@@ -1394,7 +1414,7 @@ class NatPmpClient:
         if request.kind is _Kind.DELETE:
             self._drop(mapping, response.result)
         elif response.result != NatPmpResult.SUCCESS:
-            self._mapping_failed(mapping, response.result, now)
+            self._mapping_failed(mapping, response.result, now, proven=False)
         else:
             self._granted(mapping, response.external_port, response.lifetime, now, pcp=False)
 
@@ -1402,8 +1422,9 @@ class NatPmpClient:
         """Take a datagram heard on the announcement group (224.0.0.1:5350, RFC 6886
         3.2.1, RFC 6887 14.1.1); never raises for its content.
 
-        Only an announcement from the gateway's address and port is taken, and as a hint
-        alone (see the module docstring): it brings forward the request whose answer tells
+        Only an announcement from the gateway's address and port (:attr:`gateway`: the
+        server sends it from its own port, as it answers) is taken, and as a hint alone
+        (see the module docstring): it brings forward the request whose answer tells
         whether the gateway rebooted or changed its address. Anything else (an answer,
         which never comes this way, or garbage) is counted and dropped.
         """
@@ -1819,9 +1840,10 @@ class NatPmpClient:
     ) -> None:
         """A mapping request failed (``result`` None: unanswered).
 
-        ``proven`` False: the refusal names no nonce (a PCP header-only failure), so anyone
-        able to send from the gateway's address could have forged it. It never clears a
-        standing grant: refusing a renewal, it is read as silence.
+        ``proven`` False: the refusal names no nonce (any NAT-PMP refusal, a PCP header-only
+        failure), so anyone able to send from the gateway's address could have forged it.
+        It never clears a standing grant: refusing a renewal, it is read as silence (asked
+        again after :data:`NATPMP_RETRY_MIN`, doubling, the grant kept till it runs out).
         """
         mapping.failures += 1
         standing = mapping.expires_at is not None and mapping.expires_at > now

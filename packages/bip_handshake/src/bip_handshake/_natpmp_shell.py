@@ -30,12 +30,18 @@ hour later). A second task listens there (``announce_address``): a socket bound 
 group's port with ``SO_REUSEADDR`` (and ``SO_REUSEPORT`` where it exists), so that every
 program on the host hears it, bound to the group's address where the system allows (only
 what is sent to the group arrives, as for LSD), and joined to the group on the interface
-toward the gateway (our address toward it). Anyone on the network can multicast: a datagram
-is handed to the core only when it comes from the gateway's address (the core checks the
-port, 5351, and the content); the others are counted and dropped unread, as is anything
-longer than PCP's largest message. Even the gateway's address can be forged, so the core
-believes no announcement: it brings forward the request whose answer, to our own socket's
-port, tells (:meth:`NatPmpClient.receive_announcement`, at most one each
+toward the gateway (our address toward it). A membership stays on the interface it was made
+on: while the group is joined, our address toward the gateway is read again each minute
+(it costs no traffic) and whenever the core asks, and when it changed (a DHCP renewal,
+another network) the old membership is left and the group joined on the new interface,
+once per change (a failed join of 224.0.0.1 is logged at DEBUG, as on opening; of another
+group, it ends the listening). Anyone on the network can multicast: a datagram is handed to
+the core only when it comes from the gateway's address (the core checks the port, the
+gateway's own, from which a server sends its announcements as its answers, and the
+content); the others are counted and dropped unread, as is anything longer than PCP's
+largest message. Even the gateway's address can be forged, so the core believes no
+announcement: it brings forward the request whose answer, to our own socket's port, tells
+(:meth:`NatPmpClient.receive_announcement`, at most one each
 :data:`~bip_handshake._natpmp.NATPMP_HINT_INTERVAL` seconds). Listening is a convenience,
 never a condition: a socket that cannot be opened or bound (the port held by a program that
 shares it with no one) costs one INFO record, and the mapper runs without it (a reboot is
@@ -53,6 +59,7 @@ A sketch (the gateway a real router's address)::
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import random
@@ -113,6 +120,11 @@ NATPMP_ANNOUNCE_ADDRESS: Final[tuple[str, int]] = ("224.0.0.1", 5350)
 _ALL_HOSTS: Final = IPv4Address(NATPMP_ANNOUNCE_ADDRESS[0])
 
 _MAX_DATAGRAM: Final = 2048  # a PCP message has 1100 bytes at most (NAT-PMP's 16): room
+
+# Seconds between two reads of our address toward the gateway while a group is joined: a
+# DHCP renewal or a move to another network changes the interface the group must be joined
+# on, and nothing else tells us under NAT-PMP. A read sends nothing (a UDP connect).
+_ADDRESS_CHECK_INTERVAL: Final = 60.0
 
 _RTF_UP: Final = 0x1
 _RTF_GATEWAY: Final = 0x2
@@ -218,11 +230,96 @@ def _new_announce_socket() -> trio.socket.SocketType:
     return trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 
 
+def _membership(group: IPv4Address, interface: IPv4Address | None) -> bytes:
+    """``struct ip_mreq``: the group, and the address of the interface to join it on (0.0.0.0:
+    the system's choice by its routes)."""
+    return group.packed + (interface or IPv4Address(0)).packed
+
+
+def _join(sock: trio.socket.SocketType, group: IPv4Address, interface: IPv4Address | None) -> bool:
+    """Join ``group`` on ``interface``: True when joined (or a member there already), False
+    when a join of 224.0.0.1 failed (logged at DEBUG: the socket may hear it all the same).
+
+    Raises:
+        OSError: another group could not be joined (nothing sent to it would arrive).
+    """
+    try:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, _membership(group, interface))
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            # Linux: this socket holds the group on that interface already (a new address
+            # on the same interface, the old membership not left): what we want.
+            return True
+        if group != _ALL_HOSTS:
+            raise
+        # RFC 1112: every multicast-capable interface is in the all-hosts group already
+        # (Linux joins it itself): what reaches it reaches this socket. No multicast route
+        # (a container) fails the join, and would close a socket that works.
+        _log.debug("NAT-PMP: joining %s failed (%s); listening all the same", group, error)
+        return False
+    return True
+
+
+class _GroupMembership:
+    """The announcement socket's membership of its multicast group, on the interface that
+    has our address toward the gateway: moved there when that address changes (a DHCP
+    renewal, another network), since a membership stays on the interface it was made on."""
+
+    __slots__ = ("_sock", "group", "interface", "joined")
+
+    def __init__(
+        self,
+        sock: trio.socket.SocketType,
+        group: IPv4Address,
+        interface: IPv4Address | None,
+        joined: bool,
+    ) -> None:
+        self._sock = sock
+        self.group = group
+        self.interface = interface  # the address the join named (None: 0.0.0.0)
+        self.joined = joined  # False: a failed join of 224.0.0.1, listening all the same
+
+    def move(self, interface: IPv4Address) -> bool:
+        """Be a member on the interface that has ``interface`` rather than the one joined:
+        the old membership is left first, then the group joined anew (once per address
+        change: a failed join is not tried again until the address changes again).
+
+        Returns False when the group could not be joined there and it is not 224.0.0.1:
+        nothing sent to it arrives any more, and listening ends.
+        """
+        if interface == self.interface:
+            return True
+        old = self.interface
+        if self.joined:
+            try:
+                self._sock.setsockopt(
+                    socket.IPPROTO_IP, socket.IP_DROP_MEMBERSHIP, _membership(self.group, old)
+                )
+            except OSError as error:
+                # The kernel may have dropped it with the old address or interface.
+                _log.debug("NAT-PMP: leaving %s on %s failed (%s)", self.group, old, error)
+            self.joined = False
+        self.interface = interface
+        try:
+            self.joined = _join(self._sock, self.group, interface)
+        except OSError as error:
+            _log.info(
+                "NAT-PMP/PCP: stopped listening for announcements: cannot join %s on %s (%s)",
+                self.group,
+                interface,
+                error,
+            )
+            return False
+        _log.debug("NAT-PMP: listening for %s on %s (was %s)", self.group, interface, old)
+        return True
+
+
 async def _open_announce_socket(
     host: IPv4Address, port: int, interface: IPv4Address | None
-) -> trio.socket.SocketType | None:
-    """A socket hearing what is sent to ``host:port``, or None when it cannot be set up
-    (said once, at INFO: the mapper runs without it).
+) -> tuple[trio.socket.SocketType, _GroupMembership | None] | None:
+    """A socket hearing what is sent to ``host:port`` and, for a multicast ``host``, its
+    membership; None when it cannot be set up (said once, at INFO: the mapper runs without
+    it).
 
     A multicast ``host`` is joined on the interface that has ``interface`` (our address
     toward the gateway; None: the system's choice by its routes); a failed join of
@@ -230,6 +327,7 @@ async def _open_announce_socket(
     multicast interface anyway). A unicast one (a test's stand-in for the group) is bound as
     it is and joins nothing.
     """
+    membership: _GroupMembership | None = None
     sock = _new_announce_socket()
     try:
         # Every program on the host that maps ports may listen on the group's port.
@@ -250,17 +348,7 @@ async def _open_announce_socket(
                     "NAT-PMP cannot bind %s:%d (%s): binding every address", host, port, error
                 )
                 await sock.bind(("0.0.0.0", port))
-            membership = host.packed + (interface or IPv4Address(0)).packed
-            try:
-                sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
-            except OSError as error:
-                if host != _ALL_HOSTS:
-                    raise
-                # RFC 1112: every multicast-capable interface is in the all-hosts group
-                # already (Linux joins it itself): what reaches it reaches this socket. No
-                # multicast route (a container) fails the join, and would close a socket
-                # that works.
-                _log.debug("NAT-PMP: joining %s failed (%s); listening all the same", host, error)
+            membership = _GroupMembership(sock, host, interface, _join(sock, host, interface))
         else:
             await sock.bind((str(host), port))
     except OSError as error:
@@ -276,7 +364,7 @@ async def _open_announce_socket(
     except BaseException:
         sock.close()
         raise
-    return sock
+    return sock, membership
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +400,7 @@ class PortMapper:
         *,
         announce_sock: trio.socket.SocketType | None = None,
         announce_host: IPv4Address | None = None,
+        membership: _GroupMembership | None = None,
     ) -> None:
         self._client = client
         self._sock = sock
@@ -320,6 +409,8 @@ class PortMapper:
         self._changed = trio.Event()
         self._wait_scope: trio.CancelScope | None = None
         self._announce_sock = announce_sock
+        self._membership = membership
+        self._listen_scope = trio.CancelScope()  # cancelled when listening must end
         self._announce_address: tuple[str, int] | None = None
         if announce_sock is not None and announce_host is not None:
             # The port bound (a test's stand-in may ask for port 0); the group's address
@@ -363,7 +454,8 @@ class PortMapper:
     @property
     def announce_address(self) -> tuple[str, int] | None:
         """Where the gateway's announcements are listened for, None when they are not
-        (turned off, the socket could not be set up, or it failed since)."""
+        (turned off, the socket could not be set up, or it failed since, or the group could
+        not be joined on the interface of our new address)."""
         return self._announce_address
 
     def statistics(self) -> PortMapperStatistics:
@@ -422,14 +514,46 @@ class PortMapper:
             self._changed = trio.Event()
 
     async def _refresh_client_address(self) -> None:
-        """Read our address toward the gateway again, for the core's next PCP requests."""
+        """Read our address toward the gateway again: for the core's next PCP requests
+        (when it asks, or PCP is on and the address changed), and for the interface the
+        announcement group is joined on."""
         client = self._client
         gateway = client.gateway
         source = await _source_address(gateway.host, gateway.port, self._bind_host)
-        # No route just now: the address we had is the best guess (and clears the ask).
-        address = source or client.client_address
-        if address is not None:
-            client.set_client_address(address)
+        if source is not None:
+            self._follow_interface(source)
+        known = client.client_address  # None: PCP is off, the core needs no address
+        if client.client_address_stale:
+            # No route just now: the address we had is the best guess (and clears the ask).
+            address = source or known
+            if address is not None:
+                client.set_client_address(address)
+        elif source is not None and known is not None and source != known:
+            # PCP's next requests carry it (rather than be refused ADDRESS_MISMATCH); after
+            # such a refusal it may bring PCP back: the pump is woken to send.
+            client.set_client_address(source)
+            self._kick()
+
+    def _follow_interface(self, address: IPv4Address) -> None:
+        """Join the announcement group on the interface that has ``address``, our address
+        toward the gateway, if it is not the one joined (leaving that one)."""
+        membership = self._membership
+        if membership is not None and not membership.move(address):
+            self._stop_listening()
+
+    def _stop_listening(self) -> None:
+        self._announce_address = None
+        self._membership = None
+        self._listen_scope.cancel()
+
+    async def _watch_address(self) -> None:
+        """Read our address toward the gateway each :data:`_ADDRESS_CHECK_INTERVAL` seconds
+        while a group is joined: nothing else tells when it changes under NAT-PMP (PCP's
+        ADDRESS_MISMATCH does under PCP), and the group's membership must follow it."""
+        while self._membership is not None:
+            await trio.sleep(_ADDRESS_CHECK_INTERVAL)
+            if self._membership is not None:
+                await self._refresh_client_address()
 
     async def _pump(self, *, until_closed: bool) -> None:
         client = self._client
@@ -480,6 +604,13 @@ class PortMapper:
         """
         sock = self._announce_sock
         assert sock is not None  # started only with one
+        with self._listen_scope:
+            await self._receive_announcements(sock)
+        # Listening ended (the socket failed, or the group could not be joined on our new
+        # interface): nothing more is read, so nothing more should queue up in the kernel.
+        sock.close()
+
+    async def _receive_announcements(self, sock: trio.socket.SocketType) -> None:
         gateway = self._client.gateway.host
         while True:
             try:
@@ -489,7 +620,7 @@ class PortMapper:
                 # Nothing is sent on this socket, so no ICMP error lands here: whatever
                 # fails would fail again. The renewals still see a reboot, by its epoch.
                 _log.info("NAT-PMP/PCP: stopped listening for announcements (%s)", error)
-                self._announce_address = None
+                self._stop_listening()
                 return
             host, port = address[:2]
             source = IPv4Address(host)
@@ -531,7 +662,7 @@ async def open_port_mapper(
         mappings: ``(protocol, internal_port)`` pairs to map, each asking for the same
             external port.
         gateway_port: the gateway's NAT-PMP and PCP port (5351; another only for a test's
-            gateway).
+            gateway), where its answers and its announcements come from.
         lifetime: seconds of lifetime each mapping asks for.
         close_timeout: seconds the deletions may take on exit.
         on_event: called with every :class:`NatPmpEvent`, in the mapper's task (an
@@ -545,7 +676,8 @@ async def open_port_mapper(
             alone too.
         announce_address: ``(host, port)`` where the gateway's announcements of a reboot
             or a new external address are listened for: by default RFC 6886's group,
-            224.0.0.1:5350, joined on the interface toward the gateway (a unicast address,
+            224.0.0.1:5350, joined on the interface toward the gateway, and joined anew
+            when our address toward it changes (checked each minute; a unicast address,
             a test's stand-in, is bound as it is; port 0 picks one, for a unicast address
             only: :attr:`PortMapper.announce_address` tells it). None: not listened for.
             A socket that cannot be set up is logged at INFO and done without. What is
@@ -589,9 +721,11 @@ async def open_port_mapper(
         now = trio.current_time()
         for protocol, internal_port in mappings:
             client.add_mapping(_protocol(protocol), internal_port, now)
-        announce_sock = None
+        announce_sock = membership = None
         if announce is not None:
-            announce_sock = await _open_announce_socket(announce[0], announce[1], source)
+            opened = await _open_announce_socket(announce[0], announce[1], source)
+            if opened is not None:
+                announce_sock, membership = opened
         try:
             mapper = PortMapper(
                 client,
@@ -600,8 +734,13 @@ async def open_port_mapper(
                 bind_host,
                 announce_sock=announce_sock,
                 announce_host=announce[0] if announce is not None else None,
+                membership=membership,
             )
-            tasks = [mapper._run] if announce_sock is None else [mapper._run, mapper._listen]
+            tasks = [mapper._run]
+            if announce_sock is not None:
+                tasks.append(mapper._listen)
+            if membership is not None:
+                tasks.append(mapper._watch_address)
             try:
                 async with background(*tasks):
                     yield mapper
