@@ -56,7 +56,7 @@ import heapq
 import itertools
 import math
 import random
-from collections.abc import Collection, Iterable, Set
+from collections.abc import Collection, Iterable, Iterator, Set
 from typing import Final
 
 from ._actions import Action, SendBitfield, SendHave, SendHaveAll, SendHaveNone
@@ -85,6 +85,124 @@ CATCH_UP_INTERVAL: Final = 0.1
 everything in 8 seconds."""
 
 
+_BIT_OFFSETS: Final = tuple(tuple(i for i in range(8) if byte >> i & 1) for byte in range(256))
+"""The bits set in each byte value, lowest first (turns a byte of a :class:`_PieceBits` into
+its pieces)."""
+
+_BYTES_PER_FEW: Final = 128
+"""What a piece costs in a small ``set`` of pieces, in bytes, at the worst (its slots in the
+hash table and its int object): a :class:`_PieceBits` keeps a set while that costs no more
+than its bitset would."""
+
+
+class _PieceBits:
+    """A set of pieces of a torrent: a small ``set`` while there are few, else a bitset (bit
+    ``piece % 8`` of byte ``piece // 8``).
+
+    What a peer was told of a 100,000-piece torrent is every piece soon enough: a ``set`` of
+    them holds about 4 MB per peer, the bitset 12.5 KB (``num_pieces / 8`` bytes). A super-seed
+    tells each peer a few pieces at first: those stay in a set of a few hundred bytes until
+    the set would cost as much as the bitset (nothing at all while there are none). So a peer
+    costs at most ``num_pieces / 8`` bytes and a constant. Adding a piece and membership are
+    O(1) (the switch to the bitset: once, O(num_pieces / 1024)); iteration is in piece order.
+
+    Raises:
+        LocalProtocolError: a piece added is outside ``0..num_pieces - 1`` (the strategy
+            checks pieces before they get here: this is a bug of ours, never a peer's).
+    """
+
+    __slots__ = ("_bits", "_count", "_few", "_few_max", "_size")
+
+    def __init__(self, num_pieces: int) -> None:
+        self._size = num_pieces
+        # Exactly one of the two holds the pieces: ``_few`` until ``_few_max`` is passed,
+        # then ``_bits`` (both empty: none). Torrents under 1,024 pieces go straight to the
+        # bitset, at most 128 bytes.
+        self._few: set[int] | None = None
+        self._bits = bytearray()
+        self._few_max = ((num_pieces + 7) >> 3) // _BYTES_PER_FEW
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __contains__(self, piece: object) -> bool:
+        # Anything but a piece of the torrent is not in (as with a set); a negative index
+        # would count from the end, hence the sign test. A piece past the end raises
+        # IndexError (the padding bits of the last byte are never set).
+        if not isinstance(piece, int) or piece < 0:
+            return False
+        bits = self._bits
+        if bits:
+            try:
+                return bool(bits[piece >> 3] >> (piece & 7) & 1)
+            except IndexError:
+                return False
+        few = self._few
+        return few is not None and piece in few
+
+    def __iter__(self) -> Iterator[int]:
+        few = self._few
+        if few is not None:
+            yield from sorted(few)
+            return
+        offsets = _BIT_OFFSETS
+        for index, byte in enumerate(self._bits):
+            if byte:  # runs of empty bytes are common while super-seeding: skip them whole
+                base = index << 3
+                for offset in offsets[byte]:
+                    yield base + offset
+
+    def add(self, piece: int) -> None:
+        """Add ``piece`` (nothing if it is in already)."""
+        bits = self._bits
+        if bits and 0 <= piece < self._size:
+            # The hot path (a have to every peer for every piece we verify): the bitset.
+            index, mask = piece >> 3, 1 << (piece & 7)
+            if not bits[index] & mask:
+                bits[index] |= mask
+                self._count += 1
+            return
+        if not 0 <= piece < self._size:
+            raise LocalProtocolError(
+                f"piece {piece!r} is outside the torrent (0..{self._size - 1})"
+            )
+        # No bitset yet: the small set, made on the first piece, or the bitset made now.
+        few = self._few
+        if few is None and self._few_max:
+            few = self._few = set()
+        if few is None:
+            self._bits = bytearray((self._size + 7) >> 3)
+            self.add(piece)
+        elif piece not in few:
+            few.add(piece)
+            self._count += 1
+            if len(few) > self._few_max:
+                self._to_bits()
+
+    def update(self, pieces: Iterable[int]) -> None:
+        """Add every piece of ``pieces``."""
+        for piece in pieces:
+            self.add(piece)
+
+    def fill(self) -> None:
+        """Add every piece of the torrent, in O(num_pieces / 8) at C speed."""
+        size = self._size
+        self._few = None
+        bits = self._bits = bytearray(b"\xff") * ((size + 7) >> 3)
+        if size & 7:
+            bits[-1] = (1 << (size & 7)) - 1  # the padding bits stay clear (see __contains__)
+        self._count = size
+
+    def _to_bits(self) -> None:
+        """Move the pieces from the set to the bitset (the set would cost more)."""
+        few = self._few
+        bits = self._bits = bytearray((self._size + 7) >> 3)
+        self._few = None
+        for piece in few or ():
+            bits[piece >> 3] |= 1 << (piece & 7)
+
+
 class _PeerView:
     """What we know a peer has, and what we told it we have."""
 
@@ -99,12 +217,12 @@ class _PeerView:
         "told_all",
     )
 
-    def __init__(self, key: PeerKey, fast: bool) -> None:
+    def __init__(self, key: PeerKey, fast: bool, num_pieces: int) -> None:
         self.key = key
         self.fast = fast
         self.pieces: set[int] = set()  # what the peer has (unless ``seed``)
         self.seed = False  # it sent have all: ``pieces`` is not filled in
-        self.revealed: set[int] = set()
+        self.revealed = _PieceBits(num_pieces)  # what we told it we have
         self.assigned: int | None = None  # super-seeding: the piece awaiting propagation
         self.holding_since: float | None = None  # when the peer announced ``assigned`` itself
         # Super-seeding: adopted from a strategy that had told it every piece we have; it is
@@ -198,7 +316,7 @@ class RevelationStrategy:
             raise LocalProtocolError(f"a peer key is hashable, not {peer!r}") from None
         if known:
             raise LocalProtocolError(f"peer {peer!r} already joined")
-        view = _PeerView(peer, fast)
+        view = _PeerView(peer, fast, self.num_pieces)
         self._peers[peer] = view
         return self._joined(view, now)
 
@@ -248,9 +366,9 @@ class RevelationStrategy:
             raise LocalProtocolError(f"a peer key is hashable, not {peer!r}") from None
         if known:
             raise LocalProtocolError(f"peer {peer!r} already joined")
-        told = {self._check_piece(piece) for piece in revealed}
-        view = _PeerView(peer, bool(fast))
-        view.revealed = told
+        view = _PeerView(peer, bool(fast), self.num_pieces)
+        for piece in revealed:
+            view.revealed.add(self._check_piece(piece))
         if self._tracks_peers:
             if seed:
                 view.seed = True
@@ -453,7 +571,10 @@ class RevelationStrategy:
         if not pieces:
             # BEP 3 lets a peer with nothing skip the bitfield; BEP 6 wants have none instead.
             return [SendHaveNone(view.key)] if view.fast else []
-        view.revealed.update(pieces)
+        if len(pieces) == self.num_pieces:
+            view.revealed.fill()  # a seed's every join: no loop over the pieces
+        else:
+            view.revealed.update(pieces)
         if view.fast and len(pieces) == self.num_pieces:
             return [SendHaveAll(view.key)]
         return [SendBitfield(view.key, frozenset(pieces))]
@@ -671,6 +792,9 @@ class SuperSeeding(RevelationStrategy):
         self._undelivered = 0  # pieces we have that no peer has yet
         # Peers with nothing revealed and waiting (not seeds), in the order they started to.
         self._waiting: dict[PeerKey, _PeerView] = {}
+        # Peers adopted as told everything (``told_all``), in join order: the only ones told
+        # of a piece we verify, so that _added visits them alone and not every peer.
+        self._told_all: dict[PeerKey, _PeerView] = {}
         self._feed_due = False  # something changed that may let a waiting peer be served
         for piece in sorted(self._have):
             self._insert(piece, 0)
@@ -728,16 +852,19 @@ class SuperSeeding(RevelationStrategy):
         # What it has counts as any peer's copies.
         for piece in range(self.num_pieces) if view.seed else view.pieces:
             self._count(piece, +1)
-        revealed = view.revealed
-        if revealed and self._have <= revealed:
+        revealed, have = view.revealed, self._have
+        # (The length test first: a peer told fewer pieces than we have cannot be told all.)
+        if revealed and len(revealed) >= len(have) and all(p in revealed for p in have):
             # Told everything already (an honest strategy served it): it stays told, and is
             # served honestly; only the peers that join from now on are super-seeded.
             view.told_all = True
+            self._told_all[view.key] = view
             return self._feed()
         # A piece it was told and lacks is the one it is working on (the last strategy's
         # assignment): it stays its assignment, so that it gets no other before that one
-        # spread. The lowest, if it was told several (a lazy bitfield's).
-        current = min((p for p in revealed if p in self._have and not view.has(p)), default=None)
+        # spread. The lowest, if it was told several (a lazy bitfield's): the first, as the
+        # bitset iterates in piece order.
+        current = next((p for p in revealed if p in have and not view.has(p)), None)
         if current is not None:
             view.assigned = current
             self._assignees.setdefault(current, set()).add(view.key)
@@ -749,6 +876,7 @@ class SuperSeeding(RevelationStrategy):
 
     def _left(self, view: _PeerView) -> None:
         self._waiting.pop(view.key, None)
+        self._told_all.pop(view.key, None)
         self._unassign(view)
         if view.seed:
             for piece in range(self.num_pieces):
@@ -799,9 +927,8 @@ class SuperSeeding(RevelationStrategy):
         self._feed_due = True
         # Peers adopted as told everything hear of it as an honest strategy tells them.
         actions: list[Action] = []
-        for view in self._peers.values():
-            if view.told_all:
-                actions.extend(self._tell(view, piece))
+        for view in self._told_all.values():
+            actions.extend(self._tell(view, piece))
         actions.extend(self._feed())
         return actions
 

@@ -3,7 +3,9 @@
 Every simulated peer runs a real :class:`~bip_select.SwarmBrain`. The simulator plays the part of
 the clients and the network between them: it turns each brain's actions into messages, delivers
 them to the other brain as inputs after the link latency, serves requested blocks under a fluid
-bandwidth model, checks every completed piece against the ground truth (a block from a
+bandwidth model (refusing, as a real client does, a request its brain's
+:meth:`~bip_select.SwarmBrain.may_upload` refuses: a super-seed's for a piece it never revealed
+to the requester), checks every completed piece against the ground truth (a block from a
 malicious peer makes its piece fail) and records what happened in a :class:`SwarmTrace`.
 
 The bandwidth model is the textbook fluid one: time advances in steps of ``step`` seconds; in
@@ -207,7 +209,9 @@ class SwarmTrace:
     - ``bans``, ``bad_pieces`` (pieces that failed verification, per peer), ``uploaded`` and
       ``downloaded`` bytes per peer, ``wasted`` bytes (blocks received twice),
       ``violations`` (brain actions a real peer would refuse: requests for pieces the
-      uploader lacks, haves for pieces the announcer lacks), ``deadline_misses`` (per peer,
+      uploader lacks or never revealed to the requester, as a super-seed does not reveal
+      them, haves for pieces the announcer lacks; such a request is refused, with a reject
+      if the swarm speaks the fast extension), ``deadline_misses`` (per peer,
       pieces verified after their streaming deadline), ``end_time``.
     """
 
@@ -498,6 +502,14 @@ class _Simulation:
             flow = peer.out[src]
             if payload.piece not in peer.have:
                 self.trace.violations.append(f"{src}: requested {payload} from {dst}, who lacks it")
+                if self.config.fast:
+                    self.post(_MSG, dst, src, BlockRejected(dst, payload))
+            elif not peer.brain.may_upload(src, payload.piece):
+                # Never revealed to the requester: a super-seed poses not to have it, and
+                # refuses as the real client does (libtorrent's "piece not superseeded").
+                self.trace.violations.append(
+                    f"{src}: requested {payload} from {dst}, not revealed to it"
+                )
                 if self.config.fast:
                     self.post(_MSG, dst, src, BlockRejected(dst, payload))
             elif flow.choked and payload.piece not in flow.allowed_fast:
