@@ -47,6 +47,8 @@ from bip_handshake._upnp import (
     UpnpDeviceFound,
     UpnpDeviceLost,
     UpnpDiscoveryFailed,
+    UpnpMappingFailed,
+    UpnpPortMapped,
     parse_http_url,
 )
 from bip_handshake._upnp_client import (
@@ -55,6 +57,7 @@ from bip_handshake._upnp_client import (
     UPNP_DEVICE_FAILURES,
     UPNP_MAX_ATTEMPTS,
     UPNP_MAX_DEVICES,
+    UPNP_MAX_GATEWAYS,
     UPNP_MAX_MAPPINGS,
     UPNP_MAX_PORTS_KEPT,
     UPNP_PERMANENT_RENEW,
@@ -186,12 +189,15 @@ def find(
     client: UpnpClient, now: float = 0.0, host: IPv4Address = ROUTER, told: Answer | None = None
 ) -> None:
     """A search finds ``host``, which answers the address request with ``told`` (by
-    default its external address)."""
+    default its external address); nothing else answers, and the search is let run out
+    (its later rounds unsent: time is moved on for that alone)."""
     search = take(client, now, Kind.SEARCH)
     client.search_sent(search, len(search.datagrams()), now)
     client.ssdp_received(ssdp_answer(IGD1, location(host)), host, now)
     give(client, take(client, now, Kind.DESCRIBE), ONE_SERVICE, now)
     give(client, take(client, now, Kind.EXTERNAL_ADDRESS), told or address(), now)
+    client.handle_timer(now + UPNP_SEARCH_TIMEOUT)
+    assert not searching(client)
 
 
 def granting(request: UpnpRequest) -> Answer:
@@ -259,7 +265,7 @@ def test_a_search_finds_the_gateway_then_the_address_then_the_mappings() -> None
     assert describe.payload(LOCAL).startswith(b"GET /rootDesc.xml HTTP/1.1\r\n")
     assert describe.max_body > OK_BODY_BOUND
     give(client, describe, ONE_SERVICE, 0.3)
-    assert not searching(client)  # the gateway served: it wins at once
+    assert searching(client)  # used at once, while the search hears out the others
     assert device(client) is not None
     assert served(client).control_url == "http://192.168.1.1:5000/ctl"
     asked = take(client, 0.3, Kind.EXTERNAL_ADDRESS)
@@ -275,7 +281,7 @@ def test_a_search_finds_the_gateway_then_the_address_then_the_mappings() -> None
     give(client, take(client, 0.5, Kind.ADD), OK, 0.6)
     assert client.next_request(0.6) is None
     kinds = [type(e) for e in events(client)]
-    assert kinds == [UpnpDeviceFound, UpnpAddressChanged, PortMapped, PortMapped]
+    assert kinds == [UpnpDeviceFound, UpnpAddressChanged, UpnpPortMapped, UpnpPortMapped]
     assert client.external_port(TCP, 6881) == 6881
     assert client.external_port(TCP, 1) is None
     stats = client.statistics()
@@ -354,38 +360,175 @@ def test_a_root_device_answer_leaves_its_host_a_second_try() -> None:
     assert (stats.descriptions_rejected, stats.ssdp_duplicates) == (1, 1)
 
 
-def test_the_gateway_wins_over_an_earlier_device_which_waits_for_the_end() -> None:
-    for gateway_serves in (True, False):
-        client = new_client()
-        client.search_sent(take(client, 0.0, Kind.SEARCH), 5, 0.0)
-        client.ssdp_received(ssdp_answer(IGD1, location(OTHER)), OTHER, 0.1)
-        give(client, take(client, 0.1, Kind.DESCRIBE), description((WANIP1, "/o"), name="o"), 0.1)
-        assert device(client) is None  # not the gateway: kept for the end
-        third = IPv4Address("192.168.1.7")
-        client.ssdp_received(ssdp_answer(IGD1, location(third)), third, 0.2)
-        assert client.next_request(0.2) is None  # it could not beat the one found
-        client.ssdp_received(ssdp_answer(IGD1, location(ROUTER)), ROUTER, 0.5)
-        describe = take(client, 0.5, Kind.DESCRIBE)
-        if gateway_serves:
-            give(client, describe, description((WANIP1, "/g"), name="gateway"), 0.6)
-            assert device(client) is not None
-            assert served(client).friendly_name == "gateway"
+# -- every gateway: several devices side by side ---------------------------------------------
+
+
+def gateways(silent: set[IPv4Address]) -> Callable[[UpnpRequest], Answer]:
+    """Each device answers its own requests: its description (named by its address), its
+    own external address (ROUTER's is EXTERNAL), 725 to ROUTER's leases but 0; a device in
+    ``silent`` answers nothing."""
+
+    def answer(request: UpnpRequest) -> Answer:
+        assert request.url is not None
+        host = request.url.host
+        if host in silent:
+            return "no answer within 5 s"
+        if request.kind is Kind.DESCRIBE:
+            return description((WANIP1, "/ctl"), name=str(host))
+        if request.kind is Kind.EXTERNAL_ADDRESS:
+            return address(EXTERNAL if host == ROUTER else f"198.51.100.{host.packed[3]}")
+        if request.kind is Kind.ADD and host == ROUTER and request.lease:
+            return refuse(725)
+        return OK
+
+    return answer
+
+
+def drive(
+    client: UpnpClient,
+    now: float,
+    until: float,
+    answers: Callable[[UpnpRequest], Answer],
+    hosts: tuple[IPv4Address, ...] = (),
+) -> list[tuple[float, UpnpRequest]]:
+    """run_until with searches: each round goes out and ``hosts`` answer it."""
+    made: list[tuple[float, UpnpRequest]] = []
+    for _ in range(10_000):
+        client.handle_timer(now)
+        request = client.next_request(now)
+        if request is None:
+            deadline = client.next_deadline()
+            if deadline is None or deadline > until:
+                return made
+            now = max(now, deadline)
             continue
-        give(client, describe, "no answer within 5 s", 0.6)
-        client.handle_timer(UPNP_SEARCH_TIMEOUT - 0.1)
-        assert device(client) is None
-        client.handle_timer(UPNP_SEARCH_TIMEOUT)
-        assert device(client) is not None
-        assert served(client).friendly_name == "o"
+        made.append((now, request))
+        if request.kind is Kind.SEARCH:
+            client.search_sent(request, 5, now)
+            for host in hosts:
+                client.ssdp_received(ssdp_answer(IGD1, location(host)), host, now)
+        else:
+            give(client, request, answers(request), now)
+    raise AssertionError("time does not pass")  # pragma: no cover
 
 
-def test_without_a_preference_the_first_device_that_serves_wins_at_once() -> None:
-    client = new_client(gateway=None)
-    client.search_sent(take(client, 0.0, Kind.SEARCH), 5, 0.0)
-    client.ssdp_received(ssdp_answer(IGD1, location(OTHER)), OTHER, 0.1)
-    give(client, take(client, 0.1, Kind.DESCRIBE), ONE_SERVICE, 0.1)
-    assert device(client) is not None
-    assert not searching(client)
+def names(devices: tuple[UpnpDevice, ...]) -> list[str | None]:
+    return [d.friendly_name for d in devices]
+
+
+@pytest.mark.parametrize("preferred", [True, False])
+def test_every_gateway_that_serves_is_used_each_on_its_own(preferred: bool) -> None:
+    client = new_client(gateway=ROUTER if preferred else None)
+    tcp = client.add_mapping(TCP, 6881, now=0.0)
+    made = drive(client, 0.0, 10.0, gateways(set()), hosts=(OTHER, ROUTER))  # OTHER first
+    assert not searching(client)  # heard out: no UpnpDiscoveryFailed
+    found = [str(OTHER), str(ROUTER)]
+    assert names(client.devices) == (found[::-1] if preferred else found)  # the gateway first
+    assert served(client).friendly_name == (str(ROUTER) if preferred else str(OTHER))
+    # Each its own leases: ROUTER answered 725 (then takes lease 0), OTHER did not.
+    leases = {(r.url and str(r.url.host), r.lease) for _, r in made if r.kind is Kind.ADD}
+    assert leases == {(str(ROUTER), 3600), (str(ROUTER), 0), (str(OTHER), 3600)}
+    held = {str(m.device.friendly_name): m for m in client.device_mappings()}
+    assert {n: (m.mapping.external_port, m.mapping.lifetime) for n, m in held.items()} == {
+        str(ROUTER): (6881, 0),
+        str(OTHER): (6881, 3600),
+    }
+    assert held[str(OTHER)].external_address == IPv4Address("198.51.100.5")
+    # The aggregate view reads the gateway read first.
+    [view] = client.mappings()
+    assert (view.mapping_id, view.lifetime) == (tcp, 0 if preferred else 3600)
+    assert client.external_address == IPv4Address(EXTERNAL if preferred else "198.51.100.5")
+    assert client.external_port(TCP, 6881) == 6881
+    told = events(client)
+    mapped = [e for e in told if isinstance(e, UpnpPortMapped)]
+    assert sorted(str(e.device.friendly_name) for e in mapped) == sorted(found)
+    assert all(isinstance(e, PortMapped) for e in mapped)  # the shared event still
+    changed = {
+        str(e.device and e.device.friendly_name) for e in told if isinstance(e, UpnpAddressChanged)
+    }
+    assert changed == set(found)
+    assert not any(isinstance(e, UpnpDiscoveryFailed) for e in told)
+    assert client.statistics().ssdp_duplicates == 4  # the later rounds' answers
+
+
+def test_a_lost_gateway_goes_alone_and_is_searched_for_until_found_again() -> None:
+    client = new_client()
+    client.add_mapping(TCP, 6881, now=0.0)
+    silent: set[IPv4Address] = set()
+    answers = gateways(silent)
+    drive(client, 0.0, 10.0, answers, hosts=(OTHER, ROUTER))
+    events(client)
+    silent.add(ROUTER)  # the router reboots: it answers nothing, searches neither
+    drive(client, 10.0, 2000.0, answers, hosts=(OTHER,))
+    assert names(client.devices) == [str(OTHER)]
+    told = events(client)
+    [lost] = [e for e in told if isinstance(e, UpnpDeviceLost)]
+    assert lost.device.friendly_name == str(ROUTER)
+    failed = [e for e in told if isinstance(e, MappingFailed)]
+    assert failed
+    assert all(
+        isinstance(e, UpnpMappingFailed) and e.device.friendly_name == str(ROUTER) for e in failed
+    )
+    [view] = client.mappings()  # OTHER's grant stands, untouched
+    assert (view.external_port, view.lifetime) == (6881, 3600)
+    assert client.external_address == IPv4Address("198.51.100.5")
+    assert client.statistics().searches == 2  # one at the loss; the next 60 s after its end
+    due = client.next_deadline()
+    assert due is not None
+    silent.clear()  # it is back: the next search finds it again
+    made = drive(client, 2000.0, due + 10.0, answers, hosts=(OTHER, ROUTER))
+    assert names(client.devices) == [str(OTHER), str(ROUTER)]
+    fetched = [str(r.url) for _, r in made if r.kind is Kind.DESCRIBE]
+    assert fetched == [location(ROUTER)]  # OTHER, in use, is not fetched again
+    assert {m.mapping.external_port for m in client.device_mappings()} == {6881}
+    drive(client, due + 10.0, due + 1000.0, answers, hosts=(OTHER, ROUTER))
+    assert client.statistics().searches == 3  # none missing now: no more searches
+    assert not any(isinstance(e, UpnpDiscoveryFailed) for e in events(client))
+
+
+def test_removal_and_close_delete_on_every_gateway_one_removed_event_each() -> None:
+    client = new_client()
+    tcp = client.add_mapping(TCP, 6881, now=0.0)
+    udp = client.add_mapping(UDP, 6881, now=0.0)
+    answers = gateways(set())
+    drive(client, 0.0, 10.0, answers, hosts=(OTHER, ROUTER))
+    events(client)
+    client.remove_mapping(udp, 20.0)
+    made = drive(client, 20.0, 20.0, answers)
+    assert {str(r.url and r.url.host) for _, r in made} == {str(OTHER), str(ROUTER)}
+    assert all(r.kind is Kind.DELETE for _, r in made)
+    [removed] = events(client)  # one, when the last gateway is done
+    assert isinstance(removed, MappingRemoved)
+    assert (removed.mapping.mapping_id, removed.result) == (udp, 0)
+    assert client.close(30.0) == ((TCP, 6881), (TCP, 6881))  # on each gateway
+    [first] = [take(client, 30.0, Kind.DELETE)]
+    give(client, first, refuse(714), 30.0)  # gone already there
+    assert client.mappings() != ()  # the other gateway's deletion is owed
+    give(client, take(client, 30.0, Kind.DELETE), OK, 30.0)
+    [removed] = events(client)
+    assert isinstance(removed, MappingRemoved)
+    assert (removed.mapping.mapping_id, removed.result) == (tcp, 714)
+    assert removed.mapping.external_port == 6881
+    assert closed(client)
+
+
+def test_gateways_past_the_bound_are_ignored_and_counted_the_preferred_never() -> None:
+    hosts = tuple(IPv4Address(f"192.168.1.{100 + n}") for n in range(UPNP_MAX_GATEWAYS + 2))
+    client = new_client(gateway=hosts[-1])  # the gateway answers last
+    client.add_mapping(TCP, 6881, now=0.0)
+    drive(client, 0.0, 10.0, gateways(set()), hosts=hosts)
+    assert len(client.devices) == UPNP_MAX_GATEWAYS
+    assert served(client).friendly_name == str(hosts[-1])  # fetched first
+    assert client.statistics().devices_ignored == 2
+    assert len(client.device_mappings()) == UPNP_MAX_GATEWAYS
+    # The same gateway under a second LOCATION (or host alias) is one gateway.
+    again = new_client()
+    again.search_sent(take(again, 0.0, Kind.SEARCH), 5, 0.0)
+    again.ssdp_received(ssdp_answer("upnp:rootdevice", location(ROUTER, "/a.xml")), ROUTER, 0.0)
+    give(again, take(again, 0.0, Kind.DESCRIBE), ONE_SERVICE, 0.0)
+    again.ssdp_received(ssdp_answer(IGD1, location(ROUTER)), ROUTER, 0.0)
+    give(again, take(again, 0.0, Kind.DESCRIBE), ONE_SERVICE, 0.0)  # same control URL
+    assert len(again.devices) == 1
 
 
 @pytest.mark.parametrize(
@@ -479,7 +622,8 @@ def test_725_asks_again_at_once_with_a_permanent_lease_from_then_on() -> None:
 
     made = run_until(client, 0.0, 2 * UPNP_PERMANENT_RENEW, permanent_only)
     assert adds(made) == [(0.0, 6881, 3600), (0.0, 6881, 0), (3600.0, 6881, 0), (7200.0, 6881, 0)]
-    assert [type(e) for e in events(client)] == [UpnpDeviceFound, UpnpAddressChanged, PortMapped]
+    found = [UpnpDeviceFound, UpnpAddressChanged, UpnpPortMapped]
+    assert [type(e) for e in events(client)] == found
     assert client.mappings()[0].expires_at == math.inf
     # The address is asked as often as a permanent mapping is renewed (once 725 told).
     asked = [t for t, r in made if r.kind is Kind.EXTERNAL_ADDRESS]
@@ -505,7 +649,7 @@ def test_a_conflict_on_our_own_entry_is_a_renewal_for_the_lease_told(
     [mapping] = client.mappings()
     assert (mapping.external_port, mapping.lifetime) == (6881, lease)
     assert mapping.expires_at == 0.5 + lease
-    assert [type(e) for e in events(client)][-1] is PortMapped
+    assert [type(e) for e in events(client)][-1] is UpnpPortMapped
     assert client.next_deadline() == min(0.5 + lease / 2, 1800.0)  # or the address
     assert client.close(1.0) == ((TCP, 6881),)  # ours: deleted on close
 
@@ -683,12 +827,13 @@ def test_address_failures_and_changes() -> None:
     give(client, take(client, 180.0, Kind.EXTERNAL_ADDRESS), refuse(606), 180.0)
     give(client, take(client, 3780.0, Kind.EXTERNAL_ADDRESS), address(), 3780.0)
     give(client, take(client, 5580.0, Kind.EXTERNAL_ADDRESS), address("198.51.100.1"), 5580.0)
-    assert events(client)[1:] == [
-        UpnpAddressFailed(501, 60.0),
-        UpnpAddressFailed(None, 180.0),
-        UpnpAddressFailed(606, 3780.0),
-        UpnpAddressChanged(IPv4Address(EXTERNAL)),
-        UpnpAddressChanged(IPv4Address("198.51.100.1")),
+    box = served(client)
+    assert events(client)[1:] == [  # each tells the gateway it is of
+        UpnpAddressFailed(501, 60.0, box),
+        UpnpAddressFailed(None, 180.0, box),
+        UpnpAddressFailed(606, 3780.0, box),
+        UpnpAddressChanged(IPv4Address(EXTERNAL), box),
+        UpnpAddressChanged(IPv4Address("198.51.100.1"), box),
     ]
 
 
@@ -712,10 +857,10 @@ def test_the_device_is_lost_after_failures_in_a_row_then_searched_for_ever_more_
     kinds = [type(e) for e in events(client)]
     assert kinds == [
         UpnpAddressFailed,
-        MappingFailed,  # the grant standing: it may pass
+        UpnpMappingFailed,  # the grant standing: it may pass
         UpnpAddressFailed,
         UpnpDeviceLost,
-        MappingFailed,  # the grant lapses with the device
+        UpnpMappingFailed,  # the grant lapses with the device
     ]
     assert client.mappings()[0].external_port is None
     assert client.next_deadline() == 1860.0  # searched for again at once

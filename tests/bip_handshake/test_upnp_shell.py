@@ -48,6 +48,8 @@ from bip_handshake._upnp import (
     UpnpDeviceFound,
     UpnpDeviceLost,
     UpnpDiscoveryFailed,
+    UpnpMappingFailed,
+    UpnpPortMapped,
 )
 from bip_handshake._upnp_client import (
     UPNP_CONFLICT_ATTEMPTS,
@@ -151,7 +153,12 @@ async def test_maps_keeps_and_deletes(autojump_clock: trio.testing.MockClock) ->
                 "AddPortMapping",
                 "AddPortMapping",
             ]
-            assert record.kinds() == [UpnpDeviceFound, UpnpAddressChanged, PortMapped, PortMapped]
+            assert record.kinds() == [
+                UpnpDeviceFound,
+                UpnpAddressChanged,
+                UpnpPortMapped,
+                UpnpPortMapped,
+            ]
             # Kept alive: renewed halfway through each lease, the address asked as often.
             await trio.sleep(3 * 3600 + 10)
             renewals = igd.actions("AddPortMapping")
@@ -371,7 +378,7 @@ async def test_a_device_lost_and_found_again(
         assert mapper.external_port("tcp", 6881) == 6881
         kinds = record.kinds()
         assert kinds.count(UpnpDeviceFound) == 2
-        assert kinds.count(PortMapped) == 4
+        assert kinds.count(UpnpPortMapped) == 4
 
 
 async def test_a_device_that_keeps_failing_is_searched_for_more_slowly(
@@ -385,7 +392,8 @@ async def test_a_device_that_keeps_failing_is_searched_for_more_slowly(
         lost = [t for t, _ in of_type(record.events, UpnpDeviceLost)]
         found = [t for t, _ in of_type(record.events, UpnpDeviceFound)]
         waits = [round(f - t) for t, f in zip(lost, found[1:], strict=False)]
-        assert waits[:6] == [0, 60, 120, 240, 480, 960]
+        # The first search is heard out before the next starts; then the back-off.
+        assert waits[:6] == [UPNP_SEARCH_TIMEOUT, 60, 120, 240, 480, 960]
         assert set(waits[6:]) <= {UPNP_SEARCH_RETRY_MAX}
         assert mapper.statistics().devices_lost == len(lost)
 
@@ -768,29 +776,54 @@ async def test_one_description_per_host_but_a_root_device_answer_leaves_a_second
         assert mapper.statistics().descriptions_rejected == 1
 
 
-async def test_the_gateway_wins_over_an_earlier_answer(
+async def test_every_gateway_that_answers_maps_the_ports(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    first = FakeIgd(host="127.0.0.2", friendly_name="first")
+    # A router and a mesh node (a second NAT) on the LAN: as libtorrent, map on each.
+    first = FakeIgd(host="127.0.0.2", friendly_name="first", external="198.51.100.2")
     gateway = FakeIgd(host="127.0.0.3", friendly_name="gateway")
     record = Recorder()
     async with (
         running_igds(first, gateway) as address,
         mapper_on(address, on_event=record, gateway="127.0.0.3") as mapper,
     ):
-        await wait_mapped(mapper, 2)
+        await until(mapper, lambda: len(of_type(record.events, UpnpPortMapped)) == 4)
+        assert [d.friendly_name for d in mapper.devices] == ["first", "gateway"]
         assert mapper.device is not None
-        assert mapper.device.friendly_name == "gateway"
-        [(found_at, _)] = of_type(record.events, UpnpDeviceFound)
-        assert found_at < 1  # at once: nothing can beat the gateway
-        assert first.http_requests == ["GET /rootDesc.xml"]  # looked at, never used
-        assert first.requests == []
-        assert len(gateway.actions("AddPortMapping")) == 2
+        assert mapper.device.friendly_name == "gateway"  # read first
+        assert mapper.external_address == IPv4Address(EXTERNAL)
+        found = [t for t, _ in of_type(record.events, UpnpDeviceFound)]
+        assert len(found) == 2
+        assert max(found) < 1  # each used at once, while the search hears out the others
+        mapped = {
+            (e.device.friendly_name, e.mapping.protocol)
+            for _, e in of_type(record.events, UpnpPortMapped)
+        }
+        assert mapped == {(n, p) for n in ("first", "gateway") for p in MappingProtocol}
+        held = [
+            (m.device.friendly_name, m.external_address, m.mapping.external_port)
+            for m in mapper.device_mappings()
+        ]
+        assert held == [
+            ("first", IPv4Address("198.51.100.2"), 6881),
+            ("first", IPv4Address("198.51.100.2"), 6881),
+            ("gateway", IPv4Address(EXTERNAL), 6881),
+            ("gateway", IPv4Address(EXTERNAL), 6881),
+        ]
+        assert len(first.actions("AddPortMapping")) == len(gateway.actions("AddPortMapping")) == 2
+        await trio.sleep(UPNP_SEARCH_TIMEOUT)
+        assert len(first.searches) == len(gateway.searches) == 3 * 5  # one search, heard out
+        assert not of_type(record.events, UpnpDiscoveryFailed)
+    # Deleted on both on the way out: one MappingRemoved per mapping.
+    assert first.mappings == gateway.mappings == {}
+    removed = of_type(record.events, MappingRemoved)
+    assert [e.result for _, e in removed] == [0, 0]
+    assert not of_type(record.events, UpnpMappingFailed)
 
 
-@pytest.mark.parametrize(("gateway", "at_end"), [(None, False), ("127.0.0.9", True)])
-async def test_without_the_gateway_the_first_device_that_serves_wins(
-    autojump_clock: trio.testing.MockClock, gateway: str | None, at_end: bool
+@pytest.mark.parametrize("gateway", [None, "127.0.0.9"])
+async def test_every_device_that_serves_is_used_the_first_found_read_first(
+    autojump_clock: trio.testing.MockClock, gateway: str | None
 ) -> None:
     useless = FakeIgd(host="127.0.0.2", description=b"<root/>")
     first = FakeIgd(host="127.0.0.3", friendly_name="first")
@@ -800,15 +833,12 @@ async def test_without_the_gateway_the_first_device_that_serves_wins(
         running_igds(useless, first, second) as address,
         mapper_on(address, on_event=record, gateway=gateway) as mapper,
     ):
-        await wait_mapped(mapper, 2)
+        await until(mapper, lambda: len(of_type(record.events, UpnpPortMapped)) == 4)
         assert mapper.device is not None
-        assert mapper.device.friendly_name == "first"
-        [(found_at, _)] = of_type(record.events, UpnpDeviceFound)
-        # With a gateway that never answered, the search is heard out first.
-        assert found_at == pytest.approx(UPNP_SEARCH_TIMEOUT if at_end else 0, abs=0.5)
-        # Once one serves, no other but the gateway is worth fetching.
-        assert second.http_requests == []
+        assert mapper.device.friendly_name == "first"  # no gateway among them: as found
+        assert [d.friendly_name for d in mapper.devices] == ["first", "second"]
         assert mapper.statistics().descriptions_rejected == 1
+        assert len(second.actions("AddPortMapping")) == 2
 
 
 def test_the_gateway_preferred_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -848,7 +878,12 @@ async def test_the_connected_service_is_used(
             "AddPortMapping",
             "AddPortMapping",
         ]
-        assert record.kinds() == [UpnpDeviceFound, UpnpAddressChanged, PortMapped, PortMapped]
+        assert record.kinds() == [
+            UpnpDeviceFound,
+            UpnpAddressChanged,
+            UpnpPortMapped,
+            UpnpPortMapped,
+        ]
 
 
 async def test_with_no_service_connected_the_first_is_used(
@@ -925,7 +960,7 @@ async def test_a_conflict_on_our_own_leased_mapping_keeps_it_to_its_end(
             assert [type(e) for _, e in record.events] == [
                 UpnpDeviceFound,
                 UpnpAddressChanged,
-                PortMapped,
+                UpnpPortMapped,
             ]
             assert {a["NewExternalPort"] for _, a in igd.actions("AddPortMapping")} == {"6881"}
             assert len(igd.actions("AddPortMapping")) < 4 * 20  # renewed ever sooner, bounded

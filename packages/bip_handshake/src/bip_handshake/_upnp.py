@@ -22,7 +22,8 @@ them, with no I/O and no clock (the trio side is :mod:`bip_handshake._upnp_shell
 The events only the UPnP mapper reports (:class:`UpnpDeviceFound`,
 :class:`UpnpDiscoveryFailed`, :class:`UpnpAddressChanged`, :class:`UpnpAddressFailed`,
 :class:`UpnpDeviceLost`) are defined here too, beside the shared
-:class:`~bip_handshake.PortMappingEvent`.
+:class:`~bip_handshake.PortMappingEvent`, and the shared events as one gateway of several
+tells them (:class:`UpnpPortMapped`, :class:`UpnpMappingFailed`: they carry the ``device``).
 
 Everything a device sends is untrusted (any host on the LAN can answer a search): parsing is
 strict and bounded (an SSDP answer of :data:`UPNP_MAX_SSDP_RESPONSE` bytes, an HTTP head of
@@ -62,7 +63,7 @@ from typing import Final
 from urllib.parse import urljoin, urlsplit
 
 from ._errors import LocalProtocolError, RemoteProtocolError
-from ._portmap import MappingProtocol, PortMappingEvent
+from ._portmap import MappingFailed, MappingProtocol, PortMapped, PortMappingEvent
 
 __all__ = [
     "UPNP_MAX_DESCRIPTION",
@@ -89,6 +90,8 @@ __all__ = [
     "UpnpDiscoveryFailed",
     "UpnpError",
     "UpnpErrorCode",
+    "UpnpMappingFailed",
+    "UpnpPortMapped",
     "UpnpPortMappingEntry",
     "build_add_port_mapping",
     "build_delete_port_mapping",
@@ -1285,7 +1288,8 @@ def parse_port_mapping_entry(response: HttpResponse) -> UpnpPortMappingEntry:
 
 @dataclass(frozen=True, slots=True)
 class UpnpDeviceFound(PortMappingEvent):
-    """A gateway was found, and its port mapping service will be used.
+    """A gateway was found, and its port mapping service will be used (beside those of
+    the other gateways found).
 
     Attributes:
         device: the gateway.
@@ -1307,31 +1311,36 @@ class UpnpDiscoveryFailed(PortMappingEvent):
 
 @dataclass(frozen=True, slots=True)
 class UpnpAddressChanged(PortMappingEvent):
-    """The gateway's external address was learnt, or changed.
+    """A gateway's external address was learnt, or changed.
 
     Attributes:
         address: the new address.
+        device: the gateway that told it (None only where built by hand).
     """
 
     address: IPv4Address
+    device: UpnpDevice | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class UpnpAddressFailed(PortMappingEvent):
-    """Asking the gateway's external address failed; it is asked again at ``retry_at``.
+    """Asking a gateway's external address failed; it is asked again at ``retry_at``.
 
     Attributes:
         result: the UPnP error code, or None (no answer, a bad one, or no address yet).
         retry_at: when it is asked again.
+        device: the gateway asked (None only where built by hand).
     """
 
     result: UpnpErrorCode | int | None
     retry_at: float
+    device: UpnpDevice | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class UpnpDeviceLost(PortMappingEvent):
-    """The gateway stopped answering: its grants are deemed gone, and a new search starts.
+    """A gateway stopped answering: its grants are deemed gone (the other gateways' stand),
+    and a new search starts.
 
     Attributes:
         device: the gateway lost.
@@ -1340,3 +1349,32 @@ class UpnpDeviceLost(PortMappingEvent):
 
     device: UpnpDevice
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class UpnpPortMapped(PortMapped):
+    """:class:`~bip_handshake.PortMapped` on one gateway: each gateway in use grants each
+    mapping on its own, and says so with one of these (a plain renewal is silent).
+
+    Attributes:
+        mapping: the mapping as that gateway now grants it.
+        device: the gateway.
+    """
+
+    device: UpnpDevice
+
+
+@dataclass(frozen=True, slots=True)
+class UpnpMappingFailed(MappingFailed):
+    """:class:`~bip_handshake.MappingFailed` on one gateway: its request (or renewal) of
+    the mapping failed, or its grant lapsed; the other gateways' grants are not affected.
+
+    Attributes:
+        mapping: the mapping as that gateway holds it (``external_port`` None unless an
+            earlier grant still stands).
+        result: the gateway's UPnP error code, or None when it did not answer.
+        retry_at: when the mapping is requested of it again.
+        device: the gateway.
+    """
+
+    device: UpnpDevice

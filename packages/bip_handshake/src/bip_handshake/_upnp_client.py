@@ -1,7 +1,7 @@
-"""Keeping our ports mapped on a UPnP router, as a sans-IO core: :class:`UpnpClient`.
+"""Keeping our ports mapped on UPnP routers, as a sans-IO core: :class:`UpnpClient`.
 
-:class:`UpnpClient` holds every rule of the conversation with an Internet Gateway Device
-(which device to use, what to ask it and when, what its answers mean) and the table of
+:class:`UpnpClient` holds every rule of the conversation with the Internet Gateway Devices
+(which devices to use, what to ask them and when, what their answers mean) and the table of
 mappings; the messages themselves are :mod:`bip_handshake._upnp`'s. It never reads a clock
 nor touches a socket: the caller (the trio shell :func:`~bip_handshake.open_upnp_mapper`, or
 a test) passes ``now``, in seconds from any monotonic origin, and does the IO it is told to:
@@ -14,30 +14,47 @@ a test) passes ``now``, in seconds from any monotonic origin, and does the IO it
   ``ssdp_received(data, source, now)`` takes the answers to a search;
 - ``next_deadline()`` / ``handle_timer(now)`` drive searches, renewals, retries and lapses;
 - ``next_event()`` gives the :class:`~bip_handshake.PortMappingEvent` s (a gateway found or
-  lost, the address learnt, a port mapped, moved, failed or removed) or None.
+  lost, an address learnt, a port mapped, moved, failed or removed) or None.
 
 How it runs (as libtorrent's upnp.cpp does, where not said otherwise):
 
+- **Every gateway**: as libtorrent keeps a set of root devices and maps each port on each,
+  every Internet Gateway Device a search finds is used (a home network may have a router
+  and a mesh node, or a second NAT), up to :data:`UPNP_MAX_GATEWAYS` at once, distinct by
+  description URL (and control URL: a device answering with two LOCATIONs is one); a
+  description that serves past them is ignored and counted. Each gateway has its own
+  control URL, service, external address, leases, renewals, refusals, back-off and failure
+  count, and every mapping is asked of each: :class:`~bip_handshake.UpnpPortMapped` and
+  :class:`~bip_handshake.UpnpMappingFailed` (the shared events, with the ``device``) tell
+  what each gateway did, :meth:`UpnpClient.device_mappings` shows each gateway's grants.
+  :meth:`UpnpClient.mappings`, :meth:`UpnpClient.external_port`,
+  :attr:`UpnpClient.external_address` and :attr:`UpnpClient.device` read the gateways in
+  rank order: the ``gateway`` preferred first (the default route's), then the others in
+  the order found. A mapping removed (or the client closed) is deleted on every gateway,
+  and one :class:`~bip_handshake.MappingRemoved` says so when the last is done.
 - **Search**: :data:`UPNP_SEARCH_TARGETS` are asked for, :data:`UPNP_SEARCH_SENDS` times
-  (after 0, 1 and 3 s), and answers are taken for ``search_timeout`` seconds. An answer is
+  (after 0, 1 and 3 s), and answers are taken for ``search_timeout`` seconds, whatever was
+  found meanwhile: each gateway is used as soon as its description serves. An answer is
   used only if its LOCATION is ``http://`` to the very address the answer came from (else
   any LAN host could make us fetch from, then POST to, any host: it is counted and
   dropped), and the description's control URL must stay on that host too. One description
-  is fetched per answering host (later answers are duplicates; but a host whose first
-  LOCATION answered ``upnp:rootdevice`` and served no gateway, a media server on the
-  router's address say, gets one more try with a LOCATION it gives for the gateway or its
-  connection service), and at most :data:`UPNP_MAX_DEVICES` hosts are looked at per
-  search. The gateway (``gateway``) wins as soon as its description serves; another device
-  is used only when the gateway's has not served by the end of the search (the first that
-  served). A description offering several connection services (a WANPPPConnection beside
-  the WANIPConnection) has each asked the external address in turn, and the first that
-  tells one (neither empty nor 0.0.0.0) is used, else the first (miniupnpc's "connected"
-  check). No device: :class:`UpnpDiscoveryFailed`, and a new search after
+  is fetched per answering host (later answers are duplicates, as are those of a gateway in
+  use; but a host whose first LOCATION answered ``upnp:rootdevice`` and served no gateway,
+  a media server on the router's address say, gets one more try with a LOCATION it gives
+  for the gateway or its connection service), at most :data:`UPNP_MAX_DEVICES` hosts are
+  looked at per search, and the preferred ``gateway``'s is fetched first. A description
+  offering several connection services (a WANPPPConnection beside the WANIPConnection) has
+  each asked the external address in turn, and the first that tells one (neither empty nor
+  0.0.0.0) is used, else the first (miniupnpc's "connected" check). A search that ends
+  with no gateway in use: :class:`UpnpDiscoveryFailed`, and a new search after
   :data:`UPNP_SEARCH_RETRY_MIN` seconds, doubling up to :data:`UPNP_SEARCH_RETRY_MAX`; a
-  search whose socket could not be opened (``request_failed`` of its first round) is such a
-  search.
-- **Requests** go to the device one at a time (small routers): deletions first, then
-  GetExternalIPAddress, then an AddPortMapping per mapping in the order they fell due
+  search whose socket could not be opened (``request_failed`` of its first round) ends
+  there.
+- **Requests** go one at a time, all gateways together (small routers; one worker in the
+  caller): a search round first, then a gateway's retry, check or deletion, then a
+  description, then the gateway whose work fell due first. On each gateway: deletions
+  first, then GetExternalIPAddress, then an AddPortMapping per mapping in the order they
+  fell due
   (``NewInternalClient`` is our address on that connection, as the router sees it: the
   ``local`` the caller builds the request with), asking for the internal port as the
   external one unless told. AddPortMapping and DeletePortMapping succeed on any HTTP 200
@@ -47,7 +64,7 @@ How it runs (as libtorrent's upnp.cpp does, where not said otherwise):
   the external address is asked again as often. A permanent lease is renewed every
   :data:`UPNP_PERMANENT_RENEW` seconds all the same: routers reboot and forget.
 - **Errors**: 725 OnlyPermanentLeasesSupported: asked again at once with lease 0 (for every
-  later request to this device). 718 ConflictInMappingEntry (and 501 ActionFailed, which
+  later request to this gateway). 718 ConflictInMappingEntry (and 501 ActionFailed, which
   some routers answer instead) for the port held or wanted: GetSpecificPortMappingEntry
   first (once per go); when the router forwards that port to our address and internal
   port already (some routers answer 718 to a client adding again the mapping it holds),
@@ -55,30 +72,36 @@ How it runs (as libtorrent's upnp.cpp does, where not said otherwise):
   a 718 says another host holds the port: a standing grant of it is given up at once (and
   the port is never deleted as ours), and the mapping is asked again at once for a random
   port in :data:`UPNP_CONFLICT_PORTS`, up to :data:`UPNP_CONFLICT_ATTEMPTS` times; the
-  port granted is the one :class:`PortMapped` tells. 724 SamePortValuesRequired: asked
-  again with the internal port as the external one. Such a retry goes before any other
-  request but deletions, and at most :data:`UPNP_MAX_ATTEMPTS` AddPortMapping requests go
-  in one go. Any other refusal (727 ExternalPortOnlyWildcard, 716, ...) fails the mapping
-  (:class:`MappingFailed` with the code) until :data:`UPNP_RETRY_MAX` seconds later; no
-  answer, an HTTP error, 501 or 728 NoPortMapsAvailable fail it until
+  port granted is the one :class:`~bip_handshake.UpnpPortMapped` tells. 724
+  SamePortValuesRequired: asked again with the internal port as the external one. Such a
+  retry goes before any other request but deletions, and at most
+  :data:`UPNP_MAX_ATTEMPTS` AddPortMapping requests go in one go. Any other refusal (727
+  ExternalPortOnlyWildcard, 716, ...) fails the mapping
+  (:class:`~bip_handshake.UpnpMappingFailed` with the code) until :data:`UPNP_RETRY_MAX`
+  seconds later; no answer, an HTTP error, 501 or 728 NoPortMapsAvailable fail it until
   :data:`UPNP_RETRY_MIN` seconds later, doubling up to :data:`UPNP_RETRY_MAX`. As with
   NAT-PMP, a renewal that fails in one of those ways that may pass leaves the earlier
   grant standing until it runs out.
-- **A lost device**: after :data:`UPNP_DEVICE_FAILURES` requests in a row got no usable
-  answer, the device is deemed gone (:class:`UpnpDeviceLost`): its grants lapse
-  (:class:`MappingFailed`), its address is forgotten, and a new search starts at once. A
-  device found and lost again and again (it answers searches, not requests) is searched
+- **A lost gateway**: after :data:`UPNP_DEVICE_FAILURES` requests in a row got no usable
+  answer, the gateway is deemed gone (:class:`UpnpDeviceLost`) and dropped: its grants
+  lapse (:class:`~bip_handshake.UpnpMappingFailed`), its address is forgotten, the other
+  gateways go on untouched, and a new search starts at once (after the one under way);
+  while it is missing, searches go on as when none is found (after
+  :data:`UPNP_SEARCH_RETRY_MIN` seconds, doubling up to :data:`UPNP_SEARCH_RETRY_MAX`). A
+  gateway found and lost again and again (it answers searches, not requests) is searched
   for after :data:`UPNP_SEARCH_RETRY_MIN` seconds, then doubling, up to
-  :data:`UPNP_SEARCH_RETRY_MAX`, until one of its answers is usable again.
-- **Close**: a DeletePortMapping for every external port the router may hold for a mapping
-  (each one it granted, up to :data:`UPNP_MAX_PORTS_KEPT` per mapping, and one asked for
-  whose answer never came; not those whose lease ran out), one at a time. A port whose
+  :data:`UPNP_SEARCH_RETRY_MAX`, until one of its answers is usable again (the last
+  :data:`UPNP_MAX_GATEWAYS` times two gateways lost are remembered).
+- **Close**: on every gateway, a DeletePortMapping for every external port it may hold
+  for a mapping (each one it granted, up to :data:`UPNP_MAX_PORTS_KEPT` per mapping, and
+  one asked for whose answer never came; not those whose lease ran out), one at a time. A port whose
   GetSpecificPortMappingEntry was due after a 718 or 501 is asked about again first:
   deleted if the router shows it ours, let alone if another host's. A mapping removed
   while the client runs gets the same. The caller bounds the time the deletions take:
   :meth:`UpnpClient.abandon` gives up what is left.
 
-A sketch of one go, a gateway found and a port mapped:
+A sketch of one go, a gateway found and a port mapped (while the search hears out the
+others):
 
 >>> from ._upnp import HttpResponse
 >>> client = UpnpClient(gateway=IPv4Address("192.168.1.1"), rng=random.Random(0))
@@ -114,9 +137,12 @@ A sketch of one go, a gateway found and a port mapped:
 (<UpnpRequestKind.ADD: 'add'>, 6881, 3600)
 >>> client.request_answered(add, HttpResponse(200, "OK", (), b""), me, now=5.3)
 >>> [type(e).__name__ for e in iter(client.next_event, None)]
-['UpnpAddressFailed', 'PortMapped']
->>> client.mappings()[0].external_port, client.next_deadline()  # the address asked again
-(6881, 65.2)
+['UpnpAddressFailed', 'UpnpPortMapped']
+>>> client.handle_timer(5.3)  # the search's time is up: the gateway found stays in use
+>>> client.searching, client.mappings()[0].external_port
+(False, 6881)
+>>> client.next_deadline()  # the address asked again
+65.2
 """
 
 from __future__ import annotations
@@ -133,11 +159,9 @@ from typing import Final, TypeVar
 
 from ._errors import LocalProtocolError
 from ._portmap import (
-    MappingFailed,
     MappingId,
     MappingProtocol,
     MappingRemoved,
-    PortMapped,
     PortMapping,
     PortMappingEvent,
 )
@@ -158,6 +182,8 @@ from ._upnp import (
     UpnpDiscoveryFailed,
     UpnpError,
     UpnpErrorCode,
+    UpnpMappingFailed,
+    UpnpPortMapped,
     UpnpPortMappingEntry,
     _check_port,
     build_add_port_mapping,
@@ -183,6 +209,7 @@ __all__ = [
     "UPNP_LEASE_DURATION",
     "UPNP_MAX_ATTEMPTS",
     "UPNP_MAX_DEVICES",
+    "UPNP_MAX_GATEWAYS",
     "UPNP_MAX_LEASE",
     "UPNP_MAX_MAPPINGS",
     "UPNP_MAX_PORTS_KEPT",
@@ -196,6 +223,7 @@ __all__ = [
     "UPNP_SEARCH_SENDS",
     "UPNP_SEARCH_TIMEOUT",
     "UpnpClient",
+    "UpnpDeviceMapping",
     "UpnpRequest",
     "UpnpRequestKind",
     "UpnpStatistics",
@@ -230,6 +258,11 @@ UPNP_SEARCH_RETRY_MAX: Final = 1800.0
 
 UPNP_MAX_DEVICES: Final = 16
 """Distinct devices one search looks at: a LAN full of answers costs a bounded effort."""
+
+UPNP_MAX_GATEWAYS: Final = 8
+"""Gateways (Internet Gateway Devices, distinct by description URL and control URL) in use
+at once, each mapping every port; a description that serves past them is ignored (counted
+in :attr:`UpnpStatistics.devices_ignored`)."""
 
 UPNP_HTTP_TIMEOUT: Final = 5.0
 """Seconds one HTTP exchange with a device may take, connection to last byte."""
@@ -266,6 +299,7 @@ UPNP_CLOSE_TIMEOUT: Final = 4.0
 
 _MAX_DESCRIPTION_TEXT: Final = 256  # NewPortMappingDescription, in characters
 _ROOT_DEVICE: Final = "upnp:rootdevice"  # the search target that names no gateway
+_MAX_LOSSES_KEPT: Final = 2 * UPNP_MAX_GATEWAYS  # gateways whose losses are remembered
 
 _log = logging.getLogger("bip_handshake.upnp")
 
@@ -289,7 +323,8 @@ class UpnpStatistics:
         requests: SOAP requests sent.
         request_failures: requests without a usable answer (none, an HTTP error, garbage).
         action_errors: requests answered with a UPnP error.
-        devices_lost: devices deemed gone.
+        devices_lost: gateways deemed gone.
+        devices_ignored: gateways that served past :data:`UPNP_MAX_GATEWAYS` in use.
     """
 
     searches: int
@@ -304,6 +339,7 @@ class UpnpStatistics:
     request_failures: int
     action_errors: int
     devices_lost: int
+    devices_ignored: int
 
 
 class UpnpRequestKind(enum.Enum):
@@ -457,7 +493,31 @@ class _State(enum.Enum):
     REMOVING = "removing"  # to be deleted at ``due``
 
 
-class _Mapping:
+class _Want:
+    """A mapping the caller wants kept, on every gateway in use."""
+
+    __slots__ = ("gone", "id", "internal_port", "protocol", "removing", "wanted")
+
+    def __init__(
+        self, mapping_id: MappingId, protocol: MappingProtocol, internal: int, external: int
+    ) -> None:
+        self.id = mapping_id
+        self.protocol = protocol
+        self.internal_port = internal
+        self.wanted = external  # the external port first asked of each gateway
+        self.removing = False
+        # Each gateway done with it once it is being removed: (rank, its last snapshot,
+        # its deletion's result); at most one a gateway kept (UPNP_MAX_GATEWAYS) or lost.
+        self.gone: list[tuple[tuple[bool, int], PortMapping, int | None]] = []
+
+    def bare(self) -> PortMapping:
+        """The mapping granted by no gateway."""
+        return PortMapping(self.id, self.protocol, self.internal_port, None, 0, None)
+
+
+class _Grant:
+    """One mapping on one gateway: what was asked of it, and what it granted."""
+
     __slots__ = (
         "attempts",
         "checked",
@@ -467,28 +527,17 @@ class _Mapping:
         "external_port",
         "failures",
         "home_port",
-        "id",
-        "internal_port",
         "lifetime",
         "port",
         "ports",
-        "protocol",
         "state",
+        "want",
     )
 
-    def __init__(
-        self,
-        mapping_id: MappingId,
-        protocol: MappingProtocol,
-        internal: int,
-        external: int,
-        due: float,
-    ) -> None:
-        self.id = mapping_id
-        self.protocol = protocol
-        self.internal_port = internal
-        self.home_port = external  # the port wanted, then the port last granted
-        self.port = external  # the port the next request asks for
+    def __init__(self, want: _Want, due: float) -> None:
+        self.want = want
+        self.home_port = want.wanted  # the port wanted, then the port last granted
+        self.port = want.wanted  # the port the next request asks for
         self.external_port: int | None = None
         self.lifetime = 0
         self.expires_at: float | None = None
@@ -503,15 +552,74 @@ class _Mapping:
         # the mapping deletes those still live; at most UPNP_MAX_PORTS_KEPT.
         self.ports: dict[int, float] = {}
 
+    @property
+    def id(self) -> MappingId:
+        return self.want.id
+
+    @property
+    def protocol(self) -> MappingProtocol:
+        return self.want.protocol
+
+    @property
+    def internal_port(self) -> int:
+        return self.want.internal_port
+
     def snapshot(self) -> PortMapping:
         return PortMapping(
-            self.id,
-            self.protocol,
-            self.internal_port,
+            self.want.id,
+            self.want.protocol,
+            self.want.internal_port,
             self.external_port,
             self.lifetime,
             self.expires_at,
         )
+
+
+class _Device:
+    """A gateway in use: its service, its address, and each mapping's grant on it."""
+
+    __slots__ = (
+        "address",
+        "address_due",
+        "address_failures",
+        "again",
+        "control",
+        "deletion",
+        "failures",
+        "grants",
+        "lost",
+        "permanent_only",
+        "preferred",
+        "refusal",
+        "seq",
+        "service",
+    )
+
+    def __init__(self, service: UpnpDevice, seq: int, *, preferred: bool, now: float) -> None:
+        self.service = service
+        self.control = parse_http_url(service.control_url)
+        self.seq = seq  # the order it was found in
+        self.preferred = preferred  # the gateway: read first
+        self.permanent_only = False  # it answered 725
+        self.address: IPv4Address | None = None
+        self.address_due = now
+        self.address_failures = 0
+        self.failures = 0  # requests in a row without a usable answer
+        self.lost = False
+        self.grants: dict[MappingId, _Grant] = {}
+        self.again: _Grant | None = None  # asked again at once (725, 718, 724)
+        self.refusal: _Refusal | None = None  # its GetSpecificPortMappingEntry is due
+        self.deletion: _Deletion | None = None
+
+    @property
+    def rank(self) -> tuple[bool, int]:
+        """Its place among the gateways: the preferred first, then in the order found."""
+        return (not self.preferred, self.seq)
+
+    @property
+    def host(self) -> str:
+        """Its address, for the log."""
+        return str(self.control.host)
 
 
 @dataclass(frozen=True, slots=True)
@@ -526,7 +634,7 @@ class _Answered:
 class _Search:
     """A search under way."""
 
-    __slots__ = ("end", "fallback", "hosts", "next_send", "queue", "sends", "start")
+    __slots__ = ("end", "hosts", "next_send", "queue", "sends", "start")
 
     def __init__(self, start: float, timeout: float) -> None:
         self.start = start
@@ -535,18 +643,15 @@ class _Search:
         self.next_send = start
         self.hosts: dict[IPv4Address, _Answered] = {}
         self.queue: deque[tuple[str, HttpUrl]] = deque()  # LOCATIONs to fetch
-        # A device that served but is not the gateway: used if the gateway does not serve.
-        self.fallback: tuple[UpnpDevice, IPv4Address | None] | None = None
 
 
 class _Describe:
     """A description being looked at: fetched, then its services asked in turn."""
 
-    __slots__ = ("location", "preferred", "probed", "services")
+    __slots__ = ("location", "probed", "services")
 
-    def __init__(self, location: str, preferred: bool) -> None:
+    def __init__(self, location: str) -> None:
         self.location = location
-        self.preferred = preferred  # the gateway's: used at once when it serves
         self.services: tuple[UpnpDevice, ...] = ()
         self.probed = 0  # services asked the external address so far
 
@@ -564,12 +669,12 @@ class _Refusal:
 
 
 class _Deletion:
-    """A removed mapping's ports being deleted, one request each."""
+    """A removed mapping's ports being deleted on one gateway, one request each."""
 
-    __slots__ = ("mapping", "ports", "result")
+    __slots__ = ("grant", "ports", "result")
 
-    def __init__(self, mapping: _Mapping, ports: list[int]) -> None:
-        self.mapping = mapping
+    def __init__(self, grant: _Grant, ports: list[int]) -> None:
+        self.grant = grant
         self.ports = deque(ports)
         self.result: int | None = None  # the last deletion's (the latest grant goes last)
 
@@ -582,6 +687,22 @@ class _Refused:
 @dataclass(frozen=True, slots=True)
 class _Failed:
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class UpnpDeviceMapping:
+    """One mapping as one gateway holds it (:meth:`UpnpClient.device_mappings`).
+
+    Attributes:
+        device: the gateway.
+        external_address: its external IPv4 address, None until it said (or when it has
+            none).
+        mapping: the mapping on it (``external_port`` None while it grants none).
+    """
+
+    device: UpnpDevice
+    external_address: IPv4Address | None
+    mapping: PortMapping
 
 
 def _transient(result: int | None) -> bool:
@@ -610,9 +731,9 @@ def _code_text(code: int) -> str:
     return f"UPnP error {code}"
 
 
-def _live_ports(mapping: _Mapping, now: float) -> list[int]:
-    """The external ports the router may still hold for ``mapping``, the latest last."""
-    return [port for port, until in mapping.ports.items() if until > now]
+def _live_ports(grant: _Grant, now: float) -> list[int]:
+    """The external ports the router may still hold for ``grant``, the latest last."""
+    return [port for port, until in grant.ports.items() if until > now]
 
 
 def _entry_lifetime(told: int | None, asked: int) -> int:
@@ -635,23 +756,35 @@ def _check_time(now: object) -> float:
     return float(now)
 
 
+def _removal_result(results: list[int | None]) -> int | None:
+    """A removed mapping's result from each gateway's (in rank order): 0 when every one
+    confirmed its deletion, else the first error code one answered, else None."""
+    if results and all(r == 0 for r in results):
+        return 0
+    return next((r for r in results if r), None)
+
+
 class UpnpClient:
-    """A UPnP IGD port mapping client: one device at a time, found by its own searches;
-    see the module docstring for the rules.
+    """A UPnP IGD port mapping client: every gateway its searches find (up to
+    :data:`UPNP_MAX_GATEWAYS`), each mapping kept on each; see the module docstring for the
+    rules.
 
     What the caller owes it:
 
     - **One request at a time, each reported**: :meth:`next_request` hands out one
       :class:`UpnpRequest` and nothing more until :meth:`search_sent`,
-      :meth:`request_answered` or :meth:`request_failed` reports it. The core keeps no
-      time of its own for an exchange: the caller bounds each (:data:`UPNP_HTTP_TIMEOUT`,
-      or its own bound) and reports a timeout with :meth:`request_failed`; a request never
-      reported leaves the core waiting for good.
+      :meth:`request_answered` or :meth:`request_failed` reports it (one at a time for
+      all the gateways together: a small router is never asked two things at once, and
+      the caller needs one worker). The core keeps no time of its own for an exchange: the
+      caller bounds each (:data:`UPNP_HTTP_TIMEOUT`, or its own bound) and reports a
+      timeout with :meth:`request_failed`; a request never reported leaves the core
+      waiting for good.
     - **Events drained**: events pile up in the core until :meth:`next_event` takes them;
       there is no bound of their own (none is dropped). Each comes of a call of the
       caller's (a report, a timer, an add, a removal, a close), at most a few per mapping
-      held (at most :data:`UPNP_MAX_MAPPINGS`), never of what other hosts send unasked;
-      a caller that drains them after each call (the shell does) holds a handful.
+      held on each gateway (at most :data:`UPNP_MAX_MAPPINGS` on
+      :data:`UPNP_MAX_GATEWAYS`), never of what other hosts send unasked; a caller that
+      drains them after each call (the shell does) holds a handful.
     - **Time**: :meth:`next_deadline` tells when to call :meth:`handle_timer` and
       :meth:`next_request` again: a time (one already past: at once), ``-math.inf`` when
       work is due at once whatever the clock (a description to fetch, a conflict check, a
@@ -661,8 +794,10 @@ class UpnpClient:
     Args:
         ssdp_address: where searches go: SSDP's multicast group, or (for a test's fake
             gateway) a unicast address.
-        gateway: the device a search prefers (the default route's gateway, usually); None
-            for no preference (the first device that serves wins at once).
+        gateway: the device read first (the default route's gateway, usually):
+            :attr:`device`, :attr:`external_address`, :meth:`mappings` and
+            :meth:`external_port` show its grants before another gateway's; None for no
+            preference (the gateways in the order found).
         lease_duration: seconds of lease each mapping asks for (0..604800); 0 asks a
             permanent mapping (renewed hourly anyway).
         description: the mappings' description in the router's pages (at most 256
@@ -723,10 +858,11 @@ class UpnpClient:
         self._description = description
         self._search_timeout = float(search_timeout)
         self._rng = rng if rng is not None else random.Random()
-        self._mappings: dict[MappingId, _Mapping] = {}
+        self._wants: dict[MappingId, _Want] = {}
         self._next_id = 1
         self._events: deque[PortMappingEvent] = deque()
         self._request: UpnpRequest | None = None  # the one in flight
+        self._request_device: _Device | None = None  # its gateway; None: the search's
         # Handed out, then abandoned by close() or abandon() before its report: that late
         # report is ignored (once). One each at most: nothing goes out after abandon().
         self._abandoned: list[UpnpRequest] = []
@@ -735,17 +871,11 @@ class UpnpClient:
         self._search_due = -math.inf
         self._search_failures = 0
         self._describing: _Describe | None = None
-        self._device: UpnpDevice | None = None
-        self._control: HttpUrl | None = None
-        self._permanent_only = False  # the device answered 725
-        self._address: IPv4Address | None = None
-        self._address_due = math.inf  # no device, nothing to ask
-        self._address_failures = 0
-        self._device_failures = 0  # requests in a row without a usable answer
-        self._losses = 0  # devices lost with no usable answer since
-        self._again: _Mapping | None = None  # asked again at once (725, 718, 724)
-        self._refusal: _Refusal | None = None  # its GetSpecificPortMappingEntry is due
-        self._deletion: _Deletion | None = None
+        self._devices: list[_Device] = []  # in the order found
+        self._next_seq = 0
+        # Description URL -> times that gateway was lost with no usable answer since: a
+        # gateway found and lost again and again is searched for ever more slowly.
+        self._losses: dict[str, int] = {}
         self._closed = False
         self._searches = 0
         self._ssdp_sent = 0
@@ -755,6 +885,7 @@ class UpnpClient:
         self._ssdp_duplicates = 0
         self._ssdp_ignored = 0
         self._descriptions_rejected = 0
+        self._devices_ignored = 0
         self._requests = 0
         self._request_failures = 0
         self._action_errors = 0
@@ -762,15 +893,27 @@ class UpnpClient:
 
     # -- what the caller reads -------------------------------------------------------------
 
+    def _ranked(self) -> list[_Device]:
+        """The gateways in use, the one read first first."""
+        return sorted(self._devices, key=lambda d: d.rank)
+
     @property
     def device(self) -> UpnpDevice | None:
-        """The gateway in use, None while none is (searching, or none found)."""
-        return self._device
+        """The gateway read first (the preferred one when in use, else the first found),
+        None while none is in use (searching, or none found)."""
+        ranked = self._ranked()
+        return ranked[0].service if ranked else None
+
+    @property
+    def devices(self) -> tuple[UpnpDevice, ...]:
+        """Every gateway in use, in the order found."""
+        return tuple(d.service for d in self._devices)
 
     @property
     def external_address(self) -> IPv4Address | None:
-        """The gateway's external IPv4 address, None until it said (or when it has none)."""
-        return self._address
+        """An external IPv4 address a gateway told (the one read first's, when it told
+        one), None until one did."""
+        return next((d.address for d in self._ranked() if d.address is not None), None)
 
     @property
     def searching(self) -> bool:
@@ -780,15 +923,34 @@ class UpnpClient:
     @property
     def is_closed(self) -> bool:
         """Whether :meth:`close` was called and every deletion is done (or given up)."""
-        return self._closed and not self._mappings and self._request is None
+        return self._closed and not self._wants and self._request is None
+
+    def _view(self, want: _Want) -> PortMapping:
+        """``want`` as the first gateway (in rank order) that grants it shows it."""
+        for device in self._ranked():
+            grant = device.grants.get(want.id)
+            if grant is not None and grant.external_port is not None:
+                return grant.snapshot()
+        return want.bare()
 
     def mappings(self) -> tuple[PortMapping, ...]:
-        """Snapshots of the mappings kept (``external_port`` None while not granted), in the
-        order they were added."""
-        return tuple(m.snapshot() for m in self._mappings.values())
+        """Snapshots of the mappings kept, in the order they were added: each as the
+        gateway read first that grants it shows it (``external_port`` None while none
+        does). :meth:`device_mappings` shows each gateway's."""
+        return tuple(self._view(want) for want in self._wants.values())
+
+    def device_mappings(self) -> tuple[UpnpDeviceMapping, ...]:
+        """Each mapping on each gateway in use: the gateways in the order found, their
+        mappings in the order added (``external_port`` None while not granted)."""
+        return tuple(
+            UpnpDeviceMapping(device.service, device.address, grant.snapshot())
+            for device in self._devices
+            for grant in device.grants.values()
+        )
 
     def external_port(self, protocol: MappingProtocol, internal_port: int) -> int | None:
-        """The external port the router forwards to ``internal_port``, None while none.
+        """The external port a gateway forwards to ``internal_port`` (the one read first
+        that grants it), None while none.
 
         Raises:
             LocalProtocolError: ``protocol`` not a :class:`MappingProtocol` (the shell
@@ -799,9 +961,9 @@ class UpnpClient:
         if not isinstance(protocol, MappingProtocol):
             raise LocalProtocolError(f"a protocol is a MappingProtocol, got {protocol!r}")
         _check_port("an internal port", internal_port)
-        for mapping in self._mappings.values():
-            if mapping.protocol is protocol and mapping.internal_port == internal_port:
-                return mapping.external_port
+        for want in self._wants.values():
+            if want.protocol is protocol and want.internal_port == internal_port:
+                return self._view(want).external_port
         return None
 
     def statistics(self) -> UpnpStatistics:
@@ -819,6 +981,7 @@ class UpnpClient:
             request_failures=self._request_failures,
             action_errors=self._action_errors,
             devices_lost=self._devices_lost,
+            devices_ignored=self._devices_ignored,
         )
 
     def next_event(self) -> PortMappingEvent | None:
@@ -836,7 +999,8 @@ class UpnpClient:
         *,
         external_port: int | None = None,
     ) -> MappingId:
-        """Map one more port; its request goes as soon as the gateway is known and free.
+        """Map one more port on every gateway; its requests go as soon as each gateway is
+        known and free.
 
         Args:
             protocol: TCP or UDP.
@@ -856,101 +1020,120 @@ class UpnpClient:
         now = _check_time(now)
         if self._closed:
             raise LocalProtocolError("the UPnP mapper is closed")
-        if len(self._mappings) >= UPNP_MAX_MAPPINGS:
+        if len(self._wants) >= UPNP_MAX_MAPPINGS:
             raise LocalProtocolError(f"a UPnP mapper holds at most {UPNP_MAX_MAPPINGS} mappings")
-        for m in self._mappings.values():
-            if m.protocol is protocol and m.internal_port == internal_port:
+        for w in self._wants.values():
+            if w.protocol is protocol and w.internal_port == internal_port:
                 raise LocalProtocolError(f"{protocol.name} port {internal_port} is mapped already")
         mapping_id = MappingId(self._next_id)
         self._next_id += 1
-        self._mappings[mapping_id] = _Mapping(mapping_id, protocol, internal_port, wanted, now)
+        want = self._wants[mapping_id] = _Want(mapping_id, protocol, internal_port, wanted)
+        for device in self._devices:
+            device.grants[mapping_id] = _Grant(want, now)
         return mapping_id
 
     def remove_mapping(self, mapping_id: MappingId, now: float) -> None:
-        """Stop keeping a mapping, deleting it on the router if it may be there.
+        """Stop keeping a mapping, deleting it on each gateway that may hold it.
 
-        :class:`MappingRemoved` follows, at once or when the deletion is done. Removing a
-        mapping already being removed does nothing.
+        :class:`MappingRemoved` follows (one, whatever the gateways), at once or when the
+        deletions are done. Removing a mapping already being removed does nothing.
 
         Raises:
             LocalProtocolError: no such mapping.
         """
-        mapping = self._mappings.get(mapping_id)
-        if mapping is None:
+        want = self._wants.get(mapping_id)
+        if want is None:
             raise LocalProtocolError(f"no UPnP mapping {mapping_id!r}")
         now = _check_time(now)
-        if mapping.state is _State.REMOVING:
+        if want.removing:
             return
-        if self._device is None or not _live_ports(mapping, now):
-            self._drop(mapping, None)
-            return
-        # A request for it may be under way: the deletion waits its turn behind it.
-        mapping.state = _State.REMOVING
-        mapping.due = now
+        self._start_removal(want, now)
+
+    def _start_removal(self, want: _Want, now: float) -> None:
+        """Delete ``want`` on each gateway that may hold it; drop it where none may."""
+        want.removing = True
+        for device in list(self._devices):
+            grant = device.grants.get(want.id)
+            if grant is None:  # pragma: no cover - every gateway holds a grant of each
+                continue
+            if _live_ports(grant, now):
+                # A request for it may be under way: the deletion waits its turn behind it.
+                grant.state = _State.REMOVING
+                grant.due = now
+            else:
+                self._drop_grant(device, grant, None)
+        self._settle_want(want)
 
     def close(self, now: float) -> tuple[tuple[MappingProtocol, int], ...]:
         """Remove every mapping and ask nothing more; the deletions to make.
 
         A request in flight is abandoned (an AddPortMapping's port is deleted all the same:
-        the router may have made it; a later report of it is ignored). Mappings the router
-        cannot hold are dropped at once; the others are deleted one request at a time, as
-        :meth:`next_request` gives them, until :attr:`is_closed`. A GetSpecificPortMappingEntry
-        due after a 718 or 501 (asked, or to be asked) is asked again first: its port is
-        deleted too if the router shows it ours (some routers answer 718 to a renewal of
-        a mapping we hold, which a permanent lease would keep forwarded to us for good),
-        and let alone if it is another host's. Closing twice does nothing.
+        the router may have made it; a later report of it is ignored). Mappings no gateway
+        can hold are dropped at once; the others are deleted on each gateway one request at
+        a time, as :meth:`next_request` gives them, until :attr:`is_closed`. A
+        GetSpecificPortMappingEntry due after a 718 or 501 (asked, or to be asked) is asked
+        again first: its port is deleted too if the router shows it ours (some routers
+        answer 718 to a renewal of a mapping we hold, which a permanent lease would keep
+        forwarded to us for good), and let alone if it is another host's. Closing twice
+        does nothing.
 
         Returns:
-            ``(protocol, external_port)`` of each deletion, in the order they go; not the
-            port whose check is due, which goes after it only if the router shows it ours.
+            ``(protocol, external_port)`` of each deletion, gateway after gateway (in the
+            order found), in the order they go (a port held on two gateways is listed
+            twice); not the port whose check is due, which goes after it only if the
+            router shows it ours.
         """
         now = _check_time(now)
         if self._closed:
             return ()
         self._closed = True
-        self._address_due = math.inf
-        self._again = None
         self._search = None
         self._describing = None
         self._abandon_request()
-        self._deletion = None  # its mapping's live ports are asked again from the first
-        # A refusal whose check is due is kept: _device_request asks the check before the
+        for device in self._devices:
+            device.address_due = math.inf
+            device.again = None
+            device.deletion = None  # its mapping's live ports are asked again from the first
+        # A refusal whose check is due is kept: _urgent_request asks the check before the
         # deletions, and _entry_answered then settles the port (ours: deleted with the
         # others; another host's: let alone). Giving it up here would leave a mapping of
         # ours on the router, for good under a permanent lease.
-        for mapping in list(self._mappings.values()):
-            if mapping.state is _State.REMOVING:
-                continue
-            if self._device is None or not _live_ports(mapping, now):
-                self._drop(mapping, None)
-            else:
-                mapping.state = _State.REMOVING
-                mapping.due = now
-        refusal = self._refusal
-        if refusal is not None and refusal.mapping_id not in self._mappings:
-            refusal = self._refusal = None  # its mapping could hold nothing: no check owed
-        going = sorted(self._mappings.values(), key=lambda m: m.due)  # stable: table order
-        return tuple(
-            (m.protocol, port)
-            for m in going
-            for port in _live_ports(m, now)
-            if refusal is None or (m.id, port) != (refusal.mapping_id, refusal.port)
-        )
+        for want in list(self._wants.values()):
+            if not want.removing:
+                self._start_removal(want, now)
+        going: list[tuple[MappingProtocol, int]] = []
+        for device in self._devices:
+            refusal = device.refusal
+            if refusal is not None and refusal.mapping_id not in device.grants:
+                refusal = device.refusal = None  # its mapping could hold nothing: no check
+            grants = sorted(device.grants.values(), key=lambda g: g.due)  # stable: table order
+            going += [
+                (g.protocol, port)
+                for g in grants
+                for port in _live_ports(g, now)
+                if refusal is None or (g.id, port) != (refusal.mapping_id, refusal.port)
+            ]
+        return tuple(going)
 
     def abandon(self) -> None:
         """Give up the deletions still owed (the close's time ran out): every mapping left
         is dropped (:class:`MappingRemoved` with ``result`` None), a request in flight
         forgotten (a later report of it is ignored). Closes the client if it was not."""
         self._closed = True
-        self._address_due = math.inf
         self._abandon_request()
         self._search = None
         self._describing = None
-        self._again = None
-        self._refusal = None
-        self._deletion = None
-        for mapping in list(self._mappings.values()):
-            self._drop(mapping, None)
+        for want in self._wants.values():
+            want.removing = True
+        for device in self._devices:
+            device.address_due = math.inf
+            device.again = None
+            device.refusal = None
+            device.deletion = None
+            for grant in list(device.grants.values()):
+                self._drop_grant(device, grant, None)
+        for want in list(self._wants.values()):
+            self._settle_want(want)
 
     def _abandon_request(self) -> None:
         """Forget the request in flight; its report may still come (the caller's exchange
@@ -958,6 +1141,7 @@ class UpnpClient:
         if self._request is not None:
             self._abandoned.append(self._request)
             self._request = None
+            self._request_device = None
 
     # -- time ------------------------------------------------------------------------------
 
@@ -970,54 +1154,63 @@ class UpnpClient:
         While a request is in flight only a grant's lapse is timed: nothing else goes
         before its answer.
         """
-        lapses = [
-            m.expires_at
-            for m in self._mappings.values()
-            if m.state is _State.WANTED and m.expires_at is not None
+        times = [
+            g.expires_at
+            for d in self._devices
+            for g in d.grants.values()
+            if g.state is _State.WANTED and g.expires_at is not None
         ]
         if self._request is not None:
-            return min(lapses, default=None)
-        if self._device is None:
-            search = self._search
-            if search is None:
-                return None if self._closed else self._search_due
+            return min(times, default=None)
+        search = self._search
+        if search is not None:
             if self._describing is not None or search.queue:
                 return -math.inf
             if search.sends < UPNP_SEARCH_SENDS and search.next_send < search.end:
-                return search.next_send
-            return search.end
-        if self._refusal is not None or self._deletion is not None or self._again is not None:
-            return -math.inf
-        deadline = min([self._address_due, *(m.due for m in self._mappings.values()), *lapses])
+                times.append(search.next_send)
+            else:
+                times.append(search.end)
+        elif not self._closed:
+            times.append(self._search_due)
+        for device in self._devices:
+            if (
+                device.refusal is not None
+                or device.deletion is not None
+                or device.again is not None
+            ):
+                return -math.inf
+            times.append(device.address_due)
+            times += [g.due for g in device.grants.values()]
+        deadline = min(times, default=math.inf)
         return None if deadline == math.inf else deadline
 
     def handle_timer(self, now: float) -> None:
-        """Let time pass: a search whose time is up ends (with the device it found, or
-        :class:`UpnpDiscoveryFailed`), a grant whose renewal failed runs out."""
+        """Let time pass: a search whose time is up ends (:class:`UpnpDiscoveryFailed` when
+        no gateway is in use), a grant whose renewal failed runs out."""
         now = _check_time(now)
-        for m in self._mappings.values():
-            if m.state is _State.WANTED and m.expires_at is not None and m.expires_at <= now:
-                _log.info(
-                    "UPnP gateway %s: the mapping of %s port %d ran out unrenewed",
-                    self._gateway,
-                    m.protocol.name,
-                    m.internal_port,
-                )
-                self._clear_grant(m)
-                self._events.append(MappingFailed(m.snapshot(), None, max(m.due, now)))
+        for device in self._devices:
+            for g in device.grants.values():
+                if g.state is _State.WANTED and g.expires_at is not None and g.expires_at <= now:
+                    _log.info(
+                        "UPnP gateway %s: the mapping of %s port %d ran out unrenewed",
+                        device.host,
+                        g.protocol.name,
+                        g.internal_port,
+                    )
+                    self._clear_grant(g)
+                    self._events.append(
+                        UpnpMappingFailed(g.snapshot(), None, max(g.due, now), device.service)
+                    )
         search = self._search
         if (
             search is not None
-            and self._request is None
+            and not (self._request is not None and self._request_device is None)
             and self._describing is None
             and not search.queue
             and now >= search.end
         ):
             self._search = None
-            if search.fallback is None:
-                self._discovery_failed(now)
-            else:
-                self._use(*search.fallback, now)
+            self._end_search(now)
 
     # -- requests --------------------------------------------------------------------------
 
@@ -1030,14 +1223,46 @@ class UpnpClient:
         now = _check_time(now)
         if self._request is not None:
             return None
-        request = self._search_request(now) if self._device is None else self._device_request(now)
+        request, device = self._choose(now)
         if request is not None and request.kind not in (
             UpnpRequestKind.SEARCH,
             UpnpRequestKind.DESCRIBE,
         ):
             self._requests += 1
         self._request = request
+        self._request_device = device
         return request
+
+    def _choose(self, now: float) -> tuple[UpnpRequest | None, _Device | None]:
+        """The request due now and the gateway it is for (None: the search's). A search
+        round first (datagrams: quick), then a gateway's retry, check or deletion (part of
+        a go under way), then a description or "connected" check, then the gateway whose
+        work fell due first."""
+        search = self._search
+        if search is None and not self._closed and self._search_due <= now:
+            self._searches += 1
+            self._search_due = math.inf  # a loss or a failed search sets the next
+            search = self._search = _Search(now, self._search_timeout)
+        if (
+            search is not None
+            and search.sends < UPNP_SEARCH_SENDS
+            and search.next_send <= now < search.end
+        ):
+            return UpnpRequest(UpnpRequestKind.SEARCH, destination=self._ssdp_address), None
+        ranked = self._ranked()
+        for device in ranked:
+            request = self._urgent_request(device, now)
+            if request is not None:
+                return request, device
+        if search is not None:
+            request = self._describe_request(search)
+            if request is not None:
+                return request, None
+        if self._closed or not ranked:
+            return None, None
+        first = min(ranked, key=self._due)  # min keeps the first of equals: rank order
+        request = self._due_request(first, now)
+        return (None, None) if request is None else (request, first)
 
     def search_sent(self, request: UpnpRequest, sent: int, now: float) -> None:
         """A SEARCH round went out: ``sent`` of its datagrams (the others were lost like a
@@ -1099,14 +1324,20 @@ class UpnpClient:
         # One description per host: a host answering with ever new LOCATIONs costs one
         # fetch. A router's address may also serve a media server, which answers only
         # upnp:rootdevice: the gateway's own LOCATION, when it comes, gets one more try.
+        # A gateway in use answers every search: it is not fetched again.
         claims = answer.search_target != _ROOT_DEVICE
+        kept = any(d.service.location == answer.location for d in self._devices)
         known = search.hosts.get(source)
         if known is not None:
-            if claims and not known.claimed and answer.location != known.location:
+            if claims and not known.claimed and answer.location != known.location and not kept:
                 search.hosts[source] = _Answered(answer.location, claimed=True)
                 self._queue(search, answer.location, location)
             else:
                 self._ssdp_duplicates += 1
+            return
+        if kept:
+            search.hosts[source] = _Answered(answer.location, claimed=True)
+            self._ssdp_duplicates += 1
             return
         if len(search.hosts) >= UPNP_MAX_DEVICES:
             self._ssdp_ignored += 1
@@ -1144,7 +1375,7 @@ class UpnpClient:
         """A request got no answer (a timeout, a refused or broken connection, an answer
         that does not parse as HTTP); ``reason`` says what, for the log and
         :class:`UpnpDeviceLost`. For a SEARCH: its socket could not be opened, and the
-        search ends having found nothing.
+        search ends there.
 
         Raises:
             LocalProtocolError: ``request`` is not the one in flight, or a bad argument.
@@ -1161,7 +1392,7 @@ class UpnpClient:
         if request.kind is UpnpRequestKind.SEARCH:
             self._request = None
             self._search = None
-            self._discovery_failed(now)
+            self._end_search(now)
             return
         self._outcome(request, reason, None, now)
 
@@ -1183,13 +1414,7 @@ class UpnpClient:
 
     # -- search ----------------------------------------------------------------------------
 
-    def _search_request(self, now: float) -> UpnpRequest | None:
-        search = self._search
-        if search is None:
-            if self._closed or self._search_due > now:
-                return None
-            self._searches += 1
-            search = self._search = _Search(now, self._search_timeout)
+    def _describe_request(self, search: _Search) -> UpnpRequest | None:
         describing = self._describing
         if describing is not None:
             # miniupnpc's "connected" check: a router may offer a WANIPConnection and a
@@ -1200,21 +1425,20 @@ class UpnpClient:
                 url=parse_http_url(service.control_url),
                 service=service,
             )
-        if search.sends < UPNP_SEARCH_SENDS and search.next_send <= now < search.end:
-            return UpnpRequest(UpnpRequestKind.SEARCH, destination=self._ssdp_address)
         if search.queue:
             location, url = search.queue.popleft()
-            self._describing = _Describe(location, self._is_preferred(url))
+            self._describing = _Describe(location)
             return UpnpRequest(UpnpRequestKind.DESCRIBE, url=url)
         return None
 
-    def _is_preferred(self, url: HttpUrl) -> bool:
-        return self._preferred is None or url.host == self._preferred
+    def _is_preferred(self, host: IPv4Address) -> bool:
+        return self._preferred is None or host == self._preferred
 
     def _queue(self, search: _Search, location: str, url: HttpUrl) -> None:
-        if search.fallback is not None and not self._is_preferred(url):
-            return  # it could not beat the device already found
-        search.queue.append((location, url))
+        if self._preferred is not None and url.host == self._preferred:
+            search.queue.appendleft((location, url))  # the gateway never waits for a slot
+        else:
+            search.queue.append((location, url))
 
     def _described(self, response: HttpResponse | str, now: float) -> None:
         describing = self._describing
@@ -1232,7 +1456,7 @@ class UpnpClient:
             _log.debug("UPnP: the description at %s is of no use: %s", describing.location, error)
             return
         if len(services) == 1:
-            self._found(describing, services[0], None, now)
+            self._found(services[0], None, now)
         else:
             describing.services = services  # next_request asks each its address
 
@@ -1254,28 +1478,49 @@ class UpnpClient:
             self._request_failures += 1
             _log.debug("UPnP: %s tells no address: %s", service.service_type, error)
         if address is not None:
-            self._found(describing, service, address, now)
+            self._found(service, address, now)
         elif describing.probed >= len(describing.services):
-            self._found(describing, describing.services[0], None, now)
+            self._found(describing.services[0], None, now)
 
-    def _found(
-        self,
-        describing: _Describe,
-        service: UpnpDevice,
-        address: IPv4Address | None,
-        now: float,
-    ) -> None:
+    def _found(self, service: UpnpDevice, address: IPv4Address | None, now: float) -> None:
+        """A description served: its gateway is used at once, beside the others."""
         self._describing = None
-        search = self._search
-        if search is None:  # pragma: no cover - a description is looked at in a search
+        for device in self._devices:
+            if (
+                service.location == device.service.location
+                or service.control_url == device.service.control_url
+            ):
+                # One gateway answering with two LOCATIONs is one gateway.
+                _log.debug("UPnP: %s is the gateway at %s again", service.location, device.host)
+                return
+        if len(self._devices) >= UPNP_MAX_GATEWAYS:
+            self._devices_ignored += 1
+            _log.info(
+                "UPnP: gateway %s not used: %d gateways in use already",
+                service.location,
+                UPNP_MAX_GATEWAYS,
+            )
             return
-        if describing.preferred:
-            self._search = None
-            self._use(service, address, now)
+        self._use(service, address, now)
+
+    def _end_search(self, now: float) -> None:
+        """A search ended: it failed when no gateway is in use. While a gateway lost is
+        not in use again (a router rebooting beside a mesh node still in use), searches go
+        on, ever more slowly, as when none is found."""
+        if not self._devices:
+            if self._search_due == math.inf:
+                self._discovery_failed(now)
+            # Else a gateway found by this search was lost during it: the next search is
+            # when that loss set it (at once, or later for one lost again and again).
             return
-        # Not the gateway: used only if the gateway does not serve by the search's end.
-        search.fallback = (service, address)
-        search.queue = deque(item for item in search.queue if self._is_preferred(item[1]))
+        in_use = {d.service.location for d in self._devices}
+        if not any(location not in in_use for location in self._losses):
+            self._search_failures = 0
+            return
+        self._search_failures += 1
+        delay = _backoff(UPNP_SEARCH_RETRY_MIN, self._search_failures - 1, UPNP_SEARCH_RETRY_MAX)
+        self._search_due = min(self._search_due, now + delay)
+        _log.debug("UPnP: a gateway lost is still missing; searching again in %.0f s", delay)
 
     def _discovery_failed(self, now: float) -> None:
         self._search_failures += 1
@@ -1286,128 +1531,146 @@ class UpnpClient:
         _log.log(level, "no UPnP gateway found; searching again in %.0f s", delay)
         self._events.append(UpnpDiscoveryFailed(self._search_due))
 
-    def _use(self, device: UpnpDevice, address: IPv4Address | None, now: float) -> None:
-        self._device = device
-        self._control = parse_http_url(device.control_url)
-        self._permanent_only = False
+    def _use(self, service: UpnpDevice, address: IPv4Address | None, now: float) -> None:
+        control = parse_http_url(service.control_url)
+        device = _Device(
+            service, self._next_seq, preferred=self._is_preferred(control.host), now=now
+        )
+        self._next_seq += 1
+        self._devices.append(device)
         self._search_failures = 0
-        self._device_failures = 0
-        self._address_failures = 0
-        self._address_due = now
-        for m in self._mappings.values():
-            m.due = min(m.due, now)
+        for want in self._wants.values():
+            if not want.removing:
+                device.grants[want.id] = _Grant(want, now)
         _log.info(
             "UPnP gateway %s found: %s, %s",
-            self._gateway,
-            device.friendly_name or "unnamed",
-            device.service_type.rpartition(":service:")[2],
+            device.host,
+            service.friendly_name or "unnamed",
+            service.service_type.rpartition(":service:")[2],
         )
-        self._events.append(UpnpDeviceFound(device))
+        self._events.append(UpnpDeviceFound(service))
         if address is not None:
             # The search's check asked it already.
-            self._address_learnt(address, now)
+            self._address_learnt(device, address, now)
 
-    # -- the device ------------------------------------------------------------------------
-
-    @property
-    def _gateway(self) -> str:
-        """The gateway's address, for the log."""
-        return "(none)" if self._control is None else str(self._control.host)
+    # -- a gateway -------------------------------------------------------------------------
 
     def _soap(
         self,
+        device: _Device,
         kind: UpnpRequestKind,
-        mapping: _Mapping | None = None,
+        grant: _Grant | None = None,
         port: int | None = None,
         lease: int | None = None,
     ) -> UpnpRequest:
-        """A SOAP action for the device in use (an ADD when ``lease`` is given)."""
+        """A SOAP action for ``device`` (an ADD when ``lease`` is given)."""
         return UpnpRequest(
             kind,
-            url=self._control,
-            service=self._device,
-            mapping_id=None if mapping is None else mapping.id,
-            protocol=None if mapping is None else mapping.protocol,
+            url=device.control,
+            service=device.service,
+            mapping_id=None if grant is None else grant.id,
+            protocol=None if grant is None else grant.protocol,
             external_port=port,
-            internal_port=None if mapping is None else mapping.internal_port,
+            internal_port=None if grant is None else grant.internal_port,
             lease=lease,
             description="" if lease is None else self._description,
         )
 
-    def _device_request(self, now: float) -> UpnpRequest | None:
-        refusal = self._refusal
+    def _urgent_request(self, device: _Device, now: float) -> UpnpRequest | None:
+        """``device``'s conflict check, deletion or retry due at once, if any."""
+        refusal = device.refusal
         if refusal is not None:
-            checked = self._mappings.get(refusal.mapping_id)
+            checked = device.grants.get(refusal.mapping_id)
             if checked is not None:
                 # Part of the refused request's go: it goes before anything else.
-                return self._soap(UpnpRequestKind.GET_ENTRY, checked, refusal.port)
-            self._refusal = None  # dropped meanwhile: whose the port is matters no more
+                return self._soap(device, UpnpRequestKind.GET_ENTRY, checked, refusal.port)
+            device.refusal = None  # dropped meanwhile: whose the port is matters no more
         # A deletion under way has a port left (its last answer ends it); else each turn
-        # starts one, or drops a mapping whose leases ran out meanwhile.
-        for _ in range(len(self._mappings) + 1):
-            if self._deletion is None:
-                removing = self._first_due(now, removing=True)
+        # starts one, or drops a grant whose leases ran out meanwhile.
+        for _ in range(len(device.grants) + 1):
+            if device.deletion is None:
+                removing = self._first_due(device, now, removing=True)
                 if removing is None:
                     break
                 ports = _live_ports(removing, now)
                 if not ports:
-                    self._drop(removing, None)
+                    self._drop_grant(device, removing, None)
                     continue
-                self._deletion = _Deletion(removing, ports)
-            deletion = self._deletion
-            return self._soap(UpnpRequestKind.DELETE, deletion.mapping, deletion.ports[0])
-        again, self._again = self._again, None
-        if again is not None and again.id in self._mappings and again.state is not _State.REMOVING:
+                device.deletion = _Deletion(removing, ports)
+            deletion = device.deletion
+            return self._soap(device, UpnpRequestKind.DELETE, deletion.grant, deletion.ports[0])
+        again, device.again = device.again, None
+        if (
+            again is not None
+            and device.grants.get(again.id) is again
+            and again.state is not _State.REMOVING
+        ):
             # A refusal that another request may lift: it goes before anything else.
-            return self._add_request(again, now)
-        if self._closed:
-            return None
-        if self._address_due <= now:
-            return self._soap(UpnpRequestKind.EXTERNAL_ADDRESS)
-        wanted = self._first_due(now, removing=False)
-        if wanted is not None:
-            return self._add_request(wanted, now)
+            return self._add_request(device, again, now)
         return None
 
-    def _first_due(self, now: float, *, removing: bool) -> _Mapping | None:
-        best: _Mapping | None = None
-        for m in self._mappings.values():
-            if m.due > now or (m.state is _State.REMOVING) is not removing:
+    @staticmethod
+    def _due(device: _Device) -> float:
+        """When ``device`` next has an address or mapping request due."""
+        return min(
+            [device.address_due]
+            + [g.due for g in device.grants.values() if g.state is not _State.REMOVING]
+        )
+
+    def _due_request(self, device: _Device, now: float) -> UpnpRequest | None:
+        """``device``'s address request or AddPortMapping due now, if any."""
+        if device.address_due <= now:
+            return self._soap(device, UpnpRequestKind.EXTERNAL_ADDRESS)
+        wanted = self._first_due(device, now, removing=False)
+        if wanted is not None:
+            return self._add_request(device, wanted, now)
+        return None
+
+    @staticmethod
+    def _first_due(device: _Device, now: float, *, removing: bool) -> _Grant | None:
+        best: _Grant | None = None
+        for g in device.grants.values():
+            if g.due > now or (g.state is _State.REMOVING) is not removing:
                 continue
-            if best is None or m.due < best.due:
-                best = m
+            if best is None or g.due < best.due:
+                best = g
         return best
 
-    def _effective_lease(self) -> int:
-        return 0 if self._permanent_only else self._lease
+    def _effective_lease(self, device: _Device) -> int:
+        return 0 if device.permanent_only else self._lease
 
-    def _add_request(self, mapping: _Mapping, now: float) -> UpnpRequest:
-        lease = self._effective_lease()
-        port = mapping.port
-        mapping.attempts += 1
+    def _add_request(self, device: _Device, grant: _Grant, now: float) -> UpnpRequest:
+        lease = self._effective_lease(device)
+        port = grant.port
+        grant.attempts += 1
         # From the moment the request leaves, the router may hold the port for us (an
         # answer may never come): remembered for deletion, forgotten if it is refused.
-        self._held_until = mapping.ports.get(port)
-        self._remember(mapping, port, lease, now)
-        return self._soap(UpnpRequestKind.ADD, mapping, port, lease)
+        self._held_until = grant.ports.get(port)
+        self._remember(grant, port, lease, now)
+        return self._soap(device, UpnpRequestKind.ADD, grant, port, lease)
 
     def _read(
-        self, response: HttpResponse | str, parse: Callable[[HttpResponse], _T]
+        self, device: _Device, response: HttpResponse | str, parse: Callable[[HttpResponse], _T]
     ) -> _T | _Refused | _Failed:
-        """What ``parse`` reads in a SOAP answer; a refusal (the device answered: it is
-        fine), or a failure (no usable answer: counted toward losing the device)."""
+        """What ``parse`` reads in a SOAP answer; a refusal (the gateway answered: it is
+        fine), or a failure (no usable answer: counted toward losing the gateway)."""
         if isinstance(response, str):
             return _Failed(response)
         try:
             value = parse(response)
         except UpnpActionError as error:
             self._action_errors += 1
-            self._device_failures = self._losses = 0
+            self._answered(device)
             return _Refused(error.code)
         except UpnpError as error:
             return _Failed(str(error))
-        self._device_failures = self._losses = 0
+        self._answered(device)
         return value
+
+    def _answered(self, device: _Device) -> None:
+        """``device`` answered usably: it is not failing."""
+        device.failures = 0
+        self._losses.pop(device.service.location, None)
 
     def _outcome(
         self,
@@ -1417,74 +1680,79 @@ class UpnpClient:
         now: float,
     ) -> None:
         """``request`` answered (an HttpResponse) or not (the reason why)."""
+        device = self._request_device
         self._request = None
+        self._request_device = None
         kind = request.kind
-        if self._device is None:
+        if device is None:
             if kind is UpnpRequestKind.DESCRIBE:
                 self._described(response, now)
             else:
                 self._probed(response, now)
         elif kind is UpnpRequestKind.EXTERNAL_ADDRESS:
-            self._address_answered(response, now)
+            self._address_answered(device, response, now)
         elif kind is UpnpRequestKind.ADD:
-            self._add_answered(request, response, now)
+            self._add_answered(device, request, response, now)
         elif kind is UpnpRequestKind.GET_ENTRY:
-            self._entry_answered(response, local, now)
+            self._entry_answered(device, response, local, now)
         else:
-            self._delete_answered(request, response, now)
+            self._delete_answered(device, request, response, now)
 
-    def _address_answered(self, response: HttpResponse | str, now: float) -> None:
-        address = self._read(response, parse_external_address)
+    def _address_answered(self, device: _Device, response: HttpResponse | str, now: float) -> None:
+        address = self._read(device, response, parse_external_address)
         if isinstance(address, _Refused):
-            self._address_failed(address.code, now)
+            self._address_failed(device, address.code, now)
         elif isinstance(address, _Failed):
-            self._address_failed(None, now)
-            self._device_failed(address.reason, now)
+            self._address_failed(device, None, now)
+            self._device_failed(device, address.reason, now)
         elif address is None:
             # No address yet: the router is not connected upstream.
-            self._address_failed(None, now)
+            self._address_failed(device, None, now)
         else:
-            self._address_learnt(address, now)
+            self._address_learnt(device, address, now)
 
-    def _address_learnt(self, address: IPv4Address, now: float) -> None:
-        self._address_failures = 0
-        self._address_due = now + _renew_interval(self._effective_lease())
-        if address != self._address:
-            self._address = address
-            _log.info("UPnP gateway %s: our external address is %s", self._gateway, address)
-            self._events.append(UpnpAddressChanged(address))
+    def _address_learnt(self, device: _Device, address: IPv4Address, now: float) -> None:
+        device.address_failures = 0
+        device.address_due = now + _renew_interval(self._effective_lease(device))
+        if address != device.address:
+            device.address = address
+            _log.info("UPnP gateway %s: our external address is %s", device.host, address)
+            self._events.append(UpnpAddressChanged(address, device.service))
 
-    def _address_failed(self, result: int | None, now: float) -> None:
-        self._address_failures += 1
-        retry_at = now + _retry_delay(result, self._address_failures)
-        self._address_due = retry_at
-        self._events.append(UpnpAddressFailed(result, retry_at))
+    def _address_failed(self, device: _Device, result: int | None, now: float) -> None:
+        device.address_failures += 1
+        retry_at = now + _retry_delay(result, device.address_failures)
+        device.address_due = retry_at
+        self._events.append(UpnpAddressFailed(result, retry_at, device.service))
 
-    def _add_answered(self, request: UpnpRequest, response: HttpResponse | str, now: float) -> None:
-        mapping = self._mappings.get(_present(request.mapping_id, "mapping_id"))
+    def _add_answered(
+        self, device: _Device, request: UpnpRequest, response: HttpResponse | str, now: float
+    ) -> None:
+        grant = device.grants.get(_present(request.mapping_id, "mapping_id"))
         port = _present(request.external_port, "external_port")
         lease = _present(request.lease, "lease")
-        result = self._read(response, check_soap_success)
+        result = self._read(device, response, check_soap_success)
         if isinstance(result, _Failed):
-            if mapping is not None:
+            if grant is not None:
                 _log.debug(
-                    "UPnP: mapping %s port %d got no usable answer: %s",
-                    mapping.protocol.name,
-                    mapping.internal_port,
+                    "UPnP gateway %s: mapping %s port %d got no usable answer: %s",
+                    device.host,
+                    grant.protocol.name,
+                    grant.internal_port,
                     result.reason,
                 )
-                self._mapping_failed(mapping, None, now)
-            self._device_failed(result.reason, now)
+                self._mapping_failed(device, grant, None, now)
+            self._device_failed(device, result.reason, now)
             return
-        if mapping is None:
+        if grant is None:
             return  # dropped meanwhile (its lease ran out before its answer came)
         if isinstance(result, _Refused):
-            refusal = _Refusal(mapping.id, port, self._held_until, result.code, lease)
-            self._refused(mapping, refusal, now)
+            refusal = _Refusal(grant.id, port, self._held_until, result.code, lease)
+            self._refused(device, grant, refusal, now)
             return
-        self._granted(mapping, port, lease, now)
+        self._granted(device, grant, port, lease, now)
 
-    def _refused(self, mapping: _Mapping, refusal: _Refusal, now: float) -> None:
+    def _refused(self, device: _Device, grant: _Grant, refusal: _Refusal, now: float) -> None:
         """AddPortMapping of ``refusal.port`` was refused with ``refusal.code``."""
         conflict = refusal.code in (
             UpnpErrorCode.CONFLICT_IN_MAPPING_ENTRY,
@@ -1492,46 +1760,51 @@ class UpnpClient:
         )
         if (
             conflict
-            and refusal.port == mapping.home_port
-            and not mapping.checked
-            and mapping.state is not _State.REMOVING
+            and refusal.port == grant.home_port
+            and not grant.checked
+            and grant.state is not _State.REMOVING
         ):
             # Some routers answer so to a client adding again the mapping it holds (Open.NAT
             # #14): ask whose the port is before moving to another one.
-            mapping.checked = True
-            self._refusal = refusal
+            grant.checked = True
+            device.refusal = refusal
             return
-        self._after_check(mapping, refusal, None, theirs=False, now=now)
+        self._after_check(device, grant, refusal, None, theirs=False, now=now)
 
     def _entry_answered(
-        self, response: HttpResponse | str, local: IPv4Address | None, now: float
+        self,
+        device: _Device,
+        response: HttpResponse | str,
+        local: IPv4Address | None,
+        now: float,
     ) -> None:
-        refusal = self._refusal
+        refusal = device.refusal
         if refusal is None:  # pragma: no cover - a GET_ENTRY is in flight only with one
             return
-        self._refusal = None
-        mapping = self._mappings.get(refusal.mapping_id)
-        entry = self._read(response, parse_port_mapping_entry)
+        device.refusal = None
+        grant = device.grants.get(refusal.mapping_id)
+        entry = self._read(device, response, parse_port_mapping_entry)
         ours: UpnpPortMappingEntry | None = None
         theirs = False  # the router showed the port forwards elsewhere
         if isinstance(entry, _Refused):
             # 714 NoSuchEntryInArray, or 401: the router does not have this action.
             _log.debug("UPnP: no entry told for port %d: error %d", refusal.port, entry.code)
         elif isinstance(entry, _Failed):
-            self._device_failed(entry.reason, now)
-        elif mapping is not None and (
-            entry.internal_client == local and entry.internal_port == mapping.internal_port
+            self._device_failed(device, entry.reason, now)
+        elif grant is not None and (
+            entry.internal_client == local and entry.internal_port == grant.internal_port
         ):
             ours = entry
         else:
             theirs = True
-        if self._device is None or mapping is None:
-            return  # the check lost the device (every mapping was reset with it)
-        self._after_check(mapping, refusal, ours, theirs=theirs, now=now)
+        if device.lost or grant is None:
+            return  # the check lost the gateway (its grants went with it)
+        self._after_check(device, grant, refusal, ours, theirs=theirs, now=now)
 
     def _after_check(
         self,
-        mapping: _Mapping,
+        device: _Device,
+        grant: _Grant,
         refusal: _Refusal,
         entry: UpnpPortMappingEntry | None,
         *,
@@ -1539,39 +1812,38 @@ class UpnpClient:
         now: float,
     ) -> None:
         """The rest of a refusal, once whose the port is is known (or not told)."""
-        if self._settle_port(mapping, refusal, entry, theirs=theirs, now=now):
+        if self._settle_port(device, grant, refusal, entry, theirs=theirs, now=now):
             return
-        if mapping.state is _State.REMOVING:
+        if grant.state is _State.REMOVING:
             return  # its deletion is due: a refusal changes nothing
         code = refusal.code
-        if mapping.attempts < UPNP_MAX_ATTEMPTS:
+        if grant.attempts < UPNP_MAX_ATTEMPTS:
             if code == UpnpErrorCode.ONLY_PERMANENT_LEASES_SUPPORTED and refusal.lease:
-                _log.debug("UPnP gateway %s takes permanent leases only", self._gateway)
-                self._permanent_only = True
-                self._again = mapping
+                _log.debug("UPnP gateway %s takes permanent leases only", device.host)
+                device.permanent_only = True
+                device.again = grant
                 return
             conflict = code in (
                 UpnpErrorCode.CONFLICT_IN_MAPPING_ENTRY,
                 UpnpErrorCode.ACTION_FAILED,
             )
-            if conflict and mapping.conflicts < UPNP_CONFLICT_ATTEMPTS:
+            if conflict and grant.conflicts < UPNP_CONFLICT_ATTEMPTS:
                 # Another host holds the port (some routers say 501): try a random one.
-                mapping.conflicts += 1
-                mapping.port = self._rng.randint(*UPNP_CONFLICT_PORTS)
-                self._again = mapping
+                grant.conflicts += 1
+                grant.port = self._rng.randint(*UPNP_CONFLICT_PORTS)
+                device.again = grant
                 return
-            if (
-                code == UpnpErrorCode.SAME_PORT_VALUES_REQUIRED
-                and mapping.port != mapping.internal_port
-            ):
-                mapping.port = mapping.internal_port
-                self._again = mapping
+            same_port = code == UpnpErrorCode.SAME_PORT_VALUES_REQUIRED
+            if same_port and grant.port != grant.internal_port:
+                grant.port = grant.internal_port
+                device.again = grant
                 return
-        self._mapping_failed(mapping, code, now)
+        self._mapping_failed(device, grant, code, now)
 
     def _settle_port(
         self,
-        mapping: _Mapping,
+        device: _Device,
+        grant: _Grant,
         refusal: _Refusal,
         entry: UpnpPortMappingEntry | None,
         *,
@@ -1583,163 +1855,176 @@ class UpnpClient:
         port = refusal.port
         if entry is not None:
             lifetime = _entry_lifetime(entry.lease_duration, refusal.lease)
-            self._remember(mapping, port, lifetime, now)  # ours: deleted with the others
+            self._remember(grant, port, lifetime, now)  # ours: deleted with the others
             if entry.enabled is not False:
                 _log.debug(
                     "UPnP gateway %s refused %s port %d as a conflict, but it is ours: kept",
-                    self._gateway,
-                    mapping.protocol.name,
+                    device.host,
+                    grant.protocol.name,
                     port,
                 )
-                self._granted(mapping, port, lifetime, now)
+                self._granted(device, grant, port, lifetime, now)
                 return True
             # Ours but disabled: it forwards nothing; another port is looked for.
-            if mapping.external_port == port:
-                self._clear_grant(mapping)
+            if grant.external_port == port:
+                self._clear_grant(grant)
         elif refusal.code == UpnpErrorCode.CONFLICT_IN_MAPPING_ENTRY or theirs:
             # Another host holds the port (a 718, or a 501 whose check showed it): a grant
             # of it no longer stands, and it is never ours to delete.
-            mapping.ports.pop(port, None)
-            if mapping.external_port == port:
-                self._clear_grant(mapping)
+            grant.ports.pop(port, None)
+            if grant.external_port == port:
+                self._clear_grant(grant)
         elif refusal.held_until is None:
-            mapping.ports.pop(port, None)  # this request made nothing
+            grant.ports.pop(port, None)  # this request made nothing
         else:
-            mapping.ports[port] = refusal.held_until  # an earlier grant may still hold it
+            grant.ports[port] = refusal.held_until  # an earlier grant may still hold it
         return False
 
     def _delete_answered(
-        self, request: UpnpRequest, response: HttpResponse | str, now: float
+        self, device: _Device, request: UpnpRequest, response: HttpResponse | str, now: float
     ) -> None:
-        deletion = self._deletion
+        deletion = device.deletion
         port = _present(request.external_port, "external_port")
         if deletion is None or not deletion.ports:  # pragma: no cover - its DELETE is ports[0]
             return
         deletion.ports.popleft()
-        result = self._read(response, check_soap_success)
+        result = self._read(device, response, check_soap_success)
         if isinstance(result, _Failed):
             # A deletion is advisory: the lease ends the mapping anyway.
             deletion.result = None
-            self._device_failed(result.reason, now)  # a lost device drops the mapping
+            self._device_failed(device, result.reason, now)  # a lost gateway drops the grant
         else:
             # 714 NoSuchEntryInArray: it was gone already.
             deletion.result = result.code if isinstance(result, _Refused) else 0
-            deletion.mapping.ports.pop(port, None)
-        mapping = deletion.mapping
-        if self._deletion is deletion and not deletion.ports:
-            # The last one: the mapping goes, with its result (the latest grant's).
-            self._deletion = None
-            if mapping.id in self._mappings:
-                self._drop(mapping, deletion.result)
+            deletion.grant.ports.pop(port, None)
+        grant = deletion.grant
+        if device.deletion is deletion and not deletion.ports:
+            # The last one: the grant goes, with its result (the latest grant's).
+            device.deletion = None
+            if device.grants.get(grant.id) is grant:
+                self._drop_grant(device, grant, deletion.result)
 
-    def _device_failed(self, reason: str, now: float) -> None:
-        """A request got no usable answer: after a few in a row, the device is gone."""
+    def _device_failed(self, device: _Device, reason: str, now: float) -> None:
+        """A request got no usable answer: after a few in a row, the gateway is gone."""
         self._request_failures += 1
-        self._device_failures += 1
-        device = self._device
-        if self._closed or device is None or self._device_failures < UPNP_DEVICE_FAILURES:
+        device.failures += 1
+        if self._closed or device.lost or device.failures < UPNP_DEVICE_FAILURES:
             return
         self._devices_lost += 1
-        _log.info("UPnP gateway %s stopped answering (%s)", self._gateway, reason)
-        self._events.append(UpnpDeviceLost(device, reason))
-        self._device = None
-        self._control = None
-        self._address = None
-        self._address_due = math.inf
-        self._again = None
-        self._refusal = None
-        self._deletion = None
-        # Search again at once; but a device that is found and lost again and again (it
+        _log.info("UPnP gateway %s stopped answering (%s)", device.host, reason)
+        self._events.append(UpnpDeviceLost(device.service, reason))
+        device.lost = True
+        self._devices.remove(device)
+        device.again = device.refusal = device.deletion = None
+        # Search again at once; but a gateway that is found and lost again and again (it
         # answers searches, not requests) is searched for ever more slowly.
-        self._losses += 1
-        self._search_due = now
-        if self._losses > 1:
-            self._search_due += _backoff(
-                UPNP_SEARCH_RETRY_MIN, self._losses - 2, UPNP_SEARCH_RETRY_MAX
-            )
-        for m in list(self._mappings.values()):
-            m.ports.clear()  # that device is not there to delete them; their leases will
-            if m.state is _State.REMOVING:
-                self._drop(m, None)
-                continue
-            m.state = _State.WANTED
-            m.due = -math.inf  # asked for as soon as a device is found
-            m.failures = m.attempts = m.conflicts = 0
-            m.checked = False
-            m.port = m.home_port
-            if m.expires_at is not None:
-                # Asked for again once the next search finds a gateway.
-                self._clear_grant(m)
-                self._events.append(MappingFailed(m.snapshot(), None, self._search_due))
+        location = device.service.location
+        losses = self._losses.pop(location, 0) + 1
+        self._losses[location] = losses  # the latest last: the oldest is forgotten first
+        while len(self._losses) > _MAX_LOSSES_KEPT:
+            del self._losses[next(iter(self._losses))]
+        due = now
+        if losses > 1:
+            due += _backoff(UPNP_SEARCH_RETRY_MIN, losses - 2, UPNP_SEARCH_RETRY_MAX)
+        self._search_due = min(self._search_due, due)
+        for grant in list(device.grants.values()):
+            grant.ports.clear()  # that gateway is not there to delete them; their leases will
+            if grant.state is _State.REMOVING or grant.want.removing:
+                self._drop_grant(device, grant, None)
+            elif grant.expires_at is not None:
+                # Asked for again once a search finds that gateway again; the others' stand.
+                self._clear_grant(grant)
+                self._events.append(
+                    UpnpMappingFailed(grant.snapshot(), None, self._search_due, device.service)
+                )
+        device.grants.clear()
 
     # -- the mapping table -----------------------------------------------------------------
 
-    def _remember(self, mapping: _Mapping, port: int, lease: int, now: float) -> None:
-        """The router may hold ``port`` for ``mapping`` for ``lease`` seconds from now."""
-        for stale in [p for p, until in mapping.ports.items() if until <= now or p == port]:
-            del mapping.ports[stale]
-        if len(mapping.ports) >= UPNP_MAX_PORTS_KEPT:
+    @staticmethod
+    def _remember(grant: _Grant, port: int, lease: int, now: float) -> None:
+        """The router may hold ``port`` for ``grant`` for ``lease`` seconds from now."""
+        for stale in [p for p, until in grant.ports.items() if until <= now or p == port]:
+            del grant.ports[stale]
+        if len(grant.ports) >= UPNP_MAX_PORTS_KEPT:
             # Bounded: the port whose lease ends first is let go (its lease will end it).
-            first = min(mapping.ports, key=mapping.ports.__getitem__)
-            del mapping.ports[first]
+            first = min(grant.ports, key=grant.ports.__getitem__)
+            del grant.ports[first]
             _log.debug(
-                "UPnP: %s external port %d forgotten: too many kept", mapping.protocol.name, first
+                "UPnP: %s external port %d forgotten: too many kept", grant.protocol.name, first
             )
-        mapping.ports[port] = now + lease if lease else math.inf
+        grant.ports[port] = now + lease if lease else math.inf
 
-    def _granted(self, mapping: _Mapping, port: int, lease: int, now: float) -> None:
-        if mapping.state is _State.REMOVING:
+    def _granted(self, device: _Device, grant: _Grant, port: int, lease: int, now: float) -> None:
+        if grant.state is _State.REMOVING:
             return  # removed while asked: the deletion is due, for every port in ``ports``
-        changed = mapping.external_port != port
-        mapping.state = _State.MAPPED
-        mapping.failures = mapping.attempts = mapping.conflicts = 0
-        mapping.checked = False
-        mapping.external_port = mapping.port = mapping.home_port = port
-        mapping.lifetime = lease
-        mapping.expires_at = now + lease if lease else math.inf
-        mapping.due = now + _renew_interval(lease)
+        changed = grant.external_port != port
+        grant.state = _State.MAPPED
+        grant.failures = grant.attempts = grant.conflicts = 0
+        grant.checked = False
+        grant.external_port = grant.port = grant.home_port = port
+        grant.lifetime = lease
+        grant.expires_at = now + lease if lease else math.inf
+        grant.due = now + _renew_interval(lease)
         if changed:
             _log.info(
                 "UPnP gateway %s maps %s port %d to external port %d %s",
-                self._gateway,
-                mapping.protocol.name,
-                mapping.internal_port,
+                device.host,
+                grant.protocol.name,
+                grant.internal_port,
                 port,
                 f"for {lease} s" if lease else "permanently",
             )
-            self._events.append(PortMapped(mapping.snapshot()))
+            self._events.append(UpnpPortMapped(grant.snapshot(), device.service))
 
-    def _mapping_failed(self, mapping: _Mapping, result: int | None, now: float) -> None:
-        if mapping.state is _State.REMOVING:
+    def _mapping_failed(
+        self, device: _Device, grant: _Grant, result: int | None, now: float
+    ) -> None:
+        if grant.state is _State.REMOVING:
             return
-        mapping.failures += 1
-        mapping.attempts = mapping.conflicts = 0
-        mapping.checked = False
-        retry_at = now + _retry_delay(result, mapping.failures)
+        grant.failures += 1
+        grant.attempts = grant.conflicts = 0
+        grant.checked = False
+        retry_at = now + _retry_delay(result, grant.failures)
         if result is not None:
             _log.info(
                 "UPnP gateway %s refused to map %s port %d: %s; retrying in %.0f s",
-                self._gateway,
-                mapping.protocol.name,
-                mapping.internal_port,
+                device.host,
+                grant.protocol.name,
+                grant.internal_port,
                 _code_text(result),
                 retry_at - now,
             )
-        mapping.state = _State.WANTED
-        mapping.due = retry_at
-        mapping.port = mapping.home_port
-        if not (_transient(result) and mapping.expires_at is not None and mapping.expires_at > now):
-            self._clear_grant(mapping)
+        grant.state = _State.WANTED
+        grant.due = retry_at
+        grant.port = grant.home_port
+        if not (_transient(result) and grant.expires_at is not None and grant.expires_at > now):
+            self._clear_grant(grant)
         # Otherwise a renewal failed in a way that may pass: the earlier grant stands until
         # it runs out, as with NAT-PMP (the router keeps a mapping its lease long).
-        self._events.append(MappingFailed(mapping.snapshot(), result, retry_at))
+        self._events.append(UpnpMappingFailed(grant.snapshot(), result, retry_at, device.service))
 
     @staticmethod
-    def _clear_grant(mapping: _Mapping) -> None:
-        mapping.external_port = None
-        mapping.lifetime = 0
-        mapping.expires_at = None
+    def _clear_grant(grant: _Grant) -> None:
+        grant.external_port = None
+        grant.lifetime = 0
+        grant.expires_at = None
 
-    def _drop(self, mapping: _Mapping, result: int | None) -> None:
-        del self._mappings[mapping.id]
-        self._events.append(MappingRemoved(mapping.snapshot(), result))
+    def _drop_grant(self, device: _Device, grant: _Grant, result: int | None) -> None:
+        """``device`` is done with ``grant`` (deleted, or nothing to delete)."""
+        del device.grants[grant.id]
+        want = grant.want
+        if want.removing:
+            want.gone.append((device.rank, grant.snapshot(), result))
+            self._settle_want(want)
+
+    def _settle_want(self, want: _Want) -> None:
+        """A mapping being removed leaves once no gateway holds a grant of it."""
+        if not want.removing or self._wants.get(want.id) is not want:
+            return
+        if any(want.id in d.grants for d in self._devices):
+            return
+        del self._wants[want.id]
+        gone = sorted(want.gone, key=lambda item: item[0])
+        snapshot = next((s for _, s, _ in gone if s.external_port is not None), want.bare())
+        self._events.append(MappingRemoved(snapshot, _removal_result([r for _, _, r in gone])))

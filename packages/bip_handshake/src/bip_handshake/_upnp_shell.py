@@ -1,17 +1,21 @@
-"""Keeping our ports mapped on a UPnP router: a trio shell around :class:`UpnpClient`.
+"""Keeping our ports mapped on UPnP routers: a trio shell around :class:`UpnpClient`.
 
-``async with open_upnp_mapper() as mapper:`` finds the Internet Gateway Device (an SSDP
-search), asks it to forward our ports (by default TCP and UDP 6881), keeps the mappings
-renewed while the block runs, and deletes them on the way out (within ``close_timeout``
-seconds, even when the block is cancelled). Its surface matches the NAT-PMP
-:class:`~bip_handshake.PortMapper` where it can: :attr:`UpnpPortMapper.external_address`,
-:meth:`UpnpPortMapper.mappings`, :meth:`UpnpPortMapper.external_port`,
-:meth:`UpnpPortMapper.wait_changed`, and the ``on_event`` callback sees every
-:class:`PortMappingEvent` (the shared :class:`PortMapped`, :class:`MappingFailed`,
-:class:`MappingRemoved`, and UPnP's own :class:`UpnpDeviceFound`, :class:`UpnpDiscoveryFailed`,
-:class:`UpnpAddressChanged`, :class:`UpnpAddressFailed`, :class:`UpnpDeviceLost`).
+``async with open_upnp_mapper() as mapper:`` finds the Internet Gateway Devices (an SSDP
+search: every one that answers, as libtorrent maps on each), asks each to forward our ports
+(by default TCP and UDP 6881), keeps the mappings renewed while the block runs, and deletes
+them on the way out (within ``close_timeout`` seconds, even when the block is cancelled).
+Its surface matches the NAT-PMP :class:`~bip_handshake.PortMapper` where it can:
+:attr:`UpnpPortMapper.external_address`, :meth:`UpnpPortMapper.mappings`,
+:meth:`UpnpPortMapper.external_port`, :meth:`UpnpPortMapper.wait_changed`, and the
+``on_event`` callback sees every :class:`PortMappingEvent` (the shared :class:`PortMapped`,
+:class:`MappingFailed`, :class:`MappingRemoved`, and UPnP's own :class:`UpnpDeviceFound`,
+:class:`UpnpDiscoveryFailed`, :class:`UpnpAddressChanged`, :class:`UpnpAddressFailed`,
+:class:`UpnpDeviceLost`); a port mapped or failed on one gateway comes as
+:class:`UpnpPortMapped` / :class:`UpnpMappingFailed` (those shared events with the
+``device``), and :meth:`UpnpPortMapper.device_mappings` shows each gateway's grants where
+:meth:`UpnpPortMapper.mappings` shows the first that grants.
 
-Every rule (when to search, which device wins, what to ask and when, what an answer or a
+Every rule (when to search, which devices are used, what to ask and when, what an answer or a
 fault means, what is deleted on close) is :class:`~bip_handshake._upnp_client.UpnpClient`'s:
 see :mod:`bip_handshake._upnp_client`. This shell only does the IO the core asks for, in one
 worker task:
@@ -19,11 +23,12 @@ worker task:
 - a **search**: a UDP socket bound to ``bind_host`` (on a multicast address the datagrams go
   with a TTL of 2, UDA 1.1's default, and leave by ``bind_host`` when one is named), the
   M-SEARCH rounds the core gives sent on it, its answers fed back until the core ends the
-  search; a socket that cannot be opened (out of file descriptors, say) is logged and told
-  to the core, for which it is a search that found nothing;
-- **HTTP exchanges** (descriptions and SOAP actions), one at a time, each on its own
-  connection (``Connection: close``) from ``bind_host`` within ``http_timeout``; the answer,
-  or what went wrong, goes back to the core;
+  search (the gateways found meanwhile are asked what the core asks, between answers); a
+  socket that cannot be opened (out of file descriptors, say) is logged and told to the
+  core, for which it is a search that found nothing;
+- **HTTP exchanges** (descriptions and SOAP actions), one at a time whatever the gateway,
+  each on its own connection (``Connection: close``) from ``bind_host`` within
+  ``http_timeout``; the answer, or what went wrong, goes back to the core;
 - **waiting** until the core's next deadline, or until :meth:`UpnpPortMapper.add_mapping` /
   :meth:`UpnpPortMapper.remove_mapping` wakes it;
 - **events**: a second task hands the core's events to ``on_event`` and wakes
@@ -76,6 +81,7 @@ from ._upnp_client import (
     UPNP_LEASE_DURATION,
     UPNP_SEARCH_TIMEOUT,
     UpnpClient,
+    UpnpDeviceMapping,
     UpnpRequest,
     UpnpRequestKind,
     UpnpStatistics,
@@ -128,21 +134,35 @@ class UpnpPortMapper:
 
     @property
     def device(self) -> UpnpDevice | None:
-        """The gateway in use, None while none is (searching, or none found)."""
+        """The gateway read first (the preferred one when in use, else the first found),
+        None while none is in use (searching, or none found)."""
         return self._client.device
 
     @property
+    def devices(self) -> tuple[UpnpDevice, ...]:
+        """Every gateway in use, in the order found."""
+        return self._client.devices
+
+    @property
     def external_address(self) -> IPv4Address | None:
-        """The gateway's external IPv4 address, None until it said (or when it has none)."""
+        """An external IPv4 address a gateway told (the one read first's, when it told
+        one), None until one did."""
         return self._client.external_address
 
     def mappings(self) -> tuple[PortMapping, ...]:
-        """Snapshots of the mappings kept (``external_port`` None while not granted), in the
-        order they were added."""
+        """Snapshots of the mappings kept, in the order they were added: each as the
+        gateway read first that grants it shows it (``external_port`` None while none
+        does)."""
         return self._client.mappings()
 
+    def device_mappings(self) -> tuple[UpnpDeviceMapping, ...]:
+        """Each mapping on each gateway in use: the gateways in the order found, their
+        mappings in the order added (``external_port`` None while not granted)."""
+        return self._client.device_mappings()
+
     def external_port(self, protocol: MappingProtocolName, internal_port: int) -> int | None:
-        """The external port the router forwards to ``internal_port``, None while none.
+        """The external port a gateway forwards to ``internal_port`` (the one read first
+        that grants it), None while none.
 
         After a conflict the router may forward another port than the one asked for: this
         is the one peers must dial.
@@ -156,7 +176,8 @@ class UpnpPortMapper:
     def add_mapping(
         self, protocol: MappingProtocolName, internal_port: int, *, external_port: int | None = None
     ) -> MappingId:
-        """Map one more port; the request goes out as soon as the gateway is known and free.
+        """Map one more port on every gateway; its requests go out as soon as each gateway
+        is known and free.
 
         Args:
             protocol: ``"tcp"``, ``"udp"`` or a :class:`MappingProtocol`.
@@ -174,9 +195,9 @@ class UpnpPortMapper:
         return mapping_id
 
     def remove_mapping(self, mapping_id: MappingId) -> None:
-        """Stop keeping a mapping, deleting it on the router if it may be there.
+        """Stop keeping a mapping, deleting it on each gateway that may hold it.
 
-        :class:`MappingRemoved` follows, at once or when the deletion is done. Removing a
+        :class:`MappingRemoved` follows (one), at once or when the deletions are done. Removing a
         mapping already being removed does nothing.
 
         Raises:
@@ -187,7 +208,7 @@ class UpnpPortMapper:
         self._kick()
 
     async def wait_changed(self) -> None:
-        """Wait for the next event: a gateway found or lost, the address learnt or changed,
+        """Wait for the next event: a gateway found or lost, an address learnt or changed,
         a port mapped, moved, failed or removed."""
         await self._changed.wait()
 
@@ -298,7 +319,10 @@ class UpnpPortMapper:
     async def _listen(self, sock: trio.socket.SocketType) -> None:
         """Take one answer to the search, or none by the core's next deadline."""
         deadline = self._client.next_deadline()
-        with trio.move_on_at(math.inf if deadline is None else deadline):
+        with trio.move_on_at(math.inf if deadline is None else deadline) as scope:
+            # A search hears answers out for seconds: an add or removal meanwhile wakes it
+            # (a gateway found is asked at once).
+            self._wait_scope = scope
             try:
                 data, source = await sock.recvfrom(UPNP_MAX_SSDP_RESPONSE + 1)
             except OSError as error:
@@ -307,6 +331,8 @@ class UpnpPortMapper:
                 _log.debug("UPnP search receive failed: %s", error)
                 await trio.sleep(_RECEIVE_ERROR_PAUSE)
                 return
+            finally:
+                self._wait_scope = None
             self._client.ssdp_received(data, IPv4Address(source[0]), self._now())
 
     async def _perform(self, request: UpnpRequest) -> None:
@@ -423,7 +449,8 @@ async def open_upnp_mapper(
     on_event: Callable[[PortMappingEvent], None] | None = None,
     rng: random.Random | None = None,
 ) -> AsyncIterator[UpnpPortMapper]:
-    """Keep ``mappings`` mapped on the LAN's UPnP gateway while the block runs.
+    """Keep ``mappings`` mapped on the LAN's UPnP gateways (each that answers, up to
+    :data:`UPNP_MAX_GATEWAYS`) while the block runs.
 
     Args:
         mappings: ``(protocol, internal_port)`` pairs to map, each asking for the same
@@ -432,17 +459,19 @@ async def open_upnp_mapper(
             gateway) a unicast address.
         bind_host: the local IPv4 address to search and connect from; by default the
             system picks it per route.
-        gateway: the device a search prefers: an IPv4 address; ``"route"`` (the default)
-            for the default route's gateway (:func:`~bip_handshake.default_gateway`), or,
-            when ``ssdp_address`` is a unicast address, that address; None for no
-            preference (the first device that serves wins at once).
+        gateway: the device read first (:attr:`UpnpPortMapper.device`,
+            :attr:`UpnpPortMapper.external_address`, :meth:`UpnpPortMapper.mappings` and
+            :meth:`UpnpPortMapper.external_port` show its grants before another
+            gateway's): an IPv4 address; ``"route"`` (the default) for the default route's
+            gateway (:func:`~bip_handshake.default_gateway`), or, when ``ssdp_address`` is
+            a unicast address, that address; None for no preference (in the order found).
         lease_duration: seconds of lease each mapping asks for (0..604800); 0 asks a
             permanent mapping (renewed hourly anyway).
         description: the mappings' description in the router's pages (at most 256
             characters, no control characters).
         close_timeout: seconds the deletions may take on exit.
         search_timeout: seconds a search takes answers for.
-        http_timeout: seconds one HTTP exchange with the gateway may take.
+        http_timeout: seconds one HTTP exchange with a gateway may take.
         on_event: called with every :class:`PortMappingEvent`, in the mapper's task (an
             exception it raises ends the block).
         rng: draws the random external ports tried after a conflict.
