@@ -23,6 +23,7 @@ from bip_disk._errors import StorageError
 from bip_disk._events import (
     CheckFinished,
     DiskEvent,
+    PieceDiscarded,
     StorageProblem,
     TorrentFailed,
     TorrentHandle,
@@ -43,6 +44,7 @@ __all__ = [
     "GatedFileSystem",
     "HeldFullFileSystem",
     "call_then_open_gate",
+    "discarded",
     "drain",
     "entered",
     "finished",
@@ -183,6 +185,11 @@ def drain(disk: DiskManager) -> list[DiskEvent]:
 def of_type(events: list[DiskEvent], kind: type[E]) -> list[E]:
     """The events of ``kind``, in order."""
     return [event for event in events if isinstance(event, kind)]
+
+
+def discarded(events: list[DiskEvent]) -> list[int]:
+    """The pieces of the PieceDiscarded events, in order."""
+    return [event.piece for event in of_type(events, PieceDiscarded)]
 
 
 def finished(events: list[DiskEvent]) -> list[CheckFinished]:

@@ -18,6 +18,7 @@ from bip_disk._errors import StorageError, TorrentStateError
 from bip_disk._events import (
     CheckFinished,
     DiskEvent,
+    PieceDiscarded,
     PieceLost,
     PieceVerified,
     TorrentFailed,
@@ -160,6 +161,7 @@ async def test_a_failed_write_stops_the_torrent_and_keeps_verified_pieces(
     else:
         fs = make_fs()
     events: list[DiskEvent] = []
+    written: set[int] = set()
     async with open_disk_manager(hash_threads=1) as disk:
         torrent = await disk.add_torrent(metainfo, fs)
         await disk.wait_checked(torrent)
@@ -167,6 +169,7 @@ async def test_a_failed_write_stops_the_torrent_and_keeps_verified_pieces(
             if disk.status(torrent).state is TorrentState.ERROR:
                 break
             await disk.write_block(torrent, index, 0, piece_of(content, index))
+            written.add(index)
         await events_until(disk, lambda e: isinstance(e, TorrentFailed), events)
         fault = events[-1]
         assert isinstance(fault, TorrentFailed)
@@ -175,7 +178,22 @@ async def test_a_failed_write_stops_the_torrent_and_keeps_verified_pieces(
         assert "writing piece 4 failed" in fault.reason
         good = good_pieces(events)
         assert good == {0, 1, 2, 3}
-        assert 4 not in verified_pieces(events)  # not bad data: no verdict at all
+        assert 4 not in verified_pieces(events)  # not bad data
+        # Every piece written has its verdict: the failed one and those queued after it
+        # were not stored (the fault came first, once), and are to fetch again.
+        await events_until(
+            disk, lambda _: verified_pieces(events) | discarded_pieces(events) >= written, events
+        )
+        assert discarded_pieces(events) == written - good
+        assert 4 in discarded_pieces(events)
+        assert not of_type_failed(events[events.index(fault) + 1 :])
+        reasons = {e.piece: e.reason for e in events if isinstance(e, PieceDiscarded)}
+        assert reasons[4].startswith("writing piece 4 failed")
+        # Those after it: written in the same batch (and failed too), or dropped once stopped.
+        for piece, reason in reasons.items():
+            assert reason.startswith(
+                (f"writing piece {piece} failed", "not written: the torrent is stopped: writing")
+            ), reason
         status = disk.status(torrent)
         assert status.state is TorrentState.ERROR
         assert status.error is fault.error
@@ -210,6 +228,14 @@ async def test_a_failed_write_stops_the_torrent_and_keeps_verified_pieces(
 
 def verified_pieces(events: list[DiskEvent]) -> set[int]:
     return {e.piece for e in events if isinstance(e, PieceVerified)}
+
+
+def discarded_pieces(events: list[DiskEvent]) -> set[int]:
+    return {e.piece for e in events if isinstance(e, PieceDiscarded)}
+
+
+def of_type_failed(events: list[DiskEvent]) -> list[TorrentFailed]:
+    return [e for e in events if isinstance(e, TorrentFailed)]
 
 
 async def test_an_oserror_from_a_third_party_filesystem_is_a_fault_not_a_crash(

@@ -2,7 +2,9 @@
 a read on a thread and the last check's task, each failing late; a recheck asked for meanwhile
 (and a move while a recheck waits); a move that fails or is cancelled after such a fault; a
 removal and the manager closing. The move owns the torrent while it waits: a late fault is a
-StorageProblem, never a stop or a misleading "removed", and there are never two owners."""
+StorageProblem, never a stop or a misleading "removed", and there are never two owners. The
+pieces queued behind a write that fails are written all the same, and every piece not stored
+gets its verdict (PieceDiscarded), so that it is fetched again."""
 
 from __future__ import annotations
 
@@ -21,9 +23,11 @@ from tests._disk_race import (
     PIECE,
     PIECES,
     READ_0,
+    WRITE_0,
     GatedFileSystem,
     HeldFullFileSystem,
     call_then_open_gate,
+    discarded,
     drain,
     entered,
     make,
@@ -42,6 +46,7 @@ from bip_disk import _manager
 from bip_disk._errors import StorageError, TorrentStateError
 from bip_disk._events import (
     CheckFinished,
+    PieceDiscarded,
     PieceLost,
     PieceVerified,
     StorageMoved,
@@ -114,6 +119,10 @@ async def test_a_write_failing_while_the_move_waits_does_not_stop_it(
         assert disk.have(torrent) == frozenset(range(1, PIECES))  # piece 0 never reported good
         events = drain(disk)
         one_problem(events, "before the move: writing piece 0 failed", errno.EIO)
+        [dropped] = of_type(events, PieceDiscarded)
+        assert dropped.piece == 0
+        assert dropped.reason.startswith("writing piece 0 failed")
+        assert events.index(of_type(events, StorageProblem)[0]) < events.index(dropped)
         assert events[-1] == StorageMoved(torrent)
         # What was on disk moved; the piece is written again, into the new storage.
         assert new.read(PATH, 0, len(content)) == bytes(PIECE) + content[PIECE:]
@@ -323,7 +332,7 @@ async def test_a_full_disk_under_a_queue_of_pieces_is_one_problem_before_the_mov
     fs, new = HeldFullFileSystem(held=0), MemoryFileSystem()
     on_disk = bytes(missing * PIECE) + content[missing * PIECE :]
     fs.write(PATH, 0, on_disk)
-    caplog.set_level(logging.WARNING, logger="bip_disk.manager")
+    caplog.set_level(logging.DEBUG, logger="bip_disk.manager")
     async with open_disk_manager(hash_threads=1) as disk:
         with trio.fail_after(10):
             torrent = await disk.add_torrent(metainfo, fs)
@@ -331,17 +340,19 @@ async def test_a_full_disk_under_a_queue_of_pieces_is_one_problem_before_the_mov
             assert disk.have(torrent) == frozenset(range(missing, MANY))
             # Piece 0 waits on the only hashing thread, the others missing queue behind it.
             await queue_pieces_on_a_full_disk(disk, fs, torrent, content, missing)
-            # Piece 0 fails once the gate opens: the queued pieces are dropped, not written.
+            # Piece 0 fails once the gate opens; the queued pieces are written, and fail too.
             await move_then_open_gate(disk, torrent, new, fs.gate)
-        assert fs.writes == 1
+        assert fs.writes == missing
         status = disk.status(torrent)
         assert status.state is TorrentState.READY
         assert status.error is None
-        # No dropped piece passes for written: what the torrent has is what was on disk...
+        # No piece that failed passes for written: what the torrent has is what was on disk...
         assert disk.have(torrent) == frozenset(range(missing, MANY))
         events = drain(disk)
         assert not of_type(events, PieceVerified)
         one_problem(events, "before the move: writing piece 0 failed", errno.ENOSPC)
+        # ... and each of them has its verdict: fetch it again.
+        assert discarded(events) == list(range(missing))
         assert events[-1] == StorageMoved(torrent)
         # ... and what was on disk moved.
         assert new.read(PATH, 0, len(content)) == on_disk
@@ -351,3 +362,43 @@ async def test_a_full_disk_under_a_queue_of_pieces_is_one_problem_before_the_mov
         assert 1 in disk.have(torrent)
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert ["before its move" in message for message in warnings] == [True]
+    assert f"{missing} faults before its move, the first told" in caplog.text
+
+
+async def test_the_pieces_queued_behind_a_write_failing_while_the_move_waits_are_stored(
+    tmp_path: Path,
+) -> None:
+    missing = 5  # pieces 0..4 not stored: 0 fails once (EIO), 1..4 are queued behind it
+    metainfo, content = make(tmp_path)
+    fs, new = stored(bytes(missing * PIECE) + content[missing * PIECE :]), MemoryFileSystem()
+    async with open_disk_manager(hash_threads=1) as disk:
+        with trio.fail_after(10):
+            torrent = await disk.add_torrent(metainfo, fs)
+            assert await disk.wait_checked(torrent) is TorrentState.READY
+            gate = fs.hold(WRITE_0)
+            fs.fail.add(WRITE_0)
+            await disk.write_block(torrent, 0, 0, content[:PIECE])
+            await entered(fs, WRITE_0)  # on the only hashing thread
+            for piece in range(1, missing):
+                await disk.write_block(
+                    torrent, piece, 0, content[piece * PIECE : (piece + 1) * PIECE]
+                )
+            assert disk.status(torrent).queued_pieces == missing
+            await move_then_open_gate(disk, torrent, new, gate)
+        assert disk.status(torrent).state is TorrentState.READY
+        # Every piece has its verdict: the one whose write failed is to fetch again (nothing
+        # says its data was bad), the others were written, verified and moved.
+        events = drain(disk)
+        one_problem(events, "before the move: writing piece 0 failed", errno.EIO)
+        assert discarded(events) == [0]
+        assert [(e.piece, e.good) for e in of_type(events, PieceVerified)] == [
+            (piece, True) for piece in range(1, missing)
+        ]
+        assert events[-1] == StorageMoved(torrent)
+        assert disk.have(torrent) == frozenset(range(1, PIECES))
+        assert new.read(PATH, PIECE, len(content) - PIECE) == content[PIECE:]
+        with trio.fail_after(10):
+            assert await disk.write_block(torrent, 0, 0, content[:PIECE])
+            await disk.wait_idle(torrent)
+        assert disk.have(torrent) == frozenset(range(PIECES))
+        assert new.read(PATH, 0, PIECE) == content[:PIECE]

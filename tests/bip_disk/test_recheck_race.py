@@ -1,7 +1,8 @@
 """DiskManager.recheck against what still runs when it is called: the last check's task
 reporting late, a piece being written that fails afterwards, a second recheck, a cancelled
 caller, a removal and the manager closing. The recheck waits for all of it, never overlaps
-the last check, and the state after it is the new check's alone."""
+the last check, and the state after it is the new check's alone (the last check's
+CheckFinished is not sent, even one that waited for room in the event queue)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from tests._disk_race import (
     READ_0,
     HeldFullFileSystem,
     call_then_open_gate,
+    discarded,
     drain,
     entered,
     finished,
@@ -40,12 +42,15 @@ from bip_disk import _manager
 from bip_disk._errors import TorrentStateError
 from bip_disk._events import (
     CheckFinished,
+    DiskEvent,
+    PieceDiscarded,
     TorrentFailed,
     TorrentHandle,
     TorrentRemoved,
     TorrentState,
 )
 from bip_disk._manager import DiskManager, open_disk_manager
+from bip_disk._memory import MemoryFileSystem
 from bip_metainfo import Metainfo
 
 
@@ -209,6 +214,11 @@ async def test_a_full_disk_under_a_queue_of_pieces_is_one_problem_before_the_rec
         assert disk.have(torrent) == frozenset()
         events = drain(disk)
         one_problem(events, "before the recheck: writing piece 0 failed", errno.ENOSPC)
+        # Every piece has its verdict: none was stored.
+        assert discarded(events) == list(range(MANY))
+        reasons = [event.reason for event in of_type(events, PieceDiscarded)]
+        assert reasons[0].startswith("writing piece 0 failed")
+        assert reasons[1].startswith("not written: before the recheck: writing piece 0 failed")
         # Nothing stored to hash: the recheck found the file absent.
         assert finished(events)[-1] == CheckFinished(torrent, 0, 0, resumed=False)
     assert caplog.text.count("before its recheck") == 1
@@ -268,3 +278,33 @@ async def test_closing_ends_the_writes_and_reads_waiting_for_a_check(tmp_path: P
             assert disk.status(torrent).state is TorrentState.CHECKING
             nursery.start_soon(open_gate_once_both_failed)
     assert [str(error) for error in errors] == ["the disk manager is closing"] * 2
+
+
+async def test_a_check_finished_waiting_for_room_is_not_sent_after_a_recheck(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "first").mkdir()
+    first, _ = make(tmp_path / "first", 4)
+    metainfo, content = make(tmp_path)
+    events: list[DiskEvent] = []
+    async with open_disk_manager(event_buffer=1) as disk:
+        with trio.fail_after(10):
+            # The first torrent's CheckFinished fills the event queue.
+            other = await disk.add_torrent(first, MemoryFileSystem(), check=False)
+            await disk.wait_checked(other)
+            torrent = await disk.add_torrent(metainfo, stored(content), check=False)
+            while disk.status(torrent).state is not TorrentState.READY:
+                await trio.sleep(0.001)
+            # Its check is over; its CheckFinished waits for room, and the recheck comes.
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(disk.recheck, torrent)
+                await trio.testing.wait_all_tasks_blocked()
+                async for event in disk.events():
+                    events.append(event)
+                    if isinstance(event, CheckFinished) and event.torrent == torrent:
+                        break
+    # What the recheck found, never what the check before it did (nothing, unchecked).
+    assert finished(events) == [
+        CheckFinished(other, 0, 0, resumed=False),
+        CheckFinished(torrent, PIECES, PIECES, resumed=False),
+    ]

@@ -1,7 +1,7 @@
 """What the :class:`~bip_disk.DiskManager` tells its user: torrent handles, states, events.
 
-Everything the manager decides in the background (a piece hashed good or bad, a
-check making progress, a disk filling up) comes out of
+Everything the manager decides in the background (a piece hashed good or bad, or
+not stored at all, a check making progress, a disk filling up) comes out of
 :meth:`DiskManager.events() <bip_disk.DiskManager.events>` as one of the frozen
 :class:`DiskEvent` classes below, each naming the :class:`TorrentHandle` it is
 about. Faults are events, never exceptions thrown into the caller's tasks.
@@ -25,6 +25,7 @@ __all__ = [
     "CheckFinished",
     "CheckProgress",
     "DiskEvent",
+    "PieceDiscarded",
     "PieceLost",
     "PieceVerified",
     "StorageMoved",
@@ -98,7 +99,8 @@ class PieceVerified(DiskEvent):
 
     ``good`` is True only once the piece's bytes were written to the torrent's
     FileSystem; a bad piece's blocks were thrown away and nothing of it written,
-    so it can be downloaded again.
+    so it can be downloaded again. A complete piece gets this event or a
+    :class:`PieceDiscarded`, exactly one of them (none once its torrent is removed).
 
     Attributes:
         piece: the piece index.
@@ -107,6 +109,31 @@ class PieceVerified(DiskEvent):
 
     piece: int
     good: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PieceDiscarded(DiskEvent):
+    """A piece whose blocks all arrived was not stored, and its blocks were thrown away.
+
+    Its write failed, or a fault had stopped the torrent (or a recheck had begun) before
+    it was written: the torrent does not have it, so download it again once the torrent
+    takes writes. Unlike a bad :class:`PieceVerified`, nothing says its data was wrong:
+    the peers that sent it are not to blame. The fault itself comes once, as a
+    :class:`TorrentFailed` or (while a move or recheck waits) a :class:`StorageProblem`,
+    however many pieces it cost.
+
+    >>> from bip_metainfo import InfoHash
+    >>> torrent = TorrentHandle(1, InfoHash(v1=bytes(20)), "x", 4)
+    >>> PieceDiscarded(torrent, 2, "writing piece 2 failed: no space").piece
+    2
+
+    Attributes:
+        piece: the piece index.
+        reason: why, for a user.
+    """
+
+    piece: int
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)

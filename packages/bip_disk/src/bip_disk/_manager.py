@@ -54,8 +54,15 @@ the pieces already verified stay verified (except those a read found destroyed:
 :meth:`~DiskManager.recheck` or :meth:`~DiskManager.move_storage` start it again.
 Faults reported while one of those waits for what ran before it (pieces being
 written, the last check ending) stop nothing: the first is one
-:class:`~bip_disk.StorageProblem`, the torrent's queued pieces are dropped, and
-the others are only counted.
+:class:`~bip_disk.StorageProblem` and the others are only counted (a recheck
+then drops the torrent's queued pieces, which it would hash again; a move lets
+them be written, and copies what they wrote).
+
+**Every complete piece gets a verdict**: :class:`~bip_disk.PieceVerified`, or
+:class:`~bip_disk.PieceDiscarded` when it was not stored (its write failed, or a
+fault stopped the torrent before it was written), so that whoever sent its blocks
+knows to fetch it again. The fault itself is told once however many pieces it
+cost; a removed torrent's pieces get no event.
 
 **Events** wait in a queue of ``event_buffer`` events. If nobody takes them, the
 queue fills, the workers wait to report, pieces stay in memory and writes wait
@@ -93,6 +100,7 @@ from ._events import (
     CheckFinished,
     CheckProgress,
     DiskEvent,
+    PieceDiscarded,
     PieceLost,
     PieceVerified,
     StorageMoved,
@@ -243,9 +251,9 @@ class _Owner:
     # The first fault reported meanwhile and its reason: the torrent's, should the move be
     # given up (a recheck hashes everything again, so it never needs it).
     fault: tuple[DiskError, str] | None = None
-    # Faults reported meanwhile: the first is told, the others (pieces already on a thread
-    # when it came) only counted, so that a full disk under a queue of thousands of pieces
-    # is one record and one event, not one per piece.
+    # Faults reported meanwhile: the first is told, the others (pieces queued when it came)
+    # only counted, so that a full disk under a queue of thousands of pieces is one record
+    # and one StorageProblem, not one per piece (each piece still gets its PieceDiscarded).
     faults: int = 0
 
 
@@ -596,14 +604,16 @@ class DiskManager:
         The torrent is ``MOVING`` at once, and the copy starts once what ran before has
         ended: the last check's task, the pieces being written and the reads on a
         thread. A fault those report meanwhile is the old storage's: it does not stop
-        the torrent (it comes as a :class:`~bip_disk.StorageProblem`, the first one only:
-        the pieces still queued are then dropped, not written, as a stop drops them) and
-        the move goes on, copying what is on disk (a piece whose write failed or was
-        dropped was never had, nor reported good). Should the move then fail or be
-        cancelled before the switch, the torrent stays on its old storage stopped by
-        that fault (:class:`~bip_disk.TorrentFailed`), as it would have been without the
-        move. A :meth:`recheck` meanwhile is refused, as a move is while a recheck waits
-        to start.
+        the torrent (it comes as a :class:`~bip_disk.StorageProblem`, the first one only;
+        the others are counted) and the move goes on, copying what is on disk. The pieces
+        still queued are written meanwhile (a fault may be one piece's, an I/O error);
+        each one not stored (its write failed too, or a fault stopped the torrent before
+        the move) comes as a :class:`~bip_disk.PieceDiscarded`, never as had: fetch it
+        again, into the new storage. Should the move then fail or be cancelled before the
+        switch, the torrent stays on its old storage stopped by that fault
+        (:class:`~bip_disk.TorrentFailed`), as it would have been without the move. A
+        :meth:`recheck` meanwhile is refused, as a move is while a recheck waits to
+        start.
 
         ``existing`` says what becomes of the torrent's files already in
         ``filesystem`` (see :class:`~bip_disk.ExistingFiles`): replaced (the
@@ -802,9 +812,11 @@ class DiskManager:
         While the recheck waits, the first fault reported is one WARNING and one
         :class:`~bip_disk.StorageProblem`, and the torrent's queued pieces are then
         dropped, not written (the check hashes everything again): a full disk under a
-        queue of pieces is one event, not one per piece. A check still ending when this is
-        called sends no :class:`~bip_disk.CheckFinished`: the recheck's own check sends
-        the one that tells what the torrent has.
+        queue of pieces is one problem, not one per piece (each dropped piece is a
+        :class:`~bip_disk.PieceDiscarded`, as ever). A check still ending when this is
+        called sends no :class:`~bip_disk.CheckFinished` (not even one waiting for room in
+        the event queue): the recheck's own check sends the one that tells what the
+        torrent has.
 
         Raises:
             TorrentStateError: the torrent is checking (also a recheck that has
@@ -818,6 +830,10 @@ class DiskManager:
                 raise TorrentStateError(f"cannot recheck {torrent!r} while {storage.state.value}")
             owner = self._owners[torrent.id] = _Owner("recheck")
             previous = storage.check_done
+            if storage.check_finishing is not None:
+                # The last check waits for room to send its CheckFinished: it would tell
+                # what this recheck forgets. A send cancelled while it waits never happened.
+                storage.check_finishing.cancel()
             _take_over(storage, TorrentState.CHECKING)
             storage.check_done = trio.Event()
             self._drop_partials(storage)
@@ -892,7 +908,8 @@ class DiskManager:
         threads are a few MiB of complete pieces behind; writes also wait while
         the torrent is checking or moving. When the piece's last byte arrives, it
         is queued to be hashed and written: its :class:`~bip_disk.PieceVerified`
-        event follows.
+        event follows (or a :class:`~bip_disk.PieceDiscarded`, should it not be
+        stored).
 
         Raises:
             TorrentStateError: the torrent is unknown, removed or stopped by a
@@ -1333,11 +1350,14 @@ class DiskManager:
             if owner.fault is not None:
                 return  # told once; the count is logged when the owner settles
             owner.fault = (error, reason)
-            # The queued pieces are dropped, not written, as a stop would drop them: a
-            # full disk would otherwise fail every one of them in turn. Nothing is lost:
-            # a recheck hashes everything again, and a move copies what is on disk (a
-            # dropped piece was never reported good, nor added to what the torrent has).
-            storage.stopped = True
+            if owner.operation == "recheck":
+                # The queued pieces are dropped, not written, as a stop would drop them: the
+                # recheck hashes everything again, so writing them (a full disk would fail
+                # every one in turn) gains nothing. Each is a PieceDiscarded (_settle).
+                storage.stopped = True
+            # A move lets them be written: the fault may be one piece's (an I/O error), the
+            # others are then stored and copied, and those that fail too are only counted
+            # here (each is a PieceDiscarded, fetched again into the new storage).
             what = owner.operation
             hex_hash = handle.info_hash.hex()
             _log.warning("torrent %r (%s), before its %s: %s", handle.name, hex_hash, what, reason)
@@ -1450,8 +1470,28 @@ class DiskManager:
                 storage.handle.name,
             )
             await self._emit_soon(PieceVerified(storage.handle, piece, False))
-        elif isinstance(outcome, StorageError):
-            await self._fail(storage, outcome, f"writing piece {piece} failed: {outcome}")
+        else:
+            # Not stored: its write failed (the error), or the torrent stopped first (None).
+            # It gets its verdict all the same: whoever sent every block of it waits for one,
+            # and would never fetch it again. The fault comes first, once.
+            if outcome is None:
+                reason = self._dropped_reason(storage)
+            else:
+                reason = f"writing piece {piece} failed: {outcome}"
+                await self._fail(storage, outcome, reason)
+            if storage.state is not TorrentState.REMOVED:
+                await self._emit_soon(PieceDiscarded(storage.handle, piece, reason))
+
+    def _dropped_reason(self, storage: TorrentStorage) -> str:
+        """Why a queued piece of ``storage`` was dropped, not written: a fault stopped the
+        torrent (maybe before a recheck or move that waits now), or one reported while a
+        recheck waited (see :meth:`_fail`)."""
+        if storage.reason is not None:
+            return f"not written: the torrent is stopped: {storage.reason}"
+        owner = self._owners.get(storage.handle.id)
+        if owner is not None and owner.fault is not None:
+            return f"not written: before the {owner.operation}: {owner.fault[1]}"
+        return "not written: the torrent is stopped"  # pragma: no cover - one of the above
 
     def _start_check(
         self,
@@ -1505,11 +1545,17 @@ class DiskManager:
                 # A recheck called meanwhile: its own check's CheckFinished tells what the
                 # torrent has; this one would tell what the recheck has already forgotten.
                 if owner is None or owner.operation != "recheck":
-                    await self._emit(
-                        CheckFinished(
-                            handle, len(storage.have), storage.checked, resume is not None
-                        )
+                    event = CheckFinished(
+                        handle, len(storage.have), storage.checked, resume is not None
                     )
+                    # A recheck called while the send waits for room cancels it (see
+                    # recheck): the event would then be stale.
+                    finishing = storage.check_finishing = trio.CancelScope()
+                    try:
+                        with finishing:
+                            await self._emit(event)
+                    finally:
+                        storage.check_finishing = None
         finally:
             if storage.check_scope is scope:
                 storage.check_scope = None

@@ -46,8 +46,8 @@ picker calls per block low without letting the pipe run dry (the queue holds sec
 Logging: the brain is a sans-IO core, so it logs at DEBUG only, under ``bip_select.brain``, and
 only its own decisions a log reader cannot see in the actions: end-game entered, a peer banned
 or dropped (and why: the client carrying out the :class:`~bip_select.DropPeer` logs the drop
-itself), a peer snubbing us or no longer, a piece failed or lost, every wanted piece verified.
-Nothing is logged per block or per message.
+itself), a peer snubbing us or no longer, a piece failed, discarded or lost, every wanted piece
+verified. Nothing is logged per block or per message.
 """
 
 from __future__ import annotations
@@ -96,6 +96,7 @@ from ._inputs import (
     PieceDeadlineCleared,
     PieceDeadlinesCleared,
     PieceDeadlineSet,
+    PieceDiscarded,
     PieceLost,
     PieceVerified,
     PrioritiesChanged,
@@ -270,6 +271,7 @@ class SwarmBrain:
             BlockSent: self._block_sent,
             PieceVerified: self._piece_verified,
             PieceLost: self._piece_lost,
+            PieceDiscarded: self._piece_discarded,
             PeerUploadOnly: self._upload_only,
             PrioritiesChanged: self._priorities_changed,
             StrategyChanged: self._strategy_changed,
@@ -850,6 +852,23 @@ class SwarmBrain:
                 if len(self._banned) < _MAX_BANNED:
                     self._banned.add(peer)
                 actions.extend(self._forget(peer, now))
+        self._released(now, actions, (piece,))
+        return actions
+
+    def _piece_discarded(self, event: PieceDiscarded, now: float) -> list[Action]:
+        """The storage dropped ``piece`` unjudged: fetch it again, as a bad piece is, but
+        blame no one (its data was never found wrong)."""
+        piece = event.piece
+        self.geometry.check_piece(piece)
+        actions: list[Action] = []
+        if self.picker.requests.have(piece):
+            return actions
+        self._cancel_piece(piece, actions)
+        # The picker's bad-piece path frees every block; the sources it returns are not
+        # handed to the queueing layer, which would take trust from them or ban them.
+        self.picker.piece_failed(piece)
+        _log.debug("piece %d discarded by the storage: fetched again", piece)
+        self._left_endgame()
         self._released(now, actions, (piece,))
         return actions
 

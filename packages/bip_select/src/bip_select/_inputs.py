@@ -1,10 +1,10 @@
 """What a client tells the swarm brain: one frozen dataclass per thing that happened.
 
 A client turns what its peer connections report (bip_peer's events), what its disk reports (a
-piece hashed good or bad) and what its user asks (priorities) into these inputs and feeds them to
-:meth:`bip_select.SwarmBrain.handle` together with the current time. Every input about a peer
-carries the client's own handle for that peer (:data:`PeerKey`: any hashable, a connection id or
-an address; the simulator uses ints).
+piece hashed good or bad, or not stored) and what its user asks (priorities) into these inputs and
+feeds them to :meth:`bip_select.SwarmBrain.handle` together with the current time. Every input
+about a peer carries the client's own handle for that peer (:data:`PeerKey`: any hashable, a
+connection id or an address; the simulator uses ints).
 
 Inputs only describe; they do not check that the peer is known or the piece in range, because
 that depends on the brain's state. The brain ignores a peer's nonsense (a have past the end, a
@@ -46,6 +46,7 @@ __all__ = [
     "PieceDeadlineCleared",
     "PieceDeadlineSet",
     "PieceDeadlinesCleared",
+    "PieceDiscarded",
     "PieceLost",
     "PieceVerified",
     "PrioritiesChanged",
@@ -241,6 +242,22 @@ class PieceVerified(Input):
 
     piece: int
     good: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PieceDiscarded(Input):
+    """Every block of ``piece`` arrived, but the storage did not keep it and has no verdict
+    on its data (bip_disk's ``PieceDiscarded``: its write failed, or a fault stopped the
+    storage first): it is wanted again, block by block, and no peer is blamed.
+
+    Unlike a bad :class:`PieceVerified`, the peers that sent its blocks lose no trust and
+    none is banned. A piece we have is ignored.
+
+    >>> PieceDiscarded(3)
+    PieceDiscarded(piece=3)
+    """
+
+    piece: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -89,6 +89,7 @@ from bip_disk import (
     TorrentState,
     TorrentStateError,
 )
+from bip_disk import PieceDiscarded as DiskPieceDiscarded
 from bip_disk import PieceVerified as DiskPieceVerified
 from bip_handshake import MAX_BANNED_HOSTS, Handshaker, PeerAddress, PeerList, PeerSink
 from bip_metainfo import Info, InfoHash, MagnetLink, Metainfo, MetainfoError
@@ -130,6 +131,7 @@ from bip_select import (
     SwarmBrain,
     TorrentGeometry,
 )
+from bip_select import PieceDiscarded as BrainPieceDiscarded
 from bip_select import PieceLost as BrainPieceLost
 
 from ._config import (
@@ -2093,6 +2095,13 @@ class Torrent:
             if swarm is not None:
                 swarm.feed(PieceVerified(event.piece, event.good), trio.current_time())
                 self._check_complete()
+        elif isinstance(event, DiskPieceDiscarded):
+            # Not stored (its write failed, or a fault stopped the storage first): the brain
+            # heard every block of it and waits for a verdict, so it is told to fetch the piece
+            # again, blaming no peer. Per piece: DEBUG (bip_disk warns once per fault).
+            logger.debug("%s: piece %d not stored: %s", self._name, event.piece, event.reason)
+            if swarm is not None and not self._stopped.is_set():
+                swarm.feed(BrainPieceDiscarded(event.piece), trio.current_time())
         elif isinstance(event, TorrentFailed):
             self._fail(f"storage: {event.reason}")
         elif isinstance(event, PieceLost):
