@@ -155,6 +155,62 @@ def test_checks_under_way_keep_their_slot() -> None:
     assert decide(waiting, active_checking=1).run == {0}
 
 
+def test_checks_to_start_fill_the_slots_left_in_line_order() -> None:
+    queue = TorrentQueue(QueueLimits(active_checking=2))
+    waiting = [(3, 30), (-1, 5), (0, 10), (1, 11), (-1, 4)]
+    assert queue.checks_to_start(0, waiting) == [10, 11]
+    assert queue.checks_to_start(1, waiting) == [10]
+    assert queue.checks_to_start(2, waiting) == []
+    assert queue.checks_to_start(5, waiting) == []  # limits lowered: none, none queued
+    assert queue.checks_to_start(0, []) == []
+    # Unlimited: all, in line; those without a position last, by key.
+    queue.set_limits(QueueLimits(active_checking=-1))
+    assert queue.checks_to_start(9, iter(waiting)) == [10, 11, 30, 4, 5]
+    queue.set_limits(QueueLimits(active_checking=0))
+    assert queue.checks_to_start(0, waiting) == []
+
+
+@given(
+    st.integers(min_value=-1, max_value=4),
+    st.integers(min_value=0, max_value=4),
+    st.lists(st.integers(min_value=-1, max_value=6), max_size=8),
+)
+@settings(max_examples=50, deadline=None)
+def test_checks_to_start_start_what_decide_would_run(
+    active_checking: int, running: int, positions: list[int]
+) -> None:
+    """The checks started between two decisions are those the next decision runs, with
+    the checks under way."""
+    limits = QueueLimits(active_checking=active_checking)
+    under_way = [
+        QueuedTorrent(key=100 + i, kind=CHECK, position=i, check_running=True, started=0.0)
+        for i in range(running)
+    ]
+    held = [QueuedTorrent(key=i, kind=CHECK, position=p) for i, p in enumerate(positions)]
+    started = TorrentQueue(limits).checks_to_start(running, [(t.position, t.key) for t in held])
+    decision = TorrentQueue(limits).decide(under_way + held, 0.0)
+    assert set(started) == decision.run & {t.key for t in held}
+    assert len(started) == len(set(started))
+
+
+def test_checks_to_start_refuses_bad_input() -> None:
+    queue = TorrentQueue()
+    with pytest.raises(QueueError):
+        queue.checks_to_start(-1, [])
+    with pytest.raises(TypeError):
+        queue.checks_to_start(True, [])
+    with pytest.raises(QueueError):
+        queue.checks_to_start(0, [(-2, 1)])
+    with pytest.raises(QueueError):
+        queue.checks_to_start(0, [(2**31, 1)])
+    with pytest.raises(TypeError):
+        queue.checks_to_start(0, [(0, "a")])  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        queue.checks_to_start(0, [(0, 1, 2)])  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        queue.checks_to_start(0, [(0.5, 1)])  # type: ignore[list-item]
+
+
 def seed(key: int, **facts: object) -> QueuedTorrent:
     return QueuedTorrent(key=key, kind=SEED, **facts)  # type: ignore[arg-type]
 

@@ -32,6 +32,10 @@ should wait (:class:`QueueDecision`), within :class:`QueueLimits`:
 Torrents paused by the user, failed ones and those not auto-managed are never in a decision:
 the queue does not touch them.
 
+Between two decisions, :meth:`TorrentQueue.checks_to_start` says which waiting checks take the
+slots of checks that just ended, by the same order and limit: a caller need not wait for its
+next decision to start them (tiny checks would go ``active_checking`` per decision).
+
 The queue remembers, per torrent, its payload counters at the last sample and since when it
 has been slow: it tells slow from not by how much the counters moved between two calls (at
 least :data:`MIN_SAMPLE` seconds apart), so that a burst between two evaluations counts as
@@ -48,6 +52,7 @@ well as a steady rate. A torrent not shown in a call is forgotten.
 from __future__ import annotations
 
 import enum
+import heapq
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -430,6 +435,42 @@ class TorrentQueue:
         allot(seeds, _unlimited(limits.active_seeds) - kept[QueueKind.SEEDING])
         return QueueDecision(frozenset(run), frozenset(queue), slow & frozenset(run))
 
+    def checks_to_start(self, checking: int, waiting: Iterable[tuple[int, int]]) -> list[int]:
+        """Which waiting checks start now, between two :meth:`decide`: when a check ends,
+        its slot need not wait for the next decision.
+
+        ``checking`` is the checks under way or already let in, auto-managed or not (those
+        of paused torrents aside, as :meth:`decide` counts them); ``waiting`` the
+        ``(position, key)`` of the auto-managed checks held back for a slot. The first of
+        them in line (as :meth:`decide` orders checks: by position, one without after) take
+        what ``active_checking`` leaves, and their keys come back in that order. O(n) for n
+        waiting, however few start (a session full of checks asks once per check ending).
+
+        Raises:
+            TypeError: ``checking``, a position or a key is not an int.
+            QueueError: ``checking`` is negative, or a position out of range.
+        """
+        if isinstance(checking, bool) or not isinstance(checking, int):
+            raise TypeError(f"checking must be an int, not {checking!r}")
+        if checking < 0:
+            raise QueueError(f"checking must be >= 0, not {checking}")
+        room = _unlimited(self._limits.active_checking) - checking
+        lined: list[tuple[bool, int, int]] = []
+        for item in waiting:
+            if not (isinstance(item, tuple) and len(item) == 2):
+                raise TypeError(f"a waiting check is a (position, key) pair, not {item!r}")
+            position, key = item
+            _check_limit("position", position)
+            if position > _MAX_POSITION:
+                raise QueueError(f"position {position} is out of range")
+            if isinstance(key, bool) or not isinstance(key, int):
+                raise TypeError(f"a torrent's key is an int, not {key!r}")
+            lined.append(_line_order(position, key))
+        if room <= 0 or not lined:
+            return []
+        first = sorted(lined) if room >= len(lined) else heapq.nsmallest(int(room), lined)
+        return [key for _last, _position, key in first]
+
     def _observe(self, shown: dict[int, QueuedTorrent], now: float) -> None:
         """Sample the payload counters of the running torrents: which are slow, since when."""
         limits = self._limits
@@ -477,5 +518,9 @@ def _seed_rank(torrent: QueuedTorrent, now: float) -> tuple[bool, int, float, fl
 def _in_line(torrent: QueuedTorrent) -> tuple[bool, int, int]:
     """The order of a queue position, 0 first; one without (it should have one) after them,
     by key."""
-    position = torrent.position
-    return (position < 0, position, torrent.key)
+    return _line_order(torrent.position, torrent.key)
+
+
+def _line_order(position: int, key: int) -> tuple[bool, int, int]:
+    """:func:`_in_line` of a torrent at ``position`` named ``key``."""
+    return (position < 0, position, key)

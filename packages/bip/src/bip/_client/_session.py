@@ -51,7 +51,9 @@ The gap is shorter with few auto-managed torrents (:data:`QUEUE_GAP_PER_TORRENT`
 costs in proportion to them, so the share of the time spent deciding stays as small, and a
 handful of short checks do not wait a second each for their turn.
 A torrent that waits for a decision is held meanwhile (it announces and checks nothing). A
-move in line or new limits are decided at once. A session without an auto-managed torrent
+move in line or new limits are decided at once. A check that ends hands its slot on at once,
+without waiting for the next decision (:meth:`TorrentQueue.checks_to_start`): a hundred tiny
+checks do not go ``active_checking`` per gap. A session without an auto-managed torrent
 builds no facts and asks nothing.
 """
 
@@ -250,6 +252,8 @@ class Session:
         self._auto_managed = 0  # how many torrents are: none (the usual case) costs nothing
         self._auto_manage_interval = config.auto_manage_interval
         self._queue_wake = trio.Event()
+        # A check ended (its slot is free): the queue's task starts the next at once.
+        self._check_ended = trio.Event()
         self._last_pass = -math.inf  # when the queue last decided
         self._closing = False
         self._sources: list[Callable[[], PeerSource]] = []
@@ -477,6 +481,7 @@ class Session:
             saved_state=saved,  # not read again: written only once a flag changes
             queue_soon=self._queue_wake_up,
             on_auto_managed=self._auto_managed_changed,
+            on_check_end=self._check_slot_freed,
         )
         torrent.peer_list = self.connector.attach(torrent)
         self._index(torrent, info_hash)
@@ -526,10 +531,13 @@ class Session:
         self._saved_positions.pop(torrent, None)
         if torrent.auto_managed:
             self._auto_managed -= 1
+        checking = torrent._queue_kind() is QueueKind.CHECKING
         try:
             await torrent._remove(delete_data=delete_data)
         finally:
             self._queue_wake_up()  # its place in line, and its slot, are free
+            if checking:
+                self._check_slot_freed()  # the next check need not wait for a decision
 
     # -- the queue (libtorrent's auto-managed torrents) --------------------------------------
 
@@ -703,52 +711,33 @@ class Session:
 
     def _join_line(self, torrent: Torrent) -> None:
         """Give a torrent just added its place in line at once (its status shows it when
-        :meth:`add_torrent` returns): the end, or before the first torrent saved further
-        back than it (see :meth:`_renumber`); those after it move one place."""
-        line = self._line
-        saved = self._saved_positions.get(torrent)
-        index = len(line)
-        if saved is not None:
-            positions = self._saved_positions
-            index = next(
-                (i for i, other in enumerate(line) if positions.get(other, -1) > saved), index
-            )
-        line.insert(index, torrent)
-        for position in range(index, len(line)):
+        :meth:`add_torrent` returns), as :meth:`_place` says; those after it move one
+        place."""
+        line = self._line = self._place(self._line, [torrent])
+        for position in range(line.index(torrent), len(line)):
             line[position]._set_queue_position(position)
 
-    def _auto_managed_changed(self, torrent: Torrent, enabled: bool) -> None:
-        """``torrent`` (of the session) was made auto-managed, or no longer."""
-        if torrent in self._keys:
-            self._auto_managed += 1 if enabled else -1
-
-    def _renumber(self) -> None:
-        """Bring the line up to date: torrents that left it (completed, failed, removed)
-        leave their place, those that joined it go at the end, or back where their last run
-        left them (by their saved positions, so that torrents added again in any order take
-        their old order again); then each hears its place. O(n log n) for any number of
-        newcomers."""
-        self._line_dirty = False
-        line = [
-            torrent for torrent in self._line if torrent in self._keys and self._in_line(torrent)
-        ]
-        placed = set(line)
+    def _place(self, line: list[Torrent], newcomers: list[Torrent]) -> list[Torrent]:
+        """``line`` with ``newcomers`` in their places: one without a saved position at the
+        end (in the order given), one with before the first torrent of ``line`` saved
+        further back than it, so that torrents added again in any order take their old
+        order again (newcomers in the same place by saved position, then by key). O(n log
+        n) for any number of newcomers."""
+        positions = self._saved_positions
         last: list[Torrent] = []
         saved: list[tuple[int, int, Torrent]] = []
-        for torrent in self._all:
-            if torrent in placed or not self._in_line(torrent):
-                continue
-            position = self._saved_positions.get(torrent)
+        for torrent in newcomers:
+            position = positions.get(torrent)
             if position is None:
                 last.append(torrent)
             else:
                 saved.append((position, self._keys[torrent], torrent))
         if saved:
-            # A newcomer with a saved position goes before the first torrent of the line whose
-            # saved position is greater: the first whose running maximum is, by bisection.
+            # Before the first torrent of the line whose saved position is greater: the
+            # first whose running maximum is, by bisection.
             highest: list[int] = []
             for torrent in line:
-                mark = self._saved_positions.get(torrent, -1)
+                mark = positions.get(torrent, -1)
                 highest.append(max(mark, highest[-1]) if highest else mark)
             before: dict[int, list[Torrent]] = {}
             for position, _key, torrent in sorted(saved, key=lambda item: item[:2]):
@@ -759,8 +748,29 @@ class Session:
                 merged.append(torrent)
             merged.extend(before.pop(len(line), ()))
             line = merged
+        else:
+            line = list(line)
         line.extend(last)
-        self._line = line
+        return line
+
+    def _auto_managed_changed(self, torrent: Torrent, enabled: bool) -> None:
+        """``torrent`` (of the session) was made auto-managed, or no longer."""
+        if torrent in self._keys:
+            self._auto_managed += 1 if enabled else -1
+
+    def _renumber(self) -> None:
+        """Bring the line up to date: torrents that left it (completed, failed, removed)
+        leave their place, those that joined it take theirs (:meth:`_place`: at the end, or
+        back where their last run left them); then each hears its place."""
+        self._line_dirty = False
+        line = [
+            torrent for torrent in self._line if torrent in self._keys and self._in_line(torrent)
+        ]
+        placed = set(line)
+        newcomers = [
+            torrent for torrent in self._all if torrent not in placed and self._in_line(torrent)
+        ]
+        self._line = line = self._place(line, newcomers)
         for position, torrent in enumerate(line):
             torrent._set_queue_position(position)
         placed = set(line)
@@ -815,16 +825,56 @@ class Session:
     async def _run_queue(self) -> None:
         """Let the queue decide every ``auto_manage_interval`` seconds (slow torrents are
         found so), and soon after a torrent asks, but at most once every
-        :data:`QUEUE_MIN_GAP` seconds: the asks of a burst are decided together."""
+        :data:`QUEUE_MIN_GAP` seconds: the asks of a burst are decided together. Meanwhile
+        a check that ends hands its slot on at once (:meth:`_start_checks`)."""
         while True:
             with trio.move_on_after(self._auto_manage_interval):
                 await self._queue_wake.wait()
             gap = min(QUEUE_MIN_GAP, QUEUE_GAP_PER_TORRENT * self._auto_managed)
-            wait = self._last_pass + gap - trio.current_time()
-            if wait > 0:
-                await trio.sleep(wait)
+            # Bounded by the gap: each turn waits for a check to end, or for the gap's end.
+            while (wait := self._last_pass + gap - trio.current_time()) > 0:
+                with trio.move_on_after(wait):
+                    await self._check_ended.wait()
+                if self._check_ended.is_set():
+                    self._check_ended = trio.Event()
+                    self._start_checks()
             self._queue_wake = trio.Event()
+            self._check_ended = trio.Event()  # the decision allots the checks' slots too
             self._update_queue()
+
+    def _check_slot_freed(self) -> None:
+        """A torrent's check ended (it downloads, seeds or failed now): the queue's task
+        starts the next waiting check at once (called from the torrent's task: the checks
+        are not started there), and decides soon for the rest."""
+        self._check_ended.set()
+        self._queue_wake.set()
+
+    def _start_checks(self) -> None:
+        """Start the auto-managed checks waiting for a slot that the checks under way leave
+        (:meth:`TorrentQueue.checks_to_start`), between two decisions. Positions as they
+        stand: a check ending does not change the order of those waiting. O(n): a pass
+        over the torrents without their facts (a session full of checks comes here once per
+        check ending)."""
+        if self._closing or not self._auto_managed:
+            return
+        checking = 0
+        waiting: dict[int, Torrent] = {}
+        for torrent in self._all:
+            # Counted as _update_queue counts them: vouching for resume data is no check
+            # of the queue's, and a paused torrent's is not counted.
+            if torrent.paused or torrent._reading_resume:
+                continue
+            if torrent._queue_kind() is not QueueKind.CHECKING:
+                continue
+            if torrent.auto_managed and torrent.queued and not torrent._disk_checking:
+                waiting[self._keys[torrent]] = torrent
+            else:
+                checking += 1  # under way, let in, or not the queue's to hold
+        if not waiting:
+            return
+        pairs = [(torrent.queue_position, key) for key, torrent in waiting.items()]
+        for key in self._queue.checks_to_start(checking, pairs):
+            waiting[key]._dequeue()
 
     def _index(self, torrent: Torrent, info_hash: InfoHash) -> None:
         for swarm_id in info_hash.swarm_ids():

@@ -51,15 +51,17 @@ it is out of its swarm as a paused torrent is; but :attr:`Torrent.paused` stays 
 flag, and only it is saved as ``paused``. The queue never holds a torrent the user paused: the
 pause takes the queue's hold off, and a resume puts the torrent back in line, held until the
 queue decides. Every full check of an auto-managed torrent (the first one without resume
-data, and :meth:`Torrent.force_recheck`) waits for the queue's leave (``active_checking``),
-and none is made while the torrent is paused (libtorrent's ``should_check_files``); resume
-data is vouched for at once, as libtorrent's ``checking_resume_data``. When a check
-ends, the torrent waits held until the queue decides whether it downloads or seeds now (it
-announces nothing before). A running torrent that checks again keeps its slot meanwhile, so
-that no other starts for the length of the check only to be queued again. The queue decides
-in the session's own task, at most once a second (see :mod:`._session`): the torrent only
-wakes it. Whether it is auto-managed and its queue position are saved with the paused state;
-a change of position alone writes only the state file.
+data, the one made when the disk refuses the resume data, and :meth:`Torrent.force_recheck`)
+waits for the queue's leave (``active_checking``), and none is made while the torrent is
+paused (libtorrent's ``should_check_files``); resume data is vouched for at once, as
+libtorrent's ``checking_resume_data``. When a check ends, the next waiting one starts at once
+(the session hears of it), and the torrent waits held until the queue decides whether it
+downloads or seeds now (it announces nothing before). A running torrent that checks again
+keeps its slot meanwhile, so that no other starts for the length of the check only to be
+queued again. The queue decides in the session's own task, at most once a second (see
+:mod:`._session`): the torrent only wakes it. Whether it is auto-managed and its queue
+position are saved with the paused state; a change of position alone writes only the state
+file.
 """
 
 from __future__ import annotations
@@ -263,6 +265,7 @@ class Torrent:
         saved_state: SavedState | None = None,
         queue_soon: Callable[[], None] | None = None,
         on_auto_managed: Callable[[Torrent, bool], None] | None = None,
+        on_check_end: Callable[[], None] | None = None,
     ) -> None:
         """Internal: the session builds torrents. ``listen_port`` reads our TCP port as others
         should dial it now (a NAT-PMP mapping may change it while the torrent runs).
@@ -277,7 +280,9 @@ class Torrent:
         ``queue_soon`` asks the session's queue to decide soon (it may be called anywhere:
         it only wakes the queue's task); without it the torrent has no queue, and is never
         held back by one. ``on_auto_managed`` hears of every change of the flag (the session
-        counts its auto-managed torrents).
+        counts its auto-managed torrents); ``on_check_end`` of every check of the data that
+        ends, done or failed (its slot is free for the next: the session starts that one at
+        once, without waiting for its queue's next decision).
 
         ``saved_state`` is what its state file holds, as the session read it (once, before
         making the torrent: the flags above were decided from it and the options), so that
@@ -408,6 +413,7 @@ class Torrent:
         self._queue_position = -1  # the session's to set
         self._queue_soon = queue_soon
         self._on_auto_managed = on_auto_managed
+        self._on_check_end = on_check_end
         self._disk_checking = False  # bip_disk checks the data now (it cannot be stopped)
         # While it checks again after it ran as a download or a seed (auto-managed): that
         # kind, whose slot it keeps until the check ends (see _queue_facts).
@@ -1157,8 +1163,7 @@ class Torrent:
             # The torrent stays out of its swarm, checking, until it is closed.
             logger.debug("%s: check not finished (%s)", self._name, state.value)
             return
-        self._disk_checking = False
-        self._check_keeps = None
+        self._end_check()
         self._make_swarm(handle)
         # Held until the queue decides, as after the first check: it joins its swarm again
         # only if there is room for it as what it is now.
@@ -1525,6 +1530,8 @@ class Torrent:
         """Stop the torrent for good: its tasks, its peers, its place in the handshaker."""
         if self._error is None:
             self._error = reason
+        if self._disk_checking:
+            self._end_check()  # a check that failed frees its slot too
         self._enter(TorrentPhase.FAILED)
         self._stopped.set()
         self._scope.cancel()
@@ -1736,9 +1743,7 @@ class Torrent:
             # that did not end; the session is closing, and cancels this soon.
             logger.debug("%s: check not finished (%s)", self._name, state.value)
             await trio.sleep_forever()
-        self._disk_checking = False
-        self._reading_resume = False
-        self._check_keeps = None
+        self._end_check()
         self._make_swarm(handle)
         # Downloading or seeding from now on: held until the queue says whether there is
         # room for it, before the sources hear the data is checked (no announce to take
@@ -1751,7 +1756,8 @@ class Torrent:
     ) -> TorrentHandle:
         """Add the torrent stored in ``filesystem`` to the disk, which checks it in the
         background: only what ``resume`` does not vouch for is hashed (resume data that is
-        not usable is ignored: everything is hashed).
+        not usable is ignored: everything is hashed, and an auto-managed torrent's full
+        check waits for its turn first, as any other).
 
         Raises:
             TorrentStateError: the disk refused it (closing, or the torrent is there).
@@ -1766,7 +1772,28 @@ class Torrent:
             )
         except ResumeDataError as error:
             logger.warning("ignoring the resume data: %s", error)
-            return await self._disk.add_torrent(source, filesystem, piece_layers=layers)
+        if self._reading_resume:
+            # No resume data to vouch for: a full check, which the queue allots as any
+            # other (libtorrent's checking_resume_data failing to checking_files, queued).
+            # Held meanwhile: a torrent let run while it read its resume data checks only
+            # when the queue says, and joins no swarm before its check.
+            self._reading_resume = self._disk_checking = False
+            self._hold_for_decision()
+            await self._check_turn()
+            self._disk_checking = True
+        return await self._disk.add_torrent(source, filesystem, piece_layers=layers)
+
+    def _end_check(self) -> None:
+        """The disk's check is over (done, or failed): no slot of the queue's is taken or
+        kept by it any more, and the session hears so (the next check may start) unless it
+        only vouched for resume data (that took no slot: a session restarted with many
+        torrents is not asked once per torrent)."""
+        allotted = not self._reading_resume
+        self._disk_checking = False
+        self._reading_resume = False
+        self._check_keeps = None
+        if allotted and self._on_check_end is not None:
+            self._on_check_end()
 
     def _make_swarm(self, handle: TorrentHandle) -> None:
         """The data is checked: make the brain with what is on disk and the priorities now
