@@ -788,6 +788,45 @@ def test_a_single_forged_refusal_costs_one_request_and_keeps_the_mapping() -> No
     assert not of_type(events, PortMapped)  # the same port all along: nothing to tell
 
 
+@pytest.mark.parametrize("short", [False, True], ids=["full", "short"])
+def test_a_forged_refusal_with_an_old_epoch_keeps_the_grant(short: bool) -> None:
+    """A refusal's SSSoE is no more proven than the refusal: a forger's 0 would read as a
+    reboot (RFC 3.6), ending the grant the refusal itself may not end (and every other one
+    kept through a failed renewal). It is not taken; the next grant's is checked as ever."""
+    gateway = FakeGateway()
+    client = new_client((TCP, 6881), lifetime=600)
+    run(client, gateway, 0.0, 1.0)
+    [granted] = client.mappings()
+    assert granted.expires_at is not None
+    first_at = granted.expires_at - 300 + 0.005  # the renewal is out, its answer 5 ms away
+    second_at = first_at + NATPMP_RETRY_MIN + 0.005  # its retry is out
+
+    def forge(now: float) -> None:
+        if short:
+            forged = NatPmpErrorResponse(128 | TCP, NatPmpResult.NOT_AUTHORIZED, 0).encode()
+        else:
+            forged = MappingResponse(TCP, NatPmpResult.NOT_AUTHORIZED, 0, 6881, 0, 0).encode()
+        client.receive_datagram(forged, GATEWAY_ADDRESS, now)
+
+    events: list[NatPmpEvent] = []
+    run(
+        client, gateway, 1.0, second_at + 1.0, events=events, at={first_at: forge, second_at: forge}
+    )
+    assert not of_type(events, GatewayReset)
+    first, second = of_type(events, MappingFailed)
+    assert [f.mapping.external_port for f in (first, second)] == [6881, 6881]
+    assert second.retry_at == pytest.approx(second_at + 2 * NATPMP_RETRY_MIN)
+    assert client.mappings()[0].expires_at == granted.expires_at
+    # The retry is granted: the gateway's SSSoE, judged against the last one taken, is no
+    # reset either.
+    run(client, gateway, second_at + 1.0, second.retry_at + 1.0, events=events)
+    assert client.statistics().gateway_resets == 0
+    [renewed] = client.mappings()
+    assert renewed.external_port == 6881
+    assert renewed.expires_at is not None
+    assert renewed.expires_at > granted.expires_at
+
+
 def mapping_requests(gateway: FakeGateway) -> list[tuple[float, MappingRequest]]:
     return [(t, r) for t, r in gateway.requests if isinstance(r, MappingRequest)]
 

@@ -119,7 +119,9 @@ class OurAddress:
         self.address = None if address is None else IPv4Address(address)
         self.reads: list[float] = []
 
-    async def __call__(self, gateway: object, port: int, bind_host: str) -> IPv4Address | None:
+    async def __call__(
+        self, gateway: object, port: int, bind_host: str, *, quiet: bool = False
+    ) -> IPv4Address | None:
         await trio.lowlevel.checkpoint()
         self.reads.append(trio.current_time())
         return self.address
@@ -423,7 +425,7 @@ async def test_none_opens_nothing(
 
     reads: list[str] = []
 
-    async def source_address(*args: object) -> None:
+    async def source_address(*args: object, **kwargs: object) -> None:
         reads.append("read")
 
     monkeypatch.setattr(natpmp_shell, "_new_announce_socket", forbidden)
@@ -608,3 +610,34 @@ async def test_a_group_held_on_the_interface_already_is_kept(
         assert fake.memberships()[-1] == ("join", "239.255.0.9", "192.168.1.6")
         assert mapper.announce_address == group
         assert not fake.closed
+
+
+async def test_a_lost_route_is_told_once_not_at_each_minutes_read(
+    autojump_clock: trio.testing.MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Offline for hours (a laptop away from its network), the minute's read of our address
+    finds no route each time: one INFO record per loss, the repeats at DEBUG."""
+    caplog.set_level(logging.DEBUG, logger="bip_handshake.natpmp")
+    monkeypatch.setattr(natpmp_shell, "_new_announce_socket", FakeAnnounceSocket)
+    real = natpmp_shell._source_address
+    offline = [False]
+
+    async def source_address(
+        gateway: IPv4Address, port: int, bind_host: str, *, quiet: bool = False
+    ) -> IPv4Address | None:
+        # Offline: the read binds an address that is not ours, and fails as with no route.
+        bind = "192.0.2.1" if offline[0] else bind_host
+        return await real(gateway, port, bind, quiet=quiet)
+
+    monkeypatch.setattr(natpmp_shell, "_source_address", source_address)
+    async with open_port_mapper(LOOPBACK, [], gateway_port=9, bind_host=LOOPBACK, pcp=False):
+        offline[0] = True
+        await trio.sleep(600.5)  # ten reads
+        offline[0] = False
+        await trio.sleep(60)
+        offline[0] = True
+        await trio.sleep(120)
+    lost = [r.levelno for r in caplog.records if "no route to gateway" in r.getMessage()]
+    assert lost == [logging.INFO] + [logging.DEBUG] * 9 + [logging.INFO, logging.DEBUG]

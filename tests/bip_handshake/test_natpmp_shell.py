@@ -303,12 +303,12 @@ async def test_our_address_is_read_again_after_a_mismatch_and_before_a_probe(
     wrong = 1 if moved else 2
 
     async def source_address(
-        gateway: IPv4Address | IPv6Address, port: int, bind_host: str
+        gateway: IPv4Address | IPv6Address, port: int, bind_host: str, *, quiet: bool = False
     ) -> IPv4Address | None:
         reads.append(trio.current_time())
         if len(reads) <= wrong:
             return IPv4Address("192.0.2.77")
-        return await _source_address(gateway, port, bind_host)
+        return await _source_address(gateway, port, bind_host, quiet=quiet)
 
     monkeypatch.setattr(natpmp_shell, "_source_address", source_address)
     gateway = FakeGateway(pcp=True)

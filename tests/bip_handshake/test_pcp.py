@@ -1091,19 +1091,33 @@ def test_a_header_only_failure_never_clears_a_standing_grant() -> None:
     assert client.statistics().unexpected == len(forged)
     assert drain(client) == []
     # The two a server may have to send without the body are taken, as silence: the grant
-    # stands, the renewal is retried soon (not after the failure's hour).
+    # stands, the renewal is retried soon (not after the failure's hour). Their epoch is not
+    # taken: a forger's 0 would read as a restart (GatewayReset), lapse the grant kept
+    # through the first refusal, and be the reference the gateway's next answer is judged by.
     for data in (
-        PcpErrorResponse(2, 1, PcpResult.MALFORMED_REQUEST, 3600, 2000).encode(),
-        PcpErrorResponse(1, 1, PcpResult.UNSUPP_VERSION, 3600, 2000).encode(),
+        PcpErrorResponse(2, 1, PcpResult.MALFORMED_REQUEST, 3600, 0).encode(),
+        PcpErrorResponse(2, 1, PcpResult.MALFORMED_REQUEST, 3600, 0).encode(),
+        PcpErrorResponse(1, 1, PcpResult.UNSUPP_VERSION, 3600, 0).encode(),
     ):
         client.receive_datagram(data, GATEWAY_ADDRESS, now + 0.002)
-        [failed] = of_type(drain(client), MappingFailed)
+        [failed] = drain(client)
+        assert isinstance(failed, MappingFailed)
         assert failed.mapping.external_port == 6881
-        assert failed.retry_at <= now + 0.002 + 2 * NATPMP_RETRY_MIN
+        assert failed.retry_at <= now + 0.002 + 4 * NATPMP_RETRY_MIN
         client.handle_timer(failed.retry_at)
         sent_request(client, failed.retry_at)
         now = failed.retry_at
     assert client.mappings()[0].external_port == 6881
+    assert client.statistics().gateway_resets == 0
+    # The gateway's own answer (to the retransmission) is judged against its own last epoch.
+    events: list[NatPmpEvent] = []
+    run(client, gateway, now, now + 1.0, events=events)
+    assert not of_type(events, GatewayReset)
+    assert client.statistics().gateway_resets == 0
+    [renewed] = client.mappings()
+    assert renewed.external_port == 6881
+    assert renewed.expires_at is not None
+    assert renewed.expires_at > now + 3000
 
 
 def test_a_full_answer_is_matched_on_its_nonce_before_its_result_is_read() -> None:

@@ -51,7 +51,9 @@ How RFC 6886 is run (and, unless said below, PCP alike):
   be lost to one. :class:`MappingFailed` tells the refusal (the grant still shown); the
   renewal is asked again as after silence (:data:`NATPMP_RETRY_MIN` seconds, doubling), so
   a forged refusal costs one request and a real one is heard again; the grant lapses when
-  it runs out unrenewed, and from then on the refusal's own wait applies. This is
+  it runs out unrenewed, and from then on the refusal's own wait applies. Nor is the SSSoE
+  of a refusal of a mapping taken (below): a forger's 0 would read as a reboot, which ends
+  every grant kept through a failed renewal; a real reboot shows in the next answer. This is
   libtorrent's outcome (2.0's ``natpmp::on_reply``): a refusal answering an existing
   mapping with port or lifetime 0, as refusals do, clears the mapping's protocol before
   the callback, so the session's mapped port is left as it was, and the gateway's mapping
@@ -59,9 +61,10 @@ How RFC 6886 is run (and, unless said below, PCP alike):
   mapping for good, and reports a refusal carrying a port and lifetime as port 0 at once,
   asking again in two hours). A PCP MAP refusal names the mapping's nonce (matched before
   its result is read): one that cannot pass ends the grant at once.
-- Every response carries the gateway's seconds since the start of its epoch (SSSoE). When
-  one is lower than the last one, or lower by more than 2 s than the last one plus 7/8 of
-  the time elapsed since on our clock (RFC 3.6), the gateway lost its mapping table: every
+- Every response carries the gateway's seconds since the start of its epoch (SSSoE; one
+  refusing a mapping, which no nonce proves, is not read, above). When one is lower than
+  the last one, or lower by more than 2 s than the last one plus 7/8 of the time elapsed
+  since on our clock (RFC 3.6), the gateway lost its mapping table: every
   mapping is renewed after a random delay of 0 to 5 s (RFC 3.7), serially, and the external
   address is asked again (:class:`GatewayReset`).
 - Removing a mapping that the gateway may hold sends a deletion (lifetime 0, suggested port
@@ -141,7 +144,9 @@ How RFC 6887 is run (PCP is spoken first unless ``pcp=False``):
   (negotiation) or MALFORMED_REQUEST (of opcode MAP) answering a PCP request (or, version
   2, a NAT-PMP one), and never clears a standing grant: refusing a renewal, it counts as
   silence (retried after :data:`NATPMP_RETRY_MIN`, doubling, the grant kept till it runs
-  out).
+  out). Its epoch is not taken either (a forger's 0 would read as a restart, lapsing every
+  grant kept through a failed renewal, and judge the gateway's next answer: a second one);
+  a MALFORMED_REQUEST settles a probe all the same (the gateway speaks PCP).
 - A grant is renewed at a random point between 1/2 and 5/8 of its lifetime (RFC 11.2.1).
 - The epoch time shows a server that lost its state (RFC 8.5): back by more than 1 s, or
   apart from our clock's elapsed time by more than 2 s and a sixteenth (an ANNOUNCE, sent
@@ -1387,7 +1392,7 @@ class NatPmpClient:
             if request is None or not self._short_answers(response, request):
                 self._unexpected += 1
                 return
-            self._accept(response.epoch, now)
+            self._refusal_epoch(request, response.epoch, now)
             self._request = None
             # No nonce in NAT-PMP: a refusal of a renewal keeps the grant (module docstring).
             self._refused(request, response.result, now, proven=False)
@@ -1409,7 +1414,10 @@ class NatPmpClient:
             if request.kind is _Kind.MAP and not (response.external_port and response.lifetime):
                 self._malformed += 1
                 return
-        self._accept(response.epoch, now)
+        if response.result == NatPmpResult.SUCCESS:
+            self._accept(response.epoch, now)
+        else:
+            self._refusal_epoch(request, response.epoch, now)
         self._request = None
         if request.kind is _Kind.DELETE:
             self._drop(mapping, response.result)
@@ -1417,6 +1425,20 @@ class NatPmpClient:
             self._mapping_failed(mapping, response.result, now, proven=False)
         else:
             self._granted(mapping, response.external_port, response.lifetime, now, pcp=False)
+
+    def _refusal_epoch(self, request: _Request, epoch: int, now: float) -> None:
+        """A NAT-PMP refusal's SSSoE: taken (RFC 6886 3.6) unless it refuses a mapping.
+
+        Such a refusal carries no nonce and may not end the grant it refuses (module
+        docstring); its SSSoE is no better proven, and a forger's low one would read as a
+        reboot, which ends every grant kept through a failed renewal (the refused one's too,
+        refusing its retry). It is counted alone: a real reboot shows in the next answer
+        believed (libtorrent reads no SSSoE at all).
+        """
+        if request.kind is _Kind.MAP:
+            self._received += 1
+        else:
+            self._accept(epoch, now)
 
     def receive_announcement(self, data: bytes, source: PeerAddress, now: float) -> None:
         """Take a datagram heard on the announcement group (224.0.0.1:5350, RFC 6886
@@ -1644,7 +1666,12 @@ class NatPmpClient:
         ):
             self._unexpected += 1
             return
-        self._pcp_answered(response.epoch, now)
+        # A PCP answer to our PCP request: the gateway speaks PCP. Its epoch is not taken:
+        # no better proven than the failure, a forger's 0 would read as a restart (every
+        # grant kept through a failed renewal lapsed, this one's too) and be the reference
+        # the gateway's next answer is judged by (a second reset).
+        self._received += 1
+        self._speaks_pcp()
         self._request = None
         self._refused(request, response.result, now, response.lifetime, proven=False)
 
@@ -1679,11 +1706,16 @@ class NatPmpClient:
         return True
 
     def _pcp_answered(self, epoch: int, now: float) -> None:
-        """A PCP answer to our request: the gateway speaks PCP."""
+        """A PCP answer to our request, matched on its nonce: the gateway speaks PCP, and
+        its epoch is checked."""
+        self._speaks_pcp()
+        self._accept(epoch, now, pcp=True)
+
+    def _speaks_pcp(self) -> None:
+        """A PCP answer to our PCP request came: a probe has its answer."""
         if self._speaking is _Speaking.PROBING:
             _log.info("PCP gateway %s speaks PCP", self._gateway)
             self._speaking = _Speaking.PCP
-        self._accept(epoch, now, pcp=True)
 
     def _unsupported_version(
         self, response: PcpErrorResponse, request: _Request, now: float

@@ -32,10 +32,11 @@ program on the host hears it, bound to the group's address where the system allo
 what is sent to the group arrives, as for LSD), and joined to the group on the interface
 toward the gateway (our address toward it). A membership stays on the interface it was made
 on: while the group is joined, our address toward the gateway is read again each minute
-(it costs no traffic) and whenever the core asks, and when it changed (a DHCP renewal,
-another network) the old membership is left and the group joined on the new interface,
-once per change (a failed join of 224.0.0.1 is logged at DEBUG, as on opening; of another
-group, it ends the listening). Anyone on the network can multicast: a datagram is handed to
+(it costs no traffic; a route lost is logged at INFO once, not at each read while it stays
+lost) and whenever the core asks, and when it changed (a DHCP renewal, another network)
+the old membership is left and the group joined on the new interface, once per change (a
+failed join of 224.0.0.1 is logged at DEBUG, as on opening; of another group, it ends the
+listening). Anyone on the network can multicast: a datagram is handed to
 the core only when it comes from the gateway's address (the core checks the port, the
 gateway's own, from which a server sends its announcements as its answers, and the
 content); the others are counted and dropped unread, as is anything longer than PCP's
@@ -143,13 +144,14 @@ def _protocol(value: object) -> MappingProtocol:
 
 
 async def _source_address(
-    gateway: IPv4Address | IPv6Address, port: int, bind_host: str
+    gateway: IPv4Address | IPv6Address, port: int, bind_host: str, *, quiet: bool = False
 ) -> IPv4Address | None:
     """Our IPv4 address toward ``gateway``, or None when there is no route to it (yet).
 
     Connecting a UDP socket sends nothing; the kernel binds it to the source address its
     route to the gateway uses, which getsockname then tells (as Bitcoin Core's PCP client
-    does).
+    does). No route is logged at INFO, at DEBUG when ``quiet`` (the route was lost at the
+    last read already: a host offline for hours would log one line each minute).
     """
     try:
         with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
@@ -157,7 +159,8 @@ async def _source_address(
             await probe.connect((str(gateway), port))
             host = probe.getsockname()[0]
     except OSError as error:
-        _log.info("NAT-PMP/PCP: no route to gateway %s (%s)", gateway, error)
+        level = logging.DEBUG if quiet else logging.INFO
+        _log.log(level, "NAT-PMP/PCP: no route to gateway %s (%s)", gateway, error)
         return None
     address = IPv4Address(host)
     if address.is_unspecified:  # pragma: no cover - a connected socket has an address
@@ -401,6 +404,7 @@ class PortMapper:
         announce_sock: trio.socket.SocketType | None = None,
         announce_host: IPv4Address | None = None,
         membership: _GroupMembership | None = None,
+        route_lost: bool = False,
     ) -> None:
         self._client = client
         self._sock = sock
@@ -411,6 +415,7 @@ class PortMapper:
         self._announce_sock = announce_sock
         self._membership = membership
         self._listen_scope = trio.CancelScope()  # cancelled when listening must end
+        self._route_lost = route_lost  # the last read of our address found no route
         self._announce_address: tuple[str, int] | None = None
         if announce_sock is not None and announce_host is not None:
             # The port bound (a test's stand-in may ask for port 0); the group's address
@@ -519,7 +524,10 @@ class PortMapper:
         announcement group is joined on."""
         client = self._client
         gateway = client.gateway
-        source = await _source_address(gateway.host, gateway.port, self._bind_host)
+        source = await _source_address(
+            gateway.host, gateway.port, self._bind_host, quiet=self._route_lost
+        )
+        self._route_lost = source is None
         if source is not None:
             self._follow_interface(source)
         known = client.client_address  # None: PCP is off, the core needs no address
@@ -707,7 +715,8 @@ async def open_port_mapper(
         # Our address toward the gateway: PCP's client address, and the interface the
         # announcement group is joined on.
         joins = announce is not None and announce[0].is_multicast
-        source = await _source_address(gateway, gateway_port, bind_host) if pcp or joins else None
+        asked = pcp or joins
+        source = await _source_address(gateway, gateway_port, bind_host) if asked else None
         if pcp and source is None:
             _log.info("PCP: our address toward gateway %s unknown; NAT-PMP alone", gateway)
         client = NatPmpClient(
@@ -735,6 +744,7 @@ async def open_port_mapper(
                 announce_sock=announce_sock,
                 announce_host=announce[0] if announce is not None else None,
                 membership=membership,
+                route_lost=asked and source is None,
             )
             tasks = [mapper._run]
             if announce_sock is not None:
