@@ -317,7 +317,8 @@ async def metadata_requests_bad(peer: HostilePeer, arena: Arena) -> Expect:
     for piece in (10_000, 0):
         await peer.send_extended(ut_metadata, {b"msg_type": 0, b"piece": piece})
     await peer.wait_until(lambda: len(_metadata_replies(peer)) >= 2)
-    # Not a piece number at all (libtorrent rejects it, bip hangs up: either will do).
+    # Not a piece number at all: rejected by both, bip as libtorrent (a client hanging up
+    # would do too).
     for piece in (0xFFFFFFFF, -1):
         await peer.send_extended(ut_metadata, {b"msg_type": 0, b"piece": piece})
     return "either"

@@ -138,9 +138,10 @@ def outstanding(swarm: Swarm, peer: Peer) -> int:
     return swarm.brain.picker.requests.num_outstanding(peer)
 
 
-async def test_a_piece_taken_back_is_not_given_back() -> None:
+async def test_a_piece_taken_back_is_given_back_without_asking_the_peer_again() -> None:
     # The reviewer's case: piece 0 allowed fast, then lt_donthave(0), both read before the
-    # brain heard of either. Given back, the brain asked for it again and again (recursion).
+    # brain heard of either. Given back alone, the brain asked for it again and again
+    # (recursion); the brain hears the dont-have first, so it is not asked of the peer again.
     ours = connection()
     read(ours, HaveAll(), AllowedFast(0), donthave(0))
     swarm, manager, [peer] = swarm_with(ours)
@@ -148,9 +149,10 @@ async def test_a_piece_taken_back_is_not_given_back() -> None:
     swarm.feed(AllowedFastInput(peer, 0), 0.0)
     assert manager.attempts == 1
     assert [error.choked for error in manager.refused] == [False]
-    # Pending in the brain (as any request the peer leaves unanswered) until it hears more.
-    assert outstanding(swarm, peer) == 1
-    swarm.feed(PeerDontHave(peer, 0), 0.0)
+    # Back in the pool at once (see test_refused_request_taken_back.py), not pending.
+    assert outstanding(swarm, peer) == 0
+    swarm.feed(PeerDontHave(peer, 0), 0.0)  # the peer's own message: no news
+    assert manager.attempts == 1
     assert not ours.our_requests
 
 

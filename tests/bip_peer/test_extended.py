@@ -264,8 +264,11 @@ def test_metadata_tolerance() -> None:
         b"d8:msg_type1:05:piecei0ee",
         b"d8:msg_typei0e5:piece1:0e",
         b"d8:msg_typei-1e5:piecei0ee",
-        b"d8:msg_typei0e5:piecei-1ee",
-        b"d8:msg_typei0e5:piecei9223372036854775808ee",  # beyond 64 bits
+        b"d8:msg_typei0e5:piecei100000000000000000000ee",  # a request's piece of 21 digits
+        b"d8:msg_typei0e5:piecei-100000000000000000000ee",
+        b"d8:msg_typei2e5:piecei-1ee",  # a reject of a piece we never ask for
+        b"d8:msg_typei2e5:piecei9223372036854775808ee",  # beyond 64 bits
+        b"d8:msg_typei1e5:piecei-1e10:total_sizei3eeabc",  # data for a negative piece
         b"d8:msg_typei1e5:piecei999999999e10:total_sizei3eeabc",  # data beyond any dictionary
         b"d8:msg_typei1e5:piecei0eeabc",  # data without total_size
         b"d8:msg_typei1e5:piecei0e10:total_sizei0eeabc",
@@ -285,8 +288,11 @@ def test_metadata_malformed(payload: bytes) -> None:
 @pytest.mark.parametrize(
     "build",
     [
-        lambda: MetadataRequest(-1),
-        lambda: MetadataReject(2**63),
+        lambda: MetadataRequest(10**20),
+        lambda: MetadataRequest(-(10**20)),
+        lambda: MetadataRequest(True),
+        lambda: MetadataReject(10**20),
+        lambda: MetadataData(-1, 10, b"x"),
         lambda: MetadataData(MAX_METADATA_TOTAL_SIZE, MAX_METADATA_TOTAL_SIZE, b"x"),
         lambda: MetadataData(0, 0, b""),
         lambda: MetadataData(0, 10, b"x" * 11),

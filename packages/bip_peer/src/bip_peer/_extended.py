@@ -14,7 +14,7 @@ the extended handshake (:class:`ExtendedHandshake`), in which each side lists, i
 - ``ut_holepunch`` (BEP 55): :class:`HolepunchMessage` and :func:`decode_holepunch_message`.
 
 Peers are sloppy, so decoding follows libtorrent: a payload that is not what the extension is
-at all (not a bencoded dictionary, a ``ut_metadata`` message without a valid ``msg_type`` or
+at all (not a bencoded dictionary, a ``ut_metadata`` message without an int ``msg_type`` and
 ``piece``, a ``lt_donthave`` payload that is not 4 bytes) raises
 :class:`~bip_peer._errors.RemoteProtocolError`, while a single field of the wrong type or range
 in an otherwise valid dictionary is ignored as if absent (a ``reqq`` sent as a string, a ``p``
@@ -364,34 +364,46 @@ def _bytes_or_none(value: object, *sizes: int) -> bytes | None:
 _MAX_PIECE: Final = MAX_METADATA_TOTAL_SIZE // METADATA_PIECE_SIZE
 """The last piece index a dictionary of at most :data:`MAX_METADATA_TOTAL_SIZE` bytes has."""
 
-_MAX_ASKED_PIECE: Final = 2**63 - 1
-"""The largest piece a request or reject may name: a bencoded int as libtorrent reads one (64
-bits). A request for a piece that cannot exist (up to this) is still a request, which BEP 9 says
+_MAX_PIECE_DIGITS: Final = 20
+"""The most digits a request's ``piece`` may have, a sign aside (a 64-bit int has up to 20).
+A request for a piece that cannot exist, negative included, is still a request, which BEP 9 says
 to answer with a reject ("If the peer does not have the requested piece of metadata ... it MUST
-respond with a reject message"), as libtorrent does; the reject names the same piece."""
+respond with a reject message"), as libtorrent's ``ut_metadata`` does for ``piece < 0`` or past
+the end; the reject names the same piece. Longer numbers are refused as malformed: echoing one
+would let a peer make us keep and send numbers as long as its message."""
+
+_MAX_ASKED_PIECE: Final = 10**_MAX_PIECE_DIGITS - 1
+"""The largest piece a request (and so the reject answering it) may name: 20 digits."""
+
+_MAX_ANSWERED_PIECE: Final = 2**63 - 1
+"""The largest piece a received reject may name: a bencoded int as libtorrent reads one (64
+bits). We never ask for more (nor for a negative piece), so a reject beyond it is nonsense."""
 
 
-def _check_piece(piece: object, high: int = _MAX_PIECE) -> None:
-    _check_int("piece", piece, 0, high)
+def _check_piece(piece: object, high: int = _MAX_PIECE, low: int = 0) -> None:
+    _check_int("piece", piece, low, high)
 
 
 @dataclass(frozen=True, slots=True)
 class MetadataRequest(_ExtensionMessage):
     """Ask for piece ``piece`` of the info dictionary (BEP 9, ``msg_type`` 0).
 
-    ``piece`` may be any index up to 2**63 - 1, pieces no dictionary has included: a peer may
-    ask for them, and is answered with a :class:`MetadataReject` (BEP 9), not cut off.
+    ``piece`` may be any int of at most 20 digits, pieces no dictionary has included (negative
+    ones too): a peer may ask for them, and is answered with a :class:`MetadataReject` naming
+    the same piece (BEP 9, as libtorrent), not cut off.
 
     >>> MetadataRequest(0).encode_payload()
     b'd8:msg_typei0e5:piecei0ee'
+    >>> MetadataRequest(-1).encode_payload()
+    b'd8:msg_typei0e5:piecei-1ee'
     """
 
     extension_name: ClassVar[str] = "ut_metadata"
     piece: int
 
     def __post_init__(self) -> None:
-        """Check that ``piece`` is an index (0 to 2**63 - 1)."""
-        _check_piece(self.piece, _MAX_ASKED_PIECE)
+        """Check that ``piece`` is an int of at most 20 digits (-(10**20 - 1) to 10**20 - 1)."""
+        _check_piece(self.piece, _MAX_ASKED_PIECE, -_MAX_ASKED_PIECE)
 
     def encode_payload(self) -> bytes:
         """``d8:msg_typei0e5:piecei<piece>ee``."""
@@ -447,7 +459,9 @@ class MetadataData(_ExtensionMessage):
 class MetadataReject(_ExtensionMessage):
     """The sender will not send piece ``piece`` (BEP 9, ``msg_type`` 2).
 
-    ``piece`` has the range of :attr:`MetadataRequest.piece`: a reject answers any request.
+    ``piece`` has the range of :attr:`MetadataRequest.piece`: a reject answers any request, and
+    names the piece asked for. A received reject is an answer to a request of ours, so
+    :func:`decode_metadata_message` takes only pieces we could have asked for (0 to 2**63 - 1).
 
     >>> MetadataReject(0).encode_payload()
     b'd8:msg_typei2e5:piecei0ee'
@@ -457,8 +471,8 @@ class MetadataReject(_ExtensionMessage):
     piece: int
 
     def __post_init__(self) -> None:
-        """Check that ``piece`` is an index (0 to 2**63 - 1)."""
-        _check_piece(self.piece, _MAX_ASKED_PIECE)
+        """Check that ``piece`` is an int of at most 20 digits, as a request's."""
+        _check_piece(self.piece, _MAX_ASKED_PIECE, -_MAX_ASKED_PIECE)
 
     def encode_payload(self) -> bytes:
         """``d8:msg_typei2e5:piecei<piece>ee``."""
@@ -478,17 +492,23 @@ def decode_metadata_message(
     >>> decode_metadata_message(b"d8:msg_typei9e5:piecei0ee") is None
     True
 
-    A request or reject for a piece no dictionary can have (up to 2**63 - 1) decodes: the
-    request is answered with a reject (BEP 9), a reject of a piece we never asked is ignored.
+    A request for a piece no dictionary can have decodes, whatever the int (negative, or
+    beyond 64 bits, up to 20 digits): it is answered with a reject naming the same piece
+    (BEP 9), as libtorrent answers ``piece < 0`` or past the end, and the connection stays.
+    Data and rejects answer requests of ours, so theirs must be pieces we could have asked
+    for; a reject of a piece we never asked (up to 2**63 - 1) decodes, and is ignored.
 
     >>> decode_metadata_message(b"d8:msg_typei0e5:piecei2147483648ee")
     MetadataRequest(piece=2147483648)
+    >>> decode_metadata_message(b"d8:msg_typei0e5:piecei-7ee")
+    MetadataRequest(piece=-7)
 
     Raises:
         RemoteProtocolError: not a bencoded dictionary; ``msg_type`` or ``piece`` missing or
-            not an int in range (a negative piece, or beyond 64 bits; for data, beyond the
-            largest dictionary); a data message without a valid ``total_size``, with more
-            than 16 KiB of data, or with a piece outside ``total_size``.
+            not an int; a negative ``msg_type``; a ``piece`` of more than 20 digits; a reject
+            of a negative piece or one beyond 64 bits; data with a negative piece or one
+            beyond the largest dictionary, without a valid ``total_size``, with more than
+            16 KiB of data, or with a piece outside ``total_size``.
     """
     raw = bytes(payload)
     try:
@@ -501,16 +521,26 @@ def decode_metadata_message(
     piece = value.get(b"piece")
     if not _is_int(msg_type, 0):
         raise RemoteProtocolError(f"ut_metadata message with msg_type {msg_type!r}")
-    if not _is_int(piece, 0, _MAX_ASKED_PIECE):
+    if not _is_int(piece):
         raise RemoteProtocolError(f"ut_metadata message with piece {piece!r}")
     assert isinstance(piece, int)  # narrowed by _is_int
+    # Bounded by value, not by digits counted in a string: the bencode decoder already made
+    # the int (at most Python's 4300 digits, in a message the connection bounds), and keeping
+    # it no longer than 20 digits bounds what a reject echoing it costs us.
+    if not -_MAX_ASKED_PIECE <= piece <= _MAX_ASKED_PIECE:
+        raise RemoteProtocolError(
+            f"ut_metadata message with a piece of more than {_MAX_PIECE_DIGITS} digits"
+        )
     if msg_type == 0:
         return MetadataRequest(piece)
     if msg_type == 2:
+        if not 0 <= piece <= _MAX_ANSWERED_PIECE:  # we never ask for such a piece
+            raise RemoteProtocolError(f"ut_metadata reject of piece {piece}")
         return MetadataReject(piece)
     if msg_type != 1:
         return None
-    if piece > _MAX_PIECE:  # data must lie inside a dictionary (total_size checks the rest)
+    # Data must lie inside a dictionary (total_size checks the rest).
+    if not 0 <= piece <= _MAX_PIECE:
         raise RemoteProtocolError(f"ut_metadata data with piece {piece}")
     total_size = value.get(b"total_size")
     if not _is_int(total_size, 1, MAX_METADATA_TOTAL_SIZE):

@@ -702,8 +702,9 @@ class MetadataServerStatistics:
 
     Attributes:
         served: data messages answered.
-        rejected_range: requests for a piece that does not exist (any index up to 2**63 - 1
-            may be asked; each costs the peer a token of its budget all the same).
+        rejected_range: requests for a piece that does not exist (any int of up to 20 digits
+            may be asked, negative ones too; each costs the peer a token of its budget all the
+            same).
         rejected_budget: requests for an existing piece refused because the peer spent its
             budget.
         peers: peers with a budget being tracked.
@@ -726,9 +727,10 @@ class MetadataServer(Generic[K]):
 
     Each peer has a token bucket: *burst* pieces at once, refilled at *rate* pieces per second,
     so a peer that asks for the same pieces over and over gets rejects instead of our upload.
-    A request for a piece that does not exist (BEP 9 lets a peer ask for any index; libtorrent
-    and we answer with a reject) spends a token too: a peer that floods us with them has its
-    valid requests rejected as well until its budget refills, as if it had asked for data.
+    A request for a piece that does not exist (BEP 9 lets a peer ask for any index, and a peer
+    may send a negative one; libtorrent and we answer with a reject naming it) spends a token
+    too: a peer that floods us with them has its valid requests rejected as well until its
+    budget refills, as if it had asked for data.
     Every request gets one small answer, never more, so a flood costs us no more than it costs
     the peer. Call :meth:`forget` when a peer leaves.
 
@@ -739,6 +741,8 @@ class MetadataServer(Generic[K]):
     MetadataData(piece=0, total_size=11, data=b'd4:name1:xe')
     >>> server.answer("peer", MetadataRequest(1), now=0.0)
     MetadataReject(piece=1)
+    >>> server.answer("peer", MetadataRequest(-1), now=0.0)
+    MetadataReject(piece=-1)
 
     Args:
         info_bytes: the info dictionary exactly as hashed.
@@ -791,8 +795,9 @@ class MetadataServer(Generic[K]):
     ) -> MetadataData | MetadataReject:
         """The answer to *request* from *peer*: the piece, or a reject.
 
-        Out-of-range pieces and requests beyond the peer's budget are rejected, as BEP 9 says
-        for metadata we cannot give.
+        Pieces out of range (negative, or past the end) and requests beyond the peer's budget
+        are rejected, the reject naming the piece asked for, as BEP 9 says for metadata we
+        cannot give.
         """
         piece = request.piece
         budget = self._budgets.pop(peer, None)  # re-inserted last: the dict stays LRU-ordered

@@ -42,6 +42,7 @@ from bip_select import (
     DropPeer,
     Input,
     PeerChokedUs,
+    PeerDontHave,
     PeerKey,
     PeerLeft,
     QueueConfig,
@@ -92,9 +93,11 @@ class Swarm:
         self._on_banned = on_banned
         self._num_pieces = brain.geometry.num_pieces
         self._refused = 0  # sends the connection refused for a reason other than staleness
-        # Requests a fast peer's choke refused, waiting to go back to the brain, and whether
-        # they are being given back now (see _give_back: carry_out must not recurse into it).
-        self._unsent: deque[tuple[Peer, Block]] = deque()
+        # Requests the connection refused that the peer never saw, waiting to go back to the
+        # brain (True: a fast peer's choke refused it; False: the peer took the piece back),
+        # and whether they are being given back now (see _give_back: carry_out must not
+        # recurse into it).
+        self._unsent: deque[tuple[Peer, Block, bool]] = deque()
         self._giving_back = False
         self.joined: set[Peer] = set()
         self.web_seeds: set[WebSeed] = set()
@@ -175,15 +178,22 @@ class Swarm:
                 sent = manager.send_nowait(peer, message_for(action, self._num_pieces))
             except StaleSendError as error:
                 # The brain's view lags the connection's (a cancel for a block that just
-                # arrived, a request meeting a choke): the connection refused it. Only the
-                # choke's refusal of a fast peer's request is given back: without BEP 6 the
-                # choke's own event frees every request (given back earlier, the choke would
-                # overtake blocks already read, and they would be asked again), and a piece
-                # the peer took back must not be asked of it again (it loops) before the
-                # brain hears of it.
+                # arrived, a request meeting a choke or a piece taken back): the connection
+                # refused it. Refused requests go back to the brain, which would otherwise
+                # wait 60 s for them (the peer never saw them, so nothing answers them): those
+                # of a piece the peer took back (lt_donthave, a bitfield replacing what it
+                # said), with or without BEP 6 (the brain keeps its requests across a
+                # dont-have, for the ones the peer saw), and those a fast peer's choke
+                # refused. Without BEP 6 the choke's own event frees every request (given
+                # back earlier, the choke would overtake blocks already read, and they would
+                # be asked again).
                 logger.debug("not sent to %s: %s", peer, error)
-                if isinstance(action, SendRequest) and error.choked and peer.connection.fast:
-                    self._unsent.append((peer, action.block))
+                if isinstance(action, SendRequest):
+                    if error.choked:
+                        if peer.connection.fast:
+                            self._unsent.append((peer, action.block, True))
+                    elif action.block.piece not in peer.connection.peer_pieces:
+                        self._unsent.append((peer, action.block, False))
                 continue
             except LocalProtocolError as error:  # pragma: no cover - a bug of ours
                 # Said loudly (on the 1st, 2nd, 4th... only: a bug may repeat per block), but
@@ -201,13 +211,20 @@ class Swarm:
             self._give_back()
 
     def _give_back(self) -> None:
-        """Requests a fast peer's choke refused (a choke the connection read before the
-        brain heard of it) go back to the brain, else it would wait for them: with the fast
-        extension a choke keeps requests pending until the peer rejects them (BEP 6), and
-        the peer never saw these (a super-seed chokes a peer between two pieces, as it says
-        not interested, while the next piece's have is on its way). The brain hears the
-        choke first, so that it asks the peer nothing more until its unchoke but its allowed
-        fast pieces (the choke's own event, later, is then no news).
+        """Requests the connection refused for news the brain has not heard yet go back to
+        the brain, else it would wait for them (60 s): the peer never saw them, so it never
+        answers or rejects them.
+
+        - A fast peer's choke (read by the connection before the brain heard of it): with
+          the fast extension a choke keeps requests pending until the peer rejects them
+          (BEP 6), and these the peer never saw (a super-seed chokes a peer between two
+          pieces, as it says not interested, while the next piece's have is on its way).
+          The brain hears the choke first, so that it asks the peer nothing more until its
+          unchoke but its allowed fast pieces (the choke's own event, later, is no news).
+        - A piece the peer took back (lt_donthave, or a bitfield replacing what it said):
+          the brain hears that the peer lacks it first, so that it does not ask that peer
+          for it again (it would be refused again) but another peer that has it, at once
+          (the peer's own message, later, is no news).
 
         What the brain decides meanwhile is carried out by nested :meth:`carry_out` calls,
         whose own refusals join the queue this loop empties instead of recursing (a peer
@@ -219,16 +236,22 @@ class Swarm:
         unsent = self._unsent
         given: set[tuple[Peer, Block]] = set()
         choked: set[Peer] = set()  # the brain hears a peer's choke once a pass
+        lacking: set[tuple[Peer, int]] = set()  # and that it lacks a piece once a pass
         self._giving_back = True
         try:
             while unsent:
-                peer, block = entry = unsent.popleft()
+                peer, block, by_choke = unsent.popleft()
+                entry = (peer, block)
                 if entry in given or peer not in self.joined:
                     continue
                 given.add(entry)
-                if peer not in choked:
-                    choked.add(peer)
-                    self.feed(PeerChokedUs(peer), now)
+                if by_choke:
+                    if peer not in choked:
+                        choked.add(peer)
+                        self.feed(PeerChokedUs(peer), now)
+                elif (peer, block.piece) not in lacking:
+                    lacking.add((peer, block.piece))
+                    self.feed(PeerDontHave(peer, block.piece), now)
                 if peer in self.joined:
                     self.feed(BlockRejected(peer, block), now)
         finally:
