@@ -52,6 +52,7 @@ from bip_handshake._upnp import (
     UpnpPortMapped,
 )
 from bip_handshake._upnp_client import (
+    UPNP_CLOSE_TIMEOUT,
     UPNP_CONFLICT_ATTEMPTS,
     UPNP_CONFLICT_PORTS,
     UPNP_MAX_DEVICES,
@@ -1097,3 +1098,26 @@ async def test_after_a_conflict_the_port_held_is_not_kept(
         # Never deleted: it is not ours.
         assert igd.actions("DeletePortMapping") == []
         assert igd.mappings == {("TCP", 6881): Entry("192.168.1.9", 6881, 0, "other")}
+
+
+async def test_a_gateway_silent_at_exit_does_not_keep_the_others_mappings(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The gateway read first stops answering as the block ends: its first deletion used to
+    # take the whole close (an exchange may take longer than the close's bound), and the
+    # other gateway's mappings were given up unsent.
+    other = FakeIgd(host="127.0.0.2", friendly_name="other")
+    gateway = FakeIgd(host="127.0.0.3", friendly_name="gateway")
+    record = Recorder()
+    async with running_igds(other, gateway) as address:
+        with trio.fail_after(60):
+            async with mapper_on(address, on_event=record, gateway="127.0.0.3") as mapper:
+                await until(mapper, lambda: len(of_type(record.events, UpnpPortMapped)) == 4)
+                gateway.silent = True
+                ending = trio.current_time()
+            assert trio.current_time() - ending <= UPNP_CLOSE_TIMEOUT
+    assert other.mappings == {}  # deleted within the bound
+    assert len(other.actions("DeletePortMapping")) == 2
+    assert len(gateway.mappings) == 2  # left to their leases
+    # Not confirmed on every gateway: no result.
+    assert [e.result for _, e in of_type(record.events, MappingRemoved)] == [None, None]

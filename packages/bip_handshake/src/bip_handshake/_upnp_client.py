@@ -21,8 +21,9 @@ How it runs (as libtorrent's upnp.cpp does, where not said otherwise):
 - **Every gateway**: as libtorrent keeps a set of root devices and maps each port on each,
   every Internet Gateway Device a search finds is used (a home network may have a router
   and a mesh node, or a second NAT), up to :data:`UPNP_MAX_GATEWAYS` at once, distinct by
-  description URL (and control URL: a device answering with two LOCATIONs is one); a
-  description that serves past them is ignored and counted. Each gateway has its own
+  description URL (and control URL: a device answering with two LOCATIONs is one), one
+  place kept for the preferred ``gateway`` while it is not in use; a description that
+  serves past them is ignored and counted. Each gateway has its own
   control URL, service, external address, leases, renewals, refusals, back-off and failure
   count, and every mapping is asked of each: :class:`~bip_handshake.UpnpPortMapped` and
   :class:`~bip_handshake.UpnpMappingFailed` (the shared events, with the ``device``) tell
@@ -92,13 +93,16 @@ How it runs (as libtorrent's upnp.cpp does, where not said otherwise):
   for after :data:`UPNP_SEARCH_RETRY_MIN` seconds, then doubling, up to
   :data:`UPNP_SEARCH_RETRY_MAX`, until one of its answers is usable again (the last
   :data:`UPNP_MAX_GATEWAYS` times two gateways lost are remembered).
-- **Close**: on every gateway, a DeletePortMapping for every external port it may hold
-  for a mapping (each one it granted, up to :data:`UPNP_MAX_PORTS_KEPT` per mapping, and
-  one asked for whose answer never came; not those whose lease ran out), one at a time. A port whose
-  GetSpecificPortMappingEntry was due after a 718 or 501 is asked about again first:
-  deleted if the router shows it ours, let alone if another host's. A mapping removed
-  while the client runs gets the same. The caller bounds the time the deletions take:
-  :meth:`UpnpClient.abandon` gives up what is left.
+- **Close**: on every gateway (in rank order), a DeletePortMapping for every external port
+  it may hold for a mapping (each one it granted, up to :data:`UPNP_MAX_PORTS_KEPT` per
+  mapping, and one asked for whose answer never came; not those whose lease ran out), one
+  at a time. A port whose GetSpecificPortMappingEntry was due after a 718 or 501 is asked
+  about again after every other deletion (a check the close cut short is likely to hang
+  again): deleted if the router shows it ours, let alone if another host's. A
+  gateway that gives no usable answer while closing is asked nothing more (its mappings'
+  leases end them). A mapping removed while the client runs gets the same deletions (its
+  check first). The caller bounds the time the deletions take: :meth:`UpnpClient.abandon`
+  gives up what is left.
 
 A sketch of one go, a gateway found and a port mapped (while the search hears out the
 others):
@@ -261,8 +265,9 @@ UPNP_MAX_DEVICES: Final = 16
 
 UPNP_MAX_GATEWAYS: Final = 8
 """Gateways (Internet Gateway Devices, distinct by description URL and control URL) in use
-at once, each mapping every port; a description that serves past them is ignored (counted
-in :attr:`UpnpStatistics.devices_ignored`)."""
+at once, each mapping every port, one of them the preferred gateway's place (the others
+take one fewer while it is not in use); a description that serves past them is ignored
+(counted in :attr:`UpnpStatistics.devices_ignored`)."""
 
 UPNP_HTTP_TIMEOUT: Final = 5.0
 """Seconds one HTTP exchange with a device may take, connection to last byte."""
@@ -530,6 +535,7 @@ class _Grant:
         "lifetime",
         "port",
         "ports",
+        "removal_result",
         "state",
         "want",
     )
@@ -551,6 +557,8 @@ class _Grant:
         # request on its way or never answered (the router may have made it). Removing
         # the mapping deletes those still live; at most UPNP_MAX_PORTS_KEPT.
         self.ports: dict[int, float] = {}
+        # Being removed: its last deletion's result (the latest grant's port goes last).
+        self.removal_result: int | None = None
 
     @property
     def id(self) -> MappingId:
@@ -671,12 +679,11 @@ class _Refusal:
 class _Deletion:
     """A removed mapping's ports being deleted on one gateway, one request each."""
 
-    __slots__ = ("grant", "ports", "result")
+    __slots__ = ("grant", "ports")
 
     def __init__(self, grant: _Grant, ports: list[int]) -> None:
         self.grant = grant
         self.ports = deque(ports)
-        self.result: int | None = None  # the last deletion's (the latest grant goes last)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1072,16 +1079,18 @@ class UpnpClient:
         can hold are dropped at once; the others are deleted on each gateway one request at
         a time, as :meth:`next_request` gives them, until :attr:`is_closed`. A
         GetSpecificPortMappingEntry due after a 718 or 501 (asked, or to be asked) is asked
-        again first: its port is deleted too if the router shows it ours (some routers
-        answer 718 to a renewal of a mapping we hold, which a permanent lease would keep
-        forwarded to us for good), and let alone if it is another host's. Closing twice
-        does nothing.
+        again once those deletions are made (the close likely cut it short because the
+        router was slow to answer it: it must not hold back deletions certainly owed): its
+        port is deleted too if the router shows it ours (some routers answer 718
+        to a renewal of a mapping we hold, which a permanent lease would keep forwarded to
+        us for good), and let alone if it is another host's. A gateway that gives no usable
+        answer meanwhile is asked nothing more. Closing twice does nothing.
 
         Returns:
-            ``(protocol, external_port)`` of each deletion, gateway after gateway (in the
-            order found), in the order they go (a port held on two gateways is listed
-            twice); not the port whose check is due, which goes after it only if the
-            router shows it ours.
+            ``(protocol, external_port)`` of each deletion, gateway after gateway (in rank
+            order: the preferred gateway first, then in the order found), in the order they
+            go (a port held on two gateways is listed twice); not the port whose check is
+            due, which goes after the others only if the router shows it ours.
         """
         now = _check_time(now)
         if self._closed:
@@ -1094,15 +1103,15 @@ class UpnpClient:
             device.address_due = math.inf
             device.again = None
             device.deletion = None  # its mapping's live ports are asked again from the first
-        # A refusal whose check is due is kept: _urgent_request asks the check before the
-        # deletions, and _entry_answered then settles the port (ours: deleted with the
-        # others; another host's: let alone). Giving it up here would leave a mapping of
-        # ours on the router, for good under a permanent lease.
+        # A refusal whose check is due is kept: _closing_request asks the check after every
+        # deletion certainly owed, and _entry_answered then settles the port (ours: deleted;
+        # another host's: let alone). Giving it up here would leave a mapping of ours on
+        # the router, for good under a permanent lease.
         for want in list(self._wants.values()):
             if not want.removing:
                 self._start_removal(want, now)
         going: list[tuple[MappingProtocol, int]] = []
-        for device in self._devices:
+        for device in self._ranked():
             refusal = device.refusal
             if refusal is not None and refusal.mapping_id not in device.grants:
                 refusal = device.refusal = None  # its mapping could hold nothing: no check
@@ -1250,6 +1259,8 @@ class UpnpClient:
         ):
             return UpnpRequest(UpnpRequestKind.SEARCH, destination=self._ssdp_address), None
         ranked = self._ranked()
+        if self._closed:
+            return self._closing_request(ranked, now)
         for device in ranked:
             request = self._urgent_request(device, now)
             if request is not None:
@@ -1493,7 +1504,19 @@ class UpnpClient:
                 # One gateway answering with two LOCATIONs is one gateway.
                 _log.debug("UPnP: %s is the gateway at %s again", service.location, device.host)
                 return
-        if len(self._devices) >= UPNP_MAX_GATEWAYS:
+        room = UPNP_MAX_GATEWAYS
+        host = parse_http_url(service.control_url).host
+        preferred = self._preferred
+        if (
+            preferred is not None
+            and host != preferred
+            and all(d.control.host != preferred for d in self._devices)
+        ):
+            # One place is kept for the preferred gateway (the one read first): else, lost
+            # a while (a reboot), it would find every place taken by the others when it
+            # came back, and never be used again.
+            room -= 1
+        if len(self._devices) >= room:
             self._devices_ignored += 1
             _log.info(
                 "UPnP: gateway %s not used: %d gateways in use already",
@@ -1577,28 +1600,13 @@ class UpnpClient:
         )
 
     def _urgent_request(self, device: _Device, now: float) -> UpnpRequest | None:
-        """``device``'s conflict check, deletion or retry due at once, if any."""
-        refusal = device.refusal
-        if refusal is not None:
-            checked = device.grants.get(refusal.mapping_id)
-            if checked is not None:
-                # Part of the refused request's go: it goes before anything else.
-                return self._soap(device, UpnpRequestKind.GET_ENTRY, checked, refusal.port)
-            device.refusal = None  # dropped meanwhile: whose the port is matters no more
-        # A deletion under way has a port left (its last answer ends it); else each turn
-        # starts one, or drops a grant whose leases ran out meanwhile.
-        for _ in range(len(device.grants) + 1):
-            if device.deletion is None:
-                removing = self._first_due(device, now, removing=True)
-                if removing is None:
-                    break
-                ports = _live_ports(removing, now)
-                if not ports:
-                    self._drop_grant(device, removing, None)
-                    continue
-                device.deletion = _Deletion(removing, ports)
-            deletion = device.deletion
-            return self._soap(device, UpnpRequestKind.DELETE, deletion.grant, deletion.ports[0])
+        """``device``'s conflict check, deletion or retry due at once, if any (while it
+        runs: the check is part of the refused request's go and goes first)."""
+        request = self._check_request(device)
+        if request is None:
+            request = self._deletion_request(device, now)
+        if request is not None:
+            return request
         again, device.again = device.again, None
         if (
             again is not None
@@ -1608,6 +1616,67 @@ class UpnpClient:
             # A refusal that another request may lift: it goes before anything else.
             return self._add_request(device, again, now)
         return None
+
+    def _closing_request(
+        self, ranked: list[_Device], now: float
+    ) -> tuple[UpnpRequest | None, _Device | None]:
+        """Closed: the deletions certainly owed, on every gateway (in rank order), then the
+        conflict checks still due, each followed by its port's deletion if it is ours.
+
+        A check is last because it is the one likely to hang: the close usually cut it
+        short because the router was slow to answer it, and asked first it could eat the
+        whole close budget (an exchange may take longer than the budget), leaving mappings
+        that are certainly ours forwarded, for good on a permanent lease. It is still asked
+        (the router may answer this time, and nothing else waits for it): a mapping of ours
+        left forwarded is what the check is for. (One check is due at a time: each is asked
+        as soon as its refusal comes.)"""
+        for device in ranked:
+            request = self._deletion_request(device, now)
+            if request is not None:
+                return request, device
+        for device in ranked:
+            request = self._check_request(device)
+            if request is not None:
+                return request, device
+        return None, None
+
+    def _check_request(self, device: _Device) -> UpnpRequest | None:
+        """``device``'s GetSpecificPortMappingEntry due after a 718 or 501, if any."""
+        refusal = device.refusal
+        if refusal is None:
+            return None
+        checked = device.grants.get(refusal.mapping_id)
+        if checked is None:
+            device.refusal = None  # dropped meanwhile: whose the port is matters no more
+            return None
+        return self._soap(device, UpnpRequestKind.GET_ENTRY, checked, refusal.port)
+
+    def _deletion_request(self, device: _Device, now: float) -> UpnpRequest | None:
+        """``device``'s next DeletePortMapping, if any: a deletion under way has a port
+        left (its last answer ends it); else the removed grant due first starts one, and
+        one whose leases ran out meanwhile is dropped. The port whose conflict check is
+        due is not deleted before the check shows it ours (another host's never is)."""
+        deletion = device.deletion
+        if deletion is None:
+            refusal = device.refusal
+            removing = [
+                g for g in device.grants.values() if g.state is _State.REMOVING and g.due <= now
+            ]
+            removing.sort(key=lambda g: g.due)  # stable: table order among equals
+            for grant in removing:
+                ports = _live_ports(grant, now)
+                if refusal is not None and refusal.mapping_id == grant.id:
+                    ports = [p for p in ports if p != refusal.port]
+                    if not ports:
+                        continue  # kept for its check
+                elif not ports:
+                    self._drop_grant(device, grant, grant.removal_result)
+                    continue
+                deletion = device.deletion = _Deletion(grant, ports)
+                break
+            else:
+                return None
+        return self._soap(device, UpnpRequestKind.DELETE, deletion.grant, deletion.ports[0])
 
     @staticmethod
     def _due(device: _Device) -> float:
@@ -1621,16 +1690,17 @@ class UpnpClient:
         """``device``'s address request or AddPortMapping due now, if any."""
         if device.address_due <= now:
             return self._soap(device, UpnpRequestKind.EXTERNAL_ADDRESS)
-        wanted = self._first_due(device, now, removing=False)
+        wanted = self._first_wanted(device, now)
         if wanted is not None:
             return self._add_request(device, wanted, now)
         return None
 
     @staticmethod
-    def _first_due(device: _Device, now: float, *, removing: bool) -> _Grant | None:
+    def _first_wanted(device: _Device, now: float) -> _Grant | None:
+        """``device``'s grant to ask for (or renew) due first, if any is due."""
         best: _Grant | None = None
         for g in device.grants.values():
-            if g.due > now or (g.state is _State.REMOVING) is not removing:
+            if g.due > now or g.state is _State.REMOVING:
                 continue
             if best is None or g.due < best.due:
                 best = g
@@ -1797,7 +1867,7 @@ class UpnpClient:
             ours = entry
         else:
             theirs = True
-        if device.lost or grant is None:
+        if device.lost or grant is None or device.grants.get(grant.id) is not grant:
             return  # the check lost the gateway (its grants went with it)
         self._after_check(device, grant, refusal, ours, theirs=theirs, now=now)
 
@@ -1888,27 +1958,42 @@ class UpnpClient:
         if deletion is None or not deletion.ports:  # pragma: no cover - its DELETE is ports[0]
             return
         deletion.ports.popleft()
+        grant = deletion.grant
+        # Asked once either way: a deletion is advisory (the lease ends the mapping anyway).
+        grant.ports.pop(port, None)
         result = self._read(device, response, check_soap_success)
         if isinstance(result, _Failed):
-            # A deletion is advisory: the lease ends the mapping anyway.
-            deletion.result = None
+            grant.removal_result = None
             self._device_failed(device, result.reason, now)  # a lost gateway drops the grant
         else:
             # 714 NoSuchEntryInArray: it was gone already.
-            deletion.result = result.code if isinstance(result, _Refused) else 0
-            deletion.grant.ports.pop(port, None)
-        grant = deletion.grant
+            grant.removal_result = result.code if isinstance(result, _Refused) else 0
         if device.deletion is deletion and not deletion.ports:
-            # The last one: the grant goes, with its result (the latest grant's).
+            # The last one: the grant goes, with its result (the latest grant's); unless
+            # its conflict check is still due (closed: the check goes after the deletions),
+            # which settles the port it holds back.
             device.deletion = None
-            if device.grants.get(grant.id) is grant:
-                self._drop_grant(device, grant, deletion.result)
+            refusal = device.refusal
+            held = refusal is not None and refusal.mapping_id == grant.id
+            if device.grants.get(grant.id) is grant and not held:
+                self._drop_grant(device, grant, grant.removal_result)
 
     def _device_failed(self, device: _Device, reason: str, now: float) -> None:
         """A request got no usable answer: after a few in a row, the gateway is gone."""
         self._request_failures += 1
         device.failures += 1
-        if self._closed or device.lost or device.failures < UPNP_DEVICE_FAILURES:
+        if self._closed and not device.lost:
+            # Closing: the one worker and the close's budget are shared by every gateway;
+            # one that did not answer would cost a timeout for each deletion left, and the
+            # others' deletions would be given up unsent. What it is owed is dropped
+            # (the leases end those mappings).
+            _log.debug("UPnP gateway %s: deletions given up on exit (%s)", device.host, reason)
+            device.again = device.refusal = device.deletion = None
+            for grant in list(device.grants.values()):
+                grant.ports.clear()
+                self._drop_grant(device, grant, None)
+            return
+        if device.lost or device.failures < UPNP_DEVICE_FAILURES:
             return
         self._devices_lost += 1
         _log.info("UPnP gateway %s stopped answering (%s)", device.host, reason)

@@ -335,25 +335,27 @@ class UpnpPortMapper:
                 self._wait_scope = None
             self._client.ssdp_received(data, IPv4Address(source[0]), self._now())
 
-    async def _perform(self, request: UpnpRequest) -> None:
-        """One HTTP exchange the core asked for; its outcome goes back to the core."""
+    async def _perform(self, request: UpnpRequest, timeout: float | None = None) -> None:
+        """One HTTP exchange the core asked for, within ``timeout`` seconds (by default
+        ``http_timeout``); its outcome goes back to the core."""
         url = request.url
         assert url is not None  # every request but a SEARCH has one (UpnpRequest checks)
+        bound = self._http_timeout if timeout is None else timeout
         try:
-            response, local = await self._exchange(url, request.payload, request.max_body)
+            response, local = await self._exchange(url, request.payload, request.max_body, bound)
         except _RequestError as failure:
             self._client.request_failed(request, failure.reason, self._now())
             return
         self._client.request_answered(request, response, local, self._now())
 
     async def _exchange(
-        self, url: HttpUrl, build: Callable[[IPv4Address], bytes], max_body: int
+        self, url: HttpUrl, build: Callable[[IPv4Address], bytes], max_body: int, timeout: float
     ) -> tuple[HttpResponse, IPv4Address]:
-        """One HTTP request on its own connection; ``build`` gets our address on it, which
-        comes back with the answer."""
+        """One HTTP request on its own connection within ``timeout`` seconds; ``build``
+        gets our address on it, which comes back with the answer."""
         local = None if self._bind_host == IPv4Address(0) else str(self._bind_host)
         try:
-            with trio.fail_after(self._http_timeout):
+            with trio.fail_after(timeout):
                 stream = await trio.open_tcp_stream(str(url.host), url.port, local_address=local)
                 async with stream:
                     ours = IPv4Address(stream.socket.getsockname()[0])
@@ -364,7 +366,7 @@ class UpnpPortMapper:
                         if response is not None:
                             return response, ours
         except trio.TooSlowError:
-            raise _RequestError(f"no answer within {self._http_timeout:g} s") from None
+            raise _RequestError(f"no answer within {timeout:g} s") from None
         except (OSError, trio.BrokenResourceError) as error:
             raise _RequestError(str(error) or type(error).__name__) from None
         except UpnpError as error:
@@ -378,7 +380,11 @@ class UpnpPortMapper:
 
     async def _close(self) -> None:
         """Make the core's deletions one at a time; past the caller's bound (or cancelled),
-        what is left is given up, and said so."""
+        what is left is given up, and said so.
+
+        Each exchange gets at most an equal share of the time left among the gateways still
+        owed a deletion: one that stopped answering (the core then asks it nothing more)
+        cannot spend the whole bound while the others wait their turn."""
         client = self._client
         client.close(trio.current_time())
         try:
@@ -388,7 +394,10 @@ class UpnpPortMapper:
                 self._dispatch()
                 if request is None or request.kind is UpnpRequestKind.SEARCH:
                     break  # nothing more to delete (a closed core searches no more)
-                await self._perform(request)
+                owed = len({held.device for held in client.device_mappings()})
+                left = trio.current_effective_deadline() - trio.current_time()
+                share = max(left / max(owed, 1), 0.0)
+                await self._perform(request, min(self._http_timeout, share))
         finally:
             client.abandon()
             self._dispatch()

@@ -12,9 +12,10 @@ the external TCP port the gateway grants (which may differ from ours: another ma
 the router may hold it; NAT-PMP's grant first when both granted one) is what we tell others:
 :class:`SessionPortMapping` gives it to the trackers' and the DHT's announces (read at each
 announce: :attr:`SessionPortMapping.external_tcp_port`), to our BEP 10 extended handshake's
-``p`` (it is a peer manager service), and to the external address voting
-(:meth:`~bip._client._external_address.ExternalAddresses.set_mapped_ports`, and the gateway's
-external address as a :attr:`~bip_handshake.VoteSource.ROUTER` vote).
+``p`` (it is a peer manager service), and to the external address voting (the gateway's
+external address as a :attr:`~bip_handshake.VoteSource.ROUTER` vote; and every port a
+gateway forwards to us, each UPnP gateway's grant included, as ours at the decided address:
+:meth:`~bip._client._external_address.ExternalAddresses.set_mapped_ports`).
 
 A gateway that cannot be found or opened costs a WARNING and the session runs without it; one
 that never answers costs nothing but the unmapped port being announced (bip_handshake gives
@@ -112,15 +113,30 @@ class SessionPortMapping:
         mapped = self.external_port(MappingProtocol.TCP, self.tcp_port)
         return self.tcp_port if mapped is None else mapped
 
+    def mapped_ports(self) -> tuple[int, ...]:
+        """Every external port a gateway forwards to us now (TCP and UDP, in no order):
+        NAT-PMP's grants and each UPnP gateway's (a router and a mesh node or second NAT
+        may each grant a mapping, on other ports after a conflict)."""
+        ports = {m.external_port for m in self.mappings() if m.external_port is not None}
+        if self.upnp is not None:
+            # mappings() shows one gateway's grant of each mapping; the others' are ours too.
+            # Only the address voting's addresses come of these ports (the decided IP with
+            # each): no vote, so a LAN host posing as gateways decides nothing with them.
+            ports.update(
+                held.mapping.external_port
+                for held in self.upnp.device_mappings()
+                if held.mapping.external_port is not None
+            )
+        return tuple(sorted(ports))
+
     def on_event(self, event: PortMappingEvent) -> None:
         """The mappers' events (bip_handshake logs what a user wants to know): the mapped
-        ports go on to the external address voting. Never raises (it runs in a mapper's
-        task)."""
+        ports (:meth:`mapped_ports`) go on to the external address voting. Never raises (it
+        runs in a mapper's task)."""
         if self._external is not None and isinstance(
             event, MappingFailed | PortMapped | MappingRemoved | GatewayReset | UpnpDeviceLost
         ):
-            ports = [m.external_port for m in self.mappings() if m.external_port is not None]
-            self._external.set_mapped_ports(ports)
+            self._external.set_mapped_ports(self.mapped_ports())
 
     # -- PeerService -------------------------------------------------------------------------
 
