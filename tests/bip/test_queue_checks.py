@@ -6,6 +6,7 @@ and a full check made because the disk refused the resume data waits for a slot 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -44,9 +45,10 @@ def tiny(tmp_path: Path, count: int) -> list[tuple[Path, Metainfo]]:
 
 class Checks:
     """Counts the data checks the torrents wait for (the full ones and the resume data's),
-    and how many at most are under way at once."""
+    and how many at most are under way at once; with ``gate``, the first check to start
+    does not end (for the torrent) until it is set."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, gate: trio.Event | None = None) -> None:
         self.now = self.most = self.started = 0
         wait_checked = DiskManager.wait_checked
 
@@ -55,6 +57,8 @@ class Checks:
             self.started += 1
             self.most = max(self.most, self.now)
             try:
+                if gate is not None and self.started == 1:
+                    await gate.wait()
                 return await wait_checked(disk, handle)
             finally:
                 self.now -= 1
@@ -127,3 +131,85 @@ async def test_a_full_check_after_refused_resume_data_waits_for_a_slot(
             await until(lambda: checked([refused]))
             assert checks.started == 1
             await until(lambda: refused.status().phase is TorrentPhase.SEEDING)
+
+
+async def made_resume_data(tmp_path: Path, count: int) -> list[tuple[Path, Metainfo]]:
+    """``count`` tiny torrents whose data is there, each with the resume data of a run."""
+    made = tiny(tmp_path, count)
+    with trio.fail_after(DEADLINE):
+        async with open_session(queue_config()) as session:
+            for folder, torrent in made:
+                plain = await session.add_torrent(torrent, TorrentOptions(folder.parent))
+                await plain.wait_complete()
+    for folder, torrent in made:
+        assert ResumeStore(folder.parent, torrent.info.info_hash).resume_path.exists()
+    return made
+
+
+async def test_resume_data_of_changed_files_checks_in_the_queue(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The reviewer's case: after an unclean stop the files of a download are newer than its
+    # resume data, and the disk hashes them all. Before, that check ran at once, whatever
+    # active_checking (out of the queue's view); now it waits for a slot, as libtorrent's
+    # checking_resume_data falling back to checking_files.
+    (folder, torrent), (folder2, torrent2) = await made_resume_data(tmp_path, 2)
+    changed = folder / "f0.bin"
+    stat = changed.stat()
+    os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**10))
+    checks = Checks(monkeypatch)
+    with trio.fail_after(DEADLINE):
+        async with open_session(queue_config(active_checking=0)) as session:
+            # Files as the resume data says: nothing to hash, no slot needed.
+            vouched = await session.add_torrent(
+                torrent2, TorrentOptions(folder2.parent, auto_managed=True)
+            )
+            # A download with no file yet: nothing to hash either (libtorrent's
+            # has_any_file); before, it waited for a slot too.
+            fresh = await session.add_torrent(
+                torrent, TorrentOptions(tmp_path / "fresh", auto_managed=True)
+            )
+            await until(lambda: checked([vouched, fresh]))
+            await until(lambda: fresh.status().phase is TorrentPhase.DOWNLOADING)
+            await session.remove_torrent(fresh)
+            checks.started = 0
+            stale = await session.add_torrent(
+                torrent, TorrentOptions(folder.parent, auto_managed=True)
+            )
+            await trio.sleep(0.2)
+            assert checks.started == 0  # no slot: the check that hashes waits, held
+            assert not stale.ready.is_set()
+            assert stale.status().phase is TorrentPhase.QUEUED
+            session.set_queue_limits(active_checking=1)
+            await until(lambda: checked([stale]))
+            assert checks.started == 1
+            await until(lambda: stale.status().phase is TorrentPhase.SEEDING)
+
+
+async def test_a_check_paused_while_it_hashes_keeps_its_slot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # bip_disk cannot stop a check: paused half-way, it hashes on. Before, the queue no
+    # longer counted it (a paused torrent is not the queue's) and let the next check in:
+    # two hashing at once with active_checking=1.
+    gate = trio.Event()
+    checks = Checks(monkeypatch, gate)
+    made = tiny(tmp_path, 2)
+    with trio.fail_after(DEADLINE):
+        async with open_session(queue_config(active_checking=1, active_seeds=-1)) as session:
+            first, second = [
+                await session.add_torrent(torrent, TorrentOptions(folder.parent, auto_managed=True))
+                for folder, torrent in made
+            ]
+            await until(lambda: checks.started == 1)
+            hashing = first if first._disk_checking else second
+            hashing.pause()
+            await trio.sleep(0.2)  # many decisions, and a check ending would start the next
+            assert checks.started == 1
+            assert checks.most == 1
+            gate.set()  # its check ends: the next starts at once
+            await until(lambda: checks.started == 2)
+            other = second if hashing is first else first
+            await until(lambda: checked([other]))
+            assert checks.most == 1
+            assert hashing.status().phase is TorrentPhase.PAUSED

@@ -113,6 +113,24 @@ def test_a_check_keeps_the_slot_it_ran_in() -> None:
         QueuedTorrent(key=3, kind=CHECK, keeps=CHECK)
 
 
+def test_a_check_waiting_for_its_turn_keeps_no_slot() -> None:
+    # The reviewer's case: a running download rechecks while a long check of another runs
+    # (active_checking=1). Before, its download slot sat idle for the whole wait; now the
+    # next download runs meanwhile, as in libtorrent (which frees the slot at once).
+    other_check = QueuedTorrent(key=0, kind=CHECK, position=0, check_running=True, started=0.0)
+    rechecking = QueuedTorrent(key=1, kind=CHECK, position=1, keeps=DOWN)
+    waiting = QueuedTorrent(key=2, kind=DOWN, position=2)
+    decision = decide([other_check, rechecking, waiting], active_checking=1, active_downloads=1)
+    assert decision.run == {0, 2}
+    assert decision.queue == {1}
+    # Let in (a slot free) or under way: it keeps its slot from then on.
+    decision = decide([rechecking, waiting], active_checking=1, active_downloads=1)
+    assert decision.run == {1}
+    assert decision.queue == {2}
+    running = replace(rechecking, check_running=True, started=0.0)
+    assert decide([running, waiting], active_checking=1, active_downloads=1).queue == {2}
+
+
 def test_running_torrents_not_auto_managed_take_their_share_of_active_limit() -> None:
     forced = [
         QueuedTorrent(key=10, kind=DOWN, auto_managed=False, started=0.0),

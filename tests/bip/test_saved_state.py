@@ -67,7 +67,7 @@ def test_one_key_not_ours_is_ignored_alone() -> None:
     assert decode_saved_state(encode(good)) == SavedState(True, True, True, 3)
     for key in FLAGS:
         bad: Encodable
-        for bad in (2, -1, b"1", [1]):
+        for bad in (b"1", b"", [1], {}):
             record = decode_saved_state(encode({**good, key.encode(): bad}))
             assert record is not None
             assert getattr(record, key) is False  # its default
@@ -79,9 +79,19 @@ def test_one_key_not_ours_is_ignored_alone() -> None:
         record = decode_saved_state(encode({**good, b"queue_position": position}))
         assert record == SavedState(True, True, True, -1, frozenset({"queue_position"}))
     everything_bad = decode_saved_state(
-        encode({**{key.encode(): 9 for key in FLAGS}, b"queue_position": -9})
+        encode({**{key.encode(): b"9" for key in FLAGS}, b"queue_position": -9})
     )
     assert everything_bad == SavedState(ignored=frozenset({*FLAGS, "queue_position"}))
+
+
+def test_any_int_but_zero_sets_a_flag() -> None:
+    # libtorrent's apply_flag: 2, -1 or 2**70 set a flag, as 1 does; 0 clears it. None of
+    # them is "not ours" (we only write 0 or 1, but another writer may not).
+    for value in (1, 2, -1, 2**70):
+        for key in FLAGS:
+            record = decode_saved_state(encode({key.encode(): value, b"queue_position": 4}))
+            assert record == SavedState(**{key: True}, queue_position=4)  # type: ignore[arg-type]
+    assert decode_saved_state(encode({key.encode(): 0 for key in FLAGS})) == SavedState()
 
 
 def test_older_records_and_files_not_ours() -> None:
@@ -114,7 +124,7 @@ async def test_a_flag_not_ours_costs_only_itself(
     folder, torrent = content(tmp_path)
     store = ResumeStore(folder.parent, torrent.info.info_hash)
     store.directory.mkdir()
-    store.state_path.write_bytes(b"d6:pausedi1e13:super_seedingi7ee")
+    store.state_path.write_bytes(b"d6:pausedi1e13:super_seeding1:7e")
     loads = CountedLoads(monkeypatch)
     with trio.fail_after(DEADLINE), caplog.at_level(logging.DEBUG, logger="bip.client"):
         async with open_session(loopback_config()) as session:

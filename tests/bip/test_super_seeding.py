@@ -250,8 +250,10 @@ def test_saved_state_round_trip() -> None:
             assert decode_saved_paused(data) is paused  # what an older reader finds
     assert decode_saved_state(b"d6:pausedi1ee") == SavedState(True, False)
     assert decode_saved_state(b"d13:super_seedingi1ee") == SavedState(False, True)
-    # One key not ours costs only itself (tests/bip/test_saved_state.py has the rest).
-    assert decode_saved_state(b"d6:pausedi1e13:super_seedingi2ee") == SavedState(
+    # Any int but 0 sets a flag, as libtorrent reads one; a key not ours costs only itself
+    # (tests/bip/test_saved_state.py has the rest).
+    assert decode_saved_state(b"d6:pausedi1e13:super_seedingi2ee") == SavedState(True, True)
+    assert decode_saved_state(b"d6:pausedi1e13:super_seeding1:xe") == SavedState(
         True, False, ignored=frozenset({"super_seeding"})
     )
     for bad in (b"le", b"x"):

@@ -206,6 +206,9 @@ class DiskStatistics:
         hash_threads: threads hashing and writing pieces at most.
         pieces_good: pieces verified good and written since the manager opened.
         pieces_bad: pieces that failed verification.
+        pieces_discarded: complete pieces not stored, each told by a
+            :class:`~bip_disk.PieceDiscarded` (their write failed, or a fault stopped
+            the torrent first); a removed torrent's dropped pieces are not counted.
         blocks_ignored: blocks for pieces already had or already complete.
         events_dropped: events dropped because the event queue was closed (or full
             while the manager shut down).
@@ -221,6 +224,7 @@ class DiskStatistics:
     hash_threads: int
     pieces_good: int
     pieces_bad: int
+    pieces_discarded: int
     blocks_ignored: int
     events_dropped: int
 
@@ -390,6 +394,24 @@ def _lost_pieces(fs: FileSystem, layout: StorageLayout, piece: int) -> set[int]:
     return lost
 
 
+def _check_filesystem(filesystem: object) -> None:
+    """Refuse what is not a :class:`FileSystem` (a TypeError, the caller's mistake)."""
+    if not isinstance(filesystem, FileSystem):
+        raise TypeError(f"{filesystem!r} does not implement the FileSystem protocol")
+
+
+def _resume_of(info: Info, resume_data: bytes | ResumeData | None) -> ResumeData | None:
+    """``resume_data`` decoded and checked against ``info`` (ResumeDataError if it is
+    malformed or of another torrent)."""
+    if resume_data is None:
+        return None
+    resume = (
+        resume_data if isinstance(resume_data, ResumeData) else ResumeData.from_bytes(resume_data)
+    )
+    resume.check_torrent(info.info_hash, info.num_pieces, len(info.files))
+    return resume
+
+
 class DiskManager:
     """Stores the pieces of many torrents; build it with :func:`open_disk_manager`.
 
@@ -435,6 +457,7 @@ class DiskManager:
         self._closing = False
         self._pieces_good = 0
         self._pieces_bad = 0
+        self._pieces_discarded = 0
         self._blocks_ignored = 0
         self._events_dropped = 0
 
@@ -498,19 +521,11 @@ class DiskManager:
         else:
             raise TypeError(f"a torrent is a Metainfo or an Info, not {type(torrent).__name__}")
         layers.update(piece_layers or {})
-        if not isinstance(filesystem, FileSystem):
-            raise TypeError(f"{filesystem!r} does not implement the FileSystem protocol")
+        _check_filesystem(filesystem)
         if allocate not in ("none", "sparse", "full"):
             raise ValueError(f"allocate must be 'none', 'sparse' or 'full', not {allocate!r}")
         self._check_new(info)
-        resume = None
-        if resume_data is not None:
-            resume = (
-                resume_data
-                if isinstance(resume_data, ResumeData)
-                else ResumeData.from_bytes(resume_data)
-            )
-            resume.check_torrent(info.info_hash, info.num_pieces, len(info.files))
+        resume = _resume_of(info, resume_data)
         layout = StorageLayout.from_info(info, name_override=name)
         # Checking piece layers hashes them all: a thread's work for a big torrent.
         verifier = await self._hash_pool.run(PieceVerifier, info, layers)
@@ -532,6 +547,47 @@ class DiskManager:
         )
         self._start_check(storage, resume, check, allocate)
         return handle
+
+    async def pieces_to_hash(
+        self,
+        torrent: Metainfo | Info,
+        filesystem: FileSystem,
+        *,
+        resume_data: bytes | ResumeData | None = None,
+        name: str | None = None,
+    ) -> int:
+        """How many pieces :meth:`add_torrent` with the same arguments would hash, as the
+        files stand now: those resume data does not settle (of files changed since it was
+        made, and racy files' unlisted pieces), of files there and long enough (0 when no
+        file is there, or resume data vouches for every file).
+
+        Every stored file is stat'ed once, on an I/O thread, and none is read: a caller
+        that limits how many torrents hash at once (a client's queue of checks) learns
+        whether this one's check would hash anything before it adds it, as libtorrent's
+        ``checking_resume_data`` tells a full check from none. The files may change
+        between this and :meth:`add_torrent`, whose own plan then decides.
+
+        Raises:
+            TypeError: ``torrent`` or ``filesystem`` is not one.
+            TorrentStateError: the manager is closing.
+            ResumeDataError: ``resume_data`` is malformed or of another torrent (as
+                :meth:`add_torrent` would raise).
+            PathError: ``name`` is not usable.
+            StorageError: a file could not be stat'ed.
+        """
+        self._check_open()
+        if isinstance(torrent, Metainfo | Info):
+            info = torrent.info if isinstance(torrent, Metainfo) else torrent
+        else:
+            raise TypeError(f"a torrent is a Metainfo or an Info, not {type(torrent).__name__}")
+        _check_filesystem(filesystem)
+        resume = _resume_of(info, resume_data)
+        layout = StorageLayout.from_info(info, name_override=name)
+        try:
+            plan = await self._io_pool.run(plan_check, filesystem, layout, resume)
+        except _FAULTS as error:
+            raise as_storage_error(error) from None
+        return len(plan.to_hash)
 
     async def remove_torrent(self, torrent: TorrentHandle, *, delete_data: bool = False) -> None:
         """Remove a torrent, and with ``delete_data`` its files and links.
@@ -1198,6 +1254,7 @@ class DiskManager:
             hash_threads=self._workers,
             pieces_good=self._pieces_good,
             pieces_bad=self._pieces_bad,
+            pieces_discarded=self._pieces_discarded,
             blocks_ignored=self._blocks_ignored,
             events_dropped=self._events_dropped,
         )
@@ -1469,6 +1526,11 @@ class DiskManager:
                 piece,
                 storage.handle.name,
             )
+            # Hashed before the removal, settled after it (a good piece of its batch was
+            # still being written): counted, but a removed torrent's events end with its
+            # TorrentRemoved, and nobody fetches its pieces again.
+            if storage.state is TorrentState.REMOVED:
+                return
             await self._emit_soon(PieceVerified(storage.handle, piece, False))
         else:
             # Not stored: its write failed (the error), or the torrent stopped first (None).
@@ -1480,6 +1542,7 @@ class DiskManager:
                 reason = f"writing piece {piece} failed: {outcome}"
                 await self._fail(storage, outcome, reason)
             if storage.state is not TorrentState.REMOVED:
+                self._pieces_discarded += 1
                 await self._emit_soon(PieceDiscarded(storage.handle, piece, reason))
 
     def _dropped_reason(self, storage: TorrentStorage) -> str:
@@ -1852,9 +1915,10 @@ async def open_disk_manager(
             await manager._sync_all()
             nursery.cancel_scope.cancel()
             _log.debug(
-                "disk manager closed: %d pieces good, %d bad, %d events dropped",
+                "disk manager closed: %d pieces good, %d bad, %d discarded, %d events dropped",
                 manager._pieces_good,
                 manager._pieces_bad,
+                manager._pieces_discarded,
                 manager._events_dropped,
             )
     except BaseExceptionGroup as group:

@@ -14,8 +14,10 @@ should wait (:class:`QueueDecision`), within :class:`QueueLimits`:
   ``-1`` is unlimited. Those counts of torrents not auto-managed may be given as numbers
   (``decide(..., forced=, forced_checking=)``) rather than as facts;
 - a running torrent that checks again (a recheck, a magnet link's metadata come) keeps the
-  slot it had (:attr:`QueuedTorrent.keeps`) until its check ends: another torrent started
-  in its place would be queued again as soon as the check ends;
+  slot it had (:attr:`QueuedTorrent.keeps`) while its check runs or is let in, until it
+  ends: another torrent started in its place for the length of a short check would be
+  queued again as soon as it ends. While it waits for a checking slot it keeps none, as in
+  libtorrent (which frees it at once): a long check of another would leave it idle;
 - checks under way come first (bip_disk cannot stop one half-way, and another check would
   only hash alongside it), then the others by queue position;
 - downloads go by queue position, 0 first;
@@ -187,8 +189,13 @@ class QueuedTorrent:
         seeding_time: seconds it has seeded so far (less ranks first).
         ratio: what it uploaded over its size (lower ranks first).
         keeps: for ``CHECKING``, the kind (``DOWNLOADING`` or ``SEEDING``) whose slot it
-            keeps while it checks: it ran as that when its check began, and runs as that
-            again after it (a slot given to another meanwhile would be taken back at once).
+            keeps while its check runs or is let in (:meth:`TorrentQueue.decide` counts it
+            then only, not while it waits for a checking slot): it ran as that when its
+            check was asked for, and most often runs as that again after it (a slot given to
+            another for the length of the check would be taken back at once). A trade-off,
+            libtorrent keeps none: a recheck that completes a download keeps a download's
+            slot until it ends, and one that waited for its turn takes back, as it starts,
+            the slot another was given meanwhile.
 
     Raises:
         TypeError: a field of the wrong type.
@@ -421,10 +428,12 @@ class TorrentQueue:
             sorted(checking, key=lambda t: (not t.check_running, *_in_line(t))),
             _unlimited(limits.active_checking) - forced_checking,
         )
-        # The slots kept by checks (a running torrent rechecking), before any other's.
+        # The slots kept by checks (a running torrent rechecking), before any other's: by
+        # those that run or start now only; one that waits for a checking slot (a long
+        # check of another under way) does not leave its slot idle meanwhile.
         kept = dict.fromkeys((QueueKind.DOWNLOADING, QueueKind.SEEDING), 0)
         for torrent in checking:
-            if torrent.keeps is not None:
+            if torrent.keeps is not None and torrent.key in run:
                 kept[torrent.keeps] += 1
         hard -= sum(kept.values())
         allot(
@@ -439,8 +448,8 @@ class TorrentQueue:
         """Which waiting checks start now, between two :meth:`decide`: when a check ends,
         its slot need not wait for the next decision.
 
-        ``checking`` is the checks under way or already let in, auto-managed or not (those
-        of paused torrents aside, as :meth:`decide` counts them); ``waiting`` the
+        ``checking`` is the checks under way or already let in, auto-managed or not (and
+        those of paused torrents under way: a check cannot be stopped); ``waiting`` the
         ``(position, key)`` of the auto-managed checks held back for a slot. The first of
         them in line (as :meth:`decide` orders checks: by position, one without after) take
         what ``active_checking`` leaves, and their keys come back in that order. O(n) for n

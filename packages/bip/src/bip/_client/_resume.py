@@ -31,9 +31,10 @@ hash):
   ``Session.add_torrent``, before the torrent is made. Absent: not paused, not
   super-seeding, not auto-managed. Every key is optional, as in libtorrent's resume data: a
   record without ``super_seeding``, ``auto_managed`` or ``queue_position`` (an older one)
-  reads them as off, off and -1; a key whose value is not ours (a flag not 0 or 1, a
-  position out of range) is ignored alone, with a DEBUG log, and the others are kept (the
-  torrent writes the whole record again at its next save). Read with bounds; a file that
+  reads them as off, off and -1; a flag is set by any int but 0 (libtorrent's
+  ``apply_flag``); a key whose value is not ours (a flag not an int, a position out of
+  range) is ignored alone, with a DEBUG log, and the others are kept (the torrent writes the
+  whole record again at its next save). Read with bounds; a file that
   is not ours at all (too large, not a bencoded dictionary) is ignored with a warning.
 
 Each is read only if it is a regular file, opened without blocking: anything else at its path
@@ -250,9 +251,10 @@ def decode_saved_state(data: bytes) -> SavedState | None:
     One rule for every key, as libtorrent's resume data reader has for its optional fields:
     a key that is missing takes its default (a record written before ``super_seeding``,
     ``auto_managed`` or ``queue_position`` were saved: off, off and -1), and a key whose
-    value is not ours (a flag not 0 or 1, a queue position not an int from -1 to
+    value is not ours (a flag not an int, a queue position not an int from -1 to
     2**31 - 1) is ignored alone: its default is taken, its name is in
-    :attr:`SavedState.ignored`, and the other keys are kept. Keys it does not know are
+    :attr:`SavedState.ignored`, and the other keys are kept. A flag is set by any int but 0,
+    as libtorrent's ``apply_flag`` reads one (we write 0 or 1). Keys it does not know are
     ignored silently (a later version may add some)."""
     document = _state_document(data)
     if document is None:
@@ -261,10 +263,10 @@ def decode_saved_state(data: bytes) -> SavedState | None:
 
     def flag(key: str) -> bool:
         value = document.get(key.encode(), 0)
-        if type(value) is not int or value not in (0, 1):
+        if type(value) is not int:
             ignored.add(key)
             return False
-        return bool(value)
+        return value != 0  # libtorrent's apply_flag: any int but 0 sets it
 
     paused = flag("paused")
     super_seeding = flag("super_seeding")

@@ -799,8 +799,12 @@ class Session:
         facts = []
         forced = forced_checking = 0
         for torrent in self._all:
-            if torrent._reading_resume:
+            if torrent._unqueued_check:
                 continue  # no check of the queue's (libtorrent's checking_resume_data)
+            if torrent.paused and torrent._disk_checking:
+                # Paused during its check, which bip_disk cannot stop: it hashes on, so it
+                # keeps its checking slot (the queue counts no paused torrent).
+                forced_checking += 1
             if torrent.auto_managed:
                 facts.append(torrent._queue_facts(self._keys[torrent], now))
             elif not torrent.paused:
@@ -860,11 +864,13 @@ class Session:
         checking = 0
         waiting: dict[int, Torrent] = {}
         for torrent in self._all:
-            # Counted as _update_queue counts them: vouching for resume data is no check
-            # of the queue's, and a paused torrent's is not counted.
-            if torrent.paused or torrent._reading_resume:
+            # Counted as _update_queue counts them: a check that hashes nothing is none of
+            # the queue's, and a paused torrent's counts only while under way.
+            if torrent._unqueued_check or torrent._queue_kind() is not QueueKind.CHECKING:
                 continue
-            if torrent._queue_kind() is not QueueKind.CHECKING:
+            if torrent.paused:
+                if torrent._disk_checking:
+                    checking += 1
                 continue
             if torrent.auto_managed and torrent.queued and not torrent._disk_checking:
                 waiting[self._keys[torrent]] = torrent

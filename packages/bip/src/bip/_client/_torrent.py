@@ -50,15 +50,19 @@ by its session's queue (:mod:`._queue`). Held back (:attr:`Torrent.queued`, phas
 it is out of its swarm as a paused torrent is; but :attr:`Torrent.paused` stays the user's own
 flag, and only it is saved as ``paused``. The queue never holds a torrent the user paused: the
 pause takes the queue's hold off, and a resume puts the torrent back in line, held until the
-queue decides. Every full check of an auto-managed torrent (the first one without resume
-data, the one made when the disk refuses the resume data, and :meth:`Torrent.force_recheck`)
-waits for the queue's leave (``active_checking``), and none is made while the torrent is
-paused (libtorrent's ``should_check_files``); resume data is vouched for at once, as
-libtorrent's ``checking_resume_data``. When a check ends, the next waiting one starts at once
-(the session hears of it), and the torrent waits held until the queue decides whether it
-downloads or seeds now (it announces nothing before). A running torrent that checks again
-keeps its slot meanwhile, so that no other starts for the length of the check only to be
-queued again. The queue decides in the session's own task, at most once a second (see
+queue decides. Every check of an auto-managed torrent that hashes (a first one finding files
+there that its resume data, if any, does not vouch for, as after an unclean stop; and
+:meth:`Torrent.force_recheck`) waits for the queue's leave (``active_checking``), and none is
+made while the torrent is paused (libtorrent's ``should_check_files``); a first check that
+hashes nothing (files as their resume data says, or no file yet: bip_disk's
+``pieces_to_hash`` says so before) is made at once, out of the queue's view, as libtorrent's
+``checking_resume_data``. When a check ends, the next waiting one starts at once (the session
+hears of it), and the torrent waits held until the queue decides whether it downloads or
+seeds now (it announces nothing before). A running torrent that checks again keeps its slot
+while its check runs, so that no other starts for the length of the check only to be queued
+again (not while it waits for its turn: a long check of another would leave it idle). A
+paused torrent's check under way still counts against ``active_checking``: bip_disk cannot
+stop it. The queue decides in the session's own task, at most once a second (see
 :mod:`._session`): the torrent only wakes it. Whether it is auto-managed and its queue
 position are saved with the paused state; a change of position alone writes only the state
 file.
@@ -83,7 +87,6 @@ from bip_disk import (
     FileSystem,
     NativeFileSystem,
     PieceLost,
-    ResumeData,
     ResumeDataError,
     StorageError,
     TorrentFailed,
@@ -416,10 +419,14 @@ class Torrent:
         self._on_check_end = on_check_end
         self._disk_checking = False  # bip_disk checks the data now (it cannot be stopped)
         # While it checks again after it ran as a download or a seed (auto-managed): that
-        # kind, whose slot it keeps until the check ends (see _queue_facts).
+        # kind, whose slot it keeps while its check runs, until it ends (see _queue_facts).
         self._check_keeps: QueueKind | None = None
-        # Its first check vouches for its resume data (not one the queue allots).
-        self._reading_resume = False
+        # Its check is none of the queue's (libtorrent's checking_resume_data): until the
+        # disk says whether it will hash anything (a torrent whose metadata is known is so
+        # from the start: no decision lets it in before), and for good if it will not (it
+        # vouches for resume data, or finds no file). A magnet's is so once its metadata
+        # comes.
+        self._unqueued_check = self.info is not None
         # Only the state file to write (a new queue position): not the whole resume data.
         self._state_dirty = trio.Event()
         self._seeding_time = 0.0  # seconds seeded out of any hold, this run
@@ -1097,7 +1104,8 @@ class Torrent:
         Piece deadlines are kept. During a check already under way (``CHECKING``) it does
         nothing: that check decides. An auto-managed torrent's check waits for the queue's
         leave (``ClientConfig.active_checking``) and, paused, for a resume, as libtorrent's
-        does; meanwhile, one that ran keeps its slot as a download or a seed.
+        does; one that ran keeps its slot as a download or a seed while its check runs
+        (not while it waits for its turn).
 
         Raises:
             TorrentError: the metadata is not known yet (nothing to check), the storage is
@@ -1122,8 +1130,9 @@ class Torrent:
 
     def _keep_slot(self) -> None:
         """About to check again: a running auto-managed torrent keeps its slot (its kind
-        now) until the check ends, so that the queue starts no other in its place only to
-        queue that one again when the check ends."""
+        now) while its check runs, until it ends, so that the queue starts no other in its
+        place only to queue that one again when the check ends (the queue counts it only
+        once the check is let in: see :attr:`QueuedTorrent.keeps`)."""
         running = self._has_queue and not self.halted
         self._check_keeps = self._queue_kind() if running else None
         if self._check_keeps not in (QueueKind.DOWNLOADING, QueueKind.SEEDING):
@@ -1612,9 +1621,12 @@ class Torrent:
             await self._save_info(info)
         else:
             self._serve_layers(info)
-        # Checking from now on: an auto-managed torrent that ran to fetch the metadata keeps
-        # its slot as a download, and is held until the queue lets it check.
+        # Checking from now on: held until the queue decides, out of its view until the
+        # disk says whether the check hashes anything (_open_storage); an auto-managed
+        # torrent that ran to fetch the metadata keeps its slot as a download once its
+        # check is let in, if it must wait for one.
         self._keep_slot()
+        self._unqueued_check = True
         self._enter(TorrentPhase.CHECKING)
         self._hold_for_decision()
 
@@ -1719,20 +1731,24 @@ class Torrent:
             NativeFileSystem(self.options.save_dir) if make is None else make(self.options.save_dir)
         )
         resume = None if self._store is None else await self._store.load_resume()
-        # Now checking: an auto-managed torrent checks only when the queue lets it
-        # (ClientConfig.active_checking), as libtorrent's queued checks (it was added held,
-        # or held when its metadata came). Not to vouch for its resume data: as libtorrent's
-        # checking_resume_data, that is no check of the queue's (it hashes little), and it
-        # goes on while queued or paused, out of the queue's view; a session restarted with
-        # many torrents gets through them at once.
-        if resume is None:
-            await self._check_turn()
-        else:
-            self._reading_resume = True
-        self._disk_checking = True
+        # Now checking. As libtorrent's checking_resume_data, the disk first says whether the
+        # check will hash anything (files stat'ed, none read), out of the queue's view and
+        # whether queued or paused: a session restarted with many torrents whose files are
+        # as their resume data says gets through them at once, and so does a download with
+        # no file yet. One that will hash (files changed since the resume data, as after an
+        # unclean stop; no resume data and files there; resume data refused) checks only
+        # when the queue lets it (ClientConfig.active_checking) and not while paused, as
+        # libtorrent's fall back to checking_files.
+        self._unqueued_check = True
         try:
+            resume, hashes = await self._plan_check(self._filesystem, resume)
+            if hashes:
+                self._unqueued_check = False
+                self._hold_for_decision()
+                await self._check_turn()
+            self._disk_checking = True
             handle = await self._add_to_disk(self._filesystem, resume)
-        except TorrentStateError as error:
+        except (TorrentStateError, ResumeDataError) as error:
             raise TorrentError(str(error)) from None
         self.handle = handle
         state = await self._disk.wait_checked(handle)
@@ -1751,46 +1767,59 @@ class Torrent:
         self._hold_for_decision()
         self.ready.set()
 
-    async def _add_to_disk(
-        self, filesystem: FileSystem, resume: bytes | ResumeData | None
-    ) -> TorrentHandle:
+    async def _plan_check(
+        self, filesystem: FileSystem, resume: bytes | None
+    ) -> tuple[bytes | None, int]:
+        """The resume data to add the torrent with (``None`` if the disk refuses it: then
+        everything is hashed), and how many pieces the disk's check of ``filesystem`` would
+        hash now with it (:meth:`~bip_disk.DiskManager.pieces_to_hash`). A file that cannot
+        be stat'ed counts as none to hash: the disk's check meets the same fault and fails
+        the torrent, which need not wait for a slot first.
+
+        Raises:
+            TorrentStateError: the disk is closing.
+        """
+        info = self.info
+        assert info is not None
+        if resume is not None:
+            try:
+                return resume, await self._disk.pieces_to_hash(info, filesystem, resume_data=resume)
+            except ResumeDataError as error:
+                logger.warning("ignoring the resume data: %s", error)
+            except StorageError as error:
+                logger.debug("%s: cannot plan its check: %s", self._name, error)
+                return resume, 0
+        try:
+            return None, await self._disk.pieces_to_hash(info, filesystem)
+        except StorageError as error:
+            logger.debug("%s: cannot plan its check: %s", self._name, error)
+            return None, 0
+
+    async def _add_to_disk(self, filesystem: FileSystem, resume: bytes | None) -> TorrentHandle:
         """Add the torrent stored in ``filesystem`` to the disk, which checks it in the
-        background: only what ``resume`` does not vouch for is hashed (resume data that is
-        not usable is ignored: everything is hashed, and an auto-managed torrent's full
-        check waits for its turn first, as any other).
+        background: only what ``resume`` (checked by :meth:`_plan_check`) does not vouch
+        for is hashed.
 
         Raises:
             TorrentStateError: the disk refused it (closing, or the torrent is there).
+            ResumeDataError: the disk refused ``resume`` (not after :meth:`_plan_check`
+                took it: the same check of the same bytes).
         """
         info = self.info
         assert info is not None
         source: Metainfo | Info = self.metainfo if self.metainfo is not None else info
-        layers = self._piece_layers
-        try:
-            return await self._disk.add_torrent(
-                source, filesystem, resume_data=resume, piece_layers=layers
-            )
-        except ResumeDataError as error:
-            logger.warning("ignoring the resume data: %s", error)
-        if self._reading_resume:
-            # No resume data to vouch for: a full check, which the queue allots as any
-            # other (libtorrent's checking_resume_data failing to checking_files, queued).
-            # Held meanwhile: a torrent let run while it read its resume data checks only
-            # when the queue says, and joins no swarm before its check.
-            self._reading_resume = self._disk_checking = False
-            self._hold_for_decision()
-            await self._check_turn()
-            self._disk_checking = True
-        return await self._disk.add_torrent(source, filesystem, piece_layers=layers)
+        return await self._disk.add_torrent(
+            source, filesystem, resume_data=resume, piece_layers=self._piece_layers
+        )
 
     def _end_check(self) -> None:
         """The disk's check is over (done, or failed): no slot of the queue's is taken or
         kept by it any more, and the session hears so (the next check may start) unless it
-        only vouched for resume data (that took no slot: a session restarted with many
-        torrents is not asked once per torrent)."""
-        allotted = not self._reading_resume
+        hashed nothing (that took no slot: a session restarted with many torrents is not
+        asked once per torrent)."""
+        allotted = not self._unqueued_check
         self._disk_checking = False
-        self._reading_resume = False
+        self._unqueued_check = False
         self._check_keeps = None
         if allotted and self._on_check_end is not None:
             self._on_check_end()
