@@ -369,8 +369,9 @@ _MAX_PIECE_DIGITS: Final = 20
 A request for a piece that cannot exist, negative included, is still a request, which BEP 9 says
 to answer with a reject ("If the peer does not have the requested piece of metadata ... it MUST
 respond with a reject message"), as libtorrent's ``ut_metadata`` does for ``piece < 0`` or past
-the end; the reject names the same piece. Longer numbers are refused as malformed: echoing one
-would let a peer make us keep and send numbers as long as its message."""
+the end; the reject names the same piece (libtorrent's names it cut to 32 bits). Longer
+numbers are refused as malformed: echoing one would let a peer make us keep and send numbers as
+long as its message."""
 
 _MAX_ASKED_PIECE: Final = 10**_MAX_PIECE_DIGITS - 1
 """The largest piece a request (and so the reject answering it) may name: 20 digits."""
@@ -390,7 +391,7 @@ class MetadataRequest(_ExtensionMessage):
 
     ``piece`` may be any int of at most 20 digits, pieces no dictionary has included (negative
     ones too): a peer may ask for them, and is answered with a :class:`MetadataReject` naming
-    the same piece (BEP 9, as libtorrent), not cut off.
+    the same piece (BEP 9; libtorrent rejects too, naming it cut to 32 bits), not cut off.
 
     >>> MetadataRequest(0).encode_payload()
     b'd8:msg_typei0e5:piecei0ee'

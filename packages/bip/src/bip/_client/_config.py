@@ -353,16 +353,7 @@ class ClientConfig:
             value = getattr(self, name)
             if not isinstance(value, int | float) or not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be positive and finite, not {value!r}")
-        floor = self.tracker_min_interval
-        if (
-            isinstance(floor, bool)
-            or not isinstance(floor, int | float)
-            or not 0 < floor <= DEFAULT_MAX_ANNOUNCE_INTERVAL
-        ):
-            raise ValueError(
-                f"tracker_min_interval must be seconds in (0, {DEFAULT_MAX_ANNOUNCE_INTERVAL:g}],"
-                f" not {floor!r}"
-            )
+        check_tracker_min_interval("tracker_min_interval", self.tracker_min_interval)
         for name in (
             "utp",
             "prefer_utp",
@@ -387,6 +378,20 @@ class ClientConfig:
         for host, port in self.listen:
             if not isinstance(host, str) or not isinstance(port, int) or not 0 <= port <= 0xFFFF:
                 raise ValueError(f"a listen address is (host, port 0..65535), not {(host, port)!r}")
+
+
+def check_tracker_min_interval(name: str, value: object) -> float:
+    """``value`` as the seconds between two regular announces to one tracker at least: in
+    ``(0, 1800]`` (1800 s, the longest interval a tracker may ask for), else ValueError."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 < value <= DEFAULT_MAX_ANNOUNCE_INTERVAL
+    ):
+        raise ValueError(
+            f"{name} must be seconds in (0, {DEFAULT_MAX_ANNOUNCE_INTERVAL:g}], not {value!r}"
+        )
+    return float(value)
 
 
 def _check_group(name: str, value: object) -> None:

@@ -57,7 +57,7 @@ __all__ = [
     "UserPeers",
 ]
 
-from ._config import DEFAULT_DHT_INTERVAL
+from ._config import DEFAULT_DHT_INTERVAL, check_tracker_min_interval
 from ._http_tracker import (
     HttpAnnounceResult,
     HttpTrackerClient,
@@ -190,16 +190,7 @@ class TrackerAnnouncer:
     ) -> None:
         # Checked now, not when the first Announcer is built after the torrent's check: a bad
         # setting is the caller's mistake, not one tracker's to skip.
-        if (
-            isinstance(min_interval, bool)
-            or not isinstance(min_interval, int | float)
-            or not 0 < min_interval <= TRACKER_MAX_INTERVAL
-        ):
-            raise ValueError(
-                f"min_interval must be seconds in (0, {TRACKER_MAX_INTERVAL:g}],"
-                f" not {min_interval!r}"
-            )
-        self.min_interval = float(min_interval)
+        self.min_interval = check_tracker_min_interval("min_interval", min_interval)
         self.client = client
         self.http_client = http_client
         self.on_external_ip = on_external_ip
