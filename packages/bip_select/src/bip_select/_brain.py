@@ -42,6 +42,8 @@ and carries out the returned actions in order.
 Requests are batched: a peer is topped up when its room reaches a quarter of its desired queue
 depth (or it has nothing left in flight), not after every block, which keeps the number of
 picker calls per block low without letting the pipe run dry (the queue holds seconds of data).
+A deadline piece, newly set or wanted again (hashed bad, discarded, lost), is offered at once to
+the peers that have it, whatever room they have.
 
 Logging: the brain is a sans-IO core, so it logs at DEBUG only, under ``bip_select.brain``, and
 only its own decisions a log reader cannot see in the actions: end-game entered, a peer banned
@@ -599,6 +601,23 @@ class SwarmBrain:
                 state.starved = -1
         self._fill_all(now, actions)
 
+    def _offer_if_urgent(self, piece: int, now: float, actions: list[Action]) -> None:
+        """``piece`` is wanted again (hashed bad, discarded or lost): if it has a deadline,
+        offer it now to the peers that have it, whatever room their queues have.
+
+        As :meth:`_deadline_set` does: the refill batch would keep it waiting until a quarter
+        of a peer's queue drains, seconds a player may not have. A piece without a deadline
+        waits for the batch like any other.
+        """
+        picker = self.picker
+        if picker.strategy.deadline(piece) is None or not picker.wants(piece):
+            return
+        availability = picker.availability
+        for peer, state in self._peers.items():
+            if availability.peer_has(peer, piece):
+                state.starved = -1
+                self._fill(peer, state, now, actions, batch=False)
+
     def _forget(self, peer: PeerKey, now: float) -> list[Action]:
         """Remove ``peer`` from every strategy; returns the follow-ups (new unchokes, refills)."""
         self._peers.pop(peer)
@@ -852,6 +871,7 @@ class SwarmBrain:
                 if len(self._banned) < _MAX_BANNED:
                     self._banned.add(peer)
                 actions.extend(self._forget(peer, now))
+        self._offer_if_urgent(piece, now, actions)
         self._released(now, actions, (piece,))
         return actions
 
@@ -869,6 +889,7 @@ class SwarmBrain:
         self.picker.piece_failed(piece)
         _log.debug("piece %d discarded by the storage: fetched again", piece)
         self._left_endgame()
+        self._offer_if_urgent(piece, now, actions)
         self._released(now, actions, (piece,))
         return actions
 
@@ -894,6 +915,7 @@ class SwarmBrain:
                     state.starved = -1
                     self._set_interest(peer, state, actions)
             self._epoch += 1
+            self._offer_if_urgent(piece, now, actions)
             self._fill_all(now, actions)
         return actions
 
