@@ -55,6 +55,7 @@ from bip_handshake._upnp_client import (
     UPNP_CONFLICT_ATTEMPTS,
     UPNP_CONFLICT_PORTS,
     UPNP_DEVICE_FAILURES,
+    UPNP_HTTP_TIMEOUT,
     UPNP_MAX_ATTEMPTS,
     UPNP_MAX_DEVICES,
     UPNP_MAX_GATEWAYS,
@@ -186,14 +187,19 @@ def give(client: UpnpClient, request: UpnpRequest, answer: Answer, now: float) -
 
 
 def find(
-    client: UpnpClient, now: float = 0.0, host: IPv4Address = ROUTER, told: Answer | None = None
+    client: UpnpClient,
+    now: float = 0.0,
+    host: IPv4Address = ROUTER,
+    told: Answer | None = None,
+    where: str | None = None,
 ) -> None:
-    """A search finds ``host``, which answers the address request with ``told`` (by
-    default its external address); nothing else answers, and the search is let run out
-    (its later rounds unsent: time is moved on for that alone)."""
+    """A search finds ``host`` at ``where`` (by default its usual LOCATION), which answers
+    the address request with ``told`` (by default its external address); nothing else
+    answers, and the search is let run out (its later rounds unsent: time is moved on for
+    that alone)."""
     search = take(client, now, Kind.SEARCH)
     client.search_sent(search, len(search.datagrams()), now)
-    client.ssdp_received(ssdp_answer(IGD1, location(host)), host, now)
+    client.ssdp_received(ssdp_answer(IGD1, where or location(host)), host, now)
     give(client, take(client, now, Kind.DESCRIBE), ONE_SERVICE, now)
     give(client, take(client, now, Kind.EXTERNAL_ADDRESS), told or address(), now)
     client.handle_timer(now + UPNP_SEARCH_TIMEOUT)
@@ -390,8 +396,13 @@ def drive(
     until: float,
     answers: Callable[[UpnpRequest], Answer],
     hosts: tuple[IPv4Address, ...] = (),
+    *,
+    where: Callable[[IPv4Address], str] = location,
+    silence: float = 0.0,
 ) -> list[tuple[float, UpnpRequest]]:
-    """run_until with searches: each round goes out and ``hosts`` answer it."""
+    """run_until with searches: each round goes out and ``hosts`` answer it, each with the
+    LOCATION ``where`` gives; a request unanswered takes ``silence`` seconds (the caller's
+    timeout), an answered one none."""
     made: list[tuple[float, UpnpRequest]] = []
     for _ in range(10_000):
         client.handle_timer(now)
@@ -406,9 +417,12 @@ def drive(
         if request.kind is Kind.SEARCH:
             client.search_sent(request, 5, now)
             for host in hosts:
-                client.ssdp_received(ssdp_answer(IGD1, location(host)), host, now)
+                client.ssdp_received(ssdp_answer(IGD1, where(host)), host, now)
         else:
-            give(client, request, answers(request), now)
+            answer = answers(request)
+            if isinstance(answer, str):
+                now += silence
+            give(client, request, answer, now)
     raise AssertionError("time does not pass")  # pragma: no cover
 
 
@@ -521,14 +535,17 @@ def test_gateways_past_the_bound_are_ignored_and_counted_the_preferred_never() -
     assert served(client).friendly_name == str(hosts[-1])  # fetched first
     assert client.statistics().devices_ignored == 2
     assert len(client.device_mappings()) == UPNP_MAX_GATEWAYS
-    # The same gateway under a second LOCATION (or host alias) is one gateway.
+    # The same gateway under a second LOCATION is one gateway: a host is one place, its
+    # second LOCATION is not even fetched (queued before the first served, or after).
     again = new_client()
     again.search_sent(take(again, 0.0, Kind.SEARCH), 5, 0.0)
     again.ssdp_received(ssdp_answer("upnp:rootdevice", location(ROUTER, "/a.xml")), ROUTER, 0.0)
+    again.ssdp_received(ssdp_answer(IGD1, location(ROUTER)), ROUTER, 0.0)  # a second try
     give(again, take(again, 0.0, Kind.DESCRIBE), ONE_SERVICE, 0.0)
-    again.ssdp_received(ssdp_answer(IGD1, location(ROUTER)), ROUTER, 0.0)
-    give(again, take(again, 0.0, Kind.DESCRIBE), ONE_SERVICE, 0.0)  # same control URL
+    again.ssdp_received(ssdp_answer(IGD1, location(ROUTER, "/b.xml")), ROUTER, 0.0)
+    take(again, 0.0, Kind.EXTERNAL_ADDRESS)  # the gateway's own work: no second DESCRIBE
     assert len(again.devices) == 1
+    assert again.statistics().ssdp_duplicates == 2
 
 
 @pytest.mark.parametrize(
@@ -1523,3 +1540,81 @@ def test_a_gateway_that_fails_while_closing_is_asked_nothing_more() -> None:
     told = events(client)
     assert [e.result for e in told if isinstance(e, MappingRemoved)] == [None, None]
     assert not any(isinstance(e, UpnpDeviceLost) for e in told)
+
+
+# -- a host is one gateway: places and losses counted by host -----------------------------------
+
+
+def test_a_gateway_with_a_new_url_at_each_loss_keeps_its_back_off() -> None:
+    # Losses were remembered by description URL: a device with a new port after each
+    # restart (or a LAN host making URLs up) was searched for again at once after every
+    # loss, each round costing the one request queue three timeouts.
+    client = new_client()
+    client.add_mapping(TCP, 6881, now=0.0)
+    now = 0.0
+    waits = []
+    for port in range(5000, 5005):
+        where = f"http://{ROUTER}:{port}/rootDesc.xml"
+        find(client, now, told="no answer within 5 s", where=where)
+        lost_at = silence_until_lost(client, now)
+        now = client.next_deadline() or math.inf
+        waits.append(now - lost_at)
+    assert waits == [0.0, 60.0, 120.0, 240.0, 480.0]
+    # A usable answer, at yet another URL: the next loss searches at once again.
+    find(client, now, where=f"http://{ROUTER}:6000/rootDesc.xml")
+    lost_at = silence_until_lost(client, now)
+    assert client.next_deadline() == lost_at
+
+
+def test_one_host_takes_one_gateway_place_whatever_urls_it_gives() -> None:
+    # While the preferred gateway was missing, each search fetched OTHER again under its
+    # new LOCATION and used it as one more gateway: one LAN host took every place but the
+    # one kept (seven), each asked for every mapping.
+    ports = iter(range(5000, 6000))
+
+    def moving(host: IPv4Address) -> str:
+        return f"http://{host}:{next(ports)}/rootDesc.xml" if host == OTHER else location(host)
+
+    client = new_client()  # ROUTER preferred
+    client.add_mapping(TCP, 6881, now=0.0)
+    silent: set[IPv4Address] = set()
+    answers = gateways(silent)
+    drive(client, 0.0, 10.0, answers, hosts=(ROUTER, OTHER), where=moving)
+    silent.add(ROUTER)  # lost: searches go on while it is missing, OTHER answering each
+    made = drive(client, 10.0, 20_000.0, answers, hosts=(OTHER,), where=moving)
+    assert client.statistics().searches > UPNP_MAX_GATEWAYS  # OTHER had its chances
+    assert names(client.devices) == [str(OTHER)]
+    assert client.statistics().devices_ignored == 0
+    assert not [r for _, r in made if r.kind is Kind.DESCRIBE]  # never fetched again
+    silent.clear()  # the router is back: a place for it, read first
+    drive(client, 20_000.0, 40_000.0, answers, hosts=(ROUTER, OTHER), where=moving)
+    assert names(client.devices) == [str(OTHER), str(ROUTER)]  # in the order found
+    assert served(client).friendly_name == str(ROUTER)
+
+
+def test_a_gateway_that_stopped_answering_costs_the_others_one_timeout() -> None:
+    # ROUTER, read first, goes silent: each of its requests takes a whole timeout until it
+    # is deemed lost, and OTHER's renewals, due as early, waited behind them all (both of
+    # ROUTER's AddPortMappings: 10 s); now behind the first alone.
+    client = new_client()
+    client.add_mapping(TCP, 6881, now=0.0)
+    client.add_mapping(UDP, 6881, now=0.0)
+    silent: set[IPv4Address] = set()
+    answers = gateways(silent)
+    drive(client, 0.0, 3500.0, answers, hosts=(ROUTER, OTHER))
+    events(client)
+    silent.add(ROUTER)  # at 3600 both renew: ROUTER's permanent grants, OTHER's half-lease
+    made = drive(client, 3500.0, 3700.0, answers, hosts=(OTHER,), silence=UPNP_HTTP_TIMEOUT)
+    asked = [(t, str(r.url and r.url.host), r.kind) for t, r in made if r.kind is not Kind.SEARCH]
+    assert asked[:5] == [
+        (3600.0, str(ROUTER), Kind.ADD),  # no answer by 3605
+        (3605.0, str(OTHER), Kind.EXTERNAL_ADDRESS),  # was at 3610
+        (3605.0, str(OTHER), Kind.ADD),
+        (3605.0, str(OTHER), Kind.ADD),
+        (3605.0, str(ROUTER), Kind.ADD),  # then its turn again
+    ]
+    assert asked[5] == (3665.0, str(ROUTER), Kind.ADD)  # the first one's retry: the third
+    [lost] = [e for e in events(client) if isinstance(e, UpnpDeviceLost)]
+    assert lost.device.friendly_name == str(ROUTER)
+    assert names(client.devices) == [str(OTHER)]
+    assert {m.mapping.external_port for m in client.device_mappings()} == {6881}

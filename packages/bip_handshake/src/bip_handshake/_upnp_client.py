@@ -20,8 +20,9 @@ How it runs (as libtorrent's upnp.cpp does, where not said otherwise):
 
 - **Every gateway**: as libtorrent keeps a set of root devices and maps each port on each,
   every Internet Gateway Device a search finds is used (a home network may have a router
-  and a mesh node, or a second NAT), up to :data:`UPNP_MAX_GATEWAYS` at once, distinct by
-  description URL (and control URL: a device answering with two LOCATIONs is one), one
+  and a mesh node, or a second NAT), up to :data:`UPNP_MAX_GATEWAYS` at once, one per
+  answering host (its address: a device answering with two LOCATIONs, or with a new port
+  after a restart, is one; a LAN host cannot take several places with ever new URLs), one
   place kept for the preferred ``gateway`` while it is not in use; a description that
   serves past them is ignored and counted. Each gateway has its own
   control URL, service, external address, leases, renewals, refusals, back-off and failure
@@ -39,11 +40,12 @@ How it runs (as libtorrent's upnp.cpp does, where not said otherwise):
   used only if its LOCATION is ``http://`` to the very address the answer came from (else
   any LAN host could make us fetch from, then POST to, any host: it is counted and
   dropped), and the description's control URL must stay on that host too. One description
-  is fetched per answering host (later answers are duplicates, as are those of a gateway in
-  use; but a host whose first LOCATION answered ``upnp:rootdevice`` and served no gateway,
-  a media server on the router's address say, gets one more try with a LOCATION it gives
-  for the gateway or its connection service), at most :data:`UPNP_MAX_DEVICES` hosts are
-  looked at per search, and the preferred ``gateway``'s is fetched first. A description
+  is fetched per answering host (later answers are duplicates, as are those of a host whose
+  gateway is in use; but a host whose first LOCATION answered ``upnp:rootdevice`` and
+  served no gateway, a media server on the router's address say, gets one more try with a
+  LOCATION it gives for the gateway or its connection service), at most
+  :data:`UPNP_MAX_DEVICES` hosts are looked at per search, and the preferred
+  ``gateway``'s is fetched first. A description
   offering several connection services (a WANPPPConnection beside the WANIPConnection) has
   each asked the external address in turn, and the first that tells one (neither empty nor
   0.0.0.0) is used, else the first (miniupnpc's "connected" check). A search that ends
@@ -53,7 +55,10 @@ How it runs (as libtorrent's upnp.cpp does, where not said otherwise):
   there.
 - **Requests** go one at a time, all gateways together (small routers; one worker in the
   caller): a search round first, then a gateway's retry, check or deletion, then a
-  description, then the gateway whose work fell due first. On each gateway: deletions
+  description, then the gateway whose work fell due first. A gateway whose last request
+  got no usable answer (a timeout, likely) waits behind the others' work that fell due
+  before that failure: a dead gateway costs the others one timeout, not one for each of
+  the :data:`UPNP_DEVICE_FAILURES` it takes to be deemed lost. On each gateway: deletions
   first, then GetExternalIPAddress, then an AddPortMapping per mapping in the order they
   fell due
   (``NewInternalClient`` is our address on that connection, as the router sees it: the
@@ -91,8 +96,9 @@ How it runs (as libtorrent's upnp.cpp does, where not said otherwise):
   :data:`UPNP_SEARCH_RETRY_MIN` seconds, doubling up to :data:`UPNP_SEARCH_RETRY_MAX`). A
   gateway found and lost again and again (it answers searches, not requests) is searched
   for after :data:`UPNP_SEARCH_RETRY_MIN` seconds, then doubling, up to
-  :data:`UPNP_SEARCH_RETRY_MAX`, until one of its answers is usable again (the last
-  :data:`UPNP_MAX_GATEWAYS` times two gateways lost are remembered).
+  :data:`UPNP_SEARCH_RETRY_MAX`, until one of its answers is usable again. Losses are
+  remembered by host, as places are counted: the back-off holds whatever new URL the host
+  gives (the last :data:`UPNP_MAX_GATEWAYS` times two hosts lost are remembered).
 - **Close**: on every gateway (in rank order), a DeletePortMapping for every external port
   it may hold for a mapping (each one it granted, up to :data:`UPNP_MAX_PORTS_KEPT` per
   mapping, and one asked for whose answer never came; not those whose lease ran out), one
@@ -264,10 +270,10 @@ UPNP_MAX_DEVICES: Final = 16
 """Distinct devices one search looks at: a LAN full of answers costs a bounded effort."""
 
 UPNP_MAX_GATEWAYS: Final = 8
-"""Gateways (Internet Gateway Devices, distinct by description URL and control URL) in use
-at once, each mapping every port, one of them the preferred gateway's place (the others
-take one fewer while it is not in use); a description that serves past them is ignored
-(counted in :attr:`UpnpStatistics.devices_ignored`)."""
+"""Gateways (Internet Gateway Devices, one per answering host: its address) in use at once,
+each mapping every port, one of them the preferred gateway's place (the others take one
+fewer while it is not in use); a description that serves past them is ignored (counted in
+:attr:`UpnpStatistics.devices_ignored`)."""
 
 UPNP_HTTP_TIMEOUT: Final = 5.0
 """Seconds one HTTP exchange with a device may take, connection to last byte."""
@@ -304,7 +310,7 @@ UPNP_CLOSE_TIMEOUT: Final = 4.0
 
 _MAX_DESCRIPTION_TEXT: Final = 256  # NewPortMappingDescription, in characters
 _ROOT_DEVICE: Final = "upnp:rootdevice"  # the search target that names no gateway
-_MAX_LOSSES_KEPT: Final = 2 * UPNP_MAX_GATEWAYS  # gateways whose losses are remembered
+_MAX_LOSSES_KEPT: Final = 2 * UPNP_MAX_GATEWAYS  # hosts whose losses are remembered
 
 _log = logging.getLogger("bip_handshake.upnp")
 
@@ -593,6 +599,7 @@ class _Device:
         "again",
         "control",
         "deletion",
+        "failed_at",
         "failures",
         "grants",
         "lost",
@@ -613,6 +620,7 @@ class _Device:
         self.address_due = now
         self.address_failures = 0
         self.failures = 0  # requests in a row without a usable answer
+        self.failed_at = -math.inf  # when the last of those failures came
         self.lost = False
         self.grants: dict[MappingId, _Grant] = {}
         self.again: _Grant | None = None  # asked again at once (725, 718, 724)
@@ -880,9 +888,10 @@ class UpnpClient:
         self._describing: _Describe | None = None
         self._devices: list[_Device] = []  # in the order found
         self._next_seq = 0
-        # Description URL -> times that gateway was lost with no usable answer since: a
-        # gateway found and lost again and again is searched for ever more slowly.
-        self._losses: dict[str, int] = {}
+        # Host -> times its gateway was lost with no usable answer since: a gateway found
+        # and lost again and again is searched for ever more slowly. By host, not URL: a
+        # device with a new port each time (or a LAN host making URLs up) keeps its back-off.
+        self._losses: dict[IPv4Address, int] = {}
         self._closed = False
         self._searches = 0
         self._ssdp_sent = 0
@@ -1246,7 +1255,8 @@ class UpnpClient:
         """The request due now and the gateway it is for (None: the search's). A search
         round first (datagrams: quick), then a gateway's retry, check or deletion (part of
         a go under way), then a description or "connected" check, then the gateway whose
-        work fell due first."""
+        work fell due first. A gateway whose last request got no usable answer waits its
+        :meth:`_turn`, even for a retry or deletion."""
         search = self._search
         if search is None and not self._closed and self._search_due <= now:
             self._searches += 1
@@ -1262,18 +1272,38 @@ class UpnpClient:
         if self._closed:
             return self._closing_request(ranked, now)
         for device in ranked:
-            request = self._urgent_request(device, now)
+            request = None if device.failures else self._urgent_request(device, now)
             if request is not None:
                 return request, device
         if search is not None:
             request = self._describe_request(search)
             if request is not None:
                 return request, None
-        if self._closed or not ranked:
-            return None, None
-        first = min(ranked, key=self._due)  # min keeps the first of equals: rank order
-        request = self._due_request(first, now)
-        return (None, None) if request is None else (request, first)
+        # The first with work due now, in turn (sorted keeps rank order among equals).
+        for device in sorted(ranked, key=self._turn):
+            request = self._urgent_request(device, now) if device.failures else None
+            if request is None:
+                request = self._due_request(device, now)
+            if request is not None:
+                return request, device
+        return None, None
+
+    def _turn(self, device: _Device) -> float:
+        """When ``device``'s work fell due, for the order gateways are served in.
+
+        A gateway whose last request got no usable answer (a timeout, likely: the caller
+        waited its whole bound) comes no earlier than that failure, even for a retry or
+        deletion under way: the others' work that fell due meanwhile goes first. Else a
+        dead gateway would hold them back one timeout per request until deemed lost
+        (:data:`UPNP_DEVICE_FAILURES` of them); now it costs them one. It is never
+        starved: work that falls due after its failure goes after it."""
+        if not device.failures:
+            return self._due(device)
+        if device.refusal is not None or device.deletion is not None or device.again is not None:
+            due = -math.inf  # a go under way: due at once
+        else:
+            due = min([device.address_due] + [g.due for g in device.grants.values()])
+        return max(due, device.failed_at)
 
     def search_sent(self, request: UpnpRequest, sent: int, now: float) -> None:
         """A SEARCH round went out: ``sent`` of its datagrams (the others were lost like a
@@ -1335,9 +1365,11 @@ class UpnpClient:
         # One description per host: a host answering with ever new LOCATIONs costs one
         # fetch. A router's address may also serve a media server, which answers only
         # upnp:rootdevice: the gateway's own LOCATION, when it comes, gets one more try.
-        # A gateway in use answers every search: it is not fetched again.
+        # A host whose gateway is in use is not fetched again, whatever LOCATION it gives:
+        # a host is one gateway place (else one LAN host could fill them all, a new URL
+        # at each search).
         claims = answer.search_target != _ROOT_DEVICE
-        kept = any(d.service.location == answer.location for d in self._devices)
+        kept = self._in_use(source)
         known = search.hosts.get(source)
         if known is not None:
             if claims and not known.claimed and answer.location != known.location and not kept:
@@ -1436,11 +1468,20 @@ class UpnpClient:
                 url=parse_http_url(service.control_url),
                 service=service,
             )
-        if search.queue:
+        while search.queue:
             location, url = search.queue.popleft()
+            if self._in_use(url.host):
+                # Its other LOCATION served a gateway meanwhile (queued both: a root device
+                # answer, then the gateway's): a host is one place, fetching is of no use.
+                self._ssdp_duplicates += 1
+                continue
             self._describing = _Describe(location)
             return UpnpRequest(UpnpRequestKind.DESCRIBE, url=url)
         return None
+
+    def _in_use(self, host: IPv4Address) -> bool:
+        """Whether a gateway in use answered from ``host`` (its place is taken)."""
+        return any(d.control.host == host for d in self._devices)
 
     def _is_preferred(self, host: IPv4Address) -> bool:
         return self._preferred is None or host == self._preferred
@@ -1496,16 +1537,12 @@ class UpnpClient:
     def _found(self, service: UpnpDevice, address: IPv4Address | None, now: float) -> None:
         """A description served: its gateway is used at once, beside the others."""
         self._describing = None
-        for device in self._devices:
-            if (
-                service.location == device.service.location
-                or service.control_url == device.service.control_url
-            ):
-                # One gateway answering with two LOCATIONs is one gateway.
-                _log.debug("UPnP: %s is the gateway at %s again", service.location, device.host)
-                return
-        room = UPNP_MAX_GATEWAYS
         host = parse_http_url(service.control_url).host
+        if self._in_use(host):  # pragma: no cover - no description of such a host is fetched
+            # One host is one gateway, whatever LOCATIONs it answers with.
+            _log.debug("UPnP: %s is the gateway at %s again", service.location, host)
+            return
+        room = UPNP_MAX_GATEWAYS
         preferred = self._preferred
         if (
             preferred is not None
@@ -1536,8 +1573,7 @@ class UpnpClient:
             # Else a gateway found by this search was lost during it: the next search is
             # when that loss set it (at once, or later for one lost again and again).
             return
-        in_use = {d.service.location for d in self._devices}
-        if not any(location not in in_use for location in self._losses):
+        if all(self._in_use(host) for host in self._losses):
             self._search_failures = 0
             return
         self._search_failures += 1
@@ -1740,7 +1776,7 @@ class UpnpClient:
     def _answered(self, device: _Device) -> None:
         """``device`` answered usably: it is not failing."""
         device.failures = 0
-        self._losses.pop(device.service.location, None)
+        self._losses.pop(device.control.host, None)
 
     def _outcome(
         self,
@@ -1982,6 +2018,7 @@ class UpnpClient:
         """A request got no usable answer: after a few in a row, the gateway is gone."""
         self._request_failures += 1
         device.failures += 1
+        device.failed_at = now
         if self._closed and not device.lost:
             # Closing: the one worker and the close's budget are shared by every gateway;
             # one that did not answer would cost a timeout for each deletion left, and the
@@ -2002,10 +2039,12 @@ class UpnpClient:
         self._devices.remove(device)
         device.again = device.refusal = device.deletion = None
         # Search again at once; but a gateway that is found and lost again and again (it
-        # answers searches, not requests) is searched for ever more slowly.
-        location = device.service.location
-        losses = self._losses.pop(location, 0) + 1
-        self._losses[location] = losses  # the latest last: the oldest is forgotten first
+        # answers searches, not requests) is searched for ever more slowly. Counted by
+        # host: a new URL at each search (a new port after each restart, or a LAN host
+        # making them up) would otherwise be searched for at once after every loss.
+        host = device.control.host
+        losses = self._losses.pop(host, 0) + 1
+        self._losses[host] = losses  # the latest last: the oldest is forgotten first
         while len(self._losses) > _MAX_LOSSES_KEPT:
             del self._losses[next(iter(self._losses))]
         due = now
