@@ -460,8 +460,14 @@ class SwarmBrain:
         # The picker wants rates for deadline decisions only: spare the arithmetic otherwise
         # (the strategy is looked up afresh: it may have been switched since the last tick).
         streaming = self._streaming() is not None
+        is_snubbed = self.queues.is_snubbed
         for peer, state in list(self._peers.items()):
-            if not self._sync_snub(peer, state, now, actions) and streaming:
+            # Most peers neither snub us nor did: _sync_snub's first test, made here.
+            if state.snubbed_since is None and not is_snubbed(peer):
+                dropped = False
+            else:
+                dropped = self._sync_snub(peer, state, now, actions)
+            if not dropped and streaming:
                 self._set_rate(peer, state, now)
         actions.extend(self._revelation.tick(now))
         if freed or self._next_refill is None or now >= self._next_refill:
@@ -578,7 +584,14 @@ class SwarmBrain:
         if self.picker.availability.num_wanted == 0:
             return
         for peer, state in list(self._peers.items()):
-            self._fill(peer, state, now, actions)
+            # _fill's own first tests, made here: most peers stop at them (not interesting,
+            # choking us, or starved this epoch), and a big swarm runs this loop per tick.
+            if (
+                state.interested
+                and state.starved != self._epoch
+                and (not state.choking_us or state.allowed_fast)
+            ):
+                self._fill(peer, state, now, actions)
 
     def _fill_one(self, peer: PeerKey, state: _PeerState, now: float) -> list[Action]:
         actions: list[Action] = []
@@ -691,12 +704,18 @@ class SwarmBrain:
 
     def _peer_have(self, event: PeerHave, now: float) -> list[Action]:
         peer, piece = event.peer, event.piece
-        state = self._peer(peer)
+        # The hot path of a big swarm (every have of every peer), so calls are spared: _peer
+        # written out; the availability's have says whether it is news (not for a piece
+        # known, past the end, or a seed's), which with the piece's priority (wants()) is
+        # all PiecePicker.peer_have would tell, without a lookup before it.
+        try:
+            state = self._peers[peer]
+        except (KeyError, TypeError):
+            raise LocalProtocolError(f"peer {peer!r} never joined (or was dropped)") from None
         availability = self.picker.availability
-        known = availability.peer_has(peer, piece)
-        wanted = self.picker.peer_have(peer, piece)
+        news = availability.have(peer, piece)
         actions = self._revelation.peer_have(peer, piece, now)
-        if wanted and not known:
+        if news and availability.priority(piece):
             state.wanted += 1
             state.starved = -1
             if not state.interested:
@@ -839,8 +858,9 @@ class SwarmBrain:
             actions.extend(self._revelation.piece_added(piece, now))
             if was_wanted:
                 availability = self.picker.availability
+                holders = availability.holders(piece)  # one pass, not a lookup per peer
                 for peer, state in self._peers.items():
-                    if availability.peer_has(peer, piece):
+                    if peer in holders:
                         state.wanted -= 1
                         if state.wanted <= 0:
                             state.wanted = 0

@@ -400,8 +400,12 @@ class RevelationStrategy:
         Raises:
             LocalProtocolError: ``peer`` never joined.
         """
-        view = self._get(peer)
-        # The hot path of a big swarm: every have of every peer comes through here.
+        # The hot path of a big swarm: every have of every peer comes through here (hence
+        # _get written out).
+        try:
+            view = self._peers[peer]
+        except (KeyError, TypeError):
+            raise LocalProtocolError(f"peer {peer!r} never joined") from None
         if not self._tracks_peers or not self._in_range(piece) or view.seed or piece in view.pieces:
             return []
         view.pieces.add(piece)
@@ -631,10 +635,13 @@ class HonestRevelation(RevelationStrategy):
         self._tracks_peers = not redundant_haves  # only skipping haves needs their pieces
 
     def _added(self, piece: int, now: float) -> list[Action]:
+        # _tell written out: every piece we verify comes here once per peer.
         actions: list[Action] = []
+        redundant = self._redundant
         for view in self._peers.values():
-            if self._redundant or not view.has(piece):
-                actions.extend(self._tell(view, piece))
+            if redundant or not view.has(piece):
+                view.revealed.add(piece)
+                actions.append(SendHave(view.key, piece))
         return actions
 
     def _worth_telling(self, view: _PeerView, piece: int) -> bool:

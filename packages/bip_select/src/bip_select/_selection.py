@@ -667,26 +667,25 @@ class PiecePicker:
         prefer_started = requests.num_started > max(4, 3 * availability.num_peers // 2)
         no_rank: Tier = ()
         keyed = []
+        # Every block received runs this: the methods the loops call are looked up once.
+        num_free, is_started = requests.num_free, requests.is_started
+        priority, peer_has = availability.priority, availability.peer_has
+        tier, rank_of = strategy.tier, strategy.rank
         for piece in requests.started_pieces():
-            if (
-                requests.num_free(piece)
-                and availability.priority(piece)
-                and availability.peer_has(peer, piece)
-                and usable(piece)
-            ):
-                rank = no_rank if prefer_started else strategy.rank(piece, self)
-                key = (strategy.tier(piece, self), rank, 0, requests.num_free(piece))
-                keyed.append((key, piece))
+            free = num_free(piece)
+            if free and priority(piece) and peer_has(peer, piece) and usable(piece):
+                rank = no_rank if prefer_started else rank_of(piece, self)
+                keyed.append(((tier(piece, self), rank, 0, free), piece))
         keyed.sort()
         queue = iter(keyed)
         next_partial = next(queue, None)
         for piece in strategy.order(self, peer):
             if len(picked) >= count:
                 break
-            if requests.is_started(piece) or not usable(piece):
+            if is_started(piece) or not usable(piece):
                 continue
-            rank = no_rank if prefer_started else strategy.rank(piece, self)
-            fresh_key = (strategy.tier(piece, self), rank, 1)
+            rank = no_rank if prefer_started else rank_of(piece, self)
+            fresh_key = (tier(piece, self), rank, 1)
             while next_partial is not None and next_partial[0] <= fresh_key:
                 take(next_partial[1])
                 if len(picked) >= count:

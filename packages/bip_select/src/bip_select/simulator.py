@@ -300,6 +300,7 @@ class _Peer:
         "have",
         "index",
         "initial_seed",
+        "last_have",
         "left",
         "out",
         "partial",
@@ -317,6 +318,7 @@ class _Peer:
         self.partial: dict[int, dict[int, bool]] = {}
         self.left = False
         self.deadline_pieces: dict[int, float] = {}
+        self.last_have: PeerHave | None = None  # the last have input made for this peer
 
 
 class _Simulation:
@@ -366,26 +368,40 @@ class _Simulation:
 
     def feed(self, peer: _Peer, item: Input) -> None:
         assert peer.brain is not None
-        self.run_actions(peer, peer.brain.handle(item, self.now))
+        actions = peer.brain.handle(item, self.now)
+        if actions:  # most inputs (a have, a block sent) call for nothing
+            self.run_actions(peer, actions)
 
     def run_actions(self, peer: _Peer, actions: Sequence[Action]) -> None:
         me = peer.index
+        out = peer.out
+        # Every message of a step leaves at the same time (post's arithmetic, done once).
+        arrival = self.now + self.config.latency
+        events = self.events
         for action in actions:
             other = action.peer
-            if not isinstance(other, int) or other not in peer.out:
+            if not isinstance(other, int) or other not in out:
                 if isinstance(action, DropPeer):
                     continue
                 self.trace.violations.append(f"{me}: {action!r} to a peer not connected")
                 continue
-            flow_to_other = peer.out[other]
-            if isinstance(action, SendRequest):
-                self.post(_REQUEST, me, other, action.block)
+            flow_to_other = out[other]
+            # Haves first: a verified piece is announced to every connection, so they are
+            # most of a big swarm's messages.
+            if isinstance(action, SendHave):
+                piece = action.piece
+                if piece not in peer.have:
+                    self.trace.violations.append(f"{me}: have {piece} it lacks")
+                message = peer.last_have
+                if message is None or message.piece != piece:
+                    # One input for all the peers told (inputs are frozen): the haves of a
+                    # piece leave one after another.
+                    message = peer.last_have = PeerHave(me, piece)
+                events.append((arrival, _MSG, me, other, message))
+            elif isinstance(action, SendRequest):
+                events.append((arrival, _REQUEST, me, other, action.block))
             elif isinstance(action, SendCancel):
                 self.post(_CANCEL, me, other, action.block)
-            elif isinstance(action, SendHave):
-                if action.piece not in peer.have:
-                    self.trace.violations.append(f"{me}: have {action.piece} it lacks")
-                self.post(_MSG, me, other, PeerHave(me, action.piece))
             elif isinstance(action, SendChoke):
                 if not flow_to_other.choked:
                     flow_to_other.choked = True
@@ -496,7 +512,9 @@ class _Simulation:
             return  # the connection closed while the message was on its way
         if kind == _MSG:
             assert isinstance(payload, Input)
-            self.feed(peer, payload)
+            actions = peer.brain.handle(payload, self.now)  # feed, written out: most messages
+            if actions:
+                self.run_actions(peer, actions)
         elif kind == _REQUEST:
             assert isinstance(payload, Block)
             flow = peer.out[src]
@@ -586,41 +604,64 @@ class _Simulation:
         ]
         self.active = active
         self.flows_dirty = False
-        # Constraint 2*i is peer i's upload, 2*i+1 its download.
+        # Constraint 2*i is peer i's upload, 2*i+1 its download. This runs whenever the set
+        # of flows changes (most steps of a big swarm, a few hundred flows each): the two
+        # constraints of each flow are written out rather than looped over.
+        peers = self.peers
         spare: dict[int, float] = {}
         count: dict[int, int] = {}
         members: dict[int, list[int]] = {}
+        sides: list[tuple[int, int]] = []  # per flow: its (upload, download) constraints
         for position, (peer, other, _flow) in enumerate(active):
-            for key, capacity in (
-                (2 * peer.index, peer.spec.upload),
-                (2 * other + 1, self.peers[other].spec.download),
-            ):
-                if key not in spare:
-                    spare[key] = capacity
-                    count[key] = 0
-                    members[key] = []
-                count[key] += 1
-                members[key].append(position)
-        level = {key: spare[key] / count[key] for key in spare}
-        heap = [(value, key) for key, value in level.items()]
+            up, down = 2 * peer.index, 2 * other + 1
+            sides.append((up, down))
+            group = members.get(up)
+            if group is None:
+                spare[up] = peer.spec.upload
+                count[up] = 1
+                members[up] = [position]
+            else:
+                count[up] += 1
+                group.append(position)
+            group = members.get(down)
+            if group is None:
+                spare[down] = peers[other].spec.download
+                count[down] = 1
+                members[down] = [position]
+            else:
+                count[down] += 1
+                group.append(position)
+        # The heap holds, per constraint still open, an entry no higher than its level (a
+        # flow frozen elsewhere raises the level of its other constraint, or lowers it by
+        # a rounding error): an entry found low when popped is pushed again at the level
+        # then, so the constraints fill in the same order as with an entry per change.
+        queued = {key: spare[key] / count[key] for key in spare}
+        heap = [(value, key) for key, value in queued.items()]
         heapq.heapify(heap)
+        pop, push = heapq.heappop, heapq.heappush
         frozen = [False] * len(active)
         while heap:
-            value, key = heapq.heappop(heap)
-            if not count[key] or level[key] != value:
-                continue  # stale entry
+            value, key = pop(heap)
+            if not count[key] or queued[key] != value:
+                continue  # full already, or a lower entry was pushed since
+            level = spare[key] / count[key]
+            if level != value:
+                queued[key] = level
+                push(heap, (level, key))
+                continue
             for position in members[key]:
                 if frozen[position]:
                     continue
                 frozen[position] = True
-                peer, other, flow = active[position]
-                flow.rate = value
-                for side in (2 * peer.index, 2 * other + 1):
+                active[position][2].rate = value
+                for side in sides[position]:
                     count[side] -= 1
                     spare[side] -= value
                     if side != key and count[side]:
-                        level[side] = spare[side] / count[side]
-                        heapq.heappush(heap, (level[side], side))
+                        level = spare[side] / count[side]
+                        if level < queued[side]:
+                            queued[side] = level
+                            push(heap, (level, side))
             count[key] = 0
 
     def transfer(self, dt: float) -> None:
@@ -629,8 +670,9 @@ class _Simulation:
         finished: list[tuple[_Peer, int, Block]] = []
         for peer, other, flow in self.active:
             budget = flow.rate * dt
-            while budget > 0 and flow.queue:
-                head = flow.queue[0]
+            queue = flow.queue  # (nothing below replaces it: the blocks are sent after)
+            while budget > 0 and queue:
+                head = queue[0]
                 if flow.choked and head.piece not in flow.allowed_fast:
                     break
                 need = head.length - flow.done
@@ -638,10 +680,10 @@ class _Simulation:
                     flow.done += budget
                     break
                 budget -= need
-                flow.queue.popleft()
+                queue.popleft()
                 flow.done = 0.0
                 finished.append((peer, other, head))
-            if not flow.queue:
+            if not queue:
                 self.flows_dirty = True
                 self.busy.pop(flow, None)
         for peer, other, block in finished:
