@@ -26,6 +26,7 @@ from bip_disk import (
     DiskManager,
     ExistingFiles,
     FileSystem,
+    PieceDiscarded,
     PieceVerified,
     StorageError,
     StorageLayout,
@@ -41,6 +42,7 @@ from bip_metainfo import Metainfo, create_torrent
 PIECE = 16384
 KINDS = ("memory", "native")
 LONG_AGO = 1_000_000_000  # 2001, in seconds: a time no write of ours leaves on a file
+KEPT_HOLDS = "a file the move kept holds the piece"
 FILES = {
     "a.bin": 3 * PIECE + 100,
     "b/small.txt": 10,
@@ -226,6 +228,7 @@ async def test_keep_drops_the_pieces_in_memory_that_touch_a_kept_file(tmp_path: 
     async with open_disk_manager() as disk:
         torrent = await disk.add_torrent(sample.metainfo, old)
         await disk.wait_checked(torrent)
+        await collect(disk, lambda e: isinstance(e, CheckFinished))
         await disk.write_block(torrent, kept_piece, 0, sample.piece(kept_piece)[:10])
         await disk.write_block(torrent, other_piece, 0, sample.piece(other_piece)[:10])
         assert disk.statistics().partial_pieces == 2
@@ -236,6 +239,13 @@ async def test_keep_drops_the_pieces_in_memory_that_touch_a_kept_file(tmp_path: 
         await disk.wait_checked(torrent)
         assert kept_piece in disk.have(torrent)  # the kept file holds it
         assert other_piece not in disk.have(torrent)
+        # Told: its blocks were dropped, then the check found it (and the kept file's
+        # other pieces) there.
+        events = await collect(disk, lambda e: isinstance(e, CheckFinished))
+        assert [e for e in events if isinstance(e, PieceDiscarded | PieceVerified)] == [
+            PieceDiscarded(torrent, kept_piece, f"blocks dropped: {KEPT_HOLDS}"),
+            *(PieceVerified(torrent, piece, good=True) for piece in sorted(disk.have(torrent))),
+        ]
         await disk.write_block(torrent, other_piece, 10, sample.piece(other_piece)[10:])
         events = await collect(disk, lambda e: isinstance(e, PieceVerified))
         assert events[-1] == PieceVerified(torrent, other_piece, good=True)

@@ -102,6 +102,10 @@ class PieceVerified(DiskEvent):
     so it can be downloaded again. A complete piece gets this event or a
     :class:`PieceDiscarded`, exactly one of them (none once its torrent is removed).
 
+    The check after a move that kept files already at the destination also sends a
+    ``good`` one for each piece those files hold that the torrent did not have: it
+    enters :meth:`~bip_disk.DiskManager.have` as if downloaded (no peer sent it).
+
     Attributes:
         piece: the piece index.
         good: whether it matched its hash (v1 SHA-1, v2 merkle, or both).
@@ -113,14 +117,22 @@ class PieceVerified(DiskEvent):
 
 @dataclass(frozen=True, slots=True)
 class PieceDiscarded(DiskEvent):
-    """A piece whose blocks all arrived was not stored, and its blocks were thrown away.
+    """The blocks of a piece received so far were thrown away: request them again.
 
-    Its write failed, or a fault had stopped the torrent (or a recheck had begun) before
-    it was written: the torrent does not have it, so download it again once the torrent
-    takes writes. Unlike a bad :class:`PieceVerified`, nothing says its data was wrong:
-    the peers that sent it are not to blame. The fault itself comes once, as a
-    :class:`TorrentFailed` or (while a move or recheck waits) a :class:`StorageProblem`,
-    however many pieces it cost.
+    A complete piece was not stored: its write failed, or a fault had stopped the
+    torrent (or a recheck had begun) before it was written. Or a piece still arriving
+    was dropped from memory (its ``reason`` starts with ``"blocks dropped: "``): a fault
+    stopped the torrent (after its :class:`TorrentFailed`), :meth:`~bip_disk.DiskManager.recheck`
+    began, or a move kept a file of the piece at the destination (the check after the
+    move decides about it). Either way the torrent does not have the piece and holds none
+    of its blocks: download all of it again once the torrent takes writes (libtorrent's
+    piece picker gets back every block its storage drops, likewise). Unlike a bad
+    :class:`PieceVerified`, nothing says its data was wrong: the peers that sent it are
+    not to blame. The fault itself comes once, as a :class:`TorrentFailed` or (while a
+    move or recheck waits) a :class:`StorageProblem`, however many pieces it cost.
+
+    Pieces dropped because the user asked (:meth:`~bip_disk.DiskManager.discard_piece`),
+    the torrent was removed or the manager closes get no event.
 
     >>> from bip_metainfo import InfoHash
     >>> torrent = TorrentHandle(1, InfoHash(v1=bytes(20)), "x", 4)
@@ -188,7 +200,11 @@ class TorrentFailed(DiskEvent):
 class PieceLost(DiskEvent):
     """A piece we had is no longer stored intact (its file shrank or vanished).
 
-    It is no longer in :meth:`~bip_disk.DiskManager.have` nor in resume data.
+    It is no longer in :meth:`~bip_disk.DiskManager.have` nor in resume data. The check
+    after a move that kept files already at the destination sends one too for each piece
+    had that those files do not hold (``reason`` ``"kept file differs"``, or the kept file
+    is missing or too short, or a fault stopped the check first): no peer is to blame,
+    the piece is simply downloaded again.
 
     Attributes:
         piece: the piece index.

@@ -62,7 +62,10 @@ them be written, and copies what they wrote).
 :class:`~bip_disk.PieceDiscarded` when it was not stored (its write failed, or a
 fault stopped the torrent before it was written), so that whoever sent its blocks
 knows to fetch it again. The fault itself is told once however many pieces it
-cost; a removed torrent's pieces get no event.
+cost; a removed torrent's pieces get no event. **Every block dropped is told** too:
+the pieces still arriving that a stop, a recheck or a move keeping their files drops
+from memory are each a :class:`~bip_disk.PieceDiscarded` (``"blocks dropped: ..."``),
+so that a piece picker that counted those blocks as received asks for them again.
 
 **Events** wait in a queue of ``event_buffer`` events. If nobody takes them, the
 queue fills, the workers wait to report, pieces stay in memory and writes wait
@@ -681,8 +684,13 @@ class DiskManager:
         after :meth:`add_torrent` with resume data (:class:`~bip_disk.CheckProgress`,
         then :class:`~bip_disk.CheckFinished` with ``resumed`` true; wait with
         :meth:`wait_checked`): those found bad are no longer in :meth:`have` (write
-        them again), every other piece stays verified. Their pieces in memory are
-        dropped.
+        them again), every other piece stays verified. Each change comes as an event of
+        its own before the ``CheckFinished``, so that a user keeping its own record of
+        the pieces across the move stays right: a :class:`~bip_disk.PieceLost` (reason
+        ``"kept file differs"``) for each piece had and found bad, a
+        :class:`~bip_disk.PieceVerified` ``good`` for each piece the kept files hold that
+        was not had. Their pieces in memory are dropped, each a
+        :class:`~bip_disk.PieceDiscarded` (``"blocks dropped: ..."``): request them again.
 
         Once the torrent has switched, the move is done: a cancellation then waits
         for the old files' deletion, and this returns normally (the cancellation
@@ -784,10 +792,11 @@ class DiskManager:
         storage.error = storage.reason = None
         self._cache.drop_torrent(torrent.id)
         checking = bool(kept)
+        dropped: list[int] = []
         if checking:
             storage.check_done = trio.Event()  # the last one is set: awaited above
             storage.set_state(TorrentState.CHECKING)
-            self._drop_partials_of(storage, kept)
+            dropped = self._drop_partials_of(storage, kept)
         else:
             storage.set_state(TorrentState.READY)
         warnings = [] if copy.copied is None else list(copy.copied.warnings)
@@ -817,9 +826,11 @@ class DiskManager:
             self._emit_later(
                 [StorageProblem(torrent, w, f"moving storage: {w}") for w in warnings]
                 + [StorageMoved(torrent)]
+                + self._blocks_dropped(storage, dropped, "a file the move kept holds the piece")
             )
             if checking and storage.is_in(TorrentState.CHECKING):
-                self._start_check(storage, _resume_after_keeping(storage, copy, kept), True, "none")
+                resume = _resume_after_keeping(storage, copy, kept)
+                self._start_check(storage, resume, True, "none", report=True)
                 checking = False
         finally:
             if checking:  # removed meanwhile: no check to end, and remove_torrent waits for it
@@ -835,18 +846,22 @@ class DiskManager:
         stops the torrent as it would have). A torrent stopped before keeps its fault."""
         if fault is not None and previous is TorrentState.READY:
             # Without waiting: the caller may be cancelled, and the move is over.
-            self._emit_later([self._stop(storage, *fault)])
+            self._emit_later(self._stop(storage, *fault))
         else:
             storage.set_state(previous)
 
-    def _drop_partials_of(self, storage: TorrentStorage, kept: Sequence[StoredFile]) -> None:
+    def _drop_partials_of(self, storage: TorrentStorage, kept: Sequence[StoredFile]) -> list[int]:
         """Drop the pieces in memory that touch the ``kept`` files: the check after the
-        move decides about those pieces (one completed meanwhile would be reported twice)."""
+        move decides about those pieces (one completed meanwhile would be reported twice).
+        Returns their indices, in order."""
+        dropped: set[int] = set()
         for file in kept:
             for piece in storage.layout.file_pieces(file.index):
                 partial = storage.partial.pop(piece, None)
                 if partial is not None:
                     self._budget.release(partial.size)
+                    dropped.add(piece)
+        return sorted(dropped)
 
     async def recheck(self, torrent: TorrentHandle) -> None:
         """Forget what the torrent has and hash all its data again (in the background).
@@ -872,7 +887,8 @@ class DiskManager:
         :class:`~bip_disk.PieceDiscarded`, as ever). A check still ending when this is
         called sends no :class:`~bip_disk.CheckFinished` (not even one waiting for room in
         the event queue): the recheck's own check sends the one that tells what the
-        torrent has.
+        torrent has. The pieces in memory dropped are each a
+        :class:`~bip_disk.PieceDiscarded` (``"blocks dropped: ..."``).
 
         Raises:
             TorrentStateError: the torrent is checking (also a recheck that has
@@ -892,7 +908,9 @@ class DiskManager:
                 storage.check_finishing.cancel()
             _take_over(storage, TorrentState.CHECKING)
             storage.check_done = trio.Event()
-            self._drop_partials(storage)
+            dropped = self._drop_partials(storage)
+            # Without waiting: a cancelled call still rechecks, and tells what it dropped.
+            self._emit_later(self._blocks_dropped(storage, dropped, "the torrent is rechecked"))
             # A task of the manager's does the waiting, so that a cancelled caller cannot
             # leave the torrent CHECKING with no check to end it.
             self._nursery.start_soon(self._recheck_when_settled, storage, previous, owner)
@@ -1309,14 +1327,29 @@ class DiskManager:
             self._check_open()
             await storage.wait_changed()
 
-    def _drop_partials(self, storage: TorrentStorage) -> None:
+    def _drop_partials(self, storage: TorrentStorage) -> list[int]:
+        """Drop every piece of ``storage`` in memory; returns their indices, in order."""
         # The torrent's waiters first, so that the room made next goes to others.
         self._budget.turn_away(storage)
         # Writes waiting for the queue look at their torrent again (others park again).
         self._queue_room.unpark_all()
         for partial in storage.partial.values():
             self._budget.release(partial.size)
+        dropped = sorted(storage.partial)
         storage.partial.clear()
+        return dropped
+
+    def _blocks_dropped(
+        self, storage: TorrentStorage, pieces: Sequence[int], why: str
+    ) -> list[DiskEvent]:
+        """One :class:`~bip_disk.PieceDiscarded` per piece in memory dropped for ``why``.
+
+        Whoever sent those blocks counts them as received (a piece picker marks them
+        finished) and would never ask for them again: as libtorrent's picker gets every
+        block its storage drops back (``write_failed``, a recheck's fresh picker), the
+        user is told to request them again. At most the in-flight bound's worth of pieces.
+        """
+        return [PieceDiscarded(storage.handle, piece, f"blocks dropped: {why}") for piece in pieces]
 
     def _resume(
         self,
@@ -1420,17 +1453,21 @@ class DiskManager:
             _log.warning("torrent %r (%s), before its %s: %s", handle.name, hex_hash, what, reason)
             await self._emit(StorageProblem(handle, error, f"before the {what}: {reason}"))
             return
-        await self._emit(self._stop(storage, error, reason))
+        for event in self._stop(storage, error, reason):
+            await self._emit(event)
 
-    def _stop(self, storage: TorrentStorage, error: DiskError, reason: str) -> TorrentFailed:
-        """Put the torrent in ``ERROR`` for ``error``; returns the event that tells it."""
+    def _stop(self, storage: TorrentStorage, error: DiskError, reason: str) -> list[DiskEvent]:
+        """Put the torrent in ``ERROR`` for ``error``; returns the events that tell it: its
+        :class:`~bip_disk.TorrentFailed`, then a :class:`~bip_disk.PieceDiscarded` for each
+        piece in memory it dropped."""
         handle = storage.handle
         storage.error = error
         storage.reason = reason
         storage.set_state(TorrentState.ERROR)
-        self._drop_partials(storage)
+        dropped = self._drop_partials(storage)
         _log.warning("torrent %r (%s) stopped: %s", handle.name, handle.info_hash.hex(), reason)
-        return TorrentFailed(handle, error, reason)
+        why = f"the torrent is stopped: {reason}"
+        return [TorrentFailed(handle, error, reason), *self._blocks_dropped(storage, dropped, why)]
 
     def _disown(self, torrent: TorrentHandle, owner: _Owner) -> None:
         """End ``owner``'s hold on ``torrent`` (if it still has it): faults stop it again."""
@@ -1562,7 +1599,12 @@ class DiskManager:
         resume: ResumeData | None,
         check: bool,
         allocate: Allocation,
+        *,
+        report: bool = False,
     ) -> None:
+        """Check ``storage`` in a task of the manager's; with ``report`` (the check after a
+        move that kept files) every change to what the torrent had (``resume.have``) is an
+        event of its own (see :meth:`_report_kept`)."""
         # The scope exists before the task runs, so closing or removing the torrent
         # right away cancels a check that has not started yet.
         scope = storage.check_scope = trio.CancelScope()
@@ -1576,6 +1618,7 @@ class DiskManager:
                 allocate=allocate,
                 scope=scope,
                 done=storage.check_done,
+                report=report,
             )
         )
 
@@ -1593,14 +1636,19 @@ class DiskManager:
         allocate: Allocation,
         scope: trio.CancelScope,
         done: trio.Event,
+        report: bool = False,
     ) -> None:
         """Check a torrent's data (see :mod:`._check`), create its files, make it READY."""
         handle = storage.handle
         try:
             with scope:
-                await self._check(storage, resume, check)
+                hashed: set[int] = set()
+                await self._check(storage, resume, check, hashed)
                 if self._still_checking(storage) and storage.create_files:
                     await self._create_files(storage, allocate)
+                if report and resume is not None:
+                    # Before READY: no write can settle one of these pieces meanwhile.
+                    await self._report_kept(storage, resume.have, hashed)
                 if self._still_checking(storage):
                     storage.set_state(TorrentState.READY)
                 _log_checked(storage, resume is not None)
@@ -1625,7 +1673,15 @@ class DiskManager:
             done.set()
             storage.changed()
 
-    async def _check(self, storage: TorrentStorage, resume: ResumeData | None, check: bool) -> None:
+    async def _check(
+        self,
+        storage: TorrentStorage,
+        resume: ResumeData | None,
+        check: bool,
+        hashed: set[int] | None = None,
+    ) -> None:
+        """Plan the check and hash what it must (``hashed``, if given, gathers the pieces
+        read and judged); a fault stops the torrent."""
         handle = storage.handle
         storage.io_active += 1
         try:
@@ -1680,6 +1736,8 @@ class DiskManager:
                 storage.have.update(
                     piece for piece, good in zip(batch, results, strict=True) if good
                 )
+                if hashed is not None:
+                    hashed.update(batch)
                 storage.checked += len(batch)
                 await self._emit(
                     CheckProgress(handle, storage.checked, len(to_hash), len(storage.have))
@@ -1688,6 +1746,48 @@ class DiskManager:
         async with trio.open_nursery() as nursery:
             for _ in range(self._hash_pool.threads):
                 nursery.start_soon(hash_batches)
+
+    async def _report_kept(
+        self, storage: TorrentStorage, before: frozenset[int], hashed: set[int]
+    ) -> None:
+        """Tell, piece by piece, what the check after a move that kept files changed in what
+        the torrent had (``before``), so that a user who keeps its own record of the pieces
+        (a piece picker) across the move stays right without rebuilding it from
+        :meth:`have`: a :class:`~bip_disk.PieceLost` for each piece had and no longer (a
+        kept file holds other bytes, is too short, or a fault stopped the check first), a
+        :class:`~bip_disk.PieceVerified` ``good`` for each piece found that was not had. A
+        piece neither had nor found gets nothing (its blocks in memory were dropped and
+        told at the switch), and no peer is blamed for a kept file's bytes. Nothing is told
+        once a recheck has taken the torrent over (it forgets everything) or it is removed.
+        """
+        if storage.state is TorrentState.REMOVED:
+            return
+        owner = self._owners.get(storage.handle.id)
+        if owner is not None and owner.operation == "recheck":
+            return
+        have = frozenset(storage.have)
+        lost, found = sorted(before - have), sorted(have - before)
+        if not lost and not found:
+            return
+        handle = storage.handle
+        _log.info(
+            "torrent %r (%s): the files kept by its move hold %d more pieces, and lack %d%s",
+            handle.name,
+            handle.info_hash.hex(),
+            len(found),
+            len(lost),
+            f" ({_pieces_text(lost)})" if lost else "",
+        )
+        for piece in lost:
+            if piece in hashed:
+                reason = "kept file differs"
+            elif storage.reason is not None:
+                reason = f"kept file not checked: {storage.reason}"
+            else:
+                reason = "kept file missing or too short"
+            await self._emit(PieceLost(handle, piece, reason))
+        for piece in found:
+            await self._emit(PieceVerified(handle, piece, True))
 
     async def _create_files(self, storage: TorrentStorage, allocate: Allocation) -> None:
         storage.io_active += 1

@@ -246,9 +246,10 @@ class PieceVerified(Input):
 
 @dataclass(frozen=True, slots=True)
 class PieceDiscarded(Input):
-    """Every block of ``piece`` arrived, but the storage did not keep it and has no verdict
-    on its data (bip_disk's ``PieceDiscarded``: its write failed, or a fault stopped the
-    storage first): it is wanted again, block by block, and no peer is blamed.
+    """The storage dropped what it had of ``piece`` with no verdict on its data (bip_disk's
+    ``PieceDiscarded``: a complete piece whose write failed or that a fault stopped first, or
+    the blocks of an unfinished piece a stop, a recheck or a move dropped): it is wanted again,
+    block by block (requests for it are cancelled), and no peer is blamed.
 
     Unlike a bad :class:`PieceVerified`, the peers that sent its blocks lose no trust and
     none is banned. A piece we have is ignored.

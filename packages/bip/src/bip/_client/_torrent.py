@@ -2140,6 +2140,12 @@ class Torrent:
         """An event of the disk about this torrent."""
         swarm = self.swarm
         if isinstance(event, DiskPieceVerified):
+            if event.good and (swarm is None or swarm.brain.has_piece(event.piece)):
+                # No brain: a check rebuilds it from the disk's have() (a recheck, or the check
+                # of the files a move kept, which tells each piece it finds there), counting
+                # done afresh; or the new brain was made from have() before this reached us.
+                # Counted there, once: counting it here too would count it twice.
+                return
             if event.good:
                 if event.piece in self._wanted and self._geometry is not None:
                     self._done += self._geometry.piece_data_size(event.piece)
@@ -2152,9 +2158,11 @@ class Torrent:
                 swarm.feed(PieceVerified(event.piece, event.good), trio.current_time())
                 self._check_complete()
         elif isinstance(event, DiskPieceDiscarded):
-            # Not stored (its write failed, or a fault stopped the storage first): the brain
-            # heard every block of it and waits for a verdict, so it is told to fetch the piece
-            # again, blaming no peer. Per piece: DEBUG (bip_disk warns once per fault).
+            # Not stored (its write failed, or a fault stopped the storage first), or blocks of
+            # it still arriving dropped (a stop, a recheck, a file a move kept): the brain
+            # counts those blocks as received and would wait for them forever, so it is told
+            # to fetch the piece again, blaming no peer. Per piece: DEBUG (bip_disk warns once
+            # per fault).
             logger.debug("%s: piece %d not stored: %s", self._name, event.piece, event.reason)
             if swarm is not None and not self._stopped.is_set():
                 swarm.feed(BrainPieceDiscarded(event.piece), trio.current_time())
@@ -2163,7 +2171,9 @@ class Torrent:
         elif isinstance(event, PieceLost):
             # The fault that lost it also stops the torrent (TorrentFailed follows); the brain
             # still learns it, so that it wants the piece again and stops revealing it.
-            # bip_disk already warns once per fault, however many pieces it cost.
+            # bip_disk already warns once per fault, however many pieces it cost. Lost to a
+            # file a move kept: no brain while that check runs, and the one made after it
+            # from the disk's have() lacks the piece already (so neither hears it here).
             logger.debug("%s: piece %d lost: %s", self._name, event.piece, event.reason)
             if swarm is not None and swarm.brain.has_piece(event.piece):
                 if event.piece in self._wanted and self._geometry is not None:
