@@ -163,10 +163,12 @@ from ._natpmp_shell import (
     NATPMP_ANNOUNCE_ADDRESS,
     NATPMP_CLOSE_TIMEOUT,
     NATPMP_DEFAULT_MAPPINGS,
+    PCP_ANNOUNCE_ADDRESS6,
     MappingProtocolName,
     PortMapper,
     PortMapperStatistics,
     default_gateway,
+    default_gateway6,
     open_port_mapper,
 )
 from ._pcp import (
@@ -354,6 +356,7 @@ __all__ = [
     "PACKET_OVERHEAD",
     "PADDING_EXTENSION",
     "PAUSED",
+    "PCP_ANNOUNCE_ADDRESS6",
     "PCP_MAX_MESSAGE",
     "PCP_NONCE_SIZE",
     "PCP_PROBE_ATTEMPTS",
@@ -538,6 +541,7 @@ __all__ = [
     "decode_pcp_request",
     "decode_pcp_response",
     "default_gateway",
+    "default_gateway6",
     "encode_compact_nodes",
     "encode_compact_peers",
     "is_global_address",

@@ -173,13 +173,31 @@ How RFC 6887 is run (PCP is spoken first unless ``pcp=False``):
   back-off bound the load on the gateway as 8.1.1's longest interval means to.
 - The request's client IP is ``client_address``, IPv4-mapped: our address toward the
   gateway (the shell reads it off a socket connected to the gateway, on opening, before
-  every PCP probe and after ADDRESS_MISMATCH). PCP for an IPv6 firewall (IPv6 client
-  addresses and mappings) is out of scope: this client maps IPv4.
+  every PCP probe and after ADDRESS_MISMATCH).
 
-Not here: listening for the multicast announcements on 224.0.0.1:5350 (the shell does, and
-hands the gateway's to :meth:`NatPmpClient.receive_announcement`, which takes them as hints,
-above; without them a reboot is seen at the next renewal, and the address is re-asked every
-half lifetime), PCP's PEER opcode and options (a response's are skipped), and UPnP IGD.
+An IPv6 gateway (the IPv6 default router, a CPE firewall) is asked for pinholes, as
+libtorrent's per-socket NAT-PMP/PCP does for an IPv6 listen socket: the same core and rules
+as above, PCP alone, with these differences:
+
+- The client address is our global IPv6 address (not IPv4-mapped), the one the pinholes
+  open; a grant's external address is an IPv6 one (our own, unless the firewall
+  translates it): :attr:`NatPmpClient.external_address` and :class:`NatPmpAddressChanged`
+  carry it. A MAP success naming an IPv4 (or unspecified) address makes no sense, and is
+  counted as malformed. No suggestion is ``::`` (RFC 6887 11.1), not ``::ffff:0.0.0.0``.
+- NAT-PMP has no IPv6, so nothing falls back to it: a request while the protocol is unknown
+  goes through the whole retransmission schedule (no 1.75 s probe), and a gateway silent
+  through it, or answering NAT-PMP's "unsupported version", fails the mappings
+  (:class:`MappingFailed`, retried with the usual back-off; said at INFO once, at DEBUG
+  after, until the gateway answers PCP). ADDRESS_MISMATCH fails the mapping too (no
+  fallback), and our address is read afresh: another one asks again at once.
+- NAT-PMP packets from the gateway's address (an address answer, an announcement) are
+  counted as unexpected, never taken as hints: only PCP's ANNOUNCE is.
+
+Not here: listening for the multicast announcements on 224.0.0.1:5350 or [ff02::1]:5350
+(the shell does, and hands the gateway's to :meth:`NatPmpClient.receive_announcement`,
+which takes them as hints, above; without them a reboot is seen at the next renewal, and
+the address is re-asked every half lifetime), PCP's PEER opcode and options (a response's
+are skipped), and UPnP IGD.
 
 >>> from ipaddress import IPv4Address
 >>> client = NatPmpClient(IPv4Address("192.168.1.1"), rng=random.Random(0), pcp=False)
@@ -229,7 +247,7 @@ import math
 import random
 from collections import deque
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Final, Literal, TypeAlias
 
 from ._compact import PeerAddress
@@ -631,13 +649,14 @@ NatPmpEvent = PortMappingEvent
 
 @dataclass(frozen=True, slots=True)
 class NatPmpAddressChanged(NatPmpEvent):
-    """The gateway's external address was learnt, or changed.
+    """The gateway's external address was learnt, or changed (for an IPv6 gateway, the
+    address its pinholes open: our own global address, unless the firewall translates it).
 
     Attributes:
         address: the new address.
     """
 
-    address: IPv4Address
+    address: IPv4Address | IPv6Address
 
 
 @dataclass(frozen=True, slots=True)
@@ -846,15 +865,20 @@ class NatPmpClient:
     docstring.
 
     Args:
-        gateway: the gateway's IPv4 address (the default route's gateway, RFC 3).
+        gateway: the gateway's IPv4 address (the default route's gateway, RFC 3); or the
+            IPv6 default router's address (without its scope: the shell keeps it), which
+            is then asked in PCP alone for pinholes (see the module docstring).
         port: the gateway's NAT-PMP and PCP port: 5351 but in tests.
         lifetime: seconds of lifetime each mapping asks for (1..2**32-1).
         rng: picks the random delay before mappings are recreated after a gateway reset,
             and PCP's mapping nonces and renewal times.
-        pcp: talk PCP first (RFC 6887), falling back to NAT-PMP; False: NAT-PMP alone.
-        client_address: our IPv4 address toward the gateway (the source address of our
+        pcp: talk PCP first (RFC 6887), falling back to NAT-PMP; False: NAT-PMP alone
+            (refused with an IPv6 gateway: NAT-PMP has no IPv6).
+        client_address: our address toward the gateway (the source address of our
             requests), which PCP requests carry (RFC 6887 8.1); needed when ``pcp`` is on.
-            It may change (DHCP): :meth:`set_client_address` gives it afresh.
+            Of the gateway's family: with an IPv6 gateway, the global IPv6 address the
+            pinholes are for (not IPv4-mapped). It may change (DHCP):
+            :meth:`set_client_address` gives it afresh.
 
     Raises:
         LocalProtocolError: a bad argument (PCP on without a client address among them).
@@ -862,15 +886,22 @@ class NatPmpClient:
 
     def __init__(
         self,
-        gateway: IPv4Address,
+        gateway: IPv4Address | IPv6Address,
         *,
         port: int = NATPMP_PORT,
         lifetime: int = NATPMP_LIFETIME,
         rng: random.Random | None = None,
         pcp: bool = True,
-        client_address: IPv4Address | None = None,
+        client_address: IPv4Address | IPv6Address | None = None,
     ) -> None:
-        if not isinstance(gateway, IPv4Address):
+        if isinstance(gateway, IPv6Address):
+            if gateway.ipv4_mapped is not None or gateway.scope_id is not None:
+                raise LocalProtocolError(
+                    f"an IPv6 PCP gateway is neither IPv4-mapped nor scoped, got {gateway}"
+                )
+            if pcp is not True:
+                raise LocalProtocolError("NAT-PMP has no IPv6: an IPv6 gateway needs pcp=True")
+        elif not isinstance(gateway, IPv4Address):
             raise LocalProtocolError(f"a NAT-PMP gateway is an IPv4Address, got {gateway!r}")
         if _check_uint("a port", port, 16) == 0:
             raise LocalProtocolError("a gateway port is in 1..65535, got 0")
@@ -878,11 +909,13 @@ class NatPmpClient:
             raise LocalProtocolError("a mapping lifetime is at least 1 s")
         if not isinstance(pcp, bool):
             raise LocalProtocolError(f"pcp is a bool, got {pcp!r}")
-        if client_address is not None and not isinstance(client_address, IPv4Address):
-            raise LocalProtocolError(f"a client address is an IPv4Address, got {client_address!r}")
+        # An IPv6 gateway: PCP alone, for pinholes (RFC 6887 with an IPv6 client address).
+        self._pcp_only = isinstance(gateway, IPv6Address)
+        if client_address is not None:
+            self._check_client_address(client_address, unspecified=True)
         if pcp and (client_address is None or client_address.is_unspecified):
             raise LocalProtocolError(
-                "PCP needs client_address, our IPv4 address toward the gateway (or pcp=False)"
+                "PCP needs client_address, our address toward the gateway (or pcp=False)"
             )
         self._gateway = PeerAddress(gateway, port)
         self._lifetime = lifetime
@@ -894,7 +927,7 @@ class NatPmpClient:
         self._refused_pcp = False  # the gateway itself answered that it does not speak PCP
         # Our address the gateway refused (ADDRESS_MISMATCH) before the fallback under way:
         # given another one, PCP is spoken again at once.
-        self._mismatched: IPv4Address | None = None
+        self._mismatched: IPv4Address | IPv6Address | None = None
         # While NAT-PMP is spoken: whether the gateway speaks PCP all the same (a fallback
         # for ADDRESS_MISMATCH), so that its PCP grants are still deleted in PCP.
         self._pcp_deletions = False
@@ -908,7 +941,10 @@ class NatPmpClient:
         self._next_id = 1
         self._request: _Request | None = None
         self._events: deque[NatPmpEvent] = deque()
-        self._address: IPv4Address | None = None
+        self._address: IPv4Address | IPv6Address | None = None
+        # PCP alone (an IPv6 gateway): its silence, or "unsupported version", is said at
+        # INFO once until it answers PCP (a router without PCP is the common case there).
+        self._told_no_pcp = False
         # NAT-PMP's address request; PCP has none (its MAP answers carry the address).
         self._address_due: float | None = -math.inf  # None: not to be asked (closed)
         self._address_failures = 0
@@ -936,11 +972,17 @@ class NatPmpClient:
         return self._gateway
 
     @property
-    def external_address(self) -> IPv4Address | None:
+    def external_address(self) -> IPv4Address | IPv6Address | None:
         """The gateway's external address, None until known. Over PCP it comes with a MAP
         grant alone: a PCP router that refuses every MAP never tells it (NAT-PMP's address
-        request is no PCP request)."""
+        request is no PCP request). For an IPv6 gateway, the address its pinholes open."""
         return self._address
+
+    @property
+    def family(self) -> Literal[4, 6]:
+        """The gateway's address family: 4, or 6 for an IPv6 firewall asked in PCP alone
+        for pinholes."""
+        return 6 if self._pcp_only else 4
 
     @property
     def protocol(self) -> GatewayProtocol | None:
@@ -955,9 +997,9 @@ class NatPmpClient:
         return None
 
     @property
-    def client_address(self) -> IPv4Address | None:
-        """Our IPv4 address toward the gateway, which PCP requests carry (None with PCP off
-        and none given)."""
+    def client_address(self) -> IPv4Address | IPv6Address | None:
+        """Our address toward the gateway, which PCP requests carry (None with PCP off and
+        none given)."""
         return self._client_address
 
     @property
@@ -968,24 +1010,32 @@ class NatPmpClient:
         gateway answered ADDRESS_MISMATCH (our address changed since it was read)."""
         return self._client_address_stale
 
-    def set_client_address(self, address: IPv4Address) -> None:
-        """Give our IPv4 address toward the gateway afresh (it may have changed, DHCP):
-        PCP requests carry it from their next send on. Clears :attr:`client_address_stale`
+    def set_client_address(self, address: IPv4Address | IPv6Address) -> None:
+        """Give our address toward the gateway afresh (it may have changed, DHCP): PCP
+        requests carry it from their next send on. Clears :attr:`client_address_stale`
         (the same address again, when it could not be read, clears it too). After a
         fallback for ADDRESS_MISMATCH, another address than the refused one brings PCP back
-        at once, the mappings not granted meanwhile asked for at once.
+        at once, the mappings not granted meanwhile asked for at once (with an IPv6
+        gateway, which has no fallback, those refused are asked for again at once).
 
         Raises:
-            LocalProtocolError: not an IPv4Address, or 0.0.0.0.
+            LocalProtocolError: not an address of the gateway's family (an IPv4Address, or
+                for an IPv6 gateway an IPv6Address that is not IPv4-mapped), or
+                unspecified.
         """
-        if not isinstance(address, IPv4Address) or address.is_unspecified:
-            raise LocalProtocolError(f"a client address is an IPv4Address, got {address!r}")
+        self._check_client_address(address)
         if address != self._client_address:
             _log.info("PCP gateway %s: our address toward it is %s", self._gateway, address)
         self._client_address = address
         self._client_address_stale = False
         refused = self._mismatched
-        if refused is not None and address != refused and self._speaking is _Speaking.NATPMP:
+        if refused is not None and address != refused and self._pcp_only:
+            # No fallback for IPv6: the mappings refused for our old address go again now.
+            self._mismatched = None
+            for m in self._mappings.values():
+                if m.state is _State.WANTED and m.expires_at is None:
+                    m.due = -math.inf
+        elif refused is not None and address != refused and self._speaking is _Speaking.NATPMP:
             # The gateway refused our old address, not PCP: a PCP-only router would refuse
             # NAT-PMP for an hour (no ping-pong), with nothing mapped meanwhile.
             _log.info("PCP gateway %s: PCP again, from our new address", self._gateway)
@@ -993,6 +1043,17 @@ class NatPmpClient:
             for m in self._mappings.values():
                 if m.state is _State.WANTED and m.expires_at is None:
                     m.due = -math.inf  # refused in NAT-PMP meanwhile, or never asked
+
+    def _check_client_address(self, address: object, *, unspecified: bool = False) -> None:
+        if self._pcp_only:
+            if not isinstance(address, IPv6Address) or address.ipv4_mapped is not None:
+                raise LocalProtocolError(
+                    f"a client address of an IPv6 gateway is an IPv6Address, got {address!r}"
+                )
+        elif not isinstance(address, IPv4Address):
+            raise LocalProtocolError(f"a client address is an IPv4Address, got {address!r}")
+        if address.is_unspecified and not unspecified:
+            raise LocalProtocolError(f"a client address is specified, got {address}")
 
     @property
     def is_closed(self) -> bool:
@@ -1173,9 +1234,15 @@ class NatPmpClient:
             self._drop(mapping, None)
             return
         self._timeouts += 1
-        _log.info(
-            "%s gateway %s did not answer %d requests", self._label, self._gateway, request.attempts
-        )
+        if self._pcp_only and self._speaking is _Speaking.PROBING:
+            self._no_pcp(f"did not answer {request.attempts} PCP requests")
+        else:
+            _log.info(
+                "%s gateway %s did not answer %d requests",
+                self._label,
+                self._gateway,
+                request.attempts,
+            )
         # The gateway is silent: every request already due fails with this one.
         if request.kind is _Kind.ADDRESS or (
             self._speaking is _Speaking.NATPMP
@@ -1247,7 +1314,9 @@ class NatPmpClient:
             elif wanted is None or m.due < wanted.due:
                 wanted = m
         self._maybe_reprobe(now)  # when the caller did not let time pass first
-        probe = self._speaking is _Speaking.PROBING
+        # Without NAT-PMP to fall back to (IPv6), a request while the protocol is unknown
+        # is retransmitted through the whole schedule, as any other.
+        probe = self._speaking is _Speaking.PROBING and not self._pcp_only
         if removing is not None:
             # Deleted in the protocol that granted it (RFC 6887 15: a PCP server may refuse
             # a MAP deletion of a NAT-PMP mapping); without a grant, in the one spoken. A
@@ -1291,7 +1360,7 @@ class NatPmpClient:
             mapping.protocol,
             mapping.internal_port,
             mapping.suggested_port,
-            self._address or IPv4Address(0),
+            self._address or (IPv6Address(0) if self._pcp_only else IPv4Address(0)),
         ).encode()
 
     # -- the protocol spoken ---------------------------------------------------------------
@@ -1299,6 +1368,19 @@ class NatPmpClient:
     @property
     def _label(self) -> str:
         return "NAT-PMP" if self._speaking is _Speaking.NATPMP else "PCP"
+
+    def _no_pcp(self, what: str) -> None:
+        """An IPv6 gateway not known to speak PCP went silent or refused its version: said
+        at INFO once (most routers open no pinholes on request), at DEBUG after, until it
+        answers PCP."""
+        level = logging.DEBUG if self._told_no_pcp else logging.INFO
+        self._told_no_pcp = True
+        _log.log(
+            level,
+            "PCP gateway %s %s: no pinholes (NAT-PMP has no IPv6); asking again later",
+            self._gateway,
+            what,
+        )
 
     def _switch(self, speaking: _Speaking) -> None:
         """Talk ``speaking`` from now on. The request in flight is dropped, to start over in
@@ -1374,6 +1456,10 @@ class NatPmpClient:
             # speak PCP: NAT-PMP's "unsupported version" (RFC 6886 3.5), or a PCP server's
             # UNSUPP_VERSION naming version 0 (RFC 6887 9), both result 1 at bytes 2-3.
             self._natpmp_not_pcp(response, len(data), request, now)
+            return
+        if self._pcp_only:
+            # NAT-PMP has no IPv6: nothing else in it answers us, nor is a hint.
+            self._unexpected += 1
             return
         if isinstance(response, ExternalAddressResponse):
             if request is None or request.kind is not _Kind.ADDRESS:
@@ -1469,7 +1555,8 @@ class NatPmpClient:
             except NatPmpError:
                 self._malformed += 1
                 return
-            announced = isinstance(natpmp, ExternalAddressResponse)
+            # NAT-PMP has no IPv6: no announcement of an IPv6 gateway is in it.
+            announced = isinstance(natpmp, ExternalAddressResponse) and not self._pcp_only
         if not announced:
             # An answer is never multicast: taken here, a forged one would need no port.
             self._unexpected += 1
@@ -1537,6 +1624,13 @@ class NatPmpClient:
             self._accept(response.epoch, now)
         else:
             self._received += 1
+        if self._pcp_only:
+            # Nothing to fall back to: a refusal (named by no nonce, so it ends no grant),
+            # asked again after the long wait.
+            self._no_pcp("does not speak PCP")
+            self._request = None
+            self._refused(request, response.result, now, proven=False)
+            return
         if self._speaking is _Speaking.NATPMP:
             # A PCP grant's deletion after a fallback: the gateway speaks PCP no more, and
             # a deletion is advisory.
@@ -1591,6 +1685,15 @@ class NatPmpClient:
             # our address again; PCP is tried again after the long wait.
             self._client_address_stale = True
             self._request = None
+            if self._pcp_only:
+                # No NAT-PMP to fall back to (IPv6): the mapping fails until our address is
+                # read afresh (another one asks again at once), or the long wait is over.
+                self._mismatched = self._client_address
+                if request.kind is _Kind.DELETE:
+                    self._drop(mapping, response.result)
+                else:
+                    self._mapping_failed(mapping, response.result, now, response.lifetime)
+                return
             if self._speaking is not _Speaking.NATPMP:
                 self._fall_back(now, "refused our client address", answered=True, pcp_spoken=True)
                 self._mismatched = self._client_address  # another one brings PCP back
@@ -1617,9 +1720,9 @@ class NatPmpClient:
             and response.internal_port == mapping.internal_port
         )
 
-    @staticmethod
-    def _makes_sense(response: PcpMapResponse, kind: _Kind) -> bool:
-        """A success must say what it granted; a deletion's success grants nothing."""
+    def _makes_sense(self, response: PcpMapResponse, kind: _Kind) -> bool:
+        """A success must say what it granted (an address of the gateway's family); a
+        deletion's success grants nothing."""
         if response.result != PcpResult.SUCCESS:
             return True
         if kind is _Kind.DELETE:
@@ -1628,7 +1731,7 @@ class NatPmpClient:
         return bool(
             response.external_port
             and response.lifetime
-            and isinstance(address, IPv4Address)
+            and isinstance(address, IPv6Address if self._pcp_only else IPv4Address)
             and not address.is_unspecified
         )
 
@@ -1640,9 +1743,7 @@ class NatPmpClient:
             self._malformed += 1
 
     def _pcp_granted(self, mapping: _Mapping, response: PcpMapResponse, now: float) -> None:
-        address = response.external_address
-        assert isinstance(address, IPv4Address)  # _makes_sense saw to it
-        self._set_address(address)
+        self._set_address(response.external_address)  # of our family: _makes_sense saw to it
         self._granted(mapping, response.external_port, response.lifetime, now, pcp=True)
 
     def _header_only(
@@ -1713,6 +1814,7 @@ class NatPmpClient:
 
     def _speaks_pcp(self) -> None:
         """A PCP answer to our PCP request came: a probe has its answer."""
+        self._told_no_pcp = False
         if self._speaking is _Speaking.PROBING:
             _log.info("PCP gateway %s speaks PCP", self._gateway)
             self._speaking = _Speaking.PCP
@@ -1816,7 +1918,7 @@ class NatPmpClient:
         self._address_due = now + self._lifetime / 2
         self._set_address(response.address)
 
-    def _set_address(self, address: IPv4Address) -> None:
+    def _set_address(self, address: IPv4Address | IPv6Address) -> None:
         self._address_failures = 0
         if address != self._address:
             self._address = address

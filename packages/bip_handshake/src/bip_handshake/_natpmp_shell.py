@@ -22,6 +22,17 @@ changed it. The socket that talks stays unconnected, so that answers from elsewh
 reach the core, which counts them (a connected one would have the kernel drop them
 unseen).
 
+An IPv6 gateway (:func:`default_gateway6` reads the IPv6 default route's next hop, a
+link-local address with its interface) is asked for pinholes in its firewall, in PCP alone
+(NAT-PMP has no IPv6), as libtorrent does for an IPv6 listen socket: the client address is
+our global IPv6 address (``bind_host``, or the system's source toward the internet), and
+the socket that talks is bound to it, so that the server sees it as the packets' source. A
+host with link-local or unique local addresses alone has nothing to open:
+:func:`open_port_mapper` refuses at once. Its announcements (PCP's ANNOUNCE to
+[ff02::1]:5350) are listened for only when ``announce_address`` names an IPv6 address.
+Datagrams from a link-local gateway's address over another link are counted as from
+elsewhere.
+
 A gateway says when it rebooted or got a new external address: it multicasts an
 announcement to 224.0.0.1:5350 (RFC 6886 3.2.1: its address, ten times from 250 ms
 doubling; RFC 6887 14.1.1: PCP's ANNOUNCE after a restart), and clients SHOULD listen, so
@@ -69,15 +80,16 @@ import sys
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, fields
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
-from typing import Final, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias
 
 import trio
 
 from ._background import background
 from ._compact import PeerAddress
 from ._errors import LocalProtocolError
+from ._external import is_global_address
 from ._natpmp import (
     NATPMP_LIFETIME,
     NATPMP_PORT,
@@ -95,10 +107,12 @@ __all__ = [
     "NATPMP_ANNOUNCE_ADDRESS",
     "NATPMP_CLOSE_TIMEOUT",
     "NATPMP_DEFAULT_MAPPINGS",
+    "PCP_ANNOUNCE_ADDRESS6",
     "MappingProtocolName",
     "PortMapper",
     "PortMapperStatistics",
     "default_gateway",
+    "default_gateway6",
     "open_port_mapper",
 ]
 
@@ -118,7 +132,18 @@ NATPMP_ANNOUNCE_ADDRESS: Final[tuple[str, int]] = ("224.0.0.1", 5350)
 """Where a gateway multicasts its announcements: the all-hosts group, port 5350 (RFC 6886
 3.2.1, RFC 6887 14.1.1)."""
 
+PCP_ANNOUNCE_ADDRESS6: Final[tuple[str, int]] = ("ff02::1", 5350)
+"""Where an IPv6 PCP server multicasts its ANNOUNCE: the link-local all-nodes group, port
+5350 (RFC 6887 14.1.1). Not listened on unless asked (``announce_address``)."""
+
 _ALL_HOSTS: Final = IPv4Address(NATPMP_ANNOUNCE_ADDRESS[0])
+
+# A global destination to read our global IPv6 address off (a UDP connect sends nothing):
+# the kernel's source for it, by RFC 6724, is a global address on the default route's
+# link. The gateway itself will not do when it is link-local (or a ULA): the source chosen
+# toward it would be of the same scope. 2001:db8::/32 is documentation space, routed by the
+# default route like any global address.
+_GLOBAL_PROBE: Final = IPv6Address("2001:db8::1")
 
 _MAX_DATAGRAM: Final = 2048  # a PCP message has 1100 bytes at most (NAT-PMP's 16): room
 
@@ -129,6 +154,7 @@ _ADDRESS_CHECK_INTERVAL: Final = 60.0
 
 _RTF_UP: Final = 0x1
 _RTF_GATEWAY: Final = 0x2
+_RTF_REJECT: Final = 0x200
 
 _log = logging.getLogger("bip_handshake.natpmp")
 
@@ -204,6 +230,135 @@ def default_gateway(route_table: str | Path = "/proc/net/route") -> IPv4Address 
     return best[1] if best is not None else None
 
 
+def default_gateway6(route_table: str | Path = "/proc/net/ipv6_route") -> IPv6Address | None:
+    """The IPv6 default route's next hop (the router an IPv6 PCP client asks for pinholes),
+    read from Linux's IPv6 routing table.
+
+    Routers advertise themselves by their link-local address: the one returned then carries
+    its interface as its scope (``fe80::1%eth0``), which sending needs. The route with the
+    lowest metric wins. None when there is no such route, or the table cannot be read (not
+    Linux, no /proc, no IPv6) or makes no sense.
+
+    Args:
+        route_table: the file to read, in /proc/net/ipv6_route's format.
+    """
+    try:
+        lines = Path(route_table).read_text(encoding="ascii").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    best: tuple[int, IPv6Address] | None = None
+    for line in lines:
+        # destination, its prefix length, source, its prefix length, next hop, metric,
+        # reference count, use count, flags, device: all hex but the device.
+        fields = line.split()
+        if len(fields) != 10:
+            continue
+        try:
+            destination, length = int(fields[0], 16), int(fields[1], 16)
+            hop = IPv6Address(bytes.fromhex(fields[4]))
+            metric, flags = int(fields[5], 16), int(fields[8], 16)
+        except ValueError:
+            continue
+        wanted = _RTF_UP | _RTF_GATEWAY
+        if destination or length or flags & wanted != wanted or flags & _RTF_REJECT:
+            continue
+        if hop.is_unspecified or hop.is_loopback or hop.is_multicast or hop.ipv4_mapped is not None:
+            continue
+        if hop.is_link_local:
+            # A link-local address means nothing without its link.
+            try:
+                hop = IPv6Address(f"{hop}%{fields[9]}")
+            except ValueError:
+                continue
+        if best is None or metric < best[0]:
+            best = (metric, hop)
+    return best[1] if best is not None else None
+
+
+def _gateway_address(value: object) -> IPv4Address | IPv6Address:
+    """``open_port_mapper``'s ``gateway``: an IPv4 address, or an IPv6 one (a link-local
+    one with its scope); an IPv4-mapped one is its IPv4 address."""
+    address: object = value
+    if isinstance(value, str):
+        try:
+            address = ip_address(value)
+        except ValueError:
+            raise LocalProtocolError(
+                f"a NAT-PMP/PCP gateway is an IPv4 or IPv6 address, got {value!r}"
+            ) from None
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if not isinstance(address, IPv4Address | IPv6Address):
+        raise LocalProtocolError(f"a NAT-PMP/PCP gateway is an IPv4 or IPv6 address, got {value!r}")
+    if address.is_unspecified or address.is_multicast:
+        raise LocalProtocolError(f"a NAT-PMP/PCP gateway is a unicast address, got {address}")
+    return address
+
+
+def _unscoped(address: IPv6Address) -> IPv6Address:
+    """``address`` without its scope (what the core and :class:`PeerAddress` hold)."""
+    return IPv6Address(int(address))
+
+
+def _scope_index(address: IPv6Address) -> int:
+    """The interface index of ``address``'s scope (0: none).
+
+    Raises:
+        LocalProtocolError: a scope that names no interface of this host.
+    """
+    scope = address.scope_id
+    if not scope:
+        return 0
+    if scope.isdigit():
+        return int(scope)
+    try:
+        return socket.if_nametoindex(scope)
+    except OSError:
+        raise LocalProtocolError(f"no interface {scope!r} for gateway {address}") from None
+
+
+def _pinhole_ok(address: IPv6Address, gateway: IPv6Address) -> bool:
+    """Whether a pinhole for ``address`` opens anything: a global address is reachable from
+    the internet, a link-local or unique local one (fc00::/7) is not. Our loopback address
+    toward a gateway on the loopback is a test's stand-in, taken as it is."""
+    return is_global_address(address) or (address.is_loopback and gateway.is_loopback)
+
+
+async def _pinhole_address(gateway: IPv6Address, port: int, bind_host: str) -> IPv6Address:
+    """Our IPv6 address the pinholes are for (the PCP client address, and the one the
+    socket talking to the gateway is bound to, so that the server sees it as the source,
+    RFC 6887 8.1): ``bind_host`` when it is a specific address, else the kernel's source
+    address toward a global destination (or toward the gateway, when it is global or on
+    the loopback).
+
+    Raises:
+        LocalProtocolError: no global address (a host with link-local or unique local
+            addresses alone has nothing to open), or no route to find one.
+    """
+    try:
+        host = IPv6Address(bind_host)
+    except ValueError:
+        raise LocalProtocolError(
+            f"an IPv6 gateway's bind_host is an IPv6 address, got {bind_host!r}"
+        ) from None
+    if host.is_unspecified:
+        toward = gateway if gateway.is_global or gateway.is_loopback else _GLOBAL_PROBE
+        try:
+            with trio.socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+                await probe.bind((bind_host, 0))
+                await probe.connect((str(toward), port))
+                host = IPv6Address(probe.getsockname()[0])
+        except (OSError, ValueError) as error:
+            raise LocalProtocolError(
+                f"no IPv6 route to find our global address ({error}): no pinhole to open"
+            ) from None
+    if not _pinhole_ok(host, gateway):
+        raise LocalProtocolError(
+            f"no global IPv6 address (ours toward gateway {gateway} is {host}): no pinhole to open"
+        )
+    return _unscoped(host)
+
+
 def _announce_address(value: object) -> tuple[IPv4Address, int] | None:
     """``open_port_mapper``'s ``announce_address``, checked before any socket exists."""
     if value is None:
@@ -228,9 +383,81 @@ def _announce_address(value: object) -> tuple[IPv4Address, int] | None:
     return address, port
 
 
+def _announce_address6(value: object) -> tuple[IPv6Address, int] | None:
+    """``open_port_mapper``'s ``announce_address`` with an IPv6 gateway, checked before any
+    socket exists: None unless asked for (the IPv4 default among them)."""
+    if value is None or value == NATPMP_ANNOUNCE_ADDRESS:
+        return None
+    if not isinstance(value, tuple) or len(value) != 2:
+        raise LocalProtocolError(f"announce_address is a (host, port) pair, got {value!r}")
+    host, port = value
+    try:
+        address = IPv6Address(host) if isinstance(host, str) else None
+    except ValueError:
+        address = None
+    if address is None or address.scope_id is not None or address.ipv4_mapped is not None:
+        raise LocalProtocolError(
+            f"an IPv6 gateway's announcement address is an unscoped IPv6 address, got {host!r}"
+        )
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 0xFFFF:
+        raise LocalProtocolError(f"an announcement port is in 0..65535, got {port!r}")
+    if port == 0 and address.is_multicast:
+        raise LocalProtocolError(f"an announcement group needs its port, got [{host}]:0")
+    return address, port
+
+
 def _new_announce_socket() -> trio.socket.SocketType:
     """A fresh UDP socket for the announcements (a seam for the tests' fake socket)."""
     return trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+
+def _new_announce_socket6() -> trio.socket.SocketType:
+    """A fresh IPv6 UDP socket for an IPv6 gateway's announcements (a seam for the tests)."""
+    return trio.socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+
+
+async def _open_announce_socket6(
+    host: IPv6Address, port: int, interface: int
+) -> trio.socket.SocketType | None:
+    """A socket hearing what is sent to ``[host]:port``; None when it cannot be set up (said
+    once, at INFO: the mapper runs without it).
+
+    A multicast ``host`` (ff02::1) is joined on the gateway's link (``interface``, its
+    scope's index; 0: the system's choice), which does not change while the mapper runs,
+    unlike our IPv4 address toward an IPv4 gateway: no membership to move. A unicast one (a
+    test's stand-in) is bound as it is and joins nothing.
+    """
+    sock = _new_announce_socket6()
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        reuse_port = getattr(socket, "SO_REUSEPORT", None)
+        if reuse_port is not None:
+            with suppress(OSError):  # some kernels define it and refuse it
+                sock.setsockopt(socket.SOL_SOCKET, reuse_port, 1)
+        with suppress(OSError):  # IPv6 alone: the IPv4 mapper listens for IPv4's own
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if host.is_multicast:
+            # Bound to every address: the source check (the gateway's address alone)
+            # keeps out what else arrives on the port.
+            await sock.bind(("::", port))
+            request = host.packed + interface.to_bytes(4, sys.byteorder)  # struct ipv6_mreq
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, request)
+        else:
+            await sock.bind((str(host), port))
+    except OSError as error:
+        sock.close()
+        _log.info(
+            "PCP: not listening for the IPv6 gateway's announcements on [%s]:%d (%s);"
+            " a gateway restart is seen at the next renewal",
+            host,
+            port,
+            error,
+        )
+        return None
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _membership(group: IPv4Address, interface: IPv4Address | None) -> bytes:
@@ -402,14 +629,24 @@ class PortMapper:
         bind_host: str = "0.0.0.0",
         *,
         announce_sock: trio.socket.SocketType | None = None,
-        announce_host: IPv4Address | None = None,
+        announce_host: IPv4Address | IPv6Address | None = None,
         membership: _GroupMembership | None = None,
         route_lost: bool = False,
+        gateway_host: IPv6Address | None = None,
     ) -> None:
         self._client = client
         self._sock = sock
         self._on_event = on_event
         self._bind_host = bind_host
+        # An IPv6 gateway as it is sent to (a link-local one with its scope), and its
+        # link's index: what comes from another link is not the gateway's (the core, which
+        # holds addresses without their scope, could not tell).
+        self._send_host = None if gateway_host is None else str(gateway_host)
+        self._gateway_scope = 0 if gateway_host is None else _scope_index(gateway_host)
+        self._wrong_link = 0
+        # One read of our address and its use at a time: the pump's and the minute's may
+        # overlap, and an older read applied last would undo a newer one.
+        self._address_lock = trio.Lock()
         self._changed = trio.Event()
         self._wait_scope: trio.CancelScope | None = None
         self._announce_sock = announce_sock
@@ -436,9 +673,15 @@ class PortMapper:
         return self._client.protocol
 
     @property
-    def external_address(self) -> IPv4Address | None:
-        """The gateway's external IPv4 address, None until it said."""
+    def external_address(self) -> IPv4Address | IPv6Address | None:
+        """The gateway's external IPv4 address, None until it said; for an IPv6 gateway, the
+        IPv6 address its pinholes open (ours, unless the firewall translates it)."""
         return self._client.external_address
+
+    @property
+    def family(self) -> Literal[4, 6]:
+        """The gateway's address family: 6 for an IPv6 firewall asked for pinholes in PCP."""
+        return self._client.family
 
     def mappings(self) -> tuple[PortMapping, ...]:
         """Snapshots of the mappings kept (``external_port`` None while not granted)."""
@@ -467,8 +710,10 @@ class PortMapper:
         """The core's counters (sent, retransmitted, dropped answers, ...) and the
         announcements heard and dropped."""
         core = self._client.statistics()
+        counters = {field.name: getattr(core, field.name) for field in fields(core)}
+        counters["wrong_source"] += self._wrong_link
         return PortMapperStatistics(
-            **{field.name: getattr(core, field.name) for field in fields(core)},
+            **counters,
             announcements=self._announcements,
             announcements_dropped=self._announcements_dropped,
         )
@@ -522,13 +767,23 @@ class PortMapper:
         """Read our address toward the gateway again: for the core's next PCP requests
         (when it asks, or PCP is on and the address changed), and for the interface the
         announcement group is joined on."""
+        async with self._address_lock:
+            await self._read_and_apply_address()
+
+    async def _read_and_apply_address(self) -> None:
         client = self._client
         gateway = client.gateway
-        source = await _source_address(
-            gateway.host, gateway.port, self._bind_host, quiet=self._route_lost
-        )
+        source: IPv4Address | IPv6Address | None
+        if client.family == 6:
+            # The socket that talks is bound to the address the pinholes are for: it stays
+            # ours while the mapper runs (read afresh, it clears the core's ask).
+            source = client.client_address
+        else:
+            source = await _source_address(
+                gateway.host, gateway.port, self._bind_host, quiet=self._route_lost
+            )
         self._route_lost = source is None
-        if source is not None:
+        if isinstance(source, IPv4Address):
             self._follow_interface(source)
         known = client.client_address  # None: PCP is off, the core needs no address
         if client.client_address_stale:
@@ -541,6 +796,18 @@ class PortMapper:
             # such a refusal it may bring PCP back: the pump is woken to send.
             client.set_client_address(source)
             self._kick()
+
+    def _peer(self, address: Any) -> PeerAddress | None:
+        """A datagram's source as the core takes it; None when it came over another link
+        than a link-local gateway's (not the gateway, whatever its address)."""
+        # recvfrom's (host, port) for IPv4, (host, port, flow info, scope id) for IPv6.
+        host: str = address[0]
+        port: int = address[1]
+        if self._client.family == 4:
+            return PeerAddress(IPv4Address(host), port)
+        if self._gateway_scope and address[3:4] != (self._gateway_scope,):
+            return None
+        return PeerAddress(_unscoped(IPv6Address(host)), port)
 
     def _follow_interface(self, address: IPv4Address) -> None:
         """Join the announcement group on the interface that has ``address``, our address
@@ -574,8 +841,10 @@ class PortMapper:
                 # A PCP probe is about to go out, or the gateway said our address is wrong.
                 await self._refresh_client_address()
             for data, destination in client.datagrams_to_send(now):
+                # An IPv6 gateway with its scope, which a link-local address needs.
+                host = self._send_host or str(destination.host)
                 try:
-                    await self._sock.sendto(data, (str(destination.host), destination.port))
+                    await self._sock.sendto(data, (host, destination.port))
                 except OSError as error:
                     # Lost like a dropped datagram: the core retransmits or times out.
                     _log.debug("NAT-PMP send to %s failed: %s", destination, error)
@@ -586,7 +855,7 @@ class PortMapper:
             with trio.CancelScope(deadline=math.inf if deadline is None else deadline) as scope:
                 self._wait_scope = scope
                 try:
-                    data, (host, port) = await self._sock.recvfrom(_MAX_DATAGRAM)
+                    data, address = await self._sock.recvfrom(_MAX_DATAGRAM)
                 except OSError as error:
                     # An ICMP error (port unreachable) may surface here; the core's
                     # timeout handles a gateway that does not speak NAT-PMP.
@@ -594,9 +863,11 @@ class PortMapper:
                     continue
                 finally:
                     self._wait_scope = None
-                client.receive_datagram(
-                    data, PeerAddress(IPv4Address(host), port), now=trio.current_time()
-                )
+                source = self._peer(address)
+                if source is None:
+                    self._wrong_link += 1  # told among the core's wrong_source
+                else:
+                    client.receive_datagram(data, source, now=trio.current_time())
             self._dispatch()
 
     async def _run(self) -> None:
@@ -630,17 +901,14 @@ class PortMapper:
                 _log.info("NAT-PMP/PCP: stopped listening for announcements (%s)", error)
                 self._stop_listening()
                 return
-            host, port = address[:2]
-            source = IPv4Address(host)
-            if source != gateway or len(data) > PCP_MAX_MESSAGE:
+            source = self._peer(address)
+            if source is None or source.host != gateway or len(data) > PCP_MAX_MESSAGE:
                 # Anyone on the network can send to the group: never fed to the core, only
                 # counted (no record each: a flood would flood the log).
                 self._announcements_dropped += 1
                 continue
             self._announcements += 1
-            self._client.receive_announcement(
-                data, PeerAddress(source, port), now=trio.current_time()
-            )
+            self._client.receive_announcement(data, source, now=trio.current_time())
             self._dispatch()
             self._kick()
 
@@ -651,22 +919,29 @@ class PortMapper:
 
 @asynccontextmanager
 async def open_port_mapper(
-    gateway: IPv4Address | str,
+    gateway: IPv4Address | IPv6Address | str,
     mappings: Iterable[tuple[MappingProtocolName, int]] = NATPMP_DEFAULT_MAPPINGS,
     *,
     gateway_port: int = NATPMP_PORT,
     lifetime: int = NATPMP_LIFETIME,
     close_timeout: float = NATPMP_CLOSE_TIMEOUT,
     on_event: Callable[[NatPmpEvent], None] | None = None,
-    bind_host: str = "0.0.0.0",
+    bind_host: str | None = None,
     rng: random.Random | None = None,
     pcp: bool = True,
     announce_address: tuple[str, int] | None = NATPMP_ANNOUNCE_ADDRESS,
 ) -> AsyncIterator[PortMapper]:
     """Keep ``mappings`` mapped on the gateway (PCP or NAT-PMP) while the block runs.
 
+    With an IPv6 gateway (the IPv6 default router: :func:`default_gateway6`) the mappings
+    are pinholes in its firewall, asked for in PCP alone (NAT-PMP has no IPv6), for our
+    global IPv6 address: ``bind_host`` when it is one, else the one the system would send
+    from to the internet. The socket that talks to the gateway is bound to it (the server
+    takes the packets' source for the client, RFC 6887 8.1) for as long as the block runs.
+
     Args:
-        gateway: the gateway's IPv4 address (:func:`default_gateway` finds the usual one).
+        gateway: the gateway's IPv4 address (:func:`default_gateway` finds the usual one),
+            or IPv6 address (a link-local one with its scope, ``fe80::1%eth0``).
         mappings: ``(protocol, internal_port)`` pairs to map, each asking for the same
             external port.
         gateway_port: the gateway's NAT-PMP and PCP port (5351; another only for a test's
@@ -675,48 +950,80 @@ async def open_port_mapper(
         close_timeout: seconds the deletions may take on exit.
         on_event: called with every :class:`NatPmpEvent`, in the mapper's task (an
             exception it raises ends the block).
-        bind_host: the local IPv4 address to send from (the gateway maps the address its
-            requests come from, RFC 3.3); by default the system picks it per route.
+        bind_host: the local address to send from, of the gateway's family (the gateway
+            maps the address its requests come from, RFC 3.3); by default (None, or the
+            unspecified address) the system picks it per route.
         rng: for the random delay before recreating mappings after a gateway reset, and
             PCP's mapping nonces and renewal times.
-        pcp: talk PCP first, falling back to NAT-PMP; False: NAT-PMP alone. With no route
-            to the gateway when the block opens (our address toward it unknown), NAT-PMP
-            alone too.
+        pcp: talk PCP first, falling back to NAT-PMP; False: NAT-PMP alone (refused with
+            an IPv6 gateway). With no route to an IPv4 gateway when the block opens (our
+            address toward it unknown), NAT-PMP alone too.
         announce_address: ``(host, port)`` where the gateway's announcements of a reboot
             or a new external address are listened for: by default RFC 6886's group,
             224.0.0.1:5350, joined on the interface toward the gateway, and joined anew
             when our address toward it changes (checked each minute; a unicast address,
             a test's stand-in, is bound as it is; port 0 picks one, for a unicast address
             only: :attr:`PortMapper.announce_address` tells it). None: not listened for.
-            A socket that cannot be set up is logged at INFO and done without. What is
-            heard is a hint, never believed: it brings a request forward, at most one each
+            With an IPv6 gateway, only an IPv6 address given is listened on
+            (:data:`PCP_ANNOUNCE_ADDRESS6`, ff02::1 port 5350, joined on the gateway's
+            link; the IPv4 default is not listened for). A socket that cannot be set up is
+            logged at INFO and done without. What is heard is a hint, never believed: it
+            brings a request forward, at most one each
             :data:`~bip_handshake._natpmp.NATPMP_HINT_INTERVAL` seconds.
 
     Raises:
-        LocalProtocolError: a bad argument.
+        LocalProtocolError: a bad argument; or, with an IPv6 gateway, no global IPv6
+            address (link-local or unique local addresses alone: no pinhole to open).
         OSError: the UDP socket that talks to the gateway could not be opened.
     """
-    if isinstance(gateway, str):
-        try:
-            gateway = IPv4Address(gateway)
-        except ValueError:
-            raise LocalProtocolError(
-                f"a NAT-PMP gateway is an IPv4 address, got {gateway!r}"
-            ) from None
+    gateway = _gateway_address(gateway)
     if isinstance(close_timeout, bool) or not isinstance(close_timeout, int | float):
         raise LocalProtocolError(f"close_timeout is a number of seconds, got {close_timeout!r}")
     if not close_timeout >= 0:
         raise LocalProtocolError(f"close_timeout is at least 0, got {close_timeout!r}")
     if not isinstance(pcp, bool):
         raise LocalProtocolError(f"pcp is a bool, got {pcp!r}")
+    if isinstance(gateway, IPv6Address):
+        if not pcp:
+            raise LocalProtocolError("NAT-PMP has no IPv6: an IPv6 gateway is asked in PCP")
+        announce6 = _announce_address6(announce_address)
+        host6 = "::" if bind_host is None else bind_host
+        interface = _scope_index(gateway)
+        ours = await _pinhole_address(gateway, gateway_port, host6)
+        with trio.socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            await sock.bind((str(ours), 0))
+            client = NatPmpClient(
+                _unscoped(gateway),
+                port=gateway_port,
+                lifetime=lifetime,
+                rng=rng,
+                client_address=ours,
+            )
+            _add_mappings(client, mappings)
+            announce_sock = None
+            if announce6 is not None:
+                announce_sock = await _open_announce_socket6(*announce6, interface)
+            mapper = PortMapper(
+                client,
+                sock,
+                on_event,
+                host6,
+                announce_sock=announce_sock,
+                announce_host=announce6[0] if announce6 is not None else None,
+                gateway_host=gateway,
+            )
+            async with _running(mapper, announce_sock, close_timeout):
+                yield mapper
+        return
+    host4 = "0.0.0.0" if bind_host is None else bind_host
     announce = _announce_address(announce_address)
     with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        await sock.bind((bind_host, 0))
+        await sock.bind((host4, 0))
         # Our address toward the gateway: PCP's client address, and the interface the
         # announcement group is joined on.
         joins = announce is not None and announce[0].is_multicast
         asked = pcp or joins
-        source = await _source_address(gateway, gateway_port, bind_host) if asked else None
+        source = await _source_address(gateway, gateway_port, host4) if asked else None
         if pcp and source is None:
             _log.info("PCP: our address toward gateway %s unknown; NAT-PMP alone", gateway)
         client = NatPmpClient(
@@ -727,37 +1034,54 @@ async def open_port_mapper(
             pcp=pcp and source is not None,
             client_address=source if pcp else None,
         )
-        now = trio.current_time()
-        for protocol, internal_port in mappings:
-            client.add_mapping(_protocol(protocol), internal_port, now)
+        _add_mappings(client, mappings)
         announce_sock = membership = None
         if announce is not None:
             opened = await _open_announce_socket(announce[0], announce[1], source)
             if opened is not None:
                 announce_sock, membership = opened
+        mapper = PortMapper(
+            client,
+            sock,
+            on_event,
+            host4,
+            announce_sock=announce_sock,
+            announce_host=announce[0] if announce is not None else None,
+            membership=membership,
+            route_lost=asked and source is None,
+        )
+        async with _running(mapper, announce_sock, close_timeout):
+            yield mapper
+
+
+def _add_mappings(
+    client: NatPmpClient, mappings: Iterable[tuple[MappingProtocolName, int]]
+) -> None:
+    now = trio.current_time()
+    for protocol, internal_port in mappings:
+        client.add_mapping(_protocol(protocol), internal_port, now)
+
+
+@asynccontextmanager
+async def _running(
+    mapper: PortMapper, announce_sock: trio.socket.SocketType | None, close_timeout: float
+) -> AsyncIterator[None]:
+    """Run ``mapper``'s tasks while the block runs, then delete its mappings within
+    ``close_timeout`` (even when the block is cancelled), and close the announcement
+    socket."""
+    try:
+        tasks = [mapper._run]
+        if announce_sock is not None:
+            tasks.append(mapper._listen)
+        if mapper._membership is not None:
+            tasks.append(mapper._watch_address)
         try:
-            mapper = PortMapper(
-                client,
-                sock,
-                on_event,
-                bind_host,
-                announce_sock=announce_sock,
-                announce_host=announce[0] if announce is not None else None,
-                membership=membership,
-                route_lost=asked and source is None,
-            )
-            tasks = [mapper._run]
-            if announce_sock is not None:
-                tasks.append(mapper._listen)
-            if membership is not None:
-                tasks.append(mapper._watch_address)
-            try:
-                async with background(*tasks):
-                    yield mapper
-            finally:
-                # Shielded: a cancelled block still deletes its mappings, within the bound.
-                with trio.CancelScope(shield=True, deadline=trio.current_time() + close_timeout):
-                    await mapper._close()
+            async with background(*tasks):
+                yield
         finally:
-            if announce_sock is not None:
-                announce_sock.close()
+            # Shielded: a cancelled block still deletes its mappings, within the bound.
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + close_timeout):
+                await mapper._close()
+    finally:
+        if announce_sock is not None:
+            announce_sock.close()

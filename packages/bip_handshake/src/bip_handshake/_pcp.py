@@ -30,8 +30,9 @@ RFC 5) and is given back as an :class:`~ipaddress.IPv4Address`. Decoding raises
 the two protocols share a port, not a packet format), never another exception; building a
 message with a bad field raises :class:`LocalProtocolError`.
 
-Not here: the PEER opcode, option semantics (THIRD_PARTY, PREFER_FAILURE, FILTER are kept
-as bytes, never acted on), and the client's use of PCP for an IPv6 firewall.
+Not here: the PEER opcode, and option semantics (THIRD_PARTY, PREFER_FAILURE, FILTER are
+kept as bytes, never acted on). An IPv6 client address and mapping (a pinhole of an IPv6
+firewall, which ``_natpmp``'s client asks for) travel as they are.
 
 >>> from ipaddress import IPv4Address
 >>> request = PcpMapRequest(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Final
 
@@ -191,11 +191,19 @@ class ClientConfig:
             DHT), kept while the session runs and deleted when it closes; the external TCP
             port the gateway grants is what trackers, the DHT and peers (BEP 10 ``p``) are
             told. Off by default (unlike libtorrent): nothing talks to the router unless
-            asked. Nothing is mapped when every listen address is global (no NAT).
+            asked. Nothing is mapped when every listen address is global (no NAT). An IPv6
+            listen address (the first one listed) gets pinholes in the IPv6 router's
+            firewall too, asked in PCP alone (NAT-PMP has no IPv6) for our global IPv6
+            address, as libtorrent's NAT-PMP/PCP per listen socket: the same ports, and
+            the grant told as our IPv6 port; a host without a global IPv6 address has none
+            to open (an INFO record says so).
         natpmp_gateway: the gateway's IPv4 address (``None``: the default route's, read from
             the system's routing table).
+        natpmp_gateway6: the IPv6 router asked for pinholes, an IPv6 address (a link-local
+            one with its interface, ``fe80::1%eth0``); ``None``: the IPv6 default route's
+            next hop, read from the system's routing table.
         natpmp_gateway_port: the gateway's NAT-PMP port (RFC 6886's 5351; another only for
-            a test's gateway).
+            a test's gateway), the IPv6 router's PCP port too.
         natpmp_announce_address: where the gateway's announcements of a reboot or a new
             external address are listened for with ``natpmp`` on, ``HOST:PORT``: RFC 6886's
             group, 224.0.0.1:5350, by default (a unicast address only for tests). An
@@ -203,6 +211,9 @@ class ClientConfig:
             the gateway's check forward, at most once each 10 s, so that a rebooted router
             maps our ports again within seconds rather than at the next renewal. ``None``:
             not listened for (a reboot is then seen at the next renewal).
+        natpmp_announce_address6: where the IPv6 router's PCP announcements (RFC 6887
+            14.1.1) are listened for, ``[HOST]:PORT``: ``[ff02::1]:5350`` to hear them (a
+            unicast address only for tests). ``None`` (the default): not listened for.
         upnp: map the same ports with UPnP IGD, as libtorrent's ``enable_upnp`` (beside
             NAT-PMP when both are on: the router speaks one or the other; NAT-PMP's grant is
             the one told when both grant). Off by default, as ``natpmp``.
@@ -280,8 +291,10 @@ class ClientConfig:
     allow_idna: bool = False
     natpmp: bool = False
     natpmp_gateway: str | None = None
+    natpmp_gateway6: str | None = None
     natpmp_gateway_port: int = NATPMP_PORT
     natpmp_announce_address: str | None = _NATPMP_ANNOUNCE
+    natpmp_announce_address6: str | None = None
     upnp: bool = False
     upnp_ssdp_address: str | None = None
     lsd: bool = False
@@ -324,8 +337,10 @@ class ClientConfig:
                 raise ValueError(
                     f"natpmp_gateway must be an IPv4 address, not {self.natpmp_gateway!r}"
                 ) from None
+        _check_gateway6(self.natpmp_gateway6)
         for name in ("upnp_ssdp_address", "lsd_group", "natpmp_announce_address"):
             _check_group(name, getattr(self, name))
+        _check_group6("natpmp_announce_address6", self.natpmp_announce_address6)
         port = self.natpmp_gateway_port
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port <= 0xFFFF:
             raise ValueError(f"natpmp_gateway_port must be in 1..65535, not {port!r}")
@@ -407,6 +422,41 @@ def _check_group(name: str, value: object) -> None:
         raise ValueError(f"{name} must be an IPv4 HOST:PORT, not {value!r}") from None
     if not isinstance(address.host, IPv4Address) or not address.port:
         raise ValueError(f"{name} must be an IPv4 HOST:PORT, not {value!r}")
+
+
+def _check_gateway6(value: object) -> None:
+    """``value`` is None or an IPv6 unicast address, maybe scoped (``fe80::1%eth0``)."""
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise TypeError(f"natpmp_gateway6 must be a str, not {value!r}")
+    try:
+        address = IPv6Address(value)
+    except ValueError:
+        address = None
+    if (
+        address is None
+        or address.ipv4_mapped is not None
+        or address.is_unspecified
+        or address.is_multicast
+    ):
+        raise ValueError(f"natpmp_gateway6 must be an IPv6 unicast address, not {value!r}")
+
+
+def _check_group6(name: str, value: object) -> None:
+    """``value`` is None or an IPv6 ``[HOST]:PORT`` (a multicast group, or a test's unicast
+    stand-in)."""
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str ([HOST]:PORT) or None, not {value!r}")
+    try:
+        address = PeerAddress.parse(value)
+    except ValueError:
+        raise ValueError(f"{name} must be an IPv6 [HOST]:PORT, not {value!r}") from None
+    host = address.host
+    if not isinstance(host, IPv6Address) or host.ipv4_mapped is not None or not address.port:
+        raise ValueError(f"{name} must be an IPv6 [HOST]:PORT, not {value!r}")
 
 
 @dataclass(frozen=True, slots=True)

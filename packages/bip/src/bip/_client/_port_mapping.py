@@ -21,6 +21,14 @@ A gateway that cannot be found or opened costs a WARNING and the session runs wi
 that never answers costs nothing but the unmapped port being announced (bip_handshake gives
 up on it quietly and tries again later). Port mapping is for a host behind a NAT: when every
 address we listen on is a global one, nothing is asked (an INFO record says so).
+
+IPv6 has no NAT, but a home router's firewall drops what is not an answer: with
+:attr:`~bip._client.ClientConfig.natpmp` on and IPv6 listeners, the IPv6 router
+(:attr:`~bip._client.ClientConfig.natpmp_gateway6`, or the IPv6 default route's next hop) is
+asked in PCP for pinholes to the same ports (libtorrent runs NAT-PMP/PCP per listen socket,
+PCP alone for an IPv6 one): :attr:`SessionPortMapping.mapper6`. Its grants are told as our
+ports as the IPv4 ones are. No router found, or no global IPv6 address (a pinhole for a
+link-local or unique local address opens nothing), costs an INFO record.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from bip import __version__
 from bip_handshake import (
+    NATPMP_ANNOUNCE_ADDRESS,
     GatewayReset,
     LocalProtocolError,
     MappingFailed,
@@ -45,6 +54,7 @@ from bip_handshake import (
     UpnpDeviceLost,
     UpnpPortMapper,
     default_gateway,
+    default_gateway6,
     is_global_address,
     open_port_mapper,
     open_upnp_mapper,
@@ -54,7 +64,7 @@ from bip_peer import Peer, PeerManager
 from ._config import UPNP_SSDP_ADDRESS, ClientConfig
 from ._external_address import ExternalAddresses
 
-__all__ = ["SessionPortMapping", "mappable_ports", "open_session_port_mapping"]
+__all__ = ["SessionPortMapping", "mappable_ports", "open_session_port_mapping", "pinhole_ports"]
 
 logger = logging.getLogger("bip.client")
 
@@ -78,26 +88,33 @@ class SessionPortMapping:
         """bip_handshake's NAT-PMP mapper while it runs, else ``None``."""
         self.upnp: UpnpPortMapper | None = None
         """bip_handshake's UPnP IGD mapper while it runs, else ``None``."""
+        self.mapper6: PortMapper | None = None
+        """bip_handshake's PCP mapper of the IPv6 router's pinholes while it runs, else
+        ``None``."""
         self._external = external
 
     def _mappers(self) -> tuple[PortMapper | UpnpPortMapper, ...]:
         # NAT-PMP first: a router speaking both answers NAT-PMP sooner, and one view wins.
-        return tuple(m for m in (self.mapper, self.upnp) if m is not None)
+        # The IPv6 pinholes last: an IPv4 grant of the same port is the one told.
+        return tuple(m for m in (self.mapper, self.upnp, self.mapper6) if m is not None)
 
     @property
     def external_address(self) -> IPv4Address | None:
         """The gateway's external IPv4 address, ``None`` until a mapper learnt it (or
         without port mapping); NAT-PMP's when both know it."""
-        return next((a for m in self._mappers() if (a := m.external_address) is not None), None)
+        return next(
+            (a for m in self._mappers() if isinstance(a := m.external_address, IPv4Address)),
+            None,
+        )
 
     def mappings(self) -> tuple[PortMapping, ...]:
-        """Snapshots of the mappings asked for, NAT-PMP's then UPnP's (``external_port``
-        None while not granted); empty without port mapping."""
+        """Snapshots of the mappings asked for, NAT-PMP's, UPnP's then the IPv6 pinholes'
+        (``external_port`` None while not granted); empty without port mapping."""
         return tuple(mapping for m in self._mappers() for mapping in m.mappings())
 
     def external_port(self, protocol: MappingProtocol, internal_port: int) -> int | None:
         """The external port the gateway forwards to our ``internal_port`` (NAT-PMP's grant
-        first, then UPnP's), or ``None``."""
+        first, then UPnP's, then the IPv6 router's pinhole), or ``None``."""
         if not internal_port:
             return None
         for mapper in self._mappers():
@@ -115,8 +132,8 @@ class SessionPortMapping:
 
     def mapped_ports(self) -> tuple[int, ...]:
         """Every external port a gateway forwards to us now (TCP and UDP, in no order):
-        NAT-PMP's grants and each UPnP gateway's (a router and a mesh node or second NAT
-        may each grant a mapping, on other ports after a conflict)."""
+        NAT-PMP's grants, each UPnP gateway's (a router and a mesh node or second NAT may
+        each grant a mapping, on other ports after a conflict) and the IPv6 pinholes'."""
         ports = {m.external_port for m in self.mappings() if m.external_port is not None}
         if self.upnp is not None:
             # mappings() shows one gateway's grant of each mapping; the others' are ours too.
@@ -185,6 +202,40 @@ def mappable_ports(addresses: Iterable[PeerAddress]) -> tuple[int, ...]:
     return tuple(ports)
 
 
+def pinhole_ports(addresses: Iterable[PeerAddress]) -> tuple[int, ...]:
+    """The distinct ports of ``addresses`` (where sockets are bound) that the IPv6 router
+    could open pinholes to: those of IPv6 sockets (not IPv4-mapped ones), in order; ports 0
+    (not bound) are left out. Whether our address is global is the mapper's to find.
+
+    >>> listening = [PeerAddress.parse("[::]:6882"), PeerAddress.parse("0.0.0.0:6881")]
+    >>> pinhole_ports(listening)
+    (6882,)
+    """
+    ports: dict[int, None] = {}
+    for address in addresses:
+        if address.port and isinstance(address.normalized().host, IPv6Address):
+            ports[address.port] = None
+    return tuple(ports)
+
+
+def _bind_host6(config: ClientConfig) -> str:
+    """The local address PCP requests to the IPv6 router leave from, the one the pinholes
+    are for: the first IPv6 listen host when it is a specific address, else ``::`` (the
+    mapper takes our global address toward the internet)."""
+    for host, _ in config.listen:
+        try:
+            address = ip_address(host)
+        except ValueError:
+            continue
+        if (
+            isinstance(address, IPv6Address)
+            and address.ipv4_mapped is None
+            and not address.is_unspecified
+        ):
+            return str(address)
+    return "::"
+
+
 def _bind_host(config: ClientConfig) -> str:
     """The local address NAT-PMP and UPnP requests leave from: the first listen host when it
     is a specific IPv4 address (a NAT-PMP gateway maps the address its requests come from,
@@ -208,6 +259,8 @@ async def open_session_port_mapping(
     tcp_ports: Iterable[int],
     udp_ports: Iterable[int],
     external: ExternalAddresses | None = None,
+    tcp_ports6: Iterable[int] = (),
+    udp_ports6: Iterable[int] = (),
 ) -> AsyncIterator[SessionPortMapping]:
     """Map the session's ports on the NAT gateway while the block runs, if the config says
     to (:attr:`ClientConfig.natpmp`, :attr:`ClientConfig.upnp`: either or both); the
@@ -227,6 +280,10 @@ async def open_session_port_mapping(
         udp_ports: the UDP ports to map (uTP listeners, the DHT's IPv4 socket).
         external: the session's external address voting, told of mapped ports and of the
             gateway's address.
+        tcp_ports6: the IPv6 TCP listeners' ports (:func:`pinhole_ports`): with
+            ``natpmp`` on, pinholes to them (and to ``udp_ports6``) are asked of the IPv6
+            router (``natpmp_gateway6``, ``natpmp_announce_address6``); empty: none.
+        udp_ports6: the IPv6 UDP ports to open (uTP listeners, the DHT's IPv6 socket).
     """
     mapping = SessionPortMapping(tcp_port, external=external)
     tcp = tuple(dict.fromkeys(port for port in tcp_ports if port))
@@ -288,6 +345,50 @@ async def open_session_port_mapping(
                 logger.warning("UPnP: cannot search for a gateway at %s: %s", ssdp, error)
             else:
                 logger.info("UPnP: searching at %s for a gateway to map %s", ssdp, shown)
+        pinholes = [(MappingProtocol.TCP, p) for p in dict.fromkeys(tcp_ports6) if p]
+        if config.natpmp and pinholes:
+            pinholes += [(MappingProtocol.UDP, p) for p in dict.fromkeys(udp_ports6) if p]
+            mapping.mapper6 = await _open_pinholes(config, pinholes, mapping, stack)
         if external is not None and (mapping.mapper is not None or mapping.upnp is not None):
             external.set_router_address(lambda: mapping.external_address)
         yield mapping
+
+
+async def _open_pinholes(
+    config: ClientConfig,
+    pinholes: list[tuple[MappingProtocol, int]],
+    mapping: SessionPortMapping,
+    stack: AsyncExitStack,
+) -> PortMapper | None:
+    """The IPv6 router's PCP mapper of ``pinholes``, entered on ``stack``; None (said at
+    INFO, or WARNING for a socket that cannot be opened) when there is none to ask."""
+    gateway = config.natpmp_gateway6 or default_gateway6()
+    if gateway is None:
+        logger.info("PCP (IPv6): no IPv6 default router found; no pinholes asked for")
+        return None
+    announce = config.natpmp_announce_address6
+    group = None if announce is None else PeerAddress.parse(announce)
+    shown = ", ".join(f"{kind.name} {port}" for kind, port in pinholes)
+    try:
+        mapper = await stack.enter_async_context(
+            open_port_mapper(
+                gateway,
+                pinholes,
+                gateway_port=config.natpmp_gateway_port,
+                on_event=mapping.on_event,
+                bind_host=_bind_host6(config),
+                # The IPv4 default stands for "not listened for" with an IPv6 gateway.
+                announce_address=(
+                    NATPMP_ANNOUNCE_ADDRESS if group is None else (str(group.host), group.port)
+                ),
+            )
+        )
+    except LocalProtocolError as error:
+        # No global IPv6 address, the common case of a host without IPv6 connectivity.
+        logger.info("PCP (IPv6): not asking router %s for pinholes: %s", gateway, error)
+        return None
+    except OSError as error:
+        logger.warning("PCP (IPv6): cannot talk to router %s: %s", gateway, error)
+        return None
+    logger.info("PCP (IPv6): asking router %s for pinholes to %s", gateway, shown)
+    return mapper

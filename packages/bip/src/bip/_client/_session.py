@@ -119,7 +119,12 @@ from ._external_address import ExternalAddresses
 from ._holepunch import HolepunchPolicy
 from ._http_tracker import HttpTrackerClient
 from ._lsd import open_session_lsd
-from ._port_mapping import SessionPortMapping, mappable_ports, open_session_port_mapping
+from ._port_mapping import (
+    SessionPortMapping,
+    mappable_ports,
+    open_session_port_mapping,
+    pinhole_ports,
+)
 from ._queue import QueueDecision, QueueKind, QueueLimits, TorrentQueue
 from ._resume import ResumeStore, SavedState
 from ._swarm import MAX_OUT_REQUESTS
@@ -1289,22 +1294,24 @@ async def open_session(
             # The port whose mapping we tell: an IPv4 listener's (a "::" one listed first
             # takes no IPv4, and NAT-PMP and UPnP map IPv4 only).
             told = tcp_mappable[:1] or [address.port for address in addresses[:1]] or [0]
+            udp_sockets = (
+                # Those accepting peers: on a TCP listener's port number.
+                *(
+                    utp.local_address
+                    for utp in utp_sockets
+                    if utp.local_address.port in listen_ports
+                ),
+                *(dht.addresses if dht is not None else ()),
+            )
             port_mapping = await stack.enter_async_context(
                 open_session_port_mapping(
                     config,
                     tcp_port=told[0],
                     tcp_ports=tcp_mappable,
-                    udp_ports=mappable_ports(
-                        (
-                            # Those accepting peers: on a TCP listener's port number.
-                            *(
-                                utp.local_address
-                                for utp in utp_sockets
-                                if utp.local_address.port in listen_ports
-                            ),
-                            *(dht.addresses if dht is not None else ()),
-                        )
-                    ),
+                    udp_ports=mappable_ports(udp_sockets),
+                    # IPv6 sockets: pinholes in the IPv6 router's firewall (PCP).
+                    tcp_ports6=pinhole_ports(addresses),
+                    udp_ports6=pinhole_ports(udp_sockets),
                     external=external,
                 )
             )
