@@ -168,11 +168,13 @@ def _routable(host: _IP) -> bool:
     :attr:`PeerAddress.is_connectable` refuses: IPv4's limited broadcast and "this network"
     (0/8), which a lying node may list to make us send where we cannot."""
     if isinstance(host, IPv4Address):
-        return host.packed[0] != 0 and host != _BROADCAST  # 0/8 holds 0.0.0.0 too
+        # on the integer: the routing tables ask this of every node they file
+        value = int(host)
+        return value >> 24 != 0 and value != _BROADCAST  # 0/8 holds 0.0.0.0 too
     return True
 
 
-_BROADCAST = IPv4Address("255.255.255.255")
+_BROADCAST = int(IPv4Address("255.255.255.255"))
 
 
 def _address(value: object) -> PeerAddress:
@@ -427,10 +429,11 @@ class DHTNode:
         for node in nodes:
             if not isinstance(node, NodeInfo):
                 raise LocalProtocolError(f"a node is a NodeInfo, got {node!r}")
-            table = self._tables.get(node.address.normalized().family)
+            address = node.address.normalized()
+            table = self._tables.get(address.family)
             if table is None:
                 continue
-            info = NodeInfo(node.node_id, node.address.normalized())
+            info = NodeInfo(node.node_id, address)
             if table.heard_from(info, now, responded=True) is not Admission.REJECTED:
                 taken += 1
         return taken

@@ -70,7 +70,7 @@ from random import Random
 from typing import Literal
 
 from bip_bencode import BencodeError, decode, encode
-from bip_handshake import CompactError, NodeInfo, parse_compact_nodes
+from bip_handshake import CompactError, NodeInfo, PeerAddress, parse_compact_nodes
 
 from ._errors import DHTError, LocalProtocolError
 from ._node_id import NODE_ID_BITS, NodeId, is_bep42_exempt
@@ -108,6 +108,8 @@ _COMPACT_V6_NODE = 38
 MAX_PROBE_BACKOFF = 7
 """A bucket whose fill probes keep bringing no new node is probed after 2, 4, ... up to 2**7
 maintenance intervals (10 s to about 11 minutes at libtorrent's 5-second tick)."""
+
+_IP = IPv4Address | IPv6Address
 
 
 class RoutingStateError(DHTError):
@@ -182,11 +184,12 @@ class RefreshTarget:
 class _Entry:
     __slots__ = ("failures", "last_query", "last_response", "network", "node", "seen")
 
-    def __init__(self, node: NodeInfo, now: float | None) -> None:
+    def __init__(self, node: NodeInfo, now: float | None, host: _IP) -> None:
         self.node = node
         # Kept beside the node (set again where the node is replaced): _network_taken
-        # compares it with every entry of a bucket.
-        self.network = _network(_host(node))
+        # compares it with every entry of a bucket. *host* is _host(node), which every
+        # caller has at hand already.
+        self.network = _network(host)
         self.last_response: float | None = None
         self.last_query: float | None = None
         self.failures = 0
@@ -266,11 +269,28 @@ def bep42_filter(node: NodeInfo) -> bool:
     return NodeId(node.node_id).is_valid_for(node.address.host)
 
 
-def _host(node: NodeInfo) -> IPv4Address | IPv6Address:
+def _host(node: NodeInfo) -> _IP:
     return node.address.normalized().host
 
 
-def _network(host: IPv4Address | IPv6Address) -> int | None:
+# The key of RoutingTable._ips for a host: its integer. A table holds one family, so the
+# integer names the host alone, and hashing an int is far cheaper than hashing an ipaddress
+# object (which formats a hex string each time); every node filed looks its IP up there.
+_ip_key: Callable[[_IP], int] = int
+
+
+def _connectable(address: PeerAddress) -> bool:
+    """``address.is_connectable`` for a normalized *address*, IPv4 worked out on the integer
+    (the ipaddress properties build a network object per call; this runs per node filed)."""
+    host = address.host
+    if type(host) is IPv4Address:
+        value = int(host)
+        # not 0.0.0.0, not multicast (224.0.0.0/4)
+        return address.port != 0 and value != 0 and value >> 28 != 0xE
+    return address.is_connectable
+
+
+def _network(host: _IP) -> int | None:
     """The /24 (IPv4) or /64 (IPv6) a bucket admits one node of; None for a local address,
     which the rule exempts."""
     if is_bep42_exempt(host):
@@ -320,7 +340,8 @@ class RoutingTable:
         self._restrict_networks = restrict_ips and restrict_networks
         self._filter = node_filter
         self._buckets: list[_Bucket] = [_Bucket(now)]
-        self._ips: dict[IPv4Address | IPv6Address, bytes] = {}
+        # _ip_key(host) -> the id holding that IP (restrict_ips)
+        self._ips: dict[int, bytes] = {}
         # nodes other nodes told us of, for buckets with room, oldest first; unverified, so
         # they are not in a bucket, hold no IP and are never offered to lookups
         self._candidates: dict[bytes, NodeInfo] = {}
@@ -353,8 +374,12 @@ class RoutingTable:
         return self._index(raw)
 
     def _index(self, raw: bytes) -> int:
-        # bucket_index for an id already checked (a NodeInfo's): no NodeId built per call
-        return min(self._prefix(raw), len(self._buckets) - 1)
+        # bucket_index for an id already checked (a NodeInfo's): no NodeId built per call.
+        # The bits the id shares with ours, worked out inline: every node filed or looked up
+        # comes through here.
+        prefix = NODE_ID_BITS - (int.from_bytes(raw, "big") ^ self._own_int).bit_length()
+        last = len(self._buckets) - 1
+        return prefix if prefix < last else last
 
     def _find(self, node_id: bytes) -> tuple[_Bucket, _Entry, bool] | None:
         bucket = self._buckets[self._index(node_id)]
@@ -407,7 +432,10 @@ class RoutingTable:
         for group in self._by_distance(goal):
             for bucket in group:
                 for raw, entry in bucket.nodes.items():
-                    if entry.recently_answered(now):
+                    # entry.recently_answered(now), inlined: this runs for every node of the
+                    # buckets looked at, on every find_node or get_peers answered
+                    last = entry.last_response
+                    if not entry.failures and last is not None and now - last < GOOD_INTERVAL:
                         good.append((int.from_bytes(raw, "big") ^ goal, entry))
                         continue
                     state = entry.state(now, max_failures)
@@ -549,14 +577,14 @@ class RoutingTable:
             return False
         if raw in bucket.nodes or raw in bucket.replacements:
             return False
-        address = node.address
-        if address.normalized().family != self._family or not address.is_connectable:
+        address = node.address.normalized()
+        if address.family != self._family or not _connectable(address):
             return False
-        if self._restrict_ips and _host(node) in self._ips:
+        if self._restrict_ips and _ip_key(address.host) in self._ips:
             return False
         if self._filter is not None and not self._filter(node):
             return False
-        if self._network_taken(bucket, node, now):
+        if self._network_taken(bucket, raw, _network(address.host), now):
             return False
         if len(self._candidates) >= self._max_candidates:
             del self._candidates[next(iter(self._candidates))]
@@ -588,7 +616,7 @@ class RoutingTable:
                 continue
             if raw in bucket.nodes or raw in bucket.replacements:
                 continue
-            if self._restrict_ips and _host(node) in self._ips:
+            if self._restrict_ips and _ip_key(_host(node)) in self._ips:
                 continue
             out.append(RefreshQuery(node, index, self._random_id_in(index)))
         for index, bucket in enumerate(self._buckets):
@@ -615,13 +643,14 @@ class RoutingTable:
 
     # -- updating --------------------------------------------------------------------------
 
-    def _check_node(self, node: NodeInfo) -> None:
+    def _check_node(self, node: NodeInfo) -> PeerAddress:
+        # returns the node's address normalized, which the callers go on to use
         if not isinstance(node, NodeInfo):
             raise LocalProtocolError(f"a node is a NodeInfo, got {node!r}")
-        if node.address.normalized().family != self._family:
-            raise LocalProtocolError(
-                f"an IPv{node.address.normalized().family} node in an IPv{self._family} table"
-            )
+        address = node.address.normalized()
+        if address.family != self._family:
+            raise LocalProtocolError(f"an IPv{address.family} node in an IPv{self._family} table")
+        return address
 
     def heard_from(self, node: NodeInfo, now: float, responded: bool) -> Admission:
         """Record a message from *node*: a response to our query (*responded*) or a query.
@@ -632,32 +661,32 @@ class RoutingTable:
         a response clears its failures, and promotes it from the replacement cache when its
         bucket has room or holds a node it outranks.
         """
-        self._check_node(node)
+        address = self._check_node(node)
         raw = node.node_id
-        if raw == self._own.value or not node.address.is_connectable:
+        if raw == self._own.value or not _connectable(address):
             return Admission.REJECTED
         if self._candidates:
             self._candidates.pop(raw, None)  # heard from at last: no longer a candidate
         found = self._find(raw)
         if found is not None:
             return self._update(found, node, now, responded)
-        host = _host(node)
+        host = address.host
         if (
             self._restrict_ips
-            and host in self._ips
+            and _ip_key(host) in self._ips
             and not (responded and self._yield_ip(host, node, now))
         ):
             return Admission.REJECTED
         if self._filter is not None and not self._filter(node):
             return Admission.REJECTED
-        entry = _Entry(node, now)
+        entry = _Entry(node, now, host)
         if responded:
             entry.last_response = now
         else:
             entry.last_query = now
-        return self._insert(entry, now)
+        return self._insert(entry, now, host)
 
-    def _yield_ip(self, host: IPv4Address | IPv6Address, newcomer: NodeInfo, now: float) -> bool:
+    def _yield_ip(self, host: _IP, newcomer: NodeInfo, now: float) -> bool:
         """A node that answered us from *host*, which another id holds: may it have the IP?
 
         A bad holder gives way (it stopped answering; this node did). A holder at the very
@@ -665,9 +694,10 @@ class RoutingTable:
         libtorrent does, it is evicted, and the newcomer is not admitted this time (its next
         answer is); until then nobody holds the IP. Otherwise the holder keeps it.
         """
-        found = self._find(self._ips[host])
+        key = _ip_key(host)
+        found = self._find(self._ips[key])
         if found is None:  # pragma: no cover - _ips follows the buckets; be safe anyway
-            del self._ips[host]
+            del self._ips[key]
             return True
         bucket, holder, in_bucket = found
         bad = holder.state(now, self._max_failures) is NodeState.BAD
@@ -690,16 +720,18 @@ class RoutingTable:
             ):
                 return Admission.REJECTED
             host = _host(node)
-            if self._restrict_ips and self._ips.get(host, node.node_id) != node.node_id:
+            key = _ip_key(host)
+            if self._restrict_ips and self._ips.get(key, node.node_id) != node.node_id:
                 return Admission.REJECTED
             if self._filter is not None and not self._filter(node):
                 return Admission.REJECTED
-            if self._network_taken(bucket, node, now):
+            network = _network(host)
+            if self._network_taken(bucket, node.node_id, network, now):
                 return Admission.REJECTED
             self._forget_ip(entry)
             entry.node = node
-            entry.network = _network(host)
-            self._ips[host] = node.node_id
+            entry.network = network
+            self._ips[key] = node.node_id
         entry.seen = now
         if responded:
             entry.last_response = now
@@ -727,25 +759,30 @@ class RoutingTable:
         bucket.gained(now)
 
     def _victim(self, bucket: _Bucket, newcomer: _Entry, now: float) -> bytes | None:
+        # The first bad node (in bucket order); else, for a newcomer that responded, the
+        # lowest-ranked node that never has (the first of equals). One pass, with _Entry.state's
+        # BAD rule inlined: every node filed into a full bucket comes through here.
         if len(bucket.nodes) < self._k:
             return None
+        max_failures = self._max_failures
+        unconfirmed: list[_Entry] = []
         for raw, entry in bucket.nodes.items():
-            if entry.state(now, self._max_failures) is NodeState.BAD:
-                return raw
-        if newcomer.last_response is not None:
-            unconfirmed = [e for e in bucket.nodes.values() if e.last_response is None]
-            if unconfirmed:
-                return min(unconfirmed, key=_Entry.rank).node.node_id
+            failures = entry.failures
+            if entry.last_response is None:
+                if failures:
+                    return raw  # bad: failed without ever responding
+                unconfirmed.append(entry)
+            elif failures >= max_failures:
+                return raw  # bad: failed max_failures times in a row
+        if unconfirmed and newcomer.last_response is not None:
+            return min(unconfirmed, key=_Entry.rank).node.node_id
         return None
 
-    def _network_taken(self, bucket: _Bucket, node: NodeInfo, now: float) -> bool:
-        """Whether another live node of *node*'s network is in *bucket* (restrict_networks)."""
-        if not self._restrict_networks:
+    def _network_taken(self, bucket: _Bucket, raw: bytes, network: int | None, now: float) -> bool:
+        """Whether another live node of *network* (the ``_network`` of the host of the node
+        with id *raw*) is in *bucket* (restrict_networks)."""
+        if network is None or not self._restrict_networks:
             return False
-        network = _network(_host(node))
-        if network is None:
-            return False
-        raw = node.node_id
         for group in (bucket.nodes, bucket.replacements):
             for other in group.values():
                 if (
@@ -756,34 +793,35 @@ class RoutingTable:
                     return True
         return False
 
-    def _insert(self, entry: _Entry, now: float) -> Admission:
+    def _insert(self, entry: _Entry, now: float, host: _IP) -> Admission:
+        # *host* is _host(entry.node), which the callers have at hand
         raw = entry.node.node_id
         # bounded: each pass either stores the node or adds one of at most 160 buckets
         while True:
             index = self._index(raw)
             bucket = self._buckets[index]
             if len(bucket.nodes) < self._k:
-                if self._network_taken(bucket, entry.node, now):
+                if self._network_taken(bucket, raw, entry.network, now):
                     return Admission.REJECTED
                 bucket.nodes[raw] = entry
                 bucket.gained(now)
-                self._ips[_host(entry.node)] = raw
+                self._ips[_ip_key(host)] = raw
                 return Admission.ADDED
             if index == len(self._buckets) - 1 and len(self._buckets) < NODE_ID_BITS:
                 self._split(now)
                 continue
-            if self._network_taken(bucket, entry.node, now):
+            if self._network_taken(bucket, raw, entry.network, now):
                 return Admission.REJECTED
             victim = self._victim(bucket, entry, now)
             if victim is not None:
                 self._drop(bucket.nodes.pop(victim))
                 bucket.nodes[raw] = entry
                 bucket.gained(now)
-                self._ips[_host(entry.node)] = raw
+                self._ips[_ip_key(host)] = raw
                 return Admission.ADDED
-            return self._to_replacements(bucket, entry)
+            return self._to_replacements(bucket, entry, host)
 
-    def _to_replacements(self, bucket: _Bucket, entry: _Entry) -> Admission:
+    def _to_replacements(self, bucket: _Bucket, entry: _Entry, host: _IP) -> Admission:
         cache = bucket.replacements
         if len(cache) >= self._k:
             worst = min(cache.values(), key=_Entry.rank)
@@ -791,7 +829,7 @@ class RoutingTable:
                 return Admission.REJECTED
             self._drop(cache.pop(worst.node.node_id))
         cache[entry.node.node_id] = entry
-        self._ips[_host(entry.node)] = entry.node.node_id
+        self._ips[_ip_key(host)] = entry.node.node_id
         return Admission.REPLACEMENT
 
     def _split(self, now: float) -> None:
@@ -800,15 +838,15 @@ class RoutingTable:
         new = _Bucket(now)
         new.last_changed = old.last_changed
         self._buckets.append(new)
+        # an id moves when it shares more than `depth` leading bits with ours: its XOR with
+        # ours is shorter than NODE_ID_BITS - depth bits
+        own, free = self._own_int, NODE_ID_BITS - depth
         for group, new_group in ((old.nodes, new.nodes), (old.replacements, new.replacements)):
-            for raw in [r for r in group if self._prefix(r) > depth]:
+            for raw in [r for r in group if (int.from_bytes(r, "big") ^ own).bit_length() < free]:
                 new_group[raw] = group.pop(raw)
         old.probes, old.probe_due = 0, now
         for bucket in (old, new):
             self._refill(bucket, now)
-
-    def _prefix(self, raw: bytes) -> int:
-        return NODE_ID_BITS - (int.from_bytes(raw, "big") ^ self._own_int).bit_length()
 
     def _refill(self, bucket: _Bucket, now: float) -> None:
         # bounded by k: each pass moves one replacement into a free slot
@@ -819,9 +857,9 @@ class RoutingTable:
             bucket.gained(now)
 
     def _forget_ip(self, entry: _Entry) -> None:
-        host = _host(entry.node)
-        if self._ips.get(host) == entry.node.node_id:
-            del self._ips[host]
+        key = _ip_key(_host(entry.node))
+        if self._ips.get(key) == entry.node.node_id:
+            del self._ips[key]
 
     def _drop(self, entry: _Entry) -> None:
         self._forget_ip(entry)
@@ -953,8 +991,9 @@ class RoutingTable:
             return
         if self._find(node.node_id) is not None:
             return
-        if self._restrict_ips and _host(node) in self._ips:
+        host = _host(node)
+        if self._restrict_ips and _ip_key(host) in self._ips:
             return
         if self._filter is not None and not self._filter(node):
             return
-        self._insert(_Entry(node, None), now)
+        self._insert(_Entry(node, None, host), now, host)
