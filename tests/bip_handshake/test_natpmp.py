@@ -831,28 +831,107 @@ def mapping_requests(gateway: FakeGateway) -> list[tuple[float, MappingRequest]]
     return [(t, r) for t, r in gateway.requests if isinstance(r, MappingRequest)]
 
 
-def test_a_gateway_reset_ends_a_grant_kept_through_failed_renewals() -> None:
+def test_a_gateway_reset_asks_a_grant_kept_through_failed_renewals_again_at_once() -> None:
+    """A real reboot lost our mappings: a grant kept through failed renewals is asked again
+    with the others after RFC 3.7's random delay (not after its back-off), and stays shown
+    until granted again (a reset may be forged: it ends no grant)."""
     gateway = FakeGateway()
     client = new_client((TCP, 6881), (UDP, 6881), lifetime=600)
     run(client, gateway, 0.0, 1.0)
     gateway.silent_mappings = True  # the address is answered, the renewals are not
     events: list[NatPmpEvent] = []
     run(client, gateway, 1.0, 450.0, events=events)
-    assert all(m.external_port == 6881 for m in client.mappings())
-    # The gateway reboots: its table is gone, and so is the grant we kept.
+    kept = client.mappings()
+    assert all(m.external_port == 6881 for m in kept)
+    backed_off = of_type(events, MappingFailed)[-1].retry_at
+    assert backed_off > 460.0  # the retries would wait
     gateway.reboot(450.0)
     gateway.silent_mappings = False
     client.receive_announcement(gateway.announcement(450.0), GATEWAY_ADDRESS, 450.0)
     assert not of_type(events, GatewayReset)  # a hint: the answer tells, not the announcement
+    failed = len(of_type(events, MappingFailed))
     run(client, gateway, 450.0, 450.015, events=events)  # the address asked at once
     assert gateway.requests[-1] == (450.0, ExternalAddressRequest())
     assert of_type(events, GatewayReset)
-    lapsed = of_type(events, MappingFailed)[-2:]
-    assert [e.mapping.external_port for e in lapsed] == [None, None]
-    assert all(m.external_port is None for m in client.mappings())
-    # Recreated within RFC 3.7's random delay, not after the back-off.
-    run(client, gateway, 450.015, 460.0, events=events)
+    assert len(of_type(events, MappingFailed)) == failed  # nothing lapsed
+    assert client.mappings() == kept
+    # Made again within RFC 3.7's random delay, not after the back-off.
+    run(client, gateway, 450.015, 450.0 + NATPMP_RESET_DELAY_MAX + 0.1, events=events)
+    assert gateway.mappings.keys() == {(TCP, 6881), (UDP, 6881)}
     assert all(m.external_port == 6881 for m in client.mappings())
+    assert all(m.expires_at is not None and m.expires_at > 1000 for m in client.mappings())
+
+
+@pytest.mark.parametrize("forged", ["address", "mapping"])
+def test_a_forged_reset_keeps_grants_kept_through_failed_renewals(forged: str) -> None:
+    """No NAT-PMP answer is proven: a success to the mapping request in flight, or an
+    address answer while one is asked, is forged as easily as a refusal, its SSSoE 0 read as
+    a reboot. The reset ends no grant (the review's proof lapsed both at once): each is
+    asked again, and runs out at its own expiry."""
+    gateway = FakeGateway()
+    client = new_client((TCP, 6881), (UDP, 6881), lifetime=600)
+    run(client, gateway, 0.0, 1.0)
+    gateway.silent = True
+    events: list[NatPmpEvent] = []
+    run(client, gateway, 1.0, 500.0, events=events)
+    kept = client.mappings()
+    assert [(m.external_port, m.expires_at) for m in kept] == [(6881, 600.02), (6881, 600.03)]
+    t = client.next_deadline()
+    assert t is not None
+    client.handle_timer(t)
+    [(data, _)] = client.datagrams_to_send(t)
+    assert decode_natpmp_request(data) == ExternalAddressRequest()
+    answer: ExternalAddressResponse | MappingResponse
+    answer = ExternalAddressResponse(NatPmpResult.SUCCESS, 0, EXTERNAL)
+    if forged == "mapping":
+        # The gateway's own answer to the address request; the forger answers the mapping
+        # request that follows.
+        real = ExternalAddressResponse(NatPmpResult.SUCCESS, gateway.epoch(t), EXTERNAL)
+        client.receive_datagram(real.encode(), GATEWAY_ADDRESS, t + 0.005)
+        [(data, _)] = client.datagrams_to_send(t + 0.005)
+        assert decode_natpmp_request(data) == MappingRequest(TCP, 6881, 6881, 600)
+        answer = MappingResponse(TCP, NatPmpResult.SUCCESS, 0, 6881, 6881, 600)
+    client.receive_datagram(answer.encode(), GATEWAY_ADDRESS, t + 0.01)
+    run(client, gateway, t + 0.01, 600.0, events=events)
+    [reset] = of_type(events, GatewayReset)
+    assert reset.epoch == 0
+    assert all(f.mapping.external_port == 6881 for f in of_type(events, MappingFailed))
+    assert [m.external_port for m in client.mappings()] == [6881, 6881]
+    asked = [at for at, _ in mapping_requests(gateway) if at > t]
+    assert asked[0] <= t + 0.01 + NATPMP_RESET_DELAY_MAX
+    # Unrenewed (the gateway is silent), each kept grant lapses at its own expiry.
+    run(client, gateway, 600.0, 600.1, events=events)
+    lapsed = [f.mapping.mapping_id for f in of_type(events, MappingFailed)[-2:]]
+    if forged == "address":
+        assert lapsed == [kept[0].mapping_id, kept[1].mapping_id]
+        assert [m.external_port for m in client.mappings()] == [None, None]
+    else:  # the forged grant stands, as a real one would
+        assert lapsed[-1] == kept[1].mapping_id
+        assert [m.external_port for m in client.mappings()] == [6881, None]
+
+
+def test_a_refused_deletion_has_its_epoch_not_taken() -> None:
+    """A NAT-PMP refusal of a deletion is a refusal of a mapping request, no more proven
+    than a refusal of a mapping: its SSSoE is not read (a forger's 0 is no reset)."""
+    gateway = FakeGateway(refuse_deletion=NatPmpResult.NOT_AUTHORIZED)
+    client = new_client((TCP, 6881), (UDP, 6881), lifetime=600)
+    run(client, gateway, 0.0, 1.0)
+    tcp, udp = client.mappings()
+    client.remove_mapping(tcp.mapping_id, now=100.0)
+    [(data, _)] = client.datagrams_to_send(100.0)
+    assert decode_natpmp_request(data) == MappingRequest(TCP, 6881, 0, 0)
+    forged = MappingResponse(TCP, NatPmpResult.NOT_AUTHORIZED, 0, 6881, 0, 0).encode()
+    client.receive_datagram(forged, GATEWAY_ADDRESS, 100.01)
+    events: list[NatPmpEvent] = []
+    while (event := client.next_event()) is not None:
+        events.append(event)
+    assert [type(e) for e in events] == [MappingRemoved]
+    stats = client.statistics()
+    assert (stats.gateway_resets, stats.received) == (0, 4)  # address, 2 grants, refusal
+    assert client.mappings() == (udp,)
+    deadline = client.next_deadline()  # no renewal brought forward, nor the address request
+    assert deadline is not None
+    assert deadline > 200.0
 
 
 def test_an_expired_mapping_is_removed_without_deletion() -> None:

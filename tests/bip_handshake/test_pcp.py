@@ -1296,3 +1296,32 @@ def test_mappings_are_deleted_in_the_protocol_that_granted_them() -> None:
     assert deletions == {MappingRequest: TCP, PcpMapRequest: UDP}
     assert client.is_closed
     assert gateway.mappings == {}
+
+
+def test_a_restart_asks_grants_kept_through_failed_renewals_again_and_keeps_them() -> None:
+    """RFC 6887 8.5: a client that sees a server's restart re-sends its requests; it ends no
+    grant (nor does the NAT-PMP rule). A grant kept through refused renewals is asked again
+    within the random 0..5 s, shown until granted again."""
+    gateway = FakeGateway(pcp=True)
+    client = new_client((TCP, 6881), (UDP, 6881), lifetime=600)
+    run(client, gateway, 0.0, 1.0)
+    gateway.pcp_refuse = PcpResult.NO_RESOURCES  # may pass: the grants are kept
+    events: list[NatPmpEvent] = []
+    run(client, gateway, 1.0, 450.0, events=events)
+    assert len(of_type(events, MappingFailed)) >= 2
+    kept = client.mappings()
+    assert [(m.external_port, m.expires_at is not None) for m in kept] == [(6881, True)] * 2
+    gateway.pcp_refuse = None
+
+    def restart(now: float) -> None:
+        gateway.reboot(now)
+        client.receive_datagram(gateway.pcp_announcement(now), GATEWAY_ADDRESS, now)
+
+    failed = len(of_type(events, MappingFailed))
+    run(client, gateway, 450.0, 450.1, events=events, at={450.0: restart})
+    assert len(of_type(events, GatewayReset)) == 1  # the hinted renewal's answer showed it
+    assert len(of_type(events, MappingFailed)) == failed  # nothing lapsed
+    assert [m.external_port for m in client.mappings()] == [6881, 6881]
+    run(client, gateway, 450.1, 455.2, events=events)
+    assert gateway.mappings.keys() == {(TCP, 6881), (UDP, 6881)}
+    assert all(m.expires_at is not None and m.expires_at > 1000 for m in client.mappings())

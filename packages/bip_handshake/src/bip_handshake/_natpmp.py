@@ -36,8 +36,9 @@ How RFC 6886 is run (and, unless said below, PCP alike):
   gives the same port back. The external address is asked again as often, since a gateway
   may get a new address from its ISP. A renewal that goes unanswered, or is refused (below),
   leaves the earlier grant standing until it runs out, so the port is still told to others
-  meanwhile; it lapses then (a second :class:`MappingFailed`), or at once if the gateway is
-  found to have lost its table.
+  meanwhile; it lapses then (a second :class:`MappingFailed`). A gateway found to have lost
+  its table (below) has it asked again at once, not ended: it stays shown until granted
+  again or run out.
 - A refused request (result codes 1-5, or a code this RFC does not define, which RFC 3.5
   says is fatal to the request) fails its mapping with :class:`MappingFailed`. It is tried
   again later: after :data:`NATPMP_RETRY_MIN` seconds doubling up to
@@ -52,8 +53,8 @@ How RFC 6886 is run (and, unless said below, PCP alike):
   renewal is asked again as after silence (:data:`NATPMP_RETRY_MIN` seconds, doubling), so
   a forged refusal costs one request and a real one is heard again; the grant lapses when
   it runs out unrenewed, and from then on the refusal's own wait applies. Nor is the SSSoE
-  of a refusal of a mapping taken (below): a forger's 0 would read as a reboot, which ends
-  every grant kept through a failed renewal; a real reboot shows in the next answer. This is
+  of a refusal of a mapping request (a mapping or its deletion) taken (below): a forger's 0
+  would read as a reboot; a real reboot shows in the next answer taken. This is
   libtorrent's outcome (2.0's ``natpmp::on_reply``): a refusal answering an existing
   mapping with port or lifetime 0, as refusals do, clears the mapping's protocol before
   the callback, so the session's mapped port is left as it was, and the gateway's mapping
@@ -62,11 +63,17 @@ How RFC 6886 is run (and, unless said below, PCP alike):
   asking again in two hours). A PCP MAP refusal names the mapping's nonce (matched before
   its result is read): one that cannot pass ends the grant at once.
 - Every response carries the gateway's seconds since the start of its epoch (SSSoE; one
-  refusing a mapping, which no nonce proves, is not read, above). When one is lower than
-  the last one, or lower by more than 2 s than the last one plus 7/8 of the time elapsed
-  since on our clock (RFC 3.6), the gateway lost its mapping table: every
+  refusing a mapping request, which no nonce proves, is not read, above). When one is lower
+  than the last one, or lower by more than 2 s than the last one plus 7/8 of the time
+  elapsed since on our clock (RFC 3.6), the gateway lost its mapping table: every
   mapping is renewed after a random delay of 0 to 5 s (RFC 3.7), serially, and the external
-  address is asked again (:class:`GatewayReset`).
+  address is asked again (:class:`GatewayReset`). That is all a reset does: a grant kept
+  through failed renewals is asked again with the rest and stays shown until granted again
+  or run out, as the others do. No NAT-PMP answer is proven (no nonce: a success to the
+  mapping request in flight, or an address answer while one is asked, is as easy to forge
+  as a refusal), so a reset that ended grants would hand them to any forger of a low SSSoE;
+  this way a forged reset costs one request per mapping, and a real reboot, which lost our
+  mappings, has them asked again, and so made again, at once.
 - Removing a mapping that the gateway may hold sends a deletion (lifetime 0, suggested port
   0, RFC 3.4); one that never got an answer, or whose lifetime has run out anyway, goes at
   once. :meth:`NatPmpClient.close` removes every mapping; :attr:`NatPmpClient.is_closed`
@@ -144,14 +151,16 @@ How RFC 6887 is run (PCP is spoken first unless ``pcp=False``):
   (negotiation) or MALFORMED_REQUEST (of opcode MAP) answering a PCP request (or, version
   2, a NAT-PMP one), and never clears a standing grant: refusing a renewal, it counts as
   silence (retried after :data:`NATPMP_RETRY_MIN`, doubling, the grant kept till it runs
-  out). Its epoch is not taken either (a forger's 0 would read as a restart, lapsing every
-  grant kept through a failed renewal, and judge the gateway's next answer: a second one);
+  out). Its epoch is not taken either (a forger's 0 would read as a restart, bringing every
+  renewal forward, and judge the gateway's next answer: a second one);
   a MALFORMED_REQUEST settles a probe all the same (the gateway speaks PCP).
 - A grant is renewed at a random point between 1/2 and 5/8 of its lifetime (RFC 11.2.1).
 - The epoch time shows a server that lost its state (RFC 8.5): back by more than 1 s, or
   apart from our clock's elapsed time by more than 2 s and a sixteenth (an ANNOUNCE, sent
   unasked after a restart, is a hint: the renewal it brings forward is what is checked).
-  Then, as with NAT-PMP, every mapping is recreated within 0 to 5 s. Each protocol's epoch
+  Then, as with NAT-PMP, every mapping is recreated within 0 to 5 s (RFC 8.5 has the client
+  re-send its requests; a grant kept through failed renewals stays shown till granted again
+  or run out, as with NAT-PMP). Each protocol's epoch
   is judged against its own last one (the two clocks need not be one), kept across
   switches (the hourly PCP probe included: a reboot just before it is still seen), and
   through a PCP gateway's silence (a rebooting router is silent a while); the NAT-PMP one
@@ -676,7 +685,9 @@ class NatPmpAddressFailed(NatPmpEvent):
 @dataclass(frozen=True, slots=True)
 class GatewayReset(NatPmpEvent):
     """The gateway's epoch went back (RFC 6886 3.6, RFC 6887 8.5): it lost its mappings;
-    they are recreated.
+    they are asked again, one at a time after a random delay of up to
+    :data:`NATPMP_RESET_DELAY_MAX` seconds (a grant stays shown until granted again or run
+    out: a NAT-PMP reset may be forged).
 
     Attributes:
         epoch: the SSSoE (NAT-PMP) or epoch time (PCP) that showed it.
@@ -1513,15 +1524,16 @@ class NatPmpClient:
             self._granted(mapping, response.external_port, response.lifetime, now, pcp=False)
 
     def _refusal_epoch(self, request: _Request, epoch: int, now: float) -> None:
-        """A NAT-PMP refusal's SSSoE: taken (RFC 6886 3.6) unless it refuses a mapping.
+        """A NAT-PMP refusal's SSSoE: taken (RFC 6886 3.6) unless it refuses a mapping
+        request (a mapping or its deletion).
 
         Such a refusal carries no nonce and may not end the grant it refuses (module
         docstring); its SSSoE is no better proven, and a forger's low one would read as a
-        reboot, which ends every grant kept through a failed renewal (the refused one's too,
-        refusing its retry). It is counted alone: a real reboot shows in the next answer
-        believed (libtorrent reads no SSSoE at all).
+        reboot, which brings every mapping's request forward, and be the reference the
+        gateway's next answer is judged by. It is counted alone: a real reboot shows in the
+        next answer taken (libtorrent reads no SSSoE at all).
         """
-        if request.kind is _Kind.MAP:
+        if request.mapping is not None:
             self._received += 1
         else:
             self._accept(epoch, now)
@@ -1889,17 +1901,18 @@ class NatPmpClient:
             expected,
         )
         self._events.append(GatewayReset(epoch, expected))
-        # Recreate every mapping the gateway held, after one random delay (RFC 3.7); the
-        # serial queue then sends them one at a time. The answer at hand may be one of
-        # them: its own handling schedules it after this.
+        # Recreate every mapping the gateway held, after one random delay (RFC 6886 3.7,
+        # RFC 6887 8.5: the client re-sends its requests; neither has it drop a grant);
+        # the serial queue then sends them one at a time. The answer at hand may be one of
+        # them: its own handling schedules it after this. A grant kept through failed
+        # renewals is re-asked alike and stays shown until re-granted or run out, as a
+        # held one does: no NAT-PMP answer is proven (no nonce), so ending grants here
+        # would hand a forger of any answer with a low SSSoE every grant kept so; re-asking
+        # costs a forged reset a few requests, and re-creates a real reboot's at once.
         delay = now + self._rng.uniform(0.0, NATPMP_RESET_DELAY_MAX)
         for m in self._mappings.values():
-            if m.state is _State.MAPPED:
+            if m.state is _State.MAPPED or (m.state is _State.WANTED and m.expires_at is not None):
                 m.due = min(m.due, delay)
-            elif m.state is _State.WANTED and m.expires_at is not None:
-                # A grant kept through failed renewals is gone with the gateway's table.
-                m.due = min(m.due, delay)
-                self._grant_lapsed(m, now)
         if self._address_due is not None:
             self._address_due = min(self._address_due, delay)
         if self._pcp and self._speaking is _Speaking.NATPMP:
@@ -2008,7 +2021,8 @@ class NatPmpClient:
         self._events.append(MappingFailed(mapping.snapshot(), result, retry_at))
 
     def _grant_lapsed(self, mapping: _Mapping, now: float) -> None:
-        """An earlier grant ran out (or the gateway lost it) before a renewal succeeded."""
+        """An earlier grant ran out before a renewal succeeded (a gateway reset does not end
+        it: :meth:`_accept` has it asked again at once)."""
         _log.info(
             "%s gateway %s: the mapping of %s port %d ran out unrenewed",
             self._label,
