@@ -1551,10 +1551,10 @@ class DiskManager:
             self._queue_room.unpark_all()
         storage.changed()
         if outcome is True:
+            self._pieces_good += 1  # verified and written, as a bad one is counted below
             if storage.state is TorrentState.REMOVED:
                 return
             storage.have.add(piece)
-            self._pieces_good += 1
             await self._emit_soon(PieceVerified(storage.handle, piece, True))
         elif outcome is False:
             self._pieces_bad += 1
