@@ -15,6 +15,7 @@ API (sans-IO; every method returns the actions to carry out, in order)::
     reveal.next_deadline()                     # when tick next has something (or None)
     reveal.revealed(peer)                      # every piece this peer was told we have
     reveal.was_revealed(peer, piece)           # the same for one piece, O(1)
+    reveal.awaits_interest(peer)               # its not interested crossed a have we sent
     reveal.adopt(peer, now, fast=..., pieces=..., seed=..., revealed=...)
                                                # take over a peer another strategy joined
 
@@ -56,7 +57,7 @@ import heapq
 import itertools
 import math
 import random
-from collections.abc import Collection, Iterable, Iterator, Set
+from collections.abc import Collection, Iterable, Iterator
 from typing import Final
 
 from ._actions import Action, SendBitfield, SendHave, SendHaveAll, SendHaveNone
@@ -99,12 +100,15 @@ class _PieceBits:
     """A set of pieces of a torrent: a small ``set`` while there are few, else a bitset (bit
     ``piece % 8`` of byte ``piece // 8``).
 
-    What a peer was told of a 100,000-piece torrent is every piece soon enough: a ``set`` of
-    them holds about 4 MB per peer, the bitset 12.5 KB (``num_pieces / 8`` bytes). A super-seed
-    tells each peer a few pieces at first: those stay in a set of a few hundred bytes until
-    the set would cost as much as the bitset (nothing at all while there are none). So a peer
-    costs at most ``num_pieces / 8`` bytes and a constant. Adding a piece and membership are
-    O(1) (the switch to the bitset: once, O(num_pieces / 1024)); iteration is in piece order.
+    Every piece set a strategy keeps is one: what it told each peer, what each peer has (its
+    bitfield is the peer's to fill: every piece, for all we can check) and what we have. Of a
+    100,000-piece torrent a ``set`` of every piece holds about 4 MB, the bitset 12.5 KB
+    (``num_pieces / 8`` bytes). A super-seed tells each peer a few pieces at first: those stay
+    in a set of a few hundred bytes until the set would cost as much as the bitset (nothing at
+    all while there are none). So each costs at most ``num_pieces / 8`` bytes and a constant.
+    Adding, taking out and membership are O(1) (the switch to the bitset: once,
+    O(num_pieces / 1024)); iteration is in piece order. The bitset stays once made, emptied or
+    not (:meth:`clear` gives it back).
 
     Raises:
         LocalProtocolError: a piece added is outside ``0..num_pieces - 1`` (the strategy
@@ -185,6 +189,27 @@ class _PieceBits:
         for piece in pieces:
             self.add(piece)
 
+    def discard(self, piece: int) -> None:
+        """Take ``piece`` out (nothing if it is not in, or outside the torrent)."""
+        bits = self._bits
+        if bits:
+            if 0 <= piece < self._size:
+                index, mask = piece >> 3, 1 << (piece & 7)
+                if bits[index] & mask:
+                    bits[index] &= ~mask & 0xFF
+                    self._count -= 1
+            return
+        few = self._few
+        if few is not None and piece in few:
+            few.discard(piece)
+            self._count -= 1
+
+    def clear(self) -> None:
+        """Take every piece out, giving back the memory (a peer that sent *have all*)."""
+        self._few = None
+        self._bits = bytearray()
+        self._count = 0
+
     def fill(self) -> None:
         """Add every piece of the torrent, in O(num_pieces / 8) at C speed."""
         size = self._size
@@ -220,7 +245,7 @@ class _PeerView:
     def __init__(self, key: PeerKey, fast: bool, num_pieces: int) -> None:
         self.key = key
         self.fast = fast
-        self.pieces: set[int] = set()  # what the peer has (unless ``seed``)
+        self.pieces = _PieceBits(num_pieces)  # what the peer has (unless ``seed``)
         self.seed = False  # it sent have all: ``pieces`` is not filled in
         self.revealed = _PieceBits(num_pieces)  # what we told it we have
         self.assigned: int | None = None  # super-seeding: the piece awaiting propagation
@@ -251,9 +276,12 @@ class RevelationStrategy:
         if not 0 <= num_pieces <= _MAX_PIECES:
             raise LocalProtocolError(f"num_pieces must be in 0..2**32, not {num_pieces}")
         self.num_pieces: Final = num_pieces
-        self._have: set[int] = set()
-        for piece in have:
-            self._have.add(self._check_piece(piece))
+        self._have = _PieceBits(num_pieces)  # a bitset as soon as we have a few pieces
+        checked = {self._check_piece(piece) for piece in have}
+        if len(checked) == num_pieces:
+            self._have.fill()  # a seed: no loop over the pieces
+        else:
+            self._have.update(checked)
         self._peers: dict[PeerKey, _PeerView] = {}  # insertion order is join order
         # Whether the strategy needs to know what each peer has; when it does not, the peer's
         # haves and bitfields are only checked for the peer key (no per-peer piece sets).
@@ -301,6 +329,20 @@ class RevelationStrategy:
     def next_deadline(self) -> float | None:
         """When :meth:`tick` next has something to send (``None``: never, as things stand)."""
         return self._catch_up_at
+
+    def awaits_interest(self, peer: PeerKey) -> bool:
+        """Whether ``peer`` lacks the piece last revealed to it (pieces revealed one at a
+        time), so that a *not interested* from it crossed that piece's have on the wire and it
+        will be interested again once the have arrives (the brain keeps its upload slot then,
+        if no other peer waits for one, rather than choke and unchoke it between two pieces).
+        Only :class:`SuperSeeding` says yes; the other strategies tell everything at once, so
+        a peer not interested means it.
+
+        Raises:
+            LocalProtocolError: ``peer`` never joined.
+        """
+        self._get(peer)
+        return False
 
     # ---------------------------------------------------------------- events
 
@@ -373,7 +415,7 @@ class RevelationStrategy:
             if seed:
                 view.seed = True
             else:
-                view.pieces = set(self._valid(pieces))
+                view.pieces.update(self._valid(pieces))
         self._peers[peer] = view
         return self._adopted(view, now)
 
@@ -388,7 +430,9 @@ class RevelationStrategy:
         if not self._tracks_peers:
             return []
         valid = self._valid(pieces)
-        actions = self._keep_only(view, set(valid))
+        keep = _PieceBits(self.num_pieces)  # (a set of them would be ~4 MB at 100k pieces)
+        keep.update(valid)
+        actions = self._keep_only(view, keep)
         added = [p for p in valid if not view.has(p)]
         view.pieces.update(added)
         actions.extend(self._peer_gained(view, added, bitfield=True, now=now))
@@ -434,17 +478,19 @@ class RevelationStrategy:
         view = self._get(peer)
         if not self._tracks_peers:
             return []
-        return self._keep_only(view, set())
+        return self._keep_only(view, _PieceBits(self.num_pieces))
 
-    def _keep_only(self, view: _PeerView, keep: Set[int]) -> list[Action]:
+    def _keep_only(self, view: _PeerView, keep: _PieceBits) -> list[Action]:
         """Forget the pieces of ``view`` not in ``keep`` (a late bitfield or have none)."""
         if view.seed:
             if len(keep) == self.num_pieces:
                 return []
             view.seed = False
-            view.pieces = set(range(self.num_pieces))
-        lost = sorted(view.pieces - keep)  # sorted: the actions come in a stable order
-        view.pieces.difference_update(lost)
+            view.pieces.fill()
+        pieces = view.pieces
+        lost = [p for p in pieces if p not in keep]  # in piece order: stable actions
+        for piece in lost:
+            pieces.discard(piece)
         actions: list[Action] = []
         for piece in lost:
             actions.extend(self._peer_lost(view, piece))
@@ -461,7 +507,7 @@ class RevelationStrategy:
             return []
         if view.seed:
             view.seed = False
-            view.pieces = set(range(self.num_pieces))
+            view.pieces.fill()
         view.pieces.discard(piece)
         return self._peer_lost(view, piece)
 
@@ -570,7 +616,7 @@ class RevelationStrategy:
     def _lost(self, piece: int, now: float) -> list[Action]:
         return []
 
-    def _announce_set(self, view: _PeerView, pieces: set[int]) -> list[Action]:
+    def _announce_set(self, view: _PeerView, pieces: Collection[int]) -> list[Action]:
         """The first message telling ``view`` about ``pieces`` (all or part of what we have)."""
         if not pieces:
             # BEP 3 lets a peer with nothing skip the bitfield; BEP 6 wants have none instead.
@@ -710,10 +756,11 @@ class LazyBitfield(RevelationStrategy):
         return actions
 
     def _joined(self, view: _PeerView, now: float) -> list[Action]:
-        have = sorted(self._have)
+        have = list(self._have)  # (in piece order)
         count = min(len(have), max(1, min(self._max_withheld, self.num_pieces // 10)))
         withheld = self._rng.sample(have, count) if count else []
-        actions = self._announce_set(view, self._have.difference(withheld))
+        left_out = set(withheld)
+        actions = self._announce_set(view, [p for p in have if p not in left_out])
         for piece in sorted(withheld):
             due = now + self._rng.uniform(0.0, self._max_delay) if self._max_delay else now
             heapq.heappush(self._pending, (due, next(self._sequence), view, piece))
@@ -754,6 +801,12 @@ class SuperSeeding(RevelationStrategy):
     for each piece we verify later, no piece assigned); a peer told part of them keeps a
     piece it was told and lacks as its assignment, or is assigned one, and is super-seeded
     from there.
+
+    A peer that finishes its piece says *not interested* (it has all it was told of) as its
+    next piece's have is on its way: :meth:`awaits_interest` says so, and the brain keeps its
+    upload slot (unless another peer waits for one) rather than choke it between two pieces
+    (libtorrent never gets there: it reveals two pieces at a time, so the peer is never out of
+    pieces to ask for).
 
     In a swarm of one leecher nobody else can ever show its piece; ``stall_timeout`` (off by
     default, as in BEP 16) reveals the next piece anyway once the peer has held its current one
@@ -803,7 +856,7 @@ class SuperSeeding(RevelationStrategy):
         # of a piece we verify, so that _added visits them alone and not every peer.
         self._told_all: dict[PeerKey, _PeerView] = {}
         self._feed_due = False  # something changed that may let a waiting peer be served
-        for piece in sorted(self._have):
+        for piece in self._have:  # (in piece order)
             self._insert(piece, 0)
             self._undelivered += 1
 
@@ -814,6 +867,23 @@ class SuperSeeding(RevelationStrategy):
             LocalProtocolError: ``peer`` never joined.
         """
         return self._get(peer).assigned
+
+    def awaits_interest(self, peer: PeerKey) -> bool:
+        """Whether ``peer``'s assignment is a piece it lacks (see
+        :meth:`RevelationStrategy.awaits_interest`).
+
+        A peer that finishes its piece says *have* then *not interested* (it has every piece
+        it was told of); its have reveals it the next piece at once (in loose mode, as
+        libtorrent does), so its *not interested* is stale on arrival. A peer holding its
+        piece and waiting for it to spread (BEP 16's strict rule), or waiting for a piece to
+        be free, has nothing to ask for: no.
+
+        Raises:
+            LocalProtocolError: ``peer`` never joined.
+        """
+        view = self._get(peer)
+        piece = view.assigned
+        return piece is not None and not view.has(piece)
 
     def next_deadline(self) -> float | None:
         """When a peer's stall timeout runs out next (``None``: no timeout, or nobody waits)."""
