@@ -619,19 +619,19 @@ class SwarmBrain:
         self._fill_all(now, actions)
 
     def _offer_if_urgent(self, piece: int, now: float, actions: list[Action]) -> None:
-        """``piece`` is wanted again (hashed bad, discarded or lost): if it has a deadline,
-        offer it now to the peers that have it, whatever room their queues have.
+        """``piece`` got a deadline, or is wanted again (hashed bad, discarded or lost) with
+        one: offer it now to the peers that have it, whatever room their queues have.
 
-        As :meth:`_deadline_set` does: the refill batch would keep it waiting until a quarter
-        of a peer's queue drains, seconds a player may not have. A piece without a deadline
-        waits for the batch like any other.
+        Only they can take it, and the refill batch would keep it waiting until a quarter of a
+        peer's queue drains, seconds a player may not have. A piece without a deadline waits
+        for the batch like any other.
         """
         picker = self.picker
         if picker.strategy.deadline(piece) is None or not picker.wants(piece):
             return
-        availability = picker.availability
+        holders = picker.availability.holders(piece)  # one pass, not a lookup per peer
         for peer, state in self._peers.items():
-            if availability.peer_has(peer, piece):
+            if peer in holders:
                 state.starved = -1
                 self._fill(peer, state, now, actions, batch=False)
 
@@ -1023,14 +1023,7 @@ class SwarmBrain:
             return []  # met already (libtorrent answers at once too)
         self._ensure_streaming(now).set_deadline(piece, when)
         actions: list[Action] = []
-        if picker.wants(piece):
-            # Only the peers that have the piece can take it: offer it to them now, whatever
-            # room their queue has, rather than at the next refill.
-            availability = picker.availability
-            for peer, state in self._peers.items():
-                if availability.peer_has(peer, piece):
-                    state.starved = -1
-                    self._fill(peer, state, now, actions, batch=False)
+        self._offer_if_urgent(piece, now, actions)
         return actions
 
     def _deadline_cleared(self, event: PieceDeadlineCleared, now: float) -> list[Action]:
