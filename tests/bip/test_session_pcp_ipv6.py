@@ -1,10 +1,13 @@
 """PCP pinholes in the session: with ``natpmp`` on, the IPv6 listeners' ports are opened on
 the IPv6 router (a fake PCP server on [::1]) and the grants told as our ports; the config's
-IPv6 fields are checked; no router, or no global address, costs an INFO record."""
+IPv6 fields are checked; no router, or no global address, costs an INFO record; and no
+test reaches a real router (conftest's guard)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from ipaddress import IPv6Address
 
 import pytest
@@ -12,9 +15,16 @@ import trio
 from _engine_helpers import loopback_config
 
 from bip._client import ClientConfig
+from bip._client import _port_mapping as port_mapping
 from bip._client._external_address import ExternalAddresses
 from bip._client._port_mapping import open_session_port_mapping, pinhole_ports
-from bip_handshake import ExternalIPVoter, MappingProtocol, PeerAddress
+from bip_handshake import (
+    ExternalIPVoter,
+    MappingProtocol,
+    PeerAddress,
+    PortMapper,
+    open_port_mapper,
+)
 from bip_handshake._pcp import PcpMapResponse, PcpResult, decode_pcp_request
 
 TCP, UDP = MappingProtocol.TCP, MappingProtocol.UDP
@@ -52,7 +62,18 @@ def pcp6_config(router_port: int, **changes: object) -> ClientConfig:
     )
 
 
-async def test_ipv6_listeners_get_pinholes_told_as_our_ports() -> None:
+async def test_ipv6_listeners_get_pinholes_told_as_our_ports(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[dict[str, object]] = []
+
+    @asynccontextmanager
+    async def spy(*args: object, **kwargs: object) -> AsyncIterator[PortMapper]:
+        asked.append(kwargs)
+        async with open_port_mapper(*args, **kwargs) as mapper:  # type: ignore[arg-type]
+            yield mapper
+
+    monkeypatch.setattr(port_mapping, "open_port_mapper", spy)
     listening = [PeerAddress.parse("[::1]:6881"), PeerAddress.parse("127.0.0.1:6882")]
     assert pinhole_ports(listening) == (6881,)
     external = ExternalAddresses(ExternalIPVoter(), ports=(6881,))
@@ -85,6 +106,9 @@ async def test_ipv6_listeners_get_pinholes_told_as_our_ports() -> None:
                 assert mapping.mapper6.external_address == IPv6Address("::1")
                 assert mapping.external_address is None  # the IPv4 gateway's alone
             nursery.cancel_scope.cancel()
+    # No natpmp_announce_address6: none listened on, said as such (not the IPv4 group).
+    [kwargs] = asked
+    assert kwargs["announce_address"] is None
 
 
 async def test_no_pinholes_without_a_router_or_a_global_address(
@@ -125,8 +149,28 @@ def test_config_checks_the_ipv6_fields() -> None:
     for bad in ("192.168.1.1", "::ffff:10.0.0.1", "::", "ff02::1", "router"):
         with pytest.raises(ValueError, match="natpmp_gateway6"):
             ClientConfig(natpmp_gateway6=bad)
+    # Every link has its fe80::/10: a link-local router needs its interface.
+    with pytest.raises(ValueError, match="needs its interface"):
+        ClientConfig(natpmp_gateway6="fe80::1")
     with pytest.raises(TypeError):
         ClientConfig(natpmp_gateway6=IPv6Address("::1"))  # type: ignore[arg-type]
     for bad in ("224.0.0.1:5350", "[ff02::1]:0", "[::ffff:10.0.0.1]:5350", "ff02::1"):
         with pytest.raises(ValueError, match="natpmp_announce_address6"):
             ClientConfig(natpmp_announce_address6=bad)
+
+
+async def test_no_test_reaches_a_real_router(caplog: pytest.LogCaptureFixture) -> None:
+    """conftest's guard: with ``natpmp`` on and no gateway configured, a session finds no
+    router, IPv4 or IPv6 (the real default routes are never read in a test)."""
+    caplog.set_level(logging.INFO, logger="bip.client")
+    async with open_session_port_mapping(
+        loopback_config(natpmp=True),
+        tcp_port=6881,
+        tcp_ports=(6881,),
+        udp_ports=(),
+        tcp_ports6=(6881,),
+    ) as mapping:
+        assert (mapping.mapper, mapping.mapper6) == (None, None)
+    said = [r.getMessage() for r in caplog.records]
+    assert any("no default gateway found" in m for m in said)
+    assert any("no IPv6 default router found" in m for m in said)

@@ -1,6 +1,7 @@
 """PCP pinholes for an IPv6 firewall: the client core with an IPv6 gateway (PCP alone, no
-NAT-PMP fallback), fed by hand; the shell against a fake PCP server on [::1] (virtual time);
-the IPv6 routing table; and the lock around the shell's reads of our address."""
+NAT-PMP fallback), fed by hand; the shell against a fake PCP server on [::1] (virtual time),
+following our address when the system picks it; the wrong-link filter of a link-local
+gateway; the IPv6 routing table; and the lock around the shell's reads of our address."""
 
 from __future__ import annotations
 
@@ -30,7 +31,12 @@ from bip_handshake._natpmp import (
     NatPmpResult,
     PortMapped,
 )
-from bip_handshake._natpmp_shell import PortMapper, default_gateway6, open_port_mapper
+from bip_handshake._natpmp_shell import (
+    NATPMP_ANNOUNCE_ADDRESS,
+    PortMapper,
+    default_gateway6,
+    open_port_mapper,
+)
 from bip_handshake._pcp import (
     PcpAnnounceResponse,
     PcpError,
@@ -44,6 +50,10 @@ TCP, UDP = MappingProtocol.TCP, MappingProtocol.UDP
 ROUTER = IPv6Address("2001:db8::1")
 OURS = IPv6Address("2001:db8::5")
 ROUTER_ADDRESS = PeerAddress(ROUTER, 5351)
+# Global addresses the system "picks" in the shell's tests (2001:db8::/32 is not global):
+# only ever bound to in name (the tests' sockets are bound to ::1), never sent to.
+GLOBAL_OLD = IPv6Address("2a00:1:2::5")
+GLOBAL_NEW = IPv6Address("2a00:1:2::6")
 
 
 def new_client(**changes: object) -> NatPmpClient:
@@ -198,6 +208,31 @@ def test_address_mismatch_fails_and_a_new_address_asks_again_at_once() -> None:
     assert again.nonce == request.nonce
 
 
+def test_a_new_client_address_asks_for_every_pinhole_again_at_once() -> None:
+    client = new_client()
+    client.add_mapping(UDP, 6881, now=0.0)
+    first = sent(client, 0.0)
+    client.receive_datagram(grant(first), ROUTER_ADDRESS, now=0.1)
+    second = sent(client, 0.1)
+    client.receive_datagram(grant(second), ROUTER_ADDRESS, now=0.2)
+    assert all(m.external_port == 6881 for m in client.mappings())
+    client.set_client_address(OURS)  # the same: the renewals stay where they are
+    assert client.datagrams_to_send(10.0) == []
+    # Our address changed (a temporary one deprecated): both pinholes, granted, go now.
+    new = IPv6Address("2001:db8::6")
+    client.set_client_address(new)
+    again = sent(client, 10.0)
+    assert (again.client_address, again.nonce) == (new, first.nonce)
+    client.receive_datagram(grant(again), ROUTER_ADDRESS, now=10.1)
+    then = sent(client, 10.1)
+    assert (then.client_address, then.nonce) == (new, second.nonce)
+    # The mapping request in flight (UDP's) starts over: every pinhole is asked again at
+    # once (not at its retransmission, 0.25 s on), TCP's first.
+    client.set_client_address(OURS)
+    restarted = sent(client, 10.2)
+    assert (restarted.client_address, restarted.nonce) == (OURS, first.nonce)
+
+
 def test_a_grant_naming_an_ipv4_address_makes_no_sense() -> None:
     client = new_client()
     request = sent(client, 0.0)
@@ -282,15 +317,19 @@ class PinholeServer:
     """A PCP-only IPv6 firewall on [::1]: opens the internal port for the packet's source,
     ADDRESS_MISMATCH when the request names another client address (RFC 6887 8.1)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, check_source: bool = True) -> None:
         self.requests: list[PcpMapRequest] = []
+        self.times: list[float] = []  # when each request came
         self.holes: dict[tuple[MappingProtocol, int], IPv6Address] = {}
         self.sock: trio.socket.SocketType | None = None
+        # False: the client address in the request is taken (the tests bind ::1 alone).
+        self.check_source = check_source
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         with trio.socket.socket(trio.socket.AF_INET6, trio.socket.SOCK_DGRAM) as sock:
             await sock.bind(("::1", 0))
             self.sock = sock
+            started = trio.current_time()
             task_status.started(sock.getsockname()[1])
             while True:
                 data, source = await sock.recvfrom(2048)
@@ -299,14 +338,17 @@ class PinholeServer:
                 except PcpError:
                     continue
                 self.requests.append(request)
+                self.times.append(trio.current_time())
                 result = PcpResult.SUCCESS
-                if request.client_address != IPv6Address(source[0]):
+                client = IPv6Address(int(request.client_address))  # IPv6 here
+                if self.check_source and client != IPv6Address(source[0]):
                     result = PcpResult.ADDRESS_MISMATCH
                 elif request.lifetime:
-                    self.holes[(request.protocol, request.internal_port)] = IPv6Address(source[0])
-                else:
-                    self.holes.pop((request.protocol, request.internal_port), None)
-                await sock.sendto(grant(request, result=result), source)
+                    self.holes[(request.protocol, request.internal_port)] = client
+                elif self.holes.get((request.protocol, request.internal_port)) == client:
+                    del self.holes[(request.protocol, request.internal_port)]
+                epoch = 1000 + int(trio.current_time() - started)  # no restart seen
+                await sock.sendto(grant(request, epoch=epoch, result=result), source)
 
 
 async def wait_mapped(mapper: PortMapper, count: int) -> None:
@@ -316,8 +358,12 @@ async def wait_mapped(mapper: PortMapper, count: int) -> None:
 
 
 async def test_the_shell_opens_pinholes_and_closes_them(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    async def never(*args: object) -> IPv6Address:
+        raise AssertionError("an address given is not read again")
+
+    monkeypatch.setattr(natpmp_shell, "_source_address6", never)
     server = PinholeServer()
     async with trio.open_nursery() as nursery:
         port = await nursery.start(server.serve)
@@ -346,8 +392,177 @@ async def test_the_shell_opens_pinholes_and_closes_them(
                 while mapper.statistics().announcements == 0:
                     await trio.sleep(0.01)
             assert mapper.statistics().hints == 1
+            await trio.sleep(150)  # past two address checks, had the system picked it
         assert server.holes == {}  # deleted on exit
         nursery.cancel_scope.cancel()
+
+
+class FollowedAddress:
+    """The system's pick of our global address, scripted (an OSError: no route), and the
+    sockets the shell opens to talk from it: bound to ::1 whatever the address (no other
+    can be bound here), or refused once for an address in ``refuse``."""
+
+    def __init__(self, picks: list[IPv6Address | OSError], refuse: set[IPv6Address]) -> None:
+        self.picks = picks
+        self.reads: list[float] = []
+        self.refuse = refuse
+        self.bound: list[IPv6Address] = []
+        self.sockets: list[trio.socket.SocketType] = []
+
+    async def source_address6(self, toward: IPv6Address, port: int) -> IPv6Address:
+        assert toward == IPv6Address("::1")  # a loopback gateway is its own probe
+        self.reads.append(trio.current_time())
+        pick = self.picks[min(len(self.reads), len(self.picks)) - 1]
+        if isinstance(pick, OSError):
+            raise pick
+        return pick
+
+    async def open_pinhole_socket(self, address: IPv6Address) -> trio.socket.SocketType:
+        if address in self.refuse:
+            self.refuse.discard(address)
+            raise OSError(99, "Cannot assign requested address")
+        self.bound.append(address)
+        sock = trio.socket.socket(trio.socket.AF_INET6, trio.socket.SOCK_DGRAM)
+        await sock.bind(("::1", 0))
+        self.sockets.append(sock)
+        return sock
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(natpmp_shell, "_source_address6", self.source_address6)
+        monkeypatch.setattr(natpmp_shell, "_open_pinhole_socket", self.open_pinhole_socket)
+
+
+async def test_address_mismatch_reads_our_address_again_and_asks_from_the_new_one(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The system's pick was GLOBAL_OLD (since gone: the packets leave from ::1), now ::1.
+    system = FollowedAddress([GLOBAL_OLD, IPv6Address("::1")], refuse=set())
+    system.install(monkeypatch)
+    server = PinholeServer()
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(server.serve)
+        start = trio.current_time()
+        async with open_port_mapper(
+            "::1", [("tcp", 6881)], gateway_port=port, announce_address=None
+        ) as mapper:
+            await wait_mapped(mapper, 1)
+            assert trio.current_time() - start < 1  # at once, not after the hour's retry
+            assert [r.client_address for r in server.requests] == [GLOBAL_OLD, IPv6Address("::1")]
+            assert system.bound == [GLOBAL_OLD, IPv6Address("::1")]
+            assert system.sockets[0].fileno() == -1  # the old socket closed
+            assert len(system.reads) == 2
+        assert system.sockets[1].fileno() == -1
+        assert server.holes == {}
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_new_system_address_moves_granted_pinholes_at_once(
+    autojump_clock: trio.testing.MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="bip_handshake.natpmp")
+    local = IPv6Address("::1")
+    # Each minute: unchanged, no route (kept), GLOBAL_NEW (its socket refused: kept), then
+    # GLOBAL_NEW again (moved).
+    picks: list[IPv6Address | OSError] = [local, local, OSError(101, "unreachable"), GLOBAL_NEW]
+    system = FollowedAddress(picks, refuse={GLOBAL_NEW})
+    system.install(monkeypatch)
+    server = PinholeServer(check_source=False)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(server.serve)
+        start = trio.current_time()
+        async with open_port_mapper(
+            "::1", [("tcp", 6881), ("udp", 6881)], gateway_port=port, announce_address=None
+        ) as mapper:
+            await wait_mapped(mapper, 2)
+            assert server.holes == {(TCP, 6881): local, (UDP, 6881): local}
+            with trio.fail_after(300):
+                while set(server.holes.values()) != {GLOBAL_NEW}:
+                    await trio.sleep(0.5)  # a grant of the same port again tells nothing
+            moved = [t - start for t, r in zip(server.times, server.requests, strict=True)]
+            assert [r.client_address for r in server.requests] == [local] * 2 + [GLOBAL_NEW] * 2
+            # Read each minute; moved at the fifth read (4 minutes), far before the renewals.
+            assert [round(t - start) for t in system.reads] == [0, 60, 120, 180, 240]
+            assert all(239 < t < 242 for t in moved[2:])
+            assert server.holes == {(TCP, 6881): GLOBAL_NEW, (UDP, 6881): GLOBAL_NEW}
+            assert mapper.external_address == GLOBAL_NEW
+            assert system.bound == [local, GLOBAL_NEW]
+            assert system.sockets[0].fileno() == -1
+        # Deleted from the new address; the old pinholes run out (nothing reaches them).
+        assert server.holes == {}
+        assert server.requests[-1].client_address == GLOBAL_NEW
+        nursery.cancel_scope.cancel()
+    said = [r.getMessage() for r in caplog.records]
+    assert sum("keeping ::1 for the pinholes" in m for m in said) == 1
+    assert sum("cannot send from our new address" in m for m in said) == 1
+
+
+class FakeSocket:
+    """A UDP socket stand-in: records what is sent, hands out what a test queues with the
+    source address recvfrom gives (an IPv6 one with its scope id)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+        self._in, self._out = trio.open_memory_channel[tuple[bytes, tuple[object, ...]]](8)
+
+    async def sendto(self, data: bytes, address: tuple[str, int]) -> int:
+        self.sent.append((data, address))
+        return len(data)
+
+    async def recvfrom(self, size: int) -> tuple[bytes, tuple[object, ...]]:
+        return await self._out.receive()
+
+    def queue(self, data: bytes, host: str, port: int, scope: int) -> None:
+        self._in.send_nowait((data, (host, port, 0, scope)))
+
+    def getsockname(self) -> tuple[str, int, int, int]:
+        return ("::", 5350, 0, 0)
+
+    def close(self) -> None:
+        pass
+
+
+async def test_a_link_local_gateways_address_over_another_link_is_not_the_gateway() -> None:
+    """fe80::1 names a router on each link: only the gateway's link (its scope, index 7
+    here) is heard, answers and announcements alike."""
+    gateway = IPv6Address("fe80::1")
+    client = NatPmpClient(gateway, client_address=OURS, rng=random.Random(7))
+    client.add_mapping(TCP, 6881, now=0.0)
+    sock, announce_sock = FakeSocket(), FakeSocket()
+    mapper = PortMapper(
+        client,
+        sock,  # type: ignore[arg-type]
+        None,
+        "::",
+        announce_sock=announce_sock,  # type: ignore[arg-type]
+        announce_host=IPv6Address("ff02::1"),
+        gateway_host=IPv6Address("fe80::1%7"),
+    )
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(mapper._run)
+            nursery.start_soon(mapper._listen)
+            await trio.testing.wait_all_tasks_blocked()
+            data, destination = sock.sent[0]
+            assert destination == ("fe80::1%7", 5351)  # sent with the gateway's scope
+            answer = grant(decode_pcp_request(data))
+            sock.queue(answer, "fe80::1", 5351, scope=8)  # the same address, another link
+            await trio.testing.wait_all_tasks_blocked()
+            assert mapper.statistics().wrong_source == 1
+            assert mapper.external_port("tcp", 6881) is None  # not taken
+            sock.queue(answer, "fe80::1", 5351, scope=7)
+            await trio.testing.wait_all_tasks_blocked()
+            assert mapper.external_port("tcp", 6881) == 6881
+            assert mapper.statistics().wrong_source == 1
+            announcement = PcpAnnounceResponse(0, 0, 5).encode()
+            announce_sock.queue(announcement, "fe80::1", 5351, scope=8)
+            await trio.testing.wait_all_tasks_blocked()
+            assert mapper.statistics().announcements_dropped == 1
+            announce_sock.queue(announcement, "fe80::1", 5351, scope=7)
+            await trio.testing.wait_all_tasks_blocked()
+            assert mapper.statistics().announcements == 1
+            nursery.cancel_scope.cancel()
 
 
 async def test_no_global_ipv6_address_opens_nothing() -> None:
@@ -364,6 +579,9 @@ async def test_bad_ipv6_shell_arguments() -> None:
         {"announce_address": ("224.0.0.9", 5350)},
         {"announce_address": ("ff02::1", 0)},
         {"announce_address": ("fe80::1%lo", 5350)},
+        # IPv4's group given on purpose: an IPv6 gateway does not announce there.
+        {"announce_address": NATPMP_ANNOUNCE_ADDRESS},
+        {"announce_address": ("224.0.0.1", 5350)},
     ]
     for changes in bad:
         with pytest.raises(LocalProtocolError):

@@ -198,7 +198,9 @@ as above, PCP alone, with these differences:
   through it, or answering NAT-PMP's "unsupported version", fails the mappings
   (:class:`MappingFailed`, retried with the usual back-off; said at INFO once, at DEBUG
   after, until the gateway answers PCP). ADDRESS_MISMATCH fails the mapping too (no
-  fallback), and our address is read afresh: another one asks again at once.
+  fallback), and our address is read afresh: another one asks again at once. So does any
+  new client address given (:meth:`NatPmpClient.set_client_address`), for every pinhole,
+  granted or not: a grant opens the old address alone.
 - NAT-PMP packets from the gateway's address (an address answer, an announcement) are
   counted as unexpected, never taken as hints: only PCP's ANNOUNCE is.
 
@@ -1026,8 +1028,11 @@ class NatPmpClient:
         requests carry it from their next send on. Clears :attr:`client_address_stale`
         (the same address again, when it could not be read, clears it too). After a
         fallback for ADDRESS_MISMATCH, another address than the refused one brings PCP back
-        at once, the mappings not granted meanwhile asked for at once (with an IPv6
-        gateway, which has no fallback, those refused are asked for again at once).
+        at once, the mappings not granted meanwhile asked for at once. With an IPv6
+        gateway (no fallback), another address than the one held asks for every pinhole
+        again at once, those granted included: they open the old address, which may be
+        gone (a deprecated temporary address, a renumbered prefix); their grants stay shown
+        until granted again or run out.
 
         Raises:
             LocalProtocolError: not an address of the gateway's family (an IPv4Address, or
@@ -1035,16 +1040,23 @@ class NatPmpClient:
                 unspecified.
         """
         self._check_client_address(address)
-        if address != self._client_address:
+        changed = address != self._client_address
+        if changed:
             _log.info("PCP gateway %s: our address toward it is %s", self._gateway, address)
         self._client_address = address
         self._client_address_stale = False
         refused = self._mismatched
-        if refused is not None and address != refused and self._pcp_only:
-            # No fallback for IPv6: the mappings refused for our old address go again now.
+        if self._pcp_only and (changed or (refused is not None and address != refused)):
+            # No fallback for IPv6, and a pinhole opens one address: each one, granted or
+            # not, is asked for our new address now (a renewal for the old one would keep
+            # a dead pinhole open while nothing reaches us). The mapping request in flight
+            # starts over: its answer, if any, comes to the socket bound to the old one.
             self._mismatched = None
+            request = self._request
+            if request is not None and request.kind is _Kind.MAP:
+                self._request = None
             for m in self._mappings.values():
-                if m.state is _State.WANTED and m.expires_at is None:
+                if m.state is not _State.REMOVING:
                     m.due = -math.inf
         elif refused is not None and address != refused and self._speaking is _Speaking.NATPMP:
             # The gateway refused our old address, not PCP: a PCP-only router would refuse

@@ -28,7 +28,13 @@ link-local address with its interface) is asked for pinholes in its firewall, in
 our global IPv6 address (``bind_host``, or the system's source toward the internet), and
 the socket that talks is bound to it, so that the server sees it as the packets' source. A
 host with link-local or unique local addresses alone has nothing to open:
-:func:`open_port_mapper` refuses at once. Its announcements (PCP's ANNOUNCE to
+:func:`open_port_mapper` refuses at once. The system's source is read with the stable
+(public) address preferred over a temporary one (RFC 4941's, deprecated after about a day;
+``IPV6_ADDR_PREFERENCES`` on Linux, the system's choice elsewhere), and read again each
+minute and after ADDRESS_MISMATCH, as libtorrent rebuilds its per-socket PCP client on an
+address change: a new one (a temporary address deprecated, a renumbered prefix) has the
+socket bound to it and every pinhole asked for it at once, those granted included (the old
+ones, which nothing reaches any more, run out). Its announcements (PCP's ANNOUNCE to
 [ff02::1]:5350) are listened for only when ``announce_address`` names an IPv6 address.
 Datagrams from a link-local gateway's address over another link are counted as from
 elsewhere.
@@ -138,6 +144,11 @@ PCP_ANNOUNCE_ADDRESS6: Final[tuple[str, int]] = ("ff02::1", 5350)
 
 _ALL_HOSTS: Final = IPv4Address(NATPMP_ANNOUNCE_ADDRESS[0])
 
+# open_port_mapper's announce_address when not given: equal to NATPMP_ANNOUNCE_ADDRESS but
+# another object (built at run time), so that an IPv6 gateway tells it from the same group
+# given on purpose (refused: an IPv6 gateway does not announce there).
+_DEFAULT_ANNOUNCE: Final[tuple[str, int]] = (NATPMP_ANNOUNCE_ADDRESS[0], NATPMP_ANNOUNCE_ADDRESS[1])
+
 # A global destination to read our global IPv6 address off (a UDP connect sends nothing):
 # the kernel's source for it, by RFC 6724, is a global address on the default route's
 # link. The gateway itself will not do when it is link-local (or a ULA): the source chosen
@@ -145,11 +156,20 @@ _ALL_HOSTS: Final = IPv4Address(NATPMP_ANNOUNCE_ADDRESS[0])
 # default route like any global address.
 _GLOBAL_PROBE: Final = IPv6Address("2001:db8::1")
 
+# Linux's source address preference (<linux/in6.h>; Python names neither): the stable
+# address over an RFC 4941 temporary one, which is deprecated after about a day, so that
+# the pinholes open an address that lasts. Elsewhere the system's choice stands.
+_IPV6_ADDR_PREFERENCES: Final[int | None] = getattr(
+    socket, "IPV6_ADDR_PREFERENCES", 72 if sys.platform == "linux" else None
+)
+_IPV6_PREFER_SRC_PUBLIC: Final[int] = getattr(socket, "IPV6_PREFER_SRC_PUBLIC", 0x0002)
+
 _MAX_DATAGRAM: Final = 2048  # a PCP message has 1100 bytes at most (NAT-PMP's 16): room
 
 # Seconds between two reads of our address toward the gateway while a group is joined: a
 # DHCP renewal or a move to another network changes the interface the group must be joined
-# on, and nothing else tells us under NAT-PMP. A read sends nothing (a UDP connect).
+# on, and nothing else tells us under NAT-PMP. A read sends nothing (a UDP connect). The
+# same for our global IPv6 address when the system picks it: the pinholes must follow it.
 _ADDRESS_CHECK_INTERVAL: Final = 60.0
 
 _RTF_UP: Final = 0x1
@@ -324,12 +344,46 @@ def _pinhole_ok(address: IPv6Address, gateway: IPv6Address) -> bool:
     return is_global_address(address) or (address.is_loopback and gateway.is_loopback)
 
 
+async def _source_address6(toward: IPv6Address, port: int) -> IPv6Address:
+    """The kernel's source address toward ``toward`` (a seam for the tests): read off a
+    connected UDP socket (connecting sends nothing), the stable address preferred over a
+    temporary one where the system lets us say so (silently not elsewhere).
+
+    Raises:
+        OSError: no route.
+    """
+    with trio.socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+        if _IPV6_ADDR_PREFERENCES is not None:
+            with suppress(OSError):  # an older kernel: its own choice then
+                probe.setsockopt(
+                    socket.IPPROTO_IPV6, _IPV6_ADDR_PREFERENCES, _IPV6_PREFER_SRC_PUBLIC
+                )
+        await probe.connect((str(toward), port))
+        return IPv6Address(probe.getsockname()[0])
+
+
+async def _open_pinhole_socket(address: IPv6Address) -> trio.socket.SocketType:
+    """The UDP socket that talks to an IPv6 gateway, bound to ``address``, ours that the
+    pinholes are for (a seam for the tests, which cannot bind another address than ::1).
+
+    Raises:
+        OSError: it could not be opened or bound (the address is no longer ours).
+    """
+    sock = trio.socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        await sock.bind((str(address), 0))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 async def _pinhole_address(gateway: IPv6Address, port: int, bind_host: str) -> IPv6Address:
     """Our IPv6 address the pinholes are for (the PCP client address, and the one the
     socket talking to the gateway is bound to, so that the server sees it as the source,
     RFC 6887 8.1): ``bind_host`` when it is a specific address, else the kernel's source
     address toward a global destination (or toward the gateway, when it is global or on
-    the loopback).
+    the loopback), the stable one preferred.
 
     Raises:
         LocalProtocolError: no global address (a host with link-local or unique local
@@ -344,10 +398,7 @@ async def _pinhole_address(gateway: IPv6Address, port: int, bind_host: str) -> I
     if host.is_unspecified:
         toward = gateway if gateway.is_global or gateway.is_loopback else _GLOBAL_PROBE
         try:
-            with trio.socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
-                await probe.bind((bind_host, 0))
-                await probe.connect((str(toward), port))
-                host = IPv6Address(probe.getsockname()[0])
+            host = await _source_address6(toward, port)
         except (OSError, ValueError) as error:
             raise LocalProtocolError(
                 f"no IPv6 route to find our global address ({error}): no pinhole to open"
@@ -385,8 +436,10 @@ def _announce_address(value: object) -> tuple[IPv4Address, int] | None:
 
 def _announce_address6(value: object) -> tuple[IPv6Address, int] | None:
     """``open_port_mapper``'s ``announce_address`` with an IPv6 gateway, checked before any
-    socket exists: None unless asked for (the IPv4 default among them)."""
-    if value is None or value == NATPMP_ANNOUNCE_ADDRESS:
+    socket exists: None unless an IPv6 address is asked for (left at its default, the IPv4
+    group is the IPv4 gateway's alone; given, an IPv4 address is refused: nothing an IPv6
+    gateway sends arrives there)."""
+    if value is None or value is _DEFAULT_ANNOUNCE:
         return None
     if not isinstance(value, tuple) or len(value) != 2:
         raise LocalProtocolError(f"announce_address is a (host, port) pair, got {value!r}")
@@ -633,6 +686,7 @@ class PortMapper:
         membership: _GroupMembership | None = None,
         route_lost: bool = False,
         gateway_host: IPv6Address | None = None,
+        follow_address: bool = False,
     ) -> None:
         self._client = client
         self._sock = sock
@@ -641,8 +695,15 @@ class PortMapper:
         # An IPv6 gateway as it is sent to (a link-local one with its scope), and its
         # link's index: what comes from another link is not the gateway's (the core, which
         # holds addresses without their scope, could not tell).
+        self._gateway_host = gateway_host
         self._send_host = None if gateway_host is None else str(gateway_host)
         self._gateway_scope = 0 if gateway_host is None else _scope_index(gateway_host)
+        # An IPv6 gateway's pinholes for the address the system picked: read again each
+        # _ADDRESS_CHECK_INTERVAL (by the pump, which alone may swap the socket it reads).
+        self._follows = follow_address and gateway_host is not None
+        self._check_at = (
+            trio.current_time() + _ADDRESS_CHECK_INTERVAL if self._follows else math.inf
+        )
         self._wrong_link = 0
         # One read of our address and its use at a time: the pump's and the minute's may
         # overlap, and an older read applied last would undo a newer one.
@@ -773,15 +834,12 @@ class PortMapper:
     async def _read_and_apply_address(self) -> None:
         client = self._client
         gateway = client.gateway
-        source: IPv4Address | IPv6Address | None
         if client.family == 6:
-            # The socket that talks is bound to the address the pinholes are for: it stays
-            # ours while the mapper runs (read afresh, it clears the core's ask).
-            source = client.client_address
-        else:
-            source = await _source_address(
-                gateway.host, gateway.port, self._bind_host, quiet=self._route_lost
-            )
+            await self._follow_address6(self._gateway_host or IPv6Address(int(gateway.host)))
+            return
+        source = await _source_address(
+            gateway.host, gateway.port, self._bind_host, quiet=self._route_lost
+        )
         self._route_lost = source is None
         if isinstance(source, IPv4Address):
             self._follow_interface(source)
@@ -796,6 +854,46 @@ class PortMapper:
             # such a refusal it may bring PCP back: the pump is woken to send.
             client.set_client_address(source)
             self._kick()
+
+    async def _follow_address6(self, gateway: IPv6Address) -> None:
+        """Our global IPv6 address the pinholes are for, read again when the system picks
+        it (a given ``bind_host`` stays ours): a new one has the socket bound to it and is
+        given to the core, which asks for every pinhole again at once. No global address
+        just now (said at INFO once, at DEBUG while it lasts), or one the socket cannot be
+        bound to, keeps the one held (read again at the next check)."""
+        client = self._client
+        known = client.client_address
+        assert isinstance(known, IPv6Address)  # an IPv6 gateway's core has ours
+        address = known
+        if self._follows:
+            self._check_at = trio.current_time() + _ADDRESS_CHECK_INTERVAL
+            try:
+                found = await _pinhole_address(gateway, client.gateway.port, "::")
+            except LocalProtocolError as error:
+                level = logging.DEBUG if self._route_lost else logging.INFO
+                _log.log(level, "PCP: keeping %s for the pinholes: %s", known, error)
+                self._route_lost = True
+            else:
+                self._route_lost = False
+                if found != known and await self._rebind(found):
+                    address = found
+        # Read afresh or not, it clears the core's ask.
+        client.set_client_address(address)
+        if address != known:
+            self._kick()
+
+    async def _rebind(self, address: IPv6Address) -> bool:
+        """Talk to the IPv6 gateway from ``address`` from now on (the server takes the
+        packets' source for the client, RFC 6887 8.1); False (said at INFO) when no socket
+        can be bound to it. The old socket is closed: answers to it are of no use."""
+        try:
+            sock = await _open_pinhole_socket(address)
+        except OSError as error:
+            _log.info("PCP: cannot send from our new address %s (%s)", address, error)
+            return False
+        old, self._sock = self._sock, sock
+        old.close()
+        return True
 
     def _peer(self, address: Any) -> PeerAddress | None:
         """A datagram's source as the core takes it; None when it came over another link
@@ -837,8 +935,11 @@ class PortMapper:
         while True:
             now = trio.current_time()
             client.handle_timer(now)
-            if client.client_address_stale:
-                # A PCP probe is about to go out, or the gateway said our address is wrong.
+            # No minute's read while closing: the deletions are for the address held.
+            due = not until_closed and self._check_at <= now
+            if client.client_address_stale or due:
+                # A PCP probe is about to go out, the gateway said our address is wrong, or
+                # our IPv6 address is to be read again.
                 await self._refresh_client_address()
             for data, destination in client.datagrams_to_send(now):
                 # An IPv6 gateway with its scope, which a link-local address needs.
@@ -852,7 +953,10 @@ class PortMapper:
             if until_closed and client.is_closed:
                 break
             deadline = client.next_deadline()
-            with trio.CancelScope(deadline=math.inf if deadline is None else deadline) as scope:
+            deadline = math.inf if deadline is None else deadline
+            if not until_closed:
+                deadline = min(deadline, self._check_at)
+            with trio.CancelScope(deadline=deadline) as scope:
                 self._wait_scope = scope
                 try:
                     data, address = await self._sock.recvfrom(_MAX_DATAGRAM)
@@ -929,15 +1033,17 @@ async def open_port_mapper(
     bind_host: str | None = None,
     rng: random.Random | None = None,
     pcp: bool = True,
-    announce_address: tuple[str, int] | None = NATPMP_ANNOUNCE_ADDRESS,
+    announce_address: tuple[str, int] | None = _DEFAULT_ANNOUNCE,
 ) -> AsyncIterator[PortMapper]:
     """Keep ``mappings`` mapped on the gateway (PCP or NAT-PMP) while the block runs.
 
     With an IPv6 gateway (the IPv6 default router: :func:`default_gateway6`) the mappings
     are pinholes in its firewall, asked for in PCP alone (NAT-PMP has no IPv6), for our
     global IPv6 address: ``bind_host`` when it is one, else the one the system would send
-    from to the internet. The socket that talks to the gateway is bound to it (the server
-    takes the packets' source for the client, RFC 6887 8.1) for as long as the block runs.
+    from to the internet (its stable address preferred), read again each minute and after
+    ADDRESS_MISMATCH. The socket that talks to the gateway is bound to it (the server takes
+    the packets' source for the client, RFC 6887 8.1); when the system's pick changes, to
+    the new one, and every pinhole is asked for it at once.
 
     Args:
         gateway: the gateway's IPv4 address (:func:`default_gateway` finds the usual one),
@@ -966,9 +1072,9 @@ async def open_port_mapper(
             only: :attr:`PortMapper.announce_address` tells it). None: not listened for.
             With an IPv6 gateway, only an IPv6 address given is listened on
             (:data:`PCP_ANNOUNCE_ADDRESS6`, ff02::1 port 5350, joined on the gateway's
-            link; the IPv4 default is not listened for). A socket that cannot be set up is
-            logged at INFO and done without. What is heard is a hint, never believed: it
-            brings a request forward, at most one each
+            link); left at its default, nothing is (an IPv4 address given is refused). A
+            socket that cannot be set up is logged at INFO and done without. What is
+            heard is a hint, never believed: it brings a request forward, at most one each
             :data:`~bip_handshake._natpmp.NATPMP_HINT_INTERVAL` seconds.
 
     Raises:
@@ -990,8 +1096,9 @@ async def open_port_mapper(
         host6 = "::" if bind_host is None else bind_host
         interface = _scope_index(gateway)
         ours = await _pinhole_address(gateway, gateway_port, host6)
-        with trio.socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
-            await sock.bind((str(ours), 0))
+        sock = await _open_pinhole_socket(ours)
+        mapper: PortMapper | None = None
+        try:
             client = NatPmpClient(
                 _unscoped(gateway),
                 port=gateway_port,
@@ -1011,9 +1118,15 @@ async def open_port_mapper(
                 announce_sock=announce_sock,
                 announce_host=announce6[0] if announce6 is not None else None,
                 gateway_host=gateway,
+                # The system's pick is followed; an address given is the user's to change.
+                follow_address=IPv6Address(host6).is_unspecified,
             )
             async with _running(mapper, announce_sock, close_timeout):
                 yield mapper
+        finally:
+            sock.close()
+            if mapper is not None:
+                mapper._sock.close()  # the one it moved to, if our address changed
         return
     host4 = "0.0.0.0" if bind_host is None else bind_host
     announce = _announce_address(announce_address)

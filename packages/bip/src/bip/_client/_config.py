@@ -425,7 +425,9 @@ def _check_group(name: str, value: object) -> None:
 
 
 def _check_gateway6(value: object) -> None:
-    """``value`` is None or an IPv6 unicast address, maybe scoped (``fe80::1%eth0``)."""
+    """``value`` is None or an IPv6 unicast address, maybe scoped; a link-local one with its
+    scope (``fe80::1%eth0``): every link has its own fe80::/10, so it names no router
+    without one."""
     if value is None:
         return
     if not isinstance(value, str):
@@ -441,6 +443,10 @@ def _check_gateway6(value: object) -> None:
         or address.is_multicast
     ):
         raise ValueError(f"natpmp_gateway6 must be an IPv6 unicast address, not {value!r}")
+    if address.is_link_local and not address.scope_id:
+        raise ValueError(
+            f"natpmp_gateway6 {value!r} is link-local: it needs its interface (fe80::1%eth0)"
+        )
 
 
 def _check_group6(name: str, value: object) -> None:

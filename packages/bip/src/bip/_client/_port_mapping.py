@@ -40,7 +40,6 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from bip import __version__
 from bip_handshake import (
-    NATPMP_ANNOUNCE_ADDRESS,
     GatewayReset,
     LocalProtocolError,
     MappingFailed,
@@ -377,10 +376,7 @@ async def _open_pinholes(
                 gateway_port=config.natpmp_gateway_port,
                 on_event=mapping.on_event,
                 bind_host=_bind_host6(config),
-                # The IPv4 default stands for "not listened for" with an IPv6 gateway.
-                announce_address=(
-                    NATPMP_ANNOUNCE_ADDRESS if group is None else (str(group.host), group.port)
-                ),
+                announce_address=None if group is None else (str(group.host), group.port),
             )
         )
     except LocalProtocolError as error:
