@@ -69,7 +69,9 @@ so that a piece picker that counted those blocks as received asks for them again
 
 **Events** wait in a queue of ``event_buffer`` events. If nobody takes them, the
 queue fills, the workers wait to report, pieces stay in memory and writes wait
-for the in-flight bound: take the events.
+for the in-flight bound: take the events. Each torrent's events come in the order
+things happened to it, full queue or not: the blocks a move or recheck dropped come
+before anything the check that follows says.
 
 **Logging.** The logger ``bip_disk.manager`` tells the torrent's life at INFO (added,
 checked, rechecked, moved, removed) and its storage faults at WARNING (the
@@ -87,6 +89,7 @@ import logging
 import math
 import sys
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -211,7 +214,8 @@ class DiskStatistics:
         pieces_bad: pieces that failed verification.
         pieces_discarded: complete pieces not stored, each told by a
             :class:`~bip_disk.PieceDiscarded` (their write failed, or a fault stopped
-            the torrent first); a removed torrent's dropped pieces are not counted.
+            the torrent first); a removed torrent's dropped pieces are not counted, nor
+            the pieces still arriving dropped from memory (``"blocks dropped: ..."``).
         blocks_ignored: blocks for pieces already had or already complete.
         events_dropped: events dropped because the event queue was closed (or full
             while the manager shut down).
@@ -262,6 +266,17 @@ class _Owner:
     # only counted, so that a full disk under a queue of thousands of pieces is one record
     # and one StorageProblem, not one per piece (each piece still gets its PieceDiscarded).
     faults: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class _Backlog:
+    """A torrent's events that found the event queue full when their operation was decided
+    (see :meth:`DiskManager._emit_later`): a task of the manager's sends them in order, and
+    the torrent's later events wait for them, so that the queue keeps each torrent's order."""
+
+    events: deque[DiskEvent] = field(default_factory=deque)
+    # Set once every event is sent (or the manager closes: nothing waits then).
+    done: trio.Event = field(default_factory=trio.Event)
 
 
 # Outcome of one piece on a flush thread: True written good, False bad, None dropped
@@ -456,6 +471,8 @@ class DiskManager:
         # Rechecks and moves waiting for what ran before them to end, by torrent id: one
         # at most per torrent (see _Owner, recheck and move_storage).
         self._owners: dict[int, _Owner] = {}
+        # Events waiting for room in the queue, by torrent id (see _emit_later).
+        self._backlogs: dict[int, _Backlog] = {}
         self._by_hash: dict[object, TorrentStorage] = {}
         self._closing = False
         self._pieces_good = 0
@@ -830,7 +847,8 @@ class DiskManager:
             )
             if checking and storage.is_in(TorrentState.CHECKING):
                 resume = _resume_after_keeping(storage, copy, kept)
-                self._start_check(storage, resume, True, "none", report=True)
+                kept_files = frozenset(file.index for file in kept)
+                self._start_check(storage, resume, True, "none", report=kept_files)
                 checking = False
         finally:
             if checking:  # removed meanwhile: no check to end, and remove_torrent waits for it
@@ -903,8 +921,10 @@ class DiskManager:
             owner = self._owners[torrent.id] = _Owner("recheck")
             previous = storage.check_done
             if storage.check_finishing is not None:
-                # The last check waits for room to send its CheckFinished: it would tell
-                # what this recheck forgets. A send cancelled while it waits never happened.
+                # The last check waits for room to send its CheckFinished (or the changes
+                # the check after a KEEP move found, the torrent stopped by a fault since):
+                # they would tell what this recheck forgets. A send cancelled while it
+                # waits never happened.
                 storage.check_finishing.cancel()
             _take_over(storage, TorrentState.CHECKING)
             storage.check_done = trio.Event()
@@ -1373,7 +1393,7 @@ class DiskManager:
         scheduler for each would let the writer fill a whole piece in between,
         and hold up the next batch for the hashing threads.
         """
-        if not self._closing:
+        if not self._closing and event.torrent.id not in self._backlogs:
             try:
                 self._events_send.send_nowait(event)
             except trio.WouldBlock:
@@ -1386,6 +1406,20 @@ class DiskManager:
         await self._emit(event)
 
     async def _emit(self, event: DiskEvent) -> None:
+        """Send ``event``, waiting for room in the queue, and first for its torrent's events
+        left to a task of the manager's (see :meth:`_emit_later`): each torrent's events keep
+        their order (the blocks a move or recheck dropped are told before the check that
+        follows says anything, and a piece is never told dropped after it is told verified).
+        """
+        backlog = self._backlogs.get(event.torrent.id)
+        while backlog is not None and not self._closing:
+            await backlog.done.wait()
+            backlog = self._backlogs.get(event.torrent.id)
+        await self._send(event)
+
+    async def _send(self, event: DiskEvent) -> None:
+        """Put ``event`` in the queue, waiting for room (dropped, and counted, once the
+        manager closes and the queue is full)."""
         if self._closing:
             try:
                 self._events_send.send_nowait(event)
@@ -1401,28 +1435,51 @@ class DiskManager:
         """Send ``events`` in order without waiting: those the queue has no room for now go
         out from a task of the manager's. For a call whose outcome is decided (a move that
         switched): a cancellation must not keep its events from the user, nor a full
-        queue keep it from returning."""
-        pending = list(events)
+        queue keep it from returning.
+
+        The torrent's events that come after them wait for them (see :meth:`_emit`): a
+        check that a move or recheck starts next emits from a task of its own, and the
+        two would otherwise take turns at the queue (a piece told dropped after the check
+        told it verified, which makes whoever follows the events drop a piece it has).
+        """
+        pending = deque(events)
         while pending:
+            event = pending[0]
+            backlog = self._backlogs.get(event.torrent.id)
+            if backlog is not None:  # behind the torrent's events still waiting
+                backlog.events.append(pending.popleft())
+                continue
             try:
-                self._events_send.send_nowait(pending[0])
+                self._events_send.send_nowait(event)
             except trio.WouldBlock:
                 if self._closing:
                     # As _emit does then; and the manager's nursery may be closed already,
                     # so no task could send them later.
                     self._events_dropped += len(pending)
                     return
-                break
+                backlog = self._backlogs[event.torrent.id] = _Backlog()
+                self._nursery.start_soon(self._send_backlog, event.torrent.id, backlog)
+                continue  # the loop queues it there
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._events_dropped += len(pending)
                 return
-            del pending[0]
-        if pending:
-            self._nursery.start_soon(self._emit_all, pending)
+            pending.popleft()
 
-    async def _emit_all(self, events: Sequence[DiskEvent]) -> None:
-        for event in events:
-            await self._emit(event)
+    async def _send_backlog(self, torrent_id: int, backlog: _Backlog) -> None:
+        """Send a torrent's backlog in order, including events added meanwhile; then the
+        torrent's other events go on."""
+        events = backlog.events
+        try:
+            while events:
+                await self._send(events[0])
+                events.popleft()
+        finally:
+            # Cancelled only as the manager shuts down: what is left is dropped.
+            self._events_dropped += len(events)
+            events.clear()
+            if self._backlogs.get(torrent_id) is backlog:
+                del self._backlogs[torrent_id]
+            backlog.done.set()
 
     async def _fail(self, storage: TorrentStorage, error: DiskError, reason: str) -> None:
         """Stop a torrent after a storage fault (the first fault is the one reported)."""
@@ -1600,11 +1657,11 @@ class DiskManager:
         check: bool,
         allocate: Allocation,
         *,
-        report: bool = False,
+        report: frozenset[int] | None = None,
     ) -> None:
         """Check ``storage`` in a task of the manager's; with ``report`` (the check after a
-        move that kept files) every change to what the torrent had (``resume.have``) is an
-        event of its own (see :meth:`_report_kept`)."""
+        move that kept files: their indices) every change to what the torrent
+        had (``resume.have``) is an event of its own (see :meth:`_report_kept`)."""
         # The scope exists before the task runs, so closing or removing the torrent
         # right away cancels a check that has not started yet.
         scope = storage.check_scope = trio.CancelScope()
@@ -1636,7 +1693,7 @@ class DiskManager:
         allocate: Allocation,
         scope: trio.CancelScope,
         done: trio.Event,
-        report: bool = False,
+        report: frozenset[int] | None = None,
     ) -> None:
         """Check a torrent's data (see :mod:`._check`), create its files, make it READY."""
         handle = storage.handle
@@ -1646,9 +1703,17 @@ class DiskManager:
                 await self._check(storage, resume, check, hashed)
                 if self._still_checking(storage) and storage.create_files:
                     await self._create_files(storage, allocate)
-                if report and resume is not None:
-                    # Before READY: no write can settle one of these pieces meanwhile.
-                    await self._report_kept(storage, resume.have, hashed)
+                if report is not None and resume is not None:
+                    # Before READY: no write can settle one of these pieces meanwhile. A
+                    # fault that stopped the check leaves the torrent ERROR, and a recheck
+                    # may then take it over while these wait for room: it cancels them (as
+                    # a CheckFinished), for it forgets what they tell.
+                    reporting = storage.check_finishing = trio.CancelScope()
+                    try:
+                        with reporting:
+                            await self._report_kept(storage, resume.have, hashed, report)
+                    finally:
+                        storage.check_finishing = None
                 if self._still_checking(storage):
                     storage.set_state(TorrentState.READY)
                 _log_checked(storage, resume is not None)
@@ -1748,7 +1813,11 @@ class DiskManager:
                 nursery.start_soon(hash_batches)
 
     async def _report_kept(
-        self, storage: TorrentStorage, before: frozenset[int], hashed: set[int]
+        self,
+        storage: TorrentStorage,
+        before: frozenset[int],
+        hashed: set[int],
+        kept_files: frozenset[int],
     ) -> None:
         """Tell, piece by piece, what the check after a move that kept files changed in what
         the torrent had (``before``), so that a user who keeps its own record of the pieces
@@ -1757,13 +1826,13 @@ class DiskManager:
         kept file holds other bytes, is too short, or a fault stopped the check first), a
         :class:`~bip_disk.PieceVerified` ``good`` for each piece found that was not had. A
         piece neither had nor found gets nothing (its blocks in memory were dropped and
-        told at the switch), and no peer is blamed for a kept file's bytes. Nothing is told
-        once a recheck has taken the torrent over (it forgets everything) or it is removed.
+        told at the switch, before anything of this check), and no peer is blamed for a kept
+        file's bytes. A lost piece's reason names a ``"kept file"`` when it touches one, else
+        a ``"copied file"`` (one the check hashed too). Nothing more is told once a recheck
+        has taken the torrent over (it forgets everything; it cancels the sends waiting for
+        room, see :meth:`recheck`) or it is removed.
         """
-        if storage.state is TorrentState.REMOVED:
-            return
-        owner = self._owners.get(storage.handle.id)
-        if owner is not None and owner.operation == "recheck":
+        if storage.state is TorrentState.REMOVED or self._rechecking(storage):
             return
         have = frozenset(storage.have)
         lost, found = sorted(before - have), sorted(have - before)
@@ -1779,15 +1848,27 @@ class DiskManager:
             f" ({_pieces_text(lost)})" if lost else "",
         )
         for piece in lost:
+            # A copied file the check hashed too (a backend that keeps no modification
+            # time is never trusted) is not one the move kept: say which it was.
+            kept = any(
+                span.file_index in kept_files and not span.is_pad
+                for span in storage.layout.spans(piece)
+            )
+            file = "kept file" if kept else "copied file"
             if piece in hashed:
-                reason = "kept file differs"
+                reason = f"{file} differs"
             elif storage.reason is not None:
-                reason = f"kept file not checked: {storage.reason}"
+                reason = f"{file} not checked: {storage.reason}"
             else:
-                reason = "kept file missing or too short"
+                reason = f"{file} missing or too short"
             await self._emit(PieceLost(handle, piece, reason))
         for piece in found:
             await self._emit(PieceVerified(handle, piece, True))
+
+    def _rechecking(self, storage: TorrentStorage) -> bool:
+        """Whether a recheck has taken ``storage`` over (it waits for what ran before it)."""
+        owner = self._owners.get(storage.handle.id)
+        return owner is not None and owner.operation == "recheck"
 
     async def _create_files(self, storage: TorrentStorage, allocate: Allocation) -> None:
         storage.io_active += 1
@@ -1812,6 +1893,10 @@ class DiskManager:
                 storage.check_stop[0] = True
                 storage.check_scope.cancel()
             self._drop_partials(storage)
+        # Events waiting behind a backlog go out (or are dropped) as any event does now: the
+        # workers must finish without waiting for a consumer that may be gone.
+        for backlog in self._backlogs.values():
+            backlog.done.set()
         self._wake_all()
         self._jobs_send.close()  # the workers finish what is queued, then return
 

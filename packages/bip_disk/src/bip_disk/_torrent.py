@@ -193,7 +193,8 @@ class TorrentStorage:
         self.check_scope: trio.CancelScope | None = None
         self.check_stop = [False]  # read by check threads: end the batch early
         self.check_done = trio.Event()
-        # Around the send of a check's CheckFinished: a recheck cancels it (see recheck).
+        # Around the send of a check's CheckFinished, and of the changes the check after a
+        # KEEP move found: a recheck cancels it (see recheck).
         self.check_finishing: trio.CancelScope | None = None
         self.reading: dict[int, trio.Event] = {}  # whole-piece reads on a thread now
         self._changed = trio.Event()

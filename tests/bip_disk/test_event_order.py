@@ -1,0 +1,211 @@
+"""Each torrent's events keep their order when the event queue is full.
+
+A move or a recheck decides its outcome at once and tells it without waiting (the blocks it
+dropped from memory, each a PieceDiscarded "blocks dropped: ..."): what the queue has no room
+for goes out from a task of the manager's. The check that follows emits from its own task;
+its events must come after those, or a user following the events drops a piece the check told
+it was verified. And the changes the check after a KEEP move found, still waiting to be told
+when a fault stopped it, are not told once a recheck has taken the torrent over.
+
+Every test runs with ``event_buffer=1``: one event not taken fills the queue.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+
+import trio
+import trio.testing
+
+from bip_bencode import encode
+from bip_disk import (
+    CheckFinished,
+    CheckProgress,
+    DiskEvent,
+    DiskManager,
+    ExistingFiles,
+    FileStat,
+    MemoryFileSystem,
+    PieceDiscarded,
+    PieceLost,
+    PieceVerified,
+    StorageError,
+    StorageMoved,
+    TorrentFailed,
+    TorrentHandle,
+    TorrentState,
+    open_disk_manager,
+)
+from bip_metainfo import Info
+
+PIECE = 16384
+BAD = 3  # b.bin's first pieces hold zeros in the new storage: 1..3 bad, 4..8 good
+A = os.urandom(PIECE)
+B = os.urandom(8 * PIECE)
+SPACE = A + B  # a.bin is piece 0, b.bin pieces 1..8
+INFO = Info.from_bytes(
+    encode(
+        {
+            b"name": b"t",
+            b"piece length": PIECE,
+            b"pieces": b"".join(
+                hashlib.sha1(SPACE[at : at + PIECE]).digest() for at in range(0, len(SPACE), PIECE)
+            ),
+            b"files": [
+                {b"length": len(A), b"path": [b"a.bin"]},
+                {b"length": len(B), b"path": [b"b.bin"]},
+            ],
+        }
+    )
+)
+ARRIVING = range(1, 9)  # a block of each of b.bin's pieces is in memory at the move
+DEADLINE = 10
+
+
+class FailingReads(MemoryFileSystem):
+    """A MemoryFileSystem whose reads of ``t/b.bin`` fail with EIO."""
+
+    def read(self, path: str, offset: int, length: int) -> bytes:
+        """Read, or fail for b.bin."""
+        if path == "t/b.bin":
+            raise StorageError(f"read {path}: {os.strerror(errno.EIO)}", errno=errno.EIO, path=path)
+        return super().read(path, offset, length)
+
+
+class NoTimes(MemoryFileSystem):
+    """A MemoryFileSystem that keeps no modification time: fast resume trusts none of it."""
+
+    def stat(self, path: str) -> FileStat | None:
+        """The file's size, and mtime 0."""
+        stat = super().stat(path)
+        return None if stat is None else FileStat(stat.size, 0)
+
+
+def storage(
+    files: dict[str, bytes], kind: type[MemoryFileSystem] = MemoryFileSystem
+) -> MemoryFileSystem:
+    fs = kind()
+    for name, data in files.items():
+        fs.write(f"t/{name}", 0, data)
+    return fs
+
+
+async def added(disk: DiskManager, fs: MemoryFileSystem) -> TorrentHandle:
+    """The torrent added on ``fs``, its check's events all taken."""
+    torrent = await disk.add_torrent(INFO, fs)
+    await until(disk, CheckFinished)
+    return torrent
+
+
+async def until(disk: DiskManager, kind: type[DiskEvent]) -> list[DiskEvent]:
+    """The events up to and including the first of ``kind``."""
+    events: list[DiskEvent] = []
+    with trio.fail_after(DEADLINE):
+        async for event in disk.events():
+            events.append(event)
+            if isinstance(event, kind):
+                return events
+    raise AssertionError("the event stream ended")
+
+
+async def check_waits_to_emit(disk: DiskManager, torrent: TorrentHandle) -> None:
+    """Return once the torrent's new check has planned (its first check settled piece 0,
+    so ``checked`` drops to 0) and waits to emit: it and the events of the move or recheck
+    then compete for the full queue."""
+    with trio.fail_after(DEADLINE):
+        while disk.status(torrent).checked:
+            await trio.sleep(0.001)  # the plan runs on a thread
+    await trio.testing.wait_all_tasks_blocked()
+
+
+def kinds(events: list[DiskEvent]) -> list[str]:
+    return [type(event).__name__ for event in events]
+
+
+def in_order(events: list[DiskEvent]) -> None:
+    """The blocks dropped come before anything the check says, and no piece is told
+    dropped after it is told verified."""
+    first_check = next(i for i, e in enumerate(events) if isinstance(e, CheckProgress))
+    dropped = [i for i, e in enumerate(events) if isinstance(e, PieceDiscarded)]
+    assert dropped, kinds(events)
+    assert max(dropped) < first_check, kinds(events)
+    verified: set[int] = set()
+    for event in events:
+        if isinstance(event, PieceVerified):
+            verified.add(event.piece)
+        elif isinstance(event, PieceDiscarded):
+            assert event.piece not in verified, kinds(events)
+
+
+async def test_blocks_a_keep_move_drops_are_told_before_its_check_speaks() -> None:
+    new = storage({"b.bin": bytes(BAD * PIECE) + B[BAD * PIECE :]})
+    async with open_disk_manager(hash_threads=1, event_buffer=1) as disk:
+        torrent = await added(disk, storage({"a.bin": A}))  # b.bin missing
+        for index in ARRIVING:
+            await disk.write_block(torrent, index, 0, SPACE[index * PIECE :][:1000])
+        # StorageMoved fills the queue: the blocks dropped wait in the manager's task.
+        assert await disk.move_storage(torrent, new, existing=ExistingFiles.KEEP) == ("t/b.bin",)
+        await check_waits_to_emit(disk, torrent)
+        events = await until(disk, CheckFinished)
+        assert isinstance(events[0], StorageMoved)
+        reason = "blocks dropped: a file the move kept holds the piece"
+        assert events[1 : 1 + len(ARRIVING)] == [
+            PieceDiscarded(torrent, index, reason) for index in ARRIVING
+        ]
+        in_order(events)
+        found = [e.piece for e in events if isinstance(e, PieceVerified) and e.good]
+        assert found == list(range(BAD + 1, 9))
+        assert disk.have(torrent) == {0, *found}
+
+
+async def test_blocks_a_recheck_drops_are_told_before_its_check_speaks() -> None:
+    async with open_disk_manager(hash_threads=1, event_buffer=1) as disk:
+        torrent = await added(disk, storage({"a.bin": A}))
+        for index in ARRIVING:
+            await disk.write_block(torrent, index, 0, SPACE[index * PIECE :][:1000])
+        await disk.recheck(torrent)  # the first dropped fills the queue, the others wait
+        await check_waits_to_emit(disk, torrent)
+        events = await until(disk, CheckFinished)
+        reason = "blocks dropped: the torrent is rechecked"
+        assert events[: len(ARRIVING)] == [
+            PieceDiscarded(torrent, index, reason) for index in ARRIVING
+        ]
+        in_order(events)
+        assert events[-1] == CheckFinished(torrent, good=1, checked=1, resumed=False)
+
+
+async def test_a_recheck_silences_the_changes_a_stopped_keep_check_still_had_to_tell() -> None:
+    async with open_disk_manager(hash_threads=1, event_buffer=1) as disk:
+        torrent = await added(disk, storage({"a.bin": A, "b.bin": B}))
+        new = storage({"b.bin": B}, FailingReads)  # kept, and unreadable
+        await disk.move_storage(torrent, new, existing=ExistingFiles.KEEP)
+        await until(disk, TorrentFailed)
+        assert disk.status(torrent).state is TorrentState.ERROR
+        # The check, stopped, tells pieces 1..8 lost: the first fills the queue, the
+        # second waits for room.
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.fail_after(DEADLINE):
+            await disk.recheck(torrent)  # allowed in ERROR: it takes the torrent over
+        events = await until(disk, CheckFinished)
+        lost = [e for e in events if isinstance(e, PieceLost)]
+        # Only the one already queued: the recheck forgets what the others would tell.
+        assert lost == [events[0]]
+        assert lost[0].piece == 1
+        assert lost[0].reason.startswith("kept file not checked: ")
+        assert kinds(events[1:]) == ["CheckProgress", "TorrentFailed", "CheckFinished"]
+
+
+async def test_a_lost_piece_of_a_copied_file_is_not_blamed_on_a_kept_one() -> None:
+    old = storage({"a.bin": A, "b.bin": B})
+    new = storage({"b.bin": B}, NoTimes)  # b.bin kept; no mtime: a.bin's copy is hashed too
+    async with open_disk_manager(hash_threads=1, event_buffer=1) as disk:
+        torrent = await added(disk, old)
+        old.write("t/a.bin", 0, bytes(PIECE))  # spoilt behind the manager's back
+        await disk.move_storage(torrent, new, existing=ExistingFiles.KEEP)
+        events = await until(disk, CheckFinished)
+        assert [e for e in events if isinstance(e, PieceLost)] == [
+            PieceLost(torrent, 0, "copied file differs")
+        ]
+        assert disk.have(torrent) == set(ARRIVING)
