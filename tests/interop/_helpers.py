@@ -56,6 +56,7 @@ CLIENTS: dict[str, str] = {
     "transmission-daemon": "the apt package transmission-daemon",
     "mktorrent": "the apt package mktorrent",
     "ctorrent": "the apt package ctorrent",
+    "microsocks": "the apt package microsocks",
 }
 # Clients that are Python modules (run in a subprocess with sys.executable), not binaries.
 _PYTHON_MODULES = frozenset({"libtorrent"})

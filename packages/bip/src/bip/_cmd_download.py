@@ -27,7 +27,7 @@ from typing import Final
 import trio
 
 from bip_dht import DHT, DHTSocketError, RoutingStateError, open_dht
-from bip_handshake import NATPMP_ANNOUNCE_ADDRESS, EncryptionPolicy, PeerAddress
+from bip_handshake import NATPMP_ANNOUNCE_ADDRESS, EncryptionPolicy, PeerAddress, parse_proxy_url
 from bip_metainfo import MagnetLink, Metainfo, MutableTorrentLink
 
 from ._arguments import (
@@ -229,6 +229,14 @@ def add_session_arguments(parser: argparse.ArgumentParser) -> None:
         help="Local Service Discovery (BEP 14): announce public torrents on the local"
         " network's multicast group and dial the peers announcing them there; off by default",
     )
+    parser.add_argument(
+        "--proxy",
+        metavar="URL",
+        help="a SOCKS5 proxy, socks5://[USER:PASSWORD@]HOST[:PORT] (socks5h://: the proxy"
+        " resolves host names), for peer connections (TCP only: uTP is accepted, never"
+        " dialled) and HTTP(S) trackers and web seeds; UDP trackers are then skipped, and the"
+        " DHT and LSD still talk directly (add --no-dht to keep to the proxy)",
+    )
     add_ip_filter_options(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress line")
 
@@ -399,7 +407,7 @@ def config_from_args(args: argparse.Namespace) -> ClientConfig:
     """The session settings the shared options ask for.
 
     Raises:
-        CLIError: a bad port, bind address, NAT-PMP gateway or rate limit, or an
+        CLIError: a bad port, bind address, NAT-PMP gateway, rate limit or proxy URL, or an
             ``--ip-filter`` file that cannot be read or is malformed.
     """
     port = parse_port(args.port)
@@ -416,6 +424,12 @@ def config_from_args(args: argparse.Namespace) -> ClientConfig:
             raise CLIError(
                 f"--natpmp-gateway takes an IPv4 address (192.168.1.1), not {gateway!r}"
             ) from None
+    proxy = getattr(args, "proxy", None)
+    if proxy is not None:
+        try:
+            parse_proxy_url(proxy)
+        except ValueError as error:  # its message never shows the password
+            raise CLIError(f"--proxy: {error}") from None
     return ClientConfig(
         listen=((host, port),),
         encryption=ENCRYPTION_CHOICES[args.encryption],
@@ -433,6 +447,7 @@ def config_from_args(args: argparse.Namespace) -> ClientConfig:
         natpmp_announce_address=args.natpmp_announce_address,
         upnp=args.upnp,
         lsd=args.lsd,
+        proxy=proxy,
     )
 
 

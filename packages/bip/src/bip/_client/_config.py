@@ -22,7 +22,9 @@ from bip_handshake import (
     IPFilter,
     PeerAddress,
     PeerId,
+    ProxyConfig,
     UtpConfig,
+    parse_proxy_url,
 )
 from bip_peer import check_rate
 from bip_utracker import DEFAULT_MAX_ANNOUNCE_INTERVAL, DEFAULT_MIN_ANNOUNCE_INTERVAL
@@ -185,6 +187,21 @@ class ClientConfig:
         allow_idna: accept tracker and web seed host names with ``xn--`` labels
             (internationalised names, which can pass for another); off by default, as in
             libtorrent.
+        proxy: a SOCKS5 proxy, ``socks5://[user:password@]host[:port]`` (``socks5h://``:
+            the proxy resolves host names, libtorrent's ``proxy_hostnames``), as libtorrent's
+            ``proxy_type`` / ``proxy_hostname`` / ``proxy_port`` / ``proxy_username`` /
+            ``proxy_password``. ``None``: no proxy. A CONNECT proxy carries TCP only (SOCKS5's
+            UDP ASSOCIATE is not spoken): with ``proxy_peer_connections`` peers are dialled
+            over TCP alone, through it (no uTP dials, no BEP 55 holepunch); with
+            ``proxy_tracker_connections`` HTTP(S) trackers and web seeds are reached through
+            it (TLS over the proxied stream) and UDP trackers are skipped with one warning, as
+            libtorrent without UDP ASSOCIATE. Connections peers make to us (TCP and uTP) do
+            not go through the proxy, and neither do the DHT and LSD, which are UDP: turn
+            them off (``bip download --no-dht``, ``lsd`` off) to keep every outgoing packet
+            on the proxy.
+        proxy_peer_connections: dial peers through ``proxy`` (libtorrent's setting).
+        proxy_tracker_connections: reach HTTP(S) trackers and web seeds through ``proxy``,
+            and skip UDP trackers (libtorrent's setting; web seeds follow it here).
         natpmp: map our listen ports on the NAT gateway with PCP (RFC 6887), or NAT-PMP
             (RFC 6886) when the gateway does not speak PCP, as libtorrent's
             ``enable_natpmp``: the TCP listen ports and the UDP ones (uTP, the
@@ -289,6 +306,9 @@ class ClientConfig:
     max_inbound_per_host: int | None = None
     ssrf_mitigation: bool = True
     allow_idna: bool = False
+    proxy: str | None = None
+    proxy_peer_connections: bool = True
+    proxy_tracker_connections: bool = True
     natpmp: bool = False
     natpmp_gateway: str | None = None
     natpmp_gateway6: str | None = None
@@ -324,10 +344,22 @@ class ClientConfig:
             auto_manage_startup=self.auto_manage_startup,
         )
 
+    @property
+    def proxy_settings(self) -> ProxyConfig | None:
+        """:attr:`proxy` parsed (:func:`~bip_handshake.parse_proxy_url`), or None."""
+        return None if self.proxy is None else parse_proxy_url(self.proxy)
+
     def __post_init__(self) -> None:
         """Refuse numbers that cannot work."""
         # The queue's fields, checked where they are used (QueueError is a ValueError).
         _ = self.queue_limits
+        if self.proxy is not None:
+            parse_proxy_url(self.proxy)  # ValueError, never showing the password
+            if self.dial is not None and self.proxy_peer_connections:
+                raise ValueError(
+                    "dial and a proxy for peer connections exclude each other: the dialer "
+                    "decides how peers are reached (set proxy_peer_connections=False)"
+                )
         if self.natpmp_gateway is not None:
             if not isinstance(self.natpmp_gateway, str):
                 raise TypeError(f"natpmp_gateway must be a str, not {self.natpmp_gateway!r}")
@@ -376,6 +408,8 @@ class ClientConfig:
             "holepunch",
             "ssrf_mitigation",
             "allow_idna",
+            "proxy_peer_connections",
+            "proxy_tracker_connections",
             "natpmp",
             "upnp",
             "lsd",

@@ -36,7 +36,13 @@ from urllib.parse import urljoin
 
 import trio
 
-from bip_handshake import PeerAddress, is_global_address
+from bip_handshake import (
+    PeerAddress,
+    ProxyConfig,
+    is_global_address,
+    open_socks5_stream,
+    resolve_proxy_target,
+)
 from bip_utracker import LocalProtocolError
 
 from ._http_response import HttpResponse, HttpResponseParser
@@ -103,6 +109,7 @@ async def http_exchange(
     global_only: bool = False,
     check_address: Callable[[IPAddress], None] | None = None,
     low_speed: tuple[int, float] | None = None,
+    proxy: ProxyConfig | None = None,
 ) -> tuple[HttpResponse, PeerAddress]:
     """Send ``request`` to ``url``'s host and return the response ``parser`` read, and who answered.
 
@@ -115,6 +122,13 @@ async def http_exchange(
     second arrived on average over the last ``period`` seconds (:class:`LowSpeed`, counted
     from when the request is sent).
 
+    With a SOCKS5 ``proxy`` the connection goes through it (``local_address`` is then not
+    used; TLS runs over the proxied stream). The address that answered is the target's as
+    given to the proxy: the IP literal, or the name's address resolved here
+    (``socks5://``). A name the proxy resolves (``socks5h://``) has no address we know: the
+    ``global_only`` and ``check_address`` rules then pass it (what it reaches is the proxy's
+    network), and ``0.0.0.0:0`` is returned as who answered.
+
     Raises:
         ExchangeError: the connection could not be made (within ``connect_timeout``), was to
             a host that is not global when ``global_only``, TLS failed, the connection
@@ -124,9 +138,22 @@ async def http_exchange(
         Exception: what ``check_address`` raises.
     """
     tcp: trio.SocketStream | None = None
+    known: PeerAddress | None = None
     with trio.move_on_after(connect_timeout if connect_timeout is not None else float("inf")):
         try:
-            tcp = await trio.open_tcp_stream(url.host, url.port, local_address=local_address)
+            if proxy is None:
+                tcp = await trio.open_tcp_stream(url.host, url.port, local_address=local_address)
+            else:
+                target = await resolve_proxy_target(proxy, url.host, url.port)
+                if not isinstance(target, str):
+                    known = PeerAddress(target, url.port).normalized()
+                try:
+                    # The move_on_after above bounds it.
+                    tcp = await open_socks5_stream(proxy, target, url.port, timeout=math.inf)
+                except ValueError as error:  # a name SOCKS5 cannot carry (over 255 bytes)
+                    raise ExchangeError(
+                        f"cannot connect to {url.host_header}: {error}", connecting=True
+                    ) from None
         except OSError as error:
             reason = error.strerror or str(error) or type(error).__name__
             raise ExchangeError(
@@ -136,15 +163,21 @@ async def http_exchange(
         raise ExchangeError(
             f"no connection to {url.host_header} within {connect_timeout:g} s", connecting=True
         )
-    address = _address_of(tcp)
+    if proxy is None:
+        address = _address_of(tcp)
+    else:
+        address = known if known is not None else PeerAddress(IPv4Address(0), 0)
+    # A name the proxy resolved has no address of ours to judge: what it reaches is the
+    # proxy's network.
+    judged = proxy is None or known is not None
     try:
-        if global_only and not is_global_address(address.host):
+        if judged and global_only and not is_global_address(address.host):
             raise ExchangeError(
                 f"{url.host_header} is not on the Internet ({address.host}): a server there "
                 "cannot redirect us into a local network",
                 connecting=True,
             )
-        if check_address is not None:
+        if judged and check_address is not None:
             check_address(address.host)
     except BaseException:
         await trio.aclose_forcefully(tcp)

@@ -32,7 +32,7 @@ from typing import Final, TypeVar
 import trio
 
 from bip import __version__
-from bip_handshake import PeerAddress, PeerId
+from bip_handshake import PeerAddress, PeerId, ProxyConfig
 from bip_metainfo import InfoHash
 from bip_utracker import (
     AnnounceEvent,
@@ -221,6 +221,10 @@ class HttpTrackerClient:
         allow_idna: whether a host name with an internationalised (``xn--``) label may be
             asked (libtorrent's ``allow_idna``, off by default: a look-alike name could pass
             for another).
+        proxy: a SOCKS5 proxy every request goes through (``None``: connect directly;
+            ``local_address`` is then not used). A host name is resolved here, or by the
+            proxy with ``socks5h://`` (``_http_exchange`` says what the rules above then
+            judge).
 
     Raises:
         LocalProtocolError: a bad argument.
@@ -237,9 +241,13 @@ class HttpTrackerClient:
         rng: random.Random | None = None,
         ssrf_mitigation: bool = True,
         allow_idna: bool = False,
+        proxy: ProxyConfig | None = None,
     ) -> None:
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
             raise LocalProtocolError(f"timeout is a positive number of seconds, got {timeout!r}")
+        if proxy is not None and not isinstance(proxy, ProxyConfig):
+            raise LocalProtocolError(f"proxy is a ProxyConfig or None, got {proxy!r:.80}")
+        self._proxy = proxy
         if isinstance(max_redirects, bool) or not isinstance(max_redirects, int):
             raise LocalProtocolError(f"max_redirects is an int, got {max_redirects!r}")
         if max_redirects < 0:
@@ -508,6 +516,7 @@ class HttpTrackerClient:
                 local_address=self._local_address,
                 global_only=global_only,
                 check_address=check_address if self._ssrf_mitigation else None,
+                proxy=self._proxy,
             )
         except ExchangeError as error:
             message = error.message if error.connecting else f"{url.host_header}: {error.message}"

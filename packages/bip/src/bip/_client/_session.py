@@ -76,6 +76,7 @@ from bip import __version__
 from bip_disk import DiskEvent, DiskManager, open_disk_manager
 from bip_handshake import (
     CompletedHandshake,
+    Dialer,
     DialFailure,
     Extensions,
     ExternalIPVoter,
@@ -90,6 +91,8 @@ from bip_handshake import (
     PeerList,
     PeerSink,
     PortMapping,
+    ProxyConfig,
+    SocksDialer,
     UtpSocket,
     open_handshaker,
 )
@@ -223,7 +226,7 @@ class Session:
         self.dht = dht
         self.dialer = dialer
         """How peers are dialled (TCP and uTP; its statistics count each transport); ``None``
-        when the config brought its own ``dial``."""
+        when the config brought its own ``dial``, or peers are dialled through a proxy."""
         self.utp_sockets = utp_sockets
         """The uTP sockets: those accepting peers (one per listener), then any used only to
         dial out."""
@@ -236,10 +239,12 @@ class Session:
         """NAT-PMP: the gateway's mappings of our ports (its ``mapper`` is ``None`` when
         :attr:`ClientConfig.natpmp` is off or could not start)."""
         self._rng = random.Random(config.seed_rng)
+        self._udp_skip_warned = False
         self.web_seed_client = WebSeedClient(
             local_address=_http_local_address(config),
             ssrf_mitigation=config.ssrf_mitigation,
             allow_idna=config.allow_idna,
+            proxy=_tracker_proxy(config),
         )
         """Fetches from the torrents' BEP 19 web seeds (one TLS context for all), from the
         address the HTTP tracker client connects from."""
@@ -448,6 +453,15 @@ class Session:
         if self.trackers is not None and self.config.trackers:
             urls = [url for tier in _trackers_of(source) for url in tier]
             urls += options.extra_trackers
+            proxied = _tracker_proxy(self.config) is not None
+            if proxied and len(kept := _without_udp(urls)) < len(urls):
+                urls = kept
+                if not self._udp_skip_warned:  # once per session: the same for every torrent
+                    self._udp_skip_warned = True
+                    logger.warning(
+                        "skipping UDP trackers: tracker connections go through the SOCKS5 "
+                        "proxy, which carries TCP only"
+                    )
             if urls:
                 sources.append(
                     TrackerAnnouncer(
@@ -455,7 +469,8 @@ class Session:
                         urls,
                         peer_id=self.peer_id,
                         http_client=self.http_trackers,
-                        on_external_ip=self.external.tracker_vote,
+                        # Through a proxy a tracker sees the proxy's address, not ours.
+                        on_external_ip=None if proxied else self.external.tracker_vote,
                         min_interval=self.config.tracker_min_interval,
                     )
                 )
@@ -1148,7 +1163,7 @@ def _dialer(config: ClientConfig) -> PeerDialer | None:
     when it is a specific one (``--bind 127.0.0.2``), as libtorrent's ``outgoing_interfaces``
     does: peers see us where we accept them, and a peer that refuses connections from its own
     address (ctorrent) can be reached. The uTP sockets are added once bound."""
-    if config.dial is not None:
+    if config.dial is not None or _peer_proxy(config) is not None:
         return None
     host = config.listen[0][0] if config.listen else None
     try:
@@ -1158,6 +1173,22 @@ def _dialer(config: ClientConfig) -> PeerDialer | None:
     return PeerDialer(
         prefer="utp" if config.utp and config.prefer_utp else "tcp", local_address=local
     )
+
+
+def _peer_proxy(config: ClientConfig) -> ProxyConfig | None:
+    """The proxy peers are dialled through (TCP only: no uTP dials, no holepunch), or None."""
+    return config.proxy_settings if config.proxy_peer_connections else None
+
+
+def _tracker_proxy(config: ClientConfig) -> ProxyConfig | None:
+    """The proxy HTTP(S) trackers and web seeds are reached through, or None."""
+    return config.proxy_settings if config.proxy_tracker_connections else None
+
+
+def _without_udp(urls: Sequence[str]) -> list[str]:
+    """``urls`` without the ``udp://`` ones, which a CONNECT proxy cannot carry (libtorrent
+    without SOCKS5 UDP ASSOCIATE skips them too)."""
+    return [url for url in urls if url.partition("://")[0].lower() != "udp"]
 
 
 def _dht_decided(dht: DhtLike | None) -> Callable[[], Mapping[Family, PeerAddress]] | None:
@@ -1222,7 +1253,13 @@ async def open_session(
     """
     config = config if config is not None else ClientConfig()
     dialer = _dialer(config)
-    dial = config.dial if config.dial is not None else dialer
+    peer_proxy = _peer_proxy(config)
+    dial: Dialer | None = config.dial if config.dial is not None else dialer
+    if peer_proxy is not None:
+        # TCP through the proxy alone: uTP is still accepted, never dialled.
+        dial = SocksDialer(peer_proxy, timeout=config.connect_timeout)
+    if config.proxy is not None and dht is not None:
+        logger.info("the DHT talks to its nodes directly: a SOCKS5 proxy carries TCP only")
     peer_id = config.peer_id if config.peer_id is not None else PeerId.generate()
     metadata = MetadataExchange()
     layers = PieceLayerExchange()
@@ -1374,6 +1411,7 @@ async def open_session(
                         local_address=_http_local_address(config),
                         ssrf_mitigation=config.ssrf_mitigation,
                         allow_idna=config.allow_idna,
+                        proxy=_tracker_proxy(config),
                     )
                 )
             if dht is not None and config.ip_filter is not None:

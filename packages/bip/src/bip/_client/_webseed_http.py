@@ -43,7 +43,7 @@ from typing import Final
 import trio
 
 from bip import __version__
-from bip_handshake import PeerAddress, is_global_address
+from bip_handshake import PeerAddress, ProxyConfig, is_global_address
 
 from ._http_exchange import REDIRECTS, ExchangeError, follow_redirects, http_exchange
 from ._http_response import HttpResponse, HttpResponseParser
@@ -140,12 +140,14 @@ class WebSeedClient:
         local_address: the IP address to connect from (None: the system chooses), as the
             HTTP tracker client's: the session gives both the one address it was told to
             use (``--bind``).
+        proxy: a SOCKS5 proxy every fetch goes through (``None``: connect directly;
+            ``local_address`` is then not used), as the HTTP tracker client's.
 
     Raises:
         ValueError: a timeout (request timeout, low-speed time) that is not a positive
             number, a low-speed limit that is not an int of 0 or more, a User-Agent that is
-            not printable ASCII, a local address that is not an IP address, or a rule's
-            switch that is not a bool.
+            not printable ASCII, a local address that is not an IP address, a proxy that is
+            not a ProxyConfig, or a rule's switch that is not a bool.
     """
 
     def __init__(
@@ -160,8 +162,12 @@ class WebSeedClient:
         local_address: str | None = None,
         ssrf_mitigation: bool = True,
         allow_idna: bool = False,
+        proxy: ProxyConfig | None = None,
     ) -> None:
         timeout = _check_seconds("timeout", timeout)
+        if proxy is not None and not isinstance(proxy, ProxyConfig):
+            raise ValueError(f"proxy is a ProxyConfig or None, got {proxy!r:.80}")
+        self._proxy = proxy
         self._request_timeout = _check_seconds("request_timeout", request_timeout)
         self._low_speed_time = _check_seconds("low_speed_time", low_speed_time)
         if (
@@ -272,6 +278,7 @@ class WebSeedClient:
                 global_only=global_only,
                 check_address=check_address if self._ssrf_mitigation else None,
                 low_speed=(self._low_speed_limit, self._low_speed_time),
+                proxy=self._proxy,
             )
         except MalformedTrackerResponseError as error:
             reason = str(error).replace("the tracker", "the server")

@@ -1,0 +1,375 @@
+"""SOCKS5 over trio: proxy settings, a proxied TCP stream, and a peer dialer through a proxy.
+
+libtorrent can send its peer connections and its tracker and web seed requests through a
+SOCKS5 proxy (its ``proxy_type``, ``proxy_hostname``, ``proxy_port``, ``proxy_username``,
+``proxy_password`` and ``proxy_hostnames`` settings). Here:
+
+- :func:`parse_proxy_url` reads ``socks5://[user:password@]host[:port]`` (port 1080 unless
+  told, as curl) into a frozen :class:`ProxyConfig`; ``socks5h://`` has the proxy resolve
+  host names (curl's scheme, libtorrent's ``proxy_hostnames``), ``socks5://`` resolves
+  them here and gives the proxy an address;
+- :func:`open_socks5_stream` connects to the proxy, has it connect to a target
+  (:class:`~bip_handshake._socks.Socks5Client` speaks the protocol) and returns the TCP stream
+  to the proxy, positioned after the proxy's reply: what follows is the target's. Every
+  failure closes the socket and raises a :class:`~bip_handshake._socks.SocksError` (an
+  :class:`OSError`), the proxy's silence included (``timeout``);
+- :class:`SocksDialer` is a :data:`~bip_handshake.Dialer` for the
+  :class:`~bip_handshake.Handshaker`: every peer is dialled over TCP through the proxy.
+
+A CONNECT proxy carries TCP only: uTP (and the DHT, UDP trackers, LSD) would need SOCKS5's
+UDP ASSOCIATE, which this module does not speak; a session that dials through a proxy dials
+TCP alone. Connections peers make to us do not go through the proxy.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import Final
+from urllib.parse import quote, unquote, urlsplit
+
+import trio
+
+from ._compact import PeerAddress
+from ._socks import Socks5Client, SocksError, SocksProtocolError, _field
+
+__all__ = [
+    "DEFAULT_PROXY_PORT",
+    "ProxyConfig",
+    "SocksDialer",
+    "SocksDialerStatistics",
+    "open_socks5_stream",
+    "parse_proxy_url",
+    "resolve_proxy_target",
+]
+
+_log = logging.getLogger("bip_handshake.socks")
+
+DEFAULT_PROXY_PORT: Final = 1080
+"""The SOCKS port (RFC 1928), taken when a proxy URL names none, as curl does."""
+DEFAULT_SOCKS_TIMEOUT: Final = 10.0
+"""Seconds a :class:`SocksDialer`'s dial may take by default (the Handshaker's connect
+timeout bounds it too)."""
+_SCHEMES: Final = {"socks5": False, "socks5h": True}
+"""Proxy URL schemes, and whether the proxy resolves host names with each."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyConfig:
+    """A SOCKS5 proxy: where it is, our credentials, and who resolves host names.
+
+    Its ``repr`` leaves the password out, and :attr:`url` shows none.
+
+    >>> proxy = parse_proxy_url("socks5h://me:secret@127.0.0.1:9050")
+    >>> proxy
+    ProxyConfig(host='127.0.0.1', port=9050, username='me', remote_dns=True)
+    >>> proxy.url
+    'socks5h://me@127.0.0.1:9050'
+
+    Attributes:
+        host: the proxy's IP address or host name.
+        port: the proxy's TCP port.
+        username: RFC 1929's username (``None``: no authentication).
+        password: RFC 1929's password (with a username only).
+        remote_dns: the proxy resolves the targets' host names (``socks5h://``); otherwise
+            they are resolved here and the proxy is given an address.
+
+    Raises:
+        ValueError: no host, a port outside 1..65535, a username without a password (or the
+            reverse), or either empty or longer than 255 bytes in UTF-8.
+    """
+
+    host: str
+    port: int = DEFAULT_PROXY_PORT
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    remote_dns: bool = False
+
+    def __post_init__(self) -> None:
+        """Refuse what cannot be sent to a proxy."""
+        if not isinstance(self.host, str) or not self.host or len(self.host) > 255:
+            raise ValueError(f"a proxy host is a non-empty name or address, not {self.host!r:.80}")
+        port = self.port
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port <= 0xFFFF:
+            raise ValueError(f"a proxy port is 1..65535, not {port!r}")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("proxy credentials need both a username and a password")
+        if self.username is not None:
+            _field("username", self.username)
+        if self.password is not None:
+            _field("password", self.password)
+        if not isinstance(self.remote_dns, bool):
+            raise TypeError(f"remote_dns is a bool, not {self.remote_dns!r}")
+
+    @property
+    def address(self) -> str:
+        """``host:port`` (an IPv6 host in brackets), for messages."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The proxy as a URL, without the password (for logs and messages)."""
+        scheme = "socks5h" if self.remote_dns else "socks5"
+        user = "" if self.username is None else f"{quote(self.username, safe='')}@"
+        return f"{scheme}://{user}{self.address}"
+
+
+def parse_proxy_url(url: str) -> ProxyConfig:
+    """The proxy a ``socks5://`` or ``socks5h://`` URL names.
+
+    ``socks5://[user:password@]host[:port]``: the user and password are percent-decoded, an
+    IPv6 host is in brackets, the port is 1080 unless given. ``socks5h://`` has the proxy
+    resolve host names (remote DNS, as curl).
+
+    >>> parse_proxy_url("socks5://[::1]")
+    ProxyConfig(host='::1', port=1080, username=None, remote_dns=False)
+    >>> parse_proxy_url("http://127.0.0.1:3128")
+    Traceback (most recent call last):
+    ...
+    ValueError: a proxy URL is socks5:// or socks5h://, not 'http://'
+
+    Raises:
+        ValueError: another scheme, no host, a bad port, a path, query or fragment, or
+            credentials :class:`ProxyConfig` refuses. The message never shows the password.
+    """
+    if not isinstance(url, str):
+        raise TypeError(f"a proxy URL is a str, not {type(url).__name__}")
+    scheme, sep, _ = url.partition("://")
+    if not sep:
+        raise ValueError("a proxy URL is socks5:// or socks5h://, not a URL without a scheme")
+    if scheme.lower() not in _SCHEMES:
+        raise ValueError(f"a proxy URL is socks5:// or socks5h://, not {scheme[:20] + '://'!r}")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+        host = parts.hostname
+    except ValueError as error:
+        # urlsplit's message quotes the port or host only, never the userinfo.
+        raise ValueError(f"not a valid proxy URL: {error}") from None
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("a proxy URL is socks5://[user:password@]host[:port], nothing after")
+    if not host:
+        raise ValueError("a proxy URL names no host")
+    username = None if parts.username is None else unquote(parts.username)
+    password = None if parts.password is None else unquote(parts.password)
+    if username is not None and password is None:
+        raise ValueError("a proxy URL with a username needs a password (user:password@)")
+    return ProxyConfig(
+        host=host,
+        port=DEFAULT_PROXY_PORT if port is None else port,
+        username=username,
+        password=password,
+        remote_dns=_SCHEMES[scheme.lower()],
+    )
+
+
+def _literal(host: str) -> IPv4Address | IPv6Address | None:
+    try:
+        return ip_address(host.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        return None
+
+
+async def resolve_proxy_target(
+    proxy: ProxyConfig, host: str | IPv4Address | IPv6Address, port: int
+) -> IPv4Address | IPv6Address | str:
+    """What to ask ``proxy`` to connect to for ``host``: an IP address as itself; a host name
+    as itself when the proxy resolves names (``socks5h://``), else the first address it
+    resolves to here.
+
+    Raises:
+        SocksError: the name could not be resolved (the resolver's error is the cause).
+    """
+    if isinstance(host, IPv4Address | IPv6Address):
+        return host
+    literal = _literal(host)
+    if literal is not None:
+        return literal
+    if proxy.remote_dns:
+        return host
+    try:
+        infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as error:
+        raise SocksError(f"cannot resolve {host!r:.80}: {_reason(error)}") from error
+    for family, _type, _proto, _name, sockaddr in infos:
+        if family in (socket.AF_INET, socket.AF_INET6):
+            found = _literal(str(sockaddr[0]).partition("%")[0])
+            if found is not None:
+                return found
+    raise SocksError(f"{host!r:.80} resolves to no IP address")
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error) or type(error).__name__
+
+
+async def open_socks5_stream(
+    proxy: ProxyConfig,
+    host: str | IPv4Address | IPv6Address,
+    port: int,
+    *,
+    timeout: float,
+) -> trio.SocketStream:
+    """A TCP stream to ``host:port`` through ``proxy``, positioned after the proxy's reply.
+
+    The host name is resolved here or by the proxy (:func:`resolve_proxy_target`). Nothing
+    past the reply is read: the stream's next bytes are the target's.
+
+    Args:
+        proxy: the SOCKS5 proxy.
+        host: the target: an IP address, or a host name.
+        port: the target's port.
+        timeout: seconds the whole of it may take (the name's resolution, the connect to the
+            proxy, the negotiation); ``math.inf`` leaves the bound to the caller.
+
+    Raises:
+        SocksError: the proxy could not be reached, broke the protocol, refused us, could not
+            connect to the target, or took longer than ``timeout`` (``errno`` ETIMEDOUT);
+            an :class:`OSError` too. The socket is closed.
+        ValueError: ``timeout`` is not positive, or the target cannot be sent (a port out of
+            0..65535, a name longer than 255 bytes).
+    """
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+    stream: trio.SocketStream | None = None
+    with trio.move_on_after(timeout):
+        target = await resolve_proxy_target(proxy, host, port)
+        client = Socks5Client(target, port, username=proxy.username, password=proxy.password)
+        try:
+            stream = await trio.open_tcp_stream(proxy.host, proxy.port)
+        except OSError as error:
+            inner = _attempt_error(error)
+            raise SocksError(
+                f"cannot reach the proxy {proxy.address}: "
+                f"{os.strerror(inner.errno) if inner.errno else _reason(inner)}",
+                errno_value=inner.errno,
+            ) from error
+        try:
+            await _negotiate(stream, client)
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+        return stream
+    if stream is not None:
+        await trio.aclose_forcefully(stream)
+    raise SocksError(
+        f"the proxy {proxy.address} did not connect us to {_shown(host, port)} "
+        f"within {timeout:g} s",
+        errno_value=errno.ETIMEDOUT,
+    )
+
+
+def _attempt_error(error: OSError) -> OSError:
+    """The error of the last connect attempt: trio's "all attempts to connect failed" carries
+    them in a group as its cause (the refusal's errno is there)."""
+    cause = error.__cause__
+    if error.errno is None and isinstance(cause, BaseExceptionGroup):
+        attempts = [e for e in cause.exceptions if isinstance(e, OSError)]
+        if attempts:
+            return attempts[-1]
+    return error
+
+
+def _shown(host: str | IPv4Address | IPv6Address, port: int) -> str:
+    text = str(host)
+    return f"[{text}]:{port}" if ":" in text else f"{text}:{port}"
+
+
+async def _negotiate(stream: trio.SocketStream, client: Socks5Client) -> None:
+    """Run ``client``'s conversation over ``stream`` until the proxy connected us."""
+    # Bounded: each round reads at least one byte of a message of at most 262 bytes, and a
+    # conversation has three messages; the timeout bounds the time.
+    while not client.done:
+        data = client.data_to_send()
+        try:
+            if data:
+                await stream.send_all(data)
+            received = await stream.receive_some(client.receive_size)
+        except (trio.BrokenResourceError, OSError) as error:
+            cause = error.__cause__ if error.__cause__ is not None else error
+            raise SocksProtocolError(
+                f"the connection to the proxy broke: {_reason(cause)}"
+            ) from error
+        client.receive_data(received)
+
+
+@dataclass(frozen=True, slots=True)
+class SocksDialerStatistics:
+    """Counters of a :class:`SocksDialer` since it was made.
+
+    Attributes:
+        dials: dials started.
+        connected: dials the proxy connected.
+        failed: dials that failed (the proxy unreachable, refusing, or out of time); a dial
+            cancelled by the caller is counted in ``dials`` only.
+    """
+
+    dials: int = 0
+    connected: int = 0
+    failed: int = 0
+
+
+class SocksDialer:
+    """A :data:`~bip_handshake.Dialer` that reaches every peer over TCP through a SOCKS5 proxy.
+
+    Pass it as ``open_handshaker(dial=...)``. A peer's address is an IP address: no name is
+    resolved. uTP cannot go through a CONNECT proxy: a session dialling this way dials TCP
+    alone (it may still accept uTP).
+
+    >>> dialer = SocksDialer(parse_proxy_url("socks5://127.0.0.1:1080"))
+    >>> dialer.proxy.address, dialer.statistics()
+    ('127.0.0.1:1080', SocksDialerStatistics(dials=0, connected=0, failed=0))
+
+    Args:
+        proxy: the proxy.
+        timeout: seconds one dial may take (the Handshaker's ``connect_timeout`` bounds it
+            as well).
+
+    Raises:
+        ValueError: ``timeout`` is not a positive number.
+        TypeError: ``proxy`` is not a :class:`ProxyConfig`.
+    """
+
+    def __init__(self, proxy: ProxyConfig, *, timeout: float = DEFAULT_SOCKS_TIMEOUT) -> None:
+        if not isinstance(proxy, ProxyConfig):
+            raise TypeError(f"proxy must be a ProxyConfig, not {proxy!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        self._proxy = proxy
+        self._timeout = float(timeout)
+        self._dials = self._connected = self._failed = 0
+
+    @property
+    def proxy(self) -> ProxyConfig:
+        """The proxy every dial goes through."""
+        return self._proxy
+
+    def statistics(self) -> SocksDialerStatistics:
+        """A snapshot of the counters."""
+        return SocksDialerStatistics(self._dials, self._connected, self._failed)
+
+    async def __call__(self, address: PeerAddress) -> trio.abc.Stream:
+        """Connect to ``address`` through the proxy.
+
+        Raises:
+            SocksError: the dial failed (an :class:`OSError`: the Handshaker counts it as
+                ``connect_failed``).
+        """
+        self._dials += 1
+        try:
+            stream = await open_socks5_stream(
+                self._proxy, address.host, address.port, timeout=self._timeout
+            )
+        except SocksError as error:
+            self._failed += 1
+            _log.debug("dial to %s through %s failed: %s", address, self._proxy.url, error)
+            raise
+        self._connected += 1
+        return stream

@@ -1,0 +1,325 @@
+"""An in-test SOCKS5 server (RFC 1928, RFC 1929) on loopback, and its sans-IO codec.
+
+Imported as ``tests._socks_server`` (the root conftest puts the repository's root on
+``sys.path``). The server side of the protocol is written here independently of
+``bip_handshake._socks`` so that tests can check one against the other:
+:func:`decode_greeting`, :func:`decode_auth` and :func:`decode_request` read what a client
+sends; :func:`encode_method`, :func:`encode_auth_status` and :func:`encode_reply` write what a
+proxy answers.
+
+:func:`serve_socks5` runs a proxy on 127.0.0.1 that relays ``CONNECT`` s to loopback targets
+only (any other address is answered "not allowed by ruleset"; the name ``localhost`` is
+resolved to 127.0.0.1, other names are "host unreachable"), counts what it did
+(:class:`SocksServer`), and can misbehave on purpose for the tests of the client: answer
+with a chosen failure code, send raw bytes instead of an answer, or say nothing.
+
+Bounds: at most ``max_connections`` clients at once (more are closed at once), every step of
+a negotiation within ``step_timeout`` seconds, messages read with their exact sizes.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address, ip_address
+
+import trio
+
+__all__ = [
+    "Request",
+    "SocksServer",
+    "decode_auth",
+    "decode_greeting",
+    "decode_request",
+    "encode_auth_status",
+    "encode_method",
+    "encode_reply",
+    "serve_socks5",
+]
+
+
+class CodecError(ValueError):
+    """What a client sent is not SOCKS5."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """A client's request: its command and target (an IP address, or a name as text)."""
+
+    command: int
+    host: IPv4Address | IPv6Address | str
+    port: int
+
+
+def decode_greeting(data: bytes) -> tuple[int, ...]:
+    """The methods a greeting (``VER NMETHODS METHODS``) offers."""
+    if len(data) < 2 or data[0] != 5 or len(data) != 2 + data[1] or data[1] == 0:
+        raise CodecError(f"not a SOCKS5 greeting: {data.hex()}")
+    return tuple(data[2:])
+
+
+def decode_auth(data: bytes) -> tuple[bytes, bytes]:
+    """RFC 1929's username and password."""
+    if len(data) < 2 or data[0] != 1:
+        raise CodecError(f"not an RFC 1929 request: {data.hex()}")
+    ulen = data[1]
+    if ulen == 0 or len(data) < 3 + ulen:
+        raise CodecError("a bad username length")
+    plen = data[2 + ulen]
+    if plen == 0 or len(data) != 3 + ulen + plen:
+        raise CodecError("a bad password length")
+    return data[2 : 2 + ulen], data[3 + ulen :]
+
+
+def _decode_address(data: bytes, offset: int) -> tuple[IPv4Address | IPv6Address | str, int, int]:
+    """``ATYP ADDR PORT`` at ``offset``: the host, the port, and the offset after them."""
+    atyp = data[offset]
+    if atyp == 1:
+        end = offset + 1 + 4
+        host: IPv4Address | IPv6Address | str = IPv4Address(data[offset + 1 : end])
+    elif atyp == 4:
+        end = offset + 1 + 16
+        host = IPv6Address(data[offset + 1 : end])
+    elif atyp == 3:
+        end = offset + 2 + data[offset + 1]
+        host = data[offset + 2 : end].decode("ascii")
+    else:
+        raise CodecError(f"address type {atyp}")
+    (port,) = struct.unpack_from("!H", data, end)
+    return host, port, end + 2
+
+
+def decode_request(data: bytes) -> Request:
+    """A request ``VER CMD RSV ATYP DST.ADDR DST.PORT``."""
+    if len(data) < 7 or data[0] != 5 or data[2] != 0:
+        raise CodecError(f"not a SOCKS5 request: {data.hex()}")
+    try:
+        host, port, end = _decode_address(data, 3)
+    except (IndexError, struct.error, UnicodeDecodeError, ValueError) as error:
+        raise CodecError(f"a bad address: {error}") from None
+    if end != len(data):
+        raise CodecError("bytes after the request")
+    return Request(data[1], host, port)
+
+
+def encode_method(method: int) -> bytes:
+    """The proxy's choice of method."""
+    return bytes([5, method])
+
+
+def encode_auth_status(status: int) -> bytes:
+    """RFC 1929's status (0: success)."""
+    return bytes([1, status])
+
+
+def encode_reply(code: int, host: IPv4Address | IPv6Address | str, port: int) -> bytes:
+    """A reply with ``code`` and the bound address ``host:port``."""
+    if isinstance(host, IPv4Address):
+        address = b"\x01" + host.packed
+    elif isinstance(host, IPv6Address):
+        address = b"\x04" + host.packed
+    else:
+        name = host.encode("ascii")
+        address = bytes([3, len(name)]) + name
+    return bytes([5, code, 0]) + address + port.to_bytes(2, "big")
+
+
+@dataclass
+class SocksServer:
+    """A running in-test proxy: where it listens and what it did.
+
+    Attributes:
+        port: its TCP port on 127.0.0.1.
+        accepted: connections accepted.
+        connects: the targets of the ``CONNECT`` s it relayed, in order.
+        refused: requests answered with a failure code (by choice or by rule).
+        auth_failures: credentials refused.
+    """
+
+    port: int
+    username: bytes | None
+    password: bytes | None
+    reply_code: int = 0
+    method_bytes: bytes | None = None
+    reply_bytes: bytes | None = None
+    silent: bool = False
+    accepted: int = 0
+    connects: list[tuple[str, int]] = field(default_factory=list)
+    refused: int = 0
+    auth_failures: int = 0
+    active: int = 0
+
+    def url(self, *, remote_dns: bool = False, user: str | None = None) -> str:
+        """``socks5://[user:password@]127.0.0.1:port`` (``socks5h://`` with ``remote_dns``)."""
+        scheme = "socks5h" if remote_dns else "socks5"
+        credentials = "" if user is None else f"{user}@"
+        return f"{scheme}://{credentials}127.0.0.1:{self.port}"
+
+
+async def _receive_exactly(stream: trio.SocketStream, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = await stream.receive_some(size - len(data))
+        if not chunk:
+            raise trio.BrokenResourceError("the client left")
+        data += chunk
+    return data
+
+
+async def _read_greeting(stream: trio.SocketStream) -> bytes:
+    head = await _receive_exactly(stream, 2)
+    return head + await _receive_exactly(stream, head[1])
+
+
+async def _read_auth(stream: trio.SocketStream) -> bytes:
+    head = await _receive_exactly(stream, 2)
+    user = await _receive_exactly(stream, head[1])
+    plen = await _receive_exactly(stream, 1)
+    return head + user + plen + await _receive_exactly(stream, plen[0])
+
+
+async def _read_request(stream: trio.SocketStream) -> bytes:
+    head = await _receive_exactly(stream, 4)
+    if head[3] == 1:
+        rest = await _receive_exactly(stream, 4 + 2)
+    elif head[3] == 4:
+        rest = await _receive_exactly(stream, 16 + 2)
+    else:
+        size = await _receive_exactly(stream, 1)
+        rest = size + await _receive_exactly(stream, size[0] + 2)
+    return head + rest
+
+
+def _loopback(host: IPv4Address | IPv6Address | str) -> str | None:
+    """The loopback address to connect to for ``host``, or None (tests reach loopback only)."""
+    if isinstance(host, str):
+        return "127.0.0.1" if host == "localhost" else None
+    return str(host) if host.is_loopback else None
+
+
+async def _relay(a: trio.SocketStream, b: trio.SocketStream) -> None:
+    """Copy both ways until either side ends."""
+
+    async def copy(source: trio.SocketStream, sink: trio.SocketStream) -> None:
+        try:
+            while data := await source.receive_some(64 * 1024):
+                await sink.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        nursery.cancel_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(copy, a, b)
+        nursery.start_soon(copy, b, a)
+
+
+async def _serve_one(server: SocksServer, stream: trio.SocketStream, step_timeout: float) -> None:
+    upstream: trio.SocketStream | None = None
+    async with stream:
+        with trio.move_on_after(step_timeout):
+            methods = decode_greeting(await _read_greeting(stream))
+            if server.method_bytes is not None:
+                await stream.send_all(server.method_bytes)
+                await trio.sleep(step_timeout)  # the client must give up by itself
+                return
+            if server.username is not None:
+                if 2 not in methods:
+                    await stream.send_all(encode_method(0xFF))
+                    return
+                await stream.send_all(encode_method(2))
+                user, password = decode_auth(await _read_auth(stream))
+                if (user, password) != (server.username, server.password):
+                    server.auth_failures += 1
+                    await stream.send_all(encode_auth_status(1))
+                    return
+                await stream.send_all(encode_auth_status(0))
+            else:
+                await stream.send_all(encode_method(0))
+            request = decode_request(await _read_request(stream))
+            if server.silent:
+                await trio.sleep(step_timeout)
+                return
+            if server.reply_bytes is not None:
+                await stream.send_all(server.reply_bytes)
+                await trio.sleep(step_timeout)
+                return
+            target = _loopback(request.host)
+            code = server.reply_code
+            if code == 0 and request.command != 1:
+                code = 7
+            elif code == 0 and target is None:
+                code = 2 if not isinstance(request.host, str) else 4
+            if code == 0 and target is not None:
+                try:
+                    upstream = await trio.open_tcp_stream(target, request.port)
+                except OSError:
+                    code = 5
+            if upstream is None:
+                server.refused += 1
+                await stream.send_all(encode_reply(code or 1, IPv4Address(0), 0))
+                return
+        if upstream is None:  # the client was too slow
+            return
+        server.connects.append((str(request.host), request.port))
+        async with upstream:
+            bound = ip_address(upstream.socket.getsockname()[0])
+            await stream.send_all(encode_reply(0, bound, upstream.socket.getsockname()[1]))
+            await _relay(stream, upstream)
+
+
+@asynccontextmanager
+async def serve_socks5(
+    *,
+    username: bytes | None = None,
+    password: bytes | None = None,
+    reply_code: int = 0,
+    method_bytes: bytes | None = None,
+    reply_bytes: bytes | None = None,
+    silent: bool = False,
+    max_connections: int = 64,
+    step_timeout: float = 10.0,
+) -> AsyncIterator[SocksServer]:
+    """Run a SOCKS5 proxy on 127.0.0.1 for the duration of the block.
+
+    Args:
+        username, password: require RFC 1929 with these (``None``: no authentication).
+        reply_code: answer every ``CONNECT`` with this failure code (0: relay).
+        method_bytes: send these instead of the choice of method, then wait.
+        reply_bytes: send these instead of the reply, then wait.
+        silent: never answer the ``CONNECT``.
+        max_connections: clients at once; more are closed at once.
+        step_timeout: seconds a negotiation may take, and a misbehaving answer waits.
+    """
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    server = SocksServer(
+        port,
+        username,
+        password,
+        reply_code=reply_code,
+        method_bytes=method_bytes,
+        reply_bytes=reply_bytes,
+        silent=silent,
+    )
+
+    async def handle(stream: trio.SocketStream) -> None:
+        server.accepted += 1
+        if server.active >= max_connections:
+            await trio.aclose_forcefully(stream)
+            return
+        server.active += 1
+        try:
+            await _serve_one(server, stream, step_timeout)
+        except (CodecError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass  # the client's fault, or it left: nothing to relay
+        finally:
+            server.active -= 1
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, handle, listeners)
+        try:
+            yield server
+        finally:
+            nursery.cancel_scope.cancel()

@@ -1,0 +1,172 @@
+"""A session behind a SOCKS5 proxy (``ClientConfig.proxy``, ``--proxy``): peer dials, HTTP(S)
+trackers and web seeds through the in-test proxy (tests/_socks_server.py) on 127.0.0.1, UDP
+trackers skipped, and the settings."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import pytest
+import trio
+from _engine_helpers import (
+    LOOPBACK,
+    address_of,
+    loopback_config,
+    make_torrent,
+    same_files,
+    seeder_and_leecher,
+    write_content,
+)
+from _http_file_server import file_server, self_signed
+from _http_tracker_server import MiniTracker, answer, http_server, reply
+from tests._socks_server import serve_socks5
+
+from bip._client import ClientConfig, TorrentOptions, open_session
+from bip._client._http_tracker import HttpTrackerClient
+from bip._client._http_tracker_codec import parse_http_tracker_url
+from bip._client._webseed_http import WebSeedClient
+from bip._cmd_download import add_session_arguments, config_from_args
+from bip._errors import CLIError
+from bip_handshake import PeerAddress, PeerId
+from bip_handshake._dialers import PeerDialer
+from bip_handshake._socks_shell import ProxyConfig, parse_proxy_url
+from bip_utracker import AnnounceEvent
+
+DEADLINE = 20.0
+HASH = bytes(range(20))
+
+
+async def test_a_leecher_behind_the_proxy_downloads_through_it(tmp_path: Path) -> None:
+    folder = write_content(tmp_path / "seed", (70_000, 5))
+    torrent = make_torrent(folder, "v1")
+    with trio.fail_after(DEADLINE):
+        async with serve_socks5() as proxy:
+            async with seeder_and_leecher(torrent, folder) as (seeder, _):
+                config = loopback_config(proxy=proxy.url(user=None))
+                async with open_session(config) as leecher:
+                    assert leecher.dialer is None  # no PeerDialer: no uTP dials
+                    assert leecher.holepunch is None
+                    seed = address_of(seeder)
+                    download = await leecher.add_torrent(
+                        torrent, TorrentOptions(tmp_path / "down", peers=(seed,))
+                    )
+                    await download.wait_complete()
+                    stats = leecher.handshaker.statistics()
+            # Every connection the leecher made went through the proxy, to the seed.
+            assert proxy.connects
+            assert set(proxy.connects) == {(LOOPBACK, seed.port)}
+            assert stats.outbound_attempts == len(proxy.connects)
+    assert same_files(folder, tmp_path / "down" / "album")
+
+
+async def test_an_http_tracker_announce_through_the_proxy() -> None:
+    tracker = MiniTracker()
+    with trio.fail_after(DEADLINE):
+        async with (
+            serve_socks5(username=b"me", password=b"pw") as proxy,
+            http_server(tracker) as server,
+        ):
+            port = int(server.url.split(":")[2].split("/")[0])
+            config = ProxyConfig(LOOPBACK, proxy.port, "me", "pw")
+            async with HttpTrackerClient(proxy=config) as client:
+                result = await client.announce(
+                    server.url, HASH, peer_id=PeerId.generate(), port=6881, left=1
+                )
+                assert result.tracker == PeerAddress.parse(f"{LOOPBACK}:{port}")
+                # socks5h://: the proxy resolves the name; who answered is unknown.
+                remote = ProxyConfig(LOOPBACK, proxy.port, "me", "pw", remote_dns=True)
+                async with HttpTrackerClient(proxy=remote) as named:
+                    result = await named.announce(
+                        f"http://localhost:{port}/announce",
+                        HASH,
+                        peer_id=PeerId.generate(),
+                        port=6882,
+                        left=0,
+                        event=AnnounceEvent.STARTED,
+                    )
+                assert result.tracker == PeerAddress.parse("0.0.0.0:0")
+                assert PeerAddress.parse(f"{LOOPBACK}:6881") in result.peers
+            assert proxy.connects == [(LOOPBACK, port), ("localhost", port)]
+
+
+async def test_https_tracker_and_web_seed_over_the_proxied_stream(tmp_path: Path) -> None:
+    server_context, client_context = self_signed(tmp_path)
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "f.bin").write_bytes(bytes(range(100)))
+    body = answer(interval=300, peers=bytes([127, 0, 0, 9, 0, 99]))
+    with trio.fail_after(DEADLINE):
+        async with (
+            serve_socks5() as proxy,
+            http_server(reply(body), tls=server_context) as tracker,
+            file_server(tmp_path / "files", tls=server_context) as files,
+        ):
+            config = parse_proxy_url(proxy.url())
+            client = HttpTrackerClient(ssl_context=client_context, proxy=config)
+            result = await client.announce(tracker.url, HASH, peer_id=PeerId.generate(), port=1)
+            assert [str(peer) for peer in result.peers] == ["127.0.0.9:99"]
+            seeds = WebSeedClient(ssl_context=client_context, proxy=config)
+            data = await seeds.fetch(parse_http_tracker_url(files.url + "f.bin"), 10, 5)
+            assert data == bytes(range(10, 15))
+            assert len(proxy.connects) == 2
+
+
+async def test_udp_trackers_are_skipped_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = write_content(tmp_path / "seed", (10,))
+    config = loopback_config(proxy="socks5://127.0.0.1:9", trackers=True)
+    caplog.set_level(logging.WARNING, logger="bip.client")
+    with trio.fail_after(DEADLINE):
+        async with open_session(config) as session:
+            for name, version in (("a", "v1"), ("b", "v2")):
+                await session.add_torrent(
+                    make_torrent(folder, version),  # type: ignore[arg-type]
+                    TorrentOptions(
+                        tmp_path / name,
+                        extra_trackers=("udp://127.0.0.1:9/announce",),
+                        paused=True,
+                    ),
+                )
+    warnings = [r for r in caplog.records if "skipping UDP trackers" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_config_validates_the_proxy() -> None:
+    config = ClientConfig(proxy="socks5h://u:p@127.0.0.1:1080")
+    assert config.proxy_settings == ProxyConfig("127.0.0.1", 1080, "u", "p", remote_dns=True)
+    assert ClientConfig().proxy_settings is None
+    with pytest.raises(ValueError, match="socks5:// or socks5h://"):
+        ClientConfig(proxy="http://127.0.0.1:3128")
+    with pytest.raises(TypeError, match="proxy_peer_connections"):
+        ClientConfig(proxy_peer_connections=1)  # type: ignore[arg-type]
+
+    async def dial(address: PeerAddress) -> trio.abc.Stream:
+        raise OSError("unused")
+
+    with pytest.raises(ValueError, match="exclude each other"):
+        ClientConfig(proxy="socks5://h:1", dial=dial)
+    ClientConfig(proxy="socks5://h:1", dial=dial, proxy_peer_connections=False)
+
+
+async def test_peers_dialled_directly_when_told() -> None:
+    config = loopback_config(proxy="socks5://127.0.0.1:9", proxy_peer_connections=False)
+    with trio.fail_after(DEADLINE):
+        async with open_session(config) as session:
+            assert isinstance(session.dialer, PeerDialer)
+
+
+def session_args(*options: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_session_arguments(parser)
+    return parser.parse_args(["--bind", LOOPBACK, "--no-trackers", *options])
+
+
+def test_the_proxy_option() -> None:
+    config = config_from_args(session_args("--proxy", "socks5://127.0.0.1:1080"))
+    assert config.proxy == "socks5://127.0.0.1:1080"
+    assert config_from_args(session_args()).proxy is None
+    with pytest.raises(CLIError, match="--proxy: ") as raised:
+        config_from_args(session_args("--proxy", "socks5://me:secret@h:1/x"))
+    assert "secret" not in str(raised.value)
