@@ -574,6 +574,11 @@ def test_cli_options() -> None:
     assert (config.natpmp, config.natpmp_gateway) == (True, "192.168.1.1")
     with pytest.raises(CLIError, match="--natpmp-gateway"):
         config_from_args(session_args("--natpmp-gateway", "::1"))
+    config = config_from_args(session_args("--natpmp-gateway6", "fe80::1%lo"))
+    assert (config.natpmp, config.natpmp_gateway6) == (True, "fe80::1%lo")
+    for bad in ("192.168.1.1", "fe80::1", "ff02::1", "x"):
+        with pytest.raises(CLIError, match="--natpmp-gateway6"):
+            config_from_args(session_args("--natpmp-gateway6", bad))
     parser = argparse.ArgumentParser()
     add_session_arguments(parser)
     assert "off by default" in " ".join(parser.format_help().split())

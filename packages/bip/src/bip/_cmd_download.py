@@ -208,6 +208,13 @@ def add_session_arguments(parser: argparse.ArgumentParser) -> None:
         " route's gateway)",
     )
     parser.add_argument(
+        "--natpmp-gateway6",
+        metavar="IP",
+        help="the IPv6 router asked by PCP for pinholes to an IPv6 listen address (--bind ::),"
+        " a link-local one with its interface (fe80::1%%eth0) (implies --natpmp; default: the"
+        " IPv6 default route's router)",
+    )
+    parser.add_argument(
         "--natpmp-announce-address",
         type=ipv4_endpoint_or_off,
         default=_NATPMP_ANNOUNCE,
@@ -407,7 +414,8 @@ def config_from_args(args: argparse.Namespace) -> ClientConfig:
     """The session settings the shared options ask for.
 
     Raises:
-        CLIError: a bad port, bind address, NAT-PMP gateway, rate limit or proxy URL, or an
+        CLIError: a bad port, bind address, NAT-PMP gateway (IPv4 or IPv6), rate limit or
+            proxy URL, or an
             ``--ip-filter`` file that cannot be read or is malformed.
     """
     port = parse_port(args.port)
@@ -424,6 +432,12 @@ def config_from_args(args: argparse.Namespace) -> ClientConfig:
             raise CLIError(
                 f"--natpmp-gateway takes an IPv4 address (192.168.1.1), not {gateway!r}"
             ) from None
+    gateway6 = getattr(args, "natpmp_gateway6", None)
+    if gateway6 is not None:
+        try:
+            ClientConfig(natpmp_gateway6=gateway6)  # its own checks, one place
+        except ValueError as error:
+            raise CLIError(f"--natpmp-gateway6: {error}") from None
     proxy = getattr(args, "proxy", None)
     if proxy is not None:
         try:
@@ -442,8 +456,9 @@ def config_from_args(args: argparse.Namespace) -> ClientConfig:
         limit_local_peers=args.limit_local,
         max_peers=args.max_peers,
         ip_filter=load_ip_filter(args.ip_filter, strict=args.ip_filter_strict),
-        natpmp=args.natpmp or gateway is not None,
+        natpmp=args.natpmp or gateway is not None or gateway6 is not None,
         natpmp_gateway=gateway,
+        natpmp_gateway6=gateway6,
         natpmp_announce_address=args.natpmp_announce_address,
         upnp=args.upnp,
         lsd=args.lsd,
