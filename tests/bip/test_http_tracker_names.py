@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from _discovery_target import SeedTarget
 from _http_tracker_server import answer, http_server, http_server_in_thread, reply
 from hypothesis import given
 from hypothesis import strategies as st
@@ -34,7 +35,6 @@ from bip._client._http_tracker import (
 from bip._client._http_tracker_codec import MAX_PEER_NAMES, PeerName, parse_announce_response
 from bip._client._http_tracker_errors import MalformedTrackerResponseError
 from bip_handshake import PeerAddress, PeerId
-from bip_metainfo import InfoHash
 from bip_utracker import LocalProtocolError, TrackerRejectedError, open_tracker_client
 
 HASH = b"\x45" * 20
@@ -304,22 +304,6 @@ async def test_the_announce_returns_names_unresolved(resolver: FakeResolver) -> 
 # -- the engine --------------------------------------------------------------------------------
 
 
-class Target:
-    """A DiscoveryTarget: a seed whose data is checked."""
-
-    def __init__(self) -> None:
-        self.info_hash = InfoHash(v1=HASH)
-        self.listen_port = 6881
-        self.private = False
-        self.completed = trio.Event()
-        self.ready = trio.Event()
-        self.completed.set()
-        self.ready.set()
-
-    def transfer(self) -> tuple[int, int, int]:
-        return (0, 0, 0)
-
-
 @dataclass
 class Sink:
     """Records each discovery with the time it came."""
@@ -350,7 +334,7 @@ async def test_a_silent_name_does_not_delay_the_numeric_peers(
         )
         start = trio.current_time()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(announcer.run, Target(), sink)
+            nursery.start_soon(announcer.run, SeedTarget(HASH), sink)
             await trio.sleep(60)
             nursery.cancel_scope.cancel()
     numeric, named = sink.found[0], sink.found[1:]
@@ -377,7 +361,7 @@ async def test_names_of_each_answer_are_looked_up_again(
             udp, [server.url], peer_id=PEER_ID, http_client=HttpTrackerClient(), min_interval=100
         )
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(announcer.run, Target(), sink)
+            nursery.start_soon(announcer.run, SeedTarget(HASH), sink)
             await trio.sleep(250)
             nursery.cancel_scope.cancel()
     # Three answers before the stop (at 0, 100 and 200 s); the stopped answer's names are

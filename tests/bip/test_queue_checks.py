@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from _check_counter import Checks
 from _engine_helpers import loopback_config, make_torrent, until, write_content
 
 from bip._client import (
@@ -22,7 +23,6 @@ from bip._client import (
     open_session,
 )
 from bip._client._resume import ResumeStore
-from bip_disk import DiskManager, TorrentHandle, TorrentState
 from bip_metainfo import Metainfo
 
 DEADLINE = 20.0
@@ -41,29 +41,6 @@ def tiny(tmp_path: Path, count: int) -> list[tuple[Path, Metainfo]]:
         folder = write_content(tmp_path / f"t{index}", [100], seed=index)
         made.append((folder, make_torrent(folder, "v1")))
     return made
-
-
-class Checks:
-    """Counts the data checks the torrents wait for (the full ones and the resume data's),
-    and how many at most are under way at once; with ``gate``, the first check to start
-    does not end (for the torrent) until it is set."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, gate: trio.Event | None = None) -> None:
-        self.now = self.most = self.started = 0
-        wait_checked = DiskManager.wait_checked
-
-        async def counted(disk: DiskManager, handle: TorrentHandle) -> TorrentState:
-            self.now += 1
-            self.started += 1
-            self.most = max(self.most, self.now)
-            try:
-                if gate is not None and self.started == 1:
-                    await gate.wait()
-                return await wait_checked(disk, handle)
-            finally:
-                self.now -= 1
-
-        monkeypatch.setattr(DiskManager, "wait_checked", counted)
 
 
 def checked(torrents: list[Torrent]) -> bool:

@@ -16,24 +16,17 @@ from typing import cast
 
 import trio
 import trio.testing
+from _swarm_fakes import FAST, PLAIN, FakeManager, FakePeer, connection, donthave, read
 
 from bip._client._swarm import Swarm
 from bip_handshake import Extensions
-from bip_metainfo import InfoHash
 from bip_peer import (
-    NEED_DATA,
     Bitfield,
-    ConnectionLimits,
-    DontHave,
-    Extended,
-    ExtendedHandshake,
     Have,
     HaveAll,
-    Message,
     Peer,
     PeerConnection,
     PeerManager,
-    StaleSendError,
     Unchoke,
 )
 from bip_select import (
@@ -49,64 +42,7 @@ from bip_select import (
 )
 
 PIECES = 4  # one block each: the second peer's first queue (4) takes the rest
-FAST = Extensions.FAST | Extensions.EXTENSION_PROTOCOL
-PLAIN = Extensions.EXTENSION_PROTOCOL
-DONTHAVE_ID = 7  # the id under which our side takes lt_donthave
 ZERO = Block(0, 0, BLOCK_SIZE)
-
-
-class FakePeer:
-    """What :class:`Swarm` reads of bip_peer's :class:`~bip_peer.Peer` handle: its connection."""
-
-    def __init__(self, connection: PeerConnection) -> None:
-        self.connection = connection
-
-
-class FakeManager:
-    """The peer manager as :class:`Swarm` uses it, around real connections: a message is
-    checked (and refused) by the peer's connection, as ``send_nowait`` does."""
-
-    def __init__(self) -> None:
-        self.peers: set[FakePeer] = set()
-        self.refused: list[tuple[FakePeer, StaleSendError]] = []
-
-    def send_nowait(self, peer: FakePeer, message: Message) -> bool:
-        try:
-            peer.connection.send(message)
-        except StaleSendError as error:
-            self.refused.append((peer, error))
-            raise
-        return True
-
-    def is_connected(self, peer: FakePeer) -> bool:
-        return peer in self.peers
-
-    def remove_peer(self, peer: FakePeer, reason: str) -> None:
-        self.peers.discard(peer)
-
-
-def connection(extensions: Extensions = FAST) -> PeerConnection:
-    """Our side of a connection that takes lt_donthave, for a torrent of :data:`PIECES`."""
-    ours = PeerConnection(
-        num_pieces=PIECES,
-        info_hash=InfoHash(v1=bytes(20)),
-        our_extensions=extensions,
-        their_extensions=extensions,
-        limits=ConnectionLimits(),
-    )
-    ours.send(ExtendedHandshake(m={"lt_donthave": DONTHAVE_ID}))
-    return ours
-
-
-def read(ours: PeerConnection, *messages: Message) -> None:
-    """The connection reads what the peer sent (the brain hears none of it)."""
-    ours.receive_data(b"".join(message.encode() for message in messages))
-    while ours.next_event() is not NEED_DATA:
-        pass
-
-
-def donthave(piece: int) -> Extended:
-    return Extended(DONTHAVE_ID, DontHave(piece).encode_payload())
 
 
 class Arena:
@@ -141,15 +77,15 @@ async def _taken_back_then_asked_elsewhere(extensions: Extensions) -> None:
     arena = Arena()
     # The first peer had piece 0 only, then took it back: the connection read it all, the
     # brain heard only the have and the unchoke, so it asks that peer for piece 0.
-    first = connection(extensions)
+    first = connection(PIECES, extensions)
     read(first, Bitfield(b"\x80"), Unchoke(), donthave(0))
     lender = arena.join(first)
     arena.feed(PeerHave(lender, 0), PeerUnchokedUs(lender))
-    assert [error.choked for _, error in arena.manager.refused] == [False]
+    assert [error.choked for error in arena.manager.refused] == [False]
     assert not first.our_requests
     assert not arena.outstanding(lender)  # back in the pool at once, not pending for 60 s
     # A seed comes: piece 0 is asked of it with the others, well before any timeout.
-    second = connection(extensions)
+    second = connection(PIECES, extensions)
     read(second, Bitfield(b"\xf0"), Unchoke())
     seed = arena.join(second)
     arena.feed(PeerHaveAll(seed), PeerUnchokedUs(seed))
@@ -184,7 +120,7 @@ async def test_a_seed_taking_a_piece_back_is_asked_for_the_others(
     # One peer alone: the piece it took back waits for someone who has it, the other pieces
     # are asked of it as usual, and nothing is asked twice.
     arena = Arena()
-    ours = connection()
+    ours = connection(PIECES)
     read(ours, HaveAll(), Unchoke(), donthave(2))
     peer = arena.join(ours)
     arena.feed(PeerHaveAll(peer), PeerUnchokedUs(peer))

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import trio
+from _check_counter import Checks
 from _engine_helpers import address_of, loopback_config, make_torrent, until, write_content
 
 from bip._client import (
@@ -26,7 +27,6 @@ from bip._client._discovery import DiscoveryTarget
 from bip._client._queue import QueueDecision, QueuedTorrent, QueueLimits, TorrentQueue
 from bip._client._resume import ResumeStore, SavedState, decode_saved_state
 from bip._client._session import QUEUE_MIN_GAP
-from bip_disk import DiskManager, TorrentHandle, TorrentState
 from bip_handshake import PeerAddress, PeerSink
 from bip_metainfo import InfoHash, Metainfo
 
@@ -379,25 +379,6 @@ async def test_a_burst_of_adds_is_decided_in_few_passes(
             assert [session.queue_position(torrent) for torrent in t] == list(range(20))
             assert not any(torrent.queued for torrent in t)
     assert passes.decisions == passes.facts == 0
-
-
-class Checks:
-    """Counts the data checks under way at once (the first ones and the rechecks)."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.now = self.most = self.started = 0
-        wait_checked = DiskManager.wait_checked
-
-        async def counted(disk: DiskManager, handle: TorrentHandle) -> TorrentState:
-            self.now += 1
-            self.started += 1
-            self.most = max(self.most, self.now)
-            try:
-                return await wait_checked(disk, handle)
-            finally:
-                self.now -= 1
-
-        monkeypatch.setattr(DiskManager, "wait_checked", counted)
 
 
 async def test_paused_auto_managed_torrents_do_not_check(

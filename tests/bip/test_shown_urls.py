@@ -13,6 +13,7 @@ import pytest
 import trio
 import trio.testing
 from _cli_helpers import assert_one_line_error
+from _discovery_target import NullSink, SeedTarget
 from _http_tracker_server import http_server, reply
 from hypothesis import given
 from hypothesis import strategies as st
@@ -23,7 +24,7 @@ from bip._client._http_tracker import HttpTrackerClient
 from bip._client._http_tracker_codec import parse_http_tracker_url
 from bip._client._http_tracker_codec import shown_url as bip_shown_url
 from bip._client._http_tracker_errors import HttpTrackerError
-from bip_handshake import PeerAddress, PeerId
+from bip_handshake import PeerId
 from bip_metainfo import InfoHash
 from bip_utracker import (
     AnnounceEvent,
@@ -304,27 +305,6 @@ async def test_http_client_warnings_keep_the_path_secret_out(
     assert HEX not in message
 
 
-class Target:
-    """A DiscoveryTarget: a seed whose data is checked."""
-
-    def __init__(self) -> None:
-        self.info_hash = InfoHash(v1=HASH)
-        self.listen_port = 6881
-        self.private = False
-        self.completed = trio.Event()
-        self.ready = trio.Event()
-        self.completed.set()
-        self.ready.set()
-
-    def transfer(self) -> tuple[int, int, int]:
-        return (0, 0, 0)
-
-
-class NullSink:
-    def discovered(self, info_hash: object, addresses: Iterable[PeerAddress], source: str) -> None:
-        pass
-
-
 async def test_the_engine_logs_no_path_secret(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -341,7 +321,7 @@ async def test_the_engine_logs_no_path_secret(
     async with open_tracker_client(bind_v4="127.0.0.1", bind_v6=None) as udp:
         announcer = TrackerAnnouncer(udp, urls, peer_id=PEER_ID, http_client=HttpTrackerClient())
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(announcer.run, Target(), NullSink())
+            nursery.start_soon(announcer.run, SeedTarget(HASH), NullSink())
             await trio.sleep(100)
             nursery.cancel_scope.cancel()
     messages = [record.getMessage() for record in caplog.records]

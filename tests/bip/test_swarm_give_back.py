@@ -19,23 +19,17 @@ import pytest
 import trio
 from _engine_helpers import address_of, loopback_config, make_torrent, write_content
 from _hostile_peer import hostile_peer
+from _swarm_fakes import PLAIN, FakeManager, FakePeer, connection, donthave, read
 
 from bip._client import TorrentOptions, open_session
 from bip._client._swarm import Swarm
-from bip_handshake import Extensions
-from bip_metainfo import InfoHash
 from bip_peer import (
-    NEED_DATA,
     AllowedFast,
     Bitfield,
     Choke,
-    ConnectionLimits,
-    DontHave,
     Extended,
-    ExtendedHandshake,
     HaveAll,
     Interested,
-    Message,
     Peer,
     PeerConnection,
     PeerManager,
@@ -56,66 +50,6 @@ from bip_select import (
 from bip_select import AllowedFast as AllowedFastInput
 
 PIECES = 8
-FAST = Extensions.FAST | Extensions.EXTENSION_PROTOCOL
-PLAIN = Extensions.EXTENSION_PROTOCOL
-DONTHAVE_ID = 7  # the id under which our side takes lt_donthave
-
-
-class FakePeer:
-    """What :class:`Swarm` reads of bip_peer's :class:`~bip_peer.Peer` handle: its connection."""
-
-    def __init__(self, connection: PeerConnection) -> None:
-        self.connection = connection
-
-
-class FakeManager:
-    """The peer manager as :class:`Swarm` uses it, around real connections: a message is
-    checked (and refused) by the peer's connection, as ``send_nowait`` does."""
-
-    def __init__(self) -> None:
-        self.peers: set[FakePeer] = set()
-        self.attempts = 0  # requests the swarm tried to send
-        self.refused: list[StaleSendError] = []
-
-    def send_nowait(self, peer: FakePeer, message: Message) -> bool:
-        if isinstance(message, Request):
-            self.attempts += 1
-        try:
-            peer.connection.send(message)
-        except StaleSendError as error:
-            self.refused.append(error)
-            raise
-        return True
-
-    def is_connected(self, peer: FakePeer) -> bool:
-        return peer in self.peers
-
-    def remove_peer(self, peer: FakePeer, reason: str) -> None:
-        self.peers.discard(peer)
-
-
-def connection(extensions: Extensions = FAST, **limits: int) -> PeerConnection:
-    """Our side of a connection that takes lt_donthave, for a torrent of :data:`PIECES`."""
-    ours = PeerConnection(
-        num_pieces=PIECES,
-        info_hash=InfoHash(v1=bytes(20)),
-        our_extensions=extensions,
-        their_extensions=extensions,
-        limits=ConnectionLimits(**limits),
-    )
-    ours.send(ExtendedHandshake(m={"lt_donthave": DONTHAVE_ID}))
-    return ours
-
-
-def read(ours: PeerConnection, *messages: Message) -> None:
-    """The connection reads what the peer sent (the brain hears none of it)."""
-    ours.receive_data(b"".join(message.encode() for message in messages))
-    while ours.next_event() is not NEED_DATA:
-        pass
-
-
-def donthave(piece: int) -> Extended:
-    return Extended(DONTHAVE_ID, DontHave(piece).encode_payload())
 
 
 def swarm_with(*connections: PeerConnection) -> tuple[Swarm, FakeManager, list[Peer]]:
@@ -142,7 +76,7 @@ async def test_a_piece_taken_back_is_given_back_without_asking_the_peer_again() 
     # The reviewer's case: piece 0 allowed fast, then lt_donthave(0), both read before the
     # brain heard of either. Given back alone, the brain asked for it again and again
     # (recursion); the brain hears the dont-have first, so it is not asked of the peer again.
-    ours = connection()
+    ours = connection(PIECES)
     read(ours, HaveAll(), AllowedFast(0), donthave(0))
     swarm, manager, [peer] = swarm_with(ours)
     swarm.feed(PeerHaveAll(peer), 0.0)
@@ -157,7 +91,7 @@ async def test_a_piece_taken_back_is_given_back_without_asking_the_peer_again() 
 
 
 async def test_a_fast_peers_choke_gives_the_requests_back() -> None:
-    ours = connection()
+    ours = connection(PIECES)
     read(ours, HaveAll(), Unchoke(), Choke())  # the choke read before the brain saw the unchoke
     swarm, manager, [peer] = swarm_with(ours)
     swarm.feed(PeerHaveAll(peer), 0.0)
@@ -175,7 +109,7 @@ async def test_a_fast_peers_choke_gives_the_requests_back() -> None:
 async def test_without_the_fast_extension_the_choke_frees_them() -> None:
     # Without BEP 6 the choke's own event frees every request; an early give-back would
     # overtake blocks already read.
-    ours = connection(PLAIN)
+    ours = connection(PIECES, PLAIN)
     read(ours, Bitfield(b"\xff"), Unchoke(), Choke())
     swarm, manager, [peer] = swarm_with(ours)
     swarm.feed(PeerHaveAll(peer), 0.0)  # what the bitfield means to the brain
@@ -190,7 +124,7 @@ async def test_without_the_fast_extension_the_choke_frees_them() -> None:
 async def test_a_block_refused_again_goes_back_once() -> None:
     # The connection remembers one allowed-fast piece, the brain both: every ask for piece 0
     # meets the choke. Each (peer, block) goes back once per pass; then the loop ends.
-    ours = connection(max_allowed_fast=1)
+    ours = connection(PIECES, max_allowed_fast=1)
     read(ours, HaveAll(), AllowedFast(1), AllowedFast(0))
     swarm, manager, [peer] = swarm_with(ours)
     swarm.feed(PeerHaveAll(peer), 0.0)
@@ -204,7 +138,7 @@ async def test_a_block_refused_again_goes_back_once() -> None:
 
 
 def test_the_connection_says_when_a_choke_refused_a_request() -> None:
-    ours = connection()
+    ours = connection(PIECES)
     read(ours, HaveAll(), AllowedFast(2), donthave(3))
     with pytest.raises(StaleSendError) as choked:
         ours.send(Request(1, 0, BLOCK_SIZE))

@@ -3,44 +3,21 @@ HTTP trackers alike, and lowered or raised through TrackerAnnouncer's ``min_inte
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import pytest
 import trio
 import trio.testing
+from _discovery_target import NullSink, SeedTarget
 from _http_tracker_server import answer, http_server, reply
 
 from bip._client import ClientConfig
 from bip._client._discovery import TRACKER_MAX_INTERVAL, TRACKER_MIN_INTERVAL, TrackerAnnouncer
 from bip._client._http_tracker import HttpTrackerClient
-from bip_handshake import PeerAddress, PeerId
-from bip_metainfo import InfoHash
+from bip_handshake import PeerId
 from bip_utracker import DEFAULT_MIN_ANNOUNCE_INTERVAL, open_tracker_client, serve_tracker
 from bip_utracker._server_core import ServerConfig
 
 HASH = b"\x46" * 20
 PEER_ID = PeerId(b"-BP0001-announcefl01")
-
-
-class Target:
-    """A DiscoveryTarget: a seed whose data is checked."""
-
-    def __init__(self) -> None:
-        self.info_hash = InfoHash(v1=HASH)
-        self.listen_port = 6881
-        self.private = False
-        self.completed = trio.Event()
-        self.ready = trio.Event()
-        self.completed.set()
-        self.ready.set()
-
-    def transfer(self) -> tuple[int, int, int]:
-        return (0, 0, 0)
-
-
-class Sink:
-    def discovered(self, info_hash: object, addresses: Iterable[PeerAddress], source: str) -> None:
-        pass
 
 
 def test_the_default_floor_is_libtorrents() -> None:
@@ -70,7 +47,7 @@ async def test_a_tracker_asking_for_one_second_is_announced_to_at_the_floor(
                     udp, urls, peer_id=PEER_ID, http_client=http_client, min_interval=min_interval
                 )
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(announcer.run, Target(), Sink())
+                nursery.start_soon(announcer.run, SeedTarget(HASH), NullSink())
                 await trio.sleep(650)
                 udp_announces = udp_server.statistics().announces
                 http_announces = len(http.requests)

@@ -13,13 +13,12 @@ Every test runs with ``event_buffer=1``: one event not taken fills the queue.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 
 import trio
 import trio.testing
+from tests._disk_events import multi_file_info, until
 
-from bip_bencode import encode
 from bip_disk import (
     CheckFinished,
     CheckProgress,
@@ -38,28 +37,13 @@ from bip_disk import (
     TorrentState,
     open_disk_manager,
 )
-from bip_metainfo import Info
 
 PIECE = 16384
 BAD = 3  # b.bin's first pieces hold zeros in the new storage: 1..3 bad, 4..8 good
 A = os.urandom(PIECE)
 B = os.urandom(8 * PIECE)
 SPACE = A + B  # a.bin is piece 0, b.bin pieces 1..8
-INFO = Info.from_bytes(
-    encode(
-        {
-            b"name": b"t",
-            b"piece length": PIECE,
-            b"pieces": b"".join(
-                hashlib.sha1(SPACE[at : at + PIECE]).digest() for at in range(0, len(SPACE), PIECE)
-            ),
-            b"files": [
-                {b"length": len(A), b"path": [b"a.bin"]},
-                {b"length": len(B), b"path": [b"b.bin"]},
-            ],
-        }
-    )
-)
+INFO = multi_file_info("t", [("a.bin", A), ("b.bin", B)], PIECE)
 ARRIVING = range(1, 9)  # a block of each of b.bin's pieces is in memory at the move
 DEADLINE = 10
 
@@ -97,17 +81,6 @@ async def added(disk: DiskManager, fs: MemoryFileSystem) -> TorrentHandle:
     torrent = await disk.add_torrent(INFO, fs)
     await until(disk, CheckFinished)
     return torrent
-
-
-async def until(disk: DiskManager, kind: type[DiskEvent]) -> list[DiskEvent]:
-    """The events up to and including the first of ``kind``."""
-    events: list[DiskEvent] = []
-    with trio.fail_after(DEADLINE):
-        async for event in disk.events():
-            events.append(event)
-            if isinstance(event, kind):
-                return events
-    raise AssertionError("the event stream ended")
 
 
 async def check_waits_to_emit(disk: DiskManager, torrent: TorrentHandle) -> None:

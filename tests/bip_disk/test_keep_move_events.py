@@ -11,13 +11,11 @@ drops)."""
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import threading
 
-import trio
+from tests._disk_events import multi_file_info, until
 
-from bip_bencode import encode
 from bip_disk import (
     CheckFinished,
     DiskEvent,
@@ -34,7 +32,6 @@ from bip_disk import (
     open_disk_manager,
 )
 from bip_disk._filesystem import Buffer
-from bip_metainfo import Info
 
 PIECE = 16384
 # Stored in this order, one piece space: a = 0-1, b = 2-3, c = 4-6, d = 6-7 (6 is c's and d's).
@@ -42,19 +39,7 @@ FILES = (("a.bin", 2 * PIECE), ("b.bin", 2 * PIECE), ("c.bin", 2 * PIECE + 100),
 CONTENT = {name: os.urandom(size) for name, size in FILES}
 SPACE = b"".join(CONTENT[name] for name, _ in FILES)
 NUM_PIECES = -(-len(SPACE) // PIECE)
-INFO = Info.from_bytes(
-    encode(
-        {
-            b"name": b"t",
-            b"piece length": PIECE,
-            b"pieces": b"".join(
-                hashlib.sha1(SPACE[at : at + PIECE]).digest() for at in range(0, len(SPACE), PIECE)
-            ),
-            b"files": [{b"length": size, b"path": [name.encode()]} for name, size in FILES],
-        }
-    )
-)
-DEADLINE = 10
+INFO = multi_file_info("t", [(name, CONTENT[name]) for name, _ in FILES], PIECE)
 
 
 def piece(index: int) -> bytes:
@@ -91,17 +76,6 @@ class FailingFileSystem(MemoryFileSystem):
                 f"write {path}: {os.strerror(errno.ENOSPC)}", errno=errno.ENOSPC, path=path
             )
         super().write(path, offset, data)
-
-
-async def until(disk: DiskManager, kind: type[DiskEvent]) -> list[DiskEvent]:
-    """The events up to and including the first of ``kind``."""
-    events: list[DiskEvent] = []
-    with trio.fail_after(DEADLINE):
-        async for event in disk.events():
-            events.append(event)
-            if isinstance(event, kind):
-                return events
-    raise AssertionError("the event stream ended")
 
 
 async def added(disk: DiskManager, fs: MemoryFileSystem) -> tuple[TorrentHandle, set[int]]:

@@ -469,6 +469,20 @@ def _new_announce_socket6() -> trio.socket.SocketType:
     return trio.socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
 
 
+def _share_port(sock: trio.socket.SocketType) -> None:
+    """Let every program on the host that maps ports listen on the announcements' port too:
+    ``SO_REUSEADDR``, and ``SO_REUSEPORT`` where the system has it.
+
+    Raises:
+        OSError: ``SO_REUSEADDR`` refused.
+    """
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    reuse_port = getattr(socket, "SO_REUSEPORT", None)
+    if reuse_port is not None:
+        with suppress(OSError):  # some kernels define it and refuse it
+            sock.setsockopt(socket.SOL_SOCKET, reuse_port, 1)
+
+
 async def _open_announce_socket6(
     host: IPv6Address, port: int, interface: int
 ) -> trio.socket.SocketType | None:
@@ -482,11 +496,7 @@ async def _open_announce_socket6(
     """
     sock = _new_announce_socket6()
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        reuse_port = getattr(socket, "SO_REUSEPORT", None)
-        if reuse_port is not None:
-            with suppress(OSError):  # some kernels define it and refuse it
-                sock.setsockopt(socket.SOL_SOCKET, reuse_port, 1)
+        _share_port(sock)
         with suppress(OSError):  # IPv6 alone: the IPv4 mapper listens for IPv4's own
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         if host.is_multicast:
@@ -613,12 +623,7 @@ async def _open_announce_socket(
     membership: _GroupMembership | None = None
     sock = _new_announce_socket()
     try:
-        # Every program on the host that maps ports may listen on the group's port.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        reuse_port = getattr(socket, "SO_REUSEPORT", None)
-        if reuse_port is not None:
-            with suppress(OSError):  # some kernels define it and refuse it
-                sock.setsockopt(socket.SOL_SOCKET, reuse_port, 1)
+        _share_port(sock)
         if host.is_multicast:
             try:
                 # Only what is sent to the group arrives (Linux, the BSDs), not what anyone

@@ -250,6 +250,15 @@ def _bind_host(config: ClientConfig) -> str:
     return "0.0.0.0"
 
 
+def _announce_group(announce: str | None) -> tuple[str, int] | None:
+    """A configured announcement address (``"224.0.0.1:5350"``, ``"[ff02::1]:5350"``) as
+    :func:`open_port_mapper`'s ``announce_address`` (None: not listened for)."""
+    if announce is None:
+        return None
+    group = PeerAddress.parse(announce)
+    return (str(group.host), group.port)
+
+
 @asynccontextmanager
 async def open_session_port_mapping(
     config: ClientConfig,
@@ -306,8 +315,7 @@ async def open_session_port_mapping(
     async with AsyncExitStack() as stack:
         if "NAT-PMP" in wanted:
             gateway = config.natpmp_gateway or default_gateway()
-            announce = config.natpmp_announce_address
-            group = None if announce is None else PeerAddress.parse(announce)
+            group = _announce_group(config.natpmp_announce_address)
             if gateway is None:
                 logger.warning("NAT-PMP: no default gateway found; ports not mapped")
             else:
@@ -319,9 +327,7 @@ async def open_session_port_mapping(
                             gateway_port=config.natpmp_gateway_port,
                             on_event=mapping.on_event,
                             bind_host=_bind_host(config),
-                            announce_address=(
-                                None if group is None else (str(group.host), group.port)
-                            ),
+                            announce_address=group,
                         )
                     )
                 except (OSError, LocalProtocolError) as error:
@@ -365,8 +371,7 @@ async def _open_pinholes(
     if gateway is None:
         logger.info("PCP (IPv6): no IPv6 default router found; no pinholes asked for")
         return None
-    announce = config.natpmp_announce_address6
-    group = None if announce is None else PeerAddress.parse(announce)
+    group = _announce_group(config.natpmp_announce_address6)
     shown = ", ".join(f"{kind.name} {port}" for kind, port in pinholes)
     try:
         mapper = await stack.enter_async_context(
@@ -376,7 +381,7 @@ async def _open_pinholes(
                 gateway_port=config.natpmp_gateway_port,
                 on_event=mapping.on_event,
                 bind_host=_bind_host6(config),
-                announce_address=None if group is None else (str(group.host), group.port),
+                announce_address=group,
             )
         )
     except LocalProtocolError as error:
