@@ -17,7 +17,8 @@ Port 0 is kept too (it is valid bytes and shows up in the wild), but such an add
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import struct
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, IPv6Network
 from typing import Final, Literal
@@ -39,6 +40,18 @@ DEFAULT_COMPACT_LIMIT = 10_000
 NODE_ID_LENGTH = 20
 _PEER_SIZE = {4: 6, 6: 18}
 _MAX_TEXT = 64  # "[" + 45-character IPv6 text + "]:" + 5 digits fits comfortably
+
+# Bulk decoding unpacks every entry at C speed rather than slicing and converting field by field.
+_V4_PEER: Final = struct.Struct(">IH")
+_V6_PEER: Final = struct.Struct(">QQH")
+_V4_NODE: Final = struct.Struct(f">{NODE_ID_LENGTH}sIH")
+_V6_NODE: Final = struct.Struct(f">{NODE_ID_LENGTH}sQQH")
+# Address checks on the address's integer: the ipaddress properties build or compare objects on
+# every call, and they run for every address a tracker, PEX message or DHT reply brings.
+_V4_MAPPED_PREFIX: Final = 0xFFFF  # an IPv6 address's top 96 bits when it is ::ffff:a.b.c.d
+_V4_LOW: Final = 0xFFFFFFFF
+_V4_MULTICAST_TOP4: Final = 0xE  # 224.0.0.0/4
+_V6_MULTICAST_TOP8: Final = 0xFF  # ff00::/8
 
 Family = Literal[4, 6]
 """An address family: 4 for IPv4, 6 for IPv6."""
@@ -81,6 +94,16 @@ class PeerAddress:
     port: int
 
     def __post_init__(self) -> None:
+        host, port = self.host, self.port
+        # The usual case, decided on exact types: anything else (a bool or other int subclass,
+        # an ipaddress subclass, a scoped or foreign host) takes the full checks below, which
+        # give each refusal its message.
+        if (
+            type(port) is int
+            and 0 <= port <= 0xFFFF
+            and (type(host) is IPv4Address or (type(host) is IPv6Address and host.scope_id is None))
+        ):
+            return
         if not isinstance(self.host, IPv4Address | IPv6Address):
             raise CompactError(f"a host is an IPv4Address or IPv6Address, got {self.host!r}")
         if isinstance(self.host, IPv6Address) and self.host.scope_id is not None:
@@ -108,8 +131,21 @@ class PeerAddress:
         >>> PeerAddress.parse("0.0.0.0:6881").is_connectable
         False
         """
-        host = self.normalized().host
-        return self.port != 0 and not (host.is_unspecified or host.is_multicast)
+        if self.port == 0:
+            return False
+        host = self.host
+        if type(host) is IPv4Address:
+            value = int(host)
+            return value != 0 and value >> 28 != _V4_MULTICAST_TOP4
+        if type(host) is IPv6Address:
+            value = int(host)
+            if value >> 32 == _V4_MAPPED_PREFIX:  # judged as the IPv4 address it carries
+                value &= _V4_LOW
+                return value != 0 and value >> 28 != _V4_MULTICAST_TOP4
+            return value != 0 and value >> 120 != _V6_MULTICAST_TOP8
+        # An ipaddress subclass may answer differently: ask it.
+        normal = self.normalized().host
+        return not (normal.is_unspecified or normal.is_multicast)
 
     def normalized(self) -> PeerAddress:
         """This address with an IPv4-mapped IPv6 host (``::ffff:a.b.c.d``) turned into IPv4.
@@ -117,8 +153,16 @@ class PeerAddress:
         >>> PeerAddress.parse("[::ffff:10.0.0.1]:80").normalized()
         PeerAddress(host=IPv4Address('10.0.0.1'), port=80)
         """
-        if isinstance(self.host, IPv6Address) and self.host.ipv4_mapped is not None:
-            return PeerAddress(self.host.ipv4_mapped, self.port)
+        host = self.host
+        if type(host) is IPv4Address:
+            return self
+        if type(host) is IPv6Address:
+            value = int(host)
+            if value >> 32 == _V4_MAPPED_PREFIX:
+                return _peer(IPv4Address(value & _V4_LOW), self.port)
+            return self
+        if isinstance(host, IPv6Address) and host.ipv4_mapped is not None:
+            return PeerAddress(host.ipv4_mapped, self.port)
         return self
 
     def to_compact(self) -> bytes:
@@ -127,7 +171,13 @@ class PeerAddress:
         >>> PeerAddress.parse("[::1]:258").to_compact().hex()
         '000000000000000000000000000000010102'
         """
-        return self.host.packed + self.port.to_bytes(2, "big")
+        host = self.host
+        if type(host) is IPv4Address:
+            return _V4_PEER.pack(int(host), self.port)
+        if type(host) is IPv6Address:
+            value = int(host)
+            return _V6_PEER.pack(value >> 64, value & 0xFFFFFFFFFFFFFFFF, self.port)
+        return host.packed + self.port.to_bytes(2, "big")
 
     @classmethod
     def from_compact(cls, data: bytes | bytearray | memoryview) -> PeerAddress:
@@ -137,11 +187,17 @@ class PeerAddress:
         PeerAddress(host=IPv4Address('127.0.0.1'), port=6881)
         """
         raw = bytes(data)
+        host: IPv4Address | IPv6Address
         if len(raw) == 6:
-            return cls(IPv4Address(raw[:4]), int.from_bytes(raw[4:], "big"))
-        if len(raw) == 18:
-            return cls(IPv6Address(raw[:16]), int.from_bytes(raw[16:], "big"))
-        raise CompactError(f"a compact peer is 6 or 18 bytes, got {len(raw)}")
+            address, port = _V4_PEER.unpack(raw)
+            host = IPv4Address(address)
+        elif len(raw) == 18:
+            high, low, port = _V6_PEER.unpack(raw)
+            host = IPv6Address(high << 64 | low)
+        else:
+            raise CompactError(f"a compact peer is 6 or 18 bytes, got {len(raw)}")
+        # A subclass may check more in its __post_init__: only our own class skips the checks.
+        return _peer(host, port) if cls is PeerAddress else cls(host, port)
 
     @classmethod
     def parse(cls, text: str) -> PeerAddress:
@@ -188,6 +244,13 @@ class NodeInfo:
 
     def __post_init__(self) -> None:
         node_id: object = self.node_id
+        # The usual case, decided on exact types; anything else takes the full checks below.
+        if (
+            type(node_id) is bytes
+            and len(node_id) == NODE_ID_LENGTH
+            and type(self.address) is PeerAddress
+        ):
+            return
         if isinstance(node_id, bytearray | memoryview):
             node_id = bytes(node_id)
             object.__setattr__(self, "node_id", node_id)
@@ -214,22 +277,53 @@ class NodeInfo:
         raw = bytes(data)
         if len(raw) not in (26, 38):
             raise CompactError(f"compact node info is 26 or 38 bytes, got {len(raw)}")
-        return cls(raw[:NODE_ID_LENGTH], PeerAddress.from_compact(raw[NODE_ID_LENGTH:]))
+        node_id, address = raw[:NODE_ID_LENGTH], PeerAddress.from_compact(raw[NODE_ID_LENGTH:])
+        # A subclass may check more in its __post_init__: only our own class skips the checks.
+        return _node(node_id, address) if cls is NodeInfo else cls(node_id, address)
 
     def __str__(self) -> str:
         return f"{self.node_id.hex()}@{self.address}"
 
 
-def _chunks(
-    data: bytes | bytearray | memoryview, size: int, limit: int, what: str
-) -> Iterable[memoryview]:
+# Private constructors for parts already known valid (an exact IPv4Address, or an unscoped exact
+# IPv6Address, and a port in 0..65535; a 20-byte bytes id and a PeerAddress): decoding and
+# normalising make them by the thousand, and the dataclass __init__ would check again what the
+# decoder has just established. The slot descriptors store the fields as the frozen dataclass's
+# own __init__ does, without going through its refusing __setattr__.
+_new: Final = object.__new__
+_set_host: Final[Callable[[PeerAddress, IPv4Address | IPv6Address], None]] = PeerAddress.__dict__[
+    "host"
+].__set__
+_set_port: Final[Callable[[PeerAddress, int], None]] = PeerAddress.__dict__["port"].__set__
+_set_node_id: Final[Callable[[NodeInfo, bytes], None]] = NodeInfo.__dict__["node_id"].__set__
+_set_address: Final[Callable[[NodeInfo, PeerAddress], None]] = NodeInfo.__dict__["address"].__set__
+
+
+def _peer(host: IPv4Address | IPv6Address, port: int) -> PeerAddress:
+    """``PeerAddress(host, port)`` for a *host* and *port* known valid, unchecked."""
+    address: PeerAddress = _new(PeerAddress)
+    _set_host(address, host)
+    _set_port(address, port)
+    return address
+
+
+def _node(node_id: bytes, address: PeerAddress) -> NodeInfo:
+    """``NodeInfo(node_id, address)`` for a 20-byte ``bytes`` id and a PeerAddress, unchecked."""
+    node: NodeInfo = _new(NodeInfo)
+    _set_node_id(node, node_id)
+    _set_address(node, address)
+    return node
+
+
+def _entries(data: bytes | bytearray | memoryview, size: int, limit: int, what: str) -> memoryview:
+    """A byte view of *data*, once its length is checked to hold whole entries, at most *limit*."""
     view = memoryview(data).cast("B")
     if len(view) % size:
         raise CompactError(f"{what} must be a multiple of {size} bytes, got {len(view)}")
     count = len(view) // size
     if count > limit:
         raise CompactError(f"{count} {what} entries exceed the limit of {limit}")
-    return [view[start : start + size] for start in range(0, len(view), size)]
+    return view
 
 
 def parse_compact_peers(
@@ -246,8 +340,11 @@ def parse_compact_peers(
     []
     """
     size = _peer_size(family)
+    view = _entries(data, size, limit, "compact peers")
+    if family == 4:
+        return [_peer(IPv4Address(host), port) for host, port in _V4_PEER.iter_unpack(view)]
     return [
-        PeerAddress.from_compact(chunk) for chunk in _chunks(data, size, limit, "compact peers")
+        _peer(IPv6Address(high << 64 | low), port) for high, low, port in _V6_PEER.iter_unpack(view)
     ]
 
 
@@ -282,7 +379,16 @@ def parse_compact_nodes(
     '1.2.3.4:6881'
     """
     size = NODE_ID_LENGTH + _peer_size(family)
-    return [NodeInfo.from_compact(chunk) for chunk in _chunks(data, size, limit, "compact nodes")]
+    view = _entries(data, size, limit, "compact nodes")
+    if family == 4:
+        return [
+            _node(node_id, _peer(IPv4Address(host), port))
+            for node_id, host, port in _V4_NODE.iter_unpack(view)
+        ]
+    return [
+        _node(node_id, _peer(IPv6Address(high << 64 | low), port))
+        for node_id, high, low, port in _V6_NODE.iter_unpack(view)
+    ]
 
 
 def encode_compact_nodes(nodes: Iterable[NodeInfo], family: Family | None = None) -> bytes:

@@ -33,6 +33,7 @@ __all__ = ["crc32c", "peer_priority"]
 
 _CASTAGNOLI: int = 0x82F63B78  # the Castagnoli polynomial 0x1EDC6F41, bit-reversed
 _KEPT = {4: 2, 16: 6}  # bytes always kept unmasked, by address length (IPv4 /16, IPv6 /48)
+_FIVES = {4: 0x55555555, 16: int.from_bytes(b"\x55" * 16, "big")}  # 0x55 in every byte
 
 
 @functools.cache
@@ -60,15 +61,17 @@ def crc32c(data: bytes | bytearray | memoryview) -> int:
     return crc ^ 0xFFFFFFFF
 
 
-def _masked(ours: bytes, theirs: bytes) -> tuple[bytes, bytes]:
-    """Both addresses masked as BEP 40 says (see the module docstring)."""
-    first_difference = next(i for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) if a != b)
-    kept = max(_KEPT[len(ours)], first_difference + 1)
-
-    def mask(raw: bytes) -> bytes:
-        return raw[:kept] + bytes(byte & 0x55 for byte in raw[kept:])
-
-    return mask(ours), mask(theirs)
+def _masked(ours: int, theirs: int, length: int) -> tuple[int, int]:
+    """Both (different) addresses, as big-endian integers of *length* bytes, masked as BEP 40
+    says (see the module docstring). Worked out on the integers: this runs for every address
+    a peer list takes in, and for its whole list when our address changes."""
+    # The first byte that differs, counted from the most significant: the difference's highest
+    # bit lies in it.
+    first_difference = length - ((ours ^ theirs).bit_length() + 7) // 8
+    kept = max(_KEPT[length], first_difference + 1)
+    masked_bits = (1 << (length - kept) * 8) - 1  # the bytes after the kept ones
+    fives = _FIVES[length] & masked_bits
+    return (ours & ~masked_bits) | (ours & fives), (theirs & ~masked_bits) | (theirs & fives)
 
 
 def peer_priority(a: PeerAddress, b: PeerAddress) -> int:
@@ -90,5 +93,7 @@ def peer_priority(a: PeerAddress, b: PeerAddress) -> int:
     if a.host == b.host:
         low, high = sorted((a.port, b.port))
         return crc32c(low.to_bytes(2, "big") + high.to_bytes(2, "big"))
-    first, second = _masked(a.host.packed, b.host.packed)
-    return crc32c(min(first, second) + max(first, second))
+    # Ordering the masked addresses as integers orders their big-endian bytes alike.
+    length = 4 if a.family == 4 else 16
+    first, second = sorted(_masked(int(a.host), int(b.host), length))
+    return crc32c(first.to_bytes(length, "big") + second.to_bytes(length, "big"))
