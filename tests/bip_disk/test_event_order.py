@@ -7,6 +7,11 @@ its events must come after those, or a user following the events drops a piece t
 it was verified. And the changes the check after a KEEP move found, still waiting to be told
 when a fault stopped it, are not told once a recheck has taken the torrent over.
 
+The last tests drive the manager's own sends (``_emit_later``, ``_emit``) behind a backlog:
+what is emitted while it waits joins its end, so that the queue gets the events in the order
+they were emitted, whichever task emits them, and a send cancelled while it waits never
+happens.
+
 Every test runs with ``event_buffer=1``: one event not taken fills the queue.
 """
 
@@ -74,6 +79,23 @@ def storage(
     for name, data in files.items():
         fs.write(f"t/{name}", 0, data)
     return fs
+
+
+def piece(torrent: TorrentHandle, index: int) -> PieceVerified:
+    """An event told by its piece index."""
+    return PieceVerified(torrent, index, True)
+
+
+async def taken(disk: DiskManager, count: int) -> list[int]:
+    """The piece indices of the next ``count`` events."""
+    indices: list[int] = []
+    with trio.fail_after(DEADLINE):
+        async for event in disk.events():
+            assert isinstance(event, PieceVerified), event
+            indices.append(event.piece)
+            if len(indices) == count:
+                break
+    return indices
 
 
 async def added(disk: DiskManager, fs: MemoryFileSystem) -> TorrentHandle:
@@ -182,3 +204,66 @@ async def test_a_lost_piece_of_a_copied_file_is_not_blamed_on_a_kept_one() -> No
             PieceLost(torrent, 0, "copied file differs")
         ]
         assert disk.have(torrent) == set(ARRIVING)
+
+
+async def test_an_emit_waiting_behind_a_backlog_is_not_overtaken_by_later_events() -> None:
+    async with open_disk_manager(hash_threads=1, event_buffer=1) as disk:
+        torrent = await added(disk, storage({"a.bin": A, "b.bin": B}))
+        async with trio.open_nursery() as nursery:
+            disk._emit_later([piece(torrent, 0), piece(torrent, 1)])  # 1 in the backlog
+            nursery.start_soon(disk._emit, piece(torrent, 2))
+            await trio.testing.wait_all_tasks_blocked()
+            disk._emit_later([piece(torrent, 3)])  # decided after 2 was emitted
+            assert await taken(disk, 4) == [0, 1, 2, 3]
+
+
+async def test_emits_waiting_behind_a_backlog_go_in_the_order_they_came() -> None:
+    async with open_disk_manager(hash_threads=1, event_buffer=1) as disk:
+        torrent = await added(disk, storage({"a.bin": A, "b.bin": B}))
+        # Woken together, tasks run in an order of trio's choosing: try it a few times.
+        for _ in range(8):
+            async with trio.open_nursery() as nursery:
+                disk._emit_later([piece(torrent, 0), piece(torrent, 1)])
+                for index in (2, 3, 4):
+                    nursery.start_soon(disk._emit, piece(torrent, index))
+                    await trio.testing.wait_all_tasks_blocked()
+                disk._emit_later([piece(torrent, 5)])
+                # A task that settles a piece slips in nowhere either.
+                nursery.start_soon(disk._emit_soon, piece(torrent, 6))
+                await trio.testing.wait_all_tasks_blocked()
+                assert await taken(disk, 7) == [0, 1, 2, 3, 4, 5, 6]
+            await trio.testing.wait_all_tasks_blocked()
+            assert not disk._backlogs  # gone once its last event is sent
+
+
+async def test_an_emit_cancelled_behind_a_backlog_is_never_sent() -> None:
+    async with open_disk_manager(hash_threads=1, event_buffer=1) as disk:
+        torrent = await added(disk, storage({"a.bin": A, "b.bin": B}))
+        async with trio.open_nursery() as nursery:
+            disk._emit_later([piece(torrent, 0), piece(torrent, 1)])
+            scope = trio.CancelScope()
+
+            async def cancellable() -> None:
+                with scope:
+                    await disk._emit(piece(torrent, 2))
+
+            nursery.start_soon(cancellable)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(disk._emit, piece(torrent, 3))
+            await trio.testing.wait_all_tasks_blocked()
+            scope.cancel()  # as a recheck cancels a check's CheckFinished
+            assert await taken(disk, 3) == [0, 1, 3]
+        await trio.testing.wait_all_tasks_blocked()
+        assert not disk._backlogs
+        assert disk.statistics().events_dropped == 0
+
+
+async def test_nothing_waits_behind_a_backlog_at_close() -> None:
+    with trio.fail_after(DEADLINE):
+        async with open_disk_manager(hash_threads=1, event_buffer=1) as disk:
+            torrent = await added(disk, storage({"a.bin": A, "b.bin": B}))
+            disk._emit_later([piece(torrent, 0), piece(torrent, 1)])
+            disk._nursery.start_soon(disk._emit, piece(torrent, 2))
+            await trio.testing.wait_all_tasks_blocked()
+    # The queue held 0: 1 (the backlog's, cancelled) and 2 (no room at close) are dropped.
+    assert disk.statistics().events_dropped == 2

@@ -400,12 +400,15 @@ async def test_the_shell_opens_pinholes_and_closes_them(
 class FollowedAddress:
     """The system's pick of our global address, scripted (an OSError: no route), and the
     sockets the shell opens to talk from it: bound to ::1 whatever the address (no other
-    can be bound here), or refused once for an address in ``refuse``."""
+    can be bound here), or refused for an address in ``refuse`` (once, unless ``sticky``)."""
 
-    def __init__(self, picks: list[IPv6Address | OSError], refuse: set[IPv6Address]) -> None:
+    def __init__(
+        self, picks: list[IPv6Address | OSError], refuse: set[IPv6Address], *, sticky: bool = False
+    ) -> None:
         self.picks = picks
         self.reads: list[float] = []
         self.refuse = refuse
+        self.sticky = sticky
         self.bound: list[IPv6Address] = []
         self.sockets: list[trio.socket.SocketType] = []
 
@@ -419,7 +422,8 @@ class FollowedAddress:
 
     async def open_pinhole_socket(self, address: IPv6Address) -> trio.socket.SocketType:
         if address in self.refuse:
-            self.refuse.discard(address)
+            if not self.sticky:
+                self.refuse.discard(address)
             raise OSError(99, "Cannot assign requested address")
         self.bound.append(address)
         sock = trio.socket.socket(trio.socket.AF_INET6, trio.socket.SOCK_DGRAM)
@@ -496,6 +500,67 @@ async def test_a_new_system_address_moves_granted_pinholes_at_once(
     said = [r.getMessage() for r in caplog.records]
     assert sum("keeping ::1 for the pinholes" in m for m in said) == 1
     assert sum("cannot send from our new address" in m for m in said) == 1
+
+
+async def test_a_new_address_that_cannot_be_bound_is_said_at_info_once_per_failure(
+    autojump_clock: trio.testing.MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="bip_handshake.natpmp")
+    local = IPv6Address("::1")
+    # Each minute: GLOBAL_NEW twice, then GLOBAL_OLD twice, no socket for either.
+    picks: list[IPv6Address | OSError] = [local, GLOBAL_NEW, GLOBAL_NEW, GLOBAL_OLD, GLOBAL_OLD]
+    system = FollowedAddress(picks, refuse={GLOBAL_NEW, GLOBAL_OLD}, sticky=True)
+    system.install(monkeypatch)
+    server = PinholeServer(check_source=False)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(server.serve)
+        async with open_port_mapper(
+            "::1", [("tcp", 6881)], gateway_port=port, announce_address=None
+        ) as mapper:
+            await wait_mapped(mapper, 1)
+            await trio.sleep(250)  # four minutes' reads
+            assert len(system.reads) == 5
+            assert server.holes == {(TCP, 6881): local}  # kept all along
+        nursery.cancel_scope.cancel()
+    said = [
+        (r.levelno, r.getMessage())
+        for r in caplog.records
+        if "cannot send from our new address" in r.getMessage()
+    ]
+    assert [(level, str(GLOBAL_NEW) in m) for level, m in said] == [
+        (logging.INFO, True),
+        (logging.DEBUG, True),
+        (logging.INFO, False),
+        (logging.DEBUG, False),
+    ]
+
+
+async def test_a_close_keeps_the_address_held_after_address_mismatch(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Pinholes made for GLOBAL_OLD; by the close the system picks GLOBAL_NEW, and the
+    # gateway refuses the deletions (ADDRESS_MISMATCH: the packets leave from ::1 here).
+    system = FollowedAddress([GLOBAL_OLD, GLOBAL_NEW], refuse=set())
+    system.install(monkeypatch)
+    server = PinholeServer(check_source=False)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(server.serve)
+        async with open_port_mapper(
+            "::1", [("tcp", 6881), ("udp", 6881)], gateway_port=port, announce_address=None
+        ) as mapper:
+            await wait_mapped(mapper, 2)
+            server.check_source = True
+            mapped = len(server.requests)
+        nursery.cancel_scope.cancel()
+    deletions = server.requests[mapped:]
+    assert deletions
+    assert all(r.lifetime == 0 for r in deletions)
+    assert {r.client_address for r in deletions} == {GLOBAL_OLD}
+    # Neither read again nor rebound while closing.
+    assert len(system.reads) == 1
+    assert system.bound == [GLOBAL_OLD]
 
 
 class FakeSocket:

@@ -269,14 +269,29 @@ class _Owner:
 
 
 @dataclass(slots=True, eq=False)
+class _Turn:
+    """An event of a task that waits in a torrent's backlog (see :meth:`DiskManager._emit`):
+    the backlog's task gives it its turn, and the waiting task sends it itself, so that a
+    cancellation while it waits means it is never sent (as trio's own send promises)."""
+
+    event: DiskEvent
+    # Set by the backlog's task: the earlier events are sent, this one may go now (or
+    # the manager closes: nothing waits behind a backlog then).
+    go: trio.Event = field(default_factory=trio.Event)
+    # Set by the waiting task once it has sent its event or given up (cancelled): the
+    # backlog's task then goes on, or skips the event if its turn never came.
+    over: trio.Event = field(default_factory=trio.Event)
+
+
+@dataclass(slots=True, eq=False)
 class _Backlog:
     """A torrent's events that found the event queue full when their operation was decided
-    (see :meth:`DiskManager._emit_later`): a task of the manager's sends them in order, and
-    the torrent's later events wait for them, so that the queue keeps each torrent's order."""
+    (see :meth:`DiskManager._emit_later`), and those emitted after them while they wait: a
+    task of the manager's lets them out one by one in the order they came, so that the
+    queue keeps each torrent's order."""
 
-    events: deque[DiskEvent] = field(default_factory=deque)
-    # Set once every event is sent (or the manager closes: nothing waits then).
-    done: trio.Event = field(default_factory=trio.Event)
+    # An event to send (left by _emit_later), or a turn to give (an _emit waiting).
+    entries: deque[DiskEvent | _Turn] = field(default_factory=deque)
 
 
 # Outcome of one piece on a flush thread: True written good, False bad, None dropped
@@ -1393,6 +1408,7 @@ class DiskManager:
         scheduler for each would let the writer fill a whole piece in between,
         and hold up the next batch for the hashing threads.
         """
+        # Not past the torrent's backlog: it exists until its last event is sent.
         if not self._closing and event.torrent.id not in self._backlogs:
             try:
                 self._events_send.send_nowait(event)
@@ -1410,12 +1426,23 @@ class DiskManager:
         left to a task of the manager's (see :meth:`_emit_later`): each torrent's events keep
         their order (the blocks a move or recheck dropped are told before the check that
         follows says anything, and a piece is never told dropped after it is told verified).
+
+        Behind a backlog the event takes its place at the end of it, so that what comes
+        later (another waiting ``_emit``, more events left to the task) goes after it; its
+        turn come, this task sends it, so that a cancellation before it is sent (a recheck
+        cancels a check's CheckFinished) means it never is.
         """
         backlog = self._backlogs.get(event.torrent.id)
-        while backlog is not None and not self._closing:
-            await backlog.done.wait()
-            backlog = self._backlogs.get(event.torrent.id)
-        await self._send(event)
+        if backlog is None or self._closing:
+            await self._send(event)
+            return
+        turn = _Turn(event)
+        backlog.entries.append(turn)
+        try:
+            await turn.go.wait()
+            await self._send(event)
+        finally:
+            turn.over.set()
 
     async def _send(self, event: DiskEvent) -> None:
         """Put ``event`` in the queue, waiting for room (dropped, and counted, once the
@@ -1447,7 +1474,7 @@ class DiskManager:
             event = pending[0]
             backlog = self._backlogs.get(event.torrent.id)
             if backlog is not None:  # behind the torrent's events still waiting
-                backlog.events.append(pending.popleft())
+                backlog.entries.append(pending.popleft())
                 continue
             try:
                 self._events_send.send_nowait(event)
@@ -1466,20 +1493,31 @@ class DiskManager:
             pending.popleft()
 
     async def _send_backlog(self, torrent_id: int, backlog: _Backlog) -> None:
-        """Send a torrent's backlog in order, including events added meanwhile; then the
-        torrent's other events go on."""
-        events = backlog.events
+        """Let a torrent's backlog out in order, including what joined it meanwhile: send
+        each event left to it, give each waiting :meth:`_emit` its turn and wait for it to
+        be over; then (the backlog gone) the torrent's events go straight to the queue."""
+        entries = backlog.entries
         try:
-            while events:
-                await self._send(events[0])
-                events.popleft()
+            while entries:
+                entry = entries[0]
+                if isinstance(entry, _Turn):
+                    if not entry.over.is_set():  # else cancelled before its turn: not sent
+                        entry.go.set()
+                        await entry.over.wait()
+                else:
+                    await self._send(entry)
+                entries.popleft()
         finally:
-            # Cancelled only as the manager shuts down: what is left is dropped.
-            self._events_dropped += len(events)
-            events.clear()
+            # Cancelled only as the manager shuts down: the events left to us are dropped;
+            # the waiting tasks (released at close already) send or drop their own.
+            for entry in entries:
+                if isinstance(entry, _Turn):
+                    entry.go.set()
+                else:
+                    self._events_dropped += 1
+            entries.clear()
             if self._backlogs.get(torrent_id) is backlog:
                 del self._backlogs[torrent_id]
-            backlog.done.set()
 
     async def _fail(self, storage: TorrentStorage, error: DiskError, reason: str) -> None:
         """Stop a torrent after a storage fault (the first fault is the one reported)."""
@@ -1896,7 +1934,9 @@ class DiskManager:
         # Events waiting behind a backlog go out (or are dropped) as any event does now: the
         # workers must finish without waiting for a consumer that may be gone.
         for backlog in self._backlogs.values():
-            backlog.done.set()
+            for entry in backlog.entries:
+                if isinstance(entry, _Turn):
+                    entry.go.set()
         self._wake_all()
         self._jobs_send.close()  # the workers finish what is queued, then return
 

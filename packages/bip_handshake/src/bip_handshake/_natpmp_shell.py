@@ -719,6 +719,12 @@ class PortMapper:
         self._membership = membership
         self._listen_scope = trio.CancelScope()  # cancelled when listening must end
         self._route_lost = route_lost  # the last read of our address found no route
+        # The last new IPv6 address no socket could be bound to, and why: said at INFO once
+        # (read again each minute, it would say the same every minute), then at DEBUG.
+        self._rebind_failure: tuple[IPv6Address, str] | None = None
+        # Set by _close: the deletions go from the address and socket held, whatever the
+        # system picks meanwhile (the pinholes were made for it).
+        self._closing = False
         self._announce_address: tuple[str, int] | None = None
         if announce_sock is not None and announce_host is not None:
             # The port bound (a test's stand-in may ask for port 0); the group's address
@@ -865,12 +871,14 @@ class PortMapper:
         it (a given ``bind_host`` stays ours): a new one has the socket bound to it and is
         given to the core, which asks for every pinhole again at once. No global address
         just now (said at INFO once, at DEBUG while it lasts), or one the socket cannot be
-        bound to, keeps the one held (read again at the next check)."""
+        bound to (see :meth:`_rebind`), keeps the one held (read again at the next check);
+        so does a close (an ADDRESS_MISMATCH to a deletion reads nothing: the pinholes to
+        delete are the held address's, and a rebind would only lose their answers)."""
         client = self._client
         known = client.client_address
         assert isinstance(known, IPv6Address)  # an IPv6 gateway's core has ours
         address = known
-        if self._follows:
+        if self._follows and not self._closing:
             self._check_at = trio.current_time() + _ADDRESS_CHECK_INTERVAL
             try:
                 found = await _pinhole_address(gateway, client.gateway.port, "::")
@@ -880,7 +888,9 @@ class PortMapper:
                 self._route_lost = True
             else:
                 self._route_lost = False
-                if found != known and await self._rebind(found):
+                if found == known:
+                    self._rebind_failure = None  # back: a failure again is news
+                elif await self._rebind(found):
                     address = found
         # Read afresh or not, it clears the core's ask.
         client.set_client_address(address)
@@ -889,13 +899,18 @@ class PortMapper:
 
     async def _rebind(self, address: IPv6Address) -> bool:
         """Talk to the IPv6 gateway from ``address`` from now on (the server takes the
-        packets' source for the client, RFC 6887 8.1); False (said at INFO) when no socket
-        can be bound to it. The old socket is closed: answers to it are of no use."""
+        packets' source for the client, RFC 6887 8.1); False when no socket can be bound to
+        it (said at INFO, then at DEBUG while the same failure lasts: the address is read
+        again each minute). The old socket is closed: answers to it are of no use."""
         try:
             sock = await _open_pinhole_socket(address)
         except OSError as error:
-            _log.info("PCP: cannot send from our new address %s (%s)", address, error)
+            failure = (address, str(error))
+            level = logging.DEBUG if failure == self._rebind_failure else logging.INFO
+            self._rebind_failure = failure
+            _log.log(level, "PCP: cannot send from our new address %s (%s)", address, error)
             return False
+        self._rebind_failure = None
         old, self._sock = self._sock, sock
         old.close()
         return True
@@ -940,7 +955,9 @@ class PortMapper:
         while True:
             now = trio.current_time()
             client.handle_timer(now)
-            # No minute's read while closing: the deletions are for the address held.
+            # No minute's read while closing, and an IPv6 address asked for again after
+            # ADDRESS_MISMATCH is the one held (see _follow_address6): the deletions are for
+            # the address the pinholes were made for.
             due = not until_closed and self._check_at <= now
             if client.client_address_stale or due:
                 # A PCP probe is about to go out, the gateway said our address is wrong, or
@@ -1022,6 +1039,7 @@ class PortMapper:
             self._kick()
 
     async def _close(self) -> None:
+        self._closing = True
         self._client.close(trio.current_time())
         await self._pump(until_closed=True)
 
