@@ -125,8 +125,10 @@ async def test_a_super_seed_and_three_leechers_that_trade(tmp_path: Path) -> Non
             assert sum(d.status().uploaded for d in downloads) > 0
     for index in range(3):
         assert same_files(folder, tmp_path / f"down{index}" / "album")
-    # Honest, the seed would send most of three copies; super-seeding, the leechers trade.
-    assert uploaded < 2 * torrent.info.total_size, (uploaded, torrent.info.total_size)
+    # Honest, the seed would send most of three copies; super-seeding, the leechers trade and
+    # it sends little more than one (1.03 to 1.10 copies in 24 runs; keeping a leecher's slot
+    # between its pieces, tried once, made it 1.07 to 1.9).
+    assert uploaded < 1.5 * torrent.info.total_size, (uploaded, torrent.info.total_size)
 
 
 async def test_the_flag_at_run_time_and_refused_requests(tmp_path: Path) -> None:

@@ -28,11 +28,7 @@ rates are measured for the picker only while a ``Streaming`` layer needs them. T
 strategy is switched with :meth:`SwarmBrain.set_revelation` (libtorrent's super-seeding flag,
 set or cleared at run time): the connected peers are handed over with what they were told, and
 :meth:`SwarmBrain.may_upload` says which of a peer's requests may be served (while
-super-seeding, only those for the pieces revealed to it). A super-seeded peer that finishes its
-piece keeps its upload slot while no other peer waits for one: its *not interested* crossed the
-have for its next piece (:meth:`RevelationStrategy.awaits_interest
-<bip_select.RevelationStrategy.awaits_interest>`), so it is not choked and unchoked again for
-every piece.
+super-seeding, only those for the pieces revealed to it).
 
 How a client drives it::
 
@@ -774,18 +770,9 @@ class SwarmBrain:
         return actions
 
     def _not_interested(self, event: PeerNotInterested, now: float) -> list[Action]:
-        peer = event.peer
-        self._peer(peer)
-        # A super-seeded peer that finished its piece said so, then not interested, while
-        # the have for its next piece was on its way: it keeps its slot unless another peer
-        # waits for one (no choke, then an unchoke a round trip later, for every piece). The
-        # choke adds nothing to what it may take: requests for pieces never revealed to it
-        # are refused (may_upload). A peer waiting still gets the slot at once: a turn per
-        # piece spreads the seed's pieces wider (without it, swarms of more leechers than
-        # slots finished 3-8% later in the simulator).
-        keep = self._revelation.awaits_interest(peer)
+        self._peer(event.peer)
         actions: list[Action] = []
-        self._choke_actions(self.choker.set_interested(peer, False, now, keep_slot=keep), actions)
+        self._choke_actions(self.choker.set_interested(event.peer, False, now), actions)
         return actions
 
     def _allowed_fast(self, event: AllowedFast, now: float) -> list[Action]:

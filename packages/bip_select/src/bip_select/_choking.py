@@ -35,10 +35,7 @@ rotates the peers that waited longest in. Snubbing does not apply when seeding.
 **Anti-fibrillation**: between rechokes nobody who still wants data is choked. Only a peer
 leaving or losing interest changes anything: it is choked (if it lost interest) and its slot
 goes at once to the best waiting peer; a peer that becomes interested while a slot is free is
-unchoked at once. Ties in rate keep the peers already unchoked. A peer whose *not interested*
-the caller knows to be stale (``set_interested(..., keep_slot=True)``: a super-seed already
-revealed its next piece) keeps its slot instead, while no other peer waits for one and at most
-until the next rechoke.
+unchoked at once. Ties in rate keep the peers already unchoked.
 
 Rates are moving sums over ``rate_window`` seconds (20 s, as the reference client) kept with
 :class:`bip_peer.RateMeter`; the brain and the queueing layer may use that same class for their
@@ -217,9 +214,6 @@ class Choker:
         self._order = 0
         self._regular: set[PeerKey] = set()
         self._optimistic: set[PeerKey] = set()
-        # Unchoked peers keeping their slot while not interested (set_interested's
-        # keep_slot), in the order they began to: the first yields to a newly interested peer.
-        self._kept: dict[PeerKey, None] = {}
         self._next_rechoke: float | None = None
 
     # ---------------------------------------------------------------- queries
@@ -286,28 +280,17 @@ class Choker:
         """
         record = self._get(peer)
         del self._peers[peer]
-        self._kept.pop(peer, None)
         if not record.unchoked:
             return _NO_CHANGE
         self._regular.discard(peer)
         self._optimistic.discard(peer)
         return ChokeDecision(unchoke=self._fill_free_slots(now))
 
-    def set_interested(
-        self, peer: PeerKey, interested: bool, now: float, *, keep_slot: bool = False
-    ) -> ChokeDecision:
+    def set_interested(self, peer: PeerKey, interested: bool, now: float) -> ChokeDecision:
         """``peer`` told us it is (or no longer is) interested in our pieces.
 
         A newly interested peer takes a free slot at once; a peer that lost interest is choked
         and its slot refilled at once. Nothing else moves between rechokes.
-
-        ``keep_slot``: the peer's *not interested* crossed news that makes it interested again
-        (a super-seed's have for the peer's next piece, sent as the peer finished its last
-        one): an unchoked peer keeps its slot while no choked peer would take it, so that no
-        choke and unchoke go back and forth for each piece. When a peer waits for the slot it
-        goes to that peer at once, as without ``keep_slot`` (the choke is then a turn, not a
-        round trip); a peer that becomes interested later takes it from the peer keeping it
-        if it is still not interested, and so does the next rechoke.
 
         Raises:
             LocalProtocolError: ``peer`` was never added.
@@ -317,27 +300,8 @@ class Choker:
             return _NO_CHANGE
         record.interested = interested
         if interested:
-            self._kept.pop(peer, None)
-            unchoke = self._fill_free_slots(now)
-            if record.unchoked or not self._kept:
-                return ChokeDecision(unchoke=unchoke)
-            # No slot was free, but a peer keeps one while not interested: it yields it now
-            # (the first whose slot this peer may take).
-            kept = next(
-                (self._peers[k] for k in self._kept if self._someone_waits(self._peers[k])), None
-            )
-            if kept is None:
-                return ChokeDecision(unchoke=unchoke)
-            self._choke(kept)
-            unchoke += self._fill_free_slots(now)
-            order = {key: self._peers[key].order for key in unchoke}
-            return ChokeDecision(
-                choke=(kept.key,), unchoke=tuple(sorted(unchoke, key=order.__getitem__))
-            )
+            return ChokeDecision(unchoke=self._fill_free_slots(now))
         if not record.unchoked:
-            return _NO_CHANGE
-        if keep_slot and not self._someone_waits(record):
-            self._kept[peer] = None
             return _NO_CHANGE
         self._choke(record)
         return ChokeDecision(choke=(peer,), unchoke=self._fill_free_slots(now))
@@ -431,7 +395,6 @@ class Choker:
                 choke.append(key)
         self._regular = regular
         self._optimistic = optimistic
-        self._kept.clear()  # every peer not interested is choked now
         if (choke or unchoke) and _log.isEnabledFor(logging.DEBUG):
             _log.debug(
                 "rechoke (%s): unchoked %s; choked %s; %d regular and %d optimistic slots "
@@ -469,15 +432,8 @@ class Choker:
     def _choke(self, record: _Peer) -> None:
         record.unchoked = False
         record.optimistic_since = None
-        self._kept.pop(record.key, None)
         self._regular.discard(record.key)
         self._optimistic.discard(record.key)
-
-    def _someone_waits(self, record: _Peer) -> bool:
-        """Whether a choked peer would take ``record``'s slot if it were free now."""
-        if record.key in self._optimistic:
-            return any(r.interested and not r.unchoked for r in self._peers.values())
-        return any(not r.unchoked for r in self._regular_candidates())
 
     def _regular_candidates(self) -> list[_Peer]:
         """Interested peers that may hold a regular slot (snubbed ones only while seeding)."""

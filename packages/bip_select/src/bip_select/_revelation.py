@@ -15,7 +15,6 @@ API (sans-IO; every method returns the actions to carry out, in order)::
     reveal.next_deadline()                     # when tick next has something (or None)
     reveal.revealed(peer)                      # every piece this peer was told we have
     reveal.was_revealed(peer, piece)           # the same for one piece, O(1)
-    reveal.awaits_interest(peer)               # its not interested crossed a have we sent
     reveal.adopt(peer, now, fast=..., pieces=..., seed=..., revealed=...)
                                                # take over a peer another strategy joined
 
@@ -329,20 +328,6 @@ class RevelationStrategy:
     def next_deadline(self) -> float | None:
         """When :meth:`tick` next has something to send (``None``: never, as things stand)."""
         return self._catch_up_at
-
-    def awaits_interest(self, peer: PeerKey) -> bool:
-        """Whether ``peer`` lacks the piece last revealed to it (pieces revealed one at a
-        time), so that a *not interested* from it crossed that piece's have on the wire and it
-        will be interested again once the have arrives (the brain keeps its upload slot then,
-        if no other peer waits for one, rather than choke and unchoke it between two pieces).
-        Only :class:`SuperSeeding` says yes; the other strategies tell everything at once, so
-        a peer not interested means it.
-
-        Raises:
-            LocalProtocolError: ``peer`` never joined.
-        """
-        self._get(peer)
-        return False
 
     # ---------------------------------------------------------------- events
 
@@ -802,12 +787,6 @@ class SuperSeeding(RevelationStrategy):
     piece it was told and lacks as its assignment, or is assigned one, and is super-seeded
     from there.
 
-    A peer that finishes its piece says *not interested* (it has all it was told of) as its
-    next piece's have is on its way: :meth:`awaits_interest` says so, and the brain keeps its
-    upload slot (unless another peer waits for one) rather than choke it between two pieces
-    (libtorrent never gets there: it reveals two pieces at a time, so the peer is never out of
-    pieces to ask for).
-
     In a swarm of one leecher nobody else can ever show its piece; ``stall_timeout`` (off by
     default, as in BEP 16) reveals the next piece anyway once the peer has held its current one
     that long without it showing up elsewhere (send from :meth:`tick`).
@@ -867,23 +846,6 @@ class SuperSeeding(RevelationStrategy):
             LocalProtocolError: ``peer`` never joined.
         """
         return self._get(peer).assigned
-
-    def awaits_interest(self, peer: PeerKey) -> bool:
-        """Whether ``peer``'s assignment is a piece it lacks (see
-        :meth:`RevelationStrategy.awaits_interest`).
-
-        A peer that finishes its piece says *have* then *not interested* (it has every piece
-        it was told of); its have reveals it the next piece at once (in loose mode, as
-        libtorrent does), so its *not interested* is stale on arrival. A peer holding its
-        piece and waiting for it to spread (BEP 16's strict rule), or waiting for a piece to
-        be free, has nothing to ask for: no.
-
-        Raises:
-            LocalProtocolError: ``peer`` never joined.
-        """
-        view = self._get(peer)
-        piece = view.assigned
-        return piece is not None and not view.has(piece)
 
     def next_deadline(self) -> float | None:
         """When a peer's stall timeout runs out next (``None``: no timeout, or nobody waits)."""
