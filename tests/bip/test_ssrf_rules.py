@@ -16,7 +16,13 @@ from _http_tracker_server import answer, http_server, reply
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bip._client._http_exchange import follow_redirects
+from bip._client._http_exchange import (
+    UNKNOWN_ANSWERER,
+    Exchange,
+    follow_redirects,
+    is_local_name,
+    is_this_host_name,
+)
 from bip._client._http_response import HttpResponse
 from bip._client._http_rules import (
     TRACKER_PARAMETERS,
@@ -408,3 +414,74 @@ async def test_the_switch_also_lets_the_internet_redirect_into_our_network() -> 
     assert response.status == 200
     assert final.host == "192.168.1.1"
     assert calls == [("http://tracker.example/announce", False), (final.url, False)]
+
+
+# -- names a SOCKS5 proxy resolves (socks5h://): judged by the name ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "this_host", "local"),
+    [
+        ("localhost", True, True),
+        ("LocalHost.", True, True),
+        ("admin.localhost", True, True),
+        ("router", False, True),
+        ("printer.local", False, True),
+        ("nas.home.arpa", False, True),
+        ("ci.internal", False, True),
+        ("tracker.example", False, False),
+        ("localhost.example", False, False),
+        ("notlocal", False, True),
+    ],
+)
+def test_names_of_this_host_and_local_names(host: str, this_host: bool, local: bool) -> None:
+    assert is_this_host_name(host) is this_host
+    assert is_local_name(host) is local
+
+
+async def test_a_server_we_could_not_judge_is_held_to_the_redirect_rule() -> None:
+    # Through socks5h:// who answered is unknown: a server of a name that is not local may be
+    # on the Internet, and may not send us into a local network.
+    calls: list[tuple[str, bool]] = []
+
+    def redirecting(location: str) -> Exchange:
+        async def exchange(
+            url: HttpTrackerUrl, target: str, *, global_only: bool
+        ) -> tuple[HttpResponse, PeerAddress]:
+            calls.append((url.url, global_only))
+            if len(calls) == 1:
+                return HttpResponse(302, "Found", (("location", location),), b""), UNKNOWN_ANSWERER
+            return HttpResponse(200, "OK", (), b"de"), UNKNOWN_ANSWERER
+
+        return exchange
+
+    start = parse_http_tracker_url("http://tracker.example/announce")
+    with pytest.raises(HttpTrackerError, match="into a local network"):
+        await follow_redirects(
+            start,
+            "/",
+            redirecting("http://192.168.1.1/announce"),
+            max_redirects=5,
+            error=HttpTrackerError,
+        )
+    # A redirect to a name is requested with global_only: its own exchange judges the name.
+    calls.clear()
+    await follow_redirects(
+        start,
+        "/",
+        redirecting("http://other.example/announce"),
+        max_redirects=5,
+        error=HttpTrackerError,
+    )
+    assert calls == [(start.url, False), ("http://other.example/announce", True)]
+    # A server of a local name (or a local literal) is local: it may redirect anywhere.
+    for local in ("http://localhost:8080/announce", "http://nas/announce", "http://10.0.0.1/a"):
+        calls.clear()
+        await follow_redirects(
+            parse_http_tracker_url(local),
+            "/",
+            redirecting("http://192.168.1.1/announce"),
+            max_redirects=5,
+            error=HttpTrackerError,
+        )
+        assert calls[1] == ("http://192.168.1.1/announce", False)

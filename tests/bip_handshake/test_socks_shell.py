@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import errno
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from ipaddress import IPv4Address
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address
+from typing import Any
 
 import pytest
 import trio
 import trio.testing
+from hypothesis import given
+from hypothesis import strategies as st
 from tests._socks_server import encode_method, encode_reply, serve_socks5
 
 from bip_handshake import PeerAddress, PeerId, open_handshaker
@@ -84,6 +89,52 @@ def test_the_password_is_never_shown() -> None:
     with pytest.raises(ValueError, match="nothing after") as raised:
         parse_proxy_url("socks5://me:hunter2@h:1/x")
     assert "hunter2" not in str(raised.value)
+
+
+def test_a_password_cut_by_a_reserved_character_is_never_quoted() -> None:
+    # A "?" ends the authority: urlsplit read "s3cr3t" as the port, and its error quoted it.
+    for url in (
+        "socks5://me:s3cr3t?x@127.0.0.1",
+        "socks5://me:s3cr3t/x@h",
+        "socks5://me:12#s3cr3t@h",
+    ):
+        with pytest.raises(ValueError, match="percent-encode / \\? # @") as raised:
+            parse_proxy_url(url)
+        assert "s3cr3t" not in str(raised.value)
+    with pytest.raises(ValueError, match="not a valid proxy URL") as raised:
+        parse_proxy_url("socks5://me:s3cr3t")  # no "@" after a cut: no hint
+    assert "s3cr3t" not in str(raised.value)
+    assert "percent-encode" not in str(raised.value)
+    with pytest.raises(ValueError, match="without a scheme") as raised:
+        parse_proxy_url("me:s3cr3t://h")  # not a scheme: not quoted either
+    assert "s3cr3t" not in str(raised.value)
+
+
+# The password's letters appear in no message of parse_proxy_url's (nor in its scheme, user
+# or hosts): any of them in an error is a piece of the password.
+SECRET_LETTERS = "QXZJ"
+
+
+@given(
+    chunks=st.lists(st.text(SECRET_LETTERS, min_size=1, max_size=8), min_size=1, max_size=4),
+    separators=st.lists(st.sampled_from(list("/?#@:[]% \t")), max_size=4),
+    host=st.sampled_from(["127.0.0.1", "[::1]", "proxy.example", ""]),
+    port=st.sampled_from(["", ":1080", ":0", ":99999", ":x"]),
+    scheme=st.sampled_from(["socks5", "socks5h", "SOCKS5H", "http"]),
+)
+def test_no_piece_of_the_password_in_any_error(
+    chunks: list[str], separators: list[str], host: str, port: str, scheme: str
+) -> None:
+    password = "".join(
+        chunk + (separators[i] if i < len(separators) else "") for i, chunk in enumerate(chunks)
+    )
+    url = f"{scheme}://me:{password}@{host}{port}"
+    try:
+        proxy = parse_proxy_url(url)
+        shown = repr(proxy) + proxy.url
+    except (ValueError, TypeError) as error:
+        shown = str(error)
+    assert not any(letter in shown for letter in SECRET_LETTERS), shown
 
 
 async def test_resolve_proxy_target() -> None:
@@ -244,3 +295,75 @@ async def test_handshakers_connect_through_the_dialer() -> None:
             with pytest.raises(SocksReplyError):
                 await dialer(PeerAddress.parse("192.0.2.1:80"))
             assert dialer.statistics().failed == 1
+
+
+# ------------------------------------------------------------------------- names resolved here
+
+
+@dataclass
+class TwoAddresses(trio.abc.HostnameResolver):
+    """Resolves ``two.invalid`` (RFC 2606: exists only here) to an address off loopback the
+    in-test proxy refuses (its rules), then to 127.0.0.1."""
+
+    asked: list[str] = field(default_factory=list)
+
+    async def getaddrinfo(  # noqa: PLR0917 (trio's HostnameResolver signature)
+        self,
+        host: bytes | None,
+        port: bytes | str | int | None,
+        family: int = 0,
+        type: int = 0,
+        proto: int = 0,
+        flags: int = 0,
+    ) -> list[Any]:
+        assert host == b"two.invalid"
+        assert isinstance(port, int)
+        self.asked.append(host.decode())
+        await trio.lowlevel.checkpoint()
+        return [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.1", port)),
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.1", port)),  # a repeat
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),
+        ]
+
+    async def getnameinfo(
+        self, sockaddr: tuple[str, int] | tuple[str, int, int, int], flags: int
+    ) -> tuple[str, str]:
+        raise AssertionError("never asked")
+
+
+async def test_each_address_of_a_name_is_tried_in_turn() -> None:
+    resolver = TwoAddresses()
+    trio.socket.set_custom_hostname_resolver(resolver)  # for this test's run only
+    checked: list[IPv4Address | IPv6Address | str] = []
+    with trio.fail_after(5):
+        async with echo_server() as port, serve_socks5() as proxy:
+            config = ProxyConfig("127.0.0.1", proxy.port)
+            stream = await open_socks5_stream(
+                config, "two.invalid", port, timeout=5, check_target=checked.append
+            )
+            async with stream:
+                await stream.send_all(b"x")
+                assert await stream.receive_some(1) == b"x"
+            # The proxy could not reach the first address: the second one was asked for.
+            assert proxy.refused == 1
+            assert proxy.connects == [("127.0.0.1", port)]
+            assert checked == [IPv4Address("192.0.2.1"), IPv4Address("127.0.0.1")]
+            # Refused everywhere: the last address's error.
+            with pytest.raises(SocksReplyError) as raised:
+                await open_socks5_stream(config, "two.invalid", 9, timeout=5)
+            assert raised.value.errno == errno.ECONNREFUSED
+            assert proxy.refused == 3
+
+
+async def test_a_target_the_check_refuses_is_never_asked_for() -> None:
+    def refuse(target: IPv4Address | IPv6Address | str) -> None:
+        raise PermissionError(f"not {target}")
+
+    with trio.fail_after(5):
+        async with serve_socks5() as proxy:
+            for remote_dns, host in ((False, "localhost"), (True, "localhost"), (False, "::1")):
+                config = ProxyConfig("127.0.0.1", proxy.port, remote_dns=remote_dns)
+                with pytest.raises(PermissionError):
+                    await open_socks5_stream(config, host, 80, timeout=5, check_target=refuse)
+            assert proxy.accepted == 0  # the proxy never heard of them

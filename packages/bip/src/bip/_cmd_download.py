@@ -240,9 +240,10 @@ def add_session_arguments(parser: argparse.ArgumentParser) -> None:
         "--proxy",
         metavar="URL",
         help="a SOCKS5 proxy, socks5://[USER:PASSWORD@]HOST[:PORT] (socks5h://: the proxy"
-        " resolves host names), for peer connections (TCP only: uTP is accepted, never"
-        " dialled) and HTTP(S) trackers and web seeds; UDP trackers are then skipped, and the"
-        " DHT and LSD still talk directly (add --no-dht to keep to the proxy)",
+        " resolves host names; percent-encode / ? # @ in the password), for peer connections"
+        " and web seeds (TCP only: uTP is accepted, never dialled) and HTTP(S) trackers; UDP"
+        " trackers are then skipped, and the DHT and LSD still talk directly (add --no-dht to"
+        " keep to the proxy)",
     )
     add_ip_filter_options(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress line")

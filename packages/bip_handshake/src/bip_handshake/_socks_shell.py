@@ -26,7 +26,9 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Final
@@ -35,7 +37,7 @@ from urllib.parse import quote, unquote, urlsplit
 import trio
 
 from ._compact import PeerAddress
-from ._socks import Socks5Client, SocksError, SocksProtocolError, _field
+from ._socks import Socks5Client, SocksError, SocksProtocolError, SocksReplyError, _field
 
 __all__ = [
     "DEFAULT_PROXY_PORT",
@@ -56,6 +58,11 @@ DEFAULT_SOCKS_TIMEOUT: Final = 10.0
 timeout bounds it too)."""
 _SCHEMES: Final = {"socks5": False, "socks5h": True}
 """Proxy URL schemes, and whether the proxy resolves host names with each."""
+_SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,31}")
+"""A URL scheme (RFC 3986, section 3.1), of a sensible length."""
+_MAX_TARGETS: Final = 8
+"""Addresses of one host name tried at most through the proxy (each attempt is a connection
+to the proxy), when the name is resolved here."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,22 +146,33 @@ def parse_proxy_url(url: str) -> ProxyConfig:
     """
     if not isinstance(url, str):
         raise TypeError(f"a proxy URL is a str, not {type(url).__name__}")
-    scheme, sep, _ = url.partition("://")
-    if not sep:
+    scheme, sep, rest = url.partition("://")
+    if not sep or not _SCHEME.fullmatch(scheme):
+        # Whatever comes before a "://" that is no scheme could be credentials: not quoted.
         raise ValueError("a proxy URL is socks5:// or socks5h://, not a URL without a scheme")
     if scheme.lower() not in _SCHEMES:
         raise ValueError(f"a proxy URL is socks5:// or socks5h://, not {scheme[:20] + '://'!r}")
+    # A "/", "?" or "#" in the password ends the URL's authority there: the rest of the
+    # password is then read as the port, a path, a query or a fragment. No message below
+    # quotes any part of the URL (urlsplit's would quote that "port"), and an "@" after the
+    # cut says how to write such a password.
+    cut = min((index for mark in "/?#" if (index := rest.find(mark)) >= 0), default=len(rest))
+    hint = " (percent-encode / ? # @ in the password)" if "@" in rest[cut:] else ""
     try:
         parts = urlsplit(url)
+    except ValueError:
+        raise ValueError(f"not a valid proxy URL: a malformed host{hint}") from None
+    try:
         port = parts.port
-        host = parts.hostname
-    except ValueError as error:
-        # urlsplit's message quotes the port or host only, never the userinfo.
-        raise ValueError(f"not a valid proxy URL: {error}") from None
+    except ValueError:
+        raise ValueError(f"not a valid proxy URL: the port is not 1..65535{hint}") from None
+    host = parts.hostname
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError("a proxy URL is socks5://[user:password@]host[:port], nothing after")
+        raise ValueError(
+            f"a proxy URL is socks5://[user:password@]host[:port], nothing after{hint}"
+        )
     if not host:
-        raise ValueError("a proxy URL names no host")
+        raise ValueError(f"a proxy URL names no host{hint}")
     username = None if parts.username is None else unquote(parts.username)
     password = None if parts.password is None else unquote(parts.password)
     if username is not None and password is None:
@@ -180,28 +198,46 @@ async def resolve_proxy_target(
 ) -> IPv4Address | IPv6Address | str:
     """What to ask ``proxy`` to connect to for ``host``: an IP address as itself; a host name
     as itself when the proxy resolves names (``socks5h://``), else the first address it
-    resolves to here.
+    resolves to here (:func:`open_socks5_stream` tries the others when the proxy cannot
+    reach it).
 
     Raises:
         SocksError: the name could not be resolved (the resolver's error is the cause).
     """
+    return (await _proxy_targets(proxy, host, port))[0]
+
+
+async def _proxy_targets(
+    proxy: ProxyConfig, host: str | IPv4Address | IPv6Address, port: int
+) -> list[IPv4Address | IPv6Address | str]:
+    """What to ask ``proxy`` to connect to for ``host``, in the order to try: one IP address or
+    name, or the distinct addresses a name resolves to here (at most :data:`_MAX_TARGETS`).
+
+    Raises:
+        SocksError: the name could not be resolved, or to no IP address.
+    """
     if isinstance(host, IPv4Address | IPv6Address):
-        return host
+        return [host]
     literal = _literal(host)
     if literal is not None:
-        return literal
+        return [literal]
     if proxy.remote_dns:
-        return host
+        return [host]
     try:
         infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as error:
         raise SocksError(f"cannot resolve {host!r:.80}: {_reason(error)}") from error
+    found: dict[IPv4Address | IPv6Address | str, None] = {}  # ordered, without repeats
     for family, _type, _proto, _name, sockaddr in infos:
         if family in (socket.AF_INET, socket.AF_INET6):
-            found = _literal(str(sockaddr[0]).partition("%")[0])
-            if found is not None:
-                return found
-    raise SocksError(f"{host!r:.80} resolves to no IP address")
+            address = _literal(str(sockaddr[0]).partition("%")[0])
+            if address is not None:
+                found[address] = None
+                if len(found) == _MAX_TARGETS:
+                    break
+    if not found:
+        raise SocksError(f"{host!r:.80} resolves to no IP address")
+    return list(found)
 
 
 def _reason(error: BaseException) -> str:
@@ -216,11 +252,15 @@ async def open_socks5_stream(
     port: int,
     *,
     timeout: float,
+    check_target: Callable[[IPv4Address | IPv6Address | str], None] | None = None,
 ) -> trio.SocketStream:
     """A TCP stream to ``host:port`` through ``proxy``, positioned after the proxy's reply.
 
-    The host name is resolved here or by the proxy (:func:`resolve_proxy_target`). Nothing
-    past the reply is read: the stream's next bytes are the target's.
+    The host name is resolved here or by the proxy (:func:`resolve_proxy_target`). Resolved
+    here, each of its addresses is tried in turn (at most 8) while the proxy answers that it
+    cannot connect to one (a :class:`~bip_handshake._socks.SocksReplyError`), as a direct
+    connect tries them. Nothing past the reply is read: the stream's next bytes are the
+    target's.
 
     Args:
         proxy: the SOCKS5 proxy.
@@ -228,42 +268,60 @@ async def open_socks5_stream(
         port: the target's port.
         timeout: seconds the whole of it may take (the name's resolution, the connect to the
             proxy, the negotiation); ``math.inf`` leaves the bound to the caller.
+        check_target: called with each target before the proxy is asked for it (before we
+            connect to the proxy for it): the IP address, or the name the proxy will resolve.
+            What it raises is raised as is, nothing sent for that target: a caller's rules
+            on where it may connect are applied before the target hears anything.
 
     Raises:
         SocksError: the proxy could not be reached, broke the protocol, refused us, could not
-            connect to the target, or took longer than ``timeout`` (``errno`` ETIMEDOUT);
-            an :class:`OSError` too. The socket is closed.
+            connect to the target (to any of its addresses: the last one's error), or took
+            longer than ``timeout`` (``errno`` ETIMEDOUT); an :class:`OSError` too. The
+            socket is closed.
         ValueError: ``timeout`` is not positive, or the target cannot be sent (a port out of
             0..65535, a name longer than 255 bytes).
+        Exception: what ``check_target`` raises.
     """
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
         raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
-    stream: trio.SocketStream | None = None
     with trio.move_on_after(timeout):
-        target = await resolve_proxy_target(proxy, host, port)
-        client = Socks5Client(target, port, username=proxy.username, password=proxy.password)
-        try:
-            stream = await trio.open_tcp_stream(proxy.host, proxy.port)
-        except OSError as error:
-            inner = _attempt_error(error)
-            raise SocksError(
-                f"cannot reach the proxy {proxy.address}: "
-                f"{os.strerror(inner.errno) if inner.errno else _reason(inner)}",
-                errno_value=inner.errno,
-            ) from error
-        try:
-            await _negotiate(stream, client)
-        except BaseException:
-            await trio.aclose_forcefully(stream)
-            raise
-        return stream
-    if stream is not None:
-        await trio.aclose_forcefully(stream)
+        failure: SocksReplyError | None = None
+        for target in await _proxy_targets(proxy, host, port):
+            client = Socks5Client(target, port, username=proxy.username, password=proxy.password)
+            if check_target is not None:
+                check_target(target)
+            stream = await _connect_to_proxy(proxy)
+            try:
+                await _negotiate(stream, client)
+            except SocksReplyError as error:
+                # The proxy cannot reach this address: another of the name's may do.
+                await trio.aclose_forcefully(stream)
+                failure = error
+                continue
+            except BaseException:
+                await trio.aclose_forcefully(stream)
+                raise
+            return stream
+        assert failure is not None  # one target at least, each failed or returned
+        raise failure
     raise SocksError(
         f"the proxy {proxy.address} did not connect us to {_shown(host, port)} "
         f"within {timeout:g} s",
         errno_value=errno.ETIMEDOUT,
     )
+
+
+async def _connect_to_proxy(proxy: ProxyConfig) -> trio.SocketStream:
+    """A TCP connection to ``proxy``, or a :class:`SocksError` with the refusal's errno."""
+    try:
+        return await trio.open_tcp_stream(proxy.host, proxy.port)
+    except OSError as error:
+        inner = _attempt_error(error)
+        raise SocksError(
+            f"cannot reach the proxy {proxy.address}: "
+            f"{os.strerror(inner.errno) if inner.errno else _reason(inner)}",
+            errno_value=inner.errno,
+        ) from error
 
 
 def _attempt_error(error: OSError) -> OSError:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Final
@@ -190,18 +190,24 @@ class ClientConfig:
         proxy: a SOCKS5 proxy, ``socks5://[user:password@]host[:port]`` (``socks5h://``:
             the proxy resolves host names, libtorrent's ``proxy_hostnames``), as libtorrent's
             ``proxy_type`` / ``proxy_hostname`` / ``proxy_port`` / ``proxy_username`` /
-            ``proxy_password``. ``None``: no proxy. A CONNECT proxy carries TCP only (SOCKS5's
-            UDP ASSOCIATE is not spoken): with ``proxy_peer_connections`` peers are dialled
-            over TCP alone, through it (no uTP dials, no BEP 55 holepunch); with
-            ``proxy_tracker_connections`` HTTP(S) trackers and web seeds are reached through
-            it (TLS over the proxied stream) and UDP trackers are skipped with one warning, as
-            libtorrent without UDP ASSOCIATE. Connections peers make to us (TCP and uTP) do
-            not go through the proxy, and neither do the DHT and LSD, which are UDP: turn
-            them off (``bip download --no-dht``, ``lsd`` off) to keep every outgoing packet
-            on the proxy.
-        proxy_peer_connections: dial peers through ``proxy`` (libtorrent's setting).
-        proxy_tracker_connections: reach HTTP(S) trackers and web seeds through ``proxy``,
-            and skip UDP trackers (libtorrent's setting; web seeds follow it here).
+            ``proxy_password``. ``None``: no proxy. Left out of the config's ``repr`` (it
+            may hold a password). A CONNECT proxy carries TCP only (SOCKS5's UDP ASSOCIATE
+            is not spoken): with ``proxy_peer_connections`` peers and web seeds are dialled
+            over TCP alone, through it (no uTP dials, no BEP 55 holepunch; with
+            ``socks5h://`` the peers a tracker names by host name are dropped, as our
+            resolver must not be asked, and the ``yourip`` of the peers we dial is no vote
+            on our address: they see the proxy's); with ``proxy_tracker_connections``
+            HTTP(S) trackers are reached through it (TLS over the proxied stream) and UDP
+            trackers are skipped with one warning, as libtorrent without UDP ASSOCIATE.
+            ``ssrf_mitigation`` judges a name the proxy resolves by the name (``localhost``
+            is this machine) and holds it to the rules for a server on this machine.
+            Connections peers make to us (TCP and uTP) do not go through the proxy, and
+            neither do the DHT and LSD, which are UDP: turn them off (``bip download
+            --no-dht``, ``lsd`` off) to keep every outgoing packet on the proxy.
+        proxy_peer_connections: dial peers and fetch from web seeds through ``proxy``
+            (libtorrent's setting: web seeds are peer connections there too).
+        proxy_tracker_connections: reach HTTP(S) trackers through ``proxy``, and skip UDP
+            trackers (libtorrent's setting).
         natpmp: map our listen ports on the NAT gateway with PCP (RFC 6887), or NAT-PMP
             (RFC 6886) when the gateway does not speak PCP, as libtorrent's
             ``enable_natpmp``: the TCP listen ports and the UDP ones (uTP, the
@@ -306,7 +312,7 @@ class ClientConfig:
     max_inbound_per_host: int | None = None
     ssrf_mitigation: bool = True
     allow_idna: bool = False
-    proxy: str | None = None
+    proxy: str | None = field(default=None, repr=False)  # it may hold a password
     proxy_peer_connections: bool = True
     proxy_tracker_connections: bool = True
     natpmp: bool = False

@@ -172,6 +172,10 @@ class TrackerAnnouncer:
         min_interval: seconds between two regular announces to one tracker at least, whatever
             interval it asks for (:data:`TRACKER_MIN_INTERVAL` by default; a test against a
             tracker of short intervals passes less). At most :data:`TRACKER_MAX_INTERVAL`.
+        resolve_peer_names: look up the peers HTTP trackers name by host name (the
+            default); False drops them, with one warning (then DEBUG records): peers are
+            dialled through a proxy that resolves names (``socks5h://``), and our own
+            resolver must not hear of them.
 
     Raises:
         ValueError: ``min_interval`` is not a number of seconds in
@@ -187,6 +191,7 @@ class TrackerAnnouncer:
         http_client: HttpTrackerClient | None = None,
         on_external_ip: Callable[[IPv4Address | IPv6Address, PeerAddress], None] | None = None,
         min_interval: float = TRACKER_MIN_INTERVAL,
+        resolve_peer_names: bool = True,
     ) -> None:
         # Checked now, not when the first Announcer is built after the torrent's check: a bad
         # setting is the caller's mistake, not one tracker's to skip.
@@ -196,6 +201,8 @@ class TrackerAnnouncer:
         self.on_external_ip = on_external_ip
         self.peer_id = peer_id
         self.urls: tuple[str, ...] = tuple(dict.fromkeys(urls))
+        self.resolve_peer_names = resolve_peer_names
+        self._names_dropped = False
         self._announcers: list[Announcer] = []
 
     def status(self) -> tuple[AnnouncerStatus, ...]:
@@ -224,7 +231,10 @@ class TrackerAnnouncer:
 
         def updated(status: AnnouncerStatus) -> None:
             _log_failure(status)
-            _queue_names(status, names_in)
+            if self.resolve_peer_names:
+                _queue_names(status, names_in)
+            else:
+                self._drop_names(status)
             self._external_ip(status)
 
         for url in usable:
@@ -250,6 +260,24 @@ class TrackerAnnouncer:
                 if target.transfer()[1] > 0:
                     for announcer in self._announcers:
                         announcer.mark_completed()
+
+    def _drop_names(self, status: AnnouncerStatus) -> None:
+        """Drop a fresh HTTP answer's peer names, unresolved: the first time with a warning
+        (not those of ``stopped``, which would not be looked up either)."""
+        if status.last_event is AnnounceEvent.STOPPED:
+            return
+        result = _fresh_http_answer(status)
+        if result is None or not result.peer_names:
+            return
+        level = logging.DEBUG if self._names_dropped else logging.WARNING
+        self._names_dropped = True
+        logger.log(
+            level,
+            "%d peers named by host name from %s dropped: peers are dialled through a proxy "
+            "that resolves names, and a lookup here would tell our resolver",
+            len(result.peer_names),
+            shown_url(status.tracker),
+        )
 
     def _external_ip(self, status: AnnouncerStatus) -> None:
         """A fresh HTTP answer's BEP 24 ``external ip``, to ``on_external_ip``."""

@@ -6,7 +6,8 @@ ourselves) and a BEP 55 rendezvous for it relayed. As libtorrent does with its `
 :class:`ExternalAddresses` feeds bip_handshake's :class:`~bip_handshake.ExternalIPVoter` from:
 
 - each peer's BEP 10 extended handshake ``yourip`` (it is a peer manager service: it sees
-  every extended handshake, consumes none);
+  every extended handshake, consumes none), but for peers dialled through a proxy, which
+  see the proxy's address;
 - HTTP trackers' BEP 24 ``external ip`` (:meth:`ExternalAddresses.tracker_vote`, called by
   the tracker announcer);
 - the DHT's decided BEP 42 address, and the NAT-PMP gateway's external address (when the
@@ -67,6 +68,9 @@ class ExternalAddresses:
             holepunch service); more can be added with :meth:`add_user`.
         dht_addresses: the DHT's decided address per family now (bip_dht's
             ``DHT.node.external_addresses``), or ``None`` without a DHT.
+        outbound_peer_votes: count the ``yourip`` of the peers we dialled (the default);
+            False when we dial them through a proxy: they see the proxy's exit address,
+            not ours (the peers that dialled us still vote).
     """
 
     def __init__(
@@ -76,6 +80,7 @@ class ExternalAddresses:
         ports: Iterable[int],
         users: Iterable[OurAddressesLike] = (),
         dht_addresses: Callable[[], Mapping[Family, PeerAddress]] | None = None,
+        outbound_peer_votes: bool = True,
     ) -> None:
         self.voter = voter
         """The voter (read its ``decided`` and ``statistics()``)."""
@@ -83,6 +88,7 @@ class ExternalAddresses:
         self._ports = tuple(sorted(self._listening))
         self._users: list[OurAddressesLike] = list(users)
         self._dht_addresses = dht_addresses
+        self._outbound_peer_votes = outbound_peer_votes
         # The NAT-PMP gateway's external address now: set_router_address.
         self._router_address: Callable[[], IPv4Address | None] | None = None
         self._ours: dict[Family, tuple[PeerAddress, ...]] = {}
@@ -140,8 +146,11 @@ class ExternalAddresses:
         """Nothing to do: the vote comes with the peer's extended handshake."""
 
     def message_received(self, manager: PeerManager, peer: Peer, message: object) -> bool:
-        """A peer's extended handshake: its ``yourip`` is a vote. Consumes nothing."""
-        if isinstance(message, ExtendedHandshake):
+        """A peer's extended handshake: its ``yourip`` is a vote (not that of a peer we dialled
+        through a proxy). Consumes nothing."""
+        if isinstance(message, ExtendedHandshake) and (
+            self._outbound_peer_votes or peer.direction != "outbound"
+        ):
             reported = message.yourip_address
             if reported is not None:
                 self.vote(reported, peer.address, VoteSource.PEER, trio.current_time())

@@ -21,6 +21,17 @@ URL from a ``.torrent`` anyone can make would otherwise let its server have us s
 to the routers and admin pages of our own network. A server on a local network may still
 redirect anywhere (a tracker on the LAN, our own loopback tests).
 
+Through a SOCKS5 proxy the rules are applied before the proxy is asked to connect (the
+target hears nothing of a refused request). A name the proxy resolves (``socks5h://``)
+has no address we can judge, and the proxy usually runs on our own machine (``ssh -D``,
+microsocks), where its ``localhost`` is ours: the name itself is judged
+(:func:`is_local_name`). ``localhost`` and ``*.localhost`` are this machine, names without a
+dot and those of the local-use domains are local (refused where a global host is wanted),
+and every such request is held to the rules for a server on this machine (a tracker's
+path, a web seed without a query). A server we could not judge counts as global for the
+redirect rule (unless its name is local): a redirect from it into a local network is
+refused as one from the Internet.
+
 The pure rules both clients apply besides (libtorrent's other ``ssrf_mitigation`` rules,
 ``allow_idna``, curl's low-speed rule) are in :mod:`._http_rules`.
 """
@@ -36,13 +47,7 @@ from urllib.parse import urljoin
 
 import trio
 
-from bip_handshake import (
-    PeerAddress,
-    ProxyConfig,
-    is_global_address,
-    open_socks5_stream,
-    resolve_proxy_target,
-)
+from bip_handshake import PeerAddress, ProxyConfig, is_global_address, open_socks5_stream
 from bip_utracker import LocalProtocolError
 
 from ._http_response import HttpResponse, HttpResponseParser
@@ -51,15 +56,29 @@ from ._http_tracker_codec import HttpTrackerUrl, parse_http_tracker_url
 
 __all__ = [
     "REDIRECTS",
+    "UNKNOWN_ANSWERER",
     "Exchange",
     "ExchangeError",
     "follow_redirects",
     "http_exchange",
+    "is_local_name",
+    "is_this_host_name",
 ]
 
 _RECEIVE_SIZE: Final = 64 * 1024
 REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 """The statuses that send us elsewhere with a ``Location`` (RFC 9110, section 15.4)."""
+UNKNOWN_ANSWERER: Final = PeerAddress(IPv4Address(0), 0)
+"""Who answered when we cannot know: a name a SOCKS5 proxy resolved (or a socket that cannot
+say)."""
+_THIS_HOST: Final = IPv4Address("127.0.0.1")
+"""The address a name of this machine is judged as (``localhost``)."""
+_UNJUDGED: Final = IPv4Address(0)
+"""The address another name the proxy resolves is judged as: the unspecified address, which
+reaches this machine (held to the rules for a server here) and is not global."""
+_LOCAL_DOMAINS: Final = (".local", ".home.arpa", ".internal")
+"""Domains of local networks only: mDNS (RFC 6762), home networks (RFC 8375), and ICANN's
+private-use ``.internal``."""
 
 
 class Exchange(Protocol):
@@ -88,13 +107,122 @@ class ExchangeError(Exception):
 
 
 def _address_of(stream: trio.SocketStream) -> PeerAddress:
-    """The address that answered; ``0.0.0.0:0`` if the socket cannot say (a scoped IPv6
-    address has no compact form)."""
+    """The address that answered (a scoped IPv6 address without its scope, which a compact
+    address cannot hold); :data:`UNKNOWN_ANSWERER` if the socket cannot say."""
     try:
         name = stream.socket.getpeername()
-        return PeerAddress(ip_address(name[0]), int(name[1])).normalized()
+        host = ip_address(str(name[0]).partition("%")[0])
+        return PeerAddress(host, int(name[1])).normalized()
     except (OSError, ValueError, TypeError, IndexError):
-        return PeerAddress(IPv4Address(0), 0)
+        return UNKNOWN_ANSWERER
+
+
+def is_this_host_name(host: str) -> bool:
+    """Whether a host name names this machine: ``localhost`` or ``*.localhost`` (RFC 6761),
+    in any case, with or without the final dot.
+
+    >>> is_this_host_name("LOCALHOST."), is_this_host_name("app.localhost")
+    (True, True)
+    >>> is_this_host_name("localhost.example")
+    False
+    """
+    name = host.lower().removesuffix(".")
+    return name == "localhost" or name.endswith(".localhost")
+
+
+def is_local_name(host: str) -> bool:
+    """Whether a host name can only name a host of a local network (or this machine): a name
+    of this machine (:func:`is_this_host_name`), a name without a dot (resolved with the
+    local search domains: ``router``, ``nas``), or one of a local-use domain (``.local``,
+    ``.home.arpa``, ``.internal``).
+
+    >>> [is_local_name(host) for host in ("nas", "printer.local", "tracker.example")]
+    [True, True, False]
+    """
+    name = host.lower().removesuffix(".")
+    return (
+        is_this_host_name(name)
+        or "." not in name
+        or any(name.endswith(domain) for domain in _LOCAL_DOMAINS)
+    )
+
+
+def _judge(
+    url: HttpTrackerUrl,
+    host: IPAddress,
+    *,
+    global_only: bool,
+    check_address: Callable[[IPAddress], None] | None,
+) -> None:
+    """Refuse the exchange with ``url`` at ``host`` as the rules say (see :func:`http_exchange`)."""
+    if global_only and not is_global_address(host):
+        raise ExchangeError(
+            f"{url.host_header} is not on the Internet ({host}): a server there "
+            "cannot redirect us into a local network",
+            connecting=True,
+        )
+    if check_address is not None:
+        check_address(host)
+
+
+def _judge_name(
+    url: HttpTrackerUrl,
+    name: str,
+    *,
+    global_only: bool,
+    check_address: Callable[[IPAddress], None] | None,
+) -> None:
+    """Refuse the exchange with ``url`` at a ``name`` the proxy resolves, judged by the name:
+    as this machine for ``localhost``, as an unknown host of this machine otherwise (the
+    stricter rules), and not global when the name is local."""
+    if global_only and is_local_name(name):
+        raise ExchangeError(
+            f"{url.host_header} is a local name (the proxy resolves it): a server on the "
+            "Internet cannot redirect us into a local network",
+            connecting=True,
+        )
+    if check_address is not None:
+        check_address(_THIS_HOST if is_this_host_name(name) else _UNJUDGED)
+
+
+async def _open_proxied(
+    url: HttpTrackerUrl,
+    proxy: ProxyConfig,
+    *,
+    global_only: bool,
+    check_address: Callable[[IPAddress], None] | None,
+) -> tuple[trio.SocketStream, PeerAddress]:
+    """A stream to ``url``'s host through ``proxy``, and who answers (the address the proxy was
+    asked for, :data:`UNKNOWN_ANSWERER` for a name it resolved). Every target is judged
+    before the proxy is asked for it."""
+    answered = [UNKNOWN_ANSWERER]
+    refusal: list[BaseException] = []  # what the rules raised, told from the proxy's errors
+
+    def judge(target: IPAddress | str) -> None:
+        try:
+            if isinstance(target, str):
+                answered[0] = UNKNOWN_ANSWERER
+                _judge_name(url, target, global_only=global_only, check_address=check_address)
+            else:
+                answered[0] = PeerAddress(target, url.port).normalized()
+                _judge(url, answered[0].host, global_only=global_only, check_address=check_address)
+        except BaseException as error:
+            refusal.append(error)
+            raise
+
+    try:
+        # The caller's move_on_after bounds it.
+        tcp = await open_socks5_stream(
+            proxy, url.host, url.port, timeout=math.inf, check_target=judge
+        )
+    except ValueError as error:
+        if refusal and error is refusal[-1]:
+            raise
+        # A name SOCKS5 cannot carry (over 255 bytes).
+        raise ExchangeError(
+            f"cannot connect to {url.host_header}: {error}", connecting=True
+        ) from None
+    return tcp, answered[0]
 
 
 async def http_exchange(
@@ -123,11 +251,13 @@ async def http_exchange(
     from when the request is sent).
 
     With a SOCKS5 ``proxy`` the connection goes through it (``local_address`` is then not
-    used; TLS runs over the proxied stream). The address that answered is the target's as
-    given to the proxy: the IP literal, or the name's address resolved here
+    used; TLS runs over the proxied stream), and the rules judge each target before the proxy
+    is asked to connect to it: an IP literal, or each address the name resolves to here
     (``socks5://``). A name the proxy resolves (``socks5h://``) has no address we know: the
-    ``global_only`` and ``check_address`` rules then pass it (what it reaches is the proxy's
-    network), and ``0.0.0.0:0`` is returned as who answered.
+    name is judged instead (:func:`is_local_name`: a local one is not global), and
+    ``check_address`` is given ``127.0.0.1`` for a name of this machine, ``0.0.0.0`` for any
+    other, so that the rules for a server on this machine hold (the proxy usually runs
+    here); :data:`UNKNOWN_ANSWERER` is returned as who answered.
 
     Raises:
         ExchangeError: the connection could not be made (within ``connect_timeout``), was to
@@ -138,22 +268,15 @@ async def http_exchange(
         Exception: what ``check_address`` raises.
     """
     tcp: trio.SocketStream | None = None
-    known: PeerAddress | None = None
+    address = UNKNOWN_ANSWERER
     with trio.move_on_after(connect_timeout if connect_timeout is not None else float("inf")):
         try:
             if proxy is None:
                 tcp = await trio.open_tcp_stream(url.host, url.port, local_address=local_address)
             else:
-                target = await resolve_proxy_target(proxy, url.host, url.port)
-                if not isinstance(target, str):
-                    known = PeerAddress(target, url.port).normalized()
-                try:
-                    # The move_on_after above bounds it.
-                    tcp = await open_socks5_stream(proxy, target, url.port, timeout=math.inf)
-                except ValueError as error:  # a name SOCKS5 cannot carry (over 255 bytes)
-                    raise ExchangeError(
-                        f"cannot connect to {url.host_header}: {error}", connecting=True
-                    ) from None
+                tcp, address = await _open_proxied(
+                    url, proxy, global_only=global_only, check_address=check_address
+                )
         except OSError as error:
             reason = error.strerror or str(error) or type(error).__name__
             raise ExchangeError(
@@ -164,24 +287,13 @@ async def http_exchange(
             f"no connection to {url.host_header} within {connect_timeout:g} s", connecting=True
         )
     if proxy is None:
+        # Judged once connected: the address a name resolved to is known only now.
         address = _address_of(tcp)
-    else:
-        address = known if known is not None else PeerAddress(IPv4Address(0), 0)
-    # A name the proxy resolved has no address of ours to judge: what it reaches is the
-    # proxy's network.
-    judged = proxy is None or known is not None
-    try:
-        if judged and global_only and not is_global_address(address.host):
-            raise ExchangeError(
-                f"{url.host_header} is not on the Internet ({address.host}): a server there "
-                "cannot redirect us into a local network",
-                connecting=True,
-            )
-        if judged and check_address is not None:
-            check_address(address.host)
-    except BaseException:
-        await trio.aclose_forcefully(tcp)
-        raise
+        try:
+            _judge(url, address.host, global_only=global_only, check_address=check_address)
+        except BaseException:
+            await trio.aclose_forcefully(tcp)
+            raise
     stream: trio.abc.Stream = tcp
     try:
         if url.tls:
@@ -244,7 +356,10 @@ async def follow_redirects(
     Once a global address answered (:func:`~bip_handshake.is_global_address`), the redirects
     after it may lead to global hosts only: an IP literal that is not is refused here, and a
     host name is requested with ``global_only`` (refused once connected, before the request is
-    sent). Not so with ``ssrf_mitigation`` false (libtorrent's switch for all its rules).
+    sent). An answer from an address we do not know (:data:`UNKNOWN_ANSWERER`: a name the
+    proxy resolved) counts as global unless the URL's host is a local name
+    (:func:`is_local_name`) or a local IP literal. Not so with ``ssrf_mitigation`` false
+    (libtorrent's switch for all its rules).
 
     Raises:
         Exception: what ``error(message)`` makes, for a redirect without a ``Location``,
@@ -261,7 +376,7 @@ async def follow_redirects(
             return response, address, url
         # Sticky: a global server redirecting through a local one to a third host is still
         # a global server choosing where we go.
-        global_only = global_only or (ssrf_mitigation and is_global_address(address.host))
+        global_only = global_only or (ssrf_mitigation and _maybe_global(address, url.host))
         location = response.header("location")
         if not location:
             raise error(f"HTTP {response.status} from {url.shown} names no Location")
@@ -278,6 +393,25 @@ async def follow_redirects(
             raise error(f"a redirect loop back to {url.shown:.200}")
         seen.add(where)
     raise error(f"more than {max_redirects} redirects")
+
+
+def _maybe_global(address: PeerAddress, host: str) -> bool:
+    """Whether the server at ``host`` that answered from ``address`` may be on the Internet:
+    its address is global or, unknown, its URL's host is neither a local literal nor a local
+    name (a server we cannot judge is not trusted to be local)."""
+    if address != UNKNOWN_ANSWERER:
+        return is_global_address(address.host)
+    if _is_literal(host):
+        return not _is_local_literal(host)
+    return not is_local_name(host)
+
+
+def _is_literal(host: str) -> bool:
+    try:
+        ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _is_local_literal(host: str) -> bool:

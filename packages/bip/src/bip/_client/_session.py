@@ -244,10 +244,11 @@ class Session:
             local_address=_http_local_address(config),
             ssrf_mitigation=config.ssrf_mitigation,
             allow_idna=config.allow_idna,
-            proxy=_tracker_proxy(config),
+            # Web seeds are peer connections (libtorrent's proxy_peer_connections).
+            proxy=_peer_proxy(config),
         )
         """Fetches from the torrents' BEP 19 web seeds (one TLS context for all), from the
-        address the HTTP tracker client connects from."""
+        address the HTTP tracker client connects from, through the peers' proxy if any."""
         self._torrents: dict[bytes, Torrent] = {}  # by every swarm id
         self._all: list[Torrent] = []
         # The queue: the policy, the line of auto-managed torrents that check or download
@@ -472,6 +473,8 @@ class Session:
                         # Through a proxy a tracker sees the proxy's address, not ours.
                         on_external_ip=None if proxied else self.external.tracker_vote,
                         min_interval=self.config.tracker_min_interval,
+                        # A name the proxy resolves is not looked up here.
+                        resolve_peer_names=not _proxy_resolves_peer_names(self.config),
                     )
                 )
         torrent = Torrent(
@@ -1180,8 +1183,15 @@ def _peer_proxy(config: ClientConfig) -> ProxyConfig | None:
     return config.proxy_settings if config.proxy_peer_connections else None
 
 
+def _proxy_resolves_peer_names(config: ClientConfig) -> bool:
+    """Whether peers are dialled through a proxy that resolves host names (``socks5h://``):
+    the peers trackers name by host name are then dropped, never looked up here."""
+    proxy = _peer_proxy(config)
+    return proxy is not None and proxy.remote_dns
+
+
 def _tracker_proxy(config: ClientConfig) -> ProxyConfig | None:
-    """The proxy HTTP(S) trackers and web seeds are reached through, or None."""
+    """The proxy HTTP(S) trackers are reached through, or None (web seeds follow the peers')."""
     return config.proxy_settings if config.proxy_tracker_connections else None
 
 
@@ -1324,6 +1334,8 @@ async def open_session(
                 ports=(address.port for address in listening),
                 users=[pex],
                 dht_addresses=_dht_decided(dht),
+                # Peers we dial through a proxy see its address, not ours.
+                outbound_peer_votes=peer_proxy is None,
             )
             # Before the peer manager, so the mappings are deleted once every peer is gone.
             listen_ports = {address.port for address in addresses}
