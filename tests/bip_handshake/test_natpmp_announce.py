@@ -24,6 +24,7 @@ from bip_handshake._natpmp import (
     ExternalAddressRequest,
     ExternalAddressResponse,
     GatewayReset,
+    MappingRequest,
     NatPmpAddressChanged,
     NatPmpEvent,
 )
@@ -513,6 +514,36 @@ async def test_the_group_is_joined_anew_when_our_address_changes(
             gateway.external = NEW_EXTERNAL
             fake.deliver(gateway.announcement(trio.current_time()), (LOOPBACK, port))
             await until(lambda: mapper.external_address == NEW_EXTERNAL)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_new_address_read_each_minute_maps_again_at_once(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NAT-PMP alone: the gateway forwards a mapping to the address its request came from,
+    so a new one found by the minute's read has every mapping asked again from it at once
+    (not at its renewal), the grants shown meanwhile."""
+    fake = FakeAnnounceSocket()
+    ours = OurAddress("192.168.1.5")
+    monkeypatch.setattr(natpmp_shell, "_new_announce_socket", lambda: fake)
+    monkeypatch.setattr(natpmp_shell, "_source_address", ours)
+    gateway = FakeGateway()
+    async with trio.open_nursery() as nursery:
+        _, port = await nursery.start(serve_gateway, gateway)
+        async with open_port_mapper(
+            LOOPBACK, gateway_port=port, bind_host=LOOPBACK, pcp=False
+        ) as mapper:
+            await wait_mapped(mapper, 2)
+            asked = len(gateway.times(MappingRequest))
+            await trio.sleep(61)  # the same address read: nothing asked
+            assert len(gateway.times(MappingRequest)) == asked
+            ours.address = IPv4Address("10.0.0.8")
+            await trio.sleep(60)
+            read = ours.reads[-1]
+            again = gateway.times(MappingRequest)[asked:]
+            assert len(again) == 2
+            assert all(0 <= t - read < 1.0 for t in again)
+            assert [m.external_port for m in mapper.mappings()] == [6881, 6881]
         nursery.cancel_scope.cancel()
 
 

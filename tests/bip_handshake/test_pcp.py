@@ -984,6 +984,86 @@ def test_address_mismatch_answering_a_deletion_drops_it() -> None:
     assert stale(client)
 
 
+@pytest.mark.parametrize("speaking", ["pcp", "natpmp"])
+def test_a_new_client_address_asks_again_for_granted_mappings_at_once(speaking: str) -> None:
+    """DHCP moved us: the gateway forwards the grants to our old address, so each mapping is
+    asked for the new one at once (PCP's requests naming it, NAT-PMP's coming from it), not
+    at its renewal half an hour later; the grants stay shown meanwhile."""
+    if speaking == "pcp":
+        gateway = FakeGateway(pcp=True)
+        client = new_client((TCP, 6881), (UDP, 6881))
+    else:
+        gateway = FakeGateway()
+        client = NatPmpClient(GATEWAY, rng=random.Random(7), pcp=False, client_address=CLIENT)
+        client.add_mapping(TCP, 6881, now=0.0)
+        client.add_mapping(UDP, 6881, now=0.0)
+    run(client, gateway, 0.0, 1.0)
+    assert protocol(client) == speaking
+    granted = client.mappings()
+    assert [m.external_port for m in granted] == [6881, 6881]
+    asked = len(gateway.requests)
+    gateway.pcp_source = NEW_CLIENT  # the old address in a PCP request: ADDRESS_MISMATCH
+    client.set_client_address(NEW_CLIENT)
+    assert client.mappings() == granted  # shown until granted again
+    events: list[NatPmpEvent] = []
+    run(client, gateway, 10.0, 11.0, events=events)
+    again = gateway.requests[asked:]
+    assert [t for t, _ in again] == pytest.approx([10.0, 10.01])
+    kinds = {type(r) for _, r in again}
+    assert kinds == ({PcpMapRequest} if speaking == "pcp" else {MappingRequest})
+    if speaking == "pcp":
+        assert {r.client_address for _, r in again} == {NEW_CLIENT}  # type: ignore[union-attr]
+    assert protocol(client) == speaking
+    assert not of_type(events, MappingFailed)
+    assert [m.external_port for m in client.mappings()] == [6881, 6881]
+    assert all(m.expires_at == pytest.approx(3610.0, abs=0.1) for m in client.mappings())
+
+
+def test_the_same_client_address_or_the_first_one_asks_nothing_again() -> None:
+    gateway = FakeGateway(pcp=True)
+    client = new_client((TCP, 6881))
+    run(client, gateway, 0.0, 1.0)
+    renewal = client.next_deadline()
+    assert renewal is not None
+    assert renewal > 1000
+    client.set_client_address(CLIENT)
+    assert client.next_deadline() == renewal
+    # NAT-PMP alone, no address held: the first one given is no change.
+    gateway = FakeGateway()
+    client = NatPmpClient(GATEWAY, rng=random.Random(7), pcp=False)
+    client.add_mapping(TCP, 6881, now=0.0)
+    run(client, gateway, 0.0, 1.0)
+    renewal = client.next_deadline()
+    client.set_client_address(CLIENT)
+    assert client.client_address == CLIENT
+    assert client.next_deadline() == renewal
+
+
+def test_a_new_client_address_starts_the_mapping_request_in_flight_over() -> None:
+    client = new_client((TCP, 6881))
+    first = sent_request(client, 0.0)
+    assert first.client_address == CLIENT
+    assert client.datagrams_to_send(0.1) == []  # waiting for the answer
+    client.set_client_address(NEW_CLIENT)
+    again = sent_request(client, 0.1)  # at once, not at the retransmission
+    assert again.client_address == NEW_CLIENT
+    assert again.nonce == first.nonce  # the same mapping
+    assert client.statistics().retransmitted == 0
+
+
+def test_a_late_probe_answer_for_the_old_client_address_is_not_taken() -> None:
+    gateway = FakeGateway(pcp=True, ignore_pcp=True)  # slow: NAT-PMP after 1.75 s
+    client = new_client((TCP, 6881))
+    run(client, gateway, 0.0, 3.0)
+    assert protocol(client) == "natpmp"
+    [(_, probe), *_] = pcp_requests(gateway)
+    client.set_client_address(NEW_CLIENT)
+    # The probe's grant is for CLIENT, where nothing reaches us any more.
+    client.receive_datagram(answer(probe), GATEWAY_ADDRESS, 3.1)
+    assert client.statistics().unexpected == 1
+    assert protocol(client) == "natpmp"
+
+
 def test_set_client_address_checks_its_argument() -> None:
     client = new_client()
     with pytest.raises(LocalProtocolError):

@@ -78,6 +78,16 @@ How RFC 6886 is run (and, unless said below, PCP alike):
   0, RFC 3.4); one that never got an answer, or whose lifetime has run out anyway, goes at
   once. :meth:`NatPmpClient.close` removes every mapping; :attr:`NatPmpClient.is_closed`
   says when the last deletion is done.
+- A mapping forwards to the address it was made for: the request's source under NAT-PMP
+  (RFC 3.3), the client address the request names under PCP (RFC 6887 11.1, which must be
+  the source, 8.1). So another address of ours given
+  (:meth:`NatPmpClient.set_client_address`: a DHCP renewal, another network) asks for
+  every mapping again at once, granted ones included, in the protocol spoken (under
+  NAT-PMP the same request from the new source is simply a new mapping); the request in
+  flight starts over. Renewing them at their time instead would leave the gateway
+  forwarding to an address we no longer have for up to half a lifetime. The old grants
+  stay shown until granted again or run out (the old mappings cannot be deleted from
+  another address: they run out on the gateway). IPv4 and IPv6 gateways alike (below).
 - A datagram is accepted only from the gateway's address and port (5351, or the ``port``
   the client is given; RFC 3.2: from anyone else it is silently dropped), only as well
   formed (version 0, a response opcode, at least the length of its kind: bytes past it are
@@ -198,9 +208,9 @@ as above, PCP alone, with these differences:
   through it, or answering NAT-PMP's "unsupported version", fails the mappings
   (:class:`MappingFailed`, retried with the usual back-off; said at INFO once, at DEBUG
   after, until the gateway answers PCP). ADDRESS_MISMATCH fails the mapping too (no
-  fallback), and our address is read afresh: another one asks again at once. So does any
-  new client address given (:meth:`NatPmpClient.set_client_address`), for every pinhole,
-  granted or not: a grant opens the old address alone.
+  fallback), and our address is read afresh: another one asks for every pinhole again at
+  once, granted or not, as any new client address does (above): a grant opens the old
+  address alone.
 - NAT-PMP packets from the gateway's address (an address answer, an announcement) are
   counted as unexpected, never taken as hints: only PCP's ANNOUNCE is.
 
@@ -1026,13 +1036,15 @@ class NatPmpClient:
     def set_client_address(self, address: IPv4Address | IPv6Address) -> None:
         """Give our address toward the gateway afresh (it may have changed, DHCP): PCP
         requests carry it from their next send on. Clears :attr:`client_address_stale`
-        (the same address again, when it could not be read, clears it too). After a
-        fallback for ADDRESS_MISMATCH, another address than the refused one brings PCP back
-        at once, the mappings not granted meanwhile asked for at once. With an IPv6
-        gateway (no fallback), another address than the one held asks for every pinhole
-        again at once, those granted included: they open the old address, which may be
-        gone (a deprecated temporary address, a renumbered prefix); their grants stay shown
-        until granted again or run out.
+        (the same address again, when it could not be read, clears it too).
+
+        Another address than the one held asks for every mapping again at once, those
+        granted included, in the protocol spoken: a mapping forwards to the address it was
+        made for (PCP's client address, NAT-PMP's request source), which may be gone (a
+        DHCP renewal, a deprecated temporary IPv6 address, a renumbered prefix), and a
+        renewal would only keep it so. Their grants stay shown until granted again or run
+        out. The first address given (none held) is no change. After a fallback for
+        ADDRESS_MISMATCH, another address than the refused one brings PCP back at once.
 
         Raises:
             LocalProtocolError: not an address of the gateway's family (an IPv4Address, or
@@ -1040,32 +1052,46 @@ class NatPmpClient:
                 unspecified.
         """
         self._check_client_address(address)
-        changed = address != self._client_address
-        if changed:
-            _log.info("PCP gateway %s: our address toward it is %s", self._gateway, address)
+        held = self._client_address
+        if address != held:
+            _log.info(
+                "%s gateway %s: our address toward it is %s", self._label, self._gateway, address
+            )
         self._client_address = address
         self._client_address_stale = False
         refused = self._mismatched
-        if self._pcp_only and (changed or (refused is not None and address != refused)):
-            # No fallback for IPv6, and a pinhole opens one address: each one, granted or
-            # not, is asked for our new address now (a renewal for the old one would keep
-            # a dead pinhole open while nothing reaches us). The mapping request in flight
-            # starts over: its answer, if any, comes to the socket bound to the old one.
-            self._mismatched = None
-            request = self._request
-            if request is not None and request.kind is _Kind.MAP:
-                self._request = None
-            for m in self._mappings.values():
-                if m.state is not _State.REMOVING:
-                    m.due = -math.inf
-        elif refused is not None and address != refused and self._speaking is _Speaking.NATPMP:
+        if refused is not None and address != refused and self._speaking is _Speaking.NATPMP:
             # The gateway refused our old address, not PCP: a PCP-only router would refuse
             # NAT-PMP for an hour (no ping-pong), with nothing mapped meanwhile.
             _log.info("PCP gateway %s: PCP again, from our new address", self._gateway)
             self._switch(_Speaking.PCP)
-            for m in self._mappings.values():
-                if m.state is _State.WANTED and m.expires_at is None:
-                    m.due = -math.inf  # refused in NAT-PMP meanwhile, or never asked
+        if held is not None and address != held:
+            self._moved()
+
+    def _moved(self) -> None:
+        """Our address changed: every mapping, granted or not, is asked for the new one at
+        once, for both families and both protocols (one rule).
+
+        A grant forwards to the address it was made for: PCP's client address (RFC 6887
+        11.1; the server checks it against the packets' source, 8.1), NAT-PMP's request
+        source (RFC 6886 3.3). A renewal carrying our old address would be refused
+        ADDRESS_MISMATCH or, worse, keep forwarding to an address nothing reaches any more
+        for up to half a lifetime; NAT-PMP has no address to carry: the same request from
+        the new source is a new mapping, the old one running out on the gateway (nothing
+        can delete it from another address). The grants stay shown until granted again
+        (the port may differ: :class:`PortMapped`) or run out, as after a reset. The
+        mapping request in flight starts over (its answer is for the old address; IPv6's
+        comes to the socket bound to it), and a slow PCP router's late answer to a probe
+        (a grant for the old address too) is no longer taken: it is counted as
+        unexpected. Deletions go on as they were: advisory."""
+        self._mismatched = None
+        self._late_probe = None
+        request = self._request
+        if request is not None and request.kind is _Kind.MAP:
+            self._request = None
+        for m in self._mappings.values():
+            if m.state is not _State.REMOVING:
+                m.due = -math.inf
 
     def _check_client_address(self, address: object, *, unspecified: bool = False) -> None:
         if self._pcp_only:

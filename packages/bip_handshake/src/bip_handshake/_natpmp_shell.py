@@ -18,7 +18,10 @@ is read off a throwaway UDP socket connected to the gateway (connecting sends no
 kernel picks the source address its route would use) on opening, and again whenever the
 core asks (:attr:`NatPmpClient.client_address_stale`): before every PCP probe after the
 first, and after the gateway answered ADDRESS_MISMATCH, since a DHCP renewal may have
-changed it. The socket that talks stays unconnected, so that answers from elsewhere still
+changed it. A new address read then (or by the minute's read, below) has every mapping
+asked for it at once, granted ones included, in PCP or NAT-PMP alike (the gateway forwards
+a mapping to the address it was made for; the old grants stay shown until granted again or
+run out). The socket that talks stays unconnected, so that answers from elsewhere still
 reach the core, which counts them (a connected one would have the kernel drop them
 unseen).
 
@@ -854,15 +857,17 @@ class PortMapper:
         self._route_lost = source is None
         if isinstance(source, IPv4Address):
             self._follow_interface(source)
-        known = client.client_address  # None: PCP is off, the core needs no address
+        known = client.client_address  # None: never read (no route on opening, or unasked)
         if client.client_address_stale:
             # No route just now: the address we had is the best guess (and clears the ask).
             address = source or known
             if address is not None:
                 client.set_client_address(address)
-        elif source is not None and known is not None and source != known:
-            # PCP's next requests carry it (rather than be refused ADDRESS_MISMATCH); after
-            # such a refusal it may bring PCP back: the pump is woken to send.
+        elif source is not None and source != known:
+            # Another address (the first one found is none): every mapping is asked for it
+            # at once, PCP's requests carrying it (rather than be refused ADDRESS_MISMATCH),
+            # NAT-PMP's coming from it; after such a refusal it may bring PCP back. The pump
+            # is woken to send.
             client.set_client_address(source)
             self._kick()
 
@@ -1168,7 +1173,9 @@ async def open_port_mapper(
             lifetime=lifetime,
             rng=rng,
             pcp=pcp and source is not None,
-            client_address=source if pcp else None,
+            # NAT-PMP alone too: a new address read (the minute's, with the group joined)
+            # has the core ask for every mapping again from it.
+            client_address=source,
         )
         _add_mappings(client, mappings)
         announce_sock = membership = None
