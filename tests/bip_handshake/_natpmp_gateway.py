@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 import trio
 
@@ -77,6 +77,8 @@ class FakeGateway:
         requests: every request received (NAT-PMP and PCP), with its time.
         mappings: (protocol, internal port) -> (external port, expires at).
         nonces: (protocol, internal port) -> the nonce of a mapping made over PCP.
+        clients: (protocol, internal port) -> the client address that PCP mapping is for: a
+            nonce guards a mapping of its own client address only (RFC 6887 11.1, 11.3).
         sock: the socket :func:`serve_gateway` runs it on (what :meth:`announce_to` sends
             from), None while not served.
     """
@@ -101,6 +103,9 @@ class FakeGateway:
     requests: list[tuple[float, Request]] = field(default_factory=list)
     mappings: dict[tuple[MappingProtocol, int], tuple[int, float]] = field(default_factory=dict)
     nonces: dict[tuple[MappingProtocol, int], bytes] = field(default_factory=dict)
+    clients: dict[tuple[MappingProtocol, int], IPv4Address | IPv6Address] = field(
+        default_factory=dict
+    )
     sock: trio.socket.SocketType | None = None
 
     def epoch(self, now: float) -> int:
@@ -222,7 +227,11 @@ class FakeGateway:
             return self._pcp_answer(request, PcpResult.ADDRESS_MISMATCH, 0, epoch, 0)
         key = (request.protocol, request.internal_port)
         owner = self.nonces.get(key)
-        if owner is not None and owner != request.nonce:
+        if (
+            owner is not None
+            and owner != request.nonce
+            and self.clients.get(key) == request.client_address
+        ):
             # RFC 6887 11.3: the mapping is another nonce's.
             return self._pcp_answer(request, PcpResult.NOT_AUTHORIZED, 1800, epoch, 0)
         if request.lifetime == 0:
@@ -237,6 +246,7 @@ class FakeGateway:
         lifetime = min(request.lifetime, self.max_lifetime)
         self.mappings[key] = (port, now + lifetime)
         self.nonces[key] = request.nonce
+        self.clients[key] = request.client_address
         return self._pcp_answer(request, PcpResult.SUCCESS, lifetime, epoch, port)
 
     def _pcp_answer(

@@ -1047,8 +1047,32 @@ def test_a_new_client_address_starts_the_mapping_request_in_flight_over() -> Non
     client.set_client_address(NEW_CLIENT)
     again = sent_request(client, 0.1)  # at once, not at the retransmission
     assert again.client_address == NEW_CLIENT
-    assert again.nonce == first.nonce  # the same mapping
+    assert again.nonce != first.nonce  # another PCP mapping: another nonce (RFC 6887 11.1)
     assert client.statistics().retransmitted == 0
+    # Back under the first address, the mapping takes that address's nonce again (the gateway
+    # may still hold it: another nonce would be refused NOT_AUTHORIZED, RFC 6887 11.3).
+    client.set_client_address(CLIENT)
+    assert sent_request(client, 0.2).nonce == first.nonce
+
+
+def test_a_mismatch_answering_the_old_address_request_is_stale() -> None:
+    """Our address moved while a renewal carrying the old one was out: the gateway's
+    ADDRESS_MISMATCH to it answers a request we dropped, and must not send us to NAT-PMP."""
+    client = new_client((TCP, 6881))
+    first = sent_request(client, 0.0)
+    client.receive_datagram(answer(first), GATEWAY_ADDRESS, 0.01)
+    renewal_at = client.next_deadline()
+    assert renewal_at is not None
+    client.handle_timer(renewal_at)
+    renewal = sent_request(client, renewal_at)  # carries CLIENT
+    client.set_client_address(NEW_CLIENT)  # the minute's read
+    again = sent_request(client, renewal_at + 0.01)
+    stale = answer(renewal, result=PcpResult.ADDRESS_MISMATCH, lifetime=0)
+    client.receive_datagram(stale, GATEWAY_ADDRESS, renewal_at + 0.02)
+    assert protocol(client) == "pcp"
+    client.receive_datagram(answer(again), GATEWAY_ADDRESS, renewal_at + 0.03)
+    assert protocol(client) == "pcp"
+    assert client.statistics().unexpected == 1  # the stale mismatch, not the grant
 
 
 def test_a_late_probe_answer_for_the_old_client_address_is_not_taken() -> None:

@@ -395,6 +395,7 @@ _RESPONSE_BIT: Final = 128
 
 
 _log = logging.getLogger("bip_handshake.natpmp")
+_EARLIER_NONCES: Final = 4  # nonces a mapping keeps for our earlier addresses
 
 
 class NatPmpError(RemoteProtocolError):
@@ -763,6 +764,7 @@ class _Speaking(enum.Enum):
 class _Mapping:
     __slots__ = (
         "due",
+        "earlier_nonces",
         "expires_at",
         "external_port",
         "failures",
@@ -796,6 +798,12 @@ class _Mapping:
         self.maybe_on_gateway = False
         self.natpmp_asked = False  # a NAT-PMP request for it went out
         self.nonce: bytes | None = None  # PCP's mapping nonce, drawn for its first PCP request
+        # The nonces it had under our earlier addresses (a few): under a new address it is a
+        # new PCP mapping with a nonce of its own (an answer to the old address's request then
+        # matches nothing), and back under an old one it takes that one's again (the gateway
+        # may still hold that mapping: another nonce would be refused NOT_AUTHORIZED, RFC 6887
+        # 11.3).
+        self.earlier_nonces: dict[IPv4Address | IPv6Address, bytes] = {}
         # The standing grant came from a PCP answer: it is deleted in PCP (RFC 6887 15), a
         # NAT-PMP one in NAT-PMP, whatever is spoken by then.
         self.pcp_grant = False
@@ -1066,9 +1074,9 @@ class NatPmpClient:
             _log.info("PCP gateway %s: PCP again, from our new address", self._gateway)
             self._switch(_Speaking.PCP)
         if held is not None and address != held:
-            self._moved()
+            self._moved(held, address)
 
-    def _moved(self) -> None:
+    def _moved(self, held: IPv4Address | IPv6Address, address: IPv4Address | IPv6Address) -> None:
         """Our address changed: every mapping, granted or not, is asked for the new one at
         once, for both families and both protocols (one rule).
 
@@ -1083,7 +1091,12 @@ class NatPmpClient:
         mapping request in flight starts over (its answer is for the old address; IPv6's
         comes to the socket bound to it), and a slow PCP router's late answer to a probe
         (a grant for the old address too) is no longer taken: it is counted as
-        unexpected. Deletions go on as they were: advisory."""
+        unexpected. Deletions go on as they were: advisory.
+
+        Each mapping takes the PCP nonce it had under ``address`` before, else a new one:
+        under another client address it is another PCP mapping (RFC 6887 11.1), and an
+        answer to the request that carried ``held`` (an ADDRESS_MISMATCH on its way) must
+        not match the one that carries ``address``."""
         self._mismatched = None
         self._late_probe = None
         request = self._request
@@ -1092,6 +1105,12 @@ class NatPmpClient:
         for m in self._mappings.values():
             if m.state is not _State.REMOVING:
                 m.due = -math.inf
+                if m.nonce is not None:
+                    earlier = m.earlier_nonces
+                    earlier[held] = m.nonce
+                    while len(earlier) > _EARLIER_NONCES:
+                        del earlier[next(iter(earlier))]
+                m.nonce = m.earlier_nonces.pop(address, None)
 
     def _check_client_address(self, address: object, *, unspecified: bool = False) -> None:
         if self._pcp_only:
