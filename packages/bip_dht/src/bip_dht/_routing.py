@@ -279,17 +279,6 @@ def _host(node: NodeInfo) -> _IP:
 _ip_key: Callable[[_IP], int] = int
 
 
-def _connectable(address: PeerAddress) -> bool:
-    """``address.is_connectable`` for a normalized *address*, IPv4 worked out on the integer
-    (the ipaddress properties build a network object per call; this runs per node filed)."""
-    host = address.host
-    if type(host) is IPv4Address:
-        value = int(host)
-        # not 0.0.0.0, not multicast (224.0.0.0/4)
-        return address.port != 0 and value != 0 and value >> 28 != 0xE
-    return address.is_connectable
-
-
 def _network(host: _IP) -> int | None:
     """The /24 (IPv4) or /64 (IPv6) a bucket admits one node of; None for a local address,
     which the rule exempts."""
@@ -578,7 +567,7 @@ class RoutingTable:
         if raw in bucket.nodes or raw in bucket.replacements:
             return False
         address = node.address.normalized()
-        if address.family != self._family or not _connectable(address):
+        if address.family != self._family or not address.is_connectable:
             return False
         if self._restrict_ips and _ip_key(address.host) in self._ips:
             return False
@@ -663,7 +652,7 @@ class RoutingTable:
         """
         address = self._check_node(node)
         raw = node.node_id
-        if raw == self._own.value or not _connectable(address):
+        if raw == self._own.value or not address.is_connectable:
             return Admission.REJECTED
         if self._candidates:
             self._candidates.pop(raw, None)  # heard from at last: no longer a candidate

@@ -115,8 +115,7 @@ class ProxyConfig:
     @property
     def address(self) -> str:
         """``host:port`` (an IPv6 host in brackets), for messages."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return _shown(self.host, self.port)
 
     @property
     def url(self) -> str:

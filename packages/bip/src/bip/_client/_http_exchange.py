@@ -401,17 +401,10 @@ def _maybe_global(address: PeerAddress, host: str) -> bool:
     name (a server we cannot judge is not trusted to be local)."""
     if address != UNKNOWN_ANSWERER:
         return is_global_address(address.host)
-    if _is_literal(host):
-        return not _is_local_literal(host)
-    return not is_local_name(host)
-
-
-def _is_literal(host: str) -> bool:
     try:
-        ip_address(host)
+        return is_global_address(ip_address(host))
     except ValueError:
-        return False
-    return True
+        return not is_local_name(host)
 
 
 def _is_local_literal(host: str) -> bool:

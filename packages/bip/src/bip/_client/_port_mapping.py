@@ -217,22 +217,28 @@ def pinhole_ports(addresses: Iterable[PeerAddress]) -> tuple[int, ...]:
     return tuple(ports)
 
 
-def _bind_host6(config: ClientConfig) -> str:
-    """The local address PCP requests to the IPv6 router leave from, the one the pinholes
-    are for: the first IPv6 listen host when it is a specific address, else ``::`` (the
-    mapper takes our global address toward the internet)."""
+def _first_listen_host(config: ClientConfig, family: int) -> str | None:
+    """The first listen host that is a specific address of ``family`` (4, or 6 without the
+    IPv4-mapped ones), as text; None when there is none."""
     for host, _ in config.listen:
         try:
             address = ip_address(host)
         except ValueError:
             continue
-        if (
-            isinstance(address, IPv6Address)
-            and address.ipv4_mapped is None
-            and not address.is_unspecified
-        ):
+        if address.is_unspecified:
+            continue
+        if family == 4 and isinstance(address, IPv4Address):
             return str(address)
-    return "::"
+        if family == 6 and isinstance(address, IPv6Address) and address.ipv4_mapped is None:
+            return str(address)
+    return None
+
+
+def _bind_host6(config: ClientConfig) -> str:
+    """The local address PCP requests to the IPv6 router leave from, the one the pinholes
+    are for: the first IPv6 listen host when it is a specific address, else ``::`` (the
+    mapper takes our global address toward the internet)."""
+    return _first_listen_host(config, 6) or "::"
 
 
 def _bind_host(config: ClientConfig) -> str:
@@ -240,14 +246,7 @@ def _bind_host(config: ClientConfig) -> str:
     is a specific IPv4 address (a NAT-PMP gateway maps the address its requests come from,
     RFC 6886 3.3; UPnP's ``NewInternalClient`` is the address of our connection to the
     router), else every address (the system picks the one on the gateway's route)."""
-    for host, _ in config.listen:
-        try:
-            address = ip_address(host)
-        except ValueError:
-            continue
-        if isinstance(address, IPv4Address) and not address.is_unspecified:
-            return str(address)
-    return "0.0.0.0"
+    return _first_listen_host(config, 4) or "0.0.0.0"
 
 
 def _announce_group(announce: str | None) -> tuple[str, int] | None:

@@ -796,7 +796,7 @@ class Session:
         self._line = line = self._place(line, newcomers)
         for position, torrent in enumerate(line):
             torrent._set_queue_position(position)
-        placed = set(line)
+        placed.update(newcomers)
         for torrent in self._all:
             if torrent not in placed:
                 torrent._set_queue_position(-1)
