@@ -7,6 +7,7 @@ import itertools
 import logging
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import TypeVar
 
@@ -23,6 +24,7 @@ from bip_handshake._natpmp import (
     NATPMP_MAX_ATTEMPTS,
     NATPMP_MAX_MAPPINGS,
     NATPMP_RESET_DELAY_MAX,
+    NATPMP_RESET_INTERVAL,
     NATPMP_RETRY_MAX,
     NATPMP_RETRY_MIN,
     ExternalAddressRequest,
@@ -908,6 +910,60 @@ def test_a_forged_reset_keeps_grants_kept_through_failed_renewals(forged: str) -
     else:  # the forged grant stands, as a real one would
         assert lapsed[-1] == kept[1].mapping_id
         assert [m.external_port for m in client.mappings()] == [6881, None]
+
+
+@dataclass
+class ForgedEpochs(FakeGateway):
+    """While ``forging``, every answer carries a lower SSSoE than the one before it: a
+    forger answering each request first (no NAT-PMP answer is proven), each answer read as a
+    reset. Off, the gateway's own SSSoE."""
+
+    forging: bool = True
+
+    def epoch(self, now: float) -> int:
+        if self.forging:
+            return 1_000_000 - 10 * len(self.requests)
+        return super().epoch(now)
+
+
+def test_forged_resets_recreate_the_mappings_once_a_minute_at_most() -> None:
+    """Every answer a reset (a forger's falling SSSoEs) for ten minutes: each used to bring
+    every mapping forward within 0 to 5 s, a request per mapping every few seconds for as
+    long as the forger liked. Now a reset while a recreation is pending joins it, one after
+    it waits for NATPMP_RESET_INTERVAL's end: a recreation a minute at most. A real reboot
+    is still recovered at once, or at the interval's end when a reset came just before."""
+    gateway = ForgedEpochs()
+    client = new_client((TCP, 6881), (UDP, 6881))
+    events: list[NatPmpEvent] = []
+    run(client, gateway, 0.0, 600.0, events=events)
+    resets = of_type(events, GatewayReset)
+    assert len(resets) >= 600 / NATPMP_RESET_INTERVAL  # read as resets all along
+    recreations = 600 / NATPMP_RESET_INTERVAL + 1
+    for protocol in (TCP, UDP):
+        times = [t for t, r in mapping_requests(gateway) if r.protocol is protocol]
+        assert len(times) <= recreations + 1  # the first request besides
+        assert all(b - a >= NATPMP_RESET_INTERVAL - 0.1 for a, b in itertools.pairwise(times[1:]))
+    assert len(gateway.times(ExternalAddressRequest)) <= recreations + 1
+    assert [m.external_port for m in client.mappings()] == [6881, 6881]
+
+    # The forger gone (its last SSSoE judges the gateway's own, a reset too), then a real
+    # reboot more than the interval later: recovered at once.
+    gateway.forging = False
+    run(client, gateway, 600.0, 700.0, events=events)
+    reboot = 800.0
+    gateway.reboot(reboot)
+    client.receive_announcement(gateway.announcement(reboot), GATEWAY_ADDRESS, reboot)
+    run(client, gateway, reboot, reboot + NATPMP_RESET_DELAY_MAX + 0.1, events=events)
+    assert gateway.mappings.keys() == {(TCP, 6881), (UDP, 6881)}
+    recreated = max(gateway.times(MappingRequest))
+    # It reboots again just after: held to the interval's end, not lost till the renewal.
+    again = recreated + 10.0
+    gateway.reboot(again)
+    client.receive_announcement(gateway.announcement(again), GATEWAY_ADDRESS, again)
+    run(client, gateway, again, again + 1.0, events=events)
+    assert gateway.mappings == {}
+    run(client, gateway, again + 1.0, recreated + NATPMP_RESET_INTERVAL + 1.0, events=events)
+    assert gateway.mappings.keys() == {(TCP, 6881), (UDP, 6881)}
 
 
 def test_a_refused_deletion_has_its_epoch_not_taken() -> None:

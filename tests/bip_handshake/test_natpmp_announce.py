@@ -29,7 +29,7 @@ from bip_handshake._natpmp import (
     NatPmpEvent,
 )
 from bip_handshake._natpmp_shell import PortMapper, open_port_mapper
-from bip_handshake._pcp import PCP_MAX_MESSAGE
+from bip_handshake._pcp import PCP_MAX_MESSAGE, PcpMapRequest
 
 LOOPBACK = "127.0.0.1"
 STAND_IN = (LOOPBACK, 0)  # the group's stand-in: a port of its own on loopback
@@ -441,7 +441,9 @@ async def test_none_opens_nothing(
             assert mapper.announce_address is None
             stats = mapper.statistics()
             assert (stats.announcements, stats.announcements_dropped) == (0, 0)
-        assert reads == []  # NAT-PMP alone, no group to join: our address is not needed
+        # NAT-PMP alone, no group to join: our address is read all the same (the mappings
+        # follow it: test_a_new_address_read_each_minute_maps_again_at_once).
+        assert reads == ["read"]
         nursery.cancel_scope.cancel()
 
 
@@ -517,34 +519,96 @@ async def test_the_group_is_joined_anew_when_our_address_changes(
         nursery.cancel_scope.cancel()
 
 
+@pytest.mark.parametrize("group", [True, False], ids=["group", "no-group"])
+@pytest.mark.parametrize("pcp", [False, True], ids=["natpmp", "pcp"])
 async def test_a_new_address_read_each_minute_maps_again_at_once(
-    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+    autojump_clock: trio.testing.MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+    group: bool,
+    pcp: bool,
 ) -> None:
-    """NAT-PMP alone: the gateway forwards a mapping to the address its request came from,
-    so a new one found by the minute's read has every mapping asked again from it at once
-    (not at its renewal), the grants shown meanwhile."""
+    """The gateway forwards a mapping to the address it was made for (NAT-PMP's request
+    source, PCP's client address), so a new one found by the minute's read has every
+    mapping asked again from it at once (not at its renewal), the grants shown meanwhile.
+    One rule: NAT-PMP alone or PCP, the announcement group joined or not (NAT-PMP alone
+    without a group used to read our address never again)."""
     fake = FakeAnnounceSocket()
     ours = OurAddress("192.168.1.5")
     monkeypatch.setattr(natpmp_shell, "_new_announce_socket", lambda: fake)
     monkeypatch.setattr(natpmp_shell, "_source_address", ours)
-    gateway = FakeGateway()
+    gateway = FakeGateway(pcp=pcp)
+    kind = PcpMapRequest if pcp else MappingRequest
     async with trio.open_nursery() as nursery:
         _, port = await nursery.start(serve_gateway, gateway)
         async with open_port_mapper(
-            LOOPBACK, gateway_port=port, bind_host=LOOPBACK, pcp=False
+            LOOPBACK,
+            gateway_port=port,
+            bind_host=LOOPBACK,
+            pcp=pcp,
+            announce_address=natpmp_shell.NATPMP_ANNOUNCE_ADDRESS if group else None,
         ) as mapper:
             await wait_mapped(mapper, 2)
-            asked = len(gateway.times(MappingRequest))
+            assert mapper.protocol == ("pcp" if pcp else "natpmp")
+            assert (mapper.announce_address is not None) == group
+            asked = len(gateway.times(kind))
             await trio.sleep(61)  # the same address read: nothing asked
-            assert len(gateway.times(MappingRequest)) == asked
+            assert len(gateway.times(kind)) == asked
             ours.address = IPv4Address("10.0.0.8")
+            moved = trio.current_time()
             await trio.sleep(60)
             read = ours.reads[-1]
-            again = gateway.times(MappingRequest)[asked:]
+            assert read - moved <= 60  # seen within the minute
+            again = [(t, r) for t, r in gateway.requests if t >= moved and isinstance(r, kind)]
             assert len(again) == 2
-            assert all(0 <= t - read < 1.0 for t in again)
+            assert all(0 <= t - read < 1.0 for t, _ in again)
+            if pcp:
+                assert all(
+                    isinstance(r, PcpMapRequest) and r.client_address == ours.address
+                    for _, r in again
+                )
             assert [m.external_port for m in mapper.mappings()] == [6881, 6881]
+            joined = ("join", "224.0.0.1", "10.0.0.8")
+            assert (joined in fake.memberships()) == group  # the group followed it
         nursery.cancel_scope.cancel()
+
+
+async def test_reads_of_our_address_never_overlap(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One task reads our address (the minute's reads and the core's asks alike), so an
+    older read is never applied after a newer one: a read slower than the minute holds
+    the next one back rather than run beside it, and the last address read is the one
+    followed."""
+    fake = FakeAnnounceSocket()
+    monkeypatch.setattr(natpmp_shell, "_new_announce_socket", lambda: fake)
+    reads: list[float] = []
+    reading = most = 0
+
+    async def source_address(*args: object, **kwargs: object) -> IPv4Address:
+        nonlocal reading, most
+        reads.append(trio.current_time())
+        count = len(reads)
+        reading += 1
+        most = max(most, reading)
+        try:
+            await trio.sleep(90.0 if count > 1 else 0.0)  # slower than the minute
+        finally:
+            reading -= 1
+        return IPv4Address("192.168.1.5" if count < 3 else "10.0.0.8")
+
+    monkeypatch.setattr(natpmp_shell, "_source_address", source_address)
+    async with open_port_mapper(
+        LOOPBACK, [], gateway_port=9, bind_host=LOOPBACK, pcp=False
+    ) as mapper:
+        await trio.sleep(600)
+        assert mapper.announce_address == ("224.0.0.1", 5350)
+    assert most == 1
+    assert 4 <= len(reads) <= 600 / 60
+    assert fake.memberships() == [
+        ("join", "224.0.0.1", "192.168.1.5"),
+        ("leave", "224.0.0.1", "192.168.1.5"),
+        ("join", "224.0.0.1", "10.0.0.8"),
+    ]
 
 
 async def test_a_new_address_after_a_mismatch_moves_the_group_at_once(
@@ -583,7 +647,8 @@ async def test_a_failed_join_on_the_new_interface(
     group: str,
 ) -> None:
     """As on opening: 224.0.0.1 is heard anyway (DEBUG), another group is not (listening
-    ends, INFO, its socket closed, its address no longer read)."""
+    ends, INFO, its socket closed; our address is still read each minute: the mappings
+    follow it)."""
     caplog.set_level(logging.DEBUG, logger="bip_handshake.natpmp")
     fake = FakeAnnounceSocket()
     ours = OurAddress("192.168.1.5")
@@ -615,7 +680,7 @@ async def test_a_failed_join_on_the_new_interface(
         else:
             assert mapper.announce_address is None
             assert fake.closed
-            assert len(ours.reads) == reads  # no more reads: nothing follows them
+            assert len(ours.reads) == reads + 2  # the minute's, joining nothing
             assert "cannot join 239.255.0.9 on 10.0.0.8" in caplog.text
     failed = [r for r in caplog.records if "joining 224.0.0.1 failed" in r.getMessage()]
     assert len(failed) == (2 if group == "224.0.0.1" else 0)

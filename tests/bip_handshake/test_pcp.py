@@ -4,6 +4,7 @@ a fake gateway on virtual time (or fed by hand)."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import random
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 from bip_handshake._errors import LocalProtocolError, RemoteProtocolError
 from bip_handshake._natpmp import (
     NATPMP_HINT_INTERVAL,
+    NATPMP_RESET_INTERVAL,
     NATPMP_RETRY_MAX,
     NATPMP_RETRY_MIN,
     PCP_PROBE_ATTEMPTS,
@@ -757,6 +759,31 @@ def test_forged_announces_bring_renewals_forward_bounded_in_rate() -> None:
     assert gateway.mappings.keys() == {(TCP, 6881), (UDP, 6881)}
     remade = [t for t, _ in pcp_requests(gateway) if t > 603.5]
     assert remade[1] <= 603.5 + NATPMP_HINT_INTERVAL + 5.0
+
+
+class FallingEpochs(FakeGateway):
+    """Every answer's epoch time lower than the one before it: an on-path forger (it sees
+    our nonces) answering each request first, each answer read as a restart."""
+
+    def epoch(self, now: float) -> int:
+        return 1_000_000 - 10 * len(self.requests)
+
+
+def test_forged_restarts_recreate_the_mappings_once_a_minute_at_most() -> None:
+    """RFC 6887 8.5's restarts are bounded as NAT-PMP's resets are: every MAP answer a
+    restart for ten minutes recreates the mappings once per NATPMP_RESET_INTERVAL at most
+    (it was every few seconds), each with its own nonce as ever."""
+    gateway = FallingEpochs(pcp=True)
+    client = new_client((TCP, 6881), (UDP, 6881))
+    events: list[NatPmpEvent] = []
+    run(client, gateway, 0.0, 600.0, events=events)
+    assert len(of_type(events, GatewayReset)) >= 600 / NATPMP_RESET_INTERVAL
+    assert protocol(client) == "pcp"
+    for kind in (TCP, UDP):
+        times = [t for t, r in pcp_requests(gateway) if r.protocol is kind]
+        assert len(times) <= 600 / NATPMP_RESET_INTERVAL + 2  # the first request besides
+        assert all(b - a >= NATPMP_RESET_INTERVAL - 0.1 for a, b in itertools.pairwise(times[1:]))
+    assert len({r.nonce for _, r in pcp_requests(gateway)}) == 2
 
 
 @pytest.mark.parametrize("heard", ["announcement", "datagram"])

@@ -662,38 +662,3 @@ async def test_bad_ipv6_shell_arguments() -> None:
     with pytest.raises(LocalProtocolError):
         async with open_port_mapper("ff02::1"):
             raise AssertionError("not opened")  # pragma: no cover
-
-
-# -- our address, read and applied one at a time -------------------------------------------------
-
-
-async def test_address_reads_are_applied_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The pump's read and the minute's may overlap: the older read is never applied last."""
-    old, new = IPv4Address("10.0.0.2"), IPv4Address("10.0.0.3")
-    first_read = trio.Event()
-    release = trio.Event()
-    reads = 0
-
-    async def source_address(*args: object, **kwargs: object) -> IPv4Address:
-        nonlocal reads
-        reads += 1
-        if reads == 1:
-            first_read.set()
-            await release.wait()  # a slow read: the address changes meanwhile
-            return old
-        return new
-
-    monkeypatch.setattr(natpmp_shell, "_source_address", source_address)
-    client = NatPmpClient(IPv4Address("10.0.0.1"), client_address=IPv4Address("10.0.0.9"))
-    with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as sock:
-        mapper = PortMapper(client, sock, None)
-        with trio.fail_after(5):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(mapper._refresh_client_address)
-                await first_read.wait()
-                nursery.start_soon(mapper._refresh_client_address)
-                await trio.testing.wait_all_tasks_blocked()
-                assert reads == 1  # the second waits for the first to be applied
-                release.set()
-    assert reads == 2
-    assert client.client_address == new

@@ -73,7 +73,14 @@ How RFC 6886 is run (and, unless said below, PCP alike):
   mapping request in flight, or an address answer while one is asked, is as easy to forge
   as a refusal), so a reset that ended grants would hand them to any forger of a low SSSoE;
   this way a forged reset costs one request per mapping, and a real reboot, which lost our
-  mappings, has them asked again, and so made again, at once.
+  mappings, has them asked again, and so made again, at once. Resets are bounded in rate
+  (neither RFC bounds them; each recreation brings as many answers to forge): every
+  mapping is recreated for a reset at most once per :data:`NATPMP_RESET_INTERVAL` (60 s).
+  A reset while a recreation is pending joins it; one within the interval after it waits
+  for the interval's end (the grants just made are the gateway's as it is now). So a
+  forger answering each request with a falling SSSoE costs at most one request per mapping
+  a minute, and a real reboot is recovered at once, or within a minute of a reset before
+  it.
 - Removing a mapping that the gateway may hold sends a deletion (lifetime 0, suggested port
   0, RFC 3.4); one that never got an answer, or whose lifetime has run out anyway, goes at
   once. :meth:`NatPmpClient.close` removes every mapping; :attr:`NatPmpClient.is_closed`
@@ -170,7 +177,8 @@ How RFC 6887 is run (PCP is spoken first unless ``pcp=False``):
   unasked after a restart, is a hint: the renewal it brings forward is what is checked).
   Then, as with NAT-PMP, every mapping is recreated within 0 to 5 s (RFC 8.5 has the client
   re-send its requests; a grant kept through failed renewals stays shown till granted again
-  or run out, as with NAT-PMP). Each protocol's epoch
+  or run out, as with NAT-PMP), at most once per :data:`NATPMP_RESET_INTERVAL` (an
+  on-path forger knows the nonces). Each protocol's epoch
   is judged against its own last one (the two clocks need not be one), kept across
   switches (the hourly PCP probe included: a reboot just before it is still seen), and
   through a PCP gateway's silence (a rebooting router is silent a while); the NAT-PMP one
@@ -310,6 +318,7 @@ __all__ = [
     "NATPMP_MIN_RENEW_DELAY",
     "NATPMP_PORT",
     "NATPMP_RESET_DELAY_MAX",
+    "NATPMP_RESET_INTERVAL",
     "NATPMP_RETRY_MAX",
     "NATPMP_RETRY_MIN",
     "PCP_PROBE_ATTEMPTS",
@@ -366,6 +375,14 @@ costs us one request per mapping every 2 s, not a flood."""
 
 NATPMP_RESET_DELAY_MAX: Final = 5.0
 """Mappings are recreated after a gateway reset within a random 0..5 s (RFC 3.7)."""
+
+NATPMP_RESET_INTERVAL: Final = 60.0
+"""Least seconds between two recreations of every mapping for a gateway reset: a reset
+within it (forged SSSoEs or epochs, one answer each) is merged into the next recreation
+due, no earlier than this after the last one, rather than asking for every mapping again
+(see the module docstring). A forger then costs the gateway at most one request per
+mapping each minute; a real reboot is recovered at once, or within a minute of a reset
+before it."""
 
 NATPMP_MAX_MAPPINGS: Final = 64
 """Mappings one client may hold at once (a BitTorrent client needs two or three)."""
@@ -699,8 +716,9 @@ class NatPmpAddressFailed(NatPmpEvent):
 class GatewayReset(NatPmpEvent):
     """The gateway's epoch went back (RFC 6886 3.6, RFC 6887 8.5): it lost its mappings;
     they are asked again, one at a time after a random delay of up to
-    :data:`NATPMP_RESET_DELAY_MAX` seconds (a grant stays shown until granted again or run
-    out: a NAT-PMP reset may be forged).
+    :data:`NATPMP_RESET_DELAY_MAX` seconds, or at the end of
+    :data:`NATPMP_RESET_INTERVAL` after the last such recreation (a grant stays shown until
+    granted again or run out: a NAT-PMP reset may be forged).
 
     Attributes:
         epoch: the SSSoE (NAT-PMP) or epoch time (PCP) that showed it.
@@ -994,6 +1012,9 @@ class NatPmpClient:
         self._hints = 0
         self._ignored = 0
         self._hinted_at = -math.inf  # when the last hint acted on brought its request
+        # When the last recreation of every mapping for a reset was due (or is: a reset
+        # meanwhile is merged into it); the next one no sooner than NATPMP_RESET_INTERVAL on.
+        self._recreated_at = -math.inf
 
     # -- what the caller wants -------------------------------------------------------------
 
@@ -1950,13 +1971,6 @@ class NatPmpClient:
         self._resets += 1
         # The other protocol's clock restarted too, from a value we do not know.
         self._epochs.pop(not pcp, None)
-        _log.info(
-            "%s gateway %s lost its mappings (epoch %d, expected %.0f)",
-            "PCP" if pcp else "NAT-PMP",
-            self._gateway,
-            epoch,
-            expected,
-        )
         self._events.append(GatewayReset(epoch, expected))
         # Recreate every mapping the gateway held, after one random delay (RFC 6886 3.7,
         # RFC 6887 8.5: the client re-sends its requests; neither has it drop a grant);
@@ -1966,16 +1980,43 @@ class NatPmpClient:
         # held one does: no NAT-PMP answer is proven (no nonce), so ending grants here
         # would hand a forger of any answer with a low SSSoE every grant kept so; re-asking
         # costs a forged reset a few requests, and re-creates a real reboot's at once.
-        delay = now + self._rng.uniform(0.0, NATPMP_RESET_DELAY_MAX)
+        #
+        # Bounded as hints are: one recreation each NATPMP_RESET_INTERVAL at most. Every
+        # answer taken may show a reset, and each recreation brings as many answers: a
+        # forger answering them with falling SSSoEs (or epochs, on path) would otherwise
+        # have every mapping asked again every few seconds, for as long as it likes. A
+        # reset while a recreation is pending joins it (a mapping granted meanwhile is
+        # asked again with it: a second real reboot may have lost it); one after it waits
+        # for the interval's end: grants that young were made by the gateway as it is now,
+        # unless it rebooted again within the interval (then recovered at its end).
+        if self._recreated_at > now:
+            at = self._recreated_at
+            prompt = False
+        else:
+            delay = now + self._rng.uniform(0.0, NATPMP_RESET_DELAY_MAX)
+            at = max(delay, self._recreated_at + NATPMP_RESET_INTERVAL)
+            prompt = at == delay
+            self._recreated_at = at
+        # INFO when recreating at once (a reboot, or the first of a forger's resets); a
+        # reset merged or held back at DEBUG: a forger's stream would flood the log.
+        _log.log(
+            logging.INFO if prompt else logging.DEBUG,
+            "%s gateway %s lost its mappings (epoch %d, expected %.0f): asking again in %.1f s",
+            "PCP" if pcp else "NAT-PMP",
+            self._gateway,
+            epoch,
+            expected,
+            at - now,
+        )
         for m in self._mappings.values():
             if m.state is _State.MAPPED or (m.state is _State.WANTED and m.expires_at is not None):
-                m.due = min(m.due, delay)
+                m.due = min(m.due, at)
         if self._address_due is not None:
-            self._address_due = min(self._address_due, delay)
+            self._address_due = min(self._address_due, at)
         if self._pcp and self._speaking is _Speaking.NATPMP:
             # A restarted gateway may have come back speaking PCP (a firmware update): the
             # recreations probe it.
-            self._pcp_retry_at = now
+            self._pcp_retry_at = min(self._pcp_retry_at, at)
 
     def _on_address(self, response: ExternalAddressResponse, now: float) -> None:
         if self._closed:

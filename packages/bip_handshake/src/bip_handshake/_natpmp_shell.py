@@ -13,17 +13,20 @@ the internet reaches us, :meth:`PortMapper.wait_changed` wakes when that changes
 The gateway is an argument: :func:`default_gateway` reads Linux's routing table for the
 usual choice (RFC 6886 3: the default route's gateway). One task owns the socket and the
 core: it sends what the core owes, waits for an answer or the core's next deadline, and
-feeds either in. PCP requests carry our own address toward the gateway (RFC 6887 8.1): it
-is read off a throwaway UDP socket connected to the gateway (connecting sends nothing; the
-kernel picks the source address its route would use) on opening, and again whenever the
-core asks (:attr:`NatPmpClient.client_address_stale`): before every PCP probe after the
-first, and after the gateway answered ADDRESS_MISMATCH, since a DHCP renewal may have
-changed it. A new address read then (or by the minute's read, below) has every mapping
-asked for it at once, granted ones included, in PCP or NAT-PMP alike (the gateway forwards
-a mapping to the address it was made for; the old grants stay shown until granted again or
-run out). The socket that talks stays unconnected, so that answers from elsewhere still
-reach the core, which counts them (a connected one would have the kernel drop them
-unseen).
+feeds either in. Our own address toward the gateway (PCP requests carry it, RFC 6887 8.1;
+a NAT-PMP gateway maps the address a request comes from, RFC 6886 3.3) is read off a
+throwaway UDP socket connected to the gateway (connecting sends nothing; the kernel picks
+the source address its route would use) on opening, then by that task each minute (one
+rule, whatever the protocol, the announcement group joined or not), and whenever the core
+asks (:attr:`NatPmpClient.client_address_stale`): before every PCP probe after the first,
+and after the gateway answered ADDRESS_MISMATCH, since a DHCP renewal may have changed it.
+A new address read has every mapping asked for it at once, granted ones included, in PCP
+or NAT-PMP alike (the gateway forwards a mapping to the address it was made for; the old
+grants stay shown until granted again or run out), and the announcement group joined on
+its interface (below). The reads are that one task's: they never overlap (an older read
+applied last would undo a newer one). The socket that talks stays unconnected, so that
+answers from elsewhere still reach the core, which counts them (a connected one would have
+the kernel drop them unseen).
 
 An IPv6 gateway (:func:`default_gateway6` reads the IPv6 default route's next hop, a
 link-local address with its interface) is asked for pinholes in its firewall, in PCP alone
@@ -42,23 +45,22 @@ ones, which nothing reaches any more, run out). Its announcements (PCP's ANNOUNC
 Datagrams from a link-local gateway's address over another link are counted as from
 elsewhere.
 
-A gateway says when it rebooted or got a new external address: it multicasts an
-announcement to 224.0.0.1:5350 (RFC 6886 3.2.1: its address, ten times from 250 ms
-doubling; RFC 6887 14.1.1: PCP's ANNOUNCE after a restart), and clients SHOULD listen, so
-that the mappings are made again at once rather than at the next renewal (up to half an
-hour later). A second task listens there (``announce_address``): a socket bound to the
-group's port with ``SO_REUSEADDR`` (and ``SO_REUSEPORT`` where it exists), so that every
-program on the host hears it, bound to the group's address where the system allows (only
-what is sent to the group arrives, as for LSD), and joined to the group on the interface
-toward the gateway (our address toward it). A membership stays on the interface it was made
-on: while the group is joined, our address toward the gateway is read again each minute
-(it costs no traffic; a route lost is logged at INFO once, not at each read while it stays
-lost) and whenever the core asks, and when it changed (a DHCP renewal, another network)
-the old membership is left and the group joined on the new interface, once per change (a
-failed join of 224.0.0.1 is logged at DEBUG, as on opening; of another group, it ends the
-listening). Anyone on the network can multicast: a datagram is handed to
-the core only when it comes from the gateway's address (the core checks the port, the
-gateway's own, from which a server sends its announcements as its answers, and the
+A gateway says when it rebooted or got a new external address: it multicasts an announcement
+to 224.0.0.1:5350 (RFC 6886 3.2.1: its address, ten times from 250 ms doubling; RFC 6887
+14.1.1: PCP's ANNOUNCE after a restart), and clients SHOULD listen, so that the mappings are
+made again at once rather than at the next renewal (up to half an hour later). A second task
+listens there (``announce_address``): a socket bound to the group's port with
+``SO_REUSEADDR`` (and ``SO_REUSEPORT`` where it exists), so that every program on the host
+hears it, bound to the group's address where the system allows (only what is sent to the
+group arrives, as for LSD), and joined to the group on the interface toward the gateway (our
+address toward it). A membership stays on the interface it was made on: when the minute's
+read (it costs no traffic; a route lost is logged at INFO once, not at each read while it
+stays lost) or one the core asked for finds our address changed (a DHCP renewal, another
+network), the old membership is left and the group joined on the new interface, once per
+change (a failed join of 224.0.0.1 is logged at DEBUG, as on opening; of another group, it
+ends the listening, not the reads). Anyone on the network can multicast: a datagram is
+handed to the core only when it comes from the gateway's address (the core checks the port,
+the gateway's own, from which a server sends its announcements as its answers, and the
 content); the others are counted and dropped unread, as is anything longer than PCP's
 largest message. Even the gateway's address can be forged, so the core believes no
 announcement: it brings forward the request whose answer, to our own socket's port, tells
@@ -66,10 +68,10 @@ announcement: it brings forward the request whose answer, to our own socket's po
 :data:`~bip_handshake._natpmp.NATPMP_HINT_INTERVAL` seconds). Listening is a convenience,
 never a condition: a socket that cannot be opened or bound (the port held by a program that
 shares it with no one) costs one INFO record, and the mapper runs without it (a reboot is
-then seen at the next renewal, by its epoch). A failed join of 224.0.0.1 (no multicast
-route in a container) is only logged at DEBUG: every host is a member of the all-hosts
-group on each of its multicast interfaces anyway (Linux joins it itself), so the socket may
-hear it all the same; another group not joined ends the listening as a bind failure does.
+then seen at the next renewal, by its epoch). A failed join of 224.0.0.1 (no multicast route
+in a container) is only logged at DEBUG: every host is a member of the all-hosts group on
+each of its multicast interfaces anyway (Linux joins it itself), so the socket may hear it
+all the same; another group not joined ends the listening as a bind failure does.
 
 A sketch (the gateway a real router's address)::
 
@@ -169,9 +171,11 @@ _IPV6_PREFER_SRC_PUBLIC: Final[int] = getattr(socket, "IPV6_PREFER_SRC_PUBLIC", 
 
 _MAX_DATAGRAM: Final = 2048  # a PCP message has 1100 bytes at most (NAT-PMP's 16): room
 
-# Seconds between two reads of our address toward the gateway while a group is joined: a
-# DHCP renewal or a move to another network changes the interface the group must be joined
-# on, and nothing else tells us under NAT-PMP. A read sends nothing (a UDP connect). The
+# Seconds between two reads of our address toward the gateway, by the task that talks to
+# it (both families, every protocol): a DHCP renewal or a move to another network changes
+# the address the mappings must forward to and the interface the announcement group must be
+# joined on, and nothing else tells us under NAT-PMP (PCP's ADDRESS_MISMATCH comes with the
+# next request only, up to half an hour later). A read sends nothing (a UDP connect). The
 # same for our global IPv6 address when the system picks it: the pinholes must follow it.
 _ADDRESS_CHECK_INTERVAL: Final = 60.0
 
@@ -706,16 +710,14 @@ class PortMapper:
         self._gateway_host = gateway_host
         self._send_host = None if gateway_host is None else str(gateway_host)
         self._gateway_scope = 0 if gateway_host is None else _scope_index(gateway_host)
-        # An IPv6 gateway's pinholes for the address the system picked: read again each
-        # _ADDRESS_CHECK_INTERVAL (by the pump, which alone may swap the socket it reads).
+        # An IPv6 gateway's pinholes for the address the system picked, and our address
+        # toward an IPv4 gateway always (the mappings and the group's interface follow it):
+        # read again each _ADDRESS_CHECK_INTERVAL by the pump, the one task that reads it
+        # (so no two reads overlap) and that alone may swap the socket it reads.
         self._follows = follow_address and gateway_host is not None
-        self._check_at = (
-            trio.current_time() + _ADDRESS_CHECK_INTERVAL if self._follows else math.inf
-        )
+        reads = gateway_host is None or self._follows
+        self._check_at = trio.current_time() + _ADDRESS_CHECK_INTERVAL if reads else math.inf
         self._wrong_link = 0
-        # One read of our address and its use at a time: the pump's and the minute's may
-        # overlap, and an older read applied last would undo a newer one.
-        self._address_lock = trio.Lock()
         self._changed = trio.Event()
         self._wait_scope: trio.CancelScope | None = None
         self._announce_sock = announce_sock
@@ -839,25 +841,23 @@ class PortMapper:
             self._changed = trio.Event()
 
     async def _refresh_client_address(self) -> None:
-        """Read our address toward the gateway again: for the core's next PCP requests
-        (when it asks, or PCP is on and the address changed), and for the interface the
-        announcement group is joined on."""
-        async with self._address_lock:
-            await self._read_and_apply_address()
-
-    async def _read_and_apply_address(self) -> None:
+        """Read our address toward the gateway again (the pump alone does, each minute and
+        when the core asks): a new one is given to the core, which asks for every mapping
+        from it at once (PCP's requests carry it, NAT-PMP's come from it), and the
+        announcement group is joined on its interface."""
         client = self._client
         gateway = client.gateway
         if client.family == 6:
             await self._follow_address6(self._gateway_host or IPv6Address(int(gateway.host)))
             return
+        self._check_at = trio.current_time() + _ADDRESS_CHECK_INTERVAL
         source = await _source_address(
             gateway.host, gateway.port, self._bind_host, quiet=self._route_lost
         )
         self._route_lost = source is None
         if isinstance(source, IPv4Address):
             self._follow_interface(source)
-        known = client.client_address  # None: never read (no route on opening, or unasked)
+        known = client.client_address  # None: no route to the gateway found so far
         if client.client_address_stale:
             # No route just now: the address we had is the best guess (and clears the ask).
             address = source or known
@@ -944,15 +944,6 @@ class PortMapper:
         self._membership = None
         self._listen_scope.cancel()
 
-    async def _watch_address(self) -> None:
-        """Read our address toward the gateway each :data:`_ADDRESS_CHECK_INTERVAL` seconds
-        while a group is joined: nothing else tells when it changes under NAT-PMP (PCP's
-        ADDRESS_MISMATCH does under PCP), and the group's membership must follow it."""
-        while self._membership is not None:
-            await trio.sleep(_ADDRESS_CHECK_INTERVAL)
-            if self._membership is not None:
-                await self._refresh_client_address()
-
     async def _pump(self, *, until_closed: bool) -> None:
         client = self._client
         # The check is after the dispatch, never before it: a close that ends at once (no
@@ -966,7 +957,7 @@ class PortMapper:
             due = not until_closed and self._check_at <= now
             if client.client_address_stale or due:
                 # A PCP probe is about to go out, the gateway said our address is wrong, or
-                # our IPv6 address is to be read again.
+                # the minute's read is due (both families, every protocol).
                 await self._refresh_client_address()
             for data, destination in client.datagrams_to_send(now):
                 # An IPv6 gateway with its scope, which a link-local address needs.
@@ -1065,13 +1056,16 @@ async def open_port_mapper(
 ) -> AsyncIterator[PortMapper]:
     """Keep ``mappings`` mapped on the gateway (PCP or NAT-PMP) while the block runs.
 
-    With an IPv6 gateway (the IPv6 default router: :func:`default_gateway6`) the mappings
-    are pinholes in its firewall, asked for in PCP alone (NAT-PMP has no IPv6), for our
-    global IPv6 address: ``bind_host`` when it is one, else the one the system would send
-    from to the internet (its stable address preferred), read again each minute and after
-    ADDRESS_MISMATCH. The socket that talks to the gateway is bound to it (the server takes
-    the packets' source for the client, RFC 6887 8.1); when the system's pick changes, to
-    the new one, and every pinhole is asked for it at once.
+    Our address toward an IPv4 gateway is read on opening and again each minute, whatever
+    the protocol: a new one (a DHCP renewal, another network) has every mapping asked for it
+    at once, the gateway forwarding a mapping to the address it was made for. With an IPv6
+    gateway (the IPv6 default router: :func:`default_gateway6`) the mappings are pinholes in
+    its firewall, asked for in PCP alone (NAT-PMP has no IPv6), for our global IPv6 address:
+    ``bind_host`` when it is one, else the one the system would send from to the internet
+    (its stable address preferred), read again each minute and after ADDRESS_MISMATCH. The
+    socket that talks to the gateway is bound to it (the server takes the packets' source
+    for the client, RFC 6887 8.1); when the system's pick changes, to the new one, and every
+    pinhole is asked for it at once.
 
     Args:
         gateway: the gateway's IPv4 address (:func:`default_gateway` finds the usual one),
@@ -1160,11 +1154,10 @@ async def open_port_mapper(
     announce = _announce_address(announce_address)
     with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         await sock.bind((host4, 0))
-        # Our address toward the gateway: PCP's client address, and the interface the
-        # announcement group is joined on.
-        joins = announce is not None and announce[0].is_multicast
-        asked = pcp or joins
-        source = await _source_address(gateway, gateway_port, host4) if asked else None
+        # Our address toward the gateway: PCP's client address, the interface the
+        # announcement group is joined on, and, NAT-PMP alone too, what the minute's read
+        # compares with (a change asks for every mapping from the new one).
+        source = await _source_address(gateway, gateway_port, host4)
         if pcp and source is None:
             _log.info("PCP: our address toward gateway %s unknown; NAT-PMP alone", gateway)
         client = NatPmpClient(
@@ -1173,8 +1166,8 @@ async def open_port_mapper(
             lifetime=lifetime,
             rng=rng,
             pcp=pcp and source is not None,
-            # NAT-PMP alone too: a new address read (the minute's, with the group joined)
-            # has the core ask for every mapping again from it.
+            # NAT-PMP alone too: a new address read (the minute's) has the core ask for
+            # every mapping again from it.
             client_address=source,
         )
         _add_mappings(client, mappings)
@@ -1191,7 +1184,7 @@ async def open_port_mapper(
             announce_sock=announce_sock,
             announce_host=announce[0] if announce is not None else None,
             membership=membership,
-            route_lost=asked and source is None,
+            route_lost=source is None,
         )
         async with _running(mapper, announce_sock, close_timeout):
             yield mapper
@@ -1216,8 +1209,6 @@ async def _running(
         tasks = [mapper._run]
         if announce_sock is not None:
             tasks.append(mapper._listen)
-        if mapper._membership is not None:
-            tasks.append(mapper._watch_address)
         try:
             async with background(*tasks):
                 yield
