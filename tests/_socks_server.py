@@ -13,12 +13,21 @@ resolved to 127.0.0.1, other names are "host unreachable"), counts what it did
 (:class:`SocksServer`), and can misbehave on purpose for the tests of the client: answer
 with a chosen failure code, send raw bytes instead of an answer, or say nothing.
 
+``UDP ASSOCIATE`` (RFC 1928, sections 4 and 7) opens a relay UDP socket on 127.0.0.1 per
+association (:class:`UdpAssociation`), for as long as the control connection stays open: the
+client's datagrams (:func:`decode_datagram`) go to loopback targets only, datagrams from
+loopback hosts come back to the client wrapped (:func:`encode_datagram`). The proxy can
+refuse the command (code 7), answer with the unspecified address as its relay, and a test
+can close an association's control connection or send raw datagrams from its relay.
+
 Bounds: at most ``max_connections`` clients at once (more are closed at once), every step of
-a negotiation within ``step_timeout`` seconds, messages read with their exact sizes.
+a negotiation within ``step_timeout`` seconds, messages read with their exact sizes, each
+datagram read with at most 65,535 bytes.
 """
 
 from __future__ import annotations
 
+import socket
 import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,14 +39,20 @@ import trio
 __all__ = [
     "Request",
     "SocksServer",
+    "UdpAssociation",
     "decode_auth",
+    "decode_datagram",
     "decode_greeting",
     "decode_request",
     "encode_auth_status",
+    "encode_datagram",
     "encode_method",
     "encode_reply",
     "serve_socks5",
 ]
+
+MAX_DATAGRAM = 65_535
+"""Bytes of a UDP datagram at most: what the relay reads at once."""
 
 
 class CodecError(ValueError):
@@ -104,6 +119,28 @@ def decode_request(data: bytes) -> Request:
     return Request(data[1], host, port)
 
 
+def decode_datagram(data: bytes) -> tuple[IPv4Address | IPv6Address | str, int, bytes]:
+    """A client's datagram ``RSV FRAG ATYP DST.ADDR DST.PORT DATA``: target and payload.
+    Fragments (``FRAG`` not zero) are refused, as most proxies do."""
+    if len(data) < 4 or data[:2] != b"\x00\x00":
+        raise CodecError(f"not a SOCKS5 datagram: {data[:8].hex()}")
+    if data[2] != 0:
+        raise CodecError(f"a fragment ({data[2]})")
+    try:
+        host, port, end = _decode_address(data, 3)
+    except (IndexError, struct.error, UnicodeDecodeError, ValueError) as error:
+        raise CodecError(f"a bad address: {error}") from None
+    return host, port, data[end:]
+
+
+def encode_datagram(
+    host: IPv4Address | IPv6Address | str, port: int, payload: bytes, *, frag: int = 0
+) -> bytes:
+    """A datagram for the client: its source ``host:port`` and ``payload`` (``frag``: a
+    fragment's number, for the tests of the client's drops)."""
+    return bytes([0, 0, frag]) + encode_reply(0, host, port)[3:] + payload
+
+
 def encode_method(method: int) -> bytes:
     """The proxy's choice of method."""
     return bytes([5, method])
@@ -127,8 +164,47 @@ def encode_reply(code: int, host: IPv4Address | IPv6Address | str, port: int) ->
 
 
 @dataclass
+class UdpAssociation:
+    """One ``UDP ASSOCIATE`` the proxy granted: its relay socket on 127.0.0.1 and its client.
+
+    Attributes:
+        relay_port: the relay's UDP port on 127.0.0.1.
+        request: what the client asked (its address, or 0.0.0.0:0).
+        client: the client's UDP address: the one it named, else its first datagram's.
+        relayed: client datagrams sent on to their targets.
+        returned: datagrams from targets sent back to the client.
+        dropped: datagrams dropped (malformed, fragments, non-loopback).
+        closed: whether the association (and its control connection) ended.
+    """
+
+    relay: trio.socket.SocketType
+    relay_port: int
+    request: Request
+    client_host: str
+    client: tuple[str, int] | None = None
+    relayed: int = 0
+    returned: int = 0
+    dropped: int = 0
+    closed: bool = False
+    cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+    def close(self) -> None:
+        """End the association: the proxy closes its control connection and relay."""
+        self.cancel_scope.cancel()
+
+    async def send_to_client(self, data: bytes, to: tuple[str, int] | None = None) -> None:
+        """Send raw ``data`` from the relay to the client (or to ``to``)."""
+        target = to if to is not None else self.client
+        if target is None:
+            raise RuntimeError("the client has not sent a datagram yet: pass `to`")
+        await self.relay.sendto(data, target)
+
+
+@dataclass
 class SocksServer:
     """A running in-test proxy: where it listens and what it did.
+
+    ``refuse_udp`` and ``unspecified_bound`` may be changed while it runs.
 
     Attributes:
         port: its TCP port on 127.0.0.1.
@@ -136,6 +212,10 @@ class SocksServer:
         connects: the targets of the ``CONNECT`` s it relayed, in order.
         refused: requests answered with a failure code (by choice or by rule).
         auth_failures: credentials refused.
+        refuse_udp: answer ``UDP ASSOCIATE`` with "command not supported" (7).
+        unspecified_bound: name the relay ``0.0.0.0:port`` in the reply.
+        associations: the UDP associations granted, in order.
+        request_times: ``trio.current_time()`` at each request read (any command).
     """
 
     port: int
@@ -150,6 +230,21 @@ class SocksServer:
     refused: int = 0
     auth_failures: int = 0
     active: int = 0
+    refuse_udp: bool = False
+    unspecified_bound: bool = False
+    associations: list[UdpAssociation] = field(default_factory=list)
+    request_times: list[float] = field(default_factory=list)
+    _request_seen: trio.Event = field(default_factory=trio.Event, repr=False)
+
+    async def wait_requests(self, count: int) -> None:
+        """Return once ``count`` requests were read in all (callers bound the wait)."""
+        while len(self.request_times) < count:
+            await self._request_seen.wait()
+
+    def _saw_request(self) -> None:
+        self.request_times.append(trio.current_time())
+        self._request_seen.set()
+        self._request_seen = trio.Event()
 
     def url(self, *, remote_dns: bool = False, user: str | None = None) -> str:
         """``socks5://[user:password@]127.0.0.1:port`` (``socks5h://`` with ``remote_dns``)."""
@@ -215,8 +310,71 @@ async def _relay(a: trio.SocketStream, b: trio.SocketStream) -> None:
         nursery.start_soon(copy, b, a)
 
 
+def _from_client(association: UdpAssociation, source: tuple[str, int]) -> bool:
+    """Whether a datagram from ``source`` is the client's (its first one fixes its port)."""
+    if association.client is not None:
+        return source == association.client
+    return source[0] == association.client_host
+
+
+async def _relay_datagrams(association: UdpAssociation) -> None:
+    """Relay between the client and loopback targets until cancelled."""
+    relay = association.relay
+    while True:
+        data, sockaddr = await relay.recvfrom(MAX_DATAGRAM)
+        source = (str(sockaddr[0]), int(sockaddr[1]))
+        if _from_client(association, source):
+            association.client = source
+            try:
+                host, port, payload = decode_datagram(data)
+            except CodecError:
+                association.dropped += 1
+                continue
+            target = _loopback(host)
+            if target is None:
+                association.dropped += 1
+                continue
+            association.relayed += 1
+            await relay.sendto(payload, (target, port))
+        elif association.client is not None and ip_address(source[0]).is_loopback:
+            association.returned += 1
+            header = encode_datagram(ip_address(source[0]), source[1], b"")
+            await relay.sendto(header + data, association.client)
+        else:
+            association.dropped += 1
+
+
+async def _associate(server: SocksServer, stream: trio.SocketStream, request: Request) -> None:
+    """Grant a UDP association and hold it while the control connection stays open."""
+    relay = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with relay:
+        await relay.bind(("127.0.0.1", 0))
+        port = relay.getsockname()[1]
+        association = UdpAssociation(relay, port, request, str(stream.socket.getpeername()[0]))
+        if isinstance(request.host, IPv4Address) and request.port and int(request.host):
+            association.client = (str(request.host), request.port)  # the client named it
+        server.associations.append(association)
+        bound = IPv4Address(0) if server.unspecified_bound else IPv4Address("127.0.0.1")
+        try:
+            with association.cancel_scope:
+                await stream.send_all(encode_reply(0, bound, port))
+                async with trio.open_nursery() as nursery:
+
+                    async def watch_control() -> None:
+                        # Bytes on the control connection mean nothing: its end is the end.
+                        while await stream.receive_some(512):
+                            pass
+                        nursery.cancel_scope.cancel()
+
+                    nursery.start_soon(watch_control)
+                    nursery.start_soon(_relay_datagrams, association)
+        finally:
+            association.closed = True
+
+
 async def _serve_one(server: SocksServer, stream: trio.SocketStream, step_timeout: float) -> None:
     upstream: trio.SocketStream | None = None
+    associate = False
     async with stream:
         with trio.move_on_after(step_timeout):
             methods = decode_greeting(await _read_greeting(stream))
@@ -238,6 +396,7 @@ async def _serve_one(server: SocksServer, stream: trio.SocketStream, step_timeou
             else:
                 await stream.send_all(encode_method(0))
             request = decode_request(await _read_request(stream))
+            server._saw_request()
             if server.silent:
                 await trio.sleep(step_timeout)
                 return
@@ -247,7 +406,9 @@ async def _serve_one(server: SocksServer, stream: trio.SocketStream, step_timeou
                 return
             target = _loopback(request.host)
             code = server.reply_code
-            if code == 0 and request.command != 1:
+            if code == 0 and request.command == 3 and not server.refuse_udp:
+                associate = True
+            elif code == 0 and request.command != 1:
                 code = 7
             elif code == 0 and target is None:
                 code = 2 if not isinstance(request.host, str) else 4
@@ -256,10 +417,13 @@ async def _serve_one(server: SocksServer, stream: trio.SocketStream, step_timeou
                     upstream = await trio.open_tcp_stream(target, request.port)
                 except OSError:
                     code = 5
-            if upstream is None:
+            if upstream is None and not associate:
                 server.refused += 1
                 await stream.send_all(encode_reply(code or 1, IPv4Address(0), 0))
                 return
+        if associate:
+            await _associate(server, stream, request)
+            return
         if upstream is None:  # the client was too slow
             return
         server.connects.append((str(request.host), request.port))

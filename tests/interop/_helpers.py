@@ -57,6 +57,7 @@ CLIENTS: dict[str, str] = {
     "mktorrent": "the apt package mktorrent",
     "ctorrent": "the apt package ctorrent",
     "microsocks": "the apt package microsocks",
+    "danted": "the apt package dante-server",
 }
 # Clients that are Python modules (run in a subprocess with sys.executable), not binaries.
 _PYTHON_MODULES = frozenset({"libtorrent"})

@@ -16,9 +16,8 @@ SOCKS5 proxy (its ``proxy_type``, ``proxy_hostname``, ``proxy_port``, ``proxy_us
 - :class:`SocksDialer` is a :data:`~bip_handshake.Dialer` for the
   :class:`~bip_handshake.Handshaker`: every peer is dialled over TCP through the proxy.
 
-A CONNECT proxy carries TCP only: uTP (and the DHT, UDP trackers, LSD) would need SOCKS5's
-UDP ASSOCIATE, which this module does not speak; a session that dials through a proxy dials
-TCP alone. Connections peers make to us do not go through the proxy.
+CONNECT carries TCP only; UDP goes through the proxy's relay with SOCKS5's UDP ASSOCIATE
+(:mod:`bip_handshake._socks_udp`). Connections peers make to us do not go through the proxy.
 """
 
 from __future__ import annotations
