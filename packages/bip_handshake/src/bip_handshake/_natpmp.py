@@ -718,7 +718,9 @@ class GatewayReset(NatPmpEvent):
     they are asked again, one at a time after a random delay of up to
     :data:`NATPMP_RESET_DELAY_MAX` seconds, or at the end of
     :data:`NATPMP_RESET_INTERVAL` after the last such recreation (a grant stays shown until
-    granted again or run out: a NAT-PMP reset may be forged).
+    granted again or run out: a NAT-PMP reset may be forged). Every reset is this event; only
+    the first of a run is logged at INFO, the held or merged ones at DEBUG, so that forged
+    ones cannot fill the log.
 
     Attributes:
         epoch: the SSSoE (NAT-PMP) or epoch time (PCP) that showed it.
