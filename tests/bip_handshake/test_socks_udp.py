@@ -125,6 +125,47 @@ async def test_foreign_fragmented_and_malformed_datagrams_are_dropped() -> None:
             assert stats.received == 2
 
 
+async def test_a_datagram_from_another_host_on_the_relays_port_is_foreign() -> None:
+    with trio.fail_after(DEADLINE):
+        async with (
+            serve_socks5() as server,
+            udp_echo() as echo,
+            open_socks5_udp_socket(proxy_of(server), bind=LOOPBACK) as udp,
+        ):
+            await udp.wait_associated()
+            assert udp.relay is not None
+            # The relay's port on another loopback host: only the host tells them apart.
+            with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as impostor:
+                try:
+                    await impostor.bind(("127.0.0.2", udp.relay.port))
+                except OSError:
+                    pytest.skip("127.0.0.2 cannot be bound on this host")
+                local = (str(udp.local_address.host), udp.local_address.port)
+                await impostor.sendto(encode_datagram(echo.host, echo.port, b"forged"), local)
+            await echo_once(udp, echo, b"genuine")
+            assert udp.statistics.dropped_foreign == 1
+            assert udp.statistics.received == 1
+
+
+async def test_a_source_named_by_an_ip_address_is_that_address() -> None:
+    # libtorrent's unwrap takes a domain-typed source that parses as an IP address.
+    with trio.fail_after(DEADLINE):
+        async with (
+            serve_socks5() as server,
+            udp_echo() as echo,
+            open_socks5_udp_socket(proxy_of(server), bind=LOOPBACK) as udp,
+        ):
+            await udp.wait_associated()
+            await echo_once(udp, echo, b"first")  # the proxy learns our UDP port
+            [association] = server.associations
+            await association.send_to_client(encode_datagram("10.1.2.3", 6881, b"v4"))
+            await association.send_to_client(encode_datagram("peer.example", 6881, b"name"))
+            await association.send_to_client(encode_datagram("2001:db8::1", 6881, b"v6"))
+            assert await udp.recvfrom() == (b"v4", PeerAddress(IPv4Address("10.1.2.3"), 6881))
+            assert await udp.recvfrom() == (b"v6", PeerAddress(IPv6Address("2001:db8::1"), 6881))
+            assert udp.statistics.dropped_malformed == 1
+
+
 async def test_a_refusal_leaves_us_unassociated_and_we_retry() -> None:
     with trio.fail_after(DEADLINE):
         async with (
@@ -251,8 +292,10 @@ async def test_an_unspecified_relay_is_the_proxys_own_address() -> None:
         (encode_reply(0, "relay.example", 9), "by a host name"),
         (encode_reply(0, IPv6Address("::1"), 9), "is IPv6, our UDP socket .* IPv4"),
         (encode_reply(0, IPv4Address("127.0.0.1"), 0), "port 0"),
+        (encode_reply(0, IPv4Address("224.0.0.1"), 9), "224.0.0.1:9 is not unicast"),
+        (encode_reply(0, IPv4Address("255.255.255.255"), 9), "not unicast"),
     ],
-    ids=["domain", "ipv6", "port-0"],
+    ids=["domain", "ipv6", "port-0", "multicast", "broadcast"],
 )
 async def test_unusable_relays_are_protocol_errors(reply: bytes, match: str) -> None:
     with trio.fail_after(DEADLINE):

@@ -5,6 +5,7 @@ codec (tests._socks_server)."""
 from __future__ import annotations
 
 import errno
+from array import array
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from itertools import islice
 
@@ -195,6 +196,16 @@ def test_the_largest_datagram() -> None:
     data = encode_socks5_datagram("10.0.0.1", 1, bytes(MAX_DATAGRAM_SIZE - 10))
     assert len(data) == MAX_DATAGRAM_SIZE
     assert len(decode_socks5_datagram(data).payload) == MAX_DATAGRAM_SIZE - 10
+
+
+def test_a_memoryview_of_wide_items_is_measured_in_bytes() -> None:
+    # 40,000 int16 items: len() says 40,000, the datagram would be 80,010 bytes.
+    wide = memoryview(array("H", bytes(80_000)))
+    assert len(wide) == 40_000
+    with pytest.raises(ValueError, match="80010 bytes"):
+        encode_socks5_datagram("10.0.0.1", 1, wide)
+    narrow = memoryview(array("H", [0x0102]))
+    assert encode_socks5_datagram("10.0.0.1", 1, narrow)[10:] == bytes(narrow)
 
 
 @given(st.one_of(st.binary(max_size=300), st.binary(max_size=40).map(lambda b: bytes(3) + b)))

@@ -586,7 +586,10 @@ def encode_socks5_datagram(
     if not isinstance(payload, bytes | bytearray | memoryview):
         raise TypeError(f"a datagram's payload is bytes, not {type(payload).__name__}")
     head = bytes(3) + encode_address(host, port)
-    size = len(head) + len(payload)
+    # Its bytes, not its items (len() of a memoryview of int16 items counts each once), and
+    # measured before any copy is made.
+    with memoryview(payload) as view:
+        size = len(head) + view.nbytes
     if size > MAX_DATAGRAM_SIZE:
         raise ValueError(
             f"a datagram of {size} bytes with its SOCKS5 header: more than {MAX_DATAGRAM_SIZE}"

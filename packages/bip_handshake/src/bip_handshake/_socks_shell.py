@@ -30,7 +30,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
-from typing import Final
+from typing import Any, Final
 from urllib.parse import quote, unquote, urlsplit
 
 import trio
@@ -309,17 +309,99 @@ async def open_socks5_stream(
     )
 
 
-async def _connect_to_proxy(proxy: ProxyConfig) -> trio.SocketStream:
-    """A TCP connection to ``proxy``, or a :class:`SocksError` with the refusal's errno."""
+async def _connect_to_proxy(
+    proxy: ProxyConfig, family: socket.AddressFamily | None = None
+) -> trio.SocketStream:
+    """A TCP connection to ``proxy``, or a :class:`SocksError` with the refusal's errno.
+
+    With a ``family`` (``AF_INET`` or ``AF_INET6``), only the proxy's addresses of that family
+    are tried, in the resolver's order, one after the other (at most :data:`_MAX_TARGETS`):
+    a UDP association's control connection must be of its UDP socket's family, the relay
+    being reached from that socket (libtorrent's ``socks5::on_name_lookup`` keeps those
+    alone). A name with none, or a literal of the other family, is EHOSTUNREACH.
+    """
+    if family is not None:
+        return await _connect_in_family(proxy, family)
     try:
         return await trio.open_tcp_stream(proxy.host, proxy.port)
     except OSError as error:
-        inner = _attempt_error(error)
+        raise _unreachable(proxy, error) from error
+
+
+def _unreachable(proxy: ProxyConfig, error: OSError) -> SocksError:
+    """The :class:`SocksError` for a failed connect to ``proxy`` (the refusal's errno)."""
+    inner = _attempt_error(error)
+    return SocksError(
+        f"cannot reach the proxy {proxy.address}: "
+        f"{os.strerror(inner.errno) if inner.errno else _reason(inner)}",
+        errno_value=inner.errno,
+    )
+
+
+async def _proxy_addresses(
+    proxy: ProxyConfig, family: socket.AddressFamily
+) -> list[tuple[Any, ...]]:
+    """The socket addresses of the proxy's host in ``family`` (at most :data:`_MAX_TARGETS`,
+    in the resolver's order; an IPv6 one with its scope).
+
+    Raises:
+        SocksError: the name could not be resolved, or to no address of ``family``
+            (EHOSTUNREACH: there is no way to the proxy from our socket).
+    """
+    version = 4 if family == socket.AF_INET else 6
+    literal = _literal(proxy.host)
+    if literal is not None and literal.version != version:
         raise SocksError(
-            f"cannot reach the proxy {proxy.address}: "
-            f"{os.strerror(inner.errno) if inner.errno else _reason(inner)}",
-            errno_value=inner.errno,
+            f"the proxy {proxy.address} is IPv{literal.version}, our UDP socket "
+            f"IPv{version}: no way to its relay",
+            errno_value=errno.EHOSTUNREACH,
+        )
+    try:
+        infos = await trio.socket.getaddrinfo(
+            proxy.host if literal is None else str(literal),  # without brackets
+            proxy.port,
+            family=family,
+            type=socket.SOCK_STREAM,
+        )
+    except OSError as error:
+        raise SocksError(
+            f"cannot resolve the proxy {proxy.host!r:.80} to an IPv{version} address: "
+            f"{_reason(error)}",
+            errno_value=errno.EHOSTUNREACH,
         ) from error
+    found: dict[tuple[Any, ...], None] = {}  # ordered, without repeats
+    for info_family, _type, _proto, _name, sockaddr in infos:
+        # A resolver may answer other families than asked (a custom one, a broken one).
+        if info_family == family and _literal(str(sockaddr[0]).partition("%")[0]) is not None:
+            found[tuple(sockaddr)] = None
+            if len(found) == _MAX_TARGETS:
+                break
+    if not found:
+        raise SocksError(
+            f"the proxy {proxy.host!r:.80} resolves to no IPv{version} address",
+            errno_value=errno.EHOSTUNREACH,
+        )
+    return list(found)
+
+
+async def _connect_in_family(proxy: ProxyConfig, family: socket.AddressFamily) -> trio.SocketStream:
+    """A TCP connection to one of the proxy's addresses of ``family`` (see
+    :func:`_connect_to_proxy`), tried in turn; the caller's deadline bounds their time."""
+    failure: OSError | None = None
+    for sockaddr in await _proxy_addresses(proxy, family):
+        sock = trio.socket.socket(family, socket.SOCK_STREAM)
+        try:
+            await sock.connect(sockaddr)
+        except OSError as error:
+            sock.close()
+            failure = error
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return trio.SocketStream(sock)
+    assert failure is not None  # one address at least, each failed or returned
+    raise _unreachable(proxy, failure) from failure
 
 
 def _attempt_error(error: OSError) -> OSError:

@@ -7,16 +7,20 @@ UDP tracker client and the DHT to plug in:
 - :func:`open_socks5_udp_socket` binds a UDP socket of ours at once and yields a
   :class:`Socks5UdpSocket`; a background task keeps a TCP control connection to the proxy
   carrying a ``UDP ASSOCIATE`` (RFC 1928, section 4, command 3), negotiated and authenticated
-  as :func:`~bip_handshake._socks_shell.open_socks5_stream` does. While that connection stays
-  open we are associated: the reply's bound address is the relay (the proxy's own address
-  when it answers the unspecified address, as libtorrent);
+  as :func:`~bip_handshake._socks_shell.open_socks5_stream` does. It goes to the proxy's
+  addresses of our UDP socket's family only (the relay is reached from that socket; as
+  libtorrent), and TCP keep-alive probes it (idle 30 s, as libtorrent) so that a proxy gone
+  silently is noticed within about 40 s. While that connection stays open we are
+  associated: the reply's bound address is the relay (the proxy's own address when it
+  answers the unspecified address, as libtorrent);
 - :meth:`Socks5UdpSocket.sendto` wraps each datagram in RFC 1928's section 7 header and sends
   it to the relay; while no association is up it raises
   :class:`~bip_handshake._socks.SocksUnavailableError` (libtorrent's ``permission_denied``):
   nothing is ever sent directly, a proxy being there to hide us;
 - :meth:`Socks5UdpSocket.recvfrom` returns the next datagram from the relay, unwrapped;
-  datagrams from anyone else, fragments (``FRAG`` not zero: not reassembled) and malformed
-  ones are dropped and counted. ICMP errors are ignored, as libtorrent does while proxied;
+  datagrams from anyone else, fragments (``FRAG`` not zero: not reassembled), malformed ones
+  and ones whose source is a host name (not an IP address written as one) are dropped and
+  counted. ICMP errors are ignored, as libtorrent does while proxied;
 - when the proxy refuses (microsocks answers "command not supported"), does not answer within
   ``timeout``, or the control connection closes, we are not associated,
   :attr:`Socks5UdpSocket.last_error` says why, and we try again after ``retry_interval``
@@ -75,6 +79,16 @@ _ICMP_ERRNOS: Final = frozenset(
 )
 """Errors a UDP read may report for an ICMP message about an earlier send: ignored (the
 relay's path, not a datagram)."""
+_BROADCAST: Final = IPv4Address("255.255.255.255")
+"""The limited broadcast address: :attr:`PeerAddress.is_connectable` lets it through."""
+_KEEPALIVE_IDLE: Final = 30
+"""Seconds of quiet on the control connection before TCP keep-alive probes it (libtorrent's
+``tcp_keepalive_idle`` for it)."""
+_KEEPALIVE_INTERVAL: Final = 1
+"""Seconds between two unanswered keep-alive probes (libtorrent's ``tcp_keepalive_interval``)."""
+_KEEPALIVE_COUNT: Final = 9
+"""Unanswered probes that end the connection (Linux's default, set for every system): a dead
+proxy is noticed about 39 s after its last word."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +102,7 @@ class Socks5UdpStatistics:
         dropped_foreign: datagrams from another address than the relay's (or while not
             associated).
         dropped_malformed: datagrams from the relay with a bad header, or whose source is a
-            domain name.
+            host name (a name that reads as an IP address is taken as that address).
         dropped_fragments: datagrams from the relay with ``FRAG`` not zero.
         associations: associations the proxy set up.
         refused_sends: :meth:`~Socks5UdpSocket.sendto` calls refused while not associated.
@@ -248,7 +262,9 @@ class Socks5UdpSocket:
         """The next datagram from the relay: its payload and its source.
 
         Datagrams from any other address, fragments, malformed ones and ones whose source is
-        a domain name are dropped and counted (:attr:`statistics`); so are ICMP errors.
+        a host name are dropped and counted (:attr:`statistics`); so are ICMP errors. A
+        source written as a name that reads as an IP address is that address (as
+        libtorrent).
         Unbounded in time: callers bound it.
 
         Raises:
@@ -278,13 +294,18 @@ class Socks5UdpSocket:
             except SocksProtocolError:
                 self._dropped_malformed += 1
                 continue
-            if isinstance(datagram.host, str):
-                # A name would have to be resolved to be a peer's address: libtorrent drops
-                # these too.
-                self._dropped_malformed += 1
-                continue
+            host = datagram.host
+            if isinstance(host, str):
+                # A name would have to be resolved to be a peer's address: dropped. One that
+                # reads as an IP address is that address (libtorrent's unwrap parses the
+                # name as an address and drops the datagram only when that fails).
+                try:
+                    host = ip_address(host)
+                except ValueError:
+                    self._dropped_malformed += 1
+                    continue
             self._received += 1
-            return datagram.payload, PeerAddress(datagram.host, datagram.port)
+            return datagram.payload, PeerAddress(host, datagram.port)
 
     async def _keep_associated(self) -> None:
         """Associate, hold the association while the control connection lasts, and try again
@@ -298,10 +319,14 @@ class Socks5UdpSocket:
                 _log.debug("no UDP association through %s: %s", self._proxy.url, error)
             else:
                 async with stream:
+                    # An association that came up starts the back-off afresh: its loss is
+                    # waited out retry_interval first (libtorrent resets its delay too).
                     delays = _retry_delays(self._retry_interval)
                     self._up(relay)
                     ended = await self._hold(stream)
-                self._lost(ended)
+                    # Before closing the stream (a checkpoint): no send may go to a relay
+                    # whose association is over while it closes.
+                    self._lost(ended)
                 _log.info("UDP association through %s ended: %s", self._proxy.url, ended)
             await trio.sleep(next(delays))
 
@@ -326,8 +351,9 @@ class Socks5UdpSocket:
         """A control connection carrying a new association, and the relay's address.
 
         Raises:
-            SocksError: the proxy could not be reached, broke the protocol, refused us, named
-                an unusable relay, or took longer than the timeout (ETIMEDOUT).
+            SocksError: the proxy could not be reached (it has no address of our socket's
+                family: EHOSTUNREACH), broke the protocol, refused us, named an unusable
+                relay, or took longer than the timeout (ETIMEDOUT).
         """
         if self._send_local_endpoint:
             host: IPv4Address | IPv6Address = self._local.host
@@ -342,9 +368,11 @@ class Socks5UdpSocket:
             password=self._proxy.password,
             command=SocksCommand.UDP_ASSOCIATE,
         )
+        family = socket.AF_INET if self._local.family == 4 else socket.AF_INET6
         with trio.move_on_after(self._timeout):
-            stream = await _connect_to_proxy(self._proxy)
+            stream = await _connect_to_proxy(self._proxy, family)
             try:
+                _keep_alive(stream.socket)
                 await _negotiate(stream, client)
                 relay = self._relay_of(stream, client)
             except BaseException:
@@ -362,7 +390,8 @@ class Socks5UdpSocket:
         it is the unspecified address (as libtorrent).
 
         Raises:
-            SocksProtocolError: a domain name, port 0, or a family other than our socket's.
+            SocksProtocolError: a domain name, port 0, a multicast or broadcast address, or a
+                family other than our socket's.
         """
         bound, bound_port = client.bound_host, client.bound
         # The conversation is done: both are set.
@@ -384,6 +413,11 @@ class Socks5UdpSocket:
         relay = PeerAddress(bound, bound_port[1])
         if relay.port == 0:
             raise SocksProtocolError(f"the proxy named a UDP relay on port 0 ({relay})")
+        if not relay.is_connectable or relay.host == _BROADCAST:
+            # Our datagrams would go to a group or the whole link, not to one relay.
+            raise SocksProtocolError(
+                f"the proxy named a UDP relay we cannot send to: {relay} is not unicast"
+            )
         if relay.family != self._local.family:
             raise SocksProtocolError(
                 f"the proxy's UDP relay {relay} is IPv{relay.family}, "
@@ -418,6 +452,30 @@ class Socks5UdpSocket:
         self._changed.set()  # waiters see the socket closed
 
 
+def _keep_alive(sock: trio.socket.SocketType) -> None:
+    """Have the system probe a control connection that stays quiet, as libtorrent does: the
+    proxy says nothing on it, so a proxy (or a path) that died without a FIN or RST would
+    otherwise leave us associated for ever, sending into a dead relay.
+
+    Options a system lacks (or refuses) are skipped: keep-alive is then at its defaults.
+    """
+    options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    # macOS calls the idle time TCP_KEEPALIVE.
+    idle = getattr(socket, "TCP_KEEPIDLE", getattr(socket, "TCP_KEEPALIVE", None))
+    for name, value in (
+        (idle, _KEEPALIVE_IDLE),
+        (getattr(socket, "TCP_KEEPINTVL", None), _KEEPALIVE_INTERVAL),
+        (getattr(socket, "TCP_KEEPCNT", None), _KEEPALIVE_COUNT),
+    ):
+        if name is not None:
+            options.append((socket.IPPROTO_TCP, name, value))
+    for level, name, value in options:
+        try:
+            sock.setsockopt(level, name, value)
+        except OSError as error:
+            _log.debug("keep-alive option %s on the control connection refused: %s", name, error)
+
+
 @asynccontextmanager
 async def open_socks5_udp_socket(
     proxy: ProxyConfig,
@@ -430,9 +488,11 @@ async def open_socks5_udp_socket(
     """A UDP socket of ours whose datagrams go through ``proxy``'s UDP relay.
 
     The socket is bound at once and yielded before any association:
-    :meth:`Socks5UdpSocket.wait_associated` waits for one (bound it). Leaving the block closes the UDP socket, the
-    control connection and the background task. An IPv6 socket is IPv6-only (as the
-    Handshaker's listeners), and takes an IPv6 relay only.
+    :meth:`Socks5UdpSocket.wait_associated` waits for one (bound it). Leaving the block
+    closes the UDP socket, the control connection and the background task. An IPv6 socket is
+    IPv6-only (as the Handshaker's listeners): it reaches the proxy at its IPv6 addresses
+    only and takes an IPv6 relay only; an IPv4 socket likewise (a proxy with no address of
+    the socket's family is EHOSTUNREACH in :attr:`Socks5UdpSocket.last_error`).
 
     Args:
         proxy: the SOCKS5 proxy (credentials as for TCP).

@@ -1,0 +1,313 @@
+"""SOCKS5 UDP ASSOCIATE (bip_handshake._socks_udp) and address families: the control
+connection goes to the proxy's addresses of our UDP socket's family only (a proxy name that
+resolves to both), an IPv6 round trip on ::1, and TCP keep-alive on the control connection.
+
+The proxy here is a small one of this file's that listens on 127.0.0.1 and ::1 alike
+(tests._socks_server listens on 127.0.0.1 only): no authentication, ``UDP ASSOCIATE`` only,
+a relay of the control connection's family on its local address, datagrams relayed to and
+from loopback.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import Any, Final
+
+import pytest
+import trio
+from tests._socks_server import (
+    decode_datagram,
+    decode_greeting,
+    decode_request,
+    encode_datagram,
+    encode_method,
+    encode_reply,
+    serve_socks5,
+)
+
+from bip_handshake import PeerAddress
+from bip_handshake import _socks_udp as socks_udp
+from bip_handshake._socks_shell import ProxyConfig, _connect_to_proxy
+from bip_handshake._socks_udp import Socks5UdpSocket, open_socks5_udp_socket
+
+DEADLINE = 3.0
+DUAL = "dual.test"
+"""Resolves to ::1 then 127.0.0.1 (whatever family is asked)."""
+DUAL_V4_FIRST = "dual4.test"
+"""Resolves to 127.0.0.1 then ::1."""
+V6_ONLY = "v6only.test"
+"""Resolves to ::1 alone."""
+NAMES: Final[Mapping[str, tuple[str, ...]]] = {
+    DUAL: ("::1", "127.0.0.1"),
+    DUAL_V4_FIRST: ("127.0.0.1", "::1"),
+    V6_ONLY: ("::1",),
+}
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+needs_ipv6 = pytest.mark.skipif(not _has_ipv6_loopback(), reason="no ::1 on this host")
+
+
+class NamesResolver(trio.abc.HostnameResolver):
+    """Test names to loopback addresses, in a fixed order and deliberately of both families
+    whatever the caller asks (the client must pick its family itself)."""
+
+    async def getaddrinfo(  # noqa: PLR0917 (trio's HostnameResolver signature)
+        self,
+        host: bytes | None,
+        port: bytes | str | int | None,
+        family: int = 0,
+        type: int = 0,
+        proto: int = 0,
+        flags: int = 0,
+    ) -> list[Any]:
+        """The fixed answer for a test name; any other name is unknown."""
+        name = host.decode("ascii") if isinstance(host, bytes) else str(host)
+        if name not in NAMES:
+            raise socket.gaierror(socket.EAI_NONAME, "unknown test name")
+        number = int(port) if port is not None else 0
+        answer: list[tuple[socket.AddressFamily, socket.SocketKind, int, str, Any]] = []
+        for address in NAMES[name]:
+            if ":" in address:
+                answer.append((socket.AF_INET6, socket.SOCK_STREAM, 6, "", (address, number, 0, 0)))
+            else:
+                answer.append((socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, number)))
+        return answer
+
+    async def getnameinfo(self, sockaddr: tuple[Any, ...], flags: int) -> tuple[str, str]:
+        """As the system answers (numeric loopback addresses only in these tests)."""
+        return socket.getnameinfo(sockaddr, flags)
+
+
+@dataclass
+class FamilyProxy:
+    """The proxy of this file: its port (the same on every host it listens on) and what it
+    did."""
+
+    port: int
+    unspecified_bound: bool = False
+    control_families: list[socket.AddressFamily] = field(default_factory=list)
+    relayed: int = 0
+
+
+async def _exactly(stream: trio.SocketStream, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = await stream.receive_some(size - len(data))
+        if not chunk:
+            raise trio.BrokenResourceError("the client left")
+        data += chunk
+    return data
+
+
+async def _serve_association(proxy: FamilyProxy, stream: trio.SocketStream) -> None:
+    async with stream:
+        head = await _exactly(stream, 2)
+        assert 0 in decode_greeting(head + await _exactly(stream, head[1]))
+        await stream.send_all(encode_method(0))
+        head = await _exactly(stream, 4)
+        rest = await _exactly(stream, {1: 6, 4: 18}[head[3]])
+        assert decode_request(head + rest).command == 3
+        family = stream.socket.family
+        proxy.control_families.append(family)
+        local = ip_address(stream.socket.getsockname()[0])
+        with trio.socket.socket(family, socket.SOCK_DGRAM) as relay:
+            await relay.bind((str(local), 0))
+            bound = IPv4Address(0) if proxy.unspecified_bound else local
+            await stream.send_all(encode_reply(0, bound, relay.getsockname()[1]))
+            client: tuple[str, int] | None = None
+
+            async def relay_datagrams() -> None:
+                nonlocal client
+                while True:
+                    data, source = await relay.recvfrom(65_535)
+                    if source[0] == str(local) and client in (None, source[:2]):
+                        client = source[:2]
+                        host, port, payload = decode_datagram(data)
+                        proxy.relayed += 1
+                        await relay.sendto(payload, (str(host), port))
+                    elif client is not None:
+                        await relay.sendto(
+                            encode_datagram(ip_address(source[0]), source[1], data), client
+                        )
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(relay_datagrams)
+                # The association lasts while the control connection does.
+                while await stream.receive_some(512):
+                    pass
+                nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def family_proxy(hosts: tuple[str, ...]) -> AsyncIterator[FamilyProxy]:
+    """The proxy on each of ``hosts``, on one port for all."""
+    first = (await trio.open_tcp_listeners(0, host=hosts[0]))[0]
+    port = first.socket.getsockname()[1]
+    listeners = [first]
+    try:
+        for host in hosts[1:]:
+            listeners += await trio.open_tcp_listeners(port, host=host)
+    except OSError:
+        for listener in listeners:
+            await listener.aclose()
+        pytest.skip(f"port {port} is taken on another loopback address")
+    proxy = FamilyProxy(port)
+
+    async def handle(stream: trio.SocketStream) -> None:
+        with suppress(trio.BrokenResourceError, OSError):  # the client left
+            await _serve_association(proxy, stream)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, handle, listeners)
+        yield proxy
+        nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def udp_echo(host: str) -> AsyncIterator[PeerAddress]:
+    """A UDP echo server on ``host``: its address."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with trio.socket.socket(family, socket.SOCK_DGRAM) as sock:
+        await sock.bind((host, 0))
+
+        async def echo() -> None:
+            while True:
+                data, source = await sock.recvfrom(65_535)
+                await sock.sendto(data, source)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(echo)
+            yield PeerAddress(ip_address(host), sock.getsockname()[1])
+            nursery.cancel_scope.cancel()
+
+
+async def until_failed(udp: Socks5UdpSocket) -> None:
+    """Wait for the first attempt's failure (the callers' fail_after bounds it)."""
+    while udp.last_error is None:
+        await trio.sleep(0.005)
+
+
+@needs_ipv6
+@pytest.mark.parametrize(
+    ("name", "bind", "unspecified"),
+    [
+        (DUAL, "127.0.0.1", False),
+        (DUAL, "127.0.0.1", True),
+        (DUAL_V4_FIRST, "::1", False),
+    ],
+    ids=["ipv4-socket", "ipv4-socket-unspecified-relay", "ipv6-socket"],
+)
+async def test_a_dual_stack_proxy_name_is_reached_in_our_sockets_family(
+    name: str, bind: str, unspecified: bool
+) -> None:
+    trio.socket.set_custom_hostname_resolver(NamesResolver())
+    try:
+        with trio.fail_after(DEADLINE):
+            async with (
+                family_proxy(("127.0.0.1", "::1")) as proxy,
+                udp_echo(bind) as echo,
+                open_socks5_udp_socket(
+                    ProxyConfig(name, proxy.port), bind=(bind, 0), retry_interval=0.05
+                ) as udp,
+            ):
+                proxy.unspecified_bound = unspecified
+                await udp.wait_associated()
+                family = socket.AF_INET if ":" not in bind else socket.AF_INET6
+                assert proxy.control_families == [family]
+                assert udp.relay is not None
+                assert udp.relay.host == ip_address(bind)
+                await udp.sendto(b"same family", echo)
+                assert await udp.recvfrom() == (b"same family", echo)
+    finally:
+        trio.socket.set_custom_hostname_resolver(None)
+
+
+@pytest.mark.parametrize(
+    ("host", "bind"),
+    [(V6_ONLY, "127.0.0.1"), ("::1", "127.0.0.1"), ("127.0.0.1", "::1")],
+    ids=["name", "ipv6-literal", "ipv4-literal"],
+)
+async def test_a_proxy_without_an_address_of_our_family_is_unreachable(
+    host: str, bind: str
+) -> None:
+    if ":" in bind and not _has_ipv6_loopback():
+        pytest.skip("no ::1 on this host")
+    trio.socket.set_custom_hostname_resolver(NamesResolver())
+    try:
+        with trio.fail_after(DEADLINE):
+            async with open_socks5_udp_socket(ProxyConfig(host, 9), bind=(bind, 0)) as udp:
+                await until_failed(udp)
+                assert udp.last_error is not None
+                assert udp.last_error.errno == errno.EHOSTUNREACH
+                assert "IPv" in str(udp.last_error)
+                assert not udp.associated
+    finally:
+        trio.socket.set_custom_hostname_resolver(None)
+
+
+@needs_ipv6
+async def test_an_ipv6_round_trip_on_the_ipv6_loopback() -> None:
+    with trio.fail_after(DEADLINE):
+        async with (
+            family_proxy(("::1",)) as proxy,
+            udp_echo("::1") as echo,
+            open_socks5_udp_socket(ProxyConfig("::1", proxy.port), bind=("::1", 0)) as udp,
+        ):
+            await udp.wait_associated()
+            assert udp.relay is not None
+            assert udp.relay.host == IPv6Address("::1")
+            assert udp.local_address.family == 6
+            await udp.sendto(b"d1:q4:pinge", echo)
+            assert await udp.recvfrom() == (b"d1:q4:pinge", echo)
+            await udp.sendto(b"by tuple", ("::1", echo.port))
+            assert await udp.recvfrom() == (b"by tuple", echo)
+            assert proxy.relayed == 2
+            assert proxy.control_families == [socket.AF_INET6]
+            stats = udp.statistics
+            assert (stats.sent, stats.received, stats.dropped_foreign) == (2, 2, 0)
+
+
+async def test_the_control_connection_has_tcp_keep_alive(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    controls: list[trio.SocketStream] = []
+    connect = _connect_to_proxy
+
+    async def spied(*args: Any) -> trio.SocketStream:
+        stream = await connect(*args)
+        controls.append(stream)
+        return stream
+
+    monkeypatch.setattr(socks_udp, "_connect_to_proxy", spied)
+    with trio.fail_after(DEADLINE):
+        async with (
+            serve_socks5() as server,
+            open_socks5_udp_socket(
+                ProxyConfig("127.0.0.1", server.port), bind=("127.0.0.1", 0)
+            ) as udp,
+        ):
+            await udp.wait_associated()
+            [control] = controls
+            sock = control.socket
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0
+            idle = getattr(socket, "TCP_KEEPIDLE", getattr(socket, "TCP_KEEPALIVE", None))
+            if idle is not None:
+                assert sock.getsockopt(socket.IPPROTO_TCP, idle) == 30
+            if hasattr(socket, "TCP_KEEPINTVL"):
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 1
+            if hasattr(socket, "TCP_KEEPCNT"):
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 9
