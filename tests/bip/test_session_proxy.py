@@ -1,6 +1,6 @@
 """A session behind a SOCKS5 proxy (``ClientConfig.proxy``, ``--proxy``): peer dials, HTTP(S)
 trackers and web seeds through the in-test proxy (tests/_socks_server.py) on 127.0.0.1, UDP
-trackers skipped, and the settings."""
+trackers through its relay (refused here), and the settings."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from _discovery_target import SeedTarget
 from _engine_helpers import (
     LOOPBACK,
@@ -124,25 +125,41 @@ async def test_https_tracker_and_web_seed_over_the_proxied_stream(tmp_path: Path
             assert len(proxy.connects) == 2
 
 
-async def test_udp_trackers_are_skipped_with_one_warning(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+async def test_udp_trackers_go_through_the_proxy_which_may_refuse_them(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, autojump_clock: trio.testing.MockClock
 ) -> None:
+    # Real sockets on loopback: the clock jumps only once everything has waited a little.
+    autojump_clock.autojump_threshold = 0.01
     folder = write_content(tmp_path / "seed", (10,))
-    config = loopback_config(proxy="socks5://127.0.0.1:9", trackers=True)
-    caplog.set_level(logging.WARNING, logger="bip.client")
-    with trio.fail_after(DEADLINE):
-        async with open_session(config) as session:
-            for name, version in (("a", "v1"), ("b", "v2")):
-                await session.add_torrent(
-                    make_torrent(folder, version),  # type: ignore[arg-type]
-                    TorrentOptions(
-                        tmp_path / name,
-                        extra_trackers=("udp://127.0.0.1:9/announce",),
-                        paused=True,
-                    ),
-                )
-    warnings = [r for r in caplog.records if "skipping UDP trackers" in r.getMessage()]
-    assert len(warnings) == 1
+    caplog.set_level(logging.INFO, logger="bip.client")
+
+    def failures() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "announce to udp://" in r.getMessage()]
+
+    with trio.fail_after(60):
+        async with serve_socks5() as proxy:
+            proxy.refuse_udp = True  # as microsocks: "command not supported"
+            config = loopback_config(proxy=proxy.url(), trackers=True)
+            async with open_session(config) as session:
+                assert session.trackers is not None
+                assert session.trackers.proxy == config.proxy_settings
+                for name, version in (("a", "v1"), ("b", "v2")):
+                    await session.add_torrent(
+                        make_torrent(folder, version),  # type: ignore[arg-type]
+                        TorrentOptions(
+                            tmp_path / name, extra_trackers=("udp://127.0.0.1:9/announce",)
+                        ),
+                    )
+                while len(failures()) < 2:  # bounded by the deadline
+                    await trio.sleep(0.5)
+                stats = session.trackers.proxy_statistics
+    # Each announce failed with the proxy's refusal, as libtorrent's; none was skipped, and
+    # nothing was sent (through the proxy or directly).
+    assert not [r for r in caplog.records if "skipping" in r.getMessage()]
+    assert all("command not supported" in message for message in failures())
+    assert not proxy.associations
+    assert stats is not None
+    assert stats.sent == 0
 
 
 def test_config_validates_the_proxy() -> None:

@@ -17,6 +17,7 @@ from bip_utracker._client_core import (
     RequestFailed,
     RequestId,
     ScrapeResult,
+    TrackerAddress,
     TrackerClientCore,
     TrackerEvent,
 )
@@ -51,7 +52,7 @@ def _core(**kwargs: float) -> TrackerClientCore:
     return TrackerClientCore(rng=random.Random(7), **kwargs)  # type: ignore[arg-type]
 
 
-def _sent(core: TrackerClientCore, now: float = 0.0) -> list[tuple[Request, PeerAddress]]:
+def _sent(core: TrackerClientCore, now: float = 0.0) -> list[tuple[Request, TrackerAddress]]:
     return [(decode_request(data), to) for data, to in core.datagrams_to_send(now)]
 
 
@@ -66,6 +67,7 @@ def _connect(core: TrackerClientCore, now: float, connection_id: int = 99) -> No
     """Answer the one connect request waiting to be sent."""
     [(request, to)] = _sent(core, now)
     assert isinstance(request, ConnectRequest)
+    assert isinstance(to, PeerAddress)  # these tests name trackers by address
     core.receive_datagram(ConnectResponse(request.transaction_id, connection_id).encode(), to, now)
 
 
@@ -531,7 +533,7 @@ def test_forged_traffic_never_completes_a_request(
 ) -> None:
     core = TrackerClientCore(rng=random.Random(seed), timeout=5.0, max_retransmits=3)
     now = 0.0
-    in_flight: dict[int, PeerAddress] = {}  # transaction ids sent, to their destination
+    in_flight: dict[int, TrackerAddress] = {}  # transaction ids sent, to their destination
     issued: set[RequestId] = set()
     ended: set[RequestId] = set()
 

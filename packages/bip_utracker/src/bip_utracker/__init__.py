@@ -26,6 +26,7 @@ from ._announcer import (
     AnnouncerStatus,
 )
 from ._client import (
+    DEFAULT_PROXY_TIMEOUT,
     TrackerClient,
     TrackerTarget,
     open_tracker_client,
@@ -42,6 +43,7 @@ from ._client_core import (
     RequestFailed,
     RequestId,
     ScrapeResult,
+    TrackerAddress,
     TrackerClientCore,
     TrackerEvent,
 )
@@ -138,6 +140,7 @@ __all__ = [
     "DEFAULT_MAX_SWARMS",
     "DEFAULT_MIN_ANNOUNCE_INTERVAL",
     "DEFAULT_PEER_LIFETIME",
+    "DEFAULT_PROXY_TIMEOUT",
     "DEFAULT_RETRANSMIT_TIMEOUT",
     "DEFAULT_RETRY_DELAY",
     "DEFAULT_STOPPED_TIMEOUT",
@@ -186,6 +189,7 @@ __all__ = [
     "ServerStatistics",
     "SwarmStatistics",
     "SwarmStore",
+    "TrackerAddress",
     "TrackerClient",
     "TrackerClientCore",
     "TrackerError",

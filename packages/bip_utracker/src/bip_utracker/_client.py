@@ -9,6 +9,17 @@ answer to a call sent with an id that may be stale drops that id and sends the c
 once with a fresh one, once (a tracker that restarted or rotated its secret refuses every id
 it granted before); an error to an id granted for the call itself is a refusal at once.
 
+With a SOCKS5 ``proxy`` (libtorrent's ``proxy_tracker_connections``, ``src/udp_socket.cpp``)
+the client owns one UDP socket instead, which talks to the proxy's UDP relay only
+(:func:`~bip_handshake.open_socks5_udp_socket`): trackers of either family are reached through
+that one relay (the datagram's header says the family), and nothing is ever sent directly.
+With the proxy's remote DNS (``socks5h://``) a tracker's host name goes to the proxy and is
+never resolved here. While the proxy has no association up, a request waits for one up to
+``proxy_timeout`` seconds, then fails with a :class:`TrackerError` naming why (the proxy
+refused UDP ASSOCIATE, could not be reached...), as libtorrent fails such a send with
+``permission_denied``; a request whose datagram cannot be sent later (the association was
+lost) fails the same way at once, never waiting out BEP 15's retransmissions.
+
 >>> async def main(info_hash, peer_id):  # doctest: +SKIP
 ...     async with open_tracker_client() as client:
 ...         result = await client.announce(
@@ -25,13 +36,25 @@ import math
 import random
 import socket as stdlib_socket
 from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 import trio
 
-from bip_handshake import CompactError, Family, PeerAddress, PeerId, PeerSink
+from bip_handshake import (
+    CompactError,
+    Family,
+    ListenError,
+    PeerAddress,
+    PeerId,
+    PeerSink,
+    ProxyConfig,
+    Socks5UdpSocket,
+    Socks5UdpStatistics,
+    SocksUnavailableError,
+    open_socks5_udp_socket,
+)
 from bip_metainfo import InfoHash
 
 from ._client_core import (
@@ -45,6 +68,7 @@ from ._client_core import (
     RequestFailed,
     RequestId,
     ScrapeResult,
+    TrackerAddress,
     TrackerClientCore,
     TrackerEvent,
 )
@@ -52,12 +76,16 @@ from ._codec import MAX_SCRAPE_HASHES, AnnounceEvent
 from ._errors import LocalProtocolError, TrackerError
 from ._url import TrackerUrl, check_host, parse_tracker_url
 
-__all__ = ["TrackerClient", "TrackerTarget", "open_tracker_client"]
+__all__ = ["DEFAULT_PROXY_TIMEOUT", "TrackerClient", "TrackerTarget", "open_tracker_client"]
 
 _log = logging.getLogger("bip_utracker.client")
 
 TrackerTarget = str | TrackerUrl | PeerAddress | tuple[str, int]
 """Where to send a request: a ``udp://`` URL (text or parsed), an address, or ``(host, port)``."""
+
+DEFAULT_PROXY_TIMEOUT = 10.0
+"""Seconds an attempt to set up the proxy's UDP association may take, and a request waits for
+one (bip_handshake's SOCKS5 timeout)."""
 
 _MAX_DATAGRAM = 65_536  # a UDP payload never exceeds this, so nothing is ever cut short
 _SWARM_ID_SIZE = 20
@@ -88,10 +116,15 @@ class TrackerClient:
         *,
         sink: PeerSink | None,
         key: int,
+        relay: Socks5UdpSocket | None = None,
+        proxy_timeout: float = DEFAULT_PROXY_TIMEOUT,
     ) -> None:
-        """Wrap *core* and *sockets*; use :func:`open_tracker_client` rather than this."""
+        """Wrap *core* and *sockets* (or, through a proxy, *relay* and no sockets); use
+        :func:`open_tracker_client` rather than this."""
         self._core = core
         self._sockets = sockets
+        self._relay = relay
+        self._proxy_timeout = proxy_timeout
         self._sink = sink
         self._key = key
         self._waiters: dict[RequestId, _Waiter] = {}
@@ -125,7 +158,8 @@ class TrackerClient:
         Args:
             tracker: a ``udp://host:port/path`` URL (its path and query are sent as BEP 41
                 URLData), a :class:`TrackerUrl`, a :class:`~bip_handshake.PeerAddress`, or a
-                ``(host, port)`` pair. Host names are resolved here.
+                ``(host, port)`` pair. Host names are resolved here, but through a proxy
+                that resolves names (``socks5h://``), which is given the name.
             info_hash: an :class:`~bip_metainfo.InfoHash` (its v1 hash, or its truncated v2
                 hash for a v2-only torrent; announce a hybrid's v2 swarm with
                 ``InfoHash(v2=...)`` in a second call) or a 20-byte swarm id.
@@ -148,7 +182,9 @@ class TrackerClient:
                 since trackers word a stale id in their own way; an error to an id the tracker
                 had just granted for this request, or a second error, is final.
             MalformedPacketError: the answer was not a valid packet.
-            TrackerError: the host name did not resolve, or no socket of its family.
+            TrackerError: the host name did not resolve, or no socket of its family; through
+                a proxy, no UDP association came up within ``proxy_timeout`` seconds, or
+                the association was lost (the message says why).
             LocalProtocolError: a bad argument, or the client is closed.
         """
         address, path = await self._resolve(tracker)
@@ -172,19 +208,21 @@ class TrackerClient:
             ip=int(ip),
             url_data=path if url_data is None else url_data,
         )
-        self._check_open()
-        request_id = self._core.announce(address, params, trio.current_time())
+        shown = _shown(address)
         try:
+            await self._wait_for_relay(shown)
+            self._check_open()
+            request_id = self._core.announce(address, params, trio.current_time())
             result = await self._wait(request_id)
         except TrackerError as error:
             # Raised to the caller, who decides what it means: only a trace here.
-            _log.debug("announce to tracker %s failed: %r", address, error)
+            _log.debug("announce to tracker %s failed: %r", shown, error)
             raise
         assert isinstance(result, AnnounceResult)
         _log.info(
             "announced %s to tracker %s%s: %d peers (%d seeders, %d leechers), next in %d s",
             swarm_id.hex(),
-            address,
+            shown,
             "" if announce_event is AnnounceEvent.NONE else f" ({announce_event.name.lower()})",
             len(result.peers),
             result.seeders,
@@ -215,24 +253,42 @@ class TrackerClient:
                 f"a scrape asks for 1..{MAX_SCRAPE_HASHES} info-hashes, got {len(hashes)}"
             )
         address, _ = await self._resolve(tracker)
-        self._check_open()
-        request_id = self._core.scrape(address, hashes, trio.current_time())
+        shown = _shown(address)
         try:
+            await self._wait_for_relay(shown)
+            self._check_open()
+            request_id = self._core.scrape(address, hashes, trio.current_time())
             result = await self._wait(request_id)
         except TrackerError as error:
-            _log.debug("scrape of %d swarms at tracker %s failed: %r", len(hashes), address, error)
+            _log.debug("scrape of %d swarms at tracker %s failed: %r", len(hashes), shown, error)
             raise
         assert isinstance(result, ScrapeResult)
-        _log.debug("scraped %d swarms at tracker %s", len(hashes), address)
+        _log.debug("scraped %d swarms at tracker %s", len(hashes), shown)
         return result
 
     def statistics(self) -> ClientStatistics:
-        """A snapshot of the core's counters."""
+        """A snapshot of the core's counters: tracker datagrams, whether they went directly or
+        through the proxy's relay (:attr:`proxy_statistics` counts the relay's side)."""
         return self._core.statistics()
 
     @property
+    def proxy(self) -> ProxyConfig | None:
+        """The SOCKS5 proxy every datagram goes through, or None (direct)."""
+        return None if self._relay is None else self._relay.proxy
+
+    @property
+    def proxy_statistics(self) -> Socks5UdpStatistics | None:
+        """The counters of the socket that talks to the proxy's relay (datagrams sent and
+        received through it, dropped ones, associations, sends refused while there was none),
+        or None without a proxy."""
+        return None if self._relay is None else self._relay.statistics
+
+    @property
     def local_addresses(self) -> tuple[PeerAddress, ...]:
-        """The addresses our sockets are bound to (IPv4 first)."""
+        """The addresses our sockets are bound to (IPv4 first). Through a proxy, the one UDP
+        socket that talks to the proxy's relay: trackers see the relay's address, not this."""
+        if self._relay is not None:
+            return (self._relay.local_address,)
         addresses = []
         for family in sorted(self._sockets):
             host, port = self._sockets[family].getsockname()[:2]
@@ -241,7 +297,8 @@ class TrackerClient:
 
     @property
     def send_errors(self) -> int:
-        """Datagrams the operating system refused to send (they count as lost)."""
+        """Datagrams the operating system refused to send (they count as lost), and through a
+        proxy those not sent for want of a UDP association (their requests failed)."""
         return self._send_errors
 
     # --- the machinery ---------------------------------------------------------------------------
@@ -250,8 +307,32 @@ class TrackerClient:
         if self._closed:
             raise LocalProtocolError("the tracker client is closed")
 
-    async def _resolve(self, tracker: TrackerTarget) -> tuple[PeerAddress, bytes]:
-        """The address to send to and the URLData the target implies."""
+    async def _wait_for_relay(self, shown: str) -> None:
+        """Through a proxy, wait up to ``proxy_timeout`` seconds for its UDP association.
+
+        Raises:
+            TrackerError: none came up; the message names the proxy's last error.
+            LocalProtocolError: the client closed meanwhile.
+        """
+        relay = self._relay
+        if relay is None or relay.associated:
+            return
+        with trio.move_on_after(self._proxy_timeout):
+            try:
+                await relay.wait_associated()
+            except trio.ClosedResourceError:
+                raise LocalProtocolError("the tracker client is closed") from None
+            return
+        why = relay.last_error
+        reason = f"none set up within {self._proxy_timeout:g} s" if why is None else f"{why}"
+        raise TrackerError(
+            f"cannot reach tracker {shown}: no UDP association through the proxy "
+            f"{relay.proxy.address} ({reason})"
+        )
+
+    async def _resolve(self, tracker: TrackerTarget) -> tuple[TrackerAddress, bytes]:
+        """The address to send to (or through a proxy that resolves names, the name) and the
+        URLData the target implies."""
         if isinstance(tracker, PeerAddress):
             return self._usable(tracker), b""
         if isinstance(tracker, str):
@@ -278,6 +359,9 @@ class TrackerClient:
             literal = None
         if literal is not None:
             return self._usable(PeerAddress(literal, port)), path
+        if self._relay is not None and self._relay.proxy.remote_dns:
+            # socks5h://: the proxy resolves it; our resolver must not hear of it.
+            return (host, port), path
         return await self._lookup(host, port), path
 
     async def _lookup(self, host: str, port: int) -> PeerAddress:
@@ -288,7 +372,7 @@ class TrackerClient:
             raise TrackerError(f"cannot resolve tracker host {host!r}: {error}") from None
         for family, _, _, _, sockaddr in infos:
             ours: Family = 4 if family == stdlib_socket.AF_INET else 6
-            if family in (stdlib_socket.AF_INET, stdlib_socket.AF_INET6) and ours in self._sockets:
+            if family in (stdlib_socket.AF_INET, stdlib_socket.AF_INET6) and self._reaches(ours):
                 try:
                     return PeerAddress(ip_address(sockaddr[0]), port)
                 except (ValueError, CompactError):
@@ -296,11 +380,16 @@ class TrackerClient:
         raise TrackerError(f"tracker host {host!r} has no address we can reach")
 
     def _usable(self, address: PeerAddress) -> PeerAddress:
-        """*address* as sent to: plain IPv4 if mapped, of a family we have a socket for."""
+        """*address* as sent to: plain IPv4 if mapped, of a family we can reach."""
         address = address.normalized()
-        if address.family not in self._sockets:
+        if not self._reaches(address.family):
             raise TrackerError(f"no IPv{address.family} socket to reach tracker {address}")
         return address
+
+    def _reaches(self, family: Family) -> bool:
+        """Whether trackers of *family* can be sent to: through a proxy's relay any family
+        (the datagram's header names the destination's), else with a socket of ours."""
+        return self._relay is not None or family in self._sockets
 
     async def _wait(self, request_id: RequestId) -> AnnounceResult | ScrapeResult:
         """Wake the sending task and wait for the request's event."""
@@ -324,7 +413,11 @@ class TrackerClient:
 
     async def _flush(self) -> None:
         """Send every datagram the core has queued."""
+        if self._relay is not None:
+            await self._flush_to_relay(self._relay)
+            return
         for data, address in self._core.datagrams_to_send(trio.current_time()):
+            assert isinstance(address, PeerAddress)  # names are kept only through a proxy
             sock = self._sockets.get(address.family)
             if sock is None:  # the address was checked when the request started
                 continue
@@ -334,6 +427,28 @@ class TrackerClient:
                 # Like a lost datagram: retransmission or the timeout deal with it.
                 self._send_errors += 1
                 _log.debug("cannot send to tracker %s: %s", address, error)
+
+    async def _flush_to_relay(self, relay: Socks5UdpSocket) -> None:
+        """Send every datagram the core has queued through the proxy's relay; without an
+        association, fail the requests to that tracker at once (never a direct send)."""
+        failed = False
+        for data, address in self._core.datagrams_to_send(trio.current_time()):
+            try:
+                await relay.sendto(data, address)
+            except SocksUnavailableError as error:
+                self._send_errors += 1
+                failed = True
+                shown = _shown(address)
+                _log.debug("cannot send to tracker %s: %s", shown, error)
+                self._core.fail_tracker(
+                    address, TrackerError(f"cannot reach tracker {shown}: {error}")
+                )
+            except OSError as error:
+                # Like a lost datagram: retransmission or the timeout deal with it.
+                self._send_errors += 1
+                _log.debug("cannot send to tracker %s: %s", _shown(address), error)
+        if failed:
+            self._dispatch()
 
     def _dispatch(self) -> None:
         """Hand the core's events to the tasks waiting for them."""
@@ -358,15 +473,27 @@ class TrackerClient:
                 address = PeerAddress(ip_address(source[0]), source[1])
             except (ValueError, CompactError):
                 continue  # a scoped source address: not any tracker we sent to
-            self._core.receive_datagram(data, address, trio.current_time())
-            self._dispatch()
-            await self._flush()  # a connect answer releases the requests waiting for it
-            # Those sends (and an error's retry) have deadlines of their own, which may come
-            # before the one the timer task sleeps until: wake it to look again. A stray
-            # datagram changes no deadline and wakes nothing, so a flood costs it no work.
-            deadline = self._core.next_deadline()
-            if deadline is not None and deadline < self._timer_deadline:
-                self._wakeup.set()
+            await self._received(data, address)
+
+    async def _read_relay(self, relay: Socks5UdpSocket) -> None:
+        """Feed every datagram the proxy's relay passes on to the core, with the source the
+        relay reports (the socket drops anything not from the relay)."""
+        while True:
+            data, source = await relay.recvfrom()
+            # A dual-stack proxy may report an IPv4 tracker as a mapped IPv6 address.
+            await self._received(data, source.normalized())
+
+    async def _received(self, data: bytes, source: PeerAddress) -> None:
+        """Hand one datagram to the core and act on what it changed."""
+        self._core.receive_datagram(data, source, trio.current_time())
+        self._dispatch()
+        await self._flush()  # a connect answer releases the requests waiting for it
+        # Those sends (and an error's retry) have deadlines of their own, which may come
+        # before the one the timer task sleeps until: wake it to look again. A stray
+        # datagram changes no deadline and wakes nothing, so a flood costs it no work.
+        deadline = self._core.next_deadline()
+        if deadline is not None and deadline < self._timer_deadline:
+            self._wakeup.set()
 
     async def _run_timers(self) -> None:
         """Call the core's timer at each deadline and send what new requests queued.
@@ -424,6 +551,8 @@ async def open_tracker_client(
     max_retransmits: int = DEFAULT_MAX_RETRANSMITS,
     connection_lifetime: float = DEFAULT_CONNECTION_LIFETIME,
     max_requests: int = DEFAULT_MAX_REQUESTS_IN_FLIGHT,
+    proxy: ProxyConfig | None = None,
+    proxy_timeout: float = DEFAULT_PROXY_TIMEOUT,
 ) -> AsyncIterator[TrackerClient]:
     """Run a :class:`TrackerClient` for the duration of an ``async with`` block.
 
@@ -439,6 +568,13 @@ async def open_tracker_client(
         max_retransmits: retransmissions before a request fails (BEP 15: 8).
         connection_lifetime: seconds a connection id is used (BEP 15: 60).
         max_requests: requests in flight at once before further ones are refused.
+        proxy: send every datagram through this SOCKS5 proxy's UDP relay (UDP ASSOCIATE),
+            none directly (see the module docstring). The one UDP socket is bound on
+            ``bind_v4``, or ``bind_v6`` when there is no IPv4 bind or the proxy's host is
+            an IPv6 address (the relay is of the proxy's family); trackers of either family
+            are reached through it.
+        proxy_timeout: seconds an attempt to set up the association may take, and a request
+            waits for one before it fails.
 
     Raises:
         OSError: a socket could not be bound.
@@ -446,6 +582,16 @@ async def open_tracker_client(
     """
     if bind_v4 is None and bind_v6 is None:
         raise LocalProtocolError("a tracker client needs an IPv4 or an IPv6 socket")
+    if proxy is not None and not isinstance(proxy, ProxyConfig):
+        raise LocalProtocolError(f"proxy is a ProxyConfig, got {proxy!r:.80}")
+    if (
+        isinstance(proxy_timeout, bool)
+        or not isinstance(proxy_timeout, int | float)
+        or not 0 < proxy_timeout < math.inf
+    ):
+        raise LocalProtocolError(
+            f"proxy_timeout is a positive number of seconds, got {proxy_timeout!r}"
+        )
     source = random.SystemRandom() if rng is None else rng
     core = TrackerClientCore(
         rng=source,
@@ -455,23 +601,48 @@ async def open_tracker_client(
         max_requests=max_requests,
     )
     sockets: dict[Family, trio.socket.SocketType] = {}
-    try:
-        if bind_v4 is not None:
-            sockets[4] = await _open_socket(4, bind_v4)
-        if bind_v6 is not None:
+    async with AsyncExitStack() as stack:
+        relay: Socks5UdpSocket | None = None
+        if proxy is not None:
+            host = _relay_bind(proxy, bind_v4, bind_v6)
             try:
-                sockets[6] = await _open_socket(6, bind_v6)
-            except OSError as error:
-                if bind_v6 != "::" or not sockets:
-                    raise
-                _log.debug("no IPv6 socket (%s): the tracker client runs over IPv4 only", error)
-        client = TrackerClient(core, sockets, sink=sink, key=source.getrandbits(32))
+                relay = await stack.enter_async_context(
+                    open_socks5_udp_socket(proxy, bind=(host, 0), timeout=proxy_timeout)
+                )
+            except ListenError as error:
+                raise OSError(str(error)) from error
+        else:
+            stack.callback(_close_all, sockets)
+            if bind_v4 is not None:
+                sockets[4] = await _open_socket(4, bind_v4)
+            if bind_v6 is not None:
+                try:
+                    sockets[6] = await _open_socket(6, bind_v6)
+                except OSError as error:
+                    if bind_v6 != "::" or not sockets:
+                        raise
+                    _log.debug("no IPv6 socket (%s): the tracker client runs over IPv4 only", error)
+        client = TrackerClient(
+            core,
+            sockets,
+            sink=sink,
+            key=source.getrandbits(32),
+            relay=relay,
+            proxy_timeout=float(proxy_timeout),
+        )
         if _log.isEnabledFor(logging.DEBUG):
-            _log.debug("tracker client bound to %s", ", ".join(map(str, client.local_addresses)))
+            through = "" if proxy is None else f", through the proxy {proxy.url}"
+            _log.debug(
+                "tracker client bound to %s%s",
+                ", ".join(map(str, client.local_addresses)),
+                through,
+            )
         try:
             async with trio.open_nursery() as nursery:
                 for sock in sockets.values():
                     nursery.start_soon(client._read, sock)
+                if relay is not None:
+                    nursery.start_soon(client._read_relay, relay)
                 nursery.start_soon(client._run_timers)
                 try:
                     yield client
@@ -479,9 +650,34 @@ async def open_tracker_client(
                     nursery.cancel_scope.cancel()
         finally:
             client._close()
-    finally:
-        for sock in sockets.values():
-            sock.close()
+
+
+def _relay_bind(proxy: ProxyConfig, bind_v4: str | None, bind_v6: str | None) -> str:
+    """Where the socket that talks to *proxy*'s relay is bound: the proxy's family when its
+    host is an address and we may bind that family (the relay is of its family), else IPv4
+    if we may."""
+    try:
+        family = ip_address(proxy.host).version
+    except ValueError:  # a name: its connection most likely goes over IPv4
+        family = 4
+    if family == 6 and bind_v6 is not None:
+        return bind_v6
+    if bind_v4 is not None:
+        return bind_v4
+    assert bind_v6 is not None  # checked by the caller
+    return bind_v6
+
+
+def _close_all(sockets: dict[Family, trio.socket.SocketType]) -> None:
+    for sock in sockets.values():
+        sock.close()
+
+
+def _shown(address: TrackerAddress) -> str:
+    """A tracker's address or ``(host, port)`` name as ``host:port``, for messages."""
+    if isinstance(address, PeerAddress):
+        return str(address)
+    return f"{address[0]}:{address[1]}"
 
 
 def _swarm_id(info_hash: InfoHash | bytes) -> bytes:

@@ -6,7 +6,8 @@ monotonic origin) and moves datagrams in and out.
 
 - ``announce(tracker, params, now)`` / ``scrape(tracker, info_hashes, now)`` start a request
   and return its :data:`RequestId`;
-- ``datagrams_to_send(now)`` gives the ``(bytes, tracker)`` pairs to send;
+- ``datagrams_to_send(now)`` gives the ``(bytes, tracker)`` pairs to send (``tracker``: a
+  :class:`~bip_handshake.PeerAddress`, or a ``(host, port)`` name for a proxy to resolve);
 - ``receive_datagram(data, source, now)`` takes whatever arrived;
 - ``next_deadline()`` / ``handle_timer(now)`` drive retransmission;
 - ``next_event()`` gives :class:`AnnounceResult`, :class:`ScrapeResult` or
@@ -22,6 +23,13 @@ How the protocol is run:
   address the packet went to, and of the action that answers it; everything else is counted
   (:meth:`TrackerClientCore.statistics`) and dropped, so a forged or stray datagram can neither
   complete a request nor disturb one.
+- A tracker may also be named by ``(host, port)``, a host name a SOCKS5 proxy resolves (remote
+  DNS: the name never reaches our resolver). Its answers come from an address we never saw,
+  which the proxy's relay reports: one is accepted from any source with a known transaction id
+  of the packet's tracker and the answering action (the shell takes datagrams from the relay
+  only), and is decoded by its source's family (BEP 15 sizes an announce's peers by the family
+  the packet used between the proxy and the tracker). A tracker named by an address keeps the
+  address check.
 - A packet unanswered after ``timeout * 2**n`` seconds is sent again with n one higher, up to
   n = ``max_retransmits`` (BEP 15: 15 s and 8); then the request fails with
   :class:`TrackerTimeoutError`. A retransmission that would use an expired connection id
@@ -76,6 +84,7 @@ import logging
 import random
 from collections import deque
 from dataclasses import dataclass
+from ipaddress import ip_address
 from typing import NewType
 
 from bip_handshake import PeerAddress
@@ -112,6 +121,7 @@ __all__ = [
     "RequestFailed",
     "RequestId",
     "ScrapeResult",
+    "TrackerAddress",
     "TrackerClientCore",
     "TrackerEvent",
 ]
@@ -134,6 +144,12 @@ MAX_ERROR_MESSAGE = 1024
 
 RequestId = NewType("RequestId", int)
 """Names one announce or scrape of a :class:`TrackerClientCore`."""
+
+TrackerAddress = PeerAddress | tuple[str, int]
+"""Where a request goes: the tracker's address, or a host name and port for a SOCKS5 proxy to
+resolve (remote DNS; never an IP literal, which is a :class:`~bip_handshake.PeerAddress`)."""
+
+_MAX_HOST_NAME = 255  # what SOCKS5's one length byte can carry
 
 _CONNECT, _ANNOUNCE, _SCRAPE = 0, 1, 2
 # The action field of an announce reply, as it starts the datagram.
@@ -199,13 +215,14 @@ class AnnounceResult:
 
     Attributes:
         request_id: the announce this answers.
-        tracker: the tracker's address.
+        tracker: the tracker's address (for a tracker named by host name, the address the
+            answer came from, as the proxy's relay reported it).
         info_hash: the swarm id announced.
         interval: seconds the tracker wants between announces (0 for a negative one; an
             :class:`~bip_utracker.Announcer` bounds it further).
         leechers: peers in the swarm still downloading (0 for a negative count).
         seeders: peers in the swarm with everything (0 for a negative count).
-        peers: some peers of the swarm (of the tracker address's family, but an IPv4-mapped
+        peers: some peers of the swarm (of that address's family, but an IPv4-mapped
             IPv6 one made IPv4), in the tracker's order, each once, none with port 0 or an
             unspecified or multicast host.
     """
@@ -225,7 +242,8 @@ class ScrapeResult:
 
     Attributes:
         request_id: the scrape this answers.
-        tracker: the tracker's address.
+        tracker: the tracker's address (for a tracker named by host name, the address the
+            answer came from).
         info_hashes: the swarm ids asked about, in request order.
         files: the statistics of each, in the same order.
 
@@ -254,13 +272,13 @@ class RequestFailed:
 
     Attributes:
         request_id: the request that failed.
-        tracker: the tracker's address.
+        tracker: the tracker as the request named it: its address, or ``(host, port)``.
         error: :class:`TrackerTimeoutError`, :class:`TrackerRejectedError` (the tracker's
             message) or :class:`MalformedPacketError` (the answer did not decode).
     """
 
     request_id: RequestId
-    tracker: PeerAddress
+    tracker: TrackerAddress
     error: TrackerError
 
 
@@ -304,12 +322,23 @@ class ClientStatistics:
 
 
 class _Tracker:
-    """What we know about one tracker address."""
+    """What we know about one tracker (an address, or a name a proxy resolves)."""
 
-    __slots__ = ("address", "connect", "connection_id", "expires", "in_flight", "timer", "waiting")
+    __slots__ = (
+        "address",
+        "connect",
+        "connection_id",
+        "expires",
+        "in_flight",
+        "shown",
+        "timer",
+        "waiting",
+    )
 
-    def __init__(self, address: PeerAddress) -> None:
+    def __init__(self, address: TrackerAddress) -> None:
         self.address = address
+        # For messages: a name's tuple would show as "('host', 1)".
+        self.shown = str(address) if isinstance(address, PeerAddress) else _shown_name(address)
         self.connection_id: int | None = None
         self.expires = 0.0
         self.connect: _Exchange | None = None
@@ -410,14 +439,14 @@ class TrackerClientCore:
         self._max_retransmits = max_retransmits
         self._lifetime = float(connection_lifetime)
         self._max_requests = max_requests
-        self._trackers: dict[PeerAddress, _Tracker] = {}
+        self._trackers: dict[TrackerAddress, _Tracker] = {}
         self._transactions: dict[int, _Exchange] = {}
         self._requests: dict[RequestId, _Exchange] = {}
         # (deadline, sequence, exchange or tracker); stale entries are skipped when popped.
         self._timers: list[tuple[float, int, _Exchange | _Tracker]] = []
         self._sequence = 0
         self._next_request = 1
-        self._outgoing: list[tuple[bytes, PeerAddress]] = []
+        self._outgoing: list[tuple[bytes, TrackerAddress]] = []
         self._events: deque[TrackerEvent] = deque()
         self._sent = 0
         self._received = 0
@@ -433,7 +462,7 @@ class TrackerClientCore:
 
     # --- requests ------------------------------------------------------------------------------
 
-    def announce(self, tracker: PeerAddress, params: AnnounceParams, now: float) -> RequestId:
+    def announce(self, tracker: TrackerAddress, params: AnnounceParams, now: float) -> RequestId:
         """Start an announce to *tracker*; its result comes from :meth:`next_event`.
 
         Raises:
@@ -446,7 +475,9 @@ class TrackerClientCore:
         params.request(0, 0).encode()  # every field checked now, not at the first send
         return self._start(_ANNOUNCE, tracker, now, params=params)
 
-    def scrape(self, tracker: PeerAddress, info_hashes: tuple[bytes, ...], now: float) -> RequestId:
+    def scrape(
+        self, tracker: TrackerAddress, info_hashes: tuple[bytes, ...], now: float
+    ) -> RequestId:
         """Start a scrape of 1 to 74 swarm ids at *tracker*; see :meth:`next_event` for the result.
 
         Raises:
@@ -465,9 +496,22 @@ class TrackerClientCore:
         self._finish(exchange)
         return True
 
+    def fail_tracker(self, tracker: TrackerAddress, error: TrackerError) -> int:
+        """Fail every request to *tracker* with *error*, each with a :class:`RequestFailed`
+        event: the shell could not send to it (through a proxy, no UDP association is up).
+        Returns how many failed. Its cached connection id stays (the tracker did not refuse
+        it); a connect waiting for an answer is dropped with its requests.
+        """
+        doomed = [
+            exchange for exchange in self._requests.values() if exchange.tracker.address == tracker
+        ]
+        for exchange in doomed:
+            self._fail(exchange, error)
+        return len(doomed)
+
     # --- datagrams and time --------------------------------------------------------------------
 
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, PeerAddress]]:
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, TrackerAddress]]:
         """The datagrams to send now, each with its destination; the list is handed over."""
         del now  # packets are built when the state changes; the argument keeps the API uniform
         outgoing, self._outgoing = self._outgoing, []
@@ -488,9 +532,17 @@ class TrackerClientCore:
             self._unknown_transaction += 1
             return
         tracker = exchange.tracker
-        if source != tracker.address:
-            self._wrong_address += 1
-            return
+        if isinstance(tracker.address, PeerAddress):
+            if source != tracker.address:
+                self._wrong_address += 1
+                return
+            family = tracker.address.family
+        else:
+            # A name the proxy resolved: the answer comes from an address we never saw (the
+            # relay vouches for it, the transaction id names the packet). The packet between
+            # the proxy and the tracker used the source's family: its peers are sized by it.
+            source = source.normalized()
+            family = source.family
         if exchange.kind == _ANNOUNCE and raw[:4] == _BARE_ANNOUNCE_ACTION and len(raw) == 8:
             # A bare announce header with no body is how opentracker refuses a torrent that is
             # not on its whitelist: a refusal, not line noise.
@@ -503,7 +555,7 @@ class TrackerClientCore:
             )
             return
         try:
-            response = decode_response(raw, family=tracker.address.family)
+            response = decode_response(raw, family=family)
         except MalformedPacketError as error:
             self._malformed += 1
             self._fail_exchange(exchange, error)
@@ -519,7 +571,7 @@ class TrackerClientCore:
                 exchange,
                 AnnounceResult(
                     exchange.request_id,
-                    tracker.address,
+                    source,
                     params.info_hash,
                     max(response.interval, 0),
                     max(response.leechers, 0),
@@ -542,7 +594,7 @@ class TrackerClientCore:
                 exchange,
                 ScrapeResult(
                     exchange.request_id,
-                    tracker.address,
+                    source,
                     exchange.info_hashes,
                     tuple(_counted(stats) for stats in response.files),
                 ),
@@ -593,7 +645,7 @@ class TrackerClientCore:
             error_retries=self._error_retries,
         )
 
-    def connection_id(self, tracker: PeerAddress, now: float) -> int | None:
+    def connection_id(self, tracker: TrackerAddress, now: float) -> int | None:
         """The connection id cached for *tracker* and still valid at *now*, if any."""
         state = self._trackers.get(tracker)
         return None if state is None else state.valid_connection(now)
@@ -603,16 +655,17 @@ class TrackerClientCore:
     def _start(
         self,
         kind: int,
-        address: PeerAddress,
+        address: TrackerAddress,
         now: float,
         *,
         params: AnnounceParams | None = None,
         info_hashes: tuple[bytes, ...] = (),
     ) -> RequestId:
-        if not isinstance(address, PeerAddress):
-            raise LocalProtocolError(f"a tracker is a PeerAddress, got {type(address).__name__}")
-        if not address.is_connectable:
-            raise LocalProtocolError(f"cannot send to tracker address {address}")
+        if isinstance(address, PeerAddress):
+            if not address.is_connectable:
+                raise LocalProtocolError(f"cannot send to tracker address {address}")
+        else:
+            address = _checked_name(address)
         if len(self._requests) >= self._max_requests:
             raise LocalProtocolError(f"{self._max_requests} requests are already in flight")
         tracker = self._trackers.get(address)
@@ -695,7 +748,7 @@ class TrackerClientCore:
             self._fail_exchange(
                 exchange,
                 TrackerTimeoutError(
-                    f"no answer from tracker {exchange.tracker.address} after "
+                    f"no answer from tracker {exchange.tracker.shown} after "
                     f"{self._max_retransmits + 1} attempts ({waited:g} s)"
                 ),
             )
@@ -704,7 +757,7 @@ class TrackerClientCore:
         self._retransmissions += 1
         _log.debug(
             "no answer from tracker %s to a %s: sending it again (retransmission %d of %d)",
-            exchange.tracker.address,
+            exchange.tracker.shown,
             _KIND_NAMES[exchange.kind],
             exchange.attempt,
             self._max_retransmits,
@@ -751,7 +804,7 @@ class TrackerClientCore:
         _log.debug(
             "tracker %s answered a %s with an error (%r): sending it again with a fresh "
             "connection id",
-            tracker.address,
+            tracker.shown,
             _KIND_NAMES[exchange.kind],
             message,
         )
@@ -827,6 +880,42 @@ class TrackerClientCore:
             return  # kept for later requests; its expiry timer comes back here
         if self._trackers.get(tracker.address) is tracker:
             del self._trackers[tracker.address]
+
+
+def _checked_name(address: object) -> tuple[str, int]:
+    """A ``(host, port)`` tracker name as a key: the host in lower case (names are not case
+    sensitive, and one connection id serves all spellings).
+
+    Raises:
+        LocalProtocolError: not a pair of a host name (1 to 255 ASCII characters, not an IP
+            literal) and a port in 1..65535.
+    """
+    if not (
+        isinstance(address, tuple)
+        and len(address) == 2
+        and isinstance(address[0], str)
+        and isinstance(address[1], int)
+        and not isinstance(address[1], bool)
+    ):
+        raise LocalProtocolError(
+            f"a tracker is a PeerAddress or (host name, port), got {address!r:.80}"
+        )
+    host, port = address
+    if not 1 <= port <= 0xFFFF:
+        raise LocalProtocolError(f"a tracker port is 1..65535, got {port}")
+    if not host.isascii() or not 0 < len(host) <= _MAX_HOST_NAME:
+        raise LocalProtocolError(f"not a tracker host name: {host!r:.80}")
+    try:
+        ip_address(host)
+    except ValueError:
+        return host.lower(), port
+    # An address is checked against the answers' source: it must not pass as a name.
+    raise LocalProtocolError(f"an IP address is a PeerAddress, not a name: {host!r}")
+
+
+def _shown_name(address: tuple[str, int]) -> str:
+    """``host:port`` of a tracker name, for messages."""
+    return f"{address[0]}:{address[1]}"
 
 
 def _dialable(peers: tuple[PeerAddress, ...]) -> tuple[PeerAddress, ...]:

@@ -198,7 +198,8 @@ class ClientConfig:
             resolver must not be asked, and the ``yourip`` of the peers we dial is no vote
             on our address: they see the proxy's); with ``proxy_tracker_connections``
             HTTP(S) trackers are reached through it (TLS over the proxied stream) and UDP
-            trackers are skipped with one warning, as libtorrent without UDP ASSOCIATE.
+            trackers through its UDP relay (UDP ASSOCIATE), as libtorrent's; a proxy that
+            refuses UDP (microsocks) fails each UDP announce.
             ``ssrf_mitigation`` judges a name the proxy resolves by the name (``localhost``
             is this machine) and holds it to the rules for a server on this machine.
             Connections peers make to us (TCP and uTP) do not go through the proxy, and
@@ -206,8 +207,8 @@ class ClientConfig:
             --no-dht``, ``lsd`` off) to keep every outgoing packet on the proxy.
         proxy_peer_connections: dial peers and fetch from web seeds through ``proxy``
             (libtorrent's setting: web seeds are peer connections there too).
-        proxy_tracker_connections: reach HTTP(S) trackers through ``proxy``, and skip UDP
-            trackers (libtorrent's setting).
+        proxy_tracker_connections: reach HTTP(S) trackers through ``proxy``, and UDP
+            trackers through its UDP relay (libtorrent's setting).
         natpmp: map our listen ports on the NAT gateway with PCP (RFC 6887), or NAT-PMP
             (RFC 6886) when the gateway does not speak PCP, as libtorrent's
             ``enable_natpmp``: the TCP listen ports and the UDP ones (uTP, the

@@ -239,7 +239,6 @@ class Session:
         """NAT-PMP: the gateway's mappings of our ports (its ``mapper`` is ``None`` when
         :attr:`ClientConfig.natpmp` is off or could not start)."""
         self._rng = random.Random(config.seed_rng)
-        self._udp_skip_warned = False
         self.web_seed_client = WebSeedClient(
             local_address=_http_local_address(config),
             ssrf_mitigation=config.ssrf_mitigation,
@@ -454,15 +453,8 @@ class Session:
         if self.trackers is not None and self.config.trackers:
             urls = [url for tier in _trackers_of(source) for url in tier]
             urls += options.extra_trackers
+            # UDP trackers go through the proxy's UDP relay too (the tracker client's).
             proxied = _tracker_proxy(self.config) is not None
-            if proxied and len(kept := _without_udp(urls)) < len(urls):
-                urls = kept
-                if not self._udp_skip_warned:  # once per session: the same for every torrent
-                    self._udp_skip_warned = True
-                    logger.warning(
-                        "skipping UDP trackers: tracker connections go through the SOCKS5 "
-                        "proxy, which carries TCP only"
-                    )
             if urls:
                 sources.append(
                     TrackerAnnouncer(
@@ -1191,14 +1183,10 @@ def _proxy_resolves_peer_names(config: ClientConfig) -> bool:
 
 
 def _tracker_proxy(config: ClientConfig) -> ProxyConfig | None:
-    """The proxy HTTP(S) trackers are reached through, or None (web seeds follow the peers')."""
+    """The proxy trackers are reached through, or None (web seeds follow the peers'): HTTP(S)
+    ones over CONNECT, UDP ones through its UDP relay (UDP ASSOCIATE), as libtorrent's
+    ``proxy_tracker_connections``; a proxy that refuses UDP fails each UDP announce."""
     return config.proxy_settings if config.proxy_tracker_connections else None
-
-
-def _without_udp(urls: Sequence[str]) -> list[str]:
-    """``urls`` without the ``udp://`` ones, which a CONNECT proxy cannot carry (libtorrent
-    without SOCKS5 UDP ASSOCIATE skips them too)."""
-    return [url for url in urls if url.partition("://")[0].lower() != "udp"]
 
 
 def _dht_decided(dht: DhtLike | None) -> Callable[[], Mapping[Family, PeerAddress]] | None:
@@ -1416,7 +1404,9 @@ async def open_session(
             if config.trackers:
                 bind_v4, bind_v6 = _tracker_binds(config)
                 trackers = await stack.enter_async_context(
-                    open_tracker_client(bind_v4=bind_v4, bind_v6=bind_v6)
+                    open_tracker_client(
+                        bind_v4=bind_v4, bind_v6=bind_v6, proxy=_tracker_proxy(config)
+                    )
                 )
                 http_trackers = await stack.enter_async_context(
                     HttpTrackerClient(
