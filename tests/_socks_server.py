@@ -27,6 +27,7 @@ datagram read with at most 65,535 bytes.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 from collections.abc import AsyncIterator
@@ -361,9 +362,11 @@ async def _associate(server: SocksServer, stream: trio.SocketStream, request: Re
                 async with trio.open_nursery() as nursery:
 
                     async def watch_control() -> None:
-                        # Bytes on the control connection mean nothing: its end is the end.
-                        while await stream.receive_some(512):
-                            pass
+                        # Bytes on the control connection mean nothing: its end (a reset
+                        # too, raised here inside the nursery) is the association's end.
+                        with contextlib.suppress(trio.BrokenResourceError, OSError):
+                            while await stream.receive_some(512):
+                                pass
                         nursery.cancel_scope.cancel()
 
                     nursery.start_soon(watch_control)

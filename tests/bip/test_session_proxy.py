@@ -59,7 +59,8 @@ async def test_a_leecher_behind_the_proxy_downloads_through_it(tmp_path: Path) -
             async with seeder_and_leecher(torrent, folder) as (seeder, _):
                 config = loopback_config(proxy=proxy.url(user=None))
                 async with open_session(config) as leecher:
-                    assert leecher.dialer is None  # no PeerDialer: no uTP dials
+                    assert leecher.dialer is not None
+                    assert leecher.dialer.prefer == "tcp"  # TCP first, uTP through the relay
                     assert leecher.holepunch is None
                     seed = address_of(seeder)
                     download = await leecher.add_torrent(

@@ -78,6 +78,7 @@ async def test_bip_downloads_through_microsocks(
                 torrent, TorrentOptions(tmp_path / "down", peers=(seed,))
             )
             await download.wait_complete()
-            assert leecher.dialer is None  # TCP through the proxy, no uTP dials
+            assert leecher.dialer is not None  # microsocks refuses UDP: no uTP dial connects
+            assert leecher.dialer.statistics().utp_connected == 0
     for name in ("one.bin", "two.bin"):
         assert (tmp_path / "down" / "payload" / name).read_bytes() == (folder / name).read_bytes()

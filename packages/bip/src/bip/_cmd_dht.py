@@ -13,7 +13,9 @@
 Each one-shot command runs a read-only node (BEP 43: others do not keep a node that will be
 gone in a moment in their tables) for the time of the question, joins through
 ``--bootstrap`` (or the nodes saved in ``--state``: no public router is ever a default) and
-gives up after ``--timeout`` seconds. All of it is bip_dht's public API (:func:`open_dht`).
+gives up after ``--timeout`` seconds. ``--proxy URL`` sends every datagram of the node
+through a SOCKS5 proxy's UDP relay, as ``bip download --proxy`` does. All of it is bip_dht's
+public API (:func:`open_dht`).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from bip_dht import (
     RoutingStateError,
     open_dht,
 )
+from bip_handshake import ProxyConfig, parse_proxy_url
 from bip_metainfo import Metainfo, MutableTorrentLink
 
 from ._arguments import add_command_group, add_serve_loop_options, add_timeout
@@ -100,6 +103,14 @@ def _node_options(parser: argparse.ArgumentParser, *, bind: str, serve: bool = F
         metavar="FILE",
         help="read our node id and known nodes from FILE"
         + (" and save them there on exit" if serve else " (and save them back)"),
+    )
+    parser.add_argument(
+        "--proxy",
+        metavar="URL",
+        help="send every datagram through this SOCKS5 proxy's UDP relay (UDP ASSOCIATE),"
+        " never directly: socks5://[USER:PASSWORD@]HOST[:PORT] (socks5h://: the proxy"
+        " resolves the --bootstrap names); a proxy that refuses UDP leaves the node without"
+        " answers",
     )
     if not serve:
         add_timeout(parser, default=DEFAULT_TIMEOUT)
@@ -235,6 +246,20 @@ def _bind(text: str) -> tuple[str, int]:
     return parse_endpoint(text, default_port=0)
 
 
+def _proxy(url: str | None) -> ProxyConfig | None:
+    """``--proxy``, parsed (None: none).
+
+    Raises:
+        CLIError: not a SOCKS5 URL (the message never shows the password).
+    """
+    if url is None:
+        return None
+    try:
+        return parse_proxy_url(url)
+    except ValueError as error:
+        raise CLIError(f"--proxy: {error}") from None
+
+
 @contextlib.asynccontextmanager
 async def _node(args: argparse.Namespace, *, read_only: bool = False) -> AsyncIterator[DHT]:
     """A node on ``--bind`` joined through ``--bootstrap`` or ``--state``; saves the state
@@ -244,10 +269,13 @@ async def _node(args: argparse.Namespace, *, read_only: bool = False) -> AsyncIt
         CLIError: a malformed address or state, or nothing to start from.
     """
     bootstrap = [parse_endpoint(text) for text in args.bootstrap]
+    proxy = _proxy(getattr(args, "proxy", None))
     state = await trio.to_thread.run_sync(_read_state, args.state)
     try:
         config = DHTConfig(read_only=read_only)
-        async with open_dht(_bind(args.bind), bootstrap, state=state, config=config) as dht:
+        async with open_dht(
+            _bind(args.bind), bootstrap, state=state, config=config, proxy=proxy
+        ) as dht:
             try:
                 yield dht
             finally:
@@ -314,6 +342,8 @@ async def _serve(args: argparse.Namespace) -> int:
         async with _node(args, read_only=args.read_only) as dht:
             where = ", ".join(str(address) for address in dht.addresses)
             mode = " (read-only)" if args.read_only else ""
+            if dht.proxy is not None:
+                mode += f" through the proxy {dht.proxy.url}"
             print(f"DHT node {dht.node_id.value.hex()} on {where}{mode}", flush=True)
             if not _has_start(dht, args):
                 print("no bootstrap node: waiting for others to join through us", flush=True)
@@ -364,8 +394,13 @@ def _run_announce(args: argparse.Namespace) -> int:
         result = await dht.announce(key, args.port)
         if result.announced_to == 0:
             raise CLIError("no node accepted the announce")
-        port = args.port if args.port is not None else dht.addresses[0].port
-        print(f"announced {key.hex()} on port {port} to {result.announced_to} nodes")
+        if args.port is not None:
+            where = f"port {args.port}"
+        elif dht.proxy is not None:  # implied_port: the nodes saw the relay's, not ours
+            where = "the port the proxy relays from"
+        else:
+            where = f"port {dht.addresses[0].port}"
+        print(f"announced {key.hex()} on {where} to {result.announced_to} nodes")
         return 0
 
     return _run_once(args, job)

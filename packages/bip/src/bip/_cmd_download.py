@@ -240,10 +240,11 @@ def add_session_arguments(parser: argparse.ArgumentParser) -> None:
         "--proxy",
         metavar="URL",
         help="a SOCKS5 proxy, socks5://[USER:PASSWORD@]HOST[:PORT] (socks5h://: the proxy"
-        " resolves host names; percent-encode / ? # @ in the password), for peer connections"
-        " and web seeds (TCP only: uTP is accepted, never dialled) and HTTP(S) trackers; UDP"
-        " trackers are then skipped, and the DHT and LSD still talk directly (add --no-dht to"
-        " keep to the proxy)",
+        " resolves host names; percent-encode / ? # @ in the password), for peer connections,"
+        " web seeds, trackers and the DHT: TCP by CONNECT, uTP dials, UDP trackers and the DHT"
+        " through its UDP relay (UDP ASSOCIATE; a proxy that refuses it leaves peers on TCP,"
+        " UDP announces failing and the DHT without answers); incoming peers and LSD stay"
+        " direct",
     )
     add_ip_filter_options(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress line")
@@ -308,6 +309,8 @@ async def open_session_with_dht(
     Unless uTP is off (``--no-utp``), uTP shares the node's UDP socket when the node got the
     listen port, as libtorrent does: the node hands every datagram that is not KRPC to the
     session's :class:`~bip._client._utp.UtpRouter`, and uTP sends from the node's socket.
+    With ``--proxy`` the node goes through the proxy's UDP relay instead (see
+    :func:`open_dht_node`) and uTP keeps a socket of its own.
 
     Raises:
         CLIError: a malformed ``--dht-bootstrap``.
@@ -334,6 +337,12 @@ async def open_dht_node(
     resolved through it). ``more_bootstrap``: nodes besides ``--dht-bootstrap`` (a magnet
     link's ``dht``). The state is saved when the block ends.
 
+    With a SOCKS5 proxy (``--proxy``), every datagram of the node goes through the proxy's
+    UDP relay, as libtorrent proxies its DHT whenever a SOCKS5 proxy is set (bootstrap names
+    go to the proxy as names under ``socks5h://``). The node then shares its socket with
+    nobody (the relay returns only answers to what we sent: incoming uTP could not arrive
+    there) and binds any port, so that uTP's own socket gets the listen port: no router.
+
     Raises:
         CLIError: a malformed ``--dht-bootstrap``.
         DHTSocketError: as :func:`open_session_with_dht`.
@@ -348,19 +357,22 @@ async def open_dht_node(
     except OSError:
         state = None
     host, port = config.listen[0] if config.listen else ("0.0.0.0", 0)
+    proxy = config.proxy_settings
+    if proxy is not None:
+        port = 0  # peers see the relay's port, never ours; the listen port is uTP's
     # Made before the node, which may hear uTP before the session has its uTP socket: the
     # router drops those datagrams until then.
-    router = UtpRouter() if config.utp else None
+    router = UtpRouter() if config.utp and proxy is None else None
     other = router.datagram_received if router is not None else None
     async with contextlib.AsyncExitStack() as stack:
         try:
             dht = await stack.enter_async_context(
-                open_dht((host, port), bootstrap, state=state, other_datagrams=other)
+                open_dht((host, port), bootstrap, state=state, other_datagrams=other, proxy=proxy)
             )
         except RoutingStateError:
             logger.warning("%s is not a DHT state: starting afresh", state_path)
             dht = await stack.enter_async_context(
-                open_dht((host, port), bootstrap, other_datagrams=other)
+                open_dht((host, port), bootstrap, other_datagrams=other, proxy=proxy)
             )
         except DHTSocketError:
             if port == 0:
@@ -368,7 +380,7 @@ async def open_dht_node(
             # The UDP port is taken (another client's DHT): any port does (uTP then tries
             # the listen port itself, and warns if it is taken).
             dht = await stack.enter_async_context(
-                open_dht((host, 0), bootstrap, state=state, other_datagrams=other)
+                open_dht((host, 0), bootstrap, state=state, other_datagrams=other, proxy=proxy)
             )
         try:
             yield dht, router

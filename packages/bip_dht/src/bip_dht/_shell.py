@@ -39,7 +39,18 @@ Design (DESIGN section 3; trio's and bip_utracker's shells are the models):
   takes datagrams, not errors; reports about a destination with no query in flight change
   nothing. Elsewhere the reader is trio's ``recvfrom`` loop.
 - No address is ever a default: the node contacts only what the caller names (``bootstrap``)
-  and what the nodes it hears from tell it. Host names are resolved with the system resolver.
+  and what the nodes it hears from tell it. Host names are resolved with the system resolver
+  (through the proxy under its remote DNS, below).
+- Through a SOCKS5 proxy (``proxy``), as libtorrent sends its DHT whenever one is set: every
+  socket is a :class:`~bip_handshake.Socks5UdpSocket` bound where a direct one would be, and
+  every KRPC datagram goes through the proxy's UDP relay, none directly. A datagram sent
+  while no association is up is lost (counted in ``send_errors``; the query times out) and
+  the outage is logged once (:mod:`._shell_proxy`). No error queue is read (ICMP errors come
+  from the relay's path, not the node's). The bootstrap waits for the associations first (at
+  most ``PROXY_WAIT`` seconds); under the proxy's remote DNS (``socks5h``) a bootstrap name
+  is pinged through the relay by name and the address that answers is what the node
+  bootstraps from. The sockets are not shared with another protocol (``other_datagrams`` is
+  refused): incoming uTP cannot reach a relay, which only returns answers to us.
 - Randomness: a :class:`random.SystemRandom` unless the caller gives an ``rng`` (tests), so
   transaction ids and token secrets cannot be predicted off-path.
 """
@@ -52,7 +63,7 @@ import math
 import random
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 from ipaddress import ip_address
 from types import TracebackType
@@ -67,14 +78,20 @@ from bip_handshake import (
     Family,
     FragmentControl,
     IPFilter,
+    ListenError,
     NodeInfo,
     PeerAddress,
     PeerSink,
+    ProxyConfig,
+    Socks5UdpSocket,
+    SocksUnavailableError,
+    open_socks5_udp_socket,
 )
 from bip_metainfo import InfoHash
 
 from ._errors import DHTError, ItemError, LocalProtocolError
 from ._items import ImmutableItem, MutableItem, mutable_target
+from ._krpc import Ping
 from ._lookup import LookupResult
 from ._mutable_torrent import MutableTorrent, mutable_torrent_value
 from ._node import DHTNode
@@ -98,6 +115,7 @@ from ._shell_datagrams import (
     is_krpc_candidate,
 )
 from ._shell_periodic import DEFAULT_FIND_INTERVAL, keep_finding
+from ._shell_proxy import PROBE_ATTEMPTS, PROXY_WAIT, NameProbes, RelayOutages
 from ._shell_sockets import (
     MAX_DATAGRAM,
     SEND_TRANSIENT_ERRORS,
@@ -105,6 +123,7 @@ from ._shell_sockets import (
     AddressLike,
     DHTSocketError,
     bind_list,
+    host_name,
     open_socket,
     resolve,
 )
@@ -279,10 +298,15 @@ class DHT:
         rng: random.Random,
         other_datagrams: OtherDatagrams | None = None,
         error_queues: dict[Family, ErrorQueue] | None = None,
+        relayed: dict[Family, Socks5UdpSocket] | None = None,
     ) -> None:
+        """``sockets``: the direct sockets; ``relayed``: the sockets through a proxy (then
+        ``sockets`` is empty: a node is proxied whole or not at all)."""
         self._node = node
         self._rng = rng
         self._sockets = sockets
+        self._relayed = {} if relayed is None else relayed
+        self._families = frozenset(sockets) | frozenset(self._relayed)
         # Datagrams may be fragmented (uTP's over this socket too), but for uTP's path MTU
         # probes: those go with "don't fragment" (send_datagram's dont_fragment).
         self._senders = {
@@ -290,7 +314,18 @@ class DHT:
             for family, sock in sockets.items()
         }
         # Bound once and for good: read now, so the addresses stay readable after closing.
-        self._addresses_bound = tuple(_bound(sockets[family]) for family in sorted(sockets))
+        bound = {family: _bound(sock) for family, sock in sockets.items()}
+        bound.update((family, udp.local_address) for family, udp in self._relayed.items())
+        self._addresses_bound = tuple(bound[family] for family in sorted(bound))
+        udp_sockets = list(self._relayed.values())
+        self._proxy = udp_sockets[0].proxy if udp_sockets else None
+        self._outages = None if self._proxy is None else RelayOutages(self._proxy)
+        # Bootstrap names sent to the proxy (remote DNS): one probe per name and family.
+        names = node.config.max_bootstrap_addresses
+        self._probes = NameProbes(rng, capacity=max(1, len(self._relayed)) * names)
+        # Set once open_dht's first bootstrap has begun (through a proxy it waits for the
+        # associations in the background): bootstrap() reuses its addresses.
+        self._joining = trio.Event()
         self._foreign = None if other_datagrams is None else ForeignDatagrams(other_datagrams)
         # Linux: the sockets' error queues (the readers use them; open_dht closes them)
         self._error_queues = {} if error_queues is None else error_queues
@@ -312,8 +347,38 @@ class DHT:
     @property
     def addresses(self) -> tuple[PeerAddress, ...]:
         """The addresses our sockets are bound to (IPv4 first): the ports peers see, for the
-        node and for whatever shares its sockets (:meth:`send_datagram`)."""
+        node and for whatever shares its sockets (:meth:`send_datagram`). Through a proxy
+        they are our end of the relay only: peers see the relay's address instead."""
         return self._addresses_bound
+
+    @property
+    def proxy(self) -> ProxyConfig | None:
+        """The SOCKS5 proxy whose UDP relay carries every datagram of the node, or None:
+        the node talks to other nodes directly."""
+        return self._proxy
+
+    @property
+    def associated(self) -> bool:
+        """Whether datagrams can go out now: without a proxy always; through one, while
+        every socket's UDP association is up."""
+        return all(udp.associated for udp in self._relayed.values())
+
+    async def wait_associated(self) -> None:
+        """Return once every socket's UDP association through the proxy is up (at once
+        without a proxy). Unbounded: callers bound it (``trio.move_on_after``), a proxy may
+        refuse for ever.
+
+        Raises:
+            DHTError: the DHT closed while waiting.
+        """
+        try:
+            # Each round waits for changes of association: it goes on only when one that
+            # was up went down meanwhile.
+            while not self.associated:
+                for udp in self._relayed.values():
+                    await udp.wait_associated()
+        except trio.ClosedResourceError:
+            raise DHTError("the DHT closed before its proxy relayed") from None
 
     @property
     def node(self) -> DHTNode:
@@ -357,7 +422,15 @@ class DHT:
     # -- operations ---------------------------------------------------------------------
 
     async def ping(self, address: AddressLike) -> NodeInfo | None:
-        """Ping *address*: the node that answered, or None."""
+        """Ping *address*: the node that answered, or None.
+
+        Through a proxy with remote DNS, a host name is pinged through the relay by name
+        first (its answer says the address the node then pings).
+
+        Raises:
+            DHTSocketError: the name did not resolve (through a proxy with remote DNS: no
+                node answered at that name), or names no address of a family we run.
+        """
         found = await self._addresses([address])
         if not found:
             raise DHTSocketError(f"{address!r} has no address of a family we run")
@@ -375,14 +448,23 @@ class DHT:
         if not isinstance(address, PeerAddress):
             raise LocalProtocolError(f"an address is a PeerAddress, got {address!r}")
         normal = address.normalized()
-        if normal.family not in self._sockets or not normal.is_connectable:
+        if normal.family not in self._families or not normal.is_connectable:
             return
         self._node.add_node(normal, trio.current_time())
         self._kick.set()
 
     async def bootstrap(self, addresses: Iterable[AddressLike] = ()) -> int:
         """Join through *addresses* (or the remembered ones) and the nodes already known;
-        wait for the lookup of our own id to end; return the routing table's size."""
+        wait for the lookup of our own id to end; return the routing table's size.
+
+        Through a proxy, first waits for open_dht's own bootstrap to begin (it remembers the
+        addresses given there) and for the UDP associations (at most ``PROXY_WAIT`` seconds
+        each: then the queries are lost and the bootstrap finds nobody).
+        """
+        await self._joining.wait()  # set before open_dht's block begins, without a proxy
+        if not self.associated:
+            with trio.move_on_after(PROXY_WAIT):
+                await self.wait_associated()
         resolved = await self._addresses(addresses)
         if not resolved:
             resolved = list(self._node.bootstrap_addresses)
@@ -605,6 +687,10 @@ class DHT:
             raise LocalProtocolError(f"cannot send a datagram to {address}")
         if self._closed:
             raise DHTError("the DHT is closed")
+        if self._proxy is not None:
+            raise DHTSocketError(
+                f"the DHT's sockets go through the proxy {self._proxy.url}: they are not shared"
+            )
         sender = self._senders.get(target.family)
         if sender is None:
             raise DHTSocketError(f"the DHT runs no IPv{target.family} socket to reach {address}")
@@ -632,12 +718,73 @@ class DHT:
     # -- plumbing -----------------------------------------------------------------------
 
     async def _addresses(self, values: Iterable[AddressLike]) -> list[PeerAddress]:
-        out: list[PeerAddress] = []
+        """The addresses of *values* of a family we run, in order and each once: literals as
+        they are, names from the system's resolver, or under a proxy's remote DNS from the
+        nodes that answer a ping sent to the name through the relay (a name nobody answers
+        at gives nothing; at most ``max_bootstrap_addresses`` names are probed)."""
+        remote = self._proxy is not None and self._proxy.remote_dns
+        found: list[list[PeerAddress]] = []
+        names: list[tuple[list[PeerAddress], str, int]] = []
         for value in values:
-            for address in await resolve(value, None):
-                if address.family in self._sockets and address not in out:
+            name = host_name(value, None) if remote else None
+            slot: list[PeerAddress] = []
+            found.append(slot)
+            if name is None:
+                slot.extend(await resolve(value, None))
+            elif len(names) < self._node.config.max_bootstrap_addresses:
+                names.append((slot, *name))
+            else:
+                _log.debug("too many DHT bootstrap names: %r is not looked up", name[0])
+        if names:
+            # At once: a dead name costs its probes' timeouts, not the others'.
+            async with trio.open_nursery() as nursery:
+                for slot, host, port in names:
+                    for family, udp in self._relayed.items():
+                        nursery.start_soon(self._probe_name, udp, family, host, port, slot)
+        out: list[PeerAddress] = []
+        for slot in found:
+            for address in slot:
+                if address.family in self._families and address not in out:
                     out.append(address)
         return out
+
+    async def _probe_name(
+        self, udp: Socks5UdpSocket, family: Family, host: str, port: int, into: list[PeerAddress]
+    ) -> None:
+        """Ping *host* (a name) through *udp*'s relay, the proxy resolving it; put the address
+        of the node that answers in *into*. Gives up after ``PROBE_ATTEMPTS`` pings."""
+        config = self._node.config
+        for _ in range(PROBE_ATTEMPTS):
+            try:
+                tid, probe = self._probes.open(family)
+            except LocalProtocolError:  # bootstraps at once, each with many names
+                _log.debug("too many DHT bootstrap names at once: %s is not looked up", host)
+                return
+            try:
+                ping = Ping(
+                    transaction_id=tid,
+                    node_id=self._node.node_id.value,
+                    version=config.version,
+                    read_only=config.read_only,
+                )
+                try:
+                    await udp.sendto(ping.encode(), (host, port))
+                except SocksUnavailableError as error:
+                    self._lost(family, error)
+                except (OSError, ValueError) as error:  # a name the proxy cannot be sent
+                    _log.debug("cannot ping the DHT node %s:%d by name: %s", host, port, error)
+                    return
+                else:
+                    self._relay_sent(family)
+                with trio.move_on_after(config.query_timeout):
+                    await probe.answered.wait()
+                if probe.address is not None:
+                    _log.debug("the DHT node %s:%d answered from %s", host, port, probe.address)
+                    into.append(probe.address)
+                    return
+            finally:
+                self._probes.close(tid)
+        _log.debug("no DHT node answered at %s:%d through the proxy", host, port)
 
     def _begin(self, start: _Start, waiter: _Waiter) -> int:
         if self._closed:
@@ -747,6 +894,10 @@ class DHT:
 
     async def _flush(self) -> None:
         for data, address in self._node.datagrams_to_send(trio.current_time()):
+            udp = self._relayed.get(address.family)
+            if udp is not None:
+                await self._send_relayed(udp, data, address)
+                continue
             sender = self._senders.get(address.family)
             if sender is None:  # the core sends only over families it runs
                 continue
@@ -755,6 +906,32 @@ class DHT:
             except OSError as error:
                 self._send_errors += 1  # like a lost datagram: the query times out
                 _log.debug("cannot send a DHT datagram to %s: %s", address, error)
+
+    async def _send_relayed(self, udp: Socks5UdpSocket, data: bytes, address: PeerAddress) -> None:
+        """Send one of the node's datagrams through the proxy's relay; a refusal or a failure
+        loses it (the query times out), never raises."""
+        try:
+            await udp.sendto(data, address)
+        except SocksUnavailableError as error:
+            self._lost(address.family, error)
+        except OSError as error:
+            self._send_errors += 1
+            _log.debug("cannot send a DHT datagram to %s through the proxy: %s", address, error)
+        else:
+            self._relay_sent(address.family)
+
+    def _lost(self, family: Family, error: SocksUnavailableError) -> None:
+        """A datagram of *family* was not sent for want of an association: lost, as one the
+        system refused; the outage is logged once, with the proxy's last error."""
+        self._send_errors += 1
+        _log.debug("a DHT datagram is lost: %s", error)
+        udp = self._relayed.get(family)
+        if self._outages is not None:
+            self._outages.lost(family, None if udp is None else udp.last_error)
+
+    def _relay_sent(self, family: Family) -> None:
+        if self._outages is not None:
+            self._outages.sent(family)
 
     def _pending(self, error: OSError, address: PeerAddress) -> bool:
         """Whether *error* may be an ICMP error left pending on the socket of *address*'s
@@ -846,6 +1023,28 @@ class DHT:
         if failed:
             self._kick.set()  # the operations may send again and events may be waiting
 
+    async def _read_relayed(self, family: Family, udp: Socks5UdpSocket) -> None:
+        """The reader of a socket through the proxy (of IP *family*): the relay's datagrams,
+        unwrapped (the socket drops and counts everyone else's)."""
+        while True:
+            try:
+                data, source = await udp.recvfrom()
+            except trio.ClosedResourceError:
+                return  # the block is being left
+            except OSError as error:
+                self._receive_error(error)
+                continue
+            address = source.normalized()
+            if address.family != family:
+                # A node of the other family through this relay: the core would answer it
+                # through the other family's socket, which did not hear it.
+                _log.debug("dropped a DHT datagram from %s through an IPv%d relay", address, family)
+                continue
+            if self._probes.take(data, address):
+                continue
+            self._node.receive_datagram(data, address, trio.current_time())
+            self._kick.set()
+
     def _received(self, data: bytes, source: Any) -> None:
         """One datagram read (*source* as ``recvfrom`` gives it): to the node, or to the
         socket's other user."""
@@ -879,6 +1078,44 @@ class DHT:
             with trio.move_on_at(math.inf if deadline is None else deadline):
                 await self._kick.wait()
 
+    def _join(self, given: Sequence[AddressLike], addresses: list[PeerAddress]) -> None:
+        """Start the first bootstrap (open_dht's): through *addresses* (those of *given* we
+        can use), the saved bootstrap addresses and the nodes known; or none without any."""
+        node = self._node
+        if given and not addresses:
+            _log.warning(
+                "none of the %d DHT bootstrap addresses is %s (IPv%s)",
+                len(given),
+                "of a family the node runs"
+                if self._proxy is None or not self._proxy.remote_dns
+                else "usable: those of a family the node runs did not answer through the proxy",
+                " and IPv".join(map(str, node.families)),
+            )
+        known = any(len(node.table(family)) for family in node.families)
+        if addresses or node.bootstrap_addresses or known:
+            node.bootstrap(addresses, trio.current_time())
+            self._kick.set()
+        else:
+            _log.debug("DHT node starts with no node to bootstrap from")
+        self._joining.set()
+
+    async def _join_through_proxy(self, given: Sequence[AddressLike]) -> None:
+        """open_dht's first bootstrap through a proxy, in the background: once the
+        associations are up (or ``PROXY_WAIT`` seconds passed), with the bootstrap names
+        resolved here (``socks5://``: a name that does not resolve is logged, the block has
+        begun) or through the relay (``socks5h://``)."""
+        try:
+            with trio.move_on_after(PROXY_WAIT):
+                await self.wait_associated()
+            try:
+                addresses = await self._addresses(given)
+            except DHTSocketError as error:
+                _log.warning("DHT bootstrap: %s", error)
+                addresses = []
+            self._join(given, addresses)
+        finally:
+            self._joining.set()  # bootstrap() waits for no join that ended otherwise
+
     def _close(self) -> None:
         self._closed = True
         for waiter in self._waiters.values():
@@ -910,6 +1147,7 @@ async def open_dht(
     rng: random.Random | None = None,
     other_datagrams: OtherDatagrams | None = None,
     ip_filter: IPFilter | None = None,
+    proxy: ProxyConfig | None = None,
 ) -> AsyncIterator[DHT]:
     """Run a DHT node for the duration of an ``async with`` block.
 
@@ -937,14 +1175,33 @@ async def open_dht(
             session's IP filter to the DHT): never queried, never in the routing table, their
             datagrams dropped unanswered. Peers in answers are not filtered (the handshaker
             filters peers). Replace it with :meth:`DHT.set_ip_filter`.
+        proxy: send every datagram through this SOCKS5 proxy's UDP relay (UDP ASSOCIATE, one
+            per socket, kept up and set up again when lost), never directly, as libtorrent
+            does whenever a SOCKS5 proxy is set. Datagrams sent while an association is down
+            are lost (the queries time out; the outage is logged once). The first bootstrap
+            waits for the associations (at most 10 s); under remote DNS (``socks5h://``) a
+            bootstrap name goes to the proxy as a name, pinged through the relay, and the
+            address that answers is the one joined through. Other nodes see the relay's
+            address, never our sockets'. Excludes *other_datagrams*: a relay returns the
+            answers to what we sent, so incoming uTP could not reach a shared socket (give
+            uTP a socket of its own). :attr:`DHT.proxy` tells which way a node goes.
 
     Raises:
-        DHTSocketError: a socket could not be bound or a name did not resolve.
+        DHTSocketError: a socket could not be bound or a name did not resolve (through a
+            proxy the bootstrap names are resolved in the background: logged instead).
         LocalProtocolError: a bad argument.
         RoutingStateError: *state* is malformed.
     """
     if other_datagrams is not None and not callable(other_datagrams):
         raise LocalProtocolError(f"other_datagrams is a function, got {other_datagrams!r}")
+    if proxy is not None and not isinstance(proxy, ProxyConfig):
+        raise LocalProtocolError(f"proxy is a ProxyConfig or None, got {proxy!r}")
+    if proxy is not None and other_datagrams is not None:
+        raise LocalProtocolError(
+            "other_datagrams cannot share the sockets of a DHT that goes through a proxy: "
+            "the relay returns only answers to what we sent, so incoming uTP would never "
+            "arrive (give uTP a socket of its own)"
+        )
     wanted: list[PeerAddress] = []
     for item in bind_list(bind):
         for address in await resolve(item, 0):
@@ -965,54 +1222,73 @@ async def open_dht(
         ip_filter=ip_filter,
     )
     sockets: dict[Family, trio.socket.SocketType] = {}
+    relayed: dict[Family, Socks5UdpSocket] = {}
     queues: dict[Family, ErrorQueue] = {}
     try:
-        for address in wanted:
-            sock = sockets[address.family] = await open_socket(address)
-            node.set_local_address(_bound(sock))
-            # before anything is sent: an ICMP error comes back only once the option is on
-            queue = ErrorQueue.open(sock) if USE_ERROR_QUEUES else None
-            if queue is not None:
-                queues[address.family] = queue
-        dht = DHT(
-            node,
-            sockets,
-            peer_sink=peer_sink,
-            rng=source,
-            other_datagrams=other_datagrams,
-            error_queues=queues,
-        )
-        listening = ", ".join(map(str, dht.addresses))
-        _log.info("DHT node %s listening on %s", node.node_id, listening)
-        try:
-            async with trio.open_nursery() as nursery:
-                for family, sock in sockets.items():
-                    nursery.start_soon(dht._read, family, sock)
-                nursery.start_soon(dht._drive)
-                given = list(bootstrap)
-                addresses = await dht._addresses(given)
-                if given and not addresses:
-                    _log.warning(
-                        "none of the %d DHT bootstrap addresses is of a family the node runs "
-                        "(IPv%s)",
-                        len(given),
-                        " and IPv".join(map(str, families)),
-                    )
-                known = any(len(node.table(family)) for family in families)
-                if addresses or node.bootstrap_addresses or known:
-                    node.bootstrap(addresses, trio.current_time())
-                    dht._kick.set()
-                else:
-                    _log.debug("DHT node starts with no node to bootstrap from")
-                try:
-                    yield dht
-                finally:
-                    nursery.cancel_scope.cancel()
-        finally:
-            dht._close()
-            _log.info("DHT node on %s closed", listening)
+        async with AsyncExitStack() as stack:
+            for address in wanted:
+                if proxy is not None:
+                    udp = relayed[address.family] = await _open_relayed(stack, proxy, address)
+                    node.set_local_address(udp.local_address)
+                    continue
+                sock = sockets[address.family] = await open_socket(address)
+                node.set_local_address(_bound(sock))
+                # before anything is sent: an ICMP error comes back only once the option is on
+                queue = ErrorQueue.open(sock) if USE_ERROR_QUEUES else None
+                if queue is not None:
+                    queues[address.family] = queue
+            dht = DHT(
+                node,
+                sockets,
+                peer_sink=peer_sink,
+                rng=source,
+                other_datagrams=other_datagrams,
+                error_queues=queues,
+                relayed=relayed,
+            )
+            listening = ", ".join(map(str, dht.addresses))
+            through = "" if proxy is None else f" through the proxy {proxy.url}"
+            _log.info("DHT node %s listening on %s%s", node.node_id, listening, through)
+            try:
+                async with trio.open_nursery() as nursery:
+                    for family, sock in sockets.items():
+                        nursery.start_soon(dht._read, family, sock)
+                    for family, udp in relayed.items():
+                        nursery.start_soon(dht._read_relayed, family, udp)
+                    nursery.start_soon(dht._drive)
+                    given = list(bootstrap)
+                    if proxy is None:
+                        dht._join(given, await dht._addresses(given))
+                    else:
+                        nursery.start_soon(dht._join_through_proxy, given)
+                    try:
+                        yield dht
+                    finally:
+                        nursery.cancel_scope.cancel()
+            finally:
+                dht._close()
+                _log.info("DHT node on %s closed", listening)
     finally:
         for queue in queues.values():
             queue.close()
         for sock in sockets.values():
             sock.close()
+
+
+async def _open_relayed(
+    stack: AsyncExitStack, proxy: ProxyConfig, address: PeerAddress
+) -> Socks5UdpSocket:
+    """A socket bound at *address* whose datagrams go through *proxy*'s relay, closed with
+    *stack*.
+
+    Raises:
+        DHTSocketError: it cannot be bound.
+    """
+    try:
+        return await stack.enter_async_context(
+            open_socks5_udp_socket(
+                proxy, bind=(str(address.host), address.port), timeout=PROXY_WAIT
+            )
+        )
+    except ListenError as error:
+        raise DHTSocketError(f"cannot bind {address}: {error}") from error

@@ -27,6 +27,7 @@ __all__ = [
     "AddressLike",
     "DHTSocketError",
     "bind_list",
+    "host_name",
     "open_socket",
     "resolve",
 ]
@@ -96,6 +97,20 @@ def _literal(host: str) -> IPv4Address | IPv6Address | None:
         return ip_address(host)
     except ValueError:
         return None
+
+
+def host_name(value: AddressLike, default_port: int | None) -> tuple[str, int] | None:
+    """The host name and port *value* names, or None when its host is an IP literal (what a
+    proxy with remote DNS is given as a name instead of our resolving it).
+
+    >>> host_name("router.example:6881", None), host_name("10.0.0.1:6881", None)
+    (('router.example', 6881), None)
+
+    Raises:
+        LocalProtocolError: a malformed address (as :func:`resolve`).
+    """
+    host, port = _split(value, default_port)
+    return None if _literal(host) is not None else (host, port)
 
 
 async def resolve(value: AddressLike, default_port: int | None) -> list[PeerAddress]:

@@ -31,6 +31,13 @@ address of the peer's family (``--bind 127.0.0.2``), as libtorrent's
 ``outgoing_interfaces`` does: peers see us where we accept them, and a peer that
 refuses connections from its own address (ctorrent) can be reached. A uTP connect
 leaves from its :class:`~bip_handshake.UtpSocket`, bound where the owner chose.
+
+Through a proxy: ``connect_tcp`` replaces the direct TCP connect (a
+:class:`~bip_handshake.SocksDialer`), and a uTP socket over the proxy's UDP relay is added
+with a ``check`` (:meth:`PeerDialer.add_utp`) that refuses a connect at once while the relay
+cannot carry it (no UDP association: :class:`~bip_handshake.SocksUnavailableError`): the
+dial falls back to TCP without waiting for a SYN that was never sent, and the peer is not
+remembered as one that fails over uTP (the fault was ours).
 """
 
 from __future__ import annotations
@@ -147,10 +154,14 @@ class PeerDialer:
         first_timeout: seconds the first of two transports may take at most.
         first_share: the share (0 to 1) of the time left before the caller's deadline the
             first of two transports may take at most.
+        connect_tcp: how a TCP connect is made (a :class:`~bip_handshake.SocksDialer`:
+            through a proxy); ``None``: directly, from ``local_address``, which is then
+            not used.
 
     Raises:
         ValueError: ``prefer`` is not a transport, ``local_address`` is not an IP address,
             ``first_timeout`` is not positive or ``first_share`` not in (0, 1].
+        TypeError: ``connect_tcp`` is not callable.
     """
 
     def __init__(
@@ -162,6 +173,7 @@ class PeerDialer:
         local_address: str | None = None,
         first_timeout: float = DEFAULT_FIRST_TIMEOUT,
         first_share: float = DEFAULT_FIRST_SHARE,
+        connect_tcp: Callable[[PeerAddress], Awaitable[trio.abc.Stream]] | None = None,
     ) -> None:
         if prefer not in ("tcp", "utp"):
             raise ValueError(f"prefer is 'tcp' or 'utp', not {prefer!r}")
@@ -169,6 +181,9 @@ class PeerDialer:
             raise ValueError(f"first_timeout must be positive and finite, not {first_timeout!r}")
         if not (math.isfinite(first_share) and 0 < first_share <= 1):
             raise ValueError(f"first_share must be in (0, 1], not {first_share!r}")
+        if connect_tcp is not None and not callable(connect_tcp):
+            raise TypeError(f"connect_tcp must be a dialer (callable), not {connect_tcp!r}")
+        self._connect_tcp_via = connect_tcp
         self._local: tuple[str, int] | None = None
         if local_address is not None:
             try:
@@ -184,6 +199,8 @@ class PeerDialer:
         self._first_timeout = first_timeout
         self._first_share = first_share
         self._utp: dict[int, UtpSocket] = {}
+        # family -> the check of that family's socket (added with one).
+        self._utp_checks: dict[int, Callable[[], None]] = {}
         for socket in utp:
             self.add_utp(socket)
         # address -> the transport that failed with it last time (bounded, oldest first).
@@ -216,17 +233,39 @@ class PeerDialer:
         """The uTP sockets connects leave from, one per IP family."""
         return tuple(self._utp.values())
 
-    def add_utp(self, socket: UtpSocket) -> None:
-        """Connect over ``socket`` to peers of its IP family (replacing that family's socket)."""
+    def add_utp(self, socket: UtpSocket, *, check: Callable[[], None] | None = None) -> None:
+        """Connect over ``socket`` to peers of its IP family (replacing that family's socket).
+
+        Args:
+            socket: the uTP socket.
+            check: called before each connect over ``socket``; it raises an
+                :class:`OSError` when the socket cannot carry one now (a uTP socket over a
+                SOCKS5 relay with no UDP association:
+                :class:`~bip_handshake.SocksUnavailableError`). That connect then fails at
+                once with that error, as a refused one: the dial falls back to TCP, and the
+                address is not remembered as failing over uTP.
+
+        Raises:
+            TypeError: ``socket`` is not a :class:`~bip_handshake.UtpSocket`, or ``check``
+                is not callable.
+        """
         if not isinstance(socket, UtpSocket):
             raise TypeError(f"a uTP socket is a UtpSocket, not {socket!r}")
-        self._utp[socket.local_address.family] = socket
+        if check is not None and not callable(check):
+            raise TypeError(f"check must be callable, not {check!r}")
+        family = socket.local_address.family
+        self._utp[family] = socket
+        if check is None:
+            self._utp_checks.pop(family, None)
+        else:
+            self._utp_checks[family] = check
 
     def remove_utp(self, socket: UtpSocket) -> None:
         """Stop connecting over ``socket`` (before it closes); unknown sockets are ignored."""
         family = socket.local_address.family
         if self._utp.get(family) is socket:
             del self._utp[family]
+            self._utp_checks.pop(family, None)
 
     def prefer_utp_for(self, address: PeerAddress, ttl: float, *, only: bool = True) -> None:
         """Dial ``address`` over uTP first (``only``: over uTP alone) for ``ttl`` seconds.
@@ -315,8 +354,9 @@ class PeerDialer:
 
         Raises:
             OSError: every transport tried failed (the last one's error: a refused TCP
-                connect, a :class:`~bip_handshake.UtpConnectError`...), or none can reach
-                the peer (a :class:`~bip_handshake.UtpConnectError` saying so).
+                connect, a :class:`~bip_handshake.UtpConnectError`, what a uTP socket's
+                ``check`` raised...), or none can reach the peer (a
+                :class:`~bip_handshake.UtpConnectError` saying so).
         """
         address = address.normalized()
         order = self.transports(address)
@@ -334,6 +374,9 @@ class PeerDialer:
         first, second = order
         if first != self._prefer and not hinted:
             self._counts["reordered"] += 1
+        # A uTP socket whose check refuses says nothing about the peer: not remembered.
+        # Read in the same step as the attempt's own check (no checkpoint between).
+        refused_here = first == "utp" and not self._utp_ready(address.family)
         try:
             with trio.move_on_after(self._first_budget()):
                 return await self._attempt(first, address, last=False)
@@ -343,8 +386,20 @@ class PeerDialer:
         self._counts["fallbacks"] += 1
         _log.debug("%s connect to %s failed (%s); trying %s", first, address, reason, second)
         stream = await self._attempt(second, address)
-        self._remember(address, first)
+        if not refused_here:
+            self._remember(address, first)
         return stream
+
+    def _utp_ready(self, family: int) -> bool:
+        """Whether the check of ``family``'s uTP socket (if any) lets a connect go now."""
+        check = self._utp_checks.get(family)
+        if check is None:
+            return True
+        try:
+            check()
+        except OSError:
+            return False
+        return True
 
     def _first_budget(self) -> float:
         """Seconds the first of two transports may take."""
@@ -371,6 +426,8 @@ class PeerDialer:
         )
 
     async def _connect_tcp(self, address: PeerAddress) -> trio.abc.Stream:
+        if self._connect_tcp_via is not None:
+            return await self._connect_tcp_via(address)
         local = self._local
         if local is not None and local[1] == address.family:
             return await trio.open_tcp_stream(
@@ -383,6 +440,13 @@ class PeerDialer:
         if socket is None:  # removed while the first transport was tried
             await trio.lowlevel.checkpoint()
             raise UtpConnectError(f"no uTP socket reaches {address}")
+        check = self._utp_checks.get(address.family)
+        if check is not None:
+            try:
+                check()
+            except OSError:
+                await trio.lowlevel.checkpoint()  # a dial is a checkpoint, refused or not
+                raise
         return await socket.connect(address)
 
 

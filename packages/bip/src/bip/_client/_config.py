@@ -191,9 +191,9 @@ class ClientConfig:
             the proxy resolves host names, libtorrent's ``proxy_hostnames``), as libtorrent's
             ``proxy_type`` / ``proxy_hostname`` / ``proxy_port`` / ``proxy_username`` /
             ``proxy_password``. ``None``: no proxy. Left out of the config's ``repr`` (it
-            may hold a password). A CONNECT proxy carries TCP only (SOCKS5's UDP ASSOCIATE
-            is not spoken): with ``proxy_peer_connections`` peers and web seeds are dialled
-            over TCP alone, through it (no uTP dials, no BEP 55 holepunch; with
+            may hold a password). With ``proxy_peer_connections`` peers and web seeds are
+            dialled through it, TCP by CONNECT and uTP through its UDP relay (UDP ASSOCIATE;
+            a proxy that refuses UDP leaves TCP), no BEP 55 holepunch (with
             ``socks5h://`` the peers a tracker names by host name are dropped, as our
             resolver must not be asked, and the ``yourip`` of the peers we dial is no vote
             on our address: they see the proxy's); with ``proxy_tracker_connections``
@@ -202,9 +202,10 @@ class ClientConfig:
             refuses UDP (microsocks) fails each UDP announce.
             ``ssrf_mitigation`` judges a name the proxy resolves by the name (``localhost``
             is this machine) and holds it to the rules for a server on this machine.
-            Connections peers make to us (TCP and uTP) do not go through the proxy, and
-            neither do the DHT and LSD, which are UDP: turn them off (``bip download
-            --no-dht``, ``lsd`` off) to keep every outgoing packet on the proxy.
+            Connections peers make to us (TCP and uTP) do not go through the proxy, nor
+            does LSD (local multicast). The DHT is the caller's: ``bip download --proxy``
+            opens it through the proxy's UDP relay (``open_dht(proxy=...)``); one opened
+            without it talks directly (logged once).
         proxy_peer_connections: dial peers and fetch from web seeds through ``proxy``
             (libtorrent's setting: web seeds are peer connections there too).
         proxy_tracker_connections: reach HTTP(S) trackers through ``proxy``, and UDP

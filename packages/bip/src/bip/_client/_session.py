@@ -225,8 +225,8 @@ class Session:
         self.peer_id = peer_id
         self.dht = dht
         self.dialer = dialer
-        """How peers are dialled (TCP and uTP; its statistics count each transport); ``None``
-        when the config brought its own ``dial``, or peers are dialled through a proxy."""
+        """How peers are dialled (TCP and uTP, through the proxy when there is one; its
+        statistics count each transport); ``None`` when the config brought its own ``dial``."""
         self.utp_sockets = utp_sockets
         """The uTP sockets: those accepting peers (one per listener), then any used only to
         dial out."""
@@ -1157,21 +1157,29 @@ def _dialer(config: ClientConfig) -> PeerDialer | None:
     ``utp`` is off) uTP, in the configured order. TCP connects leave from the listen address
     when it is a specific one (``--bind 127.0.0.2``), as libtorrent's ``outgoing_interfaces``
     does: peers see us where we accept them, and a peer that refuses connections from its own
-    address (ctorrent) can be reached. The uTP sockets are added once bound."""
-    if config.dial is not None or _peer_proxy(config) is not None:
+    address (ctorrent) can be reached. The uTP sockets are added once bound.
+
+    With a proxy for peers, TCP connects go through it (:class:`~bip_handshake.SocksDialer`)
+    and uTP ones through its UDP relay (the socket :func:`open_session_utp` adds), in the
+    same order, with the same fallback."""
+    if config.dial is not None:
         return None
+    proxy = _peer_proxy(config)
     host = config.listen[0][0] if config.listen else None
     try:
         local = None if host is None else str(ip_address(host))
     except ValueError:  # a name: the system picks the source address
         local = None
     return PeerDialer(
-        prefer="utp" if config.utp and config.prefer_utp else "tcp", local_address=local
+        prefer="utp" if config.utp and config.prefer_utp else "tcp",
+        local_address=local,
+        connect_tcp=None if proxy is None else SocksDialer(proxy, timeout=config.connect_timeout),
     )
 
 
 def _peer_proxy(config: ClientConfig) -> ProxyConfig | None:
-    """The proxy peers are dialled through (TCP only: no uTP dials, no holepunch), or None."""
+    """The proxy peers are dialled through (TCP, and uTP through its UDP relay; no
+    holepunch), or None."""
     return config.proxy_settings if config.proxy_peer_connections else None
 
 
@@ -1212,8 +1220,15 @@ def _dht_decided(dht: DhtLike | None) -> Callable[[], Mapping[Family, PeerAddres
 def _can_holepunch(config: ClientConfig, dialer: PeerDialer | None) -> bool:
     """Whether the session offers BEP 55: asked to, and able to dial uTP (a holepunch is two
     uTP dials at once; without uTP, or with a ``dial`` of the user's that the session cannot
-    steer to uTP, it would only make peers dial us in vain)."""
-    return config.holepunch and config.utp and dialer is not None and bool(dialer.utp_sockets)
+    steer to uTP, it would only make peers dial us in vain). Never through a proxy: the hole
+    is opened by datagrams from our own address, which a proxy is there to hide."""
+    return (
+        config.holepunch
+        and config.utp
+        and _peer_proxy(config) is None
+        and dialer is not None
+        and bool(dialer.utp_sockets)
+    )
 
 
 @asynccontextmanager
@@ -1252,12 +1267,11 @@ async def open_session(
     config = config if config is not None else ClientConfig()
     dialer = _dialer(config)
     peer_proxy = _peer_proxy(config)
+    # Through a proxy, the dialer's TCP goes through it and its uTP through its UDP relay.
     dial: Dialer | None = config.dial if config.dial is not None else dialer
-    if peer_proxy is not None:
-        # TCP through the proxy alone: uTP is still accepted, never dialled.
-        dial = SocksDialer(peer_proxy, timeout=config.connect_timeout)
-    if config.proxy is not None and dht is not None:
-        logger.info("the DHT talks to its nodes directly: a SOCKS5 proxy carries TCP only")
+    if config.proxy is not None and dht is not None and getattr(dht, "proxy", None) is None:
+        # bip_dht's DHT.proxy says which way it goes: only a caller's own node is direct.
+        logger.info("the DHT talks to its nodes directly: it was opened without the proxy")
     peer_id = config.peer_id if config.peer_id is not None else PeerId.generate()
     metadata = MetadataExchange()
     layers = PieceLayerExchange()
@@ -1311,6 +1325,9 @@ async def open_session(
                         router=utp_router,
                         # Both families: an IPv4 socket alone never reaches IPv6 peers.
                         dial_from=("0.0.0.0", "::"),
+                        # Dials through its UDP relay only; the listeners still accept.
+                        proxy=peer_proxy,
+                        proxy_timeout=config.connect_timeout,
                     )
                 )
             addresses = handshaker.listen_addresses

@@ -15,6 +15,19 @@ a RESET and leaves no state behind.
 Every accepted uTP stream goes to the handshaker (:meth:`~bip_handshake.Handshaker.accept_stream`),
 as a TCP connection would; every socket is given to the session's
 :class:`~bip_handshake.PeerDialer`, which uses it for peers of its IP family.
+
+Through a SOCKS5 proxy (peers dialled through it), uTP is dialled through the proxy's UDP
+relay, as libtorrent does: one UDP socket of ours associated with the proxy
+(:func:`~bip_handshake.open_socks5_udp_socket`), uTP over it
+(:func:`~bip_handshake.open_utp_over`, fed what the relay returns), and that socket alone is
+given to the dialer, with a check that refuses a connect at once while no association is up
+(the proxy refuses UDP, or is not answering yet): the dial goes on over TCP, through the
+proxy too. Nothing is dialled directly: the listening sockets still accept uTP peers, but
+the dialer never gets them, and no outgoing-only socket is opened. The relay socket is of
+the proxy's IP family (IPv4 unless the proxy is an IPv6 literal) and dials the peers of
+that family only; its datagrams leave room for SOCKS5's header. A peer dialled is always an
+address (with ``socks5h://`` the peers trackers name by host name are dropped before any
+dial, as for TCP), so the relay is given addresses, never names.
 """
 
 from __future__ import annotations
@@ -23,7 +36,9 @@ import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Protocol, runtime_checkable
+from dataclasses import replace
+from ipaddress import IPv6Address, ip_address
+from typing import Final, Protocol, runtime_checkable
 
 import trio
 
@@ -33,9 +48,13 @@ from bip_handshake import (
     ListenError,
     PeerAddress,
     PeerDialer,
+    ProxyConfig,
+    Socks5UdpSocket,
+    SocksUnavailableError,
     UtpConfig,
     UtpSocket,
     is_mtu_probe,
+    open_socks5_udp_socket,
     open_utp_over,
     open_utp_socket,
 )
@@ -43,6 +62,15 @@ from bip_handshake import (
 __all__ = ["DatagramSharer", "UtpRouter", "open_session_utp"]
 
 logger = logging.getLogger("bip.client")
+
+_SOCKS_OVERHEAD: Final = {4: 10 + 20, 6: 22}
+"""Bytes a uTP datagram to a peer of each IP family gives up through a SOCKS5 relay: the
+header (10 bytes before an IPv4 address, 22 before an IPv6 one), and for an IPv4 peer 20
+more, an IPv6 relay's longer IP header on our leg (an IPv6 peer behind an IPv4 relay gains
+them back)."""
+_FEED_PAUSE: Final = 1.0
+"""Seconds the relay's reader waits after the system failed a read (not an ICMP error),
+so that a persistent failure is logged once a second, not spun on."""
 
 
 @runtime_checkable
@@ -129,6 +157,96 @@ def _shared_address(
     return None
 
 
+def _relayed_config(config: UtpConfig) -> UtpConfig:
+    """``config`` with path MTU ceilings that leave room for the SOCKS5 relay's overhead
+    (never below the floor, ``min_datagram``, which every path carries with room to spare)."""
+    return replace(
+        config,
+        max_datagram_v4=max(config.min_datagram, config.max_datagram_v4 - _SOCKS_OVERHEAD[4]),
+        max_datagram_v6=max(config.min_datagram, config.max_datagram_v6 - _SOCKS_OVERHEAD[6]),
+    )
+
+
+def _relay_bind(proxy: ProxyConfig) -> tuple[str, int]:
+    """Where the relay socket binds: the proxy's IP family (its relay is usually that
+    family, and an association only takes a relay of our socket's family)."""
+    try:
+        family6 = isinstance(ip_address(proxy.host), IPv6Address)
+    except ValueError:  # a name: IPv4, what proxies' names mostly resolve to
+        family6 = False
+    return ("::", 0) if family6 else ("0.0.0.0", 0)
+
+
+def _relay_sender(udp: Socks5UdpSocket) -> Callable[[bytes, PeerAddress], Awaitable[None]]:
+    """Sends uTP's datagrams through the relay (a :class:`SocksUnavailableError` while not
+    associated is an :class:`OSError`: a lost datagram to uTP)."""
+
+    async def send(data: bytes, address: PeerAddress) -> None:
+        await udp.sendto(data, address)
+
+    return send
+
+
+def _relay_check(udp: Socks5UdpSocket) -> Callable[[], None]:
+    """The dialer's check of the relay's uTP socket: refuses at once while not associated."""
+
+    def check() -> None:
+        if not udp.associated:
+            why = "not set up yet" if udp.last_error is None else str(udp.last_error)
+            raise SocksUnavailableError(
+                f"no UDP association through the proxy {udp.proxy.address} for uTP: {why}"
+            )
+
+    return check
+
+
+async def _feed(udp: Socks5UdpSocket, utp: UtpSocket) -> None:
+    """Hand every datagram the relay returns to ``utp``, until cancelled or closed."""
+    while True:
+        try:
+            data, source = await udp.recvfrom()
+        except trio.ClosedResourceError:
+            return
+        except OSError as error:
+            logger.warning("reading from the SOCKS5 UDP relay failed: %s", error)
+            await trio.sleep(_FEED_PAUSE)
+            continue
+        utp.datagram_received(data, source)
+
+
+async def _open_relayed(
+    stack: AsyncExitStack,
+    nursery: trio.Nursery,
+    proxy: ProxyConfig,
+    config: UtpConfig,
+    timeout: float | None,
+) -> tuple[UtpSocket, Callable[[], None]]:
+    """uTP over a UDP socket associated with ``proxy`` (in ``stack``), for dialling out
+    only, its reader started in ``nursery``; and the dialer's check of it.
+
+    Raises:
+        ListenError: the relay socket cannot be bound.
+    """
+    if timeout is None:
+        socks = open_socks5_udp_socket(proxy, bind=_relay_bind(proxy))
+    else:
+        socks = open_socks5_udp_socket(proxy, bind=_relay_bind(proxy), timeout=timeout)
+    udp = await stack.enter_async_context(socks)
+    # Nobody can reach us there (the relay passes only what answers our own datagrams): a
+    # SYN gets a RESET, no connection.
+    utp = await stack.enter_async_context(
+        open_utp_over(
+            _relay_sender(udp),
+            udp.local_address,
+            config=_relayed_config(config),
+            accept_incoming=False,
+        )
+    )
+    nursery.start_soon(_feed, udp, utp, name=f"bip utp relay {proxy.address}")
+    logger.debug("dialling uTP through the SOCKS5 proxy %s from %s", proxy.url, udp.local_address)
+    return utp, _relay_check(udp)
+
+
 async def _accept(utp: UtpSocket, handshaker: Handshaker) -> None:
     """Give every uTP connection a peer opens to the handshaker, as a TCP one (marked uTP)."""
     async for stream in utp.incoming():
@@ -144,6 +262,8 @@ async def open_session_utp(
     dht: object = None,
     router: UtpRouter | None = None,
     dial_from: str | Sequence[str] | None = None,
+    proxy: ProxyConfig | None = None,
+    proxy_timeout: float | None = None,
 ) -> AsyncIterator[tuple[UtpSocket, ...]]:
     """uTP beside each of ``handshaker``'s listeners, for the duration of the block.
 
@@ -158,8 +278,15 @@ async def open_session_utp(
             for outgoing connections only (``None``: no such socket). An IPv6 one is
             skipped where the system has no IPv6, and a failure to bind it is logged at
             DEBUG only (one IPv4 host and ``"::"`` is the usual pair).
+        proxy: the SOCKS5 proxy peers are dialled through: the ``dialer`` then dials uTP
+            through its UDP relay only (a socket opened for it), never from the listening
+            sockets nor from ``dial_from``'s, which are not opened.
+        proxy_timeout: seconds one attempt to associate with ``proxy`` may take (``None``:
+            :func:`~bip_handshake.open_socks5_udp_socket`'s default).
 
-    Yields the sockets, listening ones first.
+    Yields the sockets, listening ones first (the relay's, with a ``dialer`` and a
+    ``proxy``, last; when it cannot be bound, a WARNING says so and peers are dialled over
+    TCP alone).
     """
     sockets: list[UtpSocket] = []
     async with AsyncExitStack() as stack:
@@ -204,7 +331,21 @@ async def open_session_utp(
                         continue
                     optional_hosts.add(host)
                 outgoing_hosts.append(host)
-        if dialer is not None:
+        if dialer is not None and proxy is not None:
+            try:
+                relayed, check = await _open_relayed(stack, nursery, proxy, config, proxy_timeout)
+            except (ListenError, OSError) as error:  # no socket at all (EMFILE...)
+                logger.warning(
+                    "no uTP dials through the SOCKS5 proxy %s (%s): peers are dialled over "
+                    "TCP only",
+                    proxy.url,
+                    error.__cause__ or error,
+                )
+            else:
+                sockets.append(relayed)
+                dialer.add_utp(relayed, check=check)
+                stack.callback(dialer.remove_utp, relayed)
+        elif dialer is not None:
             for host in outgoing_hosts:
                 try:
                     # Nobody was told this port: a SYN to it gets a RESET, no connection.

@@ -1,0 +1,262 @@
+"""The DHT through a SOCKS5 proxy's UDP relay (``open_dht(proxy=...)``), as libtorrent sends
+its DHT whenever a SOCKS5 proxy is set.
+
+Loopback trio tests with real UDP, each bounded in time: a node behind the in-test proxy
+(tests/_socks_server.py, which relays to loopback targets) pings, looks up, announces and
+finds peers through a direct node, which sees the relay's address only; a proxy that refuses
+UDP ASSOCIATE loses the node's datagrams, none sent directly, logged once; under remote DNS a
+bootstrap name goes to the proxy, never to our resolver. The name probes and the outage log
+are also tested on their own.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from ipaddress import IPv4Address
+from typing import Any
+
+import pytest
+import trio
+from tests._socks_server import SocksServer, serve_socks5
+
+from bip_dht import DHT, DHTConfig, DHTSocketError, LocalProtocolError, NodeId, open_dht
+from bip_dht._krpc import ErrorReply, Ping, Response
+from bip_dht._shell_proxy import NameProbes, RelayOutages
+from bip_dht._shell_sockets import host_name
+from bip_handshake import PeerAddress, ProxyConfig
+
+DEADLINE = 4.0
+FAST = DHTConfig(query_timeout=1.0, slow_after=0.5)
+QUICK = DHTConfig(query_timeout=0.4, slow_after=0.1)
+NODE_LOG = "bip_dht.node"
+INFO_HASH = bytes(range(20))
+
+
+def proxy_of(server: SocksServer, *, remote_dns: bool = False) -> ProxyConfig:
+    return ProxyConfig("127.0.0.1", server.port, remote_dns=remote_dns)
+
+
+@asynccontextmanager
+async def proxied_pair(
+    server: SocksServer, *, direct_host: str = "127.0.0.3", **options: Any
+) -> AsyncIterator[tuple[DHT, DHT]]:
+    """A direct node on ``direct_host`` and a node on 127.0.0.1 behind ``server`` (the in-test
+    relay takes datagrams from the control connection's host only, as RFC 1928 lets it)."""
+    async with (
+        open_dht(f"{direct_host}:0", config=FAST, rng=random.Random(1)) as direct,
+        open_dht(
+            "127.0.0.1:0",
+            config=options.pop("config", FAST),
+            rng=random.Random(2),
+            proxy=options.pop("proxy", proxy_of(server)),
+            **options,
+        ) as proxied,
+    ):
+        yield direct, proxied
+
+
+@asynccontextmanager
+async def counting_socket(
+    host: str = "127.0.0.3",
+) -> AsyncIterator[tuple[PeerAddress, list[bytes]]]:
+    """A UDP socket that records every datagram it gets (a peer nothing may reach)."""
+    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    got: list[bytes] = []
+    with sock:
+        await sock.bind((host, 0))
+
+        async def read() -> None:
+            while True:
+                data, _ = await sock.recvfrom(65_535)
+                got.append(data)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read)
+            yield PeerAddress(IPv4Address(host), sock.getsockname()[1]), got
+            nursery.cancel_scope.cancel()
+
+
+async def test_ping_find_node_announce_and_get_peers_through_the_relay(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with trio.fail_after(DEADLINE):
+        async with (
+            serve_socks5() as server,
+            proxied_pair(server, config=QUICK) as (direct, proxied),
+        ):
+            assert proxied.proxy == proxy_of(server)
+            assert direct.proxy is None
+            await proxied.wait_associated()
+            answered = await proxied.ping(direct.addresses[0])
+            assert answered is not None
+            assert answered.node_id == direct.node_id.value
+            found = await proxied.find_node(NodeId(bytes(20)))
+            assert direct.node_id.value in [node.node_id for node in found]
+            finished = await proxied.announce(INFO_HASH)  # implied_port: the relay's port
+            assert finished.announced_to == 1
+            async with proxied.get_peers(INFO_HASH) as search:
+                peers = [peer async for peer in search]
+            # The direct node stored the address it saw: the relay's, not our socket's.
+            association = server.associations[0]
+            relay = PeerAddress(IPv4Address("127.0.0.1"), association.relay_port)
+            assert peers == [relay]
+            now = trio.current_time()
+            seen = [entry.node.address for entry in direct.node.table(4).entries(now)]
+            assert proxied.addresses[0] not in seen
+            assert association.relayed >= 4
+            assert association.returned >= 4
+            assert association.dropped == 0
+            assert len(server.associations) == 1  # one socket, one association
+            assert proxied.statistics().send_errors == 0
+            with pytest.raises(DHTSocketError, match="not shared"):
+                await proxied.send_datagram(b"\x41\x00", direct.addresses[0])
+            # The proxy ends the association: the node's datagrams are lost, logged once.
+            association.close()
+            while proxied.associated:
+                await trio.sleep(0.01)
+            assert await proxied.ping(direct.addresses[0]) is None
+            assert await proxied.find_node(NodeId(bytes(20))) == []
+            assert proxied.statistics().send_errors >= 2
+    lost = [r for r in caplog.records if "datagrams are lost" in r.getMessage()]
+    assert len(lost) == 1
+    assert "closed the control connection" in lost[0].getMessage()
+
+
+async def test_refused_association_loses_datagrams_sends_nothing_directly_logs_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger=NODE_LOG)
+    with trio.fail_after(DEADLINE):
+        async with (
+            serve_socks5() as server,
+            counting_socket() as (peer, got),
+            open_dht("127.0.0.1:0", config=QUICK, proxy=proxy_of(server)) as proxied,
+        ):
+            server.refuse_udp = True
+            await server.wait_requests(1)
+            await trio.sleep(0.05)  # the refusal reaches the client
+            assert not proxied.associated
+            assert await proxied.ping(peer) is None
+            assert await proxied.ping(peer) is None
+            assert got == []  # nothing went directly
+            assert server.associations == []
+            assert proxied.statistics().send_errors == 2
+            assert proxied.statistics().timeouts == 2
+    lost = [r for r in caplog.records if "datagrams are lost" in r.getMessage()]
+    assert len(lost) == 1  # once per outage, not per datagram
+    assert lost[0].levelno == logging.WARNING
+    assert "command not supported" in lost[0].getMessage()
+
+
+async def test_remote_dns_bootstrap_sends_the_name_to_the_proxy() -> None:
+    asked: list[bytes | str | None] = []
+
+    class Recorder(trio.abc.HostnameResolver):
+        async def getaddrinfo(self, host: Any, port: Any, *args: Any) -> Any:
+            asked.append(host)
+            return await trio.to_thread.run_sync(socket.getaddrinfo, host, port, *args)
+
+        async def getnameinfo(self, sockaddr: Any, flags: int) -> Any:
+            return await trio.to_thread.run_sync(socket.getnameinfo, sockaddr, flags)
+
+    previous = trio.socket.set_custom_hostname_resolver(Recorder())
+    try:
+        with trio.fail_after(DEADLINE):
+            async with serve_socks5() as server:
+                proxy = proxy_of(server, remote_dns=True)
+                async with open_dht("127.0.0.1:0", config=FAST) as direct:
+                    name = ("localhost", direct.addresses[0].port)
+                    async with open_dht(
+                        "127.0.0.1:0", [name], config=QUICK, proxy=proxy
+                    ) as proxied:
+                        while proxied.node.statistics().table_size == 0:
+                            await trio.sleep(0.01)
+                        assert proxied.node.bootstrap_addresses == (direct.addresses[0],)
+                        # bootstrap() and ping() take names too, the same way
+                        assert await proxied.bootstrap([name]) == 1
+                        answered = await proxied.ping(f"localhost:{name[1]}")
+                        assert answered is not None
+                        assert answered.address == direct.addresses[0]
+                        with pytest.raises(DHTSocketError, match="no address"):
+                            await proxied.ping("localhost:1")  # nobody answers there
+    finally:
+        trio.socket.set_custom_hostname_resolver(previous)
+    assert "localhost" not in asked
+    assert b"localhost" not in asked
+
+
+async def test_other_datagrams_and_a_proxy_exclude_each_other() -> None:
+    proxy = ProxyConfig("127.0.0.1", 1080)
+    with pytest.raises(LocalProtocolError, match="other_datagrams"):
+        async with open_dht("127.0.0.2:0", proxy=proxy, other_datagrams=lambda d, s: None):
+            pass
+    with pytest.raises(LocalProtocolError, match="ProxyConfig"):
+        async with open_dht("127.0.0.2:0", proxy="socks5://127.0.0.1:1080"):  # type: ignore[arg-type]
+            pass
+
+
+# -- the pieces on their own -----------------------------------------------------------------
+
+
+def test_name_probes_take_only_their_own_answers() -> None:
+    probes = NameProbes(random.Random(3), capacity=2)
+    node = PeerAddress.parse("10.0.0.7:6881")
+    assert not probes.take(Response(transaction_id=b"xx", node_id=bytes(20)).encode(), node)
+    tid, probe = probes.open(4)
+    assert len(tid) == 8
+    other, _ = probes.open(6)
+    with pytest.raises(LocalProtocolError):
+        probes.open(4)
+    query = Ping(transaction_id=tid, node_id=bytes(20)).encode()
+    assert not probes.take(query, node)  # a query is not an answer
+    assert not probes.take(b"d1:t8:" + tid + b"e", node)  # malformed
+    assert not probes.take(b"\x41\x00" + tid, node)  # not KRPC
+    assert not probes.take(b"", node)
+    v6 = PeerAddress.parse("[2001:db8::1]:6881")
+    assert not probes.take(Response(transaction_id=tid, node_id=bytes(20)).encode(), v6)
+    unreachable = PeerAddress.parse("10.0.0.7:0")
+    assert not probes.take(Response(transaction_id=tid, node_id=bytes(20)).encode(), unreachable)
+    assert not probe.answered.is_set()
+    error = ErrorReply(transaction_id=tid, code=201, message="busy").encode()
+    assert probes.take(error, node)  # an error proves a node there too
+    assert probe.address == node
+    assert probe.answered.is_set()
+    probes.close(tid)
+    probes.close(tid)  # no-op
+    assert len(probes) == 1
+    assert not probes.take(Response(transaction_id=tid, node_id=bytes(20)).encode(), node)
+    probes.close(other)
+    with pytest.raises(LocalProtocolError):
+        NameProbes(random.Random(), capacity=0)
+
+
+def test_host_name_tells_names_from_literals() -> None:
+    assert host_name("localhost:6881", None) == ("localhost", 6881)
+    assert host_name(("router.example", 1), None) == ("router.example", 1)
+    assert host_name("[::1]:6881", None) is None
+    assert host_name(PeerAddress.parse("10.0.0.1:1"), None) is None
+    with pytest.raises(LocalProtocolError):
+        host_name("localhost", None)  # no port
+
+
+def test_relay_outages_are_logged_once_each(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger=NODE_LOG)
+    outages = RelayOutages(ProxyConfig("127.0.0.1", 1080, username="me", password="secret"))
+    outages.sent(4)  # nothing to end
+    for _ in range(3):
+        outages.lost(4, None)
+    assert outages.down(4)
+    assert not outages.down(6)
+    outages.sent(4)
+    outages.sent(4)
+    outages.lost(4, None)
+    messages = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert [level for level, _ in messages] == [logging.WARNING, logging.INFO, logging.WARNING]
+    assert all(
+        "secret" not in text and "socks5://me@127.0.0.1:1080" in text for _, text in messages
+    )
+    assert "no UDP association yet" in messages[0][1]
