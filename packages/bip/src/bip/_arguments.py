@@ -7,6 +7,7 @@ import argparse
 import gzip
 import logging
 import math
+import os
 import re
 import sys
 import zlib
@@ -18,13 +19,16 @@ from typing import Final, TypeVar
 from bip_handshake import (
     IPFilter,
     IPFilterError,
+    ProxyConfig,
     parse_ip_filter,
+    parse_proxy_url,
 )
 
 from ._errors import CLIError
 
 __all__ = [
     "MAX_IP_FILTER_FILE",
+    "PROXY_ENVIRONMENT",
     "add_command_group",
     "add_ip_filter_options",
     "add_seed_limit_options",
@@ -37,6 +41,8 @@ __all__ = [
     "load_ip_filter",
     "positive",
     "print_usage",
+    "proxy_settings",
+    "proxy_url",
 ]
 
 N = TypeVar("N", int, float)
@@ -224,6 +230,41 @@ def print_usage(parser: argparse.ArgumentParser) -> int:
     group such as ``bip dht`` does when no action is given."""
     parser.print_help(sys.stderr)
     return 2
+
+
+PROXY_ENVIRONMENT: Final = "BIP_PROXY"
+"""The environment variable ``--proxy`` falls back to: a password in it stays out of ``ps``."""
+
+
+def proxy_url(args: argparse.Namespace) -> str | None:
+    """The proxy URL the command was given: ``--proxy``, else :data:`PROXY_ENVIRONMENT`
+    (empty or unset: no proxy), checked.
+
+    Raises:
+        CLIError: not a SOCKS5 URL; the message names where it came from and never shows the
+            password.
+    """
+    url: str | None = getattr(args, "proxy", None)
+    where = "--proxy"
+    if url is None:
+        url = os.environ.get(PROXY_ENVIRONMENT) or None
+        where = PROXY_ENVIRONMENT
+    if url is not None:
+        try:
+            parse_proxy_url(url)
+        except ValueError as error:  # its message never shows the password
+            raise CLIError(f"{where}: {error}") from None
+    return url
+
+
+def proxy_settings(args: argparse.Namespace) -> ProxyConfig | None:
+    """:func:`proxy_url`, parsed (None: no proxy).
+
+    Raises:
+        CLIError: as :func:`proxy_url`.
+    """
+    url = proxy_url(args)
+    return None if url is None else parse_proxy_url(url)
 
 
 def add_ip_filter_options(parser: argparse.ArgumentParser) -> None:

@@ -48,10 +48,9 @@ from bip_dht import (
     RoutingStateError,
     open_dht,
 )
-from bip_handshake import ProxyConfig, parse_proxy_url
 from bip_metainfo import Metainfo, MutableTorrentLink
 
-from ._arguments import add_command_group, add_serve_loop_options, add_timeout
+from ._arguments import add_command_group, add_serve_loop_options, add_timeout, proxy_settings
 from ._errors import CLIError
 from ._inputs import info_hash_of, load_mutable_link, load_source, parse_endpoint
 from ._serve_loop import print_statistics_until_stopped
@@ -110,7 +109,7 @@ def _node_options(parser: argparse.ArgumentParser, *, bind: str, serve: bool = F
         help="send every datagram through this SOCKS5 proxy's UDP relay (UDP ASSOCIATE),"
         " never directly: socks5://[USER:PASSWORD@]HOST[:PORT] (socks5h://: the proxy"
         " resolves the --bootstrap names); a proxy that refuses UDP leaves the node without"
-        " answers",
+        " answers; default: the BIP_PROXY environment variable",
     )
     if not serve:
         add_timeout(parser, default=DEFAULT_TIMEOUT)
@@ -246,20 +245,6 @@ def _bind(text: str) -> tuple[str, int]:
     return parse_endpoint(text, default_port=0)
 
 
-def _proxy(url: str | None) -> ProxyConfig | None:
-    """``--proxy``, parsed (None: none).
-
-    Raises:
-        CLIError: not a SOCKS5 URL (the message never shows the password).
-    """
-    if url is None:
-        return None
-    try:
-        return parse_proxy_url(url)
-    except ValueError as error:
-        raise CLIError(f"--proxy: {error}") from None
-
-
 @contextlib.asynccontextmanager
 async def _node(args: argparse.Namespace, *, read_only: bool = False) -> AsyncIterator[DHT]:
     """A node on ``--bind`` joined through ``--bootstrap`` or ``--state``; saves the state
@@ -269,7 +254,7 @@ async def _node(args: argparse.Namespace, *, read_only: bool = False) -> AsyncIt
         CLIError: a malformed address or state, or nothing to start from.
     """
     bootstrap = [parse_endpoint(text) for text in args.bootstrap]
-    proxy = _proxy(getattr(args, "proxy", None))
+    proxy = proxy_settings(args)
     state = await trio.to_thread.run_sync(_read_state, args.state)
     try:
         config = DHTConfig(read_only=read_only)

@@ -27,7 +27,7 @@ from typing import Final
 import trio
 
 from bip_dht import DHT, DHTSocketError, RoutingStateError, open_dht
-from bip_handshake import NATPMP_ANNOUNCE_ADDRESS, EncryptionPolicy, PeerAddress, parse_proxy_url
+from bip_handshake import NATPMP_ANNOUNCE_ADDRESS, EncryptionPolicy, PeerAddress
 from bip_metainfo import MagnetLink, Metainfo, MutableTorrentLink
 
 from ._arguments import (
@@ -36,6 +36,7 @@ from ._arguments import (
     ipv4_endpoint_or_off,
     load_ip_filter,
     positive,
+    proxy_url,
 )
 from ._client import (
     DEFAULT_MAX_PEERS,
@@ -244,7 +245,8 @@ def add_session_arguments(parser: argparse.ArgumentParser) -> None:
         " web seeds, trackers and the DHT: TCP by CONNECT, uTP dials, UDP trackers and the DHT"
         " through its UDP relay (UDP ASSOCIATE; a proxy that refuses it leaves peers on TCP,"
         " UDP announces failing and the DHT without answers); incoming peers and LSD stay"
-        " direct",
+        " direct; default: the BIP_PROXY environment variable, which keeps a password out"
+        " of ps",
     )
     add_ip_filter_options(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress line")
@@ -451,12 +453,7 @@ def config_from_args(args: argparse.Namespace) -> ClientConfig:
             ClientConfig(natpmp_gateway6=gateway6)  # its own checks, one place
         except ValueError as error:
             raise CLIError(f"--natpmp-gateway6: {error}") from None
-    proxy = getattr(args, "proxy", None)
-    if proxy is not None:
-        try:
-            parse_proxy_url(proxy)
-        except ValueError as error:  # its message never shows the password
-            raise CLIError(f"--proxy: {error}") from None
+    proxy = proxy_url(args)
     return ClientConfig(
         listen=((host, port),),
         encryption=ENCRYPTION_CHOICES[args.encryption],
