@@ -367,3 +367,53 @@ async def test_a_target_the_check_refuses_is_never_asked_for() -> None:
                 with pytest.raises(PermissionError):
                     await open_socks5_stream(config, host, 80, timeout=5, check_target=refuse)
             assert proxy.accepted == 0  # the proxy never heard of them
+
+
+class Unresolvable(trio.abc.HostnameResolver):
+    """Knows no name: every lookup fails as the system's does for an unknown one."""
+
+    async def getaddrinfo(  # noqa: PLR0917 (trio's HostnameResolver signature)
+        self,
+        host: bytes | None,
+        port: bytes | str | int | None,
+        family: int = 0,
+        type: int = 0,
+        proto: int = 0,
+        flags: int = 0,
+    ) -> list[Any]:
+        await trio.lowlevel.checkpoint()
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    async def getnameinfo(
+        self, sockaddr: tuple[str, int] | tuple[str, int, int, int], flags: int
+    ) -> tuple[str, str]:
+        raise AssertionError("never asked")
+
+
+async def test_a_proxy_name_not_resolved_is_the_resolvers_error() -> None:
+    # The gaierror's code was taken for an errno: "Unknown error -2", errno -2.
+    trio.socket.set_custom_hostname_resolver(Unresolvable())  # for this test's run only
+    with trio.fail_after(5):
+        with pytest.raises(SocksError, match=r"cannot resolve the proxy 'nowhere\.test'") as raised:
+            await open_socks5_stream(ProxyConfig("nowhere.test", 1080), "127.0.0.1", 80, timeout=5)
+        assert "Name or service not known" in str(raised.value)
+        assert raised.value.errno is None
+
+
+async def test_names_idna_refuses_are_our_error_not_a_unicode_error() -> None:
+    # Python's IDNA 2003 takes "☃.net", trio's IDNA 2008 refuses it (no DNS asked); the
+    # UnicodeError escaped, for the proxy's name and for a target's resolved here alike.
+    with trio.fail_after(5):
+        with pytest.raises(SocksError, match=r"cannot resolve the proxy .*IDNA") as raised:
+            await open_socks5_stream(
+                ProxyConfig("\N{SNOWMAN}.net", 1080), "127.0.0.1", 80, timeout=5
+            )
+        assert raised.value.errno is None
+        async with serve_socks5() as proxy:
+            config = ProxyConfig("127.0.0.1", proxy.port)
+            for target in ("a..b", "\N{SNOWMAN}.net"):
+                with pytest.raises(SocksError, match=r"cannot resolve .*IDNA"):
+                    await open_socks5_stream(config, target, 80, timeout=5)
+            assert proxy.accepted == 0
+        with pytest.raises(ValueError, match="valid host name"):
+            parse_proxy_url("socks5://a..b:1080")

@@ -166,6 +166,25 @@ async def test_a_source_named_by_an_ip_address_is_that_address() -> None:
             assert udp.statistics.dropped_malformed == 1
 
 
+async def test_a_scoped_ipv6_source_is_dropped_not_raised() -> None:
+    # ip_address takes "fe80::1%eth0", PeerAddress refuses it: that CompactError once
+    # escaped recvfrom, a hostile relay ending the DHT's or a tracker's receive loop.
+    with trio.fail_after(DEADLINE):
+        async with (
+            serve_socks5() as server,
+            udp_echo() as echo,
+            open_socks5_udp_socket(proxy_of(server), bind=LOOPBACK) as udp,
+        ):
+            await udp.wait_associated()
+            await echo_once(udp, echo, b"first")  # the proxy learns our UDP port
+            [association] = server.associations
+            await association.send_to_client(encode_datagram("fe80::1%eth0", 6881, b"scoped"))
+            await association.send_to_client(encode_datagram("fe80::1%1", 6881, b"scoped"))
+            await echo_once(udp, echo, b"after")
+            assert udp.statistics.dropped_malformed == 2
+            assert udp.statistics.received == 2
+
+
 async def test_a_refusal_leaves_us_unassociated_and_we_retry() -> None:
     with trio.fail_after(DEADLINE):
         async with (

@@ -62,6 +62,23 @@ _SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,31}")
 _MAX_TARGETS: Final = 8
 """Addresses of one host name tried at most through the proxy (each attempt is a connection
 to the proxy), when the name is resolved here."""
+_STAGGER: Final = 0.25
+"""Seconds before the next of the proxy's addresses is tried while the one before is still
+connecting (RFC 8305's happy eyeballs, as trio's ``open_tcp_stream``): an address that drops
+our SYNs costs that much, not the whole timeout on every attempt."""
+_GAI_ERRNOS: Final[dict[int, int]] = {
+    code: number
+    for name, number in (("EAI_AGAIN", errno.EAGAIN), ("EAI_MEMORY", errno.ENOMEM))
+    if (code := getattr(socket, name, None)) is not None
+}
+"""getaddrinfo's failure codes (``EAI_*``, not errnos) that have an errno of their own."""
+_GAI_NO_ADDRESS_OF_FAMILY: Final = frozenset(
+    code
+    for name in ("EAI_ADDRFAMILY", "EAI_NODATA")
+    if (code := getattr(socket, name, None)) is not None
+)
+"""getaddrinfo's failure codes that say, in a lookup of one family, that the name has no
+address of it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +102,9 @@ class ProxyConfig:
             they are resolved here and the proxy is given an address.
 
     Raises:
-        ValueError: no host, a port outside 1..65535, a username without a password (or the
-            reverse), or either empty or longer than 255 bytes in UTF-8.
+        ValueError: no host, a host name IDNA cannot encode (an empty label, as in ``a..b``,
+            or one longer than 63 characters), a port outside 1..65535, a username without a
+            password (or the reverse), or either empty or longer than 255 bytes in UTF-8.
     """
 
     host: str
@@ -99,6 +117,18 @@ class ProxyConfig:
         """Refuse what cannot be sent to a proxy."""
         if not isinstance(self.host, str) or not self.host or len(self.host) > 255:
             raise ValueError(f"a proxy host is a non-empty name or address, not {self.host!r:.80}")
+        if _literal(self.host) is None:
+            # trio's getaddrinfo first tries the name with Python's IDNA codec: one it
+            # cannot encode (an empty or too long label) could never be resolved, refused
+            # here rather than on every attempt. What IDNA 2008 alone refuses (trio's for
+            # non-ASCII names) fails at resolution, a SocksError.
+            try:
+                self.host.encode("idna")
+            except UnicodeError as error:
+                raise ValueError(
+                    f"a proxy host is an IP address or a valid host name, not {self.host!r:.80} "
+                    f"({error})"
+                ) from None
         port = self.port
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port <= 0xFFFF:
             raise ValueError(f"a proxy port is 1..65535, not {port!r}")
@@ -212,7 +242,7 @@ async def _proxy_targets(
     name, or the distinct addresses a name resolves to here (at most :data:`_MAX_TARGETS`).
 
     Raises:
-        SocksError: the name could not be resolved, or to no IP address.
+        SocksError: the name could not be resolved (an invalid one too), or to no IP address.
     """
     if isinstance(host, IPv4Address | IPv6Address):
         return [host]
@@ -223,8 +253,11 @@ async def _proxy_targets(
         return [host]
     try:
         infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as error:
-        raise SocksError(f"cannot resolve {host!r:.80}: {_reason(error)}") from error
+    except (OSError, UnicodeError) as error:  # UnicodeError: a name IDNA cannot encode
+        raise SocksError(
+            f"cannot resolve {host!r:.80}: {_reason(error)}",
+            errno_value=_resolution_errno(error, one_family=False),
+        ) from error
     found: dict[IPv4Address | IPv6Address | str, None] = {}  # ordered, without repeats
     for family, _type, _proto, _name, sockaddr in infos:
         if family in (socket.AF_INET, socket.AF_INET6):
@@ -241,7 +274,39 @@ async def _proxy_targets(
 def _reason(error: BaseException) -> str:
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
+    if isinstance(error, UnicodeError):
+        return f"not a host name IDNA can encode ({error})"
     return str(error) or type(error).__name__
+
+
+def _resolution_errno(error: OSError | UnicodeError, *, one_family: bool) -> int | None:
+    """The errno of a failed name lookup, where one fits: the system's own (an ``EAI_SYSTEM``
+    failure comes as a plain :class:`OSError`), EAGAIN for a temporary failure, ENOMEM,
+    EHOSTUNREACH when a lookup of ``one_family`` says the name has no address of it; else
+    None (an unknown or invalid name: no errno says that, and a gaierror's code is no errno).
+    """
+    if isinstance(error, socket.gaierror):
+        code = error.errno
+        if code is None:
+            return None
+        if one_family and code in _GAI_NO_ADDRESS_OF_FAMILY:
+            return errno.EHOSTUNREACH
+        return _GAI_ERRNOS.get(code)
+    if isinstance(error, OSError):
+        return error.errno
+    return None
+
+
+def _unresolved(
+    proxy: ProxyConfig, error: OSError | UnicodeError, version: int | None = None
+) -> SocksError:
+    """The :class:`SocksError` for a failed lookup of the proxy's name (in IPv``version``
+    alone when given): the resolver's words, and its errno where one fits."""
+    wanted = "" if version is None else f" to an IPv{version} address"
+    return SocksError(
+        f"cannot resolve the proxy {proxy.host!r:.80}{wanted}: {_reason(error)}",
+        errno_value=_resolution_errno(error, one_family=version is not None),
+    )
 
 
 async def open_socks5_stream(
@@ -315,15 +380,19 @@ async def _connect_to_proxy(
     """A TCP connection to ``proxy``, or a :class:`SocksError` with the refusal's errno.
 
     With a ``family`` (``AF_INET`` or ``AF_INET6``), only the proxy's addresses of that family
-    are tried, in the resolver's order, one after the other (at most :data:`_MAX_TARGETS`):
-    a UDP association's control connection must be of its UDP socket's family, the relay
-    being reached from that socket (libtorrent's ``socks5::on_name_lookup`` keeps those
-    alone). A name with none, or a literal of the other family, is EHOSTUNREACH.
+    are tried, in the resolver's order, staggered as happy eyeballs (at most
+    :data:`_MAX_TARGETS`, :func:`_connect_in_family`): a UDP association's control connection
+    must be of its UDP socket's family, the relay being reached from that socket
+    (libtorrent's ``socks5::on_name_lookup`` keeps those alone). A name with none, or a
+    literal of the other family, is EHOSTUNREACH. A name that cannot be resolved is the
+    resolver's error (its errno where one fits).
     """
     if family is not None:
         return await _connect_in_family(proxy, family)
     try:
         return await trio.open_tcp_stream(proxy.host, proxy.port)
+    except (socket.gaierror, UnicodeError) as error:  # UnicodeError: IDNA refused the name
+        raise _unresolved(proxy, error) from error
     except OSError as error:
         raise _unreachable(proxy, error) from error
 
@@ -345,8 +414,9 @@ async def _proxy_addresses(
     in the resolver's order; an IPv6 one with its scope).
 
     Raises:
-        SocksError: the name could not be resolved, or to no address of ``family``
-            (EHOSTUNREACH: there is no way to the proxy from our socket).
+        SocksError: the name could not be resolved (the resolver's error, with its errno where
+            one fits; an invalid name too), or to no address of ``family`` (EHOSTUNREACH:
+            there is no way to the proxy from our socket).
     """
     version = 4 if family == socket.AF_INET else 6
     literal = _literal(proxy.host)
@@ -363,12 +433,8 @@ async def _proxy_addresses(
             family=family,
             type=socket.SOCK_STREAM,
         )
-    except OSError as error:
-        raise SocksError(
-            f"cannot resolve the proxy {proxy.host!r:.80} to an IPv{version} address: "
-            f"{_reason(error)}",
-            errno_value=errno.EHOSTUNREACH,
-        ) from error
+    except (OSError, UnicodeError) as error:  # UnicodeError: IDNA refused the name
+        raise _unresolved(proxy, error, version) from error
     found: dict[tuple[Any, ...], None] = {}  # ordered, without repeats
     for info_family, _type, _proto, _name, sockaddr in infos:
         # A resolver may answer other families than asked (a custom one, a broken one).
@@ -386,22 +452,64 @@ async def _proxy_addresses(
 
 async def _connect_in_family(proxy: ProxyConfig, family: socket.AddressFamily) -> trio.SocketStream:
     """A TCP connection to one of the proxy's addresses of ``family`` (see
-    :func:`_connect_to_proxy`), tried in turn; the caller's deadline bounds their time."""
-    failure: OSError | None = None
-    for sockaddr in await _proxy_addresses(proxy, family):
-        sock = trio.socket.socket(family, socket.SOCK_STREAM)
+    :func:`_connect_to_proxy`), as happy eyeballs: each address is tried :data:`_STAGGER`
+    seconds after the one before (at once when that one failed), the first to connect wins
+    and the others are cancelled and closed. The caller's deadline bounds their time.
+
+    Raises:
+        SocksError: the name could not be resolved, or every address failed (the last
+            failure's errno; a socket the system refused, EMFILE say, is a failure too).
+    """
+    addresses = await _proxy_addresses(proxy, family)
+    failures: list[OSError] = []
+    winner: trio.socket.SocketType | None = None
+
+    async def attempt(
+        sockaddr: tuple[Any, ...], failed: trio.Event, scope: trio.CancelScope
+    ) -> None:
+        nonlocal winner
+        try:
+            # Made inside the try: a socket the system refuses (EMFILE, ENOBUFS) is this
+            # attempt's failure, reported as the proxy's, never a bare OSError that would
+            # end the caller's retries.
+            sock = trio.socket.socket(family, socket.SOCK_STREAM)
+        except OSError as error:
+            failures.append(error)
+            failed.set()
+            return
         try:
             await sock.connect(sockaddr)
         except OSError as error:
             sock.close()
-            failure = error
-            continue
-        except BaseException:
+            failures.append(error)
+            failed.set()
+            return
+        except BaseException:  # cancelled: another won, or the deadline passed
             sock.close()
             raise
-        return trio.SocketStream(sock)
-    assert failure is not None  # one address at least, each failed or returned
-    raise _unreachable(proxy, failure) from failure
+        if winner is not None:  # another connected in the same instant: it is kept
+            sock.close()
+            return
+        winner = sock
+        scope.cancel()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            # At most _MAX_TARGETS attempts, one started per round.
+            for sockaddr in addresses:
+                failed = trio.Event()
+                nursery.start_soon(attempt, sockaddr, failed, nursery.cancel_scope)
+                with trio.move_on_after(_STAGGER):
+                    await failed.wait()
+    except BaseException:
+        # Cancelled from outside after a win, or a bug of ours: the winner is not handed out.
+        if winner is not None:
+            winner.close()
+        raise
+    if winner is None:
+        last = failures[-1]  # every attempt ended, and none won: each one failed
+        raise _unreachable(proxy, last) from last
+    return trio.SocketStream(winner)
 
 
 def _attempt_error(error: OSError) -> OSError:

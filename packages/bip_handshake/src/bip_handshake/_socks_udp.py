@@ -19,8 +19,9 @@ UDP tracker client and the DHT to plug in:
   nothing is ever sent directly, a proxy being there to hide us;
 - :meth:`Socks5UdpSocket.recvfrom` returns the next datagram from the relay, unwrapped;
   datagrams from anyone else, fragments (``FRAG`` not zero: not reassembled), malformed ones
-  and ones whose source is a host name (not an IP address written as one) are dropped and
-  counted. ICMP errors are ignored, as libtorrent does while proxied;
+  and ones whose source is a host name (not an IP address written as one; a scoped IPv6
+  address is no peer's either) are dropped and counted. ICMP errors are ignored, as
+  libtorrent does while proxied;
 - when the proxy refuses (microsocks answers "command not supported"), does not answer within
   ``timeout``, or the control connection closes, we are not associated,
   :attr:`Socks5UdpSocket.last_error` says why, and we try again after ``retry_interval``
@@ -102,7 +103,8 @@ class Socks5UdpStatistics:
         dropped_foreign: datagrams from another address than the relay's (or while not
             associated).
         dropped_malformed: datagrams from the relay with a bad header, or whose source is a
-            host name (a name that reads as an IP address is taken as that address).
+            host name (a name that reads as an IP address is taken as that address, but for
+            a scoped IPv6 one, ``fe80::1%eth0``: not a peer's address).
         dropped_fragments: datagrams from the relay with ``FRAG`` not zero.
         associations: associations the proxy set up.
         refused_sends: :meth:`~Socks5UdpSocket.sendto` calls refused while not associated.
@@ -264,7 +266,7 @@ class Socks5UdpSocket:
         Datagrams from any other address, fragments, malformed ones and ones whose source is
         a host name are dropped and counted (:attr:`statistics`); so are ICMP errors. A
         source written as a name that reads as an IP address is that address (as
-        libtorrent).
+        libtorrent), a scoped IPv6 one (``fe80::1%eth0``) excepted: dropped as malformed.
         Unbounded in time: callers bound it.
 
         Raises:
@@ -295,17 +297,21 @@ class Socks5UdpSocket:
                 self._dropped_malformed += 1
                 continue
             host = datagram.host
-            if isinstance(host, str):
+            try:
                 # A name would have to be resolved to be a peer's address: dropped. One that
                 # reads as an IP address is that address (libtorrent's unwrap parses the
-                # name as an address and drops the datagram only when that fails).
-                try:
-                    host = ip_address(host)
-                except ValueError:
-                    self._dropped_malformed += 1
-                    continue
+                # name as an address and drops the datagram only when that fails), but for
+                # a scoped IPv6 one ("fe80::1%eth0"): ip_address takes it, PeerAddress
+                # refuses it (a CompactError, a ValueError), the relay's word naming no
+                # peer. Caught here: a hostile relay must not end our caller's reads.
+                source = PeerAddress(
+                    ip_address(host) if isinstance(host, str) else host, datagram.port
+                )
+            except ValueError:
+                self._dropped_malformed += 1
+                continue
             self._received += 1
-            return datagram.payload, PeerAddress(host, datagram.port)
+            return datagram.payload, source
 
     async def _keep_associated(self) -> None:
         """Associate, hold the association while the control connection lasts, and try again
@@ -351,9 +357,11 @@ class Socks5UdpSocket:
         """A control connection carrying a new association, and the relay's address.
 
         Raises:
-            SocksError: the proxy could not be reached (it has no address of our socket's
-                family: EHOSTUNREACH), broke the protocol, refused us, named an unusable
-                relay, or took longer than the timeout (ETIMEDOUT).
+            SocksError: the proxy's name could not be resolved (the resolver's error), the
+                proxy could not be reached (it has no address of our socket's family:
+                EHOSTUNREACH; the system refused a socket: EMFILE say), broke the protocol,
+                refused us, named an unusable relay, or took longer than the timeout
+                (ETIMEDOUT).
         """
         if self._send_local_endpoint:
             host: IPv4Address | IPv6Address = self._local.host
@@ -459,21 +467,24 @@ def _keep_alive(sock: trio.socket.SocketType) -> None:
 
     Options a system lacks (or refuses) are skipped: keep-alive is then at its defaults.
     """
-    options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
     # macOS calls the idle time TCP_KEEPALIVE.
-    idle = getattr(socket, "TCP_KEEPIDLE", getattr(socket, "TCP_KEEPALIVE", None))
-    for name, value in (
-        (idle, _KEEPALIVE_IDLE),
-        (getattr(socket, "TCP_KEEPINTVL", None), _KEEPALIVE_INTERVAL),
-        (getattr(socket, "TCP_KEEPCNT", None), _KEEPALIVE_COUNT),
+    idle = "TCP_KEEPIDLE" if hasattr(socket, "TCP_KEEPIDLE") else "TCP_KEEPALIVE"
+    # By name, for the log: an option's number means nothing to its reader.
+    for level, name, value in (
+        (socket.SOL_SOCKET, "SO_KEEPALIVE", 1),
+        (socket.IPPROTO_TCP, idle, _KEEPALIVE_IDLE),
+        (socket.IPPROTO_TCP, "TCP_KEEPINTVL", _KEEPALIVE_INTERVAL),
+        (socket.IPPROTO_TCP, "TCP_KEEPCNT", _KEEPALIVE_COUNT),
     ):
-        if name is not None:
-            options.append((socket.IPPROTO_TCP, name, value))
-    for level, name, value in options:
+        option = getattr(socket, name, None)
+        if option is None:
+            continue
         try:
-            sock.setsockopt(level, name, value)
+            sock.setsockopt(level, option, value)
         except OSError as error:
-            _log.debug("keep-alive option %s on the control connection refused: %s", name, error)
+            _log.debug(
+                "keep-alive option %s=%d on the control connection refused: %s", name, value, error
+            )
 
 
 @asynccontextmanager
