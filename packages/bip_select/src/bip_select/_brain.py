@@ -42,8 +42,10 @@ and carries out the returned actions in order.
 Requests are batched: a peer is topped up when its room reaches a quarter of its desired queue
 depth (or it has nothing left in flight), not after every block, which keeps the number of
 picker calls per block low without letting the pipe run dry (the queue holds seconds of data).
-A deadline piece, newly set or wanted again (hashed bad, discarded, lost), is offered at once to
-the peers that have it, whatever room they have.
+A have of a wanted piece from a peer that unchokes us tops it up at once by the same rule, so
+a peer that had nothing more for us is asked for its new piece without waiting for the
+periodic refill. A deadline piece, newly set or wanted again (hashed bad, discarded, lost), is
+offered at once to the peers that have it, whatever room they have.
 
 Logging: the brain is a sans-IO core, so it logs at DEBUG only, under ``bip_select.brain``, and
 only its own decisions a log reader cannot see in the actions: end-game entered, a peer banned
@@ -717,9 +719,25 @@ class SwarmBrain:
         actions = self._revelation.peer_have(peer, piece, now)
         if news and availability.priority(piece):
             state.wanted += 1
-            state.starved = -1
             if not state.interested:
+                state.starved = -1
                 self._set_interest(peer, state, actions)
+                if not state.choking_us:
+                    self._fill(peer, state, now, actions)
+            elif (
+                state.starved != self._epoch
+                or self.picker.requests.num_free(piece)
+                or self._endgame
+            ):
+                # A peer we are interested in may have run out of blocks to ask of it (all
+                # it has is asked of others): ask it for the new piece now, not at the next
+                # refill, or each piece a seed reveals one by one (super-seeding, a peer
+                # finishing pieces as we go) costs up to a refill interval idle. _fill's room
+                # test comes before any picker run, so a flood of haves to a full pipe costs
+                # O(1) each. Starved this epoch and nothing of the piece free (outside
+                # end-game, where it may be asked twice): the picker would find nothing more,
+                # so the peer stays starved and the have costs nothing.
+                state.starved = -1
                 if not state.choking_us:
                     self._fill(peer, state, now, actions)
         return actions
