@@ -152,9 +152,9 @@ async def test_a_socket_the_system_refuses_is_a_failure_retried(
 
 @pytest.mark.parametrize("host", ["a..b", "x" * 64 + ".org", ".lead", "a.b.."])
 def test_names_idna_cannot_encode_are_refused_up_front(host: str) -> None:
-    with pytest.raises(ValueError, match="valid host name"):
+    with pytest.raises(ValueError, match="IDNA codec can encode"):
         ProxyConfig(host, 1080)
-    with pytest.raises(ValueError, match="valid host name"):
+    with pytest.raises(ValueError, match="IDNA codec can encode"):
         parse_proxy_url(f"socks5h://{host}:1080")
 
 
@@ -201,7 +201,60 @@ async def test_the_resolvers_own_error_is_kept(
             assert udp.last_error is not None
             assert udp.last_error.errno == expected_errno
             assert str(failure.strerror) in str(udp.last_error)
-            assert "cannot resolve the proxy 'fails.test' to an IPv4 address" in str(udp.last_error)
+            assert "cannot resolve the proxy 'fails.test': " in str(udp.last_error)
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+class OneFamilyLookupsFail(trio.abc.HostnameResolver):
+    """A name with an IPv4 address alone, answered as glibc answers from /etc/hosts: a
+    lookup of IPv6 alone says the name is unknown (EAI_NONAME), one of every family finds
+    the IPv4 address."""
+
+    async def getaddrinfo(  # noqa: PLR0917 (trio's HostnameResolver signature)
+        self,
+        host: bytes | None,
+        port: bytes | str | int | None,
+        family: int = 0,
+        type: int = 0,
+        proto: int = 0,
+        flags: int = 0,
+    ) -> list[Any]:
+        """IPv4 only, and "unknown" when asked for IPv6 alone."""
+        if family == socket.AF_INET6:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        number = int(port) if port is not None else 0
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", number))]
+
+    async def getnameinfo(self, sockaddr: tuple[Any, ...], flags: int) -> tuple[str, str]:
+        """Not asked in this test."""
+        return socket.getnameinfo(sockaddr, flags)
+
+
+async def test_a_name_of_the_other_family_only_is_unreachable_not_unknown() -> None:
+    # Asked for IPv6 alone, glibc calls localhost-with-IPv4-only unknown: the proxy's name
+    # is looked up in every family, and "no IPv6 address" is EHOSTUNREACH, as documented.
+    if not _has_ipv6_loopback():
+        pytest.skip("no ::1 on this host")
+    trio.socket.set_custom_hostname_resolver(OneFamilyLookupsFail())
+    try:
+        with trio.fail_after(DEADLINE):
+            async with open_socks5_udp_socket(
+                ProxyConfig("v4only.test", 1080), bind=("::1", 0)
+            ) as udp:
+                await until(lambda: udp.last_error is not None)
+                assert udp.last_error is not None
+                assert udp.last_error.errno == errno.EHOSTUNREACH
+                assert "resolves to no IPv6 address" in str(udp.last_error)
+    finally:
+        trio.socket.set_custom_hostname_resolver(None)
 
 
 def test_keep_alive_options_are_logged_by_name(caplog: pytest.LogCaptureFixture) -> None:

@@ -72,13 +72,6 @@ _GAI_ERRNOS: Final[dict[int, int]] = {
     if (code := getattr(socket, name, None)) is not None
 }
 """getaddrinfo's failure codes (``EAI_*``, not errnos) that have an errno of their own."""
-_GAI_NO_ADDRESS_OF_FAMILY: Final = frozenset(
-    code
-    for name in ("EAI_ADDRFAMILY", "EAI_NODATA")
-    if (code := getattr(socket, name, None)) is not None
-)
-"""getaddrinfo's failure codes that say, in a lookup of one family, that the name has no
-address of it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +119,8 @@ class ProxyConfig:
                 self.host.encode("idna")
             except UnicodeError as error:
                 raise ValueError(
-                    f"a proxy host is an IP address or a valid host name, not {self.host!r:.80} "
-                    f"({error})"
+                    f"a proxy host is an IP address or a name Python's IDNA codec can encode, "
+                    f"not {self.host!r:.80} ({error})"
                 ) from None
         port = self.port
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port <= 0xFFFF:
@@ -256,7 +249,7 @@ async def _proxy_targets(
     except (OSError, UnicodeError) as error:  # UnicodeError: a name IDNA cannot encode
         raise SocksError(
             f"cannot resolve {host!r:.80}: {_reason(error)}",
-            errno_value=_resolution_errno(error, one_family=False),
+            errno_value=_resolution_errno(error),
         ) from error
     found: dict[IPv4Address | IPv6Address | str, None] = {}  # ordered, without repeats
     for family, _type, _proto, _name, sockaddr in infos:
@@ -279,33 +272,25 @@ def _reason(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
-def _resolution_errno(error: OSError | UnicodeError, *, one_family: bool) -> int | None:
+def _resolution_errno(error: OSError | UnicodeError) -> int | None:
     """The errno of a failed name lookup, where one fits: the system's own (an ``EAI_SYSTEM``
-    failure comes as a plain :class:`OSError`), EAGAIN for a temporary failure, ENOMEM,
-    EHOSTUNREACH when a lookup of ``one_family`` says the name has no address of it; else
+    failure comes as a plain :class:`OSError`), EAGAIN for a temporary failure, ENOMEM; else
     None (an unknown or invalid name: no errno says that, and a gaierror's code is no errno).
     """
     if isinstance(error, socket.gaierror):
         code = error.errno
-        if code is None:
-            return None
-        if one_family and code in _GAI_NO_ADDRESS_OF_FAMILY:
-            return errno.EHOSTUNREACH
-        return _GAI_ERRNOS.get(code)
+        return None if code is None else _GAI_ERRNOS.get(code)
     if isinstance(error, OSError):
         return error.errno
     return None
 
 
-def _unresolved(
-    proxy: ProxyConfig, error: OSError | UnicodeError, version: int | None = None
-) -> SocksError:
-    """The :class:`SocksError` for a failed lookup of the proxy's name (in IPv``version``
-    alone when given): the resolver's words, and its errno where one fits."""
-    wanted = "" if version is None else f" to an IPv{version} address"
+def _unresolved(proxy: ProxyConfig, error: OSError | UnicodeError) -> SocksError:
+    """The :class:`SocksError` for a failed lookup of the proxy's name: the resolver's words,
+    and its errno where one fits."""
     return SocksError(
-        f"cannot resolve the proxy {proxy.host!r:.80}{wanted}: {_reason(error)}",
-        errno_value=_resolution_errno(error, one_family=version is not None),
+        f"cannot resolve the proxy {proxy.host!r:.80}: {_reason(error)}",
+        errno_value=_resolution_errno(error),
     )
 
 
@@ -427,14 +412,16 @@ async def _proxy_addresses(
             errno_value=errno.EHOSTUNREACH,
         )
     try:
+        # Every family, then ours alone: asked for one family, resolvers say a name with
+        # addresses of the other only is unknown (glibc's EAI_NONAME from /etc/hosts), where
+        # the truth is that our socket has no way to the proxy (EHOSTUNREACH, below).
         infos = await trio.socket.getaddrinfo(
             proxy.host if literal is None else str(literal),  # without brackets
             proxy.port,
-            family=family,
             type=socket.SOCK_STREAM,
         )
     except (OSError, UnicodeError) as error:  # UnicodeError: IDNA refused the name
-        raise _unresolved(proxy, error, version) from error
+        raise _unresolved(proxy, error) from error
     found: dict[tuple[Any, ...], None] = {}  # ordered, without repeats
     for info_family, _type, _proto, _name, sockaddr in infos:
         # A resolver may answer other families than asked (a custom one, a broken one).
