@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from bip_handshake import PeerAddress
 from bip_utracker._client_core import (
+    MAX_REQUEST_SIZE,
     AnnounceParams,
     AnnounceResult,
     RequestFailed,
@@ -669,3 +670,30 @@ def test_client_cores_against_the_server_core_with_no_network() -> None:
     assert scrape.stats(b"s" * 20) == ScrapeStats(seeders=1, completed=0, leechers=3)
     assert scrape.stats(b"t" * 20) == ScrapeStats(seeders=0, completed=0, leechers=0)
     assert scraper.statistics().connects == 1  # the id from the announce served the scrape
+
+
+def _longest_url_data() -> int:
+    """URLData bytes of the longest announce that fits MAX_REQUEST_SIZE (98 bytes, then 2 per
+    255-byte option)."""
+    length = 0
+    while 98 + (length + 1) + 2 * -(-(length + 1) // 255) <= MAX_REQUEST_SIZE:
+        length += 1
+    return length
+
+
+def test_an_announce_longer_than_a_proxied_datagram_is_refused_at_once() -> None:
+    core = _core()
+    longest = _longest_url_data()
+    fits = AnnounceParams(b"i" * 20, b"p" * 20, port=1, url_data=b"x" * longest)
+    core.announce(TRACKER, fits, 0.0)
+    assert len(fits.request(0, 0).encode()) == MAX_REQUEST_SIZE
+    too_long = AnnounceParams(b"i" * 20, b"p" * 20, port=1, url_data=b"x" * (longest + 1))
+    with pytest.raises(LocalProtocolError, match=f"{MAX_REQUEST_SIZE}"):
+        core.announce(TRACKER, too_long, 0.0)
+    with pytest.raises(LocalProtocolError, match="URLData"):
+        too_long.check()
+    # Refused before it was queued: the connect of the one that fits alone goes out.
+    assert [type(request) for request, _ in _sent(core)] == [ConnectRequest]
+    assert core.statistics().requests_in_flight == 1
+    # Bytes a proxy's relay adds (262 at most) still fit the largest IPv4 UDP payload.
+    assert MAX_REQUEST_SIZE + 262 == 65_507

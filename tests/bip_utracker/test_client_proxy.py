@@ -1,22 +1,37 @@
 """The UDP tracker client through a SOCKS5 proxy's UDP relay (``open_tracker_client(proxy=)``):
 against bip_utracker's server on 127.0.0.1 behind the in-test proxy (tests/_socks_server.py),
-remote DNS, a refusing proxy, a lost association, and BEP 15's peer size by the tracker's
-family through an IPv4 relay. The sans-IO part (trackers named by host name) is tested on the
-core alone."""
+remote DNS, a refusing proxy, a lost association, BEP 15's peer size by the tracker's family
+through an IPv4 relay, oversized announces and unwritable datagrams (the client lives on),
+a dual-stack tracker name sent to at the relay's family, and the relay socket's family by the
+proxy's name (``proxy_udp_family``; a one-association proxy on ::1). The sans-IO part
+(trackers named by host name) is tested on the core alone."""
 
 from __future__ import annotations
 
+import errno
 import random
+import socket
+from collections.abc import AsyncIterator
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
-from tests._socks_server import SocksServer, encode_datagram, serve_socks5
+from tests._socks_server import (
+    SocksServer,
+    decode_datagram,
+    decode_greeting,
+    encode_datagram,
+    encode_method,
+    encode_reply,
+    serve_socks5,
+)
+from tests._socks_server import decode_request as decode_socks_request
 
-from bip_handshake import PeerAddress, PeerId
+from bip_handshake import PeerAddress, PeerId, SocksError
 from bip_handshake._socks_shell import ProxyConfig
+from bip_handshake._socks_udp import proxy_udp_family
 from bip_utracker._client import open_tracker_client
 from bip_utracker._client_core import (
     AnnounceParams,
@@ -356,3 +371,236 @@ def test_bad_tracker_names(name: tuple[str, int]) -> None:
     core = TrackerClientCore(rng=random.Random(6))
     with pytest.raises(LocalProtocolError):
         core.announce(name, AnnounceParams(SWARM, PEER_ID.value, port=1), now=0.0)
+
+
+# -- review of 4cb196f: oversized announces, tracker and proxy names by family -----------------
+
+
+@pytest.mark.parametrize("proxied", [True, False], ids=["proxy", "direct"])
+async def test_an_oversized_announce_is_refused_at_once_and_the_client_lives_on(
+    proxied: bool,
+) -> None:
+    with trio.fail_after(DEADLINE):
+        async with (
+            serve_tracker((LOOPBACK, 0)) as tracker,
+            serve_socks5() as proxy,
+            open_tracker_client(
+                bind_v4=LOOPBACK, bind_v6=None, proxy=proxy_of(proxy) if proxied else None
+            ) as client,
+        ):
+            url = f"udp://{LOOPBACK}:{tracker.address[1]}/announce"
+            # 65,300 bytes of URLData: past what SOCKS5's header leaves of a UDP datagram.
+            with pytest.raises(LocalProtocolError, match="URLData"):
+                await client.announce(url, SWARM, peer_id=PEER_ID, port=7010, url_data=b"x" * 65300)
+            scrape = await client.scrape(url, [SWARM])
+            stats = client.statistics()
+    assert scrape.stats(SWARM).seeders == 0
+    assert (stats.completed, stats.failed, stats.datagrams_sent) == (1, 0, 2)
+
+
+async def test_a_datagram_the_relay_cannot_write_fails_its_request_not_the_client() -> None:
+    with trio.fail_after(DEADLINE):
+        async with (
+            serve_tracker((LOOPBACK, 0)) as tracker,
+            serve_socks5() as proxy,
+            open_tracker_client(bind_v4=LOOPBACK, bind_v6=None, proxy=proxy_of(proxy)) as client,
+        ):
+            relay = client._relay
+            assert relay is not None
+            send = relay.sendto
+            refusals = [ValueError("the datagram is too long"), TypeError("not a destination")]
+
+            async def refusing(
+                payload: bytes | bytearray | memoryview, destination: PeerAddress | tuple[str, int]
+            ) -> None:
+                if refusals:
+                    raise refusals.pop(0)
+                await send(payload, destination)
+
+            relay.sendto = refusing  # type: ignore[method-assign]
+            url = f"udp://{LOOPBACK}:{tracker.address[1]}"
+            for _ in range(2):
+                with pytest.raises(TrackerError, match="cannot reach tracker"):
+                    await client.scrape(url, [SWARM])
+            result = await client.announce(url, SWARM, peer_id=PEER_ID, port=7011)
+            errors = client.send_errors
+    assert result.leechers == 0
+    assert errors == 2
+
+
+class Names(trio.abc.HostnameResolver):
+    """Test names to fixed addresses, in order, whatever family or type is asked (the client
+    must pick the family itself); any other name is unknown."""
+
+    def __init__(self, names: dict[str, tuple[str, ...]]) -> None:
+        self.names = names
+        self.asked: list[str] = []
+
+    async def getaddrinfo(  # noqa: PLR0917 (trio's HostnameResolver signature)
+        self,
+        host: bytes | None,
+        port: bytes | str | int | None,
+        family: int = 0,
+        type: int = 0,
+        proto: int = 0,
+        flags: int = 0,
+    ) -> list[Any]:
+        """The fixed answer for a test name."""
+        name = host.decode("ascii") if isinstance(host, bytes) else str(host)
+        self.asked.append(name)
+        if name not in self.names:
+            raise socket.gaierror(socket.EAI_NONAME, "unknown test name")
+        number = int(port) if port is not None else 0
+        kind = socket.SocketKind(type or socket.SOCK_DGRAM)
+        return [
+            (socket.AF_INET6, kind, 0, "", (address, number, 0, 0))
+            if ":" in address
+            else (socket.AF_INET, kind, 0, "", (address, number))
+            for address in self.names[name]
+        ]
+
+    async def getnameinfo(self, sockaddr: tuple[Any, ...], flags: int) -> tuple[str, str]:
+        """As the system answers (numeric addresses only here)."""
+        return socket.getnameinfo(sockaddr, flags)
+
+
+@pytest.fixture
+async def names() -> AsyncIterator[Names]:
+    """A :class:`Names` resolver installed for the test's trio run (test names only)."""
+    resolver = Names({})
+    trio.socket.set_custom_hostname_resolver(resolver)
+    try:
+        yield resolver
+    finally:
+        trio.socket.set_custom_hostname_resolver(None)
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+async def test_a_dual_stack_tracker_is_sent_to_at_the_relays_family(names: Names) -> None:
+    with trio.fail_after(DEADLINE):
+        async with serve_tracker((LOOPBACK, 0)) as tracker, serve_socks5() as proxy:
+            port = tracker.address[1]
+            # AAAA first, as a resolver preferring IPv6 lists them: our relay socket is IPv4.
+            names.names["dual.tracker.test"] = ("2001:db8::1", LOOPBACK)
+            names.names["v6.tracker.test"] = ("2001:db8::1",)
+            async with open_tracker_client(
+                bind_v4=LOOPBACK, bind_v6=None, proxy=proxy_of(proxy)
+            ) as client:
+                result = await client.announce(
+                    f"udp://dual.tracker.test:{port}/announce", SWARM, peer_id=PEER_ID, port=7012
+                )
+                # An IPv6-only tracker is still sent to: the proxy may route it.
+                only, _ = await client._resolve(("v6.tracker.test", port))
+    assert result.tracker == PeerAddress(IPv4Address(LOOPBACK), port)
+    assert proxy.associations[0].dropped == 0
+    assert only == PeerAddress(IPv6Address("2001:db8::1"), port)
+
+
+@pytest.mark.parametrize(
+    ("host", "remote_dns", "family"),
+    [
+        ("192.0.2.1", False, 4),
+        ("2001:db8::1", False, 6),
+        ("[2001:db8::1]", True, 6),
+        ("v6.proxy.test", False, 6),
+        ("v6.proxy.test", True, 6),  # the proxy's own name: resolved even with socks5h://
+        ("dual.proxy.test", False, 6),
+        ("dual4.proxy.test", True, 4),
+    ],
+)
+async def test_proxy_udp_family(names: Names, host: str, remote_dns: bool, family: int) -> None:
+    names.names.update(
+        {
+            "v6.proxy.test": ("2001:db8::2",),
+            "dual.proxy.test": ("2001:db8::2", "192.0.2.2"),
+            "dual4.proxy.test": ("192.0.2.2", "2001:db8::2"),
+        }
+    )
+    assert await proxy_udp_family(ProxyConfig(host, 1080, remote_dns=remote_dns)) == family
+    assert names.asked == ([] if "test" not in host else [host])
+
+
+async def test_proxy_udp_family_failures(names: Names) -> None:
+    names.names["empty.proxy.test"] = ()
+    with pytest.raises(SocksError, match=r"cannot resolve the proxy 'unknown\.proxy\.test'"):
+        await proxy_udp_family(ProxyConfig("unknown.proxy.test"))
+    with pytest.raises(SocksError, match="no IP address") as raised:
+        await proxy_udp_family(ProxyConfig("empty.proxy.test"))
+    assert raised.value.errno == errno.EHOSTUNREACH
+    with pytest.raises(TypeError, match="ProxyConfig"):
+        await proxy_udp_family("socks5://192.0.2.1")  # type: ignore[arg-type]
+
+
+async def test_an_unresolvable_proxy_name_still_opens_a_client(
+    names: Names, autojump_clock: trio.testing.MockClock
+) -> None:
+    autojump_clock.autojump_threshold = JUMP_AFTER
+    with trio.fail_after(30):
+        async with open_tracker_client(
+            bind_v4=LOOPBACK, bind_v6="::1", proxy=ProxyConfig("gone.proxy.test"), proxy_timeout=1
+        ) as client:
+            # Tried over IPv4, as before names were looked at; the association says why not.
+            [ours] = client.local_addresses
+            with pytest.raises(TrackerError, match="cannot resolve the proxy"):
+                await client.scrape(f"udp://{LOOPBACK}:6969", [SWARM])
+    assert ours.family == 4
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no ::1 on this host")
+async def test_a_proxy_named_with_ipv6_addresses_only_associates(names: Names) -> None:
+    """A name with ::1 alone: the relay socket is IPv6 (it was IPv4 and never associated),
+    the control connection reaches the proxy on ::1, and a scrape to a tracker on ::1 goes
+    through its IPv6 relay."""
+    relayed: list[tuple[str, int]] = []
+
+    async def serve(stream: trio.SocketStream) -> None:
+        # A SOCKS5 proxy of one association: no authentication, UDP ASSOCIATE, a relay on ::1
+        # between the first address that writes to it (our client) and anyone else.
+        async with stream:
+            greeting = await stream.receive_some(2)
+            assert 0 in decode_greeting(greeting + await stream.receive_some(greeting[1]))
+            await stream.send_all(encode_method(0))
+            request = decode_socks_request(await stream.receive_some(22))  # [::]:0
+            assert request.command == 3
+            with trio.socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as relay:
+                await relay.bind(("::1", 0))
+                await stream.send_all(encode_reply(0, IPv6Address("::1"), relay.getsockname()[1]))
+                client: tuple[str, int] | None = None
+                for _ in range(4):  # connect and scrape, there and back
+                    data, sockaddr = await relay.recvfrom(65_535)
+                    source = (str(sockaddr[0]), int(sockaddr[1]))
+                    if client in (None, source):
+                        client = source
+                        host, port, payload = decode_datagram(data)
+                        relayed.append((str(host), port))
+                        await relay.sendto(payload, (str(host), port))
+                    else:
+                        assert client is not None
+                        wrapped = encode_datagram(IPv6Address(source[0]), source[1], data)
+                        await relay.sendto(wrapped, client)
+                await stream.receive_some(1)  # held until the client leaves
+
+    with trio.fail_after(DEADLINE):
+        async with serve_tracker(("::1", 0)) as tracker, trio.open_nursery() as nursery:
+            [listener] = await trio.open_tcp_listeners(0, host="::1")
+            names.names["v6.proxy.test"] = ("::1",)
+            proxy = ProxyConfig("v6.proxy.test", listener.socket.getsockname()[1])
+            nursery.start_soon(trio.serve_listeners, serve, [listener])
+            async with open_tracker_client(bind_v4=LOOPBACK, bind_v6="::1", proxy=proxy) as client:
+                [ours] = client.local_addresses
+                scrape = await client.scrape(f"udp://[::1]:{tracker.address[1]}", [SWARM])
+                stats = client.proxy_statistics
+            nursery.cancel_scope.cancel()
+    assert ours.family == 6
+    assert scrape.tracker == PeerAddress(IPv6Address("::1"), tracker.address[1])
+    assert relayed == [("::1", tracker.address[1])] * 2
+    assert stats is not None
+    assert stats.associations == 1

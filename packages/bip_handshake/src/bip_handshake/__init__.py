@@ -234,7 +234,12 @@ from ._socks_shell import (
     parse_proxy_url,
     resolve_proxy_target,
 )
-from ._socks_udp import Socks5UdpSocket, Socks5UdpStatistics, open_socks5_udp_socket
+from ._socks_udp import (
+    Socks5UdpSocket,
+    Socks5UdpStatistics,
+    open_socks5_udp_socket,
+    proxy_udp_family,
+)
 from ._upnp import (
     UPNP_MAX_DESCRIPTION,
     UPNP_MAX_HEAD,
@@ -613,6 +618,7 @@ __all__ = [
     "parse_soap_response",
     "parse_ssdp_response",
     "peer_priority",
+    "proxy_udp_family",
     "resolve_proxy_target",
 ]
 

@@ -42,7 +42,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
-from typing import Final
+from typing import Final, Literal
 
 import trio
 
@@ -58,13 +58,21 @@ from ._socks import (
     decode_socks5_datagram,
     encode_socks5_datagram,
 )
-from ._socks_shell import DEFAULT_SOCKS_TIMEOUT, ProxyConfig, _connect_to_proxy, _negotiate
+from ._socks_shell import (
+    DEFAULT_SOCKS_TIMEOUT,
+    ProxyConfig,
+    _connect_to_proxy,
+    _literal,
+    _negotiate,
+    _unresolved,
+)
 
 __all__ = [
     "MAX_RETRY_INTERVAL",
     "Socks5UdpSocket",
     "Socks5UdpStatistics",
     "open_socks5_udp_socket",
+    "proxy_udp_family",
 ]
 
 _log = logging.getLogger("bip_handshake.socks")
@@ -563,3 +571,40 @@ async def open_socks5_udp_socket(
             finally:
                 udp._close()
                 nursery.cancel_scope.cancel()
+
+
+async def proxy_udp_family(proxy: ProxyConfig) -> Literal[4, 6]:
+    """The address family to bind a UDP socket in for ``proxy``'s relay
+    (:func:`open_socks5_udp_socket`'s ``bind``): its control connection goes to the proxy's
+    addresses of the socket's family only, so a socket of the other family never associates.
+
+    An IP literal is of its own family. A host name is resolved here, even under
+    ``socks5h://`` (remote DNS keeps the targets' names from our resolver, not the proxy's
+    own, which every connection to it resolves anyway), and its first address in the
+    resolver's order (RFC 6724's preference) gives the family, as a connection to it would
+    try that address first. Unbounded in time as the resolver is: callers bound it.
+
+    Raises:
+        SocksError: the name could not be resolved (the resolver's error, with its errno
+            where one fits), or to no IPv4 or IPv6 address (EHOSTUNREACH).
+        TypeError: ``proxy`` is not a :class:`ProxyConfig`.
+    """
+    if not isinstance(proxy, ProxyConfig):
+        raise TypeError(f"proxy must be a ProxyConfig, not {proxy!r}")
+    literal = _literal(proxy.host)
+    if literal is not None:
+        return 4 if literal.version == 4 else 6
+    try:
+        infos = await trio.socket.getaddrinfo(proxy.host, proxy.port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as error:  # UnicodeError: IDNA refused the name
+        raise _unresolved(proxy, error) from error
+    # The first answer of an IP family: a resolver may list others (AF_UNIX, say) first.
+    for family, _type, _proto, _name, _sockaddr in infos:
+        if family == socket.AF_INET:
+            return 4
+        if family == socket.AF_INET6:
+            return 6
+    raise SocksError(
+        f"the proxy {proxy.host!r:.80} resolves to no IP address",
+        errno_value=errno.EHOSTUNREACH,
+    )

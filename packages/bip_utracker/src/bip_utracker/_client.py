@@ -54,6 +54,7 @@ from bip_handshake import (
     Socks5UdpStatistics,
     SocksUnavailableError,
     open_socks5_udp_socket,
+    proxy_udp_family,
 )
 from bip_metainfo import InfoHash
 
@@ -89,6 +90,7 @@ one (bip_handshake's SOCKS5 timeout)."""
 
 _MAX_DATAGRAM = 65_536  # a UDP payload never exceeds this, so nothing is ever cut short
 _SWARM_ID_SIZE = 20
+_IP_FAMILIES = frozenset({stdlib_socket.AF_INET, stdlib_socket.AF_INET6})
 _TRANSIENT_ERRORS = frozenset(
     {errno.ECONNREFUSED, errno.ECONNRESET, errno.EHOSTUNREACH, errno.ENETUNREACH}
 )
@@ -185,7 +187,9 @@ class TrackerClient:
             TrackerError: the host name did not resolve, or no socket of its family; through
                 a proxy, no UDP association came up within ``proxy_timeout`` seconds, or
                 the association was lost (the message says why).
-            LocalProtocolError: a bad argument, or the client is closed.
+            LocalProtocolError: a bad argument (URLData making the packet longer than
+                :data:`~bip_utracker._client_core.MAX_REQUEST_SIZE`, 65,245 bytes, too), or
+                the client is closed.
         """
         address, path = await self._resolve(tracker)
         swarm_id = _swarm_id(info_hash)
@@ -208,6 +212,7 @@ class TrackerClient:
             ip=int(ip),
             url_data=path if url_data is None else url_data,
         )
+        params.check()  # before any wait for the proxy: a bad argument is told at once
         shown = _shown(address)
         try:
             await self._wait_for_relay(shown)
@@ -365,18 +370,33 @@ class TrackerClient:
         return await self._lookup(host, port), path
 
     async def _lookup(self, host: str, port: int) -> PeerAddress:
-        """Resolve *host* to the first address of a family we have a socket for."""
+        """Resolve *host* to the first address of a family we have a socket for; through a
+        proxy's relay, the first of our relay socket's family, the other family's only when
+        there is none (as libtorrent keeps the addresses its socket can route): a proxy
+        reached over IPv4 may have no IPv6 route, and every request to a dual-stack tracker
+        would wait out its retransmissions."""
         try:
             infos = await trio.socket.getaddrinfo(host, port, type=stdlib_socket.SOCK_DGRAM)
         except (OSError, UnicodeError) as error:
             raise TrackerError(f"cannot resolve tracker host {host!r}: {error}") from None
+        preferred = None if self._relay is None else self._relay.local_address.family
+        fallback: PeerAddress | None = None
         for family, _, _, _, sockaddr in infos:
-            ours: Family = 4 if family == stdlib_socket.AF_INET else 6
-            if family in (stdlib_socket.AF_INET, stdlib_socket.AF_INET6) and self._reaches(ours):
-                try:
-                    return PeerAddress(ip_address(sockaddr[0]), port)
-                except (ValueError, CompactError):
-                    continue  # a scoped link-local address: not one we can key on
+            if family not in _IP_FAMILIES:  # a custom resolver may answer any family
+                continue
+            try:
+                # A mapped IPv6 address is the IPv4 tracker it names.
+                address = PeerAddress(ip_address(sockaddr[0]), port).normalized()
+            except (ValueError, CompactError):
+                continue  # a scoped link-local address: not one we can key on
+            if not self._reaches(address.family):
+                continue
+            if preferred is None or address.family == preferred:
+                return address
+            if fallback is None:
+                fallback = address
+        if fallback is not None:
+            return fallback
         raise TrackerError(f"tracker host {host!r} has no address we can reach")
 
     def _usable(self, address: PeerAddress) -> PeerAddress:
@@ -435,7 +455,10 @@ class TrackerClient:
         for data, address in self._core.datagrams_to_send(trio.current_time()):
             try:
                 await relay.sendto(data, address)
-            except SocksUnavailableError as error:
+            except (SocksUnavailableError, ValueError, TypeError) as error:
+                # No association, or a datagram or destination SOCKS5 cannot write (the core
+                # bounds both, so a bug of ours): the requests to that tracker fail, the
+                # client (this task, its nursery) lives on.
                 self._send_errors += 1
                 failed = True
                 shown = _shown(address)
@@ -570,9 +593,11 @@ async def open_tracker_client(
         max_requests: requests in flight at once before further ones are refused.
         proxy: send every datagram through this SOCKS5 proxy's UDP relay (UDP ASSOCIATE),
             none directly (see the module docstring). The one UDP socket is bound on
-            ``bind_v4``, or ``bind_v6`` when there is no IPv4 bind or the proxy's host is
-            an IPv6 address (the relay is of the proxy's family); trackers of either family
-            are reached through it.
+            ``bind_v6`` when the proxy's host is an IPv6 address or a name whose first
+            address is (resolved here once, even with ``socks5h://``; IPv4 when that fails)
+            or when there is no IPv4 bind, else on ``bind_v4``: the relay is of the proxy's
+            family. Trackers of either family are reached through it, those named by a
+            host name resolved here at an address of the socket's family if they have one.
         proxy_timeout: seconds an attempt to set up the association may take, and a request
             waits for one before it fails.
 
@@ -604,7 +629,7 @@ async def open_tracker_client(
     async with AsyncExitStack() as stack:
         relay: Socks5UdpSocket | None = None
         if proxy is not None:
-            host = _relay_bind(proxy, bind_v4, bind_v6)
+            host = _relay_bind(await _proxy_family(proxy, proxy_timeout), bind_v4, bind_v6)
             try:
                 relay = await stack.enter_async_context(
                     open_socks5_udp_socket(proxy, bind=(host, 0), timeout=proxy_timeout)
@@ -652,14 +677,29 @@ async def open_tracker_client(
             client._close()
 
 
-def _relay_bind(proxy: ProxyConfig, bind_v4: str | None, bind_v6: str | None) -> str:
-    """Where the socket that talks to *proxy*'s relay is bound: the proxy's family when its
-    host is an address and we may bind that family (the relay is of its family), else IPv4
-    if we may."""
-    try:
-        family = ip_address(proxy.host).version
-    except ValueError:  # a name: its connection most likely goes over IPv4
-        family = 4
+async def _proxy_family(proxy: ProxyConfig, timeout: float) -> Family:
+    """The family of *proxy*'s address (its literal's, or its name's first address,
+    :func:`~bip_handshake.proxy_udp_family`); IPv4 when the name cannot be
+    resolved within *timeout* seconds: the association's attempts resolve it again and say
+    why they fail (a tracker request's :class:`TrackerError` names it)."""
+    with trio.move_on_after(timeout):
+        try:
+            return await proxy_udp_family(proxy)
+        except OSError as error:  # a SocksError
+            _log.info("the proxy %s: %s; its UDP relay is tried over IPv4", proxy.url, error)
+            return 4
+    _log.info(
+        "the proxy %s did not resolve within %g s; its UDP relay is tried over IPv4",
+        proxy.url,
+        timeout,
+    )
+    return 4
+
+
+def _relay_bind(family: Family, bind_v4: str | None, bind_v6: str | None) -> str:
+    """Where the socket that talks to the proxy's relay is bound: in the proxy's *family*
+    when we may bind it (the control connection goes to its addresses of our socket's
+    family only, the relay is of it), else in the other."""
     if family == 6 and bind_v6 is not None:
         return bind_v6
     if bind_v4 is not None:

@@ -115,6 +115,7 @@ __all__ = [
     "DEFAULT_MAX_RETRANSMITS",
     "DEFAULT_RETRANSMIT_TIMEOUT",
     "MAX_ERROR_MESSAGE",
+    "MAX_REQUEST_SIZE",
     "AnnounceParams",
     "AnnounceResult",
     "ClientStatistics",
@@ -141,6 +142,13 @@ DEFAULT_MAX_REQUESTS_IN_FLIGHT = 10_000
 MAX_ERROR_MESSAGE = 1024
 """Characters kept of a tracker's error message (a datagram may carry 65,000): it goes into a
 :class:`TrackerRejectedError` and log lines."""
+
+MAX_REQUEST_SIZE = 65_507 - 262
+"""Bytes of a request datagram at most (65,245): the largest IPv4 UDP payload (65,507) less
+the longest SOCKS5 UDP header (262: a 255-byte host name) a proxy's relay puts in front, so
+that a request fits either path. An announce past it (its URLData: a 98-byte packet plus 2
+bytes per 255 of URLData) is refused when it starts, never cut (libtorrent cuts URLData to
+255 bytes, which would send a tracker a wrong passkey or path without a word)."""
 
 RequestId = NewType("RequestId", int)
 """Names one announce or scrape of a :class:`TrackerClientCore`."""
@@ -207,6 +215,20 @@ class AnnounceParams:
             port=self.port,
             url_data=self.url_data,
         )
+
+    def check(self) -> None:
+        """Check that these parameters make a request we can send.
+
+        Raises:
+            LocalProtocolError: a field does not fit the packet, or the request is longer than
+                :data:`MAX_REQUEST_SIZE` (too much URLData).
+        """
+        size = len(self.request(0, 0).encode())  # encoding checks every field
+        if size > MAX_REQUEST_SIZE:
+            raise LocalProtocolError(
+                f"an announce with {len(self.url_data)} bytes of URLData is {size} bytes, "
+                f"more than a UDP datagram through a SOCKS5 proxy carries ({MAX_REQUEST_SIZE})"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -466,13 +488,16 @@ class TrackerClientCore:
         """Start an announce to *tracker*; its result comes from :meth:`next_event`.
 
         Raises:
-            LocalProtocolError: a parameter does not fit the packet, the tracker address is
-                not usable, or ``max_requests`` (:data:`DEFAULT_MAX_REQUESTS_IN_FLIGHT`) are
-                in flight.
+            LocalProtocolError: a parameter does not fit the packet, the packet is longer
+                than :data:`MAX_REQUEST_SIZE`, the tracker address is not usable, or
+                ``max_requests`` (:data:`DEFAULT_MAX_REQUESTS_IN_FLIGHT`) are in flight.
         """
         if not isinstance(params, AnnounceParams):
             raise LocalProtocolError(f"params is an AnnounceParams, got {type(params).__name__}")
-        params.request(0, 0).encode()  # every field checked now, not at the first send
+        # Every field and the size checked now, not at the first send: a datagram too long
+        # for the system (EMSGSIZE) or for SOCKS5's header would fail every send until the
+        # timeout, where the caller can be told at once.
+        params.check()
         return self._start(_ANNOUNCE, tracker, now, params=params)
 
     def scrape(
