@@ -113,12 +113,11 @@ async def test_a_proxy_refusing_udp_leaves_tcp_through_it(tmp_path: Path) -> Non
                 elapsed = trio.current_time() - started
                 assert leecher.dialer is not None
                 stats = leecher.dialer.statistics()
-    # uTP failed at once (not after the first transport's 3 s), and it was not the peer's
-    # fault: nothing remembered.
+    # uTP was never tried (its check refused: TCP alone, with the whole deadline), and it
+    # was not the peer's fault: nothing remembered.
     assert elapsed < 2.5
-    assert stats.utp_attempts >= 1
-    assert stats.utp_connected == 0
-    assert stats.fallbacks >= 1
+    assert stats.utp_attempts == 0
+    assert stats.fallbacks == 0
     assert stats.tcp_connected >= 1
     assert stats.remembered == 0
     assert proxy.associations == []
@@ -126,7 +125,7 @@ async def test_a_proxy_refusing_udp_leaves_tcp_through_it(tmp_path: Path) -> Non
     assert same_files(folder, tmp_path / "down" / "album")
 
 
-async def test_no_listener_dials_through_the_relay_alone() -> None:
+async def test_no_listener_dials_through_the_relay_alone_ipv4_peers_only() -> None:
     with trio.fail_after(DEADLINE):
         async with serve_socks5() as proxy:
             config = loopback_config(listen=(), proxy=proxy.url(), holepunch=True)
@@ -140,6 +139,16 @@ async def test_no_listener_dials_through_the_relay_alone() -> None:
                 # Left while the negotiation runs, the control connection would be reset,
                 # which the in-test proxy takes badly.
                 await _associated(session)
+                # The check names the association (its number) a connect leaves on.
+                assert session.dialer._utp_path(4) == 1
+                # An IPv4 relay carries IPv4 peers only: an IPv6 one is dialled over TCP.
+                assert session.dialer.transports(PeerAddress.parse("10.0.0.1:6881")) == (
+                    "tcp",
+                    "utp",
+                )
+                assert session.dialer.transports(PeerAddress.parse("[2001:db8::1]:6881")) == (
+                    "tcp",
+                )
 
 
 async def test_a_relay_socket_that_cannot_be_bound_leaves_tcp(
@@ -183,12 +192,13 @@ async def test_the_dialer_takes_its_tcp_leg_and_checks_its_utp_socket() -> None:
         async with open_utp_socket((LOOPBACK, 0), accept_incoming=False) as utp:
             dialer = PeerDialer(prefer="utp", connect_tcp=connect_tcp, local_address=LOOPBACK)
             dialer.add_utp(utp, check=_refusing(calls))
+            assert dialer.transports(peer) == ("tcp",)  # refused: TCP alone
             stream = await dialer(peer)
             assert getattr(stream, "transport", None) == "tcp"
             assert tcp_dials == [peer]
-            assert calls  # asked before the connect: refused, no SYN
+            assert calls  # asked when the transports were picked: refused, no SYN
             stats = dialer.statistics()
-            assert (stats.utp_attempts, stats.fallbacks, stats.remembered) == (1, 1, 0)
+            assert (stats.utp_attempts, stats.fallbacks, stats.remembered) == (0, 0, 0)
             assert utp.statistics().connects == 0  # no SYN was ever queued
             # uTP alone: the check's error is the dial's.
             only = PeerDialer(tcp=False)
@@ -207,10 +217,19 @@ async def test_the_dialer_takes_its_tcp_leg_and_checks_its_utp_socket() -> None:
 
 
 def test_the_relay_sockets_settings() -> None:
-    config = _relayed_config(UtpConfig())
-    assert (config.max_datagram_v4, config.max_datagram_v6) == (1472 - 30, 1452 - 22)
+    # The SOCKS5 header alone: 10 bytes before an IPv4 address (libtorrent's 1462), 22
+    # before an IPv6 one.
+    config = _relayed_config(UtpConfig(), 4)
+    assert (config.max_datagram_v4, config.max_datagram_v6) == (1462, 1452 - 22)
+    assert config.min_datagram == 1232  # 1270 bytes of IPv4: what any sane path carries
+    # Through an IPv6 relay the floor and its header fit IPv6's 1280-byte minimum MTU.
+    config = _relayed_config(UtpConfig(), 6)
+    assert config.min_datagram == 1280 - 40 - 8 - 22
+    assert (config.max_datagram_v4, config.max_datagram_v6) == (1462, 1430)
+    assert _relayed_config(UtpConfig(min_datagram=600), 6).min_datagram == 600
+    assert _relayed_config(UtpConfig(min_datagram=548), 6).min_datagram == 548
     floor = UtpConfig(max_datagram_v4=1240, max_datagram_v6=1232)
-    assert _relayed_config(floor).max_datagram_v4 == floor.min_datagram
+    assert _relayed_config(floor, 4).max_datagram_v4 == floor.min_datagram
     assert _relay_bind(ProxyConfig("127.0.0.1")) == ("0.0.0.0", 0)
     assert _relay_bind(ProxyConfig("::1")) == ("::", 0)
     assert _relay_bind(ProxyConfig("proxy.example")) == ("0.0.0.0", 0)

@@ -10,8 +10,8 @@ Timing: the whole dial must fit in the caller's deadline (the Handshaker's
 may be tried, the first gets at most ``first_timeout`` seconds (3 s by default:
 libtorrent's ``utp_connect_timeout``) and at most ``first_share`` of the time left
 before that deadline (half by default), so that the fallback always has time of its
-own. A refused TCP connect or a uTP RESET fails at once and leaves the fallback nearly
-the whole budget.
+own (a TCP connect through a proxy: its share only, see below). A refused TCP connect or
+a uTP RESET fails at once and leaves the fallback nearly the whole budget.
 
 Memory: a peer may accept a transport and close it at once (libtorrent with TCP off still
 listens on TCP, and closes every connection), or not answer it. The dialer remembers, for a
@@ -35,9 +35,15 @@ leaves from its :class:`~bip_handshake.UtpSocket`, bound where the owner chose.
 Through a proxy: ``connect_tcp`` replaces the direct TCP connect (a
 :class:`~bip_handshake.SocksDialer`), and a uTP socket over the proxy's UDP relay is added
 with a ``check`` (:meth:`PeerDialer.add_utp`) that refuses a connect at once while the relay
-cannot carry it (no UDP association: :class:`~bip_handshake.SocksUnavailableError`): the
-dial falls back to TCP without waiting for a SYN that was never sent, and the peer is not
-remembered as one that fails over uTP (the fault was ours).
+cannot carry it (no UDP association: :class:`~bip_handshake.SocksUnavailableError`). While
+it refuses, a dial goes over TCP alone, with the whole deadline and its own error (a proxy
+that never relays UDP, as Tor or microsocks, costs nothing). A TCP connect through the
+proxy tried first is not held to the 3 s of a direct one, only to its share of the time
+left (half by default): a proxy's CONNECT takes the proxy's own connect too. A uTP
+failure is the peer's, and remembered, only when the check still passes after it and
+returns what it returned before (the same association): a relay lost during a SYN, or
+under a connection that then died before its first byte, says nothing about the peer (the
+fault was ours).
 """
 
 from __future__ import annotations
@@ -75,6 +81,8 @@ DEFAULT_FIRST_TIMEOUT: Final = 3.0
 DEFAULT_FIRST_SHARE: Final = 0.5
 """The share of the time left before the caller's deadline that the first of two transports
 may take at most: the fallback keeps the rest."""
+_REFUSED: Final = object()
+"""What :meth:`PeerDialer._utp_path` says when a uTP socket's check refuses a connect."""
 _MEMORY: Final = 4096
 """Addresses whose failing transport is remembered, at most (the oldest is forgotten first)."""
 MAX_UTP_HINTS: Final = 1024
@@ -151,7 +159,8 @@ class PeerDialer:
             libtorrent's order.
         local_address: an IP address to make TCP connects from, for peers of its family
             (``None``, or an unspecified address: the system picks).
-        first_timeout: seconds the first of two transports may take at most.
+        first_timeout: seconds the first of two transports may take at most (not a TCP
+            connect through ``connect_tcp``: it is held to ``first_share`` only).
         first_share: the share (0 to 1) of the time left before the caller's deadline the
             first of two transports may take at most.
         connect_tcp: how a TCP connect is made (a :class:`~bip_handshake.SocksDialer`:
@@ -200,7 +209,7 @@ class PeerDialer:
         self._first_share = first_share
         self._utp: dict[int, UtpSocket] = {}
         # family -> the check of that family's socket (added with one).
-        self._utp_checks: dict[int, Callable[[], None]] = {}
+        self._utp_checks: dict[int, Callable[[], object]] = {}
         for socket in utp:
             self.add_utp(socket)
         # address -> the transport that failed with it last time (bounded, oldest first).
@@ -233,17 +242,21 @@ class PeerDialer:
         """The uTP sockets connects leave from, one per IP family."""
         return tuple(self._utp.values())
 
-    def add_utp(self, socket: UtpSocket, *, check: Callable[[], None] | None = None) -> None:
+    def add_utp(self, socket: UtpSocket, *, check: Callable[[], object] | None = None) -> None:
         """Connect over ``socket`` to peers of its IP family (replacing that family's socket).
 
         Args:
             socket: the uTP socket.
-            check: called before each connect over ``socket``; it raises an
-                :class:`OSError` when the socket cannot carry one now (a uTP socket over a
-                SOCKS5 relay with no UDP association:
-                :class:`~bip_handshake.SocksUnavailableError`). That connect then fails at
-                once with that error, as a refused one: the dial falls back to TCP, and the
-                address is not remembered as failing over uTP.
+            check: called when a dial picks its transports and before each connect over
+                ``socket``; it raises an :class:`OSError` when the socket cannot carry one
+                now (a uTP socket over a SOCKS5 relay with no UDP association:
+                :class:`~bip_handshake.SocksUnavailableError`). A dial that can go over TCP
+                then goes over TCP alone, with the whole deadline; one that cannot fails
+                at once with that error. What it returns names the path the connects take
+                (the relay's association: any value that compares equal while the path is
+                the same one): a uTP connect that failed, or a uTP connection that ended
+                before the peer's first byte, is remembered against the address only when
+                the check still passes afterwards and returns an equal value.
 
         Raises:
             TypeError: ``socket`` is not a :class:`~bip_handshake.UtpSocket`, or ``check``
@@ -316,6 +329,11 @@ class PeerDialer:
         if self._tcp:
             usable.append("tcp")
         if address.family in self._utp:
+            if self._tcp and not self._utp_ready(address.family):
+                # The socket cannot carry a connect now (no UDP association through the
+                # proxy): trying it would cost nothing, but would cut TCP to the first
+                # transport's share of the time, and its error would be the dial's.
+                return tuple(usable)
             hint = self._hint(address) if self._hints else None
             if hint is not None:
                 return ("utp",) if hint or not self._tcp else ("utp", "tcp")
@@ -339,11 +357,19 @@ class PeerDialer:
         while len(self._failing) > _MEMORY:
             self._failing.popitem(last=False)
 
-    def _settled(self, address: PeerAddress, transport: Transport, spoke: bool) -> None:
-        """A connection's first read: the peer sent a byte (``spoke``), or closed first."""
+    def _settled(
+        self, address: PeerAddress, transport: Transport, path: object, spoke: bool
+    ) -> None:
+        """A connection's first read: the peer sent a byte (``spoke``), or closed first.
+
+        ``path`` is what the uTP socket's check returned when the connect left: a uTP
+        connection that ended while that path was lost or replaced died of our relay, and
+        says nothing about the peer."""
         if spoke:
             if self._failing.get(address) == transport:
                 del self._failing[address]
+            return
+        if transport == "utp" and not self._same_path(address.family, path):
             return
         self._counts["closed_silent"] += 1
         if self._tcp and address.family in self._utp:  # only worth it with a choice
@@ -361,8 +387,9 @@ class PeerDialer:
         address = address.normalized()
         order = self.transports(address)
         self._counts["dials"] += 1
-        # transports() looked at the hint (and dropped an expired one) only with uTP there.
-        hinted = address.family in self._utp and address in self._hints
+        # transports() looked at the hint (and dropped an expired one) only with uTP there
+        # and its check passing.
+        hinted = "utp" in order and address in self._hints
         if hinted and order:
             self._counts["hinted"] += 1
         if not order:
@@ -374,55 +401,96 @@ class PeerDialer:
         first, second = order
         if first != self._prefer and not hinted:
             self._counts["reordered"] += 1
-        # A uTP socket whose check refuses says nothing about the peer: not remembered.
-        # Read in the same step as the attempt's own check (no checkpoint between).
-        refused_here = first == "utp" and not self._utp_ready(address.family)
+        # The path a first uTP connect takes, read in the same step as the attempt's own
+        # check (no checkpoint between): its failure is the peer's only if that path is
+        # still up, and the same one, once it failed.
+        path = self._utp_path(address.family) if first == "utp" else None
+        error: OSError | None = None
         try:
-            with trio.move_on_after(self._first_budget()):
+            with trio.move_on_after(self._first_budget(first)):
                 return await self._attempt(first, address, last=False)
             reason = "no answer in its share of the time"
-        except OSError as error:
-            reason = str(error) or type(error).__name__
+        except OSError as failure:
+            error = failure
+            reason = str(failure) or type(failure).__name__
+        peers_fault = first == "tcp" or self._same_path(address.family, path)
+        if second == "utp" and not self._utp_ready(address.family):
+            # The relay was lost while TCP was tried: uTP would be refused at once, and its
+            # refusal is no news about the peer. TCP's own error is the dial's; a TCP
+            # connect cut at its share of the time gets what is left of the deadline.
+            if error is not None:
+                self._counts["failed"] += 1
+                raise error
+            _log.debug("tcp connect to %s: %s; no uTP now, tcp again", address, reason)
+            return await self._attempt("tcp", address)
         self._counts["fallbacks"] += 1
         _log.debug("%s connect to %s failed (%s); trying %s", first, address, reason, second)
         stream = await self._attempt(second, address)
-        if not refused_here:
+        if peers_fault:
             self._remember(address, first)
         return stream
 
     def _utp_ready(self, family: int) -> bool:
         """Whether the check of ``family``'s uTP socket (if any) lets a connect go now."""
+        return self._utp_path(family) is not _REFUSED
+
+    def _utp_path(self, family: int) -> object:
+        """What the check of ``family``'s uTP socket returns now (None without a check), or
+        ``_REFUSED`` when it refuses a connect."""
         check = self._utp_checks.get(family)
         if check is None:
-            return True
+            return None
         try:
-            check()
+            return check()
         except OSError:
-            return False
-        return True
+            return _REFUSED
 
-    def _first_budget(self) -> float:
-        """Seconds the first of two transports may take."""
-        left = trio.current_effective_deadline() - trio.current_time()
-        return min(self._first_timeout, max(left, 0.0) * self._first_share)
+    def _same_path(self, family: int, path: object) -> bool:
+        """Whether ``family``'s uTP socket can still carry a connect over ``path`` (what its
+        check returned when a connect left): a failure since then is the peer's."""
+        if path is _REFUSED:
+            return False
+        now = self._utp_path(family)
+        return now is not _REFUSED and now == path
+
+    def _first_budget(self, first: Transport) -> float:
+        """Seconds the first of two transports may take.
+
+        A TCP connect through a proxy (``connect_tcp``) gets its share of the time left
+        (half by default: 5 s of the session's 10) but not the 3 s cap. That cap fits a
+        direct connect, where a peer that answers does so within a SYN retry or two; a
+        proxy's CONNECT also holds the proxy's own connect to the peer (and a circuit, for
+        Tor), seconds as a rule, while a refused or unreachable peer is still reported at
+        once by the proxy's reply. Cut at 3 s, a slow but working proxy lost every peer to a
+        uTP fallback that then had to succeed. The whole budget (libtorrent never cancels a
+        TCP connect to try uTP, but it tries uTP first) would leave no uTP at all for a peer
+        whose TCP port drops SYNs: the proxy waits out its own connect timeout, tens of
+        seconds. A proxy that does not relay UDP (Tor) is not concerned: its check refuses,
+        and TCP is dialled alone with the whole deadline.
+        """
+        left = max(trio.current_effective_deadline() - trio.current_time(), 0.0)
+        if first == "tcp" and self._connect_tcp_via is not None:
+            return left * self._first_share
+        return min(self._first_timeout, left * self._first_share)
 
     async def _attempt(
         self, transport: Transport, address: PeerAddress, *, last: bool = True
     ) -> trio.abc.Stream:
         """One connect; counts it, and the dial's failure when this is the ``last`` try."""
         self._counts[f"{transport}_attempts"] += 1
-        connect: Callable[[PeerAddress], Awaitable[trio.abc.Stream]] = (
-            self._connect_tcp if transport == "tcp" else self._connect_utp
-        )
+        path: object = None
         try:
-            stream = await connect(address)
+            if transport == "tcp":
+                stream = await self._connect_tcp(address)
+            else:
+                stream, path = await self._connect_utp(address)
         except OSError:
             if last:
                 self._counts["failed"] += 1
             raise
         self._counts[f"{transport}_connected"] += 1
         return _FirstReadWatch(
-            stream, transport, lambda spoke: self._settled(address, transport, spoke)
+            stream, transport, lambda spoke: self._settled(address, transport, path, spoke)
         )
 
     async def _connect_tcp(self, address: PeerAddress) -> trio.abc.Stream:
@@ -435,19 +503,21 @@ class PeerDialer:
             )
         return await trio.open_tcp_stream(str(address.host), address.port)
 
-    async def _connect_utp(self, address: PeerAddress) -> trio.abc.Stream:
+    async def _connect_utp(self, address: PeerAddress) -> tuple[trio.abc.Stream, object]:
+        """A uTP connect, and the path it took (what the socket's check returned)."""
         socket = self._utp.get(address.family)
         if socket is None:  # removed while the first transport was tried
             await trio.lowlevel.checkpoint()
             raise UtpConnectError(f"no uTP socket reaches {address}")
         check = self._utp_checks.get(address.family)
+        path: object = None
         if check is not None:
             try:
-                check()
+                path = check()
             except OSError:
                 await trio.lowlevel.checkpoint()  # a dial is a checkpoint, refused or not
                 raise
-        return await socket.connect(address)
+        return await socket.connect(address), path
 
 
 class _FirstReadWatch(trio.abc.Stream):

@@ -140,8 +140,8 @@ class ClientConfig:
         dial: how outbound connections are opened (``None``: TCP, and uTP as ``utp`` and
             ``prefer_utp`` say; tests pass their own, and then uTP is only accepted).
         connect_timeout: seconds a connect may take, the fallback to the other transport
-            included (the first one tried gets at most 3 s and half of it:
-            :class:`~bip_handshake.PeerDialer`).
+            included (the first one tried gets at most 3 s and half of it, a TCP connect
+            through the proxy half only: :class:`~bip_handshake.PeerDialer`).
         utp: speak uTP (BEP 29) too: accept it on the UDP port of each TCP listener (the
             DHT's socket when the DHT is bound there), and dial it when TCP fails (or
             first, with ``prefer_utp``). Off: TCP only, in both directions.

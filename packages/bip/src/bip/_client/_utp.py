@@ -44,6 +44,7 @@ import trio
 
 from bip_dht import DHTError
 from bip_handshake import (
+    MIN_DATAGRAM,
     Handshaker,
     ListenError,
     PeerAddress,
@@ -63,11 +64,15 @@ __all__ = ["DatagramSharer", "UtpRouter", "open_session_utp"]
 
 logger = logging.getLogger("bip.client")
 
-_SOCKS_OVERHEAD: Final = {4: 10 + 20, 6: 22}
+_SOCKS_OVERHEAD: Final = {4: 10, 6: 22}
 """Bytes a uTP datagram to a peer of each IP family gives up through a SOCKS5 relay: the
-header (10 bytes before an IPv4 address, 22 before an IPv6 one), and for an IPv4 peer 20
-more, an IPv6 relay's longer IP header on our leg (an IPv6 peer behind an IPv4 relay gains
-them back)."""
+header, 10 bytes before an IPv4 address and 22 before an IPv6 one (libtorrent's
+``mtu_for_dest``: 1462 for an IPv4 peer). Nothing more: the relay socket dials only the peers
+of its own family (the dialer keys uTP sockets by family) and associates only with a relay
+of that family, so both legs carry the same IP header."""
+_IPV6_MIN_PAYLOAD: Final = 1280 - 40 - 8
+"""The UDP payload every IPv6 path carries: the 1280-byte minimum MTU less the IPv6 and UDP
+headers."""
 _FEED_PAUSE: Final = 1.0
 """Seconds the relay's reader waits after the system failed a read (not an ICMP error),
 so that a persistent failure is logged once a second, not spun on."""
@@ -157,13 +162,25 @@ def _shared_address(
     return None
 
 
-def _relayed_config(config: UtpConfig) -> UtpConfig:
-    """``config`` with path MTU ceilings that leave room for the SOCKS5 relay's overhead
-    (never below the floor, ``min_datagram``, which every path carries with room to spare)."""
+def _relayed_config(config: UtpConfig, family: int) -> UtpConfig:
+    """``config`` for uTP through a SOCKS5 relay of IP version ``family`` (4 or 6): path MTU
+    ceilings that leave room for the relay's header, never below the floor.
+
+    Through an IPv6 relay the floor (``min_datagram``, sent before any probe) shrinks so
+    that it and the header still fit IPv6's 1280-byte minimum MTU, never below IPv4's 548
+    (:data:`~bip_handshake.MIN_DATAGRAM`): an IPv6 router drops what is larger, and a lost
+    first datagram is a lost SYN. An IPv4 relay keeps the floor: IPv4 promises only 576
+    bytes anyway, the floor there is "what every sane path carries", and 10 more bytes
+    (1270 in all) stay under the 1280 such paths are trusted with.
+    """
+    floor = config.min_datagram
+    if family == 6:
+        floor = max(MIN_DATAGRAM, min(floor, _IPV6_MIN_PAYLOAD - _SOCKS_OVERHEAD[6]))
     return replace(
         config,
-        max_datagram_v4=max(config.min_datagram, config.max_datagram_v4 - _SOCKS_OVERHEAD[4]),
-        max_datagram_v6=max(config.min_datagram, config.max_datagram_v6 - _SOCKS_OVERHEAD[6]),
+        min_datagram=floor,
+        max_datagram_v4=max(floor, config.max_datagram_v4 - _SOCKS_OVERHEAD[4]),
+        max_datagram_v6=max(floor, config.max_datagram_v6 - _SOCKS_OVERHEAD[6]),
     )
 
 
@@ -179,7 +196,17 @@ def _relay_bind(proxy: ProxyConfig) -> tuple[str, int]:
 
 def _relay_sender(udp: Socks5UdpSocket) -> Callable[[bytes, PeerAddress], Awaitable[None]]:
     """Sends uTP's datagrams through the relay (a :class:`SocksUnavailableError` while not
-    associated is an :class:`OSError`: a lost datagram to uTP)."""
+    associated is an :class:`OSError`: a lost datagram to uTP).
+
+    Path MTU probes go as any datagram: the relay socket cannot set "don't fragment". On
+    our leg a probe larger than its MTU is then fragmented by our system and reassembled by
+    the proxy instead of dropped (or refused with EMSGSIZE), and the proxy's leg sets the
+    flag or not as the proxy's system does. So a probe that arrives shows that datagrams of
+    its size reach the peer, not that they do so whole: uTP may settle on a size our leg
+    fragments. That still works (each datagram arrives or is lost as a whole, one lost
+    fragment losing it), and our leg is to a proxy nearby, usually over one link of a
+    1500-byte MTU, where the ceilings above already fit; probing is kept for the far leg,
+    whose MTU is the one unknown."""
 
     async def send(data: bytes, address: PeerAddress) -> None:
         await udp.sendto(data, address)
@@ -187,21 +214,31 @@ def _relay_sender(udp: Socks5UdpSocket) -> Callable[[bytes, PeerAddress], Awaita
     return send
 
 
-def _relay_check(udp: Socks5UdpSocket) -> Callable[[], None]:
-    """The dialer's check of the relay's uTP socket: refuses at once while not associated."""
+def _relay_check(udp: Socks5UdpSocket) -> Callable[[], int]:
+    """The dialer's check of the relay's uTP socket: refuses at once while not associated,
+    and names the association a connect leaves on (how many there were so far: a lost one
+    and its successor differ), so that a connect or a connection that died with it is not
+    blamed on the peer."""
 
-    def check() -> None:
+    def check() -> int:
         if not udp.associated:
             why = "not set up yet" if udp.last_error is None else str(udp.last_error)
             raise SocksUnavailableError(
                 f"no UDP association through the proxy {udp.proxy.address} for uTP: {why}"
             )
+        return udp.statistics.associations
 
     return check
 
 
 async def _feed(udp: Socks5UdpSocket, utp: UtpSocket) -> None:
-    """Hand every datagram the relay returns to ``utp``, until cancelled or closed."""
+    """Hand every datagram the relay returns to ``utp``, until cancelled or closed.
+
+    One datagram at a time, each pumped on its own (an ack per DATA, where a socket of our
+    own reads bursts and acks each once): :meth:`Socks5UdpSocket.recvfrom` awaits every
+    read and has no call that takes what is queued without waiting, and uTP's burst intake
+    is private to its socket. Acks are small and the relay's rate is the proxy's: left so
+    until the relay socket can hand over a burst."""
     while True:
         try:
             data, source = await udp.recvfrom()
@@ -220,7 +257,7 @@ async def _open_relayed(
     proxy: ProxyConfig,
     config: UtpConfig,
     timeout: float | None,
-) -> tuple[UtpSocket, Callable[[], None]]:
+) -> tuple[UtpSocket, Callable[[], int]]:
     """uTP over a UDP socket associated with ``proxy`` (in ``stack``), for dialling out
     only, its reader started in ``nursery``; and the dialer's check of it.
 
@@ -238,7 +275,7 @@ async def _open_relayed(
         open_utp_over(
             _relay_sender(udp),
             udp.local_address,
-            config=_relayed_config(config),
+            config=_relayed_config(config, udp.local_address.family),
             accept_incoming=False,
         )
     )
