@@ -1,7 +1,8 @@
 """bip's DHT node through a SOCKS5 proxy (``--proxy``): ``bip download``/``seed``'s node and
 ``bip dht --proxy`` send every datagram through the in-test proxy's UDP relay
 (tests/_socks_server.py), as libtorrent proxies its DHT whenever a SOCKS5 proxy is set; uTP
-keeps a socket of its own; the session says when a DHT of the caller's goes directly."""
+keeps a socket of its own; the session says when a DHT of the caller's goes directly, and
+neither tells peers a proxied DHT's port, nor maps it, nor takes its BEP 42 address."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import trio
@@ -18,11 +20,14 @@ from _cli_helpers import assert_one_line_error
 from _engine_helpers import LOOPBACK, loopback_config
 from tests._socks_server import SocksServer, serve_socks5
 
+import bip._client._session as session_module
 from bip._cli import main
 from bip._client import open_session
+from bip._client._port_mapping import open_session_port_mapping
 from bip._cmd_download import add_session_arguments, config_from_args, open_session_with_dht
-from bip_dht import DHT, open_dht
-from bip_handshake import PeerAddress
+from bip_dht import DHT, DHTNode, open_dht
+from bip_handshake import Extensions, PeerAddress, ProxyConfig
+from bip_peer import Port
 
 DEADLINE = 4.0
 DIRECT = "127.0.0.3"  # the direct node: another host than ours (one node per IP in tables)
@@ -107,6 +112,44 @@ async def test_a_dht_opened_without_the_proxy_is_said_direct_once(
     assert "opened without the proxy" in said[0].getMessage()
 
 
+@pytest.mark.parametrize("proxied", [False, True], ids=["direct", "proxied"])
+async def test_a_proxied_dhts_port_is_not_told_nor_mapped_and_it_does_not_vote(
+    proxied: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only the relay reaches a proxied DHT, and its nodes saw the relay's exit address: no
+    # BEP 5 PORT, no port mapping, no BEP 42 vote (a direct one, for contrast, has all three).
+    mapped: dict[str, object] = {}
+
+    def spy(config: object, **options: object) -> object:
+        mapped.update(options)
+        return open_session_port_mapping(config, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(session_module, "open_session_port_mapping", spy)
+    decided = {4: PeerAddress.parse("81.2.69.160:6881")}
+    monkeypatch.setattr(DHTNode, "external_addresses", property(lambda node: decided))
+    # Nothing listens on the proxy's port: the DHT is proxied, never associated.
+    proxy = ProxyConfig(LOOPBACK, 1) if proxied else None
+    sent: list[object] = []
+    with trio.fail_after(DEADLINE):
+        async with (
+            open_dht((LOOPBACK, 0), proxy=proxy) as dht,
+            open_session(loopback_config(), dht=dht) as session,
+        ):
+            port = dht.addresses[0].port
+            monkeypatch.setattr(session.manager, "send_nowait", lambda _, m: sent.append(m))
+            peer = SimpleNamespace(
+                extensions=Extensions.DHT, address=PeerAddress.parse("10.0.0.9:6881")
+            )
+            session._tell_dht_port(peer)  # type: ignore[arg-type]
+            session.external.tick(session.manager, trio.current_time())
+            votes = session.external.voter.statistics().votes
+    udp_ports = mapped["udp_ports"]
+    assert isinstance(udp_ports, tuple)
+    # (mapped, told, votes) in one comparison: a failure shows all three
+    found = (port in udp_ports, sent, votes)
+    assert found == ((False, [], 0) if proxied else (True, [Port(port)], 1))
+
+
 # -- bip dht --proxy ----------------------------------------------------------------------------
 
 
@@ -153,6 +196,16 @@ def test_bip_dht_announces_through_the_proxy(
     # Asked directly, the node gives the announced peer: the relay's address (implied_port).
     assert main(["dht", "get-peers", HASH, *common]) == 0
     assert capsys.readouterr().out == f"{LOOPBACK}:{association.relay_port}\n"
+
+
+def test_bip_dht_serve_through_a_proxy_without_bootstrap_says_nobody_can_join_us(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["dht", "serve", "--bind", f"{LOOPBACK}:0", "--proxy", f"socks5://{LOOPBACK}:1"]
+    assert main([*argv, "--duration", "0.1"]) == 0
+    out = capsys.readouterr().out
+    assert "nobody can join through us (give --bootstrap or --state)" in out
+    assert "waiting for others" not in out
 
 
 def test_bip_dht_refuses_a_bad_proxy_url(capsys: pytest.CaptureFixture[str]) -> None:

@@ -16,6 +16,7 @@ import random
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -25,7 +26,7 @@ from tests._socks_server import SocksServer, serve_socks5
 
 from bip_dht import DHT, DHTConfig, DHTSocketError, LocalProtocolError, NodeId, open_dht
 from bip_dht._krpc import ErrorReply, Ping, Response
-from bip_dht._shell_proxy import NameProbes, RelayOutages
+from bip_dht._shell_proxy import NameProbes, PendingNames, RelayOutages
 from bip_dht._shell_sockets import host_name
 from bip_handshake import PeerAddress, ProxyConfig
 
@@ -189,6 +190,85 @@ async def test_remote_dns_bootstrap_sends_the_name_to_the_proxy() -> None:
     assert b"localhost" not in asked
 
 
+JUMP_AFTER = 0.03
+"""Real seconds of idleness before a MockClock jumps: loopback I/O is done well before."""
+
+
+async def test_a_name_unanswered_while_the_proxy_refused_udp_is_asked_when_it_relays(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The proxy refuses UDP past PROXY_WAIT (10 s): the first join could ask nobody. Its
+    # association comes up at 15 s (the socket's retries: 5 s, then 10 s more): the name is
+    # asked then, not after the core's bootstrap_retry_interval (which had nothing to retry).
+    autojump_clock.autojump_threshold = JUMP_AFTER
+    with trio.fail_after(40):
+        async with (
+            serve_socks5() as server,
+            open_dht("127.0.0.1:0", config=QUICK, rng=random.Random(1)) as direct,
+        ):
+            server.refuse_udp = True
+            name = ("localhost", direct.addresses[0].port)
+            proxy = proxy_of(server, remote_dns=True)
+            async with open_dht(
+                "127.0.0.1:0", [name], config=QUICK, rng=random.Random(2), proxy=proxy
+            ) as proxied:
+                await trio.sleep(11)
+                assert not proxied.associated
+                assert not proxied.node.bootstrap_addresses
+                server.refuse_udp = False
+                await proxied.wait_associated()
+                up = trio.current_time()
+                while proxied.node.statistics().table_size == 0:
+                    await trio.sleep(0.2)
+                assert trio.current_time() - up < 2.0
+                assert proxied.node.bootstrap_addresses == (direct.addresses[0],)
+    waiting = [r for r in caplog.records if "asked again when its relay" in r.getMessage()]
+    assert len(waiting) == 1
+
+
+async def test_a_name_nobody_answered_at_is_asked_again_while_the_table_is_empty(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The relay works, but nobody listens at the name's port yet: the name is kept, and asked
+    # again at the next re-bootstrap (the DHT's own bootstrap() asks it too).
+    autojump_clock.autojump_threshold = JUMP_AFTER
+    config = replace(QUICK, bootstrap_retry_interval=5.0)
+    with trio.fail_after(30):
+        async with serve_socks5() as server:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+                silent.bind(("127.0.0.1", 0))  # holds the port; reads nothing, answers nothing
+                port = silent.getsockname()[1]
+                proxy = proxy_of(server, remote_dns=True)
+                async with open_dht(
+                    "127.0.0.1:0", [f"localhost:{port}"], config=config, proxy=proxy
+                ) as proxied:
+                    await proxied.wait_associated()
+                    assert await proxied.bootstrap() == 0  # asked again: still nobody
+                    silent.close()
+                    async with open_dht(("127.0.0.1", port), config=QUICK) as direct:
+                        started = trio.current_time()
+                        while proxied.node.statistics().table_size == 0:
+                            await trio.sleep(0.5)  # each poll costs a jump: JUMP_AFTER, real
+                        assert trio.current_time() - started < config.bootstrap_retry_interval + 2
+                        assert proxied.node.bootstrap_addresses == (direct.addresses[0],)
+                        assert await proxied.bootstrap() == 1
+
+
+async def test_a_malformed_bootstrap_entry_fails_open_dht_before_its_block() -> None:
+    # Through a proxy too (whose resolving is left to the background): nothing is contacted.
+    entered = False
+    with trio.fail_after(DEADLINE):
+        proxies = (None, ProxyConfig("127.0.0.1", 1), ProxyConfig("127.0.0.1", 1, remote_dns=True))
+        for proxy in proxies:
+            with pytest.raises(LocalProtocolError, match="needs a port"):
+                async with open_dht("127.0.0.1:0", ["no-port"], proxy=proxy):
+                    entered = True
+            with pytest.raises(LocalProtocolError, match="bad port"):
+                async with open_dht("127.0.0.1:0", ["10.0.0.1:x"], proxy=proxy):
+                    entered = True
+    assert not entered
+
+
 async def test_other_datagrams_and_a_proxy_exclude_each_other() -> None:
     proxy = ProxyConfig("127.0.0.1", 1080)
     with pytest.raises(LocalProtocolError, match="other_datagrams"):
@@ -232,6 +312,20 @@ def test_name_probes_take_only_their_own_answers() -> None:
     probes.close(other)
     with pytest.raises(LocalProtocolError):
         NameProbes(random.Random(), capacity=0)
+
+
+def test_pending_names_are_bounded_and_forget_the_oldest() -> None:
+    names = PendingNames(capacity=3)
+    for n in range(10):
+        names.add(f"n{n}.example", 6881)
+    names.add("n8.example", 6881)  # kept already: no change of age
+    assert names.snapshot() == [("n7.example", 6881), ("n8.example", 6881), ("n9.example", 6881)]
+    names.discard("n8.example", 6881)
+    names.discard("n8.example", 6881)  # no-op
+    assert len(names) == 2
+    for bad in (0, True, 1.5):
+        with pytest.raises(LocalProtocolError):
+            PendingNames(capacity=bad)  # type: ignore[arg-type]
 
 
 def test_host_name_tells_names_from_literals() -> None:

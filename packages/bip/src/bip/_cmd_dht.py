@@ -331,7 +331,15 @@ async def _serve(args: argparse.Namespace) -> int:
                 mode += f" through the proxy {dht.proxy.url}"
             print(f"DHT node {dht.node_id.value.hex()} on {where}{mode}", flush=True)
             if not _has_start(dht, args):
-                print("no bootstrap node: waiting for others to join through us", flush=True)
+                # A relay brings back only the answers to what we sent: through a proxy,
+                # nobody can join through us.
+                print(
+                    "no bootstrap node: the proxy's relay brings only answers to what we send,"
+                    " so nobody can join through us (give --bootstrap or --state)"
+                    if dht.proxy is not None
+                    else "no bootstrap node: waiting for others to join through us",
+                    flush=True,
+                )
             await print_statistics_until_stopped(
                 signals,
                 duration=args.duration,

@@ -49,8 +49,13 @@ Design (DESIGN section 3; trio's and bip_utracker's shells are the models):
   from the relay's path, not the node's). The bootstrap waits for the associations first (at
   most ``PROXY_WAIT`` seconds); under the proxy's remote DNS (``socks5h``) a bootstrap name
   is pinged through the relay by name and the address that answers is what the node
-  bootstraps from. The sockets are not shared with another protocol (``other_datagrams`` is
-  refused): incoming uTP cannot reach a relay, which only returns answers to us.
+  bootstraps from. A name nobody answered at is kept (:class:`._shell_proxy.PendingNames`)
+  and asked again while the routing table is empty: at once when an association comes up
+  (which also bootstraps again from the remembered addresses, lost while the proxy did not
+  relay) and every ``bootstrap_retry_interval``. The bootstrap entries are checked before
+  the block begins: only their resolving is left to the background. The sockets are not
+  shared with another protocol (``other_datagrams`` is refused): incoming uTP cannot reach
+  a relay, which only returns answers to us.
 - Randomness: a :class:`random.SystemRandom` unless the caller gives an ``rng`` (tests), so
   transaction ids and token secrets cannot be predicted off-path.
 """
@@ -115,7 +120,7 @@ from ._shell_datagrams import (
     is_krpc_candidate,
 )
 from ._shell_periodic import DEFAULT_FIND_INTERVAL, keep_finding
-from ._shell_proxy import PROBE_ATTEMPTS, PROXY_WAIT, NameProbes, RelayOutages
+from ._shell_proxy import PROBE_ATTEMPTS, PROXY_WAIT, NameProbes, PendingNames, RelayOutages
 from ._shell_sockets import (
     MAX_DATAGRAM,
     SEND_TRANSIENT_ERRORS,
@@ -323,6 +328,12 @@ class DHT:
         # Bootstrap names sent to the proxy (remote DNS): one probe per name and family.
         names = node.config.max_bootstrap_addresses
         self._probes = NameProbes(rng, capacity=max(1, len(self._relayed)) * names)
+        # Those no node answered at yet, asked again later (_keep_joining); one asking at once.
+        self._pending_names = PendingNames(capacity=names)
+        self._asking = trio.Lock()
+        # Set when an outage of the relay of _lost_family begins: wakes _keep_joining.
+        self._relay_lost = trio.Event()
+        self._lost_family: Family = 4
         # Set once open_dht's first bootstrap has begun (through a proxy it waits for the
         # associations in the background): bootstrap() reuses its addresses.
         self._joining = trio.Event()
@@ -459,15 +470,18 @@ class DHT:
 
         Through a proxy, first waits for open_dht's own bootstrap to begin (it remembers the
         addresses given there) and for the UDP associations (at most ``PROXY_WAIT`` seconds
-        each: then the queries are lost and the bootstrap finds nobody).
+        each: then the queries are lost and the bootstrap finds nobody). Under its remote DNS
+        the remembered ones include the bootstrap names no node answered at yet: they are
+        pinged again (a name still unanswered is kept for the next time).
         """
         await self._joining.wait()  # set before open_dht's block begins, without a proxy
         if not self.associated:
             with trio.move_on_after(PROXY_WAIT):
                 await self.wait_associated()
-        resolved = await self._addresses(addresses)
+        resolved = await self._addresses(addresses, remember=True)
         if not resolved:
-            resolved = list(self._node.bootstrap_addresses)
+            answered = await self._ask_pending_names()
+            resolved = [*answered, *self._node.bootstrap_addresses]
         await self._run(lambda node, now: node.bootstrap(resolved, now))
         return self._node.statistics().table_size
 
@@ -717,11 +731,15 @@ class DHT:
 
     # -- plumbing -----------------------------------------------------------------------
 
-    async def _addresses(self, values: Iterable[AddressLike]) -> list[PeerAddress]:
+    async def _addresses(
+        self, values: Iterable[AddressLike], *, remember: bool = False
+    ) -> list[PeerAddress]:
         """The addresses of *values* of a family we run, in order and each once: literals as
         they are, names from the system's resolver, or under a proxy's remote DNS from the
         nodes that answer a ping sent to the name through the relay (a name nobody answers
-        at gives nothing; at most ``max_bootstrap_addresses`` names are probed)."""
+        at gives nothing; at most ``max_bootstrap_addresses`` names are probed). With
+        *remember* (bootstrap entries), such a name is kept to be asked again, and one that
+        answered is no longer."""
         remote = self._proxy is not None and self._proxy.remote_dns
         found: list[list[PeerAddress]] = []
         names: list[tuple[list[PeerAddress], str, int]] = []
@@ -741,6 +759,12 @@ class DHT:
                 for slot, host, port in names:
                     for family, udp in self._relayed.items():
                         nursery.start_soon(self._probe_name, udp, family, host, port, slot)
+            if remember:
+                for slot, host, port in names:
+                    if slot:
+                        self._pending_names.discard(host, port)
+                    else:
+                        self._pending_names.add(host, port)
         out: list[PeerAddress] = []
         for slot in found:
             for address in slot:
@@ -752,7 +776,8 @@ class DHT:
         self, udp: Socks5UdpSocket, family: Family, host: str, port: int, into: list[PeerAddress]
     ) -> None:
         """Ping *host* (a name) through *udp*'s relay, the proxy resolving it; put the address
-        of the node that answers in *into*. Gives up after ``PROBE_ATTEMPTS`` pings."""
+        of the node that answers in *into*. Gives up after ``PROBE_ATTEMPTS`` pings, or at
+        once when the relay is down."""
         config = self._node.config
         for _ in range(PROBE_ATTEMPTS):
             try:
@@ -770,7 +795,10 @@ class DHT:
                 try:
                     await udp.sendto(ping.encode(), (host, port))
                 except SocksUnavailableError as error:
+                    # No association: no answer can come (the name is asked again once one
+                    # is up, when it is a bootstrap entry).
                     self._lost(family, error)
+                    return
                 except (OSError, ValueError) as error:  # a name the proxy cannot be sent
                     _log.debug("cannot ping the DHT node %s:%d by name: %s", host, port, error)
                     return
@@ -927,6 +955,9 @@ class DHT:
         _log.debug("a DHT datagram is lost: %s", error)
         udp = self._relayed.get(family)
         if self._outages is not None:
+            if not self._outages.down(family):  # an outage begins: _keep_joining hears once
+                self._lost_family = family
+                self._relay_lost.set()
             self._outages.lost(family, None if udp is None else udp.last_error)
 
     def _relay_sent(self, family: Family) -> None:
@@ -1082,13 +1113,19 @@ class DHT:
         """Start the first bootstrap (open_dht's): through *addresses* (those of *given* we
         can use), the saved bootstrap addresses and the nodes known; or none without any."""
         node = self._node
-        if given and not addresses:
+        if given and not addresses and self._proxy is not None and self._pending_names:
             _log.warning(
-                "none of the %d DHT bootstrap addresses is %s (IPv%s)",
+                "no DHT node answered at the %d bootstrap names through the proxy %s yet: "
+                "they are asked again when its relay comes up, and every %g s while the "
+                "routing table is empty",
+                len(self._pending_names),
+                self._proxy.url,
+                node.config.bootstrap_retry_interval,
+            )
+        elif given and not addresses:
+            _log.warning(
+                "none of the %d DHT bootstrap addresses is of a family the node runs (IPv%s)",
                 len(given),
-                "of a family the node runs"
-                if self._proxy is None or not self._proxy.remote_dns
-                else "usable: those of a family the node runs did not answer through the proxy",
                 " and IPv".join(map(str, node.families)),
             )
         known = any(len(node.table(family)) for family in node.families)
@@ -1103,18 +1140,85 @@ class DHT:
         """open_dht's first bootstrap through a proxy, in the background: once the
         associations are up (or ``PROXY_WAIT`` seconds passed), with the bootstrap names
         resolved here (``socks5://``: a name that does not resolve is logged, the block has
-        begun) or through the relay (``socks5h://``)."""
+        begun) or through the relay (``socks5h://``); then :meth:`_keep_joining` for the
+        block's lifetime. *given* was checked already (open_dht: before its block)."""
         try:
             with trio.move_on_after(PROXY_WAIT):
                 await self.wait_associated()
             try:
-                addresses = await self._addresses(given)
+                addresses = await self._addresses(given, remember=True)
             except DHTSocketError as error:
                 _log.warning("DHT bootstrap: %s", error)
                 addresses = []
             self._join(given, addresses)
         finally:
             self._joining.set()  # bootstrap() waits for no join that ended otherwise
+        await self._keep_joining()
+
+    async def _keep_joining(self) -> NoReturn:
+        """Join again through the proxy while the routing table is empty: at once when the
+        relay comes back (a join while it was down lost every query, and the core would wait
+        ``bootstrap_retry_interval`` to try again), and every ``bootstrap_retry_interval``
+        for the pending names (the core re-bootstraps from its addresses by itself). Bounded:
+        a round per interval, plus one per association that came up (the proxy's own retry
+        delay spaces those), each asking at most ``max_bootstrap_addresses`` names."""
+        interval = self._node.config.bootstrap_retry_interval
+        while True:
+            regained = False
+            if not any(udp.associated for udp in self._relayed.values()):
+                await self._wait_any_associated()  # unbounded: cancelled with the block
+                regained = True
+            else:
+                self._relay_lost = trio.Event()
+                with trio.move_on_after(interval):
+                    # A relay went down (_lost: once per outage): the round waits for it.
+                    await self._relay_lost.wait()
+                    down = self._relayed.get(self._lost_family)
+                    if down is not None:
+                        await down.wait_associated()
+                    regained = True
+                if not regained and not any(udp.associated for udp in self._relayed.values()):
+                    continue  # nothing can be asked now: wait for a relay first
+            await self._rejoin(regained=regained)
+
+    async def _wait_any_associated(self) -> None:
+        """Return once one socket's association through the proxy is up (at once if one is):
+        a family whose proxy never relays must not hold up the other's joins."""
+        async with trio.open_nursery() as nursery:
+
+            async def wait(udp: Socks5UdpSocket) -> None:
+                try:
+                    await udp.wait_associated()
+                except trio.ClosedResourceError:
+                    raise DHTError("the DHT closed before its proxy relayed") from None
+                nursery.cancel_scope.cancel()
+
+            for udp in self._relayed.values():
+                nursery.start_soon(wait, udp)
+
+    async def _rejoin(self, *, regained: bool) -> None:
+        """One round of :meth:`_keep_joining`: nothing while a node is known; else ask the
+        pending names, and bootstrap from those that answered, with the remembered
+        addresses too when the relay has just come back."""
+        node = self._node
+        if any(len(node.table(family)) for family in node.families):
+            return
+        addresses = await self._ask_pending_names()
+        if regained:
+            addresses.extend(a for a in node.bootstrap_addresses if a not in addresses)
+        if addresses:
+            _log.debug("DHT joining again through the proxy from %d addresses", len(addresses))
+            node.bootstrap(addresses, trio.current_time())
+            self._kick.set()
+
+    async def _ask_pending_names(self) -> list[PeerAddress]:
+        """Ping the pending bootstrap names again (one asking at a time: the probes are
+        bounded); the addresses of those that answered, forgotten as names."""
+        async with self._asking:
+            names = self._pending_names.snapshot()
+            if not names:
+                return []
+            return await self._addresses(names, remember=True)
 
     def _close(self) -> None:
         self._closed = True
@@ -1181,15 +1285,19 @@ async def open_dht(
             are lost (the queries time out; the outage is logged once). The first bootstrap
             waits for the associations (at most 10 s); under remote DNS (``socks5h://``) a
             bootstrap name goes to the proxy as a name, pinged through the relay, and the
-            address that answers is the one joined through. Other nodes see the relay's
-            address, never our sockets'. Excludes *other_datagrams*: a relay returns the
-            answers to what we sent, so incoming uTP could not reach a shared socket (give
-            uTP a socket of its own). :attr:`DHT.proxy` tells which way a node goes.
+            address that answers is the one joined through. While the routing table is
+            empty the node joins again as soon as an association comes up, and asks the
+            names nobody answered at again then and every ``bootstrap_retry_interval``
+            seconds. Other nodes see the relay's address, never our sockets'. Excludes
+            *other_datagrams*: a relay returns the answers to what we sent, so incoming uTP
+            could not reach a shared socket (give uTP a socket of its own).
+            :attr:`DHT.proxy` tells which way a node goes.
 
     Raises:
         DHTSocketError: a socket could not be bound or a name did not resolve (through a
             proxy the bootstrap names are resolved in the background: logged instead).
-        LocalProtocolError: a bad argument.
+        LocalProtocolError: a bad argument (a malformed *bootstrap* entry too, proxy or
+            not: before the block begins).
         RoutingStateError: *state* is malformed.
     """
     if other_datagrams is not None and not callable(other_datagrams):
@@ -1202,6 +1310,11 @@ async def open_dht(
             "the relay returns only answers to what we sent, so incoming uTP would never "
             "arrive (give uTP a socket of its own)"
         )
+    given = list(bootstrap)
+    for entry in given:
+        # Checked now, so a malformed entry fails the call, not a background join inside
+        # the caller's block (through a proxy only the resolving is left to the background).
+        host_name(entry, None)
     wanted: list[PeerAddress] = []
     for item in bind_list(bind):
         for address in await resolve(item, 0):
@@ -1256,7 +1369,6 @@ async def open_dht(
                     for family, udp in relayed.items():
                         nursery.start_soon(dht._read_relayed, family, udp)
                     nursery.start_soon(dht._drive)
-                    given = list(bootstrap)
                     if proxy is None:
                         dht._join(given, await dht._addresses(given))
                     else:

@@ -13,13 +13,19 @@ relay, and none is ever sent directly. Two things need more than a send or a rea
   answer carrying that id gives the name's address: the core bootstraps from that address.
   Only the relay's datagrams reach the shell at all, so an off-path forger would have to
   guess 64 bits.
+- :class:`PendingNames`: the bootstrap names no node answered at yet (the proxy did not
+  relay then, or the pings were lost). The core remembers only addresses, so without these
+  a node whose every bootstrap entry is a name would have nothing to join through again: the
+  shell asks them again when an association comes up and at each re-bootstrap while the
+  routing table is empty, and forgets each once it answered (its address is the core's then).
 - :class:`RelayOutages`: while the proxy has no association up, a send raises
   :class:`~bip_handshake.SocksUnavailableError`; the datagram counts as lost (the core's
   timeouts handle it) and the outage is logged once, with the proxy's ``last_error``, not
   once per datagram.
 
 Bounds: at most ``capacity`` probes at once (the node's ``max_bootstrap_addresses`` names per
-family); an answer is decoded only while a probe waits, and with the core's size limits.
+family), and as many names pending; an answer is decoded only while a probe waits, and with
+the core's size limits.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ __all__ = [
     "PROXY_WAIT",
     "NameProbe",
     "NameProbes",
+    "PendingNames",
     "RelayOutages",
 ]
 
@@ -141,6 +148,48 @@ class NameProbes:
         probe.address = source
         probe.answered.set()
         return True
+
+
+class PendingNames:
+    """The bootstrap names (``host``, ``port``) awaiting an answer, oldest first; at most
+    ``capacity``: adding one more forgets the oldest (as the core keeps its newest bootstrap
+    addresses).
+
+    >>> names = PendingNames(capacity=2)
+    >>> for name in [("a.example", 1), ("b.example", 2), ("a.example", 1), ("c.example", 3)]:
+    ...     names.add(*name)
+    >>> names.snapshot()
+    [('b.example', 2), ('c.example', 3)]
+    >>> names.discard("b.example", 2); len(names)
+    1
+    """
+
+    __slots__ = ("_names", "capacity")
+
+    def __init__(self, *, capacity: int) -> None:
+        """``capacity``: names kept at most (the node's ``max_bootstrap_addresses``)."""
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+            raise LocalProtocolError(f"capacity is a positive int, got {capacity!r}")
+        self.capacity = capacity
+        # A dict as an ordered set: insertion order is the age.
+        self._names: dict[tuple[str, int], None] = {}
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def add(self, host: str, port: int) -> None:
+        """Keep ``host:port`` to ask again (no-op when kept already)."""
+        self._names[(host, port)] = None
+        while len(self._names) > self.capacity:
+            del self._names[next(iter(self._names))]
+
+    def discard(self, host: str, port: int) -> None:
+        """Forget ``host:port`` (it answered); no-op if unknown."""
+        self._names.pop((host, port), None)
+
+    def snapshot(self) -> list[tuple[str, int]]:
+        """The names kept now, oldest first (a copy: asking them may change the set)."""
+        return list(self._names)
 
 
 class RelayOutages:

@@ -990,8 +990,10 @@ class Session:
                     self.connector.peer_removed(torrent, event.peer, event.reason)
 
     def _tell_dht_port(self, peer: Peer) -> None:
-        """BEP 5: a peer that runs a DHT too hears which UDP port ours is on."""
-        if self.dht is None or Extensions.DHT not in peer.extensions:
+        """BEP 5: a peer that runs a DHT too hears which UDP port ours is on (not that of a
+        DHT through a proxy: only its relay reaches it, as libtorrent sends no PORT without
+        a listen socket for the connection)."""
+        if self.dht is None or Extensions.DHT not in peer.extensions or _dht_proxied(self.dht):
             return
         ports = [a.port for a in self.dht.addresses if a.family == peer.address.family]
         if ports:
@@ -1197,11 +1199,20 @@ def _tracker_proxy(config: ClientConfig) -> ProxyConfig | None:
     return config.proxy_settings if config.proxy_tracker_connections else None
 
 
+def _dht_proxied(dht: DhtLike | None) -> bool:
+    """Whether ``dht`` talks through a proxy's UDP relay (bip_dht's ``DHT.proxy``; a DHT of
+    the user's without the attribute is direct): nobody reaches its port but through the
+    relay, and the nodes see the relay's address, not ours."""
+    return dht is not None and getattr(dht, "proxy", None) is not None
+
+
 def _dht_decided(dht: DhtLike | None) -> Callable[[], Mapping[Family, PeerAddress]] | None:
     """How to read the DHT's decided external address per family (bip_dht's
-    ``DHT.node.external_addresses``, BEP 42 voting), or ``None`` without a DHT. A DHT of the
-    user's that has no such attribute simply never votes."""
-    if dht is None:
+    ``DHT.node.external_addresses``, BEP 42 voting), or ``None`` without a DHT, or with one
+    through a proxy (the nodes saw the relay's exit address: as the session's outbound peer
+    votes through a proxy, no vote). A DHT of the user's that has no such attribute simply
+    never votes."""
+    if dht is None or _dht_proxied(dht):
         return None
 
     def read() -> Mapping[Family, PeerAddress]:
@@ -1355,7 +1366,8 @@ async def open_session(
                     for utp in utp_sockets
                     if utp.local_address.port in listen_ports
                 ),
-                *(dht.addresses if dht is not None else ()),
+                # Not a proxied DHT's: only its relay reaches it (libtorrent maps no proxy socket).
+                *(dht.addresses if dht is not None and not _dht_proxied(dht) else ()),
             )
             port_mapping = await stack.enter_async_context(
                 open_session_port_mapping(
