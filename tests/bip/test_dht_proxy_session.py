@@ -24,7 +24,12 @@ import bip._client._session as session_module
 from bip._cli import main
 from bip._client import open_session
 from bip._client._port_mapping import open_session_port_mapping
-from bip._cmd_download import add_session_arguments, config_from_args, open_session_with_dht
+from bip._cmd_download import (
+    add_session_arguments,
+    config_from_args,
+    open_dht_node,
+    open_session_with_dht,
+)
 from bip_dht import DHT, DHTNode, open_dht
 from bip_handshake import Extensions, PeerAddress, ProxyConfig
 from bip_peer import Port
@@ -212,3 +217,32 @@ def test_bip_dht_refuses_a_bad_proxy_url(capsys: pytest.CaptureFixture[str]) -> 
     argv = ["dht", "get-peers", HASH, "--bootstrap", "127.0.0.1:1", "--proxy", "http://x:1"]
     err = assert_one_line_error(argv, "--proxy", capsys)
     assert "socks5" in err
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("proxy", "family"), [("socks5://[::1]:9", 6), ("socks5://127.0.0.1:9", 4)]
+)
+async def test_a_proxied_dht_on_any_address_binds_the_proxys_family(
+    tmp_path: Path, proxy: str, family: int
+) -> None:
+    # Its relay socket talks to the proxy's addresses of its own family alone: on "any
+    # address" it takes the proxy's (an IPv4 socket never associated with a proxy on ::1).
+    if family == 6 and not _has_ipv6_loopback():
+        pytest.skip("no ::1 on this host")
+    parser = argparse.ArgumentParser()
+    add_session_arguments(parser)
+    args = parser.parse_args(["--bind", "0.0.0.0", "--no-trackers", "--proxy", proxy])
+    config = config_from_args(args)
+    with trio.fail_after(DEADLINE):
+        async with open_dht_node(args, config, tmp_path) as (dht, _router):
+            assert isinstance(dht, DHT)
+            assert [address.family for address in dht.addresses] == [family]

@@ -7,9 +7,11 @@ the relay socket's settings."""
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -154,7 +156,10 @@ async def test_no_listener_dials_through_the_relay_alone_ipv4_peers_only() -> No
 async def test_a_relay_socket_that_cannot_be_bound_leaves_tcp(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr("bip._client._utp._relay_bind", lambda proxy: ("not an address", 0))
+    async def unbindable(proxy: ProxyConfig, timeout: float) -> tuple[str, int]:
+        return ("not an address", 0)
+
+    monkeypatch.setattr("bip._client._utp._relay_bind", unbindable)
     caplog.set_level(logging.WARNING, logger="bip.client")
     with trio.fail_after(DEADLINE):
         async with (
@@ -230,6 +235,36 @@ def test_the_relay_sockets_settings() -> None:
     assert _relayed_config(UtpConfig(min_datagram=548), 6).min_datagram == 548
     floor = UtpConfig(max_datagram_v4=1240, max_datagram_v6=1232)
     assert _relayed_config(floor, 4).max_datagram_v4 == floor.min_datagram
-    assert _relay_bind(ProxyConfig("127.0.0.1")) == ("0.0.0.0", 0)
-    assert _relay_bind(ProxyConfig("::1")) == ("::", 0)
-    assert _relay_bind(ProxyConfig("proxy.example")) == ("0.0.0.0", 0)
+
+
+class _ProxyNames(trio.abc.HostnameResolver):
+    """v6.proxy.test is ::1 alone; any other name is unknown."""
+
+    async def getaddrinfo(  # noqa: PLR0917 (trio's HostnameResolver signature)
+        self,
+        host: bytes | None,
+        port: bytes | str | int | None,
+        family: int = 0,
+        type: int = 0,
+        proto: int = 0,
+        flags: int = 0,
+    ) -> list[Any]:
+        """::1 for the one name, unknown for the rest."""
+        if host not in {b"v6.proxy.test", "v6.proxy.test"}:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        number = int(port) if port is not None else 0
+        return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", number, 0, 0))]
+
+    async def getnameinfo(self, sockaddr: tuple[Any, ...], flags: int) -> tuple[str, str]:
+        """Not asked here."""
+        return socket.getnameinfo(sockaddr, flags)
+
+
+async def test_the_relay_socket_takes_the_proxys_family() -> None:
+    trio.socket.set_custom_hostname_resolver(_ProxyNames())
+    assert await _relay_bind(ProxyConfig("127.0.0.1"), 1.0) == ("0.0.0.0", 0)
+    assert await _relay_bind(ProxyConfig("::1"), 1.0) == ("::", 0)
+    # A name: its first address's family (IPv6 alone here: an IPv4 socket never associated).
+    assert await _relay_bind(ProxyConfig("v6.proxy.test", remote_dns=True), 1.0) == ("::", 0)
+    # A name that does not resolve: IPv4, the association's attempts say why.
+    assert await _relay_bind(ProxyConfig("gone.proxy.test"), 1.0) == ("0.0.0.0", 0)

@@ -20,6 +20,7 @@ from typing import Any, Final
 
 import pytest
 import trio
+import trio.testing
 from tests._socks_server import (
     decode_datagram,
     decode_greeting,
@@ -32,6 +33,7 @@ from tests._socks_server import (
 
 from bip_handshake import PeerAddress
 from bip_handshake import _socks_udp as socks_udp
+from bip_handshake._socks import SocksError
 from bip_handshake._socks_shell import ProxyConfig, _connect_to_proxy
 from bip_handshake._socks_udp import Socks5UdpSocket, open_socks5_udp_socket
 
@@ -311,3 +313,42 @@ async def test_the_control_connection_has_tcp_keep_alive(
                 assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 1
             if hasattr(socket, "TCP_KEEPCNT"):
                 assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 9
+
+
+class SlowResolver(trio.abc.HostnameResolver):
+    """A resolver that never answers (within any test's patience)."""
+
+    async def getaddrinfo(  # noqa: PLR0917 (trio's HostnameResolver signature)
+        self,
+        host: bytes | None,
+        port: bytes | str | int | None,
+        family: int = 0,
+        type: int = 0,
+        proto: int = 0,
+        flags: int = 0,
+    ) -> list[Any]:
+        """Sleeps past the caller's timeout."""
+        await trio.sleep(3600)
+        return []
+
+    async def getnameinfo(self, sockaddr: tuple[Any, ...], flags: int) -> tuple[str, str]:
+        """Not asked here."""
+        return socket.getnameinfo(sockaddr, flags)
+
+
+async def test_the_proxys_family_falls_back_when_its_name_fails_or_is_slow(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    trio.socket.set_custom_hostname_resolver(NamesResolver())
+    gone = ProxyConfig("gone.test", 1080)
+    with pytest.raises(SocksError, match="cannot resolve the proxy"):
+        await socks_udp.proxy_udp_family(gone)
+    assert await socks_udp.proxy_udp_family(gone, fallback=6) == 6
+    trio.socket.set_custom_hostname_resolver(SlowResolver())
+    slow = ProxyConfig("slow.test", 1080)
+    with pytest.raises(SocksError, match="did not resolve within 2 s") as raised:
+        await socks_udp.proxy_udp_family(slow, timeout=2)
+    assert raised.value.errno == errno.ETIMEDOUT
+    start = trio.current_time()
+    assert await socks_udp.proxy_udp_family(slow, timeout=2, fallback=4) == 4
+    assert trio.current_time() - start == pytest.approx(2)

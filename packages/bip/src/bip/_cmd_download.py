@@ -27,7 +27,7 @@ from typing import Final
 import trio
 
 from bip_dht import DHT, DHTSocketError, RoutingStateError, open_dht
-from bip_handshake import NATPMP_ANNOUNCE_ADDRESS, EncryptionPolicy, PeerAddress
+from bip_handshake import NATPMP_ANNOUNCE_ADDRESS, EncryptionPolicy, PeerAddress, proxy_udp_family
 from bip_metainfo import MagnetLink, Metainfo, MutableTorrentLink
 
 from ._arguments import (
@@ -343,7 +343,8 @@ async def open_dht_node(
     UDP relay, as libtorrent proxies its DHT whenever a SOCKS5 proxy is set (bootstrap names
     go to the proxy as names under ``socks5h://``). The node then shares its socket with
     nobody (the relay returns only answers to what we sent: incoming uTP could not arrive
-    there) and binds any port, so that uTP's own socket gets the listen port: no router.
+    there) and binds any port, so that uTP's own socket gets the listen port: no router; on
+    any address, it binds one of the proxy's family.
 
     Raises:
         CLIError: a malformed ``--dht-bootstrap``.
@@ -362,6 +363,11 @@ async def open_dht_node(
     proxy = config.proxy_settings
     if proxy is not None:
         port = 0  # peers see the relay's port, never ours; the listen port is uTP's
+        if host in {"0.0.0.0", "::"}:
+            # Any address: of the proxy's family, which alone can reach its relay (IPv4 when
+            # its name does not resolve in time; the association's attempts say why).
+            family = await proxy_udp_family(proxy, timeout=config.connect_timeout, fallback=4)
+            host = "::" if family == 6 else "0.0.0.0"
     # Made before the node, which may hear uTP before the session has its uTP socket: the
     # router drops those datagrams until then.
     router = UtpRouter() if config.utp and proxy is None else None

@@ -227,6 +227,7 @@ from ._socks import (
 )
 from ._socks_shell import (
     DEFAULT_PROXY_PORT,
+    DEFAULT_SOCKS_TIMEOUT,
     ProxyConfig,
     SocksDialer,
     SocksDialerStatistics,
@@ -351,6 +352,7 @@ __all__ = [
     "DEFAULT_MIN_RECONNECT_TIME",
     "DEFAULT_PEER_ID_PREFIX",
     "DEFAULT_PROXY_PORT",
+    "DEFAULT_SOCKS_TIMEOUT",
     "DEFAULT_VOTE_WEIGHTS",
     "EVICTION_WINDOW",
     "HANDSHAKE_LENGTH",

@@ -40,6 +40,7 @@ from ._socks import Socks5Client, SocksError, SocksProtocolError, SocksReplyErro
 
 __all__ = [
     "DEFAULT_PROXY_PORT",
+    "DEFAULT_SOCKS_TIMEOUT",
     "ProxyConfig",
     "SocksDialer",
     "SocksDialerStatistics",

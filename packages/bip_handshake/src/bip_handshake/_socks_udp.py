@@ -573,7 +573,12 @@ async def open_socks5_udp_socket(
                 nursery.cancel_scope.cancel()
 
 
-async def proxy_udp_family(proxy: ProxyConfig) -> Literal[4, 6]:
+async def proxy_udp_family(
+    proxy: ProxyConfig,
+    *,
+    timeout: float | None = None,
+    fallback: Literal[4, 6] | None = None,
+) -> Literal[4, 6]:
     """The address family to bind a UDP socket in for ``proxy``'s relay
     (:func:`open_socks5_udp_socket`'s ``bind``): its control connection goes to the proxy's
     addresses of the socket's family only, so a socket of the other family never associates.
@@ -582,15 +587,43 @@ async def proxy_udp_family(proxy: ProxyConfig) -> Literal[4, 6]:
     ``socks5h://`` (remote DNS keeps the targets' names from our resolver, not the proxy's
     own, which every connection to it resolves anyway), and its first address in the
     resolver's order (RFC 6724's preference) gives the family, as a connection to it would
-    try that address first. Unbounded in time as the resolver is: callers bound it.
+    try that address first.
+
+    Args:
+        proxy: the proxy.
+        timeout: seconds the lookup may take (None: as long as the resolver takes).
+        fallback: the family to answer when the name cannot be resolved (in time), the
+            failure logged at INFO: a socket must be bound now, and the association's own
+            attempts resolve the name again and say why they fail. None: raise.
 
     Raises:
-        SocksError: the name could not be resolved (the resolver's error, with its errno
-            where one fits), or to no IPv4 or IPv6 address (EHOSTUNREACH).
+        SocksError: without ``fallback``: the name could not be resolved (the resolver's
+            error, with its errno where one fits; ETIMEDOUT past ``timeout``), or to no IPv4
+            or IPv6 address (EHOSTUNREACH).
         TypeError: ``proxy`` is not a :class:`ProxyConfig`.
     """
     if not isinstance(proxy, ProxyConfig):
         raise TypeError(f"proxy must be a ProxyConfig, not {proxy!r}")
+    try:
+        with trio.fail_after(math.inf if timeout is None else timeout):
+            return await _proxy_family(proxy)
+    except (SocksError, trio.TooSlowError) as error:
+        failure = (
+            error
+            if isinstance(error, SocksError)
+            else SocksError(
+                f"the proxy {proxy.host!r:.80} did not resolve within {timeout:g} s",
+                errno_value=errno.ETIMEDOUT,
+            )
+        )
+        if fallback is None:
+            raise failure from None
+        _log.info("%s; its UDP relay is tried over IPv%d", failure, fallback)
+        return fallback
+
+
+async def _proxy_family(proxy: ProxyConfig) -> Literal[4, 6]:
+    """:func:`proxy_udp_family`'s lookup, unbounded and without a fallback."""
     literal = _literal(proxy.host)
     if literal is not None:
         return 4 if literal.version == 4 else 6

@@ -629,7 +629,10 @@ async def open_tracker_client(
     async with AsyncExitStack() as stack:
         relay: Socks5UdpSocket | None = None
         if proxy is not None:
-            host = _relay_bind(await _proxy_family(proxy, proxy_timeout), bind_v4, bind_v6)
+            # IPv4 when the proxy's name does not resolve in time: the association's
+            # attempts say why (a tracker request's TrackerError names it).
+            family = await proxy_udp_family(proxy, timeout=proxy_timeout, fallback=4)
+            host = _relay_bind(family, bind_v4, bind_v6)
             try:
                 relay = await stack.enter_async_context(
                     open_socks5_udp_socket(proxy, bind=(host, 0), timeout=proxy_timeout)
@@ -675,25 +678,6 @@ async def open_tracker_client(
                     nursery.cancel_scope.cancel()
         finally:
             client._close()
-
-
-async def _proxy_family(proxy: ProxyConfig, timeout: float) -> Family:
-    """The family of *proxy*'s address (its literal's, or its name's first address,
-    :func:`~bip_handshake.proxy_udp_family`); IPv4 when the name cannot be
-    resolved within *timeout* seconds: the association's attempts resolve it again and say
-    why they fail (a tracker request's :class:`TrackerError` names it)."""
-    with trio.move_on_after(timeout):
-        try:
-            return await proxy_udp_family(proxy)
-        except OSError as error:  # a SocksError
-            _log.info("the proxy %s: %s; its UDP relay is tried over IPv4", proxy.url, error)
-            return 4
-    _log.info(
-        "the proxy %s did not resolve within %g s; its UDP relay is tried over IPv4",
-        proxy.url,
-        timeout,
-    )
-    return 4
 
 
 def _relay_bind(family: Family, bind_v4: str | None, bind_v6: str | None) -> str:

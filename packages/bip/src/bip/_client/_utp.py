@@ -37,13 +37,13 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
-from ipaddress import IPv6Address, ip_address
 from typing import Final, Protocol, runtime_checkable
 
 import trio
 
 from bip_dht import DHTError
 from bip_handshake import (
+    DEFAULT_SOCKS_TIMEOUT,
     MIN_DATAGRAM,
     Handshaker,
     ListenError,
@@ -58,6 +58,7 @@ from bip_handshake import (
     open_socks5_udp_socket,
     open_utp_over,
     open_utp_socket,
+    proxy_udp_family,
 )
 
 __all__ = ["DatagramSharer", "UtpRouter", "open_session_utp"]
@@ -184,14 +185,12 @@ def _relayed_config(config: UtpConfig, family: int) -> UtpConfig:
     )
 
 
-def _relay_bind(proxy: ProxyConfig) -> tuple[str, int]:
-    """Where the relay socket binds: the proxy's IP family (its relay is usually that
-    family, and an association only takes a relay of our socket's family)."""
-    try:
-        family6 = isinstance(ip_address(proxy.host), IPv6Address)
-    except ValueError:  # a name: IPv4, what proxies' names mostly resolve to
-        family6 = False
-    return ("::", 0) if family6 else ("0.0.0.0", 0)
+async def _relay_bind(proxy: ProxyConfig, timeout: float) -> tuple[str, int]:
+    """Where the relay socket binds: in the proxy's IP family (the control connection goes to
+    its addresses of our socket's family alone; a name's first address decides, IPv4 when it
+    does not resolve within ``timeout``: the association's attempts then say why)."""
+    family = await proxy_udp_family(proxy, timeout=timeout, fallback=4)
+    return ("::", 0) if family == 6 else ("0.0.0.0", 0)
 
 
 def _relay_sender(udp: Socks5UdpSocket) -> Callable[[bytes, PeerAddress], Awaitable[None]]:
@@ -264,10 +263,8 @@ async def _open_relayed(
     Raises:
         ListenError: the relay socket cannot be bound.
     """
-    if timeout is None:
-        socks = open_socks5_udp_socket(proxy, bind=_relay_bind(proxy))
-    else:
-        socks = open_socks5_udp_socket(proxy, bind=_relay_bind(proxy), timeout=timeout)
+    wait = DEFAULT_SOCKS_TIMEOUT if timeout is None else timeout
+    socks = open_socks5_udp_socket(proxy, bind=await _relay_bind(proxy, wait), timeout=wait)
     udp = await stack.enter_async_context(socks)
     # Nobody can reach us there (the relay passes only what answers our own datagrams): a
     # SYN gets a RESET, no connection.
