@@ -512,7 +512,7 @@ async def test_a_dual_stack_tracker_is_sent_to_at_the_relays_family(names: Names
         ("[2001:db8::1]", True, 6),
         ("v6.proxy.test", False, 6),
         ("v6.proxy.test", True, 6),  # the proxy's own name: resolved even with socks5h://
-        ("dual.proxy.test", False, 6),
+        ("dual.proxy.test", False, 4),  # an IPv4 address: IPv4, listed first or not
         ("dual4.proxy.test", True, 4),
     ],
 )

@@ -573,6 +573,16 @@ async def open_socks5_udp_socket(
                 nursery.cancel_scope.cancel()
 
 
+_FAMILY_MEMORY: Final = 60.0
+"""Seconds :func:`proxy_udp_family` keeps what a proxy's name gave (or that it failed): the
+sockets of one session ask one after another, and a name that hangs must not cost each its
+own timeout."""
+_FAMILY_MEMORY_SIZE: Final = 16
+"""Proxy names remembered at once (the oldest forgotten first)."""
+_families: trio.lowlevel.RunVar[dict[tuple[str, int], tuple[float, Literal[4, 6] | SocksError]]]
+_families = trio.lowlevel.RunVar("bip_handshake.socks.proxy_families")
+
+
 async def proxy_udp_family(
     proxy: ProxyConfig,
     *,
@@ -585,9 +595,10 @@ async def proxy_udp_family(
 
     An IP literal is of its own family. A host name is resolved here, even under
     ``socks5h://`` (remote DNS keeps the targets' names from our resolver, not the proxy's
-    own, which every connection to it resolves anyway), and its first address in the
-    resolver's order (RFC 6724's preference) gives the family, as a connection to it would
-    try that address first.
+    own, which every connection to it resolves anyway): IPv4 when it has an IPv4 address
+    (most peers, trackers and DHT nodes are IPv4, and a relay socket reaches its own family
+    best: the DHT and uTP keep one socket per family), IPv6 when it has IPv6 addresses alone.
+    What a name gave, or that it failed, is remembered for a minute within the trio run.
 
     Args:
         proxy: the proxy.
@@ -601,42 +612,63 @@ async def proxy_udp_family(
             error, with its errno where one fits; ETIMEDOUT past ``timeout``), or to no IPv4
             or IPv6 address (EHOSTUNREACH).
         TypeError: ``proxy`` is not a :class:`ProxyConfig`.
+        ValueError: ``timeout`` is negative or NaN, or ``fallback`` is not 4, 6 or None.
     """
     if not isinstance(proxy, ProxyConfig):
         raise TypeError(f"proxy must be a ProxyConfig, not {proxy!r}")
-    try:
-        with trio.fail_after(math.inf if timeout is None else timeout):
-            return await _proxy_family(proxy)
-    except (SocksError, trio.TooSlowError) as error:
-        failure = (
-            error
-            if isinstance(error, SocksError)
-            else SocksError(
-                f"the proxy {proxy.host!r:.80} did not resolve within {timeout:g} s",
-                errno_value=errno.ETIMEDOUT,
-            )
-        )
-        if fallback is None:
-            raise failure from None
-        _log.info("%s; its UDP relay is tried over IPv%d", failure, fallback)
-        return fallback
-
-
-async def _proxy_family(proxy: ProxyConfig) -> Literal[4, 6]:
-    """:func:`proxy_udp_family`'s lookup, unbounded and without a fallback."""
+    if timeout is not None and not (isinstance(timeout, int | float) and timeout >= 0):
+        raise ValueError(f"timeout is seconds >= 0 or None, not {timeout!r}")
+    if fallback not in (4, 6, None):
+        raise ValueError(f"fallback is 4, 6 or None, not {fallback!r}")
     literal = _literal(proxy.host)
     if literal is not None:
         return 4 if literal.version == 4 else 6
     try:
+        known = _families.get()
+    except LookupError:  # the run's first question (a default would be shared by runs)
+        known = {}
+        _families.set(known)
+    key = (proxy.host.lower(), proxy.port)
+    now = trio.current_time()
+    remembered = known.get(key)
+    if remembered is not None and remembered[0] > now:
+        found: Literal[4, 6] | SocksError = remembered[1]
+    else:
+        try:
+            with trio.fail_after(math.inf if timeout is None else timeout):
+                found = await _proxy_family(proxy)
+        except SocksError as error:
+            found = error
+        except trio.TooSlowError:
+            found = SocksError(
+                f"the proxy {proxy.host!r:.80} did not resolve within {timeout:g} s",
+                errno_value=errno.ETIMEDOUT,
+            )
+        known.pop(key, None)
+        while len(known) >= _FAMILY_MEMORY_SIZE:
+            del known[next(iter(known))]
+        known[key] = (trio.current_time() + _FAMILY_MEMORY, found)
+        if isinstance(found, SocksError) and fallback is not None:
+            _log.info("%s; its UDP relay is tried over IPv%d", found, fallback)
+    if not isinstance(found, SocksError):
+        return found
+    if fallback is None:
+        raise found
+    return fallback
+
+
+async def _proxy_family(proxy: ProxyConfig) -> Literal[4, 6]:
+    """:func:`proxy_udp_family`'s lookup of a name, unbounded and without a fallback."""
+    try:
         infos = await trio.socket.getaddrinfo(proxy.host, proxy.port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as error:  # UnicodeError: IDNA refused the name
         raise _unresolved(proxy, error) from error
-    # The first answer of an IP family: a resolver may list others (AF_UNIX, say) first.
-    for family, _type, _proto, _name, _sockaddr in infos:
-        if family == socket.AF_INET:
-            return 4
-        if family == socket.AF_INET6:
-            return 6
+    # A resolver may list other families (AF_UNIX, say) too.
+    families = {family for family, _type, _proto, _name, _sockaddr in infos}
+    if socket.AF_INET in families:
+        return 4
+    if socket.AF_INET6 in families:
+        return 6
     raise SocksError(
         f"the proxy {proxy.host!r:.80} resolves to no IP address",
         errno_value=errno.EHOSTUNREACH,

@@ -1434,7 +1434,10 @@ async def open_session(
                 bind_v4, bind_v6 = _tracker_binds(config)
                 trackers = await stack.enter_async_context(
                     open_tracker_client(
-                        bind_v4=bind_v4, bind_v6=bind_v6, proxy=_tracker_proxy(config)
+                        bind_v4=bind_v4,
+                        bind_v6=bind_v6,
+                        proxy=_tracker_proxy(config),
+                        proxy_timeout=config.connect_timeout,
                     )
                 )
                 http_trackers = await stack.enter_async_context(
