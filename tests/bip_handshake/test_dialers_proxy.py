@@ -1,6 +1,7 @@
 """PeerDialer through a proxy: a relay that refuses leaves TCP alone with the whole
-deadline; a TCP connect through the proxy gets its share of the time, not 3 s; a uTP
-failure while the relay's association was lost or replaced is not remembered."""
+deadline; a TCP connect through the proxy gets its share of the time, not 3 s, and is cut
+there only if uTP can be tried then; a uTP failure while the relay's association was lost
+or replaced is not remembered."""
 
 from __future__ import annotations
 
@@ -90,11 +91,12 @@ class ProxiedTcp:
 async def test_a_refusing_relay_leaves_tcp_alone_with_the_whole_deadline(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    # A Tor-like proxy: no UDP, and a CONNECT that takes 4 s (more than the 3 s cap).
+    # A Tor-like proxy: no UDP, and a CONNECT that takes 7 s (more than the 3 s cap, and
+    # more than half of the deadline).
     async with utp_pair() as (a, _):
         prefers: tuple[Transport, ...] = ("tcp", "utp")
         for prefer in prefers:
-            dialer = PeerDialer(prefer=prefer, connect_tcp=ProxiedTcp(4.0))
+            dialer = PeerDialer(prefer=prefer, connect_tcp=ProxiedTcp(7.0))
             dialer.add_utp(a, check=Relay(up=False).check)
             assert dialer.transports(B) == ("tcp",)
             with trio.fail_after(DEADLINE):
@@ -143,25 +145,83 @@ async def test_a_relay_lost_during_the_tcp_leg(autojump_clock: trio.testing.Mock
         def lose() -> None:
             relay.up = False
 
-        # TCP refused after the association went: TCP's error, no uTP refusal instead.
+        # TCP refused after the association went: TCP's error as itself (its cause kept),
+        # no uTP refusal instead.
         refused = ConnectionRefusedError(111, "the proxy: connection refused")
+        reason = OSError(111, "refused by the peer (test)")
+        refused.__cause__ = reason
         dialer = PeerDialer(connect_tcp=ProxiedTcp(0.1, error=refused, before=lose))
         dialer.add_utp(a, check=relay.check)
         assert dialer.transports(B) == ("tcp", "utp")
-        with trio.fail_after(DEADLINE), pytest.raises(ConnectionRefusedError):
+        with trio.fail_after(DEADLINE), pytest.raises(ConnectionRefusedError) as raised:
             await dialer(B)
+        assert raised.value is refused
+        assert raised.value.__cause__ is reason
         stats = dialer.statistics()
         assert (stats.utp_attempts, stats.fallbacks, stats.failed) == (0, 0, 1)
-        # TCP cut at its share, the association gone: TCP again with what is left.
+        # The association gone as a 6 s CONNECT starts: no uTP to fall back on at its
+        # share (5 s), so the same CONNECT runs on and wins within the deadline.
         relay.up = True
-        tcp = ProxiedTcp(None, 1.0, before=lose)
+        tcp = ProxiedTcp(6.0, before=lose)
         dialer = PeerDialer(connect_tcp=tcp)
         dialer.add_utp(a, check=relay.check)
         with trio.fail_after(DEADLINE):
+            start = trio.current_time()
             stream = await dialer(B)
+            assert 6.0 <= trio.current_time() - start < 6.5
         assert getattr(stream, "transport", None) == "tcp"
         stats = dialer.statistics()
-        assert (tcp.calls, stats.utp_attempts, stats.fallbacks, stats.remembered) == (2, 0, 0, 0)
+        assert (tcp.calls, stats.utp_attempts, stats.fallbacks, stats.failed) == (1, 0, 0, 0)
+        assert stats.remembered == 0
+        # A silent CONNECT with the relay down all along ends at the caller's deadline,
+        # cancelled with one Cancelled (not a group), as a dial without the cut.
+        relay.up = True
+        tcp = ProxiedTcp(None, before=lose)
+        dialer = PeerDialer(connect_tcp=tcp)
+        dialer.add_utp(a, check=relay.check)
+        start = trio.current_time()
+        seen: list[BaseException] = []
+        with trio.move_on_after(DEADLINE) as scope:
+            try:
+                await dialer(B)
+            except BaseException as exc:
+                seen.append(exc)
+                raise
+        assert scope.cancelled_caught
+        assert [type(exc) for exc in seen] == [trio.Cancelled]
+        assert trio.current_time() - start == pytest.approx(DEADLINE)
+        stats = dialer.statistics()
+        assert (tcp.calls, stats.utp_attempts, stats.fallbacks) == (1, 0, 0)
+
+
+async def test_a_relay_back_at_the_share_deadline_cuts_the_tcp_leg(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Lost as the CONNECT starts, a new association 2 s later: at the share (5 s) uTP can
+    # be tried, so the silent CONNECT is cut there and uTP has the rest.
+    async with utp_pair() as (a, b):
+        relay = Relay()
+
+        def lose() -> None:
+            relay.up = False
+
+        async def renew_later() -> None:
+            await trio.sleep(2.0)
+            relay.renew()
+
+        dialer = PeerDialer(connect_tcp=ProxiedTcp(None, before=lose))
+        dialer.add_utp(a, check=relay.check)
+        with trio.fail_after(DEADLINE):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(renew_later)
+                start = trio.current_time()
+                stream = await dialer(B)
+                assert 5.0 <= trio.current_time() - start < 5.5
+        assert getattr(stream, "transport", None) == "utp"
+        stats = dialer.statistics()
+        assert (stats.tcp_attempts, stats.utp_attempts, stats.fallbacks) == (1, 1, 1)
+        await stream.aclose()
+        await (await b.incoming().receive()).aclose()
 
 
 async def test_a_syn_lost_with_the_association_is_not_remembered(
@@ -200,24 +260,28 @@ async def test_a_utp_connection_ended_with_its_association_is_not_remembered(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with utp_pair() as (a, b):
-        for renewed in (True, False):
+        for change in ("renewed", "lost", None):
             relay = Relay()
             dialer = PeerDialer(prefer="utp", connect_tcp=ProxiedTcp(0.1))
             dialer.add_utp(a, check=relay.check)
             with trio.fail_after(DEADLINE):
                 stream = await dialer(B)
                 assert getattr(stream, "transport", None) == "utp"
-                if renewed:
-                    relay.renew()  # the connection outlived its association
+                # The connection outlived its association (replaced, or gone).
+                if change == "renewed":
+                    relay.renew()
+                elif change == "lost":
+                    relay.up = False
                 await (await b.incoming().receive()).aclose()
                 # A FIN, or a RESET when the close overtakes the handshake: both end the
                 # stream before the peer's first byte.
                 with contextlib.suppress(trio.BrokenResourceError):
                     assert await stream.receive_some() == b""
             await stream.aclose()
+            relay.up = True
             stats = dialer.statistics()
-            if renewed:
-                assert (stats.closed_silent, stats.remembered) == (0, 0)
+            if change is not None:
+                assert (stats.closed_silent, stats.remembered) == (0, 0), change
                 assert dialer.transports(B) == ("utp", "tcp")
             else:
                 assert (stats.closed_silent, stats.remembered) == (1, 1)

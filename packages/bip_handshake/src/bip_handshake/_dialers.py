@@ -39,7 +39,10 @@ cannot carry it (no UDP association: :class:`~bip_handshake.SocksUnavailableErro
 it refuses, a dial goes over TCP alone, with the whole deadline and its own error (a proxy
 that never relays UDP, as Tor or microsocks, costs nothing). A TCP connect through the
 proxy tried first is not held to the 3 s of a direct one, only to its share of the time
-left (half by default): a proxy's CONNECT takes the proxy's own connect too. A uTP
+left (half by default): a proxy's CONNECT takes the proxy's own connect too. A TCP connect
+tried first is cut at its share only if uTP can be tried then: when the relay was lost
+meanwhile, the same connect runs on to the caller's deadline (a fresh one would throw the
+proxy's work away), and its error, if it fails, is the dial's. A uTP
 failure is the peer's, and remembered, only when the check still passes after it and
 returns what it returned before (the same association): a relay lost during a SYN, or
 under a connection that then died before its first byte, says nothing about the peer (the
@@ -108,7 +111,9 @@ class DialerStatistics:
             share of time) and that tried the other.
         failed: dials where every transport tried failed (the error raised is the last one).
         closed_silent: connections the peer closed before sending a byte (its transport is
-            then remembered as failing for that address).
+            then remembered as failing for that address). A uTP connection whose relay
+            association was lost or replaced before it ended is not counted: the fault
+            was ours.
         reordered: dials that tried the other transport first because the preferred one
             failed with that address last time.
         hinted: dials that followed a :meth:`PeerDialer.prefer_utp_for` hint (uTP first,
@@ -331,8 +336,8 @@ class PeerDialer:
         if address.family in self._utp:
             if self._tcp and not self._utp_ready(address.family):
                 # The socket cannot carry a connect now (no UDP association through the
-                # proxy): trying it would cost nothing, but would cut TCP to the first
-                # transport's share of the time, and its error would be the dial's.
+                # proxy): its refusal would be no news about the peer, and TCP alone keeps
+                # the whole deadline with no cut to wait for.
                 return tuple(usable)
             hint = self._hint(address) if self._hints else None
             if hint is not None:
@@ -405,29 +410,70 @@ class PeerDialer:
         # check (no checkpoint between): its failure is the peer's only if that path is
         # still up, and the same one, once it failed.
         path = self._utp_path(address.family) if first == "utp" else None
-        error: OSError | None = None
+        budget = self._first_budget(first)
         try:
-            with trio.move_on_after(self._first_budget(first)):
-                return await self._attempt(first, address, last=False)
+            if first == "tcp" and address.family in self._utp_checks:
+                stream = await self._first_tcp(address, budget)
+                if stream is not None:
+                    return stream
+            else:
+                with trio.move_on_after(budget):
+                    return await self._attempt(first, address, last=False)
             reason = "no answer in its share of the time"
         except OSError as failure:
-            error = failure
+            if second == "utp" and not self._utp_ready(address.family):
+                # The relay was lost while TCP was tried: uTP would be refused at once, and
+                # its refusal is no news about the peer. TCP's own error is the dial's.
+                self._counts["failed"] += 1
+                raise
             reason = str(failure) or type(failure).__name__
         peers_fault = first == "tcp" or self._same_path(address.family, path)
-        if second == "utp" and not self._utp_ready(address.family):
-            # The relay was lost while TCP was tried: uTP would be refused at once, and its
-            # refusal is no news about the peer. TCP's own error is the dial's; a TCP
-            # connect cut at its share of the time gets what is left of the deadline.
-            if error is not None:
-                self._counts["failed"] += 1
-                raise error
-            _log.debug("tcp connect to %s: %s; no uTP now, tcp again", address, reason)
-            return await self._attempt("tcp", address)
         self._counts["fallbacks"] += 1
         _log.debug("%s connect to %s failed (%s); trying %s", first, address, reason, second)
         stream = await self._attempt(second, address)
         if peers_fault:
             self._remember(address, first)
+        return stream
+
+    async def _first_tcp(self, address: PeerAddress, budget: float) -> trio.abc.Stream | None:
+        """A TCP connect tried first, before a uTP socket with a check: cut after ``budget``
+        seconds only if that check lets a uTP connect go then (``None``: it was cut).
+
+        With the relay down at that moment, cutting would leave nothing to fall back on: the
+        same connect runs on to the caller's deadline (a second one would start the proxy's
+        work over, with half the time). The check is read once, at the cut: a relay back
+        later finds the connect still running, and lets it finish.
+        """
+        connect = trio.CancelScope()
+        cut_at = trio.current_time() + budget
+
+        async def cut() -> None:
+            await trio.sleep_until(cut_at)
+            if self._utp_ready(address.family):
+                connect.cancel()
+            else:
+                _log.debug("tcp connect to %s: no uTP at its share of the time, runs on", address)
+
+        stream: trio.abc.Stream | None = None
+        error: Exception | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(cut)
+                with connect:
+                    try:
+                        stream = await self._attempt("tcp", address, last=False)
+                    except Exception as failure:  # raised below as itself, not in a group
+                        error = failure
+                nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # The caller's deadline cancelled both tasks: one Cancelled, as a dial without
+            # the cut raises (anything else is a bug of the check, left as trio reports it).
+            cancelled, rest = group.split(trio.Cancelled)
+            if rest is None and cancelled is not None:
+                raise cancelled.exceptions[0] from None
+            raise
+        if error is not None:
+            raise error  # as itself: its __cause__ (a proxy's reason) is kept
         return stream
 
     def _utp_ready(self, family: int) -> bool:
@@ -461,7 +507,8 @@ class PeerDialer:
         direct connect, where a peer that answers does so within a SYN retry or two; a
         proxy's CONNECT also holds the proxy's own connect to the peer (and a circuit, for
         Tor), seconds as a rule, while a refused or unreachable peer is still reported at
-        once by the proxy's reply. Cut at 3 s, a slow but working proxy lost every peer to a
+        once by the proxy's reply (and it is cut there only if uTP can be tried then:
+        :meth:`_first_tcp`). Cut at 3 s, a slow but working proxy lost every peer to a
         uTP fallback that then had to succeed. The whole budget (libtorrent never cancels a
         TCP connect to try uTP, but it tries uTP first) would leave no uTP at all for a peer
         whose TCP port drops SYNs: the proxy waits out its own connect timeout, tens of
