@@ -42,10 +42,11 @@ and carries out the returned actions in order.
 Requests are batched: a peer is topped up when its room reaches a quarter of its desired queue
 depth (or it has nothing left in flight), not after every block, which keeps the number of
 picker calls per block low without letting the pipe run dry (the queue holds seconds of data).
-A have of a wanted piece from a peer that unchokes us tops it up at once by the same rule, so
-a peer that had nothing more for us is asked for its new piece without waiting for the
-periodic refill. A deadline piece, newly set or wanted again (hashed bad, discarded, lost), is
-offered at once to the peers that have it, whatever room they have.
+A have of a wanted piece from a peer that unchokes us (or that chokes us and allows that piece
+fast, BEP 6) tops it up at once by the same rule, so a peer that had nothing more for us is
+asked for its new piece without waiting for the periodic refill. A deadline piece, newly set
+or wanted again (hashed bad, discarded, lost), is offered at once to the peers that have it,
+whatever room they have.
 
 Logging: the brain is a sans-IO core, so it logs at DEBUG only, under ``bip_select.brain``, and
 only its own decisions a log reader cannot see in the actions: end-game entered, a peer banned
@@ -615,6 +616,10 @@ class SwarmBrain:
             if state.starved >= 0 and any(availability.peer_has(peer, p) for p in wanted):
                 state.starved = -1
         self._fill_all(now, actions)
+        # A peer gone or choking us freed blocks nobody else took: end-game is over (the
+        # have gate reads _endgame, and a new end-game is logged again). After the refill,
+        # so blocks taken straight back leave end-game on.
+        self._left_endgame()
 
     def _offer_if_urgent(self, piece: int, now: float, actions: list[Action]) -> None:
         """``piece`` got a deadline, or is wanted again (hashed bad, discarded or lost) with
@@ -719,27 +724,36 @@ class SwarmBrain:
         actions = self._revelation.peer_have(peer, piece, now)
         if news and availability.priority(piece):
             state.wanted += 1
-            if not state.interested:
-                state.starved = -1
-                self._set_interest(peer, state, actions)
-                if not state.choking_us:
-                    self._fill(peer, state, now, actions)
-            elif (
-                state.starved != self._epoch
-                or self.picker.requests.num_free(piece)
-                or self._endgame
-            ):
+            picker = self.picker
+            if state.interested:
                 # A peer we are interested in may have run out of blocks to ask of it (all
                 # it has is asked of others): ask it for the new piece now, not at the next
                 # refill, or each piece a seed reveals one by one (super-seeding, a peer
-                # finishing pieces as we go) costs up to a refill interval idle. _fill's room
-                # test comes before any picker run, so a flood of haves to a full pipe costs
-                # O(1) each. Starved this epoch and nothing of the piece free (outside
-                # end-game, where it may be asked twice): the picker would find nothing more,
-                # so the peer stays starved and the have costs nothing.
-                state.starved = -1
-                if not state.choking_us:
-                    self._fill(peer, state, now, actions)
+                # finishing pieces as we go) costs up to a refill interval idle. A peer
+                # starved this epoch is asked only if the piece gives the picker something
+                # it did not have: blocks free; an end-game duplicate, which it hands out
+                # only while the peer has fewer than endgame_depth requests out; a late
+                # deadline block to ask of a faster peer too. Otherwise the picker would
+                # find nothing more (O(W) for nothing), so the peer stays starved and the
+                # have costs O(1). A peer not starved may have room since its last fill
+                # (requests cancelled for a piece verified meanwhile): _fill's room test
+                # comes before any picker run, so a flood of haves to a full pipe costs
+                # O(1) each.
+                requests = picker.requests
+                if not (
+                    state.starved != self._epoch
+                    or requests.num_free(piece)
+                    or (self._endgame and requests.num_outstanding(peer) < picker.endgame_depth)
+                    or picker.strategy.deadline(piece) is not None
+                ):
+                    return actions
+            state.starved = -1
+            self._set_interest(peer, state, actions)
+            # A peer that chokes us takes requests only for its allowed-fast pieces (BEP
+            # 6): a have of one of them is asked at once; its other haves run no picker
+            # (its flood of them would otherwise cost a picker run each).
+            if not state.choking_us or (state.allowed_fast and picker.is_allowed_fast(peer, piece)):
+                self._fill(peer, state, now, actions)
         return actions
 
     def _dont_have(self, event: PeerDontHave, now: float) -> list[Action]:

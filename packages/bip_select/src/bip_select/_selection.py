@@ -32,7 +32,8 @@ API:
 
   - peers: ``add_peer``, ``remove_peer -> dropped blocks``, ``peer_bitfield``,
     ``peer_have``, ``peer_have_all``, ``peer_have_none``, ``peer_dont_have``,
-    ``allowed_fast(peer, piece)``, ``set_rate(peer, bytes_per_s)``;
+    ``allowed_fast(peer, piece)``, ``is_allowed_fast(peer, piece)``,
+    ``set_rate(peer, bytes_per_s)``;
   - ``is_interesting(peer)``, ``wants(piece)``;
   - ``pick(peer, count, now, choked=False, exclusive=False) -> list[Block]``: choose
     up to ``count`` blocks and record them as requested. Order: the strategy's,
@@ -500,6 +501,14 @@ class PiecePicker:
         allowed = self._allowed_fast.setdefault(peer, set())
         if len(allowed) < MAX_ALLOWED_FAST:
             allowed.add(piece)
+
+    def is_allowed_fast(self, peer: PeerKey, piece: int) -> bool:
+        """Whether ``peer`` lets us request ``piece`` while it chokes us (BEP 6): it said
+        so (:meth:`allowed_fast`) and is still connected. O(1)."""
+        allowed = self._allowed_fast.get(peer)
+        return (
+            allowed is not None and _is_piece(piece, self.geometry.num_pieces) and piece in allowed
+        )
 
     def set_rate(self, peer: PeerKey, rate: float) -> None:
         """``peer``'s measured download rate (bytes/s), for deadline decisions."""
