@@ -26,7 +26,7 @@ from tests._socks_server import SocksServer, serve_socks5
 
 from bip_dht import DHT, DHTConfig, DHTSocketError, LocalProtocolError, NodeId, open_dht
 from bip_dht._krpc import ErrorReply, Ping, Response
-from bip_dht._shell_proxy import NameProbes, PendingNames, RelayOutages
+from bip_dht._shell_proxy import PROBE_ATTEMPTS, NameProbes, PendingNames, RelayOutages
 from bip_dht._shell_sockets import host_name
 from bip_handshake import PeerAddress, ProxyConfig
 
@@ -243,7 +243,7 @@ async def test_a_name_nobody_answered_at_is_asked_again_while_the_table_is_empty
                     "127.0.0.1:0", [f"localhost:{port}"], config=config, proxy=proxy
                 ) as proxied:
                     await proxied.wait_associated()
-                    assert await proxied.bootstrap() == 0  # asked again: still nobody
+                    assert await proxied.bootstrap() == 0  # just asked (the join): not again yet
                     silent.close()
                     async with open_dht(("127.0.0.1", port), config=QUICK) as direct:
                         started = trio.current_time()
@@ -354,3 +354,171 @@ def test_relay_outages_are_logged_once_each(caplog: pytest.LogCaptureFixture) ->
         "secret" not in text and "socks5://me@127.0.0.1:1080" in text for _, text in messages
     )
     assert "no UDP association yet" in messages[0][1]
+
+
+# -- joining again through the relay (review of 3ba26f7) -------------------------------------
+
+
+def live(dht: DHT) -> bool:
+    """Whether *dht*'s routing table holds a node it could still query (the core's test)."""
+    node = dht.node
+    now = trio.current_time()
+    return any(node.table(f).closest(node.node_id, now, 1) for f in node.families)
+
+
+async def test_a_node_whose_table_went_bad_in_an_outage_joins_again_when_the_relay_is_back(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The known node stays in its bucket, bad, after the outage's lost queries: "empty" is
+    # the core's test (no node we could still query), not len(table). Before: usable again
+    # only at the core's bootstrap_retry_interval (60 s here).
+    autojump_clock.autojump_threshold = JUMP_AFTER
+    config = replace(QUICK, bootstrap_retry_interval=60.0)
+    with trio.fail_after(40):
+        async with (
+            serve_socks5() as server,
+            open_dht("127.0.0.3:0", config=QUICK, rng=random.Random(1)) as direct,
+            open_dht(
+                "127.0.0.1:0",
+                [direct.addresses[0]],
+                config=config,
+                rng=random.Random(2),
+                proxy=proxy_of(server),
+            ) as proxied,
+        ):
+            while not live(proxied):
+                await trio.sleep(0.1)
+            server.refuse_udp = True
+            server.associations[0].close()
+            while proxied.associated:
+                await trio.sleep(0.01)
+            while live(proxied):  # the queries are lost: the known node goes bad
+                assert await proxied.find_node(NodeId(bytes(20))) == []
+            assert len(proxied.node.table(4)) == 1
+            server.refuse_udp = False
+            await proxied.wait_associated()
+            back = trio.current_time()
+            while not live(proxied):
+                await trio.sleep(0.1)
+            assert trio.current_time() - back < 2.0
+            found = await proxied.find_node(NodeId(bytes(20)))
+            assert direct.node_id.value in [node.node_id for node in found]
+
+
+async def test_concurrent_bootstraps_share_one_asking_of_the_pending_names(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A dead bootstrap name (nobody answers at its port): 8 bootstrap() at once (as many
+    # keep_finding loops starting on an empty table) ask it once together, not one after the
+    # other (they ended at 0.8, 1.6 ... 6.4 s); one right after asks nothing; nor does one
+    # while the table has live nodes.
+    autojump_clock.autojump_threshold = JUMP_AFTER
+    config = replace(QUICK, bootstrap_retry_interval=60.0)
+    with trio.fail_after(30):
+        async with (
+            serve_socks5() as server,
+            counting_socket("127.0.0.1") as (dead, got),
+            open_dht("127.0.0.3:0", config=QUICK, rng=random.Random(1)) as direct,
+        ):
+            proxy = proxy_of(server, remote_dns=True)
+            name = f"localhost:{dead.port}"
+            async with open_dht(
+                "127.0.0.1:0", [name], config=config, rng=random.Random(2), proxy=proxy
+            ) as proxied:
+                while len(got) < PROBE_ATTEMPTS:  # the first join's asking
+                    await trio.sleep(0.1)
+                await trio.sleep(1.0)  # past the spacing of askings
+                ended: list[float] = []
+                started = trio.current_time()
+
+                async def join() -> None:
+                    assert await proxied.bootstrap() == 0
+                    ended.append(trio.current_time() - started)
+
+                async with trio.open_nursery() as nursery:
+                    for _ in range(8):
+                        nursery.start_soon(join)
+                assert len(got) == 2 * PROBE_ATTEMPTS
+                assert max(ended) < PROBE_ATTEMPTS * QUICK.query_timeout + 0.5
+                assert await proxied.bootstrap() == 0  # asked just now: not again
+                assert len(got) == 2 * PROBE_ATTEMPTS
+                await trio.sleep(1.0)
+                assert await proxied.ping(direct.addresses[0]) is not None
+                assert live(proxied)
+                assert await proxied.bootstrap() == 1  # live nodes: the name is not asked
+                assert len(got) == 2 * PROBE_ATTEMPTS
+
+
+async def test_local_dns_join_keeps_the_entries_that_resolve(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # socks5:// resolves here, in the background: one name that fails is logged and left
+    # out; the literal given with it is still joined through (it dropped the whole join).
+    class Failing(trio.abc.HostnameResolver):
+        async def getaddrinfo(self, host: Any, port: Any, *args: Any) -> Any:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+        async def getnameinfo(self, sockaddr: Any, flags: int) -> Any:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    previous = trio.socket.set_custom_hostname_resolver(Failing())
+    try:
+        with trio.fail_after(DEADLINE):
+            async with (
+                serve_socks5() as server,
+                open_dht("127.0.0.3:0", config=QUICK) as direct,
+                open_dht(
+                    "127.0.0.1:0",
+                    ["nowhere.example:6881", direct.addresses[0]],
+                    config=QUICK,
+                    proxy=proxy_of(server),
+                ) as proxied,
+            ):
+                while proxied.node.statistics().table_size == 0:
+                    await trio.sleep(0.01)
+                assert proxied.node.bootstrap_addresses == (direct.addresses[0],)
+    finally:
+        trio.socket.set_custom_hostname_resolver(previous)
+    failed = [r for r in caplog.records if "nowhere.example" in r.getMessage()]
+    assert len(failed) == 1
+    assert failed[0].levelno == logging.WARNING
+    assert not [r for r in caplog.records if "of a family the node runs" in r.getMessage()]
+
+
+def test_pending_names_are_due_a_spacing_after_they_were_asked() -> None:
+    names = PendingNames(capacity=3)
+    names.add("never.example", 1)
+    names.add("asked.example", 2, asked_at=10.0)
+    assert names.due(10.5, spacing=1.0) == [("never.example", 1)]
+    assert names.due(11.0, spacing=1.0) == [("never.example", 1), ("asked.example", 2)]
+    names.add("never.example", 1, asked_at=11.0)  # asked now: same age, new time
+    assert names.due(11.5, spacing=1.0) == [("asked.example", 2)]
+    assert names.snapshot() == [("never.example", 1), ("asked.example", 2)]
+
+
+async def test_relay_outages_are_counted_per_family_until_a_join_handles_them() -> None:
+    # _keep_joining's bookkeeping: an outage of IPv6 does not hide IPv4's, and one that
+    # begins while a join runs (after handled()) is the next round's.
+    outages = RelayOutages(ProxyConfig("127.0.0.1", 1080))
+    assert outages.unhandled() == frozenset()
+    outages.lost(4, None)
+    outages.lost(4, None)  # the same outage
+    outages.lost(6, None)
+    assert await outages.wait_unhandled() == {4, 6}
+    outages.handled([4])  # a join for IPv4 begins
+    assert outages.unhandled() == {6}
+    outages.sent(4)
+    outages.lost(4, None)  # a new IPv4 outage, during that join
+    assert outages.unhandled() == {4, 6}
+    outages.handled([4, 6])
+    assert outages.unhandled() == frozenset()
+    with trio.fail_after(1):  # bound only: the wake comes at once
+        async with trio.open_nursery() as nursery:
+
+            async def later() -> None:
+                await trio.sleep(0)
+                outages.sent(6)
+                outages.lost(6, None)
+
+            nursery.start_soon(later)
+            assert await outages.wait_unhandled() == {6}

@@ -50,10 +50,14 @@ Design (DESIGN section 3; trio's and bip_utracker's shells are the models):
   most ``PROXY_WAIT`` seconds); under the proxy's remote DNS (``socks5h``) a bootstrap name
   is pinged through the relay by name and the address that answers is what the node
   bootstraps from. A name nobody answered at is kept (:class:`._shell_proxy.PendingNames`)
-  and asked again while the routing table is empty: at once when an association comes up
-  (which also bootstraps again from the remembered addresses, lost while the proxy did not
-  relay) and every ``bootstrap_retry_interval``. The bootstrap entries are checked before
-  the block begins: only their resolving is left to the background. The sockets are not
+  and asked again while the routing table has no live node (the core's test: bad nodes stay
+  in their buckets): at once when a relay comes back after an outage that lost datagrams
+  (which also bootstraps again, at once, from the remembered addresses) and every
+  ``bootstrap_retry_interval``; one asking at a time, shared by the callers that come while
+  it runs, and a name is not asked again within ``query_timeout`` of going unanswered. The
+  bootstrap entries are checked before the block begins: only their resolving is left to the
+  background (under ``socks5://`` a name that does not resolve is logged and left out, the
+  others are joined through). The sockets are not
   shared with another protocol (``other_datagrams`` is refused): incoming uTP cannot reach
   a relay, which only returns answers to us.
 - Randomness: a :class:`random.SystemRandom` unless the caller gives an ``rng`` (tests), so
@@ -203,6 +207,17 @@ class _Waiter:
         self.changed = trio.Event()
 
 
+class _Asking:
+    """One asking of the pending bootstrap names under way: who comes while it runs waits for
+    its answers instead of pinging the same names again."""
+
+    __slots__ = ("answers", "done")
+
+    def __init__(self) -> None:
+        self.answers: list[PeerAddress] = []
+        self.done = trio.Event()
+
+
 class PeerSearch:
     """A running get_peers lookup: an async iterator of the peers found, as they are found.
 
@@ -328,12 +343,14 @@ class DHT:
         # Bootstrap names sent to the proxy (remote DNS): one probe per name and family.
         names = node.config.max_bootstrap_addresses
         self._probes = NameProbes(rng, capacity=max(1, len(self._relayed)) * names)
-        # Those no node answered at yet, asked again later (_keep_joining); one asking at once.
+        # Those no node answered at yet, asked again later (_keep_joining, bootstrap()); one
+        # asking at once, shared by whoever comes while it runs.
         self._pending_names = PendingNames(capacity=names)
-        self._asking = trio.Lock()
-        # Set when an outage of the relay of _lost_family begins: wakes _keep_joining.
-        self._relay_lost = trio.Event()
-        self._lost_family: Family = 4
+        self._asking: _Asking | None = None
+        # The bootstraps this shell started that have not ended yet (a rejoin waits for them
+        # rather than starting another), and an event set (and replaced) when one ends.
+        self._bootstrap_ops: set[int] = set()
+        self._bootstrap_ended = trio.Event()
         # Set once open_dht's first bootstrap has begun (through a proxy it waits for the
         # associations in the background): bootstrap() reuses its addresses.
         self._joining = trio.Event()
@@ -471,8 +488,11 @@ class DHT:
         Through a proxy, first waits for open_dht's own bootstrap to begin (it remembers the
         addresses given there) and for the UDP associations (at most ``PROXY_WAIT`` seconds
         each: then the queries are lost and the bootstrap finds nobody). Under its remote DNS
-        the remembered ones include the bootstrap names no node answered at yet: they are
-        pinged again (a name still unanswered is kept for the next time).
+        the remembered ones include the bootstrap names no node answered at yet: while the
+        routing table has no live node they are pinged again, but for those asked within the
+        last ``query_timeout`` (a name still unanswered is kept for the next time). Calls
+        that come while such an asking runs wait for its answers (keep_finding calls this for
+        every torrent that starts on an empty table): no name is pinged twice at once.
         """
         await self._joining.wait()  # set before open_dht's block begins, without a proxy
         if not self.associated:
@@ -480,9 +500,11 @@ class DHT:
                 await self.wait_associated()
         resolved = await self._addresses(addresses, remember=True)
         if not resolved:
-            answered = await self._ask_pending_names()
+            # The names are worth their pings only while no node we know can be queried.
+            asking = self._pending_names and not self._has_live_node()
+            answered = await self._ask_pending_names() if asking else []
             resolved = [*answered, *self._node.bootstrap_addresses]
-        await self._run(lambda node, now: node.bootstrap(resolved, now))
+        await self._run(lambda node, now: self._bootstrapping(node.bootstrap(resolved, now)))
         return self._node.statistics().table_size
 
     async def find_node(self, target: NodeId | bytes) -> list[NodeInfo]:
@@ -732,14 +754,24 @@ class DHT:
     # -- plumbing -----------------------------------------------------------------------
 
     async def _addresses(
-        self, values: Iterable[AddressLike], *, remember: bool = False
+        self,
+        values: Iterable[AddressLike],
+        *,
+        remember: bool = False,
+        unresolved: list[AddressLike] | None = None,
     ) -> list[PeerAddress]:
         """The addresses of *values* of a family we run, in order and each once: literals as
         they are, names from the system's resolver, or under a proxy's remote DNS from the
         nodes that answer a ping sent to the name through the relay (a name nobody answers
         at gives nothing; at most ``max_bootstrap_addresses`` names are probed). With
-        *remember* (bootstrap entries), such a name is kept to be asked again, and one that
-        answered is no longer."""
+        *remember* (bootstrap entries), such a name is kept to be asked again (with the
+        time it was asked), and one that answered is no longer.
+
+        Raises:
+            DHTSocketError: a name the system's resolver could not resolve, unless
+                *unresolved* is given: then such an entry is added to it and logged, and the
+                others are used (a join in the background keeps what it can).
+        """
         remote = self._proxy is not None and self._proxy.remote_dns
         found: list[list[PeerAddress]] = []
         names: list[tuple[list[PeerAddress], str, int]] = []
@@ -748,7 +780,13 @@ class DHT:
             slot: list[PeerAddress] = []
             found.append(slot)
             if name is None:
-                slot.extend(await resolve(value, None))
+                try:
+                    slot.extend(await resolve(value, None))
+                except DHTSocketError as error:
+                    if unresolved is None:
+                        raise
+                    unresolved.append(value)
+                    _log.warning("DHT bootstrap: %s (the other entries are used)", error)
             elif len(names) < self._node.config.max_bootstrap_addresses:
                 names.append((slot, *name))
             else:
@@ -760,11 +798,12 @@ class DHT:
                     for family, udp in self._relayed.items():
                         nursery.start_soon(self._probe_name, udp, family, host, port, slot)
             if remember:
+                asked = trio.current_time()
                 for slot, host, port in names:
                     if slot:
                         self._pending_names.discard(host, port)
                     else:
-                        self._pending_names.add(host, port)
+                        self._pending_names.add(host, port, asked_at=asked)
         out: list[PeerAddress] = []
         for slot in found:
             for address in slot:
@@ -844,6 +883,10 @@ class DHT:
 
     def _dispatch(self) -> None:
         while (event := self._node.next_event()) is not None:
+            if isinstance(event, LookupFinished) and event.operation in self._bootstrap_ops:
+                self._bootstrap_ops.discard(event.operation)
+                self._bootstrap_ended.set()
+                self._bootstrap_ended = trio.Event()
             if isinstance(event, PeersFound):
                 if self._sink is not None:
                     self._sink.discovered(event.info_hash, event.peers, "dht")
@@ -954,10 +997,7 @@ class DHT:
         self._send_errors += 1
         _log.debug("a DHT datagram is lost: %s", error)
         udp = self._relayed.get(family)
-        if self._outages is not None:
-            if not self._outages.down(family):  # an outage begins: _keep_joining hears once
-                self._lost_family = family
-                self._relay_lost.set()
+        if self._outages is not None:  # counts a new outage too: _keep_joining hears of it
             self._outages.lost(family, None if udp is None else udp.last_error)
 
     def _relay_sent(self, family: Family) -> None:
@@ -1109,9 +1149,12 @@ class DHT:
             with trio.move_on_at(math.inf if deadline is None else deadline):
                 await self._kick.wait()
 
-    def _join(self, given: Sequence[AddressLike], addresses: list[PeerAddress]) -> None:
+    def _join(
+        self, given: Sequence[AddressLike], addresses: list[PeerAddress], unresolved: int = 0
+    ) -> None:
         """Start the first bootstrap (open_dht's): through *addresses* (those of *given* we
-        can use), the saved bootstrap addresses and the nodes known; or none without any."""
+        can use; *unresolved* of them did not resolve, logged already), the saved bootstrap
+        addresses and the nodes known; or none without any."""
         node = self._node
         if given and not addresses and self._proxy is not None and self._pending_names:
             _log.warning(
@@ -1122,7 +1165,7 @@ class DHT:
                 self._proxy.url,
                 node.config.bootstrap_retry_interval,
             )
-        elif given and not addresses:
+        elif given and not addresses and not unresolved:
             _log.warning(
                 "none of the %d DHT bootstrap addresses is of a family the node runs (IPv%s)",
                 len(given),
@@ -1130,8 +1173,7 @@ class DHT:
             )
         known = any(len(node.table(family)) for family in node.families)
         if addresses or node.bootstrap_addresses or known:
-            node.bootstrap(addresses, trio.current_time())
-            self._kick.set()
+            self._start_bootstrap(addresses)
         else:
             _log.debug("DHT node starts with no node to bootstrap from")
         self._joining.set()
@@ -1139,51 +1181,54 @@ class DHT:
     async def _join_through_proxy(self, given: Sequence[AddressLike]) -> None:
         """open_dht's first bootstrap through a proxy, in the background: once the
         associations are up (or ``PROXY_WAIT`` seconds passed), with the bootstrap names
-        resolved here (``socks5://``: a name that does not resolve is logged, the block has
-        begun) or through the relay (``socks5h://``); then :meth:`_keep_joining` for the
-        block's lifetime. *given* was checked already (open_dht: before its block)."""
+        resolved here (``socks5://``: a name that does not resolve is logged and left out,
+        the others are used: the block has begun) or through the relay (``socks5h://``);
+        then :meth:`_keep_joining` for the block's lifetime. *given* was checked already
+        (open_dht: before its block)."""
         try:
             with trio.move_on_after(PROXY_WAIT):
                 await self.wait_associated()
-            try:
-                addresses = await self._addresses(given, remember=True)
-            except DHTSocketError as error:
-                _log.warning("DHT bootstrap: %s", error)
-                addresses = []
-            self._join(given, addresses)
+            unresolved: list[AddressLike] = []
+            addresses = await self._addresses(given, remember=True, unresolved=unresolved)
+            self._join(given, addresses, len(unresolved))
         finally:
             self._joining.set()  # bootstrap() waits for no join that ended otherwise
         await self._keep_joining()
 
     async def _keep_joining(self) -> NoReturn:
-        """Join again through the proxy while the routing table is empty: at once when the
-        relay comes back (a join while it was down lost every query, and the core would wait
-        ``bootstrap_retry_interval`` to try again), and every ``bootstrap_retry_interval``
-        for the pending names (the core re-bootstraps from its addresses by itself). Bounded:
-        a round per interval, plus one per association that came up (the proxy's own retry
-        delay spaces those), each asking at most ``max_bootstrap_addresses`` names."""
+        """Join again through the proxy while the routing table has no live node: at once
+        when a relay comes back after an outage that lost datagrams (the known nodes went
+        bad meanwhile, and the core would wait ``bootstrap_retry_interval`` to try again),
+        and every ``bootstrap_retry_interval`` for the pending names (the core re-bootstraps
+        from its addresses by itself). The outages are counted per family
+        (:meth:`RelayOutages.unhandled`): one that begins while a join runs, or of the other
+        family, is the next round's, never lost. Bounded: a round per interval, plus one per
+        outage that ended (the proxy's own retry delay spaces those), each asking at most
+        ``max_bootstrap_addresses`` names."""
+        outages = self._outages
+        if outages is None:  # only through a proxy: nothing to join again after
+            raise DHTError("the DHT joins again only through a proxy")
         interval = self._node.config.bootstrap_retry_interval
         while True:
             regained = False
             if not any(udp.associated for udp in self._relayed.values()):
-                await self._wait_any_associated()  # unbounded: cancelled with the block
+                await self._wait_any_associated(self._relayed)  # cancelled with the block
                 regained = True
             else:
-                self._relay_lost = trio.Event()
                 with trio.move_on_after(interval):
-                    # A relay went down (_lost: once per outage): the round waits for it.
-                    await self._relay_lost.wait()
-                    down = self._relayed.get(self._lost_family)
-                    if down is not None:
-                        await down.wait_associated()
+                    down = await outages.wait_unhandled()
+                    await self._wait_any_associated(down)  # a relay that lost datagrams
                     regained = True
                 if not regained and not any(udp.associated for udp in self._relayed.values()):
                     continue  # nothing can be asked now: wait for a relay first
+            # Before the join: an outage that begins while it runs stays the next round's.
+            outages.handled(f for f, udp in self._relayed.items() if udp.associated)
             await self._rejoin(regained=regained)
 
-    async def _wait_any_associated(self) -> None:
-        """Return once one socket's association through the proxy is up (at once if one is):
-        a family whose proxy never relays must not hold up the other's joins."""
+    async def _wait_any_associated(self, families: Iterable[Family]) -> None:
+        """Return once the association through the proxy of one of *families* is up (at
+        once if one is): a family whose proxy never relays must not hold up the other's
+        joins."""
         async with trio.open_nursery() as nursery:
 
             async def wait(udp: Socks5UdpSocket) -> None:
@@ -1193,32 +1238,80 @@ class DHT:
                     raise DHTError("the DHT closed before its proxy relayed") from None
                 nursery.cancel_scope.cancel()
 
-            for udp in self._relayed.values():
-                nursery.start_soon(wait, udp)
+            for family in families:
+                udp = self._relayed.get(family)
+                if udp is not None:
+                    nursery.start_soon(wait, udp)
 
     async def _rejoin(self, *, regained: bool) -> None:
-        """One round of :meth:`_keep_joining`: nothing while a node is known; else ask the
-        pending names, and bootstrap from those that answered, with the remembered
-        addresses too when the relay has just come back."""
-        node = self._node
-        if any(len(node.table(family)) for family in node.families):
+        """One round of :meth:`_keep_joining`: once the bootstraps of ours under way ended
+        (their outcome says whether we are back), nothing while a node we could still query
+        is known; else bootstrap again, from the remembered addresses at once when a relay
+        has just come back (a pending name that never answers must not hold those up), and
+        from the pending names that answer."""
+        await self._bootstraps_ended()
+        if self._has_live_node():
             return
-        addresses = await self._ask_pending_names()
-        if regained:
-            addresses.extend(a for a in node.bootstrap_addresses if a not in addresses)
-        if addresses:
-            _log.debug("DHT joining again through the proxy from %d addresses", len(addresses))
-            node.bootstrap(addresses, trio.current_time())
-            self._kick.set()
+        node = self._node
+        if regained and node.bootstrap_addresses:
+            _log.debug(
+                "DHT joining again through the proxy from %d addresses",
+                len(node.bootstrap_addresses),
+            )
+            self._start_bootstrap(list(node.bootstrap_addresses))
+        answered = await self._ask_pending_names()
+        if answered:  # new addresses: the core remembers them from this bootstrap on
+            _log.debug("DHT joining again through %d bootstrap names", len(answered))
+            self._start_bootstrap(answered)
+
+    def _has_live_node(self) -> bool:
+        """Whether the routing table holds a node we could still query, in any family: the
+        core's own test for "empty" (bad nodes stay in their buckets, waiting for
+        replacements, so the table's size says nothing after an outage)."""
+        node = self._node
+        now = trio.current_time()
+        return any(node.table(f).closest(node.node_id, now, 1) for f in node.families)
+
+    def _start_bootstrap(self, addresses: list[PeerAddress]) -> None:
+        """Start a bootstrap of the core's through *addresses* (and the nodes known), one no
+        caller waits for."""
+        self._bootstrapping(self._node.bootstrap(addresses, trio.current_time()))
+        self._kick.set()
+
+    def _bootstrapping(self, operation: int) -> int:
+        """Note *operation*, a bootstrap just started, as under way (until its event);
+        returned as given."""
+        self._bootstrap_ops.add(operation)
+        return operation
+
+    async def _bootstraps_ended(self) -> None:
+        """Return once the bootstraps of ours that run now have ended (at once if none
+        does). Bounded: a bootstrap ends within the core's query timeouts and limits, and
+        those started meanwhile are not waited for."""
+        running = set(self._bootstrap_ops)
+        while running & self._bootstrap_ops:
+            await self._bootstrap_ended.wait()
 
     async def _ask_pending_names(self) -> list[PeerAddress]:
-        """Ping the pending bootstrap names again (one asking at a time: the probes are
-        bounded); the addresses of those that answered, forgotten as names."""
-        async with self._asking:
-            names = self._pending_names.snapshot()
-            if not names:
-                return []
-            return await self._addresses(names, remember=True)
+        """Ping the pending bootstrap names again, but for those asked within the last
+        ``query_timeout``; the addresses of those that answered, forgotten as names. One
+        asking at a time (the probes are bounded): who comes while one runs waits for its
+        answers (none when the one asking was cancelled)."""
+        asking = self._asking
+        if asking is not None:
+            await asking.done.wait()
+            return list(asking.answers)
+        spacing = self._node.config.query_timeout
+        names = self._pending_names.due(trio.current_time(), spacing=spacing)
+        if not names:
+            return []
+        asking = self._asking = _Asking()
+        try:
+            asking.answers = await self._addresses(names, remember=True)
+        finally:
+            self._asking = None
+            asking.done.set()
+        return list(asking.answers)
 
     def _close(self) -> None:
         self._closed = True
@@ -1285,8 +1378,9 @@ async def open_dht(
             are lost (the queries time out; the outage is logged once). The first bootstrap
             waits for the associations (at most 10 s); under remote DNS (``socks5h://``) a
             bootstrap name goes to the proxy as a name, pinged through the relay, and the
-            address that answers is the one joined through. While the routing table is
-            empty the node joins again as soon as an association comes up, and asks the
+            address that answers is the one joined through (under ``socks5://`` a name that
+            does not resolve is logged and left out). While the routing table has no live
+            node the node joins again as soon as an association comes back, and asks the
             names nobody answered at again then and every ``bootstrap_retry_interval``
             seconds. Other nodes see the relay's address, never our sockets'. Excludes
             *other_datagrams*: a relay returns the answers to what we sent, so incoming uTP

@@ -17,11 +17,14 @@ relay, and none is ever sent directly. Two things need more than a send or a rea
   relay then, or the pings were lost). The core remembers only addresses, so without these
   a node whose every bootstrap entry is a name would have nothing to join through again: the
   shell asks them again when an association comes up and at each re-bootstrap while the
-  routing table is empty, and forgets each once it answered (its address is the core's then).
+  routing table has no live node, and forgets each once it answered (its address is the
+  core's then). Each remembers when it was last asked: one that just went unanswered is not
+  pinged again at once (:meth:`PendingNames.due`).
 - :class:`RelayOutages`: while the proxy has no association up, a send raises
   :class:`~bip_handshake.SocksUnavailableError`; the datagram counts as lost (the core's
   timeouts handle it) and the outage is logged once, with the proxy's ``last_error``, not
-  once per datagram.
+  once per datagram. The outages are counted per family, so that the shell joins again
+  after each one (:meth:`RelayOutages.unhandled`).
 
 Bounds: at most ``capacity`` probes at once (the node's ``max_bootstrap_addresses`` names per
 family), and as many names pending; an answer is decoded only while a probe waits, and with
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Iterable
 from typing import Final
 
 import trio
@@ -151,15 +155,17 @@ class NameProbes:
 
 
 class PendingNames:
-    """The bootstrap names (``host``, ``port``) awaiting an answer, oldest first; at most
-    ``capacity``: adding one more forgets the oldest (as the core keeps its newest bootstrap
-    addresses).
+    """The bootstrap names (``host``, ``port``) awaiting an answer, oldest first, each with
+    when it was last asked; at most ``capacity``: adding one more forgets the oldest (as the
+    core keeps its newest bootstrap addresses).
 
     >>> names = PendingNames(capacity=2)
     >>> for name in [("a.example", 1), ("b.example", 2), ("a.example", 1), ("c.example", 3)]:
-    ...     names.add(*name)
+    ...     names.add(*name, asked_at=10.0)
     >>> names.snapshot()
     [('b.example', 2), ('c.example', 3)]
+    >>> names.due(10.5, spacing=1.0), names.due(11.0, spacing=1.0)
+    ([], [('b.example', 2), ('c.example', 3)])
     >>> names.discard("b.example", 2); len(names)
     1
     """
@@ -171,15 +177,16 @@ class PendingNames:
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
             raise LocalProtocolError(f"capacity is a positive int, got {capacity!r}")
         self.capacity = capacity
-        # A dict as an ordered set: insertion order is the age.
-        self._names: dict[tuple[str, int], None] = {}
+        # Insertion order is the age; the value is when the name was last asked (None: never).
+        self._names: dict[tuple[str, int], float | None] = {}
 
     def __len__(self) -> int:
         return len(self._names)
 
-    def add(self, host: str, port: int) -> None:
-        """Keep ``host:port`` to ask again (no-op when kept already)."""
-        self._names[(host, port)] = None
+    def add(self, host: str, port: int, *, asked_at: float | None = None) -> None:
+        """Keep ``host:port`` to ask again, last asked at ``asked_at`` (None: never); a name
+        kept already keeps its age and takes the new time."""
+        self._names[(host, port)] = asked_at
         while len(self._names) > self.capacity:
             del self._names[next(iter(self._names))]
 
@@ -191,16 +198,37 @@ class PendingNames:
         """The names kept now, oldest first (a copy: asking them may change the set)."""
         return list(self._names)
 
+    def due(self, now: float, *, spacing: float) -> list[tuple[str, int]]:
+        """The names kept now that were not asked within the last ``spacing`` seconds, oldest
+        first: a name that just went unanswered is not worth its pings again at once."""
+        return [
+            name for name, asked in self._names.items() if asked is None or now >= asked + spacing
+        ]
+
 
 class RelayOutages:
     """Which families' sends the proxy refuses now: each outage logged once, when its first
-    datagram is lost, and its end once, at the next datagram that goes through."""
+    datagram is lost, and its end once, at the next datagram that goes through. Also which
+    families had an outage begin since the shell last joined again for them
+    (:meth:`unhandled`): counted per family, so an outage of one family never hides the
+    other's, nor one that begins while a join runs the one that came before.
 
-    __slots__ = ("_down", "proxy")
+    >>> outages = RelayOutages(ProxyConfig("127.0.0.1", 1080))
+    >>> outages.lost(4, None); outages.lost(6, None); sorted(outages.unhandled())
+    [4, 6]
+    >>> outages.handled({4}); sorted(outages.unhandled())
+    [6]
+    """
+
+    __slots__ = ("_begun", "_down", "_handled", "_news", "proxy")
 
     def __init__(self, proxy: ProxyConfig) -> None:
         self.proxy = proxy
         self._down: set[Family] = set()
+        # Outages begun per family, and how many of them a join followed already.
+        self._begun: dict[Family, int] = {}
+        self._handled: dict[Family, int] = {}
+        self._news = trio.Event()  # set (and replaced) whenever an outage begins
 
     def lost(self, family: Family, cause: SocksError | None) -> None:
         """A datagram of ``family`` was not sent: no association (``cause``: the proxy's
@@ -208,6 +236,9 @@ class RelayOutages:
         if family in self._down:
             return
         self._down.add(family)
+        self._begun[family] = self._begun.get(family, 0) + 1
+        self._news.set()
+        self._news = trio.Event()
         _log.warning(
             "the DHT's IPv%d datagrams are lost until the proxy %s relays them again: %s",
             family,
@@ -226,3 +257,20 @@ class RelayOutages:
     def down(self, family: Family) -> bool:
         """Whether the last send of ``family`` was lost for want of an association."""
         return family in self._down
+
+    def unhandled(self) -> frozenset[Family]:
+        """The families with an outage begun since :meth:`handled` last named them."""
+        return frozenset(f for f, n in self._begun.items() if n != self._handled.get(f, 0))
+
+    def handled(self, families: Iterable[Family]) -> None:
+        """A join runs now for ``families``: their outages begun so far are taken care of
+        (one that begins from now on is :meth:`unhandled` again)."""
+        for family in families:
+            self._handled[family] = self._begun.get(family, 0)
+
+    async def wait_unhandled(self) -> frozenset[Family]:
+        """Return :meth:`unhandled` once it is not empty (at once if it is not). Unbounded:
+        callers bound it."""
+        while not (families := self.unhandled()):
+            await self._news.wait()
+        return families
