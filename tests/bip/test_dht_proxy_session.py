@@ -18,6 +18,7 @@ import pytest
 import trio
 from _cli_helpers import assert_one_line_error
 from _engine_helpers import LOOPBACK, loopback_config
+from tests._resolvers import has_ipv6_loopback
 from tests._socks_server import SocksServer, serve_socks5
 
 import bip._client._session as session_module
@@ -219,15 +220,6 @@ def test_bip_dht_refuses_a_bad_proxy_url(capsys: pytest.CaptureFixture[str]) -> 
     assert "socks5" in err
 
 
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
 @pytest.mark.parametrize(
     ("proxy", "family"), [("socks5://[::1]:9", 6), ("socks5://127.0.0.1:9", 4)]
 )
@@ -236,7 +228,7 @@ async def test_a_proxied_dht_on_any_address_binds_the_proxys_family(
 ) -> None:
     # Its relay socket talks to the proxy's addresses of its own family alone: on "any
     # address" it takes the proxy's (an IPv4 socket never associated with a proxy on ::1).
-    if family == 6 and not _has_ipv6_loopback():
+    if family == 6 and not has_ipv6_loopback():
         pytest.skip("no ::1 on this host")
     parser = argparse.ArgumentParser()
     add_session_arguments(parser)

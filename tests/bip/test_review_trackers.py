@@ -16,15 +16,16 @@ random tokens of each real shape, and ordinary file names must stay readable.
 from __future__ import annotations
 
 import base64
+import math
 import random
 import uuid
 from collections.abc import Callable
-from typing import Any
 from urllib.parse import quote
 
 import pytest
 import trio
 import trio.testing
+from tests._resolvers import FixedResolver
 
 from bip._client._http_tracker import PEER_NAME_LOOKUPS, PEER_NAME_OVERRUN, resolve_peer_names
 from bip._client._http_tracker_codec import PeerName
@@ -111,71 +112,26 @@ def test_ordinary_names_stay_readable(name: str) -> None:
 # -- peer names: lookups that outlive their cancel -----------------------------------------------
 
 
-class StubbornResolver(trio.abc.HostnameResolver):
-    """Every lookup takes ``takes`` seconds, whatever cancels it (a worker thread's way)."""
-
-    def __init__(self, takes: float) -> None:
-        self.takes = takes
-        self.running = 0
-        self.most = 0
-        self.asked = 0
-
-    async def getaddrinfo(  # noqa: PLR0917 (trio's HostnameResolver signature)
-        self,
-        host: bytes | None,
-        port: bytes | str | int | None,
-        family: int = 0,
-        type: int = 0,
-        proto: int = 0,
-        flags: int = 0,
-    ) -> list[Any]:
-        self.asked += 1
-        self.running += 1
-        self.most = max(self.most, self.running)
-        try:
-            with trio.CancelScope(shield=True):
-                await trio.sleep(self.takes)
-        finally:
-            self.running -= 1
-        await trio.lowlevel.checkpoint()  # the cancel lands once the thread is done
-        return [(2, 1, 6, "", ("127.0.0.1", 6881))]
-
-    async def getnameinfo(
-        self, sockaddr: tuple[str, int] | tuple[str, int, int, int], flags: int
-    ) -> tuple[str, str]:
-        raise AssertionError("never asked")
-
-
 async def test_a_lookup_past_its_timeout_keeps_its_place(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    stubborn = StubbornResolver(takes=20.0)
+    # Every lookup takes 20 s whatever cancels it (a worker thread's way).
+    stubborn = FixedResolver(default=("127.0.0.1",), delay=20.0, outlives_cancel=True)
     trio.socket.set_custom_hostname_resolver(stubborn)
     found: list[PeerName] = []
     names = [PeerName(f"slow{index}.invalid", 1) for index in range(3 * PEER_NAME_LOOKUPS)]
     async with trio.open_nursery() as nursery:  # two torrents' answers at once
         nursery.start_soon(resolve_peer_names, names[:6], lambda name, _: found.append(name))
         nursery.start_soon(resolve_peer_names, names[6:], lambda name, _: found.append(name))
-    assert stubborn.asked == len(names)
+    assert len(stubborn.asked) == len(names)
     assert stubborn.most == PEER_NAME_LOOKUPS  # never more threads than places
     assert found == []  # every one answered after its 5 s: dropped
-
-
-class SilentResolver(StubbornResolver):
-    """Lookups that never answer, but end when cancelled (a custom resolver's way)."""
-
-    async def getaddrinfo(self, *args: Any, **kwargs: Any) -> list[Any]:
-        self.running += 1
-        try:
-            await trio.sleep_forever()
-        finally:
-            self.running -= 1
 
 
 async def test_a_lookup_that_never_ends_is_given_up(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    silent = SilentResolver(0)
+    silent = FixedResolver(delay=math.inf)  # never answers, ends when cancelled
     trio.socket.set_custom_hostname_resolver(silent)
     start = trio.current_time()
     await resolve_peer_names([PeerName("stuck.invalid", 1)], lambda name, _: None)
@@ -186,7 +142,7 @@ async def test_a_lookup_that_never_ends_is_given_up(
 async def test_removing_the_torrent_cancels_its_lookups(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    silent = SilentResolver(0)
+    silent = FixedResolver(delay=math.inf)  # never answers, ends when cancelled
     trio.socket.set_custom_hostname_resolver(silent)
     names = [PeerName(f"p{index}.invalid", 1) for index in range(8)]
     with trio.move_on_after(1):

@@ -7,11 +7,9 @@ the relay socket's settings."""
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
@@ -24,6 +22,7 @@ from _engine_helpers import (
     same_files,
     write_content,
 )
+from tests._resolvers import FixedResolver
 from tests._socks_server import serve_socks5
 
 from bip._client import Session, TorrentOptions, open_session
@@ -237,31 +236,9 @@ def test_the_relay_sockets_settings() -> None:
     assert _relayed_config(floor, 4).max_datagram_v4 == floor.min_datagram
 
 
-class _ProxyNames(trio.abc.HostnameResolver):
-    """v6.proxy.test is ::1 alone; any other name is unknown."""
-
-    async def getaddrinfo(  # noqa: PLR0917 (trio's HostnameResolver signature)
-        self,
-        host: bytes | None,
-        port: bytes | str | int | None,
-        family: int = 0,
-        type: int = 0,
-        proto: int = 0,
-        flags: int = 0,
-    ) -> list[Any]:
-        """::1 for the one name, unknown for the rest."""
-        if host not in {b"v6.proxy.test", "v6.proxy.test"}:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        number = int(port) if port is not None else 0
-        return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", number, 0, 0))]
-
-    async def getnameinfo(self, sockaddr: tuple[Any, ...], flags: int) -> tuple[str, str]:
-        """Not asked here."""
-        return socket.getnameinfo(sockaddr, flags)
-
-
 async def test_the_relay_socket_takes_the_proxys_family() -> None:
-    trio.socket.set_custom_hostname_resolver(_ProxyNames())
+    v6_only = FixedResolver({"v6.proxy.test": ("::1",)})  # any other name is unknown
+    trio.socket.set_custom_hostname_resolver(v6_only)
     assert await _relay_bind(ProxyConfig("127.0.0.1"), 1.0) == ("0.0.0.0", 0)
     assert await _relay_bind(ProxyConfig("::1"), 1.0) == ("::", 0)
     # A name: its first address's family (IPv6 alone here: an IPv4 socket never associated).

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import errno
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
-from typing import Any
 
 import pytest
 import trio
 import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
+from tests._resolvers import FixedResolver
 from tests._socks_server import encode_method, encode_reply, serve_socks5
 
 from bip_handshake import PeerAddress, PeerId, open_handshaker
@@ -300,41 +298,11 @@ async def test_handshakers_connect_through_the_dialer() -> None:
 # ------------------------------------------------------------------------- names resolved here
 
 
-@dataclass
-class TwoAddresses(trio.abc.HostnameResolver):
-    """Resolves ``two.invalid`` (RFC 2606: exists only here) to an address off loopback the
-    in-test proxy refuses (its rules), then to 127.0.0.1."""
-
-    asked: list[str] = field(default_factory=list)
-
-    async def getaddrinfo(  # noqa: PLR0917 (trio's HostnameResolver signature)
-        self,
-        host: bytes | None,
-        port: bytes | str | int | None,
-        family: int = 0,
-        type: int = 0,
-        proto: int = 0,
-        flags: int = 0,
-    ) -> list[Any]:
-        assert host == b"two.invalid"
-        assert isinstance(port, int)
-        self.asked.append(host.decode())
-        await trio.lowlevel.checkpoint()
-        return [
-            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.1", port)),
-            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.1", port)),  # a repeat
-            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),
-        ]
-
-    async def getnameinfo(
-        self, sockaddr: tuple[str, int] | tuple[str, int, int, int], flags: int
-    ) -> tuple[str, str]:
-        raise AssertionError("never asked")
-
-
 async def test_each_address_of_a_name_is_tried_in_turn() -> None:
-    resolver = TwoAddresses()
-    trio.socket.set_custom_hostname_resolver(resolver)  # for this test's run only
+    # two.invalid (RFC 2606: exists only here): an address off loopback the in-test proxy
+    # refuses (its rules), again, then 127.0.0.1.
+    two = FixedResolver({"two.invalid": ("192.0.2.1", "192.0.2.1", "127.0.0.1")})
+    trio.socket.set_custom_hostname_resolver(two)  # for this test's run only
     checked: list[IPv4Address | IPv6Address | str] = []
     with trio.fail_after(5):
         async with echo_server() as port, serve_socks5() as proxy:
@@ -354,6 +322,7 @@ async def test_each_address_of_a_name_is_tried_in_turn() -> None:
                 await open_socks5_stream(config, "two.invalid", 9, timeout=5)
             assert raised.value.errno == errno.ECONNREFUSED
             assert proxy.refused == 3
+    assert two.asked == ["two.invalid", "two.invalid"]  # the name only, once a stream
 
 
 async def test_a_target_the_check_refuses_is_never_asked_for() -> None:
@@ -369,30 +338,9 @@ async def test_a_target_the_check_refuses_is_never_asked_for() -> None:
             assert proxy.accepted == 0  # the proxy never heard of them
 
 
-class Unresolvable(trio.abc.HostnameResolver):
-    """Knows no name: every lookup fails as the system's does for an unknown one."""
-
-    async def getaddrinfo(  # noqa: PLR0917 (trio's HostnameResolver signature)
-        self,
-        host: bytes | None,
-        port: bytes | str | int | None,
-        family: int = 0,
-        type: int = 0,
-        proto: int = 0,
-        flags: int = 0,
-    ) -> list[Any]:
-        await trio.lowlevel.checkpoint()
-        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-
-    async def getnameinfo(
-        self, sockaddr: tuple[str, int] | tuple[str, int, int, int], flags: int
-    ) -> tuple[str, str]:
-        raise AssertionError("never asked")
-
-
 async def test_a_proxy_name_not_resolved_is_the_resolvers_error() -> None:
     # The gaierror's code was taken for an errno: "Unknown error -2", errno -2.
-    trio.socket.set_custom_hostname_resolver(Unresolvable())  # for this test's run only
+    trio.socket.set_custom_hostname_resolver(FixedResolver())  # no name: every one unknown
     with trio.fail_after(5):
         with pytest.raises(SocksError, match=r"cannot resolve the proxy 'nowhere\.test'") as raised:
             await open_socks5_stream(ProxyConfig("nowhere.test", 1080), "127.0.0.1", 80, timeout=5)

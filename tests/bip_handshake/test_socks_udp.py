@@ -70,6 +70,23 @@ async def echo_once(udp: Socks5UdpSocket, echo: PeerAddress, payload: bytes) -> 
     assert await udp.recvfrom() == (payload, echo)
 
 
+@asynccontextmanager
+async def associated(
+    *, send_local_endpoint: bool = False
+) -> AsyncIterator[tuple[SocksServer, PeerAddress, Socks5UdpSocket]]:
+    """The in-test proxy, a UDP echo server, and our socket on 127.0.0.1 through the proxy,
+    once associated."""
+    async with (
+        serve_socks5() as server,
+        udp_echo() as echo,
+        open_socks5_udp_socket(
+            proxy_of(server), bind=LOOPBACK, send_local_endpoint=send_local_endpoint
+        ) as udp,
+    ):
+        await udp.wait_associated()
+        yield server, echo, udp
+
+
 async def test_datagrams_go_through_the_relay_both_ways() -> None:
     with trio.fail_after(DEADLINE):
         async with (
@@ -99,12 +116,7 @@ async def test_datagrams_go_through_the_relay_both_ways() -> None:
 
 async def test_foreign_fragmented_and_malformed_datagrams_are_dropped() -> None:
     with trio.fail_after(DEADLINE):
-        async with (
-            serve_socks5() as server,
-            udp_echo() as echo,
-            open_socks5_udp_socket(proxy_of(server), bind=LOOPBACK) as udp,
-        ):
-            await udp.wait_associated()
+        async with associated() as (server, echo, udp):
             await echo_once(udp, echo, b"first")  # the proxy learns our UDP port
             [association] = server.associations
             # Straight to us, not through the relay: a foreign host, even wrapped.
@@ -127,12 +139,7 @@ async def test_foreign_fragmented_and_malformed_datagrams_are_dropped() -> None:
 
 async def test_a_datagram_from_another_host_on_the_relays_port_is_foreign() -> None:
     with trio.fail_after(DEADLINE):
-        async with (
-            serve_socks5() as server,
-            udp_echo() as echo,
-            open_socks5_udp_socket(proxy_of(server), bind=LOOPBACK) as udp,
-        ):
-            await udp.wait_associated()
+        async with associated() as (_server, echo, udp):
             assert udp.relay is not None
             # The relay's port on another loopback host: only the host tells them apart.
             with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as impostor:
@@ -150,12 +157,7 @@ async def test_a_datagram_from_another_host_on_the_relays_port_is_foreign() -> N
 async def test_a_source_named_by_an_ip_address_is_that_address() -> None:
     # libtorrent's unwrap takes a domain-typed source that parses as an IP address.
     with trio.fail_after(DEADLINE):
-        async with (
-            serve_socks5() as server,
-            udp_echo() as echo,
-            open_socks5_udp_socket(proxy_of(server), bind=LOOPBACK) as udp,
-        ):
-            await udp.wait_associated()
+        async with associated() as (server, echo, udp):
             await echo_once(udp, echo, b"first")  # the proxy learns our UDP port
             [association] = server.associations
             await association.send_to_client(encode_datagram("10.1.2.3", 6881, b"v4"))
@@ -170,12 +172,7 @@ async def test_a_scoped_ipv6_source_is_dropped_not_raised() -> None:
     # ip_address takes "fe80::1%eth0", PeerAddress refuses it: that CompactError once
     # escaped recvfrom, a hostile relay ending the DHT's or a tracker's receive loop.
     with trio.fail_after(DEADLINE):
-        async with (
-            serve_socks5() as server,
-            udp_echo() as echo,
-            open_socks5_udp_socket(proxy_of(server), bind=LOOPBACK) as udp,
-        ):
-            await udp.wait_associated()
+        async with associated() as (server, echo, udp):
             await echo_once(udp, echo, b"first")  # the proxy learns our UDP port
             [association] = server.associations
             await association.send_to_client(encode_datagram("fe80::1%eth0", 6881, b"scoped"))
@@ -353,14 +350,7 @@ async def test_an_unreachable_proxy() -> None:
 
 async def test_send_local_endpoint_names_our_socket() -> None:
     with trio.fail_after(DEADLINE):
-        async with (
-            serve_socks5() as server,
-            udp_echo() as echo,
-            open_socks5_udp_socket(
-                proxy_of(server), bind=LOOPBACK, send_local_endpoint=True
-            ) as udp,
-        ):
-            await udp.wait_associated()
+        async with associated(send_local_endpoint=True) as (server, echo, udp):
             [association] = server.associations
             local = udp.local_address
             assert association.request == Request(3, local.host, local.port)

@@ -12,12 +12,13 @@ import logging
 import os
 import select
 import socket
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
 import trio
+from tests._resolvers import FixedResolver, has_ipv6_loopback
 from tests._socks_server import serve_socks5
 
 from bip_handshake._socks import SocksError
@@ -26,36 +27,6 @@ from bip_handshake._socks_udp import _keep_alive, open_socks5_udp_socket
 
 LOOPBACK = ("127.0.0.1", 0)
 DEADLINE = 3.0
-
-
-class FixedResolver(trio.abc.HostnameResolver):
-    """Test names to fixed IPv4 socket addresses (ports included: one name may lead to two
-    listeners), or to a resolver failure."""
-
-    def __init__(self, names: Mapping[str, list[tuple[str, int]] | OSError]) -> None:
-        self._names = names
-
-    async def getaddrinfo(  # noqa: PLR0917 (trio's HostnameResolver signature)
-        self,
-        host: bytes | None,
-        port: bytes | str | int | None,
-        family: int = 0,
-        type: int = 0,
-        proto: int = 0,
-        flags: int = 0,
-    ) -> list[Any]:
-        """The fixed answer for a test name (any other is unknown)."""
-        await trio.lowlevel.checkpoint()
-        answer = self._names.get(host.decode("ascii") if host is not None else "")
-        if answer is None:
-            raise socket.gaierror(socket.EAI_NONAME, "unknown test name")
-        if isinstance(answer, OSError):
-            raise answer
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", sockaddr) for sockaddr in answer]
-
-    async def getnameinfo(self, sockaddr: tuple[Any, ...], flags: int) -> tuple[str, str]:
-        """Never asked here."""
-        raise AssertionError("never asked")
 
 
 async def until(condition: Callable[[], bool]) -> None:
@@ -204,46 +175,14 @@ async def test_the_resolvers_own_error_is_kept(
             assert "cannot resolve the proxy 'fails.test': " in str(udp.last_error)
 
 
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-class OneFamilyLookupsFail(trio.abc.HostnameResolver):
-    """A name with an IPv4 address alone, answered as glibc answers from /etc/hosts: a
-    lookup of IPv6 alone says the name is unknown (EAI_NONAME), one of every family finds
-    the IPv4 address."""
-
-    async def getaddrinfo(  # noqa: PLR0917 (trio's HostnameResolver signature)
-        self,
-        host: bytes | None,
-        port: bytes | str | int | None,
-        family: int = 0,
-        type: int = 0,
-        proto: int = 0,
-        flags: int = 0,
-    ) -> list[Any]:
-        """IPv4 only, and "unknown" when asked for IPv6 alone."""
-        if family == socket.AF_INET6:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        number = int(port) if port is not None else 0
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", number))]
-
-    async def getnameinfo(self, sockaddr: tuple[Any, ...], flags: int) -> tuple[str, str]:
-        """Not asked in this test."""
-        return socket.getnameinfo(sockaddr, flags)
-
-
 async def test_a_name_of_the_other_family_only_is_unreachable_not_unknown() -> None:
     # Asked for IPv6 alone, glibc calls localhost-with-IPv4-only unknown: the proxy's name
     # is looked up in every family, and "no IPv6 address" is EHOSTUNREACH, as documented.
-    if not _has_ipv6_loopback():
+    if not has_ipv6_loopback():
         pytest.skip("no ::1 on this host")
-    trio.socket.set_custom_hostname_resolver(OneFamilyLookupsFail())
+    # IPv4 alone, and glibc's answer from /etc/hosts to a lookup of IPv6 alone: unknown.
+    v4_only = FixedResolver({"v4only.test": ("127.0.0.1",)}, by_family=True)
+    trio.socket.set_custom_hostname_resolver(v4_only)
     try:
         with trio.fail_after(DEADLINE):
             async with open_socks5_udp_socket(

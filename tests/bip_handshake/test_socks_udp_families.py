@@ -11,6 +11,7 @@ from loopback.
 from __future__ import annotations
 
 import errno
+import math
 import socket
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
@@ -21,6 +22,7 @@ from typing import Any, Final
 import pytest
 import trio
 import trio.testing
+from tests._resolvers import FixedResolver, has_ipv6_loopback
 from tests._socks_server import (
     decode_datagram,
     decode_greeting,
@@ -49,49 +51,11 @@ NAMES: Final[Mapping[str, tuple[str, ...]]] = {
     DUAL_V4_FIRST: ("127.0.0.1", "::1"),
     V6_ONLY: ("::1",),
 }
+"""The test names, for a :class:`FixedResolver`: loopback addresses in a fixed order and of
+both families whatever the caller asks (the client must pick its family itself)."""
 
 
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-needs_ipv6 = pytest.mark.skipif(not _has_ipv6_loopback(), reason="no ::1 on this host")
-
-
-class NamesResolver(trio.abc.HostnameResolver):
-    """Test names to loopback addresses, in a fixed order and deliberately of both families
-    whatever the caller asks (the client must pick its family itself)."""
-
-    async def getaddrinfo(  # noqa: PLR0917 (trio's HostnameResolver signature)
-        self,
-        host: bytes | None,
-        port: bytes | str | int | None,
-        family: int = 0,
-        type: int = 0,
-        proto: int = 0,
-        flags: int = 0,
-    ) -> list[Any]:
-        """The fixed answer for a test name; any other name is unknown."""
-        name = host.decode("ascii") if isinstance(host, bytes) else str(host)
-        if name not in NAMES:
-            raise socket.gaierror(socket.EAI_NONAME, "unknown test name")
-        number = int(port) if port is not None else 0
-        answer: list[tuple[socket.AddressFamily, socket.SocketKind, int, str, Any]] = []
-        for address in NAMES[name]:
-            if ":" in address:
-                answer.append((socket.AF_INET6, socket.SOCK_STREAM, 6, "", (address, number, 0, 0)))
-            else:
-                answer.append((socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, number)))
-        return answer
-
-    async def getnameinfo(self, sockaddr: tuple[Any, ...], flags: int) -> tuple[str, str]:
-        """As the system answers (numeric loopback addresses only in these tests)."""
-        return socket.getnameinfo(sockaddr, flags)
+needs_ipv6 = pytest.mark.skipif(not has_ipv6_loopback(), reason="no ::1 on this host")
 
 
 @dataclass
@@ -216,7 +180,7 @@ async def until_failed(udp: Socks5UdpSocket) -> None:
 async def test_a_dual_stack_proxy_name_is_reached_in_our_sockets_family(
     name: str, bind: str, unspecified: bool
 ) -> None:
-    trio.socket.set_custom_hostname_resolver(NamesResolver())
+    trio.socket.set_custom_hostname_resolver(FixedResolver(NAMES))
     try:
         with trio.fail_after(DEADLINE):
             async with (
@@ -246,9 +210,9 @@ async def test_a_dual_stack_proxy_name_is_reached_in_our_sockets_family(
 async def test_a_proxy_without_an_address_of_our_family_is_unreachable(
     host: str, bind: str
 ) -> None:
-    if ":" in bind and not _has_ipv6_loopback():
+    if ":" in bind and not has_ipv6_loopback():
         pytest.skip("no ::1 on this host")
-    trio.socket.set_custom_hostname_resolver(NamesResolver())
+    trio.socket.set_custom_hostname_resolver(FixedResolver(NAMES))
     try:
         with trio.fail_after(DEADLINE):
             async with open_socks5_udp_socket(ProxyConfig(host, 9), bind=(bind, 0)) as udp:
@@ -315,36 +279,15 @@ async def test_the_control_connection_has_tcp_keep_alive(
                 assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 9
 
 
-class SlowResolver(trio.abc.HostnameResolver):
-    """A resolver that never answers (within any test's patience)."""
-
-    async def getaddrinfo(  # noqa: PLR0917 (trio's HostnameResolver signature)
-        self,
-        host: bytes | None,
-        port: bytes | str | int | None,
-        family: int = 0,
-        type: int = 0,
-        proto: int = 0,
-        flags: int = 0,
-    ) -> list[Any]:
-        """Sleeps past the caller's timeout."""
-        await trio.sleep(3600)
-        return []
-
-    async def getnameinfo(self, sockaddr: tuple[Any, ...], flags: int) -> tuple[str, str]:
-        """Not asked here."""
-        return socket.getnameinfo(sockaddr, flags)
-
-
 async def test_the_proxys_family_falls_back_when_its_name_fails_or_is_slow(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    trio.socket.set_custom_hostname_resolver(NamesResolver())
+    trio.socket.set_custom_hostname_resolver(FixedResolver(NAMES))
     gone = ProxyConfig("gone.test", 1080)
     with pytest.raises(SocksError, match="cannot resolve the proxy"):
         await socks_udp.proxy_udp_family(gone)
     assert await socks_udp.proxy_udp_family(gone, fallback=6) == 6
-    trio.socket.set_custom_hostname_resolver(SlowResolver())
+    trio.socket.set_custom_hostname_resolver(FixedResolver(delay=math.inf))  # never answers
     slow = ProxyConfig("slow.test", 1080)
     with pytest.raises(SocksError, match="did not resolve within 2 s") as raised:
         await socks_udp.proxy_udp_family(slow, timeout=2)
@@ -365,6 +308,6 @@ async def test_the_proxys_family_falls_back_when_its_name_fails_or_is_slow(
 async def test_the_proxys_family_is_ipv4_when_its_name_has_an_ipv4_address() -> None:
     # Resolvers list IPv6 first on hosts with global IPv6 (RFC 6724): the DHT and uTP dial
     # mostly IPv4 nodes and peers, through a relay socket of their own family.
-    trio.socket.set_custom_hostname_resolver(NamesResolver())
+    trio.socket.set_custom_hostname_resolver(FixedResolver(NAMES))
     assert ":" in NAMES[DUAL][0]  # IPv6 listed first
     assert await socks_udp.proxy_udp_family(ProxyConfig(DUAL, 1080)) == 4

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from tests._resolvers import FixedResolver, has_ipv6_loopback
 from tests._socks_server import (
     SocksServer,
     decode_datagram,
@@ -428,46 +429,11 @@ async def test_a_datagram_the_relay_cannot_write_fails_its_request_not_the_clien
     assert errors == 2
 
 
-class Names(trio.abc.HostnameResolver):
-    """Test names to fixed addresses, in order, whatever family or type is asked (the client
-    must pick the family itself); any other name is unknown."""
-
-    def __init__(self, names: dict[str, tuple[str, ...]]) -> None:
-        self.names = names
-        self.asked: list[str] = []
-
-    async def getaddrinfo(  # noqa: PLR0917 (trio's HostnameResolver signature)
-        self,
-        host: bytes | None,
-        port: bytes | str | int | None,
-        family: int = 0,
-        type: int = 0,
-        proto: int = 0,
-        flags: int = 0,
-    ) -> list[Any]:
-        """The fixed answer for a test name."""
-        name = host.decode("ascii") if isinstance(host, bytes) else str(host)
-        self.asked.append(name)
-        if name not in self.names:
-            raise socket.gaierror(socket.EAI_NONAME, "unknown test name")
-        number = int(port) if port is not None else 0
-        kind = socket.SocketKind(type or socket.SOCK_DGRAM)
-        return [
-            (socket.AF_INET6, kind, 0, "", (address, number, 0, 0))
-            if ":" in address
-            else (socket.AF_INET, kind, 0, "", (address, number))
-            for address in self.names[name]
-        ]
-
-    async def getnameinfo(self, sockaddr: tuple[Any, ...], flags: int) -> tuple[str, str]:
-        """As the system answers (numeric addresses only here)."""
-        return socket.getnameinfo(sockaddr, flags)
-
-
 @pytest.fixture
-async def names() -> AsyncIterator[Names]:
-    """A :class:`Names` resolver installed for the test's trio run (test names only)."""
-    resolver = Names({})
+async def names() -> AsyncIterator[FixedResolver]:
+    """A resolver of test names installed for the test's trio run: the names a test adds,
+    their addresses in order whatever family is asked (the client must pick its family)."""
+    resolver = FixedResolver()
     trio.socket.set_custom_hostname_resolver(resolver)
     try:
         yield resolver
@@ -475,16 +441,7 @@ async def names() -> AsyncIterator[Names]:
         trio.socket.set_custom_hostname_resolver(None)
 
 
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-async def test_a_dual_stack_tracker_is_sent_to_at_the_relays_family(names: Names) -> None:
+async def test_a_dual_stack_tracker_is_sent_to_at_the_relays_family(names: FixedResolver) -> None:
     with trio.fail_after(DEADLINE):
         async with serve_tracker((LOOPBACK, 0)) as tracker, serve_socks5() as proxy:
             port = tracker.address[1]
@@ -516,7 +473,9 @@ async def test_a_dual_stack_tracker_is_sent_to_at_the_relays_family(names: Names
         ("dual4.proxy.test", True, 4),
     ],
 )
-async def test_proxy_udp_family(names: Names, host: str, remote_dns: bool, family: int) -> None:
+async def test_proxy_udp_family(
+    names: FixedResolver, host: str, remote_dns: bool, family: int
+) -> None:
     names.names.update(
         {
             "v6.proxy.test": ("2001:db8::2",),
@@ -528,7 +487,7 @@ async def test_proxy_udp_family(names: Names, host: str, remote_dns: bool, famil
     assert names.asked == ([] if "test" not in host else [host])
 
 
-async def test_proxy_udp_family_failures(names: Names) -> None:
+async def test_proxy_udp_family_failures(names: FixedResolver) -> None:
     names.names["empty.proxy.test"] = ()
     with pytest.raises(SocksError, match=r"cannot resolve the proxy 'unknown\.proxy\.test'"):
         await proxy_udp_family(ProxyConfig("unknown.proxy.test"))
@@ -540,7 +499,7 @@ async def test_proxy_udp_family_failures(names: Names) -> None:
 
 
 async def test_an_unresolvable_proxy_name_still_opens_a_client(
-    names: Names, autojump_clock: trio.testing.MockClock
+    names: FixedResolver, autojump_clock: trio.testing.MockClock
 ) -> None:
     autojump_clock.autojump_threshold = JUMP_AFTER
     with trio.fail_after(30):
@@ -554,8 +513,8 @@ async def test_an_unresolvable_proxy_name_still_opens_a_client(
     assert ours.family == 4
 
 
-@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no ::1 on this host")
-async def test_a_proxy_named_with_ipv6_addresses_only_associates(names: Names) -> None:
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="no ::1 on this host")
+async def test_a_proxy_named_with_ipv6_addresses_only_associates(names: FixedResolver) -> None:
     """A name with ::1 alone: the relay socket is IPv6 (it was IPv4 and never associated),
     the control connection reaches the proxy on ::1, and a scrape to a tracker on ::1 goes
     through its IPv6 relay."""

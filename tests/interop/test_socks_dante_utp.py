@@ -12,19 +12,18 @@ binary skips the test, or fails it in CI.
 
 from __future__ import annotations
 
-import random
 from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
 import trio
 
-from bip._client import ClientConfig, Session, TorrentOptions, open_session
-from bip_handshake import EncryptionPolicy, IPFilter, IPRange, PeerAddress
-from bip_metainfo import create_torrent
+from bip._client import Session, TorrentOptions, open_session
+from bip_handshake import PeerAddress
 
 from ._dante import start_dante
 from ._helpers import StartProcess
+from ._proxied import PAYLOAD_FILES, refusing, seed_payload, session_config
 
 pytestmark = pytest.mark.interop
 
@@ -32,18 +31,6 @@ DEADLINE = 20.0
 HOST = "127.0.0.1"  # Dante, and where it relays from
 SEED_HOST = "127.0.0.4"
 LEECH_HOST = "127.0.0.6"  # refused by the seed: a direct dial would fail
-
-
-def config(host: str, **changes: object) -> ClientConfig:
-    settings: dict[str, object] = {
-        "listen": ((host, 0),),
-        "trackers": False,
-        "encryption": EncryptionPolicy.PREFER_ENCRYPTED,
-        "resume_interval": 0.5,
-        "natpmp_announce_address": None,
-    }
-    settings.update(changes)
-    return ClientConfig(**settings)  # type: ignore[arg-type]
 
 
 async def _peers_seen(seeder: Session, seen: set[tuple[PeerAddress, str]]) -> None:
@@ -58,20 +45,13 @@ async def test_bip_dials_utp_through_dantes_relay(
 ) -> None:
     port = start_dante(start_process, tmp_path / "dante", internal=HOST, external=HOST)
 
-    folder = tmp_path / "seed" / "payload"
-    folder.mkdir(parents=True)
-    rng = random.Random(11)
-    (folder / "one.bin").write_bytes(rng.randbytes(400_000))
-    (folder / "two.bin").write_bytes(rng.randbytes(1_000))
-    torrent = create_torrent(folder, version="hybrid", creation_date=None, created_by=None)
-    leecher_address = IPv4Address(LEECH_HOST)
-    refuse_leecher = IPFilter.blocking([IPRange(leecher_address, leecher_address)])
+    folder, torrent = seed_payload(tmp_path, size=400_000, seed=11)
     seen: set[tuple[PeerAddress, str]] = set()
     with trio.fail_after(DEADLINE):
         async with (
-            open_session(config(SEED_HOST, ip_filter=refuse_leecher)) as seeder,
+            open_session(session_config(SEED_HOST, ip_filter=refusing(LEECH_HOST))) as seeder,
             open_session(
-                config(LEECH_HOST, proxy=f"socks5://{HOST}:{port}", prefer_utp=True)
+                session_config(LEECH_HOST, proxy=f"socks5://{HOST}:{port}", prefer_utp=True)
             ) as leecher,
         ):
             seeding = await seeder.add_torrent(torrent, TorrentOptions(folder.parent))
@@ -98,5 +78,5 @@ async def test_bip_dials_utp_through_dantes_relay(
     # The seed saw the relay (Dante's address and port), over uTP, never the leecher itself.
     assert {(peer.host, transport) for peer, transport in seen} == {(IPv4Address(HOST), "utp")}
     assert ours not in {peer.port for peer, _ in seen}
-    for name in ("one.bin", "two.bin"):
+    for name in PAYLOAD_FILES:
         assert (tmp_path / "down" / "payload" / name).read_bytes() == (folder / name).read_bytes()

@@ -9,18 +9,15 @@ as its own process and is stopped by PID at teardown; the sessions run in this p
 
 from __future__ import annotations
 
-import random
-from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
 import trio
 
-from bip._client import ClientConfig, TorrentOptions, open_session
-from bip_handshake import EncryptionPolicy, IPFilter, IPRange
-from bip_metainfo import create_torrent
+from bip._client import TorrentOptions, open_session
 
 from ._helpers import StartProcess, free_port, require_client, tcp_listening
+from ._proxied import PAYLOAD_FILES, refusing, seed_payload, session_config
 
 pytestmark = pytest.mark.interop
 
@@ -29,18 +26,6 @@ PROXY_HOST = "127.0.0.1"
 PROXY_OUT = "127.0.0.5"  # where microsocks connects from
 SEED_HOST = "127.0.0.4"
 LEECH_HOST = "127.0.0.6"  # refused by the seed: a direct dial would fail
-
-
-def config(host: str, **changes: object) -> ClientConfig:
-    settings: dict[str, object] = {
-        "listen": ((host, 0),),
-        "trackers": False,
-        "encryption": EncryptionPolicy.PREFER_ENCRYPTED,
-        "resume_interval": 0.5,
-        "natpmp_announce_address": None,
-    }
-    settings.update(changes)
-    return ClientConfig(**settings)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("auth", [False, True], ids=["no-auth", "username-password"])
@@ -56,19 +41,12 @@ async def test_bip_downloads_through_microsocks(
         credentials = "bip:s3cret@"
     start_process(argv, ready=tcp_listening(PROXY_HOST, port))
 
-    folder = tmp_path / "seed" / "payload"
-    folder.mkdir(parents=True)
-    rng = random.Random(5)
-    (folder / "one.bin").write_bytes(rng.randbytes(600_000))
-    (folder / "two.bin").write_bytes(rng.randbytes(1_000))
-    torrent = create_torrent(folder, version="hybrid", creation_date=None, created_by=None)
-    leecher_address = IPv4Address(LEECH_HOST)
-    refuse_leecher = IPFilter.blocking([IPRange(leecher_address, leecher_address)])
+    folder, torrent = seed_payload(tmp_path, size=600_000, seed=5)
     with trio.fail_after(DEADLINE):
         async with (
-            open_session(config(SEED_HOST, ip_filter=refuse_leecher)) as seeder,
+            open_session(session_config(SEED_HOST, ip_filter=refusing(LEECH_HOST))) as seeder,
             open_session(
-                config(LEECH_HOST, proxy=f"socks5://{credentials}{PROXY_HOST}:{port}")
+                session_config(LEECH_HOST, proxy=f"socks5://{credentials}{PROXY_HOST}:{port}")
             ) as leecher,
         ):
             seeding = await seeder.add_torrent(torrent, TorrentOptions(folder.parent))
@@ -80,5 +58,5 @@ async def test_bip_downloads_through_microsocks(
             await download.wait_complete()
             assert leecher.dialer is not None  # microsocks refuses UDP: no uTP dial connects
             assert leecher.dialer.statistics().utp_connected == 0
-    for name in ("one.bin", "two.bin"):
+    for name in PAYLOAD_FILES:
         assert (tmp_path / "down" / "payload" / name).read_bytes() == (folder / name).read_bytes()
