@@ -495,9 +495,8 @@ class DHT:
         every torrent that starts on an empty table): no name is pinged twice at once.
         """
         await self._joining.wait()  # set before open_dht's block begins, without a proxy
-        if not self.associated:
-            with trio.move_on_after(PROXY_WAIT):
-                await self.wait_associated()
+        with trio.move_on_after(PROXY_WAIT):
+            await self.wait_associated()  # at once when every socket is (or none is relayed)
         resolved = await self._addresses(addresses, remember=True)
         if not resolved:
             # The names are worth their pings only while no node we know can be queried.

@@ -112,6 +112,7 @@ class NameProbes:
         self._pending: dict[bytes, NameProbe] = {}
 
     def __len__(self) -> int:
+        """Probes waiting for an answer."""
         return len(self._pending)
 
     def open(self, family: Family) -> tuple[bytes, NameProbe]:
@@ -135,7 +136,7 @@ class NameProbes:
         """Whether ``data`` (from ``source``, as the relay's header says) answers a waiting
         probe: then the probe holds ``source`` and the datagram is the shell's, not the
         core's. Never raises on what a peer sent."""
-        if not self._pending or len(data) < 2 or not is_krpc_candidate(data):
+        if not self._pending or not is_krpc_candidate(data):
             return False
         try:
             message = decode_message(data)

@@ -395,7 +395,7 @@ class PeerDialer:
         # transports() looked at the hint (and dropped an expired one) only with uTP there
         # and its check passing.
         hinted = "utp" in order and address in self._hints
-        if hinted and order:
+        if hinted:
             self._counts["hinted"] += 1
         if not order:
             await trio.lowlevel.checkpoint()

@@ -72,6 +72,7 @@ from ._client_core import (
     TrackerAddress,
     TrackerClientCore,
     TrackerEvent,
+    shown_tracker,
 )
 from ._codec import MAX_SCRAPE_HASHES, AnnounceEvent
 from ._errors import LocalProtocolError, TrackerError
@@ -213,7 +214,7 @@ class TrackerClient:
             url_data=path if url_data is None else url_data,
         )
         params.check()  # before any wait for the proxy: a bad argument is told at once
-        shown = _shown(address)
+        shown = shown_tracker(address)
         try:
             await self._wait_for_relay(shown)
             self._check_open()
@@ -258,7 +259,7 @@ class TrackerClient:
                 f"a scrape asks for 1..{MAX_SCRAPE_HASHES} info-hashes, got {len(hashes)}"
             )
         address, _ = await self._resolve(tracker)
-        shown = _shown(address)
+        shown = shown_tracker(address)
         try:
             await self._wait_for_relay(shown)
             self._check_open()
@@ -461,7 +462,7 @@ class TrackerClient:
                 # client (this task, its nursery) lives on.
                 self._send_errors += 1
                 failed = True
-                shown = _shown(address)
+                shown = shown_tracker(address)
                 _log.debug("cannot send to tracker %s: %s", shown, error)
                 self._core.fail_tracker(
                     address, TrackerError(f"cannot reach tracker {shown}: {error}")
@@ -469,7 +470,7 @@ class TrackerClient:
             except OSError as error:
                 # Like a lost datagram: retransmission or the timeout deal with it.
                 self._send_errors += 1
-                _log.debug("cannot send to tracker %s: %s", _shown(address), error)
+                _log.debug("cannot send to tracker %s: %s", shown_tracker(address), error)
         if failed:
             self._dispatch()
 
@@ -695,13 +696,6 @@ def _relay_bind(family: Family, bind_v4: str | None, bind_v6: str | None) -> str
 def _close_all(sockets: dict[Family, trio.socket.SocketType]) -> None:
     for sock in sockets.values():
         sock.close()
-
-
-def _shown(address: TrackerAddress) -> str:
-    """A tracker's address or ``(host, port)`` name as ``host:port``, for messages."""
-    if isinstance(address, PeerAddress):
-        return str(address)
-    return f"{address[0]}:{address[1]}"
 
 
 def _swarm_id(info_hash: InfoHash | bytes) -> bytes:

@@ -359,8 +359,7 @@ class _Tracker:
 
     def __init__(self, address: TrackerAddress) -> None:
         self.address = address
-        # For messages: a name's tuple would show as "('host', 1)".
-        self.shown = str(address) if isinstance(address, PeerAddress) else _shown_name(address)
+        self.shown = shown_tracker(address)
         self.connection_id: int | None = None
         self.expires = 0.0
         self.connect: _Exchange | None = None
@@ -938,8 +937,11 @@ def _checked_name(address: object) -> tuple[str, int]:
     raise LocalProtocolError(f"an IP address is a PeerAddress, not a name: {host!r}")
 
 
-def _shown_name(address: tuple[str, int]) -> str:
-    """``host:port`` of a tracker name, for messages."""
+def shown_tracker(address: TrackerAddress) -> str:
+    """A tracker's address or ``(host, port)`` name as ``host:port``, for messages (a name's
+    tuple would show as ``('host', 1)``)."""
+    if isinstance(address, PeerAddress):
+        return str(address)
     return f"{address[0]}:{address[1]}"
 
 

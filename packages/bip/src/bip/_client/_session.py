@@ -1280,7 +1280,7 @@ async def open_session(
     peer_proxy = _peer_proxy(config)
     # Through a proxy, the dialer's TCP goes through it and its uTP through its UDP relay.
     dial: Dialer | None = config.dial if config.dial is not None else dialer
-    if config.proxy is not None and dht is not None and getattr(dht, "proxy", None) is None:
+    if config.proxy is not None and dht is not None and not _dht_proxied(dht):
         # bip_dht's DHT.proxy says which way it goes: only a caller's own node is direct.
         logger.info("the DHT talks to its nodes directly: it was opened without the proxy")
     peer_id = config.peer_id if config.peer_id is not None else PeerId.generate()

@@ -193,26 +193,6 @@ async def _relay_bind(proxy: ProxyConfig, timeout: float) -> tuple[str, int]:
     return ("::", 0) if family == 6 else ("0.0.0.0", 0)
 
 
-def _relay_sender(udp: Socks5UdpSocket) -> Callable[[bytes, PeerAddress], Awaitable[None]]:
-    """Sends uTP's datagrams through the relay (a :class:`SocksUnavailableError` while not
-    associated is an :class:`OSError`: a lost datagram to uTP).
-
-    Path MTU probes go as any datagram: the relay socket cannot set "don't fragment". On
-    our leg a probe larger than its MTU is then fragmented by our system and reassembled by
-    the proxy instead of dropped (or refused with EMSGSIZE), and the proxy's leg sets the
-    flag or not as the proxy's system does. So a probe that arrives shows that datagrams of
-    its size reach the peer, not that they do so whole: uTP may settle on a size our leg
-    fragments. That still works (each datagram arrives or is lost as a whole, one lost
-    fragment losing it), and our leg is to a proxy nearby, usually over one link of a
-    1500-byte MTU, where the ceilings above already fit; probing is kept for the far leg,
-    whose MTU is the one unknown."""
-
-    async def send(data: bytes, address: PeerAddress) -> None:
-        await udp.sendto(data, address)
-
-    return send
-
-
 def _relay_check(udp: Socks5UdpSocket) -> Callable[[], int]:
     """The dialer's check of the relay's uTP socket: refuses at once while not associated,
     and names the association a connect leaves on (how many there were so far: a lost one
@@ -268,9 +248,17 @@ async def _open_relayed(
     udp = await stack.enter_async_context(socks)
     # Nobody can reach us there (the relay passes only what answers our own datagrams): a
     # SYN gets a RESET, no connection.
+    # uTP's datagrams go out by the relay socket's own sendto (a SocksUnavailableError while
+    # not associated is an OSError: a lost datagram to uTP). Path MTU probes go as any
+    # datagram: the relay socket cannot set "don't fragment", so on our leg a probe larger
+    # than its MTU is fragmented by our system and reassembled by the proxy, and a probe that
+    # arrives shows that datagrams of its size reach the peer, not that they do so whole. That
+    # still works (a datagram arrives or is lost as a whole), our leg is usually one 1500-byte
+    # link to a nearby proxy where the ceilings above fit, and probing is kept for the far
+    # leg, whose MTU is the one unknown.
     utp = await stack.enter_async_context(
         open_utp_over(
-            _relay_sender(udp),
+            udp.sendto,
             udp.local_address,
             config=_relayed_config(config, udp.local_address.family),
             accept_incoming=False,
