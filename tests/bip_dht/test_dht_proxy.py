@@ -24,11 +24,11 @@ import pytest
 import trio
 from tests._socks_server import SocksServer, serve_socks5
 
-from bip_dht import DHT, DHTConfig, DHTSocketError, LocalProtocolError, NodeId, open_dht
+from bip_dht import DHT, DHTConfig, DHTNode, DHTSocketError, LocalProtocolError, NodeId, open_dht
 from bip_dht._krpc import ErrorReply, Ping, Response
 from bip_dht._shell_proxy import PROBE_ATTEMPTS, NameProbes, PendingNames, RelayOutages
 from bip_dht._shell_sockets import host_name
-from bip_handshake import PeerAddress, ProxyConfig
+from bip_handshake import NodeInfo, PeerAddress, ProxyConfig
 
 DEADLINE = 4.0
 FAST = DHTConfig(query_timeout=1.0, slow_after=0.5)
@@ -522,3 +522,68 @@ async def test_relay_outages_are_counted_per_family_until_a_join_handles_them() 
 
             nursery.start_soon(later)
             assert await outages.wait_unhandled() == {6}
+
+
+# -- one "needs a bootstrap" rule with the core: any family ---------------------------------
+
+V4_NODE = NodeInfo(b"4" * 20, PeerAddress.parse("10.0.0.4:6881"))
+V6_NODE = NodeInfo(b"6" * 20, PeerAddress.parse("[fd00::6]:6881"))
+BOOT = [PeerAddress.parse("10.0.0.1:6881"), PeerAddress.parse("[fd00::1]:6881")]
+
+
+def bootstrapping(node: DHTNode) -> bool:
+    """``node.bootstrapping`` now (a call: mypy keeps no narrowing of it across calls)."""
+    return node.bootstrapping
+
+
+def dual_shell() -> tuple[DHTNode, DHT]:
+    """A dual-family core that remembers BOOT, with IPv4 and IPv6 nodes it could query, in
+    a shell with no socket: _rejoin's decision alone (the in-test relay carries IPv4 only)."""
+    node = DHTNode(rng=random.Random(1), now=trio.current_time(), families=(4, 6))
+    dht = DHT(node, {}, peer_sink=None, rng=random.Random(1))
+    now = trio.current_time()
+    dht._cancel(node.bootstrap(BOOT, now))
+    assert node.warm_table([V4_NODE, V6_NODE], now) == 2
+    return node, dht
+
+
+async def test_a_rejoin_bootstraps_when_one_familys_table_went_dead() -> None:
+    # The core's rule (any family with no node we could query), not every family: IPv6's
+    # table went dead in a relay outage while IPv4 still works, and the relay's return
+    # rejoins at once. Before, the shell waited for IPv4 to die too.
+    node, dht = dual_shell()
+    with trio.fail_after(1):
+        await dht._rejoin(regained=True)  # both families live: nothing to do
+        assert not bootstrapping(node)
+        v6 = node.table(6)
+        for _ in range(node.config.max_failures):  # the outage's lost queries
+            v6.failed(V6_NODE, trio.current_time())
+        assert node.table(4).closest(node.node_id, trio.current_time(), 1) == [V4_NODE]
+        await dht._rejoin(regained=True)
+    assert bootstrapping(node)
+    assert len(dht._bootstrap_ops) == 1
+
+
+async def test_a_rejoin_waits_for_the_cores_own_bootstrap_rather_than_start_another() -> None:
+    # A bootstrap the shell did not start (the core's own re-bootstrap, which has no event,
+    # is alike) is under way: the rejoin starts none beside it, and decides once it ended.
+    node, dht = dual_shell()
+    node.table(6).remove(V6_NODE.node_id, trio.current_time())
+    operation = node.bootstrap(BOOT, trio.current_time())
+    done = trio.Event()
+
+    async def rejoin() -> None:
+        await dht._rejoin(regained=True)
+        done.set()
+
+    with trio.fail_after(1):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(rejoin)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not done.is_set()
+            assert not dht._bootstrap_ops
+            node.cancel(operation)  # it ends, having found nobody
+            dht._dispatch()
+            await done.wait()
+    assert bootstrapping(node)  # IPv6 still has no node: the shell's rejoin
+    assert len(dht._bootstrap_ops) == 1

@@ -413,6 +413,20 @@ class DHTNode:
         """The bootstrap addresses remembered (given to :meth:`bootstrap` or saved)."""
         return tuple(self._bootstrap_addresses)
 
+    def needs_bootstrap(self, now: float) -> bool:
+        """Whether a routing table (of any family we run) holds no node we could still query
+        at *now*: the test by which the node bootstraps again by itself (every
+        ``bootstrap_retry_interval`` while it holds). A table's size says nothing here: bad
+        nodes stay in their buckets, waiting for replacements (after a network outage, for
+        one). Costs a walk of each table."""
+        return any(not table.closest(self._own, now, 1) for table in self._tables.values())
+
+    @property
+    def bootstrapping(self) -> bool:
+        """Whether the bootstrap started last (by :meth:`bootstrap` or the node's own
+        re-bootstrap, which has no event) is still under way."""
+        return self._bootstrap_op is not None
+
     @property
     def external_addresses(self) -> dict[Family, PeerAddress]:
         """Our external address per family, as the responders' votes decided (BEP 42)."""
@@ -1196,8 +1210,7 @@ class DHTNode:
                     break
                 table.refresh_started(refresh.bucket, now)
                 refreshed += 1
-        # "empty": no node we could still query (bad nodes wait in buckets for replacements);
-        # asked last, as it costs a table walk
+        # asked last, as needs_bootstrap costs a table walk
         if (
             self._bootstrap_addresses
             and self._bootstrap_op is None
@@ -1205,7 +1218,7 @@ class DHTNode:
                 self._last_bootstrap is None
                 or now >= self._last_bootstrap + config.bootstrap_retry_interval
             )
-            and any(not table.closest(self._own, now, 1) for table in self._tables.values())
+            and self.needs_bootstrap(now)
         ):
             op = BootstrapOp(
                 self,

@@ -50,9 +50,10 @@ Design (DESIGN section 3; trio's and bip_utracker's shells are the models):
   most ``PROXY_WAIT`` seconds); under the proxy's remote DNS (``socks5h``) a bootstrap name
   is pinged through the relay by name and the address that answers is what the node
   bootstraps from. A name nobody answered at is kept (:class:`._shell_proxy.PendingNames`)
-  and asked again while the routing table has no live node (the core's test: bad nodes stay
-  in their buckets): at once when a relay comes back after an outage that lost datagrams
-  (which also bootstraps again, at once, from the remembered addresses) and every
+  and asked again while a family's routing table has no live node (the core's own test,
+  ``DHTNode.needs_bootstrap``: bad nodes stay in their buckets): at once when a relay comes
+  back after an outage that lost datagrams (which also bootstraps again, from the remembered
+  addresses, once the core's own bootstrap under way, if any, has ended) and every
   ``bootstrap_retry_interval``; one asking at a time, shared by the callers that come while
   it runs, and a name is not asked again within ``query_timeout`` of going unanswered. The
   bootstrap entries are checked before the block begins: only their resolving is left to the
@@ -326,7 +327,6 @@ class DHT:
         self._rng = rng
         self._sockets = sockets
         self._relayed = {} if relayed is None else relayed
-        self._families = frozenset(sockets) | frozenset(self._relayed)
         # Datagrams may be fragmented (uTP's over this socket too), but for uTP's path MTU
         # probes: those go with "don't fragment" (send_datagram's dont_fragment).
         self._senders = {
@@ -351,6 +351,10 @@ class DHT:
         # rather than starting another), and an event set (and replaced) when one ends.
         self._bootstrap_ops: set[int] = set()
         self._bootstrap_ended = trio.Event()
+        # The core's own re-bootstrap has no event: while a rejoin waits for it (watched),
+        # _dispatch counts its end (as seen by DHTNode.bootstrapping) and sets the event too.
+        self._core_bootstrap_watched = False
+        self._core_bootstraps_ended = 0
         # Set once open_dht's first bootstrap has begun (through a proxy it waits for the
         # associations in the background): bootstrap() reuses its addresses.
         self._joining = trio.Event()
@@ -476,7 +480,7 @@ class DHT:
         if not isinstance(address, PeerAddress):
             raise LocalProtocolError(f"an address is a PeerAddress, got {address!r}")
         normal = address.normalized()
-        if normal.family not in self._families or not normal.is_connectable:
+        if normal.family not in self._node.families or not normal.is_connectable:
             return
         self._node.add_node(normal, trio.current_time())
         self._kick.set()
@@ -488,19 +492,20 @@ class DHT:
         Through a proxy, first waits for open_dht's own bootstrap to begin (it remembers the
         addresses given there) and for the UDP associations (at most ``PROXY_WAIT`` seconds
         each: then the queries are lost and the bootstrap finds nobody). Under its remote DNS
-        the remembered ones include the bootstrap names no node answered at yet: while the
-        routing table has no live node they are pinged again, but for those asked within the
-        last ``query_timeout`` (a name still unanswered is kept for the next time). Calls
-        that come while such an asking runs wait for its answers (keep_finding calls this for
-        every torrent that starts on an empty table): no name is pinged twice at once.
+        the remembered ones include the bootstrap names no node answered at yet: while a
+        family's routing table has no live node (:meth:`DHTNode.needs_bootstrap`) they are
+        pinged again, but for those asked within the last ``query_timeout`` (a name still
+        unanswered is kept for the next time). Calls that come while such an asking runs wait
+        for its answers (keep_finding calls this for every torrent that starts on an empty
+        table): no name is pinged twice at once.
         """
         await self._joining.wait()  # set before open_dht's block begins, without a proxy
         with trio.move_on_after(PROXY_WAIT):
             await self.wait_associated()  # at once when every socket is (or none is relayed)
         resolved = await self._addresses(addresses, remember=True)
         if not resolved:
-            # The names are worth their pings only while no node we know can be queried.
-            asking = self._pending_names and not self._has_live_node()
+            # The names are worth their pings only while a family has no node we could query.
+            asking = self._pending_names and self._node.needs_bootstrap(trio.current_time())
             answered = await self._ask_pending_names() if asking else []
             resolved = [*answered, *self._node.bootstrap_addresses]
         await self._run(lambda node, now: self._bootstrapping(node.bootstrap(resolved, now)))
@@ -806,7 +811,7 @@ class DHT:
         out: list[PeerAddress] = []
         for slot in found:
             for address in slot:
-                if address.family in self._families and address not in out:
+                if address.family in self._node.families and address not in out:
                     out.append(address)
         return out
 
@@ -881,11 +886,14 @@ class DHT:
         return waiter.finished
 
     def _dispatch(self) -> None:
+        if self._core_bootstrap_watched and not self._node.bootstrapping:
+            self._core_bootstrap_watched = False
+            self._core_bootstraps_ended += 1
+            self._wake_bootstrap_waiters()
         while (event := self._node.next_event()) is not None:
             if isinstance(event, LookupFinished) and event.operation in self._bootstrap_ops:
                 self._bootstrap_ops.discard(event.operation)
-                self._bootstrap_ended.set()
-                self._bootstrap_ended = trio.Event()
+                self._wake_bootstrap_waiters()
             if isinstance(event, PeersFound):
                 if self._sink is not None:
                     self._sink.discovered(event.info_hash, event.peers, "dht")
@@ -1195,15 +1203,15 @@ class DHT:
         await self._keep_joining()
 
     async def _keep_joining(self) -> NoReturn:
-        """Join again through the proxy while the routing table has no live node: at once
-        when a relay comes back after an outage that lost datagrams (the known nodes went
-        bad meanwhile, and the core would wait ``bootstrap_retry_interval`` to try again),
-        and every ``bootstrap_retry_interval`` for the pending names (the core re-bootstraps
-        from its addresses by itself). The outages are counted per family
-        (:meth:`RelayOutages.unhandled`): one that begins while a join runs, or of the other
-        family, is the next round's, never lost. Bounded: a round per interval, plus one per
-        outage that ended (the proxy's own retry delay spaces those), each asking at most
-        ``max_bootstrap_addresses`` names."""
+        """Join again through the proxy while a family's routing table has no live node
+        (:meth:`DHTNode.needs_bootstrap`): at once when a relay comes back after an outage
+        that lost datagrams (the known nodes went bad meanwhile, and the core would wait
+        ``bootstrap_retry_interval`` to try again), and every ``bootstrap_retry_interval``
+        for the pending names (the core re-bootstraps from its addresses by itself). The
+        outages are counted per family (:meth:`RelayOutages.unhandled`): one that begins
+        while a join runs, or of the other family, is the next round's, never lost.
+        Bounded: a round per interval, plus one per outage that ended (the proxy's own retry
+        delay spaces those), each asking at most ``max_bootstrap_addresses`` names."""
         outages = self._outages
         if outages is None:  # only through a proxy: nothing to join again after
             raise DHTError("the DHT joins again only through a proxy")
@@ -1243,16 +1251,18 @@ class DHT:
                     nursery.start_soon(wait, udp)
 
     async def _rejoin(self, *, regained: bool) -> None:
-        """One round of :meth:`_keep_joining`: once the bootstraps of ours under way ended
-        (their outcome says whether we are back), nothing while a node we could still query
-        is known; else bootstrap again, from the remembered addresses at once when a relay
-        has just come back (a pending name that never answers must not hold those up), and
-        from the pending names that answer."""
+        """One round of :meth:`_keep_joining`: once the bootstraps under way ended (ours and
+        the core's own: their outcome says whether we are back), nothing while every family
+        has a node we could still query; else bootstrap again, from the remembered addresses
+        at once when a relay has just come back (a pending name that never answers must not
+        hold those up; not beside a bootstrap of the core's that began meanwhile, which uses
+        the same addresses), and from the pending names that answer (new addresses: the
+        core remembers them only through a bootstrap)."""
         await self._bootstraps_ended()
-        if self._has_live_node():
-            return
         node = self._node
-        if regained and node.bootstrap_addresses:
+        if not node.needs_bootstrap(trio.current_time()):
+            return
+        if regained and node.bootstrap_addresses and not node.bootstrapping:
             _log.debug(
                 "DHT joining again through the proxy from %d addresses",
                 len(node.bootstrap_addresses),
@@ -1262,14 +1272,6 @@ class DHT:
         if answered:  # new addresses: the core remembers them from this bootstrap on
             _log.debug("DHT joining again through %d bootstrap names", len(answered))
             self._start_bootstrap(answered)
-
-    def _has_live_node(self) -> bool:
-        """Whether the routing table holds a node we could still query, in any family: the
-        core's own test for "empty" (bad nodes stay in their buckets, waiting for
-        replacements, so the table's size says nothing after an outage)."""
-        node = self._node
-        now = trio.current_time()
-        return any(node.table(f).closest(node.node_id, now, 1) for f in node.families)
 
     def _start_bootstrap(self, addresses: list[PeerAddress]) -> None:
         """Start a bootstrap of the core's through *addresses* (and the nodes known), one no
@@ -1283,12 +1285,21 @@ class DHT:
         self._bootstrap_ops.add(operation)
         return operation
 
+    def _wake_bootstrap_waiters(self) -> None:
+        """Wake who waits in :meth:`_bootstraps_ended` (a bootstrap ended)."""
+        self._bootstrap_ended.set()
+        self._bootstrap_ended = trio.Event()
+
     async def _bootstraps_ended(self) -> None:
-        """Return once the bootstraps of ours that run now have ended (at once if none
-        does). Bounded: a bootstrap ends within the core's query timeouts and limits, and
-        those started meanwhile are not waited for."""
+        """Return once the bootstraps of ours that run now, and the core's own
+        (:attr:`DHTNode.bootstrapping`), have ended (at once if none does). Bounded: a
+        bootstrap ends within the core's query timeouts and limits, and those started
+        meanwhile are not waited for (of the core's, the first end seen counts)."""
         running = set(self._bootstrap_ops)
-        while running & self._bootstrap_ops:
+        core = self._node.bootstrapping
+        ended = self._core_bootstraps_ended
+        while running & self._bootstrap_ops or (core and self._core_bootstraps_ended == ended):
+            self._core_bootstrap_watched |= core
             await self._bootstrap_ended.wait()
 
     async def _ask_pending_names(self) -> list[PeerAddress]:
@@ -1378,8 +1389,8 @@ async def open_dht(
             waits for the associations (at most 10 s); under remote DNS (``socks5h://``) a
             bootstrap name goes to the proxy as a name, pinged through the relay, and the
             address that answers is the one joined through (under ``socks5://`` a name that
-            does not resolve is logged and left out). While the routing table has no live
-            node the node joins again as soon as an association comes back, and asks the
+            does not resolve is logged and left out). While a family's routing table has no
+            live node the node joins again as soon as an association comes back, and asks the
             names nobody answered at again then and every ``bootstrap_retry_interval``
             seconds. Other nodes see the relay's address, never our sockets'. Excludes
             *other_datagrams*: a relay returns the answers to what we sent, so incoming uTP
