@@ -16,12 +16,18 @@ SOCKS5 proxy (its ``proxy_type``, ``proxy_hostname``, ``proxy_port``, ``proxy_us
 - :class:`SocksDialer` is a :data:`~bip_handshake.Dialer` for the
   :class:`~bip_handshake.Handshaker`: every peer is dialled over TCP through the proxy.
 
+Both connect to the proxy from a ``local_address`` when given one (``--bind``), as
+libtorrent binds its connections to the proxy to its ``outgoing_interfaces``: a user bound to
+one interface (a VPN's) has them leave by it, and a proxy that relays UDP only for the
+control connection's host (Dante, RFC 1928's advice) sees that host where our UDP socket is.
+
 CONNECT carries TCP only; UDP goes through the proxy's relay with SOCKS5's UDP ASSOCIATE
 (:mod:`bip_handshake._socks_udp`). Connections peers make to us do not go through the proxy.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -67,6 +73,11 @@ _STAGGER: Final = 0.25
 """Seconds before the next of the proxy's addresses is tried while the one before is still
 connecting (RFC 8305's happy eyeballs, as trio's ``open_tcp_stream``): an address that drops
 our SYNs costs that much, not the whole timeout on every attempt."""
+_BIND_ADDRESS_NO_PORT: Final = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", None)
+"""Linux's option that binds a socket's address alone, its port picked at connect (as trio's
+``open_tcp_stream`` with a ``local_address``): a bind to port 0 does not then hold an
+ephemeral port for itself alone, ports being told apart by the whole 4-tuple. None where
+Python lacks it."""
 _GAI_ERRNOS: Final[dict[int, int]] = {
     code: number
     for name, number in (("EAI_AGAIN", errno.EAGAIN), ("EAI_MEMORY", errno.ENOMEM))
@@ -215,6 +226,21 @@ def _literal(host: str) -> IPv4Address | IPv6Address | None:
         return None
 
 
+def _local_of(local_address: str | None) -> IPv4Address | IPv6Address | None:
+    """The address to connect to the proxy from: ``local_address`` parsed, None for None or an
+    unspecified address (the system picks, as without one).
+
+    Raises:
+        ValueError: ``local_address`` is not an IP address.
+    """
+    if local_address is None:
+        return None
+    address = _literal(local_address) if isinstance(local_address, str) else None
+    if address is None:
+        raise ValueError(f"local_address must be an IP address, not {local_address!r:.80}")
+    return None if address.is_unspecified else address
+
+
 async def resolve_proxy_target(
     proxy: ProxyConfig, host: str | IPv4Address | IPv6Address, port: int
 ) -> IPv4Address | IPv6Address | str:
@@ -302,6 +328,7 @@ async def open_socks5_stream(
     *,
     timeout: float,
     check_target: Callable[[IPv4Address | IPv6Address | str], None] | None = None,
+    local_address: str | None = None,
 ) -> trio.SocketStream:
     """A TCP stream to ``host:port`` through ``proxy``, positioned after the proxy's reply.
 
@@ -321,25 +348,29 @@ async def open_socks5_stream(
             connect to the proxy for it): the IP address, or the name the proxy will resolve.
             What it raises is raised as is, nothing sent for that target: a caller's rules
             on where it may connect are applied before the target hears anything.
+        local_address: the IP address the connection to the proxy leaves from (``--bind``),
+            for the proxy's addresses of its family; one of the other family is ignored for
+            those (the system picks, as with ``None`` or an unspecified address).
 
     Raises:
         SocksError: the proxy could not be reached, broke the protocol, refused us, could not
             connect to the target (to any of its addresses: the last one's error), or took
             longer than ``timeout`` (``errno`` ETIMEDOUT); an :class:`OSError` too. The
             socket is closed.
-        ValueError: ``timeout`` is not positive, or the target cannot be sent (a port out of
-            0..65535, a name longer than 255 bytes).
+        ValueError: ``timeout`` is not positive, ``local_address`` is not an IP address, or
+            the target cannot be sent (a port out of 0..65535, a name longer than 255 bytes).
         Exception: what ``check_target`` raises.
     """
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
         raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+    local = _local_of(local_address)
     with trio.move_on_after(timeout):
         failure: SocksReplyError | None = None
         for target in await _proxy_targets(proxy, host, port):
             client = Socks5Client(target, port, username=proxy.username, password=proxy.password)
             if check_target is not None:
                 check_target(target)
-            stream = await _connect_to_proxy(proxy)
+            stream = await _connect_to_proxy(proxy, None, local)
             try:
                 await _negotiate(stream, client)
             except SocksReplyError as error:
@@ -361,7 +392,9 @@ async def open_socks5_stream(
 
 
 async def _connect_to_proxy(
-    proxy: ProxyConfig, family: socket.AddressFamily | None = None
+    proxy: ProxyConfig,
+    family: socket.AddressFamily | None = None,
+    local: IPv4Address | IPv6Address | None = None,
 ) -> trio.SocketStream:
     """A TCP connection to ``proxy``, or a :class:`SocksError` with the refusal's errno.
 
@@ -372,9 +405,14 @@ async def _connect_to_proxy(
     (libtorrent's ``socks5::on_name_lookup`` keeps those alone). A name with none, or a
     literal of the other family, is EHOSTUNREACH. A name that cannot be resolved is the
     resolver's error (its errno where one fits).
+
+    With a ``local`` address (specific, not unspecified), a connection to an address of its
+    family leaves from it; one to the other family's is made as without it (trio's
+    ``open_tcp_stream`` would fail that attempt instead). An address not of this host is
+    each attempt's EADDRNOTAVAIL.
     """
-    if family is not None:
-        return await _connect_in_family(proxy, family)
+    if family is not None or local is not None:
+        return await _connect_in_family(proxy, family, local)
     try:
         return await trio.open_tcp_stream(proxy.host, proxy.port)
     except (socket.gaierror, UnicodeError) as error:  # UnicodeError: IDNA refused the name
@@ -394,19 +432,21 @@ def _unreachable(proxy: ProxyConfig, error: OSError) -> SocksError:
 
 
 async def _proxy_addresses(
-    proxy: ProxyConfig, family: socket.AddressFamily
-) -> list[tuple[Any, ...]]:
-    """The socket addresses of the proxy's host in ``family`` (at most :data:`_MAX_TARGETS`,
-    in the resolver's order; an IPv6 one with its scope).
+    proxy: ProxyConfig, family: socket.AddressFamily | None
+) -> list[tuple[socket.AddressFamily, tuple[Any, ...]]]:
+    """The families and socket addresses of the proxy's host in ``family`` (None: IPv4 and
+    IPv6, the first of the other family moved second as trio's ``open_tcp_stream`` does,
+    RFC 6555's section 5.4), at most :data:`_MAX_TARGETS`, in the resolver's order; an IPv6
+    one with its scope.
 
     Raises:
         SocksError: the name could not be resolved (the resolver's error, with its errno where
             one fits; an invalid name too), or to no address of ``family`` (EHOSTUNREACH:
             there is no way to the proxy from our socket).
     """
-    version = 4 if family == socket.AF_INET else 6
+    version = None if family is None else 4 if family == socket.AF_INET else 6
     literal = _literal(proxy.host)
-    if literal is not None and literal.version != version:
+    if literal is not None and version is not None and literal.version != version:
         raise SocksError(
             f"the proxy {proxy.address} is IPv{literal.version}, our UDP socket "
             f"IPv{version}: no way to its relay",
@@ -423,49 +463,73 @@ async def _proxy_addresses(
         )
     except (OSError, UnicodeError) as error:  # UnicodeError: IDNA refused the name
         raise _unresolved(proxy, error) from error
-    found: dict[tuple[Any, ...], None] = {}  # ordered, without repeats
+    wanted = (socket.AF_INET, socket.AF_INET6) if family is None else (family,)
+    found: dict[tuple[socket.AddressFamily, tuple[Any, ...]], None] = {}  # ordered, no repeats
     for info_family, _type, _proto, _name, sockaddr in infos:
         # A resolver may answer other families than asked (a custom one, a broken one).
-        if info_family == family and _literal(str(sockaddr[0]).partition("%")[0]) is not None:
-            found[tuple(sockaddr)] = None
+        if info_family in wanted and _literal(str(sockaddr[0]).partition("%")[0]) is not None:
+            found[info_family, tuple(sockaddr)] = None
             if len(found) == _MAX_TARGETS:
                 break
     if not found:
+        kind = "IP" if version is None else f"IPv{version}"
         raise SocksError(
-            f"the proxy {proxy.host!r:.80} resolves to no IPv{version} address",
+            f"the proxy {proxy.host!r:.80} resolves to no {kind} address",
             errno_value=errno.EHOSTUNREACH,
         )
-    return list(found)
+    addresses = list(found)
+    # Bounded: at most _MAX_TARGETS entries.
+    other = next((i for i, (f, _) in enumerate(addresses) if f != addresses[0][0]), None)
+    if other is not None and other > 1:
+        addresses.insert(1, addresses.pop(other))
+    return addresses
 
 
-async def _connect_in_family(proxy: ProxyConfig, family: socket.AddressFamily) -> trio.SocketStream:
-    """A TCP connection to one of the proxy's addresses of ``family`` (see
+async def _connect_in_family(
+    proxy: ProxyConfig,
+    family: socket.AddressFamily | None,
+    local: IPv4Address | IPv6Address | None = None,
+) -> trio.SocketStream:
+    """A TCP connection to one of the proxy's addresses of ``family`` (None: of either; see
     :func:`_connect_to_proxy`), as happy eyeballs: each address is tried :data:`_STAGGER`
     seconds after the one before (at once when that one failed), the first to connect wins
-    and the others are cancelled and closed. The caller's deadline bounds their time.
+    and the others are cancelled and closed. The caller's deadline bounds their time. Each
+    socket of ``local``'s family is bound to it (port 0) before it connects.
 
     Raises:
         SocksError: the name could not be resolved, or every address failed (the last
-            failure's errno; a socket the system refused, EMFILE say, is a failure too).
+            failure's errno; a socket the system refused, EMFILE say, or a ``local`` address
+            it cannot bind, EADDRNOTAVAIL, is a failure too).
     """
     addresses = await _proxy_addresses(proxy, family)
+    local_family = (
+        None if local is None else socket.AF_INET if local.version == 4 else socket.AF_INET6
+    )
     failures: list[OSError] = []
     winner: trio.socket.SocketType | None = None
 
     async def attempt(
-        sockaddr: tuple[Any, ...], failed: trio.Event, scope: trio.CancelScope
+        sock_family: socket.AddressFamily,
+        sockaddr: tuple[Any, ...],
+        failed: trio.Event,
+        scope: trio.CancelScope,
     ) -> None:
         nonlocal winner
         try:
             # Made inside the try: a socket the system refuses (EMFILE, ENOBUFS) is this
             # attempt's failure, reported as the proxy's, never a bare OSError that would
             # end the caller's retries.
-            sock = trio.socket.socket(family, socket.SOCK_STREAM)
+            sock = trio.socket.socket(sock_family, socket.SOCK_STREAM)
         except OSError as error:
             failures.append(error)
             failed.set()
             return
         try:
+            if sock_family == local_family:
+                if _BIND_ADDRESS_NO_PORT is not None:
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.IPPROTO_IP, _BIND_ADDRESS_NO_PORT, 1)
+                await sock.bind((str(local), 0))
             await sock.connect(sockaddr)
         except OSError as error:
             sock.close()
@@ -484,9 +548,9 @@ async def _connect_in_family(proxy: ProxyConfig, family: socket.AddressFamily) -
     try:
         async with trio.open_nursery() as nursery:
             # At most _MAX_TARGETS attempts, one started per round.
-            for sockaddr in addresses:
+            for sock_family, sockaddr in addresses:
                 failed = trio.Event()
-                nursery.start_soon(attempt, sockaddr, failed, nursery.cancel_scope)
+                nursery.start_soon(attempt, sock_family, sockaddr, failed, nursery.cancel_scope)
                 with trio.move_on_after(_STAGGER):
                     await failed.wait()
     except BaseException:
@@ -565,25 +629,44 @@ class SocksDialer:
         proxy: the proxy.
         timeout: seconds one dial may take (the Handshaker's ``connect_timeout`` bounds it
             as well).
+        local_address: the IP address every connection to the proxy leaves from
+            (``--bind``: the one the direct dialer connects from), for the proxy's addresses
+            of its family; one of the other family is ignored for those (``None``, or an
+            unspecified address: the system picks).
 
     Raises:
-        ValueError: ``timeout`` is not a positive number.
+        ValueError: ``timeout`` is not a positive number, or ``local_address`` is not an IP
+            address.
         TypeError: ``proxy`` is not a :class:`ProxyConfig`.
     """
 
-    def __init__(self, proxy: ProxyConfig, *, timeout: float = DEFAULT_SOCKS_TIMEOUT) -> None:
+    def __init__(
+        self,
+        proxy: ProxyConfig,
+        *,
+        timeout: float = DEFAULT_SOCKS_TIMEOUT,
+        local_address: str | None = None,
+    ) -> None:
         if not isinstance(proxy, ProxyConfig):
             raise TypeError(f"proxy must be a ProxyConfig, not {proxy!r}")
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        local = _local_of(local_address)
         self._proxy = proxy
         self._timeout = float(timeout)
+        # Kept as text: open_socks5_stream takes it so (parsed above to fail here, not per dial).
+        self._local_address = None if local is None else str(local)
         self._dials = self._connected = self._failed = 0
 
     @property
     def proxy(self) -> ProxyConfig:
         """The proxy every dial goes through."""
         return self._proxy
+
+    @property
+    def local_address(self) -> str | None:
+        """The address connections to the proxy leave from (None: the system picks)."""
+        return self._local_address
 
     def statistics(self) -> SocksDialerStatistics:
         """A snapshot of the counters."""
@@ -599,7 +682,11 @@ class SocksDialer:
         self._dials += 1
         try:
             stream = await open_socks5_stream(
-                self._proxy, address.host, address.port, timeout=self._timeout
+                self._proxy,
+                address.host,
+                address.port,
+                timeout=self._timeout,
+                local_address=self._local_address,
             )
         except SocksError as error:
             self._failed += 1

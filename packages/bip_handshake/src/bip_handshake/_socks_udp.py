@@ -9,10 +9,12 @@ UDP tracker client and the DHT to plug in:
   carrying a ``UDP ASSOCIATE`` (RFC 1928, section 4, command 3), negotiated and authenticated
   as :func:`~bip_handshake._socks_shell.open_socks5_stream` does. It goes to the proxy's
   addresses of our UDP socket's family only (the relay is reached from that socket; as
-  libtorrent), and TCP keep-alive probes it (idle 30 s, as libtorrent) so that a proxy gone
-  silently is noticed within about 40 s. While that connection stays open we are
-  associated: the reply's bound address is the relay (the proxy's own address when it
-  answers the unspecified address, as libtorrent);
+  libtorrent), from our UDP socket's host when that is a specific address (a proxy relays
+  for the control connection's host: Dante, and RFC 1928's advice), and TCP keep-alive
+  probes it (idle 30 s, as libtorrent) so that a proxy gone silently is noticed within
+  about 40 s. While that connection stays open we are associated: the reply's bound address
+  is the relay (the proxy's own address when it answers the unspecified address, as
+  libtorrent);
 - :meth:`Socks5UdpSocket.sendto` wraps each datagram in RFC 1928's section 7 header and sends
   it to the relay; while no association is up it raises
   :class:`~bip_handshake._socks.SocksUnavailableError` (libtorrent's ``permission_denied``):
@@ -385,8 +387,13 @@ class Socks5UdpSocket:
             command=SocksCommand.UDP_ASSOCIATE,
         )
         family = socket.AF_INET if self._local.family == 4 else socket.AF_INET6
+        # From our UDP socket's host when it is a specific one: the proxy takes datagrams
+        # from the control connection's host (we name none: 0.0.0.0:0), so a control
+        # connection leaving from another of our addresses would have our datagrams dropped.
+        host_address = self._local.host
+        local = None if host_address.is_unspecified else host_address
         with trio.move_on_after(self._timeout):
-            stream = await _connect_to_proxy(self._proxy, family)
+            stream = await _connect_to_proxy(self._proxy, family, local)
             try:
                 _keep_alive(stream.socket)
                 await _negotiate(stream, client)
@@ -511,7 +518,10 @@ async def open_socks5_udp_socket(
     closes the UDP socket, the control connection and the background task. An IPv6 socket is
     IPv6-only (as the Handshaker's listeners): it reaches the proxy at its IPv6 addresses
     only and takes an IPv6 relay only; an IPv4 socket likewise (a proxy with no address of
-    the socket's family is EHOSTUNREACH in :attr:`Socks5UdpSocket.last_error`).
+    the socket's family is EHOSTUNREACH in :attr:`Socks5UdpSocket.last_error`). Bound to a
+    specific host (``--bind 127.0.0.2``), the control connection leaves from that host too
+    (port 0): a proxy relays only the datagrams of the control connection's host (Dante,
+    ours in the tests), as libtorrent binds its proxy connections to its listen interface.
 
     Args:
         proxy: the SOCKS5 proxy (credentials as for TCP).

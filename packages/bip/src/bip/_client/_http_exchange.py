@@ -191,10 +191,11 @@ async def _open_proxied(
     *,
     global_only: bool,
     check_address: Callable[[IPAddress], None] | None,
+    local_address: str | None,
 ) -> tuple[trio.SocketStream, PeerAddress]:
-    """A stream to ``url``'s host through ``proxy``, and who answers (the address the proxy was
-    asked for, :data:`UNKNOWN_ANSWERER` for a name it resolved). Every target is judged
-    before the proxy is asked for it."""
+    """A stream to ``url``'s host through ``proxy`` (connected to from ``local_address``), and
+    who answers (the address the proxy was asked for, :data:`UNKNOWN_ANSWERER` for a name it
+    resolved). Every target is judged before the proxy is asked for it."""
     answered = [UNKNOWN_ANSWERER]
     refusal: list[BaseException] = []  # what the rules raised, told from the proxy's errors
 
@@ -213,7 +214,12 @@ async def _open_proxied(
     try:
         # The caller's move_on_after bounds it.
         tcp = await open_socks5_stream(
-            proxy, url.host, url.port, timeout=math.inf, check_target=judge
+            proxy,
+            url.host,
+            url.port,
+            timeout=math.inf,
+            check_target=judge,
+            local_address=local_address,
         )
     except ValueError as error:
         if refusal and error is refusal[-1]:
@@ -250,8 +256,9 @@ async def http_exchange(
     second arrived on average over the last ``period`` seconds (:class:`LowSpeed`, counted
     from when the request is sent).
 
-    With a SOCKS5 ``proxy`` the connection goes through it (``local_address`` is then not
-    used; TLS runs over the proxied stream), and the rules judge each target before the proxy
+    With a SOCKS5 ``proxy`` the connection goes through it (the connection to the proxy leaves
+    from ``local_address``, ignored when the proxy's address is of the other family; TLS runs
+    over the proxied stream), and the rules judge each target before the proxy
     is asked to connect to it: an IP literal, or each address the name resolves to here
     (``socks5://``). A name the proxy resolves (``socks5h://``) has no address we know: the
     name is judged instead (:func:`is_local_name`: a local one is not global), and
@@ -275,7 +282,11 @@ async def http_exchange(
                 tcp = await trio.open_tcp_stream(url.host, url.port, local_address=local_address)
             else:
                 tcp, address = await _open_proxied(
-                    url, proxy, global_only=global_only, check_address=check_address
+                    url,
+                    proxy,
+                    global_only=global_only,
+                    check_address=check_address,
+                    local_address=local_address,
                 )
         except OSError as error:
             reason = error.strerror or str(error) or type(error).__name__

@@ -221,8 +221,9 @@ class HttpTrackerClient:
         allow_idna: whether a host name with an internationalised (``xn--``) label may be
             asked (libtorrent's ``allow_idna``, off by default: a look-alike name could pass
             for another).
-        proxy: a SOCKS5 proxy every request goes through (``None``: connect directly;
-            ``local_address`` is then not used). A host name is resolved here, or by the
+        proxy: a SOCKS5 proxy every request goes through (``None``: connect directly); the
+            connection to it leaves from ``local_address`` when that is of the proxy's
+            family. A host name is resolved here, or by the
             proxy with ``socks5h://`` (``_http_exchange`` says what the rules above then
             judge).
 

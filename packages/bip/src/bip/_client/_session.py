@@ -1161,22 +1161,31 @@ def _dialer(config: ClientConfig) -> PeerDialer | None:
     does: peers see us where we accept them, and a peer that refuses connections from its own
     address (ctorrent) can be reached. The uTP sockets are added once bound.
 
-    With a proxy for peers, TCP connects go through it (:class:`~bip_handshake.SocksDialer`)
-    and uTP ones through its UDP relay (the socket :func:`open_session_utp` adds), in the
-    same order, with the same fallback."""
+    With a proxy for peers, TCP connects go through it (:class:`~bip_handshake.SocksDialer`,
+    its connections to the proxy leaving from that same address) and uTP ones through its
+    UDP relay (the socket :func:`open_session_utp` adds, bound there too), in the same
+    order, with the same fallback."""
     if config.dial is not None:
         return None
     proxy = _peer_proxy(config)
-    host = config.listen[0][0] if config.listen else None
-    try:
-        local = None if host is None else str(ip_address(host))
-    except ValueError:  # a name: the system picks the source address
-        local = None
+    local = _peer_local_address(config)
     return PeerDialer(
         prefer="utp" if config.utp and config.prefer_utp else "tcp",
         local_address=local,
-        connect_tcp=None if proxy is None else SocksDialer(proxy, timeout=config.connect_timeout),
+        connect_tcp=None
+        if proxy is None
+        else SocksDialer(proxy, timeout=config.connect_timeout, local_address=local),
     )
+
+
+def _peer_local_address(config: ClientConfig) -> str | None:
+    """The address peer connections leave from: the first listen host when it is an IP
+    address (unspecified included: the dialers then let the system pick), else None."""
+    host = config.listen[0][0] if config.listen else None
+    try:
+        return None if host is None else str(ip_address(host))
+    except ValueError:  # a name: the system picks the source address
+        return None
 
 
 def _peer_proxy(config: ClientConfig) -> ProxyConfig | None:
@@ -1339,6 +1348,8 @@ async def open_session(
                         # Dials through its UDP relay only; the listeners still accept.
                         proxy=peer_proxy,
                         proxy_timeout=config.connect_timeout,
+                        # The relay's host is the one the proxy relays for: --bind's.
+                        proxy_local=_peer_local_address(config),
                     )
                 )
             addresses = handshaker.listen_addresses

@@ -24,10 +24,12 @@ given to the dialer, with a check that refuses a connect at once while no associ
 (the proxy refuses UDP, or is not answering yet): the dial goes on over TCP, through the
 proxy too. Nothing is dialled directly: the listening sockets still accept uTP peers, but
 the dialer never gets them, and no outgoing-only socket is opened. The relay socket is of
-the proxy's IP family (IPv4 unless the proxy is an IPv6 literal) and dials the peers of
-that family only; its datagrams leave room for SOCKS5's header. A peer dialled is always an
-address (with ``socks5h://`` the peers trackers name by host name are dropped before any
-dial, as for TCP), so the relay is given addresses, never names.
+the proxy's IP family (IPv4 unless the proxy is an IPv6 literal), bound to the session's
+outgoing address when that is a specific one of that family (``--bind 127.0.0.2``: the
+control connection then leaves from there too, the host the proxy relays for), and dials
+the peers of that family only; its datagrams leave room for SOCKS5's header. A peer
+dialled is always an address (with ``socks5h://`` the peers trackers name by host name are
+dropped before any dial, as for TCP), so the relay is given addresses, never names.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
+from ipaddress import ip_address
 from typing import Final, Protocol, runtime_checkable
 
 import trio
@@ -193,6 +196,24 @@ async def _relay_bind(proxy: ProxyConfig, timeout: float) -> tuple[str, int]:
     return ("::", 0) if family == 6 else ("0.0.0.0", 0)
 
 
+def _bound_to(bind: tuple[str, int], local: str | None) -> tuple[str, int]:
+    """``bind`` on ``local`` (the session's ``--bind``) in place of its unspecified host when
+    ``local`` is an IP address of that host's family: the relay's control connection then
+    leaves from there too (a ``local`` of the other family, or no IP address, is ignored).
+
+    >>> _bound_to(("0.0.0.0", 0), "127.0.0.2"), _bound_to(("::", 0), "127.0.0.2")
+    (('127.0.0.2', 0), ('::', 0))
+    """
+    try:
+        host = ip_address(bind[0])
+        address = None if local is None else ip_address(local)
+    except ValueError:  # a name: the system picks, as for the direct dialer
+        return bind
+    if address is None or not host.is_unspecified or address.version != host.version:
+        return bind
+    return str(address), bind[1]
+
+
 def _relay_check(udp: Socks5UdpSocket) -> Callable[[], int]:
     """The dialer's check of the relay's uTP socket: refuses at once while not associated,
     and names the association a connect leaves on (how many there were so far: a lost one
@@ -236,15 +257,19 @@ async def _open_relayed(
     proxy: ProxyConfig,
     config: UtpConfig,
     timeout: float | None,
+    *,
+    local: str | None,
 ) -> tuple[UtpSocket, Callable[[], int]]:
-    """uTP over a UDP socket associated with ``proxy`` (in ``stack``), for dialling out
-    only, its reader started in ``nursery``; and the dialer's check of it.
+    """uTP over a UDP socket associated with ``proxy`` (in ``stack``), bound to ``local`` when
+    it is of the relay's family, for dialling out only, its reader started in ``nursery``;
+    and the dialer's check of it.
 
     Raises:
         ListenError: the relay socket cannot be bound.
     """
     wait = DEFAULT_SOCKS_TIMEOUT if timeout is None else timeout
-    socks = open_socks5_udp_socket(proxy, bind=await _relay_bind(proxy, wait), timeout=wait)
+    bind = _bound_to(await _relay_bind(proxy, wait), local)
+    socks = open_socks5_udp_socket(proxy, bind=bind, timeout=wait)
     udp = await stack.enter_async_context(socks)
     # Nobody can reach us there (the relay passes only what answers our own datagrams): a
     # SYN gets a RESET, no connection.
@@ -286,6 +311,7 @@ async def open_session_utp(
     dial_from: str | Sequence[str] | None = None,
     proxy: ProxyConfig | None = None,
     proxy_timeout: float | None = None,
+    proxy_local: str | None = None,
 ) -> AsyncIterator[tuple[UtpSocket, ...]]:
     """uTP beside each of ``handshaker``'s listeners, for the duration of the block.
 
@@ -305,6 +331,10 @@ async def open_session_utp(
             sockets nor from ``dial_from``'s, which are not opened.
         proxy_timeout: seconds one attempt to associate with ``proxy`` may take (``None``:
             :func:`~bip_handshake.open_socks5_udp_socket`'s default).
+        proxy_local: the IP address the relay socket binds to (its control connection to
+            ``proxy`` leaving from there too) when it is of the relay's family: the session's
+            outgoing address (``--bind``); ``None``, or one of the other family: the
+            unspecified address of the relay's family.
 
     Yields the sockets, listening ones first (the relay's, with a ``dialer`` and a
     ``proxy``, last; when it cannot be bound, a WARNING says so and peers are dialled over
@@ -355,7 +385,9 @@ async def open_session_utp(
                 outgoing_hosts.append(host)
         if dialer is not None and proxy is not None:
             try:
-                relayed, check = await _open_relayed(stack, nursery, proxy, config, proxy_timeout)
+                relayed, check = await _open_relayed(
+                    stack, nursery, proxy, config, proxy_timeout, local=proxy_local
+                )
             except (ListenError, OSError) as error:  # no socket at all (EMFILE...)
                 logger.warning(
                     "no uTP dials through the SOCKS5 proxy %s (%s): peers are dialled over "

@@ -140,8 +140,8 @@ class WebSeedClient:
         local_address: the IP address to connect from (None: the system chooses), as the
             HTTP tracker client's: the session gives both the one address it was told to
             use (``--bind``).
-        proxy: a SOCKS5 proxy every fetch goes through (``None``: connect directly;
-            ``local_address`` is then not used), as the HTTP tracker client's.
+        proxy: a SOCKS5 proxy every fetch goes through (``None``: connect directly; the
+            connection to it leaves from ``local_address``), as the HTTP tracker client's.
 
     Raises:
         ValueError: a timeout (request timeout, low-speed time) that is not a positive
