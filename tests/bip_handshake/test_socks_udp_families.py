@@ -303,6 +303,40 @@ async def test_the_proxys_family_falls_back_when_its_name_fails_or_is_slow(
         await socks_udp.proxy_udp_family(slow, timeout=-1)
     with pytest.raises(ValueError, match="fallback"):
         await socks_udp.proxy_udp_family(slow, fallback=5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="fallback"):
+        await socks_udp.proxy_udp_family(slow, fallback=4.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="timeout"):
+        await socks_udp.proxy_udp_family(slow, timeout=True)
+
+
+async def test_a_remembered_failure_is_raised_afresh_and_a_patient_caller_looks_again(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    trio.socket.set_custom_hostname_resolver(FixedResolver(NAMES))
+    gone = ProxyConfig("gone.test", 1080)
+    raised = []
+    for _ in range(3):
+        with pytest.raises(SocksError) as failure:
+            await socks_udp.proxy_udp_family(gone)
+        raised.append(failure.value)
+    # One object raised again would pile up every caller's traceback for a minute.
+    assert len({id(error) for error in raised}) == 3
+    assert {str(error) for error in raised} == {str(raised[0])}
+    # A timeout of 0 s is remembered for callers as hasty, not for a patient one.
+    assert await socks_udp.proxy_udp_family(ProxyConfig(DUAL, 1), timeout=0, fallback=6) == 6
+    assert await socks_udp.proxy_udp_family(ProxyConfig(DUAL, 1), timeout=0, fallback=6) == 6
+    assert await socks_udp.proxy_udp_family(ProxyConfig(DUAL, 1), timeout=5) == 4
+
+
+async def test_a_host_without_an_ipv4_route_takes_ipv6(monkeypatch: pytest.MonkeyPatch) -> None:
+    # On an IPv6-only network a name still has A records: IPv4 only where it is routable.
+    trio.socket.set_custom_hostname_resolver(
+        FixedResolver({**NAMES, "v4only.test": ("127.0.0.1",)})
+    )
+    monkeypatch.setattr(socks_udp, "_routable", lambda family, sockaddr: False)
+    assert await socks_udp.proxy_udp_family(ProxyConfig(DUAL, 1080)) == 6
+    # No IPv6 either: IPv4, whose attempts then say why it fails.
+    assert await socks_udp.proxy_udp_family(ProxyConfig("v4only.test", 1080)) == 4
 
 
 async def test_the_proxys_family_is_ipv4_when_its_name_has_an_ipv4_address() -> None:

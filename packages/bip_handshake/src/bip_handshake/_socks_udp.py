@@ -44,7 +44,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import trio
 
@@ -61,6 +61,7 @@ from ._socks import (
     encode_socks5_datagram,
 )
 from ._socks_shell import (
+    _MAX_TARGETS,
     DEFAULT_SOCKS_TIMEOUT,
     ProxyConfig,
     _connect_to_proxy,
@@ -589,7 +590,22 @@ sockets of one session ask one after another, and a name that hangs must not cos
 own timeout."""
 _FAMILY_MEMORY_SIZE: Final = 16
 """Proxy names remembered at once (the oldest forgotten first)."""
-_families: trio.lowlevel.RunVar[dict[tuple[str, int], tuple[float, Literal[4, 6] | SocksError]]]
+
+
+@dataclass(frozen=True)
+class _Remembered:
+    """What a proxy's name gave: a family, or a failure (its words, errno, and the timeout it
+    had if it timed out), until ``until``. A failure is raised afresh each time (one
+    exception object raised again would pile up every caller's traceback)."""
+
+    until: float
+    family: Literal[4, 6] | None
+    message: str = ""
+    errno_value: int | None = None
+    timed_out_within: float | None = None
+
+
+_families: trio.lowlevel.RunVar[dict[tuple[str, int], _Remembered]]
 _families = trio.lowlevel.RunVar("bip_handshake.socks.proxy_families")
 
 
@@ -626,9 +642,11 @@ async def proxy_udp_family(
     """
     if not isinstance(proxy, ProxyConfig):
         raise TypeError(f"proxy must be a ProxyConfig, not {proxy!r}")
-    if timeout is not None and not (isinstance(timeout, int | float) and timeout >= 0):
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0
+    ):
         raise ValueError(f"timeout is seconds >= 0 or None, not {timeout!r}")
-    if fallback not in (4, 6, None):
+    if not _is_family_or_none(fallback):
         raise ValueError(f"fallback is 4, 6 or None, not {fallback!r}")
     literal = _literal(proxy.host)
     if literal is not None:
@@ -639,32 +657,55 @@ async def proxy_udp_family(
         known = {}
         _families.set(known)
     key = (proxy.host.lower(), proxy.port)
-    now = trio.current_time()
     remembered = known.get(key)
-    if remembered is not None and remembered[0] > now:
-        found: Literal[4, 6] | SocksError = remembered[1]
-    else:
-        try:
-            with trio.fail_after(math.inf if timeout is None else timeout):
-                found = await _proxy_family(proxy)
-        except SocksError as error:
-            found = error
-        except trio.TooSlowError:
-            found = SocksError(
-                f"the proxy {proxy.host!r:.80} did not resolve within {timeout:g} s",
-                errno_value=errno.ETIMEDOUT,
-            )
+    if remembered is None or not _still_good(remembered, timeout):
+        remembered = await _look_up_family(proxy, timeout)
         known.pop(key, None)
         while len(known) >= _FAMILY_MEMORY_SIZE:
             del known[next(iter(known))]
-        known[key] = (trio.current_time() + _FAMILY_MEMORY, found)
-        if isinstance(found, SocksError) and fallback is not None:
-            _log.info("%s; its UDP relay is tried over IPv%d", found, fallback)
-    if not isinstance(found, SocksError):
-        return found
+        known[key] = remembered
+        if remembered.family is None and fallback is not None:
+            _log.info("%s; its UDP relay is tried over IPv%d", remembered.message, fallback)
+    if remembered.family is not None:
+        return remembered.family
     if fallback is None:
-        raise found
+        raise SocksError(remembered.message, errno_value=remembered.errno_value)
     return fallback
+
+
+def _is_family_or_none(value: object) -> bool:
+    """``value`` is 4, 6 (ints, not ``4.0`` or ``True``-like) or None."""
+    return value is None or (type(value) is int and value in (4, 6))
+
+
+def _still_good(remembered: _Remembered, timeout: float | None) -> bool:
+    """Whether ``remembered`` answers a caller now: not expired, and not a timeout shorter
+    than the caller's own (a patient caller looks again)."""
+    if remembered.until <= trio.current_time():
+        return False
+    within = remembered.timed_out_within
+    return within is None or (timeout is not None and timeout <= within)
+
+
+async def _look_up_family(proxy: ProxyConfig, timeout: float | None) -> _Remembered:
+    """:func:`_proxy_family` within ``timeout``, as something to remember (a cancelled lookup
+    raises: nothing is remembered)."""
+    try:
+        with trio.fail_after(math.inf if timeout is None else timeout):
+            family = await _proxy_family(proxy)
+    except SocksError as error:
+        until = trio.current_time() + _FAMILY_MEMORY
+        return _Remembered(until, None, error.strerror or str(error), error.errno)
+    except trio.TooSlowError:
+        assert timeout is not None
+        return _Remembered(
+            trio.current_time() + _FAMILY_MEMORY,
+            None,
+            f"the proxy {proxy.host!r:.80} did not resolve within {timeout:g} s",
+            errno.ETIMEDOUT,
+            timed_out_within=timeout,
+        )
+    return _Remembered(trio.current_time() + _FAMILY_MEMORY, family)
 
 
 async def _proxy_family(proxy: ProxyConfig) -> Literal[4, 6]:
@@ -673,13 +714,27 @@ async def _proxy_family(proxy: ProxyConfig) -> Literal[4, 6]:
         infos = await trio.socket.getaddrinfo(proxy.host, proxy.port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as error:  # UnicodeError: IDNA refused the name
         raise _unresolved(proxy, error) from error
-    # A resolver may list other families (AF_UNIX, say) too.
-    families = {family for family, _type, _proto, _name, _sockaddr in infos}
-    if socket.AF_INET in families:
+    # IPv4 when we have a route to one of its IPv4 addresses (a host on an IPv6-only network
+    # still gets A records), else IPv6. A resolver may list other families (AF_UNIX) too.
+    ipv4 = [sockaddr for family, _t, _p, _n, sockaddr in infos if family == socket.AF_INET]
+    if any(_routable(socket.AF_INET, sockaddr) for sockaddr in ipv4[:_MAX_TARGETS]):
         return 4
-    if socket.AF_INET6 in families:
+    if any(family == socket.AF_INET6 for family, _t, _p, _n, _s in infos):
         return 6
+    if ipv4:
+        return 4  # no IPv6 either: the attempts say why IPv4 fails
     raise SocksError(
         f"the proxy {proxy.host!r:.80} resolves to no IP address",
         errno_value=errno.EHOSTUNREACH,
     )
+
+
+def _routable(family: socket.AddressFamily, sockaddr: tuple[Any, ...]) -> bool:
+    """Whether this host has a route to ``sockaddr``: a UDP socket's connect picks a source
+    address and sends nothing (RFC 6724's "avoid unusable destinations")."""
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect(sockaddr)
+    except OSError:
+        return False
+    return True

@@ -190,8 +190,9 @@ def _relayed_config(config: UtpConfig, family: int) -> UtpConfig:
 
 async def _relay_bind(proxy: ProxyConfig, timeout: float) -> tuple[str, int]:
     """Where the relay socket binds: in the proxy's IP family (the control connection goes to
-    its addresses of our socket's family alone; a name's first address decides, IPv4 when it
-    does not resolve within ``timeout``: the association's attempts then say why)."""
+    its addresses of our socket's family alone; for a name, IPv4 when it has a routable IPv4
+    address, and IPv4 when it does not resolve within ``timeout``: the association's attempts
+    then say why: :func:`~bip_handshake.proxy_udp_family`)."""
     family = await proxy_udp_family(proxy, timeout=timeout, fallback=4)
     return ("::", 0) if family == 6 else ("0.0.0.0", 0)
 
