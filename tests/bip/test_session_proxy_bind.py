@@ -81,6 +81,7 @@ async def test_a_bound_leecher_reaches_the_udp_tracker_and_the_seed_through_the_
                     assert via.local_address == OTHER_LOOPBACK
                     relayed = leecher.utp_sockets[-1]
                     assert str(relayed.local_address.host) == OTHER_LOOPBACK
+                    utp_port = relayed.local_address.port
                     download = await leecher.add_torrent(
                         torrent, TorrentOptions(tmp_path / "down", extra_trackers=(url,))
                     )
@@ -95,6 +96,11 @@ async def test_a_bound_leecher_reaches_the_udp_tracker_and_the_seed_through_the_
     [association] = [a for a in proxy.associations if a.client == (OTHER_LOOPBACK, ours.port)]
     assert association.relayed >= 2
     assert association.returned >= 2
+    # The seed was reached by uTP through the relay of the uTP socket, never by a TCP CONNECT.
+    assert proxy.connects == []
+    [utp] = [a for a in proxy.associations if a.client == (OTHER_LOOPBACK, utp_port)]
+    assert utp.relayed > 0
+    assert utp.returned > 0
     assert same_files(folder, tmp_path / "down" / "album")
 
 
