@@ -561,7 +561,7 @@ async def test_a_rejoin_bootstraps_when_one_familys_table_went_dead() -> None:
         assert node.table(4).closest(node.node_id, trio.current_time(), 1) == [V4_NODE]
         await dht._rejoin(regained=True)
     assert bootstrapping(node)
-    assert len(dht._bootstrap_ops) == 1
+    assert len(node.bootstrap_ops) == 1
 
 
 async def test_a_rejoin_waits_for_the_cores_own_bootstrap_rather_than_start_another() -> None:
@@ -581,9 +581,64 @@ async def test_a_rejoin_waits_for_the_cores_own_bootstrap_rather_than_start_anot
             nursery.start_soon(rejoin)
             await trio.testing.wait_all_tasks_blocked()
             assert not done.is_set()
-            assert not dht._bootstrap_ops
+            assert node.bootstrap_ops == {operation}  # the shell started none
             node.cancel(operation)  # it ends, having found nobody
             dht._dispatch()
             await done.wait()
     assert bootstrapping(node)  # IPv6 still has no node: the shell's rejoin
-    assert len(dht._bootstrap_ops) == 1
+    assert len(node.bootstrap_ops) == 1
+
+
+async def test_a_rejoin_waits_for_an_earlier_bootstrap_when_a_later_one_ended_first() -> None:
+    # Two bootstraps overlap: A (not the shell's) runs on, B (a DHT.bootstrap() whose
+    # caller gave up) ends first. Before, `bootstrapping` followed B only: the rejoin saw
+    # none under way and started another beside A.
+    node, dht = dual_shell()
+    node.table(6).remove(V6_NODE.node_id, trio.current_time())
+    first = node.bootstrap(BOOT, trio.current_time())
+    dht._cancel(node.bootstrap(BOOT, trio.current_time()))
+    assert bootstrapping(node)
+    assert node.bootstrap_ops == {first}
+    done = trio.Event()
+
+    async def rejoin() -> None:
+        await dht._rejoin(regained=True)
+        done.set()
+
+    with trio.fail_after(1):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(rejoin)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not done.is_set()
+            assert node.bootstrap_ops == {first}  # none beside A
+            node.cancel(first)
+            dht._dispatch()
+            await done.wait()
+    (rejoined,) = node.bootstrap_ops  # IPv6 still has no node: one rejoin, after A
+    assert rejoined > first
+
+
+async def test_the_bootstrap_wait_ends_with_those_running_at_its_start() -> None:
+    # The wait is for the bootstraps under way when it began: one started meanwhile neither
+    # holds it up nor, when it ends, wakes it (only an end of one it waits for does).
+    node, dht = dual_shell()
+    first = node.bootstrap(BOOT, trio.current_time())
+    done = trio.Event()
+
+    async def wait() -> None:
+        await dht._bootstraps_ended()
+        done.set()
+
+    with trio.fail_after(1):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait)
+            await trio.testing.wait_all_tasks_blocked()
+            later = node.bootstrap(BOOT, trio.current_time())
+            woken = dht._bootstrap_ended
+            dht._cancel(later)
+            assert dht._bootstrap_ended is woken  # not woken: the later one is not its
+            third = node.bootstrap(BOOT, trio.current_time())
+            node.cancel(first)
+            dht._dispatch()
+            await done.wait()
+    assert node.bootstrap_ops == {third}

@@ -46,14 +46,50 @@ def test_any_family_without_a_node_we_could_query_needs_a_bootstrap() -> None:
     assert node.table(4).closest(node.node_id, 1.0, 1) == [V4]
 
 
-def test_bootstrapping_follows_the_bootstrap_started_last() -> None:
+def test_bootstrapping_holds_while_any_bootstrap_runs() -> None:
     node = dual()
     assert not bootstrapping(node)
     operation = node.bootstrap(BOOT, 0.0)
     assert bootstrapping(node)
+    assert node.bootstrap_ops == {operation}
     node.cancel(operation)
     assert not bootstrapping(node)
+    assert node.bootstrap_ops == frozenset()
     assert node.bootstrap_addresses == tuple(BOOT)  # remembered for re-bootstraps
+
+
+def test_an_earlier_bootstrap_still_counts_when_a_later_one_ended() -> None:
+    # Before, `bootstrapping` followed the bootstrap started last: with A running and B
+    # cancelled it said none ran. A queued bootstrap (no lookup slot free) counts too.
+    node = dual(DHTConfig(bootstrap_retry_interval=30.0, max_lookups=2))
+    first = node.bootstrap(BOOT, 0.0)
+    second = node.bootstrap(BOOT, 0.0)
+    queued = node.bootstrap(BOOT, 0.0)
+    assert node.bootstrap_ops == {first, second, queued}
+    node.cancel(second)  # the queued one takes its slot
+    assert bootstrapping(node)
+    assert node.bootstrap_ops == {first, queued}
+    node.cancel(queued)
+    node.cancel(first)
+    assert not bootstrapping(node)
+
+
+def test_the_node_does_not_bootstrap_again_beside_a_bootstrap_under_way() -> None:
+    # IPv6 is dead and the retry interval has passed, but a bootstrap started before the
+    # last one (which ended) still runs: the core's own re-bootstrap waits for it.
+    config = DHTConfig(bootstrap_retry_interval=0.5, maintenance_interval=1.0)
+    node = dual(config)
+    node.warm_table([V4], 0.0)
+    first = node.bootstrap(BOOT, 0.0)
+    node.cancel(node.bootstrap(BOOT, 0.0))
+    now = 0.0
+    while now < 2 * config.maintenance_interval:  # two ticks, well within query_timeout
+        deadline = node.next_deadline()
+        assert deadline is not None
+        now = max(now, deadline)
+        node.handle_timer(now)
+        assert node.needs_bootstrap(now)
+        assert node.bootstrap_ops == {first}
 
 
 def test_the_node_bootstraps_again_by_itself_when_one_family_went_dead() -> None:

@@ -310,7 +310,9 @@ class DHTNode:
         self._starved = False
         self._next_tick = now + config.maintenance_interval
         self._last_bootstrap: float | None = None
-        self._bootstrap_op: int | None = None
+        # every bootstrap under way or queued (the caller's, the core's own re-bootstrap and
+        # an id change's refill): `bootstrapping` must hold while any runs, not the last only
+        self._bootstrap_ops: set[int] = set()
         self._counts: Counter[str] = Counter()
         self._queries_sent: Counter[bytes] = Counter()
         self._errors_received: Counter[int] = Counter()
@@ -423,9 +425,17 @@ class DHTNode:
 
     @property
     def bootstrapping(self) -> bool:
-        """Whether the bootstrap started last (by :meth:`bootstrap` or the node's own
-        re-bootstrap, which has no event) is still under way."""
-        return self._bootstrap_op is not None
+        """Whether any bootstrap of the node is under way or queued: one started by
+        :meth:`bootstrap` (until it ends or is cancelled) or by the node itself (its
+        re-bootstrap, and the refill after an id change; these have no event)."""
+        return bool(self._bootstrap_ops)
+
+    @property
+    def bootstrap_ops(self) -> frozenset[int]:
+        """The operation ids of the bootstraps under way or queued (see
+        :attr:`bootstrapping`), a snapshot: whoever waits for those that run now checks
+        which of them are still in it."""
+        return frozenset(self._bootstrap_ops)
 
     @property
     def external_addresses(self) -> dict[Family, PeerAddress]:
@@ -694,7 +704,6 @@ class DHTNode:
         del self._bootstrap_addresses[: -self._config.max_bootstrap_addresses]
         self._last_bootstrap = now
         op = BootstrapOp(self, self._op_id(), chosen, slow_after=self._config.slow_after)
-        self._bootstrap_op = op.id
         return self._start(op, now)
 
     def find_node(self, target: NodeId | bytes, now: float) -> int:
@@ -829,6 +838,8 @@ class DHTNode:
 
     def _start(self, op: Operation, now: float) -> int:
         self._stats_now = now
+        if isinstance(op, BootstrapOp):
+            self._bootstrap_ops.add(op.id)  # queued counts too; refused, _finish drops it
         config = self._config
         others = len(self._running) - self._lookups_running()
         if not op.uses_lookup_slot and others >= config.max_outstanding + config.max_queued:
@@ -857,9 +868,8 @@ class DHTNode:
         return op.id
 
     def _finish(self, op: Operation) -> None:
-        if op.id == self._bootstrap_op:
-            self._bootstrap_op = None
         if isinstance(op, BootstrapOp):
+            self._bootstrap_ops.discard(op.id)
             # just joined: refresh the buckets at once (libtorrent's bootstrap does too)
             self._next_tick = min(self._next_tick, self._stats_now)
         if not op.internal:
@@ -1172,6 +1182,8 @@ class DHTNode:
         if op.uses_lookup_slot and self._lookups_running() >= self._config.max_lookups:
             return False
         self._running[op.id] = op
+        if isinstance(op, BootstrapOp):
+            self._bootstrap_ops.add(op.id)
         self._dirty.add(op.id)
         op.start(now)
         return True
@@ -1213,7 +1225,7 @@ class DHTNode:
         # asked last, as needs_bootstrap costs a table walk
         if (
             self._bootstrap_addresses
-            and self._bootstrap_op is None
+            and not self._bootstrap_ops
             and (
                 self._last_bootstrap is None
                 or now >= self._last_bootstrap + config.bootstrap_retry_interval
@@ -1228,7 +1240,6 @@ class DHTNode:
                 internal=True,
             )
             if self._start_internal(op, now):
-                self._bootstrap_op = op.id
                 self._last_bootstrap = now
                 _log.debug(
                     "DHT routing table has no live node: bootstrapping again from %d addresses",

@@ -347,14 +347,11 @@ class DHT:
         # asking at once, shared by whoever comes while it runs.
         self._pending_names = PendingNames(capacity=names)
         self._asking: _Asking | None = None
-        # The bootstraps this shell started that have not ended yet (a rejoin waits for them
-        # rather than starting another), and an event set (and replaced) when one ends.
-        self._bootstrap_ops: set[int] = set()
+        # The core's bootstraps (DHTNode.bootstrap_ops) a rejoin waits for, rather than
+        # start another beside them, and an event set (and replaced) when one of them ended:
+        # _dispatch checks, as the core's own have no event.
+        self._watched_bootstraps: set[int] = set()
         self._bootstrap_ended = trio.Event()
-        # The core's own re-bootstrap has no event: while a rejoin waits for it (watched),
-        # _dispatch counts its end (as seen by DHTNode.bootstrapping) and sets the event too.
-        self._core_bootstrap_watched = False
-        self._core_bootstraps_ended = 0
         # Set once open_dht's first bootstrap has begun (through a proxy it waits for the
         # associations in the background): bootstrap() reuses its addresses.
         self._joining = trio.Event()
@@ -508,7 +505,7 @@ class DHT:
             asking = self._pending_names and self._node.needs_bootstrap(trio.current_time())
             answered = await self._ask_pending_names() if asking else []
             resolved = [*answered, *self._node.bootstrap_addresses]
-        await self._run(lambda node, now: self._bootstrapping(node.bootstrap(resolved, now)))
+        await self._run(lambda node, now: node.bootstrap(resolved, now))
         return self._node.statistics().table_size
 
     async def find_node(self, target: NodeId | bytes) -> list[NodeInfo]:
@@ -886,14 +883,12 @@ class DHT:
         return waiter.finished
 
     def _dispatch(self) -> None:
-        if self._core_bootstrap_watched and not self._node.bootstrapping:
-            self._core_bootstrap_watched = False
-            self._core_bootstraps_ended += 1
-            self._wake_bootstrap_waiters()
-        while (event := self._node.next_event()) is not None:
-            if isinstance(event, LookupFinished) and event.operation in self._bootstrap_ops:
-                self._bootstrap_ops.discard(event.operation)
+        if self._watched_bootstraps:
+            live = self._node.bootstrap_ops
+            if not self._watched_bootstraps <= live:  # one a rejoin waits for ended
+                self._watched_bootstraps &= live
                 self._wake_bootstrap_waiters()
+        while (event := self._node.next_event()) is not None:
             if isinstance(event, PeersFound):
                 if self._sink is not None:
                     self._sink.discovered(event.info_hash, event.peers, "dht")
@@ -1276,14 +1271,8 @@ class DHT:
     def _start_bootstrap(self, addresses: list[PeerAddress]) -> None:
         """Start a bootstrap of the core's through *addresses* (and the nodes known), one no
         caller waits for."""
-        self._bootstrapping(self._node.bootstrap(addresses, trio.current_time()))
+        self._node.bootstrap(addresses, trio.current_time())
         self._kick.set()
-
-    def _bootstrapping(self, operation: int) -> int:
-        """Note *operation*, a bootstrap just started, as under way (until its event);
-        returned as given."""
-        self._bootstrap_ops.add(operation)
-        return operation
 
     def _wake_bootstrap_waiters(self) -> None:
         """Wake who waits in :meth:`_bootstraps_ended` (a bootstrap ended)."""
@@ -1291,15 +1280,14 @@ class DHT:
         self._bootstrap_ended = trio.Event()
 
     async def _bootstraps_ended(self) -> None:
-        """Return once the bootstraps of ours that run now, and the core's own
-        (:attr:`DHTNode.bootstrapping`), have ended (at once if none does). Bounded: a
-        bootstrap ends within the core's query timeouts and limits, and those started
-        meanwhile are not waited for (of the core's, the first end seen counts)."""
-        running = set(self._bootstrap_ops)
-        core = self._node.bootstrapping
-        ended = self._core_bootstraps_ended
-        while running & self._bootstrap_ops or (core and self._core_bootstraps_ended == ended):
-            self._core_bootstrap_watched |= core
+        """Return once the core's bootstraps that run now (:attr:`DHTNode.bootstrap_ops`:
+        ours, a caller's of :meth:`bootstrap` and the core's own) have ended, cancelled
+        included (at once if none runs). Bounded: a bootstrap ends within the core's query
+        timeouts and limits, and those started meanwhile are not waited for."""
+        running = self._node.bootstrap_ops
+        while running := running & self._node.bootstrap_ops:
+            # woken only when one of those watched ended (another waiter's too: we recheck)
+            self._watched_bootstraps |= running
             await self._bootstrap_ended.wait()
 
     async def _ask_pending_names(self) -> list[PeerAddress]:
