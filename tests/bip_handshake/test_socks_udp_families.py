@@ -333,10 +333,20 @@ async def test_a_host_without_an_ipv4_route_takes_ipv6(monkeypatch: pytest.Monke
     trio.socket.set_custom_hostname_resolver(
         FixedResolver({**NAMES, "v4only.test": ("127.0.0.1",)})
     )
-    monkeypatch.setattr(socks_udp, "_routable", lambda family, sockaddr: False)
+    monkeypatch.setattr(socks_udp, "_routable", lambda family, sockaddr: family == socket.AF_INET6)
     assert await socks_udp.proxy_udp_family(ProxyConfig(DUAL, 1080)) == 6
-    # No IPv6 either: IPv4, whose attempts then say why it fails.
+    # No IPv6 address: IPv4, whose attempts then say why it fails.
     assert await socks_udp.proxy_udp_family(ProxyConfig("v4only.test", 1080)) == 4
+
+
+async def test_a_host_without_any_route_takes_ipv4(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A machine with loopback alone (as CI's namespace) routes neither family to a name's
+    # global addresses: IPv4 then, as before routes were looked at.
+    trio.socket.set_custom_hostname_resolver(
+        FixedResolver({"far.test": ("2001:db8::2", "192.0.2.2")})
+    )
+    monkeypatch.setattr(socks_udp, "_routable", lambda family, sockaddr: False)
+    assert await socks_udp.proxy_udp_family(ProxyConfig("far.test", 1080)) == 4
 
 
 async def test_the_proxys_family_is_ipv4_when_its_name_has_an_ipv4_address() -> None:

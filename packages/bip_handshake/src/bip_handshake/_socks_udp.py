@@ -715,14 +715,21 @@ async def _proxy_family(proxy: ProxyConfig) -> Literal[4, 6]:
     except (OSError, UnicodeError) as error:  # UnicodeError: IDNA refused the name
         raise _unresolved(proxy, error) from error
     # IPv4 when we have a route to one of its IPv4 addresses (a host on an IPv6-only network
-    # still gets A records), else IPv6. A resolver may list other families (AF_UNIX) too.
-    ipv4 = [sockaddr for family, _t, _p, _n, sockaddr in infos if family == socket.AF_INET]
-    if any(_routable(socket.AF_INET, sockaddr) for sockaddr in ipv4[:_MAX_TARGETS]):
+    # still gets A records), else IPv6 when we have one to an IPv6 address; with no route at
+    # all, IPv4 if it has such an address (the attempts then say why). A resolver may list
+    # other families (AF_UNIX) too.
+    by_family: dict[int, list[tuple[Any, ...]]] = {socket.AF_INET: [], socket.AF_INET6: []}
+    for family, _type, _proto, _name, sockaddr in infos:
+        if family in by_family:
+            by_family[family].append(sockaddr)
+    for family, version in ((socket.AF_INET, 4), (socket.AF_INET6, 6)):
+        found = by_family[family][:_MAX_TARGETS]
+        if any(_routable(socket.AddressFamily(family), sockaddr) for sockaddr in found):
+            return 4 if version == 4 else 6
+    if by_family[socket.AF_INET]:
         return 4
-    if any(family == socket.AF_INET6 for family, _t, _p, _n, _s in infos):
+    if by_family[socket.AF_INET6]:
         return 6
-    if ipv4:
-        return 4  # no IPv6 either: the attempts say why IPv4 fails
     raise SocksError(
         f"the proxy {proxy.host!r:.80} resolves to no IP address",
         errno_value=errno.EHOSTUNREACH,
