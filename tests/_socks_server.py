@@ -217,6 +217,7 @@ class SocksServer:
         unspecified_bound: name the relay ``0.0.0.0:port`` in the reply.
         associations: the UDP associations granted, in order.
         request_times: ``trio.current_time()`` at each request read (any command).
+        client_hosts: the host of each client served, as the proxy sees it, in order.
     """
 
     port: int
@@ -235,6 +236,7 @@ class SocksServer:
     unspecified_bound: bool = False
     associations: list[UdpAssociation] = field(default_factory=list)
     request_times: list[float] = field(default_factory=list)
+    client_hosts: list[str] = field(default_factory=list)
     _request_seen: trio.Event = field(default_factory=trio.Event, repr=False)
 
     async def wait_requests(self, count: int) -> None:
@@ -477,6 +479,7 @@ async def serve_socks5(
             await trio.aclose_forcefully(stream)
             return
         server.active += 1
+        server.client_hosts.append(str(stream.socket.getpeername()[0]))
         try:
             await _serve_one(server, stream, step_timeout)
         except (CodecError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):

@@ -8,14 +8,12 @@ control connections left from 127.0.0.1, and no datagram went through."""
 from __future__ import annotations
 
 import socket
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 import trio
 from _engine_helpers import LOOPBACK, loopback_config, make_torrent, same_files, write_content
 from _http_tracker_server import MiniTracker, http_server
-from tests import _socks_server
 from tests._socks_server import serve_socks5
 
 from bip._client import TorrentOptions, open_session
@@ -26,20 +24,6 @@ from bip_utracker import serve_tracker
 
 OTHER_LOOPBACK = "127.0.0.2"
 DEADLINE = 15.0
-
-
-@pytest.fixture
-def proxy_peers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The host of every client the in-test proxy serves, as the proxy sees it."""
-    seen: list[str] = []
-    serve_one: Callable[..., Awaitable[None]] = _socks_server._serve_one
-
-    async def spied(server: object, stream: trio.SocketStream, step_timeout: float) -> None:
-        seen.append(str(stream.socket.getpeername()[0]))
-        await serve_one(server, stream, step_timeout)
-
-    monkeypatch.setattr(_socks_server, "_serve_one", spied)
-    return seen
 
 
 @pytest.fixture(autouse=True)
@@ -53,7 +37,7 @@ def _other_loopback() -> None:
 
 
 async def test_a_bound_leecher_reaches_the_udp_tracker_and_the_seed_through_the_relay(
-    tmp_path: Path, proxy_peers: list[str]
+    tmp_path: Path,
 ) -> None:
     folder = write_content(tmp_path / "seed", (40_000, 2))
     torrent = make_torrent(folder, "v1")
@@ -90,8 +74,8 @@ async def test_a_bound_leecher_reaches_the_udp_tracker_and_the_seed_through_the_
                     [ours] = leecher.trackers.local_addresses
     # Every connection to the proxy left from 127.0.0.2, and the tracker's datagrams (its
     # connect and announce) went through the relay the proxy set up for that host.
-    assert proxy_peers
-    assert set(proxy_peers) == {OTHER_LOOPBACK}
+    assert proxy.client_hosts
+    assert set(proxy.client_hosts) == {OTHER_LOOPBACK}
     assert {association.client_host for association in proxy.associations} == {OTHER_LOOPBACK}
     [association] = [a for a in proxy.associations if a.client == (OTHER_LOOPBACK, ours.port)]
     assert association.relayed >= 2
@@ -104,9 +88,7 @@ async def test_a_bound_leecher_reaches_the_udp_tracker_and_the_seed_through_the_
     assert same_files(folder, tmp_path / "down" / "album")
 
 
-async def test_http_tracker_requests_reach_the_proxy_from_the_local_address(
-    proxy_peers: list[str],
-) -> None:
+async def test_http_tracker_requests_reach_the_proxy_from_the_local_address() -> None:
     tracker = MiniTracker()
     with trio.fail_after(DEADLINE):
         async with serve_socks5() as proxy, http_server(tracker) as server:
@@ -115,5 +97,5 @@ async def test_http_tracker_requests_reach_the_proxy_from_the_local_address(
                 await client.announce(
                     server.url, bytes(range(20)), peer_id=PeerId.generate(), port=6881, left=1
                 )
-    assert proxy_peers == [OTHER_LOOPBACK]
+    assert proxy.client_hosts == [OTHER_LOOPBACK]
     assert len(proxy.connects) == 1

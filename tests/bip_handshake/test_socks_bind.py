@@ -9,13 +9,12 @@ from __future__ import annotations
 import errno
 import functools
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from ipaddress import IPv4Address
 
 import pytest
 import trio
-from tests import _socks_server
 from tests._resolvers import FixedResolver
 from tests._socks_server import serve_socks5
 
@@ -27,20 +26,6 @@ from bip_handshake._socks_udp import open_socks5_udp_socket
 LOOPBACK = "127.0.0.1"
 OTHER_LOOPBACK = "127.0.0.2"
 DEADLINE = 5.0
-
-
-@pytest.fixture
-def proxy_peers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The host of every client the in-test proxy serves, as the proxy sees it."""
-    seen: list[str] = []
-    serve_one: Callable[..., Awaitable[None]] = _socks_server._serve_one
-
-    async def spied(server: object, stream: trio.SocketStream, step_timeout: float) -> None:
-        seen.append(str(stream.socket.getpeername()[0]))
-        await serve_one(server, stream, step_timeout)
-
-    monkeypatch.setattr(_socks_server, "_serve_one", spied)
-    return seen
 
 
 def require_other_loopback() -> None:
@@ -81,9 +66,7 @@ async def echo_target() -> AsyncIterator[tuple[PeerAddress, PeerAddress]]:
             nursery.cancel_scope.cancel()
 
 
-async def test_a_udp_socket_on_another_host_associates_from_it_and_relays(
-    proxy_peers: list[str],
-) -> None:
+async def test_a_udp_socket_on_another_host_associates_from_it_and_relays() -> None:
     # Before: the control connection left from 127.0.0.1, the datagrams from 127.0.0.2, and
     # the proxy dropped them as a stranger's.
     require_other_loopback()
@@ -102,22 +85,20 @@ async def test_a_udp_socket_on_another_host_associates_from_it_and_relays(
             assert association.client_host == OTHER_LOOPBACK
             assert association.client == (OTHER_LOOPBACK, udp.local_address.port)
             assert association.relayed == association.returned == 1
-    assert proxy_peers == [OTHER_LOOPBACK]
+    assert server.client_hosts == [OTHER_LOOPBACK]
 
 
-async def test_an_unspecified_udp_bind_lets_the_system_pick(proxy_peers: list[str]) -> None:
+async def test_an_unspecified_udp_bind_lets_the_system_pick() -> None:
     with trio.fail_after(DEADLINE):
         async with (
             serve_socks5() as server,
             open_socks5_udp_socket(ProxyConfig(LOOPBACK, server.port)) as udp,
         ):
             await udp.wait_associated()
-    assert proxy_peers == [LOOPBACK]
+    assert server.client_hosts == [LOOPBACK]
 
 
-async def test_the_socks_dialer_connects_to_the_proxy_from_its_local_address(
-    proxy_peers: list[str],
-) -> None:
+async def test_the_socks_dialer_connects_to_the_proxy_from_its_local_address() -> None:
     require_other_loopback()
     with trio.fail_after(DEADLINE):
         async with serve_socks5() as server, echo_target() as (target, _udp):
@@ -127,14 +108,12 @@ async def test_the_socks_dialer_connects_to_the_proxy_from_its_local_address(
             async with stream:
                 await stream.send_all(b"ping")
                 assert await stream.receive_some(4) == b"ping"
-    assert proxy_peers == [OTHER_LOOPBACK]
+    assert server.client_hosts == [OTHER_LOOPBACK]
     assert server.connects == [(LOOPBACK, target.port)]
     assert dialer.statistics().connected == 1
 
 
-async def test_a_named_proxy_binds_only_its_addresses_of_the_local_family(
-    proxy_peers: list[str],
-) -> None:
+async def test_a_named_proxy_binds_only_its_addresses_of_the_local_family() -> None:
     # The name lists an IPv6 address first: that attempt is made unbound (and fails: nobody
     # listens there, or this host has no IPv6); the IPv4 one leaves from 127.0.0.2.
     require_other_loopback()
@@ -151,10 +130,10 @@ async def test_a_named_proxy_binds_only_its_addresses_of_the_local_family(
                 local_address=OTHER_LOOPBACK,
             )
             await stream.aclose()
-    assert proxy_peers == [OTHER_LOOPBACK]
+    assert server.client_hosts == [OTHER_LOOPBACK]
 
 
-async def test_a_local_address_of_the_other_family_is_ignored(proxy_peers: list[str]) -> None:
+async def test_a_local_address_of_the_other_family_is_ignored() -> None:
     with trio.fail_after(DEADLINE):
         async with serve_socks5() as server, echo_target() as (target, _udp):
             dialer = SocksDialer(ProxyConfig(LOOPBACK, server.port), local_address="::1")
@@ -165,7 +144,7 @@ async def test_a_local_address_of_the_other_family_is_ignored(proxy_peers: list[
                 SocksDialer(ProxyConfig(LOOPBACK, server.port), local_address="::").local_address
                 is None
             )
-    assert proxy_peers == [LOOPBACK]
+    assert server.client_hosts == [LOOPBACK]
 
 
 async def test_a_local_address_not_of_this_host_fails_the_dial() -> None:

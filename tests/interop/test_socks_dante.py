@@ -14,8 +14,6 @@ process. A missing binary skips the test, or fails it in CI.
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,38 +28,13 @@ from bip_handshake._socks import SocksReplyError, SocksUnavailableError
 from bip_handshake._socks_shell import ProxyConfig
 from bip_handshake._socks_udp import open_socks5_udp_socket
 
+from ._dante import start_dante
 from ._helpers import StartProcess, free_port, require_client, tcp_listening
 
 pytestmark = pytest.mark.interop
 
 DEADLINE = 10.0
 HOST = "127.0.0.1"
-DANTED = "/usr/sbin/danted"  # Debian installs it in sbin, not always on a user's PATH
-
-
-def dante_config(port: int) -> str:
-    """A Dante server on 127.0.0.1:port that relays TCP and UDP for loopback clients."""
-    users = (
-        "user.privileged: root\nuser.unprivileged: nobody\n" if os.geteuid() == 0 else ""
-    )  # switching users needs root; without root Dante keeps ours
-    return (
-        "logoutput: stderr\n"
-        f"internal: {HOST} port = {port}\n"
-        f"external: {HOST}\n"
-        "clientmethod: none\n"
-        "socksmethod: none\n"
-        f"{users}"
-        "client pass { from: 127.0.0.0/8 to: 0.0.0.0/0 }\n"
-        "socks pass { from: 0.0.0.0/0 to: 0.0.0.0/0 command: connect udpassociate udpreply }\n"
-    )
-
-
-def danted() -> str:
-    """Dante's server binary (a missing one skips, or fails in CI)."""
-    found = shutil.which("danted")
-    if found is None and os.access(DANTED, os.X_OK):
-        found = DANTED
-    return found if found is not None else require_client("danted")
 
 
 @asynccontextmanager
@@ -83,11 +56,7 @@ async def udp_echo() -> AsyncIterator[PeerAddress]:
 
 
 async def test_datagrams_through_dantes_relay(tmp_path: Path, start_process: StartProcess) -> None:
-    binary = danted()
-    port = free_port(HOST)
-    config = tmp_path / "danted.conf"
-    config.write_text(dante_config(port))
-    start_process([binary, "-f", config, "-N", "1"], ready=tcp_listening(HOST, port))
+    port = start_dante(start_process, tmp_path)
     with trio.fail_after(DEADLINE):
         async with (
             udp_echo() as echo,
