@@ -510,6 +510,6 @@ async def test_session_dialer_order_and_local_address() -> None:
         dialer = session.dialer
         assert isinstance(dialer, PeerDialer)
         assert dialer.prefer == "utp"
-        assert dialer._local == ("127.0.0.2", 4)
+        assert dialer.local_addresses == ("127.0.0.2",)
         assert dialer.transports(PeerAddress.parse("127.0.0.1:1")) == ("utp", "tcp")
         assert dialer.transports(PeerAddress.parse("[::1]:1")) == ("tcp",)

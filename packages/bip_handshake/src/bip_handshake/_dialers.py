@@ -29,7 +29,10 @@ are bounded (the oldest is forgotten first) and expire.
 Local address: a TCP connect is made from ``local_address`` when it is a specific
 address of the peer's family (``--bind 127.0.0.2``), as libtorrent's
 ``outgoing_interfaces`` does: peers see us where we accept them, and a peer that
-refuses connections from its own address (ctorrent) can be reached. A uTP connect
+refuses connections from its own address (ctorrent) can be reached. Given one address of
+each family (``--bind 10.8.0.2 --bind fd00::2``, a VPN with both), each connect leaves from
+the one of the peer's family, as libtorrent picks a listed interface of the destination's
+family; a peer of a family with none is dialled from the system's choice. A uTP connect
 leaves from its :class:`~bip_handshake.UtpSocket`, bound where the owner chose.
 
 Through a proxy: ``connect_tcp`` replaces the direct TCP connect (a
@@ -54,14 +57,14 @@ from __future__ import annotations
 import logging
 import math
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from ipaddress import ip_address
 from typing import Final, Literal
 
 import trio
 
 from ._compact import PeerAddress
+from ._socks_shell import _locals_of
 from ._utp_config import UtpConnectError
 from ._utp_socket import UtpSocket
 
@@ -162,8 +165,10 @@ class PeerDialer:
         prefer: the transport tried first when both can reach the peer. ``"tcp"``: uTP
             is the fallback for peers whose TCP port is refused or silent. ``"utp"``:
             libtorrent's order.
-        local_address: an IP address to make TCP connects from, for peers of its family
-            (``None``, or an unspecified address: the system picks).
+        local_address: an IP address to make TCP connects from, for peers of its family;
+            or several (``("10.8.0.2", "fd00::2")``): a connect leaves from the first listed
+            of the peer's family. A family with none, or whose first is unspecified, lets
+            the system pick (``None``: for both).
         first_timeout: seconds the first of two transports may take at most (not a TCP
             connect through ``connect_tcp``: it is held to ``first_share`` only).
         first_share: the share (0 to 1) of the time left before the caller's deadline the
@@ -173,8 +178,9 @@ class PeerDialer:
             not used.
 
     Raises:
-        ValueError: ``prefer`` is not a transport, ``local_address`` is not an IP address,
-            ``first_timeout`` is not positive or ``first_share`` not in (0, 1].
+        ValueError: ``prefer`` is not a transport, ``local_address`` is not an IP address
+            nor a sequence of them, ``first_timeout`` is not positive or ``first_share`` not
+            in (0, 1].
         TypeError: ``connect_tcp`` is not callable.
     """
 
@@ -184,7 +190,7 @@ class PeerDialer:
         tcp: bool = True,
         utp: Iterable[UtpSocket] = (),
         prefer: Transport = "tcp",
-        local_address: str | None = None,
+        local_address: str | Sequence[str] | None = None,
         first_timeout: float = DEFAULT_FIRST_TIMEOUT,
         first_share: float = DEFAULT_FIRST_SHARE,
         connect_tcp: Callable[[PeerAddress], Awaitable[trio.abc.Stream]] | None = None,
@@ -198,16 +204,10 @@ class PeerDialer:
         if connect_tcp is not None and not callable(connect_tcp):
             raise TypeError(f"connect_tcp must be a dialer (callable), not {connect_tcp!r}")
         self._connect_tcp_via = connect_tcp
-        self._local: tuple[str, int] | None = None
-        if local_address is not None:
-            try:
-                parsed = ip_address(local_address)
-            except ValueError:
-                raise ValueError(
-                    f"local_address must be an IP address, not {local_address!r}"
-                ) from None
-            if not parsed.is_unspecified:
-                self._local = (str(parsed), parsed.version)
+        # IP version -> the address TCP connects to peers of that family leave from.
+        self._local: dict[int, str] = {
+            address.version: str(address) for address in _locals_of(local_address)
+        }
         self._tcp = tcp
         self._prefer: Transport = prefer
         self._first_timeout = first_timeout
@@ -241,6 +241,16 @@ class PeerDialer:
     def prefer(self) -> Transport:
         """The transport tried first when both can reach a peer."""
         return self._prefer
+
+    @property
+    def local_addresses(self) -> tuple[str, ...]:
+        """The addresses direct TCP connects leave from, one per IP family at most, in the
+        order given (a peer of a family with none: the system picks).
+
+        >>> PeerDialer(local_address=("fd00::2", "10.8.0.2")).local_addresses
+        ('fd00::2', '10.8.0.2')
+        """
+        return tuple(self._local.values())
 
     @property
     def utp_sockets(self) -> tuple[UtpSocket, ...]:
@@ -543,11 +553,9 @@ class PeerDialer:
     async def _connect_tcp(self, address: PeerAddress) -> trio.abc.Stream:
         if self._connect_tcp_via is not None:
             return await self._connect_tcp_via(address)
-        local = self._local
-        if local is not None and local[1] == address.family:
-            return await trio.open_tcp_stream(
-                str(address.host), address.port, local_address=local[0]
-            )
+        local = self._local.get(address.family)
+        if local is not None:
+            return await trio.open_tcp_stream(str(address.host), address.port, local_address=local)
         return await trio.open_tcp_stream(str(address.host), address.port)
 
     async def _connect_utp(self, address: PeerAddress) -> tuple[trio.abc.Stream, object]:

@@ -20,6 +20,9 @@ Both connect to the proxy from a ``local_address`` when given one (``--bind``), 
 libtorrent binds its connections to the proxy to its ``outgoing_interfaces``: a user bound to
 one interface (a VPN's) has them leave by it, and a proxy that relays UDP only for the
 control connection's host (Dante, RFC 1928's advice) sees that host where our UDP socket is.
+Given several (one per family: ``--bind 10.8.0.2 --bind fd00::2``), each connection leaves
+from the one of the family of the proxy's address it connects to, as libtorrent picks a
+listed interface of the destination's family.
 
 CONNECT carries TCP only; UDP goes through the proxy's relay with SOCKS5's UDP ASSOCIATE
 (:mod:`bip_handshake._socks_udp`). Connections peers make to us do not go through the proxy.
@@ -33,7 +36,7 @@ import logging
 import os
 import re
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any, Final
@@ -226,19 +229,42 @@ def _literal(host: str) -> IPv4Address | IPv6Address | None:
         return None
 
 
-def _local_of(local_address: str | None) -> IPv4Address | IPv6Address | None:
-    """The address to connect to the proxy from: ``local_address`` parsed, None for None or an
-    unspecified address (the system picks, as without one).
+def _locals_of(
+    local_address: str | Sequence[str] | None,
+) -> tuple[IPv4Address | IPv6Address, ...]:
+    """The addresses to connect from, one per IP family at most: ``local_address`` (one IP
+    address, or several) parsed, the first of each family kept, in the order given. A family
+    whose first address is unspecified (``0.0.0.0``, ``::``) gets none: the system picks for
+    it, as without one (a later address of that family is not taken instead: the first one
+    listed speaks for its family, as a single ``--bind`` did).
+
+    >>> [str(a) for a in _locals_of(("fd00::2", "0.0.0.0", "10.8.0.2", "fd00::3"))]
+    ['fd00::2']
 
     Raises:
-        ValueError: ``local_address`` is not an IP address.
+        ValueError: ``local_address`` is not an IP address, or not a sequence of them.
     """
     if local_address is None:
-        return None
-    address = _literal(local_address) if isinstance(local_address, str) else None
-    if address is None:
-        raise ValueError(f"local_address must be an IP address, not {local_address!r:.80}")
-    return None if address.is_unspecified else address
+        return ()
+    entries: Sequence[object] = (
+        (local_address,) if isinstance(local_address, str | bytes) else local_address
+    )
+    if not isinstance(entries, Sequence):
+        raise ValueError(
+            f"local_address must be an IP address or a sequence of them, not {local_address!r:.80}"
+        )
+    kept: list[IPv4Address | IPv6Address] = []
+    families: set[int] = set()
+    for entry in entries:
+        address = _literal(entry) if isinstance(entry, str) else None
+        if address is None:
+            raise ValueError(f"local_address must be an IP address, not {entry!r:.80}")
+        if address.version in families:
+            continue
+        families.add(address.version)
+        if not address.is_unspecified:
+            kept.append(address)
+    return tuple(kept)
 
 
 async def resolve_proxy_target(
@@ -328,7 +354,7 @@ async def open_socks5_stream(
     *,
     timeout: float,
     check_target: Callable[[IPv4Address | IPv6Address | str], None] | None = None,
-    local_address: str | None = None,
+    local_address: str | Sequence[str] | None = None,
 ) -> trio.SocketStream:
     """A TCP stream to ``host:port`` through ``proxy``, positioned after the proxy's reply.
 
@@ -349,21 +375,23 @@ async def open_socks5_stream(
             What it raises is raised as is, nothing sent for that target: a caller's rules
             on where it may connect are applied before the target hears anything.
         local_address: the IP address the connection to the proxy leaves from (``--bind``),
-            for the proxy's addresses of its family; one of the other family is ignored for
-            those (the system picks, as with ``None`` or an unspecified address).
+            for the proxy's addresses of its family, or several: one of each family at most
+            counts, the first listed (:class:`SocksDialer`). For the proxy's addresses of a
+            family with none, the system picks, as with ``None`` or an unspecified address.
 
     Raises:
         SocksError: the proxy could not be reached, broke the protocol, refused us, could not
             connect to the target (to any of its addresses: the last one's error), or took
             longer than ``timeout`` (``errno`` ETIMEDOUT); an :class:`OSError` too. The
             socket is closed.
-        ValueError: ``timeout`` is not positive, ``local_address`` is not an IP address, or
-            the target cannot be sent (a port out of 0..65535, a name longer than 255 bytes).
+        ValueError: ``timeout`` is not positive, ``local_address`` is not an IP address (nor
+            a sequence of them), or the target cannot be sent (a port out of 0..65535, a name
+            longer than 255 bytes).
         Exception: what ``check_target`` raises.
     """
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
         raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
-    local = _local_of(local_address)
+    local = _locals_of(local_address)
     with trio.move_on_after(timeout):
         failure: SocksReplyError | None = None
         for target in await _proxy_targets(proxy, host, port):
@@ -394,7 +422,7 @@ async def open_socks5_stream(
 async def _connect_to_proxy(
     proxy: ProxyConfig,
     family: socket.AddressFamily | None = None,
-    local: IPv4Address | IPv6Address | None = None,
+    local: Sequence[IPv4Address | IPv6Address] = (),
 ) -> trio.SocketStream:
     """A TCP connection to ``proxy``, or a :class:`SocksError` with the refusal's errno.
 
@@ -406,12 +434,12 @@ async def _connect_to_proxy(
     literal of the other family, is EHOSTUNREACH. A name that cannot be resolved is the
     resolver's error (its errno where one fits).
 
-    With a ``local`` address (specific, not unspecified), a connection to an address of its
-    family leaves from it; one to the other family's is made as without it (trio's
-    ``open_tcp_stream`` would fail that attempt instead). An address not of this host is
-    each attempt's EADDRNOTAVAIL.
+    With ``local`` addresses (specific ones, one per family at most: :func:`_locals_of`), a
+    connection to an address of a family leaves from that family's; one to a family with
+    none is made as without any (trio's ``open_tcp_stream`` would fail that attempt
+    instead). An address not of this host is each attempt's EADDRNOTAVAIL.
     """
-    if family is not None or local is not None:
+    if family is not None or local:
         return await _connect_in_family(proxy, family, local)
     try:
         return await trio.open_tcp_stream(proxy.host, proxy.port)
@@ -488,13 +516,14 @@ async def _proxy_addresses(
 async def _connect_in_family(
     proxy: ProxyConfig,
     family: socket.AddressFamily | None,
-    local: IPv4Address | IPv6Address | None = None,
+    local: Sequence[IPv4Address | IPv6Address] = (),
 ) -> trio.SocketStream:
     """A TCP connection to one of the proxy's addresses of ``family`` (None: of either; see
     :func:`_connect_to_proxy`), as happy eyeballs: each address is tried :data:`_STAGGER`
     seconds after the one before (at once when that one failed), the first to connect wins
     and the others are cancelled and closed. The caller's deadline bounds their time. Each
-    socket of ``local``'s family is bound to it (port 0) before it connects.
+    socket is bound (port 0) to ``local``'s address of its family, if there is one, before it
+    connects.
 
     Raises:
         SocksError: the name could not be resolved, or every address failed (the last
@@ -502,9 +531,11 @@ async def _connect_in_family(
             it cannot bind, EADDRNOTAVAIL, is a failure too).
     """
     addresses = await _proxy_addresses(proxy, family)
-    local_family = (
-        None if local is None else socket.AF_INET if local.version == 4 else socket.AF_INET6
-    )
+    # family -> the address its sockets leave from (the first of a family, if several).
+    sources: dict[socket.AddressFamily, str] = {}
+    for address in local:
+        family_of = socket.AF_INET if address.version == 4 else socket.AF_INET6
+        sources.setdefault(family_of, str(address))
     failures: list[OSError] = []
     winner: trio.socket.SocketType | None = None
 
@@ -525,11 +556,12 @@ async def _connect_in_family(
             failed.set()
             return
         try:
-            if sock_family == local_family:
+            source = sources.get(sock_family)
+            if source is not None:
                 if _BIND_ADDRESS_NO_PORT is not None:
                     with contextlib.suppress(OSError):
                         sock.setsockopt(socket.IPPROTO_IP, _BIND_ADDRESS_NO_PORT, 1)
-                await sock.bind((str(local), 0))
+                await sock.bind((source, 0))
             await sock.connect(sockaddr)
         except OSError as error:
             sock.close()
@@ -624,6 +656,9 @@ class SocksDialer:
     >>> dialer = SocksDialer(parse_proxy_url("socks5://127.0.0.1:1080"))
     >>> dialer.proxy.address, dialer.statistics()
     ('127.0.0.1:1080', SocksDialerStatistics(dials=0, connected=0, failed=0))
+    >>> proxy = parse_proxy_url("socks5://[::1]")
+    >>> SocksDialer(proxy, local_address=("::1", "127.0.0.2", "::2")).local_addresses
+    ('::1', '127.0.0.2')
 
     Args:
         proxy: the proxy.
@@ -631,12 +666,14 @@ class SocksDialer:
             as well).
         local_address: the IP address every connection to the proxy leaves from
             (``--bind``: the one the direct dialer connects from), for the proxy's addresses
-            of its family; one of the other family is ignored for those (``None``, or an
-            unspecified address: the system picks).
+            of its family; or several (``("10.8.0.2", "fd00::2")``): a connection to one of
+            the proxy's addresses leaves from the first listed of that address's family. A
+            family with none, or whose first is unspecified, lets the system pick (``None``:
+            for both).
 
     Raises:
         ValueError: ``timeout`` is not a positive number, or ``local_address`` is not an IP
-            address.
+            address nor a sequence of them.
         TypeError: ``proxy`` is not a :class:`ProxyConfig`.
     """
 
@@ -645,17 +682,17 @@ class SocksDialer:
         proxy: ProxyConfig,
         *,
         timeout: float = DEFAULT_SOCKS_TIMEOUT,
-        local_address: str | None = None,
+        local_address: str | Sequence[str] | None = None,
     ) -> None:
         if not isinstance(proxy, ProxyConfig):
             raise TypeError(f"proxy must be a ProxyConfig, not {proxy!r}")
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
-        local = _local_of(local_address)
+        local = _locals_of(local_address)
         self._proxy = proxy
         self._timeout = float(timeout)
         # Kept as text: open_socks5_stream takes it so (parsed above to fail here, not per dial).
-        self._local_address = None if local is None else str(local)
+        self._local_addresses = tuple(str(address) for address in local)
         self._dials = self._connected = self._failed = 0
 
     @property
@@ -665,8 +702,14 @@ class SocksDialer:
 
     @property
     def local_address(self) -> str | None:
-        """The address connections to the proxy leave from (None: the system picks)."""
-        return self._local_address
+        """The first of :attr:`local_addresses` (None: the system picks for both families)."""
+        return self._local_addresses[0] if self._local_addresses else None
+
+    @property
+    def local_addresses(self) -> tuple[str, ...]:
+        """The addresses connections to the proxy leave from, one per IP family at most, in
+        the order given (a family with none: the system picks)."""
+        return self._local_addresses
 
     def statistics(self) -> SocksDialerStatistics:
         """A snapshot of the counters."""
@@ -686,7 +729,7 @@ class SocksDialer:
                 address.host,
                 address.port,
                 timeout=self._timeout,
-                local_address=self._local_address,
+                local_address=self._local_addresses,
             )
         except SocksError as error:
             self._failed += 1

@@ -392,7 +392,7 @@ class Socks5UdpSocket:
         # from the control connection's host (we name none: 0.0.0.0:0), so a control
         # connection leaving from another of our addresses would have our datagrams dropped.
         host_address = self._local.host
-        local = None if host_address.is_unspecified else host_address
+        local = () if host_address.is_unspecified else (host_address,)
         with trio.move_on_after(self._timeout):
             stream = await _connect_to_proxy(self._proxy, family, local)
             try:

@@ -1157,18 +1157,20 @@ def _http_local_address(config: ClientConfig) -> str | None:
 def _dialer(config: ClientConfig) -> PeerDialer | None:
     """The session's dialer, unless the config brings its own ``dial``: TCP and (unless
     ``utp`` is off) uTP, in the configured order. TCP connects leave from the listen address
-    when it is a specific one (``--bind 127.0.0.2``), as libtorrent's ``outgoing_interfaces``
-    does: peers see us where we accept them, and a peer that refuses connections from its own
-    address (ctorrent) can be reached. The uTP sockets are added once bound.
+    of the peer's family when it is a specific one (``--bind 127.0.0.2``; with
+    ``--bind 10.8.0.2 --bind fd00::2``, IPv4 peers from the first, IPv6 ones from the second),
+    as libtorrent's ``outgoing_interfaces`` does: peers see us where we accept them, and a
+    peer that refuses connections from its own address (ctorrent) can be reached. The uTP
+    sockets are added once bound.
 
     With a proxy for peers, TCP connects go through it (:class:`~bip_handshake.SocksDialer`,
-    its connections to the proxy leaving from that same address) and uTP ones through its
-    UDP relay (the socket :func:`open_session_utp` adds, bound there too), in the same
-    order, with the same fallback."""
+    each connection to the proxy leaving from the listen address of the family it connects
+    in) and uTP ones through its UDP relay (the socket :func:`open_session_utp` adds, bound
+    to the listen address of its family too), in the same order, with the same fallback."""
     if config.dial is not None:
         return None
     proxy = _peer_proxy(config)
-    local = _peer_local_address(config)
+    local = _peer_local_addresses(config)
     return PeerDialer(
         prefer="utp" if config.utp and config.prefer_utp else "tcp",
         local_address=local,
@@ -1178,14 +1180,22 @@ def _dialer(config: ClientConfig) -> PeerDialer | None:
     )
 
 
-def _peer_local_address(config: ClientConfig) -> str | None:
-    """The address peer connections leave from: the first listen host when it is an IP
-    address (unspecified included: the dialers then let the system pick), else None."""
-    host = config.listen[0][0] if config.listen else None
-    try:
-        return None if host is None else str(ip_address(host))
-    except ValueError:  # a name: the system picks the source address
-        return None
+def _peer_local_addresses(config: ClientConfig) -> tuple[str, ...]:
+    """The addresses peer connections leave from: the first listen host of each IP family
+    (an unspecified one included: the dialers then let the system pick for that family),
+    in the order listed. A host name is skipped (the system picks the source address).
+
+    >>> _peer_local_addresses(ClientConfig(listen=(("fd00::2", 0), ("10.8.0.2", 0))))
+    ('fd00::2', '10.8.0.2')
+    """
+    found: dict[int, str] = {}
+    for host, _port in config.listen:
+        try:
+            address = ip_address(host)
+        except ValueError:  # a name: the system picks the source address
+            continue
+        found.setdefault(address.version, str(address))
+    return tuple(found.values())
 
 
 def _peer_proxy(config: ClientConfig) -> ProxyConfig | None:
@@ -1348,8 +1358,9 @@ async def open_session(
                         # Dials through its UDP relay only; the listeners still accept.
                         proxy=peer_proxy,
                         proxy_timeout=config.connect_timeout,
-                        # The relay's host is the one the proxy relays for: --bind's.
-                        proxy_local=_peer_local_address(config),
+                        # The relay's host is the one the proxy relays for: --bind's of
+                        # the relay's family.
+                        proxy_local=_peer_local_addresses(config),
                     )
                 )
             addresses = handshaker.listen_addresses

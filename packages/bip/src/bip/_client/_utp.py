@@ -13,8 +13,10 @@ Those outgoing-only sockets accept nothing (``accept_incoming=False``): a stray 
 a RESET and leaves no state behind.
 
 Every accepted uTP stream goes to the handshaker (:meth:`~bip_handshake.Handshaker.accept_stream`),
-as a TCP connection would; every socket is given to the session's
-:class:`~bip_handshake.PeerDialer`, which uses it for peers of its IP family.
+as a TCP connection would; one socket of each IP family is given to the session's
+:class:`~bip_handshake.PeerDialer`, which uses it for peers of that family: the one on the
+dialer's local address of that family (``--bind``'s first), else the first of the family,
+so that uTP and TCP dials leave from the same address.
 
 Through a SOCKS5 proxy (peers dialled through it), uTP is dialled through the proxy's UDP
 relay, as libtorrent does: one UDP socket of ours associated with the proxy
@@ -197,22 +199,32 @@ async def _relay_bind(proxy: ProxyConfig, timeout: float) -> tuple[str, int]:
     return ("::", 0) if family == 6 else ("0.0.0.0", 0)
 
 
-def _bound_to(bind: tuple[str, int], local: str | None) -> tuple[str, int]:
-    """``bind`` on ``local`` (the session's ``--bind``) in place of its unspecified host when
-    ``local`` is an IP address of that host's family: the relay's control connection then
-    leaves from there too (a ``local`` of the other family, or no IP address, is ignored).
+def _bound_to(bind: tuple[str, int], local: str | Sequence[str] | None) -> tuple[str, int]:
+    """``bind`` on the session's outgoing address of its family (``local``: one address or
+    several, ``--bind``'s) in place of its unspecified host: the relay's control connection
+    then leaves from there too. The first address of that family counts (an unspecified one:
+    ``bind`` as it is, as the dialers let the system pick); one of the other family, or no IP
+    address, is ignored.
 
     >>> _bound_to(("0.0.0.0", 0), "127.0.0.2"), _bound_to(("::", 0), "127.0.0.2")
     (('127.0.0.2', 0), ('::', 0))
+    >>> _bound_to(("::", 0), ("127.0.0.2", "::1", "::2"))
+    ('::1', 0)
     """
     try:
         host = ip_address(bind[0])
-        address = None if local is None else ip_address(local)
     except ValueError:  # a name: the system picks, as for the direct dialer
         return bind
-    if address is None or not host.is_unspecified or address.version != host.version:
+    if not host.is_unspecified:
         return bind
-    return str(address), bind[1]
+    for entry in (local,) if isinstance(local, str) else local or ():
+        try:
+            address = ip_address(entry)
+        except ValueError:  # a name: the system picks, as for the direct dialer
+            continue
+        if address.version == host.version:
+            return bind if address.is_unspecified else (str(address), bind[1])
+    return bind
 
 
 def _relay_check(udp: Socks5UdpSocket) -> Callable[[], int]:
@@ -259,11 +271,11 @@ async def _open_relayed(
     config: UtpConfig,
     timeout: float | None,
     *,
-    local: str | None,
+    local: str | Sequence[str] | None,
 ) -> tuple[UtpSocket, Callable[[], int]]:
-    """uTP over a UDP socket associated with ``proxy`` (in ``stack``), bound to ``local`` when
-    it is of the relay's family, for dialling out only, its reader started in ``nursery``;
-    and the dialer's check of it.
+    """uTP over a UDP socket associated with ``proxy`` (in ``stack``), bound to ``local``'s
+    address of the relay's family (:func:`_bound_to`), for dialling out only, its reader
+    started in ``nursery``; and the dialer's check of it.
 
     Raises:
         ListenError: the relay socket cannot be bound.
@@ -295,6 +307,22 @@ async def _open_relayed(
     return utp, _relay_check(udp)
 
 
+def _dialling_sockets(
+    sockets: Sequence[UtpSocket], local_addresses: Sequence[str]
+) -> tuple[UtpSocket, ...]:
+    """The socket of each IP family the dialer connects from: the one bound to its address of
+    that family (``local_addresses``: the dialer's, ``--bind``'s first of each family), else
+    the first of the family (listening ones come first). TCP connects then leave from the same
+    address as uTP ones, with several listeners of one family."""
+    chosen: dict[int, UtpSocket] = {}
+    for utp in sockets:
+        if str(utp.local_address.host) in local_addresses:
+            chosen.setdefault(utp.local_address.family, utp)
+    for utp in sockets:
+        chosen.setdefault(utp.local_address.family, utp)
+    return tuple(chosen.values())
+
+
 async def _accept(utp: UtpSocket, handshaker: Handshaker) -> None:
     """Give every uTP connection a peer opens to the handshaker, as a TCP one (marked uTP)."""
     async for stream in utp.incoming():
@@ -312,14 +340,16 @@ async def open_session_utp(
     dial_from: str | Sequence[str] | None = None,
     proxy: ProxyConfig | None = None,
     proxy_timeout: float | None = None,
-    proxy_local: str | None = None,
+    proxy_local: str | Sequence[str] | None = None,
 ) -> AsyncIterator[tuple[UtpSocket, ...]]:
     """uTP beside each of ``handshaker``'s listeners, for the duration of the block.
 
     Args:
         handshaker: where accepted streams go, and whose listeners name the ports.
         config: every uTP socket's settings.
-        dialer: given every socket (``None``: outbound connections do not use uTP).
+        dialer: given one socket of each IP family (``None``: outbound connections do not
+            use uTP): the one on its ``local_addresses``' address of that family, else the
+            first.
         dht: the session's DHT; shared when ``router`` is its ``other_datagrams`` and it is
             bound to a listener's address and port.
         router: the DHT's ``other_datagrams`` router, or None.
@@ -334,8 +364,9 @@ async def open_session_utp(
             :func:`~bip_handshake.open_socks5_udp_socket`'s default).
         proxy_local: the IP address the relay socket binds to (its control connection to
             ``proxy`` leaving from there too) when it is of the relay's family: the session's
-            outgoing address (``--bind``); ``None``, or one of the other family: the
-            unspecified address of the relay's family.
+            outgoing address (``--bind``); or several, the first of the relay's family
+            counting (``--bind 10.8.0.2 --bind fd00::2``). ``None``, none of that family, or
+            an unspecified first one: the unspecified address of the relay's family.
 
     Yields the sockets, listening ones first (the relay's, with a ``dialer`` and a
     ``proxy``, last; when it cannot be bound, a WARNING says so and peers are dialled over
@@ -412,7 +443,7 @@ async def open_session_utp(
                     logger.log(level, "no outgoing uTP from %s: %s", host, error.__cause__ or error)
                     continue
                 sockets.append(utp)
-            for utp in sockets:
+            for utp in _dialling_sockets(sockets, dialer.local_addresses):
                 dialer.add_utp(utp)
                 stack.callback(dialer.remove_utp, utp)
         yield tuple(sockets)

@@ -1,0 +1,200 @@
+"""The dialers' local addresses per IP family (``--bind 10.8.0.2 --bind fd00::2``): a direct
+TCP connect (PeerDialer) and a connection to the SOCKS5 proxy (SocksDialer, and each attempt
+of one: the proxy's IPv6 and IPv4 addresses) leave from the configured address of the family
+they connect in, whichever is listed first; a family with none lets the system pick.
+
+Loopback only: 127.0.0.2 is seen as itself by a listener on 127.0.0.1 (the system would pick
+127.0.0.1). ``::1`` is the one IPv6 loopback address, so an IPv6 connect is proved bound by a
+configured IPv6 address this host does not have (2001:db8::1, RFC 3849's): it fails there,
+never connecting from the system's choice."""
+
+from __future__ import annotations
+
+import errno
+import functools
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from ipaddress import ip_address
+
+import pytest
+import trio
+from tests._resolvers import FixedResolver, has_ipv6_loopback
+from tests._socks_server import serve_socks5
+
+from bip_handshake import PeerAddress, PeerDialer, SocksDialer
+from bip_handshake._socks import SocksError
+from bip_handshake._socks_shell import ProxyConfig, open_socks5_stream
+
+OTHER_LOOPBACK = "127.0.0.2"
+NOT_OURS_V6 = "2001:db8::1"
+DEADLINE = 5.0
+BOTH_ORDERS = pytest.mark.parametrize("reverse", [False, True], ids=["v4-first", "v6-first"])
+
+
+def require_other_loopback() -> None:
+    """Skip where 127.0.0.2 is not an address of this host (macOS has 127.0.0.1 alone)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind((OTHER_LOOPBACK, 0))
+    except OSError:
+        pytest.skip("127.0.0.2 cannot be bound on this host")
+
+
+def require_ipv6_loopback() -> None:
+    if not has_ipv6_loopback():
+        pytest.skip("no IPv6 loopback (::1) on this host")
+
+
+def ordered(v4: str, v6: str, reverse: bool) -> tuple[str, str]:
+    return (v6, v4) if reverse else (v4, v6)
+
+
+@asynccontextmanager
+async def recording_listener(host: str) -> AsyncIterator[tuple[int, list[str]]]:
+    """A TCP listener on ``host`` that notes the host of each connection and closes it: its
+    port and the hosts seen, in order."""
+    seen: list[str] = []
+
+    async def note(stream: trio.SocketStream) -> None:
+        seen.append(str(stream.socket.getpeername()[0]))
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        [listener] = await nursery.start(functools.partial(trio.serve_tcp, host=host), note, 0)
+        yield listener.socket.getsockname()[1], seen
+        nursery.cancel_scope.cancel()
+
+
+async def wait_seen(seen: list[str], count: int) -> None:
+    while len(seen) < count:  # bounded by the caller's deadline
+        await trio.sleep(0.001)
+
+
+def test_the_first_address_of_each_family_is_kept() -> None:
+    cases: list[tuple[str | tuple[str, ...] | None, tuple[str, ...]]] = [
+        (None, ()),
+        ("127.0.0.2", ("127.0.0.2",)),
+        ("::", ()),
+        (("fd00::2", "10.8.0.2"), ("fd00::2", "10.8.0.2")),
+        (("10.8.0.2", "10.8.0.3", "fd00::2", "fd00::3"), ("10.8.0.2", "fd00::2")),
+        # An unspecified first one speaks for its family: the system picks for it.
+        (("0.0.0.0", "10.8.0.2", "fd00::2"), ("fd00::2",)),
+        ((), ()),
+    ]
+    proxy = ProxyConfig("127.0.0.1", 1080)
+    for given, kept in cases:
+        assert PeerDialer(local_address=given).local_addresses == kept, given
+        dialer = SocksDialer(proxy, local_address=given)
+        assert dialer.local_addresses == kept, given
+        assert dialer.local_address == (kept[0] if kept else None)
+
+
+@pytest.mark.parametrize("given", ["eth0", ("127.0.0.2", "eth0"), 5, b"127.0.0.1", ("",)])
+def test_a_local_address_that_is_not_an_ip_address_is_refused(given: object) -> None:
+    with pytest.raises(ValueError, match="local_address must be an IP address"):
+        PeerDialer(local_address=given)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="local_address must be an IP address"):
+        SocksDialer(ProxyConfig("127.0.0.1", 1080), local_address=given)  # type: ignore[arg-type]
+
+
+@BOTH_ORDERS
+async def test_a_direct_ipv4_connect_leaves_from_the_ipv4_address(reverse: bool) -> None:
+    # Before, the first address alone counted: listed second, 127.0.0.2 was not used.
+    require_other_loopback()
+    with trio.fail_after(DEADLINE):
+        async with recording_listener("127.0.0.1") as (port, seen):
+            dialer = PeerDialer(local_address=ordered(OTHER_LOOPBACK, NOT_OURS_V6, reverse))
+            stream = await dialer(PeerAddress(ip_address("127.0.0.1"), port))
+            await stream.aclose()
+            await wait_seen(seen, 1)
+    assert seen == [OTHER_LOOPBACK]
+
+
+@BOTH_ORDERS
+async def test_a_direct_ipv6_connect_leaves_from_the_ipv6_address(reverse: bool) -> None:
+    require_ipv6_loopback()
+    with trio.fail_after(DEADLINE):
+        async with recording_listener("::1") as (port, seen):
+            target = PeerAddress(ip_address("::1"), port)
+            dialer = PeerDialer(local_address=ordered(OTHER_LOOPBACK, "::1", reverse))
+            stream = await dialer(target)
+            await stream.aclose()
+            await wait_seen(seen, 1)
+            # Bound to the configured IPv6 address, not the system's choice: one this host
+            # does not have fails the connect.
+            bound = PeerDialer(local_address=ordered(OTHER_LOOPBACK, NOT_OURS_V6, reverse))
+            with pytest.raises(OSError, match="all attempts to connect") as caught:
+                await bound(target)
+            assert "2001:db8::1" in repr(caught.value.__cause__)
+            assert bound.statistics().failed == 1
+    assert seen == ["::1"]
+
+
+@BOTH_ORDERS
+async def test_socks_connections_leave_from_the_address_of_the_proxys_family(
+    reverse: bool,
+) -> None:
+    require_other_loopback()
+    with trio.fail_after(DEADLINE):
+        async with serve_socks5() as server, recording_listener("127.0.0.1") as (port, _seen):
+            dialer = SocksDialer(
+                ProxyConfig("127.0.0.1", server.port),
+                local_address=ordered(OTHER_LOOPBACK, NOT_OURS_V6, reverse),
+            )
+            stream = await dialer(PeerAddress(ip_address("127.0.0.1"), port))
+            await stream.aclose()
+    assert server.client_hosts == [OTHER_LOOPBACK]
+    assert dialer.statistics().connected == 1
+
+
+@BOTH_ORDERS
+async def test_a_connection_to_an_ipv6_proxy_leaves_from_the_ipv6_address(
+    reverse: bool,
+) -> None:
+    # The "proxy" notes who connected and hangs up: the dial fails, the source is what counts.
+    require_ipv6_loopback()
+    with trio.fail_after(DEADLINE):
+        async with recording_listener("::1") as (port, seen):
+            proxy = ProxyConfig("::1", port)
+            target = PeerAddress(ip_address("127.0.0.1"), 6881)
+            ours = SocksDialer(proxy, local_address=ordered(OTHER_LOOPBACK, "::1", reverse))
+            with pytest.raises(SocksError):
+                await ours(target)
+            not_ours = SocksDialer(
+                proxy, local_address=ordered(OTHER_LOOPBACK, NOT_OURS_V6, reverse)
+            )
+            with pytest.raises(SocksError) as caught:
+                await not_ours(target)
+    assert caught.value.errno == errno.EADDRNOTAVAIL
+    assert seen == ["::1"]
+
+
+@BOTH_ORDERS
+async def test_each_attempt_at_a_named_proxy_leaves_from_its_familys_address(
+    reverse: bool,
+) -> None:
+    # proxy.test names an IPv6 address first (tried first, happy eyeballs): that attempt is
+    # bound to 2001:db8::1 and fails at once, never reaching the listener on ::1; the IPv4
+    # attempt leaves from 127.0.0.2.
+    require_other_loopback()
+    require_ipv6_loopback()
+    with trio.fail_after(DEADLINE):
+        async with (
+            serve_socks5() as server,
+            recording_listener("::1") as (port6, seen6),
+            recording_listener("127.0.0.1") as (target_port, _seen),
+        ):
+            trio.socket.set_custom_hostname_resolver(
+                FixedResolver({"proxy.test": (("::1", port6), ("127.0.0.1", server.port))})
+            )
+            stream = await open_socks5_stream(
+                ProxyConfig("proxy.test", 1080),
+                "127.0.0.1",
+                target_port,
+                timeout=DEADLINE,
+                local_address=ordered(OTHER_LOOPBACK, NOT_OURS_V6, reverse),
+            )
+            await stream.aclose()
+    assert seen6 == []
+    assert server.client_hosts == [OTHER_LOOPBACK]
