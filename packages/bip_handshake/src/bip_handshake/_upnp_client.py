@@ -58,7 +58,11 @@ How it runs (as libtorrent's upnp.cpp does, where not said otherwise):
   description, then the gateway whose work fell due first. A gateway whose last request
   got no usable answer (a timeout, likely) waits behind the others' work that fell due
   before that failure: a dead gateway costs the others one timeout, not one for each of
-  the :data:`UPNP_DEVICE_FAILURES` it takes to be deemed lost. On each gateway: deletions
+  the :data:`UPNP_DEVICE_FAILURES` it takes to be deemed lost. With ``concurrent=True``
+  (the shell's way, libtorrent's) they go one at a time per lane instead: the search's
+  (rounds, descriptions) and each gateway's are in flight together, so a dead or slow
+  gateway costs the others nothing, and none is ever asked two things at once (the same
+  order within each lane). On each gateway: deletions
   first, then GetExternalIPAddress, then an AddPortMapping per mapping in the order they
   fell due
   (``NewInternalClient`` is our address on that connection, as the router sees it: the
@@ -695,6 +699,17 @@ class _Deletion:
 
 
 @dataclass(frozen=True, slots=True)
+class _Flight:
+    """A request handed out and not yet reported: its lane (the gateway it is for, None
+    for the search's), and for an ADD the router's hold on its port known before it left
+    (a refusal restores it)."""
+
+    request: UpnpRequest
+    device: _Device | None
+    held_until: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class _Refused:
     code: int
 
@@ -790,10 +805,16 @@ class UpnpClient:
       :class:`UpnpRequest` and nothing more until :meth:`search_sent`,
       :meth:`request_answered` or :meth:`request_failed` reports it (one at a time for
       all the gateways together: a small router is never asked two things at once, and
-      the caller needs one worker). The core keeps no time of its own for an exchange: the
-      caller bounds each (:data:`UPNP_HTTP_TIMEOUT`, or its own bound) and reports a
-      timeout with :meth:`request_failed`; a request never reported leaves the core
-      waiting for good.
+      the caller needs one worker). With ``concurrent=True`` it is one at a time **per
+      lane** instead, as libtorrent keeps one request in flight per device: the search
+      (its rounds, descriptions and "connected" checks) is one lane, each gateway in use
+      another (at most :data:`UPNP_MAX_GATEWAYS`); :meth:`next_request` is called until
+      it gives None, and each request handed out is performed beside the others (a
+      gateway's control URL still never gets two at once, and a slow or dead gateway
+      delays no other). The core keeps no time of its own for an exchange: the caller
+      bounds each (:data:`UPNP_HTTP_TIMEOUT`, or its own bound) and reports a timeout
+      with :meth:`request_failed`; a request never reported leaves the core (that lane,
+      when concurrent) waiting for good.
     - **Events drained**: events pile up in the core until :meth:`next_event` takes them;
       there is no bound of their own (none is dropped). Each comes of a call of the
       caller's (a report, a timer, an add, a removal, a close), at most a few per mapping
@@ -819,6 +840,8 @@ class UpnpClient:
             characters, no control characters).
         search_timeout: seconds a search takes answers for.
         rng: draws the random external ports tried after a conflict.
+        concurrent: one request in flight per lane (the search, each gateway) rather
+            than one in all; see above.
 
     Raises:
         LocalProtocolError: a bad argument.
@@ -833,7 +856,10 @@ class UpnpClient:
         description: str = "bip",
         search_timeout: float = UPNP_SEARCH_TIMEOUT,
         rng: random.Random | None = None,
+        concurrent: bool = False,
     ) -> None:
+        if not isinstance(concurrent, bool):
+            raise LocalProtocolError(f"concurrent is a bool, got {concurrent!r}")
         if (
             not isinstance(ssdp_address, tuple)
             or len(ssdp_address) != 2
@@ -876,12 +902,15 @@ class UpnpClient:
         self._wants: dict[MappingId, _Want] = {}
         self._next_id = 1
         self._events: deque[PortMappingEvent] = deque()
-        self._request: UpnpRequest | None = None  # the one in flight
-        self._request_device: _Device | None = None  # its gateway; None: the search's
+        self._concurrent = concurrent
+        # The requests in flight, by lane: a gateway's, or None for the search's. At most
+        # one (not concurrent), else one per lane: at most 1 + UPNP_MAX_GATEWAYS.
+        self._flights: dict[_Device | None, _Flight] = {}
         # Handed out, then abandoned by close() or abandon() before its report: that late
-        # report is ignored (once). One each at most: nothing goes out after abandon().
+        # report is ignored (once). Those in flight at each at most: nothing goes out after
+        # abandon().
         self._abandoned: list[UpnpRequest] = []
-        self._held_until: float | None = None  # the in-flight ADD's port's earlier hold
+        self._held_until: float | None = None  # _add_request's, for the flight it makes
         self._search: _Search | None = None
         self._search_due = -math.inf
         self._search_failures = 0
@@ -939,7 +968,7 @@ class UpnpClient:
     @property
     def is_closed(self) -> bool:
         """Whether :meth:`close` was called and every deletion is done (or given up)."""
-        return self._closed and not self._wants and self._request is None
+        return self._closed and not self._wants and not self._flights
 
     def _view(self, want: _Want) -> PortMapping:
         """``want`` as the first gateway (in rank order) that grants it shows it."""
@@ -1083,8 +1112,8 @@ class UpnpClient:
     def close(self, now: float) -> tuple[tuple[MappingProtocol, int], ...]:
         """Remove every mapping and ask nothing more; the deletions to make.
 
-        A request in flight is abandoned (an AddPortMapping's port is deleted all the same:
-        the router may have made it; a later report of it is ignored). Mappings no gateway
+        The requests in flight are abandoned (an AddPortMapping's port is deleted all the
+        same: the router may have made it; a later report of it is ignored). Mappings no gateway
         can hold are dropped at once; the others are deleted on each gateway one request at
         a time, as :meth:`next_request` gives them, until :attr:`is_closed`. A
         GetSpecificPortMappingEntry due after a 718 or 501 (asked, or to be asked) is asked
@@ -1154,12 +1183,10 @@ class UpnpClient:
             self._settle_want(want)
 
     def _abandon_request(self) -> None:
-        """Forget the request in flight; its report may still come (the caller's exchange
-        raced the close), and is then ignored."""
-        if self._request is not None:
-            self._abandoned.append(self._request)
-            self._request = None
-            self._request_device = None
+        """Forget the requests in flight; their reports may still come (the caller's
+        exchanges raced the close), and are then ignored."""
+        self._abandoned += [flight.request for flight in self._flights.values()]
+        self._flights.clear()
 
     # -- time ------------------------------------------------------------------------------
 
@@ -1170,7 +1197,7 @@ class UpnpClient:
         or None when nothing will happen unless the caller acts.
 
         While a request is in flight only a grant's lapse is timed: nothing else goes
-        before its answer.
+        before its answer (when concurrent: nothing else of its lane).
         """
         times = [
             g.expires_at
@@ -1178,10 +1205,12 @@ class UpnpClient:
             for g in d.grants.values()
             if g.state is _State.WANTED and g.expires_at is not None
         ]
-        if self._request is not None:
+        if self._flights and not self._concurrent:
             return min(times, default=None)
         search = self._search
-        if search is not None:
+        if None in self._flights:
+            pass  # the search's lane is busy: its next step waits for that report
+        elif search is not None:
             if self._describing is not None or search.queue:
                 return -math.inf
             if search.sends < UPNP_SEARCH_SENDS and search.next_send < search.end:
@@ -1191,6 +1220,8 @@ class UpnpClient:
         elif not self._closed:
             times.append(self._search_due)
         for device in self._devices:
+            if device in self._flights:
+                continue  # busy: its next step waits for that report
             if (
                 device.refusal is not None
                 or device.deletion is not None
@@ -1222,7 +1253,7 @@ class UpnpClient:
         search = self._search
         if (
             search is not None
-            and not (self._request is not None and self._request_device is None)
+            and None not in self._flights
             and self._describing is None
             and not search.queue
             and now >= search.end
@@ -1233,49 +1264,56 @@ class UpnpClient:
     # -- requests --------------------------------------------------------------------------
 
     def next_request(self, now: float) -> UpnpRequest | None:
-        """The one thing to do now, or None (nothing due, or a request in flight).
+        """The one thing to do now, or None (nothing due, or a request in flight; when
+        concurrent: nothing due on a lane with none in flight, call again until None).
 
         The request stays in flight until :meth:`search_sent`, :meth:`request_answered`
         or :meth:`request_failed` reports it.
         """
         now = _check_time(now)
-        if self._request is not None:
+        if self._flights and not self._concurrent:
             return None
+        self._held_until = None
         request, device = self._choose(now)
-        if request is not None and request.kind not in (
-            UpnpRequestKind.SEARCH,
-            UpnpRequestKind.DESCRIBE,
-        ):
+        if request is None:
+            return None
+        if request.kind not in (UpnpRequestKind.SEARCH, UpnpRequestKind.DESCRIBE):
             self._requests += 1
-        self._request = request
-        self._request_device = device
+        self._flights[device] = _Flight(request, device, self._held_until)
         return request
+
+    def _busy(self, device: _Device | None) -> bool:
+        """Whether ``device``'s lane (None: the search's) has a request in flight."""
+        return device in self._flights
 
     def _choose(self, now: float) -> tuple[UpnpRequest | None, _Device | None]:
         """The request due now and the gateway it is for (None: the search's). A search
         round first (datagrams: quick), then a gateway's retry, check or deletion (part of
         a go under way), then a description or "connected" check, then the gateway whose
         work fell due first. A gateway whose last request got no usable answer waits its
-        :meth:`_turn`, even for a retry or deletion."""
+        :meth:`_turn`, even for a retry or deletion. When concurrent, a lane with a
+        request in flight is passed over (the others' go meanwhile)."""
         search = self._search
+        searcher_free = not self._busy(None)
         if search is None and not self._closed and self._search_due <= now:
             self._searches += 1
             self._search_due = math.inf  # a loss or a failed search sets the next
             search = self._search = _Search(now, self._search_timeout)
         if (
             search is not None
+            and searcher_free
             and search.sends < UPNP_SEARCH_SENDS
             and search.next_send <= now < search.end
         ):
             return UpnpRequest(UpnpRequestKind.SEARCH, destination=self._ssdp_address), None
-        ranked = self._ranked()
+        ranked = [device for device in self._ranked() if not self._busy(device)]
         if self._closed:
             return self._closing_request(ranked, now)
         for device in ranked:
             request = None if device.failures else self._urgent_request(device, now)
             if request is not None:
                 return request, device
-        if search is not None:
+        if search is not None and searcher_free:
             request = self._describe_request(search)
             if request is not None:
                 return request, None
@@ -1321,7 +1359,7 @@ class UpnpClient:
             raise LocalProtocolError(f"a {request.kind.value} request is answered, not sent")
         if isinstance(sent, bool) or not isinstance(sent, int) or not 0 <= sent <= 64:
             raise LocalProtocolError(f"datagrams sent is a small count, got {sent!r}")
-        self._request = None
+        del self._flights[None]
         self._ssdp_sent += sent
         search = self._search
         if search is None:  # pragma: no cover - a SEARCH is in flight only in a search
@@ -1408,11 +1446,12 @@ class UpnpClient:
             raise LocalProtocolError(f"a response is an HttpResponse, got {response!r}")
         if not isinstance(local, IPv4Address):
             raise LocalProtocolError(f"a local address is an IPv4Address, got {local!r}")
-        if self._settle(request) is None:
+        flight = self._settle(request)
+        if flight is None:
             return
         if request.kind is UpnpRequestKind.SEARCH:
             raise LocalProtocolError("a search round is sent (search_sent), not answered")
-        self._outcome(request, response, local, now)
+        self._outcome(flight, response, local, now)
 
     def request_failed(self, request: UpnpRequest, reason: str, now: float) -> None:
         """A request got no answer (a timeout, a refused or broken connection, an answer
@@ -1430,25 +1469,27 @@ class UpnpClient:
         now = _check_time(now)
         if not isinstance(reason, str):
             raise LocalProtocolError(f"a reason is a str, got {reason!r}")
-        if self._settle(request) is None:
+        flight = self._settle(request)
+        if flight is None:
             return
         if request.kind is UpnpRequestKind.SEARCH:
-            self._request = None
+            del self._flights[None]
             self._search = None
             self._end_search(now)
             return
-        self._outcome(request, reason, None, now)
+        self._outcome(flight, reason, None, now)
 
-    def _settle(self, request: UpnpRequest) -> UpnpRequest | None:
-        """``request`` if it is the one in flight; None for one handed out, then abandoned
+    def _settle(self, request: UpnpRequest) -> _Flight | None:
+        """``request``'s flight if it is in flight; None for one handed out, then abandoned
         by :meth:`close` or :meth:`abandon` (its late report is of no use).
 
         Raises:
             LocalProtocolError: any other: one the core never handed out, or one reported
                 already.
         """
-        if request is self._request and request is not None:
-            return request
+        for flight in self._flights.values():
+            if flight.request is request:
+                return flight
         for i, abandoned in enumerate(self._abandoned):
             if abandoned is request:
                 del self._abandoned[i]  # reported now: a second report is a mistake
@@ -1657,7 +1698,9 @@ class UpnpClient:
         self, ranked: list[_Device], now: float
     ) -> tuple[UpnpRequest | None, _Device | None]:
         """Closed: the deletions certainly owed, on every gateway (in rank order), then the
-        conflict checks still due, each followed by its port's deletion if it is ours.
+        conflict checks still due, each followed by its port's deletion if it is ours
+        (``ranked``: the gateways free to ask, when concurrent; a gateway's check then goes
+        once its own deletions are made, whatever the others still owe).
 
         A check is last because it is the one likely to hang: the close usually cut it
         short because the router was slow to answer it, and asked first it could eat the
@@ -1780,15 +1823,14 @@ class UpnpClient:
 
     def _outcome(
         self,
-        request: UpnpRequest,
+        flight: _Flight,
         response: HttpResponse | str,
         local: IPv4Address | None,
         now: float,
     ) -> None:
-        """``request`` answered (an HttpResponse) or not (the reason why)."""
-        device = self._request_device
-        self._request = None
-        self._request_device = None
+        """``flight``'s request answered (an HttpResponse) or not (the reason why)."""
+        request, device = flight.request, flight.device
+        del self._flights[device]
         kind = request.kind
         if device is None:
             if kind is UpnpRequestKind.DESCRIBE:
@@ -1798,7 +1840,7 @@ class UpnpClient:
         elif kind is UpnpRequestKind.EXTERNAL_ADDRESS:
             self._address_answered(device, response, now)
         elif kind is UpnpRequestKind.ADD:
-            self._add_answered(device, request, response, now)
+            self._add_answered(device, request, flight.held_until, response, now)
         elif kind is UpnpRequestKind.GET_ENTRY:
             self._entry_answered(device, response, local, now)
         else:
@@ -1832,7 +1874,12 @@ class UpnpClient:
         self._events.append(UpnpAddressFailed(result, retry_at, device.service))
 
     def _add_answered(
-        self, device: _Device, request: UpnpRequest, response: HttpResponse | str, now: float
+        self,
+        device: _Device,
+        request: UpnpRequest,
+        held_until: float | None,
+        response: HttpResponse | str,
+        now: float,
     ) -> None:
         grant = device.grants.get(_present(request.mapping_id, "mapping_id"))
         port = _present(request.external_port, "external_port")
@@ -1853,7 +1900,7 @@ class UpnpClient:
         if grant is None:
             return  # dropped meanwhile (its lease ran out before its answer came)
         if isinstance(result, _Refused):
-            refusal = _Refusal(grant.id, port, self._held_until, result.code, lease)
+            refusal = _Refusal(grant.id, port, held_until, result.code, lease)
             self._refused(device, grant, refusal, now)
             return
         self._granted(device, grant, port, lease, now)
@@ -2020,10 +2067,10 @@ class UpnpClient:
         device.failures += 1
         device.failed_at = now
         if self._closed and not device.lost:
-            # Closing: the one worker and the close's budget are shared by every gateway;
-            # one that did not answer would cost a timeout for each deletion left, and the
-            # others' deletions would be given up unsent. What it is owed is dropped
-            # (the leases end those mappings).
+            # Closing: the close's budget is shared by every gateway (and, not concurrent,
+            # the one worker); one that did not answer would cost a timeout for each
+            # deletion left, and (not concurrent) the others' would be given up unsent.
+            # What it is owed is dropped (the leases end those mappings).
             _log.debug("UPnP gateway %s: deletions given up on exit (%s)", device.host, reason)
             device.again = device.refusal = device.deletion = None
             for grant in list(device.grants.values()):

@@ -17,24 +17,31 @@ Its surface matches the NAT-PMP :class:`~bip_handshake.PortMapper` where it can:
 
 Every rule (when to search, which devices are used, what to ask and when, what an answer or a
 fault means, what is deleted on close) is :class:`~bip_handshake._upnp_client.UpnpClient`'s:
-see :mod:`bip_handshake._upnp_client`. This shell only does the IO the core asks for, in one
-worker task:
+see :mod:`bip_handshake._upnp_client`. This shell only does the IO the core asks for; the
+core runs ``concurrent``: one request in flight per lane (the search's, and each gateway's),
+the lanes side by side, as libtorrent keeps one request in flight per device. A worker task
+hands out what the core asks:
 
 - a **search**: a UDP socket bound to ``bind_host`` (on a multicast address the datagrams go
   with a TTL of 2, UDA 1.1's default, and leave by ``bind_host`` when one is named), the
-  M-SEARCH rounds the core gives sent on it, its answers fed back until the core ends the
-  search (the gateways found meanwhile are asked what the core asks, between answers); a
+  M-SEARCH rounds the core gives sent on it, its answers fed back by a task of its own
+  until the core ends the search (the gateways found meanwhile are asked at once); a
   socket that cannot be opened (out of file descriptors, say) is logged and told to the
   core, for which it is a search that found nothing;
-- **HTTP exchanges** (descriptions and SOAP actions), one at a time whatever the gateway,
-  each on its own connection (``Connection: close``) from ``bind_host`` within
-  ``http_timeout``; the answer, or what went wrong, goes back to the core;
-- **waiting** until the core's next deadline, or until :meth:`UpnpPortMapper.add_mapping` /
+- **HTTP exchanges** (descriptions and SOAP actions), each in a task of its own, on its
+  own connection (``Connection: close``) from ``bind_host`` within ``http_timeout``; the
+  answer, or what went wrong, goes back to the core. One at a time per gateway (its
+  control URL never gets two requests at once), the gateways side by side: a slow or dead
+  one (each request waiting its timeout) delays no other's mappings. At most one task per
+  lane: 1 + :data:`~bip_handshake.UPNP_MAX_GATEWAYS`;
+- **waiting** until the core's next deadline, until an exchange ends or an answer to the
+  search comes, or until :meth:`UpnpPortMapper.add_mapping` /
   :meth:`UpnpPortMapper.remove_mapping` wakes it;
 - **events**: a second task hands the core's events to ``on_event`` and wakes
   :meth:`UpnpPortMapper.wait_changed`, even while the worker waits for a slow device;
-- **close**: the core's deletions made one at a time within ``close_timeout`` (shielded: a
-  cancelled block still deletes), what is left then given up and said so.
+- **close**: the core's deletions made one at a time per gateway, the gateways side by
+  side, within ``close_timeout`` (shielded: a cancelled block still deletes), what is left
+  then given up and said so.
 
 A sketch (on a LAN with a UPnP router)::
 
@@ -128,7 +135,13 @@ class UpnpPortMapper:
         self._on_event = on_event
         self._pending = trio.Event()  # the core may hold events for the dispatcher
         self._changed = trio.Event()
-        self._wait_scope: trio.CancelScope | None = None
+        self._woken = trio.Event()  # set: the worker has work (a report, an add, an answer)
+        self._search_socket: trio.socket.SocketType | None = None  # the search's, if one runs
+        self._listener: trio.CancelScope | None = None  # its listening task's
+        # The requests' tasks' nursery: the worker's, then the close's.
+        self._nursery: trio.Nursery | None = None
+        self._close_deadline: float | None = None  # closing: when the close gives up
+        self._round = trio.Lock()  # held while a search round goes out
 
     # -- what the caller reads and wants ---------------------------------------------------
 
@@ -235,73 +248,84 @@ class UpnpPortMapper:
 
     def _kick(self) -> None:
         # The worker may be waiting on an older deadline: wake it to work at once.
-        if self._wait_scope is not None:
-            self._wait_scope.cancel()
+        self._woken.set()
 
     # -- the worker ------------------------------------------------------------------------
 
     def _next(self) -> UpnpRequest | None:
-        """Let the core's time pass, then its request due now (its events to the
+        """Let the core's time pass, then a request due now (its events to the
         dispatcher)."""
         now = trio.current_time()
         self._client.handle_timer(now)
+        if self._listener is not None and not self._client.searching:
+            # The core ended the search: its socket goes with its listener.
+            self._listener.cancel()
+            self._listener = None
+            self._search_socket = None
         request = self._client.next_request(now)
         self._pending.set()
         return request
 
+    def _hand_out(self) -> None:
+        """Start a task for each request the core has due now.
+
+        Called by the worker, and by each task as it ends (an exchange reported, an answer
+        to the search taken): the core's next step goes at once, in the order it gives.
+        One task per request in flight: the core (concurrent) hands out at most one per
+        lane, the search's and each gateway's (at most
+        :data:`~bip_handshake.UPNP_MAX_GATEWAYS`), so they are bounded, and a gateway's
+        control URL never gets two requests at once."""
+        nursery = self._nursery
+        if nursery is None:
+            return  # between the worker's end and the close's start: the close asks
+        while (request := self._next()) is not None:
+            if request.kind is UpnpRequestKind.SEARCH:
+                nursery.start_soon(self._search_round, request)
+                continue
+            bound = self._http_timeout
+            if self._close_deadline is not None:
+                # Closing: within what is left of the close's bound.
+                left = self._close_deadline - trio.current_time()
+                bound = min(bound, max(left, 0.0))
+            nursery.start_soon(self._perform, request, bound)
+
     async def _run(self) -> None:
-        while True:
-            request = self._next()
-            if request is None:
-                deadline = self._client.next_deadline()
-                with trio.CancelScope(deadline=math.inf if deadline is None else deadline) as scope:
-                    self._wait_scope = scope
-                    try:
-                        await trio.sleep_forever()
-                    finally:
-                        self._wait_scope = None
-            elif request.kind is UpnpRequestKind.SEARCH:
-                await self._search(request)
-            else:
-                await self._perform(request)
-
-    async def _search(self, first: UpnpRequest) -> None:
-        """One search, from its first round until the core ends it: its socket is this
-        search's alone."""
-        client = self._client
-        try:
-            sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        except OSError as error:
-            # Out of file descriptors (EMFILE), say: a search that found nothing, tried
-            # again later like one; the mapper (and the session around it) goes on.
-            _log.info("UPnP: cannot open a search socket: %s", error)
-            client.request_failed(first, f"cannot open a search socket: {error}", self._now())
-            return
-        with sock:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             try:
-                await sock.bind((str(self._bind_host), 0))
-                if first.destination is not None and first.destination[0].is_multicast:
-                    _multicast_options(sock, self._bind_host)
-            except OSError as error:
-                _log.debug("UPnP search socket failed: %s", error)
-                client.request_failed(first, f"search socket failed: {error}", self._now())
-                return
-            request: UpnpRequest | None = first
-            while True:
-                if request is None:
-                    await self._listen(sock)
-                elif request.kind is UpnpRequestKind.SEARCH:
-                    await self._send_search(sock, request)
-                else:
-                    await self._perform(request)
-                now = trio.current_time()
-                client.handle_timer(now)
-                self._pending.set()
-                if not client.searching:
-                    return  # the core ended it; what it wants next is the main loop's
-                request = client.next_request(now)
+                while True:
+                    # Replaced before asking the core: a report (or an add) from here on
+                    # wakes the wait below, whatever it does meanwhile.
+                    self._woken = trio.Event()
+                    self._hand_out()
+                    deadline = self._client.next_deadline()
+                    with trio.move_on_at(math.inf if deadline is None else deadline):
+                        await self._woken.wait()
+            finally:
+                self._nursery = None
 
-    async def _send_search(self, sock: trio.socket.SocketType, request: UpnpRequest) -> None:
+    async def _search_round(self, request: UpnpRequest) -> None:
+        """One round of a search; its first opens the search's socket, heard by a task
+        of its own until the core ends the search. The answers that come meanwhile are
+        taken once the round is out whole (as the round's last datagram leaves, the first
+        answers are in): the first to answer is described first."""
+        async with self._round:
+            await self._send_round(request)
+        self._next_step()
+
+    async def _send_round(self, request: UpnpRequest) -> None:
+        sock = self._search_socket
+        if sock is None:
+            sock = await self._open_search_socket(request)
+            if sock is None:
+                return  # told to the core: a search that found nothing
+            nursery = self._nursery
+            if nursery is None:  # pragma: no cover - this task runs in that nursery
+                sock.close()
+                return
+            self._search_socket = sock
+            self._listener = trio.CancelScope()
+            nursery.start_soon(self._listen, sock, self._listener)
         destination = request.destination
         assert destination is not None  # a SEARCH has one (UpnpRequest checks)
         host, port = destination
@@ -316,28 +340,54 @@ class UpnpPortMapper:
             sent += 1
         self._client.search_sent(request, sent, self._now())
 
-    async def _listen(self, sock: trio.socket.SocketType) -> None:
-        """Take one answer to the search, or none by the core's next deadline."""
-        deadline = self._client.next_deadline()
-        with trio.move_on_at(math.inf if deadline is None else deadline) as scope:
-            # A search hears answers out for seconds: an add or removal meanwhile wakes it
-            # (a gateway found is asked at once).
-            self._wait_scope = scope
-            try:
-                data, source = await sock.recvfrom(UPNP_MAX_SSDP_RESPONSE + 1)
-            except OSError as error:
-                # An ICMP error (port unreachable) may surface here; a pause keeps a
-                # socket that keeps failing from spinning until the search ends.
-                _log.debug("UPnP search receive failed: %s", error)
-                await trio.sleep(_RECEIVE_ERROR_PAUSE)
-                return
-            finally:
-                self._wait_scope = None
-            self._client.ssdp_received(data, IPv4Address(source[0]), self._now())
+    async def _open_search_socket(self, first: UpnpRequest) -> trio.socket.SocketType | None:
+        """The search's socket, bound; None (told to the core) when it cannot be had."""
+        client = self._client
+        try:
+            sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        except OSError as error:
+            # Out of file descriptors (EMFILE), say: a search that found nothing, tried
+            # again later like one; the mapper (and the session around it) goes on.
+            _log.info("UPnP: cannot open a search socket: %s", error)
+            client.request_failed(first, f"cannot open a search socket: {error}", self._now())
+            return None
+        try:
+            await sock.bind((str(self._bind_host), 0))
+            if first.destination is not None and first.destination[0].is_multicast:
+                _multicast_options(sock, self._bind_host)
+        except OSError as error:
+            sock.close()
+            _log.debug("UPnP search socket failed: %s", error)
+            client.request_failed(first, f"search socket failed: {error}", self._now())
+            return None
+        except BaseException:
+            sock.close()  # cancelled while binding: the socket is nobody's yet
+            raise
+        return sock
+
+    async def _listen(self, sock: trio.socket.SocketType, scope: trio.CancelScope) -> None:
+        """Take the search's answers until the worker cancels ``scope`` (the core ended
+        the search); the socket is this search's alone, closed on the way out."""
+        with sock, scope:
+            while True:
+                try:
+                    data, source = await sock.recvfrom(UPNP_MAX_SSDP_RESPONSE + 1)
+                except OSError as error:
+                    # An ICMP error (port unreachable) may surface here; a pause keeps a
+                    # socket that keeps failing from spinning until the search ends.
+                    _log.debug("UPnP search receive failed: %s", error)
+                    await trio.sleep(_RECEIVE_ERROR_PAUSE)
+                    continue
+                async with self._round:  # a round under way goes out whole first
+                    self._client.ssdp_received(data, IPv4Address(source[0]), self._now())
+                    # A gateway found is described (and asked) before the next answer is
+                    # read.
+                    self._next_step()
 
     async def _perform(self, request: UpnpRequest, timeout: float | None = None) -> None:
         """One HTTP exchange the core asked for, within ``timeout`` seconds (by default
-        ``http_timeout``); its outcome goes back to the core."""
+        ``http_timeout``); its outcome goes back to the core, whose next step goes at
+        once."""
         url = request.url
         assert url is not None  # every request but a SEARCH has one (UpnpRequest checks)
         bound = self._http_timeout if timeout is None else timeout
@@ -345,8 +395,15 @@ class UpnpPortMapper:
             response, local = await self._exchange(url, request.payload, request.max_body, bound)
         except _RequestError as failure:
             self._client.request_failed(request, failure.reason, self._now())
-            return
-        self._client.request_answered(request, response, local, self._now())
+        else:
+            self._client.request_answered(request, response, local, self._now())
+        self._next_step()
+
+    def _next_step(self) -> None:
+        # What the core wants next goes now; the worker (or the close) recomputes its
+        # deadline and tells the events.
+        self._hand_out()
+        self._kick()
 
     async def _exchange(
         self, url: HttpUrl, build: Callable[[IPv4Address], bytes], max_body: int, timeout: float
@@ -379,26 +436,29 @@ class UpnpPortMapper:
     # -- close -----------------------------------------------------------------------------
 
     async def _close(self) -> None:
-        """Make the core's deletions one at a time; past the caller's bound (or cancelled),
-        what is left is given up, and said so.
+        """Make the core's deletions, one at a time per gateway and the gateways side by
+        side; past the caller's bound (or cancelled), what is left is given up, and said
+        so.
 
-        Each exchange gets at most an equal share of the time left among the gateways still
-        owed a deletion: one that stopped answering (the core then asks it nothing more)
-        cannot spend the whole bound while the others wait their turn."""
+        Each exchange gets at most what is left of the bound: a gateway that stopped
+        answering spends it on its own deletion alone (the core then asks it nothing
+        more) while the others make theirs meanwhile."""
         client = self._client
         client.close(trio.current_time())
         try:
             self._dispatch()
-            while not client.is_closed:
-                request = self._next()
-                self._dispatch()
-                if request is None or request.kind is UpnpRequestKind.SEARCH:
-                    break  # nothing more to delete (a closed core searches no more)
-                owed = len({held.device for held in client.device_mappings()})
-                left = trio.current_effective_deadline() - trio.current_time()
-                share = max(left / max(owed, 1), 0.0)
-                await self._perform(request, min(self._http_timeout, share))
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                self._close_deadline = trio.current_effective_deadline()
+                while True:
+                    self._woken = trio.Event()
+                    self._hand_out()
+                    self._dispatch()
+                    if not nursery.child_tasks:
+                        break  # none under way: nothing more is due (a task's end asks)
+                    await self._woken.wait()
         finally:
+            self._nursery = None
             client.abandon()
             self._dispatch()
 
@@ -495,6 +555,7 @@ async def open_upnp_mapper(
     bind = _ipv4("bind_host", bind_host)
     client = UpnpClient(
         ssdp_address=(ssdp_host, ssdp_port),
+        concurrent=True,
         gateway=_preferred_device(gateway, ssdp_host),
         lease_duration=lease_duration,
         description=description,
