@@ -27,9 +27,12 @@ from bip_handshake import (
 from ._errors import CLIError
 
 __all__ = [
+    "DEFAULT_FOLLOW_INTERVAL",
     "MAX_IP_FILTER_FILE",
+    "MIN_FOLLOW_INTERVAL",
     "PROXY_ENVIRONMENT",
     "add_command_group",
+    "add_follow_interval_option",
     "add_ip_filter_options",
     "add_seed_limit_options",
     "add_serve_loop_options",
@@ -37,6 +40,7 @@ __all__ = [
     "add_timeout",
     "add_torrent_and_directory",
     "duration",
+    "follow_interval",
     "ipv4_endpoint_or_off",
     "load_ip_filter",
     "positive",
@@ -50,6 +54,11 @@ N = TypeVar("N", int, float)
 MAX_IP_FILTER_FILE: Final = 256 * 1024 * 1024
 """Bytes an ``--ip-filter`` file may hold (after gunzip): the largest public blocklists are
 a few tens of MB, and the parser's own bound (two million ranges) is reached well before."""
+DEFAULT_FOLLOW_INTERVAL: Final = 30 * 60.0
+"""Seconds between two lookups of a BEP 46 link's key by ``bip download`` (``--follow-interval``):
+a publisher's versions come hours or days apart, and each lookup asks several DHT nodes."""
+MIN_FOLLOW_INTERVAL: Final = 10.0
+"""The shortest ``--follow-interval`` taken: a few seconds, not to flood the DHT with lookups."""
 _GZIP_MAGIC: Final = b"\x1f\x8b"
 _DURATION_UNITS: Final = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 # Parts largest unit first, each at most once ("1h30m", "90", "2.5h"); a bare number is
@@ -103,6 +112,44 @@ def duration(text: str) -> float:
             f"a duration must be above 0 and at most 100 years, not {text!r}"
         )
     return seconds
+
+
+def follow_interval(text: str) -> float | None:
+    """An argparse ``type=`` reading ``--follow-interval``: a :func:`duration` of at least
+    :data:`MIN_FOLLOW_INTERVAL` seconds, or ``0`` / ``off`` (any case) as None: not followed.
+
+    >>> follow_interval("30m"), follow_interval("off"), follow_interval("0")
+    (1800.0, None, None)
+
+    Raises:
+        argparse.ArgumentTypeError: not a duration, or a shorter one.
+    """
+    if text.strip().lower() in {"0", "off"}:
+        return None
+    seconds = duration(text)
+    if seconds < MIN_FOLLOW_INTERVAL:
+        raise argparse.ArgumentTypeError(
+            f"at least {MIN_FOLLOW_INTERVAL:g} seconds (or 0/off), not {text!r}: each look"
+            " asks several DHT nodes"
+        )
+    return seconds
+
+
+def add_follow_interval_option(parser: argparse.ArgumentParser) -> None:
+    """``--follow-interval DURATION``: how often ``bip download`` looks a BEP 46 link's key
+    up again for the publisher's newer versions (:func:`follow_interval`)."""
+    parser.add_argument(
+        "--follow-interval",
+        type=follow_interval,
+        default=DEFAULT_FOLLOW_INTERVAL,
+        metavar="DURATION",
+        help="for a BEP 46 link (magnet:?xs=urn:btpk:KEY): look the key up in the DHT again"
+        " this often while the command runs (default 30m; at least"
+        f" {MIN_FOLLOW_INTERVAL:g}s; 0 or off: never) and download a newer version the"
+        " publisher put there into the same DIR (the files it shares with the running one are"
+        " checked, not fetched again); once complete, it replaces the old one, whose data"
+        " stays on disk, and the status line and seeding limits follow it",
+    )
 
 
 def ipv4_endpoint_or_off(text: str) -> str | None:

@@ -7,6 +7,11 @@ resume data in ``DIR/.bip/`` so an interrupted download (Ctrl-C, or even SIGKILL
 without fetching a verified piece again. ``--seed`` seeds on until Ctrl-C, or until
 ``--seed-ratio`` / ``--seed-time`` is reached. The exit status is 0 only when every selected
 file is complete and verified.
+
+A BEP 46 link (``magnet:?xs=urn:btpk:KEY``) is resolved through the DHT, then followed while
+the command runs (``--follow-interval``): a newer version the publisher puts there is
+downloaded into the same directory and replaces the running one once complete
+(:class:`~bip._follow_mutable.MutableFollower`).
 """
 
 from __future__ import annotations
@@ -26,11 +31,12 @@ from typing import Final
 
 import trio
 
-from bip_dht import DHT, DHTSocketError, RoutingStateError, open_dht
+from bip_dht import DHT, DHTSocketError, MutableTorrent, RoutingStateError, open_dht
 from bip_handshake import NATPMP_ANNOUNCE_ADDRESS, EncryptionPolicy, PeerAddress, proxy_udp_family
 from bip_metainfo import MagnetLink, Metainfo, MutableTorrentLink
 
 from ._arguments import (
+    add_follow_interval_option,
     add_ip_filter_options,
     add_seed_limit_options,
     ipv4_endpoint_or_off,
@@ -57,6 +63,7 @@ from ._client import parse_file_selection as _parse_files
 from ._client._utp import UtpRouter
 from ._cmd_dht import lookup_mutable_torrent
 from ._errors import CLIError
+from ._follow_mutable import MutableFollower
 from ._humanize import format_duration, format_rate, format_size, parse_size
 from ._inputs import load_mutable_link, load_source, parse_endpoint, parse_port
 from ._progress import ProgressBar
@@ -68,9 +75,11 @@ __all__ = [
     "add_session_arguments",
     "config_from_args",
     "follow",
+    "follow_versions",
     "open_dht_node",
     "open_session_with_dht",
     "resolve_mutable_link",
+    "resolve_mutable_torrent",
     "run",
     "seed_on",
     "seed_until_limits",
@@ -279,6 +288,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="keep seeding once complete, until Ctrl-C, --seed-ratio or --seed-time",
     )
     add_seed_limit_options(parser, implies_seed=True)
+    add_follow_interval_option(parser)
     parser.add_argument(
         "--sequential",
         action="store_true",
@@ -671,6 +681,17 @@ async def resolve_mutable_link(dht: DHT | None, link: MutableTorrentLink) -> Mag
     it now (the newest ``seq`` found), within :data:`RESOLVE_TIMEOUT` seconds.
 
     Raises:
+        CLIError: as :func:`resolve_mutable_torrent`.
+    """
+    found = await resolve_mutable_torrent(dht, link)
+    return link.resolved(found.info_hash)
+
+
+async def resolve_mutable_torrent(dht: DHT | None, link: MutableTorrentLink) -> MutableTorrent:
+    """The version of the torrent a BEP 46 link names, as the DHT has it now (the newest
+    ``seq`` found), within :data:`RESOLVE_TIMEOUT` seconds.
+
+    Raises:
         CLIError: no DHT (``--no-dht``), no node has an item for the key and salt, the item
             names no torrent, or the lookup took too long.
     """
@@ -685,7 +706,7 @@ async def resolve_mutable_link(dht: DHT | None, link: MutableTorrentLink) -> Mag
             )
         found = await lookup_mutable_torrent(dht, link)
         logger.info("key %s names %s (version %d)", key, found.info_hash, found.seq)
-        return link.resolved(found.info_hash)
+        return found
     raise CLIError(f"the DHT did not answer for key {key} within {RESOLVE_TIMEOUT:g} s")
 
 
@@ -717,18 +738,34 @@ async def _download(args: argparse.Namespace, config: ClientConfig) -> int:
         ),
         open_session(config, dht=dht, utp_router=router) as session,
     ):
+        follower: MutableFollower | None = None
         if source is None:
             assert mutable is not None
-            source = await resolve_mutable_link(dht, mutable)
-        torrent = await session.add_torrent(source, options)
-        if args.sequential:
-            torrent.set_sequential(True)
+            first = await resolve_mutable_torrent(dht, mutable)
+            source = mutable.resolved(first.info_hash)
+            if args.follow_interval is not None and dht is not None:
+                follower = MutableFollower(
+                    session,
+                    dht,
+                    mutable,
+                    options,
+                    interval=args.follow_interval,
+                    timeout=RESOLVE_TIMEOUT,
+                    sequential=args.sequential,
+                )
+                torrent = await follower.start(first)
+        if follower is None:
+            torrent = await session.add_torrent(source, options)
+            if args.sequential:
+                torrent.set_sequential(True)
         if not _can_find_peers(source, options, config) and not _dht_has_nodes(args):
             logger.warning(
                 "no peer to dial (--peer, x.pe), no udp://, http:// or https:// tracker to ask"
                 " and no DHT node known: waiting for peers to connect to port %d",
                 session.listen_port,
             )
+        if follower is not None:
+            return await follow_versions(follower, args)
         line = StatusLine(torrent, quiet=args.quiet)
         try:
             await follow(torrent, line)
@@ -740,6 +777,69 @@ async def _download(args: argparse.Namespace, config: ClientConfig) -> int:
                 print(f"bip: {status.name}: seeding until {seeding_until(args)}", file=sys.stderr)
             await seed_on(torrent, args, size=status.total)
     return 0
+
+
+async def follow_versions(follower: MutableFollower, args: argparse.Namespace) -> int:
+    """Download a BEP 46 link's current version, then seed it as the command asks, while
+    ``follower`` looks for newer versions: the status line and the seeding limits follow
+    each version that replaces the one shown (its ratio counts its own uploads, its seeding
+    time starts when it completes). 0 once the current version is complete (without
+    seeding), or once its seeding limits are reached.
+
+    Raises:
+        CLIError: the version shown failed.
+    """
+    seeding = args.seed or args.seed_ratio is not None or args.seed_time is not None
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(follower.poll)
+        while True:
+            # Read together (no checkpoint between): a replacement after this sets `changed`.
+            torrent, changed = follower.current, follower.changed
+            line = StatusLine(torrent, quiet=args.quiet)
+            try:
+                done = await _unless_set(changed, functools.partial(follow, torrent, line))
+            finally:
+                line.finish()
+            if not done or not torrent.completed.is_set():
+                # Replaced (a version still downloading is removed before its successor is
+                # added, and `changed` set once that one is in): show the successor.
+                await changed.wait()
+                continue
+            await follower.settle()
+            if not seeding:
+                break
+            if changed.is_set():
+                continue
+            if not args.quiet:
+                print(
+                    f"bip: {torrent.status().name}: seeding until {seeding_until(args)}",
+                    file=sys.stderr,
+                )
+            job = functools.partial(seed_on, torrent, args, size=torrent.status().total)
+            if await _unless_set(changed, job):
+                break
+        nursery.cancel_scope.cancel()  # the lookups end with the command
+    return 0
+
+
+async def _unless_set(event: trio.Event, job: Callable[[], Awaitable[object]]) -> bool:
+    """Run ``job`` until it returns (True) or ``event`` is set (False: ``job`` cancelled)."""
+    finished = False
+    async with trio.open_nursery() as nursery:
+
+        async def run() -> None:
+            nonlocal finished
+            await job()
+            finished = True
+            nursery.cancel_scope.cancel()
+
+        async def watch() -> None:
+            await event.wait()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(run)
+        nursery.start_soon(watch)
+    return finished
 
 
 def _can_find_peers(source: TorrentSource, options: TorrentOptions, config: ClientConfig) -> bool:
