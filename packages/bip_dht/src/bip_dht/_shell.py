@@ -493,8 +493,8 @@ class DHT:
         family's routing table has no live node (:meth:`DHTNode.needs_bootstrap`) they are
         pinged again, but for those asked within the last ``query_timeout`` (a name still
         unanswered is kept for the next time). Calls that come while such an asking runs wait
-        for its answers (keep_finding calls this for every torrent that starts on an empty
-        table): no name is pinged twice at once.
+        for its answers (a caller's bootstrap beside keep_finding's, which its rounds share):
+        no name is pinged twice at once.
         """
         await self._joining.wait()  # set before open_dht's block begins, without a proxy
         with trio.move_on_after(PROXY_WAIT):
@@ -544,13 +544,18 @@ class DHT:
     ) -> NoReturn:
         """Look *info_hash* up now and every *interval* seconds, until cancelled.
 
-        Each round joins the DHT first if the routing table is empty (through the bootstrap
-        addresses and the nodes known; while nobody answers, again after 10 s, 20 s... up to
-        *interval*), then runs one lookup, or with *announce* one announce (BEP 5: the lookup
-        and then ``announce_peer`` to the closest nodes, so a single walk per round). The
-        peers found go to the DHT's peer sink as they arrive, and to *sink* too if given
-        (source ``"dht"``). A round ends when its lookup does (lookups are bounded by the
-        node's query timeouts and limits); cancelling cancels the round's operation.
+        Each round joins the DHT first when the node needs it (the core's own rule,
+        :meth:`DHTNode.needs_bootstrap`: a family whose routing table has no node we could
+        still query, as after an outage that made every known node bad), through the
+        bootstrap addresses and the nodes known; never beside a bootstrap of the node under
+        way (the core's own, a caller's), whose end it waits for instead (at most *interval*),
+        and once for all the rounds that need it together. While no node answers it joins
+        again after 10 s, 20 s... up to *interval*. Then it runs one lookup, or with
+        *announce* one announce (BEP 5: the lookup and then ``announce_peer`` to the closest
+        nodes, so a single walk per round). The peers found go to the DHT's peer sink as they
+        arrive, and to *sink* too if given (source ``"dht"``). A round ends when its lookup
+        does (lookups are bounded by the node's query timeouts and limits); cancelling
+        cancels the round's operation.
 
         Args:
             info_hash: the swarm (for an :class:`~bip_metainfo.InfoHash`, its v1 hash, or the
