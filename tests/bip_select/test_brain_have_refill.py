@@ -181,10 +181,13 @@ def test_a_have_of_a_late_deadline_piece_asks_a_faster_starved_peer_at_once() ->
     brain.check()
 
 
-def test_a_have_tops_up_a_peer_not_starved_with_room(picks: list[str]) -> None:
-    # Nothing of piece 0 is free (all asked of "b") and no end-game: only "a" not being
-    # starved lets its have run the picker, which finds another piece for the room a piece
-    # verified elsewhere (say, by a web seed) left in a's pipe.
+def test_a_piece_verified_elsewhere_tops_up_at_once_so_a_have_finds_a_full_pipe(
+    picks: list[str],
+) -> None:
+    # Nothing of piece 0 is free (all asked of "b") and no end-game. A piece verified
+    # elsewhere (say, by a web seed) cancels two of a's requests: the verification itself
+    # asks "a" for two more (test_brain_topup.py), so its next have finds a full pipe and
+    # runs no picker.
     geometry = TorrentGeometry(64, 32768)
     config = QueueConfig(initial_queue=4, min_queue=4, max_queue=4)
     brain = SwarmBrain(geometry, rng=random.Random(1), queueing=config)
@@ -196,14 +199,16 @@ def test_a_have_tops_up_a_peer_not_starved_with_room(picks: list[str]) -> None:
     first = requests_to(brain.handle(PeerUnchokedUs("a"), 0.0), "a")
     assert len(first) == 4  # its pipe is full: not starved
     done = first[0].piece
-    cancels = brain.handle(PieceVerified(done, good=True), 0.0)
-    assert [a.block for a in cancels if isinstance(a, SendCancel)] == list(geometry.blocks(done))
-    assert brain.picker.requests.num_outstanding("a") == 2
     picks.clear()
-    asked = requests_to(brain.handle(PeerHave("a", 0), 0.0), "a")
+    actions = brain.handle(PieceVerified(done, good=True), 0.0)
+    assert [a.block for a in actions if isinstance(a, SendCancel)] == list(geometry.blocks(done))
+    asked = requests_to(actions, "a")
     assert len(asked) == 2
     assert {block.piece for block in asked}.isdisjoint({0, done})
     assert picks == ["a"]
+    assert brain.picker.requests.num_outstanding("a") == 4
+    assert requests_to(brain.handle(PeerHave("a", 0), 0.0), "a") == []
+    assert picks == ["a"]  # the have: O(1)
     brain.check()
 
 

@@ -44,9 +44,12 @@ depth (or it has nothing left in flight), not after every block, which keeps the
 picker calls per block low without letting the pipe run dry (the queue holds seconds of data).
 A have of a wanted piece from a peer that unchokes us (or that chokes us and allows that piece
 fast, BEP 6) tops it up at once by the same rule, so a peer that had nothing more for us is
-asked for its new piece without waiting for the periodic refill. A deadline piece, newly set
-or wanted again (hashed bad, discarded, lost), is offered at once to the peers that have it,
-whatever room they have.
+asked for its new piece without waiting for the periodic refill; so are the peers whose
+requests were cancelled because their piece was verified meanwhile (say, from a web seed;
+only those peers, each once). The peers that lose an end-game race for a block are not: their
+next block or the refill tops them up (asked at once, they lengthened the simulator's end-game
+tail). A deadline piece, newly set, wanted again (hashed bad, discarded, lost) or announced in
+a have, is offered at once to the peers that have it, whatever room they have.
 
 Logging: the brain is a sans-IO core, so it logs at DEBUG only, under ``bip_select.brain``, and
 only its own decisions a log reader cannot see in the actions: end-game entered, a peer banned
@@ -638,6 +641,42 @@ class SwarmBrain:
                 state.starved = -1
                 self._fill(peer, state, now, actions, batch=False)
 
+    def _top_up(self, peers: Iterable[PeerKey], now: float, actions: list[Action]) -> None:
+        """Requests to ``peers`` (each named once) were just cancelled because their piece
+        was verified meanwhile: top up those with room now, by the refill's rule.
+
+        libtorrent refills a peer's queue whenever a cancel makes room for it; left for
+        their next block or the next refill, these pipes run short, or empty for up to a
+        refill interval when that piece was all a peer had out. Bounded: only these peers,
+        each once. A cancel frees no block, so a peer the picker found nothing more for this
+        epoch is asked again only where fewer requests out can change its answer: an
+        end-game duplicate (handed out below ``endgame_depth`` requests out) or a deadline
+        piece (an earlier arrival estimate). Otherwise it would cost a picker run for
+        nothing.
+        """
+        picker = self.picker
+        if picker.availability.num_wanted == 0:
+            return
+        epoch = self._epoch
+        endgame: bool | None = None  # looked up once, and only for a starved peer
+        deadlines = False
+        for peer in peers:
+            state = self._peers.get(peer)
+            if state is None or not state.interested:
+                continue  # gone (banned in this step), or nothing left to want of it
+            if state.choking_us and not state.allowed_fast:
+                continue  # it takes no requests (the unchoke will ask)
+            if state.starved == epoch:
+                if endgame is None:
+                    endgame = picker.in_endgame()
+                    deadlines = bool(self.deadlines())
+                if not deadlines and not (
+                    endgame and picker.requests.num_outstanding(peer) < picker.endgame_depth
+                ):
+                    continue
+                state.starved = -1
+            self._fill(peer, state, now, actions)
+
     def _forget(self, peer: PeerKey, now: float) -> list[Action]:
         """Remove ``peer`` from every strategy; returns the follow-ups (new unchokes, refills)."""
         self._peers.pop(peer)
@@ -725,6 +764,7 @@ class SwarmBrain:
         if news and availability.priority(piece):
             state.wanted += 1
             picker = self.picker
+            urgent = picker.strategy.deadline(piece) is not None
             if state.interested:
                 # A peer we are interested in may have run out of blocks to ask of it (all
                 # it has is asked of others): ask it for the new piece now, not at the next
@@ -736,7 +776,7 @@ class SwarmBrain:
                 # deadline block to ask of a faster peer too. Otherwise the picker would
                 # find nothing more (O(W) for nothing), so the peer stays starved and the
                 # have costs O(1). A peer not starved may have room since its last fill
-                # (requests cancelled for a piece verified meanwhile): _fill's room test
+                # (an end-game race it lost cancelled a request): _fill's room test
                 # comes before any picker run, so a flood of haves to a full pipe costs
                 # O(1) each.
                 requests = picker.requests
@@ -744,7 +784,7 @@ class SwarmBrain:
                     state.starved != self._epoch
                     or requests.num_free(piece)
                     or (self._endgame and requests.num_outstanding(peer) < picker.endgame_depth)
-                    or picker.strategy.deadline(piece) is not None
+                    or urgent
                 ):
                     return actions
             state.starved = -1
@@ -753,7 +793,11 @@ class SwarmBrain:
             # 6): a have of one of them is asked at once; its other haves run no picker
             # (its flood of them would otherwise cost a picker run each).
             if not state.choking_us or (state.allowed_fast and picker.is_allowed_fast(peer, piece)):
-                self._fill(peer, state, now, actions)
+                # A deadline piece takes whatever room there is, as a deadline newly set
+                # does (_offer_if_urgent): the batch would hold it until a quarter of the
+                # queue drains, seconds a player may not have. Bounded: a have is news
+                # once per peer and piece, and a full pipe still runs no picker.
+                self._fill(peer, state, now, actions, batch=not urgent)
         return actions
 
     def _dont_have(self, event: PeerDontHave, now: float) -> list[Action]:
@@ -841,6 +885,11 @@ class SwarmBrain:
             self._entered_endgame()
             self._epoch += 1
             self._fill_all(now, actions)
+        # The peers that lost the race for this block (end-game, a late deadline block) are
+        # a request short, and are not topped up here: their next block or the refill does.
+        # Topped up at once, they lengthened the end-game tail in benchmarks/swarm_sim.py
+        # (super-seeding, seeds 0-3: the largest share of a leecher's time spent on its last
+        # 1% of pieces went from 2.8% to 3.7%, worse on every seed).
         return actions
 
     def _block_rejected(self, event: BlockRejected, now: float) -> list[Action]:
@@ -868,13 +917,18 @@ class SwarmBrain:
 
     # ---------------------------------------------------------------- pieces
 
-    def _cancel_piece(self, piece: int, actions: list[Action]) -> None:
-        """Cancel every request still out for ``piece`` (it is settled either way)."""
+    def _cancel_piece(self, piece: int, actions: list[Action]) -> list[PeerKey]:
+        """Cancel every request still out for ``piece`` (it is settled either way); returns
+        the peers cancelled, each once, in the order of their first cancel."""
         requests = self.picker.requests
         if not requests.is_started(piece):
-            return
+            return []
+        cancelled: dict[PeerKey, None] = {}  # ordered: the top-ups that follow are too
         for block in self.geometry.blocks(piece):
-            actions.extend(SendCancel(peer, block) for peer in requests.requesters(block))
+            for peer in requests.requesters(block):
+                actions.append(SendCancel(peer, block))
+                cancelled[peer] = None
+        return list(cancelled)
 
     def _piece_verified(self, event: PieceVerified, now: float) -> list[Action]:
         piece = event.piece
@@ -882,7 +936,7 @@ class SwarmBrain:
         actions: list[Action] = []
         if self.picker.requests.have(piece):
             return actions
-        self._cancel_piece(piece, actions)
+        cancelled = self._cancel_piece(piece, actions)
         if event.good:
             was_wanted = self.picker.wants(piece)
             sources = self.picker.piece_passed(piece)
@@ -906,6 +960,8 @@ class SwarmBrain:
                     )
             if self.is_seed:
                 self.choker.seeding = True
+            # After the interest updates: a peer with nothing left for us is asked nothing.
+            self._top_up(cancelled, now, actions)
             return actions
         sources = self.picker.piece_failed(piece)
         _log.debug(
