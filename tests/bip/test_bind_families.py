@@ -1,4 +1,4 @@
-"""A session bound to an address of each family (``--bind 127.0.0.2 --bind ::1``, as a VPN
+"""A session bound to an address of each family (``listen=`` 127.0.0.2 and ::1, as a VPN
 with both) dials every peer from the address of the peer's family, TCP and uTP, whichever is
 listed first; through a SOCKS5 proxy, its connections to the proxy (CONNECT, and the uTP
 relay's UDP ASSOCIATE with its socket) leave from the address of the proxy's family. Before,
@@ -107,13 +107,19 @@ async def test_peers_are_dialled_from_the_address_of_their_family(reverse: bool)
 
 
 @BOTH_ORDERS
-async def test_connections_to_an_ipv4_proxy_leave_from_the_ipv4_address(reverse: bool) -> None:
+@pytest.mark.parametrize("mapped", [False, True], ids=["ipv4-proxy", "ipv4-mapped-proxy"])
+async def test_connections_to_an_ipv4_proxy_leave_from_the_ipv4_address(
+    reverse: bool, mapped: bool
+) -> None:
+    # A proxy named ::ffff:127.0.0.1 is IPv4 too: before, its CONNECT left from ::1
+    # (ENETUNREACH) and the uTP relay socket was IPv6, bound to ::1.
     with trio.fail_after(DEADLINE):
         async with (
             serve_socks5() as proxy,
             recording_listener("127.0.0.1") as (peer, seen),
         ):
-            config = loopback_config(listen=listen(reverse), proxy=proxy.url())
+            url = f"socks5://[::ffff:127.0.0.1]:{proxy.port}" if mapped else proxy.url()
+            config = loopback_config(listen=listen(reverse), proxy=url)
             async with open_session(config) as session:
                 dialer = session.dialer
                 assert dialer is not None

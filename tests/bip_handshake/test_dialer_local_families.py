@@ -1,7 +1,8 @@
-"""The dialers' local addresses per IP family (``--bind 10.8.0.2 --bind fd00::2``): a direct
-TCP connect (PeerDialer) and a connection to the SOCKS5 proxy (SocksDialer, and each attempt
-of one: the proxy's IPv6 and IPv4 addresses) leave from the configured address of the family
-they connect in, whichever is listed first; a family with none lets the system pick.
+"""The dialers' local addresses per IP family (``local_address=("10.8.0.2", "fd00::2")``): a
+direct TCP connect (PeerDialer) and a connection to the SOCKS5 proxy (SocksDialer, and each
+attempt of one: the proxy's IPv6 and IPv4 addresses) leave from the configured address of the
+family they connect in, whichever is listed first; a family with none lets the system pick. A
+proxy named by an IPv4-mapped address (``::ffff:127.0.0.1``) is reached over IPv4.
 
 Loopback only: 127.0.0.2 is seen as itself by a listener on 127.0.0.1 (the system would pick
 127.0.0.1). ``::1`` is the one IPv6 loopback address, so an IPv6 connect is proved bound by a
@@ -198,3 +199,29 @@ async def test_each_attempt_at_a_named_proxy_leaves_from_its_familys_address(
             await stream.aclose()
     assert seen6 == []
     assert server.client_hosts == [OTHER_LOOPBACK]
+
+
+@pytest.mark.parametrize(
+    "local",
+    [(OTHER_LOOPBACK, "::1"), ("::1", OTHER_LOOPBACK), (OTHER_LOOPBACK,)],
+    ids=["v4-first", "v6-first", "v4-only"],
+)
+@pytest.mark.parametrize("host", ["::ffff:127.0.0.1", "mapped.test"], ids=["literal", "name"])
+async def test_an_ipv4_mapped_proxy_is_reached_over_ipv4_from_the_ipv4_address(
+    local: tuple[str, ...], host: str
+) -> None:
+    # Before, its AF_INET6 address was dialled from ::1 (ENETUNREACH), or with 127.0.0.2
+    # alone from the system's choice (127.0.0.1); a name resolving to it, likewise.
+    require_other_loopback()
+    if "::1" in local:
+        require_ipv6_loopback()
+    with trio.fail_after(DEADLINE):
+        async with serve_socks5() as server, recording_listener("127.0.0.1") as (port, _seen):
+            trio.socket.set_custom_hostname_resolver(
+                FixedResolver({"mapped.test": ("::ffff:127.0.0.1",)})
+            )
+            dialer = SocksDialer(ProxyConfig(host, server.port), local_address=local)
+            stream = await dialer(PeerAddress(ip_address("127.0.0.1"), port))
+            await stream.aclose()
+    assert server.client_hosts == [OTHER_LOOPBACK]
+    assert server.connects == [("127.0.0.1", port)]

@@ -1,6 +1,7 @@
 """SOCKS5 UDP ASSOCIATE (bip_handshake._socks_udp) and address families: the control
 connection goes to the proxy's addresses of our UDP socket's family only (a proxy name that
 resolves to both), an IPv6 round trip on ::1, and TCP keep-alive on the control connection.
+An IPv4-mapped address (``::ffff:127.0.0.1``), the proxy's or the relay's, is IPv4.
 
 The proxy here is a small one of this file's that listens on 127.0.0.1 and ::1 alike
 (tests._socks_server listens on 127.0.0.1 only): no authentication, ``UDP ASSOCIATE`` only,
@@ -65,6 +66,9 @@ class FamilyProxy:
 
     port: int
     unspecified_bound: bool = False
+    mapped_bound: bool = False
+    """Name an IPv4 relay by its IPv4-mapped IPv6 address (``::ffff:a.b.c.d``), as a
+    dual-stack proxy may."""
     control_families: list[socket.AddressFamily] = field(default_factory=list)
     relayed: int = 0
 
@@ -93,6 +97,8 @@ async def _serve_association(proxy: FamilyProxy, stream: trio.SocketStream) -> N
         with trio.socket.socket(family, socket.SOCK_DGRAM) as relay:
             await relay.bind((str(local), 0))
             bound = IPv4Address(0) if proxy.unspecified_bound else local
+            if proxy.mapped_bound:
+                bound = IPv6Address(f"::ffff:{bound}")
             await stream.send_all(encode_reply(0, bound, relay.getsockname()[1]))
             client: tuple[str, int] | None = None
 
@@ -355,3 +361,45 @@ async def test_the_proxys_family_is_ipv4_when_its_name_has_an_ipv4_address() -> 
     trio.socket.set_custom_hostname_resolver(FixedResolver(NAMES))
     assert ":" in NAMES[DUAL][0]  # IPv6 listed first
     assert await socks_udp.proxy_udp_family(ProxyConfig(DUAL, 1080)) == 4
+
+
+async def test_the_family_of_an_ipv4_mapped_proxy_is_ipv4() -> None:
+    # Before, 6: the uTP relay socket was IPv6, bound to ::1 beside an IPv4 --bind.
+    trio.socket.set_custom_hostname_resolver(FixedResolver({"mapped.test": ("::ffff:127.0.0.1",)}))
+    for host in ("::ffff:127.0.0.1", "[::ffff:127.0.0.1]", "mapped.test"):
+        assert await socks_udp.proxy_udp_family(ProxyConfig(host, 1080)) == 4, host
+
+
+@pytest.mark.parametrize(
+    ("proxy_host", "mapped_relay", "unspecified"),
+    [
+        ("::ffff:127.0.0.1", False, False),
+        ("127.0.0.1", True, False),
+        ("127.0.0.1", True, True),
+        ("::ffff:127.0.0.1", True, False),
+    ],
+    ids=["mapped-proxy", "mapped-relay", "mapped-unspecified-relay", "both-mapped"],
+)
+async def test_an_ipv4_mapped_proxy_and_relay_are_reached_from_an_ipv4_socket(
+    proxy_host: str, mapped_relay: bool, unspecified: bool
+) -> None:
+    # Before, the control connection of an IPv4 socket found no IPv4 address for a proxy
+    # named ::ffff:127.0.0.1 (EHOSTUNREACH), and a relay named ::ffff:127.0.0.1 was refused
+    # as IPv6 (::ffff:0.0.0.0 as not unicast, where it is the proxy's own address).
+    with trio.fail_after(DEADLINE):
+        async with (
+            family_proxy(("127.0.0.1",)) as proxy,
+            udp_echo("127.0.0.1") as echo,
+            open_socks5_udp_socket(
+                ProxyConfig(proxy_host, proxy.port), bind=("127.0.0.1", 0)
+            ) as udp,
+        ):
+            proxy.mapped_bound = mapped_relay
+            proxy.unspecified_bound = unspecified
+            await udp.wait_associated()
+            assert proxy.control_families == [socket.AF_INET]
+            assert udp.relay is not None
+            assert udp.relay.host == IPv4Address("127.0.0.1")
+            await udp.sendto(b"through a mapped relay", echo)
+            assert await udp.recvfrom() == (b"through a mapped relay", echo)
+            assert proxy.relayed == 1

@@ -27,13 +27,15 @@ for the other's; a TCP attempt first would spend the moment the holes are open. 
 are bounded (the oldest is forgotten first) and expire.
 
 Local address: a TCP connect is made from ``local_address`` when it is a specific
-address of the peer's family (``--bind 127.0.0.2``), as libtorrent's
-``outgoing_interfaces`` does: peers see us where we accept them, and a peer that
-refuses connections from its own address (ctorrent) can be reached. Given one address of
-each family (``--bind 10.8.0.2 --bind fd00::2``, a VPN with both), each connect leaves from
-the one of the peer's family, as libtorrent picks a listed interface of the destination's
-family; a peer of a family with none is dialled from the system's choice. A uTP connect
-leaves from its :class:`~bip_handshake.UtpSocket`, bound where the owner chose.
+address of the peer's family (``--bind 127.0.0.2``), as libtorrent binds its connects to
+its ``outgoing_interfaces``: peers see us where we accept them, and a peer that refuses
+connections from its own address (ctorrent) can be reached. Given one address of each
+family (``local_address=("10.8.0.2", "fd00::2")``, a VPN with both), each connect leaves
+from the one of the peer's family; a peer of a family with none is dialled from the
+system's choice. That choice per family is ours, on purpose: libtorrent rotates through
+its ``outgoing_interfaces`` one connect after another whatever the peer's family, so an
+entry of the other family fails that connect; here none fails for its source address. A
+uTP connect leaves from its :class:`~bip_handshake.UtpSocket`, bound where the owner chose.
 
 Through a proxy: ``connect_tcp`` replaces the direct TCP connect (a
 :class:`~bip_handshake.SocksDialer`), and a uTP socket over the proxy's UDP relay is added

@@ -20,9 +20,12 @@ Both connect to the proxy from a ``local_address`` when given one (``--bind``), 
 libtorrent binds its connections to the proxy to its ``outgoing_interfaces``: a user bound to
 one interface (a VPN's) has them leave by it, and a proxy that relays UDP only for the
 control connection's host (Dante, RFC 1928's advice) sees that host where our UDP socket is.
-Given several (one per family: ``--bind 10.8.0.2 --bind fd00::2``), each connection leaves
-from the one of the family of the proxy's address it connects to, as libtorrent picks a
-listed interface of the destination's family.
+Given several (one per family: ``ClientConfig(listen=...)`` with a host of each), each
+connection leaves from the one of the family of the proxy's address it connects to. That
+choice per family is bip's own: libtorrent rotates through its ``outgoing_interfaces`` one
+connection after another whatever the destination's family, and a connection given an
+address of the other family fails. A proxy named by an IPv4-mapped address
+(``socks5://[::ffff:127.0.0.1]``) is reached over IPv4, from the IPv4 address.
 
 CONNECT carries TCP only; UDP goes through the proxy's relay with SOCKS5's UDP ASSOCIATE
 (:mod:`bip_handshake._socks_udp`). Connections peers make to us do not go through the proxy.
@@ -229,6 +232,31 @@ def _literal(host: str) -> IPv4Address | IPv6Address | None:
         return None
 
 
+def _unmapped(address: IPv4Address | IPv6Address) -> IPv4Address | IPv6Address:
+    """``address``, or the IPv4 address an IPv4-mapped IPv6 one (``::ffff:a.b.c.d``) embeds.
+
+    >>> _unmapped(ip_address("::ffff:127.0.0.1")), _unmapped(ip_address("::1"))
+    (IPv4Address('127.0.0.1'), IPv6Address('::1'))
+    """
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _proxy_literal(host: str) -> IPv4Address | IPv6Address | None:
+    """The proxy's ``host`` as the IP address to connect to, None for a name. An IPv4-mapped
+    one (``socks5://[::ffff:127.0.0.1]``) is the IPv4 address it embeds: the proxy is reached
+    over IPv4 (from the IPv4 ``--bind``, by an IPv4 UDP socket), as the system's IPv6 socket
+    would reach it anyway, so that neither an IPv6 source address (ENETUNREACH) nor an
+    IPv6-only socket is used for it.
+
+    >>> _proxy_literal("::ffff:10.0.0.1"), _proxy_literal("[::1]"), _proxy_literal("proxy")
+    (IPv4Address('10.0.0.1'), IPv6Address('::1'), None)
+    """
+    literal = _literal(host)
+    return None if literal is None else _unmapped(literal)
+
+
 def _locals_of(
     local_address: str | Sequence[str] | None,
 ) -> tuple[IPv4Address | IPv6Address, ...]:
@@ -431,7 +459,8 @@ async def _connect_to_proxy(
     :data:`_MAX_TARGETS`, :func:`_connect_in_family`): a UDP association's control connection
     must be of its UDP socket's family, the relay being reached from that socket
     (libtorrent's ``socks5::on_name_lookup`` keeps those alone). A name with none, or a
-    literal of the other family, is EHOSTUNREACH. A name that cannot be resolved is the
+    literal of the other family, is EHOSTUNREACH (an IPv4-mapped literal is IPv4: reached
+    by an IPv4 socket, not an IPv6-only one). A name that cannot be resolved is the
     resolver's error (its errno where one fits).
 
     With ``local`` addresses (specific ones, one per family at most: :func:`_locals_of`), a
@@ -441,8 +470,11 @@ async def _connect_to_proxy(
     """
     if family is not None or local:
         return await _connect_in_family(proxy, family, local)
+    literal = _proxy_literal(proxy.host)
     try:
-        return await trio.open_tcp_stream(proxy.host, proxy.port)
+        return await trio.open_tcp_stream(
+            proxy.host if literal is None else str(literal), proxy.port
+        )
     except (socket.gaierror, UnicodeError) as error:  # UnicodeError: IDNA refused the name
         raise _unresolved(proxy, error) from error
     except OSError as error:
@@ -465,7 +497,9 @@ async def _proxy_addresses(
     """The families and socket addresses of the proxy's host in ``family`` (None: IPv4 and
     IPv6, the first of the other family moved second as trio's ``open_tcp_stream`` does,
     RFC 6555's section 5.4), at most :data:`_MAX_TARGETS`, in the resolver's order; an IPv6
-    one with its scope.
+    one with its scope. An IPv4-mapped address (``::ffff:a.b.c.d``, the literal's or one a
+    name resolves to) is the IPv4 address it embeds, ``AF_INET``: it is reached over IPv4,
+    from the IPv4 local address (:func:`_proxy_literal`).
 
     Raises:
         SocksError: the name could not be resolved (the resolver's error, with its errno where
@@ -473,7 +507,7 @@ async def _proxy_addresses(
             there is no way to the proxy from our socket).
     """
     version = None if family is None else 4 if family == socket.AF_INET else 6
-    literal = _literal(proxy.host)
+    literal = _proxy_literal(proxy.host)  # an IPv4-mapped one as the IPv4 address it embeds
     if literal is not None and version is not None and literal.version != version:
         raise SocksError(
             f"the proxy {proxy.address} is IPv{literal.version}, our UDP socket "
@@ -495,8 +529,19 @@ async def _proxy_addresses(
     found: dict[tuple[socket.AddressFamily, tuple[Any, ...]], None] = {}  # ordered, no repeats
     for info_family, _type, _proto, _name, sockaddr in infos:
         # A resolver may answer other families than asked (a custom one, a broken one).
-        if info_family in wanted and _literal(str(sockaddr[0]).partition("%")[0]) is not None:
-            found[info_family, tuple(sockaddr)] = None
+        address = (
+            _literal(str(sockaddr[0]).partition("%")[0])
+            if info_family in (socket.AF_INET, socket.AF_INET6)
+            else None
+        )
+        if address is None:
+            continue
+        target: tuple[socket.AddressFamily, tuple[Any, ...]] = (info_family, tuple(sockaddr))
+        mapped = _unmapped(address)
+        if mapped is not address:  # an IPv4-mapped address (a name's): dialled over IPv4
+            target = (socket.AF_INET, (str(mapped), sockaddr[1]))
+        if target[0] in wanted:
+            found[target] = None
             if len(found) == _MAX_TARGETS:
                 break
     if not found:

@@ -67,6 +67,8 @@ from ._socks_shell import (
     _connect_to_proxy,
     _literal,
     _negotiate,
+    _proxy_literal,
+    _unmapped,
     _unresolved,
 )
 
@@ -411,7 +413,10 @@ class Socks5UdpSocket:
 
     def _relay_of(self, stream: trio.SocketStream, client: Socks5Client) -> PeerAddress:
         """The relay a finished ``client`` names: its bound address, or the proxy's own when
-        it is the unspecified address (as libtorrent).
+        it is the unspecified address (as libtorrent). An IPv4-mapped one
+        (``::ffff:a.b.c.d``: a dual-stack proxy naming its IPv4 relay so) is the IPv4
+        address it embeds, where our IPv4 socket's datagrams go (an IPv6 socket of ours is
+        IPv6-only: such a relay is of the other family for it).
 
         Raises:
             SocksProtocolError: a domain name, port 0, a multicast or broadcast address, or a
@@ -425,6 +430,7 @@ class Socks5UdpSocket:
             raise SocksProtocolError(
                 f"the proxy named its UDP relay by a host name ({bound!r:.80}), not an address"
             )
+        bound = _unmapped(bound)
         if bound.is_unspecified:
             try:
                 peer = stream.socket.getpeername()
@@ -519,7 +525,9 @@ async def open_socks5_udp_socket(
     closes the UDP socket, the control connection and the background task. An IPv6 socket is
     IPv6-only (as the Handshaker's listeners): it reaches the proxy at its IPv6 addresses
     only and takes an IPv6 relay only; an IPv4 socket likewise (a proxy with no address of
-    the socket's family is EHOSTUNREACH in :attr:`Socks5UdpSocket.last_error`). Bound to a
+    the socket's family is EHOSTUNREACH in :attr:`Socks5UdpSocket.last_error`). An
+    IPv4-mapped address (``::ffff:a.b.c.d``: the proxy's, or the relay the proxy names) is
+    IPv4 here, for an IPv4 socket (:func:`proxy_udp_family` says 4 for it). Bound to a
     specific host (``--bind 127.0.0.2``), the control connection leaves from that host too
     (port 0): a proxy relays only the datagrams of the control connection's host (Dante,
     ours in the tests), as libtorrent binds its proxy connections to its listen interface.
@@ -619,11 +627,13 @@ async def proxy_udp_family(
     (:func:`open_socks5_udp_socket`'s ``bind``): its control connection goes to the proxy's
     addresses of the socket's family only, so a socket of the other family never associates.
 
-    An IP literal is of its own family. A host name is resolved here, even under
-    ``socks5h://`` (remote DNS keeps the targets' names from our resolver, not the proxy's
-    own, which every connection to it resolves anyway): IPv4 when it has an IPv4 address
-    (most peers, trackers and DHT nodes are IPv4, and a relay socket reaches its own family
-    best: the DHT and uTP keep one socket per family), IPv6 when it has IPv6 addresses alone.
+    An IP literal is of its own family, an IPv4-mapped one (``::ffff:a.b.c.d``) IPv4: the
+    control connection goes to the IPv4 address it embeds. A host name is resolved here,
+    even under ``socks5h://`` (remote DNS keeps the targets' names from our resolver, not
+    the proxy's own, which every connection to it resolves anyway): IPv4 when it has an
+    IPv4 address (most peers, trackers and DHT nodes are IPv4, and a relay socket reaches
+    its own family best: the DHT and uTP keep one socket per family), IPv6 when it has IPv6
+    addresses alone (an IPv4-mapped address counting as IPv4).
     What a name gave, or that it failed, is remembered for a minute within the trio run.
 
     Args:
@@ -648,7 +658,7 @@ async def proxy_udp_family(
         raise ValueError(f"timeout is seconds >= 0 or None, not {timeout!r}")
     if not _is_family_or_none(fallback):
         raise ValueError(f"fallback is 4, 6 or None, not {fallback!r}")
-    literal = _literal(proxy.host)
+    literal = _proxy_literal(proxy.host)
     if literal is not None:
         return 4 if literal.version == 4 else 6
     try:
@@ -717,10 +727,16 @@ async def _proxy_family(proxy: ProxyConfig) -> Literal[4, 6]:
     # IPv4 when we have a route to one of its IPv4 addresses (a host on an IPv6-only network
     # still gets A records), else IPv6 when we have one to an IPv6 address; with no route at
     # all, IPv4 if it has such an address (the attempts then say why). A resolver may list
-    # other families (AF_UNIX) too.
+    # other families (AF_UNIX) too. An IPv4-mapped address is IPv4, as the control
+    # connection reaches it (_proxy_addresses).
     by_family: dict[int, list[tuple[Any, ...]]] = {socket.AF_INET: [], socket.AF_INET6: []}
     for family, _type, _proto, _name, sockaddr in infos:
-        if family in by_family:
+        if family not in by_family:
+            continue
+        address = _literal(str(sockaddr[0]).partition("%")[0])
+        if address is not None and address is not (mapped := _unmapped(address)):
+            by_family[socket.AF_INET].append((str(mapped), sockaddr[1]))
+        else:
             by_family[family].append(sockaddr)
     for family, version in ((socket.AF_INET, 4), (socket.AF_INET6, 6)):
         found = by_family[family][:_MAX_TARGETS]

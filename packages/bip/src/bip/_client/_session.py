@@ -1157,11 +1157,16 @@ def _http_local_address(config: ClientConfig) -> str | None:
 def _dialer(config: ClientConfig) -> PeerDialer | None:
     """The session's dialer, unless the config brings its own ``dial``: TCP and (unless
     ``utp`` is off) uTP, in the configured order. TCP connects leave from the listen address
-    of the peer's family when it is a specific one (``--bind 127.0.0.2``; with
-    ``--bind 10.8.0.2 --bind fd00::2``, IPv4 peers from the first, IPv6 ones from the second),
-    as libtorrent's ``outgoing_interfaces`` does: peers see us where we accept them, and a
-    peer that refuses connections from its own address (ctorrent) can be reached. The uTP
-    sockets are added once bound.
+    of the peer's family when it is a specific one (``--bind 127.0.0.2``; with a host of
+    each family, ``ClientConfig(listen=(("10.8.0.2", port), ("fd00::2", port)))``, IPv4
+    peers from the first, IPv6 ones from the second), as libtorrent binds its connects to
+    its ``outgoing_interfaces``: peers see us where we accept them, and a peer that refuses
+    connections from its own address (ctorrent) can be reached. The choice per family is
+    ours, on purpose (no connect fails for its source address): libtorrent rotates through
+    its ``outgoing_interfaces`` whatever the peer's family (an entry of the other family
+    fails that connect), and sets them apart from its ``listen_interfaces`` (qBittorrent
+    fills both from its one interface setting), where bip dials from the listen addresses.
+    The uTP sockets are added once bound.
 
     With a proxy for peers, TCP connects go through it (:class:`~bip_handshake.SocksDialer`,
     each connection to the proxy leaving from the listen address of the family it connects
@@ -1183,7 +1188,8 @@ def _dialer(config: ClientConfig) -> PeerDialer | None:
 def _peer_local_addresses(config: ClientConfig) -> tuple[str, ...]:
     """The addresses peer connections leave from: the first listen host of each IP family
     (an unspecified one included: the dialers then let the system pick for that family),
-    in the order listed. A host name is skipped (the system picks the source address).
+    in the order listed (``ClientConfig(listen=...)`` with a host of each family; the CLI's
+    one ``--bind`` gives one). A host name is skipped (the system picks the source address).
 
     >>> _peer_local_addresses(ClientConfig(listen=(("fd00::2", 0), ("10.8.0.2", 0))))
     ('fd00::2', '10.8.0.2')

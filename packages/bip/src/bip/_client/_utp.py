@@ -26,12 +26,13 @@ given to the dialer, with a check that refuses a connect at once while no associ
 (the proxy refuses UDP, or is not answering yet): the dial goes on over TCP, through the
 proxy too. Nothing is dialled directly: the listening sockets still accept uTP peers, but
 the dialer never gets them, and no outgoing-only socket is opened. The relay socket is of
-the proxy's IP family (IPv4 unless the proxy is an IPv6 literal), bound to the session's
-outgoing address when that is a specific one of that family (``--bind 127.0.0.2``: the
-control connection then leaves from there too, the host the proxy relays for), and dials
-the peers of that family only; its datagrams leave room for SOCKS5's header. A peer
-dialled is always an address (with ``socks5h://`` the peers trackers name by host name are
-dropped before any dial, as for TCP), so the relay is given addresses, never names.
+the proxy's IP family (:func:`~bip_handshake.proxy_udp_family`'s: an IPv4-mapped literal,
+``socks5://[::ffff:10.0.0.1]``, is IPv4), bound to the session's outgoing address when
+that is a specific one of that family (``--bind 127.0.0.2``: the control connection then
+leaves from there too, the host the proxy relays for), and dials the peers of that family
+only; its datagrams leave room for SOCKS5's header. A peer dialled is always an address
+(with ``socks5h://`` the peers trackers name by host name are dropped before any dial, as
+for TCP), so the relay is given addresses, never names.
 """
 
 from __future__ import annotations
@@ -365,8 +366,9 @@ async def open_session_utp(
         proxy_local: the IP address the relay socket binds to (its control connection to
             ``proxy`` leaving from there too) when it is of the relay's family: the session's
             outgoing address (``--bind``); or several, the first of the relay's family
-            counting (``--bind 10.8.0.2 --bind fd00::2``). ``None``, none of that family, or
-            an unspecified first one: the unspecified address of the relay's family.
+            counting (a session listening on a host of each family:
+            ``("10.8.0.2", "fd00::2")``). ``None``, none of that family, or an unspecified
+            first one: the unspecified address of the relay's family.
 
     Yields the sockets, listening ones first (the relay's, with a ``dialer`` and a
     ``proxy``, last; when it cannot be bound, a WARNING says so and peers are dialled over
