@@ -408,8 +408,8 @@ async def test_a_node_whose_table_went_bad_in_an_outage_joins_again_when_the_rel
 async def test_concurrent_bootstraps_share_one_asking_of_the_pending_names(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    # A dead bootstrap name (nobody answers at its port): 8 bootstrap() at once (as many
-    # keep_finding loops starting on an empty table) ask it once together, not one after the
+    # A dead bootstrap name (nobody answers at its port): 8 bootstrap() at once (callers
+    # beside the periodic rounds) ask it once together, not one after the
     # other (they ended at 0.8, 1.6 ... 6.4 s); one right after asks nothing; nor does one
     # while the table has live nodes.
     autojump_clock.autojump_threshold = JUMP_AFTER

@@ -1,6 +1,8 @@
-"""DHT.keep_finding joins by the core's rule (``DHTNode.needs_bootstrap``, not "the table is
-empty") and never beside another bootstrap of the node: one under way is waited for, and the
-rounds that need a join together share one. Real nodes on 127.0.0.x, the autojump clock."""
+"""DHT.keep_finding joins when no family has a node to look up with (not "the table is
+empty"; a dead family beside a working one is left to the core's own re-bootstrap), and never
+beside another bootstrap of the node, under way or about to start (decided at the moment of
+starting): that one is waited for, at most the round's own interval, and the rounds that need
+a join together share one. Real nodes on 127.0.0.x (and ::1), the autojump clock."""
 
 from __future__ import annotations
 
@@ -8,17 +10,21 @@ import random
 import socket
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from functools import partial
 
 import pytest
 import trio
 import trio.testing
+from tests._resolvers import has_ipv6_loopback
+from tests._socks_server import serve_socks5
 
 from bip_dht._errors import DHTError
 from bip_dht._node_config import DHTConfig
 from bip_dht._shell import DHT, open_dht
-from bip_dht._shell_periodic import _joins
-from bip_handshake import PeerAddress
+from bip_dht._shell_periodic import _can_look_up, _joins
+from bip_dht._shell_proxy import PROBE_ATTEMPTS
+from bip_handshake import NodeInfo, PeerAddress, ProxyConfig
 
 HASH = bytes.fromhex("ab" * 20)
 FAST = DHTConfig(query_timeout=2.0, slow_after=0.5)
@@ -109,18 +115,26 @@ async def test_it_waits_for_a_bootstrap_under_way_instead_of_starting_another(
     async with router_and_node(bootstrap=False) as (router, dht), black_hole() as hole:
         node = dht.node
         # A bootstrap of the node's no caller waits for (as the core's own re-bootstrap or
-        # the proxied rejoin's); the black hole keeps it running until its query timeout.
-        dht._start_bootstrap([hole, router.addresses[0]])
-        assert node.bootstrapping
-        assert node.needs_bootstrap(trio.current_time())
+        # the proxied rejoin's); the black hole would keep it running until its query timeout.
+        dht._start_bootstrap([hole])
+        (op,) = node.bootstrap_ops
+        assert not _can_look_up(node, trio.current_time())
         starts = Starts(dht, monkeypatch)
         with trio.move_on_after(10):
-            await dht.keep_finding(HASH, interval=60)
-        assert starts.bootstraps == []  # none beside it, none after it (it reached the router)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(partial(dht.keep_finding, HASH, interval=60))
+                await trio.sleep(0.5)
+                # It ends early (as a bootstrap whose nodes answered), with a node to ask.
+                info = NodeInfo(router.node_id.value, router.addresses[0])
+                assert node.warm_table([info], trio.current_time()) == 1
+                node.cancel(op)
+                dht._dispatch()
+        assert starts.bootstraps == []  # none beside it, none after it (it gave a node)
         assert len(starts.lookups) == 1
         started, running = starts.lookups[0]
         assert running == 0  # the round looked up once that bootstrap had ended
-        assert started <= 2 * FAST.query_timeout  # woken by its end, not by a bound
+        # Woken by its end: neither by its query timeout nor by a poll of the round's.
+        assert started < 0.5 + FAST.query_timeout / 4
 
 
 async def test_rounds_on_an_empty_table_share_one_join(
@@ -176,6 +190,8 @@ async def test_a_cancelled_join_hands_over_to_a_waiting_round(
 async def test_a_dht_closing_while_it_waits_is_our_error(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
+    """A guard, not a regression test (it passes on the parent commit too): the waiting
+    round polls for a close, as closing wakes nobody waiting for a bootstrap's end."""
     errors: list[BaseException] = []
     async with black_hole() as hole, trio.open_nursery() as nursery:
         async with open_dht("127.0.0.3:0", config=FAST, peer_sink=Sink()) as dht:
@@ -194,3 +210,131 @@ async def test_a_dht_closing_while_it_waits_is_our_error(
                 await trio.sleep(0.1)
     assert "closed" in str(errors[0])
     assert dht not in _joins
+
+
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="this host cannot bind ::1")
+async def test_a_family_with_no_node_beside_one_that_works_is_left_to_the_core(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A dual-stack node on a host whose IPv6 reaches nobody: its IPv6 table stays empty, so
+    # the node "needs a bootstrap" for ever. Before, every round of every torrent
+    # bootstrapped for it (15 find_node floods here), beside the core's own re-bootstrap,
+    # which it rate-limits (one per bootstrap_retry_interval).
+    async with (
+        open_dht("127.0.0.2:0", config=FAST, rng=random.Random(0)) as router,
+        open_dht(
+            ["127.0.0.3:0", "[::1]:0"], config=FAST, peer_sink=Sink(), rng=random.Random(1)
+        ) as dht,
+    ):
+        node = dht.node
+        assert node.families == (4, 6)
+        with trio.fail_after(5):
+            await dht.bootstrap([router.addresses[0]])
+        assert len(node.table(6)) == 0
+        starts = Starts(dht, monkeypatch)
+        with trio.move_on_after(900):
+            async with trio.open_nursery() as nursery:
+                for i in range(5):  # five torrents, 7 s apart
+                    nursery.start_soon(partial(dht.keep_finding, bytes([i]) * 20, interval=300))
+                    await trio.sleep(7)
+        assert node.needs_bootstrap(trio.current_time())
+    assert starts.bootstraps == []  # the rounds left the IPv6 table to the core
+    assert len(starts.lookups) == 15  # three rounds each, through IPv4
+
+
+QUICK = replace(FAST, query_timeout=0.4, slow_after=0.1, bootstrap_retry_interval=60.0)
+ASKED = PROBE_ATTEMPTS * QUICK.query_timeout  # one asking of a dead name through the proxy
+
+
+@asynccontextmanager
+async def proxied_with_a_dead_name(
+    clock: trio.testing.MockClock,
+) -> AsyncIterator[tuple[DHT, PeerAddress]]:
+    """A node behind a proxy with remote DNS whose one bootstrap name leads to a black hole
+    (also yielded): each asking of it takes ``ASKED`` seconds, and the table stays empty.
+    Yielded once the first join's asking ended and the name is due again."""
+    clock.autojump_threshold = 0.03  # real seconds: the proxy's loopback I/O is done by then
+    async with serve_socks5() as server, black_hole() as dead:
+        proxy = ProxyConfig("127.0.0.1", server.port, remote_dns=True)
+        async with open_dht(
+            "127.0.0.1:0",
+            [f"localhost:{dead.port}"],  # the proxy resolves it to 127.0.0.1: nobody there
+            config=QUICK,
+            peer_sink=Sink(),
+            rng=random.Random(2),
+            proxy=proxy,
+        ) as dht:
+            with trio.fail_after(10):
+                await dht.bootstrap()  # waits for the first join's asking
+            await trio.sleep(1.0)  # past the spacing of askings: the name is due again
+            assert dht._pending_names
+            yield dht, dead
+
+
+async def test_a_caller_bootstrap_asking_names_is_not_joined_beside(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A caller's bootstrap first asks the pending names and is not under way in the core
+    # meanwhile. Before, a round that came then saw no bootstrap running and started its
+    # own once the asking it shared ended: two at once.
+    async with proxied_with_a_dead_name(autojump_clock) as (dht, _):
+        starts = Starts(dht, monkeypatch)
+        begun = trio.current_time()
+        with trio.move_on_after(5):  # the round's next join is 10 s on
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(dht.bootstrap)
+                await trio.sleep(0.1)
+                assert dht._asking is not None
+                assert not dht.node.bootstrapping
+                nursery.start_soon(partial(dht.keep_finding, HASH, interval=60))
+    # The caller's alone, once its asking had ended.
+    assert [time - begun for time, _ in starts.bootstraps] == [pytest.approx(ASKED, abs=0.1)]
+    assert starts.lookups == []  # nobody answered: no node to look up with
+
+
+async def test_a_bootstrap_begun_while_the_round_asked_names_is_not_joined_beside(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The round's own join asks the pending names first; a bootstrap of the node begins
+    # meanwhile (as the core's re-bootstrap or the proxied rejoin): the round decides at the
+    # moment it would start, and takes that one's outcome instead.
+    async with proxied_with_a_dead_name(autojump_clock) as (dht, dead):
+        starts = Starts(dht, monkeypatch)
+        begun = trio.current_time()
+        with trio.move_on_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(partial(dht.keep_finding, HASH, interval=60))
+                await trio.sleep(0.75 * ASKED)
+                assert dht._asking is not None
+                assert not dht.node.bootstrapping
+                dht._start_bootstrap([dead])  # runs past the asking's end (a query timeout)
+    assert [time - begun for time, _ in starts.bootstraps] == [pytest.approx(0.75 * ASKED)]
+    assert starts.lookups == []
+
+
+async def test_a_waiting_round_waits_no_longer_than_its_own_interval(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first round's join runs long (a node that never answers, a 30 s query timeout); a
+    # round with a 1 s interval that waits for it goes on after its own second, and looks up
+    # through a node learnt meanwhile. Before, it waited out the other round's join.
+    slow = DHTConfig(query_timeout=30.0, slow_after=0.5)
+    async with (
+        black_hole() as hole,
+        open_dht("127.0.0.2:0", config=slow, rng=random.Random(0)) as router,
+        open_dht("127.0.0.3:0", config=slow, peer_sink=Sink(), rng=random.Random(1)) as dht,
+    ):
+        node = dht.node
+        node._bootstrap_addresses = [hole]
+        starts = Starts(dht, monkeypatch)
+        with trio.move_on_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(partial(dht.keep_finding, HASH, interval=600))
+                await trio.sleep(0.1)
+                assert dht in _joins
+                nursery.start_soon(partial(dht.keep_finding, bytes(20), interval=1))
+                await trio.sleep(0.4)
+                info = NodeInfo(router.node_id.value, router.addresses[0])
+                assert node.warm_table([info], trio.current_time()) == 1
+    assert len(starts.bootstraps) == 1  # the first round's, still running
+    assert [time for time, _ in starts.lookups][:1] == [pytest.approx(1.1, abs=0.05)]

@@ -352,6 +352,9 @@ class DHT:
         # _dispatch checks, as the core's own have no event.
         self._watched_bootstraps: set[int] = set()
         self._bootstrap_ended = trio.Event()
+        # Callers' bootstrap() calls not started in the core yet (waiting for the proxy,
+        # resolving or asking names): keep_finding's join starts none beside them either.
+        self._bootstraps_starting = 0
         # Set once open_dht's first bootstrap has begun (through a proxy it waits for the
         # associations in the background): bootstrap() reuses its addresses.
         self._joining = trio.Event()
@@ -496,17 +499,44 @@ class DHT:
         for its answers (a caller's bootstrap beside keep_finding's, which its rounds share):
         no name is pinged twice at once.
         """
-        await self._joining.wait()  # set before open_dht's block begins, without a proxy
-        with trio.move_on_after(PROXY_WAIT):
-            await self.wait_associated()  # at once when every socket is (or none is relayed)
-        resolved = await self._addresses(addresses, remember=True)
-        if not resolved:
-            # The names are worth their pings only while a family has no node we could query.
-            asking = self._pending_names and self._node.needs_bootstrap(trio.current_time())
-            answered = await self._ask_pending_names() if asking else []
-            resolved = [*answered, *self._node.bootstrap_addresses]
-        await self._run(lambda node, now: node.bootstrap(resolved, now))
+        await self._bootstrap(addresses)
         return self._node.statistics().table_size
+
+    async def _bootstrap(
+        self, addresses: Iterable[AddressLike] = (), *, unless_running: bool = False
+    ) -> bool:
+        """:meth:`bootstrap`'s work: start a bootstrap and wait for its end; True then.
+
+        With *unless_running* (keep_finding's join) start none, and return False, while
+        another is under way or about to be: a bootstrap of the node runs or is queued
+        (:attr:`DHTNode.bootstrapping`), or a caller's is still before its start (waiting for
+        the proxy, resolving or asking names, so not yet in :attr:`DHTNode.bootstrap_ops`).
+        Decided on entry and again at the moment of starting, with no checkpoint between the
+        test and the start: one that began while this one waited is never run beside.
+        """
+        if unless_running and (self._node.bootstrapping or self._bootstraps_starting):
+            return False
+        counted = 0 if unless_running else 1  # a caller's: keep_finding's waits for it
+        self._bootstraps_starting += counted
+        try:
+            await self._joining.wait()  # set before open_dht's block begins, without a proxy
+            with trio.move_on_after(PROXY_WAIT):
+                await self.wait_associated()  # at once when every socket is (or none relayed)
+            resolved = await self._addresses(addresses, remember=True)
+            if not resolved:
+                # The names are worth their pings only while a family has no node to query.
+                asking = self._pending_names and self._node.needs_bootstrap(trio.current_time())
+                answered = await self._ask_pending_names() if asking else []
+                resolved = [*answered, *self._node.bootstrap_addresses]
+            if unless_running and (self._node.bootstrapping or self._bootstraps_starting):
+                return False
+        finally:
+            self._bootstraps_starting -= counted
+            if counted:  # started or given up: who waits for it to start looks again
+                self._wake_bootstrap_waiters()
+        # No checkpoint from the test above to the core's start (_run begins at once).
+        await self._run(lambda node, now: node.bootstrap(resolved, now))
+        return True
 
     async def find_node(self, target: NodeId | bytes) -> list[NodeInfo]:
         """The nodes closest to *target* that answered (up to ``k`` per family)."""
@@ -544,18 +574,20 @@ class DHT:
     ) -> NoReturn:
         """Look *info_hash* up now and every *interval* seconds, until cancelled.
 
-        Each round joins the DHT first when the node needs it (the core's own rule,
-        :meth:`DHTNode.needs_bootstrap`: a family whose routing table has no node we could
-        still query, as after an outage that made every known node bad), through the
-        bootstrap addresses and the nodes known; never beside a bootstrap of the node under
-        way (the core's own, a caller's), whose end it waits for instead (at most *interval*),
-        and once for all the rounds that need it together. While no node answers it joins
-        again after 10 s, 20 s... up to *interval*. Then it runs one lookup, or with
-        *announce* one announce (BEP 5: the lookup and then ``announce_peer`` to the closest
-        nodes, so a single walk per round). The peers found go to the DHT's peer sink as they
-        arrive, and to *sink* too if given (source ``"dht"``). A round ends when its lookup
-        does (lookups are bounded by the node's query timeouts and limits); cancelling
-        cancels the round's operation.
+        Each round joins the DHT first when it has nobody to look up with (no family's
+        routing table holds a node we could still query, as after an outage that made every
+        known node bad), through the bootstrap addresses and the nodes known; a family with
+        none beside one that works is left to the core, which bootstraps again by itself at
+        most every ``bootstrap_retry_interval`` (:meth:`DHTNode.needs_bootstrap`). It never
+        bootstraps beside a bootstrap of the node under way or about to start (the core's
+        own, a caller's still asking names), whose end it waits for instead (at most
+        *interval*), and joins once for all the rounds that need it together. While no node
+        answers it joins again after 10 s, 20 s... up to *interval*. Then it runs one
+        lookup, or with *announce* one announce (BEP 5: the lookup and then
+        ``announce_peer`` to the closest nodes, so a single walk per round). The peers found
+        go to the DHT's peer sink as they arrive, and to *sink* too if given (source
+        ``"dht"``). A round ends when its lookup does (lookups are bounded by the node's
+        query timeouts and limits); cancelling cancels the round's operation.
 
         Args:
             info_hash: the swarm (for an :class:`~bip_metainfo.InfoHash`, its v1 hash, or the
@@ -1294,6 +1326,13 @@ class DHT:
             # woken only when one of those watched ended (another waiter's too: we recheck)
             self._watched_bootstraps |= running
             await self._bootstrap_ended.wait()
+
+    async def _bootstrap_starts_ended(self) -> None:
+        """Return once no caller's :meth:`bootstrap` is before its start any more (each
+        started in the core, or gave up; at once if none is). Bounded as their waits are
+        (``PROXY_WAIT``, the resolver, ``PROBE_ATTEMPTS`` query timeouts per name)."""
+        while self._bootstraps_starting:
+            await self._bootstrap_ended.wait()  # woken as each leaves that phase: we recheck
 
     async def _ask_pending_names(self) -> list[PeerAddress]:
         """Ping the pending bootstrap names again, but for those asked within the last

@@ -1,16 +1,20 @@
 """Looking a torrent up in the DHT for as long as it runs: :meth:`DHT.keep_finding`.
 
-Every client repeats the same round: join the DHT if the node needs it, look the torrent up
-(or announce it, which looks it up on the way: one walk, not two), hand the peers to the
-handshaker, wait, again. libtorrent does it every 15 minutes per torrent
+Every client repeats the same round: join the DHT if there is nobody to look up with, look
+the torrent up (or announce it, which looks it up on the way: one walk, not two), hand the
+peers to the handshaker, wait, again. libtorrent does it every 15 minutes per torrent
 (``dht_announce_interval``); this is ours, on top of the shell's operations.
 
-"Needs it" is the core's own rule (:meth:`DHTNode.needs_bootstrap`: a family whose routing
-table has no node we could still query, bad nodes staying in their buckets), and a round never
-bootstraps beside another bootstrap of the node: one under way (the core's own re-bootstrap,
-a caller's, the proxied shell's rejoin) is waited for and its outcome taken, and the rounds of
-several torrents that need a join at once share one (:class:`_Join`), rather than each sending
-its own find_node flood.
+"Nobody to look up with" is no routing table of any family holding a node we could still
+query (bad nodes stay in their buckets: after an outage, a table that is not empty may have
+nobody to ask). A family with no such node beside one that has some is the core's own
+business (:meth:`DHTNode.needs_bootstrap`: it bootstraps again by itself, at most once per
+``bootstrap_retry_interval``): a dual-stack node on a host whose IPv6 reaches nobody must not
+bootstrap in every round of every torrent. And a round never bootstraps beside another
+bootstrap of the node: one under way or about to start (the core's own re-bootstrap, a
+caller's still asking names, the proxied shell's rejoin) is waited for and its outcome taken,
+and the rounds of several torrents that need a join at once share one (:class:`_Join`),
+rather than each sending its own find_node flood.
 """
 
 from __future__ import annotations
@@ -96,7 +100,7 @@ async def keep_finding(
     retry = min(_JOIN_RETRY, interval)
     node = dht.node
     while True:
-        if node.needs_bootstrap(trio.current_time()):
+        if not _can_look_up(node, trio.current_time()):
             await _join(dht, wait=interval)
         if not _can_look_up(node, trio.current_time()):
             # Nobody answered (the shell logs a warning): try again, less and less often.
@@ -125,31 +129,35 @@ async def keep_finding(
 
 
 async def _join(dht: DHT, *, wait: float) -> None:
-    """Join for a round whose node needs a bootstrap, never beside another: when one of the
-    node's is under way or queued (:attr:`DHTNode.bootstrapping`), wait for it to end (at most
-    *wait* seconds) and take its outcome; else bootstrap (:meth:`DHT.bootstrap`). Rounds that
-    come while a join of keep_finding's runs wait for it instead (or, when the one that ran
-    was cancelled, join themselves if the node still needs it). Cancelling leaves no join
-    behind."""
+    """Join for a round with nobody to look up with, never beside another bootstrap: start one
+    (:meth:`DHT._bootstrap`) unless one of the node's runs or a caller's is about to start,
+    decided at the moment of starting; else wait for those to end (and for those that begin
+    meanwhile) and take their outcome. Rounds that come while a join of keep_finding's runs
+    wait for it instead (or, when the one that ran was cancelled, join themselves if there
+    is still nobody to look up with). Every wait ends within *wait* seconds of the call (the
+    round's own interval, not the holder's); cancelling leaves no join behind."""
+    node = dht.node
+    deadline = trio.current_time() + wait
     while (running := _joins.get(dht)) is not None:
-        await running.done.wait()
-        if running.ended or not dht.node.needs_bootstrap(trio.current_time()):
+        with trio.move_on_at(deadline):
+            await running.done.wait()
+        if not running.done.is_set():  # past our own bound: the round goes on without
+            return
+        if running.ended or _can_look_up(node, trio.current_time()):
             return
     join = _joins[dht] = _Join()  # before any checkpoint: no other round can slip in
     try:
-        node = dht.node
-        if node.bootstrapping:
+        if not await dht._bootstrap(unless_running=True):
             query_timeout = node.config.query_timeout
-            with trio.move_on_after(wait):
+            with trio.move_on_at(deadline):
                 # Those that began meanwhile too: one ended need not mean we may start ours.
-                while node.bootstrapping and not dht._closed:
+                while (node.bootstrapping or dht._bootstraps_starting) and not dht._closed:
                     # Closing the DHT wakes nobody waiting here: look every query timeout.
                     with trio.move_on_after(query_timeout):
                         await dht._bootstraps_ended()
+                        await dht._bootstrap_starts_ended()
             if dht._closed:  # its bootstraps stay "under way" for ever: no outcome to take
                 raise DHTError("the DHT closed while looking the torrent up")
-        else:
-            await dht.bootstrap()
         join.ended = True
     finally:
         del _joins[dht]
@@ -158,6 +166,7 @@ async def _join(dht: DHT, *, wait: float) -> None:
 
 def _can_look_up(node: DHTNode, now: float) -> bool:
     """Whether a routing table, of any family, holds a node we could still query: a lookup has
-    a node to start from. Not the opposite of :meth:`DHTNode.needs_bootstrap`: a node that
-    runs two families looks up through one while the other's table has no live node."""
+    a node to start from, and the round joins only when not. Not the opposite of
+    :meth:`DHTNode.needs_bootstrap`: a node that runs two families looks up through one while
+    the other's table has no live node (the core bootstraps that one again by itself)."""
     return any(node.table(family).closest(node.node_id, now, 1) for family in node.families)
