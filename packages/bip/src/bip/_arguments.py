@@ -114,18 +114,19 @@ def duration(text: str) -> float:
     return seconds
 
 
-def follow_interval(text: str) -> float | None:
+def follow_interval(text: str) -> float:
     """An argparse ``type=`` reading ``--follow-interval``: a :func:`duration` of at least
-    :data:`MIN_FOLLOW_INTERVAL` seconds, or ``0`` / ``off`` (any case) as None: not followed.
+    :data:`MIN_FOLLOW_INTERVAL` seconds, or ``off`` (any case) or any zero duration (``0``,
+    ``0s``, ``0.0``, ``0m``) as ``0.0``: not followed.
 
-    >>> follow_interval("30m"), follow_interval("off"), follow_interval("0")
-    (1800.0, None, None)
+    >>> follow_interval("30m"), follow_interval("off"), follow_interval("0s")
+    (1800.0, 0.0, 0.0)
 
     Raises:
-        argparse.ArgumentTypeError: not a duration, or a shorter one.
+        argparse.ArgumentTypeError: not a duration, or a shorter one than the minimum.
     """
-    if text.strip().lower() in {"0", "off"}:
-        return None
+    if text.strip().lower() == "off" or _is_zero_duration(text):
+        return 0.0
     seconds = duration(text)
     if seconds < MIN_FOLLOW_INTERVAL:
         raise argparse.ArgumentTypeError(
@@ -135,20 +136,32 @@ def follow_interval(text: str) -> float | None:
     return seconds
 
 
+def _is_zero_duration(text: str) -> bool:
+    """Whether ``text`` is a duration of :func:`duration`'s form that adds up to zero."""
+    match = _DURATION_RE.fullmatch(text.strip().lower())
+    if match is None:
+        return False
+    parts = [part for part in match.groups() if part is not None]
+    return bool(parts) and all(float(part) == 0 for part in parts)
+
+
 def add_follow_interval_option(parser: argparse.ArgumentParser) -> None:
     """``--follow-interval DURATION``: how often ``bip download`` looks a BEP 46 link's key
-    up again for the publisher's newer versions (:func:`follow_interval`)."""
+    up again for the publisher's newer versions (:func:`follow_interval`; ``None`` when not
+    given: :data:`DEFAULT_FOLLOW_INTERVAL` then, for a BEP 46 link only)."""
     parser.add_argument(
         "--follow-interval",
         type=follow_interval,
-        default=DEFAULT_FOLLOW_INTERVAL,
+        default=None,
         metavar="DURATION",
         help="for a BEP 46 link (magnet:?xs=urn:btpk:KEY): look the key up in the DHT again"
         " this often while the command runs (default 30m; at least"
-        f" {MIN_FOLLOW_INTERVAL:g}s; 0 or off: never) and download a newer version the"
-        " publisher put there into the same DIR (the files it shares with the running one are"
-        " checked, not fetched again); once complete, it replaces the old one, whose data"
-        " stays on disk, and the status line and seeding limits follow it",
+        f" {MIN_FOLLOW_INTERVAL:g}s; 0 or off: never). A newer version the publisher put"
+        " there replaces the running one once its metadata is known (at most 10m, or this"
+        " interval if shorter): the running one is removed, its data kept, and the new one"
+        " checks the files in DIR (those it shares with the old are not fetched again) and"
+        " downloads the rest; the status line and seeding limits follow it. A new version"
+        " that fails gives way to the old one again. Other sources are not followed",
     )
 
 

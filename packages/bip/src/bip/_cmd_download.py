@@ -9,8 +9,8 @@ without fetching a verified piece again. ``--seed`` seeds on until Ctrl-C, or un
 file is complete and verified.
 
 A BEP 46 link (``magnet:?xs=urn:btpk:KEY``) is resolved through the DHT, then followed while
-the command runs (``--follow-interval``): a newer version the publisher puts there is
-downloaded into the same directory and replaces the running one once complete
+the command runs (``--follow-interval``): a newer version the publisher puts there replaces
+the running one once its metadata is known, in the same directory
 (:class:`~bip._follow_mutable.MutableFollower`).
 """
 
@@ -36,6 +36,7 @@ from bip_handshake import NATPMP_ANNOUNCE_ADDRESS, EncryptionPolicy, PeerAddress
 from bip_metainfo import MagnetLink, Metainfo, MutableTorrentLink
 
 from ._arguments import (
+    DEFAULT_FOLLOW_INTERVAL,
     add_follow_interval_option,
     add_ip_filter_options,
     add_seed_limit_options,
@@ -75,6 +76,7 @@ __all__ = [
     "add_session_arguments",
     "config_from_args",
     "follow",
+    "follow_interval_of",
     "follow_versions",
     "open_dht_node",
     "open_session_with_dht",
@@ -739,17 +741,18 @@ async def _download(args: argparse.Namespace, config: ClientConfig) -> int:
         open_session(config, dht=dht, utp_router=router) as session,
     ):
         follower: MutableFollower | None = None
+        interval = follow_interval_of(args, mutable)
         if source is None:
             assert mutable is not None
             first = await resolve_mutable_torrent(dht, mutable)
             source = mutable.resolved(first.info_hash)
-            if args.follow_interval is not None and dht is not None:
+            if interval is not None and dht is not None:
                 follower = MutableFollower(
                     session,
                     dht,
                     mutable,
                     options,
-                    interval=args.follow_interval,
+                    interval=interval,
                     timeout=RESOLVE_TIMEOUT,
                     sequential=args.sequential,
                 )
@@ -779,58 +782,100 @@ async def _download(args: argparse.Namespace, config: ClientConfig) -> int:
     return 0
 
 
+def follow_interval_of(
+    args: argparse.Namespace, mutable: MutableTorrentLink | None
+) -> float | None:
+    """Seconds between two lookups of the key of ``mutable``, the BEP 46 link downloaded
+    (``--follow-interval``, :data:`~bip._arguments.DEFAULT_FOLLOW_INTERVAL` when not given),
+    or None: not followed (turned off, or no BEP 46 link). A ``--follow-interval`` given with
+    another source is said once, at INFO, not refused: a script may pass the same options
+    whatever it downloads, and the option changes nothing there."""
+    given: float | None = args.follow_interval
+    if mutable is None:
+        if given is not None:
+            logger.info(
+                "--follow-interval applies to BEP 46 links (magnet:?xs=urn:btpk:) only: this"
+                " download is not followed"
+            )
+        return None
+    seconds = DEFAULT_FOLLOW_INTERVAL if given is None else given
+    return seconds if seconds > 0 else None
+
+
 async def follow_versions(follower: MutableFollower, args: argparse.Namespace) -> int:
     """Download a BEP 46 link's current version, then seed it as the command asks, while
     ``follower`` looks for newer versions: the status line and the seeding limits follow
-    each version that replaces the one shown (its ratio counts its own uploads, its seeding
-    time starts when it completes). 0 once the current version is complete (without
-    seeding), or once its seeding limits are reached.
+    each version that takes the place of the one shown (its ratio counts its own uploads,
+    its seeding time starts when it completes). An update that fails gives way to the
+    version before it (:meth:`~bip._follow_mutable.MutableFollower.recover`). 0 once the
+    current version is complete (without seeding), or once its seeding limits are reached.
 
     Raises:
-        CLIError: the version shown failed.
+        CLIError: the version shown failed, and no version before it can run.
     """
     seeding = args.seed or args.seed_ratio is not None or args.seed_time is not None
     async with trio.open_nursery() as nursery:
         nursery.start_soon(follower.poll)
-        while True:
-            # Read together (no checkpoint between): a replacement after this sets `changed`.
-            torrent, changed = follower.current, follower.changed
-            line = StatusLine(torrent, quiet=args.quiet)
-            try:
-                done = await _unless_set(changed, functools.partial(follow, torrent, line))
-            finally:
-                line.finish()
-            if not done or not torrent.completed.is_set():
-                # Replaced (a version still downloading is removed before its successor is
-                # added, and `changed` set once that one is in): show the successor.
-                await changed.wait()
-                continue
-            await follower.settle()
-            if not seeding:
-                break
-            if changed.is_set():
-                continue
-            if not args.quiet:
-                print(
-                    f"bip: {torrent.status().name}: seeding until {seeding_until(args)}",
-                    file=sys.stderr,
-                )
-            job = functools.partial(seed_on, torrent, args, size=torrent.status().total)
-            if await _unless_set(changed, job):
-                break
+        while not await _run_version(follower, args, seeding=seeding):
+            pass  # another version took the place of the one shown: show it
         nursery.cancel_scope.cancel()  # the lookups end with the command
     return 0
 
 
+async def _run_version(
+    follower: MutableFollower, args: argparse.Namespace, *, seeding: bool
+) -> bool:
+    """Show ``follower.current`` until the command is done with it (True: complete without
+    ``seeding``, or its seeding limits reached) or another version takes its place (False).
+
+    Raises:
+        CLIError: it failed, and no version before it can run.
+    """
+    # Read together (no checkpoint between): a replacement after this sets `changed`.
+    torrent, changed = follower.current, follower.changed
+    try:
+        line = StatusLine(torrent, quiet=args.quiet)
+        try:
+            if not await _unless_set(changed, functools.partial(follow, torrent, line)):
+                return False
+        finally:
+            line.finish()
+        await follower.settle()  # a swap under way ends first: then its successor is shown
+        if changed.is_set():
+            return False
+        if not seeding:
+            return True
+        if not args.quiet:
+            print(
+                f"bip: {torrent.status().name}: seeding until {seeding_until(args)}",
+                file=sys.stderr,
+            )
+        job = functools.partial(seed_on, torrent, args, size=torrent.status().total)
+        return await _unless_set(changed, job)
+    except CLIError:
+        if torrent.status().phase is TorrentPhase.FAILED and await follower.recover(torrent):
+            return False  # an update failed: the version before it runs again
+        raise
+
+
 async def _unless_set(event: trio.Event, job: Callable[[], Awaitable[object]]) -> bool:
-    """Run ``job`` until it returns (True) or ``event`` is set (False: ``job`` cancelled)."""
+    """Run ``job`` until it returns (True) or ``event`` is set (False: ``job`` cancelled).
+
+    Raises:
+        CLIError: as ``job`` (itself, not in an exception group).
+    """
     finished = False
+    failure: CLIError | None = None
     async with trio.open_nursery() as nursery:
 
         async def run() -> None:
-            nonlocal finished
-            await job()
-            finished = True
+            nonlocal finished, failure
+            try:
+                await job()
+            except CLIError as error:
+                failure = error
+            else:
+                finished = True
             nursery.cancel_scope.cancel()
 
         async def watch() -> None:
@@ -839,6 +884,8 @@ async def _unless_set(event: trio.Event, job: Callable[[], Awaitable[object]]) -
 
         nursery.start_soon(run)
         nursery.start_soon(watch)
+    if failure is not None:
+        raise failure
     return finished
 
 

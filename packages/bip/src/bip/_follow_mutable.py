@@ -2,15 +2,29 @@
 
 A BEP 46 link (``magnet:?xs=urn:btpk:KEY[&s=SALT]``) names a publisher's key, whose DHT item
 (BEP 44) names the torrent's current version and a sequence number that grows with each
-version. :class:`MutableFollower` keeps the newest version in the session: it looks the key up
-again every ``interval`` seconds (one lookup at a time, each bounded by ``timeout``) and, for
-an item with a higher ``seq`` naming another torrent, adds that version into the same save
-directory, as BEP 39 has a client do with a feed's update: the files both versions share are
-checked, not fetched again. The version already complete keeps seeding until the new one
-completes (:meth:`MutableFollower.settle`), and is then removed keeping its data: the files
-the new version no longer lists stay on disk (logged, never deleted). A version still
-downloading when a newer one comes is removed at once (keeping its data too): two versions
-must not write the same files at once, and the newer one checks what the older one got.
+version. :class:`MutableFollower` keeps one version of the torrent running in the session,
+the newest it could take: it looks the key up again every ``interval`` seconds (one lookup at
+a time, each bounded by ``timeout``). An item with a higher ``seq`` naming another torrent is
+an update, taken in two steps, as BEP 39 has a client do with a feed's update:
+
+1. Its metadata is fetched first, by a *probe*: the new version added with no file selected,
+   no resume data and a storage in memory that holds nothing, so that it writes nothing to
+   disk. The running version runs on meanwhile, fully: its download, its seeding, its status
+   line and its seeding limits. The wait is bounded (``metadata_wait``:
+   :data:`MAX_METADATA_WAIT`, or ``interval`` if shorter); an update whose metadata does not
+   come within it is dropped, and the running version carries on.
+2. Once the metadata is known, the running version is removed (its data kept) and only then
+   is the new one added into the same directory: it checks what is there (the files both
+   versions share are not fetched again) and downloads the rest. Two versions never run at
+   once on the same files: a complete one would serve the bytes the other overwrites, which
+   fail its peers' hash checks (and get us banned).
+
+The files the new version no longer lists stay on disk (logged, never deleted). An update that
+fails (its files cannot be written, ...) is removed, its data kept, and the version it
+replaced is added back, its data checked afresh, and runs on: only a version with none before
+it (the first) failing is fatal. An update dropped or failed is not tried again until an item
+with a higher ``seq`` comes. Going back to an earlier version (a later item names it again)
+is an update like any other: its data is checked, never trusted to be as it was left.
 
 An item with a lower or equal ``seq``, one naming the running version, a lookup that fails or
 times out: nothing changes, and each is logged once (not at every poll).
@@ -18,23 +32,30 @@ times out: nothing changes, and each is logged once (not at every poll).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Final
 
 import trio
 
 from bip_dht import DHT, MutableTorrent
-from bip_metainfo import InfoHash, MutableTorrentLink
+from bip_disk import MemoryFileSystem
+from bip_metainfo import Info, InfoHash, MutableTorrentLink
 
-from ._client import Session, Torrent, TorrentError, TorrentOptions
+from ._client import ResumeStore, Session, Torrent, TorrentError, TorrentOptions, TorrentPhase
 from ._cmd_dht import lookup_mutable_torrent
 from ._errors import CLIError
 from ._humanize import format_duration
 
-__all__ = ["MutableFollower", "same_torrent"]
+__all__ = ["MAX_METADATA_WAIT", "MutableFollower", "same_torrent"]
 
+MAX_METADATA_WAIT: Final = 10 * 60.0
+"""Seconds an update waits for its metadata at most (less when the follow interval is
+shorter): a version nobody serves is dropped after it, and the running one carries on. (The
+help of ``--follow-interval`` says "10m".)"""
 _SHOWN_FILES: Final = 5  # files named in the log line about those left on disk
 
 logger = logging.getLogger("bip")
@@ -46,15 +67,29 @@ def same_torrent(a: InfoHash, b: InfoHash) -> bool:
     return any(swarm_id in b.swarm_ids() for swarm_id in a.swarm_ids())
 
 
+def _hold_nothing(_save_dir: object) -> MemoryFileSystem:
+    """A probe's storage: in memory, and never holding a byte (it selects no file)."""
+    return MemoryFileSystem(capacity=0)
+
+
+@dataclass(frozen=True, slots=True)
+class _Version:
+    """A version that ran: what it takes to add it back (its metadata, if it was known)."""
+
+    seq: int
+    info_hash: InfoHash
+    info: Info | None
+
+
 class MutableFollower:
-    """The newest version of a BEP 46 link's torrent, kept in ``session``.
+    """One version of a BEP 46 link's torrent, kept in ``session``: the newest it could take.
 
     :meth:`start` adds the first version; :meth:`poll` (run it in a nursery, cancel it to
-    stop) looks for newer ones. :attr:`current` is the newest version added, the one a status
-    line shows; :attr:`changed` is set when :attr:`current` is replaced (and then renewed).
-    Once :attr:`current` completes, :meth:`settle` removes the older version that seeded
-    beside it. Every version is added with ``options`` (its ``files`` indices name each
-    version's own files).
+    stop) looks for newer ones and takes them (:meth:`offer`). :attr:`current` is the version
+    running, the one a status line shows; :attr:`changed` is set when another version takes
+    its place (and then renewed). When :attr:`current` fails, :meth:`recover` puts the
+    version before it back, if there is one. Every version is added with ``options`` (its
+    ``files`` indices name each version's own files).
     """
 
     def __init__(
@@ -66,14 +101,24 @@ class MutableFollower:
         *,
         interval: float,
         timeout: float,
+        metadata_wait: float | None = None,
         sequential: bool = False,
     ) -> None:
-        """``interval``: seconds between two lookups; ``timeout``: seconds one may take.
+        """``interval``: seconds between two lookups; ``timeout``: seconds one may take;
+        ``metadata_wait``: seconds an update waits for its metadata (``None``:
+        :data:`MAX_METADATA_WAIT`, or ``interval`` if shorter).
 
         Raises:
-            ValueError: ``interval`` or ``timeout`` is not a positive finite number.
+            ValueError: ``interval``, ``timeout`` or ``metadata_wait`` is not a positive
+                finite number.
         """
-        for name, value in (("interval", interval), ("timeout", timeout)):
+        if metadata_wait is None:
+            metadata_wait = min(MAX_METADATA_WAIT, interval)
+        for name, value in (
+            ("interval", interval),
+            ("timeout", timeout),
+            ("metadata_wait", metadata_wait),
+        ):
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
         self._session = session
@@ -82,14 +127,21 @@ class MutableFollower:
         self._options = options
         self._interval = interval
         self._timeout = timeout
+        self._metadata_wait = metadata_wait
         self._sequential = sequential
         self._key = link.public_key.hex()
         self._current: Torrent | None = None
         self._seq = 0
-        # The complete version seeding while `_current` downloads (None: no update under way).
-        self._previous: Torrent | None = None
+        # The version `_current` replaced: added back if `_current` fails (None: the first).
+        self._fallback: _Version | None = None
+        # The item whose metadata a probe fetches now (None: no update under way).
+        self._updating: MutableTorrent | None = None
+        # The last update dropped or failed (seq, info-hash): items up to its seq are not
+        # tried again.
+        self._refused: tuple[int, InfoHash] | None = None
         self._changed = trio.Event()
-        self._lock = trio.Lock()  # a swap (poll) and a settle (the command) never interleave
+        # A swap (poll), a recovery and a settle (the command) never interleave.
+        self._lock = trio.Lock()
         # What was last logged, so that a poll repeating it says nothing: the last problem
         # (a failed or late lookup), and the last item ignored (seq, info-hash).
         self._problem: str | None = None
@@ -97,7 +149,7 @@ class MutableFollower:
 
     @property
     def current(self) -> Torrent:
-        """The newest version added: downloading, or complete and seeding.
+        """The version running: downloading, or complete and seeding.
 
         Raises:
             RuntimeError: before :meth:`start`.
@@ -113,13 +165,19 @@ class MutableFollower:
 
     @property
     def changed(self) -> trio.Event:
-        """Set once :attr:`current` is replaced by a newer version; read it anew after."""
+        """Set once another version takes :attr:`current`'s place; read it anew after."""
         return self._changed
 
     @property
-    def previous(self) -> Torrent | None:
-        """The older, complete version seeding while :attr:`current` downloads, if any."""
-        return self._previous
+    def updating(self) -> MutableTorrent | None:
+        """The item whose version's metadata is being fetched, if any (:attr:`current` runs
+        on meanwhile)."""
+        return self._updating
+
+    @property
+    def metadata_wait(self) -> float:
+        """Seconds an update waits for its metadata before it is dropped."""
+        return self._metadata_wait
 
     async def start(self, first: MutableTorrent) -> Torrent:
         """Add the version ``first`` names (resolved already) and return it.
@@ -136,57 +194,233 @@ class MutableFollower:
 
     async def poll(self) -> None:
         """Look the key up every ``interval`` seconds and take each newer version; until
-        cancelled. Never raises for the DHT's sake: a failed lookup is logged."""
+        cancelled. Never raises for the DHT's sake: a failed lookup is logged.
+
+        Raises:
+            CLIError: an update failed and the version before it could not be added back.
+        """
         while True:
             await trio.sleep(self._interval)
             found = await self._look_up()
             if found is not None:
+                # At most metadata_wait (not above interval): one update at a time.
                 await self.offer(found)
 
     async def offer(self, found: MutableTorrent) -> None:
-        """Take ``found`` (an item the DHT returned) if it is newer than :attr:`current`
-        and names another torrent; else log why not, once."""
-        async with self._lock:  # compared with the versions as no settle is changing them
-            current = self.current
-            if found.seq <= self._seq:
-                if found.seq < self._seq or not same_torrent(found.info_hash, current.info_hash):
-                    self._ignore(found, f"not above version {self._seq}, the one running")
+        """Take ``found`` (an item the DHT returned) if it is newer than :attr:`current`,
+        names another torrent and was not given up already: fetch its metadata (at most
+        :attr:`metadata_wait` seconds, :attr:`current` running on), then put it in
+        :attr:`current`'s place. Else, or if its metadata does not come, log why, once.
+
+        Raises:
+            CLIError: the new version could not be added, nor the running one added back.
+        """
+        async with self._lock:  # compared with the versions as no swap is changing them
+            if not self._is_update(found):
                 return
-            if same_torrent(found.info_hash, current.info_hash):
-                self._ignore(found, "the torrent running already")
-                self._seq = found.seq  # later items are measured against it
+            self._updating = found
+        try:
+            info = await self._fetch_metadata(found)
+            if info is None:
                 return
-            await self._replace(found)
+            async with self._lock:
+                # Never left half done (the command ending cancels the poll): a version
+                # removed is always followed by the next one added.
+                with trio.CancelScope(shield=True):
+                    await self._swap(found, info)
+        finally:
+            self._updating = None
+
+    async def recover(self, failed: Torrent) -> bool:
+        """``failed`` (a version the command showed) failed: if it is :attr:`current` and
+        an update, remove it (its data kept) and add the version it replaced back, checked
+        afresh (True); if another version replaced it meanwhile, True as well; False when
+        it was the first version: nothing is left to run.
+
+        Raises:
+            CLIError: the version before it could not be added back.
+        """
+        async with self._lock:
+            if failed is not self._current:
+                return True
+            fallback = self._fallback
+            if fallback is None:
+                return False
+            with trio.CancelScope(shield=True):  # as a swap: never left half done
+                reason = failed.status().error or "failed"
+                await self._session.remove_torrent(failed)
+                await self._restore(self._seq, failed.info_hash, reason, fallback, then=None)
+            return True
 
     async def settle(self) -> None:
-        """Once :attr:`current` is complete: remove the older version that seeded until
-        then, keeping its data (nothing to do without one, nor while :attr:`current`, a
-        newer version come meanwhile, downloads)."""
+        """Return once no swap is under way: one that started ends first (its logs are
+        whole, and :attr:`changed` is set if it replaced the version shown)."""
         async with self._lock:
-            previous = self._previous
-            if previous is None or not self.current.completed.is_set():
-                return
-            self._previous = None
-            await self._session.remove_torrent(previous)
-            logger.info(
-                "key %s: version %d complete: %s removed, its data kept",
-                self._key,
-                self._seq,
-                previous.info_hash,
-            )
-            _log_files_left(previous, self.current)
+            pass
 
     # -- internals ----------------------------------------------------------------------------
 
-    async def _add(self, info_hash: InfoHash) -> Torrent:
-        """Add the version ``info_hash`` names.
+    def _is_update(self, found: MutableTorrent) -> bool:
+        """Whether ``found`` is an update to take now; if not, say why (once)."""
+        current = self.current
+        running = same_torrent(found.info_hash, current.info_hash)
+        if found.seq <= self._seq:
+            if found.seq < self._seq or not running:
+                self._ignore(found, f"not above version {self._seq}, the one running")
+            return False
+        if running:
+            self._ignore(found, "the torrent running already")
+            self._seq = found.seq  # later items are measured against it
+            return False
+        refused = self._refused
+        if refused is not None and found.seq <= refused[0]:
+            self._ignore(
+                found, f"version {refused[0]} was given up: not tried again before a newer one"
+            )
+            return False
+        if self._updating is not None:
+            self._ignore(found, f"version {self._updating.seq} is being fetched")
+            return False
+        return True
+
+    async def _fetch_metadata(self, found: MutableTorrent) -> Info | None:
+        """The info dictionary of ``found``'s version, fetched by a probe (see the module
+        documentation) within ``metadata_wait`` seconds; None if it did not come (logged,
+        and the item refused)."""
+        logger.info(
+            "key %s: version %d names %s: fetching its metadata (at most %s); version %d"
+            " runs on meanwhile",
+            self._key,
+            found.seq,
+            found.info_hash,
+            format_duration(self._metadata_wait),
+            self._seq,
+        )
+        options = TorrentOptions(
+            self._options.save_dir,
+            peers=self._options.peers,
+            files=frozenset(),  # complete once the metadata is known: nothing is fetched
+            resume=False,  # nothing written under DIR/.bip either
+            extra_trackers=self._options.extra_trackers,
+            storage=_hold_nothing,
+            web_seeds=False,  # they serve files, not metadata
+            paused=False,
+            super_seeding=False,
+            auto_managed=False,
+        )
+        try:
+            probe = await self._session.add_torrent(self._link.resolved(found.info_hash), options)
+        except TorrentError as error:
+            self._give_up(found, str(error))
+            return None
+        try:
+            with trio.move_on_after(self._metadata_wait):
+                # A failure ends the wait as well: told apart by the status below.
+                with contextlib.suppress(TorrentError):
+                    await probe.wait_complete()
+            info = probe.info
+            status = probe.status()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._session.remove_torrent(probe)
+        if info is None:
+            failed = status.phase is TorrentPhase.FAILED
+            self._give_up(
+                found,
+                f"its metadata: {status.error}"
+                if failed
+                else f"no peer sent its metadata within {format_duration(self._metadata_wait)}",
+            )
+        return info
+
+    async def _swap(self, found: MutableTorrent, info: Info) -> None:
+        """Put ``found``'s version (whose metadata is ``info``) in :attr:`current`'s place
+        (under the lock, shielded): the running one is removed first, its data kept."""
+        old = self.current
+        replaced = _Version(self._seq, old.info_hash, old.info)
+        await self._session.remove_torrent(old)
+        logger.info(
+            "key %s: version %d (%s): metadata known; version %d (%s) removed, its data kept;"
+            " the new one checks what is in %s and downloads the rest",
+            self._key,
+            found.seq,
+            found.info_hash,
+            replaced.seq,
+            replaced.info_hash,
+            self._options.save_dir,
+        )
+        _log_files_left(old.info, info)
+        try:
+            torrent = await self._add(found.info_hash, info)
+        except CLIError as error:
+            await self._restore(
+                found.seq, found.info_hash, str(error), replaced, then=self._fallback
+            )
+            return
+        self._fallback = replaced
+        self._switch(torrent, found.seq)
+
+    async def _restore(
+        self,
+        seq: int,
+        info_hash: InfoHash,
+        reason: str,
+        fallback: _Version,
+        *,
+        then: _Version | None,
+    ) -> None:
+        """The update ``info_hash`` (item ``seq``) failed for ``reason`` (and is out of
+        the session): add ``fallback`` back, to run on; ``then`` is the version before it.
 
         Raises:
-            CLIError: the session has that torrent already (none but ours is added there,
-                and ours are compared first: never expected).
+            CLIError: ``fallback`` could not be added.
         """
+        self._refused = (seq, info_hash)
+        logger.warning(
+            "key %s: version %d (%s) failed: %s; removed, its data kept. Version %d (%s) runs"
+            " on, its data checked again; version %d is not tried again before a newer one",
+            self._key,
+            seq,
+            info_hash,
+            reason,
+            fallback.seq,
+            fallback.info_hash,
+            seq,
+        )
+        torrent = await self._add(fallback.info_hash, fallback.info)
+        self._fallback = then
+        self._switch(torrent, fallback.seq)
+
+    def _give_up(self, found: MutableTorrent, reason: str) -> None:
+        """Drop the update ``found`` named (logged): not tried again before a newer item."""
+        self._refused = (found.seq, found.info_hash)
+        logger.warning(
+            "key %s: version %d (%s) dropped: %s; version %d carries on, and version %d is"
+            " not tried again before a newer one",
+            self._key,
+            found.seq,
+            found.info_hash,
+            reason,
+            self._seq,
+            found.seq,
+        )
+
+    async def _add(self, info_hash: InfoHash, info: Info | None = None) -> Torrent:
+        """Add the version ``info_hash`` names, whose metadata is ``info`` if known (then
+        saved with the resume files first: the torrent takes it from there, not from the
+        peers again).
+
+        Raises:
+            CLIError: the session refused it (has that torrent already, or is closing).
+        """
+        magnet = self._link.resolved(info_hash)
+        if info is not None and self._options.resume:
+            try:
+                await ResumeStore(self._options.save_dir, magnet.info_hash).save_info(info)
+            except OSError as error:
+                logger.debug("%s: metadata not kept (fetched again): %s", info_hash, error)
         try:
-            torrent = await self._session.add_torrent(self._link.resolved(info_hash), self._options)
+            torrent = await self._session.add_torrent(magnet, self._options)
         except TorrentError as error:
             raise CLIError(str(error)) from None
         if self._sequential:
@@ -234,46 +468,6 @@ class MutableFollower:
             "key %s: version %d (%s) ignored: %s", self._key, found.seq, found.info_hash, why
         )
 
-    async def _replace(self, found: MutableTorrent) -> None:
-        """Make ``found`` the current version (under the lock)."""
-        current = self.current
-        previous = self._previous
-        if previous is not None and same_torrent(found.info_hash, previous.info_hash):
-            # Back to the version still seeding: the update under way is dropped.
-            self._previous = None
-            self._switch(previous, found.seq)
-            await self._session.remove_torrent(current)
-            logger.info(
-                "key %s: version %d names %s again, seeding it; %s removed, its data kept",
-                self._key,
-                found.seq,
-                previous.info_hash,
-                current.info_hash,
-            )
-            return
-        if current.completed.is_set():
-            if previous is not None:
-                # An update completed and a newer one came before the command settled it:
-                # the oldest version goes now (the complete one seeds on in its place).
-                await self._session.remove_torrent(previous)
-                _log_files_left(previous, current)
-            self._previous = current  # seeds until the newer one completes (settle)
-        else:
-            # Still downloading (the first version, or an update): stopped before the newer
-            # one writes the same files; the newer one's check finds what it got.
-            await self._session.remove_torrent(current)
-        torrent = await self._add(found.info_hash)
-        self._switch(torrent, found.seq)
-        seeding = self._previous
-        logger.info(
-            "key %s: version %d names %s: downloading it into %s%s",
-            self._key,
-            found.seq,
-            found.info_hash,
-            self._options.save_dir,
-            f" ({seeding.info_hash} seeds until it completes)" if seeding is not None else "",
-        )
-
     def _switch(self, torrent: Torrent, seq: int) -> None:
         self._current = torrent
         self._seq = seq
@@ -282,12 +476,11 @@ class MutableFollower:
         changed.set()
 
 
-def _paths(torrent: Torrent) -> Iterable[tuple[str, ...]]:
-    info = torrent.info
+def _paths(info: Info | None) -> Iterable[tuple[str, ...]]:
     return () if info is None else (entry.path for entry in info.files if not entry.is_pad)
 
 
-def _log_files_left(old: Torrent, new: Torrent) -> None:
+def _log_files_left(old: Info | None, new: Info) -> None:
     """Say which files ``old`` listed and ``new`` does not: they stay on disk."""
     left = sorted(set(_paths(old)) - set(_paths(new)))
     if not left:
