@@ -26,13 +26,13 @@ from typing import Any, cast
 
 import pytest
 import trio
-from _engine_helpers import LOOPBACK, address_of, loopback_config, make_torrent, until
+from _engine_helpers import LOOPBACK, Version, address_of, loopback_config, make_torrent, until
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bip import _arguments
 from bip._arguments import DEFAULT_FOLLOW_INTERVAL, follow_interval
 from bip._cli import build_parser, main
-from bip._client import Session, Torrent, TorrentOptions, open_session
+from bip._client import Session, Torrent, TorrentError, TorrentOptions, open_session
 from bip._cmd_download import (
     _download,
     config_from_args,
@@ -93,10 +93,10 @@ class Swarm:
         info_hash = torrent if isinstance(torrent, InfoHash) else torrent.info.info_hash
         return MutableTorrent(info_hash, seq, PUBLIC_KEY, SALT)
 
-    def follower(self, **changes: Any) -> MutableFollower:
+    def follower(self, *, resume: bool = True, **changes: Any) -> MutableFollower:
         settings: dict[str, Any] = {"interval": 600.0, "timeout": 5.0}
         settings.update(changes)
-        options = TorrentOptions(self.down, peers=(address_of(self.seeder),))
+        options = TorrentOptions(self.down, peers=(address_of(self.seeder),), resume=resume)
         return MutableFollower(self.session, self.downloader_dht, self.link, options, **settings)
 
     def real_adds(self, torrent: Metainfo | InfoHash) -> list[tuple[InfoHash, ...]]:
@@ -116,11 +116,13 @@ async def swarm(
     v2_files: dict[str, bytes] | None = None,
     *,
     serve: tuple[bool, bool] = (True, True),
+    v2_kind: Version = "v1",
 ) -> AsyncIterator[Swarm]:
-    """``serve``: whether the seeder has version 1, version 2."""
+    """``serve``: whether the seeder has version 1, version 2; ``v2_kind``: version 2's
+    metadata (version 1 is a v1 torrent)."""
     v1_folder = _album(tmp_path / "seed1", v1_files or {"a.bin": SHARED, "old.bin": OLD})
     v2_folder = _album(tmp_path / "seed2", v2_files or {"a.bin": SHARED, "new.bin": NEW})
-    v1, v2 = make_torrent(v1_folder, "v1"), make_torrent(v2_folder, "v1")
+    v1, v2 = make_torrent(v1_folder, "v1"), make_torrent(v2_folder, v2_kind)
     link = MutableTorrentLink(PUBLIC_KEY, salt=SALT)
     async with open_dht(LOOPBACK, rng=random.Random(1)) as router:
         [router_address] = router.addresses
@@ -141,7 +143,7 @@ async def swarm(
 
             async def recorded(source: Metainfo | MagnetLink, options: TorrentOptions) -> Torrent:
                 info_hash = source.info_hash if isinstance(source, MagnetLink) else None
-                assert info_hash is not None
+                info_hash = info_hash or cast(Metainfo, source).info.info_hash
                 present = tuple(torrent.info_hash for torrent in session.torrents)
                 adds.append((info_hash, options.storage is not None, present))
                 return await add_torrent(source, options)
@@ -339,6 +341,88 @@ async def test_a_failing_update_gives_way_to_the_version_before(
     assert "Not a directory" in warning
     assert "Version 0 " in warning
     assert net.real_adds(net.v1) == [(), ()]
+
+
+@pytest.mark.parametrize("resume", [True, False])
+async def test_a_version_restored_needs_no_peer_for_its_metadata(
+    tmp_path: Path, resume: bool
+) -> None:
+    """The publisher seeds version 2 only; version 2 fails (album/x/y where album/x is a
+    file): version 1 comes back from the metadata kept, with or without --no-resume (was:
+    fetched from peers again, with no end), is complete, and the command ends."""
+    common = {"a.bin": SHARED}
+    with trio.fail_after(DEADLINE):
+        async with swarm(
+            tmp_path, {**common, "x": b"z" * 10}, {**common, "x/y": b"w" * 40_000}
+        ) as net:
+            follower = net.follower(resume=resume)
+            v1 = await follower.start(net.item(net.v1, 0))
+            returned: list[int] = []
+            async with trio.open_nursery() as nursery:
+                job = lambda: follow_versions(follower, _args(seed_time=0.1))  # noqa: E731
+                nursery.start_soon(_returns, job, returned)
+                await v1.wait_complete()
+                [old] = [t for t in net.seeder.torrents if same_torrent(t.info_hash, v1.info_hash)]
+                await net.seeder.remove_torrent(old)  # the publisher moved on
+                await follower.offer(net.item(net.v2, 1))
+                v2 = follower.current
+                await until(lambda: follower.current is not v2)
+                back = follower.current
+                await until(lambda: bool(returned))
+            assert returned == [0]
+            assert same_torrent(back.info_hash, net.v1.info.info_hash)
+            assert back.completed.is_set()
+            # Version 1's once (its first add), version 2's once (the probe): no more.
+            assert net.session.metadata.statistics().pieces_fetched == 2
+            assert not (net.down / ".bip" / f"{net.v2.info.info_hash.hex()}.torrent").exists()
+
+
+async def test_a_v2_update_fetches_its_metadata_and_layers_once(tmp_path: Path) -> None:
+    """A v2-only version (--no-resume): the probe fetches its info dictionary and its piece
+    layers; the version added after it asks for neither again (was: both, with no end)."""
+    with trio.fail_after(DEADLINE):
+        async with swarm(tmp_path, v2_kind="v2") as net:
+            follower = net.follower(resume=False)
+            v1 = await follower.start(net.item(net.v1, 0))
+            await v1.wait_complete()
+            await follower.offer(net.item(net.v2, 1))
+            v2 = follower.current
+            await v2.wait_complete()
+            assert NEW_PART <= v2.status().downloaded < NEW_PART + PIECE
+            assert (net.down / "album" / "new.bin").read_bytes() == NEW
+            # One metadata piece per version (version 1's add, version 2's probe), and one
+            # layer (a.bin's: new.bin fits a piece) requested once.
+            assert net.session.metadata.statistics().pieces_fetched == 2
+            assert net.session.layers.statistics().chunks_fetched == 1
+            assert v2.metainfo is not None  # added from the probe's metadata
+            assert v2.metainfo.piece_layers == net.v2.piece_layers != {}
+
+
+async def test_a_version_refused_leaves_no_metadata_file(tmp_path: Path) -> None:
+    """The session refuses version 2 after its metadata was saved under DIR/.bip: the file
+    goes with it, and version 1 comes back."""
+    with trio.fail_after(DEADLINE):
+        async with swarm(tmp_path) as net:
+            follower = net.follower()
+            v1 = await follower.start(net.item(net.v1, 0))
+            await v1.wait_complete()
+            add_torrent = net.session.add_torrent
+            saved = net.down / ".bip" / f"{net.v2.info.info_hash.hex()}.torrent"
+            seen: list[bool] = []
+
+            async def refuse(source: Metainfo | MagnetLink, options: TorrentOptions) -> Torrent:
+                if isinstance(source, Metainfo) and source.info.info_hash == net.v2.info.info_hash:
+                    seen.append(saved.exists())
+                    raise TorrentError("the session is closing")
+                return await add_torrent(source, options)
+
+            net.session.add_torrent = refuse  # type: ignore[method-assign]
+            await follower.offer(net.item(net.v2, 1))
+            assert seen == [True]  # saved before the add
+            assert not saved.exists()
+            back = follower.current
+            assert same_torrent(back.info_hash, net.v1.info.info_hash)
+            await back.wait_complete()
 
 
 async def test_the_first_version_failing_is_fatal(tmp_path: Path) -> None:

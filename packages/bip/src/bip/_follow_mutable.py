@@ -19,6 +19,14 @@ an update, taken in two steps, as BEP 39 has a client do with a feed's update:
    once on the same files: a complete one would serve the bytes the other overwrites, which
    fail its peers' hash checks (and get us banned).
 
+Every version is added from the metadata the probe fetched, kept with it (its info
+dictionary, and a v2 torrent's BEP 52 piece layers: a .torrent with the link's trackers and
+web seeds; its ``x.pe`` peers and ``so`` selection go in the torrent's options), whatever
+``--no-resume`` says: no version whose metadata was known once asks the peers for it again,
+which nobody may serve any more (a publisher seeding only its newest version). Only the first
+version is added from the link itself (its metadata is not known yet). With resume data on,
+that metadata is also saved under ``DIR/.bip`` (the next run takes it from there).
+
 The files the new version no longer lists stay on disk (logged, never deleted). An update that
 fails (its files cannot be written, ...) is removed, its data kept, and the version it
 replaced is added back, its data checked afresh, and runs on: only a version with none before
@@ -33,19 +41,33 @@ times out: nothing changes, and each is logged once (not at every poll).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 import trio
 
+from bip_bencode import encode
 from bip_dht import DHT, MutableTorrent
 from bip_disk import MemoryFileSystem
-from bip_metainfo import Info, InfoHash, MutableTorrentLink
+from bip_handshake import PeerAddress
+from bip_metainfo import Info, InfoHash, MagnetLink, Metainfo, MetainfoError, MutableTorrentLink
 
-from ._client import ResumeStore, Session, Torrent, TorrentError, TorrentOptions, TorrentPhase
+from ._client import (
+    ResumeStore,
+    Session,
+    SourceError,
+    Torrent,
+    TorrentError,
+    TorrentOptions,
+    TorrentPhase,
+    resolve_peers,
+)
+from ._client._torrent import must_fetch_layers
 from ._cmd_dht import lookup_mutable_torrent
 from ._errors import CLIError
 from ._humanize import format_duration
@@ -74,11 +96,12 @@ def _hold_nothing(_save_dir: object) -> MemoryFileSystem:
 
 @dataclass(frozen=True, slots=True)
 class _Version:
-    """A version that ran: what it takes to add it back (its metadata, if it was known)."""
+    """A version that ran: what it takes to add it back."""
 
     seq: int
     info_hash: InfoHash
-    info: Info | None
+    metainfo: Metainfo | None
+    """Its metadata (:func:`_as_metainfo`), if it was known: then never asked again."""
 
 
 class MutableFollower:
@@ -134,6 +157,9 @@ class MutableFollower:
         self._seq = 0
         # The version `_current` replaced: added back if `_current` fails (None: the first).
         self._fallback: _Version | None = None
+        # The link's x.pe, resolved at each update (the last success kept): the versions
+        # added from their metadata dial them as the link's torrent would.
+        self._link_peers: tuple[PeerAddress, ...] = ()
         # The item whose metadata a probe fetches now (None: no update under way).
         self._updating: MutableTorrent | None = None
         # The last update dropped or failed (seq, info-hash): items up to its seq are not
@@ -220,14 +246,15 @@ class MutableFollower:
                 return
             self._updating = found
         try:
-            info = await self._fetch_metadata(found)
-            if info is None:
+            metainfo = await self._fetch_metadata(found)
+            if metainfo is None:
                 return
+            await self._resolve_link_peers()
             async with self._lock:
                 # Never left half done (the command ending cancels the poll): a version
                 # removed is always followed by the next one added.
                 with trio.CancelScope(shield=True):
-                    await self._swap(found, info)
+                    await self._swap(found, metainfo)
         finally:
             self._updating = None
 
@@ -283,10 +310,10 @@ class MutableFollower:
             return False
         return True
 
-    async def _fetch_metadata(self, found: MutableTorrent) -> Info | None:
-        """The info dictionary of ``found``'s version, fetched by a probe (see the module
-        documentation) within ``metadata_wait`` seconds; None if it did not come (logged,
-        and the item refused)."""
+    async def _fetch_metadata(self, found: MutableTorrent) -> Metainfo | None:
+        """The metadata of ``found``'s version (its info dictionary, and a v2 torrent's piece
+        layers), fetched by a probe (see the module documentation) within ``metadata_wait``
+        seconds; None if it did not come (logged, and the item refused)."""
         logger.info(
             "key %s: version %d names %s: fetching its metadata (at most %s); version %d"
             " runs on meanwhile",
@@ -315,15 +342,19 @@ class MutableFollower:
             return None
         try:
             with trio.move_on_after(self._metadata_wait):
-                # A failure ends the wait as well: told apart by the status below.
+                # A failure ends the wait as well: told apart by the status below. Complete
+                # once the info and a v2-only torrent's piece layers are known.
                 with contextlib.suppress(TorrentError):
                     await probe.wait_complete()
-            info = probe.info
             status = probe.status()
+            info = probe.info
+            # Read while the probe is in the session: its piece layers are served till then.
+            layers = await self._served_layers(info)
         finally:
             with trio.CancelScope(shield=True):
                 await self._session.remove_torrent(probe)
-        if info is None:
+        metainfo = await self._made_metainfo(info, layers)
+        if metainfo is None:
             failed = status.phase is TorrentPhase.FAILED
             self._give_up(
                 found,
@@ -331,13 +362,57 @@ class MutableFollower:
                 if failed
                 else f"no peer sent its metadata within {format_duration(self._metadata_wait)}",
             )
-        return info
+        return metainfo
 
-    async def _swap(self, found: MutableTorrent, info: Info) -> None:
-        """Put ``found``'s version (whose metadata is ``info``) in :attr:`current`'s place
-        (under the lock, shielded): the running one is removed first, its data kept."""
+    async def _metadata_of(self, torrent: Torrent) -> Metainfo | None:
+        """What adds ``torrent``'s version without asking the peers for its metadata: the
+        .torrent it was added from, or one made of what it fetched (while it is in the
+        session); None if that is not all known (a v2-only torrent's piece layers too)."""
+        if torrent.metainfo is not None:
+            return torrent.metainfo
+        return await self._made_metainfo(torrent.info, await self._served_layers(torrent.info))
+
+    async def _served_layers(self, info: Info | None) -> Mapping[bytes, bytes]:
+        """The piece layers of ``info``'s torrent that the session serves (those a torrent
+        in it fetched, until it leaves), or none."""
+        exchange = self._session.layers
+        # fetch() answers from the layers served at once: nothing is asked of the peers
+        # (checked just before, with no await between).
+        if info is None or not info.is_v2 or not exchange.serving(info.info_hash):
+            return {}
+        return await exchange.fetch(self._session.manager, info, timeout=self._timeout)
+
+    async def _made_metainfo(
+        self, info: Info | None, layers: Mapping[bytes, bytes]
+    ) -> Metainfo | None:
+        """``info`` and its piece ``layers`` as a version's metadata (:func:`_as_metainfo`);
+        None if either is missing (a v2-only torrent's layers are needed to check it)."""
+        if info is None or must_fetch_layers(info, layers):
+            return None
+        try:
+            # Up to 4 MiB of info dictionary parsed again: off the event loop.
+            return await trio.to_thread.run_sync(_as_metainfo, info, layers, self._link)
+        except MetainfoError as error:  # pragma: no cover - the torrent parsed the same info
+            logger.debug("%s: metadata not kept (fetched again): %s", info.info_hash, error)
+            return None
+
+    async def _resolve_link_peers(self) -> None:
+        """Resolve the link's ``x.pe`` for the versions added from their metadata (a torrent
+        added from the link resolves them itself), at most ``timeout`` seconds; a failure
+        is logged and the last addresses found are kept."""
+        if not self._link.peers:
+            return
+        with trio.move_on_after(self._timeout):
+            try:
+                self._link_peers = await resolve_peers(list(self._link.peers))
+            except SourceError as error:
+                logger.warning("key %s: x.pe: %s", self._key, error)
+
+    async def _swap(self, found: MutableTorrent, metainfo: Metainfo) -> None:
+        """Put ``found``'s version (whose metadata is ``metainfo``) in :attr:`current`'s
+        place (under the lock, shielded): the running one is removed first, its data kept."""
         old = self.current
-        replaced = _Version(self._seq, old.info_hash, old.info)
+        replaced = _Version(self._seq, old.info_hash, await self._metadata_of(old))
         await self._session.remove_torrent(old)
         logger.info(
             "key %s: version %d (%s): metadata known; version %d (%s) removed, its data kept;"
@@ -349,9 +424,9 @@ class MutableFollower:
             replaced.info_hash,
             self._options.save_dir,
         )
-        _log_files_left(old.info, info)
+        _log_files_left(old.info, metainfo.info)
         try:
-            torrent = await self._add(found.info_hash, info)
+            torrent = await self._add(found.info_hash, metainfo)
         except CLIError as error:
             await self._restore(
                 found.seq, found.info_hash, str(error), replaced, then=self._fallback
@@ -387,7 +462,7 @@ class MutableFollower:
             fallback.info_hash,
             seq,
         )
-        torrent = await self._add(fallback.info_hash, fallback.info)
+        torrent = await self._add(fallback.info_hash, fallback.metainfo)
         self._fallback = then
         self._switch(torrent, fallback.seq)
 
@@ -405,27 +480,63 @@ class MutableFollower:
             found.seq,
         )
 
-    async def _add(self, info_hash: InfoHash, info: Info | None = None) -> Torrent:
-        """Add the version ``info_hash`` names, whose metadata is ``info`` if known (then
-        saved with the resume files first: the torrent takes it from there, not from the
-        peers again).
+    async def _add(self, info_hash: InfoHash, metainfo: Metainfo | None = None) -> Torrent:
+        """Add the version ``info_hash`` names: from its metadata ``metainfo`` if known (never
+        asked of the peers again; saved with the resume files too, if they are on), else
+        from the link.
 
         Raises:
             CLIError: the session refused it (has that torrent already, or is closing).
         """
-        magnet = self._link.resolved(info_hash)
-        if info is not None and self._options.resume:
-            try:
-                await ResumeStore(self._options.save_dir, magnet.info_hash).save_info(info)
-            except OSError as error:
-                logger.debug("%s: metadata not kept (fetched again): %s", info_hash, error)
+        source: Metainfo | MagnetLink
+        options = self._options
+        kept: Path | None = None
+        if metainfo is None:
+            source = self._link.resolved(info_hash)
+        else:
+            source = metainfo
+            options = self._options_from_metadata()
+            if options.resume:
+                kept = await self._keep(metainfo)
         try:
-            torrent = await self._session.add_torrent(magnet, self._options)
+            torrent = await self._session.add_torrent(source, options)
         except TorrentError as error:
+            if kept is not None:  # not left behind for a version that never ran
+                await _forget(kept)
             raise CLIError(str(error)) from None
         if self._sequential:
             torrent.set_sequential(True)
         return torrent
+
+    def _options_from_metadata(self) -> TorrentOptions:
+        """The options of a version added from its metadata: what a torrent added from the
+        link takes from it besides (its ``x.pe`` peers, its ``so`` selection unless the
+        options choose the files) is put in them."""
+        options = self._options
+        peers = tuple(dict.fromkeys((*options.peers, *self._link_peers)))
+        files = options.files
+        chosen = options.file_priorities is not None or files is not None
+        if not chosen and self._link.select_only is not None:
+            files = frozenset(
+                index for low, high in self._link.select_only for index in range(low, high + 1)
+            )
+        return dataclasses.replace(options, peers=peers, files=files)
+
+    async def _keep(self, metainfo: Metainfo) -> Path | None:
+        """Save ``metainfo`` with the version's resume files (a later run that names it
+        again reads it there); the file's path if written here, None if it was there
+        already or could not be written."""
+        path = ResumeStore(self._options.save_dir, metainfo.info.info_hash).torrent_path
+        if await trio.Path(path).exists():
+            return None
+        try:
+            await ResumeStore(self._options.save_dir, metainfo.info.info_hash).save_info(
+                metainfo.info, metainfo.piece_layers
+            )
+        except OSError as error:
+            logger.debug("%s: metadata not saved: %s", metainfo.info.info_hash, error)
+            return None
+        return path
 
     async def _look_up(self) -> MutableTorrent | None:
         """The key's newest item now, or None (the problem logged once)."""
@@ -494,3 +605,38 @@ def _log_files_left(old: Info | None, new: Info) -> None:
         shown,
         more,
     )
+
+
+def _as_metainfo(info: Info, layers: Mapping[bytes, bytes], link: MutableTorrentLink) -> Metainfo:
+    """A version's metadata as a .torrent: ``info`` (its bytes unchanged), its piece
+    ``layers`` and ``link``'s trackers (one tier, as a magnet link's) and web seeds.
+    Blocking (the info dictionary is parsed again): run it in a thread.
+
+    Raises:
+        MetainfoError: a layer does not hash to its file's root (never for a fetched one).
+    """
+    fields: dict[bytes, bytes] = {b"info": info.to_bytes()}
+    if link.trackers:
+        fields[b"announce-list"] = encode([[url.encode() for url in link.trackers]])
+    if layers:
+        fields[b"piece layers"] = encode(dict(layers))
+    if link.web_seeds:
+        fields[b"url-list"] = encode([url.encode() for url in link.web_seeds])
+    # Sorted keys: canonical bencoding, with the info dictionary's own bytes (its hash kept).
+    body = b"".join(encode(key) + fields[key] for key in sorted(fields))
+    return Metainfo.from_bytes(b"d" + body + b"e")
+
+
+async def _forget(path: Path) -> None:
+    """Delete ``path``, a metadata file saved for a version the session refused, and its
+    ``.bip`` directory if nothing else is in it; a failure is logged only."""
+
+    def delete() -> None:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as error:
+            logger.warning("cannot delete %s: %s", path, error)
+        with contextlib.suppress(OSError):  # not empty (another torrent's files), or gone
+            path.parent.rmdir()
+
+    await trio.to_thread.run_sync(delete)
