@@ -24,8 +24,8 @@ import math
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from ipaddress import IPv4Address, ip_address
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 from typing import Final
 
@@ -78,6 +78,7 @@ __all__ = [
     "follow",
     "follow_interval_of",
     "follow_versions",
+    "listen_ports_text",
     "open_dht_node",
     "open_session_with_dht",
     "resolve_mutable_link",
@@ -118,9 +119,12 @@ def add_session_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--bind",
-        default="0.0.0.0",
+        action="append",
         metavar="HOST",
-        help="address to listen on and announce from (default: every IPv4 address)",
+        help="address to listen on and announce from (default: every IPv4 address); repeat"
+        " for more, on --port each: one of each family (--bind 10.8.0.2 --bind fd00::2) has"
+        " peers dialled from the one of their family (trackers from the first), and '--bind"
+        " 0.0.0.0 --bind ::' listens on every address",
     )
     parser.add_argument(
         "--peer",
@@ -317,7 +321,8 @@ async def open_session_with_dht(
     args: argparse.Namespace, config: ClientConfig, state_dir: Path
 ) -> AsyncIterator[Session]:
     """A session with a DHT node on the same address and port as the peers' TCP socket
-    (BEP 5's habit; port 0: any), unless ``--no-dht``. The node's state (its id and the
+    (BEP 5's habit; port 0: any; with ``--bind`` repeated, on the first of each IP
+    family), unless ``--no-dht``. The node's state (its id and the
     nodes it knows) is read from and saved to ``state_dir/dht.state``.
 
     Unless uTP is off (``--no-utp``), uTP shares the node's UDP socket when the node got the
@@ -356,7 +361,8 @@ async def open_dht_node(
     go to the proxy as names under ``socks5h://``). The node then shares its socket with
     nobody (the relay returns only answers to what we sent: incoming uTP could not arrive
     there) and binds any port, so that uTP's own socket gets the listen port: no router; on
-    any address, it binds one of the proxy's family.
+    any address, or with ``--bind`` repeated, it binds one of the proxy's family (the
+    first listen host of that family, else any address of it).
 
     Raises:
         CLIError: a malformed ``--dht-bootstrap``.
@@ -371,15 +377,19 @@ async def open_dht_node(
         state: bytes | None = await trio.to_thread.run_sync(state_path.read_bytes)
     except OSError:
         state = None
-    host, port = config.listen[0] if config.listen else ("0.0.0.0", 0)
+    # Every listen host (--bind, each on --port): open_dht keeps the first of each family.
+    hosts = [host for host, _ in config.listen] or ["0.0.0.0"]
+    port = config.listen[0][1] if config.listen else 0
     proxy = config.proxy_settings
     if proxy is not None:
         port = 0  # peers see the relay's port, never ours; the listen port is uTP's
-        if host in {"0.0.0.0", "::"}:
-            # Any address: of the proxy's family, which alone can reach its relay (IPv4 when
-            # its name does not resolve in time; the association's attempts say why).
+        if len(hosts) > 1 or hosts[0] in {"0.0.0.0", "::"}:
+            # Of the proxy's family, which alone can reach its relay (IPv4 when its name
+            # does not resolve in time; the association's attempts say why): that
+            # family's first listen host, any address of it when that is none.
             family = await proxy_udp_family(proxy, timeout=config.connect_timeout, fallback=4)
-            host = "::" if family == 6 else "0.0.0.0"
+            hosts = [_host_of_family(hosts, family)]
+    binds = [(host, port) for host in hosts]
     # Made before the node, which may hear uTP before the session has its uTP socket: the
     # router drops those datagrams until then.
     router = UtpRouter() if config.utp and proxy is None else None
@@ -387,26 +397,52 @@ async def open_dht_node(
     async with contextlib.AsyncExitStack() as stack:
         try:
             dht = await stack.enter_async_context(
-                open_dht((host, port), bootstrap, state=state, other_datagrams=other, proxy=proxy)
+                open_dht(binds, bootstrap, state=state, other_datagrams=other, proxy=proxy)
             )
         except RoutingStateError:
             logger.warning("%s is not a DHT state: starting afresh", state_path)
             dht = await stack.enter_async_context(
-                open_dht((host, port), bootstrap, other_datagrams=other, proxy=proxy)
+                open_dht(binds, bootstrap, other_datagrams=other, proxy=proxy)
             )
         except DHTSocketError:
             if port == 0:
                 raise
             # The UDP port is taken (another client's DHT): any port does (uTP then tries
             # the listen port itself, and warns if it is taken).
+            anywhere = [(host, 0) for host in hosts]
             dht = await stack.enter_async_context(
-                open_dht((host, 0), bootstrap, state=state, other_datagrams=other, proxy=proxy)
+                open_dht(anywhere, bootstrap, state=state, other_datagrams=other, proxy=proxy)
             )
         try:
             yield dht, router
         finally:
             with trio.CancelScope(shield=True):
                 await _save_dht_state(state_path, dht.save_state())
+
+
+def listen_ports_text(session: Session) -> str:
+    """The session's TCP listen ports for a message: ``port 6881``, or ``ports 40001,
+    40002`` when its listeners (one per ``--bind``) got different ones (``--port 0``)."""
+    ports = dict.fromkeys(address.port for address in session.handshaker.listen_addresses)
+    if len(ports) <= 1:
+        return f"port {session.listen_port}"
+    return "ports " + ", ".join(map(str, ports))
+
+
+def _host_of_family(hosts: Sequence[str], family: int) -> str:
+    """The first of ``hosts`` (IP addresses) of IP version ``family``, else the unspecified
+    address of that family.
+
+    >>> _host_of_family(["10.8.0.2", "fd00::2"], 6), _host_of_family(["0.0.0.0"], 6)
+    ('fd00::2', '::')
+    """
+    for host in hosts:
+        try:
+            if ip_address(host).version == family:
+                return host
+        except ValueError:  # a name (a library caller's config): not this family's
+            continue
+    return "::" if family == 6 else "0.0.0.0"
 
 
 async def _save_dht_state(path: Path, data: bytes) -> None:
@@ -443,6 +479,32 @@ def parse_rate(text: str, option: str) -> float | None:
     return float(rate) if rate else None
 
 
+def _bind_hosts(values: Sequence[str] | str | None) -> tuple[str, ...]:
+    """The listen hosts ``--bind`` names, in the order given: ``0.0.0.0`` when none. Each is
+    an IP address (``HOST:PORT`` and ``[IPV6]:PORT`` are taken too, the port ignored: the
+    session listens on ``--port``).
+
+    >>> _bind_hosts(None), _bind_hosts(["10.8.0.2", "[fd00::2]:6881"])
+    (('0.0.0.0',), ('10.8.0.2', 'fd00::2'))
+
+    Raises:
+        CLIError: a value is not an IP address, or names one given before.
+    """
+    texts = ["0.0.0.0"] if values is None else [values] if isinstance(values, str) else values
+    hosts: dict[IPv4Address | IPv6Address, str] = {}  # ordered, without repeats
+    for text in texts:
+        host, _ = parse_endpoint(text, default_port=0)
+        try:
+            address = ip_address(host)
+        except ValueError:
+            raise CLIError(f"--bind takes an IP address (127.0.0.1, ::), not {text!r}") from None
+        if address in hosts:
+            # Listening twice on one address and port fails (EADDRINUSE): said plainly here.
+            raise CLIError(f"--bind {host} is given twice")
+        hosts[address] = host
+    return tuple(hosts.values())
+
+
 def config_from_args(args: argparse.Namespace) -> ClientConfig:
     """The session settings the shared options ask for.
 
@@ -452,11 +514,7 @@ def config_from_args(args: argparse.Namespace) -> ClientConfig:
             ``--ip-filter`` file that cannot be read or is malformed.
     """
     port = parse_port(args.port)
-    host, _ = parse_endpoint(args.bind, default_port=0)
-    try:
-        ip_address(host)
-    except ValueError:
-        raise CLIError(f"--bind takes an IP address (127.0.0.1, ::), not {args.bind!r}") from None
+    hosts = _bind_hosts(args.bind)
     gateway = args.natpmp_gateway
     if gateway is not None:
         try:
@@ -473,7 +531,7 @@ def config_from_args(args: argparse.Namespace) -> ClientConfig:
             raise CLIError(f"--natpmp-gateway6: {error}") from None
     proxy = proxy_url(args)
     return ClientConfig(
-        listen=((host, port),),
+        listen=tuple((host, port) for host in hosts),
         encryption=ENCRYPTION_CHOICES[args.encryption],
         trackers=not args.no_trackers,
         utp=not args.no_utp,
@@ -764,8 +822,8 @@ async def _download(args: argparse.Namespace, config: ClientConfig) -> int:
         if not _can_find_peers(source, options, config) and not _dht_has_nodes(args):
             logger.warning(
                 "no peer to dial (--peer, x.pe), no udp://, http:// or https:// tracker to ask"
-                " and no DHT node known: waiting for peers to connect to port %d",
-                session.listen_port,
+                " and no DHT node known: waiting for peers to connect to %s",
+                listen_ports_text(session),
             )
         if follower is not None:
             return await follow_versions(follower, args)

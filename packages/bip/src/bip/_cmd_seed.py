@@ -29,6 +29,7 @@ from ._client import TorrentError, TorrentOptions, TorrentPhase
 from ._cmd_download import (
     add_session_arguments,
     config_from_args,
+    listen_ports_text,
     open_session_with_dht,
     seed_on,
     seeding_until,
@@ -96,7 +97,7 @@ async def _seed(args: argparse.Namespace) -> int:
             )
             how = "super-seeding" if args.super_seed else "seeding"
             print(
-                f"bip: {how} {status.name}: {what} pieces, on port {session.listen_port},"
+                f"bip: {how} {status.name}: {what} pieces, on {listen_ports_text(session)},"
                 f" until {seeding_until(args)}",
                 file=sys.stderr,
             )

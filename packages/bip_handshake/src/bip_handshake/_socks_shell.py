@@ -25,7 +25,8 @@ connection leaves from the one of the family of the proxy's address it connects 
 choice per family is bip's own: libtorrent rotates through its ``outgoing_interfaces`` one
 connection after another whatever the destination's family, and a connection given an
 address of the other family fails. A proxy named by an IPv4-mapped address
-(``socks5://[::ffff:127.0.0.1]``) is reached over IPv4, from the IPv4 address.
+(``socks5://[::ffff:127.0.0.1]``, or a name resolving to one) is reached over IPv4, from the
+IPv4 address, on an IPv4 socket (an IPv6 one may be IPv6-only: Windows, OpenBSD).
 
 CONNECT carries TCP only; UDP goes through the proxy's relay with SOCKS5's UDP ASSOCIATE
 (:mod:`bip_handshake._socks_udp`). Connections peers make to us do not go through the proxy.
@@ -243,6 +244,20 @@ def _unmapped(address: IPv4Address | IPv6Address) -> IPv4Address | IPv6Address:
     return address
 
 
+def _written(given: IPv4Address | IPv6Address | str) -> str:
+    """For a message showing an address :func:`_unmapped` made IPv4: how it was written
+    (`` (written ::ffff:10.0.0.1)``), so that the reader finds what they or the proxy
+    wrote; empty for any other address (or a name).
+
+    >>> _written(ip_address("::ffff:10.0.0.1")), _written("[::ffff:10.0.0.1]"), _written("::1")
+    (' (written ::ffff:10.0.0.1)', ' (written ::ffff:10.0.0.1)', '')
+    """
+    address = _literal(given) if isinstance(given, str) else given
+    if address is None or (mapped := _unmapped(address)) is address:
+        return ""
+    return f" (written ::ffff:{mapped})"  # as typed (Python 3.11 writes ::ffff:a00:1)
+
+
 def _proxy_literal(host: str) -> IPv4Address | IPv6Address | None:
     """The proxy's ``host`` as the IP address to connect to, None for a name. An IPv4-mapped
     one (``socks5://[::ffff:127.0.0.1]``) is the IPv4 address it embeds: the proxy is reached
@@ -454,40 +469,35 @@ async def _connect_to_proxy(
 ) -> trio.SocketStream:
     """A TCP connection to ``proxy``, or a :class:`SocksError` with the refusal's errno.
 
+    Always :func:`_connect_in_family`'s (happy eyeballs over :func:`_proxy_addresses`), never
+    trio's ``open_tcp_stream``: an IPv4-mapped address (``::ffff:a.b.c.d``, the literal's or
+    one a name resolves to) is dialled over IPv4, where trio would dial it as given on an
+    IPv6 socket, which cannot reach it where those are IPv6-only by default (Windows,
+    OpenBSD, Linux with ``bindv6only=1``).
+
     With a ``family`` (``AF_INET`` or ``AF_INET6``), only the proxy's addresses of that family
     are tried, in the resolver's order, staggered as happy eyeballs (at most
-    :data:`_MAX_TARGETS`, :func:`_connect_in_family`): a UDP association's control connection
-    must be of its UDP socket's family, the relay being reached from that socket
-    (libtorrent's ``socks5::on_name_lookup`` keeps those alone). A name with none, or a
-    literal of the other family, is EHOSTUNREACH (an IPv4-mapped literal is IPv4: reached
-    by an IPv4 socket, not an IPv6-only one). A name that cannot be resolved is the
-    resolver's error (its errno where one fits).
+    :data:`_MAX_TARGETS`): a UDP association's control connection must be of its UDP
+    socket's family, the relay being reached from that socket (libtorrent's
+    ``socks5::on_name_lookup`` keeps those alone). A name with none, or a literal of the
+    other family, is EHOSTUNREACH (an IPv4-mapped literal is IPv4: reached by an IPv4
+    socket, not an IPv6-only one). Without one, the addresses of both families are tried.
+    A name that cannot be resolved is the resolver's error (its errno where one fits).
 
     With ``local`` addresses (specific ones, one per family at most: :func:`_locals_of`), a
     connection to an address of a family leaves from that family's; one to a family with
     none is made as without any (trio's ``open_tcp_stream`` would fail that attempt
     instead). An address not of this host is each attempt's EADDRNOTAVAIL.
     """
-    if family is not None or local:
-        return await _connect_in_family(proxy, family, local)
-    literal = _proxy_literal(proxy.host)
-    try:
-        return await trio.open_tcp_stream(
-            proxy.host if literal is None else str(literal), proxy.port
-        )
-    except (socket.gaierror, UnicodeError) as error:  # UnicodeError: IDNA refused the name
-        raise _unresolved(proxy, error) from error
-    except OSError as error:
-        raise _unreachable(proxy, error) from error
+    return await _connect_in_family(proxy, family, local)
 
 
 def _unreachable(proxy: ProxyConfig, error: OSError) -> SocksError:
     """The :class:`SocksError` for a failed connect to ``proxy`` (the refusal's errno)."""
-    inner = _attempt_error(error)
     return SocksError(
         f"cannot reach the proxy {proxy.address}: "
-        f"{os.strerror(inner.errno) if inner.errno else _reason(inner)}",
-        errno_value=inner.errno,
+        f"{os.strerror(error.errno) if error.errno else _reason(error)}",
+        errno_value=error.errno,
     )
 
 
@@ -510,8 +520,8 @@ async def _proxy_addresses(
     literal = _proxy_literal(proxy.host)  # an IPv4-mapped one as the IPv4 address it embeds
     if literal is not None and version is not None and literal.version != version:
         raise SocksError(
-            f"the proxy {proxy.address} is IPv{literal.version}, our UDP socket "
-            f"IPv{version}: no way to its relay",
+            f"the proxy {_shown(literal, proxy.port)}{_written(proxy.host)} is "
+            f"IPv{literal.version}, our UDP socket IPv{version}: no way to its relay",
             errno_value=errno.EHOSTUNREACH,
         )
     try:
@@ -527,6 +537,7 @@ async def _proxy_addresses(
         raise _unresolved(proxy, error) from error
     wanted = (socket.AF_INET, socket.AF_INET6) if family is None else (family,)
     found: dict[tuple[socket.AddressFamily, tuple[Any, ...]], None] = {}  # ordered, no repeats
+    mapped_away: IPv4Address | IPv6Address | None = None  # one IPv4-mapped, for the message
     for info_family, _type, _proto, _name, sockaddr in infos:
         # A resolver may answer other families than asked (a custom one, a broken one).
         address = (
@@ -544,10 +555,15 @@ async def _proxy_addresses(
             found[target] = None
             if len(found) == _MAX_TARGETS:
                 break
+        elif mapped is not address:
+            mapped_away = mapped
     if not found:
         kind = "IP" if version is None else f"IPv{version}"
+        # A name whose IPv6 answers are all IPv4-mapped has no IPv6 address: say so, or
+        # "no IPv6 address" would contradict the resolver's own AAAA answer.
+        mapped_note = "" if mapped_away is None else f" (::ffff:{mapped_away} is IPv4)"
         raise SocksError(
-            f"the proxy {proxy.host!r:.80} resolves to no {kind} address",
+            f"the proxy {proxy.host!r:.80} resolves to no {kind} address{mapped_note}",
             errno_value=errno.EHOSTUNREACH,
         )
     addresses = list(found)
@@ -639,17 +655,6 @@ async def _connect_in_family(
         last = failures[-1]  # every attempt ended, and none won: each one failed
         raise _unreachable(proxy, last) from last
     return trio.SocketStream(winner)
-
-
-def _attempt_error(error: OSError) -> OSError:
-    """The error of the last connect attempt: trio's "all attempts to connect failed" carries
-    them in a group as its cause (the refusal's errno is there)."""
-    cause = error.__cause__
-    if error.errno is None and isinstance(cause, BaseExceptionGroup):
-        attempts = [e for e in cause.exceptions if isinstance(e, OSError)]
-        if attempts:
-            return attempts[-1]
-    return error
 
 
 def _shown(host: str | IPv4Address | IPv6Address, port: int) -> str:

@@ -19,11 +19,11 @@ UDP tracker client and the DHT to plug in:
   it to the relay; while no association is up it raises
   :class:`~bip_handshake._socks.SocksUnavailableError` (libtorrent's ``permission_denied``):
   nothing is ever sent directly, a proxy being there to hide us;
-- :meth:`Socks5UdpSocket.recvfrom` returns the next datagram from the relay, unwrapped;
-  datagrams from anyone else, fragments (``FRAG`` not zero: not reassembled), malformed ones
-  and ones whose source is a host name (not an IP address written as one; a scoped IPv6
-  address is no peer's either) are dropped and counted. ICMP errors are ignored, as
-  libtorrent does while proxied;
+- :meth:`Socks5UdpSocket.recvfrom` returns the next datagram from the relay, unwrapped, its
+  source normalized (``::ffff:a.b.c.d`` is the IPv4 address); datagrams from anyone else,
+  fragments (``FRAG`` not zero: not reassembled), malformed ones and ones whose source is a
+  host name (not an IP address written as one; a scoped IPv6 address is no peer's either)
+  are dropped and counted. ICMP errors are ignored, as libtorrent does while proxied;
 - when the proxy refuses (microsocks answers "command not supported"), does not answer within
   ``timeout``, or the control connection closes, we are not associated,
   :attr:`Socks5UdpSocket.last_error` says why, and we try again after ``retry_interval``
@@ -70,6 +70,7 @@ from ._socks_shell import (
     _proxy_literal,
     _unmapped,
     _unresolved,
+    _written,
 )
 
 __all__ = [
@@ -280,6 +281,9 @@ class Socks5UdpSocket:
         a host name are dropped and counted (:attr:`statistics`); so are ICMP errors. A
         source written as a name that reads as an IP address is that address (as
         libtorrent), a scoped IPv6 one (``fe80::1%eth0``) excepted: dropped as malformed.
+        The source is :meth:`~PeerAddress.normalized`: one the relay writes as an
+        IPv4-mapped IPv6 address (``::ffff:a.b.c.d``, as a dual-stack proxy may) is the
+        IPv4 address it embeds, the address we sent to (uTP keys its connections by it).
         Unbounded in time: callers bound it.
 
         Raises:
@@ -319,7 +323,7 @@ class Socks5UdpSocket:
                 # peer. Caught here: a hostile relay must not end our caller's reads.
                 source = PeerAddress(
                     ip_address(host) if isinstance(host, str) else host, datagram.port
-                )
+                ).normalized()
             except ValueError:
                 self._dropped_malformed += 1
                 continue
@@ -430,6 +434,7 @@ class Socks5UdpSocket:
             raise SocksProtocolError(
                 f"the proxy named its UDP relay by a host name ({bound!r:.80}), not an address"
             )
+        written = _written(bound)  # for the messages below, which show the IPv4 address
         bound = _unmapped(bound)
         if bound.is_unspecified:
             try:
@@ -442,15 +447,15 @@ class Socks5UdpSocket:
             bound = ip_address(str(peer[0]).partition("%")[0])
         relay = PeerAddress(bound, bound_port[1])
         if relay.port == 0:
-            raise SocksProtocolError(f"the proxy named a UDP relay on port 0 ({relay})")
+            raise SocksProtocolError(f"the proxy named a UDP relay on port 0 ({relay}{written})")
         if not relay.is_connectable or relay.host == _BROADCAST:
             # Our datagrams would go to a group or the whole link, not to one relay.
             raise SocksProtocolError(
-                f"the proxy named a UDP relay we cannot send to: {relay} is not unicast"
+                f"the proxy named a UDP relay we cannot send to: {relay}{written} is not unicast"
             )
         if relay.family != self._local.family:
             raise SocksProtocolError(
-                f"the proxy's UDP relay {relay} is IPv{relay.family}, "
+                f"the proxy's UDP relay {relay}{written} is IPv{relay.family}, "
                 f"our UDP socket {self._local} IPv{self._local.family}"
             )
         return relay

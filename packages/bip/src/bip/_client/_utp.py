@@ -252,7 +252,12 @@ async def _feed(udp: Socks5UdpSocket, utp: UtpSocket) -> None:
     own reads bursts and acks each once): :meth:`Socks5UdpSocket.recvfrom` awaits every
     read and has no call that takes what is queued without waiting, and uTP's burst intake
     is private to its socket. Acks are small and the relay's rate is the proxy's: left so
-    until the relay socket can hand over a burst."""
+    until the relay socket can hand over a burst.
+
+    The sources come normalized (:meth:`~bip_handshake.Socks5UdpSocket.recvfrom`): a relay
+    writing an IPv4 peer as ``::ffff:a.b.c.d`` still names the address uTP dialled, which
+    keys the connection (else its SYN-ACK would be an unknown connection's, answered by a
+    RESET)."""
     while True:
         try:
             data, source = await udp.recvfrom()
