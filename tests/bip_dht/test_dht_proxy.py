@@ -547,6 +547,21 @@ def dual_shell() -> tuple[DHTNode, DHT]:
     return node, dht
 
 
+def test_the_core_remembers_bootstrap_addresses_without_bootstrapping() -> None:
+    # What the shell does with the names that answered while another bootstrap ran (it
+    # starts none beside it): bootstrap()'s filter and cap, and no bootstrap started.
+    node = DHTNode(rng=random.Random(1), now=0.0, config=DHTConfig(max_bootstrap_addresses=2))
+    a, b, c = (PeerAddress.parse(f"10.0.0.{i}:6881") for i in (1, 2, 3))
+    v6, port_0 = PeerAddress.parse("[fd00::1]:6881"), PeerAddress.parse("10.0.0.9:0")
+    assert node.remember_bootstrap_addresses([v6, port_0, a, a, b, c]) == [a, b]
+    assert node.bootstrap_addresses == (a, b)
+    assert not bootstrapping(node)
+    assert node.remember_bootstrap_addresses([c]) == [c]
+    assert node.bootstrap_addresses == (b, c)  # the most recent kept
+    with pytest.raises(LocalProtocolError):
+        node.remember_bootstrap_addresses(["10.0.0.4:6881"])  # type: ignore[list-item]
+
+
 async def test_a_rejoin_bootstraps_when_one_familys_table_went_dead() -> None:
     # The core's rule (any family with no node we could query), not every family: IPv6's
     # table went dead in a relay outage while IPv4 still works, and the relay's return

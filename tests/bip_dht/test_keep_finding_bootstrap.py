@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 import socket
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from functools import partial
@@ -338,3 +338,156 @@ async def test_a_waiting_round_waits_no_longer_than_its_own_interval(
                 assert node.warm_table([info], trio.current_time()) == 1
     assert len(starts.bootstraps) == 1  # the first round's, still running
     assert [time for time, _ in starts.lookups][:1] == [pytest.approx(1.1, abs=0.05)]
+
+
+@asynccontextmanager
+async def proxied_with_a_dead_and_a_live_name(
+    clock: trio.testing.MockClock,
+) -> AsyncIterator[tuple[DHT, PeerAddress, PeerAddress]]:
+    """:func:`proxied_with_a_dead_name` with a second pending name, at which a node answers
+    (as one not asked yet: the relay was down): an asking still takes ``ASKED`` seconds (the
+    dead name's probes), and gives that node's address (yielded last)."""
+    async with (
+        open_dht("127.0.0.1:0", config=QUICK, rng=random.Random(5)) as live,
+        proxied_with_a_dead_name(clock) as (dht, dead),
+    ):
+        dht._pending_names.add("localhost", live.addresses[0].port)
+        yield dht, dead, live.addresses[0]
+
+
+async def test_names_that_answered_a_join_that_starts_none_reach_the_core(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The round's join asks the names, then finds a bootstrap begun meanwhile and starts
+    # none. Before, the answers were dropped: the live name neither pending (it answered)
+    # nor remembered by the core, never asked again nor saved.
+    async with proxied_with_a_dead_and_a_live_name(autojump_clock) as (dht, dead, live):
+        starts = Starts(dht, monkeypatch)
+        begun = trio.current_time()
+        with trio.move_on_after(2):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(partial(dht.keep_finding, HASH, interval=60))
+                await trio.sleep(0.75 * ASKED)
+                assert dht._asking is not None
+                dht._start_bootstrap([dead])  # as the core's re-bootstrap
+        assert [time - begun for time, _ in starts.bootstraps] == [pytest.approx(0.75 * ASKED)]
+        assert live in dht.node.bootstrap_addresses
+        assert ("localhost", live.port) not in dht._pending_names.snapshot()
+
+
+@pytest.mark.parametrize("round_first", [True, False], ids=["round_first", "rejoin_first"])
+async def test_the_proxied_rejoin_starts_none_beside_a_rounds_join(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch, round_first: bool
+) -> None:
+    # The round's join and the rejoin (a round of _keep_joining) share one asking of the
+    # names; the one that asked goes on first and starts through the answers, the other
+    # finds it running and takes its outcome. Before, with the round first, both started a
+    # bootstrap once the asking ended: two at once (the other order is a guard).
+    async with proxied_with_a_dead_and_a_live_name(autojump_clock) as (dht, _, live):
+        starts = Starts(dht, monkeypatch)
+        rejoined = trio.Event()
+
+        async def rejoin() -> None:
+            await dht._rejoin(regained=False)
+            rejoined.set()
+
+        finding: Callable[[], Awaitable[object]] = partial(dht.keep_finding, HASH, interval=60)
+        first, second = (finding, rejoin) if round_first else (rejoin, finding)
+        with trio.move_on_after(2):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(first)
+                await trio.sleep(0.5 * ASKED)
+                assert dht._asking is not None
+                nursery.start_soon(second)
+        assert [ops for _, ops in starts.bootstraps] == [0]  # one, through the answer
+        assert rejoined.is_set()  # the bootstrap reached the live node: nothing more to do
+        assert len(starts.lookups) == 1
+        assert live in dht.node.bootstrap_addresses
+
+
+async def test_a_rejoin_whose_names_answer_beside_a_bootstrap_joins_through_them_after_it(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A bootstrap that knows nothing of the answers (begun before them, as the core's own)
+    # runs when they come: the rejoin waits for its end, then joins through them, as it still
+    # has nobody to ask. Before, it started beside it.
+    async with proxied_with_a_dead_and_a_live_name(autojump_clock) as (dht, dead, _):
+        starts = Starts(dht, monkeypatch)
+        begun = trio.current_time()
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(partial(dht._rejoin, regained=False))
+                await trio.sleep(0.75 * ASKED)
+                assert dht._asking is not None
+                dht._start_bootstrap([dead])  # a query timeout long: past the asking's end
+        assert [ops for _, ops in starts.bootstraps] == [0, 0]  # none beside another
+        first, then = (time - begun for time, _ in starts.bootstraps)
+        assert first == pytest.approx(0.75 * ASKED)
+        assert then > ASKED  # after that one's end, not at the answers
+        with trio.fail_after(1):
+            await dht._bootstraps_ended()
+        assert _can_look_up(dht.node, trio.current_time())  # through the live node
+
+
+async def test_a_caller_bootstrap_begun_while_the_round_asks_names_is_not_joined_beside(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The caller shares the round's asking and starts once it ended; the round, which owns
+    # the asking and goes on first, sees it about to start and takes its outcome.
+    async with proxied_with_a_dead_and_a_live_name(autojump_clock) as (dht, _, _):
+        starts = Starts(dht, monkeypatch)
+        begun = trio.current_time()
+        with trio.move_on_after(2):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(partial(dht.keep_finding, HASH, interval=60))
+                await trio.sleep(0.5 * ASKED)
+                assert dht._asking is not None
+                nursery.start_soon(dht.bootstrap)
+        assert [ops for _, ops in starts.bootstraps] == [0]
+        assert starts.bootstraps[0][0] - begun == pytest.approx(ASKED, abs=0.1)
+        ((looked, _),) = starts.lookups  # once the caller's bootstrap reached the live node
+        assert looked - starts.bootstraps[0][0] < QUICK.query_timeout / 4
+
+
+async def test_a_round_waits_for_a_caller_bootstrap_asking_names_and_takes_its_result(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The round comes while a caller's bootstrap asks the names (not under way in the core
+    # yet): it waits for that one to start and end, and looks up through what it found.
+    # Before (not waiting for one about to start), it went on with nobody to ask and tried
+    # again 10 s later.
+    async with proxied_with_a_dead_and_a_live_name(autojump_clock) as (dht, _, _):
+        starts = Starts(dht, monkeypatch)
+        begun = trio.current_time()
+        with trio.move_on_after(2):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(dht.bootstrap)
+                await trio.sleep(0.1)
+                assert dht._asking is not None
+                nursery.start_soon(partial(dht.keep_finding, HASH, interval=60))
+        assert [ops for _, ops in starts.bootstraps] == [0]
+        assert starts.bootstraps[0][0] - begun == pytest.approx(ASKED, abs=0.1)
+        ((looked, _),) = starts.lookups
+        assert looked - starts.bootstraps[0][0] < QUICK.query_timeout / 4
+
+
+async def test_a_round_wakes_when_the_caller_bootstrap_it_waits_for_starts(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The round waits for a caller's bootstrap held before its start (as one waiting for
+    # open_dht's join through a proxy); that one's start wakes it, so it follows its end at
+    # once. Without the wake, only its poll every query timeout (2 s here) saw it.
+    async with router_and_node(bootstrap=False) as (router, dht):
+        dht._joining = held = trio.Event()
+        starts = Starts(dht, monkeypatch)
+        with trio.move_on_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(dht.bootstrap, [router.addresses[0]])
+                await trio.sleep(0.1)
+                nursery.start_soon(partial(dht.keep_finding, HASH, interval=60))
+                await trio.sleep(0.4)
+                assert starts.bootstraps == []
+                held.set()
+        assert [(time, ops) for time, ops in starts.bootstraps] == [(0.5, 0)]
+        ((looked, _),) = starts.lookups
+        assert looked < 0.5 + FAST.query_timeout / 4

@@ -686,6 +686,22 @@ class DHTNode:
         filter blocks, are skipped.
         Ends with :class:`~bip_dht.LookupFinished` of kind ``bootstrap``.
         """
+        chosen = self.remember_bootstrap_addresses(addresses)
+        self._last_bootstrap = now
+        op = BootstrapOp(self, self._op_id(), chosen, slow_after=self._config.slow_after)
+        return self._start(op, now)
+
+    def remember_bootstrap_addresses(self, addresses: Iterable[PeerAddress]) -> list[PeerAddress]:
+        """Remember *addresses* for re-bootstraps and :meth:`save_state` as :meth:`bootstrap`
+        does (the same filter, the most recent ``max_bootstrap_addresses`` kept), but
+        without bootstrapping: a shell that learns addresses while another bootstrap runs,
+        beside which it starts none, keeps them for the next (the node's own re-bootstrap
+        included). Returns those taken (the first ``max_bootstrap_addresses`` of *addresses*
+        the node could query, each once).
+
+        Raises:
+            LocalProtocolError: an entry is not an address.
+        """
         chosen: list[PeerAddress] = []
         for given in addresses:
             address = _address(given)
@@ -702,9 +718,7 @@ class DHTNode:
             if address not in self._bootstrap_addresses:
                 self._bootstrap_addresses.append(address)
         del self._bootstrap_addresses[: -self._config.max_bootstrap_addresses]
-        self._last_bootstrap = now
-        op = BootstrapOp(self, self._op_id(), chosen, slow_after=self._config.slow_after)
-        return self._start(op, now)
+        return chosen
 
     def find_node(self, target: NodeId | bytes, now: float) -> int:
         """Look up the nodes closest to *target*; ends with LookupFinished (``find_node``)."""

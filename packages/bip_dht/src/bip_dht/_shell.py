@@ -353,7 +353,8 @@ class DHT:
         self._watched_bootstraps: set[int] = set()
         self._bootstrap_ended = trio.Event()
         # Callers' bootstrap() calls not started in the core yet (waiting for the proxy,
-        # resolving or asking names): keep_finding's join starts none beside them either.
+        # resolving or asking names): keep_finding's join and the proxied rejoin start none
+        # beside them either.
         self._bootstraps_starting = 0
         # Set once open_dht's first bootstrap has begun (through a proxy it waits for the
         # associations in the background): bootstrap() reuses its addresses.
@@ -508,15 +509,15 @@ class DHT:
         """:meth:`bootstrap`'s work: start a bootstrap and wait for its end; True then.
 
         With *unless_running* (keep_finding's join) start none, and return False, while
-        another is under way or about to be: a bootstrap of the node runs or is queued
-        (:attr:`DHTNode.bootstrapping`), or a caller's is still before its start (waiting for
-        the proxy, resolving or asking names, so not yet in :attr:`DHTNode.bootstrap_ops`).
-        Decided on entry and again at the moment of starting, with no checkpoint between the
-        test and the start: one that began while this one waited is never run beside.
+        another is under way or about to be (:meth:`_bootstrap_under_way`). Decided on entry
+        and again at the moment of starting, with no checkpoint between the test and the
+        start: one that began while this one waited is never run beside. Names that answered
+        meanwhile are not lost then: the core remembered their addresses as they came
+        (:meth:`_ask_pending_names`), for its own re-bootstraps and the joins after.
         """
-        if unless_running and (self._node.bootstrapping or self._bootstraps_starting):
+        if unless_running and self._bootstrap_under_way():
             return False
-        counted = 0 if unless_running else 1  # a caller's: keep_finding's waits for it
+        counted = 0 if unless_running else 1  # a caller's: who starts none beside waits
         self._bootstraps_starting += counted
         try:
             await self._joining.wait()  # set before open_dht's block begins, without a proxy
@@ -528,13 +529,13 @@ class DHT:
                 asking = self._pending_names and self._node.needs_bootstrap(trio.current_time())
                 answered = await self._ask_pending_names() if asking else []
                 resolved = [*answered, *self._node.bootstrap_addresses]
-            if unless_running and (self._node.bootstrapping or self._bootstraps_starting):
-                return False
         finally:
             self._bootstraps_starting -= counted
-            if counted:  # started or given up: who waits for it to start looks again
+            if counted:  # about to start or given up: who waits for it to start looks again
                 self._wake_bootstrap_waiters()
-        # No checkpoint from the test above to the core's start (_run begins at once).
+        # No checkpoint from here to the core's start (_run begins at once).
+        if unless_running and self._bootstrap_under_way():
+            return False
         await self._run(lambda node, now: node.bootstrap(resolved, now))
         return True
 
@@ -1288,8 +1289,12 @@ class DHT:
         has a node we could still query; else bootstrap again, from the remembered addresses
         at once when a relay has just come back (a pending name that never answers must not
         hold those up; not beside a bootstrap of the core's that began meanwhile, which uses
-        the same addresses), and from the pending names that answer (new addresses: the
-        core remembers them only through a bootstrap)."""
+        the same addresses), and from the pending names that answer (new addresses, which
+        the core remembers as they answer). Never through those beside another bootstrap
+        under way or about to start: a caller's about to start takes them; one under way
+        (keep_finding's join that shared the asking, the core's own) is waited for, as
+        keep_finding's rounds do, and they are joined through after it only if the node
+        still needs it. A join of keep_finding's about to start finds ours running."""
         await self._bootstraps_ended()
         node = self._node
         if not node.needs_bootstrap(trio.current_time()):
@@ -1300,10 +1305,20 @@ class DHT:
                 len(node.bootstrap_addresses),
             )
             self._start_bootstrap(list(node.bootstrap_addresses))
-        answered = await self._ask_pending_names()
-        if answered:  # new addresses: the core remembers them from this bootstrap on
-            _log.debug("DHT joining again through %d bootstrap names", len(answered))
-            self._start_bootstrap(answered)
+        answered = await self._ask_pending_names()  # remembered by the core as they came
+        if not answered:
+            return
+        if self._bootstrap_under_way():
+            # Never beside another. A caller's about to start takes these (it shared this
+            # asking, or reads the remembered addresses): its outcome is ours. One running
+            # (as keep_finding's join that shared this asking and went on first) is waited
+            # for: once it ended, join through these if it left a family with nobody to
+            # ask, and none began meanwhile.
+            await self._bootstraps_ended()
+            if self._bootstrap_under_way() or not node.needs_bootstrap(trio.current_time()):
+                return
+        _log.debug("DHT joining again through %d bootstrap names", len(answered))
+        self._start_bootstrap(answered)
 
     def _start_bootstrap(self, addresses: list[PeerAddress]) -> None:
         """Start a bootstrap of the core's through *addresses* (and the nodes known), one no
@@ -1327,6 +1342,14 @@ class DHT:
             self._watched_bootstraps |= running
             await self._bootstrap_ended.wait()
 
+    def _bootstrap_under_way(self) -> bool:
+        """Whether a bootstrap of the node runs or is queued (:attr:`DHTNode.bootstrapping`),
+        or a caller's :meth:`bootstrap` is before its start (waiting for the proxy, resolving
+        or asking names, so not yet in :attr:`DHTNode.bootstrap_ops`): those that start none
+        beside another (keep_finding's join, the proxied rejoin) ask this with no checkpoint
+        before their start. Either of those two about to start finds the other's running."""
+        return self._node.bootstrapping or bool(self._bootstraps_starting)
+
     async def _bootstrap_starts_ended(self) -> None:
         """Return once no caller's :meth:`bootstrap` is before its start any more (each
         started in the core, or gave up; at once if none is). Bounded as their waits are
@@ -1336,9 +1359,11 @@ class DHT:
 
     async def _ask_pending_names(self) -> list[PeerAddress]:
         """Ping the pending bootstrap names again, but for those asked within the last
-        ``query_timeout``; the addresses of those that answered, forgotten as names. One
-        asking at a time (the probes are bounded): who comes while one runs waits for its
-        answers (none when the one asking was cancelled)."""
+        ``query_timeout``; the addresses of those that answered, forgotten as names and
+        remembered by the core at once (:meth:`DHTNode.remember_bootstrap_addresses`), so
+        none is lost whatever the askers do next (start no bootstrap beside another, be
+        cancelled). One asking at a time (the probes are bounded): who comes while one runs
+        waits for its answers (none when the one asking was cancelled)."""
         asking = self._asking
         if asking is not None:
             await asking.done.wait()
@@ -1350,6 +1375,8 @@ class DHT:
         asking = self._asking = _Asking()
         try:
             asking.answers = await self._addresses(names, remember=True)
+            # No checkpoint since they were forgotten as names (_addresses' last step).
+            self._node.remember_bootstrap_addresses(asking.answers)
         finally:
             self._asking = None
             asking.done.set()

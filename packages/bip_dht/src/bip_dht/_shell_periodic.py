@@ -14,7 +14,8 @@ bootstrap in every round of every torrent. And a round never bootstraps beside a
 bootstrap of the node: one under way or about to start (the core's own re-bootstrap, a
 caller's still asking names, the proxied shell's rejoin) is waited for and its outcome taken,
 and the rounds of several torrents that need a join at once share one (:class:`_Join`),
-rather than each sending its own find_node flood.
+rather than each sending its own find_node flood. The proxied rejoin starts none beside a
+round's join either, and the names a join asked reach the core whatever it does next.
 """
 
 from __future__ import annotations
@@ -134,8 +135,12 @@ async def _join(dht: DHT, *, wait: float) -> None:
     decided at the moment of starting; else wait for those to end (and for those that begin
     meanwhile) and take their outcome. Rounds that come while a join of keep_finding's runs
     wait for it instead (or, when the one that ran was cancelled, join themselves if there
-    is still nobody to look up with). Every wait ends within *wait* seconds of the call (the
-    round's own interval, not the holder's); cancelling leaves no join behind."""
+    is still nobody to look up with). Waiting for others (their joins, their bootstraps)
+    ends within *wait* seconds of the call (the round's own interval, not the holder's); the
+    round's own bootstrap, when it starts one, is bounded by its own steps instead
+    (``PROXY_WAIT`` for the relay, ``PROBE_ATTEMPTS`` query timeouts per name, the core's
+    query timeouts and limits for the lookup): a join cut at a short interval would never
+    end. Cancelling leaves no join behind."""
     node = dht.node
     deadline = trio.current_time() + wait
     while (running := _joins.get(dht)) is not None:
@@ -151,7 +156,7 @@ async def _join(dht: DHT, *, wait: float) -> None:
             query_timeout = node.config.query_timeout
             with trio.move_on_at(deadline):
                 # Those that began meanwhile too: one ended need not mean we may start ours.
-                while (node.bootstrapping or dht._bootstraps_starting) and not dht._closed:
+                while dht._bootstrap_under_way() and not dht._closed:
                     # Closing the DHT wakes nobody waiting here: look every query timeout.
                     with trio.move_on_after(query_timeout):
                         await dht._bootstraps_ended()
