@@ -366,6 +366,26 @@ def test_a_root_device_answer_leaves_its_host_a_second_try() -> None:
     assert (stats.descriptions_rejected, stats.ssdp_duplicates) == (1, 1)
 
 
+def test_a_search_whose_time_is_up_ends_though_its_gateways_other_location_was_queued() -> None:
+    client = new_client(concurrent=True)
+    client.search_sent(take(client, 0.0, Kind.SEARCH), 5, 0.0)
+    client.ssdp_received(ssdp_answer("upnp:rootdevice", location(ROUTER, "/m.xml")), ROUTER, 0.1)
+    describe = take(client, 0.1, Kind.DESCRIBE)
+    # The gateway's own answer comes while its root device's description is fetched.
+    client.ssdp_received(ssdp_answer(IGD1, location(ROUTER)), ROUTER, 0.2)
+    late = UPNP_SEARCH_TIMEOUT + 1.0  # a slow description: the search's time is up
+    give(client, describe, ONE_SERVICE, late)
+    assert device(client) is not None
+    # As the shell runs it: the time, every request due, then the deadline to wait for.
+    client.handle_timer(late)
+    take(client, late, Kind.EXTERNAL_ADDRESS)  # the gateway's lane
+    assert client.next_request(late) is None
+    deadline = client.next_deadline()
+    assert deadline is None or deadline > late  # was: the search's next round, long past
+    assert not searching(client)  # was: held on by that LOCATION, queued, till next pass
+    assert client.statistics().ssdp_duplicates == 1  # that LOCATION: nothing to fetch
+
+
 # -- every gateway: several devices side by side ---------------------------------------------
 
 
@@ -1346,23 +1366,39 @@ _SSDP = [
     (ssdp_answer(IGD1, location(OTHER)), ROUTER),
     (b"garbage", OTHER),
 ]
+# Built once: a strategy built afresh for each draw costs more than the core's work.
+_ANSWERS = {kind: st.sampled_from(_answers_for(kind)) for kind in Kind}
+_DELETE_ANSWER = st.sampled_from(_DELETE_ANSWERS)
+_SSDP_ANSWER = st.sampled_from(_SSDP)
 
 
-@settings(max_examples=150, deadline=None)
-@given(st.data())
-def test_random_sequences_keep_every_rule_and_raise_nothing(data: st.DataObject) -> None:
-    """Whatever the router answers and the caller asks, in any order: only our events, no
-    exception, never more than UPNP_MAX_ATTEMPTS AddPortMapping requests for one mapping in
-    one go, the deadline never stuck in the past, and every mapping removed exactly once."""
+def _random_sequence(data: st.DataObject, *, concurrent: bool) -> None:
+    """Whatever the routers answer and the caller asks, in any order: only our events, no
+    exception, never more than UPNP_MAX_ATTEMPTS AddPortMapping requests for one mapping on
+    one gateway in one go, the deadline never stuck in the past, one request in flight (per
+    lane when ``concurrent``: the search's and each gateway's, a gateway never asked two
+    things at once), a close's conflict check asked once per gateway and only its port
+    deleted after it, and every mapping removed exactly once, the close ending by itself.
+
+    Requests handed out are reported later, in any order, while time passes and the caller
+    adds, removes, hears answers to the search or closes. A close abandons those out: their
+    reports still come (ignored), as a caller's exchanges racing the close would; they do
+    not count as in flight (the caller cancels them before it makes the close's requests,
+    as UpnpClient's docstring asks)."""
     client = UpnpClient(
-        gateway=data.draw(st.sampled_from([ROUTER, None])),
-        lease_duration=data.draw(st.sampled_from([0, 1, 3600])),
+        concurrent=concurrent,
+        gateway=data.draw(st.sampled_from((ROUTER, None))),
+        lease_duration=data.draw(st.sampled_from((0, 1, 3600))),
         rng=random.Random(data.draw(st.integers(0, 9))),
     )
     now = 0.0
     added: list[MappingId] = []
     removed: list[MappingId] = []
-    go: dict[MappingId | None, int] = {}
+    go: dict[tuple[IPv4Address, MappingId | None], int] = {}  # ADDs in the go under way
+    out: list[UpnpRequest] = []  # handed out, not reported yet
+    late: list[UpnpRequest] = []  # abandoned by the close, reported all the same
+    closing = False
+    checked: dict[IPv4Address, int | None] = {}  # closing: each gateway's checked port
     ports = iter(range(6881, 7000))  # new mappings' internal ports
 
     def check_events() -> None:
@@ -1373,67 +1409,113 @@ def test_random_sequences_keep_every_rule_and_raise_nothing(data: st.DataObject)
             if isinstance(event, MappingRemoved):
                 removed.append(event.mapping.mapping_id)
 
+    def hand_out(request: UpnpRequest) -> None:
+        assert len(out) < (1 + UPNP_MAX_GATEWAYS if concurrent else 1), (request, out)
+        searcher = (Kind.SEARCH, Kind.DESCRIBE)
+        assert request.kind not in searcher or all(r.kind not in searcher for r in out)
+        if request.url is not None:
+            host = request.url.host
+            assert all(r.url is None or r.url.host != host for r in out), (request, out)
+            if request.kind is Kind.ADD:
+                key = (host, request.mapping_id)
+                go[key] = go.get(key, 0) + 1
+                assert go[key] <= UPNP_MAX_ATTEMPTS
+            if closing:
+                assert request.kind in (Kind.DELETE, Kind.GET_ENTRY), request
+                if request.kind is Kind.GET_ENTRY:
+                    assert host not in checked  # asked once, after the certain deletions
+                    checked[host] = request.external_port
+                elif host in checked:
+                    assert request.external_port == checked[host]  # only what it showed ours
+        out.append(request)
+
+    def report(request: UpnpRequest) -> None:
+        if request.kind is Kind.SEARCH:
+            client.search_sent(request, data.draw(st.integers(0, 5)), now)
+        elif request.kind is Kind.DELETE and closing:
+            give(client, request, data.draw(_DELETE_ANSWER), now)
+        else:
+            give(client, request, data.draw(_ANSWERS[request.kind]), now)
+
     for port in range(data.draw(st.integers(0, 2))):
         added.append(client.add_mapping(TCP, 6000 + port, now))
-    for _ in range(data.draw(st.integers(5, 80))):
+    for _ in range(data.draw(st.integers(5, 100))):
         client.handle_timer(now)
         check_events()
         request = client.next_request(now)
         check_events()
-        if request is None:
-            deadline = client.next_deadline()
-            assert deadline is None or deadline > now
-            # While a search listens, answers are likeliest; a close is rare (it ends all).
-            actions = ["ssdp"] * 4 if client.searching else []
-            actions += ["tick", "tick", "tick", "add", "remove", "ssdp", "close"]
-            action = data.draw(st.sampled_from(actions))
-            if action == "tick":
-                step = data.draw(st.sampled_from([0.0, 0.5, 100.0, 2000.0]))
-                now = (now if deadline is None else max(now, deadline)) + step
+        if request is not None:
+            hand_out(request)
+            continue  # and the next, if any: the caller asks until None
+        deadline = client.next_deadline()
+        assert deadline is None or deadline > now, (deadline, now)
+        # Reports are likeliest; while a search listens, answers; a close is rare.
+        actions: tuple[str, ...] = ("report",) * 6 if out else ()
+        actions += ("late",) if late else ()
+        actions += ("ssdp",) * 4 if client.searching else ()
+        actions += ("tick", "tick", "add", "remove", "ssdp", "close")
+        action = data.draw(st.sampled_from(actions))
+        if action == "report":
+            report(out.pop(data.draw(st.integers(0, len(out) - 1))))
+        elif action == "late":
+            report(late.pop(0))
+        elif action == "tick":
+            step = data.draw(st.sampled_from((0.0, 0.5, 100.0, 2000.0)))
+            now = (now if deadline is None else max(now, deadline)) + step
+            if not out:
                 go.clear()  # the client was idle: any go has ended
-            elif action == "add" and not client.is_closed and len(added) < 4:
-                protocol = data.draw(st.sampled_from([TCP, UDP]))
-                added.append(client.add_mapping(protocol, next(ports), now))
-            elif action == "remove" and client.mappings():
-                mapping = data.draw(st.sampled_from(client.mappings()))
-                client.remove_mapping(mapping.mapping_id, now)
-            elif action == "ssdp":
-                datagram, source = data.draw(st.sampled_from(_SSDP))
-                client.ssdp_received(datagram, source, now)
-            elif action == "close":
-                client.close(now)
-            check_events()
-            continue
-        if request.kind is Kind.ADD:
-            go[request.mapping_id] = go.get(request.mapping_id, 0) + 1
-            assert go[request.mapping_id] <= UPNP_MAX_ATTEMPTS
-        if request.kind is Kind.SEARCH:
-            client.search_sent(request, data.draw(st.integers(0, 5)), now)
-        else:
-            give(client, request, data.draw(st.sampled_from(_answers_for(request.kind))), now)
+        elif action == "add" and not closing and len(added) < 4:
+            protocol = data.draw(st.sampled_from((TCP, UDP)))
+            added.append(client.add_mapping(protocol, next(ports), now))
+        elif action == "remove" and client.mappings():
+            mapping = data.draw(st.sampled_from(client.mappings()))
+            client.remove_mapping(mapping.mapping_id, now)
+        elif action == "ssdp":
+            datagram, source = data.draw(_SSDP_ANSWER)
+            client.ssdp_received(datagram, source, now)
+        elif action == "close" and not closing:
+            client.close(now)
+            closing = True
+            late += out
+            out.clear()
         check_events()
     # Closing ends it all, within a bounded number of requests: the deletions certainly
     # owed, then a conflict check owed (asked once), then its port's if it is ours.
-    client.close(now)
-    checks = 0
-    checked: int | None = None
-    for _ in range(UPNP_MAX_MAPPINGS * 10):
-        request = client.next_request(now)
-        if request is None:
+    if not closing:
+        client.close(now)
+        closing = True
+        late += out
+        out.clear()
+    for _ in range(UPNP_MAX_MAPPINGS * 20):
+        while (request := client.next_request(now)) is not None:
+            hand_out(request)
+        pool = late + out
+        if not pool:
             break
-        if request.kind is Kind.GET_ENTRY:
-            checks += 1
-            assert checks == 1
-            checked = request.external_port
-            give(client, request, data.draw(st.sampled_from(_answers_for(Kind.GET_ENTRY))), now)
-            continue
-        assert request.kind is Kind.DELETE
-        assert checks == 0 or request.external_port == checked  # only what it showed ours
-        give(client, request, data.draw(st.sampled_from(_DELETE_ANSWERS)), now)
-    client.abandon()
+        i = data.draw(st.integers(0, len(pool) - 1))
+        report(late.pop(i) if i < len(late) else out.pop(i - len(late)))
+        check_events()
+    else:
+        raise AssertionError("the close does not end")  # pragma: no cover
     check_events()
     assert client.is_closed
     assert sorted(removed) == sorted(added)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_random_sequences_keep_every_rule_and_raise_nothing(data: st.DataObject) -> None:
+    """One request at a time in all: see _random_sequence."""
+    _random_sequence(data, concurrent=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_random_sequences_keep_every_rule_and_raise_nothing_concurrent(
+    data: st.DataObject,
+) -> None:
+    """One request at a time per lane, the lanes side by side: see _random_sequence."""
+    _random_sequence(data, concurrent=True)
 
 
 # -- the module's own examples, and the close's check through the shell -------------------------

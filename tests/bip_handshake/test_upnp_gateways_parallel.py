@@ -10,7 +10,7 @@ from ipaddress import IPv4Address
 import pytest
 import trio
 import trio.testing
-from tests._upnp_igd import IGD1, WANIP1, FakeIgd, running_igds, ssdp_answer
+from tests._upnp_igd import IGD1, WANIP1, FakeIgd, running_igd, running_igds, ssdp_answer
 
 from bip_handshake._errors import LocalProtocolError
 from bip_handshake._natpmp_shell import MappingProtocolName
@@ -231,3 +231,46 @@ async def test_a_close_with_a_dead_gateway_deletes_on_the_other_within_the_bound
         assert len(dead.mappings) == 3  # its leases will end them
         removed = [e for _, e in record.events if isinstance(e, MappingRemoved)]
         assert len(removed) == 3
+
+
+class CallerError(Exception):
+    """A bug of the caller's (or one of ours, in a request's task)."""
+
+
+async def test_an_exception_of_on_event_during_the_close_comes_out_as_itself(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Raised on the MappingRemoved the close's deletion brings, inside the close's nursery.
+    def on_event(event: PortMappingEvent) -> None:
+        if isinstance(event, MappingRemoved):
+            raise CallerError("on_event")
+
+    igd = FakeIgd()
+    async with running_igd(igd) as address:
+        with pytest.raises(CallerError):
+            async with open_upnp_mapper(
+                [("tcp", 6881)],
+                ssdp_address=address,
+                bind_host="127.0.0.1",
+                gateway=None,
+                on_event=on_event,
+            ) as mapper:
+                await until(mapper, lambda: mapper.external_port("tcp", 6881) is not None)
+        assert igd.mappings == {}  # the deletion was made: the event came of its answer
+
+
+async def test_a_bug_in_a_request_task_comes_out_as_itself(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A request's task runs in the worker's nursery, itself in the block's: one exception
+    # still, not a group in a group.
+    async def broken(*args: object) -> tuple[HttpResponse, IPv4Address]:
+        raise CallerError("in a request's task")
+
+    monkeypatch.setattr(UpnpPortMapper, "_exchange", broken)
+    async with running_igd(FakeIgd()) as address:
+        with pytest.raises(CallerError):
+            async with open_upnp_mapper(
+                [("tcp", 6881)], ssdp_address=address, bind_host="127.0.0.1", gateway=None
+            ):
+                await trio.sleep(60)  # the task's bug ends the block long before

@@ -815,6 +815,14 @@ class UpnpClient:
       bounds each (:data:`UPNP_HTTP_TIMEOUT`, or its own bound) and reports a timeout
       with :meth:`request_failed`; a request never reported leaves the core (that lane,
       when concurrent) waiting for good.
+    - **Abandoned exchanges cancelled first** (concurrent): :meth:`close` abandons every
+      request in flight and at once hands out the deletions, to the same gateways (an
+      AddPortMapping cut short is followed by the DeletePortMapping of its port). The
+      caller cancels (or waits out) the abandoned exchanges before it performs anything
+      :meth:`next_request` gives after the close: else a gateway gets two requests at
+      once, and the abandoned AddPortMapping, landing after the deletion, leaves its port
+      mapped. (The shell does: the block's tasks, those exchanges among them, end before
+      its close starts.) Their late reports are still taken, and ignored.
     - **Events drained**: events pile up in the core until :meth:`next_event` takes them;
       there is no bound of their own (none is dropped). Each comes of a call of the
       caller's (a report, a timer, an add, a removal, a close), at most a few per mapping
@@ -1509,13 +1517,9 @@ class UpnpClient:
                 url=parse_http_url(service.control_url),
                 service=service,
             )
-        while search.queue:
+        if search.queue:
+            # None of a host in use: _use drops them.
             location, url = search.queue.popleft()
-            if self._in_use(url.host):
-                # Its other LOCATION served a gateway meanwhile (queued both: a root device
-                # answer, then the gateway's): a host is one place, fetching is of no use.
-                self._ssdp_duplicates += 1
-                continue
             self._describing = _Describe(location)
             return UpnpRequest(UpnpRequestKind.DESCRIBE, url=url)
         return None
@@ -1638,6 +1642,15 @@ class UpnpClient:
         )
         self._next_seq += 1
         self._devices.append(device)
+        search = self._search
+        if search is not None and search.queue:
+            # Its host's other LOCATIONs queued meanwhile (a root device answer, then the
+            # gateway's): a host is one place, fetching them is of no use. Dropped now, not
+            # at their turn: a queue of nothing to fetch would keep a search whose time is
+            # up from ending, its deadline (next_deadline) one already past.
+            left = deque(entry for entry in search.queue if entry[1].host != control.host)
+            self._ssdp_duplicates += len(search.queue) - len(left)
+            search.queue = left
         self._search_failures = 0
         for want in self._wants.values():
             if not want.removing:

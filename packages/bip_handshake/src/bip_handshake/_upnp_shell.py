@@ -62,7 +62,7 @@ from ipaddress import IPv4Address
 
 import trio
 
-from ._background import background
+from ._background import background, unwrap_single
 from ._errors import LocalProtocolError
 from ._natpmp_shell import (
     NATPMP_DEFAULT_MAPPINGS,
@@ -290,19 +290,22 @@ class UpnpPortMapper:
             nursery.start_soon(self._perform, request, bound)
 
     async def _run(self) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            try:
-                while True:
-                    # Replaced before asking the core: a report (or an add) from here on
-                    # wakes the wait below, whatever it does meanwhile.
-                    self._woken = trio.Event()
-                    self._hand_out()
-                    deadline = self._client.next_deadline()
-                    with trio.move_on_at(math.inf if deadline is None else deadline):
-                        await self._woken.wait()
-            finally:
-                self._nursery = None
+        # A bug in a request's task comes out as itself, not wrapped by this nursery and
+        # again by the block's.
+        with unwrap_single():
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                try:
+                    while True:
+                        # Replaced before asking the core: a report (or an add) from here
+                        # on wakes the wait below, whatever it does meanwhile.
+                        self._woken = trio.Event()
+                        self._hand_out()
+                        deadline = self._client.next_deadline()
+                        with trio.move_on_at(math.inf if deadline is None else deadline):
+                            await self._woken.wait()
+                finally:
+                    self._nursery = None
 
     async def _search_round(self, request: UpnpRequest) -> None:
         """One round of a search; its first opens the search's socket, heard by a task
@@ -447,16 +450,19 @@ class UpnpPortMapper:
         client.close(trio.current_time())
         try:
             self._dispatch()
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                self._close_deadline = trio.current_effective_deadline()
-                while True:
-                    self._woken = trio.Event()
-                    self._hand_out()
-                    self._dispatch()
-                    if not nursery.child_tasks:
-                        break  # none under way: nothing more is due (a task's end asks)
-                    await self._woken.wait()
+            # An exception of on_event (called by _dispatch in this nursery's body) ends the
+            # block as itself, as it does while the block runs: not in a group.
+            with unwrap_single():
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    self._close_deadline = trio.current_effective_deadline()
+                    while True:
+                        self._woken = trio.Event()
+                        self._hand_out()
+                        self._dispatch()
+                        if not nursery.child_tasks:
+                            break  # none under way: nothing more is due (a task's end asks)
+                        await self._woken.wait()
         finally:
             self._nursery = None
             client.abandon()
