@@ -219,42 +219,79 @@ class SwarmStatistics:
 
 
 class _Peer:
-    """One peer of a swarm; mutable, and slotted because a store holds up to a million."""
+    """One peer of a swarm; mutable, and slotted because a store holds up to a million.
+
+    Made field by field where a peer is added (in :meth:`SwarmStore.announce_compact` and
+    :meth:`SwarmStore._new_swarm`), not by an ``__init__``: a Python-level ``__init__`` is one
+    more call per announce of a new peer (with :class:`_Swarm`'s, they were a tenth of the
+    announce of a new info-hash). Every field is set there.
+    """
 
     __slots__ = ("completed", "expires", "index", "seeder")
 
-    def __init__(self, expires: float, seeder: bool, index: int) -> None:
-        self.expires = expires
-        self.seeder = seeder
-        self.completed = False  # whether its "completed" event was counted already
-        self.index = index  # its position in its family's list, for O(1) removal
+    expires: float
+    seeder: bool
+    completed: bool  # whether its "completed" event was counted already
+    index: int  # its position in its family's list, for O(1) removal
 
 
 class _Swarm:
-    """The peers of one info-hash, in order of last announce, and its counters."""
+    """The peers of one info-hash, in order of last announce, and its counters.
 
-    __slots__ = ("completed", "hosts", "last", "peers", "proven", "seeders", "trim_at", "v4", "v6")
+    Made field by field where a swarm is made (:meth:`SwarmStore._new_swarm`, the path of each
+    announce of a flood of new info-hashes), not by an ``__init__``, as :class:`_Peer`.
+    """
 
-    def __init__(self) -> None:
-        # An OrderedDict, not a dict: trimming and eviction take the first peer, which in a dict
-        # churned by deletions costs a walk past every deleted slot before it (O(n) each).
-        self.peers: OrderedDict[bytes, _Peer] = OrderedDict()
-        # Entries per host, for max_peers_per_host; a host with none has no key. A host is
-        # the IP: a compact peer without its 2-byte port (not the /64 of an IPv6 address, as
-        # for the rate limit: hosting providers hand out addresses of one /64 to many).
-        self.hosts: dict[bytes, int] = {}
-        # The same addresses per family, in a list, to pick a random run of them in O(k).
-        self.v4: list[bytes] = []
-        self.v6: list[bytes] = []
-        self.seeders = 0
-        self.completed = 0
-        self.last = -math.inf
-        # Whether it has shown it is real (promoted once, or its promotion was refused): on
-        # probation, any announce of it is then a candidate for promotion again.
-        self.proven = False
-        # No peer expires before this (the front peer's expiry when last looked at): one
-        # comparison tells an announce whether there is anything to trim.
-        self.trim_at = math.inf
+    __slots__ = (
+        "completed",
+        "counted_hosts",
+        "last",
+        "peers",
+        "proven",
+        "seeders",
+        "trim_at",
+        "v4",
+        "v6",
+    )
+
+    # An OrderedDict, not a dict: trimming and eviction take the first peer, which in a dict
+    # churned by deletions costs a walk past every deleted slot before it (O(n) each).
+    peers: OrderedDict[bytes, _Peer]
+    # Entries per host, for max_peers_per_host; a host with none has no key. A host is the IP:
+    # a compact peer without its 2-byte port (not the /64 of an IPv6 address, as for the rate
+    # limit: hosting providers hand out addresses of one /64 to many). None until the swarm
+    # first holds max_peers_per_host peers: below that no host can hold as many, and most
+    # swarms never get there (nor does any swarm of a flood of new info-hashes), so they go
+    # without the dict and a key sliced per peer; once counted, kept up to date for good.
+    counted_hosts: dict[bytes, int] | None
+    # The same addresses per family, in a list, to pick a random run of them in O(k).
+    v4: list[bytes]
+    v6: list[bytes]
+    seeders: int
+    completed: int
+    last: float  # the time of its last announce
+    # Whether it has shown it is real (promoted once, or its promotion was refused): on
+    # probation, any announce of it is then a candidate for promotion again.
+    proven: bool
+    # No peer expires before this (the front peer's expiry when last looked at): one comparison
+    # tells an announce whether there is anything to trim.
+    trim_at: float
+
+    @property
+    def hosts(self) -> dict[bytes, int]:
+        """Entries per host of its peers: the kept count, or one counted now if none is kept."""
+        if self.counted_hosts is None:
+            return _count_hosts(self.peers)
+        return self.counted_hosts
+
+
+def _count_hosts(peers: Iterable[bytes]) -> dict[bytes, int]:
+    """Entries per host (a compact peer without its port) of *peers*, as in ``counted_hosts``."""
+    hosts: dict[bytes, int] = {}
+    for key in peers:
+        host = key[:-2]
+        hosts[host] = hosts.get(host, 0) + 1
+    return hosts
 
 
 def _check_limit(name: str, value: object) -> int:
@@ -445,7 +482,8 @@ class SwarmStore:
                 probation.move_to_end(info_hash)
                 on_probation = True
             else:
-                swarm = self._demoted.pop(info_hash, None)
+                demoted = self._demoted
+                swarm = demoted.pop(info_hash, None) if demoted else None
                 if swarm is not None:
                     # It has shown it is real before; it only was the least recent protected.
                     # Promoted again at once if there is room, else the most recent of the new
@@ -456,11 +494,7 @@ class SwarmStore:
                     else:
                         probation[info_hash] = swarm
                 else:
-                    if len(probation) + len(self._demoted) + len(protected) >= self._max_swarms:
-                        self._evict_swarm(None)
-                    swarm = _Swarm()
-                    probation[info_hash] = swarm
-                    on_probation = True
+                    return self._new_swarm(info_hash, peer, left == 0, event, now)
         if now >= swarm.trim_at:
             self._trim(swarm, now)
         swarm.last = now
@@ -472,15 +506,18 @@ class SwarmStore:
         # proven swarm on probation had its promotion refused: any announce of it asks again.
         promote = on_probation and swarm.proven
         if record is None:
-            hosts = swarm.hosts
-            host = peer[:-2]
-            held = hosts.get(host, 0)
-            if held >= self._max_peers_per_host:
-                self._unrecorded_peers += 1
-                if promote:
-                    self._try_promote(info_hash, swarm, now)
-                return self._sample(swarm, peer, num_want)
-            hosts[host] = held + 1
+            hosts = swarm.counted_hosts
+            if hosts is None and len(peers) >= self._max_peers_per_host:
+                hosts = swarm.counted_hosts = _count_hosts(peers)
+            if hosts is not None:
+                host = peer[:-2]
+                held = hosts.get(host, 0)
+                if held >= self._max_peers_per_host:
+                    self._unrecorded_peers += 1
+                    if promote:
+                        self._try_promote(info_hash, swarm, now)
+                    return self._sample(swarm, peer, num_want)
+                hosts[host] = held + 1
             if on_probation and family and self._protected_cap > 0:
                 # Every peer of this family in an unproven swarm on probation is of one network
                 # (another would have proven it), so any one of them tells whether this is
@@ -491,7 +528,11 @@ class SwarmStore:
                 self._evict_peer(swarm)
             if self._peer_count >= self._max_peers:
                 self._make_room(swarm)
-            record = _Peer(now + self._peer_lifetime, seeder, len(family))
+            record = _Peer()
+            record.expires = now + self._peer_lifetime
+            record.seeder = seeder
+            record.completed = False
+            record.index = len(family)
             if not peers:
                 swarm.trim_at = record.expires
             family.append(peer)
@@ -541,6 +582,60 @@ class SwarmStore:
             chosen[offset] = chosen[-1]
         chosen.pop()
         return seeders, leechers, chosen
+
+    def _new_swarm(
+        self, info_hash: bytes, peer: bytes, seeder: bool, event: int, now: float
+    ) -> tuple[int, int, list[bytes]]:
+        """Make *info_hash*'s swarm, the most recent on probation, with *peer* its one peer.
+
+        :meth:`announce_compact` for an info-hash without a swarm (each announce of a flood of
+        new info-hashes), without the steps a swarm with peers needs: no host is full and
+        nobody is evicted from it, nothing is trimmed or promoted (one host, no re-announce),
+        and there is nobody to give the announcer.
+        """
+        probation = self._probation
+        demoted = self._demoted
+        if len(probation) + len(demoted) + len(self._protected) >= self._max_swarms:
+            if probation and not demoted:
+                # What _evict_swarm(None) does in this case, the usual one, spelt out: under a
+                # flood, a new swarm evicts one at each announce, and the call costs as much.
+                _, evicted = probation.popitem(last=False)
+                count = len(evicted.peers)
+                self._evicted_probation += 1
+                self._evicted_peers += count
+                self._peer_count -= count
+                self._seeder_count -= evicted.seeders
+            else:
+                self._evict_swarm(None)
+        expires = now + self._peer_lifetime
+        swarm = _Swarm()
+        swarm.peers = OrderedDict()
+        swarm.counted_hosts = None
+        swarm.v4 = []
+        swarm.v6 = []
+        swarm.seeders = 0
+        swarm.completed = 0
+        swarm.last = now
+        swarm.proven = False
+        swarm.trim_at = expires  # its one peer's expiry
+        probation[info_hash] = swarm
+        if self._peer_count >= self._max_peers:
+            self._make_room(swarm)
+        record = _Peer()
+        record.expires = expires
+        record.seeder = seeder
+        record.completed = event == _COMPLETED
+        record.index = 0
+        if record.completed:
+            swarm.completed = 1
+        (swarm.v4 if len(peer) == _IPV4_SIZE else swarm.v6).append(peer)
+        swarm.peers[peer] = record
+        self._peer_count += 1
+        if seeder:
+            swarm.seeders = 1
+            self._seeder_count += 1
+            return 1, 0, []
+        return 0, 1, []
 
     def _leave(self, info_hash: bytes, peer: bytes, now: float) -> tuple[int, int, list[bytes]]:
         """A ``stopped`` announce: drop *peer*'s entry, answer the counts and no peers.
@@ -659,13 +754,14 @@ class SwarmStore:
         if record.seeder:
             swarm.seeders -= 1
             self._seeder_count -= 1
-        hosts = swarm.hosts
-        host = key[:-2]
-        held = hosts[host] - 1
-        if held:
-            hosts[host] = held
-        else:
-            del hosts[host]
+        hosts = swarm.counted_hosts
+        if hosts is not None:
+            host = key[:-2]
+            held = hosts[host] - 1
+            if held:
+                hosts[host] = held
+            else:
+                del hosts[host]
 
     def _forget(self, swarm: _Swarm) -> None:
         self._peer_count -= len(swarm.peers)
@@ -724,13 +820,20 @@ class SwarmStore:
         """Drop the least recently announced swarm on probation (new or demoted) or, if there
         is none, the least recently announced protected one; never *keep* (the swarm being
         announced to, the most recent of its segment). False if there was none to drop."""
+        # (The two queues spelt out, not looped over: a flood of new info-hashes evicts a swarm
+        # at each announce.)
         segment: OrderedDict[bytes, _Swarm] | None = None
         oldest = math.inf
-        for queue in (self._probation, self._demoted):
-            if queue:
-                front = queue[next(iter(queue))]
-                if front is not keep and front.last < oldest:
-                    segment, oldest = queue, front.last
+        probation = self._probation
+        demoted = self._demoted
+        if probation:
+            front = probation[next(iter(probation))]
+            if front is not keep:
+                segment, oldest = probation, front.last
+        if demoted:
+            front = demoted[next(iter(demoted))]
+            if front is not keep and front.last < oldest:
+                segment = demoted
         if segment is None:
             segment = self._protected
             if not segment or segment[next(iter(segment))] is keep:
@@ -739,8 +842,10 @@ class SwarmStore:
         else:
             self._evicted_probation += 1
         _, swarm = segment.popitem(last=False)
-        self._evicted_peers += len(swarm.peers)
-        self._forget(swarm)
+        count = len(swarm.peers)
+        self._evicted_peers += count
+        self._peer_count -= count
+        self._seeder_count -= swarm.seeders
         return True
 
     def _evict_peer(self, swarm: _Swarm) -> None:
