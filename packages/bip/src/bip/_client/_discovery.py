@@ -416,7 +416,7 @@ class DhtPeers:
 
     One ``keep_finding`` per swarm (a hybrid torrent has two, BEP 52): each round is a single
     walk that finds peers and announces us to the closest nodes (only looks when we do not
-    listen), as a seed once every selected piece is verified (BEP 33), and joins the DHT
+    listen), as a seed once every piece is verified (BEP 33), and joins the DHT
     again first if its routing table emptied. When what the rounds depend on changes (the
     torrent completes, a magnet's metadata brings its v2 half or makes it private), they start
     again with the new facts. Private torrents (BEP 27) are never looked up nor announced.
@@ -475,15 +475,19 @@ class _DhtPlan:
     port: int | None
     """The TCP port to announce; None to look only (we do not listen)."""
     seed: bool
-    """Announce as a seed (BEP 33): complete, and announcing at all."""
+    """Announce as a seed (BEP 33): every piece verified, and announcing at all."""
 
     @classmethod
     def of(cls, target: DiscoveryTarget) -> _DhtPlan:
         return cls(
             swarm_ids=tuple(target.info_hash.swarm_ids()),
             port=target.listen_port or None,
-            # (a look-only round has nothing to say, so completion does not restart it)
-            seed=target.listen_port != 0 and target.completed.is_set(),
+            # (a look-only round has nothing to say, so completion does not restart it). A
+            # seed has every piece, as libtorrent's is_seed(): a finished partial download
+            # (left > 0) is none.
+            seed=target.listen_port != 0
+            and target.completed.is_set()
+            and target.transfer()[2] == 0,
         )
 
 

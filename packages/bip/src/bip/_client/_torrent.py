@@ -363,9 +363,15 @@ class Torrent:
         self._wanted: frozenset[int] = frozenset()
         self._total = 0
         # Set with the metadata: sizes below count file data only, never BEP 47 pad bytes
-        # (a tracker's ``left`` and the progress shown, as libtorrent counts them).
+        # (the progress shown, as libtorrent counts it; and a tracker's ``left``, BEP 3's
+        # bytes still to download, where libtorrent counts them).
         self._geometry: TorrentGeometry | None = None
         self._done = 0
+        # The file data of the pieces not verified, over the whole torrent whatever the
+        # selection: a tracker's ``left`` (BEP 3, as libtorrent's bytes_left()). Counted
+        # from what is on disk when the brain is made, then kept by each piece verified or
+        # lost; read only while the brain exists (transfer()).
+        self._unverified = 0
         self._downloaded = 0
         self._uploaded = 0
         self._bad_pieces = 0
@@ -477,11 +483,33 @@ class Torrent:
         return None if self.info is None else self.info.num_pieces
 
     def transfer(self) -> tuple[int, int, int]:
-        """``(uploaded, downloaded, left)`` payload bytes, for trackers.
+        """``(uploaded, downloaded, left)`` payload bytes, for trackers (the DHT's BEP 33
+        seed flag wants ``left`` 0 too).
 
-        Before the metadata is known, ``left`` is 1: unknown, but not a seed (0 would say so).
+        ``left`` is what BEP 3 says: the bytes this peer still has to download, over the
+        whole torrent whatever files are selected, as libtorrent's ``bytes_left()``: the
+        file data (never pad bytes) of the pieces not verified. It is 0 only once every
+        piece is verified: a finished partial download (:meth:`set_files`) is no seed, and
+        a tracker that counted it as one could give it no seeds. Before the data is checked
+        (or while it is checked again) nothing counts as had: the whole file data. Before
+        the metadata is known it is 1: unknown, but not a seed (libtorrent sends 16 KiB;
+        any value but 0 says the same). :meth:`status`'s ``total`` and ``done`` stay about
+        the selection.
         """
-        left = self._total - self._done if self.info is not None else 1
+        info = self.info
+        swarm = self.swarm
+        if info is None:
+            left = 1
+        elif swarm is None:
+            # As libtorrent's bytes_left() without a piece picker. Before the storage is
+            # opened (a magnet's metadata just came) the geometry is not known yet.
+            geometry = self._geometry
+            left = info.total_size if geometry is None else geometry.data_length
+        elif swarm.brain.is_seed:
+            left = 0
+        else:
+            # At least 1: a piece all of pad bytes counts for nothing, but is not had yet.
+            left = max(self._unverified, 1)
         return self._uploaded, self._downloaded, left
 
     def status(self) -> TorrentStatus:
@@ -1841,6 +1869,7 @@ class Torrent:
         )
         self.swarm = Swarm(self._manager, brain, on_banned=self._ban)
         self._recount_done()  # the brain has what is on disk
+        self._unverified = geometry.bytes_left(have)
         now = trio.current_time()
         # Deadlines set meanwhile: the brain drops those of pieces found on disk (met), and
         # adds its Streaming layer only if some are left. No peer has joined yet.
@@ -2147,8 +2176,11 @@ class Torrent:
                 # Counted there, once: counting it here too would count it twice.
                 return
             if event.good:
-                if event.piece in self._wanted and self._geometry is not None:
-                    self._done += self._geometry.piece_data_size(event.piece)
+                if self._geometry is not None:
+                    size = self._geometry.piece_data_size(event.piece)
+                    self._unverified -= size
+                    if event.piece in self._wanted:
+                        self._done += size
                 self._resume_dirty.set()
             else:
                 self._bad_pieces += 1
@@ -2176,8 +2208,11 @@ class Torrent:
             # from the disk's have() lacks the piece already (so neither hears it here).
             logger.debug("%s: piece %d lost: %s", self._name, event.piece, event.reason)
             if swarm is not None and swarm.brain.has_piece(event.piece):
-                if event.piece in self._wanted and self._geometry is not None:
-                    self._done -= self._geometry.piece_data_size(event.piece)
+                if self._geometry is not None:
+                    size = self._geometry.piece_data_size(event.piece)
+                    self._unverified += size
+                    if event.piece in self._wanted:
+                        self._done -= size
                 self._resume_dirty.set()
                 swarm.feed(BrainPieceLost(event.piece), trio.current_time())
 
