@@ -135,8 +135,8 @@ class ClientConfig:
             whatever interval it asks for (libtorrent's ``min_announce_interval``, 300 s); at
             most 1800 (the longest interval a tracker may ask for).
         tracker_bind: the local address of the tracker client's socket and of the HTTP
-            tracker and web seed (BEP 19) connections (``None``: the first listen host, or
-            any address).
+            tracker and web seed (BEP 19) connections (``None``: the first listen host of
+            each family, or any address).
         dial: how outbound connections are opened (``None``: TCP, and uTP as ``utp`` and
             ``prefer_utp`` say; tests pass their own, and then uTP is only accepted).
         connect_timeout: seconds a connect may take, the fallback to the other transport

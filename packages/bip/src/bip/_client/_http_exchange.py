@@ -1,9 +1,10 @@
 """One HTTP/1.1 request and its response over trio, TLS included, and the redirects after it.
 
 The transport the HTTP tracker client and the web seed client share: connect (with
-an optional bound, from an optional local address), wrap in TLS for ``https://``, send
-the request, feed what arrives to a sans-IO :class:`~._http_response.HttpResponseParser`
-(optionally bounding every silence), close the stream on every path
+an optional bound, from an optional local address of each IP family: :func:`local_sources`),
+wrap in TLS for ``https://``, send the request, feed what arrives to a sans-IO
+:class:`~._http_response.HttpResponseParser` (optionally bounding every silence), close the
+stream on every path
 (:func:`http_exchange`). Failures below HTTP come out as one :class:`ExchangeError`,
 which each client words as its own error; a malformed response is the parser's error
 and passes through.
@@ -38,11 +39,14 @@ The pure rules both clients apply besides (libtorrent's other ``ssrf_mitigation`
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import math
+import socket
 import ssl
-from collections.abc import Callable
-from ipaddress import IPv4Address, ip_address
-from typing import Final, Protocol
+from collections.abc import Callable, Sequence
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import Any, Final, Protocol
 from urllib.parse import urljoin
 
 import trio
@@ -63,6 +67,7 @@ __all__ = [
     "http_exchange",
     "is_local_name",
     "is_this_host_name",
+    "local_sources",
 ]
 
 _RECEIVE_SIZE: Final = 64 * 1024
@@ -79,6 +84,15 @@ reaches this machine (held to the rules for a server here) and is not global."""
 _LOCAL_DOMAINS: Final = (".local", ".home.arpa", ".internal")
 """Domains of local networks only: mDNS (RFC 6762), home networks (RFC 8375), and ICANN's
 private-use ``.internal``."""
+_MAX_TARGETS: Final = 8
+"""Addresses of one host name tried at most when connecting from local addresses (a name with
+more is a name we need not try to the end: the connect timeout would pass first)."""
+_STAGGER: Final = 0.25
+"""Seconds an attempt has before the next address is tried beside it (happy eyeballs, trio's
+``open_tcp_stream`` delay)."""
+_BIND_ADDRESS_NO_PORT: Final = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", None)
+"""Linux's option that lets a bound socket pick its port at connect time (ports are shared
+between destinations, as without a bind)."""
 
 
 class Exchange(Protocol):
@@ -115,6 +129,171 @@ def _address_of(stream: trio.SocketStream) -> PeerAddress:
         return PeerAddress(host, int(name[1])).normalized()
     except (OSError, ValueError, TypeError, IndexError):
         return UNKNOWN_ANSWERER
+
+
+def local_sources(local_address: str | Sequence[str] | None) -> dict[int, str | None] | None:
+    """The IP versions (4, 6) an HTTP connection may be made in, each with the address it
+    leaves from (None: the system picks), from a client's ``local_address``: ``None`` (every
+    family, the system picks: returned as None), one IP address, or several (the session's
+    listen address of each family: ``("10.8.0.2", "fd00::2")``). The first address of a family
+    counts; an unspecified one (``0.0.0.0``, ``::``) lets the system pick in its family. A
+    family with none listed is not connected in, as with one address before: trio's
+    ``open_tcp_stream`` cannot bind an IPv4 address to an IPv6 socket, and a session bound to
+    one family's address (a VPN's) has its trackers and web seeds see that address, never one
+    of the other family the system would pick (the UDP tracker client has no socket there).
+
+    >>> local_sources(("fd00::2", "10.8.0.2", "fd00::3")), local_sources("0.0.0.0")
+    ({6: 'fd00::2', 4: '10.8.0.2'}, {4: None})
+
+    Raises:
+        ValueError: ``local_address`` is not an IP address, nor a sequence of them.
+    """
+    if local_address is None:
+        return None
+    entries: object = (local_address,) if isinstance(local_address, str) else local_address
+    if not isinstance(entries, Sequence) or isinstance(entries, bytes):
+        raise ValueError(f"local_address is an IP address, got {local_address!r:.80}")
+    sources: dict[int, str | None] = {}
+    for entry in entries:
+        try:
+            address = ip_address(entry) if isinstance(entry, str) else None
+        except ValueError:
+            address = None
+        if address is None:
+            # A name would be resolved at every request, to any of its addresses.
+            raise ValueError(f"local_address is an IP address, got {entry!r:.80}")
+        sources.setdefault(address.version, None if address.is_unspecified else str(address))
+    return sources
+
+
+def _shown_sources(sources: dict[int, str | None]) -> str:
+    """``IPv4 from 10.8.0.2``, ``IPv6 from any address``: the families we connect in."""
+    return " and ".join(
+        f"IPv{version} from {'any address' if source is None else source}"
+        for version, source in sorted(sources.items())
+    )
+
+
+async def _targets(
+    host: str, port: int, sources: dict[int, str | None]
+) -> list[tuple[socket.AddressFamily, tuple[Any, ...]]]:
+    """The families and socket addresses of ``host`` in the families of ``sources``, at most
+    :data:`_MAX_TARGETS`, in the resolver's order but for the first of the other family moved
+    second (RFC 6555's section 5.4, as trio's ``open_tcp_stream``). An IPv4-mapped address a
+    name resolves to (``::ffff:a.b.c.d``) is the IPv4 address it embeds: it is reached over
+    IPv4, from the IPv4 local address.
+
+    Raises:
+        OSError: the name could not be resolved (the resolver's error), or to no address of
+            the families of ``sources`` (EHOSTUNREACH).
+    """
+    try:
+        infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except UnicodeError as error:  # IDNA refused the name
+        raise OSError(errno.EINVAL, f"not a host name we can look up ({error})") from None
+    found: dict[tuple[socket.AddressFamily, tuple[Any, ...]], None] = {}  # ordered, no repeats
+    others: set[int] = set()  # the versions of the addresses left out, for the message
+    for family, _type, _proto, _name, sockaddr in infos:
+        try:
+            address = ip_address(str(sockaddr[0]).partition("%")[0])
+        except ValueError:
+            continue
+        if family != (socket.AF_INET if address.version == 4 else socket.AF_INET6):
+            continue  # a resolver may answer other families (a custom one, a broken one)
+        target = (family, tuple(sockaddr))
+        if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+            target = (socket.AF_INET, (str(address), sockaddr[1]))
+        if address.version not in sources:
+            others.add(address.version)
+            continue
+        found[target] = None
+        if len(found) == _MAX_TARGETS:
+            break
+    if not found:
+        if not others:
+            raise OSError(errno.EHOSTUNREACH, "the name resolves to no IP address")
+        kinds = " and ".join(f"IPv{version}" for version in sorted(others))
+        raise OSError(
+            errno.EHOSTUNREACH,
+            f"its addresses are {kinds}, and we connect over {_shown_sources(sources)} only",
+        )
+    targets = list(found)
+    # Bounded: at most _MAX_TARGETS entries.
+    other = next((i for i, (f, _) in enumerate(targets) if f != targets[0][0]), None)
+    if other is not None and other > 1:
+        targets.insert(1, targets.pop(other))
+    return targets
+
+
+async def _open_tcp(host: str, port: int, sources: dict[int, str | None]) -> trio.SocketStream:
+    """A TCP connection to ``host:port`` in the families of ``sources`` (:func:`local_sources`),
+    each socket bound to its family's address (unless the system picks) before it connects:
+    happy eyeballs as trio's ``open_tcp_stream``, which takes one local address for every
+    family (an IPv4 one fails each IPv6 attempt). Each address is tried :data:`_STAGGER`
+    seconds after the one before (at once when that one failed), the first to connect wins
+    and the others are cancelled and closed. The caller's deadline bounds them.
+
+    Raises:
+        OSError: the name could not be resolved, to an address of those families, or every
+            attempt failed (the last failure; a socket the system refused, or a local address
+            it cannot bind, EADDRNOTAVAIL, is a failure too).
+    """
+    targets = await _targets(host, port, sources)
+    failures: list[OSError] = []
+    winner: trio.socket.SocketType | None = None
+
+    async def attempt(
+        family: socket.AddressFamily,
+        sockaddr: tuple[Any, ...],
+        failed: trio.Event,
+        scope: trio.CancelScope,
+    ) -> None:
+        nonlocal winner
+        source = sources[4 if family == socket.AF_INET else 6]
+        try:
+            sock = trio.socket.socket(family, socket.SOCK_STREAM)
+        except OSError as error:  # EMFILE, ENOBUFS: this attempt's failure
+            failures.append(error)
+            failed.set()
+            return
+        try:
+            if source is not None:
+                if _BIND_ADDRESS_NO_PORT is not None:
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.IPPROTO_IP, _BIND_ADDRESS_NO_PORT, 1)
+                await sock.bind((source, 0))
+            await sock.connect(sockaddr)
+        except OSError as error:
+            sock.close()
+            failures.append(error)
+            failed.set()
+            return
+        except BaseException:  # cancelled: another won, or the deadline passed
+            sock.close()
+            raise
+        if winner is not None:  # another connected in the same instant: it is kept
+            sock.close()
+            return
+        winner = sock
+        scope.cancel()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            # At most _MAX_TARGETS attempts, one started per round.
+            for family, sockaddr in targets:
+                failed = trio.Event()
+                nursery.start_soon(attempt, family, sockaddr, failed, nursery.cancel_scope)
+                with trio.move_on_after(_STAGGER):
+                    await failed.wait()
+    except BaseException:
+        # Cancelled from outside after a win: the winner is not handed out.
+        if winner is not None:
+            winner.close()
+        raise
+    if winner is None:
+        raise failures[-1]  # every attempt ended, and none won: each one failed
+    return trio.SocketStream(winner)
 
 
 def is_this_host_name(host: str) -> bool:
@@ -191,11 +370,12 @@ async def _open_proxied(
     *,
     global_only: bool,
     check_address: Callable[[IPAddress], None] | None,
-    local_address: str | None,
+    local_address: str | Sequence[str] | None,
 ) -> tuple[trio.SocketStream, PeerAddress]:
-    """A stream to ``url``'s host through ``proxy`` (connected to from ``local_address``), and
-    who answers (the address the proxy was asked for, :data:`UNKNOWN_ANSWERER` for a name it
-    resolved). Every target is judged before the proxy is asked for it."""
+    """A stream to ``url``'s host through ``proxy`` (connected to from ``local_address``'s
+    address of the proxy's family, if it has one), and who answers (the address the proxy was
+    asked for, :data:`UNKNOWN_ANSWERER` for a name it resolved). Every target is judged before
+    the proxy is asked for it."""
     answered = [UNKNOWN_ANSWERER]
     refusal: list[BaseException] = []  # what the rules raised, told from the proxy's errors
 
@@ -237,7 +417,7 @@ async def http_exchange(
     parser: HttpResponseParser,
     *,
     tls_context: Callable[[], ssl.SSLContext],
-    local_address: str | None = None,
+    local_address: str | Sequence[str] | None = None,
     connect_timeout: float | None = None,
     silence_timeout: float | None = None,
     global_only: bool = False,
@@ -256,9 +436,14 @@ async def http_exchange(
     second arrived on average over the last ``period`` seconds (:class:`LowSpeed`, counted
     from when the request is sent).
 
+    ``local_address`` is where the connection leaves from (:func:`local_sources`): one IP
+    address, or one of each family (``("10.8.0.2", "fd00::2")``), the host's addresses tried
+    in those families only, each from its family's address (``None``: any family, the system
+    picks the source).
+
     With a SOCKS5 ``proxy`` the connection goes through it (the connection to the proxy leaves
-    from ``local_address``, ignored when the proxy's address is of the other family; TLS runs
-    over the proxied stream), and the rules judge each target before the proxy
+    from ``local_address``'s address of the proxy's family; the system picks when it has none;
+    TLS runs over the proxied stream), and the rules judge each target before the proxy
     is asked to connect to it: an IP literal, or each address the name resolves to here
     (``socks5://``). A name the proxy resolves (``socks5h://``) has no address we know: the
     name is judged instead (:func:`is_local_name`: a local one is not global), and
@@ -267,20 +452,21 @@ async def http_exchange(
     here); :data:`UNKNOWN_ANSWERER` is returned as who answered.
 
     Raises:
-        ExchangeError: the connection could not be made (within ``connect_timeout``), was to
-            a host that is not global when ``global_only``, TLS failed, the connection
+        ExchangeError: the connection could not be made (within ``connect_timeout``; to a
+            host without an address in a family of ``local_address``), was to a host that is
+            not global when ``global_only``, TLS failed, the connection
             broke, nothing arrived for ``silence_timeout`` seconds, or the answer came slower
             than ``low_speed`` allows.
         MalformedTrackerResponseError: the response is not valid HTTP (from the parser).
+        ValueError: ``local_address`` is not an IP address, nor a sequence of them.
         Exception: what ``check_address`` raises.
     """
+    sources = local_sources(local_address)
     tcp: trio.SocketStream | None = None
     address = UNKNOWN_ANSWERER
     with trio.move_on_after(connect_timeout if connect_timeout is not None else float("inf")):
         try:
-            if proxy is None:
-                tcp = await trio.open_tcp_stream(url.host, url.port, local_address=local_address)
-            else:
+            if proxy is not None:
                 tcp, address = await _open_proxied(
                     url,
                     proxy,
@@ -288,6 +474,10 @@ async def http_exchange(
                     check_address=check_address,
                     local_address=local_address,
                 )
+            elif sources is None:
+                tcp = await trio.open_tcp_stream(url.host, url.port)
+            else:
+                tcp = await _open_tcp(url.host, url.port, sources)
         except OSError as error:
             reason = error.strerror or str(error) or type(error).__name__
             raise ExchangeError(

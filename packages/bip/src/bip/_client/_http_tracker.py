@@ -43,7 +43,7 @@ from bip_utracker import (
     TrackerTimeoutError,
 )
 
-from ._http_exchange import ExchangeError, follow_redirects, http_exchange
+from ._http_exchange import ExchangeError, follow_redirects, http_exchange, local_sources
 from ._http_response import HttpResponse, HttpResponseParser
 from ._http_rules import (
     IPAddress,
@@ -211,7 +211,11 @@ class HttpTrackerClient:
         ssl_context: the TLS context for ``https://`` (default: the system's trusted CAs,
             ``ssl.create_default_context()``, made at the first https request).
         user_agent: the ``User-Agent`` header (default ``bip/<version>``).
-        local_address: the IP address to connect from (None: the system chooses).
+        local_address: the IP address to connect from, trackers reached in its family only;
+            or one of each family (``("10.8.0.2", "fd00::2")``: the session's listen
+            addresses), each connection leaving from the one of the family it connects in
+            (an unspecified one: the system picks in its family). None: any family, the
+            system chooses.
         max_redirects: redirects followed at most per request.
         rng: the source of the ``key`` (default: the system's).
         ssrf_mitigation: libtorrent's rules of that name (on by default): a tracker on this
@@ -222,8 +226,8 @@ class HttpTrackerClient:
             asked (libtorrent's ``allow_idna``, off by default: a look-alike name could pass
             for another).
         proxy: a SOCKS5 proxy every request goes through (``None``: connect directly); the
-            connection to it leaves from ``local_address`` when that is of the proxy's
-            family. A host name is resolved here, or by the
+            connection to it leaves from ``local_address``'s address of the proxy's family, if
+            it has one. A host name is resolved here, or by the
             proxy with ``socks5h://`` (``_http_exchange`` says what the rules above then
             judge).
 
@@ -237,7 +241,7 @@ class HttpTrackerClient:
         timeout: float = DEFAULT_HTTP_TRACKER_TIMEOUT,
         ssl_context: ssl.SSLContext | None = None,
         user_agent: str | None = None,
-        local_address: str | None = None,
+        local_address: str | Sequence[str] | None = None,
         max_redirects: int = DEFAULT_MAX_REDIRECTS,
         rng: random.Random | None = None,
         ssrf_mitigation: bool = True,
@@ -253,20 +257,22 @@ class HttpTrackerClient:
             raise LocalProtocolError(f"max_redirects is an int, got {max_redirects!r}")
         if max_redirects < 0:
             raise LocalProtocolError(f"max_redirects is 0 or more, got {max_redirects}")
-        if local_address is not None:
-            try:
-                ip_address(local_address)
-            except ValueError:
-                raise LocalProtocolError(
-                    f"local_address is an IP address, got {local_address!r:.80}"
-                ) from None
+        try:
+            local_sources(local_address)
+        except ValueError as error:
+            raise LocalProtocolError(str(error)) from None
         agent = f"bip/{__version__}" if user_agent is None else user_agent
         if not agent.isascii() or not agent.isprintable():
             raise LocalProtocolError(f"a User-Agent is printable ASCII, got {agent!r:.80}")
         self._timeout = float(timeout)
         self._ssl_context = ssl_context
         self._user_agent = agent
-        self._local_address = local_address
+        # A copy: a caller's list changed later would not have been checked.
+        self._local_address = (
+            local_address
+            if local_address is None or isinstance(local_address, str)
+            else tuple(local_address)
+        )
         self._max_redirects = max_redirects
         for name, flag in (("ssrf_mitigation", ssrf_mitigation), ("allow_idna", allow_idna)):
             if not isinstance(flag, bool):

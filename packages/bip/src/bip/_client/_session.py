@@ -67,7 +67,7 @@ import math
 import random
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from ipaddress import ip_address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any, Final
 
 import trio
@@ -1133,25 +1133,60 @@ def _trackers_of(source: Metainfo | MagnetLink) -> Sequence[Sequence[str]]:
 
 
 def _tracker_binds(config: ClientConfig) -> tuple[str | None, str | None]:
-    """The tracker client's IPv4 and IPv6 local addresses, from the listen hosts."""
-    host = config.tracker_bind
-    if host is None and config.listen:
-        host = config.listen[0][0]
-    try:
-        address = None if host is None else ip_address(host)
-    except ValueError:  # a name: the system picks the source address
-        address = None
-    if address is None or address.is_unspecified:
-        return "0.0.0.0", "::"
-    return (host, None) if address.version == 4 else (None, host)
+    """The UDP tracker client's IPv4 and IPv6 local addresses (None: no socket of that
+    family): ``tracker_bind``, else the first listen host of each family, as the peers are
+    dialled from (``--bind 10.8.0.2 --bind fd00::2``: an IPv6-only tracker is reached too; an
+    unspecified host, the any address of its family). A family with no listen host follows
+    the other: the any address beside an unspecified host (or none at all, or host names
+    only: the system picks), no socket beside a specific one. One ``--bind 10.8.0.2`` (a VPN's
+    address) so keeps trackers from seeing an address of ours outside it, as libtorrent
+    announces from its listen sockets only; and one host gives what it always gave.
+
+    >>> _tracker_binds(ClientConfig(listen=(("fd00::2", 0), ("10.8.0.2", 0))))
+    ('10.8.0.2', 'fd00::2')
+    >>> _tracker_binds(ClientConfig(listen=(("10.8.0.2", 0),)))
+    ('10.8.0.2', None)
+    >>> _tracker_binds(ClientConfig(listen=(("0.0.0.0", 0),)))
+    ('0.0.0.0', '::')
+    """
+    hosts = (
+        [host for host, _port in config.listen]
+        if config.tracker_bind is None
+        else [config.tracker_bind]
+    )
+    firsts: dict[int, IPv4Address | IPv6Address] = {}  # IP version -> its first host
+    for host in hosts:
+        try:
+            address = ip_address(host)
+        except ValueError:  # a name: the system picks the source address
+            continue
+        firsts.setdefault(address.version, address)
+    any_address = {4: "0.0.0.0", 6: "::"}
+    binds: dict[int, str | None] = {}
+    for version, other in ((4, 6), (6, 4)):
+        if version in firsts:
+            first = firsts[version]
+            binds[version] = any_address[version] if first.is_unspecified else str(first)
+        elif other not in firsts or firsts[other].is_unspecified:
+            binds[version] = any_address[version]
+        else:
+            binds[version] = None
+    return binds[4], binds[6]
 
 
-def _http_local_address(config: ClientConfig) -> str | None:
-    """The one address the HTTP clients (trackers, web seeds) connect from, if we were told
-    a specific one (``--bind 127.0.0.2``), as the UDP tracker client's socket is bound: a
-    tracker lists the address it sees, a web server may allow one. None: the system picks."""
-    specific = [bind for bind in _tracker_binds(config) if bind not in (None, "0.0.0.0", "::")]
-    return specific[0] if specific else None
+def _http_local_address(config: ClientConfig) -> tuple[str, ...] | None:
+    """Where the HTTP clients (trackers, web seeds) connect from, as the UDP tracker client's
+    sockets are bound (:func:`_tracker_binds`): in each family it has a socket of, from that
+    socket's address (the system picks for the any address), in no other (a tracker lists the
+    address it sees, a web server may allow one). None: either family, the system picks.
+
+    >>> _http_local_address(ClientConfig(listen=(("10.8.0.2", 0), ("::", 0))))
+    ('10.8.0.2', '::')
+    """
+    binds = tuple(bind for bind in _tracker_binds(config) if bind is not None)
+    if binds == ("0.0.0.0", "::"):
+        return None
+    return binds
 
 
 def _dialer(config: ClientConfig) -> PeerDialer | None:

@@ -36,8 +36,9 @@ import math
 import re
 import ssl
 import time
+from collections.abc import Sequence
 from email.utils import parsedate_to_datetime
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Final
 
 import trio
@@ -45,7 +46,13 @@ import trio
 from bip import __version__
 from bip_handshake import PeerAddress, ProxyConfig, is_global_address
 
-from ._http_exchange import REDIRECTS, ExchangeError, follow_redirects, http_exchange
+from ._http_exchange import (
+    REDIRECTS,
+    ExchangeError,
+    follow_redirects,
+    http_exchange,
+    local_sources,
+)
 from ._http_response import HttpResponse, HttpResponseParser
 from ._http_rules import SsrfRule, idna_refusal, literal_address, web_seed_query_refusal
 from ._http_tracker_codec import HttpTrackerUrl
@@ -137,11 +144,12 @@ class WebSeedClient:
             ``ssl.create_default_context()``, made at the first https request), as the HTTP
             tracker client does.
         user_agent: the ``User-Agent`` header (default ``bip/<version>``).
-        local_address: the IP address to connect from (None: the system chooses), as the
-            HTTP tracker client's: the session gives both the one address it was told to
-            use (``--bind``).
+        local_address: the IP address to connect from, or one of each family, as the HTTP
+            tracker client's (None: any family, the system chooses): the session gives both
+            its listen address of each family (``--bind``).
         proxy: a SOCKS5 proxy every fetch goes through (``None``: connect directly; the
-            connection to it leaves from ``local_address``), as the HTTP tracker client's.
+            connection to it leaves from ``local_address``'s address of the proxy's family),
+            as the HTTP tracker client's.
 
     Raises:
         ValueError: a timeout (request timeout, low-speed time) that is not a positive
@@ -159,7 +167,7 @@ class WebSeedClient:
         low_speed_time: float = DEFAULT_WEB_SEED_LOW_SPEED_TIME,
         ssl_context: ssl.SSLContext | None = None,
         user_agent: str | None = None,
-        local_address: str | None = None,
+        local_address: str | Sequence[str] | None = None,
         ssrf_mitigation: bool = True,
         allow_idna: bool = False,
         proxy: ProxyConfig | None = None,
@@ -190,16 +198,14 @@ class WebSeedClient:
             raise ValueError(f"a User-Agent is printable ASCII, got {agent!r:.80}")
         self._timeout = float(timeout)
         self._ssl_context = ssl_context
-        if local_address is not None:
-            try:
-                ip_address(local_address)
-            except ValueError:
-                # A name would be resolved at every request, to any of its addresses.
-                raise ValueError(
-                    f"local_address is an IP address, got {local_address!r:.80}"
-                ) from None
+        local_sources(local_address)  # ValueError: not IP addresses
         self._user_agent = agent
-        self._local_address = local_address
+        # A copy: a caller's list changed later would not have been checked.
+        self._local_address = (
+            local_address
+            if local_address is None or isinstance(local_address, str)
+            else tuple(local_address)
+        )
 
     async def fetch(self, url: HttpTrackerUrl, offset: int, length: int) -> bytes:
         """The ``length`` bytes at ``offset`` of the file at ``url`` (``length`` > 0).
