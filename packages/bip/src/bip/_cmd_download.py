@@ -115,7 +115,7 @@ def add_session_arguments(parser: argparse.ArgumentParser) -> None:
         type=str,
         default="6881",
         help="port to accept peers on, over TCP and over UDP (uTP, shared with the DHT; 0: any"
-        " free port; default 6881)",
+        " free port, the same one on every --bind; default 6881)",
     )
     parser.add_argument(
         "--bind",
@@ -123,7 +123,7 @@ def add_session_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="HOST",
         help="address to listen on and announce from (default: every IPv4 address); repeat"
         " for more, on --port each: one of each family (--bind 10.8.0.2 --bind fd00::2) has"
-        " peers dialled from the one of their family (trackers from the first), and '--bind"
+        " peers and trackers reached from the one of their family, and '--bind"
         " 0.0.0.0 --bind ::' listens on every address",
     )
     parser.add_argument(
@@ -421,8 +421,11 @@ async def open_dht_node(
 
 
 def listen_ports_text(session: Session) -> str:
-    """The session's TCP listen ports for a message: ``port 6881``, or ``ports 40001,
-    40002`` when its listeners (one per ``--bind``) got different ones (``--port 0``)."""
+    """The session's TCP listen ports for a message: ``port 6881``. One port whatever the
+    number of ``--bind``: ``--port`` on each, and with ``--port 0`` the one port the system
+    picked for all of them. ``ports 40001, 40002`` only for a session whose listeners were
+    given different ports (a library's ``ClientConfig.listen``), the first being the one
+    trackers, the DHT and peers are told."""
     ports = dict.fromkeys(address.port for address in session.handshaker.listen_addresses)
     if len(ports) <= 1:
         return f"port {session.listen_port}"

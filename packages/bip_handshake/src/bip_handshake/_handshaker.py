@@ -67,7 +67,14 @@ closes those a new filter blocks. Each refusal counts in ``filtered_ip``.
 Failed dials: ``open_handshaker(on_dial_failed=...)`` is told of every dial that never
 connected (refused, unreachable or silent over every transport tried) with a
 :class:`DialFailure`, once the address is free to be dialled again. A client uses it as
-libtorrent does, to ask a peer that told it about the address for a BEP 55 holepunch."""
+libtorrent does, to ask a peer that told it about the address for a BEP 55 holepunch.
+
+Listening: every ``listen`` entry whose port is 0 gets the same port (the system picks one
+for the first of them, the others bind it; when it is taken on another address, the whole set
+is opened again on a new one, a bounded number of times). A client tells peers, trackers and
+the DHT one port: listeners on their own ports would send the peers of every address but the
+first to a dead port (libtorrent announces one port per listen socket; we announce one, so they
+are equal). Explicit ports are bound as given, even when they differ between entries."""
 
 from __future__ import annotations
 
@@ -140,6 +147,14 @@ _PSTR: Final = b"\x13BitTorrent protocol"
 _ACCEPT_BACKOFF: Final = 0.1
 _ACCEPT_WARN_INTERVAL: Final = 60.0
 """Seconds between two warnings about failing accepts on one listener."""
+_SHARED_PORT_ATTEMPTS: Final = 8
+"""How many ports the system may pick for the ``listen`` entries of port 0 before we give up:
+each try fails only if another program holds the port picked on another of the addresses."""
+_ADDRESS_IN_USE: Final = frozenset(
+    code
+    for code in (getattr(errno, "EADDRINUSE", None), getattr(errno, "WSAEADDRINUSE", None))
+    if code is not None
+)
 _EVICT_SHARE: Final = 0.25
 """An inbound handshake in progress for this share of the handshake timeout may be closed to
 make room for a new connection when every inbound slot is taken."""
@@ -1375,18 +1390,99 @@ class Handshaker:
             await trio.aclose_forcefully(listener)
 
 
-async def _open_listeners(listen: Iterable[tuple[str, int]]) -> list[trio.SocketListener]:
+class _SharedPortTakenError(Exception):
+    """Internal: the port picked for the ``listen`` entries of port 0 is taken on one of the
+    other addresses (the listeners opened so far are closed); the ``__cause__`` says so."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(f"{host} port {port}")
+        self.host = host
+        self.port = port
+
+
+def _port_of(listener: trio.SocketListener) -> int:
+    """The port ``listener`` is bound to."""
+    port = listener.socket.getsockname()[1]
+    assert isinstance(port, int)
+    return port
+
+
+async def _open_listeners(listen: list[tuple[str, int]]) -> list[trio.SocketListener]:
+    """Listeners on every ``(host, port)`` of ``listen``, in order: those of port 0 all on
+    the one port the system picks for the first of them (see the module's docstring).
+
+    Raises:
+        ListenError: an address cannot be listened on, or every port picked for the entries
+            of port 0 was taken on one of their addresses.
+    """
+    attempt = 1
+    while True:
+        try:
+            return await _open_listener_set(listen)
+        except _SharedPortTakenError as taken:
+            if attempt == _SHARED_PORT_ATTEMPTS:
+                hosts = ", ".join(host for host, port in listen if port == 0)
+                raise ListenError(
+                    f"cannot listen on one port for {hosts}: each of the {attempt} ports the"
+                    f" system picked was taken on another of them (last: {taken}:"
+                    f" {taken.__cause__})"
+                ) from taken.__cause__
+            _log.debug(
+                "port %d is taken on %s (try %d of %d): opening every listener again",
+                taken.port,
+                taken.host,
+                attempt,
+                _SHARED_PORT_ATTEMPTS,
+            )
+            attempt += 1
+
+
+async def _open_listener_set(listen: list[tuple[str, int]]) -> list[trio.SocketListener]:
+    """One try of :func:`_open_listeners`; every listener it opened is closed if it fails.
+
+    Raises:
+        ListenError: an address cannot be listened on.
+        _SharedPortTakenError: the port picked is taken on another entry's address.
+    """
     listeners: list[trio.SocketListener] = []
+    shared = 0  # the port the system picked for the first entry of port 0, once it has
     try:
         for host, port in listen:
+            if port == 0 and shared == 0:
+                opened = await _open_tcp_listeners(host, 0)
+                shared = _port_of(opened[0])
+                if all(_port_of(listener) == shared for listener in opened):
+                    listeners.extend(opened)
+                    continue
+                # A name with addresses of both families: trio bound each on a port of its
+                # own. Again, every one on the first one's port.
+                for listener in opened:
+                    await trio.aclose_forcefully(listener)
             try:
-                listeners.extend(await trio.open_tcp_listeners(port, host=host))
+                listeners.extend(await trio.open_tcp_listeners(port or shared, host=host))
             except OSError as exc:
-                raise ListenError(f"cannot listen on {host} port {port}: {exc}") from exc
+                if port == 0 and exc.errno in _ADDRESS_IN_USE:
+                    raise _SharedPortTakenError(host, shared) from exc
+                raise ListenError(f"cannot listen on {host} port {port or shared}: {exc}") from exc
     except BaseException:
         for listener in listeners:
             await trio.aclose_forcefully(listener)
         raise
+    return listeners
+
+
+async def _open_tcp_listeners(host: str, port: int) -> list[trio.SocketListener]:
+    """trio's listeners on ``host`` (each of its addresses) and ``port``.
+
+    Raises:
+        ListenError: the operating system's error as its ``__cause__``.
+    """
+    try:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        raise ListenError(f"cannot listen on {host} port {port}: {exc}") from exc
+    if not listeners:  # pragma: no cover - trio raises instead; guards our callers' [0]
+        raise ListenError(f"cannot listen on {host} port {port}: it names no address")
     return listeners
 
 
@@ -1420,8 +1516,8 @@ async def open_handshaker(
 
     Args:
         peer_id: our peer id; a fresh :meth:`PeerId.generate` one by default.
-        listen: ``(host, port)`` pairs to listen on (port 0 picks one; see
-            :attr:`Handshaker.listen_addresses`); empty to only dial.
+        listen: ``(host, port)`` pairs to listen on (port 0 picks one, the same for every
+            pair of port 0; see :attr:`Handshaker.listen_addresses`); empty to only dial.
         extensions: the reserved bytes we send.
         max_concurrent: dials connecting or handshaking at once (the half-open bound,
             outbound only); further dials wait in the queue for a slot. Inbound

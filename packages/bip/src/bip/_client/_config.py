@@ -112,8 +112,10 @@ class ClientConfig:
     """How a session (:func:`~bip._client.open_session`) runs; shared by all its torrents.
 
     Attributes:
-        listen: ``(host, port)`` pairs to accept peers on; port 0 picks a free port. Empty: only
-            dial out (peers cannot reach us, so seeding needs someone who dials).
+        listen: ``(host, port)`` pairs to accept peers on; port 0 picks a free port, the same
+            one for every entry of port 0 (with explicit ports that differ, the first entry's
+            is the one told to trackers, the DHT and peers). Empty: only dial out (peers
+            cannot reach us, so seeding needs someone who dials).
         encryption: the MSE/PE policy of every connection (``PREFER_ENCRYPTED`` as libtorrent).
         peer_id: our peer id (a fresh ``-BP0100-`` one by default).
         max_peers: peers connected at once, all torrents together.

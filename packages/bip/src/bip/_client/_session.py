@@ -275,7 +275,10 @@ class Session:
 
     @property
     def listen_port(self) -> int:
-        """The TCP port we accept peers on (0 if we do not listen)."""
+        """The TCP port we accept peers on (0 if we do not listen): every listener's when
+        ``ClientConfig.listen`` gives them port 0 (the handshaker puts them all on the one
+        port the system picks, so that the port trackers, the DHT and peers are told reaches
+        each address); the first listener's when their ports were given and differ."""
         addresses = self.handshaker.listen_addresses
         return addresses[0].port if addresses else 0
 
