@@ -212,6 +212,46 @@ def test_a_piece_verified_elsewhere_tops_up_at_once_so_a_have_finds_a_full_pipe(
     brain.check()
 
 
+def test_a_have_tops_up_a_peer_not_starved_with_room(picks: list[str]) -> None:
+    """A peer not starved goes on to the room test, even for a piece the picker has
+    nothing free of: its room may come from a race it lost, which is not topped up.
+
+    "a" (fast) was asked for duplicates of piece 1, a deadline piece late at "b" (slow),
+    and for fresh pieces. One block in leaves it a request below the batch point; "b"
+    winning the race for a block of piece 1 cancels a's copy, which brings a's room to
+    the batch point and asks nothing (the loser waits). a's have of piece 0 (all asked of
+    "b", no deadline, no end-game) must then top it up with fresh blocks.
+    """
+    geometry = TorrentGeometry(64, 32768)  # pieces 20.. are untouched: no end-game
+    config = QueueConfig(initial_queue=8, min_queue=8, max_queue=8)  # batch point: room 2
+    brain = SwarmBrain(geometry, rng=random.Random(1), queueing=config)
+    brain.handle(PeerJoined("b", fast=True), 0.0)
+    brain.handle(PeerBitfield("b", frozenset({0, 1})), 0.0)
+    assert {b.piece for b in requests_to(brain.handle(PeerUnchokedUs("b"), 0.0), "b")} == {0, 1}
+    brain.handle(PieceDeadlineSet(1, 5.0), 0.0)
+    brain.handle(PeerJoined("a", fast=True), 0.0)
+    brain.handle(PeerBitfield("a", frozenset({1, *range(2, 20)})), 0.0)
+    brain.picker.set_rate("b", 100.0)  # misses the deadline by far
+    brain.picker.set_rate("a", 10e6)
+    first = requests_to(brain.handle(PeerUnchokedUs("a"), 0.0), "a")
+    late = list(geometry.blocks(1))
+    assert first[:2] == late  # the late deadline blocks, asked of "a" too
+    assert len(first) == 8  # and fresh ones: its pipe is full, not starved
+    assert requests_to(brain.handle(BlockReceived("a", first[2]), 0.0), "a") == []  # room 1
+    lost = brain.handle(BlockReceived("b", late[0]), 0.0)
+    assert lost == [SendCancel("a", late[0])]  # room 2, and not topped up
+    requests = brain.picker.requests
+    assert requests.num_outstanding("a") == 6
+    assert requests.num_free(0) == 0
+    picks.clear()
+    asked = requests_to(brain.handle(PeerHave("a", 0), 0.0), "a")
+    assert len(asked) == 2
+    assert {block.piece for block in asked}.isdisjoint({0, 1, *(b.piece for b in first)})
+    assert picks == ["a"]
+    assert requests.num_outstanding("a") == 8
+    brain.check()
+
+
 def test_a_have_to_a_partly_full_pipe_waits_for_the_batch(picks: list[str]) -> None:
     config = QueueConfig(initial_queue=16, min_queue=16, max_queue=16)
     brain = SwarmBrain(GEOMETRY, rng=random.Random(1), queueing=config)

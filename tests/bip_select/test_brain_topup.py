@@ -20,6 +20,7 @@ from bip_select._actions import Action, SendCancel, SendRequest
 from bip_select._brain import DEFAULT_REFILL_INTERVAL, SwarmBrain
 from bip_select._geometry import Block, TorrentGeometry
 from bip_select._inputs import (
+    AllowedFast,
     BlockReceived,
     PeerBitfield,
     PeerChokedUs,
@@ -31,7 +32,7 @@ from bip_select._inputs import (
     PieceVerified,
 )
 from bip_select._queueing import QueueConfig
-from bip_select._selection import PiecePicker, Sequential
+from bip_select._selection import PiecePicker, RarestFirst, Sequential, Streaming
 
 
 def requests_to(actions: Sequence[Action], peer: str) -> list[Block]:
@@ -101,6 +102,26 @@ def test_a_verified_piece_tops_up_its_cancelled_peers_in_the_same_call(
     brain.check()
 
 
+def test_a_verified_piece_tops_up_a_choking_peer_from_its_allowed_fast_pieces(
+    picks: list[str],
+) -> None:
+    # "c" chokes us but allows pieces 0 and 5 fast (BEP 6): it was asked for piece 0.
+    geometry = TorrentGeometry(8, 65536)  # 4 blocks a piece
+    brain = sequential_brain(geometry, 2)
+    brain.handle(PeerJoined("c", fast=True), 0.0)
+    brain.handle(PeerHaveAll("c"), 0.0)
+    blocks = list(geometry.blocks(0))
+    assert requests_to(brain.handle(AllowedFast("c", 0), 0.0), "c") == blocks[:2]
+    assert requests_to(brain.handle(AllowedFast("c", 5), 0.0), "c") == []  # full
+    picks.clear()
+    actions = brain.handle(PieceVerified(0, good=True), 0.0)
+    assert cancels_to(actions, "c") == blocks[:2]
+    # Topped up at once, from its other allowed-fast piece (unchoked, it would be piece 1).
+    assert requests_to(actions, "c") == list(geometry.blocks(5))[:2]
+    assert picks == ["c"]
+    brain.check()
+
+
 def test_no_block_is_asked_twice_after_a_top_up() -> None:
     geometry = TorrentGeometry(8, 32768)  # 2 blocks a piece
     brain = sequential_brain(geometry, 4)
@@ -164,6 +185,33 @@ def test_a_verified_piece_gives_its_starved_end_game_peer_new_duplicates() -> No
     brain.check()
 
 
+def test_a_verified_piece_asks_a_starved_peer_for_a_deadline_piece_it_now_makes() -> None:
+    # "a" (one block a second) was asked for pieces 10 and 11, all it has: starved. It
+    # then announces piece 20, due at 3 s: behind its 4 requests it would deliver at 5 s,
+    # and "f" (choking us) is faster, so the picker refuses it. Piece 10 verified from
+    # elsewhere cancels two of them: at 3 s it now makes it, so the starved "a" is asked
+    # again (a cancel frees no block: only a deadline or an end-game duplicate can change
+    # the picker's answer for a starved peer).
+    geometry = TorrentGeometry(64, 32768)
+    config = QueueConfig(initial_queue=8, min_queue=8, max_queue=8)
+    brain = SwarmBrain(geometry, rng=random.Random(1), selection=Streaming(), queueing=config)
+    brain.handle(PeerJoined("a", fast=True), 0.0)
+    brain.handle(PeerBitfield("a", frozenset({10, 11})), 0.0)
+    brain.handle(PeerJoined("f", fast=True), 0.0)
+    brain.handle(PeerBitfield("f", frozenset({10, 11, 20})), 0.0)
+    brain.picker.set_rate("a", 16384.0)
+    brain.picker.set_rate("f", 10e6)
+    first = requests_to(brain.handle(PeerUnchokedUs("a"), 0.0), "a")
+    assert {block.piece for block in first} == {10, 11}
+    assert brain.handle(PieceDeadlineSet(20, 3.0), 0.0) == []  # only "f" has it
+    assert requests_to(brain.handle(PeerHave("a", 20), 0.0), "a") == []  # too slow
+    actions = brain.handle(PieceVerified(10, good=True), 0.0)
+    assert cancels_to(actions, "a") == list(geometry.blocks(10))
+    assert requests_to(actions, "a") == list(geometry.blocks(20))
+    assert requests_to(actions, "f") == []
+    brain.check()
+
+
 def test_an_end_game_loser_is_not_topped_up_before_the_refill(picks: list[str]) -> None:
     """The loser of an end-game race waits for its next block or the refill, as before.
 
@@ -216,6 +264,50 @@ def test_a_have_of_a_deadline_piece_is_asked_at_once_past_the_batch() -> None:
     # ...a have of the deadline piece takes the room there is.
     assert requests_to(brain.handle(PeerHave("a", 40), 0.0), "a") == list(geometry.blocks(40))
     assert brain.picker.requests.num_outstanding("a") == 17
+    brain.check()
+
+
+def test_a_have_of_a_deadline_piece_takes_an_allowed_fast_slot_past_the_batch() -> None:
+    # "c" chokes us and allows pieces 2-5 and 40-41 fast: pieces 2-5 filled its pipe (8).
+    geometry = TorrentGeometry(64, 32768)
+    config = QueueConfig(initial_queue=8, min_queue=8, max_queue=8)  # batch point: room 2
+    brain = SwarmBrain(geometry, rng=random.Random(1), queueing=config)
+    brain.handle(PeerJoined("c", fast=True), 0.0)
+    brain.handle(PeerBitfield("c", frozenset(range(2, 6))), 0.0)
+    first: list[Block] = []
+    for piece in (2, 3, 4, 5, 40, 41):
+        first += requests_to(brain.handle(AllowedFast("c", piece), 0.0), "c")
+    assert {block.piece for block in first} == {2, 3, 4, 5}
+    assert len(first) == 8
+    # One block in: room 1, below the batch point.
+    assert requests_to(brain.handle(BlockReceived("c", first[0]), 0.0), "c") == []
+    assert brain.handle(PieceDeadlineSet(40, 5.0), 0.0) == []  # nobody has it yet
+    # A have of a plain allowed-fast piece waits for the batch...
+    assert requests_to(brain.handle(PeerHave("c", 41), 0.0), "c") == []
+    # ...one of an allowed-fast deadline piece takes the room there is, choked or not.
+    assert requests_to(brain.handle(PeerHave("c", 40), 0.0), "c") == list(geometry.blocks(40))[:1]
+    assert brain.picker.requests.num_outstanding("c") == 8
+    brain.check()
+
+
+def test_haves_from_a_choking_peer_look_up_no_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The hot path: most haves come from peers that choke us, and ask nothing of them.
+    geometry = TorrentGeometry(64, 32768)
+    brain = SwarmBrain(geometry, rng=random.Random(1), selection=RarestFirst())
+    brain.handle(PeerJoined("a", fast=True), 0.0)
+    brain.handle(PeerBitfield("a", frozenset({0})), 0.0)
+    assert brain.is_interested("a")
+    lookups: list[int] = []
+    original = RarestFirst.deadline
+
+    def counting(self: RarestFirst, piece: int) -> float | None:
+        lookups.append(piece)
+        return original(self, piece)
+
+    monkeypatch.setattr(RarestFirst, "deadline", counting)
+    for piece in range(1, geometry.num_pieces):
+        assert brain.handle(PeerHave("a", piece), 0.0) == []
+    assert lookups == []
     brain.check()
 
 

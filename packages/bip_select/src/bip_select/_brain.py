@@ -645,14 +645,14 @@ class SwarmBrain:
         """Requests to ``peers`` (each named once) were just cancelled because their piece
         was verified meanwhile: top up those with room now, by the refill's rule.
 
-        libtorrent refills a peer's queue whenever a cancel makes room for it; left for
-        their next block or the next refill, these pipes run short, or empty for up to a
-        refill interval when that piece was all a peer had out. Bounded: only these peers,
-        each once. A cancel frees no block, so a peer the picker found nothing more for this
-        epoch is asked again only where fewer requests out can change its answer: an
-        end-game duplicate (handed out below ``endgame_depth`` requests out) or a deadline
-        piece (an earlier arrival estimate). Otherwise it would cost a picker run for
-        nothing.
+        Our own choice, to keep pipes full: left for their next block or the next refill,
+        these pipes run short, or empty for up to a refill interval when that piece was all
+        a peer had out. (libtorrent 2.x does not refill here: its cancel keeps the request's
+        slot until the peer answers.) Bounded: only these peers, each once. A cancel frees
+        no block, so a peer the picker found nothing more for this epoch is asked again only
+        where fewer requests out can change its answer: an end-game duplicate (handed out
+        below ``endgame_depth`` requests out) or a deadline piece (an earlier arrival
+        estimate). Otherwise it would cost a picker run for nothing.
         """
         picker = self.picker
         if picker.availability.num_wanted == 0:
@@ -669,7 +669,8 @@ class SwarmBrain:
             if state.starved == epoch:
                 if endgame is None:
                     endgame = picker.in_endgame()
-                    deadlines = bool(self.deadlines())
+                    # Any layer's deadline counts (the picker's own test: no dict copied).
+                    deadlines = picker._has_deadlines()
                 if not deadlines and not (
                     endgame and picker.requests.num_outstanding(peer) < picker.endgame_depth
                 ):
@@ -764,29 +765,32 @@ class SwarmBrain:
         if news and availability.priority(piece):
             state.wanted += 1
             picker = self.picker
-            urgent = picker.strategy.deadline(piece) is not None
-            if state.interested:
-                # A peer we are interested in may have run out of blocks to ask of it (all
-                # it has is asked of others): ask it for the new piece now, not at the next
-                # refill, or each piece a seed reveals one by one (super-seeding, a peer
-                # finishing pieces as we go) costs up to a refill interval idle. A peer
-                # starved this epoch is asked only if the piece gives the picker something
-                # it did not have: blocks free; an end-game duplicate, which it hands out
-                # only while the peer has fewer than endgame_depth requests out; a late
-                # deadline block to ask of a faster peer too. Otherwise the picker would
-                # find nothing more (O(W) for nothing), so the peer stays starved and the
-                # have costs O(1). A peer not starved may have room since its last fill
-                # (an end-game race it lost cancelled a request): _fill's room test
-                # comes before any picker run, so a flood of haves to a full pipe costs
-                # O(1) each.
+            # Whether the piece has a deadline: looked up only where it decides something
+            # (most haves come from peers that choke us, and ask nothing).
+            urgent: bool | None = None
+            # A peer we are interested in may have run out of blocks to ask of it (all it
+            # has is asked of others): ask it for the new piece now, not at the next
+            # refill, or each piece a seed reveals one by one (super-seeding, a peer
+            # finishing pieces as we go) costs up to a refill interval idle. A peer starved
+            # this epoch is asked only if the piece gives the picker something it did not
+            # have: blocks free; an end-game duplicate, which it hands out only while the
+            # peer has fewer than endgame_depth requests out; a late deadline block to ask
+            # of a faster peer too. Otherwise the picker would find nothing more (O(W) for
+            # nothing), so the peer stays starved and the have costs O(1). A peer not
+            # starved goes on to _fill whatever the piece: it may have room since its last
+            # fill (a race for a block it lost, end-game or a late deadline block,
+            # cancelled a request, and the loser is not topped up), and _fill's room test
+            # comes before any picker run, so a flood of haves to a full pipe costs O(1)
+            # each.
+            if state.interested and state.starved == self._epoch:
                 requests = picker.requests
                 if not (
-                    state.starved != self._epoch
-                    or requests.num_free(piece)
+                    requests.num_free(piece)
                     or (self._endgame and requests.num_outstanding(peer) < picker.endgame_depth)
-                    or urgent
                 ):
-                    return actions
+                    urgent = picker.strategy.deadline(piece) is not None
+                    if not urgent:
+                        return actions
             state.starved = -1
             self._set_interest(peer, state, actions)
             # A peer that chokes us takes requests only for its allowed-fast pieces (BEP
@@ -797,6 +801,8 @@ class SwarmBrain:
                 # does (_offer_if_urgent): the batch would hold it until a quarter of the
                 # queue drains, seconds a player may not have. Bounded: a have is news
                 # once per peer and piece, and a full pipe still runs no picker.
+                if urgent is None:
+                    urgent = picker.strategy.deadline(piece) is not None
                 self._fill(peer, state, now, actions, batch=not urgent)
         return actions
 
