@@ -28,7 +28,7 @@ from ._node_events import (
     PutFinished,
 )
 from ._node_id import NODE_ID_BITS, NodeId
-from ._sim_network import DatagramNetwork, SimulatedNode
+from ._sim_network import DatagramNetwork, SimulatedNode, collector_paused
 
 # One DEBUG record per formation step, never per node or datagram (the nodes' own cores log
 # to bip_dht.node, DEBUG only).
@@ -187,7 +187,9 @@ class SimulatedNetwork(DatagramNetwork[DHTNode]):
 
     def add_nodes(self, count: int, *, config: DHTConfig | None = None) -> list[DHTSimNode]:
         """``count`` new nodes (see :meth:`add_node`)."""
-        return [self.add_node(config=config) for _ in range(count)]
+        # many long-lived objects, no garbage: see collector_paused
+        with collector_paused():
+            return [self.add_node(config=config) for _ in range(count)]
 
     def live_nodes(self) -> list[DHTSimNode]:
         """The nodes that are not silent."""
@@ -268,30 +270,33 @@ class SimulatedNetwork(DatagramNetwork[DHTNode]):
         ids = [int(n.endpoint.node_id) for n in population]
         infos = [NodeInfo(n.endpoint.node_id.value, n.address) for n in population]
         rng = self.rng
-        for node in self._nodes if nodes is None else nodes:
-            dht = node.endpoint
-            k = dht.config.k
-            want = 2 * k if extra else k
-            own = int(dht.node_id)
-            chosen: list[NodeInfo] = []
-            for depth in range(NODE_ID_BITS):
-                # ids sharing exactly `depth` leading bits with ours: our prefix, next bit flipped
-                free = NODE_ID_BITS - depth - 1
-                low = ((own >> free) ^ 1) << free
-                start = bisect.bisect_left(ids, low)
-                end = bisect.bisect_left(ids, low + (1 << free))
-                picks: Iterable[int]
-                if end - start <= want:
-                    picks = range(start, end)
-                else:
-                    picks = sorted(rng.sample(range(start, end), want))
-                chosen.extend(infos[i] for i in picks)
-                # nobody left on our side of the next bit: the deeper buckets are empty
-                side = own >> free << free
-                if bisect.bisect_left(ids, side + (1 << free)) - bisect.bisect_left(ids, side) <= 1:
-                    break
-            dht.warm_table(chosen, self.now)
-            self._pump(node)
+        sample = rng.sample
+        bisect_left = bisect.bisect_left
+        # the tables' millions of entries all live on: see collector_paused
+        with collector_paused():
+            for node in self._nodes if nodes is None else nodes:
+                dht = node.endpoint
+                k = dht.config.k
+                want = 2 * k if extra else k
+                own = int(dht.node_id)
+                chosen: list[NodeInfo] = []
+                for depth in range(NODE_ID_BITS):
+                    # ids sharing exactly `depth` leading bits with ours: our prefix, next bit
+                    # flipped
+                    free = NODE_ID_BITS - depth - 1
+                    low = ((own >> free) ^ 1) << free
+                    start = bisect_left(ids, low)
+                    end = bisect_left(ids, low + (1 << free), start)
+                    if end - start <= want:
+                        chosen += infos[start:end]
+                    else:
+                        chosen += [infos[i] for i in sorted(sample(range(start, end), want))]
+                    # nobody left on our side of the next bit: the deeper buckets are empty
+                    side = own >> free << free
+                    if bisect_left(ids, side + (1 << free)) - bisect_left(ids, side) <= 1:
+                        break
+                dht.warm_table(chosen, self.now)
+                self._pump(node)
         _log.debug(
             "simulated DHT: warmed the routing tables of %d of %d nodes",
             len(self._nodes) if nodes is None else len(nodes),

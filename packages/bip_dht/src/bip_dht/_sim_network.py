@@ -29,14 +29,21 @@ flight.
 
 Addresses are made up: IPv4 ``10.x.y.z`` port 6881 in attachment order by default (private,
 hence exempt from BEP 42's id rule, and never loopback: nothing is ever sent anywhere).
+
+Building a large network (attaching ten thousand nodes, filling their routing tables) runs with
+Python's cyclic garbage collector paused (:func:`collector_paused`): it allocates millions of
+objects that all live on, over which the collector would otherwise make about ten full passes
+as the heap grows: a quarter of a warm formation's time.
 """
 
 from __future__ import annotations
 
+import gc
 import heapq
 import itertools
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Any, Generic, Protocol, TypeVar
@@ -89,6 +96,30 @@ def _mix64(value: int) -> int:
     value = (value ^ (value >> 30)) * 0xBF58476D1CE4E5B9 & _MASK64
     value = (value ^ (value >> 27)) * 0x94D049BB133111EB & _MASK64
     return value ^ (value >> 31)
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Run the block with Python's cyclic garbage collector paused (as it was after).
+
+    For building steps that allocate many objects which all stay alive and form no garbage
+    cycles: the collector, triggered by allocation counts, would re-traverse the whole growing
+    heap again and again to free nothing. Reference counting frees as usual meanwhile; a
+    collector already paused by the caller stays paused. Never wrap running the protocol in
+    it: that makes garbage, cycles included, for as long as it runs.
+
+    >>> with collector_paused():
+    ...     gc.isenabled()
+    False
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _scheduled(node: SimulatedNode[Any]) -> float | None:
