@@ -429,6 +429,64 @@ async def test_a_rejoin_whose_names_answer_beside_a_bootstrap_joins_through_them
         assert _can_look_up(dht.node, trio.current_time())  # through the live node
 
 
+async def test_a_rejoin_that_waited_starts_none_beside_one_begun_as_that_ended(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The scenario above, but another bootstrap begins in the step the one waited for ends
+    # (as one of those its end woke, which ran before the rejoin: trio orders the tasks woken
+    # together at random, so the test begins it in the wake itself). The rejoin, woken after
+    # it, looks again and starts none beside it. Without that second look, it did.
+    async with proxied_with_a_dead_and_a_live_name(autojump_clock) as (dht, dead, live):
+        starts = Starts(dht, monkeypatch)
+        wake = dht._wake_bootstrap_waiters
+
+        def begin_another_then_wake() -> None:
+            if len(starts.bootstraps) == 1:  # the first ended: another begins in this step
+                dht._start_bootstrap([dead])
+            wake()
+
+        monkeypatch.setattr(dht, "_wake_bootstrap_waiters", begin_another_then_wake)
+        begun = trio.current_time()
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(partial(dht._rejoin, regained=False))
+                await trio.sleep(0.75 * ASKED)
+                assert dht._asking is not None
+                dht._start_bootstrap([dead])  # a query timeout long: past the asking's end
+            await dht._bootstraps_ended()  # the other's, which the rejoin left alone
+        assert [ops for _, ops in starts.bootstraps] == [0, 0]  # never two at once
+        assert starts.bootstraps[1][0] - begun > ASKED  # at the first one's end
+        assert live in dht.node.bootstrap_addresses  # the answer is the next join's
+
+
+async def test_a_rejoin_leaves_its_answers_to_a_caller_bootstrap_about_to_start(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A caller's bootstrap is held before its start (as one waiting for open_dht's join
+    # through a proxy), so no bootstrap of the core's runs yet, while the rejoin's names
+    # answer: the rejoin starts none, and the caller's, once it goes on, joins through the
+    # answer the core remembered. Before (looking only at the core's), both started.
+    async with proxied_with_a_dead_and_a_live_name(autojump_clock) as (dht, _, live):
+        dht._joining = held = trio.Event()
+        starts = Starts(dht, monkeypatch)
+        begun = trio.current_time()
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(dht.bootstrap)
+                await dht._rejoin(regained=False)
+                assert trio.current_time() - begun == pytest.approx(ASKED, abs=0.1)
+                assert starts.bootstraps == []
+                assert live in dht.node.bootstrap_addresses
+                await trio.sleep(0.5)
+                released = trio.current_time()
+                held.set()
+        ((started, ops),) = starts.bootstraps
+        assert ops == 0
+        # Once it goes on, after its own asking of the dead name (due again by then).
+        assert started - released == pytest.approx(ASKED, abs=0.1)
+        assert _can_look_up(dht.node, trio.current_time())  # through the live node
+
+
 async def test_a_caller_bootstrap_begun_while_the_round_asks_names_is_not_joined_beside(
     autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1289,12 +1289,17 @@ class DHT:
         has a node we could still query; else bootstrap again, from the remembered addresses
         at once when a relay has just come back (a pending name that never answers must not
         hold those up; not beside a bootstrap of the core's that began meanwhile, which uses
-        the same addresses), and from the pending names that answer (new addresses, which
-        the core remembers as they answer). Never through those beside another bootstrap
-        under way or about to start: a caller's about to start takes them; one under way
-        (keep_finding's join that shared the asking, the core's own) is waited for, as
-        keep_finding's rounds do, and they are joined through after it only if the node
-        still needs it. A join of keep_finding's about to start finds ours running."""
+        the same addresses), and from the pending names that answer (new addresses). Never
+        through those beside another bootstrap under way or about to start. A caller's about
+        to start is left to go on alone: the answers are kept without a bootstrap of ours, as
+        the core remembered their addresses as they came (only those: a name's answer is the
+        shell's, its node is not in the table), so the next bootstrap or round that reads
+        the remembered addresses uses them (that caller's when given no addresses of its
+        own; else, or when it gives up, keep_finding's next join or the core's own
+        re-bootstrap). One under way (keep_finding's join that shared the asking, the core's
+        own) is waited for, as keep_finding's rounds do, and they are joined through after it
+        only if the node still needs it and none began meanwhile. A join of keep_finding's
+        about to start finds ours running."""
         await self._bootstraps_ended()
         node = self._node
         if not node.needs_bootstrap(trio.current_time()):
@@ -1309,8 +1314,9 @@ class DHT:
         if not answered:
             return
         if self._bootstrap_under_way():
-            # Never beside another. A caller's about to start takes these (it shared this
-            # asking, or reads the remembered addresses): its outcome is ours. One running
+            # Never beside another. A caller's about to start goes on alone: the core
+            # remembered these, so it (when given no addresses) or the next round uses
+            # them. One running
             # (as keep_finding's join that shared this asking and went on first) is waited
             # for: once it ended, join through these if it left a family with nobody to
             # ask, and none began meanwhile.
