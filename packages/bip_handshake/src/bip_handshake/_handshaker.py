@@ -74,7 +74,14 @@ for the first of them, the others bind it; when it is taken on another address, 
 is opened again on a new one, a bounded number of times). A client tells peers, trackers and
 the DHT one port: listeners on their own ports would send the peers of every address but the
 first to a dead port (libtorrent announces one port per listen socket; we announce one, so they
-are equal). Explicit ports are bound as given, even when they differ between entries."""
+are equal). Explicit ports are bound as given, even when they differ between entries. Entries of
+port 0 that overlap fail at once with a :class:`ListenError` before anything is bound: the same
+address twice, or an address and the unspecified address of its family (``0.0.0.0`` covers
+every IPv4 address, ``::`` every IPv6 one but not IPv4: its socket is IPv6-only), IPv4-mapped
+IPv6 addresses counting as the IPv4 address they map. Each on a port of its own would be
+told to nobody; on the one port, the system refuses the second of them. Only TCP is retried: a
+client that binds UDP sockets beside its listeners afterwards and finds the port taken over UDP
+has no new try (bip's uTP then logs a warning and that address accepts peers over TCP only)."""
 
 from __future__ import annotations
 
@@ -1386,8 +1393,7 @@ class Handshaker:
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 break
             await trio.aclose_forcefully(peer.stream)
-        for listener in self._listeners:
-            await trio.aclose_forcefully(listener)
+        _close_listeners(self._listeners)
 
 
 class _SharedPortTakenError(Exception):
@@ -1412,9 +1418,10 @@ async def _open_listeners(listen: list[tuple[str, int]]) -> list[trio.SocketList
     the one port the system picks for the first of them (see the module's docstring).
 
     Raises:
-        ListenError: an address cannot be listened on, or every port picked for the entries
-            of port 0 was taken on one of their addresses.
+        ListenError: an address cannot be listened on, two entries of port 0 overlap, or every
+            port picked for the entries of port 0 was taken on one of their addresses.
     """
+    await _check_overlaps([host for host, port in listen if port == 0])
     attempt = 1
     while True:
         try:
@@ -1456,19 +1463,110 @@ async def _open_listener_set(listen: list[tuple[str, int]]) -> list[trio.SocketL
                     continue
                 # A name with addresses of both families: trio bound each on a port of its
                 # own. Again, every one on the first one's port.
-                for listener in opened:
-                    await trio.aclose_forcefully(listener)
+                _close_listeners(opened)
             try:
                 listeners.extend(await trio.open_tcp_listeners(port or shared, host=host))
             except OSError as exc:
                 if port == 0 and exc.errno in _ADDRESS_IN_USE:
                     raise _SharedPortTakenError(host, shared) from exc
-                raise ListenError(f"cannot listen on {host} port {port or shared}: {exc}") from exc
+                # Port 0 as the user gave it: the shared port is ours, said as the one tried.
+                asked = f"{port}" if port else f"0 (tried {shared}, shared by the entries of 0)"
+                raise ListenError(f"cannot listen on {host} port {asked}: {exc}") from exc
     except BaseException:
-        for listener in listeners:
-            await trio.aclose_forcefully(listener)
+        _close_listeners(listeners)
         raise
     return listeners
+
+
+def _close_listeners(listeners: Iterable[trio.SocketListener]) -> None:
+    """Close every one of ``listeners`` now. Synchronously: awaiting each one's ``aclose``
+    in a cancelled scope would raise ``Cancelled`` at the first and leave the others open and
+    bound (trio's ``SocketListener.aclose`` does no more than close the socket and checkpoint).
+    """
+    for listener in listeners:
+        listener.socket.close()
+
+
+_ListenAddress = IPv4Address | IPv6Address
+
+
+def _listen_address(sockaddr: tuple[object, ...]) -> _ListenAddress:
+    """The address a listener on ``sockaddr`` (a ``getaddrinfo`` answer's) is bound to, as
+    :func:`_overlaps` compares them: an IPv4-mapped IPv6 address as its IPv4 one, an IPv6
+    address with its scope (``fe80::1`` on two links is two addresses).
+
+    Raises:
+        ListenError: ``sockaddr`` holds no IP address.
+    """
+    host = sockaddr[0] if sockaddr else None
+    scope = sockaddr[3] if len(sockaddr) >= 4 else 0
+    try:
+        address = ip_address(str(host))
+        if isinstance(address, IPv6Address) and isinstance(scope, int) and scope:
+            address = IPv6Address(f"{str(host).partition('%')[0]}%{scope}")
+    except ValueError as exc:
+        raise ListenError(f"cannot listen on {host!r}: not an IP address") from exc
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _overlaps(first: _ListenAddress, second: _ListenAddress) -> bool:
+    """Whether listeners on ``first`` and ``second`` cannot share one port: the same address,
+    or either is the unspecified address of the other's family (an IPv6 listener is
+    IPv6-only: ``::`` leaves ``0.0.0.0`` free)."""
+    if first.version != second.version:
+        return False
+    return first == second or first.is_unspecified or second.is_unspecified
+
+
+def _first_overlap(
+    entries: Iterable[tuple[str, Iterable[_ListenAddress]]],
+) -> tuple[str, _ListenAddress, str, _ListenAddress] | None:
+    """The first ``(host, address, earlier_host, earlier_address)`` where an address of an
+    entry of ``entries`` (``(host, its addresses)``, in order) overlaps one of an earlier
+    entry (:func:`_overlaps`); ``None`` if no two entries overlap."""
+    earlier: list[tuple[str, _ListenAddress]] = []
+    for host, addresses in entries:
+        mine = list(addresses)
+        for address in mine:
+            for other_host, other in earlier:
+                if _overlaps(address, other):
+                    return host, address, other_host, other
+        earlier.extend((host, address) for address in mine)
+    return None
+
+
+async def _check_overlaps(hosts: list[str]) -> None:
+    """Fail if two of ``hosts`` (the ``listen`` entries of port 0, which get one port) overlap,
+    before anything is bound: the system would refuse the second listener on every port tried.
+    Each host is resolved as ``trio.open_tcp_listeners`` resolves it (a literal address with no
+    lookup); nothing is resolved for fewer than two.
+
+    Raises:
+        ListenError: two of them overlap, or a name cannot be resolved.
+    """
+    if len(hosts) < 2:
+        return
+    entries: list[tuple[str, list[_ListenAddress]]] = []
+    for host in hosts:
+        try:
+            infos = await trio.socket.getaddrinfo(
+                host, 0, type=trio.socket.SOCK_STREAM, flags=trio.socket.AI_PASSIVE
+            )
+        except OSError as exc:
+            raise ListenError(f"cannot listen on {host} port 0: {exc}") from exc
+        entries.append((host, [_listen_address(tuple(info[4])) for info in infos]))
+    found = _first_overlap(entries)
+    if found is None:
+        return
+    host, address, other_host, other = found
+    same = (host, other_host) == (str(address), str(other))
+    named = "" if same else f" (as {address} and {other})"
+    raise ListenError(
+        f"{host} port 0 overlaps {other_host}{named}: every listen entry of port 0 gets the"
+        " same port, which cannot be listened on twice there; drop one"
+    )
 
 
 async def _open_tcp_listeners(host: str, port: int) -> list[trio.SocketListener]:
@@ -1517,7 +1615,8 @@ async def open_handshaker(
     Args:
         peer_id: our peer id; a fresh :meth:`PeerId.generate` one by default.
         listen: ``(host, port)`` pairs to listen on (port 0 picks one, the same for every
-            pair of port 0; see :attr:`Handshaker.listen_addresses`); empty to only dial.
+            pair of port 0, so two of them must not overlap: see the module's docstring and
+            :attr:`Handshaker.listen_addresses`); empty to only dial.
         extensions: the reserved bytes we send.
         max_concurrent: dials connecting or handshaking at once (the half-open bound,
             outbound only); further dials wait in the queue for a slot. Inbound
@@ -1549,7 +1648,8 @@ async def open_handshaker(
             in ``filtered_ip``, before the ``filters.address`` callable runs.
 
     Raises:
-        ListenError: a listening socket could not be opened.
+        ListenError: a listening socket could not be opened, or two ``listen`` pairs of port 0
+            overlap.
     """
     if isinstance(peer_id, bytes):
         peer_id = PeerId(peer_id)
@@ -1629,5 +1729,4 @@ async def open_handshaker(
                 )
                 await handshaker._close()
             else:
-                for listener in listeners:
-                    await trio.aclose_forcefully(listener)
+                _close_listeners(listeners)
