@@ -19,10 +19,12 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from ipaddress import ip_address
+from pathlib import Path
 
 import pytest
 import trio
 from _engine_helpers import loopback_config
+from _http_file_server import self_signed
 from _http_tracker_server import answer, http_server, request_target
 from tests._resolvers import FixedResolver, has_ipv6_loopback
 
@@ -92,6 +94,11 @@ def _before(config: ClientConfig) -> tuple[str | None, str | None]:
         (("10.8.0.2", "::"), ("10.8.0.2", "::"), ("10.8.0.2", "::")),
         (("0.0.0.0", "::"), ("0.0.0.0", "::"), None),
         (("0.0.0.0", "10.8.0.2"), ("0.0.0.0", "::"), None),
+        # A name first: the system picks, as with that name alone (before: ('10.8.0.2', None)).
+        (("myhost.lan", "10.8.0.2"), ("0.0.0.0", "::"), None),
+        (("myhost.lan", "fd00::2", "10.8.0.2"), ("0.0.0.0", "::"), None),
+        # A name later is passed over.
+        (("10.8.0.2", "myhost.lan"), ("10.8.0.2", None), ("10.8.0.2",)),
     ],
 )
 def test_tracker_sources_of_the_listen_hosts(
@@ -102,7 +109,7 @@ def test_tracker_sources_of_the_listen_hosts(
     config = ClientConfig(listen=tuple((host, 0) for host in hosts))
     assert _tracker_binds(config) == binds
     assert _http_local_address(config) == http
-    if len(hosts) <= 1:  # one listen host (or none): what it always gave
+    if len(hosts) <= 1 or hosts[0] == "myhost.lan":  # one host (or a name first): as always
         assert _tracker_binds(config) == _before(config)
 
 
@@ -121,7 +128,9 @@ def test_local_sources_and_the_clients_checks() -> None:
     assert local_sources(None) is None
     assert local_sources("10.8.0.2") == {4: "10.8.0.2"}
     assert local_sources(["::", "10.8.0.2", "0.0.0.0"]) == {6: None, 4: "10.8.0.2"}
-    for bad in ("localhost", ("10.8.0.2", "vpn.example"), b"10.8.0.2", 3):
+    # An empty sequence too: every connect would fail ("we connect over  only").
+    bads: tuple[object, ...] = ("localhost", ("10.8.0.2", "vpn.example"), b"10.8.0.2", 3, (), [])
+    for bad in bads:
         with pytest.raises(ValueError, match="local_address is an IP address"):
             local_sources(bad)  # type: ignore[arg-type]
         with pytest.raises(LocalProtocolError, match="local_address is an IP address"):
@@ -207,6 +216,37 @@ async def test_a_name_of_both_families_connects_from_the_address_of_the_one_that
                 client = HttpTrackerClient(local_address=("::1", OTHER_LOOPBACK))
                 await announce_http(client, f"http://tracker.test:{port}")
     assert seen4 == [OTHER_LOOPBACK]
+
+
+async def test_https_leaves_from_the_address_of_its_family(tmp_path: Path) -> None:
+    # TLS over the connection open_tcp_stream_from made: ::1 listed first, the IPv4 server is
+    # reached from the IPv4 address, by the tracker client and the web seed client alike.
+    require_loopbacks(ipv6=False)
+    server_context, client_context = self_signed(tmp_path)
+    seen: list[str] = []
+
+    async def handle(request: bytes, stream: trio.abc.Stream) -> None:
+        assert isinstance(stream, trio.SSLStream)
+        tcp = stream.transport_stream
+        assert isinstance(tcp, trio.SocketStream)
+        seen.append(str(tcp.socket.getpeername()[0]))
+        tracker = request_target(request).startswith("/announce")
+        body = answer(interval=1800, peers=b"") if tracker else CONTENT
+        await stream.send_all(
+            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+
+    local = ("::1", OTHER_LOOPBACK)
+    with trio.fail_after(DEADLINE):
+        async with http_server(handle, path="/", tls=server_context) as server:
+            url = server.url.removesuffix("/")
+            assert url.startswith("https://127.0.0.1:")
+            await announce_http(
+                HttpTrackerClient(local_address=local, ssl_context=client_context), url
+            )
+            client = WebSeedClient(local_address=local, ssl_context=client_context)
+            assert await fetch(client, url) == CONTENT
+    assert seen == [OTHER_LOOPBACK, OTHER_LOOPBACK]
 
 
 async def test_one_specific_listen_host_keeps_to_its_family() -> None:

@@ -241,6 +241,7 @@ from ._socks_udp import (
     open_socks5_udp_socket,
     proxy_udp_family,
 )
+from ._tcp_from import open_tcp_stream_from
 from ._upnp import (
     UPNP_MAX_DESCRIPTION,
     UPNP_MAX_HEAD,
@@ -604,6 +605,7 @@ __all__ = [
     "open_port_mapper",
     "open_socks5_stream",
     "open_socks5_udp_socket",
+    "open_tcp_stream_from",
     "open_upnp_mapper",
     "open_utp_over",
     "open_utp_socket",

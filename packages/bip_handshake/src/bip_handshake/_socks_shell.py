@@ -34,7 +34,6 @@ CONNECT carries TCP only; UDP goes through the proxy's relay with SOCKS5's UDP A
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import os
@@ -43,13 +42,14 @@ import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
-from typing import Any, Final
+from typing import Final
 from urllib.parse import quote, unquote, urlsplit
 
 import trio
 
 from ._compact import PeerAddress
 from ._socks import Socks5Client, SocksError, SocksProtocolError, SocksReplyError, _field
+from ._tcp_from import Target, _connect_staggered, _resolve_targets, _Resolved
 
 __all__ = [
     "DEFAULT_PROXY_PORT",
@@ -76,15 +76,6 @@ _SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,31}")
 _MAX_TARGETS: Final = 8
 """Addresses of one host name tried at most through the proxy (each attempt is a connection
 to the proxy), when the name is resolved here."""
-_STAGGER: Final = 0.25
-"""Seconds before the next of the proxy's addresses is tried while the one before is still
-connecting (RFC 8305's happy eyeballs, as trio's ``open_tcp_stream``): an address that drops
-our SYNs costs that much, not the whole timeout on every attempt."""
-_BIND_ADDRESS_NO_PORT: Final = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", None)
-"""Linux's option that binds a socket's address alone, its port picked at connect (as trio's
-``open_tcp_stream`` with a ``local_address``): a bind to port 0 does not then hold an
-ephemeral port for itself alone, ports being told apart by the whole 4-tuple. None where
-Python lacks it."""
 _GAI_ERRNOS: Final[dict[int, int]] = {
     code: number
     for name, number in (("EAI_AGAIN", errno.EAGAIN), ("EAI_MEMORY", errno.ENOMEM))
@@ -501,9 +492,7 @@ def _unreachable(proxy: ProxyConfig, error: OSError) -> SocksError:
     )
 
 
-async def _proxy_addresses(
-    proxy: ProxyConfig, family: socket.AddressFamily | None
-) -> list[tuple[socket.AddressFamily, tuple[Any, ...]]]:
+async def _proxy_addresses(proxy: ProxyConfig, family: socket.AddressFamily | None) -> list[Target]:
     """The families and socket addresses of the proxy's host in ``family`` (None: IPv4 and
     IPv6, the first of the other family moved second as trio's ``open_tcp_stream`` does,
     RFC 6555's section 5.4), at most :data:`_MAX_TARGETS`, in the resolver's order; an IPv6
@@ -524,54 +513,41 @@ async def _proxy_addresses(
             f"IPv{literal.version}, our UDP socket IPv{version}: no way to its relay",
             errno_value=errno.EHOSTUNREACH,
         )
-    try:
-        # Every family, then ours alone: asked for one family, resolvers say a name with
-        # addresses of the other only is unknown (glibc's EAI_NONAME from /etc/hosts), where
-        # the truth is that our socket has no way to the proxy (EHOSTUNREACH, below).
-        infos = await trio.socket.getaddrinfo(
-            proxy.host if literal is None else str(literal),  # without brackets
-            proxy.port,
-            type=socket.SOCK_STREAM,
-        )
-    except (OSError, UnicodeError) as error:  # UnicodeError: IDNA refused the name
-        raise _unresolved(proxy, error) from error
-    wanted = (socket.AF_INET, socket.AF_INET6) if family is None else (family,)
-    found: dict[tuple[socket.AddressFamily, tuple[Any, ...]], None] = {}  # ordered, no repeats
-    mapped_away: IPv4Address | IPv6Address | None = None  # one IPv4-mapped, for the message
-    for info_family, _type, _proto, _name, sockaddr in infos:
-        # A resolver may answer other families than asked (a custom one, a broken one).
-        address = (
-            _literal(str(sockaddr[0]).partition("%")[0])
-            if info_family in (socket.AF_INET, socket.AF_INET6)
-            else None
-        )
-        if address is None:
-            continue
-        target: tuple[socket.AddressFamily, tuple[Any, ...]] = (info_family, tuple(sockaddr))
-        mapped = _unmapped(address)
-        if mapped is not address:  # an IPv4-mapped address (a name's): dialled over IPv4
-            target = (socket.AF_INET, (str(mapped), sockaddr[1]))
-        if target[0] in wanted:
-            found[target] = None
-            if len(found) == _MAX_TARGETS:
-                break
-        elif mapped is not address:
-            mapped_away = mapped
-    if not found:
+    resolved = await _resolved_proxy(proxy, literal, version)
+    if not resolved.targets:
         kind = "IP" if version is None else f"IPv{version}"
         # A name whose IPv6 answers are all IPv4-mapped has no IPv6 address: say so, or
         # "no IPv6 address" would contradict the resolver's own AAAA answer.
-        mapped_note = "" if mapped_away is None else f" (::ffff:{mapped_away} is IPv4)"
+        mapped = resolved.mapped_away
+        mapped_note = "" if mapped is None else f" (::ffff:{mapped} is IPv4)"
         raise SocksError(
             f"the proxy {proxy.host!r:.80} resolves to no {kind} address{mapped_note}",
             errno_value=errno.EHOSTUNREACH,
         )
-    addresses = list(found)
-    # Bounded: at most _MAX_TARGETS entries.
-    other = next((i for i, (f, _) in enumerate(addresses) if f != addresses[0][0]), None)
-    if other is not None and other > 1:
-        addresses.insert(1, addresses.pop(other))
-    return addresses
+    return resolved.targets
+
+
+async def _resolved_proxy(
+    proxy: ProxyConfig, literal: IPv4Address | IPv6Address | None, version: int | None
+) -> _Resolved:
+    """The proxy's addresses of IP ``version`` (None: both), as :func:`_resolve_targets`
+    finds them (the literal without brackets, an IPv4-mapped one unmapped).
+
+    Raises:
+        SocksError: the name could not be resolved (the resolver's error, with its errno where
+            one fits; an invalid name too).
+    """
+    try:
+        # Every family, then ours alone: asked for one family, resolvers say a name with
+        # addresses of the other only is unknown (glibc's EAI_NONAME from /etc/hosts), where
+        # the truth is that our socket has no way to the proxy (EHOSTUNREACH, the caller's).
+        return await _resolve_targets(
+            proxy.host if literal is None else str(literal),  # without brackets
+            proxy.port,
+            (4, 6) if version is None else (version,),
+        )
+    except (OSError, UnicodeError) as error:  # UnicodeError: IDNA refused the name
+        raise _unresolved(proxy, error) from error
 
 
 async def _connect_in_family(
@@ -580,11 +556,12 @@ async def _connect_in_family(
     local: Sequence[IPv4Address | IPv6Address] = (),
 ) -> trio.SocketStream:
     """A TCP connection to one of the proxy's addresses of ``family`` (None: of either; see
-    :func:`_connect_to_proxy`), as happy eyeballs: each address is tried :data:`_STAGGER`
-    seconds after the one before (at once when that one failed), the first to connect wins
-    and the others are cancelled and closed. The caller's deadline bounds their time. Each
-    socket is bound (port 0) to ``local``'s address of its family, if there is one, before it
-    connects.
+    :func:`_connect_to_proxy`), as happy eyeballs (the connect of
+    :func:`~bip_handshake.open_tcp_stream_from`, the HTTP clients' too): each address is tried
+    0.25 s after the one before (at once when that one failed), the first to connect wins and
+    the others are cancelled and closed. The caller's deadline bounds their time. Each socket
+    is bound (port 0) to ``local``'s address of its family, if there is one, before it
+    connects; one of a family without is made as without any.
 
     Raises:
         SocksError: the name could not be resolved, or every address failed (the last
@@ -592,69 +569,15 @@ async def _connect_in_family(
             it cannot bind, EADDRNOTAVAIL, is a failure too).
     """
     addresses = await _proxy_addresses(proxy, family)
-    # family -> the address its sockets leave from (the first of a family, if several).
-    sources: dict[socket.AddressFamily, str] = {}
+    # IP version -> the address its sockets leave from (the first of a family, if several);
+    # a family without one: the system picks.
+    sources: dict[int, str | None] = {}
     for address in local:
-        family_of = socket.AF_INET if address.version == 4 else socket.AF_INET6
-        sources.setdefault(family_of, str(address))
-    failures: list[OSError] = []
-    winner: trio.socket.SocketType | None = None
-
-    async def attempt(
-        sock_family: socket.AddressFamily,
-        sockaddr: tuple[Any, ...],
-        failed: trio.Event,
-        scope: trio.CancelScope,
-    ) -> None:
-        nonlocal winner
-        try:
-            # Made inside the try: a socket the system refuses (EMFILE, ENOBUFS) is this
-            # attempt's failure, reported as the proxy's, never a bare OSError that would
-            # end the caller's retries.
-            sock = trio.socket.socket(sock_family, socket.SOCK_STREAM)
-        except OSError as error:
-            failures.append(error)
-            failed.set()
-            return
-        try:
-            source = sources.get(sock_family)
-            if source is not None:
-                if _BIND_ADDRESS_NO_PORT is not None:
-                    with contextlib.suppress(OSError):
-                        sock.setsockopt(socket.IPPROTO_IP, _BIND_ADDRESS_NO_PORT, 1)
-                await sock.bind((source, 0))
-            await sock.connect(sockaddr)
-        except OSError as error:
-            sock.close()
-            failures.append(error)
-            failed.set()
-            return
-        except BaseException:  # cancelled: another won, or the deadline passed
-            sock.close()
-            raise
-        if winner is not None:  # another connected in the same instant: it is kept
-            sock.close()
-            return
-        winner = sock
-        scope.cancel()
-
+        sources.setdefault(address.version, str(address))
     try:
-        async with trio.open_nursery() as nursery:
-            # At most _MAX_TARGETS attempts, one started per round.
-            for sock_family, sockaddr in addresses:
-                failed = trio.Event()
-                nursery.start_soon(attempt, sock_family, sockaddr, failed, nursery.cancel_scope)
-                with trio.move_on_after(_STAGGER):
-                    await failed.wait()
-    except BaseException:
-        # Cancelled from outside after a win, or a bug of ours: the winner is not handed out.
-        if winner is not None:
-            winner.close()
-        raise
-    if winner is None:
-        last = failures[-1]  # every attempt ended, and none won: each one failed
-        raise _unreachable(proxy, last) from last
-    return trio.SocketStream(winner)
+        return await _connect_staggered(addresses, sources)
+    except OSError as error:  # every attempt failed: the last failure
+        raise _unreachable(proxy, error) from error
 
 
 def _shown(host: str | IPv4Address | IPv6Address, port: int) -> str:

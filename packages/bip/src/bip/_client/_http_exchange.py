@@ -39,19 +39,22 @@ The pure rules both clients apply besides (libtorrent's other ``ssrf_mitigation`
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import math
-import socket
 import ssl
 from collections.abc import Callable, Sequence
-from ipaddress import IPv4Address, IPv6Address, ip_address
-from typing import Any, Final, Protocol
+from ipaddress import IPv4Address, ip_address
+from typing import Final, Protocol
 from urllib.parse import urljoin
 
 import trio
 
-from bip_handshake import PeerAddress, ProxyConfig, is_global_address, open_socks5_stream
+from bip_handshake import (
+    PeerAddress,
+    ProxyConfig,
+    is_global_address,
+    open_socks5_stream,
+    open_tcp_stream_from,
+)
 from bip_utracker import LocalProtocolError
 
 from ._http_response import HttpResponse, HttpResponseParser
@@ -84,15 +87,6 @@ reaches this machine (held to the rules for a server here) and is not global."""
 _LOCAL_DOMAINS: Final = (".local", ".home.arpa", ".internal")
 """Domains of local networks only: mDNS (RFC 6762), home networks (RFC 8375), and ICANN's
 private-use ``.internal``."""
-_MAX_TARGETS: Final = 8
-"""Addresses of one host name tried at most when connecting from local addresses (a name with
-more is a name we need not try to the end: the connect timeout would pass first)."""
-_STAGGER: Final = 0.25
-"""Seconds an attempt has before the next address is tried beside it (happy eyeballs, trio's
-``open_tcp_stream`` delay)."""
-_BIND_ADDRESS_NO_PORT: Final = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", None)
-"""Linux's option that lets a bound socket pick its port at connect time (ports are shared
-between destinations, as without a bind)."""
 
 
 class Exchange(Protocol):
@@ -142,11 +136,15 @@ def local_sources(local_address: str | Sequence[str] | None) -> dict[int, str | 
     one family's address (a VPN's) has its trackers and web seeds see that address, never one
     of the other family the system would pick (the UDP tracker client has no socket there).
 
+    The connection itself is :func:`~bip_handshake.open_tcp_stream_from`'s (the other
+    family skipped).
+
     >>> local_sources(("fd00::2", "10.8.0.2", "fd00::3")), local_sources("0.0.0.0")
     ({6: 'fd00::2', 4: '10.8.0.2'}, {4: None})
 
     Raises:
-        ValueError: ``local_address`` is not an IP address, nor a sequence of them.
+        ValueError: ``local_address`` is not an IP address, nor a sequence of them (an empty
+            one included: no family could be connected in).
     """
     if local_address is None:
         return None
@@ -163,137 +161,10 @@ def local_sources(local_address: str | Sequence[str] | None) -> dict[int, str | 
             # A name would be resolved at every request, to any of its addresses.
             raise ValueError(f"local_address is an IP address, got {entry!r:.80}")
         sources.setdefault(address.version, None if address.is_unspecified else str(address))
+    if not sources:
+        # Every connect would fail ("we connect over  only"): refused where it is given.
+        raise ValueError("local_address is an IP address or several, got an empty sequence")
     return sources
-
-
-def _shown_sources(sources: dict[int, str | None]) -> str:
-    """``IPv4 from 10.8.0.2``, ``IPv6 from any address``: the families we connect in."""
-    return " and ".join(
-        f"IPv{version} from {'any address' if source is None else source}"
-        for version, source in sorted(sources.items())
-    )
-
-
-async def _targets(
-    host: str, port: int, sources: dict[int, str | None]
-) -> list[tuple[socket.AddressFamily, tuple[Any, ...]]]:
-    """The families and socket addresses of ``host`` in the families of ``sources``, at most
-    :data:`_MAX_TARGETS`, in the resolver's order but for the first of the other family moved
-    second (RFC 6555's section 5.4, as trio's ``open_tcp_stream``). An IPv4-mapped address a
-    name resolves to (``::ffff:a.b.c.d``) is the IPv4 address it embeds: it is reached over
-    IPv4, from the IPv4 local address.
-
-    Raises:
-        OSError: the name could not be resolved (the resolver's error), or to no address of
-            the families of ``sources`` (EHOSTUNREACH).
-    """
-    try:
-        infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except UnicodeError as error:  # IDNA refused the name
-        raise OSError(errno.EINVAL, f"not a host name we can look up ({error})") from None
-    found: dict[tuple[socket.AddressFamily, tuple[Any, ...]], None] = {}  # ordered, no repeats
-    others: set[int] = set()  # the versions of the addresses left out, for the message
-    for family, _type, _proto, _name, sockaddr in infos:
-        try:
-            address = ip_address(str(sockaddr[0]).partition("%")[0])
-        except ValueError:
-            continue
-        if family != (socket.AF_INET if address.version == 4 else socket.AF_INET6):
-            continue  # a resolver may answer other families (a custom one, a broken one)
-        target = (family, tuple(sockaddr))
-        if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-            target = (socket.AF_INET, (str(address), sockaddr[1]))
-        if address.version not in sources:
-            others.add(address.version)
-            continue
-        found[target] = None
-        if len(found) == _MAX_TARGETS:
-            break
-    if not found:
-        if not others:
-            raise OSError(errno.EHOSTUNREACH, "the name resolves to no IP address")
-        kinds = " and ".join(f"IPv{version}" for version in sorted(others))
-        raise OSError(
-            errno.EHOSTUNREACH,
-            f"its addresses are {kinds}, and we connect over {_shown_sources(sources)} only",
-        )
-    targets = list(found)
-    # Bounded: at most _MAX_TARGETS entries.
-    other = next((i for i, (f, _) in enumerate(targets) if f != targets[0][0]), None)
-    if other is not None and other > 1:
-        targets.insert(1, targets.pop(other))
-    return targets
-
-
-async def _open_tcp(host: str, port: int, sources: dict[int, str | None]) -> trio.SocketStream:
-    """A TCP connection to ``host:port`` in the families of ``sources`` (:func:`local_sources`),
-    each socket bound to its family's address (unless the system picks) before it connects:
-    happy eyeballs as trio's ``open_tcp_stream``, which takes one local address for every
-    family (an IPv4 one fails each IPv6 attempt). Each address is tried :data:`_STAGGER`
-    seconds after the one before (at once when that one failed), the first to connect wins
-    and the others are cancelled and closed. The caller's deadline bounds them.
-
-    Raises:
-        OSError: the name could not be resolved, to an address of those families, or every
-            attempt failed (the last failure; a socket the system refused, or a local address
-            it cannot bind, EADDRNOTAVAIL, is a failure too).
-    """
-    targets = await _targets(host, port, sources)
-    failures: list[OSError] = []
-    winner: trio.socket.SocketType | None = None
-
-    async def attempt(
-        family: socket.AddressFamily,
-        sockaddr: tuple[Any, ...],
-        failed: trio.Event,
-        scope: trio.CancelScope,
-    ) -> None:
-        nonlocal winner
-        source = sources[4 if family == socket.AF_INET else 6]
-        try:
-            sock = trio.socket.socket(family, socket.SOCK_STREAM)
-        except OSError as error:  # EMFILE, ENOBUFS: this attempt's failure
-            failures.append(error)
-            failed.set()
-            return
-        try:
-            if source is not None:
-                if _BIND_ADDRESS_NO_PORT is not None:
-                    with contextlib.suppress(OSError):
-                        sock.setsockopt(socket.IPPROTO_IP, _BIND_ADDRESS_NO_PORT, 1)
-                await sock.bind((source, 0))
-            await sock.connect(sockaddr)
-        except OSError as error:
-            sock.close()
-            failures.append(error)
-            failed.set()
-            return
-        except BaseException:  # cancelled: another won, or the deadline passed
-            sock.close()
-            raise
-        if winner is not None:  # another connected in the same instant: it is kept
-            sock.close()
-            return
-        winner = sock
-        scope.cancel()
-
-    try:
-        async with trio.open_nursery() as nursery:
-            # At most _MAX_TARGETS attempts, one started per round.
-            for family, sockaddr in targets:
-                failed = trio.Event()
-                nursery.start_soon(attempt, family, sockaddr, failed, nursery.cancel_scope)
-                with trio.move_on_after(_STAGGER):
-                    await failed.wait()
-    except BaseException:
-        # Cancelled from outside after a win: the winner is not handed out.
-        if winner is not None:
-            winner.close()
-        raise
-    if winner is None:
-        raise failures[-1]  # every attempt ended, and none won: each one failed
-    return trio.SocketStream(winner)
 
 
 def is_this_host_name(host: str) -> bool:
@@ -477,7 +348,7 @@ async def http_exchange(
             elif sources is None:
                 tcp = await trio.open_tcp_stream(url.host, url.port)
             else:
-                tcp = await _open_tcp(url.host, url.port, sources)
+                tcp = await open_tcp_stream_from(url.host, url.port, sources)
         except OSError as error:
             reason = error.strerror or str(error) or type(error).__name__
             raise ExchangeError(

@@ -1151,6 +1151,12 @@ def _tracker_binds(config: ClientConfig) -> tuple[str | None, str | None]:
     ('10.8.0.2', None)
     >>> _tracker_binds(ClientConfig(listen=(("0.0.0.0", 0),)))
     ('0.0.0.0', '::')
+
+    A host name first means "the system picks", as it did alone (a name is not resolved to
+    bind to): the any address of each family, whatever follows it.
+
+    >>> _tracker_binds(ClientConfig(listen=(("myhost.lan", 0), ("10.8.0.2", 0))))
+    ('0.0.0.0', '::')
     """
     hosts = (
         [host for host, _port in config.listen]
@@ -1158,10 +1164,12 @@ def _tracker_binds(config: ClientConfig) -> tuple[str | None, str | None]:
         else [config.tracker_bind]
     )
     firsts: dict[int, IPv4Address | IPv6Address] = {}  # IP version -> its first host
-    for host in hosts:
+    for index, host in enumerate(hosts):
         try:
             address = ip_address(host)
         except ValueError:  # a name: the system picks the source address
+            if index == 0:
+                return "0.0.0.0", "::"  # the first host speaks for both families
             continue
         firsts.setdefault(address.version, address)
     any_address = {4: "0.0.0.0", 6: "::"}
