@@ -304,7 +304,8 @@ async def test_socket_hostile_connections_stay_within_the_budget(
                     0,
                     1 << 20,
                     100 + offset,
-                    ack.seq_nr - 1,
+                    # Wrapped: a SYN-ACK numbered 0 (1 in 65,536) is acknowledged as 65535.
+                    ack.seq_nr - 1 & 0xFFFF,
                     payload=chunk,
                 )
                 utp.datagram_received(packet.encode(), HOSTILE)
