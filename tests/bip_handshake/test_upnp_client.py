@@ -1370,6 +1370,7 @@ _SSDP = [
 _ANSWERS = {kind: st.sampled_from(_answers_for(kind)) for kind in Kind}
 _DELETE_ANSWER = st.sampled_from(_DELETE_ANSWERS)
 _SSDP_ANSWER = st.sampled_from(_SSDP)
+_AT_ONCE = st.sampled_from((True,) * 7 + (False,))
 
 
 def _random_sequence(data: st.DataObject, *, concurrent: bool) -> None:
@@ -1378,13 +1379,16 @@ def _random_sequence(data: st.DataObject, *, concurrent: bool) -> None:
     one gateway in one go, the deadline never stuck in the past, one request in flight (per
     lane when ``concurrent``: the search's and each gateway's, a gateway never asked two
     things at once), a close's conflict check asked once per gateway and only its port
-    deleted after it, and every mapping removed exactly once, the close ending by itself.
+    deleted after it, a second close a no-op, and every mapping removed exactly once, the
+    close ending by itself or given up (abandon(): nothing asked after it).
 
     Requests handed out are reported later, in any order, while time passes and the caller
-    adds, removes, hears answers to the search or closes. A close abandons those out: their
-    reports still come (ignored), as a caller's exchanges racing the close would; they do
-    not count as in flight (the caller cancels them before it makes the close's requests,
-    as UpnpClient's docstring asks)."""
+    adds, removes, hears answers to the search, closes or (closing) abandons; serial, most
+    are reported at once, as a caller's one exchange ends before it asks again. A close
+    abandons those out: their reports still come (ignored), as a caller's exchanges racing
+    the close would; they do not count as in flight (the caller cancels them before it makes
+    the close's requests, as UpnpClient's docstring asks). The shell's abandon() after the
+    close's end ends the sequence, as it always does."""
     client = UpnpClient(
         concurrent=concurrent,
         gateway=data.draw(st.sampled_from((ROUTER, None))),
@@ -1398,6 +1402,7 @@ def _random_sequence(data: st.DataObject, *, concurrent: bool) -> None:
     out: list[UpnpRequest] = []  # handed out, not reported yet
     late: list[UpnpRequest] = []  # abandoned by the close, reported all the same
     closing = False
+    abandoned = False  # closing, the deletions were given up
     checked: dict[IPv4Address, int | None] = {}  # closing: each gateway's checked port
     ports = iter(range(6881, 7000))  # new mappings' internal ports
 
@@ -1410,6 +1415,7 @@ def _random_sequence(data: st.DataObject, *, concurrent: bool) -> None:
                 removed.append(event.mapping.mapping_id)
 
     def hand_out(request: UpnpRequest) -> None:
+        assert not abandoned, request  # nothing is asked once given up
         assert len(out) < (1 + UPNP_MAX_GATEWAYS if concurrent else 1), (request, out)
         searcher = (Kind.SEARCH, Kind.DESCRIBE)
         assert request.kind not in searcher or all(r.kind not in searcher for r in out)
@@ -1439,13 +1445,18 @@ def _random_sequence(data: st.DataObject, *, concurrent: bool) -> None:
 
     for port in range(data.draw(st.integers(0, 2))):
         added.append(client.add_mapping(TCP, 6000 + port, now))
-    for _ in range(data.draw(st.integers(5, 100))):
+    for _ in range(data.draw(st.integers(5, 160))):
         client.handle_timer(now)
         check_events()
         request = client.next_request(now)
         check_events()
         if request is not None:
             hand_out(request)
+            # Serial, most often at once: else each exchange would take a "report" step
+            # too, and an example would make fewer of them in as many steps.
+            if not concurrent and data.draw(_AT_ONCE):
+                report(out.pop())
+                check_events()
             continue  # and the next, if any: the caller asks until None
         deadline = client.next_deadline()
         assert deadline is None or deadline > now, (deadline, now)
@@ -1453,7 +1464,8 @@ def _random_sequence(data: st.DataObject, *, concurrent: bool) -> None:
         actions: tuple[str, ...] = ("report",) * 6 if out else ()
         actions += ("late",) if late else ()
         actions += ("ssdp",) * 4 if client.searching else ()
-        actions += ("tick", "tick", "add", "remove", "ssdp", "close")
+        actions += ("tick", "tick", "tick", "add", "remove", "ssdp", "close")
+        actions += ("abandon",) if closing and not abandoned else ()
         action = data.draw(st.sampled_from(actions))
         if action == "report":
             report(out.pop(data.draw(st.integers(0, len(out) - 1))))
@@ -1462,8 +1474,14 @@ def _random_sequence(data: st.DataObject, *, concurrent: bool) -> None:
         elif action == "tick":
             step = data.draw(st.sampled_from((0.0, 0.5, 100.0, 2000.0)))
             now = (now if deadline is None else max(now, deadline)) + step
-            if not out:
-                go.clear()  # the client was idle: any go has ended
+            # Time passed: a go whose ADD is not out has ended (a retry owed at once is
+            # asked before time passes, unless it waits behind another request: then its
+            # count restarts early, which only weakens the check).
+            asked = {
+                (r.url.host, r.mapping_id) for r in out if r.kind is Kind.ADD and r.url is not None
+            }
+            for key in [key for key in go if key not in asked]:
+                del go[key]
         elif action == "add" and not closing and len(added) < 4:
             protocol = data.draw(st.sampled_from((TCP, UDP)))
             added.append(client.add_mapping(protocol, next(ports), now))
@@ -1473,11 +1491,20 @@ def _random_sequence(data: st.DataObject, *, concurrent: bool) -> None:
         elif action == "ssdp":
             datagram, source = data.draw(_SSDP_ANSWER)
             client.ssdp_received(datagram, source, now)
-        elif action == "close" and not closing:
+        elif action == "close" and closing:
+            assert client.close(now) == ()  # closing twice does nothing
+        elif action == "close":
             client.close(now)
             closing = True
             late += out
             out.clear()
+        elif action == "abandon":
+            client.abandon()  # the close's time ran out
+            abandoned = True
+            late += out
+            out.clear()
+            check_events()
+            assert client.is_closed  # every mapping left dropped at once
         check_events()
     # Closing ends it all, within a bounded number of requests: the deletions certainly
     # owed, then a conflict check owed (asked once), then its port's if it is ours.
@@ -1499,6 +1526,9 @@ def _random_sequence(data: st.DataObject, *, concurrent: bool) -> None:
         raise AssertionError("the close does not end")  # pragma: no cover
     check_events()
     assert client.is_closed
+    client.abandon()  # as the shell always does once the close ends: nothing left to drop
+    assert client.next_request(now) is None
+    check_events()
     assert sorted(removed) == sorted(added)
 
 

@@ -240,23 +240,53 @@ class CallerError(Exception):
 async def test_an_exception_of_on_event_during_the_close_comes_out_as_itself(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    # Raised on the MappingRemoved the close's deletion brings, inside the close's nursery.
+    # Raised on the MappingRemoved the close's deletion brings, inside the close's nursery;
+    # its own cause kept (not dropped by the unwrapping).
     def on_event(event: PortMappingEvent) -> None:
         if isinstance(event, MappingRemoved):
-            raise CallerError("on_event")
+            try:
+                raise KeyError("why")
+            except KeyError as exc:
+                raise CallerError("on_event") from exc
 
     igd = FakeIgd()
     async with running_igd(igd) as address:
-        with pytest.raises(CallerError):
-            async with open_upnp_mapper(
-                [("tcp", 6881)],
-                ssdp_address=address,
-                bind_host="127.0.0.1",
-                gateway=None,
-                on_event=on_event,
-            ) as mapper:
-                await until(mapper, lambda: mapper.external_port("tcp", 6881) is not None)
+        with pytest.raises(CallerError) as info:
+            await map_and_close(address, on_event)
         assert igd.mappings == {}  # the deletion was made: the event came of its answer
+    assert isinstance(info.value.__cause__, KeyError)
+    assert info.value.__context__ is info.value.__cause__
+
+
+async def test_a_stop_iteration_of_on_event_during_the_close_is_python_s_runtime_error(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # on_event is called from coroutines (the dispatcher, the close): Python turns a
+    # StopIteration leaving one into RuntimeError, the StopIteration its cause (PEP 479).
+    stop = StopIteration("on_event")
+
+    def on_event(event: PortMappingEvent) -> None:
+        if isinstance(event, MappingRemoved):
+            raise stop
+
+    async with running_igd(FakeIgd()) as address:
+        with pytest.raises(RuntimeError, match="coroutine raised StopIteration") as info:
+            await map_and_close(address, on_event)
+    assert info.value.__cause__ is stop
+
+
+async def map_and_close(
+    address: tuple[str, int], on_event: Callable[[PortMappingEvent], None]
+) -> None:
+    """One mapping made on the IGD at ``address``, then the block's close."""
+    async with open_upnp_mapper(
+        [("tcp", 6881)],
+        ssdp_address=address,
+        bind_host="127.0.0.1",
+        gateway=None,
+        on_event=on_event,
+    ) as mapper:
+        await until(mapper, lambda: mapper.external_port("tcp", 6881) is not None)
 
 
 async def test_a_bug_in_a_request_task_comes_out_as_itself(
