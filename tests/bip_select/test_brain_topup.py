@@ -212,6 +212,32 @@ def test_a_verified_piece_asks_a_starved_peer_for_a_deadline_piece_it_now_makes(
     brain.check()
 
 
+def test_a_deadline_held_by_an_inner_streaming_layer_counts_for_the_top_up() -> None:
+    # As above, but the deadline is the given strategy's own, held by an inner Streaming
+    # layer the outer one does not see: the top-up still asks the starved "a" again.
+    geometry = TorrentGeometry(64, 32768)
+    config = QueueConfig(initial_queue=8, min_queue=8, max_queue=8)
+    inner = Streaming()
+    selection = Streaming(then=inner)
+    brain = SwarmBrain(geometry, rng=random.Random(1), selection=selection, queueing=config)
+    brain.handle(PeerJoined("a", fast=True), 0.0)
+    brain.handle(PeerBitfield("a", frozenset({10, 11})), 0.0)
+    brain.handle(PeerJoined("f", fast=True), 0.0)
+    brain.handle(PeerBitfield("f", frozenset({10, 11, 20})), 0.0)
+    brain.picker.set_rate("a", 16384.0)
+    brain.picker.set_rate("f", 10e6)
+    first = requests_to(brain.handle(PeerUnchokedUs("a"), 0.0), "a")
+    assert {block.piece for block in first} == {10, 11}
+    inner.set_deadline(20, 3.0)
+    assert selection.deadlines() == {}
+    assert brain.picker.has_deadlines()
+    assert requests_to(brain.handle(PeerHave("a", 20), 0.0), "a") == []  # too slow
+    actions = brain.handle(PieceVerified(10, good=True), 0.0)
+    assert cancels_to(actions, "a") == list(geometry.blocks(10))
+    assert requests_to(actions, "a") == list(geometry.blocks(20))
+    brain.check()
+
+
 def test_an_end_game_loser_is_not_topped_up_before_the_refill(picks: list[str]) -> None:
     """The loser of an end-game race waits for its next block or the refill, as before.
 

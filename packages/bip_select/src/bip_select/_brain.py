@@ -408,10 +408,15 @@ class SwarmBrain:
         return self.picker.strategy
 
     def deadlines(self) -> Mapping[int, float]:
-        """Every pending piece deadline (piece -> when): a copy, from the strategy's outermost
-        :class:`~bip_select.Streaming` layer."""
-        streaming = self._streaming()
-        return {} if streaming is None else streaming.deadlines()
+        """Every pending piece deadline (piece -> when): a copy, from every
+        :class:`~bip_select.Streaming` layer of the strategy. Where two layers hold one for
+        the same piece, the outermost layer's is given: the one the picker goes by
+        (:meth:`Streaming.deadline <bip_select.Streaming.deadline>` looks outside in)."""
+        found: dict[int, float] = {}
+        for streaming in streaming_layers(self.picker.strategy):
+            for piece, when in streaming.deadlines().items():
+                found.setdefault(piece, when)  # an outer layer's came first: it wins
+        return found
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` next has work (``None``: not before an input arrives).
@@ -670,7 +675,7 @@ class SwarmBrain:
                 if endgame is None:
                     endgame = picker.in_endgame()
                     # Any layer's deadline counts (the picker's own test: no dict copied).
-                    deadlines = picker._has_deadlines()
+                    deadlines = picker.has_deadlines()
                 if not deadlines and not (
                     endgame and picker.requests.num_outstanding(peer) < picker.endgame_depth
                 ):
@@ -1046,7 +1051,10 @@ class SwarmBrain:
         if event.piece_priorities is not None:
             picker.set_piece_priorities(event.piece_priorities)
         if event.deadlines is not None and streaming is not None:
-            streaming.clear_deadlines()
+            # They replace every earlier deadline, an inner layer's too; the new ones go to
+            # the outermost layer (whose deadlines win over an inner layer's anyway).
+            for layer in streaming_layers(picker.strategy):
+                layer.clear_deadlines()
             for piece, when in event.deadlines.items():
                 if not picker.requests.have(piece):
                     streaming.set_deadline(piece, when)
@@ -1074,15 +1082,17 @@ class SwarmBrain:
             if not callable(getattr(strategy, name, None)):
                 raise LocalProtocolError(f"{strategy!r} is not a piece selection strategy")
         old = self._streaming()
-        pending = old.deadlines() if old is not None else {}
+        pending = self.deadlines()  # every layer's
         self._own_streaming = None
         self.picker.strategy = strategy
         streaming = self._streaming()
         if pending:
+            own = self.deadlines()  # the new strategy's, an inner layer's too
             layer = self._ensure_streaming(now)
-            own = layer.deadlines()
             for piece, when in pending.items():
-                if piece not in own:  # the new strategy's own deadline wins
+                # The new strategy's own deadline wins (set on the outermost layer, a
+                # carried one would hide an inner layer's).
+                if piece not in own:
                     layer.set_deadline(piece, when)
         elif streaming is not None and old is None:
             self._set_rates(now)  # a Streaming strategy decides by rates from now on
@@ -1113,7 +1123,10 @@ class SwarmBrain:
         streaming = self._streaming()
         if streaming is None or streaming.deadline(piece) is None:
             return []
-        streaming.clear_deadline(piece)
+        # Cleared on every layer that holds it: the outermost one's hides an inner one's,
+        # which would make the piece urgent again.
+        for layer in streaming_layers(streaming):
+            layer.clear_deadline(piece)
         # The layer the brain added stays (its rates stay measured): a player clears and sets
         # deadlines one after the other, and each set would otherwise measure every peer.
         actions: list[Action] = []
@@ -1131,7 +1144,9 @@ class SwarmBrain:
         streaming = self._streaming()
         if streaming is None:
             return []
-        had = streaming.clear_deadlines()
+        had = False
+        for layer in streaming_layers(streaming):  # every layer's, inner ones too
+            had = layer.clear_deadlines() or had  # cleared first: no short cut
         own = self._own_streaming
         if own is not None:  # check(): then it is the picker's strategy
             self.picker.strategy = own.then  # no deadlines left: no rates to measure
@@ -1157,15 +1172,14 @@ class SwarmBrain:
             self._set_rate(peer, state, now)
 
     def _drop_stale_deadlines(self) -> None:
-        """Forget deadlines a given strategy brought for pieces had or outside the torrent."""
-        streaming = self._streaming()
-        if streaming is None:
-            return
+        """Forget deadlines a given strategy brought, in any of its
+        :class:`~bip_select.Streaming` layers, for pieces had or outside the torrent."""
         requests = self.picker.requests
         n = self.geometry.num_pieces
-        for piece in list(streaming.deadlines()):
-            if not 0 <= piece < n or requests.have(piece):
-                streaming.clear_deadline(piece)
+        for streaming in streaming_layers(self.picker.strategy):
+            for piece in streaming.deadlines():  # a copy: clearing is safe
+                if not 0 <= piece < n or requests.have(piece):
+                    streaming.clear_deadline(piece)
 
     def _entered_endgame(self) -> None:
         """End-game is on (every block left is requested): log it the first time."""
@@ -1184,6 +1198,7 @@ class SwarmBrain:
             _log.debug("end-game left: pieces to download became free again")
 
     def _streaming(self) -> Streaming | None:
+        """The strategy's outermost :class:`Streaming` layer (where the brain sets deadlines)."""
         return next(streaming_layers(self.picker.strategy), None)
 
     def check(self) -> None:

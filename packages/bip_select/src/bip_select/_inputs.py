@@ -313,8 +313,9 @@ class StrategyChanged(Input):
 
     Takes effect for the next request to any peer; requests already sent stay. The brain's
     pending piece deadlines carry over: into the new strategy's outermost
-    :class:`~bip_select.Streaming` layer (where that layer has its own deadline for a piece,
-    its own wins), or into a ``Streaming`` layer the brain puts around the new strategy.
+    :class:`~bip_select.Streaming` layer (where the new strategy has its own deadline for a
+    piece, in any of its layers, its own wins), or into a ``Streaming`` layer the brain puts
+    around the new strategy.
     Send :class:`PieceDeadlinesCleared` first to drop them. Every peer is offered requests
     again (a strategy may allow a peer pieces the old one kept from it).
 

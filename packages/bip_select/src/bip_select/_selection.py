@@ -52,7 +52,8 @@ API:
     ``lose_piece(piece)`` (a piece we had is gone: wanted again);
   - priorities: ``set_piece_priority``, ``set_piece_priorities``,
     ``set_file_priorities`` (0 = do not download, 1..7, 4 the default);
-  - ``in_endgame()``, ``is_complete()`` (every wanted piece is had).
+  - ``in_endgame()``, ``is_complete()`` (every wanted piece is had), ``has_deadlines()``
+    (any :class:`Streaming` layer of the strategy holds a deadline).
 """
 
 from __future__ import annotations
@@ -731,7 +732,7 @@ class PiecePicker:
         allowed: Collection[int] | None,
         picked: list[Block],
     ) -> None:
-        if not self._has_deadlines():
+        if not self.has_deadlines():
             return
         deadline = self.strategy.deadline
         requests = self.requests
@@ -765,7 +766,9 @@ class PiecePicker:
                     requests.request(peer, block, now, duplicate=True)
                     picked.append(block)
 
-    def _has_deadlines(self) -> bool:
+    def has_deadlines(self) -> bool:
+        """Whether any :class:`Streaming` layer of the strategy holds a deadline (inner
+        layers included; nothing copied)."""
         return any(streaming._deadlines for streaming in streaming_layers(self.strategy))
 
     def _arrival(self, peer: PeerKey, block: Block) -> float:
