@@ -7,7 +7,10 @@ threads):
    *trusted* (listed in resume data and touching only files that are unchanged
    since), *to hash* (every piece whose files are all there and long enough, and
    that resume data does not settle), and *missing* (a file is absent or too short
-   for it: it cannot be good, so it is never read). The work is done per file with
+   for it: it cannot be good, so it is never read). A piece made only of pad bytes
+   (BEP 47) touches no stored file: its bytes are zeros fixed by the torrent, so it
+   is hashed (with no read) unless resume data lists it, and is good or bad by its
+   hash like any other (else nothing would ever settle it). The work is done per file with
    ``bytearray`` slices, not per piece, so a torrent of two million pieces is
    planned in milliseconds.
 2. :func:`check_pieces` reads and verifies a batch of pieces. A piece whose file
@@ -44,7 +47,8 @@ class CheckPlan:
 
     Attributes:
         trusted: pieces resume data vouches for, good without reading.
-        to_hash: pieces to read and hash, in order.
+        to_hash: pieces to read and hash, in order (a piece of pad bytes only is
+            hashed without reading anything).
         stats: each file's stat now (by index of ``Info.files``; None when missing,
             for pad files and for links).
         changed_files: files that differ from the resume data (all stored files
@@ -97,11 +101,14 @@ def plan_check(
     possible = bytearray(b"\x01") * num_pieces
     changed = bytearray(num_pieces)  # touches a file that changed since the resume data
     racy = bytearray(num_pieces)  # touches a file that may have changed unseen
+    # Pieces holding bytes of some stored file; the others are pad bytes only.
+    stored = bytearray(num_pieces)
     changed_files = set()
     for file in layout.stored_files:
         if file.length == 0:
             continue
         pieces = layout.file_pieces(file.index)
+        stored[pieces.start : pieces.stop] = b"\x01" * len(pieces)
         stat = stats[file.index]
         size = 0 if stat is None else stat.size
         cut = pieces_cut_short(layout, file, size)
@@ -117,7 +124,15 @@ def plan_check(
     for piece in range(num_pieces):
         if not possible[piece]:
             continue
-        if changed[piece]:
+        if not stored[piece]:
+            # Pad bytes only: nothing on disk can change them, so resume data that had
+            # the piece still holds; without it the zeros are hashed (read_piece reads
+            # no file for them), which also tells a torrent whose hash is not of zeros.
+            if piece in have:
+                trusted.add(piece)
+            else:
+                to_hash.append(piece)
+        elif changed[piece]:
             to_hash.append(piece)
         elif piece in have:
             trusted.add(piece)

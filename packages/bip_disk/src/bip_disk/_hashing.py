@@ -125,6 +125,10 @@ class PieceVerifier:
     def v2_target(self, index: int) -> V2Target | None:
         """What piece ``index``'s file data must hash to in v2, or None for v1-only checks.
 
+        None too for a piece of pad bytes only: a hybrid torrent's v1 list may hold
+        a whole piece of padding, which no v2 file tree covers (pads are not in it),
+        so its v1 hash alone settles it.
+
         Raises:
             IndexError: there is no such piece.
         """
@@ -144,7 +148,7 @@ class PieceVerifier:
             layer = self._layers[entry.pieces_root]
             start = in_file * HASH_SIZE
             return V2Target(length, layer[start : start + HASH_SIZE], whole_file=False)
-        return None  # pragma: no cover - a v2 piece always holds some file's bytes
+        return None  # pad bytes only (hybrid): v2 has no hash for them
 
     def piece_size(self, index: int) -> int:
         """The size of piece ``index`` in the v1 view (pad bytes included).

@@ -1,0 +1,243 @@
+"""A piece made only of pad bytes (BEP 47) is checked, and downloaded, like any other.
+
+Such a piece touches no stored file: its bytes are zeros the torrent itself fixes.
+The check hashes it without reading anything (trusting resume data that had it),
+and reports it good or bad by its hash; a peer's blocks of it settle it with
+nothing written. The layout is a reviewer's hand-made v1 torrent: ``a`` (one
+piece), a pad file of one whole piece, then ``b`` (1000 bytes); and the same as a
+hybrid torrent, whose v2 file tree holds no pads (SHA-1 alone settles the piece).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from bip_bencode import encode
+from bip_disk._check import check_pieces, plan_check, stat_files
+from bip_disk._events import CheckFinished, DiskEvent, PieceVerified
+from bip_disk._filesystem import FileSystem
+from bip_disk._hashing import PieceVerifier
+from bip_disk._layout import StorageLayout
+from bip_disk._manager import DiskManager, open_disk_manager
+from bip_disk._memory import MemoryFileSystem
+from bip_disk._native import NativeFileSystem
+from bip_disk._resume import RACY_WINDOW_NS, ResumeData
+from bip_metainfo import Metainfo, pieces_root
+
+PIECE = 16384
+_RNG = random.Random(1)
+A = _RNG.randbytes(PIECE)
+B = _RNG.randbytes(1000)
+PAD_PATH = "album/.pad/16384"
+
+
+def _torrent(*, pad_hash: bytes | None = None, hybrid: bool = False) -> Metainfo:
+    """The reviewer's layout; ``pad_hash`` replaces the pad-only piece's SHA-1."""
+    space = A + bytes(PIECE) + B
+    hashes = [hashlib.sha1(space[i : i + PIECE]).digest() for i in range(0, len(space), PIECE)]
+    if pad_hash is not None:
+        hashes[1] = pad_hash
+    info: dict[str, Any] = {
+        "name": "album",
+        "piece length": PIECE,
+        "pieces": b"".join(hashes),
+        "files": [
+            {"length": PIECE, "path": ["a"]},
+            {"length": PIECE, "path": [".pad", str(PIECE)], "attr": "p"},
+            {"length": len(B), "path": ["b"]},
+        ],
+    }
+    if hybrid:
+        info["meta version"] = 2
+        info["file tree"] = {
+            "a": {"": {"length": PIECE, "pieces root": pieces_root(A)}},
+            "b": {"": {"length": len(B), "pieces root": pieces_root(B)}},
+        }
+    return Metainfo.from_bytes(encode({"info": info}))
+
+
+GOOD = _torrent()
+BAD = _torrent(pad_hash=bytes(20))
+
+
+def _with_data(fs: FileSystem) -> FileSystem:
+    fs.write("album/a", 0, A)
+    fs.write("album/b", 0, B)
+    return fs
+
+
+def _fs(kind: str, tmp_path: Path) -> FileSystem:
+    return MemoryFileSystem() if kind == "memory" else NativeFileSystem(tmp_path / "store")
+
+
+class _CountingFileSystem(MemoryFileSystem):
+    """A MemoryFileSystem that counts reads of each path."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: dict[str, int] = {}
+
+    def read(self, path: str, offset: int, length: int) -> bytes:
+        self.reads[path] = self.reads.get(path, 0) + 1
+        return super().read(path, offset, length)
+
+
+# -- planning and hashing (sans-IO) ------------------------------------------------------
+
+
+def test_the_layout_has_a_piece_of_pad_bytes_only() -> None:
+    layout = StorageLayout.from_info(GOOD.info)
+    assert GOOD.info.num_pieces == 3
+    assert [span.is_pad for span in layout.spans(1)] == [True]
+    assert [layout.file_pieces(file.index) for file in layout.stored_files] == [
+        range(1),
+        range(2, 3),
+    ]
+
+
+def test_the_check_hashes_the_pad_only_piece_without_reading() -> None:
+    fs = _CountingFileSystem()
+    _with_data(fs)
+    layout = StorageLayout.from_info(GOOD.info)
+    plan = plan_check(fs, layout, None)
+    assert plan.to_hash == (0, 1, 2)
+    assert check_pieces(fs, layout, PieceVerifier(GOOD.info), [1]) == [True]
+    assert fs.reads == {}  # zeros, from no file
+    assert check_pieces(fs, layout, PieceVerifier(GOOD.info), plan.to_hash) == [True] * 3
+
+
+def test_with_no_file_there_only_the_pad_only_piece_is_hashed_and_good() -> None:
+    fs = MemoryFileSystem()
+    layout = StorageLayout.from_info(GOOD.info)
+    plan = plan_check(fs, layout, None)
+    assert plan.to_hash == (1,)
+    assert check_pieces(fs, layout, PieceVerifier(GOOD.info), plan.to_hash) == [True]
+
+
+def test_a_pad_only_piece_whose_hash_is_not_of_zeros_is_bad() -> None:
+    fs = _with_data(MemoryFileSystem())
+    layout = StorageLayout.from_info(BAD.info)
+    plan = plan_check(fs, layout, None)
+    assert check_pieces(fs, layout, PieceVerifier(BAD.info), plan.to_hash) == [True, False, True]
+
+
+def _resume(fs: FileSystem, layout: StorageLayout, have: set[int]) -> ResumeData:
+    stats = stat_files(fs, layout)
+    saved = max(stat.mtime_ns for stat in stats if stat is not None) + 10 * RACY_WINDOW_NS
+    return ResumeData(GOOD.info.info_hash, 3, frozenset(have), stats, saved)
+
+
+def test_resume_data_that_had_the_pad_only_piece_is_trusted_else_it_is_hashed() -> None:
+    fs = _with_data(MemoryFileSystem())
+    layout = StorageLayout.from_info(GOOD.info)
+    plan = plan_check(fs, layout, _resume(fs, layout, {0, 1, 2}))
+    assert plan.trusted == {0, 1, 2}
+    assert plan.to_hash == ()
+    # Resume data made before the pad-only piece was had (by an older version): the
+    # files are unchanged, yet the piece is hashed, not left missing for ever.
+    plan = plan_check(fs, layout, _resume(fs, layout, {0, 2}))
+    assert plan.trusted == {0, 2}
+    assert plan.to_hash == (1,)
+
+
+def test_hybrid_the_pad_only_piece_is_settled_by_its_v1_hash() -> None:
+    hybrid = _torrent(hybrid=True)
+    assert hybrid.info.is_hybrid
+    verifier = PieceVerifier(hybrid.info)
+    assert verifier.checks_v2
+    assert verifier.v2_target(1) is None  # pads are not in the v2 file tree
+    fs = _with_data(MemoryFileSystem())
+    layout = StorageLayout.from_info(hybrid.info)
+    plan = plan_check(fs, layout, None)
+    assert check_pieces(fs, layout, verifier, plan.to_hash) == [True] * 3
+    assert verifier.verify(1, b"\x01" + bytes(PIECE - 1)) is False
+
+
+# -- through the DiskManager -------------------------------------------------------------
+
+
+async def _check_finished(disk: DiskManager) -> CheckFinished:
+    with trio.fail_after(10):
+        async for event in disk.events():
+            if isinstance(event, CheckFinished):
+                return event
+    raise AssertionError("the event stream ended")
+
+
+async def _verdict(disk: DiskManager) -> PieceVerified:
+    seen: list[DiskEvent] = []
+    with trio.fail_after(10):
+        async for event in disk.events():
+            seen.append(event)
+            if isinstance(event, PieceVerified):
+                return event
+    raise AssertionError(f"the event stream ended after {seen}")
+
+
+@pytest.mark.parametrize("kind", ["memory", "native"])
+async def test_the_reviewers_torrent_checks_complete(tmp_path: Path, kind: str) -> None:
+    fs = _with_data(_fs(kind, tmp_path))
+    async with open_disk_manager() as disk:
+        torrent = await disk.add_torrent(GOOD, fs)
+        finished = await _check_finished(disk)
+        assert (finished.good, finished.checked) == (3, 3)
+        assert disk.have(torrent) == {0, 1, 2}
+        assert await disk.read_block(torrent, 1, 0, PIECE) == bytes(PIECE)
+        resume = await disk.save_resume_data(torrent)
+    assert fs.size(PAD_PATH) is None  # pads are never written
+    async with open_disk_manager() as disk:
+        torrent = await disk.add_torrent(GOOD, fs, resume_data=resume)
+        finished = await _check_finished(disk)
+        assert (finished.good, finished.checked, finished.resumed) == (3, 0, True)
+    fs.close()
+
+
+@pytest.mark.parametrize("kind", ["memory", "native"])
+async def test_a_wrong_hash_for_the_pad_only_piece_is_reported_bad(
+    tmp_path: Path, kind: str
+) -> None:
+    fs = _with_data(_fs(kind, tmp_path))
+    async with open_disk_manager() as disk:
+        torrent = await disk.add_torrent(BAD, fs)
+        finished = await _check_finished(disk)
+        assert (finished.good, finished.checked) == (2, 3)
+        assert disk.have(torrent) == {0, 2}
+    fs.close()
+
+
+@pytest.mark.parametrize("kind", ["memory", "native"])
+async def test_a_peers_zeros_for_the_pad_only_piece_are_verified_and_not_written(
+    tmp_path: Path, kind: str
+) -> None:
+    fs = _fs(kind, tmp_path)
+    async with open_disk_manager() as disk:
+        # Without a check nothing is had: the piece must come from a peer.
+        torrent = await disk.add_torrent(GOOD, fs, check=False)
+        await disk.wait_checked(torrent)
+        assert disk.have(torrent) == frozenset()
+        assert await disk.write_block(torrent, 1, 0, bytes(PIECE)) is True
+        assert await _verdict(disk) == PieceVerified(torrent, 1, good=True)
+        assert disk.have(torrent) == {1}
+        assert await disk.write_block(torrent, 1, 0, bytes(PIECE)) is False  # had already
+        await disk.wait_idle(torrent)
+        assert fs.size(PAD_PATH) is None
+        assert fs.size("album/a") is None  # nothing written
+        assert fs.size("album/b") is None
+    fs.close()
+
+
+async def test_a_peers_blocks_cannot_fix_a_wrong_pad_only_piece_hash() -> None:
+    fs = MemoryFileSystem()
+    async with open_disk_manager() as disk:
+        torrent = await disk.add_torrent(BAD, fs, check=False)
+        await disk.wait_checked(torrent)
+        # Whatever the peer sends for pad bytes, they are zeros, which do not match.
+        await disk.write_block(torrent, 1, 0, b"\xee" * PIECE)
+        assert await _verdict(disk) == PieceVerified(torrent, 1, good=False)
+        assert disk.have(torrent) == frozenset()
