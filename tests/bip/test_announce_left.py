@@ -1,13 +1,17 @@
 """The ``left`` a torrent announces is BEP 3's "bytes this peer still has to download" over
 the whole torrent, whatever files are selected (libtorrent's ``bytes_left()``): a finished
 partial download is no seed to its trackers nor in the DHT (BEP 33), and ``left`` is 0 only
-once every piece is verified. The progress shown stays about the selection."""
+once every piece is verified. The progress shown stays about the selection. ``completed`` is
+announced once, when the torrent becomes a seed (libtorrent's finished() calls completed()
+only ``if (is_seed())``): not when a partial download finishes."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import trio
+from _discovery_target import NullSink
 from _engine_helpers import (
     address_of,
     loopback_config,
@@ -19,13 +23,26 @@ from _engine_helpers import (
 from _http_tracker_server import MiniTracker, http_server, query_of
 
 from bip._client import TorrentOptions, open_session
-from bip._client._discovery import _DhtPlan
+from bip._client import _discovery as discovery
+from bip._client._discovery import TrackerAnnouncer, _DhtPlan
+from bip._client._http_tracker import HttpTrackerClient
+from bip_handshake import PeerId
 from bip_metainfo import InfoHash, MagnetLink, Metainfo, create_torrent
+from bip_utracker import open_tracker_client
 
 # Odd sizes: in a hybrid torrent each file but the last is padded to a piece boundary (the
 # pad bytes are never part of ``left``).
 SIZES = (100_001, 70_003, 40_005)
 DEADLINE = 20.0
+# Seconds between two looks at ``left`` while a complete selection is not every piece: short
+# here, so that a test waits for no real second.
+RECHECK = 0.01
+PEER_ID = PeerId(b"-BP0001-completed001")
+
+
+@pytest.fixture(autouse=True)
+def quick_recheck(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(discovery, "_SEED_RECHECK", RECHECK)
 
 
 def lacking(torrent: Metainfo, selected: int) -> int:
@@ -38,6 +55,11 @@ def announced(requests: list[bytes], event: bytes) -> list[int]:
     """The ``left`` of every announce of ``event`` the tracker heard."""
     queries = [query_of(request) for request in requests]
     return [int(q["left"]) for q in queries if q.get("event") == event]
+
+
+def events(requests: list[bytes]) -> list[bytes | None]:
+    """The ``event`` of every announce the tracker heard (None for a regular one)."""
+    return [query_of(request).get("event") for request in requests]
 
 
 async def test_a_finished_partial_download_is_no_seed(tmp_path: Path) -> None:
@@ -71,11 +93,14 @@ async def test_a_finished_partial_download_is_no_seed(tmp_path: Path) -> None:
                     ),
                 )
                 await download.wait_complete()
-                # "completed" (it downloaded what it wanted) still says what the torrent lacks.
-                await until(lambda: len(announced(server.requests, b"completed")) == 2)
                 missing = lacking(torrent, 0)
-                assert announced(server.requests, b"completed") == [missing, missing]
-                assert tracker.counts(v1) == (1, 1)  # a leecher, not a second seeder
+                # Both swarms' "started" said what the torrent lacks: a leecher, not a second
+                # seeder.
+                await until(lambda: tracker.counts(v1) == (1, 1))
+                # No "completed" for it: the torrent is no seed (libtorrent sends it only
+                # then), whatever the selection says; the old announcer sent it at once.
+                await trio.sleep(20 * RECHECK)
+                assert announced(server.requests, b"completed") == []
                 assert download.transfer()[2] == missing
                 assert not _DhtPlan.of(download).seed  # nor a seed in the DHT (BEP 33)
                 # The progress shown is the selection's.
@@ -87,6 +112,10 @@ async def test_a_finished_partial_download_is_no_seed(tmp_path: Path) -> None:
                 await download.wait_complete()
                 assert download.transfer()[2] == 0
                 assert _DhtPlan.of(download).seed
+                # Now it is a seed: "completed" in each swarm, once, saying so.
+                await until(lambda: len(announced(server.requests, b"completed")) == 2)
+                assert announced(server.requests, b"completed") == [0, 0]
+                await until(lambda: tracker.counts(v1) == (2, 0))
 
 
 async def test_left_between_the_metadata_and_the_check(tmp_path: Path) -> None:
@@ -118,7 +147,7 @@ async def test_left_between_the_metadata_and_the_check(tmp_path: Path) -> None:
 
 
 class Target:
-    """A DiscoveryTarget whose ``left`` the test sets."""
+    """A DiscoveryTarget whose ``left`` (and ``downloaded``) the test sets."""
 
     def __init__(self, left: int) -> None:
         self.info_hash = InfoHash(v1=bytes(20))
@@ -127,9 +156,53 @@ class Target:
         self.completed = trio.Event()
         self.ready = trio.Event()
         self.left = left
+        self.downloaded = 0
 
     def transfer(self) -> tuple[int, int, int]:
-        return (0, 0, self.left)
+        return (0, self.downloaded, self.left)
+
+
+async def test_completed_once_when_every_piece_is_verified() -> None:
+    # A partial selection complete from the start: no seed, so trackers may hear "completed"
+    # later, once the rest came.
+    target = Target(left=5)
+    target.completed.set()
+    target.ready.set()
+    with trio.fail_after(DEADLINE):
+        async with (
+            http_server(MiniTracker()) as server,
+            open_tracker_client(bind_v4="127.0.0.1", bind_v6=None) as udp,
+        ):
+            announcer = TrackerAnnouncer(
+                udp,
+                [server.url],
+                peer_id=PEER_ID,
+                http_client=HttpTrackerClient(),
+            )
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(announcer.run, target, NullSink())
+                await until(lambda: events(server.requests) == [b"started"])
+                # Downloaded, selection complete, a piece still missing: no snatch yet.
+                target.downloaded = 1000
+                await trio.sleep(20 * RECHECK)
+                assert events(server.requests) == [b"started"]
+                # A grown selection: downloading again, then every piece is here.
+                target.completed = trio.Event()
+                target.left = 4
+                await trio.sleep(5 * RECHECK)
+                target.left = 0
+                target.completed.set()
+                await until(lambda: b"completed" in events(server.requests))
+                assert announced(server.requests, b"completed") == [0]
+                # A piece lost (a failed read, a recheck) and got back: no second one.
+                target.completed = trio.Event()
+                target.left = 3
+                await trio.sleep(5 * RECHECK)
+                target.left = 0
+                target.completed.set()
+                await trio.sleep(20 * RECHECK)
+                nursery.cancel_scope.cancel()
+    assert events(server.requests) == [b"started", b"completed", b"stopped"]
 
 
 async def test_the_dht_seed_flag_wants_every_piece() -> None:

@@ -76,6 +76,9 @@ TRACKER_MAX_INTERVAL: Final = DEFAULT_MAX_ANNOUNCE_INTERVAL
 _TRACKER_RETRY: Final = 15.0  # first wait after a failed announce, doubled up to the max
 _ANNOUNCE_TIMEOUT: Final = 60.0  # bip_utracker retransmits for hours (BEP 15): cut it short
 _STOPPED_TIMEOUT: Final = 2.0  # the goodbye announce must not hold up an exit
+_SEED_RECHECK: Final = 1.0
+"""Seconds between two looks at ``left`` while a finished partial download waits to become a
+seed before it announces ``completed`` (libtorrent announces it at once: a second is close)."""
 # Answers whose peer names wait for the resolver at most; one more is dropped (at DEBUG): the
 # tracker names them again at its next announce.
 _NAME_BATCHES: Final = 8
@@ -153,13 +156,14 @@ class TrackerAnnouncer:
     One bip_utracker :class:`~bip_utracker.Announcer` per tracker and swarm does the work
     (started, regular, completed and stopped announces, retries), whatever the transport;
     this adds what the engine knows: when to start (once the data is checked), when a download
-    finished here, every tier at once (as libtorrent's ``announce_to_all_tiers``), and an INFO
-    record per failure. ``udp://`` URLs go to ``client``, ``http://`` and ``https://`` ones to
-    ``http_client``; trackers of other schemes (``wss://``...), or of a scheme whose client is
-    missing, are skipped with a warning. The peers an HTTP tracker names by DNS name go to the
-    sink once resolved (:func:`resolve_peer_names`): one answer's names at a time, a few
-    lookups at once, each cut short after a few seconds; the numeric peers of the same answer
-    went to the sink already.
+    here made the torrent a seed (``completed``, once: when every piece is verified, not when
+    a partial selection finished, as libtorrent), every tier at once (as libtorrent's
+    ``announce_to_all_tiers``), and an INFO record per failure. ``udp://`` URLs go to
+    ``client``, ``http://`` and ``https://`` ones to ``http_client``; trackers of other schemes
+    (``wss://``...), or of a scheme whose client is missing, are skipped with a warning. The
+    peers an HTTP tracker names by DNS name go to the sink once resolved
+    (:func:`resolve_peer_names`): one answer's names at a time, a few lookups at once, each cut
+    short after a few seconds; the numeric peers of the same answer went to the sink already.
 
     Args:
         client: the session's UDP tracker client.
@@ -224,8 +228,8 @@ class TrackerAnnouncer:
         # Trackers hear of us once we know what we have (libtorrent also announces after the
         # check), or at once for a magnet link: it needs peers for its metadata.
         await target.ready.wait()
-        # A torrent complete from the start is a seed: it never announces "completed".
-        seed = target.completed.is_set()
+        # A seed from the start (every piece verified) never announces "completed".
+        seed = target.transfer()[2] == 0
         self._announcers = []
         names_in, names_out = trio.open_memory_channel[_NameBatch](_NAME_BATCHES)
 
@@ -254,12 +258,26 @@ class TrackerAnnouncer:
             for announcer in self._announcers:
                 nursery.start_soon(announcer.run)
             if not seed:
-                await target.completed.wait()
+                await self._until_seed(target)
                 # "completed" is for a download that finished here, not for data a magnet
                 # link's check found whole.
                 if target.transfer()[1] > 0:
                     for announcer in self._announcers:
                         announcer.mark_completed()
+
+    @staticmethod
+    async def _until_seed(target: DiscoveryTarget) -> None:
+        """Return once every piece is verified (``left`` 0), as libtorrent's finished()
+        calls completed() only ``if (is_seed())``: a finished partial download is no snatch
+        to a tracker, and one that goes on to every file is, once. Waits on the selection's
+        completion, then looks every :data:`_SEED_RECHECK` seconds while a complete selection
+        leaves pieces out (only a new selection can change that; the target has no event
+        for it)."""
+        while True:
+            await target.completed.wait()  # read anew: a grown selection replaces the event
+            if target.transfer()[2] == 0:
+                return
+            await trio.sleep(_SEED_RECHECK)
 
     def _drop_names(self, status: AnnouncerStatus) -> None:
         """Drop a fresh HTTP answer's peer names, unresolved: the first time with a warning
