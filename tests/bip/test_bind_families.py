@@ -10,65 +10,29 @@ configured address is proved in tests/bip_handshake/test_dialer_local_families.p
 
 from __future__ import annotations
 
-import functools
-import socket
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from ipaddress import ip_address
-
 import pytest
 import trio
 from _engine_helpers import loopback_config
-from tests._resolvers import has_ipv6_loopback
+from tests._loopbacks import OTHER_LOOPBACK, recording_listener, require_loopbacks, wait_until
 from tests._socks_server import serve_socks5
 
 from bip._client import open_session
-from bip_handshake import PeerAddress, SocksDialer, UtpConfig, open_utp_socket
+from bip_handshake import SocksDialer, UtpConfig, open_utp_socket
 
-OTHER_LOOPBACK = "127.0.0.2"
 DEADLINE = 10.0
 BOTH_ORDERS = pytest.mark.parametrize("reverse", [False, True], ids=["v4-first", "v6-first"])
 
 
 @pytest.fixture(autouse=True)
 def _loopbacks() -> None:
-    """Skip where 127.0.0.2 or ::1 is not an address of this host (macOS has 127.0.0.1
-    alone; containers often have no IPv6)."""
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.bind((OTHER_LOOPBACK, 0))
-    except OSError:
-        pytest.skip("127.0.0.2 cannot be bound on this host")
-    if not has_ipv6_loopback():
-        pytest.skip("no IPv6 loopback (::1) on this host")
+    """Skip where 127.0.0.2 or ::1 is not an address of this host."""
+    require_loopbacks(OTHER_LOOPBACK, "::1")
 
 
 def listen(reverse: bool, *extra: str) -> tuple[tuple[str, int], ...]:
     """127.0.0.2 and ::1 (``reverse``: ::1 first), then ``extra`` hosts; any ports."""
     hosts = ("::1", OTHER_LOOPBACK) if reverse else (OTHER_LOOPBACK, "::1")
     return tuple((host, 0) for host in (*hosts, *extra))
-
-
-@asynccontextmanager
-async def recording_listener(host: str) -> AsyncIterator[tuple[PeerAddress, list[str]]]:
-    """A TCP listener on ``host`` that notes the host of each connection and closes it: its
-    address and the hosts seen, in order."""
-    seen: list[str] = []
-
-    async def note(stream: trio.SocketStream) -> None:
-        seen.append(str(stream.socket.getpeername()[0]))
-        await stream.aclose()
-
-    async with trio.open_nursery() as nursery:
-        [listener] = await nursery.start(functools.partial(trio.serve_tcp, host=host), note, 0)
-        yield PeerAddress(ip_address(host), listener.socket.getsockname()[1]), seen
-        nursery.cancel_scope.cancel()
-
-
-async def wait_until(done: Callable[[], object]) -> None:
-    """Poll ``done()`` until true, bounded by the caller's deadline."""
-    while not done():
-        await trio.sleep(0.005)
 
 
 @BOTH_ORDERS

@@ -10,16 +10,11 @@ IPv6 loopback address (the session tests skip without it)."""
 from __future__ import annotations
 
 import argparse
-import functools
-import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from ipaddress import ip_address
 from pathlib import Path
 
 import pytest
 import trio
-from tests._resolvers import has_ipv6_loopback
+from tests._loopbacks import OTHER_LOOPBACK, recording_listener, require_loopbacks, wait_until
 from tests._socks_server import serve_socks5
 
 from bip._cmd_download import (
@@ -29,9 +24,7 @@ from bip._cmd_download import (
     open_session_with_dht,
 )
 from bip._errors import CLIError
-from bip_handshake import PeerAddress
 
-OTHER_LOOPBACK = "127.0.0.2"
 DEADLINE = 10.0
 
 
@@ -46,18 +39,6 @@ def session_args(*options: str) -> argparse.Namespace:
     return parser().parse_args(
         ["--no-trackers", "--natpmp-announce-address", "off", "--port", "0", *options]
     )
-
-
-def require_loopbacks() -> None:
-    """Skip where 127.0.0.2 or ::1 is not an address of this host (macOS has 127.0.0.1
-    alone; containers often have no IPv6)."""
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.bind((OTHER_LOOPBACK, 0))
-    except OSError:
-        pytest.skip("127.0.0.2 cannot be bound on this host")
-    if not has_ipv6_loopback():
-        pytest.skip("no IPv6 loopback (::1) on this host")
 
 
 # -- parsing -----------------------------------------------------------------------------
@@ -110,25 +91,10 @@ def test_the_help_says_bind_may_be_repeated() -> None:
 # -- a session -------------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def recording_listener(host: str) -> AsyncIterator[tuple[PeerAddress, list[str]]]:
-    """A TCP listener on ``host`` that notes the host of each connection and closes it."""
-    seen: list[str] = []
-
-    async def note(stream: trio.SocketStream) -> None:
-        seen.append(str(stream.socket.getpeername()[0]))
-        await stream.aclose()
-
-    async with trio.open_nursery() as nursery:
-        [listener] = await nursery.start(functools.partial(trio.serve_tcp, host=host), note, 0)
-        yield PeerAddress(ip_address(host), listener.socket.getsockname()[1]), seen
-        nursery.cancel_scope.cancel()
-
-
 async def test_a_session_bound_twice_listens_on_both_and_dials_from_each(
     tmp_path: Path,
 ) -> None:
-    require_loopbacks()
+    require_loopbacks(OTHER_LOOPBACK, "::1")
     args = session_args("--bind", OTHER_LOOPBACK, "--bind", "::1")
     with trio.fail_after(DEADLINE):
         async with (
@@ -148,8 +114,7 @@ async def test_a_session_bound_twice_listens_on_both_and_dials_from_each(
             for peer in (peer4, peer6):
                 stream = await dialer(peer)
                 await stream.aclose()
-            while not (seen4 and seen6):  # bounded by the deadline
-                await trio.sleep(0.005)
+            await wait_until(lambda: seen4 and seen6)
     assert seen4 == [OTHER_LOOPBACK]
     assert seen6 == ["::1"]
 
@@ -162,7 +127,7 @@ async def test_a_proxied_dht_binds_the_address_of_the_proxys_family(
 ) -> None:
     # Through an IPv4 proxy the DHT's one socket (its relay's) is on 127.0.0.2, whichever
     # --bind comes first: an IPv6 one would never reach the proxy.
-    require_loopbacks()
+    require_loopbacks(OTHER_LOOPBACK, "::1")
     with trio.fail_after(DEADLINE):
         async with serve_socks5() as proxy:
             args = session_args("--bind", order[0], "--bind", order[1], "--proxy", proxy.url())

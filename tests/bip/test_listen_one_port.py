@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 import trio
 from _engine_helpers import loopback_config
-from tests._resolvers import has_ipv6_loopback
+from tests._loopbacks import free_port, require_loopbacks
 
 from bip._client import open_session
 from bip._cmd_download import add_session_arguments, config_from_args, listen_ports_text
@@ -33,14 +33,8 @@ OpenListeners = Callable[..., Awaitable[list[trio.SocketListener]]]
 
 @pytest.fixture(autouse=True)
 def _loopbacks() -> None:
-    """Skip where 127.0.0.2 or 127.0.0.3 is not an address of this host (macOS has
-    127.0.0.1 alone)."""
-    for host in (FIRST, SECOND):
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-                probe.bind((host, 0))
-        except OSError:
-            pytest.skip(f"{host} cannot be bound on this host")
+    """Skip where 127.0.0.2 or 127.0.0.3 is not an address of this host."""
+    require_loopbacks(FIRST, SECOND)
 
 
 def port_of(listener: trio.SocketListener) -> int:
@@ -61,19 +55,9 @@ def blocker(host: str, port: int) -> socket.socket:
     return sock
 
 
-def free_port(host: str) -> int:
-    """A port free on ``host`` a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        port = probe.getsockname()[1]
-        assert isinstance(port, int)
-        return port
-
-
 @pytest.mark.parametrize("second", [SECOND, "::1"], ids=["ipv4", "ipv6"])
 async def test_port_0_on_two_binds_listens_on_one_port_that_accepts_on_each(second: str) -> None:
-    if second == "::1" and not has_ipv6_loopback():
-        pytest.skip("no IPv6 loopback (::1) on this host")
+    require_loopbacks(second)
     parser = argparse.ArgumentParser()
     add_session_arguments(parser)
     options = ("--port", "0", "--bind", FIRST, "--bind", second)

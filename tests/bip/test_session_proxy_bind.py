@@ -7,13 +7,13 @@ control connections left from 127.0.0.1, and no datagram went through."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
 import trio
 from _engine_helpers import LOOPBACK, loopback_config, make_torrent, same_files, write_content
 from _http_tracker_server import MiniTracker, http_server
+from tests._loopbacks import OTHER_LOOPBACK, require_loopbacks
 from tests._socks_server import serve_socks5
 
 from bip._client import TorrentOptions, open_session
@@ -22,18 +22,13 @@ from bip_handshake import PeerId, SocksDialer
 from bip_handshake._socks_shell import ProxyConfig
 from bip_utracker import serve_tracker
 
-OTHER_LOOPBACK = "127.0.0.2"
 DEADLINE = 15.0
 
 
 @pytest.fixture(autouse=True)
 def _other_loopback() -> None:
     """Skip where 127.0.0.2 is not an address of this host (macOS has 127.0.0.1 alone)."""
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.bind((OTHER_LOOPBACK, 0))
-    except OSError:
-        pytest.skip("127.0.0.2 cannot be bound on this host")
+    require_loopbacks(OTHER_LOOPBACK)
 
 
 async def test_a_bound_leecher_reaches_the_udp_tracker_and_the_seed_through_the_relay(

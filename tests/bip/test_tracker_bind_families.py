@@ -26,7 +26,8 @@ import trio
 from _engine_helpers import loopback_config
 from _http_file_server import self_signed
 from _http_tracker_server import answer, http_server, request_target
-from tests._resolvers import FixedResolver, has_ipv6_loopback
+from tests._loopbacks import OTHER_LOOPBACK, require_loopbacks
+from tests._resolvers import FixedResolver
 
 from bip._client import ClientConfig, open_session
 from bip._client._http_exchange import local_sources
@@ -38,22 +39,9 @@ from bip._client._webseed_http import WebSeedClient
 from bip_handshake import PeerId
 from bip_utracker import LocalProtocolError, SwarmStore, serve_tracker
 
-OTHER_LOOPBACK = "127.0.0.2"
 DEADLINE = 10.0
 HASH = bytes(range(20))
 CONTENT = b"0123456789"
-
-
-def require_loopbacks(*, ipv6: bool = True) -> None:
-    """Skip where 127.0.0.2 (or, with ``ipv6``, ::1) is not an address of this host (macOS
-    has 127.0.0.1 alone; containers often have no IPv6)."""
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.bind((OTHER_LOOPBACK, 0))
-    except OSError:
-        pytest.skip("127.0.0.2 cannot be bound on this host")
-    if ipv6 and not has_ipv6_loopback():
-        pytest.skip("no IPv6 loopback (::1) on this host")
 
 
 def _before(config: ClientConfig) -> tuple[str | None, str | None]:
@@ -142,6 +130,14 @@ def test_local_sources_and_the_clients_checks() -> None:
 # -- on loopback ---------------------------------------------------------------------------
 
 
+async def respond(request: bytes, stream: trio.abc.Stream) -> None:
+    """Answer an HTTP request: a tracker's at ``/announce`` (no peers), ``CONTENT`` at any
+    other path (a web seed's file)."""
+    tracker = request_target(request).startswith("/announce")
+    body = answer(interval=1800, peers=b"") if tracker else CONTENT
+    await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+
 @asynccontextmanager
 async def http_host(host: str) -> AsyncIterator[tuple[str, list[str]]]:
     """An HTTP server on ``host``: a tracker at ``/announce`` (no peers), ``CONTENT`` at any
@@ -151,11 +147,7 @@ async def http_host(host: str) -> AsyncIterator[tuple[str, list[str]]]:
     async def handle(request: bytes, stream: trio.abc.Stream) -> None:
         assert isinstance(stream, trio.SocketStream)
         seen.append(str(stream.socket.getpeername()[0]))
-        tracker = request_target(request).startswith("/announce")
-        body = answer(interval=1800, peers=b"") if tracker else CONTENT
-        await stream.send_all(
-            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
-        )
+        await respond(request, stream)
 
     async with http_server(handle, host=host, path="/") as server:
         yield server.url.removesuffix("/"), seen
@@ -171,7 +163,7 @@ async def fetch(client: WebSeedClient, url: str) -> bytes:
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["v4-first", "v6-first"])
 async def test_trackers_and_web_seeds_of_each_family_see_its_address(reverse: bool) -> None:
-    require_loopbacks()
+    require_loopbacks(OTHER_LOOPBACK, "::1")
     hosts = ("::1", OTHER_LOOPBACK) if reverse else (OTHER_LOOPBACK, "::1")
     config = loopback_config(listen=tuple((host, 0) for host in hosts), trackers=True)
     stores = {4: SwarmStore(rng=random.Random(1)), 6: SwarmStore(rng=random.Random(2))}
@@ -203,7 +195,7 @@ async def test_trackers_and_web_seeds_of_each_family_see_its_address(reverse: bo
 async def test_a_name_of_both_families_connects_from_the_address_of_the_one_that_answers() -> None:
     # The name's IPv6 address refuses the connection: its IPv4 one is tried next, from the
     # IPv4 listen address (before, from ::1 when listed first: an IPv4 attempt could not bind).
-    require_loopbacks()
+    require_loopbacks(OTHER_LOOPBACK, "::1")
     with trio.fail_after(DEADLINE):
         async with http_host("127.0.0.1") as (url4, seen4):
             port = int(url4.rsplit(":", 1)[1])
@@ -221,7 +213,7 @@ async def test_a_name_of_both_families_connects_from_the_address_of_the_one_that
 async def test_https_leaves_from_the_address_of_its_family(tmp_path: Path) -> None:
     # TLS over the connection open_tcp_stream_from made: ::1 listed first, the IPv4 server is
     # reached from the IPv4 address, by the tracker client and the web seed client alike.
-    require_loopbacks(ipv6=False)
+    require_loopbacks(OTHER_LOOPBACK)
     server_context, client_context = self_signed(tmp_path)
     seen: list[str] = []
 
@@ -230,11 +222,7 @@ async def test_https_leaves_from_the_address_of_its_family(tmp_path: Path) -> No
         tcp = stream.transport_stream
         assert isinstance(tcp, trio.SocketStream)
         seen.append(str(tcp.socket.getpeername()[0]))
-        tracker = request_target(request).startswith("/announce")
-        body = answer(interval=1800, peers=b"") if tracker else CONTENT
-        await stream.send_all(
-            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
-        )
+        await respond(request, stream)
 
     local = ("::1", OTHER_LOOPBACK)
     with trio.fail_after(DEADLINE):
@@ -250,7 +238,7 @@ async def test_https_leaves_from_the_address_of_its_family(tmp_path: Path) -> No
 
 
 async def test_one_specific_listen_host_keeps_to_its_family() -> None:
-    require_loopbacks(ipv6=False)
+    require_loopbacks(OTHER_LOOPBACK)
     config = loopback_config(listen=((OTHER_LOOPBACK, 0),), trackers=True)
     resolver = FixedResolver({"v6only.test": ["::1"]})
     with trio.fail_after(DEADLINE):

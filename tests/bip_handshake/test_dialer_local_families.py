@@ -12,64 +12,25 @@ never connecting from the system's choice."""
 from __future__ import annotations
 
 import errno
-import functools
-import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from ipaddress import ip_address
 
 import pytest
 import trio
-from tests._resolvers import FixedResolver, has_ipv6_loopback
+from tests._loopbacks import OTHER_LOOPBACK, recording_listener, require_loopbacks, wait_until
+from tests._resolvers import FixedResolver
 from tests._socks_server import serve_socks5
 
 from bip_handshake import PeerAddress, PeerDialer, SocksDialer
 from bip_handshake._socks import SocksError
 from bip_handshake._socks_shell import ProxyConfig, open_socks5_stream
 
-OTHER_LOOPBACK = "127.0.0.2"
 NOT_OURS_V6 = "2001:db8::1"
 DEADLINE = 5.0
 BOTH_ORDERS = pytest.mark.parametrize("reverse", [False, True], ids=["v4-first", "v6-first"])
 
 
-def require_other_loopback() -> None:
-    """Skip where 127.0.0.2 is not an address of this host (macOS has 127.0.0.1 alone)."""
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.bind((OTHER_LOOPBACK, 0))
-    except OSError:
-        pytest.skip("127.0.0.2 cannot be bound on this host")
-
-
-def require_ipv6_loopback() -> None:
-    if not has_ipv6_loopback():
-        pytest.skip("no IPv6 loopback (::1) on this host")
-
-
 def ordered(v4: str, v6: str, reverse: bool) -> tuple[str, str]:
     return (v6, v4) if reverse else (v4, v6)
-
-
-@asynccontextmanager
-async def recording_listener(host: str) -> AsyncIterator[tuple[int, list[str]]]:
-    """A TCP listener on ``host`` that notes the host of each connection and closes it: its
-    port and the hosts seen, in order."""
-    seen: list[str] = []
-
-    async def note(stream: trio.SocketStream) -> None:
-        seen.append(str(stream.socket.getpeername()[0]))
-        await stream.aclose()
-
-    async with trio.open_nursery() as nursery:
-        [listener] = await nursery.start(functools.partial(trio.serve_tcp, host=host), note, 0)
-        yield listener.socket.getsockname()[1], seen
-        nursery.cancel_scope.cancel()
-
-
-async def wait_seen(seen: list[str], count: int) -> None:
-    while len(seen) < count:  # bounded by the caller's deadline
-        await trio.sleep(0.001)
 
 
 def test_the_first_address_of_each_family_is_kept() -> None:
@@ -102,26 +63,25 @@ def test_a_local_address_that_is_not_an_ip_address_is_refused(given: object) -> 
 @BOTH_ORDERS
 async def test_a_direct_ipv4_connect_leaves_from_the_ipv4_address(reverse: bool) -> None:
     # Before, the first address alone counted: listed second, 127.0.0.2 was not used.
-    require_other_loopback()
+    require_loopbacks(OTHER_LOOPBACK)
     with trio.fail_after(DEADLINE):
-        async with recording_listener("127.0.0.1") as (port, seen):
+        async with recording_listener("127.0.0.1") as (target, seen):
             dialer = PeerDialer(local_address=ordered(OTHER_LOOPBACK, NOT_OURS_V6, reverse))
-            stream = await dialer(PeerAddress(ip_address("127.0.0.1"), port))
+            stream = await dialer(target)
             await stream.aclose()
-            await wait_seen(seen, 1)
+            await wait_until(lambda: seen)
     assert seen == [OTHER_LOOPBACK]
 
 
 @BOTH_ORDERS
 async def test_a_direct_ipv6_connect_leaves_from_the_ipv6_address(reverse: bool) -> None:
-    require_ipv6_loopback()
+    require_loopbacks("::1")
     with trio.fail_after(DEADLINE):
-        async with recording_listener("::1") as (port, seen):
-            target = PeerAddress(ip_address("::1"), port)
+        async with recording_listener("::1") as (target, seen):
             dialer = PeerDialer(local_address=ordered(OTHER_LOOPBACK, "::1", reverse))
             stream = await dialer(target)
             await stream.aclose()
-            await wait_seen(seen, 1)
+            await wait_until(lambda: seen)
             # Bound to the configured IPv6 address, not the system's choice: one this host
             # does not have fails the connect.
             bound = PeerDialer(local_address=ordered(OTHER_LOOPBACK, NOT_OURS_V6, reverse))
@@ -136,14 +96,14 @@ async def test_a_direct_ipv6_connect_leaves_from_the_ipv6_address(reverse: bool)
 async def test_socks_connections_leave_from_the_address_of_the_proxys_family(
     reverse: bool,
 ) -> None:
-    require_other_loopback()
+    require_loopbacks(OTHER_LOOPBACK)
     with trio.fail_after(DEADLINE):
-        async with serve_socks5() as server, recording_listener("127.0.0.1") as (port, _seen):
+        async with serve_socks5() as server, recording_listener("127.0.0.1") as (target, _seen):
             dialer = SocksDialer(
                 ProxyConfig("127.0.0.1", server.port),
                 local_address=ordered(OTHER_LOOPBACK, NOT_OURS_V6, reverse),
             )
-            stream = await dialer(PeerAddress(ip_address("127.0.0.1"), port))
+            stream = await dialer(target)
             await stream.aclose()
     assert server.client_hosts == [OTHER_LOOPBACK]
     assert dialer.statistics().connected == 1
@@ -154,10 +114,10 @@ async def test_a_connection_to_an_ipv6_proxy_leaves_from_the_ipv6_address(
     reverse: bool,
 ) -> None:
     # The "proxy" notes who connected and hangs up: the dial fails, the source is what counts.
-    require_ipv6_loopback()
+    require_loopbacks("::1")
     with trio.fail_after(DEADLINE):
-        async with recording_listener("::1") as (port, seen):
-            proxy = ProxyConfig("::1", port)
+        async with recording_listener("::1") as (listening, seen):
+            proxy = ProxyConfig("::1", listening.port)
             target = PeerAddress(ip_address("127.0.0.1"), 6881)
             ours = SocksDialer(proxy, local_address=ordered(OTHER_LOOPBACK, "::1", reverse))
             with pytest.raises(SocksError):
@@ -178,21 +138,20 @@ async def test_each_attempt_at_a_named_proxy_leaves_from_its_familys_address(
     # proxy.test names an IPv6 address first (tried first, happy eyeballs): that attempt is
     # bound to 2001:db8::1 and fails at once, never reaching the listener on ::1; the IPv4
     # attempt leaves from 127.0.0.2.
-    require_other_loopback()
-    require_ipv6_loopback()
+    require_loopbacks(OTHER_LOOPBACK, "::1")
     with trio.fail_after(DEADLINE):
         async with (
             serve_socks5() as server,
-            recording_listener("::1") as (port6, seen6),
-            recording_listener("127.0.0.1") as (target_port, _seen),
+            recording_listener("::1") as (proxy6, seen6),
+            recording_listener("127.0.0.1") as (target, _seen),
         ):
             trio.socket.set_custom_hostname_resolver(
-                FixedResolver({"proxy.test": (("::1", port6), ("127.0.0.1", server.port))})
+                FixedResolver({"proxy.test": (("::1", proxy6.port), ("127.0.0.1", server.port))})
             )
             stream = await open_socks5_stream(
                 ProxyConfig("proxy.test", 1080),
                 "127.0.0.1",
-                target_port,
+                target.port,
                 timeout=DEADLINE,
                 local_address=ordered(OTHER_LOOPBACK, NOT_OURS_V6, reverse),
             )
@@ -212,16 +171,16 @@ async def test_an_ipv4_mapped_proxy_is_reached_over_ipv4_from_the_ipv4_address(
 ) -> None:
     # Before, its AF_INET6 address was dialled from ::1 (ENETUNREACH), or with 127.0.0.2
     # alone from the system's choice (127.0.0.1); a name resolving to it, likewise.
-    require_other_loopback()
+    require_loopbacks(OTHER_LOOPBACK)
     if "::1" in local:
-        require_ipv6_loopback()
+        require_loopbacks("::1")
     with trio.fail_after(DEADLINE):
-        async with serve_socks5() as server, recording_listener("127.0.0.1") as (port, _seen):
+        async with serve_socks5() as server, recording_listener("127.0.0.1") as (target, _seen):
             trio.socket.set_custom_hostname_resolver(
                 FixedResolver({"mapped.test": ("::ffff:127.0.0.1",)})
             )
             dialer = SocksDialer(ProxyConfig(host, server.port), local_address=local)
-            stream = await dialer(PeerAddress(ip_address("127.0.0.1"), port))
+            stream = await dialer(target)
             await stream.aclose()
     assert server.client_hosts == [OTHER_LOOPBACK]
-    assert server.connects == [("127.0.0.1", port)]
+    assert server.connects == [("127.0.0.1", target.port)]

@@ -16,6 +16,7 @@ from ipaddress import ip_address
 import pytest
 import trio
 import trio.testing
+from tests._loopbacks import free_port
 from tests._resolvers import FixedResolver
 
 from bip_handshake import ListenError, open_handshaker
@@ -24,15 +25,6 @@ from bip_handshake import _handshaker as handshaker_module
 OpenListeners = Callable[..., Awaitable[list[trio.SocketListener]]]
 DEADLINE = 5.0
 RULE = "every listen entry of port 0 gets the same port"
-
-
-def free_port(host: str) -> int:
-    """A port free on ``host`` a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        port = probe.getsockname()[1]
-        assert isinstance(port, int)
-        return port
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from ipaddress import IPv4Address
 
 import pytest
 import trio
+from tests._loopbacks import OTHER_LOOPBACK, require_loopbacks
 from tests._resolvers import FixedResolver
 from tests._socks_server import serve_socks5
 
@@ -24,17 +25,7 @@ from bip_handshake._socks_shell import ProxyConfig, SocksDialer, open_socks5_str
 from bip_handshake._socks_udp import open_socks5_udp_socket
 
 LOOPBACK = "127.0.0.1"
-OTHER_LOOPBACK = "127.0.0.2"
 DEADLINE = 5.0
-
-
-def require_other_loopback() -> None:
-    """Skip where 127.0.0.2 is not an address of this host (macOS has 127.0.0.1 alone)."""
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.bind((OTHER_LOOPBACK, 0))
-    except OSError:
-        pytest.skip("127.0.0.2 cannot be bound on this host")
 
 
 @asynccontextmanager
@@ -69,7 +60,7 @@ async def echo_target() -> AsyncIterator[tuple[PeerAddress, PeerAddress]]:
 async def test_a_udp_socket_on_another_host_associates_from_it_and_relays() -> None:
     # Before: the control connection left from 127.0.0.1, the datagrams from 127.0.0.2, and
     # the proxy dropped them as a stranger's.
-    require_other_loopback()
+    require_loopbacks(OTHER_LOOPBACK)
     with trio.fail_after(DEADLINE):
         async with (
             serve_socks5() as server,
@@ -99,7 +90,7 @@ async def test_an_unspecified_udp_bind_lets_the_system_pick() -> None:
 
 
 async def test_the_socks_dialer_connects_to_the_proxy_from_its_local_address() -> None:
-    require_other_loopback()
+    require_loopbacks(OTHER_LOOPBACK)
     with trio.fail_after(DEADLINE):
         async with serve_socks5() as server, echo_target() as (target, _udp):
             dialer = SocksDialer(ProxyConfig(LOOPBACK, server.port), local_address=OTHER_LOOPBACK)
@@ -116,7 +107,7 @@ async def test_the_socks_dialer_connects_to_the_proxy_from_its_local_address() -
 async def test_a_named_proxy_binds_only_its_addresses_of_the_local_family() -> None:
     # The name lists an IPv6 address first: that attempt is made unbound (and fails: nobody
     # listens there, or this host has no IPv6); the IPv4 one leaves from 127.0.0.2.
-    require_other_loopback()
+    require_loopbacks(OTHER_LOOPBACK)
     with trio.fail_after(DEADLINE):
         async with serve_socks5() as server, echo_target() as (target, _udp):
             trio.socket.set_custom_hostname_resolver(

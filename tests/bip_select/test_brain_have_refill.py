@@ -42,28 +42,6 @@ def requests_to(actions: Sequence[Action], peer: str) -> list[Block]:
     return [a.block for a in sent]
 
 
-@pytest.fixture
-def picks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Counts the picker runs (PiecePicker.pick calls): the work a have may cost."""
-    calls: list[str] = []
-    original = PiecePicker.pick
-
-    def counting(
-        self: PiecePicker,
-        peer: str,
-        count: int,
-        now: float,
-        *,
-        choked: bool = False,
-        exclusive: bool = False,
-    ) -> list[Block]:
-        calls.append(peer)
-        return original(self, peer, count, now, choked=choked, exclusive=exclusive)
-
-    monkeypatch.setattr(PiecePicker, "pick", counting)
-    return calls
-
-
 def starved_behind(
     geometry: TorrentGeometry, theirs: frozenset[int], mine: frozenset[int]
 ) -> SwarmBrain:

@@ -15,6 +15,7 @@ import random
 from collections.abc import Sequence
 
 import pytest
+from _brains import requests_to, starved_slow_peer
 
 from bip_select._actions import Action, SendCancel, SendRequest
 from bip_select._brain import DEFAULT_REFILL_INTERVAL, SwarmBrain
@@ -32,12 +33,7 @@ from bip_select._inputs import (
     PieceVerified,
 )
 from bip_select._queueing import QueueConfig
-from bip_select._selection import PiecePicker, RarestFirst, Sequential, Streaming
-
-
-def requests_to(actions: Sequence[Action], peer: str) -> list[Block]:
-    """The blocks requested of ``peer``, in order."""
-    return [a.block for a in actions if isinstance(a, SendRequest) and a.peer == peer]
+from bip_select._selection import RarestFirst, Sequential, Streaming
 
 
 def cancels_to(actions: Sequence[Action], peer: str) -> list[Block]:
@@ -45,32 +41,21 @@ def cancels_to(actions: Sequence[Action], peer: str) -> list[Block]:
     return [a.block for a in actions if isinstance(a, SendCancel) and a.peer == peer]
 
 
-@pytest.fixture
-def picks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Counts the picker runs (PiecePicker.pick calls): the work a step costs."""
-    calls: list[str] = []
-    original = PiecePicker.pick
-
-    def counting(
-        self: PiecePicker,
-        peer: str,
-        count: int,
-        now: float,
-        *,
-        choked: bool = False,
-        exclusive: bool = False,
-    ) -> list[Block]:
-        calls.append(peer)
-        return original(self, peer, count, now, choked=choked, exclusive=exclusive)
-
-    monkeypatch.setattr(PiecePicker, "pick", counting)
-    return calls
-
-
 def sequential_brain(geometry: TorrentGeometry, depth: int) -> SwarmBrain:
     """A leecher asking pieces in index order, ``depth`` requests per peer."""
     config = QueueConfig(initial_queue=depth, min_queue=depth, max_queue=depth)
     return SwarmBrain(geometry, rng=random.Random(1), selection=Sequential(), queueing=config)
+
+
+def end_game_duplicates(brain: SwarmBrain) -> list[Block]:
+    """Seeds "b" then "a" join ``brain`` (a torrent of 16 blocks, 16 requests a peer) and
+    unchoke it: "b" is asked for every block, then "a" for end-game duplicates: those."""
+    brain.handle(PeerJoined("b", fast=True), 0.0)
+    brain.handle(PeerHaveAll("b"), 0.0)
+    assert len(requests_to(brain.handle(PeerUnchokedUs("b"), 0.0), "b")) == 16
+    brain.handle(PeerJoined("a", fast=True), 0.0)
+    brain.handle(PeerHaveAll("a"), 0.0)
+    return requests_to(brain.handle(PeerUnchokedUs("a"), 0.0), "a")
 
 
 def test_a_verified_piece_tops_up_its_cancelled_peers_in_the_same_call(
@@ -168,12 +153,7 @@ def test_a_verified_piece_gives_its_starved_end_game_peer_new_duplicates() -> No
     # new duplicates in the same call.
     geometry = TorrentGeometry(8, 32768)
     brain = SwarmBrain(geometry, rng=random.Random(1), queueing=QueueConfig(initial_queue=16))
-    brain.handle(PeerJoined("b", fast=True), 0.0)
-    brain.handle(PeerHaveAll("b"), 0.0)
-    assert len(requests_to(brain.handle(PeerUnchokedUs("b"), 0.0), "b")) == 16
-    brain.handle(PeerJoined("a", fast=True), 0.0)
-    brain.handle(PeerHaveAll("a"), 0.0)
-    duplicates = requests_to(brain.handle(PeerUnchokedUs("a"), 0.0), "a")
+    duplicates = end_game_duplicates(brain)
     assert duplicates == list(geometry.blocks(0))
     actions = brain.handle(PieceVerified(0, good=True), 0.0)
     assert cancels_to(actions, "a") == cancels_to(actions, "b") == duplicates
@@ -193,16 +173,7 @@ def test_a_verified_piece_asks_a_starved_peer_for_a_deadline_piece_it_now_makes(
     # again (a cancel frees no block: only a deadline or an end-game duplicate can change
     # the picker's answer for a starved peer).
     geometry = TorrentGeometry(64, 32768)
-    config = QueueConfig(initial_queue=8, min_queue=8, max_queue=8)
-    brain = SwarmBrain(geometry, rng=random.Random(1), selection=Streaming(), queueing=config)
-    brain.handle(PeerJoined("a", fast=True), 0.0)
-    brain.handle(PeerBitfield("a", frozenset({10, 11})), 0.0)
-    brain.handle(PeerJoined("f", fast=True), 0.0)
-    brain.handle(PeerBitfield("f", frozenset({10, 11, 20})), 0.0)
-    brain.picker.set_rate("a", 16384.0)
-    brain.picker.set_rate("f", 10e6)
-    first = requests_to(brain.handle(PeerUnchokedUs("a"), 0.0), "a")
-    assert {block.piece for block in first} == {10, 11}
+    brain = starved_slow_peer(geometry, Streaming())
     assert brain.handle(PieceDeadlineSet(20, 3.0), 0.0) == []  # only "f" has it
     assert requests_to(brain.handle(PeerHave("a", 20), 0.0), "a") == []  # too slow
     actions = brain.handle(PieceVerified(10, good=True), 0.0)
@@ -216,18 +187,9 @@ def test_a_deadline_held_by_an_inner_streaming_layer_counts_for_the_top_up() -> 
     # As above, but the deadline is the given strategy's own, held by an inner Streaming
     # layer the outer one does not see: the top-up still asks the starved "a" again.
     geometry = TorrentGeometry(64, 32768)
-    config = QueueConfig(initial_queue=8, min_queue=8, max_queue=8)
     inner = Streaming()
     selection = Streaming(then=inner)
-    brain = SwarmBrain(geometry, rng=random.Random(1), selection=selection, queueing=config)
-    brain.handle(PeerJoined("a", fast=True), 0.0)
-    brain.handle(PeerBitfield("a", frozenset({10, 11})), 0.0)
-    brain.handle(PeerJoined("f", fast=True), 0.0)
-    brain.handle(PeerBitfield("f", frozenset({10, 11, 20})), 0.0)
-    brain.picker.set_rate("a", 16384.0)
-    brain.picker.set_rate("f", 10e6)
-    first = requests_to(brain.handle(PeerUnchokedUs("a"), 0.0), "a")
-    assert {block.piece for block in first} == {10, 11}
+    brain = starved_slow_peer(geometry, selection)
     inner.set_deadline(20, 3.0)
     assert selection.deadlines() == {}
     assert brain.picker.has_deadlines()
@@ -250,12 +212,7 @@ def test_an_end_game_loser_is_not_topped_up_before_the_refill(picks: list[str]) 
     geometry = TorrentGeometry(8, 32768)
     brain = SwarmBrain(geometry, rng=random.Random(1), queueing=QueueConfig(initial_queue=16))
     brain.tick(0.0)  # the first refill: the next is due a refill interval later
-    brain.handle(PeerJoined("b", fast=True), 0.0)
-    brain.handle(PeerHaveAll("b"), 0.0)
-    assert len(requests_to(brain.handle(PeerUnchokedUs("b"), 0.0), "b")) == 16
-    brain.handle(PeerJoined("a", fast=True), 0.0)
-    brain.handle(PeerHaveAll("a"), 0.0)
-    duplicates = requests_to(brain.handle(PeerUnchokedUs("a"), 0.0), "a")
+    duplicates = end_game_duplicates(brain)
     assert len(duplicates) == brain.picker.endgame_depth == 2
     requests = brain.picker.requests
     picks.clear()

@@ -13,30 +13,21 @@ import random
 from collections.abc import Sequence
 
 import pytest
+from _brains import requests_to, starved_slow_peer
 
-from bip_select._actions import Action, SendRequest
 from bip_select._brain import SwarmBrain
-from bip_select._geometry import Block, TorrentGeometry
+from bip_select._geometry import TorrentGeometry
 from bip_select._inputs import (
-    PeerBitfield,
     PeerHave,
-    PeerJoined,
-    PeerUnchokedUs,
     PieceDeadlineCleared,
     PieceDeadlinesCleared,
     PieceVerified,
     PrioritiesChanged,
     StrategyChanged,
 )
-from bip_select._queueing import QueueConfig
 from bip_select._selection import Sequential, Streaming
 
 GEOMETRY = TorrentGeometry(32, 32768)
-
-
-def requests_to(actions: Sequence[Action], peer: str) -> list[Block]:
-    """The blocks requested of ``peer``, in order."""
-    return [a.block for a in actions if isinstance(a, SendRequest) and a.peer == peer]
 
 
 def nested(have: Sequence[int] = ()) -> tuple[SwarmBrain, Streaming, Streaming]:
@@ -51,19 +42,8 @@ def test_clearing_a_deadline_an_inner_layer_holds_makes_the_piece_ordinary() -> 
     # "a" (one block a second) has pieces 10 and 11 asked of it: starved. Piece 20, due at
     # 3 s by the inner layer, is refused to it (it would deliver at 5 s, "f" is faster).
     # Once the deadline is cleared the piece is ordinary: "a" is asked for it at once.
-    config = QueueConfig(initial_queue=8, min_queue=8, max_queue=8)
     inner = Streaming()
-    brain = SwarmBrain(
-        GEOMETRY, rng=random.Random(1), selection=Streaming(then=inner), queueing=config
-    )
-    brain.handle(PeerJoined("a", fast=True), 0.0)
-    brain.handle(PeerBitfield("a", frozenset({10, 11})), 0.0)
-    brain.handle(PeerJoined("f", fast=True), 0.0)
-    brain.handle(PeerBitfield("f", frozenset({10, 11, 20})), 0.0)
-    brain.picker.set_rate("a", 16384.0)
-    brain.picker.set_rate("f", 10e6)
-    first = requests_to(brain.handle(PeerUnchokedUs("a"), 0.0), "a")
-    assert {block.piece for block in first} == {10, 11}
+    brain = starved_slow_peer(GEOMETRY, Streaming(then=inner))
     inner.set_deadline(20, 3.0)
     assert requests_to(brain.handle(PeerHave("a", 20), 0.0), "a") == []  # too slow
     actions = brain.handle(PieceDeadlineCleared(20), 0.0)
