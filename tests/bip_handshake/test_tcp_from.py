@@ -15,25 +15,16 @@ from ipaddress import IPv4Address
 import pytest
 import trio
 import trio.testing
-from tests._resolvers import FixedResolver
+from tests._loopbacks import OTHER_LOOPBACK, require_loopbacks
+from tests._resolvers import FixedResolver, has_ipv6_loopback
 from tests._socks_server import serve_socks5
 
 from bip_handshake import open_tcp_stream_from
-from bip_handshake._socks_shell import ProxyConfig, open_socks5_stream
-from bip_handshake._tcp_from import _STAGGER
+from bip_handshake._socks_shell import ProxyConfig, _proxy_addresses, open_socks5_stream
+from bip_handshake._tcp_from import _MAX_TARGETS, _STAGGER
 
 LOOPBACK = "127.0.0.1"
-OTHER_LOOPBACK = "127.0.0.2"
 DEADLINE = 5.0
-
-
-def require_other_loopback() -> None:
-    """Skip where 127.0.0.2 is not an address of this host (macOS has 127.0.0.1 alone)."""
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.bind((OTHER_LOOPBACK, 0))
-    except OSError:
-        pytest.skip("127.0.0.2 cannot be bound on this host")
 
 
 @asynccontextmanager
@@ -74,8 +65,24 @@ def full_listener() -> Iterator[int]:
         pytest.skip("this system does not drop SYNs to a full accept queue")
 
 
+@contextmanager
+def refusing_ipv6_ports(count: int) -> Iterator[list[int]]:
+    """``count`` ports of ``::1`` that refuse connections (bound, not listening), or any ports
+    where this host has no ``::1`` (a connect to it then fails at once all the same)."""
+    if not has_ipv6_loopback():
+        yield list(range(1, count + 1))
+        return
+    with ExitStack() as held:
+        ports = []
+        for _ in range(count):
+            sock = held.enter_context(socket.socket(socket.AF_INET6, socket.SOCK_STREAM))
+            sock.bind(("::1", 0))
+            ports.append(sock.getsockname()[1])
+        yield ports
+
+
 async def test_a_slow_first_address_gives_way_after_the_stagger_from_the_right_source() -> None:
-    require_other_loopback()
+    require_loopbacks(OTHER_LOOPBACK)
     with full_listener() as slow, trio.fail_after(DEADLINE):
         async with accepting() as (port, seen):
             trio.socket.set_custom_hostname_resolver(
@@ -95,7 +102,7 @@ async def test_a_slow_first_address_gives_way_after_the_stagger_from_the_right_s
 
 
 async def test_an_ipv4_mapped_address_is_reached_over_ipv4_from_the_ipv4_source() -> None:
-    require_other_loopback()
+    require_loopbacks(OTHER_LOOPBACK)
     with trio.fail_after(DEADLINE):
         async with accepting() as (port, seen):
             trio.socket.set_custom_hostname_resolver(
@@ -143,7 +150,7 @@ async def test_bad_arguments_are_refused() -> None:
 
 async def test_a_socks_proxy_is_reached_from_the_source_of_its_family_of_two() -> None:
     # ::1 listed first: the proxy, on 127.0.0.1, is reached from the IPv4 one.
-    require_other_loopback()
+    require_loopbacks(OTHER_LOOPBACK)
     with trio.fail_after(DEADLINE):
         async with serve_socks5() as server, accepting() as (port, _seen):
             stream = await open_socks5_stream(
@@ -156,3 +163,50 @@ async def test_a_socks_proxy_is_reached_from_the_source_of_its_family_of_two() -
             await stream.aclose()
     assert server.client_hosts == [OTHER_LOOPBACK]
     assert server.connects == [(LOOPBACK, port)]
+
+
+async def test_the_other_family_behind_more_than_eight_addresses_is_still_tried_second() -> None:
+    # Nine IPv6 addresses (all refusing: IPv6 broken here) before the IPv4 one: IPv4 is
+    # moved second before the cut to eight, so it is reached (it was cut off before).
+    count = _MAX_TARGETS + 1
+    with refusing_ipv6_ports(count) as dead, trio.fail_after(DEADLINE):
+        async with accepting() as (port, seen):
+            answer = [("::1", dead_port) for dead_port in dead] + [(LOOPBACK, port)]
+            trio.socket.set_custom_hostname_resolver(FixedResolver({"many.test": answer}))
+            stream = await open_tcp_stream_from("many.test", 0, {4: None, 6: None})
+            async with stream:
+                assert stream.socket.getpeername() == (LOOPBACK, port)
+            await trio.testing.wait_all_tasks_blocked()
+    assert [host for host, _port in seen] == [LOOPBACK]
+
+
+async def test_the_socks_proxy_behind_more_than_eight_addresses_gets_the_same_order() -> None:
+    v6 = [f"2001:db8::{index}" for index in range(1, _MAX_TARGETS + 2)]
+    trio.socket.set_custom_hostname_resolver(FixedResolver({"proxy.test": [*v6, LOOPBACK]}))
+    targets = await _proxy_addresses(ProxyConfig("proxy.test", 1080), None)
+    assert len(targets) == _MAX_TARGETS
+    assert targets[1] == (socket.AF_INET, (LOOPBACK, 1080))
+    assert [sockaddr[0] for _family, sockaddr in targets[2:]] == v6[1 : _MAX_TARGETS - 1]
+
+
+@pytest.mark.parametrize(
+    ("sources", "shown"),
+    [
+        ({4: "::1"}, "'::1'"),  # of the other version: each attempt's gaierror before
+        ({4: IPv4Address(LOOPBACK)}, "IPv4Address"),  # not a str: a TypeError in a group
+        ({4: "localhost"}, "'localhost'"),  # a name: looked up at every bind before
+        ({6: "127.0.0.1"}, "'127.0.0.1'"),
+    ],
+)
+async def test_a_source_that_is_not_an_ip_literal_of_its_version_is_refused(
+    sources: dict[int, object], shown: str
+) -> None:
+    with pytest.raises(ValueError, match=f"sources maps IPv.* or None, not {shown}"):
+        await open_tcp_stream_from(LOOPBACK, 9, sources)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("port", [-1, 65536, 70000])
+async def test_a_port_out_of_range_is_refused(port: int) -> None:
+    # 70000 would be taken as 4464 by glibc.
+    with pytest.raises(ValueError, match="port is 0 to 65535"):
+        await open_tcp_stream_from(LOOPBACK, port, {4: None})

@@ -79,7 +79,10 @@ port 0 that overlap fail at once with a :class:`ListenError` before anything is 
 address twice, or an address and the unspecified address of its family (``0.0.0.0`` covers
 every IPv4 address, ``::`` every IPv6 one but not IPv4: its socket is IPv6-only), IPv4-mapped
 IPv6 addresses counting as the IPv4 address they map. Each on a port of its own would be
-told to nobody; on the one port, the system refuses the second of them. Only TCP is retried: a
+told to nobody; on the one port, the system refuses the second of them. The rule is Linux's,
+stricter than BSD and macOS allow: there ``SO_REUSEADDR`` (which trio sets on listeners) lets an
+address share a port with its family's unspecified address, yet the pair is refused everywhere,
+so that one ``listen`` means the same on every system. Only TCP is retried: a
 client that binds UDP sockets beside its listeners afterwards and finds the port taken over UDP
 has no new try (bip's uTP then logs a warning and that address accepts peers over TCP only)."""
 

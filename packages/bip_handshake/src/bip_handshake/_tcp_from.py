@@ -34,6 +34,10 @@ __all__ = ["open_tcp_stream_from"]
 _MAX_TARGETS: Final = 8
 """Addresses of one host name tried at most (a name with more is one we need not try to the
 end: the caller's connect timeout would pass first)."""
+_MAX_ANSWERS: Final = 64
+"""Resolver answers read at most for one name: more than :data:`_MAX_TARGETS`, so that the
+first address of the other family is found (and tried second) behind a run of one family's,
+yet bounded whatever a resolver answers."""
 _STAGGER: Final = 0.25
 """Seconds an attempt has before the next address is tried beside it (RFC 8305's happy
 eyeballs, trio's ``open_tcp_stream`` delay): an address that drops our SYNs costs that much,
@@ -66,7 +70,8 @@ class _Resolved(NamedTuple):
 async def _resolve_targets(host: str, port: int, versions: Collection[int]) -> _Resolved:
     """The families and socket addresses of ``host`` of the IP ``versions`` (4, 6), at most
     :data:`_MAX_TARGETS`, in the resolver's order but for the first of the other family moved
-    second (RFC 6555's section 5.4, as trio's ``open_tcp_stream``); an IPv6 one with its
+    second (RFC 6555's section 5.4, as trio's ``open_tcp_stream``; looked for among the first
+    :data:`_MAX_ANSWERS` answers, not the first 8 kept); an IPv6 one with its
     scope. An IPv4-mapped address (``::ffff:a.b.c.d``) is the IPv4 address it embeds,
     ``AF_INET``: it is reached over IPv4, from the IPv4 local address. The targets may be
     none (see :attr:`_Resolved.others`).
@@ -79,7 +84,7 @@ async def _resolve_targets(host: str, port: int, versions: Collection[int]) -> _
     found: dict[Target, None] = {}  # ordered, no repeats
     others: set[int] = set()
     mapped_away: IPv4Address | None = None
-    for family, _type, _proto, _name, sockaddr in infos:
+    for family, _type, _proto, _name, sockaddr in infos[:_MAX_ANSWERS]:
         try:
             address = ip_address(str(sockaddr[0]).partition("%")[0])
         except ValueError:
@@ -97,14 +102,14 @@ async def _resolve_targets(host: str, port: int, versions: Collection[int]) -> _
                 mapped_away = mapped
             continue
         found[target] = None
-        if len(found) == _MAX_TARGETS:
-            break
     targets = list(found)
-    # Bounded: at most _MAX_TARGETS entries.
+    # Moved second before the cut to _MAX_TARGETS: a name with 8 IPv6 addresses before its
+    # IPv4 one still has IPv4 tried (the case happy eyeballs is for: IPv6 broken here).
+    # Bounded: at most _MAX_ANSWERS entries.
     other = next((i for i, (f, _) in enumerate(targets) if f != targets[0][0]), None)
     if other is not None and other > 1:
         targets.insert(1, targets.pop(other))
-    return _Resolved(targets, frozenset(others), mapped_away)
+    return _Resolved(targets[:_MAX_TARGETS], frozenset(others), mapped_away)
 
 
 async def _connect_staggered(
@@ -178,6 +183,17 @@ async def _connect_staggered(
     return trio.SocketStream(winner)
 
 
+def _literal_version(text: object) -> int | None:
+    """The IP version of ``text`` if it is an IP literal (a ``str``; an IPv6 one may carry
+    its scope, ``fe80::1%eth0``), else None."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return ip_address(text).version
+    except ValueError:
+        return None
+
+
 def _shown_sources(sources: Mapping[int, str | None]) -> str:
     """``IPv4 from 10.8.0.2``, ``IPv6 from any address``: the families we connect in."""
     return " and ".join(
@@ -203,9 +219,10 @@ async def open_tcp_stream_from(
 
     Args:
         host: the host name or IP address to connect to.
-        port: its TCP port.
+        port: its TCP port (0 to 65535).
         sources: IP version (4 or 6) to the address its sockets are bound to (port 0) before
-            they connect; None lets the system pick in that family.
+            they connect, an IP literal of that version (a ``str``: ``"10.8.0.2"``,
+            ``"fd00::2"``); None lets the system pick in that family.
         other_family: what becomes of the host's addresses of a family ``sources`` does not
             name: ``"skip"`` leaves them out (a host bound to a VPN's address never shows
             the other family's address the system would pick), ``"any"`` tries them, the
@@ -218,13 +235,23 @@ async def open_tcp_stream_from(
             encode is EINVAL), or to no address of the families allowed (EHOSTUNREACH), or
             every attempt failed (the last failure: ECONNREFUSED, or EADDRNOTAVAIL for a
             source address this host does not have, say).
-        ValueError: ``other_family`` is neither ``"skip"`` nor ``"any"``, ``sources``
-            names a version other than 4 and 6, or is empty with ``"skip"``.
+        ValueError: ``other_family`` is neither ``"skip"`` nor ``"any"``, ``port`` is out of
+            0..65535, ``sources`` names a version other than 4 and 6, maps one to anything
+            but None or an IP literal of that version (a host name would be looked up at
+            every bind), or is empty with ``"skip"``.
     """
     if other_family not in ("skip", "any"):
         raise ValueError(f"other_family is 'skip' or 'any', not {other_family!r:.40}")
     if not set(sources) <= {4, 6}:
         raise ValueError(f"sources maps IP versions 4 and 6, got {sorted(sources)!r:.80}")
+    # Checked here, not left to the system: glibc takes port 70000 as 4464 (modulo 2**16).
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port is 0 to 65535, not {port!r:.40}")
+    for version, source in sources.items():
+        if source is not None and _literal_version(source) != version:
+            raise ValueError(
+                f"sources maps IPv{version} to an IPv{version} literal or None, not {source!r:.80}"
+            )
     if not sources and other_family == "skip":
         raise ValueError("sources is empty: with other_family='skip' no address would be tried")
     versions = frozenset(sources) if other_family == "skip" else frozenset((4, 6))
