@@ -1,9 +1,10 @@
 """A piece made only of pad bytes (BEP 47) is checked, and downloaded, like any other.
 
 Such a piece touches no stored file: its bytes are zeros the torrent itself fixes.
-The check hashes it without reading anything (trusting resume data that had it),
-and reports it good or bad by its hash; a peer's blocks of it settle it with
-nothing written. The layout is a reviewer's hand-made v1 torrent: ``a`` (one
+The check settles it at plan time, neither read nor hashed one by one (its v1 hash
+against the SHA-1 of zeros, once per size), trusting resume data that had it; it is
+good or bad by its hash; a peer's blocks of it settle it with nothing written. It is
+never counted by ``pieces_to_hash``. The layout is a reviewer's hand-made v1 torrent: ``a`` (one
 piece), a pad file of one whole piece, then ``b`` (1000 bytes); and the same as a
 hybrid torrent, whose v2 file tree holds no pads (SHA-1 alone settles the piece).
 """
@@ -19,7 +20,8 @@ import pytest
 import trio
 
 from bip_bencode import encode
-from bip_disk._check import check_pieces, plan_check, stat_files
+from bip_disk import _check
+from bip_disk._check import check_pad_pieces, check_pieces, plan_check, stat_files
 from bip_disk._events import CheckFinished, DiskEvent, PieceVerified
 from bip_disk._filesystem import FileSystem
 from bip_disk._hashing import PieceVerifier
@@ -101,30 +103,33 @@ def test_the_layout_has_a_piece_of_pad_bytes_only() -> None:
     ]
 
 
-def test_the_check_hashes_the_pad_only_piece_without_reading() -> None:
+def test_the_check_settles_the_pad_only_piece_without_reading() -> None:
     fs = _CountingFileSystem()
     _with_data(fs)
     layout = StorageLayout.from_info(GOOD.info)
     plan = plan_check(fs, layout, None)
-    assert plan.to_hash == (0, 1, 2)
-    assert check_pieces(fs, layout, PieceVerifier(GOOD.info), [1]) == [True]
+    assert (plan.to_hash, plan.pad_only) == ((0, 2), (1,))
+    assert check_pad_pieces(PieceVerifier(GOOD.info), plan.pad_only) == [True]
     assert fs.reads == {}  # zeros, from no file
-    assert check_pieces(fs, layout, PieceVerifier(GOOD.info), plan.to_hash) == [True] * 3
+    assert check_pieces(fs, layout, PieceVerifier(GOOD.info), plan.to_hash) == [True] * 2
+    # read_piece still gives the zeros, for a peer asking for the piece.
+    assert check_pieces(fs, layout, PieceVerifier(GOOD.info), [1]) == [True]
 
 
-def test_with_no_file_there_only_the_pad_only_piece_is_hashed_and_good() -> None:
+def test_with_no_file_there_nothing_is_hashed_and_the_pad_only_piece_is_good() -> None:
     fs = MemoryFileSystem()
     layout = StorageLayout.from_info(GOOD.info)
     plan = plan_check(fs, layout, None)
-    assert plan.to_hash == (1,)
-    assert check_pieces(fs, layout, PieceVerifier(GOOD.info), plan.to_hash) == [True]
+    assert (plan.to_hash, plan.pad_only) == ((), (1,))
+    assert check_pad_pieces(PieceVerifier(GOOD.info), plan.pad_only) == [True]
 
 
 def test_a_pad_only_piece_whose_hash_is_not_of_zeros_is_bad() -> None:
     fs = _with_data(MemoryFileSystem())
     layout = StorageLayout.from_info(BAD.info)
     plan = plan_check(fs, layout, None)
-    assert check_pieces(fs, layout, PieceVerifier(BAD.info), plan.to_hash) == [True, False, True]
+    assert check_pieces(fs, layout, PieceVerifier(BAD.info), plan.to_hash) == [True, True]
+    assert check_pad_pieces(PieceVerifier(BAD.info), plan.pad_only) == [False]
 
 
 def _resume(fs: FileSystem, layout: StorageLayout, have: set[int]) -> ResumeData:
@@ -138,12 +143,12 @@ def test_resume_data_that_had_the_pad_only_piece_is_trusted_else_it_is_hashed() 
     layout = StorageLayout.from_info(GOOD.info)
     plan = plan_check(fs, layout, _resume(fs, layout, {0, 1, 2}))
     assert plan.trusted == {0, 1, 2}
-    assert plan.to_hash == ()
+    assert (plan.to_hash, plan.pad_only) == ((), ())
     # Resume data made before the pad-only piece was had (by an older version): the
-    # files are unchanged, yet the piece is hashed, not left missing for ever.
+    # files are unchanged, yet the piece is settled, not left missing for ever.
     plan = plan_check(fs, layout, _resume(fs, layout, {0, 2}))
     assert plan.trusted == {0, 2}
-    assert plan.to_hash == (1,)
+    assert (plan.to_hash, plan.pad_only) == ((), (1,))
 
 
 def test_hybrid_the_pad_only_piece_is_settled_by_its_v1_hash() -> None:
@@ -155,7 +160,8 @@ def test_hybrid_the_pad_only_piece_is_settled_by_its_v1_hash() -> None:
     fs = _with_data(MemoryFileSystem())
     layout = StorageLayout.from_info(hybrid.info)
     plan = plan_check(fs, layout, None)
-    assert check_pieces(fs, layout, verifier, plan.to_hash) == [True] * 3
+    assert check_pieces(fs, layout, verifier, plan.to_hash) == [True] * 2
+    assert check_pad_pieces(verifier, plan.pad_only) == [True]
     assert verifier.verify(1, b"\x01" + bytes(PIECE - 1)) is False
 
 
@@ -186,7 +192,7 @@ async def test_the_reviewers_torrent_checks_complete(tmp_path: Path, kind: str) 
     async with open_disk_manager() as disk:
         torrent = await disk.add_torrent(GOOD, fs)
         finished = await _check_finished(disk)
-        assert (finished.good, finished.checked) == (3, 3)
+        assert (finished.good, finished.checked) == (3, 2)  # the pad-only piece: not hashed
         assert disk.have(torrent) == {0, 1, 2}
         assert await disk.read_block(torrent, 1, 0, PIECE) == bytes(PIECE)
         resume = await disk.save_resume_data(torrent)
@@ -206,7 +212,7 @@ async def test_a_wrong_hash_for_the_pad_only_piece_is_reported_bad(
     async with open_disk_manager() as disk:
         torrent = await disk.add_torrent(BAD, fs)
         finished = await _check_finished(disk)
-        assert (finished.good, finished.checked) == (2, 3)
+        assert (finished.good, finished.checked) == (2, 2)
         assert disk.have(torrent) == {0, 2}
     fs.close()
 
@@ -241,3 +247,104 @@ async def test_a_peers_blocks_cannot_fix_a_wrong_pad_only_piece_hash() -> None:
         await disk.write_block(torrent, 1, 0, b"\xee" * PIECE)
         assert await _verdict(disk) == PieceVerified(torrent, 1, good=False)
         assert disk.have(torrent) == frozenset()
+
+
+# -- no per-piece hashing of pads, nothing counted to hash -------------------------------
+
+LONG = 2**16  # pad-only pieces of a whole piece each: 1 GiB of zeros
+B_PIECE = 1 + LONG  # b's piece; then one pad-only piece of half a piece ends the torrent
+
+
+def _long_pad_torrent() -> Metainfo:
+    """``a`` (1000 bytes), a pad of ``LONG`` whole pieces after it, ``b`` (10 bytes), and a
+    pad ending the torrent with a pad-only piece of half a piece (a second size)."""
+    zeros = hashlib.sha1(bytes(PIECE)).digest()
+    hashes = [
+        hashlib.sha1(A[:1000] + bytes(PIECE - 1000)).digest(),
+        zeros * LONG,
+        hashlib.sha1(B[:10] + bytes(PIECE - 10)).digest(),
+        hashlib.sha1(bytes(PIECE // 2)).digest(),
+    ]
+    info: dict[str, Any] = {
+        "name": "album",
+        "piece length": PIECE,
+        "pieces": b"".join(hashes),
+        "files": [
+            {"length": 1000, "path": ["a"]},
+            {"length": LONG * PIECE + PIECE - 1000, "path": [".pad", "1"], "attr": "p"},
+            {"length": 10, "path": ["b"]},
+            {"length": PIECE - 10 + PIECE // 2, "path": [".pad", "2"], "attr": "p"},
+        ],
+    }
+    return Metainfo.from_bytes(encode({"info": info}))
+
+
+def _count_zero_hashes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the size of every hash of zeros ``check_pad_pieces`` computes."""
+    sizes: list[int] = []
+    real = _check._zeros_sha1
+
+    def counting(size: int) -> bytes:
+        sizes.append(size)
+        return real(size)
+
+    monkeypatch.setattr(_check, "_zeros_sha1", counting)
+    return sizes
+
+
+async def test_a_long_pad_is_not_hashed_piece_by_piece(monkeypatch: pytest.MonkeyPatch) -> None:
+    torrent = _long_pad_torrent()
+    assert torrent.info.num_pieces == LONG + 3
+    sizes = _count_zero_hashes(monkeypatch)
+    fs = _CountingFileSystem()
+    fs.write("album/a", 0, A[:1000])
+    fs.write("album/b", 0, B[:10])
+    async with open_disk_manager() as disk:
+        assert await disk.pieces_to_hash(torrent, fs) == 2  # a's piece and b's
+        handle = await disk.add_torrent(torrent, fs)
+        finished = await _check_finished(disk)
+        assert (finished.good, finished.checked) == (LONG + 3, 2)
+        assert disk.have(handle) == frozenset(range(LONG + 3))
+    assert sorted(sizes) == [PIECE // 2, PIECE]  # once per size, not once per piece
+    assert fs.reads == {"album/a": 1, "album/b": 1}
+
+
+@pytest.mark.parametrize("torrent", [GOOD, _long_pad_torrent()], ids=["one", "long"])
+async def test_pieces_to_hash_is_zero_with_no_file_there(torrent: Metainfo) -> None:
+    async with open_disk_manager() as disk:
+        assert await disk.pieces_to_hash(torrent, MemoryFileSystem()) == 0
+
+
+def _with_empty_file() -> Metainfo:
+    """``a`` (one piece), an empty file, a pad of one whole piece, then ``b``."""
+    space = A + bytes(PIECE) + B
+    hashes = [hashlib.sha1(space[i : i + PIECE]).digest() for i in range(0, len(space), PIECE)]
+    info: dict[str, Any] = {
+        "name": "album",
+        "piece length": PIECE,
+        "pieces": b"".join(hashes),
+        "files": [
+            {"length": PIECE, "path": ["a"]},
+            {"length": 0, "path": ["e"]},
+            {"length": PIECE, "path": [".pad", str(PIECE)], "attr": "p"},
+            {"length": len(B), "path": ["b"]},
+        ],
+    }
+    return Metainfo.from_bytes(encode({"info": info}))
+
+
+@pytest.mark.parametrize("kind", ["memory", "native"])
+async def test_a_piece_of_pad_beside_an_empty_file_is_pad_only(tmp_path: Path, kind: str) -> None:
+    torrent = _with_empty_file()
+    fs = _with_data(_fs(kind, tmp_path))
+    plan = plan_check(fs, StorageLayout.from_info(torrent.info), None)
+    assert (plan.to_hash, plan.pad_only) == ((0, 2), (1,))
+    async with open_disk_manager() as disk:
+        assert await disk.pieces_to_hash(torrent, fs) == 2
+        handle = await disk.add_torrent(torrent, fs)
+        finished = await _check_finished(disk)
+        assert (finished.good, finished.checked) == (3, 2)
+        assert disk.have(handle) == {0, 1, 2}
+    assert fs.size("album/e") == 0  # the empty file is made; the pad is not
+    assert fs.size(PAD_PATH) is None
+    fs.close()

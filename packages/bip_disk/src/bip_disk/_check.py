@@ -8,14 +8,18 @@ threads):
    since), *to hash* (every piece whose files are all there and long enough, and
    that resume data does not settle), and *missing* (a file is absent or too short
    for it: it cannot be good, so it is never read). A piece made only of pad bytes
-   (BEP 47) touches no stored file: its bytes are zeros fixed by the torrent, so it
-   is hashed (with no read) unless resume data lists it, and is good or bad by its
-   hash like any other (else nothing would ever settle it). The work is done per file with
-   ``bytearray`` slices, not per piece, so a torrent of two million pieces is
-   planned in milliseconds.
+   (BEP 47) touches no stored file: its bytes are zeros fixed by the torrent, so
+   unless resume data lists it, it is *pad only*, settled by
+   :func:`check_pad_pieces` without reading or hashing it (else nothing would ever
+   settle it). The work is done per file with ``bytearray`` slices, not per piece,
+   so a torrent of two million pieces is planned in milliseconds.
 2. :func:`check_pieces` reads and verifies a batch of pieces. A piece whose file
    vanished or shrank since the plan is simply not good; any other storage failure
    (permission denied, an I/O error) is raised, and stops the check.
+   :func:`check_pad_pieces` judges the pad-only pieces: each one's v1 hash against
+   the SHA-1 of zeros of its size, computed once per size (a piece's or the last
+   piece's), so a pad of a hundred gigabytes costs two hashes of one piece, not a
+   hundred gigabytes of hashing.
 
 Resume data trusts a file whose size and modification time are unchanged; a
 file whose mtime was too close to the moment the data was made (*racy*, see
@@ -27,6 +31,7 @@ trusted: all its pieces are hashed again on every start.
 from __future__ import annotations
 
 import errno
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -36,9 +41,17 @@ from ._hashing import PieceVerifier
 from ._layout import StorageLayout, StoredFile, read_piece
 from ._resume import ResumeData
 
-__all__ = ["CheckPlan", "check_pieces", "pieces_cut_short", "plan_check", "stat_files"]
+__all__ = [
+    "CheckPlan",
+    "check_pad_pieces",
+    "check_pieces",
+    "pieces_cut_short",
+    "plan_check",
+    "stat_files",
+]
 
 _GONE_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, None})  # the file vanished or shrank
+_ZEROS_CHUNK = 1 << 20  # zeros are hashed from a buffer of at most this, whatever the piece size
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +60,9 @@ class CheckPlan:
 
     Attributes:
         trusted: pieces resume data vouches for, good without reading.
-        to_hash: pieces to read and hash, in order (a piece of pad bytes only is
-            hashed without reading anything).
+        to_hash: pieces to read and hash, in order (never a piece of pad bytes only).
+        pad_only: pieces of pad bytes only that resume data does not vouch for, in
+            order: :func:`check_pad_pieces` settles them, with no read.
         stats: each file's stat now (by index of ``Info.files``; None when missing,
             for pad files and for links).
         changed_files: files that differ from the resume data (all stored files
@@ -57,6 +71,7 @@ class CheckPlan:
 
     trusted: frozenset[int]
     to_hash: tuple[int, ...]
+    pad_only: tuple[int, ...]
     stats: tuple[FileStat | None, ...]
     changed_files: frozenset[int]
 
@@ -120,18 +135,20 @@ def plan_check(
             racy[pieces.start : pieces.stop] = b"\x01" * len(pieces)
     trusted = set()
     to_hash = []
+    pad_only = []
     have = resume.have if resume is not None else frozenset()
     for piece in range(num_pieces):
         if not possible[piece]:
             continue
         if not stored[piece]:
             # Pad bytes only: nothing on disk can change them, so resume data that had
-            # the piece still holds; without it the zeros are hashed (read_piece reads
-            # no file for them), which also tells a torrent whose hash is not of zeros.
+            # the piece still holds. Without it the piece is not read nor hashed (a
+            # pad may span any number of pieces): check_pad_pieces compares its hash
+            # with that of zeros, which also tells a torrent whose hash is not of zeros.
             if piece in have:
                 trusted.add(piece)
             else:
-                to_hash.append(piece)
+                pad_only.append(piece)
         elif changed[piece]:
             to_hash.append(piece)
         elif piece in have:
@@ -139,7 +156,9 @@ def plan_check(
         elif racy[piece]:
             to_hash.append(piece)
         # Otherwise: unchanged files, and the piece was not had when the data was made.
-    return CheckPlan(frozenset(trusted), tuple(to_hash), stats, frozenset(changed_files))
+    return CheckPlan(
+        frozenset(trusted), tuple(to_hash), tuple(pad_only), stats, frozenset(changed_files)
+    )
 
 
 def _mtime_unknown(stat: FileStat | None) -> bool:
@@ -182,3 +201,39 @@ def check_pieces(
             raise
         results.append(verifier.verify(piece, data))
     return results
+
+
+def check_pad_pieces(verifier: PieceVerifier, pieces: Sequence[int]) -> list[bool]:
+    """Judge each of ``pieces``, made only of pad bytes (zeros); the result says which are good.
+
+    A piece is good when its v1 hash is the SHA-1 of zeros of its size. That hash is
+    computed once per distinct size (at most two: a whole piece's and the last
+    piece's), so the cost does not grow with the number of pieces. A torrent
+    checked without v1 hashes has no hash for such a piece (v2 file trees hold no
+    pads): it is not good, as :meth:`PieceVerifier.verify` says.
+
+    Raises:
+        IndexError: one of ``pieces`` is not a piece of the torrent.
+    """
+    info = verifier.info
+    zeros_hash: dict[int, bytes] = {}
+    results = []
+    for piece in pieces:
+        size = verifier.piece_size(piece)
+        expected = zeros_hash.get(size)
+        if expected is None:
+            expected = zeros_hash[size] = _zeros_sha1(size)
+        results.append(verifier.checks_v1 and info.piece_hash(piece) == expected)
+    return results
+
+
+def _zeros_sha1(size: int) -> bytes:
+    """The SHA-1 of ``size`` zero bytes, hashed from a buffer of at most ``_ZEROS_CHUNK``."""
+    zeros = memoryview(bytes(min(size, _ZEROS_CHUNK)))
+    digest = hashlib.sha1()
+    left = size
+    while left > 0:
+        step = min(left, len(zeros))
+        digest.update(zeros[:step])
+        left -= step
+    return digest.digest()

@@ -100,7 +100,7 @@ import trio
 from bip_metainfo import Info, Metainfo, sanitize_name
 
 from ._budget import ByteBudget, ReadCache, SpareBuffers
-from ._check import check_pieces, pieces_cut_short, plan_check, stat_files
+from ._check import check_pad_pieces, check_pieces, pieces_cut_short, plan_check, stat_files
 from ._errors import DiskError, PathError, StorageError, TorrentStateError
 from ._events import (
     CheckFinished,
@@ -594,7 +594,8 @@ class DiskManager:
         """How many pieces :meth:`add_torrent` with the same arguments would hash, as the
         files stand now: those resume data does not settle (of files changed since it was
         made, and racy files' unlisted pieces), of files there and long enough (0 when no
-        file is there, or resume data vouches for every file).
+        file is there, or resume data vouches for every file). Pieces of pad bytes only
+        are never counted: the check settles them without reading or hashing them.
 
         Every stored file is stat'ed once, on an I/O thread, and none is read: a caller
         that limits how many torrents hash at once (a client's queue of checks) learns
@@ -1799,10 +1800,27 @@ class DiskManager:
         to_hash = plan.to_hash if check else ()
         storage.to_check = len(to_hash)
         storage.checked = 0
+        if check and plan.pad_only:
+            # Pieces of pad bytes only: settled here, not hashed one by one (a long pad
+            # would hold the check for as long as hashing its zeros takes).
+            storage.io_active += 1
+            try:
+                verdicts = await self._hash_pool.run(
+                    check_pad_pieces, storage.verifier, plan.pad_only
+                )
+            finally:
+                storage.io_active -= 1
+            if not self._still_checking(storage):
+                return
+            storage.have.update(
+                piece for piece, good in zip(plan.pad_only, verdicts, strict=True) if good
+            )
         _log.debug(
-            "checking torrent %r: %d pieces trusted from resume data, %d to hash",
+            "checking torrent %r: %d pieces trusted from resume data, %d of pad bytes "
+            "only settled, %d to hash",
             handle.name,
             len(plan.trusted),
+            len(plan.pad_only) if check else 0,
             len(to_hash),
         )
         if not to_hash:
