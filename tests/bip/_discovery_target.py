@@ -23,8 +23,10 @@ class SeedTarget:
         self.listen_port = 6881
         self.private = False
         self.completed = trio.Event()
+        self.seeded = trio.Event()
         self.ready = trio.Event()
         self.completed.set()
+        self.seeded.set()
         self.ready.set()
 
     def transfer(self) -> tuple[int, int, int]:

@@ -7,23 +7,24 @@ only ``if (is_seed())``): not when a partial download finishes."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
-import pytest
 import trio
 from _discovery_target import NullSink
 from _engine_helpers import (
     address_of,
     loopback_config,
     make_torrent,
+    piece_bytes,
     seeder_and_leecher,
+    spoil_pieces,
     until,
     write_content,
 )
 from _http_tracker_server import MiniTracker, http_server, query_of
 
 from bip._client import TorrentOptions, open_session
-from bip._client import _discovery as discovery
 from bip._client._discovery import TrackerAnnouncer, _DhtPlan
 from bip._client._http_tracker import HttpTrackerClient
 from bip_handshake import PeerId
@@ -34,15 +35,11 @@ from bip_utracker import open_tracker_client
 # pad bytes are never part of ``left``).
 SIZES = (100_001, 70_003, 40_005)
 DEADLINE = 20.0
-# Seconds between two looks at ``left`` while a complete selection is not every piece: short
-# here, so that a test waits for no real second.
-RECHECK = 0.01
+# Real seconds given to an announce that must not come (nothing polls: the announcer waits
+# on the torrent's ``seeded`` event, so a wrong one would go out at once).
+SETTLE = 0.1
+BLOCK = 16384
 PEER_ID = PeerId(b"-BP0001-completed001")
-
-
-@pytest.fixture(autouse=True)
-def quick_recheck(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(discovery, "_SEED_RECHECK", RECHECK)
 
 
 def lacking(torrent: Metainfo, selected: int) -> int:
@@ -99,7 +96,7 @@ async def test_a_finished_partial_download_is_no_seed(tmp_path: Path) -> None:
                 await until(lambda: tracker.counts(v1) == (1, 1))
                 # No "completed" for it: the torrent is no seed (libtorrent sends it only
                 # then), whatever the selection says; the old announcer sent it at once.
-                await trio.sleep(20 * RECHECK)
+                await trio.sleep(SETTLE)
                 assert announced(server.requests, b"completed") == []
                 assert download.transfer()[2] == missing
                 assert not _DhtPlan.of(download).seed  # nor a seed in the DHT (BEP 33)
@@ -147,13 +144,15 @@ async def test_left_between_the_metadata_and_the_check(tmp_path: Path) -> None:
 
 
 class Target:
-    """A DiscoveryTarget whose ``left`` (and ``downloaded``) the test sets."""
+    """A DiscoveryTarget whose ``left`` (and ``downloaded``) the test sets; ``seeded`` too,
+    as the torrent does: set when ``left`` reaches 0, replaced when it leaves it."""
 
     def __init__(self, left: int) -> None:
         self.info_hash = InfoHash(v1=bytes(20))
         self.listen_port = 6881
         self.private = False
         self.completed = trio.Event()
+        self.seeded = trio.Event()
         self.ready = trio.Event()
         self.left = left
         self.downloaded = 0
@@ -184,25 +183,80 @@ async def test_completed_once_when_every_piece_is_verified() -> None:
                 await until(lambda: events(server.requests) == [b"started"])
                 # Downloaded, selection complete, a piece still missing: no snatch yet.
                 target.downloaded = 1000
-                await trio.sleep(20 * RECHECK)
+                await trio.sleep(SETTLE)
                 assert events(server.requests) == [b"started"]
                 # A grown selection: downloading again, then every piece is here.
                 target.completed = trio.Event()
                 target.left = 4
-                await trio.sleep(5 * RECHECK)
+                await trio.sleep(SETTLE / 2)
                 target.left = 0
                 target.completed.set()
+                target.seeded.set()
                 await until(lambda: b"completed" in events(server.requests))
                 assert announced(server.requests, b"completed") == [0]
                 # A piece lost (a failed read, a recheck) and got back: no second one.
                 target.completed = trio.Event()
+                target.seeded = trio.Event()
                 target.left = 3
-                await trio.sleep(5 * RECHECK)
+                await trio.sleep(SETTLE / 2)
                 target.left = 0
                 target.completed.set()
-                await trio.sleep(20 * RECHECK)
+                target.seeded.set()
+                await trio.sleep(SETTLE)
                 nursery.cancel_scope.cancel()
     assert events(server.requests) == [b"started", b"completed", b"stopped"]
+
+
+async def test_completed_when_the_last_piece_is_outside_the_selection(tmp_path: Path) -> None:
+    # v1, piece 6 (the last, 13,401 bytes) lies in file 2 only; file 0 is pieces 0-3.
+    folder = write_content(tmp_path / "seed", SIZES)
+    tracker = MiniTracker()
+    with trio.fail_after(DEADLINE):
+        async with http_server(tracker) as server:
+            torrent = create_torrent(
+                folder,
+                version="v1",
+                piece_length=32768,
+                creation_date=None,
+                created_by=None,
+                trackers=[server.url],
+            )
+            info = torrent.info
+            outside = info.num_pieces - 1
+            assert [s.file_index for s in info.piece_slices(outside)] == [2]
+            last = piece_bytes(info, folder.parent, outside)
+            assert last is not None
+            # The leecher has every piece but 0 (selected: it downloads it) and the last.
+            down = tmp_path / "down"
+            shutil.copytree(folder, down / folder.name)
+            spoil_pieces(info, down, [0, outside])
+            async with seeder_and_leecher(torrent, folder, trackers=True, redial_interval=0.1) as (
+                seeder,
+                leecher,
+            ):
+                download = await leecher.add_torrent(
+                    torrent,
+                    TorrentOptions(down, peers=(address_of(seeder),), files=frozenset({0})),
+                )
+                await download.wait_complete()
+                assert download.transfer()[1:] == (info.piece_size(0), len(last))
+                assert not download.seeded.is_set()
+                await until(lambda: b"started" in events(server.requests))
+                await trio.sleep(SETTLE)
+                assert announced(server.requests, b"completed") == []
+                # The piece nobody selected arrives anyway (as one in flight when a selection
+                # shrank): bip_disk hashes it, and the torrent is a seed with its selection
+                # complete all along.
+                handle = download.handle
+                assert handle is not None
+                for begin in range(0, len(last), BLOCK):
+                    data = last[begin : begin + BLOCK]
+                    await download._disk.write_block(handle, outside, begin, data)
+                with trio.fail_after(5):
+                    await download.seeded.wait()
+                assert download.transfer()[2] == 0
+                await until(lambda: b"completed" in events(server.requests))
+                assert announced(server.requests, b"completed") == [0]
 
 
 async def test_the_dht_seed_flag_wants_every_piece() -> None:

@@ -745,6 +745,7 @@ class Target:
     listen_port: int = 6881
     private: bool = False
     completed: trio.Event = field(default_factory=trio.Event)
+    seeded: trio.Event = field(default_factory=trio.Event)
     ready: trio.Event = field(default_factory=trio.Event)
 
     def transfer(self) -> tuple[int, int, int]:

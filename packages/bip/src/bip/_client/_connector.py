@@ -86,7 +86,8 @@ class ConnectorTorrent(Protocol):
 
     @property
     def completed(self) -> trio.Event:
-        """Set once we are a seed: peers known to be seeds are not dialled then."""
+        """Set once every selected file is complete (we want nothing more): peers known to
+        be seeds are not dialled then."""
         ...
 
     @property

@@ -76,9 +76,6 @@ TRACKER_MAX_INTERVAL: Final = DEFAULT_MAX_ANNOUNCE_INTERVAL
 _TRACKER_RETRY: Final = 15.0  # first wait after a failed announce, doubled up to the max
 _ANNOUNCE_TIMEOUT: Final = 60.0  # bip_utracker retransmits for hours (BEP 15): cut it short
 _STOPPED_TIMEOUT: Final = 2.0  # the goodbye announce must not hold up an exit
-_SEED_RECHECK: Final = 1.0
-"""Seconds between two looks at ``left`` while a finished partial download waits to become a
-seed before it announces ``completed`` (libtorrent announces it at once: a second is close)."""
 # Answers whose peer names wait for the resolver at most; one more is dropped (at DEBUG): the
 # tracker names them again at its next announce.
 _NAME_BATCHES: Final = 8
@@ -107,6 +104,13 @@ class DiscoveryTarget(Protocol):
     @property
     def completed(self) -> trio.Event:
         """Set once every selected piece is verified."""
+        ...
+
+    @property
+    def seeded(self) -> trio.Event:
+        """Set once every piece of the torrent is verified (``left`` 0), whatever the
+        selection. Never cleared: a new unset event replaces it when a piece goes missing
+        again (read the attribute anew rather than keep the event)."""
         ...
 
     @property
@@ -269,15 +273,12 @@ class TrackerAnnouncer:
     async def _until_seed(target: DiscoveryTarget) -> None:
         """Return once every piece is verified (``left`` 0), as libtorrent's finished()
         calls completed() only ``if (is_seed())``: a finished partial download is no snatch
-        to a tracker, and one that goes on to every file is, once. Waits on the selection's
-        completion, then looks every :data:`_SEED_RECHECK` seconds while a complete selection
-        leaves pieces out (only a new selection can change that; the target has no event
-        for it)."""
-        while True:
-            await target.completed.wait()  # read anew: a grown selection replaces the event
-            if target.transfer()[2] == 0:
-                return
-            await trio.sleep(_SEED_RECHECK)
+        to a tracker, and one that goes on to every file is, once. Waits on the target's
+        ``seeded`` event, whatever made it a seed (a download, a recheck, a move's check);
+        no polling: thousands of finished partial downloads must not wake every second."""
+        # Read anew each time: a piece lost between the set and our waking replaces the event.
+        while not target.seeded.is_set():
+            await target.seeded.wait()
 
     def _drop_names(self, status: AnnouncerStatus) -> None:
         """Drop a fresh HTTP answer's peer names, unresolved: the first time with a warning

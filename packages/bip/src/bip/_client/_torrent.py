@@ -219,8 +219,9 @@ class Torrent:
     """A torrent in a session; made by :meth:`bip._client.Session.add_torrent`.
 
     Its public side is :meth:`status`, :meth:`peer_info`, :meth:`file_progress`,
-    :meth:`wait_complete`, :attr:`completed`, :attr:`info` and :attr:`info_hash`; the
-    controls libtorrent's ``torrent_handle`` gives: :meth:`pause` and :meth:`resume`
+    :meth:`wait_complete`, :attr:`completed`, :attr:`seeded`, :attr:`info` and
+    :attr:`info_hash`; the controls libtorrent's ``torrent_handle`` gives: :meth:`pause` and
+    :meth:`resume`
     (:attr:`paused`), :meth:`set_files` (:attr:`files`), :meth:`set_file_priorities`
     (:meth:`file_priorities`), :meth:`force_recheck` and :meth:`move_storage` (removing it
     is the session's:
@@ -351,6 +352,10 @@ class Torrent:
         """Set once every selected piece is verified. An event is never cleared: when a new
         selection (:meth:`set_files`, a deadline's piece) wants pieces we lack, a new unset
         event takes its place (read the attribute again rather than keep the event)."""
+        self.seeded = trio.Event()
+        """Set once every piece of the torrent is verified (a seed, whatever the selection:
+        trackers hear ``completed`` then). Never cleared either: a new unset event takes its
+        place when a piece goes missing again (a recheck, a move's check)."""
         self.ready = trio.Event()
         """Set once the data on disk is checked; at once for a magnet link (trackers and the
         DHT are asked for peers from then on)."""
@@ -1883,12 +1888,21 @@ class Torrent:
             self.swarm.join(peer, now)
 
     def _check_complete(self) -> None:
-        if self.swarm is not None and self.swarm.brain.is_complete and not self.completed.is_set():
+        """A piece was verified: complete, or a seed, now? Either may come first (a piece
+        outside the selection can be the last the torrent lacked)."""
+        swarm = self.swarm
+        if swarm is None:
+            return
+        brain = swarm.brain
+        if (brain.is_complete and not self.completed.is_set()) or (
+            brain.is_seed and not self.seeded.is_set()
+        ):
             self._update_completion()
 
     def _update_completion(self) -> None:
         """``SEEDING`` once every wanted piece is here; back to ``DOWNLOADING`` when the
-        wanted pieces grew past what is here (a new selection, a raised piece)."""
+        wanted pieces grew past what is here (a new selection, a raised piece). Sets
+        :attr:`seeded` once every piece is here, and replaces it when one is missing again."""
         swarm = self.swarm
         if swarm is None or self._phase in (TorrentPhase.FAILED, TorrentPhase.CHECKING):
             return
@@ -1908,6 +1922,10 @@ class Torrent:
             self._sync_upload_only()
             if not self._holds:
                 self._restart_web_seeds(retry=False)
+        if swarm.brain.is_seed:
+            self.seeded.set()
+        elif self.seeded.is_set():
+            self.seeded = trio.Event()  # as completed: waiters that woke stay woken
         self._sync_revelation()  # super-seeding only while seeding
 
     @property
