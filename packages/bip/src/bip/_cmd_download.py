@@ -81,7 +81,6 @@ __all__ = [
     "listen_ports_text",
     "open_dht_node",
     "open_session_with_dht",
-    "resolve_mutable_link",
     "resolve_mutable_torrent",
     "run",
     "seed_on",
@@ -739,17 +738,6 @@ def _shown_duration(seconds: float) -> str:
     return f"{seconds:g}s" if seconds < 60 else format_duration(seconds)
 
 
-async def resolve_mutable_link(dht: DHT | None, link: MutableTorrentLink) -> MagnetLink:
-    """The magnet link of the version of the torrent a BEP 46 link names, as the DHT has
-    it now (the newest ``seq`` found), within :data:`RESOLVE_TIMEOUT` seconds.
-
-    Raises:
-        CLIError: as :func:`resolve_mutable_torrent`.
-    """
-    found = await resolve_mutable_torrent(dht, link)
-    return link.resolved(found.info_hash)
-
-
 async def resolve_mutable_torrent(dht: DHT | None, link: MutableTorrentLink) -> MutableTorrent:
     """The version of the torrent a BEP 46 link names, as the DHT has it now (the newest
     ``seq`` found), within :data:`RESOLVE_TIMEOUT` seconds.
@@ -872,7 +860,8 @@ async def follow_versions(follower: MutableFollower, args: argparse.Namespace) -
     current version is complete (without seeding), or once its seeding limits are reached.
 
     Raises:
-        CLIError: the version shown failed, and no version before it can run.
+        CLIError: the version shown failed, and no earlier version is remembered (the first,
+            or one put back already) or it could not be added back.
     """
     seeding = args.seed or args.seed_ratio is not None or args.seed_time is not None
     async with trio.open_nursery() as nursery:
@@ -890,7 +879,8 @@ async def _run_version(
     ``seeding``, or its seeding limits reached) or another version takes its place (False).
 
     Raises:
-        CLIError: it failed, and no version before it can run.
+        CLIError: it failed, and no earlier version is remembered (the first, or one put back
+            already) or it could not be added back.
     """
     # Read together (no checkpoint between): a replacement after this sets `changed`.
     torrent, changed = follower.current, follower.changed

@@ -29,10 +29,12 @@ that metadata is also saved under ``DIR/.bip`` (the next run takes it from there
 
 The files the new version no longer lists stay on disk (logged, never deleted). An update that
 fails (its files cannot be written, ...) is removed, its data kept, and the version it
-replaced is added back, its data checked afresh, and runs on: only a version with none before
-it (the first) failing is fatal. An update dropped or failed is not tried again until an item
-with a higher ``seq`` comes. Going back to an earlier version (a later item names it again)
-is an update like any other: its data is checked, never trusted to be as it was left.
+replaced is added back, its data checked afresh, and runs on: only the version just before the
+running one is remembered, so the first version, or one put back after a failed update, has
+none to fall back to, and its failing is fatal. An update dropped or failed is not tried
+again until an item with a higher ``seq`` comes. Going back to an earlier version (a later
+item names it again) is an update like any other: its data is checked, never trusted to be as
+it was left.
 
 An item with a lower or equal ``seq``, one naming the running version, a lookup that fails or
 times out: nothing changes, and each is logged once (not at every poll).

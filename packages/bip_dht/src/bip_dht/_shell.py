@@ -1199,8 +1199,8 @@ class DHT:
         if given and not addresses and self._proxy is not None and self._pending_names:
             _log.warning(
                 "no DHT node answered at the %d bootstrap names through the proxy %s yet: "
-                "they are asked again when its relay comes up, and every %g s while the "
-                "routing table is empty",
+                "they are asked again when its relay comes up, and every %g s while a "
+                "family's routing table has no live node",
                 len(self._pending_names),
                 self._proxy.url,
                 node.config.bootstrap_retry_interval,

@@ -138,7 +138,9 @@ class ClientConfig:
             most 1800 (the longest interval a tracker may ask for).
         tracker_bind: the local address of the tracker client's socket and of the HTTP
             tracker and web seed (BEP 19) connections (``None``: the first listen host of
-            each family, or any address).
+            each family; a family with no listen host gets the any address beside an
+            unspecified host or a host name, and nothing beside a specific one: no tracker is
+            reached in it).
         dial: how outbound connections are opened (``None``: TCP, and uTP as ``utp`` and
             ``prefer_utp`` say; tests pass their own, and then uTP is only accepted).
         connect_timeout: seconds a connect may take, the fallback to the other transport

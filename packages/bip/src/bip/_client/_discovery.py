@@ -98,7 +98,8 @@ class DiscoveryTarget(Protocol):
         ...
 
     def transfer(self) -> tuple[int, int, int]:
-        """``(uploaded, downloaded, left)`` payload bytes, for trackers."""
+        """``(uploaded, downloaded, left)`` payload bytes, for trackers; ``left`` counts the
+        whole torrent whatever the selection, and 0 means a seed (every piece verified)."""
         ...
 
     @property
@@ -416,8 +417,8 @@ class DhtLike(Protocol):
     ) -> NoReturn:
         """Look ``info_hash`` up (with ``announce``, one walk that also announces us on
         ``port``, as a seed with ``seed``: BEP 5 and 33) now and every ``interval`` seconds,
-        joining the DHT again whenever its routing table is empty; the peers found go to
-        ``sink`` as they are found, until cancelled."""
+        joining the DHT again when no family's routing table has a node it could still
+        query; the peers found go to ``sink`` as they are found, until cancelled."""
         ...
 
     def add_node(self, address: PeerAddress) -> None:

@@ -1234,8 +1234,8 @@ def _dialer(config: ClientConfig) -> PeerDialer | None:
 def _peer_local_addresses(config: ClientConfig) -> tuple[str, ...]:
     """The addresses peer connections leave from: the first listen host of each IP family
     (an unspecified one included: the dialers then let the system pick for that family),
-    in the order listed (``ClientConfig(listen=...)`` with a host of each family; the CLI's
-    one ``--bind`` gives one). A host name is skipped (the system picks the source address).
+    in the order listed (``--bind 10.8.0.2 --bind fd00::2``, or ``ClientConfig(listen=...)``
+    with a host of each family). A host name is skipped (the system picks the source address).
 
     >>> _peer_local_addresses(ClientConfig(listen=(("fd00::2", 0), ("10.8.0.2", 0))))
     ('fd00::2', '10.8.0.2')
