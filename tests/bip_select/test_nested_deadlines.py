@@ -133,3 +133,36 @@ def test_a_new_strategy_s_inner_deadline_wins_over_one_carried_over() -> None:
     assert brain.strategy.deadline(3) == 9.0
     assert brain.deadlines() == {3: 9.0}
     assert new.deadlines() == {}
+
+
+def test_a_strategy_switch_moves_the_deadlines_so_a_cleared_one_never_comes_back() -> None:
+    # The deadlines were copied to the new strategy but stayed in the old one's layers:
+    # cleared meanwhile, piece 4 was urgent again once the old strategy came back.
+    brain, outer, inner = nested()
+    inner.set_deadline(4, 7.0)
+    outer.set_deadline(3, 2.0)
+    brain.handle(StrategyChanged(Sequential()), 0.0)
+    assert brain.deadlines() == {3: 2.0, 4: 7.0}
+    assert outer.deadlines() == {}
+    assert inner.deadlines() == {}
+    brain.handle(PieceDeadlineCleared(4), 0.0)
+    brain.handle(StrategyChanged(outer), 0.0)
+    assert brain.deadlines() == {3: 2.0}
+    assert brain.strategy.deadline(4) is None
+    brain.check()
+
+
+def test_a_strategy_switch_keeps_the_deadlines_of_a_layer_both_chains_share() -> None:
+    brain, outer, inner = nested()
+    inner.set_deadline(1, 9.0)
+    outer.set_deadline(1, 1.0)
+    outer.set_deadline(2, 5.0)
+    brain.handle(StrategyChanged(inner), 0.0)  # unwrapped: the inner layer is the new chain
+    assert inner.deadlines() == {1: 9.0, 2: 5.0}  # its own 9 wins over the carried 1
+    assert outer.deadlines() == {}
+    brain.check()
+    wrapper = Streaming(then=inner)
+    brain.handle(StrategyChanged(wrapper), 0.0)  # wrapped again: the inner layer stays
+    assert inner.deadlines() == {1: 9.0, 2: 5.0}
+    assert brain.deadlines() == {1: 9.0, 2: 5.0}
+    brain.check()

@@ -1082,10 +1082,12 @@ class SwarmBrain:
             if not callable(getattr(strategy, name, None)):
                 raise LocalProtocolError(f"{strategy!r} is not a piece selection strategy")
         old = self._streaming()
+        old_layers = list(streaming_layers(self.picker.strategy))
         pending = self.deadlines()  # every layer's
         self._own_streaming = None
         self.picker.strategy = strategy
         streaming = self._streaming()
+        kept = {id(layer) for layer in streaming_layers(strategy)}
         if pending:
             own = self.deadlines()  # the new strategy's, an inner layer's too
             layer = self._ensure_streaming(now)
@@ -1096,6 +1098,12 @@ class SwarmBrain:
                     layer.set_deadline(piece, when)
         elif streaming is not None and old is None:
             self._set_rates(now)  # a Streaming strategy decides by rates from now on
+        # The deadlines moved (not copied): the old strategy's layers outside the new chain
+        # forget theirs, or switching back to that strategy would bring back a deadline
+        # cleared meanwhile. A layer shared by both chains keeps its own.
+        for layer in old_layers:
+            if id(layer) not in kept:
+                layer.clear_deadlines()
         self._drop_stale_deadlines()
         # Every peer may be asked again: a strategy may allow a peer pieces the old one kept
         # from it (a deadline piece it was too slow for). Rare, so all of them.

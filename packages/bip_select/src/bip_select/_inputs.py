@@ -316,7 +316,9 @@ class StrategyChanged(Input):
     :class:`~bip_select.Streaming` layer (where the new strategy has its own deadline for a
     piece, in any of its layers, its own wins), or into a ``Streaming`` layer the brain puts
     around the new strategy.
-    Send :class:`PieceDeadlinesCleared` first to drop them. Every peer is offered requests
+    They are moved, not copied: the old strategy's layers outside the new one's chain forget
+    theirs, so a deadline cleared later does not come back with the old strategy. Send
+    :class:`PieceDeadlinesCleared` first to drop them. Every peer is offered requests
     again (a strategy may allow a peer pieces the old one kept from it).
 
     >>> from bip_select import Sequential
