@@ -158,11 +158,16 @@ def test_a_strategy_switch_keeps_the_deadlines_of_a_layer_both_chains_share() ->
     outer.set_deadline(1, 1.0)
     outer.set_deadline(2, 5.0)
     brain.handle(StrategyChanged(inner), 0.0)  # unwrapped: the inner layer is the new chain
-    assert inner.deadlines() == {1: 9.0, 2: 5.0}  # its own 9 wins over the carried 1
+    # The deadline in force (the outer 1.0) goes before the 9.0 it hid in the shared layer.
+    assert inner.deadlines() == {1: 1.0, 2: 5.0}
     assert outer.deadlines() == {}
     brain.check()
     wrapper = Streaming(then=inner)
     brain.handle(StrategyChanged(wrapper), 0.0)  # wrapped again: the inner layer stays
-    assert inner.deadlines() == {1: 9.0, 2: 5.0}
-    assert brain.deadlines() == {1: 9.0, 2: 5.0}
+    assert inner.deadlines() == {1: 1.0, 2: 5.0}
+    assert brain.deadlines() == {1: 1.0, 2: 5.0}
+    brain.check()
+    # Back to the first strategy: the deadline in force is still 1.0, not the stale 9.0.
+    brain.handle(StrategyChanged(outer), 0.0)
+    assert brain.strategy.deadline(1) == 1.0
     brain.check()

@@ -1089,11 +1089,18 @@ class SwarmBrain:
         streaming = self._streaming()
         kept = {id(layer) for layer in streaming_layers(strategy)}
         if pending:
-            own = self.deadlines()  # the new strategy's, an inner layer's too
+            # The new strategy's own deadlines: those of its layers new to the switch (a
+            # layer shared with the old chain may hold one an outer old layer hid, and the
+            # deadline in force, in ``pending``, goes before it).
+            old_ids = {id(layer) for layer in old_layers}
+            own: set[int] = set()
+            for fresh in streaming_layers(strategy):
+                if id(fresh) not in old_ids:
+                    own.update(fresh.deadlines())
             layer = self._ensure_streaming(now)
             for piece, when in pending.items():
-                # The new strategy's own deadline wins (set on the outermost layer, a
-                # carried one would hide an inner layer's).
+                # A fresh layer's own deadline wins (set on the outermost layer, a carried
+                # one would hide an inner layer's).
                 if piece not in own:
                     layer.set_deadline(piece, when)
         elif streaming is not None and old is None:
