@@ -19,13 +19,14 @@ import argparse
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 import trio
+import trio.testing
 from _engine_helpers import LOOPBACK, Version, address_of, loopback_config, make_torrent, until
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -43,6 +44,7 @@ from bip._cmd_download import (
 from bip._errors import CLIError, find_expected
 from bip._follow_mutable import MAX_METADATA_WAIT, MutableFollower, same_torrent
 from bip_dht import DHT, MutableTorrent, open_dht
+from bip_handshake import PeerAddress
 from bip_metainfo import InfoHash, MagnetLink, Metainfo, MutableTorrentLink
 
 DEADLINE = 20.0
@@ -603,3 +605,102 @@ def test_same_torrent() -> None:
     assert same_torrent(InfoHash(v1=bytes(20)), hybrid)
     assert same_torrent(InfoHash(v2=b"\x01" * 32), hybrid)
     assert not same_torrent(InfoHash(v1=b"\x02" * 20), hybrid)
+
+
+@contextlib.asynccontextmanager
+async def published(
+    item: InfoHash, *, joined: bool = True
+) -> AsyncIterator[tuple[DHT, MutableFollower]]:
+    """A router holding the publisher's item for ``item`` (put before the follower's DHT
+    joined, so that only the network has it), and a follower whose DHT knows the router:
+    yields the follower's DHT and the follower (no session: only its lookups run). With
+    ``joined``, the DHT's bootstrap has ended; else open_dht's own is under way."""
+    async with open_dht(LOOPBACK, rng=random.Random(1)) as router:
+        [router_address] = router.addresses
+        async with open_dht(LOOPBACK, [router_address], rng=random.Random(2)) as publisher:
+            await publisher.bootstrap()
+            await publisher.put_mutable_torrent(KEY, item, salt=SALT)
+        async with open_dht(LOOPBACK, [router_address], rng=random.Random(3)) as dht:
+            if joined:
+                await dht.bootstrap()
+            link = MutableTorrentLink(PUBLIC_KEY, salt=SALT)
+            nothing = cast(Any, None)
+            options = TorrentOptions(Path("down"))
+            follower = MutableFollower(nothing, dht, link, options, interval=600.0, timeout=5.0)
+            yield dht, follower
+
+
+def _spy_bootstraps(dht: DHT, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The bootstraps the DHT's core starts from now on: how many ran beside each."""
+    node = dht.node
+    bootstrap = node.bootstrap
+    beside: list[int] = []
+
+    def spy(addresses: Iterable[PeerAddress], now: float) -> int:
+        beside.append(len(node.bootstrap_ops))
+        return bootstrap(addresses, now)
+
+    monkeypatch.setattr(node, "bootstrap", spy)
+    return beside
+
+
+async def test_a_table_of_bad_nodes_makes_the_follower_join_again(
+    autojump_clock: trio.testing.MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # After an outage every known node is bad, but they stay in their buckets: the table is
+    # not empty. Before, the follower joined only an empty table: its lookup had nobody to
+    # ask ("no torrent published") until the core's own retry a minute later.
+    caplog.set_level(logging.INFO, logger="bip")
+    with trio.fail_after(DEADLINE):
+        async with published(NOBODY) as (dht, follower):
+            node = dht.node
+            now = trio.current_time()
+            table = node.table(4)
+            entries = list(table.entries(now))
+            assert entries
+            for entry in entries:  # every query to them failed
+                for _ in range(node.config.max_failures):
+                    table.failed(entry.node, now)
+            assert dht.statistics().table_size == len(entries)
+            assert node.needs_bootstrap(now)
+            beside = _spy_bootstraps(dht, monkeypatch)
+            found = await follower._look_up()
+    assert beside == [0]  # one join, beside nothing
+    assert found is not None
+    assert found.info_hash == NOBODY
+    assert not _messages(caplog, logging.WARNING)
+
+
+async def test_the_follower_waits_for_a_bootstrap_under_way_instead_of_joining_beside(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its table is empty while a bootstrap of the node runs (open_dht's own here; the core's
+    # re-bootstrap, keep_finding's join alike): before, the follower started a second one
+    # beside it; now it waits for that one's end and takes its outcome.
+    with trio.fail_after(DEADLINE):
+        async with published(NOBODY, joined=False) as (dht, follower):
+            assert dht.node.bootstrapping
+            assert dht.statistics().table_size == 0
+            beside = _spy_bootstraps(dht, monkeypatch)
+            found = await follower._look_up()
+    assert beside == []
+    assert found is not None
+    assert found.info_hash == NOBODY
+
+
+async def test_the_follower_says_no_node_answered_when_its_join_found_nobody(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bip")
+    with trio.fail_after(DEADLINE):
+        async with open_dht(LOOPBACK, rng=random.Random(4)) as dht:  # knows nobody
+            link = MutableTorrentLink(PUBLIC_KEY, salt=SALT)
+            nothing = cast(Any, None)
+            follower = MutableFollower(
+                nothing, dht, link, TorrentOptions(Path("down")), interval=600.0, timeout=5.0
+            )
+            assert await follower._look_up() is None
+    [warning] = _messages(caplog, logging.WARNING)
+    assert "no DHT node answered" in warning

@@ -544,9 +544,11 @@ class MutableFollower:
         """The key's newest item now, or None (the problem logged once)."""
         with trio.move_on_after(self._timeout):
             try:
-                # A table emptied since the last lookup (our address changed, the nodes
-                # left) would answer nothing: join again first.
-                if self._dht.statistics().table_size == 0 and await self._dht.bootstrap() == 0:
+                # A table with nobody left to ask (emptied: our address changed; or full of
+                # bad nodes after an outage) would answer nothing: join again first, by the
+                # DHT's own rule (never beside a bootstrap of the node under way, whose end
+                # it waits for, within the lookup's own bound).
+                if not await self._dht.join_if_needed(timeout=self._timeout):
                     raise CLIError("no DHT node answered")
                 found = await lookup_mutable_torrent(self._dht, self._link)
             except CLIError as error:

@@ -124,7 +124,7 @@ from ._shell_datagrams import (
     OtherDatagrams,
     is_krpc_candidate,
 )
-from ._shell_periodic import DEFAULT_FIND_INTERVAL, keep_finding
+from ._shell_periodic import DEFAULT_FIND_INTERVAL, join_if_needed, keep_finding
 from ._shell_proxy import PROBE_ATTEMPTS, PROXY_WAIT, NameProbes, PendingNames, RelayOutages
 from ._shell_sockets import (
     MAX_DATAGRAM,
@@ -503,17 +503,46 @@ class DHT:
         await self._bootstrap(addresses)
         return self._node.statistics().table_size
 
+    async def join_if_needed(self, *, timeout: float) -> bool:
+        """Join the DHT if nobody is left to look up with; whether somebody is then.
+
+        The rule of :meth:`keep_finding`'s rounds, for a caller's own periodic lookups (a
+        BEP 46 link followed): it joins only when no family's routing table holds a node we
+        could still query. A table's size does not say it: after an outage its nodes are
+        all bad but stay in their buckets, so a table that is not empty may have nobody to
+        ask. A family with none beside one that works is left to the core, which bootstraps
+        again by itself (:meth:`DHTNode.needs_bootstrap`). It never starts a bootstrap
+        beside another of the node under way or about to start (the core's own, a caller's
+        :meth:`bootstrap` still asking names, another join): it waits for those to end and
+        takes their outcome, and the callers that need a join at the same time share one.
+
+        Waiting for the others ends within *timeout* seconds; a bootstrap of its own, once
+        started, is bounded by the node's query timeouts and limits instead (as a
+        :meth:`bootstrap` is). It does not retry: a caller that got False tries again later
+        (:meth:`keep_finding` waits 10 s, then 20 s... up to its interval).
+
+        Returns:
+            True if a routing table holds a node we could still query (at once when one
+            did already), False if the join found nobody (or the wait for another's
+            bootstrap ran out first).
+
+        Raises:
+            LocalProtocolError: *timeout* is not a finite number of seconds >= 0.
+            DHTError: the DHT closed while this waited for another's bootstrap.
+        """
+        return await join_if_needed(self, timeout=timeout)
+
     async def _bootstrap(
         self, addresses: Iterable[AddressLike] = (), *, unless_running: bool = False
     ) -> bool:
         """:meth:`bootstrap`'s work: start a bootstrap and wait for its end; True then.
 
-        With *unless_running* (keep_finding's join) start none, and return False, while
-        another is under way or about to be (:meth:`_bootstrap_under_way`). Decided on entry
-        and again at the moment of starting, with no checkpoint between the test and the
-        start: one that began while this one waited is never run beside. Names that answered
-        meanwhile are not lost then: the core remembered their addresses as they came
-        (:meth:`_ask_pending_names`), for its own re-bootstraps and the joins after.
+        With *unless_running* (:meth:`join_if_needed`'s join) start none, and return False,
+        while another is under way or about to be (:meth:`_bootstrap_under_way`). Decided on
+        entry and again at the moment of starting, with no checkpoint between the test and
+        the start: one that began while this one waited is never run beside. Names that
+        answered meanwhile are not lost then: the core remembered their addresses as they
+        came (:meth:`_ask_pending_names`), for its own re-bootstraps and the joins after.
         """
         if unless_running and self._bootstrap_under_way():
             return False
@@ -528,7 +557,10 @@ class DHT:
                 # The names are worth their pings only while a family has no node to query.
                 asking = self._pending_names and self._node.needs_bootstrap(trio.current_time())
                 answered = await self._ask_pending_names() if asking else []
-                resolved = [*answered, *self._node.bootstrap_addresses]
+                # The core remembered the answers already (_ask_pending_names): each once,
+                # the answers first (fresh), then the others in the core's order.
+                remembered = self._node.bootstrap_addresses
+                resolved = list(dict.fromkeys(a.normalized() for a in (*answered, *remembered)))
         finally:
             self._bootstraps_starting -= counted
             if counted:  # about to start or given up: who waits for it to start looks again
@@ -575,9 +607,10 @@ class DHT:
     ) -> NoReturn:
         """Look *info_hash* up now and every *interval* seconds, until cancelled.
 
-        Each round joins the DHT first when it has nobody to look up with (no family's
-        routing table holds a node we could still query, as after an outage that made every
-        known node bad), through the bootstrap addresses and the nodes known; a family with
+        Each round joins the DHT first when it has nobody to look up with
+        (:meth:`join_if_needed`: no family's routing table holds a node we could still
+        query, as after an outage that made every known node bad), through the bootstrap
+        addresses and the nodes known; a family with
         none beside one that works is left to the core, which bootstraps again by itself at
         most every ``bootstrap_retry_interval`` (:meth:`DHTNode.needs_bootstrap`). It never
         bootstraps beside a bootstrap of the node under way or about to start (the core's

@@ -1,4 +1,5 @@
-"""Looking a torrent up in the DHT for as long as it runs: :meth:`DHT.keep_finding`.
+"""Looking a torrent up in the DHT for as long as it runs (:meth:`DHT.keep_finding`), and the
+rule by which it and the other periodic lookups join the DHT (:meth:`DHT.join_if_needed`).
 
 Every client repeats the same round: join the DHT if there is nobody to look up with, look
 the torrent up (or announce it, which looks it up on the way: one walk, not two), hand the
@@ -15,7 +16,9 @@ bootstrap of the node: one under way or about to start (the core's own re-bootst
 caller's still asking names, the proxied shell's rejoin) is waited for and its outcome taken,
 and the rounds of several torrents that need a join at once share one (:class:`_Join`),
 rather than each sending its own find_node flood. The proxied rejoin starts none beside a
-round's join either, and the names a join asked reach the core whatever it does next.
+round's join either, and the names a join asked reach the core whatever it does next. That
+rule is public (:meth:`DHT.join_if_needed`): a caller's own periodic lookups (a BEP 46
+follower's) share the rounds' joins rather than bootstrapping beside them.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from ._node import DHTNode
 if TYPE_CHECKING:
     from ._shell import DHT
 
-__all__ = ["DEFAULT_FIND_INTERVAL", "keep_finding"]
+__all__ = ["DEFAULT_FIND_INTERVAL", "join_if_needed", "keep_finding"]
 
 _log = logging.getLogger("bip_dht.node")
 
@@ -47,8 +50,9 @@ _JOIN_RETRY: Final = 10.0  # first wait after a bootstrap that reached nobody; d
 
 
 class _Join:
-    """A join of keep_finding's under way on one DHT: the rounds that need one meanwhile wait
-    for it and take its outcome instead of bootstrapping beside it."""
+    """A join of :func:`join_if_needed`'s under way on one DHT: the callers (keep_finding's
+    rounds, others) that need one meanwhile wait for it and take its outcome instead of
+    bootstrapping beside it."""
 
     __slots__ = ("done", "ended")
 
@@ -99,11 +103,8 @@ async def keep_finding(
     else:
         start = lambda node, now: node.get_peers(raw, now)  # noqa: E731
     retry = min(_JOIN_RETRY, interval)
-    node = dht.node
     while True:
-        if not _can_look_up(node, trio.current_time()):
-            await _join(dht, wait=interval)
-        if not _can_look_up(node, trio.current_time()):
+        if not await join_if_needed(dht, timeout=interval):
             # Nobody answered (the shell logs a warning): try again, less and less often.
             _log.debug("no DHT node to look %s up with: joining again in %g s", raw.hex(), retry)
             await trio.sleep(retry)
@@ -129,15 +130,38 @@ async def keep_finding(
         await trio.sleep(interval)
 
 
+async def join_if_needed(dht: DHT, *, timeout: float) -> bool:
+    """The work of :meth:`DHT.join_if_needed` (see there): :func:`_join` when no family's
+    routing table has a node to look up with; whether one has then.
+
+    Raises:
+        LocalProtocolError: *timeout* is not a finite number of seconds >= 0.
+        DHTError: the DHT closed while this waited for another's bootstrap.
+    """
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not math.isfinite(timeout)
+        or timeout < 0
+    ):
+        raise LocalProtocolError(f"timeout is a finite number of seconds >= 0, got {timeout!r}")
+    node = dht.node
+    if _can_look_up(node, trio.current_time()):
+        return True
+    await _join(dht, wait=timeout)
+    return _can_look_up(node, trio.current_time())
+
+
 async def _join(dht: DHT, *, wait: float) -> None:
-    """Join for a round with nobody to look up with, never beside another bootstrap: start one
-    (:meth:`DHT._bootstrap`) unless one of the node's runs or a caller's is about to start,
-    decided at the moment of starting; else wait for those to end (and for those that begin
-    meanwhile) and take their outcome. Rounds that come while a join of keep_finding's runs
-    wait for it instead (or, when the one that ran was cancelled, join themselves if there
-    is still nobody to look up with). Waiting for others (their joins, their bootstraps)
-    ends within *wait* seconds of the call (the round's own interval, not the holder's); the
-    round's own bootstrap, when it starts one, is bounded by its own steps instead
+    """Join for a caller with nobody to look up with (a round of keep_finding's, ...), never
+    beside another bootstrap: start one (:meth:`DHT._bootstrap`) unless one of the node's
+    runs or a caller's is about to start, decided at the moment of starting; else wait for
+    those to end (and for those that begin meanwhile) and take their outcome. Callers that
+    come while a join of this function's runs wait for it instead (or, when the one that ran
+    was cancelled, join themselves if there is still nobody to look up with). Waiting for
+    others (their joins, their bootstraps) ends within *wait* seconds of the call (the
+    caller's own bound, a round's interval, not the holder's); the caller's own bootstrap,
+    when it starts one, is bounded by its own steps instead
     (``PROXY_WAIT`` for the relay, ``PROBE_ATTEMPTS`` query timeouts per name, the core's
     query timeouts and limits for the lookup): a join cut at a short interval would never
     end. Cancelling leaves no join behind."""
@@ -162,7 +186,7 @@ async def _join(dht: DHT, *, wait: float) -> None:
                         await dht._bootstraps_ended()
                         await dht._bootstrap_starts_ended()
             if dht._closed:  # its bootstraps stay "under way" for ever: no outcome to take
-                raise DHTError("the DHT closed while looking the torrent up")
+                raise DHTError("the DHT closed while waiting for a bootstrap to join through")
         join.ended = True
     finally:
         del _joins[dht]
