@@ -199,7 +199,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "scrape",
         help="ask a tracker for swarm sizes",
         description="Ask a UDP or HTTP(S) tracker for the seeders, completed downloads and"
-        " leechers.",
+        " leechers (and, from an HTTP tracker that counts them, the downloaders among the"
+        " leechers: BEP 21; the others are partial seeds).",
     )
     scrape.add_argument("url", metavar="URL", help=_URL_HELP)
     scrape.add_argument(
@@ -535,16 +536,23 @@ def _run_scrape(args: argparse.Namespace) -> int:
                     "seeders": stats.seeders,
                     "completed": stats.completed,
                     "leechers": stats.leechers,
+                    # BEP 21, from the HTTP trackers that count it only.
+                    **({} if stats.downloaders is None else {"downloaders": stats.downloaders}),
                 }
                 for swarm, stats in rows
             ],
         }
         print(json.dumps(payload, indent=2))
         return 0
-    lines = [f"{'info-hash':<40}  {'seeders':>8}  {'completed':>9}  {'leechers':>8}"]
-    lines.extend(
-        f"{swarm.hex():<40}  {stats.seeders:>8}  {stats.completed:>9}  {stats.leechers:>8}"
-        for swarm, stats in rows
-    )
+    # BEP 21's column only when the tracker counts downloaders (the rest of the leechers are
+    # partial seeds); "-" for a swarm it left out.
+    extra = any(stats.downloaders is not None for _, stats in rows)
+    head = f"{'info-hash':<40}  {'seeders':>8}  {'completed':>9}  {'leechers':>8}"
+    lines = [head + (f"  {'downloaders':>11}" if extra else "")]
+    for swarm, stats in rows:
+        line = f"{swarm.hex():<40}  {stats.seeders:>8}  {stats.completed:>9}  {stats.leechers:>8}"
+        if extra:
+            line += f"  {'-' if stats.downloaders is None else stats.downloaders:>11}"
+        lines.append(line)
     print("\n".join(lines))
     return 0

@@ -7,7 +7,8 @@ retried with a growing delay, or when the tracker said to (BEP 31 ``retry in``),
 again if it said so; and ``stopped`` on the way out, quickly. libtorrent and
 anacrolix/torrent run it inside their sessions; this is ours, on top of the trio client. The
 same loop drives any other :class:`AnnounceClient` (an HTTP tracker client, say): the schedule
-does not depend on the transport.
+does not depend on the transport. A partial seed (BEP 21: every piece it wants is here, not
+every piece) says so in its regular announces, ``event=paused``, to a client that can send it.
 
 >>> async def main(client, url, info_hash, peer_id, have):  # doctest: +SKIP
 ...     announcer = Announcer(client, url, info_hash, peer_id=peer_id, port=6881,
@@ -22,9 +23,10 @@ does not depend on the transport.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol, runtime_checkable
 
@@ -110,6 +112,12 @@ class AnnounceClient(Protocol):
       ``stopped`` (:attr:`AnnouncerStatus.given_up`). Anything else there is ignored.
     - ``interval``: seconds the refusal asked between announces (an int): the backoff waits
       at least that long (up to ``max_interval``), as libtorrent does.
+
+    BEP 21: a client whose ``announce`` takes a keyword ``paused`` (as bip's HTTP client's
+    does) is passed ``paused=True`` with a regular announce (event ``none``) while the
+    progress says we are a partial seed, and sends ``event=paused``; it is passed nothing
+    otherwise, so a client without the keyword works as before (its tracker hears ``none``,
+    as a UDP tracker does: BEP 15 has no ``paused``).
     """
 
     def check_tracker(self, tracker: str) -> None:
@@ -150,11 +158,15 @@ class AnnounceProgress:
         uploaded: bytes sent to peers.
         downloaded: bytes received from peers (and verified, as most clients count).
         left: bytes still missing (0 for a seeder).
+        partial_seed: every piece we want is here, but not every piece (BEP 21; libtorrent's
+            ``is_finished() && !is_seed()``): a regular announce then says ``paused`` to a
+            client that can (an HTTP tracker's). Ignored while ``left`` is 0: a seed is none.
     """
 
     uploaded: int = 0
     downloaded: int = 0
     left: int = 0
+    partial_seed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +189,8 @@ class AnnouncerStatus:
         given_up: why announcing to this tracker stopped for good, to show a user: the
             tracker's refusal (``str`` of its error) when it said BEP 31 ``retry in: never``;
             None while announcing goes on.
+        last_paused: whether the last answered announce said BEP 21's ``paused`` (its
+            ``last_event`` is then ``none``, the event it stands in for).
     """
 
     tracker: str
@@ -192,6 +206,7 @@ class AnnouncerStatus:
     last_announce: float | None
     next_announce: float | None
     given_up: str | None = None
+    last_paused: bool = False
 
 
 class Announcer:
@@ -218,7 +233,11 @@ class Announcer:
     waits idle until cancelled. Failures are status (:attr:`status`, and DEBUG records on
     the ``bip_utracker.client`` logger), never exceptions. The peers of each answer go to the
     client's sink (a :class:`TrackerClient`'s), and to ``sink`` if one is given, except those
-    of the ``stopped`` answer: we are leaving the swarm (they stay in :attr:`status`).
+    of the ``stopped`` answer: we are leaving the swarm (they stay in :attr:`status`). While
+    ``progress()`` says we are a partial seed (BEP 21), a regular announce says ``paused`` to
+    a client that can send it (see :class:`AnnounceClient`; a UDP tracker hears ``none``);
+    ``started``, ``completed`` and ``stopped`` go as they are, as libtorrent's ``paused``
+    replaces ``none`` only.
 
     Args:
         client: a running :class:`TrackerClient`, or any other :class:`AnnounceClient`.
@@ -231,7 +250,8 @@ class Announcer:
         port: our TCP listen port (0 if we accept no peers), or a function giving it at each
             announce (a port a NAT maps for us may change: libtorrent announces its listen
             socket's external port each time).
-        progress: called before each announce for the bytes uploaded, downloaded and left.
+        progress: called before each announce for the bytes uploaded, downloaded and left,
+            and whether we are a partial seed.
         sink: also give the peers found here (source ``"tracker"``), but for ``stopped``.
         num_want: peers wanted per announce; -1 lets the tracker decide.
         min_interval: seconds between regular announces at least, whatever interval the
@@ -320,6 +340,8 @@ class Announcer:
         self._timeout = seconds("timeout", timeout)
         self._stopped_timeout = seconds("stopped_timeout", stopped_timeout, zero=True)
         self._client: TrackerClient | AnnounceClient = client
+        # Asked once: a client written before BEP 21's "paused" came in is never passed it.
+        self._sends_paused = not isinstance(client, TrackerClient) and _takes_paused(client)
         self._tracker: TrackerTarget = tracker
         self._info_hash = info_hash
         self._peer_id = peer_id
@@ -336,6 +358,7 @@ class Announcer:
         self._started = False
         self._completed = False
         self._last_event: AnnounceEvent | None = None
+        self._last_paused = False
         self._last_result: AnnounceResult | None = None
         self._last_error: TrackerError | None = None
         self._last_announce: float | None = None
@@ -371,6 +394,7 @@ class Announcer:
             last_announce=self._last_announce,
             next_announce=self._next,
             given_up=self._given_up,
+            last_paused=self._last_paused,
         )
 
     def mark_completed(self) -> None:
@@ -433,10 +457,29 @@ class Announcer:
             self._complete_pending = finished
         return AnnounceEvent.COMPLETED if self._complete_pending else AnnounceEvent.NONE
 
-    async def _send(self, event: AnnounceEvent, progress: AnnounceProgress) -> AnnounceResult:
+    def _paused(self, event: AnnounceEvent, progress: AnnounceProgress) -> bool:
+        """Whether this announce says BEP 21's ``paused``: a regular one, of a partial seed, to
+        a client that can say it. As libtorrent, ``paused`` replaces ``none`` only: the
+        tracker must still hear that we start, finish or leave."""
+        return (
+            self._sends_paused
+            and event is AnnounceEvent.NONE
+            and bool(progress.partial_seed)
+            and progress.left > 0
+        )
+
+    async def _send(
+        self, event: AnnounceEvent, progress: AnnounceProgress, *, paused: bool = False
+    ) -> AnnounceResult:
         client = self._client
+        announce: Callable[..., Awaitable[AnnounceResult]]
         if isinstance(client, TrackerClient):
             announce = functools.partial(client.announce, self._tracker)
+        elif paused:
+            # Only then, and only to a client whose announce takes it (_takes_paused): the
+            # protocol's signature leaves it out, for the clients written before it.
+            takes_paused: Callable[..., Awaitable[AnnounceResult]] = client.announce
+            announce = functools.partial(takes_paused, self._label, paused=True)
         else:  # another client gets the URL as given, which is the label
             announce = functools.partial(client.announce, self._label)
         result = await announce(
@@ -459,13 +502,14 @@ class Announcer:
         """One announce; plan the next one from its outcome."""
         progress = self._progress()
         event = self._event(progress)
+        paused = self._paused(event, progress)
         self._forced = False
         self._hold_until = None
         self._last_attempt = trio.current_time()
         self._announcing = True
         try:
             with trio.move_on_after(self._timeout) as scope:
-                result = await self._send(event, progress)
+                result = await self._send(event, progress, paused=paused)
             if scope.cancelled_caught:
                 raise TrackerTimeoutError(f"no answer within {self._timeout:g} s")
         except LocalProtocolError:
@@ -504,6 +548,7 @@ class Announcer:
             self._announces += 1
             self._failures = 0
             self._last_event, self._last_result, self._last_error = event, result, None
+            self._last_paused = paused
             self._tracker_min = _tracker_min_interval(result, self._max)
             self._last_announce = now
             wait = min(max(float(result.interval), self._min), self._max)
@@ -555,7 +600,7 @@ class Announcer:
                 _log.debug("stopped announce to %s failed: %s", self._shown, error)
                 self._last_error = error
             else:
-                self._started = False
+                self._started = self._last_paused = False
                 self._announces += 1
                 self._last_event, self._last_result, self._last_error = (
                     AnnounceEvent.STOPPED,
@@ -571,6 +616,20 @@ class Announcer:
                 f"no answer to stopped within {self._stopped_timeout:g} s"
             )
         self._updated()
+
+
+def _takes_paused(client: AnnounceClient) -> bool:
+    """Whether ``client.announce`` takes the keyword ``paused`` (BEP 21, see
+    :class:`AnnounceClient`), read from its signature: an older client, or a fake that
+    takes only the arguments it knows, must never be handed an argument it would refuse."""
+    try:
+        parameter = inspect.signature(client.announce).parameters.get("paused")
+    except (TypeError, ValueError):  # no signature to read (a builtin, say): not told
+        return False
+    return parameter is not None and parameter.kind in (
+        inspect.Parameter.KEYWORD_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    )
 
 
 def _retry_in(error: TrackerError) -> int | Literal["never"] | None:

@@ -95,7 +95,13 @@ class Action(IntEnum):
 
 
 class AnnounceEvent(IntEnum):
-    """The event of an announce request."""
+    """The event of an announce request: BEP 15's wire values, 0 to 3.
+
+    BEP 21's ``paused`` (a partial seed's regular announce, HTTP trackers only) is no member:
+    BEP 15 defines no value for it, and a tracker that checks the field (ours does) would drop
+    a 4 as malformed. An :class:`Announcer` tells it as ``partial_seed`` in its
+    :class:`AnnounceProgress`, and a UDP tracker hears ``none``.
+    """
 
     NONE = 0
     COMPLETED = 1
@@ -206,6 +212,15 @@ class AnnounceRequest:
         """
         _check_hash(self.info_hash, "an info-hash")
         _check_hash(self.peer_id, "a peer id")
+        event: object = self.event  # checked at run time, as the field type is not
+        # Refused as decode_request refuses it: 4 (libtorrent's "paused") or any other value
+        # BEP 15 does not define would be dropped as malformed by a tracker that checks.
+        if (
+            isinstance(event, bool)
+            or not isinstance(event, int)
+            or not 0 <= event <= AnnounceEvent.STOPPED
+        ):
+            raise LocalProtocolError(f"an announce event is 0..3 (BEP 15), got {event!r:.40}")
         if not isinstance(self.url_data, bytes):
             raise LocalProtocolError(f"url_data is bytes, got {type(self.url_data).__name__}")
         options = self.options
@@ -315,11 +330,16 @@ class ScrapeStats:
         seeders: peers that have everything.
         completed: how many times the torrent was downloaded completely.
         leechers: peers still downloading.
+        downloaders: of the leechers, those still downloading (BEP 21's ``downloaders``:
+            the others are partial seeds, which have every piece they want); None when the
+            tracker did not say, as a UDP tracker never does (BEP 15's scrape has no such
+            field, so :meth:`ScrapeResponse.encode` leaves it out).
     """
 
     seeders: int
     completed: int
     leechers: int
+    downloaders: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

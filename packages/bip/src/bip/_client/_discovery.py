@@ -10,7 +10,8 @@ feeds the same sink. The sources here:
   every so often (a peer may not have been ready, or may have gone away);
 - :class:`TrackerAnnouncer`: BEP 15 UDP trackers and BEP 3 HTTP(S) trackers
   (:class:`HttpTrackerClient`), both through bip_utracker's :class:`~bip_utracker.Announcer`
-  (started, regular, completed and stopped announces); a hybrid torrent is announced in both
+  (started, regular, completed and stopped announces; a finished partial download's regular
+  announces say ``paused`` to HTTP trackers, BEP 21); a hybrid torrent is announced in both
   its v1 and its v2 swarm (BEP 52); peers an HTTP tracker names by DNS name are resolved in
   the background, a few at a time, after its numeric peers went to the sink; the address an
   HTTP tracker says it sees us at (BEP 24) is passed on as a vote for our external address;
@@ -162,11 +163,13 @@ class TrackerAnnouncer:
     (started, regular, completed and stopped announces, retries), whatever the transport;
     this adds what the engine knows: when to start (once the data is checked), when a download
     here made the torrent a seed (``completed``, once: when every piece is verified, not when
-    a partial selection finished, as libtorrent), every tier at once (as libtorrent's
-    ``announce_to_all_tiers``), and an INFO record per failure. ``udp://`` URLs go to
-    ``client``, ``http://`` and ``https://`` ones to ``http_client``; trackers of other schemes
-    (``wss://``...), or of a scheme whose client is missing, are skipped with a warning. The
-    peers an HTTP tracker names by DNS name go to the sink once resolved
+    a partial selection finished, as libtorrent), whether it is a partial seed (its selection
+    complete, a piece still missing: BEP 21's ``paused`` in an HTTP tracker's regular
+    announces; a UDP tracker hears ``none``, BEP 15 having no such event), every tier at once
+    (as libtorrent's ``announce_to_all_tiers``), and an INFO record per failure. ``udp://``
+    URLs go to ``client``, ``http://`` and ``https://`` ones to ``http_client``; trackers of
+    other schemes (``wss://``...), or of a scheme whose client is missing, are skipped with a
+    warning. The peers an HTTP tracker names by DNS name go to the sink once resolved
     (:func:`resolve_peer_names`): one answer's names at a time, a few lookups at once, each cut
     short after a few seconds; the numeric peers of the same answer went to the sink already.
 
@@ -326,7 +329,13 @@ class TrackerAnnouncer:
     ) -> Announcer:
         def progress() -> AnnounceProgress:
             uploaded, downloaded, left = target.transfer()
-            return AnnounceProgress(uploaded=uploaded, downloaded=downloaded, left=left)
+            # BEP 21's partial seed, libtorrent's is_finished() && !is_seed(): the same
+            # ``completed`` the peers' upload_only comes from (Torrent.says_upload_only, which
+            # also hides it while super-seeding: a pose for peers, nothing to a tracker).
+            partial_seed = left > 0 and target.completed.is_set()
+            return AnnounceProgress(
+                uploaded=uploaded, downloaded=downloaded, left=left, partial_seed=partial_seed
+            )
 
         client = self._client_for(url)
         assert client is not None  # run() keeps only the URLs with a client

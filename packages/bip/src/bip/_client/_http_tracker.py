@@ -329,6 +329,7 @@ class HttpTrackerClient:
         left: int = 0,
         event: AnnounceEvent = AnnounceEvent.NONE,
         num_want: int = -1,
+        paused: bool = False,
     ) -> HttpAnnounceResult:
         """Announce to ``tracker`` and return its answer.
 
@@ -344,6 +345,8 @@ class HttpTrackerClient:
             left: bytes left to download (0 for a seeder).
             event: started, completed, stopped, or none for a regular announce.
             num_want: how many peers we want; -1 lets the tracker decide.
+            paused: we are a partial seed (BEP 21): a regular announce (event none) says
+                ``event=paused``; another event goes as it is.
 
         Raises:
             TrackerFailureError: the tracker answered with a ``failure reason`` (a
@@ -364,6 +367,8 @@ class HttpTrackerClient:
             raise LocalProtocolError(f"a port is 0..65535, got {port!r:.40}")
         if not isinstance(event, AnnounceEvent):
             raise LocalProtocolError(f"not an announce event: {event!r:.40}")
+        if not isinstance(paused, bool):
+            raise LocalProtocolError(f"paused is a bool, got {paused!r:.40}")
         if isinstance(num_want, bool) or not isinstance(num_want, int):
             raise LocalProtocolError(f"num_want is an int, got {num_want!r:.40}")
         if num_want not in _NUM_WANT_RANGE:
@@ -380,6 +385,7 @@ class HttpTrackerClient:
             num_want=num_want,
             key=self.key,
             tracker_id=self._tracker_ids.get(id_key),
+            paused=paused,
         )
         response, address, request_id = await self._get(url, query, scrape=False)
         if response.status != 200:

@@ -1,6 +1,7 @@
 """What an HTTP(S) tracker client sends and reads, pure: tracker URLs, announce and scrape
-queries (BEP 3, BEP 23 compact peers, BEP 48 scrape URLs), and the bencoded answers (BEP 3,
-BEP 7 IPv6 peers, BEP 24 ``external ip``, BEP 31 ``retry in``, BEP 48).
+queries (BEP 3, BEP 21 ``event=paused``, BEP 23 compact peers, BEP 48 scrape URLs), and the
+bencoded answers (BEP 3, BEP 7 IPv6 peers, BEP 21 ``downloaders``, BEP 24 ``external ip``,
+BEP 31 ``retry in``, BEP 48).
 
 A peer of a dictionary peer list may be named by a DNS name (BEP 3: "IPv6 address, IPv4
 address or DNS name"): the parser does not resolve it (it is pure) but keeps up to
@@ -12,7 +13,9 @@ out of order and bytes after the bencoded answer are accepted; a missing ``inter
 1800 s; a compact peer list whose length is not a multiple of 6 (18) loses its last partial
 entry; a bad entry of a peer list is skipped, not fatal; an ``external ip`` that is not 4 or 16
 bytes is ignored; a ``retry in`` that is neither an integer of minutes (0 or more) nor
-``never`` is ignored (the failure is then retried with the usual backoff). Everything else a
+``never`` is ignored (the failure is then retried with the usual backoff); a scrape's
+``downloaders`` that is no integer is ignored (as if absent: an extension's count, never worth
+failing a scrape over), and counts are clamped to 0..2**32-1 as BEP 15's. Everything else a
 tracker sends wrong is a :class:`MalformedTrackerResponseError` with a one-line reason.
 """
 
@@ -235,11 +238,14 @@ def announce_query(
     num_want: int,
     key: int,
     tracker_id: bytes | None = None,
+    paused: bool = False,
 ) -> str:
     """The query string of an announce (BEP 3, with ``compact=1`` from BEP 23).
 
-    ``event`` is left out for a regular announce and ``numwant`` when it is -1 (the tracker
-    decides); ``key`` goes as 8 hex digits, as libtorrent sends it.
+    ``event`` is left out for a regular announce, unless ``paused`` says we are a partial seed
+    (BEP 21: ``event=paused``, which stands for ``none`` only: another event goes as it is);
+    ``numwant`` is left out when it is -1 (the tracker decides); ``key`` goes as 8 hex
+    digits, as libtorrent sends it.
 
     >>> announce_query(info_hash=b"\\x01" * 20, peer_id=b"-BP0100-abcdefghijkl", port=6881,
     ...                uploaded=0, downloaded=0, left=5, event=AnnounceEvent.STARTED,
@@ -257,6 +263,8 @@ def announce_query(
         "no_peer_id=1",
     ]
     name = _EVENT_NAMES.get(event)
+    if name is None and paused and event is AnnounceEvent.NONE:
+        name = "paused"
     if name is not None:
         fields.append(f"event={name}")
     if num_want >= 0:
@@ -551,7 +559,16 @@ def parse_announce_response(body: bytes) -> HttpAnnounceResponse:
 
 def parse_scrape_response(body: bytes, info_hashes: Sequence[bytes]) -> tuple[ScrapeStats, ...]:
     """Read a tracker's bencoded answer to a scrape (BEP 48): the statistics of each of
-    ``info_hashes``, in order; a swarm the answer leaves out counts zeros.
+    ``info_hashes``, in order; a swarm the answer leaves out counts zeros. BEP 21's
+    ``downloaders`` is read where the tracker gives it (None where not, or not an integer).
+
+    >>> stats = parse_scrape_response(
+    ...     b"d5:filesd20:" + b"a" * 20 + b"d8:completei1e10:downloadedi0e10:incompletei3e"
+    ...     b"11:downloadersi1eeee", [b"a" * 20, b"b" * 20])
+    >>> stats[0]
+    ScrapeStats(seeders=1, completed=0, leechers=3, downloaders=1)
+    >>> stats[1].downloaders is None
+    True
 
     Raises:
         TrackerFailureError: the answer has a ``failure reason``.
@@ -569,11 +586,13 @@ def parse_scrape_response(body: bytes, info_hashes: Sequence[bytes]) -> tuple[Sc
         entry = files.get(info_hash)
         if not isinstance(entry, dict):
             entry = {}
+        downloaders = entry.get(b"downloaders")
         stats.append(
             ScrapeStats(
                 seeders=_count(entry.get(b"complete"), 0),
                 completed=_count(entry.get(b"downloaded"), 0),
                 leechers=_count(entry.get(b"incomplete"), 0),
+                downloaders=_count(downloaders, 0) if isinstance(downloaders, int) else None,
             )
         )
     return tuple(stats)
