@@ -61,6 +61,7 @@ from ._client import (
     resolve_peers,
 )
 from ._client import parse_file_selection as _parse_files
+from ._client._local_hosts import first_of_each_family
 from ._client._utp import UtpRouter
 from ._cmd_dht import lookup_mutable_torrent
 from ._errors import CLIError
@@ -387,7 +388,8 @@ async def open_dht_node(
             # does not resolve in time; the association's attempts say why): that
             # family's first listen host, any address of it when that is none.
             family = await proxy_udp_family(proxy, timeout=config.connect_timeout, fallback=4)
-            hosts = [_host_of_family(hosts, family)]
+            first = first_of_each_family(hosts).get(family)
+            hosts = [str(first) if first is not None else "::" if family == 6 else "0.0.0.0"]
     binds = [(host, port) for host in hosts]
     # Made before the node, which may hear uTP before the session has its uTP socket: the
     # router drops those datagrams until then.
@@ -429,22 +431,6 @@ def listen_ports_text(session: Session) -> str:
     if len(ports) <= 1:
         return f"port {session.listen_port}"
     return "ports " + ", ".join(map(str, ports))
-
-
-def _host_of_family(hosts: Sequence[str], family: int) -> str:
-    """The first of ``hosts`` (IP addresses) of IP version ``family``, else the unspecified
-    address of that family.
-
-    >>> _host_of_family(["10.8.0.2", "fd00::2"], 6), _host_of_family(["0.0.0.0"], 6)
-    ('fd00::2', '::')
-    """
-    for host in hosts:
-        try:
-            if ip_address(host).version == family:
-                return host
-        except ValueError:  # a name (a library caller's config): not this family's
-            continue
-    return "::" if family == 6 else "0.0.0.0"
 
 
 async def _save_dht_state(path: Path, data: bytes) -> None:

@@ -241,7 +241,7 @@ from ._socks_udp import (
     open_socks5_udp_socket,
     proxy_udp_family,
 )
-from ._tcp_from import open_tcp_stream_from
+from ._tcp_from import local_addresses_by_family, open_tcp_stream_from
 from ._upnp import (
     UPNP_MAX_DESCRIPTION,
     UPNP_MAX_HEAD,
@@ -600,6 +600,7 @@ __all__ = [
     "encode_socks5_datagram",
     "is_global_address",
     "is_mtu_probe",
+    "local_addresses_by_family",
     "open_handshaker",
     "open_lsd",
     "open_port_mapper",

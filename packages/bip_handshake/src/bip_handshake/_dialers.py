@@ -66,7 +66,7 @@ from typing import Final, Literal
 import trio
 
 from ._compact import PeerAddress
-from ._socks_shell import _locals_of
+from ._socks_shell import _specific_locals
 from ._utp_config import UtpConnectError
 from ._utp_socket import UtpSocket
 
@@ -170,7 +170,9 @@ class PeerDialer:
         local_address: an IP address to make TCP connects from, for peers of its family;
             or several (``("10.8.0.2", "fd00::2")``): a connect leaves from the first listed
             of the peer's family. A family with none, or whose first is unspecified, lets
-            the system pick (``None``: for both).
+            the system pick (``None`` or an empty sequence: for both). Read as
+            :func:`~bip_handshake.local_addresses_by_family` reads it (an IPv4-mapped
+            address is IPv4).
         first_timeout: seconds the first of two transports may take at most (not a TCP
             connect through ``connect_tcp``: it is held to ``first_share`` only).
         first_share: the share (0 to 1) of the time left before the caller's deadline the
@@ -208,7 +210,7 @@ class PeerDialer:
         self._connect_tcp_via = connect_tcp
         # IP version -> the address TCP connects to peers of that family leave from.
         self._local: dict[int, str] = {
-            address.version: str(address) for address in _locals_of(local_address)
+            version: str(address) for version, address in _specific_locals(local_address).items()
         }
         self._tcp = tcp
         self._prefer: Transport = prefer

@@ -49,7 +49,16 @@ import trio
 
 from ._compact import PeerAddress
 from ._socks import Socks5Client, SocksError, SocksProtocolError, SocksReplyError, _field
-from ._tcp_from import Target, _connect_staggered, _resolve_targets, _Resolved
+from ._tcp_from import (
+    _MAX_ANSWERS,
+    Target,
+    _connect_staggered,
+    _happy_order,
+    _resolve_targets,
+    _Resolved,
+    local_addresses_by_family,
+)
+from ._tcp_from import _MAX_TARGETS as _TCP_MAX_TARGETS
 
 __all__ = [
     "DEFAULT_PROXY_PORT",
@@ -73,9 +82,9 @@ _SCHEMES: Final = {"socks5": False, "socks5h": True}
 """Proxy URL schemes, and whether the proxy resolves host names with each."""
 _SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,31}")
 """A URL scheme (RFC 3986, section 3.1), of a sensible length."""
-_MAX_TARGETS: Final = 8
-"""Addresses of one host name tried at most through the proxy (each attempt is a connection
-to the proxy), when the name is resolved here."""
+_MAX_TARGETS: Final = _TCP_MAX_TARGETS
+"""Addresses of one host name tried at most, directly or through the proxy (each attempt
+through it is a connection to the proxy): a direct connect's bound."""
 _GAI_ERRNOS: Final[dict[int, int]] = {
     code: number
     for name, number in (("EAI_AGAIN", errno.EAGAIN), ("EAI_MEMORY", errno.ENOMEM))
@@ -263,42 +272,29 @@ def _proxy_literal(host: str) -> IPv4Address | IPv6Address | None:
     return None if literal is None else _unmapped(literal)
 
 
-def _locals_of(
+def _specific_locals(
     local_address: str | Sequence[str] | None,
-) -> tuple[IPv4Address | IPv6Address, ...]:
-    """The addresses to connect from, one per IP family at most: ``local_address`` (one IP
-    address, or several) parsed, the first of each family kept, in the order given. A family
-    whose first address is unspecified (``0.0.0.0``, ``::``) gets none: the system picks for
-    it, as without one (a later address of that family is not taken instead: the first one
-    listed speaks for its family, as a single ``--bind`` did).
+) -> dict[int, IPv4Address | IPv6Address]:
+    """The dialers' addresses to connect from, by IP version (4, 6): those of
+    :func:`~bip_handshake.local_addresses_by_family`, but for a family whose first address
+    is unspecified (``0.0.0.0``, ``::``): the system picks in it, as in a family with none
+    (the dialers connect in every family). An empty sequence is as None: no address to
+    leave from.
 
-    >>> [str(a) for a in _locals_of(("fd00::2", "0.0.0.0", "10.8.0.2", "fd00::3"))]
+    >>> [str(a) for a in _specific_locals(("fd00::2", "0.0.0.0", "10.8.0.2")).values()]
     ['fd00::2']
 
     Raises:
-        ValueError: ``local_address`` is not an IP address, or not a sequence of them.
+        ValueError: ``local_address`` is not an IP address, nor a sequence of them.
     """
-    if local_address is None:
-        return ()
-    entries: Sequence[object] = (
-        (local_address,) if isinstance(local_address, str | bytes) else local_address
-    )
-    if not isinstance(entries, Sequence):
-        raise ValueError(
-            f"local_address must be an IP address or a sequence of them, not {local_address!r:.80}"
-        )
-    kept: list[IPv4Address | IPv6Address] = []
-    families: set[int] = set()
-    for entry in entries:
-        address = _literal(entry) if isinstance(entry, str) else None
-        if address is None:
-            raise ValueError(f"local_address must be an IP address, not {entry!r:.80}")
-        if address.version in families:
-            continue
-        families.add(address.version)
-        if not address.is_unspecified:
-            kept.append(address)
-    return tuple(kept)
+    if (
+        isinstance(local_address, Sequence)
+        and not isinstance(local_address, str | bytes)  # "", b"": refused below
+        and not local_address
+    ):
+        return {}
+    found = local_addresses_by_family(local_address) or {}
+    return {version: address for version, address in found.items() if address is not None}
 
 
 async def resolve_proxy_target(
@@ -319,7 +315,9 @@ async def _proxy_targets(
     proxy: ProxyConfig, host: str | IPv4Address | IPv6Address, port: int
 ) -> list[IPv4Address | IPv6Address | str]:
     """What to ask ``proxy`` to connect to for ``host``, in the order to try: one IP address or
-    name, or the distinct addresses a name resolves to here (at most :data:`_MAX_TARGETS`).
+    name, or the distinct addresses a name resolves to here, in the order a direct connect
+    tries them (at most :data:`_MAX_TARGETS`, the first of the other family second:
+    :func:`~bip_handshake._tcp_from._happy_order`).
 
     Raises:
         SocksError: the name could not be resolved (an invalid one too), or to no IP address.
@@ -338,17 +336,18 @@ async def _proxy_targets(
             f"cannot resolve {host!r:.80}: {_reason(error)}",
             errno_value=_resolution_errno(error),
         ) from error
-    found: dict[IPv4Address | IPv6Address | str, None] = {}  # ordered, without repeats
-    for family, _type, _proto, _name, sockaddr in infos:
+    found: list[IPv4Address | IPv6Address] = []
+    for family, _type, _proto, _name, sockaddr in infos[:_MAX_ANSWERS]:
         if family in (socket.AF_INET, socket.AF_INET6):
             address = _literal(str(sockaddr[0]).partition("%")[0])
             if address is not None:
-                found[address] = None
-                if len(found) == _MAX_TARGETS:
-                    break
+                found.append(address)
     if not found:
         raise SocksError(f"{host!r:.80} resolves to no IP address")
-    return list(found)
+    # As a direct connect orders them: a name whose first 8 addresses are IPv6 still has its
+    # IPv4 one asked for second (the proxy may have no IPv6 route). A mapped one is IPv4.
+    ordered = _happy_order(found, lambda address: _unmapped(address).version)
+    return list(ordered)  # as a list of the wider type
 
 
 def _reason(error: BaseException) -> str:
@@ -425,7 +424,7 @@ async def open_socks5_stream(
     """
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
         raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
-    local = _locals_of(local_address)
+    local = tuple(_specific_locals(local_address).values())
     with trio.move_on_after(timeout):
         failure: SocksReplyError | None = None
         for target in await _proxy_targets(proxy, host, port):
@@ -475,10 +474,11 @@ async def _connect_to_proxy(
     socket, not an IPv6-only one). Without one, the addresses of both families are tried.
     A name that cannot be resolved is the resolver's error (its errno where one fits).
 
-    With ``local`` addresses (specific ones, one per family at most: :func:`_locals_of`), a
-    connection to an address of a family leaves from that family's; one to a family with
-    none is made as without any (trio's ``open_tcp_stream`` would fail that attempt
-    instead). An address not of this host is each attempt's EADDRNOTAVAIL.
+    With ``local`` addresses (specific ones, one per family at most:
+    :func:`_specific_locals`), a connection to an address of a family leaves from that
+    family's; one to a family with none is made as without any (trio's ``open_tcp_stream``
+    would fail that attempt instead). An address not of this host is each attempt's
+    EADDRNOTAVAIL.
     """
     return await _connect_in_family(proxy, family, local)
 
@@ -641,8 +641,10 @@ class SocksDialer:
             (``--bind``: the one the direct dialer connects from), for the proxy's addresses
             of its family; or several (``("10.8.0.2", "fd00::2")``): a connection to one of
             the proxy's addresses leaves from the first listed of that address's family. A
-            family with none, or whose first is unspecified, lets the system pick (``None``:
-            for both).
+            family with none, or whose first is unspecified, lets the system pick (``None``
+            or an empty sequence: for both). Read as
+            :func:`~bip_handshake.local_addresses_by_family` reads it (an IPv4-mapped
+            address is IPv4).
 
     Raises:
         ValueError: ``timeout`` is not a positive number, or ``local_address`` is not an IP
@@ -661,11 +663,11 @@ class SocksDialer:
             raise TypeError(f"proxy must be a ProxyConfig, not {proxy!r}")
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
-        local = _locals_of(local_address)
+        local = _specific_locals(local_address)
         self._proxy = proxy
         self._timeout = float(timeout)
         # Kept as text: open_socks5_stream takes it so (parsed above to fail here, not per dial).
-        self._local_addresses = tuple(str(address) for address in local)
+        self._local_addresses = tuple(str(address) for address in local.values())
         self._dials = self._connected = self._failed = 0
 
     @property

@@ -15,7 +15,12 @@ trackers an address the system picks) or connected in as without one (the SOCKS 
 connection to its proxy), as the caller says.
 
 The SOCKS shell words its own errors about its proxy, so it uses the two halves itself
-(:func:`_resolve_targets`, :func:`_connect_staggered`).
+(:func:`_resolve_targets`, :func:`_connect_staggered`), and the order a name's addresses are
+tried in (:func:`_happy_order`) for the targets it asks its proxy for.
+
+What a ``local_address`` setting means (one address, or one of each family: ``--bind``
+repeated) is read in one place, :func:`local_addresses_by_family`, for the HTTP clients
+and for the peer and SOCKS dialers alike.
 """
 
 from __future__ import annotations
@@ -23,13 +28,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import socket
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from ipaddress import IPv4Address, IPv6Address, ip_address
-from typing import Any, Final, Literal, NamedTuple
+from typing import Any, Final, Literal, NamedTuple, TypeVar
 
 import trio
 
-__all__ = ["open_tcp_stream_from"]
+__all__ = ["local_addresses_by_family", "open_tcp_stream_from"]
+
+_T = TypeVar("_T", bound=Hashable)
 
 _MAX_TARGETS: Final = 8
 """Addresses of one host name tried at most (a name with more is one we need not try to the
@@ -81,7 +88,7 @@ async def _resolve_targets(host: str, port: int, versions: Collection[int]) -> _
         UnicodeError: IDNA refused the name.
     """
     infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    found: dict[Target, None] = {}  # ordered, no repeats
+    found: list[Target] = []
     others: set[int] = set()
     mapped_away: IPv4Address | None = None
     for family, _type, _proto, _name, sockaddr in infos[:_MAX_ANSWERS]:
@@ -101,15 +108,32 @@ async def _resolve_targets(host: str, port: int, versions: Collection[int]) -> _
             if mapped is not None:
                 mapped_away = mapped
             continue
-        found[target] = None
-    targets = list(found)
-    # Moved second before the cut to _MAX_TARGETS: a name with 8 IPv6 addresses before its
-    # IPv4 one still has IPv4 tried (the case happy eyeballs is for: IPv6 broken here).
-    # Bounded: at most _MAX_ANSWERS entries.
-    other = next((i for i, (f, _) in enumerate(targets) if f != targets[0][0]), None)
-    if other is not None and other > 1:
-        targets.insert(1, targets.pop(other))
-    return _Resolved(targets[:_MAX_TARGETS], frozenset(others), mapped_away)
+        found.append(target)
+    targets = _happy_order(found, lambda target: target[0])
+    return _Resolved(targets, frozenset(others), mapped_away)
+
+
+def _happy_order(found: Sequence[_T], family_of: Callable[[_T], int]) -> list[_T]:
+    """The addresses of one name to try, in order: ``found`` (in the resolver's order, at most
+    :data:`_MAX_ANSWERS` of them: the caller reads no more) without repeats, the first of a
+    family other than the first one's moved second (RFC 6555's section 5.4, RFC 8305's
+    section 4, as trio's ``open_tcp_stream``), then cut to :data:`_MAX_TARGETS`.
+    ``family_of`` tells an address's family (an IPv4-mapped one counts as IPv4: it is
+    reached over IPv4).
+
+    Moved before the cut: a name with 8 IPv6 addresses before its IPv4 one still has IPv4
+    tried (the case happy eyeballs is for: IPv6 broken here).
+
+    >>> _happy_order(["a1", "a2", "a1", "b1", "a3"], lambda name: ord(name[0]))
+    ['a1', 'b1', 'a2', 'a3']
+    """
+    distinct = list(dict.fromkeys(found))  # in order, without repeats
+    if distinct:
+        first = family_of(distinct[0])
+        other = next((i for i, item in enumerate(distinct) if family_of(item) != first), None)
+        if other is not None and other > 1:
+            distinct.insert(1, distinct.pop(other))
+    return distinct[:_MAX_TARGETS]
 
 
 async def _connect_staggered(
@@ -200,6 +224,91 @@ def _shown_sources(sources: Mapping[int, str | None]) -> str:
         f"IPv{version} from {'any address' if source is None else source}"
         for version, source in sorted(sources.items())
     )
+
+
+def local_addresses_by_family(
+    local_address: str | Sequence[str] | None,
+) -> dict[int, IPv4Address | IPv6Address | None] | None:
+    """The address connections leave from in each IP version (4, 6), as a ``local_address``
+    setting gives them: ``None`` (returned as None: any family, the system picks), one IP
+    address, or several (``--bind`` repeated; one of each family: ``("10.8.0.2",
+    "fd00::2")``), in the order first listed.
+
+    The first address of a family speaks for it (a later one of that family is ignored, as
+    when a single ``--bind`` was all there was); an unspecified one (``0.0.0.0``, ``::``)
+    maps its family to None: connect in it, the system picks the source. A family none is
+    listed for is left out: the caller decides (the HTTP clients do not connect in it, the
+    peer and SOCKS dialers let the system pick). The result's str values are what
+    :func:`open_tcp_stream_from`'s ``sources`` takes.
+
+    An address is written as a socket binds it: without brackets (``[::1]`` is URL syntax,
+    for a host and a port), an IPv6 one with its scope if it has one (``fe80::1%eth0``). An
+    IPv4-mapped one (``::ffff:10.8.0.2``) is the IPv4 address it embeds, as a target's is:
+    a connection from it is an IPv4 one, on an IPv4 socket (an IPv6 socket bound to it
+    could only reach IPv4 hosts, and only where IPv6 sockets are dual-stack).
+
+    >>> local_addresses_by_family(("fd00::2", "10.8.0.2", "fd00::3"))
+    {6: IPv6Address('fd00::2'), 4: IPv4Address('10.8.0.2')}
+    >>> local_addresses_by_family("0.0.0.0"), local_addresses_by_family("::ffff:10.8.0.2")
+    ({4: None}, {4: IPv4Address('10.8.0.2')})
+    >>> local_addresses_by_family("eth0")
+    Traceback (most recent call last):
+    ...
+    ValueError: local_address must be an IP address, not 'eth0' (names are not looked up)
+
+    Raises:
+        ValueError: ``local_address`` is neither None, an IP address (a ``str``) nor a
+            sequence of them: a host name (it would be looked up at every bind, to any of its
+            addresses), an address in brackets, ``bytes``, an empty sequence (no family to
+            connect in: None is "any"), or a sequence holding anything else.
+    """
+    if local_address is None:
+        return None
+    if isinstance(local_address, bytes | bytearray | memoryview):
+        # A bytes object is a Sequence, of ints: refused as a whole, with a clear message.
+        raise ValueError(f"local_address must be an IP address (a str), not {local_address!r:.80}")
+    entries: object = (local_address,) if isinstance(local_address, str) else local_address
+    if not isinstance(entries, Sequence):
+        raise ValueError(
+            f"local_address must be an IP address or a sequence of them, not {local_address!r:.80}"
+        )
+    if not entries:
+        raise ValueError(
+            "local_address must be an IP address or several, not an empty sequence "
+            "(None: any address)"
+        )
+    found: dict[int, IPv4Address | IPv6Address | None] = {}
+    # Every entry is checked, past the first of each family too: a mistyped second --bind
+    # is refused where it is given, not ignored. A config's list: its length is the user's.
+    for entry in entries:
+        address = _local_literal(entry)
+        if address.version not in found:
+            found[address.version] = None if address.is_unspecified else address
+    return found
+
+
+def _local_literal(entry: object) -> IPv4Address | IPv6Address:
+    """One entry of a ``local_address`` setting as an address (see
+    :func:`local_addresses_by_family`): an IPv4-mapped one as the IPv4 address it embeds.
+
+    Raises:
+        ValueError: ``entry`` is not a ``str`` holding an IP address without brackets.
+    """
+    if not isinstance(entry, str):
+        raise ValueError(f"local_address must be an IP address (a str), not {entry!r:.80}")
+    try:
+        address = ip_address(entry)
+    except ValueError:
+        if entry.startswith("[") or entry.endswith("]"):
+            raise ValueError(
+                f"local_address must be an IP address without brackets, not {entry!r:.80}"
+            ) from None
+        raise ValueError(
+            f"local_address must be an IP address, not {entry!r:.80} (names are not looked up)"
+        ) from None
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 async def open_tcp_stream_from(

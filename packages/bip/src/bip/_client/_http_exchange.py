@@ -52,6 +52,7 @@ from bip_handshake import (
     PeerAddress,
     ProxyConfig,
     is_global_address,
+    local_addresses_by_family,
     open_socks5_stream,
     open_tcp_stream_from,
 )
@@ -127,44 +128,37 @@ def _address_of(stream: trio.SocketStream) -> PeerAddress:
 
 def local_sources(local_address: str | Sequence[str] | None) -> dict[int, str | None] | None:
     """The IP versions (4, 6) an HTTP connection may be made in, each with the address it
-    leaves from (None: the system picks), from a client's ``local_address``: ``None`` (every
-    family, the system picks: returned as None), one IP address, or several (the session's
-    listen address of each family: ``("10.8.0.2", "fd00::2")``). The first address of a family
-    counts; an unspecified one (``0.0.0.0``, ``::``) lets the system pick in its family. A
+    leaves from (None: the system picks), from a client's ``local_address``, as
+    :func:`~bip_handshake.local_addresses_by_family` reads it: ``None`` (every family, the
+    system picks: returned as None), one IP address, or several (the session's listen
+    address of each family: ``("10.8.0.2", "fd00::2")``), the first of a family counting
+    (an unspecified one: the system picks in its family; an IPv4-mapped one is IPv4). A
     family with none listed is not connected in, as with one address before: trio's
     ``open_tcp_stream`` cannot bind an IPv4 address to an IPv6 socket, and a session bound to
     one family's address (a VPN's) has its trackers and web seeds see that address, never one
     of the other family the system would pick (the UDP tracker client has no socket there).
 
     The connection itself is :func:`~bip_handshake.open_tcp_stream_from`'s (the other
-    family skipped).
+    family skipped), which takes the addresses as text.
 
     >>> local_sources(("fd00::2", "10.8.0.2", "fd00::3")), local_sources("0.0.0.0")
     ({6: 'fd00::2', 4: '10.8.0.2'}, {4: None})
 
     Raises:
         ValueError: ``local_address`` is not an IP address, nor a sequence of them (an empty
-            one included: no family could be connected in).
+            one included: no family could be connected in); the parser's reason is the cause.
     """
-    if local_address is None:
+    try:
+        found = local_addresses_by_family(local_address)
+    except ValueError as error:
+        # The HTTP clients' own wording (their LocalProtocolError repeats it), with the
+        # parser's reason after it.
+        raise ValueError(f"local_address is an IP address or several: {error}") from error
+    if found is None:
         return None
-    entries: object = (local_address,) if isinstance(local_address, str) else local_address
-    if not isinstance(entries, Sequence) or isinstance(entries, bytes):
-        raise ValueError(f"local_address is an IP address, got {local_address!r:.80}")
-    sources: dict[int, str | None] = {}
-    for entry in entries:
-        try:
-            address = ip_address(entry) if isinstance(entry, str) else None
-        except ValueError:
-            address = None
-        if address is None:
-            # A name would be resolved at every request, to any of its addresses.
-            raise ValueError(f"local_address is an IP address, got {entry!r:.80}")
-        sources.setdefault(address.version, None if address.is_unspecified else str(address))
-    if not sources:
-        # Every connect would fail ("we connect over  only"): refused where it is given.
-        raise ValueError("local_address is an IP address or several, got an empty sequence")
-    return sources
+    return {
+        version: None if address is None else str(address) for version, address in found.items()
+    }
 
 
 def is_this_host_name(host: str) -> bool:

@@ -121,6 +121,7 @@ from ._discovery import DhtLike, DhtPeers, LsdPeers, PeerSource, TrackerAnnounce
 from ._external_address import ExternalAddresses
 from ._holepunch import HolepunchPolicy
 from ._http_tracker import HttpTrackerClient
+from ._local_hosts import first_of_each_family
 from ._lsd import open_session_lsd
 from ._port_mapping import (
     SessionPortMapping,
@@ -1233,21 +1234,16 @@ def _dialer(config: ClientConfig) -> PeerDialer | None:
 
 def _peer_local_addresses(config: ClientConfig) -> tuple[str, ...]:
     """The addresses peer connections leave from: the first listen host of each IP family
-    (an unspecified one included: the dialers then let the system pick for that family),
-    in the order listed (``--bind 10.8.0.2 --bind fd00::2``, or ``ClientConfig(listen=...)``
-    with a host of each family). A host name is skipped (the system picks the source address).
+    (:func:`.first_of_each_family`: an unspecified one speaks for its family, left out so
+    that the dialers let the system pick there; an IPv4-mapped one is IPv4), in the order
+    listed (``--bind 10.8.0.2 --bind fd00::2``, or ``ClientConfig(listen=...)`` with a host
+    of each family). A host name is skipped (the system picks the source address).
 
     >>> _peer_local_addresses(ClientConfig(listen=(("fd00::2", 0), ("10.8.0.2", 0))))
     ('fd00::2', '10.8.0.2')
     """
-    found: dict[int, str] = {}
-    for host, _port in config.listen:
-        try:
-            address = ip_address(host)
-        except ValueError:  # a name: the system picks the source address
-            continue
-        found.setdefault(address.version, str(address))
-    return tuple(found.values())
+    firsts = first_of_each_family(host for host, _port in config.listen)
+    return tuple(str(address) for address in firsts.values() if address is not None)
 
 
 def _peer_proxy(config: ClientConfig) -> ProxyConfig | None:

@@ -67,6 +67,8 @@ from bip_handshake import (
     proxy_udp_family,
 )
 
+from ._local_hosts import first_of_each_family
+
 __all__ = ["DatagramSharer", "UtpRouter", "open_session_utp"]
 
 logger = logging.getLogger("bip.client")
@@ -203,9 +205,9 @@ async def _relay_bind(proxy: ProxyConfig, timeout: float) -> tuple[str, int]:
 def _bound_to(bind: tuple[str, int], local: str | Sequence[str] | None) -> tuple[str, int]:
     """``bind`` on the session's outgoing address of its family (``local``: one address or
     several, ``--bind``'s) in place of its unspecified host: the relay's control connection
-    then leaves from there too. The first address of that family counts (an unspecified one:
-    ``bind`` as it is, as the dialers let the system pick); one of the other family, or no IP
-    address, is ignored.
+    then leaves from there too. The first address of that family counts
+    (:func:`.first_of_each_family`: an unspecified one leaves ``bind`` as it is, as the
+    dialers let the system pick; an IPv4-mapped one is IPv4); a host name is skipped.
 
     >>> _bound_to(("0.0.0.0", 0), "127.0.0.2"), _bound_to(("::", 0), "127.0.0.2")
     (('127.0.0.2', 0), ('::', 0))
@@ -218,14 +220,8 @@ def _bound_to(bind: tuple[str, int], local: str | Sequence[str] | None) -> tuple
         return bind
     if not host.is_unspecified:
         return bind
-    for entry in (local,) if isinstance(local, str) else local or ():
-        try:
-            address = ip_address(entry)
-        except ValueError:  # a name: the system picks, as for the direct dialer
-            continue
-        if address.version == host.version:
-            return bind if address.is_unspecified else (str(address), bind[1])
-    return bind
+    first = first_of_each_family(local).get(host.version)
+    return bind if first is None else (str(first), bind[1])
 
 
 def _relay_check(udp: Socks5UdpSocket) -> Callable[[], int]:
