@@ -435,12 +435,13 @@ async def test_connect_budget_and_filters(autojump_clock: trio.testing.MockClock
         async with triangle(
             nursery, connect_burst=2, connect_rate=0.1, our_addresses=[addr(3)]
         ) as tri:
-            # R pushes unsolicited connects at T: the first two are taken, the rest dropped.
-            for n in range(6):
-                raw_send(tri.r, tri.r_t, HolepunchMessage.connect(addr(20 + n)).encode_payload())
             # Not dialable, T's own, the relay itself (connected already): ignored, uncharged.
             for target in (addr(30, 0), addr(3), addr(1)):
                 raw_send(tri.r, tri.r_t, HolepunchMessage.connect(target).encode_payload())
+            # R pushes unsolicited connects at T: the first two are taken, the rest dropped
+            # (over budget, one to a peer we have would be too: the budget is looked at first).
+            for n in range(6):
+                raw_send(tri.r, tri.r_t, HolepunchMessage.connect(addr(20 + n)).encode_payload())
             await trio.sleep(0.5)
             assert tri.t.connects == [(IH, addr(20)), (IH, addr(21))]
             stats = tri.t.hp.statistics()
@@ -456,6 +457,57 @@ async def test_connect_budget_and_filters(autojump_clock: trio.testing.MockClock
             raw_send(tri.r, tri.r_t, HolepunchMessage.connect(addr(40)).encode_payload())
             await trio.sleep(0.5)
             assert tri.t.connects[-1] == (IH, addr(40))
+        nursery.cancel_scope.cancel()
+
+
+async def test_connects_over_budget_never_look_for_the_peer(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A flood of unsolicited connects costs a token test each once over budget: the search
+    for a peer at the address (to ignore connects to peers we have) comes after it."""
+    async with trio.open_nursery() as nursery:
+        async with triangle(nursery, connect_burst=2, connect_rate=0.1) as tri:
+            service = tri.t.hp
+            searched: list[PeerAddress] = []
+            find = service._find
+
+            def spy(manager: PeerManager, info_hash: InfoHash, address: PeerAddress) -> Any:
+                searched.append(address)
+                return find(manager, info_hash, address)
+
+            service._find = spy  # type: ignore[method-assign]
+            for n in range(2):
+                raw_send(tri.r, tri.r_t, HolepunchMessage.connect(addr(20 + n)).encode_payload())
+            await trio.sleep(0.5)
+            assert searched == [addr(20), addr(21)]
+            # Over budget: new addresses, and the relay itself (a peer we have).
+            for target in [*(addr(30 + n) for n in range(20)), addr(1)]:
+                raw_send(tri.r, tri.r_t, HolepunchMessage.connect(target).encode_payload())
+            await trio.sleep(0.5)
+            assert searched == [addr(20), addr(21)]
+            stats = service.statistics()
+            assert (stats.connects, stats.rate_limited, stats.connects_ignored) == (2, 21, 0)
+            assert tri.t.connects == [(IH, addr(20)), (IH, addr(21))]
+        nursery.cancel_scope.cancel()
+
+
+async def test_find_looks_at_the_peers_of_the_host(autojump_clock: trio.testing.MockClock) -> None:
+    """The peer at an address is found through an index by host: by its remote address or
+    its listen address, within the torrent, and never once it is being removed."""
+    async with trio.open_nursery() as nursery:
+        async with triangle(nursery) as tri:
+            service, manager = tri.r.hp, tri.r.manager
+            assert set(service._by_host) == {addr(2).host, addr(3).host}
+            assert service._find(manager, IH, addr(2, 50002)) is tri.r_x  # remote address
+            assert service._find(manager, IH, addr(2)) is tri.r_x  # listen address (p)
+            assert service._find(manager, IH, addr(2, 7000)) is None
+            assert service._find(manager, OTHER_IH, addr(2)) is None
+            assert service._find(manager, IH, addr(4)) is None
+            manager.remove_peer(tri.r_x, "test")
+            assert service._find(manager, IH, addr(2)) is None  # before peer_removed runs
+            await trio.sleep(0.5)
+            assert set(service._by_host) == {addr(3).host}
+            assert service._find(manager, IH, addr(3)) is tri.r_t
         nursery.cancel_scope.cancel()
 
 

@@ -569,19 +569,28 @@ class PeerConnection:
             peer = PieceSet.full(num_pieces)
         else:
             peer = PieceSet(num_pieces)
-        for index in _indices(self._pending_haves):
-            if index >= num_pieces:
-                raise RemoteProtocolError(
-                    f"the peer announced piece {index} of a {num_pieces}-piece torrent"
-                )
-            peer.add(index)
-        for index in _indices(self._pending_donthaves):
-            if index >= num_pieces:
-                raise RemoteProtocolError(
-                    f"the peer dropped piece {index} of a {num_pieces}-piece torrent"
-                )
-            peer.discard(index)
-        return peer
+        # The peer's pending bits are checked in place, not listed: a hostile peer's haves
+        # fill up to a 1 MiB bitfield (8.4M set bits), whose list of indices would take
+        # hundreds of MB and a second of the event loop before the first one is refused.
+        haves, donthaves = self._pending_haves, self._pending_donthaves
+        index = _first_set_bit(haves, num_pieces)
+        if index is not None:
+            raise RemoteProtocolError(
+                f"the peer announced piece {index} of a {num_pieces}-piece torrent"
+            )
+        index = _first_set_bit(donthaves, num_pieces)
+        if index is not None:
+            raise RemoteProtocolError(
+                f"the peer dropped piece {index} of a {num_pieces}-piece torrent"
+            )
+        if not haves and not donthaves:
+            return peer
+        # Both fit the torrent now: merged as whole bitfields (haves added, then donthaves
+        # taken out, as they came after whatever availability message preceded them).
+        size = len(peer._bits)
+        bits = int.from_bytes(peer._bits, "big") | _padded_int(haves, size)
+        bits &= ~_padded_int(donthaves, size)
+        return PieceSet.from_bitfield(bits.to_bytes(size, "big"), num_pieces)
 
     @property
     def peer_pieces(self) -> PieceSet:
@@ -1366,14 +1375,31 @@ def _clear_bit(bits: bytearray, index: int) -> None:
         bits[byte] &= ~(0x80 >> (index & 7)) & 0xFF
 
 
-def _indices(bits: bytearray) -> list[int]:
-    return [
-        byte_index * 8 + bit
-        for byte_index, byte in enumerate(bits)
-        if byte
-        for bit in range(8)
-        if byte & (0x80 >> bit)
-    ]
+def _first_set_bit(bits: bytearray, start: int) -> int | None:
+    """The first set bit of a bitfield (bit 0 is the high bit of byte 0) at or after ``start``.
+
+    Found with byte and big-int operations in C (at most one int the size of the bits past
+    ``start``), never a Python loop per bit: ``bits`` may be a hostile peer's 1 MiB.
+    """
+    byte, shift = divmod(start, 8)
+    if byte >= len(bits):
+        return None
+    head = bits[byte] & (0xFF >> shift)
+    if head:
+        return byte * 8 + 8 - head.bit_length()
+    byte += 1
+    if bits.count(0, byte) == len(bits) - byte:  # all zero: counted in place, no copy
+        return None
+    rest = int.from_bytes(memoryview(bits)[byte:], "big")
+    # Big-endian: the highest set bit of the int is the lowest index of the bitfield.
+    return byte * 8 + (len(bits) - byte) * 8 - rest.bit_length()
+
+
+def _padded_int(bits: bytearray, size: int) -> int:
+    """A growable bitfield as the big-endian int of a ``size``-byte one (cut or zero-padded:
+    the bytes past ``size`` are known to be zero)."""
+    view = memoryview(bits)[:size]
+    return int.from_bytes(view, "big") << (8 * (size - len(view)))
 
 
 def _merge_ids(ids: dict[str, int], m: Mapping[str, int]) -> None:

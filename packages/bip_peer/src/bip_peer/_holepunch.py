@@ -37,6 +37,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
 from typing import Final
 
 import trio
@@ -236,6 +237,10 @@ class HolepunchService:
         self._pending_timeout = _check_positive("pending_timeout", pending_timeout)
         self._max_pending = _check_count("max_pending", max_pending)
         self._peers: dict[Peer, _HolepunchPeer] = {}
+        # Our peers by host (normalised), so that finding the peer at an address a message
+        # names looks at the few peers of that host, not at every peer: both addresses
+        # _find matches on (remote, listen) have the host of the connection.
+        self._by_host: dict[IPv4Address | IPv6Address, set[Peer]] = {}
         # (relay, target) -> when we stop waiting; oldest first, so the bound evicts it.
         self._pending: OrderedDict[tuple[Peer, PeerAddress], float] = OrderedDict()
         self._sent = 0
@@ -349,6 +354,7 @@ class HolepunchService:
             TokenBucket(self._relay_rate, burst=self._relay_burst, now=now),
             TokenBucket(self._connect_rate, burst=self._connect_burst, now=now),
         )
+        self._by_host.setdefault(peer.address.normalized().host, set()).add(peer)
 
     def message_received(self, manager: PeerManager, peer: Peer, message: object) -> bool:
         """Take every ``ut_holepunch`` message: relay, hand on or count it."""
@@ -385,6 +391,12 @@ class HolepunchService:
         """Forget the peer's budgets and our rendezvous waiting on it."""
         self._peers.pop(peer, None)
         self._noted.discard(peer)
+        host = peer.address.normalized().host
+        same_host = self._by_host.get(host)
+        if same_host is not None:
+            same_host.discard(peer)
+            if not same_host:
+                del self._by_host[host]
         for key in [key for key in self._pending if key[0] is peer]:
             del self._pending[key]
 
@@ -438,14 +450,17 @@ class HolepunchService:
             return HolepunchError.NO_SELF
         return target
 
-    @staticmethod
-    def _find(manager: PeerManager, info_hash: InfoHash, address: PeerAddress) -> Peer | None:
-        """Our peer of the torrent at ``address``: by its connection's remote address (as
-        libtorrent's ``find_peer``), else, for one that dialled us, by its listen address
-        (what our PEX told others, so what an initiator is likely to ask for)."""
+    def _find(self, manager: PeerManager, info_hash: InfoHash, address: PeerAddress) -> Peer | None:
+        """Our peer of the torrent at ``address`` (normalised): by its connection's remote
+        address (as libtorrent's ``find_peer``), else, for one that dialled us, by its listen
+        address (what our PEX told others, so what an initiator is likely to ask for).
+
+        Only the peers at ``address``'s host are looked at (an index, not a scan of every
+        peer); one being removed is not connected any more, as for ``manager.peers``.
+        """
         by_listen = None
-        for peer in manager.peers:
-            if not _same_torrent(info_hash, peer.info_hash):
+        for peer in self._by_host.get(address.host, ()):
+            if not manager.is_connected(peer) or not _same_torrent(info_hash, peer.info_hash):
                 continue
             if peer.address.normalized() == address:
                 return peer
@@ -467,15 +482,25 @@ class HolepunchService:
     ) -> None:
         normalized = address.normalized()
         solicited = self._pending.pop((peer, normalized), None) is not None
-        reason = self._connect_problem(manager, peer, normalized)
+        reason = self._connect_problem(peer, normalized)
         if reason is not None:
             self._connects_ignored += 1
             self._note(peer, f"connect to {normalized} ignored: {reason}")
             return
         # A connect we asked for is not charged: our own rendezvous are bounded already.
-        if not solicited and not state.connect.take(1, trio.current_time()):
-            self._rate_limited += 1
-            self._note(peer, f"connect to {normalized} over the peer's budget, ignored")
+        # The budget is looked at before the search for a peer at the address, so that a
+        # flood over budget costs a token test per message and nothing more; it is charged
+        # after, so that a connect to a peer we have (ignored) costs no token, as before.
+        now = trio.current_time()
+        if not solicited and state.connect.available(now) < 1:
+            self._over_connect_budget(peer, normalized)
+            return
+        if self._find(manager, peer.info_hash, normalized) is not None:
+            self._connects_ignored += 1  # libtorrent ignores these too
+            self._note(peer, f"connect to {normalized} ignored: already connected")
+            return
+        if not solicited and not state.connect.take(1, now):
+            self._over_connect_budget(peer, normalized)  # not reached: a token was there
             return
         self._connects += 1
         _log.debug(
@@ -487,9 +512,8 @@ class HolepunchService:
         if self._on_connect is not None:
             self._on_connect(peer.info_hash, normalized)
 
-    def _connect_problem(
-        self, manager: PeerManager, peer: Peer, address: PeerAddress
-    ) -> str | None:
+    def _connect_problem(self, peer: Peer, address: PeerAddress) -> str | None:
+        """Why a connect to ``address`` is ignored whoever we are connected to (cheap checks)."""
         if not address.is_connectable:
             return "not a dialable address"
         if address in self._ours:
@@ -497,9 +521,11 @@ class HolepunchService:
         if not _is_local(peer.address.normalized().host) and _is_local(address.host):
             # As PEX: a stranger must not point the client at its own network.
             return "a private address from a public peer"
-        if self._find(manager, peer.info_hash, address) is not None:
-            return "already connected"  # libtorrent ignores these too
         return None
+
+    def _over_connect_budget(self, peer: Peer, address: PeerAddress) -> None:
+        self._rate_limited += 1
+        self._note(peer, f"connect to {address} over the peer's budget, ignored")
 
     def _on_error_message(self, peer: Peer, target: PeerAddress, code: int) -> None:
         normalized = target.normalized()

@@ -32,7 +32,9 @@ whose transport fails costs that one connection: it is removed with a reason and
 
 Backpressure goes all the way: a consumer that does not read events stops the readers
 (and so, through TCP, the peers); a peer that does not read makes its send queue fill up
-and :meth:`PeerManager.send` block.
+and :meth:`PeerManager.send` block; and a peer whose own messages earn replies (rejects of
+requests beyond ``reqq``...) that fill its send queue is not read until they drain, so
+that it cannot send faster than it reads.
 
 Copies. Reads are large (``receive_size``, 512 KiB by default) and go to the decoder
 uncopied; a piece message wholly inside one read reaches the consumer as a memoryview slice
@@ -297,7 +299,10 @@ class PeerManagerConfig:
         send_queue_bytes: bytes queued per peer (not yet written) before
             :meth:`PeerManager.send` waits and :meth:`PeerManager.send_nowait` refuses;
             one message is always taken while fewer are queued, so a queue holds at most
-            this plus one message. ``None``: bounded by ``send_queue_size`` only.
+            this plus one message, and the rejects the peer's own messages earn in one
+            read (the reader waits for them to drain before it reads on). ``None``:
+            bounded by ``send_queue_size`` only (the peer's rejects still by
+            :data:`DEFAULT_SEND_QUEUE_BYTES`).
         event_buffer: events buffered before the readers wait for the consumer.
         keepalive_interval: seconds without sending after which a keep-alive goes out.
         idle_timeout: seconds without receiving after which a peer is dropped.
@@ -1262,6 +1267,14 @@ class PeerManager:
         event_items = events._items
         event_capacity = events._capacity
         download = self._download_limiter
+        # The replies the peer's own messages earn (rejects) bypass send's wait: bounded by
+        # the queue's byte capacity here (without one, by the default's, since a peer must
+        # not decide how much we queue for it).
+        reply_capacity = (
+            DEFAULT_SEND_QUEUE_BYTES
+            if task.queue_byte_capacity == _UNBOUNDED
+            else task.queue_byte_capacity
+        )
         data: bytes | bytearray = task.trailing
         task.trailing = b""
         if data:  # read by the handshaker, but peer wire bytes: count them
@@ -1304,6 +1317,8 @@ class PeerManager:
                         total.messages_received += count
                     if replies := connection.data_to_send():
                         task.push([replies])
+                        if task.queued_bytes >= reply_capacity:
+                            await self._wait_for_replies(task, reply_capacity)
                 if download.limited:
                     data = await self._receive_limited(task)
                 else:
@@ -1320,6 +1335,34 @@ class PeerManager:
             task.fail(REASON_PROTOCOL, exc)
         except _TRANSPORT_ERRORS as exc:
             task.fail(REASON_TRANSPORT, exc)
+
+    async def _wait_for_replies(self, task: _PeerTask, capacity: int) -> None:
+        """Stop reading until the replies just queued are within ``capacity`` bytes of the
+        head of the send queue (the reader's backpressure).
+
+        The replies to a peer's messages (rejects of requests beyond ``reqq`` or before the
+        metadata, hash rejects) are queued whatever the queue holds, since the connection
+        has already answered; a peer that floods such messages while reading slowly would
+        otherwise grow its queue without bound. So the reader, as libtorrent's stops reading
+        from a peer whose send buffer is over its watermark, waits here: the peer's inflow
+        is then no faster than its own reading, and the queue holds at most ``capacity``
+        plus one read's replies (and a sender's one message).
+
+        The wait is for a byte position (written bytes reaching it), not for the queue to
+        fall below ``capacity``, which senders keeping it full would starve. It is ours, not
+        the peer being idle: the writer's send timeout drops a peer that stops reading.
+        """
+        counter = task.counter
+        # Bytes ever queued (written plus still queued) end with the replies: wait until
+        # at most ``capacity`` of them are unwritten.
+        target = counter.bytes_sent + task.queued_bytes - capacity
+        task.held = True
+        try:
+            while counter.bytes_sent < target and not task.removed:
+                await task.drained.park()  # woken after each write
+        finally:
+            task.held = False
+        task.last_receive = trio.current_time()
 
     async def _receive_limited(self, task: _PeerTask) -> bytes | bytearray:
         """The reader's next read while there is a download limit (an exempt peer's too)."""
