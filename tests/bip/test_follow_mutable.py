@@ -704,3 +704,27 @@ async def test_the_follower_says_no_node_answered_when_its_join_found_nobody(
             assert await follower._look_up() is None
     [warning] = _messages(caplog, logging.WARNING)
     assert "no DHT node answered" in warning
+
+
+async def test_the_first_resolve_waits_for_open_dhts_bootstrap_instead_of_joining_beside(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `bip download` resolves the link as soon as the DHT is open, while open_dht's own
+    # bootstrap runs: before, it started a second one beside it (two find_node floods).
+    with trio.fail_after(DEADLINE):
+        async with published(NOBODY, joined=False) as (dht, follower):
+            assert dht.node.bootstrapping
+            beside = _spy_bootstraps(dht, monkeypatch)
+            found = await resolve_mutable_torrent(dht, follower._link)
+    assert beside == []
+    assert found.info_hash == NOBODY
+
+
+async def test_the_first_resolve_says_no_node_answered_when_nobody_did(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(DEADLINE):
+        async with open_dht(LOOPBACK, rng=random.Random(4)) as dht:  # knows nobody
+            link = MutableTorrentLink(PUBLIC_KEY, salt=SALT)
+            with pytest.raises(CLIError, match="no DHT node answered"):
+                await resolve_mutable_torrent(dht, link)

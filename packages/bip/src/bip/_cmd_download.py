@@ -736,7 +736,10 @@ async def resolve_mutable_torrent(dht: DHT | None, link: MutableTorrentLink) -> 
         raise CLIError("a BEP 46 link (xs=urn:btpk:) is resolved through the DHT: drop --no-dht")
     key = link.public_key.hex()
     with trio.move_on_after(RESOLVE_TIMEOUT):
-        if await dht.bootstrap() == 0:
+        # The DHT's own join rule: open_dht's bootstrap is under way as we come here, and a
+        # second one beside it would double the find_node flood; a table with a node to ask
+        # (saved by an earlier run) needs none, the lookup walks from there.
+        if not await dht.join_if_needed(timeout=RESOLVE_TIMEOUT):
             raise CLIError(
                 "no DHT node answered: a BEP 46 link needs one (--dht-bootstrap, the link's"
                 " dht=, or the nodes saved by an earlier run)"

@@ -528,7 +528,7 @@ class DHT:
 
         Raises:
             LocalProtocolError: *timeout* is not a finite number of seconds >= 0.
-            DHTError: the DHT closed while this waited for another's bootstrap.
+            DHTError: the DHT is closed, or closed meanwhile.
         """
         return await join_if_needed(self, timeout=timeout)
 
@@ -610,9 +610,9 @@ class DHT:
         Each round joins the DHT first when it has nobody to look up with
         (:meth:`join_if_needed`: no family's routing table holds a node we could still
         query, as after an outage that made every known node bad), through the bootstrap
-        addresses and the nodes known; a family with
-        none beside one that works is left to the core, which bootstraps again by itself at
-        most every ``bootstrap_retry_interval`` (:meth:`DHTNode.needs_bootstrap`). It never
+        addresses and the nodes known; a family with none beside one that works is left to
+        the core, which bootstraps again by itself at most every
+        ``bootstrap_retry_interval`` (:meth:`DHTNode.needs_bootstrap`). It never
         bootstraps beside a bootstrap of the node under way or about to start (the core's
         own, a caller's still asking names), whose end it waits for instead (at most
         *interval*), and joins once for all the rounds that need it together. While no node
