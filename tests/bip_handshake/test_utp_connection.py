@@ -769,12 +769,12 @@ def test_fin_rules() -> None:
     def pkt(kind: UtpPacketType, seq: int, data: bytes = b"") -> UtpPacket:
         return UtpPacket(kind, b.recv_id, 0, 0, 1 << 20, seq & 0xFFFF, net.a._acked, payload=data)
 
-    b.receive_packet(pkt(UtpPacketType.FIN, base + 2, b"data in a FIN"), 1)  # refused: no data
-    b.receive_packet(pkt(UtpPacketType.FIN, base + 1), 1)  # now the FIN is base + 2, not + 1
+    b.receive_packet(pkt(UtpPacketType.FIN, base + 2, b"data in a FIN"), 1)  # a bare FIN
+    b.receive_packet(pkt(UtpPacketType.FIN, base + 1), 1)  # the end is base + 2: ignored
     b.receive_packet(pkt(UtpPacketType.DATA, base, b"a"), 1)
     b.receive_packet(pkt(UtpPacketType.DATA, base + 1, b"b"), 1)
-    assert b.read() == b"ab"
-    assert not b.eof_received  # the FIN at base + 2 carried data: dropped, never delivered
+    assert b.read() == b"ab"  # the FIN's payload is never delivered (libtorrent)
+    assert b.eof_received
 
 
 def test_base_delay_spans_two_minutes() -> None:

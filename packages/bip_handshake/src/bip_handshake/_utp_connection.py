@@ -69,6 +69,7 @@ How it behaves, following BEP 29 and libtorrent:
   nothing in order, so that the next such packet waits for the reader to take it.
 - Acks are validated: an ack for a sequence number we never sent drops the packet; an
   old ack is ignored. A FIN fixes the last sequence number; nothing past it is taken.
+  A FIN's payload is ignored (libtorrent reads data from ST_DATA only).
 - A keepalive ST_STATE goes out after ``keepalive_interval`` of our silence (with
   ``ack_nr - 1``, as libtorrent, so that it never counts as a duplicate ack), and a
   connection that hears nothing for ``idle_timeout`` fails. So does one whose written
@@ -1159,12 +1160,12 @@ class UtpConnection:
             # out there (bogus, or forged) cannot fix the end of the stream (libtorrent).
             return
         if fin:
-            if self._eof_seq is None:
-                self._eof_seq = seq
-            elif seq != self._eof_seq:
-                return
-            if payload:
-                return  # a FIN carries no data (libtorrent never sends any)
+            if self._eof_seq is not None and seq != self._eof_seq:
+                return  # a second end: the first one stands
+            # A FIN's payload is no data: libtorrent never sends any and reads data from
+            # ST_DATA only, taking such a FIN as a bare one. So do we: were it dropped, the
+            # peer would resend it until a timeout ended the connection.
+            payload = b""
         size = len(payload)
         budget = self._budget
         if distance == 1:
@@ -1180,6 +1181,8 @@ class UtpConnection:
                 # selectively acked (the peer dropped it: evicting it would lose it for
                 # good) and it leaves only through this packet, so it is taken over budget.
                 return
+            if fin:
+                self._eof_seq = seq  # only now: a FIN dropped above leaves nothing behind
             self._deliver(seq, payload, reordered=False)
             reorder = self._reorder
             while (nxt := (self._ack_nr + 1) & _SEQ_MASK) in reorder:
@@ -1189,11 +1192,13 @@ class UtpConnection:
                 self._deliver(nxt, data, reordered=True)
             return
         if seq in self._reorder:
-            return
+            return  # held already (a FIN at the seq of held data is bogus: it fixes nothing)
         if size + self._buffered() > self._config.receive_buffer:
             return
         if size > budget.reorder_free():
             return  # out-of-order data the socket cannot afford: the peer resends it
+        if fin:
+            self._eof_seq = seq  # held: the stream ends once the hole before it fills
         self._reorder[seq] = payload
         self._reorder_bytes += size
         budget.used += size
