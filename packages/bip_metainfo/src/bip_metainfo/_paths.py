@@ -78,7 +78,7 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from ._errors import MetainfoError, MetainfoErrorKind
@@ -276,9 +276,9 @@ def sanitize_name(name: bytes | str, *, fallback: bytes | str | None = None) -> 
     that a name which sanitises to nothing (``.``, ``..``, ``/``, only invisible
     characters, only dots and spaces) is not replaced by ``_``: it gives
     ``fallback``, or ``""`` when there is none. libtorrent then uses the hex
-    info-hash for a multi-file torrent and refuses a single-file one. An empty
-    name gives ``_``, as in libtorrent (which refuses it for a single file before
-    sanitising).
+    info-hash for a multi-file torrent and refuses a single-file one, and so does
+    :class:`~bip_metainfo.Info`. An empty name gives ``_``, as in libtorrent; both
+    refuse it for a single file before sanitising.
 
     Args:
         name: the raw name, ``bytes`` (decoded as UTF-8) or ``str``.
@@ -340,28 +340,66 @@ def sanitize_symlink_target(components: Sequence[bytes | str]) -> tuple[str, ...
 
 
 class _Tree:
-    """Paths interned as nodes: one node per (parent node, component) pair.
+    """Paths interned as nodes: one node per (parent node, key of a component) pair.
 
     Keeps memory linear in the number of components however deep the paths are,
-    where a set of every prefix as a tuple would be quadratic.
+    where a set of every prefix as a tuple would be quadratic. ``key`` maps a
+    component to the key it is interned under (:func:`_fold` to compare names as a
+    case-insensitive disk does); None interns components as they are.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, key: Callable[[str], str] | None = None) -> None:
         self.nodes: dict[tuple[int, str], int] = {}
+        self.directories: set[int] = set()  # every node that :meth:`directory` made
+        self._key = key
+        self._last: tuple[str, ...] = ()  # the directory :meth:`directory` last found
+        self._chain: list[int] = [0]  # the node of each prefix of _last, the root first
 
     def add(self, parent: int, component: str) -> int:
+        """The node of ``component`` (already a key) under ``parent``, made if new."""
         node = self.nodes.get((parent, component))
         if node is None:
             node = self.nodes[parent, component] = len(self.nodes) + 1
         return node
 
-    def find(self, path: Sequence[str]) -> int | None:
-        node = 0
+    def find(self, path: Sequence[str], start: int = 0) -> int | None:
+        """The node of ``path`` (keys) below node ``start``, or None if it has none."""
+        node = start
         for component in path:
             found = self.nodes.get((node, component))
             if found is None:
                 return None
             node = found
+        return node
+
+    def directory(self, components: tuple[str, ...]) -> int:
+        """The node of the directory ``components``, which is added with its ancestors.
+
+        Components shared with the previous call's directory are not walked again:
+        in a v2 file tree every file repeats its whole directory prefix, which the
+        torrent itself states only once, so walking each file's path component by
+        component would cost files x depth steps. The shared part is found by
+        bisection over tuple comparisons, which run in C; only the components that
+        differ cost a step each.
+        """
+        last = self._last
+        if components == last:
+            return self._chain[-1]
+        low, high = 0, min(len(last), len(components))
+        while low < high:  # the longest common prefix: components[:low] == last[:low]
+            middle = (low + high + 1) // 2
+            if components[:middle] == last[:middle]:
+                low = middle
+            else:
+                high = middle - 1
+        chain = self._chain[: low + 1]
+        node = chain[-1]
+        key = self._key
+        for component in components[low:]:
+            node = self.add(node, component if key is None else key(component))
+            self.directories.add(node)
+            chain.append(node)
+        self._last, self._chain = components, chain
         return node
 
 
@@ -397,6 +435,9 @@ def resolve_symlinks(
         ``paths`` (so under ``root``), or the link's own path when the target is
         not valid.
 
+    Raises:
+        ValueError: a path is empty.
+
     >>> files = [("t", "A", "SDL2"), ("t", "SDL2"), ("t", "Current")]
     >>> resolve_symlinks(files, {1: ("Current", "SDL2"), 2: ("A",)}, root=("t",))
     {1: ('t', 'Current', 'SDL2'), 2: ('t', 'A')}
@@ -404,20 +445,19 @@ def resolve_symlinks(
     {1: ('l',)}
     """
     tree = _Tree()
-    directories: set[int] = set()
     files: dict[int, int] = {}  # node -> the first file with that path
+    parents: list[int] = []  # each file's directory node
     leaves: list[int] = []
-    for index, path in enumerate(paths):
-        node = 0
-        for component in path[:-1]:
-            node = tree.add(node, component)
-            directories.add(node)
-        leaves.append(tree.add(node, path[-1]))
-        files.setdefault(leaves[-1], index)
+    for path in paths:
+        if not path:
+            raise ValueError("a file path is empty")
+        parents.append(tree.directory(tuple(path[:-1])))
+        leaves.append(tree.add(parents[-1], path[-1]))
+        files.setdefault(leaves[-1], len(leaves) - 1)
+    directories = tree.directories
 
-    def kind(path: Sequence[str]) -> tuple[bool, bool]:
+    def kind(node: int | None) -> tuple[bool, bool]:
         """(names a file or directory, could be a link to a directory)."""
-        node = tree.find(path)
         if node is None:
             return False, False
         if node in directories:
@@ -431,16 +471,22 @@ def resolve_symlinks(
     base = tuple(root)
     for index in sorted(targets):
         path = tuple(paths[index])
+        target = tuple(targets[index])
         link = leaves[index]
-        for candidate in (base + tuple(targets[index]), path[:-1] + tuple(targets[index])):
-            exists, via = kind(candidate)
+        # From the root, then from the link's own directory, whose node is known: a
+        # walk down the link's (implicit, in a v2 tree) directory would cost its depth.
+        for candidate, node in (
+            (base + target, tree.find(base + target)),
+            (path[:-1] + target, tree.find(target, parents[index])),
+        ):
+            exists, via = kind(node)
             if exists:
                 result[index] = candidate
                 if via:
                     links[link] = candidate
                 break
         else:
-            links[link] = base + tuple(targets[index])
+            links[link] = base + target
             pending.append(index)
 
     for index in pending:
@@ -448,10 +494,12 @@ def resolve_symlinks(
         traversed: set[int] = set()
         ok = True
         depth = 1
+        node = 0  # the node of target[: depth - 1]: one step per component, not a walk
         while depth < len(target) and ok:
-            branch = tree.find(target[:depth])
+            branch = tree.nodes.get((node, target[depth - 1]))  # target[:depth]'s
             if branch is not None and branch in directories:
                 depth += 1
+                node = branch
             elif (
                 branch is None
                 or branch not in links
@@ -463,7 +511,8 @@ def resolve_symlinks(
                 traversed.add(branch)
                 target = links[branch] + target[depth:]
                 depth = 1
-        valid = ok and kind(target)[0]
+                node = 0
+        valid = ok and kind(tree.find(target))[0]
         result[index] = base + tuple(targets[index]) if valid else tuple(paths[index])
     return dict(sorted(result.items()))
 
@@ -574,19 +623,25 @@ def resolve_duplicates(
     """
     if pads is not None and sizes is None:
         raise ValueError("pads needs sizes")
-    tree = _Tree()
-    directories: set[int] = set()
+    # Each distinct component is folded once (two Unicode normalisations of up to 255
+    # bytes): a deep tree repeats the same directory names in every file's path.
+    folded: dict[str, str] = {}
+
+    def fold(component: str) -> str:
+        key = folded.get(component)
+        if key is None:
+            key = folded[component] = _fold(component)
+        return key
+
+    tree = _Tree(fold)
     parents: list[int] = []
     leaves: list[int] = []
     for path in paths:
         if not path:
             raise ValueError("a file path is empty")
-        node = 0
-        for component in path[:-1]:
-            node = tree.add(node, _fold(component))
-            directories.add(node)
-        parents.append(node)
-        leaves.append(tree.add(node, _fold(path[-1])))
+        parents.append(tree.directory(tuple(path[:-1])))
+        leaves.append(tree.add(parents[-1], fold(path[-1])))
+    directories = tree.directories
     owners: dict[int, int] = {}
     for index, leaf in enumerate(leaves):
         if leaf not in directories:
@@ -613,7 +668,7 @@ def resolve_duplicates(
         while True:
             counter += 1
             name = _renamed(path[-1], counter)
-            key = (parents[index], _fold(name))
+            key = (parents[index], fold(name))
             if key not in tree.nodes:
                 tree.nodes[key] = len(tree.nodes) + 1
                 result.append((*path[:-1], name))
