@@ -343,12 +343,14 @@ def test_garbage_gets_no_answer(packet: bytes) -> None:
     assert core.statistics().malformed == 1
 
 
-def test_unknown_event_is_garbage() -> None:
+def test_unknown_event_is_a_regular_announce() -> None:
     core = make()
     cid = connect(core, A)
     packet = bytearray(announce_packet(cid))
-    packet[80:84] = (4).to_bytes(4, "big")
-    assert exchange(core, bytes(packet), A) == []
+    packet[80:84] = (5).to_bytes(4, "big")  # (4, paused: test_server_paused.py)
+    assert reply(core, bytes(packet), A) == AnnounceResponse(77, 1800, 1, 0, ())
+    stats = core.statistics()
+    assert (stats.announces, stats.unknown_events, stats.malformed) == (1, 1, 0)
 
 
 def test_rate_limit_per_address() -> None:

@@ -13,6 +13,13 @@ Encoding checks field ranges and raises :class:`LocalProtocolError` for values t
 decoding builds values straight from the packet without re-checking them (they fit by
 construction), which keeps a tracker's hot path cheap.
 
+The announce event is strict one way and lenient the other, as trackers read it: we send only
+BEP 15's 0 to 3, but read any value. libtorrent sends 4, its BEP 21 ``paused``, for every regular
+announce of a partial seed, and opentracker serves any value but 1 (completed) and 3 (stopped) as
+a regular announce. So :func:`decode_request` reads 4 as ``none`` with
+:attr:`AnnounceRequest.paused` set, and any other unknown value as ``none``; no value makes the
+datagram malformed.
+
 >>> request = ConnectRequest(transaction_id=0x12345678)
 >>> request.encode().hex()
 '00000417271019800000000012345678'
@@ -43,6 +50,7 @@ from ._options import Option, encode_options, parse_options, url_data_of, url_da
 __all__ = [
     "ANNOUNCE_REQUEST_SIZE",
     "MAX_SCRAPE_HASHES",
+    "PAUSED_EVENT",
     "PROTOCOL_ID",
     "Action",
     "AnnounceEvent",
@@ -68,6 +76,10 @@ MAX_SCRAPE_HASHES = 74
 
 ANNOUNCE_REQUEST_SIZE = 98
 """The size of an announce request without BEP 41 options."""
+
+PAUSED_EVENT = 4
+"""The event value libtorrent sends for BEP 21's ``paused`` (its ``event_t::paused``): read as
+a regular announce of a partial seed (:attr:`AnnounceRequest.paused`), never sent."""
 
 _HASH_SIZE = 20
 
@@ -97,10 +109,11 @@ class Action(IntEnum):
 class AnnounceEvent(IntEnum):
     """The event of an announce request: BEP 15's wire values, 0 to 3.
 
-    BEP 21's ``paused`` (a partial seed's regular announce, HTTP trackers only) is no member:
-    BEP 15 defines no value for it, and a tracker that checks the field (ours does) would drop
-    a 4 as malformed. An :class:`Announcer` tells it as ``partial_seed`` in its
-    :class:`AnnounceProgress`, and a UDP tracker hears ``none``.
+    BEP 21's ``paused`` (a partial seed's regular announce) is no member: BEP 15 defines no
+    value for it, and a tracker that checks the field would drop a 4 as malformed (aquatic
+    answers it with an error), so we never send it: an :class:`Announcer` tells it as
+    ``partial_seed`` in its :class:`AnnounceProgress`, and a UDP tracker hears ``none``. Read
+    from the wire, libtorrent's 4 is ``none`` with :attr:`AnnounceRequest.paused` set.
     """
 
     NONE = 0
@@ -185,6 +198,10 @@ class AnnounceRequest:
             types included). When encoding, an empty tuple means "the URLData options
             that carry *url_data*"; a non-empty one is written as is and its URLData
             must concatenate to *url_data*.
+        paused: the packet's event was 4, libtorrent's BEP 21 ``paused``: a regular announce
+            (``event`` is ``none``) of a partial seed, a peer that has every piece it wants
+            but not all (``left`` > 0) and downloads no more. Decoding only: :meth:`encode`
+            refuses it, as BEP 15 has no such value.
     """
 
     connection_id: int
@@ -201,6 +218,7 @@ class AnnounceRequest:
     port: int
     url_data: bytes = b""
     options: tuple[Option, ...] = ()
+    paused: bool = False
 
     def encode(self) -> bytes:
         """The 98-byte packet followed by the options.
@@ -213,14 +231,16 @@ class AnnounceRequest:
         _check_hash(self.info_hash, "an info-hash")
         _check_hash(self.peer_id, "a peer id")
         event: object = self.event  # checked at run time, as the field type is not
-        # Refused as decode_request refuses it: 4 (libtorrent's "paused") or any other value
-        # BEP 15 does not define would be dropped as malformed by a tracker that checks.
+        # 4 (libtorrent's "paused") or any other value BEP 15 does not define is refused: a
+        # tracker that checks the field drops it as malformed, or answers it with an error.
         if (
             isinstance(event, bool)
             or not isinstance(event, int)
             or not 0 <= event <= AnnounceEvent.STOPPED
         ):
             raise LocalProtocolError(f"an announce event is 0..3 (BEP 15), got {event!r:.40}")
+        if self.paused:
+            raise LocalProtocolError("BEP 15 has no paused event: a UDP announce says none")
         if not isinstance(self.url_data, bytes):
             raise LocalProtocolError(f"url_data is bytes, got {type(self.url_data).__name__}")
         options = self.options
@@ -399,7 +419,9 @@ def decode_request(data: bytes | bytearray | memoryview) -> Request:
     A connect request is exactly 16 bytes and carries the protocol id; an announce request is
     at least 98 bytes (the rest is BEP 41 options); a scrape request is 16 bytes plus 1 to
     :data:`MAX_SCRAPE_HASHES` info-hashes of 20 bytes. Anything else raises
-    :class:`MalformedPacketError`.
+    :class:`MalformedPacketError`. An announce's event outside BEP 15's 0 to 3 is read as
+    ``none``: 4 (libtorrent's BEP 21 ``paused``) with :attr:`AnnounceRequest.paused` set, any
+    other value as opentracker reads it (see the module's notes).
 
     >>> decode_request(bytes.fromhex("00000000000000000000000200000000"))
     Traceback (most recent call last):
@@ -425,8 +447,9 @@ def decode_request(data: bytes | bytearray | memoryview) -> Request:
             )
         fields = _ANNOUNCE_REQUEST.unpack_from(raw)
         event = fields[8]
+        paused = event == PAUSED_EVENT
         if not 0 <= event <= AnnounceEvent.STOPPED:
-            raise MalformedPacketError(f"an announce request has unknown event {event}")
+            event = AnnounceEvent.NONE
         options = parse_options(raw[ANNOUNCE_REQUEST_SIZE:]) if size > ANNOUNCE_REQUEST_SIZE else ()
         return AnnounceRequest(
             connection_id=fields[0],
@@ -443,6 +466,7 @@ def decode_request(data: bytes | bytearray | memoryview) -> Request:
             port=fields[12],
             url_data=url_data_of(options),
             options=options,
+            paused=paused,
         )
     if action == Action.SCRAPE:
         count, extra = divmod(size - 16, _HASH_SIZE)

@@ -186,13 +186,15 @@ class TrackerServer:
     def _log_statistics(self) -> None:
         stats = self._core.statistics()
         _log.debug(
-            "UDP tracker on %s: %d swarms, %d peers; so far %d connects, %d announces, "
-            "%d scrapes, %d malformed, %d rate limited, %d refused, %d replies unsent",
+            "UDP tracker on %s: %d swarms, %d peers; so far %d connects, %d announces "
+            "(%d of an unknown event, served as none), %d scrapes, %d malformed, "
+            "%d rate limited, %d refused, %d replies unsent",
             _show(self.address),
             stats.swarms,
             stats.peers,
             stats.connects,
             stats.announces,
+            stats.unknown_events,
             stats.scrapes,
             stats.malformed,
             stats.rate_limited,

@@ -15,7 +15,11 @@ What it does with a datagram, in order:
    datagram from source port 0: no answer could reach it, so it can only be forged. A scrape
    of more than :data:`~bip_utracker._codec.MAX_SCRAPE_HASHES` (74) info-hashes is a scrape
    of its first 74, as opentracker answers it: a client that asks too much at once still gets
-   the start of what it asked, and the answer stays smaller than the request.
+   the start of what it asked, and the answer stays smaller than the request. An announce's
+   event is no part of its shape: 4, libtorrent's BEP 21 ``paused`` (sent by a partial seed
+   for each regular announce, its first included), is a regular announce, and so is any
+   other value BEP 15 does not define, as opentracker serves them (those are counted in
+   ``unknown_events``). Dropping them left libtorrent's partial seeds out of the swarm.
 3. Connection id (announce and scrape): stateless, see :mod:`._connection_ids`. A wrong or
    expired one is answered with a short error, never larger than the request (whoever forged
    the source address gains no amplification from it), and nothing is stored.
@@ -54,6 +58,7 @@ from ._codec import (
     _SCRAPE_STATS,
     ANNOUNCE_REQUEST_SIZE,
     MAX_SCRAPE_HASHES,
+    PAUSED_EVENT,
     PROTOCOL_ID,
     AnnounceRequest,
     ScrapeStats,
@@ -296,6 +301,9 @@ class ServerStatistics:
             expired or left unrecorded (see :class:`~bip_utracker.SwarmStatistics`). A rising
             ``refused_promotions`` says ``max_swarms`` is too small, or that an attacker holds
             the protected segment.
+        unknown_events: of the announces, those whose event was none of BEP 15's 0 to 3 nor
+            4 (BEP 21's ``paused``, which libtorrent sends): served as regular announces, as
+            opentracker serves them, and counted here in case a client sends nonsense.
     """
 
     datagrams: int
@@ -313,6 +321,7 @@ class ServerStatistics:
     seeders: int
     leechers: int
     store: SwarmStatistics | None = None
+    unknown_events: int = 0
 
 
 class _RateLimiter:
@@ -465,6 +474,7 @@ class TrackerServerCore:
         self._announces = 0
         self._scrapes = 0
         self._malformed = 0
+        self._unknown_events = 0
         self._rate_limited = 0
         self._bad_connection_id = 0
         self._refused = 0
@@ -552,9 +562,6 @@ class TrackerServerCore:
                 self._malformed += 1
                 return
             info_hash, left, event, num_want, port = _ANNOUNCE_FIELDS.unpack_from(data, 16)
-            if not 0 <= event <= 3:
-                self._malformed += 1
-                return
             # BEP 41 options: only their shape matters here (a custom handler gets them
             # decoded). Checked without building them: the sender is not proven yet.
             if size > ANNOUNCE_REQUEST_SIZE and not options_are_well_formed(
@@ -563,6 +570,12 @@ class TrackerServerCore:
                 self._malformed += 1
                 return
             self._announces += 1
+            if not 0 <= event <= 3:
+                # A regular announce (decode_request reads it so for a custom handler): 4 is
+                # BEP 21's paused, a partial seed, which ``left`` already makes a leecher.
+                if event != PAUSED_EVENT:
+                    self._unknown_events += 1
+                event = 0
             if not self._ids.is_valid(connection_id, host.encode(), now):
                 self._bad_connection_id += 1
                 self._error(transaction_id, BAD_CONNECTION_ID, addr)
@@ -763,6 +776,7 @@ class TrackerServerCore:
             seeders=store.seeders if store else 0,
             leechers=store.leechers if store else 0,
             store=store,
+            unknown_events=self._unknown_events,
         )
 
 

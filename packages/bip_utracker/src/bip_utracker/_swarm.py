@@ -453,10 +453,13 @@ class SwarmStore:
         returned peers are compact addresses of that family, at most *num_want* of them, never
         *peer*. *event* is an :class:`AnnounceEvent` value: ``stopped`` removes the peer (and
         returns no peers; it does not refresh the swarm), ``completed`` counts a download once
-        per peer; ``left == 0`` makes a seeder. A new peer whose host holds
-        ``max_peers_per_host`` entries of the swarm already is answered as by
-        :meth:`sample_compact`, and not recorded. So is a peer of port 0: it listens nowhere
-        (others would dial it in vain), and may neither create nor keep alive a swarm.
+        per peer; any other value is a regular announce (the server passes 0 for BEP 21's
+        ``paused`` and for values BEP 15 does not define). ``left == 0`` makes a seeder, and
+        only that: a partial seed (``paused``, ``left`` > 0) is a leecher, as BEP 15's counts
+        have no third kind. A new peer whose host holds ``max_peers_per_host`` entries of the
+        swarm already is answered as by :meth:`sample_compact`, and not recorded. So is a peer
+        of port 0: it listens nowhere (others would dial it in vain), and may neither create
+        nor keep alive a swarm.
 
         The announce may promote the swarm out of probation (two hosts in it at once, or a
         re-announce at least ``promote_after`` seconds after the peer's previous one), and a
