@@ -90,7 +90,8 @@ def test_announce_torrent_and_scrape(
     assert [row["info_hash"] for row in rows] == [v1.hex(), v2[:20].hex(), V1]
     assert (rows[0]["seeders"], rows[0]["leechers"]) == (0, 1)
     assert rows[1]["leechers"] == 1
-    assert rows[2] == {"info_hash": V1, "seeders": 0, "completed": 0, "leechers": 0}
+    empty = {"info_hash": V1, "seeders": 0, "completed": 0, "leechers": 0, "downloaders": None}
+    assert rows[2] == empty  # downloaders: null where the tracker gives none (BEP 15 never)
     assert main(argv) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split() == ["info-hash", "seeders", "completed", "leechers"]

@@ -114,8 +114,14 @@ def test_announce_torrent_and_scrape(
     assert json.loads(capsys.readouterr().out) == {
         "tracker": tracker.url,
         "swarms": [
-            {"info_hash": v1.hex(), "seeders": 0, "completed": 0, "leechers": 1},
-            {"info_hash": V1, "seeders": 0, "completed": 0, "leechers": 0},
+            {
+                "info_hash": v1.hex(),
+                "seeders": 0,
+                "completed": 0,
+                "leechers": 1,
+                "downloaders": None,
+            },
+            {"info_hash": V1, "seeders": 0, "completed": 0, "leechers": 0, "downloaders": None},
         ],
     }
 

@@ -1,7 +1,9 @@
 """BEP 21 partial seeds and HTTP trackers: a finished partial download's regular announces say
 ``event=paused`` (libtorrent's ``is_finished() && !is_seed()``), ``started``, ``completed`` and
-``stopped`` keep their place; a scrape's ``downloaders`` (the leechers that are no partial
-seeds) is read where the tracker gives it, and ``bip tracker scrape`` shows it."""
+``stopped`` keep their place; a tracker that refuses ``paused`` (chihaya, bittorrent-tracker)
+hears ``none`` from then on and keeps us; a scrape's ``downloaders`` (the leechers that are no
+partial seeds) is read where the tracker gives it, at most the leechers, and ``bip tracker
+scrape`` shows it."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.abc
 from _discovery_target import NullSink
 from _engine_helpers import address_of, loopback_config, until, write_content
 from _http_tracker_server import (
@@ -31,7 +34,15 @@ from bip._client._http_tracker_codec import announce_query, parse_scrape_respons
 from bip_bencode import encode
 from bip_handshake import PeerId
 from bip_metainfo import InfoHash, create_torrent
-from bip_utracker import AnnounceEvent, LocalProtocolError, ScrapeStats, open_tracker_client
+from bip_utracker import (
+    AnnounceEvent,
+    AnnounceProgress,
+    Announcer,
+    LocalProtocolError,
+    ScrapeStats,
+    open_tracker_client,
+)
+from bip_utracker._announcer import _announces_paused
 
 HASH = bytes(range(20))
 OTHER = b"\xee" * 20
@@ -133,6 +144,56 @@ async def test_the_engine_says_paused_to_http_trackers() -> None:
     assert status.last_paused
 
 
+ok = reply(answer(interval=0))
+refused = reply(encode({"failure reason": "failed to provide valid client event"}))
+
+
+async def chihaya(request: bytes, stream: trio.abc.Stream) -> None:
+    """chihaya's HTTP frontend: an event it does not know is refused (its NewEvent knows
+    none, started, stopped and completed only; bittorrent-tracker says "invalid event")."""
+    handler = refused if query_of(request).get("event") == b"paused" else ok
+    await handler(request, stream)
+
+
+async def test_a_tracker_refusing_paused_keeps_the_partial_seed() -> None:
+    client = HttpTrackerClient()
+    with trio.fail_after(DEADLINE):
+        async with http_server(chihaya) as server:
+            announcer = Announcer(
+                client,
+                server.url,
+                HASH,
+                peer_id=PEER_ID,
+                port=6881,
+                progress=lambda: AnnounceProgress(left=5, partial_seed=True),
+                min_interval=0.05,
+                retry_delay=5,  # a backoff would hold the retry past the test's wait
+            )
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(announcer.run)
+                await until(lambda: announcer.status.announces == 4)
+                status = announcer.status
+                nursery.cancel_scope.cancel()
+    events = [query_of(request).get("event") for request in server.requests]
+    # The refused paused, then none at once (not after the 5 s backoff), and none after.
+    assert events == [b"started", b"paused", None, None, None, b"stopped"]
+    assert status.failures == 0
+    assert status.last_event is AnnounceEvent.NONE
+    assert not status.last_paused
+
+
+def test_the_http_client_opts_in_and_so_do_its_subclasses() -> None:
+    class Logging(HttpTrackerClient):
+        """A subclass whose announce forwards whatever it is given: still opted in."""
+
+        async def announce(self, *args: Any, **kwargs: Any) -> Any:
+            return await super().announce(*args, **kwargs)
+
+    assert HttpTrackerClient.announces_paused is True
+    assert _announces_paused(HttpTrackerClient())
+    assert _announces_paused(Logging())
+
+
 async def test_a_partial_download_announces_paused(tmp_path: Path) -> None:
     """End to end: one file of two downloaded, then the next regular announce says paused."""
     folder = write_content(tmp_path / "seed", SIZES)
@@ -199,7 +260,17 @@ def test_downloaders_present_absent_and_malformed() -> None:
     [negative] = parse_scrape_response(scrape_body({**counts, "downloaders": -4}), [HASH])
     assert negative.downloaders == 0
     [huge] = parse_scrape_response(scrape_body({**counts, "downloaders": 2**70}), [HASH])
-    assert huge.downloaders == 2**32 - 1
+    assert huge.downloaders == 5  # clamped, then at most the leechers
+
+
+def test_downloaders_are_at_most_the_leechers() -> None:
+    # More downloaders than leechers (two counts taken at different times, or a lie): the
+    # partial seeds, leechers - downloaders, must not go negative.
+    entry = {"complete": 1, "downloaded": 0, "incomplete": 3, "downloaders": 9}
+    [stats] = parse_scrape_response(scrape_body(entry), [HASH])
+    assert stats == ScrapeStats(seeders=1, completed=0, leechers=3, downloaders=3)
+    [none_left] = parse_scrape_response(scrape_body({"downloaders": 2}), [HASH])
+    assert none_left.downloaders == 0  # no "incomplete": 0 leechers, so 0 downloaders
 
 
 @settings(max_examples=50, deadline=None)
@@ -216,7 +287,9 @@ def test_a_scrape_answer_reads_back(counts: tuple[int, int, int], downloaders: i
     }
     if downloaders is not None:
         entry["downloaders"] = downloaders
-    expected = ScrapeStats(seeders, completed, leechers, downloaders)
+    expected = ScrapeStats(
+        seeders, completed, leechers, None if downloaders is None else min(downloaders, leechers)
+    )
     assert parse_scrape_response(scrape_body(entry), [HASH]) == (expected,)
 
 
@@ -235,5 +308,13 @@ def test_bip_tracker_scrape_shows_downloaders(capsys: pytest.CaptureFixture[str]
     assert table[2].split() == [OTHER.hex(), "0", "0", "0", "-"]  # left out of the answer
     assert payload["swarms"] == [
         {"info_hash": HASH.hex(), "seeders": 1, "completed": 4, "leechers": 3, "downloaders": 2},
-        {"info_hash": OTHER.hex(), "seeders": 0, "completed": 0, "leechers": 0},
+        # Left out of the answer: null, the key still there (the shape is the tracker's
+        # whatever it counts).
+        {
+            "info_hash": OTHER.hex(),
+            "seeders": 0,
+            "completed": 0,
+            "leechers": 0,
+            "downloaders": None,
+        },
     ]

@@ -1,12 +1,15 @@
 """BEP 21 partial seeds: the Announcer's regular announces say ``paused`` while the progress
-says we are a partial seed, to a client whose ``announce`` takes the keyword (an HTTP
-tracker's); ``started``, ``completed`` and ``stopped`` keep their place, and a UDP tracker hears
+says we are a partial seed, to a client that opted in (``announces_paused``, an HTTP tracker's);
+``started``, ``completed`` and ``stopped`` keep their place, a tracker refusing ``paused`` hears
+``none`` from then on (at once), a bad progress is the caller's error, and a UDP tracker hears
 ``none``: BEP 15 has no ``paused``, and no 4 ever goes on its wire (autojump clock)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import pytest
 import trio
@@ -25,7 +28,12 @@ from bip_utracker._codec import (
     decode_request,
     decode_response,
 )
-from bip_utracker._errors import LocalProtocolError
+from bip_utracker._errors import (
+    LocalProtocolError,
+    TrackerError,
+    TrackerRejectedError,
+    TrackerTimeoutError,
+)
 from bip_utracker._server import serve_tracker
 from bip_utracker._server_core import Refusal, ServerConfig
 from bip_utracker._swarm import AnnounceAnswer, SwarmStore
@@ -50,8 +58,9 @@ def _answer(count: int) -> AnnounceResult:
 
 @dataclass
 class PausingClient:
-    """An AnnounceClient whose announce takes BEP 21's ``paused``: records what it is told."""
+    """An AnnounceClient that opted in to BEP 21's ``paused``: records what it is told."""
 
+    announces_paused: ClassVar[bool] = True
     sent: list[tuple[AnnounceEvent, bool]] = field(default_factory=list)
 
     def check_tracker(self, tracker: str) -> None:
@@ -78,7 +87,9 @@ class PausingClient:
 
 @dataclass
 class OlderClient:
-    """An AnnounceClient written before BEP 21's ``paused``: given it, the call would fail."""
+    """An AnnounceClient written before BEP 21's ``paused``: given it, the call would fail.
+    Its ``announce`` has a ``paused`` of another meaning in some tests' subclasses: only the
+    opt-in counts."""
 
     events: list[AnnounceEvent] = field(default_factory=list)
 
@@ -268,3 +279,204 @@ def test_a_udp_scrape_has_no_downloaders() -> None:
     assert isinstance(decoded, ScrapeResponse)
     assert decoded.files == (ScrapeStats(1, 2, 3),)
     assert decoded.files[0].downloaders is None
+
+
+# -- the opt-in ----------------------------------------------------------------------------------
+
+
+class Forwarding:
+    """A wrapper (a rate limiter, a logger) around a client, forwarding ``**kwargs``: its
+    signature names no ``paused``, only its attribute says whether it passes it on."""
+
+    def __init__(self, inner: PausingClient, *, opts_in: object = None) -> None:
+        self.inner = inner
+        if opts_in is not None:
+            self.announces_paused = opts_in
+
+    def check_tracker(self, tracker: str) -> None:
+        self.inner.check_tracker(tracker)
+
+    async def announce(
+        self, tracker: str, info_hash: InfoHash | bytes, **kwargs: Any
+    ) -> AnnounceResult:
+        return await self.inner.announce(tracker, info_hash, **kwargs)
+
+
+class UnrelatedPaused(OlderClient):
+    """A client whose ``paused`` means something else (a paused torrent), never opted in."""
+
+    async def announce(
+        self, tracker: str, info_hash: InfoHash | bytes, *, paused: bool = False, **kwargs: Any
+    ) -> AnnounceResult:
+        assert not paused, "told paused without opting in"
+        return await super().announce(tracker, info_hash, **kwargs)
+
+
+async def sent_by(client: Any) -> None:
+    """Run ``client`` as a partial seed's announcer: started, one regular announce, stopped."""
+    ann = announcer(client, Progress(left=600, partial_seed=True))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ann.run)
+        await trio.sleep(INTERVAL + 50)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_kwargs_wrapper_that_opts_in_gets_paused(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    inner = PausingClient()
+    await sent_by(Forwarding(inner, opts_in=True))
+    assert inner.sent == [(STARTED, False), (NONE, True), (STOPPED, False)]
+
+
+@pytest.mark.parametrize("opts_in", [None, False, 1, "yes"])
+async def test_no_client_is_told_paused_without_opting_in(
+    opts_in: object, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Only True itself opts in: not a truthy stand-in (a mock's attribute is one).
+    inner = PausingClient()
+    await sent_by(Forwarding(inner, opts_in=opts_in))
+    assert inner.sent == [(STARTED, False), (NONE, False), (STOPPED, False)]
+    unrelated = UnrelatedPaused()
+    await sent_by(unrelated)
+    assert unrelated.events == [STARTED, NONE, STOPPED]
+
+
+# -- a tracker that refuses paused ----------------------------------------------------------------
+
+
+@dataclass
+class Refusing(PausingClient):
+    """A tracker that knows no ``paused`` (chihaya, bittorrent-tracker): refuses each announce
+    saying it with ``error``; records when each announce came."""
+
+    error: TrackerError = field(
+        default_factory=lambda: TrackerRejectedError("failed to provide valid client event")
+    )
+    times: list[float] = field(default_factory=list)
+
+    async def announce(self, tracker: str, info_hash: InfoHash | bytes, **kwargs: Any) -> Any:
+        self.times.append(trio.current_time())
+        if kwargs.get("paused"):
+            self.sent.append((kwargs["event"], True))
+            await trio.lowlevel.checkpoint()
+            raise self.error
+        return await super().announce(tracker, info_hash, **kwargs)
+
+
+def refused(message: str, **attributes: object) -> TrackerRejectedError:
+    error = TrackerRejectedError(message)
+    for name, value in attributes.items():
+        setattr(error, name, value)
+    return error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        refused("failed to provide valid client event"),
+        # Whatever the refusal says of when to come back: what it refused may be the event.
+        refused("invalid event", retry_in=30, interval=900),
+        refused("invalid event", retry_in="never"),
+    ],
+)
+async def test_a_tracker_refusing_paused_hears_none_at_once(
+    error: TrackerRejectedError,
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = Refusing(error=error)
+    ann = announcer(client, Progress(left=600, partial_seed=True))
+    caplog.set_level(logging.DEBUG, "bip_utracker.client")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ann.run)
+        await trio.sleep(3 * INTERVAL + 50)
+        status = ann.status
+        nursery.cancel_scope.cancel()
+    assert client.sent == [
+        (STARTED, False),
+        (NONE, True),  # refused
+        (NONE, False),  # at once: no backoff, no min_interval, no retry in
+        (NONE, False),
+        (NONE, False),
+        (STOPPED, False),
+    ]
+    started, refused_at, retried, *_ = client.times
+    assert refused_at - started == INTERVAL
+    assert retried == refused_at
+    assert status.failures == 0  # the tracker keeps us
+    assert status.given_up is None
+    assert status.announces == 4
+    assert not status.last_paused
+    assert any("saying none to it from now on" in r.getMessage() for r in caplog.records)
+
+
+async def test_paused_is_given_up_once_only(autojump_clock: trio.testing.MockClock) -> None:
+    """The retry with none refused too: an ordinary failure, its backoff waited out."""
+
+    class RefusingAll(Refusing):
+        async def announce(self, tracker: str, info_hash: InfoHash | bytes, **kwargs: Any) -> Any:
+            if not kwargs.get("paused") and kwargs["event"] is NONE:
+                self.times.append(trio.current_time())
+                self.sent.append((NONE, False))
+                await trio.lowlevel.checkpoint()
+                raise TrackerRejectedError("unregistered torrent")
+            return await super().announce(tracker, info_hash, **kwargs)
+
+    client = RefusingAll()
+    ann = announcer(client, Progress(left=600, partial_seed=True))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ann.run)
+        await trio.sleep(INTERVAL + 40)
+        status = ann.status
+        nursery.cancel_scope.cancel()
+    assert client.sent[1:4] == [(NONE, True), (NONE, False), (NONE, False)]
+    refused_at, retried, backed_off = client.times[1:4]
+    assert retried == refused_at
+    assert backed_off - retried == 30  # retry_delay 15, doubled: the second failure in a row
+    assert status.failures == 3  # the refusal of paused, of its retry, of the next one
+
+
+async def test_a_timeout_saying_paused_keeps_paused(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """No answer proves nothing of the event: the retry, after the backoff, says paused."""
+    client = Refusing(error=TrackerTimeoutError("no answer"))
+    ann = announcer(client, Progress(left=600, partial_seed=True))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ann.run)
+        await trio.sleep(INTERVAL + 20)
+        nursery.cancel_scope.cancel()
+    assert client.sent == [(STARTED, False), (NONE, True), (NONE, True), (STOPPED, False)]
+    assert client.times[2] - client.times[1] == 15  # retry_delay
+
+
+# -- the caller's progress ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("progress", "message"),
+    [
+        (AnnounceProgress(left="600", partial_seed=True), "left is an int"),  # type: ignore[arg-type]
+        (AnnounceProgress(left=-1, partial_seed=True), "left is an int"),
+        (AnnounceProgress(left=0, downloaded=None), "downloaded is an int"),  # type: ignore[arg-type]
+        (AnnounceProgress(left=600, partial_seed=1), "partial_seed is a bool"),  # type: ignore[arg-type]
+        ((0, 0, 600), "gives an AnnounceProgress"),
+    ],
+)
+async def test_a_bad_progress_is_the_callers_error(
+    progress: object, message: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    client = PausingClient()
+    ann = Announcer(
+        client,
+        URL,
+        HASH,
+        peer_id=PEER_ID,
+        port=6881,
+        progress=lambda: progress,  # type: ignore[arg-type,return-value]
+    )
+    with trio.fail_after(INTERVAL), pytest.raises(LocalProtocolError, match=message):
+        await ann.run()
+    assert client.sent == []
+    assert not ann.status.running

@@ -536,8 +536,9 @@ def _run_scrape(args: argparse.Namespace) -> int:
                     "seeders": stats.seeders,
                     "completed": stats.completed,
                     "leechers": stats.leechers,
-                    # BEP 21, from the HTTP trackers that count it only.
-                    **({} if stats.downloaders is None else {"downloaders": stats.downloaders}),
+                    # BEP 21, from the HTTP trackers that count it only: null otherwise, the
+                    # key always there, so the shape does not depend on the tracker.
+                    "downloaders": stats.downloaders,
                 }
                 for swarm, stats in rows
             ],

@@ -8,7 +8,8 @@ again if it said so; and ``stopped`` on the way out, quickly. libtorrent and
 anacrolix/torrent run it inside their sessions; this is ours, on top of the trio client. The
 same loop drives any other :class:`AnnounceClient` (an HTTP tracker client, say): the schedule
 does not depend on the transport. A partial seed (BEP 21: every piece it wants is here, not
-every piece) says so in its regular announces, ``event=paused``, to a client that can send it.
+every piece) says so in its regular announces, ``event=paused``, to a client that can send it
+(an HTTP tracker's), until a tracker refuses it: that tracker then hears ``none`` again.
 
 >>> async def main(client, url, info_hash, peer_id, have):  # doctest: +SKIP
 ...     announcer = Announcer(client, url, info_hash, peer_id=peer_id, port=6881,
@@ -23,12 +24,11 @@ every piece) says so in its regular announces, ``event=paused``, to a client tha
 from __future__ import annotations
 
 import functools
-import inspect
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Literal, Protocol, runtime_checkable
+from typing import Final, Literal, Protocol, TypeGuard, runtime_checkable
 
 import trio
 
@@ -39,7 +39,7 @@ from ._checks import seconds
 from ._client import TrackerClient, TrackerTarget, _peer_id_bytes, _swarm_id
 from ._client_core import AnnounceResult
 from ._codec import AnnounceEvent
-from ._errors import LocalProtocolError, TrackerError, TrackerTimeoutError
+from ._errors import LocalProtocolError, TrackerError, TrackerRejectedError, TrackerTimeoutError
 from ._url import TrackerUrl, parse_tracker_url, shown_url
 
 __all__ = [
@@ -113,11 +113,17 @@ class AnnounceClient(Protocol):
     - ``interval``: seconds the refusal asked between announces (an int): the backoff waits
       at least that long (up to ``max_interval``), as libtorrent does.
 
-    BEP 21: a client whose ``announce`` takes a keyword ``paused`` (as bip's HTTP client's
-    does) is passed ``paused=True`` with a regular announce (event ``none``) while the
-    progress says we are a partial seed, and sends ``event=paused``; it is passed nothing
-    otherwise, so a client without the keyword works as before (its tracker hears ``none``,
-    as a UDP tracker does: BEP 15 has no ``paused``).
+    BEP 21's ``paused`` is opt-in: a client whose class (or instance) sets the attribute
+    ``announces_paused`` to ``True`` (bip's HTTP client's does: ``announces_paused:
+    ClassVar[bool] = True``) must take a keyword ``paused: bool`` in :meth:`announce`, and is
+    passed ``paused=True`` with a regular announce (event ``none``) while the progress says
+    we are a partial seed: it then sends ``event=paused``. Any other client is never passed
+    the keyword, so one written before it works as before (its tracker hears ``none``, as a
+    UDP tracker does: BEP 15 has no ``paused``). The attribute is read once, when the
+    :class:`Announcer` is built, and only ``True`` itself opts in (not a mock's truthy
+    attribute, not a signature that happens to name ``paused``: a wrapper forwarding
+    ``**kwargs`` sets the attribute if what it wraps takes the keyword). A tracker that
+    refuses an announce saying ``paused`` hears ``none`` from then on (see :class:`Announcer`).
     """
 
     def check_tracker(self, tracker: str) -> None:
@@ -161,6 +167,12 @@ class AnnounceProgress:
         partial_seed: every piece we want is here, but not every piece (BEP 21; libtorrent's
             ``is_finished() && !is_seed()``): a regular announce then says ``paused`` to a
             client that can (an HTTP tracker's). Ignored while ``left`` is 0: a seed is none.
+            A UDP tracker hears ``none`` (0 on the wire), where libtorrent sends 4: BEP 15
+            defines no such value, and strict UDP trackers drop the packet or refuse it.
+
+    The :class:`Announcer` checks each one it is given: the counts are ints of 0 or more,
+    ``partial_seed`` a bool (:class:`LocalProtocolError` otherwise, which ends
+    :meth:`Announcer.run`).
     """
 
     uploaded: int = 0
@@ -233,11 +245,23 @@ class Announcer:
     waits idle until cancelled. Failures are status (:attr:`status`, and DEBUG records on
     the ``bip_utracker.client`` logger), never exceptions. The peers of each answer go to the
     client's sink (a :class:`TrackerClient`'s), and to ``sink`` if one is given, except those
-    of the ``stopped`` answer: we are leaving the swarm (they stay in :attr:`status`). While
-    ``progress()`` says we are a partial seed (BEP 21), a regular announce says ``paused`` to
-    a client that can send it (see :class:`AnnounceClient`; a UDP tracker hears ``none``);
-    ``started``, ``completed`` and ``stopped`` go as they are, as libtorrent's ``paused``
-    replaces ``none`` only.
+    of the ``stopped`` answer: we are leaving the swarm (they stay in :attr:`status`).
+
+    While ``progress()`` says we are a partial seed (BEP 21), a regular announce says
+    ``paused`` to a client that can send it (see :class:`AnnounceClient`). A UDP tracker
+    hears ``none``, 0 on the wire: libtorrent puts 4 there, a value BEP 15 does not define,
+    which strict UDP trackers drop or refuse. ``started``, ``completed`` and ``stopped`` go
+    as they are: ``paused`` stands in for ``none`` only, after ``started`` was answered. That
+    differs from libtorrent on purpose: it turns ``none`` into ``paused`` before deciding
+    whether ``started`` is due, so its partial seed's first announce says ``paused`` and never
+    ``started``; every tracker knows ``started``, and a tracker that knows no ``paused``
+    would refuse that first announce. Such trackers exist (chihaya: "failed to provide valid
+    client event"; bittorrent-tracker: "invalid event"; some private ones): when one refuses
+    (:class:`TrackerRejectedError`, an HTTP tracker's ``failure reason``) an announce that
+    said ``paused``, this announcer says ``none`` to it for as long as it lives, and announces
+    again at once, whatever the backoff, the refusal's ``retry in`` or ``min_interval`` would
+    say (once: the next refusal is a failure as any other). A timeout or a network error
+    proves nothing of the event and changes nothing.
 
     Args:
         client: a running :class:`TrackerClient`, or any other :class:`AnnounceClient`.
@@ -251,7 +275,7 @@ class Announcer:
             announce (a port a NAT maps for us may change: libtorrent announces its listen
             socket's external port each time).
         progress: called before each announce for the bytes uploaded, downloaded and left,
-            and whether we are a partial seed.
+            and whether we are a partial seed (an :class:`AnnounceProgress`).
         sink: also give the peers found here (source ``"tracker"``), but for ``stopped``.
         num_want: peers wanted per announce; -1 lets the tracker decide.
         min_interval: seconds between regular announces at least, whatever interval the
@@ -340,8 +364,11 @@ class Announcer:
         self._timeout = seconds("timeout", timeout)
         self._stopped_timeout = seconds("stopped_timeout", stopped_timeout, zero=True)
         self._client: TrackerClient | AnnounceClient = client
-        # Asked once: a client written before BEP 21's "paused" came in is never passed it.
-        self._sends_paused = not isinstance(client, TrackerClient) and _takes_paused(client)
+        # BEP 21's "paused" goes to a client that opted in (read once), until its tracker
+        # refuses it once: from then on None, and that tracker hears "none".
+        self._pausing: _PausingClient | None = (
+            client if not isinstance(client, TrackerClient) and _announces_paused(client) else None
+        )
         self._tracker: TrackerTarget = tracker
         self._info_hash = info_hash
         self._peer_id = peer_id
@@ -459,12 +486,13 @@ class Announcer:
 
     def _paused(self, event: AnnounceEvent, progress: AnnounceProgress) -> bool:
         """Whether this announce says BEP 21's ``paused``: a regular one, of a partial seed, to
-        a client that can say it. As libtorrent, ``paused`` replaces ``none`` only: the
-        tracker must still hear that we start, finish or leave."""
+        a client that opted in, its tracker not having refused it. ``paused`` stands in for
+        ``none`` only (after ``started``, unlike libtorrent: see :class:`Announcer`): the
+        tracker must still hear that we start, finish or leave. ``progress`` was checked."""
         return (
-            self._sends_paused
+            self._pausing is not None
             and event is AnnounceEvent.NONE
-            and bool(progress.partial_seed)
+            and progress.partial_seed
             and progress.left > 0
         )
 
@@ -472,14 +500,12 @@ class Announcer:
         self, event: AnnounceEvent, progress: AnnounceProgress, *, paused: bool = False
     ) -> AnnounceResult:
         client = self._client
-        announce: Callable[..., Awaitable[AnnounceResult]]
         if isinstance(client, TrackerClient):
             announce = functools.partial(client.announce, self._tracker)
-        elif paused:
-            # Only then, and only to a client whose announce takes it (_takes_paused): the
-            # protocol's signature leaves it out, for the clients written before it.
-            takes_paused: Callable[..., Awaitable[AnnounceResult]] = client.announce
-            announce = functools.partial(takes_paused, self._label, paused=True)
+        elif paused and self._pausing is not None:
+            # Only then, and only to a client that opted in: the protocol's announce leaves
+            # the keyword out, for the clients written before it.
+            announce = functools.partial(self._pausing.announce, self._label, paused=True)
         else:  # another client gets the URL as given, which is the label
             announce = functools.partial(client.announce, self._label)
         result = await announce(
@@ -500,7 +526,8 @@ class Announcer:
 
     async def _announce_once(self) -> None:
         """One announce; plan the next one from its outcome."""
-        progress = self._progress()
+        # Checked before anything reads it: a caller's bad value is its mistake, told as one.
+        progress = _checked_progress(self._progress())
         event = self._event(progress)
         paused = self._paused(event, progress)
         self._forced = False
@@ -519,7 +546,21 @@ class Announcer:
             self._last_error = error
             retry_in = _retry_in(error)
             wait: float | None
-            if retry_in == "never":
+            if paused and isinstance(error, TrackerRejectedError):
+                # The tracker's own refusal of an announce that said "paused": many know no
+                # such event and refuse every one (chihaya, bittorrent-tracker), so saying it
+                # again would keep us out of the swarm for good. "none" from now on, and at
+                # once: what was refused may be the event only, whatever its "retry in" says.
+                # Once: _paused() is false from now on, so the next refusal is an ordinary one.
+                self._pausing = None
+                _log.debug(
+                    "announce to %s saying paused (BEP 21) refused: %s; saying none to it from"
+                    " now on, at once",
+                    self._shown,
+                    error,
+                )
+                wait = 0.0
+            elif retry_in == "never":
                 self._given_up = str(error) or type(error).__name__
                 _log.debug(
                     "announce to %s refused for good (retry in: never): %s", self._shown, error
@@ -595,7 +636,9 @@ class Announcer:
         """The ``stopped`` announce, within ``stopped_timeout``; failures only logged."""
         with trio.move_on_after(self._stopped_timeout) as scope:
             try:
-                result = await self._send(AnnounceEvent.STOPPED, self._progress())
+                result = await self._send(
+                    AnnounceEvent.STOPPED, _checked_progress(self._progress())
+                )
             except TrackerError as error:  # the client may have closed: nothing to tell
                 _log.debug("stopped announce to %s failed: %s", self._shown, error)
                 self._last_error = error
@@ -618,18 +661,55 @@ class Announcer:
         self._updated()
 
 
-def _takes_paused(client: AnnounceClient) -> bool:
-    """Whether ``client.announce`` takes the keyword ``paused`` (BEP 21, see
-    :class:`AnnounceClient`), read from its signature: an older client, or a fake that
-    takes only the arguments it knows, must never be handed an argument it would refuse."""
-    try:
-        parameter = inspect.signature(client.announce).parameters.get("paused")
-    except (TypeError, ValueError):  # no signature to read (a builtin, say): not told
-        return False
-    return parameter is not None and parameter.kind in (
-        inspect.Parameter.KEYWORD_ONLY,
-        inspect.Parameter.POSITIONAL_OR_KEYWORD,
-    )
+class _PausingClient(AnnounceClient, Protocol):
+    """An :class:`AnnounceClient` that opted in to BEP 21's ``paused`` (its
+    ``announces_paused`` is ``True``): its :meth:`announce` takes the keyword."""
+
+    async def announce(
+        self,
+        tracker: str,
+        info_hash: InfoHash | bytes,
+        *,
+        peer_id: PeerId | bytes,
+        port: int,
+        uploaded: int,
+        downloaded: int,
+        left: int,
+        event: AnnounceEvent,
+        num_want: int,
+        paused: bool = False,
+    ) -> AnnounceResult:
+        """Announce as :meth:`AnnounceClient.announce`; ``paused``: say BEP 21's ``paused``
+        for a regular announce."""
+        ...
+
+
+def _announces_paused(client: AnnounceClient) -> TypeGuard[_PausingClient]:
+    """Whether ``client`` opted in to BEP 21's ``paused`` (see :class:`AnnounceClient`): its
+    ``announces_paused`` is ``True`` itself. Not read from ``announce``'s signature: a
+    wrapper forwarding ``**kwargs`` would hide the keyword, and an unrelated ``paused``
+    would pass for it."""
+    return getattr(client, "announces_paused", False) is True
+
+
+def _checked_progress(progress: object) -> AnnounceProgress:
+    """``progress`` if it is an :class:`AnnounceProgress` of non-negative int counts and a
+    bool ``partial_seed``.
+
+    Raises:
+        LocalProtocolError: it is not.
+    """
+    if not isinstance(progress, AnnounceProgress):
+        raise LocalProtocolError(f"progress() gives an AnnounceProgress, got {progress!r:.80}")
+    for name in ("uploaded", "downloaded", "left"):
+        value = getattr(progress, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise LocalProtocolError(f"progress {name} is an int of 0 or more, got {value!r:.40}")
+    if not isinstance(progress.partial_seed, bool):
+        raise LocalProtocolError(
+            f"progress partial_seed is a bool, got {progress.partial_seed!r:.40}"
+        )
+    return progress
 
 
 def _retry_in(error: TrackerError) -> int | Literal["never"] | None:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from types import TracebackType
-from typing import Final, TypeVar
+from typing import ClassVar, Final, TypeVar
 
 import trio
 
@@ -234,6 +234,10 @@ class HttpTrackerClient:
     Raises:
         LocalProtocolError: a bad argument.
     """
+
+    announces_paused: ClassVar[bool] = True
+    """BEP 21: :meth:`announce` takes ``paused``, so an :class:`~bip_utracker.Announcer` passes
+    it for a partial seed's regular announces (the opt-in its ``AnnounceClient`` documents)."""
 
     def __init__(
         self,

@@ -15,7 +15,8 @@ entry; a bad entry of a peer list is skipped, not fatal; an ``external ip`` that
 bytes is ignored; a ``retry in`` that is neither an integer of minutes (0 or more) nor
 ``never`` is ignored (the failure is then retried with the usual backoff); a scrape's
 ``downloaders`` that is no integer is ignored (as if absent: an extension's count, never worth
-failing a scrape over), and counts are clamped to 0..2**32-1 as BEP 15's. Everything else a
+failing a scrape over), and counts are clamped to 0..2**32-1 as BEP 15's (``downloaders`` to
+``incomplete`` too: the downloaders are some of the leechers). Everything else a
 tracker sends wrong is a :class:`MalformedTrackerResponseError` with a one-line reason.
 """
 
@@ -560,7 +561,8 @@ def parse_announce_response(body: bytes) -> HttpAnnounceResponse:
 def parse_scrape_response(body: bytes, info_hashes: Sequence[bytes]) -> tuple[ScrapeStats, ...]:
     """Read a tracker's bencoded answer to a scrape (BEP 48): the statistics of each of
     ``info_hashes``, in order; a swarm the answer leaves out counts zeros. BEP 21's
-    ``downloaders`` is read where the tracker gives it (None where not, or not an integer).
+    ``downloaders`` is read where the tracker gives it (None where not, or not an integer),
+    at most ``leechers``: the partial seeds, ``leechers - downloaders``, are never negative.
 
     >>> stats = parse_scrape_response(
     ...     b"d5:filesd20:" + b"a" * 20 + b"d8:completei1e10:downloadedi0e10:incompletei3e"
@@ -586,13 +588,18 @@ def parse_scrape_response(body: bytes, info_hashes: Sequence[bytes]) -> tuple[Sc
         entry = files.get(info_hash)
         if not isinstance(entry, dict):
             entry = {}
+        leechers = _count(entry.get(b"incomplete"), 0)
         downloaders = entry.get(b"downloaders")
         stats.append(
             ScrapeStats(
                 seeders=_count(entry.get(b"complete"), 0),
                 completed=_count(entry.get(b"downloaded"), 0),
-                leechers=_count(entry.get(b"incomplete"), 0),
-                downloaders=_count(downloaders, 0) if isinstance(downloaders, int) else None,
+                leechers=leechers,
+                # A subset of the leechers (BEP 21): a tracker counting more (its two counts
+                # taken at different times, or a lie) must not make partial seeds negative.
+                downloaders=(
+                    min(_count(downloaders, 0), leechers) if isinstance(downloaders, int) else None
+                ),
             )
         )
     return tuple(stats)
