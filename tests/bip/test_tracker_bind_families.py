@@ -119,11 +119,11 @@ def test_local_sources_and_the_clients_checks() -> None:
     # An empty sequence too: every connect would fail ("we connect over  only").
     bads: tuple[object, ...] = ("localhost", ("10.8.0.2", "vpn.example"), b"10.8.0.2", 3, (), [])
     for bad in bads:
-        with pytest.raises(ValueError, match="local_address is an IP address"):
+        with pytest.raises(ValueError, match="local_address must be an IP address"):
             local_sources(bad)  # type: ignore[arg-type]
-        with pytest.raises(LocalProtocolError, match="local_address is an IP address"):
+        with pytest.raises(LocalProtocolError, match="local_address must be an IP address"):
             HttpTrackerClient(local_address=bad)  # type: ignore[arg-type]
-        with pytest.raises(ValueError, match="local_address is an IP address"):
+        with pytest.raises(ValueError, match="local_address must be an IP address"):
             WebSeedClient(local_address=bad)  # type: ignore[arg-type]
 
 

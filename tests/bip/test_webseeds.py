@@ -881,7 +881,7 @@ async def test_web_seeds_and_http_trackers_connect_from_the_bind_address(tmp_pat
 
 
 async def test_a_local_address_is_an_ip_address(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="local_address is an IP address"):
+    with pytest.raises(ValueError, match="local_address must be an IP address"):
         WebSeedClient(local_address="localhost")
     (tmp_path / "f.bin").write_bytes(b"0123456789")
     with trio.fail_after(DEADLINE):

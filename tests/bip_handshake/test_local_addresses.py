@@ -1,16 +1,26 @@
 """local_addresses_by_family: the one reading of a ``local_address`` setting (one IP address,
 or one of each family), shared by the HTTP clients (bip's local_sources), the peer dialer and
-the SOCKS dialer. Sans-IO: nothing is bound or connected here."""
+the SOCKS dialer; and open_tcp_stream_from's ``sources``, which follow its rule (an
+IPv4-mapped address is IPv4). Sans-IO but for one connect on 127.0.0.1."""
 
 from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv6Address
 
 import pytest
-from hypothesis import given
+import trio
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests._loopbacks import recording_listener
 
-from bip_handshake import PeerDialer, ProxyConfig, SocksDialer, local_addresses_by_family
+from bip_handshake import (
+    PeerDialer,
+    ProxyConfig,
+    SocksDialer,
+    local_addresses_by_family,
+    open_tcp_stream_from,
+)
+from bip_handshake._tcp_from import _checked_sources
 
 
 @pytest.mark.parametrize(
@@ -89,17 +99,35 @@ def test_the_dialers_take_an_empty_sequence_as_none() -> None:
     assert SocksDialer(ProxyConfig("127.0.0.1"), local_address=[]).local_address is None
 
 
+# Cheap strategies (from_regex cost seconds): near-addresses built from parts, to reach the
+# parser's every branch (valid, mapped, scoped, bracketed, out of range, malformed).
 _TEXT = st.text(alphabet=st.sampled_from("0123456789abcdefABCDEF:.%[]f ex\x00é"), max_size=48)
+_V4ISH = st.lists(st.integers(0, 999), min_size=3, max_size=5).map(
+    lambda parts: ".".join(map(str, parts))
+)
+_V6ISH = st.lists(st.sampled_from(["", "0", "1", "fd00", "ffff", "fffff"]), min_size=2, max_size=9)
+_V6 = st.builds(
+    lambda groups, tail, scope, brackets: brackets.format(
+        ":".join(groups) + (":" + tail if tail else "") + scope
+    ),
+    _V6ISH,
+    st.one_of(st.just(""), _V4ISH),  # an embedded IPv4 address: "::ffff:10.8.0.2"
+    st.sampled_from(["", "%eth0", "%1", "%"]),
+    st.sampled_from(["{}", "[{}]", "[{}", "{}]"]),
+)
 _ENTRY = st.one_of(
     _TEXT,
-    st.from_regex(r"\A(?:\d{1,4}\.){3}\d{1,4}\Z"),
-    st.from_regex(r"\A\[?(?:[0-9a-f]{0,5}:){2,8}[0-9a-f]{0,5}(?:%\w{0,4})?\]?\Z"),
+    _V4ISH,
+    _V6,
+    st.ip_addresses().map(str),
+    st.ip_addresses(v=4).map(lambda address: f"::ffff:{address}"),
     st.binary(max_size=8),
     st.integers(),
     st.none(),
 )
 
 
+@settings(max_examples=50, deadline=None)
 @given(
     st.one_of(
         _ENTRY,
@@ -126,3 +154,27 @@ def test_garbage_is_a_value_error_never_a_crash(given: object) -> None:
         # A version's address is of that version, specific, never IPv4-mapped.
         assert address is None or (address.version == version and not address.is_unspecified)
         assert not (isinstance(address, IPv6Address) and address.ipv4_mapped is not None)
+
+
+# -- open_tcp_stream_from's sources follow the same rule ------------------------------------
+
+
+def test_sources_read_an_ipv4_mapped_address_as_ipv4() -> None:
+    assert _checked_sources({4: "::ffff:10.8.0.2", 6: "fd00::2"}) == {4: "10.8.0.2", 6: "fd00::2"}
+    assert _checked_sources({4: "::ffff:0.0.0.0", 6: None}) == {4: "0.0.0.0", 6: None}
+    # Under 6 it is refused (before, taken: each attempt failed EAFNOSUPPORT), said IPv4.
+    with pytest.raises(ValueError, match=r"not '::ffff:10.8.0.2': it is IPv4 .*\{4: '10.8.0.2'\}"):
+        _checked_sources({6: "::ffff:10.8.0.2"})
+
+
+async def test_a_mapped_ipv4_source_connects_from_the_ipv4_address() -> None:
+    # Before, {4: "::ffff:127.0.0.1"} was refused (an IPv6 literal under 4).
+    with trio.fail_after(5):
+        async with recording_listener("127.0.0.1") as (listener, _seen):
+            port = listener.port
+            stream = await open_tcp_stream_from("127.0.0.1", port, {4: "::ffff:127.0.0.1"})
+            assert stream.socket.family == trio.socket.AF_INET
+            assert stream.socket.getsockname()[0] == "127.0.0.1"
+            await stream.aclose()
+            with pytest.raises(ValueError, match="it is IPv4"):
+                await open_tcp_stream_from("127.0.0.1", port, {6: "::ffff:127.0.0.1"})

@@ -476,7 +476,8 @@ def _bind_hosts(values: Sequence[str] | str | None) -> tuple[str, ...]:
     (('0.0.0.0',), ('10.8.0.2', 'fd00::2'))
 
     Raises:
-        CLIError: a value is not an IP address, or names one given before.
+        CLIError: a value is not an IP address, is an IPv4-mapped one (``::ffff:10.8.0.2``:
+            the IPv4 address is asked for), or names one given before.
     """
     texts = ["0.0.0.0"] if values is None else [values] if isinstance(values, str) else values
     hosts: dict[IPv4Address | IPv6Address, str] = {}  # ordered, without repeats
@@ -486,6 +487,10 @@ def _bind_hosts(values: Sequence[str] | str | None) -> tuple[str, ...]:
             address = ip_address(host)
         except ValueError:
             raise CLIError(f"--bind takes an IP address (127.0.0.1, ::), not {text!r}") from None
+        if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+            # An IPv6 listener is IPv6-only: it cannot bind it (EINVAL at start). Refused, not
+            # listened on as the IPv4 address: the address given is the one shown.
+            raise CLIError(f"--bind {host} is IPv4: bind {address.ipv4_mapped}")
         if address in hosts:
             # Listening twice on one address and port fails (EADDRINUSE): said plainly here.
             raise CLIError(f"--bind {host} is given twice")

@@ -23,7 +23,7 @@ from typing import Any, Literal, TypeVar
 
 import trio
 
-from bip_handshake import PeerAddress, PeerId
+from bip_handshake import PeerAddress, PeerId, local_addresses_by_family
 from bip_metainfo import InfoHash, Metainfo
 from bip_utracker import (
     DEFAULT_MAX_PEERS_PER_HOST,
@@ -362,10 +362,25 @@ def _http_client(args: argparse.Namespace) -> HttpTrackerClient:
 
 
 def _client_binds(bind: str | None) -> tuple[str | None, str | None]:
-    """``(bind_v4, bind_v6)`` for the client: both families by default, else ``--bind``'s."""
+    """``(bind_v4, bind_v6)`` for the UDP client: both families by default, else ``--bind``'s
+    alone, read as the HTTP client reads it (:func:`~bip_handshake.local_addresses_by_family`:
+    an IPv4-mapped address is the IPv4 one it embeds, bound on the IPv4 socket).
+
+    >>> _client_binds("::ffff:127.0.0.1"), _client_binds("::")
+    (('127.0.0.1', None), (None, '::'))
+
+    Raises:
+        CLIError: ``bind`` is not an IP address (as for an HTTP tracker).
+    """
     if bind is None:
         return "0.0.0.0", "::"
-    return (None, bind) if ":" in bind else (bind, None)
+    try:
+        found = local_addresses_by_family(bind) or {}
+    except ValueError:
+        raise CLIError(f"--bind is an IP address, not {bind!r}") from None
+    any_address = {4: "0.0.0.0", 6: "::"}
+    binds = {version: any_address[version] if a is None else str(a) for version, a in found.items()}
+    return binds.get(4), binds.get(6)
 
 
 async def _with_timeout(url: str, seconds: float, job: Callable[[], Awaitable[T]]) -> T:

@@ -72,6 +72,7 @@ from ._socks_shell import (
     _unresolved,
     _written,
 )
+from ._tcp_from import _MAX_ANSWERS
 
 __all__ = [
     "MAX_RETRY_INTERVAL",
@@ -733,9 +734,10 @@ async def _proxy_family(proxy: ProxyConfig) -> Literal[4, 6]:
     # still gets A records), else IPv6 when we have one to an IPv6 address; with no route at
     # all, IPv4 if it has such an address (the attempts then say why). A resolver may list
     # other families (AF_UNIX) too. An IPv4-mapped address is IPv4, as the control
-    # connection reaches it (_proxy_addresses).
+    # connection reaches it (_proxy_addresses). Bounded as every reader of a resolver's
+    # answers: the first _MAX_ANSWERS, whatever a resolver answers.
     by_family: dict[int, list[tuple[Any, ...]]] = {socket.AF_INET: [], socket.AF_INET6: []}
-    for family, _type, _proto, _name, sockaddr in infos:
+    for family, _type, _proto, _name, sockaddr in infos[:_MAX_ANSWERS]:
         if family not in by_family:
             continue
         address = _literal(str(sockaddr[0]).partition("%")[0])

@@ -207,15 +207,42 @@ async def _connect_staggered(
     return trio.SocketStream(winner)
 
 
-def _literal_version(text: object) -> int | None:
-    """The IP version of ``text`` if it is an IP literal (a ``str``; an IPv6 one may carry
-    its scope, ``fe80::1%eth0``), else None."""
-    if not isinstance(text, str):
-        return None
-    try:
-        return ip_address(text).version
-    except ValueError:
-        return None
+def _checked_sources(sources: Mapping[int, str | None]) -> dict[int, str | None]:
+    """``sources`` as the attempts bind them: each version's IP literal (a ``str``; an IPv6
+    one may carry its scope, ``fe80::1%eth0``) or None, an IPv4-mapped one
+    (``::ffff:10.8.0.2``) under 4 as the IPv4 address it embeds, as
+    :func:`local_addresses_by_family` reads one: a connection from it is an IPv4 one, on an
+    IPv4 socket.
+
+    >>> _checked_sources({4: "::ffff:10.8.0.2", 6: None})
+    {4: '10.8.0.2', 6: None}
+
+    Raises:
+        ValueError: a version maps to anything but None or an IP literal of that version; a
+            mapped one under 6 too, said to be IPv4 (an IPv6 socket bound to it reaches no
+            IPv6 host, and none binds it where IPv6 sockets are IPv6-only).
+    """
+    checked: dict[int, str | None] = {}
+    for version, source in sources.items():  # the caller checked: versions 4 and 6 only
+        address: IPv4Address | IPv6Address | None = None
+        if isinstance(source, str):
+            with contextlib.suppress(ValueError):
+                address = ip_address(source)
+        mapped = address.ipv4_mapped if isinstance(address, IPv6Address) else None
+        if mapped is not None and version == 6:
+            raise ValueError(
+                f"sources maps IPv6 to an IPv6 literal or None, not {source!r:.80}: it is "
+                f"IPv4 (IPv4-mapped), give it as {{4: '{mapped}'}}"
+            )
+        if mapped is not None:
+            checked[version] = str(mapped)
+        elif source is None or (address is not None and address.version == version):
+            checked[version] = source
+        else:
+            raise ValueError(
+                f"sources maps IPv{version} to an IPv{version} literal or None, not {source!r:.80}"
+            )
+    return checked
 
 
 def _shown_sources(sources: Mapping[int, str | None]) -> str:
@@ -331,7 +358,9 @@ async def open_tcp_stream_from(
         port: its TCP port (0 to 65535).
         sources: IP version (4 or 6) to the address its sockets are bound to (port 0) before
             they connect, an IP literal of that version (a ``str``: ``"10.8.0.2"``,
-            ``"fd00::2"``); None lets the system pick in that family.
+            ``"fd00::2"``; an IPv4-mapped one, ``"::ffff:10.8.0.2"``, is version 4, the IPv4
+            address it embeds, as :func:`local_addresses_by_family` reads it); None lets the
+            system pick in that family.
         other_family: what becomes of the host's addresses of a family ``sources`` does not
             name: ``"skip"`` leaves them out (a host bound to a VPN's address never shows
             the other family's address the system would pick), ``"any"`` tries them, the
@@ -347,7 +376,8 @@ async def open_tcp_stream_from(
         ValueError: ``other_family`` is neither ``"skip"`` nor ``"any"``, ``port`` is out of
             0..65535, ``sources`` names a version other than 4 and 6, maps one to anything
             but None or an IP literal of that version (a host name would be looked up at
-            every bind), or is empty with ``"skip"``.
+            every bind; an IPv4-mapped one under 6: it is IPv4), or is empty with
+            ``"skip"``.
     """
     if other_family not in ("skip", "any"):
         raise ValueError(f"other_family is 'skip' or 'any', not {other_family!r:.40}")
@@ -356,11 +386,7 @@ async def open_tcp_stream_from(
     # Checked here, not left to the system: glibc takes port 70000 as 4464 (modulo 2**16).
     if not 0 <= port <= 65535:
         raise ValueError(f"port is 0 to 65535, not {port!r:.40}")
-    for version, source in sources.items():
-        if source is not None and _literal_version(source) != version:
-            raise ValueError(
-                f"sources maps IPv{version} to an IPv{version} literal or None, not {source!r:.80}"
-            )
+    sources = _checked_sources(sources)
     if not sources and other_family == "skip":
         raise ValueError("sources is empty: with other_family='skip' no address would be tried")
     versions = frozenset(sources) if other_family == "skip" else frozenset((4, 6))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 from typing import Final
 
@@ -115,7 +115,9 @@ class ClientConfig:
         listen: ``(host, port)`` pairs to accept peers on; port 0 picks a free port, the same
             one for every entry of port 0 (with explicit ports that differ, the first entry's
             is the one told to trackers, the DHT and peers). Empty: only dial out (peers
-            cannot reach us, so seeding needs someone who dials).
+            cannot reach us, so seeding needs someone who dials). A host is an IP address or
+            a name; an IPv4-mapped one (``::ffff:10.8.0.2``) is refused: give the IPv4
+            address.
         encryption: the MSE/PE policy of every connection (``PREFER_ENCRYPTED`` as libtorrent).
         peer_id: our peer id (a fresh ``-BP0100-`` one by default).
         max_peers: peers connected at once, all torrents together.
@@ -439,6 +441,32 @@ class ClientConfig:
         for host, port in self.listen:
             if not isinstance(host, str) or not isinstance(port, int) or not 0 <= port <= 0xFFFF:
                 raise ValueError(f"a listen address is (host, port 0..65535), not {(host, port)!r}")
+            _check_listen_host(host)
+
+
+def _check_listen_host(host: str) -> None:
+    """``host`` (an IP address or a host name) is one a session can listen on: not an
+    IPv4-mapped IPv6 address (``::ffff:10.8.0.2``), refused for the IPv4 address to be given
+    instead. Its listener's IPv6 socket is IPv6-only (trio's) and cannot bind it (EINVAL at
+    start); listening on the IPv4 address in its place would report a listen address other
+    than the one given.
+
+    >>> _check_listen_host("::ffff:10.8.0.2")
+    Traceback (most recent call last):
+    ...
+    ValueError: the listen host ::ffff:10.8.0.2 is IPv4 (IPv4-mapped): listen on 10.8.0.2
+
+    Raises:
+        ValueError: ``host`` is an IPv4-mapped IPv6 address.
+    """
+    try:
+        address = ip_address(host)
+    except ValueError:
+        return  # a host name: resolved when the listener binds
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        raise ValueError(
+            f"the listen host {host:.80} is IPv4 (IPv4-mapped): listen on {address.ipv4_mapped}"
+        )
 
 
 def check_tracker_min_interval(name: str, value: object) -> float:

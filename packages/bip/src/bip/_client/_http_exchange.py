@@ -146,14 +146,12 @@ def local_sources(local_address: str | Sequence[str] | None) -> dict[int, str | 
 
     Raises:
         ValueError: ``local_address`` is not an IP address, nor a sequence of them (an empty
-            one included: no family could be connected in); the parser's reason is the cause.
+            one included: no family could be connected in): the parser's, ``local_address
+            must be an IP address ...``.
     """
-    try:
-        found = local_addresses_by_family(local_address)
-    except ValueError as error:
-        # The HTTP clients' own wording (their LocalProtocolError repeats it), with the
-        # parser's reason after it.
-        raise ValueError(f"local_address is an IP address or several: {error}") from error
+    # The parser's ValueError as it is: it names the setting and says what is wrong with it
+    # (the HTTP tracker client's LocalProtocolError repeats it).
+    found = local_addresses_by_family(local_address)
     if found is None:
         return None
     return {

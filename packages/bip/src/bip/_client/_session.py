@@ -67,7 +67,7 @@ import math
 import random
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any, Final
 
 import trio
@@ -94,6 +94,7 @@ from bip_handshake import (
     ProxyConfig,
     SocksDialer,
     UtpSocket,
+    local_addresses_by_family,
     open_handshaker,
 )
 from bip_metainfo import InfoHash, MagnetLink, Metainfo
@@ -1153,6 +1154,13 @@ def _tracker_binds(config: ClientConfig) -> tuple[str | None, str | None]:
     >>> _tracker_binds(ClientConfig(listen=(("0.0.0.0", 0),)))
     ('0.0.0.0', '::')
 
+    Each host is read as :func:`~bip_handshake.local_addresses_by_family` reads a local
+    address: an IPv4-mapped one is the IPv4 address it embeds, bound on the IPv4 socket (an
+    IPv6 socket may be IPv6-only: the bind would fail), as the HTTP clients connect from it.
+
+    >>> _tracker_binds(ClientConfig(tracker_bind="::ffff:10.8.0.2"))
+    ('10.8.0.2', None)
+
     A host name first means "the system picks", as it did alone (a name is not resolved to
     bind to): the any address of each family, whatever follows it.
 
@@ -1164,22 +1172,25 @@ def _tracker_binds(config: ClientConfig) -> tuple[str | None, str | None]:
         if config.tracker_bind is None
         else [config.tracker_bind]
     )
-    firsts: dict[int, IPv4Address | IPv6Address] = {}  # IP version -> its first host
+    # IP version -> its first host (None: unspecified). A config's list: its length is the
+    # user's.
+    firsts: dict[int, IPv4Address | IPv6Address | None] = {}
     for index, host in enumerate(hosts):
         try:
-            address = ip_address(host)
+            found = local_addresses_by_family(host) or {}
         except ValueError:  # a name: the system picks the source address
             if index == 0:
                 return "0.0.0.0", "::"  # the first host speaks for both families
             continue
-        firsts.setdefault(address.version, address)
+        for version, address in found.items():
+            firsts.setdefault(version, address)
     any_address = {4: "0.0.0.0", 6: "::"}
     binds: dict[int, str | None] = {}
     for version, other in ((4, 6), (6, 4)):
         if version in firsts:
             first = firsts[version]
-            binds[version] = any_address[version] if first.is_unspecified else str(first)
-        elif other not in firsts or firsts[other].is_unspecified:
+            binds[version] = any_address[version] if first is None else str(first)
+        elif other not in firsts or firsts[other] is None:
             binds[version] = any_address[version]
         else:
             binds[version] = None
@@ -1194,6 +1205,8 @@ def _http_local_address(config: ClientConfig) -> tuple[str, ...] | None:
 
     >>> _http_local_address(ClientConfig(listen=(("10.8.0.2", 0), ("::", 0))))
     ('10.8.0.2', '::')
+    >>> _http_local_address(ClientConfig(tracker_bind="::ffff:10.8.0.2"))
+    ('10.8.0.2',)
     """
     binds = tuple(bind for bind in _tracker_binds(config) if bind is not None)
     if binds == ("0.0.0.0", "::"):
