@@ -165,6 +165,14 @@ def test_a_paused_announce_still_needs_its_connection_id() -> None:
     assert (stats.bad_connection_id, stats.peers) == (1, 0)
 
 
+def test_an_unknown_event_refused_for_its_connection_id_is_not_counted() -> None:
+    # unknown_events counts the announces served so: a forged datagram is not one.
+    core = make()
+    assert reply(core, announce_with(12345, 7), A) == ErrorResponse(9, BAD_CONNECTION_ID)
+    stats = core.statistics()
+    assert (stats.bad_connection_id, stats.unknown_events) == (1, 0)
+
+
 # -- a custom handler -----------------------------------------------------------------------------
 
 

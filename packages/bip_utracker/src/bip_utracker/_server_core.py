@@ -303,7 +303,8 @@ class ServerStatistics:
             the protected segment.
         unknown_events: of the announces, those whose event was none of BEP 15's 0 to 3 nor
             4 (BEP 21's ``paused``, which libtorrent sends): served as regular announces, as
-            opentracker serves them, and counted here in case a client sends nonsense.
+            opentracker serves them, and counted here once served (a forged one refused for
+            its connection id is not) in case a client sends nonsense.
     """
 
     datagrams: int
@@ -570,11 +571,11 @@ class TrackerServerCore:
                 self._malformed += 1
                 return
             self._announces += 1
+            # A regular announce (decode_request reads it so for a custom handler): 4 is
+            # BEP 21's paused, a partial seed, which ``left`` already makes a leecher. Counted
+            # below, once served: a forged one refused for its connection id is not.
+            unknown_event = not 0 <= event <= 3 and event != PAUSED_EVENT
             if not 0 <= event <= 3:
-                # A regular announce (decode_request reads it so for a custom handler): 4 is
-                # BEP 21's paused, a partial seed, which ``left`` already makes a leecher.
-                if event != PAUSED_EVENT:
-                    self._unknown_events += 1
                 event = 0
             if not self._ids.is_valid(connection_id, host.encode(), now):
                 self._bad_connection_id += 1
@@ -589,6 +590,8 @@ class TrackerServerCore:
                 self._refused += 1
                 self._error(transaction_id, NOT_REGISTERED, addr)
                 return
+            if unknown_event:
+                self._unknown_events += 1
             peer = _compact_host(host) + port.to_bytes(2, "big")
             config = self._config
             if num_want < 0:
