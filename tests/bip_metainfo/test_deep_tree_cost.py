@@ -22,9 +22,18 @@ K = MetainfoErrorKind
 ROOT = bytes(range(1, 33))
 
 
-def _deep_tree(files: int, depth: int, leaf: dict[bytes, Any] | None = None) -> dict[bytes, Any]:
-    """``files`` empty files and one real one, ``depth`` directories down (deep2.py's shape)."""
+def _deep_tree(
+    files: int,
+    depth: int,
+    leaf: dict[bytes, Any] | None = None,
+    extra: dict[bytes, Any] | None = None,
+) -> dict[bytes, Any]:
+    """``files`` empty files and one real one, ``depth`` directories down (deep2.py's shape).
+
+    ``leaf`` replaces the empty files' dictionary; ``extra`` adds entries beside them.
+    """
     node: dict[bytes, Any] = {b"f%05d" % i: {b"": leaf or {b"length": 0}} for i in range(files)}
+    node.update(extra or {})
     node[b"big"] = {b"": {b"length": 16384, b"pieces root": ROOT}}
     for level in reversed(range(depth)):
         node = {b"%02d" % level + "\u00e9".encode() * 8: node}
@@ -95,6 +104,25 @@ def test_deep_links_cost_no_walk_down_their_directory(lookups: type[_CountingDic
     assert len(links) == 1000
     assert all(entry.symlink_target == entry.path for entry in links)  # nothing there
     assert lookups.lookups <= 12 * 1001 + 4 * 60
+
+
+def test_pads_between_deep_files_cost_no_walk_down_their_directory(
+    lookups: type[_CountingDict],
+) -> None:
+    # Each one-byte file is followed by a pad file in t/.pad, and with a link in the
+    # torrent every path, pads included, is checked for link targets: each real file's
+    # directory was walked from the top again after the pads' (files x depth).
+    one_byte = {b"length": 1, b"pieces root": ROOT}
+    link = {b"lnk": {b"": {b"attr": b"l", b"symlink path": [b"nowhere"]}}}
+    info = Info.from_bytes(_v2(_deep_tree(1000, 59, leaf=one_byte, extra=link)))
+    pads = [entry for entry in info.files if entry.is_pad]
+    assert len(pads) == 1000
+    assert all(entry.path == ("t", ".pad", "16383") for entry in pads)
+    (symlink,) = [entry for entry in info.files if entry.is_symlink]
+    assert symlink.symlink_target == symlink.path  # nothing there: a self-link
+    # A look-up for each file's name in both checks and each pad's in the link check,
+    # and one for each directory per check: not 60 for each file (63,130 before).
+    assert lookups.lookups <= 4 * 1002 + 4 * 60
 
 
 def test_a_long_link_target_costs_linear_work(lookups: type[_CountingDict]) -> None:

@@ -48,11 +48,11 @@ DEFAULT_MAX_FILES = 500_000
 
 Each file costs about 15 microseconds to parse and 1.2 KiB of memory at the peak (0.8 KiB
 kept); 100 directories deep in a v2 tree, 2.1 KiB (1.7 kept) for its path of 100
-components, but no more time, as the tree states each directory only once. So a hostile
-torrent of a few MB of tiny file entries would otherwise cost gigabytes and minutes; the
-count is checked before any per-file work. libtorrent bounds the same thing indirectly:
-its ``max_decode_tokens`` (3,000,000) refuses a v1 torrent of more than about 375,000
-files.
+components, but no more time, as the tree states each directory only once (pad files
+between the files and symlinks among them included). So a hostile torrent of a few MB
+of tiny file entries would otherwise cost gigabytes and minutes; the count is checked
+before any per-file work. libtorrent bounds the same thing indirectly: its
+``max_decode_tokens`` (3,000,000) refuses a v1 torrent of more than about 375,000 files.
 """
 
 MAX_PIECE_LENGTH = 2**31 // 2 - 1

@@ -352,8 +352,12 @@ class _Tree:
         self.nodes: dict[tuple[int, str], int] = {}
         self.directories: set[int] = set()  # every node that :meth:`directory` made
         self._key = key
-        self._last: tuple[str, ...] = ()  # the directory :meth:`directory` last found
-        self._chain: list[int] = [0]  # the node of each prefix of _last, the root first
+        # The directories :meth:`directory` last found, the latest first, each with the
+        # node of each of its prefixes (the root first). Two, not one: a v2 torrent's
+        # pad files, all in ``<name>/.pad``, come between its files, so the previous
+        # call's directory is mostly the pads' and a real file's deep directory would
+        # be walked from the top again (files x depth) whenever pads take part.
+        self._recent: list[tuple[tuple[str, ...], list[int]]] = [((), [0])]
 
     def add(self, parent: int, component: str) -> int:
         """The node of ``component`` (already a key) under ``parent``, made if new."""
@@ -375,31 +379,41 @@ class _Tree:
     def directory(self, components: tuple[str, ...]) -> int:
         """The node of the directory ``components``, which is added with its ancestors.
 
-        Components shared with the previous call's directory are not walked again:
-        in a v2 file tree every file repeats its whole directory prefix, which the
-        torrent itself states only once, so walking each file's path component by
+        Components shared with one of the last two directories found are not walked
+        again: in a v2 file tree every file repeats its whole directory prefix, which
+        the torrent itself states only once, so walking each file's path component by
         component would cost files x depth steps. The shared part is found by
         bisection over tuple comparisons, which run in C; only the components that
         differ cost a step each.
         """
-        last = self._last
-        if components == last:
-            return self._chain[-1]
-        low, high = 0, min(len(last), len(components))
-        while low < high:  # the longest common prefix: components[:low] == last[:low]
-            middle = (low + high + 1) // 2
-            if components[:middle] == last[:middle]:
-                low = middle
-            else:
-                high = middle - 1
-        chain = self._chain[: low + 1]
+        recent = self._recent
+        for slot, (last, chain) in enumerate(recent):
+            if components == last:
+                if slot:  # the latest first: the other one is the one to forget next
+                    recent.insert(0, recent.pop(slot))
+                return chain[-1]
+        best, shared = recent[0][1], 0  # the chain sharing the most, and how much
+        for last, chain in recent:
+            low, high = shared, min(len(last), len(components))
+            if components[:low] != last[:low]:
+                continue  # shares less than ``best``
+            while low < high:  # the longest common prefix: components[:low] == last[:low]
+                middle = (low + high + 1) // 2
+                if components[:middle] == last[:middle]:
+                    low = middle
+                else:
+                    high = middle - 1
+            if low > shared:
+                best, shared = chain, low
+        chain = best[: shared + 1]
         node = chain[-1]
         key = self._key
-        for component in components[low:]:
+        for component in components[shared:]:
             node = self.add(node, component if key is None else key(component))
             self.directories.add(node)
             chain.append(node)
-        self._last, self._chain = components, chain
+        recent.insert(0, (components, chain))
+        del recent[2:]
         return node
 
 
