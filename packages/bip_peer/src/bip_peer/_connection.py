@@ -604,7 +604,8 @@ class PeerConnection:
     def peer_has_all(self) -> bool:
         """Whether the peer has every piece (known even before :attr:`num_pieces`)."""
         if self._num_pieces is None:
-            return self._pending_have_all and not any(self._pending_donthaves)
+            # Tested in place: the pending donthaves may be a hostile peer's 1 MiB.
+            return self._pending_have_all and _first_set_bit(self._pending_donthaves, 0) is None
         return self._peer_pieces.is_seed
 
     @property

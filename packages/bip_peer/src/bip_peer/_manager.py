@@ -32,9 +32,15 @@ whose transport fails costs that one connection: it is removed with a reason and
 
 Backpressure goes all the way: a consumer that does not read events stops the readers
 (and so, through TCP, the peers); a peer that does not read makes its send queue fill up
-and :meth:`PeerManager.send` block; and a peer whose own messages earn replies (rejects of
-requests beyond ``reqq``...) that fill its send queue is not read until they drain, so
-that it cannot send faster than it reads.
+and :meth:`PeerManager.send` block. The replies a peer's own messages earn (rejects of
+requests beyond ``reqq`` or before the metadata, hash rejects) are queued whatever the
+queue holds, and never stop the reader: a reader waiting on its own send queue ties the
+peer's reads to our writes, and two peers doing so wait for each other. They are bounded
+instead, as libtorrent bounds a flood: it queues its rejects and does not look at its send
+buffer to decide whether to read, but disconnects a peer over a budget (too many requests
+while choked...). Here a peer with more reply bytes unwritten than ``send_queue_bytes``
+(1 MiB without one) floods requests it cannot be served, and is removed for it
+(:data:`REASON_PROTOCOL`).
 
 Copies. Reads are large (``receive_size``, 512 KiB by default) and go to the decoder
 uncopied; a piece message wholly inside one read reaches the consumer as a memoryview slice
@@ -193,6 +199,16 @@ _WRITE_BATCH: Final = 256 * 1024
 _MAX_BATCH_MESSAGES: Final = 512
 _UNBOUNDED: Final = 1 << 62
 """The byte capacity of a send queue with ``send_queue_bytes=None``: never reached."""
+_REPLY_BOUND_WITHOUT_BYTES: Final = 1024 * 1024
+"""Reply bytes a peer may leave unwritten when ``send_queue_bytes`` is ``None``.
+
+The owner chose no byte bound for what it sends, but the rejects a peer's requests earn are
+the peer's choice. An honest peer's unwritten rejects answer requests within our ``reqq``
+(500: 8.5 KB of 17-byte rejects) or requests it cancelled, which clients do a few at a
+time (the endgame); bip itself remembers at most 4096 cancelled requests awaiting their
+answer (70 KB of rejects). 1 MiB (61,680 rejects) is a dozen times all of that, and half
+what the default byte bound lets a queue hold.
+"""
 _PIECE_MESSAGE: Final = BLOCK_SIZE + 13
 """A piece message of a full block: what a reader expects per outstanding request."""
 _READ_FLOOR: Final = 1024
@@ -299,10 +315,12 @@ class PeerManagerConfig:
         send_queue_bytes: bytes queued per peer (not yet written) before
             :meth:`PeerManager.send` waits and :meth:`PeerManager.send_nowait` refuses;
             one message is always taken while fewer are queued, so a queue holds at most
-            this plus one message, and the rejects the peer's own messages earn in one
-            read (the reader waits for them to drain before it reads on). ``None``:
-            bounded by ``send_queue_size`` only (the peer's rejects still by
-            :data:`DEFAULT_SEND_QUEUE_BYTES`).
+            this plus one message, and the replies the peer's own messages earn (rejects,
+            queued whatever the queue holds). It also bounds those: a peer with more reply
+            bytes unwritten than this (it requests faster than it reads the rejects) is
+            removed with :data:`REASON_PROTOCOL`, so they add at most this plus one read's
+            replies. ``None``: bounded by ``send_queue_size`` only (the replies still by
+            1 MiB, since a peer must not decide how much we queue for it).
         event_buffer: events buffered before the readers wait for the consumer.
         keepalive_interval: seconds without sending after which a keep-alive goes out.
         idle_timeout: seconds without receiving after which a peer is dropped.
@@ -548,6 +566,8 @@ class _PeerTask:
         "quota_generation",
         "reason",
         "removed",
+        "reply_bytes",
+        "reply_spans",
         "scope",
         "sending_since",
         "space",
@@ -579,6 +599,10 @@ class _PeerTask:
         # Bytes accepted for this peer and not yet written (queued, or in the write under
         # way): kept up to date per message, so queued_bytes() need not walk the queue.
         self.queued_bytes = 0
+        # The replies queued for the peer's own messages (rejects) and not known written:
+        # spans of the stream (end, size), in bytes ever queued, and their sizes' sum.
+        self.reply_spans: deque[tuple[int, int]] = deque()
+        self.reply_bytes = 0
         self.space = trio.lowlevel.ParkingLot()  # senders waiting for room in the queue
         # Waiting for written bytes (send's byte bound, wait_writable): woken after each write.
         self.drained = trio.lowlevel.ParkingLot()
@@ -610,6 +634,33 @@ class _PeerTask:
         if self.writer_waiting:
             self.writer_waiting = False
             self.writer_idle.unpark_all()
+
+    def push_replies(self, replies: bytes) -> int:
+        """Queue the replies the peer's messages earned (rejects); return the reply bytes
+        not yet written, these included.
+
+        Replies are queued whatever the queue holds (the connection has answered already),
+        so the reader bounds them by this count rather than by waiting for the writer. Each
+        push is a span of the stream, known by where it ends in the bytes ever queued
+        (written plus queued); spans the written bytes have passed are dropped. A push right
+        after the previous one (nothing queued in between: a flood's rejects, read after
+        read) extends its span, so the spans never outnumber the other messages queued
+        between them plus one, however many reads the replies come in.
+        """
+        sent = self.counter.bytes_sent
+        start = sent + self.queued_bytes
+        self.push([replies])
+        size = len(replies)
+        spans = self.reply_spans
+        while spans and spans[0][0] <= sent:
+            self.reply_bytes -= spans.popleft()[1]
+        self.reply_bytes += size
+        if spans and spans[-1][0] == start:
+            size += spans.pop()[1]
+        spans.append((start + len(replies), size))
+        end, first = spans[0]
+        # The first span may be partly written (a batch ended inside it).
+        return self.reply_bytes - max(0, sent - (end - first))
 
     def fail(self, reason: str, error: BaseException | None) -> None:
         """Remove the peer for ``reason`` (the first reason given wins).
@@ -1267,11 +1318,12 @@ class PeerManager:
         event_items = events._items
         event_capacity = events._capacity
         download = self._download_limiter
-        # The replies the peer's own messages earn (rejects) bypass send's wait: bounded by
-        # the queue's byte capacity here (without one, by the default's, since a peer must
-        # not decide how much we queue for it).
-        reply_capacity = (
-            DEFAULT_SEND_QUEUE_BYTES
+        # The replies the peer's own messages earn (rejects) bypass send's wait; the reader
+        # never waits for them either (it would tie the peer's reads to our writes, and two
+        # peers doing so wait for each other): a peer leaving more of them unwritten than the
+        # queue's byte capacity floods requests it cannot be served.
+        reply_bound = (
+            _REPLY_BOUND_WITHOUT_BYTES
             if task.queue_byte_capacity == _UNBOUNDED
             else task.queue_byte_capacity
         )
@@ -1316,9 +1368,12 @@ class PeerManager:
                         counter.messages_received += count
                         total.messages_received += count
                     if replies := connection.data_to_send():
-                        task.push([replies])
-                        if task.queued_bytes >= reply_capacity:
-                            await self._wait_for_replies(task, reply_capacity)
+                        unwritten = task.push_replies(replies)
+                        if unwritten > reply_bound:
+                            raise RemoteProtocolError(
+                                "the peer floods requests it cannot be served: "
+                                f"{unwritten} bytes of rejects unread (limit {reply_bound})"
+                            )
                 if download.limited:
                     data = await self._receive_limited(task)
                 else:
@@ -1335,34 +1390,6 @@ class PeerManager:
             task.fail(REASON_PROTOCOL, exc)
         except _TRANSPORT_ERRORS as exc:
             task.fail(REASON_TRANSPORT, exc)
-
-    async def _wait_for_replies(self, task: _PeerTask, capacity: int) -> None:
-        """Stop reading until the replies just queued are within ``capacity`` bytes of the
-        head of the send queue (the reader's backpressure).
-
-        The replies to a peer's messages (rejects of requests beyond ``reqq`` or before the
-        metadata, hash rejects) are queued whatever the queue holds, since the connection
-        has already answered; a peer that floods such messages while reading slowly would
-        otherwise grow its queue without bound. So the reader, as libtorrent's stops reading
-        from a peer whose send buffer is over its watermark, waits here: the peer's inflow
-        is then no faster than its own reading, and the queue holds at most ``capacity``
-        plus one read's replies (and a sender's one message).
-
-        The wait is for a byte position (written bytes reaching it), not for the queue to
-        fall below ``capacity``, which senders keeping it full would starve. It is ours, not
-        the peer being idle: the writer's send timeout drops a peer that stops reading.
-        """
-        counter = task.counter
-        # Bytes ever queued (written plus still queued) end with the replies: wait until
-        # at most ``capacity`` of them are unwritten.
-        target = counter.bytes_sent + task.queued_bytes - capacity
-        task.held = True
-        try:
-            while counter.bytes_sent < target and not task.removed:
-                await task.drained.park()  # woken after each write
-        finally:
-            task.held = False
-        task.last_receive = trio.current_time()
 
     async def _receive_limited(self, task: _PeerTask) -> bytes | bytearray:
         """The reader's next read while there is a download limit (an exempt peer's too)."""
