@@ -557,7 +557,8 @@ def test_exempt_addresses_keep_their_id() -> None:
         net.wait(me, me.ping(net.address(other), net.now))
     assert me.node_id == old
     assert not net.of(me, NodeIdChanged)
-    assert me.external_addresses[4] == PeerAddress.parse(private(0))
+    # a vote naming a private address is ignored, as libtorrent's ip_voter ignores it
+    assert 4 not in me.external_addresses
 
 
 def test_enforce_node_id_keeps_bad_ids_out() -> None:

@@ -189,7 +189,10 @@ class _Args:
         self._used: set[bytes] = set()
 
     def fail(self, what: str) -> KRPCQueryError:
-        name = self._method.decode("ascii", "replace")
+        # The method's name only when it is one we know: an unknown one is the sender's bytes,
+        # and echoed in our error 203 (every undecodable byte three in UTF-8) it would make a
+        # forged-source query an amplifier. The error's ``method`` keeps the bytes as sent.
+        name = self._method.decode("ascii") if self._method in QUERY_TYPES else "query"
         return KRPCQueryError(f"{name}: {what}", transaction_id=self._tid, method=self._method)
 
     def raw(self, key: bytes) -> Value | None:

@@ -47,9 +47,11 @@ Decisions, the way libtorrent's node / rpc_manager / dht_tracker make them:
   backed off while the bucket gains nothing); refresh buckets unchanged for 15 minutes with
   a find_node lookup of a random id inside them; expire stored peers and items.
 - BEP 42: every response's ``ip`` is a vote for our external address; one vote per responder
-  IP per round, and an address is believed once ``external_ip_votes`` responders agree. With
-  ``bep42_own_id``, a believed address that is not local and that our id does not match gives
-  us a new id (:class:`~bip_dht.NodeIdChanged`): the tables are rebuilt around it from their
+  IP per round, and an address is believed once ``external_ip_votes`` responders agree and it
+  leads clearly; after that it changes only as libtorrent's ip_voter lets it (50 votes or five
+  minutes, :mod:`._node_voting`). With ``bep42_own_id``, a believed address that is not local
+  and that our id does not match gives us a new id (:class:`~bip_dht.NodeIdChanged`), at most
+  once per :data:`MIN_ID_CHANGE_INTERVAL`: the tables are rebuilt around it from their
   saved nodes (all back to unconfirmed, to be pinged), the QueryHandler answers as the new id
   and a lookup of the new id refills the neighbourhood. IPv4 decides when we run IPv4.
 - BEP 43 read-only: ``ro=1`` on every query we send, and no query answered.
@@ -123,7 +125,7 @@ from ._stats import DHTStatistics, count_capped
 from ._tokens import TokenManager
 from ._transactions import Transaction, TransactionTable
 
-__all__ = ["MAX_COUNTED_ERROR_CODES", "OTHER_ERROR_CODES", "DHTNode"]
+__all__ = ["MAX_COUNTED_ERROR_CODES", "MIN_ID_CHANGE_INTERVAL", "OTHER_ERROR_CODES", "DHTNode"]
 
 MAX_COUNTED_ERROR_CODES = 32
 """Distinct error codes ``errors_received`` keeps; answers with any further code are counted
@@ -140,6 +142,12 @@ _IP = IPv4Address | IPv6Address
 _log = logging.getLogger("bip_dht.node")
 _DEBUG = logging.DEBUG
 _IPV4_ONLY: tuple[Family, ...] = (4,)
+
+MIN_ID_CHANGE_INTERVAL = 300.0
+"""Seconds at least between two BEP 42 node id changes. Each change sends every node of the
+tables back to unconfirmed, so even responders enough to sway the vote quickly (50 votes
+decide at once, as libtorrent's ip_voter) cannot keep the node rebuilding; a change held back
+happens at the first maintenance tick after the floor."""
 
 
 def _target(value: object, name: str) -> NodeId:
@@ -231,6 +239,8 @@ class DHTNode:
         self._local_ports: dict[Family, int] = {}
         self._local_hosts: dict[Family, _IP] = {}
         self._voter = ExternalAddressVoter(threshold=config.external_ip_votes)
+        # when BEP 42 last changed our id (None: never), for MIN_ID_CHANGE_INTERVAL
+        self._last_id_change: float | None = None
         # the last time the node was told; statistics() and lookup seeding read node states
         # at it
         self._stats_now = now
@@ -1161,7 +1171,7 @@ class DHTNode:
     def _vote(self, reported: PeerAddress, voter: PeerAddress, now: float) -> None:
         if reported.normalized().family not in self._tables:
             return
-        decided = self._voter.vote(reported, voter)
+        decided = self._voter.vote(reported, voter, now=now)
         if decided is not None:
             self._check_own_id(decided.family, decided.host, now)
 
@@ -1172,11 +1182,22 @@ class DHTNode:
             return  # IPv4 decides while we run it and know our IPv4 address
         if self._own.is_valid_for(ip):
             return
+        last = self._last_id_change
+        if last is not None and now - last < MIN_ID_CHANGE_INTERVAL:
+            return  # too soon after the last change: _maintain asks again later
         self._change_id(NodeId.for_ip(ip, self._rng), now)
+
+    def _recheck_own_id(self, now: float) -> None:
+        """Take the id a decided address asks for if a change was held back by
+        :data:`MIN_ID_CHANGE_INTERVAL` (IPv4 first: it decides while we run it)."""
+        for family, address in sorted(self._voter.decided.items()):
+            if family in self._tables:
+                self._check_own_id(family, address.host, now)
 
     def _change_id(self, new: NodeId, now: float) -> None:
         old = self._own
         self._own = new
+        self._last_id_change = now
         for family, table in list(self._tables.items()):
             self._tables[family] = RoutingTable.load(
                 table.save(now), own_id=new, now=now, **self._table_options()
@@ -1259,5 +1280,6 @@ class DHTNode:
                     "DHT routing table has no live node: bootstrapping again from %d addresses",
                     len(self._bootstrap_addresses),
                 )
+        self._recheck_own_id(now)
         self._peer_store.expire(now)
         self._items.expire(now)

@@ -24,12 +24,19 @@ What it answers (BEP 5, 32, 33, 42, 43, 44, 51, the way libtorrent does):
   (207) first, then the token (203), then the item (206 bad signature, 301 CAS mismatch, 302
   sequence number too low: :class:`~bip_dht.ItemRejectedError`'s ``code``).
 - BEP 51 ``sample_infohashes``: up to 20 random info-hashes we store (``samples``), how many
-  we store (``num``), the ``interval`` before asking again, and the closest nodes.
+  we store (``num``), the ``interval`` before asking again, and the closest nodes (of the
+  families its ``want`` asks for, as libtorrent passes it on).
 - Any other method: BEP 5's error 204, except that a query carrying a 20-byte ``target`` or
-  ``info_hash`` is answered with the closest nodes, as BEP 51 suggests (and libtorrent does),
-  so that nodes running newer extensions still make progress through us.
+  ``info_hash`` is answered with the closest nodes (honouring a ``want`` list), as BEP 51
+  suggests (and libtorrent does), so that nodes running newer extensions still make progress
+  through us.
 
 Every reply carries our id and BEP 42's ``ip``: the source address as we saw it, compact.
+
+Every reply fits :data:`MAX_REPLY_SIZE` (1500 bytes: what our decoder and libtorrent's receive
+buffer take). One that would not (a full BEP 44 item with both ``nodes`` and ``nodes6``) loses
+its farthest nodes, the other family's first, until it fits; one that still would not is
+dropped and counted (``oversized_dropped``). Error texts are ours, never the sender's bytes.
 
 Decisions:
 
@@ -103,6 +110,7 @@ __all__ = [
     "DEFAULT_SAMPLE_COUNT",
     "DEFAULT_SAMPLE_INTERVAL",
     "MAX_COUNTED_METHODS",
+    "MAX_REPLY_SIZE",
     "OTHER_METHODS",
     "QueryHandler",
     "ServeStatistics",
@@ -119,6 +127,12 @@ that sends a new made-up method in every datagram cannot grow the counter."""
 OTHER_METHODS = b"..."
 """The ``queries`` key for methods beyond :data:`MAX_COUNTED_METHODS` names (no KRPC method
 is named so)."""
+MAX_REPLY_SIZE = 1500
+"""Bytes a reply may take: the most our own decoder (``KRPCLimits.max_datagram``) and
+libtorrent's (its ``udp_socket`` receive buffer is 1500 bytes, for IPv4 and IPv6 alike) read."""
+_MAX_ERROR_TEXT = 100
+"""Characters of an error reply's text at most (ours are short; this bounds the rest)."""
+_NODE_SIZE = {"nodes": 26, "nodes6": 38}  # compact node info, BEP 5 and BEP 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +147,8 @@ class ServeStatistics:
         dropped_malformed: datagrams that were not KRPC at all (dropped silently).
         not_queries: responses and errors handed to us (not ours to answer).
         read_only_ignored: queries not answered because we are read-only (BEP 43).
+        oversized_dropped: replies not sent because they would exceed
+            :data:`MAX_REPLY_SIZE` even without nodes.
     """
 
     queries: Mapping[bytes, int] = field(default_factory=dict)
@@ -141,6 +157,7 @@ class ServeStatistics:
     dropped_malformed: int = 0
     not_queries: int = 0
     read_only_ignored: int = 0
+    oversized_dropped: int = 0
 
 
 def _id_bytes(value: object) -> bytes:
@@ -256,6 +273,7 @@ class QueryHandler:
             dropped_malformed=self._stats["dropped_malformed"],
             not_queries=self._stats["not_queries"],
             read_only_ignored=self._stats["read_only_ignored"],
+            oversized_dropped=self._stats["oversized_dropped"],
         )
 
     # --- entry point ---------------------------------------------------------------------------
@@ -345,13 +363,39 @@ class QueryHandler:
 
     # --- replies -------------------------------------------------------------------------------
 
-    def _error(self, tid: bytes, code: int, message: str, source: PeerAddress) -> bytes:
-        self._errors[int(code)] += 1
-        return ErrorReply(
-            transaction_id=tid, code=code, message=message, version=self._version, ip=source
+    def _error(self, tid: bytes, code: int, message: str, source: PeerAddress) -> bytes | None:
+        data = ErrorReply(
+            transaction_id=tid,
+            code=code,
+            message=message[:_MAX_ERROR_TEXT],
+            version=self._version,
+            ip=source,
         ).encode()
+        if len(data) > MAX_REPLY_SIZE:  # only a huge transaction id gets here
+            self._stats["oversized_dropped"] += 1
+            return None
+        self._errors[int(code)] += 1
+        return data
 
-    def _reply(self, tid: bytes, source: PeerAddress, **fields: Any) -> bytes:
+    def _reply(self, tid: bytes, source: PeerAddress, **fields: Any) -> bytes | None:
+        data = self._encode_reply(tid, source, fields)
+        if len(data) <= MAX_REPLY_SIZE:
+            return data
+        # Too big for the requester to read: shed the farthest nodes (lists are nearest
+        # first), the other family's before the requester's own, until the reply fits.
+        own = "nodes" if source.normalized().family == 4 else "nodes6"
+        for key in sorted(_NODE_SIZE, key=lambda k: k == own):
+            nodes = fields.get(key)
+            while nodes and len(data) > MAX_REPLY_SIZE:
+                excess = len(data) - MAX_REPLY_SIZE
+                nodes = fields[key] = nodes[: max(0, len(nodes) - -(-excess // _NODE_SIZE[key]))]
+                data = self._encode_reply(tid, source, fields)
+            if len(data) <= MAX_REPLY_SIZE:
+                return data
+        self._stats["oversized_dropped"] += 1
+        return None
+
+    def _encode_reply(self, tid: bytes, source: PeerAddress, fields: dict[str, Any]) -> bytes:
         return Response(
             transaction_id=tid, node_id=self._own, version=self._version, ip=source, **fields
         ).encode()
@@ -374,7 +418,7 @@ class QueryHandler:
             fields["nodes" if source.normalized().family == 4 else "nodes6"] = ()
         return fields
 
-    def _answer(self, query: Query, source: PeerAddress, now: float) -> bytes:
+    def _answer(self, query: Query, source: PeerAddress, now: float) -> bytes | None:
         tid = query.transaction_id
         host = source.host
         if isinstance(query, Ping):
@@ -404,16 +448,23 @@ class QueryHandler:
                 samples=tuple(samples),
                 num=self._peers.hash_count,
                 interval=self.sample_interval,
-                **self._nodes(query.target, None, source, now),
+                **self._nodes(query.target, query.want, source, now),
             )
-        # An unknown method: BEP 51 suggests answering like find_node when there is a target.
+        # An unknown method: BEP 51 suggests answering like find_node when there is a target,
+        # with the families its want asks for (libtorrent reads ``want`` for these too).
+        raw_want = query.extra.get(b"want")
+        want = (
+            tuple(entry for entry in raw_want if isinstance(entry, bytes))
+            if isinstance(raw_want, list)
+            else None
+        )
         for key in (b"target", b"info_hash"):
             target = query.extra.get(key)
             if isinstance(target, bytes) and len(target) == 20:
-                return self._reply(tid, source, **self._nodes(target, None, source, now))
+                return self._reply(tid, source, **self._nodes(target, want, source, now))
         return self._error(tid, ErrorCode.METHOD_UNKNOWN, "method unknown", source)
 
-    def _get_peers(self, query: GetPeers, source: PeerAddress, now: float) -> bytes:
+    def _get_peers(self, query: GetPeers, source: PeerAddress, now: float) -> bytes | None:
         fields: dict[str, Any] = {
             "token": self._tokens.token(source.host, query.info_hash, now),
         }
@@ -435,7 +486,7 @@ class QueryHandler:
             fields.update(self._nodes(query.info_hash, query.want, source, now))
         return self._reply(query.transaction_id, source, **fields)
 
-    def _get(self, query: Get, source: PeerAddress, now: float) -> bytes:
+    def _get(self, query: Get, source: PeerAddress, now: float) -> bytes | None:
         fields: dict[str, Any] = {
             "token": self._tokens.token(source.host, query.target, now),
         }
@@ -452,7 +503,7 @@ class QueryHandler:
                 fields["sig"] = item.signature
         return self._reply(query.transaction_id, source, **fields)
 
-    def _put(self, query: Put, source: PeerAddress, now: float) -> bytes:
+    def _put(self, query: Put, source: PeerAddress, now: float) -> bytes | None:
         tid = query.transaction_id
         value = encode(query.v)  # the codec checked v is a bencodable value
         try:
