@@ -11,13 +11,19 @@ API:
   priority (``set_priority(piece, 1..7)``; 0 takes a piece out, as does having it);
   ``iter_wanted(peer)`` then yields the wanted pieces ``peer`` has, highest priority
   first, rarest first within a priority, in random order among equals.
-  ``iter_wanted(None)`` yields every wanted piece in that order.
+  ``iter_wanted(None)`` yields every wanted piece in that order, and
+  ``wanted_key(piece)`` sorts a few wanted pieces into it without a walk.
 
 How it stays cheap (libtorrent's piece_picker keeps pieces sorted by priority and
 availability the same way): a peer that has everything (a have-all, or a bitfield
 that is full) is a *seed* and is only counted in ``num_seeds``, which shifts every
-piece's count equally and so never reorders anything. Every other have moves one
-piece from one bucket to the next: O(1). Wanted pieces live in buckets keyed by
+piece's count equally and so never reorders anything. A seed that then says it lost
+a piece (BEP 54 lt_donthave) stays counted in that shift, as a *near-seed*: it keeps
+a bitmap of the pieces it lacks, and each of those takes one from its piece's own
+count. So a peer flipping a piece (have all, don't have, have) costs O(1) per
+message, as it would for a peer that never had everything, and not a recount of every
+piece each time it stops or starts being a seed. Every other have moves one piece
+from one bucket to the next: O(1). Wanted pieces live in buckets keyed by
 ``(-priority, count)`` (so that plain sorting puts them in the walk's order); each
 bucket is a list kept in random order (a new piece swaps with a random member), so
 walking the buckets in order gives rarest first with random tie-breaking at no extra
@@ -25,8 +31,10 @@ cost, and stops as soon as the caller has enough.
 For a peer with few pieces, its own pieces are sorted instead of walking the buckets.
 
 Counts never go below zero: a peer's pieces are remembered (a packed bitmap, one bit
-per piece, nothing for a seed), so a donthave or a departure only takes back what was
-given.
+per piece, nothing for a seed, the pieces it lacks for a near-seed: at most
+``num_pieces / 8`` bytes a peer either way), so a donthave or a departure only takes
+back what was given. (A piece's own count, before the shift is added, is below zero
+when more near-seeds lack it than other peers have it.)
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ __all__ = ["Availability"]
 
 PeerKey: TypeAlias = Hashable
 
-_SEED = None  # a peer's bitmap when it has everything: nothing to remember per piece
+_SEED = None  # a peer's bitmap when it counts in the shift: nothing to remember per piece
 
 
 class Availability:
@@ -65,13 +73,14 @@ class Availability:
     __slots__ = (
         "_buckets",
         "_count",
+        "_lacks",
         "_num_pieces",
         "_num_wanted",
         "_peers",
         "_pos",
         "_priority",
         "_rng",
-        "_seeds",
+        "_whole",
     )
 
     def __init__(self, num_pieces: int, rng: random.Random) -> None:
@@ -80,11 +89,16 @@ class Availability:
             raise LocalProtocolError(f"a torrent has at least one piece, not {num_pieces!r}")
         self._num_pieces = num_pieces
         self._rng = rng
-        # Explicit counts: peers that have the piece without being seeds.
+        # Own counts: the peers that have the piece without being (near-)seeds, less the
+        # near-seeds that lack it. A piece's availability adds ``_whole``.
         self._count = [0] * num_pieces
-        self._seeds = 0
-        # peer -> packed bitmap of its pieces and how many it has; None bitmap = a seed.
+        # Seeds and near-seeds: counted in every piece at once.
+        self._whole = 0
+        # peer -> packed bitmap of its pieces and how many it has; None bitmap = a seed,
+        # or a near-seed when the peer is in ``_lacks`` too.
         self._peers: dict[PeerKey, tuple[bytearray | None, list[int]]] = {}
+        # Near-seeds: peer -> packed bitmap of the pieces it lacks (never empty of bits).
+        self._lacks: dict[PeerKey, bytearray] = {}
         # The wanted index: priority per piece (0 = not wanted), position in its bucket.
         self._priority = bytearray(num_pieces)
         self._pos = [-1] * num_pieces
@@ -107,7 +121,7 @@ class Availability:
     @property
     def num_seeds(self) -> int:
         """How many known peers have every piece."""
-        return self._seeds
+        return self._whole - len(self._lacks)
 
     def add_peer(self, peer: PeerKey) -> None:
         """Start tracking ``peer`` (it has nothing yet).
@@ -160,7 +174,7 @@ class Availability:
                     size[0] += 1
         if size[0] == self._num_pieces:
             self._peers[peer] = (_SEED, size)
-            self._seeds += 1
+            self._whole += 1
             return
         self._shift(_ones(bits), 1)
 
@@ -176,8 +190,10 @@ class Availability:
             bits, size = self._peers[peer]
         except KeyError:
             raise LocalProtocolError(f"peer {peer!r} never joined") from None
-        if bits is None or type(piece) is not int or not 0 <= piece < self._num_pieces:
+        if type(piece) is not int or not 0 <= piece < self._num_pieces:
             return False
+        if bits is None:
+            return self._regain(peer, piece, size)
         index, mask = piece >> 3, 0x80 >> (piece & 7)
         if bits[index] & mask:
             return False
@@ -219,49 +235,92 @@ class Availability:
             self._make_seed(peer, bits, size)
         return True
 
+    def _regain(self, peer: PeerKey, piece: int, size: list[int]) -> bool:
+        """A have from a (near-)seed: news only for a piece a near-seed lacks. O(1)."""
+        lacks = self._lacks.get(peer)
+        if lacks is None:
+            return False  # a seed has it already
+        index, mask = piece >> 3, 0x80 >> (piece & 7)
+        if not lacks[index] & mask:
+            return False
+        lacks[index] &= ~mask & 0xFF
+        size[0] += 1
+        self._count[piece] += 1
+        self._bump(piece, self._count[piece] - 1)
+        if size[0] == self._num_pieces:
+            del self._lacks[peer]  # whole again: a seed
+        return True
+
     def have_all(self, peer: PeerKey) -> None:
-        """``peer`` has every piece (BEP 6 have all, or a full bitfield)."""
+        """``peer`` has every piece (BEP 6 have all, or a full bitfield).
+
+        O(1) for a peer that had nothing (or everything); a near-seed gives back what it
+        lacked, an explicit peer what it had (both paid for by the messages that made them).
+        """
         bits, size = self._entry(peer)
         if bits is None:
+            lacks = self._lacks.pop(peer, None)
+            if lacks is not None:
+                self._shift(_ones(lacks), 1)
+                size[0] = self._num_pieces
             return
         if size[0]:
             self.have_none(peer)
             bits, size = self._entry(peer)
         self._peers[peer] = (_SEED, size)
         size[0] = self._num_pieces
-        self._seeds += 1
+        self._whole += 1
 
     def _make_seed(self, peer: PeerKey, bits: bytearray, size: list[int]) -> None:
+        # Once per peer that completes one have at a time (N haves paid for it); it then
+        # stays a seed or near-seed whatever it flips, until a have none or a bitfield.
         self._shift(range(self._num_pieces), -1)
         self._peers[peer] = (_SEED, size)
-        self._seeds += 1
+        self._whole += 1
 
     def have_none(self, peer: PeerKey) -> None:
         """``peer`` has nothing (BEP 6 have none; also how a departure starts)."""
         bits, size = self._entry(peer)
         if bits is None:
-            self._seeds -= 1
-            self._peers[peer] = (_empty(self._num_pieces), size)
+            self._whole -= 1
+            lacks = self._lacks.pop(peer, None)
+            if lacks is None:
+                bits = _empty(self._num_pieces)
+            else:
+                # Its lacked pieces took one each from their own counts: give it back.
+                self._shift(_ones(lacks), 1)
+                lacks[:] = bytes(len(lacks))
+                bits = lacks  # reused as the (empty) bitmap of its pieces
+            self._peers[peer] = (bits, size)
         elif size[0]:
             self._shift(_ones(bits), -1)
             bits[:] = bytes(len(bits))
         size[0] = 0
 
     def dont_have(self, peer: PeerKey, piece: int) -> bool:
-        """``peer`` no longer has ``piece`` (BEP 54 lt_donthave); returns whether it had it."""
+        """``peer`` no longer has ``piece`` (BEP 54 lt_donthave); returns whether it had it.
+
+        O(1): a seed becomes a near-seed (see the module docstring), not a peer whose every
+        piece is counted one by one.
+        """
         bits, size = self._entry(peer)
         if not self._valid(piece):
             return False
+        index, mask = piece >> 3, 0x80 >> (piece & 7)
         if bits is None:
-            # A seed that loses a piece becomes an explicit peer with the rest (rare).
-            self._seeds -= 1
-            bits = _full(self._num_pieces)
-            self._peers[peer] = (bits, size)
-            self._shift(range(self._num_pieces), 1)
-        mask = 0x80 >> (piece & 7)
-        if not bits[piece >> 3] & mask:
+            lacks = self._lacks.get(peer)
+            if lacks is None:
+                lacks = self._lacks[peer] = _empty(self._num_pieces)  # C speed, once
+            elif lacks[index] & mask:
+                return False
+            lacks[index] |= mask
+            size[0] -= 1
+            self._count[piece] -= 1
+            self._bump(piece, self._count[piece] + 1)
+            return True
+        if not bits[index] & mask:
             return False
-        bits[piece >> 3] &= ~mask & 0xFF
+        bits[index] &= ~mask & 0xFF
         size[0] -= 1
         self._count[piece] -= 1
         self._bump(piece, self._count[piece] + 1)
@@ -273,7 +332,7 @@ class Availability:
         """How many known peers have ``piece`` (seeds included)."""
         if type(piece) is not int or not 0 <= piece < self._num_pieces:  # _valid, inline
             raise LocalProtocolError(f"piece {piece!r} is not in 0..{self._num_pieces - 1}")
-        return self._count[piece] + self._seeds
+        return self._count[piece] + self._whole
 
     def peer_has(self, peer: PeerKey, piece: int) -> bool:
         """Whether ``peer`` has ``piece`` (False for an index outside the torrent)."""
@@ -283,7 +342,10 @@ class Availability:
             raise LocalProtocolError(f"peer {peer!r} never joined") from None
         if type(piece) is not int or not 0 <= piece < self._num_pieces:
             return False
-        return bits is None or bool(bits[piece >> 3] & (0x80 >> (piece & 7)))
+        if bits is None:
+            lacks = self._lacks.get(peer)
+            return lacks is None or not lacks[piece >> 3] & (0x80 >> (piece & 7))
+        return bool(bits[piece >> 3] & (0x80 >> (piece & 7)))
 
     def holders(self, piece: int) -> set[PeerKey]:
         """The known peers that have ``piece`` (seeds included): one pass over the peers,
@@ -295,13 +357,16 @@ class Availability:
         if not self._valid(piece):
             raise LocalProtocolError(f"piece {piece!r} is not in 0..{self._num_pieces - 1}")
         index, mask = piece >> 3, 0x80 >> (piece & 7)
+        lacking = {peer for peer, lacks in self._lacks.items() if lacks[index] & mask}
         return {
-            peer for peer, (bits, _) in self._peers.items() if bits is None or bits[index] & mask
+            peer
+            for peer, (bits, _) in self._peers.items()
+            if (bits is None and peer not in lacking) or (bits is not None and bits[index] & mask)
         }
 
     def is_seed(self, peer: PeerKey) -> bool:
         """Whether ``peer`` has every piece."""
-        return self._entry(peer)[0] is None
+        return self._entry(peer)[0] is None and peer not in self._lacks
 
     def peer_piece_count(self, peer: PeerKey) -> int:
         """How many pieces ``peer`` has."""
@@ -311,13 +376,25 @@ class Availability:
         """The pieces ``peer`` has from index ``start`` on, in index order."""
         bits, _ = self._entry(peer)
         start = max(start, 0)
-        return iter(range(start, self._num_pieces)) if bits is None else _ones(bits, start)
+        if bits is None:
+            lacks = self._lacks.get(peer)
+            if lacks is None:
+                return iter(range(start, self._num_pieces))
+            return _ones(self._invert(lacks), start)
+        return _ones(bits, start)
+
+    def _invert(self, bits: bytearray) -> bytearray:
+        """The complement of a packed bitmap (no bits past the end), at C speed."""
+        inverted = bits.translate(_INVERT)
+        if self._num_pieces & 7:
+            inverted[-1] &= (0xFF << (8 - (self._num_pieces & 7))) & 0xFF
+        return inverted
 
     def min_count(self, pieces: Collection[int] | None = None) -> int:
         """The lowest availability among ``pieces`` (default: every piece); 0 if none."""
         if pieces is None:
-            return min(self._count) + self._seeds
-        return min((self._count[p] for p in pieces if self._valid(p)), default=0) + self._seeds
+            return min(self._count) + self._whole
+        return min((self._count[p] for p in pieces if self._valid(p)), default=0) + self._whole
 
     # -- the wanted index -------------------------------------------------------------
 
@@ -439,6 +516,17 @@ class Availability:
     def _order(self, piece: int) -> tuple[int, int, int]:
         return (-self._priority[piece], self._count[piece], self._pos[piece])
 
+    def wanted_key(self, piece: int) -> tuple[int, int, int]:
+        """Where a wanted ``piece`` comes in :meth:`iter_wanted`'s order: sorting a few
+        wanted pieces by this key puts them in that order, without walking the index.
+
+        Raises:
+            LocalProtocolError: ``piece`` is outside the torrent or not wanted.
+        """
+        if not self._valid(piece) or not self._priority[piece]:
+            raise LocalProtocolError(f"piece {piece!r} is not a wanted piece")
+        return self._order(piece)
+
     def iter_wanted(self, peer: PeerKey | None = None) -> Iterator[int]:
         """Wanted pieces (those ``peer`` has, if given): priority, then rarest, then random.
 
@@ -448,24 +536,37 @@ class Availability:
         if peer is None:
             return self._walk(None)
         bits, size = self._entry(peer)
+        lacks = None
         if bits is None:
-            return self._walk(None)
+            lacks = self._lacks.get(peer)
+            if lacks is None:
+                return self._walk(None)
         # Walking the buckets costs about (wanted / peer's share) steps per piece found;
         # sorting the peer's own pieces costs k log k. Take the cheaper one.
         k = size[0]
         if k * k < 16 * self._num_wanted:
-            mine = [p for p in _ones(bits) if self._priority[p]]
+            own = self._invert(lacks) if lacks is not None else bits
+            assert own is not None  # (an explicit peer's bitmap when it lacks nothing)
+            mine = [p for p in _ones(own) if self._priority[p]]
             mine.sort(key=self._order)
             return iter(mine)
+        if lacks is not None:
+            return self._walk(lacks, skip=True)
         return self._walk(bits)
 
-    def _walk(self, bits: bytearray | None) -> Iterator[int]:
+    def _walk(self, bits: bytearray | None, *, skip: bool = False) -> Iterator[int]:
+        """The wanted pieces in order: all of them (``bits`` None), those set in ``bits``,
+        or with ``skip`` those not set in it (a near-seed's lacked pieces)."""
         for key in sorted(self._buckets):  # keys are (-priority, count): the walk's order
             bucket = self._buckets.get(key)
             if bucket is None:
                 continue
             if bits is None:
                 yield from bucket
+            elif skip:
+                for piece in bucket:
+                    if not bits[piece >> 3] & (0x80 >> (piece & 7)):
+                        yield piece
             else:
                 for piece in bucket:
                     if bits[piece >> 3] & (0x80 >> (piece & 7)):
@@ -474,18 +575,30 @@ class Availability:
     def check(self) -> None:
         """Verify the internal invariants (for tests): counts match the peers' pieces."""
         expected = [0] * self._num_pieces
-        seeds = 0
-        for bits, size in self._peers.values():
+        whole = 0
+        for peer, (bits, size) in self._peers.items():
             if bits is None:
-                seeds += 1
-                assert size[0] == self._num_pieces
+                whole += 1
+                lacks = self._lacks.get(peer)
+                if lacks is None:
+                    assert size[0] == self._num_pieces
+                    continue
+                missing = int.from_bytes(lacks, "big").bit_count()
+                assert missing, "a near-seed lacks something"
+                assert missing == self._num_pieces - size[0]
+                assert max(_ones(lacks), default=-1) < self._num_pieces
+                for piece in _ones(lacks):
+                    expected[piece] -= 1
                 continue
+            assert peer not in self._lacks
             assert int.from_bytes(bits, "big").bit_count() == size[0]
             assert max(_ones(bits), default=-1) < self._num_pieces
             for piece in _ones(bits):
                 expected[piece] += 1
         assert expected == self._count, "availability counts drifted"
-        assert seeds == self._seeds
+        assert whole == self._whole
+        assert all(peer in self._peers for peer in self._lacks)
+        assert all(self._count[p] + whole >= 0 for p in range(self._num_pieces))
         wanted = 0
         for (negated, count), bucket in self._buckets.items():
             assert bucket
@@ -498,6 +611,7 @@ class Availability:
 
 
 _NONZERO = bytes([0] + [1] * 255)  # translate table: which bytes hold any piece
+_INVERT = bytes(255 - byte for byte in range(256))  # translate table: every bit flipped
 _OFFSETS = tuple(tuple(i for i in range(8) if byte & (0x80 >> i)) for byte in range(256))
 
 
@@ -519,10 +633,3 @@ def _ones(bits: bytearray, start: int = 0) -> Iterator[int]:
 
 def _empty(num_pieces: int) -> bytearray:
     return bytearray((num_pieces + 7) >> 3)
-
-
-def _full(num_pieces: int) -> bytearray:
-    bits = bytearray(b"\xff" * ((num_pieces + 7) >> 3))
-    if num_pieces & 7:
-        bits[-1] = (0xFF << (8 - (num_pieces & 7))) & 0xFF  # no bits past the end
-    return bits

@@ -814,12 +814,12 @@ class SwarmBrain:
     def _dont_have(self, event: PeerDontHave, now: float) -> list[Action]:
         peer, piece = event.peer, event.piece
         state = self._peer(peer)
-        availability = self.picker.availability
-        had = availability.peer_has(peer, piece)
-        self.picker.peer_dont_have(peer, piece)
+        had = self.picker.peer_dont_have(peer, piece)
         actions = self._revelation.peer_dont_have(peer, piece, now)
         if had and self.picker.wants(piece):
-            self._recount_wanted(peer, state)
+            # One wanted piece fewer, as a have counts one more: a recount would walk every
+            # piece the peer has for each 9-byte message.
+            state.wanted -= 1
             self._set_interest(peer, state, actions)
         return actions
 
@@ -864,8 +864,13 @@ class SwarmBrain:
 
     def _allowed_fast(self, event: AllowedFast, now: float) -> list[Action]:
         state = self._peer(event.peer)
-        self.picker.allowed_fast(event.peer, event.piece)
+        picker = self.picker
+        news = picker.allowed_fast(event.peer, event.piece)
         state.allowed_fast = state.fast
+        # Only a piece new to the allowed set and wanted can give the picker something: a
+        # repeated AllowedFast (9 bytes) must not cost a picker run each.
+        if not news or not picker.wants(event.piece):
+            return []
         state.starved = -1
         if state.choking_us and state.fast:
             return self._fill_one(event.peer, state, now)
@@ -904,7 +909,12 @@ class SwarmBrain:
         return actions
 
     def _block_rejected(self, event: BlockRejected, now: float) -> list[Action]:
-        self._peer(event.peer)
+        state = self._peer(event.peer)
+        if state.choking_us:
+            # A peer that chokes us and rejects a request of an allowed-fast piece no longer
+            # serves it (libtorrent's incoming_reject_request drops it from the set too):
+            # left allowed, the refill below would ask it for the same block again, forever.
+            self.picker.revoke_allowed_fast(event.peer, event.block.piece)
         actions: list[Action] = []
         if self.picker.block_rejected(event.peer, event.block):
             self._released(now, actions, (event.block.piece,))

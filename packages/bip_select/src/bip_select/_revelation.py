@@ -89,6 +89,9 @@ _BIT_OFFSETS: Final = tuple(tuple(i for i in range(8) if byte >> i & 1) for byte
 """The bits set in each byte value, lowest first (turns a byte of a :class:`_PieceBits` into
 its pieces)."""
 
+_NOT_FULL: Final = bytes([1] * 255 + [0])
+"""A ``translate`` table: which bytes of a :class:`_PieceBits` lack a piece."""
+
 _BYTES_PER_FEW: Final = 128
 """What a piece costs in a small ``set`` of pieces, in bytes, at the worst (its slots in the
 hash table and its int object): a :class:`_PieceBits` keeps a set while that costs no more
@@ -218,6 +221,24 @@ class _PieceBits:
             bits[-1] = (1 << (size & 7)) - 1  # the padding bits stay clear (see __contains__)
         self._count = size
 
+    def complement(self) -> Iterator[int]:
+        """The pieces of the torrent not in the set, in piece order: full bytes of the bitset
+        are skipped at C speed, so a set of nearly every piece costs O(num_pieces / 8) at C
+        speed and O(missing) in Python."""
+        bits, size = self._bits, self._size
+        if not bits:
+            few = self._few or ()
+            yield from (piece for piece in range(size) if piece not in few)
+            return
+        flags = bits.translate(_NOT_FULL)
+        index = flags.find(1)
+        while index >= 0:
+            base = index << 3
+            for offset in _BIT_OFFSETS[~bits[index] & 0xFF]:
+                if base + offset < size:  # (the padding bits of the last byte are clear)
+                    yield base + offset
+            index = flags.find(1, index + 1)
+
     def _to_bits(self) -> None:
         """Move the pieces from the set to the bitset (the set would cost more)."""
         few = self._few
@@ -239,6 +260,7 @@ class _PeerView:
         "revealed",
         "seed",
         "told_all",
+        "whole",
     )
 
     def __init__(self, key: PeerKey, fast: bool, num_pieces: int) -> None:
@@ -252,6 +274,10 @@ class _PeerView:
         # Super-seeding: adopted from a strategy that had told it every piece we have; it is
         # served honestly from then on (told every piece we verify, never assigned one).
         self.told_all = False
+        # Super-seeding: its copies are counted as a seed's, in one counter for every piece
+        # (it sent have all; the pieces it lost since, out of ``pieces``, are taken back one
+        # by one), not piece by piece.
+        self.whole = False
 
     def has(self, piece: int) -> bool:
         return self.seed or piece in self.pieces
@@ -449,10 +475,15 @@ class RevelationStrategy:
         view = self._get(peer)
         if view.seed or not self._tracks_peers:
             return []
-        added = [p for p in range(self.num_pieces) if p not in view.pieces]
+        return self._became_seed(view, now)
+
+    def _became_seed(self, view: _PeerView, now: float) -> list[Action]:
+        """``view`` sent have all (it was no seed). Nothing here looks at the pieces it
+        gains (the default hooks ignore them): O(1), not a list of every piece it lacked
+        for each 5-byte message. A strategy whose hooks count pieces overrides this."""
         view.seed = True
         view.pieces.clear()  # ``seed`` answers for every piece now
-        return self._peer_gained(view, added, bitfield=True, now=now)
+        return []
 
     def peer_have_none(self, peer: PeerKey, now: float) -> list[Action]:
         """``peer`` has nothing (BEP 6 have none): whatever it had before is gone.
@@ -463,7 +494,14 @@ class RevelationStrategy:
         view = self._get(peer)
         if not self._tracks_peers:
             return []
-        return self._keep_only(view, _PieceBits(self.num_pieces))
+        return self._lost_all(view, now)
+
+    def _lost_all(self, view: _PeerView, now: float) -> list[Action]:
+        """``view`` sent have none. Nothing here looks at the pieces it loses (the default
+        hooks ignore them): O(1). A strategy whose hooks count pieces overrides this."""
+        view.seed = False
+        view.pieces.clear()
+        return []
 
     def _keep_only(self, view: _PeerView, keep: _PieceBits) -> list[Action]:
         """Forget the pieces of ``view`` not in ``keep`` (a late bitfield or have none)."""
@@ -821,14 +859,22 @@ class SuperSeeding(RevelationStrategy):
         self._rng = rng
         self._strict = strict
         self._stall_timeout = stall_timeout
-        self._copies = [0] * num_pieces  # peers known to have each piece
+        # Peers known to have each piece: ``_whole`` (the peers that sent have all, see
+        # _PeerView.whole: one counter, so that a have all or have none costs O(1), not a
+        # count per piece) plus the piece's own ``_copies`` (the other peers that have it,
+        # less the whole peers that lost it since; below zero when those are more).
+        self._copies = [0] * num_pieces
+        self._whole = 0
         self._on_the_way = [0] * num_pieces  # peers it is revealed to, not yet seen elsewhere
         self._assignees: dict[int, set[PeerKey]] = {}
-        # Pieces we have bucketed by score (copies + on the way), for a quick rarest pick;
-        # level 0 holds the pieces nobody has and nobody is being sent.
+        # Pieces we have bucketed by score (own copies + on the way: the whole peers, the
+        # same for every piece, are left out), for a quick rarest pick; level -_whole holds
+        # the pieces nobody has and nobody is being sent (see _fresh).
         self._levels: dict[int, list[int]] = {}
         self._position = [-1] * num_pieces  # index in its level's list; -1: we lack it
-        self._undelivered = 0  # pieces we have that no peer has yet
+        # Pieces we have by own copies -> how many: those at -_whole are the pieces no peer
+        # has yet (see _undelivered), found in O(1) whatever _whole does.
+        self._tally: dict[int, int] = {}
         # Peers with nothing revealed and waiting (not seeds), in the order they started to.
         self._waiting: dict[PeerKey, _PeerView] = {}
         # Peers adopted as told everything (``told_all``), in join order: the only ones told
@@ -837,7 +883,18 @@ class SuperSeeding(RevelationStrategy):
         self._feed_due = False  # something changed that may let a waiting peer be served
         for piece in self._have:  # (in piece order)
             self._insert(piece, 0)
-            self._undelivered += 1
+        if len(self._have):
+            self._tally[0] = len(self._have)
+
+    @property
+    def _fresh(self) -> int:
+        """The level of a piece nobody has and nobody is being sent."""
+        return -self._whole
+
+    @property
+    def _undelivered(self) -> int:
+        """How many pieces we have that no peer has yet."""
+        return self._tally.get(-self._whole, 0)
 
     def assigned(self, peer: PeerKey) -> int | None:
         """The piece revealed to ``peer`` and waiting to show up elsewhere (``None``: none).
@@ -889,8 +946,11 @@ class SuperSeeding(RevelationStrategy):
 
     def _adopted(self, view: _PeerView, now: float) -> list[Action]:
         # What it has counts as any peer's copies.
-        for piece in range(self.num_pieces) if view.seed else view.pieces:
-            self._count(piece, +1)
+        if view.seed:
+            self._add_whole(view)
+        else:
+            for piece in view.pieces:
+                self._count(piece, +1)
         revealed, have = view.revealed, self._have
         # (The length test first: a peer told fewer pieces than we have cannot be told all.)
         if revealed and len(revealed) >= len(have) and all(p in revealed for p in have):
@@ -917,12 +977,78 @@ class SuperSeeding(RevelationStrategy):
         self._waiting.pop(view.key, None)
         self._told_all.pop(view.key, None)
         self._unassign(view)
-        if view.seed:
-            for piece in range(self.num_pieces):
-                self._count(piece, -1)
+        if view.whole:
+            self._drop_whole(view)
         else:
             for piece in view.pieces:
                 self._count(piece, -1)
+
+    def _became_seed(self, view: _PeerView, now: float) -> list[Action]:
+        # A have all, as the other hooks would see it: every piece the peer lacked gained at
+        # once, as from a bitfield. Its copies go to the whole counter: O(what it had, what it
+        # lacked of a have all before, the pieces assigned), not O(num_pieces).
+        if view.whole:
+            # It sent have all before and lost a few pieces since (a bitset of the rest):
+            # they come back one by one.
+            lacked = list(view.pieces.complement())
+            view.seed = True
+            view.pieces.clear()
+            return self._peer_gained(view, lacked, bitfield=True, now=now)
+        had = view.pieces
+        released: dict[PeerKey, _PeerView] = {}
+        for piece in sorted(self._assignees):  # in piece order, as a list of them would be
+            if piece not in had:  # it gained it: seen elsewhere, BEP 16's signal
+                for key in self._assignees[piece]:
+                    if key != view.key:
+                        released[key] = self._peers[key]
+        own = view.assigned
+        if own is not None and own not in had:
+            released[view.key] = view  # (a have all is a bitfield: it had it before)
+        self._add_whole(view)
+        view.seed = True
+        view.pieces.clear()  # ``seed`` answers for every piece now
+        return self._release(view, released)
+
+    def _lost_all(self, view: _PeerView, now: float) -> list[Action]:
+        if not view.whole:
+            return self._keep_only(view, _PieceBits(self.num_pieces))
+        if view.key in self._waiting and (view.seed or len(view.pieces)):
+            self._feed_due = True  # it lacks a piece again: maybe one to reveal
+        self._drop_whole(view)
+        view.seed = False
+        view.pieces.clear()
+        return self._feed()
+
+    def _add_whole(self, view: _PeerView) -> None:
+        """Count ``view`` (about to be a seed) in the whole counter: each piece it has
+        already moves from its own copies there, and every other piece gains a copy."""
+        first_copies = bool(self._undelivered)
+        due = self._feed_due
+        for piece in view.pieces:
+            self._count(piece, -1)  # (its copy stays: in the counter now)
+        self._whole += 1
+        view.whole = True
+        # As when each piece it lacked gained a copy: the first copy of every piece is out
+        # if it was not (nothing else: no piece became fresh).
+        self._feed_due = due or (first_copies and not self._undelivered)
+
+    def _drop_whole(self, view: _PeerView) -> None:
+        """Take ``view`` out of the whole counter: every piece it has loses a copy."""
+        lacked = [] if view.seed else list(view.pieces.complement())
+        old = self._whole
+        # The pieces it has with one copy and none on the way become fresh, which may serve
+        # a waiting peer (what _insert flags when each is moved): those at that level but
+        # the ones it lacked.
+        position, copies, on_the_way = self._position, self._copies, self._on_the_way
+        freed = len(self._levels.get(1 - old, ())) - sum(
+            1 for p in lacked if position[p] >= 0 and copies[p] + on_the_way[p] == 1 - old
+        )
+        due = self._feed_due
+        self._whole -= 1
+        view.whole = False
+        for piece in lacked:
+            self._count(piece, +1)  # it never counted for these: the whole counter did
+        self._feed_due = due or freed > 0
 
     def _peer_lost(self, view: _PeerView, piece: int) -> list[Action]:
         self._count(piece, -1)
@@ -946,6 +1072,11 @@ class SuperSeeding(RevelationStrategy):
                 released[view.key] = view
             else:
                 view.holding_since = now  # BEP 16: now wait for it to show up elsewhere
+        return self._release(view, released)
+
+    def _release(self, view: _PeerView, released: dict[PeerKey, _PeerView]) -> list[Action]:
+        """``view`` gained pieces, which let the ``released`` peers (their piece showed up
+        elsewhere, or ``view``'s own piece it had) have their next piece."""
         if view.seed:
             self._waiting.pop(view.key, None)
         # Unassign every released peer first, so their pieces count as free for each other.
@@ -960,8 +1091,7 @@ class SuperSeeding(RevelationStrategy):
 
     def _added(self, piece: int, now: float) -> list[Action]:
         copies = self._copies[piece]
-        if copies == 0:
-            self._undelivered += 1
+        self._tally[copies] = self._tally.get(copies, 0) + 1
         self._insert(piece, copies + self._on_the_way[piece])
         self._feed_due = True
         # Peers adopted as told everything hear of it as an honest strategy tells them.
@@ -976,11 +1106,11 @@ class SuperSeeding(RevelationStrategy):
         # on its way to keep it assigned (they may still get it from others).
         if self._position[piece] < 0:
             return []
-        self._remove(piece, self._copies[piece] + self._on_the_way[piece])
-        if self._copies[piece] == 0:
-            self._undelivered -= 1
-            if not self._undelivered:
-                self._feed_due = True  # the first copy of every piece we have is out
+        copies = self._copies[piece]
+        self._remove(piece, copies + self._on_the_way[piece])
+        self._untally(copies)
+        if copies == self._fresh and not self._undelivered:
+            self._feed_due = True  # the first copy of every piece we have is out
         return self._feed()
 
     # ---------------------------------------------------------------- assignment
@@ -1018,7 +1148,7 @@ class SuperSeeding(RevelationStrategy):
         self._feed_due = False
         actions: list[Action] = []
         for view in list(self._waiting.values()):
-            if self._undelivered and 0 not in self._levels:
+            if self._undelivered and self._fresh not in self._levels:
                 break  # first-copy phase with every fresh piece on its way: keep waiting
             actions.extend(self._assign(view))
         return actions
@@ -1029,7 +1159,7 @@ class SuperSeeding(RevelationStrategy):
         Scanning a level from a random start and wrapping keeps the pick O(1) when the peer
         lacks most pieces (the usual case) instead of filtering the whole level.
         """
-        levels = [0] if self._undelivered else sorted(self._levels)
+        levels = [self._fresh] if self._undelivered else sorted(self._levels)
         for level in levels:
             if level not in self._levels:
                 continue
@@ -1045,11 +1175,20 @@ class SuperSeeding(RevelationStrategy):
     def _count(self, piece: int, delta: int) -> None:
         before = self._copies[piece]
         self._copies[piece] = after = before + delta
-        if self._position[piece] >= 0 and (before == 0) != (after == 0):
-            self._undelivered += 1 if after == 0 else -1
-            if not self._undelivered:
+        if self._position[piece] >= 0:
+            tally = self._tally
+            self._untally(before)
+            tally[after] = tally.get(after, 0) + 1
+            if before == self._fresh and not self._undelivered:
                 self._feed_due = True  # the first copy is complete: rarest-first from now on
         self._move(piece, delta)
+
+    def _untally(self, copies: int) -> None:
+        left = self._tally[copies] - 1
+        if left:
+            self._tally[copies] = left
+        else:
+            del self._tally[copies]
 
     def _shift(self, piece: int, *, on_the_way: int) -> None:
         self._on_the_way[piece] += on_the_way
@@ -1063,7 +1202,7 @@ class SuperSeeding(RevelationStrategy):
         self._insert(piece, old + delta)
 
     def _insert(self, piece: int, level: int) -> None:
-        if level == 0:
+        if level == -self._whole:  # (_fresh, inline: this runs for every move)
             self._feed_due = True  # a fresh piece: a waiting peer may take it
         bucket = self._levels.setdefault(level, [])
         self._position[piece] = len(bucket)

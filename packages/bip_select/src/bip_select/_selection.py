@@ -33,6 +33,7 @@ API:
   - peers: ``add_peer``, ``remove_peer -> dropped blocks``, ``peer_bitfield``,
     ``peer_have``, ``peer_have_all``, ``peer_have_none``, ``peer_dont_have``,
     ``allowed_fast(peer, piece)``, ``is_allowed_fast(peer, piece)``,
+    ``revoke_allowed_fast(peer, piece)``,
     ``set_rate(peer, bytes_per_s)``;
   - ``is_interesting(peer)``, ``wants(piece)``;
   - ``pick(peer, count, now, choked=False, exclusive=False) -> list[Block]``: choose
@@ -44,7 +45,12 @@ API:
     BEP 6 allowed-fast pieces; ``exclusive`` (a peer on parole) only pieces nobody
     else works on; in end-game (every block of every wanted piece is asked of
     someone) blocks already asked of others, fewest copies first, while the peer has
-    fewer than ``endgame_depth`` (2) requests pending.
+    fewer than ``endgame_depth`` (2) requests pending. A choked peer's pick sorts its
+    allowed-fast pieces (at most :data:`MAX_ALLOWED_FAST`) by the strategy's tier and
+    rank, ties by the availability index's order, rather than walking every wanted
+    piece: the same order as the strategy's for :class:`RarestFirst` and
+    :class:`Sequential` (and :class:`Streaming` over them, but for equal deadlines,
+    which go rarest first); :class:`RandomFirst`'s random phase takes them rarest first.
   - ``block_received(peer, block) -> Received | None`` (its ``cancel`` lists the
     end-game losers), ``block_rejected``, ``block_timed_out``, ``peer_choked``
     (without the fast extension a choke drops every request: returns them);
@@ -491,17 +497,32 @@ class PiecePicker:
         """``peer`` has nothing."""
         self.availability.have_none(peer)
 
-    def peer_dont_have(self, peer: PeerKey, piece: int) -> None:
-        """``peer`` lost ``piece`` (its pending requests for it stay until rejected)."""
-        self.availability.dont_have(peer, piece)
+    def peer_dont_have(self, peer: PeerKey, piece: int) -> bool:
+        """``peer`` lost ``piece`` (its pending requests for it stay until rejected);
+        returns whether it had it."""
+        return self.availability.dont_have(peer, piece)
 
-    def allowed_fast(self, peer: PeerKey, piece: int) -> None:
-        """``peer`` lets us request ``piece`` while it chokes us (BEP 6)."""
+    def allowed_fast(self, peer: PeerKey, piece: int) -> bool:
+        """``peer`` lets us request ``piece`` while it chokes us (BEP 6); returns whether
+        that is news (a piece outside the torrent, one allowed already, or one past the
+        :data:`MAX_ALLOWED_FAST` kept is not)."""
         if not _is_piece(piece, self.geometry.num_pieces):
-            return  # the peer's nonsense: ignored
+            return False  # the peer's nonsense: ignored
         allowed = self._allowed_fast.setdefault(peer, set())
-        if len(allowed) < MAX_ALLOWED_FAST:
-            allowed.add(piece)
+        if piece in allowed or len(allowed) >= MAX_ALLOWED_FAST:
+            return False
+        allowed.add(piece)
+        return True
+
+    def revoke_allowed_fast(self, peer: PeerKey, piece: int) -> bool:
+        """``piece`` is no longer allowed fast from ``peer`` (it rejected a request for it
+        while choking us: libtorrent's ``incoming_reject_request`` does the same, or we
+        would ask it again at once, forever); returns whether it was allowed."""
+        allowed = self._allowed_fast.get(peer)
+        if allowed is None or piece not in allowed:
+            return False
+        allowed.discard(piece)
+        return True
 
     def is_allowed_fast(self, peer: PeerKey, piece: int) -> bool:
         """Whether ``peer`` lets us request ``piece`` while it chokes us (BEP 6): it said
@@ -689,7 +710,12 @@ class PiecePicker:
         keyed.sort()
         queue = iter(keyed)
         next_partial = next(queue, None)
-        for piece in strategy.order(self, peer):
+        # A choked peer takes only its allowed-fast pieces: sort those few rather than
+        # walk every wanted piece to filter them (each AllowedFast or reject runs a pick).
+        fresh = (
+            strategy.order(self, peer) if allowed is None else self._allowed_order(peer, allowed)
+        )
+        for piece in fresh:
             if len(picked) >= count:
                 break
             if is_started(piece) or not usable(piece):
@@ -723,6 +749,19 @@ class PiecePicker:
                 requests.request(peer, block, now, duplicate=True)
                 picked.append(block)
         return picked
+
+    def _allowed_order(self, peer: PeerKey, allowed: Collection[int]) -> Iterator[int]:
+        """``peer``'s wanted allowed-fast pieces in the strategy's order (see the module
+        docstring): O(a log a) for its ``a`` pieces, whatever the torrent's size."""
+        availability = self.availability
+        priority, peer_has = availability.priority, availability.peer_has
+        mine = [p for p in allowed if priority(p) and peer_has(peer, p)]
+        # Two stable sorts: the index's order first (rarest, then its random tie-break), so
+        # that the strategy's (tier, rank) keeps it among equals, as its walk would.
+        mine.sort(key=availability.wanted_key)
+        tier, rank = self.strategy.tier, self.strategy.rank
+        mine.sort(key=lambda piece: (tier(piece, self), rank(piece, self)))
+        return iter(mine)
 
     def _deadline_duplicates(
         self,
