@@ -39,7 +39,7 @@ from ._errors import StorageError
 from ._filesystem import FileStat, FileSystem
 from ._hashing import PieceVerifier
 from ._layout import StorageLayout, StoredFile, read_piece
-from ._resume import ResumeData
+from ._resume import ResumeData, have_flags
 
 __all__ = [
     "CheckPlan",
@@ -136,7 +136,8 @@ def plan_check(
     trusted = set()
     to_hash = []
     pad_only = []
-    have = resume.have if resume is not None else frozenset()
+    # One byte per piece: the loop below indexes it in C (see have_flags).
+    have = have_flags(resume) if resume is not None else bytes(num_pieces)
     for piece in range(num_pieces):
         if not possible[piece]:
             continue
@@ -145,13 +146,13 @@ def plan_check(
             # the piece still holds. Without it the piece is not read nor hashed (a
             # pad may span any number of pieces): check_pad_pieces compares its hash
             # with that of zeros, which also tells a torrent whose hash is not of zeros.
-            if piece in have:
+            if have[piece]:
                 trusted.add(piece)
             else:
                 pad_only.append(piece)
         elif changed[piece]:
             to_hash.append(piece)
-        elif piece in have:
+        elif have[piece]:
             trusted.add(piece)
         elif racy[piece]:
             to_hash.append(piece)

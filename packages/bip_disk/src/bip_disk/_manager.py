@@ -438,9 +438,14 @@ def _resume_of(info: Info, resume_data: bytes | ResumeData | None) -> ResumeData
     malformed or of another torrent)."""
     if resume_data is None:
         return None
-    resume = (
-        resume_data if isinstance(resume_data, ResumeData) else ResumeData.from_bytes(resume_data)
-    )
+    if isinstance(resume_data, ResumeData):
+        resume = resume_data
+    else:
+        # The torrent's counts let the loader refuse data of another shape before it
+        # builds its bitfield or file list (resume data is untrusted input).
+        resume = ResumeData.from_bytes(
+            resume_data, num_pieces=info.num_pieces, num_files=len(info.files)
+        )
     resume.check_torrent(info.info_hash, info.num_pieces, len(info.files))
     return resume
 
@@ -1750,7 +1755,7 @@ class DiskManager:
                     reporting = storage.check_finishing = trio.CancelScope()
                     try:
                         with reporting:
-                            await self._report_kept(storage, resume.have, hashed, report)
+                            await self._report_kept(storage, frozenset(resume.have), hashed, report)
                     finally:
                         storage.check_finishing = None
                 if self._still_checking(storage):
