@@ -139,7 +139,7 @@ def test_publish_then_resolve_a_mutable_torrent(
     # Another salt under the same key names nothing yet.
     other = link.replace(f"&s={b'nightly'.hex()}", "&s=00")
     assert main(["dht", *_dht(network, "resolve", other)]) == 1
-    assert "no torrent published under key" in capsys.readouterr().err
+    assert "no DHT node returned an item for key" in capsys.readouterr().err
 
 
 def test_announce_then_get_peers(network: list[str], capsys: pytest.CaptureFixture[str]) -> None:

@@ -34,6 +34,7 @@ from bip import _arguments
 from bip._arguments import DEFAULT_FOLLOW_INTERVAL, follow_interval
 from bip._cli import build_parser, main
 from bip._client import Session, Torrent, TorrentError, TorrentOptions, open_session
+from bip._cmd_dht import lookup_mutable_torrent
 from bip._cmd_download import (
     _download,
     config_from_args,
@@ -43,8 +44,8 @@ from bip._cmd_download import (
 )
 from bip._errors import CLIError, find_expected
 from bip._follow_mutable import MAX_METADATA_WAIT, MutableFollower, same_torrent
-from bip_dht import DHT, MutableTorrent, open_dht
-from bip_handshake import PeerAddress
+from bip_dht import DHT, DHTConfig, MutableTorrent, open_dht
+from bip_handshake import NodeInfo, PeerAddress
 from bip_metainfo import InfoHash, MagnetLink, Metainfo, MutableTorrentLink
 
 DEADLINE = 20.0
@@ -551,7 +552,7 @@ async def test_older_items_and_failed_lookups_keep_the_running_version(
                 nursery.cancel_scope.cancel()
     warnings = _messages(caplog, logging.WARNING)
     assert len(warnings) == 1, warnings  # once, not per poll
-    assert "no torrent published" in warnings[0]
+    assert "no DHT node returned an item for key" in warnings[0]
     assert "version 5 carries on" in warnings[0]
     key = f"key {net.link.public_key.hex()}: version "
     ignored = [m for m in _messages(caplog) if m.startswith(key)]
@@ -561,7 +562,7 @@ async def test_older_items_and_failed_lookups_keep_the_running_version(
 
 def _lookups(caplog: pytest.LogCaptureFixture) -> int:
     """Failed lookups so far: the first warned, the next ones logged at DEBUG only."""
-    return sum("no torrent published" in r.getMessage() for r in caplog.records)
+    return sum("no DHT node returned an item" in r.getMessage() for r in caplog.records)
 
 
 def test_follow_interval_option(
@@ -651,7 +652,7 @@ async def test_a_table_of_bad_nodes_makes_the_follower_join_again(
 ) -> None:
     # After an outage every known node is bad, but they stay in their buckets: the table is
     # not empty. Before, the follower joined only an empty table: its lookup had nobody to
-    # ask ("no torrent published") until the core's own retry a minute later.
+    # ask (it said "no torrent published" then) until the core's own retry a minute later.
     caplog.set_level(logging.INFO, logger="bip")
     with trio.fail_after(DEADLINE):
         async with published(NOBODY) as (dht, follower):
@@ -728,3 +729,48 @@ async def test_the_first_resolve_says_no_node_answered_when_nobody_did(
             link = MutableTorrentLink(PUBLIC_KEY, salt=SALT)
             with pytest.raises(CLIError, match="no DHT node answered"):
                 await resolve_mutable_torrent(dht, link)
+
+
+async def test_the_first_resolve_waits_for_the_bootstrap_when_the_saved_nodes_are_dead(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The nodes an earlier run saved come back unconfirmed: before, they counted as nodes to
+    # look up with, the resolve started at once from them, and with all of them gone it
+    # found nothing and said "no torrent published"; now it waits for open_dht's bootstrap
+    # through the router, which has the item.
+    config = DHTConfig(restrict_routing_ips=False, restrict_search_ips=False)
+    with trio.fail_after(DEADLINE):
+        async with open_dht(LOOPBACK, config=config) as d1, open_dht(LOOPBACK, config=config) as d2:
+            known = [*d1.addresses, *d2.addresses]
+            async with open_dht(LOOPBACK, known, config=config, rng=random.Random(5)) as earlier:
+                await earlier.bootstrap()
+                assert earlier.statistics().table_size == 2
+                saved = earlier.save_state()
+        async with open_dht(LOOPBACK, rng=random.Random(1)) as router:
+            [router_address] = router.addresses
+            async with open_dht(LOOPBACK, [router_address], rng=random.Random(2)) as publisher:
+                await publisher.bootstrap()
+                await publisher.put_mutable_torrent(KEY, NOBODY, salt=SALT)
+            async with open_dht(LOOPBACK, [router_address], state=saved, config=config) as dht:
+                assert dht.statistics().table_size == 2  # the dead ones, unconfirmed
+                found = await resolve_mutable_torrent(
+                    dht, MutableTorrentLink(PUBLIC_KEY, salt=SALT)
+                )
+    assert found.info_hash == NOBODY
+
+
+async def test_a_lookup_nobody_answered_says_so_rather_than_nothing_published(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A table whose every node is gone since it answered (a dead DHT's address here): the
+    # lookup gets no answer at all, which says nothing of what is published.
+    with trio.fail_after(DEADLINE):
+        async with open_dht(LOOPBACK, rng=random.Random(6)) as gone:
+            [address] = gone.addresses
+            dead = NodeInfo(gone.node_id.value, address)
+        async with open_dht(LOOPBACK, rng=random.Random(4)) as dht:
+            assert dht.node.warm_table([dead], trio.current_time()) == 1
+            assert await dht.join_if_needed(timeout=0)  # it answered, as far as we know
+            link = MutableTorrentLink(PUBLIC_KEY, salt=SALT)
+            with pytest.raises(CLIError, match=r"^no DHT node answered the lookup for key "):
+                await lookup_mutable_torrent(dht, link)

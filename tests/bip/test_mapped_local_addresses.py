@@ -15,6 +15,7 @@ import trio
 from _engine_helpers import loopback_config
 from tests._loopbacks import OTHER_LOOPBACK, require_loopbacks
 
+from bip._cli import main
 from bip._client import ClientConfig, open_session
 from bip._client._session import _http_local_address, _tracker_binds
 from bip._cmd_download import _bind_hosts
@@ -78,10 +79,18 @@ def test_the_tracker_command_reads_its_bind_as_the_http_client(
     assert _client_binds(bind) == binds
 
 
-@pytest.mark.parametrize("bind", ["localhost", "[::1]", ""])
-def test_the_tracker_command_refuses_a_bind_that_is_no_ip_address(bind: str) -> None:
-    with pytest.raises(CLIError, match="--bind is an IP address"):
-        _client_binds(bind)
+@pytest.mark.parametrize("bind", ["localhost", "[::1]", "", "127.0.0.1:6881", " 127.0.0.1"])
+@pytest.mark.parametrize("action", ["announce", "scrape"])
+@pytest.mark.parametrize("url", ["udp://127.0.0.1:1", "http://127.0.0.1:1/announce"])
+def test_the_tracker_command_refuses_a_bind_that_is_no_ip_address(
+    bind: str, action: str, url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # One check, the option's own, for either kind of tracker (usage error: status 2).
+    assert main(["tracker", action, url, HASH.hex(), "--bind", bind]) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"argument --bind: must be an IP address (no port, brackets or name), not {bind!r}" in err
+    )
 
 
 def test_a_mapped_listen_host_is_refused_with_the_ipv4_address_to_give() -> None:

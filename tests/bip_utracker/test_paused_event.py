@@ -17,7 +17,12 @@ import trio.testing
 
 from bip_handshake import PeerAddress, PeerId
 from bip_metainfo import InfoHash
-from bip_utracker._announcer import AnnounceClient, AnnounceProgress, Announcer
+from bip_utracker._announcer import (
+    AnnounceClient,
+    AnnounceProgress,
+    Announcer,
+    AnnouncerStatus,
+)
 from bip_utracker._client import open_tracker_client
 from bip_utracker._client_core import AnnounceResult, RequestId
 from bip_utracker._codec import (
@@ -128,9 +133,9 @@ class Progress:
         )
 
 
-def announcer(client: AnnounceClient, progress: Progress) -> Announcer:
+def announcer(client: AnnounceClient, progress: Progress, **options: Any) -> Announcer:
     return Announcer(
-        client, URL, HASH, peer_id=PEER_ID, port=6881, progress=progress, min_interval=60
+        client, URL, HASH, peer_id=PEER_ID, port=6881, progress=progress, min_interval=60, **options
     )
 
 
@@ -386,7 +391,8 @@ async def test_a_tracker_refusing_paused_hears_none_at_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     client = Refusing(error=error)
-    ann = announcer(client, Progress(left=600, partial_seed=True))
+    updates: list[AnnouncerStatus] = []
+    ann = announcer(client, Progress(left=600, partial_seed=True), on_update=updates.append)
     caplog.set_level(logging.DEBUG, "bip_utracker.client")
     async with trio.open_nursery() as nursery:
         nursery.start_soon(ann.run)
@@ -408,11 +414,17 @@ async def test_a_tracker_refusing_paused_hears_none_at_once(
     assert status.given_up is None
     assert status.announces == 4
     assert not status.last_paused
-    assert any("saying none to it from now on" in r.getMessage() for r in caplog.records)
+    # The refusal we handle is no failure: never counted, never the last error, nobody told
+    # (bip's discovery logs an update with an error as "announce failed" at INFO).
+    assert [u.failures for u in updates] == [0] * 5  # the four answers, and stopped's
+    assert all(u.last_error is None for u in updates)
+    [record] = [r for r in caplog.records if "saying none to it from now on" in r.getMessage()]
+    assert record.levelno == logging.DEBUG
 
 
 async def test_paused_is_given_up_once_only(autojump_clock: trio.testing.MockClock) -> None:
-    """The retry with none refused too: an ordinary failure, its backoff waited out."""
+    """The retry with none refused too: an ordinary failure (the first: the refusal of paused
+    is none), its backoff waited out."""
 
     class RefusingAll(Refusing):
         async def announce(self, tracker: str, info_hash: InfoHash | bytes, **kwargs: Any) -> Any:
@@ -433,8 +445,10 @@ async def test_paused_is_given_up_once_only(autojump_clock: trio.testing.MockClo
     assert client.sent[1:4] == [(NONE, True), (NONE, False), (NONE, False)]
     refused_at, retried, backed_off = client.times[1:4]
     assert retried == refused_at
-    assert backed_off - retried == 30  # retry_delay 15, doubled: the second failure in a row
-    assert status.failures == 3  # the refusal of paused, of its retry, of the next one
+    assert backed_off - retried == 15  # retry_delay 15: the first failure in a row
+    assert status.failures == 2  # the refusals of the retry and of the next one
+    assert isinstance(status.last_error, TrackerRejectedError)
+    assert str(status.last_error) == "unregistered torrent"
 
 
 async def test_a_timeout_saying_paused_keeps_paused(

@@ -569,18 +569,31 @@ async def lookup_mutable_torrent(dht: DHT, link: MutableTorrentLink) -> MutableT
     """The newest version of the torrent a BEP 46 link names, as the DHT has it now.
 
     Raises:
-        CLIError: no node has an item for the link's key and salt, or the item names no
-            torrent.
+        CLIError: no node answered the lookup, no node that did returned an item for the
+            link's key and salt, or the item names no torrent.
     """
     key = link.public_key.hex()
+    answers = _answers(dht)
     try:
         found = await dht.get_mutable_torrent(link.public_key, link.salt)
     except ItemError as error:
         raise CLIError(f"the DHT item under key {key}: {error}") from None
     if found is None:
+        # The answers the node got meanwhile, to any query of its own: none, and the lookup's
+        # nodes did not answer either (all gone: a table of dead nodes), which is no sign that
+        # nothing is published. Some (maintenance pings, other lookups) while the lookup's
+        # own nodes were silent read as the other case, whose words are true of both.
+        if _answers(dht) == answers:
+            raise CLIError(f"no DHT node answered the lookup for key {key}")
         salt = f" and salt {link.salt.hex()}" if link.salt else ""
-        raise CLIError(f"no torrent published under key {key}{salt}")
+        raise CLIError(f"no DHT node returned an item for key {key}{salt}")
     return found
+
+
+def _answers(dht: DHT) -> int:
+    """How many answers (responses and KRPC errors) the node's queries got so far."""
+    statistics = dht.statistics()
+    return statistics.responses_received + sum(statistics.errors_received.values())
 
 
 def _run_resolve(args: argparse.Namespace) -> int:

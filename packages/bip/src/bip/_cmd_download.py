@@ -734,16 +734,17 @@ async def resolve_mutable_torrent(dht: DHT | None, link: MutableTorrentLink) -> 
     ``seq`` found), within :data:`RESOLVE_TIMEOUT` seconds.
 
     Raises:
-        CLIError: no DHT (``--no-dht``), no node has an item for the key and salt, the item
-            names no torrent, or the lookup took too long.
+        CLIError: no DHT (``--no-dht``), no node answered, none returned an item for the
+            key and salt, the item names no torrent, or the lookup took too long.
     """
     if dht is None:
         raise CLIError("a BEP 46 link (xs=urn:btpk:) is resolved through the DHT: drop --no-dht")
     key = link.public_key.hex()
     with trio.move_on_after(RESOLVE_TIMEOUT):
         # The DHT's own join rule: open_dht's bootstrap is under way as we come here, and a
-        # second one beside it would double the find_node flood; a table with a node to ask
-        # (saved by an earlier run) needs none, the lookup walks from there.
+        # second one beside it would double the find_node flood, so we wait for its end. The
+        # nodes an earlier run saved do not spare that wait until one of them answered: all
+        # gone, a lookup from them alone would find nothing.
         if not await dht.join_if_needed(timeout=RESOLVE_TIMEOUT):
             raise CLIError(
                 "no DHT node answered: a BEP 46 link needs one (--dht-bootstrap, the link's"

@@ -18,7 +18,6 @@ import json
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
-from ipaddress import ip_address
 from typing import Any, Literal, TypeVar
 
 import trio
@@ -217,8 +216,9 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
     add_timeout(parser, default=DEFAULT_TIMEOUT)
     parser.add_argument(
         "--bind",
-        metavar="HOST",
-        help="local address to send (or, for HTTP, connect) from (default: any, IPv4 and IPv6)",
+        type=_local_address,
+        metavar="ADDRESS",
+        help="local IP address to send (or, for HTTP, connect) from (default: any, IPv4 and IPv6)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
 
@@ -349,35 +349,48 @@ def _check_url(url: str) -> _Kind:
     )
 
 
+def _local_address(text: str) -> str:
+    """``--bind`` of ``announce`` and ``scrape``: one IP address as a socket binds it, as
+    both clients read it (:func:`~bip_handshake.local_addresses_by_family`), checked once
+    here for either kind of tracker; returned as given.
+
+    >>> _local_address("::ffff:127.0.0.1")
+    '::ffff:127.0.0.1'
+    >>> _local_address("localhost")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: must be an IP address (no port, brackets or name), not 'localhost'
+
+    Raises:
+        argparse.ArgumentTypeError: anything else (a host name, a port, brackets, nothing).
+    """
+    try:
+        local_addresses_by_family(text)
+    except ValueError:
+        # its own words name its parameter (local_address), not the option
+        raise argparse.ArgumentTypeError(
+            f"must be an IP address (no port, brackets or name), not {text!r:.80}"
+        ) from None
+    return text
+
+
 def _http_client(args: argparse.Namespace) -> HttpTrackerClient:
-    if args.bind is not None:
-        try:
-            ip_address(args.bind)
-        except ValueError:
-            raise CLIError(
-                f"--bind for an HTTP tracker is an IP address, not {args.bind!r}"
-            ) from None
     # A second more than ours: the timeout message is _with_timeout's, as for UDP.
     return HttpTrackerClient(timeout=args.timeout + 1, local_address=args.bind)
 
 
 def _client_binds(bind: str | None) -> tuple[str | None, str | None]:
     """``(bind_v4, bind_v6)`` for the UDP client: both families by default, else ``--bind``'s
-    alone, read as the HTTP client reads it (:func:`~bip_handshake.local_addresses_by_family`:
-    an IPv4-mapped address is the IPv4 one it embeds, bound on the IPv4 socket).
+    alone (checked by :func:`_local_address`), read as the HTTP client reads it
+    (:func:`~bip_handshake.local_addresses_by_family`: an IPv4-mapped address is the IPv4
+    one it embeds, bound on the IPv4 socket).
 
     >>> _client_binds("::ffff:127.0.0.1"), _client_binds("::")
     (('127.0.0.1', None), (None, '::'))
-
-    Raises:
-        CLIError: ``bind`` is not an IP address (as for an HTTP tracker).
     """
     if bind is None:
         return "0.0.0.0", "::"
-    try:
-        found = local_addresses_by_family(bind) or {}
-    except ValueError:
-        raise CLIError(f"--bind is an IP address, not {bind!r}") from None
+    found = local_addresses_by_family(bind) or {}
     any_address = {4: "0.0.0.0", 6: "::"}
     binds = {version: any_address[version] if a is None else str(a) for version, a in found.items()}
     return binds.get(4), binds.get(6)

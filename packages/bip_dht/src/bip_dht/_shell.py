@@ -507,11 +507,16 @@ class DHT:
         """Join the DHT if nobody is left to look up with; whether somebody is then.
 
         The rule of :meth:`keep_finding`'s rounds, for a caller's own periodic lookups (a
-        BEP 46 link followed): it joins only when no family's routing table holds a node we
-        could still query. A table's size does not say it: after an outage its nodes are
-        all bad but stay in their buckets, so a table that is not empty may have nobody to
-        ask. A family with none beside one that works is left to the core, which bootstraps
-        again by itself (:meth:`DHTNode.needs_bootstrap`). It never starts a bootstrap
+        BEP 46 link followed): it joins only when no family's routing table holds a node
+        that answered us in this run and that we could still query (not bad). A table's
+        size does not say it: after an outage its nodes are all bad but stay in their
+        buckets, so a table that is not empty may have nobody to ask; and the nodes restored
+        from a saved state (``open_dht(state=...)``) have answered nobody yet: they may all
+        be gone, and a lookup started from them alone would find nothing, so until one
+        answers it waits for open_dht's bootstrap (which asks them and the bootstrap
+        addresses) rather than taking them at their word. A family with none beside one
+        that works is left to the core, which bootstraps again by itself
+        (:meth:`DHTNode.needs_bootstrap`). It never starts a bootstrap
         beside another of the node under way or about to start (the core's own, a caller's
         :meth:`bootstrap` still asking names, another join): it waits for those to end and
         takes their outcome, and the callers that need a join at the same time share one.
@@ -522,9 +527,9 @@ class DHT:
         (:meth:`keep_finding` waits 10 s, then 20 s... up to its interval).
 
         Returns:
-            True if a routing table holds a node we could still query (at once when one
-            did already), False if the join found nobody (or the wait for another's
-            bootstrap ran out first).
+            True if a routing table holds a node that answered and that we could still
+            query (at once when one did already), False if the join found nobody (or the
+            wait for another's bootstrap ran out first).
 
         Raises:
             LocalProtocolError: *timeout* is not a finite number of seconds >= 0.
@@ -608,8 +613,9 @@ class DHT:
         """Look *info_hash* up now and every *interval* seconds, until cancelled.
 
         Each round joins the DHT first when it has nobody to look up with
-        (:meth:`join_if_needed`: no family's routing table holds a node we could still
-        query, as after an outage that made every known node bad), through the bootstrap
+        (:meth:`join_if_needed`: no family's routing table holds a node that answered in
+        this run and that we could still query, as after an outage that made every known
+        node bad, or with only the nodes of a saved state), through the bootstrap
         addresses and the nodes known; a family with none beside one that works is left to
         the core, which bootstraps again by itself at most every
         ``bootstrap_retry_interval`` (:meth:`DHTNode.needs_bootstrap`). It never

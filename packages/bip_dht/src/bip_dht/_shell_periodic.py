@@ -6,10 +6,12 @@ the torrent up (or announce it, which looks it up on the way: one walk, not two)
 peers to the handshaker, wait, again. libtorrent does it every 15 minutes per torrent
 (``dht_announce_interval``); this is ours, on top of the shell's operations.
 
-"Nobody to look up with" is no routing table of any family holding a node we could still
-query (bad nodes stay in their buckets: after an outage, a table that is not empty may have
-nobody to ask). A family with no such node beside one that has some is the core's own
-business (:meth:`DHTNode.needs_bootstrap`: it bootstraps again by itself, at most once per
+"Nobody to look up with" is no routing table of any family holding a node that answered us
+in this run and that we could still query (bad nodes stay in their buckets: after an outage,
+a table that is not empty may have nobody to ask; the nodes restored from a saved state have
+answered nobody yet, and may all be gone: open_dht's bootstrap is waited for). A family
+with no such node beside one that has some is the core's own business
+(:meth:`DHTNode.needs_bootstrap`: it bootstraps again by itself, at most once per
 ``bootstrap_retry_interval``): a dual-stack node on a host whose IPv6 reaches nobody must not
 bootstrap in every round of every torrent. And a round never bootstraps beside another
 bootstrap of the node: one under way or about to start (the core's own re-bootstrap, a
@@ -36,6 +38,7 @@ from bip_metainfo import InfoHash
 
 from ._errors import DHTError, LocalProtocolError
 from ._node import DHTNode
+from ._routing import NodeState
 
 if TYPE_CHECKING:
     from ._shell import DHT
@@ -194,8 +197,19 @@ async def _join(dht: DHT, *, wait: float) -> None:
 
 
 def _can_look_up(node: DHTNode, now: float) -> bool:
-    """Whether a routing table, of any family, holds a node we could still query: a lookup has
-    a node to start from, and the round joins only when not. Not the opposite of
-    :meth:`DHTNode.needs_bootstrap`: a node that runs two families looks up through one while
-    the other's table has no live node (the core bootstraps that one again by itself)."""
-    return any(node.table(family).closest(node.node_id, now, 1) for family in node.families)
+    """Whether a routing table, of any family, holds a node that answered us in this run and
+    that we could still query (not bad): a lookup has a node to start from, and the round
+    joins only when not. A node that never answered does not count: the nodes restored from
+    a saved state come back unconfirmed, and when they are all gone a lookup started from
+    them alone finds nothing, while open_dht's bootstrap (through its bootstrap addresses
+    too) would have found the network: waiting for that bootstrap is worth it. Not the
+    opposite of :meth:`DHTNode.needs_bootstrap`: a node that runs two families looks up
+    through one while the other's table has no live node (the core bootstraps that one
+    again by itself)."""
+    # A walk of the tables at worst (every node unconfirmed or bad), once per round: the
+    # first node that answered ends it in a table that works.
+    return any(
+        entry.in_bucket and entry.last_response is not None and entry.state is not NodeState.BAD
+        for family in node.families
+        for entry in node.table(family).entries(now)
+    )

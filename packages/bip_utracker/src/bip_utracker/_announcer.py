@@ -260,7 +260,9 @@ class Announcer:
     (:class:`TrackerRejectedError`, an HTTP tracker's ``failure reason``) an announce that
     said ``paused``, this announcer says ``none`` to it for as long as it lives, and announces
     again at once, whatever the backoff, the refusal's ``retry in`` or ``min_interval`` would
-    say (once: the next refusal is a failure as any other). A timeout or a network error
+    say (once: the next refusal is a failure as any other). That refusal is no failure: it
+    is not counted in ``failures`` (nor doubles a backoff), leaves ``last_error`` as it was
+    and calls no ``on_update`` (the retry's outcome does). A timeout or a network error
     proves nothing of the event and changes nothing.
 
     Args:
@@ -542,9 +544,6 @@ class Announcer:
         except LocalProtocolError:
             raise  # our caller's mistake, or the client closed: not the tracker's fault
         except TrackerError as error:
-            self._failures += 1
-            self._last_error = error
-            retry_in = _retry_in(error)
             wait: float | None
             if paused and isinstance(error, TrackerRejectedError):
                 # The tracker's own refusal of an announce that said "paused": many know no
@@ -552,6 +551,9 @@ class Announcer:
                 # again would keep us out of the swarm for good. "none" from now on, and at
                 # once: what was refused may be the event only, whatever its "retry in" says.
                 # Once: _paused() is false from now on, so the next refusal is an ordinary one.
+                # Not a failure (no failures counted, no last_error, nobody told): we handle
+                # it, and a count would double the backoff should the retry fail. The retry's
+                # outcome is the news, at once.
                 self._pausing = None
                 _log.debug(
                     "announce to %s saying paused (BEP 21) refused: %s; saying none to it from"
@@ -559,8 +561,12 @@ class Announcer:
                     self._shown,
                     error,
                 )
-                wait = 0.0
-            elif retry_in == "never":
+                self._next = trio.current_time()
+                return  # the finally above ends _announcing
+            self._failures += 1
+            self._last_error = error
+            retry_in = _retry_in(error)
+            if retry_in == "never":
                 self._given_up = str(error) or type(error).__name__
                 _log.debug(
                     "announce to %s refused for good (retry in: never): %s", self._shown, error

@@ -24,6 +24,7 @@ from bip_handshake import (
     PeerId,
     ProxyConfig,
     UtpConfig,
+    local_addresses_by_family,
     parse_proxy_url,
 )
 from bip_peer import check_rate
@@ -138,11 +139,13 @@ class ClientConfig:
         tracker_min_interval: seconds between two regular announces to one tracker at least,
             whatever interval it asks for (libtorrent's ``min_announce_interval``, 300 s); at
             most 1800 (the longest interval a tracker may ask for).
-        tracker_bind: the local address of the tracker client's socket and of the HTTP
-            tracker and web seed (BEP 19) connections (``None``: the first listen host of
-            each family; a family with no listen host gets the any address beside an
-            unspecified host or a host name, and nothing beside a specific one: no tracker is
-            reached in it).
+        tracker_bind: the local IP address of the tracker client's socket and of the HTTP
+            tracker and web seed (BEP 19) connections: one address, as a socket binds it
+            (no port, no brackets, no host name: names are not looked up; an IPv4-mapped
+            one is the IPv4 address it embeds); anything else is refused. ``None``: the
+            first listen host of each family; a family with no listen host gets the any
+            address beside an unspecified host or a host name, and nothing beside a
+            specific one: no tracker is reached in it.
         dial: how outbound connections are opened (``None``: TCP, and uTP as ``utp`` and
             ``prefer_utp`` say; tests pass their own, and then uTP is only accepted).
         connect_timeout: seconds a connect may take, the fallback to the other transport
@@ -384,6 +387,7 @@ class ClientConfig:
                     f"natpmp_gateway must be an IPv4 address, not {self.natpmp_gateway!r}"
                 ) from None
         _check_gateway6(self.natpmp_gateway6)
+        _check_tracker_bind(self.tracker_bind)
         for name in ("upnp_ssdp_address", "lsd_group", "natpmp_announce_address"):
             _check_group(name, getattr(self, name))
         _check_group6("natpmp_announce_address6", self.natpmp_announce_address6)
@@ -467,6 +471,35 @@ def _check_listen_host(host: str) -> None:
         raise ValueError(
             f"the listen host {host:.80} is IPv4 (IPv4-mapped): listen on {address.ipv4_mapped}"
         )
+
+
+def _check_tracker_bind(value: object) -> None:
+    """``value`` is None or one IP address to bind the tracker clients to, as
+    :func:`~bip_handshake.local_addresses_by_family` reads one. Anything else would bind
+    nothing in particular: the session took any string that is not an address for a name
+    (the system picks the source), so ``"10.8.0.2:6881"``, ``"[fd00::2]"``, ``"wg0"`` or
+    ``" 10.8.0.2"`` announced from every address of the machine, outside a VPN too.
+
+    >>> _check_tracker_bind("10.8.0.2:6881")
+    Traceback (most recent call last):
+    ...
+    ValueError: tracker_bind must be an IP address (no port, brackets or name), not '10.8.0.2:6881'
+
+    Raises:
+        TypeError: ``value`` is neither None nor a str.
+        ValueError: ``value`` is not an IP address.
+    """
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise TypeError(f"tracker_bind must be a str (an IP address) or None, not {value!r:.80}")
+    try:
+        local_addresses_by_family(value)
+    except ValueError:
+        # local_addresses_by_family's own words name its parameter, not our field
+        raise ValueError(
+            f"tracker_bind must be an IP address (no port, brackets or name), not {value!r:.80}"
+        ) from None
 
 
 def check_tracker_min_interval(name: str, value: object) -> float:

@@ -1178,7 +1178,8 @@ def _tracker_binds(config: ClientConfig) -> tuple[str | None, str | None]:
     for index, host in enumerate(hosts):
         try:
             found = local_addresses_by_family(host) or {}
-        except ValueError:  # a name: the system picks the source address
+        except ValueError:  # a listen host's name (ClientConfig refuses any other
+            # tracker_bind than an address): the system picks the source address
             if index == 0:
                 return "0.0.0.0", "::"  # the first host speaks for both families
             continue
