@@ -2,12 +2,14 @@
 
 A peer that floods requests we reject (here: before the metadata, with the fast extension)
 faster than it reads their rejects is removed once more than ``send_queue_bytes`` of them
-are unwritten (1 MiB without a byte bound): its send queue stays within that plus one
-read's rejects. An honest peer that earns a reject now and then is read at once however
-full its queue (the reader never waits for the writer), and two bip peers trading blocks
-both ways while cancelling some keep trading (a reader waiting for its own writer waited
-for the other side's reader, which waited for its writer...). In-memory streams under
-trio's autojump clock.
+are unwritten (1 MiB without a byte bound; never less than 64 KiB, nor than four times what
+the ``reqq`` we advertise can earn): its send queue stays within that plus one read's
+rejects. An honest peer that cancels every request of a full ``reqq`` at once is kept, a
+small byte bound notwithstanding. An honest peer that earns a reject now and then is read at
+once however full its queue (the reader never waits for the writer), and two bip peers
+trading blocks both ways while cancelling some keep trading (a reader waiting for its own
+writer waited for the other side's reader, which waited for its writer...). In-memory
+streams under trio's autojump clock.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import trio.testing
 
 from bip_handshake import CompletedHandshake, Extensions, PeerAddress, PeerId
 from bip_metainfo import InfoHash
+from bip_peer._connection import ConnectionLimits
 from bip_peer._errors import RemoteProtocolError, StaleSendError
 from bip_peer._manager import (
     _REPLY_BOUND_WITHOUT_BYTES,
@@ -34,6 +37,7 @@ from bip_peer._manager import (
     PeerManager,
     PeerManagerConfig,
     PeerRemoved,
+    _reply_bound,
     open_peer_manager,
 )
 from bip_peer._messages import (
@@ -49,10 +53,11 @@ from bip_peer._messages import (
 TORRENT = InfoHash(v1=b"\x33" * 20)
 EXT = Extensions.FAST | Extensions.EXTENSION_PROTOCOL
 CAPACITY = 16 * 1024  # the send queue's byte bound
+BOUND = _reply_bound(CAPACITY, ConnectionLimits())  # the rejects' bound: its 64 KiB floor
 READ = 4096  # bytes per read: one read's rejects are at most this (a reject is a request's size)
 REQUEST = Request(0, 0, 16384).encode()  # rejected: no piece count yet
 CHUNK = REQUEST * (READ // len(REQUEST))
-CHUNKS = 100  # 400 KiB of requests: their rejects would be 25 times the bound
+CHUNKS = 100  # 400 KiB of requests: their rejects would be 6 times the bound
 FLOOD = "the peer floods requests it cannot be served"
 
 
@@ -156,12 +161,14 @@ async def test_a_reject_flood_read_slowly_is_removed_within_the_byte_bound(
         assert event.reason == REASON_PROTOCOL
         assert isinstance(event.error, RemoteProtocolError)
         assert FLOOD in str(event.error)
-        assert f"(limit {CAPACITY})" in str(event.error)
+        assert "bytes of rejects unwritten" in str(event.error)
+        assert f"(limit {BOUND})" in str(event.error)
         # Its rejects never held more than the bound and one read's, in a single span
-        # (they queue back to back); and it took a few reads, not its 400 KiB.
-        assert flood.peak <= CAPACITY + READ
+        # (they queue back to back); and it took a few reads past the bound, not its 400 KiB.
+        assert BOUND == 64 * 1024
+        assert flood.peak <= BOUND + READ
         assert flood.spans == 1
-        assert CAPACITY < flood.sent < CAPACITY + 4 * READ
+        assert BOUND < flood.sent < BOUND + 4 * READ
         with pytest.raises(PeerClosedError):
             await flood.manager.send(flood.peer, KeepAlive())
         nursery.cancel_scope.cancel()
@@ -176,7 +183,7 @@ async def test_a_reject_flood_never_read_is_removed_long_before_the_send_timeout
         event = await wait_removed(flood, 1)
         assert event.reason == REASON_PROTOCOL
         assert FLOOD in str(event.error)
-        assert flood.peak <= CAPACITY + READ
+        assert flood.peak <= BOUND + READ
 
 
 async def test_without_a_byte_bound_a_reject_flood_is_removed_at_1_mib(
@@ -222,6 +229,55 @@ async def test_an_honest_slow_reader_earning_rejects_is_read_at_once_and_kept(
         assert flood.peak <= CAPACITY + len(KeepAlive().encode()) + 2 * len(REQUEST)
         # Two rejects every 0.5 s, written within the 1.6 s the queue takes: a few spans.
         assert flood.spans <= 8
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_honest_peer_cancelling_a_full_reqq_at_once_is_kept(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """We advertise a ``reqq`` of 1000 with a 16 KiB byte bound: the peer fills it, then
+    cancels all 1000 requests in one write (the endgame). The 17,000 bytes of rejects come
+    out of one read, over the byte bound, but within what that ``reqq`` can earn: the peer
+    stays (it was removed as a flood when the bound was the byte bound alone)."""
+    reqq = 1000
+    config = PeerManagerConfig(
+        send_queue_bytes=CAPACITY, limits=ConnectionLimits(max_peer_requests=reqq)
+    )
+    local, far = trio.testing.memory_stream_pair()
+    keys = [(n // 64, n % 64 * 16384, 16384) for n in range(reqq)]
+    async with open_peer_manager(config) as manager, trio.open_nursery() as nursery:
+        removed: list[PeerRemoved] = []
+        cancels = 0
+
+        async def drain() -> None:
+            nonlocal cancels
+            async for event in manager.events():
+                if isinstance(event, PeerRemoved):
+                    removed.append(event)
+                elif isinstance(event, MessageReceived) and isinstance(event.message, Cancel):
+                    cancels += 1
+
+        async def read_all() -> None:  # an honest peer reads what we send
+            while await far.receive_some(1 << 20):
+                pass
+
+        nursery.start_soon(drain)
+        nursery.start_soon(read_all)
+        peer = manager.add_peer(handshake(local, 7), num_pieces=100)
+        await manager.send(peer, HaveAll())
+        await manager.send(peer, Unchoke())
+        with trio.fail_after(5):
+            await far.send_all(b"".join(Request(*key).encode() for key in keys))
+            while len(peer.connection.peer_requests) < reqq:
+                await trio.sleep(0.01)
+            await far.send_all(b"".join(Cancel(*key).encode() for key in keys))
+            while cancels < reqq:
+                await trio.sleep(0.01)
+        await trio.sleep(1)
+        assert not removed
+        assert manager.is_connected(peer)
+        assert not peer.connection.peer_requests
+        assert reqq * 17 > CAPACITY  # the byte bound alone would have removed it
         nursery.cancel_scope.cancel()
 
 

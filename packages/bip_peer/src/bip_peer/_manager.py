@@ -39,8 +39,9 @@ peer's reads to our writes, and two peers doing so wait for each other. They are
 instead, as libtorrent bounds a flood: it queues its rejects and does not look at its send
 buffer to decide whether to read, but disconnects a peer over a budget (too many requests
 while choked...). Here a peer with more reply bytes unwritten than ``send_queue_bytes``
-(1 MiB without one) floods requests it cannot be served, and is removed for it
-(:data:`REASON_PROTOCOL`).
+(1 MiB without one; never less than 64 KiB, nor than four times the rejects the ``reqq`` we
+advertise can earn, which an honest peer cancelling all its requests at once reaches) floods
+requests it cannot be served, and is removed for it (:data:`REASON_PROTOCOL`).
 
 Copies. Reads are large (``receive_size``, 512 KiB by default) and go to the decoder
 uncopied; a piece message wholly inside one read reaches the consumer as a memoryview slice
@@ -122,7 +123,7 @@ from ._bandwidth import BandwidthLimiter, check_rate, is_local_address
 from ._connection import ConnectionLimits, PeerConnection
 from ._errors import PeerError, RemoteProtocolError
 from ._extended import DEFAULT_EXTENSION_IDS, ExtendedHandshake
-from ._messages import BLOCK_SIZE, NEED_DATA, KeepAlive, Message
+from ._messages import BLOCK_SIZE, NEED_DATA, HashReject, KeepAlive, Message, RejectRequest
 from ._stats import (
     DEFAULT_RATE_WINDOW,
     ManagerStatistics,
@@ -203,12 +204,54 @@ _REPLY_BOUND_WITHOUT_BYTES: Final = 1024 * 1024
 """Reply bytes a peer may leave unwritten when ``send_queue_bytes`` is ``None``.
 
 The owner chose no byte bound for what it sends, but the rejects a peer's requests earn are
-the peer's choice. An honest peer's unwritten rejects answer requests within our ``reqq``
-(500: 8.5 KB of 17-byte rejects) or requests it cancelled, which clients do a few at a
-time (the endgame); bip itself remembers at most 4096 cancelled requests awaiting their
-answer (70 KB of rejects). 1 MiB (61,680 rejects) is a dozen times all of that, and half
-what the default byte bound lets a queue hold.
+the peer's choice. An honest peer's unwritten rejects answer requests within the ``reqq`` we
+advertise, or requests it cancelled: at once, at most the rejects of a whole ``reqq`` (17
+bytes each: it cancels every request it has out, the endgame), a few times that for a peer
+that frees a request's slot as it cancels it and asks again (bip does: ``_send_cancel``
+forgets the request at once; what keeps bip's own rejects small is bip_select's queue, sized
+by the peer's rate). :func:`_reply_bound` allows four times a ``reqq``'s rejects whatever
+this is; 1 MiB (61,680 rejects) covers that up to a ``reqq`` of 15,420, thirty times the
+default, and is half what the default byte bound lets a queue hold.
 """
+_REJECT_SIZE: Final = len(RejectRequest(0, 0, BLOCK_SIZE).encode())
+"""Bytes of one reject request on the wire (17)."""
+_HASH_REJECT_SIZE: Final = len(HashReject(bytes(32), 0, 0, 2, 0).encode())
+"""Bytes of one BEP 52 hash reject on the wire (53)."""
+_REPLY_ROUNDS: Final = 4
+"""How many times the rejects the ``reqq`` we advertise can earn a peer may leave unwritten."""
+_REPLY_FLOOR: Final = 64 * 1024
+"""Reply bytes a peer may always leave unwritten (3,855 rejects), whatever the bounds."""
+
+
+def _reply_bound(send_queue_bytes: int | None, limits: ConnectionLimits) -> int:
+    """The reply bytes (rejects, hash rejects) a peer may leave unwritten before it is
+    removed as a flood: ``send_queue_bytes`` (:data:`_REPLY_BOUND_WITHOUT_BYTES` when
+    ``None``), raised to what an honest peer can reach when that is more.
+
+    The ``reqq`` we advertise (``max_peer_requests``) is the peer's to fill: it may have that
+    many requests out and cancel all of them in one burst (the endgame), which earns a
+    reject each, all queued by one read; hash requests earn hash rejects beyond
+    ``max_peer_hash_requests``, which we advertise nowhere. :data:`_REPLY_ROUNDS` (4) times
+    both leaves room for a peer that frees a slot as it cancels and asks again before our
+    writer has caught up (three more full ``reqq`` cancelled meanwhile). :data:`_REPLY_FLOOR`
+    (64 KiB) covers a small ``reqq``: a peer pipelines requests to its own queue depth
+    (hundreds) before it has read our extended handshake, and those beyond our ``reqq`` earn
+    rejects too. A flood is still removed once past the bound: what it can make us hold is
+    this plus one read's rejects, per peer.
+
+    >>> _reply_bound(16384, ConnectionLimits(max_peer_requests=1000))
+    81568
+    >>> _reply_bound(16384, ConnectionLimits(max_peer_requests=10))
+    65536
+    >>> _reply_bound(None, ConnectionLimits())
+    1048576
+    """
+    bound = _REPLY_BOUND_WITHOUT_BYTES if send_queue_bytes is None else send_queue_bytes
+    reqq = _REJECT_SIZE * limits.max_peer_requests
+    hashes = _HASH_REJECT_SIZE * limits.max_peer_hash_requests
+    return max(bound, _REPLY_FLOOR, _REPLY_ROUNDS * (reqq + hashes))
+
+
 _PIECE_MESSAGE: Final = BLOCK_SIZE + 13
 """A piece message of a full block: what a reader expects per outstanding request."""
 _READ_FLOOR: Final = 1024
@@ -319,8 +362,11 @@ class PeerManagerConfig:
             queued whatever the queue holds). It also bounds those: a peer with more reply
             bytes unwritten than this (it requests faster than it reads the rejects) is
             removed with :data:`REASON_PROTOCOL`, so they add at most this plus one read's
-            replies. ``None``: bounded by ``send_queue_size`` only (the replies still by
-            1 MiB, since a peer must not decide how much we queue for it).
+            replies. That bound is never below 64 KiB, nor below four times the rejects the
+            ``reqq`` we advertise (``limits.max_peer_requests``) can earn: an honest peer
+            that cancels all its requests at once must not be taken for a flood.
+            ``None``: bounded by ``send_queue_size`` only (the replies still by 1 MiB, since
+            a peer must not decide how much we queue for it).
         event_buffer: events buffered before the readers wait for the consumer.
         keepalive_interval: seconds without sending after which a keep-alive goes out.
         idle_timeout: seconds without receiving after which a peer is dropped.
@@ -1320,13 +1366,10 @@ class PeerManager:
         download = self._download_limiter
         # The replies the peer's own messages earn (rejects) bypass send's wait; the reader
         # never waits for them either (it would tie the peer's reads to our writes, and two
-        # peers doing so wait for each other): a peer leaving more of them unwritten than the
-        # queue's byte capacity floods requests it cannot be served.
-        reply_bound = (
-            _REPLY_BOUND_WITHOUT_BYTES
-            if task.queue_byte_capacity == _UNBOUNDED
-            else task.queue_byte_capacity
-        )
+        # peers doing so wait for each other): a peer leaving more of them unwritten than
+        # the queue's byte capacity, or than an honest peer can earn with the reqq we
+        # advertise, floods requests it cannot be served.
+        reply_bound = _reply_bound(self._config.send_queue_bytes, connection.limits)
         data: bytes | bytearray = task.trailing
         task.trailing = b""
         if data:  # read by the handshaker, but peer wire bytes: count them
@@ -1372,7 +1415,7 @@ class PeerManager:
                         if unwritten > reply_bound:
                             raise RemoteProtocolError(
                                 "the peer floods requests it cannot be served: "
-                                f"{unwritten} bytes of rejects unread (limit {reply_bound})"
+                                f"{unwritten} bytes of rejects unwritten (limit {reply_bound})"
                             )
                 if download.limited:
                     data = await self._receive_limited(task)
