@@ -12,7 +12,10 @@ and passes through.
 :func:`follow_redirects` owns the redirect loop both clients run around their exchanges:
 the count, loop detection, relative ``Location`` resolution, and the schemes a redirect
 may lead to (``http://`` and ``https://`` only, as :func:`parse_http_tracker_url`
-accepts). Each client gives its own limit, its own exchange and its own error type.
+accepts). Each client gives its own limit, its own exchange and its own error type. A
+``Location`` sent with raw bytes outside printable ASCII (a UTF-8 path, as many redirectors
+send) is requested with each such byte percent-escaped, as curl and browsers do
+(:func:`location_reference`).
 
 A server on the Internet cannot send us into a local network (libtorrent's
 ``ssrf_mitigation``): once a global address has answered, a redirect to a host that is not
@@ -40,11 +43,12 @@ The pure rules both clients apply besides (libtorrent's other ``ssrf_mitigation`
 from __future__ import annotations
 
 import math
+import re
 import ssl
 from collections.abc import Callable, Sequence
 from ipaddress import IPv4Address, ip_address
 from typing import Final, Protocol
-from urllib.parse import urljoin
+from urllib.parse import quote_from_bytes, urljoin
 
 import trio
 
@@ -72,6 +76,7 @@ __all__ = [
     "is_local_name",
     "is_this_host_name",
     "local_sources",
+    "location_reference",
 ]
 
 _RECEIVE_SIZE: Final = 64 * 1024
@@ -88,6 +93,11 @@ reaches this machine (held to the rules for a server here) and is not global."""
 _LOCAL_DOMAINS: Final = (".local", ".home.arpa", ".internal")
 """Domains of local networks only: mDNS (RFC 6762), home networks (RFC 8375), and ICANN's
 private-use ``.internal``."""
+_AUTHORITY: Final = re.compile(rb"(?:[A-Za-z][A-Za-z0-9+.-]*:)?//[^/?#]*")
+"""The scheme and authority that open an absolute or scheme-relative URL (RFC 3986, 4.2)."""
+_URL_GRAPHIC: Final = "".join(map(chr, range(0x21, 0x7F)))
+"""The bytes a ``Location``'s path, query and fragment keep as they are: printable ASCII (the
+URL parser escapes those it does not take as they are, ``%`` kept to keep the escapes)."""
 
 
 class Exchange(Protocol):
@@ -414,7 +424,8 @@ async def follow_redirects(
     ``max_redirects`` of them.
 
     A ``Location`` is resolved against the URL that sent it and requested as given (its
-    own query, none of ours: ``target`` is only the first request's). Returns the first
+    own query, none of ours: ``target`` is only the first request's), its raw bytes outside
+    printable ASCII percent-escaped each on its own (:func:`location_reference`). Returns the first
     answer that is not a redirect, who sent it, and the URL it came from.
 
     Once a global address answered (:func:`~bip_handshake.is_global_address`), the redirects
@@ -445,7 +456,7 @@ async def follow_redirects(
         if not location:
             raise error(f"HTTP {response.status} from {url.shown} names no Location")
         try:
-            url = parse_http_tracker_url(urljoin(url.url, location))
+            url = parse_http_tracker_url(urljoin(url.url, location_reference(location)))
         except (LocalProtocolError, ValueError) as refused:
             # The parser's message keeps a passkey and credentials out (shown URLs only).
             raise error(f"{url.shown} redirects to a URL we do not follow: {refused}") from None
@@ -457,6 +468,33 @@ async def follow_redirects(
             raise error(f"a redirect loop back to {url.shown:.200}")
         seen.add(where)
     raise error(f"more than {max_redirects} redirects")
+
+
+def location_reference(value: str) -> str:
+    """A ``Location`` header's value (latin-1, as the response parser decodes the wire) as a
+    URL reference to resolve: each byte of its path, query and fragment that is not printable
+    ASCII percent-escaped on its own, the escapes already there kept.
+
+    Many redirectors send a non-ASCII path raw, in UTF-8: its bytes are what curl and
+    browsers escape and request (``/caf%C3%A9.bin``). Percent-encoding the decoded text as
+    UTF-8 instead would encode each byte twice (``/caf%C3%83%C2%A9.bin``), a file no server
+    has. The scheme and host are left to the URL parser, which refuses a host that is not
+    ASCII; they are given in UTF-8 (if they are) so that its message names the host sent.
+
+    >>> location_reference("/files/caf\xc3\xa9 2.bin?q=\xe9#x")
+    '/files/caf%C3%A9%202.bin?q=%E9#x'
+    >>> location_reference("http://h\xc3\xa9.example/a%20b")
+    'http://hé.example/a%20b'
+    """
+    try:
+        wire = value.encode("latin-1")
+    except UnicodeEncodeError:
+        # Not from the wire (whose values the parser decodes as latin-1): text, sent as UTF-8.
+        wire = value.encode("utf-8", "surrogatepass")
+    authority = _AUTHORITY.match(wire)
+    split = 0 if authority is None else authority.end()
+    head = wire[:split].decode("utf-8", "replace")
+    return head + quote_from_bytes(wire[split:], safe=_URL_GRAPHIC)
 
 
 def _maybe_global(address: PeerAddress, host: str) -> bool:

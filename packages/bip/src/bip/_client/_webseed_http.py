@@ -6,7 +6,7 @@ answer read by the tracker client's bounded reader (``_http_response``) and neve
 than the range asked for:
 
 - ``206 Partial Content`` must carry exactly the range (its ``Content-Range``, required,
-  checked);
+  checked; its unit in any case, or left out, as libtorrent takes it);
 - ``200 OK`` (a server that ignores ``Range``) is read from the right offset when that is
   within :data:`MAX_SKIP` bytes of the file's start (the bytes before it are dropped as they
   arrive), else refused;
@@ -93,7 +93,12 @@ _MAX_REDIRECTS: Final = 5
 _MISSING: Final = frozenset({404, 410})
 _BUSY: Final = frozenset({429, 503})  # the statuses that may carry a Retry-After
 _MAX_RETRY_AFTER_DIGITS: Final = 12
-_CONTENT_RANGE: Final = re.compile(r"bytes ([0-9]{1,18})-([0-9]{1,18})/([0-9]{1,18}|\*)")
+# RFC 9110, 14.4: "bytes first-last/complete" or ".../*" (length unknown). The unit is
+# case-insensitive (14.1); like libtorrent's http_parser, any run of blanks after it is taken,
+# and its absence too (some servers send none). ASCII only: no U+017F (long s) taken for an "s".
+_CONTENT_RANGE: Final = re.compile(
+    r"(?:bytes[ \t]+)?([0-9]{1,18})-([0-9]{1,18})/([0-9]{1,18}|\*)", re.ASCII | re.IGNORECASE
+)
 
 
 class WebSeedError(Exception):
