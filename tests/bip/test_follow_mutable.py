@@ -674,18 +674,34 @@ async def test_a_table_of_bad_nodes_makes_the_follower_join_again(
     assert not _messages(caplog, logging.WARNING)
 
 
-async def test_the_follower_waits_for_a_bootstrap_under_way_instead_of_joining_beside(
-    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+async def _follower_looks_up(dht: DHT, follower: MutableFollower) -> MutableTorrent | None:
+    """The follower's own periodic lookup."""
+    return await follower._look_up()
+
+
+async def _first_resolve(dht: DHT, follower: MutableFollower) -> MutableTorrent | None:
+    """`bip download`'s first resolve of the follower's link."""
+    return await resolve_mutable_torrent(dht, follower._link)
+
+
+@pytest.mark.parametrize(
+    "look_up", [_follower_looks_up, _first_resolve], ids=["follower", "first_resolve"]
+)
+async def test_a_look_up_waits_for_a_bootstrap_under_way_instead_of_joining_beside(
+    look_up: Callable[[DHT, MutableFollower], Awaitable[MutableTorrent | None]],
+    autojump_clock: trio.testing.MockClock,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Its table is empty while a bootstrap of the node runs (open_dht's own here; the core's
-    # re-bootstrap, keep_finding's join alike): before, the follower started a second one
-    # beside it; now it waits for that one's end and takes its outcome.
+    # re-bootstrap, keep_finding's join alike): before, the follower, and the first resolve
+    # (`bip download` resolves the link as soon as the DHT is open), started a second one
+    # beside it (two find_node floods); now they wait for that one's end and take its outcome.
     with trio.fail_after(DEADLINE):
         async with published(NOBODY, joined=False) as (dht, follower):
             assert dht.node.bootstrapping
             assert dht.statistics().table_size == 0
             beside = _spy_bootstraps(dht, monkeypatch)
-            found = await follower._look_up()
+            found = await look_up(dht, follower)
     assert beside == []
     assert found is not None
     assert found.info_hash == NOBODY
@@ -705,20 +721,6 @@ async def test_the_follower_says_no_node_answered_when_its_join_found_nobody(
             assert await follower._look_up() is None
     [warning] = _messages(caplog, logging.WARNING)
     assert "no DHT node answered" in warning
-
-
-async def test_the_first_resolve_waits_for_open_dhts_bootstrap_instead_of_joining_beside(
-    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # `bip download` resolves the link as soon as the DHT is open, while open_dht's own
-    # bootstrap runs: before, it started a second one beside it (two find_node floods).
-    with trio.fail_after(DEADLINE):
-        async with published(NOBODY, joined=False) as (dht, follower):
-            assert dht.node.bootstrapping
-            beside = _spy_bootstraps(dht, monkeypatch)
-            found = await resolve_mutable_torrent(dht, follower._link)
-    assert beside == []
-    assert found.info_hash == NOBODY
 
 
 async def test_the_first_resolve_says_no_node_answered_when_nobody_did(

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import trio
 import trio.abc
-from _discovery_target import NullSink
+from _discovery_target import NullSink, SeedTarget
 from _engine_helpers import address_of, loopback_config, until, write_content
 from _http_tracker_server import (
     answer,
@@ -33,7 +33,7 @@ from bip._client._http_tracker import HttpTrackerClient
 from bip._client._http_tracker_codec import announce_query, parse_scrape_response
 from bip_bencode import encode
 from bip_handshake import PeerId
-from bip_metainfo import InfoHash, create_torrent
+from bip_metainfo import create_torrent
 from bip_utracker import (
     AnnounceEvent,
     AnnounceProgress,
@@ -100,21 +100,16 @@ async def test_the_client_sends_paused_and_checks_it() -> None:
     assert query_of(request)["event"] == b"paused"
 
 
-class Target:
+class Target(SeedTarget):
     """A DiscoveryTarget of the test's making: checked, its selection complete, a piece of
-    the torrent still missing (``left`` 5): a partial seed."""
+    the torrent still missing (``left`` 5): a partial seed, no seed."""
 
     def __init__(self) -> None:
-        self.info_hash = InfoHash(v1=HASH)
-        self.listen_port = 6881
-        self.private = False
-        self.completed = trio.Event()
-        self.seeded = trio.Event()
-        self.ready = trio.Event()
-        self.completed.set()
-        self.ready.set()
+        super().__init__(HASH)
+        self.seeded = trio.Event()  # never set: a piece is missing
 
     def transfer(self) -> tuple[int, int, int]:
+        """Bytes uploaded, downloaded, and left: none moved, 5 left."""
         return (0, 0, 5)
 
 

@@ -17,6 +17,7 @@ from _discovery_target import NullSink, SeedTarget
 from _http_tracker_server import http_server, reply
 from hypothesis import given
 from hypothesis import strategies as st
+from tests._announce_fakes import RecordingClient, refusing
 
 from bip._cli import main
 from bip._client._discovery import TrackerAnnouncer
@@ -25,12 +26,9 @@ from bip._client._http_tracker_codec import parse_http_tracker_url
 from bip._client._http_tracker_codec import shown_url as bip_shown_url
 from bip._client._http_tracker_errors import HttpTrackerError
 from bip_handshake import PeerId
-from bip_metainfo import InfoHash
 from bip_utracker import (
-    AnnounceEvent,
     AnnounceProgress,
     Announcer,
-    AnnounceResult,
     LocalProtocolError,
     TrackerRejectedError,
     TrackerTimeoutError,
@@ -222,36 +220,13 @@ def redirect_to(location: str) -> Callable[[bytes, trio.abc.Stream], Awaitable[N
     return handle
 
 
-class RefusingClient:
-    """An AnnounceClient whose tracker refuses every announce."""
-
-    def check_tracker(self, tracker: str) -> None:
-        pass
-
-    async def announce(
-        self,
-        tracker: str,
-        info_hash: InfoHash | bytes,
-        *,
-        peer_id: PeerId | bytes,
-        port: int,
-        uploaded: int,
-        downloaded: int,
-        left: int,
-        event: AnnounceEvent,
-        num_want: int,
-    ) -> AnnounceResult:
-        await trio.lowlevel.checkpoint()
-        raise TrackerRejectedError("unregistered torrent")
-
-
 async def test_the_announcer_logs_no_path_secret(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     url = f"test://tracker/{HEX}/announce"
     announcer = Announcer(
-        RefusingClient(),
+        RecordingClient(refusing(TrackerRejectedError("unregistered torrent"))),
         url,
         HASH,
         peer_id=PEER_ID,

@@ -8,33 +8,28 @@ from __future__ import annotations
 
 import math
 import random
-import socket
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
-from dataclasses import replace
+from collections.abc import Iterable
 from functools import partial
 
 import pytest
 import trio
 import trio.testing
-from tests._socks_server import serve_socks5
+from _joining import (
+    ASKED,
+    Sink,
+    black_hole,
+    proxied_with_a_dead_and_a_live_name,
+    router_and_node,
+)
+from _loopback import FAST
 
 from bip_dht._errors import LocalProtocolError
 from bip_dht._node_config import DHTConfig
 from bip_dht._shell import DHT, open_dht
 from bip_dht._shell_periodic import _joins
-from bip_dht._shell_proxy import PROBE_ATTEMPTS
-from bip_handshake import PeerAddress, ProxyConfig
+from bip_handshake import PeerAddress
 
 HASH = bytes.fromhex("ef" * 20)
-FAST = DHTConfig(query_timeout=2.0, slow_after=0.5)
-
-
-class Sink:
-    """A PeerSink that keeps nothing (keep_finding needs somewhere for the peers to go)."""
-
-    def discovered(self, info_hash: object, addresses: Iterable[PeerAddress], source: str) -> None:
-        pass
 
 
 class Bootstraps:
@@ -54,31 +49,6 @@ class Bootstraps:
             return bootstrap(addresses, now)
 
         monkeypatch.setattr(node, "bootstrap", spy)
-
-
-@asynccontextmanager
-async def black_hole(host: str = "127.0.0.20") -> AsyncIterator[PeerAddress]:
-    """An address that never answers and sends no ICMP error back: a bound socket nobody
-    reads (a query to it waits for its timeout)."""
-    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    with sock:
-        await sock.bind((host, 0))
-        yield PeerAddress.parse(f"{host}:{sock.getsockname()[1]}")
-
-
-@asynccontextmanager
-async def router_and_node(*, joined: bool) -> AsyncIterator[tuple[DHT, DHT]]:
-    """A router on 127.0.0.2 and a node on .3: joined through the router, or knowing nobody
-    (its table empty, no bootstrap address)."""
-    async with open_dht("127.0.0.2:0", config=FAST, rng=random.Random(0)) as router:
-        given = [router.addresses[0]] if joined else []
-        async with open_dht(
-            "127.0.0.3:0", given, config=FAST, peer_sink=Sink(), rng=random.Random(1)
-        ) as node:
-            if joined:
-                with trio.fail_after(5):
-                    await node.bootstrap()
-            yield router, node
 
 
 async def test_a_node_to_look_up_with_is_enough(
@@ -139,39 +109,17 @@ async def test_a_bad_timeout_is_refused(timeout: object) -> None:
             await dht.join_if_needed(timeout=timeout)  # type: ignore[arg-type]
 
 
-QUICK = replace(FAST, query_timeout=0.4, slow_after=0.1, bootstrap_retry_interval=60.0)
-
-
 async def test_a_bootstrap_through_names_that_answered_lists_each_address_once(
     autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The names asked through the proxy's remote DNS are remembered by the core as they
     # answer, and the bootstrap then takes the remembered addresses too. Before, those
     # answers were listed twice (first as answers, then as remembered).
-    autojump_clock.autojump_threshold = 0.03  # real seconds: the proxy's loopback I/O
-    async with (
-        serve_socks5() as server,
-        black_hole() as dead,
-        open_dht("127.0.0.1:0", config=QUICK, rng=random.Random(5)) as live,
-    ):
-        proxy = ProxyConfig("127.0.0.1", server.port, remote_dns=True)
-        async with open_dht(
-            "127.0.0.1:0",
-            [f"localhost:{dead.port}"],  # the proxy resolves it to 127.0.0.1: nobody there
-            config=QUICK,
-            peer_sink=Sink(),
-            rng=random.Random(2),
-            proxy=proxy,
-        ) as dht:
-            with trio.fail_after(10):
-                await dht.bootstrap()  # open_dht's asking of the dead name, then ours
-            await trio.sleep(1.0)  # past the spacing of askings: the name is due again
-            other = PeerAddress.parse("127.0.0.9:6881")  # remembered before: second choice
-            assert dht.node.remember_bootstrap_addresses([other]) == [other]
-            # A name not asked yet (as one whose relay was down), at which a node answers.
-            dht._pending_names.add("localhost", live.addresses[0].port)
-            spy = Bootstraps(dht, monkeypatch)
-            with trio.fail_after(PROBE_ATTEMPTS * QUICK.query_timeout + 5):
-                await dht.bootstrap()
-            assert spy.given == [[live.addresses[0], other]]
-            assert dht.node.bootstrap_addresses == (other, live.addresses[0])
+    async with proxied_with_a_dead_and_a_live_name(autojump_clock) as (dht, _, live):
+        other = PeerAddress.parse("127.0.0.9:6881")  # remembered before: second choice
+        assert dht.node.remember_bootstrap_addresses([other]) == [other]
+        spy = Bootstraps(dht, monkeypatch)
+        with trio.fail_after(ASKED + 5):
+            await dht.bootstrap()
+        assert spy.given == [[live, other]]
+        assert dht.node.bootstrap_addresses == (other, live)

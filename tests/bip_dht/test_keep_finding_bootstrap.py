@@ -7,34 +7,31 @@ a join together share one. Real nodes on 127.0.0.x (and ::1), the autojump clock
 from __future__ import annotations
 
 import random
-import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
-from dataclasses import replace
+from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 
 import pytest
 import trio
 import trio.testing
+from _joining import (
+    ASKED,
+    QUICK,
+    Sink,
+    black_hole,
+    proxied_with_a_dead_and_a_live_name,
+    proxied_with_a_dead_name,
+    router_and_node,
+)
+from _loopback import FAST
 from tests._resolvers import has_ipv6_loopback
-from tests._socks_server import serve_socks5
 
 from bip_dht._errors import DHTError
 from bip_dht._node_config import DHTConfig
 from bip_dht._shell import DHT, open_dht
 from bip_dht._shell_periodic import _can_look_up, _joins
-from bip_dht._shell_proxy import PROBE_ATTEMPTS
-from bip_handshake import NodeInfo, PeerAddress, ProxyConfig
+from bip_handshake import NodeInfo, PeerAddress
 
 HASH = bytes.fromhex("ab" * 20)
-FAST = DHTConfig(query_timeout=2.0, slow_after=0.5)
-
-
-class Sink:
-    """A PeerSink that keeps nothing (keep_finding needs somewhere for the peers to go)."""
-
-    def discovered(self, info_hash: object, addresses: Iterable[PeerAddress], source: str) -> None:
-        pass
 
 
 class Starts:
@@ -57,31 +54,6 @@ class Starts:
 
         monkeypatch.setattr(node, "bootstrap", spy_bootstrap)
         monkeypatch.setattr(node, "get_peers", spy_get_peers)
-
-
-@asynccontextmanager
-async def black_hole() -> AsyncIterator[PeerAddress]:
-    """An address that never answers and sends no ICMP error back: a bound socket nobody
-    reads (a query to it waits for its timeout)."""
-    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    with sock:
-        await sock.bind(("127.0.0.20", 0))
-        yield PeerAddress.parse(f"127.0.0.20:{sock.getsockname()[1]}")
-
-
-@asynccontextmanager
-async def router_and_node(bootstrap: bool = True) -> AsyncIterator[tuple[DHT, DHT]]:
-    """A router on 127.0.0.2 and a node on .3 (joined through the router, or knowing
-    nobody: its table empty, no bootstrap address)."""
-    async with open_dht("127.0.0.2:0", config=FAST, rng=random.Random(0)) as router:
-        given = [router.addresses[0]] if bootstrap else []
-        async with open_dht(
-            "127.0.0.3:0", given, config=FAST, peer_sink=Sink(), rng=random.Random(1)
-        ) as node:
-            if bootstrap:
-                with trio.fail_after(5):
-                    await node.bootstrap()
-            yield router, node
 
 
 async def test_a_table_whose_nodes_all_went_bad_makes_it_join_again(
@@ -112,7 +84,7 @@ async def test_a_table_whose_nodes_all_went_bad_makes_it_join_again(
 async def test_it_waits_for_a_bootstrap_under_way_instead_of_starting_another(
     autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with router_and_node(bootstrap=False) as (router, dht), black_hole() as hole:
+    async with router_and_node(joined=False) as (router, dht), black_hole() as hole:
         node = dht.node
         # A bootstrap of the node's no caller waits for (as the core's own re-bootstrap or
         # the proxied rejoin's); the black hole would keep it running until its query timeout.
@@ -141,7 +113,7 @@ async def test_rounds_on_an_empty_table_share_one_join(
     autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Before, each torrent's round that found the table empty bootstrapped: three at once.
-    async with router_and_node(bootstrap=False) as (router, dht):
+    async with router_and_node(joined=False) as (router, dht):
         node = dht.node
         dht.node._bootstrap_addresses = [router.addresses[0]]  # known, not contacted yet
         assert len(node.table(4)) == 0
@@ -160,7 +132,7 @@ async def test_rounds_on_an_empty_table_share_one_join(
 async def test_a_cancelled_join_hands_over_to_a_waiting_round(
     autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with router_and_node(bootstrap=False) as (_, dht), black_hole() as hole:
+    async with router_and_node(joined=False) as (_, dht), black_hole() as hole:
         dht.node._bootstrap_addresses = [hole]  # nobody answers: the table stays empty
         starts = Starts(dht, monkeypatch)
         async with trio.open_nursery() as nursery:
@@ -242,35 +214,6 @@ async def test_a_family_with_no_node_beside_one_that_works_is_left_to_the_core(
     assert len(starts.lookups) == 15  # three rounds each, through IPv4
 
 
-QUICK = replace(FAST, query_timeout=0.4, slow_after=0.1, bootstrap_retry_interval=60.0)
-ASKED = PROBE_ATTEMPTS * QUICK.query_timeout  # one asking of a dead name through the proxy
-
-
-@asynccontextmanager
-async def proxied_with_a_dead_name(
-    clock: trio.testing.MockClock,
-) -> AsyncIterator[tuple[DHT, PeerAddress]]:
-    """A node behind a proxy with remote DNS whose one bootstrap name leads to a black hole
-    (also yielded): each asking of it takes ``ASKED`` seconds, and the table stays empty.
-    Yielded once the first join's asking ended and the name is due again."""
-    clock.autojump_threshold = 0.03  # real seconds: the proxy's loopback I/O is done by then
-    async with serve_socks5() as server, black_hole() as dead:
-        proxy = ProxyConfig("127.0.0.1", server.port, remote_dns=True)
-        async with open_dht(
-            "127.0.0.1:0",
-            [f"localhost:{dead.port}"],  # the proxy resolves it to 127.0.0.1: nobody there
-            config=QUICK,
-            peer_sink=Sink(),
-            rng=random.Random(2),
-            proxy=proxy,
-        ) as dht:
-            with trio.fail_after(10):
-                await dht.bootstrap()  # waits for the first join's asking
-            await trio.sleep(1.0)  # past the spacing of askings: the name is due again
-            assert dht._pending_names
-            yield dht, dead
-
-
 async def test_a_caller_bootstrap_asking_names_is_not_joined_beside(
     autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -338,21 +281,6 @@ async def test_a_waiting_round_waits_no_longer_than_its_own_interval(
                 assert node.warm_table([info], trio.current_time()) == 1
     assert len(starts.bootstraps) == 1  # the first round's, still running
     assert [time for time, _ in starts.lookups][:1] == [pytest.approx(1.1, abs=0.05)]
-
-
-@asynccontextmanager
-async def proxied_with_a_dead_and_a_live_name(
-    clock: trio.testing.MockClock,
-) -> AsyncIterator[tuple[DHT, PeerAddress, PeerAddress]]:
-    """:func:`proxied_with_a_dead_name` with a second pending name, at which a node answers
-    (as one not asked yet: the relay was down): an asking still takes ``ASKED`` seconds (the
-    dead name's probes), and gives that node's address (yielded last)."""
-    async with (
-        open_dht("127.0.0.1:0", config=QUICK, rng=random.Random(5)) as live,
-        proxied_with_a_dead_name(clock) as (dht, dead),
-    ):
-        dht._pending_names.add("localhost", live.addresses[0].port)
-        yield dht, dead, live.addresses[0]
 
 
 async def test_names_that_answered_a_join_that_starts_none_reach_the_core(
@@ -535,7 +463,7 @@ async def test_a_round_wakes_when_the_caller_bootstrap_it_waits_for_starts(
     # The round waits for a caller's bootstrap held before its start (as one waiting for
     # open_dht's join through a proxy); that one's start wakes it, so it follows its end at
     # once. Without the wake, only its poll every query timeout (2 s here) saw it.
-    async with router_and_node(bootstrap=False) as (router, dht):
+    async with router_and_node(joined=False) as (router, dht):
         dht._joining = held = trio.Event()
         starts = Starts(dht, monkeypatch)
         with trio.move_on_after(5):

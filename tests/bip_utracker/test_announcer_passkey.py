@@ -8,12 +8,10 @@ import logging
 import pytest
 import trio
 import trio.testing
+from tests._announce_fakes import RecordingClient, refusing
 
 from bip_handshake import PeerId
-from bip_metainfo import InfoHash
 from bip_utracker._announcer import AnnounceProgress, Announcer
-from bip_utracker._client_core import AnnounceResult
-from bip_utracker._codec import AnnounceEvent
 from bip_utracker._errors import TrackerRejectedError
 
 HASH = b"\x44" * 20
@@ -22,38 +20,11 @@ SECRET = "0123456789abcdef"
 URL = f"test://tracker/announce?passkey={SECRET}"
 
 
-class RefusingClient:
-    """An AnnounceClient whose tracker refuses every announce."""
-
-    def __init__(self) -> None:
-        self.trackers: list[str] = []
-
-    def check_tracker(self, tracker: str) -> None:
-        pass
-
-    async def announce(
-        self,
-        tracker: str,
-        info_hash: InfoHash | bytes,
-        *,
-        peer_id: PeerId | bytes,
-        port: int,
-        uploaded: int,
-        downloaded: int,
-        left: int,
-        event: AnnounceEvent,
-        num_want: int,
-    ) -> AnnounceResult:
-        await trio.lowlevel.checkpoint()
-        self.trackers.append(tracker)
-        raise TrackerRejectedError("unregistered torrent")
-
-
 async def test_the_passkey_stays_out_of_the_logs(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    client = RefusingClient()
+    client = RecordingClient(refusing(TrackerRejectedError("unregistered torrent")))
     announcer = Announcer(
         client,
         URL,
@@ -69,8 +40,8 @@ async def test_the_passkey_stays_out_of_the_logs(
         nursery.start_soon(announcer.run)
         await trio.sleep(100)  # a few failures, each logged
         nursery.cancel_scope.cancel()
-    assert client.trackers
-    assert set(client.trackers) == {URL}  # the client gets it whole
+    assert client.sent
+    assert set(client.trackers()) == {URL}  # the client gets it whole
     assert announcer.status.tracker == URL
     messages = [record.getMessage() for record in caplog.records]
     assert any("test://tracker/announce" in message for message in messages)

@@ -9,16 +9,16 @@ import itertools
 import random
 import string
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 import trio
 import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
+from tests._announce_fakes import RecordingClient, scripted
 
 from bip_handshake import PeerAddress, PeerId
-from bip_metainfo import InfoHash
 from bip_utracker._announcer import (
     DEFAULT_MAX_ANNOUNCE_INTERVAL,
     DEFAULT_RETRY_DELAY,
@@ -30,7 +30,7 @@ from bip_utracker._announcer import (
 )
 from bip_utracker._client_core import AnnounceResult, RequestId
 from bip_utracker._codec import AnnounceEvent
-from bip_utracker._errors import TrackerError, TrackerRejectedError
+from bip_utracker._errors import TrackerRejectedError
 from bip_utracker._url import is_secret_segment, shown_url
 
 HASH = b"\x31" * 20
@@ -52,45 +52,7 @@ def answered(interval: int = 1800) -> AnnounceResult:
     return AnnounceResult(RequestId(1), TRACKER, HASH, interval, 0, 0, ())
 
 
-@dataclass
-class Scripted:
-    """An AnnounceClient that answers from a script: each announce takes the next outcome
-    (an answer, or an error to raise); past the end, the last one again."""
-
-    script: list[AnnounceResult | TrackerError]
-    sent: list[tuple[float, AnnounceEvent]] = field(default_factory=list)
-
-    def check_tracker(self, tracker: str) -> None:
-        pass
-
-    async def announce(
-        self,
-        tracker: str,
-        info_hash: InfoHash | bytes,
-        *,
-        peer_id: PeerId | bytes,
-        port: int,
-        uploaded: int,
-        downloaded: int,
-        left: int,
-        event: AnnounceEvent,
-        num_want: int,
-    ) -> AnnounceResult:
-        await trio.lowlevel.checkpoint()
-        self.sent.append((trio.current_time(), event))
-        outcome = self.script.pop(0) if len(self.script) > 1 else self.script[0]
-        if isinstance(outcome, TrackerError):
-            raise outcome
-        return outcome
-
-    def times(self) -> list[float]:
-        return [time for time, _ in self.sent]
-
-    def events(self) -> list[AnnounceEvent]:
-        return [event for _, event in self.sent]
-
-
-def announcer(client: Scripted, **kwargs: object) -> Announcer:
+def announcer(client: RecordingClient, **kwargs: object) -> Announcer:
     assert isinstance(client, AnnounceClient)
     # The scripted answers ask for a minute or two: below the default floor (5 minutes).
     kwargs.setdefault("min_interval", 30)
@@ -124,7 +86,7 @@ def gaps(times: list[float]) -> list[float]:
 async def test_retry_in_five_minutes_waits_300_seconds(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    client = Scripted([RefusalError("overloaded", retry_in=5), answered(1800)])
+    client = RecordingClient(scripted(RefusalError("overloaded", retry_in=5), answered(1800)))
     ann = announcer(client)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(ann.run)
@@ -151,13 +113,13 @@ async def test_retry_in_five_minutes_waits_300_seconds(
 async def test_retry_in_is_bounded(
     autojump_clock: trio.testing.MockClock, minutes: int, wait: float
 ) -> None:
-    client = Scripted([RefusalError("busy", retry_in=minutes), answered()])
+    client = RecordingClient(scripted(RefusalError("busy", retry_in=minutes), answered()))
     await run_for(announcer(client), wait + 1)
     assert gaps(client.times())[0] == wait
 
 
 async def test_a_longer_max_interval_lifts_the_cap(autojump_clock: trio.testing.MockClock) -> None:
-    client = Scripted([RefusalError("busy", retry_in=600), answered()])
+    client = RecordingClient(scripted(RefusalError("busy", retry_in=600), answered()))
     await run_for(announcer(client, max_interval=7200.0), 7201)
     assert gaps(client.times())[0] == 7200.0
 
@@ -165,7 +127,9 @@ async def test_a_longer_max_interval_lifts_the_cap(autojump_clock: trio.testing.
 async def test_retry_in_holds_against_announce_now_and_completed(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    client = Scripted([answered(100), RefusalError("busy", retry_in=10), answered(100)])
+    client = RecordingClient(
+        scripted(answered(100), RefusalError("busy", retry_in=10), answered(100))
+    )
     ann = announcer(client)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(ann.run)
@@ -177,13 +141,13 @@ async def test_retry_in_holds_against_announce_now_and_completed(
         assert client.times() == [0.0, 100.0]
         await trio.sleep(100)
         nursery.cancel_scope.cancel()
-    assert client.sent[2] == (700.0, AnnounceEvent.COMPLETED)
+    assert (client.times()[2], client.events()[2]) == (700.0, AnnounceEvent.COMPLETED)
 
 
 async def test_retry_in_then_a_plain_failure_backs_off_afresh(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    client = Scripted([RefusalError("busy", retry_in=2), RefusalError("down")])
+    client = RecordingClient(scripted(RefusalError("busy", retry_in=2), RefusalError("down")))
     await run_for(announcer(client), 120 + 15 + 30 + 1)
     # the failures in a row go on counting: the plain one after the hold is the second
     assert client.times() == [0.0, 120.0, 150.0]
@@ -196,7 +160,9 @@ async def test_never_stops_announcing_and_sends_no_stopped(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     updates: list[AnnouncerStatus] = []
-    client = Scripted([answered(60), RefusalError("not a tracker", retry_in="never")])
+    client = RecordingClient(
+        scripted(answered(60), RefusalError("not a tracker", retry_in="never"))
+    )
     ann = announcer(client, on_update=updates.append)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(ann.run)
@@ -220,7 +186,7 @@ async def test_never_stops_announcing_and_sends_no_stopped(
 
 
 async def test_never_at_the_first_announce(autojump_clock: trio.testing.MockClock) -> None:
-    client = Scripted([RefusalError("gone", retry_in="never")])
+    client = RecordingClient(scripted(RefusalError("gone", retry_in="never")))
     await run_for(announcer(client), 100)
     assert client.events() == [AnnounceEvent.STARTED]
 
@@ -231,7 +197,7 @@ async def test_never_at_the_first_announce(autojump_clock: trio.testing.MockCloc
 async def test_a_plain_failure_backs_off_as_documented(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    client = Scripted([RefusalError("down")])
+    client = RecordingClient(scripted(RefusalError("down")))
     await run_for(announcer(client), 6000)
     # 15 s doubled per failure in a row, capped at max_interval (1800 s)
     expected = [15.0, 30.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1800.0, 1800.0]
@@ -244,14 +210,14 @@ async def test_a_plain_failure_backs_off_as_documented(
 async def test_anything_else_in_retry_in_is_a_plain_failure(
     autojump_clock: trio.testing.MockClock, bogus: object
 ) -> None:
-    client = Scripted([RefusalError("down", retry_in=bogus)])
+    client = RecordingClient(scripted(RefusalError("down", retry_in=bogus)))
     await run_for(announcer(client), 50)
     assert client.times() == [0.0, 15.0, 45.0]
 
 
 async def test_a_refusals_interval_is_waited_for(autojump_clock: trio.testing.MockClock) -> None:
-    client = Scripted(
-        [RefusalError("unregistered", interval=600), RefusalError("x", interval=99_999)]
+    client = RecordingClient(
+        scripted(RefusalError("unregistered", interval=600), RefusalError("x", interval=99_999))
     )
     await run_for(announcer(client), 3000)
     # at least the interval asked, capped like a regular interval (max_interval)
@@ -261,7 +227,7 @@ async def test_a_refusals_interval_is_waited_for(autojump_clock: trio.testing.Mo
 async def test_retry_in_wins_over_the_refusals_interval(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    client = Scripted([RefusalError("busy", retry_in=1, interval=900), answered()])
+    client = RecordingClient(scripted(RefusalError("busy", retry_in=1, interval=900), answered()))
     await run_for(announcer(client), 100)
     assert client.times()[:2] == [0.0, 60.0]
 
@@ -365,7 +331,7 @@ async def test_announce_now_waits_for_the_trackers_min_interval(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     with_min = HttpLikeResult(RequestId(1), TRACKER, HASH, 1800, 0, 0, (), min_interval=300)
-    client = Scripted([with_min, answered(1800)])
+    client = RecordingClient(scripted(with_min, answered(1800)))
     ann = announcer(client)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(ann.run)

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 import trio
 import trio.testing
+from tests._announce_fakes import RecordingClient, Sent
 
 from bip_handshake import PeerAddress, PeerId
-from bip_metainfo import InfoHash
 from bip_utracker._announcer import AnnounceClient, AnnounceProgress, Announcer
 from bip_utracker._client_core import AnnounceResult, RequestId
 from bip_utracker._codec import AnnounceEvent
@@ -26,39 +26,17 @@ def peer_for(event: AnnounceEvent) -> PeerAddress:
     return PeerAddress(ipaddress.IPv4Address(f"127.0.0.{10 + int(event)}"), 6881)
 
 
-@dataclass
-class PeerGivingClient:
-    """An AnnounceClient whose every answer names one peer, the one of its event."""
-
-    events: list[AnnounceEvent] = field(default_factory=list)
-
-    def check_tracker(self, tracker: str) -> None:
-        pass
-
-    async def announce(
-        self,
-        tracker: str,
-        info_hash: InfoHash | bytes,
-        *,
-        peer_id: PeerId | bytes,
-        port: int,
-        uploaded: int,
-        downloaded: int,
-        left: int,
-        event: AnnounceEvent,
-        num_want: int,
-    ) -> AnnounceResult:
-        await trio.lowlevel.checkpoint()
-        self.events.append(event)
-        return AnnounceResult(
-            request_id=RequestId(len(self.events)),
-            tracker=PeerAddress.parse("127.0.0.1:80"),
-            info_hash=HASH,
-            interval=100,
-            leechers=1,
-            seeders=1,
-            peers=(peer_for(event),),
-        )
+def peer_giving(sent: Sent) -> AnnounceResult:
+    """Every answer names one peer, the one of its event."""
+    return AnnounceResult(
+        request_id=RequestId(sent.number),
+        tracker=PeerAddress.parse("127.0.0.1:80"),
+        info_hash=HASH,
+        interval=100,
+        leechers=1,
+        seeders=1,
+        peers=(peer_for(sent.event),),
+    )
 
 
 @dataclass
@@ -73,7 +51,7 @@ class Sink:
 async def test_the_peers_of_a_stopped_answer_are_not_dialled(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    client = PeerGivingClient()
+    client = RecordingClient(peer_giving)
     assert isinstance(client, AnnounceClient)
     sink = Sink()
     announcer = Announcer(
@@ -90,7 +68,7 @@ async def test_the_peers_of_a_stopped_answer_are_not_dialled(
         nursery.start_soon(announcer.run)
         await trio.sleep(150)  # started, then one regular announce at 100 s
         nursery.cancel_scope.cancel()
-    assert client.events == [AnnounceEvent.STARTED, AnnounceEvent.NONE, AnnounceEvent.STOPPED]
+    assert client.events() == [AnnounceEvent.STARTED, AnnounceEvent.NONE, AnnounceEvent.STOPPED]
     assert sink.found == [peer_for(AnnounceEvent.STARTED), peer_for(AnnounceEvent.NONE)]
     status = announcer.status
     assert status.last_event is AnnounceEvent.STOPPED

@@ -7,13 +7,13 @@ says we are a partial seed, to a client that opted in (``announces_paused``, an 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pytest
 import trio
 import trio.testing
+from tests._announce_fakes import Answer, RecordingClient, RecordingHandler, Sent
 
 from bip_handshake import PeerAddress, PeerId
 from bip_metainfo import InfoHash
@@ -40,8 +40,7 @@ from bip_utracker._errors import (
     TrackerTimeoutError,
 )
 from bip_utracker._server import serve_tracker
-from bip_utracker._server_core import Refusal, ServerConfig
-from bip_utracker._swarm import AnnounceAnswer, SwarmStore
+from bip_utracker._server_core import ServerConfig
 
 HASH = b"\x44" * 20
 PEER_ID = PeerId(b"-BP0001-paused000001")
@@ -49,9 +48,9 @@ URL = "test://tracker/announce"
 INTERVAL = 100
 
 
-def _answer(count: int) -> AnnounceResult:
+def _answer(sent: Sent) -> AnnounceResult:
     return AnnounceResult(
-        request_id=RequestId(count),
+        request_id=RequestId(sent.number),
         tracker=PeerAddress.parse("127.0.0.1:80"),
         info_hash=HASH,
         interval=INTERVAL,
@@ -61,62 +60,15 @@ def _answer(count: int) -> AnnounceResult:
     )
 
 
-@dataclass
-class PausingClient:
-    """An AnnounceClient that opted in to BEP 21's ``paused``: records what it is told."""
+class PausingClient(RecordingClient):
+    """An AnnounceClient that opted in to BEP 21's ``paused``: records what it is told. A plain
+    :class:`RecordingClient` has not: it stands for a client written before ``paused`` (given
+    the keyword, its call would fail), and records whether it was given it all the same."""
 
     announces_paused: ClassVar[bool] = True
-    sent: list[tuple[AnnounceEvent, bool]] = field(default_factory=list)
 
-    def check_tracker(self, tracker: str) -> None:
-        pass
-
-    async def announce(
-        self,
-        tracker: str,
-        info_hash: InfoHash | bytes,
-        *,
-        peer_id: PeerId | bytes,
-        port: int,
-        uploaded: int,
-        downloaded: int,
-        left: int,
-        event: AnnounceEvent,
-        num_want: int,
-        paused: bool = False,
-    ) -> AnnounceResult:
-        await trio.lowlevel.checkpoint()
-        self.sent.append((event, paused))
-        return _answer(len(self.sent))
-
-
-@dataclass
-class OlderClient:
-    """An AnnounceClient written before BEP 21's ``paused``: given it, the call would fail.
-    Its ``announce`` has a ``paused`` of another meaning in some tests' subclasses: only the
-    opt-in counts."""
-
-    events: list[AnnounceEvent] = field(default_factory=list)
-
-    def check_tracker(self, tracker: str) -> None:
-        pass
-
-    async def announce(
-        self,
-        tracker: str,
-        info_hash: InfoHash | bytes,
-        *,
-        peer_id: PeerId | bytes,
-        port: int,
-        uploaded: int,
-        downloaded: int,
-        left: int,
-        event: AnnounceEvent,
-        num_want: int,
-    ) -> AnnounceResult:
-        await trio.lowlevel.checkpoint()
-        self.events.append(event)
-        return _answer(len(self.events))
+    def __init__(self, answer: Answer = _answer) -> None:
+        super().__init__(answer)
 
 
 @dataclass
@@ -163,13 +115,13 @@ async def test_a_partial_seed_says_paused_in_its_regular_announces(
         progress.partial_seed = False  # a selection grown: downloading again
         await trio.sleep(INTERVAL)
         nursery.cancel_scope.cancel()
-    assert client.sent == [
-        (STARTED, False),
-        (NONE, False),
+    assert client.said() == [  # None: no paused keyword passed
+        (STARTED, None),
+        (NONE, None),
         (NONE, True),
         (NONE, True),
-        (NONE, False),
-        (STOPPED, False),  # leaving is said as it is, and clears the status's paused
+        (NONE, None),
+        (STOPPED, None),  # leaving is said as it is, and clears the status's paused
     ]
     assert status.last_event is NONE
     assert status.last_paused
@@ -188,12 +140,12 @@ async def test_started_and_completed_keep_their_place(
         ann.mark_completed()  # the caller's word: completed goes now, not paused
         await trio.sleep(INTERVAL + 10)
         nursery.cancel_scope.cancel()
-    assert client.sent == [
-        (STARTED, False),
+    assert client.said() == [
+        (STARTED, None),
         (NONE, True),
-        (COMPLETED, False),
+        (COMPLETED, None),
         (NONE, True),
-        (STOPPED, False),
+        (STOPPED, None),
     ]
 
 
@@ -204,43 +156,26 @@ async def test_a_seed_is_no_partial_seed(autojump_clock: trio.testing.MockClock)
         nursery.start_soon(ann.run)
         await trio.sleep(INTERVAL + 50)
         nursery.cancel_scope.cancel()
-    assert client.sent == [(STARTED, False), (NONE, False), (STOPPED, False)]
+    assert client.said() == [(STARTED, None), (NONE, None), (STOPPED, None)]
 
 
 async def test_a_client_without_the_keyword_is_never_given_it(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    client = OlderClient()
+    client = RecordingClient(_answer)  # opted in to nothing
     ann = announcer(client, Progress(left=600, partial_seed=True))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(ann.run)
         await trio.sleep(INTERVAL + 50)
         status = ann.status
         nursery.cancel_scope.cancel()
-    assert client.events == [STARTED, NONE, STOPPED]
+    assert client.said() == [(STARTED, None), (NONE, None), (STOPPED, None)]
     assert status.failures == 0
     assert not status.last_paused
 
 
-@dataclass
-class Recorder:
-    """A UDP tracker handler: the built-in store, recording each announce's event."""
-
-    store: SwarmStore = field(default_factory=SwarmStore)
-    events: list[AnnounceEvent] = field(default_factory=list)
-
-    def announce(
-        self, request: AnnounceRequest, peer: bytes, num_want: int, now: float
-    ) -> AnnounceAnswer | Refusal:
-        self.events.append(request.event)
-        return self.store.announce(request, peer, num_want, now)
-
-    def scrape(self, info_hashes: Sequence[bytes], now: float) -> Sequence[ScrapeStats]:
-        return self.store.scrape(info_hashes, now)
-
-
 async def test_a_udp_tracker_hears_none(autojump_clock: trio.testing.MockClock) -> None:
-    recorder = Recorder()
+    recorder = RecordingHandler()
     config = ServerConfig(interval=INTERVAL, rate_limit=None)
     async with (
         serve_tracker(("127.0.0.1", 0), config=config, handler=recorder) as server,
@@ -264,7 +199,7 @@ async def test_a_udp_tracker_hears_none(autojump_clock: trio.testing.MockClock) 
             nursery.cancel_scope.cancel()
         # The server drops an announce whose event is not 0..3 as malformed: none was.
         assert server.statistics().malformed == 0
-    assert recorder.events == [STARTED, NONE, NONE, STOPPED]
+    assert [request.event for request in recorder.requests] == [STARTED, NONE, NONE, STOPPED]
     assert status.announces == 3
     assert not status.last_paused
 
@@ -307,11 +242,16 @@ class Forwarding:
         return await self.inner.announce(tracker, info_hash, **kwargs)
 
 
-class UnrelatedPaused(OlderClient):
+class UnrelatedPaused(RecordingClient):
     """A client whose ``paused`` means something else (a paused torrent), never opted in."""
 
     async def announce(
-        self, tracker: str, info_hash: InfoHash | bytes, *, paused: bool = False, **kwargs: Any
+        self,
+        tracker: str,
+        info_hash: InfoHash | bytes,
+        *,
+        paused: bool | None = None,
+        **kwargs: Any,
     ) -> AnnounceResult:
         assert not paused, "told paused without opting in"
         return await super().announce(tracker, info_hash, **kwargs)
@@ -331,7 +271,7 @@ async def test_a_kwargs_wrapper_that_opts_in_gets_paused(
 ) -> None:
     inner = PausingClient()
     await sent_by(Forwarding(inner, opts_in=True))
-    assert inner.sent == [(STARTED, False), (NONE, True), (STOPPED, False)]
+    assert inner.said() == [(STARTED, None), (NONE, True), (STOPPED, None)]
 
 
 @pytest.mark.parametrize("opts_in", [None, False, 1, "yes"])
@@ -341,32 +281,25 @@ async def test_no_client_is_told_paused_without_opting_in(
     # Only True itself opts in: not a truthy stand-in (a mock's attribute is one).
     inner = PausingClient()
     await sent_by(Forwarding(inner, opts_in=opts_in))
-    assert inner.sent == [(STARTED, False), (NONE, False), (STOPPED, False)]
-    unrelated = UnrelatedPaused()
+    assert inner.said() == [(STARTED, None), (NONE, None), (STOPPED, None)]
+    unrelated = UnrelatedPaused(_answer)
     await sent_by(unrelated)
-    assert unrelated.events == [STARTED, NONE, STOPPED]
+    assert unrelated.events() == [STARTED, NONE, STOPPED]
 
 
 # -- a tracker that refuses paused ----------------------------------------------------------------
 
 
-@dataclass
-class Refusing(PausingClient):
+def refusing_paused(error: TrackerError) -> Answer:
     """A tracker that knows no ``paused`` (chihaya, bittorrent-tracker): refuses each announce
-    saying it with ``error``; records when each announce came."""
+    saying it with ``error``."""
 
-    error: TrackerError = field(
-        default_factory=lambda: TrackerRejectedError("failed to provide valid client event")
-    )
-    times: list[float] = field(default_factory=list)
+    def answer(sent: Sent) -> AnnounceResult:
+        if sent.paused:
+            raise error
+        return _answer(sent)
 
-    async def announce(self, tracker: str, info_hash: InfoHash | bytes, **kwargs: Any) -> Any:
-        self.times.append(trio.current_time())
-        if kwargs.get("paused"):
-            self.sent.append((kwargs["event"], True))
-            await trio.lowlevel.checkpoint()
-            raise self.error
-        return await super().announce(tracker, info_hash, **kwargs)
+    return answer
 
 
 def refused(message: str, **attributes: object) -> TrackerRejectedError:
@@ -390,7 +323,7 @@ async def test_a_tracker_refusing_paused_hears_none_at_once(
     autojump_clock: trio.testing.MockClock,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    client = Refusing(error=error)
+    client = PausingClient(refusing_paused(error))
     updates: list[AnnouncerStatus] = []
     ann = announcer(client, Progress(left=600, partial_seed=True), on_update=updates.append)
     caplog.set_level(logging.DEBUG, "bip_utracker.client")
@@ -399,15 +332,15 @@ async def test_a_tracker_refusing_paused_hears_none_at_once(
         await trio.sleep(3 * INTERVAL + 50)
         status = ann.status
         nursery.cancel_scope.cancel()
-    assert client.sent == [
-        (STARTED, False),
+    assert client.said() == [
+        (STARTED, None),
         (NONE, True),  # refused
-        (NONE, False),  # at once: no backoff, no min_interval, no retry in
-        (NONE, False),
-        (NONE, False),
-        (STOPPED, False),
+        (NONE, None),  # at once: no backoff, no min_interval, no retry in
+        (NONE, None),
+        (NONE, None),
+        (STOPPED, None),
     ]
-    started, refused_at, retried, *_ = client.times
+    started, refused_at, retried, *_ = client.times()
     assert refused_at - started == INTERVAL
     assert retried == refused_at
     assert status.failures == 0  # the tracker keeps us
@@ -426,24 +359,22 @@ async def test_paused_is_given_up_once_only(autojump_clock: trio.testing.MockClo
     """The retry with none refused too: an ordinary failure (the first: the refusal of paused
     is none), its backoff waited out."""
 
-    class RefusingAll(Refusing):
-        async def announce(self, tracker: str, info_hash: InfoHash | bytes, **kwargs: Any) -> Any:
-            if not kwargs.get("paused") and kwargs["event"] is NONE:
-                self.times.append(trio.current_time())
-                self.sent.append((NONE, False))
-                await trio.lowlevel.checkpoint()
-                raise TrackerRejectedError("unregistered torrent")
-            return await super().announce(tracker, info_hash, **kwargs)
+    paused_refused = refusing_paused(TrackerRejectedError("failed to provide valid client event"))
 
-    client = RefusingAll()
+    def refusing_all(sent: Sent) -> AnnounceResult:
+        if sent.event is NONE and not sent.paused:
+            raise TrackerRejectedError("unregistered torrent")
+        return paused_refused(sent)
+
+    client = PausingClient(refusing_all)
     ann = announcer(client, Progress(left=600, partial_seed=True))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(ann.run)
         await trio.sleep(INTERVAL + 40)
         status = ann.status
         nursery.cancel_scope.cancel()
-    assert client.sent[1:4] == [(NONE, True), (NONE, False), (NONE, False)]
-    refused_at, retried, backed_off = client.times[1:4]
+    assert client.said()[1:4] == [(NONE, True), (NONE, None), (NONE, None)]
+    refused_at, retried, backed_off = client.times()[1:4]
     assert retried == refused_at
     assert backed_off - retried == 15  # retry_delay 15: the first failure in a row
     assert status.failures == 2  # the refusals of the retry and of the next one
@@ -455,14 +386,14 @@ async def test_a_timeout_saying_paused_keeps_paused(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     """No answer proves nothing of the event: the retry, after the backoff, says paused."""
-    client = Refusing(error=TrackerTimeoutError("no answer"))
+    client = PausingClient(refusing_paused(TrackerTimeoutError("no answer")))
     ann = announcer(client, Progress(left=600, partial_seed=True))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(ann.run)
         await trio.sleep(INTERVAL + 20)
         nursery.cancel_scope.cancel()
-    assert client.sent == [(STARTED, False), (NONE, True), (NONE, True), (STOPPED, False)]
-    assert client.times[2] - client.times[1] == 15  # retry_delay
+    assert client.said() == [(STARTED, None), (NONE, True), (NONE, True), (STOPPED, None)]
+    assert client.times()[2] - client.times()[1] == 15  # retry_delay
 
 
 # -- the caller's progress ------------------------------------------------------------------------

@@ -15,12 +15,11 @@ from __future__ import annotations
 import dataclasses
 import random
 import struct
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests._announce_fakes import RecordingHandler
 
 from bip_utracker._codec import (
     ANNOUNCE_REQUEST_SIZE,
@@ -41,11 +40,9 @@ from bip_utracker._errors import LocalProtocolError
 from bip_utracker._server_core import (
     BAD_CONNECTION_ID,
     Address,
-    Refusal,
     ServerConfig,
     TrackerServerCore,
 )
-from bip_utracker._swarm import AnnounceAnswer, SwarmStore
 
 HASH = b"\x21" * 20
 PEER_ID = b"-LT2110-" + bytes(12)
@@ -176,25 +173,8 @@ def test_an_unknown_event_refused_for_its_connection_id_is_not_counted() -> None
 # -- a custom handler -----------------------------------------------------------------------------
 
 
-@dataclass
-class Recorder:
-    """A tracker handler: the built-in store, recording the requests it is given."""
-
-    store: SwarmStore = field(default_factory=SwarmStore)
-    requests: list[AnnounceRequest] = field(default_factory=list)
-
-    def announce(
-        self, request: AnnounceRequest, peer: bytes, num_want: int, now: float
-    ) -> AnnounceAnswer | Refusal:
-        self.requests.append(request)
-        return self.store.announce(request, peer, num_want, now)
-
-    def scrape(self, info_hashes: Sequence[bytes], now: float) -> Sequence[ScrapeStats]:
-        return self.store.scrape(info_hashes, now)
-
-
 def test_a_custom_handler_is_told_paused() -> None:
-    recorder = Recorder()
+    recorder = RecordingHandler()
     core = make(recorder)
     cid = connect(core, A)
     for event in (PAUSED_EVENT, 9, AnnounceEvent.NONE):
