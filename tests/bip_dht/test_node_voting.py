@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bip_dht import DHTConfig
 from bip_dht._errors import LocalProtocolError
 from bip_dht._node_voting import ExternalAddressVoter
 from bip_handshake import PeerAddress
@@ -71,3 +72,17 @@ def test_bad_settings() -> None:
         ExternalAddressVoter(threshold=0)
     with pytest.raises(LocalProtocolError):
         ExternalAddressVoter(threshold=2, max_candidates=True)
+
+
+@pytest.mark.parametrize("name", ["threshold", "rotate_votes"])
+def test_a_count_no_round_can_hold_is_refused(name: str) -> None:
+    # A round is dropped undecided at max_voters responders: a threshold above it never settled.
+    with pytest.raises(LocalProtocolError, match=f"{name} .* is at most max_voters"):
+        ExternalAddressVoter(**{"threshold": 3, "rotate_votes": 5, "max_voters": 8, name: 9})
+    ExternalAddressVoter(**{"threshold": 3, "rotate_votes": 5, "max_voters": 9, name: 9})
+
+
+def test_the_config_bounds_external_ip_votes_by_what_a_round_holds() -> None:
+    with pytest.raises(LocalProtocolError, match="external_ip_votes"):
+        DHTConfig(external_ip_votes=2000)
+    assert DHTConfig(external_ip_votes=1024).external_ip_votes == 1024

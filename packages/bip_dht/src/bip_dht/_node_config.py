@@ -51,7 +51,7 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "pings_per_tick": (0, 1024),
     "refresh_queries_per_tick": (0, 1024),
     "refreshes_per_tick": (0, 64),
-    "external_ip_votes": (1, 1 << 16),
+    "external_ip_votes": (1, 1024),  # a voting round holds 1024 responders (DEFAULT_MAX_VOTERS)
     "max_peers_per_hash": (1, 1 << 24),
     "max_hashes": (1, 1 << 24),
     "max_peers": (1, 1 << 26),
@@ -117,7 +117,8 @@ class DHTConfig:
       not local and that our id does not match, take a BEP 42 id for it
       (:class:`~bip_dht.NodeIdChanged`).
     - external_ip_votes: distinct responders that must agree on our external address
-      before we believe it (libtorrent's ip_voter waits for a handful too).
+      before we believe it (libtorrent's ip_voter waits for a handful too); at most 1024, the
+      responders a voting round holds.
     - read_only: BEP 43: send ``ro=1`` and answer no query.
     - version: our client version (the top-level ``v``), None to send none.
 

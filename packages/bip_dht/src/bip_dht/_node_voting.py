@@ -159,6 +159,13 @@ class ExternalAddressVoter:
             raise LocalProtocolError(
                 f"rotate_interval is a non-negative number, got {rotate_interval!r}"
             )
+        # A round is dropped undecided once it holds max_voters responders: a threshold (or a
+        # rotation count) above that could never be reached, and no address ever settled.
+        for name, value in (("threshold", threshold), ("rotate_votes", rotate_votes)):
+            if value > max_voters:
+                raise LocalProtocolError(
+                    f"{name} ({value}) is at most max_voters ({max_voters}): a round holds no more"
+                )
         self._threshold = threshold
         self._max_candidates = max_candidates
         self._max_voters = max_voters

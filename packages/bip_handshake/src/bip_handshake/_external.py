@@ -27,8 +27,9 @@ wrong or lie, so, like libtorrent's ``ip_voter``, :class:`ExternalIPVoter` count
 Each family votes on its own. Ports are not voted on (a NAT may show each party another one):
 the caller pairs the decided IP with its own listening ports. Time is an argument.
 
-bip_dht keeps its own BEP 42 voter (``bip_dht.ExternalAddressVoter``): it decides an address
-with its port, from responders of any kind (its simulator runs on private ranges), and may be
+bip_dht keeps its own BEP 42 voter (``bip_dht.ExternalAddressVoter``, libtorrent's ip_voter
+rules: votes naming a local address are ignored there, so on a LAN-only swarm the DHT gives no
+vote and peers' ``yourip`` decide alone); it decides an address with its port and may be
 configured to believe a single responder; its node id follows that decision, so its rules stay
 its own. This voter takes the DHT's decision as one weighty vote instead.
 
