@@ -101,6 +101,18 @@ async def test_a_raw_non_ascii_host_is_refused_by_its_name() -> None:
     assert len(exchange.calls) == 1
 
 
+async def test_a_refused_location_is_told_with_its_controls_escaped() -> None:
+    # urljoin refuses a netloc whose NFKC form holds "/" (a fullwidth solidus) and quotes it
+    # raw: an escape sequence or a bidi override from the server must not reach a terminal.
+    exchange = RecordingExchange(redirect_as_sent(b"http://a\x1bc\xe2\x80\xae\xef\xbc\x8f/x"))
+    url = parse_http_tracker_url("http://seed.example/f")
+    with pytest.raises(HttpTrackerError) as caught, trio.fail_after(DEADLINE):
+        await follow_redirects(url, "/f", exchange, max_redirects=5, error=HttpTrackerError)
+    assert "\x1b" not in str(caught.value)
+    assert "\u202e" not in str(caught.value)
+    assert "we do not follow" in str(caught.value)
+
+
 def test_a_location_that_is_not_from_the_wire_is_taken_as_text() -> None:
     # A header value the parser cannot have made (a character above U+00FF): its UTF-8.
     assert location_reference("/€/é") == "/%E2%82%AC/%C3%A9"
@@ -168,6 +180,8 @@ def test_content_range_forms_servers_send(content_range: str) -> None:
         "items 100-109/16384",  # another unit
         "bytes */16384",  # the form of a 416
         "byte\u017f 100-109/16384",  # a long s: not ASCII, not the unit
+        "bytes 100-109/50",  # a complete length at or below the last position (RFC 9110)
+        "bytes 100-109/109",
         "",
     ],
 )

@@ -210,8 +210,8 @@ bytes each: it cancels every request it has out, the endgame), a few times that 
 that frees a request's slot as it cancels it and asks again (bip does: ``_send_cancel``
 forgets the request at once; what keeps bip's own rejects small is bip_select's queue, sized
 by the peer's rate). :func:`_reply_bound` allows four times a ``reqq``'s rejects whatever
-this is; 1 MiB (61,680 rejects) covers that up to a ``reqq`` of 15,420, thirty times the
-default, and is half what the default byte bound lets a queue hold.
+this is; 1 MiB (61,680 rejects) covers that up to a ``reqq`` of 15,220 (the hash rejects
+counted), thirty times the default, and is half what the default byte bound lets a queue hold.
 """
 _REJECT_SIZE: Final = len(RejectRequest(0, 0, BLOCK_SIZE).encode())
 """Bytes of one reject request on the wire (17)."""

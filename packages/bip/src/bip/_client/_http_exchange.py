@@ -52,6 +52,7 @@ from urllib.parse import quote_from_bytes, urljoin
 
 import trio
 
+from bip._describe import safe_text
 from bip_handshake import (
     PeerAddress,
     ProxyConfig,
@@ -458,8 +459,10 @@ async def follow_redirects(
         try:
             url = parse_http_tracker_url(urljoin(url.url, location_reference(location)))
         except (LocalProtocolError, ValueError) as refused:
-            # The parser's message keeps a passkey and credentials out (shown URLs only).
-            raise error(f"{url.shown} redirects to a URL we do not follow: {refused}") from None
+            # The parser's message keeps a passkey and credentials out (shown URLs only);
+            # urljoin's may quote the server's raw netloc: its controls are escaped.
+            reason = safe_text(str(refused))
+            raise error(f"{url.shown} redirects to a URL we do not follow: {reason}") from None
         if global_only and _is_local_literal(url.host):
             raise error(f"a redirect from the Internet into a local network: {url.shown:.200}")
         target = url.target

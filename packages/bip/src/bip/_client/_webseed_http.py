@@ -324,9 +324,11 @@ def _payload(url: HttpTrackerUrl, response: HttpResponse, offset: int, length: i
         # Without a Content-Range nothing says which bytes came (libtorrent refuses it too).
         content_range = response.header("content-range") or ""
         match = _CONTENT_RANGE.fullmatch(content_range.strip())
-        if match is None or (int(match.group(1)), int(match.group(2))) != (
-            offset,
-            offset + length - 1,
+        # RFC 9110, 14.4: a complete length at or below the last position is invalid.
+        if (
+            match is None
+            or (int(match.group(1)), int(match.group(2))) != (offset, offset + length - 1)
+            or (match.group(3) != "*" and int(match.group(3)) <= offset + length - 1)
         ):
             raise WebSeedError(
                 f"{url.shown} sent bytes {content_range[:60]!r} for {offset}-{offset + length - 1}"
