@@ -24,6 +24,16 @@ The rules, libtorrent's defaults:
   resume data, other), then by BEP 40 priority against our address of the peer's family (our
   external address when known, else our listen address; :meth:`PeerList.set_our_addresses`);
 - a banned host is dropped and never added again (up to ``MAX_BANNED_HOSTS`` hosts);
+- one host has at most ``max_per_host`` entries (2; libtorrent keeps one per IP unless
+  ``allow_multiple_connections_per_ip``): a further port of that host replaces the port of
+  its oldest entry that is neither connected, being dialled, nor given by the user
+  (libtorrent's ``update_peer``: the peer moved), its history kept; with no such entry the
+  port is dropped. So a source that lists one host under thousands of ports (to make us flood
+  a third party) costs that host a dial per backoff, not one per port. Not capped: the
+  user's own addresses, connections, and the ports peers say they listen on
+  (:meth:`PeerList.update_port`);
+- IPv6 link-local addresses (``fe80::/10``) are refused like unconnectable ones: they need an
+  interface, which no source can give (libtorrent's ``add_peer`` refuses them too);
 - a peer known to be a seed is not a candidate while we are a seed too;
 - an address seen only as an incoming connection (a peer's ephemeral port) is never dialled,
   and is forgotten when that connection ends, unless the peer said where it listens (its
@@ -55,6 +65,7 @@ __all__ = [
     "DEFAULT_DIAL_TIMEOUT",
     "DEFAULT_MAX_FAILCOUNT",
     "DEFAULT_MAX_PEERLIST_SIZE",
+    "DEFAULT_MAX_PER_HOST",
     "DEFAULT_MIN_RECONNECT_TIME",
     "EVICTION_WINDOW",
     "MAX_BANNED_HOSTS",
@@ -66,6 +77,9 @@ __all__ = [
 
 DEFAULT_MAX_PEERLIST_SIZE: Final = 3000
 """Entries of one torrent's list at most (libtorrent's ``max_peerlist_size``)."""
+DEFAULT_MAX_PER_HOST: Final = 2
+"""Entries of one host a source may add, at most (more ports move the oldest entry): two, not
+libtorrent's one, so two clients behind one NAT address both stay reachable."""
 DEFAULT_MAX_FAILCOUNT: Final = 3
 """Failures after which an entry is no longer dialled (libtorrent's ``max_failcount``)."""
 DEFAULT_MIN_RECONNECT_TIME: Final = 60.0
@@ -277,8 +291,10 @@ class PeerList:
     """The peers of one torrent: known addresses, their history, and the next ones to dial.
 
     See the module docstring for the rules. Every method is O(1) per address except
-    :meth:`connect_candidates` (O(n log count)) and :meth:`set_our_addresses` and
-    :meth:`statistics` (O(n)).
+    :meth:`set_our_addresses` and :meth:`statistics` (O(n)) and :meth:`connect_candidates`:
+    O(n log count) when it may find a candidate, O(dials pending) when it knows no entry can
+    be one before a given time (every entry connected, waiting, given up or a seed while we
+    seed: the common case of a long list, asked on every pass of the owner).
 
     >>> peers = PeerList()
     >>> peers.add(PeerAddress.parse("10.0.0.2:6881"), PeerOrigin.TRACKER, now=0.0)
@@ -290,6 +306,7 @@ class PeerList:
 
     Args:
         max_size: entries at most.
+        max_per_host: entries of one host a source may add, at most.
         max_failcount: failures after which an entry is not dialled again.
         min_reconnect_time: seconds between attempts at one entry, times (fail count + 1).
         dial_timeout: seconds after which an unreported dial counts as failed.
@@ -302,15 +319,18 @@ class PeerList:
         self,
         *,
         max_size: int = DEFAULT_MAX_PEERLIST_SIZE,
+        max_per_host: int = DEFAULT_MAX_PER_HOST,
         max_failcount: int = DEFAULT_MAX_FAILCOUNT,
         min_reconnect_time: float = DEFAULT_MIN_RECONNECT_TIME,
         dial_timeout: float = DEFAULT_DIAL_TIMEOUT,
     ) -> None:
         _check_count("max_size", max_size)
+        _check_count("max_per_host", max_per_host)
         _check_count("max_failcount", max_failcount)
         _check_seconds("min_reconnect_time", min_reconnect_time)
         _check_seconds("dial_timeout", dial_timeout)
         self.max_size = max_size
+        self.max_per_host = max_per_host
         self.max_failcount = max_failcount
         self.min_reconnect_time = float(min_reconnect_time)
         self.dial_timeout = float(dial_timeout)
@@ -318,6 +338,16 @@ class PeerList:
         # connects moves to the end (it proved useful, and a connected one cannot go anyway).
         self._entries: dict[PeerAddress, _Entry] = {}
         self._pending: dict[PeerAddress, _Entry] = {}  # the entries with a dial pending
+        # Every entry again, by host: the per-host cap and ban() look at a host's entries
+        # only. Each host's dict is ordered too (oldest first: the one a new port moves).
+        self._hosts: dict[Host, dict[PeerAddress, _Entry]] = {}
+        # No entry can be a candidate before this time (a lower bound) for connect_candidates
+        # asked with the key's seed flag and bounds; -inf: unknown, look. Every change that
+        # may make a candidate lowers it, so a list of waiting entries is not scanned whole
+        # on every pass of the owner (libtorrent bounds the scan to 300 entries instead, at
+        # the price of not always finding the best).
+        self._idle_until = -math.inf
+        self._idle_key: tuple[bool, int, float] | None = None
         self._banned: dict[Host, None] = {}  # a dict: ordered, oldest ban first
         self._ours: dict[Family, PeerAddress] = {}
         self._evicted = 0
@@ -417,7 +447,9 @@ class PeerList:
 
         A known address gains ``origin`` (and ``swarm_id``, when given); an offer from the
         user clears its failures, its wait and its seed mark. Unconnectable addresses (port
-        0, unspecified or multicast hosts) and banned hosts are refused.
+        0, unspecified or multicast hosts), IPv6 link-local ones and banned hosts are refused.
+        A host with ``max_per_host`` entries already moves one to the new port, or refuses it
+        (see the module docstring).
 
         Raises:
             TypeError: ``address`` is not a :class:`PeerAddress`, ``origin`` not a
@@ -431,9 +463,29 @@ class PeerList:
         if swarm_id is not None and (not isinstance(swarm_id, bytes) or len(swarm_id) != 20):
             raise ValueError(f"a swarm id is 20 bytes, not {swarm_id!r}")
         address = address.normalized()
+        if _is_link_local(address):
+            return False
+        return self._add(address, origin, swarm_id, capped=True)
+
+    def _add(
+        self, address: PeerAddress, origin: PeerOrigin, swarm_id: bytes | None, *, capped: bool
+    ) -> bool:
+        """:meth:`add` of a normalised address; ``capped``: the per-host cap applies (not to
+        a connection being recorded: it exists whatever the sources said)."""
         if not address.is_connectable or address.host in self._banned:
             return False
+        self._idle_until = -math.inf  # a new entry, or a known one's state changed: look again
         entry = self._entries.get(address)
+        if (
+            entry is None
+            and capped
+            and origin != PeerOrigin.INCOMING  # never dialled: no cap needed
+            and PeerOrigin.USER not in origin  # the user asked for that very address
+            and self._dialable_on_host(address.host) >= self.max_per_host
+        ):
+            entry = self._move_to(address)
+            if entry is None:
+                return False
         if entry is not None:
             entry.origin |= origin
             if swarm_id is not None:
@@ -449,7 +501,7 @@ class PeerList:
             return False
         entry = _Entry(address, origin, swarm_id)
         entry.priority = priority
-        self._entries[address] = entry
+        self._insert(entry)
         return True
 
     def add_many(
@@ -494,14 +546,26 @@ class PeerList:
         self._expire(now)
         if count <= 0:
             return []
-        candidates = (
-            entry for entry in self._entries.values() if self._is_candidate(entry, now, seed)
-        )
+        key = (bool(seed), self.max_failcount, self.min_reconnect_time)
+        if key == self._idle_key and now < self._idle_until:
+            return []  # nothing can be a candidate yet: no need to look at every entry
+        candidates: list[_Entry] = []
+        soonest = math.inf  # when the first entry that is not a candidate now may become one
+        for entry in self._entries.values():
+            ready = self._ready_time(entry, seed)
+            if ready <= now:
+                candidates.append(entry)
+            elif ready < soonest:
+                soonest = ready
         best = heapq.nsmallest(
             count,
             candidates,
             key=lambda e: (e.failcount, -_source_rank(e.origin), -e.priority),
         )
+        # Every candidate handed out now: none is left before ``soonest`` (a dial that ends
+        # lowers it again, through _wake_at).
+        self._idle_key = key
+        self._idle_until = soonest if len(candidates) <= count else -math.inf
         for entry in best:
             entry.dial_started = now
             entry.last_attempt = now
@@ -517,6 +581,7 @@ class PeerList:
         self._end_dial(entry)
         entry.failcount = min(entry.failcount + 1, self.max_failcount)
         entry.last_connected = now
+        self._wake_at(entry)
 
     def dial_cancelled(self, address: PeerAddress, now: float) -> None:
         """The dial to ``address`` was not made after all (already connected, filtered, no
@@ -524,6 +589,7 @@ class PeerList:
         entry = self._entries.get(address.normalized())
         if entry is not None:
             self._end_dial(entry)
+            self._wake_at(entry)
 
     def connected(
         self, address: PeerAddress, now: float, *, origin: PeerOrigin = PeerOrigin.NONE
@@ -537,7 +603,7 @@ class PeerList:
         address = address.normalized()
         entry = self._entries.get(address)
         if entry is None:
-            if not self.add(address, origin, now):
+            if not self._add(address, origin, None, capped=False):
                 return False
             entry = self._entries[address]
         else:
@@ -574,8 +640,9 @@ class PeerList:
         entry.last_connected = now if wait else None
         if failed:
             entry.failcount = min(entry.failcount + 1, self.max_failcount)
+        self._wake_at(entry)
         if entry.incoming_only or entry.address.host in self._banned:
-            del self._entries[address]
+            self._delete(address)
 
     def update_port(
         self,
@@ -603,11 +670,9 @@ class PeerList:
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
             return None
         listen = PeerAddress(address.host, port).normalized()
-        if not listen.is_connectable or listen.host in self._banned:
+        if not listen.is_connectable or listen.host in self._banned or _is_link_local(listen):
             return None
-        old = self._entries.pop(address, None)
-        if old is not None:
-            self._pending.pop(address, None)
+        old = self._delete(address)
         entry = self._entries.get(listen)
         if entry is None:
             if old is not None:
@@ -615,8 +680,9 @@ class PeerList:
                 entry.address = listen
                 entry.priority = self._priority_of(listen)
                 entry.dial_started = None
+                self._insert(entry)
             else:
-                if not self.add(listen, PeerOrigin.INCOMING, now):
+                if not self._add(listen, PeerOrigin.INCOMING, None, capped=False):
                     return None
                 entry = self._entries[listen]
         else:
@@ -631,7 +697,7 @@ class PeerList:
         entry.was_connected = True
         entry.failcount = 0
         entry.last_connected = now
-        self._entries.pop(listen, None)
+        del self._entries[listen]
         self._entries[listen] = entry  # the young end, as connected() puts it
         return listen
 
@@ -641,6 +707,7 @@ class PeerList:
         entry = self._entries.get(address.normalized())
         if entry is not None:
             entry.seed = seed
+            self._wake_at(entry)
 
     def ban(self, host: Host) -> int:
         """Never dial nor record ``host`` again; its entries not connected are dropped now,
@@ -649,9 +716,7 @@ class PeerList:
         if len(self._banned) < MAX_BANNED_HOSTS:
             self._banned[host] = None
         doomed = [
-            entry.address
-            for entry in self._entries.values()
-            if entry.address.host == host and not entry.connected
+            entry.address for entry in self._hosts.get(host, {}).values() if not entry.connected
         ]
         for address in doomed:
             self.remove(address)
@@ -659,26 +724,76 @@ class PeerList:
 
     def remove(self, address: PeerAddress) -> bool:
         """Forget ``address`` (a pending dial is forgotten too); returns whether it was known."""
-        address = address.normalized()
-        entry = self._entries.pop(address, None)
-        if entry is None:
-            return False
-        self._pending.pop(address, None)
-        return True
+        return self._delete(address.normalized()) is not None
 
     # -- internals ------------------------------------------------------------------------
 
-    def _is_candidate(self, entry: _Entry, now: float, seed: bool) -> bool:
+    def _ready_time(self, entry: _Entry, seed: bool) -> float:
+        """When ``entry`` is a candidate (for a list asked with ``seed``), if nothing else
+        happens to it: ``-inf`` now, ``inf`` never."""
         if entry.connected or entry.dial_started is not None or entry.incoming_only:
-            return False
+            return math.inf
         # No banned host is looked for: an entry not connected never has one (ban() drops
         # them, add() and update_port() refuse the host, disconnected() drops its entries).
         if entry.failcount >= self.max_failcount:
-            return False
+            return math.inf
         if seed and entry.seed:
-            return False
+            return math.inf
         last = entry.last_connected
-        return last is None or now - last >= self.min_reconnect_time * (entry.failcount + 1)
+        if last is None:
+            return -math.inf
+        return last + self.min_reconnect_time * (entry.failcount + 1)
+
+    def _wake_at(self, entry: _Entry) -> None:
+        """``entry`` changed: connect_candidates may find it from its ready time on (whatever
+        the seed flag: a lower bound is all the cache needs)."""
+        self._idle_until = min(self._idle_until, self._ready_time(entry, False))
+
+    def _insert(self, entry: _Entry) -> None:
+        """Record ``entry`` under its address, at the young end."""
+        self._entries[entry.address] = entry
+        self._hosts.setdefault(entry.address.host, {})[entry.address] = entry
+
+    def _delete(self, address: PeerAddress) -> _Entry | None:
+        """Forget the entry of ``address`` (normalised) and its pending dial; returns it."""
+        entry = self._entries.pop(address, None)
+        if entry is None:
+            return None
+        self._pending.pop(address, None)
+        of_host = self._hosts.get(address.host)
+        if of_host is not None:
+            of_host.pop(address, None)
+            if not of_host:
+                del self._hosts[address.host]
+        return entry
+
+    def _dialable_on_host(self, host: Host) -> int:
+        """Entries of ``host`` the cap counts: all but those of an incoming connection only
+        (a host's entries are at most the cap plus its connections)."""
+        return sum(1 for e in self._hosts.get(host, {}).values() if not e.incoming_only)
+
+    def _move_to(self, address: PeerAddress) -> _Entry | None:
+        """Move the oldest entry of ``address``'s host that may move to ``address`` (a new
+        port of a host at the cap); returns it, or ``None`` when none may.
+
+        One connected or being dialled stays (its connection is reported under its
+        address), and so does one the user gave: a source that may invent ports (PEX) must
+        not take the user's peer away."""
+        for old in self._hosts.get(address.host, {}).values():
+            if (
+                not old.incoming_only
+                and not old.connected
+                and old.dial_started is None
+                and PeerOrigin.USER not in old.origin
+            ):
+                break
+        else:
+            return None
+        self._delete(old.address)
+        old.address = address
+        old.priority = self._priority_of(address)
+        self._insert(old)  # (the young end: a port just heard of)
+        return old
 
     def _end_dial(self, entry: _Entry) -> None:
         entry.dial_started = None
@@ -709,9 +824,16 @@ class PeerList:
         )
         if worst is None or (worst.failcount == 0 and worst.priority >= newcomer_priority):
             return False
-        del self._entries[worst.address]
+        self._delete(worst.address)
         self._evicted += 1
         return True
+
+
+def _is_link_local(address: PeerAddress) -> bool:
+    """Whether ``address`` (normalised) is IPv6 link-local (``fe80::/10``): dialling it needs
+    an interface (a scope id) no source gives, so connect() would only fail."""
+    host = address.host
+    return isinstance(host, IPv6Address) and host.is_link_local
 
 
 def _normal_host(host: Host) -> Host:
