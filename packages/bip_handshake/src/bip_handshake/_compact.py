@@ -51,7 +51,15 @@ _V6_NODE: Final = struct.Struct(f">{NODE_ID_LENGTH}sQQH")
 _V4_MAPPED_PREFIX: Final = 0xFFFF  # an IPv6 address's top 96 bits when it is ::ffff:a.b.c.d
 _V4_LOW: Final = 0xFFFFFFFF
 _V4_MULTICAST_TOP4: Final = 0xE  # 224.0.0.0/4
+_V4_LIMITED_BROADCAST: Final = 0xFFFFFFFF  # 255.255.255.255: no peer, and a dial fails EACCES
 _V6_MULTICAST_TOP8: Final = 0xFF  # ff00::/8
+
+
+def _v4_unicast(value: int) -> bool:
+    """Whether the IPv4 address ``value`` is a specified unicast host (not 0.0.0.0, not
+    multicast, not the limited broadcast)."""
+    return value != 0 and value >> 28 != _V4_MULTICAST_TOP4 and value != _V4_LIMITED_BROADCAST
+
 
 Family = Literal[4, 6]
 """An address family: 4 for IPv4, 6 for IPv6."""
@@ -124,28 +132,33 @@ class PeerAddress:
 
     @property
     def is_connectable(self) -> bool:
-        """Whether one could dial this address: a non-zero port and a unicast, specified host.
+        """Whether one could dial this address: a non-zero port and a unicast, specified host
+        (not the IPv4 limited broadcast ``255.255.255.255`` either).
 
         >>> PeerAddress.parse("1.2.3.4:0").is_connectable
         False
         >>> PeerAddress.parse("0.0.0.0:6881").is_connectable
+        False
+        >>> PeerAddress.parse("255.255.255.255:6881").is_connectable
         False
         """
         if self.port == 0:
             return False
         host = self.host
         if type(host) is IPv4Address:
-            value = int(host)
-            return value != 0 and value >> 28 != _V4_MULTICAST_TOP4
+            return _v4_unicast(int(host))
         if type(host) is IPv6Address:
             value = int(host)
             if value >> 32 == _V4_MAPPED_PREFIX:  # judged as the IPv4 address it carries
-                value &= _V4_LOW
-                return value != 0 and value >> 28 != _V4_MULTICAST_TOP4
+                return _v4_unicast(value & _V4_LOW)
             return value != 0 and value >> 120 != _V6_MULTICAST_TOP8
         # An ipaddress subclass may answer differently: ask it.
         normal = self.normalized().host
-        return not (normal.is_unspecified or normal.is_multicast)
+        return not (
+            normal.is_unspecified
+            or normal.is_multicast
+            or normal == IPv4Address(_V4_LIMITED_BROADCAST)
+        )
 
     def normalized(self) -> PeerAddress:
         """This address with an IPv4-mapped IPv6 host (``::ffff:a.b.c.d``) turned into IPv4.
