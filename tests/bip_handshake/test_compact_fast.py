@@ -39,7 +39,8 @@ def _plain_normalized(address: PeerAddress) -> PeerAddress:
 
 def _plain_is_connectable(address: PeerAddress) -> bool:
     host = _plain_normalized(address).host
-    return address.port != 0 and not (host.is_unspecified or host.is_multicast)
+    broadcast = host == IPv4Address("255.255.255.255")  # the limited broadcast: no peer
+    return address.port != 0 and not (host.is_unspecified or host.is_multicast or broadcast)
 
 
 def _plain_to_compact(address: PeerAddress) -> bytes:
