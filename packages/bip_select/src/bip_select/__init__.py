@@ -96,6 +96,7 @@ from ._inputs import (
     Tick,
 )
 from ._queueing import (
+    MAX_DEPARTED,
     PeerQueues,
     QueueConfig,
 )
@@ -138,6 +139,7 @@ __all__ = [
     "DEFAULT_RECHOKE_INTERVAL",
     "DEFAULT_REFILL_INTERVAL",
     "MAX_ALLOWED_FAST",
+    "MAX_DEPARTED",
     "REASON_BAD_DATA",
     "REASON_BANNED",
     "REASON_SNUBBED",

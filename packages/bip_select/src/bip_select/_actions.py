@@ -149,7 +149,9 @@ class DropPeer(Action):
     """Close the connection to ``peer`` and, for :data:`REASON_BAD_DATA`, do not reconnect.
 
     The brain has already forgotten the peer (as if :class:`~bip_select.PeerLeft` arrived), so
-    the client need not report the close.
+    the client need not report the close. For :data:`REASON_BAD_DATA` the peer may have left
+    already (a source of a bad piece that hung up before the verdict): there is nothing to
+    close, but the client still bans what it came from.
     """
 
     peer: PeerKey

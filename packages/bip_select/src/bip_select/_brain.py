@@ -703,7 +703,8 @@ class SwarmBrain:
             hash(peer)
         except TypeError:
             raise LocalProtocolError(f"a peer key must be hashable, not {peer!r}") from None
-        if peer in self._banned:
+        # A new key of a banned identity (the liar's host, from another port) is refused too.
+        if peer in self._banned or self.queues.refuses(peer):
             _log.debug("peer %s dropped: it was banned for bad data earlier", peer)
             return [DropPeer(peer, REASON_BANNED)]
         if peer in self._peers:
@@ -992,13 +993,22 @@ class SwarmBrain:
         )
         self._left_endgame()
         # Every source counts, gone or not: a piece from a banned peer and one other is
-        # not that other's alone (the queueing layer skips peers it no longer knows).
+        # not that other's alone. A source that left before the verdict is judged too (the
+        # queueing layer remembers its trust) and dropped if banned: the client bans what
+        # it came from (closing a connection already closed does nothing), else a liar
+        # would escape by hanging up before the hash check.
         for peer in self.queues.piece_failed(sources):
-            if peer in self._peers:
-                _log.debug("peer %s banned: it sent data of piece %d, which failed", peer, piece)
-                actions.append(DropPeer(peer, REASON_BAD_DATA))
-                if len(self._banned) < _MAX_BANNED:
-                    self._banned.add(peer)
+            connected = peer in self._peers
+            _log.debug(
+                "peer %s banned: it sent data of piece %d, which failed%s",
+                peer,
+                piece,
+                "" if connected else " (it left before the verdict)",
+            )
+            actions.append(DropPeer(peer, REASON_BAD_DATA))
+            if len(self._banned) < _MAX_BANNED:
+                self._banned.add(peer)
+            if connected:
                 actions.extend(self._forget(peer, now))
         self._offer_if_urgent(piece, now, actions)
         self._released(now, actions, (piece,))

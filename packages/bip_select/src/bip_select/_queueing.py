@@ -9,7 +9,9 @@ API:
   60 s without a block while requests are pending; trust points -2 per bad piece,
   +1 per good one, ban at ``ban_trust`` = -7 (a fourth bad piece) or at once when a
   peer alone sent a bad piece.
-- ``PeerQueues(config)``: per-peer state.
+- ``PeerQueues(config, identity=None)``: per-peer state; trust is kept per *identity*
+  (``identity(peer)``: the key itself by default, a client passes the peer's host), so it
+  outlives the connection, as libtorrent keeps it on the peer list's entry.
 
   - ``add_peer(peer, now, reqq=None)``, ``remove_peer(peer)``, ``set_reqq(peer, reqq)``.
   - ``block_received(peer, nbytes, now)``: measures the rate, ends a snub, grows the
@@ -23,9 +25,15 @@ API:
   - ``request_timed_out(peer, now)``: the client's own timer fired: snub.
   - ``piece_passed(sources)`` / ``piece_failed(sources) -> banned peers``: trust
     points; a peer that sent part of a bad piece is put on *parole* (give it whole
-    pieces nobody else works on, so the next verdict is its alone).
+    pieces nobody else works on, so the next verdict is its alone). Sources that left
+    before the verdict are judged too (and may be banned): a liar cannot escape by
+    hanging up before the hash check.
   - ``download_rate(peer, now)``, ``is_snubbed``, ``on_parole``, ``is_banned``,
-    ``trust(peer)``, ``hash_failures(peer)``, ``next_deadline(book)``.
+    ``trust(peer)``, ``hash_failures(peer)`` (the last four for departed peers too),
+    ``refuses(peer)``, ``next_deadline(book)``.
+
+The trust of departed identities is remembered for the last :data:`MAX_DEPARTED` of them
+(least recently seen forgotten first): what peers that come and go can make us keep.
 
 Rates are bip_peer's ``RateMeter`` (a sliding window that does not underestimate a
 young peer), the one the choker uses too.
@@ -33,9 +41,10 @@ young peer), the one the choker uses too.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Hashable
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Hashable
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Final, TypeAlias
 
 from bip_peer import RateMeter
 
@@ -43,9 +52,14 @@ from ._errors import LocalProtocolError
 from ._geometry import BLOCK_SIZE, Block
 from ._requests import RequestBook
 
-__all__ = ["PeerQueues", "QueueConfig"]
+__all__ = ["MAX_DEPARTED", "PeerQueues", "QueueConfig"]
 
 PeerKey: TypeAlias = Hashable
+
+MAX_DEPARTED: Final = 4096
+"""Departed identities whose trust :class:`PeerQueues` remembers, at most (least recently
+seen forgotten first). Above libtorrent's ``max_peerlist_size`` (3000), whose entries carry
+the trust there; a few hundred bytes each."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,23 +104,37 @@ class QueueConfig:
             raise LocalProtocolError("bad initial_queue, default_reqq or ban_trust")
 
 
+class _Record:
+    """What outlives a connection: trust, hash failures, parole, ban (libtorrent keeps
+    these on the peer list's ``torrent_peer``, not on the connection)."""
+
+    __slots__ = ("banned", "connections", "failures", "parole", "trust")
+
+    def __init__(self) -> None:
+        self.trust = 0
+        self.failures = 0
+        self.parole = False
+        self.banned = False
+        self.connections = 0  # connected peers with this identity
+
+
 class _Peer:
     __slots__ = (
-        "banned",
-        "failures",
+        "identity",
         "last_block",
         "meter",
-        "parole",
+        "record",
         "reqq",
         "slow_start",
         "slow_start_rate",
         "slow_start_tick",
         "snubbed",
-        "trust",
         "window",
     )
 
-    def __init__(self, config: QueueConfig, now: float, reqq: int) -> None:
+    def __init__(
+        self, config: QueueConfig, now: float, reqq: int, identity: Hashable, record: _Record
+    ) -> None:
         self.meter = RateMeter(config.rate_window, now=now)
         self.reqq = reqq
         self.last_block = now  # idle time counts from joining
@@ -115,10 +143,8 @@ class _Peer:
         self.window = config.initial_queue
         self.slow_start_rate = 0.0
         self.slow_start_tick = now
-        self.trust = 0
-        self.failures = 0
-        self.parole = False
-        self.banned = False
+        self.identity = identity
+        self.record = record
 
 
 _MAX_TRUST = 8  # libtorrent caps good behaviour too, so old merit cannot hide new fraud
@@ -138,12 +164,30 @@ class PeerQueues:
     6
     """
 
-    __slots__ = ("_config", "_peers")
+    __slots__ = ("_config", "_departed", "_identity", "_peers", "_records")
 
-    def __init__(self, config: QueueConfig | None = None) -> None:
-        """Start with no peers."""
+    def __init__(
+        self,
+        config: QueueConfig | None = None,
+        *,
+        identity: Callable[[PeerKey], Hashable] | None = None,
+    ) -> None:
+        """Start with no peers.
+
+        Args:
+            config: the knobs (default: libtorrent's).
+            identity: whose trust a peer's deeds count toward: ``identity(peer)`` for a peer
+                key, departed peers' keys included (default: the key itself). A client whose
+                keys are connections passes the peer's host, so a liar that reconnects keeps
+                its trust, as libtorrent bans by IP address.
+        """
         self._config = config or QueueConfig()
+        self._identity: Callable[[PeerKey], Hashable] = identity or _same
         self._peers: dict[PeerKey, _Peer] = {}
+        # Every identity with a connected peer, and the departed ones remembered; those have
+        # no connection left and are in ``_departed`` too, least recently seen first.
+        self._records: dict[Hashable, _Record] = {}
+        self._departed: OrderedDict[Hashable, None] = OrderedDict()
 
     @property
     def config(self) -> QueueConfig:
@@ -159,12 +203,21 @@ class PeerQueues:
     def add_peer(self, peer: PeerKey, now: float, reqq: int | None = None) -> None:
         """Start tracking ``peer``; ``reqq`` is its BEP 10 request limit if it sent one.
 
+        A peer whose identity was seen before takes up its trust, parole and ban.
+
         Raises:
             LocalProtocolError: the peer is already known.
         """
         if peer in self._peers:
             raise LocalProtocolError(f"peer {peer!r} joined twice")
-        self._peers[peer] = _Peer(self._config, now, self._reqq(reqq))
+        identity = self._identity(peer)
+        record = self._records.get(identity)
+        if record is None:
+            record = self._records[identity] = _Record()
+        else:
+            self._departed.pop(identity, None)
+        record.connections += 1
+        self._peers[peer] = _Peer(self._config, now, self._reqq(reqq), identity, record)
 
     def _reqq(self, reqq: int | None) -> int:
         # A reqq of 0 or less is nonsense from the peer: fall back to the default.
@@ -177,8 +230,24 @@ class PeerQueues:
         self._peer(peer).reqq = self._reqq(reqq)
 
     def remove_peer(self, peer: PeerKey) -> None:
-        """Forget ``peer`` (its trust goes with it: bans are the client's to remember)."""
-        self._peers.pop(peer, None)
+        """Forget ``peer``'s connection (not its identity's trust: see :data:`MAX_DEPARTED`)."""
+        state = self._peers.pop(peer, None)
+        if state is None:
+            return
+        record = state.record
+        record.connections -= 1
+        if record.connections == 0:
+            self._remember(state.identity)
+
+    def _remember(self, identity: Hashable) -> None:
+        """``identity`` has no connection left, or a departed one was just judged: keep it
+        as the most recently seen departed one, forgetting the least recent beyond the bound."""
+        departed = self._departed
+        departed[identity] = None
+        departed.move_to_end(identity)
+        while len(departed) > MAX_DEPARTED:
+            oldest, _ = departed.popitem(last=False)
+            del self._records[oldest]
 
     def __contains__(self, peer: object) -> bool:
         """Whether ``peer`` is tracked."""
@@ -303,15 +372,50 @@ class PeerQueues:
 
     # -- trust, parole and bans ---------------------------------------------------------
 
-    def piece_passed(self, sources: Collection[PeerKey]) -> None:
-        """A piece that ``sources`` sent blocks of hashed good."""
+    def _record(self, peer: PeerKey, judged: bool = False) -> _Record | None:
+        """The record of ``peer``, connected or departed (None: never seen, or forgotten);
+        a departed one being ``judged`` becomes the last to forget (a query changes nothing)."""
+        state = self._peers.get(peer)
+        if state is not None:
+            return state.record
+        identity = self._identity(peer)
+        record = self._records.get(identity)
+        if judged and record is not None and record.connections == 0:
+            self._remember(identity)
+        return record
+
+    def _known(self, peer: PeerKey) -> _Record:
+        record = self._record(peer)
+        if record is None:
+            raise LocalProtocolError(f"peer {peer!r} never joined (or is forgotten)")
+        return record
+
+    def _judged(
+        self, sources: Collection[PeerKey]
+    ) -> tuple[list[tuple[PeerKey, _Record]], dict[int, _Record], int]:
+        """The sources with a record, their distinct records (two connections of one
+        identity are one source, as libtorrent counts ``torrent_peer`` entries), and how
+        many contributors that makes: a source with no record (never seen, or forgotten)
+        counts as one too."""
+        known: list[tuple[PeerKey, _Record]] = []
+        records: dict[int, _Record] = {}
+        unknown = 0
         for peer in sources:
-            state = self._peers.get(peer)
-            if state is None:
-                continue
-            state.trust = min(state.trust + 1, _MAX_TRUST)
-            if len(sources) == 1:
-                state.parole = False  # it proved itself alone
+            record = self._record(peer, judged=True)
+            if record is None:
+                unknown += 1
+            else:
+                known.append((peer, record))
+                records.setdefault(id(record), record)
+        return known, records, len(records) + unknown
+
+    def piece_passed(self, sources: Collection[PeerKey]) -> None:
+        """A piece that ``sources`` sent blocks of hashed good (departed ones count too)."""
+        _, records, contributors = self._judged(sources)
+        for record in records.values():
+            record.trust = min(record.trust + 1, _MAX_TRUST)
+            if contributors == 1:
+                record.parole = False  # it proved itself alone
 
     def piece_failed(self, sources: Collection[PeerKey]) -> list[PeerKey]:
         """A piece that ``sources`` sent blocks of hashed bad; returns the peers to ban.
@@ -319,40 +423,64 @@ class PeerQueues:
         Each loses two trust points (a bad piece weighs more than a good one) and goes
         on parole. A peer is banned at ``ban_trust`` points, or at once if it alone sent
         the piece (``ban_sole_contributor``): then there is no doubt whose data it was.
+        Every source is blamed alike, whichever blocks it sent: without per-block hashes
+        nobody knows which block was bad (parole sorts it out).
 
         Pass *every* source, departed peers included (what ``piece_failed`` of the
-        picker or the book returns): unknown peers are skipped here, but they still
-        count as contributors. Filtering them out first would make an honest peer that
-        shared a piece with a since-banned liar look like its sole author.
+        picker or the book returns). A departed peer is judged as a connected one (its
+        identity's trust is remembered) and returned if banned, so that the client bans
+        what it came from: a liar gains nothing by hanging up before the verdict. Peers
+        never seen (or forgotten) are skipped, but still count as contributors: filtering
+        them out first would make an honest peer that shared a piece with a liar look like
+        its sole author. The other connected peers of a banned identity are returned too,
+        after the sources.
         """
         config = self._config
-        banned: list[PeerKey] = []
-        for peer in sources:
-            state = self._peers.get(peer)
-            if state is None or state.banned:
+        known, records, contributors = self._judged(sources)
+        newly: set[int] = set()
+        for key, record in records.items():
+            if record.banned:
                 continue
-            state.trust = max(state.trust - 2, config.ban_trust)
-            state.failures += 1
-            state.parole = True
-            if state.trust <= config.ban_trust or (
-                config.ban_sole_contributor and len(sources) == 1
+            record.trust = max(record.trust - 2, config.ban_trust)
+            record.failures += 1
+            record.parole = True
+            if record.trust <= config.ban_trust or (
+                config.ban_sole_contributor and contributors == 1
             ):
-                state.banned = True
-                banned.append(peer)
-        return banned
+                record.banned = True
+                newly.add(key)
+        if not newly:
+            return []
+        banned = dict.fromkeys(peer for peer, record in known if id(record) in newly)
+        # Other connections of a banned identity go with it (rare: a scan is fine).
+        for peer, state in self._peers.items():
+            if id(state.record) in newly:
+                banned.setdefault(peer, None)
+        return list(banned)
 
     def on_parole(self, peer: PeerKey) -> bool:
         """Whether ``peer`` sent part of a bad piece and has not since sent a good one alone."""
-        return self._peer(peer).parole
+        return self._known(peer).parole
 
     def is_banned(self, peer: PeerKey) -> bool:
         """Whether ``peer`` is to be dropped for bad data."""
-        return self._peer(peer).banned
+        return self._known(peer).banned
+
+    def refuses(self, peer: PeerKey) -> bool:
+        """Whether ``peer``'s identity was banned: a peer not to let in. Unlike
+        :meth:`is_banned`, a peer never seen is no error (it is not refused)."""
+        record = self._records.get(self._identity(peer))
+        return record is not None and record.banned
 
     def trust(self, peer: PeerKey) -> int:
         """``peer``'s trust points (-7..8)."""
-        return self._peer(peer).trust
+        return self._known(peer).trust
 
     def hash_failures(self, peer: PeerKey) -> int:
         """How many bad pieces ``peer`` sent blocks of."""
-        return self._peer(peer).failures
+        return self._known(peer).failures
+
+
+def _same(peer: PeerKey) -> Hashable:
+    """The default identity: the peer key itself."""
+    return peer

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Final, cast
 
 import trio
@@ -45,6 +45,7 @@ from bip_select import (
     PeerDontHave,
     PeerKey,
     PeerLeft,
+    PeerQueues,
     QueueConfig,
     SendRequest,
     SwarmBrain,
@@ -56,7 +57,14 @@ from bip_select import (
 
 from ._webseed import WebSeed
 
-__all__ = ["MAX_OUT_REQUESTS", "QUEUEING", "REASON_STALLED", "Swarm"]
+__all__ = [
+    "MAX_OUT_REQUESTS",
+    "QUEUEING",
+    "REASON_STALLED",
+    "Swarm",
+    "brain_queueing",
+    "trust_identity",
+]
 
 logger = logging.getLogger("bip.client")
 
@@ -70,6 +78,22 @@ QUEUEING: Final = QueueConfig(max_queue=MAX_OUT_REQUESTS)
 
 REASON_STALLED = "send queue full"
 """Why a peer whose send queue stayed full is dropped: it stopped reading."""
+
+
+def trust_identity(key: PeerKey) -> Hashable:
+    """Whose trust a brain's peer key counts toward: a peer's host (IPv4 in IPv6 form as
+    IPv4), as libtorrent keeps trust on the peer list's entry and bans by IP address, so a
+    liar that reconnects (from another port) takes up its trust where it left it; any other
+    key (a web seed) is itself."""
+    if isinstance(key, Peer):
+        return key.address.normalized().host
+    return key
+
+
+def brain_queueing() -> PeerQueues:
+    """A fresh request queueing policy for one brain: :data:`QUEUEING`'s knobs, trust kept
+    per host (:func:`trust_identity`; departed hosts' up to bip_select's ``MAX_DEPARTED``)."""
+    return PeerQueues(QUEUEING, identity=trust_identity)
 
 
 class Swarm:
@@ -166,7 +190,10 @@ class Swarm:
                 continue
             peer = cast(Peer, key)  # the brain's other keys are the manager's Peer handles
             if isinstance(action, DropPeer):
-                self.joined.discard(peer)  # the brain already forgot it
+                # The brain already forgot it. It may have left already (a source of a bad
+                # piece that hung up before the verdict): removing it again does nothing,
+                # but its host is banned all the same.
+                self.joined.discard(peer)
                 logger.debug("dropping %s: %s", peer, action.reason)
                 if action.reason in (REASON_BAD_DATA, REASON_BANNED):
                     self._on_banned(peer)

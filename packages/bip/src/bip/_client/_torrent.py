@@ -152,7 +152,7 @@ from ._queue import QueuedTorrent, QueueKind
 from ._resume import MAX_SAVED_PEERS, ResumeStore, SavedState, names_same_torrent
 from ._source import SourceError, resolve_peers
 from ._status import TorrentPhase, TorrentStatus
-from ._swarm import QUEUEING, Swarm
+from ._swarm import Swarm, brain_queueing
 from ._upload import Uploader
 from ._views import PeerInfo, file_progress, peer_infos
 from ._webseed import WebSeed, WebSeedState
@@ -1870,7 +1870,7 @@ class Torrent:
             have=have,
             selection=self._order(),
             piece_priorities=priorities,
-            queueing=QUEUEING,
+            queueing=brain_queueing(),  # trust per host, kept across reconnects
         )
         self.swarm = Swarm(self._manager, brain, on_banned=self._ban)
         self._recount_done()  # the brain has what is on disk
