@@ -170,6 +170,13 @@ def test_two_connections_of_one_identity_are_one_source_and_banned_together() ->
     assert not q.refuses(("new", 1))
 
 
+def leave_with_trust(q: PeerQueues, peer: Hashable) -> None:
+    """``peer`` joins, sends a good piece alone (trust 1: worth remembering) and leaves."""
+    q.add_peer(peer, 0.0)
+    q.piece_passed([peer])
+    q.remove_peer(peer)
+
+
 def test_departed_trust_is_remembered_within_a_bound() -> None:
     q = PeerQueues()
     q.add_peer("liar", 0.0)
@@ -178,24 +185,90 @@ def test_departed_trust_is_remembered_within_a_bound() -> None:
     q.remove_peer("liar")
     assert q.trust("liar") == -2
     for n in range(MAX_DEPARTED - 1):
-        q.add_peer(n, 0.0)
-        q.remove_peer(n)
+        leave_with_trust(q, n)
     assert q.trust("liar") == -2  # MAX_DEPARTED departed: all remembered
-    q.add_peer("one more", 0.0)
-    q.remove_peer("one more")
+    leave_with_trust(q, "one more")
     with pytest.raises(LocalProtocolError):
         q.trust("liar")  # forgotten: the oldest of MAX_DEPARTED + 1
     assert q.piece_failed(["liar"]) == []  # nothing to go on: skipped
     q.add_peer("liar", 0.0)
     assert q.trust("liar") == 0
-    # Judging a departed peer makes it the last to forget.
-    q.add_peer("old", 0.0)
-    q.remove_peer("old")
+    # Judging a departed peer makes it the last to forget (a departed source earns no
+    # trust: which connection of its identity it was no longer tells).
+    leave_with_trust(q, "old")
     for n in range(10):
-        q.add_peer(-n, 0.0)
-        q.remove_peer(-n)
+        leave_with_trust(q, -n - 1)
     q.piece_passed(["old", "liar"])
     for n in range(MAX_DEPARTED - 1):
-        q.add_peer(n, 0.0)
-        q.remove_peer(n)
+        leave_with_trust(q, n)
     assert q.trust("old") == 1
+
+
+def test_an_identity_that_never_sent_a_block_is_forgotten_as_it_leaves() -> None:
+    q = PeerQueues(identity=host)
+    q.add_peer(("idle", 1), 0.0)
+    q.add_peer(("idle", 2), 0.0)
+    q.remove_peer(("idle", 1))
+    assert q.trust(("idle", 1)) == 0  # its host still has a connection
+    q.remove_peer(("idle", 2))
+    with pytest.raises(LocalProtocolError):
+        q.trust(("idle", 1))  # no block, no verdict: nothing kept
+    assert not q.refuses(("idle", 3))
+    # One that sent a block is kept: a verdict on its piece may come after it left.
+    q.add_peer(("sender", 1), 0.0)
+    q.block_received(("sender", 1), 16384, 0.5)
+    q.remove_peer(("sender", 1))
+    assert q.piece_failed([("sender", 1)]) == [("sender", 1)]
+    assert q.refuses(("sender", 2))
+    # So is gained or lost trust, parole.
+    leave_with_trust(q, ("good", 1))
+    assert q.trust(("good", 2)) == 1
+    q.add_peer(("bad", 1), 0.0)
+    q.add_peer(("other", 1), 0.0)
+    assert q.piece_failed([("bad", 1), ("other", 1)]) == []
+    q.piece_passed([("bad", 1)])  # back to 0 points, but still a failure on record
+    q.remove_peer(("bad", 1))
+    assert q.trust(("bad", 1)) == -1
+    assert q.hash_failures(("bad", 1)) == 1
+    assert q.on_parole(("bad", 1)) is False  # its good piece alone lifted the parole
+
+
+def test_a_twin_connection_does_not_launder_a_liar() -> None:
+    # A host's second connection sends whole good pieces alone while its first lies in
+    # pieces shared with an honest peer of another host. Penalties go to the host; the
+    # twin's good pieces earn it nothing while the host has two connections: the liar
+    # reaches the ban threshold, and no later than the honest co-source.
+    q = PeerQueues(identity=host)
+    twin, liar, other = ("h", 1), ("h", 2), ("o", 1)
+    for key in (twin, liar, other):
+        q.add_peer(key, 0.0)
+    banned_at: dict[Hashable, int] = {}
+    for round_ in range(10):
+        for dropped in q.piece_failed([liar, other]):
+            banned_at.setdefault(dropped, round_)
+        if q.is_banned(liar):
+            break
+        q.piece_passed([twin])
+        q.piece_passed([twin])
+        assert q.on_parole(twin)  # the host's parole is not lifted by the twin either
+    assert q.is_banned(liar)
+    assert q.is_banned(twin)  # one host: both its connections go
+    assert banned_at[liar] == 3  # -2 a bad piece, ban at -7: the fourth
+    assert banned_at.get(other, round_) >= banned_at[liar]
+    assert q.hash_failures(liar) == 4
+
+
+def test_rewards_come_only_from_an_identitys_sole_connection() -> None:
+    q = PeerQueues(identity=host)
+    q.add_peer(("h", 1), 0.0)
+    q.piece_passed([("h", 1)])
+    assert q.trust(("h", 1)) == 1  # one connection: as before
+    q.add_peer(("h", 2), 0.0)
+    q.piece_passed([("h", 1)])
+    q.piece_passed([("h", 1), ("h", 2)])
+    assert q.trust(("h", 1)) == 1  # two: no reward
+    q.remove_peer(("h", 2))
+    q.piece_passed([("h", 2)])  # a departed source earns nothing
+    assert q.trust(("h", 1)) == 1
+    q.piece_passed([("h", 1), ("h", 2)])  # the connected sole connection does
+    assert q.trust(("h", 1)) == 2

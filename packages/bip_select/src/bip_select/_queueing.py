@@ -27,13 +27,17 @@ API:
     points; a peer that sent part of a bad piece is put on *parole* (give it whole
     pieces nobody else works on, so the next verdict is its alone). Sources that left
     before the verdict are judged too (and may be banned): a liar cannot escape by
-    hanging up before the hash check.
+    hanging up before the hash check. Penalties always go to the identity; rewards
+    only to a source that is connected and its identity's *only* connection (see
+    :meth:`PeerQueues.piece_passed`: a twin connection must not launder a liar).
   - ``download_rate(peer, now)``, ``is_snubbed``, ``on_parole``, ``is_banned``,
     ``trust(peer)``, ``hash_failures(peer)`` (the last four for departed peers too),
     ``refuses(peer)``, ``next_deadline(book)``.
 
 The trust of departed identities is remembered for the last :data:`MAX_DEPARTED` of them
-(least recently seen forgotten first): what peers that come and go can make us keep.
+(least recently seen forgotten first), and only of those that sent us a block or were
+judged (one that never did is forgotten as it leaves: no verdict can be pending on it):
+what peers that come and go can make us keep.
 
 Rates are bip_peer's ``RateMeter`` (a sliding window that does not underestimate a
 young peer), the one the choker uses too.
@@ -108,7 +112,7 @@ class _Record:
     """What outlives a connection: trust, hash failures, parole, ban (libtorrent keeps
     these on the peer list's ``torrent_peer``, not on the connection)."""
 
-    __slots__ = ("banned", "connections", "failures", "parole", "trust")
+    __slots__ = ("banned", "connections", "failures", "parole", "sent", "trust")
 
     def __init__(self) -> None:
         self.trust = 0
@@ -116,6 +120,12 @@ class _Record:
         self.parole = False
         self.banned = False
         self.connections = 0  # connected peers with this identity
+        self.sent = False  # a block came from it: a hash verdict may still name it
+
+    def pristine(self) -> bool:
+        """Whether it never sent a block and was never judged: nothing to remember once it
+        left (no verdict can be pending on it, no trust to take up)."""
+        return not (self.sent or self.trust or self.failures or self.parole or self.banned)
 
 
 class _Peer:
@@ -230,14 +240,23 @@ class PeerQueues:
         self._peer(peer).reqq = self._reqq(reqq)
 
     def remove_peer(self, peer: PeerKey) -> None:
-        """Forget ``peer``'s connection (not its identity's trust: see :data:`MAX_DEPARTED`)."""
+        """Forget ``peer``'s connection (not its identity's trust: see :data:`MAX_DEPARTED`).
+
+        An identity left with no connection that never sent a block (:meth:`block_received`)
+        and was never judged is forgotten at once: no verdict can be pending on it, there is
+        nothing to take up if it comes back, and peers that merely come and go should cost
+        no memory.
+        """
         state = self._peers.pop(peer, None)
         if state is None:
             return
         record = state.record
         record.connections -= 1
         if record.connections == 0:
-            self._remember(state.identity)
+            if record.pristine():
+                del self._records[state.identity]
+            else:
+                self._remember(state.identity)
 
     def _remember(self, identity: Hashable) -> None:
         """``identity`` has no connection left, or a departed one was just judged: keep it
@@ -264,6 +283,7 @@ class PeerQueues:
         if nbytes < 0:
             raise LocalProtocolError(f"a block has no negative size ({nbytes})")
         state = self._peer(peer)
+        state.record.sent = True
         state.meter.add(nbytes, now)
         state.last_block = max(state.last_block, now)
         state.snubbed = False
@@ -410,9 +430,30 @@ class PeerQueues:
         return known, records, len(records) + unknown
 
     def piece_passed(self, sources: Collection[PeerKey]) -> None:
-        """A piece that ``sources`` sent blocks of hashed good (departed ones count too)."""
-        _, records, contributors = self._judged(sources)
-        for record in records.values():
+        """A piece that ``sources`` sent blocks of hashed good.
+
+        An identity gains a trust point (and leaves parole, if it sent the piece alone)
+        only through a source that is still connected and is the identity's *only*
+        connection. Penalties (:meth:`piece_failed`) go to the identity whichever of its
+        connections earned them, so rewards must not come from a twin: a host's second
+        connection sending whole good pieces alone would otherwise pay for, and lift the
+        parole of, its first connection lying in shared pieces, and the host would never
+        reach ``ban_trust`` while the honest peers it shares pieces with would. A departed
+        source earns nothing either (which connection of the host it was no longer tells).
+        Conservative: an honest host with two connections gains no trust while it has both
+        (it loses none for it either), and libtorrent's usual single connection per host
+        is unaffected.
+        """
+        # Judged all (departed ones become the last to forget); rewarded as said above.
+        _, _, contributors = self._judged(sources)
+        rewarded: dict[int, _Record] = {}
+        for peer in sources:
+            state = self._peers.get(peer)
+            if state is not None and state.record.connections == 1:
+                rewarded.setdefault(id(state.record), state.record)
+        for record in rewarded.values():
+            if record.banned:
+                continue  # a ban is final: no point in rewarding what is being dropped
             record.trust = min(record.trust + 1, _MAX_TRUST)
             if contributors == 1:
                 record.parole = False  # it proved itself alone

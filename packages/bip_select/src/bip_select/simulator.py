@@ -382,6 +382,11 @@ class _Simulation:
             other = action.peer
             if not isinstance(other, int) or other not in out:
                 if isinstance(action, DropPeer):
+                    # A peer judged after it left: nothing to disconnect, but the ban
+                    # stands (and keeps the two apart) all the same.
+                    if action.reason == REASON_BAD_DATA and isinstance(other, int):
+                        self.trace.bans.append(Ban(self.now, me, other))
+                        self.banned.add((me, other))
                     continue
                 self.trace.violations.append(f"{me}: {action!r} to a peer not connected")
                 continue

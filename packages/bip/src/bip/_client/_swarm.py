@@ -83,10 +83,13 @@ REASON_STALLED = "send queue full"
 def trust_identity(key: PeerKey) -> Hashable:
     """Whose trust a brain's peer key counts toward: a peer's host (IPv4 in IPv6 form as
     IPv4), as libtorrent keeps trust on the peer list's entry and bans by IP address, so a
-    liar that reconnects (from another port) takes up its trust where it left it; any other
-    key (a web seed) is itself."""
+    liar that reconnects (from another port) takes up its trust where it left it; a web
+    seed's URL (tagged, so no host can share it), since a restart makes a new
+    :class:`WebSeed` for the same URL and its trust must carry over; any other key itself."""
     if isinstance(key, Peer):
         return key.address.normalized().host
+    if isinstance(key, WebSeed):
+        return ("web seed", key.layout.base)
     return key
 
 
