@@ -91,6 +91,80 @@ def test_update_port_is_not_capped_and_the_host_index_follows() -> None:
     assert len(peers) == 0
 
 
+def test_a_made_up_port_never_takes_a_proven_one() -> None:
+    # A hostile PEX peer names a port of a host we connected to: the port that worked stays,
+    # with what it proved; the unproven entry moves instead (its failure kept).
+    peers = PeerList()
+    real, other = at("203.0.113.5:6881"), at("203.0.113.5:6882")
+    peers.add_many([real, other], PeerOrigin.TRACKER, 0.0)
+    peers.connect_candidates(5, 0.0)
+    peers.connected(real, 1.0)
+    peers.disconnected(real, 2.0)
+    peers.dial_failed(other, 0.0)
+    made_up = at("203.0.113.5:1")
+    assert peers.add(made_up, PeerOrigin.PEX, 3.0)
+    assert real in peers
+    assert other not in peers
+    moved = peers.entry(made_up)
+    assert moved is not None
+    assert moved.failcount == 1
+    assert peers.best(1) == [real]
+    # Once the moved entry is proven too, a further made-up port has nothing to move.
+    peers.connected(made_up, 4.0)
+    peers.disconnected(made_up, 5.0)
+    assert not peers.add(at("203.0.113.5:2"), PeerOrigin.PEX, 6.0)
+    assert set(peers.best(5)) == {real, made_up}
+
+
+def test_a_listening_port_is_not_moved_and_connected_entries_are_the_hosts_youngest() -> None:
+    peers = PeerList(max_per_host=2)
+    listed, ephemeral = at("10.0.0.1:6881"), at("10.0.0.1:51234")
+    peers.add(listed, PeerOrigin.TRACKER, 0.0)
+    peers.connected(ephemeral, 0.0, origin=PeerOrigin.INCOMING)
+    listen = peers.update_port(ephemeral, 7000, 0.0)  # the port the peer says it listens on
+    assert listen == at("10.0.0.1:7000")
+    peers.disconnected(listen, 1.0)
+    # The host's oldest is the tracker's entry, and it moves; the listening port stays.
+    assert peers.add(at("10.0.0.1:9"), PeerOrigin.PEX, 2.0)
+    assert listed not in peers
+    assert listen in peers
+    # connected() makes an entry the host's youngest too, so "oldest" means the same in both.
+    a, b = at("10.0.0.2:1"), at("10.0.0.2:2")
+    peers.add_many([a, b], PeerOrigin.DHT, 0.0)
+    peers.connected(a, 3.0)
+    assert list(peers._hosts[a.host]) == [b, a]
+    assert list(peers._entries)[-1] == a
+
+
+def test_no_cap_with_max_per_host_none() -> None:
+    peers = PeerList(max_per_host=None)
+    assert peers.add_many(ports_of("127.0.0.1", 50), PeerOrigin.PEX, 0.0) == 50
+    assert len(peers.connect_candidates(100, 0.0)) == 50
+    with pytest.raises(ValueError, match="max_per_host"):
+        PeerList(max_per_host=0)
+
+
+def test_bounds_changed_back_and_forth_do_not_hide_a_candidate() -> None:
+    peers = PeerList(max_failcount=3, min_reconnect_time=60.0)
+    a = at("10.0.0.1:6881")
+    peers.add(a, PeerOrigin.TRACKER, 0.0)
+    assert peers.connect_candidates(5, 0.0) == [a]
+    peers.connected(a, 0.0)
+    assert peers.connect_candidates(5, 1.0) == []  # connected: nothing until a change
+    peers.max_failcount = 1
+    peers.disconnected(a, 2.0, failed=True)  # given up under a bound of 1
+    peers.max_failcount = 3
+    assert peers.connect_candidates(5, 1000.0) == [a]
+    peers.dial_failed(a, 1000.0)  # failcount 2: ready at 1000 + 180
+    assert peers.connect_candidates(5, 1001.0) == []
+    peers.min_reconnect_time = 0.5
+    assert peers.connect_candidates(5, 1002.0) == [a]
+    with pytest.raises(ValueError, match="max_failcount"):
+        peers.max_failcount = 0
+    with pytest.raises(TypeError, match="min_reconnect_time"):
+        peers.min_reconnect_time = "1"  # type: ignore[assignment]
+
+
 # -- link-local -------------------------------------------------------------------------------
 
 
@@ -186,7 +260,7 @@ class IdleBoundMachine(RuleBasedStateMachine):
     def candidates(self, count: int, seed: bool) -> None:
         peers = self.peers
         peers._expire(self.now)
-        skipped = peers._idle_key == (seed, 2, 3.0) and self.now < peers._idle_until
+        skipped = peers._idle_seed == seed and self.now < peers._idle_until
         ready = [e for e in peers._entries.values() if peers._ready_time(e, seed) <= self.now]
         got = peers.connect_candidates(count, self.now, seed=seed)
         if skipped:
@@ -225,6 +299,11 @@ class IdleBoundMachine(RuleBasedStateMachine):
         else:
             self.peers.remove(address)
 
+    @rule(max_failcount=st.sampled_from([1, 2, 3]), min_reconnect_time=st.sampled_from([1.0, 3.0]))
+    def bounds(self, max_failcount: int, min_reconnect_time: float) -> None:
+        self.peers.max_failcount = max_failcount
+        self.peers.min_reconnect_time = min_reconnect_time
+
     @rule(seconds=st.sampled_from([0.5, 3.0, 7.0]))
     def wait(self, seconds: float) -> None:
         self.now += seconds
@@ -237,8 +316,8 @@ class IdleBoundMachine(RuleBasedStateMachine):
         assert all(peers._hosts.values())
         assert all(a.host == h for h, entries in peers._hosts.items() for a in entries)
         # The bound is one: no entry can be a candidate before it.
-        if peers._idle_key is not None:
-            seed = peers._idle_key[0]
+        if peers._idle_seed is not None:
+            seed = peers._idle_seed
             times = [peers._ready_time(e, seed) for e in peers._entries.values()]
             soonest = min(times, default=math.inf)
             assert peers._idle_until <= soonest or peers._idle_until == -math.inf

@@ -25,13 +25,14 @@ The rules, libtorrent's defaults:
   external address when known, else our listen address; :meth:`PeerList.set_our_addresses`);
 - a banned host is dropped and never added again (up to ``MAX_BANNED_HOSTS`` hosts);
 - one host has at most ``max_per_host`` entries (2; libtorrent keeps one per IP unless
-  ``allow_multiple_connections_per_ip``): a further port of that host replaces the port of
-  its oldest entry that is neither connected, being dialled, nor given by the user
-  (libtorrent's ``update_peer``: the peer moved), its history kept; with no such entry the
-  port is dropped. So a source that lists one host under thousands of ports (to make us flood
-  a third party) costs that host a dial per backoff, not one per port. Not capped: the
-  user's own addresses, connections, and the ports peers say they listen on
-  (:meth:`PeerList.update_port`);
+  ``allow_multiple_connections_per_ip``; ``None``: no cap): a further port of that host
+  replaces the port of its oldest entry that is neither connected, being dialled, given by
+  the user, nor proven (connected once, or where the peer said it listens) (libtorrent's
+  ``update_peer``: the peer moved), its failures and wait kept; with no such entry the port
+  is dropped. So a source that lists one host under thousands of ports (to make us flood a
+  third party) costs that host a dial per backoff, not one per port, and cannot take a port
+  that worked away from us. Not capped: the user's own addresses, connections, and the
+  ports peers say they listen on (:meth:`PeerList.update_port`);
 - IPv6 link-local addresses (``fe80::/10``) are refused like unconnectable ones: they need an
   interface, which no source can give (libtorrent's ``add_peer`` refuses them too);
 - a peer known to be a seed is not a candidate while we are a seed too;
@@ -306,8 +307,9 @@ class PeerList:
 
     Args:
         max_size: entries at most.
-        max_per_host: entries of one host a source may add, at most.
-        max_failcount: failures after which an entry is not dialled again.
+        max_per_host: entries of one host a source may add, at most (``None``: no cap).
+        max_failcount: failures after which an entry is not dialled again (may be changed
+            later, as may ``min_reconnect_time``).
         min_reconnect_time: seconds between attempts at one entry, times (fail count + 1).
         dial_timeout: seconds after which an unreported dial counts as failed.
 
@@ -319,20 +321,21 @@ class PeerList:
         self,
         *,
         max_size: int = DEFAULT_MAX_PEERLIST_SIZE,
-        max_per_host: int = DEFAULT_MAX_PER_HOST,
+        max_per_host: int | None = DEFAULT_MAX_PER_HOST,
         max_failcount: int = DEFAULT_MAX_FAILCOUNT,
         min_reconnect_time: float = DEFAULT_MIN_RECONNECT_TIME,
         dial_timeout: float = DEFAULT_DIAL_TIMEOUT,
     ) -> None:
         _check_count("max_size", max_size)
-        _check_count("max_per_host", max_per_host)
+        if max_per_host is not None:
+            _check_count("max_per_host", max_per_host)
         _check_count("max_failcount", max_failcount)
         _check_seconds("min_reconnect_time", min_reconnect_time)
         _check_seconds("dial_timeout", dial_timeout)
         self.max_size = max_size
         self.max_per_host = max_per_host
-        self.max_failcount = max_failcount
-        self.min_reconnect_time = float(min_reconnect_time)
+        self._max_failcount = max_failcount
+        self._min_reconnect_time = float(min_reconnect_time)
         self.dial_timeout = float(dial_timeout)
         # Insertion order is age: the eviction window is the oldest entries; an entry that
         # connects moves to the end (it proved useful, and a connected one cannot go anyway).
@@ -342,16 +345,40 @@ class PeerList:
         # only. Each host's dict is ordered too (oldest first: the one a new port moves).
         self._hosts: dict[Host, dict[PeerAddress, _Entry]] = {}
         # No entry can be a candidate before this time (a lower bound) for connect_candidates
-        # asked with the key's seed flag and bounds; -inf: unknown, look. Every change that
-        # may make a candidate lowers it, so a list of waiting entries is not scanned whole
-        # on every pass of the owner (libtorrent bounds the scan to 300 entries instead, at
-        # the price of not always finding the best).
+        # asked with the seed flag ``_idle_seed``; -inf: unknown, look. Every change that may
+        # make a candidate lowers it (a change of the bounds resets it), so a list of waiting
+        # entries is not scanned whole on every pass of the owner (libtorrent bounds the
+        # scan to 300 entries instead, at the price of not always finding the best).
         self._idle_until = -math.inf
-        self._idle_key: tuple[bool, int, float] | None = None
+        self._idle_seed: bool | None = None
         self._banned: dict[Host, None] = {}  # a dict: ordered, oldest ban first
         self._ours: dict[Family, PeerAddress] = {}
         self._evicted = 0
         self._dropped = 0
+
+    @property
+    def max_failcount(self) -> int:
+        """Failures after which an entry is not dialled again."""
+        return self._max_failcount
+
+    @max_failcount.setter
+    def max_failcount(self, value: int) -> None:
+        _check_count("max_failcount", value)
+        self._max_failcount = value
+        # Ready times depend on it, and _wake_at computed them under the old value (going
+        # 3 -> 1 -> 3 would leave an entry's failure under 1 hidden until the cache expired).
+        self._idle_until = -math.inf
+
+    @property
+    def min_reconnect_time(self) -> float:
+        """Seconds between attempts at one entry, times (fail count + 1)."""
+        return self._min_reconnect_time
+
+    @min_reconnect_time.setter
+    def min_reconnect_time(self, value: float) -> None:
+        _check_seconds("min_reconnect_time", value)
+        self._min_reconnect_time = float(value)
+        self._idle_until = -math.inf  # ready times depend on it too
 
     # -- what we know -------------------------------------------------------------------
 
@@ -479,6 +506,7 @@ class PeerList:
         if (
             entry is None
             and capped
+            and self.max_per_host is not None
             and origin != PeerOrigin.INCOMING  # never dialled: no cap needed
             and PeerOrigin.USER not in origin  # the user asked for that very address
             and self._dialable_on_host(address.host) >= self.max_per_host
@@ -546,8 +574,7 @@ class PeerList:
         self._expire(now)
         if count <= 0:
             return []
-        key = (bool(seed), self.max_failcount, self.min_reconnect_time)
-        if key == self._idle_key and now < self._idle_until:
+        if bool(seed) == self._idle_seed and now < self._idle_until:
             return []  # nothing can be a candidate yet: no need to look at every entry
         candidates: list[_Entry] = []
         soonest = math.inf  # when the first entry that is not a candidate now may become one
@@ -564,7 +591,7 @@ class PeerList:
         )
         # Every candidate handed out now: none is left before ``soonest`` (a dial that ends
         # lowers it again, through _wake_at).
-        self._idle_key = key
+        self._idle_seed = bool(seed)
         self._idle_until = soonest if len(candidates) <= count else -math.inf
         for entry in best:
             entry.dial_started = now
@@ -614,8 +641,7 @@ class PeerList:
         entry.failcount = 0
         entry.last_connected = now
         # To the young end: it cannot be evicted while connected, and proved itself.
-        del self._entries[address]
-        self._entries[address] = entry
+        self._to_young_end(entry)
         return True
 
     def disconnected(
@@ -697,8 +723,7 @@ class PeerList:
         entry.was_connected = True
         entry.failcount = 0
         entry.last_connected = now
-        del self._entries[listen]
-        self._entries[listen] = entry  # the young end, as connected() puts it
+        self._to_young_end(entry)  # as connected() puts it
         return listen
 
     def mark_seed(self, address: PeerAddress, seed: bool = True) -> None:
@@ -754,6 +779,16 @@ class PeerList:
         self._entries[entry.address] = entry
         self._hosts.setdefault(entry.address.host, {})[entry.address] = entry
 
+    def _to_young_end(self, entry: _Entry) -> None:
+        """Move ``entry`` (recorded) to the young end, of the list and of its host: both
+        orders are age, and _move_to takes the host's oldest."""
+        address = entry.address
+        del self._entries[address]
+        self._entries[address] = entry
+        of_host = self._hosts[address.host]
+        del of_host[address]
+        of_host[address] = entry
+
     def _delete(self, address: PeerAddress) -> _Entry | None:
         """Forget the entry of ``address`` (normalised) and its pending dial; returns it."""
         entry = self._entries.pop(address, None)
@@ -777,13 +812,18 @@ class PeerList:
         port of a host at the cap); returns it, or ``None`` when none may.
 
         One connected or being dialled stays (its connection is reported under its
-        address), and so does one the user gave: a source that may invent ports (PEX) must
-        not take the user's peer away."""
+        address), and so do one the user gave and one proven (connected once, or the port
+        the peer said it listens on): a source that may invent ports (PEX) must not take a
+        port that works away from us. The moved entry keeps its failures and its wait (a
+        new port buys no new try); what it proved was the old port's, so it cannot have
+        any (only unproven entries move)."""
         for old in self._hosts.get(address.host, {}).values():
             if (
                 not old.incoming_only
                 and not old.connected
                 and old.dial_started is None
+                and not old.was_connected
+                and not old.listening
                 and PeerOrigin.USER not in old.origin
             ):
                 break
@@ -792,6 +832,7 @@ class PeerList:
         self._delete(old.address)
         old.address = address
         old.priority = self._priority_of(address)
+        old.seed = False  # (the old port's peer's: nothing is known of this one's)
         self._insert(old)  # (the young end: a port just heard of)
         return old
 

@@ -75,6 +75,7 @@ import trio
 from bip import __version__
 from bip_disk import DiskEvent, DiskManager, open_disk_manager
 from bip_handshake import (
+    DEFAULT_MAX_PER_HOST,
     CompletedHandshake,
     Dialer,
     DialFailure,
@@ -1121,9 +1122,17 @@ def _new_peer_list(config: ClientConfig) -> PeerList:
     """A torrent's peer list, with the config's bounds. A dial whose outcome never comes
     back (a handshake that failed after the connect: only failed connects are reported) is
     taken as failed once every step of it could have timed out: both transports' connects,
-    and the plaintext retry after a failed MSE handshake."""
+    and the plaintext retry after a failed MSE handshake.
+
+    Ports of one host kept follow ``max_peers_per_host`` (no cap without one: a swarm of
+    one machine, as the demo's, shares 127.0.0.1), but never fewer than the list's default."""
     attempt = 2 * config.connect_timeout + config.handshake_timeout
-    return PeerList(max_size=config.max_peerlist_size, dial_timeout=2 * attempt + 10.0)
+    per_host = config.max_peers_per_host
+    return PeerList(
+        max_size=config.max_peerlist_size,
+        max_per_host=None if per_host is None else max(DEFAULT_MAX_PER_HOST, per_host),
+        dial_timeout=2 * attempt + 10.0,
+    )
 
 
 async def _close(handshake: CompletedHandshake) -> None:
