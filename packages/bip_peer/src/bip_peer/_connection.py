@@ -587,8 +587,9 @@ class PeerConnection:
             return peer
         # Both fit the torrent now: merged as whole bitfields (haves added, then donthaves
         # taken out, as they came after whatever availability message preceded them).
-        size = len(peer._bits)
-        bits = int.from_bytes(peer._bits, "big") | _padded_int(haves, size)
+        base = peer.to_bitfield()
+        size = len(base)
+        bits = int.from_bytes(base, "big") | _padded_int(haves, size)
         bits &= ~_padded_int(donthaves, size)
         return PieceSet.from_bitfield(bits.to_bytes(size, "big"), num_pieces)
 

@@ -493,15 +493,15 @@ class HolepunchService:
         # after, so that a connect to a peer we have (ignored) costs no token, as before.
         now = trio.current_time()
         if not solicited and state.connect.available(now) < 1:
-            self._over_connect_budget(peer, normalized)
+            self._rate_limited += 1
+            self._note(peer, f"connect to {normalized} over the peer's budget, ignored")
             return
         if self._find(manager, peer.info_hash, normalized) is not None:
             self._connects_ignored += 1  # libtorrent ignores these too
             self._note(peer, f"connect to {normalized} ignored: already connected")
             return
-        if not solicited and not state.connect.take(1, now):
-            self._over_connect_budget(peer, normalized)  # not reached: a token was there
-            return
+        if not solicited:
+            state.connect.take(1, now)  # the token seen above: nothing spent it meanwhile
         self._connects += 1
         _log.debug(
             "connect to %s from %s (%s)",
@@ -522,10 +522,6 @@ class HolepunchService:
             # As PEX: a stranger must not point the client at its own network.
             return "a private address from a public peer"
         return None
-
-    def _over_connect_budget(self, peer: Peer, address: PeerAddress) -> None:
-        self._rate_limited += 1
-        self._note(peer, f"connect to {address} over the peer's budget, ignored")
 
     def _on_error_message(self, peer: Peer, target: PeerAddress, code: int) -> None:
         normalized = target.normalized()
