@@ -67,7 +67,6 @@ import math
 import random
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from ipaddress import IPv4Address, IPv6Address
 from typing import Any, Final
 
 import trio
@@ -95,7 +94,6 @@ from bip_handshake import (
     ProxyConfig,
     SocksDialer,
     UtpSocket,
-    local_addresses_by_family,
     open_handshaker,
 )
 from bip_metainfo import InfoHash, MagnetLink, Metainfo
@@ -1181,19 +1179,11 @@ def _tracker_binds(config: ClientConfig) -> tuple[str | None, str | None]:
         if config.tracker_bind is None
         else [config.tracker_bind]
     )
-    # IP version -> its first host (None: unspecified). A config's list: its length is the
-    # user's.
-    firsts: dict[int, IPv4Address | IPv6Address | None] = {}
-    for index, host in enumerate(hosts):
-        try:
-            found = local_addresses_by_family(host) or {}
-        except ValueError:  # a listen host's name (ClientConfig refuses any other
-            # tracker_bind than an address): the system picks the source address
-            if index == 0:
-                return "0.0.0.0", "::"  # the first host speaks for both families
-            continue
-        for version, address in found.items():
-            firsts.setdefault(version, address)
+    # A name (a listen host's: ClientConfig refuses any other tracker_bind than an address)
+    # reads as no family; first, it speaks for both: the system picks the source address.
+    if hosts and not first_of_each_family(hosts[0]):
+        return "0.0.0.0", "::"
+    firsts = first_of_each_family(hosts)
     any_address = {4: "0.0.0.0", 6: "::"}
     binds: dict[int, str | None] = {}
     for version, other in ((4, 6), (6, 4)):
