@@ -20,7 +20,8 @@ import trio
 from _cli_helpers import assert_one_line_error
 
 from bip._cli import main
-from bip_dht import open_dht
+from bip._cmd_dht import statistics_line
+from bip_dht import DHTStatistics, NodeId, open_dht
 
 TIMEOUT = 20.0
 NETWORK_HOSTS = ("127.0.0.21", "127.0.0.22", "127.0.0.23")
@@ -200,6 +201,13 @@ def test_bad_key_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     argv = ["put", "v", "--key-file", str(key_file), "--bootstrap", "127.0.0.1:1"]
     assert main(["dht", *argv]) == 1
     assert "not an ed25519 key file" in capsys.readouterr().err
+
+
+def test_statistics_line_shows_oversized_replies() -> None:
+    stats = DHTStatistics(node_id=NodeId(bytes(20)), rate_limited=2, oversized_dropped=3)
+    line = statistics_line(stats)
+    assert "rate-limited 2" in line
+    assert "oversized replies dropped 3" in line
 
 
 def test_serve_as_a_process_stops_on_sigterm(tmp_path: Path) -> None:

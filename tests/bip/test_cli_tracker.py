@@ -122,6 +122,10 @@ def test_unreachable_tracker_times_out(silent_udp: str, capsys: pytest.CaptureFi
         (["announce", "udp://127.0.0.1:1", V1, "--port", "70000"], "--port is in 0..65535"),
         (["announce", "udp://127.0.0.1:1", V1, "--peer-id", "zz"], "bad --peer-id"),
         (["announce", "udp://127.0.0.1:1", V1, "--v2"], "--v2 needs a torrent with a v2"),
+        (
+            ["announce", "udp://127.0.0.1:1", V1, "--event", "paused"],
+            "--event paused is for HTTP(S) trackers: BEP 15 has no paused event",
+        ),
         (["scrape", "udp://127.0.0.1:1", "magnet:?xt=urn:btih:12"], "bad magnet link"),
         (["serve", "--allow", "nothash", "--duration", "1"], "not an info-hash"),
         (["serve", "--bind", "127.0.0.1:99999", "--duration", "1"], "a port is in 0..65535"),

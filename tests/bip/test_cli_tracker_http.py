@@ -86,6 +86,14 @@ def test_announce_options_and_a_passkey(
     assert params["peer_id"] == b"-" * 20
 
 
+def test_announce_paused(tracker: Server, capsys: pytest.CaptureFixture[str]) -> None:
+    """BEP 21: ``--event paused`` is sent as ``event=paused``."""
+    assert main(_announce(tracker.url, V1, "--event", "paused", "--left", "100")) == 0
+    assert "interval:  1800 s" in capsys.readouterr().out
+    [request] = tracker.requests
+    assert (query_of(request)["event"], query_of(request)["left"]) == (b"paused", b"100")
+
+
 def test_announce_torrent_and_scrape(
     tracker: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

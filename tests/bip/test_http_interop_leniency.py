@@ -113,6 +113,22 @@ async def test_a_refused_location_is_told_with_its_controls_escaped() -> None:
     assert "we do not follow" in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "location",
+    [b"/a\x00b", b"/a\x01b", b"/f\tb", b"/a\x1b[31mb?passkey=s3cret", b"/a\x7f", b"\x1f/x"],
+)
+async def test_a_location_with_control_bytes_is_refused_as_curl_does(location: bytes) -> None:
+    exchange = RecordingExchange(redirect_as_sent(location))
+    url = parse_http_tracker_url("http://seed.example/f")
+    with pytest.raises(HttpTrackerError) as caught, trio.fail_after(DEADLINE):
+        await follow_redirects(url, "/f", exchange, max_redirects=5, error=HttpTrackerError)
+    assert len(exchange.calls) == 1  # never followed
+    message = str(caught.value)
+    assert "control byte" in message
+    assert message.isprintable()
+    assert "s3cret" not in message
+
+
 def test_a_location_that_is_not_from_the_wire_is_taken_as_text() -> None:
     # A header value the parser cannot have made (a character above U+00FF): its UTF-8.
     assert location_reference("/€/é") == "/%E2%82%AC/%C3%A9"

@@ -174,6 +174,13 @@ def test_a_reply_over_the_limit_is_dropped_and_counted() -> None:
     assert node._handler.statistics().oversized_dropped == 1
 
 
+def test_oversized_drops_show_in_the_node_statistics() -> None:
+    node = DHTNode(rng=random.Random(1), now=0.0)
+    data = encode({b"t": b"x" * 1420, b"y": b"q", b"q": b"find_node", b"a": {b"id": bytes(20)}})
+    assert query(node, data) is None
+    assert node.statistics().oversized_dropped == 1
+
+
 # -- 3. a full BEP 44 item fits ------------------------------------------------------------------
 
 

@@ -678,6 +678,14 @@ def test_limits_validation() -> None:
         ConnectionLimits(max_message_length=1000)
 
 
+def test_limits_max_peer_requests_fits_reqq() -> None:
+    """``max_peer_requests`` is the ``reqq`` of our extended handshake: it must fit its u32."""
+    with pytest.raises(ValueError, match="4294967295"):
+        ConnectionLimits(max_peer_requests=2**32)
+    limits = ConnectionLimits(max_peer_requests=2**32 - 1)
+    assert ExtendedHandshake(reqq=limits.max_peer_requests).reqq == 2**32 - 1
+
+
 # ---------------------------------------------------------------------------- a realistic session
 
 

@@ -318,7 +318,8 @@ def statistics_line(stats: DHTStatistics) -> str:
     return (
         f"nodes {stats.table_size} ({good} good); queries received {received},"
         f" sent {sent}, timeouts {stats.timeouts}; stored: {stats.peers} peers of"
-        f" {stats.info_hashes} torrents, {stats.items} items; rate-limited {stats.rate_limited}"
+        f" {stats.info_hashes} torrents, {stats.items} items; rate-limited {stats.rate_limited},"
+        f" oversized replies dropped {stats.oversized_dropped}"
     )
 
 

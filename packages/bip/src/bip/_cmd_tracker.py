@@ -73,6 +73,11 @@ _EVENTS = {
     "stopped": AnnounceEvent.STOPPED,
 }
 
+_PAUSED = "paused"
+"""BEP 21's event of a partial seed: HTTP(S) only, a regular announce (``none``) that says
+``event=paused``. BEP 15 defines no value for it, and bip_utracker never sends libtorrent's 4
+(a tracker that checks the field refuses it), so a UDP tracker is not asked it."""
+
 
 _URL_HELP = (
     "the tracker: udp://HOST:PORT[/path], or http(s)://HOST[:PORT]/PATH (its announce URL;"
@@ -168,9 +173,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     announce.add_argument(
         "--event",
-        choices=tuple(_EVENTS),
+        choices=(*_EVENTS, _PAUSED),
         default="started",
-        help="the announce event (default started)",
+        help="the announce event (default started; paused, BEP 21's partial seed, is for"
+        " HTTP(S) trackers)",
     )
     announce.add_argument(
         "--left",
@@ -458,6 +464,16 @@ def _run_announce(args: argparse.Namespace) -> int:
     left = args.left
     if left is None:
         left = torrent.info.total_size if torrent is not None else 0
+    paused = args.event == _PAUSED
+    if paused and kind != "http":
+        # Sending none instead would announce something the user did not ask for.
+        raise CLIError(
+            "--event paused is for HTTP(S) trackers: BEP 15 has no paused event"
+            " (use --event none for a UDP tracker)"
+        )
+    # paused is a regular announce saying so (HttpTrackerClient.announce's paused keyword).
+    event = AnnounceEvent.NONE if paused else _EVENTS[args.event]
+    pause: dict[str, Any] = {"paused": True} if paused else {}  # HTTP only: UDP refused it
 
     async def main() -> tuple[AnnounceResult, _Named]:
         deadline = trio.current_time() + args.timeout
@@ -481,8 +497,9 @@ def _run_announce(args: argparse.Namespace) -> int:
                     uploaded=args.uploaded,
                     downloaded=args.downloaded,
                     left=left,
-                    event=_EVENTS[args.event],
+                    event=event,
                     num_want=args.numwant,
+                    **pause,
                 )
 
             result = await _with_timeout(shown_url(args.url), args.timeout, job)

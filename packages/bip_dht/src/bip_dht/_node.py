@@ -506,6 +506,7 @@ class DHTNode:
             errors_sent=dict(serve.errors_sent),
             rate_limited=serve.rate_limited,
             read_only_ignored=serve.read_only_ignored,
+            oversized_dropped=serve.oversized_dropped,
             outstanding=len(self._transactions),
             lookups=sum(1 for op in self._running.values() if op.uses_lookup_slot),
             queued=len(self._queue),

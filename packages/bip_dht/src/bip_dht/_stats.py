@@ -71,6 +71,8 @@ class DHTStatistics:
     - errors_sent: our error replies, by code.
     - rate_limited: queries dropped because their source IP was over its rate.
     - read_only_ignored: queries not answered because we are read-only (BEP 43).
+    - oversized_dropped: replies not sent because they would exceed
+      :data:`~bip_dht.MAX_REPLY_SIZE` even without nodes (a query with a huge transaction id).
 
     **Work and bounds**
 
@@ -118,6 +120,7 @@ class DHTStatistics:
     errors_sent: Mapping[int, int] = field(default_factory=dict)
     rate_limited: int = 0
     read_only_ignored: int = 0
+    oversized_dropped: int = 0
     outstanding: int = 0
     lookups: int = 0
     queued: int = 0

@@ -82,6 +82,7 @@ from bip_metainfo import InfoHash, PieceSet
 
 from ._errors import LocalProtocolError, RemoteProtocolError, StaleSendError
 from ._extended import (
+    _U32_MAX,  # the largest reqq an extended handshake carries: max_peer_requests is ours
     DontHave,
     ExtendedHandshake,
     MetadataData,
@@ -170,7 +171,8 @@ class ConnectionLimits:
         max_block_length: the largest block we request or serve (16 KiB, as every
             client; a larger request from the peer is a protocol error).
         max_peer_requests: the peer's outstanding requests we queue (the ``reqq``
-            to advertise in our extended handshake); more are refused.
+            to advertise in our extended handshake, so at most 2**32 - 1); more are
+            refused.
         max_choked_requests: requests refused because we choke the peer, since
             our last choke, before it is a protocol error.
         max_invalid_requests: requests refused for pieces we never announced
@@ -190,13 +192,19 @@ class ConnectionLimits:
     max_peer_hash_requests: int = 64
 
     def __post_init__(self) -> None:
-        """Check every limit is a positive int (a block fits a message)."""
+        """Check every limit is a positive int (a block fits a message, reqq a u32)."""
         for name in self.__dataclass_fields__:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{name} must be an int, not {value!r}")
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, not {value}")
+        # Refused here rather than when PeerManager.add_peer builds our handshake from it.
+        if self.max_peer_requests > _U32_MAX:
+            raise ValueError(
+                f"max_peer_requests must be at most {_U32_MAX} (the reqq an extended"
+                f" handshake carries), not {self.max_peer_requests}"
+            )
         if self.max_block_length + 9 > self.max_message_length:
             raise ValueError("max_block_length does not fit in max_message_length")
 

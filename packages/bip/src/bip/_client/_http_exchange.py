@@ -15,7 +15,8 @@ may lead to (``http://`` and ``https://`` only, as :func:`parse_http_tracker_url
 accepts). Each client gives its own limit, its own exchange and its own error type. A
 ``Location`` sent with raw bytes outside printable ASCII (a UTF-8 path, as many redirectors
 send) is requested with each such byte percent-escaped, as curl and browsers do
-(:func:`location_reference`).
+(:func:`location_reference`); one holding a control byte (0x00-0x1f, 0x7f) is refused, as
+curl refuses it.
 
 A server on the Internet cannot send us into a local network (libtorrent's
 ``ssrf_mitigation``): once a global address has answered, a redirect to a host that is not
@@ -99,6 +100,9 @@ _AUTHORITY: Final = re.compile(rb"(?:[A-Za-z][A-Za-z0-9+.-]*:)?//[^/?#]*")
 _URL_GRAPHIC: Final = "".join(map(chr, range(0x21, 0x7F)))
 """The bytes a ``Location``'s path, query and fragment keep as they are: printable ASCII (the
 URL parser escapes those it does not take as they are, ``%`` kept to keep the escapes)."""
+_CONTROL: Final = re.compile("[\x00-\x1f\x7f]")
+"""A control byte in a ``Location`` (as the parser decodes the wire, latin-1): curl's URL
+parser refuses it rather than escape it, and so do we (no server means a URL with one)."""
 
 
 class Exchange(Protocol):
@@ -439,9 +443,10 @@ async def follow_redirects(
 
     Raises:
         Exception: what ``error(message)`` makes, for a redirect without a ``Location``,
-            to a URL that is not ``http://`` or ``https://`` (or that
-            :func:`parse_http_tracker_url` refuses), from a global address to a host that
-            is not, back to a URL already requested, or one redirect too many.
+            with a control byte in its ``Location``, to a URL that is not ``http://`` or
+            ``https://`` (or that :func:`parse_http_tracker_url` refuses), from a global
+            address to a host that is not, back to a URL already requested, or one redirect
+            too many.
         ExchangeError, MalformedTrackerResponseError: from ``exchange``, as it raises them.
     """
     seen = {(url.tls, url.host_header, target)}
@@ -456,6 +461,12 @@ async def follow_redirects(
         location = response.header("location")
         if not location:
             raise error(f"HTTP {response.status} from {url.shown} names no Location")
+        if (control := _CONTROL.search(location)) is not None:
+            # Only the byte is told: the rest may hold a passkey, the byte itself escaped.
+            raise error(
+                f"{url.shown} redirects to a URL we do not follow: its Location holds the"
+                f" control byte {safe_text(control.group())}"
+            )
         try:
             url = parse_http_tracker_url(urljoin(url.url, location_reference(location)))
         except (LocalProtocolError, ValueError) as refused:
