@@ -28,8 +28,10 @@ sizes above ``max_size`` are refused outright (libtorrent's ``ut_metadata`` igno
 4 MiB, which is our default too). When peers disagree, the fetcher assembles one size at a time:
 the size the most eligible peers advertise, kept while any eligible peer still offers it. A piece
 whose length does not fit that size, or a ``total_size`` that differs from what the peer
-advertised, costs the peer its place (banned). When the assembled bytes do not hash to the
-info-hash, somebody lied, and the fetcher finds out who:
+advertised, costs the peer its place (banned). A peer that re-advertises another size keeps its
+requests made under the old one outstanding, so a silent one still times out; an info dictionary
+cannot change under its info-hash, so a second change bans it. When the assembled bytes do not
+hash to the info-hash, somebody lied, and the fetcher finds out who:
 
 - if one peer sent every piece, it is banned at once;
 - otherwise the fetcher cannot tell which piece was wrong, so it keeps a digest of every piece it
@@ -182,6 +184,10 @@ class _Peer:
     # ago): no other peer is asked for them meanwhile. Always a subset of ``outstanding``.
     holding: set[int] = field(default_factory=set)
     late: set[int] = field(default_factory=set)  # timed-out pieces whose data we still take
+    # Pieces asked under the size the peer advertised before its change: their requests still
+    # take slots and time out, their answers are ignored. A subset of ``outstanding | late``.
+    stale: set[int] = field(default_factory=set)
+    resized: bool = False  # the peer changed its advertised size once already
     backoff_until: float = -math.inf
     timeouts: int = 0
 
@@ -280,15 +286,20 @@ class MetadataFetcher(Generic[K]):
     def add_peer(self, peer: K, metadata_size: int | None) -> bool:
         """Tell the fetcher a peer speaks ``ut_metadata`` and what size it advertised.
 
-        Call again when the peer re-sends its extended handshake: a new size replaces the old
-        one, and the answers to requests made under the old one are ignored (a changed size
-        is odd, but not proof of bad faith). *metadata_size* None (not advertised) makes the
-        peer usable once another peer's size is known, or to learn the size from its answer
-        when nobody advertised one.
+        Call again when the peer re-sends its extended handshake. A size where the peer had
+        none (it got the metadata since) is simply taken; a handshake without the field leaves
+        the size known. A *different* size replaces the old one once: the requests made under
+        the old one still take the peer's slots and count as timeouts when they expire (as
+        libtorrent leaves sent requests alone), and their answers are ignored. An info
+        dictionary cannot change under its info-hash (a BEP 46 update names a new one, so
+        another swarm), so a peer that changes its size a second time is banned: otherwise a
+        silent peer re-advertising could dodge ``max_timeouts`` for ever. *metadata_size* None
+        (not advertised) makes a new peer usable once another peer's size is known, or to
+        learn the size from its answer when nobody advertised one.
 
         Returns:
-            False if the peer is not usable: banned earlier, or an advertised size that is not
-            positive or exceeds ``max_size``. True otherwise.
+            False if the peer is not usable: banned earlier or now, or an advertised size that
+            is not positive or exceeds ``max_size``. True otherwise.
         """
         if peer in self._banned or self._result is not None:
             return False
@@ -299,9 +310,21 @@ class MetadataFetcher(Generic[K]):
         if state is None:
             self._peers[peer] = _Peer(order=self._next_order, size=metadata_size)
             self._next_order += 1
-        elif state.size != metadata_size:
+        elif metadata_size is None or state.size == metadata_size:
+            pass  # the same size, or the field left out: nothing the peer told us changes
+        elif state.size is None:
+            state.size = metadata_size  # the peer has the metadata now; its requests stand
+        elif state.resized:
+            self._ban(
+                peer, f"changed its metadata_size a second time ({state.size} to {metadata_size})"
+            )
+            return False
+        else:
+            state.resized = True
+            # The requests stay outstanding so that they still time out, but hold nothing:
+            # what they ask for is of a size the peer no longer offers. Late ones were counted.
             state.holding.clear()
-            state.outstanding.clear()
+            state.stale.update(state.outstanding)
             state.late.clear()
             state.size = metadata_size
             if self._source == peer:
@@ -443,7 +466,7 @@ class MetadataFetcher(Generic[K]):
         asked: dict[int, int] = {}  # piece -> requests outstanding, holding or not
         held: set[int] = set()  # pieces a request of less than rerequest_delay holds
         for other in self._peers.values():
-            for piece in other.outstanding:
+            for piece in other.outstanding.keys() - other.stale:  # stale: of another size
                 asked[piece] = asked.get(piece, 0) + 1
             held.update(other.holding)
         best: tuple[int, bool, int] | None = None
@@ -490,7 +513,11 @@ class MetadataFetcher(Generic[K]):
         if not (requested or late):
             self._ignored += 1
             return
+        stale = piece in state.stale
         self._clear_request(state, piece)
+        if stale:
+            self._ignored += 1  # asked under the size the peer advertised before its change
+            return
         total = message.total_size
         if state.size is None:
             if not self._size_ok(total):
@@ -538,6 +565,7 @@ class MetadataFetcher(Generic[K]):
         self._release(state, piece)
         state.outstanding.pop(piece, None)
         state.late.discard(piece)
+        state.stale.discard(piece)
 
     # ------------------------------------------------------------------------------- timers
 
@@ -578,7 +606,11 @@ class MetadataFetcher(Generic[K]):
             for piece in expired:
                 self._release(state, piece)
                 del state.outstanding[piece]
-                state.late.add(piece)
+                if piece in state.stale:
+                    # Its answer would be ignored: forget it, so the piece may be asked again.
+                    state.stale.discard(piece)
+                else:
+                    state.late.add(piece)
                 state.timeouts += 1
                 self._timeouts += 1
             if state.backoff_until <= now:
@@ -685,6 +717,7 @@ class MetadataFetcher(Generic[K]):
             state.outstanding.clear()
             state.holding.clear()
             state.late.clear()
+            state.stale.clear()
 
     def _verify(self, info: bytes) -> bool:
         return info_matches(self._info_hash, info)

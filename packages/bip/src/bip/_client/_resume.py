@@ -67,7 +67,7 @@ from bip_handshake import (
     encode_compact_peers,
     parse_compact_peers,
 )
-from bip_metainfo import Info, InfoHash, Metainfo, MetainfoError
+from bip_metainfo import DEFAULT_MAX_TORRENT_SIZE, Info, InfoHash, Metainfo, MetainfoError
 
 from ._config import RESUME_DIRECTORY
 
@@ -112,6 +112,9 @@ _MAX_STATE_FILE: Final = 1024
 _MAX_QUEUE_POSITION: Final = 2**31 - 1
 # bip_disk refuses resume data larger than this (its MAX_RESUME_DATA_SIZE): not read past it.
 _MAX_RESUME_FILE: Final = 64 * 1024 * 1024
+# A kept .torrent (info dictionary and piece layers) larger than bip_metainfo reads from a file
+# is not one we wrote: not read past it.
+_MAX_TORRENT_FILE: Final = DEFAULT_MAX_TORRENT_SIZE
 _SUFFIXES: Final = ("resume", "torrent", "peers", "selection", "state")
 # Opening a FIFO for reading blocks until a writer comes, unless non-blocking (a regular
 # file's reads ignore the flag). Neither flag exists everywhere.
@@ -488,16 +491,22 @@ class ResumeStore:
 
     async def load_metadata(self) -> tuple[Info, dict[bytes, bytes]] | None:
         """The info dictionary and BEP 52 piece layers (by pieces root) saved by
-        :meth:`save_info`, if the file is there and names this torrent; the layers are ``{}``
-        if none were saved."""
+        :meth:`save_info`, if the file is there, no larger than bip_metainfo's
+        ``DEFAULT_MAX_TORRENT_SIZE`` (not read past it), and names this torrent; the layers
+        are ``{}`` if none were saved."""
         try:
-            data = await trio.to_thread.run_sync(_read_regular, self.torrent_path)
+            data = await _read_bounded(self.torrent_path, _MAX_TORRENT_FILE)
         except OSError:
+            return None
+        if len(data) > _MAX_TORRENT_FILE:
+            logger.debug("%s: larger than %d bytes; ignored", self.torrent_path, _MAX_TORRENT_FILE)
             return None
         # The file is ours, but a disk may corrupt it: it must parse, hash right, and every
         # layer must hash to its file's root (Metainfo checks them), else it is fetched again.
+        # Parsed off the event loop: 100,000 files take seconds, and the session's other
+        # torrents go on meanwhile (as _fetch_info parses a fetched dictionary).
         try:
-            torrent = Metainfo.from_bytes(data)
+            torrent = await trio.to_thread.run_sync(Metainfo.from_bytes, data)
         except MetainfoError:
             return None
         info = torrent.info

@@ -1633,8 +1633,7 @@ class Torrent:
             info, self._piece_layers = saved
         else:
             info = await self._fetch_info()
-        if not names_same_torrent(self._info_hash, info.info_hash):  # pragma: no cover
-            raise TorrentError("the metadata names another torrent")
+        # Both name this torrent: load_metadata and _fetch_info check it.
         self.info = info
         self._name = info.name
         self._metadata.serve(info.info_hash, info.to_bytes())
@@ -1694,6 +1693,14 @@ class Torrent:
         except MetainfoError as error:
             # It hashes to the info-hash, so it is the torrent: a torrent we cannot read.
             raise TorrentError(f"the torrent's metadata is not usable: {error}") from None
+        if not names_same_torrent(self._info_hash, info.info_hash):
+            # The bytes hash to every hash the magnet has (the fetcher checked), but a hash is
+            # the dictionary's only if it has that version: a btmh magnet naming the SHA-256
+            # of a v1-only dictionary. Not saved: the next run would refuse it and fetch again.
+            version = "v2" if self._info_hash.v2 is not None and info.info_hash.v2 is None else "v1"
+            raise TorrentError(
+                f"the magnet's {version} hash names an info dictionary that is not {version}"
+            )
         await self._save_info(info)
         return info
 
