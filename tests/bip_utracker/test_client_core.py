@@ -242,6 +242,35 @@ def test_retransmission_after_the_id_expired_reconnects_and_a_late_answer_counts
     [result] = _events(core)
     assert isinstance(result, AnnounceResult)
     assert result.request_id == rid
+    # The id expired at 166 while the request waited: nothing keeps the tracker now.
+    assert core.statistics().trackers == 0
+    assert core.next_deadline() is None
+
+
+def test_an_id_that_expires_with_a_request_in_flight_is_forgotten() -> None:
+    """Regression: the expired id was kept, and with it the tracker, for ever once the
+    request ended (its expiry timer had fired and was never set again)."""
+    core = _core()
+    rid = core.announce(TRACKER, PARAMS, 0.0)
+    _connect(core, 0.1, connection_id=42)
+    [(announce, _)] = _sent(core, 0.1)
+    for now in (15.1, 45.1):
+        core.handle_timer(now)
+        assert _sent(core, now) == [(announce, TRACKER)]
+    core.handle_timer(60.1)  # the id expires, the announce still in flight
+    assert core.connection_id(TRACKER, 60.1) is None
+    assert core.statistics().trackers == 1  # the request still needs it
+    reply = AnnounceResponse(announce.transaction_id, 1800, 0, 1).encode()
+    core.receive_datagram(reply, TRACKER, 70.0)
+    [result] = _events(core)
+    assert isinstance(result, AnnounceResult)
+    assert result.request_id == rid
+    assert core.statistics().trackers == 0
+    assert core.next_deadline() is None
+    # A later announce connects again, as to a tracker never seen.
+    core.announce(TRACKER, PARAMS, 80.0)
+    [(request, _)] = _sent(core, 80.0)
+    assert isinstance(request, ConnectRequest)
 
 
 def test_connect_timeout_fails_every_waiting_request() -> None:

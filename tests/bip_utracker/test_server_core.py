@@ -68,8 +68,9 @@ def reply(
     core: TrackerServerCore, data: bytes, addr: Address, now: float = 0.0
 ) -> ConnectResponse | AnnounceResponse | ScrapeResponse | ErrorResponse:
     (packet,) = exchange(core, data, addr, now)
-    assert len(packet) <= core.config.max_response_size
     ipv6 = ":" in addr[0] and not addr[0].startswith("::ffff:")
+    # IPv6's header is 20 bytes longer than IPv4's: its replies 20 bytes shorter.
+    assert len(packet) <= core.config.max_response_size - (20 if ipv6 else 0)
     return decode_response(packet, family=6 if ipv6 else 4)
 
 
@@ -217,8 +218,38 @@ def test_num_want_default_cap_and_response_size() -> None:
     assert peers(A, 0) == 0
     assert peers(A, 7) == 7
     assert peers(A, 1000) == 100  # max_num_want
-    assert peers(V6, 1000) == (MIN_RESPONSE_SIZE - 20) // 18  # what fits: 48
+    assert peers(V6, 1000) == (MIN_RESPONSE_SIZE - 20 - 20) // 18  # what fits: 48
     assert peers(V6, 30) == 30
+
+
+def test_a_full_reply_fits_one_ethernet_frame_over_either_family() -> None:
+    """Regression: the reply size counted IPv4's 28 bytes of headers over IPv6 too, so a full
+    IPv6 announce reply (80 peers, 1460 bytes) made a 1508-byte packet, fragmented."""
+    core = make(ServerConfig(rate_limit=None, max_num_want=1000))
+    for n in range(300):
+        announce(core, (f"10.1.{n >> 8}.{n & 255}", 1000))
+        announce(core, (f"2001:db8::{n + 1:x}", 1000, 0, 0))
+    mapped: Address = ("::ffff:10.0.0.9", 1, 0, 0)  # IPv4 on a dual-stack socket
+    for addr, ipv6, size in ((A, False, 1472), (mapped, False, 1472), (V6, True, 20 + 18 * 79)):
+        cid = connect(core, addr)
+        [packet] = exchange(core, announce_packet(cid, num_want=1000), addr)
+        response = decode_response(packet, family=6 if ipv6 else 4)
+        assert isinstance(response, AnnounceResponse)
+        assert len(response.peers) == (size - 20) // (18 if ipv6 else 6)  # 242 or 79
+        assert len(packet) == size
+        assert (40 if ipv6 else 20) + 8 + size <= 1500  # IP and UDP headers
+    # A full scrape and a long error fit the smallest size allowed, over IPv6 too.
+    small = make(
+        ServerConfig(rate_limit=None, max_response_size=MIN_RESPONSE_SIZE),
+        handler=Recorder(Refusal("x" * 2000), [ScrapeStats(1, 2, 3)] * 74),
+    )
+    scrape = ScrapeRequest(connect(small, V6), 4, tuple(bytes([n]) * 20 for n in range(74)))
+    [packet] = exchange(small, scrape.encode(), V6)
+    assert len(packet) == 8 + 12 * 74 == MIN_RESPONSE_SIZE - 20
+    [packet] = exchange(small, announce_packet(connect(small, V6)), V6)
+    assert decode_response(packet) == ErrorResponse(77, "x" * (MIN_RESPONSE_SIZE - 20 - 8))
+    with pytest.raises(LocalProtocolError, match="at least 916"):
+        ServerConfig(max_response_size=MIN_RESPONSE_SIZE - 1)
 
 
 def test_stopped_and_completed() -> None:

@@ -643,7 +643,11 @@ class TrackerClientCore:
                 continue
             target = entry[2]
             if isinstance(target, _Tracker):
-                self._drop_if_idle(target, now)
+                # A tracker's one timer is its connection id's expiry: the id goes now, even
+                # with a request in flight (a retransmission of it connects again), so that
+                # the tracker is forgotten once idle, now or when its last request ends.
+                target.connection_id = None
+                self._drop_if_idle(target)
             else:
                 self._on_timeout(target, now)
 
@@ -894,14 +898,14 @@ class TrackerClientCore:
             # Nobody needs that connection id any more.
             self._retire(tracker.connect)
             tracker.connect = None
-        self._drop_if_idle(tracker, None)
+        self._drop_if_idle(tracker)
 
-    def _drop_if_idle(self, tracker: _Tracker, now: float | None) -> None:
-        """Forget a tracker with no request and no usable connection id (bounds our memory)."""
+    def _drop_if_idle(self, tracker: _Tracker) -> None:
+        """Forget a tracker with no request and no connection id (bounds our memory)."""
         if tracker.in_flight or tracker.connect is not None:
             return
-        if tracker.connection_id is not None and (now is None or now < tracker.expires):
-            return  # kept for later requests; its expiry timer comes back here
+        if tracker.connection_id is not None:
+            return  # kept for later requests; its expiry timer forgets it and comes back here
         if self._trackers.get(tracker.address) is tracker:
             del self._trackers[tracker.address]
 

@@ -30,9 +30,11 @@ What it does with a datagram, in order:
    path) or a user's :class:`TrackerHandler`. A handler that raises costs that request an error
    reply ("internal tracker error"), never the server.
 
-Every reply fits in ``max_response_size`` bytes: an announce carries as many peers as fit (BEP 15
-sends 6-byte IPv4 peers over IPv4 and 18-byte IPv6 peers over IPv6; an IPv4 client reaching a
-dual-stack socket as ``::ffff:a.b.c.d`` is IPv4), and error messages are cut to fit.
+Every reply fits in ``max_response_size`` bytes over IPv4 and 20 bytes less over IPv6, whose
+header is 20 bytes longer (so that a reply that fits one frame over IPv4 fits it over IPv6 too):
+an announce carries as many peers as fit (BEP 15 sends 6-byte IPv4 peers over IPv4 and 18-byte
+IPv6 peers over IPv6; an IPv4 client reaching a dual-stack socket as ``::ffff:a.b.c.d`` is
+IPv4), and error messages are cut to fit.
 """
 
 from __future__ import annotations
@@ -95,11 +97,16 @@ Address = tuple[Any, ...]
 ``(host, port, flowinfo, scope_id)`` for IPv6; replies go back to it unchanged."""
 
 DEFAULT_MAX_RESPONSE_SIZE = 1472
-"""The largest reply by default: what fits one 1500-byte Ethernet frame after IPv4 and UDP
-headers (244 IPv4 peers, or 80 IPv6 peers, in an announce)."""
+"""The largest reply by default: what fits one 1500-byte Ethernet frame after the IPv4 (20
+bytes) and UDP (8) headers, room for 242 IPv4 peers in an announce. Over IPv6 (a 40-byte
+header) a reply gets 20 bytes less, 1452: 79 IPv6 peers, not 80, whose 1508-byte packet would
+be fragmented, and fragmented IPv6 is often dropped on the way (RFC 7872)."""
 
-MIN_RESPONSE_SIZE = 8 + 12 * MAX_SCRAPE_HASHES
-"""The smallest allowed ``max_response_size``: a scrape for 74 info-hashes must fit."""
+_IPV6_EXTRA_HEADER = 40 - 20  # bytes an IPv6 header takes beyond an IPv4 one
+
+MIN_RESPONSE_SIZE = 8 + 12 * MAX_SCRAPE_HASHES + _IPV6_EXTRA_HEADER
+"""The smallest allowed ``max_response_size`` (916): a scrape for 74 info-hashes (896 bytes)
+must fit, over IPv6 too."""
 
 _INT32_MAX = 0x7FFFFFFF
 _REQUEST_HEADER = struct.Struct(">QII")  # connection id (or protocol id), action, transaction
@@ -187,8 +194,8 @@ class ServerConfig:
         peer_grace: seconds a peer stays past ``interval`` without announcing.
         default_num_want: peers returned when a client leaves it to us (``num_want`` < 0).
         max_num_want: peers returned at most, whatever the client asks (or the default says).
-        max_response_size: bytes per reply at most (at least :data:`MIN_RESPONSE_SIZE`);
-            announces carry as many peers as fit.
+        max_response_size: bytes per reply at most over IPv4, 20 less over IPv6 (at least
+            :data:`MIN_RESPONSE_SIZE`); announces carry as many peers as fit.
         max_swarms: swarms the built-in store keeps at most. A new swarm beyond it evicts the
             least recently announced swarm still on probation: one that neither two hosts at
             once nor a peer's re-announce half an ``interval`` (at most 15 minutes) after its
@@ -399,6 +406,24 @@ def _v6_network(host: str) -> str | bytes:
     return host if packed[:12] == _MAPPED_PREFIX else packed[:8]
 
 
+def _is_ipv6(host: str) -> bool:
+    """Whether a reply to *host* travels in an IPv6 packet (an IPv4-mapped address, an IPv4
+    client on a dual-stack socket, travels in an IPv4 one)."""
+    if ":" not in host:
+        return False
+    try:
+        packed = socket.inet_pton(socket.AF_INET6, host.partition("%")[0])
+    except OSError:
+        return True  # not an address (refused later): the smaller bound is the safe one
+    return packed[:12] != _MAPPED_PREFIX
+
+
+def _reply_limit(max_response_size: int, ipv6: bool) -> int:
+    """Bytes a reply may take: ``max_response_size`` is sized for IPv4's header, and IPv6's
+    is 20 bytes longer, so a reply that fits a frame over IPv4 fits it over IPv6 too."""
+    return max_response_size - _IPV6_EXTRA_HEADER if ipv6 else max_response_size
+
+
 def _error_packet(transaction_id: int, message: str, limit: int) -> bytes:
     """An error response cut to *limit* bytes (on a character boundary)."""
     text = message.encode("utf-8", "replace")
@@ -466,11 +491,13 @@ class TrackerServerCore:
         self._outbox: list[tuple[bytes, Address]] = []
         self._next_sweep: float | None = None
         # Peers one announce response carries at most, per family (by compact address size):
-        # max_num_want, or fewer if that many would not fit max_response_size.
-        room = config.max_response_size - _ANNOUNCE_RESPONSE.size
-        self._num_want_cap = {
-            size: min(config.max_num_want, room // size) for size in (_IPV4_PEER, _IPV6_PEER)
+        # max_num_want, or fewer if that many would not fit the family's reply size.
+        room = {
+            size: _reply_limit(config.max_response_size, size == _IPV6_PEER)
+            - _ANNOUNCE_RESPONSE.size
+            for size in (_IPV4_PEER, _IPV6_PEER)
         }
+        self._num_want_cap = {size: min(config.max_num_want, room[size] // size) for size in room}
         self._connects = 0
         self._announces = 0
         self._scrapes = 0
@@ -637,9 +664,9 @@ class TrackerServerCore:
         self._malformed += 1
 
     def _error(self, transaction_id: int, message: str, addr: Address) -> None:
-        """Queue an error response, cut to ``max_response_size``."""
+        """Queue an error response, cut to the reply size of *addr*'s family."""
         self._errors_sent += 1
-        size = self._config.max_response_size
+        size = _reply_limit(self._config.max_response_size, _is_ipv6(addr[0]))
         self._outbox.append((_error_packet(transaction_id, message, size), addr))
 
     def _custom_announce(
