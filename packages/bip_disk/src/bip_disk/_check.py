@@ -15,7 +15,9 @@ threads):
    so a torrent of two million pieces is planned in milliseconds.
 2. :func:`check_pieces` reads and verifies a batch of pieces. A piece whose file
    vanished or shrank since the plan is simply not good; any other storage failure
-   (permission denied, an I/O error) is raised, and stops the check.
+   (permission denied, an I/O error) is raised, and stops the check. A piece larger
+   than 4 MiB is read and hashed 4 MiB at a time, so a hashing thread never holds
+   more (a whole 256 MiB piece per thread would ignore the manager's memory bound).
    :func:`check_pad_pieces` judges the pad-only pieces: each one's v1 hash against
    the SHA-1 of zeros of its size, computed once per size (a piece's or the last
    piece's), so a pad of a hundred gigabytes costs two hashes of one piece, not a
@@ -38,7 +40,7 @@ from dataclasses import dataclass
 from ._errors import StorageError
 from ._filesystem import FileStat, FileSystem
 from ._hashing import PieceVerifier
-from ._layout import StorageLayout, StoredFile, read_piece
+from ._layout import StorageLayout, StoredFile, read_piece, read_span_data
 from ._resume import ResumeData, have_flags
 
 __all__ = [
@@ -52,6 +54,7 @@ __all__ = [
 
 _GONE_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, None})  # the file vanished or shrank
 _ZEROS_CHUNK = 1 << 20  # zeros are hashed from a buffer of at most this, whatever the piece size
+_READ_CHUNK = 4 << 20  # bytes of a piece read and hashed at a time (whole 16 KiB blocks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,14 +197,27 @@ def check_pieces(
             results.append(False)
             continue
         try:
-            data = read_piece(fs, layout, piece)
+            good = _check_piece(fs, layout, verifier, piece)
         except StorageError as error:
             if error.errno in _GONE_ERRNOS:
                 results.append(False)
                 continue
             raise
-        results.append(verifier.verify(piece, data))
+        results.append(good)
     return results
+
+
+def _check_piece(
+    fs: FileSystem, layout: StorageLayout, verifier: PieceVerifier, piece: int
+) -> bool:
+    """Read and verify one piece, at most ``_READ_CHUNK`` bytes of it held at a time."""
+    size = layout.piece_size(piece)
+    if size <= _READ_CHUNK:
+        return verifier.verify(piece, read_piece(fs, layout, piece))
+    hasher = verifier.hasher(piece)
+    for begin in range(0, size, _READ_CHUNK):
+        hasher.update(read_span_data(fs, layout, piece, begin, min(_READ_CHUNK, size - begin)))
+    return hasher.verify()
 
 
 def check_pad_pieces(verifier: PieceVerifier, pieces: Sequence[int]) -> list[bool]:

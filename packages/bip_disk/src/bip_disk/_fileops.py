@@ -3,8 +3,8 @@
 Creating a torrent's empty files and links once it is checked, deleting its files
 when it is removed with its data, and copying them when its storage moves (what
 becomes of the torrent's files already at the destination: :class:`ExistingFiles`).
-All synchronous; each returns or raises :class:`~bip_disk.StorageError` (an
-:class:`OSError` from a third-party FileSystem is turned into one).
+All synchronous; each returns or raises :class:`~bip_disk.StorageError` (any
+other exception from a third-party FileSystem is turned into one).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
-from ._errors import DestinationExistsError, PathError, StorageError
+from ._errors import DestinationExistsError, StorageError
 from ._filesystem import FileSystem
 from ._layout import StorageLayout, StoredFile, create_stored_files
 
@@ -76,23 +76,33 @@ _ZEROS = bytes(_COPY_CHUNK)
 
 
 def as_storage_error(error: BaseException, path: str | None = None) -> StorageError:
-    """``error`` as a :class:`StorageError` (unchanged if it already is one)."""
+    """``error`` as a :class:`StorageError` (unchanged if it already is one).
+
+    A new one keeps ``error`` as its ``__cause__``.
+    """
     if isinstance(error, StorageError):
         return error
     code = error.errno if isinstance(error, OSError) else None
-    return StorageError(f"{type(error).__name__}: {error}", errno=code, path=path)
+    converted = StorageError(f"{type(error).__name__}: {error}", errno=code, path=path)
+    converted.__cause__ = error
+    return converted
 
 
 @contextmanager
 def storage_faults(path: str | None = None) -> Iterator[None]:
-    """Turn an ``OSError`` or ``PathError`` raised inside into a :class:`StorageError`.
+    """Turn any exception raised inside into a :class:`StorageError` (its ``__cause__``).
 
     A FileSystem must raise StorageError only, but one from a third party may let
-    an ``OSError`` through; it is a storage fault all the same, never a crash.
+    anything through (an ``OSError``, its backend's own ``ValueError``, our
+    ``PathError``); it is a storage fault all the same, never a crash. A
+    ``StorageError`` passes unchanged, and so does what is not an ``Exception``
+    (``trio.Cancelled``, ``KeyboardInterrupt``).
     """
     try:
         yield
-    except (OSError, PathError) as error:
+    except StorageError:
+        raise
+    except Exception as error:
         raise as_storage_error(error, path) from error
 
 

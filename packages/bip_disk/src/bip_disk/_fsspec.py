@@ -18,7 +18,9 @@ imported only when this class is used, so bip_disk works without it.
   ``max_staged_bytes`` are held the largest staged files are uploaded early; a
   file written again after that is loaded again, so each upload costs the whole
   file: torrents with files much larger than the bound are better downloaded to
-  a :class:`~bip_disk.NativeFileSystem` and copied up afterwards.
+  a :class:`~bip_disk.NativeFileSystem` and copied up afterwards. An early
+  upload that fails leaves the file staged, for its sync to report; writes
+  fail (with that file's error) only once uploads fail and twice the bound is held.
 
 **Staying inside the root.** Paths are checked by
 :func:`~bip_disk._filesystem.split_path`, so no path names anything outside
@@ -55,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 
 from bip_metainfo import is_within
 
-from ._errors import PathError, StorageError
+from ._errors import DiskError, PathError, StorageError
 from ._filesystem import Buffer, FileStat, check_offset, errno_error, split_path
 from ._memory import SparseBuffer
 
@@ -72,7 +74,7 @@ _ZERO_CHUNK = 1 << 20
 _RANDOM_WRITE_PROTOCOLS = frozenset({"file", "local", "memory"})
 
 # DEBUG only, and only what costs a round trip of a whole file: a staged file
-# uploaded before its sync because the staging bound was reached.
+# uploaded before its sync because the staging bound was reached (or failing to be).
 _log = logging.getLogger("bip_disk.fsspec")
 
 _ERRNO_BY_TYPE: tuple[tuple[type[BaseException], int], ...] = (
@@ -175,10 +177,20 @@ class FsspecFileSystem:
 
         Without ``follow_last`` only the parent is checked: for calls that act on
         a link itself (remove, rename, symlink), never on what it points at.
+        Called outside every call's ``try``: it raises our errors only (a symlink
+        loop already in the folder is ``StorageError`` with ``ELOOP``).
         """
         full = posixpath.join(self.root, *parts)
         checked = full if follow_last else posixpath.dirname(full)
-        if self._local and not is_within(self.root, checked):
+        if not self._local:
+            return full
+        try:
+            inside = is_within(self.root, checked)
+        except RuntimeError:  # Python < 3.13's Path.resolve on a symlink loop
+            raise errno_error(errno.ELOOP, path, "resolve") from None
+        except OSError as exc:  # Python 3.13+ raises ELOOP as an OSError
+            raise _error(exc, path, "resolve") from None
+        if not inside:
             raise PathError(f"{path!r} leads through a symlink out of the storage root")
         return full
 
@@ -257,20 +269,38 @@ class FsspecFileSystem:
             self._staged.pop(path, None)
 
     def _relieve(self) -> None:
-        """Upload the largest staged files while more than the bound is held."""
+        """Upload the largest staged files while more than the bound is held.
+
+        A file whose upload fails stays staged (nothing is lost: its sync reports
+        the failure) and is skipped for the rest of this pass, so a write never
+        fails for another file's upload. Only while uploads fail and more than
+        twice the bound is held is the first failure raised, naming the file that
+        failed: a dead backend must not make staging grow without bound.
+        """
+        failed: dict[str, DiskError] = {}
         while self._held() > self.max_staged_bytes:
             with self._state:
-                if not self._staged:
-                    return
-                path = max(self._staged, key=lambda key: self._staged[key].data.held)
+                candidates = [key for key in self._staged if key not in failed]
+                if not candidates:
+                    break
+                path = max(candidates, key=lambda key: self._staged[key].data.held)
             _log.debug(
                 "%r: more than %d bytes staged, uploading %r before its sync",
                 self,
                 self.max_staged_bytes,
                 path,
             )
-            with self._lock(path):
-                self._upload(path, self._full(path, split_path(path)))
+            try:
+                with self._lock(path):
+                    self._upload(path, self._full(path, split_path(path)))
+            except DiskError as exc:
+                failed[path] = exc
+            except Exception as exc:  # any backend's failure
+                failed[path] = _error(exc, path, "upload")
+            if path in failed:
+                _log.debug("%r: the early upload of %r failed: %s", self, path, failed[path])
+        if failed and self._held() > 2 * self.max_staged_bytes:
+            raise next(iter(failed.values()))
 
     # -- the FileSystem protocol ----------------------------------------------
 
@@ -472,8 +502,6 @@ class FsspecFileSystem:
         with self._everything():
             if self._staged_under(path):
                 raise errno_error(errno.ENOTEMPTY, path, "remove")
-            with self._state:
-                self._staged.pop(path, None)
             try:
                 if self._local and os.path.islink(full):
                     os.unlink(full)  # never what it points at
@@ -486,9 +514,13 @@ class FsspecFileSystem:
             except StorageError:
                 raise
             except FileNotFoundError:
-                return
+                pass
             except Exception as exc:
                 raise _error(exc, path, "remove") from None
+            # Only now: a removal that failed keeps the unsaved data (as memory and
+            # native storage do).
+            with self._state:
+                self._staged.pop(path, None)
 
     def rename(self, old: str, new: str) -> None:
         """Move ``old`` to ``new``, creating ``new``'s parents and replacing a file there."""
@@ -498,7 +530,6 @@ class FsspecFileSystem:
         with self._everything():
             try:
                 with self._state:
-                    self._staged.pop(new, None)  # replaced: its copy must not shadow
                     staged = [
                         key
                         for key in self._staged
@@ -510,8 +541,16 @@ class FsspecFileSystem:
                     raise errno_error(errno.ENOENT, old, "rename")
                 if self.fs.isfile(new_full):
                     self.fs.rm_file(new_full)
+                    with self._state:
+                        kept = self._staged.get(new)
+                    if kept is not None:
+                        kept.dirty = True  # its backend file is gone: a sync must upload it
                 self._make_parent(new_full)
                 self.fs.mv(old_full, new_full, recursive=self.fs.isdir(old_full))
+                # Replaced: its copy must not shadow the moved file. Only now, so a
+                # rename that fails keeps the unsaved data of ``new``.
+                with self._state:
+                    self._staged.pop(new, None)
             except StorageError:
                 raise
             except Exception as exc:

@@ -27,12 +27,21 @@ from typing import TypeVar, TypeVarTuple, Unpack
 
 import trio
 
-from bip_metainfo import HASH_SIZE, Info, piece_hash, pieces_root, verify_piece_layer
+from bip_metainfo import (
+    BLOCK_SIZE,
+    HASH_SIZE,
+    Info,
+    block_hashes,
+    merkle_root,
+    piece_hash,
+    pieces_root,
+    verify_piece_layer,
+)
 
 from ._errors import TorrentStateError
 from ._filesystem import Buffer
 
-__all__ = ["HashPool", "PieceVerifier", "V2Target", "default_hash_threads"]
+__all__ = ["HashPool", "PieceHasher", "PieceVerifier", "V2Target", "default_hash_threads"]
 
 _T = TypeVar("_T")
 _Ts = TypeVarTuple("_Ts")
@@ -186,6 +195,103 @@ class PieceVerifier:
     def verify_many(self, pieces: Sequence[tuple[int, Buffer]]) -> list[bool]:
         """:meth:`verify` each ``(index, data)``: one batch for one worker thread."""
         return [self.verify(index, data) for index, data in pieces]
+
+    def hasher(self, index: int) -> PieceHasher:
+        """A :class:`PieceHasher` for piece ``index``: :meth:`verify` fed in parts.
+
+        Raises:
+            IndexError: there is no such piece.
+        """
+        if not 0 <= index <= self._last_piece:
+            raise IndexError(f"piece {index} is not in 0..{self._last_piece}")
+        return PieceHasher(self, index)
+
+
+class PieceHasher:
+    """Verifies one piece given in consecutive parts, holding none of them.
+
+    What :meth:`PieceVerifier.verify` says of the parts joined, for a piece too
+    large to hold whole (a check of a torrent of 256 MiB pieces): SHA-1 streams,
+    and v2's 16 KiB blocks are hashed as they come (only their 32-byte hashes are
+    kept; a block split between two parts waits for its end). Get one from
+    :meth:`PieceVerifier.hasher`; not thread-safe.
+
+    >>> from bip_bencode import encode
+    >>> data = b"x" * 40000
+    >>> info = Info.from_bytes(encode({b"name": b"f", b"piece length": 65536,
+    ...     b"length": len(data), b"pieces": hashlib.sha1(data).digest()}))
+    >>> hasher = PieceVerifier(info).hasher(0)
+    >>> for start in range(0, len(data), 3000):
+    ...     hasher.update(data[start : start + 3000])
+    >>> hasher.verify()
+    True
+    """
+
+    __slots__ = (
+        "_carry",
+        "_expected_size",
+        "_index",
+        "_leaves",
+        "_sha1",
+        "_size",
+        "_target",
+        "_verifier",
+    )
+
+    def __init__(self, verifier: PieceVerifier, index: int) -> None:
+        """Start hashing piece ``index`` of ``verifier``'s torrent (in range)."""
+        self._verifier = verifier
+        self._index = index
+        self._expected_size = verifier.piece_size(index)
+        self._sha1 = hashlib.sha1() if verifier.checks_v1 else None
+        self._target = verifier.v2_target(index)
+        self._leaves: list[bytes] = []
+        self._carry = bytearray()  # the start of a v2 block split between two parts
+        self._size = 0
+
+    def update(self, data: Buffer) -> None:
+        """Add the next part of the piece."""
+        view = memoryview(data).cast("B")
+        start = self._size
+        self._size += view.nbytes
+        if self._sha1 is not None:
+            self._sha1.update(view)
+        if self._target is None:
+            return
+        # The v2 file data is the piece's first ``length`` bytes.
+        part = view[: max(0, self._target.length - start)]
+        if self._carry:
+            need = BLOCK_SIZE - len(self._carry)
+            self._carry += part[:need]
+            part = part[need:]
+            if len(self._carry) < BLOCK_SIZE:
+                return
+            self._leaves.append(hashlib.sha256(self._carry).digest())
+            self._carry.clear()
+        whole = len(part) - len(part) % BLOCK_SIZE
+        self._leaves.extend(block_hashes(part[:whole]))
+        self._carry += part[whole:]
+
+    def verify(self) -> bool:
+        """Whether the parts given make the piece (the hasher is spent after this)."""
+        if self._size != self._expected_size:
+            return False
+        sha1 = self._sha1
+        if sha1 is not None and sha1.digest() != self._verifier.info.piece_hash(self._index):
+            return False
+        target = self._target
+        if target is None:
+            return self._verifier.checks_v1
+        leaves = self._leaves
+        if self._carry:
+            leaves.append(hashlib.sha256(self._carry).digest())
+            self._carry.clear()
+        if not leaves:  # pragma: no cover - a v2 target always has file data
+            return False
+        if target.whole_file:  # the pieces root: padded to the file's own power of two
+            return merkle_root(leaves) == target.expected
+        blocks = self._verifier.info.piece_length // BLOCK_SIZE
+        return merkle_root(leaves, leaves=blocks) == target.expected
 
 
 class HashPool:

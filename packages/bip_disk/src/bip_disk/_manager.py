@@ -101,7 +101,7 @@ from bip_metainfo import Info, Metainfo, sanitize_name
 
 from ._budget import ByteBudget, ReadCache, SpareBuffers
 from ._check import check_pad_pieces, check_pieces, pieces_cut_short, plan_check, stat_files
-from ._errors import DiskError, PathError, StorageError, TorrentStateError
+from ._errors import DiskError, StorageError, TorrentStateError
 from ._events import (
     CheckFinished,
     CheckProgress,
@@ -176,7 +176,10 @@ _RUN_BYTES: Final = 1024 * 1024
 # Handle ids are unique in the process, so a handle of one manager never names a
 # torrent of another.
 _IDS: Final = itertools.count(1)
-_FAULTS: Final = (StorageError, PathError, OSError)
+# What a FileSystem call may raise: ours, but a third party's may let anything through
+# (its backend's own ValueError...). A storage fault all the same, never a crash; what
+# is not an Exception (trio.Cancelled, KeyboardInterrupt) passes.
+_FAULTS: Final = (Exception,)
 _READY: Final = TorrentState.READY
 _checkpoint_if_cancelled: Final = trio.lowlevel.checkpoint_if_cancelled
 # How many references a settled piece's buffer has when nothing but the manager
@@ -626,8 +629,10 @@ class DiskManager:
         layout = StorageLayout.from_info(info, name_override=name)
         try:
             plan = await self._io_pool.run(plan_check, filesystem, layout, resume)
+        except StorageError:
+            raise
         except _FAULTS as error:
-            raise as_storage_error(error) from None
+            raise as_storage_error(error) from error
         return len(plan.to_hash)
 
     async def remove_torrent(self, torrent: TorrentHandle, *, delete_data: bool = False) -> None:
@@ -1796,7 +1801,7 @@ class DiskManager:
         try:
             plan = await self._io_pool.run(plan_check, storage.fs, storage.layout, resume)
         except _FAULTS as error:
-            fault = as_storage_error(error)
+            fault = _without_frames(as_storage_error(error))
             await self._fail(storage, fault, f"checking the files failed: {fault}")
             return
         finally:
@@ -1852,7 +1857,9 @@ class DiskManager:
                     )
                 except _FAULTS as error:
                     storage.check_stop[0] = True
-                    fault = as_storage_error(error)
+                    # Kept as the torrent's fault: not with the frames (and piece) of
+                    # the hashing thread.
+                    fault = _without_frames(as_storage_error(error))
                     await self._fail(storage, fault, f"checking the files failed: {fault}")
                     return
                 finally:

@@ -27,7 +27,10 @@ link planted concurrently can make an open fail but never redirect it outside.
 Where the OS has no ``dir_fd`` support or no ``O_NOFOLLOW`` (Windows) the same
 walk is made with ``lstat`` on each prefix; a link swapped in between that check
 and the ``open`` could then still be followed (a race this fallback cannot
-close; use a directory other users cannot write to).
+close; use a directory other users cannot write to). Only regular files are
+opened: each open is made with ``O_NONBLOCK`` and checked with ``fstat``, so a
+FIFO or device swapped in for a file is refused (``EINVAL``) instead of blocking
+a thread for ever.
 
 **Preallocation.** :meth:`~NativeFileSystem.allocate` with ``sparse=True``
 extends a file with ``ftruncate`` (a hole: no blocks used until written). With
@@ -76,6 +79,7 @@ _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
 _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # Windows: none (and no FIFOs in a folder)
 
 # The secure walk needs every call it makes to accept dir_fd, and O_NOFOLLOW.
 _SECURE = bool(_O_NOFOLLOW and _O_DIRECTORY) and all(
@@ -329,7 +333,7 @@ class NativeFileSystem:
         for _ in range(_MAX_ATTEMPTS):
             dir_fd, name = self._walk(path, parts, create=create, follow_last=True)
             try:
-                return os.open(name, flags, 0o666, dir_fd=dir_fd)
+                return _open_regular(path, name, flags, dir_fd)
             except OSError as exc:
                 # A link created since the walk looked: walk again (it is followed
                 # then, or refused if it leads out).
@@ -544,8 +548,12 @@ class NativeFileSystem:
         try:
             dir_fd, name = self._walk(path, parts, create=False, follow_last=True)
             try:
-                fd = os.open(
-                    name, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY, dir_fd=dir_fd
+                fd = _open_regular(
+                    path,
+                    name,
+                    os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY,
+                    dir_fd,
+                    directory=True,  # a renamed directory is synced too
                 )
                 try:
                     _fsync(fd)
@@ -556,9 +564,11 @@ class NativeFileSystem:
             finally:
                 if dir_fd is not None:
                     os.close(dir_fd)
-        except OSError as exc:
+        except (OSError, StorageError) as exc:
             with self._lock:
                 self._dirty.add(path)  # still not durable
+            if isinstance(exc, StorageError):
+                raise
             raise _error(exc, path, "sync") from None
 
     def remove(self, path: str) -> None:
@@ -667,6 +677,35 @@ def _error(exc: OSError | OverflowError, path: str, action: str) -> StorageError
     if isinstance(exc, OverflowError):  # an offset past what the OS can address
         exc = OSError(errno.EFBIG, os.strerror(errno.EFBIG))
     return storage_error(exc, path, action)
+
+
+def _open_regular(
+    path: str, name: str, flags: int, dir_fd: int | None, *, directory: bool = False
+) -> int:
+    """``os.open`` that never blocks on, nor returns, anything but a regular file.
+
+    Opened with ``O_NONBLOCK`` (a FIFO swapped in for a file would block the open,
+    then every read, pinning a thread for ever), checked with ``fstat``, then made
+    blocking again. A directory raises ``EISDIR`` (unless ``directory``: syncing
+    one is fine), anything else a :class:`StorageError` with ``EINVAL``.
+    """
+    fd = os.open(name, flags | _O_NONBLOCK, 0o666, dir_fd=dir_fd)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            if stat.S_ISDIR(mode):
+                if not directory:
+                    raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+            else:
+                raise StorageError(
+                    f"cannot open {path!r}: not a regular file", errno=errno.EINVAL, path=path
+                )
+        if _O_NONBLOCK:
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _is_link(name: str, dir_fd: int | None) -> bool:
