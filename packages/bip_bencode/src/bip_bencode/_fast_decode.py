@@ -67,7 +67,11 @@ def fast_dict(data: bytes, pos: int, depth: int, max_depth: int) -> tuple[dict[b
                 start = pos + 2
                 pos = start + (c - 48)
             else:
-                colon = data.index(b":", pos)
+                # A length has 20 digits at most, as in the general decoder: a longer
+                # digit run is refused without searching it or handing it to int().
+                colon = data.find(b":", pos + 1, pos + 21)
+                if colon < 0:
+                    raise Fallback
                 length = data[pos:colon]
                 if c == 48 or not length.isdigit():
                     raise Fallback
@@ -97,7 +101,9 @@ def fast_dict(data: bytes, pos: int, depth: int, max_depth: int) -> tuple[dict[b
                 start = pos + 3
                 pos = start + ((c - 48) * 10 + d - 48)
             else:
-                colon = data.index(b":", pos)
+                colon = data.find(b":", pos + 1, pos + 21)  # 20 digits at most
+                if colon < 0:
+                    raise Fallback
                 length = data[pos:colon]
                 if c == 48 or not length.isdigit():
                     raise Fallback
@@ -149,7 +155,9 @@ def fast_list(data: bytes, pos: int, depth: int, max_depth: int) -> tuple[list[V
                 start = pos + 3
                 pos = start + ((c - 48) * 10 + d - 48)
             else:
-                colon = data.index(b":", pos)
+                colon = data.find(b":", pos + 1, pos + 21)  # 20 digits at most
+                if colon < 0:
+                    raise Fallback
                 length = data[pos:colon]
                 if c == 48 or not length.isdigit():
                     raise Fallback
