@@ -35,6 +35,7 @@ True
 
 from __future__ import annotations
 
+import heapq
 import math
 from ipaddress import IPv4Address, IPv4Network, IPv6Address
 
@@ -232,7 +233,9 @@ class ExternalAddressVoter:
     def _leader(self, current: _Round) -> tuple[_IP, _Candidate] | None:
         """The round's leader if it has ``threshold`` voters and leads the runner-up by
         libtorrent's ``num_votes * 2 / 3 > runner_up`` (integers)."""
-        ranked = sorted(current.candidates.items(), key=lambda kv: -kv[1].voters)
+        # The two best are all the rule reads (sorted() is stable, and so is nlargest: the
+        # first candidate heard wins a tie, as before).
+        ranked = heapq.nlargest(2, current.candidates.items(), key=lambda kv: kv[1].voters)
         if not ranked:
             return None
         host, top = ranked[0]
