@@ -121,15 +121,16 @@ async def test_at_max_peers_no_more_dials(
 async def test_dead_address_waits_its_backoff(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    # A refused address from a tracker is tried again only after 60 s x (failures + 1), and
-    # never after three failures, whatever the sources say meanwhile.
+    # A refused address from the DHT is tried again only after 60 s x (failures + 1), and
+    # never after three failures, however often the DHT names it again (a tracker naming it
+    # again takes a failure off: tests/bip_handshake/test_peer_list.py).
     dials = Dials(hang=False)
     [dead] = peers_at(1)
     async with open_session(fake_config(dials)) as session:
         torrent = await magnet_torrent(session, tmp_path)
         start = trio.current_time()
-        for _ in range(100):  # a tracker naming it every 10 s
-            session.connector.discovered(torrent.info_hash, [dead], "tracker")
+        for _ in range(100):  # the DHT naming it every 10 s
+            session.connector.discovered(torrent.info_hash, [dead], "dht")
             await trio.sleep(10)
         times = [when - start for when, _ in dials.times]
         assert len(times) == 3

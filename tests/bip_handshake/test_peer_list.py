@@ -142,11 +142,37 @@ def test_backoff_grows_with_failures_and_gives_up() -> None:
     peers.dial_failed(A, 301.0)
     assert peers.connect_candidates(1, 1e9) == []  # given up after 3 failures
     assert peers.statistics().given_up == 1
-    # A tracker listing it again changes nothing; the user asking for it does.
-    peers.add(A, PeerOrigin.TRACKER, 1e9)
+    # PEX or the DHT listing it again changes nothing; the user asking for it does.
+    peers.add(A, PeerOrigin.PEX | PeerOrigin.DHT, 1e9)
     assert peers.connect_candidates(1, 1e9) == []
     peers.add(A, PeerOrigin.USER, 1e9)
     assert peers.connect_candidates(1, 1e9) == [A]
+
+
+def test_a_tracker_listing_a_peer_again_takes_one_failure_off() -> None:
+    # libtorrent's update_peer: someone else apparently reaches it; one failure per offer.
+    peers = PeerList(min_reconnect_time=60.0, max_failcount=3)
+    peers.add(A, PeerOrigin.DHT, 0.0)
+    for now in (1.0, 200.0, 500.0):
+        peers.dial_failed(A, now)
+    assert peers.connect_candidates(1, 1e9) == []  # given up
+    peers.add(A, PeerOrigin.TRACKER, 1e9)
+    entry = peers.entry(A)
+    assert entry is not None
+    assert entry.failcount == 2
+    assert peers.connect_candidates(1, 1e9) == [A]
+    peers.dial_failed(A, 1e9)
+    assert peers.connect_candidates(1, 2e9) == []  # given up again: the next offer decides
+    peers.add(A, PeerOrigin.TRACKER, 2e9)
+    peers.add(A, PeerOrigin.TRACKER, 2e9)
+    entry = peers.entry(A)
+    assert entry is not None
+    assert entry.failcount == 1
+    peers.add(A, PeerOrigin.TRACKER, 2e9)
+    peers.add(A, PeerOrigin.TRACKER, 2e9)
+    entry = peers.entry(A)
+    assert entry is not None
+    assert entry.failcount == 0  # never below zero
 
 
 def test_cancelled_dial_is_no_failure_but_waits() -> None:

@@ -16,8 +16,11 @@ The rules, libtorrent's defaults:
 - a failed dial (or a failed connection) adds one to the entry's fail count; an entry that
   failed ``max_failcount`` times (3) is not dialled again. An offer from the user (a
   ``--peer`` given again) clears the count, the wait and the seed mark: the user asked for
-  that peer (the bip client offers them every ``redial_interval``);
-  other sources offering it again change nothing (a tracker lists dead peers for hours);
+  that peer (the bip client offers them every ``redial_interval``); a tracker offering it
+  again takes one failure off (libtorrent's ``update_peer``: someone else apparently reaches
+  it, and a tracker answers at most once per interval, so a dead peer it keeps listing costs
+  one dial per announce); other sources offering it again change nothing (PEX and the DHT
+  repeat what they heard, and would keep a dead peer dialled);
 - after an attempt or a disconnect, an entry waits ``min_reconnect_time`` x
   (fail count + 1) seconds (60 s x ...) before it is a candidate again;
 - candidates are ranked by fewest failures, then by source (user, tracker, DHT, PEX,
@@ -473,7 +476,8 @@ class PeerList:
         """Record an address a source offered; returns whether it has an entry now.
 
         A known address gains ``origin`` (and ``swarm_id``, when given); an offer from the
-        user clears its failures, its wait and its seed mark. Unconnectable addresses (port
+        user clears its failures, its wait and its seed mark, one from a tracker takes one
+        failure off. Unconnectable addresses (port
         0, unspecified or multicast hosts), IPv6 link-local ones and banned hosts are refused.
         A host with ``max_per_host`` entries already moves one to the new port, or refuses it
         (see the module docstring).
@@ -522,6 +526,8 @@ class PeerList:
                 entry.failcount = 0
                 entry.last_connected = None
                 entry.seed = False
+            elif PeerOrigin.TRACKER in origin and entry.failcount > 0:
+                entry.failcount -= 1
             return True
         priority = self._priority_of(address)
         if len(self._entries) >= self.max_size and not self._make_room(priority):
