@@ -6,6 +6,7 @@ FileSystem raises. Each is our error (or nothing at all), never a crash or a han
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import random
 import threading
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 import trio
 
-from bip_disk import _check
+from bip_disk import _check, _manager
 from bip_disk._errors import DestinationExistsError, DiskError, StorageError
 from bip_disk._events import TorrentFailed, TorrentState
 from bip_disk._fileops import storage_faults
@@ -343,3 +344,119 @@ def test_large_pieces_are_checked_in_chunks(
     # Chunked and whole verdicts agree.
     monkeypatch.setattr(_check, "_READ_CHUNK", 1 << 30)
     assert _check.check_pieces(fs, layout, verifier, pieces) == verdicts
+
+
+# -- 7. the review's findings: a dead backend, a marker that cannot be looked for ------
+
+
+class _Dead:
+    """An fsspec memory filesystem whose uploads fail while ``broken``, counting them."""
+
+    def __new__(cls) -> Any:
+        fsspec = pytest.importorskip("fsspec")
+        memory: Any = type(fsspec.filesystem("memory"))
+
+        class Dead(memory):  # type: ignore[misc]
+            protocol = ("bip-dead",)
+            broken = True
+            uploads = 0
+
+            def pipe_file(self, path: str, value: bytes, **kwargs: Any) -> None:
+                self.uploads += 1
+                if self.broken:
+                    raise ValueError("backend down")
+                super().pipe_file(path, value, **kwargs)
+
+        return Dead()
+
+
+def test_a_dead_backend_neither_grows_staging_nor_retries_every_file() -> None:
+    backend = _Dead()
+    bound = 4 * PIECE
+    fs = _staged(backend, bound=bound)
+    written: dict[tuple[str, int], bytes] = {}
+    refusals: list[StorageError] = []
+    for count in range(20 * bound // PIECE):  # 20x the bound, a block at a time, 8 files
+        path, offset = f"t/f{count % 8}", count // 8 * PIECE
+        data = bytes([count % 251]) * PIECE
+        try:
+            fs.write(path, offset, data)
+            written[path, offset] = data
+        except StorageError as error:
+            refusals.append(error)
+        assert fs._held() <= 2 * bound + PIECE
+        # At most one upload per write: a failed file is not tried again by every write.
+        assert backend.uploads <= count + 1
+    assert refusals
+    assert all(str(error.path).startswith("t/f") for error in refusals)
+    assert len({id(error) for error in refusals}) == len(refusals)  # new ones: no frames pile up
+    stat = fs.stat("t/f0")
+    assert stat is not None
+    assert stat.size < 20 * PIECE  # the refused writes were not taken
+    # The backend is back: the next write tries one failed upload, which now succeeds,
+    # then the others, and goes on.
+    backend.broken = False
+    fs.write("t/f0", 0, b"back")
+    written["t/f0", 0] = b"back" + written["t/f0", 0][4:]
+    assert fs._held() <= bound + PIECE
+    fs.close()
+    assert fs._held() == 0
+    for (path, offset), data in written.items():
+        assert backend.cat_file(f"{fs.root}/{path}", start=offset, end=offset + PIECE) == data
+
+
+class _MarkerBlind(NativeFileSystem):
+    """Native storage whose ``stat`` of a move's marker file fails (a flaky plugin's)."""
+
+    def stat(self, path: str) -> FileStat | None:
+        if path.startswith(".bip-disk-move-"):
+            raise ValueError("the plugin choked")
+        return super().stat(path)
+
+
+async def test_a_move_whose_marker_cannot_be_looked_for_is_refused(tmp_path: Path) -> None:
+    metainfo, content = _torrent(tmp_path)
+    old = _MarkerBlind(tmp_path / "root")
+    same = NativeFileSystem(tmp_path / "root")  # the same folder: a move must delete nothing
+    old.write("t/a", 0, content[: 2 * PIECE])
+    old.write("t/b", 0, content[2 * PIECE :])
+    try:
+        async with open_disk_manager() as disk:
+            torrent = await disk.add_torrent(metainfo, old)
+            await disk.wait_checked(torrent)
+            with pytest.raises(StorageError) as info:
+                await disk.move_storage(torrent, same)
+            assert "cannot tell whether the two storages are one" in str(info.value)
+            assert disk.status(torrent).state is TorrentState.READY
+            assert await disk.read_block(torrent, 3, 0, 10) == content[3 * PIECE :][:10]
+        assert (tmp_path / "root" / "t" / "a").read_bytes() == content[: 2 * PIECE]
+        assert (tmp_path / "root" / "t" / "b").read_bytes() == content[2 * PIECE :]
+        assert not [name for name in os.listdir(tmp_path / "root") if name.startswith(".bip")]
+    finally:
+        old.close()
+        same.close()
+
+
+async def test_a_bug_of_ours_in_a_check_is_logged_with_its_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def buggy(*args: object) -> list[bool]:
+        raise IndexError("a bug of ours")
+
+    monkeypatch.setattr(_manager, "check_pieces", buggy)
+    metainfo, content = _torrent(tmp_path)
+    fs = MemoryFileSystem()
+    fs.write("t/a", 0, content[: 2 * PIECE])
+    caplog.set_level(logging.DEBUG, logger="bip_disk.manager")
+    async with open_disk_manager() as disk:
+        await disk.add_torrent(metainfo, fs)
+        fault = await _failure(disk)
+    cause = fault.error.__cause__
+    assert cause is not None
+    assert cause.__traceback__ is None  # the fault keeps no frames...
+    logged = [record for record in caplog.records if record.exc_info]
+    assert len(logged) == 1
+    assert "checking pieces raised IndexError" in logged[0].getMessage()
+    exc_info = logged[0].exc_info
+    assert exc_info is not None
+    assert exc_info[2] is not None  # ...but the log has them

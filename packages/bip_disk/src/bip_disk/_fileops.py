@@ -248,7 +248,9 @@ def same_storage(first: FileSystem, second: FileSystem) -> bool:
     ``second`` and looking for it through ``first``; the marker is removed.
 
     Raises:
-        StorageError: the marker could not be written.
+        StorageError: the marker could not be written, or not looked for through
+            ``first``. Never answered "different" then: a move would copy each file
+            onto itself and delete the old files, the only copy.
     """
     marker = f".bip-disk-move-{uuid.uuid4().hex}"
     with storage_faults(marker):
@@ -256,8 +258,14 @@ def same_storage(first: FileSystem, second: FileSystem) -> bool:
     try:
         with storage_faults(marker):
             return first.stat(marker) is not None
-    except StorageError:
-        return False
+    except StorageError as error:
+        raise StorageError(
+            "cannot tell whether the two storages are one (looking for the marker "
+            f"{marker!r} written through the destination failed: {error}): "
+            "nothing was moved",
+            errno=error.errno,
+            path=marker,
+        ) from error
     finally:
         try:
             with storage_faults(marker):

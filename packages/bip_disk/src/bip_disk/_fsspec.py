@@ -19,8 +19,12 @@ imported only when this class is used, so bip_disk works without it.
   file written again after that is loaded again, so each upload costs the whole
   file: torrents with files much larger than the bound are better downloaded to
   a :class:`~bip_disk.NativeFileSystem` and copied up afterwards. An early
-  upload that fails leaves the file staged, for its sync to report; writes
-  fail (with that file's error) only once uploads fail and twice the bound is held.
+  upload that fails leaves the file staged, for its sync to report, and is not
+  tried early again (each try copies the whole file) until the backend works
+  again. Once uploads fail and new data would take what is held past twice the
+  bound, writes fail (with a failed file's error) before taking the data: one
+  upload of the smallest failed file is tried first, and if it goes through the
+  others are tried again and the write goes on.
 
 **Staying inside the root.** Paths are checked by
 :func:`~bip_disk._filesystem.split_path`, so no path names anything outside
@@ -109,12 +113,15 @@ def _protocols(fs: AbstractFileSystem) -> set[str]:
 
 
 class _Staged:
-    __slots__ = ("data", "dirty", "mtime_ns")
+    __slots__ = ("data", "dirty", "failed", "mtime_ns")
 
     def __init__(self, data: SparseBuffer) -> None:
         self.data = data
         self.dirty = False
         self.mtime_ns = time.time_ns()
+        # Why its last early upload failed (no traceback: its frames would hold the
+        # data); while set, early uploads pass it by. Sync and rename still try it.
+        self.failed: StorageError | None = None
 
 
 class FsspecFileSystem:
@@ -272,35 +279,95 @@ class FsspecFileSystem:
         """Upload the largest staged files while more than the bound is held.
 
         A file whose upload fails stays staged (nothing is lost: its sync reports
-        the failure) and is skipped for the rest of this pass, so a write never
-        fails for another file's upload. Only while uploads fail and more than
-        twice the bound is held is the first failure raised, naming the file that
-        failed: a dead backend must not make staging grow without bound.
+        the failure) and is marked, so that neither this pass nor a later one tries
+        it again (each try copies the whole file: on a dead backend every write
+        would retry every staged file). Never raises: a write fails only in
+        :meth:`_admit`, before its data is taken.
         """
-        failed: dict[str, DiskError] = {}
+        tried: set[str] = set()  # bounds the pass even if files are staged meanwhile
         while self._held() > self.max_staged_bytes:
             with self._state:
-                candidates = [key for key in self._staged if key not in failed]
+                candidates = [
+                    key
+                    for key, item in self._staged.items()
+                    if item.failed is None and key not in tried
+                ]
                 if not candidates:
-                    break
+                    return
                 path = max(candidates, key=lambda key: self._staged[key].data.held)
+            tried.add(path)
             _log.debug(
                 "%r: more than %d bytes staged, uploading %r before its sync",
                 self,
                 self.max_staged_bytes,
                 path,
             )
-            try:
-                with self._lock(path):
-                    self._upload(path, self._full(path, split_path(path)))
-            except DiskError as exc:
-                failed[path] = exc
-            except Exception as exc:  # any backend's failure
-                failed[path] = _error(exc, path, "upload")
-            if path in failed:
-                _log.debug("%r: the early upload of %r failed: %s", self, path, failed[path])
-        if failed and self._held() > 2 * self.max_staged_bytes:
-            raise next(iter(failed.values()))
+            self._try_upload(path)
+
+    def _try_upload(self, path: str) -> StorageError | None:
+        """Upload ``path`` early; its failure, also kept on its staged entry (or None)."""
+        try:
+            with self._lock(path):
+                self._upload(path, self._full(path, split_path(path)))
+            return None
+        except StorageError as exc:
+            failure = exc
+        except DiskError as exc:  # a PathError: a link now leads out of the root
+            failure = StorageError(f"cannot upload {path!r}: {exc}", path=path)
+        except Exception as exc:  # any backend's failure
+            failure = _error(exc, path, "upload")
+        failure.__traceback__ = None
+        failure.__cause__ = failure.__context__ = None
+        with self._state:
+            staged = self._staged.get(path)
+            if staged is not None:
+                staged.failed = failure
+        _log.debug("%r: the early upload of %r failed: %s", self, path, failure)
+        return failure
+
+    def _admit(self, adding: int) -> None:
+        """Refuse ``adding`` more staged bytes while uploads fail and twice the bound
+        would be held; called before the data is taken, with no lock held.
+
+        Where an early upload failed, one upload of the smallest such file is tried
+        first (the cheapest copy): if the backend works again every failed file is
+        tried again and the write goes on. Concurrent writes may each pass before
+        either stages its data: the bound is exceeded by at most one write per thread.
+
+        Raises:
+            StorageError: a failed file's error (a new one each time).
+        """
+        limit = 2 * self.max_staged_bytes
+        if self._held() + adding <= limit:
+            return
+        with self._state:
+            failed = [
+                (item.data.held, key)
+                for key, item in self._staged.items()
+                if item.failed is not None
+            ]
+        if not failed:
+            return  # nothing says the backend fails: stage, then upload early
+        failure = self._try_upload(min(failed)[1])
+        if failure is None:
+            with self._state:
+                for item in self._staged.values():
+                    item.failed = None
+            self._relieve()
+            if self._held() + adding <= limit:
+                return
+            with self._state:
+                failure = next(
+                    (item.failed for item in self._staged.values() if item.failed is not None),
+                    None,
+                )
+            if failure is None:
+                return
+        raise StorageError(
+            f"{failure} (uploads fail and {limit} staged bytes would be exceeded)",
+            errno=failure.errno,
+            path=failure.path,
+        )
 
     # -- the FileSystem protocol ----------------------------------------------
 
@@ -337,6 +404,8 @@ class FsspecFileSystem:
         check_offset(path, offset)
         view = memoryview(data).cast("B")
         full = self._full(path, parts)
+        if not self.random_writes:
+            self._admit(view.nbytes)
         with self._lock(path):
             try:
                 if self.random_writes:
@@ -418,6 +487,8 @@ class FsspecFileSystem:
         parts = split_path(path)
         check_offset(path, size, "size")
         full = self._full(path, parts)
+        if not self.random_writes:
+            self._admit(0 if sparse else size)  # at most ``size`` bytes more are held
         with self._lock(path):
             try:
                 if self.random_writes:

@@ -208,7 +208,7 @@ class PieceVerifier:
 
 
 class PieceHasher:
-    """Verifies one piece given in consecutive parts, holding none of them.
+    """Verifies one piece given in consecutive parts, holding at most one 16 KiB block of them.
 
     What :meth:`PieceVerifier.verify` says of the parts joined, for a piece too
     large to hold whole (a check of a torrent of 256 MiB pieces): SHA-1 streams,

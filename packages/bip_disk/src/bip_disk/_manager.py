@@ -392,6 +392,26 @@ def _write_run(run: _Run, outcomes: list[_Outcome]) -> None:
             outcomes[index] = _without_frames(error)
 
 
+def _fault_of(error: Exception, torrent: TorrentHandle, doing: str) -> StorageError:
+    """``error``, raised on a thread while ``doing``, as the torrent's fault (no frames).
+
+    ``_FAULTS`` catches every exception, also one from our own code run there
+    (:func:`plan_check`, :func:`check_pieces`): one that is not a StorageError is
+    logged at DEBUG with its traceback first, which the fault loses, so a bug of
+    ours is not silent.
+    """
+    if not isinstance(error, StorageError):
+        _log.debug(
+            "torrent %r (%s): %s raised %s, taken as a storage fault",
+            torrent.name,
+            torrent.info_hash.hex(),
+            doing,
+            type(error).__name__,
+            exc_info=error,
+        )
+    return _without_frames(as_storage_error(error))
+
+
 def _without_frames(error: StorageError) -> StorageError:
     """``error`` without the tracebacks of it and its causes, returned.
 
@@ -1801,7 +1821,7 @@ class DiskManager:
         try:
             plan = await self._io_pool.run(plan_check, storage.fs, storage.layout, resume)
         except _FAULTS as error:
-            fault = _without_frames(as_storage_error(error))
+            fault = _fault_of(error, handle, "planning the check")
             await self._fail(storage, fault, f"checking the files failed: {fault}")
             return
         finally:
@@ -1859,7 +1879,7 @@ class DiskManager:
                     storage.check_stop[0] = True
                     # Kept as the torrent's fault: not with the frames (and piece) of
                     # the hashing thread.
-                    fault = _without_frames(as_storage_error(error))
+                    fault = _fault_of(error, handle, "checking pieces")
                     await self._fail(storage, fault, f"checking the files failed: {fault}")
                     return
                 finally:
