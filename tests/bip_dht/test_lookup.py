@@ -283,7 +283,8 @@ def test_caps_on_candidates_and_queries() -> None:
             flood = tuple(
                 NodeInfo(
                     (rng.getrandbits(bits) | 1 << bits).to_bytes(20),
-                    PeerAddress(IPv4Address(0x0B000000 + fresh + i), 1),
+                    # one per /24: a lookup keeps one learned node per network
+                    PeerAddress(IPv4Address(0x0B000000 + ((fresh + i) << 8)), 1),
                 )
                 for i in range(40)
             )
@@ -305,3 +306,71 @@ def test_one_per_ip() -> None:
     other_ports = [NodeInfo(rng.randbytes(20), PeerAddress(address.host, p)) for p in (1, 2)]
     relaxed = Lookup(NodeId(bytes(20)), "find_node", other_ports, one_per_ip=False)
     assert len(relaxed.next_queries(0.0)) == 2
+
+
+def test_one_learned_node_per_network() -> None:
+    # The hunt's Sybil: the host owning 2001:db8:1::/64 answers with 8 made-up ids closer to
+    # the target than anything, at made-up addresses of its /64. As libtorrent's add_entry
+    # (restrict_search_ips) does, one of them gets in: the attacker's /64 holds its own seed
+    # entry and that one, and the honest nodes keep the other k - 2 places.
+    target = NodeId(bytes(20))
+    honest = [
+        NodeInfo(bytes([0x40 + i]) + bytes(19), PeerAddress.parse(f"[2001:db8:{i + 1}::1]:6881"))
+        for i in range(8)
+    ]
+    lookup = Lookup(target, "get_peers", honest)
+    attacker = lookup.next_queries(0.0)[0][0]
+    assert str(attacker.address.host) == "2001:db8:1::1"
+    fake = tuple(
+        NodeInfo(bytes(19) + bytes([i + 1]), PeerAddress.parse(f"[2001:db8:1::{i + 2}]:6881"))
+        for i in range(8)
+    )
+    reply = Response(transaction_id=b"t", node_id=attacker.node_id, nodes6=fake)
+    assert lookup.on_response(attacker, reply, 0.1)
+    top = [entry.info for entry in lookup._top()]
+    assert len(top) == 8
+    invented = [info for info in top if info in fake]
+    assert len(invented) == 1
+    assert sum(str(info.address.host).startswith("2001:db8:1:") for info in top) == 2
+    # IPv4: one learned node per /24, from answers and from add_candidates alike; the seeds
+    # (our table's nodes) are exempt: two of them in one /24 are both queried.
+    seeds = [
+        NodeInfo(bytes([0x80 + i]) + bytes(19), PeerAddress.parse(f"198.51.100.{i + 1}:1"))
+        for i in range(2)
+    ]
+    lookup4 = Lookup(target, "find_node", seeds)
+    assert len(lookup4.next_queries(0.0)) == 2
+    lookup4.add_candidates(
+        NodeInfo(bytes(19) + bytes([i + 1]), PeerAddress.parse(f"203.0.113.{i + 1}:1"))
+        for i in range(5)
+    )
+    lookup4.add_candidates(
+        [NodeInfo(bytes(19) + bytes([0x10]), PeerAddress.parse("198.51.100.77:1"))]
+    )
+    hosts = [str(entry.info.address.host) for entry in lookup4._entries]
+    assert hosts.count("203.0.113.1") == 1  # the closest of the /24 won
+    assert sum(h.startswith("203.0.113.") for h in hosts) == 1
+    assert "198.51.100.77" in hosts  # the seeds hold no network
+    # Without one_per_ip the network rule is off too.
+    relaxed = Lookup(target, "find_node", seeds, one_per_ip=False)
+    relaxed.add_candidates(
+        NodeInfo(bytes(19) + bytes([i + 1]), PeerAddress.parse(f"203.0.113.{i + 1}:1"))
+        for i in range(5)
+    )
+    assert len(relaxed._entries) == 7
+
+
+def test_local_networks_exempt_in_lookups() -> None:
+    # As in the routing table, the addresses BEP 42 exempts (the simulator's 10/8, a LAN,
+    # loopback) hold no network: many honest nodes share such a /24. One per IP still holds.
+    rng = Random(9)
+    seed = NodeInfo(rng.randbytes(20), PeerAddress.parse("10.0.0.1:1"))
+    lookup = Lookup(NodeId(bytes(20)), "find_node", [seed])
+    node = lookup.next_queries(0.0)[0][0]
+    learned = (
+        *(NodeInfo(rng.randbytes(20), PeerAddress.parse(f"10.0.0.{i}:1")) for i in range(2, 6)),
+        *(NodeInfo(rng.randbytes(20), PeerAddress.parse(f"192.168.1.{i}:1")) for i in (1, 2)),
+        NodeInfo(rng.randbytes(20), PeerAddress.parse("10.0.0.2:2")),  # a second id at an IP
+    )
+    lookup.on_response(node, Response(transaction_id=b"t", node_id=node.node_id, nodes=learned), 1)
+    assert len(lookup._entries) == 7

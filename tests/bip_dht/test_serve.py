@@ -30,6 +30,7 @@ from bip_dht._krpc import (
     SampleInfohashes,
     decode_message,
 )
+from bip_dht._node_config import DHTConfig
 from bip_dht._node_id import NodeId
 from bip_dht._peer_store import PeerStore
 from bip_dht._ratelimit import RateLimiter
@@ -527,3 +528,63 @@ def test_arbitrary_queries_get_a_reply_and_never_raise(
     assert isinstance(message, Response | ErrorReply)
     assert message.transaction_id == b"tx"
     assert message.ip == source
+
+
+def _sample(handler: QueryHandler, now: float) -> tuple[bytes, ...]:
+    query = SampleInfohashes(transaction_id=b"tx", node_id=THEM, target=HASH).encode()
+    samples = ask(handler, query, now=now).samples
+    assert samples is not None
+    return samples
+
+
+def test_sample_kept_for_its_interval() -> None:
+    # BEP 51 / libtorrent's refresh_infohashes_sample: the sample we send stays the same
+    # until the interval we tell the asker has passed, so asking again sooner learns nothing.
+    handler, _, _, peers, _ = make(sample_interval=100)
+    hashes = {i.to_bytes(20, "big") for i in range(200)}
+    for h in hashes:
+        peers.announce(h, PeerAddress.parse("10.0.0.1:1"), seed=False, now=0.0)
+    first = _sample(handler, 1.0)
+    assert len(first) == 20
+    assert all(_sample(handler, 1.0 + n) == first for n in range(1, 100))
+    later = _sample(handler, 101.0)  # the interval has passed: a new draw
+    assert later != first
+    assert set(later) <= hashes
+    assert _sample(handler, 200.0) == later
+
+
+def test_short_sample_redrawn_as_the_store_grows() -> None:
+    handler, _, _, peers, _ = make()  # 21600 s interval
+    assert _sample(handler, 1.0) == ()
+    peers.announce(HASH, PeerAddress.parse("10.0.0.1:1"), seed=False, now=2.0)
+    assert _sample(handler, 3.0) == (HASH,)  # fewer than the cap: not kept
+    for i in range(30):
+        peers.announce(bytes([i]) * 20, PeerAddress.parse("10.0.0.1:1"), seed=False, now=4.0)
+    full = _sample(handler, 5.0)
+    assert len(full) == 20
+    assert _sample(handler, 6.0) == full
+    # An interval of 0 draws anew for every query.
+    handler0, _, _, peers0, _ = make(sample_interval=0, rng=random.Random(3))
+    for i in range(200):
+        peers0.announce(i.to_bytes(20, "big"), SOURCE, seed=False, now=0.0)
+    assert len({_sample(handler0, 1.0) for _ in range(5)}) > 1
+
+
+def test_sample_interval_capped_at_bep51_maximum() -> None:
+    rng = random.Random(0)
+    table = RoutingTable(OWN, family=4, rng=rng)
+    tokens = TokenManager(rng, now=0.0)
+    for bad in (21601, -1, 10**9, True, 1.5):
+        with pytest.raises(LocalProtocolError):
+            QueryHandler(
+                OWN,
+                table,
+                tokens,
+                PeerStore(),
+                ItemStore(),
+                rng=rng,
+                sample_interval=bad,  # type: ignore[arg-type]
+            )
+        with pytest.raises(LocalProtocolError):
+            DHTConfig(sample_interval=bad)  # type: ignore[arg-type]
+    assert DHTConfig(sample_interval=21600).sample_interval == 21600

@@ -31,7 +31,15 @@ Bounds on what peers can make us hold: the candidate set keeps at most ``max_can
 entries (default ``8 * k``): the farthest never-queried ones are dropped first; queried ones
 are at most ``max_queries``. Peers (``values``) are deduplicated and capped at ``max_peers``.
 With ``one_per_ip`` (the default, libtorrent's ``restrict_search_ips``) a second node id at an
-address already in the set is ignored, so one host cannot fill the lookup with made-up ids.
+IP already in the set is ignored, and so is a node learned from an answer (or
+:meth:`Lookup.add_candidates`) whose /24 (IPv4) or /64 (IPv6) network an earlier learned node
+holds, as libtorrent's ``traversal_algorithm::add_entry`` does: one host owning a /64 cannot
+answer with made-up ids at made-up addresses and fill all ``k`` closest places. The seeds the
+lookup starts from (libtorrent's ``flag_initial``: our routing table's nodes and the bootstrap
+addresses) hold no network, so they neither count against it nor are refused by it. Local
+addresses (those BEP 42 exempts: a LAN, loopback, the simulator's 10/8) are exempt from the
+network rule as in the routing table (many honest nodes share such a /24); for them only
+the one-per-IP rule applies.
 An optional ``node_filter`` refuses candidates before they are stored (the node core uses it
 for address families it has no socket for, unconnectable addresses and BEP 42 enforcement).
 
@@ -57,6 +65,7 @@ from ._errors import DHTError, LocalProtocolError
 from ._items import MAX_SALT_SIZE, ImmutableItem, Item, MutableItem
 from ._krpc_replies import Response
 from ._node_id import NodeId
+from ._routing import _network
 
 __all__ = [
     "DEFAULT_QUERY_TIMEOUT",
@@ -87,12 +96,19 @@ class _State(enum.Enum):
     FAILED = "failed"
 
 
-class _Entry:
-    __slots__ = ("distance", "info", "sent_at", "state", "token")
+_NetworkKey = tuple[int, int]
+"""A learned node's network in :attr:`Lookup._networks`: (IP version, ``_network`` of its
+host); the version keeps an IPv4 /24 and an IPv6 /64 with the same number apart."""
 
-    def __init__(self, info: NodeInfo, distance: int) -> None:
+
+class _Entry:
+    __slots__ = ("distance", "info", "network", "sent_at", "state", "token")
+
+    def __init__(self, info: NodeInfo, distance: int, network: _NetworkKey | None) -> None:
         self.info = info
         self.distance = distance
+        # the network this entry holds (learned, non-local nodes with one_per_ip), else None
+        self.network = network
         self.state = _State.CANDIDATE
         self.sent_at = 0.0
         self.token: bytes | None = None
@@ -198,6 +214,8 @@ class Lookup:
         self._entries: list[_Entry] = []
         self._by_id: dict[bytes, _Entry] = {}
         self._hosts: set[IPv4Address | IPv6Address] = set()
+        # the networks learned entries hold (one_per_ip; seeds and local addresses hold none)
+        self._networks: set[_NetworkKey] = set()
         # Ids and addresses ever queried: never query either twice (bounded by max_queries).
         self._queried_ids: set[bytes] = set()
         self._queried_addresses: set[PeerAddress] = set()
@@ -209,12 +227,12 @@ class Lookup:
         # node core asks for it after every datagram, and a scan per ask dominated its cost
         self._due: tuple[float | None] | None = None
         for seed in seeds:
-            self._add(seed)
+            self._add(seed, learned=False)
         self._update_done()
 
     # ---- candidates -------------------------------------------------------------------------
 
-    def _add(self, info: NodeInfo) -> None:
+    def _add(self, info: NodeInfo, *, learned: bool = True) -> None:
         if not isinstance(info, NodeInfo):
             raise LocalProtocolError(f"a seed must be a NodeInfo, got {info!r}")
         if info.node_id in self._by_id or info.node_id == self._own:
@@ -222,8 +240,18 @@ class Lookup:
         if info.node_id in self._queried_ids or info.address in self._queried_addresses:
             return
         host = _host(info.address)
-        if self.one_per_ip and host in self._hosts:
-            return
+        network: _NetworkKey | None = None
+        if self.one_per_ip:
+            if host in self._hosts:
+                return
+            if learned:
+                # libtorrent's restrict_search_ips: one learned node per /24 or /64 (None:
+                # a local address, exempt as in the routing table; the host rule above holds)
+                prefix = _network(host)
+                if prefix is not None:
+                    network = (host.version, prefix)
+                    if network in self._networks:
+                        return
         if self._filter is not None and not self._filter(info):
             return
         distance = int.from_bytes(info.node_id, "big") ^ self._target_int
@@ -233,11 +261,13 @@ class Lookup:
             if victim is None or self._entries[victim].distance < distance:
                 return
             self._remove(victim)
-        entry = _Entry(info, distance)
+        entry = _Entry(info, distance, network)
         index = bisect.bisect_left(self._entries, distance, key=_distance)
         self._entries.insert(index, entry)
         self._by_id[info.node_id] = entry
         self._hosts.add(host)
+        if network is not None:
+            self._networks.add(network)
 
     def _distance_to_target(self, info: NodeInfo) -> int:
         return int.from_bytes(info.node_id, "big") ^ self._target_int
@@ -253,6 +283,8 @@ class Lookup:
         entry = self._entries.pop(index)
         del self._by_id[entry.info.node_id]
         self._hosts.discard(_host(entry.info.address))
+        if entry.network is not None:
+            self._networks.discard(entry.network)
 
     def _top(self) -> list[_Entry]:
         """The ``k`` closest entries that have not failed."""
@@ -320,7 +352,8 @@ class Lookup:
     def add_candidates(self, nodes: Iterable[NodeInfo]) -> None:
         """Offer more nodes to query, learned elsewhere (the node core feeds a dual-stack
         lookup's IPv6 half with the ``nodes6`` its IPv4 half hears, and back). The usual
-        rules apply (bounds, one per IP, the filter); ignored once the lookup is done."""
+        rules apply (bounds, one per IP and per network, the filter); ignored once the lookup
+        is done."""
         if self._done:
             return
         nodes = list(nodes)

@@ -28,7 +28,7 @@ from ._peer_store import (
 )
 from ._ratelimit import DEFAULT_QUERY_BURST, DEFAULT_QUERY_RATE, DEFAULT_RATE_LIMITED_HOSTS
 from ._routing import BUCKET_SIZE, MAX_FAILURES
-from ._serve import DEFAULT_SAMPLE_COUNT, DEFAULT_SAMPLE_INTERVAL
+from ._serve import DEFAULT_SAMPLE_COUNT, DEFAULT_SAMPLE_INTERVAL, MAX_SAMPLE_INTERVAL
 from ._tokens import DEFAULT_ROTATE_INTERVAL
 
 __all__ = ["DEFAULT_VERSION", "DHTConfig"]
@@ -58,7 +58,7 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "max_items": (1, 1 << 24),
     "rate_limited_hosts": (1, 1 << 24),
     "sample_count": (0, 256),
-    "sample_interval": (0, 1 << 31),
+    "sample_interval": (0, MAX_SAMPLE_INTERVAL),
     "max_lookup_peers": (0, 1 << 20),
 }
 _POSITIVE_FLOATS = (
@@ -95,7 +95,11 @@ class DHTConfig:
     - slow_after: seconds after which a lookup stops waiting for a query and sends another
       (libtorrent's short timeout), while still accepting its answer.
     - max_lookup_peers: peers one get_peers lookup collects at most.
-    - restrict_search_ips: a lookup keeps one node per IP address.
+    - restrict_search_ips: a lookup keeps one node per IP address, and of the nodes it
+      learns from answers one per /24 (IPv4) or /64 (IPv6) network, as libtorrent's
+      ``restrict_search_ips`` does (the nodes it starts from, our table's and the bootstrap
+      addresses, are exempt from the network rule, and so are local addresses, the ones
+      BEP 42 exempts), so one host owning a /64 cannot fill a lookup's closest places.
 
     **Routing table**
 
@@ -161,7 +165,8 @@ class DHTConfig:
     - max_items, item_lifetime: the BEP 44 item store's caps.
     - rate_limit, query_rate, query_burst, rate_limited_hosts: per-IP query limiting.
     - token_rotate_interval: seconds between write-token secret rotations.
-    - sample_count, sample_interval: BEP 51 replies.
+    - sample_count, sample_interval: BEP 51 replies (the interval at most 21600 s, BEP 51's
+      maximum; the sample is redrawn once per interval).
     - limits: what one datagram may make the decoder allocate.
     """
 

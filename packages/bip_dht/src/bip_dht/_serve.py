@@ -25,7 +25,13 @@ What it answers (BEP 5, 32, 33, 42, 43, 44, 51, the way libtorrent does):
   sequence number too low: :class:`~bip_dht.ItemRejectedError`'s ``code``).
 - BEP 51 ``sample_infohashes``: up to 20 random info-hashes we store (``samples``), how many
   we store (``num``), the ``interval`` before asking again, and the closest nodes (of the
-  families its ``want`` asks for, as libtorrent passes it on).
+  families its ``want`` asks for, as libtorrent passes it on). As libtorrent's
+  ``refresh_infohashes_sample`` does, the sample is kept for ``interval`` seconds and sent
+  to everyone who asks meanwhile: the ``interval`` we tell means what it says, and a crawler
+  asking again and again sooner learns nothing more (a new random sample per query would
+  hand it our whole store at the rate limit). It is redrawn sooner only while it holds fewer
+  than ``sample_count`` hashes (all we stored then; libtorrent redraws those every time), or
+  with an ``interval`` of 0. ``interval`` is at most :data:`MAX_SAMPLE_INTERVAL`.
 - Any other method: BEP 5's error 204, except that a query carrying a 20-byte ``target`` or
   ``info_hash`` is answered with the closest nodes (honouring a ``want`` list), as BEP 51
   suggests (and libtorrent does), so that nodes running newer extensions still make progress
@@ -111,6 +117,7 @@ __all__ = [
     "DEFAULT_SAMPLE_INTERVAL",
     "MAX_COUNTED_METHODS",
     "MAX_REPLY_SIZE",
+    "MAX_SAMPLE_INTERVAL",
     "OTHER_METHODS",
     "QueryHandler",
     "ServeStatistics",
@@ -120,6 +127,9 @@ DEFAULT_SAMPLE_COUNT = 20
 """BEP 51: how many info-hashes a ``sample_infohashes`` reply carries at most (libtorrent: 20)."""
 DEFAULT_SAMPLE_INTERVAL = 21600
 """BEP 51 ``interval``: seconds before the same node should ask us again (libtorrent: 6 hours)."""
+MAX_SAMPLE_INTERVAL = 21600
+"""BEP 51: ``interval`` "should not exceed 21600 seconds"; a larger one is refused (libtorrent
+clamps its setting to it)."""
 MAX_COUNTED_METHODS = 32
 """Distinct method names the ``queries`` counter keeps (the known ones first come well under
 it); queries with any further name are counted together under :data:`OTHER_METHODS`, so a node
@@ -184,7 +194,8 @@ class QueryHandler:
         rng: randomness for peer and info-hash sampling.
         version: our client version (the top-level ``v``), or None to send none.
         sample_count: BEP 51 samples per reply at most.
-        sample_interval: BEP 51 ``interval``.
+        sample_interval: BEP 51 ``interval``, 0 to :data:`MAX_SAMPLE_INTERVAL` seconds; the
+            sample is kept that long.
     """
 
     __slots__ = (
@@ -195,6 +206,8 @@ class QueryHandler:
         "_queries",
         "_rate_limit",
         "_rng",
+        "_sample",
+        "_sample_at",
         "_stats",
         "_tables",
         "_tokens",
@@ -243,10 +256,10 @@ class QueryHandler:
         if (
             isinstance(sample_interval, bool)
             or not isinstance(sample_interval, int)
-            or sample_interval < 0
+            or not 0 <= sample_interval <= MAX_SAMPLE_INTERVAL
         ):
             raise LocalProtocolError(
-                f"sample_interval is a non-negative int, got {sample_interval!r}"
+                f"sample_interval is an int in 0..{MAX_SAMPLE_INTERVAL}, got {sample_interval!r}"
             )
         if version is not None and not isinstance(version, bytes):
             raise LocalProtocolError(f"version is bytes or None, got {version!r}")
@@ -260,6 +273,10 @@ class QueryHandler:
         self.read_only = bool(read_only)
         self.sample_count = sample_count
         self.sample_interval = sample_interval
+        # the BEP 51 sample sent until sample_interval has passed since _sample_at (None: none
+        # drawn yet); at most sample_count hashes
+        self._sample: tuple[bytes, ...] | None = None
+        self._sample_at = 0.0
         self._queries: Counter[bytes] = Counter()
         self._errors: Counter[int] = Counter()
         self._stats: Counter[str] = Counter()
@@ -441,11 +458,10 @@ class QueryHandler:
         if isinstance(query, Put):
             return self._put(query, source, now)
         if isinstance(query, SampleInfohashes):
-            samples = self._peers.sample_info_hashes(self.sample_count, self._rng)
             return self._reply(
                 tid,
                 source,
-                samples=tuple(samples),
+                samples=self._current_sample(now),
                 num=self._peers.hash_count,
                 interval=self.sample_interval,
                 **self._nodes(query.target, query.want, source, now),
@@ -463,6 +479,22 @@ class QueryHandler:
             if isinstance(target, bytes) and len(target) == 20:
                 return self._reply(tid, source, **self._nodes(target, want, source, now))
         return self._error(tid, ErrorCode.METHOD_UNKNOWN, "method unknown", source)
+
+    def _current_sample(self, now: float) -> tuple[bytes, ...]:
+        """The BEP 51 sample to send at *now*: the one drawn last while ``sample_interval``
+        has not passed since and it is full, else a new one (libtorrent's
+        ``refresh_infohashes_sample``)."""
+        sample = self._sample
+        if (
+            sample is None
+            or len(sample) != self.sample_count  # short: all we had then (or the count changed)
+            or now - self._sample_at >= self.sample_interval
+            or now < self._sample_at  # a clock that went back: do not keep it for ever
+        ):
+            sample = tuple(self._peers.sample_info_hashes(self.sample_count, self._rng))
+            self._sample = sample
+            self._sample_at = now
+        return sample
 
     def _get_peers(self, query: GetPeers, source: PeerAddress, now: float) -> bytes | None:
         fields: dict[str, Any] = {
