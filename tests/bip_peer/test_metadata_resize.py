@@ -1,13 +1,17 @@
 """MetadataFetcher and a peer that re-sends its extended handshake with another
 ``metadata_size``: its requests made under the old size still time out (as libtorrent's
 ut_metadata leaves sent requests alone), so changing the size cannot dodge ``max_timeouts``;
-one change is tolerated, a second bans the peer."""
+one change is tolerated, a second bans the peer. And a fetch never stops for good: while pieces
+are missing there is always a deadline pending or a peer that can be asked (a source that let a
+request time out, or a stale request it abandoned, once left it with nothing to ask)."""
 
 from __future__ import annotations
 
+import copy
+import heapq
 import random
 
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bip_metainfo import InfoHash
@@ -154,7 +158,7 @@ def test_resizing_peers_keep_the_bookkeeping_bounded(
         for state in fetcher._peers.values():
             assert len(state.outstanding) <= 2
             assert state.holding <= state.outstanding.keys()
-            assert state.stale <= state.outstanding.keys() | state.late
+            assert state.stale <= state.outstanding.keys()  # never late: see below
     fetcher.add_peer("honest", len(INFO))
     for _ in range(40):
         if fetcher.done:
@@ -166,3 +170,213 @@ def test_resizing_peers_keep_the_bookkeeping_bounded(
         for piece in drain(fetcher, "honest", now):
             fetcher.on_data("honest", answer(piece), now)
     assert fetcher.result() == INFO
+
+
+def fake(piece: int, total: int) -> MetadataData:
+    """A piece of the right length for *total* whose bytes are not the dictionary's."""
+    start = piece * METADATA_PIECE_SIZE
+    return MetadataData(piece, total, bytes(min(METADATA_PIECE_SIZE, total - start)))
+
+
+def stuck(fetcher: MetadataFetcher[str], now: float) -> bool:
+    """Whether the fetch has stopped for good: pieces missing, a peer not stalled by
+    ``max_timeouts``, yet no deadline pending and no peer to ask (tried on a copy)."""
+    if fetcher.done or fetcher.next_deadline() is not None:
+        return False
+    limit = fetcher._max_timeouts
+    live = [peer for peer, state in fetcher._peers.items() if state.timeouts < limit]
+    probe = copy.deepcopy(fetcher)
+    return bool(live) and all(probe.next_request(peer, now) is None for peer in live)
+
+
+def single_source(names: tuple[str, ...], size: int = len(INFO)) -> MetadataFetcher[str]:
+    """A fetcher in single-source mode: names[0] sent pieces 0 and 1 (right if of the right
+    size), names[1] a wrong piece 2, so both are failed contributors."""
+    fetcher: MetadataFetcher[str] = MetadataFetcher(HASH)
+    for name in names:
+        fetcher.add_peer(name, size)
+    assert drain(fetcher, names[0], 0.0) == [0, 1]
+    assert drain(fetcher, names[1], 0.0) == [2]
+    for piece in (0, 1):
+        fetcher.on_data(names[0], answer(piece) if size == len(INFO) else fake(piece, size), 0.5)
+    fetcher.on_data(names[1], fake(2, size), 0.5)
+    assert fetcher.statistics().single_source
+    return fetcher
+
+
+def test_a_stale_request_abandoned_by_a_rejecting_source_does_not_stop_the_fetch() -> None:
+    # The reviewer's sequence: the source rejects while a request made under its old size is
+    # outstanding. That request used to become late and stale for ever: once the peer was the
+    # source again, that piece was never asked, no deadline, an honest newcomer refused.
+    true_size = len(INFO) + 25  # three pieces either way
+    info = random.Random(7).randbytes(true_size)
+    fetcher: MetadataFetcher[str] = MetadataFetcher(InfoHash.from_info_bytes(info, v1=True))
+    fetcher.add_peer("a", len(INFO))
+    fetcher.add_peer("d", len(INFO))
+    assert drain(fetcher, "a", 0.0) == [0, 1]
+    assert drain(fetcher, "d", 0.0) == [2]
+    for name, piece in (("a", 0), ("a", 1), ("d", 2)):
+        fetcher.on_data(name, fake(piece, len(INFO)), 0.5)
+    assert fetcher.statistics().single_source
+    x, y = drain(fetcher, "a", 1.0)  # a is the source
+    fetcher.on_data("a", fake(y, len(INFO)), 1.5)
+    fetcher.add_peer("a", true_size)  # x is stale now
+    fetcher.remove_peer("d")  # the size assembled is a's new one
+    assert fetcher.metadata_size == true_size
+    (z,) = drain(fetcher, "a", 2.0)
+    fetcher.on_reject("a", MetadataReject(z), 2.0)  # the source is dropped
+    fetcher.handle_timer(100.0)  # x's request timed out: forgotten, a piece to ask again
+    assert x not in fetcher._peers["a"].late | fetcher._peers["a"].stale
+    now = 100.0
+    asked = drain(fetcher, "a", now)  # a is the source again, before b comes
+    fetcher.add_peer("b", true_size)
+    for _ in range(20):
+        for piece in asked:
+            start = piece * METADATA_PIECE_SIZE
+            data = info[start : start + METADATA_PIECE_SIZE]
+            fetcher.on_data("a", MetadataData(piece, true_size, data), now)
+        assert not stuck(fetcher, now)
+        if fetcher.done:
+            break
+        asked = drain(fetcher, "a", now)
+        now += 1.0
+    assert fetcher.result() == info
+
+
+def test_a_single_source_is_asked_again_for_the_piece_it_let_time_out() -> None:
+    # The source answers, except one request that times out (once: fewer than max_timeouts).
+    # That piece used to stay late for ever and nobody else was asked: the fetch stopped.
+    fetcher = single_source(("a", "d"))
+    assert drain(fetcher, "a", 1.0) == [2, 0]  # a is the source
+    fetcher.on_data("a", answer(2), 1.5)
+    fetcher.handle_timer(11.0)  # piece 0's request times out
+    assert drain(fetcher, "a", 11.0) == [1]  # one still outstanding: no re-ask yet
+    fetcher.on_data("a", answer(1), 11.5)
+    assert drain(fetcher, "a", 11.5) == [0]  # nothing else to ask it: 0 again
+    assert drain(fetcher, "d", 11.5) == []  # d is not the source
+    fetcher.on_data("a", answer(0), 12.0)
+    assert fetcher.result() == INFO
+    assert [peer for peer, _ in fetcher.take_banned()] == ["d"]  # its piece 2 was wrong
+
+
+def test_a_silent_source_re_asked_still_stalls_and_the_next_peer_is_tried() -> None:
+    fetcher = single_source(("a", "d"))
+    # Each silent re-ask counts as a timeout: max_timeouts (3) still stalls the source.
+    fetcher.add_peer("b", len(INFO))
+    assert drain(fetcher, "b", 1.0) == [0, 1]  # b contributed nothing: the source
+    fetcher.on_data("b", answer(0), 1.5)
+    fetcher.handle_timer(11.0)  # the first timeout
+    assert drain(fetcher, "b", 11.0) == [2]
+    fetcher.on_data("b", answer(2), 11.5)
+    assert drain(fetcher, "b", 11.5) == [1]  # asked again
+    fetcher.handle_timer(21.5)  # the second
+    assert drain(fetcher, "b", 21.5) == [1]
+    assert drain(fetcher, "a", 21.5) == []  # b is still the source
+    fetcher.handle_timer(31.5)  # the third: b is stalled and no longer the source
+    assert fetcher.statistics().timeouts == 3
+    assert drain(fetcher, "b", 31.5) == []
+    assert drain(fetcher, "a", 31.5) == [2, 0]  # the next source
+    for piece in (2, 0):
+        fetcher.on_data("a", answer(piece), 32.0)
+    assert drain(fetcher, "a", 32.0) == [1]
+    fetcher.on_data("a", answer(1), 32.5)
+    assert fetcher.result() == INFO
+    assert [peer for peer, _ in fetcher.take_banned()] == ["d"]
+
+
+def test_the_only_peer_is_asked_again_for_the_piece_it_let_time_out() -> None:
+    fetcher: MetadataFetcher[str] = MetadataFetcher(HASH)
+    fetcher.add_peer("a", len(INFO))
+    assert drain(fetcher, "a", 0.0) == [0, 1]
+    fetcher.on_data("a", answer(0), 0.5)
+    fetcher.handle_timer(10.0)
+    assert drain(fetcher, "a", 10.0) == [2]
+    fetcher.on_data("a", answer(2), 10.5)
+    assert drain(fetcher, "a", 10.5) == [1]
+    fetcher.on_data("a", answer(1), 11.0)
+    assert fetcher.result() == INFO
+
+
+def test_a_source_whose_answer_shows_another_size_is_dropped() -> None:
+    # The source advertised no size; its answer carries one that is not the size assembled.
+    # It can no longer be asked, and while it stayed the source nobody else was.
+    fetcher = single_source(("a", "d"))
+    fetcher.add_peer("n", None)
+    assert drain(fetcher, "n", 1.0) == [0, 1]  # n contributed nothing: the source
+    fetcher.on_data("n", fake(0, len(INFO) + 1), 1.5)  # ignored: another size
+    assert fetcher.metadata_size == len(INFO)
+    fetcher.handle_timer(11.0)  # n's request for piece 1 times out
+    assert drain(fetcher, "n", 11.0) == []
+    assert drain(fetcher, "a", 11.0) == [2, 0]  # a is the source now
+    assert not stuck(fetcher, 11.0)
+
+
+# Replies a peer gives, one per request, in order (silent once its list runs out).
+ANSWER, SLOW, WRONG, REJECT, SILENT, RESIZE, OTHER_SIZE, LEAVE = range(8)
+# Seconds before the reply comes: SLOW after the request timed out (it is taken late).
+_DELAY = dict.fromkeys((ANSWER, WRONG, REJECT, RESIZE, OTHER_SIZE, LEAVE), 0.5) | {SLOW: 12.0}
+JOIN = -1  # the event of a peer joining: its advertised size where a piece would be
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([len(INFO), len(INFO) + 1, None]),  # advertised size
+            st.integers(0, 30),  # when it joins
+            st.lists(st.integers(ANSWER, LEAVE), max_size=12),  # its replies
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_a_fetch_always_has_a_deadline_or_a_peer_to_ask(
+    peers: list[tuple[int | None, int, list[int]]],
+) -> None:
+    """Driven as a shell drives it (ask every peer, sleep until the next deadline or answer):
+    whatever the peers do, while pieces are missing and some peer is not stalled, a deadline is
+    pending or a peer can be asked."""
+    fetcher: MetadataFetcher[str] = MetadataFetcher(HASH)
+    sizes: dict[str, int | None] = {}
+    replies = {f"p{n}": list(script) for n, (_, _, script) in enumerate(peers)}
+    events: list[tuple[float, int, str, int, int | None]] = []  # (time, order, peer, reply, piece)
+    for n, (size, join, _) in enumerate(peers):
+        heapq.heappush(events, (float(join), len(events), f"p{n}", JOIN, size))
+    now = 0.0
+    for order in range(len(events), len(events) + 200):
+        for peer in sorted(fetcher.peers):
+            while (request := fetcher.next_request(peer, now)) is not None:
+                reply = replies[peer].pop(0) if replies[peer] else SILENT
+                if reply != SILENT:
+                    heapq.heappush(events, (now + _DELAY[reply], order, peer, reply, request.piece))
+        assert not stuck(fetcher, now)
+        deadline = fetcher.next_deadline()
+        moments = [t for t in (deadline, events[0][0] if events else None) if t is not None]
+        if fetcher.done or not moments:
+            return
+        now = max(now, min(moments))
+        while events and events[0][0] <= now:
+            _, _, peer, reply, piece = heapq.heappop(events)
+            if reply == JOIN:
+                sizes[peer] = piece
+                fetcher.add_peer(peer, piece)
+                continue
+            assert piece is not None
+            total = sizes[peer] or len(INFO)
+            if reply in (ANSWER, SLOW):
+                fetcher.on_data(
+                    peer, answer(piece) if total == len(INFO) else fake(piece, total), now
+                )
+            elif reply == WRONG:
+                fetcher.on_data(peer, fake(piece, total), now)
+            elif reply == OTHER_SIZE:
+                fetcher.on_data(peer, fake(piece, len(INFO) + 1), now)
+            elif reply == REJECT:
+                fetcher.on_reject(peer, MetadataReject(piece), now)
+            elif reply == RESIZE:
+                sizes[peer] = len(INFO) + 1 if sizes[peer] == len(INFO) else len(INFO)
+                fetcher.add_peer(peer, sizes[peer])
+            else:
+                fetcher.remove_peer(peer)
+        fetcher.handle_timer(now)
+        fetcher.take_banned()

@@ -18,9 +18,11 @@ request is 3 s old). After that the piece may be asked of another peer too, whil
 request stays outstanding: whichever answer comes first is taken, so a slow peer's answer is not
 wasted, and a silent peer that advertised the right ``metadata_size`` delays a piece by 3 s, not
 by the whole ``request_timeout``. The piece is asked again at most once per ``rerequest_delay``
-(every request holds it that long), and never twice of one peer. ``request_timeout`` (10 s) still
-decides when a request stops occupying one of the peer's ``max_requests_per_peer`` slots and
-counts as a timeout (``max_timeouts`` of them and the peer is no longer asked); an answer after
+(every request holds it that long), and of one peer again only once its request there timed
+out, nothing else is left to ask that peer and it has no request outstanding (else a source, or
+the only peer, that let one request time out would stop the fetch). ``request_timeout`` (10 s)
+still decides when a request stops occupying one of the peer's ``max_requests_per_peer`` slots
+and counts as a timeout (``max_timeouts`` of them and the peer is no longer asked); an answer after
 that is still taken if the piece is still missing.
 
 How the fetcher deals with liars. Peers advertise ``metadata_size`` in their extended handshake;
@@ -185,7 +187,8 @@ class _Peer:
     holding: set[int] = field(default_factory=set)
     late: set[int] = field(default_factory=set)  # timed-out pieces whose data we still take
     # Pieces asked under the size the peer advertised before its change: their requests still
-    # take slots and time out, their answers are ignored. A subset of ``outstanding | late``.
+    # take slots and time out, their answers are ignored. A subset of ``outstanding`` (never
+    # late: an expired one is forgotten, an abandoned one stays outstanding).
     stale: set[int] = field(default_factory=set)
     resized: bool = False  # the peer changed its advertised size once already
     backoff_until: float = -math.inf
@@ -414,6 +417,11 @@ class MetadataFetcher(Generic[K]):
         if state.size is not None and state.size != size:
             return None
         if self._single_source:
+            source = None if self._source is None else self._peers.get(self._source)
+            if source is not None and not self._can_source(source, size, now):
+                # It can no longer be asked (its size, learnt from an answer, is not the one
+                # assembled, say), and while it is the source nobody else is: move on.
+                self._drop_source(source)
             if self._source is None:
                 self._source = self._pick_source()
             if self._source != peer:
@@ -436,6 +444,7 @@ class MetadataFetcher(Generic[K]):
     def _send(self, state: _Peer, piece: int, now: float) -> None:
         state.outstanding[piece] = now
         state.holding.add(piece)
+        state.late.discard(piece)  # asked again (a timed-out piece): awaited, not late
         self._requests_sent += 1
 
     def _release(self, state: _Peer, piece: int) -> None:
@@ -444,10 +453,18 @@ class MetadataFetcher(Generic[K]):
 
     def _abandon_requests(self, state: _Peer) -> None:
         """``state``'s requests in flight hold nothing and await nothing any more; an answer
-        to one is still taken late, as a timed-out one is."""
+        to one is still taken late, as a timed-out one is.
+
+        Stale requests (asked under the size the peer advertised before its change) stay
+        outstanding instead: their answers are ignored, so as late ones they would only keep
+        their pieces from ever being asked of this peer again (a peer whose late pieces are
+        all that is missing would stop the fetch). Outstanding, they still count toward
+        ``max_timeouts`` when they expire, as :meth:`add_peer` promises, and are then forgotten.
+        """
         state.holding.clear()
-        state.late.update(state.outstanding)
-        state.outstanding.clear()
+        for piece in state.outstanding.keys() - state.stale:
+            del state.outstanding[piece]
+            state.late.add(piece)
 
     def _release_due(self, now: float) -> None:
         """Release the requests older than ``rerequest_delay`` (still outstanding)."""
@@ -461,7 +478,15 @@ class MetadataFetcher(Generic[K]):
     def _pick_piece(self, peer: K, state: _Peer, size: int, now: float) -> int | None:
         """The piece to ask *peer* for: never asked (or every request dead) first, then one
         asked of others whose requests no longer hold it (the fewest requests outstanding);
-        among equals, one this peer did not send in a failed assembly, then the lowest."""
+        among equals, one this peer did not send in a failed assembly, then the lowest.
+
+        A piece whose request to this peer timed out comes last of all, and only while the
+        peer has no request outstanding: otherwise a peer that let one request time out (a
+        single source, or the only peer) would be left with nothing to ask while that piece
+        is missing, and the fetch would stop with no deadline. Its request was sent at least
+        ``request_timeout`` ago, later than libtorrent's 3 s before it asks any peer again;
+        each silent re-ask counts as a timeout, so ``max_timeouts`` still stalls the peer.
+        """
         self._release_due(now)
         asked: dict[int, int] = {}  # piece -> requests outstanding, holding or not
         held: set[int] = set()  # pieces a request of less than rerequest_delay holds
@@ -469,18 +494,29 @@ class MetadataFetcher(Generic[K]):
             for piece in other.outstanding.keys() - other.stale:  # stale: of another size
                 asked[piece] = asked.get(piece, 0) + 1
             held.update(other.holding)
-        best: tuple[int, bool, int] | None = None
+        retry = not state.outstanding  # this peer's timed-out pieces may be asked again
+        best: tuple[bool, int, bool, int] | None = None
         for piece in range(metadata_piece_count(size)):
-            if piece in self._pieces or piece in state.outstanding or piece in state.late:
+            if piece in self._pieces or piece in state.outstanding:
                 continue
-            if piece in held:
-                continue  # asked elsewhere less than rerequest_delay ago
-            key = (asked.get(piece, 0), peer in self._suspect.get((size, piece), ()), piece)
+            late = piece in state.late
+            if (late and not retry) or piece in held:
+                continue  # held: asked elsewhere less than rerequest_delay ago
+            suspect = peer in self._suspect.get((size, piece), ())
+            key = (late, asked.get(piece, 0), suspect, piece)
             if best is None or key < best:
                 best = key
-                if key[:2] == (0, False):
+                if key[:3] == (False, 0, False):
                     break  # nothing can beat an unasked, unsuspected piece
-        return None if best is None else best[2]
+        return None if best is None else best[3]
+
+    def _can_source(self, state: _Peer, size: int, now: float) -> bool:
+        """Whether a single source may still be asked for pieces of *size*."""
+        return (
+            state.timeouts < self._max_timeouts
+            and now >= state.backoff_until
+            and (state.size is None or state.size == size)
+        )
 
     def _pick_source(self) -> K:
         """The next single source: peers that did not contribute to a failure first, then by
