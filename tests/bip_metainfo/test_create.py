@@ -433,6 +433,8 @@ def test_symlinks_stored(linked: Path) -> None:
 def test_symlinks_followed(linked: Path) -> None:
     (linked / "sub" / "up").unlink()  # a loop when followed
     (linked / "sub" / "dangling").unlink()
+    (linked / "sub" / "to_dir").unlink()  # "dir" twice: refused (test_create_hunt_mends.py)
+    (linked / "sub" / "to_out_dir").symlink_to(linked.parent / "outside")
     torrent = create_torrent(linked, symlinks="follow", piece_length=16 * KIB)
     assert not any(e.is_symlink for e in torrent.files)
     assert _real(torrent) == [
@@ -443,7 +445,7 @@ def test_symlinks_followed(linked: Path) -> None:
         ("l/sub/out", 10),
         ("l/sub/roundabout", 1000),
         ("l/sub/to_a", 1000),
-        ("l/sub/to_dir/f", 300),
+        ("l/sub/to_out_dir/secret", 10),
     ]
     _check(torrent, linked.parent)
 
@@ -453,6 +455,7 @@ def test_following_a_loop_or_a_dangling_link_fails(linked: Path) -> None:
     with pytest.raises(FileNotFoundError, match="points to nothing"):
         create_torrent(linked, symlinks="follow")
     (linked / "sub" / "dangling").unlink()
+    (linked / "sub" / "to_dir").unlink()
     (linked / "sub" / "deeper").mkdir()
     (linked / "sub" / "deeper" / "up").symlink_to("../..")
     with pytest.raises(OSError, match="loop") as info:

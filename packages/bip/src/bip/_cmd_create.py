@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from bip_metainfo import CreateError, Metainfo, create_torrent, sanitize_name
 
 from . import __version__
-from ._describe import torrent_version
+from ._describe import safe_text, torrent_version
 from ._errors import CLIError
 from ._humanize import format_size, parse_size
 from ._inputs import parse_endpoint
@@ -32,6 +32,9 @@ _TRACKER_SCHEMES = ("udp", "http", "https", "ws", "wss")
 
 _WEB_SEED_SCHEMES = ("http", "https", "ftp")
 """BEP 19 web seeds are plain file servers."""
+
+_STOP_GRACE = 10.0
+"""Seconds Ctrl-C waits for the hashing threads to stop (each stops within a 1 MiB read)."""
 
 
 def _size(text: str) -> int:
@@ -187,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
     """Create the torrent, write it, print a summary; returns the exit status."""
     path: str = args.path
     if not os.path.exists(path):
-        raise CLIError(f"{path}: no such file or directory")
+        raise CLIError(f"{safe_text(path)}: no such file or directory")
     tiers = _tiers(args.tracker)
     for url in args.web_seed:
         _check_url(url, _WEB_SEED_SCHEMES, "web seed")
@@ -214,7 +217,8 @@ def run(args: argparse.Namespace) -> int:
         "symlinks": "follow" if args.follow_symlinks else "store",
         "threads": args.threads,
     }
-    label = os.path.basename(os.path.normpath(path)) or path
+    # A folder's name is anyone's choice: escaped, so no terminal escape reaches stderr.
+    label = safe_text(os.path.basename(os.path.normpath(path)) or path)
     torrent = _create_with_progress(path, options, label, quiet=args.quiet)
     data = torrent.to_bytes()
     if output == "-":
@@ -264,7 +268,7 @@ def _create_with_progress(
     except KeyboardInterrupt:
         cancel.set()
         if worker.ident is not None:  # started: wait until every hashing thread stopped
-            finished.wait()
+            _wait_for_stop(finished)
         if bar is not None:
             bar.__exit__(KeyboardInterrupt, None, None)
         raise
@@ -275,11 +279,29 @@ def _create_with_progress(
         if isinstance(error, CreateError):
             # The files or the choices (bad piece size, no files, a name that is not
             # UTF-8): the user's to fix.
-            raise CLIError(f"cannot create a torrent of {path}: {error}") from error
+            raise CLIError(f"cannot create a torrent of {safe_text(path)}: {error}") from error
         raise error
     if bar is not None:
         bar.finish()
     return outcome[0]
+
+
+def _wait_for_stop(finished: threading.Event) -> None:
+    """After Ctrl-C, wait for the worker to end, but not for ever.
+
+    Every hashing thread stops within one read, but a read the OS never completes (a
+    hung network mount) would leave Ctrl-C silent for ever: after :data:`_STOP_GRACE`
+    seconds (with a warning), or at a second Ctrl-C, it stops waiting and the interrupt
+    goes on to its ``bip: error`` line.
+    """
+    try:
+        if not finished.wait(_STOP_GRACE):
+            print(
+                f"bip: warning: hashing did not stop within {_STOP_GRACE:g} s of Ctrl-C",
+                file=sys.stderr,
+            )
+    except KeyboardInterrupt:
+        pass  # a second Ctrl-C: the user does not want to wait
 
 
 def _write_atomically(output: str, data: bytes, *, force: bool) -> None:

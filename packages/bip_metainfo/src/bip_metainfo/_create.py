@@ -40,11 +40,12 @@ from typing import Any, Final, Literal, TypeAlias
 from bip_bencode import encode
 
 from ._create_pipeline import CreateCancelled, Progress, _default_threads, _hash_files
-from ._create_walk import _check_utf8, _Entry, _scan
+from ._create_walk import _check_names, _check_utf8, _Entry, _scan
 from ._errors import CreateError
-from ._info import DEFAULT_MAX_PIECES, MAX_PIECE_LENGTH
+from ._info import DEFAULT_MAX_FILES, DEFAULT_MAX_PIECES, MAX_FILE_TREE_DEPTH, MAX_PIECE_LENGTH
 from ._merkle import BLOCK_SIZE
-from ._metainfo import Metainfo
+from ._metainfo import MAX_URLS, Metainfo
+from ._tokens import DEFAULT_MAX_VALUES
 
 __all__ = ["CreateCancelled", "auto_piece_length", "create_torrent"]
 
@@ -162,7 +163,8 @@ def _v1_files(files: list[_Entry]) -> list[dict[str, Any]]:
     return result
 
 
-def _file_tree(files: list[_Entry], name: str) -> dict[str, Any]:
+def _file_tree(files: list[_Entry], name: str, *, placeholder: bool = False) -> dict[str, Any]:
+    """The v2 ``file tree``; with ``placeholder``, before hashing (for :func:`_count_values`)."""
     tree: dict[str, Any] = {}
     for entry in files:
         path = entry.path or (name,)
@@ -174,12 +176,70 @@ def _file_tree(files: list[_Entry], name: str) -> dict[str, Any]:
             leaf["length"] = entry.length  # libtorrent writes none for a link
         else:
             leaf["symlink path"] = list(entry.symlink)
-        if entry.pieces_root is not None:
-            leaf["pieces root"] = entry.pieces_root
+        root = bytes(32) if placeholder and entry.length else entry.pieces_root
+        if root is not None:
+            leaf["pieces root"] = root
         if entry.attr:
             leaf["attr"] = entry.attr
         node[path[-1]] = {"": leaf}
     return tree
+
+
+def _check_urls(tiers: list[list[str]], *groups: tuple[Sequence[object], str]) -> None:
+    """Refuse more URLs (or nodes) than readers keep (:data:`MAX_URLS`): they drop the rest."""
+    counts = [(len({url for tier in tiers for url in tier}), "tracker URLs")]
+    counts += [(len(set(values)), what) for values, what in groups]
+    for count, what in counts:
+        if count > MAX_URLS:
+            raise CreateError(
+                f"{count} {what} is more than the {MAX_URLS} a torrent's readers keep"
+            )
+
+
+def _count_values(value: object) -> int:
+    """How many bencoded values ``value`` holds (what readers bound: ``DEFAULT_MAX_VALUES``)."""
+    count = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            count += len(item)  # the keys, strings
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return count
+
+
+def _check_limits(
+    files: list[_Entry], data: list[_Entry], torrent: dict[str, Any], *, v2: bool
+) -> None:
+    """Refuse, before any hashing, a torrent its readers would refuse for its size.
+
+    ``torrent`` is the torrent as it will be, with every hash a placeholder: readers
+    count pad files among the files, nest a v2 file tree no deeper than
+    :data:`MAX_FILE_TREE_DEPTH` directories and decode no more than
+    :data:`DEFAULT_MAX_VALUES` bencoded values.
+    """
+    count = len(files) + sum(1 for entry in data if entry.pad)
+    if count > DEFAULT_MAX_FILES:
+        raise CreateError(
+            f"{count} files (pad files included) is more than the {DEFAULT_MAX_FILES} a torrent "
+            "may hold"
+        )
+    if v2:
+        deepest = max(files, key=lambda entry: len(entry.path))
+        if len(deepest.path) - 1 > MAX_FILE_TREE_DEPTH:
+            raise CreateError(
+                f"{deepest.source!r} is {len(deepest.path) - 1} directories deep, more than the "
+                f"{MAX_FILE_TREE_DEPTH} a v2 or hybrid torrent may nest (a v1 torrent may)"
+            )
+    values = _count_values(torrent)
+    if values > DEFAULT_MAX_VALUES:
+        raise CreateError(
+            f"the torrent would hold {values} bencoded values, more than the "
+            f"{DEFAULT_MAX_VALUES} its readers accept: share fewer files"
+        )
 
 
 def create_torrent(
@@ -244,7 +304,11 @@ def create_torrent(
     compared one by one, as their UTF-8 bytes (a directory's files come
     together, ``a/b`` and ``a/c`` before ``a.txt`` and ``b``), the same order in
     every version, so equal inputs give equal torrents. A name that is not
-    valid UTF-8 is refused. Files whose owner may execute them get the BEP 47
+    valid UTF-8 is refused, and so is any name the torrent's readers would
+    change (see :func:`~bip_metainfo.sanitize_path` and
+    :func:`~bip_metainfo.resolve_duplicates`: ``a:b.txt``, ``con.txt``,
+    ``trail.``, ``README`` beside ``Readme``), since the torrent could then not
+    be checked or seeded from these files. Files whose owner may execute them get the BEP 47
     attribute ``x``, and on Windows hidden files ``h``, as libtorrent gives them.
     With ``include_hidden=False`` files and directories whose name starts with
     ``.`` (or hidden on Windows) are left out (the top ``path`` itself is always
@@ -260,8 +324,10 @@ def create_torrent(
     it out: nothing outside the directory is ever shared. Like libtorrent, the
     link's own permission bits give it ``x`` as well (``xl`` on Linux).
     ``symlinks="follow"`` shares what links point to as ordinary files and
-    directories; a dangling link raises :class:`FileNotFoundError` and a link
-    back to a directory it is in raises :class:`OSError` (``ELOOP``). A
+    directories; a dangling link raises :class:`FileNotFoundError`, a link
+    back to a directory it is in raises :class:`OSError` (``ELOOP``) and one
+    to a directory already reached (through another link, or directly) raises
+    :class:`CreateError`: its files would be shared twice. A
     ``path`` that is itself a link is always followed.
 
     **Piece length.** ``None`` picks :func:`auto_piece_length` of the total
@@ -325,9 +391,15 @@ def create_torrent(
         OSError: a file cannot be read, changed size while it was hashed, or
             (following links) a link loops.
         CreateError: the content or the choices cannot make a torrent: a piece
-            length that is invalid for the version, a name that is not a file name
-            or not UTF-8, no files or only empty ones, more pieces than a torrent may
-            have, or a path that is neither a file nor a directory.
+            length that is invalid for the version, a name that is not a file name,
+            not UTF-8 or one readers would change, no files or only empty ones,
+            more pieces, files (pad files included) or bencoded values than readers
+            accept, a v2 tree deeper than 100 directories, more than
+            :data:`~bip_metainfo.MAX_URLS` trackers (or web seeds, HTTP seeds,
+            nodes), a directory reached twice through followed links, or a path
+            that is neither a file nor a directory (or no longer a regular file
+            when it is read). All of these but the last are found before any
+            hashing.
         ValueError: other invalid arguments (a bad ``version``, ``threads``...).
         CreateCancelled: ``cancel`` was set.
     """
@@ -357,6 +429,7 @@ def create_torrent(
         creation_date = int(time.time())
     elif creation_date is not None and (type(creation_date) is not int or creation_date < 0):
         raise ValueError(f"creation date must be seconds since the epoch, not {creation_date!r}")
+    _check_urls(tiers, (seeds, "web seeds"), (http, "HTTP seeds"), (nodes, "DHT nodes"))
 
     root = os.fspath(path)
     if name is None:
@@ -368,14 +441,15 @@ def create_torrent(
     files, single = _scan(root, include_hidden=include_hidden, follow_symlinks=symlinks == "follow")
     if not files:
         raise CreateError(f"{root!r} holds no files to share")
+    v1 = version != "v2"
+    v2 = version != "v1"
+    _check_names(name, files, v1=v1)
     total = sum(entry.length for entry in files)
     if total == 0:
         raise CreateError(f"the files under {root!r} are all empty: a torrent needs some data")
     if piece_length is None:
         piece_length = auto_piece_length(total)
 
-    v1 = version != "v2"
-    v2 = version != "v1"
     data = [entry for entry in files if entry.length]
     if v2:
         for entry in data:
@@ -391,37 +465,9 @@ def create_torrent(
             f"a torrent may have: use a larger piece length"
         )
 
-    _log.debug(
-        "creating %s torrent %r from %r: %d files, %d bytes in %d pieces of %d bytes, "
-        "hashed on %d threads",
-        version,
-        name,
-        root,
-        len(files),
-        total,
-        num_pieces,
-        piece_length,
-        threads,
-    )
-    started = time.monotonic()
-    try:
-        pieces, _ = _hash_files(
-            data,
-            piece_length=piece_length,
-            v1=v1,
-            v2=v2,
-            threads=threads,
-            max_buffered_bytes=max_buffered_bytes,
-            progress=progress,
-            cancel=cancel,
-        )
-    except CreateCancelled:
-        _log.debug("creating torrent %r cancelled after %.2f s", name, time.monotonic() - started)
-        raise
-
     info: dict[str, Any] = {"name": name, "piece length": piece_length}
     if v1:
-        info["pieces"] = pieces
+        info["pieces"] = b""  # the hashes come below
         if single:
             info["length"] = files[0].length
             if files[0].attr:
@@ -430,7 +476,7 @@ def create_torrent(
             info["files"] = _v1_files(files)
     if v2:
         info["meta version"] = 2
-        info["file tree"] = _file_tree(files, name)
+        info["file tree"] = _file_tree(files, name, placeholder=True)
     if private:
         info["private"] = 1
     if source is not None:
@@ -461,6 +507,48 @@ def create_torrent(
     if http:
         torrent["httpseeds"] = http
     if v2:
+        # One placeholder per file of more than one piece: each gets a layer below.
+        torrent["piece layers"] = {
+            index.to_bytes(32, "big"): b""
+            for index, entry in enumerate(data)
+            if entry.length > piece_length
+        }
+    # Everything a reader could refuse the torrent for is known now: checked before
+    # hashing, which can take hours, rather than by parsing the result.
+    _check_limits(files, data, torrent, v2=v2)
+
+    _log.debug(
+        "creating %s torrent %r from %r: %d files, %d bytes in %d pieces of %d bytes, "
+        "hashed on %d threads",
+        version,
+        name,
+        root,
+        len(files),
+        total,
+        num_pieces,
+        piece_length,
+        threads,
+    )
+    started = time.monotonic()
+    try:
+        pieces, _ = _hash_files(
+            data,
+            piece_length=piece_length,
+            v1=v1,
+            v2=v2,
+            threads=threads,
+            max_buffered_bytes=max_buffered_bytes,
+            progress=progress,
+            cancel=cancel,
+        )
+    except CreateCancelled:
+        _log.debug("creating torrent %r cancelled after %.2f s", name, time.monotonic() - started)
+        raise
+
+    if v1:
+        info["pieces"] = pieces
+    if v2:
+        info["file tree"] = _file_tree(files, name)
         # Written even when empty (every file fits in a piece), as libtorrent does.
         torrent["piece layers"] = {entry.pieces_root: entry.layer for entry in data if entry.layer}
     metainfo = Metainfo.from_bytes(encode(torrent))

@@ -5,10 +5,11 @@ one file's bytes) holding whole pieces; :func:`_hash_v1` gives the SHA-1 of each
 piece of their concatenation, :func:`_hash_v2` the BEP 52 merkle hash of each
 piece of each file (and, for hybrid torrents, the SHA-1s of the same pieces,
 padded, from the same read). Both read through a :class:`_Reader`, which opens
-the files in turn and raises :class:`OSError` if one changed size while it was
-hashed, into a buffer of this thread's own (:func:`_buffer`), a chunk at a
-time, so each chunk is hashed while it is still in the CPU's cache; they check
-``stop`` before each chunk and raise :class:`_StoppedError` when it says so.
+the files in turn (regular files only: :func:`_open_regular`) and raises
+:class:`OSError` if one changed size while it was hashed, into a buffer of this
+thread's own (:func:`_buffer`), a chunk at a time, so each chunk is hashed while
+it is still in the CPU's cache; they check ``stop`` before each chunk and raise
+:class:`_StoppedError` when it says so.
 Nothing here knows about threads, jobs or the torrent.
 """
 
@@ -16,17 +17,23 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import threading
 from collections.abc import Callable, Sequence
 from hashlib import sha1, sha256
 from typing import Any, TypeAlias
 
+from ._errors import CreateError
 from ._merkle import BLOCK_SIZE, subtree_root
 
 _Stop: TypeAlias = Callable[[], bool]
 # A run of one file's bytes: (source, offset, length, the file's length, zeros that
 # follow the file in the v1 piece space).
 _Run: TypeAlias = tuple[str, int, int, int, int]
+
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # Windows: none (and no FIFOs in a folder)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
 
 
 class _StoppedError(Exception):
@@ -44,6 +51,34 @@ def _buffer(size: int) -> memoryview:
     return memoryview(buffer)
 
 
+def _open_regular(source: str) -> Any:
+    """Open ``source`` for reading, unbuffered, refusing anything but a regular file.
+
+    The walk saw a regular file, but it may have been replaced since (hashing can take
+    hours): a FIFO swapped in would block a plain ``open`` until a writer comes, and
+    then every read, pinning a hashing thread for ever, beyond the reach of ``cancel``
+    (the pool waits for its threads). So the file is opened with ``O_NONBLOCK``, which
+    never waits, checked with ``fstat``, and only then made blocking again.
+
+    Raises:
+        CreateError: ``source`` is no longer a regular file.
+        OSError: it cannot be opened.
+    """
+    fd = os.open(source, os.O_RDONLY | _O_NONBLOCK | _O_CLOEXEC | _O_BINARY)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CreateError(
+                f"{source!r} is no longer a regular file: it was replaced while the torrent "
+                "was being created"
+            )
+        if _O_NONBLOCK:
+            os.set_blocking(fd, True)
+        return open(fd, "rb", buffering=0)  # the caller closes it
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 class _Reader:
     """Reads runs of files one after another, checking that no file changed size."""
 
@@ -59,7 +94,7 @@ class _Reader:
         self.close()
         self._run = run = next(self._runs)
         source, offset, length, _, _ = run
-        self._file = file = open(source, "rb", buffering=0)  # noqa: SIM115 - see close()
+        self._file = file = _open_regular(source)
         if offset:
             file.seek(offset)
         elif hasattr(os, "posix_fadvise"):

@@ -5,8 +5,11 @@ into a list of :class:`_Entry` (one per file, sorted into the v2 file tree's
 order), with the BEP 47 attributes libtorrent gives them: ``x`` for files their
 owner may execute, ``h`` for hidden files on Windows, ``l`` for symbolic links
 stored as links (their targets resolved lexically by :func:`_link_target`, links
-out of the torrent left out). It refuses names that are not UTF-8 and, when
-links are followed, dangling links and loops. The entries are then filled in by
+out of the torrent left out). It refuses names that are not UTF-8, more files
+than a torrent may hold and, when links are followed, dangling links, loops and
+directories reached twice. :func:`_check_names` then refuses names the
+torrent's readers would change (so the torrent could not be seeded from the
+files it was made of). The entries are then filled in by
 the hashing (:mod:`._create_pipeline`) and read by :mod:`._create`, which builds
 the torrent from them; nothing here reads file data.
 """
@@ -20,11 +23,21 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ._errors import CreateError
+from ._errors import CreateError, MetainfoError
+from ._info import DEFAULT_MAX_FILES
+from ._paths import resolve_duplicates, sanitize_name, sanitize_path, sanitize_symlink_target
 
 # Entries create_torrent leaves out, at DEBUG: one record each (the walk stats every entry
 # anyway, so this is no cost next to it); hidden files, left out on request, are not logged.
 _log = logging.getLogger("bip_metainfo.create")
+
+# A v1 file whose path holds this is read as a pad file (BitComet names them so).
+_BITCOMET_PAD = "_____padding_file_"
+_PAD_HINT = "readers take such a file for BitComet padding and leave it out; rename it"
+_RULES = (
+    'names must suit every system: no control characters, \\ / : * ? " < > |, trailing '
+    "dots or spaces, nor Windows device names such as CON"
+)
 
 
 @dataclass(slots=True)
@@ -69,6 +82,19 @@ def _windows_hidden(item: os.DirEntry[str]) -> bool:
         return False
     attributes = getattr(item.stat(follow_symlinks=False), "st_file_attributes", 0)
     return bool(attributes & stat.FILE_ATTRIBUTE_HIDDEN)
+
+
+def _directory_key(path: str, info: os.stat_result) -> tuple[int, int] | None:
+    """``(st_dev, st_ino)``, which identifies a directory, or None if the file system has none.
+
+    ``DirEntry.stat()`` leaves both 0 on Windows (every directory would seem the same
+    one): ``os.stat`` fills them in. A file system with no inode numbers at all gives 0
+    again, and then loops cannot be told from trees (a loop then ends at ``ELOOP`` or
+    the file limit).
+    """
+    if not info.st_ino:
+        info = os.stat(path)
+    return (info.st_dev, info.st_ino) if info.st_ino else None
 
 
 def _check_utf8(name: str, where: str) -> None:
@@ -119,7 +145,9 @@ def _scan(root: str, *, include_hidden: bool, follow_symlinks: bool) -> tuple[li
 
     Raises:
         OSError: ``root`` cannot be read, a followed link points nowhere or loops.
-        CreateError: ``root`` is neither a file nor a directory, or a name is not UTF-8.
+        CreateError: ``root`` is neither a file nor a directory, a name is not UTF-8,
+            there are more than :data:`DEFAULT_MAX_FILES` files, or a followed link
+            leads to a directory the walk has already reached.
     """
     top = os.stat(root)
     if stat.S_ISREG(top.st_mode):
@@ -131,11 +159,21 @@ def _scan(root: str, *, include_hidden: bool, follow_symlinks: bool) -> tuple[li
     stack: list[tuple[str, tuple[str, ...], frozenset[tuple[int, int]]]] = [
         (root, (), frozenset({(top.st_dev, top.st_ino)}))
     ]
+    # Every directory entered, and where: followed links can reach one directory along
+    # many paths, and a chain of directories each linking twice to the next would
+    # double the walk at every level (34 links: a quarter of a million entries).
+    visited = {(top.st_dev, top.st_ino): root}
     while stack:
         directory, prefix, ancestors = stack.pop()
         with os.scandir(directory) as items:
             children = sorted(items, key=lambda item: item.name)  # errors come in order too
+        subdirectories = []
         for item in children:
+            if len(entries) > DEFAULT_MAX_FILES:
+                raise CreateError(
+                    f"{root!r} holds more than {DEFAULT_MAX_FILES} files, more than a torrent "
+                    "may hold"
+                )
             name = item.name
             if not include_hidden and (name.startswith(".") or _windows_hidden(item)):
                 continue
@@ -163,18 +201,96 @@ def _scan(root: str, *, include_hidden: bool, follow_symlinks: bool) -> tuple[li
             else:
                 info = item.stat(follow_symlinks=False)
             if stat.S_ISDIR(info.st_mode):
-                key = (info.st_dev, info.st_ino)
-                if key in ancestors:
-                    raise OSError(
-                        errno.ELOOP,
-                        "symbolic link loop: the link leads back to a directory it is in",
-                        item.path,
-                    )
-                stack.append((item.path, path, ancestors | {key}))
+                key = _directory_key(item.path, info)
+                if key is not None:
+                    if key in ancestors:
+                        raise OSError(
+                            errno.ELOOP,
+                            "symbolic link loop: the link leads back to a directory it is in",
+                            item.path,
+                        )
+                    first = visited.get(key)
+                    if first is not None:
+                        raise CreateError(
+                            f"{item.path!r} and {first!r} are the same directory, reached twice "
+                            "through symbolic links: following them would share its files "
+                            "twice; remove a link, or store links instead of following them"
+                        )
+                    visited[key] = item.path
+                subdirectories.append((item.path, path, ancestors | {key} if key else ancestors))
             elif stat.S_ISREG(info.st_mode):
                 entries.append(_entry(path, item.path, info))
             else:
                 # FIFOs, sockets and devices hold no file data: they are left out.
                 _log.debug("left out %r: not a regular file or a directory", item.path)
+        stack.extend(reversed(subdirectories))  # walked in name order, depth first
+    if len(entries) > DEFAULT_MAX_FILES:
+        raise CreateError(
+            f"{root!r} holds more than {DEFAULT_MAX_FILES} files, more than a torrent may hold"
+        )
     entries.sort(key=lambda entry: entry.path)
     return entries, False
+
+
+def _check_names(name: str, entries: list[_Entry], *, v1: bool) -> None:
+    """Refuse any name the torrent's readers would change, before any hashing.
+
+    Readers (ours, and libtorrent on Windows) sanitise every name and rename paths
+    that clash ignoring case (see :func:`~bip_metainfo.sanitize_path` and
+    :func:`~bip_metainfo.resolve_duplicates`): a file ``a:b.txt`` is read as
+    ``a_b.txt``, ``README`` beside ``Readme`` as ``README.1``. A torrent holding such
+    names would be read as naming files that are not on disk, so it could not be
+    checked or seeded from the files it was made of. The same functions run here,
+    and the first name they would change is refused, as a name that is not UTF-8 is.
+
+    Raises:
+        CreateError: naming the file and what readers would call it.
+    """
+    readers = sanitize_name(name)
+    if readers != name:
+        raise CreateError(
+            f"the torrent's name {name!r} would be {readers or '(its info-hash)'!r} to its "
+            f"readers ({_RULES}); rename it"
+        )
+    if v1 and _BITCOMET_PAD in name:
+        raise CreateError(f"the torrent's name {name!r} holds {_BITCOMET_PAD!r}: {_PAD_HINT}")
+    cache: dict[str, str] = {}  # a deep tree repeats its directories' names in every path
+
+    def sanitised(component: str) -> str:
+        result = cache.get(component)
+        if result is None:
+            result = cache[component] = sanitize_path([component])[0]
+        return result
+
+    paths = []
+    for entry in entries:
+        path = tuple(sanitised(component) for component in entry.path)
+        if path != entry.path:
+            raise CreateError(
+                f"{entry.source!r}: readers of the torrent would call it "
+                f"{'/'.join((name, *path))!r} ({_RULES}); rename it"
+            )
+        if v1 and any(_BITCOMET_PAD in component for component in path):
+            raise CreateError(f"{entry.source!r}: the name holds {_BITCOMET_PAD!r}: {_PAD_HINT}")
+        if entry.symlink is not None:
+            target = sanitize_symlink_target(entry.symlink)
+            if target != entry.symlink:
+                raise CreateError(
+                    f"{entry.source!r}: readers of the torrent would take the link's target "
+                    f"{'/'.join(entry.symlink)!r} as {'/'.join(target or ())!r}; change it"
+                )
+        paths.append((name, *path))
+    try:
+        resolved = resolve_duplicates(paths)
+    except MetainfoError as error:
+        raise CreateError(
+            f"too many file names clash when case is ignored, as readers compare them: {error}; "
+            "rename them"
+        ) from None
+    for entry, path, read in zip(entries, paths, resolved, strict=True):
+        if read != path:
+            raise CreateError(
+                f"{entry.source!r}: its path equals another file's or directory's when case "
+                f"(and Unicode normalisation) is ignored, as on Windows and macOS; readers of "
+                f"the torrent would call it {'/'.join(read)!r}; rename it"
+            )

@@ -76,7 +76,10 @@ class MagnetLink:
     constructor), write one with :meth:`to_uri` or ``str()``. Values are kept
     decoded and normalised: duplicates are dropped (the first kept), IPv6
     addresses are compressed, ``so`` ranges are sorted and merged, and an empty
-    display name is None; ``parse(str(link)) == link`` holds for every link.
+    display name is None; ``parse(str(link)) == link`` holds for every link whose
+    URI stays within :attr:`MAX_LENGTH` characters and :attr:`MAX_PARAMETERS`
+    parameters, which :meth:`parse` demands (see :func:`fits`;
+    :meth:`~bip_metainfo.Metainfo.magnet` keeps to them).
 
     >>> link = MagnetLink.parse(
     ...     "magnet:?xt=urn:btih:CDCDCDCDCDCDCDCDCDCDCDCDCDCDCDCDCDCDCDCD&dn=Big+Buck%20Bunny"
@@ -264,6 +267,9 @@ class MagnetLink:
         ``so``, then the remaining :attr:`extra` parameters. Values are escaped as
         ``encodeURIComponent`` does (``dn`` and ``kt`` write spaces as ``+``); URNs
         keep their colons, addresses their brackets and ``so`` its commas.
+
+        A link with thousands of trackers gives a URI longer than :meth:`parse`
+        reads back (:attr:`MAX_LENGTH`); :func:`fits` tells.
         """
         parts = [f"xt={_quote(value, _URN_SAFE)}" for name, value in self.extra if name == "xt"]
         if self.info_hash.v1 is not None:
@@ -338,6 +344,14 @@ def check_hints(
         "dht_nodes": _endpoints("dht", dht_nodes),
         "select_only": _check_ranges(select_only),
     }
+
+
+def fits(link: MagnetLink) -> bool:
+    """Whether ``link``'s URI is one :meth:`MagnetLink.parse` reads back: within
+    :attr:`~MagnetLink.MAX_LENGTH` characters and :attr:`~MagnetLink.MAX_PARAMETERS`
+    parameters."""
+    uri = link.to_uri()
+    return len(uri) <= _MAX_LENGTH and uri.count("&") + 1 <= _MAX_PARAMETERS
 
 
 def read_parameters(uri: str, *, strict: bool) -> _Parser:

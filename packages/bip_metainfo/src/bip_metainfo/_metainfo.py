@@ -10,10 +10,10 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from bip_bencode import BencodeDecodeError, Document, decode_prefix, encode
 
-from ._errors import MetainfoError, MetainfoErrorKind
+from ._errors import MagnetError, MetainfoError, MetainfoErrorKind
 from ._files import FileEntry
 from ._info import DEFAULT_MAX_FILES, DEFAULT_MAX_PIECES, Info
-from ._magnet import MagnetLink, _is_tracker_url
+from ._magnet import MagnetLink, _is_tracker_url, fits
 from ._merkle import verify_piece_layer
 from ._tokens import check_value_count
 
@@ -211,14 +211,47 @@ class Metainfo:
         ranges; None selects every file and writes no ``so``. Trackers a magnet link
         cannot carry (not http, https, udp, ws or wss, as torrents in the wild have) are
         left out, as a magnet reader would drop them.
+
+        The link's URI is always one :meth:`MagnetLink.parse` reads back: within
+        :attr:`MagnetLink.MAX_LENGTH` characters and :attr:`MagnetLink.MAX_PARAMETERS`
+        parameters. A torrent with more trackers and web seeds than that holds (a
+        thousand long URLs) keeps the first ones that fit, trackers before web seeds.
+
+        Raises:
+            MagnetError: ``select_only`` alone makes the link too long.
         """
-        return MagnetLink.from_info_hash(
+        ranges = None if select_only is None else list(select_only)
+        trackers = [url for tier in self.trackers for url in tier if _is_tracker_url(url)]
+        web_seeds = self.url_list
+
+        def link(urls: int) -> MagnetLink:
+            return MagnetLink.from_info_hash(
+                self.info.info_hash,
+                display_name=self.info.name,
+                trackers=trackers[:urls],
+                web_seeds=web_seeds[: max(0, urls - len(trackers))],
+                select_only=ranges,
+            )
+
+        low, high = 0, len(trackers) + len(web_seeds)
+        whole = link(high)
+        if fits(whole):
+            return whole
+        if not fits(link(0)):
+            raise MagnetError("so", "the selected files make the link too long to be read back")
+        while low < high:  # the most URLs that fit: a few dozen links made at most
+            middle = (low + high + 1) // 2
+            if fits(link(middle)):
+                low = middle
+            else:
+                high = middle - 1
+        _log.debug(
+            "torrent %s: its magnet link keeps %d of its %d trackers and web seeds",
             self.info.info_hash,
-            display_name=self.info.name,
-            trackers=[url for tier in self.trackers for url in tier if _is_tracker_url(url)],
-            web_seeds=self.url_list,
-            select_only=select_only,
+            low,
+            len(trackers) + len(web_seeds),
         )
+        return link(low)
 
     def piece_layer(self, file_index: int) -> bytes | None:
         """The verified BEP 52 piece layer of a file, or None if the torrent lacks it."""
