@@ -154,7 +154,13 @@ async def test_peers_yourip_decides_and_we_recognise_ourselves(tmp_path: Path) -
             late = await l2.add_torrent(
                 torrents[3], TorrentOptions(tmp_path / "late", peers=(address_of(s),))
             )
-            await wait_until(lambda: any(p.address == address_of(s) for p in late.peers))
+            # Connected is not enough: PEX goes out once its extended handshake is in.
+            await wait_until(
+                lambda: any(
+                    p.address == address_of(s) and p.extended_handshake is not None
+                    for p in late.peers
+                )
+            )
             await wait_until(lambda: len(at_s[3].peers) == 1)
             assert l2.manager.send_nowait(
                 _peer_of(late, address_of(s)),

@@ -18,9 +18,9 @@ The rules, libtorrent's defaults:
   ``--peer`` given again) clears the count, the wait and the seed mark: the user asked for
   that peer (the bip client offers them every ``redial_interval``); a tracker offering it
   again takes one failure off (libtorrent's ``update_peer``: someone else apparently reaches
-  it, and a tracker answers at most once per interval, so a dead peer it keeps listing costs
-  one dial per announce); other sources offering it again change nothing (PEX and the DHT
-  repeat what they heard, and would keep a dead peer dialled);
+  it; the wait below still spaces the dials, so a dead peer trackers keep listing is dialled
+  about once per ``min_reconnect_time`` x (fail count + 1)); other sources offering it again
+  change nothing (PEX and the DHT repeat what they heard, and would keep a dead peer dialled);
 - after an attempt or a disconnect, an entry waits ``min_reconnect_time`` x
   (fail count + 1) seconds (60 s x ...) before it is a candidate again;
 - candidates are ranked by fewest failures, then by source (user, tracker, DHT, PEX,
