@@ -68,6 +68,7 @@ PIECE = 32768
 
 
 def web_torrent(folder: Path, version: str, urls: list[str]) -> Metainfo:
+    # Names as on disk, '?' included (as other clients make them): readers sanitise them.
     return create_torrent(
         folder,
         version=version,  # type: ignore[arg-type]
@@ -75,6 +76,7 @@ def web_torrent(folder: Path, version: str, urls: list[str]) -> Metainfo:
         web_seeds=urls,
         creation_date=None,
         created_by=None,
+        portable_names=False,
     )
 
 

@@ -257,3 +257,19 @@ def test_a_magnet_link_keeps_the_trackers_that_fit_and_parses_back() -> None:
     many = _metainfo([f"udp://t{i}.e:1" for i in range(999)], []).magnet()
     assert MagnetLink.parse(str(many)) == many  # 1000 parameters at most: xt, dn, 998 tr
     assert len(many.trackers) == MagnetLink.MAX_PARAMETERS - 2
+
+
+def test_portable_names_false_keeps_what_readers_rename(tmp_path: Path) -> None:
+    # As libtorrent keeps them: readers on Linux take ':' as it is, ours rename it.
+    folder = tmp_path / "t"
+    folder.mkdir()
+    (folder / "a:b.txt").write_bytes(b"x" * 100)
+    (folder / "Readme").write_bytes(b"y" * 10)
+    (folder / "README").write_bytes(b"z" * 10)
+    with pytest.raises(CreateError, match="rename it"):
+        create_torrent(folder, creation_date=None)
+    torrent = create_torrent(folder, creation_date=None, portable_names=False)
+    names = {file.path_str() for file in torrent.files if not file.is_pad}
+    assert names == {"t/a_b.txt", "t/README", "t/Readme.1"}  # how readers see them
+    with pytest.raises(ValueError, match="portable_names"):
+        create_torrent(folder, portable_names=1)  # type: ignore[arg-type]

@@ -133,6 +133,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="share what links point to (default: store links as BEP 47 links)",
     )
     parser.add_argument(
+        "--keep-names",
+        action="store_true",
+        help="keep names readers would rename (':', '?', 'con.txt', 'README' beside 'Readme';"
+        " refused by default): libtorrent on Linux and macOS reads them as they are, bip and"
+        " Windows clients would not find the files",
+    )
+    parser.add_argument(
         "--threads", type=int, metavar="N", help="hashing threads (default: every core)"
     )
     parser.add_argument("-f", "--force", action="store_true", help="overwrite OUT if it exists")
@@ -215,6 +222,7 @@ def run(args: argparse.Namespace) -> int:
         "name": args.name,
         "include_hidden": not args.exclude_hidden,
         "symlinks": "follow" if args.follow_symlinks else "store",
+        "portable_names": not args.keep_names,
         "threads": args.threads,
     }
     # A folder's name is anyone's choice: escaped, so no terminal escape reaches stderr.

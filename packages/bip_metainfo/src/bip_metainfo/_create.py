@@ -261,6 +261,7 @@ def create_torrent(
     collections: Sequence[str] = (),
     include_hidden: bool = True,
     symlinks: Literal["store", "follow"] = "store",
+    portable_names: bool = True,
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
     threads: int | None = None,
@@ -308,7 +309,9 @@ def create_torrent(
     change (see :func:`~bip_metainfo.sanitize_path` and
     :func:`~bip_metainfo.resolve_duplicates`: ``a:b.txt``, ``con.txt``,
     ``trail.``, ``README`` beside ``Readme``), since the torrent could then not
-    be checked or seeded from these files. Files whose owner may execute them get the BEP 47
+    be checked or seeded from these files; ``portable_names=False`` keeps them (as
+    libtorrent does: its readers on Linux and macOS take ``:`` and ``?`` as they
+    are, ours and those on Windows rename them). Files whose owner may execute them get the BEP 47
     attribute ``x``, and on Windows hidden files ``h``, as libtorrent gives them.
     With ``include_hidden=False`` files and directories whose name starts with
     ``.`` (or hidden on Windows) are left out (the top ``path`` itself is always
@@ -407,6 +410,8 @@ def create_torrent(
         raise ValueError(f"version must be 'v1', 'v2' or 'hybrid', not {version!r}")
     if symlinks not in ("store", "follow"):
         raise ValueError(f"symlinks must be 'store' or 'follow', not {symlinks!r}")
+    if type(portable_names) is not bool:
+        raise ValueError(f"portable_names must be a bool, not {portable_names!r}")
     if piece_length is not None:
         _check_piece_length(piece_length, version)
     threads = _default_threads() if threads is None else threads
@@ -443,7 +448,7 @@ def create_torrent(
         raise CreateError(f"{root!r} holds no files to share")
     v1 = version != "v2"
     v2 = version != "v1"
-    _check_names(name, files, v1=v1)
+    _check_names(name, files, v1=v1, portable=portable_names)
     total = sum(entry.length for entry in files)
     if total == 0:
         raise CreateError(f"the files under {root!r} are all empty: a torrent needs some data")

@@ -232,7 +232,7 @@ def _scan(root: str, *, include_hidden: bool, follow_symlinks: bool) -> tuple[li
     return entries, False
 
 
-def _check_names(name: str, entries: list[_Entry], *, v1: bool) -> None:
+def _check_names(name: str, entries: list[_Entry], *, v1: bool, portable: bool = True) -> None:
     """Refuse any name the torrent's readers would change, before any hashing.
 
     Readers (ours, and libtorrent on Windows) sanitise every name and rename paths
@@ -242,12 +242,15 @@ def _check_names(name: str, entries: list[_Entry], *, v1: bool) -> None:
     names would be read as naming files that are not on disk, so it could not be
     checked or seeded from the files it was made of. The same functions run here,
     and the first name they would change is refused, as a name that is not UTF-8 is.
+    With ``portable`` false such names are kept (as libtorrent keeps them); what no
+    reader takes (BitComet's padding name in v1, more clashes than readers resolve)
+    is still refused.
 
     Raises:
         CreateError: naming the file and what readers would call it.
     """
     readers = sanitize_name(name)
-    if readers != name:
+    if portable and readers != name:
         raise CreateError(
             f"the torrent's name {name!r} would be {readers or '(its info-hash)'!r} to its "
             f"readers ({_RULES}); rename it"
@@ -265,14 +268,14 @@ def _check_names(name: str, entries: list[_Entry], *, v1: bool) -> None:
     paths = []
     for entry in entries:
         path = tuple(sanitised(component) for component in entry.path)
-        if path != entry.path:
+        if portable and path != entry.path:
             raise CreateError(
                 f"{entry.source!r}: readers of the torrent would call it "
                 f"{'/'.join((name, *path))!r} ({_RULES}); rename it"
             )
         if v1 and any(_BITCOMET_PAD in component for component in path):
             raise CreateError(f"{entry.source!r}: the name holds {_BITCOMET_PAD!r}: {_PAD_HINT}")
-        if entry.symlink is not None:
+        if portable and entry.symlink is not None:
             target = sanitize_symlink_target(entry.symlink)
             if target != entry.symlink:
                 raise CreateError(
@@ -288,7 +291,7 @@ def _check_names(name: str, entries: list[_Entry], *, v1: bool) -> None:
             "rename them"
         ) from None
     for entry, path, read in zip(entries, paths, resolved, strict=True):
-        if read != path:
+        if portable and read != path:
             raise CreateError(
                 f"{entry.source!r}: its path equals another file's or directory's when case "
                 f"(and Unicode normalisation) is ignored, as on Windows and macOS; readers of "
