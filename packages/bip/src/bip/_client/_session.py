@@ -906,7 +906,25 @@ class Session:
             self._torrents[swarm_id] = torrent
 
     def _rename(self, torrent: Torrent, info_hash: InfoHash) -> None:
-        """A magnet's torrent learnt its full hashes (hybrid): serve both swarms."""
+        """A magnet's torrent learnt its full hashes (hybrid): serve both swarms.
+
+        Two magnets of one hybrid torrent, one naming its v1 hash and one its v2 hash, are
+        both accepted (no swarm id in common), but each learns the other's id with the
+        metadata. The one learning it second must not take that id over: peers of the
+        other would be routed to it, and its removal would unindex and unregister the
+        other. It fails instead, before anything is indexed or registered (libtorrent's
+        ``duplicate_torrent``, which fails both: the other one runs on here).
+
+        Raises:
+            TorrentError: another torrent of the session has one of the swarm ids.
+        """
+        for swarm_id in info_hash.swarm_ids():
+            other = self._torrents.get(swarm_id)
+            if other is not None and other is not torrent:
+                raise TorrentError(
+                    f"hybrid torrent {info_hash.hex()} is already in the session as {other!r}"
+                    " (a magnet link of its other hash)"
+                )
         self._index(torrent, info_hash)
         self.handshaker.register(info_hash)
 
@@ -971,7 +989,9 @@ class Session:
         return True
 
     async def _route_peers(self) -> None:
-        """The peer manager's events, to the peer's torrent."""
+        """The peer manager's events, to the peer's torrent. Nothing here waits for the disk
+        (a torrent's blocks go to its own writer): one torrent's slow store or storage move
+        holds up no other torrent's peers."""
         async for event in self.manager.events():
             if isinstance(event, MessageReceived):
                 torrent = self.find(event.peer.info_hash)
@@ -981,7 +1001,7 @@ class Session:
                     self._learn_dht_node(event.peer, event.message)
                 else:
                     self.connector.peer_message(torrent, event.peer, event.message)
-                    await torrent.peer_message(event.peer, event.message)
+                    torrent.peer_message(event.peer, event.message)
             elif isinstance(event, PeerAdded):
                 torrent = self.find(event.peer.info_hash)
                 if torrent is not None:

@@ -139,6 +139,7 @@ from bip_select import (
 from bip_select import PieceDiscarded as BrainPieceDiscarded
 from bip_select import PieceLost as BrainPieceLost
 
+from ._block_queue import BlockQueue
 from ._config import (
     DEFAULT_FILE_PRIORITY,
     ClientConfig,
@@ -306,6 +307,9 @@ class Torrent:
         self._listen_port = listen_port
         self._rng = rng
         self._on_info_hash = on_info_hash
+        # The peers' blocks on their way to the disk, stored by the torrent's own task: the
+        # session's router never waits for the disk (_store_block).
+        self._blocks: BlockQueue[tuple[Swarm, Peer, Piece]] = BlockQueue()
         self._magnet = source if isinstance(source, MagnetLink) else None
         # BEP 19: the torrent's url-list, or a magnet link's ws=.
         urls = source.url_list if isinstance(source, Metainfo) else source.web_seeds
@@ -1481,6 +1485,7 @@ class Torrent:
         with self._scope:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                nursery.start_soon(self._blocks.run, self._store_block)
                 await self._load_peers()
                 user = UserPeers(await self._user_peers(), interval=self._config.redial_interval)
                 nursery.start_soon(self._run_sources, [user, *self._sources])
@@ -1636,14 +1641,16 @@ class Torrent:
         # Both name this torrent: load_metadata and _fetch_info check it.
         self.info = info
         self._name = info.name
-        self._metadata.serve(info.info_hash, info.to_bytes())
         if info.info_hash != self._info_hash:
-            # A hybrid torrent found by one of its hashes: take both swarms from now on.
-            self._registered[info.info_hash] = None
+            # A hybrid torrent found by one of its hashes: take both swarms from now on. The
+            # session first (it raises TorrentError when another torrent has the other
+            # hash): nothing of the other hash is served nor registered here before.
             self._on_info_hash(self, info.info_hash)
+            self._registered[info.info_hash] = None
             self._info_hash = info.info_hash
             if self._holds:  # paused meanwhile: the session registered it
                 self._handshaker.unregister(info.info_hash)
+        self._metadata.serve(info.info_hash, info.to_bytes())
         for peer in list(self.peers):
             self._settle_piece_count(peer)
         if must_fetch_layers(info, self._piece_layers):
@@ -2028,13 +2035,15 @@ class Torrent:
         if self.swarm is not None:
             self.swarm.leave(peer, trio.current_time())
 
-    async def peer_message(self, peer: Peer, message: object) -> None:
-        """A message from one of this torrent's peers."""
+    def peer_message(self, peer: Peer, message: object) -> None:
+        """A message from one of this torrent's peers; never waits (a block goes to the
+        torrent's writer: the session's other torrents go on while this one's disk is
+        busy)."""
         swarm = self.swarm
         if swarm is None or peer not in swarm.joined:
             return
         if isinstance(message, Piece):
-            await self._block(swarm, peer, message)
+            self._queue_block(swarm, peer, message)
         elif isinstance(message, Request):
             self._request(peer, message)
         else:
@@ -2145,7 +2154,30 @@ class Torrent:
         if seed in swarm.web_seeds:  # it may have left while the disk was busy
             swarm.feed(BlockReceived(seed, block), now)
 
-    async def _block(self, swarm: Swarm, peer: Peer, message: Piece) -> None:
+    def _queue_block(self, swarm: Swarm, peer: Peer, message: Piece) -> None:
+        """Hand a peer's block to the writer (:meth:`_store_block`)."""
+        length = len(message.block)
+        if not self._blocks.idle and isinstance(message.block, memoryview):
+            # It waits behind others: a view would keep its whole received chunk (up to
+            # bip_peer's receive_size, 512 KiB) alive meanwhile, and the bound counts blocks.
+            message = Piece(message.index, message.begin, bytes(message.block))
+        if not self._blocks.put((swarm, peer, message), length):
+            # The disk is far behind (a move, a check, a slow drive): the block is not taken,
+            # as libtorrent stops reading a peer over its disk queue limit. Still open to the
+            # brain, it is asked for again once its request times out.
+            logger.debug(
+                "%s: block %d/%d from %s dropped: %d bytes wait for the disk",
+                self._name,
+                message.index,
+                message.begin,
+                peer.address,
+                self._blocks.queued_bytes,
+            )
+
+    async def _store_block(self, item: tuple[Swarm, Peer, Piece]) -> None:
+        """Store a peer's block (the writer's task, in the order they came), then tell the
+        brain: the block is the brain's once it is on its way to disk, as before."""
+        swarm, peer, message = item
         handle = self.handle
         assert handle is not None
         length = len(message.block)
@@ -2159,7 +2191,8 @@ class Torrent:
         now = trio.current_time()
         self._downloaded += length
         self._down.add(length, now=now)
-        if peer in swarm.joined:  # it may have left while the disk was busy
+        # It may have left while the disk was busy, or a recheck replaced the brain.
+        if swarm is self.swarm and peer in swarm.joined:
             swarm.feed(BlockReceived(peer, Block(message.index, message.begin, length)), now)
 
     def _request(self, peer: Peer, request: Request) -> None:
