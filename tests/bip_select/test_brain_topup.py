@@ -147,18 +147,19 @@ def test_a_starved_peer_outside_end_game_costs_no_picker_run(picks: list[str]) -
 
 
 def test_a_verified_piece_gives_its_starved_end_game_peer_new_duplicates() -> None:
-    # "b", a seed, was asked for every block; "a" got end-game duplicates of piece 0 (and is
-    # starved: the picker gives it no more while it holds endgame_depth of them). Piece 0
-    # verified from elsewhere (say, a web seed) cancels both: "a", now below its depth, gets
-    # new duplicates in the same call.
+    # "b", a seed, was asked for every block; "a" got an end-game duplicate of piece 0 (and
+    # is starved: the picker gives it no more while it holds endgame_depth of them). Piece 0
+    # verified from elsewhere (say, a web seed) cancels it: "a", now below its depth, gets a
+    # new duplicate in the same call.
     geometry = TorrentGeometry(8, 32768)
     brain = SwarmBrain(geometry, rng=random.Random(1), queueing=QueueConfig(initial_queue=16))
     duplicates = end_game_duplicates(brain)
-    assert duplicates == list(geometry.blocks(0))
+    assert duplicates == list(geometry.blocks(0))[: brain.picker.endgame_depth]
     actions = brain.handle(PieceVerified(0, good=True), 0.0)
-    assert cancels_to(actions, "a") == cancels_to(actions, "b") == duplicates
+    assert cancels_to(actions, "a") == duplicates
+    assert cancels_to(actions, "b") == list(geometry.blocks(0))
     again = requests_to(actions, "a")
-    assert len(again) == brain.picker.endgame_depth == 2
+    assert len(again) == brain.picker.endgame_depth == 1
     requests = brain.picker.requests
     assert all(set(requests.requesters(block)) == {"a", "b"} for block in again)
     assert requests_to(actions, "b") == []
@@ -208,26 +209,26 @@ def test_an_end_game_loser_is_not_topped_up_before_the_refill(picks: list[str]) 
     largest share of a leecher's time spent on its last 1% of pieces went from 2.84% to
     3.69%, worse on every seed).
     """
-    # "b", a seed, was asked for every block; "a" got end-game duplicates of two of them.
+    # "b", a seed, was asked for every block; "a" got an end-game duplicate of one of them.
     geometry = TorrentGeometry(8, 32768)
     brain = SwarmBrain(geometry, rng=random.Random(1), queueing=QueueConfig(initial_queue=16))
     brain.tick(0.0)  # the first refill: the next is due a refill interval later
     duplicates = end_game_duplicates(brain)
-    assert len(duplicates) == brain.picker.endgame_depth == 2
+    assert len(duplicates) == brain.picker.endgame_depth == 1
     requests = brain.picker.requests
     picks.clear()
     actions = brain.handle(BlockReceived("b", duplicates[0]), 0.0)  # "b" wins the race
     assert cancels_to(actions, "a") == [duplicates[0]]
     assert requests_to(actions, "a") == []
     assert picks == []  # no picker run for "a" either
-    assert requests.num_outstanding("a") == 1
+    assert requests.num_outstanding("a") == 0
     # Nothing for "a" before the refill is due; the refill tops it up.
     assert requests_to(brain.tick(DEFAULT_REFILL_INTERVAL / 2), "a") == []
     again = requests_to(brain.tick(DEFAULT_REFILL_INTERVAL), "a")
     assert len(again) == 1
     assert again[0] != duplicates[0]
     assert set(requests.requesters(again[0])) == {"a", "b"}
-    assert requests.num_outstanding("a") == 2
+    assert requests.num_outstanding("a") == 1
     brain.check()
 
 

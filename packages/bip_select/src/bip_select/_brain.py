@@ -8,8 +8,8 @@
   availability counts and the block-level request book (end-game included);
 - the request queueing policy (:class:`~bip_select.PeerQueues`: queue depth from each peer's
   measured rate, timeouts, snubbing, trust and bans);
-- a :class:`~bip_select.Choker` (tit-for-tat with optimistic unchoke; upload-rate or round
-  robin once we seed);
+- a :class:`~bip_select.Choker` (tit-for-tat with optimistic unchoke, equal senders ranked by
+  the seed ranking; upload-rate or round robin once we seed, a turn being 20 pieces);
 - a revelation strategy (:class:`~bip_select.HonestRevelation` by default,
   :class:`~bip_select.LazyBitfield`, :class:`~bip_select.SuperSeeding`).
 
@@ -114,7 +114,14 @@ from ._inputs import (
 )
 from ._queueing import PeerQueues, QueueConfig
 from ._revelation import HonestRevelation, RevelationStrategy
-from ._selection import PiecePicker, RarestFirst, Strategy, Streaming, streaming_layers
+from ._selection import (
+    PiecePicker,
+    RarestFirst,
+    Strategy,
+    Streaming,
+    _check_priority,
+    streaming_layers,
+)
 
 __all__ = [
     "DEFAULT_REFILL_INTERVAL",
@@ -132,6 +139,7 @@ REASON_BANNED: Final = "banned"
 again (the client should not have let it in)."""
 
 _MAX_BANNED: Final = 65536  # bans remembered: a bound on what bad peers can make us keep
+_ROUND_ROBIN_PIECES: Final = 20  # a round-robin turn, in pieces (libtorrent's seeding_piece_quota)
 _log: Final = logging.getLogger("bip_select.brain")
 
 
@@ -197,7 +205,9 @@ class SwarmBrain:
             switched later with :class:`~bip_select.StrategyChanged`.
         queueing: the request queueing policy: a :class:`~bip_select.QueueConfig` or a fresh
             :class:`~bip_select.PeerQueues` (default: libtorrent's knobs).
-        choker: the choker (default ``Choker(rng=rng)``: 4 regular slots, 1 optimistic).
+        choker: the choker (default ``Choker(rng=rng, round_robin_quota=20 *
+            geometry.piece_length)``: 4 regular slots, 1 optimistic, a round-robin turn of
+            20 pieces as libtorrent's ``seeding_piece_quota``).
         revelation: the revelation strategy, built for the same ``have`` (default
             :class:`~bip_select.HonestRevelation`).
         piece_priorities: one priority per piece (0 = do not download, 1..7, 4 default).
@@ -241,7 +251,12 @@ class SwarmBrain:
         """The piece picker: availability, the request book and the selection strategy."""
         self.queues: Final = queueing if isinstance(queueing, PeerQueues) else PeerQueues(queueing)
         """The request queueing policy: depths, timeouts, snubs, trust and bans."""
-        self.choker: Final = choker if choker is not None else Choker(rng=rng)
+        if choker is None:
+            # The round-robin share is counted in pieces (libtorrent: piece_length times
+            # seeding_piece_quota): a fixed byte count would rotate a peer out of a torrent
+            # with big pieces before it got one whole piece to trade.
+            choker = Choker(rng=rng, round_robin_quota=_ROUND_ROBIN_PIECES * geometry.piece_length)
+        self.choker: Final = choker
         if revelation is None:
             revelation = HonestRevelation(geometry.num_pieces, have=have_set)
         elif revelation.num_pieces != geometry.num_pieces or revelation.have != have_set:
@@ -1060,22 +1075,38 @@ class SwarmBrain:
 
     def _priorities_changed(self, event: PrioritiesChanged, now: float) -> list[Action]:
         picker = self.picker
-        if event.deadlines is not None:
+        geometry = self.geometry
+        # Everything is checked before anything changes: a bad field raises with the brain as
+        # it was (the picker's priorities and every peer's wanted count agreeing).
+        deadlines = event.deadlines
+        streaming: Streaming | None = None
+        if deadlines is not None:
             streaming = self._streaming()
             if streaming is None:
                 raise LocalProtocolError("deadlines need a Streaming selection strategy")
-            for piece in event.deadlines:
-                self.geometry.check_piece(piece)
-        if event.file_priorities is not None:
-            picker.set_file_priorities(event.file_priorities)
-        if event.piece_priorities is not None:
-            picker.set_piece_priorities(event.piece_priorities)
-        if event.deadlines is not None and streaming is not None:
+            for piece, when in deadlines.items():
+                geometry.check_piece(piece)
+                if type(when) not in (int, float) or not math.isfinite(when):
+                    raise LocalProtocolError(f"a deadline is a finite time, not {when!r}")
+        file_levels = (
+            geometry.piece_priorities(event.file_priorities)
+            if event.file_priorities is not None
+            else None
+        )
+        piece_levels: dict[int, int] = {}
+        for piece, priority in (event.piece_priorities or {}).items():
+            geometry.check_piece(piece)
+            piece_levels[piece] = _check_priority(priority)
+        if file_levels is not None:
+            picker.set_piece_priorities(file_levels)
+        if piece_levels:
+            picker.set_piece_priorities(piece_levels)  # they win over the file priorities
+        if deadlines is not None and streaming is not None:
             # They replace every earlier deadline, an inner layer's too; the new ones go to
             # the outermost layer (whose deadlines win over an inner layer's anyway).
             for layer in streaming_layers(picker.strategy):
                 layer.clear_deadlines()
-            for piece, when in event.deadlines.items():
+            for piece, when in deadlines.items():
                 if not picker.requests.have(piece):
                     streaming.set_deadline(piece, when)
         actions: list[Action] = []

@@ -18,7 +18,9 @@ peers to unchoke, in the order they joined); the brain maps them onto ``SendChok
 ``SendUnchoke``. The choker assumes each decision is carried out.
 
 **Downloading** (BEP 3 reference behaviour, tit-for-tat): at every rechoke the interested,
-non-snubbed peers that send to us fastest get the ``regular_slots`` (4). On top of those,
+non-snubbed peers that send to us fastest get the ``regular_slots`` (4); among peers sending
+equally (all send nothing once our selected files are done) the seed ranking below decides,
+as libtorrent's choker does for every torrent, so the slots still rotate. On top of those,
 ``optimistic_slots`` (1) go to interested peers regardless of rate, rotated every
 ``optimistic_interval`` (30 s); a peer that joined less than ``new_peer_window`` seconds ago is
 ``new_peer_weight`` (3) times as likely to be picked, as the reference client (which inserts
@@ -35,7 +37,9 @@ rotates the peers that waited longest in. Snubbing does not apply when seeding.
 **Anti-fibrillation**: between rechokes nobody who still wants data is choked. Only a peer
 leaving or losing interest changes anything: it is choked (if it lost interest) and its slot
 goes at once to the best waiting peer; a peer that becomes interested while a slot is free is
-unchoked at once. Ties in rate keep the peers already unchoked.
+unchoked at once. At a rechoke, peers sending us equally are ranked by the seed ranking (round
+robin: the unchoked keep their slots until their share is done, or until they took nothing
+for a whole interval).
 
 Rates are moving sums over ``rate_window`` seconds (20 s, as the reference client) kept with
 :class:`bip_peer.RateMeter`; the brain and the queueing layer may use that same class for their
@@ -445,33 +449,44 @@ class Choker:
         ]
 
     def _rank(self, records: Iterable[_Peer], now: float) -> list[_Peer]:
-        """``records`` best first under the current mode's ranking."""
-        if not self.seeding:
-            # Tit-for-tat: fastest to us first; on a tie keep who is unchoked (no churn), then
-            # whoever waited longest for a turn, then join order.
-            return sorted(
-                records,
-                key=lambda r: (-r.download.rate(now), not r.unchoked, r.last_unchoke, r.order),
-            )
+        """``records`` best first under the current mode's ranking.
 
-        # Seeding. A choked peer's rate is what was still in flight when it was choked: count
-        # zero so it does not jump the queue on that residue. A peer unchoked less than a
-        # rechoke ago has had no time to show a rate and keeps its slot; one that had the time
-        # and took nothing yields it to whoever waited longest (libtorrent's order).
+        Downloading, the fastest senders to us come first (tit-for-tat); among equal senders
+        the seed ranking decides, as libtorrent's ``unchoke_compare_rr`` does for every torrent
+        after ``downloaded_in_last_round``. Without that tie-break a torrent whose peers send
+        it nothing (done with its selected files, or nothing it wants) would keep the same
+        peers unchoked for ever. Seeding, download rates (the last pieces' residue) are
+        ignored.
+        """
+
+        # A choked peer's rate is what was still in flight when it was choked: count zero so
+        # it does not jump the queue on that residue. A peer unchoked less than a rechoke ago
+        # has had no time to show a rate and keeps its slot; one that had the time and took
+        # nothing yields it to whoever waited longest (libtorrent's order).
         def uploading(r: _Peer) -> float:
             return r.upload.rate(now) if r.unchoked else 0.0
 
         def settling(r: _Peer) -> bool:
             return r.unchoked and now - r.last_unchoke < self.rechoke_interval
 
+        def sending_rank(r: _Peer) -> float:
+            return 0.0 if self.seeding else -r.download.rate(now)
+
         if self.seed_choking is SeedChoking.FASTEST_UPLOAD:
             return sorted(
                 records,
-                key=lambda r: (-uploading(r), not settling(r), r.last_unchoke, r.order),
+                key=lambda r: (
+                    sending_rank(r),
+                    -uploading(r),
+                    not settling(r),
+                    r.last_unchoke,
+                    r.order,
+                ),
             )
         return sorted(
             records,
             key=lambda r: (
+                sending_rank(r),
                 self._share_done(r, now),
                 -uploading(r),
                 not settling(r),
