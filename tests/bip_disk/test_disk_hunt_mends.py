@@ -20,8 +20,8 @@ import trio
 
 from bip_disk import _check, _manager
 from bip_disk._errors import DestinationExistsError, DiskError, StorageError
-from bip_disk._events import TorrentFailed, TorrentState
-from bip_disk._fileops import storage_faults
+from bip_disk._events import PieceVerified, TorrentFailed, TorrentState
+from bip_disk._fileops import same_storage, storage_faults
 from bip_disk._filesystem import Buffer, FileStat, FileSystem
 from bip_disk._fsspec import FsspecFileSystem
 from bip_disk._hashing import PieceVerifier
@@ -460,3 +460,67 @@ async def test_a_bug_of_ours_in_a_check_is_logged_with_its_traceback(
     exc_info = logged[0].exc_info
     assert exc_info is not None
     assert exc_info[2] is not None  # ...but the log has them
+
+
+# -- third review: a move between two staged views of one fsspec root ------------------
+
+
+async def _download(disk: Any, torrent: Any, content: bytes) -> None:
+    """Write every piece through the manager and wait until each is verified."""
+    for piece in range(len(content) // PIECE):
+        await disk.write_block(torrent, piece, 0, content[piece * PIECE : (piece + 1) * PIECE])
+    seen: set[int] = set()
+    with trio.fail_after(10):
+        async for event in disk.events():
+            if isinstance(event, PieceVerified):
+                assert event.good
+                seen.add(event.piece)
+                if len(seen) == len(content) // PIECE:
+                    return
+    raise AssertionError("the event stream ended")
+
+
+def _assert_stored(fs: FileSystem, content: bytes) -> None:
+    assert fs.read("t/a", 0, 2 * PIECE + 1) == content[: 2 * PIECE]
+    assert fs.read("t/b", 0, 2 * PIECE + 1) == content[2 * PIECE :]
+
+
+@pytest.mark.parametrize("synced", [True, False])
+async def test_a_move_between_staged_views_of_one_root_deletes_nothing(
+    tmp_path: Path, synced: bool
+) -> None:
+    fsspec = pytest.importorskip("fsspec")
+    backend = fsspec.filesystem("memory")
+    root = f"/r3-{tmp_path.name}-{synced}"
+    src = FsspecFileSystem(backend, root, random_writes=False)
+    dst = FsspecFileSystem(backend, root, random_writes=False)
+    metainfo, content = _torrent(tmp_path)
+    async with open_disk_manager() as disk:
+        torrent = await disk.add_torrent(metainfo, src)
+        await disk.wait_checked(torrent)
+        await _download(disk, torrent, content)
+        if synced:
+            src.sync()
+            _assert_stored(dst, content)
+        # Unsynced, the torrent's pieces are still only in ``src``'s staged copies.
+        await disk.move_storage(torrent, dst)
+        _assert_stored(dst, content)
+        assert await disk.read_block(torrent, 3, 0, 10) == content[3 * PIECE :][:10]
+    src.close()
+    dst.close()
+    _assert_stored(FsspecFileSystem(backend, root, random_writes=False), content)
+    assert not [name for name in backend.ls(root, detail=False) if ".bip-disk-move-" in name]
+
+
+def test_a_marker_that_cannot_be_uploaded_is_refused_and_dropped() -> None:
+    backend = _Dead()
+    first = _staged(backend)
+    second = FsspecFileSystem(backend, first.root, random_writes=False)
+    with pytest.raises(StorageError) as info:
+        same_storage(first, second)
+    assert "cannot tell whether the two storages are one" in str(info.value)
+    assert second._held() == 0  # the staged marker went with the failure
+    backend.broken = False
+    assert same_storage(first, second)
+    assert not same_storage(first, _staged(backend))
+    assert not backend.exists(first.root) or not backend.ls(first.root, detail=False)

@@ -136,6 +136,7 @@ def test_constructor_checks_arguments() -> None:
         ("max_requests_per_peer", 0),
         ("max_timeouts", True),
         ("max_parallel_failures", 1.5),
+        ("stall_backoff", 0),
     ]:
         with pytest.raises(ValueError, match=name):
             MetadataFetcher(V1, **{name: value})  # type: ignore[arg-type]
@@ -383,7 +384,8 @@ def test_peer_stalls_after_max_timeouts() -> None:
     assert drain(fetcher, "a", 1.0) == [2]
     fetcher.handle_timer(2.0)
     assert drain(fetcher, "a", 2.0) == []
-    assert fetcher.next_deadline() is None
+    assert fetcher.next_deadline() == 62.0  # stalled for stall_backoff, not for good
+    assert drain(fetcher, "a", 61.9) == []
     assert fetcher.metadata_size == len(INFO)  # kept: nobody else offers anything
 
 

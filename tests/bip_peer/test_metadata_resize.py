@@ -3,7 +3,8 @@
 ut_metadata leaves sent requests alone), so changing the size cannot dodge ``max_timeouts``;
 one change is tolerated, a second bans the peer. And a fetch never stops for good: while pieces
 are missing there is always a deadline pending or a peer that can be asked (a source that let a
-request time out, or a stale request it abandoned, once left it with nothing to ask)."""
+request time out, or a stale request it abandoned, once left it with nothing to ask; a peer
+stalled by ``max_timeouts`` was once left alone for ever, though its late answers still came)."""
 
 from __future__ import annotations
 
@@ -179,14 +180,13 @@ def fake(piece: int, total: int) -> MetadataData:
 
 
 def stuck(fetcher: MetadataFetcher[str], now: float) -> bool:
-    """Whether the fetch has stopped for good: pieces missing, a peer not stalled by
-    ``max_timeouts``, yet no deadline pending and no peer to ask (tried on a copy)."""
+    """Whether the fetch has stopped for good: pieces missing, a peer (stalled by
+    ``max_timeouts`` or not), yet no deadline pending and no peer to ask (tried on a copy)."""
     if fetcher.done or fetcher.next_deadline() is not None:
         return False
-    limit = fetcher._max_timeouts
-    live = [peer for peer, state in fetcher._peers.items() if state.timeouts < limit]
     probe = copy.deepcopy(fetcher)
-    return bool(live) and all(probe.next_request(peer, now) is None for peer in live)
+    peers = probe.peers
+    return bool(peers) and all(probe.next_request(peer, now) is None for peer in peers)
 
 
 def single_source(names: tuple[str, ...], size: int = len(INFO)) -> MetadataFetcher[str]:
@@ -311,6 +311,60 @@ def test_a_source_whose_answer_shows_another_size_is_dropped() -> None:
     assert not stuck(fetcher, 11.0)
 
 
+def test_a_slow_lone_peer_that_stalls_is_asked_again_after_the_stall_backoff() -> None:
+    # Its answers come after request_timeout (taken late), one of them never: its third
+    # timeout stalled it for good, the fetch stopped with no deadline and piece 2 missing.
+    fetcher: MetadataFetcher[str] = MetadataFetcher(HASH)
+    fetcher.add_peer("a", len(INFO))
+    assert drain(fetcher, "a", 0.0) == [0, 1]
+    fetcher.handle_timer(10.0)  # two timeouts
+    assert drain(fetcher, "a", 10.0) == [2]
+    for piece in (0, 1):
+        fetcher.on_data("a", answer(piece), 12.0)  # late, taken
+    assert drain(fetcher, "a", 12.0) == []  # 2 is outstanding: nothing else to ask
+    fetcher.handle_timer(20.0)  # the third: stalled (piece 2's answer was lost)
+    assert drain(fetcher, "a", 20.0) == []
+    assert fetcher.next_deadline() == 80.0  # stall_backoff (60 s), not for ever
+    assert not stuck(fetcher, 20.0)
+    fetcher.handle_timer(80.0)
+    assert drain(fetcher, "a", 80.0) == [2]  # asked again, its timeouts forgotten
+    fetcher.on_data("a", answer(2), 80.5)
+    assert fetcher.result() == INFO
+
+
+def test_a_silent_peer_costs_a_few_requests_per_stall_backoff() -> None:
+    # Driven by its deadlines for an hour: never a busy loop, never more than
+    # max_timeouts + max_requests_per_peer - 1 (4) requests per stall (60 s + timeouts).
+    fetcher: MetadataFetcher[str] = MetadataFetcher(HASH)
+    fetcher.add_peer("silent", len(INFO))
+    now, wakeups = 0.0, 0
+    while now < 3600.0:
+        drain(fetcher, "silent", now)
+        deadline = fetcher.next_deadline()
+        assert deadline is not None
+        assert deadline > now
+        now = deadline
+        fetcher.handle_timer(now)
+        wakeups += 1
+    stalls = 3600 // 80 + 1  # each stall follows at least 20 s of timeouts
+    assert fetcher.statistics().requests_sent <= 4 * stalls
+    assert wakeups <= 8 * stalls  # a release and a timeout per request, the stall's end
+    assert not fetcher.done
+
+
+def test_a_late_reject_does_not_shorten_a_stall() -> None:
+    fetcher: MetadataFetcher[str] = MetadataFetcher(HASH, stall_backoff=100.0, reject_backoff=5.0)
+    fetcher.add_peer("a", len(INFO))
+    assert drain(fetcher, "a", 0.0) == [0, 1]
+    fetcher.handle_timer(10.0)
+    assert drain(fetcher, "a", 10.0) == [2]
+    fetcher.handle_timer(20.0)  # stalled until 120
+    fetcher.on_reject("a", MetadataReject(0), 21.0)  # a late request's reject
+    assert fetcher.next_deadline() == 120.0
+    assert drain(fetcher, "a", 30.0) == []
+    assert drain(fetcher, "a", 120.0) == [0]  # the rejected piece; 1 and 2 are late
+
+
 # Replies a peer gives, one per request, in order (silent once its list runs out).
 ANSWER, SLOW, WRONG, REJECT, SILENT, RESIZE, OTHER_SIZE, LEAVE = range(8)
 # Seconds before the reply comes: SLOW after the request timed out (it is taken late).
@@ -334,8 +388,8 @@ def test_a_fetch_always_has_a_deadline_or_a_peer_to_ask(
     peers: list[tuple[int | None, int, list[int]]],
 ) -> None:
     """Driven as a shell drives it (ask every peer, sleep until the next deadline or answer):
-    whatever the peers do, while pieces are missing and some peer is not stalled, a deadline is
-    pending or a peer can be asked."""
+    whatever the peers do, while pieces are missing and some peer is known (stalled by
+    ``max_timeouts`` or not), a deadline is pending or a peer can be asked."""
     fetcher: MetadataFetcher[str] = MetadataFetcher(HASH)
     sizes: dict[str, int | None] = {}
     replies = {f"p{n}": list(script) for n, (_, _, script) in enumerate(peers)}

@@ -245,28 +245,34 @@ def same_storage(first: FileSystem, second: FileSystem) -> bool:
 
     Moving a torrent from one to the other must then copy nothing and, above all,
     delete nothing. Found out by writing a uniquely named marker file through
-    ``second`` and looking for it through ``first``; the marker is removed.
+    ``second``, syncing it, and looking for it through ``first``; the marker is removed.
+    The sync is what makes the marker visible to another view: a staged
+    :class:`~bip_disk.FsspecFileSystem` keeps a write in memory until then (and any
+    FileSystem may buffer writes until its sync), so without it two views of one
+    bucket would look like two storages.
 
     Raises:
-        StorageError: the marker could not be written, or not looked for through
+        StorageError: the marker could not be written, synced, or looked for through
             ``first``. Never answered "different" then: a move would copy each file
             onto itself and delete the old files, the only copy.
     """
     marker = f".bip-disk-move-{uuid.uuid4().hex}"
-    with storage_faults(marker):
-        second.write(marker, 0, b"bip_disk")
     try:
         with storage_faults(marker):
+            second.write(marker, 0, b"bip_disk")
+            second.sync(marker)
             return first.stat(marker) is not None
     except StorageError as error:
         raise StorageError(
-            "cannot tell whether the two storages are one (looking for the marker "
-            f"{marker!r} written through the destination failed: {error}): "
+            "cannot tell whether the two storages are one (writing the marker "
+            f"{marker!r} through the destination and looking for it failed: {error}): "
             "nothing was moved",
             errno=error.errno,
             path=marker,
         ) from error
     finally:
+        # Removed from wherever it got to: a staged copy that failed to upload is
+        # dropped, an uploaded one is deleted from the backend; missing is no error.
         try:
             with storage_faults(marker):
                 second.remove(marker)

@@ -2078,6 +2078,10 @@ def _copy_for_move(
 ) -> _MoveCopy:
     """On a thread: the copy of a move (see :meth:`DiskManager.move_storage`)."""
     if same_storage(source, destination):
+        # Nothing is copied: what the source still buffers of the torrent's files (a
+        # staged fsspec view's unsynced pieces) must reach the storage now, or the
+        # destination view would never see it (the source is not synced again).
+        _sync_files(source, layout)
         return _MoveCopy(None)
     if existing is ExistingFiles.FAIL:
         refuse_existing(destination, layout)
@@ -2086,6 +2090,15 @@ def _copy_for_move(
         return _MoveCopy(copied)
     with storage_faults():
         return _MoveCopy(copied, stat_files(destination, layout))
+
+
+def _sync_files(fs: FileSystem, layout: StorageLayout) -> None:
+    """Sync each of the torrent's files that exists (only these: the FileSystem may hold
+    other torrents' files, and syncing a missing file is an error)."""
+    for file in layout.stored_files:
+        with storage_faults(file.path):
+            if fs.stat(file.path) is not None:
+                fs.sync(file.path)
 
 
 def _paths(files: Sequence[StoredFile]) -> tuple[str, ...]:

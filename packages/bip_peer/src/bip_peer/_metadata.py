@@ -22,8 +22,12 @@ by the whole ``request_timeout``. The piece is asked again at most once per ``re
 out, nothing else is left to ask that peer and it has no request outstanding (else a source, or
 the only peer, that let one request time out would stop the fetch). ``request_timeout`` (10 s)
 still decides when a request stops occupying one of the peer's ``max_requests_per_peer`` slots
-and counts as a timeout (``max_timeouts`` of them and the peer is no longer asked); an answer after
-that is still taken if the piece is still missing.
+and counts as a timeout; an answer after that is still taken if the piece is still missing. A
+peer whose requests time out ``max_timeouts`` times is *stalled*: left alone for ``stall_backoff``
+(60 s), then asked again with its count of timeouts cleared. Never for good (libtorrent has no
+permanent stall either: it asks again after 3 s): an honest but slow peer, the only one, would
+otherwise stop the fetch with no deadline while its late answers were still coming. A silent peer
+costs a few requests per ``stall_backoff`` (at most ``max_timeouts + max_requests_per_peer - 1``).
 
 How the fetcher deals with liars. Peers advertise ``metadata_size`` in their extended handshake;
 sizes above ``max_size`` are refused outright (libtorrent's ``ut_metadata`` ignores sizes above
@@ -63,6 +67,7 @@ __all__ = [
     "DEFAULT_METADATA_REJECT_BACKOFF",
     "DEFAULT_METADATA_REQUEST_TIMEOUT",
     "DEFAULT_METADATA_REREQUEST_DELAY",
+    "DEFAULT_METADATA_STALL_BACKOFF",
     "MetadataFetcher",
     "MetadataFetcherStatistics",
     "MetadataServer",
@@ -86,11 +91,15 @@ well, the first request staying outstanding (libtorrent's ``ut_metadata`` waits 
 DEFAULT_METADATA_REJECT_BACKOFF: Final = 60.0
 """Seconds a peer that rejected a request is left alone (libtorrent waits one minute too)."""
 
+DEFAULT_METADATA_STALL_BACKOFF: Final = 60.0
+"""Seconds a peer whose requests timed out ``max_timeouts`` times is left alone before it is asked
+again, its timeouts forgotten (as long as the reject back-off: a minute, libtorrent's figure)."""
+
 DEFAULT_MAX_REQUESTS_PER_PEER: Final = 2
 """Metadata requests in flight to one peer (libtorrent keeps two)."""
 
 DEFAULT_MAX_TIMEOUTS: Final = 3
-"""Timed-out requests after which a peer is no longer asked (it is stalled, not banned)."""
+"""Timed-out requests after which a peer is stalled: not asked for ``stall_backoff`` seconds."""
 
 DEFAULT_MAX_PARALLEL_FAILURES: Final = 1
 """Failed multi-source assemblies before the fetcher switches to one source at a time."""
@@ -191,7 +200,9 @@ class _Peer:
     # late: an expired one is forgotten, an abandoned one stays outstanding).
     stale: set[int] = field(default_factory=set)
     resized: bool = False  # the peer changed its advertised size once already
-    backoff_until: float = -math.inf
+    backoff_until: float = -math.inf  # after a reject, or stalled (see ``timeouts``)
+    # Timed-out requests since the peer was last stalled: at max_timeouts it is stalled (backs
+    # off for stall_backoff), and the count starts again from 0 when the back-off ends.
     timeouts: int = 0
 
 
@@ -226,7 +237,8 @@ class MetadataFetcher(Generic[K]):
             taken if it comes first). At most ``request_timeout``: a larger value acts as it.
         reject_backoff: seconds a peer that rejected a request is not asked again.
         max_requests_per_peer: requests in flight to one peer.
-        max_timeouts: timeouts after which a peer is not asked any more.
+        max_timeouts: timeouts after which a peer is stalled.
+        stall_backoff: seconds a stalled peer is not asked; then its timeouts are forgotten.
         max_parallel_failures: failed multi-source assemblies before single-source mode.
     """
 
@@ -241,6 +253,7 @@ class MetadataFetcher(Generic[K]):
         max_requests_per_peer: int = DEFAULT_MAX_REQUESTS_PER_PEER,
         max_timeouts: int = DEFAULT_MAX_TIMEOUTS,
         max_parallel_failures: int = DEFAULT_MAX_PARALLEL_FAILURES,
+        stall_backoff: float = DEFAULT_METADATA_STALL_BACKOFF,
     ) -> None:
         if not isinstance(info_hash, InfoHash):
             raise TypeError(f"info_hash must be an InfoHash, got {info_hash!r}")
@@ -251,6 +264,7 @@ class MetadataFetcher(Generic[K]):
         _check_count("max_requests_per_peer", max_requests_per_peer)
         _check_count("max_timeouts", max_timeouts)
         _check_count("max_parallel_failures", max_parallel_failures)
+        _check_positive("stall_backoff", stall_backoff)
         self._info_hash = info_hash
         self._max_size = max_size
         self._request_timeout = float(request_timeout)
@@ -260,6 +274,7 @@ class MetadataFetcher(Generic[K]):
         self._max_requests = max_requests_per_peer
         self._max_timeouts = max_timeouts
         self._max_parallel_failures = max_parallel_failures
+        self._stall_backoff = float(stall_backoff)
 
         self._peers: dict[K, _Peer] = {}
         self._next_order = 0
@@ -408,9 +423,9 @@ class MetadataFetcher(Generic[K]):
             return None
         if len(state.outstanding) >= self._max_requests or now < state.backoff_until:
             return None
-        state.backoff_until = -math.inf  # over, even if handle_timer has not run yet
-        if state.timeouts >= self._max_timeouts:
-            return None
+        # Over, even if handle_timer has not run yet (a stalled peer always backs off, so
+        # once this ran it has fewer than max_timeouts timeouts).
+        self._end_backoff(state)
         size = self._size
         if size is None:
             return self._probe_request(peer, state, now)
@@ -592,7 +607,8 @@ class MetadataFetcher(Generic[K]):
             return
         self._rejects += 1
         self._clear_request(state, message.piece)
-        state.backoff_until = now + self._reject_backoff
+        # Never shortens a stall's longer back-off (a late request's reject may come then).
+        state.backoff_until = max(state.backoff_until, now + self._reject_backoff)
         if self._source == peer:
             self._drop_source(state)  # single-source mode needs a peer that answers: move on
         self._choose_size()
@@ -649,13 +665,22 @@ class MetadataFetcher(Generic[K]):
                     state.late.add(piece)
                 state.timeouts += 1
                 self._timeouts += 1
+            if expired and state.timeouts >= self._max_timeouts:
+                # Stalled: left alone for a while, never for good (see the module docs).
+                state.backoff_until = max(state.backoff_until, now + self._stall_backoff)
+                if self._source == peer:
+                    self._drop_source(state)
             if state.backoff_until <= now:
-                state.backoff_until = -math.inf
-            if expired and self._source == peer and state.timeouts >= self._max_timeouts:
-                self._drop_source(state)
+                self._end_backoff(state)
         self._choose_size()
 
     # --------------------------------------------------------------------------- internals
+
+    def _end_backoff(self, state: _Peer) -> None:
+        """The peer's back-off is over: a stalled peer starts again with no timeouts."""
+        state.backoff_until = -math.inf
+        if state.timeouts >= self._max_timeouts:
+            state.timeouts = 0
 
     def _size_ok(self, size: object) -> bool:
         return isinstance(size, int) and not isinstance(size, bool) and 0 < size <= self._max_size
