@@ -23,8 +23,8 @@ async def loopback_swarm(
     count: int, config: DHTConfig = FAST, **options: Any
 ) -> AsyncIterator[list[DHT]]:
     """``count`` nodes on 127.0.0.2, .3, ... (node i's randomness seeded with i, ``options``
-    passed to every ``open_dht``): the first joined through the second, every other through
-    the first."""
+    passed to every ``open_dht``): the first joined through the second and pinged every other,
+    which then joined through the first."""
     async with AsyncExitStack() as stack:
         nodes = [
             await stack.enter_async_context(
@@ -33,6 +33,12 @@ async def loopback_swarm(
             for i in range(count)
         ]
         await nodes[0].bootstrap([nodes[1].addresses[0]])
+        # The first node is everyone's entry, and it hands out only nodes that have answered
+        # it (libtorrent's rule): it pings them first, as its maintenance would in a few
+        # ticks, so the joiners learn of each other through it at once.
+        async with trio.open_nursery() as nursery:
+            for dht in nodes[2:]:
+                nursery.start_soon(nodes[0].ping, dht.addresses[0])
         async with trio.open_nursery() as nursery:
             for dht in nodes[1:]:
                 nursery.start_soon(dht.bootstrap, [nodes[0].addresses[0]])

@@ -166,15 +166,31 @@ def private(i: int) -> str:
     return f"10.0.{i // 250}.{i % 250 + 1}:6881"
 
 
+def confirm(net: Net, hub: DHTNode, nodes: list[DHTNode], *addresses: PeerAddress) -> None:
+    """*hub* pings every node of *nodes* (at each of *addresses* when given, else at its
+    address), as its maintenance would in a few ticks: a node hands out in its replies only
+    nodes that have answered it (libtorrent's rule), so a hub that others join through must
+    have heard each of them answer before it introduces them to each other."""
+    for target in addresses or tuple(net.address(node) for node in nodes):
+        event = net.wait(hub, hub.ping(target, net.now))
+        assert isinstance(event, PingFinished)
+        assert event.node is not None
+
+
 def network(count: int, **kwargs: object) -> tuple[Net, list[DHTNode]]:
-    """``count`` nodes, each bootstrapped from node 0 (which bootstraps from node 1)."""
+    """``count`` nodes, each bootstrapped from node 0 (which bootstraps from node 1), which
+    has pinged them all first (:func:`confirm`); then four maintenance ticks, in which each
+    node pings the joiners that only queried it so far (and fills sparse buckets), so that it
+    passes them on too: replies list only nodes that answered (libtorrent's rule)."""
     net = Net()
     nodes = [net.add(private(i), **kwargs) for i in range(count)]
+    confirm(net, nodes[0], nodes[1:])
     first = net.address(nodes[0])
     ops = [(node, node.bootstrap([first], net.now)) for node in nodes[1:]]
     ops.append((nodes[0], nodes[0].bootstrap([net.address(nodes[1])], net.now)))
     for node, op in ops:
         net.wait(node, op)
+    net.run_for(4 * nodes[0].config.maintenance_interval)
     return net, nodes
 
 
@@ -203,6 +219,33 @@ def test_querier_gets_confirmed_by_maintenance_ping() -> None:
     net.run_for(a.config.maintenance_interval + 1)
     # B pinged A back on its maintenance tick (A was questionable); now A is good in B's table
     assert b.table().state_of(a.node_id, net.now) is NodeState.GOOD
+
+
+def test_a_querier_is_listed_in_our_replies_only_once_it_answered_us() -> None:
+    net = Net()
+    us, querier, asker = net.add(private(0)), net.add(private(1)), net.add(private(2))
+    net.wait(querier, querier.ping(net.address(us), net.now))  # it only queried us
+    assert us.table().state_of(querier.node_id, net.now) is NodeState.QUESTIONABLE
+
+    def listed() -> bool:
+        query = FindNode(transaction_id=b"fn", node_id=asker.node_id.value, target=b"\x01" * 20)
+        net.inject(query.encode(), net.address(asker), net.address(us))
+        net.run_for(1.0)
+        (reply,) = [
+            m
+            for s, d, dest in net.sent
+            if s == net.address(us)
+            and dest == net.address(asker)
+            and isinstance(m := decode_message(d), Response)
+            and m.transaction_id == b"fn"
+        ][-1:]
+        assert reply.nodes is not None
+        return net.info(querier) in reply.nodes
+
+    assert not listed()
+    event = net.wait(us, us.ping(net.address(querier), net.now))  # it answers our ping
+    assert event == PingFinished(event.operation, net.info(querier))
+    assert listed()
 
 
 def test_add_node_joins_the_table_when_it_answers() -> None:
@@ -261,6 +304,7 @@ def test_bootstrap_and_find_node_converge_on_the_closest() -> None:
 def test_any_clock_origin_works(start: float) -> None:
     net = Net(start=start)
     nodes = [net.add(private(i)) for i in range(6)]
+    confirm(net, nodes[0], nodes[1:])  # nodes[0] introduces only nodes that answered it
     for node in nodes[1:]:
         net.wait(node, node.bootstrap([net.address(nodes[0])], net.now))
     net.silent.add(net.address(nodes[5]))  # one slow timer and one timeout on the way
@@ -598,6 +642,9 @@ def test_dual_stack_lookup_uses_both_families() -> None:
         net.events[PeerAddress.parse(f"10.0.0.{i + 1}:6881")] = net.events[net.address(node)]
     first6 = PeerAddress.parse("[fd00::1]:6881")
     first4 = PeerAddress.parse("10.0.0.1:6881")
+    # the entry introduces only nodes that answered it, in each family's table
+    others = [f"{f}:6881" for i in range(2, 13) for f in (f"[fd00::{i}]", f"10.0.0.{i}")]
+    confirm(net, nodes[0], nodes[1:], *map(PeerAddress.parse, others))
     for node in nodes[1:]:
         net.wait(node, node.bootstrap([first6, first4], net.now))
     seeker = nodes[5]

@@ -355,6 +355,39 @@ def test_closest_prefers_good_nodes_then_sorts_by_distance() -> None:
     assert t.closest(NodeId.from_int(1 << 140), T0, 1) == [node(1 << 100)]
 
 
+def test_closest_confirmed_only_is_libtorrents_rule_for_replies() -> None:
+    t = table()
+    t.heard_from(node(1 << 100), T0, True)  # good
+    t.heard_from(node(2 << 100), T0, False)  # only queried us: never confirmed
+    t.heard_from(node(3 << 100), T0 - GOOD_INTERVAL, True)  # confirmed long ago, no failure
+    t.heard_from(node(4 << 100), T0, True)
+    t.failed(node(4 << 100), T0)  # answered, then failed once: questionable
+    t.heard_from(node(5 << 100), T0, True)
+    assert t.state_of(node(3 << 100).node_id, T0) is NodeState.QUESTIONABLE
+    target = NodeId.from_int(2 << 100)
+    # by distance alone (3 ^ 2 = 1 before 1 ^ 2 = 3): a quiet confirmed node is not ranked
+    # behind good ones, as libtorrent's find_node does not; include_questionable is moot
+    expected = [node(3 << 100), node(1 << 100), node(5 << 100)]
+    assert t.closest(target, T0, confirmed_only=True) == expected
+    assert t.closest(target, T0, confirmed_only=True, include_questionable=False) == expected
+    assert t.closest(target, T0, 2, confirmed_only=True) == expected[:2]
+    assert t.closest(target, T0, 0, confirmed_only=True) == []
+    # our own lookups still start from the unconfirmed and failed-once nodes too
+    assert node(2 << 100) in t.closest(target, T0)
+    assert node(4 << 100) in t.closest(target, T0)
+    # the querier answers one of our queries: from then on it is handed out; a response
+    # clears a failure the same way
+    t.heard_from(node(2 << 100), T0 + 1, True)
+    t.heard_from(node(4 << 100), T0 + 1, True)
+    served = t.closest(target, T0 + 1, confirmed_only=True)
+    assert served[:2] == [node(2 << 100), node(3 << 100)]
+    assert node(4 << 100) in served
+    # a node loaded from a save is unconfirmed until it answers
+    loaded = RoutingTable.load(t.save(T0 + 1), rng=Random(1), now=T0 + 1)
+    assert loaded.closest(target, T0 + 1, confirmed_only=True) == []
+    assert len(loaded.closest(target, T0 + 1)) == 5
+
+
 def test_nodes_to_ping_least_recently_seen_questionable_per_bucket() -> None:
     t = table()
     t.heard_from(node(1 << 150), T0, True)
@@ -582,6 +615,22 @@ class TableMachine(RuleBasedStateMachine):
         chosen = (good[:8] + rest)[:8]
         expected = sorted(chosen, key=lambda e: int(NodeId(e.node.node_id)) ^ goal)
         assert self.table.closest(target, self.now) == [e.node for e in expected]
+
+    @invariant()
+    def confirmed_only_is_the_true_closest_confirmed(self) -> None:
+        # libtorrent's confirmed(): responded once, no failure since; by distance alone
+        target = _id(self.table.bucket_count % 160, 5)
+        goal = int(target)
+        confirmed = sorted(
+            (
+                e
+                for e in self.table.entries(self.now)
+                if e.in_bucket and e.last_response is not None and not e.failures
+            ),
+            key=lambda e: int(NodeId(e.node.node_id)) ^ goal,
+        )
+        served = self.table.closest(target, self.now, confirmed_only=True)
+        assert served == [e.node for e in confirmed[:8]]
 
 
 TableMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=50, deadline=None)

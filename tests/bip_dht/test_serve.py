@@ -351,6 +351,35 @@ def test_querier_offered_to_table_unless_read_only() -> None:
     assert table.state_of(querier, 1.0) is not None
 
 
+def test_replies_hand_out_only_nodes_that_answered_us() -> None:
+    handler, table, *_ = make()
+    for i in range(3, 20):  # three nodes that answered us are left: fewer than a reply holds
+        table.remove(bytes([i]) * 20, 0.0)
+    assert len(table) == 3
+    near = b"\x80" + bytes(18) + b"\x03"
+    querier = NodeInfo(near[:19] + b"\x01", PeerAddress.parse("10.7.7.7:6881"))
+    ask(handler, Ping(transaction_id=b"tx", node_id=querier.node_id).encode(), querier.address)
+    assert table.state_of(querier.node_id, 1.0) is not None  # kept, unconfirmed
+    queries = [
+        FindNode(transaction_id=b"tx", node_id=THEM, target=near),
+        GetPeers(transaction_id=b"tx", node_id=THEM, info_hash=near),
+        Get(transaction_id=b"tx", node_id=THEM, target=near),
+        SampleInfohashes(transaction_id=b"tx", node_id=THEM, target=near),
+    ]
+    for query in queries:
+        nodes = ask(handler, query.encode()).nodes
+        assert nodes is not None
+        assert querier not in nodes, query  # not even to fill the reply up
+        assert len(nodes) == 3
+    # its answer to one of our queries confirms it: now it is passed on, nearest first
+    table.heard_from(querier, 2.0, responded=True)
+    for query in queries:
+        nodes = ask(handler, query.encode(), now=2.0).nodes
+        assert nodes is not None
+        assert nodes[0] == querier, query
+        assert len(nodes) == 4
+
+
 def test_rate_limit_on_explicit_clock() -> None:
     handler, *_ = make(rate_limit=RateLimiter(rate=1.0, burst=3.0))
     ping = Ping(transaction_id=b"tx", node_id=THEM).encode()

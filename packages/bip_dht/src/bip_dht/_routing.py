@@ -402,19 +402,49 @@ class RoutingTable:
                     )
 
     def closest(
-        self, target: NodeId, now: float, n: int = BUCKET_SIZE, *, include_questionable: bool = True
+        self,
+        target: NodeId,
+        now: float,
+        n: int = BUCKET_SIZE,
+        *,
+        include_questionable: bool = True,
+        confirmed_only: bool = False,
     ) -> list[NodeInfo]:
         """Up to *n* bucket nodes closest to *target*, nearest first, never bad ones.
 
         Good nodes come first: the answer is the *n* closest good nodes, topped up (when there
         are fewer, and *include_questionable*) with the closest questionable ones; the result is
-        sorted by distance. Replacement-cache nodes are not offered.
+        sorted by distance. Replacement-cache nodes are not offered. This is what our own
+        lookups start from: a node that never answered is worth a try there.
+
+        With *confirmed_only* (what we hand out in our replies) the answer is instead the *n*
+        closest nodes that have responded to one of our queries and have not failed one since,
+        whether their last response is recent (good) or older (questionable): libtorrent's
+        ``node_entry::confirmed()``, the rule of its ``routing_table::find_node`` without
+        ``include_failed``, which its ``write_nodes_entries`` uses. A node that only queried us
+        or was loaded from a save is never passed on to the network, so a querier cannot get
+        itself (or a spoofed address) propagated by us without answering us first.
+        *include_questionable* is then ignored.
+
+        >>> from bip_handshake import PeerAddress
+        >>> table = RoutingTable(NodeId(bytes(20)), family=4, rng=Random(0))
+        >>> querier = NodeInfo(NodeId.from_int(1).value, PeerAddress.parse("1.2.3.4:6881"))
+        >>> table.heard_from(querier, now=0.0, responded=False)
+        <Admission.ADDED: 'added'>
+        >>> table.closest(table.own_id, 0.0, confirmed_only=True)
+        []
+        >>> table.heard_from(querier, now=1.0, responded=True)
+        <Admission.UPDATED: 'updated'>
+        >>> table.closest(table.own_id, 1.0, confirmed_only=True) == [querier]
+        True
         """
         if not isinstance(target, NodeId):
             raise LocalProtocolError(f"target is a NodeId, got {target!r}")
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise LocalProtocolError(f"n is a non-negative int, got {n!r}")
         goal = int(target)
+        if confirmed_only:
+            return self._closest_confirmed(goal, n)
         good: list[tuple[int, _Entry]] = []
         questionable: list[tuple[int, _Entry]] = []
         max_failures = self._max_failures
@@ -443,6 +473,21 @@ class RoutingTable:
             chosen += questionable[: n - len(chosen)]
             chosen.sort(key=lambda pair: pair[0])
         return [entry.node for _, entry in chosen]
+
+    def _closest_confirmed(self, goal: int, n: int) -> list[NodeInfo]:
+        """:meth:`closest` with *confirmed_only*: the *n* bucket nodes closest to *goal* that
+        have responded and not failed since, by distance alone (libtorrent ranks no good node
+        above a confirmed one that has been quiet for 15 minutes; neither does this)."""
+        found: list[tuple[int, _Entry]] = []
+        for group in self._by_distance(goal):
+            for bucket in group:
+                for raw, entry in bucket.nodes.items():
+                    if entry.last_response is not None and not entry.failures:
+                        found.append((int.from_bytes(raw, "big") ^ goal, entry))
+            if len(found) >= n:
+                break  # every later group is farther than all gathered (see _by_distance)
+        found.sort(key=lambda pair: pair[0])
+        return [entry.node for _, entry in found[:n]]
 
     def _by_distance(self, goal: int) -> Iterator[list[_Bucket]]:
         """The buckets in groups, each group's nodes all closer to *goal* than any later one's.

@@ -58,6 +58,12 @@ Decisions:
   ``heard_about``), unless it set BEP 43's ``ro``: the table keeps it as unconfirmed (a
   replacement at best, never evicting a node that has responded) until the node core's own
   ping confirms it. The table's own filters (one node per IP, BEP 42) apply.
+- The ``nodes`` / ``nodes6`` we reply with hold only confirmed nodes: ones that have answered
+  one of our queries and not failed one since (recently or not), as libtorrent's
+  ``write_nodes_entries`` hands out (``routing_table::find_node`` without
+  ``include_failed``). A node that merely queried us, or that we only heard about, is never
+  passed on until it answers us: otherwise a forged source address in one query would have
+  us advertise it to everyone who asks (cheap routing poisoning, a reflection helper).
 - Rate limiting: each source IP spends one token per query (:class:`~bip_dht.RateLimiter`,
   bounded memory); a query over the limit is dropped silently and counted, as libtorrent
   drops them. Only queries are charged, so a busy node's answers to our lookups are never lost.
@@ -428,7 +434,9 @@ class QueryHandler:
             table = self._tables.get(family)
             if table is None:
                 continue
-            found = tuple(table.closest(goal, now, BUCKET_SIZE))
+            # only nodes that have answered us (libtorrent's rule): a querier we never heard
+            # answer is not passed on, or anyone could have us spread its (spoofed) address
+            found = tuple(table.closest(goal, now, BUCKET_SIZE, confirmed_only=True))
             fields["nodes" if family == 4 else "nodes6"] = found
         if not fields:
             # A requester wanting only a family we have no table for still gets a valid reply.
