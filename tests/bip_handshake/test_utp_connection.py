@@ -392,7 +392,9 @@ def test_reset_after_both_fins_is_quiet() -> None:
     net = pair()
     transfer(net, b"a", b"b")
     net.run_until(lambda: state(net.a) is UtpState.CLOSED)
-    net.a.receive_packet(UtpPacket(UtpPacketType.RESET, net.a.recv_id, 0, 0, 0, 0, 0), net.now)
+    # As the peer sends it: acking our FIN (a RESET acking nothing we sent is ignored).
+    fin = (net.a._seq_nr - 1) & 0xFFFF
+    net.a.receive_packet(UtpPacket(UtpPacketType.RESET, net.a.recv_id, 0, 0, 0, 0, fin), net.now)
     assert finished(net.a)
 
 

@@ -27,8 +27,9 @@ How it behaves, following BEP 29 and libtorrent:
   before that copy left (a late ack), it undoes its loss (the size arrived). EMSGSIZE
   from the socket (:meth:`UtpConnection.datagram_too_big`, and
   :meth:`UtpConnection.datagram_not_sent` for the rest of the batch) lowers the ceiling at
-  once; packets that never left the host are cut again to the new size. Two timeouts in a row
-  restart the search from the floor (the path may have shrunk). Small writes are
+  once; packets that never left the host are cut again to the new size. Two timeouts with
+  no ack of ours in between (the peer's own packets may still arrive) restart the search
+  from the floor (the path may have shrunk). Small writes are
   coalesced, Nagle-like: a packet shorter than a full one leaves only when nothing else is
   in flight, or when the stream is being closed.
 - Sending is bounded by ``min(cwnd, peer's advertised window)``. A closed peer window is
@@ -40,9 +41,16 @@ How it behaves, following BEP 29 and libtorrent:
   leave in one burst and overflow the receiver's UDP socket buffer: on loopback, where
   the delay never builds, that was every retransmission seen against libtorrent.
 - Retransmission: a timeout of ``max(rtt + 4 * rtt_var, 500 ms)`` (1 s before any
-  sample; samples only from packets sent once), doubled on each expiry; after
-  ``max_timeouts`` consecutive expiries the connection fails. Three duplicate acks, or
-  three selectively acked packets past a hole, resend the hole at once.
+  sample; samples only from packets sent once, after the last resend, acked by a new
+  ack), doubled on each expiry in a row, at most 60 s. As libtorrent, every packet from
+  the peer that passes the ack check ends the backoff (the path works again) and brings
+  a backed-off deadline in to one plain timeout from then: after an outage the next loss
+  is resent within a second, not after the 32 s the backoff reached (during which the
+  peer's keepalive would arrive first and time a 29 s round trip). After
+  ``max_timeouts`` expiries without a packet from the peer in between the connection
+  fails (a peer that answers but takes nothing fails after ``idle_timeout``, below).
+  Three duplicate acks, or three selectively acked packets past a hole, resend the hole
+  at once.
 - LEDBAT: the peer echoes our one-way delay in ``timestamp_difference``; the base delay
   is the minimum over the last two minutes, the queuing delay the smallest of the last
   three samples above it. The window grows by at most
@@ -68,8 +76,12 @@ How it behaves, following BEP 29 and libtorrent:
   connection holding out-of-order data: only while that connection's reader holds
   nothing in order, so that the next such packet waits for the reader to take it.
 - Acks are validated: an ack for a sequence number we never sent drops the packet; an
-  old ack is ignored. A FIN fixes the last sequence number; nothing past it is taken.
-  A FIN's payload is ignored (libtorrent reads data from ST_DATA only).
+  old ack is ignored. So is a RESET that acks nothing we sent (libtorrent): while we
+  connect it must ack our SYN; after, a packet we sent (at most half the sequence space
+  back), or 0 from an initiator that never confirmed (it knew none of our numbers): a
+  RESET forged blind needs a plausible ack number as well as the connection id. A FIN
+  fixes the last sequence number; nothing past it is taken. A FIN's payload is ignored
+  (libtorrent reads data from ST_DATA only).
 - A keepalive ST_STATE goes out after ``keepalive_interval`` of our silence (with
   ``ack_nr - 1``, as libtorrent, so that it never counts as a duplicate ack), and a
   connection that hears nothing for ``idle_timeout`` fails. So does one whose written
@@ -130,6 +142,8 @@ MAX_REORDER_DISTANCE: Final = 1024
 MIN_TIMEOUT_US: Final = 500_000
 INITIAL_TIMEOUT_US: Final = 1_000_000
 MAX_TIMEOUT_US: Final = 60_000_000
+_MAX_BACKOFF: Final = 7
+"""Doublings of the retransmission timeout that count: 500 ms << 7 is past 60 s already."""
 _BASE_DELAY_BUCKET_US: Final = 60_000_000
 """The base delay is the minimum of two one-minute buckets: about two minutes of history."""
 _BASE_DELAY_BUCKETS: Final = 2
@@ -447,7 +461,9 @@ class UtpConnection:
         self._dup_acks = 0
         self._rtt_us: int | None = None
         self._rtt_var_us = 0
-        self._rto_us = INITIAL_TIMEOUT_US
+        # The timeout the round trip estimate gives, before the backoff of timeouts in a row.
+        self._base_rto_us = INITIAL_TIMEOUT_US
+        self._rto_us = INITIAL_TIMEOUT_US  # the timeout now: the base doubled per timeout
         self._rto_deadline: int | None = None
         self._probe_deadline: int | None = None
         # Since when our written bytes wait, unsent or unacknowledged, without any ack
@@ -459,7 +475,12 @@ class UtpConnection:
         # The last sequence number judged for a fast resend by selective acks (None: none);
         # forgotten when packets become eligible again (a timeout, EMSGSIZE).
         self._sack_scanned: int | None = None
+        # Retransmission timeouts in a row without a packet from the peer in between: the
+        # backoff's exponent, and what max_timeouts (syn_retries) bounds.
         self._timeouts = 0
+        # ...and without an ack of ours in between: two restart the MTU search, even while
+        # the peer's packets get through (a path shrunk below our datagrams only).
+        self._unacked_timeouts = 0
         self._last_resend_us = -1
         self._pace_tokens = float(_PACING_BURST)  # bytes that may leave now, back to back
         self._pace_stamp = now_us
@@ -762,7 +783,8 @@ class UtpConnection:
         self._packets_received += 1
         kind = packet.type
         if kind is UtpPacketType.RESET:
-            self._on_reset()
+            if self._reset_acceptable(packet.ack_nr):
+                self._on_reset()
             return
         if kind is UtpPacketType.SYN:
             # A resent SYN: our ST_STATE was lost. Anything else with a SYN is bogus. The
@@ -787,10 +809,10 @@ class UtpConnection:
         self._reply_micro = (now_us - packet.timestamp_us) & _TS_MASK
         self._peer_wnd = packet.wnd_size
         self._confirm()
+        if self._timeouts:
+            self._end_backoff(now_us)
         if self._peer_wnd >= self._payload_size:
             self._probe_deadline = None
-        else:
-            self._timeouts = 0  # alive, only full: unanswered probes are no reason to give up
         flight_before = self._in_flight
         acked_bytes = 0
         if 0 < ack_distance <= outstanding:
@@ -830,6 +852,43 @@ class UtpConnection:
     def _acked_next(self) -> int:
         return (self._acked + 1) & _SEQ_MASK
 
+    def _end_backoff(self, now_us: int) -> None:
+        """A packet from the peer passed the ack check: the path works, the backoff ends.
+
+        As libtorrent (``m_num_timeouts = 0`` for every valid packet): kept after the
+        outage, a timeout doubled to 32 s would hold the next loss that long, and the
+        peer's keepalive (acking ``ack_nr - 1``, after 29 s of its silence) would arrive
+        first and feed a 29 s round trip to the estimate, keeping the timeout high: a
+        lossy link crawled. The deadline comes in to one plain timeout from now, never
+        later than it was: libtorrent re-arms it at every packet, but a peer streaming
+        data at us would then hold back the resend of a lost packet of ours for as long.
+        """
+        self._timeouts = 0
+        self._update_rto()
+        if self._rto_deadline is not None:
+            self._rto_deadline = min(self._rto_deadline, now_us + self._rto_us)
+
+    def _update_rto(self) -> None:
+        """The timeout now: the estimate doubled per timeout in a row, at most 60 s."""
+        backoff = min(self._timeouts, _MAX_BACKOFF)
+        self._rto_us = min(self._base_rto_us << backoff, MAX_TIMEOUT_US)
+
+    def _reset_acceptable(self, ack_nr: int) -> bool:
+        """Whether a RESET acking ``ack_nr`` may end the connection (libtorrent ignores one
+        acking a packet it never sent): a blind forger knows the connection id, not our
+        sequence numbers."""
+        if self.state is UtpState.SYN_SENT:
+            # The refusal of our SYN acks it (ours, libtorrent's and libutp's RESETs for
+            # an unknown connection ack the packet they answer).
+            return ack_nr == self._acked_next()
+        # Any packet we sent, up to half the sequence space back: a RESET acks the peer's
+        # last in-order packet, which may be long acked on our side.
+        if seq_distance(ack_nr, (self._seq_nr - 1) & _SEQ_MASK) < _HALF:
+            return True
+        # An initiator that gives up before it heard our ST_STATE knows none of our
+        # numbers: its RESET acks 0 (ours from SYN_SENT, and libtorrent's, do).
+        return not self._confirmed and ack_nr == 0
+
     def _on_reset(self) -> None:
         if self.state is UtpState.CLOSED:
             self._finished = True
@@ -854,7 +913,7 @@ class UtpConnection:
                 acked_bytes += self._acknowledged(entry, now_us, sample=seq == ack_nr)
         self._acked = ack_nr
         self._dup_acks = 0
-        self._timeouts = 0
+        self._unacked_timeouts = 0
         self._rto_deadline = now_us + self._rto_us if self._outgoing else None
         return acked_bytes
 
@@ -1107,7 +1166,10 @@ class UtpConnection:
             delta = self._rtt_us - sample_us
             self._rtt_var_us += (abs(delta) - self._rtt_var_us) // 4
             self._rtt_us += (sample_us - self._rtt_us) // 8
-        self._rto_us = min(max(self._rtt_us + 4 * self._rtt_var_us, MIN_TIMEOUT_US), MAX_TIMEOUT_US)
+        self._base_rto_us = min(
+            max(self._rtt_us + 4 * self._rtt_var_us, MIN_TIMEOUT_US), MAX_TIMEOUT_US
+        )
+        self._update_rto()
 
     def _delay_sample(self, sample: int, now_us: int) -> None:
         """Record the one-way delay the peer measured for our packets."""
@@ -1366,6 +1428,7 @@ class UtpConnection:
         """Resend after a retransmission timeout; ``False`` when the connection gave up."""
         self._sack_scanned = None  # every packet goes again: each may be judged again
         self._timeouts += 1
+        self._unacked_timeouts += 1
         self._timeout_count += 1
         if self.state is UtpState.SYN_SENT:
             if self._timeouts > self._config.syn_retries:
@@ -1381,14 +1444,15 @@ class UtpConnection:
                 # Only the probe was out: it was too big, the path is fine. Resend it
                 # unpadded without cutting the window or counting a timeout.
                 self._timeouts -= 1
+                self._unacked_timeouts -= 1
                 self._mark_unsent(probe)
                 self._rto_deadline = now_us + self._rto_us
                 return True
-        if self._timeouts >= 2 and self._mtu_floor > self._config.min_datagram:
+        if self._unacked_timeouts >= 2 and self._mtu_floor > self._config.min_datagram:
             # Loss that lasts: the path may have shrunk below what probes found. New
             # packets go at the floor again, and the search starts over.
             self._restart_mtu_search()
-        self._rto_us = min(self._rto_us * 2, MAX_TIMEOUT_US)
+        self._update_rto()  # doubled: one more timeout in a row
         self._ssthresh = max(self._cwnd / 2, 2.0 * self._payload_size)
         self._cwnd = float(self._payload_size)
         self._slow_start = True
