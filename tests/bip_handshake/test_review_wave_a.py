@@ -165,7 +165,8 @@ async def test_a_window_reopened_by_another_connection_failing_is_announced_at_o
         last = [p for p in sent if p.connection_id == 10][-1]
         assert last.wnd_size < MAX_PAYLOAD
         sent.clear()
-        utp.datagram_received(packet(UtpPacketType.RESET, 20, 0, 0, b""), _PEER)
+        # The peer's RESET acks what it acked before (one acking nothing we sent is ignored).
+        utp.datagram_received(packet(UtpPacketType.RESET, 20, 0, freeing_ack, b""), _PEER)
         # No read anywhere, no timer run: only the socket's own pump after the packet (what
         # it sends waits in its queue for the sender task, or was sent already).
         out = sent + [UtpPacket.decode(datagram) for datagram, _, _ in utp._queue]
