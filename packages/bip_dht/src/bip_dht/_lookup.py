@@ -35,8 +35,9 @@ IP already in the set is ignored, and so is a node learned from an answer (or
 :meth:`Lookup.add_candidates`) whose /24 (IPv4) or /64 (IPv6) network an earlier learned node
 holds, as libtorrent's ``traversal_algorithm::add_entry`` does: one host owning a /64 cannot
 answer with made-up ids at made-up addresses and fill all ``k`` closest places. The seeds the
-lookup starts from (libtorrent's ``flag_initial``: our routing table's nodes and the bootstrap
-addresses) hold no network, so they neither count against it nor are refused by it. Local
+lookup starts from (libtorrent's ``flag_initial``: our routing table's nodes and, for a
+bootstrap, the addresses that answered it) hold no network, so they neither count against it
+nor are refused by it; the nodes a bootstrap's responders name are learned ones. Local
 addresses (those BEP 42 exempts: a LAN, loopback, the simulator's 10/8) are exempt from the
 network rule as in the routing table (many honest nodes share such a /24); for them only
 the one-per-IP rule applies.

@@ -455,7 +455,12 @@ class BootstrapOp(LookupOp):
         self.slow_after = slow_after
         self._unsent = deque(addresses)
         self._pending: set[bytes] = set()
-        self._seeds: dict[bytes, NodeInfo] = {}
+        # Who answered, and whom they named: the lookup starts from the responders and takes
+        # the named nodes as learned ones (one per /24 or /64, libtorrent's
+        # restrict_search_ips: only its routers are initial), so one responder cannot fill
+        # the k closest places from one network.
+        self._responders: dict[bytes, NodeInfo] = {}
+        self._named: dict[bytes, NodeInfo] = {}
         self._first_answer: float | None = None
 
     def start(self, now: float) -> None:
@@ -499,10 +504,14 @@ class BootstrapOp(LookupOp):
         if self._first_answer is None:
             self._first_answer = now
         own = self.ctx.own_id.value
-        heard = (NodeInfo(response.node_id, tx.address), *(response.nodes or ()))
-        for node in (*heard, *(response.nodes6 or ())):
-            if node.node_id != own and len(self._seeds) < _MAX_BOOTSTRAP_SEEDS:
-                self._seeds.setdefault(node.node_id + node.address.to_compact(), node)
+        responder = NodeInfo(response.node_id, tx.address)
+        if responder.node_id != own:
+            self._responders.setdefault(
+                responder.node_id + responder.address.to_compact(), responder
+            )
+        for node in (*(response.nodes or ()), *(response.nodes6 or ())):
+            if node.node_id != own and len(self._named) < _MAX_BOOTSTRAP_SEEDS:
+                self._named.setdefault(node.node_id + node.address.to_compact(), node)
         self._maybe_begin(now)
 
     def on_failure(self, tx: Transaction, code: int | None, now: float) -> None:
@@ -519,7 +528,19 @@ class BootstrapOp(LookupOp):
         if not self._pending or (
             self._first_answer is not None and now >= self._first_answer + self.slow_after
         ):
-            self._begin(self._seeds.values())
+            self._begin_from_answers()
+
+    def _begin_from_answers(self) -> None:
+        """Start the lookup from the responders, the nodes they named offered as learned
+        candidates (a family no responder is of, as ``nodes6`` from an IPv4 responder,
+        starts from the nodes named in it: nothing else would start it)."""
+        responders = list(self._responders.values())
+        answered = {node.address.family for node in responders}
+        named = list(self._named.values())
+        self._begin([*responders, *(n for n in named if n.address.family not in answered)])
+        for family, lookup in self.lookups.items():
+            if family in answered:
+                lookup.add_candidates(n for n in named if n.address.family == family)
 
     def handle_timer(self, now: float) -> None:
         if self.started:
