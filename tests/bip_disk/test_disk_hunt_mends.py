@@ -260,11 +260,29 @@ class _Odd(MemoryFileSystem):
         return super().read(path, offset, length)
 
 
-def test_storage_faults_converts_any_exception_but_base_ones() -> None:
-    with pytest.raises(StorageError) as info, storage_faults("t/a"):
+def test_storage_faults_converts_any_exception_but_base_ones(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with (
+        caplog.at_level(logging.DEBUG, logger="bip_disk.manager"),
+        pytest.raises(StorageError) as info,
+        storage_faults("t/a"),
+    ):
         raise ValueError("odd")
     assert isinstance(info.value.__cause__, ValueError)
     assert info.value.path == "t/a"
+    # Not an OSError: a bug (ours or the plugin's) is told with its traceback.
+    (record,) = caplog.records
+    assert "ValueError" in record.getMessage()
+    assert record.exc_info is not None
+    caplog.clear()
+    with (
+        caplog.at_level(logging.DEBUG, logger="bip_disk.manager"),
+        pytest.raises(StorageError),
+        storage_faults("t/a"),
+    ):
+        raise OSError(28, "No space left on device")
+    assert not caplog.records  # a plain storage failure: nothing more to say
     exists = DestinationExistsError("t/a exists", path="t/a")
     with pytest.raises(DestinationExistsError) as kept, storage_faults("t/a"):
         raise exists

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import errno
+import logging
 import uuid
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
@@ -71,6 +72,8 @@ class Copied:
     warnings: list[StorageError]
 
 
+_log = logging.getLogger("bip_disk.manager")  # what it finds are the manager's torrents' faults
+
 _COPY_CHUNK = 4 * 1024 * 1024
 _ZEROS = bytes(_COPY_CHUNK)
 
@@ -96,13 +99,22 @@ def storage_faults(path: str | None = None) -> Iterator[None]:
     anything through (an ``OSError``, its backend's own ``ValueError``, our
     ``PathError``); it is a storage fault all the same, never a crash. A
     ``StorageError`` passes unchanged, and so does what is not an ``Exception``
-    (``trio.Cancelled``, ``KeyboardInterrupt``).
+    (``trio.Cancelled``, ``KeyboardInterrupt``). One that is not an ``OSError``
+    either (a bug, ours or the plugin's) is logged at DEBUG with its traceback, which
+    the fault loses (its frames are dropped to free the buffers they hold).
     """
     try:
         yield
     except StorageError:
         raise
     except Exception as error:
+        if not isinstance(error, OSError):
+            _log.debug(
+                "a storage call on %r raised %s, taken as a storage fault",
+                path,
+                type(error).__name__,
+                exc_info=error,
+            )
         raise as_storage_error(error, path) from error
 
 
