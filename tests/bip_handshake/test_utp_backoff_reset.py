@@ -241,7 +241,7 @@ def test_a_reset_while_connecting_must_ack_our_syn() -> None:
 def test_a_reset_acking_what_we_never_sent_is_ignored() -> None:
     a, b, t = connected_with_a_sample()
     last = (a._seq_nr - 1) & 0xFFFF  # the DATA packet b acked
-    for ack_nr in (last + 1, last + 1000, last + 0x7FFF, last - 0x8000):
+    for ack_nr in (last + 2, last + 1000, last + 0x7FFF, last - 0x8000):
         a.receive_packet(reset(a, ack_nr), t)
         assert a.state is UtpState.CONNECTED
     # Still works.
@@ -298,3 +298,15 @@ def test_an_initiator_giving_up_while_connecting_resets_the_unconfirmed_accept()
     deliver(a, b, 10)
     b.receive_packet(reset(b, 0), 20)
     assert b.state is UtpState.CONNECTED
+
+
+def test_a_reset_answering_our_keepalive_ends_the_connection() -> None:
+    # A peer that forgot the connection answers our ST_STATE (which carries our next,
+    # unsent number) with a RESET acking that number: honoured, not left to idle_timeout.
+    a, _b, t = connected_with_a_sample()
+    t += 30 * SECOND
+    a.handle_timer(t)
+    (keepalive,) = [UtpPacket.decode(d) for d in a.datagrams_to_send(t)]
+    assert keepalive.type is UtpPacketType.STATE
+    a.receive_packet(reset(a, keepalive.seq_nr), t + 1000)
+    assert a.state is UtpState.FAILED

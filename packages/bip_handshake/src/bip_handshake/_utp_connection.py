@@ -882,8 +882,10 @@ class UtpConnection:
             # an unknown connection ack the packet they answer).
             return ack_nr == self._acked_next()
         # Any packet we sent, up to half the sequence space back: a RESET acks the peer's
-        # last in-order packet, which may be long acked on our side.
-        if seq_distance(ack_nr, (self._seq_nr - 1) & _SEQ_MASK) < _HALF:
+        # last in-order packet, which may be long acked on our side. Or the number our
+        # ST_STATEs carry (the next, unsent one): a peer that forgot the connection answers
+        # our acks and keepalives with a RESET acking it (ours, libtorrent's and libutp's do).
+        if ack_nr == self._seq_nr or seq_distance(ack_nr, (self._seq_nr - 1) & _SEQ_MASK) < _HALF:
             return True
         # An initiator that gives up before it heard our ST_STATE knows none of our
         # numbers: its RESET acks 0 (ours from SYN_SENT, and libtorrent's, do).
