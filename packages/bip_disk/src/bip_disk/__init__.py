@@ -45,6 +45,7 @@ from ._fsspec import (
     FsspecFileSystem,
 )
 from ._hashing import (
+    PieceHasher,
     PieceVerifier,
     V2Target,
 )
@@ -100,6 +101,7 @@ __all__ = [
     "NativeFileSystem",
     "PathError",
     "PieceDiscarded",
+    "PieceHasher",
     "PieceLost",
     "PieceVerified",
     "PieceVerifier",

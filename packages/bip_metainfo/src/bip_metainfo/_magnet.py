@@ -78,8 +78,8 @@ class MagnetLink:
     addresses are compressed, ``so`` ranges are sorted and merged, and an empty
     display name is None; ``parse(str(link)) == link`` holds for every link whose
     URI stays within :attr:`MAX_LENGTH` characters and :attr:`MAX_PARAMETERS`
-    parameters, which :meth:`parse` demands (see :func:`fits`;
-    :meth:`~bip_metainfo.Metainfo.magnet` keeps to them).
+    parameters, which :meth:`parse` demands (:meth:`~bip_metainfo.Metainfo.magnet`
+    keeps to them).
 
     >>> link = MagnetLink.parse(
     ...     "magnet:?xt=urn:btih:CDCDCDCDCDCDCDCDCDCDCDCDCDCDCDCDCDCDCDCD&dn=Big+Buck%20Bunny"
@@ -269,7 +269,8 @@ class MagnetLink:
         keep their colons, addresses their brackets and ``so`` its commas.
 
         A link with thousands of trackers gives a URI longer than :meth:`parse`
-        reads back (:attr:`MAX_LENGTH`); :func:`fits` tells.
+        reads back (:attr:`MAX_LENGTH`); :meth:`~bip_metainfo.Metainfo.magnet` leaves
+        trackers out to stay within it.
         """
         parts = [f"xt={_quote(value, _URN_SAFE)}" for name, value in self.extra if name == "xt"]
         if self.info_hash.v1 is not None:
