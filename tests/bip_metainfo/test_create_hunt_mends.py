@@ -88,6 +88,7 @@ def test_a_fifo_swapped_in_after_the_walk_is_refused_not_waited_for(tmp_path: Pa
         (["Readme", "README"], "Readme", "t/Readme.1"),
         (["A", "a/x"], "A", "t/A.1"),  # a file yields to a directory
         (["cafe\u0301", "caf\u00e9"], "caf\u00e9", "t/caf\u00e9.1"),
+        (["gpj\u202eexe.txt"], "gpj\u202eexe.txt", "t/gpjexe.txt"),  # a bidi override
     ],
 )
 def test_names_readers_would_change_are_refused_before_hashing(
@@ -109,6 +110,24 @@ def test_names_that_readers_keep_are_accepted(tmp_path: Path) -> None:
     torrent = create_torrent(root, creation_date=None)
     on_disk = sorted("t/" + p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
     assert sorted(f.path_str() for f in torrent.files if not f.is_pad) == on_disk
+
+
+def test_joiners_in_persian_indic_and_emoji_names_are_kept(tmp_path: Path) -> None:
+    """Before: readers dropped ZWNJ and ZWJ, so these names were refused as changed
+    (with a message that could not say why: the names look the same)."""
+    names = ["\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645.mp3", "\u0915\u094d\u200d\u0937"]
+    names.append("\U0001f468\u200d\U0001f469\u200d\U0001f467.png")
+    root = _tree(tmp_path / "\u0646\u06cc\u200c\u0647\u0627", names)
+    torrent = create_torrent(root, creation_date=None)
+    parsed = Metainfo.from_bytes(torrent.to_bytes())
+    expected = sorted(f"{root.name}/{name}" for name in names)
+    assert sorted(f.path_str() for f in parsed.files if not f.is_pad) == expected
+
+
+def test_a_bidi_control_is_named_as_invisible_when_refused(tmp_path: Path) -> None:
+    root = _tree(tmp_path / "t", ["a\u200fb"])
+    with pytest.raises(CreateError, match="invisible"):
+        create_torrent(root)
 
 
 def test_a_torrent_name_readers_would_change_is_refused(tmp_path: Path) -> None:
@@ -210,6 +229,23 @@ def test_a_chain_of_doubly_linked_directories_is_refused_at_once(tmp_path: Path)
         create_torrent(root, symlinks="follow")
     stored = create_torrent(root).files  # stored links: nothing walked twice
     assert len([f for f in stored if not f.is_pad]) == 2 * levels + 1
+
+
+def test_directories_sharing_an_inode_are_walked_when_links_are_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a file system whose directories share inode numbers (some FUSE and network
+    mounts) got "the same directory, reached twice" though no link was followed."""
+    root = _tree(tmp_path / "t", ["a/x/f", "b/x/g"])
+
+    def by_name(path: str, info: os.stat_result) -> tuple[int, int]:
+        return (0, hash(os.path.basename(path)))  # a/x and b/x: one "inode"
+
+    monkeypatch.setattr(_create_walk, "_directory_key", by_name)
+    torrent = create_torrent(root, creation_date=None)
+    assert [f.path_str() for f in torrent.files if not f.is_pad] == ["t/a/x/f", "t/b/x/g"]
+    with pytest.raises(CreateError, match="reached twice"):
+        create_torrent(root, symlinks="follow")  # following links, the check still runs
 
 
 @POSIX

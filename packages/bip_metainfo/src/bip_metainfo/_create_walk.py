@@ -36,7 +36,8 @@ _BITCOMET_PAD = "_____padding_file_"
 _PAD_HINT = "readers take such a file for BitComet padding and leave it out; rename it"
 _RULES = (
     'names must suit every system: no control characters, \\ / : * ? " < > |, trailing '
-    "dots or spaces, nor Windows device names such as CON"
+    "dots or spaces, Windows device names such as CON, nor the invisible bidirectional "
+    "controls U+200E, U+200F, U+202A-U+202E, U+2066-U+2069, U+061C, which readers drop"
 )
 
 
@@ -161,7 +162,9 @@ def _scan(root: str, *, include_hidden: bool, follow_symlinks: bool) -> tuple[li
     ]
     # Every directory entered, and where: followed links can reach one directory along
     # many paths, and a chain of directories each linking twice to the next would
-    # double the walk at every level (34 links: a quarter of a million entries).
+    # double the walk at every level (34 links: a quarter of a million entries). Only
+    # then: without links a tree reaches each directory once, and some file systems
+    # (FUSE, network mounts) give different directories one inode number.
     visited = {(top.st_dev, top.st_ino): root}
     while stack:
         directory, prefix, ancestors = stack.pop()
@@ -209,14 +212,16 @@ def _scan(root: str, *, include_hidden: bool, follow_symlinks: bool) -> tuple[li
                             "symbolic link loop: the link leads back to a directory it is in",
                             item.path,
                         )
-                    first = visited.get(key)
-                    if first is not None:
-                        raise CreateError(
-                            f"{item.path!r} and {first!r} are the same directory, reached twice "
-                            "through symbolic links: following them would share its files "
-                            "twice; remove a link, or store links instead of following them"
-                        )
-                    visited[key] = item.path
+                    if follow_symlinks:
+                        first = visited.get(key)
+                        if first is not None:
+                            raise CreateError(
+                                f"{item.path!r} and {first!r} are the same directory, reached "
+                                "twice through symbolic links: following them would share its "
+                                "files twice; remove a link, or store links instead of "
+                                "following them"
+                            )
+                        visited[key] = item.path
                 subdirectories.append((item.path, path, ancestors | {key} if key else ancestors))
             elif stat.S_ISREG(info.st_mode):
                 entries.append(_entry(path, item.path, info))

@@ -18,8 +18,13 @@ result is safe on Windows, macOS and Linux alike:
    code point above U+10FFFF, a truncated sequence, a stray continuation byte).
    ``str`` input is treated as its UTF-8 encoding (lone surrogates are invalid).
 2. ``/``, ``\\`` and NUL are dropped, so an element can never hold a separator;
-   so are the invisible characters that spoof names (bidirectional marks,
-   embeddings, overrides and isolates, zero-width spaces and joiners, the BOM).
+   so are the invisible bidirectional controls, which can make ``gpj.exe`` look
+   like ``exe.jpg``: libtorrent's marks, embeddings and overrides (U+200E,
+   U+200F, U+202A-U+202E) and (*stricter*) the isolates U+2066-U+2069 and the
+   Arabic letter mark U+061C, which reorder text the same way. Other invisible
+   characters are kept, as libtorrent keeps them: the zero-width non-joiner and
+   joiner (U+200C, U+200D) are part of Persian and Indic words and of emoji
+   sequences, so dropping them would rename ordinary files.
 3. Control characters (C0, DEL, C1) become ``_``, and so do the characters
    Windows forbids in names: ``" * : < > ? |`` (*stricter*; no drive letters,
    no NTFS streams).
@@ -107,23 +112,23 @@ _CAP = 240  # bytes kept of a long element, before its extension
 _EXT_WINDOW = 10  # an extension starts in the last 9 bytes of the element
 _DOT = 0x2E
 
-# Characters dropped outright: separators, NUL, and invisible spoofing characters.
+# Characters dropped outright: separators, NUL, and the bidirectional controls, which
+# can disguise a name's extension. libtorrent drops 200E, 200F and 202A-202E; the
+# isolates and the Arabic letter mark (Unicode 6.3, after libtorrent's list) reorder
+# text just as well. Zero-width joiners and the like are kept, as libtorrent keeps
+# them: Persian, Indic and emoji names need ZWNJ/ZWJ, and they cannot reorder a name.
 _DROPPED = frozenset(
     [
-        *(0x00, ord("/"), ord("\\"), 0x061C, 0xFEFF),
-        *range(0x200B, 0x2010),  # zero-width space, non-joiner, joiner; LRM, RLM
+        *(0x00, ord("/"), ord("\\"), 0x061C),
+        *range(0x200E, 0x2010),  # left-to-right and right-to-left marks
         *range(0x202A, 0x202F),  # bidirectional embeddings and overrides
-        *range(0x2060, 0x2065),  # word joiner, invisible operators
         *range(0x2066, 0x206A),  # bidirectional isolates
     ]
 )
 _WINDOWS_FORBIDDEN = frozenset(map(ord, '"*:<>?|'))
 
 # Anything the fast path cannot pass through unchanged.
-_UNSAFE = re.compile(
-    '[\x00-\x1f\x7f-\x9f/\\\\"*:<>?|'
-    "\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
-)
+_UNSAFE = re.compile('[\x00-\x1f\x7f-\x9f/\\\\"*:<>?|\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]')
 
 _RESERVED = frozenset(
     ["con", "prn", "aux", "nul", "clock$", "conin$", "conout$"]
@@ -273,8 +278,8 @@ def sanitize_name(name: bytes | str, *, fallback: bytes | str | None = None) -> 
     """Sanitise a torrent's ``name`` (the top directory, or the single file's name).
 
     The rules are those of one path element (see the module documentation), except
-    that a name which sanitises to nothing (``.``, ``..``, ``/``, only invisible
-    characters, only dots and spaces) is not replaced by ``_``: it gives
+    that a name which sanitises to nothing (``.``, ``..``, ``/``, only bidirectional
+    controls, only dots and spaces) is not replaced by ``_``: it gives
     ``fallback``, or ``""`` when there is none. libtorrent then uses the hex
     info-hash for a multi-file torrent and refuses a single-file one, and so does
     :class:`~bip_metainfo.Info`. An empty name gives ``_``, as in libtorrent; both
