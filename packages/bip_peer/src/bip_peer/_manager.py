@@ -31,7 +31,9 @@ A peer that breaks the protocol (garbage, an oversized message, a forbidden mess
 whose transport fails costs that one connection: it is removed with a reason and the error.
 
 Backpressure goes all the way: a consumer that does not read events stops the readers
-(and so, through TCP, the peers); a peer that does not read makes its send queue fill up
+(and so, through TCP, the peers); a consumer whose own sink is behind (a torrent's disk)
+stops the readers of chosen peers with :meth:`PeerManager.pause_reading` while it goes on
+reading the events of the others; a peer that does not read makes its send queue fill up
 and :meth:`PeerManager.send` block. The replies a peer's own messages earn (rejects of
 requests beyond ``reqq`` or before the metadata, hash rejects) are queued whatever the
 queue holds, and never stop the reader: a reader waiting on its own send queue ties the
@@ -610,10 +612,12 @@ class _PeerTask:
         "queue_capacity",
         "queued_bytes",
         "quota_generation",
+        "reading_paused",
         "reason",
         "removed",
         "reply_bytes",
         "reply_spans",
+        "resumed",
         "scope",
         "sending_since",
         "space",
@@ -660,7 +664,10 @@ class _PeerTask:
         self.last_send = now
         self.last_receive = now
         self.sending_since: float | None = None  # when the write in progress began
-        self.held = False  # the reader waits for the consumer, or for download tokens
+        self.held = False  # the reader waits for the consumer, for download tokens, or paused
+        # The owner paused the reader (pause_reading): it reads nothing until resumed.
+        self.reading_paused = False
+        self.resumed = trio.lowlevel.ParkingLot()  # the reader waiting for resume_reading
         self.download_quota = 0  # download tokens the reader took and has not read yet
         self.quota_generation = 0  # the download limiter's generation they were taken in
         self.local = local  # on a local network (decided once, from the address)
@@ -1189,6 +1196,33 @@ class PeerManager:
             if task.removed:
                 raise PeerClosedError(f"{peer!r} was removed")
 
+    def pause_reading(self, peer: Peer) -> None:
+        """Stop reading from ``peer`` until :meth:`resume_reading`, without waiting.
+
+        Its reader finishes the read under way (the messages of at most one
+        ``receive_size`` read still become events) and then reads nothing: unread bytes
+        stay in the kernel and the transport's window slows the peer, as libtorrent stops
+        reading a peer while its disk queue is over the limit. Writing to the peer goes on
+        (keep-alives included), and a paused peer is not idle (``idle_timeout``). Does
+        nothing for a peer that is gone, or paused already.
+        """
+        task = self._peers.get(peer)
+        if task is not None and not task.removed:
+            task.reading_paused = True
+
+    def resume_reading(self, peer: Peer) -> None:
+        """Read from ``peer`` again after :meth:`pause_reading`, without waiting. Does
+        nothing for a peer that is gone or was not paused."""
+        task = self._peers.get(peer)
+        if task is not None and task.reading_paused:
+            task.reading_paused = False
+            task.resumed.unpark_all()
+
+    def is_reading_paused(self, peer: Peer) -> bool:
+        """Whether :meth:`pause_reading` paused ``peer``'s reader (``False`` once it is gone)."""
+        task = self._peers.get(peer)
+        return task is not None and not task.removed and task.reading_paused
+
     def remove_peer(self, peer: Peer, reason: str) -> None:
         """Close the connection to ``peer``; :class:`PeerRemoved` carries ``reason``.
 
@@ -1417,6 +1451,8 @@ class PeerManager:
                                 "the peer floods requests it cannot be served: "
                                 f"{unwritten} bytes of rejects unwritten (limit {reply_bound})"
                             )
+                if task.reading_paused:
+                    await self._wait_resumed(task)
                 if download.limited:
                     data = await self._receive_limited(task)
                 else:
@@ -1433,6 +1469,18 @@ class PeerManager:
             task.fail(REASON_PROTOCOL, exc)
         except _TRANSPORT_ERRORS as exc:
             task.fail(REASON_TRANSPORT, exc)
+
+    @staticmethod
+    async def _wait_resumed(task: _PeerTask) -> None:
+        """The reader, paused by its owner, waits for :meth:`resume_reading` (removing the
+        peer cancels the wait). Waiting for our owner is not the peer being idle."""
+        task.held = True
+        try:
+            while task.reading_paused:
+                await task.resumed.park()
+        finally:
+            task.held = False
+        task.last_receive = trio.current_time()
 
     async def _receive_limited(self, task: _PeerTask) -> bytes | bytearray:
         """The reader's next read while there is a download limit (an exempt peer's too)."""

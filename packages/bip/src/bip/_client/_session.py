@@ -910,10 +910,13 @@ class Session:
 
         Two magnets of one hybrid torrent, one naming its v1 hash and one its v2 hash, are
         both accepted (no swarm id in common), but each learns the other's id with the
-        metadata. The one learning it second must not take that id over: peers of the
-        other would be routed to it, and its removal would unindex and unregister the
-        other. It fails instead, before anything is indexed or registered (libtorrent's
-        ``duplicate_torrent``, which fails both: the other one runs on here).
+        metadata. One learning it while the other holds that id must not take it over:
+        peers of the other would be routed to it, and its removal would unindex and
+        unregister the other. It fails instead, before anything is indexed or registered
+        (libtorrent's ``duplicate_torrent``). A failed torrent stays in the session (under
+        its own id) until removed, so its twin fails alike if it learns its metadata
+        meanwhile: both fail, as libtorrent's ``test_torrent_conflict`` expects; only a twin
+        learning it after the failed one was removed runs on.
 
         Raises:
             TorrentError: another torrent of the session has one of the swarm ids.
@@ -990,7 +993,8 @@ class Session:
 
     async def _route_peers(self) -> None:
         """The peer manager's events, to the peer's torrent. Nothing here waits for the disk
-        (a torrent's blocks go to its own writer): one torrent's slow store or storage move
+        (a torrent's blocks go to its own writer, and a torrent whose writer is behind stops
+        reading its own peers, not this loop): one torrent's slow store or storage move
         holds up no other torrent's peers."""
         async for event in self.manager.events():
             if isinstance(event, MessageReceived):

@@ -119,6 +119,7 @@ from bip_peer import (
 from bip_select import (
     Block,
     BlockReceived,
+    BlockRejected,
     BlockSent,
     HonestRevelation,
     Input,
@@ -308,8 +309,10 @@ class Torrent:
         self._rng = rng
         self._on_info_hash = on_info_hash
         # The peers' blocks on their way to the disk, stored by the torrent's own task: the
-        # session's router never waits for the disk (_store_block).
+        # session's router never waits for the disk (_store_block). The peers whose reading
+        # is paused while the queue is over its bound (_queue_block, _blocks_drained).
         self._blocks: BlockQueue[tuple[Swarm, Peer, Piece]] = BlockQueue()
+        self._reading_paused: set[Peer] = set()
         self._magnet = source if isinstance(source, MagnetLink) else None
         # BEP 19: the torrent's url-list, or a magnet link's ws=.
         urls = source.url_list if isinstance(source, Metainfo) else source.web_seeds
@@ -1162,6 +1165,7 @@ class Torrent:
         self._enter(TorrentPhase.CHECKING)
         self._hold(_HOLD_RECHECK, REASON_RECHECK)
         self.swarm = None
+        self._blocks.clear()  # asked by the old brain: the new one asks again
         self._hold_for_decision()  # its check waits for its turn (_recheck)
         self._nursery.start_soon(self._recheck)
 
@@ -1351,6 +1355,7 @@ class Torrent:
         self._enter(TorrentPhase.CHECKING)
         self._hold(_HOLD_RECHECK, REASON_RECHECK)
         self.swarm = None
+        self._blocks.clear()  # asked by the old brain: the new one asks again
         assert self._nursery is not None  # the storage is open: run() is running
         self._nursery.start_soon(self._finish_check, handle)
         logger.debug(
@@ -1485,7 +1490,7 @@ class Torrent:
         with self._scope:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                nursery.start_soon(self._blocks.run, self._store_block)
+                nursery.start_soon(self._blocks.run, self._store_block, self._blocks_drained)
                 await self._load_peers()
                 user = UserPeers(await self._user_peers(), interval=self._config.redial_interval)
                 nursery.start_soon(self._run_sources, [user, *self._sources])
@@ -2032,6 +2037,7 @@ class Torrent:
     def peer_removed(self, peer: Peer) -> None:
         """A connection of this torrent is gone."""
         self.peers.discard(peer)
+        self._reading_paused.discard(peer)
         if self.swarm is not None:
             self.swarm.leave(peer, trio.current_time())
 
@@ -2155,29 +2161,57 @@ class Torrent:
             swarm.feed(BlockReceived(seed, block), now)
 
     def _queue_block(self, swarm: Swarm, peer: Peer, message: Piece) -> None:
-        """Hand a peer's block to the writer (:meth:`_store_block`)."""
+        """Hand a peer's block to the writer (:meth:`_store_block`); stop reading the peer
+        while the writer is behind (:meth:`_blocks_drained` reads it again)."""
+        blocks = self._blocks
         length = len(message.block)
-        if not self._blocks.idle and isinstance(message.block, memoryview):
-            # It waits behind others: a view would keep its whole received chunk (up to
-            # bip_peer's receive_size, 512 KiB) alive meanwhile, and the bound counts blocks.
-            message = Piece(message.index, message.begin, bytes(message.block))
-        if not self._blocks.put((swarm, peer, message), length):
-            # The disk is far behind (a move, a check, a slow drive): the block is not taken,
-            # as libtorrent stops reading a peer over its disk queue limit. Still open to the
-            # brain, it is asked for again once its request times out.
+        if not blocks.accepts(length):
+            # Past the hard bound (very many peers crossed the soft one at once): dropped,
+            # and given back to the brain at once, which asks for it again (from any peer)
+            # rather than waiting 60 s for its request to time out. A reject costs the peer
+            # nothing (it only frees the block), and the peer is paused below.
             logger.debug(
                 "%s: block %d/%d from %s dropped: %d bytes wait for the disk",
                 self._name,
                 message.index,
                 message.begin,
                 peer.address,
-                self._blocks.queued_bytes,
+                blocks.queued_bytes,
             )
+            swarm.feed(
+                BlockRejected(peer, Block(message.index, message.begin, length)),
+                trio.current_time(),
+            )
+        else:
+            if not blocks.idle and isinstance(message.block, memoryview):
+                # It waits behind others: a view would keep its whole received chunk (up to
+                # bip_peer's receive_size, 512 KiB) alive meanwhile, and the bound counts
+                # blocks.
+                message = Piece(message.index, message.begin, bytes(message.block))
+            blocks.put((swarm, peer, message), length)
+        if blocks.over and peer not in self._reading_paused:
+            # The disk is behind (a move, a check, a slow drive): read nothing more from this
+            # peer until the writer catches up, as libtorrent stops reading a peer while its
+            # disk queue is over the limit. Its blocks already read still come (one read at
+            # most), and are taken: none is dropped to wait for a request timeout.
+            self._reading_paused.add(peer)
+            self._manager.pause_reading(peer)
+
+    def _blocks_drained(self) -> None:
+        """The writer caught up (its queue is down to half its bound): read the peers
+        :meth:`_queue_block` paused again."""
+        for peer in self._reading_paused:
+            self._manager.resume_reading(peer)
+        self._reading_paused.clear()
 
     async def _store_block(self, item: tuple[Swarm, Peer, Piece]) -> None:
         """Store a peer's block (the writer's task, in the order they came), then tell the
         brain: the block is the brain's once it is on its way to disk, as before."""
         swarm, peer, message = item
+        if swarm is not self.swarm:
+            # Asked by a brain a recheck or a move replaced: the new one asks again for what
+            # it lacks, and this block would be written into a check (or a moved storage).
+            return
         handle = self.handle
         assert handle is not None
         length = len(message.block)
@@ -2191,7 +2225,7 @@ class Torrent:
         now = trio.current_time()
         self._downloaded += length
         self._down.add(length, now=now)
-        # It may have left while the disk was busy, or a recheck replaced the brain.
+        # It may have left while the disk was busy, or a recheck replaced the brain meanwhile.
         if swarm is self.swarm and peer in swarm.joined:
             swarm.feed(BlockReceived(peer, Block(message.index, message.begin, length)), now)
 
