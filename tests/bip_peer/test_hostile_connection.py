@@ -3,6 +3,12 @@ one PeerConnection: what a peer can make it remember is bounded."""
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
+
+import pytest
+
+from bip_bencode import encode
 from bip_handshake import Extensions
 from bip_metainfo import InfoHash
 from bip_peer._connection import (
@@ -10,7 +16,16 @@ from bip_peer._connection import (
     MAX_PEER_EXTENSION_NAMES,
     PeerConnection,
 )
-from bip_peer._extended import ExtendedHandshake
+from bip_peer._errors import RemoteProtocolError
+from bip_peer._extended import (
+    EXTENSION_NAMES,
+    MAX_CLIENT_VERSION_LENGTH,
+    MAX_EXTENDED_HANDSHAKE_SIZE,
+    MAX_HANDSHAKE_EXTENSION_NAMES,
+    MAX_HANDSHAKE_EXTRA_KEYS,
+    MAX_HANDSHAKE_EXTRA_VALUE_LENGTH,
+    ExtendedHandshake,
+)
 from bip_peer._messages import NEED_DATA, Extended
 
 EXT = Extensions.FAST | Extensions.EXTENSION_PROTOCOL
@@ -60,3 +75,106 @@ def test_a_name_we_speak_is_taken_even_when_the_others_are_full() -> None:
     receive(conn, {"ut_holepunch": 4, "b": 2})
     assert conn.their_extension_ids["ut_holepunch"] == 4
     assert "b" not in conn.their_extension_ids
+
+
+# ------------------------------------------- what one received extended handshake may cost
+
+
+def handshake_bytes(payload: bytes) -> bytes:
+    return Extended(0, payload).encode()
+
+
+def test_a_handshake_of_junk_lists_is_not_kept() -> None:
+    # The wire hunt's finding, smaller (tracemalloc is slow): thousands of empty lists under an
+    # unknown key used to stay in ``extra`` for the connection's life (~34 MB per 1 MiB).
+    payload = b"d1:ei1e1:xl" + b"le" * 8000 + b"ee"
+    conn = connection()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        conn.receive_data(handshake_bytes(payload))
+        assert isinstance(conn.next_event(), ExtendedHandshake)
+        assert conn.next_event() is NEED_DATA
+        gc.collect()
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert after - before < 16_000  # was ~520 kB at this size
+    assert conn.their_handshake is not None
+    assert dict(conn.their_handshake.extra) == {b"e": 1}
+
+
+def test_a_handshake_over_the_size_limit_is_refused() -> None:
+    for size, refused in (
+        (MAX_EXTENDED_HANDSHAKE_SIZE, False),
+        (MAX_EXTENDED_HANDSHAKE_SIZE + 1, True),
+    ):
+        pad = size - len(b"d1:x:e") - 5  # a padding string of 5 digits' length
+        payload = b"d1:x%d:%se" % (pad, bytes(pad))
+        assert len(payload) == size
+        conn = connection()
+        conn.receive_data(handshake_bytes(payload))
+        if refused:
+            with pytest.raises(RemoteProtocolError, match="extended handshake of"):
+                conn.next_event()
+        else:
+            assert isinstance(conn.next_event(), ExtendedHandshake)
+    with pytest.raises(RemoteProtocolError):
+        ExtendedHandshake.decode_payload(bytes(MAX_EXTENDED_HANDSHAKE_SIZE + 1))
+
+
+def test_a_received_handshake_keeps_only_small_scalars_in_extra() -> None:
+    long_value = b"v" * (MAX_HANDSHAKE_EXTRA_VALUE_LENGTH + 1)
+    fields: dict[bytes, object] = {
+        b"e": 1,
+        b"complete_ago": 5,
+        b"neg": -(2**63),
+        b"big": 2**63,
+        b"short": b"abc",
+        b"edge": b"v" * MAX_HANDSHAKE_EXTRA_VALUE_LENGTH,
+        b"long": long_value,
+        b"list": [1, 2],
+        b"dict": {b"a": 1},
+        b"k" * (MAX_EXTENSION_NAME_LENGTH + 1): 1,
+    }
+    handshake = ExtendedHandshake.decode_payload(encode(fields))  # type: ignore[arg-type]
+    assert dict(handshake.extra) == {
+        b"e": 1,
+        b"complete_ago": 5,
+        b"neg": -(2**63),
+        b"short": b"abc",
+        b"edge": b"v" * MAX_HANDSHAKE_EXTRA_VALUE_LENGTH,
+    }
+    many = {b"x%04d" % i: i for i in range(1000)}
+    assert len(ExtendedHandshake.decode_payload(encode(many)).extra) == MAX_HANDSHAKE_EXTRA_KEYS
+
+
+def test_a_received_handshake_keeps_a_bounded_m_and_v() -> None:
+    names = {b"n%04d" % i: i % 255 + 1 for i in range(1000)}
+    names[b"x" * (MAX_EXTENSION_NAME_LENGTH + 1)] = 5
+    handshake = ExtendedHandshake.decode_payload(encode({b"m": names, b"v": b"v" * 10_000}))
+    assert len(handshake.m) == MAX_HANDSHAKE_EXTENSION_NAMES
+    assert all(len(name) <= MAX_EXTENSION_NAME_LENGTH for name in handshake.m)
+    assert handshake.v == "v" * MAX_CLIENT_VERSION_LENGTH
+    # The peer's names are all still usable by the connection: the id table takes fewer.
+    assert MAX_PEER_EXTENSION_NAMES + len(EXTENSION_NAMES) < MAX_HANDSHAKE_EXTENSION_NAMES
+
+
+def test_our_own_raw_handshake_is_kept_whole() -> None:
+    conn = connection()
+    nested = {b"m": {b"ut_pex": 1}, b"x": [b"a", {b"b": 2}], b"y": b"z" * 1000}
+    conn.send(Extended(0, encode(nested)))  # type: ignore[arg-type]
+    assert conn.our_handshake is not None
+    assert dict(conn.our_handshake.extra) == {b"x": [b"a", {b"b": 2}], b"y": b"z" * 1000}
+
+
+def test_repeated_handshakes_keep_only_the_latest() -> None:
+    conn = connection()
+    payload = b"d1:xl" + b"le" * 1000 + b"e1:ei1ee"
+    for _ in range(50):
+        conn.receive_data(handshake_bytes(payload))
+        assert isinstance(conn.next_event(), ExtendedHandshake)
+    assert conn.next_event() is NEED_DATA
+    assert conn.their_handshake is not None
+    assert dict(conn.their_handshake.extra) == {b"e": 1}

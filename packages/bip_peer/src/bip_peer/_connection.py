@@ -83,6 +83,7 @@ from bip_metainfo import InfoHash, PieceSet
 from ._errors import LocalProtocolError, RemoteProtocolError, StaleSendError
 from ._extended import (
     _U32_MAX,  # the largest reqq an extended handshake carries: max_peer_requests is ours
+    MAX_EXTENSION_NAME_LENGTH,  # defined with the handshake's other bounds, exported here too
     DontHave,
     ExtendedHandshake,
     MetadataData,
@@ -90,6 +91,7 @@ from ._extended import (
     MetadataRequest,
     PexMessage,
     UploadOnly,
+    _decode_handshake,  # decodes our own raw handshake without the bounds put on a peer's
     decode_metadata_message,
 )
 from ._fast import DEFAULT_ALLOWED_FAST_SET_SIZE, allowed_fast_set
@@ -151,9 +153,6 @@ MAX_PEER_EXTENSION_NAMES: Final = 64
 ones we speak ourselves (in our ``m``): clients name about a dozen. Names past this, and names
 longer than :data:`MAX_EXTENSION_NAME_LENGTH`, are ignored, since later handshakes add to the
 map and a peer sending thousands of made-up names in each would otherwise grow it forever."""
-
-MAX_EXTENSION_NAME_LENGTH: Final = 64
-"""The longest extension name remembered from a peer (real ones are a dozen characters)."""
 
 BlockKey: TypeAlias = tuple[int, int, int]
 """A block request as ``(index, begin, length)``."""
@@ -1316,7 +1315,8 @@ class PeerConnection:
         assert isinstance(message, Extended)
         if message.extended_id == 0:
             try:
-                handshake = ExtendedHandshake.decode_payload(message.payload)
+                # Our own payload: kept whole, without the bounds put on a peer's.
+                handshake = _decode_handshake(message.payload, received=False)
             except (ValueError, RemoteProtocolError) as error:
                 raise LocalProtocolError(f"not an extended handshake: {error}") from None
             self._record_our_handshake(handshake)

@@ -50,6 +50,12 @@ __all__ = [
     "HANDSHAKE_FIELDS",
     "HOLEPUNCH_EXTENSION",
     "HOLEPUNCH_EXTENSION_ID",
+    "MAX_CLIENT_VERSION_LENGTH",
+    "MAX_EXTENDED_HANDSHAKE_SIZE",
+    "MAX_EXTENSION_NAME_LENGTH",
+    "MAX_HANDSHAKE_EXTENSION_NAMES",
+    "MAX_HANDSHAKE_EXTRA_KEYS",
+    "MAX_HANDSHAKE_EXTRA_VALUE_LENGTH",
     "MAX_METADATA_TOTAL_SIZE",
     "METADATA_PIECE_SIZE",
     "DontHave",
@@ -96,6 +102,32 @@ BEP 11 says at most 50 added and 50 dropped per message and libtorrent sends at 
 added, so a list 20 times longer is hostile; the limit keeps a 1 MiB message from turning into
 170,000 address objects."""
 
+MAX_EXTENDED_HANDSHAKE_SIZE: Final = 64 * 1024
+"""The largest received extended handshake payload accepted: 64 KiB.
+
+libtorrent's and Transmission's handshakes are a few hundred bytes (a dozen ``m`` names and
+as many short fields); a larger one is refused with
+:class:`~bip_peer._errors.RemoteProtocolError`, since decoding costs time in proportion to its
+size (about a second per MiB of nested junk) and a peer may send handshakes again and again."""
+
+MAX_EXTENSION_NAME_LENGTH: Final = 64
+"""The longest extension name kept from a peer's ``m`` (real ones are a dozen characters)."""
+
+MAX_HANDSHAKE_EXTENSION_NAMES: Final = 128
+"""How many ``m`` names of one received handshake are kept, in the order sent. Clients name
+about a dozen; the connection's id table keeps fewer still (its names plus
+:data:`~bip_peer.MAX_PEER_EXTENSION_NAMES` others), so this only drops names it would drop."""
+
+MAX_HANDSHAKE_EXTRA_KEYS: Final = 32
+"""How many unknown keys of one received handshake are kept in ``extra`` (libtorrent sends
+two: ``e`` and ``complete_ago``)."""
+
+MAX_HANDSHAKE_EXTRA_VALUE_LENGTH: Final = 64
+"""The longest byte string value, and key, kept in a received handshake's ``extra``."""
+
+MAX_CLIENT_VERSION_LENGTH: Final = 256
+"""The most bytes of a received ``v`` kept (longer ones are cut): a client's name and version."""
+
 HANDSHAKE_FIELDS: Final = frozenset(
     {"m", "v", "p", "yourip", "ipv4", "ipv6", "reqq", "metadata_size", "upload_only"}
 )
@@ -104,6 +136,8 @@ HANDSHAKE_FIELDS: Final = frozenset(
 _HANDSHAKE_KEYS: Final = frozenset(name.encode() for name in HANDSHAKE_FIELDS)
 _MAX_DEPTH: Final = 32  # peers' dictionaries nest a level or two; refuse deep junk early
 _U32_MAX: Final = 0xFFFFFFFF
+_I64_MIN: Final = -(2**63)  # libtorrent reads a bencoded int as an int64
+_I64_MAX: Final = 2**63 - 1
 
 
 def _check_int(name: str, value: object, low: int, high: int) -> int:
@@ -187,7 +221,8 @@ class ExtendedHandshake:
     - ``reqq``: how many outstanding requests the sender queues;
     - ``metadata_size``: the size of the info dictionary (BEP 9);
     - ``upload_only``: the sender only uploads (BEP 21; a seed, or a partial download);
-    - ``extra``: every other key, with its decoded value, kept so nothing is lost.
+    - ``extra``: every other key, with its decoded value (of a received handshake, only the
+      small scalars: see :meth:`decode_payload`).
 
     >>> hs = ExtendedHandshake(m={"ut_metadata": 2}, v="bip 0.1", reqq=500, metadata_size=31235)
     >>> hs.encode_payload()
@@ -315,33 +350,83 @@ class ExtendedHandshake:
     def decode_payload(cls, payload: bytes | bytearray | memoryview) -> ExtendedHandshake:
         """Decode a received extended handshake (see the class docstring for the leniency).
 
+        What a peer's handshake can make us keep is bounded, as libtorrent keeps only the
+        fields it reads: ``m`` keeps its first :data:`MAX_HANDSHAKE_EXTENSION_NAMES` names of
+        at most :data:`MAX_EXTENSION_NAME_LENGTH` characters, ``v`` its first
+        :data:`MAX_CLIENT_VERSION_LENGTH` bytes, and ``extra`` only the first
+        :data:`MAX_HANDSHAKE_EXTRA_KEYS` unknown keys (of at most
+        :data:`MAX_HANDSHAKE_EXTRA_VALUE_LENGTH` bytes) whose value is a 64-bit int or a byte
+        string of at most that length: lists, dictionaries and longer values are dropped.
+
+        >>> ExtendedHandshake.decode_payload(b"d1:ei1e1:xlee").extra
+        mappingproxy({b'e': 1})
+
         Raises:
-            RemoteProtocolError: the payload is not a bencoded dictionary.
+            RemoteProtocolError: the payload is longer than
+                :data:`MAX_EXTENDED_HANDSHAKE_SIZE`, or not a bencoded dictionary.
         """
-        fields = _decode_dict(payload, "extended handshake")
-        m: dict[str, int] = {}
-        raw_m = fields.get(b"m")
-        if isinstance(raw_m, dict):
-            for key, number in raw_m.items():
-                if _is_int(number, 0, 255):
-                    try:
-                        m[key.decode("utf-8")] = number
-                    except UnicodeDecodeError:
-                        continue
-        raw_v = fields.get(b"v")
-        upload_only = fields.get(b"upload_only")
-        return cls(
-            m=m,
-            v=raw_v.decode("utf-8", "replace") if isinstance(raw_v, bytes) else None,
-            p=_int_or_none(fields.get(b"p"), 1, 0xFFFF),
-            yourip=_bytes_or_none(fields.get(b"yourip"), 4, 16),
-            ipv4=_bytes_or_none(fields.get(b"ipv4"), 4),
-            ipv6=_bytes_or_none(fields.get(b"ipv6"), 16),
-            reqq=_int_or_none(fields.get(b"reqq"), 1, _U32_MAX),
-            metadata_size=_int_or_none(fields.get(b"metadata_size"), 1, MAX_METADATA_TOTAL_SIZE),
-            upload_only=bool(upload_only) if _is_int(upload_only) else None,
-            extra={key: value for key, value in fields.items() if key not in _HANDSHAKE_KEYS},
-        )
+        if len(payload) > MAX_EXTENDED_HANDSHAKE_SIZE:
+            raise RemoteProtocolError(
+                f"extended handshake of {len(payload)} bytes exceeds the limit of "
+                f"{MAX_EXTENDED_HANDSHAKE_SIZE}"
+            )
+        return _decode_handshake(payload, received=True)
+
+
+def _decode_handshake(
+    payload: bytes | bytearray | memoryview, *, received: bool
+) -> ExtendedHandshake:
+    """The handshake in ``payload``: bounded as :meth:`ExtendedHandshake.decode_payload` says
+    when ``received``, whole otherwise (our own payload, sent raw, which we may keep as is)."""
+    fields = _decode_dict(payload, "extended handshake")
+    m: dict[str, int] = {}
+    raw_m = fields.get(b"m")
+    if isinstance(raw_m, dict):
+        for key, number in raw_m.items():
+            if received and len(m) >= MAX_HANDSHAKE_EXTENSION_NAMES:
+                break
+            if _is_int(number, 0, 255):
+                try:
+                    name = key.decode("utf-8")
+                except UnicodeDecodeError:
+                    continue
+                if not received or len(name) <= MAX_EXTENSION_NAME_LENGTH:
+                    m[name] = number
+    raw_v = fields.get(b"v")
+    if received and isinstance(raw_v, bytes):
+        raw_v = raw_v[:MAX_CLIENT_VERSION_LENGTH]
+    upload_only = fields.get(b"upload_only")
+    extra = {key: value for key, value in fields.items() if key not in _HANDSHAKE_KEYS}
+    if received:
+        extra = _small_extras(extra)
+    return ExtendedHandshake(
+        m=m,
+        v=raw_v.decode("utf-8", "replace") if isinstance(raw_v, bytes) else None,
+        p=_int_or_none(fields.get(b"p"), 1, 0xFFFF),
+        yourip=_bytes_or_none(fields.get(b"yourip"), 4, 16),
+        ipv4=_bytes_or_none(fields.get(b"ipv4"), 4),
+        ipv6=_bytes_or_none(fields.get(b"ipv6"), 16),
+        reqq=_int_or_none(fields.get(b"reqq"), 1, _U32_MAX),
+        metadata_size=_int_or_none(fields.get(b"metadata_size"), 1, MAX_METADATA_TOTAL_SIZE),
+        upload_only=bool(upload_only) if _is_int(upload_only) else None,
+        extra=extra,
+    )
+
+
+def _small_extras(extra: Mapping[bytes, object]) -> dict[bytes, object]:
+    """The unknown keys of a received handshake worth keeping for the connection's life: the
+    scalars other clients send there (``e``, ``complete_ago``), nothing a peer could inflate."""
+    kept: dict[bytes, object] = {}
+    for key, value in extra.items():
+        if len(kept) >= MAX_HANDSHAKE_EXTRA_KEYS:
+            break
+        if len(key) > MAX_HANDSHAKE_EXTRA_VALUE_LENGTH:
+            continue
+        if _is_int(value, _I64_MIN, _I64_MAX) or (
+            isinstance(value, bytes) and len(value) <= MAX_HANDSHAKE_EXTRA_VALUE_LENGTH
+        ):
+            kept[key] = value
+    return kept
 
 
 def _is_int(value: object, low: int | None = None, high: int | None = None) -> bool:
