@@ -178,15 +178,19 @@ byte bound at all).
 """
 DEFAULT_EVENT_BUFFER: Final = 256
 """Events buffered for :meth:`PeerManager.events` by default before the readers wait."""
-DEFAULT_KEEPALIVE_INTERVAL: Final = 120.0
-"""Seconds without sending after which a keep-alive is sent (BEP 3: "every two minutes")."""
+DEFAULT_KEEPALIVE_INTERVAL: Final = 60.0
+"""Seconds without sending after which a keep-alive is sent: libtorrent's (half its
+``peer_timeout``). BEP 3's "every two minutes" races libtorrent's 120 s inactivity timeout,
+which checks once a second for more than 120 s without a byte: a quiet peer keeping to two
+minutes was dropped about half the time (a choked, interested leecher has nothing else to
+send)."""
 DEFAULT_IDLE_TIMEOUT: Final = 180.0
 """Seconds without receiving anything after which a peer is dropped, by default.
 
 libtorrent's ``peer_timeout`` is 120 s, but libtorrent sends its own keep-alives well
-before that; peers that wait the full two minutes of BEP 3 (rtorrent, and this manager)
-would race a 120 s timeout, so the default leaves them a minute more, as aria2 does (two
-minutes of keep-alive, three of inactivity).
+before that; peers that wait the full two minutes of BEP 3 (rtorrent, aria2) would race a
+120 s timeout, so the default leaves them a minute more, as aria2 does (two minutes of
+keep-alive, three of inactivity).
 """
 DEFAULT_RECEIVE_SIZE: Final = 512 * 1024
 """Bytes asked of ``receive_some`` per read by default.
@@ -348,7 +352,7 @@ class PeerManagerConfig:
     """How a :class:`PeerManager` behaves.
 
     >>> PeerManagerConfig(max_peers=50).keepalive_interval
-    120.0
+    60.0
 
     Attributes:
         max_peers: peers held at once; :meth:`PeerManager.add_peer` refuses more.
