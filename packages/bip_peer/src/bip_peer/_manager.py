@@ -1316,9 +1316,11 @@ class PeerManager:
 
     def _release_quota(self, task: _PeerTask) -> None:
         """Give back the download tokens ``task``'s reader holds and has not read."""
-        download = self._download_limiter
-        if task.download_quota > 0 and task.quota_generation == download.generation:
-            download.give_back(task.download_quota)
+        # Whatever the generation they were taken in: tokens taken before a rate change
+        # would otherwise go back in the reader's next _download_tokens, but they are
+        # zeroed here; zeroed without going back, they would be lost to every peer.
+        if task.download_quota > 0:
+            self._download_limiter.give_back(task.download_quota)
         task.download_quota = 0
 
     async def _acquire(self, task: _PeerTask, limiter: BandwidthLimiter, amount: int) -> int:
@@ -1531,15 +1533,16 @@ class PeerManager:
             # Waiting on our own limit is not the peer being idle (as waiting for events).
             task.held = True
             try:
-                task.download_quota += await self._acquire(
-                    task, limiter, want - task.download_quota
-                )
+                # Not ``quota += await ...``: that reads the quota before the wait, and
+                # _set_exempt may give it back and zero it meanwhile (it would then be
+                # given back twice). The grant is added to the quota as it is after the wait.
+                granted = await self._acquire(task, limiter, want - task.download_quota)
+                task.download_quota += granted
                 # A stream that returned more than it was asked for left a debt: pay it
                 # before reading again (receive_some needs a positive size anyway).
                 while task.download_quota < 1 and not task.exempt:
-                    task.download_quota += await self._acquire(
-                        task, limiter, 1 - task.download_quota
-                    )
+                    granted = await self._acquire(task, limiter, 1 - task.download_quota)
+                    task.download_quota += granted
             finally:
                 task.held = False
             task.last_receive = trio.current_time()
