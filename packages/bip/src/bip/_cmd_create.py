@@ -300,7 +300,8 @@ def _wait_for_stop(finished: threading.Event) -> None:
     Every hashing thread stops within one read, but a read the OS never completes (a
     hung network mount) would leave Ctrl-C silent for ever: after :data:`_STOP_GRACE`
     seconds (with a warning), or at a second Ctrl-C, it stops waiting and the interrupt
-    goes on to its ``bip: error`` line.
+    goes on to its ``bip: error`` line. (The interpreter still joins the hashing pool's
+    threads at exit: a read that never completes holds the process there.)
     """
     try:
         if not finished.wait(_STOP_GRACE):

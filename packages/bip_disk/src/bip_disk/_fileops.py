@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
-from ._errors import DestinationExistsError, StorageError
+from ._errors import DestinationExistsError, DiskError, StorageError
 from ._filesystem import FileSystem
 from ._layout import StorageLayout, StoredFile, create_stored_files
 
@@ -99,16 +99,16 @@ def storage_faults(path: str | None = None) -> Iterator[None]:
     anything through (an ``OSError``, its backend's own ``ValueError``, our
     ``PathError``); it is a storage fault all the same, never a crash. A
     ``StorageError`` passes unchanged, and so does what is not an ``Exception``
-    (``trio.Cancelled``, ``KeyboardInterrupt``). One that is not an ``OSError``
-    either (a bug, ours or the plugin's) is logged at DEBUG with its traceback, which
-    the fault loses (its frames are dropped to free the buffers they hold).
+    (``trio.Cancelled``, ``KeyboardInterrupt``). One that is neither an ``OSError`` nor
+    one of ours (a bug, ours or the plugin's) is logged at DEBUG with its traceback,
+    which the fault loses (its frames are dropped to free the buffers they hold).
     """
     try:
         yield
     except StorageError:
         raise
     except Exception as error:
-        if not isinstance(error, OSError):
+        if not isinstance(error, (OSError, DiskError)):  # PathError: a fault, not a bug
             _log.debug(
                 "a storage call on %r raised %s, taken as a storage fault",
                 path,
@@ -211,8 +211,10 @@ def copy_files(
     """Copy the torrent's stored files from ``source`` to ``destination``, then sync it.
 
     Each file is copied up to its current size in 4 MiB chunks; runs of zeros are
-    not written but allocated (sparse), so a sparse download stays sparse. Missing
-    files are skipped. Links and empty files are created as :func:`create_files`
+    not written but allocated (sparse), so a sparse download stays sparse. A file
+    already in ``destination`` is removed first (``REPLACE``), so that the copy is
+    the source's byte for byte. Files missing from the source are skipped (one in
+    ``destination`` stays). Links and empty files are created as :func:`create_files`
     does. With ``existing`` other than ``REPLACE``, each file is looked for in
     ``destination`` just before it is copied: ``FAIL`` raises, ``KEEP`` leaves it
     alone (a file appearing between that look and the first write is still replaced:
@@ -236,6 +238,13 @@ def copy_files(
             stat = source.stat(file.path)
             if stat is None:
                 continue
+            if existing is ExistingFiles.REPLACE and destination.stat(file.path) is not None:
+                # The copy below skips runs of zeros and never shrinks: written over, the
+                # old file would keep its bytes there and its tail, under pieces still
+                # had (served, trusted by the resume data). Removed, not truncated: a
+                # staged fsspec view would load the whole old file to truncate it, and a
+                # link there is replaced rather than followed.
+                destination.remove(file.path)
             offset = 0
             while offset < stat.size:
                 chunk = source.read(file.path, offset, min(_COPY_CHUNK, stat.size - offset))

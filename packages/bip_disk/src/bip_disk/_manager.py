@@ -42,8 +42,12 @@ mapped, faulted in and zeroed, which costs more than copying its blocks.
 Hashing before writing means bad data never reaches the disk and a piece is
 never reported good before its bytes are stored. "Stored" means the FileSystem
 accepted them (for the native one, the OS has them: they survive the process
-being killed); :meth:`~DiskManager.save_resume_data` syncs the files before
-returning, so resume data it makes survives a power cut too.
+being killed); :meth:`~DiskManager.save_resume_data` with ``sync=True`` (the
+default: what a client does at close) syncs the files before returning, so resume
+data it makes survives a power cut too (once the caller has stored it durably),
+as libtorrent's saved with ``flush_disk_cache``. With ``sync=False`` (a cheaper
+periodic save) it survives the process being killed, not a power cut: it may
+list pieces whose bytes were still in the OS's cache.
 
 **Faults are events.** A failed write (disk full, permission denied, an I/O
 error), a failed read of a verified piece (a file truncated or deleted behind our
@@ -396,11 +400,11 @@ def _fault_of(error: Exception, torrent: TorrentHandle, doing: str) -> StorageEr
     """``error``, raised on a thread while ``doing``, as the torrent's fault (no frames).
 
     ``_FAULTS`` catches every exception, also one from our own code run there
-    (:func:`plan_check`, :func:`check_pieces`): one that is not a StorageError is
-    logged at DEBUG with its traceback first, which the fault loses, so a bug of
-    ours is not silent.
+    (:func:`plan_check`, :func:`check_pieces`): one that is neither an OSError nor
+    one of ours is logged at DEBUG with its traceback first, which the fault loses,
+    so a bug of ours is not silent.
     """
-    if not isinstance(error, StorageError):
+    if not isinstance(error, (OSError, DiskError)):  # our own faults are not bugs
         _log.debug(
             "torrent %r (%s): %s raised %s, taken as a storage fault",
             torrent.name,

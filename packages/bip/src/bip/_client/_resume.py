@@ -51,6 +51,7 @@ import errno
 import logging
 import os
 import stat
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
@@ -412,11 +413,50 @@ async def _read_bounded(path: Path, limit: int) -> bytes:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data``: a temporary file beside it, synced, renamed over it,
+    then its directory synced (as bip_disk's NativeFileSystem syncs a file and its
+    directory). A kill or a power cut at any moment leaves the old file or the new one:
+    without the first sync the rename can reach the disk before the bytes do (an empty or
+    half file under the new name). Blocking: run it in a thread.
+
+    Raises:
+        OSError: the file could not be written, synced or renamed.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
     with open(temporary, "wb") as file:
         file.write(data)
+        file.flush()
+        _fsync(file.fileno())
     os.replace(temporary, path)
+    _sync_directory(path.parent)
+
+
+def _fsync(fd: int) -> None:
+    """``fsync``, or on macOS ``F_FULLFSYNC`` (its fsync leaves the data in the disk's cache)."""
+    if sys.platform == "darwin":  # pragma: no cover - macOS only
+        import fcntl  # noqa: PLC0415 - macOS only; the module is missing on Windows
+
+        with contextlib.suppress(OSError):  # not supported by this filesystem: plain fsync
+            fcntl.fcntl(fd, fcntl.F_FULLFSYNC)
+            return
+    os.fsync(fd)
+
+
+def _sync_directory(directory: Path) -> None:
+    """Sync a directory's entries (a rename in it), where the platform can: Windows cannot
+    open a directory (its renames are durable once its call returns), and some filesystems
+    refuse to sync one (the file itself was synced)."""
+    if os.name == "nt":  # pragma: no cover - Windows only
+        return
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        _fsync(fd)
+    except OSError as error:
+        if error.errno not in (errno.EINVAL, errno.EBADF, errno.EROFS):
+            raise
+    finally:
+        os.close(fd)
 
 
 class ResumeStore:

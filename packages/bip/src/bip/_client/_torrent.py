@@ -1729,12 +1729,16 @@ class Torrent:
 
     async def _save_info(self, info: Info) -> None:
         """Keep the metadata (and the piece layers known) for the next run, if resuming."""
-        if self._store is None:
-            return
-        try:
-            await self._store.save_info(info, self._piece_layers)
-        except OSError as error:
-            logger.warning("cannot keep the metadata: %s", error)
+        # Under the lock, as every save: a move swaps the store and takes its files under it
+        # (the store is read here, after), and a removal deletes them under it (a .torrent
+        # saved after that would come back for good).
+        async with self._save_lock:
+            if self._store is None or self._removed:
+                return
+            try:
+                await self._store.save_info(info, self._piece_layers)
+            except OSError as error:
+                logger.warning("cannot keep the metadata: %s", error)
 
     def _serve_layers(self, info: Info) -> None:
         """Answer the peers' BEP 52 hash requests from our piece layers, once we have every
