@@ -531,16 +531,26 @@ class BootstrapOp(LookupOp):
             self._begin_from_answers()
 
     def _begin_from_answers(self) -> None:
-        """Start the lookup from the responders, the nodes they named offered as learned
-        candidates (a family no responder is of, as ``nodes6`` from an IPv4 responder,
-        starts from the nodes named in it: nothing else would start it)."""
+        """Start each family's lookup from its responders, the nodes they named offered as
+        learned candidates. From the named nodes themselves (the old rule, unchecked) where
+        no responder of the family is left to start from: none answered in it (``nodes6``
+        from an IPv4 responder), or the lookup's filter refused them all (BEP 42 enforced on
+        a router's id, an unconnectable address); else the bootstrap would ask nobody."""
+        self.started = True
+        ctx = self.ctx
         responders = list(self._responders.values())
-        answered = {node.address.family for node in responders}
         named = list(self._named.values())
-        self._begin([*responders, *(n for n in named if n.address.family not in answered)])
-        for family, lookup in self.lookups.items():
-            if family in answered:
-                lookup.add_candidates(n for n in named if n.address.family == family)
+        for family in ctx.families:
+            theirs = [n for n in named if n.address.family == family]
+            mine = [n for n in responders if n.address.family == family]
+            lookup = ctx.new_lookup(self.target, self.kind, mine, self.salt, family)
+            if mine and not lookup.done:
+                lookup.add_candidates(theirs)
+            else:
+                lookup = ctx.new_lookup(self.target, self.kind, theirs, self.salt, family)
+            if not lookup.done:
+                self.lookups[family] = lookup
+        self._check_done()
 
     def handle_timer(self, now: float) -> None:
         if self.started:
