@@ -881,11 +881,16 @@ class UtpConnection:
             # The refusal of our SYN acks it (ours, libtorrent's and libutp's RESETs for
             # an unknown connection ack the packet they answer).
             return ack_nr == self._acked_next()
-        # Any packet we sent, up to half the sequence space back: a RESET acks the peer's
-        # last in-order packet, which may be long acked on our side. Or the number our
-        # ST_STATEs carry (the next, unsent one): a peer that forgot the connection answers
-        # our acks and keepalives with a RESET acking it (ours, libtorrent's and libutp's do).
-        if ack_nr == self._seq_nr or seq_distance(ack_nr, (self._seq_nr - 1) & _SEQ_MASK) < _HALF:
+        # A genuine RESET acks what the peer last received in order: a packet of ours still
+        # in flight, the number our ST_STATEs carry (the next, unsent one: a peer that forgot
+        # the connection answers our acks and keepalives so, as ours, libtorrent's and
+        # libutp's sockets do), or, reordered behind a later ack, one a little older than our
+        # latest ack (libtorrent's duplicate-ack slack). A blind forger hits that window with
+        # odds of its size in 65,536.
+        behind = seq_distance(ack_nr, self._acked)
+        if behind <= _DUP_ACK_THRESHOLD:
+            return True
+        if seq_distance(self._acked, ack_nr) <= seq_distance(self._acked, self._seq_nr):
             return True
         # An initiator that gives up before it heard our ST_STATE knows none of our
         # numbers: its RESET acks 0 (ours from SYN_SENT, and libtorrent's, do).
