@@ -188,7 +188,8 @@ def _file_tree(files: list[_Entry], name: str, *, placeholder: bool = False) -> 
 def _check_urls(tiers: list[list[str]], *groups: tuple[Sequence[object], str]) -> None:
     """Refuse more URLs (or nodes) than readers keep (:data:`MAX_URLS`): they drop the rest."""
     counts = [(len({url for tier in tiers for url in tier}), "tracker URLs")]
-    counts += [(len(set(values)), what) for values, what in groups]
+    # Written as given, duplicates too (readers keep the first MAX_URLS entries, not values).
+    counts += [(len(values), what) for values, what in groups]
     for count, what in counts:
         if count > MAX_URLS:
             raise CreateError(

@@ -116,7 +116,8 @@ MAX_EXTENSION_NAME_LENGTH: Final = 64
 MAX_HANDSHAKE_EXTENSION_NAMES: Final = 128
 """How many ``m`` names of one received handshake are kept, in the order sent. Clients name
 about a dozen; the connection's id table keeps fewer still (its names plus
-:data:`~bip_peer.MAX_PEER_EXTENSION_NAMES` others), so this only drops names it would drop."""
+:data:`~bip_peer.MAX_PEER_EXTENSION_NAMES` others). A peer naming more than this before one
+we speak loses that one: only it is harmed."""
 
 MAX_HANDSHAKE_EXTRA_KEYS: Final = 32
 """How many unknown keys of one received handshake are kept in ``extra`` (libtorrent sends
