@@ -20,8 +20,10 @@ from _engine_helpers import (
 from bip._client import TorrentOptions, TorrentPhase, open_session
 from bip._client import _torrent as torrent_module
 from bip._client._block_queue import BlockQueue
+from bip._client._swarm import Swarm
 from bip_disk import TorrentHandle
 from bip_peer import Peer
+from bip_select import BlockArrived, BlockDropped, BlockReceived, BlockRejected, Input
 
 
 async def test_blocks_are_stored_in_order_and_their_bytes_freed() -> None:
@@ -141,8 +143,18 @@ async def test_a_stalling_disk_with_several_peers_costs_no_request_timeout(
     dropped to wait for its 60 s request timeout (the first case: a hard bound above the
     whole torrent). Past the hard bound (the second case: no larger than the pause
     threshold) blocks are dropped, and given back to the brain at once: asked again from any
-    peer, no 60 s wait either."""
+    peer, no 60 s wait either. The brain hears of each block as it arrives (BlockArrived:
+    a stall is not the peer's delay) and of each drop as ours (BlockDropped, not a reject)."""
     caplog.set_level(logging.DEBUG, logger="bip.client")
+    fed: list[Input] = []
+    feed = Swarm.feed
+
+    def recording_feed(swarm: Swarm, event: Input, now: float) -> None:
+        if isinstance(event, BlockArrived | BlockReceived | BlockDropped | BlockRejected):
+            fed.append(event)
+        feed(swarm, event, now)
+
+    monkeypatch.setattr(Swarm, "feed", recording_feed)
     folder = write_content(tmp_path / "s", (1 << 20,), seed=5)  # 64 blocks
     torrent = make_torrent(folder, "v1", piece_length=64 * 1024)
     monkeypatch.setattr(
@@ -195,6 +207,14 @@ async def test_a_stalling_disk_with_several_peers_costs_no_request_timeout(
             assert same_files(folder, tmp_path / "l" / folder.name)
     dropped = [record for record in caplog.records if "dropped" in record.getMessage()]
     assert bool(dropped) is (limit_bytes < 1 << 20)
+    assert not any(isinstance(event, BlockRejected) for event in fed)
+    assert sum(isinstance(event, BlockDropped) for event in fed) == len(dropped)
+    arrived: set[tuple[object, object]] = set()
+    for event in fed:
+        if isinstance(event, BlockArrived):
+            arrived.add((event.peer, event.block))
+        elif isinstance(event, BlockReceived):
+            assert (event.peer, event.block) in arrived  # told as it came, stored after
 
 
 async def test_blocks_queued_before_a_recheck_are_not_written_into_it(

@@ -31,6 +31,8 @@ from bip_select._errors import LocalProtocolError
 from bip_select._geometry import Block, TorrentGeometry
 from bip_select._inputs import (
     AllowedFast,
+    BlockArrived,
+    BlockDropped,
     BlockReceived,
     BlockRejected,
     BlockSent,
@@ -541,7 +543,9 @@ def inputs() -> st.SearchStrategy[Input]:
         st.builds(PeerInterested, peer),
         st.builds(PeerNotInterested, peer),
         st.builds(AllowedFast, peer, piece),
+        st.builds(BlockArrived, peer, block),
         st.builds(BlockReceived, peer, block),
+        st.builds(BlockDropped, peer, block),
         st.builds(BlockRejected, peer, block),
         st.builds(RequestTimedOut, peer, block),
         st.builds(BlockSent, peer, block),

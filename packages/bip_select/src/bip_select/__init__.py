@@ -67,6 +67,8 @@ from ._geometry import (
 )
 from ._inputs import (
     AllowedFast,
+    BlockArrived,
+    BlockDropped,
     BlockReceived,
     BlockRejected,
     BlockSent,
@@ -147,6 +149,8 @@ __all__ = [
     "AllowedFast",
     "Availability",
     "Block",
+    "BlockArrived",
+    "BlockDropped",
     "BlockReceived",
     "BlockRejected",
     "BlockSent",

@@ -51,6 +51,13 @@ next block or the refill tops them up (asked at once, they lengthened the simula
 tail). A deadline piece, newly set, wanted again (hashed bad, discarded, lost) or announced in
 a have, is offered at once to the peers that have it, whatever room they have.
 
+A client that stores blocks before telling the brain (:class:`~bip_select.BlockReceived`
+after the disk write) feeds :class:`~bip_select.BlockArrived` as each block comes off the
+wire: a slow disk then holds up no peer's clock (no snub, no timed-out or cancelled request
+for a peer whose block waits for our disk), as libtorrent counts a block when it arrives; a
+block the client drops itself goes back with :class:`~bip_select.BlockDropped`, which blames
+nobody.
+
 Logging: the brain is a sans-IO core, so it logs at DEBUG only, under ``bip_select.brain``, and
 only its own decisions a log reader cannot see in the actions: end-game entered, a peer banned
 or dropped (and why: the client carrying out the :class:`~bip_select.DropPeer` logs the drop
@@ -84,6 +91,8 @@ from ._errors import LocalProtocolError
 from ._geometry import TorrentGeometry
 from ._inputs import (
     AllowedFast,
+    BlockArrived,
+    BlockDropped,
     BlockReceived,
     BlockRejected,
     BlockSent,
@@ -288,7 +297,9 @@ class SwarmBrain:
             PeerInterested: self._interested,
             PeerNotInterested: self._not_interested,
             AllowedFast: self._allowed_fast,
+            BlockArrived: self._block_arrived,
             BlockReceived: self._block_received,
+            BlockDropped: self._block_dropped,
             BlockRejected: self._block_rejected,
             RequestTimedOut: self._request_timed_out,
             BlockSent: self._block_sent,
@@ -900,7 +911,9 @@ class SwarmBrain:
         length = block.length
         if type(length) is not int or length < 0:
             return []  # not a block at all: the client should have filtered it
-        self.queues.block_received(peer, length, now)
+        queues = self.queues
+        queues.block_received(peer, length, now)
+        queues.block_settled(peer, block, now)  # stored: it no longer waits for the disk
         self.choker.downloaded(peer, length, now)
         if state.snubbed_since is not None:
             _log.debug("peer %s no longer snubs us", peer)
@@ -909,7 +922,12 @@ class SwarmBrain:
         received = self.picker.block_received(peer, block)
         actions: list[Action] = []
         if received is not None:
-            actions.extend(SendCancel(other, block) for other in received.cancel)
+            # Not to a loser whose copy arrived already (it waits for our disk): it was sent.
+            actions.extend(
+                SendCancel(other, block)
+                for other in received.cancel
+                if not queues.is_waiting(other, block)
+            )
         missing = self._fill(peer, state, now, actions)
         if missing and received is not None and self.picker.in_endgame():
             # End-game just began (or this peer ran dry in it): give the idle peers
@@ -922,6 +940,33 @@ class SwarmBrain:
         # Topped up at once, they lengthened the end-game tail in benchmarks/swarm_sim.py
         # (super-seeding, seeds 0-3: the largest share of a leecher's time spent on its last
         # 1% of pieces went from 2.8% to 3.7%, worse on every seed).
+        return actions
+
+    def _block_arrived(self, event: BlockArrived, now: float) -> list[Action]:
+        peer, block = event.peer, event.block
+        self._peer(peer)
+        # Only a block asked of it: what is recorded stays bounded by its requests, and a
+        # block nobody asked for proves nothing.
+        if self.geometry.is_block(block) and block in self.picker.requests.outstanding(peer):
+            self.queues.block_arrived(peer, block, now)
+        return []  # it is not received yet: BlockReceived does the rest once it is stored
+
+    def _block_dropped(self, event: BlockDropped, now: float) -> list[Action]:
+        peer, block = event.peer, event.block
+        self._peer(peer)
+        if not self.geometry.is_block(block):
+            return []
+        queues = self.queues
+        requests = self.picker.requests
+        actions: list[Action] = []
+        if block in requests.outstanding(peer) or queues.is_waiting(peer, block):
+            # The peer served it, on time: its clock is refreshed as for an arrival, and no
+            # penalty follows (no snub, no revoked allowed-fast piece, no lost parole piece:
+            # the picker's reject path would take those). The block is free to ask again.
+            queues.block_arrived(peer, block, now)
+            queues.block_settled(peer, block, now)
+            if requests.reject(peer, block):
+                self._released(now, actions, (block.piece,))
         return actions
 
     def _block_rejected(self, event: BlockRejected, now: float) -> list[Action]:
@@ -939,6 +984,8 @@ class SwarmBrain:
     def _request_timed_out(self, event: RequestTimedOut, now: float) -> list[Action]:
         self._peer(event.peer)
         actions: list[Action] = []
+        if self.queues.is_waiting(event.peer, event.block):
+            return actions  # it arrived and waits for our disk: nothing is late
         if self.picker.block_timed_out(event.peer, event.block):
             self.queues.request_timed_out(event.peer, now)
             actions.append(SendCancel(event.peer, event.block))
@@ -961,9 +1008,11 @@ class SwarmBrain:
         if not requests.is_started(piece):
             return []
         cancelled: dict[PeerKey, None] = {}  # ordered: the top-ups that follow are too
+        is_waiting = self.queues.is_waiting
         for block in self.geometry.blocks(piece):
             for peer in requests.requesters(block):
-                actions.append(SendCancel(peer, block))
+                if not is_waiting(peer, block):  # else it arrived (it waits for our disk)
+                    actions.append(SendCancel(peer, block))
                 cancelled[peer] = None
         return list(cancelled)
 
@@ -1116,7 +1165,8 @@ class SwarmBrain:
             for block in list(requests.outstanding(peer)):
                 if not picker.wants(block.piece):
                     requests.cancel(peer, block)
-                    actions.append(SendCancel(peer, block))
+                    if not self.queues.is_waiting(peer, block):  # else it arrived already
+                        actions.append(SendCancel(peer, block))
         for peer, state in self._peers.items():
             self._recount_wanted(peer, state)
             self._set_interest(peer, state, actions)

@@ -26,6 +26,8 @@ if TYPE_CHECKING:  # a type only: the selection module needs nothing from here
 
 __all__ = [
     "AllowedFast",
+    "BlockArrived",
+    "BlockDropped",
     "BlockReceived",
     "BlockRejected",
     "BlockSent",
@@ -198,6 +200,48 @@ class BlockReceived(Input):
 
     The brain measures the peer's download rate from these, clears the request and cancels the
     duplicates still out in end-game.
+    """
+
+    peer: PeerKey
+    block: Block
+
+
+@dataclass(frozen=True, slots=True)
+class BlockArrived(Input):
+    """A requested block arrived from ``peer`` and waits for the disk: it is no longer the
+    peer's to deliver.
+
+    For a client that stores blocks before it tells the brain (:class:`BlockReceived`
+    follows the store): a slow disk (a storage move, a slow drive) must not count against
+    peers that delivered on time. The peer's request clock is refreshed, and while the block
+    waits the peer is neither snubbed nor are its requests timed out (a client that stops
+    reading peers whose blocks wait for the disk holds up their other requests itself); no
+    cancel is sent for the block. The block is not received yet: :class:`BlockReceived`
+    once it is stored, or :class:`BlockDropped` if the client gives it up, must follow
+    (libtorrent counts a block when it arrives, before its disk write). A block that was
+    not asked of ``peer`` is ignored.
+
+    >>> from bip_select import Block
+    >>> BlockArrived(7, Block(0, 0, 16384))
+    BlockArrived(peer=7, block=Block(piece=0, begin=0, length=16384))
+    """
+
+    peer: PeerKey
+    block: Block
+
+
+@dataclass(frozen=True, slots=True)
+class BlockDropped(Input):
+    """The client dropped ``block`` from ``peer`` itself (its disk queue was full): ask for
+    it again, from anyone.
+
+    Unlike :class:`BlockRejected` the peer served it: it is not penalised, and an
+    allowed-fast piece of a peer that chokes us stays allowed. It follows a
+    :class:`BlockArrived` for the block, or replaces it.
+
+    >>> from bip_select import Block
+    >>> BlockDropped(7, Block(0, 0, 16384)).block.begin
+    0
     """
 
     peer: PeerKey

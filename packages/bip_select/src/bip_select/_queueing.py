@@ -23,6 +23,10 @@ API:
     that sent nothing for ``snub_timeout`` while asked for data is snubbed (queue depth
     1; the choker gives it only the optimistic slot).
   - ``request_timed_out(peer, now)``: the client's own timer fired: snub.
+  - ``block_arrived(peer, block, now)`` / ``block_settled(peer, block, now)``: a block
+    the peer delivered waits for our disk, then was stored or dropped. While one of its
+    blocks waits, the peer's clocks are held: ``expired`` neither snubs it nor times out
+    its requests (our disk is late, not the peer); ``is_waiting(peer, block)``.
   - ``piece_passed(sources)`` / ``piece_failed(sources) -> banned peers``: trust
     points; a peer that sent part of a bad piece is put on *parole* (give it whole
     pieces nobody else works on, so the next verdict is its alone). Sources that left
@@ -130,6 +134,7 @@ class _Record:
 
 class _Peer:
     __slots__ = (
+        "held_until",
         "identity",
         "last_block",
         "meter",
@@ -139,6 +144,7 @@ class _Peer:
         "slow_start_rate",
         "slow_start_tick",
         "snubbed",
+        "waiting",
         "window",
     )
 
@@ -155,6 +161,13 @@ class _Peer:
         self.slow_start_tick = now
         self.identity = identity
         self.record = record
+        # Blocks it delivered that wait for our disk (block_arrived): its clocks are held
+        # meanwhile. At most its requests in flight (only those are recorded), and every
+        # one is settled by the client (stored or dropped) or goes with the peer.
+        self.waiting: dict[Block, None] = {}
+        # When its last waiting block was settled: its requests' clocks restart there (a
+        # request sent before a disk stall is not the peer's fault for the stall's length).
+        self.held_until = now
 
 
 _MAX_TRUST = 8  # libtorrent caps good behaviour too, so old merit cannot hide new fraud
@@ -347,6 +360,38 @@ class PeerQueues:
         """The client's own request timer for ``peer`` fired: snub it."""
         self.snub(peer)
 
+    def block_arrived(self, peer: PeerKey, block: Block, now: float) -> None:
+        """``peer`` delivered ``block`` (asked of it) at ``now``, and it waits for our disk.
+
+        The peer's idle clock is refreshed, and held until every block of it that waits is
+        settled (:meth:`block_settled`): meanwhile :meth:`expired` neither snubs it nor
+        times out its requests. A client that stops reading a peer while its disk is behind
+        holds up the peer's other requests itself; the peer is not to blame for them.
+        The rate is measured when the block is stored (:meth:`block_received`).
+
+        Raises:
+            LocalProtocolError: an unknown peer.
+        """
+        state = self._peer(peer)
+        state.last_block = max(state.last_block, now)
+        state.waiting[block] = None
+
+    def block_settled(self, peer: PeerKey, block: Block, now: float) -> None:
+        """``block`` of ``peer`` no longer waits for the disk (stored, or dropped by the
+        client): once none waits, the peer's clocks run again from ``now``. Nothing happens
+        for a block that did not wait (or an unknown peer: it may have left)."""
+        state = self._peers.get(peer)
+        if state is None or not _waits(state, block):
+            return
+        del state.waiting[block]
+        if not state.waiting:
+            state.held_until = max(state.held_until, now)
+
+    def is_waiting(self, peer: PeerKey, block: Block) -> bool:
+        """Whether ``block`` of ``peer`` arrived and waits for the disk (:meth:`block_arrived`)."""
+        state = self._peers.get(peer)
+        return state is not None and _waits(state, block)
+
     def expired(self, book: RequestBook, now: float) -> list[tuple[PeerKey, Block]]:
         """The pending requests to give up on at ``now``.
 
@@ -354,35 +399,41 @@ class PeerQueues:
         loses them all; a peer that is sending loses only requests older than
         ``request_timeout`` (it dropped them). The caller times them out in the book
         (``book.time_out``), sends cancels and requests the blocks elsewhere.
+
+        A peer with a block waiting for our disk (:meth:`block_arrived`) loses nothing, and
+        once none waits its clocks count from when the last one was settled: time our disk
+        held it up is not the peer's.
         """
         config = self._config
         result: list[tuple[PeerKey, Block]] = []
         for peer in list(book.peers()):
             state = self._peers.get(peer)
-            if state is None:
+            if state is None or state.waiting:
                 continue
             pending = book.outstanding(peer)
-            oldest = next(iter(pending.values()))
+            held_until = state.held_until
+            oldest = max(next(iter(pending.values())), held_until)
             idle_since = max(state.last_block, oldest)
             if now - idle_since >= config.snub_timeout:
                 self.snub(peer)
                 result.extend((peer, block) for block in pending)
                 continue
             for block, sent in pending.items():
-                if now - sent < config.request_timeout:
+                if now - max(sent, held_until) < config.request_timeout:
                     break  # insertion order: the rest are younger
                 result.append((peer, block))
         return result
 
     def next_deadline(self, book: RequestBook) -> float | None:
-        """When :meth:`expired` may next have something to say (None: nothing pending)."""
+        """When :meth:`expired` may next have something to say (None: nothing pending,
+        or only at peers whose blocks wait for our disk: a settle comes first)."""
         config = self._config
         best: float | None = None
         for peer in book.peers():
             state = self._peers.get(peer)
-            if state is None:
+            if state is None or state.waiting:
                 continue
-            oldest = next(iter(book.outstanding(peer).values()))
+            oldest = max(next(iter(book.outstanding(peer).values())), state.held_until)
             when = min(
                 max(state.last_block, oldest) + config.snub_timeout,
                 oldest + config.request_timeout,
@@ -520,6 +571,17 @@ class PeerQueues:
     def hash_failures(self, peer: PeerKey) -> int:
         """How many bad pieces ``peer`` sent blocks of."""
         return self._known(peer).failures
+
+
+def _waits(state: _Peer, block: Block) -> bool:
+    """Whether ``block`` waits for the disk at ``state``'s peer (a malformed block, say one
+    with an unhashable field from a client's input, does not: no TypeError from here)."""
+    if not state.waiting:
+        return False  # most peers, most of the time: no hashing
+    try:
+        return block in state.waiting
+    except TypeError:
+        return False
 
 
 def _same(peer: PeerKey) -> Hashable:

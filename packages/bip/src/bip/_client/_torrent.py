@@ -118,8 +118,9 @@ from bip_peer import (
 )
 from bip_select import (
     Block,
+    BlockArrived,
+    BlockDropped,
     BlockReceived,
-    BlockRejected,
     BlockSent,
     HonestRevelation,
     Input,
@@ -2165,15 +2166,18 @@ class Torrent:
             swarm.feed(BlockReceived(seed, block), now)
 
     def _queue_block(self, swarm: Swarm, peer: Peer, message: Piece) -> None:
-        """Hand a peer's block to the writer (:meth:`_store_block`); stop reading the peer
-        while the writer is behind (:meth:`_blocks_drained` reads it again)."""
+        """Hand a peer's block to the writer (:meth:`_store_block`) and tell the brain it
+        arrived; stop reading the peer while the writer is behind (:meth:`_blocks_drained`
+        reads it again)."""
         blocks = self._blocks
         length = len(message.block)
+        block = Block(message.index, message.begin, length)
         if not blocks.accepts(length):
             # Past the hard bound (very many peers crossed the soft one at once): dropped,
             # and given back to the brain at once, which asks for it again (from any peer)
-            # rather than waiting 60 s for its request to time out. A reject costs the peer
-            # nothing (it only frees the block), and the peer is paused below.
+            # rather than waiting 60 s for its request to time out. Dropped by us, not
+            # rejected: the peer served it and loses nothing (a reject from a peer choking
+            # us would revoke its allowed-fast piece). The peer is paused below.
             logger.debug(
                 "%s: block %d/%d from %s dropped: %d bytes wait for the disk",
                 self._name,
@@ -2182,10 +2186,7 @@ class Torrent:
                 peer.address,
                 blocks.queued_bytes,
             )
-            swarm.feed(
-                BlockRejected(peer, Block(message.index, message.begin, length)),
-                trio.current_time(),
-            )
+            swarm.feed(BlockDropped(peer, block), trio.current_time())
         else:
             if not blocks.idle and isinstance(message.block, memoryview):
                 # It waits behind others: a view would keep its whole received chunk (up to
@@ -2193,6 +2194,10 @@ class Torrent:
                 # blocks.
                 message = Piece(message.index, message.begin, bytes(message.block))
             blocks.put((swarm, peer, message), length)
+            # The peer delivered: whatever our disk takes now is not its delay (the brain
+            # neither snubs it nor times its requests out while the block waits). It is the
+            # brain's as received once stored (_store_block).
+            swarm.feed(BlockArrived(peer, block), trio.current_time())
         if blocks.over and peer not in self._reading_paused:
             # The disk is behind (a move, a check, a slow drive): read nothing more from this
             # peer until the writer catches up, as libtorrent stops reading a peer while its
@@ -2223,8 +2228,12 @@ class Torrent:
             await self._disk.write_block(handle, message.index, message.begin, message.block)
         except TorrentStateError as error:
             # Stopped by a fault (its event says why) or a block outside the piece: the
-            # connection checked that we asked for it, so only the former happens here.
+            # connection checked that we asked for it, so only the former happens here. The
+            # brain takes it back (it waited as arrived): free to ask again, nobody blamed.
             logger.debug("block not stored: %s", error)
+            if swarm is self.swarm and peer in swarm.joined:
+                block = Block(message.index, message.begin, length)
+                swarm.feed(BlockDropped(peer, block), trio.current_time())
             return
         now = trio.current_time()
         self._downloaded += length
