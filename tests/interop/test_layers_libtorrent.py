@@ -302,7 +302,23 @@ async def test_libtorrent_downloads_a_v2_magnet_from_us(
     # libtorrent asked us for the piece layers of the two files larger than one piece.
     assert stats.requests_answered >= 2, process.logs()
     assert seed.served > 0
-    for entry in info.files:
-        if not entry.is_pad:
-            path = content.joinpath(*entry.path)
-            assert save.joinpath(*entry.path).read_bytes() == path.read_bytes(), entry.path
+    expected = {
+        entry.path: content.joinpath(*entry.path).read_bytes()
+        for entry in info.files
+        if not entry.is_pad
+    }
+    # libtorrent says it seeds once every piece hashed, which may be before its disk thread
+    # wrote the last blocks out (flush_cache is asynchronous): wait, bounded, for the files.
+    with trio.move_on_after(10):
+        while any(_read(save.joinpath(*path)) != data for path, data in expected.items()):
+            await trio.sleep(0.1)
+    for path, data in expected.items():
+        assert _read(save.joinpath(*path)) == data, path
+
+
+def _read(path: Path) -> bytes | None:
+    """The file's bytes, or None while it does not exist."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
