@@ -412,10 +412,9 @@ def _is_ipv6(host: str) -> bool:
     if ":" not in host:
         return False
     try:
-        packed = socket.inet_pton(socket.AF_INET6, host.partition("%")[0])
-    except OSError:
+        return len(_compact_host(host)) == 16  # as announces pick the peers' family
+    except LocalProtocolError:
         return True  # not an address (refused later): the smaller bound is the safe one
-    return packed[:12] != _MAPPED_PREFIX
 
 
 def _reply_limit(max_response_size: int, ipv6: bool) -> int:

@@ -310,10 +310,9 @@ class Torrent:
         self._rng = rng
         self._on_info_hash = on_info_hash
         # The peers' blocks on their way to the disk, stored by the torrent's own task: the
-        # session's router never waits for the disk (_store_block). The peers whose reading
-        # is paused while the queue is over its bound (_queue_block, _blocks_drained).
+        # session's router never waits for the disk (_store_block). While the queue is over
+        # its bound the peers feeding it are not read (_queue_block, _blocks_drained).
         self._blocks: BlockQueue[tuple[Swarm, Peer, Piece]] = BlockQueue()
-        self._reading_paused: set[Peer] = set()
         self._magnet = source if isinstance(source, MagnetLink) else None
         # BEP 19: the torrent's url-list, or a magnet link's ws=.
         urls = source.url_list if isinstance(source, Metainfo) else source.web_seeds
@@ -2042,7 +2041,6 @@ class Torrent:
     def peer_removed(self, peer: Peer) -> None:
         """A connection of this torrent is gone."""
         self.peers.discard(peer)
-        self._reading_paused.discard(peer)
         if self.swarm is not None:
             self.swarm.leave(peer, trio.current_time())
 
@@ -2198,20 +2196,19 @@ class Torrent:
             # neither snubs it nor times its requests out while the block waits). It is the
             # brain's as received once stored (_store_block).
             swarm.feed(BlockArrived(peer, block), trio.current_time())
-        if blocks.over and peer not in self._reading_paused:
+        if blocks.over and not self._manager.is_reading_paused(peer):
             # The disk is behind (a move, a check, a slow drive): read nothing more from this
             # peer until the writer catches up, as libtorrent stops reading a peer while its
             # disk queue is over the limit. Its blocks already read still come (one read at
             # most), and are taken: none is dropped to wait for a request timeout.
-            self._reading_paused.add(peer)
             self._manager.pause_reading(peer)
 
     def _blocks_drained(self) -> None:
         """The writer caught up (its queue is down to half its bound): read the peers
-        :meth:`_queue_block` paused again."""
-        for peer in self._reading_paused:
+        :meth:`_queue_block` paused again (only it pauses this torrent's peers; resuming one
+        not paused does nothing)."""
+        for peer in self.peers:
             self._manager.resume_reading(peer)
-        self._reading_paused.clear()
 
     async def _store_block(self, item: tuple[Swarm, Peer, Piece]) -> None:
         """Store a peer's block (the writer's task, in the order they came), then tell the
