@@ -20,7 +20,8 @@ import trio
 from _cli_helpers import assert_one_line_error
 
 from bip._cli import main
-from bip._cmd_dht import statistics_line
+from bip._client import _resume
+from bip._cmd_dht import _write_state, statistics_line
 from bip_dht import DHTStatistics, NodeId, open_dht
 
 TIMEOUT = 20.0
@@ -164,6 +165,19 @@ def test_state_replaces_bootstrap(
     argv = ["dht", "get-peers", info_hash, "--bind", CLIENT, "--state", state]
     assert main([*argv, "--timeout", str(TIMEOUT)]) == 0
     assert capsys.readouterr().err.startswith("0 peers (")
+
+
+def test_state_is_written_durably(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The state is synced before its rename and its directory after (as resume files are):
+    a power cut leaves the old state or the new one, never an empty file under the name."""
+    synced: list[int] = []
+    monkeypatch.setattr(_resume, "_fsync", synced.append)
+    path = tmp_path / "dht.state"
+    path.write_bytes(b"old")
+    _write_state(str(path), b"new")
+    assert path.read_bytes() == b"new"
+    assert len(synced) == 2  # the temporary file, then the directory
+    assert not (tmp_path / "dht.state.tmp").exists()
 
 
 @pytest.mark.parametrize(

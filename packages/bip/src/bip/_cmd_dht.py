@@ -51,6 +51,7 @@ from bip_dht import (
 from bip_metainfo import Metainfo, MutableTorrentLink
 
 from ._arguments import add_command_group, add_serve_loop_options, add_timeout, proxy_settings
+from ._client._resume import _write_atomically
 from ._errors import CLIError
 from ._inputs import info_hash_of, load_mutable_link, load_source, parse_endpoint
 from ._serve_loop import print_statistics_until_stopped
@@ -234,11 +235,9 @@ def _read_state(path: str | None) -> bytes | None:
 
 
 def _write_state(path: str, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically (a crash never leaves half a state)."""
-    temporary = f"{path}.tmp"
-    with open(temporary, "wb") as file:
-        file.write(data)
-    os.replace(temporary, path)
+    """Replace ``path`` with ``data`` durably, as the session's resume files are written (a
+    crash or a power cut leaves the old state or the new one, never half of one)."""
+    _write_atomically(Path(path), data)
 
 
 def _bind(text: str) -> tuple[str, int]:
