@@ -422,7 +422,7 @@ def _write_atomically(path: Path, data: bytes) -> None:
     Raises:
         OSError: the file could not be written, synced or renamed.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_directories(path.parent)
     temporary = path.with_name(path.name + ".tmp")
     with open(temporary, "wb") as file:
         file.write(data)
@@ -430,6 +430,20 @@ def _write_atomically(path: Path, data: bytes) -> None:
         _fsync(file.fileno())
     os.replace(temporary, path)
     _sync_directory(path.parent)
+
+
+def _make_directories(directory: Path) -> None:
+    """Create ``directory`` and its missing parents, syncing the parent of each one created:
+    a new directory's entry is in its parent, and a power cut could otherwise lose the
+    directory with the synced files inside it (the first save into ``.bip``)."""
+    missing: list[Path] = []
+    ancestor = directory
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        missing.append(ancestor)
+        ancestor = ancestor.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    for created in reversed(missing):
+        _sync_directory(created.parent)
 
 
 def _fsync(fd: int) -> None:
