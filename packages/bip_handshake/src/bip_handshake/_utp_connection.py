@@ -65,7 +65,9 @@ How it behaves, following BEP 29 and libtorrent:
   window).
 - Receiving: out-of-order packets wait in a reorder buffer bounded by the window we
   advertise (``receive_buffer`` less what is buffered) and by
-  :data:`MAX_REORDER_DISTANCE` packets; we acknowledge them with selective acks.
+  :data:`MAX_REORDER_DISTANCE` packets; we acknowledge them with selective acks. A DATA,
+  FIN or ST_STATE further ahead is dropped whole, before its acks, window and timestamps
+  count (libtorrent): forged, or from a connection that lost more than that.
 - Every connection of a socket draws on one :class:`UtpReceiveBudget`
   (``max_buffered`` bytes): the window we advertise never exceeds what it has left,
   out-of-order data takes at most half of it, and a packet it cannot afford is dropped
@@ -805,6 +807,14 @@ class UtpConnection:
         outstanding = seq_distance(self._acked, self._seq_nr) - 1
         if 0 < ack_distance < _HALF and ack_distance > outstanding:
             return  # an ack for a packet we never sent: not to be trusted
+        if MAX_REORDER_DISTANCE < seq_distance(self._ack_nr, packet.seq_nr) < _HALF:
+            # Too far ahead for the reorder buffer (an ST_STATE carries the peer's next
+            # number, so it is as far as the peer's packets we miss): forged, or from a
+            # connection that lost more than we buffer. Dropped whole before its acks,
+            # window and timestamps count, as libtorrent does: it could otherwise ack our
+            # packets in flight (lost for good), shut the window or feed the RTT. Its
+            # type counts for nothing either: a FIN out there does not fix the end.
+            return
         self._last_received_us = now_us
         self._reply_micro = (now_us - packet.timestamp_us) & _TS_MASK
         self._peer_wnd = packet.wnd_size
@@ -1224,10 +1234,7 @@ class UtpConnection:
         distance = seq_distance(self._ack_nr, seq)
         if distance == 0 or distance >= _HALF:
             return  # a duplicate: the ack above tells the peer again
-        if distance > MAX_REORDER_DISTANCE:
-            # Too far ahead to be buffered: dropped before its type counts, so that a FIN
-            # out there (bogus, or forged) cannot fix the end of the stream (libtorrent).
-            return
+        # Never past MAX_REORDER_DISTANCE: receive_packet drops those before their acks.
         if fin:
             if self._eof_seq is not None and seq != self._eof_seq:
                 return  # a second end: the first one stands
