@@ -106,6 +106,7 @@ from ._compact import PeerAddress, host_network
 from ._errors import HandshakeError, RemoteProtocolError
 from ._extensions import Extensions
 from ._handshake import (
+    DEFAULT_MAX_TRAILING,
     NEED_DATA,
     PAUSED,
     HandshakeComplete,
@@ -1268,8 +1269,13 @@ class Handshaker:
         """
         skey: bytes | None = None  # the torrent an inbound MSE handshake named
         if torrent is None:
+            # Inbound MSE hands the peer's initial payload (up to 65,535 bytes: the
+            # handshake and what follows it) and the bytes read with its end over at once:
+            # the IA's own bytes must not count against the bound on what follows.
             connection = HandshakeConnection.receiver(
-                peer_id=self._peer_id.value, extensions=self._extensions
+                peer_id=self._peer_id.value,
+                extensions=self._extensions,
+                max_trailing=DEFAULT_MAX_TRAILING + 0xFFFF,
             )
         else:
             connection = HandshakeConnection.initiator(
