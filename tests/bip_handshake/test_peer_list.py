@@ -175,6 +175,18 @@ def test_a_tracker_listing_a_peer_again_takes_one_failure_off() -> None:
     assert entry.failcount == 0  # never below zero
 
 
+def test_one_reply_naming_a_peer_several_times_is_one_offer() -> None:
+    # A tracker reply listing an address three times takes one failure off, not three.
+    peers = PeerList(min_reconnect_time=60.0, max_failcount=3)
+    peers.add(A, PeerOrigin.DHT, 0.0)
+    for now in (1.0, 200.0, 500.0):
+        peers.dial_failed(A, now)
+    assert peers.add_many([A, A, A], PeerOrigin.TRACKER, 1e9) == 1
+    entry = peers.entry(A)
+    assert entry is not None
+    assert entry.failcount == 2
+
+
 def test_cancelled_dial_is_no_failure_but_waits() -> None:
     peers = PeerList(min_reconnect_time=10.0)
     peers.add(A, PeerOrigin.DHT, 0.0)

@@ -546,8 +546,22 @@ class PeerList:
         *,
         swarm_id: bytes | None = None,
     ) -> int:
-        """:meth:`add` each address; returns how many have an entry now."""
-        return sum(self.add(address, origin, now, swarm_id=swarm_id) for address in addresses)
+        """:meth:`add` each address once; returns how many distinct addresses have an entry
+        now.
+
+        An address given more than once (after normalising) counts as one offer: a tracker
+        reply naming a peer three times would otherwise take three failures off it.
+        """
+        offered: set[PeerAddress] = set()
+        added = 0
+        for address in addresses:
+            if isinstance(address, PeerAddress):  # anything else: add() raises TypeError
+                normal = address.normalized()
+                if normal in offered:
+                    continue
+                offered.add(normal)
+            added += self.add(address, origin, now, swarm_id=swarm_id)
+        return added
 
     def set_our_addresses(self, addresses: Iterable[PeerAddress]) -> None:
         """Our addresses (one per family is kept: the first given), to rank peers against.
