@@ -20,6 +20,7 @@ from bip_metainfo._paths import _Tree
 
 K = MetainfoErrorKind
 ROOT = bytes(range(1, 33))
+BIG_ROOT = bytes(range(2, 34))  # the real file's: a root names files of one length only
 
 
 def _deep_tree(
@@ -34,7 +35,7 @@ def _deep_tree(
     """
     node: dict[bytes, Any] = {b"f%05d" % i: {b"": leaf or {b"length": 0}} for i in range(files)}
     node.update(extra or {})
-    node[b"big"] = {b"": {b"length": 16384, b"pieces root": ROOT}}
+    node[b"big"] = {b"": {b"length": 16384, b"pieces root": BIG_ROOT}}
     for level in reversed(range(depth)):
         node = {b"%02d" % level + "\u00e9".encode() * 8: node}
     return node

@@ -15,6 +15,12 @@ from bip_metainfo import Info, Metainfo, MetainfoError, MetainfoErrorKind
 K = MetainfoErrorKind
 ROOT = bytes(range(1, 33))  # any non-zero 32 bytes serve as a pieces root here
 
+
+def _root(length: int) -> bytes:
+    """A pieces root for files of ``length`` bytes: a root names files of one length only."""
+    return hashlib.sha256(b"%d" % length).digest()
+
+
 names = st.text(alphabet="abcdefghij", min_size=1, max_size=6)
 paths = st.lists(names, min_size=1, max_size=3).map(tuple)
 files = st.lists(
@@ -51,7 +57,7 @@ def _tree(entries: list[tuple[tuple[str, ...], int]]) -> dict[str, Any]:
             node = node.setdefault(part, {})
         leaf: dict[str, Any] = {"length": length}
         if length:
-            leaf["pieces root"] = ROOT
+            leaf["pieces root"] = _root(length)
         node[path[-1]] = {"": leaf}
     return tree
 
@@ -92,7 +98,7 @@ def test_v2_layout_aligns_files_and_pads_the_gaps(entries: list[Any], piece_leng
     for entry in real:
         if entry.length:
             assert entry.offset % piece_length == 0
-            assert entry.pieces_root == ROOT
+            assert entry.pieces_root == _root(entry.length)
     _check_geometry(info, include_pad=True)
     # Without pads, each file's last piece is short: the piece sizes add up to the data.
     total = sum(info.piece_size(i, include_pad=False) for i in range(info.num_pieces))
@@ -122,9 +128,9 @@ def test_hybrid_agrees_with_its_v2_tree(entries: list[Any], piece_length: int) -
     }
     info = Info.from_bytes(encode(info_dict))
     assert info.is_hybrid
-    assert [f.pieces_root for f in info.files if f.length and not f.is_pad] == [ROOT] * len(
-        [1 for _, length in ordered if length]
-    )
+    assert [f.pieces_root for f in info.files if f.length and not f.is_pad] == [
+        _root(length) for _, length in ordered if length
+    ]
     _check_geometry(info, include_pad=True)
 
 

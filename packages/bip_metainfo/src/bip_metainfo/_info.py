@@ -468,6 +468,7 @@ def _parse_files(
         if type(tree) is not dict:
             raise _fail(K.INVALID_FILE_TREE, "a v2 torrent without a 'file tree' dictionary")
         v2 = _v2_files(tree, name, has_files_list, max_files)
+        _check_shared_roots(v2)
     elif tree is not None:
         raise _fail(K.INVALID_META_VERSION, "a 'file tree' without 'meta version' 2")
 
@@ -590,6 +591,36 @@ def _v2_entry(entry: Any, path: tuple[str, ...], where: _TreeWhere) -> FileEntry
         pieces_root=root,
         mtime=_mtime(entry),
     )
+
+
+def _check_shared_roots(files: list[FileEntry]) -> None:
+    """Refuse a tree where one ``pieces root`` names files of different lengths.
+
+    A root is the hash of a file's content, so files that share one are the same file:
+    identical copies are legal, but a root with two lengths cannot be: its piece layer fits
+    only one of them (libtorrent's ``parse_piece_layers`` refuses the ``piece layers`` of two
+    such files larger than a piece; a magnet's peers would answer hash requests for one length
+    or the other). Stricter than libtorrent, which takes such an info dictionary without
+    layers (a magnet's) and uses the first file with the root.
+    """
+    first: dict[bytes, FileEntry] = {}
+    for entry in files:
+        if entry.pieces_root is None:
+            continue
+        seen = first.setdefault(entry.pieces_root, entry)
+        if seen.length != entry.length:
+            raise _fail(
+                K.INVALID_FILE_TREE,
+                f"pieces root {entry.pieces_root[:8].hex()}... names files of different lengths:"
+                f" {_short_path(seen.path)!r} ({seen.length} bytes) and"
+                f" {_short_path(entry.path)!r} ({entry.length} bytes)",
+            )
+
+
+def _short_path(path: tuple[str, ...], limit: int = 120) -> str:
+    """A file's path for an error message: its end if long (a 100-deep path can be 24 KB)."""
+    text = "/".join(path)
+    return text if len(text) <= limit else "..." + text[-limit:]
 
 
 def _v2_layout(files: list[FileEntry], piece_length: int, name: str) -> list[FileEntry]:

@@ -32,7 +32,7 @@ answer that finds it full is sent at a later tick, never dropped).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -171,6 +171,7 @@ class _LayerFetch:
         "banned",
         "deadlines",
         "done",
+        "failure",
         "files",
         "info",
         "max_per_peer",
@@ -210,6 +211,8 @@ class _LayerFetch:
         self.verified = 0
         self.timeouts = 0
         self.done = trio.Event()
+        # Why the fetch ended without layers to give (done is set too), else None.
+        self.failure: str | None = None
         self.waiters = 0
 
     @property
@@ -479,7 +482,9 @@ class PieceLayerExchange:
         fit one piece needs no layer: the result is then ``{}``.
 
         Raises:
-            PieceLayerFetchError: the layers are not all fetched within ``timeout`` seconds.
+            PieceLayerFetchError: the layers are not all fetched within ``timeout`` seconds,
+                or those verified cannot be served (an ``info`` whose files contradict each
+                other, which :class:`~bip_metainfo.Info` refuses to parse).
             LocalProtocolError: this exchange is not one of the manager's services.
             ValueError: ``info`` is not a v2 or hybrid torrent, or ``timeout`` is not positive.
         """
@@ -526,6 +531,8 @@ class PieceLayerExchange:
             fetch.waiters -= 1
             if fetch.waiters == 0 and not fetch.done.is_set():
                 self._forget_fetch(fetch)
+        if fetch.failure is not None:
+            raise PieceLayerFetchError(fetch.failure)
         if not fetch.done.is_set():
             raise PieceLayerFetchError(
                 f"no verified piece layers for {info.info_hash} within {timeout} s "
@@ -617,9 +624,7 @@ class PieceLayerExchange:
             raise ValueError(f"{info.info_hash} is a v1 torrent: it has no piece layers")
         trees: dict[bytes, PieceLayerTree] = {}
         layers: dict[bytes, bytes] = {}
-        for root, length in _layered_files(info):
-            if root in trees:
-                continue
+        for root, length in _layered_files(info).items():
             layer = piece_layers.get(root)
             if layer is None:
                 raise ValueError(f"no piece layer for the file with pieces root {root.hex()}")
@@ -634,7 +639,7 @@ class PieceLayerExchange:
         piece_level = (info.piece_length // BLOCK_SIZE).bit_length() - 1
         return {
             root: _FileLayer(root, length, piece_level, self._max_hashes)
-            for root, length in _layered_files(info)
+            for root, length in _layered_files(info).items()
         }
 
     def _offer(self, manager: PeerManager, fetch: _LayerFetch, peer: Peer, now: float) -> None:
@@ -664,12 +669,23 @@ class PieceLayerExchange:
             manager.remove_peer(peer, f"bad piece layer hashes: {reason}")
         if fetch.complete() and not fetch.done.is_set():
             layers = fetch.result()
-            _log.info(
-                "fetched the piece layers of %s from peers: %d files, verified",
-                fetch.info_hash,
-                len(layers),
-            )
-            self.serve(fetch.info, layers)
+            try:
+                self.serve(fetch.info, layers)
+            except ValueError as error:
+                # Each chunk verified against the file the fetch asked for, and serve builds
+                # the same files' trees (``_wanted`` and ``_trees`` take the same ones), so only
+                # an Info bip_metainfo would refuse gets here. The fetch fails with its own
+                # error; the peers that answered did nothing wrong and stay.
+                fetch.failure = (
+                    f"the piece layers fetched for {fetch.info_hash} cannot be served: {error}"
+                )
+                _log.warning("%s", fetch.failure)
+            else:
+                _log.info(
+                    "fetched the piece layers of %s from peers: %d files, verified",
+                    fetch.info_hash,
+                    len(layers),
+                )
             self._forget_fetch(fetch)
             fetch.done.set()
 
@@ -776,9 +792,17 @@ class PieceLayerExchange:
             return None
 
 
-def _layered_files(info: Info) -> Iterable[tuple[bytes, int]]:
-    """(pieces root, length) of every file of ``info`` larger than one piece."""
+def _layered_files(info: Info) -> dict[bytes, int]:
+    """The length of every file of ``info`` larger than one piece, keyed by pieces root.
+
+    A root named twice is one file's (identical copies). Should an info name files of
+    different lengths by one root (bip_metainfo refuses those), the first such file's
+    length is the root's, as libtorrent's ``file_index_for_root`` takes the first file:
+    what a fetch verifies and what ``serve`` builds are then the same tree.
+    """
+    files: dict[bytes, int] = {}
     for entry in info.files:
         root = entry.pieces_root
         if root is not None and not entry.is_pad and entry.length > info.piece_length:
-            yield root, entry.length
+            files.setdefault(root, entry.length)
+    return files

@@ -1742,9 +1742,21 @@ class Torrent:
 
     def _serve_layers(self, info: Info) -> None:
         """Answer the peers' BEP 52 hash requests from our piece layers, once we have every
-        one (a hybrid torrent from a magnet link has none, and rejects the requests)."""
+        one (a hybrid torrent from a magnet link has none, and rejects the requests).
+
+        Raises:
+            TorrentError: the layers cannot be served (one of the wrong size for its file):
+                this torrent fails, the session's others go on.
+        """
         if info.is_v2 and not layers_missing(info, self._piece_layers):
-            self._layers.serve(info, self._piece_layers)
+            try:
+                self._layers.serve(info, self._piece_layers)
+            except ValueError as error:
+                # Metainfo and the resume store check every layer against its file, so this
+                # is a torrent they let through by mistake: its fault, not the session's.
+                raise TorrentError(
+                    f"the torrent's piece layers cannot be served: {error}"
+                ) from None
 
     def _piece_priorities(self) -> list[int] | None:
         """Each piece's priority from the files' and the raised pieces (``None``: every
