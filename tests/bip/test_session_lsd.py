@@ -8,12 +8,14 @@ multicast): it keeps what the session sends and plays a LAN host sending it anno
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
 import pytest
 import trio
 from _engine_helpers import address_of, loopback_config, make_torrent, until, write_content
+from _hostile_peer import ATTACKER_IDS, HostilePeer, hostile_peer
 
 from bip._client import TorrentOptions, open_session
 from bip._client._lsd import announced_ports, open_session_lsd
@@ -25,6 +27,13 @@ from bip_handshake import (
     decode_lsd_announce,
 )
 from bip_metainfo import InfoHash, MagnetLink, create_torrent
+from bip_peer import (
+    Extended,
+    ExtendedHandshake,
+    MetadataData,
+    MetadataRequest,
+    decode_metadata_message,
+)
 
 LOOPBACK = "127.0.0.1"
 DEADLINE = 20.0
@@ -91,6 +100,34 @@ async def test_withdrawn_on_pause_announced_on_resume_withdrawn_on_remove(
             nursery.cancel_scope.cancel()
 
 
+def _metadata_requests(peer: HostilePeer) -> list[MetadataRequest]:
+    found = []
+    for message in peer.received:
+        if isinstance(message, Extended) and message.extended_id == ATTACKER_IDS["ut_metadata"]:
+            decoded = decode_metadata_message(message.payload)
+            if isinstance(decoded, MetadataRequest):
+                found.append(decoded)
+    return found
+
+
+def _asked_more(peer: HostilePeer, answered: int) -> bool:
+    return len(_metadata_requests(peer)) > answered
+
+
+async def _give_metadata(peer: HostilePeer, raw: bytes) -> None:
+    """Answer the session's ut_metadata requests with ``raw`` (one piece) until cancelled:
+    a peer that fetched the private torrent as a magnet itself and serves it on (as
+    libtorrent does; a bip session serves no private torrent's metadata)."""
+    answered = 0
+    while True:
+        await peer.wait_until(functools.partial(_asked_more, peer, answered))
+        their_id = peer.extension_id("ut_metadata")
+        assert their_id is not None
+        for request in _metadata_requests(peer)[answered:]:
+            await peer.send(MetadataData(request.piece, len(raw), raw).to_extended(their_id))
+            answered += 1
+
+
 async def test_a_magnet_that_turns_out_private_is_withdrawn_and_its_lsd_peers_dropped(
     tmp_path: Path,
 ) -> None:
@@ -112,9 +149,21 @@ async def test_a_magnet_that_turns_out_private_is_withdrawn_and_its_lsd_peers_dr
                 )
                 # Its metadata unknown, nothing says it is private: it is announced.
                 await until(lambda: lsd.is_announced(v1))
-                # The seeder is heard on the local network: dialled, it gives the metadata.
+                # The seeder is heard on the local network and dialled (it serves no
+                # private torrent's metadata); another peer gives the metadata.
                 await group.tell(lsd, v1, address_of(seeder).port)
-                await until(lambda: magnet.info is not None)
+                raw = private.info.to_bytes()
+                assert len(raw) <= 16384
+                handshake = ExtendedHandshake(m=ATTACKER_IDS, metadata_size=len(raw))
+                async with (
+                    hostile_peer(
+                        address_of(leecher), InfoHash(v1=v1), extended_handshake=handshake
+                    ) as giver,
+                    trio.open_nursery() as giving,
+                ):
+                    giving.start_soon(_give_metadata, giver, raw)
+                    await until(lambda: magnet.info is not None)
+                    giving.cancel_scope.cancel()
                 assert magnet.private
                 peers = leecher.peer_list(magnet)
                 assert peers is not None

@@ -6,9 +6,10 @@ sans-IO cores of :mod:`bip_peer._metadata` and :mod:`bip_peer._pex`:
 
 - :class:`MetadataExchange` adds ``ut_metadata`` (and, for torrents it serves,
   ``metadata_size``) to our extended handshake, answers the peers' metadata requests from the
-  info dictionaries given to :meth:`~MetadataExchange.serve`, and fetches a torrent's
-  dictionary from every connected peer that has it (:meth:`~MetadataExchange.fetch`), in
-  parallel, verified against the info-hash; peers that send bad data are removed.
+  info dictionaries given to :meth:`~MetadataExchange.serve` (never a private torrent's:
+  BEP 27, as libtorrent), and fetches a torrent's dictionary from every connected peer that
+  has it (:meth:`~MetadataExchange.fetch`), in parallel, verified against the info-hash;
+  peers that send bad data are removed.
 - :class:`PeerExchange` adds ``ut_pex`` to our extended handshake, tells every peer that
   speaks it about our other peers of the same torrent (at most once a minute, at most 50
   added and 50 dropped per message) and hands the addresses peers tell us about, after the
@@ -33,6 +34,7 @@ from typing import Final, TypeVar
 
 import trio
 
+from bip_bencode import BencodeDecodeError, decode
 from bip_handshake import PeerAddress, PeerSink
 from bip_metainfo import InfoHash
 
@@ -126,6 +128,21 @@ def _same_torrent(a: InfoHash, b: InfoHash) -> bool:
     return not set(a.swarm_ids()).isdisjoint(b.swarm_ids())
 
 
+def _is_private_info(info: bytes) -> bool:
+    """Whether the info dictionary ``info`` has its BEP 27 ``private`` flag set (a non-zero
+    int, as bip_metainfo's ``Info`` and libtorrent read it)."""
+    try:
+        # Bounded by the caller: a dictionary the client parsed already (its values counted),
+        # or one fetched within max_size.
+        fields = decode(info, lenient=True)
+    except BencodeDecodeError:
+        return False  # not a torrent anyone can use: the session refuses it anyway
+    if not isinstance(fields, dict):
+        return False
+    private = fields.get(b"private")
+    return type(private) is int and private != 0
+
+
 def _check_extension_id(extension_id: object) -> None:
     """Refuse an extended message id that is not an int in 1..255 (0 is the handshake)."""
     if isinstance(extension_id, bool) or not isinstance(extension_id, int):
@@ -177,6 +194,12 @@ class _Fetch:
 class MetadataExchange:
     """BEP 9 over a :class:`~bip_peer.PeerManager`: serve our info dictionaries, fetch others.
 
+    A private torrent's dictionary (BEP 27: its ``private`` flag set) is never served, as
+    libtorrent adds no ``ut_metadata`` to a private torrent with metadata: its peers see no
+    ``metadata_size`` and their requests are rejected, so that the dictionary only reaches
+    those the private tracker gave it to. Fetching one (a magnet, before its dictionary says
+    it is private) works as any other.
+
     Args:
         extension_id: the id we give ``ut_metadata`` in our extended handshake.
         max_size: the largest dictionary :meth:`fetch` accepts.
@@ -222,7 +245,8 @@ class MetadataExchange:
     # -- public API ----------------------------------------------------------------------
 
     def serve(self, info_hash: InfoHash, info_bytes: bytes) -> None:
-        """Answer metadata requests for ``info_hash`` from ``info_bytes``.
+        """Answer metadata requests for ``info_hash`` from ``info_bytes``, unless the
+        torrent is private (its ``private`` flag set): nothing is served for that one.
 
         Peers connected from now on see ``metadata_size`` in our extended handshake.
 
@@ -232,6 +256,10 @@ class MetadataExchange:
         info = bytes(info_bytes)
         if not info_matches(info_hash, info):
             raise ValueError(f"the info dictionary does not hash to {info_hash}")
+        if _is_private_info(info):
+            self.stop_serving(info_hash)
+            _metadata_log.debug("not serving the metadata of %s: the torrent is private", info_hash)
+            return
         server: MetadataServer[Peer] = MetadataServer(
             info, burst=self._serve_burst, rate=self._serve_rate
         )
@@ -255,7 +283,8 @@ class MetadataExchange:
         already and those added while the fetch runs. Keep consuming
         :meth:`PeerManager.events` meanwhile (the readers wait for the consumer). Peers that
         send bad data are removed from the manager. Once fetched, the dictionary is served
-        to other peers (:meth:`serve`). Two fetches of one torrent share the work.
+        to other peers (:meth:`serve`), unless private. Two fetches of one torrent share the
+        work.
 
         Raises:
             MetadataFetchError: no verified dictionary within ``timeout`` seconds.
@@ -507,6 +536,8 @@ class PeerExchange:
         our_addresses: our listening addresses, never taken from a peer's list (more can be
             added later: :meth:`add_our_address`).
         is_private: tells whether a torrent is private (BEP 27: no PEX at all for those).
+            Asked again on every PEX message and tick (once per torrent a tick): a magnet
+            found private stops PEX with the peers that joined before its metadata.
         interval: seconds between two messages to one peer.
         max_added: added addresses per message we send.
         max_dropped: dropped addresses per message we send.
@@ -698,9 +729,17 @@ class PeerExchange:
         )
 
     def message_received(self, manager: PeerManager, peer: Peer, message: object) -> bool:
-        """Take a PEX message: check it, and hand the new addresses to the sink."""
+        """Take a PEX message: check it, and hand the new addresses to the sink.
+
+        A peer of a torrent found private since it connected (a magnet's metadata says so)
+        has its PEX state dropped and the message ignored (BEP 27).
+        """
         if not isinstance(message, PexMessage):
             return False
+        if self._private(peer.info_hash):
+            self._stop(peer)
+            self._ignored += 1
+            return True
         state = self._peers.get(peer)
         update = None if state is None else state.inbox.receive(message, trio.current_time())
         if update is None:
@@ -738,11 +777,29 @@ class PeerExchange:
         if self._peers.pop(peer, None) is not None:
             self._forget_sources(peer)
 
+    def _stop(self, peer: Peer) -> None:
+        """Forget the PEX state of ``peer``, whose torrent turned out private.
+
+        A magnet's peers join before its metadata says whether it is private: those that
+        joined meanwhile got PEX state, which must go once it is known (BEP 27: no PEX).
+        """
+        if self._peers.pop(peer, None) is not None:
+            self._forget_sources(peer)
+            _pex_log.debug("PEX with %s stopped: its torrent is private", peer.address)
+
     def tick(self, manager: PeerManager, now: float) -> None:
-        """Send each peer that speaks ``ut_pex`` the news about its torrent's other peers."""
+        """Send each peer that speaks ``ut_pex`` the news about its torrent's other peers
+        (none to, nor about, the peers of a torrent found private since they joined)."""
         torrents: dict[bytes, list[Peer]] = {}
-        for peer in self._peers:
-            torrents.setdefault(_swarm_key(peer.info_hash), []).append(peer)
+        private: dict[bytes, bool] = {}  # asked once per torrent a tick
+        for peer in list(self._peers):
+            key = _swarm_key(peer.info_hash)
+            if key not in private:
+                private[key] = self._private(peer.info_hash)
+            if private[key]:
+                self._stop(peer)
+            else:
+                torrents.setdefault(key, []).append(peer)
         for peers in torrents.values():
             listed = {peer: _listed(peer) for peer in peers}
             for peer in peers:

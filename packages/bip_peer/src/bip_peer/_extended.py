@@ -875,15 +875,18 @@ class HolepunchMessage(_ExtensionMessage):
     """A ``ut_holepunch`` message (BEP 55): a type, an address, and for errors a code.
 
     The payload is binary: ``msg_type`` (1 byte), ``addr_type`` (1 byte: 0 IPv4, 1 IPv6), the
-    address (4 or 16 bytes) and port (2 bytes, big-endian), then for an error the ``err_code``
-    (4 bytes, big-endian). ``address`` is kept in the family it has: an IPv4-mapped IPv6
-    address is sent as IPv6 (normalise it first to send it as IPv4). ``error`` is ``None`` for
-    a rendezvous or a connect, and an int for an error: a :class:`HolepunchError` when the
-    code is one BEP 55 defines, the plain int otherwise (a code from a newer peer).
+    address (4 or 16 bytes) and port (2 bytes, big-endian), then the ``err_code`` (4 bytes,
+    big-endian), 0 in a rendezvous or a connect. BEP 55 makes ``err_code`` part of every
+    message, and anacrolix/torrent refuses a message without it (and drops the connection);
+    libtorrent writes it only in errors but reads either, as :func:`decode_holepunch_message`
+    does. ``address`` is kept in the family it has: an IPv4-mapped IPv6 address is sent as
+    IPv6 (normalise it first to send it as IPv4). ``error`` is ``None`` for a rendezvous or a
+    connect, and an int for an error: a :class:`HolepunchError` when the code is one BEP 55
+    defines, the plain int otherwise (a code from a newer peer).
 
     >>> target = PeerAddress.parse("10.0.0.1:6881")
     >>> HolepunchMessage.rendezvous(target).encode_payload().hex()
-    '00000a0000011ae1'
+    '00000a0000011ae100000000'
     >>> failed = HolepunchMessage.failed(target, HolepunchError.NOT_CONNECTED)
     >>> failed.encode_payload().hex()
     '02000a0000011ae100000002'
@@ -930,12 +933,10 @@ class HolepunchMessage(_ExtensionMessage):
         return cls(HolepunchMessageType.ERROR, target, error)
 
     def encode_payload(self) -> bytes:
-        """``msg_type``, ``addr_type``, address, port, and ``err_code`` for an error."""
+        """``msg_type``, ``addr_type``, address, port, and ``err_code`` (0 unless an error)."""
         head = bytes((self.msg_type, _ADDR_TYPE_OF_FAMILY[self.address.family]))
         body = head + self.address.host.packed + self.address.port.to_bytes(2, "big")
-        if self.error is not None:
-            body += self.error.to_bytes(4, "big")
-        return body
+        return body + (self.error or 0).to_bytes(4, "big")
 
 
 def _error_code(code: int) -> int:
@@ -952,7 +953,9 @@ def decode_holepunch_message(payload: bytes | bytearray | memoryview) -> Holepun
     As libtorrent: a message of an unknown type or address type is ignored (a future
     extension of BEP 55 must not cost the connection), bytes after the message are ignored,
     and an error code BEP 55 does not define is kept as a plain int (libtorrent logs it as
-    unknown and carries on). A payload too short for its own fields raises; libtorrent drops
+    unknown and carries on). A rendezvous or a connect is read with or without its
+    ``err_code`` (libtorrent sends none; BEP 55 and the others send 0), which is not looked
+    at. A payload too short for its own fields raises; libtorrent drops
     such a message without closing the connection, which is what
     :class:`~bip_peer.HolepunchService` does with the error.
 

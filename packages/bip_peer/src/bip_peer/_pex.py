@@ -22,7 +22,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Final
 
 from bip_handshake import PeerAddress
@@ -302,8 +302,35 @@ class PexInboxStatistics:
     known: int
 
 
+# libtorrent's aux::is_local (ip_helpers.cpp), range for range. Not ipaddress' is_private,
+# which on Python 3.11 also counts Teredo (2001::/32), benchmarking (198.18/15),
+# documentation and 0/8: a public peer behind Teredo would count as local and be let point
+# us at loopback and LAN addresses. Multicast (libtorrent also counts ff02::/16 and
+# ff05::/16) is refused before as not dialable.
+_LOCAL_V4: Final = (
+    IPv4Network("10.0.0.0/8"),
+    IPv4Network("172.16.0.0/12"),
+    IPv4Network("192.168.0.0/16"),
+    IPv4Network("169.254.0.0/16"),  # link-local
+    IPv4Network("127.0.0.0/8"),  # loopback
+)
+_LOCAL_V6: Final = (
+    IPv6Network("::1/128"),  # loopback
+    IPv6Network("fe80::/10"),  # link-local
+    IPv6Network("fec0::/10"),  # site-local: deprecated, still unrouted (RFC 3879)
+    IPv6Network("fc00::/7"),  # unique local
+)
+
+
 def _is_local(host: IPv4Address | IPv6Address) -> bool:
-    return host.is_private or host.is_loopback or host.is_link_local
+    """Whether ``host`` is on a local network, as libtorrent's ``is_local`` says (an
+    IPv4-mapped IPv6 host as its IPv4 one)."""
+    if isinstance(host, IPv6Address):
+        mapped = host.ipv4_mapped
+        if mapped is None:
+            return any(host in network for network in _LOCAL_V6)
+        host = mapped
+    return any(host in network for network in _LOCAL_V4)
 
 
 class PexInbox:
@@ -325,8 +352,9 @@ class PexInbox:
 
     Args:
         peer_address: the sender's address: its own address in its list is ignored, and when it
-            is public, private and loopback addresses in its list are ignored too (libtorrent
-            does the same, so a stranger cannot point us at our own network). None skips both.
+            is public, local addresses in its list (private, link-local, loopback, unique and
+            site-local: libtorrent's ``is_local``) are ignored too (libtorrent does the same,
+            so a stranger cannot point us at our own network). None skips both.
         our_addresses: our own listening addresses, never taken (more can be added later:
             :meth:`add_our_address`). A :class:`~bip_peer.PeerExchange` passes the set it
             keeps itself, shared as it is by every peer's inbox, so that all of them always

@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -171,6 +171,9 @@ class HolepunchPolicy:
         our_addresses: our listening addresses (a relay asked for one refuses it, a
             connect to one is ignored); more can be added later to :attr:`service`
             (:meth:`~bip_peer.HolepunchService.add_our_address`).
+        refuses: whether the torrent refuses a peer at an address (its host banned for bad
+            data): a connect to one is ignored, not dialled (libtorrent checks the ban
+            first too); ``None`` refuses none.
         rendezvous_interval: seconds before an address may be asked about again.
         dial_ttl: seconds a connect's address stays uTP-only and watched.
         max_addresses: addresses remembered per table.
@@ -183,6 +186,7 @@ class HolepunchPolicy:
         pex: PeerExchange,
         dialer: PeerDialer,
         our_addresses: Iterable[PeerAddress] = (),
+        refuses: Callable[[InfoHash, PeerAddress], bool] | None = None,
         rendezvous_interval: float = DEFAULT_RENDEZVOUS_INTERVAL,
         dial_ttl: float = DEFAULT_HOLEPUNCH_DIAL_TTL,
         max_addresses: int = MAX_HOLEPUNCH_ADDRESSES,
@@ -197,6 +201,7 @@ class HolepunchPolicy:
         self._handshaker = handshaker
         self._pex = pex
         self._dialer = dialer
+        self._refuses = refuses
         self._manager: PeerManager | None = None
         self.service = HolepunchService(
             on_connect=self._on_connect,
@@ -293,6 +298,10 @@ class HolepunchPolicy:
         """A relay says: dial ``address`` now (over uTP, from our listening socket)."""
         address = address.normalized()
         now = trio.current_time()
+        if self._refuses is not None and self._refuses(info_hash, address):
+            # Its connection would be refused when it arrives: no dial, no hole for it.
+            logger.debug("holepunch: %s is banned; connect ignored", address)
+            return
         if not self._reaches(address):
             logger.debug("holepunch: no uTP socket reaches %s; connect ignored", address)
             return

@@ -1530,6 +1530,9 @@ async def open_session(
                     pex=pex,
                     dialer=dialer,
                     our_addresses=listening,
+                    refuses=lambda info_hash, address: (
+                        (torrent := find(info_hash)) is not None and torrent.refuses(address)
+                    ),
                 )
                 # No peer yet: every one will hear ut_holepunch in our extended handshake.
                 manager.add_service(holepunch.service)
