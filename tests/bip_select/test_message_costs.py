@@ -327,7 +327,9 @@ def test_have_all_and_have_none_to_a_super_seed_count_no_piece(
         actions = rev.peer_have_all("x", 1.0)
         assert [type(a).__name__ for a in actions] == ["SendHave"]
         assert rev.assigned("x") is None
-        assert rev.peer_have_none("x", 1.0) == []
+        # Now it lacks every piece: it is revealed one (a seed no more is super-seeded).
+        actions = rev.peer_have_none("x", 1.0)
+        assert [(type(a).__name__, a.peer) for a in actions] == [("SendHave", "x")]
     assert counted == []  # before: every piece, per message
     rev.peer_have_all("x", 2.0)
     rev.peer_dont_have("x", 7, 2.0)  # a have-all peer that lost a piece: still counted whole

@@ -310,8 +310,10 @@ class TestSuperSeeding:
     def test_prefers_the_rarest_piece(self) -> None:
         reveal = SuperSeeding(6, have=range(6), rng=random.Random(3))
         for peer, lacks in (("s1", (3, 4, 5)), ("s2", (4, 5)), ("s3", (5,))):
-            reveal.peer_joined(peer, 0.0)
-            reveal.peer_have_all(peer, 0.0)
+            # Seeds told every piece (adopted from an honest strategy): their copies count,
+            # and they are never assigned a piece, even once they lack some (a seed that
+            # joined would be revealed the pieces it loses, one at a time).
+            reveal.adopt(peer, 0.0, seed=True, revealed=range(6))
             for piece in lacks:
                 reveal.peer_dont_have(peer, piece, 0.0)
         assert reveal.assigned("s1") is None

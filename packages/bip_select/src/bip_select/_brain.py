@@ -961,11 +961,13 @@ class SwarmBrain:
         actions: list[Action] = []
         if block in requests.outstanding(peer) or queues.is_waiting(peer, block):
             # The peer served it, on time: its clock is refreshed as for an arrival, and no
-            # penalty follows (no snub, no revoked allowed-fast piece, no lost parole piece:
-            # the picker's reject path would take those). The block is free to ask again.
+            # penalty follows (no snub, no revoked allowed-fast piece). The block is free to
+            # ask again, of anyone: a parole peer's hold on the piece ends with the request
+            # (kept, with nothing asked of the peer, it would bar every other peer from the
+            # piece for as long as the peer chokes us).
             queues.block_arrived(peer, block, now)
             queues.block_settled(peer, block, now)
-            if requests.reject(peer, block):
+            if self.picker.block_dropped(peer, block):
                 self._released(now, actions, (block.piece,))
         return actions
 
@@ -1164,7 +1166,7 @@ class SwarmBrain:
         for peer in list(requests.peers()):
             for block in list(requests.outstanding(peer)):
                 if not picker.wants(block.piece):
-                    requests.cancel(peer, block)
+                    picker.block_cancelled(peer, block)  # (a parole peer's hold goes too)
                     if not self.queues.is_waiting(peer, block):  # else it arrived already
                         actions.append(SendCancel(peer, block))
         for peer, state in self._peers.items():

@@ -773,8 +773,13 @@ class LazyBitfield(RevelationStrategy):
         pending = self._pending
         while pending and pending[0][0] <= now:
             _, _, view, piece = heapq.heappop(pending)
-            # A withheld piece lost meanwhile is not revealed (it is told again when back).
-            if self._peers.get(view.key) is view and piece in self._have:
+            # A withheld piece lost meanwhile is not revealed (it is told again when back),
+            # nor one told since (lost and verified again: piece_added told every peer).
+            if (
+                self._peers.get(view.key) is view
+                and piece in self._have
+                and piece not in view.revealed
+            ):
                 actions.extend(self._tell(view, piece))
         return actions
 
@@ -804,8 +809,9 @@ class SuperSeeding(RevelationStrategy):
     each joining peer one piece. A peer gets its next piece only when its current one shows up
     at *another* peer (a have or a bitfield from someone else): until then it has nothing more
     from us to ask for. A peer whose bitfield shows it already had the piece revealed to it
-    gets another one at once, a seed gets nothing, and a piece is never revealed to a peer that
-    has it.
+    gets another one at once, a seed gets nothing (until it lacks a piece again: a *don't
+    have*, *have none* or a late bitfield), and a piece is never revealed to a peer that has
+    it.
 
     Which piece: BEP 16 says "a piece that was never sent, or if all pieces were already sent,
     very rare". Until every piece we have has reached some peer, a peer is only revealed a
@@ -1012,11 +1018,12 @@ class SuperSeeding(RevelationStrategy):
     def _lost_all(self, view: _PeerView, now: float) -> list[Action]:
         if not view.whole:
             return self._keep_only(view, _PieceBits(self.num_pieces))
-        if view.key in self._waiting and (view.seed or len(view.pieces)):
-            self._feed_due = True  # it lacks a piece again: maybe one to reveal
+        lacks_more = view.seed or len(view.pieces)
         self._drop_whole(view)
         view.seed = False
         view.pieces.clear()
+        if lacks_more:
+            self._lacks_again(view)
         return self._feed()
 
     def _add_whole(self, view: _PeerView) -> None:
@@ -1052,9 +1059,18 @@ class SuperSeeding(RevelationStrategy):
 
     def _peer_lost(self, view: _PeerView, piece: int) -> list[Action]:
         self._count(piece, -1)
-        if view.key in self._waiting:
-            self._feed_due = True  # it lacks a piece again: maybe one to reveal
+        self._lacks_again(view)
         return self._feed()
+
+    def _lacks_again(self, view: _PeerView) -> None:
+        """``view`` (no seed now) lacks a piece it had: maybe one to reveal. With no piece
+        assigned it waits for one, if it did not already: a seed is kept out of
+        ``_waiting`` (by ``_assign`` and ``_release``), and a peer that sent have all and
+        lost pieces since (have none, a *don't have*, a late bitfield) would otherwise
+        never be revealed anything again."""
+        if view.assigned is None and not view.told_all:
+            self._waiting.setdefault(view.key, view)
+            self._feed_due = True
 
     def _peer_gained(
         self, view: _PeerView, pieces: list[int], *, bitfield: bool, now: float

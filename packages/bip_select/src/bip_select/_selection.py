@@ -52,8 +52,10 @@ API:
     :class:`Sequential` (and :class:`Streaming` over them, but for equal deadlines,
     which go rarest first); :class:`RandomFirst`'s random phase takes them rarest first.
   - ``block_received(peer, block) -> Received | None`` (its ``cancel`` lists the
-    end-game losers), ``block_rejected``, ``block_timed_out``, ``peer_choked``
-    (without the fast extension a choke drops every request: returns them);
+    end-game losers), ``block_rejected``, ``block_timed_out``, ``block_cancelled``,
+    ``block_dropped``, ``peer_choked`` (without the fast extension a choke drops every
+    request: returns them); a request that ends any other way than received also ends a
+    parole peer's hold on its piece;
   - ``piece_passed(piece)`` / ``piece_failed(piece)`` -> the peers that sent it;
     ``lose_piece(piece)`` (a piece we had is gone: wanted again);
   - priorities: ``set_piece_priority``, ``set_piece_priorities``,
@@ -546,8 +548,22 @@ class PiecePicker:
     def peer_choked(self, peer: PeerKey, fast: bool) -> list[Block]:
         """``peer`` choked us. Without the fast extension every pending request is gone
         (returns them); with it, requests stay until rejected (returns nothing).
+
+        A parole peer's holds end with its requests (see ``pick``'s ``exclusive``): with
+        the fast extension each reject ends its own; a piece held with nothing asked of the
+        peer (the blocks it was asked received, the next not asked yet) is let go at once,
+        unless allowed fast, since no reject would ever free it.
         """
         if fast:
+            if self._exclusive:
+                asked = {block.piece for block in self.requests.outstanding(peer)}
+                allowed = self._allowed_fast.get(peer, ())
+                for piece in [
+                    p
+                    for p, owner in self._exclusive.items()
+                    if owner == peer and p not in asked and p not in allowed
+                ]:
+                    del self._exclusive[piece]
             return []
         self._release_exclusive(peer)
         return self.requests.drop_peer(peer)
@@ -568,9 +584,28 @@ class PiecePicker:
         self._release_exclusive(peer, block.piece)
         return self.requests.time_out(peer, block)
 
+    def block_cancelled(self, peer: PeerKey, block: Block) -> bool:
+        """We cancelled ``block`` at ``peer`` (its piece is no longer wanted): it is free
+        again (for anyone); returns whether it was pending."""
+        self._release_exclusive(peer, block.piece)
+        return self.requests.cancel(peer, block)
+
+    def block_dropped(self, peer: PeerKey, block: Block) -> bool:
+        """``peer`` sent ``block`` and we dropped it (our disk could not take it): it is
+        free again (for anyone); returns whether it was pending."""
+        self._release_exclusive(peer, block.piece)
+        return self.requests.reject(peer, block)
+
     def _release_exclusive(self, peer: PeerKey, piece: int | None = None) -> None:
         """A parole peer that stops delivering loses its pieces to the others: keeping
         them would stall the download (and end-game never starts while blocks are free).
+
+        Every way a request of a parole peer ends but a block received comes through
+        here (rejected, timed out, cancelled, dropped by us, dropped by a choke without
+        the fast extension, the peer left): a hold on a piece with nothing asked of the
+        peer would bar every other peer from it for as long as the peer chokes us (for
+        the same reason a choke with the fast extension lets go of the pieces held with
+        nothing asked: :meth:`peer_choked`).
         """
         if piece is not None:
             if self._exclusive.get(piece) == peer:
