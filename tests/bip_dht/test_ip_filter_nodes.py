@@ -67,8 +67,10 @@ def test_a_blocked_source_is_not_answered() -> None:
     node.receive_datagram(ping(), GOOD, 0.0)
     assert [address for _, address in sent(node)] == [GOOD]
     assert node.statistics().filtered_ip == 1
-    # the good querier joins the table (unconfirmed), the blocked one does not
-    assert [e.node.address for e in node.table().entries(0.0)] == [GOOD]
+    # the good querier becomes a candidate to query (in no bucket until it answers), the
+    # blocked one is never seen
+    assert node.table().candidate_count == 1
+    assert len(node.table()) == 0
 
 
 def test_a_blocked_address_is_never_queried() -> None:
@@ -129,11 +131,12 @@ def test_set_ip_filter_drops_blocked_nodes_and_can_be_lifted() -> None:
     assert [e.node for e in node.table().entries(1.0)] == [good]
     node.receive_datagram(ping(), BAD, 1.0)
     assert sent(node, 1.0) == []
-    # lifted: the address is answered and may join again
+    # lifted: the address is answered and may join again (a candidate until it answers us)
     assert node.set_ip_filter(None, 2.0) == 0
+    assert node.table().candidate_count == 0
     node.receive_datagram(ping(), BAD, 2.0)
     assert [address for _, address in sent(node, 2.0)] == [BAD]
-    assert BAD in {e.node.address for e in node.table().entries(2.0)}
+    assert node.table().candidate_count == 1
 
 
 def test_a_query_in_flight_when_the_filter_comes_is_not_matched() -> None:

@@ -204,8 +204,9 @@ def test_ping_end_to_end_puts_both_sides_in_the_tables() -> None:
     event = net.wait(a, op)
     assert event == PingFinished(op, net.info(b))
     assert a.table().state_of(b.node_id, net.now) is NodeState.GOOD
-    # B heard A's query: known, not yet confirmed
-    assert b.table().state_of(a.node_id, net.now) is NodeState.QUESTIONABLE
+    # B heard A's query: a candidate to query, in no bucket until it answers B (libtorrent)
+    assert b.table().state_of(a.node_id, net.now) is None
+    assert b.table().candidate_count == 1
     stats = a.statistics()
     assert stats.queries_sent[b"ping"] == 1
     assert stats.responses_received == 1
@@ -217,7 +218,7 @@ def test_querier_gets_confirmed_by_maintenance_ping() -> None:
     a, b = net.add(private(0)), net.add(private(1))
     net.wait(a, a.ping(net.address(b), net.now))
     net.run_for(a.config.maintenance_interval + 1)
-    # B pinged A back on its maintenance tick (A was questionable); now A is good in B's table
+    # B queried A, its candidate, on its maintenance tick; A answered: now good in B's table
     assert b.table().state_of(a.node_id, net.now) is NodeState.GOOD
 
 
@@ -225,7 +226,7 @@ def test_a_querier_is_listed_in_our_replies_only_once_it_answered_us() -> None:
     net = Net()
     us, querier, asker = net.add(private(0)), net.add(private(1)), net.add(private(2))
     net.wait(querier, querier.ping(net.address(us), net.now))  # it only queried us
-    assert us.table().state_of(querier.node_id, net.now) is NodeState.QUESTIONABLE
+    assert us.table().state_of(querier.node_id, net.now) is None  # a candidate, no more
 
     def listed() -> bool:
         query = FindNode(transaction_id=b"fn", node_id=asker.node_id.value, target=b"\x01" * 20)

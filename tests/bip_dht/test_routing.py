@@ -63,6 +63,15 @@ def fill(t: RoutingTable, ids: list[int], now: float = T0, responded: bool = Tru
         t.heard_from(node(number), now, responded)
 
 
+def restored(nodes: list[NodeInfo], now: float = T0) -> RoutingTable:
+    """A table holding *nodes* in their buckets unconfirmed, as a table loaded from a save
+    holds them (a node that only queried us no longer gets into a bucket)."""
+    t = table()
+    for n in nodes:
+        t.heard_from(n, now, True)
+    return RoutingTable.load(t.save(now), rng=Random(7), now=now)
+
+
 # -- layout ------------------------------------------------------------------------------------
 
 
@@ -143,10 +152,31 @@ def test_states_follow_bep5() -> None:
     assert t.state_of(n.node_id, T0 + 3003) is NodeState.GOOD
 
 
-def test_a_node_that_only_queried_us_is_questionable() -> None:
+def test_a_node_that_only_queried_us_waits_as_a_candidate() -> None:
+    # libtorrent's add_node_impl: only a node that answered us enters a bucket (or splits
+    # one); a querier may be a forged source address.
     t = table()
     n = node(far(1))
-    assert t.heard_from(n, T0, False) is Admission.ADDED
+    assert t.heard_from(n, T0, False) is Admission.CANDIDATE
+    assert t.heard_from(n, T0 + 1, False) is Admission.CANDIDATE  # asking again changes nothing
+    assert (len(t), t.candidate_count, t.state_of(n.node_id, T0)) == (0, 1, None)
+    assert [q.node for q in t.refresh_queries(T0 + 1, 4, 10.0)] == [n]  # queried by the refresh
+    assert t.heard_from(n, T0 + 2, True) is Admission.ADDED  # its answer admits it
+    assert t.state_of(n.node_id, T0 + 2) is NodeState.GOOD
+    # queriers never split the last bucket; in a full bucket they wait in its cache
+    crowd = table()
+    assert all(crowd.heard_from(node(i << 100), T0, False) for i in range(1, 20))
+    assert (len(crowd), crowd.bucket_count) == (0, 1)
+    full = table()
+    full.heard_from(node(1 << 150), T0, True)
+    fill(full, [far(i) for i in range(8)])
+    assert full.heard_from(node(far(9)), T0, False) is Admission.REPLACEMENT
+    assert full.candidate_count == 0
+
+
+def test_a_node_that_never_responded_is_dropped_at_its_first_failure() -> None:
+    n = node(far(1))
+    t = restored([n])
     assert t.state_of(n.node_id, T0) is NodeState.QUESTIONABLE
     assert t.nodes_to_ping(T0) == [n]
     # it never answered: one failure makes it bad and it is dropped
@@ -206,26 +236,27 @@ def test_newcomer_takes_a_bad_nodes_place() -> None:
     for _ in range(3):
         t.failed(victim, T0)
     assert t.state_of(victim.node_id, T0) is NodeState.BAD  # no replacement: kept
-    assert t.heard_from(node(far(30)), T0, False) is Admission.ADDED
+    # one that only queried us waits in the cache; one that answered takes the place
+    assert t.heard_from(node(far(31)), T0, False) is Admission.REPLACEMENT
+    assert t.state_of(victim.node_id, T0) is NodeState.BAD
+    assert t.heard_from(node(far(30)), T0, True) is Admission.ADDED
     assert t.state_of(victim.node_id, T0) is None
 
 
 def test_confirmed_newcomer_takes_an_unconfirmed_nodes_place() -> None:
-    t = table()
+    t = restored([node(far(7))])  # unconfirmed, in the bucket
     t.heard_from(node(1 << 150), T0, True)
     fill(t, [far(i) for i in range(7)])
-    t.heard_from(node(far(7)), T0, False)
     assert t.heard_from(node(far(8)), T0, False) is Admission.REPLACEMENT
     assert t.heard_from(node(far(9)), T0, True) is Admission.ADDED
     assert t.state_of(NodeId.from_int(far(7)), T0) is None
 
 
 def test_replacement_that_responds_is_promoted_when_it_outranks() -> None:
-    t = table()
+    t = restored([node(far(7))])  # unconfirmed, in the bucket
     t.heard_from(node(1 << 150), T0, True)
     fill(t, [far(i) for i in range(7)])
-    t.heard_from(node(far(7)), T0, False)  # unconfirmed, in the bucket
-    t.heard_from(node(far(8)), T0, False)  # unconfirmed, in the cache
+    assert t.heard_from(node(far(8)), T0, False) is Admission.REPLACEMENT  # in the cache
     assert t.heard_from(node(far(8)), T0 + 1, True) is Admission.UPDATED
     held = {e.node.node_id: e.in_bucket for e in t.entries(T0 + 1)}
     assert held[NodeId.from_int(far(8)).value] is True
@@ -259,20 +290,18 @@ def test_one_node_per_ip_by_default() -> None:
 
 
 def test_ip_is_freed_when_a_node_leaves() -> None:
-    t = table()
-    t.heard_from(node(far(1), "1.2.3.4"), T0, False)
+    t = restored([node(far(1), "1.2.3.4")])
     t.failed(node(far(1), "1.2.3.4"), T0)
     assert t.heard_from(node(far(2), "1.2.3.4"), T0, True) is Admission.ADDED
 
 
 def test_known_id_at_another_address() -> None:
-    t = table()
+    t = restored([node(far(2), "2.2.2.2")])
     t.heard_from(node(far(1), "1.2.3.4"), T0, True)
     # a confirmed node keeps its address against a claimant
     assert t.heard_from(node(far(1), "5.6.7.8"), T0, True) is Admission.REJECTED
     assert not t.failed(node(far(1), "5.6.7.8"), T0)
     # an unconfirmed one follows a node that answers from a new address
-    t.heard_from(node(far(2), "2.2.2.2"), T0, False)
     assert t.heard_from(node(far(2), "3.3.3.3"), T0, False) is Admission.REJECTED
     assert t.heard_from(node(far(2), "3.3.3.3"), T0, True) is Admission.UPDATED
     assert {str(e.node.address) for e in t.entries(T0)} == {"1.2.3.4:6881", "3.3.3.3:6881"}
@@ -340,10 +369,9 @@ def test_misuse() -> None:
 
 
 def test_closest_prefers_good_nodes_then_sorts_by_distance() -> None:
-    t = table()
+    t = restored([node(1 << 140)])  # questionable
     for i in range(1, 6):
         t.heard_from(node(i << 100), T0, True)
-    t.heard_from(node(1 << 140), T0, False)  # questionable
     target = NodeId.from_int(3 << 100)
     assert t.closest(target, T0, 3) == [node(3 << 100), node(2 << 100), node(1 << 100)]
     # distances 0, 1, 2, 6 (5 ^ 3), 7 (4 ^ 3), then the questionable node
@@ -356,9 +384,8 @@ def test_closest_prefers_good_nodes_then_sorts_by_distance() -> None:
 
 
 def test_closest_confirmed_only_is_libtorrents_rule_for_replies() -> None:
-    t = table()
+    t = restored([node(2 << 100)])  # loaded from a save: never confirmed
     t.heard_from(node(1 << 100), T0, True)  # good
-    t.heard_from(node(2 << 100), T0, False)  # only queried us: never confirmed
     t.heard_from(node(3 << 100), T0 - GOOD_INTERVAL, True)  # confirmed long ago, no failure
     t.heard_from(node(4 << 100), T0, True)
     t.failed(node(4 << 100), T0)  # answered, then failed once: questionable
@@ -375,7 +402,7 @@ def test_closest_confirmed_only_is_libtorrents_rule_for_replies() -> None:
     # our own lookups still start from the unconfirmed and failed-once nodes too
     assert node(2 << 100) in t.closest(target, T0)
     assert node(4 << 100) in t.closest(target, T0)
-    # the querier answers one of our queries: from then on it is handed out; a response
+    # the unconfirmed node answers one of our queries: from then on it is handed out; a response
     # clears a failure the same way
     t.heard_from(node(2 << 100), T0 + 1, True)
     t.heard_from(node(4 << 100), T0 + 1, True)

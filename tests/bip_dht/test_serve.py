@@ -35,7 +35,7 @@ from bip_dht._node_id import NodeId
 from bip_dht._peer_store import PeerStore
 from bip_dht._ratelimit import RateLimiter
 from bip_dht._routing import RoutingTable
-from bip_dht._serve import QueryHandler
+from bip_dht._serve import MAX_SAMPLE_COUNT, QueryHandler
 from bip_dht._tokens import TokenManager
 from bip_handshake import NodeInfo, PeerAddress
 
@@ -346,9 +346,11 @@ def test_querier_offered_to_table_unless_read_only() -> None:
     querier = b"\x81" + bytes(19)
     ro = Ping(transaction_id=b"tx", node_id=querier, read_only=True)
     ask(handler, ro.encode())
-    assert table.state_of(querier, 1.0) is None
+    assert table.candidate_count == 0
     ask(handler, Ping(transaction_id=b"tx", node_id=querier).encode())
-    assert table.state_of(querier, 1.0) is not None
+    # a candidate to query (libtorrent's unpinged node): in no bucket until it answers us
+    assert table.candidate_count == 1
+    assert table.state_of(querier, 1.0) is None
 
 
 def test_replies_hand_out_only_nodes_that_answered_us() -> None:
@@ -359,7 +361,7 @@ def test_replies_hand_out_only_nodes_that_answered_us() -> None:
     near = b"\x80" + bytes(18) + b"\x03"
     querier = NodeInfo(near[:19] + b"\x01", PeerAddress.parse("10.7.7.7:6881"))
     ask(handler, Ping(transaction_id=b"tx", node_id=querier.node_id).encode(), querier.address)
-    assert table.state_of(querier.node_id, 1.0) is not None  # kept, unconfirmed
+    assert table.candidate_count == 1  # kept apart from the buckets, to be queried
     queries = [
         FindNode(transaction_id=b"tx", node_id=THEM, target=near),
         GetPeers(transaction_id=b"tx", node_id=THEM, info_hash=near),
@@ -617,3 +619,90 @@ def test_sample_interval_capped_at_bep51_maximum() -> None:
         with pytest.raises(LocalProtocolError):
             DHTConfig(sample_interval=bad)  # type: ignore[arg-type]
     assert DHTConfig(sample_interval=21600).sample_interval == 21600
+
+
+def test_sample_count_capped_at_libtorrent_maximum() -> None:
+    # libtorrent clamps dht_max_infohashes_sample_count to 20; 256 hashes (5 KiB) would make
+    # every reply too big to send, so a node configured so never answered a crawler.
+    rng = random.Random(0)
+    table = RoutingTable(OWN, family=4, rng=rng)
+    tokens = TokenManager(rng, now=0.0)
+    for bad in (21, 256, -1, True, 2.0):
+        with pytest.raises(LocalProtocolError):
+            QueryHandler(
+                OWN,
+                table,
+                tokens,
+                PeerStore(),
+                ItemStore(),
+                rng=rng,
+                sample_count=bad,  # type: ignore[arg-type]
+            )
+        with pytest.raises(LocalProtocolError):
+            DHTConfig(sample_count=bad)  # type: ignore[arg-type]
+    assert DHTConfig(sample_count=MAX_SAMPLE_COUNT).sample_count == 20
+    # The largest sample fits beside both full node lists, under IPv6's minimum MTU.
+    handler, _, _, peers, _ = make(sample_count=MAX_SAMPLE_COUNT)
+    for i in range(200):
+        peers.announce(i.to_bytes(20, "big"), SOURCE, seed=False, now=0.0)
+    query = SampleInfohashes(
+        transaction_id=b"tx", node_id=THEM, target=HASH, want=(WANT_N4, WANT_N6)
+    ).encode()
+    reply = handler.handle(query, SOURCE6, 1.0)
+    assert reply is not None
+    assert len(reply) <= 1280
+    response = decode_message(reply)
+    assert isinstance(response, Response)
+    assert response.samples is not None
+    assert response.nodes is not None
+    assert response.nodes6 is not None
+    assert (len(response.samples), len(response.nodes), len(response.nodes6)) == (20, 8, 8)
+
+
+def test_sample_settings_checked_when_assigned_on_a_live_handler() -> None:
+    handler, _, _, peers, _ = make(sample_interval=100)
+    for bad in (21601, -1, True, 1.5, None):
+        with pytest.raises(LocalProtocolError):
+            handler.sample_interval = bad  # type: ignore[assignment]
+    for bad in (21, -1, True, None):
+        with pytest.raises(LocalProtocolError):
+            handler.sample_count = bad  # type: ignore[assignment]
+    assert (handler.sample_count, handler.sample_interval) == (20, 100)
+    for i in range(200):
+        peers.announce(i.to_bytes(20, "big"), SOURCE, seed=False, now=0.0)
+    handler.sample_count = 5
+    handler.sample_interval = 0
+    first = _sample(handler, 1.0)
+    assert len(first) == 5
+    assert len({_sample(handler, 1.0) for _ in range(5)} | {first}) > 1  # drawn every time
+    handler.sample_interval = 21600
+    kept = _sample(handler, 2.0)
+    assert _sample(handler, 3.0) == kept
+    query = SampleInfohashes(transaction_id=b"tx", node_id=THEM, target=HASH).encode()
+    assert ask(handler, query, now=4.0).interval == 21600
+
+
+def test_kept_sample_leaves_out_expired_hashes_without_redrawing() -> None:
+    handler, _, _, peers, _ = make(rng=random.Random(5))  # 21600 s interval, 1800 s peer ttl
+    for i in range(200):
+        peers.announce(i.to_bytes(20, "big"), SOURCE, seed=False, now=0.0)
+    kept = _sample(handler, 1.0)
+    assert len(kept) == 20
+    # Half the sample is announced again; the rest of it expires at 1800 s. Many new hashes
+    # arrive too: a redraw would pick some of them.
+    renewed = kept[::2]
+    for h in renewed:
+        peers.announce(h, SOURCE, seed=False, now=1000.0)
+    for i in range(1000, 1300):
+        peers.announce(i.to_bytes(20, "big"), SOURCE, seed=False, now=1000.0)
+    assert _sample(handler, 2000.0) == renewed  # the kept sample, less the expired hashes
+    # Re-announced within the interval, a hash is listed again (it never left the sample).
+    peers.announce(kept[1], SOURCE, seed=False, now=2100.0)
+    assert _sample(handler, 2200.0) == tuple(h for h in kept if h in (*renewed, kept[1]))
+    # Once the interval has passed, a full sample is drawn from the hashes alive then.
+    fresh = {i.to_bytes(20, "big") for i in range(5000, 5100)}
+    for h in fresh:
+        peers.announce(h, SOURCE, seed=False, now=21000.0)
+    later = _sample(handler, 21602.0)
+    assert len(later) == 20
+    assert set(later) <= fresh

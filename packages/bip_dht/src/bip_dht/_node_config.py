@@ -28,7 +28,12 @@ from ._peer_store import (
 )
 from ._ratelimit import DEFAULT_QUERY_BURST, DEFAULT_QUERY_RATE, DEFAULT_RATE_LIMITED_HOSTS
 from ._routing import BUCKET_SIZE, MAX_FAILURES
-from ._serve import DEFAULT_SAMPLE_COUNT, DEFAULT_SAMPLE_INTERVAL, MAX_SAMPLE_INTERVAL
+from ._serve import (
+    DEFAULT_SAMPLE_COUNT,
+    DEFAULT_SAMPLE_INTERVAL,
+    MAX_SAMPLE_COUNT,
+    MAX_SAMPLE_INTERVAL,
+)
 from ._tokens import DEFAULT_ROTATE_INTERVAL
 
 __all__ = ["DEFAULT_VERSION", "DHTConfig"]
@@ -57,7 +62,7 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "max_peers": (1, 1 << 26),
     "max_items": (1, 1 << 24),
     "rate_limited_hosts": (1, 1 << 24),
-    "sample_count": (0, 256),
+    "sample_count": (0, MAX_SAMPLE_COUNT),  # libtorrent's cap: more would not fit a datagram
     "sample_interval": (0, MAX_SAMPLE_INTERVAL),
     "max_lookup_peers": (0, 1 << 20),
 }
@@ -165,8 +170,9 @@ class DHTConfig:
     - max_items, item_lifetime: the BEP 44 item store's caps.
     - rate_limit, query_rate, query_burst, rate_limited_hosts: per-IP query limiting.
     - token_rotate_interval: seconds between write-token secret rotations.
-    - sample_count, sample_interval: BEP 51 replies (the interval at most 21600 s, BEP 51's
-      maximum; the sample is redrawn once per interval).
+    - sample_count, sample_interval: BEP 51 replies (at most 20 hashes, libtorrent's cap, so a
+      reply fits a datagram; the interval at most 21600 s, BEP 51's maximum; the sample is
+      redrawn once per interval).
     - limits: what one datagram may make the decoder allocate.
     """
 

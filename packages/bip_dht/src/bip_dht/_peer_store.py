@@ -26,7 +26,8 @@ API (sans-IO: time is passed in, randomness from the caller's ``random.Random``)
   list[PeerAddress]``: at most ``max_count`` (default :func:`max_values`) random live
   peers of the family;
 - ``scrape(info_hash, now) -> (seeds, downloaders)``: two :class:`ScrapeBloom`;
-- ``counts(info_hash, now) -> (seeds, downloaders)``; ``expire(now)``;
+- ``counts(info_hash, now) -> (seeds, downloaders)``; ``has_peers(info_hash, now)``;
+  ``expire(now)``;
   ``sample_info_hashes(count, rng) -> list[bytes]`` (BEP 51); ``len(store)`` (peers),
   ``hash_count``, ``info_hash in store``.
 
@@ -320,6 +321,11 @@ class PeerStore:
             return (0, 0)
         seeds = sum(1 for peer in swarm.peers.values() if peer.seed)
         return (seeds, len(swarm.peers) - seeds)
+
+    def has_peers(self, info_hash: bytes, now: float) -> bool:
+        """Whether ``info_hash`` has a live peer at ``now`` (unlike ``in``, which counts a swarm
+        whose announces have all expired until :meth:`expire` runs)."""
+        return self._live_swarm(info_hash, now) is not None
 
     def scrape(self, info_hash: bytes, now: float) -> tuple[ScrapeBloom, ScrapeBloom]:
         """BEP 33 ``BFsd`` and ``BFpe``: bloom filters of the live seeds and downloaders."""

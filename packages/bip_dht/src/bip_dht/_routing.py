@@ -22,7 +22,13 @@ in libtorrent: it gave us nothing to keep it for). *Questionable*: anything else
 Admission of a node into a full bucket: it takes a bad node's place, or (if it has responded)
 the place of a node that never has; otherwise it waits in the replacement cache, which keeps the
 best ``k`` candidates (responded before unheard, then most recently seen). When a bucket node
-turns bad, the best replacement takes its place. Questionable nodes are the node core's to ping
+turns bad, the best replacement takes its place. A node that has only queried us never enters
+a bucket (nor splits one), as in libtorrent, whose ``add_node_impl`` puts an unpinged node in
+the replacement cache only: its source address may be forged, and a flood of forged queriers
+would otherwise hold the free slots (the refresh below skips buckets that look full) and split
+our closest bucket. For a bucket with room it becomes a candidate of the refresh below (as
+libtorrent's ``next_refresh`` pings unpinged replacements of buckets with room), for a full
+one it waits in the replacement cache. Questionable nodes are the node core's to ping
 (:meth:`~RoutingTable.nodes_to_ping`); the answer or the failure comes back here.
 
 Sparse buckets fill as libtorrent's do: nodes that answers list are offered as unverified
@@ -138,7 +144,12 @@ class Admission(enum.Enum):
     UPDATED = "updated"
     """The node was known (in a bucket or the replacement cache); its times were updated."""
     REPLACEMENT = "replacement"
-    """The node's bucket is full of nodes worth keeping; it waits in the replacement cache."""
+    """The node's bucket is full of nodes worth keeping (or it only queried us and its bucket is
+    full); it waits in the replacement cache."""
+    CANDIDATE = "candidate"
+    """The node only queried us and its bucket has room: it waits as a candidate
+    (:meth:`RoutingTable.heard_about`) for :meth:`RoutingTable.refresh_queries` to query it;
+    its answer admits it."""
     REJECTED = "rejected"
     """The node was not stored: our own id, an unusable address, another node already holds its
     IP, the filter refused it, an id already known at another address, or a full cache of
@@ -429,12 +440,12 @@ class RoutingTable:
         >>> from bip_handshake import PeerAddress
         >>> table = RoutingTable(NodeId(bytes(20)), family=4, rng=Random(0))
         >>> querier = NodeInfo(NodeId.from_int(1).value, PeerAddress.parse("1.2.3.4:6881"))
-        >>> table.heard_from(querier, now=0.0, responded=False)
-        <Admission.ADDED: 'added'>
+        >>> table.heard_from(querier, now=0.0, responded=False)  # not in a bucket yet
+        <Admission.CANDIDATE: 'candidate'>
         >>> table.closest(table.own_id, 0.0, confirmed_only=True)
         []
         >>> table.heard_from(querier, now=1.0, responded=True)
-        <Admission.UPDATED: 'updated'>
+        <Admission.ADDED: 'added'>
         >>> table.closest(table.own_id, 1.0, confirmed_only=True) == [querier]
         True
         """
@@ -689,17 +700,19 @@ class RoutingTable:
     def heard_from(self, node: NodeInfo, now: float, responded: bool) -> Admission:
         """Record a message from *node*: a response to our query (*responded*) or a query.
 
-        A new node goes into its bucket if there is room (splitting the last bucket when it is
-        full), in place of a bad node, or in place of a never-confirmed node when this one
-        responded; otherwise into the replacement cache. A known node has its times updated;
-        a response clears its failures, and promotes it from the replacement cache when its
-        bucket has room or holds a node it outranks.
+        A new node that responded goes into its bucket if there is room (splitting the last
+        bucket when it is full), in place of a bad node or of a never-confirmed node; otherwise
+        into the replacement cache. A new node that only queried us goes into no bucket (see
+        the module docstring): a candidate when its bucket has room, else into the replacement
+        cache. A known node has its times updated; a response clears its failures, and
+        promotes it from the replacement cache when its bucket has room or holds a node it
+        outranks.
         """
         address = self._check_node(node)
         raw = node.node_id
         if raw == self._own.value or not address.is_connectable:
             return Admission.REJECTED
-        if self._candidates:
+        if responded and self._candidates:
             self._candidates.pop(raw, None)  # heard from at last: no longer a candidate
         found = self._find(raw)
         if found is not None:
@@ -716,9 +729,19 @@ class RoutingTable:
         entry = _Entry(node, now, host)
         if responded:
             entry.last_response = now
-        else:
-            entry.last_query = now
-        return self._insert(entry, now, host)
+            return self._insert(entry, now, host)
+        entry.last_query = now
+        # Only queried us: a candidate for a bucket with room (the last one can split), to be
+        # queried by refresh_queries; in a full bucket's cache otherwise (libtorrent's rule).
+        index = self._index(raw)
+        bucket = self._buckets[index]
+        if len(bucket.nodes) < self._k or index == len(self._buckets) - 1:
+            if raw in self._candidates or self.heard_about(node, now):
+                return Admission.CANDIDATE
+            return Admission.REJECTED
+        if self._network_taken(bucket, raw, entry.network, now):
+            return Admission.REJECTED
+        return self._to_replacements(bucket, entry, host)
 
     def _yield_ip(self, host: _IP, newcomer: NodeInfo, now: float) -> bool:
         """A node that answered us from *host*, which another id holds: may it have the IP?

@@ -23,15 +23,21 @@ What it answers (BEP 5, 32, 33, 42, 43, 44, 51, the way libtorrent does):
   already has that version or a newer one). ``put``: the value's size (205) and the salt's
   (207) first, then the token (203), then the item (206 bad signature, 301 CAS mismatch, 302
   sequence number too low: :class:`~bip_dht.ItemRejectedError`'s ``code``).
-- BEP 51 ``sample_infohashes``: up to 20 random info-hashes we store (``samples``), how many
-  we store (``num``), the ``interval`` before asking again, and the closest nodes (of the
-  families its ``want`` asks for, as libtorrent passes it on). As libtorrent's
-  ``refresh_infohashes_sample`` does, the sample is kept for ``interval`` seconds and sent
-  to everyone who asks meanwhile: the ``interval`` we tell means what it says, and a crawler
-  asking again and again sooner learns nothing more (a new random sample per query would
-  hand it our whole store at the rate limit). It is redrawn sooner only while it holds fewer
-  than ``sample_count`` hashes (all we stored then; libtorrent redraws those every time), or
-  with an ``interval`` of 0. ``interval`` is at most :data:`MAX_SAMPLE_INTERVAL`.
+- BEP 51 ``sample_infohashes``: up to ``sample_count`` (20, at most :data:`MAX_SAMPLE_COUNT`,
+  libtorrent's cap: 20 hashes are 400 bytes, room for both node lists in one datagram) random
+  info-hashes we store (``samples``), how many we store (``num``), the ``interval`` before
+  asking again, and the closest nodes (of the families its ``want`` asks for, as libtorrent
+  passes it on). As libtorrent's ``refresh_infohashes_sample`` does, the sample is kept for
+  ``interval`` seconds and sent to everyone who asks meanwhile: the ``interval`` we tell means
+  what it says, and a crawler asking again and again sooner learns nothing more (a new random
+  sample per query would hand it our whole store at the rate limit). It is redrawn sooner only
+  while it holds fewer than ``sample_count`` hashes (all we stored then; libtorrent redraws
+  those every time), or with an ``interval`` of 0. ``interval`` is at most
+  :data:`MAX_SAMPLE_INTERVAL`. It is drawn among the hashes with a live peer, and a kept
+  hash whose peers have all expired since the draw is left out of what we send (libtorrent
+  sends it on until the redraw): the reply stays a subset of the kept sample, so asking
+  again still learns nothing new, and an indexer is not sent after a hash nobody announces
+  any more.
 - Any other method: BEP 5's error 204, except that a query carrying a 20-byte ``target`` or
   ``info_hash`` is answered with the closest nodes (honouring a ``want`` list), as BEP 51
   suggests (and libtorrent does), so that nodes running newer extensions still make progress
@@ -55,9 +61,10 @@ Decisions:
   respond to queries"; the ``ro=1`` in its own queries tells others not to ask it); queries are
   counted (``read_only_ignored``) and dropped.
 - The sender of a query is offered to the routing table with ``responded=False`` (libtorrent's
-  ``heard_about``), unless it set BEP 43's ``ro``: the table keeps it as unconfirmed (a
-  replacement at best, never evicting a node that has responded) until the node core's own
-  ping confirms it. The table's own filters (one node per IP, BEP 42) apply.
+  ``heard_about``), unless it set BEP 43's ``ro``: as in libtorrent, it enters no bucket
+  until it answers one of our queries (its source address may be forged). For a bucket with
+  room it becomes a candidate that the node core's maintenance queries; for a full one it
+  waits in the replacement cache. The table's own filters (one node per IP, BEP 42) apply.
 - The ``nodes`` / ``nodes6`` we reply with hold only confirmed nodes: ones that have answered
   one of our queries and not failed one since (recently or not), as libtorrent's
   ``write_nodes_entries`` hands out (``routing_table::find_node`` without
@@ -123,6 +130,7 @@ __all__ = [
     "DEFAULT_SAMPLE_INTERVAL",
     "MAX_COUNTED_METHODS",
     "MAX_REPLY_SIZE",
+    "MAX_SAMPLE_COUNT",
     "MAX_SAMPLE_INTERVAL",
     "OTHER_METHODS",
     "QueryHandler",
@@ -131,6 +139,10 @@ __all__ = [
 
 DEFAULT_SAMPLE_COUNT = 20
 """BEP 51: how many info-hashes a ``sample_infohashes`` reply carries at most (libtorrent: 20)."""
+MAX_SAMPLE_COUNT = 20
+"""The largest ``sample_count`` accepted: libtorrent's cap (it clamps its setting to 20). More
+would not fit a datagram with the nodes beside it (256 hashes are 5 KiB; the reply would be
+dropped as oversized), so a larger one is refused."""
 DEFAULT_SAMPLE_INTERVAL = 21600
 """BEP 51 ``interval``: seconds before the same node should ask us again (libtorrent: 6 hours)."""
 MAX_SAMPLE_INTERVAL = 21600
@@ -176,6 +188,12 @@ class ServeStatistics:
     oversized_dropped: int = 0
 
 
+def _checked_int(name: str, value: object, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
+        raise LocalProtocolError(f"{name} is an int in 0..{high}, got {value!r}")
+    return value
+
+
 def _id_bytes(value: object) -> bytes:
     if isinstance(value, NodeId):
         return value.value
@@ -199,9 +217,12 @@ class QueryHandler:
             None disables rate limiting.
         rng: randomness for peer and info-hash sampling.
         version: our client version (the top-level ``v``), or None to send none.
-        sample_count: BEP 51 samples per reply at most.
+        sample_count: BEP 51 samples per reply at most, 0 to :data:`MAX_SAMPLE_COUNT`.
         sample_interval: BEP 51 ``interval``, 0 to :data:`MAX_SAMPLE_INTERVAL` seconds; the
             sample is kept that long.
+
+    ``read_only``, ``sample_count`` and ``sample_interval`` may be changed on a live handler;
+    the last two are checked as in the constructor (:class:`~bip_dht.LocalProtocolError`).
     """
 
     __slots__ = (
@@ -214,13 +235,13 @@ class QueryHandler:
         "_rng",
         "_sample",
         "_sample_at",
+        "_sample_count",
+        "_sample_interval",
         "_stats",
         "_tables",
         "_tokens",
         "_version",
         "read_only",
-        "sample_count",
-        "sample_interval",
     )
 
     def __init__(
@@ -257,16 +278,6 @@ class QueryHandler:
             rate_limit = RateLimiter()
         elif rate_limit is not None and not isinstance(rate_limit, RateLimiter):
             raise LocalProtocolError(f"rate_limit is a RateLimiter or None, got {rate_limit!r}")
-        if isinstance(sample_count, bool) or not isinstance(sample_count, int) or sample_count < 0:
-            raise LocalProtocolError(f"sample_count is a non-negative int, got {sample_count!r}")
-        if (
-            isinstance(sample_interval, bool)
-            or not isinstance(sample_interval, int)
-            or not 0 <= sample_interval <= MAX_SAMPLE_INTERVAL
-        ):
-            raise LocalProtocolError(
-                f"sample_interval is an int in 0..{MAX_SAMPLE_INTERVAL}, got {sample_interval!r}"
-            )
         if version is not None and not isinstance(version, bytes):
             raise LocalProtocolError(f"version is bytes or None, got {version!r}")
         self._tables = tables
@@ -277,8 +288,10 @@ class QueryHandler:
         self._rng = rng
         self._version = version
         self.read_only = bool(read_only)
-        self.sample_count = sample_count
-        self.sample_interval = sample_interval
+        self._sample_count = _checked_int("sample_count", sample_count, MAX_SAMPLE_COUNT)
+        self._sample_interval = _checked_int(
+            "sample_interval", sample_interval, MAX_SAMPLE_INTERVAL
+        )
         # the BEP 51 sample sent until sample_interval has passed since _sample_at (None: none
         # drawn yet); at most sample_count hashes
         self._sample: tuple[bytes, ...] | None = None
@@ -286,6 +299,25 @@ class QueryHandler:
         self._queries: Counter[bytes] = Counter()
         self._errors: Counter[int] = Counter()
         self._stats: Counter[str] = Counter()
+
+    @property
+    def sample_count(self) -> int:
+        """BEP 51 samples per reply at most (0 to :data:`MAX_SAMPLE_COUNT`); settable, checked."""
+        return self._sample_count
+
+    @sample_count.setter
+    def sample_count(self, value: int) -> None:
+        # a kept sample of another length is redrawn at the next query (see _current_sample)
+        self._sample_count = _checked_int("sample_count", value, MAX_SAMPLE_COUNT)
+
+    @property
+    def sample_interval(self) -> int:
+        """BEP 51 ``interval`` (0 to :data:`MAX_SAMPLE_INTERVAL` seconds); settable, checked."""
+        return self._sample_interval
+
+    @sample_interval.setter
+    def sample_interval(self, value: int) -> None:
+        self._sample_interval = _checked_int("sample_interval", value, MAX_SAMPLE_INTERVAL)
 
     def statistics(self) -> ServeStatistics:
         """A snapshot of the counters (later traffic does not change it)."""
@@ -469,7 +501,7 @@ class QueryHandler:
             return self._reply(
                 tid,
                 source,
-                samples=self._current_sample(now),
+                samples=self._live_sample(now),
                 num=self._peers.hash_count,
                 interval=self.sample_interval,
                 **self._nodes(query.target, query.want, source, now),
@@ -488,6 +520,12 @@ class QueryHandler:
                 return self._reply(tid, source, **self._nodes(target, want, source, now))
         return self._error(tid, ErrorCode.METHOD_UNKNOWN, "method unknown", source)
 
+    def _live_sample(self, now: float) -> tuple[bytes, ...]:
+        """The kept sample less the hashes whose peers have all expired since it was drawn
+        (left out, not replaced: a redraw here would hand a crawler new hashes as fast as
+        ours expire)."""
+        return tuple(h for h in self._current_sample(now) if self._peers.has_peers(h, now))
+
     def _current_sample(self, now: float) -> tuple[bytes, ...]:
         """The BEP 51 sample to send at *now*: the one drawn last while ``sample_interval``
         has not passed since and it is full, else a new one (libtorrent's
@@ -499,6 +537,9 @@ class QueryHandler:
             or now - self._sample_at >= self.sample_interval
             or now < self._sample_at  # a clock that went back: do not keep it for ever
         ):
+            # Draw from live hashes only: the store forgets expired announces when the node's
+            # maintenance runs, and a sample drawn among them would be sent mostly empty.
+            self._peers.expire(now)
             sample = tuple(self._peers.sample_info_hashes(self.sample_count, self._rng))
             self._sample = sample
             self._sample_at = now
