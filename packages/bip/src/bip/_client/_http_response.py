@@ -230,12 +230,18 @@ class HttpResponseParser:
             start = bytes(self._buffer[: len(_VERSION)])
             if not _VERSION.startswith(start):
                 raise MalformedTrackerResponseError(f"not an HTTP status line: {start!r}")
-            if len(self._buffer) > self._max_header:
+            # Up to 3 bytes past the bound may still be the start of a blank line that ends a
+            # head within it ("\r\n\r"): refused once they cannot, as a head read whole is.
+            if len(self._buffer) > self._max_header + 3:
                 raise MalformedTrackerResponseError(
                     f"the tracker's headers exceed {self._max_header} bytes"
                 )
             self._scanned = len(self._buffer)
             return False
+        if match.start() > self._max_header:
+            raise MalformedTrackerResponseError(
+                f"the tracker's headers exceed {self._max_header} bytes"
+            )
         head = bytes(self._buffer[: match.start()])
         del self._buffer[: match.end()]
         self._scanned = 0
@@ -326,11 +332,15 @@ class HttpResponseParser:
             return False
         return False
 
-    def _line(self) -> bytes | None:
-        end = self._buffer.find(b"\n")
+    def _line(self, limit: int, too_long: str) -> bytes | None:
+        """The next line (its line end cut off), None until its ``\\n`` arrives, or
+        ``too_long`` raised once it has more than ``limit`` bytes before its ``\\n``: found
+        or not, so the outcome does not depend on how the bytes were split in reads."""
+        end = self._buffer.find(b"\n", 0, limit + 1)
         if end < 0:
-            if len(self._buffer) > _MAX_CHUNK_LINE:
-                raise MalformedTrackerResponseError("a chunk size line is too long")
+            # A limit of -1 (a bound used up) is passed by the first byte, not by nothing.
+            if self._buffer and len(self._buffer) > limit:
+                raise MalformedTrackerResponseError(too_long)
             return None
         line = bytes(self._buffer[:end]).rstrip(b"\r")
         del self._buffer[: end + 1]
@@ -345,7 +355,7 @@ class HttpResponseParser:
             )
 
     def _read_chunk_size(self) -> bool:
-        line = self._line()
+        line = self._line(_MAX_CHUNK_LINE, "a chunk size line is too long")
         if line is None:
             return False
         self._framed(line)
@@ -378,7 +388,7 @@ class HttpResponseParser:
         return True
 
     def _read_chunk_end(self) -> bool:
-        line = self._line()
+        line = self._line(_MAX_CHUNK_LINE, "a chunk does not end where its size says")
         if line is None:
             return False
         self._framed(line)
@@ -390,14 +400,12 @@ class HttpResponseParser:
     def _read_trailers(self) -> bool:
         while True:
             before = len(self._buffer)
-            line = self._line()
+            # What is left of the bound, less the line's "\n".
+            left = self._max_header - self._trailer_bytes - 1
+            line = self._line(left, f"the tracker's trailers exceed {self._max_header} bytes")
             if line is None:
                 return False
             self._trailer_bytes += before - len(self._buffer)
-            if self._trailer_bytes > self._max_header:
-                raise MalformedTrackerResponseError(
-                    f"the tracker's trailers exceed {self._max_header} bytes"
-                )
             if not line:
                 self._finish()
                 return False

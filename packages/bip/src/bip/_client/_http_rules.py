@@ -203,11 +203,14 @@ def tracker_query_refusal(target: str) -> str | None:
 def tracker_path_refusal(target: str, address: IPAddress | str, *, scrape: bool) -> str | None:
     """Why ``ssrf_mitigation`` refuses to ask a tracker on this machine (at ``address``) for
     ``target``, or None: its path's first or last segment must be ``announce`` (``scrape``
-    for a scrape), with an extension at most (``announce.php``), and no segment ``.`` or
-    ``..``, which a server would resolve to another path.
+    for a scrape), with an extension at most (``announce.php``), and no segment may be one a
+    server could resolve to another path: one that decodes (once or more) to ``.`` or ``..``,
+    also before a ``;`` (Tomcat's ``..;``), or to text holding a ``/`` or ``\\`` (a server
+    that decodes before it normalises reads ``..%2Fadmin`` as two segments).
 
     libtorrent's rule asks that the path start with ``/announce``; this one also takes a
-    private tracker's ``/PASSKEY/announce``, and refuses ``/announce/../admin``.
+    private tracker's ``/PASSKEY/announce``, and refuses ``/announce/../admin`` in all its
+    spellings (``/announce/..%2Fadmin``, ``/announce/..;/admin``...).
 
     >>> tracker_path_refusal("/x/announce.php?k=1", "127.0.0.1", scrape=False) is None
     True
@@ -217,8 +220,7 @@ def tracker_path_refusal(target: str, address: IPAddress | str, *, scrape: bool)
     path = target.partition("?")[0]
     segments = path.split("/")[1:] or [""]
     wanted = "scrape" if scrape else "announce"
-    decoded = [unquote(segment) for segment in segments]
-    if not any(segment in (".", "..") for segment in decoded) and any(
+    if not any(map(_resolves_elsewhere, segments)) and any(
         (match := _TRACKER_SEGMENT.fullmatch(segment)) is not None and match.group(1) == wanted
         for segment in (segments[0], segments[-1])
     ):
@@ -227,6 +229,17 @@ def tracker_path_refusal(target: str, address: IPAddress | str, *, scrape: bool)
         f"refused by ssrf_mitigation: a tracker on this machine ({address}) is asked on a "
         f"/{wanted} path only, not {shown_path(path)[:80]!r}"
     )
+
+
+def _resolves_elsewhere(segment: str) -> bool:
+    """Whether a server could read a path segment as a step to another path: a dot segment
+    (``..``, ``%2e%2e``, ``..;x``: Tomcat drops a segment's ``;`` parameters before it
+    normalises), or one that becomes several segments once decoded (``..%2Fadmin``, and
+    ``..%5Cadmin`` for servers that take ``\\`` for ``/``). It is decoded until it no longer
+    changes, for servers that decode twice; each round shortens it, so this ends."""
+    while (decoded := unquote(segment)) != segment:
+        segment = decoded
+    return "/" in segment or "\\" in segment or segment.partition(";")[0] in (".", "..")
 
 
 def web_seed_query_refusal(target: str, address: IPAddress | str) -> str | None:

@@ -138,7 +138,8 @@ def parse_http_tracker_url(url: str) -> HttpTrackerUrl:
     Raises:
         LocalProtocolError: not a str, not http(s), no host or a host that is neither an IP
             address nor a host name, a bad port, credentials in it (``user:pass@``), control
-            characters or spaces, or longer than 4096 characters.
+            characters or spaces, not valid Unicode text (a lone surrogate), or longer than
+            4096 characters.
     """
     if not isinstance(url, str):
         raise LocalProtocolError(f"a tracker URL is a str, got {url!r:.80}")
@@ -148,6 +149,14 @@ def parse_http_tracker_url(url: str) -> HttpTrackerUrl:
         raise LocalProtocolError(
             f"a tracker URL has no spaces or control characters: {shown_url(url)!r:.80}"
         )
+    # A lone surrogate (say, a command-line argument that was not UTF-8) has no UTF-8 form, so
+    # the request target could not be percent-encoded: refused here, as bip_utracker does.
+    try:
+        url.encode("utf-8")
+    except UnicodeEncodeError:
+        raise LocalProtocolError(
+            f"a tracker URL is not valid Unicode text: {shown_url(url)!r:.80}"
+        ) from None
     try:
         parts = urlsplit(url)
         port = parts.port
