@@ -5,8 +5,8 @@ The check settles it at plan time, neither read nor hashed one by one (its v1 ha
 against the SHA-1 of zeros, once per size), trusting resume data that had it; it is
 good or bad by its hash; a peer's blocks of it settle it with nothing written. It is
 never counted by ``pieces_to_hash``. The layout is a reviewer's hand-made v1 torrent: ``a`` (one
-piece), a pad file of one whole piece, then ``b`` (1000 bytes); and the same as a
-hybrid torrent, whose v2 file tree holds no pads (SHA-1 alone settles the piece).
+piece), a pad file of one whole piece, then ``b`` (1000 bytes). A hybrid torrent cannot be laid
+out so: its v1 files must sit where its v2 tree puts them, which has no pad-only piece.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from bip_disk._manager import DiskManager, open_disk_manager
 from bip_disk._memory import MemoryFileSystem
 from bip_disk._native import NativeFileSystem
 from bip_disk._resume import RACY_WINDOW_NS, ResumeData
-from bip_metainfo import Metainfo, pieces_root
+from bip_metainfo import Metainfo, MetainfoError, MetainfoErrorKind, pieces_root
 
 PIECE = 16384
 _RNG = random.Random(1)
@@ -151,18 +151,12 @@ def test_resume_data_that_had_the_pad_only_piece_is_trusted_else_it_is_hashed() 
     assert (plan.to_hash, plan.pad_only) == ((), (1,))
 
 
-def test_hybrid_the_pad_only_piece_is_settled_by_its_v1_hash() -> None:
-    hybrid = _torrent(hybrid=True)
-    assert hybrid.info.is_hybrid
-    verifier = PieceVerifier(hybrid.info)
-    assert verifier.checks_v2
-    assert verifier.v2_target(1) is None  # pads are not in the v2 file tree
-    fs = _with_data(MemoryFileSystem())
-    layout = StorageLayout.from_info(hybrid.info)
-    plan = plan_check(fs, layout, None)
-    assert check_pieces(fs, layout, verifier, plan.to_hash) == [True] * 2
-    assert check_pad_pieces(verifier, plan.pad_only) == [True]
-    assert verifier.verify(1, b"\x01" + bytes(PIECE - 1)) is False
+def test_a_hybrid_cannot_have_a_pad_only_piece() -> None:
+    # Its v2 tree starts ``b`` at piece 1; a v1 list with a whole pad piece before it puts
+    # ``b`` at piece 2: bip_metainfo refuses the hybrid (as libtorrent's files_compatible).
+    with pytest.raises(MetainfoError) as raised:
+        _torrent(hybrid=True)
+    assert raised.value.kind is MetainfoErrorKind.INCONSISTENT_FILES
 
 
 # -- through the DiskManager -------------------------------------------------------------

@@ -163,11 +163,13 @@ def test_a_v2_tree_deeper_than_readers_allow_is_refused_before_hashing(tmp_path:
     with pytest.raises(CreateError, match="101 directories deep"):
         create_torrent(tmp_path / "t", progress=progress)
     assert progress.calls == []
-    assert create_torrent(tmp_path / "t", version="v1").files[0].length == 1  # v1 is flat
+    with pytest.raises(CreateError, match="101 directories deep"):  # readers' v1 limit too
+        create_torrent(tmp_path / "t", version="v1")
     (deep / "f").rename(deep.parent / "f")  # 100 deep: the most a reader takes
     os.rmdir(deep)
-    torrent = create_torrent(tmp_path / "t", version="v2")
-    assert Metainfo.from_bytes(torrent.to_bytes()).files[0].length == 1
+    for version in ("v1", "v2", "hybrid"):
+        torrent = create_torrent(tmp_path / "t", version=version)
+        assert Metainfo.from_bytes(torrent.to_bytes()).files[0].length == 1
 
 
 def test_the_file_count_includes_pad_files_as_readers_count_it(

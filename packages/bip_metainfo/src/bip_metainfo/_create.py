@@ -212,15 +212,13 @@ def _count_values(value: object) -> int:
     return count
 
 
-def _check_limits(
-    files: list[_Entry], data: list[_Entry], torrent: dict[str, Any], *, v2: bool
-) -> None:
+def _check_limits(files: list[_Entry], data: list[_Entry], torrent: dict[str, Any]) -> None:
     """Refuse, before any hashing, a torrent its readers would refuse for its size.
 
     ``torrent`` is the torrent as it will be, with every hash a placeholder: readers
-    count pad files among the files, nest a v2 file tree no deeper than
-    :data:`MAX_FILE_TREE_DEPTH` directories and decode no more than
-    :data:`DEFAULT_MAX_VALUES` bencoded values.
+    count pad files among the files, take no file (of a v2 file tree, a v1 file list or
+    a symlink's target) more than :data:`MAX_FILE_TREE_DEPTH` directories deep and
+    decode no more than :data:`DEFAULT_MAX_VALUES` bencoded values.
     """
     count = len(files) + sum(1 for entry in data if entry.pad)
     if count > DEFAULT_MAX_FILES:
@@ -228,12 +226,17 @@ def _check_limits(
             f"{count} files (pad files included) is more than the {DEFAULT_MAX_FILES} a torrent "
             "may hold"
         )
-    if v2:
-        deepest = max(files, key=lambda entry: len(entry.path))
-        if len(deepest.path) - 1 > MAX_FILE_TREE_DEPTH:
+    deepest = max(files, key=lambda entry: len(entry.path))
+    if len(deepest.path) - 1 > MAX_FILE_TREE_DEPTH:
+        raise CreateError(
+            f"{deepest.source!r} is {len(deepest.path) - 1} directories deep, more than the "
+            f"{MAX_FILE_TREE_DEPTH} a torrent may nest"
+        )
+    for entry in files:
+        if entry.symlink is not None and len(entry.symlink) - 1 > MAX_FILE_TREE_DEPTH:
             raise CreateError(
-                f"{deepest.source!r} is {len(deepest.path) - 1} directories deep, more than the "
-                f"{MAX_FILE_TREE_DEPTH} a v2 or hybrid torrent may nest (a v1 torrent may)"
+                f"the symlink {entry.source!r} points {len(entry.symlink) - 1} directories "
+                f"deep, more than the {MAX_FILE_TREE_DEPTH} a torrent may nest"
             )
     values = _count_values(torrent)
     if values > DEFAULT_MAX_VALUES:
@@ -398,7 +401,7 @@ def create_torrent(
             length that is invalid for the version, a name that is not a file name,
             not UTF-8 or one readers would change, no files or only empty ones,
             more pieces, files (pad files included) or bencoded values than readers
-            accept, a v2 tree deeper than 100 directories, more than
+            accept, a file or a symlink's target deeper than 100 directories, more than
             :data:`~bip_metainfo.MAX_URLS` trackers (or web seeds, HTTP seeds,
             nodes), a directory reached twice through followed links, or a path
             that is neither a file nor a directory (or no longer a regular file
@@ -521,7 +524,7 @@ def create_torrent(
         }
     # Everything a reader could refuse the torrent for is known now: checked before
     # hashing, which can take hours, rather than by parsing the result.
-    _check_limits(files, data, torrent, v2=v2)
+    _check_limits(files, data, torrent)
 
     _log.debug(
         "creating %s torrent %r from %r: %d files, %d bytes in %d pieces of %d bytes, "

@@ -48,9 +48,11 @@ class MetainfoErrorKind(enum.Enum):
     INCONSISTENT_FILES = "inconsistent_files"
     """A hybrid torrent whose v1 file list and v2 file tree disagree."""
     INVALID_FILE_TREE = "invalid_file_tree"
-    """A v2 ``file tree`` entry is malformed (no ``""`` file dict, empty name, ...)."""
+    """A v2 ``file tree`` entry is malformed (no ``""`` file dict, empty name, a pad
+    file, ...), or files of the tree share a ``pieces root`` but differ in length."""
     FILE_TREE_TOO_DEEP = "file_tree_too_deep"
-    """A v2 ``file tree`` nests directories deeper than the limit."""
+    """A v2 ``file tree`` nests directories deeper than the limit, or a v1 ``path`` or a
+    ``symlink path`` names more components than a file that deep has."""
     MISSING_PIECES_ROOT = "missing_pieces_root"
     """A non-empty v2 file has no ``pieces root``, or an all-zero one."""
     INVALID_PIECE_LAYER = "invalid_piece_layer"
@@ -61,7 +63,8 @@ class MetainfoErrorKind(enum.Enum):
     TOO_LARGE = "too_large"
     """The .torrent file is larger than the reader's limit."""
     INVALID_FIELD = "invalid_field"
-    """An optional field has the wrong type (``announce-list`` not a list, ...)."""
+    """An optional field has the wrong type (``announce-list`` not a list, ...), or a
+    file's ``attr`` makes it both a pad file and a symlink."""
 
     @property
     def libtorrent(self) -> str:

@@ -5,7 +5,8 @@ torrent libtorrent refuses is refused here for the corresponding reason (see
 :class:`~bip_metainfo.MetainfoErrorKind`). Where this module is stricter it says
 so. Everything an untrusted torrent controls is bounded: the number of bencoded
 values (checked before decoding), of files and of pieces, file sizes, the depth of a v2
-file tree, the number of duplicate file names, the length of symlink chains.
+file tree and of a v1 path or symlink target, the number of duplicate file names, the
+length of symlink chains.
 """
 
 from __future__ import annotations
@@ -65,7 +66,19 @@ MAX_FILE_SIZE = (1 << 62) - 1
 """The largest file size accepted."""
 
 MAX_FILE_TREE_DEPTH = 100
-"""How many directories deep a v2 ``file tree`` may nest (libtorrent's limit)."""
+"""How many directories deep a v2 ``file tree`` may nest (libtorrent's limit); a v1 ``path``
+or a ``symlink path`` may name a file that deep too, and no deeper."""
+
+# A v1 ``path`` or a BEP 47 ``symlink path`` may name a file as deep as a v2 tree holds one:
+# MAX_FILE_TREE_DEPTH directories and its name. Checked before any per-component work, as
+# libtorrent's max_directory_depth is: a path of two million components costs seconds and
+# tens of megabytes to sanitise otherwise.
+_MAX_PATH_COMPONENTS = MAX_FILE_TREE_DEPTH + 1
+
+# How deeply the bencoding of a bare info dictionary may nest: a .torrent file's limit
+# (_metainfo) less the level of its top-level dictionary, so that an info dictionary loads
+# as BEP 9 metadata exactly when it loads inside a .torrent file.
+_MAX_INFO_DEPTH = 127
 
 _SHA1_SIZE = 20
 _SHA256_SIZE = 32
@@ -248,7 +261,7 @@ class Info:
         data = bytes(data)
         check_value_count(data)  # before decoding builds an object per value
         try:
-            fields = decode(data, lenient=True)
+            fields = decode(data, lenient=True, max_depth=_MAX_INFO_DEPTH)
         except BencodeDecodeError as error:
             raise _fail(K.INVALID_BENCODING, str(error)) from None
         return cls(data, fields, max_pieces=max_pieces, max_files=max_files)
@@ -383,6 +396,11 @@ def _length(entry: Mapping[bytes, Any], attributes: str, where: _Where) -> int:
 
 
 def _components(value: list[Any], where: _Where, what: str = "") -> list[bytes]:
+    if len(value) > _MAX_PATH_COMPONENTS:
+        raise _fail(
+            K.FILE_TREE_TOO_DEEP,
+            f"{where}{what} path has {len(value)} components, more than {_MAX_PATH_COMPONENTS}",
+        )
     if not all(type(part) is bytes for part in value):
         raise _fail(K.INVALID_PATH, f"{where}{what} has a path component that is not a string")
     return value
@@ -494,7 +512,15 @@ def _v1_entry(
     attributes: str,
     where: str,
 ) -> FileEntry:
-    if any("_____padding_file_" in part for part in path) and "p" not in attributes:
+    if "p" in attributes and "l" in attributes:
+        # A pad file is bytes in the piece space, a symlink has none: libtorrent refuses the
+        # pair (torrent_invalid_pad_file) rather than guess which was meant.
+        raise _fail(K.INVALID_FIELD, f"{where} is both a pad file and a symlink")
+    if (
+        any("_____padding_file_" in part for part in path)
+        and "p" not in attributes
+        and "l" not in attributes
+    ):
         attributes += "p"  # BitComet's pad files, named rather than flagged
     target = _symlink_target(entry, where) if "l" in attributes else None
     return FileEntry(
@@ -623,56 +649,116 @@ def _short_path(path: tuple[str, ...], limit: int = 120) -> str:
     return text if len(text) <= limit else "..." + text[-limit:]
 
 
-def _v2_layout(files: list[FileEntry], piece_length: int, name: str) -> list[FileEntry]:
+# Where a v2 file lies in the piece space: (file, offset, length); file None for a pad file.
+_Place = tuple[FileEntry | None, int, int]
+
+
+def _v2_places(files: list[FileEntry], piece_length: int) -> list[_Place]:
     """Place v2 files in the piece space: each non-empty file at a piece boundary.
 
-    A non-empty file that does not end on a piece boundary is followed by a pad
-    file, the last one too, as in a hybrid torrent's v1 list (and as libtorrent lays
-    out v2 torrents, naming them ``<name>/.pad/<size>``), so the piece space is
-    covered by files and file indices agree with other clients'.
+    A non-empty file that does not end on a piece boundary is followed by a pad file
+    (the last one too), as libtorrent lays out v2 torrents and as hybrid torrents'
+    v1 lists hold them.
     """
-    result = []
+    places: list[_Place] = []
     offset = 0
     for entry in files:
-        result.append(replace(entry, offset=offset))
+        places.append((entry, offset, entry.length))
         offset += entry.length
         gap = -offset % piece_length
         if entry.length and gap:
-            result.append(
-                FileEntry(path=(name, ".pad", str(gap)), length=gap, offset=offset, attributes="p")
-            )
+            places.append((None, offset, gap))
             offset += gap
-    return result
+    return places
+
+
+def _v2_layout(files: list[FileEntry], piece_length: int, name: str) -> list[FileEntry]:
+    """A v2 torrent's files in the piece space, with their pad files (see ``_v2_places``).
+
+    Pad files are named ``<name>/.pad/<size>`` as libtorrent names them, so the piece space
+    is covered by files and file indices agree with other clients'.
+    """
+    return [
+        FileEntry(path=(name, ".pad", str(length)), length=length, offset=offset, attributes="p")
+        if entry is None
+        else replace(entry, offset=offset)
+        for entry, offset, length in _v2_places(files, piece_length)
+    ]
 
 
 def _merge_hybrid(v1: list[FileEntry], v2: list[FileEntry], piece_length: int) -> list[FileEntry]:
-    """Check that a hybrid torrent's two file lists agree; give v1's with v2's roots."""
-    real = [entry for entry in v1 if not entry.is_pad]
-    if len(real) != len(v2):
+    """Check that a hybrid torrent's v1 list lays its files out as its v2 tree does.
+
+    This module numbers pieces by the v1 list; v2 peers number them by the v2 layout
+    (``_v2_places``). So, as libtorrent's ``files_compatible`` requires, both hold as many
+    entries (pad files included) and as many bytes, and at every index either both
+    entries are non-empty files or neither is (pad files, empty files, symlinks); those
+    that are agree in path, size and offset. A v1 list without the v2 layout's last pad
+    file is accepted: libtorrent 2.0.0 to 2.0.7 made hybrids so (with each pad file
+    before the file it aligns), and libtorrent accepts them.
+
+    Returns:
+        The v1 list, its non-empty files given their v2 ``pieces root``.
+    """
+    places = _v2_places(v2, piece_length)
+    if len(places) == len(v1) + 1:
+        places = _without_tail_pad(places)
+    if len(places) != len(v1):
         raise _fail(
             K.INCONSISTENT_FILES,
-            f"the v1 file list has {len(real)} files and the v2 file tree {len(v2)}",
+            f"the v1 file list has {len(v1)} entries (pad files included), and the v2 file"
+            f" tree lays out {len(places)}",
         )
-    roots = iter(v2)
+    v1_size = sum(entry.length for entry in v1)
+    v2_size = sum(length for _, _, length in places)
+    if v1_size != v2_size:
+        raise _fail(
+            K.INCONSISTENT_FILES,
+            f"the v1 file list spans {v1_size} bytes (pad files included), and the v2 file"
+            f" tree {v2_size}",
+        )
     merged = []
-    for entry in v1:
-        if entry.is_pad:
+    for index, (entry, (other, offset, length)) in enumerate(zip(v1, places, strict=True)):
+        data = entry.length > 0 and not entry.is_pad
+        if other is None or length == 0:
+            if data:
+                raise _fail(
+                    K.INCONSISTENT_FILES,
+                    f"v1 file {_short_path(entry.path)!r} (files[{index}]) is where the v2"
+                    " file tree lays out a pad file, an empty file or a symlink",
+                )
             merged.append(entry)
             continue
-        other = next(roots)
-        if entry.path != other.path or entry.length != other.length:
+        if not data:
             raise _fail(
                 K.INCONSISTENT_FILES,
-                f"v1 file {'/'.join(entry.path)!r} ({entry.length} bytes) does not match"
-                f" v2 file {'/'.join(other.path)!r} ({other.length} bytes)",
+                f"files[{index}] is a pad file, an empty file or a symlink where the v2 file"
+                f" tree lays out {_short_path(other.path)!r}",
             )
-        if entry.length and entry.offset % piece_length:
+        if entry.offset != offset or entry.path != other.path or entry.length != length:
             raise _fail(
                 K.INCONSISTENT_FILES,
-                f"v1 file {'/'.join(entry.path)!r} does not start at a piece boundary",
+                f"v1 file {_short_path(entry.path)!r} (files[{index}], {entry.length} bytes at"
+                f" byte {entry.offset}) is not where the v2 file tree lays out"
+                f" {_short_path(other.path)!r} ({length} bytes at byte {offset})",
             )
         merged.append(replace(entry, pieces_root=other.pieces_root))
     return merged
+
+
+def _without_tail_pad(places: list[_Place]) -> list[_Place]:
+    """``places`` without the pad file after the last non-empty file, if there is one.
+
+    Empty files and symlinks after it move back to the end of the data (libtorrent's
+    ``remove_tail_padding``).
+    """
+    last = next((i for i in range(len(places) - 1, -1, -1) if places[i][2] > 0), -1)
+    if last < 0 or places[last][0] is not None:
+        return places
+    size = places[last][2]
+    return places[:last] + [
+        (entry, offset - size, length) for entry, offset, length in places[last + 1 :]
+    ]
 
 
 def _rename_duplicates(files: list[FileEntry], info_hash: InfoHash) -> list[FileEntry]:

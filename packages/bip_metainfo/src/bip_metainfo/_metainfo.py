@@ -12,7 +12,7 @@ from bip_bencode import BencodeDecodeError, Document, decode_prefix, encode
 
 from ._errors import MagnetError, MetainfoError, MetainfoErrorKind
 from ._files import FileEntry
-from ._info import DEFAULT_MAX_FILES, DEFAULT_MAX_PIECES, Info
+from ._info import _MAX_INFO_DEPTH, DEFAULT_MAX_FILES, DEFAULT_MAX_PIECES, Info
 from ._magnet import MagnetLink, _is_tracker_url, fits
 from ._merkle import verify_piece_layer
 from ._tokens import check_value_count
@@ -34,7 +34,9 @@ one torrent; the rest are dropped. Real torrents list a few dozen at most; thous
 cost memory and time, and would make every client of a hostile torrent announce to
 thousands of hosts of its author's choosing."""
 
-_MAX_DEPTH = 128  # bencode nesting: a v2 file tree nests one level per directory
+# Bencode nesting: a v2 file tree nests one level per directory. One level more than a bare
+# info dictionary may nest (Info.from_bytes), for the top-level dictionary holding it.
+_MAX_DEPTH = _MAX_INFO_DEPTH + 1
 
 
 class Metainfo:
@@ -362,7 +364,12 @@ def _piece_layers(fields: Mapping[bytes, Any], info: Info) -> dict[bytes, bytes]
         return {}
     if type(layers) is not dict:
         raise MetainfoError(K.INVALID_PIECE_LAYER, "'piece layers' is not a dictionary")
-    by_root = {entry.pieces_root: entry for entry in info.files if entry.pieces_root}
+    # Files sharing a root have one length (Info refuses others), so the layer that fits
+    # the first of them fits them all.
+    by_root: dict[bytes, FileEntry] = {}
+    for file in info.files:
+        if file.pieces_root:
+            by_root.setdefault(file.pieces_root, file)
     checked = {}
     for root, layer in layers.items():
         entry = by_root.get(root)
