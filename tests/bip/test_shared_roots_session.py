@@ -1,8 +1,8 @@
 """A v2 torrent whose files share a ``pieces root`` at different lengths, in a session.
 
 From a magnet link, its fetched metadata is not usable (bip_metainfo refuses it): the torrent
-fails. Should such a torrent get past bip_metainfo anyway, layers that cannot be served fail
-that torrent alone, never the session with its other torrents.
+fails. Layers that cannot be served (only a bug's now: injected) fail that torrent alone, never
+the session with its other torrents.
 """
 
 from __future__ import annotations
@@ -17,18 +17,17 @@ from _engine_helpers import address_of, loopback_config
 from _hostile_peer import hostile_peer
 from test_hostile_torrents import _serve_metadata
 
-import bip_metainfo._info
 from bip._client import TorrentError, TorrentOptions, TorrentPhase, open_session
 from bip_bencode import encode
 from bip_metainfo import (
     InfoHash,
     MagnetLink,
     Metainfo,
-    MetainfoError,
     block_hashes,
     piece_layer,
     pieces_root,
 )
+from bip_peer import PieceLayerExchange
 
 DEADLINE = 10.0
 BLOCK = 16384
@@ -90,13 +89,18 @@ async def test_a_magnet_whose_metadata_shares_a_root_fails(tmp_path: Path) -> No
 async def test_layers_that_cannot_be_served_fail_the_torrent_not_the_session(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    raw = encode({b"info": INFO_FIELDS, b"piece layers": {ROOT: LAYER}})
-    with pytest.raises(MetainfoError, match="names files of different lengths"):
-        Metainfo.from_bytes(raw)
-    # Past bip_metainfo's check: Metainfo checks the layer against "b", the exchange serves
-    # the root as "a", the first file with it, whose 5 pieces 3 hashes do not fit.
-    monkeypatch.setattr(bip_metainfo._info, "_check_shared_roots", lambda files: None)
-    torrent = Metainfo.from_bytes(raw)
+    # bip_metainfo and the exchange now agree on every root (the first file's), so a layer
+    # that cannot be served is a bug's: injected here, it must fail that torrent alone.
+    healthy = {
+        **INFO_FIELDS,
+        b"file tree": {b"a": {b"": {b"length": len(DATA), b"pieces root": ROOT}}},
+    }
+    torrent = Metainfo.from_bytes(encode({b"info": healthy, b"piece layers": {ROOT: LAYER}}))
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise ValueError("a piece layer of the wrong size (injected)")
+
+    monkeypatch.setattr(PieceLayerExchange, "serve", refuse)
     with trio.fail_after(DEADLINE):
         async with open_session(loopback_config()) as session:
             options = TorrentOptions(tmp_path / "o", resume=False)
