@@ -8,6 +8,7 @@ the session with its other torrents.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from test_hostile_torrents import _serve_metadata
 from bip._client import TorrentError, TorrentOptions, TorrentPhase, open_session
 from bip_bencode import encode
 from bip_metainfo import (
+    Info,
     InfoHash,
     MagnetLink,
     Metainfo,
@@ -97,8 +99,12 @@ async def test_layers_that_cannot_be_served_fail_the_torrent_not_the_session(
     }
     torrent = Metainfo.from_bytes(encode({b"info": healthy, b"piece layers": {ROOT: LAYER}}))
 
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise ValueError("a piece layer of the wrong size (injected)")
+    serve = PieceLayerExchange.serve
+
+    def refuse(exchange: PieceLayerExchange, info: Info, layers: Mapping[bytes, bytes]) -> None:
+        if info.info_hash == torrent.info.info_hash:
+            raise ValueError("a piece layer of the wrong size (injected)")
+        serve(exchange, info, layers)
 
     monkeypatch.setattr(PieceLayerExchange, "serve", refuse)
     with trio.fail_after(DEADLINE):
