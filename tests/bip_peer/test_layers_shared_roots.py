@@ -1,9 +1,9 @@
 """PieceLayerExchange given an Info whose files share a ``pieces root`` at different lengths.
 
 bip_metainfo refuses such an info dictionary; these tests build one past that check (the
-exchange must not rely on it): what a fetch verifies and what is served are the first such
-file's tree (libtorrent's ``file_index_for_root``), and layers that cannot be served fail the
-fetch with its own error, never a peer that answered.
+exchange must not rely on it): what a fetch verifies and what is served are the tree of the
+first such file larger than one piece, and layers that cannot be served fail the fetch with
+its own, terminal error (``PieceLayerServeError``), never a peer that answered.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from bip_bencode import encode
 from bip_handshake import Extensions, PeerAddress
 from bip_metainfo import Info, MetainfoError, block_hashes, piece_layer, pieces_root
 from bip_peer._errors import PieceLayerFetchError
-from bip_peer._layers import PieceLayerExchange
+from bip_peer._layers import PieceLayerExchange, PieceLayerServeError
 
 BLOCK = 16384
 EXT_V2 = Extensions.EXTENSION_PROTOCOL | Extensions.FAST | Extensions.V2_UPGRADE
@@ -125,7 +125,8 @@ async def test_layers_that_cannot_be_served_fail_the_fetch_not_the_peer(
 
     monkeypatch.setattr(leech_ex, "serve", refuse)
     result, removed = await _fetch(shared_root_info, seed_ex, leech_ex)
-    assert isinstance(result, PieceLayerFetchError)
+    # Terminal: a PieceLayerFetchError (as before), of the kind fetching again cannot mend.
+    assert isinstance(result, PieceLayerServeError)
     assert "cannot be served: a layer of the wrong size" in str(result)
     assert removed == []  # the seed answered truly: never dropped as an internal error
     assert not leech_ex.serving(shared_root_info.info_hash)

@@ -2,7 +2,7 @@
 
 import sys
 
-from ._cli import main
+from ._entry import main
 
 if __name__ == "__main__":  # importing the module (doctest collection) runs nothing
     sys.exit(main())

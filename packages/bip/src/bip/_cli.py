@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import logging
 import os
 import sys
@@ -95,14 +96,27 @@ def _setup_logging(*, debug: bool, verbose: bool) -> None:
     logging.basicConfig(level=level, format=fmt, force=True)
 
 
+def _escape_unencodable_output() -> None:
+    """Let stdout and stderr write what their encoding lacks as ``\\u65e5`` escapes.
+
+    A torrent's name is anyone's text: under ``LANG=C`` or ``PYTHONIOENCODING=latin-1`` the
+    first name outside the encoding would otherwise end the command in ``UnicodeEncodeError``.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):  # not None (pythonw), nor a test's StringIO
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``bip`` command with ``argv`` (default: the process arguments); return its
     exit status.
 
     Never raises for a failure the user can cause: those become one ``bip: error: ...`` line
     on stderr and a non-zero status (130 after Ctrl-C, 2 for a bad command line, 70 for a
-    bug in bip). ``--debug`` prints the traceback as well.
+    bug in bip). ``--debug`` prints the traceback as well. What the output's encoding cannot
+    show is printed as backslash escapes.
     """
+    _escape_unencodable_output()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

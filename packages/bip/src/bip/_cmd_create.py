@@ -14,7 +14,6 @@ import sys
 import tempfile
 import threading
 from typing import Any
-from urllib.parse import urlsplit
 
 from bip_metainfo import CreateError, Metainfo, create_torrent, sanitize_name
 
@@ -22,7 +21,7 @@ from . import __version__
 from ._describe import safe_text, torrent_version
 from ._errors import CLIError
 from ._humanize import format_size, parse_size
-from ._inputs import parse_endpoint
+from ._inputs import check_url, parse_endpoint
 from ._progress import ProgressBar
 
 __all__ = ["add_parser", "run"]
@@ -153,22 +152,10 @@ def _tiers(values: list[str]) -> list[list[str]]:
     for value in values:
         tier = [url.strip() for url in value.split(",") if url.strip()]
         for url in tier:
-            _check_url(url, _TRACKER_SCHEMES, "tracker")
+            check_url(url, _TRACKER_SCHEMES, "tracker")
         if tier:
             tiers.append(tier)
     return tiers
-
-
-def _check_url(url: str, schemes: tuple[str, ...], what: str) -> None:
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - parsing the port is the check
-    except ValueError as error:
-        raise CLIError(f"bad {what} URL {url!r}: {error}") from None
-    if parts.scheme.lower() not in schemes or not parts.netloc:
-        raise CLIError(
-            f"bad {what} URL {url!r}: expected {', '.join(s + '://' for s in schemes)} and a host"
-        )
 
 
 def _default_output(path: str, name: str | None) -> str:
@@ -200,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"{safe_text(path)}: no such file or directory")
     tiers = _tiers(args.tracker)
     for url in args.web_seed:
-        _check_url(url, _WEB_SEED_SCHEMES, "web seed")
+        check_url(url, _WEB_SEED_SCHEMES, "web seed")
     nodes = [parse_endpoint(text) for text in args.node]
     if args.threads is not None and args.threads < 1:
         raise CLIError(f"--threads must be at least 1, not {args.threads}")

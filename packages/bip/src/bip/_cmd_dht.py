@@ -52,6 +52,7 @@ from bip_metainfo import Metainfo, MutableTorrentLink
 
 from ._arguments import add_command_group, add_serve_loop_options, add_timeout, proxy_settings
 from ._client._resume import _write_atomically
+from ._describe import safe_text
 from ._errors import CLIError
 from ._inputs import info_hash_of, load_mutable_link, load_source, parse_endpoint
 from ._serve_loop import print_statistics_until_stopped
@@ -459,10 +460,11 @@ def load_or_create_key(path: str) -> tuple[Ed25519PrivateKey, bool]:
 
 
 def _show(value: Value) -> str:
-    """A stored value for people: text as text, anything else as JSON-like bencode."""
+    """A stored value for people: text as text (control characters escaped: anyone can store
+    anything), anything else as JSON-like bencode."""
     if isinstance(value, bytes):
         try:
-            return value.decode()
+            return safe_text(value.decode())
         except UnicodeDecodeError:
             return value.hex()
     return json.dumps(_plain(value))

@@ -67,7 +67,7 @@ from ._cmd_dht import lookup_mutable_torrent
 from ._errors import CLIError
 from ._follow_mutable import MutableFollower
 from ._humanize import format_duration, format_rate, format_size, parse_size
-from ._inputs import load_mutable_link, load_source, parse_endpoint, parse_port
+from ._inputs import check_url, load_mutable_link, load_source, parse_endpoint, parse_port
 from ._progress import ProgressBar
 
 __all__ = [
@@ -75,6 +75,7 @@ __all__ = [
     "StatusLine",
     "add_parser",
     "add_session_arguments",
+    "check_trackers",
     "config_from_args",
     "follow",
     "follow_interval_of",
@@ -802,7 +803,10 @@ async def _download(args: argparse.Namespace, config: ClientConfig) -> int:
                 )
                 torrent = await follower.start(first)
         if follower is None:
-            torrent = await session.add_torrent(source, options)
+            try:
+                torrent = await session.add_torrent(source, options)
+            except TorrentError as error:  # a torrent the session refuses (named .bip)
+                raise CLIError(str(error)) from None
             if args.sequential:
                 torrent.set_sequential(True)
         if not _can_find_peers(source, options, config) and not _dht_has_nodes(args):
@@ -981,7 +985,27 @@ async def until_terminated(main: Callable[[], Awaitable[int]]) -> int:
     return status[0]
 
 
+def check_trackers(urls: Sequence[str]) -> None:
+    """Refuse a ``--tracker`` the session cannot announce to, as ``bip create -t`` refuses
+    a bad one: the session would skip it with an INFO log only, unseen.
+
+    Raises:
+        CLIError: a malformed URL, or one neither ``udp://``, ``http://`` nor ``https://``.
+    """
+    schemes = tuple(scheme.removesuffix("://") for scheme in _TRACKER_SCHEMES)
+    for url in urls:
+        check_url(url, schemes, "tracker")
+
+
 def run(args: argparse.Namespace) -> int:
-    """``bip download``: 0 once every selected file is complete and verified."""
+    """``bip download``: 0 once every selected file is complete and verified.
+
+    Raises:
+        CLIError: ``--dir`` is a file, or an option is malformed; refused before anything
+            starts (as ``bip seed`` and ``bip verify`` refuse a file for their directory).
+    """
+    if os.path.exists(args.dir) and not os.path.isdir(args.dir):
+        raise CLIError(f"{args.dir}: not a directory")
+    check_trackers(args.tracker)
     config = config_from_args(args)
     return trio.run(until_terminated, functools.partial(_download, args, config))

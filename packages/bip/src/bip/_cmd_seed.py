@@ -28,6 +28,7 @@ from ._arguments import (
 from ._client import TorrentError, TorrentOptions, TorrentPhase
 from ._cmd_download import (
     add_session_arguments,
+    check_trackers,
     config_from_args,
     listen_ports_text,
     open_session_with_dht,
@@ -78,7 +79,10 @@ async def _seed(args: argparse.Namespace) -> int:
         super_seeding=args.super_seed,
     )
     async with open_session_with_dht(args, config_from_args(args), directory) as session:
-        torrent = await session.add_torrent(metainfo, options)
+        try:
+            torrent = await session.add_torrent(metainfo, options)
+        except TorrentError as error:  # a torrent the session refuses (named .bip)
+            raise CLIError(str(error)) from None
         with contextlib.suppress(TorrentError):  # a failure is reported from the status
             await torrent.wait_complete()  # the data is checked
         status = torrent.status()
@@ -108,4 +112,5 @@ async def _seed(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """``bip seed``: serve until interrupted, or until a seeding limit is reached (0)."""
+    check_trackers(args.tracker)  # before anything starts, as `bip download` does
     return trio.run(until_terminated, functools.partial(_seed, args))

@@ -95,6 +95,22 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+_MAX_NUM_WANT = 2**31 - 1  # BEP 15's num_want is a signed 32-bit field; HTTP's takes the same
+
+
+def _num_want(text: str) -> int:
+    """argparse type for ``--numwant``: -1 (the tracker decides) or 0 to 2**31 - 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not -1 <= value <= _MAX_NUM_WANT:
+        raise argparse.ArgumentTypeError(
+            f"must be -1 (the tracker's choice) or 0..{_MAX_NUM_WANT}, not {text!r}"
+        )
+    return value
+
+
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``bip tracker`` and its sub-commands to the command line."""
     actions = add_command_group(
@@ -187,7 +203,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     announce.add_argument("--uploaded", type=_non_negative_int, default=0, metavar="BYTES")
     announce.add_argument("--downloaded", type=_non_negative_int, default=0, metavar="BYTES")
     announce.add_argument(
-        "--numwant", type=int, default=-1, metavar="N", help="peers wanted (default: the tracker's)"
+        "--numwant",
+        type=_num_want,
+        default=-1,
+        metavar="N",
+        help="peers wanted (default -1: the tracker's choice)",
     )
     announce.add_argument(
         "--peer-id", metavar="HEX", help="our peer id as 40 hex digits (default: a new one)"

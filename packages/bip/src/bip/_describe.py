@@ -266,6 +266,6 @@ def magnet_text(link: MagnetLink) -> str:
         )
         _row(lines, "files", f"only {ranges} (BEP 53)")
     for name, value in link.extra:
-        _row(lines, name, value)
+        _row(lines, safe_text(name), value)  # a parameter's name is the link's text too
     lines.append("(a magnet link: the file list comes with the metadata, from peers)")
     return "\n".join(lines)

@@ -20,6 +20,8 @@ from bip_peer import PeerError
 from bip_select import SelectError
 from bip_utracker import TrackerError
 
+from ._describe import safe_text
+
 __all__ = [
     "EXIT_FAILURE",
     "EXIT_INTERRUPTED",
@@ -124,7 +126,13 @@ def exit_code_for(exc: BaseException) -> int:
 
 
 def describe(exc: BaseException) -> str:
-    """One line saying what went wrong, for ``bip: error: <line>``."""
+    """One line saying what went wrong, for ``bip: error: <line>``.
+
+    Its text is often someone else's (a torrent's or a magnet's name, a tracker's or a peer's
+    words, a file name): control characters are escaped, as ``bip show`` escapes them. A
+    message that escaped its text already (a ``repr``) holds no control character: it comes
+    out unchanged, not escaped twice.
+    """
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted"
     if isinstance(exc, CLIError):
@@ -135,8 +143,9 @@ def describe(exc: BaseException) -> str:
         text = str(exc) or type(exc).__name__
         # The library's class name says which layer failed ("bad torrent" vs "tracker").
         text = f"{_LABELS.get(_base_of(exc), type(exc).__name__)}: {text}"
-    # One line, whatever a library put in its message.
-    return " ".join(text.split())
+    # One line, whatever a library put in its message: its line breaks become spaces, and
+    # what is left that could move the cursor or recolour the terminal is shown escaped.
+    return safe_text(" ".join(text.split()))
 
 
 def _describe_os_error(exc: OSError) -> str:

@@ -8,8 +8,11 @@ library's own error through, which ``main`` words as well), so commands never se
 from __future__ import annotations
 
 import os
+import re
 import sys
+from collections.abc import Sequence
 from ipaddress import ip_address
+from urllib.parse import urlsplit
 
 from bip_metainfo import (
     DEFAULT_MAX_TORRENT_SIZE,
@@ -25,6 +28,7 @@ from bip_metainfo import (
 from ._errors import CLIError
 
 __all__ = [
+    "check_url",
     "info_hash_of",
     "load_mutable_link",
     "load_source",
@@ -129,16 +133,20 @@ def parse_info_hash(text: str) -> InfoHash:
         raise CLIError(str(error)) from error
 
 
+_PORT = re.compile("-?[0-9]{1,20}")  # bounded: int() of thousands of digits is refused, slowly
+
+
 def parse_port(text: str) -> int:
     """A port number, 0 to 65535 (0: any free port, where binding).
 
     Raises:
         CLIError: not a number in range.
     """
-    try:
-        port = int(text, 10)
-    except ValueError:
-        raise CLIError(f"not a port number: {text!r}") from None
+    # ASCII digits alone (a minus sign is read, for a clearer message): int() would also
+    # take other scripts' digits ("\u0666\u0668\u0668\u0661"), underscores and spaces.
+    if _PORT.fullmatch(text) is None:
+        raise CLIError(f"not a port number: {text!r}")
+    port = int(text)
     if not 0 <= port <= 0xFFFF:
         raise CLIError(f"a port is in 0..65535, not {port}")
     return port
@@ -191,3 +199,21 @@ def parse_endpoint(
     else:
         raise CLIError(f"missing port in {text!r} (write HOST:PORT)")
     return host, port
+
+
+def check_url(url: str, schemes: Sequence[str], what: str) -> None:
+    """Refuse ``url`` unless it parses, names a host and has one of ``schemes`` (``"udp"``).
+
+    Raises:
+        CLIError: a malformed URL (a bad port, a bad IPv6 literal), another scheme, or no
+            host; ``what`` names the URL in the message (``"tracker"``).
+    """
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsing the port is the check
+    except ValueError as error:
+        raise CLIError(f"bad {what} URL {url!r}: {error}") from None
+    if parts.scheme.lower() not in schemes or not parts.netloc:
+        raise CLIError(
+            f"bad {what} URL {url!r}: expected {', '.join(s + '://' for s in schemes)} and a host"
+        )

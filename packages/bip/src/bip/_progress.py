@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import TextIO
 
+from ._describe import safe_text
 from ._humanize import format_duration, format_rate, format_size
 
 __all__ = ["DEFAULT_MIN_INTERVAL", "DEFAULT_PLAIN_INTERVAL", "ProgressBar", "render_line"]
@@ -108,7 +109,8 @@ class ProgressBar:
         width: int | None = None,
     ) -> None:
         """Args:
-        label: what is progressing.
+        label: what is progressing (a torrent's name: control characters are shown
+            escaped, as in a label set later through ``label``).
         total: the amount to do (``None``: unknown, e.g. a magnet before its metadata).
         stream: where to draw (default ``sys.stderr``, read at each draw so tests that
             swap it see the output).
@@ -250,7 +252,9 @@ class ProgressBar:
         if width is None:
             width = shutil.get_terminal_size((100, 24)).columns - 1 if self._tty() else 200
         return render_line(
-            self.label,
+            # Escaped when drawn, so that a label changed since (a magnet's dn, then the
+            # torrent's name) is escaped too: a name cannot drive the terminal.
+            safe_text(self.label),
             self.done,
             self.total,
             fields,

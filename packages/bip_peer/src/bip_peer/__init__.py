@@ -110,6 +110,7 @@ from ._layers import (
     DEFAULT_MAX_LAYER_REQUESTS_PER_PEER,
     PieceLayerExchange,
     PieceLayerExchangeStatistics,
+    PieceLayerServeError,
 )
 from ._manager import (
     DEFAULT_EVENT_BUFFER,
@@ -346,6 +347,7 @@ __all__ = [
     "PieceLayerExchange",
     "PieceLayerExchangeStatistics",
     "PieceLayerFetchError",
+    "PieceLayerServeError",
     "PieceSet",
     "Port",
     "RateMeter",

@@ -65,6 +65,7 @@ __all__ = [
     "DEFAULT_MAX_LAYER_REQUESTS_PER_PEER",
     "PieceLayerExchange",
     "PieceLayerExchangeStatistics",
+    "PieceLayerServeError",
 ]
 
 DEFAULT_LAYER_REQUEST_TIMEOUT: Final = 10.0
@@ -81,6 +82,19 @@ DEFAULT_LAYER_SERVE_RATE: Final = 16.0
 """Hash requests per second a peer's budget refills at."""
 
 _log = logging.getLogger("bip_peer.layers")
+
+
+class PieceLayerServeError(PieceLayerFetchError):
+    """:meth:`~bip_peer.PieceLayerExchange.fetch` got every piece layer verified, but they
+    cannot be served (an ``info`` whose files contradict each other, which
+    :class:`~bip_metainfo.Info` refuses to parse).
+
+    Unlike its base class (the peers did not answer in time: try again later), fetching again
+    gives the same layers, refused again: the torrent cannot be used.
+
+    >>> issubclass(PieceLayerServeError, PieceLayerFetchError)
+    True
+    """
 
 
 def _speaks_v2(peer: Peer) -> bool:
@@ -482,9 +496,10 @@ class PieceLayerExchange:
         fit one piece needs no layer: the result is then ``{}``.
 
         Raises:
-            PieceLayerFetchError: the layers are not all fetched within ``timeout`` seconds,
-                or those verified cannot be served (an ``info`` whose files contradict each
-                other, which :class:`~bip_metainfo.Info` refuses to parse).
+            PieceLayerServeError: the layers verified cannot be served (an ``info`` whose
+                files contradict each other, which :class:`~bip_metainfo.Info` refuses to
+                parse); fetching again would end the same way.
+            PieceLayerFetchError: the layers are not all fetched within ``timeout`` seconds.
             LocalProtocolError: this exchange is not one of the manager's services.
             ValueError: ``info`` is not a v2 or hybrid torrent, or ``timeout`` is not positive.
         """
@@ -532,7 +547,7 @@ class PieceLayerExchange:
             if fetch.waiters == 0 and not fetch.done.is_set():
                 self._forget_fetch(fetch)
         if fetch.failure is not None:
-            raise PieceLayerFetchError(fetch.failure)
+            raise PieceLayerServeError(fetch.failure)
         if not fetch.done.is_set():
             raise PieceLayerFetchError(
                 f"no verified piece layers for {info.info_hash} within {timeout} s "
@@ -796,9 +811,11 @@ def _layered_files(info: Info) -> dict[bytes, int]:
     """The length of every file of ``info`` larger than one piece, keyed by pieces root.
 
     A root named twice is one file's (identical copies). Should an info name files of
-    different lengths by one root (bip_metainfo refuses those), the first such file's
-    length is the root's, as libtorrent's ``file_index_for_root`` takes the first file:
-    what a fetch verifies and what ``serve`` builds are then the same tree.
+    different lengths by one root (bip_metainfo refuses those), the root's length is that of
+    the first such file larger than one piece (files of one piece or less, having no layer,
+    are passed over first), so that what a fetch verifies and what ``serve`` builds are the
+    same tree. libtorrent's ``file_index_for_root`` differs there: it takes the first file
+    with the root among all files, whatever its length.
     """
     files: dict[bytes, int] = {}
     for entry in info.files:

@@ -132,7 +132,7 @@ from ._port_mapping import (
 from ._queue import QueueDecision, QueueKind, QueueLimits, TorrentQueue
 from ._resume import ResumeStore, SavedState
 from ._swarm import MAX_OUT_REQUESTS
-from ._torrent import Torrent, TorrentError
+from ._torrent import Torrent, TorrentError, check_storage_name
 from ._utp import UtpRouter, open_session_utp
 from ._webseed_http import WebSeedClient
 
@@ -433,9 +433,14 @@ class Session:
         announces, dials and checks nothing until the queue lets it, soon (the queue decides
         once for a burst of adds).
 
+        A torrent named as the save directory's ``.bip`` folder, where the resume data are
+        kept, is refused; a magnet link's torrent fails once its metadata says so.
+
         Raises:
-            TorrentError: the torrent is already in the session.
+            TorrentError: the torrent is already in the session, or is named ``.bip``.
         """
+        if isinstance(source, Metainfo):
+            check_storage_name(source.info)  # before its state is read from that very folder
         info_hash = source.info.info_hash if isinstance(source, Metainfo) else source.info_hash
         saved: SavedState | None = SavedState()
         if options.resume:

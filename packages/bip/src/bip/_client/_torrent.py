@@ -110,6 +110,7 @@ from bip_peer import (
     Piece,
     PieceLayerExchange,
     PieceLayerFetchError,
+    PieceLayerServeError,
     RateMeter,
     RejectRequest,
     Request,
@@ -144,6 +145,7 @@ from bip_select import PieceLost as BrainPieceLost
 from ._block_queue import BlockQueue
 from ._config import (
     DEFAULT_FILE_PRIORITY,
+    RESUME_DIRECTORY,
     ClientConfig,
     TorrentOptions,
     check_file_priorities,
@@ -172,6 +174,7 @@ __all__ = [
     "REASON_STOPPED",
     "Torrent",
     "TorrentError",
+    "check_storage_name",
     "layers_missing",
     "must_fetch_layers",
 ]
@@ -216,6 +219,26 @@ class TorrentError(Exception):
     """A torrent cannot go on (a storage fault, metadata that cannot be used, a bad
     selection), or cannot do what it was asked (a deadline for a piece outside the torrent,
     or before its metadata is known)."""
+
+
+def check_storage_name(info: Info) -> None:
+    """Refuse a torrent stored as the save directory's ``.bip`` folder (its top directory, or
+    its single file): there are the resume data of every torrent saved there and the DHT's
+    state, which its files would overwrite (and read back, poisoned, on the next run).
+
+    ``info.name`` is sanitised already (a trailing dot or a bidirectional mark is gone), and
+    compared as case-insensitive file systems compare names: NTFS upper-cases both (a
+    dotless i is an I there), macOS folds their case.
+
+    Raises:
+        TorrentError: the name is that folder's.
+    """
+    if info.name.upper().casefold() == RESUME_DIRECTORY.casefold():
+        raise TorrentError(
+            f"the torrent's name {info.name!r} is that of the folder {RESUME_DIRECTORY} in the"
+            " save directory, where bip keeps every torrent's resume data and the DHT's state:"
+            " refused, its files would overwrite them"
+        )
 
 
 class Torrent:
@@ -1498,7 +1521,9 @@ class Torrent:
                     if self.info is None:
                         await self._fetch_metadata()
                     else:
-                        self._metadata.serve(self._info_hash, self.info.to_bytes())
+                        self._metadata.serve(
+                            self._info_hash, self.info.to_bytes(), private=self.info.private
+                        )
                         self._serve_layers(self.info)
                     await self._load_selection()
                     await self._open_storage()
@@ -1641,6 +1666,7 @@ class Torrent:
         saved = None if self._store is None else await self._store.load_metadata()
         if saved is not None:
             info, self._piece_layers = saved
+            check_storage_name(info)  # kept by a run that did not refuse it
         else:
             info = await self._fetch_info()
         # Both name this torrent: load_metadata and _fetch_info check it.
@@ -1655,7 +1681,8 @@ class Torrent:
             self._info_hash = info.info_hash
             if self._holds:  # paused meanwhile: the session registered it
                 self._handshaker.unregister(info.info_hash)
-        self._metadata.serve(info.info_hash, info.to_bytes())
+        # Its flag as parsed (in a thread, for a fetched one): not decoded again here.
+        self._metadata.serve(info.info_hash, info.to_bytes(), private=info.private)
         for peer in list(self.peers):
             self._settle_piece_count(peer)
         if must_fetch_layers(info, self._piece_layers):
@@ -1713,16 +1740,31 @@ class Torrent:
             raise TorrentError(
                 f"the magnet's {version} hash names an info dictionary that is not {version}"
             )
+        check_storage_name(info)  # before it is kept: the next run would only refuse it again
         await self._save_info(info)
         return info
 
     async def _fetch_layers(self, info: Info) -> dict[bytes, bytes]:
         """The piece layers of a v2-only torrent's files larger than one piece (BEP 52 hash
-        requests), each checked against its file's pieces root by the exchange."""
+        requests), each checked against its file's pieces root by the exchange.
+
+        Raises:
+            TorrentError: the layers fetched cannot be served: fetching them again would give
+                the same ones (this torrent fails, the session's others go on).
+        """
+
+        async def fetch() -> dict[bytes, bytes]:
+            try:
+                return await self._layers.fetch(
+                    self._manager, info, timeout=self._config.metadata_timeout
+                )
+            except PieceLayerServeError as error:
+                # A PieceLayerFetchError, which _fetch_from_peers tries again: not this one
+                # (its message says the layers fetched cannot be served, and why).
+                raise TorrentError(str(error)) from None
+
         layers = await self._fetch_from_peers(
-            lambda: self._layers.fetch(self._manager, info, timeout=self._config.metadata_timeout),
-            PieceLayerFetchError,
-            f"{self._name}: piece layers not found yet",
+            fetch, PieceLayerFetchError, f"{self._name}: piece layers not found yet"
         )
         logger.debug("%s: fetched %d piece layers", self._name, len(layers))
         return dict(layers)
