@@ -21,11 +21,13 @@ Every message carries the top-level keys as keyword fields: ``transaction_id`` (
 the responder saw it, as a :class:`~bip_handshake.PeerAddress`) and ``read_only`` (BEP 43 ``ro``).
 Queries that may ask for nodes (find_node, get_peers, get, sample_infohashes) keep BEP 32 ``want``
 as a tuple of byte strings (``b"n4"``, ``b"n6"``; unknown entries kept, see :data:`WANT_N4`);
-:func:`wanted_families` says which node lists a reply to it should carry.
+:func:`wanted_families` says which node lists a reply to it should carry. A ``want`` that is not
+a list counts as absent, as libtorrent reads it (``dict_find_list``).
 
 API::
 
-    decode_message(data, limits=DEFAULT_LIMITS) -> Query | Response | ErrorReply
+    decode_message(data, limits=DEFAULT_LIMITS, *, source_family=None)
+        -> Query | Response | ErrorReply
     message.encode() -> bytes
 
 :func:`decode_message` raises :class:`~bip_dht.KRPCError` for anything that is not a valid
@@ -33,15 +35,20 @@ message and nothing else, whatever the bytes. When the datagram is a recognisabl
 arguments are wrong it raises the subclass :class:`KRPCQueryError`, which carries the transaction
 id and method, so that the node can answer with error 203 as BEP 5 asks. Untrusted input cannot
 make it allocate much: datagrams above ``limits.max_datagram`` bytes are refused before decoding,
-nesting is capped, and so are the lengths of ``values``, ``nodes``, ``nodes6``, ``samples`` and
-``want``.
+nesting is capped, and so are the lengths of ``values``, ``nodes``, ``nodes6`` and ``samples``;
+only the first ``limits.max_want`` entries of a ``want`` are read.
 
 Tolerance, the way libtorrent does it: unknown keys in ``a`` / ``r`` are kept in ``extra`` (and
 written back by :meth:`encode`), top-level unknown keys are ignored; in a response, a key of a known
-name whose value is malformed (``nodes`` not a multiple of 26 bytes, a ``values`` entry that is not
-6 or 18 bytes, a ``BFsd`` that is not 256 bytes...) is dropped and its name recorded in
-``Response.ignored``, so a slightly broken reply still proves the node alive. Dictionaries whose
-keys are out of order are accepted (some clients send them).
+name whose value is malformed (a ``values`` entry that is not 6 or 18 bytes, a ``BFsd`` that is not
+256 bytes...) is dropped and its name recorded in ``Response.ignored``, so a slightly broken reply
+still proves the node alive. ``nodes`` / ``nodes6`` that are not a multiple of 26 / 38 bytes keep
+their whole entries (libtorrent's ``look_for_nodes`` reads as many as there are) and are named in
+``ignored`` for the stray tail (dropped when there is not one whole entry). A ``values`` list
+holding one string, from an IPv4 node (when :func:`decode_message` is told ``source_family=4``),
+is read as concatenated 6-byte peers, the format of the original Mainline client, as libtorrent's
+``get_peers_observer`` does. Dictionaries whose keys are out of order are accepted (some clients
+send them).
 
 The codec checks shapes, not policy: a BEP 44 ``v`` over 1000 bytes or a ``salt`` over 64 bytes
 decodes fine, so the storage layer can answer with error 205 / 207 as BEP 44 asks.
@@ -66,7 +73,13 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias, cast
 
 from bip_bencode import BencodeDecodeError, Value, decode
-from bip_handshake import CompactError, Family, PeerAddress, parse_compact_nodes
+from bip_handshake import (
+    CompactError,
+    Family,
+    PeerAddress,
+    parse_compact_nodes,
+    parse_compact_peers,
+)
 
 from ._bloom import BLOOM_BYTES
 from ._errors import KRPCError, LocalProtocolError
@@ -137,7 +150,8 @@ class KRPCLimits:
     max_samples: int = 128
     """Info-hashes in BEP 51 ``samples``."""
     max_want: int = 8
-    """Entries in a BEP 32 ``want`` list."""
+    """Entries of a BEP 32 ``want`` list that are read; any after them are not looked at (BEP 32
+    defines two, and libtorrent, which has no cap, fails nothing over a long list)."""
 
     def __post_init__(self) -> None:
         for name in self.__slots__:
@@ -225,14 +239,14 @@ class _Args:
 
     def want(self, limit: int) -> tuple[bytes, ...] | None:
         value = self.raw(b"want")
-        if value is None:
-            return None
         if not isinstance(value, list):
-            raise self.fail("'want' must be a list")
-        if len(value) > limit:
-            raise self.fail(f"'want' has {len(value)} entries, more than {limit}")
-        # Non-string entries carry no meaning; BEP 32 says to ignore what we do not know.
-        return tuple(entry for entry in value if isinstance(entry, bytes))
+            # libtorrent reads it with dict_find_list: any other type is as good as absent, and
+            # the query is answered as if 'want' were not there (not failed with 203).
+            return None
+        # Only the first *limit* entries: bounded work, and no error over a long list (libtorrent
+        # has no cap). Non-string entries carry no meaning; BEP 32 says to ignore what we do not
+        # know.
+        return tuple(entry for entry in value[:limit] if isinstance(entry, bytes))
 
     def extra(self) -> dict[bytes, Value]:
         return {key: value for key, value in self._args.items() if key not in self._used}
@@ -310,8 +324,17 @@ def _decode_query(top: dict[bytes, Value], common: dict[str, Any], limits: KRPCL
     return query
 
 
+# The size of one compact node entry per family: a 20-byte id, then the address and port.
+_NODE_ENTRY = {4: ID_LENGTH + 6, 6: ID_LENGTH + 18}
+# One IPv4 peer in the Mainline client's concatenated ``values`` string.
+_V4_PEER = 6
+
+
 def _decode_response(
-    top: dict[bytes, Value], common: dict[str, Any], limits: KRPCLimits
+    top: dict[bytes, Value],
+    common: dict[str, Any],
+    limits: KRPCLimits,
+    source_family: Family | None,
 ) -> Response:
     body = top.get(b"r")
     if not isinstance(body, dict):
@@ -348,16 +371,38 @@ def _decode_response(
         value = body.get(key)
         if value is None:
             continue
+        if not isinstance(value, bytes):
+            ignored.append(key)
+            continue
+        # Keep every whole entry and drop only a stray tail, as libtorrent's look_for_nodes
+        # does (it reads while a whole entry is left): one bad byte must not lose the list.
+        whole = len(value) - len(value) % _NODE_ENTRY[family]
+        if value and not whole:  # not one whole entry: dropped (an empty string is no nodes)
+            ignored.append(key)
+            continue
         try:
-            if not isinstance(value, bytes):
-                raise CompactError(f"{name} is not a byte string")
-            fields[name] = tuple(parse_compact_nodes(value, family, limit=limits.max_nodes))
-        except CompactError:
+            nodes = parse_compact_nodes(memoryview(value)[:whole], family, limit=limits.max_nodes)
+        except CompactError:  # more entries than limits.max_nodes
+            ignored.append(key)
+            continue
+        fields[name] = tuple(nodes)
+        if whole != len(value):
             ignored.append(key)
 
     values = body.get(b"values")
     if values is not None:
-        if not isinstance(values, list) or len(values) > limits.max_values:
+        if (
+            source_family == 4
+            and isinstance(values, list)
+            and len(values) == 1
+            and isinstance(values[0], bytes)
+        ):
+            # The original Mainline client's format: one string of concatenated IPv4 peers.
+            # libtorrent's get_peers_observer reads a one-string list from an IPv4 node so,
+            # whatever its length (one 6-byte peer reads the same either way), whole peers
+            # only; a stray tail is named in ignored, as for nodes.
+            _take_mainline_values(values[0], limits, fields, ignored)
+        elif not isinstance(values, list) or len(values) > limits.max_values:
             ignored.append(b"values")
         else:
             peers = []
@@ -396,6 +441,20 @@ def _decode_response(
         raise KRPCError(f"invalid response: {exc}") from None
 
 
+def _take_mainline_values(
+    blob: bytes, limits: KRPCLimits, fields: dict[str, Any], ignored: list[bytes]
+) -> None:
+    whole = len(blob) - len(blob) % _V4_PEER
+    try:
+        peers = parse_compact_peers(memoryview(blob)[:whole], 4, limit=limits.max_values)
+    except CompactError:  # more peers than limits.max_values: refused whole, as a long list
+        ignored.append(b"values")
+        return
+    fields["values"] = tuple(peers)
+    if whole != len(blob):
+        ignored.append(b"values")
+
+
 def _decode_error(top: dict[bytes, Value], common: dict[str, Any]) -> ErrorReply:
     body = top.get(b"e")
     if not isinstance(body, list) or not body or not isinstance(body[0], int):
@@ -410,13 +469,20 @@ def _decode_error(top: dict[bytes, Value], common: dict[str, Any]) -> ErrorReply
 
 
 def decode_message(
-    data: bytes | bytearray | memoryview, limits: KRPCLimits = DEFAULT_LIMITS
+    data: bytes | bytearray | memoryview,
+    limits: KRPCLimits = DEFAULT_LIMITS,
+    *,
+    source_family: Family | None = None,
 ) -> Message:
     """Decode one KRPC datagram.
 
     Args:
         data: the UDP payload.
         limits: allocation bounds (:data:`DEFAULT_LIMITS`).
+        source_family: the address family of the sender (4 or 6), when known. With 4, a
+            response whose ``values`` is a list of one string is read as concatenated 6-byte
+            IPv4 peers (the original Mainline client's format), as libtorrent does; with
+            None or 6, each entry of ``values`` is one peer of 6 or 18 bytes.
 
     Returns:
         A query (:data:`Query`), a :class:`Response` or an :class:`ErrorReply`.
@@ -459,7 +525,7 @@ def decode_message(
     if kind == b"q":
         return cast(Query, _decode_query(top, common, limits))
     if kind == b"r":
-        return _decode_response(top, common, limits)
+        return _decode_response(top, common, limits, source_family)
     if kind == b"e":
         return _decode_error(top, common)
     raise KRPCError(f"'y' must be q, r or e, not {kind!r}")

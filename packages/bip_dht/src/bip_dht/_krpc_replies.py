@@ -71,8 +71,9 @@ class Response(NodeMessage):
 
     ``nodes`` holds IPv4 nodes, ``nodes6`` IPv6 ones (BEP 32); ``values`` holds peers of both
     families (BEP 32 lets IPv6 peers share the list). ``samples`` is the BEP 51 list of 20-byte
-    info-hashes. ``ignored`` names known keys that arrived malformed and were dropped; it is not
-    part of equality and is never encoded.
+    info-hashes. ``ignored`` names known keys that arrived malformed and were dropped, in whole or
+    in part (the stray tail of ``nodes``, a bad ``values`` entry); it is not part of equality and
+    is never encoded.
     """
 
     known: ClassVar[frozenset[bytes]] = RESPONSE_KNOWN

@@ -533,7 +533,7 @@ class DHTNode:
             self._counts["filtered_ip"] += 1
             return
         try:
-            message = decode_message(data, self._config.limits)
+            message = decode_message(data, self._config.limits, source_family=source.family)
         except KRPCQueryError as error:
             self._reply(self._handler.handle_query_error(error, source, now), source)
             return

@@ -8,8 +8,9 @@ BEP 42 ties a node id to the node's external IP address so that an attacker cann
 freely: the first 21 bits of the id are the first 21 bits of ``crc32c((ip & mask) | (r << n))``
 where ``r`` is the low 3 bits of the id's last byte. The hash covers only the 4 masked IPv4
 bytes (8 high bytes for IPv6), as the BEP's reference code and libtorrent do; the prose's
-"64-bit integer" does not reproduce the BEP's own table. Local addresses (RFC 1918, link-local,
-loopback, and their IPv6 counterparts) are exempt: any id is valid for them.
+"64-bit integer" does not reproduce the BEP's own table. Local addresses (libtorrent's
+``is_local``: RFC 1918, link-local, loopback, CGNAT, and their IPv6 counterparts) are exempt: any
+id is valid for them.
 
 >>> node = NodeId.from_hex("5fbfbff10c5d6a4ec8a88e4c6ab4c28b95eee401")
 >>> node.is_valid_for(IPv4Address("124.31.75.21"))
@@ -54,8 +55,15 @@ _V4_EXEMPT = tuple(
         ("192.168.0.0", 16),
         ("169.254.0.0", 16),
         ("127.0.0.0", 8),
+        ("100.64.0.0", 10),  # shared address space (CGNAT, RFC 6598), local since libtorrent 2.0.9
     )
 )
+
+# the first 10 bits of fe80::/10 (link-local) and fec0::/10 (site-local)
+_V6_LOCAL_10 = (0x3FA, 0x3FB)
+# multicast (ff) with scope link-local (2) or site-local (5), under mask 0xff0f (asio's
+# is_multicast_link_local / is_multicast_site_local, which libtorrent's is_local uses)
+_V6_LOCAL_MULTICAST = (0xFF02, 0xFF05)
 
 # (shift, network >> shift) per exempt range: a match is `int(ip) >> shift == prefix`
 _V4_EXEMPT_PREFIXES = tuple((32 - bits, int(net) >> (32 - bits)) for net, bits in _V4_EXEMPT)
@@ -64,12 +72,18 @@ _V4_EXEMPT_PREFIXES = tuple((32 - bits, int(net) >> (32 - bits)) for net, bits i
 def is_bep42_exempt(ip: IPv4Address | IPv6Address) -> bool:
     """Whether *ip* is a local address, for which BEP 42 accepts any node id.
 
-    IPv4: the ranges BEP 42 lists (10/8, 172.16/12, 192.168/16, 169.254/16, 127/8). IPv6 has no
-    list in the BEP; like libtorrent we exempt loopback, link-local (fe80::/10) and unique-local
-    (fc00::/7) addresses, the IPv6 counterparts. An IPv4-mapped IPv6 address counts as IPv4.
+    This is libtorrent's ``is_local``, which its ``verify_id`` exempts, and the one definition of
+    a local address in this package (the external-address vote ignores the same ones). IPv4: the
+    ranges BEP 42 lists (10/8, 172.16/12, 192.168/16, 169.254/16, 127/8) and the shared address
+    space 100.64/10 (CGNAT). IPv6 has no list in the BEP; like libtorrent we exempt loopback
+    (``::1``), link-local (fe80::/10), site-local (fec0::/10, deprecated but unrouted by
+    default), unique-local (fc00::/7) and link- or site-local scoped multicast (ff02::/16 and
+    ff05::/16, whatever the flags nibble). An IPv4-mapped IPv6 address counts as IPv4.
 
     >>> is_bep42_exempt(IPv4Address("192.168.1.9")), is_bep42_exempt(IPv4Address("8.8.8.8"))
     (True, False)
+    >>> is_bep42_exempt(IPv4Address("100.64.1.2")), is_bep42_exempt(IPv6Address("fec0::1"))
+    (True, True)
     """
     if type(ip) is not IPv4Address:  # the common IPv4 case skips the unmapping call
         ip = unmapped_ip(ip)
@@ -81,7 +95,14 @@ def is_bep42_exempt(ip: IPv4Address | IPv6Address) -> bool:
             if value >> shift == prefix:
                 return True
         return False
-    return ip.is_loopback or ip.is_link_local or int(ip) >> 121 == 0x7E  # fc00::/7
+    value = int(ip)
+    top = value >> 112  # the first 16 bits
+    return (
+        value == 1  # ::1
+        or top >> 6 in _V6_LOCAL_10  # fe80::/10 link-local, fec0::/10 site-local
+        or top >> 9 == 0x7E  # fc00::/7 unique-local
+        or top & 0xFF0F in _V6_LOCAL_MULTICAST  # the scope nibble: 2 link-local, 5 site-local
+    )
 
 
 def _bep42_crc(ip: IPv4Address | IPv6Address, r: int) -> int:

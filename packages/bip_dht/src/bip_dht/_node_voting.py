@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from ipaddress import IPv4Address, IPv4Network, IPv6Address
+from ipaddress import IPv4Address, IPv6Address
 
 from bip_handshake import Family, PeerAddress
 
@@ -69,24 +69,19 @@ ROTATE_INTERVAL = 300.0
 ``maybe_rotate``: ``minutes(5)``)."""
 
 _IP = IPv4Address | IPv6Address
-# libtorrent's is_local adds the shared (CGNAT) range to the ones BEP 42 exempts
-_CGNAT = IPv4Network("100.64.0.0/10")
 
 
 def is_votable(ip: IPv4Address | IPv6Address) -> bool:
-    """Whether a vote naming *ip* as our address counts: not local (BEP 42's exempt ranges,
-    100.64/10, IPv6 site-local), unspecified nor multicast.
+    """Whether a vote naming *ip* as our address counts: not local (libtorrent's ``is_local``,
+    which is :func:`~bip_dht.is_bep42_exempt`: private, loopback, link-local, CGNAT, IPv6
+    site-local and unique-local...), unspecified nor multicast.
 
     >>> is_votable(IPv4Address("81.2.69.160")), is_votable(IPv4Address("192.168.1.2"))
     (True, False)
     """
     if isinstance(ip, IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    if ip.is_unspecified or ip.is_multicast or is_bep42_exempt(ip):
-        return False
-    if isinstance(ip, IPv4Address):
-        return ip not in _CGNAT
-    return not ip.is_site_local
+    return not (ip.is_unspecified or ip.is_multicast or is_bep42_exempt(ip))
 
 
 class _Candidate:
