@@ -5,8 +5,10 @@ libtorrent (``utp_stream.cpp``, ``incoming_packet``) drops a packet whose ``seq_
 window or timestamps: such a packet is forged, or from a connection too damaged to matter.
 Ours refused the data but acted on the rest first, so that a packet injected with a guessed
 ack could acknowledge our packets in flight (the peer never got them: lost for good), shut
-the peer's window and feed the round trip estimate. Packets behind ``ack_nr`` (resends whose
-ack was lost) still count: libtorrent reads their acks too.
+the peer's window and feed the round trip estimate. An ST_STATE carries the peer's next
+number, so its bound is one further. Packets a little behind ``ack_nr`` (resends whose ack
+was lost) still count: libtorrent reads their acks too (those far behind:
+test_utp_far_behind).
 """
 
 from __future__ import annotations
@@ -41,6 +43,12 @@ def _sending() -> tuple[UtpConnection, UtpConnection]:
     return a, b
 
 
+def _beyond(kind: UtpPacketType) -> int:
+    """The first distance past ``a``'s ``ack_nr`` dropped for ``kind``: an ST_STATE carries
+    the peer's next number (one past the last it sent), so its bound is one further."""
+    return MAX_REORDER_DISTANCE + (2 if kind is UtpPacketType.STATE else 1)
+
+
 def _to_a(a: UtpConnection, kind: UtpPacketType, distance: int, *, sack: bool) -> UtpPacket:
     """A packet to ``a``, ``distance`` past its ``ack_nr``, acking both packets ``a`` has
     in flight by its ack number or, with ``sack``, the second one by a selective ack."""
@@ -69,7 +77,7 @@ def test_packet_beyond_the_reorder_bound_moves_nothing(kind: UtpPacketType, sack
     a, _ = _sending()
     assert (a._ack_nr + MAX_REORDER_DISTANCE) & 0xFFFF < a._ack_nr  # the bound wraps
     acked, window, rtt = a._acked, a._peer_wnd, a._rtt_us
-    a.receive_packet(_to_a(a, kind, MAX_REORDER_DISTANCE + 1, sack=sack), 30)
+    a.receive_packet(_to_a(a, kind, _beyond(kind), sack=sack), 30)
     assert (a._acked, a._peer_wnd, a._rtt_us) == (acked, window, rtt)
     assert len(a._outgoing) == 2
     assert not a._current_delays
@@ -81,7 +89,7 @@ def test_packet_beyond_the_reorder_bound_moves_nothing(kind: UtpPacketType, sack
 @pytest.mark.parametrize("kind", [UtpPacketType.DATA, UtpPacketType.STATE], ids=_name)
 def test_packet_at_the_reorder_bound_counts(kind: UtpPacketType) -> None:
     a, _ = _sending()
-    a.receive_packet(_to_a(a, kind, MAX_REORDER_DISTANCE, sack=True), 30)
+    a.receive_packet(_to_a(a, kind, _beyond(kind) - 1, sack=True), 30)
     assert len(a._outgoing) == 1  # the second one, selectively acked
     assert a._peer_wnd == 0
     assert a._last_received_us == 30

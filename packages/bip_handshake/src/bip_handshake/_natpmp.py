@@ -1786,13 +1786,15 @@ class NatPmpClient:
                 else:
                     self._mapping_failed(mapping, response.result, now, response.lifetime)
                 return
+            if request.kind is _Kind.DELETE:
+                # Advisory: a mapping made for the old address cannot be deleted from this
+                # one anyway (it expires). Dropped before the fallback, which forgets (so
+                # drops) a mapping being removed that holds no grant: it is gone once, with
+                # the gateway's answer as its result.
+                self._drop(mapping, response.result)
             if self._speaking is not _Speaking.NATPMP:
                 self._fall_back(now, "refused our client address", answered=True, pcp_spoken=True)
                 self._mismatched = self._client_address  # another one brings PCP back
-            if request.kind is _Kind.DELETE:
-                # Advisory: a mapping made for the old address cannot be deleted from this
-                # one anyway (it expires).
-                self._drop(mapping, response.result)
             return  # a mapping request starts over in NAT-PMP
         self._request = None
         if request.kind is _Kind.DELETE:

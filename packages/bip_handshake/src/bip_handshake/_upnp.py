@@ -404,6 +404,11 @@ class HttpResponseParser:
         self._body = bytearray()
         self._left = 0  # bytes of the Content-Length or of the chunk still to come
         self._trailer = 0
+        # Bytes at the buffer's start already searched for the line or head end awaited:
+        # each search starts near there, not at byte 0, so a device dripping its head one
+        # byte per segment costs linear work, not quadratic.
+        self._scanned = 0
+        self._head_started = False  # the status line began (no stray blank lines to strip)
 
     @property
     def complete(self) -> bool:
@@ -447,13 +452,15 @@ class HttpResponseParser:
         self._body += chunk
 
     def _line(self, limit: int) -> bytes | None:
-        end = self._buffer.find(b"\n")
+        end = self._buffer.find(b"\n", self._scanned)
         if end < 0:
             if len(self._buffer) > limit:
                 raise UpnpError(f"an HTTP line of more than {limit} bytes")
+            self._scanned = len(self._buffer)
             return None
         line = bytes(self._buffer[:end])
         del self._buffer[: end + 1]
+        self._scanned = 0
         return line[:-1] if line.endswith(b"\r") else line
 
     def _take_counted(self, *, then: _Mode) -> bool:
@@ -513,16 +520,27 @@ class HttpResponseParser:
         return True
 
     def _step_head(self) -> bool:
-        # Stray blank lines before a status line are allowed (RFC 7230 3.5).
-        blank = len(self._buffer) - len(self._buffer.lstrip(b"\r\n"))
-        del self._buffer[:blank]
-        match = _HEAD_END.search(self._buffer, 0, UPNP_MAX_HEAD + 4)
+        if not self._head_started:
+            # Stray blank lines before a status line are allowed (RFC 7230 3.5). Stripped
+            # until the status line starts, not at every step: each strip copies the buffer.
+            blank = len(self._buffer) - len(self._buffer.lstrip(b"\r\n"))
+            del self._buffer[:blank]
+            if not self._buffer:
+                return False
+            self._head_started = True
+        # The bytes searched before hold no head end, but one (at most 4 bytes, CRLF CRLF)
+        # may begin in their last 3 and end in the bytes just come.
+        start = max(0, self._scanned - 3)
+        match = _HEAD_END.search(self._buffer, start, UPNP_MAX_HEAD + 4)
         if match is None:
             if len(self._buffer) > UPNP_MAX_HEAD:
                 raise UpnpError(f"an HTTP head of more than {UPNP_MAX_HEAD} bytes")
+            self._scanned = len(self._buffer)
             return False
         head = bytes(self._buffer[: match.start()])
         del self._buffer[: match.end()]
+        self._scanned = 0
+        self._head_started = False  # an interim (1xx) response: the next head may follow
         status, reason, headers = _parse_head(head)
         if 100 <= status < 200:
             if status == 101:

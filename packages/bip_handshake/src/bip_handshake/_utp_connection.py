@@ -66,8 +66,11 @@ How it behaves, following BEP 29 and libtorrent:
 - Receiving: out-of-order packets wait in a reorder buffer bounded by the window we
   advertise (``receive_buffer`` less what is buffered) and by
   :data:`MAX_REORDER_DISTANCE` packets; we acknowledge them with selective acks. A DATA,
-  FIN or ST_STATE further ahead is dropped whole, before its acks, window and timestamps
-  count (libtorrent): forged, or from a connection that lost more than that.
+  FIN or ST_STATE further ahead (an ST_STATE shows the peer's next number: one more), or
+  more than ``MAX_REORDER_DISTANCE + 1`` behind (older than any packet the peer may still
+  resend), is dropped whole, before its acks, window and timestamps count (libtorrent
+  drops those ahead so): forged, or from a connection that lost more than that. A DATA or
+  FIN behind still gets our ack, as any duplicate does.
 - Every connection of a socket draws on one :class:`UtpReceiveBudget`
   (``max_buffered`` bytes): the window we advertise never exceeds what it has left,
   out-of-order data takes at most half of it, and a packet it cannot afford is dropped
@@ -188,6 +191,17 @@ timeout, the time libtorrent's ``m_num_timeouts`` starts counting."""
 _STALLED_RTTS: Final = 4
 """...or this many smoothed round trips, when that is longer (a slow path is not a dead one)."""
 _HALF: Final = 0x8000
+_MAX_BEHIND: Final = MAX_REORDER_DISTANCE + 1
+"""Sequence numbers behind our ``ack_nr`` a packet of the peer's may show at most (older
+ones are dropped before their acks count). The peer resends only packets we have not
+acked, all sent while its oldest unacked one was: a resend lies behind our ``ack_nr`` by
+fewer than the packets it has in flight, which its send window (``min(cwnd, our
+window)``, in bytes) bounds: our ``receive_buffer`` of 1 MiB in full packets of about
+1,400 bytes is some 750 (libtorrent sizes its reorder bound, ``max(16, receive buffer /
+1100)``, by the same count). An ST_STATE shows the peer's last number, at or ahead of our
+``ack_nr`` but for one delayed behind the peer's later packets, or one behind after
+libtorrent's FIN (which does not move its number on). A peer with more in flight (a small
+MTU, a larger window) loses no data to the bound: its far resend still gets our ack."""
 _TS_MASK: Final = 0xFFFFFFFF
 
 
@@ -807,13 +821,27 @@ class UtpConnection:
         outstanding = seq_distance(self._acked, self._seq_nr) - 1
         if 0 < ack_distance < _HALF and ack_distance > outstanding:
             return  # an ack for a packet we never sent: not to be trusted
-        if MAX_REORDER_DISTANCE < seq_distance(self._ack_nr, packet.seq_nr) < _HALF:
-            # Too far ahead for the reorder buffer (an ST_STATE carries the peer's next
-            # number, so it is as far as the peer's packets we miss): forged, or from a
-            # connection that lost more than we buffer. Dropped whole before its acks,
-            # window and timestamps count, as libtorrent does: it could otherwise ack our
-            # packets in flight (lost for good), shut the window or feed the RTT. Its
-            # type counts for nothing either: a FIN out there does not fix the end.
+        # The last number the packet shows the peer used: its own for DATA and FIN; an
+        # ST_STATE carries the peer's next one (BEP 29), unused yet, so one less (a peer
+        # that sent up to our reorder bound says so with an ST_STATE one past it; after
+        # its FIN, whose number libtorrent does not move on, one behind our ack_nr).
+        shown = packet.seq_nr if kind is not UtpPacketType.STATE else packet.seq_nr - 1
+        distance = seq_distance(self._ack_nr, shown & _SEQ_MASK)
+        if MAX_REORDER_DISTANCE < distance < _SEQ_MASK + 1 - _MAX_BEHIND:
+            # Too far ahead for the reorder buffer, or too far behind for any packet the
+            # peer may still resend (see _MAX_BEHIND): forged, or from a connection that
+            # lost more than we buffer. Dropped whole before its acks, window and
+            # timestamps count (libtorrent drops those ahead so): it could otherwise ack
+            # our packets in flight (lost for good), shut the window or feed the RTT; a
+            # blind forger now has to hit 2,050 of the 65,536 numbers as well as an ack
+            # in our flight. Its type counts for nothing either: a FIN out there does not
+            # fix the end.
+            if distance >= _HALF and kind is not UtpPacketType.STATE:
+                # Behind: the resend of a packet we hold, from a peer with more packets
+                # in flight than the bound (a small MTU, a larger window) whose acks we
+                # sent were all lost. It gets our ack, as any duplicate does (this is
+                # all it needs to stop resending), but tells us nothing.
+                self._ack_pending = True
             return
         self._last_received_us = now_us
         self._reply_micro = (now_us - packet.timestamp_us) & _TS_MASK
