@@ -3,10 +3,14 @@
 - Super-seeding: a peer that once sent *have all* was never revealed a piece again after it
   stopped being a seed (a *don't have*, *have none*, a late bitfield): a seed is kept out of
   the queue of waiting peers, and nothing put it back once it lacked a piece again.
-- Parole: a request cancelled (its piece no longer wanted) or a block dropped by our disk
-  left the parole peer's exclusive hold on the piece with nothing asked of it, and so did
-  a choke with the fast extension after the peer had delivered what it was asked: while it
-  choked us nobody else could take the piece, and end-game never started (a stall for ever).
+- Parole: a choke with the fast extension after the peer had delivered what it was asked
+  left the parole peer's exclusive hold on the piece with nothing asked of it, and so did a
+  request cancelled (its piece no longer wanted) or a block dropped by our disk while it
+  choked us: nobody else could take the piece, and end-game never started (a stall for
+  ever). Our own cancel or drop while it unchokes us keeps the hold (its piece stays its
+  own, so a bad hash bans it as sole contributor), a piece only it worked on is its again
+  after the choke, a time-out forfeits the piece while another peer has it, and end-game
+  duplicates spare parole pieces and parole peers.
 - Lazy bitfield: a withheld piece lost and verified again before its delayed have was due
   was announced twice.
 
@@ -22,7 +26,7 @@ import pytest
 
 from bip_select._actions import DropPeer, SendBitfield, SendHave, SendRequest
 from bip_select._brain import SwarmBrain
-from bip_select._geometry import BLOCK_SIZE, TorrentGeometry
+from bip_select._geometry import BLOCK_SIZE, Block, TorrentGeometry
 from bip_select._inputs import (
     BlockArrived,
     BlockDropped,
@@ -159,7 +163,7 @@ def test_super_seeding_model_no_peer_starves(seed: int) -> None:
         _check(ss, now, live, (seed, step, event))
 
 
-# -- parole: a hold ends with the requests -------------------------------------------------
+# -- parole: a hold ends with the peer's requests, not with our own cancel or drop -------
 
 FOUR = TorrentGeometry(4, 4 * BLOCK_SIZE)  # four blocks per piece
 
@@ -172,46 +176,145 @@ def _parole_picker() -> PiecePicker:
     return picker
 
 
+def _pieces(blocks: list[Block]) -> set[int]:
+    return {block.piece for block in blocks}
+
+
 @pytest.mark.parametrize("how", ["cancelled", "dropped"])
-def test_a_parole_hold_ends_with_a_cancel_or_a_drop(how: str) -> None:
-    picker = _parole_picker()
-    mine = picker.pick("suspect", 1, 0.0, exclusive=True)
-    ended = picker.block_cancelled if how == "cancelled" else picker.block_dropped
-    assert ended("suspect", mine[0])
-    assert not picker._exclusive
-    assert not picker.requests.num_outstanding("suspect")
-    assert mine[0] in picker.pick("honest", 16, 0.0)  # open to everyone again
-    picker.check()
-
-
-def test_a_fast_choke_lets_go_of_a_held_piece_with_nothing_asked() -> None:
-    picker = _parole_picker()
-    mine = picker.pick("suspect", 5, 0.0, exclusive=True)  # a whole piece and one block
-    whole, partial = mine[0].piece, mine[-1].piece
-    assert picker._exclusive == {whole: "suspect", partial: "suspect"}
-    assert picker.block_received("suspect", mine[-1]) is not None  # all it was asked of it
-    assert picker.peer_choked("suspect", fast=True) == []
-    # The piece still asked of it stays its own until rejected; the other is let go.
-    assert picker._exclusive == {whole: "suspect"}
-    taken = picker.pick("honest", 16, 0.0)
-    assert partial in {b.piece for b in taken}
-    assert whole not in {b.piece for b in taken}
-    assert picker.block_rejected("suspect", mine[0])
-    assert not picker._exclusive
-    picker.check()
-
-
-def test_a_fast_choke_keeps_an_allowed_fast_held_piece() -> None:
+def test_our_cancel_or_drop_keeps_the_parole_hold(how: str) -> None:
     picker = _parole_picker()
     mine = picker.pick("suspect", 1, 0.0, exclusive=True)
     piece = mine[0].piece
-    picker.allowed_fast("suspect", piece)  # it may still be asked for it while choking us
-    assert picker.block_received("suspect", mine[0]) is not None
+    ended = picker.block_cancelled if how == "cancelled" else picker.block_dropped
+    assert ended("suspect", mine[0])
+    assert picker._exclusive == {piece: "suspect"}  # not the peer's doing
+    assert not picker.requests.num_outstanding("suspect")
+    assert piece not in _pieces(picker.pick("honest", 16, 0.0))
+    assert picker.pick("suspect", 1, 0.0, exclusive=True) == mine  # asked of it again
+    picker.check()
+
+
+@pytest.mark.parametrize("how", ["cancelled", "dropped"])
+def test_our_cancel_or_drop_at_a_choking_parole_peer_ends_an_idle_hold(how: str) -> None:
+    picker = _parole_picker()
+    mine = picker.pick("suspect", 2, 0.0, exclusive=True)
+    piece = mine[0].piece
+    ended = picker.block_cancelled if how == "cancelled" else picker.block_dropped
+    assert picker.peer_choked("suspect", fast=True) == []  # both still asked: held
+    assert ended("suspect", mine[0], choked=True)
+    assert picker._exclusive == {piece: "suspect"}  # the other request's reject will end it
+    assert ended("suspect", mine[1], choked=True)
+    assert not picker._exclusive  # nothing can be asked of it: the others may finish it
+    assert piece in _pieces(picker.pick("honest", 16, 0.0))
+    picker.check()
+
+
+def test_a_dropped_block_keeps_the_suspects_piece_its_own() -> None:
+    """The reviewer's proof: a block our disk dropped no longer hands the rest of a
+    suspect's piece to an honest peer, so a bad piece names the suspect alone."""
+    picker = _parole_picker()
+    mine = picker.pick("suspect", 4, 0.0, exclusive=True)
+    piece = mine[0].piece
+    assert _pieces(mine) == {piece}
+    for block in mine[:3]:
+        assert picker.block_received("suspect", block) is not None
+    assert picker.block_dropped("suspect", mine[3])  # our disk, not the suspect
+    assert piece not in _pieces(picker.pick("honest", 16, 0.0))  # honest does not take it
+    assert picker.pick("suspect", 4, 0.0, exclusive=True) == [mine[3]]  # its own again
+    received = picker.block_received("suspect", mine[3])
+    assert received is not None
+    assert received.piece_complete
+    assert picker.piece_failed(piece) == ("suspect",)  # its sole contributor
+    picker.check()
+
+
+def test_a_dropped_block_lets_a_bad_suspect_be_banned_as_sole_contributor() -> None:
+    brain = SwarmBrain(FOUR, rng=random.Random(1), queueing=QueueConfig())
+    for peer in ("suspect", "honest"):
+        brain.handle(PeerJoined(peer, reqq=250, fast=True), 0.0)
+        brain.handle(PeerHaveAll(peer), 0.0)
+    brain.queues.piece_failed(["suspect", "gone"])  # shared a bad piece: parole, no ban
+    assert brain.queues.on_parole("suspect")
+    asked = brain.handle(PeerUnchokedUs("suspect"), 0.0)
+    mine = [a.block for a in asked if isinstance(a, SendRequest)]
+    piece = mine[0].piece
+    assert [b.piece for b in mine] == [piece] * 4  # a whole piece, held
+    for block in mine[:3]:
+        brain.handle(BlockReceived("suspect", block), 0.0)
+    brain.handle(BlockArrived("suspect", mine[3]), 0.0)
+    again = brain.handle(BlockDropped("suspect", mine[3]), 0.0)
+    assert SendRequest("suspect", mine[3]) in again  # asked of the suspect again
+    honest = brain.handle(PeerUnchokedUs("honest"), 0.0)
+    assert piece not in {a.block.piece for a in honest if isinstance(a, SendRequest)}
+    brain.handle(BlockReceived("suspect", mine[3]), 1.0)
+    verdict = brain.handle(PieceVerified(piece, False), 1.0)
+    assert [a.peer for a in verdict if isinstance(a, DropPeer)] == ["suspect"]
+    assert not brain.queues.on_parole("honest")
+
+
+@pytest.mark.parametrize("others", [False, True])
+def test_a_parole_peer_takes_back_a_piece_only_it_worked_on(others: bool) -> None:
+    picker = _parole_picker()
+    mine = picker.pick("suspect", 5, 0.0, exclusive=True)  # a whole piece and one block
+    whole, partial = mine[0].piece, mine[-1].piece
+    assert picker.block_received("suspect", mine[-1]) is not None
     picker.peer_choked("suspect", fast=True)
-    assert picker._exclusive == {piece: "suspect"}
-    assert [b.piece for b in picker.pick("suspect", 3, 0.0, choked=True, exclusive=True)] == [
-        piece
-    ] * 3
+    assert picker._exclusive == {whole: "suspect"}  # the idle hold went with the choke
+    if others:  # meanwhile another peer asks for a block of it: the piece is shared
+        taken = picker.pick("honest", 1, 0.0)
+        assert _pieces(taken) == {partial}
+    # Unchoked again: the piece is its own again (held again) unless shared meanwhile.
+    back = picker.pick("suspect", 3, 0.0, exclusive=True)
+    assert (partial in _pieces(back)) is not others
+    assert (picker._exclusive.get(partial) == "suspect") is not others
+    picker.check()
+
+
+@pytest.mark.parametrize("holders", ["both", "suspect_alone"])
+def test_a_parole_peer_forfeits_a_piece_whose_request_timed_out(holders: str) -> None:
+    picker = PiecePicker(FOUR, random.Random(0))
+    for peer in ("honest", "suspect"):
+        picker.add_peer(peer)
+    picker.peer_have_all("suspect")
+    picker.peer_bitfield("honest", {0, 1, 2, 3} if holders == "both" else set())
+    mine = picker.pick("suspect", 2, 0.0, exclusive=True)
+    piece = mine[0].piece
+    assert picker.block_received("suspect", mine[0]) is not None
+    assert picker.block_timed_out("suspect", mine[1])
+    assert not picker._exclusive
+    back = picker.pick("suspect", 1, 0.0, exclusive=True)
+    if holders == "suspect_alone":  # nobody else could finish it: it takes it back
+        assert back == [mine[1]]
+        return
+    # Refilled first, a stalled suspect would take the block back at every time-out.
+    assert piece not in _pieces(back)
+    assert picker.block_received("suspect", mine[1]) is not None  # late, still taken
+    assert picker.pick("suspect", 2, 0.0, exclusive=True)[0].piece == piece  # it delivers
+    picker.check()
+
+
+def test_end_game_spares_parole_pieces_and_parole_peers() -> None:
+    picker = _parole_picker()
+    held = picker.pick("suspect", 4, 0.0, exclusive=True)
+    rest = picker.pick("honest", 12, 0.0)
+    assert picker.in_endgame()
+    for block in rest[:-1]:
+        assert picker.block_received("honest", block) is not None
+    for block in held[:-1]:
+        assert picker.block_received("suspect", block) is not None
+    # A third peer with nothing pending gets a duplicate of honest's last block, never of
+    # the suspect's (older, so first in line): a duplicate that won would mix its piece.
+    picker.add_peer("third")
+    picker.peer_have_all("third")
+    assert picker.pick("third", 4, 0.0) == [rest[-1]]
+    assert picker.block_received("suspect", held[-1]) is not None
+    assert picker.piece_passed(held[0].piece) == ("suspect",)
+    # A parole peer with nothing pending gets no duplicate (libtorrent's pick_pieces: "don't
+    # double-pick anything if the peer is on parole"); off parole it would.
+    assert picker.in_endgame()
+    assert picker.pick("suspect", 4, 0.0, exclusive=True) == []
+    assert picker.pick("suspect", 4, 0.0) == [rest[-1]]
+    picker.check()
 
 
 def _paroled_brain() -> tuple[SwarmBrain, int]:
@@ -266,19 +369,26 @@ def _b_serves(brain: SwarmBrain, now: float) -> None:
             return
 
 
-@pytest.mark.parametrize("how", ["priority", "dropped"])
+@pytest.mark.parametrize(
+    "how", ["priority", "dropped", "choked_then_priority", "choked_then_dropped"]
+)
 def test_a_parole_peer_choking_us_does_not_stall_the_download(how: str) -> None:
     brain, held = _paroled_brain()
-    if how == "priority":
+    (block,) = brain.picker.requests.outstanding("A")
+    if how.startswith("choked"):
+        # A chokes us (fast extension) with the block still asked: the hold stays until
+        # the reject, but we cancel or drop the request first, and no reject follows.
+        brain.handle(BlockArrived("A", block), 0.0)
+        brain.handle(PeerChokedUs("A"), 0.0)
+        assert brain.picker._exclusive.get(held) == "A"
+    if how.endswith("priority"):
         # The piece is no longer wanted (A's request cancelled), then wanted again.
         brain.handle(PrioritiesChanged(piece_priorities={held: 0}), 0.0)
         brain.handle(PeerChokedUs("A"), 0.0)
         brain.handle(PrioritiesChanged(piece_priorities={held: 4}), 0.0)
     else:
-        (block,) = brain.picker.requests.outstanding("A")
         brain.handle(BlockArrived("A", block), 0.0)
         brain.handle(BlockDropped("A", block), 0.0)  # our disk dropped it
-    assert held not in brain.picker._exclusive
     _b_serves(brain, 0.0)
     assert brain.is_complete
 

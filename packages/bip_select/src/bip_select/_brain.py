@@ -953,7 +953,7 @@ class SwarmBrain:
 
     def _block_dropped(self, event: BlockDropped, now: float) -> list[Action]:
         peer, block = event.peer, event.block
-        self._peer(peer)
+        state = self._peer(peer)
         if not self.geometry.is_block(block):
             return []
         queues = self.queues
@@ -961,13 +961,13 @@ class SwarmBrain:
         actions: list[Action] = []
         if block in requests.outstanding(peer) or queues.is_waiting(peer, block):
             # The peer served it, on time: its clock is refreshed as for an arrival, and no
-            # penalty follows (no snub, no revoked allowed-fast piece). The block is free to
-            # ask again, of anyone: a parole peer's hold on the piece ends with the request
-            # (kept, with nothing asked of the peer, it would bar every other peer from the
-            # piece for as long as the peer chokes us).
+            # penalty follows (no snub, no revoked allowed-fast piece, no lost parole hold:
+            # the drop is ours, so a parole peer is asked again and its piece stays its own,
+            # unless it chokes us and cannot be asked: then the hold goes, or it would bar
+            # every other peer from the piece for as long as the peer chokes us).
             queues.block_arrived(peer, block, now)
             queues.block_settled(peer, block, now)
-            if self.picker.block_dropped(peer, block):
+            if self.picker.block_dropped(peer, block, choked=state.choking_us):
                 self._released(now, actions, (block.piece,))
         return actions
 
@@ -1162,11 +1162,15 @@ class SwarmBrain:
                     streaming.set_deadline(piece, when)
         actions: list[Action] = []
         # Requests for pieces no longer wanted are cancelled.
+        # A parole peer keeps its hold on such a piece (see PiecePicker.block_cancelled),
+        # unless it chokes us: nothing could be asked of it when the piece is wanted again.
         requests = picker.requests
         for peer in list(requests.peers()):
+            peer_state = self._peers.get(peer)
+            choked = peer_state is not None and peer_state.choking_us
             for block in list(requests.outstanding(peer)):
                 if not picker.wants(block.piece):
-                    picker.block_cancelled(peer, block)  # (a parole peer's hold goes too)
+                    picker.block_cancelled(peer, block, choked=choked)
                     if not self.queues.is_waiting(peer, block):  # else it arrived already
                         actions.append(SendCancel(peer, block))
         for peer, state in self._peers.items():

@@ -21,6 +21,7 @@ API:
     starts over with every block free.
   - Queries: ``outstanding(peer)`` (oldest first, with the time each was sent),
     ``num_outstanding(peer)``, ``requesters(block)``, ``is_received(block)``,
+    ``sources(piece)``, ``worked_on_by_others(piece, peer)``,
     ``started_pieces()``, ``free_blocks(piece)``, ``num_free(piece)``,
     ``have(piece)``, ``duplicate_candidates(peer_has, peer, limit)``.
 
@@ -206,6 +207,16 @@ class RequestBook:
         """The peers that delivered blocks of a started piece, with how many each."""
         state = self._pieces.get(piece)
         return dict(state.sources) if state is not None else {}
+
+    def worked_on_by_others(self, piece: int, peer: PeerKey) -> bool:
+        """Whether a peer other than ``peer`` delivered a block of ``piece`` or is asked
+        for one (departed peers count: their data is in it). O(blocks of the piece)."""
+        state = self._pieces.get(piece)
+        if state is None:
+            return False
+        if any(source != peer for source in state.sources):
+            return True
+        return any(other != peer for asked in state.asked for other in asked)
 
     def duplicate_candidates(
         self, peer: PeerKey, peer_has: Callable[[int], bool], limit: int

@@ -43,9 +43,10 @@ API:
     sooner haves to trade), and ahead of all its tier once started pieces
     outnumber the connected peers by half again; while choked only
     BEP 6 allowed-fast pieces; ``exclusive`` (a peer on parole) only pieces nobody
-    else works on; in end-game (every block of every wanted piece is asked of
-    someone) blocks already asked of others, fewest copies first, while the peer has
-    fewer than ``endgame_depth`` (1: none) requests pending. A choked peer's pick sorts its
+    else works on, held to itself; in end-game (every block of every wanted piece is
+    asked of someone) blocks already asked of others, fewest copies first, while the
+    peer has fewer than ``endgame_depth`` (1: none) requests pending (never to a peer on
+    parole, nor of a piece another parole peer holds). A choked peer's pick sorts its
     allowed-fast pieces (at most :data:`MAX_ALLOWED_FAST`) by the strategy's tier and
     rank, ties by the availability index's order, rather than walking every wanted
     piece: the same order as the strategy's for :class:`RarestFirst` and
@@ -54,8 +55,9 @@ API:
   - ``block_received(peer, block) -> Received | None`` (its ``cancel`` lists the
     end-game losers), ``block_rejected``, ``block_timed_out``, ``block_cancelled``,
     ``block_dropped``, ``peer_choked`` (without the fast extension a choke drops every
-    request: returns them); a request that ends any other way than received also ends a
-    parole peer's hold on its piece;
+    request: returns them); a reject, a time-out, a choke or a departure ends a parole
+    peer's hold on the piece, our own cancel or drop does not (unless the peer chokes us
+    and nothing else of the piece is asked of it);
   - ``piece_passed(piece)`` / ``piece_failed(piece)`` -> the peers that sent it;
     ``lose_piece(piece)`` (a piece we had is gone: wanted again);
   - priorities: ``set_piece_priority``, ``set_piece_priorities``,
@@ -357,6 +359,7 @@ class PiecePicker:
         "_allowed_fast",
         "_exclusive",
         "_first_hint",
+        "_forfeited",
         "_priority",
         "_rates",
         "availability",
@@ -412,6 +415,8 @@ class PiecePicker:
         self._allowed_fast: dict[PeerKey, set[int]] = {}
         self._rates: dict[PeerKey, float] = {}
         self._exclusive: dict[int, PeerKey] = {}  # piece -> the parole peer that owns it
+        # piece -> the parole peer whose request of it timed out (see ``pick``'s ``usable``)
+        self._forfeited: dict[int, PeerKey] = {}
 
     # -- wanted pieces and priorities --------------------------------------------------
 
@@ -483,6 +488,9 @@ class PiecePicker:
         self._allowed_fast.pop(peer, None)
         self._rates.pop(peer, None)
         self._release_exclusive(peer)
+        if self._forfeited:
+            for piece in [p for p, owner in self._forfeited.items() if owner == peer]:
+                del self._forfeited[piece]
         return self.requests.drop_peer(peer)
 
     def peer_bitfield(self, peer: PeerKey, pieces: Iterable[int]) -> None:
@@ -552,18 +560,11 @@ class PiecePicker:
         A parole peer's holds end with its requests (see ``pick``'s ``exclusive``): with
         the fast extension each reject ends its own; a piece held with nothing asked of the
         peer (the blocks it was asked received, the next not asked yet) is let go at once,
-        unless allowed fast, since no reject would ever free it.
+        unless allowed fast, since no reject would ever free it. The peer takes it back
+        once it unchokes us if nobody else worked on it meanwhile.
         """
         if fast:
-            if self._exclusive:
-                asked = {block.piece for block in self.requests.outstanding(peer)}
-                allowed = self._allowed_fast.get(peer, ())
-                for piece in [
-                    p
-                    for p, owner in self._exclusive.items()
-                    if owner == peer and p not in asked and p not in allowed
-                ]:
-                    del self._exclusive[piece]
+            self._release_idle(peer)
             return []
         self._release_exclusive(peer)
         return self.requests.drop_peer(peer)
@@ -572,6 +573,8 @@ class PiecePicker:
 
     def block_received(self, peer: PeerKey, block: Block) -> Received | None:
         """A block arrived (see :meth:`RequestBook.receive`)."""
+        if self._forfeited and self._forfeited.get(block.piece) == peer:
+            del self._forfeited[block.piece]  # it delivers that piece again
         return self.requests.receive(peer, block)
 
     def block_rejected(self, peer: PeerKey, block: Block) -> bool:
@@ -580,32 +583,58 @@ class PiecePicker:
         return self.requests.reject(peer, block)
 
     def block_timed_out(self, peer: PeerKey, block: Block) -> bool:
-        """The request of ``block`` to ``peer`` timed out: it is free again (for anyone)."""
-        self._release_exclusive(peer, block.piece)
+        """The request of ``block`` to ``peer`` timed out: it is free again (for anyone).
+
+        A parole peer's hold on the piece ends, and the piece is *forfeited*: the peer
+        may not take it back (see ``pick``'s ``exclusive``) while another peer has it,
+        until it delivers a block of it again. Otherwise a stalled parole peer, refilled
+        first, would take the freed block straight back at every time-out, for ever.
+        """
+        piece = block.piece
+        if self._exclusive.get(piece) == peer:
+            del self._exclusive[piece]
+            self._forfeited[piece] = peer
         return self.requests.time_out(peer, block)
 
-    def block_cancelled(self, peer: PeerKey, block: Block) -> bool:
+    def block_cancelled(self, peer: PeerKey, block: Block, *, choked: bool = False) -> bool:
         """We cancelled ``block`` at ``peer`` (its piece is no longer wanted): it is free
-        again (for anyone); returns whether it was pending."""
-        self._release_exclusive(peer, block.piece)
-        return self.requests.cancel(peer, block)
+        again; returns whether it was pending.
 
-    def block_dropped(self, peer: PeerKey, block: Block) -> bool:
+        A parole peer's hold on the piece stays (the cancel is not its doing; once the
+        piece is wanted again only it may finish it, so a bad hash stays its alone),
+        unless ``choked``: the peer chokes us (with the fast extension), so nothing more
+        can be asked of it; with no other block of the piece asked of it (no reject to
+        come) and the piece not allowed fast, the hold ends, as at the choke itself
+        (:meth:`peer_choked`).
+        """
+        cancelled = self.requests.cancel(peer, block)
+        if choked:
+            self._release_idle(peer, block.piece)
+        return cancelled
+
+    def block_dropped(self, peer: PeerKey, block: Block, *, choked: bool = False) -> bool:
         """``peer`` sent ``block`` and we dropped it (our disk could not take it): it is
-        free again (for anyone); returns whether it was pending."""
-        self._release_exclusive(peer, block.piece)
-        return self.requests.reject(peer, block)
+        free again; returns whether it was pending.
+
+        A parole peer's hold on the piece stays, as for :meth:`block_cancelled` (and
+        ``choked`` alike): the drop is ours, so the block is asked of the parole peer
+        again, and no other peer's data enters its piece (a mixed piece that failed would
+        cost an honest peer trust and spare the suspect a ban as sole contributor).
+        """
+        dropped = self.requests.reject(peer, block)
+        if choked:
+            self._release_idle(peer, block.piece)
+        return dropped
 
     def _release_exclusive(self, peer: PeerKey, piece: int | None = None) -> None:
         """A parole peer that stops delivering loses its pieces to the others: keeping
         them would stall the download (and end-game never starts while blocks are free).
 
-        Every way a request of a parole peer ends but a block received comes through
-        here (rejected, timed out, cancelled, dropped by us, dropped by a choke without
-        the fast extension, the peer left): a hold on a piece with nothing asked of the
-        peer would bar every other peer from it for as long as the peer chokes us (for
-        the same reason a choke with the fast extension lets go of the pieces held with
-        nothing asked: :meth:`peer_choked`).
+        A reject, a choke without the fast extension and a departure come through here
+        (a time-out too, which also forfeits the piece: :meth:`block_timed_out`); our own
+        cancel or drop does not end a hold (:meth:`block_cancelled`,
+        :meth:`block_dropped`) unless the peer chokes us, and a choke with the fast
+        extension ends the holds with nothing asked (:meth:`peer_choked`).
         """
         if piece is not None:
             if self._exclusive.get(piece) == peer:
@@ -614,10 +643,29 @@ class PiecePicker:
         for owned in [p for p, owner in self._exclusive.items() if owner == peer]:
             del self._exclusive[owned]
 
+    def _release_idle(self, peer: PeerKey, piece: int | None = None) -> None:
+        """``peer`` chokes us (fast extension): its holds on ``piece`` (None: every piece)
+        end where nothing of the piece is asked of it and it is not allowed fast. No reject
+        would ever end them, and they bar every other peer from the piece for as long as
+        the peer chokes us."""
+        exclusive = self._exclusive
+        if piece is None:
+            held = [p for p, owner in exclusive.items() if owner == peer]
+        else:
+            held = [piece] if exclusive.get(piece) == peer else []
+        if not held:
+            return
+        asked = {block.piece for block in self.requests.outstanding(peer)}
+        allowed = self._allowed_fast.get(peer, ())
+        for owned in held:
+            if owned not in asked and owned not in allowed:
+                del self._exclusive[owned]
+
     def piece_passed(self, piece: int) -> tuple[PeerKey, ...]:
         """``piece`` hashed good; returns the peers that sent it."""
         sources = self.requests.piece_passed(piece)
         self._exclusive.pop(piece, None)
+        self._forfeited.pop(piece, None)
         self._sync(piece)
         for streaming in streaming_layers(self.strategy):  # a deadline met is forgotten
             streaming.clear_deadline(piece)
@@ -626,6 +674,7 @@ class PiecePicker:
     def piece_failed(self, piece: int) -> tuple[PeerKey, ...]:
         """``piece`` hashed bad: download it again; returns the peers that sent it."""
         self._exclusive.pop(piece, None)
+        self._forfeited.pop(piece, None)
         return self.requests.piece_failed(piece)
 
     def lose_piece(self, piece: int) -> None:
@@ -685,7 +734,16 @@ class PiecePicker:
             now: the current time (request times, deadlines).
             choked: the peer chokes us: only its allowed-fast pieces.
             exclusive: the peer is on parole: only pieces nobody else has blocks of,
-                which it then keeps to itself, so a bad hash is its alone.
+                which it then keeps to itself, so a bad hash is its alone. A started piece
+                nobody holds is its again if every block of it received or asked is its
+                own (its hold ended with a choke or a reject; libtorrent's
+                ``requested_from`` rule), unless a request of it timed out and another peer
+                has the piece (:meth:`block_timed_out`). It gets no end-game or deadline duplicates
+                (libtorrent: "don't double-pick anything if the peer is on parole"), and
+                no other peer gets end-game duplicates of a piece it holds: the hold ends
+                when its requests do (a reject, a time-out, a choke), so the wait is
+                bounded. A late deadline block is duplicated to a faster peer all the same
+                (a missed deadline is a stall the user sees; the piece may then be mixed).
 
         Returns:
             The blocks, already recorded as requested: send them in order.
@@ -708,7 +766,11 @@ class PiecePicker:
             if owner is not None and owner != peer:
                 return False
             if exclusive and owner is None and requests.is_started(piece):
-                return False
+                # Another peer's data in it, or asked of another: not the parole peer's.
+                if requests.worked_on_by_others(piece, peer):
+                    return False
+                if self._forfeited.get(piece) == peer and availability.count(piece) > 1:
+                    return False
             when = strategy.deadline(piece)
             return when is None or self._deadline_ok(peer, piece, when, now)
 
@@ -721,8 +783,9 @@ class PiecePicker:
             if exclusive and picked and picked[-1].piece == piece:
                 self._exclusive[piece] = peer
 
-        # 1. Late deadline blocks: ask a faster peer too.
-        self._deadline_duplicates(peer, count, now, allowed, picked)
+        # 1. Late deadline blocks: ask a faster peer too (never a parole peer).
+        if not exclusive:
+            self._deadline_duplicates(peer, count, now, allowed, picked)
 
         # 2. Started pieces first within a tier, then the strategy's fresh pieces.
         # A started piece beats a fresh one of the same tier and rank (libtorrent: a
@@ -773,14 +836,18 @@ class PiecePicker:
         # 3. End-game: every block is asked of someone; ask this peer too -- but only
         # a few at a time (libtorrent asks for a busy block only when the peer has
         # nothing else to do): each duplicate that loses the race is wasted upload.
+        # Never to a parole peer (libtorrent's pick_pieces), nor of a piece a parole peer
+        # holds: a duplicate that won the race would mix its piece (see ``exclusive``).
         room = min(count, self.endgame_depth) - requests.num_outstanding(peer)
-        if room > 0 and self.in_endgame():
+        if room > 0 and not exclusive and self.in_endgame():
+            held = self._exclusive
 
             def has(piece: int) -> bool:
                 return (
                     availability.peer_has(peer, piece)
                     and bool(availability.priority(piece))
                     and (allowed is None or piece in allowed)
+                    and held.get(piece, peer) == peer
                 )
 
             for block in requests.duplicate_candidates(peer, has, room):
@@ -809,6 +876,9 @@ class PiecePicker:
         allowed: Collection[int] | None,
         picked: list[Block],
     ) -> None:
+        """Late blocks of started deadline pieces, asked of ``peer`` too when it would
+        deliver them sooner. A parole peer's hold does not stop it (a missed deadline is a
+        stall the user sees); ``pick`` never calls this for a parole peer."""
         if not self.has_deadlines():
             return
         deadline = self.strategy.deadline
