@@ -66,13 +66,14 @@ def test_heard_about_keeps_only_nodes_a_query_could_admit() -> None:
 
 
 def test_candidates_are_bounded_oldest_out() -> None:
+    # k per bucket, a newcomer pushing out the bucket's oldest
     t = table()
     t.heard_from(node(1 << 150), T0, responded=True)
     for i in range(200):
         t.heard_about(node((1 << 140) + i), T0)
-    assert t.candidate_count == 8 * 8
-    queries = t.refresh_queries(T0, 1, TICK)
-    assert queries[0].node == node((1 << 140) + 200 - 64)
+    assert t.candidate_count == 8
+    queries = t.refresh_queries(T0, 2, TICK)
+    assert queries[0].node == node((1 << 140) + 200 - 8)
 
 
 def test_refresh_queries_ask_candidates_then_probe_due_buckets() -> None:
@@ -184,12 +185,15 @@ def test_a_freshly_joined_network_has_fuller_tables() -> None:
     # (pings of questionable nodes and the 15-minute refresh only; a node that only queried
     # us then waits as a candidate nobody queries) a table holds about 9 nodes when the last
     # newcomer has joined, bucket 0 (half the network) about 4 of its 8; a warm table of
-    # that network holds about 48.
+    # that network holds about 48. With them the mean table here (seed 1) held 38.6 nodes
+    # while queriers joined buckets at once, 34.1 once they waited as candidates, 34.2 with
+    # candidates held one per IP and k per bucket and a probe every tick (means of seeds 1-7:
+    # 39.1, 36.5, 33.2; a minute later about 44 in every case).
     _, before, before_far = _formed(0)
     net, sizes, far_bucket = _formed(DHTConfig().refresh_queries_per_tick)
     assert statistics.mean(before) < 12
     assert statistics.mean(before_far) < 5
-    assert statistics.mean(sizes) >= 34
+    assert statistics.mean(sizes) >= 32
     assert statistics.mean(far_bucket) >= 5.5
     # a minute later the tables are as full as a warm network's, and nobody is left behind
     net.run_for(60.0)

@@ -1240,13 +1240,13 @@ class DHTNode:
                 target = table.random_id_in(bucket) if table.has_room(bucket) else None
                 self._upkeep_query(node, target, now)
                 checked += 1
-            queries = table.refresh_queries(
-                now, config.refresh_queries_per_tick, config.maintenance_interval
-            )
-            for query in queries:
-                if transactions.free <= config.alpha:
-                    break
-                if not transactions.outstanding_to(query.node.address):
+            # asked for no more than can be sent: a candidate handed out is out of the table,
+            # and one to an address we await an answer from stays for a later tick
+            budget = min(config.refresh_queries_per_tick, transactions.free - config.alpha)
+            if budget > 0:
+                for query in table.refresh_queries(
+                    now, budget, config.maintenance_interval, busy=transactions.outstanding_to
+                ):
                     self._upkeep_query(query.node, query.target, now)
         refreshed = 0
         for table in self._tables.values():

@@ -28,14 +28,20 @@ the replacement cache only: its source address may be forged, and a flood of for
 would otherwise hold the free slots (the refresh below skips buckets that look full) and split
 our closest bucket. For a bucket with room it becomes a candidate of the refresh below (as
 libtorrent's ``next_refresh`` pings unpinged replacements of buckets with room), for a full
-one it waits in the replacement cache. Questionable nodes are the node core's to ping
+one it waits in the replacement cache. Likewise a freed slot is taken only by a replacement
+that has answered us (libtorrent's ``fill_from_replacements``); the others then become
+candidates. Questionable nodes are the node core's to ping
 (:meth:`~RoutingTable.nodes_to_ping`); the answer or the failure comes back here.
 
 Sparse buckets fill as libtorrent's do: nodes that answers list are offered as unverified
-candidates (:meth:`~RoutingTable.heard_about`, kept apart from the buckets, bounded) for the
-buckets with room, and :meth:`~RoutingTable.refresh_queries` hands out single find_node
-queries for a random id inside such a bucket, to the candidates (whose answer admits them)
-and, as probes backed off while they bring nothing, to the node closest to that id.
+candidates (:meth:`~RoutingTable.heard_about`, kept apart from the buckets) for the buckets
+with room, and :meth:`~RoutingTable.refresh_queries` hands out single find_node queries for
+a random id inside such a bucket, to the candidates (whose answer admits them) and, as
+probes backed off while they bring nothing, to the node closest to that id. Candidates are
+bounded as the table is: ``k`` per bucket, one per IP (*restrict_ips*; one per network of a
+bucket with *restrict_networks*), and one that only queried us never pushes out one an
+answer listed, so a flood of queriers (whose source addresses may be forged) cannot take
+every fill query; a refresh also keeps a slot for a due probe.
 
 By default at most one node per IP address is kept (libtorrent's ``restrict_routing_ips``), so
 one host cannot fill the table with made-up ids (a node that answers us from an IP held by a
@@ -47,7 +53,7 @@ either. Local addresses (those BEP 42 exempts: a LAN, loopback, the
 simulator's 10/8) are exempt from the network rule, where many honest nodes share a /24;
 a bad node does not hold its network. An optional ``node_filter`` (for instance
 :func:`bep42_filter`, BEP 42) rejects nodes before they are stored. Memory is bounded by
-160 buckets of ``2 * k`` entries whatever we hear.
+160 buckets of ``3 * k`` entries (nodes, replacements, candidates) whatever we hear.
 
 :meth:`~RoutingTable.save` bencodes our id and the nodes worth keeping; :meth:`RoutingTable.load`
 validates such bytes strictly and rebuilds a table whose nodes are known but unconfirmed, ready
@@ -246,12 +252,38 @@ def _seen(entry: _Entry) -> float:
     return _NEVER if entry.seen is None else entry.seen
 
 
+class _Candidate:
+    """A node waiting to be queried by :meth:`RoutingTable.refresh_queries` (unverified)."""
+
+    __slots__ = ("network", "node", "querier", "serial")
+
+    def __init__(self, node: NodeInfo, querier: bool, serial: int, network: int | None) -> None:
+        self.node = node
+        # it queried us (its source address may be forged) rather than being listed in an
+        # answer to one of our queries
+        self.querier = querier
+        # the table's running count when it came: the candidates' order, oldest first
+        self.serial = serial
+        self.network = network
+
+
 class _Bucket:
-    __slots__ = ("last_changed", "nodes", "ping_check", "probe_due", "probes", "replacements")
+    __slots__ = (
+        "candidates",
+        "last_changed",
+        "nodes",
+        "ping_check",
+        "probe_due",
+        "probes",
+        "replacements",
+    )
 
     def __init__(self, now: float) -> None:
         self.nodes: dict[bytes, _Entry] = {}
         self.replacements: dict[bytes, _Entry] = {}
+        # nodes to query for this bucket while it has room (RoutingTable.heard_about), at
+        # most k, oldest first; they are in no bucket, and hold no IP of RoutingTable._ips
+        self.candidates: dict[bytes, _Candidate] = {}
         self.last_changed = now
         # the fill probe (refresh_queries): when the bucket may be probed next, and how many
         # probes in a row found it no new node (the back-off's exponent)
@@ -342,10 +374,11 @@ class RoutingTable:
         self._buckets: list[_Bucket] = [_Bucket(now)]
         # _ip_key(host) -> the id holding that IP (restrict_ips)
         self._ips: dict[int, bytes] = {}
-        # nodes other nodes told us of, for buckets with room, oldest first; unverified, so
-        # they are not in a bucket, hold no IP and are never offered to lookups
-        self._candidates: dict[bytes, NodeInfo] = {}
-        self._max_candidates = 8 * k
+        # _ip_key(host) -> the candidate at that IP (restrict_ips): one candidate per IP,
+        # apart from _ips (a candidate is unverified, so it must not keep a node out)
+        self._candidate_ips: dict[int, bytes] = {}
+        # a running count, to order the candidates of all buckets oldest first
+        self._candidate_serial = 0
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -597,73 +630,119 @@ class RoutingTable:
 
     @property
     def candidate_count(self) -> int:
-        """How many heard-about nodes wait to be queried (:meth:`heard_about`)."""
-        return len(self._candidates)
+        """How many nodes wait to be queried (:meth:`heard_about`, and nodes that only queried
+        us)."""
+        return sum(len(bucket.candidates) for bucket in self._buckets)
 
     def heard_about(self, node: NodeInfo, now: float) -> bool:
         """Offer *node*, which another node told us of (a response's ``nodes``), as a
         candidate for a bucket that has room; True if it was kept.
 
-        Unverified, a candidate is not stored in a bucket (it holds no IP and no lookup is
-        offered it): :meth:`refresh_queries` hands it out to be queried, and its answer
-        (:meth:`heard_from`) admits it. Only nodes a query could admit are kept: not ours, not
-        known, not at a held IP, accepted by the filter, for a bucket with room. At most
-        ``8 * k`` wait; a newer one pushes out the oldest. Never raises on what a peer sent.
+        Unverified, a candidate is not stored in a bucket (it holds no IP of the table and no
+        lookup is offered it): :meth:`refresh_queries` hands it out to be queried, and its
+        answer (:meth:`heard_from`) admits it. Only nodes a query could admit are kept: not
+        ours, not known, not at an IP the table or another candidate holds, not of a network
+        the bucket holds (*restrict_networks*, its candidates included), accepted by the
+        filter, for a bucket with room. A bucket keeps at most ``k`` candidates; a newcomer
+        to a full set pushes out the bucket's oldest candidate that only queried us, else its
+        oldest (other buckets' candidates are never touched; a node that only queried us
+        pushes out only another such node). Never raises on what a peer sent.
         """
         if not isinstance(node, NodeInfo):
             raise LocalProtocolError(f"a node is a NodeInfo, got {node!r}")
+        return self._add_candidate(node, now, querier=False)
+
+    def _add_candidate(self, node: NodeInfo, now: float, querier: bool) -> bool:
+        """File *node* as a candidate of its bucket (see :meth:`heard_about`); *querier*: it
+        only queried us. Such a candidate takes a free slot or an older querier's, never the
+        slot of a node an answer listed, and is the first pushed out: a host that can forge
+        its source address can file as many ids as it likes, and would otherwise push out
+        every candidate our answers brought."""
         raw = node.node_id
-        if raw in self._candidates or raw == self._own.value:
+        if raw == self._own.value:
             return False
         # cheapest first: in a table that has filled up, most nodes go to full buckets
         index = self._index(raw)
         bucket = self._buckets[index]
         if len(bucket.nodes) >= self._k and index < len(self._buckets) - 1:
             return False
-        if raw in bucket.nodes or raw in bucket.replacements:
+        cache = bucket.candidates
+        if raw in cache or raw in bucket.nodes or raw in bucket.replacements:
             return False
         address = node.address.normalized()
         if address.family != self._family or not address.is_connectable:
             return False
-        if self._restrict_ips and _ip_key(address.host) in self._ips:
+        key = _ip_key(address.host)
+        if self._restrict_ips and (key in self._ips or key in self._candidate_ips):
             return False
         if self._filter is not None and not self._filter(node):
             return False
-        if self._network_taken(bucket, raw, _network(address.host), now):
+        network = _network(address.host)
+        if self._network_taken(bucket, raw, network, now):
             return False
-        if len(self._candidates) >= self._max_candidates:
-            del self._candidates[next(iter(self._candidates))]
-        self._candidates[raw] = node
+        if (
+            network is not None
+            and self._restrict_networks
+            and any(other.network == network for other in cache.values())
+        ):
+            return False
+        if len(cache) >= self._k:
+            # bounded by k: the oldest querier goes first, else (for a node an answer listed)
+            # the oldest candidate
+            victim = next((other for other in cache.values() if other.querier), None)
+            if victim is None:
+                if querier:
+                    return False
+                victim = next(iter(cache.values()))
+            self._drop_candidate(cache, victim.node.node_id)
+        self._candidate_serial += 1
+        cache[raw] = _Candidate(node, querier, self._candidate_serial, network)
+        if self._restrict_ips:
+            self._candidate_ips[key] = raw
         return True
 
-    def refresh_queries(self, now: float, limit: int, interval: float) -> list[RefreshQuery]:
+    def _drop_candidate(self, cache: dict[bytes, _Candidate], raw: bytes) -> _Candidate:
+        """Take the candidate *raw* out of *cache* (its bucket's), releasing its IP."""
+        candidate = cache.pop(raw)
+        key = _ip_key(_host(candidate.node))
+        if self._candidate_ips.get(key) == raw:
+            del self._candidate_ips[key]
+        return candidate
+
+    def refresh_queries(
+        self,
+        now: float,
+        limit: int,
+        interval: float,
+        *,
+        busy: Callable[[PeerAddress], bool] | None = None,
+    ) -> list[RefreshQuery]:
         """Up to *limit* queries that fill buckets with room, the way libtorrent's refresh
         does: each asks a node for a random id inside a bucket, so its answer lists nodes of
         that bucket (which :meth:`heard_about` takes as candidates).
 
-        Candidates come first, oldest first (those whose bucket has filled up meanwhile, or
-        which became known, are dropped): the query confirms them and brings more. Then each
-        bucket with room whose probe is due is probed through the known node closest to its
-        random target; a probe that the bucket does not gain from pushes its next one back
-        (*interval* times 2, 4, ... up to 2 ** 7), and a node joining
-        the bucket makes it due again at once.
+        Candidates come first (those whose bucket has filled up meanwhile, or which became
+        known or lost their IP or network to a bucket node, are dropped): the query confirms
+        them and brings more. Those that only queried us go before the others (they wait for
+        nothing but our query to join), oldest first. The last of the *limit* slots goes to a
+        probe first, so a flood of candidates never stops the probes: each bucket with room
+        whose probe is due is probed through the known node closest to its random target; a
+        probe that the bucket does not gain from pushes its next one back (*interval* times
+        2, 4, ... up to 2 ** 7), and a node joining the bucket makes it due again at once.
+        Slots the probes leave go to more candidates.
+
+        *busy*, when given, tells the addresses not to query now (a query to them is
+        outstanding, say): their candidates stay for a later call, and their probes wait.
         """
-        out: list[RefreshQuery] = []
-        candidates = self._candidates
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise LocalProtocolError(f"limit is an int, got {limit!r}")
+        asked: set[PeerAddress] = set()  # one query per address per call
+
+        def skip(address: PeerAddress) -> bool:
+            return address.normalized() in asked or (busy is not None and busy(address))
+
+        out = self._candidate_queries(limit - 1, now, skip, asked)
         last = len(self._buckets) - 1
-        # bounded: each pass removes one candidate
-        while candidates and len(out) < limit:
-            raw = next(iter(candidates))
-            node = candidates.pop(raw)
-            index = self._index(raw)
-            bucket = self._buckets[index]
-            if len(bucket.nodes) >= self._k and index < last:
-                continue
-            if raw in bucket.nodes or raw in bucket.replacements:
-                continue
-            if self._restrict_ips and _ip_key(_host(node)) in self._ips:
-                continue
-            out.append(RefreshQuery(node, index, self._random_id_in(index)))
         for index, bucket in enumerate(self._buckets):
             if len(out) >= limit:
                 break
@@ -673,9 +752,66 @@ class RoutingTable:
             closest = self.closest(target, now, 1)
             if not closest:
                 break  # an empty table: nobody to ask
+            if skip(closest[0].address):
+                continue
             bucket.probes = min(bucket.probes + 1, MAX_PROBE_BACKOFF)
             bucket.probe_due = now + interval * (1 << bucket.probes)
+            asked.add(closest[0].address.normalized())
             out.append(RefreshQuery(closest[0], index, target))
+        if len(out) < limit:
+            out += self._candidate_queries(limit - len(out), now, skip, asked)
+        return out
+
+    def _candidate_queries(
+        self,
+        limit: int,
+        now: float,
+        skip: Callable[[PeerAddress], bool],
+        asked: set[PeerAddress],
+    ) -> list[RefreshQuery]:
+        """Up to *limit* queries to candidates (see :meth:`refresh_queries`), taken out of the
+        table, their addresses added to *asked*; candidates no query can admit any more are
+        dropped, those at an address *skip* names stay."""
+        if limit <= 0:
+            return []
+        # (serial, bucket index, id) of every candidate of a bucket with room
+        waiting: list[tuple[int, int, bytes]] = []
+        last = len(self._buckets) - 1
+        for index, bucket in enumerate(self._buckets):
+            cache = bucket.candidates
+            if not cache:
+                continue
+            if len(bucket.nodes) >= self._k and index < last:
+                for raw in list(cache):  # the bucket filled up: none of them can join
+                    self._drop_candidate(cache, raw)
+                continue
+            waiting += [(c.serial, index, raw) for raw, c in cache.items()]
+        # oldest first, queriers or not: queriers first would form a network faster, but a
+        # flood of forged ones (half of every bucket's candidates) would then take every
+        # candidate query of every call
+        waiting.sort()
+        out: list[RefreshQuery] = []
+        # bounded: one pass per candidate held (at most k per bucket)
+        for _, index, raw in waiting:
+            if len(out) >= limit:
+                break
+            bucket = self._buckets[index]
+            node = bucket.candidates[raw].node
+            if raw in bucket.nodes or raw in bucket.replacements:
+                self._drop_candidate(bucket.candidates, raw)
+                continue
+            host = _host(node)
+            if self._restrict_ips and _ip_key(host) in self._ips:
+                self._drop_candidate(bucket.candidates, raw)
+                continue
+            if self._network_taken(bucket, raw, _network(host), now):
+                self._drop_candidate(bucket.candidates, raw)
+                continue
+            if skip(node.address):
+                continue  # asked at a later call
+            self._drop_candidate(bucket.candidates, raw)
+            asked.add(node.address.normalized())
+            out.append(RefreshQuery(node, index, self._random_id_in(index)))
         return out
 
     def refresh_started(self, bucket: int, now: float) -> None:
@@ -712,8 +848,10 @@ class RoutingTable:
         raw = node.node_id
         if raw == self._own.value or not address.is_connectable:
             return Admission.REJECTED
-        if responded and self._candidates:
-            self._candidates.pop(raw, None)  # heard from at last: no longer a candidate
+        if responded:
+            cache = self._buckets[self._index(raw)].candidates
+            if raw in cache:
+                self._drop_candidate(cache, raw)  # heard from at last: no longer a candidate
         found = self._find(raw)
         if found is not None:
             return self._update(found, node, now, responded)
@@ -736,7 +874,7 @@ class RoutingTable:
         index = self._index(raw)
         bucket = self._buckets[index]
         if len(bucket.nodes) < self._k or index == len(self._buckets) - 1:
-            if raw in self._candidates or self.heard_about(node, now):
+            if raw in bucket.candidates or self._add_candidate(node, now, querier=True):
                 return Admission.CANDIDATE
             return Admission.REJECTED
         if self._network_taken(bucket, raw, entry.network, now):
@@ -901,17 +1039,36 @@ class RoutingTable:
         for group, new_group in ((old.nodes, new.nodes), (old.replacements, new.replacements)):
             for raw in [r for r in group if (int.from_bytes(r, "big") ^ own).bit_length() < free]:
                 new_group[raw] = group.pop(raw)
+        moving = old.candidates
+        for raw in [r for r in moving if (int.from_bytes(r, "big") ^ own).bit_length() < free]:
+            new.candidates[raw] = moving.pop(raw)
         old.probes, old.probe_due = 0, now
         for bucket in (old, new):
             self._refill(bucket, now)
 
     def _refill(self, bucket: _Bucket, now: float) -> None:
+        """Fill *bucket*'s free slots from its replacement cache: only with nodes that have
+        answered us (libtorrent's ``fill_from_replacements`` moves only pinged ones). If room
+        is left, the others (that only queried us, or were loaded from a save) become
+        candidates, for :meth:`refresh_queries` to query: their answer admits them."""
+        replacements = bucket.replacements
         # bounded by k: each pass moves one replacement into a free slot
-        while len(bucket.nodes) < self._k and bucket.replacements:
-            best = max(bucket.replacements.values(), key=_Entry.rank)
-            del bucket.replacements[best.node.node_id]
+        while len(bucket.nodes) < self._k and replacements:
+            answered = [entry for entry in replacements.values() if entry.last_response is not None]
+            if not answered:
+                break
+            best = max(answered, key=_Entry.rank)
+            del replacements[best.node.node_id]
             bucket.nodes[best.node.node_id] = best
             bucket.gained(now)
+        if len(bucket.nodes) >= self._k or not replacements:
+            return
+        unanswered = sorted(replacements.values(), key=_Entry.rank, reverse=True)
+        replacements.clear()
+        for entry in unanswered:
+            self._drop(entry)  # releases its IP, which it holds as a candidate instead
+        for entry in unanswered:
+            self._add_candidate(entry.node, now, querier=entry.last_query is not None)
 
     def _forget_ip(self, entry: _Entry) -> None:
         key = _ip_key(_host(entry.node))
