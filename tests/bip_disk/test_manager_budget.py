@@ -1,11 +1,11 @@
-"""ByteBudget (FIFO, turned-away and cancelled waiters, oversized requests) and ReadCache."""
+"""ByteBudget: FIFO, turned-away and cancelled waiters, oversized requests."""
 
 from __future__ import annotations
 
 import trio
 import trio.testing
 
-from bip_disk._budget import ByteBudget, ReadCache
+from bip_disk._budget import ByteBudget
 
 
 async def test_takers_are_served_in_order_and_oversized_ones_alone() -> None:
@@ -61,21 +61,3 @@ async def test_turned_away_and_cancelled_waiters_leave_nothing() -> None:
         nursery.cancel_scope.cancel()
     assert budget.waiting == 0
     assert budget.used == 4
-
-
-def test_read_cache_evicts_the_least_recently_used() -> None:
-    cache = ReadCache(10)
-    cache.put(1, 0, b"aaaa")
-    cache.put(1, 1, b"bbbb")
-    assert cache.get(1, 0) == b"aaaa"  # now the most recent
-    cache.put(2, 0, b"cccc")
-    assert cache.get(1, 1) is None
-    assert cache.bytes == 8
-    cache.put(2, 1, b"x" * 11)  # larger than the cache: not kept
-    assert cache.get(2, 1) is None
-    cache.put(2, 0, b"dd")
-    assert cache.bytes == 6
-    cache.discard(1, 0)
-    cache.discard(1, 0)
-    cache.drop_torrent(2)
-    assert cache.bytes == 0

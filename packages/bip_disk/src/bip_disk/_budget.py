@@ -1,4 +1,4 @@
-"""The memory the DiskManager holds: the in-flight bound and the read cache.
+"""The memory the DiskManager holds for writes: the in-flight bound and spare buffers.
 
 :class:`ByteBudget` is the bound on bytes of pieces in memory. Writes that start
 a piece take its size from it, in FIFO order, waiting when it is spent; the bytes
@@ -7,8 +7,7 @@ torrent stopped), and a request larger than the whole bound is granted when
 nothing else is held, so pieces bigger than the bound still go through, one at a
 time.
 
-:class:`ReadCache` keeps recently read whole pieces, least recently used evicted
-first, so the blocks of a piece a peer asks for one after another cost one read.
+(The read cache, of lines of pieces, is ``bip_disk._readcache``.)
 
 :class:`SpareBuffers` keeps the buffers of written pieces for the next pieces:
 allocating a fresh zeroed half-MiB ``bytearray`` (pages mapped, faulted in and
@@ -17,11 +16,11 @@ zeroed, then unmapped when freed) costs more than copying the piece's blocks.
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import deque
 
 import trio
 
-__all__ = ["ByteBudget", "ReadCache", "SpareBuffers"]
+__all__ = ["ByteBudget", "SpareBuffers"]
 
 
 class _Waiter:
@@ -107,47 +106,6 @@ class ByteBudget:
             self.pending += waiter.size
             waiter.granted = True
             waiter.event.set()
-
-
-class ReadCache:
-    """Recently read whole pieces, least recently used evicted first, bounded in bytes."""
-
-    __slots__ = ("_entries", "bytes", "limit")
-
-    def __init__(self, limit: int) -> None:
-        """An empty cache of at most ``limit`` bytes (keys: torrent id, piece)."""
-        self.limit = limit
-        self.bytes = 0
-        self._entries: OrderedDict[tuple[int, int], bytes] = OrderedDict()
-
-    def get(self, torrent: int, piece: int) -> bytes | None:
-        """The piece's bytes if cached (now the most recently used), else None."""
-        data = self._entries.get((torrent, piece))
-        if data is not None:
-            self._entries.move_to_end((torrent, piece))
-        return data
-
-    def put(self, torrent: int, piece: int, data: bytes) -> None:
-        """Cache a piece, evicting the least recently used ones past the limit."""
-        if len(data) > self.limit:
-            return
-        self.discard(torrent, piece)
-        self._entries[(torrent, piece)] = data
-        self.bytes += len(data)
-        while self.bytes > self.limit:
-            _, old = self._entries.popitem(last=False)
-            self.bytes -= len(old)
-
-    def discard(self, torrent: int, piece: int) -> None:
-        """Forget a piece (it was lost)."""
-        old = self._entries.pop((torrent, piece), None)
-        if old is not None:
-            self.bytes -= len(old)
-
-    def drop_torrent(self, torrent: int) -> None:
-        """Forget every piece of a torrent (removed, moved or rechecked)."""
-        for key in [key for key in self._entries if key[0] == torrent]:
-            self.bytes -= len(self._entries.pop(key))
 
 
 class SpareBuffers:

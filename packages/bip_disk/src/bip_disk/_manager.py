@@ -103,7 +103,7 @@ import trio
 
 from bip_metainfo import Info, Metainfo, sanitize_name
 
-from ._budget import ByteBudget, ReadCache, SpareBuffers
+from ._budget import ByteBudget, SpareBuffers
 from ._check import check_pad_pieces, check_pieces, pieces_cut_short, plan_check, stat_files
 from ._errors import DiskError, StorageError, TorrentStateError
 from ._events import (
@@ -135,6 +135,7 @@ from ._filesystem import Buffer, FileStat, FileSystem
 from ._hashing import HashPool, PieceVerifier, default_hash_threads
 from ._layout import StorageLayout, StoredFile, read_span_data
 from ._native import NativeFileSystem
+from ._readcache import LineCache
 from ._resume import RACY_WINDOW_NS, ResumeData
 from ._torrent import PartialPiece, TorrentStatus, TorrentStorage
 
@@ -153,7 +154,8 @@ DEFAULT_MAX_IN_FLIGHT_BYTES: Final = 64 * 1024 * 1024
 DEFAULT_EVENT_BUFFER: Final = 4096
 """Events held until :meth:`DiskManager.events` takes them, by default."""
 DEFAULT_READ_CACHE_BYTES: Final = 16 * 1024 * 1024
-"""Bytes of recently read pieces kept to serve the next blocks, by default."""
+"""Bytes of recently read lines of pieces (up to 512 KiB each) kept to serve the next
+blocks, by default."""
 DEFAULT_IO_THREADS: Final = 4
 """Threads reading blocks and doing file operations at once, by default."""
 
@@ -215,7 +217,7 @@ class DiskStatistics:
             threads to catch up before they start a new piece).
         partial_pieces: pieces whose blocks are arriving.
         queued_pieces: complete pieces waiting to be hashed and written, or on a thread.
-        read_cache_bytes: bytes of pieces kept to serve reads.
+        read_cache_bytes: bytes of lines of pieces kept to serve reads.
         hash_threads: threads hashing and writing pieces at most.
         pieces_good: pieces verified good and written since the manager opened.
         pieces_bad: pieces that failed verification.
@@ -499,7 +501,7 @@ class DiskManager:
         self._budget = ByteBudget(max_in_flight_bytes)
         self._hash_pool = HashPool(hash_threads)
         self._io_pool = HashPool(io_threads)
-        self._cache = ReadCache(read_cache_bytes)
+        self._cache = LineCache(read_cache_bytes)
         self._spares = SpareBuffers()
         self._events_send, self._events_receive = trio.open_memory_channel[DiskEvent](event_buffer)
         # Complete pieces: bounded by the in-flight bound, since each holds its bytes.
@@ -1206,9 +1208,11 @@ class DiskManager:
     ) -> bytes:
         """Read a block of a piece the torrent has.
 
-        The whole piece is read once (on a thread) and kept in a small cache, so
-        the following blocks of the piece cost no thread crossing. Reads wait while
-        the torrent is checking or moving, and are served in state ``ERROR``.
+        The block is read (on a thread) with the aligned line of up to 512 KiB of
+        its piece around it, kept in a small cache shared by every torrent, so the
+        following blocks of the line cost no thread crossing and a block never
+        costs a read of its whole piece. Reads wait while the torrent is checking
+        or moving, and are served in state ``ERROR``.
 
         Raises:
             TorrentStateError: the torrent is unknown or removed, the piece is not
@@ -1219,43 +1223,61 @@ class DiskManager:
         """
         storage = self._get(torrent)
         self._check_block(storage, piece, begin, length)
+        span = self._cache.span(storage.piece_size(piece), begin, length)
+        if span is None:  # across two lines, or a cache too small for one: the block alone
+            return await self._read_alone(storage, piece, begin, length)
+        line, start, end = span
+        # Reads of a line on a thread now, by the line's offset in the torrent: the
+        # blocks asked for meanwhile wait for it rather than read it again.
+        key = piece * storage.layout.piece_length + start
         while True:
             await self._wait_usable(storage, writing=False)
             if piece not in storage.have:
                 raise TorrentStateError(f"{torrent!r} does not have piece {piece}")
-            cached = self._cache.get(torrent.id, piece)
+            cached = self._cache.get(torrent.id, piece, line)
             if cached is not None:
                 await trio.lowlevel.checkpoint()
-                return cached[begin : begin + length]
-            pending = storage.reading.get(piece)
+                return cached[begin - start : begin - start + length]
+            pending = storage.reading.get(key)
             if pending is None:
                 break
             await pending.wait()
-        size = storage.piece_size(piece)
-        whole = size <= self._cache.limit // 4
-        done = trio.Event()
-        if whole:
-            storage.reading[piece] = done
+        done = storage.reading[key] = trio.Event()
         storage.io_active += 1
         try:
-            if whole:
-                data = await self._io_pool.run(_read, storage, piece, 0, size)
-            else:
-                data = await self._io_pool.run(_read, storage, piece, begin, length)
+            data = await self._io_pool.run(_read, storage, piece, start, end - start)
         except StorageError as error:
             await self._read_failed(storage, piece, error)
             raise
         finally:
             storage.io_active -= 1
-            if whole:
-                del storage.reading[piece]
+            del storage.reading[key]
             done.set()
             storage.changed()
-        if not whole:
-            return data
-        if piece in storage.have:  # not lost while we read
-            self._cache.put(torrent.id, piece, data)
-        return data[begin : begin + length]
+        # Only verified data is kept: the piece may have been lost while we read (a
+        # recheck, a move or a removal waits for the read, then drops the torrent's lines).
+        # A caller cancelled meanwhile fills the cache all the same: the bytes are read, and
+        # the blocks that waited for them would read the line again.
+        if piece in storage.have:
+            self._cache.put(torrent.id, piece, line, data)
+        return data[begin - start : begin - start + length]
+
+    async def _read_alone(
+        self, storage: TorrentStorage, piece: int, begin: int, length: int
+    ) -> bytes:
+        """``read_block`` of a block read without its line and never cached."""
+        await self._wait_usable(storage, writing=False)
+        if piece not in storage.have:
+            raise TorrentStateError(f"{storage.handle!r} does not have piece {piece}")
+        storage.io_active += 1
+        try:
+            return await self._io_pool.run(_read, storage, piece, begin, length)
+        except StorageError as error:
+            await self._read_failed(storage, piece, error)
+            raise
+        finally:
+            storage.io_active -= 1
+            storage.changed()
 
     # -- public API: state -------------------------------------------------------------
 
@@ -1633,7 +1655,7 @@ class DiskManager:
             )
         for index in destroyed:
             storage.have.discard(index)
-            self._cache.discard(storage.handle.id, index)
+            self._cache.discard(storage.handle.id, index, storage.piece_size(index))
             await self._emit(PieceLost(storage.handle, index, reason))
         await self._fail(storage, error, reason)
 
@@ -2161,8 +2183,11 @@ async def open_disk_manager(
         hash_threads: threads hashing and writing pieces and checking data; by
             default one per core.
         io_threads: threads reading blocks and doing file operations.
-        read_cache_bytes: bytes of recently read pieces kept (0: none; pieces
-            larger than a quarter of it are read block by block).
+        read_cache_bytes: bytes of recently read lines of pieces kept, shared by
+            every torrent (0: none). A block is read with the aligned line of up to
+            512 KiB of its piece around it; the line shrinks to a quarter of a small
+            cache (16 KiB at least), and a line larger than a quarter of the cache is
+            not kept: its blocks are read one by one.
         event_buffer: events held until :meth:`DiskManager.events` takes them.
     """
     if type(max_in_flight_bytes) is not int or max_in_flight_bytes < 1:
