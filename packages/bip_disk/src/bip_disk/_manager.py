@@ -135,7 +135,7 @@ from ._filesystem import Buffer, FileStat, FileSystem
 from ._hashing import HashPool, PieceVerifier, default_hash_threads
 from ._layout import StorageLayout, StoredFile, read_span_data
 from ._native import NativeFileSystem
-from ._readcache import LineCache
+from ._readcache import LineCache, LineRead
 from ._resume import RACY_WINDOW_NS, ResumeData
 from ._torrent import PartialPiece, TorrentStatus, TorrentStorage
 
@@ -1208,11 +1208,13 @@ class DiskManager:
     ) -> bytes:
         """Read a block of a piece the torrent has.
 
-        The block is read (on a thread) with the aligned line of up to 512 KiB of
-        its piece around it, kept in a small cache shared by every torrent, so the
-        following blocks of the line cost no thread crossing and a block never
-        costs a read of its whole piece. Reads wait while the torrent is checking
-        or moving, and are served in state ``ERROR``.
+        The block is read (on a thread) with its line: lines of libtorrent 1.x's
+        ``read_cache_line_size`` (32 blocks, 512 KiB), aligned in the piece
+        (libtorrent reads ahead from the block). Lines are kept in a small cache
+        shared by every torrent, so the following blocks of the line cost no thread
+        crossing and a block never costs a read of its whole piece; blocks asked for
+        while their line is read wait for that read. Reads wait while the torrent
+        is checking or moving, and are served in state ``ERROR``.
 
         Raises:
             TorrentStateError: the torrent is unknown or removed, the piece is not
@@ -1230,29 +1232,40 @@ class DiskManager:
         # Reads of a line on a thread now, by the line's offset in the torrent: the
         # blocks asked for meanwhile wait for it rather than read it again.
         key = piece * storage.layout.piece_length + start
+        waited: LineRead | None = None
         while True:
             await self._wait_usable(storage, writing=False)
             if piece not in storage.have:
-                raise TorrentStateError(f"{torrent!r} does not have piece {piece}")
+                # Lost meanwhile: by the read this one waited for, maybe (it says why).
+                cause = None if waited is None else waited.error
+                raise TorrentStateError(f"{torrent!r} does not have piece {piece}") from cause
+            if waited is not None and waited.data is not None:
+                # From the read itself, not the cache: lines that finished in the same
+                # scheduler pass may have evicted it before this task ran.
+                return waited.data[begin - start : begin - start + length]
             cached = self._cache.get(torrent.id, piece, line)
             if cached is not None:
                 await trio.lowlevel.checkpoint()
                 return cached[begin - start : begin - start + length]
-            pending = storage.reading.get(key)
-            if pending is None:
+            waited = storage.reading.get(key)
+            if waited is None:
                 break
-            await pending.wait()
-        done = storage.reading[key] = trio.Event()
+            # Then the piece is looked at again: a recheck, a loss or a removal may have
+            # come meanwhile. A read given up before its thread started (its caller was
+            # cancelled) gave nothing: one of its waiters reads the line then.
+            await waited.done.wait()
+        reading = storage.reading[key] = LineRead()
         storage.io_active += 1
         try:
-            data = await self._io_pool.run(_read, storage, piece, start, end - start)
+            data = reading.data = await self._io_pool.run(_read, storage, piece, start, end - start)
         except StorageError as error:
+            reading.error = error
             await self._read_failed(storage, piece, error)
             raise
         finally:
             storage.io_active -= 1
             del storage.reading[key]
-            done.set()
+            reading.done.set()
             storage.changed()
         # Only verified data is kept: the piece may have been lost while we read (a
         # recheck, a move or a removal waits for the read, then drops the torrent's lines).
@@ -1577,9 +1590,17 @@ class DiskManager:
                 del self._backlogs[torrent_id]
 
     async def _fail(self, storage: TorrentStorage, error: DiskError, reason: str) -> None:
-        """Stop a torrent after a storage fault (the first fault is the one reported)."""
+        """Stop a torrent after a storage fault (the first fault is the one reported), and
+        tell it, waiting for room in the event queue (see ``_fault``)."""
+        for event in self._fault(storage, error, reason):
+            await self._emit(event)
+
+    def _fault(self, storage: TorrentStorage, error: DiskError, reason: str) -> list[DiskEvent]:
+        """What ``_fail`` does, without a wait: the torrent is stopped (or the fault
+        is kept by the recheck or move that waits), and the events that tell it are
+        returned, for the caller to send."""
         if storage.state in (TorrentState.ERROR, TorrentState.REMOVED):
-            return
+            return []
         handle = storage.handle
         owner = self._owners.get(handle.id)
         if owner is not None:
@@ -1590,7 +1611,7 @@ class DiskManager:
             # it is given up), so the fault is told but stops nothing now.
             owner.faults += 1
             if owner.fault is not None:
-                return  # told once; the count is logged when the owner settles
+                return []  # told once; the count is logged when the owner settles
             owner.fault = (error, reason)
             if owner.operation == "recheck":
                 # The queued pieces are dropped, not written, as a stop would drop them: the
@@ -1603,10 +1624,8 @@ class DiskManager:
             what = owner.operation
             hex_hash = handle.info_hash.hex()
             _log.warning("torrent %r (%s), before its %s: %s", handle.name, hex_hash, what, reason)
-            await self._emit(StorageProblem(handle, error, f"before the {what}: {reason}"))
-            return
-        for event in self._stop(storage, error, reason):
-            await self._emit(event)
+            return [StorageProblem(handle, error, f"before the {what}: {reason}")]
+        return self._stop(storage, error, reason)
 
     def _stop(self, storage: TorrentStorage, error: DiskError, reason: str) -> list[DiskEvent]:
         """Put the torrent in ``ERROR`` for ``error``; returns the events that tell it: its
@@ -1636,10 +1655,21 @@ class DiskManager:
         owner.settled.set()
 
     async def _read_failed(self, storage: TorrentStorage, piece: int, error: StorageError) -> None:
-        try:
-            lost = await self._io_pool.run(_lost_pieces, storage.fs, storage.layout, piece)
-        except StorageError:  # pragma: no cover - _lost_pieces catches stat errors
-            lost = {piece}
+        """After a read of ``piece`` failed: the pieces its files lost are no longer had nor
+        cached, and the torrent is stopped (see ``_fault``).
+
+        The reader is a peer's task, cancelled when the peer leaves or cancels: whatever
+        happens to it, all of that is done, and told. So the files are looked at shielded
+        (a bounded job on a thread), then every change is made before anything waits, and
+        the events are left to ``_emit_later``: a send that waited for room in the queue
+        and was cancelled left the pieces after it had, cached and served, and the torrent
+        ``READY`` for good.
+        """
+        with trio.CancelScope(shield=True):
+            try:
+                lost = await self._io_pool.run(_lost_pieces, storage.fs, storage.layout, piece)
+            except StorageError:  # pragma: no cover - _lost_pieces catches stat errors
+                lost = {piece}
         reason = f"reading piece {piece} failed: {error}"
         destroyed = sorted(lost & storage.have)
         if destroyed:
@@ -1653,11 +1683,13 @@ class DiskManager:
                 _pieces_text(destroyed),
                 reason,
             )
+        events: list[DiskEvent] = []
         for index in destroyed:
             storage.have.discard(index)
             self._cache.discard(storage.handle.id, index, storage.piece_size(index))
-            await self._emit(PieceLost(storage.handle, index, reason))
-        await self._fail(storage, error, reason)
+            events.append(PieceLost(storage.handle, index, reason))
+        events += self._fault(storage, error, reason)
+        self._emit_later(events)
 
     # -- background work ---------------------------------------------------------------
 

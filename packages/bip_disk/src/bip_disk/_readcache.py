@@ -1,13 +1,17 @@
 """The read cache: lines of pieces recently read, least recently used evicted first.
 
-A block a peer asks for is read with the **line** around it: the aligned run of
-at most ``LINE_BYTES`` (32 blocks, 512 KiB) of its piece that holds it, as
-libtorrent 1.x reads (its ``read_cache_line_size``). Lines start at multiples
-of the line size within their piece (the last line of a piece may be short), so
-a 16 KiB-aligned block is always inside one line. The following blocks of the
-line cost no read and no thread crossing, and a block never costs a read of its
-whole piece: with pieces of several MiB and more peers than the cache holds
+A block a peer asks for is read with the **line** that holds it: lines of
+libtorrent 1.x's ``read_cache_line_size`` (32 blocks, ``LINE_BYTES`` = 512 KiB),
+aligned in the piece (libtorrent reads ahead from the block). Lines start at
+multiples of the line size within their piece (the last line of a piece may be
+short), so a 16 KiB-aligned block is always inside one line. The following blocks
+of the line cost no read and no thread crossing, and a block never costs a read of
+its whole piece: with pieces of several MiB and more peers than the cache holds
 pieces, reading the whole piece per miss read the piece again for every block.
+
+Blocks asked for while their line is read wait for that read (a ``LineRead``)
+and take their bytes from it, not from the cache: when more lines finish at once
+than the cache holds, the first ones are evicted before their waiters run.
 
 The line size shrinks (by halves, down to one block) until a quarter of the cache
 holds a line, so that a small cache still keeps several; a line still larger
@@ -20,7 +24,11 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Final
 
-__all__ = ["BLOCK_BYTES", "LINE_BYTES", "LineCache"]
+import trio
+
+from ._errors import StorageError
+
+__all__ = ["BLOCK_BYTES", "LINE_BYTES", "LineCache", "LineRead"]
 
 BLOCK_BYTES: Final = 16 * 1024
 """The block size peers ask for, and the smallest line."""
@@ -107,3 +115,23 @@ class LineCache:
         """Forget every line of a torrent (removed, moved or rechecked)."""
         for key in [key for key in self._entries if key[0] == torrent]:
             self.bytes -= len(self._entries.pop(key))
+
+
+class LineRead:
+    """A read of a line on a thread now, and what it gave: the blocks of the line asked
+    for meanwhile wait for it and slice its bytes (see the module documentation).
+
+    Attributes:
+        done: set once the read is over (read, failed, or given up by a cancelled caller
+            before it started: neither ``data`` nor ``error`` then).
+        data: the line's bytes, once read.
+        error: why the read failed.
+    """
+
+    __slots__ = ("data", "done", "error")
+
+    def __init__(self) -> None:
+        """A read under way."""
+        self.done = trio.Event()
+        self.data: bytes | None = None
+        self.error: StorageError | None = None

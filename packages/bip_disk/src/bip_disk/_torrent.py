@@ -23,6 +23,7 @@ from ._events import TorrentHandle, TorrentState
 from ._filesystem import Buffer, FileSystem
 from ._hashing import PieceVerifier
 from ._layout import StorageLayout
+from ._readcache import LineRead
 
 __all__ = ["PartialPiece", "TorrentStatus", "TorrentStorage"]
 
@@ -196,7 +197,8 @@ class TorrentStorage:
         # Around the send of a check's CheckFinished, and of the changes the check after a
         # KEEP move found: a recheck cancels it (see recheck).
         self.check_finishing: trio.CancelScope | None = None
-        self.reading: dict[int, trio.Event] = {}  # whole-piece reads on a thread now
+        # Line reads on a thread now, by the line's offset in the torrent.
+        self.reading: dict[int, LineRead] = {}
         self._changed = trio.Event()
         self._pad_cache: dict[int, tuple[tuple[int, int], ...]] = {}
         self._has_pads = any(file.is_pad for file in layout.files)
