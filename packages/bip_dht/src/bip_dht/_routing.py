@@ -787,8 +787,8 @@ class RoutingTable:
                 continue
             waiting += [(c.serial, index, raw) for raw, c in cache.items()]
         # oldest first, queriers or not: queriers first would form a network faster, but a
-        # flood of forged ones (half of every bucket's candidates) would then take every
-        # candidate query of every call
+        # flood of forged ones (up to every candidate slot no listed node is waiting for)
+        # would then take every candidate query of every call
         waiting.sort()
         out: list[RefreshQuery] = []
         # bounded: one pass per candidate held (at most k per bucket)
