@@ -197,9 +197,9 @@ def test_download_refuses_a_file_as_its_directory(
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("ftp://x/", "expected udp://, http://, https:// and a host"),
-        ("http:///announce", "expected udp://, http://, https:// and a host"),
-        ("udp://x:99999", "bad tracker URL 'udp://x:99999': Port out of range"),
+        ("ftp://x/", "only udp://, http:// and https:// trackers are supported, not 'ftp://x/'"),
+        ("http:///announce", "no host in tracker URL"),
+        ("udp://x:99999", "not a tracker URL: 'udp://x:99999' (Port out of range"),
     ],
 )
 def test_download_and_seed_refuse_a_tracker_they_cannot_announce_to(

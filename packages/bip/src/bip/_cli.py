@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from . import __version__
+from ._describe import safe_text
 from ._errors import EXIT_USAGE, describe, exit_code_for, find_expected
 
 __all__ = ["EXIT_INTERNAL", "build_parser", "main"]
@@ -93,7 +94,23 @@ def _setup_logging(*, debug: bool, verbose: bool) -> None:
         level, fmt = logging.INFO, "bip: %(name)s: %(message)s"
     else:
         level, fmt = logging.WARNING, "bip: %(levelname)s: %(message)s"
-    logging.basicConfig(level=level, format=fmt, force=True)
+    handler = logging.StreamHandler()
+    handler.setFormatter(_SafeFormatter(fmt))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+class _SafeFormatter(logging.Formatter):
+    """A formatter that escapes control characters in each message, as ``bip: error:`` lines
+    are: log messages quote others' text (a magnet's ``dn`` as a torrent's name, a tracker's
+    failure reason, a peer's words), which could otherwise set the terminal's title or
+    rewrite what is on screen. A traceback (``--debug``) is added after, with its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        """The line for ``record``, its message (set by ``format``) escaped."""
+        # format() sets record.message anew for each handler: escaping it here changes
+        # nothing another formatter sees.
+        record.message = safe_text(record.message)
+        return super().formatMessage(record)
 
 
 def _escape_unencodable_output() -> None:

@@ -64,10 +64,17 @@ from ._client import parse_file_selection as _parse_files
 from ._client._local_hosts import first_of_each_family
 from ._client._utp import UtpRouter
 from ._cmd_dht import lookup_mutable_torrent
+from ._describe import safe_text
 from ._errors import CLIError
 from ._follow_mutable import MutableFollower
 from ._humanize import format_duration, format_rate, format_size, parse_size
-from ._inputs import check_url, load_mutable_link, load_source, parse_endpoint, parse_port
+from ._inputs import (
+    check_tracker_url,
+    load_mutable_link,
+    load_source,
+    parse_endpoint,
+    parse_port,
+)
 from ._progress import ProgressBar
 
 __all__ = [
@@ -711,7 +718,8 @@ async def seed_on(torrent: Torrent, args: argparse.Namespace, *, size: int) -> N
     finally:
         line.finish()
     if reached is not None and not args.quiet:
-        print(f"bip: {torrent.status().name}: {reached}: stopped seeding", file=sys.stderr)
+        name = safe_text(torrent.status().name)  # the torrent's text: escaped, as everywhere
+        print(f"bip: {name}: {reached}: stopped seeding", file=sys.stderr)
 
 
 def seeding_until(args: argparse.Namespace) -> str:
@@ -825,7 +833,8 @@ async def _download(args: argparse.Namespace, config: ClientConfig) -> int:
         if args.seed or args.seed_ratio is not None or args.seed_time is not None:
             status = torrent.status()
             if not args.quiet:
-                print(f"bip: {status.name}: seeding until {seeding_until(args)}", file=sys.stderr)
+                name = safe_text(status.name)
+                print(f"bip: {name}: seeding until {seeding_until(args)}", file=sys.stderr)
             await seed_on(torrent, args, size=status.total)
     return 0
 
@@ -897,7 +906,7 @@ async def _run_version(
             return True
         if not args.quiet:
             print(
-                f"bip: {torrent.status().name}: seeding until {seeding_until(args)}",
+                f"bip: {safe_text(torrent.status().name)}: seeding until {seeding_until(args)}",
                 file=sys.stderr,
             )
         job = functools.partial(seed_on, torrent, args, size=torrent.status().total)
@@ -986,15 +995,16 @@ async def until_terminated(main: Callable[[], Awaitable[int]]) -> int:
 
 
 def check_trackers(urls: Sequence[str]) -> None:
-    """Refuse a ``--tracker`` the session cannot announce to, as ``bip create -t`` refuses
-    a bad one: the session would skip it with an INFO log only, unseen.
+    """Refuse a ``--tracker`` the session cannot announce to: it would skip it with a log
+    line only, once started. Judged by the parser of the client that would announce to it,
+    so what passes here is what the session takes.
 
     Raises:
-        CLIError: a malformed URL, or one neither ``udp://``, ``http://`` nor ``https://``.
+        CLIError: one neither ``udp://``, ``http://`` nor ``https://``, or one its client's
+            parser refuses (a UDP URL without a port, no host, a malformed port or host).
     """
-    schemes = tuple(scheme.removesuffix("://") for scheme in _TRACKER_SCHEMES)
     for url in urls:
-        check_url(url, schemes, "tracker")
+        check_tracker_url(url)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -37,6 +37,7 @@ from ._cmd_download import (
     until_terminated,
     user_peers,
 )
+from ._describe import safe_text
 from ._errors import CLIError
 from ._inputs import load_torrent
 
@@ -101,7 +102,8 @@ async def _seed(args: argparse.Namespace) -> int:
             )
             how = "super-seeding" if args.super_seed else "seeding"
             print(
-                f"bip: {how} {status.name}: {what} pieces, on {listen_ports_text(session)},"
+                f"bip: {how} {safe_text(status.name)}: {what} pieces,"
+                f" on {listen_ports_text(session)},"
                 f" until {seeding_until(args)}",
                 file=sys.stderr,
             )

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from bip_metainfo import Metainfo
 
-from ._describe import magnet_json, magnet_text, torrent_json, torrent_text
+from ._describe import json_text, magnet_json, magnet_text, torrent_json, torrent_text
 from ._inputs import load_source
 
 __all__ = ["add_parser", "run"]
@@ -39,11 +38,11 @@ def run(args: argparse.Namespace) -> int:
     source = load_source(args.source)
     if isinstance(source, Metainfo):
         if args.json:
-            print(json.dumps(torrent_json(source), indent=2, ensure_ascii=False))
+            print(json_text(torrent_json(source)))
         else:
             print(torrent_text(source, show_pad=args.pad))
     elif args.json:
-        print(json.dumps(magnet_json(source), indent=2, ensure_ascii=False))
+        print(json_text(magnet_json(source)))
     else:
         print(magnet_text(source))
     return 0

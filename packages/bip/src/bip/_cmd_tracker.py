@@ -14,7 +14,7 @@ Messages name a tracker by its shown URL (no query, no secret-looking path segme
 from __future__ import annotations
 
 import argparse
-import json
+import re
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
@@ -41,8 +41,9 @@ from bip_utracker import (
 from ._arguments import add_command_group, add_serve_loop_options, add_timeout, positive
 from ._client._http_tracker import HttpAnnounceResult, HttpTrackerClient, resolve_peer_names
 from ._client._http_tracker_codec import PeerName, parse_http_tracker_url, scrape_url, shown_url
+from ._describe import json_text
 from ._errors import CLIError
-from ._inputs import info_hash_of, load_source, parse_endpoint, parse_info_hash
+from ._inputs import info_hash_of, load_source, parse_endpoint, parse_info_hash, parse_port
 from ._serve_loop import print_statistics_until_stopped
 
 __all__ = ["add_parser"]
@@ -85,30 +86,43 @@ _URL_HELP = (
 )
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text!r}")
-    return value
-
-
+# ASCII digits alone, as parse_port reads a port: int() would also take other scripts' digits
+# ("\u0666"), underscores and spaces; and bounded, int() of thousands of digits being slow.
+_WHOLE_NUMBER = re.compile("-?[0-9]{1,20}")
+_MAX_BYTES = 2**63 - 1  # BEP 15 sends the byte counts as signed 64-bit fields
 _MAX_NUM_WANT = 2**31 - 1  # BEP 15's num_want is a signed 32-bit field; HTTP's takes the same
+
+
+def _whole_number(text: str) -> int:
+    if _WHOLE_NUMBER.fullmatch(text) is None:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
+    return int(text)
+
+
+def _byte_count(text: str) -> int:
+    """argparse type for ``--left``, ``--uploaded`` and ``--downloaded``: 0 to 2**63 - 1."""
+    value = _whole_number(text)
+    if not 0 <= value <= _MAX_BYTES:
+        raise argparse.ArgumentTypeError(f"must be 0..{_MAX_BYTES}, not {text!r}")
+    return value
 
 
 def _num_want(text: str) -> int:
     """argparse type for ``--numwant``: -1 (the tracker decides) or 0 to 2**31 - 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    value = _whole_number(text)
     if not -1 <= value <= _MAX_NUM_WANT:
         raise argparse.ArgumentTypeError(
             f"must be -1 (the tracker's choice) or 0..{_MAX_NUM_WANT}, not {text!r}"
         )
     return value
+
+
+def _port(text: str) -> int:
+    """argparse type for ``--port``: a port number as ``parse_port`` reads one."""
+    try:
+        return parse_port(text)
+    except CLIError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -185,7 +199,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "target", metavar="HASH", help="an info-hash, a .torrent file or a magnet link"
     )
     announce.add_argument(
-        "--port", type=int, default=6881, help="the TCP port we say we listen on (default 6881)"
+        "--port", type=_port, default=6881, help="the TCP port we say we listen on (default 6881)"
     )
     announce.add_argument(
         "--event",
@@ -196,12 +210,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     announce.add_argument(
         "--left",
-        type=_non_negative_int,
+        type=_byte_count,
         metavar="BYTES",
         help="bytes left to download (default: the torrent's size if given, else 0: a seeder)",
     )
-    announce.add_argument("--uploaded", type=_non_negative_int, default=0, metavar="BYTES")
-    announce.add_argument("--downloaded", type=_non_negative_int, default=0, metavar="BYTES")
+    announce.add_argument("--uploaded", type=_byte_count, default=0, metavar="BYTES")
+    announce.add_argument("--downloaded", type=_byte_count, default=0, metavar="BYTES")
     announce.add_argument(
         "--numwant",
         type=_num_want,
@@ -472,8 +486,6 @@ async def _resolve_until(result: AnnounceResult, deadline: float) -> _Named:
 def _run_announce(args: argparse.Namespace) -> int:
     kind = _check_url(args.url)
     info_hash, torrent = _swarm_target(args.target, v2=args.v2)
-    if not 0 <= args.port <= 0xFFFF:
-        raise CLIError(f"--port is in 0..65535, not {args.port}")
     if args.peer_id is not None:
         try:
             peer_id = PeerId.from_hex(args.peer_id)
@@ -529,7 +541,7 @@ def _run_announce(args: argparse.Namespace) -> int:
 
     result, named = trio.run(main)
     if args.json:
-        print(json.dumps(_announce_json(args.url, result, named), indent=2))
+        print(json_text(_announce_json(args.url, result, named)))
         return 0
     names = result.peer_names if isinstance(result, HttpAnnounceResult) else ()
     lines = [
@@ -608,7 +620,7 @@ def _run_scrape(args: argparse.Namespace) -> int:
                 for swarm, stats in rows
             ],
         }
-        print(json.dumps(payload, indent=2))
+        print(json_text(payload))
         return 0
     # BEP 21's column only when the tracker counts downloaders (the rest of the leechers are
     # partial seeds); "-" for a swarm it left out.

@@ -9,7 +9,6 @@ and every file is there.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +27,7 @@ from bip_disk import (
 from bip_metainfo import Metainfo
 
 from ._arguments import add_torrent_and_directory
-from ._describe import safe_text
+from ._describe import json_text, safe_text
 from ._errors import CLIError
 from ._humanize import format_size
 from ._inputs import load_torrent
@@ -196,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         report = trio.run(verify, torrent, directory, None)
     if args.json:
-        print(json.dumps(_json(torrent, report), indent=2, ensure_ascii=False))
+        print(json_text(_json(torrent, report)))
     else:
         print(_text(torrent, report, directory))
     return 0 if report.complete else 1

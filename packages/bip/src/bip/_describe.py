@@ -7,6 +7,8 @@ a comment cannot move the cursor, recolour the terminal or fake extra lines.
 from __future__ import annotations
 
 import datetime
+import json
+import re
 import unicodedata
 from typing import Any
 
@@ -16,6 +18,7 @@ from ._humanize import format_size
 
 __all__ = [
     "files_tree",
+    "json_text",
     "magnet_json",
     "magnet_text",
     "safe_text",
@@ -45,6 +48,46 @@ def safe_text(text: str) -> str:
         else:
             out.append(char)
     return "".join(out)
+
+
+# What JSON leaves raw but for printable ASCII and the line breaks of its indentation (it
+# escapes U+0000-U+001F in strings itself, and ensure_ascii=False keeps the rest as is).
+_JSON_RAW = re.compile("[^\n\x20-\x7e]+")
+# Escaped in JSON output: what a terminal acts on or a viewer hides (C1 controls and DEL,
+# bidirectional overrides and other format characters, line and paragraph separators), and
+# lone surrogates, which no output encoding holds.
+_JSON_ESCAPED = frozenset(("Cc", "Cf", "Zl", "Zp", "Cs"))
+
+
+def json_text(value: object) -> str:
+    r"""``value`` as the indented JSON every ``--json`` prints: names in any script as they
+    are, but control and format characters escaped as ``\u0085`` (valid JSON, shown inert
+    by a terminal). ``json.dumps`` escapes only U+0000-U+001F, so a C1 control, DEL or a
+    bidirectional override in a torrent's name would reach the terminal raw.
+
+    >>> print(json_text({"name": "caf\u00e9\u202e\x7f"}))
+    {
+      "name": "café\u202e\u007f"
+    }
+    """
+    return _JSON_RAW.sub(_escape_json_run, json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def _escape_json_run(match: re.Match[str]) -> str:
+    run = match.group()
+    if run.isprintable():  # text in other scripts: one check for the run
+        return run
+    return "".join(_escape_json_char(char) for char in run)
+
+
+def _escape_json_char(char: str) -> str:
+    if unicodedata.category(char) not in _JSON_ESCAPED:
+        return char
+    code = ord(char)
+    if code > 0xFFFF:  # \u takes four hex digits: a pair of surrogates, as JSON writes it
+        code -= 0x10000
+        return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+    return f"\\u{code:04x}"
 
 
 def _date(seconds: int | None) -> str | None:

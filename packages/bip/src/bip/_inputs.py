@@ -24,10 +24,13 @@ from bip_metainfo import (
     MutableLinkError,
     MutableTorrentLink,
 )
+from bip_utracker import LocalProtocolError, parse_tracker_url
 
+from ._client._http_tracker_codec import parse_http_tracker_url, shown_url
 from ._errors import CLIError
 
 __all__ = [
+    "check_tracker_url",
     "check_url",
     "info_hash_of",
     "load_mutable_link",
@@ -217,3 +220,28 @@ def check_url(url: str, schemes: Sequence[str], what: str) -> None:
         raise CLIError(
             f"bad {what} URL {url!r}: expected {', '.join(s + '://' for s in schemes)} and a host"
         )
+
+
+def check_tracker_url(url: str) -> None:
+    """Refuse a tracker URL the session would skip: one it has no client for (neither
+    ``udp://``, ``http://`` nor ``https://``), or one that client's own parser refuses
+    (:func:`~bip_utracker.parse_tracker_url`, ``parse_http_tracker_url``): a UDP URL without a
+    port, no host, port 0, a host that is neither an IP address nor a host name
+    (``0x7f.1``), a space. The session would only log a warning, once it started.
+
+    Raises:
+        CLIError: the parser's reason, naming the URL as logs show it (no query: a passkey).
+    """
+    # The scheme as the session picks the client (Discovery._client_for), then its parser.
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    try:
+        if scheme == "udp":
+            parse_tracker_url(url)
+        elif scheme in ("http", "https"):
+            parse_http_tracker_url(url)
+        else:
+            raise CLIError(
+                f"only udp://, http:// and https:// trackers are supported, not {shown_url(url)!r}"
+            )
+    except LocalProtocolError as error:
+        raise CLIError(str(error)) from None

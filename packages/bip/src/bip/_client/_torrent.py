@@ -75,6 +75,7 @@ import dataclasses
 import logging
 import math
 import random
+import unicodedata
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
@@ -175,6 +176,7 @@ __all__ = [
     "Torrent",
     "TorrentError",
     "check_storage_name",
+    "check_storage_place",
     "layers_missing",
     "must_fetch_layers",
 ]
@@ -226,19 +228,67 @@ def check_storage_name(info: Info) -> None:
     its single file): there are the resume data of every torrent saved there and the DHT's
     state, which its files would overwrite (and read back, poisoned, on the next run).
 
-    ``info.name`` is sanitised already (a trailing dot or a bidirectional mark is gone), and
-    compared as case-insensitive file systems compare names: NTFS upper-cases both (a
-    dotless i is an I there), macOS folds their case.
+    What is checked is where each file goes, not only ``info.name``: a v2-only single-file
+    torrent stores its file under its file tree's key, whatever its name says. The names are
+    sanitised already (a trailing dot or a bidirectional mark is gone), and compared as
+    case-insensitive file systems compare names: NTFS upper-cases both (a dotless i is an I
+    there), macOS folds their case and its HFS+ ignores some format characters (U+200C,
+    U+FEFF), which are left out here (every format character: none belongs in a name).
 
     Raises:
-        TorrentError: the name is that folder's.
+        TorrentError: a file or the top directory is that folder.
     """
-    if info.name.upper().casefold() == RESUME_DIRECTORY.casefold():
-        raise TorrentError(
-            f"the torrent's name {info.name!r} is that of the folder {RESUME_DIRECTORY} in the"
-            " save directory, where bip keeps every torrent's resume data and the DHT's state:"
-            " refused, its files would overwrite them"
-        )
+    reserved = _folded(RESUME_DIRECTORY)
+    for component in _top_components(info):
+        if _folded(component) == reserved:
+            raise TorrentError(
+                f"the torrent's {_what(info, component)} is that of the folder"
+                f" {RESUME_DIRECTORY} in the save directory, where bip keeps every torrent's"
+                " resume data and the DHT's state: refused, its files would overwrite them"
+            )
+
+
+def check_storage_place(info: Info, save_dir: Path) -> None:
+    """Refuse to store ``info``'s files in ``save_dir`` if its top directory or single file
+    there is already the ``.bip`` folder under another name, which no comparison of names
+    can tell: a link, a name with a code point the file system ignores, an NTFS 8.3 short
+    name (``BIP~1``). :func:`check_storage_name` has refused the names that are its own.
+
+    Blocking (a ``stat`` per top name, one for most torrents): call it in a thread. A name
+    that is not there (yet) shares nothing now; one made later can only be a new entry.
+
+    Raises:
+        TorrentError: the place is that folder.
+    """
+    state = save_dir / RESUME_DIRECTORY
+    for component in _top_components(info):
+        try:
+            same = (save_dir / component).samefile(state)
+        except (OSError, ValueError):  # either is missing, or cannot be looked at
+            continue
+        if same:
+            raise TorrentError(
+                f"the torrent's {_what(info, component)} in {save_dir} is the folder"
+                f" {RESUME_DIRECTORY} there (another name of it), where bip keeps every"
+                " torrent's resume data and the DHT's state: refused, its files would"
+                " overwrite them"
+            )
+
+
+def _top_components(info: Info) -> set[str]:
+    """The first path component of every file stored (pad files never are): the name of a
+    torrent with a top directory or a v1 single file, the tree's key of a v2 single file."""
+    return {entry.path[0] for entry in info.files if not entry.is_pad}
+
+
+def _what(info: Info, component: str) -> str:
+    """``component`` named for a message, as the torrent's name or as its file's."""
+    return f"name {component!r}" if component == info.name else f"file {component!r}"
+
+
+def _folded(name: str) -> str:
+    """``name`` as a case-insensitive file system that ignores format characters sees it."""
+    return "".join(c for c in name if unicodedata.category(c) != "Cf").upper().casefold()
 
 
 class Torrent:
@@ -1334,10 +1384,14 @@ class Torrent:
         too, out of its swarm, until the disk is done).
 
         Raises:
-            TorrentError: the move failed, or the torrent was closed or removed meanwhile
-                (the torrent stays where it was).
+            TorrentError: the move failed, the torrent's top directory or file in
+                ``save_dir`` would be the ``.bip`` folder there (:func:`check_storage_place`),
+                or the torrent was closed or removed meanwhile (the torrent stays where it
+                was).
         """
         make = self.options.storage
+        if make is None and self.info is not None:  # as where the storage first opened
+            await trio.to_thread.run_sync(check_storage_place, self.info, save_dir)
         try:
             filesystem = NativeFileSystem(save_dir) if make is None else make(save_dir)
         except (StorageError, OSError) as error:
@@ -1837,6 +1891,8 @@ class Torrent:
         self._geometry = TorrentGeometry.from_info(info)
         self._piece_priorities()  # a bad selection fails before the storage opens
         make = self.options.storage
+        if make is None:  # files at save_dir/<path> (a custom storage names them its own way)
+            await trio.to_thread.run_sync(check_storage_place, info, self.options.save_dir)
         self._filesystem = (
             NativeFileSystem(self.options.save_dir) if make is None else make(self.options.save_dir)
         )
