@@ -223,7 +223,7 @@ def _v2(tree: Any, **changes: Any) -> bytes:
         (_v2({"a": {"": {"length": 5}}}), K.MISSING_PIECES_ROOT),
         (_v2({"a": {"": {"length": 5, "pieces root": bytes(32)}}}), K.MISSING_PIECES_ROOT),
         (_v2({"a": {"": {"length": 5, "pieces root": bytes(31)}}}), K.MISSING_PIECES_ROOT),
-        (_v2({"a": {"": {"length": 5, "pieces root": ROOT, "attr": "p"}}}), K.INVALID_FILE_TREE),
+        (_v2({"a": {"": {"length": 5, "pieces root": ROOT, "attr": "p"}}}), K.INVALID_PAD_FILE),
         (_v2({"a": {"length": 5}}), K.INVALID_FILE_TREE),
         (_v2({"": {"": {"length": 5, "pieces root": ROOT}}}), K.INVALID_FILE_TREE),
         (_v2({"a": {"": b"x"}}), K.INVALID_FILE_TREE),

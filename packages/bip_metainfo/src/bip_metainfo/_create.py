@@ -42,7 +42,7 @@ from bip_bencode import encode
 from ._create_pipeline import CreateCancelled, Progress, _default_threads, _hash_files
 from ._create_walk import _check_names, _check_utf8, _Entry, _scan
 from ._errors import CreateError
-from ._info import DEFAULT_MAX_FILES, DEFAULT_MAX_PIECES, MAX_FILE_TREE_DEPTH, MAX_PIECE_LENGTH
+from ._info import DEFAULT_MAX_FILES, DEFAULT_MAX_PIECES, MAX_PIECE_LENGTH
 from ._merkle import BLOCK_SIZE
 from ._metainfo import MAX_URLS, Metainfo
 from ._tokens import DEFAULT_MAX_VALUES
@@ -212,13 +212,28 @@ def _count_values(value: object) -> int:
     return count
 
 
-def _check_limits(files: list[_Entry], data: list[_Entry], torrent: dict[str, Any]) -> None:
+# How many directories deep (the torrent's top directory included) a file may lie, so that
+# libtorrent 2.1.1 loads the torrent. A v1 ``path`` (and any ``symlink path``) may have 100
+# components (libtorrent refuses 101: its error 219). A v2 file tree is bounded by its
+# bencoding depth limit instead (100 nested lists and dictionaries, measured): the .torrent
+# file, its info dict, the tree, the directories below it, the file's name, its "" dict, and
+# a symlink's target list; so a file at most 94 directories below the tree's root, 93 for a
+# symlink. Our reader takes deeper trees (MAX_FILE_TREE_DEPTH), which libtorrent cannot load.
+_MAX_V1_PATH = 100
+_MAX_V2_DEPTH = 95
+_MAX_V2_LINK_DEPTH = 94
+
+
+def _check_limits(
+    files: list[_Entry], data: list[_Entry], torrent: dict[str, Any], *, v1: bool, v2: bool
+) -> None:
     """Refuse, before any hashing, a torrent its readers would refuse for its size.
 
     ``torrent`` is the torrent as it will be, with every hash a placeholder: readers
-    count pad files among the files, take no file (of a v2 file tree, a v1 file list or
-    a symlink's target) more than :data:`MAX_FILE_TREE_DEPTH` directories deep and
-    decode no more than :data:`DEFAULT_MAX_VALUES` bencoded values.
+    count pad files among the files, take no v1 ``path`` or ``symlink path`` of more than
+    100 components, no v2 file tree deeper than libtorrent's bencoding depth limit allows
+    (a file 94 directories below the top one, a symlink 93) and decode no more than
+    :data:`DEFAULT_MAX_VALUES` bencoded values.
     """
     count = len(files) + sum(1 for entry in data if entry.pad)
     if count > DEFAULT_MAX_FILES:
@@ -226,17 +241,22 @@ def _check_limits(files: list[_Entry], data: list[_Entry], torrent: dict[str, An
             f"{count} files (pad files included) is more than the {DEFAULT_MAX_FILES} a torrent "
             "may hold"
         )
-    deepest = max(files, key=lambda entry: len(entry.path))
-    if len(deepest.path) - 1 > MAX_FILE_TREE_DEPTH:
-        raise CreateError(
-            f"{deepest.source!r} is {len(deepest.path) - 1} directories deep, more than the "
-            f"{MAX_FILE_TREE_DEPTH} a torrent may nest"
-        )
     for entry in files:
-        if entry.symlink is not None and len(entry.symlink) - 1 > MAX_FILE_TREE_DEPTH:
+        # Directories deep, the torrent's top one included: a v1 path's component count.
+        depth = len(entry.path)
+        limits = [_MAX_V1_PATH] if v1 else []
+        if v2:
+            limits.append(_MAX_V2_LINK_DEPTH if entry.symlink is not None else _MAX_V2_DEPTH)
+        if limits and depth > min(limits):
             raise CreateError(
-                f"the symlink {entry.source!r} points {len(entry.symlink) - 1} directories "
-                f"deep, more than the {MAX_FILE_TREE_DEPTH} a torrent may nest"
+                f"{entry.source!r} is {depth} directories deep (the torrent's top one included), "
+                f"more than the {min(limits)} libtorrent loads in a "
+                f"{'v2 or hybrid' if v2 else 'v1'} torrent"
+            )
+        if entry.symlink is not None and len(entry.symlink) > _MAX_V1_PATH:
+            raise CreateError(
+                f"the symlink {entry.source!r} points {len(entry.symlink)} components deep, more "
+                f"than the {_MAX_V1_PATH} a torrent's readers take"
             )
     values = _count_values(torrent)
     if values > DEFAULT_MAX_VALUES:
@@ -401,7 +421,9 @@ def create_torrent(
             length that is invalid for the version, a name that is not a file name,
             not UTF-8 or one readers would change, no files or only empty ones,
             more pieces, files (pad files included) or bencoded values than readers
-            accept, a file or a symlink's target deeper than 100 directories, more than
+            accept, a file deeper than libtorrent loads (100 directories, the top one
+            included, in a v1 torrent, 95 in a v2 or hybrid one, 94 for a symlink) or a
+            symlink's target of more than 100 components, more than
             :data:`~bip_metainfo.MAX_URLS` trackers (or web seeds, HTTP seeds,
             nodes), a directory reached twice through followed links, or a path
             that is neither a file nor a directory (or no longer a regular file
@@ -524,7 +546,7 @@ def create_torrent(
         }
     # Everything a reader could refuse the torrent for is known now: checked before
     # hashing, which can take hours, rather than by parsing the result.
-    _check_limits(files, data, torrent)
+    _check_limits(files, data, torrent, v1=v1, v2=v2)
 
     _log.debug(
         "creating %s torrent %r from %r: %d files, %d bytes in %d pieces of %d bytes, "

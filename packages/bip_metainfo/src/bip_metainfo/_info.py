@@ -62,18 +62,25 @@ MAX_PIECE_LENGTH = 2**31 // 2 - 1
 MIN_V2_PIECE_LENGTH = 16 * 1024
 """BEP 52: a v2 piece length is a power of two and at least 16 KiB."""
 
-MAX_FILE_SIZE = (1 << 62) - 1
-"""The largest file size accepted."""
+MAX_FILE_SIZE = 16 * 1024 * ((2**31 - 1) // 2) - 1
+"""The largest file size accepted, about 16 TiB: libtorrent 2.1.1 refuses a file of
+``INT_MAX / 2`` blocks of 16 KiB or more (its merkle tree indices are ``int``), v1 or v2."""
 
 MAX_FILE_TREE_DEPTH = 100
-"""How many directories deep a v2 ``file tree`` may nest (libtorrent's limit); a v1 ``path``
-or a ``symlink path`` may name a file that deep too, and no deeper."""
+"""How many directories deep a v2 ``file tree`` may nest below its root in a torrent read
+here (libtorrent's own tree check, ``depth > 100``).
 
-# A v1 ``path`` or a BEP 47 ``symlink path`` may name a file as deep as a v2 tree holds one:
-# MAX_FILE_TREE_DEPTH directories and its name. Checked before any per-component work, as
+libtorrent 2.1.1 cannot load a .torrent file whose tree is that deep, though: its bencoding
+depth limit (100 nested lists and dictionaries) refuses a tree holding a file more than 94
+directories below the root (a symlink: 93). :func:`~bip_metainfo.create_torrent` makes
+nothing deeper than libtorrent loads. A v1 ``path`` and a ``symlink path`` may have at most
+100 components (libtorrent 2.1.1 refuses 101)."""
+
+# A v1 ``path`` or a BEP 47 ``symlink path`` (v1 or v2): libtorrent 2.1.1 takes 100
+# components and refuses 101 (its error 219). Checked before any per-component work, as
 # libtorrent's max_directory_depth is: a path of two million components costs seconds and
 # tens of megabytes to sanitise otherwise.
-_MAX_PATH_COMPONENTS = MAX_FILE_TREE_DEPTH + 1
+_MAX_PATH_COMPONENTS = 100
 
 # How deeply the bencoding of a bare info dictionary may nest: a .torrent file's limit
 # (_metainfo) less the level of its top-level dictionary, so that an info dictionary loads
@@ -199,7 +206,7 @@ class Info:
         if (parsed.v1 is None and parsed.v2 is None) or not (parsed.v1 or parsed.v2):
             raise _fail(K.NO_FILES, "the torrent has no files")
         if parsed.v1 is not None and parsed.v2 is not None:
-            files = _merge_hybrid(parsed.v1, parsed.v2, piece_length)
+            files = _merge_hybrid(parsed.v1, parsed.v2, piece_length, name)
         elif parsed.v1 is not None:
             files = parsed.v1
         else:
@@ -514,8 +521,9 @@ def _v1_entry(
 ) -> FileEntry:
     if "p" in attributes and "l" in attributes:
         # A pad file is bytes in the piece space, a symlink has none: libtorrent refuses the
-        # pair (torrent_invalid_pad_file) rather than guess which was meant.
-        raise _fail(K.INVALID_FIELD, f"{where} is both a pad file and a symlink")
+        # pair (torrent_invalid_pad_file, since after 2.1.1, which took it as a symlink)
+        # rather than guess which was meant.
+        raise _fail(K.INVALID_PAD_FILE, f"{where} is both a pad file and a symlink")
     if (
         any("_____padding_file_" in part for part in path)
         and "p" not in attributes
@@ -599,7 +607,7 @@ def _v2_entry(entry: Any, path: tuple[str, ...], where: _TreeWhere) -> FileEntry
         raise _fail(K.INVALID_FILE_TREE, f"{where} has no file dictionary")
     attributes = _attributes(entry)
     if "p" in attributes:
-        raise _fail(K.INVALID_FILE_TREE, f"{where} is a pad file, which a v2 tree cannot hold")
+        raise _fail(K.INVALID_PAD_FILE, f"{where} is a pad file, which a v2 tree cannot hold")
     length = _length(entry, attributes, where)
     target = _symlink_target(entry, where) if "l" in attributes else None
     root = entry.get(b"pieces root")
@@ -686,7 +694,9 @@ def _v2_layout(files: list[FileEntry], piece_length: int, name: str) -> list[Fil
     ]
 
 
-def _merge_hybrid(v1: list[FileEntry], v2: list[FileEntry], piece_length: int) -> list[FileEntry]:
+def _merge_hybrid(
+    v1: list[FileEntry], v2: list[FileEntry], piece_length: int, name: str
+) -> list[FileEntry]:
     """Check that a hybrid torrent's v1 list lays its files out as its v2 tree does.
 
     This module numbers pieces by the v1 list; v2 peers number them by the v2 layout
@@ -698,7 +708,10 @@ def _merge_hybrid(v1: list[FileEntry], v2: list[FileEntry], piece_length: int) -
     before the file it aligns), and libtorrent accepts them.
 
     Returns:
-        The v1 list, its non-empty files given their v2 ``pieces root``.
+        The v1 list, its non-empty files given their v2 ``pieces root``, and at every
+        other index the v2 layout's entry (pad file, empty file or symlink: name,
+        attributes, target), as libtorrent takes the v2 tree for the torrent's files; where
+        the v1 list agrees with the layout entry by entry, the offsets are the v1 list's.
     """
     places = _v2_places(v2, piece_length)
     if len(places) == len(v1) + 1:
@@ -727,7 +740,16 @@ def _merge_hybrid(v1: list[FileEntry], v2: list[FileEntry], piece_length: int) -
                     f"v1 file {_short_path(entry.path)!r} (files[{index}]) is where the v2"
                     " file tree lays out a pad file, an empty file or a symlink",
                 )
-            merged.append(entry)
+            # The v2 tree is the authority for what is there (libtorrent keeps only its
+            # files once the lists are found compatible); its place keeps the geometry
+            # whole even where a v1 list swaps a pad file and an empty file.
+            merged.append(
+                FileEntry(
+                    path=(name, ".pad", str(length)), length=length, offset=offset, attributes="p"
+                )
+                if other is None
+                else replace(other, offset=offset)
+            )
             continue
         if not data:
             raise _fail(
