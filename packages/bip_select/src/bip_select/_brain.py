@@ -491,7 +491,7 @@ class SwarmBrain:
         queues = self.queues
         freed = False
         for peer, block in queues.expired(picker.requests, now):
-            if picker.block_timed_out(peer, block):
+            if picker.block_timed_out(peer, block, now):
                 actions.append(SendCancel(peer, block))
                 freed = True
         # The picker wants rates for deadline decisions only: spare the arithmetic otherwise
@@ -988,7 +988,7 @@ class SwarmBrain:
         actions: list[Action] = []
         if self.queues.is_waiting(event.peer, event.block):
             return actions  # it arrived and waits for our disk: nothing is late
-        if self.picker.block_timed_out(event.peer, event.block):
+        if self.picker.block_timed_out(event.peer, event.block, now):
             self.queues.request_timed_out(event.peer, now)
             actions.append(SendCancel(event.peer, event.block))
             self._released(now, actions, (event.block.piece,))

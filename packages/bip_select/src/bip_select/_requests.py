@@ -64,7 +64,15 @@ class Received:
 class _Piece:
     """A piece being downloaded: per block, who was asked for it and whether it came."""
 
-    __slots__ = ("asked", "first_free", "num_free", "num_received", "received", "sources")
+    __slots__ = (
+        "asked",
+        "askers",
+        "first_free",
+        "num_free",
+        "num_received",
+        "received",
+        "sources",
+    )
 
     def __init__(self, blocks: int) -> None:
         self.received = bytearray(blocks)
@@ -73,6 +81,21 @@ class _Piece:
         self.num_free = blocks  # neither received nor asked of anyone
         self.first_free = 0  # no free block below this index (big pieces: no rescans)
         self.sources: dict[PeerKey, int] = {}  # peer -> blocks it delivered
+        # peer -> blocks of the piece asked of it and not settled: kept where ``asked``
+        # changes, so "who works on this piece" costs O(peers), not O(blocks).
+        self.askers: dict[PeerKey, int] = {}
+
+    def ask(self, peer: PeerKey) -> None:
+        """One more block of the piece is asked of ``peer``."""
+        self.askers[peer] = self.askers.get(peer, 0) + 1
+
+    def unask(self, peer: PeerKey) -> None:
+        """A block of the piece asked of ``peer`` is settled (received, released)."""
+        left = self.askers[peer] - 1
+        if left:
+            self.askers[peer] = left
+        else:
+            del self.askers[peer]
 
 
 class RequestBook:
@@ -210,13 +233,13 @@ class RequestBook:
 
     def worked_on_by_others(self, piece: int, peer: PeerKey) -> bool:
         """Whether a peer other than ``peer`` delivered a block of ``piece`` or is asked
-        for one (departed peers count: their data is in it). O(blocks of the piece)."""
+        for one (departed peers count: their data is in it). O(peers on the piece)."""
         state = self._pieces.get(piece)
         if state is None:
             return False
         if any(source != peer for source in state.sources):
             return True
-        return any(other != peer for asked in state.asked for other in asked)
+        return any(other != peer for other in state.askers)
 
     def duplicate_candidates(
         self, peer: PeerKey, peer_has: Callable[[int], bool], limit: int
@@ -276,6 +299,7 @@ class RequestBook:
         if not asked:
             state.num_free -= 1
         asked.append(peer)
+        state.ask(peer)
         self._peers.setdefault(peer, {})[block] = now
 
     def _release(self, peer: PeerKey, block: Block) -> bool:
@@ -286,6 +310,7 @@ class RequestBook:
         index = block.begin // BLOCK_SIZE
         asked = state.asked[index]
         asked.remove(peer)
+        state.unask(peer)
         if not asked and not state.received[index]:
             state.num_free += 1
             state.first_free = min(state.first_free, index)
@@ -347,6 +372,7 @@ class RequestBook:
             del requests[block]
             if not requests:
                 del self._peers[other]
+            state.unask(other)
         if not asked:
             state.num_free -= 1
         asked.clear()
@@ -413,6 +439,11 @@ class RequestBook:
                 for peer in asked:
                     seen.setdefault(peer, set()).add(self._geometry.block(piece, index))
             assert free == state.num_free
+            counted: dict[PeerKey, int] = {}
+            for asked in state.asked:
+                for peer in asked:
+                    counted[peer] = counted.get(peer, 0) + 1
+            assert counted == state.askers
             assert sum(state.received) == state.num_received
         assert {p: set(r) for p, r in self._peers.items()} == seen
         assert all(self._peers.values())

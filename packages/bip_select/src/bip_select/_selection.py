@@ -46,18 +46,18 @@ API:
     else works on, held to itself; in end-game (every block of every wanted piece is
     asked of someone) blocks already asked of others, fewest copies first, while the
     peer has fewer than ``endgame_depth`` (1: none) requests pending (never to a peer on
-    parole, nor of a piece another parole peer holds). A choked peer's pick sorts its
-    allowed-fast pieces (at most :data:`MAX_ALLOWED_FAST`) by the strategy's tier and
-    rank, ties by the availability index's order, rather than walking every wanted
-    piece: the same order as the strategy's for :class:`RarestFirst` and
+    parole, as libtorrent; nor, our own rule, of a piece a parole peer holds). A choked
+    peer's pick sorts its allowed-fast pieces (at most :data:`MAX_ALLOWED_FAST`) by the
+    strategy's tier and rank, ties by the availability index's order, rather than walking
+    every wanted piece: the same order as the strategy's for :class:`RarestFirst` and
     :class:`Sequential` (and :class:`Streaming` over them, but for equal deadlines,
     which go rarest first); :class:`RandomFirst`'s random phase takes them rarest first.
   - ``block_received(peer, block) -> Received | None`` (its ``cancel`` lists the
     end-game losers), ``block_rejected``, ``block_timed_out``, ``block_cancelled``,
     ``block_dropped``, ``peer_choked`` (without the fast extension a choke drops every
-    request: returns them); a reject, a time-out, a choke or a departure ends a parole
-    peer's hold on the piece, our own cancel or drop does not (unless the peer chokes us
-    and nothing else of the piece is asked of it);
+    request: returns them); a reject, a time-out, a choke, a departure or the peer
+    losing the piece ends a parole peer's hold on the piece, our own cancel or drop does
+    not (unless the peer chokes us and nothing else of the piece is asked of it);
   - ``piece_passed(piece)`` / ``piece_failed(piece)`` -> the peers that sent it;
     ``lose_piece(piece)`` (a piece we had is gone: wanted again);
   - priorities: ``set_piece_priority``, ``set_piece_priorities``,
@@ -350,6 +350,11 @@ class Streaming:
 
 
 _MAX_DEADLINE_COPIES = 3  # a late block is asked of at most this many peers at once
+# How long a parole peer's time-out keeps it off the piece (see ``block_timed_out``): long
+# enough for the other holders to fetch it (a silent parole peer then costs one request
+# time-out in every few minutes), short enough that a piece nobody else will send us (they
+# choke us, or time out too) goes back to the parole peer rather than stalling for ever.
+_FORFEIT_TIME = 120.0
 
 
 class PiecePicker:
@@ -415,8 +420,9 @@ class PiecePicker:
         self._allowed_fast: dict[PeerKey, set[int]] = {}
         self._rates: dict[PeerKey, float] = {}
         self._exclusive: dict[int, PeerKey] = {}  # piece -> the parole peer that owns it
-        # piece -> the parole peer whose request of it timed out (see ``pick``'s ``usable``)
-        self._forfeited: dict[int, PeerKey] = {}
+        # piece -> (the parole peer whose request of it timed out, until when it may not
+        # take the piece back): see :meth:`block_timed_out`
+        self._forfeited: dict[int, tuple[PeerKey, float]] = {}
 
     # -- wanted pieces and priorities --------------------------------------------------
 
@@ -489,13 +495,19 @@ class PiecePicker:
         self._rates.pop(peer, None)
         self._release_exclusive(peer)
         if self._forfeited:
-            for piece in [p for p, owner in self._forfeited.items() if owner == peer]:
+            for piece in [p for p, (owner, _) in self._forfeited.items() if owner == peer]:
                 del self._forfeited[piece]
         return self.requests.drop_peer(peer)
 
     def peer_bitfield(self, peer: PeerKey, pieces: Iterable[int]) -> None:
-        """``peer`` sent its bitfield."""
+        """``peer`` sent its bitfield (a late one replaces what it had: its parole holds
+        on pieces it no longer has end, see :meth:`peer_dont_have`)."""
         self.availability.bitfield(peer, pieces)
+        if self._exclusive:
+            peer_has = self.availability.peer_has
+            for owned in [p for p, owner in self._exclusive.items() if owner == peer]:
+                if not peer_has(peer, owned):
+                    del self._exclusive[owned]
 
     def peer_have(self, peer: PeerKey, piece: int) -> bool:
         """``peer`` announced ``piece``; returns whether we want it (become interested)."""
@@ -507,12 +519,20 @@ class PiecePicker:
         self.availability.have_all(peer)
 
     def peer_have_none(self, peer: PeerKey) -> None:
-        """``peer`` has nothing."""
+        """``peer`` has nothing (its parole holds end, see :meth:`peer_dont_have`)."""
         self.availability.have_none(peer)
+        self._release_exclusive(peer)
 
     def peer_dont_have(self, peer: PeerKey, piece: int) -> bool:
         """``peer`` lost ``piece`` (its pending requests for it stay until rejected);
-        returns whether it had it."""
+        returns whether it had it.
+
+        A parole peer's hold on the piece ends: it can no longer finish it, and a hold
+        kept after our own cancel (:meth:`block_cancelled`) would otherwise bar every
+        other peer from the piece for ever.
+        """
+        if self._exclusive.get(piece) == peer:
+            del self._exclusive[piece]
         return self.availability.dont_have(peer, piece)
 
     def allowed_fast(self, peer: PeerKey, piece: int) -> bool:
@@ -573,7 +593,8 @@ class PiecePicker:
 
     def block_received(self, peer: PeerKey, block: Block) -> Received | None:
         """A block arrived (see :meth:`RequestBook.receive`)."""
-        if self._forfeited and self._forfeited.get(block.piece) == peer:
+        forfeit = self._forfeited.get(block.piece) if self._forfeited else None
+        if forfeit is not None and forfeit[0] == peer:
             del self._forfeited[block.piece]  # it delivers that piece again
         return self.requests.receive(peer, block)
 
@@ -582,18 +603,23 @@ class PiecePicker:
         self._release_exclusive(peer, block.piece)
         return self.requests.reject(peer, block)
 
-    def block_timed_out(self, peer: PeerKey, block: Block) -> bool:
-        """The request of ``block`` to ``peer`` timed out: it is free again (for anyone).
+    def block_timed_out(self, peer: PeerKey, block: Block, now: float | None = None) -> bool:
+        """The request of ``block`` to ``peer`` timed out at ``now`` (None: when it was
+        sent): it is free again (for anyone).
 
         A parole peer's hold on the piece ends, and the piece is *forfeited*: the peer
-        may not take it back (see ``pick``'s ``exclusive``) while another peer has it,
-        until it delivers a block of it again. Otherwise a stalled parole peer, refilled
-        first, would take the freed block straight back at every time-out, for ever.
+        may not take it back (see ``pick``'s ``exclusive``), started or not, while another
+        peer has it, until it delivers a block of it again or two minutes have passed.
+        Otherwise a stalled parole peer, refilled first, would take the piece straight
+        back at every time-out, for ever (one that sent nothing of it even as a fresh
+        piece: its requests gone, the piece is no longer started).
         """
         piece = block.piece
         if self._exclusive.get(piece) == peer:
+            if now is None:
+                now = self.requests.outstanding(peer).get(block, 0.0)
             del self._exclusive[piece]
-            self._forfeited[piece] = peer
+            self._forfeited[piece] = (peer, now + _FORFEIT_TIME)
         return self.requests.time_out(peer, block)
 
     def block_cancelled(self, peer: PeerKey, block: Block, *, choked: bool = False) -> bool:
@@ -737,13 +763,18 @@ class PiecePicker:
                 which it then keeps to itself, so a bad hash is its alone. A started piece
                 nobody holds is its again if every block of it received or asked is its
                 own (its hold ended with a choke or a reject; libtorrent's
-                ``requested_from`` rule), unless a request of it timed out and another peer
-                has the piece (:meth:`block_timed_out`). It gets no end-game or deadline duplicates
-                (libtorrent: "don't double-pick anything if the peer is on parole"), and
-                no other peer gets end-game duplicates of a piece it holds: the hold ends
-                when its requests do (a reject, a time-out, a choke), so the wait is
-                bounded. A late deadline block is duplicated to a faster peer all the same
-                (a missed deadline is a stall the user sees; the piece may then be mixed).
+                ``requested_from`` rule). A piece whose request of it timed out, started
+                or not, is not its again for a while if another peer has the piece
+                (:meth:`block_timed_out`). It gets no end-game or deadline duplicates
+                (libtorrent's pick_pieces: "don't double-pick anything if the peer is on
+                parole"). Our own rule, not libtorrent's: no other peer gets end-game
+                duplicates of a piece it holds, so that a bad piece bans it as sole
+                contributor. The cost: the last pieces wait for the parole peer -- a
+                silent one for up to a request time-out per held piece (the time-out
+                ends the hold and forfeits the piece), a slow one for as long as it
+                takes to send it. A late deadline block is duplicated to a faster peer
+                all the same (a missed deadline is a stall the user sees; the piece may
+                then be mixed).
 
         Returns:
             The blocks, already recorded as requested: send them in order.
@@ -753,6 +784,7 @@ class PiecePicker:
         availability = self.availability
         requests = self.requests
         strategy = self.strategy
+        forfeited = self._forfeited
         allowed: Collection[int] | None = None
         if choked:
             allowed = self._allowed_fast.get(peer)
@@ -765,11 +797,17 @@ class PiecePicker:
             owner = self._exclusive.get(piece)
             if owner is not None and owner != peer:
                 return False
-            if exclusive and owner is None and requests.is_started(piece):
+            if exclusive and owner is None:
+                # Its request of it timed out and another peer could send it: not again
+                # (started or not: block_timed_out).
+                forfeit = forfeited.get(piece) if forfeited else None
+                if forfeit is not None and forfeit[0] == peer:
+                    if now >= forfeit[1]:
+                        del forfeited[piece]  # expired: the peer may try again
+                    elif availability.count(piece) > 1:
+                        return False
                 # Another peer's data in it, or asked of another: not the parole peer's.
-                if requests.worked_on_by_others(piece, peer):
-                    return False
-                if self._forfeited.get(piece) == peer and availability.count(piece) > 1:
+                if requests.is_started(piece) and requests.worked_on_by_others(piece, peer):
                     return False
             when = strategy.deadline(piece)
             return when is None or self._deadline_ok(peer, piece, when, now)
@@ -836,8 +874,10 @@ class PiecePicker:
         # 3. End-game: every block is asked of someone; ask this peer too -- but only
         # a few at a time (libtorrent asks for a busy block only when the peer has
         # nothing else to do): each duplicate that loses the race is wasted upload.
-        # Never to a parole peer (libtorrent's pick_pieces), nor of a piece a parole peer
-        # holds: a duplicate that won the race would mix its piece (see ``exclusive``).
+        # Never to a parole peer (libtorrent's pick_pieces), nor -- our own rule -- of a
+        # piece a parole peer holds: a duplicate that won the race would mix its piece, and
+        # a bad one would no longer ban it as sole contributor (see ``exclusive`` for the
+        # cost; its time-out forfeits the piece, so a silent one is waited for once).
         room = min(count, self.endgame_depth) - requests.num_outstanding(peer)
         if room > 0 and not exclusive and self.in_endgame():
             held = self._exclusive
