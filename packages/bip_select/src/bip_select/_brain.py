@@ -979,7 +979,10 @@ class SwarmBrain:
             # left allowed, the refill below would ask it for the same block again, forever.
             self.picker.revoke_allowed_fast(event.peer, event.block.piece)
         actions: list[Action] = []
-        if self.picker.block_rejected(event.peer, event.block):
+        # A parole peer that unchokes us and rejects forfeits its piece for a while (one
+        # rejecting everything would take it straight back at every refill); a choke's
+        # rejects (BEP 6) only end the hold, as a choke without the fast extension does.
+        if self.picker.block_rejected(event.peer, event.block, None if state.choking_us else now):
             self._released(now, actions, (event.block.piece,))
         return actions
 

@@ -56,8 +56,10 @@ API:
     end-game losers), ``block_rejected``, ``block_timed_out``, ``block_cancelled``,
     ``block_dropped``, ``peer_choked`` (without the fast extension a choke drops every
     request: returns them); a reject, a time-out, a choke, a departure or the peer
-    losing the piece ends a parole peer's hold on the piece, our own cancel or drop does
-    not (unless the peer chokes us and nothing else of the piece is asked of it);
+    losing the piece ends a parole peer's hold on the piece (a time-out, or a reject
+    while the peer unchokes us, also forfeits the piece for a while), our own cancel or
+    drop does not (unless the peer chokes us and nothing else of the piece is asked of
+    it), nor does the reject that answers our cancel;
   - ``piece_passed(piece)`` / ``piece_failed(piece)`` -> the peers that sent it;
     ``lose_piece(piece)`` (a piece we had is gone: wanted again);
   - priorities: ``set_piece_priority``, ``set_piece_priorities``,
@@ -350,10 +352,11 @@ class Streaming:
 
 
 _MAX_DEADLINE_COPIES = 3  # a late block is asked of at most this many peers at once
-# How long a parole peer's time-out keeps it off the piece (see ``block_timed_out``): long
-# enough for the other holders to fetch it (a silent parole peer then costs one request
-# time-out in every few minutes), short enough that a piece nobody else will send us (they
-# choke us, or time out too) goes back to the parole peer rather than stalling for ever.
+# How long a parole peer's time-out, or its reject while it unchokes us, keeps it off the
+# piece (see ``block_timed_out``, ``block_rejected``): long enough for the other holders to
+# fetch it (a silent parole peer then costs one request time-out in every few minutes),
+# short enough that a piece nobody else will send us (they choke us, or time out too) goes
+# back to the parole peer rather than stalling for ever.
 _FORFEIT_TIME = 120.0
 
 
@@ -420,8 +423,9 @@ class PiecePicker:
         self._allowed_fast: dict[PeerKey, set[int]] = {}
         self._rates: dict[PeerKey, float] = {}
         self._exclusive: dict[int, PeerKey] = {}  # piece -> the parole peer that owns it
-        # piece -> (the parole peer whose request of it timed out, until when it may not
-        # take the piece back): see :meth:`block_timed_out`
+        # piece -> (the parole peer whose request of it timed out or was rejected while it
+        # unchoked us, until when it may not take the piece back): see
+        # :meth:`block_timed_out`, :meth:`block_rejected`
         self._forfeited: dict[int, tuple[PeerKey, float]] = {}
 
     # -- wanted pieces and priorities --------------------------------------------------
@@ -598,10 +602,30 @@ class PiecePicker:
             del self._forfeited[block.piece]  # it delivers that piece again
         return self.requests.receive(peer, block)
 
-    def block_rejected(self, peer: PeerKey, block: Block) -> bool:
-        """``peer`` rejected ``block``: it is free again (for anyone)."""
-        self._release_exclusive(peer, block.piece)
-        return self.requests.reject(peer, block)
+    def block_rejected(self, peer: PeerKey, block: Block, now: float | None = None) -> bool:
+        """``peer`` rejected ``block``: it is free again (for anyone); returns whether it
+        was pending.
+
+        A parole peer's hold on the piece ends. With ``now`` (the peer unchokes us: it
+        could send the block and would not) the piece is also forfeited, as at a time-out
+        (:meth:`block_timed_out`): otherwise a parole peer rejecting every request, refilled
+        first, would take the piece straight back at every reject, for ever (end-game never
+        duplicates a held piece). Without it (the peer chokes us: its rejects say only that
+        the choke dropped the requests, BEP 6) the peer may take the piece back once it
+        unchokes us, if nobody else worked on it meanwhile.
+
+        A reject of a block not pending changes nothing: it is the one BEP 6 has the peer
+        send for our own cancel, or for a request already timed out, and must not end the
+        hold that :meth:`block_cancelled` kept.
+        """
+        if not self.requests.reject(peer, block):
+            return False
+        piece = block.piece
+        if now is not None and self._exclusive.get(piece) == peer:
+            del self._exclusive[piece]
+            self._forfeited[piece] = (peer, now + _FORFEIT_TIME)
+        self._release_exclusive(peer, piece)
+        return True
 
     def block_timed_out(self, peer: PeerKey, block: Block, now: float | None = None) -> bool:
         """The request of ``block`` to ``peer`` timed out at ``now`` (None: when it was
@@ -656,8 +680,9 @@ class PiecePicker:
         """A parole peer that stops delivering loses its pieces to the others: keeping
         them would stall the download (and end-game never starts while blocks are free).
 
-        A reject, a choke without the fast extension and a departure come through here
-        (a time-out too, which also forfeits the piece: :meth:`block_timed_out`); our own
+        A reject of a pending block, a choke without the fast extension and a departure
+        come through here (a time-out too, which also forfeits the piece, as a reject while
+        the peer unchokes us does: :meth:`block_timed_out`, :meth:`block_rejected`); our own
         cancel or drop does not end a hold (:meth:`block_cancelled`,
         :meth:`block_dropped`) unless the peer chokes us, and a choke with the fast
         extension ends the holds with nothing asked (:meth:`peer_choked`).
@@ -763,18 +788,19 @@ class PiecePicker:
                 which it then keeps to itself, so a bad hash is its alone. A started piece
                 nobody holds is its again if every block of it received or asked is its
                 own (its hold ended with a choke or a reject; libtorrent's
-                ``requested_from`` rule). A piece whose request of it timed out, started
-                or not, is not its again for a while if another peer has the piece
-                (:meth:`block_timed_out`). It gets no end-game or deadline duplicates
+                ``requested_from`` rule). A piece whose request of it timed out, or was
+                rejected while the peer unchoked us, started or not, is not its again for
+                a while if another peer has the piece (:meth:`block_timed_out`,
+                :meth:`block_rejected`). It gets no end-game or deadline duplicates
                 (libtorrent's pick_pieces: "don't double-pick anything if the peer is on
                 parole"). Our own rule, not libtorrent's: no other peer gets end-game
                 duplicates of a piece it holds, so that a bad piece bans it as sole
                 contributor. The cost: the last pieces wait for the parole peer -- a
                 silent one for up to a request time-out per held piece (the time-out
-                ends the hold and forfeits the piece), a slow one for as long as it
-                takes to send it. A late deadline block is duplicated to a faster peer
-                all the same (a missed deadline is a stall the user sees; the piece may
-                then be mixed).
+                ends the hold and forfeits the piece; a reject does at once), a slow one
+                for as long as it takes to send it. A late deadline block is duplicated to
+                a faster peer all the same (a missed deadline is a stall the user sees;
+                the piece may then be mixed).
 
         Returns:
             The blocks, already recorded as requested: send them in order.
@@ -798,8 +824,8 @@ class PiecePicker:
             if owner is not None and owner != peer:
                 return False
             if exclusive and owner is None:
-                # Its request of it timed out and another peer could send it: not again
-                # (started or not: block_timed_out).
+                # Its request of it timed out or was rejected, and another peer could send
+                # it: not again (started or not: block_timed_out, block_rejected).
                 forfeit = forfeited.get(piece) if forfeited else None
                 if forfeit is not None and forfeit[0] == peer:
                     if now >= forfeit[1]:
@@ -877,7 +903,8 @@ class PiecePicker:
         # Never to a parole peer (libtorrent's pick_pieces), nor -- our own rule -- of a
         # piece a parole peer holds: a duplicate that won the race would mix its piece, and
         # a bad one would no longer ban it as sole contributor (see ``exclusive`` for the
-        # cost; its time-out forfeits the piece, so a silent one is waited for once).
+        # cost; its time-out or reject forfeits the piece, so a silent one is waited for
+        # once, a rejecting one not at all).
         room = min(count, self.endgame_depth) - requests.num_outstanding(peer)
         if room > 0 and not exclusive and self.in_endgame():
             held = self._exclusive
