@@ -13,6 +13,8 @@
   bencoding depth.
 - A hybrid torrent's pad files, empty files and symlinks are the v2 tree's (libtorrent
   takes the tree as authoritative), at the v1 offsets.
+- create_torrent refuses a file over ``MAX_FILE_SIZE`` as CreateError before hashing it
+  (readers refuse it; it was found only by parsing the result, as MetainfoError).
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from typing import Any, Literal
 
 import pytest
 
+import bip_metainfo._create
+import bip_metainfo._create_pipeline
+import bip_metainfo._info
 from bip_bencode import encode
 from bip_metainfo import CreateError, Info, MetainfoError, MetainfoErrorKind, create_torrent
 
@@ -155,6 +160,36 @@ def test_create_torrent_makes_no_v2_tree_libtorrent_cannot_decode(
     put(deep.parent)
     for version in versions:
         assert create_torrent(root, version=version).info.is_v2
+
+
+@pytest.mark.parametrize("version", ["v1", "v2", "hybrid"])
+def test_create_torrent_refuses_a_file_over_max_file_size_before_hashing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: Literal["v1", "v2", "hybrid"]
+) -> None:
+    bound = 2 * PIECE  # stands in for about 16 TiB
+    monkeypatch.setattr(bip_metainfo._info, "MAX_FILE_SIZE", bound)
+    hashed: list[int] = []
+    real = bip_metainfo._create_pipeline._hash_files
+
+    def hash_files(*args: Any, **kwargs: Any) -> Any:
+        hashed.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bip_metainfo._create, "_hash_files", hash_files)
+    root = tmp_path / "t"
+    root.mkdir()
+    (root / "a").write_bytes(b"a" * 10)
+    (root / "big").write_bytes(b"x" * (bound + 1))
+    with pytest.raises(CreateError, match=f"is {bound + 1} bytes, more than the {bound}"):
+        create_torrent(root, piece_length=PIECE, version=version)
+    assert not hashed
+    with pytest.raises(CreateError, match="more than the"):
+        create_torrent(root / "big", piece_length=PIECE, version=version)  # single-file
+    assert not hashed
+    (root / "big").write_bytes(b"x" * bound)  # at the bound: made, and readers take it
+    torrent = create_torrent(root, piece_length=PIECE, version=version, creation_date=None)
+    assert max(file.length for file in torrent.files) == bound
+    assert hashed
 
 
 def _hybrid(v1_files: list[dict[bytes, Any]]) -> bytes:

@@ -39,6 +39,7 @@ from typing import Any, Final, Literal, TypeAlias
 
 from bip_bencode import encode
 
+from . import _info
 from ._create_pipeline import CreateCancelled, Progress, _default_threads, _hash_files
 from ._create_walk import _check_names, _check_utf8, _Entry, _scan
 from ._errors import CreateError
@@ -230,9 +231,10 @@ def _check_limits(
     """Refuse, before any hashing, a torrent its readers would refuse for its size.
 
     ``torrent`` is the torrent as it will be, with every hash a placeholder: readers
-    count pad files among the files, take no v1 ``path`` or ``symlink path`` of more than
-    100 components, no v2 file tree deeper than libtorrent's bencoding depth limit allows
-    (a file 94 directories below the top one, a symlink 93) and decode no more than
+    count pad files among the files, take no file larger than ``MAX_FILE_SIZE`` (about
+    16 TiB, libtorrent's limit), no v1 ``path`` or ``symlink path`` of more than 100
+    components, no v2 file tree deeper than libtorrent's bencoding depth limit allows (a
+    file 94 directories below the top one, a symlink 93) and decode no more than
     :data:`DEFAULT_MAX_VALUES` bencoded values.
     """
     count = len(files) + sum(1 for entry in data if entry.pad)
@@ -241,7 +243,14 @@ def _check_limits(
             f"{count} files (pad files included) is more than the {DEFAULT_MAX_FILES} a torrent "
             "may hold"
         )
+    # Read through the module, not imported by name, so that tests can lower the bound.
+    max_size = _info.MAX_FILE_SIZE
     for entry in files:
+        if entry.length > max_size:
+            raise CreateError(
+                f"{entry.source!r} is {entry.length} bytes, more than the {max_size} a torrent's "
+                "readers (libtorrent's among them) accept for one file"
+            )
         # Directories deep, the torrent's top one included: a v1 path's component count.
         depth = len(entry.path)
         limits = [_MAX_V1_PATH] if v1 else []
@@ -421,7 +430,8 @@ def create_torrent(
             length that is invalid for the version, a name that is not a file name,
             not UTF-8 or one readers would change, no files or only empty ones,
             more pieces, files (pad files included) or bencoded values than readers
-            accept, a file deeper than libtorrent loads (100 directories, the top one
+            accept, a file of 16 TiB less 16 KiB or more (libtorrent's limit), a
+            file deeper than libtorrent loads (100 directories, the top one
             included, in a v1 torrent, 95 in a v2 or hybrid one, 94 for a symlink) or a
             symlink's target of more than 100 components, more than
             :data:`~bip_metainfo.MAX_URLS` trackers (or web seeds, HTTP seeds,

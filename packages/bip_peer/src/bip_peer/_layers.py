@@ -86,8 +86,12 @@ _log = logging.getLogger("bip_peer.layers")
 
 class PieceLayerServeError(PieceLayerFetchError):
     """:meth:`~bip_peer.PieceLayerExchange.fetch` got every piece layer verified, but they
-    cannot be served (an ``info`` whose files contradict each other, which
-    :class:`~bip_metainfo.Info` refuses to parse).
+    cannot be served.
+
+    This should not happen: a fetch verifies each layer against the very file (root and
+    length) that :meth:`~bip_peer.PieceLayerExchange.serve` builds its tree from, whatever the
+    ``info``. The error is a defensive guard, kept so that a future divergence between what a
+    fetch verifies and what ``serve`` builds fails the fetch, not the peers that answered it.
 
     Unlike its base class (the peers did not answer in time: try again later), fetching again
     gives the same layers, refused again: the torrent cannot be used.
@@ -496,9 +500,9 @@ class PieceLayerExchange:
         fit one piece needs no layer: the result is then ``{}``.
 
         Raises:
-            PieceLayerServeError: the layers verified cannot be served (an ``info`` whose
-                files contradict each other, which :class:`~bip_metainfo.Info` refuses to
-                parse); fetching again would end the same way.
+            PieceLayerServeError: the layers verified cannot be served; fetching again would
+                end the same way. This should not happen (a guard against a future divergence
+                between what a fetch verifies and what :meth:`serve` builds).
             PieceLayerFetchError: the layers are not all fetched within ``timeout`` seconds.
             LocalProtocolError: this exchange is not one of the manager's services.
             ValueError: ``info`` is not a v2 or hybrid torrent, or ``timeout`` is not positive.
@@ -687,10 +691,12 @@ class PieceLayerExchange:
             try:
                 self.serve(fetch.info, layers)
             except ValueError as error:
-                # Each chunk verified against the file the fetch asked for, and serve builds
-                # the same files' trees (``_wanted`` and ``_trees`` take the same ones), so only
-                # an Info bip_metainfo would refuse gets here. The fetch fails with its own
-                # error; the peers that answered did nothing wrong and stay.
+                # Should not happen: each chunk verified against the file the fetch asked for,
+                # and serve builds the same files' trees (``_wanted`` and ``_trees`` both take
+                # ``_layered_files``), even for an info whose files contradict each other. Kept
+                # so that a future divergence between what a fetch verifies and what serve
+                # builds fails the fetch with its own error, not the peers that answered: they
+                # did nothing wrong and stay.
                 fetch.failure = (
                     f"the piece layers fetched for {fetch.info_hash} cannot be served: {error}"
                 )
