@@ -42,10 +42,12 @@ Decisions, the way libtorrent's node / rpc_manager / dht_tracker make them:
   least recently seen questionable node of each bucket (BEP 5; as libtorrent's refresh, with
   a ping when its bucket is full, else a find_node for a random id in its bucket); fill
   buckets with room with a few single find_node queries (``refresh_queries_per_tick``) to
-  the nodes that answers to such queries and to bootstraps listed (candidates, admitted
-  when they answer) and to the node closest to a random id in a sparse bucket (a probe,
-  backed off while the bucket gains nothing); refresh buckets unchanged for 15 minutes with
-  a find_node lookup of a random id inside them; expire stored peers and items.
+  candidates, admitted when they answer: the nodes that queried us and those that answers
+  to such queries and to bootstraps listed, oldest first; and to the node closest to a
+  random id in a sparse bucket (a probe, backed off while the bucket gains nothing). With no
+  fill queries (0) the queriers are still asked, from what ``pings_per_tick`` leaves, since
+  a querier joins a bucket only once it answers. Refresh buckets unchanged for 15 minutes
+  with a find_node lookup of a random id inside them; expire stored peers and items.
 - BEP 42: every response's ``ip`` is a vote for our external address; one vote per responder
   IP per round, and an address is believed once ``external_ip_votes`` responders agree and it
   leads clearly; after that it changes only as libtorrent's ip_voter lets it (50 votes or five
@@ -1240,6 +1242,17 @@ class DHTNode:
                 target = table.random_id_in(bucket) if table.has_room(bucket) else None
                 self._upkeep_query(node, target, now)
                 checked += 1
+            if config.refresh_queries_per_tick == 0:
+                # no fill queries, yet a node that only queried us joins a bucket only once
+                # it answers us: what the ping budget leaves asks such candidates, as the
+                # ping of a questionable node would have confirmed them in their bucket
+                spare = min(config.pings_per_tick - checked, transactions.free - config.alpha)
+                if spare > 0:
+                    for query in table.querier_queries(
+                        now, spare, busy=transactions.outstanding_to
+                    ):
+                        self._upkeep_query(query.node, query.target, now)
+                continue
             # asked for no more than can be sent: a candidate handed out is out of the table,
             # and one to an address we await an answer from stays for a later tick
             budget = min(config.refresh_queries_per_tick, transactions.free - config.alpha)

@@ -154,11 +154,13 @@ class DHTConfig:
       a ``find_node`` for a random id in the node's bucket when that bucket has room,
       as libtorrent does, so the answer also brings nodes to fill it).
     - refresh_queries_per_tick: queries per tick (and per address family) that fill
-      buckets with room, as libtorrent's refresh does: to nodes heard of in answers to
-      such queries (candidates; their answer admits them) and to the node closest to a
-      random id in a sparse bucket (its probe, backed off while it brings no new node).
-      The first tick comes as soon as a bootstrap ends, so a node that has just joined
-      fills its far buckets within a minute or two.
+      buckets with room, as libtorrent's refresh does: to candidates (nodes that queried
+      us and nodes heard of in answers to such queries, oldest first; their answer admits
+      them) and to the node closest to a random id in a sparse bucket (its probe, backed
+      off while it brings no new node). The first tick comes as soon as a bootstrap ends,
+      so a node that has just joined fills its far buckets within a minute or two. At 0
+      the nodes that queried us are still asked, from what pings_per_tick leaves (a
+      querier joins a bucket only once it answers); listed nodes and probes are not.
     - refreshes_per_tick: stale-bucket refresh lookups started per tick at most.
     - bootstrap_retry_interval: seconds between bootstraps from the remembered addresses
       while the routing table stays empty.

@@ -27,7 +27,8 @@ a bucket (nor splits one), as in libtorrent, whose ``add_node_impl`` puts an unp
 the replacement cache only: its source address may be forged, and a flood of forged queriers
 would otherwise hold the free slots (the refresh below skips buckets that look full) and split
 our closest bucket. For a bucket with room it becomes a candidate of the refresh below (as
-libtorrent's ``next_refresh`` pings unpinged replacements of buckets with room), for a full
+libtorrent's ``next_refresh`` pings unpinged replacements of buckets with room; a node that
+sends no fill queries asks it through :meth:`~RoutingTable.querier_queries`), for a full
 one it waits in the replacement cache. Likewise a freed slot is taken only by a replacement
 that has answered us (libtorrent's ``fill_from_replacements``); the others then become
 candidates. Questionable nodes are the node core's to ping
@@ -253,7 +254,8 @@ def _seen(entry: _Entry) -> float:
 
 
 class _Candidate:
-    """A node waiting to be queried by :meth:`RoutingTable.refresh_queries` (unverified)."""
+    """A node waiting to be queried by :meth:`RoutingTable.refresh_queries` (or, if it
+    queried us, :meth:`RoutingTable.querier_queries`), unverified."""
 
     __slots__ = ("network", "node", "querier", "serial")
 
@@ -721,15 +723,15 @@ class RoutingTable:
         does: each asks a node for a random id inside a bucket, so its answer lists nodes of
         that bucket (which :meth:`heard_about` takes as candidates).
 
-        Candidates come first (those whose bucket has filled up meanwhile, or which became
-        known or lost their IP or network to a bucket node, are dropped): the query confirms
-        them and brings more. Those that only queried us go before the others (they wait for
-        nothing but our query to join), oldest first. The last of the *limit* slots goes to a
-        probe first, so a flood of candidates never stops the probes: each bucket with room
-        whose probe is due is probed through the known node closest to its random target; a
-        probe that the bucket does not gain from pushes its next one back (*interval* times
-        2, 4, ... up to 2 ** 7), and a node joining the bucket makes it due again at once.
-        Slots the probes leave go to more candidates.
+        Candidates come first (those whose bucket has filled up meanwhile, or which became known
+        or lost their IP or network to a bucket node, are dropped): the query confirms them and
+        brings more. They are asked oldest first, whether they queried us or an answer listed
+        them (queriers first would let a flood of forged ones take every candidate query). The
+        last of the *limit* slots goes to a probe first, so a flood of candidates never stops
+        the probes: each bucket with room whose probe is due is probed through the known node
+        closest to its random target; a probe that the bucket does not gain from pushes its next
+        one back (*interval* times 2, 4, ... up to 2 ** 7), and a node joining the bucket makes
+        it due again at once. Slots the probes leave go to more candidates.
 
         *busy*, when given, tells the addresses not to query now (a query to them is
         outstanding, say): their candidates stay for a later call, and their probes wait.
@@ -762,16 +764,43 @@ class RoutingTable:
             out += self._candidate_queries(limit - len(out), now, skip, asked)
         return out
 
+    def querier_queries(
+        self,
+        now: float,
+        limit: int,
+        *,
+        busy: Callable[[PeerAddress], bool] | None = None,
+    ) -> list[RefreshQuery]:
+        """Up to *limit* queries to the candidates that only queried us, oldest first, as
+        :meth:`refresh_queries` asks candidates (a find_node for a random id inside the
+        bucket; those no query can admit any more are dropped, those at an address *busy*
+        names stay), and nothing else: no candidate an answer listed, no probe.
+
+        For a node that sends no fill queries: a querier joins a bucket only once it has
+        answered us, so without this query it would wait for ever.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise LocalProtocolError(f"limit is an int, got {limit!r}")
+        asked: set[PeerAddress] = set()  # one query per address per call
+
+        def skip(address: PeerAddress) -> bool:
+            return address.normalized() in asked or (busy is not None and busy(address))
+
+        return self._candidate_queries(limit, now, skip, asked, queriers_only=True)
+
     def _candidate_queries(
         self,
         limit: int,
         now: float,
         skip: Callable[[PeerAddress], bool],
         asked: set[PeerAddress],
+        *,
+        queriers_only: bool = False,
     ) -> list[RefreshQuery]:
-        """Up to *limit* queries to candidates (see :meth:`refresh_queries`), taken out of the
-        table, their addresses added to *asked*; candidates no query can admit any more are
-        dropped, those at an address *skip* names stay."""
+        """Up to *limit* queries to candidates (see :meth:`refresh_queries`; only those
+        that queried us with *queriers_only*), taken out of the table, their addresses added
+        to *asked*; candidates no query can admit any more are dropped, those at an address
+        *skip* names stay."""
         if limit <= 0:
             return []
         # (serial, bucket index, id) of every candidate of a bucket with room
@@ -785,7 +814,9 @@ class RoutingTable:
                 for raw in list(cache):  # the bucket filled up: none of them can join
                     self._drop_candidate(cache, raw)
                 continue
-            waiting += [(c.serial, index, raw) for raw, c in cache.items()]
+            waiting += [
+                (c.serial, index, raw) for raw, c in cache.items() if c.querier or not queriers_only
+            ]
         # oldest first, queriers or not: queriers first would form a network faster, but a
         # flood of forged ones (up to every candidate slot no listed node is waiting for)
         # would then take every candidate query of every call

@@ -434,12 +434,15 @@ class Session:
         once for a burst of adds).
 
         A torrent named as the save directory's ``.bip`` folder, where the resume data are
-        kept, is refused; a magnet link's torrent fails once its metadata says so.
+        kept, is refused when its files go to the save directory (no ``options.storage``; a
+        custom storage names them its own way); a magnet link's torrent fails once its
+        metadata says so.
 
         Raises:
-            TorrentError: the torrent is already in the session, or is named ``.bip``.
+            TorrentError: the torrent is already in the session, or is named ``.bip`` and
+                stored in the save directory.
         """
-        if isinstance(source, Metainfo):
+        if isinstance(source, Metainfo) and options.storage is None:
             check_storage_name(source.info)  # before its state is read from that very folder
         info_hash = source.info.info_hash if isinstance(source, Metainfo) else source.info_hash
         saved: SavedState | None = SavedState()

@@ -226,7 +226,9 @@ class TorrentError(Exception):
 def check_storage_name(info: Info) -> None:
     """Refuse a torrent stored as the save directory's ``.bip`` folder (its top directory, or
     its single file): there are the resume data of every torrent saved there and the DHT's
-    state, which its files would overwrite (and read back, poisoned, on the next run).
+    state, which its files would overwrite (and read back, poisoned, on the next run). Only
+    for the default storage (files at ``save_dir/<path>``), as :func:`check_storage_place`:
+    a custom one names them its own way.
 
     What is checked is where each file goes, not only ``info.name``: a v2-only single-file
     torrent stores its file under its file tree's key, whatever its name says. The names are
@@ -1720,10 +1722,11 @@ class Torrent:
         saved = None if self._store is None else await self._store.load_metadata()
         if saved is not None:
             info, self._piece_layers = saved
-            check_storage_name(info)  # kept by a run that did not refuse it
+            if self.options.storage is None:  # kept by a run that did not refuse it
+                check_storage_name(info)
         else:
             info = await self._fetch_info()
-        # Both name this torrent: load_metadata and _fetch_info check it.
+        # Both name this torrent: load_metadata and _fetch_info check it (default storage).
         self.info = info
         self._name = info.name
         if info.info_hash != self._info_hash:
@@ -1794,7 +1797,9 @@ class Torrent:
             raise TorrentError(
                 f"the magnet's {version} hash names an info dictionary that is not {version}"
             )
-        check_storage_name(info)  # before it is kept: the next run would only refuse it again
+        if self.options.storage is None:  # files at save_dir/<path>, as _open_storage checks
+            # before it is kept: the next run would only refuse it again
+            check_storage_name(info)
         await self._save_info(info)
         return info
 
