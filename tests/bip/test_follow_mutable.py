@@ -361,14 +361,21 @@ async def test_a_version_restored_needs_no_peer_for_its_metadata(
             follower = net.follower(resume=resume)
             v1 = await follower.start(net.item(net.v1, 0))
             returned: list[int] = []
+            # Version 1 seeds until the update takes its place (was 0.1 s from its completion:
+            # under load the update's metadata came later, the command ended with version 1,
+            # and nobody was left to put it back when version 2 failed); the version put back
+            # seeds 0.1 s, then the command ends. seed_on reads the limit as it starts.
+            args = _args(seed_time=DEADLINE)
             async with trio.open_nursery() as nursery:
-                job = lambda: follow_versions(follower, _args(seed_time=0.1))  # noqa: E731
+                job = lambda: follow_versions(follower, args)  # noqa: E731
                 nursery.start_soon(_returns, job, returned)
                 await v1.wait_complete()
                 [old] = [t for t in net.seeder.torrents if same_torrent(t.info_hash, v1.info_hash)]
                 await net.seeder.remove_torrent(old)  # the publisher moved on
                 await follower.offer(net.item(net.v2, 1))
                 v2 = follower.current
+                assert not same_torrent(v2.info_hash, v1.info_hash)  # swapped in
+                args.seed_time = 0.1
                 await until(lambda: follower.current is not v2)
                 back = follower.current
                 await until(lambda: bool(returned))

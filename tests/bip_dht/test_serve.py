@@ -706,3 +706,54 @@ def test_kept_sample_leaves_out_expired_hashes_without_redrawing() -> None:
     later = _sample(handler, 21602.0)
     assert len(later) == 20
     assert set(later) <= fresh
+
+
+def test_kept_sample_redrawn_once_fewer_than_half_of_it_is_live() -> None:
+    # A store that turns over every 30 min (peer ttl) emptied a 6-hour sample long before the
+    # interval ended: the reply said num=300 with no samples at all.
+    handler, _, _, peers, _ = make(rng=random.Random(5))  # 21600 s interval, 1800 s peer ttl
+    for i in range(200):
+        peers.announce(i.to_bytes(20, "big"), SOURCE, seed=False, now=0.0)
+    kept = _sample(handler, 1.0)
+    assert len(kept) == 20
+    fresh = {i.to_bytes(20, "big") for i in range(1000, 1300)}
+    for h in fresh:
+        peers.announce(h, SOURCE, seed=False, now=1000.0)
+    for h in kept[:9]:  # 9 of 20 live past 1800 s: fewer than half
+        peers.announce(h, SOURCE, seed=False, now=1000.0)
+    query = SampleInfohashes(transaction_id=b"tx", node_id=THEM, target=HASH).encode()
+    response = ask(handler, query, now=1900.0)
+    assert response.samples is not None
+    assert len(response.samples) == 20  # a new draw among the hashes alive now
+    assert set(response.samples) <= fresh | set(kept[:9])
+    assert response.num == 309
+    assert _sample(handler, 1901.0) == response.samples  # kept again from there
+
+
+def test_decayed_sample_redrawn_at_most_once_per_24th_of_the_interval() -> None:
+    # Hashes may vanish as fast as anyone announces (a full store evicts its smallest swarms),
+    # so an early redraw waits sample_interval / 24 after the last draw: a crawler asking
+    # every second while the store turns over entirely learns at most 25 samples per interval.
+    rng = random.Random(9)
+    peers = PeerStore(max_hashes=40)
+    handler = QueryHandler(
+        OWN,
+        RoutingTable(OWN, family=4, rng=rng),
+        TokenManager(rng, now=0.0),
+        peers,
+        ItemStore(),
+        rng=rng,
+        rate_limit=None,
+        sample_interval=2400,  # early redraws 100 s apart at least
+    )
+    draws: list[tuple[bytes, ...]] = []
+    serial = 0
+    for second in range(2400):
+        for _ in range(40):  # the whole store replaced every second
+            serial += 1
+            peers.announce(serial.to_bytes(20, "big"), SOURCE, seed=False, now=float(second))
+        samples = _sample(handler, second + 0.5)
+        if not draws or not set(samples) <= set(draws[-1]):
+            draws.append(samples)
+    assert len(draws) == 24  # at 0.5 s, then every 100 s: the 25th would be the regular one
+    assert all(len(d) == 20 for d in draws)

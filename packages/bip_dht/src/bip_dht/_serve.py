@@ -30,14 +30,17 @@ What it answers (BEP 5, 32, 33, 42, 43, 44, 51, the way libtorrent does):
   passes it on). As libtorrent's ``refresh_infohashes_sample`` does, the sample is kept for
   ``interval`` seconds and sent to everyone who asks meanwhile: the ``interval`` we tell means
   what it says, and a crawler asking again and again sooner learns nothing more (a new random
-  sample per query would hand it our whole store at the rate limit). It is redrawn sooner only
+  sample per query would hand it our whole store at the rate limit). It is redrawn sooner
   while it holds fewer than ``sample_count`` hashes (all we stored then; libtorrent redraws
-  those every time), or with an ``interval`` of 0. ``interval`` is at most
-  :data:`MAX_SAMPLE_INTERVAL`. It is drawn among the hashes with a live peer, and a kept
-  hash whose peers have all expired since the draw is left out of what we send (libtorrent
-  sends it on until the redraw): the reply stays a subset of the kept sample, so asking
-  again still learns nothing new, and an indexer is not sent after a hash nobody announces
-  any more.
+  those every time), with an ``interval`` of 0, and once fewer than half of it is live (below).
+  ``interval`` is at most :data:`MAX_SAMPLE_INTERVAL`. It is drawn among the hashes with a
+  live peer, and a kept hash whose peers have all expired since the draw is left out of what
+  we send (libtorrent sends it on until the redraw), so an indexer is not sent after a hash
+  nobody announces any more. Announces live 30 minutes, so on a store that turns over a kept
+  sample would shrink to nothing long before 6 hours: once fewer than half of it is live it is
+  drawn anew, but at most once per ``interval / 24`` seconds (15 minutes at 6 hours, about
+  when half of a fresh sample has expired), so asking again and again learns at most 25
+  samples per ``interval``, however fast our hashes vanish.
 - Any other method: BEP 5's error 204, except that a query carrying a 20-byte ``target`` or
   ``info_hash`` is answered with the closest nodes (honouring a ``want`` list), as BEP 51
   suggests (and libtorrent does), so that nodes running newer extensions still make progress
@@ -148,6 +151,12 @@ DEFAULT_SAMPLE_INTERVAL = 21600
 MAX_SAMPLE_INTERVAL = 21600
 """BEP 51: ``interval`` "should not exceed 21600 seconds"; a larger one is refused (libtorrent
 clamps its setting to it)."""
+_EARLY_REDRAWS_PER_INTERVAL = 24
+# A kept sample less than half live is drawn anew at most once per sample_interval / 24 (15 min
+# at 6 hours): half of a sample of 30-min announces has expired about then. Hashes can vanish
+# as fast as anyone announces (a full store evicts its smallest swarms), so without the spacing
+# a crawler asking at the rate limit could read the store through our redraws; with it, it
+# learns at most 25 samples (500 hashes) per interval, and only as fast as the samples die.
 MAX_COUNTED_METHODS = 32
 """Distinct method names the ``queries`` counter keeps (the known ones first come well under
 it); queries with any further name are counted together under :data:`OTHER_METHODS`, so a node
@@ -522,9 +531,20 @@ class QueryHandler:
 
     def _live_sample(self, now: float) -> tuple[bytes, ...]:
         """The kept sample less the hashes whose peers have all expired since it was drawn
-        (left out, not replaced: a redraw here would hand a crawler new hashes as fast as
-        ours expire)."""
-        return tuple(h for h in self._current_sample(now) if self._peers.has_peers(h, now))
+        (left out, not replaced one for one: that would hand a crawler new hashes as fast as
+        ours expire). Once fewer than half of it is live, it is drawn anew, but no sooner
+        than ``sample_interval / 24`` after the last draw (see the module docstring)."""
+        sample = self._current_sample(now)
+        live = tuple(h for h in sample if self._peers.has_peers(h, now))
+        if 2 * len(live) < len(sample) and (
+            now - self._sample_at >= self.sample_interval / _EARLY_REDRAWS_PER_INTERVAL
+        ):
+            # Drawn among live hashes only (_current_sample expires the store first), so the
+            # new sample is whole; _sample_at restarts the interval and the spacing from now.
+            self._sample = None
+            sample = self._current_sample(now)
+            live = tuple(h for h in sample if self._peers.has_peers(h, now))
+        return live
 
     def _current_sample(self, now: float) -> tuple[bytes, ...]:
         """The BEP 51 sample to send at *now*: the one drawn last while ``sample_interval``
