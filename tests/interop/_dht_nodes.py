@@ -61,7 +61,6 @@ from bip_handshake import NodeInfo, PeerAddress
 from ._helpers import (
     ClientNotReadyError,
     StartProcess,
-    _die_with_parent,
     free_port,
     require_client,
     tcp_listening,
@@ -397,7 +396,8 @@ async def open_libtorrent_dht(
             stderr=log,
             cwd=workdir,
             start_new_session=True,
-            preexec_fn=_die_with_parent(),
+            # No parent-death signal: trio forks from a worker thread, whose exit after 10
+            # idle seconds would send it (see _die_with_parent); the caller stops the process.
         )
     try:
         async with trio.open_nursery() as nursery:

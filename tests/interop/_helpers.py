@@ -16,6 +16,7 @@ import signal
 import socket
 import struct
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -241,8 +242,13 @@ def _die_with_parent() -> Callable[[], None] | None:
     """A preexec_fn that makes the child get SIGKILL if the test process dies (Linux only).
 
     The kernel clears this when the child changes its user (opentracker does, with -u), so it is a
-    safety net, not the way we stop processes.
+    safety net, not the way we stop processes. None off the main thread: the kernel sends the
+    signal when the *thread* that forked the child exits, and a trio worker thread
+    (``trio.to_thread``, ``trio.lowlevel.open_process``) exits after 10 idle seconds, which
+    killed clients in the middle of slow tests (rtorrent "died during the test with status -9").
     """
+    if threading.current_thread() is not threading.main_thread():
+        return None
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         prctl = libc.prctl

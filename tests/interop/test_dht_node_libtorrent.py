@@ -78,9 +78,13 @@ async def net(tmp_path: Path) -> AsyncIterator[Net]:
         async with open_dht(
             (loopback_host(), 0), [lt.sessions[A].address], config=LOOPBACK
         ) as ours:
-            # libtorrent B pings us and takes us in: both of its nodes are ours to use.
+            # libtorrent B pings us and takes us in. A node that only queried us joins our
+            # table once it answers one of our queries (as in libtorrent): we ask B, so both
+            # libtorrent nodes are ours to use from the start.
             await lt.add_node(B, ours.addresses[0])
             await lt.wait_routing_table(B, 2)
+            with trio.fail_after(10):
+                await ours.ping(lt.sessions[B].address)
             yield Net(ours, lt)
             # Whatever the test did, libtorrent and our node agreed on every datagram.
             problems = wire_problems(ours.statistics())
