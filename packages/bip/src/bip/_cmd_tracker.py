@@ -14,7 +14,6 @@ Messages name a tracker by its shown URL (no query, no secret-looking path segme
 from __future__ import annotations
 
 import argparse
-import re
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
@@ -43,7 +42,14 @@ from ._client._http_tracker import HttpAnnounceResult, HttpTrackerClient, resolv
 from ._client._http_tracker_codec import PeerName, parse_http_tracker_url, scrape_url, shown_url
 from ._describe import json_text
 from ._errors import CLIError
-from ._inputs import info_hash_of, load_source, parse_endpoint, parse_info_hash, parse_port
+from ._inputs import (
+    WHOLE_NUMBER,
+    info_hash_of,
+    load_source,
+    parse_endpoint,
+    parse_info_hash,
+    parse_port,
+)
 from ._serve_loop import print_statistics_until_stopped
 
 __all__ = ["add_parser"]
@@ -86,15 +92,12 @@ _URL_HELP = (
 )
 
 
-# ASCII digits alone, as parse_port reads a port: int() would also take other scripts' digits
-# ("\u0666"), underscores and spaces; and bounded, int() of thousands of digits being slow.
-_WHOLE_NUMBER = re.compile("-?[0-9]{1,20}")
 _MAX_BYTES = 2**63 - 1  # BEP 15 sends the byte counts as signed 64-bit fields
 _MAX_NUM_WANT = 2**31 - 1  # BEP 15's num_want is a signed 32-bit field; HTTP's takes the same
 
 
 def _whole_number(text: str) -> int:
-    if _WHOLE_NUMBER.fullmatch(text) is None:
+    if WHOLE_NUMBER.fullmatch(text) is None:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
     return int(text)
 

@@ -30,6 +30,7 @@ from ._client._http_tracker_codec import parse_http_tracker_url, shown_url
 from ._errors import CLIError
 
 __all__ = [
+    "WHOLE_NUMBER",
     "check_tracker_url",
     "check_url",
     "info_hash_of",
@@ -136,7 +137,9 @@ def parse_info_hash(text: str) -> InfoHash:
         raise CLIError(str(error)) from error
 
 
-_PORT = re.compile("-?[0-9]{1,20}")  # bounded: int() of thousands of digits is refused, slowly
+# ASCII digits alone, and bounded: int() would also take other scripts' digits ("\u0666"),
+# underscores and spaces, and int() of thousands of digits is refused, slowly.
+WHOLE_NUMBER = re.compile("-?[0-9]{1,20}")
 
 
 def parse_port(text: str) -> int:
@@ -147,7 +150,7 @@ def parse_port(text: str) -> int:
     """
     # ASCII digits alone (a minus sign is read, for a clearer message): int() would also
     # take other scripts' digits ("\u0666\u0668\u0668\u0661"), underscores and spaces.
-    if _PORT.fullmatch(text) is None:
+    if WHOLE_NUMBER.fullmatch(text) is None:
         raise CLIError(f"not a port number: {text!r}")
     port = int(text)
     if not 0 <= port <= 0xFFFF:

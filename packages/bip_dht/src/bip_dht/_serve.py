@@ -542,8 +542,7 @@ class QueryHandler:
             # Drawn among live hashes only (_current_sample expires the store first), so the
             # new sample is whole; _sample_at restarts the interval and the spacing from now.
             self._sample = None
-            sample = self._current_sample(now)
-            live = tuple(h for h in sample if self._peers.has_peers(h, now))
+            return self._current_sample(now)
         return live
 
     def _current_sample(self, now: float) -> tuple[bytes, ...]:

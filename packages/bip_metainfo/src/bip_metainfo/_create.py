@@ -215,12 +215,13 @@ def _count_values(value: object) -> int:
 
 # How many directories deep (the torrent's top directory included) a file may lie, so that
 # libtorrent 2.1.1 loads the torrent. A v1 ``path`` (and any ``symlink path``) may have 100
-# components (libtorrent refuses 101: its error 219). A v2 file tree is bounded by its
-# bencoding depth limit instead (100 nested lists and dictionaries, measured): the .torrent
-# file, its info dict, the tree, the directories below it, the file's name, its "" dict, and
-# a symlink's target list; so a file at most 94 directories below the tree's root, 93 for a
-# symlink. Our reader takes deeper trees (MAX_FILE_TREE_DEPTH), which libtorrent cannot load.
-_MAX_V1_PATH = 100
+# components (libtorrent refuses 101: its error 219; our reader's bound). A v2 file tree is
+# bounded by its bencoding depth limit instead (100 nested lists and dictionaries, measured):
+# the .torrent file, its info dict, the tree, the directories below it, the file's name, its
+# "" dict, and a symlink's target list; so a file at most 94 directories below the tree's
+# root, 93 for a symlink. Our reader takes deeper trees (MAX_FILE_TREE_DEPTH), which
+# libtorrent cannot load.
+_MAX_V1_PATH = _info._MAX_PATH_COMPONENTS
 _MAX_V2_DEPTH = 95
 _MAX_V2_LINK_DEPTH = 94
 

@@ -21,7 +21,7 @@ API:
     starts over with every block free.
   - Queries: ``outstanding(peer)`` (oldest first, with the time each was sent),
     ``num_outstanding(peer)``, ``requesters(block)``, ``is_received(block)``,
-    ``sources(piece)``, ``worked_on_by_others(piece, peer)``,
+    ``sources(piece)``, ``is_asked_of(piece, peer)``, ``worked_on_by_others(piece, peer)``,
     ``started_pieces()``, ``free_blocks(piece)``, ``num_free(piece)``,
     ``have(piece)``, ``duplicate_candidates(peer_has, peer, limit)``.
 
@@ -230,6 +230,11 @@ class RequestBook:
         """The peers that delivered blocks of a started piece, with how many each."""
         state = self._pieces.get(piece)
         return dict(state.sources) if state is not None else {}
+
+    def is_asked_of(self, piece: int, peer: PeerKey) -> bool:
+        """Whether a block of ``piece`` is asked of ``peer`` and not settled. O(1)."""
+        state = self._pieces.get(piece)
+        return state is not None and peer in state.askers
 
     def worked_on_by_others(self, piece: int, peer: PeerKey) -> bool:
         """Whether a peer other than ``peer`` delivered a block of ``piece`` or is asked

@@ -706,10 +706,9 @@ class PiecePicker:
             held = [piece] if exclusive.get(piece) == peer else []
         if not held:
             return
-        asked = {block.piece for block in self.requests.outstanding(peer)}
         allowed = self._allowed_fast.get(peer, ())
         for owned in held:
-            if owned not in asked and owned not in allowed:
+            if not self.requests.is_asked_of(owned, peer) and owned not in allowed:
                 del self._exclusive[owned]
 
     def piece_passed(self, piece: int) -> tuple[PeerKey, ...]:
