@@ -332,6 +332,25 @@ def _network(host: _IP) -> int | None:
     return int(host) >> (8 if isinstance(host, IPv4Address) else 64)
 
 
+def _query_rule(
+    limit: object, busy: Callable[[PeerAddress], bool] | None
+) -> tuple[set[PeerAddress], Callable[[PeerAddress], bool]]:
+    """For one call that hands out queries: the addresses asked so far (one query per address
+    per call) and the rule that skips those and the ones *busy* names.
+
+    Raises:
+        LocalProtocolError: *limit* is not an int.
+    """
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise LocalProtocolError(f"limit is an int, got {limit!r}")
+    asked: set[PeerAddress] = set()
+
+    def skip(address: PeerAddress) -> bool:
+        return address.normalized() in asked or (busy is not None and busy(address))
+
+    return asked, skip
+
+
 class RoutingTable:
     """The buckets of one address family around our own id.
 
@@ -736,13 +755,7 @@ class RoutingTable:
         *busy*, when given, tells the addresses not to query now (a query to them is
         outstanding, say): their candidates stay for a later call, and their probes wait.
         """
-        if isinstance(limit, bool) or not isinstance(limit, int):
-            raise LocalProtocolError(f"limit is an int, got {limit!r}")
-        asked: set[PeerAddress] = set()  # one query per address per call
-
-        def skip(address: PeerAddress) -> bool:
-            return address.normalized() in asked or (busy is not None and busy(address))
-
+        asked, skip = _query_rule(limit, busy)
         out = self._candidate_queries(limit - 1, now, skip, asked)
         last = len(self._buckets) - 1
         for index, bucket in enumerate(self._buckets):
@@ -779,13 +792,7 @@ class RoutingTable:
         For a node that sends no fill queries: a querier joins a bucket only once it has
         answered us, so without this query it would wait for ever.
         """
-        if isinstance(limit, bool) or not isinstance(limit, int):
-            raise LocalProtocolError(f"limit is an int, got {limit!r}")
-        asked: set[PeerAddress] = set()  # one query per address per call
-
-        def skip(address: PeerAddress) -> bool:
-            return address.normalized() in asked or (busy is not None and busy(address))
-
+        asked, skip = _query_rule(limit, busy)
         return self._candidate_queries(limit, now, skip, asked, queriers_only=True)
 
     def _candidate_queries(
