@@ -17,7 +17,7 @@ import argparse
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import trio
 
@@ -33,13 +33,12 @@ from bip_utracker import (
     SwarmStore,
     TrackerServer,
     open_tracker_client,
-    parse_tracker_url,
     serve_tracker,
 )
 
 from ._arguments import add_command_group, add_serve_loop_options, add_timeout, positive
 from ._client._http_tracker import HttpAnnounceResult, HttpTrackerClient, resolve_peer_names
-from ._client._http_tracker_codec import PeerName, parse_http_tracker_url, scrape_url, shown_url
+from ._client._http_tracker_codec import PeerName, scrape_url, shown_url
 from ._describe import json_text
 from ._errors import CLIError
 from ._inputs import (
@@ -49,6 +48,7 @@ from ._inputs import (
     parse_endpoint,
     parse_info_hash,
     parse_port,
+    tracker_kind,
 )
 from ._serve_loop import print_statistics_until_stopped
 
@@ -374,24 +374,6 @@ def _swarm_target(text: str, *, v2: bool = False) -> tuple[InfoHash, Metainfo | 
     return info_hash, torrent
 
 
-_Kind = Literal["udp", "http"]
-
-
-def _check_url(url: str) -> _Kind:
-    """Which client asks ``url``: a :class:`~bip_utracker.TrackerError` names what is wrong
-    with a URL of a scheme we speak, a :class:`CLIError` refuses another scheme."""
-    scheme = url.partition("://")[0].lower() if "://" in url else ""
-    if scheme == "udp":
-        parse_tracker_url(url)
-        return "udp"
-    if scheme in ("http", "https"):
-        parse_http_tracker_url(url)
-        return "http"
-    raise CLIError(
-        f"only udp://, http:// and https:// trackers are supported, not {shown_url(url)!r}"
-    )
-
-
 def _local_address(text: str) -> str:
     """``--bind`` of ``announce`` and ``scrape``: one IP address as a socket binds it, as
     both clients read it (:func:`~bip_handshake.local_addresses_by_family`), checked once
@@ -487,7 +469,7 @@ async def _resolve_until(result: AnnounceResult, deadline: float) -> _Named:
 
 
 def _run_announce(args: argparse.Namespace) -> int:
-    kind = _check_url(args.url)
+    kind = tracker_kind(args.url)
     info_hash, torrent = _swarm_target(args.target, v2=args.v2)
     if args.peer_id is not None:
         try:
@@ -565,7 +547,7 @@ def _run_announce(args: argparse.Namespace) -> int:
 
 
 def _run_scrape(args: argparse.Namespace) -> int:
-    kind = _check_url(args.url)
+    kind = tracker_kind(args.url)
     targets = [_swarm_target(text)[0] for text in args.targets]
     swarm_ids = list(dict.fromkeys(target.swarm_ids()[0] for target in targets))
     shown = shown_url(args.url)

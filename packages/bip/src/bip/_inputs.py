@@ -12,6 +12,7 @@ import re
 import sys
 from collections.abc import Sequence
 from ipaddress import ip_address
+from typing import Literal
 from urllib.parse import urlsplit
 
 from bip_metainfo import (
@@ -40,6 +41,7 @@ __all__ = [
     "parse_endpoint",
     "parse_info_hash",
     "parse_port",
+    "tracker_kind",
 ]
 
 
@@ -225,6 +227,27 @@ def check_url(url: str, schemes: Sequence[str], what: str) -> None:
         )
 
 
+def tracker_kind(url: str) -> Literal["udp", "http"]:
+    """Which client the session asks ``url`` with (the scheme as ``Discovery._client_for``
+    picks it), once that client's own parser took it.
+
+    Raises:
+        CLIError: neither ``udp://``, ``http://`` nor ``https://``.
+        LocalProtocolError: the parser's reason (bip_utracker's ``TrackerError`` family,
+            which both parsers raise).
+    """
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme == "udp":
+        parse_tracker_url(url)
+        return "udp"
+    if scheme in ("http", "https"):
+        parse_http_tracker_url(url)
+        return "http"
+    raise CLIError(
+        f"only udp://, http:// and https:// trackers are supported, not {shown_url(url)!r}"
+    )
+
+
 def check_tracker_url(url: str) -> None:
     """Refuse a tracker URL the session would skip: one it has no client for (neither
     ``udp://``, ``http://`` nor ``https://``), or one that client's own parser refuses
@@ -235,16 +258,7 @@ def check_tracker_url(url: str) -> None:
     Raises:
         CLIError: the parser's reason, naming the URL as logs show it (no query: a passkey).
     """
-    # The scheme as the session picks the client (Discovery._client_for), then its parser.
-    scheme = url.partition("://")[0].lower() if "://" in url else ""
     try:
-        if scheme == "udp":
-            parse_tracker_url(url)
-        elif scheme in ("http", "https"):
-            parse_http_tracker_url(url)
-        else:
-            raise CLIError(
-                f"only udp://, http:// and https:// trackers are supported, not {shown_url(url)!r}"
-            )
+        tracker_kind(url)
     except LocalProtocolError as error:
         raise CLIError(str(error)) from None
