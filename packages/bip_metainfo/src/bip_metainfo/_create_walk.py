@@ -24,15 +24,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ._errors import CreateError, MetainfoError
-from ._info import DEFAULT_MAX_FILES
+from ._info import BITCOMET_PAD, DEFAULT_MAX_FILES
 from ._paths import resolve_duplicates, sanitize_name, sanitize_path, sanitize_symlink_target
 
 # Entries create_torrent leaves out, at DEBUG: one record each (the walk stats every entry
 # anyway, so this is no cost next to it); hidden files, left out on request, are not logged.
 _log = logging.getLogger("bip_metainfo.create")
 
-# A v1 file whose path holds this is read as a pad file (BitComet names them so).
-_BITCOMET_PAD = "_____padding_file_"
 _PAD_HINT = "readers take such a file for BitComet padding and leave it out; rename it"
 _RULES = (
     'names must suit every system: no control characters, \\ / : * ? " < > |, trailing '
@@ -260,8 +258,8 @@ def _check_names(name: str, entries: list[_Entry], *, v1: bool, portable: bool =
             f"the torrent's name {name!r} would be {readers or '(its info-hash)'!r} to its "
             f"readers ({_RULES}); rename it"
         )
-    if v1 and _BITCOMET_PAD in name:
-        raise CreateError(f"the torrent's name {name!r} holds {_BITCOMET_PAD!r}: {_PAD_HINT}")
+    if v1 and BITCOMET_PAD in name:
+        raise CreateError(f"the torrent's name {name!r} holds {BITCOMET_PAD!r}: {_PAD_HINT}")
     cache: dict[str, str] = {}  # a deep tree repeats its directories' names in every path
 
     def sanitised(component: str) -> str:
@@ -278,8 +276,8 @@ def _check_names(name: str, entries: list[_Entry], *, v1: bool, portable: bool =
                 f"{entry.source!r}: readers of the torrent would call it "
                 f"{'/'.join((name, *path))!r} ({_RULES}); rename it"
             )
-        if v1 and any(_BITCOMET_PAD in component for component in path):
-            raise CreateError(f"{entry.source!r}: the name holds {_BITCOMET_PAD!r}: {_PAD_HINT}")
+        if v1 and any(BITCOMET_PAD in component for component in path):
+            raise CreateError(f"{entry.source!r}: the name holds {BITCOMET_PAD!r}: {_PAD_HINT}")
         if portable and entry.symlink is not None:
             target = sanitize_symlink_target(entry.symlink)
             if target != entry.symlink:

@@ -76,6 +76,10 @@ directories below the root (a symlink: 93). :func:`~bip_metainfo.create_torrent`
 nothing deeper than libtorrent loads. A v1 ``path`` and a ``symlink path`` may have at most
 100 components (libtorrent 2.1.1 refuses 101)."""
 
+# A v1 file whose path holds this is read as a pad file (BitComet names its pad files so
+# rather than flagging them); create_torrent refuses such names for the same reason.
+BITCOMET_PAD = "_____padding_file_"
+
 # A v1 ``path`` or a BEP 47 ``symlink path`` (v1 or v2): libtorrent 2.1.1 takes 100
 # components and refuses 101 (its error 219). Checked before any per-component work, as
 # libtorrent's max_directory_depth is: a path of two million components costs seconds and
@@ -525,7 +529,7 @@ def _v1_entry(
         # rather than guess which was meant.
         raise _fail(K.INVALID_PAD_FILE, f"{where} is both a pad file and a symlink")
     if (
-        any("_____padding_file_" in part for part in path)
+        any(BITCOMET_PAD in part for part in path)
         and "p" not in attributes
         and "l" not in attributes
     ):
