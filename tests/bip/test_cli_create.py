@@ -145,7 +145,7 @@ def test_refuses_to_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     [
         (["--piece-size", "20000"], "cannot create a torrent of"),
         (["-t", "127.0.0.1:6969"], "bad tracker URL"),
-        (["-t", "udp://[::1"], "bad tracker URL"),
+        (["-t", "udp://[::1"], "not a tracker URL"),
         (["-w", "udp://127.0.0.1/x"], "bad web seed URL"),
         (["--node", "127.0.0.1"], "missing port"),
         (["--threads", "0"], "--threads must be at least 1"),

@@ -21,13 +21,16 @@ from . import __version__
 from ._describe import safe_text, torrent_version
 from ._errors import CLIError
 from ._humanize import format_size, parse_size
-from ._inputs import check_url, parse_endpoint
+from ._inputs import check_tracker_url, check_url, parse_endpoint
 from ._progress import ProgressBar
 
 __all__ = ["add_parser", "run"]
 
 _TRACKER_SCHEMES = ("udp", "http", "https", "ws", "wss")
 """Announce URL schemes clients know (BEP 3, BEP 15, WebTorrent); anything else is a typo."""
+
+_WEBTORRENT_SCHEMES = ("ws", "wss")
+"""WebTorrent trackers: bip announces to none, but the torrent is for every client."""
 
 _WEB_SEED_SCHEMES = ("http", "https", "ftp")
 """BEP 19 web seeds are plain file servers."""
@@ -146,13 +149,29 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.set_defaults(func=run)
 
 
+def _check_tracker(url: str) -> None:
+    """Refuse a ``--tracker`` URL: a ``udp://``, ``http://`` or ``https://`` one as ``bip
+    download`` and ``bip seed`` refuse it (the announcing client's own parser, the same
+    message: a UDP URL without a port, port 0, no host...), a ``ws://`` or ``wss://`` one
+    (WebTorrent's, which other clients announce to) if it has no host, any other scheme.
+
+    Raises:
+        CLIError: naming the URL and what is wrong with it.
+    """
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme in _TRACKER_SCHEMES and scheme not in _WEBTORRENT_SCHEMES:
+        check_tracker_url(url)
+    else:
+        check_url(url, _TRACKER_SCHEMES, "tracker")
+
+
 def _tiers(values: list[str]) -> list[list[str]]:
     """``--tracker`` values as BEP 12 tiers, each URL checked."""
     tiers = []
     for value in values:
         tier = [url.strip() for url in value.split(",") if url.strip()]
         for url in tier:
-            check_url(url, _TRACKER_SCHEMES, "tracker")
+            _check_tracker(url)
         if tier:
             tiers.append(tier)
     return tiers
@@ -287,8 +306,8 @@ def _wait_for_stop(finished: threading.Event) -> None:
     Every hashing thread stops within one read, but a read the OS never completes (a
     hung network mount) would leave Ctrl-C silent for ever: after :data:`_STOP_GRACE`
     seconds (with a warning), or at a second Ctrl-C, it stops waiting and the interrupt
-    goes on to its ``bip: error`` line. (The interpreter still joins the hashing pool's
-    threads at exit: a read that never completes holds the process there.)
+    goes on to its ``bip: error`` line, and the process exits: the hashing threads are
+    daemon threads, which the interpreter does not wait for.
     """
     try:
         if not finished.wait(_STOP_GRACE):

@@ -231,7 +231,8 @@ def _check_limits(
 ) -> None:
     """Refuse, before any hashing, a torrent its readers would refuse for its size.
 
-    ``torrent`` is the torrent as it will be, with every hash a placeholder: readers
+    ``torrent`` is the torrent as it will be, with every hash a placeholder (and one
+    piece layer for each length of file that has one, the fewest there can be): readers
     count pad files among the files, take no file larger than ``MAX_FILE_SIZE`` (about
     16 TiB, libtorrent's limit), no v1 ``path`` or ``symlink path`` of more than 100
     components, no v2 file tree deeper than libtorrent's bencoding depth limit allows (a
@@ -268,6 +269,11 @@ def _check_limits(
                 f"the symlink {entry.source!r} points {len(entry.symlink)} components deep, more "
                 f"than the {_MAX_V1_PATH} a torrent's readers take"
             )
+    _check_values(torrent)
+
+
+def _check_values(torrent: dict[str, Any]) -> None:
+    """Refuse a torrent of more bencoded values than readers decode (``DEFAULT_MAX_VALUES``)."""
     values = _count_values(torrent)
     if values > DEFAULT_MAX_VALUES:
         raise CreateError(
@@ -437,9 +443,11 @@ def create_torrent(
             symlink's target of more than 100 components, more than
             :data:`~bip_metainfo.MAX_URLS` trackers (or web seeds, HTTP seeds,
             nodes), a directory reached twice through followed links, or a path
-            that is neither a file nor a directory (or no longer a regular file
-            when it is read). All of these but the last are found before any
-            hashing.
+            that is neither a file nor a directory (or no longer a regular file,
+            or another file, when it is read). All of these but the last are found
+            before any hashing, but for a bencoded value count pushed over the
+            limit by files of one length that turn out to differ (identical files
+            share one piece layer).
         ValueError: other invalid arguments (a bad ``version``, ``threads``...).
         CreateCancelled: ``cancel`` was set.
     """
@@ -549,14 +557,17 @@ def create_torrent(
     if http:
         torrent["httpseeds"] = http
     if v2:
-        # One placeholder per file of more than one piece: each gets a layer below.
+        # ``piece layers`` is keyed by pieces root, and identical files share one root
+        # (one layer), which only hashing finds. Files of different lengths never do:
+        # one placeholder per length of more than one piece is the fewest layers the
+        # torrent can have, so what this refuses the real torrent is refused for too.
         torrent["piece layers"] = {
-            index.to_bytes(32, "big"): b""
-            for index, entry in enumerate(data)
-            if entry.length > piece_length
+            length.to_bytes(32, "big"): b""
+            for length in {entry.length for entry in data if entry.length > piece_length}
         }
-    # Everything a reader could refuse the torrent for is known now: checked before
-    # hashing, which can take hours, rather than by parsing the result.
+    # Everything a reader could refuse the torrent for is known now (the value count
+    # as a lower bound): checked before hashing, which can take hours, rather than by
+    # parsing the result.
     _check_limits(files, data, torrent, v1=v1, v2=v2)
 
     _log.debug(
@@ -593,6 +604,8 @@ def create_torrent(
         info["file tree"] = _file_tree(files, name)
         # Written even when empty (every file fits in a piece), as libtorrent does.
         torrent["piece layers"] = {entry.pieces_root: entry.layer for entry in data if entry.layer}
+        # Exactly now: files of one length that differ each have a layer of their own.
+        _check_values(torrent)
     metainfo = Metainfo.from_bytes(encode(torrent))
     _log.debug(
         "created torrent %s (%r) in %.2f s",

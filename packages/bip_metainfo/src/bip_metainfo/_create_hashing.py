@@ -5,8 +5,9 @@ one file's bytes) holding whole pieces; :func:`_hash_v1` gives the SHA-1 of each
 piece of their concatenation, :func:`_hash_v2` the BEP 52 merkle hash of each
 piece of each file (and, for hybrid torrents, the SHA-1s of the same pieces,
 padded, from the same read). Both read through a :class:`_Reader`, which opens
-the files in turn (regular files only: :func:`_open_regular`) and raises
-:class:`OSError` if one changed size while it was hashed, into a buffer of this
+the files in turn (regular files only, and the very files the walk found:
+:func:`_open_regular`) and raises :class:`OSError` if one changed size while it
+was hashed, into a buffer of this
 thread's own (:func:`_buffer`), a chunk at a time, so each chunk is hashed while
 it is still in the CPU's cache; they check ``stop`` before each chunk and raise
 :class:`_StoppedError` when it says so.
@@ -28,8 +29,9 @@ from ._merkle import BLOCK_SIZE, subtree_root
 
 _Stop: TypeAlias = Callable[[], bool]
 # A run of one file's bytes: (source, offset, length, the file's length, zeros that
-# follow the file in the v1 piece space).
-_Run: TypeAlias = tuple[str, int, int, int, int]
+# follow the file in the v1 piece space, the file's (st_dev, st_ino) as the walk saw it,
+# or None where the walk got no inode number).
+_Run: TypeAlias = tuple[str, int, int, int, int, tuple[int, int] | None]
 
 _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # Windows: none (and no FIFOs in a folder)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -51,25 +53,37 @@ def _buffer(size: int) -> memoryview:
     return memoryview(buffer)
 
 
-def _open_regular(source: str) -> Any:
-    """Open ``source`` for reading, unbuffered, refusing anything but a regular file.
+def _open_regular(source: str, identity: tuple[int, int] | None) -> Any:
+    """Open ``source`` for reading, unbuffered, refusing anything but the regular file
+    the walk found.
 
     The walk saw a regular file, but it may have been replaced since (hashing can take
     hours): a FIFO swapped in would block a plain ``open`` until a writer comes, and
     then every read, pinning a hashing thread for ever, beyond the reach of ``cancel``
     (the pool waits for its threads). So the file is opened with ``O_NONBLOCK``, which
-    never waits, checked with ``fstat``, and only then made blocking again.
+    never waits, checked with ``fstat``, and only then made blocking again. Another
+    regular file put in its place (a rename over it, as editors and downloaders save)
+    would be hashed in its stead, under the length the walk found: so the opened file
+    must also be the walk's, by ``identity`` (``(st_dev, st_ino)``; None where the
+    walk had no inode number, as ``DirEntry.stat`` on Windows, and then no check).
 
     Raises:
-        CreateError: ``source`` is no longer a regular file.
+        CreateError: ``source`` is no longer a regular file, or another file than the
+            walk's.
         OSError: it cannot be opened.
     """
     fd = os.open(source, os.O_RDONLY | _O_NONBLOCK | _O_CLOEXEC | _O_BINARY)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             raise CreateError(
                 f"{source!r} is no longer a regular file: it was replaced while the torrent "
                 "was being created"
+            )
+        if identity is not None and (info.st_dev, info.st_ino) != identity:
+            raise CreateError(
+                f"{source!r} is another file than the one the torrent was planned from: it "
+                "was replaced while the torrent was being created"
             )
         if _O_NONBLOCK:
             os.set_blocking(fd, True)
@@ -88,13 +102,13 @@ class _Reader:
         self._runs = iter(runs)
         self._file: Any = None
         self._left = 0
-        self._run: _Run = ("", 0, 0, 0, 0)
+        self._run: _Run = ("", 0, 0, 0, 0, None)
 
     def _next(self) -> None:
         self.close()
         self._run = run = next(self._runs)
-        source, offset, length, _, _ = run
-        self._file = file = _open_regular(source)
+        source, offset, length, _, _, identity = run
+        self._file = file = _open_regular(source, identity)
         if offset:
             file.seek(offset)
         elif hasattr(os, "posix_fadvise"):
@@ -116,14 +130,14 @@ class _Reader:
             self._left -= count
             view = view[count:]
             if not self._left:
-                _, offset, length, file_length, _ = self._run
+                _, offset, length, file_length, _, _ = self._run
                 if offset + length == file_length:
                     size = os.fstat(self._file.fileno()).st_size
                     if size != file_length:
                         self._changed(f"it is now {size} bytes")
 
     def _changed(self, how: str) -> None:
-        source, _, _, file_length, _ = self._run
+        source, _, _, file_length, _, _ = self._run
         raise OSError(
             errno.EIO,
             f"the file changed while it was hashed: it had {file_length} bytes and {how}",
@@ -186,7 +200,7 @@ def _hash_v2(
     nodes: list[bytes] = []
     reader = _Reader(runs)
     try:
-        for _, offset, length, file_length, pad in runs:
+        for _, offset, length, file_length, pad, _ in runs:
             whole = file_length <= piece_length
             leaves: list[bytes] = []
             hasher = sha1()

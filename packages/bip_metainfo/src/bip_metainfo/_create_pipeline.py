@@ -1,25 +1,26 @@
 """Creating torrents: the thread pipeline that hashes every file on every core.
 
 :func:`_hash_files`, called by :func:`~bip_metainfo.create_torrent` on the
-calling thread, starts a pool of hashing threads; :func:`_plan_v1` or
-:func:`_plan_v2` cuts the files (the :class:`._create_walk._Entry` list) into
-jobs of whole pieces, about :data:`_JOB_BYTES` each, that run
-:mod:`._create_hashing`'s hash functions on the pool; and a :class:`_Pipeline`
-keeps at most two jobs per thread in flight, collects their results in order
-(the v1 piece hashes, and each file's v2 piece layer and pieces root, stored in
-its entry), reports progress and stops every thread on cancellation
-(:class:`CreateCancelled`) or error. The torrent itself is built by
-:mod:`._create`.
+calling thread, starts a pool of hashing threads (``_HashPool``);
+:func:`_plan_v1` or :func:`_plan_v2` cuts the files (the
+:class:`._create_walk._Entry` list) into jobs of whole pieces, about
+:data:`_JOB_BYTES` each, that run :mod:`._create_hashing`'s hash functions on
+the pool; and a :class:`_Pipeline` keeps at most two jobs per thread in flight,
+collects their results in order (the v1 piece hashes, and each file's v2 piece
+layer and pieces root, stored in its entry), reports progress and stops every
+thread on cancellation (:class:`CreateCancelled`) or error. The torrent itself
+is built by :mod:`._create`.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Final, TypeAlias
 
@@ -49,13 +50,75 @@ class CreateCancelled(Exception):  # noqa: N818 - named for what happened, like 
 # the size of the files.
 
 
+_Job: TypeAlias = tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]
+
+
+class _HashPool:
+    """The hashing threads: daemon threads taking jobs from a queue, started as needed.
+
+    Not a ``ThreadPoolExecutor``: the interpreter joins every executor's threads as it
+    exits, so one stuck in a read the OS never completes (a hung network mount) held
+    the process for ever, even after the caller had reported :class:`CreateCancelled`
+    (``bip create`` after Ctrl-C). Daemon threads are not waited for at exit;
+    ``shutdown``, on every way out of ``_hash_files``, still waits for each
+    one, so none outlives a call that returns. (``Future`` made here, as asyncio's
+    ``run_coroutine_threadsafe`` makes its own.)
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+
+    def submit(self, function: Callable[..., Any], *args: Any) -> Future[Any]:
+        """Queue ``function(*args)``; its future holds the result or the exception."""
+        future: Future[Any] = Future()
+        self._queue.put((future, function, args))
+        if len(self._threads) < self._size:  # one thread a job, up to the size
+            thread = threading.Thread(
+                target=self._work, name=f"bip-hash_{len(self._threads)}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+        return future
+
+    def _work(self) -> None:
+        while (job := self._queue.get()) is not None:
+            future, function, args = job
+            if not future.set_running_or_notify_cancel():
+                continue  # cancelled while queued
+            try:
+                result = function(*args)
+            except BaseException as error:  # handed to the collecting thread
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+            del future, function, args, job  # a finished job's data is not held while idle
+
+    def shutdown(self, *, cancel: bool) -> None:
+        """Wait for every thread to end, after its current job (with ``cancel``, dropping
+        the jobs no thread has taken yet)."""
+        if cancel:
+            while True:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is not None:
+                    job[0].cancel()
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
+
+
 class _Pipeline:
     """Hands jobs to the pool and collects their results in order, a bounded number
     in flight, reporting progress and checking for cancellation as they complete."""
 
     def __init__(
         self,
-        pool: ThreadPoolExecutor,
+        pool: _HashPool,
         *,
         in_flight: int,
         total: int,
@@ -147,7 +210,7 @@ def _plan_v1(
         offset = 0
         while offset < entry.length:
             count = min(entry.length - offset, job - size)
-            runs.append((entry.source, offset, count, entry.length, 0))
+            runs.append((entry.source, offset, count, entry.length, 0, entry.identity))
             offset += count
             size += count
             if size == job:
@@ -205,7 +268,7 @@ def _plan_v2(
             left = entry.length - offset
             count = left if left <= room else room // piece_length * piece_length
             if count:
-                runs.append((entry.source, offset, count, entry.length, entry.pad))
+                runs.append((entry.source, offset, count, entry.length, entry.pad, entry.identity))
                 owners.append((entry, -(-count // piece_length)))
                 offset += count
                 size += count
@@ -241,17 +304,18 @@ def _hash_files(
         # Pieces and chunks are both powers of two, so one holds whole others.
         chunk = 1 << (chunk.bit_length() - 1)
     out = bytearray()
-    with ThreadPoolExecutor(threads, thread_name_prefix="bip-hash") as pool:
-        pipe = _Pipeline(pool, in_flight=2 * threads, total=total, progress=progress, cancel=cancel)
-        try:
-            pipe.start()
-            if v2:
-                _plan_v2(pipe, files, piece_length=piece_length, chunk=chunk, v1=v1, out=out)
-            else:
-                _plan_v1(pipe, files, piece_length, chunk, out)
-            pipe.finish()
-        except BaseException:
-            pipe.abort.set()
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
+    pool = _HashPool(threads)
+    pipe = _Pipeline(pool, in_flight=2 * threads, total=total, progress=progress, cancel=cancel)
+    try:
+        pipe.start()
+        if v2:
+            _plan_v2(pipe, files, piece_length=piece_length, chunk=chunk, v1=v1, out=out)
+        else:
+            _plan_v1(pipe, files, piece_length, chunk, out)
+        pipe.finish()
+    except BaseException:
+        pipe.abort.set()
+        pool.shutdown(cancel=True)
+        raise
+    pool.shutdown(cancel=False)
     return bytes(out), pipe.max_in_flight

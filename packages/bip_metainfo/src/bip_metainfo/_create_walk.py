@@ -7,11 +7,11 @@ owner may execute, ``h`` for hidden files on Windows, ``l`` for symbolic links
 stored as links (their targets resolved lexically by :func:`_link_target`, links
 out of the torrent left out). It refuses names that are not UTF-8, more files
 than a torrent may hold and, when links are followed, dangling links, loops and
-directories reached twice. :func:`_check_names` then refuses names the
-torrent's readers would change (so the torrent could not be seeded from the
-files it was made of). The entries are then filled in by
-the hashing (:mod:`._create_pipeline`) and read by :mod:`._create`, which builds
-the torrent from them; nothing here reads file data.
+directories reached twice (loops through Windows junctions, which it walks into,
+always). :func:`_check_names` then refuses names the torrent's readers would
+change (so the torrent could not be seeded from the files it was made of). The
+entries are then filled in by the hashing (:mod:`._create_pipeline`) and read by
+:mod:`._create`, which builds the torrent from them; nothing here reads file data.
 """
 
 from __future__ import annotations
@@ -49,6 +49,9 @@ class _Entry:
     executable: bool
     symlink: tuple[str, ...] | None = None  # BEP 47 target, from the torrent's root
     hidden: bool = False  # the Windows hidden attribute
+    # (st_dev, st_ino) as the walk saw it, so hashing reads this very file, not one renamed
+    # over it since; None where the walk gets no inode number (DirEntry.stat on Windows).
+    identity: tuple[int, int] | None = None
     pad: int = 0  # zeros after it in the v1 piece space (hybrid torrents)
     pieces_root: bytes | None = None
     layer: bytes = b""  # BEP 52 piece layer, for files of more than one piece
@@ -73,6 +76,7 @@ def _entry(path: tuple[str, ...], source: str, info: os.stat_result) -> _Entry:
         info.st_size,
         executable=bool(info.st_mode & stat.S_IXUSR),
         hidden=bool(attributes & stat.FILE_ATTRIBUTE_HIDDEN),
+        identity=(info.st_dev, info.st_ino) if info.st_ino else None,
     )
 
 
@@ -164,6 +168,7 @@ def _scan(root: str, *, include_hidden: bool, follow_symlinks: bool) -> tuple[li
     # then: without links a tree reaches each directory once, and some file systems
     # (FUSE, network mounts) give different directories one inode number.
     visited = {(top.st_dev, top.st_ino): root}
+    may_loop = follow_symlinks or os.name == "nt"
     while stack:
         directory, prefix, ancestors = stack.pop()
         with os.scandir(directory) as items:
@@ -202,7 +207,12 @@ def _scan(root: str, *, include_hidden: bool, follow_symlinks: bool) -> tuple[li
             else:
                 info = item.stat(follow_symlinks=False)
             if stat.S_ISDIR(info.st_mode):
-                key = _directory_key(item.path, info)
+                # Only a followed link can lead back to a directory (or reach one twice):
+                # with links stored a tree cannot loop, and some file systems (FUSE,
+                # network mounts) give a directory and one below it one inode number, so
+                # there the check would refuse a sound tree (libtorrent has none). Windows
+                # junctions are no symlinks to is_symlink, and are walked into: checked.
+                key = _directory_key(item.path, info) if may_loop else None
                 if key is not None:
                     if key in ancestors:
                         raise OSError(

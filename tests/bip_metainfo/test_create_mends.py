@@ -1,0 +1,169 @@
+"""create_torrent mends: a file renamed over between the walk and its hashing is refused, not
+hashed in its stead; stored links do not make the walk refuse directories that share an
+inode number with an ancestor; identical files count one piece layer against the value
+limit, as readers count it."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bip_metainfo import CreateError, _create, _create_walk, create_torrent
+from bip_metainfo._create_hashing import _open_regular
+from bip_metainfo._tokens import _count_values
+
+POSIX = pytest.mark.skipif(os.name != "posix", reason="inode numbers from DirEntry; no junctions")
+
+
+class _Progress:
+    """A progress callback that records its calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+
+    def __call__(self, done: int, total: int) -> None:
+        self.calls.append((done, total))
+
+
+def test_a_file_renamed_over_after_the_walk_is_refused(tmp_path: Path) -> None:
+    """Before: the new file was hashed under the old one's name and length, silently."""
+    root = tmp_path / "t"
+    root.mkdir()
+    (root / "a").write_bytes(b"a" * 1000)
+    (root / "b").write_bytes(b"b" * 1000)
+
+    def progress(done: int, total: int) -> None:
+        if done == 0:  # the walk is over, no file read yet: save b as editors save
+            (root / "b.new").write_bytes(b"B" * 1000)
+            os.replace(root / "b.new", root / "b")
+
+    with pytest.raises(CreateError, match="is another file than the one") as caught:
+        create_torrent(root, progress=progress, threads=1)
+    assert str(root / "b") in str(caught.value)
+    # The same file, rewritten in place, is still the walk's (its size is checked as read).
+    assert create_torrent(root, threads=1).info.total_size == 2000
+
+
+def test_open_regular_checks_identity_only_where_the_walk_had_one(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"f")
+    info = os.stat(path)
+    with _open_regular(str(path), (info.st_dev, info.st_ino)) as file:
+        assert file.read() == b"f"
+    with _open_regular(str(path), None) as file:  # DirEntry.stat on Windows: no inode
+        assert file.read() == b"f"
+    with pytest.raises(CreateError, match="another file"):
+        _open_regular(str(path), (info.st_dev, info.st_ino + 1))
+
+
+@POSIX
+def test_stored_links_walk_a_directory_sharing_its_parents_inode_number(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: with links stored (nothing can loop), x/x sharing x's inode number (as on
+    some FUSE and network mounts) was refused as a symbolic link loop."""
+    root = tmp_path / "t"
+    (root / "x" / "x").mkdir(parents=True)
+    (root / "x" / "x" / "f").write_bytes(b"f" * 10)
+
+    def by_name(path: str, info: os.stat_result) -> tuple[int, int]:
+        return (0, hash(os.path.basename(path)))  # x and x/x: one "inode"
+
+    monkeypatch.setattr(_create_walk, "_directory_key", by_name)
+    torrent = create_torrent(root, creation_date=None)
+    assert [f.path_str() for f in torrent.files] == ["t/x/x/f"]
+    with pytest.raises(OSError, match="symbolic link loop") as caught:
+        create_torrent(root, symlinks="follow")  # following links, the check still runs
+    assert caught.value.errno == errno.ELOOP
+
+
+def _same_length_files(root: Path, second: bytes) -> Path:
+    root.mkdir()
+    (root / "a").write_bytes(b"z" * 100_000)  # seven pieces of 16 KiB: a piece layer
+    (root / "b").write_bytes(second)
+    (root / "c").write_bytes(b"c" * 10)
+    return root
+
+
+def test_identical_files_count_one_piece_layer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: each copy counted a layer of its own (two values each), so a torrent readers
+    take was refused at the limit."""
+    root = _same_length_files(tmp_path / "t", b"z" * 100_000)
+    options = {"piece_length": 16384, "creation_date": None}
+    data = create_torrent(root, **options).to_bytes()  # type: ignore[arg-type]
+    exact = _count_values(data, 10**9)
+    monkeypatch.setattr(_create, "DEFAULT_MAX_VALUES", exact)
+    assert create_torrent(root, **options).to_bytes() == data  # type: ignore[arg-type]
+    monkeypatch.setattr(_create, "DEFAULT_MAX_VALUES", exact - 1)
+    progress = _Progress()
+    with pytest.raises(CreateError, match=f"{exact} bencoded values"):
+        create_torrent(root, progress=progress, **options)  # type: ignore[arg-type]
+    assert progress.calls == []  # refused before any hashing
+
+
+def test_files_of_one_length_that_differ_are_counted_exactly_after_hashing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _same_length_files(tmp_path / "t", b"y" * 100_000)
+    options = {"piece_length": 16384, "creation_date": None}
+    exact = _count_values(create_torrent(root, **options).to_bytes(), 10**9)  # type: ignore[arg-type]
+    monkeypatch.setattr(_create, "DEFAULT_MAX_VALUES", exact)
+    create_torrent(root, **options)  # type: ignore[arg-type]
+    monkeypatch.setattr(_create, "DEFAULT_MAX_VALUES", exact - 1)
+    progress = _Progress()
+    with pytest.raises(CreateError, match=f"{exact} bencoded values"):
+        create_torrent(root, progress=progress, **options)  # type: ignore[arg-type]
+    assert progress.calls[-1] == (200_010, 200_010)  # only hashing told the layers apart
+    monkeypatch.setattr(_create, "DEFAULT_MAX_VALUES", exact - 3)  # even one layer is too many
+    progress = _Progress()
+    with pytest.raises(CreateError, match=f"{exact - 2} bencoded values"):
+        create_torrent(root, progress=progress, **options)  # type: ignore[arg-type]
+    assert progress.calls == []
+
+
+_STUCK_READ = """
+import sys, threading
+from bip_metainfo import _create_pipeline, create_torrent
+
+stuck = threading.Event()
+
+def never_returns(*args):
+    stuck.set()
+    threading.Event().wait()  # a read the OS never completes: deaf to the stop flag
+
+_create_pipeline._hash_v1 = never_returns
+cancel = threading.Event()
+work = lambda: create_torrent(sys.argv[1], version="v1", cancel=cancel, threads=1)
+threading.Thread(target=work, daemon=True).start()  # as bip create runs it
+assert stuck.wait(10)
+cancel.set()
+print("cancelled", flush=True)
+"""
+
+
+def test_a_hashing_thread_stuck_in_a_read_does_not_hold_the_process_at_exit(
+    tmp_path: Path,
+) -> None:
+    """Before: the interpreter joined the ThreadPoolExecutor's threads at exit, so after
+    Ctrl-C ``bip create`` printed its error but never exited."""
+    script = tmp_path / "stuck.py"
+    script.write_text(_STUCK_READ)
+    (tmp_path / "f").write_bytes(b"f" * 100)
+    try:
+        done = subprocess.run(
+            [sys.executable, str(script), str(tmp_path / "f")],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the process did not exit: it waited for the stuck hashing thread")
+    assert (done.returncode, done.stdout) == (0, "cancelled\n"), done.stderr
