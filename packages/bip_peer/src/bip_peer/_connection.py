@@ -127,7 +127,9 @@ from ._messages import (
 
 __all__ = [
     "DEFAULT_MAX_PEER_REQUESTS",
+    "EXTENDED_HANDSHAKE_MIN_COST",
     "MAX_CANCELLED_REQUESTS",
+    "MAX_EXTENDED_HANDSHAKE_BYTES",
     "MAX_EXTENSION_NAME_LENGTH",
     "MAX_PEER_EXTENSION_NAMES",
     "BlockKey",
@@ -153,6 +155,21 @@ MAX_PEER_EXTENSION_NAMES: Final = 64
 ones we speak ourselves (in our ``m``): clients name about a dozen. Names past this, and names
 longer than :data:`MAX_EXTENSION_NAME_LENGTH`, are ignored, since later handshakes add to the
 map and a peer sending thousands of made-up names in each would otherwise grow it forever."""
+
+MAX_EXTENDED_HANDSHAKE_BYTES: Final = 1024 * 1024
+"""The budget of one connection for the extended handshakes it receives: 1 MiB in all, each
+counted as at least :data:`EXTENDED_HANDSHAKE_MIN_COST` bytes. A handshake past it is a
+protocol error.
+
+BEP 10 lets a peer send its handshake again (to switch an extension on or off), and each one
+is decoded (about 0.2 s of CPU per MiB of nested junk) and handed to every service and to the
+owner. Real clients send one or two of a few hundred bytes; the budget allows 16 of the
+largest (:data:`~bip_peer.MAX_EXTENDED_HANDSHAKE_SIZE`) or 1024 small ones."""
+
+EXTENDED_HANDSHAKE_MIN_COST: Final = 1024
+"""What a received extended handshake shorter than this costs of
+:data:`MAX_EXTENDED_HANDSHAKE_BYTES`: it bounds how many times a peer's handshakes reach the
+services, not only how many bytes are decoded."""
 
 BlockKey: TypeAlias = tuple[int, int, int]
 """A block request as ``(index, begin, length)``."""
@@ -329,6 +346,7 @@ class PeerConnection:
         "_decoder",
         "_error",
         "_fast",
+        "_handshake_budget",
         "_info_hash",
         "_limits",
         "_max_block_length",
@@ -456,6 +474,7 @@ class PeerConnection:
         self._their_ext_ids: dict[str, int] = {}
         self._their_handshake: ExtendedHandshake | None = None
         self._our_handshake: ExtendedHandshake | None = None
+        self._handshake_budget = MAX_EXTENDED_HANDSHAKE_BYTES  # bytes left for theirs
         self._upload_only = False
         self._peer_upload_only = False
 
@@ -1094,6 +1113,13 @@ class PeerConnection:
         _clear_bit(self._pending_haves, index)
 
     def _on_extended_handshake(self, payload: bytes) -> Event:
+        # Charged before decoding: the decode is what a flood of handshakes costs us.
+        self._handshake_budget -= max(len(payload), EXTENDED_HANDSHAKE_MIN_COST)
+        if self._handshake_budget < 0:
+            raise RemoteProtocolError(
+                f"extended handshakes past the budget of {MAX_EXTENDED_HANDSHAKE_BYTES} bytes "
+                f"(each counted as at least {EXTENDED_HANDSHAKE_MIN_COST})"
+            )
         try:
             handshake = ExtendedHandshake.decode_payload(payload)
         except (ValueError, RemoteProtocolError) as error:

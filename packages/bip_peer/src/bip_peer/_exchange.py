@@ -7,9 +7,9 @@ sans-IO cores of :mod:`bip_peer._metadata` and :mod:`bip_peer._pex`:
 - :class:`MetadataExchange` adds ``ut_metadata`` (and, for torrents it serves,
   ``metadata_size``) to our extended handshake, answers the peers' metadata requests from the
   info dictionaries given to :meth:`~MetadataExchange.serve` (never a private torrent's:
-  BEP 27, as libtorrent), and fetches a torrent's dictionary from every connected peer that
-  has it (:meth:`~MetadataExchange.fetch`), in parallel, verified against the info-hash;
-  peers that send bad data are removed.
+  BEP 27, as libtorrent, whose peers see no ``ut_metadata`` at all), and fetches a torrent's
+  dictionary from every connected peer that has it (:meth:`~MetadataExchange.fetch`), in
+  parallel, verified against the info-hash; peers that send bad data are removed.
 - :class:`PeerExchange` adds ``ut_pex`` to our extended handshake, tells every peer that
   speaks it about our other peers of the same torrent (at most once a minute, at most 50
   added and 50 dropped per message) and hands the addresses peers tell us about, after the
@@ -54,6 +54,7 @@ from ._metadata import (
     DEFAULT_METADATA_REJECT_BACKOFF,
     DEFAULT_METADATA_REQUEST_TIMEOUT,
     DEFAULT_METADATA_REREQUEST_DELAY,
+    DEFAULT_METADATA_STALL_BACKOFF,
     DEFAULT_SERVE_BURST,
     DEFAULT_SERVE_RATE,
     MetadataFetcher,
@@ -122,6 +123,10 @@ def _lookup(table: Mapping[bytes, _T], info_hash: InfoHash) -> _T | None:
         if found is not None:
             return found
     return None
+
+
+def _lookup_private(private: set[bytes], info_hash: InfoHash) -> bool:
+    return not private.isdisjoint(info_hash.swarm_ids())
 
 
 def _same_torrent(a: InfoHash, b: InfoHash) -> bool:
@@ -211,10 +216,11 @@ class MetadataExchange:
     """BEP 9 over a :class:`~bip_peer.PeerManager`: serve our info dictionaries, fetch others.
 
     A private torrent's dictionary (BEP 27: its ``private`` flag set) is never served, as
-    libtorrent adds no ``ut_metadata`` to a private torrent with metadata: its peers see no
-    ``metadata_size`` and their requests are rejected, so that the dictionary only reaches
-    those the private tracker gave it to. Fetching one (a magnet, before its dictionary says
-    it is private) works as any other.
+    libtorrent adds no ``ut_metadata`` to a private torrent with metadata: the peers that
+    connect once :meth:`serve` was refused for privacy see no ``ut_metadata`` in our
+    extended handshake (until :meth:`stop_serving`), and any request is rejected, so that
+    the dictionary only reaches those the private tracker gave it to. Fetching one (a magnet,
+    before its dictionary says it is private) works as any other.
 
     Args:
         extension_id: the id we give ``ut_metadata`` in our extended handshake.
@@ -224,6 +230,8 @@ class MetadataExchange:
         rerequest_delay: seconds after which a piece still unanswered is asked of another
             peer too (libtorrent's 3 s); the first request's late answer still counts.
         reject_backoff: seconds a peer that rejected a request is left alone.
+        stall_backoff: seconds a peer whose requests timed out again and again is left
+            alone (then asked again, its timeouts forgotten).
         serve_burst: pieces a peer may fetch from us at once.
         serve_rate: pieces per second a peer's budget refills at.
     """
@@ -236,6 +244,7 @@ class MetadataExchange:
         request_timeout: float = DEFAULT_METADATA_REQUEST_TIMEOUT,
         rerequest_delay: float = DEFAULT_METADATA_REREQUEST_DELAY,
         reject_backoff: float = DEFAULT_METADATA_REJECT_BACKOFF,
+        stall_backoff: float = DEFAULT_METADATA_STALL_BACKOFF,
         serve_burst: int = DEFAULT_SERVE_BURST,
         serve_rate: float = DEFAULT_SERVE_RATE,
     ) -> None:
@@ -246,12 +255,15 @@ class MetadataExchange:
             "request_timeout": request_timeout,
             "rerequest_delay": rerequest_delay,
             "reject_backoff": reject_backoff,
+            "stall_backoff": stall_backoff,
         }
         # Fail at construction, not at the first fetch.
         MetadataFetcher(InfoHash(v1=bytes(20)), **self._fetcher_options)  # type: ignore[arg-type]
         self._serve_burst = serve_burst
         self._serve_rate = serve_rate
         self._servers: dict[bytes, MetadataServer[Peer]] = {}
+        # Swarm ids of the torrents serve() refused as private: no ut_metadata for their peers.
+        self._private: set[bytes] = set()
         self._fetches: dict[bytes, _Fetch] = {}
         self._answered = 0
         self._rejected = 0
@@ -264,7 +276,10 @@ class MetadataExchange:
         """Answer metadata requests for ``info_hash`` from ``info_bytes``, unless the
         torrent is private (its ``private`` flag set): nothing is served for that one.
 
-        Peers connected from now on see ``metadata_size`` in our extended handshake.
+        Peers connected from now on see ``metadata_size`` in our extended handshake; those
+        of a private torrent see no ``ut_metadata`` at all. Serving a torrent served already
+        keeps the peers' request budgets (a magnet's dictionary is served once fetched, then
+        again by the client that parsed it).
 
         Args:
             info_hash: the torrent's info-hash, which ``info_bytes`` must hash to.
@@ -284,19 +299,25 @@ class MetadataExchange:
             private = _is_private_info(info)
         if private:
             self.stop_serving(info_hash)
+            self._private.update(info_hash.swarm_ids())
             _metadata_log.debug("not serving the metadata of %s: the torrent is private", info_hash)
             return
-        server: MetadataServer[Peer] = MetadataServer(
-            info, burst=self._serve_burst, rate=self._serve_rate
-        )
+        self._private.difference_update(info_hash.swarm_ids())
+        server = _lookup(self._servers, info_hash)
+        if server is None:
+            server = MetadataServer(info, burst=self._serve_burst, rate=self._serve_rate)
+        # else: the same bytes (both hash to info_hash), and its budgets are the peers' still.
         for swarm_id in info_hash.swarm_ids():
             self._servers[swarm_id] = server
         _metadata_log.debug("serving the metadata of %s: %d bytes", info_hash, len(info))
 
     def stop_serving(self, info_hash: InfoHash) -> None:
-        """Reject metadata requests for ``info_hash`` from now on."""
+        """Reject metadata requests for ``info_hash`` from now on, and forget that it is
+        private (its peers see ``ut_metadata`` again: a torrent removed, then added again as
+        a magnet, fetches its dictionary)."""
         for swarm_id in info_hash.swarm_ids():
             self._servers.pop(swarm_id, None)
+            self._private.discard(swarm_id)
 
     def serving(self, info_hash: InfoHash) -> bool:
         """Whether we serve ``info_hash``'s dictionary."""
@@ -371,7 +392,11 @@ class MetadataExchange:
     # -- PeerService -------------------------------------------------------------------------
 
     def handshake_fields(self, peer: Peer) -> Mapping[str, object]:
-        """``ut_metadata`` always (as libtorrent), ``metadata_size`` when we serve the torrent."""
+        """``ut_metadata`` (as libtorrent), with ``metadata_size`` when we serve the torrent;
+        nothing for a torrent refused as private (libtorrent adds no ``ut_metadata`` to a
+        private torrent with metadata)."""
+        if _lookup_private(self._private, peer.info_hash):
+            return {}
         fields: dict[str, object] = {"m": {METADATA_EXTENSION: self._extension_id}}
         server = _lookup(self._servers, peer.info_hash)
         if server is not None:

@@ -56,7 +56,9 @@ __all__ = [
     "MAX_HANDSHAKE_EXTENSION_NAMES",
     "MAX_HANDSHAKE_EXTRA_KEYS",
     "MAX_HANDSHAKE_EXTRA_VALUE_LENGTH",
+    "MAX_METADATA_MESSAGE_SIZE",
     "MAX_METADATA_TOTAL_SIZE",
+    "MAX_PEX_MESSAGE_SIZE",
     "METADATA_PIECE_SIZE",
     "DontHave",
     "ExtendedHandshake",
@@ -101,6 +103,19 @@ DEFAULT_MAX_PEX_ENTRIES: Final = 1000
 BEP 11 says at most 50 added and 50 dropped per message and libtorrent sends at most 100
 added, so a list 20 times longer is hostile; the limit keeps a 1 MiB message from turning into
 170,000 address objects."""
+
+MAX_METADATA_MESSAGE_SIZE: Final = 17 * 1024
+"""The largest received ``ut_metadata`` payload accepted: 17 KiB, libtorrent's limit (it
+disconnects a peer that sends more). The largest valid message is a 16 KiB piece after a
+dictionary of some 50 bytes; a larger payload is refused before it is decoded."""
+
+MAX_PEX_MESSAGE_SIZE: Final = 64 * 1024
+"""The largest received ``ut_pex`` payload accepted: 64 KiB, refused before it is decoded.
+
+libtorrent disconnects above 500 KiB, but sends at most 100 added addresses (2.5 KiB); our
+decoder refuses a list of more than :data:`DEFAULT_MAX_PEX_ENTRIES` addresses anyway, and
+every list that full (with flags) is about 50 KB, so a larger payload is junk whose decoding
+would cost time in proportion to its size."""
 
 MAX_EXTENDED_HANDSHAKE_SIZE: Final = 64 * 1024
 """The largest received extended handshake payload accepted: 64 KiB.
@@ -591,12 +606,18 @@ def decode_metadata_message(
     MetadataRequest(piece=-7)
 
     Raises:
-        RemoteProtocolError: not a bencoded dictionary; ``msg_type`` or ``piece`` missing or
+        RemoteProtocolError: longer than :data:`MAX_METADATA_MESSAGE_SIZE` (not decoded);
+            not a bencoded dictionary; ``msg_type`` or ``piece`` missing or
             not an int; a negative ``msg_type``; a ``piece`` of more than 20 digits; a reject
             of a negative piece or one beyond 64 bits; data with a negative piece or one
             beyond the largest dictionary, without a valid ``total_size``, with more than
             16 KiB of data, or with a piece outside ``total_size``.
     """
+    if len(payload) > MAX_METADATA_MESSAGE_SIZE:
+        raise RemoteProtocolError(
+            f"ut_metadata message of {len(payload)} bytes exceeds the limit of "
+            f"{MAX_METADATA_MESSAGE_SIZE}"
+        )
     raw = bytes(payload)
     try:
         value, end = decode_prefix(raw, lenient=True, max_depth=_MAX_DEPTH)
@@ -730,9 +751,15 @@ class PexMessage(_ExtensionMessage):
         the receiver.
 
         Raises:
-            RemoteProtocolError: not a bencoded dictionary, or a list of more than
-                ``max_entries`` addresses (default :data:`DEFAULT_MAX_PEX_ENTRIES`).
+            RemoteProtocolError: longer than :data:`MAX_PEX_MESSAGE_SIZE` (not decoded), not
+                a bencoded dictionary, or a list of more than ``max_entries`` addresses
+                (default :data:`DEFAULT_MAX_PEX_ENTRIES`).
         """
+        if len(payload) > MAX_PEX_MESSAGE_SIZE:
+            raise RemoteProtocolError(
+                f"ut_pex message of {len(payload)} bytes exceeds the limit of "
+                f"{MAX_PEX_MESSAGE_SIZE}"
+            )
         fields = _decode_dict(payload, "ut_pex message")
         lists: dict[bytes, tuple[PeerAddress, ...]] = {}
         for key, size in ((b"added", 6), (b"added6", 18), (b"dropped", 6), (b"dropped6", 18)):
