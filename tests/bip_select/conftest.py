@@ -5,6 +5,7 @@ the helper modules next to them (``from _brains import ...``), and counts the pi
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -31,9 +32,12 @@ def picks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         *,
         choked: bool = False,
         exclusive: bool = False,
+        on_parole: Callable[[object], bool] | None = None,
     ) -> list[Block]:
         calls.append(peer)
-        return original(self, peer, count, now, choked=choked, exclusive=exclusive)
+        return original(
+            self, peer, count, now, choked=choked, exclusive=exclusive, on_parole=on_parole
+        )
 
     monkeypatch.setattr(PiecePicker, "pick", counting)
     return calls

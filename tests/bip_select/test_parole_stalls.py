@@ -186,10 +186,10 @@ def test_a_reject_while_unchoked_forfeits_the_piece() -> None:
         picker.peer_have_all(peer)
     mine = picker.pick("suspect", 2, 0.0, exclusive=True)
     assert picker.block_rejected("suspect", mine[0], 1.0)
-    assert picker._forfeited == {0: ("suspect", 1.0 + _FORFEIT_TIME)}
+    assert picker._forfeited == {0: {"suspect": 1.0 + _FORFEIT_TIME}}
     assert not picker._exclusive
     assert picker.block_rejected("suspect", mine[1], 1.0)  # the hold is gone: no new forfeit
-    assert picker._forfeited == {0: ("suspect", 1.0 + _FORFEIT_TIME)}
+    assert picker._forfeited == {0: {"suspect": 1.0 + _FORFEIT_TIME}}
     assert picker.pick("suspect", 2, 2.0, exclusive=True) == []
     assert picker.pick("honest", 2, 2.0) == mine
     picker.check()

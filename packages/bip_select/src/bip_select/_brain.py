@@ -354,8 +354,11 @@ class SwarmBrain:
         return self._peer(peer).upload_only
 
     def is_banned(self, peer: PeerKey) -> bool:
-        """Whether ``peer`` was dropped for bad data."""
-        return peer in self._banned
+        """Whether ``peer`` was dropped for bad data (never, for a key that is not hashable)."""
+        try:
+            return peer in self._banned
+        except TypeError:
+            return False
 
     @property
     def revelation(self) -> RevelationStrategy:
@@ -605,8 +608,17 @@ class SwarmBrain:
         # Batch: top up once a quarter of the queue has drained (or the pipe is empty).
         if room <= 0 or (batch and outstanding and room < max(1, depth // 4)):
             return 0
+        queues = self.queues
+        parole = queues.on_parole(peer)
+        # A parole peer may finish a piece a departed peer started once only parole peers
+        # that have it are left (PiecePicker.pick's on_parole): else it would never finish.
         blocks = self.picker.pick(
-            peer, room, now, choked=choked, exclusive=self.queues.on_parole(peer)
+            peer,
+            room,
+            now,
+            choked=choked,
+            exclusive=parole,
+            on_parole=queues.on_parole if parole else None,
         )
         actions.extend(SendRequest(peer, block) for block in blocks)
         if len(blocks) < room:
@@ -908,9 +920,9 @@ class SwarmBrain:
     def _block_received(self, event: BlockReceived, now: float) -> list[Action]:
         peer, block = event.peer, event.block
         state = self._peer(peer)
-        length = block.length
-        if type(length) is not int or length < 0:
+        if not _is_triple(block) or block[2] < 0:
             return []  # not a block at all: the client should have filtered it
+        length = block[2]
         queues = self.queues
         queues.block_received(peer, length, now)
         queues.block_settled(peer, block, now)  # stored: it no longer waits for the disk
@@ -972,23 +984,35 @@ class SwarmBrain:
         return actions
 
     def _block_rejected(self, event: BlockRejected, now: float) -> list[Action]:
-        state = self._peer(event.peer)
+        peer, block = event.peer, event.block
+        state = self._peer(peer)
+        actions: list[Action] = []
+        if not self.geometry.is_block(block):
+            return actions  # never asked of anyone (a malformed one is not even hashable)
+        # A parole peer that unchokes us and rejects forfeits its piece for a while (one
+        # rejecting everything would take it straight back at every refill); a choke's
+        # rejects (BEP 6) only end the hold, as a choke without the fast extension does.
+        # A reject of a block not pending (BEP 6 has the peer answer our cancel with one,
+        # a time-out's too) changes nothing.
+        if not self.picker.block_rejected(peer, block, None if state.choking_us else now):
+            return actions
         if state.choking_us:
             # A peer that chokes us and rejects a request of an allowed-fast piece no longer
             # serves it (libtorrent's incoming_reject_request drops it from the set too):
             # left allowed, the refill below would ask it for the same block again, forever.
-            self.picker.revoke_allowed_fast(event.peer, event.block.piece)
-        actions: list[Action] = []
-        # A parole peer that unchokes us and rejects forfeits its piece for a while (one
-        # rejecting everything would take it straight back at every refill); a choke's
-        # rejects (BEP 6) only end the hold, as a choke without the fast extension does.
-        if self.picker.block_rejected(event.peer, event.block, None if state.choking_us else now):
-            self._released(now, actions, (event.block.piece,))
+            # Only for a request it refused: libtorrent drops the piece for any reject, the
+            # answer to our own cancel too, which says nothing of the piece (BEP 6: every
+            # request, cancelled or not, gets exactly one piece or reject), and a piece
+            # cancelled for its priority would not be asked of the peer again once wanted.
+            self.picker.revoke_allowed_fast(peer, block.piece)
+        self._released(now, actions, (block.piece,))
         return actions
 
     def _request_timed_out(self, event: RequestTimedOut, now: float) -> list[Action]:
         self._peer(event.peer)
         actions: list[Action] = []
+        if not self.geometry.is_block(event.block):
+            return actions  # never asked of anyone (a malformed one is not even hashable)
         if self.queues.is_waiting(event.peer, event.block):
             return actions  # it arrived and waits for our disk: nothing is late
         if self.picker.block_timed_out(event.peer, event.block, now):
@@ -999,9 +1023,10 @@ class SwarmBrain:
 
     def _block_sent(self, event: BlockSent, now: float) -> list[Action]:
         self._peer(event.peer)
-        length = event.block.length
-        if type(length) is int and length >= 0:
-            self.choker.uploaded(event.peer, length, now)
+        block = event.block
+        # Any well-formed request counts (a peer may ask for blocks off our 16 KiB grid).
+        if _is_triple(block) and block[2] >= 0:
+            self.choker.uploaded(event.peer, block[2], now)
         return []
 
     # ---------------------------------------------------------------- pieces
@@ -1348,3 +1373,15 @@ class SwarmBrain:
         for piece in self.deadlines():
             assert 0 <= piece < self.geometry.num_pieces
             assert not self.picker.requests.have(piece), piece
+
+
+def _is_triple(block: object) -> bool:
+    """Whether ``block`` is a ``(piece, begin, length)`` triple of ints (whatever their
+    values): anything else is not a block at all, and is ignored rather than hashed."""
+    return (
+        isinstance(block, tuple)
+        and len(block) == 3
+        and type(block[0]) is int
+        and type(block[1]) is int
+        and type(block[2]) is int
+    )

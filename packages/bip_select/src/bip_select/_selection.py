@@ -36,14 +36,15 @@ API:
     ``revoke_allowed_fast(peer, piece)``,
     ``set_rate(peer, bytes_per_s)``;
   - ``is_interesting(peer)``, ``wants(piece)``;
-  - ``pick(peer, count, now, choked=False, exclusive=False) -> list[Block]``: choose
-    up to ``count`` blocks and record them as requested. Order: the strategy's,
+  - ``pick(peer, count, now, choked=False, exclusive=False, on_parole=None) -> list[Block]``:
+    choose up to ``count`` blocks and record them as requested. Order: the strategy's,
     with a piece already started ahead of fresh ones of the same tier and rank
     (finish what you started, as libtorrent does: fewer partial pieces in memory,
     sooner haves to trade), and ahead of all its tier once started pieces
     outnumber the connected peers by half again; while choked only
     BEP 6 allowed-fast pieces; ``exclusive`` (a peer on parole) only pieces nobody
-    else works on, held to itself; in end-game (every block of every wanted piece is
+    else works on, held to itself (or, given ``on_parole``, a started piece only parole
+    peers are left to finish); in end-game (every block of every wanted piece is
     asked of someone) blocks already asked of others, fewest copies first, while the
     peer has fewer than ``endgame_depth`` (1: none) requests pending (never to a peer on
     parole, as libtorrent; nor, our own rule, of a piece a parole peer holds). A choked
@@ -71,7 +72,7 @@ API:
 from __future__ import annotations
 
 import random
-from collections.abc import Collection, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Mapping, Sequence
 from typing import Protocol, TypeAlias
 
 from ._availability import Availability
@@ -358,6 +359,10 @@ _MAX_DEADLINE_COPIES = 3  # a late block is asked of at most this many peers at 
 # short enough that a piece nobody else will send us (they choke us, or time out too) goes
 # back to the parole peer rather than stalling for ever.
 _FORFEIT_TIME = 120.0
+# Forfeits remembered per piece (one per parole peer that forfeited it): beyond that the one
+# expiring first is forgotten (its peer may take the piece back early, costing at worst one
+# more time-out), so what parole peers can make us keep stays within pieces times this.
+_MAX_FORFEITS_PER_PIECE = 8
 
 
 class PiecePicker:
@@ -423,10 +428,11 @@ class PiecePicker:
         self._allowed_fast: dict[PeerKey, set[int]] = {}
         self._rates: dict[PeerKey, float] = {}
         self._exclusive: dict[int, PeerKey] = {}  # piece -> the parole peer that owns it
-        # piece -> (the parole peer whose request of it timed out or was rejected while it
-        # unchoked us, until when it may not take the piece back): see
-        # :meth:`block_timed_out`, :meth:`block_rejected`
-        self._forfeited: dict[int, tuple[PeerKey, float]] = {}
+        # piece -> {parole peer whose request of it timed out or was rejected while it
+        # unchoked us: until when it may not take the piece back}, one per peer (a second
+        # parole peer's forfeit must not clear the first's): see :meth:`block_timed_out`,
+        # :meth:`block_rejected`
+        self._forfeited: dict[int, dict[PeerKey, float]] = {}
 
     # -- wanted pieces and priorities --------------------------------------------------
 
@@ -499,8 +505,8 @@ class PiecePicker:
         self._rates.pop(peer, None)
         self._release_exclusive(peer)
         if self._forfeited:
-            for piece in [p for p, (owner, _) in self._forfeited.items() if owner == peer]:
-                del self._forfeited[piece]
+            for piece in [p for p, peers in self._forfeited.items() if peer in peers]:
+                self._unforfeit(piece, peer)
         return self.requests.drop_peer(peer)
 
     def peer_bitfield(self, peer: PeerKey, pieces: Iterable[int]) -> None:
@@ -535,6 +541,8 @@ class PiecePicker:
         kept after our own cancel (:meth:`block_cancelled`) would otherwise bar every
         other peer from the piece for ever.
         """
+        if not _is_piece(piece, self.geometry.num_pieces):
+            return False  # the peer's nonsense (not even hashable, maybe): ignored
         if self._exclusive.get(piece) == peer:
             del self._exclusive[piece]
         return self.availability.dont_have(peer, piece)
@@ -597,9 +605,8 @@ class PiecePicker:
 
     def block_received(self, peer: PeerKey, block: Block) -> Received | None:
         """A block arrived (see :meth:`RequestBook.receive`)."""
-        forfeit = self._forfeited.get(block.piece) if self._forfeited else None
-        if forfeit is not None and forfeit[0] == peer:
-            del self._forfeited[block.piece]  # it delivers that piece again
+        if self._forfeited and _is_piece(block.piece, self.geometry.num_pieces):
+            self._unforfeit(block.piece, peer)  # it delivers that piece again
         return self.requests.receive(peer, block)
 
     def block_rejected(self, peer: PeerKey, block: Block, now: float | None = None) -> bool:
@@ -623,7 +630,7 @@ class PiecePicker:
         piece = block.piece
         if now is not None and self._exclusive.get(piece) == peer:
             del self._exclusive[piece]
-            self._forfeited[piece] = (peer, now + _FORFEIT_TIME)
+            self._forfeit(piece, peer, now)
         self._release_exclusive(peer, piece)
         return True
 
@@ -643,8 +650,28 @@ class PiecePicker:
             if now is None:
                 now = self.requests.outstanding(peer).get(block, 0.0)
             del self._exclusive[piece]
-            self._forfeited[piece] = (peer, now + _FORFEIT_TIME)
+            self._forfeit(piece, peer, now)
         return self.requests.time_out(peer, block)
+
+    def _forfeit(self, piece: int, peer: PeerKey, now: float) -> None:
+        """``peer`` (on parole) may not take ``piece`` back until ``now`` plus
+        ``_FORFEIT_TIME`` (see ``pick``'s ``exclusive``). Another parole peer's forfeit of
+        the same piece stays; at most ``_MAX_FORFEITS_PER_PIECE`` are kept per piece (the
+        expired ones go first, then the one expiring first)."""
+        peers = self._forfeited.setdefault(piece, {})
+        peers.pop(peer, None)  # re-inserted below: the newest last
+        if len(peers) >= _MAX_FORFEITS_PER_PIECE:
+            for other in [o for o, until in peers.items() if now >= until]:
+                del peers[other]
+            while len(peers) >= _MAX_FORFEITS_PER_PIECE:
+                del peers[min(peers, key=peers.__getitem__)]
+        peers[peer] = now + _FORFEIT_TIME
+
+    def _unforfeit(self, piece: int, peer: PeerKey) -> None:
+        """``peer``'s forfeit of ``piece`` (if any) is over."""
+        peers = self._forfeited.get(piece)
+        if peers is not None and peers.pop(peer, None) is not None and not peers:
+            del self._forfeited[piece]
 
     def block_cancelled(self, peer: PeerKey, block: Block, *, choked: bool = False) -> bool:
         """We cancelled ``block`` at ``peer`` (its piece is no longer wanted): it is free
@@ -775,6 +802,7 @@ class PiecePicker:
         *,
         choked: bool = False,
         exclusive: bool = False,
+        on_parole: Callable[[PeerKey], bool] | None = None,
     ) -> list[Block]:
         """Choose up to ``count`` blocks to request from ``peer`` and record them.
 
@@ -800,6 +828,13 @@ class PiecePicker:
                 for as long as it takes to send it. A late deadline block is duplicated to
                 a faster peer all the same (a missed deadline is a stall the user sees;
                 the piece may then be mixed).
+            on_parole: with ``exclusive``, which other peers are on parole too. A started
+                piece another peer worked on (one that left, say) is then the parole
+                peer's to finish, and hold, if every other connected peer that has it is
+                on parole: nobody else may ever finish it, and a stall is worse than a
+                mixed piece (a bad hash then blames every contributor, and bans none as
+                sole contributor). libtorrent has no such rule (its parole peers only pick
+                pieces they alone worked on, whoever else is left). ``None``: never.
 
         Returns:
             The blocks, already recorded as requested: send them in order.
@@ -825,14 +860,19 @@ class PiecePicker:
             if exclusive and owner is None:
                 # Its request of it timed out or was rejected, and another peer could send
                 # it: not again (started or not: block_timed_out, block_rejected).
-                forfeit = forfeited.get(piece) if forfeited else None
-                if forfeit is not None and forfeit[0] == peer:
-                    if now >= forfeit[1]:
-                        del forfeited[piece]  # expired: the peer may try again
+                until = forfeited[piece].get(peer) if piece in forfeited else None
+                if until is not None:
+                    if now >= until:
+                        self._unforfeit(piece, peer)  # expired: the peer may try again
                     elif availability.count(piece) > 1:
                         return False
-                # Another peer's data in it, or asked of another: not the parole peer's.
-                if requests.is_started(piece) and requests.worked_on_by_others(piece, peer):
+                # Another peer's data in it, or asked of another: not the parole peer's,
+                # unless only parole peers are left to finish it (see ``on_parole``).
+                if (
+                    requests.is_started(piece)
+                    and requests.worked_on_by_others(piece, peer)
+                    and not self._stranded(piece, peer, on_parole)
+                ):
                     return False
             when = strategy.deadline(piece)
             return when is None or self._deadline_ok(peer, piece, when, now)
@@ -921,6 +961,16 @@ class PiecePicker:
                 picked.append(block)
         return picked
 
+    def _stranded(
+        self, piece: int, peer: PeerKey, on_parole: Callable[[PeerKey], bool] | None
+    ) -> bool:
+        """Whether every connected peer but ``peer`` that has ``piece`` is on parole (so
+        none of them may finish a piece others worked on). O(peers): parole peers only,
+        and only for started pieces others worked on."""
+        if on_parole is None:
+            return False
+        return all(other == peer or on_parole(other) for other in self.availability.holders(piece))
+
     def _allowed_order(self, peer: PeerKey, allowed: Collection[int]) -> Iterator[int]:
         """``peer``'s wanted allowed-fast pieces in the strategy's order (see the module
         docstring): O(a log a) for its ``a`` pieces, whatever the torrent's size."""
@@ -1005,6 +1055,8 @@ class PiecePicker:
         for piece in range(self.geometry.num_pieces):
             wanted = self._priority[piece] and not self.requests.have(piece)
             assert self.availability.priority(piece) == (self._priority[piece] if wanted else 0)
+        for peers in self._forfeited.values():
+            assert 0 < len(peers) <= _MAX_FORFEITS_PER_PIECE
 
 
 def streaming_layers(strategy: Strategy) -> Iterator[Streaming]:
