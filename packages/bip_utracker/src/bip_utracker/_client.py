@@ -31,11 +31,12 @@ lost) fails the same way at once, never waiting out BEP 15's retransmissions.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import math
 import random
 import socket as stdlib_socket
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
@@ -580,6 +581,12 @@ async def open_tracker_client(
 ) -> AsyncIterator[TrackerClient]:
     """Run a :class:`TrackerClient` for the duration of an ``async with`` block.
 
+    The client sends and reads until the block is left, even after a cancel reached the block
+    from outside (Ctrl-C, a deadline around the block and what runs in it): the shielded work
+    still running in the block, an :class:`~bip_utracker.Announcer`'s ``stopped``, goes out
+    and hears its answer in one round trip. A call that is not shielded is cancelled with the
+    block, as any other; leaving the block ends the client's tasks at once.
+
     Args:
         bind_v4: the local IPv4 address for the IPv4 socket, or None for no IPv4.
         bind_v6: the local IPv6 address for the IPv6 socket, or None for no IPv6. When the
@@ -666,19 +673,46 @@ async def open_tracker_client(
                 ", ".join(map(str, client.local_addresses)),
                 through,
             )
+        tasks: list[Callable[[], Awaitable[None]]] = [
+            functools.partial(client._read, sock) for sock in sockets.values()
+        ]
+        if relay is not None:
+            tasks.append(functools.partial(client._read_relay, relay))
+        tasks.append(client._run_timers)
+        # The reader and timer tasks are shielded, and only the exit of this block ends them:
+        # a cancel reaching the caller's block from outside (Ctrl-C, an application-wide
+        # deadline) would otherwise end them at once, while the block's own shielded and
+        # bounded work (an Announcer's "stopped") still needs them to send its datagram and
+        # hear the answer. Made before any task starts, so that one not yet started when the
+        # block ends finds its shield already cancelled; every way out passes the finally.
+        shields = [trio.CancelScope(shield=True) for _ in tasks]
         try:
             async with trio.open_nursery() as nursery:
-                for sock in sockets.values():
-                    nursery.start_soon(client._read, sock)
-                if relay is not None:
-                    nursery.start_soon(client._read_relay, relay)
-                nursery.start_soon(client._run_timers)
+                for task, shield in zip(tasks, shields, strict=True):
+                    nursery.start_soon(_run_shielded, task, shield)
                 try:
                     yield client
                 finally:
+                    _cancel_all(shields)
                     nursery.cancel_scope.cancel()
         finally:
             client._close()
+
+
+async def _run_shielded(task: Callable[[], Awaitable[None]], shield: trio.CancelScope) -> None:
+    """Run one of the client's tasks within its *shield*, until ``open_tracker_client``
+    cancels it.
+
+    One that fails does not cancel the others: the nursery cancels the caller's block, whose
+    exit ends them, and meanwhile they still time out (or answer) what the block waits for.
+    """
+    with shield:
+        await task()
+
+
+def _cancel_all(shields: list[trio.CancelScope]) -> None:
+    for shield in shields:
+        shield.cancel()
 
 
 def _relay_bind(family: Family, bind_v4: str | None, bind_v6: str | None) -> str:
