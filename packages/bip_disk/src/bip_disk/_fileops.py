@@ -30,6 +30,7 @@ __all__ = [
     "create_files",
     "delete_files",
     "refuse_existing",
+    "refuse_nested",
     "same_storage",
     "storage_faults",
 ]
@@ -40,7 +41,8 @@ class ExistingFiles(enum.Enum):
     exist at the destination already (libtorrent's ``move_flags_t``).
 
     Attributes:
-        REPLACE: the torrent's copies replace them (libtorrent's ``always_replace_files``).
+        REPLACE: the torrent's copies replace them, and one the torrent's old storage
+            lacks is removed (libtorrent's ``always_replace_files``, which leaves it).
         FAIL: the move is refused, before anything is copied, with a
             :class:`~bip_disk.DestinationExistsError` naming the first; each file is
             looked for again just before it is copied, so one that appears during the
@@ -213,12 +215,12 @@ def copy_files(
     Each file is copied up to its current size in 4 MiB chunks; runs of zeros are
     not written but allocated (sparse), so a sparse download stays sparse. A file
     already in ``destination`` is removed first (``REPLACE``), so that the copy is
-    the source's byte for byte. Files missing from the source are skipped (one in
-    ``destination`` stays). Links and empty files are created as :func:`create_files`
-    does. With ``existing`` other than ``REPLACE``, each file is looked for in
-    ``destination`` just before it is copied: ``FAIL`` raises, ``KEEP`` leaves it
-    alone (a file appearing between that look and the first write is still replaced:
-    the FileSystem protocol has no exclusive create).
+    the source's byte for byte; so is one the source lacks, which is then not copied
+    (no stale file stays where the source has none). Links and empty files are
+    created as :func:`create_files` does. With ``existing`` other than ``REPLACE``,
+    each file is looked for in ``destination`` just before it is copied: ``FAIL``
+    raises, ``KEEP`` leaves it alone (a file appearing between that look and the
+    first write is still replaced: the FileSystem protocol has no exclusive create).
 
     Raises:
         DestinationExistsError: ``FAIL``, and a file of the torrent is in ``destination``.
@@ -236,15 +238,17 @@ def copy_files(
                 kept.append(file)
                 continue
             stat = source.stat(file.path)
-            if stat is None:
-                continue
             if existing is ExistingFiles.REPLACE and destination.stat(file.path) is not None:
                 # The copy below skips runs of zeros and never shrinks: written over, the
                 # old file would keep its bytes there and its tail, under pieces still
                 # had (served, trusted by the resume data). Removed, not truncated: a
                 # staged fsspec view would load the whole old file to truncate it, and a
-                # link there is replaced rather than followed.
+                # link there is replaced rather than followed. Also when the source has
+                # no such file: replaced by nothing, as in the source, rather than a
+                # stale file that a later check or a write into it would take as ours.
                 destination.remove(file.path)
+            if stat is None:
+                continue
             offset = 0
             while offset < stat.size:
                 chunk = source.read(file.path, offset, min(_COPY_CHUNK, stat.size - offset))
@@ -297,5 +301,88 @@ def same_storage(first: FileSystem, second: FileSystem) -> bool:
         try:
             with storage_faults(marker):
                 second.remove(marker)
+        except StorageError:
+            pass  # a stray marker file is harmless
+
+
+def refuse_nested(source: FileSystem, destination: FileSystem, layout: StorageLayout) -> None:
+    """Raise if one storage's root lies inside the other's where the torrent's paths meet
+    (before a move touches anything; two views of one root are :func:`same_storage`).
+
+    With ``destination``'s root at ``folder`` inside ``source``'s (or the other way
+    round), a file's new place is ``folder/path`` in the other's terms: if that is one
+    of the torrent's own paths, the copy would replace a file it has yet to read and
+    deleting the old files would delete a new one. Only a folder of the torrent can do
+    that, so only those are looked at: a marker file written (and synced) through one
+    storage is looked for under each folder through the other, and removed. A root
+    nested elsewhere, or whose paths do not meet (``root/name/name/...`` to
+    ``root/name/...``), moves. libtorrent's ``move_storage`` checks nothing of the kind.
+    A source that cannot be written to cannot be looked for in the destination: that
+    half is left out (a read-only source is then no part of the writable destination).
+
+    Raises:
+        StorageError: ``EINVAL``, the roots are nested where the paths meet; or a marker
+            could not be looked for (never answered "not nested" then).
+    """
+    names = {file.path for file in layout.stored_files + layout.symlinks}
+    folders = sorted({parent for name in names for parent in _parents(name)})
+    if not folders:
+        return  # no folder: no path of the torrent can be another's, one folder deeper
+    for outer, inner, inward in ((source, destination, True), (destination, source, False)):
+        folder = _nested_at(outer, inner, folders, written_through_source=not inward)
+        if folder is None:
+            continue
+        met = sorted(name for name in names if f"{folder}/{name}" in names)
+        if met:
+            inside = ("new", "old") if inward else ("old", "new")
+            where = "the {} storage lies inside the {} one".format(*inside)
+            raise StorageError(
+                f"cannot move: {where} at the torrent's folder {folder!r}, so "
+                f"{met[0]!r} would land on {folder + '/' + met[0]!r}, a file of the torrent "
+                "still needed: nothing was moved",
+                errno=errno.EINVAL,
+                path=met[0],
+            )
+
+
+def _nested_at(
+    outer: FileSystem, inner: FileSystem, folders: list[str], *, written_through_source: bool
+) -> str | None:
+    """The folder of ``outer`` that is ``inner``'s root, among ``folders`` (or None).
+
+    A marker written through ``inner`` shows through ``outer`` at ``folder/marker``.
+    """
+    marker = f".bip-disk-move-{uuid.uuid4().hex}"
+    try:
+        try:
+            with storage_faults(marker):
+                inner.write(marker, 0, b"bip_disk")
+                inner.sync(marker)
+        except StorageError:
+            if written_through_source:
+                return None  # a source we cannot write to (see refuse_nested)
+            raise
+        for folder in folders:
+            probe = f"{folder}/{marker}"
+            try:
+                with storage_faults(probe):
+                    if outer.stat(probe) is not None:
+                        return folder
+            except StorageError as error:
+                if error.errno != errno.ENOTDIR:  # a file of that name: not a folder there
+                    raise
+        return None
+    except StorageError as error:
+        raise StorageError(
+            "cannot tell whether one storage lies inside the other (writing the marker "
+            f"{marker!r} through one and looking for it through the other failed: {error}): "
+            "nothing was moved",
+            errno=error.errno,
+            path=marker,
+        ) from error
+    finally:
+        try:
+            with storage_faults(marker):
+                inner.remove(marker)
         except StorageError:
             pass  # a stray marker file is harmless

@@ -20,11 +20,18 @@ imported only when this class is used, so bip_disk works without it.
   file: torrents with files much larger than the bound are better downloaded to
   a :class:`~bip_disk.NativeFileSystem` and copied up afterwards. An early
   upload that fails leaves the file staged, for its sync to report, and is not
-  tried early again (each try copies the whole file) until the backend works
-  again. Once uploads fail and new data would take what is held past twice the
+  tried early again by every write (each try copies the whole file): while only
+  such files are held past the bound, a write tries one upload, of the smallest,
+  and if it goes through the backend works again and the others are tried too.
+  Once uploads fail and new data would take what is held past twice the
   bound, writes fail (with a failed file's error) before taking the data: one
   upload of the smallest failed file is tried first, and if it goes through the
-  others are tried again and the write goes on.
+  others are tried again and the write goes on. New data is what memory grows
+  by: the chunks a write adds, and the whole file when a write loads it; writing
+  over staged bytes is never refused. The check and the write are made under one
+  lock, so concurrent writers cannot pass the bound together (until the first
+  early upload has failed nothing says uploads fail, and writes go on: one per
+  thread, as each writer then tries an early upload of its own).
 
 **Staying inside the root.** Paths are checked by
 :func:`~bip_disk._filesystem.split_path`, so no path names anything outside
@@ -54,7 +61,7 @@ import os
 import posixpath
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -63,7 +70,7 @@ from bip_metainfo import is_within
 
 from ._errors import DiskError, PathError, StorageError
 from ._filesystem import Buffer, FileStat, check_offset, errno_error, split_path
-from ._memory import SparseBuffer
+from ._memory import CHUNK_SIZE, SparseBuffer
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem  # type: ignore[import-untyped]
@@ -227,35 +234,107 @@ class FsspecFileSystem:
 
     def _held(self) -> int:
         with self._state:
-            return sum(item.data.held for item in self._staged.values())
+            return self._held_locked()
 
-    def _stage(self, path: str, full: str, create: bool) -> _Staged:
-        """The staged copy of ``path``, loading the file on first use (lock held)."""
-        with self._state:
-            staged = self._staged.get(path)
-        if staged is not None:
-            return staged
+    def _held_locked(self) -> int:
+        return sum(item.data.held for item in self._staged.values())
+
+    def _load(self, path: str, full: str, create: bool) -> tuple[SparseBuffer, bool]:
+        """A new copy of ``path``'s backend file, and whether there is one (lock held).
+
+        Not staged yet: the caller stages it once the bound lets it in.
+        """
         data = SparseBuffer()
         if self._exists_file(full):
             data.write(0, self.fs.cat_file(full))
-        elif self.fs.isdir(full) or self._staged_under(path):
+            return data, True
+        if self.fs.isdir(full) or self._staged_under(path):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
-        elif not create:
+        if not create:
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
-        else:
-            # Refuse now what the upload would refuse later: a file as a parent.
-            parts = path.split("/")
-            for depth in range(1, len(parts)):
-                parent = "/".join(parts[:depth])
-                with self._state:
-                    staged_parent = parent in self._staged
-                if staged_parent or self._exists_file(posixpath.join(self.root, parent)):
-                    raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
-        staged = _Staged(data)
-        staged.dirty = not self._exists_file(full)  # a new file must be uploaded
-        with self._state:
-            self._staged[path] = staged
-        return staged
+        # Refuse now what the upload would refuse later: a file as a parent.
+        parts = path.split("/")
+        for depth in range(1, len(parts)):
+            parent = "/".join(parts[:depth])
+            with self._state:
+                staged_parent = parent in self._staged
+            if staged_parent or self._exists_file(posixpath.join(self.root, parent)):
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        return data, False
+
+    def _change_staged(
+        self,
+        path: str,
+        full: str,
+        action: str,
+        change: Callable[[_Staged], None],
+        *,
+        create: bool,
+        grows: tuple[int, int] = (0, 0),
+    ) -> None:
+        """Make ``change`` to ``path``'s staged copy, loading the file first if need be.
+
+        ``grows`` is the ``(offset, length)`` span of the chunks the change may add.
+        What memory would grow by (those of its chunks not held yet, plus the whole
+        file when it is loaded now) is checked against the bound, and the change
+        made, under ``_state``: two writers cannot both pass the check on what was
+        held before either wrote. Refused, one upload is tried with no lock held
+        (``_recover``) and the check made once more; refused again, the failed
+        file's error is raised and nothing was changed.
+        """
+        refusal: StorageError | None = None
+        for attempt in range(2):
+            if attempt:
+                self._recover()  # outside every lock: it takes another file's
+            with self._lock(path):
+                try:
+                    with self._state:
+                        staged = self._staged.get(path)
+                    loaded, existed = (
+                        (None, True) if staged is not None else self._load(path, full, create)
+                    )
+                    with self._state:
+                        data = loaded if staged is None else staged.data
+                        assert data is not None  # one of the two is there
+                        adding = data.new_chunks(*grows) * CHUNK_SIZE
+                        if staged is None:
+                            adding += data.held
+                        refusal = self._refusal(adding)
+                        if refusal is None:
+                            if staged is None:
+                                staged = self._staged[path] = _Staged(data)
+                                staged.dirty = not existed  # a new file must be uploaded
+                            change(staged)
+                            return
+                except StorageError:
+                    raise
+                except Exception as exc:  # any backend's failure
+                    raise _error(exc, path, action) from None
+        assert refusal is not None  # only a refusal gets here
+        raise refusal
+
+    def _refusal(self, adding: int) -> StorageError | None:
+        """The error refusing ``adding`` more staged bytes, or None to let them in
+        (``_state`` held).
+
+        Refused only while uploads fail (an early upload failed) and what would be
+        held is more than twice the bound: until then the bound is kept by early
+        uploads after each write.
+        """
+        limit = 2 * self.max_staged_bytes
+        if adding <= 0 or self._held_locked() + adding <= limit:
+            return None
+        failure = next(
+            (item.failed for item in self._staged.values() if item.failed is not None), None
+        )
+        if failure is None:
+            return None  # nothing says the backend fails: stage, then upload early
+        # A new one each time: raised, each keeps the frames it passes through.
+        return StorageError(
+            f"{failure} (uploads fail and {limit} staged bytes would be exceeded)",
+            errno=failure.errno,
+            path=failure.path,
+        )
 
     def _staged_under(self, path: str) -> list[str]:
         """The staged files inside directory ``path``."""
@@ -275,16 +354,21 @@ class FsspecFileSystem:
         with self._state:
             self._staged.pop(path, None)
 
-    def _relieve(self) -> None:
+    def _relieve(self, *, recover: bool = True) -> None:
         """Upload the largest staged files while more than the bound is held.
 
         A file whose upload fails stays staged (nothing is lost: its sync reports
         the failure) and is marked, so that neither this pass nor a later one tries
         it again (each try copies the whole file: on a dead backend every write
-        would retry every staged file). Never raises: a write fails only in
-        :meth:`_admit`, before its data is taken.
+        would retry every staged file). A pass left with only marked files past the
+        bound tries one of them (``_recover``, if ``recover``) when it tried nothing
+        else or an upload went through: on a dead backend that is one upload per
+        write, and memory does not stay past the bound once the backend works
+        again. Never raises: a write fails only in ``_change_staged``, before
+        its data is taken.
         """
         tried: set[str] = set()  # bounds the pass even if files are staged meanwhile
+        uploaded = False
         while self._held() > self.max_staged_bytes:
             with self._state:
                 candidates = [
@@ -292,9 +376,13 @@ class FsspecFileSystem:
                     for key, item in self._staged.items()
                     if item.failed is None and key not in tried
                 ]
-                if not candidates:
-                    return
-                path = max(candidates, key=lambda key: self._staged[key].data.held)
+                path = max(candidates, key=lambda key: self._staged[key].data.held, default=None)
+            if path is None:
+                # Only failed files left past the bound: try one if this pass tried
+                # nothing (is the backend back?) or an upload went through (it is).
+                if recover and (uploaded or not tried):
+                    self._recover()
+                return
             tried.add(path)
             _log.debug(
                 "%r: more than %d bytes staged, uploading %r before its sync",
@@ -302,7 +390,7 @@ class FsspecFileSystem:
                 self.max_staged_bytes,
                 path,
             )
-            self._try_upload(path)
+            uploaded = self._try_upload(path) is None or uploaded
 
     def _try_upload(self, path: str) -> StorageError | None:
         """Upload ``path`` early; its failure, also kept on its staged entry (or None)."""
@@ -325,49 +413,24 @@ class FsspecFileSystem:
         _log.debug("%r: the early upload of %r failed: %s", self, path, failure)
         return failure
 
-    def _admit(self, adding: int) -> None:
-        """Refuse ``adding`` more staged bytes while uploads fail and twice the bound
-        would be held; called before the data is taken, with no lock held.
-
-        Where an early upload failed, one upload of the smallest such file is tried
-        first (the cheapest copy): if the backend works again every failed file is
-        tried again and the write goes on. Concurrent writes may each pass before
-        either stages its data: the bound is exceeded by at most one write per thread.
-
-        Raises:
-            StorageError: a failed file's error (a new one each time).
+    def _recover(self) -> None:
+        """Try one upload of the smallest failed file (the cheapest copy): if it goes
+        through, the backend works again, every failed file may be tried again, and
+        the largest are uploaded while more than the bound is held. Called, with no
+        lock held, after a refusal and by a ``_relieve`` pass left with failed files.
         """
-        limit = 2 * self.max_staged_bytes
-        if self._held() + adding <= limit:
-            return
         with self._state:
             failed = [
                 (item.data.held, key)
                 for key, item in self._staged.items()
                 if item.failed is not None
             ]
-        if not failed:
-            return  # nothing says the backend fails: stage, then upload early
-        failure = self._try_upload(min(failed)[1])
-        if failure is None:
-            with self._state:
-                for item in self._staged.values():
-                    item.failed = None
-            self._relieve()
-            if self._held() + adding <= limit:
-                return
-            with self._state:
-                failure = next(
-                    (item.failed for item in self._staged.values() if item.failed is not None),
-                    None,
-                )
-            if failure is None:
-                return
-        raise StorageError(
-            f"{failure} (uploads fail and {limit} staged bytes would be exceeded)",
-            errno=failure.errno,
-            path=failure.path,
-        )
+        if not failed or self._try_upload(min(failed)[1]) is not None:
+            return
+        with self._state:
+            for item in self._staged.values():
+                item.failed = None
+        self._relieve(recover=False)
 
     # -- the FileSystem protocol ----------------------------------------------
 
@@ -405,25 +468,27 @@ class FsspecFileSystem:
         view = memoryview(data).cast("B")
         full = self._full(path, parts)
         if not self.random_writes:
-            self._admit(view.nbytes)
+
+            def change(staged: _Staged) -> None:
+                staged.data.write(offset, view)
+                staged.dirty = True
+                staged.mtime_ns = time.time_ns()
+
+            self._change_staged(
+                path, full, "write", change, create=True, grows=(offset, view.nbytes)
+            )
+            self._relieve()
+            return
         with self._lock(path):
             try:
-                if self.random_writes:
-                    with self._open_in_place(full, create=True) as file:
-                        if view:
-                            file.seek(offset)
-                            file.write(view)
-                else:
-                    staged = self._stage(path, full, create=True)
-                    staged.data.write(offset, view)
-                    staged.dirty = True
-                    staged.mtime_ns = time.time_ns()
+                with self._open_in_place(full, create=True) as file:
+                    if view:
+                        file.seek(offset)
+                        file.write(view)
             except StorageError:
                 raise
             except Exception as exc:
                 raise _error(exc, path, "write") from None
-        if not self.random_writes:
-            self._relieve()
 
     @contextmanager
     def _open_in_place(self, full: str, *, create: bool) -> Iterator[Any]:
@@ -488,46 +553,51 @@ class FsspecFileSystem:
         check_offset(path, size, "size")
         full = self._full(path, parts)
         if not self.random_writes:
-            self._admit(0 if sparse else size)  # at most ``size`` bytes more are held
+
+            def change(staged: _Staged) -> None:
+                if size > staged.data.size:
+                    staged.data.resize(size)
+                    staged.dirty = True
+                    staged.mtime_ns = time.time_ns()
+                if not sparse:
+                    staged.data.materialise(size)
+
+            grows = (0, 0 if sparse else size)  # a sparse file holds no new chunk
+            self._change_staged(path, full, "allocate", change, create=True, grows=grows)
+            self._relieve()
+            return
         with self._lock(path):
             try:
-                if self.random_writes:
-                    with self._open_in_place(full, create=True) as file:
-                        _extend(file, size)
-                else:
-                    staged = self._stage(path, full, create=True)
-                    if size > staged.data.size:
-                        staged.data.resize(size)
-                        staged.dirty = True
-                        staged.mtime_ns = time.time_ns()
-                    if not sparse:
-                        staged.data.materialise(size)
+                with self._open_in_place(full, create=True) as file:
+                    _extend(file, size)
             except StorageError:
                 raise
             except Exception as exc:
                 raise _error(exc, path, "allocate") from None
-        if not self.random_writes:
-            self._relieve()
 
     def truncate(self, path: str, size: int) -> None:
         """Set an existing file's size to exactly ``size``."""
         parts = split_path(path)
         check_offset(path, size, "size")
         full = self._full(path, parts)
+        if not self.random_writes:
+
+            def change(staged: _Staged) -> None:
+                staged.data.resize(size)  # sparse: growing holds no new chunk
+                staged.dirty = True
+                staged.mtime_ns = time.time_ns()
+
+            self._change_staged(path, full, "truncate", change, create=False)
+            self._relieve()  # loading the file may have taken memory past the bound
+            return
         with self._lock(path):
             try:
-                if self.random_writes:
-                    with self._open_in_place(full, create=False) as file:
-                        file.seek(0, os.SEEK_END)
-                        if size < file.tell():
-                            file.truncate(size)
-                        else:
-                            _extend(file, size)
-                else:
-                    staged = self._stage(path, full, create=False)
-                    staged.data.resize(size)
-                    staged.dirty = True
-                    staged.mtime_ns = time.time_ns()
+                with self._open_in_place(full, create=False) as file:
+                    file.seek(0, os.SEEK_END)
+                    if size < file.tell():
+                        file.truncate(size)
+                    else:
+                        _extend(file, size)
             except StorageError:
                 raise
             except Exception as exc:

@@ -128,6 +128,7 @@ from ._fileops import (
     create_files,
     delete_files,
     refuse_existing,
+    refuse_nested,
     same_storage,
     storage_faults,
 )
@@ -727,7 +728,11 @@ class DiskManager:
         copy is left as is (it may be partial), the torrent stays on its old
         storage and the error is raised. A ``filesystem`` that stores its files
         where the current one does (another view of the same root) is simply
-        switched to: nothing is copied or deleted, whatever ``existing`` says.
+        switched to: nothing is copied or deleted, whatever ``existing`` says. One
+        whose root lies inside the current one's, or the other way round, where a
+        file's new place is another file's old one (a torrent holding ``t/x`` and
+        ``t/t/x`` moved one ``t`` deeper) is refused before anything is copied: the
+        copy would overwrite files it has yet to read.
 
         The torrent is ``MOVING`` at once, and the copy starts once what ran before has
         ended: the last check's task, the pieces being written and the reads on a
@@ -745,8 +750,9 @@ class DiskManager:
 
         ``existing`` says what becomes of the torrent's files already in
         ``filesystem`` (see :class:`~bip_disk.ExistingFiles`): replaced (the
-        default); refused (``FAIL``: :class:`~bip_disk.DestinationExistsError`
-        before anything is copied, or as soon as one appears during the copy); or
+        default; one the old storage lacks is removed); refused (``FAIL``:
+        :class:`~bip_disk.DestinationExistsError` before anything is copied, or as
+        soon as one appears during the copy); or
         kept (``KEEP``): neither copied nor written, and their old copies are not
         deleted. After a move that kept files the torrent is ``CHECKING`` while the
         pieces touching them are hashed from the new storage in the background, as
@@ -777,7 +783,8 @@ class DiskManager:
                 or the manager is closing (also when it starts closing before the switch:
                 the torrent then stays where it was, and a copy made is left).
             DestinationExistsError: ``FAIL``, and a file of the torrent is there.
-            StorageError: copying failed.
+            StorageError: copying failed; or ``EINVAL``, the storages are nested where
+                the torrent's paths meet (see above).
         """
         storage = self._get(torrent)
         if not isinstance(filesystem, FileSystem):
@@ -2141,6 +2148,7 @@ def _copy_for_move(
         # destination view would never see it (the source is not synced again).
         _sync_files(source, layout)
         return _MoveCopy(None)
+    refuse_nested(source, destination, layout)
     if existing is ExistingFiles.FAIL:
         refuse_existing(destination, layout)
     copied = copy_files(source, destination, layout, existing)
