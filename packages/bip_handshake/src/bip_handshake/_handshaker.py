@@ -23,6 +23,15 @@ oldest inbound handshake if that one has run for a quarter of the handshake time
 closed and counted in ``over_limit``): a flood from many addresses must then renew itself
 four times as fast to keep honest peers out.
 
+One host (one IP address) may likewise hold at most ``max_outbound_per_host`` of one
+torrent's dials queued or in flight (2 by default, the :class:`~bip_handshake.PeerList`'s
+``max_per_host``; libtorrent keeps one connection per IP unless
+``allow_multiple_connections_per_ip``): one PEX message or tracker reply naming one host
+under thousands of ports would otherwise fill the dial queue with dials to that host, making
+us flood a third party and leaving no room for honest peers. The ports over the bound are
+dropped (``dropped_per_host``); a source that repeats them gets them dialled once the
+host's dials end.
+
 Everything a remote party can do wrong (garbage, a wrong protocol string, an
 unknown info-hash, a truncated handshake, a peer that sends one byte a minute)
 costs that one connection: it is closed and counted in :meth:`Handshaker.statistics`.
@@ -117,6 +126,7 @@ from ._ip_filter import IPFilter
 from ._mse import EncryptionPolicy, MSEEstablished, MSEInitiator, MSEReceiver, SkeyTable
 from ._mse_stream import MSEStream
 from ._peer_id import PeerId
+from ._peer_list import DEFAULT_MAX_PER_HOST
 from ._utp_config import UtpError
 from ._utp_stream import UtpStream
 
@@ -367,6 +377,8 @@ class HandshakerStatistics:
             also inbound handshakes refused because a connection of their pair is open
             (those are failures too).
         dropped_queue_full: offered while the dial queue was full.
+        dropped_per_host: offered while ``max_outbound_per_host`` dials of the same torrent
+            to the same host (IP address, any port) were queued or in flight.
         dropped_unknown_torrent: offered for an info-hash that is not registered.
         dropped_unconnectable: offered with port 0, or an unspecified or multicast host.
         outbound_attempts: dials started.
@@ -427,6 +439,7 @@ class HandshakerStatistics:
     discovered: int = 0
     dropped_duplicate: int = 0
     dropped_queue_full: int = 0
+    dropped_per_host: int = 0
     dropped_unknown_torrent: int = 0
     dropped_unconnectable: int = 0
     outbound_attempts: int = 0
@@ -631,6 +644,7 @@ class Handshaker:
         connect_timeout: float,
         max_inbound_per_host: int,
         handshake_timeout: float,
+        max_outbound_per_host: int | None,
         filters: HandshakeFilters,
         encryption: EncryptionPolicy,
         dial: Dialer,
@@ -670,6 +684,10 @@ class Handshaker:
         # open (a count: a simultaneous open may deliver two). A pair in neither is free.
         self._dialling: set[tuple[InfoHash, PeerAddress]] = set()  # queued or in flight
         self._open: Counter[tuple[InfoHash, PeerAddress]] = Counter()  # delivered, open
+        # The pairs of _dialling per (torrent, host): a source naming one host under many
+        # ports may not fill the queue with it (see the module docstring). None: no bound.
+        self._max_outbound_per_host = max_outbound_per_host
+        self._outbound_hosts: Counter[tuple[InfoHash, IPv4Address | IPv6Address]] = Counter()
         self._queue_send, self._queue_receive = trio.open_memory_channel[
             tuple[InfoHash, PeerAddress, bytes | None]
         ](max_queued)
@@ -736,8 +754,9 @@ class Handshaker:
         """Queue dials to ``addresses`` for a registered torrent (:class:`PeerSink`).
 
         Never blocks. Unregistered torrents, unconnectable or filtered addresses,
-        addresses with a dial already pending and addresses beyond the queue's
-        bound are dropped and counted. ``source`` is informational.
+        addresses with a dial already pending, addresses of a host with
+        ``max_outbound_per_host`` dials of the torrent pending and addresses beyond the
+        queue's bound are dropped and counted. ``source`` is informational.
 
         Given as a 20-byte swarm id (or a 32-byte v2 hash), the peers are dialled
         with that id: a peer found in a hybrid torrent's v2 swarm hears the
@@ -876,6 +895,11 @@ class Handshaker:
         if key in self._dialling or key in self._open:
             self._count("dropped_duplicate")
             return False
+        bound = self._max_outbound_per_host
+        if bound is not None and self._outbound_hosts[torrent, address.host] >= bound:
+            self._count("dropped_per_host")
+            _log.debug("%d dials to %s pending: dropped %s", bound, address.host, address)
+            return False
         try:
             self._queue_send.send_nowait((torrent, address, swarm_id))
         except trio.WouldBlock:
@@ -885,7 +909,20 @@ class Handshaker:
         except trio.ClosedResourceError:  # the handshaker is closing
             return False
         self._dialling.add(key)
+        self._outbound_hosts[torrent, address.host] += 1
         return True
+
+    def _dial_ended(self, torrent: InfoHash, address: PeerAddress) -> None:
+        """The dial of ``(torrent, address)`` left the queue or ended: its pair is free, and
+        its host has one dial pending less."""
+        key = (torrent, address)
+        if key not in self._dialling:  # released already (or by the shutdown)
+            return
+        self._dialling.discard(key)
+        host = (torrent, address.host)
+        self._outbound_hosts[host] -= 1
+        if self._outbound_hosts[host] <= 0:
+            del self._outbound_hosts[host]
 
     @property
     def _taken(self) -> set[tuple[InfoHash, PeerAddress]]:
@@ -928,7 +965,7 @@ class Handshaker:
         """Take queued dials one by one as outbound slots free up (inbound ones never)."""
         async for torrent, address, swarm_id in self._queue_receive:
             if torrent not in self._registered:
-                self._dialling.discard((torrent, address))
+                self._dial_ended(torrent, address)
                 self._count("unregistered")
                 continue
             if self._slots.value == 0:
@@ -947,7 +984,7 @@ class Handshaker:
             )
             if dropped is not None:
                 self._slots.release()
-                self._dialling.discard((torrent, address))
+                self._dial_ended(torrent, address)
                 self._count(dropped)
                 continue
             self._nursery.start_soon(self._run_outbound, torrent, address, swarm_id)
@@ -1039,7 +1076,7 @@ class Handshaker:
             failure = refused
         finally:
             # A delivered pair stays taken until its stream closes (_open counts it).
-            self._dialling.discard((torrent, address))
+            self._dial_ended(torrent, address)
             self._slots.release()
             if stream is not None and not delivered:
                 await trio.aclose_forcefully(stream)
@@ -1395,6 +1432,7 @@ class Handshaker:
         self._done_send.close()
         # Delivered connections no longer block anything.
         self._dialling.clear()
+        self._outbound_hosts.clear()
         self._open.clear()
         while True:
             try:
@@ -1603,6 +1641,7 @@ async def open_handshaker(
     max_queued: int = DEFAULT_MAX_QUEUED,
     max_inbound: int | None = None,
     max_inbound_per_host: int | None = None,
+    max_outbound_per_host: int | None = DEFAULT_MAX_PER_HOST,
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     filters: HandshakeFilters | None = None,
@@ -1642,6 +1681,12 @@ async def open_handshaker(
             (``over_limit``). ``None`` (the default): a quarter of ``max_inbound``, at
             least 1, so that one host flooding us with silent connections leaves the
             other slots to honest peers.
+        max_outbound_per_host: dials of one torrent queued or in flight at once to one
+            host (an IP address, any port; 2 by default, as the
+            :class:`~bip_handshake.PeerList`'s ``max_per_host``); more are dropped
+            (``dropped_per_host``), so a source listing one host under thousands of ports
+            cannot fill the dial queue with it. ``None``: no bound (libtorrent's
+            ``allow_multiple_connections_per_ip``).
         connect_timeout: seconds a dial may take.
         handshake_timeout: seconds the handshake may take once connected (a peer
             that dribbles bytes is cut off at this deadline).
@@ -1674,6 +1719,11 @@ async def open_handshaker(
         raise ValueError(f"max_inbound must be positive, not {max_inbound}")
     if max_inbound_per_host is not None and max_inbound_per_host < 1:
         raise ValueError(f"max_inbound_per_host must be positive, not {max_inbound_per_host}")
+    if max_outbound_per_host is not None:
+        if isinstance(max_outbound_per_host, bool) or not isinstance(max_outbound_per_host, int):
+            raise TypeError(f"max_outbound_per_host must be an int, not {max_outbound_per_host!r}")
+        if max_outbound_per_host < 1:
+            raise ValueError(f"max_outbound_per_host must be positive, not {max_outbound_per_host}")
     for timeout in (connect_timeout, handshake_timeout):
         if math.isnan(timeout) or timeout <= 0:
             raise ValueError(f"a timeout must be positive, not {timeout}")
@@ -1698,6 +1748,7 @@ async def open_handshaker(
                 max_inbound_per_host=(
                     max(1, inbound // 4) if max_inbound_per_host is None else max_inbound_per_host
                 ),
+                max_outbound_per_host=max_outbound_per_host,
                 connect_timeout=connect_timeout,
                 handshake_timeout=handshake_timeout,
                 filters=filters if filters is not None else HandshakeFilters(),

@@ -374,6 +374,12 @@ _P2P_V4: Final = re.compile(rf"(.*):\s*({_V4_RANGE})\s*-\s*({_V4_RANGE})\Z")
 _COMMENT: Final = re.compile(r"[#;]")
 
 
+def _is_number(text: str) -> bool:
+    """Whether ``text`` is ASCII decimal digits only. ``str.isdigit`` also takes '²' and other
+    scripts' digits: ``int`` reads '٣' as 3 and raises a bare ValueError for '²'."""
+    return text.isascii() and text.isdigit()
+
+
 def _host(text: str) -> tuple[int, int]:
     """An IPv4 or IPv6 address as (family, integer); IPv4 parts may have leading zeros,
     read as decimal (PeerGuardian lists). No scope id."""
@@ -466,7 +472,7 @@ def _line_dat(line: str) -> _Raw | None:
     if len(fields) < 2 or not fields[1].strip():
         return span  # no level: a plain range, blocked
     level_text = fields[1].strip()
-    if not level_text.isdigit() or len(level_text) > 6:
+    if not _is_number(level_text) or len(level_text) > 6:
         raise _LineError(f"not an access level: {level_text!r}")
     if int(level_text) > _DAT_BLOCK_LEVEL:
         return None
@@ -487,7 +493,7 @@ def _line_cidr(line: str) -> _Raw:
     if not slash:
         return family, value, value, True
     bits = 32 if family == 4 else 128
-    if not length_text.isdigit() or len(length_text) > 3 or int(length_text) > bits:
+    if not _is_number(length_text) or len(length_text) > 3 or int(length_text) > bits:
         raise _LineError(f"not a prefix length: {length_text!r}")
     span = (1 << (bits - int(length_text))) - 1
     # Host bits set (10.1.2.3/8) are common in lists: the block is the network's.

@@ -42,7 +42,9 @@ The rules, libtorrent's defaults:
 - an address seen only as an incoming connection (a peer's ephemeral port) is never dialled,
   and is forgotten when that connection ends, unless the peer said where it listens (its
   BEP 10 ``p``: :meth:`PeerList.update_port`): its entry then moves to that address, which
-  is dialled once the connection ends (libtorrent's ``update_peer_port``).
+  is dialled once the connection ends (libtorrent's ``update_peer_port``), unless another
+  connection is up at that address (two clients behind one NAT address listening on one
+  port): then the entry stays under its ephemeral port, one entry per connection.
 
 A dial handed out by :meth:`PeerList.connect_candidates` is pending until
 :meth:`PeerList.dial_failed`, :meth:`PeerList.dial_cancelled`, :meth:`PeerList.connected` or
@@ -705,7 +707,17 @@ class PeerList:
         into the entry already there, if any), with ``swarm_id`` (the connection's swarm).
         Returns the address the connection is recorded under now (the caller reports its
         disconnect under it), or ``None``: the port is not connectable (0), the host is
-        banned, or the list had no room.
+        banned, the list had no room, or another connection is up at ``(host, port)``
+        already. The caller then keeps reporting the connection under the address it did
+        before.
+
+        Another connection up at ``(host, port)`` is another peer that claims the same port
+        (two clients behind one NAT address, each listening on 6881 at home) or a duplicate
+        of ours: the entry stays with that connection and ``address``'s entry stays where it
+        is (libtorrent's ``update_peer_port`` refuses too: the reporting connection is the
+        duplicate). Merged, the first of the two to disconnect would mark the entry not
+        connected while the other is still up: it would be handed out to dial (a duplicate),
+        or evicted, while connected.
 
         Raises:
             ValueError: ``swarm_id`` is not 20 bytes.
@@ -718,6 +730,9 @@ class PeerList:
         listen = PeerAddress(address.host, port).normalized()
         if not listen.is_connectable or listen.host in self._banned or _is_link_local(listen):
             return None
+        taken = self._entries.get(listen)
+        if taken is not None and taken.connected and listen != address:
+            return None  # (docstring: another connection is up there; leave both alone)
         old = self._delete(address)
         entry = self._entries.get(listen)
         if entry is None:
