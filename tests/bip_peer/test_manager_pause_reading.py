@@ -82,6 +82,8 @@ async def test_a_paused_peer_is_not_read_nor_idle_until_resumed(
     async with one_peer(PeerManagerConfig(idle_timeout=60)) as (manager, peer, remote):
         events = aiter(manager.events())
         assert isinstance(await anext(events), PeerAdded)
+        # PeerAdded is queued by add_peer: let the reader start its first read.
+        await trio.testing.wait_all_tasks_blocked()
         manager.pause_reading(peer)
         manager.pause_reading(peer)  # twice is once
         assert manager.is_reading_paused(peer)

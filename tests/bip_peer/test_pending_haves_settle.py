@@ -1,12 +1,9 @@
 """Settling what a peer said about its pieces before the piece count was known (a magnet):
-the haves and donthaves kept meanwhile are checked against the count in place, so a peer's
-1 MiB of pending bits costs neither a list of 8 million indices nor a second of the loop;
-and what fits is merged as before (checked against a model of the messages)."""
+the haves and donthaves kept meanwhile (sparse and bounded: test_manager_event_bounds.py) are
+checked against the count, the lowest piece past it named, and what fits is merged as before
+(checked against a model of the messages)."""
 
 from __future__ import annotations
-
-import time
-import tracemalloc
 
 import pytest
 from hypothesis import given
@@ -21,7 +18,6 @@ from bip_peer._messages import NEED_DATA, Bitfield, Extended, Have, HaveAll, Mes
 
 EXT = Extensions.FAST | Extensions.EXTENSION_PROTOCOL
 DONTHAVE_ID = 7
-_MiB = 1 << 20
 
 
 def magnet_connection() -> PeerConnection:
@@ -41,30 +37,6 @@ def deliver(conn: PeerConnection, *messages: Message) -> None:
 
 def donthave(index: int) -> Extended:
     return Extended(DONTHAVE_ID, DontHave(index).encode_payload())
-
-
-@pytest.mark.parametrize(
-    ("attribute", "what"), [("_pending_haves", "announced"), ("_pending_donthaves", "dropped")]
-)
-def test_a_full_pending_bitfield_is_refused_in_little_memory_and_time(
-    attribute: str, what: str
-) -> None:
-    conn = magnet_connection()
-    # What 8.4 million haves (or donthaves) leave behind: sending them takes 75 MB.
-    setattr(conn, attribute, bytearray(b"\xff" * (_MiB - 1)))
-    tracemalloc.start()
-    started = time.perf_counter()
-    try:
-        with pytest.raises(RemoteProtocolError, match=f"{what} piece 1000 of a 1000-piece"):
-            conn.num_pieces = 1000
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 4 * _MiB  # one big int of the bits, at most (listing them took ~390 MB)
-    assert time.perf_counter() - started < 0.5
-    assert conn.num_pieces is None  # the connection is dead, the count not taken
-    with pytest.raises(RemoteProtocolError):
-        conn.receive_data(b"")
 
 
 def test_the_first_have_past_the_count_is_named() -> None:

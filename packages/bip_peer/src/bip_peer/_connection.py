@@ -20,9 +20,10 @@ the fast extension (BEP 6). Other messages may come first: the extended handshak
 and allowed-fast messages often do (Transmission sends its extended handshake
 before its bitfield). A bitfield must have the torrent's length and clear spare
 bits. Before the piece count is known (a magnet link), the latest bitfield or have
-all and the haves since are kept and checked once
+all and the haves (and donthaves) since are kept and checked once
 :attr:`~PeerConnection.num_pieces` is set; a have index that could never fit a
-bitfield message is refused at once.
+bitfield message is refused at once, and haves for more than 1024 distinct pieces
+are not kept (the later ones are ignored).
 
 Our requests (what we asked the peer for). A piece answers the request with
 the same index, offset and length; a piece nobody requested (a duplicate, or
@@ -170,6 +171,17 @@ EXTENDED_HANDSHAKE_MIN_COST: Final = 1024
 """What a received extended handshake shorter than this costs of
 :data:`MAX_EXTENDED_HANDSHAKE_BYTES`: it bounds how many times a peer's handshakes reach the
 services, not only how many bytes are decoded."""
+
+_MAX_PENDING_CHANGES: Final = 1024
+"""The pieces whose haves and donthaves a connection keeps before the piece count is known;
+past it, a have or donthave for another piece is ignored.
+
+Kept sparse (a dict of at most this many pieces, some 70 KB), not as a bitfield grown to the
+highest index announced: a 9-byte have for piece 8,388,599 made that a 1 MiB bitfield (and a
+donthave a second one), 400 MiB over 200 magnet peers. libtorrent, without the metadata,
+ignores a have for a piece past its ``max_pieces`` (2**21) and otherwise grows its bitfield.
+An honest peer says what it has with a bitfield or have all (kept whole, as it came) and
+sends a few haves while we fetch the metadata, not a thousand."""
 
 BlockKey: TypeAlias = tuple[int, int, int]
 """A block request as ``(index, begin, length)``."""
@@ -370,9 +382,8 @@ class PeerConnection:
         "_peer_requests",
         "_peer_upload_only",
         "_pending_bitfield",
-        "_pending_donthaves",
+        "_pending_changes",
         "_pending_have_all",
-        "_pending_haves",
         "_swarm_id",
         "_their_ext_ids",
         "_their_extensions",
@@ -452,8 +463,10 @@ class PeerConnection:
         # Availability heard before the piece count is known (magnet links).
         self._pending_bitfield: bytes | None = None
         self._pending_have_all = False
-        self._pending_haves = bytearray()
-        self._pending_donthaves = bytearray()
+        # The haves (True) and donthaves (False) since, by piece: the last word on a piece
+        # wins. Sparse and bounded (_MAX_PENDING_CHANGES pieces), not a bitfield grown to the
+        # highest index: one 9-byte have for piece 8 million would make that 1 MiB.
+        self._pending_changes: dict[int, bool] = {}
         self._we_talked_pieces = False
 
         # Requests we cancelled whose answer (a piece that crossed the cancel, or
@@ -582,8 +595,7 @@ class PeerConnection:
         # Allowed-fast pieces beyond the torrent are forgotten, as libtorrent does.
         self._allowed_fast_from_peer = {i for i in self._allowed_fast_from_peer if i < value}
         self._pending_bitfield = None
-        self._pending_haves = bytearray()
-        self._pending_donthaves = bytearray()
+        self._pending_changes = {}
 
     def _settle_pending(self, num_pieces: int) -> PieceSet:
         if self._pending_bitfield is not None:
@@ -595,29 +607,24 @@ class PeerConnection:
             peer = PieceSet.full(num_pieces)
         else:
             peer = PieceSet(num_pieces)
-        # The peer's pending bits are checked in place, not listed: a hostile peer's haves
-        # fill up to a 1 MiB bitfield (8.4M set bits), whose list of indices would take
-        # hundreds of MB and a second of the event loop before the first one is refused.
-        haves, donthaves = self._pending_haves, self._pending_donthaves
-        index = _first_set_bit(haves, num_pieces)
-        if index is not None:
+        changes = self._pending_changes
+        past = [index for index in changes if index >= num_pieces]  # at most a thousand
+        if past:
+            haves = [index for index in past if changes[index]]
+            if haves:
+                raise RemoteProtocolError(
+                    f"the peer announced piece {min(haves)} of a {num_pieces}-piece torrent"
+                )
             raise RemoteProtocolError(
-                f"the peer announced piece {index} of a {num_pieces}-piece torrent"
+                f"the peer dropped piece {min(past)} of a {num_pieces}-piece torrent"
             )
-        index = _first_set_bit(donthaves, num_pieces)
-        if index is not None:
-            raise RemoteProtocolError(
-                f"the peer dropped piece {index} of a {num_pieces}-piece torrent"
-            )
-        if not haves and not donthaves:
-            return peer
-        # Both fit the torrent now: merged as whole bitfields (haves added, then donthaves
-        # taken out, as they came after whatever availability message preceded them).
-        base = peer.to_bitfield()
-        size = len(base)
-        bits = int.from_bytes(base, "big") | _padded_int(haves, size)
-        bits &= ~_padded_int(donthaves, size)
-        return PieceSet.from_bitfield(bits.to_bytes(size, "big"), num_pieces)
+        # All fit the torrent now: applied over whatever availability message preceded them.
+        for index, has in changes.items():
+            if has:
+                peer.add(index)
+            else:
+                peer.discard(index)
+        return peer
 
     @property
     def peer_pieces(self) -> PieceSet:
@@ -631,8 +638,7 @@ class PeerConnection:
     def peer_has_all(self) -> bool:
         """Whether the peer has every piece (known even before :attr:`num_pieces`)."""
         if self._num_pieces is None:
-            # Tested in place: the pending donthaves may be a hostile peer's 1 MiB.
-            return self._pending_have_all and _first_set_bit(self._pending_donthaves, 0) is None
+            return self._pending_have_all and False not in self._pending_changes.values()
         return self._peer_pieces.is_seed
 
     @property
@@ -907,8 +913,7 @@ class PeerConnection:
         is replaced, so the earlier haves and donthaves no longer count."""
         self._pending_bitfield = None
         self._pending_have_all = False
-        self._pending_haves = bytearray()
-        self._pending_donthaves = bytearray()
+        self._pending_changes = {}
 
     def _on_have(self, message: Message) -> Event:
         assert isinstance(message, Have)
@@ -920,17 +925,22 @@ class PeerConnection:
         if self._num_pieces is not None:
             self._peer_pieces.add(index)
             return
-        # Unknown piece count: remember it in a growing bitfield.
-        _set_bit(self._pending_haves, index, self._pending_limit(index, "have"))
-        _clear_bit(self._pending_donthaves, index)
+        self._remember_pending(index, True, "have")
 
-    def _pending_limit(self, index: int, what: str) -> int:
-        """Refuse an index that could not fit any bitfield message; it also bounds
-        the memory a peer can make us spend before the piece count is known."""
-        limit = (self._limits.max_message_length - 1) * 8
-        if index >= limit:
+    def _remember_pending(self, index: int, has: bool, what: str) -> None:
+        """Keep a have (``has``) or donthave heard before the piece count is known.
+
+        An index that could not fit any bitfield message is refused. Past
+        ``_MAX_PENDING_CHANGES`` pieces, a piece not heard of yet is ignored, as
+        libtorrent ignores a have it cannot place without the metadata: an honest peer
+        says what it has with a bitfield or have all, and sends a few haves while we fetch
+        the metadata, not thousands.
+        """
+        if index >= (self._limits.max_message_length - 1) * 8:
             raise RemoteProtocolError(f"{what} for piece {index}: no torrent here has that many")
-        return limit
+        changes = self._pending_changes
+        if index in changes or len(changes) < _MAX_PENDING_CHANGES:
+            changes[index] = has
 
     def _on_request(self, message: Request) -> Event | None:
         # Once per block served: the checks are inlined (no _check_index call).
@@ -1109,8 +1119,7 @@ class PeerConnection:
         if self._num_pieces is not None:
             self._peer_pieces.discard(index)
             return
-        _set_bit(self._pending_donthaves, index, self._pending_limit(index, "lt_donthave"))
-        _clear_bit(self._pending_haves, index)
+        self._remember_pending(index, False, "lt_donthave")
 
     def _on_extended_handshake(self, payload: bytes) -> Event:
         # Charged before decoding: the decode is what a flood of handshakes costs us.
@@ -1395,47 +1404,6 @@ def _hash_key(message: HashRequest | Hashes | HashReject) -> HashKey:
         message.length,
         message.proof_layers,
     )
-
-
-def _set_bit(bits: bytearray, index: int, limit: int) -> None:
-    """Set bit ``index`` of a growable bitfield (``index < limit`` is already checked)."""
-    byte = index >> 3
-    if byte >= len(bits):
-        bits.extend(bytes(byte + 1 - len(bits)))
-    bits[byte] |= 0x80 >> (index & 7)
-
-
-def _clear_bit(bits: bytearray, index: int) -> None:
-    byte = index >> 3
-    if byte < len(bits):
-        bits[byte] &= ~(0x80 >> (index & 7)) & 0xFF
-
-
-def _first_set_bit(bits: bytearray, start: int) -> int | None:
-    """The first set bit of a bitfield (bit 0 is the high bit of byte 0) at or after ``start``.
-
-    Found with byte and big-int operations in C (at most one int the size of the bits past
-    ``start``), never a Python loop per bit: ``bits`` may be a hostile peer's 1 MiB.
-    """
-    byte, shift = divmod(start, 8)
-    if byte >= len(bits):
-        return None
-    head = bits[byte] & (0xFF >> shift)
-    if head:
-        return byte * 8 + 8 - head.bit_length()
-    byte += 1
-    if bits.count(0, byte) == len(bits) - byte:  # all zero: counted in place, no copy
-        return None
-    rest = int.from_bytes(memoryview(bits)[byte:], "big")
-    # Big-endian: the highest set bit of the int is the lowest index of the bitfield.
-    return byte * 8 + (len(bits) - byte) * 8 - rest.bit_length()
-
-
-def _padded_int(bits: bytearray, size: int) -> int:
-    """A growable bitfield as the big-endian int of a ``size``-byte one (cut or zero-padded:
-    the bytes past ``size`` are known to be zero)."""
-    view = memoryview(bits)[:size]
-    return int.from_bytes(view, "big") << (8 * (size - len(view)))
 
 
 def _merge_ids(ids: dict[str, int], m: Mapping[str, int]) -> None:

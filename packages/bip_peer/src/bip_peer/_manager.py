@@ -122,10 +122,20 @@ from bip_handshake import Extensions as _Extensions
 from bip_metainfo import InfoHash
 
 from ._bandwidth import BandwidthLimiter, check_rate, is_local_address
-from ._connection import ConnectionLimits, PeerConnection
+from ._connection import ConnectionLimits, PeerConnection, UnknownExtended
 from ._errors import PeerError, RemoteProtocolError
 from ._extended import DEFAULT_EXTENSION_IDS, ExtendedHandshake
-from ._messages import BLOCK_SIZE, NEED_DATA, HashReject, KeepAlive, Message, RejectRequest
+from ._messages import (
+    BLOCK_SIZE,
+    NEED_DATA,
+    Bitfield,
+    Hashes,
+    HashReject,
+    KeepAlive,
+    Message,
+    RejectRequest,
+    UnknownMessage,
+)
 from ._stats import (
     DEFAULT_RATE_WINDOW,
     ManagerStatistics,
@@ -135,6 +145,7 @@ from ._stats import (
 
 __all__ = [
     "DEFAULT_EVENT_BUFFER",
+    "DEFAULT_EVENT_BUFFER_BYTES",
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_KEEPALIVE_INTERVAL",
     "DEFAULT_MAX_PEERS",
@@ -178,6 +189,16 @@ byte bound at all).
 """
 DEFAULT_EVENT_BUFFER: Final = 256
 """Events buffered for :meth:`PeerManager.events` by default before the readers wait."""
+DEFAULT_EVENT_BUFFER_BYTES: Final = 16 * 1024 * 1024
+"""Payload bytes buffered for :meth:`PeerManager.events` by default before the readers wait.
+
+The event count alone does not bound memory: a bitfield, a BEP 52 ``hashes`` reply, an
+unknown message or an unknown extension message may each carry up to ``max_message_length``
+(1 MiB), and 256 of them from one peer were 256 MiB held for a consumer busy elsewhere.
+16 MiB is 64 bitfields of the largest torrent libtorrent opens (2**21 pieces), far more than
+a consumer that keeps up ever has queued. Piece blocks do not count: they answer our own
+requests, at most ``max_block_length`` each.
+"""
 DEFAULT_KEEPALIVE_INTERVAL: Final = 60.0
 """Seconds without sending after which a keep-alive is sent: libtorrent's (half its
 ``peer_timeout``). BEP 3's "every two minutes" races libtorrent's 120 s inactivity timeout,
@@ -373,7 +394,16 @@ class PeerManagerConfig:
             that cancels all its requests at once must not be taken for a flood.
             ``None``: bounded by ``send_queue_size`` only (the replies still by 1 MiB, since
             a peer must not decide how much we queue for it).
-        event_buffer: events buffered before the readers wait for the consumer.
+        event_buffer: events buffered before the readers wait for the consumer. A peer's
+            :class:`PeerAdded` is queued by :meth:`PeerManager.add_peer` itself, even past
+            this (so that every peer added is announced, and later removed); a removed
+            peer holds its place in ``max_peers`` until its :class:`PeerRemoved` is queued,
+            so the queue holds at most ``max_peers`` events more than this.
+        event_buffer_bytes: payload bytes buffered before the readers wait for the
+            consumer: those of bitfields, BEP 52 ``hashes`` replies, unknown messages and
+            unknown extension messages (not piece blocks, which answer our requests). One
+            event is always taken while fewer are queued, so the queue holds at most this
+            plus one message's payload.
         keepalive_interval: seconds without sending after which a keep-alive goes out.
         idle_timeout: seconds without receiving after which a peer is dropped.
         receive_size: bytes asked per read from a stream.
@@ -402,6 +432,7 @@ class PeerManagerConfig:
     send_queue_size: int = DEFAULT_SEND_QUEUE_SIZE
     send_queue_bytes: int | None = DEFAULT_SEND_QUEUE_BYTES
     event_buffer: int = DEFAULT_EVENT_BUFFER
+    event_buffer_bytes: int = DEFAULT_EVENT_BUFFER_BYTES
     keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     receive_size: int = DEFAULT_RECEIVE_SIZE
@@ -429,7 +460,13 @@ class PeerManagerConfig:
             TypeError: a rate limit that is not a number (or is a bool);
                 ``limit_local_peers`` not a bool.
         """
-        for name in ("max_peers", "send_queue_size", "receive_size", "event_buffer"):
+        for name in (
+            "max_peers",
+            "send_queue_size",
+            "receive_size",
+            "event_buffer",
+            "event_buffer_bytes",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, not {value!r}")
@@ -734,15 +771,40 @@ class _PeerTask:
         self.scope.cancel()
 
 
+def _payload_size(message: object) -> int:
+    """The payload bytes an event's ``message`` holds, as the event queue counts them: those
+    of the messages that may carry up to ``max_message_length``, 0 for the others."""
+    size = _PAYLOAD_SIZES.get(type(message))
+    return 0 if size is None else size(message)
+
+
+_PAYLOAD_SIZES: Final[dict[type, Callable[[object], int]]] = {
+    Bitfield: lambda message: len(message.bits),  # type: ignore[attr-defined]
+    Hashes: lambda message: len(message.hashes),  # type: ignore[attr-defined]
+    UnknownMessage: lambda message: len(message.payload),  # type: ignore[attr-defined]
+    UnknownExtended: lambda message: len(message.payload),  # type: ignore[attr-defined]
+}
+"""The messages the event queue counts the bytes of, and how (subclasses of the messages
+are not counted: the decoder makes none)."""
+
+
 class _EventQueue:
     """The manager's bounded event queue, and the async iterator of :meth:`PeerManager.events`.
 
     A deque with two parking lots rather than a trio memory channel: the readers put and the
     consumer takes without a trip through the scheduler while there is room (or there are
     events), which is most of the time at full speed; they park only when full (or empty).
+
+    Bounded in events and in payload bytes (``_payload_size`` of each message): a producer
+    waits while either is reached (one whose message carries no payload, for room in events
+    only), so the bytes queued stay under the bound plus one message's payload. A producer
+    only parks while events are queued, and each one taken wakes a producer (who wakes the
+    next while there is room), so none is left waiting on an empty queue.
     """
 
     __slots__ = (
+        "_byte_capacity",
+        "_bytes",
         "_capacity",
         "_closed",
         "_consumer_waiting",
@@ -752,9 +814,11 @@ class _EventQueue:
         "_producers_waiting",
     )
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, byte_capacity: int) -> None:
         self._items: deque[ManagerEvent] = deque()
         self._capacity = capacity
+        self._byte_capacity = byte_capacity
+        self._bytes = 0  # the payload bytes of the queued events
         self._consumers = trio.lowlevel.ParkingLot()
         self._producers = trio.lowlevel.ParkingLot()
         # Plain counters mirror the parking lots: tested per event, they cost less.
@@ -765,14 +829,50 @@ class _EventQueue:
     def __len__(self) -> int:
         return len(self._items)
 
-    async def put(self, event: ManagerEvent) -> None:
-        """Add ``event``, waiting while the queue is full (dropped once closed)."""
-        while len(self._items) >= self._capacity and not self._closed:
+    def _full(self, size: int) -> bool:
+        """No room for an event of ``size`` payload bytes (one without any waits for room
+        in events only)."""
+        return len(self._items) >= self._capacity or (
+            size > 0 and self._bytes >= self._byte_capacity
+        )
+
+    async def put(self, event: ManagerEvent, size: int = 0) -> None:
+        """Add ``event``, whose message holds ``size`` payload bytes, waiting while the queue
+        is full (dropped once closed)."""
+        while self._full(size) and not self._closed:
             self._producers_waiting += 1
             try:
                 await self._producers.park()
+            except BaseException:
+                # Cancelled (its peer removed), maybe after a wake-up meant for it: the room
+                # goes to the next producer instead.
+                if not self._full(1):
+                    self._producers.unpark()
+                raise
             finally:
                 self._producers_waiting -= 1
+        if self._closed:
+            return
+        self._items.append(event)
+        self._bytes += size
+        if self._consumer_waiting:
+            self._consumer_waiting = False
+            self._consumers.unpark()
+        if self._producers_waiting and not self._full(1):
+            self._producers.unpark()  # a big event taken may leave room for several
+
+    def put_sized_nowait(self, event: ManagerEvent, size: int) -> bool:
+        """Add ``event`` (``size`` payload bytes) if the byte bound has room; the caller
+        has counted the room in events. The consumer is not woken (``wake_consumer``)."""
+        if self._bytes >= self._byte_capacity:
+            return False
+        self._items.append(event)
+        self._bytes += size
+        return True
+
+    def announce(self, event: ManagerEvent) -> None:
+        """Add a peer's :class:`PeerAdded` whatever the queue holds (bounded by
+        ``max_peers``: see :meth:`PeerManager.add_peer`); dropped once closed."""
         if self._closed:
             return
         self._items.append(event)
@@ -803,6 +903,8 @@ class _EventQueue:
             self._consumer_waiting = True
             await self._consumers.park()
         event = items.popleft()
+        if self._bytes and type(event) is MessageReceived:
+            self._bytes -= _payload_size(event.message)
         if self._producers_waiting:
             self._producers.unpark()
         return event
@@ -819,7 +921,10 @@ class PeerManager:
         self._config = config
         self._services: list[PeerService] = list(config.services)
         self._peers: dict[Peer, _PeerTask] = {}
-        self._events = _EventQueue(config.event_buffer)
+        self._events = _EventQueue(config.event_buffer, config.event_buffer_bytes)
+        # Peers removed whose PeerRemoved is not queued yet: they keep their place in
+        # max_peers, which bounds the PeerAdded events add_peer queues past event_buffer.
+        self._departing = 0
         self._closed = False
         now = trio.current_time()
         self._counter = TrafficCounter(now=now, window=config.rate_window)
@@ -931,7 +1036,12 @@ class PeerManager:
 
         The manager owns the stream from now on and closes it when the peer is removed.
         When both sides set the BEP 10 bit, our extended handshake is queued as the first
-        message. :class:`PeerAdded` is emitted before any message of the peer.
+        message. :class:`PeerAdded` is queued here, before any message of the peer, even
+        when the event queue is full (``event_buffer``): every peer this returns gets its
+        :class:`PeerAdded` and, once removed, its :class:`PeerRemoved` (unless the manager
+        closes first). A removed peer counts against ``max_peers`` until its
+        :class:`PeerRemoved` is queued, which bounds what a consumer that does not read
+        the events can be sent past ``event_buffer``.
 
         Args:
             handshake: the completed handshake with its open stream.
@@ -939,9 +1049,9 @@ class PeerManager:
                 whose metadata is still missing).
 
         Raises:
-            PeerManagerFullError: ``max_peers`` peers are connected, or
-                ``max_peers_per_host`` of this torrent's from the handshake's host (the
-                caller still owns the stream).
+            PeerManagerFullError: ``max_peers`` peers are connected (or removed, their
+                :class:`PeerRemoved` not queued yet), or ``max_peers_per_host`` of this
+                torrent's from the handshake's host (the caller still owns the stream).
             trio.ClosedResourceError: the manager is closed (the caller still owns the
                 stream).
             Exception: whatever a service's :meth:`PeerService.handshake_fields` raised
@@ -950,13 +1060,17 @@ class PeerManager:
         """
         if self._closed:
             raise trio.ClosedResourceError("the peer manager is closed")
-        if len(self._peers) >= self._config.max_peers:
+        if len(self._peers) + self._departing >= self._config.max_peers:
             self._rejected_full += 1
             _log.debug(
-                "peer %s refused: %d peers connected already", handshake.address, len(self._peers)
+                "peer %s refused: %d peers connected already, %d leaving",
+                handshake.address,
+                len(self._peers),
+                self._departing,
             )
             raise PeerManagerFullError(
-                f"{len(self._peers)} peers connected, the limit is {self._config.max_peers}"
+                f"{len(self._peers)} peers connected and {self._departing} leaving, "
+                f"the limit is {self._config.max_peers}"
             )
         # One host however its socket shows it (an IPv4 peer on a dual-stack listener is
         # ::ffff:a.b.c.d).
@@ -1004,6 +1118,11 @@ class PeerManager:
         self._peers[peer] = task
         self._per_host[host_key] += 1
         self._peers_added += 1
+        # Queued now, not by the peer's task when the queue has room: the owner holds the
+        # handle from now on, and a peer removed before its PeerAdded was queued would
+        # never have been announced, nor its removal.
+        self._events.announce(PeerAdded(peer))
+        task.announced = True
         _log.debug(
             "peer %s added: %s, %s, torrent %s, peer id %s",
             peer.address,
@@ -1342,12 +1461,19 @@ class PeerManager:
     async def _run_peer(self, task: _PeerTask) -> None:
         """One peer's life: writer and reader under the peer's cancel scope, then cleanup."""
         try:
+            await self._serve_peer(task)
+            if task.announced and not self._closed:
+                await self._emit(PeerRemoved(task.peer, task.reason or REASON_CLOSING, task.error))
+        finally:
+            self._departing -= 1  # its PeerRemoved is queued (or never will be): a free place
+
+    async def _serve_peer(self, task: _PeerTask) -> None:
+        """Run the peer until it is removed, then forget it (it is departing from then on)."""
+        try:
             with task.scope:
                 try:
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(self._write_loop, task)
-                        await self._emit(PeerAdded(task.peer))
-                        task.announced = True
                         await self._read_loop(task)
                 except Exception as exc:  # a bug (ours or a service's): this peer only
                     if isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
@@ -1368,6 +1494,7 @@ class PeerManager:
             task.removed = True
             task.space.unpark_all()
             task.drained.unpark_all()
+            self._departing += 1  # until its PeerRemoved is queued: see add_peer
             if self._peers.pop(task.peer, None) is not None:
                 key = _host_key(task.peer.address, task.peer.info_hash)
                 self._per_host[key] -= 1
@@ -1387,8 +1514,6 @@ class PeerManager:
             await trio.aclose_forcefully(task.stream)
             for service in self._services:
                 service.peer_removed(self, task.peer)
-        if task.announced and not self._closed:
-            await self._emit(PeerRemoved(task.peer, task.reason, task.error))
 
     async def _read_loop(self, task: _PeerTask) -> None:
         """Read, decode, dispatch; returns (after failing the peer) when the peer is done."""
@@ -1403,6 +1528,7 @@ class PeerManager:
         events = self._events
         event_items = events._items
         event_capacity = events._capacity
+        sized = _PAYLOAD_SIZES  # the messages whose payload bytes the event queue counts
         download = self._download_limiter
         # The replies the peer's own messages earn (rejects) bypass send's wait; the reader
         # never waits for them either (it would tie the peer's reads to our writes, and two
@@ -1427,7 +1553,8 @@ class PeerManager:
                     try:
                         while (message := next_event()) is not NEED_DATA:
                             count += 1
-                            if type(message) is KeepAlive:
+                            kind = type(message)
+                            if kind is KeepAlive:
                                 continue  # counted, not surfaced
                             if services and self._consumed(peer, message):
                                 continue
@@ -1435,17 +1562,25 @@ class PeerManager:
                             event = _new_event(MessageReceived)
                             _set_received_peer(event, peer)
                             _set_received_message(event, message)
-                            if room:
-                                event_items.append(event)
-                                room -= 1
-                            else:
-                                events.wake_consumer()
-                                # Waiting for our consumer is not the peer being idle.
-                                task.held = True
-                                await events.put(event)
-                                task.held = False
-                                task.last_receive = trio.current_time()
-                                room = 0 if events._closed else event_capacity - len(event_items)
+                            if kind not in sized:
+                                size = 0
+                                if room:
+                                    event_items.append(event)
+                                    room -= 1
+                                    continue
+                            else:  # a payload of up to max_message_length: the bytes count
+                                size = sized[kind](message)
+                                if room and events.put_sized_nowait(event, size):
+                                    room -= 1
+                                    continue
+                            # No room (in events, or in bytes): wait for it.
+                            events.wake_consumer()
+                            # Waiting for our consumer is not the peer being idle.
+                            task.held = True
+                            await events.put(event, size)
+                            task.held = False
+                            task.last_receive = trio.current_time()
+                            room = 0 if events._closed else event_capacity - len(event_items)
                     finally:
                         events.wake_consumer()
                         counter.messages_received += count
