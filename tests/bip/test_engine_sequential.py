@@ -74,9 +74,13 @@ async def download_logged(
     prepare: Callable[[Torrent], None],
     torrent: Metainfo,
     folder: Path,
+    *,
+    complete: Callable[[Torrent], None] = lambda _: None,
 ) -> Torrent:
     """Download ``torrent`` from a seed of ``folder``, ``prepare`` called on the download
-    as soon as it is added (before its brain is made), its requests logged."""
+    as soon as it is added (before its brain is made), its requests logged; ``complete``
+    called on it once complete (before its session closes: a closed torrent's controls
+    refuse)."""
     async with seeder_and_leecher(torrent, folder) as (seeder, leecher):
         download = await leecher.add_torrent(
             torrent, TorrentOptions(tmp_path / "down", peers=(address_of(seeder),))
@@ -85,6 +89,7 @@ async def download_logged(
         log.torrent = download
         prepare(download)
         await download.wait_complete()
+        complete(download)
     return download
 
 
@@ -192,20 +197,24 @@ async def test_deadlines_come_first(tmp_path: Path, monkeypatch: pytest.MonkeyPa
             downloads[0].set_piece_deadline(130, 1.0)
             downloads[0].clear_piece_deadline(130)
 
+    def complete(download: Torrent) -> None:
+        # Met deadlines are forgotten; a deadline for a piece we have is ignored.
+        assert not download._deadlines
+        download.set_piece_deadline(7, 1.0)
+        assert not download._deadlines
+
     downloads: list[Torrent] = []
     log.after = after
     with trio.fail_after(DEADLINE):
-        download = await download_logged(tmp_path, log, prepare, torrent, folder)
+        download = await download_logged(tmp_path, log, prepare, torrent, folder, complete=complete)
     assert log.order[:3] == [200, 250, 0]
     [mark] = marks
     assert log.order[mark : mark + 2] == [150, 120]  # asked for at once, before the rest
     rest = [p for p in log.order if p not in (200, 250, 150, 120)]
     assert rest == sorted(rest)  # sequential around them
     assert sorted(log.order) == list(range(NUM_PIECES))
-    # Met deadlines are forgotten; a deadline for a piece we have is ignored.
-    assert not download._deadlines
-    download.set_piece_deadline(7, 1.0)
-    assert not download._deadlines
+    with pytest.raises(TorrentError, match="closed"):
+        download.set_piece_deadline(7, 1.0)  # its session closed: as pause() refuses
 
 
 async def test_deadline_misuse(tmp_path: Path) -> None:

@@ -426,13 +426,14 @@ async def test_a_recheck_keeps_its_slot(tmp_path: Path, monkeypatch: pytest.Monk
     with trio.fail_after(DEADLINE):
         async with open_session(queue_config(active_downloads=1)) as session:
             session.add_source(lambda: announcer)
-            a, b = [
-                await session.add_torrent(
-                    torrent, TorrentOptions(tmp_path / "down" / str(i), auto_managed=True)
-                )
-                for i, (_folder, torrent) in enumerate(made)
-            ]
-            await until(lambda: checked([a, b]) and not queued(a))
+            down = [tmp_path / "down" / str(i) for i in range(2)]
+            # b is added once a runs: a check keeps no slot, so b's check ending first
+            # would start b (and announce it) until the queue's next decision gave a its
+            # turn back.
+            a = await session.add_torrent(made[0][1], TorrentOptions(down[0], auto_managed=True))
+            await until(lambda: checked([a]) and not queued(a))
+            b = await session.add_torrent(made[1][1], TorrentOptions(down[1], auto_managed=True))
+            await until(lambda: checked([b]))
             assert queued(b)
             await until(lambda: a.info_hash in announcer.running)
             starts.clear()

@@ -337,7 +337,9 @@ class Session:
                 not a bool.
             ValueError: a limit is negative, NaN or infinite. Nothing changes then, not
                 even the other settings.
+            TorrentError: the session is closed (its ``async with`` block was left).
         """
+        self._check_open()
         # All checked before any is set, so a bad one leaves the session as it was.
         if not isinstance(upload, _Keep):
             check_rate(upload, "upload")
@@ -372,7 +374,9 @@ class Session:
 
         Raises:
             TypeError: ``ip_filter`` is not an :class:`~bip_handshake.IPFilter` or ``None``.
+            TorrentError: the session is closed (its ``async with`` block was left).
         """
+        self._check_open()
         self.handshaker.set_ip_filter(ip_filter)
         if self.dht is not None:
             self.dht.set_ip_filter(ip_filter)
@@ -396,7 +400,12 @@ class Session:
         return self.connector.peer_list(torrent)
 
     def add_source(self, factory: Callable[[], PeerSource]) -> None:
-        """Run a peer source (a DHT...) for every torrent added from now on."""
+        """Run a peer source (a DHT...) for every torrent added from now on.
+
+        Raises:
+            TorrentError: the session is closed (its ``async with`` block was left).
+        """
+        self._check_open()
         self._sources.append(factory)
 
     def find(self, info_hash: InfoHash | bytes) -> Torrent | None:
@@ -421,11 +430,20 @@ class Session:
         off) is read once, here, before the torrent is made: the flags it keeps are the
         torrent's from the moment this returns (:meth:`Torrent.status` shows them), each
         unless the options say otherwise. A torrent that was paused when its last run ended
-        starts paused, as libtorrent's resume data carries ``paused``: it checks its data,
-        but joins no swarm until :meth:`Torrent.resume`; one that super-seeded super-seeds.
-        A state file that cannot be read, or is not ours, is ignored (with a warning); a key
-        of it whose value is not ours is ignored alone (with a DEBUG log), as libtorrent
-        ignores a bad optional field of its resume data, and the others are kept.
+        starts paused, as libtorrent's resume data carries ``paused``: it joins no swarm
+        until :meth:`Torrent.resume`; one that super-seeded super-seeds. A state file that
+        cannot be read, or is not ours, is ignored (with a warning); a key of it whose value
+        is not ours is ignored alone (with a DEBUG log), as libtorrent ignores a bad
+        optional field of its resume data, and the others are kept.
+
+        A paused torrent (so started, or ``options.paused``) that is not auto-managed checks
+        its data at once all the same (its pause keeps it out of its swarm only; a
+        paused seed is then ready to serve on :meth:`Torrent.resume`), unlike libtorrent,
+        whose ``should_check_files`` starts no paused torrent's check. A paused
+        auto-managed one checks at once only when nothing is to be hashed (its resume
+        data vouch for the files, or it has none yet); a check that would hash waits for
+        its resume and then for the queue's leave, as libtorrent's, so that a session
+        restarted with many paused auto-managed torrents hashes nothing.
 
         The torrent takes the last place in the queue, or its saved place among the
         torrents added back from the same saved queue. An auto-managed one
@@ -440,8 +458,10 @@ class Session:
 
         Raises:
             TorrentError: the torrent is already in the session, or is named ``.bip`` and
-                stored in the save directory.
+                stored in the save directory, or the session is closed (its ``async with``
+                block was left; also while this read the state file): nothing is added.
         """
+        self._check_open()
         if isinstance(source, Metainfo) and options.storage is None:
             check_storage_name(source.info)  # before its state is read from that very folder
         info_hash = source.info.info_hash if isinstance(source, Metainfo) else source.info_hash
@@ -459,6 +479,7 @@ class Session:
             options.auto_managed if options.auto_managed is not None else flags.auto_managed
         )
         # Looked for after the read: nothing awaits between this and the torrent's indexing.
+        self._check_open()  # it may have closed meanwhile: its nursery takes no torrent then
         if self.find(info_hash) is not None:
             raise TorrentError(f"torrent {info_hash.hex()} is already in the session")
         sources: list[PeerSource] = [factory() for factory in self._sources]
@@ -545,10 +566,19 @@ class Session:
         :class:`TorrentError` from then on, and :meth:`Torrent.wait_complete` raises unless
         it had completed.
 
+        A torrent that never reached the disk (waiting for its check's turn or for its
+        resume, or failed before) has no files bip_disk knows of: with ``delete_data`` its
+        files are then looked for (stat'ed, none read) and, if any is there, it is removed
+        all the same but :class:`TorrentError` says they were not deleted (libtorrent
+        deletes them in every state; here only bip_disk deletes a torrent's files).
+
         Raises:
             TorrentError: the torrent is not in the session (removed already, or another
-                session's).
+                session's), or the session is closed (nothing is removed nor deleted then);
+                or, with ``delete_data``, the torrent was removed but some of its files
+                were left (it never reached the disk).
         """
+        self._check_open()
         self._check_ours(torrent)
         self._all.remove(torrent)
         for swarm_id in [key for key, value in self._torrents.items() if value is torrent]:
@@ -559,6 +589,10 @@ class Session:
         if torrent.auto_managed:
             self._auto_managed -= 1
         checking = torrent._queue_kind() is QueueKind.CHECKING
+        # Out of line before the await: a queue move meanwhile must not renumber a line
+        # that still holds it (the others close up at once).
+        self._renumber()
+        torrent._set_queue_position(-1)  # out of the session: its status says so
         try:
             await torrent._remove(delete_data=delete_data)
         finally:
@@ -601,7 +635,9 @@ class Session:
             TypeError: a setting of the wrong type.
             ValueError: a limit below -1, a rate or a time negative or not finite
                 (``auto_manage_interval`` must be positive). Nothing changes then.
+            TorrentError: the session is closed (its ``async with`` block was left).
         """
+        self._check_open()
         # Any: each value's type is QueueLimits' to check (it raises on a wrong one).
         changes: dict[str, Any] = {
             name: value
@@ -659,7 +695,7 @@ class Session:
         without a position (a seed), does not move.
 
         Raises:
-            TorrentError: the torrent is not in the session.
+            TorrentError: the torrent is not in the session, or the session is closed.
         """
         self._move_in_line(torrent, lambda here: here - 1)
 
@@ -668,7 +704,7 @@ class Session:
         ``queue_position_down``), as :meth:`queue_position_up` does up.
 
         Raises:
-            TorrentError: the torrent is not in the session.
+            TorrentError: the torrent is not in the session, or the session is closed.
         """
         self._move_in_line(torrent, lambda here: here + 1)
 
@@ -678,7 +714,7 @@ class Session:
         in line among those running is queued if the queue has no room for both.
 
         Raises:
-            TorrentError: the torrent is not in the session.
+            TorrentError: the torrent is not in the session, or the session is closed.
         """
         self._move_in_line(torrent, lambda here: 0)
 
@@ -687,7 +723,7 @@ class Session:
         ``queue_position_bottom``).
 
         Raises:
-            TorrentError: the torrent is not in the session.
+            TorrentError: the torrent is not in the session, or the session is closed.
         """
         self._move_in_line(torrent, lambda here: len(self._line) - 1)
 
@@ -700,7 +736,7 @@ class Session:
         Raises:
             TypeError: ``position`` is not an int.
             ValueError: ``position`` is negative.
-            TorrentError: the torrent is not in the session.
+            TorrentError: the torrent is not in the session, or the session is closed.
         """
         if isinstance(position, bool) or not isinstance(position, int):
             raise TypeError(f"a queue position is an int, not {position!r}")
@@ -710,6 +746,13 @@ class Session:
 
     # -- internals ----------------------------------------------------------------------------
 
+    def _check_open(self) -> None:
+        """Refuse a change once the session closes, before anything is touched: its
+        tasks, sockets and files are gone (or going), and a torrent added or removed then
+        would be half done."""
+        if self._closing:
+            raise TorrentError("the session is closed")
+
     def _check_ours(self, torrent: Torrent) -> None:
         if torrent not in self._all:
             raise TorrentError(f"{torrent!r} is not in the session (removed, or another's)")
@@ -717,6 +760,7 @@ class Session:
     def _move_in_line(self, torrent: Torrent, where: Callable[[int], int]) -> None:
         """Move ``torrent`` from its place in line to ``where(place)`` (clamped to the
         line), then let the queue decide."""
+        self._check_open()
         self._check_ours(torrent)
         if self._line_dirty:
             self._renumber()

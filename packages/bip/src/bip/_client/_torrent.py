@@ -84,12 +84,14 @@ from typing import Final, TypeAlias, TypeVar
 import trio
 
 from bip_disk import (
+    DiskError,
     DiskManager,
     FileSystem,
     NativeFileSystem,
     PieceLost,
     ResumeDataError,
     StorageError,
+    StorageLayout,
     TorrentFailed,
     TorrentHandle,
     TorrentState,
@@ -681,7 +683,9 @@ class Torrent:
 
         The selection is the one when called: a later :meth:`set_files` (or deadline) that
         wants more does not hold back a wait that already returned, and a wait started then
-        waits for the new selection.
+        waits for the new selection. A wait started during a check of the data
+        (:meth:`force_recheck`, a move's check of kept files) waits for the check's
+        result.
 
         Raises:
             TorrentError: the torrent failed (a storage fault...), was closed or removed before.
@@ -800,7 +804,11 @@ class Torrent:
         """Return when the torrent may check its data: at once unless auto-managed; else
         once the queue lets it (``active_checking``: a check started cannot be stopped) and
         while it is not paused (libtorrent's ``should_check_files``: a paused torrent does
-        not check, so that a session restarted with many paused torrents hashes nothing)."""
+        not check, so that a session restarted with many paused torrents hashes nothing).
+        A paused torrent not auto-managed checks at once, unlike libtorrent's (whose
+        ``should_check_files`` wants every torrent unpaused): bip documents that its pause
+        holds a torrent out of its swarm only (:meth:`pause`,
+        :meth:`bip._client.Session.add_torrent`)."""
         while self._has_queue and (self.queued or self.paused):
             await self._check_gate.wait()
 
@@ -968,8 +976,12 @@ class Torrent:
         While the torrent downloads the flag waits: it takes effect when the torrent
         completes, and a seed that goes back to downloading (a new selection) reveals
         honestly until it completes again. Setting it as it is does nothing.
+
+        Raises:
+            TorrentError: the torrent failed, or was closed or removed.
         """
         enabled = bool(enabled)
+        self._check_alive("change super-seeding")
         if self._super_seeding is enabled:
             return
         self._super_seeding = enabled
@@ -1217,10 +1229,12 @@ class Torrent:
         :attr:`TorrentStatus.checked` its progress); then the torrent goes on with what the
         check found (``DOWNLOADING`` or ``SEEDING``), joining its swarm again unless paused.
         Piece deadlines are kept. During a check already under way (``CHECKING``) it does
-        nothing: that check decides. An auto-managed torrent's check waits for the queue's
-        leave (``ClientConfig.active_checking``) and, paused, for a resume, as libtorrent's
-        does; one that ran keeps its slot as a download or a seed while its check runs
-        (not while it waits for its turn).
+        nothing: that check decides. As libtorrent's, the torrent forgets it was complete:
+        :attr:`completed` and :attr:`seeded` are unset (new events) until the check says
+        what is there, so :meth:`wait_complete` waits for its result. An auto-managed
+        torrent's check waits for the queue's leave (``ClientConfig.active_checking``) and,
+        paused, for a resume, as libtorrent's does; one that ran keeps its slot as a
+        download or a seed while its check runs (not while it waits for its turn).
 
         Raises:
             TorrentError: the metadata is not known yet (nothing to check), the storage is
@@ -1240,9 +1254,22 @@ class Torrent:
         self._enter(TorrentPhase.CHECKING)
         self._hold(_HOLD_RECHECK, REASON_RECHECK)
         self.swarm = None
+        self._forget_completion()
         self._blocks.clear()  # asked by the old brain: the new one asks again
         self._hold_for_decision()  # its check waits for its turn (_recheck)
         self._nursery.start_soon(self._recheck)
+
+    def _forget_completion(self) -> None:
+        """A check begins (a recheck, a move's check of kept files): as libtorrent's
+        ``force_recheck`` forgets ``have_all``, the torrent is neither complete nor a seed
+        until the check says so (:meth:`_update_completion`, once the brain is made
+        again), so that :meth:`wait_complete` waits for its result. New unset events take
+        the set ones' places (waiters that woke stay woken)."""
+        if self.completed.is_set():
+            self.completed = trio.Event()
+        if self.seeded.is_set():
+            self.seeded = trio.Event()
+        self._sync_upload_only()  # no peer now: only what the next ones will be told
 
     def _keep_slot(self) -> None:
         """About to check again: a running auto-managed torrent keeps its slot (its kind
@@ -1321,9 +1348,10 @@ class Torrent:
           written, while the torrent's own copies of them stay in the old directory (as
           libtorrent's); the others move. Then, as after :meth:`force_recheck`, the torrent
           leaves its swarm (phase ``CHECKING``, peers disconnected with
-          :data:`REASON_RECHECK`) while bip_disk hashes the pieces the kept files hold (the
-          others stay verified), in the background after this returns, and goes on with
-          what it found. With no file in the way, it is the plain move.
+          :data:`REASON_RECHECK`, :attr:`completed` and :attr:`seeded` unset) while bip_disk
+          hashes the pieces the kept files hold (the others stay verified), in the
+          background after this returns, and goes on with what it found. With no file in
+          the way, it is the plain move.
 
         Moving to the directory the torrent is in already changes nothing, whatever the
         flags. Once bip_disk has switched the torrent to the new storage the move is done:
@@ -1434,6 +1462,7 @@ class Torrent:
         self._enter(TorrentPhase.CHECKING)
         self._hold(_HOLD_RECHECK, REASON_RECHECK)
         self.swarm = None
+        self._forget_completion()
         self._blocks.clear()  # asked by the old brain: the new one asks again
         assert self._nursery is not None  # the storage is open: run() is running
         self._nursery.start_soon(self._finish_check, handle)
@@ -1466,8 +1495,12 @@ class Torrent:
         Switchable at any time, also before a magnet link's metadata arrives (remembered
         and applied when the download starts). Requests already sent stay; the order
         applies to the next ones.
+
+        Raises:
+            TorrentError: the torrent failed, or was closed or removed.
         """
         enabled = bool(enabled)
+        self._check_alive("change its piece order")
         changed = enabled != self._sequential
         self._sequential = enabled
         if changed and self.swarm is not None:
@@ -1500,9 +1533,11 @@ class Torrent:
 
         Raises:
             TorrentError: the metadata is not known yet (a magnet link: the piece count is
-                unknown), or ``piece`` is not a piece of the torrent.
+                unknown), ``piece`` is not a piece of the torrent, or the torrent failed,
+                was closed or removed.
             ValueError: ``seconds_from_now`` is negative or not finite.
         """
+        self._check_alive("set a piece deadline")
         self._check_piece(piece)
         if not (math.isfinite(seconds_from_now) and seconds_from_now >= 0):
             raise ValueError(f"a deadline is seconds from now, >= 0; not {seconds_from_now!r}")
@@ -1532,9 +1567,10 @@ class Torrent:
         fetched in the usual order again. No deadline: nothing happens.
 
         Raises:
-            TorrentError: the metadata is not known yet, or ``piece`` is not a piece of the
-                torrent.
+            TorrentError: the metadata is not known yet, ``piece`` is not a piece of the
+                torrent, or the torrent failed, was closed or removed.
         """
+        self._check_alive("clear a piece deadline")
         self._check_piece(piece)
         if self.swarm is None:
             self._pending_deadlines.pop(piece, None)
@@ -1543,7 +1579,12 @@ class Torrent:
 
     def clear_piece_deadlines(self) -> None:
         """Forget every piece deadline (libtorrent's ``clear_piece_deadlines``). Allowed at
-        any time: before the metadata there are none."""
+        any time the torrent runs: before the metadata there are none.
+
+        Raises:
+            TorrentError: the torrent failed, or was closed or removed.
+        """
+        self._check_alive("clear its piece deadlines")
         if self.swarm is None:
             self._pending_deadlines.clear()
         else:
@@ -1702,19 +1743,53 @@ class Torrent:
         self._metadata.stop_serving(self._info_hash)
         self._leave_swarm(REASON_REMOVED)
         self.peers.clear()
+        left = 0
         with trio.CancelScope(shield=True):
             # The lock: a save under way ends before its files are deleted, and none follows
             # (the torrent's tasks are cancelled).
             async with self._save_lock:
+                deleted = False
                 if self.handle is not None:
                     self._pieces()  # the count the status shows from now on
                     with contextlib.suppress(TorrentStateError):
                         await self._disk.remove_torrent(self.handle, delete_data=delete_data)
+                        deleted = True
+                if delete_data and not deleted and self.info is not None:
+                    # Never added to the disk (waiting for its check, failed before): only
+                    # bip_disk deletes a torrent's files, so say which are left rather
+                    # than return as if deleted (libtorrent deletes in every state).
+                    left = await trio.to_thread.run_sync(self._files_left)
                 if self._filesystem is not None:
                     self._filesystem.close()
                 if self._store is not None:
                     await self._store.forget_all()
+        if left:
+            raise TorrentError(
+                f"{self._name}: removed, but {left} of its files were not deleted from"
+                f" {self.options.save_dir}: it had not reached the disk yet (not checked)"
+            )
         logger.debug("%s removed%s", self._name, " with its data" if delete_data else "")
+
+    def _files_left(self) -> int:
+        """How many of the torrent's files are in its storage (stat'ed on a thread, none
+        read): the storage it opened, else one made as :meth:`_open_storage` makes it. A
+        storage that cannot be opened or looked at counts every file as left."""
+        info = self.info
+        assert info is not None
+        paths = [file.path for file in StorageLayout.from_info(info).stored_files]
+        filesystem = self._filesystem
+        try:
+            if filesystem is None:
+                make = self.options.storage
+                save_dir = self.options.save_dir
+                filesystem = NativeFileSystem(save_dir) if make is None else make(save_dir)
+            try:
+                return sum(1 for path in paths if filesystem.stat(path) is not None)
+            finally:
+                if filesystem is not self._filesystem:
+                    filesystem.close()
+        except (DiskError, OSError):
+            return len(paths)
 
     async def _fetch_metadata(self) -> None:
         """Get the info dictionary, and a v2-only torrent's piece layers: saved by an earlier
