@@ -2,9 +2,10 @@
 
 Creating a torrent's empty files and links once it is checked, deleting its files
 when it is removed with its data, and copying them when its storage moves (what
-becomes of the torrent's files already at the destination: :class:`ExistingFiles`).
-All synchronous; each returns or raises :class:`~bip_disk.StorageError` (any
-other exception from a third-party FileSystem is turned into one).
+becomes of the torrent's files already at the destination: :class:`ExistingFiles`;
+a copy stopped half way: ``CopyStopped``). All synchronous; each returns or
+raises :class:`~bip_disk.StorageError` (any other exception from a third-party
+FileSystem is turned into one).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import enum
 import errno
 import logging
 import uuid
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
@@ -24,6 +25,7 @@ from ._layout import StorageLayout, StoredFile, create_stored_files
 
 __all__ = [
     "Copied",
+    "CopyStopped",
     "ExistingFiles",
     "as_storage_error",
     "copy_files",
@@ -72,6 +74,22 @@ class Copied:
 
     kept: tuple[StoredFile, ...]
     warnings: list[StorageError]
+
+
+class CopyStopped(DiskError):  # noqa: N818 - named for what happened, like trio.Cancelled
+    """``copy_files`` was told to stop before it was done; what it had written to the
+    destination is deleted (what was there before and left alone stays).
+
+    Attributes:
+        problems: the errors deleting that met (deleting goes on past each).
+    """
+
+    def __init__(self, problems: list[StorageError]) -> None:
+        super().__init__(
+            "the copy was stopped"
+            + (f"; deleting what it wrote failed {len(problems)} times" if problems else "")
+        )
+        self.problems = problems
 
 
 _log = logging.getLogger("bip_disk.manager")  # what it finds are the manager's torrents' faults
@@ -160,15 +178,21 @@ def delete_files(
     Directories that still hold something (files not of this torrent, kept ones) stay.
     Returns the errors met; deleting goes on past each.
     """
+    return _delete_paths(
+        fs, (file.path for file in layout.files if not file.is_pad and file.path not in keep)
+    )
+
+
+def _delete_paths(fs: FileSystem, paths: Iterable[str]) -> list[StorageError]:
+    """Delete the files or links at ``paths``, then the directories they leave empty; the
+    errors met (deleting goes on past each)."""
     errors: list[StorageError] = []
     directories: set[str] = set()
-    for file in layout.files:
-        if file.is_pad or file.path in keep:
-            continue
-        directories.update(_parents(file.path))
+    for path in paths:
+        directories.update(_parents(path))
         try:
-            with storage_faults(file.path):
-                fs.remove(file.path)
+            with storage_faults(path):
+                fs.remove(path)
         except StorageError as error:
             errors.append(error)
     # Deepest first, so a directory is empty by the time its turn comes.
@@ -209,6 +233,8 @@ def copy_files(
     destination: FileSystem,
     layout: StorageLayout,
     existing: ExistingFiles = ExistingFiles.REPLACE,
+    *,
+    stop: Callable[[], bool] | None = None,
 ) -> Copied:
     """Copy the torrent's stored files from ``source`` to ``destination``, then sync it.
 
@@ -222,12 +248,26 @@ def copy_files(
     raises, ``KEEP`` leaves it alone (a file appearing between that look and the
     first write is still replaced: the FileSystem protocol has no exclusive create).
 
+    ``stop`` (called on this thread; it must be quick and thread-safe) is asked before
+    each file is touched, before each further chunk and before the links and the sync:
+    once it answers true, the files this copy created or wrote over are deleted, with
+    the directories that leaves empty, and :class:`CopyStopped` is raised. So whoever
+    stops a copy waits for one chunk at most (and the deletion). Files it had not
+    reached and those ``KEEP`` left alone stay as they were; one ``REPLACE`` removed
+    before copying it is not brought back (its copy is deleted with the others).
+
     Raises:
+        CopyStopped: ``stop`` answered true.
         DestinationExistsError: ``FAIL``, and a file of the torrent is in ``destination``.
         StorageError: reading, writing or syncing failed.
     """
     kept: list[StoredFile] = []
+    # What a stopped copy deletes: the files it created or wrote over, in order.
+    written: list[str] = []
     for file in layout.stored_files:
+        if stop is not None and stop():
+            raise CopyStopped(_delete_paths(destination, written))
+        whole = True
         with storage_faults(file.path):
             if existing is not ExistingFiles.REPLACE and destination.stat(file.path) is not None:
                 if existing is ExistingFiles.FAIL:
@@ -249,20 +289,42 @@ def copy_files(
                 destination.remove(file.path)
             if stat is None:
                 continue
-            offset = 0
-            while offset < stat.size:
-                chunk = source.read(file.path, offset, min(_COPY_CHUNK, stat.size - offset))
-                if not chunk:
-                    break  # the file shrank under us: copy what there is
-                if chunk != _ZEROS[: len(chunk)]:
-                    destination.write(file.path, offset, chunk)
-                offset += len(chunk)
-            destination.allocate(file.path, offset)
+            written.append(file.path)
+            whole = _copy_file(source, destination, file.path, stat.size, stop)
+        if not whole:
+            # Out of storage_faults: deleting collects its own errors.
+            raise CopyStopped(_delete_paths(destination, written))
+    if stop is not None and stop():
+        raise CopyStopped(_delete_paths(destination, written))
     # An empty kept file is not touched by this either: allocating never shrinks a file.
     warnings = create_files(destination, layout)
     with storage_faults():
         destination.sync()
     return Copied(tuple(kept), warnings)
+
+
+def _copy_file(
+    source: FileSystem,
+    destination: FileSystem,
+    path: str,
+    size: int,
+    stop: Callable[[], bool] | None,
+) -> bool:
+    """Copy ``path`` up to ``size`` bytes (see ``copy_files``); False when ``stop`` answered
+    true before a chunk after the first (the copy of the file is then partial, or missing
+    if its chunks so far were zeros)."""
+    offset = 0
+    while offset < size:
+        if offset and stop is not None and stop():
+            return False
+        chunk = source.read(path, offset, min(_COPY_CHUNK, size - offset))
+        if not chunk:
+            break  # the file shrank under us: copy what there is
+        if chunk != _ZEROS[: len(chunk)]:
+            destination.write(path, offset, chunk)
+        offset += len(chunk)
+    destination.allocate(path, offset)
+    return True
 
 
 def same_storage(first: FileSystem, second: FileSystem) -> bool:

@@ -78,7 +78,7 @@ things happened to it, full queue or not: the blocks a move or recheck dropped c
 before anything the check that follows says.
 
 **Logging.** The logger ``bip_disk.manager`` tells the torrent's life at INFO (added,
-checked, rechecked, moved, removed) and its storage faults at WARNING (the
+checked, rechecked, moved, removed, files deleted) and its storage faults at WARNING (the
 torrent stopped, pieces lost, files or links that could not be made, synced or
 deleted), a few records per torrent whatever its size; pieces failing their hash
 check and the manager's own opening and closing are DEBUG. Blocks are never
@@ -94,7 +94,7 @@ import math
 import sys
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Final, Literal, cast
@@ -122,6 +122,7 @@ from ._events import (
 )
 from ._fileops import (
     Copied,
+    CopyStopped,
     ExistingFiles,
     as_storage_error,
     copy_files,
@@ -524,6 +525,8 @@ class DiskManager:
         # Events waiting for room in the queue, by torrent id (see _emit_later).
         self._backlogs: dict[int, _Backlog] = {}
         self._by_hash: dict[object, TorrentStorage] = {}
+        # Info hashes of the torrents whose files delete_files is deleting: not added then.
+        self._deleting: set[object] = set()
         self._closing = False
         self._pieces_good = 0
         self._pieces_bad = 0
@@ -665,8 +668,9 @@ class DiskManager:
     async def remove_torrent(self, torrent: TorrentHandle, *, delete_data: bool = False) -> None:
         """Remove a torrent, and with ``delete_data`` its files and links.
 
-        Pieces in memory are dropped, waiting writes fail, a check is stopped; the
-        call returns once no thread uses the torrent's files. Without
+        Pieces in memory are dropped, waiting writes fail, a check is stopped, and so
+        is the copy of a :meth:`move_storage` (at its next chunk; what it copied is
+        deleted); the call returns once no thread uses the torrent's files. Without
         ``delete_data`` the files are synced. Failures to delete or sync come as
         :class:`~bip_disk.StorageProblem`; :class:`~bip_disk.TorrentRemoved` ends
         the torrent's events.
@@ -711,6 +715,67 @@ class DiskManager:
             " and deleted its files" if delete_data else "",
         )
         await self._emit(TorrentRemoved(torrent, delete_data))
+
+    async def delete_files(
+        self,
+        torrent: Metainfo | Info,
+        filesystem: FileSystem,
+        *,
+        name: str | None = None,
+    ) -> list[StorageError]:
+        """Delete the files and links of a torrent that is not added, then the directories
+        that leaves empty: what :meth:`remove_torrent` with ``delete_data`` deletes, for a
+        torrent that never reached the manager (a client's torrent waiting for its turn
+        to be checked, or whose adding failed), as libtorrent's ``remove_torrent`` with
+        ``delete_files`` deletes in every state.
+
+        The torrent's layout (with ``name`` as :meth:`add_torrent` takes it) says which
+        paths are its own: pad files are never touched (a file at a pad file's path is
+        not the torrent's), nor is anything else in ``filesystem``, and a directory still
+        holding something stays. Missing files are no error. Runs on one of the
+        manager's I/O threads, never stopped half way: a cancellation waits for the
+        deletion to end (and strikes at the caller's next checkpoint). Meanwhile the
+        torrent cannot be added (nor its files deleted twice at once).
+
+        Returns:
+            The errors met, in order (deleting goes on past each one, and nothing is
+            raised for them): empty when everything was deleted.
+
+        Raises:
+            TypeError: ``torrent`` or ``filesystem`` is not one.
+            TorrentStateError: the manager has the torrent (its files are in use: remove
+                it with :meth:`remove_torrent` and ``delete_data``), is deleting its files
+                already, or is closing.
+            PathError: ``name`` is not usable.
+        """
+        self._check_open()
+        if isinstance(torrent, Metainfo | Info):
+            info = torrent.info if isinstance(torrent, Metainfo) else torrent
+        else:
+            raise TypeError(f"a torrent is a Metainfo or an Info, not {type(torrent).__name__}")
+        _check_filesystem(filesystem)
+        if info.info_hash in self._by_hash:
+            raise TorrentStateError(
+                f"torrent {info.info_hash.hex()} is added: its files are in use (remove it "
+                "with remove_torrent and delete_data instead)"
+            )
+        self._check_new(info)  # not being deleted already
+        layout = StorageLayout.from_info(info, name_override=name)
+        shown = info.name if name is None else sanitize_name(name)
+        self._deleting.add(info.info_hash)
+        try:
+            problems = await self._io_pool.run(delete_files, filesystem, layout)
+        finally:
+            self._deleting.discard(info.info_hash)
+        # Logged as remove_torrent logs; the problems are the caller's (returned), so
+        # they are counted here, not told.
+        _log.info(
+            "deleted the files of torrent %r (%s), which was not added%s",
+            shown,
+            info.info_hash.hex(),
+            f"; {len(problems)} could not be deleted, the first: {problems[0]}" if problems else "",
+        )
+        return problems
 
     async def move_storage(
         self,
@@ -772,6 +837,14 @@ class DiskManager:
         strikes at the caller's next checkpoint), so that the caller always learns
         where the files are.
 
+        A removal of the torrent (:meth:`remove_torrent`) or the manager closing
+        during the copy stops it before its next chunk (of 4 MiB), so that neither
+        waits for a copy it would refuse: the files the copy created or wrote over
+        are deleted (one a ``REPLACE`` removed first is not brought back), those it
+        had not reached and those ``KEEP`` left alone stay, and the torrent stays on
+        its old storage (a removal deleting the data deletes it there). Deleting what
+        failed is a WARNING.
+
         Returns:
             The torrent-relative paths of the files kept (``KEEP``), in the torrent's
             order; empty otherwise.
@@ -779,9 +852,10 @@ class DiskManager:
         Raises:
             TorrentStateError: the torrent is checking (also while a recheck waits to
                 start), moving or removed (also when it is removed before or during the
-                copy: the copy is then left, or deleted if the removal deleted the data),
-                or the manager is closing (also when it starts closing before the switch:
-                the torrent then stays where it was, and a copy made is left).
+                copy: a stopped copy is deleted, a finished one is left, or deleted if
+                the removal deleted the data), or the manager is closing (also when it
+                starts closing before the switch: the torrent then stays where it was;
+                a stopped copy is deleted, a finished one is left).
             DestinationExistsError: ``FAIL``, and a file of the torrent is there.
             StorageError: copying failed; or ``EINVAL``, the storages are nested where
                 the torrent's paths meet (see above).
@@ -827,11 +901,27 @@ class DiskManager:
             # Nothing is queued now (idle, and writes wait while MOVING): the pieces in
             # memory carry on into the new storage once they complete.
             storage.stopped = False
+
+            def stop() -> bool:
+                # On the copy's thread, between chunks: a removal (which waits for the
+                # copy) or the manager closing stops it there, rather than wait for a copy
+                # that would be refused or deleted anyway. Reads of two attributes only.
+                return self._closing or not storage.is_in(TorrentState.MOVING)
+
             storage.io_active += 1
             try:
                 copy = await self._io_pool.run(
-                    _copy_for_move, storage.fs, filesystem, storage.layout, existing
+                    _copy_for_move, storage.fs, filesystem, storage.layout, existing, stop
                 )
+            except CopyStopped as stopped:
+                # What the copy wrote is deleted; a removal deleting the data deletes the
+                # old files, as ever.
+                _warn_problems(torrent, "deleting the copy of a stopped move", stopped.problems)
+                if storage.is_in(TorrentState.MOVING):
+                    self._check_open()  # closing: refused as below, the torrent stays
+                raise TorrentStateError(
+                    f"{torrent!r} was removed while its storage moved"
+                ) from None
             finally:
                 storage.io_active -= 1
                 storage.changed()  # a removal waits for the copy to end
@@ -1398,6 +1488,10 @@ class DiskManager:
     def _check_new(self, info: Info) -> None:
         if info.info_hash in self._by_hash:
             raise TorrentStateError(f"torrent {info.info_hash.hex()} is already added")
+        if info.info_hash in self._deleting:
+            raise TorrentStateError(
+                f"the files of torrent {info.info_hash.hex()} are being deleted"
+            )
 
     def _get(self, torrent: TorrentHandle) -> TorrentStorage:
         if not isinstance(torrent, TorrentHandle):
@@ -2139,9 +2233,14 @@ def _take_over(storage: TorrentStorage, state: TorrentState) -> None:
 
 
 def _copy_for_move(
-    source: FileSystem, destination: FileSystem, layout: StorageLayout, existing: ExistingFiles
+    source: FileSystem,
+    destination: FileSystem,
+    layout: StorageLayout,
+    existing: ExistingFiles,
+    stop: Callable[[], bool],
 ) -> _MoveCopy:
-    """On a thread: the copy of a move (see :meth:`DiskManager.move_storage`)."""
+    """On a thread: the copy of a move (see :meth:`DiskManager.move_storage`); ``stop``
+    as ``copy_files`` takes it (``CopyStopped`` once it answers true)."""
     if same_storage(source, destination):
         # Nothing is copied: what the source still buffers of the torrent's files (a
         # staged fsspec view's unsynced pieces) must reach the storage now, or the
@@ -2151,7 +2250,7 @@ def _copy_for_move(
     refuse_nested(source, destination, layout)
     if existing is ExistingFiles.FAIL:
         refuse_existing(destination, layout)
-    copied = copy_files(source, destination, layout, existing)
+    copied = copy_files(source, destination, layout, existing, stop=stop)
     if not copied.kept:
         return _MoveCopy(copied)
     with storage_faults():
