@@ -66,6 +66,42 @@ def test_update_port_of_the_connected_entry_itself_still_answers_its_address() -
     assert len(peers) == 2
 
 
+def test_update_port_to_an_address_being_dialled_leaves_both_entries() -> None:
+    # The mirror order: our dial to OUTBOUND is pending when the second client (INBOUND)
+    # says it listens there. The dial carries on and may reach the first client: merged, the
+    # two live connections would share one entry again.
+    peers = PeerList(min_reconnect_time=1)
+    peers.add(OUTBOUND, PeerOrigin.TRACKER, 0.0)
+    assert peers.connect_candidates(5, 0.0) == [OUTBOUND]
+    assert peers.connected(INBOUND, 0.5, origin=PeerOrigin.INCOMING)
+    assert peers.update_port(INBOUND, 6881, 1.0) is None  # the caller keeps INBOUND
+    entry = peers.entry(OUTBOUND)
+    assert entry is not None
+    assert entry.dialling  # our dial's outcome is still awaited there
+    assert entry.origin == PeerOrigin.TRACKER
+    assert peers.connected(OUTBOUND, 2.0)  # the dial reached the first client
+    peers.disconnected(INBOUND, 3.0)
+    assert INBOUND not in peers
+    entry = peers.entry(OUTBOUND)
+    assert entry is not None
+    assert entry.connected  # the other connection's end left it alone
+    assert peers.statistics().connected == 1
+
+
+def test_update_port_over_a_dial_past_its_timeout_moves_the_entry() -> None:
+    # A dial whose outcome never came back (dial_timeout) is no dial pending: the entry moves.
+    peers = PeerList(min_reconnect_time=1, dial_timeout=10)
+    peers.add(OUTBOUND, PeerOrigin.TRACKER, 0.0)
+    assert peers.connect_candidates(5, 0.0) == [OUTBOUND]
+    assert peers.connected(INBOUND, 0.5, origin=PeerOrigin.INCOMING)
+    assert peers.update_port(INBOUND, 6881, 11.0) == OUTBOUND
+    assert INBOUND not in peers
+    entry = peers.entry(OUTBOUND)
+    assert entry is not None
+    assert entry.connected
+    assert not entry.dialling
+
+
 # -- parse_ip_filter: ASCII digits only -----------------------------------------------------
 
 
@@ -100,7 +136,7 @@ _SHAPED = st.tuples(
 _LINES = st.one_of(_SHAPED, st.text(max_size=12))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(st.lists(_LINES, max_size=6).map("\n".join), st.sampled_from(["auto", "p2p", "dat", "cidr"]))
 def test_parse_ip_filter_raises_only_ip_filter_error(text: str, format: Any) -> None:
     # Lenient: a malformed line is skipped and counted, whatever it holds.

@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 import pytest
 import trio
 import trio.testing
+from tests._socks_server import serve_socks5
 
 from bip_handshake import PeerId
+from bip_handshake._socks_shell import ProxyConfig
 from bip_utracker._announcer import AnnounceProgress, Announcer
 from bip_utracker._client import TrackerClient, open_tracker_client
 from bip_utracker._codec import AnnounceEvent, AnnounceRequest, ScrapeStats
@@ -25,6 +27,8 @@ from bip_utracker._swarm import AnnounceAnswer, SwarmStore
 HASH = b"\x44" * 20
 PEER_ID = PeerId(b"-BP0001-outercancel1")
 STOPPED_TIMEOUT = 2.0
+JUMP_AFTER = 0.03
+"""Real seconds of idleness before the MockClock jumps: loopback I/O is done well before."""
 
 
 @dataclass
@@ -147,3 +151,36 @@ async def test_leaving_the_block_ends_the_client_at_once(
         async with open_tracker_client(bind_v6=None):
             await trio.sleep(5)
         assert trio.current_time() - start == pytest.approx(5)
+
+
+async def test_stopped_is_answered_through_a_proxy_when_a_cancel_ends_the_client_too(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Through a SOCKS5 proxy (the session's default for trackers), the association's control
+    connection outlives the cancel too: the proxy keeps relaying until the block is left."""
+    autojump_clock.autojump_threshold = JUMP_AFTER  # the proxy's hops are real loopback I/O
+    with trio.fail_after(30):
+        async with tracker() as (url, recorder), serve_socks5() as proxy:
+            via = ProxyConfig("127.0.0.1", proxy.port)
+            with trio.CancelScope() as outer:
+                async with (
+                    open_tracker_client(bind_v4="127.0.0.1", bind_v6=None, proxy=via) as tc,
+                    trio.open_nursery() as nursery,
+                ):
+                    ann = announcer(tc, url)
+                    nursery.start_soon(ann.run)
+                    await trio.sleep(1)
+                    assert ann.status.started
+                    cancelled_at = trio.current_time()
+                    outer.cancel()
+            took = trio.current_time() - cancelled_at
+            assert recorder.events == [AnnounceEvent.STARTED, AnnounceEvent.STOPPED]
+            assert recorder.store.scrape_counts(HASH, trio.current_time()) == (0, 0, 0)
+            assert took < STOPPED_TIMEOUT / 2
+            assert ann.status.last_error is None
+            [association] = proxy.associations
+            assert association.relayed == association.returned == 3  # connect, 2 announces
+            # The client's exit still ended the association (the proxy sees its end soon).
+            with trio.fail_after(1):
+                while not association.closed:
+                    await trio.sleep(0.005)

@@ -43,8 +43,9 @@ The rules, libtorrent's defaults:
   and is forgotten when that connection ends, unless the peer said where it listens (its
   BEP 10 ``p``: :meth:`PeerList.update_port`): its entry then moves to that address, which
   is dialled once the connection ends (libtorrent's ``update_peer_port``), unless another
-  connection is up at that address (two clients behind one NAT address listening on one
-  port): then the entry stays under its ephemeral port, one entry per connection.
+  connection is up at that address, or a dial of ours to it is pending (two clients behind
+  one NAT address listening on one port): then the entry stays under its ephemeral port,
+  one entry per connection.
 
 A dial handed out by :meth:`PeerList.connect_candidates` is pending until
 :meth:`PeerList.dial_failed`, :meth:`PeerList.dial_cancelled`, :meth:`PeerList.connected` or
@@ -708,16 +709,19 @@ class PeerList:
         Returns the address the connection is recorded under now (the caller reports its
         disconnect under it), or ``None``: the port is not connectable (0), the host is
         banned, the list had no room, or another connection is up at ``(host, port)``
-        already. The caller then keeps reporting the connection under the address it did
-        before.
+        already, or a dial of ours to it is pending. The caller then keeps reporting the
+        connection under the address it did before.
 
         Another connection up at ``(host, port)`` is another peer that claims the same port
         (two clients behind one NAT address, each listening on 6881 at home) or a duplicate
         of ours: the entry stays with that connection and ``address``'s entry stays where it
-        is (libtorrent's ``update_peer_port`` refuses too: the reporting connection is the
-        duplicate). Merged, the first of the two to disconnect would mark the entry not
-        connected while the other is still up: it would be handed out to dial (a duplicate),
-        or evicted, while connected.
+        is, unlike libtorrent, which disconnects the reporting connection (its
+        ``update_peer_port``, ``duplicate_peer_id``): both are kept. Merged, the first of the
+        two to disconnect would mark the entry not connected while the other is still up: it
+        would be handed out to dial (a duplicate), or evicted, while connected. A dial of
+        ours pending there is the same in the other order: the handshaker carries it on, and
+        it may reach another client behind that NAT address (a dial past ``dial_timeout``
+        counts as failed first, and is no dial pending).
 
         Raises:
             ValueError: ``swarm_id`` is not 20 bytes.
@@ -730,9 +734,15 @@ class PeerList:
         listen = PeerAddress(address.host, port).normalized()
         if not listen.is_connectable or listen.host in self._banned or _is_link_local(listen):
             return None
+        self._expire(now)  # a dial whose outcome never came back is no dial pending
         taken = self._entries.get(listen)
-        if taken is not None and taken.connected and listen != address:
-            return None  # (docstring: another connection is up there; leave both alone)
+        if (
+            taken is not None
+            and listen != address
+            and (taken.connected or taken.dial_started is not None)
+        ):
+            # (docstring: another connection is up there, or ours may be soon; both kept)
+            return None
         old = self._delete(address)
         entry = self._entries.get(listen)
         if entry is None:
@@ -746,10 +756,8 @@ class PeerList:
                 if not self._add(listen, PeerOrigin.INCOMING, None, capped=False):
                     return None
                 entry = self._entries[listen]
-        else:
-            if old is not None:
-                entry.origin |= old.origin
-            self._end_dial(entry)  # a dial of ours to it would only make a duplicate
+        elif old is not None:  # neither connected nor being dialled (checked above)
+            entry.origin |= old.origin
         entry.origin |= PeerOrigin.INCOMING
         if swarm_id is not None:
             entry.swarm_id = swarm_id

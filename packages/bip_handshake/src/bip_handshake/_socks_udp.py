@@ -40,7 +40,7 @@ import errno
 import logging
 import math
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
@@ -347,7 +347,19 @@ class Socks5UdpSocket:
                     # waited out retry_interval first (libtorrent resets its delay too).
                     delays = _retry_delays(self._retry_interval)
                     self._up(relay)
-                    ended = await self._hold(stream)
+                    try:
+                        ended = await self._hold(stream)
+                    except BaseException:
+                        # Cancelled (a cancel from outside reached an unshielded keeper):
+                        # closing the stream ends the association, so a send meanwhile must
+                        # fail at once, not go into a relay the proxy has torn down.
+                        self._lost(
+                            SocksError(
+                                f"the UDP association through {self._proxy.address} was ended",
+                                errno_value=errno.ECONNABORTED,
+                            )
+                        )
+                        raise
                     # Before closing the stream (a checkpoint): no send may go to a relay
                     # whose association is over while it closes.
                     self._lost(ended)
@@ -523,6 +535,7 @@ async def open_socks5_udp_socket(
     timeout: float = DEFAULT_SOCKS_TIMEOUT,
     retry_interval: float = 5.0,
     send_local_endpoint: bool = False,
+    shielded: bool = False,
 ) -> AsyncIterator[Socks5UdpSocket]:
     """A UDP socket of ours whose datagrams go through ``proxy``'s UDP relay.
 
@@ -548,6 +561,12 @@ async def open_socks5_udp_socket(
         send_local_endpoint: tell the proxy our UDP socket's address and port in the
             request (libtorrent's ``socks5_udp_send_local_ep``); else ``0.0.0.0:0``
             (``[::]:0`` for IPv6), as libtorrent: the proxy takes datagrams from our host.
+        shielded: keep associating, and the association up, until the block is left, even
+            once a cancel reached the block from outside (Ctrl-C, a deadline around it): for
+            a caller whose own shielded work still sends and reads through the relay while
+            it winds down (a tracker client's ``stopped``). Leaving the block ends it at
+            once all the same. Else (the default) such a cancel ends the association with
+            the block's other work, and :meth:`~Socks5UdpSocket.sendto` then refuses.
 
     Raises:
         ListenError: the UDP socket cannot be bound (not an IP address, port taken...).
@@ -563,6 +582,8 @@ async def open_socks5_udp_socket(
         raise ValueError(f"retry_interval must be finite, not {retry_interval!r}")
     if not isinstance(send_local_endpoint, bool):
         raise TypeError(f"send_local_endpoint is a bool, not {send_local_endpoint!r}")
+    if not isinstance(shielded, bool):
+        raise TypeError(f"shielded is a bool, not {shielded!r}")
     try:
         host, port = bind
         address = ip_address(host)
@@ -589,13 +610,23 @@ async def open_socks5_udp_socket(
             retry_interval=float(retry_interval),
             send_local_endpoint=send_local_endpoint,
         )
+        # Made before the task starts, so that a block left before it ran finds it cancelled
+        # already; only leaving the block cancels it (the finally below).
+        keeper = trio.CancelScope(shield=shielded)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(udp._keep_associated)
+            nursery.start_soon(_run_within, udp._keep_associated, keeper)
             try:
                 yield udp
             finally:
                 udp._close()
+                keeper.cancel()
                 nursery.cancel_scope.cancel()
+
+
+async def _run_within(task: Callable[[], Awaitable[None]], scope: trio.CancelScope) -> None:
+    """Run ``task`` within ``scope`` (shielded or not), which its opener cancels."""
+    with scope:
+        await task()
 
 
 _FAMILY_MEMORY: Final = 60.0

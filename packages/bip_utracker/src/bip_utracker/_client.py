@@ -582,9 +582,10 @@ async def open_tracker_client(
     """Run a :class:`TrackerClient` for the duration of an ``async with`` block.
 
     The client sends and reads until the block is left, even after a cancel reached the block
-    from outside (Ctrl-C, a deadline around the block and what runs in it): the shielded work
-    still running in the block, an :class:`~bip_utracker.Announcer`'s ``stopped``, goes out
-    and hears its answer in one round trip. A call that is not shielded is cancelled with the
+    from outside (Ctrl-C, a deadline around the block and what runs in it), through a proxy
+    its UDP association kept up as long: the shielded work still running in the block, an
+    :class:`~bip_utracker.Announcer`'s ``stopped``, goes out and hears its answer in one
+    round trip. A call that is not shielded is cancelled with the
     block, as any other; leaving the block ends the client's tasks at once.
 
     Args:
@@ -642,8 +643,13 @@ async def open_tracker_client(
             family = await proxy_udp_family(proxy, timeout=proxy_timeout, fallback=4)
             host = _relay_bind(family, bind_v4, bind_v6)
             try:
+                # Shielded as the client's own tasks (below), for the same "stopped": a cancel
+                # from outside would otherwise close the control connection, and the proxy end
+                # the association, under it. The stack closes it after the client's tasks end.
                 relay = await stack.enter_async_context(
-                    open_socks5_udp_socket(proxy, bind=(host, 0), timeout=proxy_timeout)
+                    open_socks5_udp_socket(
+                        proxy, bind=(host, 0), timeout=proxy_timeout, shielded=True
+                    )
                 )
             except ListenError as error:
                 raise OSError(str(error)) from error

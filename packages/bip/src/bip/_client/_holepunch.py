@@ -310,12 +310,15 @@ class HolepunchPolicy:
             self._punching, address, (now + self._dial_ttl, info_hash.swarm_ids()[0]), self._max
         )
         self._counter(info_hash).connects += 1
-        queued = self._handshaker.connect(info_hash, address)
-        logger.debug(
-            "holepunch: dialling %s over uTP%s",
-            address,
-            "" if queued else " (a dial is pending already)",
-        )
+        if self._handshaker.connect(info_hash, address):
+            logger.debug("holepunch: dialling %s over uTP", address)
+        else:
+            logger.debug(
+                "holepunch: %s not dialled: a dial or connection to it is up already, or the"
+                " dial queue, a filter or a per-host bound refused it (the handshaker's"
+                " dropped_* statistics say which)",
+                address,
+            )
 
     def _on_error(self, info_hash: InfoHash, address: PeerAddress, code: int) -> None:
         # The address stays asked about: the relay knows best that it cannot reach it now.

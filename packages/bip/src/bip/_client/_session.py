@@ -1478,6 +1478,12 @@ async def open_session(
                     ip_filter=config.ip_filter,
                     max_inbound=config.max_inbound,
                     max_inbound_per_host=config.max_inbound_per_host,
+                    # Each torrent's PeerList is the session's per-host policy: it caps what
+                    # sources add per host and leaves uncapped on purpose the user's peers,
+                    # the ports peers say they listen on and holepunch dials. A second bound
+                    # here would hold those back (a third user peer on one host waiting out
+                    # the reconnect time), the sources' floods being capped already.
+                    max_outbound_per_host=None,
                 )
             )
             utp_sockets: tuple[UtpSocket, ...] = ()
