@@ -23,7 +23,8 @@ bits. Before the piece count is known (a magnet link), the latest bitfield or ha
 all and the haves (and donthaves) since are kept and checked once
 :attr:`~PeerConnection.num_pieces` is set; a have index that could never fit a
 bitfield message is refused at once, and haves for more than 1024 distinct pieces
-are not kept (the later ones are ignored).
+are not kept: those past it are lost for the connection (a peer sends no have twice, so
+the peer is taken not to have those pieces until it says so with another message).
 
 Our requests (what we asked the peer for). A piece answers the request with
 the same index, offset and length; a piece nobody requested (a duplicate, or
@@ -174,14 +175,19 @@ services, not only how many bytes are decoded."""
 
 _MAX_PENDING_CHANGES: Final = 1024
 """The pieces whose haves and donthaves a connection keeps before the piece count is known;
-past it, a have or donthave for another piece is ignored.
+past it, a have or donthave for another piece is ignored, and lost for the connection (it
+is not asked again: the peer is taken not to have that piece, or to have it still).
 
 Kept sparse (a dict of at most this many pieces, some 70 KB), not as a bitfield grown to the
 highest index announced: a 9-byte have for piece 8,388,599 made that a 1 MiB bitfield (and a
 donthave a second one), 400 MiB over 200 magnet peers. libtorrent, without the metadata,
-ignores a have for a piece past its ``max_pieces`` (2**21) and otherwise grows its bitfield.
-An honest peer says what it has with a bitfield or have all (kept whole, as it came) and
-sends a few haves while we fetch the metadata, not a thousand."""
+ignores a have for a piece past its ``max_piece_count`` (2**21) and otherwise grows its
+bitfield to the index, up to 256 KiB per peer for 9 bytes sent: its semantics at that bound
+(a bitfield grown once past this many pieces) would still let 200 magnet peers make us hold
+50 to 100 MiB. An honest peer says what it has with a bitfield or have all (kept whole, as
+it came) and sends a few haves while we fetch the metadata, not a thousand: what is lost is
+availability a peer announced piece by piece in bulk, which costs us a source for those
+pieces, never a wrong block."""
 
 BlockKey: TypeAlias = tuple[int, int, int]
 """A block request as ``(index, begin, length)``."""
@@ -931,10 +937,13 @@ class PeerConnection:
         """Keep a have (``has``) or donthave heard before the piece count is known.
 
         An index that could not fit any bitfield message is refused. Past
-        ``_MAX_PENDING_CHANGES`` pieces, a piece not heard of yet is ignored, as
-        libtorrent ignores a have it cannot place without the metadata: an honest peer
-        says what it has with a bitfield or have all, and sends a few haves while we fetch
-        the metadata, not thousands.
+        ``_MAX_PENDING_CHANGES`` pieces, a have or donthave for a piece not heard of yet is
+        ignored, and lost for the connection: once the piece count is set, the peer is
+        taken not to have that piece (a have), or to have it still (a donthave after a
+        bitfield or have all), until it says otherwise. libtorrent ignores only a have past
+        its ``max_piece_count``; see ``_MAX_PENDING_CHANGES`` for why not that: an honest
+        peer says what it has with a bitfield or have all, and sends a few haves while we
+        fetch the metadata, not thousands.
         """
         if index >= (self._limits.max_message_length - 1) * 8:
             raise RemoteProtocolError(f"{what} for piece {index}: no torrent here has that many")

@@ -124,7 +124,7 @@ from bip_metainfo import InfoHash
 from ._bandwidth import BandwidthLimiter, check_rate, is_local_address
 from ._connection import ConnectionLimits, PeerConnection, UnknownExtended
 from ._errors import PeerError, RemoteProtocolError
-from ._extended import DEFAULT_EXTENSION_IDS, ExtendedHandshake
+from ._extended import DEFAULT_EXTENSION_IDS, ExtendedHandshake, MetadataData, PexMessage
 from ._messages import (
     BLOCK_SIZE,
     NEED_DATA,
@@ -158,6 +158,7 @@ __all__ = [
     "REASON_IDLE",
     "REASON_INTERNAL",
     "REASON_PROTOCOL",
+    "REASON_REPLACED",
     "REASON_SEND_TIMEOUT",
     "REASON_TRANSPORT",
     "ManagerEvent",
@@ -197,7 +198,9 @@ unknown message or an unknown extension message may each carry up to ``max_messa
 (1 MiB), and 256 of them from one peer were 256 MiB held for a consumer busy elsewhere.
 16 MiB is 64 bitfields of the largest torrent libtorrent opens (2**21 pieces), far more than
 a consumer that keeps up ever has queued. Piece blocks do not count: they answer our own
-requests, at most ``max_block_length`` each.
+requests, at most ``max_block_length`` each. Decoded messages count what they hold: a
+``ut_pex`` message no service consumed (up to 4,000 addresses, some 0.7 MB as objects), an
+extended handshake, a ``ut_metadata`` piece.
 """
 DEFAULT_KEEPALIVE_INTERVAL: Final = 60.0
 """Seconds without sending after which a keep-alive is sent: libtorrent's (half its
@@ -302,6 +305,9 @@ REASON_SEND_TIMEOUT: Final = "send timeout"
 reading)."""
 REASON_INTERNAL: Final = "internal error"
 """Removal reason: an unexpected exception in a service hook or in bip_peer itself."""
+REASON_REPLACED: Final = "replaced"
+"""Removal reason of a peer :meth:`PeerManager.replace_peer` put another connection in place
+of, unless the caller gives its own."""
 REASON_CLOSING: Final = "manager closed"
 """Removal reason of peers still connected when the manager closes (not reported as events)."""
 
@@ -401,9 +407,11 @@ class PeerManagerConfig:
             so the queue holds at most ``max_peers`` events more than this.
         event_buffer_bytes: payload bytes buffered before the readers wait for the
             consumer: those of bitfields, BEP 52 ``hashes`` replies, unknown messages and
-            unknown extension messages (not piece blocks, which answer our requests). One
-            event is always taken while fewer are queued, so the queue holds at most this
-            plus one message's payload.
+            unknown extension messages, ``ut_metadata`` pieces, and what decoded ``ut_pex``
+            messages and extended handshakes hold (an estimate per address and per field,
+            measured); not piece blocks, which answer our requests. One event is always
+            taken while fewer are queued, so the queue holds at most this plus one
+            message's payload.
         keepalive_interval: seconds without sending after which a keep-alive goes out.
         idle_timeout: seconds without receiving after which a peer is dropped.
         receive_size: bytes asked per read from a stream.
@@ -648,6 +656,7 @@ class _PeerTask:
         "limit_waits",
         "local",
         "peer",
+        "place_given",
         "queue",
         "queue_byte_capacity",
         "queue_capacity",
@@ -717,6 +726,9 @@ class _PeerTask:
         # cancelled when it is exempted meanwhile. Only local peers make any.
         self.limit_waits: set[trio.CancelScope] = set()
         self.announced = False
+        # Its place in max_peers went to the connection that replaced it (replace_peer):
+        # it no longer counts in places_in_use, and frees none when it leaves.
+        self.place_given = False
         self.removed = False
         self.reason: str | None = None
         self.error: BaseException | None = None
@@ -778,14 +790,45 @@ def _payload_size(message: object) -> int:
     return 0 if size is None else size(message)
 
 
+_PEX_ADDRESS_COST: Final = 180
+"""Bytes a decoded ``ut_pex`` address holds, as the event queue counts it: a
+:class:`~bip_handshake.PeerAddress` and its ip object, measured (tracemalloc, CPython 3.11)
+at 153 bytes for IPv4 and 177 for IPv6. A flag byte is an int slot of a tuple (8 bytes)."""
+_HANDSHAKE_COST: Final = 768
+"""Bytes a decoded extended handshake holds before its ``m`` and ``extra`` entries (some 740
+measured for one with a single ``m`` entry)."""
+_HANDSHAKE_FIELD_COST: Final = 160
+"""Bytes per ``m`` or ``extra`` entry of a decoded extended handshake: a name of up to 64
+characters, its value and the dictionary slot (some 145 measured at the decoder's limits)."""
+
+
+def _pex_size(message: PexMessage) -> int:
+    addresses = (
+        len(message.added) + len(message.added6) + len(message.dropped) + len(message.dropped6)
+    )
+    return addresses * _PEX_ADDRESS_COST + 8 * (
+        len(message.added_flags) + len(message.added6_flags)
+    )
+
+
+def _handshake_size(message: ExtendedHandshake) -> int:
+    fields = len(message.m) + len(message.extra)
+    return _HANDSHAKE_COST + fields * _HANDSHAKE_FIELD_COST + len(message.v or "")
+
+
 _PAYLOAD_SIZES: Final[dict[type, Callable[[object], int]]] = {
     Bitfield: lambda message: len(message.bits),  # type: ignore[attr-defined]
     Hashes: lambda message: len(message.hashes),  # type: ignore[attr-defined]
     UnknownMessage: lambda message: len(message.payload),  # type: ignore[attr-defined]
     UnknownExtended: lambda message: len(message.payload),  # type: ignore[attr-defined]
+    MetadataData: lambda message: len(message.data),  # type: ignore[attr-defined]
+    PexMessage: _pex_size,  # type: ignore[dict-item]
+    ExtendedHandshake: _handshake_size,  # type: ignore[dict-item]
 }
 """The messages the event queue counts the bytes of, and how (subclasses of the messages
-are not counted: the decoder makes none)."""
+are not counted: the decoder makes none). Those decoded into objects count what the objects
+hold, estimated: a ``ut_pex`` message no service consumed holds some 0.7 MB at the
+decoder's limits (4,000 addresses) for 50 KB of payload, an extended handshake some 24 KB."""
 
 
 class _EventQueue:
@@ -922,9 +965,12 @@ class PeerManager:
         self._services: list[PeerService] = list(config.services)
         self._peers: dict[Peer, _PeerTask] = {}
         self._events = _EventQueue(config.event_buffer, config.event_buffer_bytes)
-        # Peers removed whose PeerRemoved is not queued yet: they keep their place in
-        # max_peers, which bounds the PeerAdded events add_peer queues past event_buffer.
-        self._departing = 0
+        # Peers removed (no longer in _peers) whose PeerRemoved is not queued yet: they keep
+        # their place in max_peers, which bounds the PeerAdded events add_peer queues past
+        # event_buffer (replace_peer may take one's place).
+        self._leaving: dict[Peer, _PeerTask] = {}
+        # The peers of _peers and _leaving whose place went to a replacing connection.
+        self._given = 0
         self._closed = False
         now = trio.current_time()
         self._counter = TrafficCounter(now=now, window=config.rate_window)
@@ -1015,6 +1061,19 @@ class PeerManager:
         return frozenset(self._peers)
 
     @property
+    def places_in_use(self) -> int:
+        """The places of ``max_peers`` in use, in O(1): what :meth:`add_peer` refuses by.
+
+        Each peer connected holds one, and so does each peer removed until its
+        :class:`PeerRemoved` is queued (see :meth:`add_peer`), whereas :attr:`peers`
+        forgets it at once; a peer whose place went to the connection that replaced it
+        (:meth:`replace_peer`) holds none. A client that dials while under ``max_peers``
+        counts these, not :attr:`peers`: a dial for a place still held by a peer leaving
+        ends in :class:`PeerManagerFullError`, a wasted connection.
+        """
+        return len(self._peers) + len(self._leaving) - self._given
+
+    @property
     def services(self) -> tuple[PeerService, ...]:
         """The services running on every connection."""
         return tuple(self._services)
@@ -1040,8 +1099,14 @@ class PeerManager:
         when the event queue is full (``event_buffer``): every peer this returns gets its
         :class:`PeerAdded` and, once removed, its :class:`PeerRemoved` (unless the manager
         closes first). A removed peer counts against ``max_peers`` until its
-        :class:`PeerRemoved` is queued, which bounds what a consumer that does not read
-        the events can be sent past ``event_buffer``.
+        :class:`PeerRemoved` is queued (:attr:`places_in_use`), which bounds what a consumer
+        that does not read the events can be sent past ``event_buffer``.
+
+        Services hear of the peer (:meth:`PeerService.peer_added`) before its
+        :class:`PeerAdded` is queued. One that raises fails the add: the exception reaches
+        the caller, who gets no handle, and no event about the peer is queued (neither
+        :class:`PeerAdded` nor :class:`PeerRemoved`); the manager, which owns the stream,
+        closes it, and every service hears :meth:`PeerService.peer_removed`.
 
         Args:
             handshake: the completed handshake with its open stream.
@@ -1049,34 +1114,89 @@ class PeerManager:
                 whose metadata is still missing).
 
         Raises:
-            PeerManagerFullError: ``max_peers`` peers are connected (or removed, their
-                :class:`PeerRemoved` not queued yet), or ``max_peers_per_host`` of this
-                torrent's from the handshake's host (the caller still owns the stream).
+            PeerManagerFullError: ``max_peers`` places are in use (:attr:`places_in_use`:
+                peers connected, or removed with their :class:`PeerRemoved` not queued yet),
+                or ``max_peers_per_host`` of this torrent's peers are from the handshake's
+                host (the caller still owns the stream).
             trio.ClosedResourceError: the manager is closed (the caller still owns the
                 stream).
             Exception: whatever a service's :meth:`PeerService.handshake_fields` raised
                 (the caller still owns the stream) or its :meth:`PeerService.peer_added`
-                raised (the peer is then removed with :data:`REASON_INTERNAL`).
+                raised (the manager closes the stream; see above).
         """
+        return self._add(handshake, num_pieces, None, "")
+
+    def replace_peer(
+        self,
+        old: Peer,
+        handshake: CompletedHandshake,
+        *,
+        reason: str = REASON_REPLACED,
+        num_pieces: int | None = None,
+    ) -> Peer:
+        """Take over ``handshake``'s connection in place of ``old``, which is removed with
+        ``reason``; returns the new handle.
+
+        For a client that settles a duplicate connection (two connections to one peer, of
+        which both sides keep the same one): :meth:`remove_peer` then :meth:`add_peer` would
+        be refused at ``max_peers`` (or at ``max_peers_per_host`` for the old peer's host),
+        since ``old`` holds its place until its :class:`PeerRemoved` is queued, and both
+        connections would be lost. Here the new peer takes ``old``'s place in both, as
+        libtorrent's duplicate rule frees it at once. ``old`` may be removed already (its
+        place is taken while it still holds one); its :class:`PeerRemoved` may come after
+        the new peer's :class:`PeerAdded`.
+
+        A place is given once (a peer that was replaced has none left to give), and not
+        when the new peer's :class:`PeerAdded` would hold the queue more than ``max_peers``
+        events past ``event_buffer`` (a consumer that reads nothing while a peer replaces
+        its own connections again and again), nor while ``max_peers`` places given are not
+        freed yet; then the new peer needs a free place, as in :meth:`add_peer`. Otherwise
+        this is :meth:`add_peer`, with its events and errors.
+
+        Raises:
+            PeerManagerFullError: no place for the new peer, ``old``'s included (the caller
+                still owns the stream, and ``old`` is not removed).
+            trio.ClosedResourceError: the manager is closed (likewise).
+            Exception: as :meth:`add_peer`; ``old`` is removed only once the new peer is
+                added and every :meth:`PeerService.peer_added` has returned.
+        """
+        return self._add(handshake, num_pieces, old, reason)
+
+    def _add(
+        self,
+        handshake: CompletedHandshake,
+        num_pieces: int | None,
+        replacing: Peer | None,
+        reason: str,
+    ) -> Peer:
+        """:meth:`add_peer`, or :meth:`replace_peer` when ``replacing`` is given."""
         if self._closed:
             raise trio.ClosedResourceError("the peer manager is closed")
-        if len(self._peers) + self._departing >= self._config.max_peers:
+        # One host however its socket shows it (an IPv4 peer on a dual-stack listener is
+        # ::ffff:a.b.c.d).
+        host_key = _host_key(handshake.address, handshake.info_hash)
+        given = self._place_to_give(replacing)
+        if given is None and self.places_in_use >= self._config.max_peers:
             self._rejected_full += 1
             _log.debug(
                 "peer %s refused: %d peers connected already, %d leaving",
                 handshake.address,
                 len(self._peers),
-                self._departing,
+                len(self._leaving),
             )
             raise PeerManagerFullError(
-                f"{len(self._peers)} peers connected and {self._departing} leaving, "
+                f"{len(self._peers)} peers connected and {len(self._leaving)} leaving, "
                 f"the limit is {self._config.max_peers}"
             )
-        # One host however its socket shows it (an IPv4 peer on a dual-stack listener is
-        # ::ffff:a.b.c.d).
-        host_key = _host_key(handshake.address, handshake.info_hash)
         per_host = self._config.max_peers_per_host
-        if per_host is not None and self._per_host[host_key] >= per_host:
+        from_host = self._per_host[host_key]
+        if (
+            given is not None
+            and given.peer in self._peers  # its host still counts it
+            and _host_key(given.peer.address, given.peer.info_hash) == host_key
+        ):
+            from_host -= 1  # the new peer takes its place there too
+        if per_host is not None and from_host >= per_host:
             self._rejected_full += 1
             _log.debug(
                 "peer %s refused: %d peers of its torrent from that host already",
@@ -1118,27 +1238,62 @@ class PeerManager:
         self._peers[peer] = task
         self._per_host[host_key] += 1
         self._peers_added += 1
-        # Queued now, not by the peer's task when the queue has room: the owner holds the
-        # handle from now on, and a peer removed before its PeerAdded was queued would
-        # never have been announced, nor its removal.
-        self._events.announce(PeerAdded(peer))
-        task.announced = True
-        _log.debug(
-            "peer %s added: %s, %s, torrent %s, peer id %s",
-            peer.address,
-            peer.direction,
-            peer.encryption,
-            peer.info_hash,
-            peer.peer_id,
-        )
         self._nursery.start_soon(self._run_peer, task, name=f"bip_peer {peer.address}")
         try:
             for service in self._services:
                 service.peer_added(self, peer)
         except Exception as exc:
-            task.fail(REASON_INTERNAL, exc)  # the manager owns the stream now: it closes it
+            # The caller gets no handle: no PeerAdded (nor PeerRemoved) for this peer. The
+            # manager owns the stream now: the peer's task closes it.
+            task.fail(REASON_INTERNAL, exc)
             raise
+        if replacing is not None:
+            old = self._peers.get(replacing)
+            if old is not None:
+                old.fail(reason, None)  # the first reason given wins
+            if given is not None:
+                given.place_given = True
+                self._given += 1
+        # Queued now, not by the peer's task when the queue has room: the owner holds the
+        # handle from now on, and a peer removed before its PeerAdded was queued would
+        # never have been announced, nor its removal. (Before any message of the peer:
+        # its task has not run yet.)
+        self._events.announce(PeerAdded(peer))
+        task.announced = True
+        _log.debug(
+            "peer %s added: %s, %s, torrent %s, peer id %s%s",
+            peer.address,
+            peer.direction,
+            peer.encryption,
+            peer.info_hash,
+            peer.peer_id,
+            "" if replacing is None else f", in place of {replacing.address}",
+        )
         return peer
+
+    def _place_to_give(self, old: Peer | None) -> _PeerTask | None:
+        """The task of ``old`` if a peer replacing it may take its place, else ``None``.
+
+        Its place must still be held (connected, or removed with its PeerRemoved not queued
+        yet) and not given already. The new peer's PeerAdded is queued whatever the queue
+        holds: given only while that keeps the queue within ``max_peers`` events past
+        ``event_buffer`` (every PeerAdded past it is some place's, and a place given adds
+        one without a place more), and while fewer than ``max_peers`` places given wait to
+        be freed (they bound the peers leaving).
+        """
+        if old is None:
+            return None
+        task = self._peers.get(old)
+        if task is None:
+            task = self._leaving.get(old)
+        if (
+            task is None
+            or task.place_given
+            or self._given >= self._config.max_peers
+            or len(self._events) >= self._config.event_buffer + self.places_in_use
+        ):
+            return None
+        return task
 
     async def add_peers_from(
         self,
@@ -1465,7 +1620,11 @@ class PeerManager:
             if task.announced and not self._closed:
                 await self._emit(PeerRemoved(task.peer, task.reason or REASON_CLOSING, task.error))
         finally:
-            self._departing -= 1  # its PeerRemoved is queued (or never will be): a free place
+            # Its PeerRemoved is queued (or never will be): a free place, unless it was
+            # given to the connection that replaced it.
+            self._leaving.pop(task.peer, None)
+            if task.place_given:
+                self._given -= 1
 
     async def _serve_peer(self, task: _PeerTask) -> None:
         """Run the peer until it is removed, then forget it (it is departing from then on)."""
@@ -1494,7 +1653,7 @@ class PeerManager:
             task.removed = True
             task.space.unpark_all()
             task.drained.unpark_all()
-            self._departing += 1  # until its PeerRemoved is queued: see add_peer
+            self._leaving[task.peer] = task  # until its PeerRemoved is queued: see add_peer
             if self._peers.pop(task.peer, None) is not None:
                 key = _host_key(task.peer.address, task.peer.info_hash)
                 self._per_host[key] -= 1
@@ -1549,7 +1708,9 @@ class PeerManager:
                     # events.put_nowait, inlined for the messages of this read: the room in
                     # the queue is counted down, and a waiting consumer is woken once, before
                     # this task next waits (nothing else runs in between).
-                    room = 0 if events._closed else event_capacity - len(event_items)
+                    # Never below 0: add_peer's PeerAdded events may hold the queue past its
+                    # bound, and a negative room is true (every message would be taken).
+                    room = 0 if events._closed else max(0, event_capacity - len(event_items))
                     try:
                         while (message := next_event()) is not NEED_DATA:
                             count += 1
@@ -1580,7 +1741,9 @@ class PeerManager:
                             await events.put(event, size)
                             task.held = False
                             task.last_receive = trio.current_time()
-                            room = 0 if events._closed else event_capacity - len(event_items)
+                            room = (
+                                0 if events._closed else max(0, event_capacity - len(event_items))
+                            )
                     finally:
                         events.wake_consumer()
                         counter.messages_received += count

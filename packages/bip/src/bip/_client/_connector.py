@@ -107,7 +107,10 @@ class Connector:
     Args:
         handshaker: dials (its ``connect``) and counts the dials in flight.
         find: the torrent an info-hash or swarm id names (the session's ``find``).
-        connected_peers: how many peers are connected now, all torrents together.
+        connected_peers: how many places of ``max_peers`` the peers hold now, all torrents
+            together: the peer manager's ``places_in_use`` (the peers connected, and those
+            removed whose removal is not reported yet: a dial for one of those places would
+            be refused).
         our_addresses: our addresses now, to rank peers against (BEP 40): the external ones
             once decided, the listen ones before.
         max_peers: connected peers plus dials in flight at most, all torrents together.
@@ -305,8 +308,8 @@ class Connector:
         self._refilled = now
 
     def free_slots(self) -> int:
-        """Connections that may still be opened: ``max_peers`` less the peers connected and
-        the dials queued or in flight."""
+        """Connections that may still be opened: ``max_peers`` less the places the peers
+        hold (``connected_peers``) and the dials queued or in flight."""
         statistics = self._handshaker.statistics()
         # Our own count of dials pending covers a handshake delivered but not yet a peer
         # (the handshaker counts it no more); the handshaker's covers dials of others

@@ -206,7 +206,9 @@ class Session:
         self.connector = Connector(
             handshaker=handshaker,
             find=self.find,
-            connected_peers=lambda: len(manager.peers),
+            # The manager's places in use, not its peers: a peer removed holds its place until
+            # its removal is queued, and a dial for it would be refused (a wasted connection).
+            connected_peers=lambda: manager.places_in_use,
             our_addresses=lambda: self.external_addresses or handshaker.listen_addresses,
             max_peers=config.max_peers,
             connection_speed=config.connection_speed,
@@ -1000,20 +1002,33 @@ class Session:
                 self.connector.handshake_refused(torrent, handshake)
                 await _close(handshake)
                 continue
-            if not self._settle_duplicate(torrent, handshake):
+            keep, old = self._settle_duplicate(torrent, handshake)
+            if not keep:
                 self.connector.handshake_refused(torrent, handshake)
                 await _close(handshake)
                 continue
             try:
-                self.manager.add_peer(handshake, num_pieces=torrent.num_pieces)
+                if old is None:
+                    self.manager.add_peer(handshake, num_pieces=torrent.num_pieces)
+                else:
+                    # In the old connection's place: at max_peers, removing it and then
+                    # adding this one was refused (the old one holds its place while it
+                    # leaves), and both connections were lost. Refused still, the old one
+                    # is kept.
+                    self.manager.replace_peer(
+                        old, handshake, reason=REASON_DUPLICATE, num_pieces=torrent.num_pieces
+                    )
             except (PeerManagerFullError, trio.ClosedResourceError):
                 self.connector.handshake_refused(torrent, handshake)
                 await _close(handshake)
             else:
                 self.connector.handshake_taken(torrent, handshake)
 
-    def _settle_duplicate(self, torrent: Torrent, handshake: CompletedHandshake) -> bool:
-        """Whether to keep a new connection to a peer we may already be connected to.
+    def _settle_duplicate(
+        self, torrent: Torrent, handshake: CompletedHandshake
+    ) -> tuple[bool, Peer | None]:
+        """Whether to keep a new connection to a peer we may already be connected to, and
+        the connection it replaces if so (removed as ``REASON_DUPLICATE``).
 
         Two clients that find each other dial each other, often at once: two connections for
         one pair. Both sides keep the same one, with no message exchanged: the one opened by
@@ -1033,15 +1048,14 @@ class Session:
             None,
         )
         if old is None:
-            return True
+            return True, None
         if old.address.normalized().host != handshake.address.normalized().host:
-            return False
+            return False, None
         ours, theirs = bytes(self.peer_id), bytes(handshake.peer_id)
         opener = ours if handshake.direction == "outbound" else theirs
         if opener != max(ours, theirs):
-            return False
-        self.manager.remove_peer(old, REASON_DUPLICATE)
-        return True
+            return False, None
+        return True, old
 
     async def _route_peers(self) -> None:
         """The peer manager's events, to the peer's torrent. Nothing here waits for the disk

@@ -414,6 +414,11 @@ class Torrent:
             self.info: Info | None = source.info
             self._info_hash = source.info.info_hash
             self._name = source.info.name
+            # Now, not when run() gets there (after the resume store's reads): the session
+            # takes this torrent's peers from now on, and a private torrent's must never
+            # see ut_metadata in our extended handshake (BEP 27), nor a request answered.
+            # The flag as parsed: serve() does not decode the dictionary again.
+            metadata.serve(self._info_hash, source.info.to_bytes(), private=source.info.private)
         else:
             self.metainfo = None
             self.info = None
@@ -1618,9 +1623,7 @@ class Torrent:
                     if self.info is None:
                         await self._fetch_metadata()
                     else:
-                        self._metadata.serve(
-                            self._info_hash, self.info.to_bytes(), private=self.info.private
-                        )
+                        # Served (or refused as private) since __init__ already.
                         self._serve_layers(self.info)
                     await self._load_selection()
                     await self._open_storage()
