@@ -408,7 +408,9 @@ async def test_a_removal_during_the_copy_leaks_nothing(tmp_path: Path, delete_da
                 await trio.to_thread.run_sync(entered.wait)  # copying
                 remove = functools.partial(session.remove_torrent, seeding, delete_data=delete_data)
                 nursery.start_soon(remove)
-                await trio.testing.wait_all_tasks_blocked()  # the removal waits for the copy
+                # The removal has reached the disk (its torrent is gone from it) and waits
+                # for the copy: a removal still saving or stopping would let the copy end.
+                await until(lambda: session.disk.statistics().torrents == 0)
                 gate.set()  # which stops at its next chunk, deleting what it wrote
             [failure] = failures
             assert "removed while moving" in str(failure)

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import trio
 
-from bip_disk import _check, _manager
+from bip_disk import _check, _fsspec, _manager
 from bip_disk._errors import DestinationExistsError, DiskError, StorageError
 from bip_disk._events import PieceVerified, TorrentFailed, TorrentState
 from bip_disk._fileops import same_storage, storage_faults
@@ -388,7 +388,11 @@ class _Dead:
         return Dead()
 
 
-def test_a_dead_backend_neither_grows_staging_nor_retries_every_file() -> None:
+def test_a_dead_backend_neither_grows_staging_nor_retries_every_file(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [1000.0]  # the clock of the waits between tries of a failed upload
+    monkeypatch.setattr(_fsspec, "_monotonic", lambda: now[0])
     backend = _Dead()
     bound = 4 * PIECE
     fs = _staged(backend, bound=bound)
@@ -411,9 +415,10 @@ def test_a_dead_backend_neither_grows_staging_nor_retries_every_file() -> None:
     stat = fs.stat("t/f0")
     assert stat is not None
     assert stat.size < 20 * PIECE  # the refused writes were not taken
-    # The backend is back: the next write tries one failed upload, which now succeeds,
-    # then the others, and goes on.
+    # The backend is back: the next write once the wait is over tries one failed upload,
+    # which now succeeds, then the others, and goes on.
     backend.broken = False
+    now[0] += _fsspec._RECOVER_MAX
     fs.write("t/f0", 0, b"back")
     written["t/f0", 0] = b"back" + written["t/f0", 0][4:]
     assert fs._held() <= bound + PIECE

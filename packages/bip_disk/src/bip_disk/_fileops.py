@@ -43,8 +43,9 @@ class ExistingFiles(enum.Enum):
     exist at the destination already (libtorrent's ``move_flags_t``).
 
     Attributes:
-        REPLACE: the torrent's copies replace them, and one the torrent's old storage
-            lacks is removed (libtorrent's ``always_replace_files``, which leaves it).
+        REPLACE: the torrent's copies replace them (libtorrent's
+            ``always_replace_files``); one the torrent's old storage lacks is left as
+            it is, as libtorrent leaves it (it may be the user's own copy).
         FAIL: the move is refused, before anything is copied, with a
             :class:`~bip_disk.DestinationExistsError` naming the first; each file is
             looked for again just before it is copied, so one that appears during the
@@ -95,6 +96,9 @@ class CopyStopped(DiskError):  # noqa: N818 - named for what happened, like trio
 _log = logging.getLogger("bip_disk.manager")  # what it finds are the manager's torrents' faults
 
 _COPY_CHUNK = 4 * 1024 * 1024
+# What a storage answers when it is not to be written at all (read-only, not allowed):
+# the only failures ``refuse_nested`` takes as "that half cannot be looked at".
+_REFUSED = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 _ZEROS = bytes(_COPY_CHUNK)
 
 
@@ -241,12 +245,14 @@ def copy_files(
     Each file is copied up to its current size in 4 MiB chunks; runs of zeros are
     not written but allocated (sparse), so a sparse download stays sparse. A file
     already in ``destination`` is removed first (``REPLACE``), so that the copy is
-    the source's byte for byte; so is one the source lacks, which is then not copied
-    (no stale file stays where the source has none). Links and empty files are
-    created as :func:`create_files` does. With ``existing`` other than ``REPLACE``,
-    each file is looked for in ``destination`` just before it is copied: ``FAIL``
-    raises, ``KEEP`` leaves it alone (a file appearing between that look and the
-    first write is still replaced: the FileSystem protocol has no exclusive create).
+    the source's byte for byte. Files missing from the source are skipped, and what
+    ``destination`` has at their paths stays, as libtorrent leaves it (it may be the
+    user's own copy; the torrent had none of its bytes to copy). Links and empty
+    files are created as :func:`create_files` does. With ``existing`` other than
+    ``REPLACE``, each file is looked for in ``destination`` just before it is
+    copied: ``FAIL`` raises, ``KEEP`` leaves it alone (a file appearing between that
+    look and the first write is still replaced: the FileSystem protocol has no
+    exclusive create).
 
     ``stop`` (called on this thread; it must be quick and thread-safe) is asked before
     each file is touched, before each further chunk and before the links and the sync:
@@ -278,17 +284,18 @@ def copy_files(
                 kept.append(file)
                 continue
             stat = source.stat(file.path)
+            if stat is None:
+                # Nothing to copy: what the destination has there (the user's own copy,
+                # or a folder) stays, as libtorrent's move_storage leaves it, and is not
+                # even looked at (a folder there must not fail the move).
+                continue
             if existing is ExistingFiles.REPLACE and destination.stat(file.path) is not None:
                 # The copy below skips runs of zeros and never shrinks: written over, the
                 # old file would keep its bytes there and its tail, under pieces still
                 # had (served, trusted by the resume data). Removed, not truncated: a
                 # staged fsspec view would load the whole old file to truncate it, and a
-                # link there is replaced rather than followed. Also when the source has
-                # no such file: replaced by nothing, as in the source, rather than a
-                # stale file that a later check or a write into it would take as ours.
+                # link there is replaced rather than followed.
                 destination.remove(file.path)
-            if stat is None:
-                continue
             written.append(file.path)
             whole = _copy_file(source, destination, file.path, stat.size, stop)
         if not whole:
@@ -374,22 +381,36 @@ def refuse_nested(source: FileSystem, destination: FileSystem, layout: StorageLa
     With ``destination``'s root at ``folder`` inside ``source``'s (or the other way
     round), a file's new place is ``folder/path`` in the other's terms: if that is one
     of the torrent's own paths, the copy would replace a file it has yet to read and
-    deleting the old files would delete a new one. Only a folder of the torrent can do
-    that, so only those are looked at: a marker file written (and synced) through one
-    storage is looked for under each folder through the other, and removed. A root
-    nested elsewhere, or whose paths do not meet (``root/name/name/...`` to
-    ``root/name/...``), moves. libtorrent's ``move_storage`` checks nothing of the kind.
-    A source that cannot be written to cannot be looked for in the destination: that
-    half is left out (a read-only source is then no part of the writable destination).
+    deleting the old files would delete a new one. Whether that can happen at all
+    depends on the torrent's paths only: the folders ``F`` such that ``F/path`` is one
+    of its paths for another of its paths are found first, and a torrent with none
+    (nearly every torrent) costs no storage call. Only those folders are looked at: a
+    marker file written (and synced) through one storage is looked for under each
+    through the other, and removed. A root nested elsewhere, or whose paths do not
+    meet (``root/name/name/...`` to ``root/name/...``), moves. libtorrent's
+    ``move_storage`` checks nothing of the kind.
+    A source that refuses writing (``EROFS``, ``EACCES``, ``EPERM``) cannot be looked
+    for in the destination: that half is left out (a source that cannot be written is
+    no part of the writable destination). Any other failure writing it is "cannot tell".
 
     Raises:
         StorageError: ``EINVAL``, the roots are nested where the paths meet; or a marker
             could not be looked for (never answered "not nested" then).
     """
     names = {file.path for file in layout.stored_files + layout.symlinks}
-    folders = sorted({parent for name in names for parent in _parents(name)})
+    # Folders F with F/name among the names: only a root at one of them can make a file's
+    # new place another's old one. Pure computation, before any storage call.
+    folders = sorted(
+        {
+            "/".join(parts[:depth])
+            for name in names
+            for parts in [name.split("/")]
+            for depth in range(1, len(parts))
+            if "/".join(parts[depth:]) in names
+        }
+    )
     if not folders:
-        return  # no folder: no path of the torrent can be another's, one folder deeper
+        return  # no path of the torrent is another's inside a folder: they cannot meet
     for outer, inner, inward in ((source, destination, True), (destination, source, False)):
         folder = _nested_at(outer, inner, folders, written_through_source=not inward)
         if folder is None:
@@ -420,9 +441,9 @@ def _nested_at(
             with storage_faults(marker):
                 inner.write(marker, 0, b"bip_disk")
                 inner.sync(marker)
-        except StorageError:
-            if written_through_source:
-                return None  # a source we cannot write to (see refuse_nested)
+        except StorageError as error:
+            if written_through_source and error.errno in _REFUSED:
+                return None  # a source that refuses writing (see refuse_nested)
             raise
         for folder in folders:
             probe = f"{folder}/{marker}"

@@ -22,13 +22,15 @@ imported only when this class is used, so bip_disk works without it.
   upload that fails leaves the file staged, for its sync to report, and is not
   tried early again by every write (each try copies the whole file): while only
   such files are held past the bound, a write tries one upload, of the smallest,
-  and if it goes through the backend works again and the others are tried too.
-  Once uploads fail and new data would take what is held past twice the
-  bound, writes fail (with a failed file's error) before taking the data: one
-  upload of the smallest failed file is tried first, and if it goes through the
-  others are tried again and the write goes on. New data is what memory grows
-  by: the chunks a write adds, and the whole file when a write loads it; writing
-  over staged bytes is never refused. The check and the write are made under one
+  at most once a second, and while these tries fail at most once per wait, the
+  wait doubling up to a minute; if one goes through the backend works again, the
+  others are tried too and the waits start over. Once uploads fail and new data
+  would take what is held past twice the bound, writes fail (with a failed
+  file's error) before taking the data: the same try is made first, if its time
+  has come, and if it goes through the write goes on. New data is what memory
+  grows by: the chunks a write adds, and the whole file when a write loads it (a
+  file not staged yet is judged by its size before it is loaded); writing over
+  staged bytes is never refused. The check and the write are made under one
   lock, so concurrent writers cannot pass the bound together (until the first
   early upload has failed nothing says uploads fail, and writes go on: one per
   thread, as each writer then tries an early upload of its own).
@@ -57,6 +59,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import posixpath
 import threading
@@ -83,6 +86,11 @@ DEFAULT_MAX_STAGED_BYTES = 256 * 1024 * 1024
 _STRIPES = 64
 _ZERO_CHUNK = 1 << 20
 _RANDOM_WRITE_PROTOCOLS = frozenset({"file", "local", "memory"})
+# A blind try of a failed upload (nothing says the backend is back) is made at most once
+# per wait: the first, then doubled after each failed try, up to the longest.
+_RECOVER_FIRST = 1.0
+_RECOVER_MAX = 60.0
+_monotonic = time.monotonic  # the clock of those waits (a test replaces it)
 
 # DEBUG only, and only what costs a round trip of a whole file: a staged file
 # uploaded before its sync because the staging bound was reached (or failing to be).
@@ -176,8 +184,17 @@ class FsspecFileSystem:
         """Whether files are written in place (else staged; see the module documentation)."""
         self.max_staged_bytes = max_staged_bytes
         self._stripes = tuple(threading.RLock() for _ in range(_STRIPES))
-        self._state = threading.Lock()  # guards _staged (the dict itself)
+        # Guards _staged (the dict, and each entry's data as counted) and the counts.
+        self._state = threading.Lock()
         self._staged: dict[str, _Staged] = {}
+        # Kept with _staged, in every place an entry or its data changes: what the
+        # staged copies hold (summing them under the lock on every write costs O(files)),
+        # and how many of them are marked failed.
+        self._held_bytes = 0
+        self._failures = 0
+        # No blind recovery try before this monotonic time; the wait after the next one.
+        self._recover_at = -math.inf
+        self._recover_wait = _RECOVER_FIRST
 
     def __repr__(self) -> str:
         """The backend's protocol and the root."""
@@ -237,7 +254,16 @@ class FsspecFileSystem:
             return self._held_locked()
 
     def _held_locked(self) -> int:
-        return sum(item.data.held for item in self._staged.values())
+        return self._held_bytes
+
+    def _drop_locked(self, path: str) -> None:
+        """Drop ``path``'s staged copy, if any, from the staged files and the counts
+        (``_state`` held)."""
+        staged = self._staged.pop(path, None)
+        if staged is not None:
+            self._held_bytes -= staged.data.held
+            if staged.failed is not None:
+                self._failures -= 1
 
     def _load(self, path: str, full: str, create: bool) -> tuple[SparseBuffer, bool]:
         """A new copy of ``path``'s backend file, and whether there is one (lock held).
@@ -278,18 +304,27 @@ class FsspecFileSystem:
         What memory would grow by (those of its chunks not held yet, plus the whole
         file when it is loaded now) is checked against the bound, and the change
         made, under ``_state``: two writers cannot both pass the check on what was
-        held before either wrote. Refused, one upload is tried with no lock held
-        (``_recover``) and the check made once more; refused again, the failed
+        held before either wrote. While uploads fail, a file not staged yet is first
+        judged by its size, so that one refused is not loaded at all. Refused, one
+        upload is tried with no lock held (``_recover``, if its time has come) and,
+        only if it went through, the check made once more; refused still, the failed
         file's error is raised and nothing was changed.
         """
         refusal: StorageError | None = None
         for attempt in range(2):
-            if attempt:
-                self._recover()  # outside every lock: it takes another file's
+            # Outside every lock (it takes another file's); nothing uploaded, nothing
+            # changed: the refusal stands, and the file is not loaded again.
+            if attempt and not self._recover():
+                break
             with self._lock(path):
                 try:
                     with self._state:
                         staged = self._staged.get(path)
+                        failing = staged is None and self._failures > 0
+                    if failing:
+                        refusal = self._load_refusal(full, grows)
+                        if refusal is not None:
+                            continue
                     loaded, existed = (
                         (None, True) if staged is not None else self._load(path, full, create)
                     )
@@ -301,10 +336,14 @@ class FsspecFileSystem:
                             adding += data.held
                         refusal = self._refusal(adding)
                         if refusal is None:
+                            before = 0 if staged is None else staged.data.held
                             if staged is None:
                                 staged = self._staged[path] = _Staged(data)
                                 staged.dirty = not existed  # a new file must be uploaded
-                            change(staged)
+                            try:
+                                change(staged)
+                            finally:
+                                self._held_bytes += staged.data.held - before
                             return
                 except StorageError:
                     raise
@@ -312,6 +351,30 @@ class FsspecFileSystem:
                     raise _error(exc, path, action) from None
         assert refusal is not None  # only a refusal gets here
         raise refusal
+
+    def _load_refusal(self, full: str, grows: tuple[int, int]) -> StorageError | None:
+        """While uploads fail, the refusal loading ``full`` and making a change over
+        ``grows`` would meet, told by the file's size (one metadata call) rather than
+        by loading it whole; None to go on and load it (``path``'s lock held).
+
+        Loaded, a file holds a chunk for each of its bytes' chunks, so the size tells
+        exactly; the check after the load is still the one that counts (the file may
+        change in between).
+        """
+        try:
+            info = self.fs.info(full)
+        except FileNotFoundError:
+            return None  # nothing to load: a new file, judged as any write
+        if info.get("type") == "directory":
+            return None  # the load says what is wrong
+        loaded = -(-int(info.get("size") or 0) // CHUNK_SIZE)
+        offset, length = grows
+        new = 0
+        if length > 0:  # the change's chunks past the file's (as SparseBuffer.new_chunks)
+            first, last = offset // CHUNK_SIZE, (offset + length - 1) // CHUNK_SIZE
+            new = max(0, last + 1 - max(first, loaded))
+        with self._state:
+            return self._refusal((loaded + new) * CHUNK_SIZE)
 
     def _refusal(self, adding: int) -> StorageError | None:
         """The error refusing ``adding`` more staged bytes, or None to let them in
@@ -324,11 +387,9 @@ class FsspecFileSystem:
         limit = 2 * self.max_staged_bytes
         if adding <= 0 or self._held_locked() + adding <= limit:
             return None
-        failure = next(
-            (item.failed for item in self._staged.values() if item.failed is not None), None
-        )
-        if failure is None:
+        if not self._failures:
             return None  # nothing says the backend fails: stage, then upload early
+        failure = next(item.failed for item in self._staged.values() if item.failed is not None)
         # A new one each time: raised, each keeps the frames it passes through.
         return StorageError(
             f"{failure} (uploads fail and {limit} staged bytes would be exceeded)",
@@ -352,7 +413,7 @@ class FsspecFileSystem:
             self._make_parent(full)
             self.fs.pipe_file(full, staged.data.read(0, staged.data.size))
         with self._state:
-            self._staged.pop(path, None)
+            self._drop_locked(path)
 
     def _relieve(self, *, recover: bool = True) -> None:
         """Upload the largest staged files while more than the bound is held.
@@ -361,11 +422,12 @@ class FsspecFileSystem:
         the failure) and is marked, so that neither this pass nor a later one tries
         it again (each try copies the whole file: on a dead backend every write
         would retry every staged file). A pass left with only marked files past the
-        bound tries one of them (``_recover``, if ``recover``) when it tried nothing
-        else or an upload went through: on a dead backend that is one upload per
-        write, and memory does not stay past the bound once the backend works
-        again. Never raises: a write fails only in ``_change_staged``, before
-        its data is taken.
+        bound tries one of them (``_recover``, if ``recover``): at once when an
+        upload of this pass went through (the backend works), else when it tried
+        nothing and the wait since the last such blind try is over (on a dead
+        backend, one upload per wait, however many writes), so memory does not stay
+        past the bound for long once the backend works again. Never raises: a write
+        fails only in ``_change_staged``, before its data is taken.
         """
         tried: set[str] = set()  # bounds the pass even if files are staged meanwhile
         uploaded = False
@@ -381,7 +443,7 @@ class FsspecFileSystem:
                 # Only failed files left past the bound: try one if this pass tried
                 # nothing (is the backend back?) or an upload went through (it is).
                 if recover and (uploaded or not tried):
-                    self._recover()
+                    self._recover(blind=not uploaded)
                 return
             tried.add(path)
             _log.debug(
@@ -409,28 +471,54 @@ class FsspecFileSystem:
         with self._state:
             staged = self._staged.get(path)
             if staged is not None:
+                if staged.failed is None:
+                    self._failures += 1
                 staged.failed = failure
         _log.debug("%r: the early upload of %r failed: %s", self, path, failure)
         return failure
 
-    def _recover(self) -> None:
+    def _recover(self, *, blind: bool = True) -> bool:
         """Try one upload of the smallest failed file (the cheapest copy): if it goes
         through, the backend works again, every failed file may be tried again, and
         the largest are uploaded while more than the bound is held. Called, with no
         lock held, after a refusal and by a ``_relieve`` pass left with failed files.
+
+        A ``blind`` try (nothing says the backend is back) is made only once the wait
+        since the last one is over, the time taken under ``_state`` so that
+        concurrent writers make one try: ``_RECOVER_FIRST`` seconds, doubled after
+        each, up to ``_RECOVER_MAX``; both start over once an upload goes through.
+
+        Returns:
+            Whether a change refused may be checked again: the upload went through
+            (or no file is marked failed any more); False when it failed or, its
+            time not come, was not tried.
         """
         with self._state:
+            if not self._failures:
+                return True  # found back meanwhile: nothing says uploads fail
+            if blind:
+                now = _monotonic()
+                if now < self._recover_at:
+                    return False
+                self._recover_at = now + self._recover_wait
+                self._recover_wait = min(2 * self._recover_wait, _RECOVER_MAX)
             failed = [
                 (item.data.held, key)
                 for key, item in self._staged.items()
                 if item.failed is not None
             ]
-        if not failed or self._try_upload(min(failed)[1]) is not None:
-            return
+        if not failed:
+            return True  # (kept with the count: cannot happen)
+        if self._try_upload(min(failed)[1]) is not None:
+            return False
         with self._state:
             for item in self._staged.values():
                 item.failed = None
+            self._failures = 0
+            self._recover_at = -math.inf
+            self._recover_wait = _RECOVER_FIRST
         self._relieve(recover=False)
+        return True
 
     # -- the FileSystem protocol ----------------------------------------------
 
@@ -661,7 +749,7 @@ class FsspecFileSystem:
             # Only now: a removal that failed keeps the unsaved data (as memory and
             # native storage do).
             with self._state:
-                self._staged.pop(path, None)
+                self._drop_locked(path)
 
     def rename(self, old: str, new: str) -> None:
         """Move ``old`` to ``new``, creating ``new``'s parents and replacing a file there."""
@@ -691,7 +779,7 @@ class FsspecFileSystem:
                 # Replaced: its copy must not shadow the moved file. Only now, so a
                 # rename that fails keeps the unsaved data of ``new``.
                 with self._state:
-                    self._staged.pop(new, None)
+                    self._drop_locked(new)
             except StorageError:
                 raise
             except Exception as exc:

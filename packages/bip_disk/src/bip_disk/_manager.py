@@ -815,7 +815,8 @@ class DiskManager:
 
         ``existing`` says what becomes of the torrent's files already in
         ``filesystem`` (see :class:`~bip_disk.ExistingFiles`): replaced (the
-        default; one the old storage lacks is removed); refused (``FAIL``:
+        default; one the old storage lacks is left as it is, as libtorrent leaves
+        it); refused (``FAIL``:
         :class:`~bip_disk.DestinationExistsError` before anything is copied, or as
         soon as one appears during the copy); or
         kept (``KEEP``): neither copied nor written, and their old copies are not
