@@ -36,6 +36,9 @@ def test_a_file_renamed_over_after_the_walk_is_refused(tmp_path: Path) -> None:
     root.mkdir()
     (root / "a").write_bytes(b"a" * 1000)
     (root / "b").write_bytes(b"b" * 1000)
+    # An older time than b.new's, whatever the file system's clock granularity: the check
+    # takes a file of another inode number whose size and times are the walk's.
+    os.utime(root / "b", ns=(10**18, 10**18))
 
     def progress(done: int, total: int) -> None:
         if done == 0:  # the walk is over, no file read yet: save b as editors save
@@ -53,12 +56,13 @@ def test_open_regular_checks_identity_only_where_the_walk_had_one(tmp_path: Path
     path = tmp_path / "f"
     path.write_bytes(b"f")
     info = os.stat(path)
-    with _open_regular(str(path), (info.st_dev, info.st_ino)) as file:
+    identity = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+    with _open_regular(str(path), identity) as file:
         assert file.read() == b"f"
     with _open_regular(str(path), None) as file:  # DirEntry.stat on Windows: no inode
         assert file.read() == b"f"
     with pytest.raises(CreateError, match="another file"):
-        _open_regular(str(path), (info.st_dev, info.st_ino + 1))
+        _open_regular(str(path), (info.st_dev, info.st_ino + 1, 2, 0, 0))
 
 
 @POSIX

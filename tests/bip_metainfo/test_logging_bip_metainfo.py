@@ -1,5 +1,6 @@
 """bip_metainfo's logging: soft problems of torrents and magnets from the wild at DEBUG, one
-record per kind per torrent; create_torrent at DEBUG; never anything louder."""
+record per kind per torrent; create_torrent at DEBUG; nothing louder but create_torrent's one
+WARNING that hashing may end in a refusal (test_create_review_mends)."""
 
 from __future__ import annotations
 

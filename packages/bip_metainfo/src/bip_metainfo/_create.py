@@ -35,7 +35,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Final, Literal, NamedTuple, TypeAlias
 
 from bip_bencode import encode
 
@@ -50,8 +50,10 @@ from ._tokens import DEFAULT_MAX_VALUES
 
 __all__ = ["CreateCancelled", "auto_piece_length", "create_torrent"]
 
-# DEBUG only: the caller gets the torrent (or the exception) and reports it; progress goes to
-# its ``progress`` callback. One record as hashing starts, one when it ends.
+# DEBUG: the caller gets the torrent (or the exception) and reports it; progress goes to
+# its ``progress`` callback. One record as hashing starts, one when it ends. One WARNING,
+# before hashing, when only hashing can tell whether the torrent is refused for its size:
+# the caller learns it hours before the refusal would come.
 _log = logging.getLogger("bip_metainfo.create")
 
 Version: TypeAlias = Literal["v1", "v2", "hybrid"]
@@ -198,19 +200,93 @@ def _check_urls(tiers: list[list[str]], *groups: tuple[Sequence[object], str]) -
             )
 
 
-def _count_values(value: object) -> int:
-    """How many bencoded values ``value`` holds (what readers bound: ``DEFAULT_MAX_VALUES``)."""
-    count = 0
+# libtorrent 2.1.1's defaults for loading a .torrent file (load_torrent_limits), measured
+# with its Python wheel: a file of more than 10,000,000 bytes is "metadata too large", and
+# bdecode takes at most 3,000,000 tokens: one per string, integer, list and dictionary, and
+# one more per list and dictionary, for its end. Torrents within DEFAULT_MAX_FILES and
+# DEFAULT_MAX_PIECES can pass either: about 100,000 files of a hybrid torrent make 3,000,000
+# tokens, 500,000 v1 piece hashes 10,000,000 bytes. qBittorrent raises both (100 MiB,
+# 10,000,000 tokens), but programs that keep libtorrent's defaults do not load such a
+# torrent: so one made here stays within them (DEFAULT_MAX_VALUES, our readers' bound,
+# is the looser one: every value is a token).
+_LIBTORRENT_MAX_BYTES = 10_000_000
+_LIBTORRENT_MAX_TOKENS = 3_000_000
+
+
+class _Blob:
+    """Hashes not computed yet: a bencoded string of ``size`` bytes, for ``_measure``."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
+class _Measure(NamedTuple):
+    """What readers bound of a torrent: its bencoded values (``DEFAULT_MAX_VALUES``), its
+    bdecode tokens (the values, and the end of each list and dictionary: libtorrent's
+    ``max_decode_tokens``) and its size in bytes (libtorrent's ``max_buffer_size``)."""
+
+    values: int
+    tokens: int
+    size: int
+
+
+def _string_size(value: object) -> int:
+    if isinstance(value, _Blob):
+        length = value.size
+    elif isinstance(value, str):
+        length = len(value.encode())
+    elif isinstance(value, bytes):
+        length = len(value)
+    else:  # the torrent is built here: nothing else is in it
+        raise TypeError(f"not a bencoded value: {value!r}")
+    return len(str(length)) + 1 + length
+
+
+def _measure(value: object) -> _Measure:
+    """``_Measure`` of ``value`` (strings may be ``_Blob`` placeholders), bencoded."""
+    values = tokens = size = 0
     stack = [value]
     while stack:
         item = stack.pop()
-        count += 1
+        values += 1
+        tokens += 1
         if isinstance(item, dict):
-            count += len(item)  # the keys, strings
+            values += len(item)  # the keys, strings
+            tokens += len(item) + 1
+            size += 2 + sum(_string_size(key) for key in item)
             stack.extend(item.values())
         elif isinstance(item, list):
+            tokens += 1
+            size += 2
             stack.extend(item)
-    return count
+        elif isinstance(item, int):
+            size += len(str(item)) + 2
+        else:
+            size += _string_size(item)
+    return _Measure(values, tokens, size)
+
+
+def _too_large(measure: _Measure) -> str | None:
+    """Why readers would refuse a torrent of ``measure``, or None."""
+    if measure.values > DEFAULT_MAX_VALUES:
+        return (
+            f"the torrent would hold {measure.values} bencoded values, more than the "
+            f"{DEFAULT_MAX_VALUES} its readers accept: share fewer files"
+        )
+    if measure.tokens > _LIBTORRENT_MAX_TOKENS:
+        return (
+            f"the torrent would hold {measure.tokens} bencoded tokens (its values, and the end "
+            f"of each list and dictionary), more than the {_LIBTORRENT_MAX_TOKENS} libtorrent "
+            "loads by default: share fewer files"
+        )
+    if measure.size > _LIBTORRENT_MAX_BYTES:
+        return (
+            f"the torrent would be {measure.size} bytes, more than the {_LIBTORRENT_MAX_BYTES} "
+            "libtorrent loads by default: use a larger piece length, or share fewer files"
+        )
+    return None
 
 
 # How many directories deep (the torrent's top directory included) a file may lie, so that
@@ -227,17 +303,27 @@ _MAX_V2_LINK_DEPTH = 94
 
 
 def _check_limits(
-    files: list[_Entry], data: list[_Entry], torrent: dict[str, Any], *, v1: bool, v2: bool
+    files: list[_Entry],
+    data: list[_Entry],
+    torrent: dict[str, Any],
+    *,
+    v1: bool,
+    v2: bool,
+    more_layers: list[int],
 ) -> None:
     """Refuse, before any hashing, a torrent its readers would refuse for its size.
 
-    ``torrent`` is the torrent as it will be, with every hash a placeholder (and one
-    piece layer for each length of file that has one, the fewest there can be): readers
-    count pad files among the files, take no file larger than ``MAX_FILE_SIZE`` (about
-    16 TiB, libtorrent's limit), no v1 ``path`` or ``symlink path`` of more than 100
-    components, no v2 file tree deeper than libtorrent's bencoding depth limit allows (a
-    file 94 directories below the top one, a symlink 93) and decode no more than
-    :data:`DEFAULT_MAX_VALUES` bencoded values.
+    ``torrent`` is the torrent as it will be, with every hash a placeholder (``_Blob``,
+    and one piece layer for each length of file that has one, the fewest there can be):
+    readers count pad files among the files, take no file larger than ``MAX_FILE_SIZE``
+    (about 16 TiB, libtorrent's limit), no v1 ``path`` or ``symlink path`` of more than
+    100 components, no v2 file tree deeper than libtorrent's bencoding depth limit allows
+    (a file 94 directories below the top one, a symlink 93), decode no more than
+    :data:`DEFAULT_MAX_VALUES` bencoded values, and libtorrent loads no .torrent file of
+    more than ``_LIBTORRENT_MAX_TOKENS`` tokens or ``_LIBTORRENT_MAX_BYTES`` bytes.
+    ``more_layers`` are the sizes of the piece layers files of a length already counted
+    may add: if they can push the torrent over, only hashing will tell, and a warning
+    says so now.
     """
     count = len(files) + sum(1 for entry in data if entry.pad)
     if count > DEFAULT_MAX_FILES:
@@ -269,16 +355,24 @@ def _check_limits(
                 f"the symlink {entry.source!r} points {len(entry.symlink)} components deep, more "
                 f"than the {_MAX_V1_PATH} a torrent's readers take"
             )
-    _check_values(torrent)
-
-
-def _check_values(torrent: dict[str, Any]) -> None:
-    """Refuse a torrent of more bencoded values than readers decode (``DEFAULT_MAX_VALUES``)."""
-    values = _count_values(torrent)
-    if values > DEFAULT_MAX_VALUES:
-        raise CreateError(
-            f"the torrent would hold {values} bencoded values, more than the "
-            f"{DEFAULT_MAX_VALUES} its readers accept: share fewer files"
+    fewest = _measure(torrent)
+    problem = _too_large(fewest)
+    if problem is not None:
+        raise CreateError(problem)
+    # Each layer more: its key (a 32-byte pieces root) and the layer, two values.
+    most = fewest._replace(
+        values=fewest.values + 2 * len(more_layers),
+        tokens=fewest.tokens + 2 * len(more_layers),
+        size=fewest.size + sum(35 + len(str(size)) + 1 + size for size in more_layers),
+    )
+    problem = _too_large(most)
+    if problem is not None:
+        _log.warning(
+            "the torrent %r may be refused after hashing, as files of one length that differ "
+            "add piece layers (identical ones share one): with %d more, %s",
+            torrent["info"]["name"],
+            len(more_layers),
+            problem,
         )
 
 
@@ -437,7 +531,10 @@ def create_torrent(
             length that is invalid for the version, a name that is not a file name,
             not UTF-8 or one readers would change, no files or only empty ones,
             more pieces, files (pad files included) or bencoded values than readers
-            accept, a file of 16 TiB less 16 KiB or more (libtorrent's limit), a
+            accept, a .torrent larger than libtorrent 2.1.1 loads by default (more than
+            10,000,000 bytes, or 3,000,000 bencoded tokens: its values and the end of
+            each list and dictionary; qBittorrent raises both, other programs may
+            not), a file of 16 TiB less 16 KiB or more (libtorrent's limit), a
             file deeper than libtorrent loads (100 directories, the top one
             included, in a v1 torrent, 95 in a v2 or hybrid one, 94 for a symlink) or a
             symlink's target of more than 100 components, more than
@@ -445,9 +542,10 @@ def create_torrent(
             nodes), a directory reached twice through followed links, or a path
             that is neither a file nor a directory (or no longer a regular file,
             or another file, when it is read). All of these but the last are found
-            before any hashing, but for a bencoded value count pushed over the
-            limit by files of one length that turn out to differ (identical files
-            share one piece layer).
+            before any hashing, but for a size or count pushed over a limit by
+            files of one length that turn out to differ (identical files share one
+            piece layer): when that may happen, a warning is logged (logger
+            ``bip_metainfo.create``) before hashing.
         ValueError: other invalid arguments (a bad ``version``, ``threads``...).
         CreateCancelled: ``cancel`` was set.
     """
@@ -517,7 +615,7 @@ def create_torrent(
 
     info: dict[str, Any] = {"name": name, "piece length": piece_length}
     if v1:
-        info["pieces"] = b""  # the hashes come below
+        info["pieces"] = _Blob(20 * num_pieces)  # the hashes come below
         if single:
             info["length"] = files[0].length
             if files[0].attr:
@@ -556,19 +654,24 @@ def create_torrent(
         torrent["url-list"] = seeds[0] if len(seeds) == 1 else seeds
     if http:
         torrent["httpseeds"] = http
+    more_layers: list[int] = []  # the sizes of layers that files of a length counted may add
     if v2:
         # ``piece layers`` is keyed by pieces root, and identical files share one root
         # (one layer), which only hashing finds. Files of different lengths never do:
         # one placeholder per length of more than one piece is the fewest layers the
         # torrent can have, so what this refuses the real torrent is refused for too.
-        torrent["piece layers"] = {
-            length.to_bytes(32, "big"): b""
-            for length in {entry.length for entry in data if entry.length > piece_length}
-        }
-    # Everything a reader could refuse the torrent for is known now (the value count
-    # as a lower bound): checked before hashing, which can take hours, rather than by
-    # parsing the result.
-    _check_limits(files, data, torrent, v1=v1, v2=v2)
+        layers: dict[bytes, Any] = {}
+        for entry in data:
+            if entry.length > piece_length:
+                key = entry.length.to_bytes(32, "big")
+                layer = _Blob(32 * -(-entry.length // piece_length))
+                if layers.setdefault(key, layer) is not layer:
+                    more_layers.append(layer.size)
+        torrent["piece layers"] = layers
+    # Everything a reader could refuse the torrent for is known now (its size and counts
+    # as lower bounds, exact but for files of one length): checked before hashing, which
+    # can take hours, rather than by parsing the result.
+    _check_limits(files, data, torrent, v1=v1, v2=v2, more_layers=more_layers)
 
     _log.debug(
         "creating %s torrent %r from %r: %d files, %d bytes in %d pieces of %d bytes, "
@@ -605,7 +708,9 @@ def create_torrent(
         # Written even when empty (every file fits in a piece), as libtorrent does.
         torrent["piece layers"] = {entry.pieces_root: entry.layer for entry in data if entry.layer}
         # Exactly now: files of one length that differ each have a layer of their own.
-        _check_values(torrent)
+        problem = _too_large(_measure(torrent))
+        if problem is not None:
+            raise CreateError(problem)
     metainfo = Metainfo.from_bytes(encode(torrent))
     _log.debug(
         "created torrent %s (%r) in %.2f s",

@@ -28,10 +28,12 @@ from ._errors import CreateError
 from ._merkle import BLOCK_SIZE, subtree_root
 
 _Stop: TypeAlias = Callable[[], bool]
+# A file as the walk saw it: (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns).
+_Identity: TypeAlias = tuple[int, int, int, int, int]
 # A run of one file's bytes: (source, offset, length, the file's length, zeros that
-# follow the file in the v1 piece space, the file's (st_dev, st_ino) as the walk saw it,
-# or None where the walk got no inode number).
-_Run: TypeAlias = tuple[str, int, int, int, int, tuple[int, int] | None]
+# follow the file in the v1 piece space, the file's identity, or None where the walk got
+# no inode number).
+_Run: TypeAlias = tuple[str, int, int, int, int, _Identity | None]
 
 _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # Windows: none (and no FIFOs in a folder)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -53,7 +55,7 @@ def _buffer(size: int) -> memoryview:
     return memoryview(buffer)
 
 
-def _open_regular(source: str, identity: tuple[int, int] | None) -> Any:
+def _open_regular(source: str, identity: _Identity | None) -> Any:
     """Open ``source`` for reading, unbuffered, refusing anything but the regular file
     the walk found.
 
@@ -64,8 +66,14 @@ def _open_regular(source: str, identity: tuple[int, int] | None) -> Any:
     never waits, checked with ``fstat``, and only then made blocking again. Another
     regular file put in its place (a rename over it, as editors and downloaders save)
     would be hashed in its stead, under the length the walk found: so the opened file
-    must also be the walk's, by ``identity`` (``(st_dev, st_ino)``; None where the
-    walk had no inode number, as ``DirEntry.stat`` on Windows, and then no check).
+    must also be the walk's, by ``identity`` (``_Identity``; None where the walk had
+    no inode number, as ``DirEntry.stat`` on Windows, and then no check). Some mounts
+    give one file a new inode number now and then (FUSE file systems without
+    ``use_ino``, as sshfs; CIFS with ``noserverino``): so another inode number is
+    another file only if the size, the modification time or the inode change time
+    differs too. A file renamed over this one has a later change time (set by the
+    kernel as the file is made, changed or renamed, where no program can set it), even
+    when its size and modification time were copied, as rsync copies them.
 
     Raises:
         CreateError: ``source`` is no longer a regular file, or another file than the
@@ -80,7 +88,11 @@ def _open_regular(source: str, identity: tuple[int, int] | None) -> Any:
                 f"{source!r} is no longer a regular file: it was replaced while the torrent "
                 "was being created"
             )
-        if identity is not None and (info.st_dev, info.st_ino) != identity:
+        if (
+            identity is not None
+            and (info.st_dev, info.st_ino) != identity[:2]
+            and (info.st_size, info.st_mtime_ns, info.st_ctime_ns) != identity[2:]
+        ):
             raise CreateError(
                 f"{source!r} is another file than the one the torrent was planned from: it "
                 "was replaced while the torrent was being created"

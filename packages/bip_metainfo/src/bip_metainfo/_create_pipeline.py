@@ -62,7 +62,15 @@ class _HashPool:
     (``bip create`` after Ctrl-C). Daemon threads are not waited for at exit;
     ``shutdown``, on every way out of ``_hash_files``, still waits for each
     one, so none outlives a call that returns. (``Future`` made here, as asyncio's
-    ``run_coroutine_threadsafe`` makes its own.)
+    ``run_coroutine_threadsafe`` makes its own.) Nor a ``ThreadPoolExecutor``
+    subclass: its threads are made, and joined at exit, by private methods and a
+    module-level registry that change between Python versions.
+
+    A Ctrl-C can land anywhere on the main thread, inside ``Thread.start`` too (its
+    wait for the new thread) or in ``shutdown``: so a thread is recorded before it is
+    started, one stop marker stops every thread (each puts it back as it leaves,
+    as ``ThreadPoolExecutor``'s workers do), whatever threads were recorded, and
+    ``shutdown`` puts it even when its drain is interrupted.
     """
 
     def __init__(self, size: int) -> None:
@@ -78,8 +86,10 @@ class _HashPool:
             thread = threading.Thread(
                 target=self._work, name=f"bip-hash_{len(self._threads)}", daemon=True
             )
-            thread.start()
+            # Recorded first: a KeyboardInterrupt out of start() may come after the
+            # thread began, and it must still be joined.
             self._threads.append(thread)
+            thread.start()
         return future
 
     def _work(self) -> None:
@@ -94,22 +104,27 @@ class _HashPool:
             else:
                 future.set_result(result)
             del future, function, args, job  # a finished job's data is not held while idle
+        self._queue.put(None)  # for the next thread: one marker stops them all
 
     def shutdown(self, *, cancel: bool) -> None:
         """Wait for every thread to end, after its current job (with ``cancel``, dropping
         the jobs no thread has taken yet)."""
-        if cancel:
-            while True:
+        try:
+            while cancel:
                 try:
                     job = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if job is not None:
                     job[0].cancel()
-        for _ in self._threads:
-            self._queue.put(None)
+        finally:
+            self._queue.put(None)  # even after a Ctrl-C in the drain, or threads wait for ever
         for thread in self._threads:
-            thread.join()
+            # Not alive: never started (start() failed; joining would raise), or ended.
+            # (A thread whose start() was interrupted before it ran may be skipped, and
+            # then ends on its own, on the marker.)
+            if thread.is_alive():
+                thread.join()
 
 
 class _Pipeline:

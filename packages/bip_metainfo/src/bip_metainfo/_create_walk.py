@@ -23,6 +23,7 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ._create_hashing import _Identity
 from ._errors import CreateError, MetainfoError
 from ._info import BITCOMET_PAD, DEFAULT_MAX_FILES
 from ._paths import resolve_duplicates, sanitize_name, sanitize_path, sanitize_symlink_target
@@ -49,9 +50,10 @@ class _Entry:
     executable: bool
     symlink: tuple[str, ...] | None = None  # BEP 47 target, from the torrent's root
     hidden: bool = False  # the Windows hidden attribute
-    # (st_dev, st_ino) as the walk saw it, so hashing reads this very file, not one renamed
-    # over it since; None where the walk gets no inode number (DirEntry.stat on Windows).
-    identity: tuple[int, int] | None = None
+    # The file as the walk saw it (``_Identity``), so hashing reads this very file, not one
+    # renamed over it since; None where the walk gets no inode number (DirEntry.stat on
+    # Windows).
+    identity: _Identity | None = None
     pad: int = 0  # zeros after it in the v1 piece space (hybrid torrents)
     pieces_root: bytes | None = None
     layer: bytes = b""  # BEP 52 piece layer, for files of more than one piece
@@ -76,7 +78,11 @@ def _entry(path: tuple[str, ...], source: str, info: os.stat_result) -> _Entry:
         info.st_size,
         executable=bool(info.st_mode & stat.S_IXUSR),
         hidden=bool(attributes & stat.FILE_ATTRIBUTE_HIDDEN),
-        identity=(info.st_dev, info.st_ino) if info.st_ino else None,
+        identity=(
+            (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+            if info.st_ino
+            else None
+        ),
     )
 
 
